@@ -1,0 +1,368 @@
+//! The Mongo-style filter language of SPEC section 3 and its reference evaluator.
+//!
+//! `{"topic": "a", "n": {"$gte": 2}, "$or": [{"kind": "episodic"}, {"confidence": {"$gt": 0.8}}]}`
+//!
+//! Paths whose first segment names a built-in field (`created_at`, `confidence`, `run_id`, …)
+//! address that field; any other path addresses `metadata` (metadata keys may not shadow
+//! built-in names, which is what makes this unambiguous). `metadata.x` is accepted too.
+//! Index-accelerated evaluation lives with the indexes; this evaluator defines the meaning.
+
+use std::cmp::Ordering;
+
+use serde_json::{Map, Value};
+
+use crate::Record;
+
+/// Filters nest at most this deep, so a hostile filter cannot exhaust the stack.
+const MAX_DEPTH: usize = 32;
+/// And at most this many clauses in all.
+const MAX_CLAUSES: usize = 1024;
+
+/// A filter that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("filter: {0}")]
+pub struct FilterError(pub String);
+
+/// A parsed filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Eq(FieldRef, Value),
+    Ne(FieldRef, Value),
+    In(FieldRef, Vec<Value>),
+    Nin(FieldRef, Vec<Value>),
+    Range(FieldRef, Ordering, bool, Value),
+    Exists(FieldRef, bool),
+}
+
+/// What a path addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FieldRef {
+    Id,
+    Modality,
+    Kind,
+    Content,
+    UserTokens,
+    MemoryDomain,
+    RunId,
+    MemoryScope,
+    CreatedAt,
+    UpdatedAt,
+    ExpiresAt,
+    /// `confidence` or `confidence.value`.
+    Confidence,
+    /// A path inside `metadata`.
+    Metadata(Vec<String>),
+}
+
+impl FieldRef {
+    fn parse(path: &str) -> Result<FieldRef, FilterError> {
+        let segments: Vec<&str> = path.split('.').collect();
+        if segments.iter().any(|s| s.is_empty() || s.starts_with('$')) {
+            return Err(FilterError(format!("bad field path {path:?}")));
+        }
+        let builtin = match segments.as_slice() {
+            ["id"] => FieldRef::Id,
+            ["modality"] => FieldRef::Modality,
+            ["kind"] => FieldRef::Kind,
+            ["content"] => FieldRef::Content,
+            ["user_tokens"] => FieldRef::UserTokens,
+            ["memory_domain"] => FieldRef::MemoryDomain,
+            ["run_id"] => FieldRef::RunId,
+            ["memory_scope"] => FieldRef::MemoryScope,
+            ["created_at"] => FieldRef::CreatedAt,
+            ["updated_at"] => FieldRef::UpdatedAt,
+            ["expires_at"] => FieldRef::ExpiresAt,
+            ["confidence"] | ["confidence", "value"] => FieldRef::Confidence,
+            ["metadata", rest @ ..] if !rest.is_empty() => {
+                FieldRef::Metadata(rest.iter().map(|s| s.to_string()).collect())
+            }
+            [first, ..] if crate::RESERVED_FIELDS.contains(first) => {
+                return Err(FilterError(format!("field {path:?} cannot be filtered on")));
+            }
+            _ => FieldRef::Metadata(segments.iter().map(|s| s.to_string()).collect()),
+        };
+        Ok(builtin)
+    }
+
+    /// The value this field has on `record`, or `None` when absent.
+    pub fn resolve<'r>(&self, record: &'r Record) -> Option<Resolved<'r>> {
+        use Resolved::*;
+        let owned = |v: Value| Some(Owned(v));
+        match self {
+            FieldRef::Id => owned(Value::String(record.id.to_string())),
+            FieldRef::Modality => owned(Value::String(record.modality.to_string())),
+            FieldRef::Kind => record.kind.as_ref().and_then(|k| owned(k.to_string().into())),
+            FieldRef::Content => record.content.as_ref().and_then(|c| owned(c.clone().into())),
+            FieldRef::UserTokens => owned(Value::Array(
+                record.user_tokens.iter().map(|t| Value::String(t.to_string())).collect(),
+            )),
+            FieldRef::MemoryDomain => owned(record.memory_domain.to_string().into()),
+            FieldRef::RunId => record.run_id.as_ref().and_then(|r| owned(r.to_string().into())),
+            FieldRef::MemoryScope => {
+                record.memory_scope.as_ref().and_then(|s| owned(s.to_string().into()))
+            }
+            FieldRef::CreatedAt => owned(record.created_at.into()),
+            FieldRef::UpdatedAt => owned(record.updated_at.into()),
+            FieldRef::ExpiresAt => record.expires_at.and_then(|t| owned(t.into())),
+            FieldRef::Confidence => owned(record.confidence.value.into()),
+            FieldRef::Metadata(path) => lookup(&record.metadata, path).map(Borrowed),
+        }
+    }
+}
+
+/// A resolved field value: borrowed from metadata or computed from a built-in field.
+pub enum Resolved<'r> {
+    Borrowed(&'r Value),
+    Owned(Value),
+}
+
+impl Resolved<'_> {
+    fn get(&self) -> &Value {
+        match self {
+            Resolved::Borrowed(v) => v,
+            Resolved::Owned(v) => v,
+        }
+    }
+}
+
+fn lookup<'m>(map: &'m Map<String, Value>, path: &[String]) -> Option<&'m Value> {
+    let (first, rest) = path.split_first()?;
+    let value = map.get(first)?;
+    if rest.is_empty() {
+        return Some(value);
+    }
+    match value {
+        Value::Object(inner) => lookup(inner, rest),
+        _ => None,
+    }
+}
+
+impl Filter {
+    /// Parses a filter from its JSON form.
+    pub fn parse(value: &Value) -> Result<Filter, FilterError> {
+        let mut clauses = 0;
+        parse_object(value, 0, &mut clauses)
+    }
+
+    /// Whether `record` matches.
+    pub fn matches(&self, record: &Record) -> bool {
+        match self {
+            Filter::And(all) => all.iter().all(|f| f.matches(record)),
+            Filter::Or(any) => any.iter().any(|f| f.matches(record)),
+            Filter::Eq(field, v) => field.resolve(record).is_some_and(|r| eq_or_contains(r.get(), v)),
+            Filter::Ne(field, v) => !field.resolve(record).is_some_and(|r| eq_or_contains(r.get(), v)),
+            Filter::In(field, vs) => field
+                .resolve(record)
+                .is_some_and(|r| vs.iter().any(|v| eq_or_contains(r.get(), v))),
+            Filter::Nin(field, vs) => !field
+                .resolve(record)
+                .is_some_and(|r| vs.iter().any(|v| eq_or_contains(r.get(), v))),
+            Filter::Range(field, ord, or_equal, bound) => field.resolve(record).is_some_and(|r| {
+                any_element(r.get(), |x| {
+                    compare(x, bound).is_some_and(|o| o == *ord || (*or_equal && o == Ordering::Equal))
+                })
+            }),
+            Filter::Exists(field, want) => field.resolve(record).is_some() == *want,
+        }
+    }
+
+    /// A filter that matches every record.
+    pub fn all() -> Filter {
+        Filter::And(Vec::new())
+    }
+}
+
+fn parse_object(value: &Value, depth: usize, clauses: &mut usize) -> Result<Filter, FilterError> {
+    if depth > MAX_DEPTH {
+        return Err(FilterError(format!("nested deeper than {MAX_DEPTH} levels")));
+    }
+    let Value::Object(map) = value else {
+        return Err(FilterError("a filter must be a JSON object".into()));
+    };
+    let mut parts = Vec::with_capacity(map.len());
+    for (key, operand) in map {
+        *clauses += 1;
+        if *clauses > MAX_CLAUSES {
+            return Err(FilterError(format!("more than {MAX_CLAUSES} clauses")));
+        }
+        match key.as_str() {
+            "$and" | "$or" => {
+                let Value::Array(items) = operand else {
+                    return Err(FilterError(format!("{key} takes an array of filters")));
+                };
+                let subs = items
+                    .iter()
+                    .map(|v| parse_object(v, depth + 1, clauses))
+                    .collect::<Result<Vec<_>, _>>()?;
+                parts.push(if key == "$and" { Filter::And(subs) } else { Filter::Or(subs) });
+            }
+            k if k.starts_with('$') => {
+                return Err(FilterError(format!("unknown top-level operator {k}")));
+            }
+            path => parts.extend(parse_field(FieldRef::parse(path)?, operand, clauses)?),
+        }
+    }
+    Ok(if parts.len() == 1 { parts.remove(0) } else { Filter::And(parts) })
+}
+
+fn parse_field(field: FieldRef, operand: &Value, clauses: &mut usize) -> Result<Vec<Filter>, FilterError> {
+    let ops = match operand {
+        Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => m,
+        literal => return Ok(vec![Filter::Eq(field, literal.clone())]),
+    };
+    let mut out = Vec::with_capacity(ops.len());
+    for (op, v) in ops {
+        *clauses += 1;
+        let list = |v: &Value| match v {
+            Value::Array(items) if items.len() <= MAX_CLAUSES => Ok(items.clone()),
+            _ => Err(FilterError(format!("{op} takes an array of at most {MAX_CLAUSES} values"))),
+        };
+        let scalar = |v: &Value| match v {
+            Value::Number(_) | Value::String(_) => Ok(v.clone()),
+            _ => Err(FilterError(format!("{op} takes a number or a string"))),
+        };
+        let f = field.clone();
+        out.push(match op.as_str() {
+            "$eq" => Filter::Eq(f, v.clone()),
+            "$ne" => Filter::Ne(f, v.clone()),
+            "$in" => Filter::In(f, list(v)?),
+            "$nin" => Filter::Nin(f, list(v)?),
+            "$gt" => Filter::Range(f, Ordering::Greater, false, scalar(v)?),
+            "$gte" => Filter::Range(f, Ordering::Greater, true, scalar(v)?),
+            "$lt" => Filter::Range(f, Ordering::Less, false, scalar(v)?),
+            "$lte" => Filter::Range(f, Ordering::Less, true, scalar(v)?),
+            "$exists" => match v {
+                Value::Bool(b) => Filter::Exists(f, *b),
+                _ => return Err(FilterError("$exists takes true or false".into())),
+            },
+            other => return Err(FilterError(format!("unknown operator {other}"))),
+        });
+    }
+    Ok(out)
+}
+
+/// Mongo's rule: a scalar operand matches an array field when any element equals it.
+fn eq_or_contains(field: &Value, operand: &Value) -> bool {
+    values_equal(field, operand)
+        || matches!(field, Value::Array(items) if items.iter().any(|x| values_equal(x, operand)))
+}
+
+fn any_element(field: &Value, pred: impl Fn(&Value) -> bool) -> bool {
+    match field {
+        Value::Array(items) => items.iter().any(pred),
+        v => pred(v),
+    }
+}
+
+/// Equality in which `1` and `1.0` are the same number.
+fn values_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Orders numbers with numbers and strings with strings; anything else is incomparable.
+fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CollectionName, Confidence, Domain, RecordId, UserToken};
+    use serde_json::json;
+
+    fn record() -> Record {
+        Record {
+            id: RecordId::parse("r1").unwrap(),
+            modality: CollectionName::parse("text").unwrap(),
+            kind: None,
+            content: Some("hello".into()),
+            vector: None,
+            user_tokens: vec![UserToken::parse("u:a").unwrap()],
+            memory_domain: Domain::default(),
+            run_id: None,
+            memory_scope: None,
+            metadata: json!({"topic": "rust", "n": 3, "tags": ["x", "y"], "o": {"p": 1.5}})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            created_at: 1000,
+            updated_at: 1000,
+            expires_at: None,
+            confidence: Confidence::default(),
+        }
+    }
+
+    fn check(filter: Value, expect: bool) {
+        let f = Filter::parse(&filter).unwrap_or_else(|e| panic!("{filter}: {e}"));
+        assert_eq!(f.matches(&record()), expect, "{filter}");
+    }
+
+    #[test]
+    fn operators() {
+        check(json!({}), true);
+        check(json!({"topic": "rust"}), true);
+        check(json!({"metadata.topic": "rust"}), true);
+        check(json!({"topic": "go"}), false);
+        check(json!({"n": 3.0}), true);
+        check(json!({"n": {"$gt": 2, "$lte": 3}}), true);
+        check(json!({"n": {"$lt": 3}}), false);
+        check(json!({"n": {"$ne": 3}}), false);
+        check(json!({"missing": {"$ne": 3}}), true);
+        check(json!({"tags": "x"}), true);
+        check(json!({"tags": {"$in": ["q", "y"]}}), true);
+        check(json!({"tags": {"$nin": ["x"]}}), false);
+        check(json!({"o.p": {"$gte": 1.5}}), true);
+        check(json!({"o.p": {"$exists": true}}), true);
+        check(json!({"o.q": {"$exists": false}}), true);
+        check(json!({"topic": {"$gt": "a"}}), true);
+        check(json!({"topic": {"$gt": 1}}), false);
+        check(json!({"$or": [{"topic": "go"}, {"n": 3}]}), true);
+        check(json!({"$and": [{"topic": "rust"}, {"n": 4}]}), false);
+        check(json!({"created_at": {"$gte": 1000}}), true);
+        check(json!({"confidence": {"$lt": 0.6}}), true);
+        check(json!({"user_tokens": "u:a"}), true);
+        check(json!({"id": {"$in": ["r1", "r2"]}}), true);
+        check(json!({"expires_at": {"$exists": true}}), false);
+    }
+
+    #[test]
+    fn bad_filters_are_errors() {
+        for bad in [
+            json!([]),
+            json!({"$nor": []}),
+            json!({"a": {"$regex": "x"}}),
+            json!({"a": {"$in": 3}}),
+            json!({"a": {"$gt": [1]}}),
+            json!({"a": {"$exists": 1}}),
+            json!({"a..b": 1}),
+            json!({"vector": 1}),
+            json!({"$and": {}}),
+        ] {
+            assert!(Filter::parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn deep_filters_are_rejected_not_overflowed() {
+        let mut f = json!({"a": 1});
+        for _ in 0..200 {
+            f = json!({ "$and": [f] });
+        }
+        assert!(Filter::parse(&f).is_err());
+    }
+}

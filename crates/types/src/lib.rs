@@ -1,0 +1,33 @@
+//! Strata's vocabulary: validated names, the request scope, the record model and the filter
+//! language.
+//!
+//! Every value that crosses the edge of the server is parsed into one of these types exactly
+//! once; code behind the edge can then trust it. This crate does no I/O.
+
+mod filter;
+mod limits;
+mod name;
+mod record;
+mod scope;
+
+pub use filter::{Filter, FilterError, FieldRef};
+pub use limits::RecordLimits;
+pub use name::{
+    CollectionName, Domain, InvalidName, Kind, MemoryScope, RecordId, RunId, TenantId, UserToken,
+};
+pub use record::{
+    Collection, Confidence, Metric, NewRecord, RESERVED_FIELDS, Record, RecordError, RecordPatch,
+    check_vector, merge_patch,
+};
+pub use scope::{RequestScope, TokenSelector, UserMatch};
+
+/// Milliseconds since the Unix epoch, the one time unit of the data model.
+pub type Millis = i64;
+
+/// The current time in [`Millis`].
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}

@@ -1,0 +1,205 @@
+//! Validated names: tenant ids, domains, collections, runs, scopes, record ids and user tokens.
+//!
+//! All of them match `^[a-zA-Z0-9_.-]{1,64}$`; user tokens may also contain `:` (`u:alice`).
+//! Because no name can contain a NUL byte or `*`, storage keys may use `\0` as a separator and
+//! `*` can mean "every principal" without ambiguity.
+
+use std::fmt;
+
+/// A name failed validation. `field` is the request field it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidName {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+const MAX_NAME_LEN: usize = 64;
+
+fn check(field: &'static str, s: &str, allow_colon: bool) -> Result<(), InvalidName> {
+    if s.is_empty() || s.len() > MAX_NAME_LEN {
+        return Err(InvalidName {
+            field,
+            reason: format!("must be 1 to {MAX_NAME_LEN} characters long, got {}", s.len()),
+        });
+    }
+    let allowed = |c: char| {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') || (allow_colon && c == ':')
+    };
+    if let Some(bad) = s.chars().find(|c| !allowed(*c)) {
+        let set = if allow_colon { "[a-zA-Z0-9_.:-]" } else { "[a-zA-Z0-9_.-]" };
+        return Err(InvalidName { field, reason: format!("character {bad:?} is not in {set}") });
+    }
+    Ok(())
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, field = $field:literal, colon = $colon:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The request field this name is read from, used in error messages.
+            pub const FIELD: &'static str = $field;
+
+            /// Validates `s`, naming [`Self::FIELD`] in the error.
+            pub fn parse(s: impl Into<String>) -> Result<Self, InvalidName> {
+                Self::parse_field(Self::FIELD, s)
+            }
+
+            /// Validates `s`, naming `field` in the error.
+            pub fn parse_field(field: &'static str, s: impl Into<String>) -> Result<Self, InvalidName> {
+                let s = s.into();
+                check(field, &s, $colon)?;
+                Ok(Self(s))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidName;
+            fn try_from(s: String) -> Result<Self, InvalidName> {
+                Self::parse(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A tenant: the hard ownership boundary. Comes only from a credential.
+    TenantId, field = "tenant_id", colon = false
+);
+name_type!(
+    /// A memory domain (namespace) inside a tenant.
+    Domain, field = "memory_domain", colon = false
+);
+name_type!(
+    /// A collection: a vector space with a fixed dimension and metric.
+    CollectionName, field = "collection", colon = false
+);
+name_type!(
+    /// A run (session or task).
+    RunId, field = "run_id", colon = false
+);
+name_type!(
+    /// The narrowest local scope, such as one asset or workspace.
+    MemoryScope, field = "memory_scope", colon = false
+);
+name_type!(
+    /// A record id: a server UUIDv7 or the client's own id.
+    RecordId, field = "id", colon = false
+);
+name_type!(
+    /// A free label such as `episodic` or `semantic`.
+    Kind, field = "kind", colon = false
+);
+name_type!(
+    /// A principal inside a tenant, such as `u:alice` or `agent:planner`.
+    UserToken, field = "user_tokens", colon = true
+);
+
+impl Domain {
+    /// The domain used when a request names none.
+    pub fn default_domain() -> Self {
+        Domain("default".to_owned())
+    }
+}
+
+impl Default for Domain {
+    fn default() -> Self {
+        Self::default_domain()
+    }
+}
+
+impl RecordId {
+    /// A fresh server-assigned id: a UUIDv7 string, which sorts by creation time.
+    pub fn from_uuid_string(s: String) -> Self {
+        debug_assert!(check(Self::FIELD, &s, false).is_ok());
+        RecordId(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check_name(input: &str, ok: bool) {
+        assert_eq!(Domain::parse(input).is_ok(), ok, "{input:?}");
+    }
+
+    #[test]
+    fn names_follow_the_pattern() {
+        check_name("dialog", true);
+        check_name("a.b-c_D9", true);
+        check_name(&"x".repeat(64), true);
+        check_name(&"x".repeat(65), false);
+        check_name("", false);
+        check_name("a b", false);
+        check_name("a/b", false);
+        check_name("u:alice", false);
+        check_name("*", false);
+        check_name("é", false);
+        check_name("a\0b", false);
+    }
+
+    #[test]
+    fn user_tokens_allow_colon() {
+        assert!(UserToken::parse("u:alice").is_ok());
+        assert!(UserToken::parse("*").is_err());
+    }
+
+    #[test]
+    fn error_names_the_field() {
+        let err = RunId::parse("bad run").unwrap_err();
+        assert_eq!(err.field, "run_id");
+        assert!(err.to_string().starts_with("run_id: "));
+    }
+
+    #[test]
+    fn serde_validates() {
+        let ok: Result<Domain, _> = serde_json::from_str("\"support\"");
+        assert!(ok.is_ok());
+        let bad: Result<Domain, _> = serde_json::from_str("\"no way\"");
+        assert!(bad.is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn valid_iff_pattern(s in "\\PC{0,70}") {
+            let expected = !s.is_empty()
+                && s.len() <= 64
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            prop_assert_eq!(TenantId::parse(s.clone()).is_ok(), expected);
+        }
+    }
+}

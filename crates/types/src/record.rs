@@ -1,0 +1,349 @@
+//! The record model (SPEC section 2): collections, records, writes and patches.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{CollectionName, Domain, Kind, Millis, MemoryScope, RecordId, RecordLimits, RunId, UserToken};
+
+/// Distance metric of a collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Cosine,
+    Dot,
+    L2,
+}
+
+/// A vector space with a fixed dimension and metric, owned by one tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Collection {
+    pub name: CollectionName,
+    pub dim: u32,
+    pub metric: Metric,
+    pub created_at: Millis,
+}
+
+/// Popoto-style confidence in a memory, updated by evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Confidence {
+    pub value: f64,
+    pub evidence_count: u32,
+    pub corroborations: u32,
+    pub contradictions: u32,
+}
+
+impl Default for Confidence {
+    /// A new memory is neither corroborated nor contradicted: even odds.
+    fn default() -> Self {
+        Confidence { value: 0.5, evidence_count: 0, corroborations: 0, contradictions: 0 }
+    }
+}
+
+/// A stored memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: RecordId,
+    /// The collection the record lives in.
+    pub modality: CollectionName,
+    pub kind: Option<Kind>,
+    pub content: Option<String>,
+    pub vector: Option<Vec<f32>>,
+    /// Principals who may read the record; empty means every principal of the tenant.
+    /// Kept sorted and free of duplicates.
+    pub user_tokens: Vec<UserToken>,
+    pub memory_domain: Domain,
+    pub run_id: Option<RunId>,
+    pub memory_scope: Option<MemoryScope>,
+    pub metadata: Map<String, Value>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub confidence: Confidence,
+}
+
+impl Record {
+    /// Whether the record's TTL has passed at `now`.
+    pub fn is_expired(&self, now: Millis) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// One record of a write. The domain comes from the request scope; `run_id`, `memory_scope`
+/// and `user_tokens` fall back to the request scope when absent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewRecord {
+    /// The client's own id, for idempotent upsert. Absent: the server assigns a UUIDv7.
+    pub id: Option<RecordId>,
+    /// Collection name; `text` when absent.
+    pub modality: Option<CollectionName>,
+    pub kind: Option<Kind>,
+    pub content: Option<String>,
+    pub vector: Option<Vec<f32>>,
+    pub user_tokens: Option<Vec<UserToken>>,
+    pub run_id: Option<RunId>,
+    pub memory_scope: Option<MemoryScope>,
+    pub metadata: Map<String, Value>,
+    pub expires_at: Option<Millis>,
+    pub confidence: Option<Confidence>,
+}
+
+/// Changes to a record. Absent fields stay as they are; `metadata` is merged as an RFC 7396
+/// JSON merge patch (a `null` value removes the key).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordPatch {
+    pub kind: Option<Kind>,
+    pub content: Option<String>,
+    pub vector: Option<Vec<f32>>,
+    pub user_tokens: Option<Vec<UserToken>>,
+    pub run_id: Option<RunId>,
+    pub memory_scope: Option<MemoryScope>,
+    pub metadata: Option<Map<String, Value>>,
+    pub expires_at: Option<Millis>,
+    pub confidence: Option<Confidence>,
+}
+
+/// Field names that metadata keys may not shadow: the record's own fields and the scope.
+pub const RESERVED_FIELDS: &[&str] = &[
+    "id",
+    "tenant",
+    "tenant_id",
+    "modality",
+    "collection",
+    "kind",
+    "content",
+    "vector",
+    "user_tokens",
+    "user_match",
+    "memory_domain",
+    "domain",
+    "run_id",
+    "memory_scope",
+    "metadata",
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "confidence",
+    "score",
+];
+
+/// A record (or patch) that cannot be stored as given.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    #[error("metadata key {key:?} shadows the built-in field of the same name")]
+    ShadowedField { key: String },
+    #[error("metadata key {key:?} is not allowed: keys may not be empty, start with '$' or contain '.'")]
+    BadMetadataKey { key: String },
+    #[error("metadata is {size} bytes as JSON; the limit is {max}")]
+    MetadataTooLarge { size: usize, max: usize },
+    #[error("metadata nests deeper than {max} levels")]
+    MetadataTooDeep { max: usize },
+    #[error("content is {size} bytes; the limit is {max}")]
+    ContentTooLarge { size: usize, max: usize },
+    #[error("{count} user tokens; the limit is {max}")]
+    TooManyTokens { count: usize, max: usize },
+    #[error("vector has a non-finite value at position {position}")]
+    NonFiniteVector { position: usize },
+    #[error("vector has {got} dimensions; collection {collection} has {expected}")]
+    DimensionMismatch { collection: CollectionName, expected: u32, got: usize },
+    #[error("a zero vector has no direction; collection {collection} uses cosine")]
+    ZeroVector { collection: CollectionName },
+    #[error("a record needs a vector, content, or both")]
+    Empty,
+    #[error("batch of {count} records; the limit is {max}")]
+    BatchTooLarge { count: usize, max: usize },
+}
+
+impl NewRecord {
+    /// Checks everything that does not depend on the collection (see [`check_vector`]).
+    pub fn validate(&self, limits: &RecordLimits) -> Result<(), RecordError> {
+        if self.vector.is_none() && self.content.is_none() {
+            return Err(RecordError::Empty);
+        }
+        check_common(
+            self.content.as_deref(),
+            self.vector.as_deref(),
+            self.user_tokens.as_deref(),
+            Some(&self.metadata),
+            limits,
+        )
+    }
+}
+
+impl RecordPatch {
+    pub fn validate(&self, limits: &RecordLimits) -> Result<(), RecordError> {
+        check_common(
+            self.content.as_deref(),
+            self.vector.as_deref(),
+            self.user_tokens.as_deref(),
+            self.metadata.as_ref(),
+            limits,
+        )
+    }
+}
+
+fn check_common(
+    content: Option<&str>,
+    vector: Option<&[f32]>,
+    tokens: Option<&[UserToken]>,
+    metadata: Option<&Map<String, Value>>,
+    limits: &RecordLimits,
+) -> Result<(), RecordError> {
+    if let Some(c) = content
+        && c.len() > limits.max_content_bytes
+    {
+        return Err(RecordError::ContentTooLarge { size: c.len(), max: limits.max_content_bytes });
+    }
+    if let Some(v) = vector
+        && let Some(position) = v.iter().position(|x| !x.is_finite())
+    {
+        return Err(RecordError::NonFiniteVector { position });
+    }
+    if let Some(t) = tokens
+        && t.len() > limits.max_user_tokens
+    {
+        return Err(RecordError::TooManyTokens { count: t.len(), max: limits.max_user_tokens });
+    }
+    if let Some(m) = metadata {
+        check_metadata(m, limits)?;
+    }
+    Ok(())
+}
+
+fn check_metadata(metadata: &Map<String, Value>, limits: &RecordLimits) -> Result<(), RecordError> {
+    if let Some(key) = metadata.keys().find(|k| RESERVED_FIELDS.contains(&k.as_str())) {
+        return Err(RecordError::ShadowedField { key: key.clone() });
+    }
+    check_keys(metadata, 1, limits.max_metadata_depth)?;
+    let size = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > limits.max_metadata_bytes {
+        return Err(RecordError::MetadataTooLarge { size, max: limits.max_metadata_bytes });
+    }
+    Ok(())
+}
+
+fn check_keys(map: &Map<String, Value>, depth: usize, max: usize) -> Result<(), RecordError> {
+    if depth > max {
+        return Err(RecordError::MetadataTooDeep { max });
+    }
+    for (key, value) in map {
+        if key.is_empty() || key.starts_with('$') || key.contains('.') {
+            return Err(RecordError::BadMetadataKey { key: key.clone() });
+        }
+        check_value(value, depth, max)?;
+    }
+    Ok(())
+}
+
+fn check_value(value: &Value, depth: usize, max: usize) -> Result<(), RecordError> {
+    match value {
+        Value::Object(m) => check_keys(m, depth + 1, max),
+        Value::Array(items) => {
+            if depth + 1 > max {
+                return Err(RecordError::MetadataTooDeep { max });
+            }
+            items.iter().try_for_each(|v| check_value(v, depth + 1, max))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks a vector against its collection.
+pub fn check_vector(vector: &[f32], collection: &Collection) -> Result<(), RecordError> {
+    if vector.len() != collection.dim as usize {
+        return Err(RecordError::DimensionMismatch {
+            collection: collection.name.clone(),
+            expected: collection.dim,
+            got: vector.len(),
+        });
+    }
+    if collection.metric == Metric::Cosine && vector.iter().all(|x| *x == 0.0) {
+        return Err(RecordError::ZeroVector { collection: collection.name.clone() });
+    }
+    Ok(())
+}
+
+/// Applies an RFC 7396 merge patch to `target`.
+pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (key, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(key);
+            }
+            Value::Object(p) => {
+                let entry = target.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
+                if !entry.is_object() {
+                    *entry = Value::Object(Map::new());
+                }
+                if let Value::Object(t) = entry {
+                    merge_patch(t, p);
+                }
+            }
+            other => {
+                target.insert(key.clone(), other.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn meta(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    fn check(metadata: Value, expect: Result<(), RecordError>) {
+        let r = NewRecord { content: Some("x".into()), metadata: meta(metadata), ..Default::default() };
+        assert_eq!(r.validate(&RecordLimits::default()), expect);
+    }
+
+    #[test]
+    fn metadata_rules() {
+        check(json!({"topic": "a", "n": {"deep": [1, 2]}}), Ok(()));
+        check(json!({"user_tokens": ["u:x"]}), Err(RecordError::ShadowedField { key: "user_tokens".into() }));
+        check(json!({"memory_domain": "x"}), Err(RecordError::ShadowedField { key: "memory_domain".into() }));
+        check(json!({"tenant_id": "x"}), Err(RecordError::ShadowedField { key: "tenant_id".into() }));
+        check(json!({"a": {"$gt": 1}}), Err(RecordError::BadMetadataKey { key: "$gt".into() }));
+        check(json!({"a.b": 1}), Err(RecordError::BadMetadataKey { key: "a.b".into() }));
+        check(json!({"big": "x".repeat(20_000)}), Err(RecordError::MetadataTooLarge { size: 20_010, max: 16 * 1024 }));
+    }
+
+    #[test]
+    fn metadata_depth_is_bounded() {
+        let mut v = json!(1);
+        for _ in 0..20 {
+            v = json!({ "n": v });
+        }
+        check(v, Err(RecordError::MetadataTooDeep { max: 16 }));
+    }
+
+    #[test]
+    fn empty_and_non_finite_records_are_rejected() {
+        let limits = RecordLimits::default();
+        assert_eq!(NewRecord::default().validate(&limits), Err(RecordError::Empty));
+        let nan = NewRecord { vector: Some(vec![0.0, f32::NAN]), ..Default::default() };
+        assert_eq!(nan.validate(&limits), Err(RecordError::NonFiniteVector { position: 1 }));
+        let big = NewRecord { content: Some("x".repeat(70_000)), ..Default::default() };
+        assert!(matches!(big.validate(&limits), Err(RecordError::ContentTooLarge { .. })));
+    }
+
+    #[test]
+    fn vector_checks_dimension_and_zero() {
+        let c = Collection { name: CollectionName::parse("text").unwrap(), dim: 3, metric: Metric::Cosine, created_at: 0 };
+        assert!(check_vector(&[1.0, 0.0, 0.0], &c).is_ok());
+        assert!(matches!(check_vector(&[1.0, 0.0], &c), Err(RecordError::DimensionMismatch { expected: 3, got: 2, .. })));
+        assert!(matches!(check_vector(&[0.0, 0.0, 0.0], &c), Err(RecordError::ZeroVector { .. })));
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc7396() {
+        let mut t = meta(json!({"a": 1, "b": {"c": 2, "d": 3}}));
+        merge_patch(&mut t, &meta(json!({"a": null, "b": {"c": 5}, "e": 6})));
+        assert_eq!(Value::Object(t), json!({"b": {"c": 5, "d": 3}, "e": 6}));
+    }
+}
