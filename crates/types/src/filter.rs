@@ -93,16 +93,30 @@ impl FieldRef {
         match self {
             FieldRef::Id => owned(Value::String(record.id.to_string())),
             FieldRef::Modality => owned(Value::String(record.modality.to_string())),
-            FieldRef::Kind => record.kind.as_ref().and_then(|k| owned(k.to_string().into())),
-            FieldRef::Content => record.content.as_ref().and_then(|c| owned(c.clone().into())),
+            FieldRef::Kind => record
+                .kind
+                .as_ref()
+                .and_then(|k| owned(k.to_string().into())),
+            FieldRef::Content => record
+                .content
+                .as_ref()
+                .and_then(|c| owned(c.clone().into())),
             FieldRef::UserTokens => owned(Value::Array(
-                record.user_tokens.iter().map(|t| Value::String(t.to_string())).collect(),
+                record
+                    .user_tokens
+                    .iter()
+                    .map(|t| Value::String(t.to_string()))
+                    .collect(),
             )),
             FieldRef::MemoryDomain => owned(record.memory_domain.to_string().into()),
-            FieldRef::RunId => record.run_id.as_ref().and_then(|r| owned(r.to_string().into())),
-            FieldRef::MemoryScope => {
-                record.memory_scope.as_ref().and_then(|s| owned(s.to_string().into()))
-            }
+            FieldRef::RunId => record
+                .run_id
+                .as_ref()
+                .and_then(|r| owned(r.to_string().into())),
+            FieldRef::MemoryScope => record
+                .memory_scope
+                .as_ref()
+                .and_then(|s| owned(s.to_string().into())),
             FieldRef::CreatedAt => owned(record.created_at.into()),
             FieldRef::UpdatedAt => owned(record.updated_at.into()),
             FieldRef::ExpiresAt => record.expires_at.and_then(|t| owned(t.into())),
@@ -151,8 +165,12 @@ impl Filter {
         match self {
             Filter::And(all) => all.iter().all(|f| f.matches(record)),
             Filter::Or(any) => any.iter().any(|f| f.matches(record)),
-            Filter::Eq(field, v) => field.resolve(record).is_some_and(|r| eq_or_contains(r.get(), v)),
-            Filter::Ne(field, v) => !field.resolve(record).is_some_and(|r| eq_or_contains(r.get(), v)),
+            Filter::Eq(field, v) => field
+                .resolve(record)
+                .is_some_and(|r| eq_or_contains(r.get(), v)),
+            Filter::Ne(field, v) => !field
+                .resolve(record)
+                .is_some_and(|r| eq_or_contains(r.get(), v)),
             Filter::In(field, vs) => field
                 .resolve(record)
                 .is_some_and(|r| vs.iter().any(|v| eq_or_contains(r.get(), v))),
@@ -161,7 +179,8 @@ impl Filter {
                 .is_some_and(|r| vs.iter().any(|v| eq_or_contains(r.get(), v))),
             Filter::Range(field, ord, or_equal, bound) => field.resolve(record).is_some_and(|r| {
                 any_element(r.get(), |x| {
-                    compare(x, bound).is_some_and(|o| o == *ord || (*or_equal && o == Ordering::Equal))
+                    compare(x, bound)
+                        .is_some_and(|o| o == *ord || (*or_equal && o == Ordering::Equal))
                 })
             }),
             Filter::Exists(field, want) => field.resolve(record).is_some() == *want,
@@ -176,7 +195,9 @@ impl Filter {
 
 fn parse_object(value: &Value, depth: usize, clauses: &mut usize) -> Result<Filter, FilterError> {
     if depth > MAX_DEPTH {
-        return Err(FilterError(format!("nested deeper than {MAX_DEPTH} levels")));
+        return Err(FilterError(format!(
+            "nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     let Value::Object(map) = value else {
         return Err(FilterError("a filter must be a JSON object".into()));
@@ -196,7 +217,11 @@ fn parse_object(value: &Value, depth: usize, clauses: &mut usize) -> Result<Filt
                     .iter()
                     .map(|v| parse_object(v, depth + 1, clauses))
                     .collect::<Result<Vec<_>, _>>()?;
-                parts.push(if key == "$and" { Filter::And(subs) } else { Filter::Or(subs) });
+                parts.push(if key == "$and" {
+                    Filter::And(subs)
+                } else {
+                    Filter::Or(subs)
+                });
             }
             k if k.starts_with('$') => {
                 return Err(FilterError(format!("unknown top-level operator {k}")));
@@ -204,10 +229,18 @@ fn parse_object(value: &Value, depth: usize, clauses: &mut usize) -> Result<Filt
             path => parts.extend(parse_field(FieldRef::parse(path)?, operand, clauses)?),
         }
     }
-    Ok(if parts.len() == 1 { parts.remove(0) } else { Filter::And(parts) })
+    Ok(if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        Filter::And(parts)
+    })
 }
 
-fn parse_field(field: FieldRef, operand: &Value, clauses: &mut usize) -> Result<Vec<Filter>, FilterError> {
+fn parse_field(
+    field: FieldRef,
+    operand: &Value,
+    clauses: &mut usize,
+) -> Result<Vec<Filter>, FilterError> {
     let ops = match operand {
         Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => m,
         literal => return Ok(vec![Filter::Eq(field, literal.clone())]),
@@ -217,7 +250,9 @@ fn parse_field(field: FieldRef, operand: &Value, clauses: &mut usize) -> Result<
         *clauses += 1;
         let list = |v: &Value| match v {
             Value::Array(items) if items.len() <= MAX_CLAUSES => Ok(items.clone()),
-            _ => Err(FilterError(format!("{op} takes an array of at most {MAX_CLAUSES} values"))),
+            _ => Err(FilterError(format!(
+                "{op} takes an array of at most {MAX_CLAUSES} values"
+            ))),
         };
         let scalar = |v: &Value| match v {
             Value::Number(_) | Value::String(_) => Ok(v.clone()),
@@ -264,7 +299,9 @@ fn values_equal(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
         }
         _ => a == b,
     }

@@ -10,14 +10,14 @@ mod name;
 mod record;
 mod scope;
 
-pub use filter::{Filter, FilterError, FieldRef};
+pub use filter::{FieldRef, Filter, FilterError};
 pub use limits::RecordLimits;
 pub use name::{
     CollectionName, Domain, InvalidName, Kind, MemoryScope, RecordId, RunId, TenantId, UserToken,
 };
 pub use record::{
     Collection, Confidence, Metric, NewRecord, RESERVED_FIELDS, Record, RecordError, RecordPatch,
-    check_vector, merge_patch,
+    check_vector, merge_patch, validate_metadata,
 };
 pub use scope::{RequestScope, TokenSelector, UserMatch};
 

@@ -20,15 +20,25 @@ fn check(field: &'static str, s: &str, allow_colon: bool) -> Result<(), InvalidN
     if s.is_empty() || s.len() > MAX_NAME_LEN {
         return Err(InvalidName {
             field,
-            reason: format!("must be 1 to {MAX_NAME_LEN} characters long, got {}", s.len()),
+            reason: format!(
+                "must be 1 to {MAX_NAME_LEN} characters long, got {}",
+                s.len()
+            ),
         });
     }
     let allowed = |c: char| {
         c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') || (allow_colon && c == ':')
     };
     if let Some(bad) = s.chars().find(|c| !allowed(*c)) {
-        let set = if allow_colon { "[a-zA-Z0-9_.:-]" } else { "[a-zA-Z0-9_.-]" };
-        return Err(InvalidName { field, reason: format!("character {bad:?} is not in {set}") });
+        let set = if allow_colon {
+            "[a-zA-Z0-9_.:-]"
+        } else {
+            "[a-zA-Z0-9_.-]"
+        };
+        return Err(InvalidName {
+            field,
+            reason: format!("character {bad:?} is not in {set}"),
+        });
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{CollectionName, Domain, Kind, Millis, MemoryScope, RecordId, RecordLimits, RunId, UserToken};
+use crate::{
+    CollectionName, Domain, Kind, MemoryScope, Millis, RecordId, RecordLimits, RunId, UserToken,
+};
 
 /// Distance metric of a collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -36,7 +38,12 @@ pub struct Confidence {
 impl Default for Confidence {
     /// A new memory is neither corroborated nor contradicted: even odds.
     fn default() -> Self {
-        Confidence { value: 0.5, evidence_count: 0, corroborations: 0, contradictions: 0 }
+        Confidence {
+            value: 0.5,
+            evidence_count: 0,
+            corroborations: 0,
+            contradictions: 0,
+        }
     }
 }
 
@@ -134,7 +141,9 @@ pub const RESERVED_FIELDS: &[&str] = &[
 pub enum RecordError {
     #[error("metadata key {key:?} shadows the built-in field of the same name")]
     ShadowedField { key: String },
-    #[error("metadata key {key:?} is not allowed: keys may not be empty, start with '$' or contain '.'")]
+    #[error(
+        "metadata key {key:?} is not allowed: keys may not be empty, start with '$' or contain '.'"
+    )]
     BadMetadataKey { key: String },
     #[error("metadata is {size} bytes as JSON; the limit is {max}")]
     MetadataTooLarge { size: usize, max: usize },
@@ -147,7 +156,11 @@ pub enum RecordError {
     #[error("vector has a non-finite value at position {position}")]
     NonFiniteVector { position: usize },
     #[error("vector has {got} dimensions; collection {collection} has {expected}")]
-    DimensionMismatch { collection: CollectionName, expected: u32, got: usize },
+    DimensionMismatch {
+        collection: CollectionName,
+        expected: u32,
+        got: usize,
+    },
     #[error("a zero vector has no direction; collection {collection} uses cosine")]
     ZeroVector { collection: CollectionName },
     #[error("a record needs a vector, content, or both")]
@@ -194,7 +207,10 @@ fn check_common(
     if let Some(c) = content
         && c.len() > limits.max_content_bytes
     {
-        return Err(RecordError::ContentTooLarge { size: c.len(), max: limits.max_content_bytes });
+        return Err(RecordError::ContentTooLarge {
+            size: c.len(),
+            max: limits.max_content_bytes,
+        });
     }
     if let Some(v) = vector
         && let Some(position) = v.iter().position(|x| !x.is_finite())
@@ -204,22 +220,37 @@ fn check_common(
     if let Some(t) = tokens
         && t.len() > limits.max_user_tokens
     {
-        return Err(RecordError::TooManyTokens { count: t.len(), max: limits.max_user_tokens });
+        return Err(RecordError::TooManyTokens {
+            count: t.len(),
+            max: limits.max_user_tokens,
+        });
     }
     if let Some(m) = metadata {
-        check_metadata(m, limits)?;
+        validate_metadata(m, limits)?;
     }
     Ok(())
 }
 
-fn check_metadata(metadata: &Map<String, Value>, limits: &RecordLimits) -> Result<(), RecordError> {
-    if let Some(key) = metadata.keys().find(|k| RESERVED_FIELDS.contains(&k.as_str())) {
+/// Checks a metadata object: no shadowed or unaddressable keys, bounded size and depth.
+pub fn validate_metadata(
+    metadata: &Map<String, Value>,
+    limits: &RecordLimits,
+) -> Result<(), RecordError> {
+    if let Some(key) = metadata
+        .keys()
+        .find(|k| RESERVED_FIELDS.contains(&k.as_str()))
+    {
         return Err(RecordError::ShadowedField { key: key.clone() });
     }
     check_keys(metadata, 1, limits.max_metadata_depth)?;
-    let size = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(metadata)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > limits.max_metadata_bytes {
-        return Err(RecordError::MetadataTooLarge { size, max: limits.max_metadata_bytes });
+        return Err(RecordError::MetadataTooLarge {
+            size,
+            max: limits.max_metadata_bytes,
+        });
     }
     Ok(())
 }
@@ -244,7 +275,9 @@ fn check_value(value: &Value, depth: usize, max: usize) -> Result<(), RecordErro
             if depth + 1 > max {
                 return Err(RecordError::MetadataTooDeep { max });
             }
-            items.iter().try_for_each(|v| check_value(v, depth + 1, max))
+            items
+                .iter()
+                .try_for_each(|v| check_value(v, depth + 1, max))
         }
         _ => Ok(()),
     }
@@ -260,7 +293,9 @@ pub fn check_vector(vector: &[f32], collection: &Collection) -> Result<(), Recor
         });
     }
     if collection.metric == Metric::Cosine && vector.iter().all(|x| *x == 0.0) {
-        return Err(RecordError::ZeroVector { collection: collection.name.clone() });
+        return Err(RecordError::ZeroVector {
+            collection: collection.name.clone(),
+        });
     }
     Ok(())
 }
@@ -273,7 +308,9 @@ pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) 
                 target.remove(key);
             }
             Value::Object(p) => {
-                let entry = target.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
+                let entry = target
+                    .entry(key.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
                 if !entry.is_object() {
                     *entry = Value::Object(Map::new());
                 }
@@ -298,19 +335,50 @@ mod tests {
     }
 
     fn check(metadata: Value, expect: Result<(), RecordError>) {
-        let r = NewRecord { content: Some("x".into()), metadata: meta(metadata), ..Default::default() };
+        let r = NewRecord {
+            content: Some("x".into()),
+            metadata: meta(metadata),
+            ..Default::default()
+        };
         assert_eq!(r.validate(&RecordLimits::default()), expect);
     }
 
     #[test]
     fn metadata_rules() {
         check(json!({"topic": "a", "n": {"deep": [1, 2]}}), Ok(()));
-        check(json!({"user_tokens": ["u:x"]}), Err(RecordError::ShadowedField { key: "user_tokens".into() }));
-        check(json!({"memory_domain": "x"}), Err(RecordError::ShadowedField { key: "memory_domain".into() }));
-        check(json!({"tenant_id": "x"}), Err(RecordError::ShadowedField { key: "tenant_id".into() }));
-        check(json!({"a": {"$gt": 1}}), Err(RecordError::BadMetadataKey { key: "$gt".into() }));
-        check(json!({"a.b": 1}), Err(RecordError::BadMetadataKey { key: "a.b".into() }));
-        check(json!({"big": "x".repeat(20_000)}), Err(RecordError::MetadataTooLarge { size: 20_010, max: 16 * 1024 }));
+        check(
+            json!({"user_tokens": ["u:x"]}),
+            Err(RecordError::ShadowedField {
+                key: "user_tokens".into(),
+            }),
+        );
+        check(
+            json!({"memory_domain": "x"}),
+            Err(RecordError::ShadowedField {
+                key: "memory_domain".into(),
+            }),
+        );
+        check(
+            json!({"tenant_id": "x"}),
+            Err(RecordError::ShadowedField {
+                key: "tenant_id".into(),
+            }),
+        );
+        check(
+            json!({"a": {"$gt": 1}}),
+            Err(RecordError::BadMetadataKey { key: "$gt".into() }),
+        );
+        check(
+            json!({"a.b": 1}),
+            Err(RecordError::BadMetadataKey { key: "a.b".into() }),
+        );
+        check(
+            json!({"big": "x".repeat(20_000)}),
+            Err(RecordError::MetadataTooLarge {
+                size: 20_010,
+                max: 16 * 1024,
+            }),
+        );
     }
 
     #[test]
@@ -325,19 +393,49 @@ mod tests {
     #[test]
     fn empty_and_non_finite_records_are_rejected() {
         let limits = RecordLimits::default();
-        assert_eq!(NewRecord::default().validate(&limits), Err(RecordError::Empty));
-        let nan = NewRecord { vector: Some(vec![0.0, f32::NAN]), ..Default::default() };
-        assert_eq!(nan.validate(&limits), Err(RecordError::NonFiniteVector { position: 1 }));
-        let big = NewRecord { content: Some("x".repeat(70_000)), ..Default::default() };
-        assert!(matches!(big.validate(&limits), Err(RecordError::ContentTooLarge { .. })));
+        assert_eq!(
+            NewRecord::default().validate(&limits),
+            Err(RecordError::Empty)
+        );
+        let nan = NewRecord {
+            vector: Some(vec![0.0, f32::NAN]),
+            ..Default::default()
+        };
+        assert_eq!(
+            nan.validate(&limits),
+            Err(RecordError::NonFiniteVector { position: 1 })
+        );
+        let big = NewRecord {
+            content: Some("x".repeat(70_000)),
+            ..Default::default()
+        };
+        assert!(matches!(
+            big.validate(&limits),
+            Err(RecordError::ContentTooLarge { .. })
+        ));
     }
 
     #[test]
     fn vector_checks_dimension_and_zero() {
-        let c = Collection { name: CollectionName::parse("text").unwrap(), dim: 3, metric: Metric::Cosine, created_at: 0 };
+        let c = Collection {
+            name: CollectionName::parse("text").unwrap(),
+            dim: 3,
+            metric: Metric::Cosine,
+            created_at: 0,
+        };
         assert!(check_vector(&[1.0, 0.0, 0.0], &c).is_ok());
-        assert!(matches!(check_vector(&[1.0, 0.0], &c), Err(RecordError::DimensionMismatch { expected: 3, got: 2, .. })));
-        assert!(matches!(check_vector(&[0.0, 0.0, 0.0], &c), Err(RecordError::ZeroVector { .. })));
+        assert!(matches!(
+            check_vector(&[1.0, 0.0], &c),
+            Err(RecordError::DimensionMismatch {
+                expected: 3,
+                got: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_vector(&[0.0, 0.0, 0.0], &c),
+            Err(RecordError::ZeroVector { .. })
+        ));
     }
 
     #[test]

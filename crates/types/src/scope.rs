@@ -83,17 +83,24 @@ mod tests {
 
     #[test]
     fn star_alone_means_all_principals() {
-        assert_eq!(TokenSelector::parse(&["*"]).unwrap(), TokenSelector::AllPrincipals);
+        assert_eq!(
+            TokenSelector::parse(&["*"]).unwrap(),
+            TokenSelector::AllPrincipals
+        );
         assert!(TokenSelector::parse(&["*", "u:a"]).is_err());
         assert!(TokenSelector::parse(&["bad token"]).is_err());
-        assert_eq!(TokenSelector::parse::<&str>(&[]).unwrap(), TokenSelector::Tokens(vec![]));
+        assert_eq!(
+            TokenSelector::parse::<&str>(&[]).unwrap(),
+            TokenSelector::Tokens(vec![])
+        );
     }
 
     #[test]
     fn scope_deserializes_strictly() {
-        let s: RequestScope =
-            serde_json::from_str(r#"{"user_tokens":["u:a"],"user_match":"all","memory_domain":"d"}"#)
-                .unwrap();
+        let s: RequestScope = serde_json::from_str(
+            r#"{"user_tokens":["u:a"],"user_match":"all","memory_domain":"d"}"#,
+        )
+        .unwrap();
         assert_eq!(s.user_match, UserMatch::All);
         assert!(serde_json::from_str::<RequestScope>(r#"{"tenant_id":"x"}"#).is_err());
     }

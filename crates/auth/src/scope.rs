@@ -1,0 +1,78 @@
+//! The authenticated handles the engine accepts.
+
+use strata_store::{TenantKey, TenantMeta};
+use strata_types::TenantId;
+
+use crate::Grant;
+
+/// Proof that a request was authenticated for one tenant, with what the credential grants.
+///
+/// The fields are private and the constructor is crate-private: outside this crate a
+/// `TenantScope` can only be received, never made, so no engine entry point can be reached with
+/// a tenant taken from a request.
+#[derive(Debug, Clone)]
+pub struct TenantScope {
+    tenant: TenantId,
+    key: TenantKey,
+    grant: Grant,
+    actor: String,
+}
+
+impl TenantScope {
+    #[allow(dead_code)] // Used by credential verification.
+    pub(crate) fn new(meta: &TenantMeta, grant: Grant, actor: String) -> Self {
+        TenantScope {
+            tenant: meta.id.clone(),
+            key: meta.key,
+            grant,
+            actor,
+        }
+    }
+
+    /// A scope for tests, without a credential.
+    #[cfg(feature = "test-support")]
+    pub fn for_tests(meta: &TenantMeta, grant: Grant) -> Self {
+        Self::new(meta, grant, "test".into())
+    }
+
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The tenant's storage prefix.
+    pub fn key(&self) -> TenantKey {
+        self.key
+    }
+
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// Who is acting: a key id or a JWT subject, for audit.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+}
+
+/// Proof that a request carries an operator credential (tenant `*`, `admin`).
+#[derive(Debug, Clone)]
+pub struct OperatorScope {
+    actor: String,
+}
+
+impl OperatorScope {
+    #[allow(dead_code)] // Used by credential verification.
+    pub(crate) fn new(actor: String) -> Self {
+        OperatorScope { actor }
+    }
+
+    /// An operator scope for tests and for the server's own start-up work.
+    #[cfg(feature = "test-support")]
+    pub fn for_tests() -> Self {
+        Self::new("test-operator".into())
+    }
+
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+}

@@ -1,0 +1,81 @@
+//! A tenant's collections: vector spaces with a fixed dimension and metric.
+
+use strata_auth::{Permission, TenantScope};
+use strata_store::Reads;
+use strata_types::{Collection, CollectionName, Metric, now_millis};
+
+use crate::tenants::check_live;
+use crate::{Engine, EngineError};
+
+fn require(scope: &TenantScope, p: Permission) -> Result<(), EngineError> {
+    if scope.grant().permissions.has(p) {
+        Ok(())
+    } else {
+        Err(EngineError::PermissionDenied(p))
+    }
+}
+
+impl Engine {
+    pub fn collections(&self, scope: &TenantScope) -> Result<Vec<Collection>, EngineError> {
+        require(scope, Permission::Read)?;
+        let r = self.store.read()?;
+        check_live(&r, scope)?;
+        Ok(r.collections(scope.key())?)
+    }
+
+    pub fn create_collection(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+        dim: u32,
+        metric: Metric,
+    ) -> Result<Collection, EngineError> {
+        require(scope, Permission::Admin)?;
+        if dim == 0 || dim > self.config.limits.max_dim {
+            return Err(EngineError::BadRequest(format!(
+                "dim: must be 1 to {}",
+                self.config.limits.max_dim
+            )));
+        }
+        self.store.write(|w| {
+            check_live(w, scope)?;
+            if w.collection(scope.key(), name)?.is_some() {
+                return Err(EngineError::CollectionExists(name.clone()));
+            }
+            let c = Collection {
+                name: name.clone(),
+                dim,
+                metric,
+                created_at: now_millis(),
+            };
+            w.put_collection(scope.key(), &c)?;
+            Ok(c)
+        })
+    }
+
+    /// Deletes a collection and every record in it, in one transaction.
+    pub fn delete_collection(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+    ) -> Result<u64, EngineError> {
+        require(scope, Permission::Admin)?;
+        self.store.write(|w| {
+            check_live(w, scope)?;
+            if !w.delete_collection(scope.key(), name)? {
+                return Err(EngineError::CollectionNotFound(name.clone()));
+            }
+            let mut doomed = Vec::new();
+            for r in w.records(scope.key(), None)? {
+                let r = r?;
+                if &r.modality == name {
+                    doomed.push(r.id);
+                }
+            }
+            for id in &doomed {
+                w.delete_record(scope.key(), id)?;
+            }
+            Ok(doomed.len() as u64)
+        })
+    }
+}

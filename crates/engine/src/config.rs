@@ -1,0 +1,51 @@
+//! Engine settings: default collections and record limits.
+
+use serde::{Deserialize, Serialize};
+use strata_types::{CollectionName, Metric, RecordLimits};
+
+use crate::EngineError;
+
+/// A collection every new tenant gets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultCollection {
+    pub name: CollectionName,
+    pub dim: u32,
+    pub metric: Metric,
+}
+
+/// Engine settings, validated by [`EngineConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    pub default_collections: Vec<DefaultCollection>,
+    pub limits: RecordLimits,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let c = |name: &str, dim| DefaultCollection {
+            name: CollectionName::parse(name).expect("invariant: literal names are valid"),
+            dim,
+            metric: Metric::Cosine,
+        };
+        EngineConfig {
+            default_collections: vec![c("text", 384), c("image", 512), c("audio", 512)],
+            limits: RecordLimits::default(),
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<(), EngineError> {
+        for c in &self.default_collections {
+            if c.dim == 0 || c.dim > self.limits.max_dim {
+                return Err(EngineError::BadRequest(format!(
+                    "default collection {}: dim must be 1 to {}",
+                    c.name, self.limits.max_dim
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,38 @@
+//! The engine's errors. The HTTP layer maps each variant to a status and a stable code.
+
+use strata_auth::Permission;
+use strata_store::StoreError;
+use strata_types::{CollectionName, FilterError, InvalidName, RecordError, TenantId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Missing, foreign or invisible: the three look the same on purpose.
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    #[error(transparent)]
+    InvalidRecord(#[from] RecordError),
+    #[error(transparent)]
+    InvalidFilter(#[from] FilterError),
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request asked for more than the credential grants (SPEC 1, rule 2).
+    #[error("scope forbidden: {0}")]
+    ScopeForbidden(String),
+    #[error("the credential lacks the {0:?} permission")]
+    PermissionDenied(Permission),
+    #[error("collection {0} does not exist")]
+    CollectionNotFound(CollectionName),
+    #[error("collection {0} already exists")]
+    CollectionExists(CollectionName),
+    #[error("tenant {0} already exists")]
+    TenantExists(TenantId),
+    #[error("tenant {0} does not exist")]
+    TenantNotFound(TenantId),
+    /// A client id names a record the caller cannot see (another principal's, domain's or run's).
+    #[error("id {0} is taken by a record outside this request's scope")]
+    IdConflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

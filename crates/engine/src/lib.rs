@@ -1,0 +1,58 @@
+//! Strata's engine: tenants, collections and records, with the isolation rules of SPEC
+//! section 1 enforced in one place ([`visibility`]).
+//!
+//! Every data-touching method takes a [`TenantScope`] (or an [`OperatorScope`] for the tenant
+//! registry), which only `strata-auth` can construct. No method takes a raw tenant id from a
+//! request. Methods block on storage; async callers run them on a blocking pool.
+
+mod collections;
+mod config;
+mod error;
+mod records;
+mod scan;
+mod tenants;
+mod visibility;
+
+use std::path::Path;
+
+pub use config::{DefaultCollection, EngineConfig};
+pub use error::EngineError;
+pub use records::PutOutcome;
+pub use scan::{Page, ScanPage};
+pub use strata_auth::{OperatorScope, TenantScope};
+pub use tenants::TenantInfo;
+
+use strata_store::Store;
+
+/// The file inside the data directory that holds everything.
+pub const DB_FILE: &str = "strata.redb";
+
+/// The engine over one data directory.
+pub struct Engine {
+    store: Store,
+    config: EngineConfig,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the data directory `dir`.
+    pub fn open(dir: &Path, config: EngineConfig) -> Result<Engine, EngineError> {
+        config.validate()?;
+        std::fs::create_dir_all(dir).map_err(|source| {
+            EngineError::Store(strata_store::StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })
+        })?;
+        let store = Store::open(&dir.join(DB_FILE))?;
+        Ok(Engine { store, config })
+    }
+
+    /// The underlying store, for the authentication layer's credential lookups.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+}

@@ -1,0 +1,219 @@
+//! Writing, reading, patching and deleting records.
+
+use serde::Serialize;
+use strata_auth::{Permission, TenantScope};
+use strata_store::{Reads, Writer};
+use strata_types::{
+    Filter, NewRecord, Record, RecordError, RecordId, RecordPatch, RequestScope, check_vector,
+    merge_patch, now_millis, validate_metadata,
+};
+
+use crate::scan::for_each_visible;
+use crate::tenants::check_live;
+use crate::visibility::Visibility;
+use crate::{Engine, EngineError};
+
+/// What happened to one record of a write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PutOutcome {
+    pub id: RecordId,
+    /// `true` for a new record, `false` when a client id replaced an existing one.
+    pub created: bool,
+    /// `true` when the run already held the same content and its id was returned instead.
+    pub deduplicated: bool,
+}
+
+impl Engine {
+    /// Writes a batch atomically: all records or none, durable before this returns.
+    pub fn put(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        records: Vec<NewRecord>,
+    ) -> Result<Vec<PutOutcome>, EngineError> {
+        let limits = &self.config.limits;
+        if records.len() > limits.max_batch {
+            return Err(RecordError::BatchTooLarge {
+                count: records.len(),
+                max: limits.max_batch,
+            }
+            .into());
+        }
+        for r in &records {
+            r.validate(limits)?;
+        }
+        let now = now_millis();
+        let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
+        self.store.write(|w| {
+            check_live(w, scope)?;
+            records
+                .into_iter()
+                .map(|r| put_one(w, scope, &vis, req, r))
+                .collect()
+        })
+    }
+
+    /// A record by id. Missing, foreign and invisible records are all [`EngineError::NotFound`].
+    pub fn get(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        id: &RecordId,
+    ) -> Result<Record, EngineError> {
+        let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
+        let r = self.store.read()?;
+        check_live(&r, scope)?;
+        visible(r.record(scope.key(), id)?, &vis)
+    }
+
+    /// Applies `patch` to a visible record and returns the new version.
+    pub fn patch(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        id: &RecordId,
+        patch: RecordPatch,
+    ) -> Result<Record, EngineError> {
+        patch.validate(&self.config.limits)?;
+        let now = now_millis();
+        let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
+        self.store.write(|w| {
+            check_live(w, scope)?;
+            let mut record = visible(w.record(scope.key(), id)?, &vis)?;
+            if let Some(v) = patch.vector {
+                let c = collection_of(w, scope, &record)?;
+                check_vector(&v, &c)?;
+                record.vector = Some(v);
+            }
+            if let Some(tokens) = patch.user_tokens {
+                record.user_tokens = vis.write_tokens(Some(&tokens))?;
+            }
+            if let Some(m) = &patch.metadata {
+                merge_patch(&mut record.metadata, m);
+                validate_metadata(&record.metadata, &self.config.limits)?;
+            }
+            record.kind = patch.kind.or(record.kind);
+            record.content = patch.content.or(record.content);
+            record.run_id = patch.run_id.or(record.run_id);
+            record.memory_scope = patch.memory_scope.or(record.memory_scope);
+            record.expires_at = patch.expires_at.or(record.expires_at);
+            record.confidence = patch.confidence.unwrap_or(record.confidence);
+            record.updated_at = now;
+            w.put_record(scope.key(), &record)?;
+            Ok(record)
+        })
+    }
+
+    /// Deletes a visible record by id.
+    pub fn delete(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        id: &RecordId,
+    ) -> Result<(), EngineError> {
+        let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
+        self.store.write(|w| {
+            check_live(w, scope)?;
+            visible(w.record(scope.key(), id)?, &vis)?;
+            w.delete_record(scope.key(), id)?;
+            Ok(())
+        })
+    }
+
+    /// Deletes every visible record that matches `filter`, in one transaction. Returns how many.
+    pub fn delete_where(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        filter: &Filter,
+    ) -> Result<u64, EngineError> {
+        let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
+        self.store.write(|w| {
+            check_live(w, scope)?;
+            let mut doomed = Vec::new();
+            for_each_visible(w, scope.key(), &vis, Some(filter), None, |r| {
+                doomed.push(r.id);
+                true
+            })?;
+            for id in &doomed {
+                w.delete_record(scope.key(), id)?;
+            }
+            Ok(doomed.len() as u64)
+        })
+    }
+}
+
+fn visible(record: Option<Record>, vis: &Visibility) -> Result<Record, EngineError> {
+    record.filter(|r| vis.sees(r)).ok_or(EngineError::NotFound)
+}
+
+fn collection_of(
+    w: &Writer<'_>,
+    scope: &TenantScope,
+    record: &Record,
+) -> Result<strata_types::Collection, EngineError> {
+    w.collection(scope.key(), &record.modality)?
+        .ok_or_else(|| EngineError::CollectionNotFound(record.modality.clone()))
+}
+
+fn put_one(
+    w: &mut Writer<'_>,
+    scope: &TenantScope,
+    vis: &Visibility,
+    req: &RequestScope,
+    new: NewRecord,
+) -> Result<PutOutcome, EngineError> {
+    let modality = new.modality.unwrap_or_else(|| {
+        strata_types::CollectionName::parse("text").expect("invariant: literal name is valid")
+    });
+    let mut record = Record {
+        id: new
+            .id
+            .clone()
+            .unwrap_or_else(|| RecordId::from_uuid_string(uuid::Uuid::now_v7().to_string())),
+        modality,
+        kind: new.kind,
+        content: new.content,
+        vector: new.vector,
+        user_tokens: vis.write_tokens(new.user_tokens.as_deref())?,
+        memory_domain: vis.domain.clone(),
+        run_id: new.run_id.or_else(|| req.run_id.clone()),
+        memory_scope: new.memory_scope.or_else(|| req.memory_scope.clone()),
+        metadata: new.metadata,
+        created_at: vis.now,
+        updated_at: vis.now,
+        expires_at: new.expires_at,
+        confidence: new.confidence.unwrap_or_default(),
+    };
+    let collection = collection_of(w, scope, &record)?;
+    if let Some(v) = &record.vector {
+        check_vector(v, &collection)?;
+    }
+    let key = scope.key();
+    if new.id.is_some() {
+        if let Some(existing) = w.record(key, &record.id)? {
+            if !vis.sees(&existing) {
+                return Err(EngineError::IdConflict(record.id.to_string()));
+            }
+            record.created_at = existing.created_at;
+            w.put_record(key, &record)?;
+            return Ok(PutOutcome {
+                id: record.id,
+                created: false,
+                deduplicated: false,
+            });
+        }
+    } else if let Some(existing) = w.dedup_target(key, &record)? {
+        return Ok(PutOutcome {
+            id: existing,
+            created: false,
+            deduplicated: true,
+        });
+    }
+    w.put_record(key, &record)?;
+    Ok(PutOutcome {
+        id: record.id,
+        created: true,
+        deduplicated: false,
+    })
+}

@@ -1,0 +1,169 @@
+//! The one place where a request's scope is resolved against its credential and where a
+//! record's visibility is decided (SPEC section 1, rules 2 and 3).
+//!
+//! Rules, in order:
+//! - the operation needs its permission (`read` or `write`);
+//! - the domain is the request's (default `default`, or the credential's only domain); a
+//!   credential limited to domains may name only those;
+//! - the principals are the request's `user_tokens`; absent, the credential's bound tokens (or
+//!   none). A bound credential may name only a subset; `["*"]` needs `all_principals` and an
+//!   unbound credential;
+//! - a record is visible when it is in the domain, matches `run_id` / `memory_scope` if the
+//!   request names them, has not expired, and either has no tokens (tenant-shared memory) or
+//!   matches the request's tokens (`any`: they intersect; `all`: the request holds them all).
+
+use std::collections::BTreeSet;
+
+use strata_auth::{Permission, TenantScope};
+use strata_types::{
+    Domain, MemoryScope, Millis, Record, RequestScope, RunId, TokenSelector, UserMatch, UserToken,
+};
+
+use crate::EngineError;
+
+/// Which principals a resolved request speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Principals {
+    /// Every principal (`["*"]` with `all_principals`).
+    All,
+    /// These principals; empty means "only tenant-shared records".
+    Set(BTreeSet<UserToken>, UserMatch),
+}
+
+/// A request scope resolved against its credential: what this request may see.
+#[derive(Debug, Clone)]
+pub(crate) struct Visibility {
+    pub domain: Domain,
+    pub run_id: Option<RunId>,
+    pub memory_scope: Option<MemoryScope>,
+    pub principals: Principals,
+    /// Tokens a record written by this request gets when it names none.
+    default_write_tokens: Vec<UserToken>,
+    bound_tokens: Option<BTreeSet<UserToken>>,
+    pub now: Millis,
+}
+
+impl Visibility {
+    /// Resolves `req` for an operation that needs `permission`.
+    pub fn resolve(
+        scope: &TenantScope,
+        req: &RequestScope,
+        permission: Permission,
+        now: Millis,
+    ) -> Result<Visibility, EngineError> {
+        let grant = scope.grant();
+        if !grant.permissions.has(permission) {
+            return Err(EngineError::PermissionDenied(permission));
+        }
+        let domain = resolve_domain(grant.domains.as_deref(), req.memory_domain.as_ref())?;
+        let bound: Option<BTreeSet<UserToken>> = grant
+            .user_tokens
+            .as_ref()
+            .map(|t| t.iter().cloned().collect());
+        let principals = match (&req.user_tokens, &bound) {
+            (None, None) => Principals::Set(BTreeSet::new(), req.user_match),
+            (None, Some(b)) => Principals::Set(b.clone(), req.user_match),
+            (Some(TokenSelector::Tokens(list)), b) => {
+                let asked: BTreeSet<UserToken> = list.iter().cloned().collect();
+                if let Some(b) = b {
+                    check_subset(&asked, b)?;
+                }
+                Principals::Set(asked, req.user_match)
+            }
+            (Some(TokenSelector::AllPrincipals), b) => {
+                if b.is_some() || !grant.permissions.has(Permission::AllPrincipals) {
+                    return Err(EngineError::ScopeForbidden(
+                        "user_tokens [\"*\"] needs an unbound credential with the all_principals permission"
+                            .into(),
+                    ));
+                }
+                Principals::All
+            }
+        };
+        let default_write_tokens = match (&principals, &bound) {
+            (Principals::Set(s, _), _) => s.iter().cloned().collect(),
+            (Principals::All, _) => Vec::new(),
+        };
+        Ok(Visibility {
+            domain,
+            run_id: req.run_id.clone(),
+            memory_scope: req.memory_scope.clone(),
+            principals,
+            default_write_tokens,
+            bound_tokens: bound,
+            now,
+        })
+    }
+
+    /// Whether this request may see `record` (which is already known to be in its tenant).
+    pub fn sees(&self, record: &Record) -> bool {
+        record.memory_domain == self.domain
+            && self
+                .run_id
+                .as_ref()
+                .is_none_or(|r| record.run_id.as_ref() == Some(r))
+            && self
+                .memory_scope
+                .as_ref()
+                .is_none_or(|s| record.memory_scope.as_ref() == Some(s))
+            && !record.is_expired(self.now)
+            && self.sees_tokens(&record.user_tokens)
+    }
+
+    fn sees_tokens(&self, tokens: &[UserToken]) -> bool {
+        if tokens.is_empty() {
+            return true;
+        }
+        match &self.principals {
+            Principals::All => true,
+            Principals::Set(set, UserMatch::Any) => tokens.iter().any(|t| set.contains(t)),
+            Principals::Set(set, UserMatch::All) => tokens.iter().all(|t| set.contains(t)),
+        }
+    }
+
+    /// The tokens a record written by this request gets: its own list, or the request's
+    /// principals. A bound credential may only write for a non-empty subset of its principals.
+    pub fn write_tokens(&self, asked: Option<&[UserToken]>) -> Result<Vec<UserToken>, EngineError> {
+        let tokens: BTreeSet<UserToken> = match asked {
+            Some(list) => list.iter().cloned().collect(),
+            None => self.default_write_tokens.iter().cloned().collect(),
+        };
+        if let Some(bound) = &self.bound_tokens {
+            if tokens.is_empty() {
+                return Err(EngineError::ScopeForbidden(
+                    "a credential bound to user tokens cannot write tenant-shared records".into(),
+                ));
+            }
+            check_subset(&tokens, bound)?;
+        }
+        Ok(tokens.into_iter().collect())
+    }
+}
+
+fn resolve_domain(bound: Option<&[Domain]>, asked: Option<&Domain>) -> Result<Domain, EngineError> {
+    let domain = match (asked, bound) {
+        (Some(d), _) => d.clone(),
+        (None, Some([only])) => only.clone(),
+        (None, _) => Domain::default_domain(),
+    };
+    if let Some(bound) = bound
+        && !bound.contains(&domain)
+    {
+        return Err(EngineError::ScopeForbidden(format!(
+            "memory_domain {domain} is outside the credential's domains"
+        )));
+    }
+    Ok(domain)
+}
+
+fn check_subset(
+    asked: &BTreeSet<UserToken>,
+    bound: &BTreeSet<UserToken>,
+) -> Result<(), EngineError> {
+    match asked.iter().find(|t| !bound.contains(*t)) {
+        Some(t) => Err(EngineError::ScopeForbidden(format!(
+            "user token {t} is outside the credential's user tokens"
+        ))),
+        None => Ok(()),
+    }
+}

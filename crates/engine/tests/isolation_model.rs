@@ -1,0 +1,704 @@
+//! Random operations across tenants, principals and domains, checked against a simple model.
+//!
+//! Every operation's result (records, counts, errors) must equal the model's, so no operation
+//! can return, count, modify or delete a record outside the caller's tenant and visibility.
+//! `STRATA_MODEL_SEED` replays a run; `STRATA_MODEL_OPS` sets its length (default 10,000).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+use strata_engine::{Engine, EngineConfig, EngineError, Page};
+use strata_types::*;
+
+const TENANTS: &[&str] = &["acme", "globex", "initech"];
+const DOMAINS: &[&str] = &["default", "dialog", "support"];
+const TOKENS: &[&str] = &["u:alice", "u:bob", "agent:planner"];
+const RUNS: &[&str] = &["run-1", "run-2"];
+const SCOPES: &[&str] = &["asset-1", "asset-2"];
+const CONTENTS: &[&str] = &[
+    "likes tea",
+    "likes coffee",
+    "lives in Oslo",
+    "prefers email",
+];
+const CLIENT_IDS: &[&str] = &["c0", "c1", "c2", "c3", "c4", "c5"];
+
+// ---------- the model ----------
+
+#[derive(Debug, Clone, PartialEq)]
+struct MRec {
+    id: String,
+    tokens: BTreeSet<String>,
+    domain: String,
+    run: Option<String>,
+    scope: Option<String>,
+    content: String,
+    n: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Cred {
+    read: bool,
+    write: bool,
+    all_principals: bool,
+    tokens: Option<BTreeSet<String>>,
+    domains: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+enum ReqTokens {
+    Star,
+    List(BTreeSet<String>),
+}
+
+#[derive(Debug, Clone)]
+struct Req {
+    tokens: Option<ReqTokens>,
+    match_all: bool,
+    domain: Option<String>,
+    run: Option<String>,
+    scope: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fail {
+    Permission,
+    Scope,
+    NotFound,
+    Conflict,
+}
+
+/// What a resolved request sees, computed straight from the rules in SPEC section 1.
+struct MVis {
+    domain: String,
+    run: Option<String>,
+    scope: Option<String>,
+    everyone: bool,
+    tokens: BTreeSet<String>,
+    match_all: bool,
+    bound: Option<BTreeSet<String>>,
+}
+
+fn resolve(c: &Cred, q: &Req, write: bool) -> Result<MVis, Fail> {
+    if (write && !c.write) || (!write && !c.read) {
+        return Err(Fail::Permission);
+    }
+    let domain = match (&q.domain, &c.domains) {
+        (Some(d), _) => d.clone(),
+        (None, Some(ds)) if ds.len() == 1 => ds[0].clone(),
+        _ => "default".to_string(),
+    };
+    if c.domains.as_ref().is_some_and(|ds| !ds.contains(&domain)) {
+        return Err(Fail::Scope);
+    }
+    let (everyone, tokens) = match &q.tokens {
+        None => (false, c.tokens.clone().unwrap_or_default()),
+        Some(ReqTokens::List(l)) => {
+            if c.tokens.as_ref().is_some_and(|b| !l.is_subset(b)) {
+                return Err(Fail::Scope);
+            }
+            (false, l.clone())
+        }
+        Some(ReqTokens::Star) => {
+            if c.tokens.is_some() || !c.all_principals {
+                return Err(Fail::Scope);
+            }
+            (true, BTreeSet::new())
+        }
+    };
+    Ok(MVis {
+        domain,
+        run: q.run.clone(),
+        scope: q.scope.clone(),
+        everyone,
+        tokens,
+        match_all: q.match_all,
+        bound: c.tokens.clone(),
+    })
+}
+
+impl MVis {
+    fn sees(&self, r: &MRec) -> bool {
+        let tokens_ok = r.tokens.is_empty()
+            || self.everyone
+            || if self.match_all {
+                r.tokens.is_subset(&self.tokens)
+            } else {
+                !r.tokens.is_disjoint(&self.tokens)
+            };
+        r.domain == self.domain
+            && self.run.as_ref().is_none_or(|x| r.run.as_ref() == Some(x))
+            && self
+                .scope
+                .as_ref()
+                .is_none_or(|x| r.scope.as_ref() == Some(x))
+            && tokens_ok
+    }
+
+    fn write_tokens(&self, asked: Option<&BTreeSet<String>>) -> Result<BTreeSet<String>, Fail> {
+        let t = asked.cloned().unwrap_or_else(|| self.tokens.clone());
+        if let Some(b) = &self.bound
+            && (t.is_empty() || !t.is_subset(b))
+        {
+            return Err(Fail::Scope);
+        }
+        Ok(t)
+    }
+}
+
+type DedupKey = (String, String, Option<String>, BTreeSet<String>, String);
+
+#[derive(Default, Clone)]
+struct TenantModel {
+    records: BTreeMap<String, MRec>,
+    dedup: BTreeMap<DedupKey, String>,
+}
+
+fn dedup_key(r: &MRec) -> Option<DedupKey> {
+    let run = r.run.clone()?;
+    Some((
+        r.domain.clone(),
+        run,
+        r.scope.clone(),
+        r.tokens.clone(),
+        r.content.clone(),
+    ))
+}
+
+impl TenantModel {
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.records.remove(id)
+            && let Some(k) = dedup_key(&old)
+            && self.dedup.get(&k).map(String::as_str) == Some(id)
+        {
+            self.dedup.remove(&k);
+        }
+    }
+
+    fn put(&mut self, r: MRec) {
+        self.remove(&r.id);
+        if let Some(k) = dedup_key(&r) {
+            self.dedup.insert(k, r.id.clone());
+        }
+        self.records.insert(r.id.clone(), r);
+    }
+}
+
+// ---------- random generation ----------
+
+fn pick<'a>(rng: &mut StdRng, from: &[&'a str]) -> &'a str {
+    from[rng.random_range(0..from.len())]
+}
+
+fn maybe(rng: &mut StdRng, from: &[&str], p: f64) -> Option<String> {
+    rng.random_bool(p).then(|| pick(rng, from).to_string())
+}
+
+fn subset(rng: &mut StdRng, from: &[&str]) -> BTreeSet<String> {
+    from.iter()
+        .filter(|_| rng.random_bool(0.4))
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn random_cred(rng: &mut StdRng) -> Cred {
+    Cred {
+        read: rng.random_bool(0.9),
+        write: rng.random_bool(0.85),
+        all_principals: rng.random_bool(0.3),
+        tokens: rng.random_bool(0.25).then(|| subset(rng, TOKENS)),
+        domains: rng.random_bool(0.2).then(|| {
+            let mut d: Vec<String> = subset(rng, DOMAINS).into_iter().collect();
+            if d.is_empty() {
+                d.push(pick(rng, DOMAINS).to_string());
+            }
+            d
+        }),
+    }
+}
+
+fn random_req(rng: &mut StdRng) -> Req {
+    Req {
+        tokens: match rng.random_range(0..10) {
+            0..=3 => None,
+            4 => Some(ReqTokens::Star),
+            _ => Some(ReqTokens::List(subset(rng, TOKENS))),
+        },
+        match_all: rng.random_bool(0.3),
+        domain: maybe(rng, DOMAINS, 0.7),
+        run: maybe(rng, RUNS, 0.2),
+        scope: maybe(rng, SCOPES, 0.15),
+    }
+}
+
+// ---------- translation to the engine ----------
+
+fn grant_of(c: &Cred) -> Grant {
+    let mut p = Vec::new();
+    if c.read {
+        p.push(Permission::Read);
+    }
+    if c.write {
+        p.push(Permission::Write);
+    }
+    if c.all_principals {
+        p.push(Permission::AllPrincipals);
+    }
+    Grant {
+        permissions: Permissions::of(&p),
+        user_tokens: c.tokens.as_ref().map(|t| {
+            t.iter()
+                .map(|s| UserToken::parse(s.as_str()).unwrap())
+                .collect()
+        }),
+        domains: c.domains.as_ref().map(|d| {
+            d.iter()
+                .map(|s| Domain::parse(s.as_str()).unwrap())
+                .collect()
+        }),
+    }
+}
+
+fn scope_of(q: &Req) -> RequestScope {
+    RequestScope {
+        user_tokens: q.tokens.as_ref().map(|t| match t {
+            ReqTokens::Star => TokenSelector::AllPrincipals,
+            ReqTokens::List(l) => TokenSelector::Tokens(
+                l.iter()
+                    .map(|s| UserToken::parse(s.as_str()).unwrap())
+                    .collect(),
+            ),
+        }),
+        user_match: if q.match_all {
+            UserMatch::All
+        } else {
+            UserMatch::Any
+        },
+        memory_domain: q
+            .domain
+            .as_ref()
+            .map(|d| Domain::parse(d.as_str()).unwrap()),
+        run_id: q.run.as_ref().map(|r| RunId::parse(r.as_str()).unwrap()),
+        memory_scope: q
+            .scope
+            .as_ref()
+            .map(|s| MemoryScope::parse(s.as_str()).unwrap()),
+    }
+}
+
+fn fail_of(e: EngineError) -> Fail {
+    match e {
+        EngineError::PermissionDenied(_) => Fail::Permission,
+        EngineError::ScopeForbidden(_) => Fail::Scope,
+        EngineError::NotFound => Fail::NotFound,
+        EngineError::IdConflict(_) => Fail::Conflict,
+        other => panic!("unexpected engine error: {other}"),
+    }
+}
+
+fn mrec_of(r: &Record) -> MRec {
+    MRec {
+        id: r.id.to_string(),
+        tokens: r.user_tokens.iter().map(|t| t.to_string()).collect(),
+        domain: r.memory_domain.to_string(),
+        run: r.run_id.as_ref().map(|x| x.to_string()),
+        scope: r.memory_scope.as_ref().map(|x| x.to_string()),
+        content: r.content.clone().unwrap_or_default(),
+        n: r.metadata
+            .get("n")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(i64::MIN),
+    }
+}
+
+fn n_filter(below: i64) -> Filter {
+    Filter::parse(&json!({"n": {"$lt": below}})).unwrap()
+}
+
+// ---------- the test ----------
+
+#[test]
+fn random_operations_never_cross_the_visibility_boundary() {
+    let seed: u64 = std::env::var("STRATA_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::random());
+    let ops: usize = std::env::var("STRATA_MODEL_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    println!(
+        "isolation model: seed {seed} (replay with STRATA_MODEL_SEED={seed}), {ops} operations"
+    );
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let metas: Vec<_> = TENANTS
+        .iter()
+        .map(|t| {
+            let id = TenantId::parse(*t).unwrap();
+            engine.create_tenant(&op, &id, None).unwrap();
+            engine.tenant_meta(&id).unwrap()
+        })
+        .collect();
+    let mut model: Vec<TenantModel> = vec![TenantModel::default(); TENANTS.len()];
+    let mut seen_ids: Vec<String> = CLIENT_IDS.iter().map(|s| s.to_string()).collect();
+    let mut stats = BTreeMap::<&str, (usize, usize)>::new();
+
+    for step in 0..ops {
+        let t = rng.random_range(0..TENANTS.len());
+        let cred = random_cred(&mut rng);
+        let mut req = random_req(&mut rng);
+        // Aim reads and writes by id at the tenant's own records most of the time, in their
+        // domain, so that success and every kind of refusal all occur often.
+        let target_id = if rng.random_bool(0.7) && !model[t].records.is_empty() {
+            let i = rng.random_range(0..model[t].records.len());
+            let r = model[t].records.values().nth(i).unwrap();
+            if rng.random_bool(0.8) {
+                req.domain = Some(r.domain.clone());
+            }
+            r.id.clone()
+        } else {
+            seen_ids[rng.random_range(0..seen_ids.len())].clone()
+        };
+        let scope = TenantScope::for_tests(&metas[t], grant_of(&cred));
+        let rs = scope_of(&req);
+        let ctx = format!(
+            "step {step}, seed {seed}, tenant {}, cred {cred:?}, req {req:?}",
+            TENANTS[t]
+        );
+        let kind = rng.random_range(0..100);
+        let name = match kind {
+            0..=34 => "put",
+            35..=49 => "get",
+            50..=59 => "patch",
+            60..=69 => "delete",
+            70..=74 => "delete_where",
+            75..=89 => "scan",
+            _ => "count",
+        };
+        let ok = match name {
+            "put" => {
+                let n_records = rng.random_range(1..=3);
+                let mut news = Vec::new();
+                for _ in 0..n_records {
+                    let id = rng
+                        .random_bool(0.3)
+                        .then(|| pick(&mut rng, CLIENT_IDS).to_string());
+                    let tokens = rng.random_bool(0.3).then(|| subset(&mut rng, TOKENS));
+                    let run = maybe(&mut rng, RUNS, 0.5);
+                    let sc = maybe(&mut rng, SCOPES, 0.3);
+                    let content = pick(&mut rng, CONTENTS).to_string();
+                    let n = rng.random_range(0..100);
+                    news.push((id, tokens, run, sc, content, n));
+                }
+                // Model first.
+                let expected: Result<Vec<(Option<String>, bool, bool)>, Fail> = (|| {
+                    let vis = resolve(&cred, &req, true)?;
+                    let mut tm = model[t].clone();
+                    let mut out = Vec::new();
+                    for (id, tokens, run, sc, content, n) in &news {
+                        let toks = vis.write_tokens(tokens.as_ref())?;
+                        let mut r = MRec {
+                            id: id.clone().unwrap_or_default(),
+                            tokens: toks,
+                            domain: vis.domain.clone(),
+                            run: run.clone().or(req.run.clone()),
+                            scope: sc.clone().or(req.scope.clone()),
+                            content: content.clone(),
+                            n: *n,
+                        };
+                        if id.is_some() {
+                            match tm.records.get(&r.id) {
+                                Some(existing) if !vis.sees(existing) => {
+                                    return Err(Fail::Conflict);
+                                }
+                                Some(_) => {
+                                    tm.put(r.clone());
+                                    out.push((Some(r.id), false, false));
+                                }
+                                None => {
+                                    tm.put(r.clone());
+                                    out.push((Some(r.id), true, false));
+                                }
+                            }
+                        } else if let Some(existing) = dedup_key(&r).and_then(|k| tm.dedup.get(&k))
+                        {
+                            out.push((Some(existing.clone()), false, true));
+                        } else {
+                            // Server id: a placeholder until the engine's answer names it.
+                            r.id = format!("\u{0}pending{}", out.len());
+                            out.push((None, true, false));
+                            tm.put(r);
+                        }
+                    }
+                    Ok(out)
+                })(
+                );
+                let records: Vec<NewRecord> = news
+                    .iter()
+                    .map(|(id, tokens, run, sc, content, n)| NewRecord {
+                        id: id.as_ref().map(|s| RecordId::parse(s.as_str()).unwrap()),
+                        content: Some(content.clone()),
+                        user_tokens: tokens.as_ref().map(|t| {
+                            t.iter()
+                                .map(|s| UserToken::parse(s.as_str()).unwrap())
+                                .collect()
+                        }),
+                        run_id: run.as_ref().map(|s| RunId::parse(s.as_str()).unwrap()),
+                        memory_scope: sc.as_ref().map(|s| MemoryScope::parse(s.as_str()).unwrap()),
+                        metadata: json!({"n": n}).as_object().unwrap().clone(),
+                        ..Default::default()
+                    })
+                    .collect();
+                let actual = engine.put(&scope, &rs, records).map_err(fail_of);
+                match (&expected, &actual) {
+                    (Err(e), Err(a)) => assert_eq!(e, a, "{ctx}"),
+                    (Ok(exp), Ok(act)) => {
+                        assert_eq!(exp.len(), act.len(), "{ctx}");
+                        // Replay into the real model now that server ids are known.
+                        let vis = resolve(&cred, &req, true).unwrap();
+                        for ((e, (id, tokens, run, sc, content, n)), a) in
+                            exp.iter().zip(&news).zip(act)
+                        {
+                            assert_eq!((e.1, e.2), (a.created, a.deduplicated), "{ctx}");
+                            if let Some(eid) = &e.0 {
+                                let eid = match eid.strip_prefix("\u{0}pending") {
+                                    Some(i) => act[i.parse::<usize>().unwrap()].id.as_str(),
+                                    None => eid.as_str(),
+                                };
+                                assert_eq!(eid, a.id.as_str(), "{ctx}");
+                            }
+                            if a.deduplicated {
+                                continue;
+                            }
+                            let r = MRec {
+                                id: a.id.to_string(),
+                                tokens: vis.write_tokens(tokens.as_ref()).unwrap(),
+                                domain: vis.domain.clone(),
+                                run: run.clone().or(req.run.clone()),
+                                scope: sc.clone().or(req.scope.clone()),
+                                content: content.clone(),
+                                n: *n,
+                            };
+                            if id.is_none() {
+                                // A server id in one batch may dedup a later record of the same batch.
+                                assert!(!model[t].records.contains_key(&r.id), "{ctx}: id reused");
+                                seen_ids.push(r.id.clone());
+                            }
+                            model[t].put(r);
+                        }
+                    }
+                    _ => panic!("{ctx}: model {expected:?}, engine {actual:?}"),
+                }
+                actual.is_ok()
+            }
+            "get" => {
+                let id = target_id.clone();
+                let expected = resolve(&cred, &req, false).and_then(|vis| {
+                    model[t]
+                        .records
+                        .get(&id)
+                        .filter(|r| vis.sees(r))
+                        .cloned()
+                        .ok_or(Fail::NotFound)
+                });
+                let actual = engine
+                    .get(&scope, &rs, &RecordId::parse(id.as_str()).unwrap())
+                    .map_err(fail_of);
+                assert_eq!(
+                    expected,
+                    actual.as_ref().map(mrec_of).map_err(|e| *e),
+                    "{ctx}: get {id}"
+                );
+                actual.is_ok()
+            }
+            "patch" => {
+                let id = target_id.clone();
+                let new_n = rng.random_range(0..100);
+                let new_tokens = rng.random_bool(0.3).then(|| subset(&mut rng, TOKENS));
+                let expected = resolve(&cred, &req, true).and_then(|vis| {
+                    let mut r = model[t]
+                        .records
+                        .get(&id)
+                        .filter(|r| vis.sees(r))
+                        .cloned()
+                        .ok_or(Fail::NotFound)?;
+                    if let Some(nt) = &new_tokens {
+                        r.tokens = vis.write_tokens(Some(nt))?;
+                    }
+                    r.n = new_n;
+                    Ok(r)
+                });
+                let patch = RecordPatch {
+                    metadata: Some(json!({"n": new_n}).as_object().unwrap().clone()),
+                    user_tokens: new_tokens.as_ref().map(|t| {
+                        t.iter()
+                            .map(|s| UserToken::parse(s.as_str()).unwrap())
+                            .collect()
+                    }),
+                    ..Default::default()
+                };
+                let actual = engine
+                    .patch(&scope, &rs, &RecordId::parse(id.as_str()).unwrap(), patch)
+                    .map_err(fail_of);
+                assert_eq!(
+                    expected,
+                    actual.as_ref().map(mrec_of).map_err(|e| *e),
+                    "{ctx}: patch {id}"
+                );
+                if let Ok(r) = expected {
+                    model[t].put(r);
+                }
+                actual.is_ok()
+            }
+            "delete" => {
+                let id = target_id.clone();
+                let expected = resolve(&cred, &req, true).and_then(|vis| {
+                    model[t]
+                        .records
+                        .get(&id)
+                        .filter(|r| vis.sees(r))
+                        .map(|_| ())
+                        .ok_or(Fail::NotFound)
+                });
+                let actual = engine
+                    .delete(&scope, &rs, &RecordId::parse(id.as_str()).unwrap())
+                    .map_err(fail_of);
+                assert_eq!(expected, actual, "{ctx}: delete {id}");
+                if actual.is_ok() {
+                    model[t].remove(&id);
+                }
+                actual.is_ok()
+            }
+            "delete_where" => {
+                let below = rng.random_range(0..30);
+                let expected = resolve(&cred, &req, true).map(|vis| {
+                    let doomed: Vec<String> = model[t]
+                        .records
+                        .values()
+                        .filter(|r| vis.sees(r) && r.n < below)
+                        .map(|r| r.id.clone())
+                        .collect();
+                    doomed
+                });
+                let actual = engine
+                    .delete_where(&scope, &rs, &n_filter(below))
+                    .map_err(fail_of);
+                assert_eq!(
+                    expected.as_ref().map(|d| d.len() as u64).map_err(|e| *e),
+                    actual,
+                    "{ctx}: delete_where"
+                );
+                if let Ok(doomed) = expected {
+                    for id in doomed {
+                        model[t].remove(&id);
+                    }
+                }
+                actual.is_ok()
+            }
+            "scan" => {
+                let below = rng.random_bool(0.5).then(|| rng.random_range(0..100));
+                let filter = below.map(n_filter);
+                let limit = rng.random_range(1..6);
+                let expected = resolve(&cred, &req, false).map(|vis| {
+                    model[t]
+                        .records
+                        .values()
+                        .filter(|r| vis.sees(r) && below.is_none_or(|b| r.n < b))
+                        .cloned()
+                        .collect::<Vec<_>>()
+                });
+                let mut actual: Result<Vec<MRec>, Fail> = Ok(Vec::new());
+                let mut after = None;
+                loop {
+                    match engine.scan(
+                        &scope,
+                        &rs,
+                        filter.as_ref(),
+                        Page {
+                            after: after.clone(),
+                            limit,
+                        },
+                    ) {
+                        Err(e) => {
+                            actual = Err(fail_of(e));
+                            break;
+                        }
+                        Ok(page) => {
+                            assert!(page.records.len() <= limit, "{ctx}");
+                            if let Ok(all) = &mut actual {
+                                all.extend(page.records.iter().map(mrec_of));
+                            }
+                            match page.next {
+                                Some(n) => after = Some(n),
+                                None => break,
+                            }
+                        }
+                    }
+                }
+                assert_eq!(
+                    expected, actual,
+                    "{ctx}: scan limit {limit} below {below:?}"
+                );
+                actual.is_ok()
+            }
+            _ => {
+                let expected = resolve(&cred, &req, false)
+                    .map(|vis| model[t].records.values().filter(|r| vis.sees(r)).count() as u64);
+                let actual = engine.count(&scope, &rs, None).map_err(fail_of);
+                assert_eq!(expected, actual, "{ctx}: count");
+                actual.is_ok()
+            }
+        };
+        let s = stats.entry(name).or_default();
+        s.0 += 1;
+        s.1 += ok as usize;
+    }
+
+    // Finally, each tenant's full contents (seen by an all-principals credential in every
+    // domain) equal the model's: nothing was written into or deleted from the wrong tenant.
+    for (t, meta) in metas.iter().enumerate() {
+        let cred = Grant {
+            permissions: Permissions::of(&[Permission::Read, Permission::AllPrincipals]),
+            user_tokens: None,
+            domains: None,
+        };
+        let scope = TenantScope::for_tests(meta, cred);
+        let mut all = Vec::new();
+        for d in DOMAINS {
+            let rs = RequestScope {
+                user_tokens: Some(TokenSelector::AllPrincipals),
+                memory_domain: Some(Domain::parse(*d).unwrap()),
+                ..Default::default()
+            };
+            let page = engine
+                .scan(
+                    &scope,
+                    &rs,
+                    None,
+                    Page {
+                        after: None,
+                        limit: 1000,
+                    },
+                )
+                .unwrap();
+            all.extend(page.records.iter().map(mrec_of));
+        }
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        let expected: Vec<MRec> = model[t].records.values().cloned().collect();
+        assert_eq!(all, expected, "final contents of tenant {}", TENANTS[t]);
+    }
+    println!("operations (total, succeeded): {stats:?}");
+    for (name, (total, okc)) in &stats {
+        assert!(
+            *okc > 0 && okc < total,
+            "{name}: both outcomes should occur ({okc} of {total} succeeded)"
+        );
+    }
+}

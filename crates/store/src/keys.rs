@@ -1,0 +1,190 @@
+//! The one place that builds storage keys.
+//!
+//! Every key of the `data` table is `tenant(8, big-endian) | tag(1) | rest`. Names never contain
+//! a NUL byte (see `strata_types::name`), so `\0` separates variable-length parts without
+//! ambiguity, and a prefix that ends in `\0` never matches a longer name.
+
+use strata_types::{CollectionName, Domain, RecordId};
+
+/// A tenant's storage prefix: a number assigned once at creation and never reused, so a
+/// re-created tenant of the same name can never meet the old one's bytes.
+///
+/// Only the registry mints these; the engine gets one from an authenticated scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantKey(u64);
+
+impl TenantKey {
+    pub(crate) fn from_raw(n: u64) -> Self {
+        TenantKey(n)
+    }
+
+    pub(crate) fn raw(self) -> u64 {
+        self.0
+    }
+
+    fn prefix(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+}
+
+const TAG_COLLECTION: u8 = 1;
+const TAG_RECORD: u8 = 2;
+const TAG_SCOPE: u8 = 3;
+const TAG_DEDUP: u8 = 4;
+const TAG_BLOB: u8 = 5;
+
+/// Which scope field a secondary-index entry is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeField {
+    /// Every record of the domain (value is empty).
+    Domain,
+    RunId,
+    MemoryScope,
+    /// One entry per user token of the record.
+    UserToken,
+    /// Records without user tokens: tenant-shared memory (value is empty).
+    Shared,
+}
+
+impl ScopeField {
+    fn tag(self) -> u8 {
+        match self {
+            ScopeField::Domain => b'd',
+            ScopeField::RunId => b'r',
+            ScopeField::MemoryScope => b's',
+            ScopeField::UserToken => b't',
+            ScopeField::Shared => b'n',
+        }
+    }
+}
+
+fn key(tenant: TenantKey, tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len = 9 + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+    let mut k = Vec::with_capacity(len);
+    k.extend_from_slice(&tenant.prefix());
+    k.push(tag);
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// Every key of the tenant.
+pub fn tenant_all(tenant: TenantKey) -> Vec<u8> {
+    tenant.prefix().to_vec()
+}
+
+pub fn collection(tenant: TenantKey, name: &CollectionName) -> Vec<u8> {
+    key(tenant, TAG_COLLECTION, &[name.as_str().as_bytes()])
+}
+
+pub fn collections(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_COLLECTION, &[])
+}
+
+pub fn record(tenant: TenantKey, id: &RecordId) -> Vec<u8> {
+    key(tenant, TAG_RECORD, &[id.as_str().as_bytes()])
+}
+
+pub fn records(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_RECORD, &[])
+}
+
+/// The prefix of a scope index list: `domain \0 field value \0`; the record id follows.
+pub fn scope_list(tenant: TenantKey, domain: &Domain, field: ScopeField, value: &str) -> Vec<u8> {
+    let mut k = key(
+        tenant,
+        TAG_SCOPE,
+        &[domain.as_str().as_bytes(), &[field.tag()]],
+    );
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn scope_entry(
+    tenant: TenantKey,
+    domain: &Domain,
+    field: ScopeField,
+    value: &str,
+    id: &RecordId,
+) -> Vec<u8> {
+    let mut k = scope_list(tenant, domain, field, value);
+    k.extend_from_slice(id.as_str().as_bytes());
+    k
+}
+
+/// Run-level content dedup: `domain \0 run \0 hash`.
+pub fn dedup(tenant: TenantKey, domain: &Domain, run: &str, hash: &[u8]) -> Vec<u8> {
+    key(
+        tenant,
+        TAG_DEDUP,
+        &[domain.as_str().as_bytes(), run.as_bytes(), hash],
+    )
+}
+
+/// An opaque per-tenant blob (index snapshots and the like), by name.
+pub fn blob(tenant: TenantKey, name: &str) -> Vec<u8> {
+    key(tenant, TAG_BLOB, &[name.as_bytes()])
+}
+
+/// The smallest key greater than every key starting with `prefix`, or `None` when the prefix
+/// is all `0xff` (then the range is unbounded above).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Domain {
+        Domain::parse(s).unwrap()
+    }
+
+    #[test]
+    fn every_key_starts_with_the_tenant_prefix() {
+        let t = TenantKey(0x0102);
+        let id = RecordId::parse("r").unwrap();
+        let c = CollectionName::parse("text").unwrap();
+        for k in [
+            collection(t, &c),
+            record(t, &id),
+            scope_entry(t, &d("x"), ScopeField::RunId, "run", &id),
+            dedup(t, &d("x"), "run", b"h"),
+            blob(t, "hnsw"),
+        ] {
+            assert!(k.starts_with(&tenant_all(t)));
+            assert!(!k.starts_with(&tenant_all(TenantKey(0x0103))));
+        }
+    }
+
+    #[test]
+    fn scope_lists_do_not_overlap_for_prefix_names() {
+        let t = TenantKey(1);
+        let id = RecordId::parse("r").unwrap();
+        let a = scope_list(t, &d("a"), ScopeField::RunId, "x");
+        let ab = scope_entry(t, &d("ab"), ScopeField::RunId, "x", &id);
+        assert!(!ab.starts_with(&a));
+        let run_x = scope_list(t, &d("a"), ScopeField::RunId, "x");
+        let run_xy = scope_entry(t, &d("a"), ScopeField::RunId, "xy", &id);
+        assert!(!run_xy.starts_with(&run_x));
+    }
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff]), None);
+    }
+}

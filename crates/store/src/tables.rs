@@ -1,0 +1,441 @@
+//! Transactions over the three tables, with typed reads and writes.
+
+use std::path::Path;
+
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use sha2::{Digest, Sha256};
+use strata_types::{Collection, CollectionName, Domain, Millis, Record, RecordId, TenantId};
+
+use crate::StoreError;
+use crate::codec::{decode_json, decode_record, encode_json, encode_record};
+use crate::keys::{self, ScopeField, TenantKey};
+use crate::registry::{StoredMeta, TenantMeta};
+
+const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
+const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_TENANT_KEY: &str = "next_tenant_key";
+
+/// The database. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens or creates the database file at `path`. After a crash redb repairs the file on
+    /// open; the last durable commit is what remains.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(DATA)?;
+        txn.open_table(REGISTRY)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// A consistent snapshot for reading.
+    pub fn read(&self) -> Result<Reader, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(Reader {
+            data: txn.open_table(DATA)?,
+            registry: txn.open_table(REGISTRY)?,
+        })
+    }
+
+    /// Runs `f` in one write transaction. On `Ok` the transaction is committed and synced to
+    /// disk before this returns; on `Err` nothing of it is applied.
+    pub fn write<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let result = {
+            let mut writer = Writer {
+                data: txn.open_table(DATA).map_err(StoreError::from)?,
+                registry: txn.open_table(REGISTRY).map_err(StoreError::from)?,
+                meta: txn.open_table(META).map_err(StoreError::from)?,
+            };
+            f(&mut writer)
+        };
+        match result {
+            Ok(r) => {
+                txn.commit().map_err(StoreError::from)?;
+                Ok(r)
+            }
+            Err(e) => {
+                // Dropping an uncommitted transaction aborts it.
+                drop(txn);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A read snapshot.
+pub struct Reader {
+    data: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    registry: ReadOnlyTable<&'static str, &'static [u8]>,
+}
+
+/// The inside of a write transaction.
+pub struct Writer<'txn> {
+    data: Table<'txn, &'static [u8], &'static [u8]>,
+    registry: Table<'txn, &'static str, &'static [u8]>,
+    meta: Table<'txn, &'static str, u64>,
+}
+
+type IdIter<'a> = Box<dyn Iterator<Item = Result<RecordId, StoreError>> + 'a>;
+
+/// Reads shared by snapshots and write transactions (which see their own writes).
+pub trait Reads {
+    #[doc(hidden)]
+    fn data_table(&self) -> &impl ReadableTable<&'static [u8], &'static [u8]>;
+    #[doc(hidden)]
+    fn registry_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]>;
+
+    fn tenant(&self, id: &TenantId) -> Result<Option<TenantMeta>, StoreError> {
+        let Some(v) = self.registry_table().get(id.as_str())? else {
+            return Ok(None);
+        };
+        let stored: StoredMeta = decode_json(v.value())?;
+        Ok(Some(TenantMeta::from_stored(id.clone(), stored)))
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantMeta>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.registry_table().iter()? {
+            let (k, v) = entry?;
+            let id = TenantId::parse(k.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push(TenantMeta::from_stored(id, decode_json(v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn collection(
+        &self,
+        t: TenantKey,
+        name: &CollectionName,
+    ) -> Result<Option<Collection>, StoreError> {
+        let v = self
+            .data_table()
+            .get(keys::collection(t, name).as_slice())?;
+        v.map(|v| decode_json(v.value())).transpose()
+    }
+
+    fn collections(&self, t: TenantKey) -> Result<Vec<Collection>, StoreError> {
+        let prefix = keys::collections(t);
+        let mut out = Vec::new();
+        for entry in prefix_range(self.data_table(), &prefix)? {
+            let (_, v) = entry?;
+            out.push(decode_json(&v)?);
+        }
+        Ok(out)
+    }
+
+    fn record(&self, t: TenantKey, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let v = self.data_table().get(keys::record(t, id).as_slice())?;
+        v.map(|v| decode_record(v.value())).transpose()
+    }
+
+    /// Every record of the tenant in id order, starting after `after`.
+    fn records<'a>(
+        &'a self,
+        t: TenantKey,
+        after: Option<&RecordId>,
+    ) -> Result<Box<dyn Iterator<Item = Result<Record, StoreError>> + 'a>, StoreError> {
+        let prefix = keys::records(t);
+        let start = match after {
+            Some(id) => successor(keys::record(t, id)),
+            None => prefix.clone(),
+        };
+        let iter = bounded_range(self.data_table(), &start, &prefix)?;
+        Ok(Box::new(
+            iter.map(|e| e.and_then(|(_, v)| decode_record(&v))),
+        ))
+    }
+
+    /// Ids in one scope-index list, in id order, starting after `after`.
+    fn scope_ids<'a>(
+        &'a self,
+        t: TenantKey,
+        domain: &Domain,
+        field: ScopeField,
+        value: &str,
+        after: Option<&RecordId>,
+    ) -> Result<IdIter<'a>, StoreError> {
+        let list = keys::scope_list(t, domain, field, value);
+        let start = match after {
+            Some(id) => successor(keys::scope_entry(t, domain, field, value, id)),
+            None => list.clone(),
+        };
+        let skip = list.len();
+        let iter = bounded_range(self.data_table(), &start, &list)?;
+        Ok(Box::new(iter.map(move |e| {
+            let (k, _) = e?;
+            let id =
+                std::str::from_utf8(&k[skip..]).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            RecordId::parse(id).map_err(|e| StoreError::Corrupt(e.to_string()))
+        })))
+    }
+
+    /// The record that a run-level dedup key points to, if any.
+    fn dedup_target(&self, t: TenantKey, record: &Record) -> Result<Option<RecordId>, StoreError> {
+        let Some(key) = dedup_key(t, record) else {
+            return Ok(None);
+        };
+        let Some(v) = self.data_table().get(key.as_slice())? else {
+            return Ok(None);
+        };
+        let id = std::str::from_utf8(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(
+            RecordId::parse(id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        ))
+    }
+
+    fn blob(&self, t: TenantKey, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .data_table()
+            .get(keys::blob(t, name).as_slice())?
+            .map(|v| v.value().to_vec()))
+    }
+}
+
+impl Reads for Reader {
+    fn data_table(&self) -> &impl ReadableTable<&'static [u8], &'static [u8]> {
+        &self.data
+    }
+    fn registry_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]> {
+        &self.registry
+    }
+}
+
+impl Reads for Writer<'_> {
+    fn data_table(&self) -> &impl ReadableTable<&'static [u8], &'static [u8]> {
+        &self.data
+    }
+    fn registry_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]> {
+        &self.registry
+    }
+}
+
+impl Writer<'_> {
+    /// Registers a tenant under a fresh, never reused storage key.
+    pub fn create_tenant(
+        &mut self,
+        id: &TenantId,
+        created_at: Millis,
+        profile: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<TenantMeta, StoreError> {
+        let next = self
+            .meta
+            .get(NEXT_TENANT_KEY)?
+            .map(|v| v.value())
+            .unwrap_or(1);
+        self.meta.insert(NEXT_TENANT_KEY, next + 1)?;
+        let meta = TenantMeta {
+            id: id.clone(),
+            key: TenantKey::from_raw(next),
+            created_at,
+            profile,
+        };
+        self.put_tenant(&meta)?;
+        Ok(meta)
+    }
+
+    pub fn put_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
+        self.registry
+            .insert(meta.id.as_str(), encode_json(&meta.to_stored())?.as_slice())?;
+        Ok(())
+    }
+
+    /// Removes the tenant from the registry and erases every key of its data.
+    pub fn erase_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
+        self.registry.remove(meta.id.as_str())?;
+        let start = keys::tenant_all(meta.key);
+        match keys::prefix_end(&start) {
+            Some(end) => {
+                self.data
+                    .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
+            }
+            None => {
+                self.data.retain_in(start.as_slice().., |_, _| false)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn put_collection(&mut self, t: TenantKey, c: &Collection) -> Result<(), StoreError> {
+        self.data.insert(
+            keys::collection(t, &c.name).as_slice(),
+            encode_json(c)?.as_slice(),
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_collection(
+        &mut self,
+        t: TenantKey,
+        name: &CollectionName,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .data
+            .remove(keys::collection(t, name).as_slice())?
+            .is_some())
+    }
+
+    /// Stores `record`, replacing any record with its id, and keeps the scope index and the
+    /// dedup entry in step. Returns the record it replaced.
+    pub fn put_record(
+        &mut self,
+        t: TenantKey,
+        record: &Record,
+    ) -> Result<Option<Record>, StoreError> {
+        let old = self.delete_record(t, &record.id)?;
+        self.data.insert(
+            keys::record(t, &record.id).as_slice(),
+            encode_record(record)?.as_slice(),
+        )?;
+        for key in scope_entries(t, record) {
+            self.data.insert(key.as_slice(), [].as_slice())?;
+        }
+        if let Some(key) = dedup_key(t, record) {
+            self.data
+                .insert(key.as_slice(), record.id.as_str().as_bytes())?;
+        }
+        Ok(old)
+    }
+
+    /// Deletes a record with its index entries. Returns it, or `None` if there was none.
+    pub fn delete_record(
+        &mut self,
+        t: TenantKey,
+        id: &RecordId,
+    ) -> Result<Option<Record>, StoreError> {
+        let old = match self.data.remove(keys::record(t, id).as_slice())? {
+            Some(bytes) => decode_record(bytes.value())?,
+            None => return Ok(None),
+        };
+        for key in scope_entries(t, &old) {
+            self.data.remove(key.as_slice())?;
+        }
+        if let Some(key) = dedup_key(t, &old) {
+            // Another record with the same content may own the entry now; leave it alone.
+            let ours = self
+                .data
+                .get(key.as_slice())?
+                .is_some_and(|v| v.value() == id.as_str().as_bytes());
+            if ours {
+                self.data.remove(key.as_slice())?;
+            }
+        }
+        Ok(Some(old))
+    }
+
+    pub fn put_blob(&mut self, t: TenantKey, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.data.insert(keys::blob(t, name).as_slice(), bytes)?;
+        Ok(())
+    }
+
+    pub fn delete_blob(&mut self, t: TenantKey, name: &str) -> Result<(), StoreError> {
+        self.data.remove(keys::blob(t, name).as_slice())?;
+        Ok(())
+    }
+}
+
+fn scope_entries(t: TenantKey, r: &Record) -> Vec<Vec<u8>> {
+    let d = &r.memory_domain;
+    let mut out = vec![keys::scope_entry(t, d, ScopeField::Domain, "", &r.id)];
+    if let Some(run) = &r.run_id {
+        out.push(keys::scope_entry(
+            t,
+            d,
+            ScopeField::RunId,
+            run.as_str(),
+            &r.id,
+        ));
+    }
+    if let Some(scope) = &r.memory_scope {
+        out.push(keys::scope_entry(
+            t,
+            d,
+            ScopeField::MemoryScope,
+            scope.as_str(),
+            &r.id,
+        ));
+    }
+    if r.user_tokens.is_empty() {
+        out.push(keys::scope_entry(t, d, ScopeField::Shared, "", &r.id));
+    }
+    for token in &r.user_tokens {
+        out.push(keys::scope_entry(
+            t,
+            d,
+            ScopeField::UserToken,
+            token.as_str(),
+            &r.id,
+        ));
+    }
+    out
+}
+
+/// Records with content in a run are deduplicated on (collection, principals, local scope,
+/// content): two writes that would produce indistinguishable memories share one id.
+fn dedup_key(t: TenantKey, r: &Record) -> Option<Vec<u8>> {
+    let run = r.run_id.as_ref()?;
+    let content = r.content.as_ref()?;
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    field(r.modality.as_str().as_bytes());
+    field(
+        r.memory_scope
+            .as_ref()
+            .map_or("", |s| s.as_str())
+            .as_bytes(),
+    );
+    for token in &r.user_tokens {
+        field(token.as_str().as_bytes());
+    }
+    field(b"\0content");
+    field(content.as_bytes());
+    Some(keys::dedup(
+        t,
+        &r.memory_domain,
+        run.as_str(),
+        &h.finalize(),
+    ))
+}
+
+/// The smallest key strictly after `key`.
+fn successor(mut key: Vec<u8>) -> Vec<u8> {
+    key.push(0);
+    key
+}
+
+type Entry = Result<(Vec<u8>, Vec<u8>), StoreError>;
+
+fn prefix_range<'a>(
+    table: &'a impl ReadableTable<&'static [u8], &'static [u8]>,
+    prefix: &[u8],
+) -> Result<impl Iterator<Item = Entry> + 'a, StoreError> {
+    bounded_range(table, prefix, prefix)
+}
+
+/// Entries from `start` on while their key starts with `prefix`.
+fn bounded_range<'a>(
+    table: &'a impl ReadableTable<&'static [u8], &'static [u8]>,
+    start: &[u8],
+    prefix: &[u8],
+) -> Result<impl Iterator<Item = Entry> + 'a, StoreError> {
+    let prefix = prefix.to_vec();
+    let range = table.range(start..)?;
+    Ok(range
+        .map(|e| {
+            e.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                .map_err(StoreError::from)
+        })
+        .take_while(move |e| e.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix))))
+}
