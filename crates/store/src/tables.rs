@@ -14,6 +14,8 @@ use crate::registry::{StoredMeta, TenantMeta};
 const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
 const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Credentials by id (API keys and the like), as opaque bytes owned by the auth crate.
+const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
 const NEXT_TENANT_KEY: &str = "next_tenant_key";
 
 /// The database. Cheap to share behind an `Arc`; every method takes `&self`.
@@ -30,6 +32,7 @@ impl Store {
         txn.open_table(DATA)?;
         txn.open_table(REGISTRY)?;
         txn.open_table(META)?;
+        txn.open_table(CREDENTIALS)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -40,6 +43,7 @@ impl Store {
         Ok(Reader {
             data: txn.open_table(DATA)?,
             registry: txn.open_table(REGISTRY)?,
+            credentials: txn.open_table(CREDENTIALS)?,
         })
     }
 
@@ -55,6 +59,7 @@ impl Store {
                 data: txn.open_table(DATA).map_err(StoreError::from)?,
                 registry: txn.open_table(REGISTRY).map_err(StoreError::from)?,
                 meta: txn.open_table(META).map_err(StoreError::from)?,
+                credentials: txn.open_table(CREDENTIALS).map_err(StoreError::from)?,
             };
             f(&mut writer)
         };
@@ -76,6 +81,7 @@ impl Store {
 pub struct Reader {
     data: ReadOnlyTable<&'static [u8], &'static [u8]>,
     registry: ReadOnlyTable<&'static str, &'static [u8]>,
+    credentials: ReadOnlyTable<&'static str, &'static [u8]>,
 }
 
 /// The inside of a write transaction.
@@ -83,6 +89,7 @@ pub struct Writer<'txn> {
     data: Table<'txn, &'static [u8], &'static [u8]>,
     registry: Table<'txn, &'static str, &'static [u8]>,
     meta: Table<'txn, &'static str, u64>,
+    credentials: Table<'txn, &'static str, &'static [u8]>,
 }
 
 type IdIter<'a> = Box<dyn Iterator<Item = Result<RecordId, StoreError>> + 'a>;
@@ -93,6 +100,26 @@ pub trait Reads {
     fn data_table(&self) -> &impl ReadableTable<&'static [u8], &'static [u8]>;
     #[doc(hidden)]
     fn registry_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]>;
+    #[doc(hidden)]
+    fn credentials_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]>;
+
+    /// A stored credential by id.
+    fn credential(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .credentials_table()
+            .get(id)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Every stored credential, by id.
+    fn credentials(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.credentials_table().iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
 
     fn tenant(&self, id: &TenantId) -> Result<Option<TenantMeta>, StoreError> {
         let Some(v) = self.registry_table().get(id.as_str())? else {
@@ -208,6 +235,9 @@ impl Reads for Reader {
     fn registry_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]> {
         &self.registry
     }
+    fn credentials_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]> {
+        &self.credentials
+    }
 }
 
 impl Reads for Writer<'_> {
@@ -216,6 +246,9 @@ impl Reads for Writer<'_> {
     }
     fn registry_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]> {
         &self.registry
+    }
+    fn credentials_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]> {
+        &self.credentials
     }
 }
 
@@ -263,6 +296,15 @@ impl Writer<'_> {
             }
         }
         Ok(())
+    }
+
+    pub fn put_credential(&mut self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.credentials.insert(id, bytes)?;
+        Ok(())
+    }
+
+    pub fn delete_credential(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.credentials.remove(id)?.is_some())
     }
 
     pub fn put_collection(&mut self, t: TenantKey, c: &Collection) -> Result<(), StoreError> {

@@ -1,0 +1,73 @@
+//! Helpers shared by the engine's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+use strata_engine::{Engine, EngineConfig, Page};
+use strata_types::{Domain, Record, RequestScope, TenantId, TokenSelector};
+
+/// Opens an engine on `dir` and returns it with a scope for `tenant`, creating the tenant if
+/// it does not exist yet.
+pub fn open_with_tenant(dir: &Path, tenant: &str, grant: Grant) -> (Engine, TenantScope) {
+    let engine = Engine::open(dir, EngineConfig::default()).expect("open engine");
+    let id = TenantId::parse(tenant).expect("tenant id");
+    if engine.tenant_meta(&id).is_err() {
+        engine
+            .create_tenant(&OperatorScope::for_tests(), &id, None)
+            .expect("create tenant");
+    }
+    let scope = TenantScope::for_tests(&engine.tenant_meta(&id).expect("meta"), grant);
+    (engine, scope)
+}
+
+/// A grant that can read and write and see every principal.
+pub fn full_grant() -> Grant {
+    Grant {
+        permissions: Permissions::of(&[
+            Permission::Read,
+            Permission::Write,
+            Permission::Admin,
+            Permission::AllPrincipals,
+        ]),
+        user_tokens: None,
+        domains: None,
+    }
+}
+
+/// Every record of `domain`, for every principal, via paginated scans.
+pub fn all_records(engine: &Engine, scope: &TenantScope, domain: &str) -> Vec<Record> {
+    let req = RequestScope {
+        user_tokens: Some(TokenSelector::AllPrincipals),
+        memory_domain: Some(Domain::parse(domain).expect("domain")),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = engine
+            .scan(scope, &req, None, Page { after, limit: 1000 })
+            .expect("scan");
+        out.extend(page.records);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return out,
+        }
+    }
+}
+
+/// A deterministic unit-length pseudo-random vector.
+pub fn vector(dim: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v: Vec<f32> = (0..dim)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-6);
+    v.iter_mut().for_each(|a| *a /= norm);
+    v
+}

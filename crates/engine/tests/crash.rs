@@ -1,0 +1,177 @@
+//! Crash test: a child process writes batches and reports each acknowledgement; the parent kills
+//! it with SIGKILL at random moments, reopens the data directory and checks that every
+//! acknowledged batch is there in full and that no batch is there in part.
+//!
+//! The child is this same test binary, re-run on the entry-point test below with
+//! `STRATA_CRASH_CHILD_DIR` set. `STRATA_CRASH_KILLS` sets the number of kills (default 30).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use strata_types::{NewRecord, RecordId, RequestScope};
+
+const TENANT: &str = "crash-tenant";
+const CHILD_ENV: &str = "STRATA_CRASH_CHILD_DIR";
+
+/// Not a test of its own: the body of the child process, which does nothing unless the parent
+/// test started it.
+#[test]
+fn crash_child_entry_point() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let round: u64 = std::env::var("STRATA_CRASH_ROUND")
+        .expect("round")
+        .parse()
+        .expect("round number");
+    let (engine, scope) = common::open_with_tenant(dir.as_ref(), TENANT, common::full_grant());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(round);
+    let stdout = std::io::stdout();
+    println!("READY");
+    for batch in 0u64.. {
+        let size = rng.random_range(1..=40u64);
+        let records = (0..size)
+            .map(|i| NewRecord {
+                id: Some(RecordId::parse(format!("r{round}-b{batch}-{i}")).expect("id")),
+                content: Some(format!(
+                    "round {round} batch {batch} record {i} {}",
+                    "x".repeat(150)
+                )),
+                vector: Some(common::vector(384, round * 1_000_000 + batch * 100 + i)),
+                metadata: json!({"round": round, "batch": batch, "size": size})
+                    .as_object()
+                    .cloned()
+                    .expect("object"),
+                ..Default::default()
+            })
+            .collect();
+        engine
+            .put(&scope, &RequestScope::default(), records)
+            .expect("put");
+        let mut out = stdout.lock();
+        writeln!(out, "ACK {round} {batch} {size}").expect("stdout");
+        out.flush().expect("flush");
+    }
+}
+
+#[test]
+fn sigkill_never_loses_an_acknowledged_batch_nor_leaves_a_partial_one() {
+    let kills: u64 = std::env::var("STRATA_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let seed: u64 = rand::random();
+    println!("crash test: seed {seed}, {kills} kills");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Create the tenant once, outside any child, so children race only on record writes.
+    drop(common::open_with_tenant(
+        dir.path(),
+        TENANT,
+        common::full_grant(),
+    ));
+
+    let mut acked: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    let mut total_acks = 0;
+    for round in 0..kills {
+        let mut child = Command::new(std::env::current_exe().expect("current exe"))
+            .args([
+                "crash_child_entry_point",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .env("STRATA_CRASH_ROUND", round.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Wait until the child is writing (libtest prints its own words before READY on the same
+        // line), then let it run a random while before the kill.
+        let started = Instant::now();
+        while !rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("child never became ready")
+            .ends_with("READY")
+        {}
+        let delay = Duration::from_millis(rng.random_range(5..250));
+        std::thread::sleep(delay);
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap child");
+        reader.join().expect("reader thread");
+        for line in rx.try_iter() {
+            if let Some(rest) = line.strip_prefix("ACK ") {
+                let n: Vec<u64> = rest
+                    .split(' ')
+                    .map(|x| x.parse().expect("number"))
+                    .collect();
+                acked.insert((n[0], n[1]), n[2]);
+                total_acks += 1;
+            }
+        }
+
+        // Reopen and check.
+        let (engine, scope) = common::open_with_tenant(dir.path(), TENANT, common::full_grant());
+        let mut present: BTreeMap<(u64, u64), (u64, BTreeSet<u64>)> = BTreeMap::new();
+        for r in common::all_records(&engine, &scope, "default") {
+            let m = &r.metadata;
+            let key = (
+                m["round"].as_u64().expect("round"),
+                m["batch"].as_u64().expect("batch"),
+            );
+            let i: u64 =
+                r.id.as_str()
+                    .rsplit('-')
+                    .next()
+                    .expect("index")
+                    .parse()
+                    .expect("index");
+            let entry = present
+                .entry(key)
+                .or_insert((m["size"].as_u64().expect("size"), BTreeSet::new()));
+            entry.1.insert(i);
+        }
+        for (key, size) in &acked {
+            let got = present.get(key).map_or(0, |(_, ids)| ids.len() as u64);
+            assert_eq!(
+                got, *size,
+                "round {round}: acknowledged batch {key:?} has {got} of {size} records"
+            );
+        }
+        for (key, (size, ids)) in &present {
+            assert_eq!(
+                ids.len() as u64,
+                *size,
+                "round {round}: batch {key:?} is partial"
+            );
+        }
+        println!(
+            "round {round}: killed after {:?}, {} batches acknowledged so far, {} present",
+            started.elapsed(),
+            acked.len(),
+            present.len()
+        );
+    }
+    assert!(
+        total_acks >= kills,
+        "children acknowledged too little to test anything ({total_acks})"
+    );
+}

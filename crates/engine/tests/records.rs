@@ -1,0 +1,283 @@
+//! Behaviour of writes, reads and collections that the random model test does not single out.
+
+mod common;
+
+use serde_json::json;
+use strata_auth::{Grant, Permission, Permissions, TenantScope};
+use strata_engine::{EngineError, Page};
+use strata_types::*;
+
+fn rec(v: serde_json::Value) -> NewRecord {
+    serde_json::from_value(v).unwrap()
+}
+
+fn scope_json(v: serde_json::Value) -> RequestScope {
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn run_level_dedup_returns_the_existing_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let req = scope_json(json!({"run_id": "run-1"}));
+    let first = engine
+        .put(&scope, &req, vec![rec(json!({"content": "likes tea"}))])
+        .unwrap();
+    let again = engine
+        .put(&scope, &req, vec![rec(json!({"content": "likes tea"}))])
+        .unwrap();
+    assert!(first[0].created && !first[0].deduplicated);
+    assert!(again[0].deduplicated && !again[0].created);
+    assert_eq!(first[0].id, again[0].id);
+    // Another run, or no run, is not deduplicated.
+    let other = engine
+        .put(
+            &scope,
+            &scope_json(json!({"run_id": "run-2"})),
+            vec![rec(json!({"content": "likes tea"}))],
+        )
+        .unwrap();
+    assert!(other[0].created);
+    let none = engine
+        .put(
+            &scope,
+            &RequestScope::default(),
+            vec![rec(json!({"content": "likes tea"}))],
+        )
+        .unwrap();
+    assert!(none[0].created);
+    // Once the first is deleted, the same content is new again.
+    engine.delete(&scope, &req, &first[0].id).unwrap();
+    let fresh = engine
+        .put(&scope, &req, vec![rec(json!({"content": "likes tea"}))])
+        .unwrap();
+    assert!(fresh[0].created && fresh[0].id != first[0].id);
+}
+
+#[test]
+fn upsert_by_client_id_keeps_created_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let req = RequestScope::default();
+    let out = engine
+        .put(
+            &scope,
+            &req,
+            vec![rec(json!({"id": "mem-1", "content": "v1"}))],
+        )
+        .unwrap();
+    assert!(out[0].created);
+    let v1 = engine.get(&scope, &req, &out[0].id).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let out = engine
+        .put(
+            &scope,
+            &req,
+            vec![rec(json!({"id": "mem-1", "content": "v2"}))],
+        )
+        .unwrap();
+    assert!(!out[0].created);
+    let v2 = engine.get(&scope, &req, &out[0].id).unwrap();
+    assert_eq!(v2.content.as_deref(), Some("v2"));
+    assert_eq!(v2.created_at, v1.created_at);
+    assert!(v2.updated_at > v1.updated_at);
+}
+
+#[test]
+fn client_ids_of_another_principal_conflict_and_stay_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let alice = scope_json(json!({"user_tokens": ["u:alice"]}));
+    let bob = scope_json(json!({"user_tokens": ["u:bob"]}));
+    engine
+        .put(
+            &scope,
+            &alice,
+            vec![rec(json!({"id": "m", "content": "alice's"}))],
+        )
+        .unwrap();
+    let err = engine
+        .put(
+            &scope,
+            &bob,
+            vec![rec(json!({"id": "m", "content": "bob's"}))],
+        )
+        .unwrap_err();
+    assert!(matches!(err, EngineError::IdConflict(_)));
+    let id = RecordId::parse("m").unwrap();
+    assert!(matches!(
+        engine.get(&scope, &bob, &id),
+        Err(EngineError::NotFound)
+    ));
+    assert_eq!(
+        engine.get(&scope, &alice, &id).unwrap().content.as_deref(),
+        Some("alice's")
+    );
+}
+
+#[test]
+fn tenants_share_nothing_even_with_equal_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, a) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    drop(engine);
+    let (engine, b) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
+    let a = TenantScope::for_tests(
+        &engine.tenant_meta(a.tenant()).unwrap(),
+        common::full_grant(),
+    );
+    let req = RequestScope::default();
+    engine
+        .put(
+            &a,
+            &req,
+            vec![rec(json!({"id": "same", "content": "acme secret"}))],
+        )
+        .unwrap();
+    let id = RecordId::parse("same").unwrap();
+    assert!(matches!(
+        engine.get(&b, &req, &id),
+        Err(EngineError::NotFound)
+    ));
+    assert_eq!(engine.count(&b, &req, None).unwrap(), 0);
+    assert!(matches!(
+        engine.delete(&b, &req, &id),
+        Err(EngineError::NotFound)
+    ));
+    engine
+        .put(
+            &b,
+            &req,
+            vec![rec(json!({"id": "same", "content": "globex"}))],
+        )
+        .unwrap();
+    assert_eq!(
+        engine.get(&a, &req, &id).unwrap().content.as_deref(),
+        Some("acme secret")
+    );
+}
+
+#[test]
+fn expired_records_are_invisible() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let req = RequestScope::default();
+    let past = now_millis() - 1;
+    let out = engine
+        .put(
+            &scope,
+            &req,
+            vec![
+                rec(json!({"content": "old", "expires_at": past})),
+                rec(json!({"content": "new"})),
+            ],
+        )
+        .unwrap();
+    assert!(matches!(
+        engine.get(&scope, &req, &out[0].id),
+        Err(EngineError::NotFound)
+    ));
+    assert_eq!(engine.count(&scope, &req, None).unwrap(), 1);
+}
+
+#[test]
+fn permissions_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, full) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let meta = engine.tenant_meta(full.tenant()).unwrap();
+    let read_only = TenantScope::for_tests(
+        &meta,
+        Grant {
+            permissions: Permissions::of(&[Permission::Read]),
+            user_tokens: None,
+            domains: None,
+        },
+    );
+    let req = RequestScope::default();
+    assert!(matches!(
+        engine.put(&read_only, &req, vec![rec(json!({"content": "x"}))]),
+        Err(EngineError::PermissionDenied(Permission::Write))
+    ));
+    let writer = TenantScope::for_tests(&meta, Grant::read_write());
+    let star = scope_json(json!({"user_tokens": ["*"]}));
+    assert!(matches!(
+        engine.count(&writer, &star, None),
+        Err(EngineError::ScopeForbidden(_))
+    ));
+    assert!(matches!(
+        engine.create_collection(
+            &writer,
+            &CollectionName::parse("c").unwrap(),
+            3,
+            Metric::Dot
+        ),
+        Err(EngineError::PermissionDenied(Permission::Admin))
+    ));
+}
+
+#[test]
+fn deleting_a_collection_deletes_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let name = CollectionName::parse("tiny").unwrap();
+    engine
+        .create_collection(&scope, &name, 2, Metric::L2)
+        .unwrap();
+    let req = RequestScope::default();
+    engine
+        .put(
+            &scope,
+            &req,
+            vec![
+                rec(json!({"modality": "tiny", "vector": [1.0, 2.0]})),
+                rec(json!({"content": "text stays"})),
+            ],
+        )
+        .unwrap();
+    assert_eq!(engine.delete_collection(&scope, &name).unwrap(), 1);
+    let left = engine
+        .scan(
+            &scope,
+            &req,
+            None,
+            Page {
+                after: None,
+                limit: 10,
+            },
+        )
+        .unwrap();
+    assert_eq!(left.records.len(), 1);
+    assert_eq!(left.records[0].content.as_deref(), Some("text stays"));
+    let names: Vec<String> = engine
+        .collections(&scope)
+        .unwrap()
+        .iter()
+        .map(|c| c.name.to_string())
+        .collect();
+    assert_eq!(names, ["audio", "image", "text"]);
+}
+
+#[test]
+fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+        engine
+            .put(
+                &scope,
+                &RequestScope::default(),
+                vec![rec(json!({"content": "durable"}))],
+            )
+            .unwrap()[0]
+            .id
+            .clone()
+    };
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    assert_eq!(
+        engine
+            .get(&scope, &RequestScope::default(), &id)
+            .unwrap()
+            .content
+            .as_deref(),
+        Some("durable")
+    );
+}
