@@ -9,6 +9,7 @@ mod limits;
 mod name;
 mod record;
 mod scope;
+mod search;
 
 pub use filter::{FieldRef, Filter, FilterError};
 pub use limits::RecordLimits;
@@ -20,6 +21,7 @@ pub use record::{
     check_vector, merge_patch, validate_metadata,
 };
 pub use scope::{RequestScope, TokenSelector, UserMatch};
+pub use search::{Fusion, HitExplain, MAX_K, SearchHit, SearchMode, SearchRequest, SearchResponse};
 
 /// Milliseconds since the Unix epoch, the one time unit of the data model.
 pub type Millis = i64;

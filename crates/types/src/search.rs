@@ -1,0 +1,125 @@
+//! Search requests and responses (SPEC section 3). Scope fields travel separately, in a
+//! [`crate::RequestScope`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CollectionName, Filter, Record};
+
+/// Which channels a search uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    Vector,
+    Text,
+    Hybrid,
+}
+
+/// How hybrid search fuses the vector and text rankings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fusion {
+    /// Reciprocal rank fusion: `Σ 1 / (k + rank)`.
+    Rrf {
+        #[serde(default = "default_rrf_k")]
+        k: u32,
+    },
+    /// `alpha · vector + (1 − alpha) · text`, each min-max normalised over its candidates.
+    Weighted {
+        #[serde(default = "default_alpha")]
+        alpha: f32,
+    },
+}
+
+fn default_rrf_k() -> u32 {
+    60
+}
+
+fn default_alpha() -> f32 {
+    0.5
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion::Rrf { k: default_rrf_k() }
+    }
+}
+
+/// The largest `k` a search may ask for.
+pub const MAX_K: usize = 1000;
+
+/// A search. At least one of `vector` and `query` must be given.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchRequest {
+    pub vector: Option<Vec<f32>>,
+    pub query: Option<String>,
+    pub k: usize,
+    /// The collection to search; `text` when absent.
+    pub modality: Option<CollectionName>,
+    pub filter: Option<Filter>,
+    pub min_score: Option<f32>,
+    /// Absent: `hybrid` when both `vector` and `query` are given, otherwise the one given.
+    pub mode: Option<SearchMode>,
+    pub fusion: Fusion,
+    /// Return per-channel scores with each hit.
+    pub explain: bool,
+    /// HNSW beam width for this search; larger is slower and more exact.
+    pub ef: Option<usize>,
+}
+
+impl Default for SearchRequest {
+    fn default() -> Self {
+        SearchRequest {
+            vector: None,
+            query: None,
+            k: 10,
+            modality: None,
+            filter: None,
+            min_score: None,
+            mode: None,
+            fusion: Fusion::default(),
+            explain: false,
+            ef: None,
+        }
+    }
+}
+
+/// Per-channel detail of one hit, returned with `explain`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HitExplain {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector_score: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector_rank: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_score: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_rank: Option<usize>,
+}
+
+/// One result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchHit {
+    pub record: Record,
+    /// Higher is better: cosine similarity, dot product, negative L2 distance, BM25, or the
+    /// fused score in hybrid mode.
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain: Option<HitExplain>,
+}
+
+/// The results of a search, best first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchResponse {
+    pub hits: Vec<SearchHit>,
+    pub mode: SearchMode,
+    /// `true` when every channel was answered by an exact scan rather than the graph.
+    pub exact: bool,
+}
+
+impl<'de> Deserialize<'de> for Filter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        Filter::parse(&v).map_err(serde::de::Error::custom)
+    }
+}
