@@ -1,1 +1,26 @@
 //! Strata's indexes: distance kernels, exact scan, HNSW graph, BM25 text index and bitmap candidate sets. This crate does no I/O.
+//!
+//! Every index here is keyed by a `u32` *slot*: the engine maps its record ids to dense slots
+//! and owns one set of indexes per tenant, so statistics and graphs never mix tenants.
+//!
+//! Invariants:
+//! - No file or network I/O: persistence is to and from byte buffers (`HnswIndex::to_bytes`).
+//! - Scores are always *higher is better* (see [`Metric::score`]); results are sorted by score
+//!   descending with ties broken by slot ascending, so every search is deterministic.
+//! - No dependency on other workspace crates.
+
+pub mod bitmap;
+pub mod bm25;
+mod error;
+pub mod exact;
+pub mod hnsw;
+pub mod kernels;
+pub mod metric;
+pub mod testdata;
+
+pub use bitmap::{FieldIndex, RoaringBitmap};
+pub use bm25::Bm25Index;
+pub use error::IndexError;
+pub use exact::{Hit, exact_top_k};
+pub use hnsw::{HnswIndex, HnswParams};
+pub use metric::Metric;

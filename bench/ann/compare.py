@@ -1,0 +1,109 @@
+"""Runs hnswlib and faiss HNSW on the data set written by Strata's ann_bench example and
+prints one markdown table with Strata's figures (read from a JSON-lines file) beside them.
+
+Usage: compare.py DATA_DIR STRATA_JSONL EFS   (EFS like 16,32,64,128)
+Same settings for every library: L2, M=16, efConstruction=128, k=10, 2 build threads;
+search timed over the whole query set with 1 and 2 threads: one warm-up pass, then the best
+of three timed passes.
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+
+K = 10
+M = 16
+EF_CONSTRUCTION = 128
+
+
+def read_vecs(path, dtype):
+    raw = np.fromfile(path, dtype=np.int32)
+    dim = raw[0]
+    rows = raw.reshape(-1, dim + 1)[:, 1:]
+    return np.ascontiguousarray(rows.view(dtype))
+
+
+def recall(found, truth):
+    hits = sum(len(set(f[:K]) & set(t[:K])) for f, t in zip(found, truth))
+    return hits / (K * len(truth))
+
+
+def run_hnswlib(base, queries, truth, efs):
+    import hnswlib
+
+    index = hnswlib.Index(space="l2", dim=base.shape[1])
+    index.init_index(max_elements=len(base), M=M, ef_construction=EF_CONSTRUCTION, random_seed=42)
+    t = time.perf_counter()
+    index.add_items(base, np.arange(len(base)), num_threads=2)
+    rows = [{"lib": "hnswlib", "event": "build", "build_s": time.perf_counter() - t}]
+    for ef in efs:
+        index.set_ef(ef)
+        for threads in (1, 2):
+            index.knn_query(queries, k=K, num_threads=threads)
+            secs = float("inf")
+            for _ in range(3):
+                t = time.perf_counter()
+                labels, _ = index.knn_query(queries, k=K, num_threads=threads)
+                secs = min(secs, time.perf_counter() - t)
+            rows.append({"lib": "hnswlib", "event": "search", "ef": ef, "threads": threads,
+                         "qps": len(queries) / secs, "recall_at_10": recall(labels, truth)})
+    return rows
+
+
+def run_faiss(base, queries, truth, efs):
+    import faiss
+
+    faiss.omp_set_num_threads(2)
+    index = faiss.IndexHNSWFlat(base.shape[1], M)
+    index.hnsw.efConstruction = EF_CONSTRUCTION
+    t = time.perf_counter()
+    index.add(base)
+    rows = [{"lib": "faiss", "event": "build", "build_s": time.perf_counter() - t}]
+    for ef in efs:
+        index.hnsw.efSearch = ef
+        for threads in (1, 2):
+            faiss.omp_set_num_threads(threads)
+            index.search(queries, K)
+            secs = float("inf")
+            for _ in range(3):
+                t = time.perf_counter()
+                _, labels = index.search(queries, K)
+                secs = min(secs, time.perf_counter() - t)
+            rows.append({"lib": "faiss", "event": "search", "ef": ef, "threads": threads,
+                         "qps": len(queries) / secs, "recall_at_10": recall(labels, truth)})
+    return rows
+
+
+def main():
+    data_dir, strata_jsonl, efs = sys.argv[1], sys.argv[2], [int(x) for x in sys.argv[3].split(",")]
+    base = read_vecs(f"{data_dir}/base.fvecs", np.float32)
+    queries = read_vecs(f"{data_dir}/query.fvecs", np.float32)
+    truth = read_vecs(f"{data_dir}/gt.ivecs", np.int32)
+    with open(strata_jsonl) as f:
+        rows = [json.loads(line) for line in f if line.startswith("{")]
+    rows += run_hnswlib(base, queries, truth, efs)
+    rows += run_faiss(base, queries, truth, efs)
+    for r in rows:
+        print(json.dumps(r), file=sys.stderr)
+
+    libs = ["strata-usearch", "hnswlib", "faiss"]
+    build = {r["lib"]: r["build_s"] for r in rows if r["event"] == "build"}
+    search = {(r["lib"], r["ef"], r["threads"]): r for r in rows if r["event"] == "search"}
+    print(f"n={len(base)} dim={base.shape[1]} queries={len(queries)} k={K} M={M} "
+          f"efConstruction={EF_CONSTRUCTION}, L2, build with 2 threads\n")
+    print("| | " + " | ".join(libs) + " |")
+    print("|---|" + "---|" * len(libs))
+    print("| build (s) | " + " | ".join(f"{build.get(lib, float('nan')):.1f}" for lib in libs) + " |")
+    for ef in efs:
+        for threads in (1, 2):
+            cells = []
+            for lib in libs:
+                r = search.get((lib, ef, threads))
+                cells.append(f"{r['qps']:.0f} QPS / {r['recall_at_10']:.4f}" if r else "n/a")
+            print(f"| ef={ef}, {threads} thread{'s' if threads > 1 else ''} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

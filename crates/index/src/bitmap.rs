@@ -1,0 +1,422 @@
+//! Candidate sets as Roaring bitmaps of slots, and [`FieldIndex`], a secondary index from
+//! JSON scalar values to the slots holding them, for one tenant-collection.
+//!
+//! Numbers are compared as `f64`, so `1` and `1.0` are equal, and `-0.0` equals `0.0`.
+//! Integers beyond ±2^53 lose precision in that conversion (a known limitation).
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+pub use roaring::RoaringBitmap;
+use serde_json::Value;
+
+/// An `f64` ordered by `total_cmp`, with `-0.0` folded into `0.0`. JSON has no NaN.
+#[derive(Debug, Clone, Copy)]
+struct Num(f64);
+
+impl Num {
+    fn new(x: f64) -> Self {
+        Num(if x == 0.0 { 0.0 } else { x })
+    }
+}
+impl PartialEq for Num {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Num {}
+impl PartialOrd for Num {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Num {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// One indexed scalar.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Scalar {
+    Str(String),
+    Bool(bool),
+    Num(u64),
+}
+
+impl Scalar {
+    /// The scalar form of a JSON value, if it is a string, bool or number.
+    fn of(value: &Value) -> Option<Scalar> {
+        match value {
+            Value::String(s) => Some(Scalar::Str(s.clone())),
+            Value::Bool(b) => Some(Scalar::Bool(*b)),
+            // Stored as bits so `Scalar` can be hashed; `Num::new` folds -0.0 first.
+            Value::Number(n) => n.as_f64().map(|x| Scalar::Num(Num::new(x).0.to_bits())),
+            _ => None,
+        }
+    }
+}
+
+/// The values of one path.
+#[derive(Debug, Default, Clone)]
+struct PathIndex {
+    strings: BTreeMap<String, RoaringBitmap>,
+    bools: [RoaringBitmap; 2],
+    numbers: BTreeMap<Num, RoaringBitmap>,
+}
+
+impl PathIndex {
+    fn bitmap_mut(&mut self, scalar: &Scalar) -> &mut RoaringBitmap {
+        match scalar {
+            Scalar::Str(s) => self.strings.entry(s.clone()).or_default(),
+            Scalar::Bool(b) => &mut self.bools[usize::from(*b)],
+            Scalar::Num(bits) => self.numbers.entry(Num(f64::from_bits(*bits))).or_default(),
+        }
+    }
+
+    fn get(&self, scalar: &Scalar) -> Option<&RoaringBitmap> {
+        match scalar {
+            Scalar::Str(s) => self.strings.get(s),
+            Scalar::Bool(b) => Some(&self.bools[usize::from(*b)]),
+            Scalar::Num(bits) => self.numbers.get(&Num(f64::from_bits(*bits))),
+        }
+    }
+
+    /// Removes `slot` from the scalar's bitmap, dropping the bitmap when it empties.
+    fn remove(&mut self, scalar: &Scalar, slot: u32) {
+        match scalar {
+            Scalar::Str(s) => {
+                if let Some(bm) = self.strings.get_mut(s) {
+                    bm.remove(slot);
+                    if bm.is_empty() {
+                        self.strings.remove(s);
+                    }
+                }
+            }
+            Scalar::Bool(b) => {
+                self.bools[usize::from(*b)].remove(slot);
+            }
+            Scalar::Num(bits) => {
+                let key = Num(f64::from_bits(*bits));
+                if let Some(bm) = self.numbers.get_mut(&key) {
+                    bm.remove(slot);
+                    if bm.is_empty() {
+                        self.numbers.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.strings.is_empty()
+            && self.numbers.is_empty()
+            && self.bools.iter().all(RoaringBitmap::is_empty)
+    }
+}
+
+/// Whether `lower..upper` is a valid, non-empty range for `BTreeMap::range` (which panics on
+/// an inverted range, or on equal excluded bounds).
+fn valid_range<T: PartialOrd>(lower: Bound<&T>, upper: Bound<&T>) -> bool {
+    match (lower, upper) {
+        (Bound::Included(l), Bound::Included(u)) => l <= u,
+        (Bound::Included(l), Bound::Excluded(u))
+        | (Bound::Excluded(l), Bound::Included(u))
+        | (Bound::Excluded(l), Bound::Excluded(u)) => l < u,
+        _ => true,
+    }
+}
+
+/// A secondary index over JSON scalar values of one tenant-collection: for each `path`, which
+/// slots hold which value. A slot may hold several values under one path (arrays, or repeated
+/// inserts); [`FieldIndex::remove_slot`] forgets all of a slot's entries exactly.
+#[derive(Debug, Default, Clone)]
+pub struct FieldIndex {
+    paths: HashMap<String, PathIndex>,
+    /// slot -> the (path, scalar) entries it holds, so removal needs no scan.
+    by_slot: HashMap<u32, Vec<(String, Scalar)>>,
+}
+
+impl FieldIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of slots with at least one indexed value.
+    pub fn slot_count(&self) -> usize {
+        self.by_slot.len()
+    }
+
+    /// Records that `slot` holds `value` under `path`. Strings, booleans and numbers are
+    /// indexed; for an array each scalar element is indexed; `null`, objects and nested arrays
+    /// are ignored (the engine flattens objects into dotted paths). Adds to what the slot
+    /// already holds: to replace a record's values, call [`Self::remove_slot`] first.
+    pub fn insert(&mut self, slot: u32, path: &str, value: &Value) {
+        match value {
+            Value::Array(items) => {
+                for item in items {
+                    self.insert_scalar(slot, path, item);
+                }
+            }
+            other => self.insert_scalar(slot, path, other),
+        }
+    }
+
+    fn insert_scalar(&mut self, slot: u32, path: &str, value: &Value) {
+        let Some(scalar) = Scalar::of(value) else {
+            return;
+        };
+        let entries = self.by_slot.entry(slot).or_default();
+        if entries.iter().any(|(p, s)| p == path && s == &scalar) {
+            return;
+        }
+        self.paths
+            .entry(path.to_string())
+            .or_default()
+            .bitmap_mut(&scalar)
+            .insert(slot);
+        entries.push((path.to_string(), scalar));
+    }
+
+    /// Forgets every value `slot` holds; returns whether it held any.
+    pub fn remove_slot(&mut self, slot: u32) -> bool {
+        let Some(entries) = self.by_slot.remove(&slot) else {
+            return false;
+        };
+        for (path, scalar) in entries {
+            if let Some(pi) = self.paths.get_mut(&path) {
+                pi.remove(&scalar, slot);
+                if pi.is_empty() {
+                    self.paths.remove(&path);
+                }
+            }
+        }
+        true
+    }
+
+    /// Slots holding `value` under `path` (numbers compare numerically). For an array
+    /// `value`, slots holding any of its scalar elements. Other values match nothing.
+    pub fn eq(&self, path: &str, value: &Value) -> RoaringBitmap {
+        let Some(pi) = self.paths.get(path) else {
+            return RoaringBitmap::new();
+        };
+        match value {
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|v| Scalar::of(v).and_then(|s| pi.get(&s)))
+                .fold(RoaringBitmap::new(), |acc, bm| acc | bm),
+            other => Scalar::of(other)
+                .and_then(|s| pi.get(&s))
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Slots holding a number within the bounds under `path`. NaN bounds and empty ranges
+    /// match nothing.
+    pub fn range(&self, path: &str, lower: Bound<f64>, upper: Bound<f64>) -> RoaringBitmap {
+        let (Some(pi), Some(lower), Some(upper)) =
+            (self.paths.get(path), num_bound(lower), num_bound(upper))
+        else {
+            return RoaringBitmap::new();
+        };
+        if !valid_range(lower.as_ref(), upper.as_ref()) {
+            return RoaringBitmap::new();
+        }
+        pi.numbers
+            .range((lower, upper))
+            .fold(RoaringBitmap::new(), |acc, (_, bm)| acc | bm)
+    }
+
+    /// Slots holding a string within the bounds (byte-wise order) under `path`.
+    pub fn range_str(&self, path: &str, lower: Bound<&str>, upper: Bound<&str>) -> RoaringBitmap {
+        let Some(pi) = self.paths.get(path) else {
+            return RoaringBitmap::new();
+        };
+        let lower = lower.map(str::to_string);
+        let upper = upper.map(str::to_string);
+        if !valid_range(lower.as_ref(), upper.as_ref()) {
+            return RoaringBitmap::new();
+        }
+        pi.strings
+            .range((lower, upper))
+            .fold(RoaringBitmap::new(), |acc, (_, bm)| acc | bm)
+    }
+
+    /// Slots holding any indexed value under `path`.
+    pub fn exists(&self, path: &str) -> RoaringBitmap {
+        let Some(pi) = self.paths.get(path) else {
+            return RoaringBitmap::new();
+        };
+        let strings = pi
+            .strings
+            .values()
+            .chain(pi.numbers.values())
+            .chain(pi.bools.iter());
+        strings.fold(RoaringBitmap::new(), |acc, bm| acc | bm)
+    }
+}
+
+/// Converts an `f64` bound to a map bound; `None` for NaN.
+fn num_bound(b: Bound<f64>) -> Option<Bound<Num>> {
+    match b {
+        Bound::Included(x) if !x.is_nan() => Some(Bound::Included(Num::new(x))),
+        Bound::Excluded(x) if !x.is_nan() => Some(Bound::Excluded(Num::new(x))),
+        Bound::Unbounded => Some(Bound::Unbounded),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn set(bm: &RoaringBitmap) -> Vec<u32> {
+        bm.iter().collect()
+    }
+
+    #[test]
+    fn equality_across_types() {
+        let mut ix = FieldIndex::new();
+        ix.insert(1, "n", &json!(1));
+        ix.insert(2, "n", &json!(1.0));
+        ix.insert(3, "n", &json!("1"));
+        ix.insert(4, "n", &json!(true));
+        ix.insert(5, "n", &json!(-0.0));
+        ix.insert(6, "n", &json!(0));
+        assert_eq!(set(&ix.eq("n", &json!(1))), vec![1, 2]);
+        assert_eq!(set(&ix.eq("n", &json!("1"))), vec![3]);
+        assert_eq!(set(&ix.eq("n", &json!(true))), vec![4]);
+        assert_eq!(set(&ix.eq("n", &json!(0.0))), vec![5, 6]);
+        assert_eq!(set(&ix.eq("n", &json!([true, "1"]))), vec![3, 4]);
+        assert!(ix.eq("n", &json!(null)).is_empty());
+        assert!(ix.eq("missing", &json!(1)).is_empty());
+    }
+
+    #[test]
+    fn arrays_index_each_element() {
+        let mut ix = FieldIndex::new();
+        ix.insert(1, "tags", &json!(["a", "b", ["nested"], {"o": 1}, null, 3]));
+        assert_eq!(set(&ix.eq("tags", &json!("a"))), vec![1]);
+        assert_eq!(set(&ix.eq("tags", &json!(3))), vec![1]);
+        assert!(ix.eq("tags", &json!("nested")).is_empty());
+        assert!(ix.remove_slot(1));
+        assert!(!ix.remove_slot(1));
+        assert!(ix.paths.is_empty() && ix.by_slot.is_empty());
+    }
+
+    #[test]
+    fn ranges() {
+        let mut ix = FieldIndex::new();
+        for (slot, x) in [
+            (1, json!(-5)),
+            (2, json!(0)),
+            (3, json!(2.5)),
+            (4, json!(10)),
+            (5, json!("7")),
+        ] {
+            ix.insert(slot, "x", &x);
+        }
+        use Bound::*;
+        assert_eq!(
+            set(&ix.range("x", Included(0.0), Included(10.0))),
+            vec![2, 3, 4]
+        );
+        assert_eq!(set(&ix.range("x", Excluded(0.0), Excluded(10.0))), vec![3]);
+        assert_eq!(set(&ix.range("x", Unbounded, Excluded(0.0))), vec![1]);
+        assert_eq!(set(&ix.range("x", Included(-0.0), Included(0.0))), vec![2]);
+        assert!(ix.range("x", Included(5.0), Included(1.0)).is_empty());
+        assert!(ix.range("x", Excluded(1.0), Excluded(1.0)).is_empty());
+        assert!(ix.range("x", Included(f64::NAN), Unbounded).is_empty());
+        assert_eq!(set(&ix.range_str("x", Included("5"), Unbounded)), vec![5]);
+        assert!(ix.range_str("x", Included("9"), Excluded("1")).is_empty());
+        assert_eq!(set(&ix.exists("x")), vec![1, 2, 3, 4, 5]);
+    }
+
+    /// Brute-force model: every (slot, path, value) ever inserted and not removed.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u32, &'static str, Value),
+        Remove(u32),
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let scalar = prop_oneof![
+            (-3i64..3).prop_map(|i| json!(i)),
+            (-3i64..3).prop_map(|i| json!(i as f64 + 0.5)),
+            (-3i64..3).prop_map(|i| json!(i as f64)),
+            prop_oneof![Just("a"), Just("b"), Just("c")].prop_map(|s| json!(s)),
+            any::<bool>().prop_map(|b| json!(b)),
+        ];
+        prop_oneof![
+            4 => scalar.clone(),
+            1 => proptest::collection::vec(scalar, 0..3).prop_map(Value::Array),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let path = prop_oneof![Just("p"), Just("q")];
+        prop_oneof![
+            3 => (0u32..16, path, value()).prop_map(|(s, p, v)| Op::Insert(s, p, v)),
+            1 => (0u32..16).prop_map(Op::Remove),
+        ]
+    }
+
+    fn model_scalars(v: &Value) -> Vec<Value> {
+        match v {
+            Value::Array(items) => items.clone(),
+            other => vec![other.clone()],
+        }
+    }
+
+    fn num_eq(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+            _ => a == b,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn matches_brute_force_model(ops in proptest::collection::vec(op(), 0..60), probe in value(), lo in -4.0f64..4.0, width in 0.0f64..5.0) {
+            let mut ix = FieldIndex::new();
+            let mut model: Vec<(u32, &str, Value)> = Vec::new();
+            for op in &ops {
+                match op {
+                    Op::Insert(s, p, v) => {
+                        ix.insert(*s, p, v);
+                        for x in model_scalars(v) {
+                            model.push((*s, p, x));
+                        }
+                    }
+                    Op::Remove(s) => {
+                        ix.remove_slot(*s);
+                        model.retain(|(slot, _, _)| slot != s);
+                    }
+                }
+            }
+            for path in ["p", "q"] {
+                let probes = model_scalars(&probe);
+                let expect: RoaringBitmap = model
+                    .iter()
+                    .filter(|(_, p, v)| *p == path && probes.iter().any(|x| num_eq(v, x)))
+                    .map(|(s, _, _)| *s)
+                    .collect();
+                prop_assert_eq!(ix.eq(path, &probe), expect);
+                let hi = lo + width;
+                let expect: RoaringBitmap = model
+                    .iter()
+                    .filter(|(_, p, v)| *p == path && v.as_f64().is_some_and(|x| lo <= x && x < hi))
+                    .map(|(s, _, _)| *s)
+                    .collect();
+                prop_assert_eq!(ix.range(path, Bound::Included(lo), Bound::Excluded(hi)), expect);
+            }
+            let live: std::collections::HashSet<u32> = model.iter().map(|(s, _, _)| *s).collect();
+            prop_assert_eq!(ix.slot_count(), live.len());
+        }
+    }
+}

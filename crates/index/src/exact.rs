@@ -1,0 +1,174 @@
+//! Exact (brute-force) top-k search and the [`Hit`] type every search in this crate returns.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::metric::Metric;
+
+/// One search result: a slot and its score (higher is better).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    /// The slot the engine assigned to the record.
+    pub slot: u32,
+    /// The score; higher is better, see [`Metric::score`].
+    pub score: f32,
+}
+
+/// The one ranking order of this crate: score descending, then slot ascending.
+/// `Ordering::Less` means `a` ranks before (is better than) `b`.
+pub fn rank_order(a: &Hit, b: &Hit) -> Ordering {
+    b.score.total_cmp(&a.score).then(a.slot.cmp(&b.slot))
+}
+
+/// Sorts hits into the crate's ranking order (see [`rank_order`]).
+pub fn sort_hits(hits: &mut [Hit]) {
+    hits.sort_unstable_by(rank_order);
+}
+
+/// Heap entry ordered so that the heap's maximum is the *worst* kept hit.
+struct Worst(Hit);
+
+impl PartialEq for Worst {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Worst {}
+impl PartialOrd for Worst {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Worst {
+    fn cmp(&self, other: &Self) -> Ordering {
+        rank_order(&self.0, &other.0)
+    }
+}
+
+/// Keeps the best `k` hits seen so far in a bounded binary heap: O(n log k) for n offers.
+pub struct TopK {
+    k: usize,
+    heap: BinaryHeap<Worst>,
+}
+
+impl TopK {
+    /// A collector for at most `k` hits.
+    pub fn new(k: usize) -> Self {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k.min(4096) + 1),
+        }
+    }
+
+    /// Offers a hit; NaN scores are ignored so that they can never rank.
+    #[inline]
+    pub fn push(&mut self, hit: Hit) {
+        if self.k == 0 || hit.score.is_nan() {
+            return;
+        }
+        if self.heap.len() < self.k {
+            self.heap.push(Worst(hit));
+            return;
+        }
+        let Some(mut worst) = self.heap.peek_mut() else {
+            return;
+        };
+        if rank_order(&hit, &worst.0) == Ordering::Less {
+            *worst = Worst(hit);
+        }
+    }
+
+    /// The kept hits, best first.
+    pub fn into_sorted(self) -> Vec<Hit> {
+        // `into_sorted_vec` sorts ascending by `Worst`'s order, which is best first.
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|w| w.0)
+            .collect()
+    }
+}
+
+/// Scores every candidate against `query` with `metric` and returns the best `k`, sorted by
+/// score descending with ties broken by slot ascending. Candidates whose score is NaN are
+/// skipped. Candidate vectors must have the query's length.
+pub fn exact_top_k<'a>(
+    metric: Metric,
+    query: &[f32],
+    candidates: impl Iterator<Item = (u32, &'a [f32])>,
+    k: usize,
+) -> Vec<Hit> {
+    let mut top = TopK::new(k);
+    if k == 0 {
+        return Vec::new();
+    }
+    for (slot, v) in candidates {
+        top.push(Hit {
+            slot,
+            score: metric.score(query, v),
+        });
+    }
+    top.into_sorted()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check(metric: Metric, query: &[f32], data: &[Vec<f32>], k: usize, expect: &[u32]) {
+        let hits = exact_top_k(
+            metric,
+            query,
+            data.iter()
+                .enumerate()
+                .map(|(i, v)| (i as u32, v.as_slice())),
+            k,
+        );
+        let slots: Vec<u32> = hits.iter().map(|h| h.slot).collect();
+        assert_eq!(slots, expect, "{metric}");
+    }
+
+    #[test]
+    fn orders_by_score_then_slot() {
+        let data = vec![
+            vec![1.0, 0.0],
+            vec![0.0, 1.0],
+            vec![1.0, 0.0],
+            vec![2.0, 0.0],
+        ];
+        check(Metric::Dot, &[1.0, 0.0], &data, 3, &[3, 0, 2]);
+        check(Metric::Cosine, &[1.0, 0.0], &data, 4, &[0, 2, 3, 1]);
+        check(Metric::L2, &[1.0, 0.0], &data, 2, &[0, 2]);
+        check(Metric::L2, &[1.0, 0.0], &data, 0, &[]);
+        check(Metric::L2, &[1.0, 0.0], &data, 10, &[0, 2, 3, 1]);
+    }
+
+    #[test]
+    fn nan_scores_never_rank() {
+        let data = vec![vec![f32::NAN, 0.0], vec![0.0, 1.0]];
+        check(Metric::Dot, &[1.0, 1.0], &data, 2, &[1]);
+    }
+
+    proptest! {
+        #[test]
+        fn matches_full_sort(
+            scores in proptest::collection::vec(-3i32..3, 0..200),
+            k in 0usize..20,
+        ) {
+            let mut top = TopK::new(k);
+            let mut all: Vec<Hit> = scores
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| Hit { slot: i as u32, score: s as f32 })
+                .collect();
+            // Offer in reverse to show the result does not depend on arrival order.
+            for h in all.iter().rev() {
+                top.push(*h);
+            }
+            sort_hits(&mut all);
+            all.truncate(k);
+            prop_assert_eq!(top.into_sorted(), all);
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Unit tests of `hnsw.rs`, kept in their own file so that the module stays readable.
+//! The recall floor uses 20 000 vectors, 50 000 when `STRATA_SLOW_TESTS` is set (`recall_n`).
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use super::*;
+use crate::exact::exact_top_k;
+use crate::testdata;
+
+const DIM: usize = 128;
+const CLUSTERS: usize = 100;
+const SEED: u64 = 20_240_601;
+
+/// Size of the recall-floor data set: 50 000 with `STRATA_SLOW_TESTS`, else 20 000 (about
+/// 6 s per metric in a debug build on 2 cores).
+fn recall_n() -> usize {
+    if std::env::var_os("STRATA_SLOW_TESTS").is_some() {
+        50_000
+    } else {
+        20_000
+    }
+}
+
+/// Data vectors and query vectors.
+type DataSet = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+fn data() -> &'static DataSet {
+    static DATA: OnceLock<DataSet> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let n = recall_n();
+        eprintln!("recall data: n={n} dim={DIM} clusters={CLUSTERS} seed={SEED}");
+        (
+            testdata::clustered(n, DIM, CLUSTERS, SEED),
+            testdata::queries(100, DIM, CLUSTERS, SEED, SEED + 1),
+        )
+    })
+}
+
+fn build(metric: Metric, vectors: &[Vec<f32>]) -> HnswIndex {
+    let mut index = HnswIndex::new(vectors[0].len(), metric, HnswParams::default()).expect("new");
+    let items: Vec<(u32, &[f32])> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u32, v.as_slice()))
+        .collect();
+    index.insert_batch(&items, 2).expect("insert_batch");
+    index
+}
+
+fn truth(metric: Metric, vectors: &[Vec<f32>], q: &[f32], k: usize) -> Vec<Hit> {
+    exact_top_k(
+        metric,
+        q,
+        vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u32, v.as_slice())),
+        k,
+    )
+}
+
+fn recall_at_10(metric: Metric) -> f64 {
+    let (vectors, queries) = data();
+    let index = build(metric, vectors);
+    assert_eq!(index.len(), vectors.len());
+    let mut found = 0usize;
+    for q in queries {
+        let exact: HashSet<u32> = truth(metric, vectors, q, 10)
+            .iter()
+            .map(|h| h.slot)
+            .collect();
+        let approx = index.search(q, 10, None).expect("search");
+        assert_eq!(approx.len(), 10);
+        found += approx.iter().filter(|h| exact.contains(&h.slot)).count();
+    }
+    let recall = found as f64 / (10 * queries.len()) as f64;
+    eprintln!(
+        "recall@10 {metric} n={} default params: {recall:.4}",
+        vectors.len()
+    );
+    recall
+}
+
+#[test]
+fn recall_floor_cosine() {
+    assert!(recall_at_10(Metric::Cosine) >= 0.95);
+}
+
+#[test]
+fn recall_floor_dot() {
+    assert!(recall_at_10(Metric::Dot) >= 0.95);
+}
+
+#[test]
+fn recall_floor_l2() {
+    assert!(recall_at_10(Metric::L2) >= 0.95);
+}
+
+fn small(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    testdata::clustered(n, dim, 10, seed)
+}
+
+#[test]
+fn scores_follow_metric_score() {
+    let vectors = small(500, 16, 1);
+    let q = &testdata::queries(1, 16, 10, 1, 2)[0];
+    for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+        let index = build(metric, &vectors);
+        let hits = index.search(q, 5, None).expect("search");
+        assert_eq!(hits.len(), 5);
+        for h in &hits {
+            let expected = metric.score(q, &vectors[h.slot as usize]);
+            assert!(
+                (h.score - expected).abs() <= 1e-3 * expected.abs().max(1.0),
+                "{metric}: {h:?} vs {expected}"
+            );
+        }
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    }
+}
+
+#[test]
+fn upsert_replaces_vector() {
+    let mut index = HnswIndex::new(2, Metric::L2, HnswParams::default()).expect("new");
+    index.insert(7, &[0.0, 0.0]).expect("insert");
+    index.insert(8, &[5.0, 5.0]).expect("insert");
+    index.insert(7, &[10.0, 10.0]).expect("upsert");
+    assert_eq!(index.len(), 2);
+    let hits = index.search(&[10.0, 10.0], 1, None).expect("search");
+    assert_eq!(
+        hits,
+        vec![Hit {
+            slot: 7,
+            score: 0.0
+        }]
+    );
+}
+
+#[test]
+fn grows_capacity_one_insert_at_a_time() {
+    let vectors = small(1000, 8, 3);
+    let mut index = HnswIndex::new(8, Metric::Dot, HnswParams::default()).expect("new");
+    for (i, v) in vectors.iter().enumerate() {
+        index.insert(i as u32, v).expect("insert");
+    }
+    assert_eq!(index.len(), 1000);
+    assert!(index.contains(999) && !index.contains(1000));
+}
+
+#[test]
+fn deleted_slots_are_never_returned() {
+    let vectors = small(2000, 16, 4);
+    let mut index = build(Metric::Cosine, &vectors);
+    for slot in (0..2000u32).filter(|s| s % 2 == 0) {
+        assert!(index.remove(slot).expect("remove"));
+    }
+    assert!(!index.remove(0).expect("remove twice"));
+    assert_eq!(index.len(), 1000);
+    assert!(!index.contains(0) && index.contains(1));
+    for q in vectors.iter().step_by(50) {
+        let hits = index.search(q, 50, Some(100)).expect("search");
+        assert_eq!(hits.len(), 50);
+        assert!(hits.iter().all(|h| h.slot % 2 == 1), "{hits:?}");
+    }
+    // Re-inserting a deleted slot brings it back.
+    index.insert(0, &vectors[0]).expect("reinsert");
+    assert_eq!(
+        index.search(&vectors[0], 1, None).expect("search")[0].slot,
+        0
+    );
+}
+
+#[test]
+fn round_trip_gives_identical_results() {
+    let vectors = small(3000, 32, 5);
+    let queries = testdata::queries(50, 32, 10, 5, 6);
+    for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+        let mut index = build(metric, &vectors);
+        index.remove(3).expect("remove");
+        let bytes = index.to_bytes().expect("to_bytes");
+        let restored =
+            HnswIndex::from_bytes(&bytes, 32, metric, HnswParams::default()).expect("from_bytes");
+        assert_eq!(restored.len(), index.len());
+        assert!(!restored.contains(3));
+        for q in &queries {
+            assert_eq!(
+                index.search(q, 10, None).ok(),
+                restored.search(q, 10, None).ok()
+            );
+        }
+        // The restored index accepts writes.
+        let mut restored = restored;
+        restored
+            .insert(100_000, &vectors[0])
+            .expect("insert after load");
+        assert!(restored.contains(100_000));
+    }
+}
+
+#[test]
+fn from_bytes_rejects_mismatches() {
+    let index = build(Metric::L2, &small(10, 4, 7));
+    let bytes = index.to_bytes().expect("to_bytes");
+    let p = HnswParams::default();
+    assert!(matches!(
+        HnswIndex::from_bytes(&bytes, 5, Metric::L2, p),
+        Err(IndexError::DimensionMismatch { .. })
+    ));
+    assert!(matches!(
+        HnswIndex::from_bytes(&bytes, 4, Metric::Dot, p),
+        Err(IndexError::MetricMismatch { .. })
+    ));
+    assert!(matches!(
+        HnswIndex::from_bytes(b"nonsense", 4, Metric::L2, p),
+        Err(IndexError::Corrupt { .. })
+    ));
+    assert!(HnswIndex::from_bytes(&bytes[..bytes.len() / 2], 4, Metric::L2, p).is_err());
+}
+
+#[test]
+fn filtered_search_returns_only_passing_slots() {
+    let vectors = small(3000, 16, 8);
+    let index = build(Metric::L2, &vectors);
+    let queries = testdata::queries(30, 16, 10, 8, 9);
+    let mut found = 0;
+    for q in &queries {
+        let hits = index
+            .search_filtered(q, 10, None, |s| s % 3 == 0)
+            .expect("search");
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|h| h.slot % 3 == 0));
+        let exact = exact_top_k(
+            Metric::L2,
+            q,
+            vectors
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u32, v.as_slice()))
+                .filter(|(s, _)| s % 3 == 0),
+            10,
+        );
+        found += hits
+            .iter()
+            .filter(|h| exact.iter().any(|e| e.slot == h.slot))
+            .count();
+    }
+    let recall = found as f64 / 300.0;
+    eprintln!("filtered recall@10 (1/3 of slots pass): {recall:.3}");
+    assert!(recall >= 0.9);
+    assert!(
+        index
+            .search_filtered(&queries[0], 10, None, |_| false)
+            .expect("search")
+            .is_empty()
+    );
+}
+
+#[test]
+#[should_panic(expected = "predicate panicked")]
+fn predicate_panic_is_propagated() {
+    let index = build(Metric::L2, &small(100, 4, 10));
+    let _ = index.search_filtered(&[0.0; 4], 5, None, |_| panic!("predicate panicked"));
+}
+
+#[test]
+fn rejects_bad_input() {
+    assert!(HnswIndex::new(0, Metric::L2, HnswParams::default()).is_err());
+    let bad = HnswParams {
+        m: 1,
+        ..HnswParams::default()
+    };
+    assert!(matches!(
+        HnswIndex::new(4, Metric::L2, bad),
+        Err(IndexError::InvalidParam { name: "m", .. })
+    ));
+    let mut index = HnswIndex::new(3, Metric::L2, HnswParams::default()).expect("new");
+    assert!(matches!(
+        index.insert(1, &[1.0, 2.0]),
+        Err(IndexError::DimensionMismatch {
+            expected: 3,
+            actual: 2
+        })
+    ));
+    assert!(matches!(
+        index.insert(1, &[1.0, f32::NAN, 0.0]),
+        Err(IndexError::NonFinite { position: 1 })
+    ));
+    assert!(index.search(&[1.0], 3, None).is_err());
+    assert_eq!(
+        index
+            .search(&[1.0, 2.0, 3.0], 3, None)
+            .expect("empty search"),
+        vec![]
+    );
+}
+
+#[test]
+fn small_ef_and_k_larger_than_len() {
+    let vectors = small(20, 4, 11);
+    let index = build(Metric::Dot, &vectors);
+    assert_eq!(
+        index
+            .search(&vectors[0], 10, Some(1))
+            .expect("search")
+            .len(),
+        10
+    );
+    assert_eq!(
+        index.search(&vectors[0], 50, None).expect("search").len(),
+        20
+    );
+    assert!(
+        index
+            .search(&vectors[0], 0, None)
+            .expect("search")
+            .is_empty()
+    );
+}
+
+#[test]
+fn concurrent_searches_share_the_index() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<HnswIndex>();
+    let vectors = small(2000, 16, 12);
+    let index = build(Metric::Cosine, &vectors);
+    let expected: Vec<_> = vectors
+        .iter()
+        .take(40)
+        .map(|q| index.search(q, 5, None).ok())
+        .collect();
+    // More threads than reserved usearch contexts: the gate must make the extra ones wait.
+    std::thread::scope(|s| {
+        for _ in 0..6 {
+            s.spawn(|| {
+                for (q, e) in vectors.iter().zip(&expected) {
+                    assert_eq!(&index.search(q, 5, None).ok(), e);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn kernels_are_interchangeable() {
+    // Release builds hand usearch this crate's kernels; both must give the same neighbours
+    // and scores, and the closure must survive a round trip through bytes.
+    let vectors = small(1500, 24, 13);
+    let queries = testdata::queries(20, 24, 10, 13, 14);
+    for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+        let builtin = build(metric, &vectors);
+        let mut ours = HnswIndex::new(24, metric, HnswParams::default()).expect("new");
+        ours.force_install_kernels();
+        for (i, v) in vectors.iter().enumerate() {
+            ours.insert(i as u32, v).expect("insert");
+        }
+        let restored = HnswIndex::from_bytes(
+            &ours.to_bytes().expect("bytes"),
+            24,
+            metric,
+            HnswParams::default(),
+        )
+        .expect("from_bytes");
+        for q in &queries {
+            let exact = truth(metric, &vectors, q, 5);
+            for index in [&builtin, &ours, &restored] {
+                let hits = index.search(q, 5, Some(200)).expect("search");
+                assert_eq!(
+                    hits.iter().map(|h| h.slot).collect::<Vec<_>>(),
+                    exact.iter().map(|h| h.slot).collect::<Vec<_>>(),
+                    "{metric}"
+                );
+                for (h, e) in hits.iter().zip(&exact) {
+                    assert!(
+                        (h.score - e.score).abs() <= 1e-3 * e.score.abs().max(1.0),
+                        "{metric}: {h:?} vs {e:?}"
+                    );
+                }
+            }
+        }
+    }
+}

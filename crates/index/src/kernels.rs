@@ -1,0 +1,331 @@
+//! Distance kernels over `f32` slices: dot product, squared L2 and cosine similarity.
+//!
+//! On x86-64 the kernels use hand-written AVX2 + FMA code chosen at run time; everywhere else,
+//! and on x86-64 CPUs without those features, they use a portable scalar fallback.
+//!
+//! Why hand-written `std::arch` rather than the `simsimd` crate: three kernels over `f32` are
+//! about a hundred lines, need no C compiler or build script, and keep the accumulation order
+//! under our control (so the scalar/SIMD agreement test below is meaningful). The HNSW graph
+//! (usearch) brings its own kernels; these serve exact scans and re-scoring.
+//!
+//! All kernels work on the common prefix of their two arguments; callers are expected to pass
+//! slices of equal length (checked by `debug_assert!`).
+
+/// Dot product `sum(a[i] * b[i])`.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+        return unsafe { avx2::dot(a, b) };
+    }
+    scalar::dot(a, b)
+}
+
+/// Squared euclidean distance `sum((a[i] - b[i])^2)`.
+#[inline]
+pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+        return unsafe { avx2::l2_squared(a, b) };
+    }
+    scalar::l2_squared(a, b)
+}
+
+/// Cosine similarity `dot(a, b) / (|a| |b|)`, in `[-1, 1]`; 0 when either vector is zero.
+#[inline]
+pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+        let (ab, aa, bb) = unsafe { avx2::dot_and_norms(a, b) };
+        return finish_cosine(ab, aa, bb);
+    }
+    let (ab, aa, bb) = scalar::dot_and_norms(a, b);
+    finish_cosine(ab, aa, bb)
+}
+
+/// Combines a dot product and two squared norms into a cosine similarity clamped to [-1, 1].
+fn finish_cosine(ab: f32, aa: f32, bb: f32) -> f32 {
+    if aa <= 0.0 || bb <= 0.0 {
+        return 0.0;
+    }
+    (ab / (aa.sqrt() * bb.sqrt())).clamp(-1.0, 1.0)
+}
+
+/// Whether the SIMD path is in use on this machine (for benchmark reports).
+pub fn simd_in_use() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx2_fma()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Runtime feature detection, done once per process.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn has_avx2_fma() -> bool {
+    use std::sync::OnceLock;
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// Portable kernels. Eight independent accumulators let LLVM vectorise without reassociating.
+pub mod scalar {
+    const LANES: usize = 8;
+
+    /// Scalar dot product.
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [0.0f32; LANES];
+        let mut ca = a.chunks_exact(LANES);
+        let mut cb = b.chunks_exact(LANES);
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            for i in 0..LANES {
+                acc[i] += x[i] * y[i];
+            }
+        }
+        let mut sum: f32 = acc.iter().sum();
+        for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+            sum += x * y;
+        }
+        sum
+    }
+
+    /// Scalar squared euclidean distance.
+    pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [0.0f32; LANES];
+        let mut ca = a.chunks_exact(LANES);
+        let mut cb = b.chunks_exact(LANES);
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            for i in 0..LANES {
+                let d = x[i] - y[i];
+                acc[i] += d * d;
+            }
+        }
+        let mut sum: f32 = acc.iter().sum();
+        for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+            let d = x - y;
+            sum += d * d;
+        }
+        sum
+    }
+
+    /// Scalar `(dot(a, b), dot(a, a), dot(b, b))` in one pass.
+    pub fn dot_and_norms(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
+        let (mut ab, mut aa, mut bb) = (0.0f32, 0.0f32, 0.0f32);
+        for (x, y) in a.iter().zip(b) {
+            ab += x * y;
+            aa += x * x;
+            bb += y * y;
+        }
+        (ab, aa, bb)
+    }
+
+    /// Scalar cosine similarity (same conventions as [`super::cosine_similarity`]).
+    pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
+        let (ab, aa, bb) = dot_and_norms(a, b);
+        super::finish_cosine(ab, aa, bb)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Sums the eight lanes of a 256-bit register.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps::<1>(v);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut i = 0;
+        // SAFETY (all loads): i + 16 <= n, resp. i + 8 <= n, keeps every load inside both slices.
+        while i + 16 <= n {
+            unsafe {
+                acc0 =
+                    _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+                acc1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i + 8)),
+                    _mm256_loadu_ps(pb.add(i + 8)),
+                    acc1,
+                );
+            }
+            i += 16;
+        }
+        if i + 8 <= n {
+            unsafe {
+                acc0 =
+                    _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+            }
+            i += 8;
+        }
+        let mut sum = unsafe { hsum(_mm256_add_ps(acc0, acc1)) };
+        for j in i..n {
+            sum += a[j] * b[j];
+        }
+        sum
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut i = 0;
+        // SAFETY (all loads): i + 16 <= n, resp. i + 8 <= n, keeps every load inside both slices.
+        while i + 16 <= n {
+            unsafe {
+                let d0 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
+                let d1 = _mm256_sub_ps(
+                    _mm256_loadu_ps(pa.add(i + 8)),
+                    _mm256_loadu_ps(pb.add(i + 8)),
+                );
+                acc0 = _mm256_fmadd_ps(d0, d0, acc0);
+                acc1 = _mm256_fmadd_ps(d1, d1, acc1);
+            }
+            i += 16;
+        }
+        if i + 8 <= n {
+            unsafe {
+                let d0 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
+                acc0 = _mm256_fmadd_ps(d0, d0, acc0);
+            }
+            i += 8;
+        }
+        let mut sum = unsafe { hsum(_mm256_add_ps(acc0, acc1)) };
+        for j in i..n {
+            let d = a[j] - b[j];
+            sum += d * d;
+        }
+        sum
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_and_norms(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut ab = _mm256_setzero_ps();
+        let mut aa = _mm256_setzero_ps();
+        let mut bb = _mm256_setzero_ps();
+        let mut i = 0;
+        // SAFETY: i + 8 <= n keeps every load inside both slices.
+        while i + 8 <= n {
+            unsafe {
+                let x = _mm256_loadu_ps(pa.add(i));
+                let y = _mm256_loadu_ps(pb.add(i));
+                ab = _mm256_fmadd_ps(x, y, ab);
+                aa = _mm256_fmadd_ps(x, x, aa);
+                bb = _mm256_fmadd_ps(y, y, bb);
+            }
+            i += 8;
+        }
+        let (mut sab, mut saa, mut sbb) = unsafe { (hsum(ab), hsum(aa), hsum(bb)) };
+        for j in i..n {
+            sab += a[j] * b[j];
+            saa += a[j] * a[j];
+            sbb += b[j] * b[j];
+        }
+        (sab, saa, sbb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Reference in f64, to judge both implementations against the same truth.
+    fn reference(a: &[f32], b: &[f32]) -> (f64, f64, f64) {
+        let mut r = (0.0f64, 0.0f64, 0.0f64);
+        for (&x, &y) in a.iter().zip(b) {
+            let (x, y) = (f64::from(x), f64::from(y));
+            r.0 += x * y;
+            r.1 += (x - y) * (x - y);
+            r.2 += x * x;
+        }
+        r
+    }
+
+    fn pair() -> impl Strategy<Value = (Vec<f32>, Vec<f32>)> {
+        (1usize..1100).prop_flat_map(|n| {
+            (
+                proptest::collection::vec(-1.0f32..1.0, n),
+                proptest::collection::vec(-1.0f32..1.0, n),
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn simd_and_scalar_agree((a, b) in pair()) {
+            // Rounding error of a length-n f32 sum of terms bounded by 4 grows like n * eps.
+            let tol = 1e-5 * a.len() as f32 + 1e-5;
+            let (rdot, rl2, _) = reference(&a, &b);
+            prop_assert!((dot(&a, &b) - scalar::dot(&a, &b)).abs() <= tol);
+            prop_assert!((f64::from(dot(&a, &b)) - rdot).abs() <= f64::from(tol));
+            prop_assert!((l2_squared(&a, &b) - scalar::l2_squared(&a, &b)).abs() <= tol);
+            prop_assert!((f64::from(l2_squared(&a, &b)) - rl2).abs() <= f64::from(tol));
+            prop_assert!((cosine_similarity(&a, &b) - scalar::cosine_similarity(&a, &b)).abs() <= 1e-4);
+        }
+    }
+
+    #[test]
+    fn known_values() {
+        let a = [1.0, 2.0, 3.0];
+        let b = [4.0, -5.0, 6.0];
+        assert_eq!(dot(&a, &b), 12.0);
+        assert_eq!(l2_squared(&a, &b), 9.0 + 49.0 + 9.0);
+        assert!((cosine_similarity(&a, &a) - 1.0).abs() < 1e-6);
+        assert!((cosine_similarity(&a, &[-1.0, -2.0, -3.0]) + 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn zero_vectors_have_zero_cosine() {
+        assert_eq!(cosine_similarity(&[0.0; 20], &[1.0; 20]), 0.0);
+        assert_eq!(scalar::cosine_similarity(&[0.0; 3], &[0.0; 3]), 0.0);
+    }
+
+    #[test]
+    fn empty_slices() {
+        assert_eq!(dot(&[], &[]), 0.0);
+        assert_eq!(l2_squared(&[], &[]), 0.0);
+        assert_eq!(cosine_similarity(&[], &[]), 0.0);
+    }
+
+    #[test]
+    fn reports_simd_use() {
+        // Informational: the CI log shows which path the agreement test exercised.
+        eprintln!("SIMD kernels in use: {}", simd_in_use());
+    }
+}

@@ -1,0 +1,143 @@
+//! The similarity metrics an index can use, and the one scoring convention: higher is better.
+
+use serde::{Deserialize, Serialize};
+
+use crate::kernels;
+
+/// How two vectors are compared. Serialised in lowercase (`"cosine"`, `"dot"`, `"l2"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Cosine similarity; the HNSW index stores normalised vectors for it.
+    Cosine,
+    /// Raw inner product (maximum inner product search).
+    Dot,
+    /// Euclidean distance.
+    L2,
+}
+
+impl Metric {
+    /// Scores `b` against the query `a`; HIGHER IS BETTER for every metric:
+    /// cosine similarity for [`Metric::Cosine`], the dot product for [`Metric::Dot`] and the
+    /// negative euclidean distance `-sqrt(l2_squared)` for [`Metric::L2`].
+    #[inline]
+    pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Metric::Cosine => kernels::cosine_similarity(a, b),
+            Metric::Dot => kernels::dot(a, b),
+            Metric::L2 => -kernels::l2_squared(a, b).sqrt(),
+        }
+    }
+
+    /// Whether vectors must be normalised before they enter an index of this metric.
+    pub fn needs_normalization(self) -> bool {
+        matches!(self, Metric::Cosine)
+    }
+
+    /// Normalises `v` in place to unit length if this metric is [`Metric::Cosine`], so that
+    /// cosine similarity becomes a plain dot product. Zero vectors stay zero. Other metrics
+    /// leave `v` unchanged.
+    pub fn normalize_for_index(self, v: &mut [f32]) {
+        if self.needs_normalization() {
+            normalize(v);
+        }
+    }
+
+    /// The metric's lowercase name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::Dot => "dot",
+            Metric::L2 => "l2",
+        }
+    }
+
+    /// A stable one-byte code used in serialised indexes.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Metric::Cosine => 1,
+            Metric::Dot => 2,
+            Metric::L2 => 3,
+        }
+    }
+
+    /// Inverse of [`Metric::code`].
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Metric::Cosine),
+            2 => Some(Metric::Dot),
+            3 => Some(Metric::L2),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Scales `v` to unit euclidean length in place; a zero vector is left as it is.
+pub fn normalize(v: &mut [f32]) {
+    let norm = kernels::dot(v, v).sqrt();
+    if norm > 0.0 && norm.is_finite() {
+        let inv = 1.0 / norm;
+        v.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn higher_is_better() {
+        let q = [1.0, 0.0];
+        let near = [0.9, 0.1];
+        let far = [-1.0, 0.5];
+        for m in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            assert!(m.score(&q, &near) > m.score(&q, &far), "{m}");
+        }
+    }
+
+    #[test]
+    fn l2_score_is_negative_distance() {
+        assert_eq!(Metric::L2.score(&[0.0, 0.0], &[3.0, 4.0]), -5.0);
+        assert_eq!(Metric::L2.score(&[1.0, 1.0], &[1.0, 1.0]), 0.0);
+    }
+
+    #[test]
+    fn serde_is_lowercase() {
+        for (m, s) in [
+            (Metric::Cosine, "\"cosine\""),
+            (Metric::Dot, "\"dot\""),
+            (Metric::L2, "\"l2\""),
+        ] {
+            assert_eq!(serde_json::to_string(&m).ok().as_deref(), Some(s));
+            assert_eq!(serde_json::from_str::<Metric>(s).ok(), Some(m));
+        }
+        assert!(serde_json::from_str::<Metric>("\"Cosine\"").is_err());
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for m in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            assert_eq!(Metric::from_code(m.code()), Some(m));
+        }
+        assert_eq!(Metric::from_code(0), None);
+    }
+
+    #[test]
+    fn normalization() {
+        let mut v = [3.0, 4.0];
+        Metric::Cosine.normalize_for_index(&mut v);
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+        let mut w = [3.0, 4.0];
+        Metric::L2.normalize_for_index(&mut w);
+        assert_eq!(w, [3.0, 4.0]);
+        let mut z = [0.0; 4];
+        normalize(&mut z);
+        assert_eq!(z, [0.0; 4]);
+    }
+}
