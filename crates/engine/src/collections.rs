@@ -4,6 +4,7 @@ use strata_auth::{Permission, TenantScope};
 use strata_store::Reads;
 use strata_types::{Collection, CollectionName, Metric, now_millis};
 
+use crate::tenant_index::Change;
 use crate::tenants::check_live;
 use crate::{Engine, EngineError};
 
@@ -60,8 +61,7 @@ impl Engine {
         name: &CollectionName,
     ) -> Result<u64, EngineError> {
         require(scope, Permission::Admin)?;
-        self.store.write(|w| {
-            check_live(w, scope)?;
+        self.write_tenant(scope, |w, changes| {
             if !w.delete_collection(scope.key(), name)? {
                 return Err(EngineError::CollectionNotFound(name.clone()));
             }
@@ -75,6 +75,7 @@ impl Engine {
             for id in &doomed {
                 w.delete_record(scope.key(), id)?;
             }
+            changes.push(Change::DropCollection(name.clone()));
             Ok(doomed.len() as u64)
         })
     }

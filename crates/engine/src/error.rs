@@ -35,4 +35,7 @@ pub enum EngineError {
     IdConflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An in-memory index failed; storage is intact and the index is rebuilt.
+    #[error("index: {0}")]
+    Index(String),
 }

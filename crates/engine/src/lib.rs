@@ -5,11 +5,15 @@
 //! registry), which only `strata-auth` can construct. No method takes a raw tenant id from a
 //! request. Methods block on storage; async callers run them on a blocking pool.
 
+mod collection_index;
 mod collections;
 mod config;
 mod error;
+mod plan;
 mod records;
 mod scan;
+mod search;
+mod tenant_index;
 mod tenants;
 mod visibility;
 
@@ -22,7 +26,8 @@ pub use scan::{Page, ScanPage};
 pub use strata_auth::{OperatorScope, TenantScope};
 pub use tenants::TenantInfo;
 
-use strata_store::Store;
+use strata_store::{Store, Writer};
+use tenant_index::{Change, IndexRegistry};
 
 /// The file inside the data directory that holds everything.
 pub const DB_FILE: &str = "strata.redb";
@@ -31,6 +36,7 @@ pub const DB_FILE: &str = "strata.redb";
 pub struct Engine {
     store: Store,
     config: EngineConfig,
+    indexes: IndexRegistry,
 }
 
 impl Engine {
@@ -44,7 +50,11 @@ impl Engine {
             })
         })?;
         let store = Store::open(&dir.join(DB_FILE))?;
-        Ok(Engine { store, config })
+        Ok(Engine {
+            store,
+            config,
+            indexes: IndexRegistry::default(),
+        })
     }
 
     /// The underlying store, for the authentication layer's credential lookups.
@@ -54,5 +64,23 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Runs a write for one tenant: one durable transaction (after checking the tenant still
+    /// exists), then the changes it reports are applied to the tenant's loaded indexes, in
+    /// commit order.
+    pub(crate) fn write_tenant<R>(
+        &self,
+        scope: &TenantScope,
+        f: impl FnOnce(&mut Writer<'_>, &mut Vec<Change>) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        self.indexes.write(&self.store, scope.key(), || {
+            let mut changes = Vec::new();
+            let result = self.store.write(|w| {
+                tenants::check_live(w, scope)?;
+                f(w, &mut changes)
+            })?;
+            Ok((result, changes))
+        })
     }
 }

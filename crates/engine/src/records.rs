@@ -9,6 +9,7 @@ use strata_types::{
 };
 
 use crate::scan::for_each_visible;
+use crate::tenant_index::Change;
 use crate::tenants::check_live;
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
@@ -44,11 +45,10 @@ impl Engine {
         }
         let now = now_millis();
         let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
-        self.store.write(|w| {
-            check_live(w, scope)?;
+        self.write_tenant(scope, |w, changes| {
             records
                 .into_iter()
-                .map(|r| put_one(w, scope, &vis, req, r))
+                .map(|r| put_one(w, changes, scope, &vis, req, r))
                 .collect()
         })
     }
@@ -77,8 +77,7 @@ impl Engine {
         patch.validate(&self.config.limits)?;
         let now = now_millis();
         let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
-        self.store.write(|w| {
-            check_live(w, scope)?;
+        self.write_tenant(scope, |w, changes| {
             let mut record = visible(w.record(scope.key(), id)?, &vis)?;
             if let Some(v) = patch.vector {
                 let c = collection_of(w, scope, &record)?;
@@ -99,7 +98,7 @@ impl Engine {
             record.expires_at = patch.expires_at.or(record.expires_at);
             record.confidence = patch.confidence.unwrap_or(record.confidence);
             record.updated_at = now;
-            w.put_record(scope.key(), &record)?;
+            store_record(w, changes, scope, &record)?;
             Ok(record)
         })
     }
@@ -112,11 +111,9 @@ impl Engine {
         id: &RecordId,
     ) -> Result<(), EngineError> {
         let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
-        self.store.write(|w| {
-            check_live(w, scope)?;
+        self.write_tenant(scope, |w, changes| {
             visible(w.record(scope.key(), id)?, &vis)?;
-            w.delete_record(scope.key(), id)?;
-            Ok(())
+            delete_record(w, changes, scope, id)
         })
     }
 
@@ -128,19 +125,45 @@ impl Engine {
         filter: &Filter,
     ) -> Result<u64, EngineError> {
         let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
-        self.store.write(|w| {
-            check_live(w, scope)?;
+        self.write_tenant(scope, |w, changes| {
             let mut doomed = Vec::new();
             for_each_visible(w, scope.key(), &vis, Some(filter), None, |r| {
                 doomed.push(r.id);
                 true
             })?;
             for id in &doomed {
-                w.delete_record(scope.key(), id)?;
+                delete_record(w, changes, scope, id)?;
             }
             Ok(doomed.len() as u64)
         })
     }
+}
+
+/// Stores a record and reports the change for the indexes.
+pub(crate) fn store_record(
+    w: &mut Writer<'_>,
+    changes: &mut Vec<Change>,
+    scope: &TenantScope,
+    record: &Record,
+) -> Result<(), EngineError> {
+    if let Some(old) = w.put_record(scope.key(), record)? {
+        changes.push(Change::Remove(old));
+    }
+    changes.push(Change::Upsert(record.clone()));
+    Ok(())
+}
+
+/// Deletes a record and reports the change for the indexes.
+pub(crate) fn delete_record(
+    w: &mut Writer<'_>,
+    changes: &mut Vec<Change>,
+    scope: &TenantScope,
+    id: &RecordId,
+) -> Result<(), EngineError> {
+    if let Some(old) = w.delete_record(scope.key(), id)? {
+        changes.push(Change::Remove(old));
+    }
+    Ok(())
 }
 
 fn visible(record: Option<Record>, vis: &Visibility) -> Result<Record, EngineError> {
@@ -158,6 +181,7 @@ fn collection_of(
 
 fn put_one(
     w: &mut Writer<'_>,
+    changes: &mut Vec<Change>,
     scope: &TenantScope,
     vis: &Visibility,
     req: &RequestScope,
@@ -196,7 +220,7 @@ fn put_one(
                 return Err(EngineError::IdConflict(record.id.to_string()));
             }
             record.created_at = existing.created_at;
-            w.put_record(key, &record)?;
+            store_record(w, changes, scope, &record)?;
             return Ok(PutOutcome {
                 id: record.id,
                 created: false,
@@ -210,7 +234,7 @@ fn put_one(
             deduplicated: true,
         });
     }
-    w.put_record(key, &record)?;
+    store_record(w, changes, scope, &record)?;
     Ok(PutOutcome {
         id: record.id,
         created: true,

@@ -25,6 +25,41 @@ const CONTENTS: &[&str] = &[
     "prefers email",
 ];
 const CLIENT_IDS: &[&str] = &["c0", "c1", "c2", "c3", "c4", "c5"];
+const WORDS: &[&str] = &[
+    "tea", "coffee", "oslo", "email", "likes", "prefers", "absent",
+];
+const DIM: usize = 384;
+
+/// A deterministic pseudo-random vector of the text collection's dimension.
+fn vec_of(seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..DIM)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn has_word(content: &str, word: &str) -> bool {
+    content
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .any(|t| t == word)
+}
 
 // ---------- the model ----------
 
@@ -37,6 +72,7 @@ struct MRec {
     scope: Option<String>,
     content: String,
     n: i64,
+    vector: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -311,11 +347,124 @@ fn mrec_of(r: &Record) -> MRec {
             .get("n")
             .and_then(|v| v.as_i64())
             .unwrap_or(i64::MIN),
+        vector: r.metadata.get("v").and_then(|v| v.as_u64()),
     }
 }
 
 fn n_filter(below: i64) -> Filter {
     Filter::parse(&json!({"n": {"$lt": below}})).unwrap()
+}
+
+// ---------- search ----------
+
+/// Runs a random vector, text or hybrid search and checks it against the model: every hit is
+/// visible and matches the filter, exactly min(k, eligible) hits come back, and an exact
+/// vector plan returns the true top k.
+#[allow(clippy::too_many_arguments)]
+fn check_search(
+    rng: &mut StdRng,
+    engine: &Engine,
+    scope: &TenantScope,
+    rs: &RequestScope,
+    cred: &Cred,
+    req: &Req,
+    model: &TenantModel,
+    ctx: &str,
+) -> bool {
+    let k = rng.random_range(1..8);
+    let below = rng.random_bool(0.4).then(|| rng.random_range(0..100));
+    let qv = rng
+        .random_bool(0.7)
+        .then(|| vec_of(rng.random::<u32>() as u64));
+    let word = (qv.is_none() || rng.random_bool(0.4)).then(|| pick(rng, WORDS).to_string());
+    let search = SearchRequest {
+        vector: qv.clone(),
+        query: word.clone(),
+        k,
+        filter: below.map(n_filter),
+        explain: true,
+        ..Default::default()
+    };
+    let actual = engine.search(scope, rs, &search).map_err(fail_of);
+    let vis = match resolve(cred, req, false) {
+        Err(e) => {
+            assert_eq!(Err(e), actual.map(|_| ()), "{ctx}: search");
+            return false;
+        }
+        Ok(vis) => vis,
+    };
+    let resp = actual.unwrap_or_else(|e| panic!("{ctx}: search failed with {e:?}"));
+    let visible: Vec<&MRec> = model
+        .records
+        .values()
+        .filter(|r| vis.sees(r) && below.is_none_or(|b| r.n < b))
+        .collect();
+    let by_vector: Vec<&MRec> = if qv.is_some() {
+        visible
+            .iter()
+            .copied()
+            .filter(|r| r.vector.is_some())
+            .collect()
+    } else {
+        vec![]
+    };
+    let by_text: Vec<&MRec> = match &word {
+        Some(w) => visible
+            .iter()
+            .copied()
+            .filter(|r| has_word(&r.content, w))
+            .collect(),
+        None => vec![],
+    };
+    let eligible: BTreeSet<&str> = by_vector
+        .iter()
+        .chain(&by_text)
+        .map(|r| r.id.as_str())
+        .collect();
+    let got: Vec<&str> = resp.hits.iter().map(|h| h.record.id.as_str()).collect();
+    assert_eq!(
+        got.len(),
+        k.min(eligible.len()),
+        "{ctx}: search returned {got:?}, eligible {eligible:?}"
+    );
+    assert_eq!(
+        got.iter().collect::<BTreeSet<_>>().len(),
+        got.len(),
+        "{ctx}: duplicate hits"
+    );
+    for id in &got {
+        assert!(
+            eligible.contains(id),
+            "{ctx}: search returned {id}, which is not visible or not matching"
+        );
+    }
+    if let (Some(q), None) = (&qv, &word)
+        && resp.exact
+    {
+        // The true top k by cosine, allowing for float rounding between equal-looking scores.
+        let mut scores: Vec<f64> = by_vector
+            .iter()
+            .map(|r| cosine(q, &vec_of(r.vector.unwrap())))
+            .collect();
+        scores.sort_by(|a, b| b.total_cmp(a));
+        for (h, want) in resp.hits.iter().zip(&scores) {
+            let model_score = cosine(
+                q,
+                &vec_of(model.records[h.record.id.as_str()].vector.unwrap()),
+            );
+            assert!(
+                (f64::from(h.score) - model_score).abs() < 1e-4,
+                "{ctx}: score of {}",
+                h.record.id
+            );
+            assert!(
+                (f64::from(h.score) - want).abs() < 1e-4,
+                "{ctx}: exact top-k differs at {}",
+                h.record.id
+            );
+        }
+    }
+    !got.is_empty()
 }
 
 // ---------- the test ----------
@@ -379,8 +528,9 @@ fn random_operations_never_cross_the_visibility_boundary() {
             50..=59 => "patch",
             60..=69 => "delete",
             70..=74 => "delete_where",
-            75..=89 => "scan",
-            _ => "count",
+            75..=84 => "scan",
+            85..=89 => "count",
+            _ => "search",
         };
         let ok = match name {
             "put" => {
@@ -395,14 +545,15 @@ fn random_operations_never_cross_the_visibility_boundary() {
                     let sc = maybe(&mut rng, SCOPES, 0.3);
                     let content = pick(&mut rng, CONTENTS).to_string();
                     let n = rng.random_range(0..100);
-                    news.push((id, tokens, run, sc, content, n));
+                    let vector = rng.random_bool(0.6).then(|| rng.random::<u32>() as u64);
+                    news.push((id, tokens, run, sc, content, n, vector));
                 }
                 // Model first.
                 let expected: Result<Vec<(Option<String>, bool, bool)>, Fail> = (|| {
                     let vis = resolve(&cred, &req, true)?;
                     let mut tm = model[t].clone();
                     let mut out = Vec::new();
-                    for (id, tokens, run, sc, content, n) in &news {
+                    for (id, tokens, run, sc, content, n, vector) in &news {
                         let toks = vis.write_tokens(tokens.as_ref())?;
                         let mut r = MRec {
                             id: id.clone().unwrap_or_default(),
@@ -412,6 +563,7 @@ fn random_operations_never_cross_the_visibility_boundary() {
                             scope: sc.clone().or(req.scope.clone()),
                             content: content.clone(),
                             n: *n,
+                            vector: *vector,
                         };
                         if id.is_some() {
                             match tm.records.get(&r.id) {
@@ -442,7 +594,7 @@ fn random_operations_never_cross_the_visibility_boundary() {
                 );
                 let records: Vec<NewRecord> = news
                     .iter()
-                    .map(|(id, tokens, run, sc, content, n)| NewRecord {
+                    .map(|(id, tokens, run, sc, content, n, vector)| NewRecord {
                         id: id.as_ref().map(|s| RecordId::parse(s.as_str()).unwrap()),
                         content: Some(content.clone()),
                         user_tokens: tokens.as_ref().map(|t| {
@@ -452,7 +604,14 @@ fn random_operations_never_cross_the_visibility_boundary() {
                         }),
                         run_id: run.as_ref().map(|s| RunId::parse(s.as_str()).unwrap()),
                         memory_scope: sc.as_ref().map(|s| MemoryScope::parse(s.as_str()).unwrap()),
-                        metadata: json!({"n": n}).as_object().unwrap().clone(),
+                        vector: vector.map(vec_of),
+                        metadata: match vector {
+                            Some(v) => json!({"n": n, "v": v}),
+                            None => json!({"n": n}),
+                        }
+                        .as_object()
+                        .unwrap()
+                        .clone(),
                         ..Default::default()
                     })
                     .collect();
@@ -463,7 +622,7 @@ fn random_operations_never_cross_the_visibility_boundary() {
                         assert_eq!(exp.len(), act.len(), "{ctx}");
                         // Replay into the real model now that server ids are known.
                         let vis = resolve(&cred, &req, true).unwrap();
-                        for ((e, (id, tokens, run, sc, content, n)), a) in
+                        for ((e, (id, tokens, run, sc, content, n, vector)), a) in
                             exp.iter().zip(&news).zip(act)
                         {
                             assert_eq!((e.1, e.2), (a.created, a.deduplicated), "{ctx}");
@@ -485,6 +644,7 @@ fn random_operations_never_cross_the_visibility_boundary() {
                                 scope: sc.clone().or(req.scope.clone()),
                                 content: content.clone(),
                                 n: *n,
+                                vector: *vector,
                             };
                             if id.is_none() {
                                 // A server id in one batch may dedup a later record of the same batch.
@@ -648,6 +808,7 @@ fn random_operations_never_cross_the_visibility_boundary() {
                 );
                 actual.is_ok()
             }
+            "search" => check_search(&mut rng, &engine, &scope, &rs, &cred, &req, &model[t], &ctx),
             _ => {
                 let expected = resolve(&cred, &req, false)
                     .map(|vis| model[t].records.values().filter(|r| vis.sees(r)).count() as u64);

@@ -1,0 +1,253 @@
+//! The in-memory indexes of one tenant's collection: slots, scope bitmaps, field index, vectors
+//! for exact scans, the HNSW graph and the BM25 text index.
+//!
+//! A record gets a dense `u32` slot here; every index is keyed by slot. The record without its
+//! vector is kept per slot so that visibility and filters are decided by the
+//! same code as everywhere else (`Visibility::sees`, `Filter::matches`), never re-implemented.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+use strata_index::{Bm25Index, FieldIndex, HnswIndex, HnswParams, RoaringBitmap};
+use strata_types::{Collection, Domain, MemoryScope, Metric, Record, RecordId, RunId, UserToken};
+
+use crate::EngineError;
+
+/// A collection gets an HNSW graph once it holds this many vectors; below, exact scans are
+/// cheaper than keeping a graph.
+pub(crate) const GRAPH_MIN_VECTORS: u64 = 1024;
+
+pub(crate) fn index_metric(m: Metric) -> strata_index::Metric {
+    match m {
+        Metric::Cosine => strata_index::Metric::Cosine,
+        Metric::Dot => strata_index::Metric::Dot,
+        Metric::L2 => strata_index::Metric::L2,
+    }
+}
+
+fn index_error(e: strata_index::IndexError) -> EngineError {
+    EngineError::Index(e.to_string())
+}
+
+pub(crate) struct CollectionIndex {
+    pub dim: usize,
+    pub metric: strata_index::Metric,
+    /// Slot → the record without its vector (which lives in `vectors`).
+    pub docs: Vec<Option<Record>>,
+    slot_of: HashMap<RecordId, u32>,
+    free: Vec<u32>,
+    /// `dim` floats per slot; meaningful where `with_vector` holds the slot.
+    vectors: Vec<f32>,
+    pub with_vector: RoaringBitmap,
+    pub live: RoaringBitmap,
+    pub by_domain: HashMap<Domain, RoaringBitmap>,
+    pub by_token: HashMap<UserToken, RoaringBitmap>,
+    pub shared: RoaringBitmap,
+    pub by_run: HashMap<RunId, RoaringBitmap>,
+    pub by_scope: HashMap<MemoryScope, RoaringBitmap>,
+    pub fields: FieldIndex,
+    pub bm25: Bm25Index,
+    pub graph: Option<HnswIndex>,
+}
+
+impl CollectionIndex {
+    pub fn new(c: &Collection) -> Self {
+        CollectionIndex {
+            dim: c.dim as usize,
+            metric: index_metric(c.metric),
+            docs: Vec::new(),
+            slot_of: HashMap::new(),
+            free: Vec::new(),
+            vectors: Vec::new(),
+            with_vector: RoaringBitmap::new(),
+            live: RoaringBitmap::new(),
+            by_domain: HashMap::new(),
+            by_token: HashMap::new(),
+            shared: RoaringBitmap::new(),
+            by_run: HashMap::new(),
+            by_scope: HashMap::new(),
+            fields: FieldIndex::new(),
+            bm25: Bm25Index::new(),
+            graph: None,
+        }
+    }
+
+    pub fn vector(&self, slot: u32) -> &[f32] {
+        let start = slot as usize * self.dim;
+        &self.vectors[start..start + self.dim]
+    }
+
+    /// Adds or replaces a record. `graph` says whether to maintain the HNSW graph now (bulk
+    /// loads build it once at the end instead).
+    pub fn upsert(&mut self, record: &Record, graph: bool) -> Result<(), EngineError> {
+        self.remove(&record.id)?;
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                let s = u32::try_from(self.docs.len()).map_err(|_| {
+                    EngineError::BadRequest("collection is full (2^32 records)".into())
+                })?;
+                self.docs.push(None);
+                self.vectors.resize(self.vectors.len() + self.dim, 0.0);
+                s
+            }
+        };
+        self.slot_of.insert(record.id.clone(), slot);
+        self.live.insert(slot);
+        set_bit(&mut self.by_domain, record.memory_domain.clone(), slot);
+        if let Some(r) = &record.run_id {
+            set_bit(&mut self.by_run, r.clone(), slot);
+        }
+        if let Some(s) = &record.memory_scope {
+            set_bit(&mut self.by_scope, s.clone(), slot);
+        }
+        if record.user_tokens.is_empty() {
+            self.shared.insert(slot);
+        }
+        for t in &record.user_tokens {
+            set_bit(&mut self.by_token, t.clone(), slot);
+        }
+        index_fields(&mut self.fields, slot, record);
+        if let Some(text) = &record.content {
+            self.bm25.insert(slot, text);
+        }
+        if let Some(v) = &record.vector {
+            let start = slot as usize * self.dim;
+            self.vectors[start..start + self.dim].copy_from_slice(v);
+            self.metric
+                .normalize_for_index(&mut self.vectors[start..start + self.dim]);
+            self.with_vector.insert(slot);
+            if graph {
+                self.insert_into_graph(slot)?;
+            }
+        }
+        let mut doc = record.clone();
+        doc.vector = None;
+        self.docs[slot as usize] = Some(doc);
+        Ok(())
+    }
+
+    fn insert_into_graph(&mut self, slot: u32) -> Result<(), EngineError> {
+        if self.graph.is_none() && self.with_vector.len() >= GRAPH_MIN_VECTORS {
+            return self.build_graph();
+        }
+        let start = slot as usize * self.dim;
+        if let Some(g) = &mut self.graph {
+            g.insert(slot, &self.vectors[start..start + self.dim])
+                .map_err(index_error)?;
+        }
+        Ok(())
+    }
+
+    /// Builds the graph from scratch if the collection is large enough to want one.
+    pub fn build_graph(&mut self) -> Result<(), EngineError> {
+        if self.with_vector.len() < GRAPH_MIN_VECTORS {
+            self.graph = None;
+            return Ok(());
+        }
+        let mut g =
+            HnswIndex::new(self.dim, self.metric, HnswParams::default()).map_err(index_error)?;
+        let items: Vec<(u32, &[f32])> = self
+            .with_vector
+            .iter()
+            .map(|s| (s, self.vector(s)))
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        g.insert_batch(&items, threads).map_err(index_error)?;
+        self.graph = Some(g);
+        Ok(())
+    }
+
+    pub fn remove(&mut self, id: &RecordId) -> Result<(), EngineError> {
+        let Some(slot) = self.slot_of.remove(id) else {
+            return Ok(());
+        };
+        let Some(doc) = self.docs[slot as usize].take() else {
+            return Ok(());
+        };
+        self.live.remove(slot);
+        clear_bit(&mut self.by_domain, &doc.memory_domain, slot);
+        if let Some(r) = &doc.run_id {
+            clear_bit(&mut self.by_run, r, slot);
+        }
+        if let Some(s) = &doc.memory_scope {
+            clear_bit(&mut self.by_scope, s, slot);
+        }
+        self.shared.remove(slot);
+        for t in &doc.user_tokens {
+            clear_bit(&mut self.by_token, t, slot);
+        }
+        self.fields.remove_slot(slot);
+        self.bm25.remove(slot);
+        if self.with_vector.remove(slot)
+            && let Some(g) = &mut self.graph
+        {
+            g.remove(slot).map_err(index_error)?;
+        }
+        self.free.push(slot);
+        Ok(())
+    }
+}
+
+fn set_bit<K: std::hash::Hash + Eq>(map: &mut HashMap<K, RoaringBitmap>, key: K, slot: u32) {
+    map.entry(key).or_default().insert(slot);
+}
+
+fn clear_bit<K: std::hash::Hash + Eq>(map: &mut HashMap<K, RoaringBitmap>, key: &K, slot: u32) {
+    if let Some(b) = map.get_mut(key) {
+        b.remove(slot);
+        if b.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+/// Field-index paths: `b:<name>` for built-in fields, `m:<dotted path>` for metadata.
+pub(crate) fn builtin_path(name: &str) -> String {
+    format!("b:{name}")
+}
+
+pub(crate) fn metadata_path(path: &[String]) -> String {
+    format!("m:{}", path.join("."))
+}
+
+fn index_fields(fields: &mut FieldIndex, slot: u32, r: &Record) {
+    if let Some(k) = &r.kind {
+        fields.insert(slot, &builtin_path("kind"), &Value::String(k.to_string()));
+    }
+    fields.insert(
+        slot,
+        &builtin_path("created_at"),
+        &Value::from(r.created_at),
+    );
+    fields.insert(
+        slot,
+        &builtin_path("updated_at"),
+        &Value::from(r.updated_at),
+    );
+    if let Some(t) = r.expires_at {
+        fields.insert(slot, &builtin_path("expires_at"), &Value::from(t));
+    }
+    fields.insert(
+        slot,
+        &builtin_path("confidence"),
+        &Value::from(r.confidence.value),
+    );
+    index_metadata(fields, slot, &mut Vec::new(), &r.metadata);
+}
+
+fn index_metadata(
+    fields: &mut FieldIndex,
+    slot: u32,
+    prefix: &mut Vec<String>,
+    map: &Map<String, Value>,
+) {
+    for (k, v) in map {
+        prefix.push(k.clone());
+        match v {
+            Value::Object(inner) => index_metadata(fields, slot, prefix, inner),
+            other => fields.insert(slot, &metadata_path(prefix), other),
+        }
+        prefix.pop();
+    }
+}

@@ -1,0 +1,285 @@
+//! Tenant-scoped recall: vector, text (BM25) and hybrid search over one collection.
+
+use std::collections::HashMap;
+
+use strata_auth::{Permission, TenantScope};
+use strata_index::{Hit, RoaringBitmap};
+use strata_types::{
+    CollectionName, Fusion, HitExplain, MAX_K, RecordError, RequestScope, SearchHit, SearchMode,
+    SearchRequest, SearchResponse, now_millis,
+};
+
+use crate::collection_index::CollectionIndex;
+use crate::plan::{filter_candidates, scope_candidates, vector_top};
+use crate::tenants::check_live;
+use crate::visibility::Visibility;
+use crate::{Engine, EngineError};
+
+/// Longest text query accepted, in bytes.
+const MAX_QUERY_BYTES: usize = 4096;
+/// Hybrid search fuses this many candidates per channel (at least `k`).
+const HYBRID_DEPTH: usize = 50;
+
+impl Engine {
+    /// Searches one collection of the caller's tenant. Scope and filter are applied to every
+    /// channel before top-k; when at least `k` visible records match, `k` are returned.
+    pub fn search(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        s: &SearchRequest,
+    ) -> Result<SearchResponse, EngineError> {
+        let mode = check_request(s)?;
+        let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
+        check_live(&self.store.read()?, scope)?;
+        let name = s
+            .modality
+            .clone()
+            .unwrap_or_else(|| CollectionName::parse("text").expect("invariant: literal name"));
+        self.indexes.with_index(&self.store, scope.key(), |ti| {
+            let ci = ti
+                .collections
+                .get(&name)
+                .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
+            search_collection(ci, &name, &vis, s, mode)
+        })
+    }
+}
+
+fn check_request(s: &SearchRequest) -> Result<SearchMode, EngineError> {
+    if s.k == 0 || s.k > MAX_K {
+        return Err(EngineError::BadRequest(format!("k: must be 1 to {MAX_K}")));
+    }
+    if let Some(q) = &s.query
+        && q.len() > MAX_QUERY_BYTES
+    {
+        return Err(EngineError::BadRequest(format!(
+            "query: at most {MAX_QUERY_BYTES} bytes"
+        )));
+    }
+    if let Some(v) = &s.vector
+        && let Some(position) = v.iter().position(|x| !x.is_finite())
+    {
+        return Err(RecordError::NonFiniteVector { position }.into());
+    }
+    if let Some(ef) = s.ef
+        && (ef == 0 || ef > 4096)
+    {
+        return Err(EngineError::BadRequest("ef: must be 1 to 4096".into()));
+    }
+    if let Fusion::Weighted { alpha } = s.fusion
+        && !(0.0..=1.0).contains(&alpha)
+    {
+        return Err(EngineError::BadRequest(
+            "fusion.alpha: must be 0 to 1".into(),
+        ));
+    }
+    let mode = match (s.mode, &s.vector, &s.query) {
+        (Some(m), _, _) => m,
+        (None, Some(_), Some(_)) => SearchMode::Hybrid,
+        (None, Some(_), None) => SearchMode::Vector,
+        (None, None, Some(_)) => SearchMode::Text,
+        (None, None, None) => {
+            return Err(EngineError::BadRequest(
+                "search needs a vector, a query, or both".into(),
+            ));
+        }
+    };
+    let needs_vector = matches!(mode, SearchMode::Vector | SearchMode::Hybrid);
+    let needs_query = matches!(mode, SearchMode::Text | SearchMode::Hybrid);
+    if needs_vector && s.vector.is_none() {
+        return Err(EngineError::BadRequest(
+            "vector: required by this mode".into(),
+        ));
+    }
+    if needs_query && s.query.is_none() {
+        return Err(EngineError::BadRequest(
+            "query: required by this mode".into(),
+        ));
+    }
+    Ok(mode)
+}
+
+fn search_collection(
+    ci: &CollectionIndex,
+    name: &CollectionName,
+    vis: &Visibility,
+    s: &SearchRequest,
+    mode: SearchMode,
+) -> Result<SearchResponse, EngineError> {
+    let mut candidates = scope_candidates(ci, vis);
+    if let Some(f) = &s.filter
+        && let Some(narrowed) = filter_candidates(f, ci)
+    {
+        candidates &= narrowed;
+    }
+    let passes = |slot: u32| {
+        ci.docs
+            .get(slot as usize)
+            .and_then(|d| d.as_ref())
+            .is_some_and(|d| vis.sees(d) && s.filter.as_ref().is_none_or(|f| f.matches(d)))
+    };
+    let depth = if mode == SearchMode::Hybrid {
+        s.k.max(HYBRID_DEPTH)
+    } else {
+        s.k
+    };
+
+    let mut exact = true;
+    let vector_hits = match (&s.vector, mode) {
+        (Some(v), SearchMode::Vector | SearchMode::Hybrid) => {
+            if v.len() != ci.dim {
+                return Err(RecordError::DimensionMismatch {
+                    collection: name.clone(),
+                    expected: ci.dim as u32,
+                    got: v.len(),
+                }
+                .into());
+            }
+            let with_vector: RoaringBitmap = &candidates & &ci.with_vector;
+            let (hits, was_exact) = vector_top(ci, &with_vector, v, depth, s.ef, &passes)?;
+            exact = was_exact;
+            Some(hits)
+        }
+        _ => None,
+    };
+    let text_hits = match (&s.query, mode) {
+        (Some(q), SearchMode::Text | SearchMode::Hybrid) => Some(ci.bm25.search(
+            q,
+            depth,
+            |slot| candidates.contains(slot) && passes(slot),
+        )),
+        _ => None,
+    };
+
+    let mut ranked = match (vector_hits, text_hits) {
+        (Some(v), Some(t)) => fuse(&v, &t, s.fusion),
+        (Some(v), None) => single(&v, true),
+        (None, Some(t)) => single(&t, false),
+        (None, None) => Vec::new(),
+    };
+    ranked.truncate(s.k);
+    let hits = ranked
+        .into_iter()
+        .filter(|r| s.min_score.is_none_or(|m| r.score >= m))
+        .filter_map(|r| {
+            let record = ci.docs.get(r.slot as usize)?.clone()?;
+            Some(SearchHit {
+                record,
+                score: r.score,
+                explain: s.explain.then_some(r.explain),
+            })
+        })
+        .collect();
+    Ok(SearchResponse { hits, mode, exact })
+}
+
+struct Ranked {
+    slot: u32,
+    score: f32,
+    explain: HitExplain,
+}
+
+fn single(hits: &[Hit], vector: bool) -> Vec<Ranked> {
+    hits.iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let mut explain = HitExplain::default();
+            if vector {
+                (explain.vector_score, explain.vector_rank) = (Some(h.score), Some(i + 1));
+            } else {
+                (explain.text_score, explain.text_rank) = (Some(h.score), Some(i + 1));
+            }
+            Ranked {
+                slot: h.slot,
+                score: h.score,
+                explain,
+            }
+        })
+        .collect()
+}
+
+/// Fuses the two channels' rankings; ties break by slot, so results are deterministic.
+fn fuse(vector: &[Hit], text: &[Hit], fusion: Fusion) -> Vec<Ranked> {
+    let mut by_slot: HashMap<u32, HitExplain> = HashMap::new();
+    for (i, h) in vector.iter().enumerate() {
+        let e = by_slot.entry(h.slot).or_default();
+        (e.vector_score, e.vector_rank) = (Some(h.score), Some(i + 1));
+    }
+    for (i, h) in text.iter().enumerate() {
+        let e = by_slot.entry(h.slot).or_default();
+        (e.text_score, e.text_rank) = (Some(h.score), Some(i + 1));
+    }
+    let norm = |hits: &[Hit]| {
+        let max = hits
+            .iter()
+            .map(|h| h.score)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let min = hits.iter().map(|h| h.score).fold(f32::INFINITY, f32::min);
+        move |score: f32| {
+            if max > min {
+                (score - min) / (max - min)
+            } else {
+                1.0
+            }
+        }
+    };
+    let (vnorm, tnorm) = (norm(vector), norm(text));
+    let mut out: Vec<Ranked> = by_slot
+        .into_iter()
+        .map(|(slot, explain)| {
+            let score = match fusion {
+                Fusion::Rrf { k } => {
+                    let rrf =
+                        |rank: Option<usize>| rank.map_or(0.0, |r| 1.0 / (k as f32 + r as f32));
+                    rrf(explain.vector_rank) + rrf(explain.text_rank)
+                }
+                Fusion::Weighted { alpha } => {
+                    alpha * explain.vector_score.map_or(0.0, &vnorm)
+                        + (1.0 - alpha) * explain.text_score.map_or(0.0, &tnorm)
+                }
+            };
+            Ranked {
+                slot,
+                score,
+                explain,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.slot.cmp(&b.slot)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hits(v: &[(u32, f32)]) -> Vec<Hit> {
+        v.iter().map(|&(slot, score)| Hit { slot, score }).collect()
+    }
+
+    #[test]
+    fn rrf_rewards_agreement() {
+        let fused = fuse(
+            &hits(&[(1, 0.9), (2, 0.8)]),
+            &hits(&[(2, 5.0), (3, 4.0)]),
+            Fusion::Rrf { k: 60 },
+        );
+        assert_eq!(fused[0].slot, 2);
+        assert_eq!(fused[0].explain.vector_rank, Some(2));
+        assert_eq!(fused[0].explain.text_rank, Some(1));
+        assert!((fused[0].score - (1.0 / 62.0 + 1.0 / 61.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn weighted_sum_normalises_each_channel() {
+        let fused = fuse(
+            &hits(&[(1, 0.9), (2, 0.1)]),
+            &hits(&[(2, 10.0), (1, 0.0)]),
+            Fusion::Weighted { alpha: 0.75 },
+        );
+        assert_eq!(fused[0].slot, 1);
+        assert!((fused[0].score - 0.75).abs() < 1e-6);
+        assert!((fused[1].score - 0.25).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,156 @@
+//! Per-tenant index state: loaded lazily on a tenant's first search, kept in step with every
+//! committed write, and never shared between tenants.
+//!
+//! Ordering: a write holds its tenant's `apply` lock from before its storage commit until its
+//! changes are applied here, and loading holds the same lock, so the in-memory indexes see
+//! committed writes in commit order and a load never misses one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use strata_store::{Reads, Store, TenantKey};
+use strata_types::{CollectionName, Record};
+
+use crate::EngineError;
+use crate::collection_index::CollectionIndex;
+
+/// A change a committed write made, to be applied to loaded indexes.
+pub(crate) enum Change {
+    Upsert(Record),
+    Remove(Record),
+    DropCollection(CollectionName),
+}
+
+/// The indexes of one tenant: one [`CollectionIndex`] per collection.
+#[derive(Default)]
+pub(crate) struct TenantIndex {
+    pub collections: HashMap<CollectionName, CollectionIndex>,
+}
+
+impl TenantIndex {
+    fn load(store: &Store, key: TenantKey) -> Result<TenantIndex, EngineError> {
+        let r = store.read()?;
+        let mut collections = HashMap::new();
+        for c in r.collections(key)? {
+            collections.insert(c.name.clone(), CollectionIndex::new(&c));
+        }
+        for record in r.records(key, None)? {
+            let record = record?;
+            if let Some(ci) = collections.get_mut(&record.modality) {
+                ci.upsert(&record, false)?;
+            }
+        }
+        for ci in collections.values_mut() {
+            ci.build_graph()?;
+        }
+        Ok(TenantIndex { collections })
+    }
+
+    fn apply(
+        &mut self,
+        store: &Store,
+        key: TenantKey,
+        changes: Vec<Change>,
+    ) -> Result<(), EngineError> {
+        for change in changes {
+            match change {
+                Change::Upsert(record) => {
+                    if !self.collections.contains_key(&record.modality) {
+                        // A collection created after the load: its definition is committed.
+                        let Some(c) = store.read()?.collection(key, &record.modality)? else {
+                            continue;
+                        };
+                        self.collections
+                            .insert(c.name.clone(), CollectionIndex::new(&c));
+                    }
+                    if let Some(ci) = self.collections.get_mut(&record.modality) {
+                        ci.upsert(&record, true)?;
+                    }
+                }
+                Change::Remove(record) => {
+                    if let Some(ci) = self.collections.get_mut(&record.modality) {
+                        ci.remove(&record.id)?;
+                    }
+                }
+                Change::DropCollection(name) => {
+                    self.collections.remove(&name);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One tenant's slot in the registry.
+#[derive(Default)]
+struct TenantSlot {
+    apply: Mutex<()>,
+    index: RwLock<Option<TenantIndex>>,
+}
+
+/// Loaded tenant indexes, by storage key.
+#[derive(Default)]
+pub(crate) struct IndexRegistry {
+    tenants: Mutex<HashMap<TenantKey, Arc<TenantSlot>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing guarded by these mutexes can be left half-done by a panic.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl IndexRegistry {
+    fn slot(&self, key: TenantKey) -> Arc<TenantSlot> {
+        lock(&self.tenants).entry(key).or_default().clone()
+    }
+
+    /// Runs a write `f` (which commits to storage and returns the changes it made) in the
+    /// tenant's write order, then applies the changes to the tenant's indexes if they are
+    /// loaded. If applying fails, the indexes are dropped and rebuilt from storage on the next
+    /// search: storage is the truth, indexes are derived.
+    pub fn write<R>(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        f: impl FnOnce() -> Result<(R, Vec<Change>), EngineError>,
+    ) -> Result<R, EngineError> {
+        let slot = self.slot(key);
+        let _order = lock(&slot.apply);
+        let (result, changes) = f()?;
+        if !changes.is_empty() {
+            let mut index = slot.index.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(loaded) = index.as_mut()
+                && loaded.apply(store, key, changes).is_err()
+            {
+                *index = None;
+            }
+        }
+        Ok(result)
+    }
+
+    /// Runs `f` with the tenant's indexes, loading them from storage first if needed.
+    pub fn with_index<R>(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        f: impl FnOnce(&TenantIndex) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        let slot = self.slot(key);
+        {
+            let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(index) = guard.as_ref() {
+                return f(index);
+            }
+        }
+        let _order = lock(&slot.apply);
+        let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(TenantIndex::load(store, key)?);
+        }
+        drop(_order);
+        match guard.as_ref() {
+            Some(index) => f(index),
+            None => Err(EngineError::Index("tenant index missing after load".into())),
+        }
+    }
+}

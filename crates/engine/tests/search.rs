@@ -1,0 +1,453 @@
+//! Recall quality and the search contract: recall floors, "never fewer than k" under filters of
+//! every selectivity, exactness of exact plans, hybrid explain, and per-tenant BM25 statistics.
+
+mod common;
+
+use std::collections::HashSet;
+
+use serde_json::json;
+use strata_auth::TenantScope;
+use strata_engine::Engine;
+use strata_types::*;
+
+const DIM: usize = 128;
+
+fn req() -> RequestScope {
+    RequestScope::default()
+}
+
+/// A tenant with a 128-dim collection `vec` holding `n` clustered vectors; record `i` has
+/// metadata `bucket = i % 1000` and `parity`.
+fn loaded(n: usize, metric: Metric) -> (tempfile::TempDir, Engine, TenantScope, Vec<Vec<f32>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    engine
+        .create_collection(
+            &scope,
+            &CollectionName::parse("vec").unwrap(),
+            DIM as u32,
+            metric,
+        )
+        .unwrap();
+    let data = strata_index::testdata::clustered(n, DIM, 100, 7);
+    for (chunk_no, chunk) in data.chunks(1000).enumerate() {
+        let records = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, v)| {
+                let i = chunk_no * 1000 + j;
+                NewRecord {
+                    id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+                    modality: Some(CollectionName::parse("vec").unwrap()),
+                    vector: Some(v.clone()),
+                    metadata: json!({"bucket": i % 1000, "parity": if i % 2 == 0 { "even" } else { "odd" }})
+                        .as_object()
+                        .cloned()
+                        .unwrap(),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        engine.put(&scope, &req(), records).unwrap();
+    }
+    (dir, engine, scope, data)
+}
+
+fn score(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    match metric {
+        Metric::Dot => dot,
+        Metric::Cosine => {
+            let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+            dot / (na * nb)
+        }
+        Metric::L2 => -a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f32>()
+            .sqrt(),
+    }
+}
+
+/// Brute-force top-k ids among records `i` with `keep(i)`.
+fn truth(
+    data: &[Vec<f32>],
+    metric: Metric,
+    q: &[f32],
+    k: usize,
+    keep: impl Fn(usize) -> bool,
+) -> Vec<String> {
+    let mut scored: Vec<(f32, usize)> = data
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| keep(*i))
+        .map(|(i, v)| (score(metric, q, v), i))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored
+        .into_iter()
+        .take(k)
+        .map(|(_, i)| format!("r{i}"))
+        .collect()
+}
+
+fn search(
+    engine: &Engine,
+    scope: &TenantScope,
+    q: &[f32],
+    k: usize,
+    filter: Option<serde_json::Value>,
+) -> SearchResponse {
+    let s = SearchRequest {
+        vector: Some(q.to_vec()),
+        k,
+        modality: Some(CollectionName::parse("vec").unwrap()),
+        filter: filter.map(|f| Filter::parse(&f).unwrap()),
+        ..Default::default()
+    };
+    engine.search(scope, &req(), &s).unwrap()
+}
+
+fn ids(r: &SearchResponse) -> Vec<String> {
+    r.hits.iter().map(|h| h.record.id.to_string()).collect()
+}
+
+fn overlap(got: &[String], want: &[String]) -> usize {
+    let want: HashSet<&String> = want.iter().collect();
+    got.iter().filter(|g| want.contains(g)).count()
+}
+
+#[test]
+fn recall_at_10_is_at_least_095_on_20k_clustered_vectors() {
+    for metric in [Metric::Cosine, Metric::L2] {
+        let (_dir, engine, scope, data) = loaded(20_000, metric);
+        let queries = strata_index::testdata::queries(100, DIM, 100, 7, 99);
+        let (mut found, mut graph_searches) = (0, 0);
+        for q in &queries {
+            let r = search(&engine, &scope, q, 10, None);
+            assert_eq!(r.hits.len(), 10);
+            graph_searches += usize::from(!r.exact);
+            found += overlap(&ids(&r), &truth(&data, metric, q, 10, |_| true));
+        }
+        let recall = found as f64 / (10 * queries.len()) as f64;
+        println!(
+            "{metric:?}: recall@10 = {recall:.4} over {} queries ({graph_searches} on the graph)",
+            queries.len()
+        );
+        assert!(recall >= 0.95, "{metric:?} recall@10 {recall}");
+        assert_eq!(
+            graph_searches,
+            queries.len(),
+            "a 20k collection should be searched on the graph"
+        );
+    }
+}
+
+#[test]
+fn filters_of_every_selectivity_return_exactly_k() {
+    let (_dir, engine, scope, data) = loaded(20_000, Metric::Cosine);
+    let queries = strata_index::testdata::queries(20, DIM, 100, 7, 5);
+    // bucket < b selects b / 1000 of the records: 0.1 %, 1 %, 10 %, 50 %, and 90 %, which is
+    // too many candidates for an exact scan and goes to the graph.
+    let mut graph_used = false;
+    for buckets in [1u64, 10, 100, 500, 900] {
+        let (mut found, mut approx_total) = (0, 0);
+        for q in &queries {
+            let filter = json!({"bucket": {"$lt": buckets}});
+            let r = search(&engine, &scope, q, 10, Some(filter));
+            assert_eq!(r.hits.len(), 10, "selectivity {buckets}/1000");
+            let want = truth(&data, Metric::Cosine, q, 10, |i| {
+                ((i % 1000) as u64) < buckets
+            });
+            for h in &r.hits {
+                assert!(
+                    h.record.metadata["bucket"].as_u64().unwrap() < buckets,
+                    "hit outside the filter"
+                );
+            }
+            if r.exact {
+                assert_eq!(
+                    ids(&r),
+                    want,
+                    "exact plan must return the true top k (selectivity {buckets}/1000)"
+                );
+            } else {
+                graph_used = true;
+                approx_total += 10;
+                found += overlap(&ids(&r), &want);
+            }
+        }
+        if approx_total > 0 {
+            let recall = found as f64 / approx_total as f64;
+            println!("selectivity {buckets}/1000: graph recall@10 {recall:.4}");
+            assert!(
+                recall >= 0.95,
+                "selectivity {buckets}/1000: recall {recall}"
+            );
+        }
+    }
+    assert!(graph_used, "the 90 % filter should be planned on the graph");
+    // A filter the field index cannot narrow ($ne) still returns k, all matching.
+    let r = search(
+        &engine,
+        &scope,
+        &queries[0],
+        10,
+        Some(json!({"parity": {"$ne": "odd"}})),
+    );
+    assert_eq!(r.hits.len(), 10);
+    assert!(r.hits.iter().all(|h| h.record.metadata["parity"] == "even"));
+    // Fewer matches than k, through a filter the field index cannot narrow: all, no more.
+    let r = search(
+        &engine,
+        &scope,
+        &queries[0],
+        10,
+        Some(json!({"id": {"$in": ["r3", "r1003", "r2003", "nope"]}})),
+    );
+    assert_eq!(
+        ids(&r).into_iter().collect::<HashSet<_>>(),
+        ["r3", "r1003", "r2003"].map(String::from).into()
+    );
+    assert!(r.exact);
+}
+
+#[test]
+fn scope_is_applied_before_top_k_on_the_graph() {
+    let (_dir, engine, scope, data) = loaded(5_000, Metric::Cosine);
+    // Alice's 20 private records sit right where the query lands; bob must never see them, and
+    // must still get k of his own.
+    let q = data[0].clone();
+    let alice =
+        serde_json::from_value::<RequestScope>(json!({"user_tokens": ["u:alice"]})).unwrap();
+    let bob = serde_json::from_value::<RequestScope>(json!({"user_tokens": ["u:bob"]})).unwrap();
+    let private: Vec<NewRecord> = (0..20)
+        .map(|i| NewRecord {
+            modality: Some(CollectionName::parse("vec").unwrap()),
+            vector: Some(q.iter().map(|x| x + i as f32 * 1e-4).collect()),
+            content: Some(format!("alice secret {i}")),
+            ..Default::default()
+        })
+        .collect();
+    engine.put(&scope, &alice, private).unwrap();
+    let s = SearchRequest {
+        vector: Some(q.clone()),
+        k: 10,
+        modality: Some(CollectionName::parse("vec").unwrap()),
+        ..Default::default()
+    };
+    let as_bob = engine.search(&scope, &bob, &s).unwrap();
+    assert_eq!(as_bob.hits.len(), 10);
+    assert!(as_bob.hits.iter().all(|h| h.record.user_tokens.is_empty()));
+    let as_alice = engine.search(&scope, &alice, &s).unwrap();
+    let secrets = as_alice.hits.iter().filter(|h| {
+        h.record
+            .content
+            .as_deref()
+            .is_some_and(|c| c.starts_with("alice secret"))
+    });
+    assert!(secrets.count() >= 9, "alice sees her own records first");
+    // Another domain sees nothing at all.
+    let other =
+        serde_json::from_value::<RequestScope>(json!({"memory_domain": "support"})).unwrap();
+    assert!(engine.search(&scope, &other, &s).unwrap().hits.is_empty());
+}
+
+#[test]
+fn writes_after_load_are_searchable_and_deletes_vanish() {
+    let (_dir, engine, scope, data) = loaded(2_000, Metric::Cosine);
+    let q = data[17].clone();
+    assert_eq!(ids(&search(&engine, &scope, &q, 1, None)), ["r17"]);
+    engine
+        .delete(&scope, &req(), &RecordId::parse("r17").unwrap())
+        .unwrap();
+    assert_ne!(ids(&search(&engine, &scope, &q, 1, None)), ["r17"]);
+    let new = NewRecord {
+        id: Some(RecordId::parse("fresh").unwrap()),
+        modality: Some(CollectionName::parse("vec").unwrap()),
+        vector: Some(q.clone()),
+        ..Default::default()
+    };
+    engine.put(&scope, &req(), vec![new]).unwrap();
+    assert_eq!(ids(&search(&engine, &scope, &q, 1, None)), ["fresh"]);
+    let patch = RecordPatch {
+        vector: Some(data[1].clone()),
+        ..Default::default()
+    };
+    engine
+        .patch(&scope, &req(), &RecordId::parse("fresh").unwrap(), patch)
+        .unwrap();
+    assert_ne!(ids(&search(&engine, &scope, &q, 1, None)), ["fresh"]);
+}
+
+fn text_tenant(dir: &std::path::Path, name: &str) -> (Engine, TenantScope) {
+    common::open_with_tenant(dir, name, common::full_grant())
+}
+
+fn text_search(engine: &Engine, scope: &TenantScope, query: &str) -> SearchResponse {
+    let s = SearchRequest {
+        query: Some(query.into()),
+        k: 5,
+        explain: true,
+        ..Default::default()
+    };
+    engine.search(scope, &req(), &s).unwrap()
+}
+
+#[test]
+fn bm25_statistics_never_mix_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, a) = text_tenant(dir.path(), "acme");
+    drop(engine);
+    let (engine, b) = text_tenant(dir.path(), "globex");
+    let a = TenantScope::for_tests(
+        &engine.tenant_meta(a.tenant()).unwrap(),
+        common::full_grant(),
+    );
+    let docs = [
+        "green tea in the morning",
+        "coffee after lunch",
+        "tea with milk",
+        "water all day",
+    ];
+    let records = docs
+        .iter()
+        .map(|d| NewRecord {
+            content: Some(d.to_string()),
+            ..Default::default()
+        })
+        .collect();
+    engine.put(&a, &req(), records).unwrap();
+    let before = text_search(&engine, &a, "tea");
+    assert_eq!(before.hits.len(), 2);
+    assert!(before.exact);
+    // Tenant B floods the same term.
+    let flood = (0..500)
+        .map(|i| NewRecord {
+            content: Some(format!("tea tea tea {i}")),
+            ..Default::default()
+        })
+        .collect();
+    engine.put(&b, &req(), flood).unwrap();
+    let after = text_search(&engine, &a, "tea");
+    let scores = |r: &SearchResponse| {
+        r.hits
+            .iter()
+            .map(|h| (h.record.id.to_string(), h.score))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(scores(&before), scores(&after));
+    assert!(
+        after
+            .hits
+            .iter()
+            .all(|h| h.explain.as_ref().unwrap().text_score.is_some())
+    );
+}
+
+#[test]
+fn hybrid_fuses_channels_and_explains() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = text_tenant(dir.path(), "acme");
+    engine
+        .create_collection(
+            &scope,
+            &CollectionName::parse("small").unwrap(),
+            3,
+            Metric::Cosine,
+        )
+        .unwrap();
+    let m = Some(CollectionName::parse("small").unwrap());
+    let rec = |id: &str, text: &str, v: [f32; 3]| NewRecord {
+        id: Some(RecordId::parse(id).unwrap()),
+        modality: m.clone(),
+        content: Some(text.into()),
+        vector: Some(v.to_vec()),
+        ..Default::default()
+    };
+    engine
+        .put(
+            &scope,
+            &req(),
+            vec![
+                rec("both", "tea time", [1.0, 0.0, 0.0]),
+                rec("vec", "nothing", [0.9, 0.1, 0.0]),
+                rec("txt", "tea tea", [0.0, 0.0, 1.0]),
+            ],
+        )
+        .unwrap();
+    let s = SearchRequest {
+        vector: Some(vec![1.0, 0.0, 0.0]),
+        query: Some("tea".into()),
+        k: 3,
+        modality: m.clone(),
+        explain: true,
+        ..Default::default()
+    };
+    let r = engine.search(&scope, &req(), &s).unwrap();
+    assert_eq!(r.mode, SearchMode::Hybrid);
+    assert_eq!(r.hits[0].record.id.as_str(), "both");
+    let e = r.hits[0].explain.as_ref().unwrap();
+    assert!(e.vector_score.is_some() && e.text_score.is_some());
+    assert_eq!(r.hits.len(), 3);
+    // min_score cuts by the fused score.
+    let strict = SearchRequest {
+        min_score: Some(r.hits[0].score),
+        ..s.clone()
+    };
+    assert_eq!(
+        engine.search(&scope, &req(), &strict).unwrap().hits.len(),
+        1
+    );
+    // Bad requests are errors, not panics.
+    for bad in [
+        SearchRequest { k: 0, ..s.clone() },
+        SearchRequest {
+            vector: None,
+            query: None,
+            ..s.clone()
+        },
+        SearchRequest {
+            mode: Some(SearchMode::Vector),
+            vector: None,
+            ..s.clone()
+        },
+        SearchRequest {
+            vector: Some(vec![1.0]),
+            ..s.clone()
+        },
+        SearchRequest {
+            vector: Some(vec![f32::NAN, 0.0, 0.0]),
+            ..s.clone()
+        },
+        SearchRequest {
+            modality: Some(CollectionName::parse("nope").unwrap()),
+            ..s.clone()
+        },
+    ] {
+        assert!(engine.search(&scope, &req(), &bad).is_err());
+    }
+}
+
+#[test]
+fn search_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (engine, scope) = text_tenant(dir.path(), "acme");
+        engine
+            .put(
+                &scope,
+                &req(),
+                vec![NewRecord {
+                    content: Some("remember the milk".into()),
+                    ..Default::default()
+                }],
+            )
+            .unwrap();
+        assert_eq!(text_search(&engine, &scope, "milk").hits.len(), 1);
+    }
+    let (engine, scope) = text_tenant(dir.path(), "acme");
+    assert_eq!(text_search(&engine, &scope, "milk").hits.len(), 1);
+}
