@@ -48,6 +48,8 @@ pub(crate) struct CollectionIndex {
     pub fields: FieldIndex,
     pub bm25: Bm25Index,
     pub graph: Option<HnswIndex>,
+    /// Whether `graph` came from a snapshot at load.
+    pub restored: bool,
 }
 
 impl CollectionIndex {
@@ -69,6 +71,7 @@ impl CollectionIndex {
             fields: FieldIndex::new(),
             bm25: Bm25Index::new(),
             graph: None,
+            restored: false,
         }
     }
 
@@ -87,11 +90,47 @@ impl CollectionIndex {
                 let s = u32::try_from(self.docs.len()).map_err(|_| {
                     EngineError::BadRequest("collection is full (2^32 records)".into())
                 })?;
-                self.docs.push(None);
-                self.vectors.resize(self.vectors.len() + self.dim, 0.0);
+                self.ensure_slots(self.docs.len() + 1);
                 s
             }
         };
+        self.place(record, slot, graph)
+    }
+
+    /// Grows the slot table to at least `n` slots (new slots are empty).
+    pub fn ensure_slots(&mut self, n: usize) {
+        if self.docs.len() < n {
+            self.docs.resize(n, None);
+            self.vectors.resize(n * self.dim, 0.0);
+        }
+    }
+
+    /// Puts `record` in the empty slot `slot` (restoring a snapshot's slot assignment).
+    pub fn place_at(&mut self, record: &Record, slot: u32) -> Result<(), EngineError> {
+        self.ensure_slots(slot as usize + 1);
+        if self.docs[slot as usize].is_some() {
+            return Err(EngineError::Index(format!("slot {slot} restored twice")));
+        }
+        self.place(record, slot, false)
+    }
+
+    /// After a bulk load: every empty slot below the table's end is free.
+    pub fn rebuild_free_list(&mut self) {
+        self.free = (0..self.docs.len() as u32)
+            .rev()
+            .filter(|s| self.docs[*s as usize].is_none())
+            .collect();
+    }
+
+    /// The record id in each slot (`None` for a free slot), for snapshots.
+    pub fn slot_ids(&self) -> Vec<Option<&RecordId>> {
+        self.docs
+            .iter()
+            .map(|d| d.as_ref().map(|d| &d.id))
+            .collect()
+    }
+
+    fn place(&mut self, record: &Record, slot: u32, graph: bool) -> Result<(), EngineError> {
         self.slot_of.insert(record.id.clone(), slot);
         self.live.insert(slot);
         set_bit(&mut self.by_domain, record.memory_domain.clone(), slot);
@@ -137,6 +176,18 @@ impl CollectionIndex {
                 .map_err(index_error)?;
         }
         Ok(())
+    }
+
+    /// Restores the graph from snapshot bytes; `false` (and no graph) if they do not fit.
+    pub fn restore_graph(&mut self, bytes: &[u8]) -> bool {
+        match HnswIndex::from_bytes(bytes, self.dim, self.metric, HnswParams::default()) {
+            Ok(g) if g.len() as u64 == self.with_vector.len() => {
+                self.graph = Some(g);
+                self.restored = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Builds the graph from scratch if the collection is large enough to want one.

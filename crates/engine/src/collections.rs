@@ -75,6 +75,7 @@ impl Engine {
             for id in &doomed {
                 w.delete_record(scope.key(), id)?;
             }
+            crate::snapshot::delete(w, scope.key(), name)?;
             changes.push(Change::DropCollection(name.clone()));
             Ok(doomed.len() as u64)
         })

@@ -13,6 +13,7 @@ mod plan;
 mod records;
 mod scan;
 mod search;
+mod snapshot;
 mod tenant_index;
 mod tenants;
 mod visibility;
@@ -28,6 +29,18 @@ pub use tenants::TenantInfo;
 
 use strata_store::{Store, Writer};
 use tenant_index::{Change, IndexRegistry};
+
+/// In-memory index figures of one collection.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IndexStats {
+    pub collection: strata_types::CollectionName,
+    pub records: u64,
+    pub vectors: u64,
+    /// Whether the collection is large enough to be searched on an HNSW graph.
+    pub graph: bool,
+    /// Whether the graph was restored from a snapshot rather than rebuilt.
+    pub restored_from_snapshot: bool,
+}
 
 /// The file inside the data directory that holds everything.
 pub const DB_FILE: &str = "strata.redb";
@@ -66,6 +79,33 @@ impl Engine {
         &self.config
     }
 
+    /// Saves a snapshot of every loaded tenant index that changed since it was loaded or last
+    /// saved, so the next start restores graphs instead of rebuilding them. Call on shutdown
+    /// (and periodically); it blocks each tenant's writes only while that tenant is saved.
+    /// Returns how many tenants were saved.
+    pub fn persist_indexes(&self) -> Result<usize, EngineError> {
+        self.indexes.persist(&self.store)
+    }
+
+    /// What the engine holds in memory for the caller's tenant, per collection.
+    pub fn index_stats(&self, scope: &TenantScope) -> Result<Vec<IndexStats>, EngineError> {
+        self.indexes.with_index(&self.store, scope.key(), |ti| {
+            let mut stats: Vec<IndexStats> = ti
+                .collections
+                .iter()
+                .map(|(name, ci)| IndexStats {
+                    collection: name.clone(),
+                    records: ci.live.len(),
+                    vectors: ci.with_vector.len(),
+                    graph: ci.graph.is_some(),
+                    restored_from_snapshot: ci.restored,
+                })
+                .collect();
+            stats.sort_by(|a, b| a.collection.cmp(&b.collection));
+            Ok(stats)
+        })
+    }
+
     /// Runs a write for one tenant: one durable transaction (after checking the tenant still
     /// exists), then the changes it reports are applied to the tenant's loaded indexes, in
     /// commit order.
@@ -78,6 +118,7 @@ impl Engine {
             let mut changes = Vec::new();
             let result = self.store.write(|w| {
                 tenants::check_live(w, scope)?;
+                snapshot::bump_version(w, scope.key())?;
                 f(w, &mut changes)
             })?;
             Ok((result, changes))

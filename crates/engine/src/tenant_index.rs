@@ -9,10 +9,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use strata_store::{Reads, Store, TenantKey};
-use strata_types::{CollectionName, Record};
+use strata_types::{CollectionName, Record, RecordId};
 
 use crate::EngineError;
-use crate::collection_index::CollectionIndex;
+use crate::collection_index::{CollectionIndex, GRAPH_MIN_VECTORS};
+use crate::snapshot;
 
 /// A change a committed write made, to be applied to loaded indexes.
 pub(crate) enum Change {
@@ -25,25 +26,70 @@ pub(crate) enum Change {
 #[derive(Default)]
 pub(crate) struct TenantIndex {
     pub collections: HashMap<CollectionName, CollectionIndex>,
+    /// Changed since loaded or last saved: worth a snapshot.
+    dirty: bool,
 }
 
 impl TenantIndex {
     fn load(store: &Store, key: TenantKey) -> Result<TenantIndex, EngineError> {
         let r = store.read()?;
+        let version = snapshot::data_version(&r, key)?;
         let mut collections = HashMap::new();
+        // Per collection: where each record was, by a current snapshot, and the graph bytes.
+        let mut expected: HashMap<CollectionName, (HashMap<RecordId, u32>, Option<Vec<u8>>)> =
+            HashMap::new();
         for c in r.collections(key)? {
-            collections.insert(c.name.clone(), CollectionIndex::new(&c));
+            let mut ci = CollectionIndex::new(&c);
+            if let Some(snap) = snapshot::load(&r, key, &c.name)?
+                && snap.version == version
+                && snap.dim == c.dim
+            {
+                ci.ensure_slots(snap.slots.len());
+                let slots = snap
+                    .slots
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(slot, id)| Some((RecordId::parse(id?).ok()?, slot as u32)))
+                    .collect();
+                expected.insert(c.name.clone(), (slots, snap.graph));
+            }
+            collections.insert(c.name.clone(), ci);
         }
+        let mut stale = std::collections::HashSet::new();
         for record in r.records(key, None)? {
             let record = record?;
-            if let Some(ci) = collections.get_mut(&record.modality) {
-                ci.upsert(&record, false)?;
+            let Some(ci) = collections.get_mut(&record.modality) else {
+                continue;
+            };
+            match expected
+                .get_mut(&record.modality)
+                .and_then(|(slots, _)| slots.remove(&record.id))
+            {
+                Some(slot) => ci.place_at(&record, slot)?,
+                None => {
+                    stale.insert(record.modality.clone());
+                    ci.upsert(&record, false)?;
+                }
             }
         }
-        for ci in collections.values_mut() {
-            ci.build_graph()?;
+        let mut dirty = false;
+        for (name, ci) in collections.iter_mut() {
+            ci.rebuild_free_list();
+            let restored = match expected.remove(name) {
+                Some((missing, Some(graph))) if missing.is_empty() && !stale.contains(name) => {
+                    ci.restore_graph(&graph)
+                }
+                Some((missing, None)) if missing.is_empty() && !stale.contains(name) => {
+                    ci.with_vector.len() < GRAPH_MIN_VECTORS
+                }
+                _ => false,
+            };
+            if !restored {
+                ci.build_graph()?;
+                dirty = true;
+            }
         }
-        Ok(TenantIndex { collections })
+        Ok(TenantIndex { collections, dirty })
     }
 
     fn apply(
@@ -52,6 +98,7 @@ impl TenantIndex {
         key: TenantKey,
         changes: Vec<Change>,
     ) -> Result<(), EngineError> {
+        self.dirty = true;
         for change in changes {
             match change {
                 Change::Upsert(record) => {
@@ -77,6 +124,41 @@ impl TenantIndex {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Writes a snapshot of every collection, tagged with the tenant's current data version.
+    fn save(&mut self, store: &Store, key: TenantKey) -> Result<(), EngineError> {
+        store.write(|w| {
+            let version = snapshot::data_version(w, key)?;
+            for c in w.collections(key)? {
+                match self.collections.get(&c.name) {
+                    Some(ci) => {
+                        let slots = ci
+                            .slot_ids()
+                            .into_iter()
+                            .map(|id| id.map(|id| id.to_string()))
+                            .collect();
+                        let graph = match &ci.graph {
+                            Some(g) => Some(
+                                g.to_bytes()
+                                    .map_err(|e| EngineError::Index(e.to_string()))?,
+                            ),
+                            None => None,
+                        };
+                        snapshot::save(
+                            w,
+                            key,
+                            &c.name,
+                            &snapshot::Snapshot::new(version, c.dim, slots, graph),
+                        )?;
+                    }
+                    None => snapshot::delete(w, key, &c.name)?,
+                }
+            }
+            Ok::<_, EngineError>(())
+        })?;
+        self.dirty = false;
         Ok(())
     }
 }
@@ -126,6 +208,26 @@ impl IndexRegistry {
             }
         }
         Ok(result)
+    }
+
+    /// Saves every loaded, changed tenant index; see `Engine::persist_indexes`.
+    pub fn persist(&self, store: &Store) -> Result<usize, EngineError> {
+        let loaded: Vec<(TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let mut saved = 0;
+        for (key, slot) in loaded {
+            let _order = lock(&slot.apply);
+            let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(index) = guard.as_mut()
+                && index.dirty
+            {
+                index.save(store, key)?;
+                saved += 1;
+            }
+        }
+        Ok(saved)
     }
 
     /// Runs `f` with the tenant's indexes, loading them from storage first if needed.

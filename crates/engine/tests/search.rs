@@ -451,3 +451,50 @@ fn search_survives_restart() {
     let (engine, scope) = text_tenant(dir.path(), "acme");
     assert_eq!(text_search(&engine, &scope, "milk").hits.len(), 1);
 }
+
+#[test]
+fn graphs_are_restored_from_snapshots_after_a_clean_restart_and_rebuilt_after_a_crash() {
+    let (dir, engine, scope, data) = loaded(3_000, Metric::Cosine);
+    let queries = &data[..20];
+    let answers = |engine: &Engine, scope: &TenantScope| {
+        queries
+            .iter()
+            .map(|q| ids(&search(engine, scope, q, 10, None)))
+            .collect::<Vec<_>>()
+    };
+    let before = answers(&engine, &scope);
+    let vec_stats = |engine: &Engine, scope: &TenantScope| {
+        engine
+            .index_stats(scope)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.collection.as_str() == "vec")
+            .unwrap()
+    };
+    assert!(vec_stats(&engine, &scope).graph);
+    assert!(!vec_stats(&engine, &scope).restored_from_snapshot);
+    assert_eq!(engine.persist_indexes().unwrap(), 1);
+    assert_eq!(
+        engine.persist_indexes().unwrap(),
+        0,
+        "nothing changed since the last save"
+    );
+    drop(engine);
+
+    // Clean restart: the graph comes back from the snapshot, with the same answers.
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    assert_eq!(answers(&engine, &scope), before);
+    let stats = vec_stats(&engine, &scope);
+    assert!(stats.restored_from_snapshot && stats.vectors == 3_000);
+
+    // A write after the snapshot and no save (as after a crash): the snapshot is stale, the
+    // graph is rebuilt, and the new record is found.
+    engine
+        .delete(&scope, &req(), &RecordId::parse("r5").unwrap())
+        .unwrap();
+    drop(engine);
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    assert_ne!(ids(&search(&engine, &scope, &data[5], 1, None)), ["r5"]);
+    let stats = vec_stats(&engine, &scope);
+    assert!(!stats.restored_from_snapshot && stats.vectors == 2_999);
+}

@@ -1,0 +1,244 @@
+//! End-to-end ANN benchmark of `Engine::search`: the same seeded clustered vectors as
+//! `strata-index`'s `ann_bench` are written into one tenant through `Engine::put`, and QPS and
+//! recall@10 of `Engine::search` are measured at several `ef` with 1 and 2 threads. Prints JSON
+//! lines in `ann_bench`'s format with `"lib":"strata-engine"`, for `bench/ann/compare.py`.
+//!
+//! Usage: `cargo run --release -p strata-engine --example engine_ann_bench -- [--n 100000]
+//! [--dim 128] [--clusters 100] [--queries 1000] [--efs 16,32,64,128] [--data DIR]`.
+//! With `--data DIR` holding `base.fvecs`, `query.fvecs` and `gt.ivecs` (as written by
+//! `ann_bench --out DIR`) those exact files are used; otherwise the data set is generated with
+//! `testdata::clustered(n, dim, clusters, 42)` / `testdata::queries(.., 42, 43)` and the ground
+//! truth is an exact scan. L2 throughout.
+//!
+//! What is timed is the whole engine call: request checks, visibility resolution, the tenant
+//! liveness read, candidate bitmaps, the planner, the graph search with its filter callback,
+//! and cloning the hit records. The "build" line is the first search of the tenant, which loads
+//! the tenant's indexes from storage and builds the HNSW graph (2 threads); `put_s` is the time
+//! the durable writes took.
+
+use std::io::Read;
+use std::time::Instant;
+
+use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+use strata_engine::{Engine, EngineConfig};
+use strata_index::{Metric as IndexMetric, exact_top_k, testdata};
+use strata_types::{
+    CollectionName, Metric, NewRecord, RecordId, RequestScope, SearchRequest, SearchResponse,
+    TenantId,
+};
+
+const K: usize = 10;
+const SEED: u64 = 42;
+const BATCH: usize = 1000;
+
+struct Args {
+    n: usize,
+    dim: usize,
+    clusters: usize,
+    queries: usize,
+    efs: Vec<usize>,
+    data: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        n: 100_000,
+        dim: 128,
+        clusters: 100,
+        queries: 1000,
+        efs: vec![16, 32, 64, 128],
+        data: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        let num = || value.parse::<usize>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--n" => args.n = num()?,
+            "--dim" => args.dim = num()?,
+            "--clusters" => args.clusters = num()?,
+            "--queries" => args.queries = num()?,
+            "--efs" => {
+                args.efs = value
+                    .split(',')
+                    .map(|s| s.parse().map_err(|e| format!("--efs: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--data" => args.data = Some(value),
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    Ok(args)
+}
+
+/// Reads an `.fvecs` / `.ivecs` file: each row is a little-endian `u32` length, then that many
+/// 4-byte values.
+fn read_vecs<T>(path: &str, from: fn([u8; 4]) -> T) -> std::io::Result<Vec<Vec<T>>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    let word = |at: usize| -> [u8; 4] { [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]] };
+    let mut rows = Vec::new();
+    let mut at = 0;
+    while at + 4 <= bytes.len() {
+        let len = u32::from_le_bytes(word(at)) as usize;
+        at += 4;
+        if at + 4 * len > bytes.len() {
+            return Err(std::io::Error::other(format!("{path}: truncated row")));
+        }
+        rows.push((0..len).map(|j| from(word(at + 4 * j))).collect());
+        at += 4 * len;
+    }
+    Ok(rows)
+}
+
+/// Runs `f` over `items` split across `threads` scoped threads; returns the outputs in order.
+fn parallel<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let chunk = items.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// Base vectors, queries and the exact top-`K` row numbers per query.
+type DataSet = (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<u32>>);
+
+fn data_set(args: &Args) -> Result<DataSet, Box<dyn std::error::Error>> {
+    if let Some(dir) = &args.data {
+        let base = read_vecs(&format!("{dir}/base.fvecs"), f32::from_le_bytes)?;
+        let queries = read_vecs(&format!("{dir}/query.fvecs"), f32::from_le_bytes)?;
+        let truth = read_vecs(&format!("{dir}/gt.ivecs"), u32::from_le_bytes)?;
+        if base.len() != args.n || base.first().map(Vec::len) != Some(args.dim) {
+            return Err(format!("{dir}/base.fvecs is not {} x {}", args.n, args.dim).into());
+        }
+        if truth.len() != queries.len() {
+            return Err(format!(
+                "{dir}: {} queries but {} truth rows",
+                queries.len(),
+                truth.len()
+            )
+            .into());
+        }
+        return Ok((base, queries, truth));
+    }
+    let base = testdata::clustered(args.n, args.dim, args.clusters, SEED);
+    let queries = testdata::queries(args.queries, args.dim, args.clusters, SEED, SEED + 1);
+    let truth = parallel(&queries, 2, |q| {
+        let rows = base
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u32, v.as_slice()));
+        exact_top_k(IndexMetric::L2, q, rows, K)
+            .into_iter()
+            .map(|h| h.slot)
+            .collect()
+    });
+    Ok((base, queries, truth))
+}
+
+/// The row number a record id `r<row>` stands for.
+fn row_of(id: &RecordId) -> Option<u32> {
+    id.as_str().strip_prefix('r')?.parse().ok()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = parse_args()?;
+    let t = Instant::now();
+    let (base, queries, truth) = data_set(&args)?;
+    eprintln!(
+        "data + ground truth: {:.1} s ({} x {}, {} queries)",
+        t.elapsed().as_secs_f64(),
+        base.len(),
+        args.dim,
+        queries.len()
+    );
+
+    let dir = tempfile::tempdir()?;
+    let engine = Engine::open(dir.path(), EngineConfig::default())?;
+    let tenant = TenantId::parse("bench")?;
+    engine.create_tenant(&OperatorScope::for_tests(), &tenant, None)?;
+    let grant = Grant {
+        permissions: Permissions::of(&[Permission::Read, Permission::Write, Permission::Admin]),
+        user_tokens: None,
+        domains: None,
+    };
+    let scope = TenantScope::for_tests(&engine.tenant_meta(&tenant)?, grant);
+    let collection = CollectionName::parse("vec")?;
+    engine.create_collection(&scope, &collection, args.dim as u32, Metric::L2)?;
+    let req = RequestScope::default();
+
+    let t = Instant::now();
+    for (b, chunk) in base.chunks(BATCH).enumerate() {
+        let records = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, v)| {
+                Ok(NewRecord {
+                    id: Some(RecordId::parse(format!("r{}", b * BATCH + j))?),
+                    modality: Some(collection.clone()),
+                    vector: Some(v.clone()),
+                    ..Default::default()
+                })
+            })
+            .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+        engine.put(&scope, &req, records)?;
+    }
+    let put_s = t.elapsed().as_secs_f64();
+
+    let search = |q: &Vec<f32>, ef: Option<usize>| -> SearchResponse {
+        let s = SearchRequest {
+            vector: Some(q.clone()),
+            k: K,
+            modality: Some(collection.clone()),
+            ef,
+            ..Default::default()
+        };
+        engine.search(&scope, &req, &s).expect("search")
+    };
+    // The first search loads the tenant's indexes and builds the graph.
+    let t = Instant::now();
+    search(&queries[0], None);
+    let build_s = t.elapsed().as_secs_f64();
+    println!(
+        "{{\"lib\":\"strata-engine\",\"event\":\"build\",\"n\":{},\"dim\":{},\"put_s\":{put_s:.3},\"build_s\":{build_s:.3}}}",
+        base.len(),
+        args.dim
+    );
+
+    for &ef in &args.efs {
+        for threads in [1usize, 2] {
+            // Warm-up pass, then the best of three timed passes, as ann_bench does.
+            let mut results = parallel(&queries, threads, |q| search(q, Some(ef)));
+            let mut secs = f64::MAX;
+            for _ in 0..3 {
+                let t = Instant::now();
+                results = parallel(&queries, threads, |q| search(q, Some(ef)));
+                secs = secs.min(t.elapsed().as_secs_f64());
+            }
+            let mut found = 0usize;
+            let mut exact = 0usize;
+            for (r, gt) in results.iter().zip(&truth) {
+                exact += usize::from(r.exact);
+                found += r
+                    .hits
+                    .iter()
+                    .filter_map(|h| row_of(&h.record.id))
+                    .filter(|row| gt.iter().take(K).any(|g| g == row))
+                    .count();
+            }
+            let recall = found as f64 / (K * queries.len()) as f64;
+            let qps = queries.len() as f64 / secs;
+            let exact_share = exact as f64 / queries.len() as f64;
+            println!(
+                "{{\"lib\":\"strata-engine\",\"event\":\"search\",\"ef\":{ef},\"threads\":{threads},\"qps\":{qps:.1},\"recall_at_10\":{recall:.4},\"exact_share\":{exact_share:.3}}}"
+            );
+        }
+    }
+    Ok(())
+}
