@@ -39,9 +39,17 @@ impl Engine {
             )));
         }
         self.store.write(|w| {
-            check_live(w, scope)?;
+            let profile = check_live(w, scope)?;
             if w.collection(scope.key(), name)?.is_some() {
                 return Err(EngineError::CollectionExists(name.clone()));
+            }
+            if let Some(max) = profile.limits.max_collections
+                && w.collections(scope.key())?.len() as u64 >= max
+            {
+                return Err(EngineError::QuotaExceeded {
+                    resource: "max_collections",
+                    limit: max,
+                });
             }
             let c = Collection {
                 name: name.clone(),

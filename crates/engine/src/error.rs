@@ -30,6 +30,11 @@ pub enum EngineError {
     TenantExists(TenantId),
     #[error("tenant {0} does not exist")]
     TenantNotFound(TenantId),
+    #[error("tenant {0} is suspended")]
+    TenantSuspended(TenantId),
+    /// A write would take the tenant past a quota; nothing of it was applied.
+    #[error("quota exceeded: {resource} is {limit}")]
+    QuotaExceeded { resource: &'static str, limit: u64 },
     /// A client id names a record the caller cannot see (another principal's, domain's or run's).
     #[error("id {0} is taken by a record outside this request's scope")]
     IdConflict(String),

@@ -9,6 +9,7 @@ mod collection_index;
 mod collections;
 mod config;
 mod error;
+mod lifecycle;
 mod plan;
 mod records;
 mod scan;
@@ -22,10 +23,11 @@ use std::path::Path;
 
 pub use config::{DefaultCollection, EngineConfig};
 pub use error::EngineError;
+pub use lifecycle::{TenantLimits, TenantStatus};
 pub use records::PutOutcome;
 pub use scan::{Page, ScanPage};
 pub use strata_auth::{OperatorScope, TenantScope};
-pub use tenants::TenantInfo;
+pub use tenants::{TenantInfo, TenantUpdate, TenantUsage};
 
 use strata_store::{Store, Writer};
 use tenant_index::{Change, IndexRegistry};
@@ -117,9 +119,11 @@ impl Engine {
         self.indexes.write(&self.store, scope.key(), || {
             let mut changes = Vec::new();
             let result = self.store.write(|w| {
-                tenants::check_live(w, scope)?;
+                let profile = tenants::check_live(w, scope)?;
                 snapshot::bump_version(w, scope.key())?;
-                f(w, &mut changes)
+                let result = f(w, &mut changes)?;
+                lifecycle::account(w, scope.key(), &profile.limits, &changes)?;
+                Ok::<_, EngineError>(result)
             })?;
             Ok((result, changes))
         })

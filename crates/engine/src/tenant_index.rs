@@ -230,6 +230,11 @@ impl IndexRegistry {
         Ok(saved)
     }
 
+    /// Forgets a tenant's indexes, after its data was erased.
+    pub fn forget(&self, key: TenantKey) {
+        lock(&self.tenants).remove(&key);
+    }
+
     /// Runs `f` with the tenant's indexes, loading them from storage first if needed.
     pub fn with_index<R>(
         &self,

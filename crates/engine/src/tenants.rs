@@ -1,11 +1,11 @@
 //! The tenant registry, as the operator sees it.
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 use strata_auth::{OperatorScope, TenantScope};
 use strata_store::{Reads, TenantMeta};
 use strata_types::{Collection, Millis, TenantId, now_millis};
 
+use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, usage};
 use crate::{Engine, EngineError};
 
 /// A tenant as the admin API shows it.
@@ -14,20 +14,48 @@ pub struct TenantInfo {
     pub id: TenantId,
     pub display_name: Option<String>,
     pub created_at: Millis,
+    pub status: TenantStatus,
+    /// When it was soft-deleted; it is purged once the retention period has passed.
+    pub deleted_at: Option<Millis>,
+    pub limits: TenantLimits,
+    pub weight: u32,
+    /// Filled in by [`Engine::tenant`]; lists leave it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TenantUsage>,
+}
+
+/// A tenant's usage against its quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TenantUsage {
+    pub records: u64,
+    pub vectors: u64,
+    pub storage_bytes: u64,
+    pub collections: u64,
 }
 
 impl From<&TenantMeta> for TenantInfo {
     fn from(m: &TenantMeta) -> Self {
+        let p = TenantProfile::of(m);
         TenantInfo {
             id: m.id.clone(),
-            display_name: m
-                .profile
-                .get("display_name")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            display_name: p.display_name,
             created_at: m.created_at,
+            status: p.status,
+            deleted_at: p.deleted_at,
+            limits: p.limits,
+            weight: p.weight,
+            usage: None,
         }
     }
+}
+
+/// Changes to a tenant's profile; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantUpdate {
+    pub display_name: Option<String>,
+    pub limits: Option<TenantLimits>,
+    pub weight: Option<u32>,
 }
 
 const MAX_DISPLAY_NAME: usize = 256;
@@ -53,11 +81,11 @@ impl Engine {
             if w.tenant(id)?.is_some() {
                 return Err(EngineError::TenantExists(id.clone()));
             }
-            let mut profile = Map::new();
-            if let Some(name) = display_name {
-                profile.insert("display_name".into(), Value::String(name));
-            }
-            let meta = w.create_tenant(id, now, profile)?;
+            let profile = TenantProfile {
+                display_name,
+                ..TenantProfile::default()
+            };
+            let meta = w.create_tenant(id, now, profile.to_map())?;
             for c in &self.config.default_collections {
                 let collection = Collection {
                     name: c.name.clone(),
@@ -71,8 +99,201 @@ impl Engine {
         })
     }
 
+    /// A tenant with its usage.
     pub fn tenant(&self, _op: &OperatorScope, id: &TenantId) -> Result<TenantInfo, EngineError> {
-        Ok(TenantInfo::from(&self.tenant_meta(id)?))
+        let r = self.store.read()?;
+        let meta = r
+            .tenant(id)?
+            .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
+        let u = usage(&r, meta.key)?;
+        let mut info = TenantInfo::from(&meta);
+        info.usage = Some(TenantUsage {
+            records: u.records,
+            vectors: u.vectors,
+            storage_bytes: u.storage_bytes,
+            collections: r.collections(meta.key)?.len() as u64,
+        });
+        Ok(info)
+    }
+
+    /// Changes a tenant's display name, limits or weight.
+    pub fn update_tenant(
+        &self,
+        _op: &OperatorScope,
+        id: &TenantId,
+        update: TenantUpdate,
+    ) -> Result<TenantInfo, EngineError> {
+        if update
+            .display_name
+            .as_ref()
+            .is_some_and(|n| n.len() > MAX_DISPLAY_NAME)
+        {
+            return Err(EngineError::BadRequest(format!(
+                "display_name: at most {MAX_DISPLAY_NAME} bytes"
+            )));
+        }
+        if update.weight == Some(0) {
+            return Err(EngineError::BadRequest("weight: must be at least 1".into()));
+        }
+        if update
+            .limits
+            .as_ref()
+            .and_then(|l| l.max_qps)
+            .is_some_and(|q| !(q > 0.0 && q.is_finite()))
+        {
+            return Err(EngineError::BadRequest(
+                "limits.max_qps: must be a positive number".into(),
+            ));
+        }
+        self.change_profile(id, |p| {
+            if let Some(n) = update.display_name {
+                p.display_name = Some(n);
+            }
+            if let Some(l) = update.limits {
+                p.limits = l;
+            }
+            if let Some(w) = update.weight {
+                p.weight = w;
+            }
+            Ok(())
+        })
+    }
+
+    /// Suspends a tenant: every data operation then fails with `TENANT_SUSPENDED`; its data is
+    /// kept.
+    pub fn suspend_tenant(
+        &self,
+        _op: &OperatorScope,
+        id: &TenantId,
+    ) -> Result<TenantInfo, EngineError> {
+        self.change_profile(id, |p| match p.status {
+            TenantStatus::Deleted => Err(EngineError::TenantNotFound(id.clone())),
+            _ => {
+                p.status = TenantStatus::Suspended;
+                Ok(())
+            }
+        })
+    }
+
+    /// Lifts a suspension.
+    pub fn resume_tenant(
+        &self,
+        _op: &OperatorScope,
+        id: &TenantId,
+    ) -> Result<TenantInfo, EngineError> {
+        self.change_profile(id, |p| match p.status {
+            TenantStatus::Deleted => Err(EngineError::TenantNotFound(id.clone())),
+            _ => {
+                p.status = TenantStatus::Active;
+                Ok(())
+            }
+        })
+    }
+
+    /// Soft delete: the tenant is hidden from its credentials and restorable until
+    /// [`Engine::purge_deleted_tenants`] finds its retention period over.
+    pub fn delete_tenant(
+        &self,
+        _op: &OperatorScope,
+        id: &TenantId,
+    ) -> Result<TenantInfo, EngineError> {
+        let now = now_millis();
+        self.change_profile(id, |p| {
+            p.status = TenantStatus::Deleted;
+            p.deleted_at.get_or_insert(now);
+            Ok(())
+        })
+    }
+
+    /// Undoes a soft delete.
+    pub fn restore_tenant(
+        &self,
+        _op: &OperatorScope,
+        id: &TenantId,
+    ) -> Result<TenantInfo, EngineError> {
+        self.change_profile(id, |p| match p.status {
+            TenantStatus::Deleted => {
+                p.status = TenantStatus::Active;
+                p.deleted_at = None;
+                Ok(())
+            }
+            _ => Err(EngineError::BadRequest(format!(
+                "tenant {id} is not deleted"
+            ))),
+        })
+    }
+
+    /// Hard delete: erases every byte of the tenant's data and its registry entry, then
+    /// compacts the database file so none of it remains on disk.
+    pub fn purge_tenant(&self, _op: &OperatorScope, id: &TenantId) -> Result<(), EngineError> {
+        let key = self.store.write(|w| {
+            let meta = w
+                .tenant(id)?
+                .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
+            w.erase_tenant(&meta)?;
+            Ok::<_, EngineError>(meta.key)
+        })?;
+        self.indexes.forget(key);
+        self.compact()
+    }
+
+    /// Purges every soft-deleted tenant whose deletion is older than `retention_ms`.
+    pub fn purge_deleted_tenants(
+        &self,
+        op: &OperatorScope,
+        retention_ms: Millis,
+    ) -> Result<Vec<TenantId>, EngineError> {
+        let now = now_millis();
+        let due: Vec<TenantId> = self
+            .store
+            .read()?
+            .tenants()?
+            .iter()
+            .filter(|m| {
+                let p = TenantProfile::of(m);
+                p.status == TenantStatus::Deleted
+                    && p.deleted_at
+                        .is_some_and(|t| now.saturating_sub(t) >= retention_ms)
+            })
+            .map(|m| m.id.clone())
+            .collect();
+        for id in &due {
+            self.purge_tenant(op, id)?;
+        }
+        Ok(due)
+    }
+
+    fn compact(&self) -> Result<(), EngineError> {
+        // Compaction needs a moment with no transaction in flight; readers are short.
+        let mut last = None;
+        for _ in 0..50 {
+            match self.store.compact() {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Err(last.map_or_else(
+            || EngineError::Index("compaction did not run".into()),
+            EngineError::Store,
+        ))
+    }
+
+    fn change_profile(
+        &self,
+        id: &TenantId,
+        f: impl FnOnce(&mut TenantProfile) -> Result<(), EngineError>,
+    ) -> Result<TenantInfo, EngineError> {
+        self.store.write(|w| {
+            let mut meta = w
+                .tenant(id)?
+                .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
+            let mut profile = TenantProfile::of(&meta);
+            f(&mut profile)?;
+            meta.profile = profile.to_map();
+            w.put_tenant(&meta)?;
+            Ok(TenantInfo::from(&meta))
+        })
     }
 
     pub fn tenants(&self, _op: &OperatorScope) -> Result<Vec<TenantInfo>, EngineError> {
@@ -94,11 +315,24 @@ impl Engine {
     }
 }
 
-/// Fails when the scope's tenant is no longer registered under the same storage key (it was
-/// deleted, or deleted and re-created, after the credential was checked).
-pub(crate) fn check_live(r: &impl Reads, scope: &TenantScope) -> Result<(), EngineError> {
+/// The tenant's profile, if it may be served: it must still be registered under the same
+/// storage key (not purged, or purged and re-created, since the credential was checked), not
+/// soft-deleted, and not suspended.
+pub(crate) fn check_live(
+    r: &impl Reads,
+    scope: &TenantScope,
+) -> Result<TenantProfile, EngineError> {
     match r.tenant(scope.tenant())? {
-        Some(meta) if meta.key == scope.key() => Ok(()),
+        Some(meta) if meta.key == scope.key() => {
+            let profile = TenantProfile::of(&meta);
+            match profile.status {
+                TenantStatus::Active => Ok(profile),
+                TenantStatus::Suspended => {
+                    Err(EngineError::TenantSuspended(scope.tenant().clone()))
+                }
+                TenantStatus::Deleted => Err(EngineError::TenantNotFound(scope.tenant().clone())),
+            }
+        }
         _ => Err(EngineError::TenantNotFound(scope.tenant().clone())),
     }
 }

@@ -20,7 +20,9 @@ const NEXT_TENANT_KEY: &str = "next_tenant_key";
 
 /// The database. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Store {
-    db: Database,
+    /// Transactions begin under the read lock; compaction, which needs no transaction in
+    /// flight, takes the write lock.
+    db: std::sync::RwLock<Database>,
 }
 
 impl Store {
@@ -34,12 +36,32 @@ impl Store {
         txn.open_table(META)?;
         txn.open_table(CREDENTIALS)?;
         txn.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db: std::sync::RwLock::new(db),
+        })
+    }
+
+    fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
+        // A panic while holding the lock cannot leave the database half-changed: redb's own
+        // transactions guarantee that.
+        self.db.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Rewrites the file so that freed pages are released and their old contents are gone
+    /// from it. Waits for transactions in flight to finish; returns whether anything moved.
+    pub fn compact(&self) -> Result<bool, StoreError> {
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        let mut compacted = false;
+        // redb compacts in steps; repeat until a pass moves nothing.
+        while db.compact()? {
+            compacted = true;
+        }
+        Ok(compacted)
     }
 
     /// A consistent snapshot for reading.
     pub fn read(&self) -> Result<Reader, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         Ok(Reader {
             data: txn.open_table(DATA)?,
             registry: txn.open_table(REGISTRY)?,
@@ -53,7 +75,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<R, E> {
-        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let txn = self.db().begin_write().map_err(StoreError::from)?;
         let result = {
             let mut writer = Writer {
                 data: txn.open_table(DATA).map_err(StoreError::from)?,

@@ -1,0 +1,371 @@
+//! Tenant lifecycle, quotas, and physical erasure on hard delete.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::json;
+use strata_auth::{OperatorScope, TenantScope};
+use strata_engine::{Engine, EngineError, TenantLimits, TenantStatus, TenantUpdate};
+use strata_types::*;
+
+fn op() -> OperatorScope {
+    OperatorScope::for_tests()
+}
+
+fn rec(v: serde_json::Value) -> NewRecord {
+    serde_json::from_value(v).unwrap()
+}
+
+fn req() -> RequestScope {
+    RequestScope::default()
+}
+
+#[test]
+fn suspend_blocks_every_data_operation_and_resume_restores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let id = engine
+        .put(&scope, &req(), vec![rec(json!({"content": "kept"}))])
+        .unwrap()[0]
+        .id
+        .clone();
+    let tenant = scope.tenant().clone();
+    assert_eq!(
+        engine.suspend_tenant(&op(), &tenant).unwrap().status,
+        TenantStatus::Suspended
+    );
+    let suspended = |r: Result<(), EngineError>| {
+        assert!(matches!(r, Err(EngineError::TenantSuspended(_))), "{r:?}")
+    };
+    suspended(engine.get(&scope, &req(), &id).map(|_| ()));
+    suspended(
+        engine
+            .put(&scope, &req(), vec![rec(json!({"content": "x"}))])
+            .map(|_| ()),
+    );
+    suspended(engine.count(&scope, &req(), None).map(|_| ()));
+    suspended(engine.delete(&scope, &req(), &id));
+    suspended(engine.collections(&scope).map(|_| ()));
+    let s = SearchRequest {
+        query: Some("kept".into()),
+        ..Default::default()
+    };
+    suspended(engine.search(&scope, &req(), &s).map(|_| ()));
+    engine.resume_tenant(&op(), &tenant).unwrap();
+    assert_eq!(
+        engine.get(&scope, &req(), &id).unwrap().content.as_deref(),
+        Some("kept")
+    );
+    assert_eq!(engine.search(&scope, &req(), &s).unwrap().hits.len(), 1);
+}
+
+#[test]
+fn soft_delete_hides_restore_brings_back_and_retention_purges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let id = engine
+        .put(&scope, &req(), vec![rec(json!({"content": "kept"}))])
+        .unwrap()[0]
+        .id
+        .clone();
+    let tenant = scope.tenant().clone();
+    let info = engine.delete_tenant(&op(), &tenant).unwrap();
+    assert_eq!(info.status, TenantStatus::Deleted);
+    assert!(info.deleted_at.is_some());
+    assert!(matches!(
+        engine.get(&scope, &req(), &id),
+        Err(EngineError::TenantNotFound(_))
+    ));
+    // Within the retention period nothing is purged, and restore brings the data back.
+    assert!(
+        engine
+            .purge_deleted_tenants(&op(), 60_000)
+            .unwrap()
+            .is_empty()
+    );
+    engine.restore_tenant(&op(), &tenant).unwrap();
+    assert_eq!(
+        engine.get(&scope, &req(), &id).unwrap().content.as_deref(),
+        Some("kept")
+    );
+    // Deleted again and past retention: purged for good.
+    engine.delete_tenant(&op(), &tenant).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(
+        engine.purge_deleted_tenants(&op(), 1).unwrap(),
+        vec![tenant.clone()]
+    );
+    assert!(matches!(
+        engine.tenant(&op(), &tenant),
+        Err(EngineError::TenantNotFound(_))
+    ));
+    assert!(matches!(
+        engine.restore_tenant(&op(), &tenant),
+        Err(EngineError::TenantNotFound(_))
+    ));
+    // A tenant re-created under the same id starts empty, and the old scope stays dead.
+    engine.create_tenant(&op(), &tenant, None).unwrap();
+    let fresh = TenantScope::for_tests(&engine.tenant_meta(&tenant).unwrap(), common::full_grant());
+    assert_eq!(engine.count(&fresh, &req(), None).unwrap(), 0);
+    assert!(matches!(
+        engine.count(&scope, &req(), None),
+        Err(EngineError::TenantNotFound(_))
+    ));
+}
+
+fn limited(dir: &std::path::Path, limits: TenantLimits) -> (Engine, TenantScope) {
+    let (engine, scope) = common::open_with_tenant(dir, "acme", common::full_grant());
+    engine
+        .update_tenant(
+            &op(),
+            scope.tenant(),
+            TenantUpdate {
+                limits: Some(limits),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    (engine, scope)
+}
+
+#[test]
+fn concurrent_writers_never_overshoot_the_vector_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = limited(
+        dir.path(),
+        TenantLimits {
+            max_vectors: Some(50),
+            ..Default::default()
+        },
+    );
+    let (ok, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (engine, scope, ok, refused) = (&engine, &scope, &ok, &refused);
+            s.spawn(move || {
+                for i in 0..20 {
+                    let r = NewRecord {
+                        vector: Some(common::vector(384, t * 100 + i)),
+                        ..Default::default()
+                    };
+                    match engine.put(scope, &req(), vec![r]) {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(EngineError::QuotaExceeded {
+                            resource: "max_vectors",
+                            limit: 50,
+                        }) => refused.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => panic!("{e}"),
+                    };
+                }
+            });
+        }
+    });
+    assert_eq!(ok.load(Ordering::Relaxed), 50);
+    assert_eq!(refused.load(Ordering::Relaxed), 110);
+    let usage = engine.tenant(&op(), scope.tenant()).unwrap().usage.unwrap();
+    assert_eq!((usage.vectors, usage.records), (50, 50));
+    // A batch that would cross the line is refused whole; deleting makes room again.
+    let batch = (0..2)
+        .map(|i| NewRecord {
+            vector: Some(common::vector(384, 9000 + i)),
+            ..Default::default()
+        })
+        .collect();
+    assert!(matches!(
+        engine.put(&scope, &req(), batch),
+        Err(EngineError::QuotaExceeded { .. })
+    ));
+    let one = common::all_records(&engine, &scope, "default")[0]
+        .id
+        .clone();
+    engine.delete(&scope, &req(), &one).unwrap();
+    engine
+        .put(
+            &scope,
+            &req(),
+            vec![NewRecord {
+                vector: Some(common::vector(384, 1)),
+                ..Default::default()
+            }],
+        )
+        .unwrap();
+    // Text-only records do not count against max_vectors.
+    engine
+        .put(&scope, &req(), vec![rec(json!({"content": "no vector"}))])
+        .unwrap();
+}
+
+#[test]
+fn storage_and_collection_quotas_name_their_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = limited(
+        dir.path(),
+        TenantLimits {
+            max_storage_bytes: Some(2_000),
+            max_collections: Some(4),
+            ..Default::default()
+        },
+    );
+    engine
+        .put(
+            &scope,
+            &req(),
+            vec![rec(json!({"content": "x".repeat(1000)}))],
+        )
+        .unwrap();
+    let err = engine
+        .put(
+            &scope,
+            &req(),
+            vec![rec(json!({"content": "y".repeat(1000)}))],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::QuotaExceeded {
+                resource: "max_storage_bytes",
+                limit: 2000
+            }
+        ),
+        "{err}"
+    );
+    engine
+        .create_collection(
+            &scope,
+            &CollectionName::parse("fourth").unwrap(),
+            4,
+            Metric::Dot,
+        )
+        .unwrap();
+    let err = engine
+        .create_collection(
+            &scope,
+            &CollectionName::parse("fifth").unwrap(),
+            4,
+            Metric::Dot,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::QuotaExceeded {
+                resource: "max_collections",
+                limit: 4
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        engine
+            .tenant(&op(), scope.tenant())
+            .unwrap()
+            .usage
+            .unwrap()
+            .collections,
+        4
+    );
+}
+
+const CANARY: &str = "CANARY-7f3a9c2e-only-ever-written-by-acme-tenant";
+
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            hits.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            hits.push(path.display().to_string());
+        }
+    }
+    hits
+}
+
+#[test]
+fn hard_delete_leaves_no_byte_of_the_tenant_in_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    drop(engine);
+    let (engine, other) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
+    let acme = TenantScope::for_tests(
+        &engine.tenant_meta(acme.tenant()).unwrap(),
+        common::full_grant(),
+    );
+    // The canary goes everywhere acme's data can be: ids, content, metadata, run ids, tokens,
+    // collection names, index snapshots.
+    let collection = CollectionName::parse(format!("c-{}", &CANARY[..20])).unwrap();
+    engine
+        .create_collection(&acme, &collection, 8, Metric::Cosine)
+        .unwrap();
+    let scope: RequestScope = serde_json::from_value(
+        json!({"user_tokens": [format!("u:{}", &CANARY[..30])], "run_id": &CANARY[..40]}),
+    )
+    .unwrap();
+    for batch in 0..5 {
+        let records = (0..300)
+            .map(|i| NewRecord {
+                id: Some(RecordId::parse(format!("{}-{batch}-{i}", &CANARY[..40])).unwrap()),
+                content: Some(format!("{CANARY} memory {i}")),
+                metadata: json!({"note": CANARY}).as_object().cloned().unwrap(),
+                vector: Some(common::vector(384, batch * 1000 + i)),
+                ..Default::default()
+            })
+            .collect();
+        engine.put(&acme, &scope, records).unwrap();
+    }
+    engine
+        .put(
+            &acme,
+            &req(),
+            vec![NewRecord {
+                modality: Some(collection),
+                vector: Some(vec![1.0; 8]),
+                ..Default::default()
+            }],
+        )
+        .unwrap();
+    engine
+        .search(
+            &acme,
+            &scope,
+            &SearchRequest {
+                query: Some("memory".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    engine.persist_indexes().unwrap();
+    engine
+        .put(
+            &other,
+            &req(),
+            vec![rec(json!({"content": "globex stays"}))],
+        )
+        .unwrap();
+    assert!(
+        !files_containing(dir.path(), CANARY.as_bytes()).is_empty(),
+        "the canary must be on disk before the delete"
+    );
+
+    engine.purge_tenant(&op(), acme.tenant()).unwrap();
+    let left = files_containing(dir.path(), &CANARY.as_bytes()[..20]);
+    assert!(
+        left.is_empty(),
+        "canary bytes remain after hard delete: {left:?}"
+    );
+    assert_eq!(engine.count(&other, &req(), None).unwrap(), 1);
+    drop(engine);
+    let (engine, other) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
+    assert_eq!(
+        common::all_records(&engine, &other, "default")[0]
+            .content
+            .as_deref(),
+        Some("globex stays")
+    );
+}
