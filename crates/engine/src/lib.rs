@@ -17,6 +17,7 @@ mod search;
 mod snapshot;
 mod tenant_index;
 mod tenants;
+mod transfer;
 mod visibility;
 
 use std::path::Path;
@@ -28,6 +29,7 @@ pub use records::PutOutcome;
 pub use scan::{Page, ScanPage};
 pub use strata_auth::{OperatorScope, TenantScope};
 pub use tenants::{TenantInfo, TenantUpdate, TenantUsage};
+pub use transfer::ExportLine;
 
 use strata_store::{Store, Writer};
 use tenant_index::{Change, IndexRegistry};

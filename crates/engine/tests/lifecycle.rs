@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
 use strata_auth::{OperatorScope, TenantScope};
-use strata_engine::{Engine, EngineError, TenantLimits, TenantStatus, TenantUpdate};
+use strata_engine::{Engine, EngineError, ExportLine, TenantLimits, TenantStatus, TenantUpdate};
 use strata_types::*;
 
 fn op() -> OperatorScope {
@@ -368,4 +368,120 @@ fn hard_delete_leaves_no_byte_of_the_tenant_in_the_data_directory() {
             .as_deref(),
         Some("globex stays")
     );
+}
+
+#[test]
+fn export_then_import_into_a_new_tenant_reproduces_search_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    engine
+        .update_tenant(
+            &op(),
+            acme.tenant(),
+            TenantUpdate {
+                limits: Some(TenantLimits {
+                    max_vectors: Some(10_000),
+                    ..Default::default()
+                }),
+                weight: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    engine
+        .create_collection(
+            &acme,
+            &CollectionName::parse("small").unwrap(),
+            8,
+            Metric::L2,
+        )
+        .unwrap();
+    let alice: RequestScope =
+        serde_json::from_value(json!({"user_tokens": ["u:alice"], "memory_domain": "dialog"}))
+            .unwrap();
+    let records: Vec<NewRecord> = (0..1500)
+        .map(|i| NewRecord {
+            content: Some(format!(
+                "memory {i} about {}",
+                ["tea", "coffee", "oslo"][i as usize % 3]
+            )),
+            vector: Some(common::vector(384, i)),
+            metadata: json!({"i": i}).as_object().cloned().unwrap(),
+            ..Default::default()
+        })
+        .collect();
+    for chunk in records.chunks(500) {
+        engine.put(&acme, &alice, chunk.to_vec()).unwrap();
+    }
+    engine
+        .put(
+            &acme,
+            &req(),
+            vec![NewRecord {
+                modality: Some(CollectionName::parse("small").unwrap()),
+                vector: Some(vec![0.5; 8]),
+                ..Default::default()
+            }],
+        )
+        .unwrap();
+
+    let mut jsonl = Vec::new();
+    let lines = engine
+        .export_tenant(&op(), acme.tenant(), |line| {
+            serde_json::to_writer(&mut jsonl, line).unwrap();
+            jsonl.push(b'\n');
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(lines, 1 + 4 + 1501);
+
+    let copy = TenantId::parse("acme-copy").unwrap();
+    let parsed = jsonl
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| Ok(serde_json::from_slice(l).unwrap()));
+    let info = engine.import_tenant(&op(), &copy, parsed).unwrap();
+    assert_eq!(info.weight, 3);
+    assert_eq!(info.limits.max_vectors, Some(10_000));
+    assert_eq!(info.usage.unwrap().vectors, 1501);
+    let copy_scope =
+        TenantScope::for_tests(&engine.tenant_meta(&copy).unwrap(), common::full_grant());
+
+    let strip = |r: &SearchResponse| {
+        r.hits
+            .iter()
+            .map(|h| (h.record.id.clone(), h.score, h.record.created_at))
+            .collect::<Vec<_>>()
+    };
+    for q in 0..5 {
+        let s = SearchRequest {
+            vector: Some(common::vector(384, 10_000 + q)),
+            query: Some("tea".into()),
+            k: 10,
+            ..Default::default()
+        };
+        let a = engine.search(&acme, &alice, &s).unwrap();
+        let b = engine.search(&copy_scope, &alice, &s).unwrap();
+        assert_eq!(a.hits.len(), 10);
+        assert_eq!(strip(&a), strip(&b), "query {q}");
+    }
+    assert_eq!(
+        common::all_records(&engine, &copy_scope, "dialog"),
+        common::all_records(&engine, &acme, "dialog")
+    );
+
+    // A broken import leaves no tenant behind.
+    let bad = vec![
+        Ok(ExportLine::Collection(Collection { name: CollectionName::parse("v").unwrap(), dim: 2, metric: Metric::Dot, created_at: 0 })),
+        Ok(serde_json::from_value(json!({"type": "record", "id": "x", "modality": "v", "kind": null, "content": null, "vector": [1.0], "user_tokens": [], "memory_domain": "default", "run_id": null, "memory_scope": null, "metadata": {}, "created_at": 0, "updated_at": 0, "expires_at": null, "confidence": {"value": 0.5}})).unwrap()),
+    ];
+    let broken = TenantId::parse("broken").unwrap();
+    assert!(matches!(
+        engine.import_tenant(&op(), &broken, bad),
+        Err(EngineError::BadRequest(_))
+    ));
+    assert!(matches!(
+        engine.tenant(&op(), &broken),
+        Err(EngineError::TenantNotFound(_))
+    ));
 }

@@ -1,0 +1,201 @@
+//! Per-tenant export and import as JSON lines (SPEC section 4).
+//!
+//! An export is a header line with the tenant's profile, one line per collection, then one
+//! line per record (with its vector, timestamps and confidence). That is every piece of
+//! per-tenant state that is not derived: indexes, snapshots and usage are rebuilt from it.
+//! Credentials are deliberately not exported: a key of the old tenant must never open the new
+//! one.
+
+use serde::{Deserialize, Serialize};
+use strata_auth::OperatorScope;
+use strata_store::Reads;
+use strata_types::{Collection, Millis, Record, TenantId, check_vector, now_millis};
+
+use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, account};
+use crate::tenant_index::Change;
+use crate::{Engine, EngineError, TenantInfo, snapshot};
+
+/// One line of an export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExportLine {
+    Tenant {
+        id: TenantId,
+        display_name: Option<String>,
+        created_at: Millis,
+        limits: TenantLimits,
+        weight: u32,
+    },
+    Collection(Collection),
+    Record(Box<Record>),
+}
+
+/// Records are imported in transactions of this many.
+const IMPORT_BATCH: usize = 1000;
+
+impl Engine {
+    /// Streams the tenant's export to `sink`, line by line, from one consistent snapshot.
+    /// Returns the number of lines.
+    pub fn export_tenant(
+        &self,
+        _op: &OperatorScope,
+        id: &TenantId,
+        mut sink: impl FnMut(&ExportLine) -> Result<(), EngineError>,
+    ) -> Result<u64, EngineError> {
+        let r = self.store.read()?;
+        let meta = r
+            .tenant(id)?
+            .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
+        let p = TenantProfile::of(&meta);
+        sink(&ExportLine::Tenant {
+            id: meta.id.clone(),
+            display_name: p.display_name,
+            created_at: meta.created_at,
+            limits: p.limits,
+            weight: p.weight,
+        })?;
+        let mut lines = 1;
+        for c in r.collections(meta.key)? {
+            sink(&ExportLine::Collection(c))?;
+            lines += 1;
+        }
+        for record in r.records(meta.key, None)? {
+            sink(&ExportLine::Record(Box::new(record?)))?;
+            lines += 1;
+        }
+        Ok(lines)
+    }
+
+    /// Creates tenant `id` from an export (of any tenant). The export's own tenant id is only
+    /// informational. If any line is invalid, the new tenant is purged again and the error
+    /// returned, so an import is all or nothing.
+    pub fn import_tenant(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        lines: impl IntoIterator<Item = Result<ExportLine, EngineError>>,
+    ) -> Result<TenantInfo, EngineError> {
+        let now = now_millis();
+        let key = self.store.write(|w| {
+            if w.tenant(id)?.is_some() {
+                return Err(EngineError::TenantExists(id.clone()));
+            }
+            // Created suspended: nobody can use it until the import is complete.
+            let profile = TenantProfile {
+                status: TenantStatus::Suspended,
+                ..TenantProfile::default()
+            };
+            Ok(w.create_tenant(id, now, profile.to_map())?.key)
+        })?;
+        match self.import_lines(key, lines) {
+            Ok(profile) => {
+                self.store.write(|w| {
+                    let mut meta = w
+                        .tenant(id)?
+                        .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
+                    meta.profile = profile.to_map();
+                    w.put_tenant(&meta)?;
+                    Ok::<_, EngineError>(())
+                })?;
+                self.tenant(op, id)
+            }
+            Err(e) => {
+                // Leave nothing half-imported behind.
+                let _ = self.purge_tenant(op, id);
+                Err(e)
+            }
+        }
+    }
+
+    fn import_lines(
+        &self,
+        key: strata_store::TenantKey,
+        lines: impl IntoIterator<Item = Result<ExportLine, EngineError>>,
+    ) -> Result<TenantProfile, EngineError> {
+        let mut profile = TenantProfile::default();
+        let mut collections = std::collections::HashMap::new();
+        let mut batch: Vec<Record> = Vec::with_capacity(IMPORT_BATCH);
+        let flush = |batch: &mut Vec<Record>| -> Result<(), EngineError> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            self.store.write(|w| {
+                snapshot::bump_version(w, key)?;
+                let mut changes = Vec::with_capacity(batch.len());
+                for r in batch.drain(..) {
+                    if w.put_record(key, &r)?.is_some() {
+                        return Err(EngineError::BadRequest(format!(
+                            "import: record {} appears twice",
+                            r.id
+                        )));
+                    }
+                    changes.push(Change::Upsert(r));
+                }
+                account(w, key, &TenantLimits::default(), &changes)
+            })
+        };
+        for (n, line) in lines.into_iter().enumerate() {
+            match line? {
+                ExportLine::Tenant {
+                    display_name,
+                    limits,
+                    weight,
+                    ..
+                } if n == 0 => {
+                    profile = TenantProfile {
+                        display_name,
+                        limits,
+                        weight: weight.max(1),
+                        ..TenantProfile::default()
+                    };
+                }
+                ExportLine::Tenant { .. } => {
+                    return Err(EngineError::BadRequest(format!(
+                        "import line {}: a tenant line must come first",
+                        n + 1
+                    )));
+                }
+                ExportLine::Collection(c) => {
+                    if c.dim == 0 || c.dim > self.config.limits.max_dim {
+                        return Err(EngineError::BadRequest(format!(
+                            "import line {}: collection {} has dim {}",
+                            n + 1,
+                            c.name,
+                            c.dim
+                        )));
+                    }
+                    self.store
+                        .write(|w| Ok::<_, EngineError>(w.put_collection(key, &c)?))?;
+                    collections.insert(c.name.clone(), c);
+                }
+                ExportLine::Record(r) => {
+                    let r = *r;
+                    let at = |e: EngineError| {
+                        EngineError::BadRequest(format!("import line {}: {e}", n + 1))
+                    };
+                    let c = collections
+                        .get(&r.modality)
+                        .ok_or_else(|| at(EngineError::CollectionNotFound(r.modality.clone())))?;
+                    if let Some(v) = &r.vector {
+                        check_vector(v, c).map_err(|e| at(e.into()))?;
+                    }
+                    let new = strata_types::NewRecord {
+                        content: r.content.clone(),
+                        vector: r.vector.clone(),
+                        user_tokens: Some(r.user_tokens.clone()),
+                        metadata: r.metadata.clone(),
+                        ..Default::default()
+                    };
+                    new.validate(&self.config.limits)
+                        .map_err(|e| at(e.into()))?;
+                    batch.push(r);
+                    if batch.len() == IMPORT_BATCH {
+                        flush(&mut batch)?;
+                    }
+                }
+            }
+        }
+        flush(&mut batch)?;
+        Ok(profile)
+    }
+}
