@@ -19,7 +19,6 @@ pub struct TenantScope {
 }
 
 impl TenantScope {
-    #[allow(dead_code)] // Used by credential verification.
     pub(crate) fn new(meta: &TenantMeta, grant: Grant, actor: String) -> Self {
         TenantScope {
             tenant: meta.id.clone(),
@@ -61,7 +60,6 @@ pub struct OperatorScope {
 }
 
 impl OperatorScope {
-    #[allow(dead_code)] // Used by credential verification.
     pub(crate) fn new(actor: String) -> Self {
         OperatorScope { actor }
     }

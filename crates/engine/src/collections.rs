@@ -51,6 +51,15 @@ impl Engine {
                     limit: max,
                 });
             }
+            crate::audit::append(
+                w,
+                scope.key(),
+                crate::audit::tenant_event(
+                    scope,
+                    "collection.create",
+                    serde_json::json!({"collection": name}),
+                ),
+            )?;
             let c = Collection {
                 name: name.clone(),
                 dim,
@@ -69,7 +78,7 @@ impl Engine {
         name: &CollectionName,
     ) -> Result<u64, EngineError> {
         require(scope, Permission::Admin)?;
-        self.write_tenant(scope, |w, changes| {
+        self.write_tenant(scope, "collection.delete", |w, changes| {
             if !w.delete_collection(scope.key(), name)? {
                 return Err(EngineError::CollectionNotFound(name.clone()));
             }

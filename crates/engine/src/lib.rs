@@ -5,6 +5,7 @@
 //! registry), which only `strata-auth` can construct. No method takes a raw tenant id from a
 //! request. Methods block on storage; async callers run them on a blocking pool.
 
+mod audit;
 mod collection_index;
 mod collections;
 mod config;
@@ -22,6 +23,7 @@ mod visibility;
 
 use std::path::Path;
 
+pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
 pub use error::EngineError;
 pub use lifecycle::{TenantLimits, TenantStatus};
@@ -33,6 +35,28 @@ pub use transfer::ExportLine;
 
 use strata_store::{Store, Writer};
 use tenant_index::{Change, IndexRegistry};
+
+/// What a write changed, for its audit row: counts and (up to 100) record ids, never content.
+fn change_summary(changes: &[Change]) -> serde_json::Value {
+    let (mut upserted, mut removed, mut ids) = (0, 0, Vec::new());
+    for c in changes {
+        let id = match c {
+            Change::Upsert(r) => {
+                upserted += 1;
+                &r.id
+            }
+            Change::Remove(r) => {
+                removed += 1;
+                &r.id
+            }
+            Change::DropCollection(_) => continue,
+        };
+        if ids.len() < 100 && !ids.contains(&id.as_str()) {
+            ids.push(id.as_str());
+        }
+    }
+    serde_json::json!({"upserted": upserted, "removed": removed, "ids": ids})
+}
 
 /// In-memory index figures of one collection.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -116,6 +140,7 @@ impl Engine {
     pub(crate) fn write_tenant<R>(
         &self,
         scope: &TenantScope,
+        action: &str,
         f: impl FnOnce(&mut Writer<'_>, &mut Vec<Change>) -> Result<R, EngineError>,
     ) -> Result<R, EngineError> {
         self.indexes.write(&self.store, scope.key(), || {
@@ -125,6 +150,11 @@ impl Engine {
                 snapshot::bump_version(w, scope.key())?;
                 let result = f(w, &mut changes)?;
                 lifecycle::account(w, scope.key(), &profile.limits, &changes)?;
+                audit::append(
+                    w,
+                    scope.key(),
+                    audit::tenant_event(scope, action, change_summary(&changes)),
+                )?;
                 Ok::<_, EngineError>(result)
             })?;
             Ok((result, changes))

@@ -45,7 +45,7 @@ impl Engine {
         }
         let now = now_millis();
         let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
-        self.write_tenant(scope, |w, changes| {
+        self.write_tenant(scope, "memory.put", |w, changes| {
             records
                 .into_iter()
                 .map(|r| put_one(w, changes, scope, &vis, req, r))
@@ -77,7 +77,7 @@ impl Engine {
         patch.validate(&self.config.limits)?;
         let now = now_millis();
         let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
-        self.write_tenant(scope, |w, changes| {
+        self.write_tenant(scope, "memory.patch", |w, changes| {
             let mut record = visible(w.record(scope.key(), id)?, &vis)?;
             if let Some(v) = patch.vector {
                 let c = collection_of(w, scope, &record)?;
@@ -111,7 +111,7 @@ impl Engine {
         id: &RecordId,
     ) -> Result<(), EngineError> {
         let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
-        self.write_tenant(scope, |w, changes| {
+        self.write_tenant(scope, "memory.delete", |w, changes| {
             visible(w.record(scope.key(), id)?, &vis)?;
             delete_record(w, changes, scope, id)
         })
@@ -125,7 +125,7 @@ impl Engine {
         filter: &Filter,
     ) -> Result<u64, EngineError> {
         let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
-        self.write_tenant(scope, |w, changes| {
+        self.write_tenant(scope, "memory.delete_where", |w, changes| {
             let mut doomed = Vec::new();
             for_each_visible(w, scope.key(), &vis, Some(filter), None, |r| {
                 doomed.push(r.id);

@@ -36,7 +36,7 @@ impl TenantIndex {
         let version = snapshot::data_version(&r, key)?;
         let mut collections = HashMap::new();
         // Per collection: where each record was, by a current snapshot, and the graph bytes.
-        let mut expected: HashMap<CollectionName, (HashMap<RecordId, u32>, Option<Vec<u8>>)> =
+        let mut expected: HashMap<CollectionName, Restoring> =
             HashMap::new();
         for c in r.collections(key)? {
             let mut ci = CollectionIndex::new(&c);
@@ -162,6 +162,9 @@ impl TenantIndex {
         Ok(())
     }
 }
+
+/// A current snapshot being restored: each record's slot, and the graph's bytes.
+type Restoring = (HashMap<RecordId, u32>, Option<Vec<u8>>);
 
 /// One tenant's slot in the registry.
 #[derive(Default)]

@@ -5,6 +5,7 @@ use strata_auth::{OperatorScope, TenantScope};
 use strata_store::{Reads, TenantMeta};
 use strata_types::{Collection, Millis, TenantId, now_millis};
 
+use crate::audit;
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, usage};
 use crate::{Engine, EngineError};
 
@@ -64,7 +65,7 @@ impl Engine {
     /// Registers a tenant and creates the server's default collections for it.
     pub fn create_tenant(
         &self,
-        _op: &OperatorScope,
+        op: &OperatorScope,
         id: &TenantId,
         display_name: Option<String>,
     ) -> Result<TenantInfo, EngineError> {
@@ -86,6 +87,7 @@ impl Engine {
                 ..TenantProfile::default()
             };
             let meta = w.create_tenant(id, now, profile.to_map())?;
+            audit::append(w, meta.key, audit::operator_event(op, id, "tenant.create"))?;
             for c in &self.config.default_collections {
                 let collection = Collection {
                     name: c.name.clone(),
@@ -119,7 +121,7 @@ impl Engine {
     /// Changes a tenant's display name, limits or weight.
     pub fn update_tenant(
         &self,
-        _op: &OperatorScope,
+        op: &OperatorScope,
         id: &TenantId,
         update: TenantUpdate,
     ) -> Result<TenantInfo, EngineError> {
@@ -145,7 +147,7 @@ impl Engine {
                 "limits.max_qps: must be a positive number".into(),
             ));
         }
-        self.change_profile(id, |p| {
+        self.change_profile(op, id, "tenant.update", |p| {
             if let Some(n) = update.display_name {
                 p.display_name = Some(n);
             }
@@ -163,10 +165,10 @@ impl Engine {
     /// kept.
     pub fn suspend_tenant(
         &self,
-        _op: &OperatorScope,
+        op: &OperatorScope,
         id: &TenantId,
     ) -> Result<TenantInfo, EngineError> {
-        self.change_profile(id, |p| match p.status {
+        self.change_profile(op, id, "tenant.suspend", |p| match p.status {
             TenantStatus::Deleted => Err(EngineError::TenantNotFound(id.clone())),
             _ => {
                 p.status = TenantStatus::Suspended;
@@ -178,10 +180,10 @@ impl Engine {
     /// Lifts a suspension.
     pub fn resume_tenant(
         &self,
-        _op: &OperatorScope,
+        op: &OperatorScope,
         id: &TenantId,
     ) -> Result<TenantInfo, EngineError> {
-        self.change_profile(id, |p| match p.status {
+        self.change_profile(op, id, "tenant.resume", |p| match p.status {
             TenantStatus::Deleted => Err(EngineError::TenantNotFound(id.clone())),
             _ => {
                 p.status = TenantStatus::Active;
@@ -194,11 +196,11 @@ impl Engine {
     /// [`Engine::purge_deleted_tenants`] finds its retention period over.
     pub fn delete_tenant(
         &self,
-        _op: &OperatorScope,
+        op: &OperatorScope,
         id: &TenantId,
     ) -> Result<TenantInfo, EngineError> {
         let now = now_millis();
-        self.change_profile(id, |p| {
+        self.change_profile(op, id, "tenant.delete", |p| {
             p.status = TenantStatus::Deleted;
             p.deleted_at.get_or_insert(now);
             Ok(())
@@ -208,10 +210,10 @@ impl Engine {
     /// Undoes a soft delete.
     pub fn restore_tenant(
         &self,
-        _op: &OperatorScope,
+        op: &OperatorScope,
         id: &TenantId,
     ) -> Result<TenantInfo, EngineError> {
-        self.change_profile(id, |p| match p.status {
+        self.change_profile(op, id, "tenant.restore", |p| match p.status {
             TenantStatus::Deleted => {
                 p.status = TenantStatus::Active;
                 p.deleted_at = None;
@@ -225,12 +227,18 @@ impl Engine {
 
     /// Hard delete: erases every byte of the tenant's data and its registry entry, then
     /// compacts the database file so none of it remains on disk.
-    pub fn purge_tenant(&self, _op: &OperatorScope, id: &TenantId) -> Result<(), EngineError> {
+    pub fn purge_tenant(&self, op: &OperatorScope, id: &TenantId) -> Result<(), EngineError> {
         let key = self.store.write(|w| {
             let meta = w
                 .tenant(id)?
                 .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
             w.erase_tenant(&meta)?;
+            // The tenant's own log is erased with it; the purge itself is the server's to keep.
+            audit::append(
+                w,
+                strata_store::TenantKey::SERVER,
+                audit::operator_event(op, id, "tenant.purge"),
+            )?;
             Ok::<_, EngineError>(meta.key)
         })?;
         self.indexes.forget(key);
@@ -281,7 +289,9 @@ impl Engine {
 
     fn change_profile(
         &self,
+        op: &OperatorScope,
         id: &TenantId,
+        action: &str,
         f: impl FnOnce(&mut TenantProfile) -> Result<(), EngineError>,
     ) -> Result<TenantInfo, EngineError> {
         self.store.write(|w| {
@@ -292,6 +302,7 @@ impl Engine {
             f(&mut profile)?;
             meta.profile = profile.to_map();
             w.put_tenant(&meta)?;
+            audit::append(w, meta.key, audit::operator_event(op, id, action))?;
             Ok(TenantInfo::from(&meta))
         })
     }

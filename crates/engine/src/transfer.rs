@@ -38,10 +38,11 @@ impl Engine {
     /// Returns the number of lines.
     pub fn export_tenant(
         &self,
-        _op: &OperatorScope,
+        op: &OperatorScope,
         id: &TenantId,
         mut sink: impl FnMut(&ExportLine) -> Result<(), EngineError>,
     ) -> Result<u64, EngineError> {
+        self.record_audit(crate::audit::operator_event(op, id, "tenant.export"))?;
         let r = self.store.read()?;
         let meta = r
             .tenant(id)?
@@ -95,6 +96,11 @@ impl Engine {
                         .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
                     meta.profile = profile.to_map();
                     w.put_tenant(&meta)?;
+                    crate::audit::append(
+                        w,
+                        meta.key,
+                        crate::audit::operator_event(op, id, "tenant.import"),
+                    )?;
                     Ok::<_, EngineError>(())
                 })?;
                 self.tenant(op, id)

@@ -474,7 +474,7 @@ fn random_operations_never_cross_the_visibility_boundary() {
     let seed: u64 = std::env::var("STRATA_MODEL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::random());
+        .unwrap_or_else(rand::random);
     let ops: usize = std::env::var("STRATA_MODEL_OPS")
         .ok()
         .and_then(|s| s.parse().ok())

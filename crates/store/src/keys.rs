@@ -14,6 +14,10 @@ use strata_types::{CollectionName, Domain, RecordId};
 pub struct TenantKey(u64);
 
 impl TenantKey {
+    /// The server's own audit log, for events that belong to no registered tenant. The
+    /// registry never mints 0.
+    pub const SERVER: TenantKey = TenantKey(0);
+
     pub(crate) fn from_raw(n: u64) -> Self {
         TenantKey(n)
     }
@@ -32,6 +36,7 @@ const TAG_RECORD: u8 = 2;
 const TAG_SCOPE: u8 = 3;
 const TAG_DEDUP: u8 = 4;
 const TAG_BLOB: u8 = 5;
+const TAG_AUDIT: u8 = 6;
 
 /// Which scope field a secondary-index entry is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +134,17 @@ pub fn dedup(tenant: TenantKey, domain: &Domain, run: &str, hash: &[u8]) -> Vec<
 /// An opaque per-tenant blob (index snapshots and the like), by name.
 pub fn blob(tenant: TenantKey, name: &str) -> Vec<u8> {
     key(tenant, TAG_BLOB, &[name.as_bytes()])
+}
+
+/// The tenant's audit log: rows by sequence number.
+pub fn audit_log(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_AUDIT, &[])
+}
+
+pub fn audit_row(tenant: TenantKey, seq: u64) -> Vec<u8> {
+    let mut k = audit_log(tenant);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
 }
 
 /// The smallest key greater than every key starting with `prefix`, or `None` when the prefix

@@ -242,6 +242,27 @@ pub trait Reads {
         ))
     }
 
+    /// Audit rows of the tenant with sequence numbers above `after`, oldest first.
+    fn audit_rows(
+        &self,
+        t: TenantKey,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let prefix = keys::audit_log(t);
+        let start = keys::audit_row(t, after.saturating_add(1));
+        let mut out = Vec::new();
+        for entry in bounded_range(self.data_table(), &start, &prefix)?.take(limit) {
+            let (k, v) = entry?;
+            let seq = k[prefix.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("audit key".into()))?;
+            out.push((seq, v));
+        }
+        Ok(out)
+    }
+
     fn blob(&self, t: TenantKey, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .data_table()
@@ -394,6 +415,29 @@ impl Writer<'_> {
             }
         }
         Ok(Some(old))
+    }
+
+    /// Appends a row to the tenant's audit log and returns its sequence number.
+    pub fn append_audit(&mut self, t: TenantKey, row: &[u8]) -> Result<u64, StoreError> {
+        let prefix = keys::audit_log(t);
+        let seq = {
+            let mut range = match keys::prefix_end(&prefix) {
+                Some(end) => self.data.range(prefix.as_slice()..end.as_slice())?,
+                None => self.data.range(prefix.as_slice()..)?,
+            };
+            match range.next_back() {
+                Some(entry) => {
+                    let (k, _) = entry?;
+                    let bytes: [u8; 8] = k.value()[prefix.len()..]
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("audit key".into()))?;
+                    u64::from_be_bytes(bytes) + 1
+                }
+                None => 1,
+            }
+        };
+        self.data.insert(keys::audit_row(t, seq).as_slice(), row)?;
+        Ok(seq)
     }
 
     pub fn put_blob(&mut self, t: TenantKey, name: &str, bytes: &[u8]) -> Result<(), StoreError> {

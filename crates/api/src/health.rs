@@ -1,0 +1,44 @@
+//! Liveness, readiness and the OpenAPI document: the routes that need no credential.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use serde_json::{Value, json};
+
+use crate::{ApiError, AppState};
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`")))]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: storage answers and the server is not draining.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if !state.is_ready() {
+        return Err(ApiError::Unavailable);
+    }
+    state
+        .run(|e| {
+            e.store()
+                .read()
+                .map(|_| ())
+                .map_err(|err| ApiError::Internal(err.to_string()))
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+/// This API's OpenAPI 3.1 document, generated from the handlers.
+#[utoipa::path(get, path = "/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI document")))]
+pub async fn openapi_json(
+    Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Json<utoipa::openapi::OpenApi> {
+    Json((*doc).clone())
+}

@@ -1,0 +1,319 @@
+//! Reading requests: JSON bodies with a size limit, query strings, and the scope fields that
+//! may arrive through the body, the query string or the `X-Strata-Domain` header.
+//!
+//! Scope fields are gathered from every source, checked for agreement, and parsed once into a
+//! [`RequestScope`]. Whether that scope is allowed is the engine's decision, not ours.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use strata_types::{Domain, MemoryScope, RequestScope, RunId, TokenSelector, UserMatch};
+
+use crate::edge::{TenantAuth, check_tenant};
+use crate::{ApiError, AppState};
+
+/// A JSON object body. An empty body reads as `{}`.
+pub struct JsonObject(pub Map<String, Value>);
+
+impl FromRequest<AppState> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        // `Bytes` honours the router's DefaultBodyLimit; only its rejection is re-dressed.
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(format!(
+                    "body: larger than {} bytes",
+                    state.config.max_body_bytes
+                ))
+            } else {
+                ApiError::BadRequest(format!("body: {}", e.body_text()))
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonObject(Map::new()));
+        }
+        match serde_json::from_slice(&bytes) {
+            Ok(Value::Object(map)) => Ok(JsonObject(map)),
+            Ok(_) => Err(ApiError::BadRequest("body: expected a JSON object".into())),
+            Err(e) => Err(ApiError::BadRequest(format!("body: invalid JSON: {e}"))),
+        }
+    }
+}
+
+/// One path parameter, with the API's error shape on failure.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(s)| PathParam(s))
+            .map_err(|e| ApiError::BadRequest(format!("path: {}", e.body_text())))
+    }
+}
+
+/// Deserialises `map` into `T`, reporting the field at fault.
+pub(crate) fn from_map<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, ApiError> {
+    serde_json::from_value(Value::Object(map)).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// Every scope field a request may carry, plus `tenant_id`, which is only ever checked.
+pub(crate) const SCOPE_KEYS: &[&str] = &[
+    "tenant_id",
+    "memory_domain",
+    "user_tokens",
+    "user_match",
+    "run_id",
+    "memory_scope",
+];
+
+/// Scope fields as they arrived, not yet parsed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct ScopeParts {
+    tenant_id: Option<String>,
+    memory_domain: Option<String>,
+    user_tokens: Option<Vec<String>>,
+    user_match: Option<String>,
+    run_id: Option<String>,
+    memory_scope: Option<String>,
+}
+
+fn string_field(field: &str, v: Value) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) => Ok(s),
+        _ => Err(ApiError::BadRequest(format!("{field}: expected a string"))),
+    }
+}
+
+impl ScopeParts {
+    /// Removes the scope fields named in `keys` from a body.
+    pub fn take_from_body(map: &mut Map<String, Value>, keys: &[&str]) -> Result<Self, ApiError> {
+        let mut parts = ScopeParts::default();
+        for key in keys {
+            let Some(v) = map.remove(*key) else { continue };
+            if v.is_null() {
+                continue;
+            }
+            if *key == "user_tokens" {
+                let list = match v {
+                    Value::Array(items) => items
+                        .into_iter()
+                        .map(|i| string_field("user_tokens", i))
+                        .collect::<Result<Vec<_>, _>>()?,
+                    _ => {
+                        return Err(ApiError::BadRequest(
+                            "user_tokens: expected an array of strings".into(),
+                        ));
+                    }
+                };
+                parts.user_tokens = Some(list);
+            } else {
+                parts.set(key, string_field(key, v)?)?;
+            }
+        }
+        Ok(parts)
+    }
+
+    fn set(&mut self, key: &str, value: String) -> Result<(), ApiError> {
+        let slot = match key {
+            "tenant_id" => &mut self.tenant_id,
+            "memory_domain" => &mut self.memory_domain,
+            "user_match" => &mut self.user_match,
+            "run_id" => &mut self.run_id,
+            "memory_scope" => &mut self.memory_scope,
+            _ => return Err(ApiError::BadRequest(format!("unknown parameter {key}"))),
+        };
+        *slot = Some(value);
+        Ok(())
+    }
+
+    /// Joins the scope fields of two sources. A field given by both must agree: a request that
+    /// says two different things is refused rather than guessed at.
+    fn merge(self, other: ScopeParts, what: &str) -> Result<ScopeParts, ApiError> {
+        fn pick<T: PartialEq>(
+            a: Option<T>,
+            b: Option<T>,
+            field: &str,
+            what: &str,
+        ) -> Result<Option<T>, ApiError> {
+            match (a, b) {
+                (Some(a), Some(b)) if a != b => Err(ApiError::BadRequest(format!(
+                    "{field}: {what} give different values"
+                ))),
+                (a, b) => Ok(a.or(b)),
+            }
+        }
+        Ok(ScopeParts {
+            tenant_id: pick(self.tenant_id, other.tenant_id, "tenant_id", what)?,
+            memory_domain: pick(
+                self.memory_domain,
+                other.memory_domain,
+                "memory_domain",
+                what,
+            )?,
+            user_tokens: pick(self.user_tokens, other.user_tokens, "user_tokens", what)?,
+            user_match: pick(self.user_match, other.user_match, "user_match", what)?,
+            run_id: pick(self.run_id, other.run_id, "run_id", what)?,
+            memory_scope: pick(self.memory_scope, other.memory_scope, "memory_scope", what)?,
+        })
+    }
+}
+
+/// A query string: its scope fields and the route's own parameters.
+#[derive(Debug, Default)]
+pub(crate) struct QueryInput {
+    pub scope: ScopeParts,
+    pub rest: Vec<(String, String)>,
+}
+
+impl QueryInput {
+    /// Parses a raw query string. `user_tokens` may repeat or be comma-separated; parameters
+    /// other than scope fields must be in `allowed`.
+    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
+        let uri = format!("/?{}", raw.unwrap_or(""));
+        let uri: axum::http::Uri = uri
+            .parse()
+            .map_err(|_| ApiError::BadRequest("query string: malformed".into()))?;
+        let axum::extract::Query(pairs) =
+            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
+                .map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
+        let mut out = QueryInput::default();
+        for (k, v) in pairs {
+            if k == "user_tokens" {
+                let list = out.scope.user_tokens.get_or_insert_with(Vec::new);
+                list.extend(v.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
+            } else if SCOPE_KEYS.contains(&k.as_str()) {
+                if out
+                    .scope
+                    .clone()
+                    .merge(single(&k, &v)?, "repeated query parameters")
+                    .is_err()
+                {
+                    return Err(ApiError::BadRequest(format!("{k}: given twice")));
+                }
+                out.scope.set(&k, v)?;
+            } else if allowed.contains(&k.as_str()) {
+                out.rest.push((k, v));
+            } else {
+                return Err(ApiError::BadRequest(format!("unknown query parameter {k}")));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last value of a route parameter.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.rest
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn single(key: &str, value: &str) -> Result<ScopeParts, ApiError> {
+    let mut p = ScopeParts::default();
+    p.set(key, value.to_owned())?;
+    Ok(p)
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(e.to_string())
+}
+
+impl TenantAuth {
+    /// Joins the scope fields of the body, the query string and the domain header, checks any
+    /// named tenant against the credential, and parses the result.
+    pub(crate) fn request_scope(
+        &self,
+        body: ScopeParts,
+        query: ScopeParts,
+    ) -> Result<RequestScope, ApiError> {
+        let mut parts = body.merge(query, "the body and the query string")?;
+        if let Some(t) = &parts.tenant_id {
+            check_tenant(&self.scope, t, "tenant_id")?;
+        }
+        if let Some(h) = &self.header_domain {
+            let from_header = ScopeParts {
+                memory_domain: Some(h.as_str().to_owned()),
+                ..ScopeParts::default()
+            };
+            parts = parts.merge(from_header, "X-Strata-Domain and the request")?;
+        }
+        Ok(RequestScope {
+            user_tokens: parts
+                .user_tokens
+                .map(|t| TokenSelector::parse(&t))
+                .transpose()
+                .map_err(bad)?,
+            user_match: match parts.user_match.as_deref() {
+                None | Some("any") => UserMatch::Any,
+                Some("all") => UserMatch::All,
+                Some(_) => return Err(bad("user_match: expected \"any\" or \"all\"")),
+            },
+            memory_domain: parts
+                .memory_domain
+                .map(Domain::parse)
+                .transpose()
+                .map_err(bad)?,
+            run_id: parts.run_id.map(RunId::parse).transpose().map_err(bad)?,
+            memory_scope: parts
+                .memory_scope
+                .map(MemoryScope::parse)
+                .transpose()
+                .map_err(bad)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn body_scope_fields_are_taken_out() {
+        let mut map = json!({"memory_domain": "d", "user_tokens": ["u:a"], "content": "x"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let parts = ScopeParts::take_from_body(&mut map, SCOPE_KEYS).unwrap();
+        assert_eq!(parts.memory_domain.as_deref(), Some("d"));
+        assert_eq!(parts.user_tokens, Some(vec!["u:a".to_owned()]));
+        assert_eq!(map.len(), 1);
+        let mut bad = json!({"user_tokens": "u:a"}).as_object().cloned().unwrap();
+        assert!(ScopeParts::take_from_body(&mut bad, SCOPE_KEYS).is_err());
+    }
+
+    #[test]
+    fn query_strings_parse_with_repeats_and_commas() {
+        let q = QueryInput::parse(
+            Some("user_tokens=u:a,u:b&user_tokens=u:c&limit=5&memory_domain=d"),
+            &["limit"],
+        )
+        .unwrap();
+        assert_eq!(
+            q.scope.user_tokens,
+            Some(vec!["u:a".into(), "u:b".into(), "u:c".into()])
+        );
+        assert_eq!(q.get("limit"), Some("5"));
+        assert!(QueryInput::parse(Some("nope=1"), &[]).is_err());
+        assert!(QueryInput::parse(Some("run_id=a&run_id=b"), &[]).is_err());
+    }
+
+    #[test]
+    fn disagreeing_sources_are_refused() {
+        let a = single("memory_domain", "a").unwrap();
+        let b = single("memory_domain", "b").unwrap();
+        assert!(a.clone().merge(b, "x").is_err());
+        assert!(a.clone().merge(a.clone(), "x").is_ok());
+    }
+}

@@ -1,0 +1,25 @@
+//! Strata's HTTP API: the only crate that knows HTTP.
+//!
+//! A request flows: middleware (request id, tracing span, body limit) → an authentication
+//! extractor ([`edge`]) that turns `Authorization: Bearer …` into a `TenantScope` or
+//! `OperatorScope` and checks any tenant the request names → a handler that parses the body
+//! and query into engine types ([`input`]) → the engine on the blocking pool → JSON, or an
+//! [`ApiError`] through the one error table ([`error`]).
+//!
+//! The handlers do not re-check visibility: the engine owns those rules and its errors
+//! (`SCOPE_FORBIDDEN`, `NOT_FOUND`, …) pass through the table unchanged.
+
+mod admin;
+mod collections;
+pub mod edge;
+pub mod error;
+mod health;
+pub mod input;
+mod memories;
+mod router;
+mod search;
+mod state;
+
+pub use error::{ApiError, ERROR_CODES};
+pub use router::{openapi, router, served_routes};
+pub use state::{ApiConfig, AppState};

@@ -1,0 +1,148 @@
+//! The router: every route, registered once through utoipa-axum so the OpenAPI document and
+//! the list of served routes come from the same registrations; plus the middleware stack
+//! (request ids, tracing spans, body limit, panic guard) and JSON fallbacks.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::{ApiError, AppState, admin, collections, health, memories, search};
+
+const REQUEST_ID: &str = "x-request-id";
+
+fn api() -> OpenApiRouter<AppState> {
+    // One `routes!` per path: utoipa-axum requires the handlers of one call to share a path.
+    OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::openapi_json))
+        .routes(routes!(memories::create))
+        .routes(routes!(memories::get, memories::patch, memories::delete))
+        .routes(routes!(memories::delete_where))
+        .routes(routes!(memories::list_get, memories::list_post))
+        .routes(routes!(memories::count))
+        .routes(routes!(search::search))
+        .routes(routes!(collections::list, collections::create))
+        .routes(routes!(collections::delete))
+        .routes(routes!(admin::create_tenant, admin::list_tenants))
+        .routes(routes!(admin::get_tenant))
+        .routes(routes!(admin::create_key, admin::list_keys))
+        .routes(routes!(admin::revoke_key))
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = api().into_openapi();
+    doc.info.title = "Strata".into();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    doc.info.description = Some("Multi-tenant memory server for AI agents.".into());
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("An API key (`sk_…`) or a JWT"))
+                .build(),
+        ),
+    );
+    doc
+}
+
+/// Every `(METHOD, path)` the router serves, derived from the registrations themselves.
+pub fn served_routes() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (path, item) in &openapi().paths.paths {
+        let ops = [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("PUT", &item.put),
+            ("PATCH", &item.patch),
+            ("DELETE", &item.delete),
+            ("HEAD", &item.head),
+            ("OPTIONS", &item.options),
+            ("TRACE", &item.trace),
+        ];
+        for (method, op) in ops {
+            if op.is_some() {
+                out.push((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A UUIDv7 for each request that arrives without an `x-request-id`.
+#[derive(Clone, Copy, Default)]
+struct MakeUuid;
+
+impl MakeRequestId for MakeUuid {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+fn span_for(req: &Request) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("-");
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    // `tenant` is filled in by the authentication extractor once the credential is known.
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route,
+        request_id,
+        tenant = tracing::field::Empty,
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal("handler panicked".into()).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// The complete application.
+pub fn router(state: AppState) -> Router {
+    let doc = Arc::new(openapi());
+    let (router, _) = api().split_for_parts();
+    let request_id = HeaderName::from_static(REQUEST_ID);
+    let max_body = state.config.max_body_bytes;
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(doc))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(span_for))
+        .layer(SetRequestIdLayer::new(request_id, MakeUuid))
+        .with_state(state)
+}

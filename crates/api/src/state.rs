@@ -1,0 +1,66 @@
+//! What every handler shares: the engine, the authenticator and the readiness flag.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use strata_auth::Authenticator;
+use strata_engine::Engine;
+
+use crate::ApiError;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest request body accepted, in bytes; larger bodies get `413 PAYLOAD_TOO_LARGE`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        // A full batch of 1000 records with 384-dimensional vectors is ~4 MB of JSON.
+        ApiConfig {
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Shared state of the router. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub auth: Arc<Authenticator>,
+    pub config: ApiConfig,
+    ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, auth: Arc<Authenticator>, config: ApiConfig) -> Self {
+        AppState {
+            engine,
+            auth,
+            config,
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Marks the server as draining: `/readyz` answers 503 so load balancers stop sending.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Runs blocking engine work on tokio's blocking pool (redb commits fsync).
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
+    {
+        let engine = Arc::clone(&self.engine);
+        tokio::task::spawn_blocking(move || f(&engine))
+            .await
+            .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
+    }
+}

@@ -1,0 +1,211 @@
+//! The authenticator: a bearer token in, a [`Principal`] out. It is the only production code
+//! that constructs a [`TenantScope`] or an [`OperatorScope`].
+
+use serde::{Deserialize, Serialize};
+use strata_store::{Reads, Store};
+use strata_types::{Domain, TenantId, UserToken, now_millis};
+
+use crate::jwt::{JwtVerifier, looks_like_jwt};
+use crate::keys::{self, CreatedKey, KeyInfo, KeyTenant, NewKey, ct_eq, hash_token};
+use crate::{AuthError, Grant, OperatorScope, Permission, Permissions, TenantScope};
+
+/// Shortest operator key accepted from the environment, so a typo like `STRATA_OPERATOR_KEY=1`
+/// cannot leave a fleet guarded by a guessable secret.
+const MIN_ENV_OPERATOR_KEY: usize = 24;
+
+/// Authentication settings (the `[auth]` section of the server config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Shared secret for HS256 JWTs (at least 32 bytes). Unset: HS256 tokens are refused.
+    pub jwt_hs256_secret: Option<String>,
+    /// Ed25519 public key in PEM for EdDSA JWTs. Unset: EdDSA tokens are refused.
+    pub jwt_eddsa_public_key: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub jwt_leeway_secs: u64,
+    /// When set, tokens must carry this `iss`.
+    pub jwt_issuer: Option<String>,
+    /// When set, tokens must carry this `aud`.
+    pub jwt_audience: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_hs256_secret: None,
+            jwt_eddsa_public_key: None,
+            jwt_leeway_secs: 5,
+            jwt_issuer: None,
+            jwt_audience: None,
+        }
+    }
+}
+
+/// Who a request is.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A tenant's credential: may touch that tenant's data, within its grant.
+    Tenant(TenantScope),
+    /// An operator credential (tenant `*`, `admin`): may use the admin API.
+    Operator(OperatorScope),
+}
+
+/// Verifies bearer tokens: API keys against the store, JWTs against configured keys.
+pub struct Authenticator {
+    jwt: JwtVerifier,
+    /// SHA-256 of `STRATA_OPERATOR_KEY`, when the operator key comes from the environment.
+    env_operator: Option<[u8; 32]>,
+}
+
+impl Authenticator {
+    /// `env_operator_key` is the operator key taken from the environment, if any.
+    pub fn new(config: &AuthConfig, env_operator_key: Option<&str>) -> Result<Self, AuthError> {
+        let env_operator = match env_operator_key {
+            Some(k) if k.len() < MIN_ENV_OPERATOR_KEY || k.chars().any(char::is_whitespace) => {
+                return Err(AuthError::Config(format!(
+                    "the operator key from the environment needs at least {MIN_ENV_OPERATOR_KEY} characters and no whitespace"
+                )));
+            }
+            Some(k) => Some(hash_token(k)),
+            None => None,
+        };
+        Ok(Authenticator {
+            jwt: JwtVerifier::new(config)?,
+            env_operator,
+        })
+    }
+
+    /// Creates the operator key on first start, when none is stored and none came from the
+    /// environment. Returns the new key, which the caller shows once; `None` when nothing was
+    /// created.
+    pub fn bootstrap_operator(&self, store: &Store) -> Result<Option<CreatedKey>, AuthError> {
+        if self.env_operator.is_some() || keys::has_operator_key(store)? {
+            return Ok(None);
+        }
+        let new = NewKey {
+            tenant: KeyTenant::Operator,
+            name: Some("operator (created at first start)".into()),
+            permissions: Permissions::of(&[
+                Permission::Read,
+                Permission::Write,
+                Permission::Admin,
+                Permission::AllPrincipals,
+            ]),
+            user_tokens: None,
+            domains: None,
+            expires_at: None,
+        };
+        keys::create_unchecked(store, new).map(Some)
+    }
+
+    /// Verifies a bearer token (the part after `Bearer `).
+    pub fn authenticate(&self, store: &Store, token: &str) -> Result<Principal, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Unauthorized("empty bearer token"));
+        }
+        if let Some(expected) = &self.env_operator
+            && ct_eq(&hash_token(token), expected)
+        {
+            return Ok(Principal::Operator(OperatorScope::new(
+                "operator:env".into(),
+            )));
+        }
+        if looks_like_jwt(token) {
+            return self.authenticate_jwt(store, token);
+        }
+        let info = keys::verify(store, token, now_millis())?;
+        let actor = format!("key:{}", info.id);
+        match &info.tenant {
+            KeyTenant::Operator if info.permissions.has(Permission::Admin) => {
+                Ok(Principal::Operator(OperatorScope::new(actor)))
+            }
+            KeyTenant::Operator => Err(AuthError::Unauthorized("operator key without admin")),
+            KeyTenant::Tenant(t) => tenant_scope(store, t, info.grant(), actor),
+        }
+    }
+
+    fn authenticate_jwt(&self, store: &Store, token: &str) -> Result<Principal, AuthError> {
+        if !self.jwt.enabled() {
+            return Err(AuthError::Unauthorized("no jwt keys configured"));
+        }
+        let claims = self.jwt.verify(token)?;
+        let permissions = claims.permissions.unwrap_or_else(Permissions::read_write);
+        let actor = format!("jwt:{}", claims.sub.as_deref().unwrap_or("-"));
+        // Claims come from a trusted issuer but are still names from outside: parse them, and
+        // treat a bad one as a bad credential rather than a bad request.
+        let bad = |_| AuthError::Unauthorized("jwt claim is not a valid name");
+        let user_tokens = claims
+            .user_tokens
+            .map(|v| v.into_iter().map(UserToken::parse).collect())
+            .transpose()
+            .map_err(bad)?;
+        let domains = claims
+            .domains
+            .map(|v| v.into_iter().map(Domain::parse).collect())
+            .transpose()
+            .map_err(bad)?;
+        if claims.tenant == "*" {
+            return if permissions.has(Permission::Admin) {
+                Ok(Principal::Operator(OperatorScope::new(actor)))
+            } else {
+                Err(AuthError::Unauthorized("operator jwt without admin"))
+            };
+        }
+        let tenant = TenantId::parse(claims.tenant).map_err(bad)?;
+        let grant = Grant {
+            permissions,
+            user_tokens,
+            domains,
+        };
+        tenant_scope(store, &tenant, grant, actor)
+    }
+
+    /// Mints a key (see [`keys::create_key`]).
+    pub fn create_key(
+        &self,
+        store: &Store,
+        op: &OperatorScope,
+        new: NewKey,
+    ) -> Result<CreatedKey, AuthError> {
+        keys::create_key(store, op, new)
+    }
+
+    pub fn list_keys(
+        &self,
+        store: &Store,
+        op: &OperatorScope,
+        tenant: Option<&KeyTenant>,
+    ) -> Result<Vec<KeyInfo>, AuthError> {
+        keys::list_keys(store, op, tenant)
+    }
+
+    pub fn revoke_key(
+        &self,
+        store: &Store,
+        op: &OperatorScope,
+        id: &str,
+    ) -> Result<KeyInfo, AuthError> {
+        keys::revoke_key(store, op, id)
+    }
+}
+
+/// Builds a tenant scope from the registry, so the scope carries the tenant's storage key. A
+/// credential for a tenant that no longer exists is simply invalid.
+fn tenant_scope(
+    store: &Store,
+    tenant: &TenantId,
+    grant: Grant,
+    actor: String,
+) -> Result<Principal, AuthError> {
+    let meta = store
+        .read()?
+        .tenant(tenant)?
+        .ok_or(AuthError::Unauthorized(
+            "credential names an unknown tenant",
+        ))?;
+    Ok(Principal::Tenant(TenantScope::new(&meta, grant, actor)))
+}
+
+#[cfg(test)]
+#[path = "authenticator_tests.rs"]
+mod tests;

@@ -1,0 +1,305 @@
+//! Unit tests of the authenticator: API key life cycle and JWT verification.
+
+use super::*;
+use crate::KEY_PREFIX;
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use strata_store::Store;
+
+const HS_SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!!";
+// Throwaway Ed25519 test keys (generated with `openssl genpkey -algorithm ed25519`).
+const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIM+/f0gT0gVhdROVVrBw/0w1JLqRAkEYHnoXQ/DrXNQ9
+-----END PRIVATE KEY-----
+";
+const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAyePH9yi6BUHxahjGhFDZtl0+EvVCq7Y4pJL/cpmaJ+M=
+-----END PUBLIC KEY-----
+";
+const ED_OTHER_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEILQUVU09SLTRhKsPqH988T1V9MirMmtgdOyQSg58xSHU
+-----END PRIVATE KEY-----
+";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    auth: Authenticator,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    store
+        .write(|w| {
+            w.create_tenant(&TenantId::parse("acme").unwrap(), 0, Default::default())
+                .map(|_| ())
+        })
+        .unwrap();
+    let config = AuthConfig {
+        jwt_hs256_secret: Some(HS_SECRET.into()),
+        jwt_eddsa_public_key: Some(ED_PUBLIC.into()),
+        ..AuthConfig::default()
+    };
+    let auth = Authenticator::new(&config, None).unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        auth,
+    }
+}
+
+fn operator() -> OperatorScope {
+    OperatorScope::new("test".into())
+}
+
+fn tenant_key(f: &Fixture, expires_at: Option<i64>) -> CreatedKey {
+    let new = NewKey {
+        tenant: KeyTenant::Tenant(TenantId::parse("acme").unwrap()),
+        name: None,
+        permissions: Permissions::of(&[Permission::Read]),
+        user_tokens: Some(vec![UserToken::parse("u:alice").unwrap()]),
+        domains: None,
+        expires_at,
+    };
+    f.auth.create_key(&f.store, &operator(), new).unwrap()
+}
+
+fn unauthorized(r: Result<Principal, AuthError>) -> &'static str {
+    match r {
+        Err(AuthError::Unauthorized(why)) => why,
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+}
+
+#[test]
+fn api_key_authenticates_to_its_tenant_and_grant() {
+    let f = fixture();
+    let key = tenant_key(&f, None);
+    assert!(key.secret.starts_with(KEY_PREFIX));
+    let Principal::Tenant(scope) = f.auth.authenticate(&f.store, &key.secret).unwrap() else {
+        panic!("expected a tenant scope");
+    };
+    assert_eq!(scope.tenant().as_str(), "acme");
+    assert_eq!(
+        scope.grant().permissions,
+        Permissions::of(&[Permission::Read])
+    );
+    assert_eq!(scope.actor(), format!("key:{}", key.info.id));
+}
+
+#[test]
+fn only_the_hash_is_stored() {
+    let f = fixture();
+    let key = tenant_key(&f, None);
+    let row = f
+        .store
+        .read()
+        .unwrap()
+        .credential(&key.info.id)
+        .unwrap()
+        .unwrap();
+    let row = String::from_utf8(row).unwrap();
+    let secret_part = key.secret.rsplit('_').next().unwrap();
+    assert!(!row.contains(secret_part), "secret stored in clear: {row}");
+}
+
+#[test]
+fn wrong_secret_revoked_and_expired_keys_are_refused() {
+    let f = fixture();
+    let key = tenant_key(&f, None);
+    // Same id, different secret: the row is found, the hash does not match.
+    let mut forged = key.secret.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(
+        unauthorized(f.auth.authenticate(&f.store, &forged)),
+        "wrong api key secret"
+    );
+    assert_eq!(
+        unauthorized(f.auth.authenticate(&f.store, "sk_nope")),
+        "malformed api key"
+    );
+    assert_eq!(
+        unauthorized(f.auth.authenticate(&f.store, "")),
+        "empty bearer token"
+    );
+
+    f.auth
+        .revoke_key(&f.store, &operator(), &key.info.id)
+        .unwrap();
+    assert_eq!(
+        unauthorized(f.auth.authenticate(&f.store, &key.secret)),
+        "revoked api key"
+    );
+
+    let expired = tenant_key(&f, Some(1));
+    assert_eq!(
+        unauthorized(f.auth.authenticate(&f.store, &expired.secret)),
+        "expired api key"
+    );
+}
+
+#[test]
+fn keys_need_an_existing_tenant() {
+    let f = fixture();
+    let new = NewKey {
+        tenant: KeyTenant::Tenant(TenantId::parse("ghost").unwrap()),
+        name: None,
+        permissions: Permissions::read_write(),
+        user_tokens: None,
+        domains: None,
+        expires_at: None,
+    };
+    assert!(matches!(
+        f.auth.create_key(&f.store, &operator(), new),
+        Err(AuthError::TenantNotFound(_))
+    ));
+}
+
+#[test]
+fn operator_key_is_bootstrapped_once() {
+    let f = fixture();
+    let first = f.auth.bootstrap_operator(&f.store).unwrap().unwrap();
+    assert!(f.auth.bootstrap_operator(&f.store).unwrap().is_none());
+    assert!(matches!(
+        f.auth.authenticate(&f.store, &first.secret).unwrap(),
+        Principal::Operator(_)
+    ));
+}
+
+#[test]
+fn env_operator_key_works_and_suppresses_bootstrap() {
+    let f = fixture();
+    let env_key = "an-operator-key-from-the-environment";
+    let auth = Authenticator::new(&AuthConfig::default(), Some(env_key)).unwrap();
+    assert!(matches!(
+        auth.authenticate(&f.store, env_key).unwrap(),
+        Principal::Operator(_)
+    ));
+    assert!(auth.bootstrap_operator(&f.store).unwrap().is_none());
+    assert!(Authenticator::new(&AuthConfig::default(), Some("short")).is_err());
+}
+
+fn claims(exp_offset: i64) -> Value {
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    json!({"tenant": "acme", "sub": "svc", "permissions": ["read"],
+           "user_tokens": ["u:bob"], "exp": now + exp_offset})
+}
+
+fn hs(claims: &Value, secret: &[u8]) -> String {
+    encode(
+        &Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+fn ed(claims: &Value, private_pem: &str) -> String {
+    let key = EncodingKey::from_ed_pem(private_pem.as_bytes()).unwrap();
+    encode(&Header::new(jsonwebtoken::Algorithm::EdDSA), claims, &key).unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    // URL-safe base64 without padding, enough for hand-built test tokens.
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[test]
+fn valid_jwts_of_both_algorithms_authenticate() {
+    let f = fixture();
+    for token in [
+        hs(&claims(600), HS_SECRET.as_bytes()),
+        ed(&claims(600), ED_PRIVATE),
+    ] {
+        let Principal::Tenant(scope) = f.auth.authenticate(&f.store, &token).unwrap() else {
+            panic!("expected a tenant scope");
+        };
+        assert_eq!(scope.tenant().as_str(), "acme");
+        assert_eq!(scope.actor(), "jwt:svc");
+        assert_eq!(
+            scope.grant().user_tokens,
+            Some(vec![UserToken::parse("u:bob").unwrap()])
+        );
+    }
+}
+
+#[test]
+fn jwt_attacks_are_refused() {
+    let f = fixture();
+    let good = hs(&claims(600), HS_SECRET.as_bytes());
+    let parts: Vec<&str> = good.split('.').collect();
+    let none_header = b64(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = b64(serde_json::to_string(&claims(600)).unwrap().as_bytes());
+    let mut no_exp = claims(600);
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let mut other_tenant = claims(600);
+    other_tenant["tenant"] = json!("ghost");
+    let cases: Vec<(&str, String)> = vec![
+        ("alg none", format!("{none_header}.{payload}.")),
+        (
+            "alg none, signature kept",
+            format!("{none_header}.{payload}.{}", parts[2]),
+        ),
+        (
+            "HS256 signed with the public key",
+            hs(&claims(600), ED_PUBLIC.as_bytes()),
+        ),
+        (
+            "wrong HMAC secret",
+            hs(&claims(600), b"another-secret-of-at-least-32-bytes!!"),
+        ),
+        ("wrong Ed25519 key", ed(&claims(600), ED_OTHER_PRIVATE)),
+        (
+            "tampered payload",
+            format!("{}.{}.{}", parts[0], payload_with_tenant(), parts[2]),
+        ),
+        ("expired", hs(&claims(-600), HS_SECRET.as_bytes())),
+        ("missing exp", hs(&no_exp, HS_SECRET.as_bytes())),
+        ("unknown tenant", hs(&other_tenant, HS_SECRET.as_bytes())),
+        ("garbage", "a.b.c".into()),
+    ];
+    for (name, token) in cases {
+        assert!(
+            matches!(
+                f.auth.authenticate(&f.store, &token),
+                Err(AuthError::Unauthorized(_))
+            ),
+            "{name} was accepted"
+        );
+    }
+}
+
+fn payload_with_tenant() -> String {
+    let mut c = claims(600);
+    c["permissions"] = json!(["read", "write", "admin"]);
+    b64(serde_json::to_string(&c).unwrap().as_bytes())
+}
+
+#[test]
+fn jwts_are_refused_when_no_key_is_configured() {
+    let f = fixture();
+    let auth = Authenticator::new(&AuthConfig::default(), None).unwrap();
+    let token = hs(&claims(600), HS_SECRET.as_bytes());
+    assert!(matches!(
+        auth.authenticate(&f.store, &token),
+        Err(AuthError::Unauthorized(_))
+    ));
+    let short = AuthConfig {
+        jwt_hs256_secret: Some("short".into()),
+        ..AuthConfig::default()
+    };
+    assert!(Authenticator::new(&short, None).is_err());
+}

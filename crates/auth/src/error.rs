@@ -1,0 +1,26 @@
+//! Authentication and credential-management errors.
+
+use strata_store::StoreError;
+use strata_types::{InvalidName, TenantId};
+
+/// Why a credential was refused or a key operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Missing, malformed, unknown, wrong, expired or revoked credential. The reason is for the
+    /// server's log only: clients get one message for all of them, so a probe learns nothing.
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("tenant {0} does not exist")]
+    TenantNotFound(TenantId),
+    #[error("key not found")]
+    KeyNotFound,
+    /// The authentication settings are unusable; the server refuses to start.
+    #[error("auth configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

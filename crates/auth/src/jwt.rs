@@ -1,0 +1,110 @@
+//! JWT verification against configured keys: HS256 with a shared secret and EdDSA (Ed25519)
+//! with a public key.
+//!
+//! The verifying key is chosen by the token's `alg` header, and each key accepts exactly one
+//! algorithm, so a token cannot pick how it is checked: `none` does not parse, an HS256 token
+//! signed with the public key is checked against the HMAC secret (and fails), and any other
+//! algorithm is refused. `exp` is required.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::{AuthConfig, AuthError, Permissions};
+
+/// Shortest HS256 secret accepted: RFC 7518 asks for a key at least as long as the hash.
+const MIN_HS256_SECRET: usize = 32;
+
+/// The claims Strata reads. Unknown claims are ignored (issuers add their own).
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Claims {
+    /// Tenant id, or `*` for an operator token (which also needs `admin`).
+    pub tenant: String,
+    pub sub: Option<String>,
+    /// Absent: `read` and `write`, like a plain key.
+    pub permissions: Option<Permissions>,
+    pub user_tokens: Option<Vec<String>>,
+    pub domains: Option<Vec<String>>,
+}
+
+/// The configured JWT keys.
+pub(crate) struct JwtVerifier {
+    hs256: Option<DecodingKey>,
+    eddsa: Option<DecodingKey>,
+    leeway_secs: u64,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl JwtVerifier {
+    pub fn new(config: &AuthConfig) -> Result<Self, AuthError> {
+        let hs256 = match &config.jwt_hs256_secret {
+            Some(s) if s.len() < MIN_HS256_SECRET => {
+                return Err(AuthError::Config(format!(
+                    "jwt_hs256_secret: at least {MIN_HS256_SECRET} bytes"
+                )));
+            }
+            Some(s) => Some(DecodingKey::from_secret(s.as_bytes())),
+            None => None,
+        };
+        let eddsa = match &config.jwt_eddsa_public_key {
+            Some(pem) => Some(DecodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| {
+                AuthError::Config(format!("jwt_eddsa_public_key: not an Ed25519 PEM key: {e}"))
+            })?),
+            None => None,
+        };
+        Ok(JwtVerifier {
+            hs256,
+            eddsa,
+            leeway_secs: config.jwt_leeway_secs,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+        })
+    }
+
+    /// Whether any key is configured (otherwise every JWT is refused).
+    pub fn enabled(&self) -> bool {
+        self.hs256.is_some() || self.eddsa.is_some()
+    }
+
+    /// Verifies signature, algorithm and time claims, and returns the claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| AuthError::Unauthorized("malformed jwt or unsupported alg"))?;
+        let (key, alg) = match header.alg {
+            Algorithm::HS256 => (self.hs256.as_ref(), Algorithm::HS256),
+            Algorithm::EdDSA => (self.eddsa.as_ref(), Algorithm::EdDSA),
+            _ => (None, header.alg),
+        };
+        let key = key.ok_or(AuthError::Unauthorized("jwt alg not accepted"))?;
+        let mut v = Validation::new(alg);
+        v.algorithms = vec![alg];
+        v.leeway = self.leeway_secs;
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp"]);
+        match &self.audience {
+            Some(aud) => v.set_audience(&[aud]),
+            None => v.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss]);
+        }
+        jsonwebtoken::decode::<Claims>(token, key, &v)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                AuthError::Unauthorized(match e.kind() {
+                    ErrorKind::ExpiredSignature => "expired jwt",
+                    ErrorKind::InvalidSignature => "jwt signature does not verify",
+                    ErrorKind::MissingRequiredClaim(_) => "jwt lacks a required claim",
+                    ErrorKind::InvalidAlgorithm => "jwt alg not accepted",
+                    _ => "invalid jwt",
+                })
+            })
+    }
+}
+
+/// Whether a bearer token is shaped like a JWT (three dot-separated parts).
+pub(crate) fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
+}

@@ -1,0 +1,238 @@
+//! The audit log (SPEC sections 4 and 7): append-only, per tenant.
+//!
+//! Mutations append their row inside their own transaction, so a write and its audit row are
+//! durable together or not at all. Events that change nothing (authentication failures,
+//! security events) are appended on their own. Rows of a tenant live under the tenant's
+//! storage prefix, so a tenant's rows never show up in another tenant's view, and a hard
+//! delete erases them with the rest; events that belong to no registered tenant go to the
+//! server's own log, which only operators read.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use strata_auth::{OperatorScope, Permission, TenantScope};
+use strata_store::{Reads, StoreError, TenantKey, Writer};
+use strata_types::{Millis, TenantId, now_millis};
+
+use crate::{Engine, EngineError};
+
+/// The most rows one query returns.
+pub const MAX_AUDIT_ROWS: usize = 1000;
+
+/// One audit row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRow {
+    /// Position in its tenant's log (or the server's).
+    #[serde(default)]
+    pub seq: u64,
+    pub at: Millis,
+    pub tenant: Option<TenantId>,
+    /// Key id or JWT subject.
+    pub actor: String,
+    /// What happened, e.g. `memory.put`, `tenant.suspend`, `auth.failure`.
+    pub action: String,
+    /// `ok`, or the error code that refused it.
+    pub outcome: String,
+    pub client: Option<String>,
+    pub request_id: Option<String>,
+    /// Small, action-specific facts (counts, ids); never record content.
+    #[serde(default)]
+    pub detail: Value,
+}
+
+/// An event to record; `at` and `seq` are filled in.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEvent {
+    pub tenant: Option<TenantId>,
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    pub client: Option<String>,
+    pub request_id: Option<String>,
+    pub detail: Value,
+}
+
+/// Which rows to return.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Operator queries only: one tenant's rows (`*`-less); absent means every log.
+    pub tenant: Option<TenantId>,
+    pub action: Option<String>,
+    /// Rows at or after this time (ms).
+    pub since: Option<Millis>,
+    /// Rows before this time (ms).
+    pub until: Option<Millis>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+impl AuditQuery {
+    fn limit(&self) -> Result<usize, EngineError> {
+        match self.limit {
+            None => Ok(100),
+            Some(n) if (1..=MAX_AUDIT_ROWS).contains(&n) => Ok(n),
+            Some(_) => Err(EngineError::BadRequest(format!(
+                "limit: must be 1 to {MAX_AUDIT_ROWS}"
+            ))),
+        }
+    }
+
+    fn keeps(&self, row: &AuditRow) -> bool {
+        self.action.as_ref().is_none_or(|a| &row.action == a)
+            && self.since.is_none_or(|t| row.at >= t)
+            && self.until.is_none_or(|t| row.at < t)
+    }
+}
+
+impl AuditEvent {
+    fn into_row(self) -> AuditRow {
+        AuditRow {
+            seq: 0,
+            at: now_millis(),
+            tenant: self.tenant,
+            actor: self.actor,
+            action: self.action,
+            outcome: self.outcome,
+            client: self.client,
+            request_id: self.request_id,
+            detail: self.detail,
+        }
+    }
+}
+
+/// Appends `event` to the log under `key`, inside the caller's transaction.
+pub(crate) fn append(
+    w: &mut Writer<'_>,
+    key: TenantKey,
+    event: AuditEvent,
+) -> Result<(), StoreError> {
+    let row =
+        serde_json::to_vec(&event.into_row()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    w.append_audit(key, &row)?;
+    Ok(())
+}
+
+/// The audit event of a tenant-scoped mutation.
+pub(crate) fn tenant_event(scope: &TenantScope, action: &str, detail: Value) -> AuditEvent {
+    AuditEvent {
+        tenant: Some(scope.tenant().clone()),
+        actor: scope.actor().to_owned(),
+        action: action.to_owned(),
+        outcome: "ok".into(),
+        client: None,
+        request_id: None,
+        detail,
+    }
+}
+
+/// The audit event of an operator action on a tenant.
+pub(crate) fn operator_event(op: &OperatorScope, tenant: &TenantId, action: &str) -> AuditEvent {
+    AuditEvent {
+        tenant: Some(tenant.clone()),
+        actor: op.actor().to_owned(),
+        action: action.to_owned(),
+        outcome: "ok".into(),
+        client: None,
+        request_id: None,
+        detail: Value::Null,
+    }
+}
+
+fn read_log(
+    r: &impl Reads,
+    key: TenantKey,
+    q: &AuditQuery,
+    out: &mut Vec<AuditRow>,
+) -> Result<(), EngineError> {
+    let mut after = 0;
+    loop {
+        let rows = r.audit_rows(key, after, 1024)?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(());
+        };
+        after = *last;
+        for (seq, bytes) in rows {
+            let mut row: AuditRow =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            row.seq = seq;
+            if q.keeps(&row) {
+                out.push(row);
+            }
+        }
+    }
+}
+
+fn newest(mut rows: Vec<AuditRow>, limit: usize) -> Vec<AuditRow> {
+    rows.sort_by(|a, b| b.at.cmp(&a.at).then(b.seq.cmp(&a.seq)));
+    rows.truncate(limit);
+    rows
+}
+
+impl Engine {
+    /// Records an event that is not part of a write (authentication failures, security
+    /// events). It goes to the tenant's log if the tenant exists, else to the server's.
+    pub fn record_audit(&self, event: AuditEvent) -> Result<(), EngineError> {
+        self.store.write(|w| {
+            let key = match &event.tenant {
+                Some(t) => w.tenant(t)?.map_or(TenantKey::SERVER, |m| m.key),
+                None => TenantKey::SERVER,
+            };
+            Ok::<_, EngineError>(append(w, key, event)?)
+        })
+    }
+
+    /// Operator view: rows of one tenant, or of every tenant and the server, newest first.
+    pub fn audit_rows(
+        &self,
+        _op: &OperatorScope,
+        q: &AuditQuery,
+    ) -> Result<Vec<AuditRow>, EngineError> {
+        let limit = q.limit()?;
+        let r = self.store.read()?;
+        let mut rows = Vec::new();
+        match &q.tenant {
+            Some(t) => {
+                if let Some(meta) = r.tenant(t)? {
+                    read_log(&r, meta.key, q, &mut rows)?;
+                }
+                // Events about the tenant that reached the server log (e.g. after a purge).
+                let mut server = Vec::new();
+                read_log(&r, TenantKey::SERVER, q, &mut server)?;
+                rows.extend(
+                    server
+                        .into_iter()
+                        .filter(|row| row.tenant.as_ref() == Some(t)),
+                );
+            }
+            None => {
+                for meta in r.tenants()? {
+                    read_log(&r, meta.key, q, &mut rows)?;
+                }
+                read_log(&r, TenantKey::SERVER, q, &mut rows)?;
+            }
+        }
+        Ok(newest(rows, limit))
+    }
+
+    /// A tenant's own rows, newest first; needs the `admin` permission.
+    pub fn own_audit_rows(
+        &self,
+        scope: &TenantScope,
+        q: &AuditQuery,
+    ) -> Result<Vec<AuditRow>, EngineError> {
+        if !scope.grant().permissions.has(Permission::Admin) {
+            return Err(EngineError::PermissionDenied(Permission::Admin));
+        }
+        if q.tenant.as_ref().is_some_and(|t| t != scope.tenant()) {
+            return Err(EngineError::ScopeForbidden(
+                "tenant: a tenant reads only its own audit rows".into(),
+            ));
+        }
+        let limit = q.limit()?;
+        let r = self.store.read()?;
+        crate::tenants::check_live(&r, scope)?;
+        let mut rows = Vec::new();
+        read_log(&r, scope.key(), q, &mut rows)?;
+        Ok(newest(rows, limit))
+    }
+}

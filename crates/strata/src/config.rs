@@ -1,0 +1,202 @@
+//! Server configuration: one TOML file (see `strata.example.toml`, the commented reference)
+//! plus environment overrides `STRATA__SECTION__KEY=value`, parsed once into [`Config`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use strata_auth::AuthConfig;
+use strata_engine::EngineConfig;
+
+/// Prefix of environment overrides; `__` separates the path, e.g. `STRATA__SERVER__LISTEN`.
+const ENV_PREFIX: &str = "STRATA__";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub engine: EngineConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port (the bound address is printed).
+    pub listen: String,
+    /// Where the embedded storage keeps its files.
+    pub data_dir: PathBuf,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for in-flight requests before dropping them.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:7700".into(),
+            data_dir: PathBuf::from("./data"),
+            max_body_bytes: strata_api::ApiConfig::default().max_body_bytes,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `strata_api=debug,info`; `RUST_LOG` wins when set.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `file` (if given), applies the environment's overrides and validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<toml::Table>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, value) in env {
+            if let Some(path) = key.strip_prefix(ENV_PREFIX) {
+                apply_override(&mut table, path, &value)
+                    .with_context(|| format!("environment variable {key}"))?;
+            }
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration")?;
+        config
+            .engine
+            .validate()
+            .context("invalid [engine] configuration")?;
+        if config.server.max_body_bytes < 1024 {
+            bail!("server.max_body_bytes: at least 1024");
+        }
+        Ok(config)
+    }
+}
+
+/// Sets `SECTION__KEY` (case-insensitive) in `table`. Values that read as TOML booleans,
+/// numbers, arrays or quoted strings take that type; anything else is a plain string, so
+/// `STRATA__SERVER__LISTEN=0.0.0.0:7700` needs no quoting.
+fn apply_override(table: &mut toml::Table, path: &str, raw: &str) -> anyhow::Result<()> {
+    let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    if keys.iter().any(String::is_empty) {
+        bail!("malformed override path");
+    }
+    let value = parse_value(raw);
+    let (last, parents) = keys.split_last().context("empty override path")?;
+    let mut cur = table;
+    for k in parents {
+        let entry = cur
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => bail!("{k} is not a section"),
+        };
+    }
+    cur.insert(last.clone(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let typed = raw == "true"
+        || raw == "false"
+        || raw.starts_with('[')
+        || raw.starts_with('"')
+        || raw.parse::<i64>().is_ok()
+        || raw.parse::<f64>().is_ok();
+    if typed
+        && let Ok(mut t) = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        && let Some(v) = t.remove("v")
+    {
+        return v;
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn defaults_are_sensible() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:7700");
+        assert_eq!(c.server.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn env_overrides_typed_values() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("STRATA__SERVER__LISTEN", "127.0.0.1:0"),
+                ("STRATA__SERVER__SHUTDOWN_TIMEOUT_SECS", "3"),
+                ("STRATA__ENGINE__LIMITS__MAX_BATCH", "10"),
+                (
+                    "STRATA__AUTH__JWT_HS256_SECRET",
+                    "\"12345678901234567890123456789012\"",
+                ),
+                ("STRATA_OPERATOR_KEY", "not an override"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:0");
+        assert_eq!(c.server.shutdown_timeout_secs, 3);
+        assert_eq!(c.engine.limits.max_batch, 10);
+        assert_eq!(
+            c.auth.jwt_hs256_secret.as_deref(),
+            Some("12345678901234567890123456789012")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(Config::load(None, env(&[("STRATA__SERVER__LISTNE", "x")])).is_err());
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_complete() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../strata.example.toml");
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.server.listen, ServerConfig::default().listen);
+    }
+}

@@ -1,0 +1,83 @@
+//! The admin CLI against a running server: tenants and keys, with the operator key from
+//! `STRATA_KEY` and the server from `--server`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{OPERATOR_KEY, Server};
+use serde_json::Value;
+
+fn strata(server: &Server, args: &[&str]) -> (bool, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .args(["--server", &server.url])
+        .env("STRATA_KEY", OPERATOR_KEY)
+        .output()
+        .expect("run strata");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (
+        out.status.success(),
+        serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        stderr,
+    )
+}
+
+#[test]
+fn tenant_and_key_commands_work() {
+    let server = Server::start();
+    let (ok, v, err) = strata(&server, &["tenant", "create", "acme", "--name", "Acme"]);
+    assert!(ok, "{err}");
+    assert_eq!(v["id"], "acme");
+    let (ok, v, _) = strata(&server, &["tenant", "list"]);
+    assert!(
+        ok && v["tenants"].as_array().is_some_and(|t| t.len() == 1),
+        "{v}"
+    );
+    let (ok, v, _) = strata(&server, &["tenant", "show", "acme"]);
+    assert!(ok && v["display_name"] == "Acme", "{v}");
+    let (ok, _, err) = strata(&server, &["tenant", "show", "ghost"]);
+    assert!(!ok && err.contains("NOT_FOUND"), "{err}");
+
+    let (ok, v, err) = strata(
+        &server,
+        &[
+            "key",
+            "create",
+            "--tenant",
+            "acme",
+            "--permissions",
+            "read",
+            "--domains",
+            "support",
+        ],
+    );
+    assert!(ok, "{err}");
+    let secret = v["key"].as_str().expect("secret").to_owned();
+    let id = v["id"].as_str().expect("id").to_owned();
+    assert_eq!(server.get("/v1/memories/list", &secret).0, 200);
+
+    let (ok, v, _) = strata(&server, &["key", "list", "--tenant", "acme"]);
+    assert!(ok, "{v}");
+    let listed = v["keys"].to_string();
+    assert!(
+        listed.contains(&id) && !listed.contains(&secret),
+        "{listed}"
+    );
+
+    let (ok, v, err) = strata(&server, &["key", "revoke", &id]);
+    assert!(ok && v["revoked_at"].is_number(), "{err} {v}");
+    assert_eq!(server.get("/v1/memories/list", &secret).0, 401);
+}
+
+#[test]
+fn a_bad_operator_key_is_reported() {
+    let server = Server::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["tenant", "list", "--server", &server.url, "--key", "wrong"])
+        .output()
+        .expect("run strata");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UNAUTHORIZED"));
+}

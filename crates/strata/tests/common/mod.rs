@@ -1,0 +1,147 @@
+//! Test harness: runs the real `strata` binary on port 0 with a temporary data directory,
+//! reads the bound address from its stdout, talks HTTP to it, and kills it on drop.
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub const OPERATOR_KEY: &str = "test-operator-key-0123456789abcdef";
+pub const HS_SECRET: &str = "test-hs256-secret-of-at-least-32-bytes";
+// Throwaway Ed25519 test keys (generated with `openssl genpkey -algorithm ed25519`).
+pub const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIM+/f0gT0gVhdROVVrBw/0w1JLqRAkEYHnoXQ/DrXNQ9
+-----END PRIVATE KEY-----
+";
+pub const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAyePH9yi6BUHxahjGhFDZtl0+EvVCq7Y4pJL/cpmaJ+M=
+-----END PUBLIC KEY-----
+";
+pub const ED_OTHER_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEILQUVU09SLTRhKsPqH988T1V9MirMmtgdOyQSg58xSHU
+-----END PRIVATE KEY-----
+";
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    http: reqwest::blocking::Client,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("serve")
+            .env("STRATA__SERVER__LISTEN", "127.0.0.1:0")
+            .env("STRATA__SERVER__DATA_DIR", dir.path().join("data"))
+            .env("STRATA__AUTH__JWT_HS256_SECRET", HS_SECRET)
+            .env("STRATA__AUTH__JWT_EDDSA_PUBLIC_KEY", ED_PUBLIC)
+            .env("STRATA_OPERATOR_KEY", OPERATOR_KEY)
+            .env("RUST_LOG", "info")
+            .env_remove("STRATA_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn strata");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("server exited before printing its address")
+                .expect("read stdout");
+            if let Some(url) = line.strip_prefix("listening on ") {
+                break url.to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        Server {
+            child,
+            url,
+            dir,
+            http,
+        }
+    }
+
+    /// Sends a request; returns the status and the JSON body (`null` when there is none).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req.send().expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().expect("body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    pub fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        self.call("GET", path, Some(key), &[], None)
+    }
+
+    pub fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(key), &[], Some(&body))
+    }
+
+    /// Registers a tenant and returns nothing; panics on failure.
+    pub fn tenant(&self, id: &str) {
+        let (s, v) = self.post("/v1/admin/tenants", OPERATOR_KEY, json!({ "id": id }));
+        assert_eq!(s, 201, "{v}");
+    }
+
+    /// Mints a key for `tenant` with the extra fields in `grant`; returns its secret.
+    pub fn key(&self, tenant: &str, grant: Value) -> String {
+        let mut body = json!({ "tenant": tenant });
+        if let Value::Object(m) = grant {
+            for (k, v) in m {
+                body[k] = v;
+            }
+        }
+        let (s, v) = self.post("/v1/admin/keys", OPERATOR_KEY, body);
+        assert_eq!(s, 201, "{v}");
+        v["key"].as_str().expect("key in answer").to_owned()
+    }
+
+    /// The server's log so far, for assertions on security events.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The error code of an error body.
+pub fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}

@@ -1,0 +1,150 @@
+//! JWT attacks against the real server: each forgery is `401 UNAUTHORIZED`, while properly
+//! signed HS256 and EdDSA tokens work.
+
+mod common;
+
+use common::{ED_OTHER_PRIVATE, ED_PRIVATE, ED_PUBLIC, HS_SECRET, Server, code};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+
+fn claims(exp_offset: i64) -> Value {
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    json!({"tenant": "acme", "sub": "svc", "permissions": ["read", "write"], "exp": now + exp_offset})
+}
+
+fn hs(claims: &Value, secret: &[u8]) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+fn ed(claims: &Value, private_pem: &str) -> String {
+    let key = EncodingKey::from_ed_pem(private_pem.as_bytes()).unwrap();
+    encode(&Header::new(Algorithm::EdDSA), claims, &key).unwrap()
+}
+
+/// URL-safe base64 without padding, for hand-built tokens.
+fn b64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn status(server: &Server, token: &str) -> (u16, String) {
+    let (s, v) = server.get("/v1/memories/list", token);
+    (s, code(&v).to_owned())
+}
+
+#[test]
+fn base64_helper_is_right() {
+    assert_eq!(b64(b"abc"), "YWJj");
+    assert_eq!(b64(b"ab"), "YWI");
+    assert_eq!(b64(b"a"), "YQ");
+}
+
+#[test]
+fn signed_tokens_of_both_algorithms_are_accepted() {
+    let server = Server::start();
+    server.tenant("acme");
+    assert_eq!(
+        status(&server, &hs(&claims(600), HS_SECRET.as_bytes())).0,
+        200
+    );
+    assert_eq!(status(&server, &ed(&claims(600), ED_PRIVATE)).0, 200);
+}
+
+#[test]
+fn forged_tokens_are_rejected() {
+    let server = Server::start();
+    server.tenant("acme");
+    let good = hs(&claims(600), HS_SECRET.as_bytes());
+    let parts: Vec<&str> = good.split('.').collect();
+    let payload = b64(claims(600).to_string().as_bytes());
+    let mut escalated = claims(600);
+    escalated["permissions"] = json!(["read", "write", "admin", "all_principals"]);
+    escalated["tenant"] = json!("*");
+    let mut no_exp = claims(600);
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "alg none, empty signature",
+            format!("{}.{payload}.", b64(br#"{"alg":"none","typ":"JWT"}"#)),
+        ),
+        (
+            "alg None",
+            format!("{}.{payload}.", b64(br#"{"alg":"None"}"#)),
+        ),
+        (
+            "alg none, old signature kept",
+            format!("{}.{payload}.{}", b64(br#"{"alg":"none"}"#), parts[2]),
+        ),
+        (
+            "HS256 signed with the EdDSA public key",
+            hs(&claims(600), ED_PUBLIC.as_bytes()),
+        ),
+        (
+            "EdDSA header over an HMAC signature",
+            format!(
+                "{}.{}.{}",
+                b64(br#"{"alg":"EdDSA","typ":"JWT"}"#),
+                parts[1],
+                parts[2]
+            ),
+        ),
+        (
+            "HS512 not accepted",
+            encode(
+                &Header::new(Algorithm::HS512),
+                &claims(600),
+                &EncodingKey::from_secret(HS_SECRET.as_bytes()),
+            )
+            .unwrap(),
+        ),
+        (
+            "wrong HMAC secret",
+            hs(&claims(600), b"some-other-secret-of-at-least-32-bytes"),
+        ),
+        ("wrong Ed25519 key", ed(&claims(600), ED_OTHER_PRIVATE)),
+        (
+            "tampered payload",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                b64(escalated.to_string().as_bytes()),
+                parts[2]
+            ),
+        ),
+        (
+            "tampered signature",
+            format!("{}.{}.{}x", parts[0], parts[1], parts[2]),
+        ),
+        ("expired", hs(&claims(-3600), HS_SECRET.as_bytes())),
+        ("missing exp", hs(&no_exp, HS_SECRET.as_bytes())),
+        (
+            "unknown tenant",
+            hs(
+                &json!({"tenant": "ghost", "exp": claims(600)["exp"]}),
+                HS_SECRET.as_bytes(),
+            ),
+        ),
+    ];
+    for (name, token) in cases {
+        assert_eq!(
+            status(&server, &token),
+            (401, "UNAUTHORIZED".into()),
+            "{name} was not rejected"
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! A domain-limited key and a principal-bound key cannot widen their scope through body
+//! fields, headers or query parameters: every attempt is `403 SCOPE_FORBIDDEN`, while the
+//! scope they were granted keeps working.
+
+mod common;
+
+use common::{Server, code};
+use serde_json::{Value, json};
+
+struct Setup {
+    server: Server,
+    domain_key: String,
+    bound_key: String,
+}
+
+fn setup() -> Setup {
+    let server = Server::start();
+    server.tenant("acme");
+    let rw = json!(["read", "write"]);
+    let domain_key = server.key("acme", json!({"permissions": rw, "domains": ["support"]}));
+    let bound_key = server.key(
+        "acme",
+        json!({"permissions": rw, "user_tokens": ["u:alice"]}),
+    );
+    Setup {
+        server,
+        domain_key,
+        bound_key,
+    }
+}
+
+/// One request: method, path, headers, body.
+type Attempt = (
+    &'static str,
+    String,
+    Vec<(&'static str, &'static str)>,
+    Option<Value>,
+);
+
+fn expect_forbidden(server: &Server, key: &str, attempts: Vec<Attempt>) {
+    for (method, path, headers, body) in attempts {
+        let (s, v) = server.call(method, &path, Some(key), &headers, body.as_ref());
+        assert_eq!(
+            (s, code(&v)),
+            (403, "SCOPE_FORBIDDEN"),
+            "{method} {path} {headers:?} {body:?}: {v}"
+        );
+    }
+}
+
+#[test]
+fn domain_limited_key_stays_in_its_domains() {
+    let Setup {
+        server, domain_key, ..
+    } = setup();
+    let k = &domain_key;
+    // Its own domain works, named or not.
+    let (s, v) = server.post(
+        "/v1/memories",
+        k,
+        json!({"id": "r1", "content": "support note"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server.call(
+        "GET",
+        "/v1/memories/r1",
+        Some(k),
+        &[("x-strata-domain", "support")],
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+
+    let other = || json!({"memory_domain": "billing"});
+    let h = vec![("x-strata-domain", "billing")];
+    let attempts: Vec<Attempt> = vec![
+        // Body fields.
+        (
+            "POST",
+            "/v1/memories".into(),
+            vec![],
+            Some(json!({"content": "x", "memory_domain": "billing"})),
+        ),
+        (
+            "POST",
+            "/v1/memories".into(),
+            vec![],
+            Some(json!({"records": [{"content": "x"}], "memory_domain": "billing"})),
+        ),
+        ("POST", "/v1/memories/list".into(), vec![], Some(other())),
+        ("POST", "/v1/memories/count".into(), vec![], Some(other())),
+        (
+            "POST",
+            "/v1/memories/delete".into(),
+            vec![],
+            Some(json!({"filter": {}, "memory_domain": "billing"})),
+        ),
+        (
+            "POST",
+            "/v1/search".into(),
+            vec![],
+            Some(json!({"query": "x", "memory_domain": "billing"})),
+        ),
+        (
+            "PATCH",
+            "/v1/memories/r1".into(),
+            vec![],
+            Some(json!({"content": "y", "memory_domain": "billing"})),
+        ),
+        // Headers.
+        (
+            "POST",
+            "/v1/memories".into(),
+            h.clone(),
+            Some(json!({"content": "x"})),
+        ),
+        ("GET", "/v1/memories/r1".into(), h.clone(), None),
+        ("DELETE", "/v1/memories/r1".into(), h.clone(), None),
+        ("GET", "/v1/memories/list".into(), h.clone(), None),
+        (
+            "POST",
+            "/v1/search".into(),
+            h.clone(),
+            Some(json!({"query": "x"})),
+        ),
+        // Query parameters.
+        (
+            "GET",
+            "/v1/memories/list?memory_domain=billing".into(),
+            vec![],
+            None,
+        ),
+        (
+            "GET",
+            "/v1/memories/r1?memory_domain=billing".into(),
+            vec![],
+            None,
+        ),
+        (
+            "DELETE",
+            "/v1/memories/r1?memory_domain=billing".into(),
+            vec![],
+            None,
+        ),
+        (
+            "POST",
+            "/v1/memories/count?memory_domain=billing".into(),
+            vec![],
+            Some(json!({})),
+        ),
+        (
+            "POST",
+            "/v1/search?memory_domain=billing".into(),
+            vec![],
+            Some(json!({"query": "x"})),
+        ),
+    ];
+    expect_forbidden(&server, k, attempts);
+
+    // Header and body that disagree are a bad request, not a silent pick.
+    let (s, v) = server.call(
+        "POST",
+        "/v1/memories/list",
+        Some(k),
+        &[("x-strata-domain", "support")],
+        Some(&other()),
+    );
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    // Nothing leaked or changed: the record is still there.
+    let (s, v) = server.get("/v1/memories/r1", k);
+    assert_eq!(
+        (s, v["content"].as_str()),
+        (200, Some("support note")),
+        "{v}"
+    );
+}
+
+#[test]
+fn principal_bound_key_cannot_speak_for_others() {
+    let Setup {
+        server, bound_key, ..
+    } = setup();
+    let k = &bound_key;
+    let (s, v) = server.post(
+        "/v1/memories",
+        k,
+        json!({"id": "r1", "content": "alice's note"}),
+    );
+    assert_eq!((s, v["created"].as_bool()), (201, Some(true)), "{v}");
+    let (s, v) = server.get("/v1/memories/r1?user_tokens=u:alice", k);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["user_tokens"],
+        json!(["u:alice"]),
+        "records default to the key's principal"
+    );
+
+    let bob = || json!(["u:bob"]);
+    let star = || json!(["*"]);
+    let attempts: Vec<Attempt> = vec![
+        // Body fields: reading, counting, searching or deleting as someone else, or as everyone.
+        (
+            "POST",
+            "/v1/memories/list".into(),
+            vec![],
+            Some(json!({"user_tokens": bob()})),
+        ),
+        (
+            "POST",
+            "/v1/memories/list".into(),
+            vec![],
+            Some(json!({"user_tokens": star()})),
+        ),
+        (
+            "POST",
+            "/v1/memories/list".into(),
+            vec![],
+            Some(json!({"user_tokens": ["u:alice", "u:bob"]})),
+        ),
+        (
+            "POST",
+            "/v1/memories/count".into(),
+            vec![],
+            Some(json!({"user_tokens": star()})),
+        ),
+        (
+            "POST",
+            "/v1/search".into(),
+            vec![],
+            Some(json!({"query": "note", "user_tokens": bob()})),
+        ),
+        (
+            "POST",
+            "/v1/search".into(),
+            vec![],
+            Some(json!({"query": "note", "user_tokens": star()})),
+        ),
+        (
+            "POST",
+            "/v1/memories/delete".into(),
+            vec![],
+            Some(json!({"filter": {}, "user_tokens": bob()})),
+        ),
+        // Writing records for someone else, or shared with the whole tenant.
+        (
+            "POST",
+            "/v1/memories".into(),
+            vec![],
+            Some(json!({"content": "x", "user_tokens": bob()})),
+        ),
+        (
+            "POST",
+            "/v1/memories".into(),
+            vec![],
+            Some(json!({"content": "x", "user_tokens": []})),
+        ),
+        (
+            "POST",
+            "/v1/memories".into(),
+            vec![],
+            Some(json!({"records": [{"content": "x"}], "user_tokens": bob()})),
+        ),
+        (
+            "PATCH",
+            "/v1/memories/r1".into(),
+            vec![],
+            Some(json!({"user_tokens": bob()})),
+        ),
+        // Query parameters.
+        (
+            "GET",
+            "/v1/memories/list?user_tokens=u:bob".into(),
+            vec![],
+            None,
+        ),
+        (
+            "GET",
+            "/v1/memories/list?user_tokens=*".into(),
+            vec![],
+            None,
+        ),
+        (
+            "GET",
+            "/v1/memories/r1?user_tokens=u:bob".into(),
+            vec![],
+            None,
+        ),
+        (
+            "DELETE",
+            "/v1/memories/r1?user_tokens=*".into(),
+            vec![],
+            None,
+        ),
+        (
+            "POST",
+            "/v1/search?user_tokens=u:bob".into(),
+            vec![],
+            Some(json!({"query": "note"})),
+        ),
+    ];
+    expect_forbidden(&server, k, attempts);
+    let (s, v) = server.get("/v1/memories/r1", k);
+    assert_eq!(
+        (s, v["content"].as_str()),
+        (200, Some("alice's note")),
+        "{v}"
+    );
+}
