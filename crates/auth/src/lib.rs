@@ -19,4 +19,4 @@ pub use grant::{Grant, Permission, Permissions};
 pub use keys::{
     CreatedKey, KEY_PREFIX, KeyInfo, KeyTenant, NewKey, create_key, key, list_keys, revoke_key,
 };
-pub use scope::{OperatorScope, TenantScope};
+pub use scope::{OperatorScope, RequestContext, TenantScope};

@@ -12,6 +12,7 @@ use crate::Grant;
 /// a tenant taken from a request.
 #[derive(Debug, Clone)]
 pub struct TenantScope {
+    context: RequestContext,
     tenant: TenantId,
     key: TenantKey,
     grant: Grant,
@@ -21,6 +22,7 @@ pub struct TenantScope {
 impl TenantScope {
     pub(crate) fn new(meta: &TenantMeta, grant: Grant, actor: String) -> Self {
         TenantScope {
+            context: RequestContext::default(),
             tenant: meta.id.clone(),
             key: meta.key,
             grant,
@@ -32,6 +34,17 @@ impl TenantScope {
     #[cfg(feature = "test-support")]
     pub fn for_tests(meta: &TenantMeta, grant: Grant) -> Self {
         Self::new(meta, grant, "test".into())
+    }
+
+    /// Attaches where the request came from, for audit rows. It grants nothing, so anyone
+    /// holding a scope may set it.
+    pub fn with_context(mut self, context: RequestContext) -> Self {
+        self.context = context;
+        self
+    }
+
+    pub fn context(&self) -> &RequestContext {
+        &self.context
     }
 
     pub fn tenant(&self) -> &TenantId {
@@ -53,15 +66,27 @@ impl TenantScope {
     }
 }
 
+/// Where a request came from; carried by the scopes into audit rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestContext {
+    pub request_id: Option<String>,
+    /// The client's address as the server saw it.
+    pub client: Option<String>,
+}
+
 /// Proof that a request carries an operator credential (tenant `*`, `admin`).
 #[derive(Debug, Clone)]
 pub struct OperatorScope {
+    context: RequestContext,
     actor: String,
 }
 
 impl OperatorScope {
     pub(crate) fn new(actor: String) -> Self {
-        OperatorScope { actor }
+        OperatorScope {
+            actor,
+            context: RequestContext::default(),
+        }
     }
 
     /// An operator scope for tests and for the server's own start-up work.
@@ -72,5 +97,15 @@ impl OperatorScope {
 
     pub fn actor(&self) -> &str {
         &self.actor
+    }
+
+    /// Attaches where the request came from, for audit rows.
+    pub fn with_context(mut self, context: RequestContext) -> Self {
+        self.context = context;
+        self
+    }
+
+    pub fn context(&self) -> &RequestContext {
+        &self.context
     }
 }

@@ -119,8 +119,8 @@ pub(crate) fn tenant_event(scope: &TenantScope, action: &str, detail: Value) -> 
         actor: scope.actor().to_owned(),
         action: action.to_owned(),
         outcome: "ok".into(),
-        client: None,
-        request_id: None,
+        client: scope.context().client.clone(),
+        request_id: scope.context().request_id.clone(),
         detail,
     }
 }
@@ -132,8 +132,8 @@ pub(crate) fn operator_event(op: &OperatorScope, tenant: &TenantId, action: &str
         actor: op.actor().to_owned(),
         action: action.to_owned(),
         outcome: "ok".into(),
-        client: None,
-        request_id: None,
+        client: op.context().client.clone(),
+        request_id: op.context().request_id.clone(),
         detail: Value::Null,
     }
 }

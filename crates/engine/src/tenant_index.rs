@@ -36,8 +36,7 @@ impl TenantIndex {
         let version = snapshot::data_version(&r, key)?;
         let mut collections = HashMap::new();
         // Per collection: where each record was, by a current snapshot, and the graph bytes.
-        let mut expected: HashMap<CollectionName, Restoring> =
-            HashMap::new();
+        let mut expected: HashMap<CollectionName, Restoring> = HashMap::new();
         for c in r.collections(key)? {
             let mut ci = CollectionIndex::new(&c);
             if let Some(snap) = snapshot::load(&r, key, &c.name)?

@@ -84,10 +84,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for blocking tasks that still hold the engine, then drops it, which closes the
-/// database. Every acknowledged write was already committed durably; this only makes the
-/// close orderly.
+/// Saves index snapshots (so the next start restores graphs instead of rebuilding them), waits
+/// for blocking tasks that still hold the engine, then drops it, which closes the database.
+/// Every acknowledged write was already committed durably; this only makes the close orderly.
 async fn close(mut engine: Arc<Engine>) {
+    let saver = Arc::clone(&engine);
+    match tokio::task::spawn_blocking(move || saver.persist_indexes()).await {
+        Ok(Ok(saved)) => tracing::info!(tenants = saved, "index snapshots saved"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "saving index snapshots failed; they will be rebuilt")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "saving index snapshots panicked; they will be rebuilt")
+        }
+    }
     for _ in 0..100 {
         match Arc::try_unwrap(engine) {
             Ok(e) => {
