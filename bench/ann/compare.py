@@ -1,7 +1,10 @@
 """Runs hnswlib and faiss HNSW on the data set written by Strata's ann_bench example and
-prints one markdown table with Strata's figures (read from a JSON-lines file) beside them.
+prints one markdown table with Strata's figures (read from JSON-lines files) beside them.
 
-Usage: compare.py DATA_DIR STRATA_JSONL EFS   (EFS like 16,32,64,128)
+Usage: compare.py DATA_DIR STRATA_JSONL EFS [MORE_JSONL ...]   (EFS like 16,32,64,128)
+STRATA_JSONL holds the `strata-usearch` rows (index crate, `ann_bench`); further files such as
+the `strata-engine` rows (`engine_ann_bench`, end to end through `Engine::search`) are added as
+columns when present.
 Same settings for every library: L2, M=16, efConstruction=128, k=10, 2 build threads;
 search timed over the whole query set with 1 and 2 threads: one warm-up pass, then the best
 of three timed passes.
@@ -81,14 +84,17 @@ def main():
     base = read_vecs(f"{data_dir}/base.fvecs", np.float32)
     queries = read_vecs(f"{data_dir}/query.fvecs", np.float32)
     truth = read_vecs(f"{data_dir}/gt.ivecs", np.int32)
-    with open(strata_jsonl) as f:
-        rows = [json.loads(line) for line in f if line.startswith("{")]
+    rows = []
+    for path in [strata_jsonl] + sys.argv[4:]:
+        with open(path) as f:
+            rows += [json.loads(line) for line in f if line.startswith("{")]
     rows += run_hnswlib(base, queries, truth, efs)
     rows += run_faiss(base, queries, truth, efs)
     for r in rows:
         print(json.dumps(r), file=sys.stderr)
 
-    libs = ["strata-usearch", "hnswlib", "faiss"]
+    present = {r["lib"] for r in rows}
+    libs = [lib for lib in ["strata-engine", "strata-usearch", "hnswlib", "faiss"] if lib in present]
     build = {r["lib"]: r["build_s"] for r in rows if r["event"] == "build"}
     search = {(r["lib"], r["ef"], r["threads"]): r for r in rows if r["event"] == "search"}
     print(f"n={len(base)} dim={base.shape[1]} queries={len(queries)} k={K} M={M} "
@@ -96,6 +102,10 @@ def main():
     print("| | " + " | ".join(libs) + " |")
     print("|---|" + "---|" * len(libs))
     print("| build (s) | " + " | ".join(f"{build.get(lib, float('nan')):.1f}" for lib in libs) + " |")
+    puts = {r["lib"]: r["put_s"] for r in rows if r["event"] == "build" and "put_s" in r}
+    if puts:
+        print("| durable writes (s) | "
+              + " | ".join(f"{puts[lib]:.1f}" if lib in puts else "-" for lib in libs) + " |")
     for ef in efs:
         for threads in (1, 2):
             cells = []

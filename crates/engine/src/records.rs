@@ -32,6 +32,10 @@ impl Engine {
         req: &RequestScope,
         records: Vec<NewRecord>,
     ) -> Result<Vec<PutOutcome>, EngineError> {
+        // The credential is checked before the input, so a refused caller learns nothing about
+        // what a valid request would look like.
+        let now = now_millis();
+        let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
         let limits = &self.config.limits;
         if records.len() > limits.max_batch {
             return Err(RecordError::BatchTooLarge {
@@ -43,8 +47,6 @@ impl Engine {
         for r in &records {
             r.validate(limits)?;
         }
-        let now = now_millis();
-        let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
         self.write_tenant(scope, "memory.put", |w, changes| {
             records
                 .into_iter()
@@ -74,9 +76,9 @@ impl Engine {
         id: &RecordId,
         patch: RecordPatch,
     ) -> Result<Record, EngineError> {
-        patch.validate(&self.config.limits)?;
         let now = now_millis();
         let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
+        patch.validate(&self.config.limits)?;
         self.write_tenant(scope, "memory.patch", |w, changes| {
             let mut record = visible(w.record(scope.key(), id)?, &vis)?;
             if let Some(v) = patch.vector {
