@@ -1,13 +1,78 @@
 //! Authentication at the edge: extractors that turn the `Authorization` header into a tenant
 //! or operator handle, and enforce that the tenant comes from the credential alone.
+//!
+//! The handles leave here carrying the request's [`RequestContext`] (request id and client
+//! address), so the audit rows the engine writes say where a request came from; and the
+//! extractors note who the credential is in the request's [`WhoSlot`], so the security-audit
+//! middleware (`security.rs`) can attribute a refusal that happens later.
 
-use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use strata_auth::{OperatorScope, Principal, TenantScope};
-use strata_types::Domain;
+use axum::http::{Extensions, HeaderMap};
+use strata_auth::{AuthError, OperatorScope, Principal, RequestContext, TenantScope};
+use strata_types::{Domain, TenantId};
 
 use crate::{ApiError, AppState};
+
+/// The request id header the router assigns (or keeps from the client).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Longest request id copied into audit rows; a client may send its own, of any length.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Who a request's credential is, as far as the edge learned it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Who {
+    /// The credential's tenant; `None` for operators and refused credentials.
+    pub tenant: Option<TenantId>,
+    /// Key id (`key:<id>`), JWT subject (`jwt:<sub>`), or `anonymous`.
+    pub actor: String,
+    /// Why a credential was refused (the authenticator's log-only reason).
+    pub reason: Option<&'static str>,
+    /// The key id a refused token claims, if it is shaped like an API key.
+    pub claimed_key: Option<String>,
+}
+
+/// Per-request slot the extractors fill with [`Who`]; the middleware reads it afterwards.
+pub(crate) type WhoSlot = Arc<Mutex<Option<Who>>>;
+
+fn note(extensions: &Extensions, who: Who) {
+    if let Some(slot) = extensions.get::<WhoSlot>()
+        && let Ok(mut guard) = slot.lock()
+    {
+        *guard = Some(who);
+    }
+}
+
+/// Where a request came from: the router's request id and the peer address. The address is
+/// the TCP peer; a proxy's `X-Forwarded-For` is not trusted, since any client can send one.
+pub(crate) fn request_context(headers: &HeaderMap, extensions: &Extensions) -> RequestContext {
+    let request_id = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(MAX_REQUEST_ID).collect());
+    // In-process tests serve without connection info; their rows simply have no client.
+    let client = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.to_string());
+    RequestContext { request_id, client }
+}
+
+/// The key id of a token shaped like an API key (`sk_<16 hex>_<64 hex>`). The id is not
+/// secret (it names the stored row), so it may be logged; the rest of the token never is.
+fn claimed_key_id(token: &str) -> Option<String> {
+    let rest = token.strip_prefix(strata_auth::KEY_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    let ok = id.len() == 16
+        && secret.len() == 64
+        && id
+            .bytes()
+            .chain(secret.bytes())
+            .all(|b| b.is_ascii_hexdigit());
+    ok.then(|| id.to_owned())
+}
 
 /// Header naming the domain of a request (SPEC 1).
 pub const DOMAIN_HEADER: &str = "x-strata-domain";
@@ -38,12 +103,68 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
-    let token = bearer(&parts.headers)?.to_owned();
+    let token = match bearer(&parts.headers) {
+        Ok(t) => t.to_owned(),
+        Err(e) => {
+            note(
+                &parts.extensions,
+                Who {
+                    actor: "anonymous".into(),
+                    reason: Some("missing or malformed authorization header"),
+                    ..Who::default()
+                },
+            );
+            return Err(e);
+        }
+    };
+    let claimed_key = claimed_key_id(&token);
     let auth = state.auth.clone();
     // Key lookups read the store, so they run with the other blocking work.
-    state
-        .run(move |engine| Ok(auth.authenticate(engine.store(), &token)?))
-        .await
+    let result = state
+        .run(move |engine| Ok(auth.authenticate(engine.store(), &token)))
+        .await?;
+    let context = request_context(&parts.headers, &parts.extensions);
+    match result {
+        Ok(Principal::Tenant(scope)) => {
+            note(
+                &parts.extensions,
+                Who {
+                    tenant: Some(scope.tenant().clone()),
+                    actor: scope.actor().to_owned(),
+                    ..Who::default()
+                },
+            );
+            Ok(Principal::Tenant(scope.with_context(context)))
+        }
+        Ok(Principal::Operator(op)) => {
+            note(
+                &parts.extensions,
+                Who {
+                    actor: op.actor().to_owned(),
+                    ..Who::default()
+                },
+            );
+            Ok(Principal::Operator(op.with_context(context)))
+        }
+        Err(e) => {
+            let reason = match &e {
+                AuthError::Unauthorized(r) => Some(*r),
+                _ => None,
+            };
+            note(
+                &parts.extensions,
+                Who {
+                    actor: claimed_key
+                        .as_ref()
+                        .map_or_else(|| "anonymous".to_owned(), |id| format!("key:{id}")),
+                    reason,
+                    claimed_key,
+                    ..Who::default()
+                },
+            );
+            Err(e.into())
+        }
+    }
 }
 
 /// Refuses a request that names a tenant other than its credential's, and records it as a

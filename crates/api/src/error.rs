@@ -110,14 +110,48 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        let mark = SecurityMark::of(code, &message);
         let body = json!({"error": {"code": code, "message": message}});
         let mut response = (status, Json(body)).into_response();
+        if let Some(mark) = mark {
+            response.extensions_mut().insert(mark);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+/// Marks a response that refused a request for a reason the audit log must record: an
+/// authentication failure or a security event. The security-audit middleware turns it into an
+/// audit row; marking the response (rather than recording where the error is made) catches
+/// these errors wherever they arise: in an extractor, a handler or the engine.
+#[derive(Debug, Clone)]
+pub(crate) struct SecurityMark {
+    /// The audit action, e.g. `auth.failure`.
+    pub action: &'static str,
+    /// The error code, the row's outcome.
+    pub code: &'static str,
+    /// The message the client got: it names a field or a source, never a secret.
+    pub message: String,
+}
+
+impl SecurityMark {
+    fn of(code: &'static str, message: &str) -> Option<SecurityMark> {
+        let action = match code {
+            "UNAUTHORIZED" => "auth.failure",
+            "TENANT_MISMATCH" => "security.tenant_mismatch",
+            "SCOPE_FORBIDDEN" => "security.scope_forbidden",
+            _ => return None,
+        };
+        Some(SecurityMark {
+            action,
+            code,
+            message: message.to_owned(),
+        })
     }
 }
 

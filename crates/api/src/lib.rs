@@ -6,19 +6,27 @@
 //! and query into engine types ([`input`]) → the engine on the blocking pool → JSON, or an
 //! [`ApiError`] through the one error table ([`error`]).
 //!
+//! Authentication failures and security events are written to the audit log by one
+//! middleware (`security`), whatever layer refused the request; everything that changes
+//! state is audited by the engine in the same transaction as the change.
+//!
 //! The handlers do not re-check visibility: the engine owns those rules and its errors
 //! (`SCOPE_FORBIDDEN`, `NOT_FOUND`, …) pass through the table unchanged.
 
 mod admin;
+mod audit;
 mod collections;
 pub mod edge;
 pub mod error;
 mod health;
 pub mod input;
+mod lifecycle;
 mod memories;
 mod router;
 mod search;
+mod security;
 mod state;
+mod transfer;
 
 pub use error::{ApiError, ERROR_CODES};
 pub use router::{openapi, router, served_routes};

@@ -17,9 +17,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{ApiError, AppState, admin, collections, health, memories, search};
-
-const REQUEST_ID: &str = "x-request-id";
+use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
+use crate::{
+    ApiError, AppState, admin, audit, collections, health, lifecycle, memories, search, security,
+    transfer,
+};
 
 fn api() -> OpenApiRouter<AppState> {
     // One `routes!` per path: utoipa-axum requires the handlers of one call to share a path.
@@ -36,7 +38,19 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(collections::list, collections::create))
         .routes(routes!(collections::delete))
         .routes(routes!(admin::create_tenant, admin::list_tenants))
-        .routes(routes!(admin::get_tenant))
+        .routes(routes!(
+            admin::get_tenant,
+            lifecycle::update_tenant,
+            lifecycle::delete_tenant
+        ))
+        .routes(routes!(lifecycle::suspend_tenant))
+        .routes(routes!(lifecycle::resume_tenant))
+        .routes(routes!(lifecycle::restore_tenant))
+        .routes(routes!(lifecycle::purge_deleted))
+        .routes(routes!(transfer::export_tenant))
+        .routes(routes!(transfer::import_tenant))
+        .routes(routes!(audit::admin_audit))
+        .routes(routes!(audit::own_audit))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
 }
@@ -138,6 +152,11 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the request-id layer, so the id it records is the one the client gets back.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::audit_security_events,
+        ))
         .layer(axum::Extension(doc))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(panic_response))

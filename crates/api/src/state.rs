@@ -13,6 +13,12 @@ use crate::ApiError;
 pub struct ApiConfig {
     /// Largest request body accepted, in bytes; larger bodies get `413 PAYLOAD_TOO_LARGE`.
     pub max_body_bytes: usize,
+    /// Largest body of `POST /v1/admin/tenants/{id}/import`, in bytes. Separate from
+    /// `max_body_bytes` because an import carries a whole tenant and is read as a stream.
+    pub max_import_bytes: u64,
+    /// How long a soft-deleted tenant stays restorable, in seconds; the default of
+    /// `POST /v1/admin/tenants/purge-deleted`.
+    pub retention_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -20,6 +26,8 @@ impl Default for ApiConfig {
         // A full batch of 1000 records with 384-dimensional vectors is ~4 MB of JSON.
         ApiConfig {
             max_body_bytes: 16 * 1024 * 1024,
+            max_import_bytes: 1024 * 1024 * 1024,
+            retention_secs: 7 * 24 * 3600,
         }
     }
 }

@@ -98,6 +98,13 @@ impl Authenticator {
         keys::create_unchecked(store, new).map(Some)
     }
 
+    /// An operator scope for the server's own scheduled work (the retention sweep), which runs
+    /// without a request and so without a credential. `job` is a fixed name, never request
+    /// data, and becomes the actor (`system:<job>`) of the audit rows the work writes.
+    pub fn system_operator(&self, job: &'static str) -> OperatorScope {
+        OperatorScope::new(format!("system:{job}"))
+    }
+
     /// Verifies a bearer token (the part after `Bearer `).
     pub fn authenticate(&self, store: &Store, token: &str) -> Result<Principal, AuthError> {
         if token.is_empty() {

@@ -30,24 +30,92 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.server);
-        let mut req = self.http.request(method, &url).bearer_auth(&self.key);
+        let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req.json(&b);
         }
+        let res = self.send(req).await?;
+        Ok(res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A request to `path` with the operator key, for callers that need more than JSON.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.server))
+            .bearer_auth(&self.key)
+    }
+
+    /// Sends a request; an error answer becomes an error that carries the server's code and
+    /// message.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let res = req
             .send()
             .await
-            .with_context(|| format!("cannot reach {url}"))?;
+            .with_context(|| format!("cannot reach {}", self.server))?;
         let status = res.status();
-        let value: Value = res.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let code = value["error"]["code"].as_str().unwrap_or("?");
-            let message = value["error"]["message"].as_str().unwrap_or("");
-            bail!("{status} {code}: {message}");
+        if status.is_success() {
+            return Ok(res);
         }
-        Ok(value)
+        let value: Value = res.json().await.unwrap_or(Value::Null);
+        let code = value["error"]["code"].as_str().unwrap_or("?");
+        let message = value["error"]["message"].as_str().unwrap_or("");
+        bail!("{status} {code}: {message}");
     }
+}
+
+/// Limits given as CLI flags; only the ones given are sent, so the others stay as they are.
+#[derive(Debug, Default, clap::Args)]
+pub struct LimitFlags {
+    #[arg(long)]
+    pub max_vectors: Option<u64>,
+    #[arg(long)]
+    pub max_storage_bytes: Option<u64>,
+    #[arg(long)]
+    pub max_collections: Option<u64>,
+    /// Sustained requests per second.
+    #[arg(long)]
+    pub max_qps: Option<f64>,
+    /// Token bucket size.
+    #[arg(long)]
+    pub burst: Option<u32>,
+    #[arg(long)]
+    pub max_concurrent: Option<u32>,
+    #[arg(long)]
+    pub max_spreading_depth: Option<u32>,
+}
+
+/// The body of `PATCH /v1/admin/tenants/{id}` from CLI flags. Limits go as a merge patch.
+pub fn update_body(name: Option<String>, limits: &LimitFlags, weight: Option<u32>) -> Value {
+    let mut l = serde_json::Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            l.insert(k.to_owned(), v);
+        }
+    };
+    put("max_vectors", limits.max_vectors.map(|v| json!(v)));
+    put(
+        "max_storage_bytes",
+        limits.max_storage_bytes.map(|v| json!(v)),
+    );
+    put("max_collections", limits.max_collections.map(|v| json!(v)));
+    put("max_qps", limits.max_qps.map(|v| json!(v)));
+    put("burst", limits.burst.map(|v| json!(v)));
+    put("max_concurrent", limits.max_concurrent.map(|v| json!(v)));
+    put(
+        "max_spreading_depth",
+        limits.max_spreading_depth.map(|v| json!(v)),
+    );
+    let mut body = json!({});
+    if let Some(n) = name {
+        body["display_name"] = json!(n);
+    }
+    if !l.is_empty() {
+        body["limits"] = Value::Object(l);
+    }
+    if let Some(w) = weight {
+        body["weight"] = json!(w);
+    }
+    body
 }
 
 fn split_list(s: Option<String>) -> Option<Vec<String>> {
@@ -85,6 +153,22 @@ pub fn new_key_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn update_flags_become_a_merge_patch() {
+        let limits = LimitFlags {
+            max_vectors: Some(50),
+            ..Default::default()
+        };
+        assert_eq!(
+            update_body(None, &limits, Some(3)),
+            json!({"limits": {"max_vectors": 50}, "weight": 3})
+        );
+        assert_eq!(
+            update_body(Some("A".into()), &LimitFlags::default(), None),
+            json!({"display_name": "A"})
+        );
+    }
 
     #[test]
     fn key_flags_become_a_body() {

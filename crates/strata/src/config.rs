@@ -31,6 +31,12 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests before dropping them.
     pub shutdown_timeout_secs: u64,
+    /// Largest tenant import body, in bytes (imports are streamed, not buffered).
+    pub max_import_bytes: u64,
+    /// How long a soft-deleted tenant stays restorable before the sweep purges it, in seconds.
+    pub retention_secs: u64,
+    /// How often the retention sweep runs, in seconds; 0 turns it off.
+    pub purge_interval_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +46,9 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             max_body_bytes: strata_api::ApiConfig::default().max_body_bytes,
             shutdown_timeout_secs: 30,
+            max_import_bytes: strata_api::ApiConfig::default().max_import_bytes,
+            retention_secs: strata_api::ApiConfig::default().retention_secs,
+            purge_interval_secs: 3600,
         }
     }
 }
@@ -99,6 +108,9 @@ impl Config {
             .context("invalid [engine] configuration")?;
         if config.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes: at least 1024");
+        }
+        if config.server.max_import_bytes < 1024 {
+            bail!("server.max_import_bytes: at least 1024");
         }
         Ok(config)
     }
@@ -161,6 +173,8 @@ mod tests {
         let c = Config::load(None, env(&[])).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:7700");
         assert_eq!(c.server.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.server.retention_secs, 7 * 24 * 3600);
+        assert_eq!(c.server.max_import_bytes, 1 << 30);
     }
 
     #[test]

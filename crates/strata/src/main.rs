@@ -1,8 +1,10 @@
-//! The `strata` binary: `serve` runs the server; `tenant` and `key` administer a running one.
+//! The `strata` binary: `serve` runs the server; `tenant`, `key` and `audit` administer a
+//! running one.
 
 mod client;
 mod config;
 mod serve;
+mod transfer;
 
 use std::path::PathBuf;
 
@@ -11,7 +13,7 @@ use clap::{Parser, Subcommand};
 use reqwest::Method;
 use tracing_subscriber::EnvFilter;
 
-use crate::client::Client;
+use crate::client::{Client, LimitFlags};
 use crate::config::{Config, LogFormat};
 
 #[derive(Parser)]
@@ -63,6 +65,26 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Read the audit log of a running server, newest first.
+    Audit {
+        /// Only this tenant's rows.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this action, e.g. memory.put, tenant.suspend, auth.failure.
+        #[arg(long)]
+        action: Option<String>,
+        /// Rows at or after this time (ms since the epoch).
+        #[arg(long)]
+        since: Option<i64>,
+        /// Rows before this time (ms since the epoch).
+        #[arg(long)]
+        until: Option<i64>,
+        /// At most this many rows (default 100, at most 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Subcommand)]
@@ -76,8 +98,48 @@ enum TenantAction {
     },
     /// List tenants.
     List,
-    /// Show one tenant.
+    /// Show one tenant, with its usage.
     Show { id: String },
+    /// Change a tenant's name, limits (only those given) or scheduling weight.
+    Update {
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        limits: LimitFlags,
+        /// Fair-share weight, at least 1.
+        #[arg(long)]
+        weight: Option<u32>,
+    },
+    /// Suspend a tenant: every data operation fails with TENANT_SUSPENDED, data is kept.
+    Suspend { id: String },
+    /// Lift a suspension.
+    Resume { id: String },
+    /// Soft-delete a tenant (restorable until the retention period ends), or erase it now.
+    Delete {
+        id: String,
+        /// Erase the tenant's data at once; this cannot be undone.
+        #[arg(long)]
+        hard: bool,
+    },
+    /// Undo a soft delete.
+    Restore { id: String },
+    /// Purge soft-deleted tenants deleted at least this long ago.
+    PurgeDeleted {
+        /// Seconds; absent: the server's configured retention.
+        #[arg(long)]
+        retention_secs: Option<u64>,
+    },
+    /// Export a tenant as JSON lines.
+    Export {
+        id: String,
+        /// Write here instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Create a new tenant from an export.
+    Import { id: String, file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -154,7 +216,64 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 TenantAction::Show { id } => {
                     (client, Method::GET, format!("/v1/admin/tenants/{id}"), None)
                 }
+                TenantAction::Update {
+                    id,
+                    name,
+                    limits,
+                    weight,
+                } => {
+                    let body = client::update_body(name, &limits, weight);
+                    let path = format!("/v1/admin/tenants/{id}");
+                    (client, Method::PATCH, path, Some(body))
+                }
+                TenantAction::Suspend { id } => transition(client, &id, "suspend"),
+                TenantAction::Resume { id } => transition(client, &id, "resume"),
+                TenantAction::Restore { id } => transition(client, &id, "restore"),
+                TenantAction::Delete { id, hard } => {
+                    let query = if hard { "?hard=true" } else { "" };
+                    let path = format!("/v1/admin/tenants/{id}{query}");
+                    (client, Method::DELETE, path, None)
+                }
+                TenantAction::PurgeDeleted { retention_secs } => (
+                    client,
+                    Method::POST,
+                    "/v1/admin/tenants/purge-deleted".into(),
+                    Some(serde_json::json!({ "retention_secs": retention_secs })),
+                ),
+                TenantAction::Export { id, output } => {
+                    let lines = transfer::export(&client, &id, output.as_deref()).await?;
+                    // stdout may be the export itself: the summary goes to stderr.
+                    eprintln!("exported {lines} lines of tenant {id}");
+                    return Ok(());
+                }
+                TenantAction::Import { id, file } => {
+                    let answer = transfer::import(&client, &id, file).await?;
+                    println!("{}", serde_json::to_string_pretty(&answer)?);
+                    return Ok(());
+                }
             }
+        }
+        Command::Audit {
+            tenant,
+            action,
+            since,
+            until,
+            limit,
+            remote,
+        } => {
+            let client = Client::new(&remote.server, remote.key)?;
+            let mut params: Vec<(&str, String)> = Vec::new();
+            params.extend(tenant.map(|v| ("tenant", v)));
+            params.extend(action.map(|v| ("action", v)));
+            params.extend(since.map(|v| ("since", v.to_string())));
+            params.extend(until.map(|v| ("until", v.to_string())));
+            params.extend(limit.map(|v| ("limit", v.to_string())));
+            let req = client
+                .request(Method::GET, "/v1/admin/audit")
+                .query(&params);
+            let answer: serde_json::Value = client.send(req).await?.json().await?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            return Ok(());
         }
         Command::Key { action, remote } => {
             let client = Client::new(&remote.server, remote.key)?;
@@ -193,4 +312,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let answer = client.call(method, &path, body).await?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
+}
+
+/// `POST /v1/admin/tenants/{id}/{action}`.
+fn transition(
+    client: Client,
+    id: &str,
+    action: &str,
+) -> (Client, Method, String, Option<serde_json::Value>) {
+    let path = format!("/v1/admin/tenants/{id}/{action}");
+    (client, Method::POST, path, None)
 }

@@ -2,6 +2,7 @@
 //! SIGINT/SIGTERM, finish in-flight requests (bounded by a timeout), then close storage.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .ok()
         .filter(|k| !k.is_empty());
     let auth = Arc::new(Authenticator::new(&config.auth, env_key.as_deref())?);
+    let sweeper_op = auth.system_operator("retention");
     if let Some(created) = auth.bootstrap_operator(engine.store())? {
         // Shown once: only its hash is stored. stdout, so it is not mixed into the log stream.
         println!(
@@ -46,6 +48,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         auth,
         ApiConfig {
             max_body_bytes: config.server.max_body_bytes,
+            max_import_bytes: config.server.max_import_bytes,
+            retention_secs: config.server.retention_secs,
         },
     );
     let app = strata_api::router(state.clone());
@@ -66,8 +70,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         signal_state.set_ready(false);
         let _ = stop_tx.send(true);
     });
+    let sweeper = (config.server.purge_interval_secs > 0).then(|| {
+        tokio::spawn(purge_sweep(
+            Arc::clone(&engine),
+            sweeper_op,
+            Duration::from_secs(config.server.purge_interval_secs),
+            config.server.retention_secs,
+            stop_rx.clone(),
+        ))
+    });
     let mut graceful_rx = stop_rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    // With connect info, so audit rows can name the client's address.
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         let _ = graceful_rx.wait_for(|stop| *stop).await;
     });
     let timeout = Duration::from_secs(config.server.shutdown_timeout_secs);
@@ -79,9 +94,45 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         } => tracing::warn!("shutdown timeout reached; dropping remaining connections"),
     }
     drop(state);
+    if let Some(sweeper) = sweeper {
+        // It holds the engine; it ends at the stop signal (or after a purge in progress).
+        let _ = sweeper.await;
+    }
     close(engine).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Purges soft-deleted tenants whose retention period is over, every `every`, until stop.
+/// The first sweep runs at start, so a server that was down past a tenant's retention does not
+/// keep its data another interval.
+async fn purge_sweep(
+    engine: Arc<Engine>,
+    op: strata_auth::OperatorScope,
+    every: Duration,
+    retention_secs: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let retention_ms = i64::try_from(retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let (engine, op) = (Arc::clone(&engine), op.clone());
+        match tokio::task::spawn_blocking(move || engine.purge_deleted_tenants(&op, retention_ms))
+            .await
+        {
+            Ok(Ok(purged)) if purged.is_empty() => {}
+            Ok(Ok(purged)) => {
+                tracing::info!(target: "audit", ?purged, "retention sweep purged tenants")
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "retention sweep failed"),
+            Err(e) => tracing::error!(error = %e, "retention sweep panicked"),
+        }
+    }
 }
 
 /// Saves index snapshots (so the next start restores graphs instead of rebuilding them), waits

@@ -81,3 +81,50 @@ fn a_bad_operator_key_is_reported() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("UNAUTHORIZED"));
 }
+
+#[test]
+fn lifecycle_and_audit_commands_work() {
+    let server = Server::start();
+    server.tenant("acme");
+    let run = |args: &[&str]| {
+        let (ok, v, err) = strata(&server, args);
+        assert!(ok, "{args:?}: {err}");
+        v
+    };
+    let v = run(&[
+        "tenant",
+        "update",
+        "acme",
+        "--max-vectors",
+        "10",
+        "--weight",
+        "4",
+    ]);
+    assert_eq!(
+        (v["limits"]["max_vectors"].as_u64(), v["weight"].as_u64()),
+        (Some(10), Some(4)),
+        "{v}"
+    );
+    // Flags not given keep their values.
+    let v = run(&["tenant", "update", "acme", "--max-collections", "5"]);
+    assert_eq!(
+        (
+            v["limits"]["max_vectors"].as_u64(),
+            v["limits"]["max_collections"].as_u64()
+        ),
+        (Some(10), Some(5)),
+        "{v}"
+    );
+    assert_eq!(run(&["tenant", "suspend", "acme"])["status"], "suspended");
+    assert_eq!(run(&["tenant", "resume", "acme"])["status"], "active");
+    assert_eq!(run(&["tenant", "delete", "acme"])["status"], "deleted");
+    assert_eq!(run(&["tenant", "restore", "acme"])["status"], "active");
+    let v = run(&["audit", "--tenant", "acme", "--action", "tenant.suspend"]);
+    let rows = v["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["actor"], "operator:env");
+    let v = run(&["tenant", "delete", "acme", "--hard"]);
+    assert_eq!(v["purged"], true, "{v}");
+    let (ok, _, err) = strata(&server, &["tenant", "show", "acme"]);
+    assert!(!ok && err.contains("NOT_FOUND"), "{err}");
+}

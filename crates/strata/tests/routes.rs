@@ -6,44 +6,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use common::table::{Perm::*, ROUTES, concrete, probe_body, valid_body};
 use common::{OPERATOR_KEY, Server, code};
 use serde_json::{Value, json};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Perm {
-    Public,
-    Read,
-    Write,
-    Admin,
-    Operator,
-}
-
-use Perm::*;
-
-/// Every route, with the permission it needs.
-const ROUTES: &[(&str, &str, Perm)] = &[
-    ("GET", "/healthz", Public),
-    ("GET", "/readyz", Public),
-    ("GET", "/openapi.json", Public),
-    ("POST", "/v1/memories", Write),
-    ("GET", "/v1/memories/{id}", Read),
-    ("PATCH", "/v1/memories/{id}", Write),
-    ("DELETE", "/v1/memories/{id}", Write),
-    ("POST", "/v1/memories/delete", Write),
-    ("GET", "/v1/memories/list", Read),
-    ("POST", "/v1/memories/list", Read),
-    ("POST", "/v1/memories/count", Read),
-    ("POST", "/v1/search", Read),
-    ("GET", "/v1/collections", Read),
-    ("POST", "/v1/collections", Admin),
-    ("DELETE", "/v1/collections/{name}", Admin),
-    ("POST", "/v1/admin/tenants", Operator),
-    ("GET", "/v1/admin/tenants", Operator),
-    ("GET", "/v1/admin/tenants/{id}", Operator),
-    ("POST", "/v1/admin/keys", Operator),
-    ("GET", "/v1/admin/keys", Operator),
-    ("DELETE", "/v1/admin/keys/{id}", Operator),
-];
 
 fn table() -> BTreeSet<(String, String)> {
     ROUTES
@@ -68,15 +33,6 @@ fn table_lists_exactly_the_served_routes() {
         }
     }
     assert_eq!(table(), live, "route table and /openapi.json disagree");
-}
-
-/// A concrete path for a templated one.
-fn concrete(path: &str) -> String {
-    path.replace("{id}", "a-rec").replace("{name}", "a-coll")
-}
-
-fn probe_body(method: &str) -> Option<Value> {
-    (method != "GET" && method != "DELETE").then(|| json!({}))
 }
 
 #[test]
@@ -235,6 +191,19 @@ fn tenant_b_gets_nothing_of_tenant_a() {
                 let (s, v) = server.post(p, &b, json!({"name": "b-coll", "dim": 4}));
                 assert_eq!(s, 201, "{v}");
             }
+            ("GET", "/v1/audit") => {
+                // B's own log only: none of A's rows, whatever B asks for.
+                let (s, v) = server.get(p, &b);
+                assert_eq!(s, 200, "{v}");
+                assert!(!mentions_a(&v), "B's audit view shows A: {v}");
+                let rows = v["rows"].as_array().expect("rows");
+                assert!(
+                    rows.iter().all(|r| r["tenant"] == "tenant-b"),
+                    "B's audit view: {v}"
+                );
+                let (s, v) = server.get(&format!("{p}?tenant=tenant-a"), &b);
+                assert_eq!((s, code(&v)), (403, "SCOPE_FORBIDDEN"), "{v}");
+            }
             (_, path) if path.starts_with("/v1/admin/") => {
                 assert_eq!(*perm, Operator);
                 let body = probe_body(method);
@@ -306,13 +275,7 @@ fn permissions_in_the_table_are_enforced() {
     for (method, path, perm) in ROUTES {
         let p = concrete(path);
         // A well-formed body, so the permission is what fails.
-        let body = match (*method, *path) {
-            ("POST", "/v1/memories") | ("PATCH", _) => Some(json!({"content": "x"})),
-            ("POST", "/v1/memories/delete") => Some(json!({"filter": {}})),
-            ("POST", "/v1/search") => Some(json!({"query": "x"})),
-            ("POST", "/v1/collections") => Some(json!({"name": "c1", "dim": 4})),
-            (m, _) => probe_body(m),
-        };
+        let body = valid_body(method, path);
         let probe = |key: &str| server.call(method, &p, Some(key), &[], body.as_ref());
         match perm {
             Write | Admin => {

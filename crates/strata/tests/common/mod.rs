@@ -2,6 +2,8 @@
 //! reads the bound address from its stdout, talks HTTP to it, and kills it on drop.
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod table;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -33,6 +35,11 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts the server with extra environment, e.g. config overrides `STRATA__…`.
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
@@ -44,6 +51,7 @@ impl Server {
             .env("STRATA_OPERATOR_KEY", OPERATOR_KEY)
             .env("RUST_LOG", "info")
             .env_remove("STRATA_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -83,6 +91,19 @@ impl Server {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> (u16, Value) {
+        let (status, value, _) = self.call_with_id(method, path, key, headers, body);
+        (status, value)
+    }
+
+    /// Like [`Server::call`], and also returns the response's `x-request-id`.
+    pub fn call_with_id(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> (u16, Value, String) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.http.request(method, format!("{}{path}", self.url));
         if let Some(k) = key {
@@ -96,9 +117,40 @@ impl Server {
         }
         let res = req.send().expect("request");
         let status = res.status().as_u16();
+        let id = res
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let text = res.text().expect("body");
-        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        (status, value)
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            id,
+        )
+    }
+
+    /// Sends a raw body with a content type; returns the status and the body as text.
+    pub fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let res = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .expect("request");
+        let status = res.status().as_u16();
+        (status, res.text().expect("body"))
     }
 
     pub fn get(&self, path: &str, key: &str) -> (u16, Value) {

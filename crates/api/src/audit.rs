@@ -1,0 +1,94 @@
+//! Reading the audit log: `GET /v1/admin/audit` for operators (any tenant's rows and the
+//! server's), `GET /v1/audit` for a tenant's own rows (needs the key's `admin` permission).
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use serde_json::{Value, json};
+use strata_engine::AuditQuery;
+use strata_types::{RequestScope, TenantId};
+
+use crate::edge::{OperatorAuth, TenantAuth};
+use crate::input::{QueryInput, ScopeParts};
+use crate::{ApiError, AppState};
+
+const PARAMS: &[&str] = &["tenant", "action", "since", "until", "limit"];
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(e.to_string())
+}
+
+fn number<T: std::str::FromStr>(q: &QueryInput, key: &str) -> Result<Option<T>, ApiError> {
+    q.get(key)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| bad(format!("{key}: expected a whole number")))
+        })
+        .transpose()
+}
+
+fn audit_query(q: &QueryInput) -> Result<AuditQuery, ApiError> {
+    Ok(AuditQuery {
+        tenant: q
+            .get("tenant")
+            .map(|t| TenantId::parse_field("tenant", t.to_owned()))
+            .transpose()
+            .map_err(bad)?,
+        action: q.get("action").map(str::to_owned),
+        since: number(q, "since")?,
+        until: number(q, "until")?,
+        limit: number(q, "limit")?,
+    })
+}
+
+/// Audit rows of every tenant and the server, newest first; filter by `tenant`, `action`,
+/// `since` and `until` (ms since the epoch, `until` exclusive), at most `limit` (≤ 1000).
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin",
+    params(("tenant" = Option<String>, Query, description = "one tenant's rows"),
+        ("action" = Option<String>, Query, description = "e.g. memory.put, tenant.suspend, auth.failure"),
+        ("since" = Option<i64>, Query, description = "rows at or after this time (ms)"),
+        ("until" = Option<i64>, Query, description = "rows before this time (ms)"),
+        ("limit" = Option<usize>, Query, description = "at most this many (default 100)")),
+    responses((status = 200, description = "`{rows: [...]}`")),
+    security(("bearer" = [])))]
+pub async fn admin_audit(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = QueryInput::parse(q.as_deref(), PARAMS)?;
+    if q.scope != ScopeParts::default() {
+        return Err(bad("the audit log takes no scope fields"));
+    }
+    let query = audit_query(&q)?;
+    let rows = state.run(move |e| Ok(e.audit_rows(&op, &query)?)).await?;
+    Ok(Json(json!({ "rows": rows })))
+}
+
+/// The tenant's own audit rows, newest first, with the same filters (a `tenant` other than
+/// the credential's is refused).
+#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+    params(("action" = Option<String>, Query, description = "e.g. memory.put"),
+        ("since" = Option<i64>, Query, description = "rows at or after this time (ms)"),
+        ("until" = Option<i64>, Query, description = "rows before this time (ms)"),
+        ("limit" = Option<usize>, Query, description = "at most this many (default 100)")),
+    responses((status = 200, description = "`{rows: [...]}`")),
+    security(("bearer" = [])))]
+pub async fn own_audit(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = QueryInput::parse(q.as_deref(), PARAMS)?;
+    // `tenant_id` is checked against the credential like on every tenant route; the other
+    // scope fields mean nothing here, and a field silently ignored would mislead.
+    let scope = auth.request_scope(ScopeParts::default(), q.scope.clone())?;
+    if scope != RequestScope::default() || auth.header_domain.is_some() {
+        return Err(bad("the audit log takes no scope fields"));
+    }
+    let query = audit_query(&q)?;
+    let tenant = auth.scope;
+    let rows = state
+        .run(move |e| Ok(e.own_audit_rows(&tenant, &query)?))
+        .await?;
+    Ok(Json(json!({ "rows": rows })))
+}

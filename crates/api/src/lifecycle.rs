@@ -1,0 +1,206 @@
+//! Operator routes for a tenant's lifecycle (SPEC section 4): change its profile and limits,
+//! suspend, resume, soft delete, restore, hard delete, and purge soft-deleted tenants whose
+//! retention period is over. The engine writes each action's audit row.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use strata_engine::{Engine, OperatorScope, TenantInfo, TenantLimits, TenantUpdate};
+use strata_types::TenantId;
+
+use crate::edge::OperatorAuth;
+use crate::input::{JsonObject, PathParam, QueryInput, from_map};
+use crate::{ApiError, AppState};
+
+fn tenant_id(id: String) -> Result<TenantId, ApiError> {
+    TenantId::parse_field("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfilePatch {
+    display_name: Option<String>,
+    /// A JSON merge patch of the limits: named limits change, `null` removes one, the others
+    /// stay.
+    limits: Option<Map<String, Value>>,
+    weight: Option<u32>,
+}
+
+/// Applies a merge patch to `current`. The engine replaces limits wholesale, so a PATCH that
+/// names one limit must carry the others along, or it would silently lift them.
+fn merge_limits(
+    current: &TenantLimits,
+    patch: Map<String, Value>,
+) -> Result<TenantLimits, ApiError> {
+    let mut merged = match serde_json::to_value(current) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    for (k, v) in patch {
+        // A removed limit serialises as `null`, which reads back as "no limit".
+        merged.insert(k, v);
+    }
+    serde_json::from_value(Value::Object(merged))
+        .map_err(|e| ApiError::BadRequest(format!("limits: {e}")))
+}
+
+/// Changes a tenant's display name, limits (merge patch) or scheduling weight.
+#[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "admin",
+    params(("id" = String, Path, description = "tenant id")),
+    request_body(content = serde_json::Value, description = "`{display_name, limits: {max_vectors, max_storage_bytes, max_collections, max_qps, burst, max_concurrent, max_spreading_depth}, weight}`; a `null` limit is removed"),
+    responses((status = 200, description = "The tenant")),
+    security(("bearer" = [])))]
+pub async fn update_tenant(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    PathParam(id): PathParam,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let id = tenant_id(id)?;
+    let patch: ProfilePatch = from_map(body)?;
+    let info = state
+        .run(move |e| {
+            // Read-modify-write of the limits: two operators patching different limits of one
+            // tenant at the same instant could lose one change (see the lead's notes).
+            let limits = match patch.limits {
+                Some(p) => Some(merge_limits(&e.tenant(&op, &id)?.limits, p)?),
+                None => None,
+            };
+            let update = TenantUpdate {
+                display_name: patch.display_name,
+                limits,
+                weight: patch.weight,
+            };
+            e.update_tenant(&op, &id, update)?;
+            Ok(e.tenant(&op, &id)?)
+        })
+        .await?;
+    Ok(Json(json!(info)))
+}
+
+/// Runs one lifecycle transition and answers with the tenant.
+async fn transition(
+    state: &AppState,
+    op: OperatorScope,
+    id: String,
+    f: fn(&Engine, &OperatorScope, &TenantId) -> Result<TenantInfo, strata_engine::EngineError>,
+) -> Result<Json<Value>, ApiError> {
+    let id = tenant_id(id)?;
+    let info = state.run(move |e| Ok(f(e, &op, &id)?)).await?;
+    Ok(Json(json!(info)))
+}
+
+/// Suspends a tenant: each of its data operations then fails with `403 TENANT_SUSPENDED`.
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/suspend", tag = "admin",
+    params(("id" = String, Path, description = "tenant id")),
+    responses((status = 200, description = "The tenant")),
+    security(("bearer" = [])))]
+pub async fn suspend_tenant(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    PathParam(id): PathParam,
+) -> Result<Json<Value>, ApiError> {
+    transition(&state, op, id, Engine::suspend_tenant).await
+}
+
+/// Lifts a suspension.
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/resume", tag = "admin",
+    params(("id" = String, Path, description = "tenant id")),
+    responses((status = 200, description = "The tenant")),
+    security(("bearer" = [])))]
+pub async fn resume_tenant(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    PathParam(id): PathParam,
+) -> Result<Json<Value>, ApiError> {
+    transition(&state, op, id, Engine::resume_tenant).await
+}
+
+/// Undoes a soft delete, within the retention period.
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/restore", tag = "admin",
+    params(("id" = String, Path, description = "tenant id")),
+    responses((status = 200, description = "The tenant")),
+    security(("bearer" = [])))]
+pub async fn restore_tenant(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    PathParam(id): PathParam,
+) -> Result<Json<Value>, ApiError> {
+    transition(&state, op, id, Engine::restore_tenant).await
+}
+
+/// Soft-deletes a tenant (hidden, restorable until the retention period ends), or with
+/// `?hard=true` erases it at once, compacting the data file so none of its bytes remain.
+#[utoipa::path(delete, path = "/v1/admin/tenants/{id}", tag = "admin",
+    params(("id" = String, Path, description = "tenant id"),
+        ("hard" = Option<bool>, Query, description = "erase now instead of soft-deleting")),
+    responses((status = 200, description = "The soft-deleted tenant, or `{id, purged: true}`")),
+    security(("bearer" = [])))]
+pub async fn delete_tenant(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    PathParam(id): PathParam,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = QueryInput::parse(q.as_deref(), &["hard"])?;
+    let hard = match q.get("hard") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::BadRequest("hard: expected true or false".into())),
+    };
+    if !hard {
+        return transition(&state, op, id, Engine::delete_tenant).await;
+    }
+    let id = tenant_id(id)?;
+    let shown = id.clone();
+    state.run(move |e| Ok(e.purge_tenant(&op, &id)?)).await?;
+    Ok(Json(json!({ "id": shown, "purged": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeBody {
+    /// Absent: the server's configured retention.
+    retention_secs: Option<u64>,
+}
+
+/// Purges every soft-deleted tenant deleted at least `retention_secs` ago (the server runs
+/// this sweep itself, periodically, with its configured retention).
+#[utoipa::path(post, path = "/v1/admin/tenants/purge-deleted", tag = "admin",
+    request_body(content = serde_json::Value, description = "`{retention_secs}`; absent: the server's `retention_secs`"),
+    responses((status = 200, description = "`{purged: [ids]}`")),
+    security(("bearer" = [])))]
+pub async fn purge_deleted(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let b: PurgeBody = from_map(body)?;
+    let secs = b.retention_secs.unwrap_or(state.config.retention_secs);
+    let ms = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let purged = state
+        .run(move |e| Ok(e.purge_deleted_tenants(&op, ms)?))
+        .await?;
+    Ok(Json(json!({ "purged": purged })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_merge_like_a_merge_patch() {
+        let current = TenantLimits {
+            max_vectors: Some(10),
+            max_collections: Some(3),
+            ..Default::default()
+        };
+        let patch = json!({"max_vectors": 50, "max_collections": null});
+        let merged = merge_limits(&current, patch.as_object().cloned().unwrap()).unwrap();
+        assert_eq!(merged.max_vectors, Some(50));
+        assert_eq!(merged.max_collections, None);
+        let typo = json!({"max_vector": 1});
+        assert!(merge_limits(&current, typo.as_object().cloned().unwrap()).is_err());
+    }
+}

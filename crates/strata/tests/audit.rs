@@ -1,0 +1,252 @@
+//! The audit log over HTTP: each kind of event (a mutation, an admin action, an
+//! authentication failure, a tenant mismatch, a scope violation) produces exactly one row with
+//! actor, client address, request id (the one the response carried) and time; and a tenant's
+//! `GET /v1/audit` never shows another tenant's rows.
+
+mod common;
+
+use common::{OPERATOR_KEY, Server, code};
+use serde_json::{Value, json};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+/// The rows of `action` (and `tenant`, if given) the operator sees.
+fn rows(server: &Server, action: &str, tenant: Option<&str>) -> Vec<Value> {
+    let mut path = format!("/v1/admin/audit?action={action}&limit=1000");
+    if let Some(t) = tenant {
+        path.push_str(&format!("&tenant={t}"));
+    }
+    let (s, v) = server.get(&path, OPERATOR_KEY);
+    assert_eq!(s, 200, "{v}");
+    v["rows"].as_array().expect("rows").clone()
+}
+
+/// Exactly one row of `action` carries `request_id`; checks its common fields and returns it.
+fn the_row(
+    server: &Server,
+    action: &str,
+    tenant: Option<&str>,
+    request_id: &str,
+    actor: &str,
+) -> Value {
+    assert!(!request_id.is_empty(), "the response had no x-request-id");
+    let all = rows(server, action, tenant);
+    let mine: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["request_id"] == request_id)
+        .collect();
+    assert_eq!(
+        mine.len(),
+        1,
+        "{action} rows for request {request_id}: {all:#?}"
+    );
+    let row = mine[0].clone();
+    assert_eq!(row["actor"], actor, "{row}");
+    assert_eq!(
+        row["tenant"],
+        tenant.map_or(Value::Null, |t| json!(t)),
+        "{row}"
+    );
+    let client = row["client"].as_str().unwrap_or("");
+    assert!(client.starts_with("127.0.0.1:"), "client address: {row}");
+    let at = row["at"].as_i64().unwrap_or(0);
+    assert!((now_ms() - 60_000..=now_ms()).contains(&at), "time: {row}");
+    row
+}
+
+fn key_id(secret: &str) -> String {
+    format!("key:{}", secret.split('_').nth(1).expect("key id"))
+}
+
+#[test]
+fn each_kind_of_event_produces_exactly_one_row_with_its_fields() {
+    let server = Server::start();
+    server.tenant("acme");
+    server.tenant("globex");
+    let key = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let domain_key = server.key(
+        "acme",
+        json!({"permissions": ["read"], "domains": ["support"]}),
+    );
+    let globex = server.key("globex", json!({"permissions": ["read", "write", "admin"]}));
+
+    // A mutation.
+    let (s, v, rid) = server.call_with_id(
+        "POST",
+        "/v1/memories",
+        Some(&key),
+        &[],
+        Some(&json!({"content": "x"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let row = the_row(&server, "memory.put", Some("acme"), &rid, &key_id(&key));
+    assert_eq!(row["outcome"], "ok");
+    assert_eq!(row["detail"]["upserted"], 1, "{row}");
+
+    // An admin action. A client-chosen request id is kept and recorded.
+    let (s, v, rid) = server.call_with_id(
+        "POST",
+        "/v1/admin/tenants/acme/suspend",
+        Some(OPERATOR_KEY),
+        &[("x-request-id", "ops-ticket-42")],
+        None,
+    );
+    assert_eq!((s, rid.as_str()), (200, "ops-ticket-42"), "{v}");
+    the_row(
+        &server,
+        "tenant.suspend",
+        Some("acme"),
+        &rid,
+        "operator:env",
+    );
+    let (s, _, rid) = server.call_with_id(
+        "POST",
+        "/v1/admin/tenants/acme/resume",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(s, 200);
+    the_row(&server, "tenant.resume", Some("acme"), &rid, "operator:env");
+
+    // Authentication failures: a token that names nothing goes to the server's log; a revoked
+    // key of acme's goes to acme's, under its key id. The token itself is never recorded.
+    let (s, v, rid) = server.call_with_id("GET", "/v1/memories/list", Some("not-a-key"), &[], None);
+    assert_eq!((s, code(&v)), (401, "UNAUTHORIZED"));
+    let row = the_row(&server, "auth.failure", None, &rid, "anonymous");
+    assert_eq!(row["outcome"], "UNAUTHORIZED");
+    let revoked = server.key("acme", json!({}));
+    let (s, _) = server.call(
+        "DELETE",
+        &format!("/v1/admin/keys/{}", &key_id(&revoked)[4..]),
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(s, 200);
+    let (s, _, rid) = server.call_with_id("GET", "/v1/memories/list", Some(&revoked), &[], None);
+    assert_eq!(s, 401);
+    let row = the_row(
+        &server,
+        "auth.failure",
+        Some("acme"),
+        &rid,
+        &key_id(&revoked),
+    );
+    let secret_part = revoked.rsplit('_').next().expect("secret");
+    assert!(
+        !row.to_string().contains(secret_part),
+        "secret in audit row: {row}"
+    );
+
+    // A tenant mismatch, filed under the credential's own tenant.
+    let (s, v, rid) = server.call_with_id(
+        "GET",
+        "/v1/memories/list",
+        Some(&key),
+        &[("x-tenant-id", "globex")],
+        None,
+    );
+    assert_eq!((s, code(&v)), (403, "TENANT_MISMATCH"));
+    let row = the_row(
+        &server,
+        "security.tenant_mismatch",
+        Some("acme"),
+        &rid,
+        &key_id(&key),
+    );
+    assert_eq!(
+        (row["outcome"].as_str(), row["detail"]["route"].as_str()),
+        (Some("TENANT_MISMATCH"), Some("/v1/memories/list")),
+        "{row}"
+    );
+    assert!(
+        !row.to_string().contains("globex"),
+        "the other tenant's name in acme's row: {row}"
+    );
+
+    // A scope violation, which the engine detects.
+    let (s, v, rid) = server.call_with_id(
+        "GET",
+        "/v1/memories/list",
+        Some(&domain_key),
+        &[("x-strata-domain", "billing")],
+        None,
+    );
+    assert_eq!((s, code(&v)), (403, "SCOPE_FORBIDDEN"), "{v}");
+    the_row(
+        &server,
+        "security.scope_forbidden",
+        Some("acme"),
+        &rid,
+        &key_id(&domain_key),
+    );
+
+    // Reads are not audited, and each event above wrote one row only.
+    assert!(rows(&server, "memory.list", None).is_empty());
+    assert_eq!(rows(&server, "auth.failure", None).len(), 2);
+    assert_eq!(rows(&server, "security.tenant_mismatch", None).len(), 1);
+
+    // Filters: time window and limit.
+    let (s, v) = server.get(
+        &format!("/v1/admin/audit?since={}", now_ms() + 60_000),
+        OPERATOR_KEY,
+    );
+    assert_eq!(
+        (s, v["rows"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{v}"
+    );
+    let (s, v) = server.get("/v1/admin/audit?limit=2", OPERATOR_KEY);
+    assert_eq!(
+        (s, v["rows"].as_array().map(Vec::len)),
+        (200, Some(2)),
+        "{v}"
+    );
+    let (s, _) = server.get("/v1/admin/audit?limit=0", OPERATOR_KEY);
+    assert_eq!(s, 400);
+    let (s, _) = server.get("/v1/admin/audit?bogus=1", OPERATOR_KEY);
+    assert_eq!(s, 400);
+
+    // globex writes too; each tenant's own view holds only its own rows.
+    let (s, _) = server.post(
+        "/v1/memories",
+        &globex,
+        json!({"content": "globex private"}),
+    );
+    assert_eq!(s, 201);
+    let (s, v) = server.get("/v1/audit", &key);
+    assert_eq!(s, 200, "{v}");
+    let own = v["rows"].as_array().expect("rows");
+    assert!(own.iter().all(|r| r["tenant"] == "acme"), "{v}");
+    for action in [
+        "tenant.create",
+        "memory.put",
+        "tenant.suspend",
+        "tenant.resume",
+        "auth.failure",
+        "security.tenant_mismatch",
+        "security.scope_forbidden",
+    ] {
+        assert_eq!(
+            own.iter().filter(|r| r["action"] == action).count(),
+            1,
+            "{action}: {v}"
+        );
+    }
+    let (s, v) = server.get("/v1/audit?action=memory.put", &globex);
+    assert_eq!(s, 200, "{v}");
+    let theirs = v["rows"].as_array().expect("rows");
+    assert_eq!(theirs.len(), 1, "{v}");
+    assert!(!v.to_string().contains("acme"), "{v}");
+    // Reading another tenant's log is refused; reading one's own needs `admin`.
+    let (s, v) = server.get("/v1/audit?tenant=acme", &globex);
+    assert_eq!((s, code(&v)), (403, "SCOPE_FORBIDDEN"), "{v}");
+    let (s, v) = server.get("/v1/audit", &domain_key);
+    assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
+}

@@ -1,0 +1,78 @@
+//! The route table `(method, path, permission)` every route test is driven by, shared so the
+//! lifecycle tests can walk every data route too.
+
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Perm {
+    Public,
+    Read,
+    Write,
+    Admin,
+    Operator,
+}
+
+use Perm::*;
+
+/// Every route, with the permission it needs.
+pub const ROUTES: &[(&str, &str, Perm)] = &[
+    ("GET", "/healthz", Public),
+    ("GET", "/readyz", Public),
+    ("GET", "/openapi.json", Public),
+    ("POST", "/v1/memories", Write),
+    ("GET", "/v1/memories/{id}", Read),
+    ("PATCH", "/v1/memories/{id}", Write),
+    ("DELETE", "/v1/memories/{id}", Write),
+    ("POST", "/v1/memories/delete", Write),
+    ("GET", "/v1/memories/list", Read),
+    ("POST", "/v1/memories/list", Read),
+    ("POST", "/v1/memories/count", Read),
+    ("POST", "/v1/search", Read),
+    ("GET", "/v1/collections", Read),
+    ("POST", "/v1/collections", Admin),
+    ("DELETE", "/v1/collections/{name}", Admin),
+    ("GET", "/v1/audit", Admin),
+    ("POST", "/v1/admin/tenants", Operator),
+    ("GET", "/v1/admin/tenants", Operator),
+    ("GET", "/v1/admin/tenants/{id}", Operator),
+    ("PATCH", "/v1/admin/tenants/{id}", Operator),
+    ("DELETE", "/v1/admin/tenants/{id}", Operator),
+    ("POST", "/v1/admin/tenants/{id}/suspend", Operator),
+    ("POST", "/v1/admin/tenants/{id}/resume", Operator),
+    ("POST", "/v1/admin/tenants/{id}/restore", Operator),
+    ("GET", "/v1/admin/tenants/{id}/export", Operator),
+    ("POST", "/v1/admin/tenants/{id}/import", Operator),
+    ("POST", "/v1/admin/tenants/purge-deleted", Operator),
+    ("GET", "/v1/admin/audit", Operator),
+    ("POST", "/v1/admin/keys", Operator),
+    ("GET", "/v1/admin/keys", Operator),
+    ("DELETE", "/v1/admin/keys/{id}", Operator),
+];
+
+/// Every route a tenant credential uses.
+pub fn data_routes() -> impl Iterator<Item = (&'static str, &'static str, Perm)> {
+    ROUTES
+        .iter()
+        .copied()
+        .filter(|(_, _, p)| matches!(p, Read | Write | Admin))
+}
+
+/// A concrete path for a templated one.
+pub fn concrete(path: &str) -> String {
+    path.replace("{id}", "a-rec").replace("{name}", "a-coll")
+}
+
+pub fn probe_body(method: &str) -> Option<Value> {
+    (method != "GET" && method != "DELETE").then(|| json!({}))
+}
+
+/// A well-formed body for a route, so what fails is what the test is about.
+pub fn valid_body(method: &str, path: &str) -> Option<Value> {
+    match (method, path) {
+        ("POST", "/v1/memories") | ("PATCH", "/v1/memories/{id}") => Some(json!({"content": "x"})),
+        ("POST", "/v1/memories/delete") => Some(json!({"filter": {}})),
+        ("POST", "/v1/search") => Some(json!({"query": "x"})),
+        ("POST", "/v1/collections") => Some(json!({"name": "c1", "dim": 4})),
+        (m, _) => probe_body(m),
+    }
+}

@@ -1,0 +1,305 @@
+//! Tenant lifecycle and quotas over HTTP against the real binary: suspend and resume (API keys
+//! and JWTs alike, on every data route of the route table), soft delete, restore and purge,
+//! hard delete, and a quota race of concurrent writers.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::table::{concrete, data_routes, valid_body};
+use common::{HS_SECRET, OPERATOR_KEY, Server, code};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+
+const ALL: &[&str] = &["read", "write", "admin", "all_principals"];
+
+fn jwt(tenant: &str) -> String {
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    let claims = json!({"tenant": tenant, "sub": "svc", "permissions": ALL, "exp": now + 600});
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(HS_SECRET.as_bytes()),
+    )
+    .expect("sign jwt")
+}
+
+/// A tenant `acme` holding record `a-rec` and collection `a-coll`; returns its key and a JWT.
+fn seeded(server: &Server) -> (String, String) {
+    server.tenant("acme");
+    let key = server.key("acme", json!({ "permissions": ALL }));
+    let (s, v) = server.post(
+        "/v1/memories",
+        &key,
+        json!({"id": "a-rec", "content": "acme keeps this"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server.post("/v1/collections", &key, json!({"name": "a-coll", "dim": 4}));
+    assert_eq!(s, 201, "{v}");
+    (key, jwt("acme"))
+}
+
+fn admin(server: &Server, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (s, v) = server.call(method, path, Some(OPERATOR_KEY), &[], body.as_ref());
+    assert_eq!(s, 200, "{method} {path}: {v}");
+    v
+}
+
+/// Every data route in the route table, with each credential, answers `(status, code)`.
+fn every_data_route_answers(server: &Server, creds: &[&str], status: u16, expect: &str) {
+    for (method, path, _) in data_routes() {
+        let p = concrete(path);
+        for cred in creds {
+            let body = valid_body(method, path);
+            let (s, v) = server.call(method, &p, Some(cred), &[], body.as_ref());
+            assert_eq!((s, code(&v)), (status, expect), "{method} {p}: {v}");
+        }
+    }
+}
+
+fn reads_back(server: &Server, cred: &str) {
+    let (s, v) = server.get("/v1/memories/a-rec", cred);
+    assert_eq!(
+        (s, v["content"].as_str()),
+        (200, Some("acme keeps this")),
+        "{v}"
+    );
+}
+
+#[test]
+fn suspended_keys_and_jwts_can_do_nothing_until_resumed() {
+    let server = Server::start();
+    let (key, token) = seeded(&server);
+    reads_back(&server, &token);
+    let v = admin(&server, "POST", "/v1/admin/tenants/acme/suspend", None);
+    assert_eq!(v["status"], "suspended", "{v}");
+    every_data_route_answers(&server, &[&key, &token], 403, "TENANT_SUSPENDED");
+    // The operator still sees it, and its data is kept.
+    let v = admin(&server, "GET", "/v1/admin/tenants/acme", None);
+    assert_eq!(
+        (v["status"].as_str(), v["usage"]["records"].as_u64()),
+        (Some("suspended"), Some(1))
+    );
+
+    let v = admin(&server, "POST", "/v1/admin/tenants/acme/resume", None);
+    assert_eq!(v["status"], "active", "{v}");
+    reads_back(&server, &key);
+    reads_back(&server, &token);
+    let (s, v) = server.post("/v1/search", &token, json!({"query": "keeps"}));
+    assert_eq!(
+        (s, v["hits"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{v}"
+    );
+    let (s, v) = server.post("/v1/memories", &key, json!({"content": "after resume"}));
+    assert_eq!(s, 201, "{v}");
+}
+
+#[test]
+fn soft_deleted_tenants_are_hidden_restorable_and_purged() {
+    let server = Server::start();
+    let (key, token) = seeded(&server);
+    let v = admin(&server, "DELETE", "/v1/admin/tenants/acme", None);
+    assert_eq!(v["status"], "deleted", "{v}");
+    assert!(v["deleted_at"].is_number(), "{v}");
+    // Hidden: the credential still authenticates, but its tenant reads as missing, the same
+    // `404 NOT_FOUND` on every data route, for keys and JWTs.
+    every_data_route_answers(&server, &[&key, &token], 404, "NOT_FOUND");
+    // Suspending or resuming a deleted tenant does not bring it back.
+    let (s, _) = server.post("/v1/admin/tenants/acme/resume", OPERATOR_KEY, json!({}));
+    assert_eq!(s, 404);
+
+    // Within the retention period nothing is purged, and restore brings everything back.
+    let v = admin(
+        &server,
+        "POST",
+        "/v1/admin/tenants/purge-deleted",
+        Some(json!({"retention_secs": 3600})),
+    );
+    assert_eq!(v["purged"], json!([]), "{v}");
+    let v = admin(&server, "POST", "/v1/admin/tenants/acme/restore", None);
+    assert_eq!(
+        (v["status"].as_str(), &v["deleted_at"]),
+        (Some("active"), &Value::Null)
+    );
+    reads_back(&server, &key);
+    reads_back(&server, &token);
+
+    // Deleted again and past retention (0): purged for good, and its credentials are dead.
+    admin(&server, "DELETE", "/v1/admin/tenants/acme", None);
+    let v = admin(
+        &server,
+        "POST",
+        "/v1/admin/tenants/purge-deleted",
+        Some(json!({"retention_secs": 0})),
+    );
+    assert_eq!(v["purged"], json!(["acme"]), "{v}");
+    for cred in [&key, &token] {
+        let (s, v) = server.get("/v1/memories/a-rec", cred);
+        assert_eq!((s, code(&v)), (401, "UNAUTHORIZED"), "{v}");
+    }
+    let (s, _) = server.get("/v1/admin/tenants/acme", OPERATOR_KEY);
+    assert_eq!(s, 404);
+    let (s, _) = server.post("/v1/admin/tenants/acme/restore", OPERATOR_KEY, json!({}));
+    assert_eq!(s, 404);
+}
+
+#[test]
+fn the_server_sweeps_tenants_past_retention_by_itself() {
+    let server = Server::start_with(&[
+        ("STRATA__SERVER__RETENTION_SECS", "0"),
+        ("STRATA__SERVER__PURGE_INTERVAL_SECS", "1"),
+    ]);
+    server.tenant("acme");
+    server.tenant("kept");
+    admin(&server, "DELETE", "/v1/admin/tenants/acme", None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.get("/v1/admin/tenants/acme", OPERATOR_KEY).0 != 404 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep never purged acme"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(server.get("/v1/admin/tenants/kept", OPERATOR_KEY).0, 200);
+    let (s, v) = server.get("/v1/admin/audit?action=tenant.purge", OPERATOR_KEY);
+    assert_eq!(
+        (s, v["rows"][0]["actor"].as_str()),
+        (200, Some("system:retention")),
+        "{v}"
+    );
+}
+
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            hits.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path)
+            .expect("read file")
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            hits.push(path.display().to_string());
+        }
+    }
+    hits
+}
+
+#[test]
+fn hard_delete_erases_at_once() {
+    const CANARY: &str = "CANARY-http-4d1e-only-acme-wrote-this";
+    let server = Server::start();
+    let (key, _) = seeded(&server);
+    let (s, v) = server.post("/v1/memories", &key, json!({"content": CANARY}));
+    assert_eq!(s, 201, "{v}");
+    let data = server.dir.path().join("data");
+    assert!(!files_containing(&data, CANARY.as_bytes()).is_empty());
+
+    let (s, v) = server.call(
+        "DELETE",
+        "/v1/admin/tenants/acme?hard=true",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!((s, &v), (200, &json!({"id": "acme", "purged": true})));
+    let (s, v) = server.get("/v1/memories/list", &key);
+    assert_eq!((s, code(&v)), (401, "UNAUTHORIZED"), "{v}");
+    let (s, _) = server.get("/v1/admin/tenants/acme", OPERATOR_KEY);
+    assert_eq!(s, 404);
+    let left = files_containing(&data, CANARY.as_bytes());
+    assert!(
+        left.is_empty(),
+        "canary bytes remain after hard delete: {left:?}"
+    );
+    // A bad `hard` value is refused, not read as false.
+    server.tenant("other");
+    let (s, _) = server.call(
+        "DELETE",
+        "/v1/admin/tenants/other?hard=yes",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(s, 400);
+}
+
+fn vector(seed: usize) -> Vec<f32> {
+    (0..384)
+        .map(|j| ((seed * 131 + j * 7) % 97) as f32 / 97.0 + 0.01)
+        .collect()
+}
+
+#[test]
+fn concurrent_writers_over_http_never_overshoot_the_vector_quota() {
+    let server = Server::start();
+    server.tenant("acme");
+    let key = server.key("acme", json!({ "permissions": ALL }));
+    let v = admin(
+        &server,
+        "PATCH",
+        "/v1/admin/tenants/acme",
+        Some(json!({"limits": {"max_vectors": 50, "max_collections": 20}, "weight": 2})),
+    );
+    assert_eq!(v["limits"]["max_vectors"], 50, "{v}");
+    // Limits patch as a merge: naming one keeps the others.
+    let v = admin(
+        &server,
+        "PATCH",
+        "/v1/admin/tenants/acme",
+        Some(json!({"limits": {"max_collections": null}})),
+    );
+    assert_eq!(
+        (
+            &v["limits"]["max_vectors"],
+            &v["limits"]["max_collections"],
+            &v["weight"]
+        ),
+        (&json!(50), &Value::Null, &json!(2)),
+        "{v}"
+    );
+    let (s, v) = server.call(
+        "PATCH",
+        "/v1/admin/tenants/acme",
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&json!({"limits": {"max_vector": 1}})),
+    );
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+
+    let (ok, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (server, key, ok, refused) = (&server, &key, &ok, &refused);
+            scope.spawn(move || {
+                for i in 0..12 {
+                    let body =
+                        json!({"content": format!("w{t}-{i}"), "vector": vector(t * 100 + i)});
+                    let (s, v) = server.post("/v1/memories", key, body);
+                    match (s, code(&v)) {
+                        (201, _) => ok.fetch_add(1, Ordering::Relaxed),
+                        (403, "QUOTA_EXCEEDED") => {
+                            let m = v["error"]["message"].as_str().unwrap_or("");
+                            assert!(m.contains("max_vectors"), "{v}");
+                            refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                        other => panic!("unexpected {other:?}: {v}"),
+                    };
+                }
+            });
+        }
+    });
+    assert_eq!((ok.into_inner(), refused.into_inner()), (50, 46));
+    let v = admin(&server, "GET", "/v1/admin/tenants/acme", None);
+    assert_eq!(
+        (
+            v["usage"]["vectors"].as_u64(),
+            v["usage"]["records"].as_u64()
+        ),
+        (Some(50), Some(50)),
+        "{v}"
+    );
+    assert!(v["usage"]["storage_bytes"].as_u64().unwrap_or(0) > 0, "{v}");
+}

@@ -1,0 +1,215 @@
+//! Export and import over HTTP and through the CLI: an export imported into a new tenant gives
+//! the same search results; a bad line is `400` naming its line number and leaves nothing.
+
+mod common;
+
+use std::process::Command;
+
+use common::{OPERATOR_KEY, Server, code};
+use serde_json::{Value, json};
+
+const ALL: &[&str] = &["read", "write", "admin", "all_principals"];
+
+fn vector(seed: usize) -> Vec<f32> {
+    (0..8)
+        .map(|j| ((seed * 37 + j * 11) % 23) as f32 - 11.0)
+        .collect()
+}
+
+/// A tenant with a custom collection, vectors, texts, principals and domains.
+fn seed(server: &Server, id: &str) -> String {
+    server.tenant(id);
+    let key = server.key(id, json!({ "permissions": ALL }));
+    let (s, v) = server.post(
+        "/v1/collections",
+        &key,
+        json!({"name": "small", "dim": 8, "metric": "l2"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let records: Vec<Value> = (0..60)
+        .map(|i| {
+            json!({
+                "id": format!("r{i}"),
+                "modality": "small",
+                "vector": vector(i),
+                "content": format!("note {i} about {}", ["coffee", "tea", "printers"][i % 3]),
+                "user_tokens": if i % 2 == 0 { json!(["u:alice"]) } else { json!([]) },
+                "metadata": {"n": i},
+            })
+        })
+        .collect();
+    let (s, v) = server.post("/v1/memories", &key, json!({"records": records}));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server.post(
+        "/v1/memories",
+        &key,
+        json!({"content": "support ticket about coffee", "memory_domain": "support"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    key
+}
+
+/// Ids and scores of a few searches, as the tenant's key sees them.
+fn results(server: &Server, key: &str) -> Vec<Value> {
+    let searches = [
+        json!({"vector": vector(7), "modality": "small", "k": 10, "user_tokens": ["*"]}),
+        json!({"vector": vector(3), "modality": "small", "k": 5, "user_tokens": ["u:alice"]}),
+        json!({"query": "coffee", "modality": "small", "k": 10, "user_tokens": ["*"]}),
+        json!({"query": "coffee", "k": 5, "memory_domain": "support"}),
+    ];
+    searches
+        .iter()
+        .map(|q| {
+            let (s, v) = server.post("/v1/search", key, q.clone());
+            assert_eq!(s, 200, "{q}: {v}");
+            let hits = v["hits"].as_array().expect("hits");
+            assert!(!hits.is_empty(), "{q}: no hits");
+            json!(
+                hits.iter()
+                    .map(|h| json!([h["record"]["id"], h["score"]]))
+                    .collect::<Vec<_>>()
+            )
+        })
+        .collect()
+}
+
+fn export(server: &Server, id: &str) -> String {
+    let res = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/admin/tenants/{id}/export", server.url))
+        .bearer_auth(OPERATOR_KEY)
+        .send()
+        .expect("export");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.headers()["content-type"], "application/x-ndjson");
+    res.text().expect("body")
+}
+
+fn import(server: &Server, id: &str, body: &str) -> (u16, Value) {
+    let (s, text) = server.send_raw(
+        "POST",
+        &format!("/v1/admin/tenants/{id}/import"),
+        OPERATOR_KEY,
+        "application/x-ndjson",
+        body.as_bytes().to_vec(),
+    );
+    (s, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[test]
+fn export_then_import_gives_the_same_search_results() {
+    let server = Server::start();
+    let key = seed(&server, "acme");
+    let (s, _) = server.call(
+        "PATCH",
+        "/v1/admin/tenants/acme",
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&json!({"limits": {"max_vectors": 1000}, "weight": 3})),
+    );
+    assert_eq!(s, 200);
+    let ndjson = export(&server, "acme");
+    let lines: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    // A header, 3 default collections plus `small`, 61 records.
+    assert_eq!(lines.len(), 1 + 4 + 61);
+    assert_eq!(lines[0]["type"], "tenant");
+
+    let (s, v) = import(&server, "acme-copy", &ndjson);
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (v["status"].as_str(), v["weight"].as_u64()),
+        (Some("active"), Some(3)),
+        "{v}"
+    );
+    assert_eq!(v["limits"]["max_vectors"], 1000, "{v}");
+    assert_eq!(v["usage"]["records"], 61, "{v}");
+    let copy = server.key("acme-copy", json!({ "permissions": ALL }));
+    assert_eq!(results(&server, &copy), results(&server, &key));
+    // Importing onto an existing tenant is a conflict.
+    let (s, v) = import(&server, "acme", &ndjson);
+    assert_eq!((s, code(&v)), (409, "CONFLICT"), "{v}");
+}
+
+#[test]
+fn a_bad_line_is_refused_by_number_and_leaves_nothing() {
+    let server = Server::start();
+    seed(&server, "acme");
+    let ndjson = export(&server, "acme");
+    let mut lines: Vec<&str> = ndjson.lines().collect();
+    lines[6] = "{\"type\": \"record\", \"oops\": ";
+    let (s, v) = import(&server, "broken", &lines.join("\n"));
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("line 7"), "{message}");
+    let (s, _) = server.get("/v1/admin/tenants/broken", OPERATOR_KEY);
+    assert_eq!(s, 404, "a failed import left a tenant behind");
+    // An empty line is refused the same way, by number.
+    let mut lines: Vec<&str> = ndjson.lines().collect();
+    lines.insert(2, "");
+    let (s, v) = import(&server, "broken", &lines.join("\n"));
+    assert!(
+        s == 400
+            && v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("line 3"),
+        "{v}"
+    );
+    // The first line must be the tenant line.
+    let (s, v) = import(&server, "broken", "{\"type\": \"collection\"}\n");
+    assert_eq!(s, 400, "{v}");
+}
+
+fn strata(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .args(["--server", &server.url])
+        .env("STRATA_KEY", OPERATOR_KEY)
+        .output()
+        .expect("run strata");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_export_and_import_round_trip() {
+    let server = Server::start();
+    let key = seed(&server, "acme");
+    let file = server.dir.path().join("acme.ndjson");
+    let path = file.to_str().expect("utf-8 path");
+    let (ok, _, err) = strata(&server, &["tenant", "export", "acme", "-o", path]);
+    assert!(ok, "{err}");
+    assert!(err.contains("exported 66 lines"), "{err}");
+    // Not a terminal: no progress bar escape codes.
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    let (ok, out, err) = strata(&server, &["tenant", "import", "acme-cli", path]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json answer");
+    assert_eq!(v["usage"]["records"], 61, "{v}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    let copy = server.key("acme-cli", json!({ "permissions": ALL }));
+    assert_eq!(results(&server, &copy), results(&server, &key));
+    // Export to stdout is the same export.
+    let (ok, out, err) = strata(&server, &["tenant", "export", "acme"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, std::fs::read_to_string(&file).expect("file"));
+    let (ok, _, err) = strata(&server, &["tenant", "import", "acme-cli", path]);
+    assert!(!ok && err.contains("CONFLICT"), "{err}");
+}
+
+#[test]
+fn imports_larger_than_max_import_bytes_are_refused() {
+    let server = Server::start_with(&[("STRATA__SERVER__MAX_IMPORT_BYTES", "4096")]);
+    seed(&server, "acme");
+    let ndjson = export(&server, "acme");
+    assert!(ndjson.len() > 4096);
+    let (s, v) = import(&server, "big", &ndjson);
+    assert_eq!((s, code(&v)), (413, "PAYLOAD_TOO_LARGE"), "{v}");
+    let (s, _) = server.get("/v1/admin/tenants/big", OPERATOR_KEY);
+    assert_eq!(s, 404, "a refused import left a tenant behind");
+}
