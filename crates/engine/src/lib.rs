@@ -5,6 +5,7 @@
 //! registry), which only `strata-auth` can construct. No method takes a raw tenant id from a
 //! request. Methods block on storage; async callers run them on a blocking pool.
 
+mod admission;
 mod audit;
 mod collection_index;
 mod collections;
@@ -23,6 +24,7 @@ mod visibility;
 
 use std::path::Path;
 
+pub use admission::Admission;
 pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
 pub use error::EngineError;
@@ -78,6 +80,7 @@ pub struct Engine {
     store: Store,
     config: EngineConfig,
     indexes: IndexRegistry,
+    admissions: admission::AdmissionCache,
 }
 
 impl Engine {
@@ -95,6 +98,7 @@ impl Engine {
             store,
             config,
             indexes: IndexRegistry::default(),
+            admissions: admission::AdmissionCache::default(),
         })
     }
 

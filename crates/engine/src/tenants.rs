@@ -242,6 +242,7 @@ impl Engine {
             Ok::<_, EngineError>(meta.key)
         })?;
         self.indexes.forget(key);
+        self.admissions.invalidate(key);
         self.compact()
     }
 
@@ -294,17 +295,22 @@ impl Engine {
         action: &str,
         f: impl FnOnce(&mut TenantProfile) -> Result<(), EngineError>,
     ) -> Result<TenantInfo, EngineError> {
-        self.store.write(|w| {
-            let mut meta = w
-                .tenant(id)?
-                .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
-            let mut profile = TenantProfile::of(&meta);
-            f(&mut profile)?;
-            meta.profile = profile.to_map();
-            w.put_tenant(&meta)?;
-            audit::append(w, meta.key, audit::operator_event(op, id, action))?;
-            Ok(TenantInfo::from(&meta))
-        })
+        self.store
+            .write(|w| {
+                let mut meta = w
+                    .tenant(id)?
+                    .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
+                let mut profile = TenantProfile::of(&meta);
+                f(&mut profile)?;
+                meta.profile = profile.to_map();
+                w.put_tenant(&meta)?;
+                audit::append(w, meta.key, audit::operator_event(op, id, action))?;
+                Ok((TenantInfo::from(&meta), meta.key))
+            })
+            .map(|(info, key)| {
+                self.admissions.invalidate(key);
+                info
+            })
     }
 
     pub fn tenants(&self, _op: &OperatorScope) -> Result<Vec<TenantInfo>, EngineError> {

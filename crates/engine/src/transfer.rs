@@ -103,6 +103,7 @@ impl Engine {
                     )?;
                     Ok::<_, EngineError>(())
                 })?;
+                self.admissions.invalidate(key);
                 self.tenant(op, id)
             }
             Err(e) => {

@@ -485,3 +485,34 @@ fn export_then_import_into_a_new_tenant_reproduces_search_results() {
         Err(EngineError::TenantNotFound(_))
     ));
 }
+
+#[test]
+fn admission_follows_limit_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let a = engine.admission(&scope).unwrap();
+    assert_eq!((a.limits.max_qps, a.weight), (None, 1));
+    let limits = TenantLimits {
+        max_qps: Some(5.0),
+        max_concurrent: Some(2),
+        ..Default::default()
+    };
+    engine
+        .update_tenant(
+            &op(),
+            scope.tenant(),
+            TenantUpdate {
+                limits: Some(limits.clone()),
+                weight: Some(4),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let a = engine.admission(&scope).unwrap();
+    assert_eq!((a.limits, a.weight), (limits, 4));
+    engine.purge_tenant(&op(), scope.tenant()).unwrap();
+    assert!(matches!(
+        engine.admission(&scope),
+        Err(EngineError::TenantNotFound(_))
+    ));
+}
