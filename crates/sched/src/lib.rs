@@ -1,0 +1,38 @@
+//! Strata's per-tenant admission control and fair scheduling: token-bucket rate limits,
+//! in-flight caps and a bounded worker pool with weighted fair queueing across tenants.
+//!
+//! The crate knows nothing about HTTP or about Strata's tenant records: tenants are an opaque
+//! key type `K: Hash + Eq + Clone` chosen by the caller (a `u64`, a tenant id newtype, …), and
+//! limits and weights are passed in on every call, so a changed tenant record takes effect on
+//! the next request without any cache to invalidate.
+//!
+//! A request typically goes through three gates, cheapest first:
+//!
+//! 1. [`RateLimiter::check`]: per-tenant token bucket (`max_qps`, `burst`) → `429` with
+//!    [`RetryAfter`].
+//! 2. [`InFlight::try_acquire`]: per-tenant concurrency cap (`max_concurrent`) → [`Busy`]; the
+//!    returned [`Permit`] is held for the life of the request and releases on drop.
+//! 3. [`FairScheduler::run`]: blocking search / indexing work on a bounded pool of threads,
+//!    dispatched by start-time fair queueing ([`FairQueue`]) so a flooding tenant cannot starve
+//!    the others.
+//!
+//! Invariants:
+//! - No I/O, no HTTP, no dependency on other workspace crates.
+//! - Memory is bounded by *active* tenants: idle token buckets are evicted, in-flight entries
+//!   vanish when their last permit drops, idle scheduler entries are swept.
+//! - Dispatch order is a pure function of the submission sequence (keys, weights, order).
+
+#![warn(missing_docs)]
+
+mod error;
+pub mod fair_queue;
+pub mod inflight;
+pub mod rate;
+pub mod scheduler;
+mod shard;
+
+pub use error::{Busy, LimitsError, RetryAfter, SchedError};
+pub use fair_queue::{Discipline, FairQueue, QueueFull};
+pub use inflight::{InFlight, Permit};
+pub use rate::{Limits, RateLimiter};
+pub use scheduler::{FairScheduler, JobHandle, SchedulerConfig};

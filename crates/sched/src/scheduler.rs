@@ -1,0 +1,315 @@
+//! A bounded pool of OS threads running blocking jobs from many tenants, dispatched by
+//! [`FairQueue`] (weighted start-time fair queueing) so one tenant's flood cannot starve others.
+//!
+//! Jobs are closures; the caller awaits the result through a tokio oneshot ([`JobHandle`]),
+//! so async request handlers never block a runtime thread on search or indexing work. Workers
+//! share one mutex-protected queue: a dispatch is a heap pop of a few hundred nanoseconds,
+//! small against the millisecond-scale jobs this pool exists for, and a single queue is what
+//! makes the global fair order possible.
+
+use std::any::Any;
+use std::future::Future;
+use std::hash::Hash;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::error::SchedError;
+use crate::fair_queue::{Discipline, FairQueue, QueueFull};
+
+/// A type-erased job: runs the caller's closure and delivers its result.
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Pool size, queue bounds and ordering.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Worker threads (at least 1).
+    pub workers: usize,
+    /// Jobs queued (not yet running) across all tenants before `Overloaded`.
+    pub max_queue: usize,
+    /// Jobs queued for one tenant before `TenantQueueFull`.
+    pub max_queue_per_tenant: usize,
+    /// Fair (production) or FIFO (baseline for benchmarks).
+    pub discipline: Discipline,
+    /// Start with dispatch paused until [`FairScheduler::resume`]: lets tests queue a whole
+    /// submission sequence and then observe the order it is dispatched in.
+    pub start_paused: bool,
+    /// Worker thread name (shown by debuggers and `top -H`).
+    pub thread_name: String,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().map_or(2, usize::from),
+            max_queue: 10_000,
+            max_queue_per_tenant: 1_000,
+            discipline: Discipline::Fair,
+            start_paused: false,
+            thread_name: "strata-sched".to_owned(),
+        }
+    }
+}
+
+/// Queue and lifecycle flags, under one mutex.
+struct State<K> {
+    queue: FairQueue<K, Job>,
+    accepting: bool,
+    paused: bool,
+    live_workers: usize,
+}
+
+/// What the workers and the handle share.
+struct Shared<K> {
+    state: Mutex<State<K>>,
+    /// Signalled when a job is queued, dispatch resumes, or shutdown begins.
+    work: Condvar,
+    /// Signalled when a worker exits.
+    exited: Condvar,
+}
+
+impl<K> Shared<K> {
+    /// Locks the state. Jobs never run under this lock and the queue code does not panic on
+    /// valid input, so a poisoned lock still guards consistent data and is recovered.
+    fn lock(&self) -> MutexGuard<'_, State<K>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A fixed pool of worker threads with weighted fair queueing across tenants.
+///
+/// Dropping it shuts down gracefully (see [`FairScheduler::shutdown`]), which blocks until
+/// queued jobs have run: drop it from a blocking context, never from a job.
+pub struct FairScheduler<K> {
+    shared: Arc<Shared<K>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
+    /// Starts `config.workers` threads. Fails only if the OS refuses a thread.
+    pub fn new(config: SchedulerConfig) -> std::io::Result<Self> {
+        let workers = config.workers.max(1);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: FairQueue::new(
+                    config.discipline,
+                    config.max_queue,
+                    config.max_queue_per_tenant,
+                ),
+                accepting: true,
+                paused: config.start_paused,
+                live_workers: workers,
+            }),
+            work: Condvar::new(),
+            exited: Condvar::new(),
+        });
+        let this = Self {
+            shared,
+            handles: Mutex::new(Vec::with_capacity(workers)),
+        };
+        for i in 0..workers {
+            let shared = Arc::clone(&this.shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-{i}", config.thread_name))
+                .spawn(move || worker(&shared));
+            match spawned {
+                Ok(handle) => this.lock_handles().push(handle),
+                Err(e) => {
+                    // The threads that did start would wait for work forever; count the
+                    // missing ones as exited, then dropping `this` shuts the rest down.
+                    this.shared.lock().live_workers -= workers - i;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(this)
+    }
+
+    /// Queues `f` for tenant `key` with fair-share `weight` (≥ 1; 0 counts as 1). Rejections
+    /// are immediate: `Overloaded`, `TenantQueueFull` or `ShuttingDown`. Dropping the returned
+    /// handle before the job starts cancels it (a worker skips it).
+    pub fn submit<F, R>(&self, key: &K, weight: u32, f: F) -> Result<JobHandle<R>, SchedError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            if tx.is_closed() {
+                return;
+            }
+            let result =
+                catch_unwind(AssertUnwindSafe(f)).map_err(|payload| SchedError::Panicked {
+                    message: panic_message(payload.as_ref()),
+                });
+            // The caller may have stopped waiting; nothing to do then.
+            let _ = tx.send(result);
+        });
+        {
+            let mut state = self.shared.lock();
+            if !state.accepting {
+                return Err(SchedError::ShuttingDown);
+            }
+            state.queue.push(key, weight, job).map_err(|e| match e {
+                QueueFull::Total { queued } => SchedError::Overloaded { queued },
+                QueueFull::Tenant { queued } => SchedError::TenantQueueFull { queued },
+            })?;
+        }
+        self.shared.work.notify_one();
+        Ok(JobHandle { rx })
+    }
+
+    /// Runs `f` on the pool for tenant `key` and waits for its result without blocking the
+    /// async runtime. Submission happens when the future is first polled.
+    pub async fn run<F, R>(&self, key: &K, weight: u32, f: F) -> Result<R, SchedError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit(key, weight, f)?.await
+    }
+
+    /// Stops dispatching (queued jobs wait; running ones finish). For tests and maintenance.
+    pub fn pause(&self) {
+        self.shared.lock().paused = true;
+    }
+
+    /// Resumes dispatching after [`pause`](Self::pause) or `start_paused`.
+    pub fn resume(&self) {
+        self.shared.lock().paused = false;
+        self.shared.work.notify_all();
+    }
+
+    /// Jobs queued (not yet running) across all tenants.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().queue.len()
+    }
+
+    /// Jobs queued for `key`: a per-tenant load signal.
+    pub fn queued_for(&self, key: &K) -> usize {
+        self.shared.lock().queue.tenant_len(key)
+    }
+}
+
+impl<K> FairScheduler<K> {
+    /// Graceful shutdown: refuses new jobs, resumes dispatch if paused, lets the workers drain
+    /// the queue, and joins them. Idempotent. Must not be called from inside a job.
+    pub fn shutdown(&self) {
+        self.shutdown_inner(None);
+    }
+
+    /// Like [`shutdown`](Self::shutdown) but gives up waiting after `timeout`; returns whether
+    /// every worker finished (if not, the stragglers finish their queue in the background).
+    pub fn shutdown_timeout(&self, timeout: Duration) -> bool {
+        self.shutdown_inner(Some(Instant::now() + timeout))
+    }
+
+    fn shutdown_inner(&self, deadline: Option<Instant>) -> bool {
+        let mut state = self.shared.lock();
+        state.accepting = false;
+        state.paused = false;
+        self.shared.work.notify_all();
+        while state.live_workers > 0 {
+            state = match deadline {
+                None => self
+                    .shared
+                    .exited
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.shared
+                        .exited
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        drop(state);
+        for handle in self.lock_handles().drain(..) {
+            // Workers catch job panics, so a join error would be a bug in `worker` itself;
+            // there is nothing left to clean up either way.
+            let _ = handle.join();
+        }
+        true
+    }
+
+    fn lock_handles(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.handles.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<K> Drop for FairScheduler<K> {
+    fn drop(&mut self) {
+        self.shutdown_inner(None);
+    }
+}
+
+/// A worker: take the fairest job, run it outside the lock, repeat; exit once shutdown has
+/// begun and the queue is empty.
+fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>) {
+    let mut state = shared.lock();
+    loop {
+        if !state.paused
+            && let Some((_, job)) = state.queue.pop()
+        {
+            drop(state);
+            // Panics are caught inside the job, so this cannot unwind.
+            job();
+            state = shared.lock();
+            continue;
+        }
+        if !state.accepting && state.queue.is_empty() {
+            state.live_workers -= 1;
+            drop(state);
+            shared.exited.notify_all();
+            return;
+        }
+        state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+/// The text of a panic payload when it is a string.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// The pending result of a submitted job. Await it, or call
+/// [`wait_blocking`](Self::wait_blocking) from a plain thread. Dropping it cancels the job if
+/// it has not started.
+pub struct JobHandle<R> {
+    rx: oneshot::Receiver<Result<R, SchedError>>,
+}
+
+impl<R> JobHandle<R> {
+    /// Blocks the current thread until the job finishes. Panics if called from within an
+    /// async runtime (tokio's rule for `blocking_recv`); use `.await` there.
+    pub fn wait_blocking(self) -> Result<R, SchedError> {
+        self.rx.blocking_recv().unwrap_or(Err(SchedError::Dropped))
+    }
+}
+
+impl<R> Future for JobHandle<R> {
+    type Output = Result<R, SchedError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(SchedError::Dropped)))
+    }
+}
