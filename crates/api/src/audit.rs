@@ -88,7 +88,9 @@ pub async fn own_audit(
     let query = audit_query(&q)?;
     let tenant = auth.scope;
     let rows = state
-        .run(move |e| Ok(e.own_audit_rows(&tenant, &query)?))
+        .run_tenant(&auth.admitted, move |e| {
+            Ok(e.own_audit_rows(&tenant, &query)?)
+        })
         .await?;
     Ok(Json(json!({ "rows": rows })))
 }

@@ -40,7 +40,9 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     check_scope(&auth, None, q.as_deref())?;
     let scope = auth.scope;
-    let list = state.run(move |e| Ok(e.collections(&scope)?)).await?;
+    let list = state
+        .run_tenant(&auth.admitted, move |e| Ok(e.collections(&scope)?))
+        .await?;
     Ok(Json(json!({ "collections": list })))
 }
 
@@ -73,7 +75,9 @@ pub async fn create(
     let name = CollectionName::parse_field("name", new.name).map_err(bad)?;
     let scope = auth.scope;
     let c = state
-        .run(move |e| Ok(e.create_collection(&scope, &name, new.dim, new.metric)?))
+        .run_tenant(&auth.admitted, move |e| {
+            Ok(e.create_collection(&scope, &name, new.dim, new.metric)?)
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(json!(c))))
 }
@@ -93,7 +97,9 @@ pub async fn delete(
     let name = CollectionName::parse_field("name", name).map_err(bad)?;
     let scope = auth.scope;
     let n = state
-        .run(move |e| Ok(e.delete_collection(&scope, &name)?))
+        .run_tenant(&auth.admitted, move |e| {
+            Ok(e.delete_collection(&scope, &name)?)
+        })
         .await?;
     Ok(Json(json!({ "deleted_records": n })))
 }

@@ -15,6 +15,7 @@ use axum::http::{Extensions, HeaderMap};
 use strata_auth::{AuthError, OperatorScope, Principal, RequestContext, TenantScope};
 use strata_types::{Domain, TenantId};
 
+use crate::admission::Admitted;
 use crate::{ApiError, AppState};
 
 /// The request id header the router assigns (or keeps from the client).
@@ -84,6 +85,8 @@ pub struct TenantAuth {
     pub scope: TenantScope,
     /// The domain from `X-Strata-Domain`, if sent.
     pub header_domain: Option<Domain>,
+    /// Admission: the tenant's pool share and, while the request lives, its in-flight slot.
+    pub admitted: Admitted,
 }
 
 /// A request authenticated with an operator credential.
@@ -220,9 +223,12 @@ impl FromRequestParts<AppState> for TenantAuth {
                 Some(Domain::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))?)
             }
         };
+        // After the tenant checks, so a mismatched or malformed request costs no tokens.
+        let admitted = state.admit(&scope)?;
         Ok(TenantAuth {
             scope,
             header_domain,
+            admitted,
         })
     }
 }

@@ -42,6 +42,15 @@ pub enum ApiError {
     /// A write would exceed a quota; the message names the resource.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The tenant's token bucket is empty; retry after the given time.
+    #[error("rate limit exceeded; retry in {retry_after_ms} ms")]
+    RateLimited { retry_after_ms: u64 },
+    /// The tenant already has `max_concurrent` requests in flight.
+    #[error("{0}")]
+    ConcurrencyLimited(String),
+    /// The shared worker pool's queue is full; retry shortly.
+    #[error("{0}")]
+    Overloaded(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("method not allowed")]
@@ -64,6 +73,9 @@ pub const ERROR_CODES: &[(u16, &str)] = &[
     (403, "SCOPE_FORBIDDEN"),
     (403, "TENANT_SUSPENDED"),
     (403, "QUOTA_EXCEEDED"),
+    (429, "RATE_LIMITED"),
+    (429, "CONCURRENCY_LIMITED"),
+    (503, "OVERLOADED"),
     (404, "NOT_FOUND"),
     (405, "METHOD_NOT_ALLOWED"),
     (409, "CONFLICT"),
@@ -87,6 +99,11 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
             ApiError::TenantSuspended(_) => (StatusCode::FORBIDDEN, "TENANT_SUSPENDED"),
             ApiError::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "QUOTA_EXCEEDED"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            ApiError::ConcurrencyLimited(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "CONCURRENCY_LIMITED")
+            }
+            ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
             ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
@@ -111,8 +128,23 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mark = SecurityMark::of(code, &message);
-        let body = json!({"error": {"code": code, "message": message}});
+        // Refusals that a client should simply retry say when, in the header and the body.
+        let retry_after_ms = match &self {
+            ApiError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
+            ApiError::ConcurrencyLimited(_) | ApiError::Overloaded(_) => Some(1000),
+            _ => None,
+        };
+        let body = match retry_after_ms {
+            Some(ms) => json!({"error": {"code": code, "message": message, "retry_after_ms": ms}}),
+            None => json!({"error": {"code": code, "message": message}}),
+        };
         let mut response = (status, Json(body)).into_response();
+        if let Some(ms) = retry_after_ms {
+            let secs = ms.div_ceil(1000).max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if let Some(mark) = mark {
             response.extensions_mut().insert(mark);
         }

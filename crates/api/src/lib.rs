@@ -3,7 +3,8 @@
 //! A request flows: middleware (request id, tracing span, body limit) → an authentication
 //! extractor ([`edge`]) that turns `Authorization: Bearer …` into a `TenantScope` or
 //! `OperatorScope` and checks any tenant the request names → a handler that parses the body
-//! and query into engine types ([`input`]) → the engine on the blocking pool → JSON, or an
+//! and query into engine types ([`input`]) → the engine on the shared fair-queueing worker pool
+//! ([`admission`], which also enforces each tenant's rate and in-flight limits) → JSON, or an
 //! [`ApiError`] through the one error table ([`error`]).
 //!
 //! Authentication failures and security events are written to the audit log by one
@@ -14,6 +15,7 @@
 //! (`SCOPE_FORBIDDEN`, `NOT_FOUND`, …) pass through the table unchanged.
 
 mod admin;
+pub mod admission;
 mod audit;
 mod collections;
 pub mod edge;
@@ -28,6 +30,7 @@ mod security;
 mod state;
 mod transfer;
 
+pub use admission::PoolConfig;
 pub use error::{ApiError, ERROR_CODES};
 pub use router::{openapi, router, served_routes};
 pub use state::{ApiConfig, AppState};

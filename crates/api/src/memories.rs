@@ -61,7 +61,7 @@ pub async fn create(
     };
     let scope = auth.scope;
     let outcomes = state
-        .run(move |e| Ok(e.put(&scope, &req, records)?))
+        .run_tenant(&auth.admitted, move |e| Ok(e.put(&scope, &req, records)?))
         .await?;
     let status = if outcomes.iter().any(|o| o.created) {
         StatusCode::CREATED
@@ -90,7 +90,9 @@ pub async fn get(
     let q = QueryInput::parse(q.as_deref(), &[])?;
     let req = auth.request_scope(ScopeParts::default(), q.scope)?;
     let scope = auth.scope;
-    let record = state.run(move |e| Ok(e.get(&scope, &req, &id)?)).await?;
+    let record = state
+        .run_tenant(&auth.admitted, move |e| Ok(e.get(&scope, &req, &id)?))
+        .await?;
     Ok(Json(json!(record)))
 }
 
@@ -115,7 +117,9 @@ pub async fn patch(
     let patch: RecordPatch = from_map(body)?;
     let scope = auth.scope;
     let record = state
-        .run(move |e| Ok(e.patch(&scope, &req, &id, patch)?))
+        .run_tenant(&auth.admitted, move |e| {
+            Ok(e.patch(&scope, &req, &id, patch)?)
+        })
         .await?;
     Ok(Json(json!(record)))
 }
@@ -135,7 +139,9 @@ pub async fn delete(
     let q = QueryInput::parse(q.as_deref(), &[])?;
     let req = auth.request_scope(ScopeParts::default(), q.scope)?;
     let scope = auth.scope;
-    state.run(move |e| Ok(e.delete(&scope, &req, &id)?)).await?;
+    state
+        .run_tenant(&auth.admitted, move |e| Ok(e.delete(&scope, &req, &id)?))
+        .await?;
     Ok(Json(json!({ "deleted": 1 })))
 }
 
@@ -162,7 +168,9 @@ pub async fn delete_where(
     let DeleteWhere { filter } = from_map(body)?;
     let scope = auth.scope;
     let n = state
-        .run(move |e| Ok(e.delete_where(&scope, &req, &filter)?))
+        .run_tenant(&auth.admitted, move |e| {
+            Ok(e.delete_where(&scope, &req, &filter)?)
+        })
         .await?;
     Ok(Json(json!({ "deleted": n })))
 }
@@ -237,7 +245,9 @@ async fn list_records(
     };
     let scope = auth.scope;
     let page = state
-        .run(move |e| Ok(e.scan(&scope, &req, list.filter.as_ref(), page)?))
+        .run_tenant(&auth.admitted, move |e| {
+            Ok(e.scan(&scope, &req, list.filter.as_ref(), page)?)
+        })
         .await?;
     Ok(Json(json!(page)))
 }
@@ -265,7 +275,9 @@ pub async fn count(
     let CountBody { filter } = from_map(body)?;
     let scope = auth.scope;
     let n = state
-        .run(move |e| Ok(e.count(&scope, &req, filter.as_ref())?))
+        .run_tenant(&auth.admitted, move |e| {
+            Ok(e.count(&scope, &req, filter.as_ref())?)
+        })
         .await?;
     Ok(Json(json!({ "count": n })))
 }

@@ -26,7 +26,10 @@ pub async fn search(
     let search: SearchRequest = from_map(body)?;
     let scope = auth.scope;
     let response = state
-        .run(move |e| Ok(e.search(&scope, &req, &search)?))
+        .run_tenant(
+            &auth.admitted,
+            move |e| Ok(e.search(&scope, &req, &search)?),
+        )
         .await?;
     Ok(Json(json!(response)))
 }

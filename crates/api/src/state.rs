@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use strata_auth::Authenticator;
+use strata_auth::{Authenticator, TenantScope};
 use strata_engine::Engine;
 
 use crate::ApiError;
+use crate::admission::{Admitted, Gate, PoolConfig};
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -19,6 +20,8 @@ pub struct ApiConfig {
     /// How long a soft-deleted tenant stays restorable, in seconds; the default of
     /// `POST /v1/admin/tenants/purge-deleted`.
     pub retention_secs: u64,
+    /// The worker pool that runs every tenant's engine work with fair queueing.
+    pub pool: PoolConfig,
 }
 
 impl Default for ApiConfig {
@@ -28,6 +31,7 @@ impl Default for ApiConfig {
             max_body_bytes: 16 * 1024 * 1024,
             max_import_bytes: 1024 * 1024 * 1024,
             retention_secs: 7 * 24 * 3600,
+            pool: PoolConfig::default(),
         }
     }
 }
@@ -38,17 +42,43 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub auth: Arc<Authenticator>,
     pub config: ApiConfig,
+    gate: Arc<Gate>,
     ready: Arc<AtomicBool>,
 }
 
 impl AppState {
-    pub fn new(engine: Arc<Engine>, auth: Arc<Authenticator>, config: ApiConfig) -> Self {
-        AppState {
+    /// Fails only if the worker threads cannot be started.
+    pub fn new(
+        engine: Arc<Engine>,
+        auth: Arc<Authenticator>,
+        config: ApiConfig,
+    ) -> std::io::Result<Self> {
+        Ok(AppState {
             engine,
             auth,
+            gate: Arc::new(Gate::new(config.pool)?),
             config,
             ready: Arc::new(AtomicBool::new(true)),
-        }
+        })
+    }
+
+    /// Checks the tenant's rate and concurrency limits for one request.
+    pub(crate) fn admit(&self, scope: &TenantScope) -> Result<Admitted, ApiError> {
+        self.gate.admit(&self.engine, scope)
+    }
+
+    /// Runs a tenant's engine work on the shared pool, in its fair share.
+    pub(crate) async fn run_tenant<T, F>(&self, admitted: &Admitted, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.gate.run(admitted, Arc::clone(&self.engine), f).await
+    }
+
+    /// Stops the worker pool after queued work finishes (or `timeout` passes).
+    pub fn shutdown_pool(&self, timeout: std::time::Duration) -> bool {
+        self.gate.shutdown(timeout)
     }
 
     /// Marks the server as draining: `/readyz` answers 503 so load balancers stop sending.

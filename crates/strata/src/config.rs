@@ -37,6 +37,13 @@ pub struct ServerConfig {
     pub retention_secs: u64,
     /// How often the retention sweep runs, in seconds; 0 turns it off.
     pub purge_interval_secs: u64,
+    /// Worker threads running engine work with fair queueing across tenants; 0 means two
+    /// per CPU.
+    pub workers: usize,
+    /// Jobs waiting in the pool, across tenants, before requests get 503 OVERLOADED.
+    pub max_queue: usize,
+    /// Jobs one tenant may have waiting before its requests get 503 OVERLOADED.
+    pub max_queue_per_tenant: usize,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +56,9 @@ impl Default for ServerConfig {
             max_import_bytes: strata_api::ApiConfig::default().max_import_bytes,
             retention_secs: strata_api::ApiConfig::default().retention_secs,
             purge_interval_secs: 3600,
+            workers: strata_api::PoolConfig::default().workers,
+            max_queue: strata_api::PoolConfig::default().max_queue,
+            max_queue_per_tenant: strata_api::PoolConfig::default().max_queue_per_tenant,
         }
     }
 }

@@ -50,8 +50,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             max_body_bytes: config.server.max_body_bytes,
             max_import_bytes: config.server.max_import_bytes,
             retention_secs: config.server.retention_secs,
+            pool: strata_api::PoolConfig {
+                workers: config.server.workers,
+                max_queue: config.server.max_queue,
+                max_queue_per_tenant: config.server.max_queue_per_tenant,
+            },
         },
-    );
+    )
+    .context("starting the worker pool")?;
     let app = strata_api::router(state.clone());
     let listener = TcpListener::bind(&config.server.listen)
         .await
