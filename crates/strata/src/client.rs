@@ -38,6 +38,11 @@ impl Client {
         Ok(res.json().await.unwrap_or(Value::Null))
     }
 
+    /// The server's base URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     /// A request to `path` with the operator key, for callers that need more than JSON.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.http

@@ -1,6 +1,7 @@
 //! The `strata` binary: `serve` runs the server; `tenant`, `key` and `audit` administer a
 //! running one.
 
+mod bench;
 mod client;
 mod config;
 mod serve;
@@ -65,6 +66,13 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Load-test a running server with a multi-tenant workload.
+    Bench {
+        #[command(subcommand)]
+        kind: BenchKind,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Read the audit log of a running server, newest first.
     Audit {
         /// Only this tenant's rows.
@@ -85,6 +93,13 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// Noisy neighbour: B's search latency alone and while A floods (creates tenants bench-a
+    /// and bench-b on first use).
+    Noisy(bench::NoisyArgs),
 }
 
 #[derive(Subcommand)]
@@ -202,6 +217,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(config.as_deref(), std::env::vars())?;
             init_logging(&config);
             return serve::run(config).await;
+        }
+        Command::Bench { kind, remote } => {
+            let client = Client::new(&remote.server, remote.key)?;
+            return match kind {
+                BenchKind::Noisy(args) => bench::noisy(client, args).await,
+            };
         }
         Command::Tenant { action, remote } => {
             let client = Client::new(&remote.server, remote.key)?;

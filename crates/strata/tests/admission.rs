@@ -9,7 +9,13 @@ use serde_json::{Value, json};
 const ALL: &[&str] = &["read", "write", "admin"];
 
 fn limit(server: &Server, tenant: &str, limits: Value) {
-    let (s, v) = server.call("PATCH", &format!("/v1/admin/tenants/{tenant}"), Some(OPERATOR_KEY), &[], Some(&json!({ "limits": limits })));
+    let (s, v) = server.call(
+        "PATCH",
+        &format!("/v1/admin/tenants/{tenant}"),
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&json!({ "limits": limits })),
+    );
     assert_eq!(s, 200, "{v}");
 }
 
@@ -22,7 +28,9 @@ fn an_empty_token_bucket_answers_429_with_retry_after_and_spares_other_tenants()
     let globex = server.key("globex", json!({ "permissions": ALL }));
     limit(&server, "acme", json!({"max_qps": 0.5, "burst": 2}));
 
-    let statuses: Vec<u16> = (0..2).map(|_| server.get("/v1/collections", &acme).0).collect();
+    let statuses: Vec<u16> = (0..2)
+        .map(|_| server.get("/v1/collections", &acme).0)
+        .collect();
     assert_eq!(statuses, [200, 200]);
     let res = reqwest::blocking::Client::new()
         .get(format!("{}/v1/collections", server.url))
@@ -30,12 +38,19 @@ fn an_empty_token_bucket_answers_429_with_retry_after_and_spares_other_tenants()
         .send()
         .unwrap();
     assert_eq!(res.status().as_u16(), 429);
-    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let body: Value = res.json().unwrap();
     assert_eq!(code(&body), "RATE_LIMITED");
     let ms = body["error"]["retry_after_ms"].as_u64().unwrap();
     assert!((1..=2000).contains(&ms), "{body}");
-    assert!(retry >= 1 && retry * 1000 >= ms, "Retry-After {retry} s vs {ms} ms");
+    assert!(
+        retry >= 1 && retry * 1000 >= ms,
+        "Retry-After {retry} s vs {ms} ms"
+    );
 
     // Another tenant is untouched, and so are operator routes.
     for _ in 0..5 {
@@ -64,10 +79,21 @@ fn the_in_flight_cap_refuses_excess_concurrent_requests() {
     };
     // A refusal before the body is read closes the connection, so the client keeps none idle
     // for reuse (as a well-behaved client retrying 429s would).
-    let client = reqwest::blocking::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let post = |body: Value| {
-        let res = client.post(format!("{}/v1/memories", server.url)).bearer_auth(&acme).json(&body).send().unwrap();
-        (res.status().as_u16(), res.json::<Value>().unwrap_or(Value::Null))
+        let res = client
+            .post(format!("{}/v1/memories", server.url))
+            .bearer_auth(&acme)
+            .json(&body)
+            .send()
+            .unwrap();
+        (
+            res.status().as_u16(),
+            res.json::<Value>().unwrap_or(Value::Null),
+        )
     };
     let results: Vec<(u16, Value)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
@@ -76,10 +102,20 @@ fn the_in_flight_cap_refuses_excess_concurrent_requests() {
                 s.spawn(move || (0..6).map(|i| post(batch(t, i))).collect::<Vec<_>>())
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
-    let refused = results.iter().filter(|(s, v)| *s == 429 && code(v) == "CONCURRENCY_LIMITED").count();
+    let refused = results
+        .iter()
+        .filter(|(s, v)| *s == 429 && code(v) == "CONCURRENCY_LIMITED")
+        .count();
     let ok = results.iter().filter(|(s, _)| *s == 201).count();
-    assert_eq!(ok + refused, results.len(), "only successes and concurrency refusals: {results:?}");
+    assert_eq!(
+        ok + refused,
+        results.len(),
+        "only successes and concurrency refusals: {results:?}"
+    );
     assert!(refused > 0 && ok > 0, "{ok} written, {refused} refused");
 }

@@ -128,3 +128,40 @@ fn lifecycle_and_audit_commands_work() {
     let (ok, _, err) = strata(&server, &["tenant", "show", "acme"]);
     assert!(!ok && err.contains("NOT_FOUND"), "{err}");
 }
+
+#[test]
+fn the_noisy_neighbour_benchmark_runs_end_to_end() {
+    let server = Server::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "bench",
+            "noisy",
+            "--records",
+            "60",
+            "--seconds",
+            "1",
+            "--flood-clients",
+            "4",
+            "--steady-qps",
+            "20",
+        ])
+        .args(["--server", &server.url])
+        .env("STRATA_KEY", OPERATOR_KEY)
+        .output()
+        .expect("run strata bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| B alone |") && stdout.contains("| B with A flooding |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("p99 ratio"), "{stdout}");
+    // Both tenants were created and filled.
+    let (status, v) = server.get("/v1/admin/tenants/bench-b", OPERATOR_KEY);
+    assert_eq!(status, 200);
+    assert_eq!(v["usage"]["records"], 60, "{v}");
+}

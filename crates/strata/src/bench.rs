@@ -1,0 +1,209 @@
+//! `strata bench noisy`: the noisy-neighbour benchmark against a running server.
+//!
+//! Tenant B runs a steady stream of searches; tenant A floods with many concurrent clients far
+//! above its share. B's latency with A flooding is compared with B alone: with fair scheduling,
+//! B's p99 should stay close (target ≤ 1.25×). Tenants `bench-a` and `bench-b` are created and
+//! filled on first use.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::client::Client;
+
+/// Settings of one run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NoisyArgs {
+    /// Concurrent flooding clients of tenant A.
+    #[arg(long, default_value_t = 64)]
+    pub flood_clients: usize,
+    /// Searches per second of tenant B.
+    #[arg(long, default_value_t = 50.0)]
+    pub steady_qps: f64,
+    /// Seconds per phase (B alone, then B with A flooding).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Records per tenant (384-dimensional vectors) written before the run.
+    #[arg(long, default_value_t = 2000)]
+    pub records: usize,
+}
+
+const DIM: usize = 384;
+
+fn vector(seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..DIM)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+/// Creates the tenant if needed, fills it, and returns a read/write key for it.
+async fn prepare(admin: &Client, tenant: &str, records: usize) -> anyhow::Result<String> {
+    let exists = admin
+        .call(Method::GET, &format!("/v1/admin/tenants/{tenant}"), None)
+        .await
+        .is_ok();
+    if !exists {
+        admin
+            .call(
+                Method::POST,
+                "/v1/admin/tenants",
+                Some(json!({"id": tenant})),
+            )
+            .await?;
+    }
+    let key = admin
+        .call(
+            Method::POST,
+            "/v1/admin/keys",
+            Some(json!({"tenant": tenant, "permissions": ["read", "write"]})),
+        )
+        .await?;
+    let secret = key["key"]
+        .as_str()
+        .context("key answer without a secret")?
+        .to_owned();
+    let tenant_client = Client::new(admin.server(), Some(secret.clone()))?;
+    let have = tenant_client
+        .call(Method::POST, "/v1/memories/count", Some(json!({})))
+        .await?;
+    let have = have["count"].as_u64().unwrap_or(0) as usize;
+    for start in (have..records).step_by(500) {
+        let batch: Vec<Value> = (start..(start + 500).min(records))
+            .map(|i| json!({"content": format!("{tenant} memory {i}"), "vector": vector(i as u64)}))
+            .collect();
+        tenant_client
+            .call(
+                Method::POST,
+                "/v1/memories",
+                Some(json!({ "records": batch })),
+            )
+            .await?;
+    }
+    Ok(secret)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// B's steady searches for `seconds`; returns the latencies of successful ones and the count
+/// of failures.
+async fn steady(client: Arc<Client>, qps: f64, seconds: u64) -> (Vec<Duration>, u64) {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / qps));
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    let mut n = 0u64;
+    while Instant::now() < end {
+        tick.tick().await;
+        n += 1;
+        let client = Arc::clone(&client);
+        // One task per request, so a slow answer does not delay the next send.
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let body = json!({"vector": vector(1_000_000 + n), "k": 10});
+            client
+                .call(Method::POST, "/v1/search", Some(body))
+                .await
+                .map(|_| started.elapsed())
+        }));
+    }
+    let (mut ok, mut failed) = (Vec::new(), 0);
+    for t in tasks {
+        match t.await {
+            Ok(Ok(d)) => ok.push(d),
+            _ => failed += 1,
+        }
+    }
+    ok.sort();
+    (ok, failed)
+}
+
+pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.steady_qps > 0.0 && args.seconds > 0,
+        "steady_qps and seconds must be positive"
+    );
+    eprintln!(
+        "preparing tenants bench-a and bench-b ({} records each)…",
+        args.records
+    );
+    let a_key = prepare(&admin, "bench-a", args.records).await?;
+    let b_key = prepare(&admin, "bench-b", args.records).await?;
+    let a = Arc::new(Client::new(admin.server(), Some(a_key))?);
+    let b = Arc::new(Client::new(admin.server(), Some(b_key))?);
+
+    eprintln!("phase 1: B alone for {} s…", args.seconds);
+    let (alone, alone_failed) = steady(Arc::clone(&b), args.steady_qps, args.seconds).await;
+
+    eprintln!(
+        "phase 2: B with A flooding ({} clients) for {} s…",
+        args.flood_clients, args.seconds
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (a_done, a_refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let flood: Vec<_> = (0..args.flood_clients)
+        .map(|c| {
+            let (a, stop, done, refused) = (
+                Arc::clone(&a),
+                Arc::clone(&stop),
+                Arc::clone(&a_done),
+                Arc::clone(&a_refused),
+            );
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let body = json!({"vector": vector(c as u64 * 1_000_000 + i), "k": 10});
+                    match a.call(Method::POST, "/v1/search", Some(body)).await {
+                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => refused.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    let (loaded, loaded_failed) = steady(Arc::clone(&b), args.steady_qps, args.seconds).await;
+    stop.store(true, Ordering::Relaxed);
+    for f in flood {
+        let _ = f.await;
+    }
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (p50a, p99a) = (percentile(&alone, 0.50), percentile(&alone, 0.99));
+    let (p50l, p99l) = (percentile(&loaded, 0.50), percentile(&loaded, 0.99));
+    println!("| B's searches | n | failed | p50 (ms) | p99 (ms) |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| B alone | {} | {alone_failed} | {:.2} | {:.2} |",
+        alone.len(),
+        ms(p50a),
+        ms(p99a)
+    );
+    println!(
+        "| B with A flooding | {} | {loaded_failed} | {:.2} | {:.2} |",
+        loaded.len(),
+        ms(p50l),
+        ms(p99l)
+    );
+    println!();
+    println!(
+        "p99 ratio (flooded / alone): {:.2}; A completed {:.0} searches/s ({} refused)",
+        ms(p99l) / ms(p99a).max(f64::EPSILON),
+        a_done.load(Ordering::Relaxed) as f64 / args.seconds as f64,
+        a_refused.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
