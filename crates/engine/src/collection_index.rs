@@ -39,6 +39,8 @@ pub(crate) struct CollectionIndex {
     /// `dim` floats per slot; meaningful where `with_vector` holds the slot.
     vectors: Vec<f32>,
     pub with_vector: RoaringBitmap,
+    /// Slots whose record has a TTL: only these need their expiry checked at search time.
+    pub with_expiry: RoaringBitmap,
     pub live: RoaringBitmap,
     pub by_domain: HashMap<Domain, RoaringBitmap>,
     pub by_token: HashMap<UserToken, RoaringBitmap>,
@@ -62,6 +64,7 @@ impl CollectionIndex {
             free: Vec::new(),
             vectors: Vec::new(),
             with_vector: RoaringBitmap::new(),
+            with_expiry: RoaringBitmap::new(),
             live: RoaringBitmap::new(),
             by_domain: HashMap::new(),
             by_token: HashMap::new(),
@@ -133,6 +136,9 @@ impl CollectionIndex {
     fn place(&mut self, record: &Record, slot: u32, graph: bool) -> Result<(), EngineError> {
         self.slot_of.insert(record.id.clone(), slot);
         self.live.insert(slot);
+        if record.expires_at.is_some() {
+            self.with_expiry.insert(slot);
+        }
         set_bit(&mut self.by_domain, record.memory_domain.clone(), slot);
         if let Some(r) = &record.run_id {
             set_bit(&mut self.by_run, r.clone(), slot);
@@ -217,6 +223,7 @@ impl CollectionIndex {
             return Ok(());
         };
         self.live.remove(slot);
+        self.with_expiry.remove(slot);
         clear_bit(&mut self.by_domain, &doc.memory_domain, slot);
         if let Some(r) = &doc.run_id {
             clear_bit(&mut self.by_run, r, slot);

@@ -47,23 +47,45 @@ pub(crate) fn scope_candidates(ci: &CollectionIndex, vis: &Visibility) -> Roarin
     c
 }
 
-/// A superset of the slots matching `filter`, from the field index; `None` when the filter
-/// has no indexable part.
-pub(crate) fn filter_candidates(filter: &Filter, ci: &CollectionIndex) -> Option<RoaringBitmap> {
+/// Slots the field index finds for a filter: a superset of the matches, or exactly the
+/// matches when `exact` (then no record needs `Filter::matches` at search time).
+pub(crate) struct Narrowed {
+    pub slots: RoaringBitmap,
+    pub exact: bool,
+}
+
+/// What the field index can say about `filter`; `None` when the filter has no indexable part.
+pub(crate) fn filter_candidates(filter: &Filter, ci: &CollectionIndex) -> Option<Narrowed> {
+    let exact = |slots| Some(Narrowed { slots, exact: true });
     match filter {
-        Filter::And(parts) => parts
-            .iter()
-            .filter_map(|p| filter_candidates(p, ci))
-            .reduce(|a, b| a & b),
-        Filter::Or(parts) => parts
-            .iter()
-            .map(|p| filter_candidates(p, ci))
-            .collect::<Option<Vec<_>>>()
-            .and_then(|bitmaps| bitmaps.into_iter().reduce(|a, b| a | b)),
-        Filter::Eq(field, v) if is_scalar(v) => Some(ci.fields.eq(&field_path(field)?, v)),
+        Filter::And(parts) => {
+            let narrowed: Vec<Narrowed> = parts
+                .iter()
+                .filter_map(|p| filter_candidates(p, ci))
+                .collect();
+            let all_exact = narrowed.len() == parts.len() && narrowed.iter().all(|n| n.exact);
+            let slots = narrowed.into_iter().map(|n| n.slots).reduce(|a, b| a & b)?;
+            Some(Narrowed {
+                slots,
+                exact: all_exact,
+            })
+        }
+        Filter::Or(parts) => {
+            let narrowed = parts
+                .iter()
+                .map(|p| filter_candidates(p, ci))
+                .collect::<Option<Vec<_>>>()?;
+            let all_exact = narrowed.iter().all(|n| n.exact);
+            let slots = narrowed.into_iter().map(|n| n.slots).reduce(|a, b| a | b)?;
+            Some(Narrowed {
+                slots,
+                exact: all_exact,
+            })
+        }
+        Filter::Eq(field, v) if is_scalar(v) => exact(ci.fields.eq(&field_path(field)?, v)),
         Filter::In(field, vs) if vs.iter().all(is_scalar) => {
             let path = field_path(field)?;
-            Some(
+            exact(
                 vs.iter()
                     .fold(RoaringBitmap::new(), |acc, v| acc | ci.fields.eq(&path, v)),
             )
@@ -73,11 +95,11 @@ pub(crate) fn filter_candidates(filter: &Filter, ci: &CollectionIndex) -> Option
             match bound {
                 Value::Number(n) => {
                     let (lo, hi) = bounds(*ord, *or_equal, n.as_f64()?);
-                    Some(ci.fields.range(&path, lo, hi))
+                    exact(ci.fields.range(&path, lo, hi))
                 }
                 Value::String(s) => {
                     let (lo, hi) = bounds(*ord, *or_equal, s.as_str());
-                    Some(ci.fields.range_str(&path, lo, hi))
+                    exact(ci.fields.range_str(&path, lo, hi))
                 }
                 _ => None,
             }
@@ -117,9 +139,12 @@ fn field_path(field: &FieldRef) -> Option<String> {
 
 /// Vector top-`n` among `candidates` (slots with vectors) that pass `passes`. Returns the hits
 /// and whether they are exact. Fewer than `n` hits means fewer than `n` candidates pass.
+/// `unrestricted` says that the candidates are every vector of the collection and all pass,
+/// so the graph can be searched without a per-node predicate.
 pub(crate) fn vector_top(
     ci: &CollectionIndex,
     candidates: &RoaringBitmap,
+    unrestricted: bool,
     query: &[f32],
     n: usize,
     ef: Option<usize>,
@@ -138,9 +163,12 @@ pub(crate) fn vector_top(
     };
     let mut ef = ef.unwrap_or(graph.params().ef_search).max(n);
     loop {
-        let hits = graph
-            .search_filtered(query, n, Some(ef), |s| candidates.contains(s) && passes(s))
-            .map_err(|e| EngineError::Index(e.to_string()))?;
+        let hits = if unrestricted {
+            graph.search(query, n, Some(ef))
+        } else {
+            graph.search_filtered(query, n, Some(ef), |s| candidates.contains(s) && passes(s))
+        }
+        .map_err(|e| EngineError::Index(e.to_string()))?;
         if hits.len() >= n {
             return Ok((hits, false));
         }

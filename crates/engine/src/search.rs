@@ -108,16 +108,28 @@ fn search_collection(
     mode: SearchMode,
 ) -> Result<SearchResponse, EngineError> {
     let mut candidates = scope_candidates(ci, vis);
+    let mut filter_exact = s.filter.is_none();
     if let Some(f) = &s.filter
         && let Some(narrowed) = filter_candidates(f, ci)
     {
-        candidates &= narrowed;
+        candidates &= narrowed.slots;
+        filter_exact = narrowed.exact;
     }
+    // The candidates already satisfy the domain, run, memory scope and (for `any`) principals,
+    // and the filter when it was answered exactly by the field index. A record is read only
+    // for what bitmaps cannot say: its TTL, `all` principal matching, or the rest of a filter.
+    // Its final check is then `Visibility::sees` itself, the same code every channel uses.
+    let match_all = vis.matches_all_tokens();
+    let needs_record = |slot: u32| {
+        !filter_exact || ci.with_expiry.contains(slot) || (match_all && !ci.shared.contains(slot))
+    };
     let passes = |slot: u32| {
-        ci.docs
-            .get(slot as usize)
-            .and_then(|d| d.as_ref())
-            .is_some_and(|d| vis.sees(d) && s.filter.as_ref().is_none_or(|f| f.matches(d)))
+        !needs_record(slot)
+            || ci
+                .docs
+                .get(slot as usize)
+                .and_then(|d| d.as_ref())
+                .is_some_and(|d| vis.sees(d) && s.filter.as_ref().is_none_or(|f| f.matches(d)))
     };
     let depth = if mode == SearchMode::Hybrid {
         s.k.max(HYBRID_DEPTH)
@@ -137,7 +149,12 @@ fn search_collection(
                 .into());
             }
             let with_vector: RoaringBitmap = &candidates & &ci.with_vector;
-            let (hits, was_exact) = vector_top(ci, &with_vector, v, depth, s.ef, &passes)?;
+            let unrestricted = with_vector.len() == ci.with_vector.len()
+                && filter_exact
+                && with_vector.is_disjoint(&ci.with_expiry)
+                && (!match_all || with_vector.is_subset(&ci.shared));
+            let (hits, was_exact) =
+                vector_top(ci, &with_vector, unrestricted, v, depth, s.ef, &passes)?;
             exact = was_exact;
             Some(hits)
         }
@@ -163,7 +180,12 @@ fn search_collection(
         .into_iter()
         .filter(|r| s.min_score.is_none_or(|m| r.score >= m))
         .filter_map(|r| {
-            let record = ci.docs.get(r.slot as usize)?.clone()?;
+            let record = ci.docs.get(r.slot as usize)?.as_ref()?;
+            // Defence in depth: every returned record passes the full rules once more.
+            if !vis.sees(record) || !s.filter.as_ref().is_none_or(|f| f.matches(record)) {
+                return None;
+            }
+            let record = record.clone();
             Some(SearchHit {
                 record,
                 score: r.score,

@@ -95,6 +95,12 @@ impl Visibility {
         })
     }
 
+    /// Whether records must hold *every* token they carry in the request's set (`user_match:
+    /// "all"`), which the principal bitmaps cannot decide on their own.
+    pub fn matches_all_tokens(&self) -> bool {
+        matches!(self.principals, Principals::Set(_, UserMatch::All))
+    }
+
     /// Whether this request may see `record` (which is already known to be in its tenant).
     pub fn sees(&self, record: &Record) -> bool {
         record.memory_domain == self.domain

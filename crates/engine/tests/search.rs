@@ -498,3 +498,60 @@ fn graphs_are_restored_from_snapshots_after_a_clean_restart_and_rebuilt_after_a_
     let stats = vec_stats(&engine, &scope);
     assert!(!stats.restored_from_snapshot && stats.vectors == 2_999);
 }
+
+#[test]
+fn expired_records_and_all_matching_are_decided_per_record_before_top_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let q = common::vector(384, 1);
+    let near = |i: u64| q.iter().map(|x| x + i as f32 * 1e-4).collect::<Vec<f32>>();
+    let past = now_millis() - 1;
+    let records: Vec<NewRecord> = (0..5)
+        .map(|i| NewRecord {
+            id: Some(RecordId::parse(format!("expired{i}")).unwrap()),
+            vector: Some(near(i)),
+            expires_at: Some(past),
+            ..Default::default()
+        })
+        .chain((0..5).map(|i| NewRecord {
+            id: Some(RecordId::parse(format!("far{i}")).unwrap()),
+            vector: Some(common::vector(384, 100 + i)),
+            ..Default::default()
+        }))
+        .collect();
+    engine.put(&scope, &req(), records).unwrap();
+    let both: RequestScope =
+        serde_json::from_value(json!({"user_tokens": ["u:a", "u:b"]})).unwrap();
+    engine
+        .put(
+            &scope,
+            &both,
+            vec![NewRecord {
+                id: Some(RecordId::parse("ab").unwrap()),
+                vector: Some(near(0)),
+                ..Default::default()
+            }],
+        )
+        .unwrap();
+    let s = SearchRequest {
+        vector: Some(q.clone()),
+        k: 5,
+        ..Default::default()
+    };
+    let r = engine.search(&scope, &req(), &s).unwrap();
+    assert_eq!(ids(&r).len(), 5);
+    assert!(
+        ids(&r).iter().all(|id| id.starts_with("far")),
+        "{:?}",
+        ids(&r)
+    );
+    // `all`: a request holding only u:a must not see the record of u:a and u:b; `any` does.
+    let only_a_all: RequestScope =
+        serde_json::from_value(json!({"user_tokens": ["u:a"], "user_match": "all"})).unwrap();
+    assert!(!ids(&engine.search(&scope, &only_a_all, &s).unwrap()).contains(&"ab".to_string()));
+    let only_a_any: RequestScope = serde_json::from_value(json!({"user_tokens": ["u:a"]})).unwrap();
+    assert_eq!(
+        ids(&engine.search(&scope, &only_a_any, &s).unwrap())[0],
+        "ab"
+    );
+}
