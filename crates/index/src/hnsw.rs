@@ -5,7 +5,7 @@
 //! SIMD feature is off (that feature adds minutes to every clean build). Without it usearch
 //! has only portable kernels (compiled `-O3 -ffast-math`, no AVX), so on CPUs with AVX2 + FMA
 //! the index hands usearch this crate's kernels through `Index::change_metric`; on the
-//! benchmark machine that raised search QPS by roughly 1.3-1.8x (see `BENCH_RESULTS.md`).
+//! benchmark machine that raised search QPS by roughly 1.3-1.8x (see `docs/benchmarks.md`).
 //! Debug builds keep usearch's kernels (see `install_kernels`).
 //!
 //! Conventions layered on top of usearch:

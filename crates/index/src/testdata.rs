@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn fixed_values_guard_portability() {
         // If this changes, the generator changed (or a platform differs): benchmarks recorded
-        // in BENCH_RESULTS.md are no longer comparable with new runs.
+        // in docs/benchmarks.md are no longer comparable with new runs.
         let v = clustered(1, 4, 2, 42);
         let bits: Vec<u32> = v[0].iter().map(|x| x.to_bits()).collect();
         eprintln!("clustered(1, 4, 2, 42) = {:?} bits {bits:x?}", v[0]);

@@ -145,6 +145,16 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
     let a = Arc::new(Client::new(admin.server(), Some(a_key))?);
     let b = Arc::new(Client::new(admin.server(), Some(b_key))?);
 
+    // Load both tenants' indexes before timing anything.
+    for client in [&a, &b] {
+        client
+            .call(
+                Method::POST,
+                "/v1/search",
+                Some(json!({"vector": vector(7), "k": 10})),
+            )
+            .await?;
+    }
     eprintln!("phase 1: B alone for {} s…", args.seconds);
     let (alone, alone_failed) = steady(Arc::clone(&b), args.steady_qps, args.seconds).await;
 
@@ -154,32 +164,52 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
     );
     let stop = Arc::new(AtomicBool::new(false));
     let (a_done, a_refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let flood: Vec<_> = (0..args.flood_clients)
-        .map(|c| {
-            let (a, stop, done, refused) = (
-                Arc::clone(&a),
-                Arc::clone(&stop),
-                Arc::clone(&a_done),
-                Arc::clone(&a_refused),
-            );
-            tokio::spawn(async move {
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    let body = json!({"vector": vector(c as u64 * 1_000_000 + i), "k": 10});
-                    match a.call(Method::POST, "/v1/search", Some(body)).await {
-                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => refused.fetch_add(1, Ordering::Relaxed),
-                    };
+    // The flood runs on its own runtime and thread, so B's client never waits in a task queue
+    // behind A's: what B measures is the server, not this load generator.
+    let flood = {
+        let (stop, done, refused, clients) = (
+            Arc::clone(&stop),
+            Arc::clone(&a_done),
+            Arc::clone(&a_refused),
+            args.flood_clients,
+        );
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let tasks: Vec<_> = (0..clients)
+                    .map(|c| {
+                        let (a, stop, done, refused) = (
+                            Arc::clone(&a),
+                            Arc::clone(&stop),
+                            Arc::clone(&done),
+                            Arc::clone(&refused),
+                        );
+                        tokio::spawn(async move {
+                            let mut i = 0u64;
+                            while !stop.load(Ordering::Relaxed) {
+                                i += 1;
+                                let body =
+                                    json!({"vector": vector(c as u64 * 1_000_000 + i), "k": 10});
+                                match a.call(Method::POST, "/v1/search", Some(body)).await {
+                                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                                    Err(_) => refused.fetch_add(1, Ordering::Relaxed),
+                                };
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    let _ = t.await;
                 }
-            })
+            });
+            Ok(())
         })
-        .collect();
+    };
     let (loaded, loaded_failed) = steady(Arc::clone(&b), args.steady_qps, args.seconds).await;
     stop.store(true, Ordering::Relaxed);
-    for f in flood {
-        let _ = f.await;
-    }
+    let _ = tokio::task::spawn_blocking(move || flood.join()).await;
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let (p50a, p99a) = (percentile(&alone, 0.50), percentile(&alone, 0.99));

@@ -37,7 +37,7 @@ pub struct ServerConfig {
     pub retention_secs: u64,
     /// How often the retention sweep runs, in seconds; 0 turns it off.
     pub purge_interval_secs: u64,
-    /// Worker threads running engine work with fair queueing across tenants; 0 means two
+    /// Worker threads running engine work with fair queueing across tenants; 0 means one
     /// per CPU.
     pub workers: usize,
     /// Jobs waiting in the pool, across tenants, before requests get 503 OVERLOADED.
