@@ -54,9 +54,11 @@ impl Gate {
     pub fn new(config: PoolConfig) -> std::io::Result<Gate> {
         let defaults = SchedulerConfig::default();
         let pool = FairScheduler::new(SchedulerConfig {
-            // Twice the CPUs by default: writes spend much of their time waiting on fsync.
+            // One per CPU by default: more workers than cores would let a flooding tenant's
+            // running jobs share the CPU with (and so slow) everyone else's. Writes wait on
+            // fsync, but storage runs one write transaction at a time anyway.
             workers: if config.workers == 0 {
-                defaults.workers * 2
+                defaults.workers
             } else {
                 config.workers
             },
