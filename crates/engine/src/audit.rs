@@ -100,6 +100,18 @@ impl AuditEvent {
     }
 }
 
+/// Appends an existing row (from an import) to the log under `key`; it gets a new sequence
+/// number and keeps everything else.
+pub(crate) fn append_row(
+    w: &mut Writer<'_>,
+    key: TenantKey,
+    row: &AuditRow,
+) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    w.append_audit(key, &bytes)?;
+    Ok(())
+}
+
 /// Appends `event` to the log under `key`, inside the caller's transaction.
 pub(crate) fn append(
     w: &mut Writer<'_>,
@@ -138,7 +150,7 @@ pub(crate) fn operator_event(op: &OperatorScope, tenant: &TenantId, action: &str
     }
 }
 
-fn read_log(
+pub(crate) fn read_log(
     r: &impl Reads,
     key: TenantKey,
     q: &AuditQuery,

@@ -1,8 +1,9 @@
 //! Per-tenant export and import as JSON lines (SPEC section 4).
 //!
-//! An export is a header line with the tenant's profile, one line per collection, then one
-//! line per record (with its vector, timestamps and confidence). That is every piece of
-//! per-tenant state that is not derived: indexes, snapshots and usage are rebuilt from it.
+//! An export is a header line with the tenant's profile, one line per collection, one line per
+//! record (with its vector, timestamps and confidence), then the tenant's audit rows, oldest
+//! first. That is every piece of per-tenant state that is not derived: indexes, snapshots and
+//! usage are rebuilt from it.
 //! Credentials are deliberately not exported: a key of the old tenant must never open the new
 //! one.
 
@@ -28,6 +29,8 @@ pub enum ExportLine {
     },
     Collection(Collection),
     Record(Box<Record>),
+    /// A row of the tenant's audit log, kept as history by the importing tenant.
+    Audit(Box<crate::AuditRow>),
 }
 
 /// Records are imported in transactions of this many.
@@ -62,6 +65,12 @@ impl Engine {
         }
         for record in r.records(meta.key, None)? {
             sink(&ExportLine::Record(Box::new(record?)))?;
+            lines += 1;
+        }
+        let mut rows = Vec::new();
+        crate::audit::read_log(&r, meta.key, &crate::AuditQuery::default(), &mut rows)?;
+        for row in rows {
+            sink(&ExportLine::Audit(Box::new(row)))?;
             lines += 1;
         }
         Ok(lines)
@@ -141,6 +150,18 @@ impl Engine {
                 account(w, key, &TenantLimits::default(), &changes)
             })
         };
+        let mut audit_rows: Vec<crate::AuditRow> = Vec::new();
+        let flush_audit = |rows: &mut Vec<crate::AuditRow>| -> Result<(), EngineError> {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            self.store.write(|w| {
+                for row in rows.drain(..) {
+                    crate::audit::append_row(w, key, &row)?;
+                }
+                Ok::<_, EngineError>(())
+            })
+        };
         for (n, line) in lines.into_iter().enumerate() {
             match line? {
                 ExportLine::Tenant {
@@ -175,6 +196,10 @@ impl Engine {
                         .write(|w| Ok::<_, EngineError>(w.put_collection(key, &c)?))?;
                     collections.insert(c.name.clone(), c);
                 }
+                ExportLine::Audit(row) => {
+                    self.store
+                        .write(|w| Ok::<_, EngineError>(crate::audit::append_row(w, key, &row)?))?;
+                }
                 ExportLine::Record(r) => {
                     let r = *r;
                     let at = |e: EngineError| {
@@ -203,6 +228,7 @@ impl Engine {
             }
         }
         flush(&mut batch)?;
+        flush_audit(&mut audit_rows)?;
         Ok(profile)
     }
 }

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
 use strata_auth::{OperatorScope, TenantScope};
-use strata_engine::{Engine, EngineError, ExportLine, TenantLimits, TenantStatus, TenantUpdate};
+use strata_engine::{
+    AuditQuery, Engine, EngineError, ExportLine, TenantLimits, TenantStatus, TenantUpdate,
+};
 use strata_types::*;
 
 fn op() -> OperatorScope {
@@ -433,7 +435,9 @@ fn export_then_import_into_a_new_tenant_reproduces_search_results() {
             Ok(())
         })
         .unwrap();
-    assert_eq!(lines, 1 + 4 + 1501);
+    // The tenant line, 4 collections, 1501 records, and the audit rows of tenant.create,
+    // tenant.update, collection.create, the 4 writes and the export itself.
+    assert_eq!(lines, 1 + 4 + 1501 + 8);
 
     let copy = TenantId::parse("acme-copy").unwrap();
     let parsed = jsonl

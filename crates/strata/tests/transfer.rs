@@ -112,8 +112,17 @@ fn export_then_import_gives_the_same_search_results() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect();
-    // A header, 3 default collections plus `small`, 61 records.
-    assert_eq!(lines.len(), 1 + 4 + 61);
+    // A header, 3 default collections plus `small`, 61 records, then the audit history.
+    let count = |t: &str| lines.iter().filter(|l| l["type"] == t).count();
+    assert_eq!(
+        (count("tenant"), count("collection"), count("record")),
+        (1, 4, 61)
+    );
+    assert!(
+        count("audit") >= 3,
+        "the tenant's audit rows are exported too"
+    );
+    assert_eq!(lines.len(), 1 + 4 + 61 + count("audit"));
     assert_eq!(lines[0]["type"], "tenant");
 
     let (s, v) = import(&server, "acme-copy", &ndjson);
@@ -184,7 +193,12 @@ fn cli_export_and_import_round_trip() {
     let path = file.to_str().expect("utf-8 path");
     let (ok, _, err) = strata(&server, &["tenant", "export", "acme", "-o", path]);
     assert!(ok, "{err}");
-    assert!(err.contains("exported 66 lines"), "{err}");
+    let written = std::fs::read_to_string(&file)
+        .expect("export file")
+        .lines()
+        .count();
+    assert!(written > 66, "records and audit rows: {written}");
+    assert!(err.contains(&format!("exported {written} lines")), "{err}");
     // Not a terminal: no progress bar escape codes.
     assert!(!err.contains('\u{1b}'), "{err:?}");
     let (ok, out, err) = strata(&server, &["tenant", "import", "acme-cli", path]);
@@ -194,10 +208,22 @@ fn cli_export_and_import_round_trip() {
     assert!(!err.contains('\u{1b}'), "{err:?}");
     let copy = server.key("acme-cli", json!({ "permissions": ALL }));
     assert_eq!(results(&server, &copy), results(&server, &key));
-    // Export to stdout is the same export.
+    // Export to stdout is the same export (the audit log has grown by the first export).
     let (ok, out, err) = strata(&server, &["tenant", "export", "acme"]);
     assert!(ok, "{err}");
-    assert_eq!(out, std::fs::read_to_string(&file).expect("file"));
+    let data = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("{\"type\":\"audit\""))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let first = std::fs::read_to_string(&file).expect("file");
+    assert_eq!(data(&out), data(&first));
+    assert_eq!(
+        out.lines().count(),
+        first.lines().count() + 1,
+        "one more audit row: the first export"
+    );
     let (ok, _, err) = strata(&server, &["tenant", "import", "acme-cli", path]);
     assert!(!ok && err.contains("CONFLICT"), "{err}");
 }
