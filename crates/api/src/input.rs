@@ -230,6 +230,18 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
 }
 
 impl TenantAuth {
+    /// The request scope of a route whose JSON body carries scope fields next to its own
+    /// (`SCOPE_KEYS`): takes them out of `body` and joins them with the query string's.
+    pub(crate) fn scope_of_body(
+        &self,
+        raw_query: Option<&str>,
+        body: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<RequestScope, ApiError> {
+        let q = QueryInput::parse(raw_query, &[])?;
+        let parts = ScopeParts::take_from_body(body, SCOPE_KEYS)?;
+        self.request_scope(parts, q.scope)
+    }
+
     /// Joins the scope fields of the body, the query string and the domain header, checks any
     /// named tenant against the credential, and parses the result.
     pub(crate) fn request_scope(

@@ -162,9 +162,7 @@ pub async fn delete_where(
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let q = QueryInput::parse(q.as_deref(), &[])?;
-    let parts = ScopeParts::take_from_body(&mut body, SCOPE_KEYS)?;
-    let req = auth.request_scope(parts, q.scope)?;
+    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
     let DeleteWhere { filter } = from_map(body)?;
     let scope = auth.scope;
     let n = state
@@ -226,9 +224,7 @@ pub async fn list_post(
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let q = QueryInput::parse(q.as_deref(), &[])?;
-    let parts = ScopeParts::take_from_body(&mut body, SCOPE_KEYS)?;
-    let req = auth.request_scope(parts, q.scope)?;
+    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
     let list: ListBody = from_map(body)?;
     list_records(state, auth, req, list).await
 }
@@ -269,9 +265,7 @@ pub async fn count(
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let q = QueryInput::parse(q.as_deref(), &[])?;
-    let parts = ScopeParts::take_from_body(&mut body, SCOPE_KEYS)?;
-    let req = auth.request_scope(parts, q.scope)?;
+    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
     let CountBody { filter } = from_map(body)?;
     let scope = auth.scope;
     let n = state

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use strata_types::SearchRequest;
 
 use crate::edge::TenantAuth;
-use crate::input::{JsonObject, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
+use crate::input::{JsonObject, from_map};
 use crate::{ApiError, AppState};
 
 /// Vector, text or hybrid search over one collection; scope applies before top-k.
@@ -20,9 +20,7 @@ pub async fn search(
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let q = QueryInput::parse(q.as_deref(), &[])?;
-    let parts = ScopeParts::take_from_body(&mut body, SCOPE_KEYS)?;
-    let req = auth.request_scope(parts, q.scope)?;
+    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
     let search: SearchRequest = from_map(body)?;
     let scope = auth.scope;
     let response = state
