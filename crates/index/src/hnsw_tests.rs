@@ -257,10 +257,16 @@ fn filtered_search_returns_only_passing_slots() {
 }
 
 #[test]
-#[should_panic(expected = "predicate panicked")]
 fn predicate_panic_is_propagated() {
     let index = build(Metric::L2, &small(100, 4, 10));
-    let _ = index.search_filtered(&[0.0; 4], 5, None, |_| panic!("predicate panicked"));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = index.search_filtered(&[0.0; 4], 5, None, |_| panic!("predicate panicked"));
+    }));
+    let payload = caught.expect_err("the predicate's panic reaches the caller");
+    let message = payload.downcast_ref::<&str>().copied().unwrap_or_default();
+    assert_eq!(message, "predicate panicked");
+    // The index survives and still answers.
+    assert_eq!(index.search(&[0.0; 4], 5, None).expect("search").len(), 5);
 }
 
 #[test]
