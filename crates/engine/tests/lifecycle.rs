@@ -473,6 +473,31 @@ fn export_then_import_into_a_new_tenant_reproduces_search_results() {
         common::all_records(&engine, &copy_scope, "dialog"),
         common::all_records(&engine, &acme, "dialog")
     );
+    // The audit history came along, followed by the import itself.
+    let history = engine
+        .audit_rows(
+            &op(),
+            &AuditQuery {
+                tenant: Some(copy.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let actions: Vec<&str> = history.iter().rev().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "tenant.create",
+            "tenant.update",
+            "collection.create",
+            "memory.put",
+            "memory.put",
+            "memory.put",
+            "memory.put",
+            "tenant.export",
+            "tenant.import"
+        ]
+    );
 
     // A broken import leaves no tenant behind.
     let bad = vec![
