@@ -120,7 +120,7 @@ pub async fn create_key(
     };
     let auth = state.auth.clone();
     let created = state
-        .run(move |e| Ok(auth.create_key(e.store(), &op, new)?))
+        .run(move |e| Ok(auth.create_key(e.credentials(), &op, new)?))
         .await?;
     tracing::info!(target: "audit", key = %created.info.id, "api key created");
     let mut body = json!(created.info);
@@ -145,7 +145,7 @@ pub async fn list_keys(
         .transpose()?;
     let auth = state.auth.clone();
     let keys = state
-        .run(move |e| Ok(auth.list_keys(e.store(), &op, tenant.as_ref())?))
+        .run(move |e| Ok(auth.list_keys(e.credentials(), &op, tenant.as_ref())?))
         .await?;
     Ok(Json(json!({ "keys": keys })))
 }
@@ -162,7 +162,7 @@ pub async fn revoke_key(
 ) -> Result<Json<Value>, ApiError> {
     let auth = state.auth.clone();
     let info = state
-        .run(move |e| Ok(auth.revoke_key(e.store(), &op, &id)?))
+        .run(move |e| Ok(auth.revoke_key(e.credentials(), &op, &id)?))
         .await?;
     tracing::info!(target: "audit", key = %info.id, "api key revoked");
     Ok(Json(json!(info)))

@@ -124,7 +124,7 @@ async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiErro
     // Inline, not on a blocking pool: a key check is one read of memory-mapped storage and a
     // SHA-256 (microseconds), and a shared pool queue here would let a flooding tenant's
     // authentications delay everyone else's before fair scheduling can apply.
-    let result = state.auth.authenticate(state.engine.store(), &token);
+    let result = state.auth.authenticate(state.engine.credentials(), &token);
     let context = request_context(&parts.headers, &parts.extensions);
     match result {
         Ok(Principal::Tenant(scope)) => {

@@ -24,9 +24,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     }
     state
         .run(|e| {
-            e.store()
-                .read()
-                .map(|_| ())
+            e.check_storage()
                 .map_err(|err| ApiError::Internal(err.to_string()))
         })
         .await

@@ -77,7 +77,7 @@ pub(crate) async fn audit_security_events(
                 && let Some(id) = claimed_key
             {
                 let op = auth.system_operator("audit");
-                if let Ok(info) = strata_auth::key(engine.store(), &op, &id)
+                if let Ok(info) = strata_auth::key(engine.credentials(), &op, &id)
                     && let KeyTenant::Tenant(t) = info.tenant
                 {
                     event.tenant = Some(t);

@@ -2,8 +2,8 @@
 //! that constructs a [`TenantScope`] or an [`OperatorScope`].
 
 use serde::{Deserialize, Serialize};
-use strata_store::{Reads, Store};
-use strata_types::{Domain, TenantId, UserToken, now_millis};
+use strata_store::{CredentialStore, TenantKey};
+use strata_types::{Domain, Millis, TenantId, UserToken, now_millis};
 
 use crate::jwt::{JwtVerifier, looks_like_jwt};
 use crate::keys::{self, CreatedKey, KeyInfo, KeyTenant, NewKey, ct_eq, hash_token};
@@ -75,11 +75,16 @@ impl Authenticator {
         })
     }
 
-    /// Creates the operator key on first start, when none is stored and none came from the
-    /// environment. Returns the new key, which the caller shows once; `None` when nothing was
-    /// created.
-    pub fn bootstrap_operator(&self, store: &Store) -> Result<Option<CreatedKey>, AuthError> {
-        if self.env_operator.is_some() || keys::has_operator_key(store)? {
+    /// Prepares the credentials at start: gives key rows from older versions the tenant
+    /// incarnation they belong to, then creates the operator key on first start, when none is
+    /// stored and none came from the environment. Returns the new key, which the caller shows
+    /// once; `None` when nothing was created.
+    pub fn bootstrap_operator(
+        &self,
+        creds: CredentialStore<'_>,
+    ) -> Result<Option<CreatedKey>, AuthError> {
+        keys::upgrade_legacy(creds)?;
+        if self.env_operator.is_some() || keys::has_operator_key(creds)? {
             return Ok(None);
         }
         let new = NewKey {
@@ -95,7 +100,7 @@ impl Authenticator {
             domains: None,
             expires_at: None,
         };
-        keys::create_unchecked(store, new).map(Some)
+        keys::create_unchecked(creds, new).map(Some)
     }
 
     /// An operator scope for the server's own scheduled work (the retention sweep), which runs
@@ -106,7 +111,11 @@ impl Authenticator {
     }
 
     /// Verifies a bearer token (the part after `Bearer `).
-    pub fn authenticate(&self, store: &Store, token: &str) -> Result<Principal, AuthError> {
+    pub fn authenticate(
+        &self,
+        creds: CredentialStore<'_>,
+        token: &str,
+    ) -> Result<Principal, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Unauthorized("empty bearer token"));
         }
@@ -118,20 +127,26 @@ impl Authenticator {
             )));
         }
         if looks_like_jwt(token) {
-            return self.authenticate_jwt(store, token);
+            return self.authenticate_jwt(creds, token);
         }
-        let info = keys::verify(store, token, now_millis())?;
+        let (info, owner) = keys::verify(creds, token, now_millis())?;
         let actor = format!("key:{}", info.id);
         match &info.tenant {
             KeyTenant::Operator if info.permissions.has(Permission::Admin) => {
                 Ok(Principal::Operator(OperatorScope::new(actor)))
             }
             KeyTenant::Operator => Err(AuthError::Unauthorized("operator key without admin")),
-            KeyTenant::Tenant(t) => tenant_scope(store, t, info.grant(), actor),
+            KeyTenant::Tenant(t) => {
+                tenant_scope(creds, t, Incarnation::Key(owner), info.grant(), actor)
+            }
         }
     }
 
-    fn authenticate_jwt(&self, store: &Store, token: &str) -> Result<Principal, AuthError> {
+    fn authenticate_jwt(
+        &self,
+        creds: CredentialStore<'_>,
+        token: &str,
+    ) -> Result<Principal, AuthError> {
         if !self.jwt.enabled() {
             return Err(AuthError::Unauthorized("no jwt keys configured"));
         }
@@ -164,13 +179,17 @@ impl Authenticator {
             user_tokens,
             domains,
         };
-        tenant_scope(store, &tenant, grant, actor)
+        // A tenant token must say when it was issued, so it can be tied to one incarnation.
+        let iat = claims
+            .iat
+            .ok_or(AuthError::Unauthorized("jwt lacks a required claim"))?;
+        tenant_scope(creds, &tenant, Incarnation::IssuedAt(iat), grant, actor)
     }
 
     /// Mints a key (see [`keys::create_key`]).
     pub fn create_key(
         &self,
-        store: &Store,
+        store: CredentialStore<'_>,
         op: &OperatorScope,
         new: NewKey,
     ) -> Result<CreatedKey, AuthError> {
@@ -179,7 +198,7 @@ impl Authenticator {
 
     pub fn list_keys(
         &self,
-        store: &Store,
+        store: CredentialStore<'_>,
         op: &OperatorScope,
         tenant: Option<&KeyTenant>,
     ) -> Result<Vec<KeyInfo>, AuthError> {
@@ -188,7 +207,7 @@ impl Authenticator {
 
     pub fn revoke_key(
         &self,
-        store: &Store,
+        store: CredentialStore<'_>,
         op: &OperatorScope,
         id: &str,
     ) -> Result<KeyInfo, AuthError> {
@@ -196,20 +215,46 @@ impl Authenticator {
     }
 }
 
+/// What ties a credential to one incarnation of its tenant (SPEC section 1, rule 9): a tenant
+/// deleted and created again under the same id is a new tenant, and nothing issued for the old
+/// one may act on it.
+enum Incarnation {
+    /// An API key's row names the storage key of the incarnation it was minted for; storage
+    /// keys are never reused.
+    Key(TenantKey),
+    /// A JWT's `iat` (seconds): it must not predate the incarnation's creation. Compared at
+    /// the second (`iat`'s own resolution) and without leeway, so a token minted for a tenant
+    /// deleted more than a second before it was created again never matches the new one.
+    IssuedAt(i64),
+}
+
+impl Incarnation {
+    fn matches(&self, key: TenantKey, created_at: Millis) -> bool {
+        match *self {
+            Incarnation::Key(owner) => owner == key,
+            Incarnation::IssuedAt(iat) => iat >= created_at.div_euclid(1000),
+        }
+    }
+}
+
 /// Builds a tenant scope from the registry, so the scope carries the tenant's storage key. A
-/// credential for a tenant that no longer exists is simply invalid.
+/// credential for a tenant that no longer exists, or for an earlier incarnation of it, is
+/// simply invalid.
 fn tenant_scope(
-    store: &Store,
+    creds: CredentialStore<'_>,
     tenant: &TenantId,
+    incarnation: Incarnation,
     grant: Grant,
     actor: String,
 ) -> Result<Principal, AuthError> {
-    let meta = store
-        .read()?
-        .tenant(tenant)?
-        .ok_or(AuthError::Unauthorized(
-            "credential names an unknown tenant",
-        ))?;
+    let meta = creds.tenant(tenant)?.ok_or(AuthError::Unauthorized(
+        "credential names an unknown tenant",
+    ))?;
+    if !incarnation.matches(meta.key, meta.created_at) {
+        return Err(AuthError::Unauthorized(
+            "credential was issued for a deleted tenant of the same id",
+        ));
+    }
     Ok(Principal::Tenant(TenantScope::new(&meta, grant, actor)))
 }
 

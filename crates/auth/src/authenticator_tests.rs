@@ -4,7 +4,7 @@ use super::*;
 use crate::KEY_PREFIX;
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use strata_store::Store;
+use strata_store::{Reads, Store};
 
 const HS_SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!!";
 // Throwaway Ed25519 test keys (generated with `openssl genpkey -algorithm ed25519`).
@@ -62,7 +62,9 @@ fn tenant_key(f: &Fixture, expires_at: Option<i64>) -> CreatedKey {
         domains: None,
         expires_at,
     };
-    f.auth.create_key(&f.store, &operator(), new).unwrap()
+    f.auth
+        .create_key(f.store.credentials(), &operator(), new)
+        .unwrap()
 }
 
 fn unauthorized(r: Result<Principal, AuthError>) -> &'static str {
@@ -77,7 +79,11 @@ fn api_key_authenticates_to_its_tenant_and_grant() {
     let f = fixture();
     let key = tenant_key(&f, None);
     assert!(key.secret.starts_with(KEY_PREFIX));
-    let Principal::Tenant(scope) = f.auth.authenticate(&f.store, &key.secret).unwrap() else {
+    let Principal::Tenant(scope) = f
+        .auth
+        .authenticate(f.store.credentials(), &key.secret)
+        .unwrap()
+    else {
         panic!("expected a tenant scope");
     };
     assert_eq!(scope.tenant().as_str(), "acme");
@@ -92,14 +98,8 @@ fn api_key_authenticates_to_its_tenant_and_grant() {
 fn only_the_hash_is_stored() {
     let f = fixture();
     let key = tenant_key(&f, None);
-    let row = f
-        .store
-        .read()
-        .unwrap()
-        .credential(&key.info.id)
-        .unwrap()
-        .unwrap();
-    let row = String::from_utf8(row).unwrap();
+    let row = f.store.credentials().get(&key.info.id).unwrap().unwrap();
+    let row = String::from_utf8(row.body).unwrap();
     let secret_part = key.secret.rsplit('_').next().unwrap();
     assert!(!row.contains(secret_part), "secret stored in clear: {row}");
 }
@@ -113,29 +113,29 @@ fn wrong_secret_revoked_and_expired_keys_are_refused() {
     let last = forged.pop().unwrap();
     forged.push(if last == '0' { '1' } else { '0' });
     assert_eq!(
-        unauthorized(f.auth.authenticate(&f.store, &forged)),
+        unauthorized(f.auth.authenticate(f.store.credentials(), &forged)),
         "wrong api key secret"
     );
     assert_eq!(
-        unauthorized(f.auth.authenticate(&f.store, "sk_nope")),
+        unauthorized(f.auth.authenticate(f.store.credentials(), "sk_nope")),
         "malformed api key"
     );
     assert_eq!(
-        unauthorized(f.auth.authenticate(&f.store, "")),
+        unauthorized(f.auth.authenticate(f.store.credentials(), "")),
         "empty bearer token"
     );
 
     f.auth
-        .revoke_key(&f.store, &operator(), &key.info.id)
+        .revoke_key(f.store.credentials(), &operator(), &key.info.id)
         .unwrap();
     assert_eq!(
-        unauthorized(f.auth.authenticate(&f.store, &key.secret)),
+        unauthorized(f.auth.authenticate(f.store.credentials(), &key.secret)),
         "revoked api key"
     );
 
     let expired = tenant_key(&f, Some(1));
     assert_eq!(
-        unauthorized(f.auth.authenticate(&f.store, &expired.secret)),
+        unauthorized(f.auth.authenticate(f.store.credentials(), &expired.secret)),
         "expired api key"
     );
 }
@@ -152,7 +152,7 @@ fn keys_need_an_existing_tenant() {
         expires_at: None,
     };
     assert!(matches!(
-        f.auth.create_key(&f.store, &operator(), new),
+        f.auth.create_key(f.store.credentials(), &operator(), new),
         Err(AuthError::TenantNotFound(_))
     ));
 }
@@ -160,10 +160,21 @@ fn keys_need_an_existing_tenant() {
 #[test]
 fn operator_key_is_bootstrapped_once() {
     let f = fixture();
-    let first = f.auth.bootstrap_operator(&f.store).unwrap().unwrap();
-    assert!(f.auth.bootstrap_operator(&f.store).unwrap().is_none());
+    let first = f
+        .auth
+        .bootstrap_operator(f.store.credentials())
+        .unwrap()
+        .unwrap();
+    assert!(
+        f.auth
+            .bootstrap_operator(f.store.credentials())
+            .unwrap()
+            .is_none()
+    );
     assert!(matches!(
-        f.auth.authenticate(&f.store, &first.secret).unwrap(),
+        f.auth
+            .authenticate(f.store.credentials(), &first.secret)
+            .unwrap(),
         Principal::Operator(_)
     ));
 }
@@ -174,17 +185,21 @@ fn env_operator_key_works_and_suppresses_bootstrap() {
     let env_key = "an-operator-key-from-the-environment";
     let auth = Authenticator::new(&AuthConfig::default(), Some(env_key)).unwrap();
     assert!(matches!(
-        auth.authenticate(&f.store, env_key).unwrap(),
+        auth.authenticate(f.store.credentials(), env_key).unwrap(),
         Principal::Operator(_)
     ));
-    assert!(auth.bootstrap_operator(&f.store).unwrap().is_none());
+    assert!(
+        auth.bootstrap_operator(f.store.credentials())
+            .unwrap()
+            .is_none()
+    );
     assert!(Authenticator::new(&AuthConfig::default(), Some("short")).is_err());
 }
 
 fn claims(exp_offset: i64) -> Value {
     let now = jsonwebtoken::get_current_timestamp() as i64;
     json!({"tenant": "acme", "sub": "svc", "permissions": ["read"],
-           "user_tokens": ["u:bob"], "exp": now + exp_offset})
+           "user_tokens": ["u:bob"], "exp": now + exp_offset, "iat": now})
 }
 
 fn hs(claims: &Value, secret: &[u8]) -> String {
@@ -224,7 +239,8 @@ fn valid_jwts_of_both_algorithms_authenticate() {
         hs(&claims(600), HS_SECRET.as_bytes()),
         ed(&claims(600), ED_PRIVATE),
     ] {
-        let Principal::Tenant(scope) = f.auth.authenticate(&f.store, &token).unwrap() else {
+        let Principal::Tenant(scope) = f.auth.authenticate(f.store.credentials(), &token).unwrap()
+        else {
             panic!("expected a tenant scope");
         };
         assert_eq!(scope.tenant().as_str(), "acme");
@@ -247,6 +263,18 @@ fn jwt_attacks_are_refused() {
     no_exp.as_object_mut().unwrap().remove("exp");
     let mut other_tenant = claims(600);
     other_tenant["tenant"] = json!("ghost");
+    let mut no_iat = claims(600);
+    no_iat.as_object_mut().unwrap().remove("iat");
+    let mut future_iat = claims(600);
+    future_iat["iat"] = json!(jsonwebtoken::get_current_timestamp() + 3600);
+    let mut crit_header = Header::new(jsonwebtoken::Algorithm::HS256);
+    crit_header.crit = Some(vec!["exp-unknown".into()]);
+    let crit = encode(
+        &crit_header,
+        &claims(600),
+        &EncodingKey::from_secret(HS_SECRET.as_bytes()),
+    )
+    .unwrap();
     let cases: Vec<(&str, String)> = vec![
         ("alg none", format!("{none_header}.{payload}.")),
         (
@@ -269,12 +297,15 @@ fn jwt_attacks_are_refused() {
         ("expired", hs(&claims(-600), HS_SECRET.as_bytes())),
         ("missing exp", hs(&no_exp, HS_SECRET.as_bytes())),
         ("unknown tenant", hs(&other_tenant, HS_SECRET.as_bytes())),
+        ("missing iat", hs(&no_iat, HS_SECRET.as_bytes())),
+        ("iat in the future", hs(&future_iat, HS_SECRET.as_bytes())),
+        ("unknown crit extension", crit),
         ("garbage", "a.b.c".into()),
     ];
     for (name, token) in cases {
         assert!(
             matches!(
-                f.auth.authenticate(&f.store, &token),
+                f.auth.authenticate(f.store.credentials(), &token),
                 Err(AuthError::Unauthorized(_))
             ),
             "{name} was accepted"
@@ -294,7 +325,7 @@ fn jwts_are_refused_when_no_key_is_configured() {
     let auth = Authenticator::new(&AuthConfig::default(), None).unwrap();
     let token = hs(&claims(600), HS_SECRET.as_bytes());
     assert!(matches!(
-        auth.authenticate(&f.store, &token),
+        auth.authenticate(f.store.credentials(), &token),
         Err(AuthError::Unauthorized(_))
     ));
     let short = AuthConfig {
@@ -302,4 +333,96 @@ fn jwts_are_refused_when_no_key_is_configured() {
         ..AuthConfig::default()
     };
     assert!(Authenticator::new(&short, None).is_err());
+}
+
+/// Deletes tenant `acme` and creates it again, as a purge and a later create would.
+fn recreate_acme(f: &Fixture, created_at: i64) {
+    let id = TenantId::parse("acme").unwrap();
+    f.store
+        .write(|w| {
+            let meta = w.tenant(&id)?.unwrap();
+            w.erase_tenant(&meta)?;
+            w.create_tenant(&id, created_at, Default::default())
+                .map(|_| ())
+        })
+        .unwrap();
+}
+
+#[test]
+fn credentials_never_outlive_their_tenant_incarnation() {
+    let f = fixture();
+    let key = tenant_key(&f, None);
+    let mut old_claims = claims(600);
+    // Issued two seconds before the tenant is created again.
+    old_claims["iat"] = json!(jsonwebtoken::get_current_timestamp() - 2);
+    let old_jwt = hs(&old_claims, HS_SECRET.as_bytes());
+    assert!(f.auth.authenticate(f.store.credentials(), &old_jwt).is_ok());
+    recreate_acme(&f, strata_types::now_millis());
+    // Erasing the tenant erased its key's row; the old JWT predates the new incarnation.
+    assert_eq!(
+        unauthorized(f.auth.authenticate(f.store.credentials(), &key.secret)),
+        "unknown api key"
+    );
+    assert!(f.store.credentials().get(&key.info.id).unwrap().is_none());
+    assert_eq!(
+        unauthorized(f.auth.authenticate(f.store.credentials(), &old_jwt)),
+        "credential was issued for a deleted tenant of the same id"
+    );
+    // Credentials issued for the new incarnation work.
+    let fresh = tenant_key(&f, None);
+    assert!(
+        f.auth
+            .authenticate(f.store.credentials(), &fresh.secret)
+            .is_ok()
+    );
+    let new_jwt = hs(&claims(600), HS_SECRET.as_bytes());
+    assert!(f.auth.authenticate(f.store.credentials(), &new_jwt).is_ok());
+}
+
+#[test]
+fn a_key_row_of_an_older_incarnation_is_refused_even_if_it_survived() {
+    let f = fixture();
+    let key = tenant_key(&f, None);
+    // Simulate a row that survived its tenant: copy it aside, re-create the tenant, put the
+    // row back exactly as it was (owner = the old incarnation's storage key).
+    let row = f.store.credentials().get(&key.info.id).unwrap().unwrap();
+    recreate_acme(&f, 0);
+    f.store
+        .credentials()
+        .restore_for_tests(&key.info.id, &row)
+        .unwrap();
+    assert_eq!(
+        unauthorized(f.auth.authenticate(f.store.credentials(), &key.secret)),
+        "credential was issued for a deleted tenant of the same id"
+    );
+}
+
+#[test]
+fn legacy_key_rows_are_upgraded_to_the_current_incarnation_at_start() {
+    let f = fixture();
+    let key = tenant_key(&f, None);
+    let row = f.store.credentials().get(&key.info.id).unwrap().unwrap();
+    // A row as versions before incarnations wrote it: the bare JSON body, no owner.
+    let legacy = strata_store::StoredCredential {
+        owner: None,
+        body: row.body.clone(),
+    };
+    f.store
+        .credentials()
+        .restore_for_tests(&key.info.id, &legacy)
+        .unwrap();
+    assert_eq!(
+        unauthorized(f.auth.authenticate(f.store.credentials(), &key.secret)),
+        "api key has no tenant incarnation"
+    );
+    f.auth.bootstrap_operator(f.store.credentials()).unwrap();
+    assert_eq!(
+        f.store.credentials().get(&key.info.id).unwrap().unwrap(),
+        row
+    );
+    assert!(
+        f.auth
+            .authenticate(f.store.credentials(), &key.secret)
+            .is_ok()
+    );
 }

@@ -9,6 +9,8 @@
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use strata_types::now_millis;
+
 use crate::{AuthConfig, AuthError, Permissions};
 
 /// Shortest HS256 secret accepted: RFC 7518 asks for a key at least as long as the hash.
@@ -24,6 +26,9 @@ pub(crate) struct Claims {
     pub permissions: Option<Permissions>,
     pub user_tokens: Option<Vec<String>>,
     pub domains: Option<Vec<String>>,
+    /// Issued-at, in seconds. Required for tenant tokens: it ties the token to the tenant
+    /// incarnation that existed when it was issued.
+    pub iat: Option<i64>,
 }
 
 /// The configured JWT keys.
@@ -76,6 +81,13 @@ impl JwtVerifier {
             _ => (None, header.alg),
         };
         let key = key.ok_or(AuthError::Unauthorized("jwt alg not accepted"))?;
+        // RFC 7515 section 4.1.11: a recipient that does not understand a `crit` extension
+        // must reject the token. Strata understands none.
+        if header.crit.is_some() {
+            return Err(AuthError::Unauthorized(
+                "jwt crit names an unknown extension",
+            ));
+        }
         let mut v = Validation::new(alg);
         v.algorithms = vec![alg];
         v.leeway = self.leeway_secs;
@@ -89,7 +101,7 @@ impl JwtVerifier {
         if let Some(iss) = &self.issuer {
             v.set_issuer(&[iss]);
         }
-        jsonwebtoken::decode::<Claims>(token, key, &v)
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &v)
             .map(|d| d.claims)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -100,7 +112,13 @@ impl JwtVerifier {
                     ErrorKind::InvalidAlgorithm => "jwt alg not accepted",
                     _ => "invalid jwt",
                 })
-            })
+            })?;
+        // A token issued in the future would match every later incarnation of its tenant.
+        let now = (now_millis() / 1000).saturating_add(self.leeway_secs as i64);
+        if claims.iat.is_some_and(|iat| iat > now) {
+            return Err(AuthError::Unauthorized("jwt issued in the future"));
+        }
+        Ok(claims)
     }
 }
 

@@ -9,7 +9,7 @@
 use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use strata_store::{Reads, Store, StoreError};
+use strata_store::{CredentialStore, Owner, StoreError, TenantKey};
 use strata_types::{Domain, Millis, TenantId, UserToken, now_millis};
 
 use crate::{AuthError, Grant, OperatorScope, Permission, Permissions};
@@ -137,25 +137,44 @@ pub(crate) fn key_id(token: &str) -> Option<&str> {
     ok.then_some(id)
 }
 
-/// Checks `token` against its stored row and returns the key's info when it is valid now.
-pub(crate) fn verify(store: &Store, token: &str, now: Millis) -> Result<KeyInfo, AuthError> {
+/// Checks `token` against its stored row and returns the key's info, with the tenant
+/// incarnation it was issued for, when it is valid now.
+pub(crate) fn verify(
+    creds: CredentialStore<'_>,
+    token: &str,
+    now: Millis,
+) -> Result<(KeyInfo, TenantKey), AuthError> {
     let id = key_id(token).ok_or(AuthError::Unauthorized("malformed api key"))?;
-    let Some(bytes) = store.read()?.credential(id)? else {
+    let Some(row) = creds.get(id)? else {
         return Err(AuthError::Unauthorized("unknown api key"));
     };
-    let stored = decode(&bytes)?;
+    let stored = decode(&row.body)?;
     let expected = unhex(&stored.sha256)
         .ok_or_else(|| StoreError::Corrupt(format!("credential {id}: bad hash")))?;
     if !ct_eq(&hash_token(token), &expected) {
         return Err(AuthError::Unauthorized("wrong api key secret"));
     }
+    // Rows are given owners at start-up (`upgrade_legacy`); one without is refused, never
+    // guessed.
+    let owner = row
+        .owner
+        .ok_or(AuthError::Unauthorized("api key has no tenant incarnation"))?;
     if stored.info.revoked_at.is_some() {
         return Err(AuthError::Unauthorized("revoked api key"));
     }
     if stored.info.expires_at.is_some_and(|t| t <= now) {
         return Err(AuthError::Unauthorized("expired api key"));
     }
-    Ok(stored.info)
+    Ok((stored.info, owner))
+}
+
+/// Gives owners to key rows written before rows had them (see
+/// [`CredentialStore::upgrade_legacy`]). Runs at every start; after the first it finds none.
+pub(crate) fn upgrade_legacy(creds: CredentialStore<'_>) -> Result<usize, AuthError> {
+    creds.upgrade_legacy(|body| match decode(body)?.info.tenant {
+        KeyTenant::Operator => Ok(None),
+        KeyTenant::Tenant(t) => Ok(Some(t)),
+    })
 }
 
 fn decode(bytes: &[u8]) -> Result<StoredKey, AuthError> {
@@ -180,16 +199,19 @@ impl KeyInfo {
 
 /// Mints a key. The operator scope proves the caller may.
 pub fn create_key(
-    store: &Store,
+    creds: CredentialStore<'_>,
     _op: &OperatorScope,
     new: NewKey,
 ) -> Result<CreatedKey, AuthError> {
-    create_unchecked(store, new)
+    create_unchecked(creds, new)
 }
 
 /// Mints a key without an operator scope. Private because only the server's first start may
 /// do this: it creates the operator key that every later operator call proves itself with.
-pub(crate) fn create_unchecked(store: &Store, new: NewKey) -> Result<CreatedKey, AuthError> {
+pub(crate) fn create_unchecked(
+    creds: CredentialStore<'_>,
+    new: NewKey,
+) -> Result<CreatedKey, AuthError> {
     if new.name.as_ref().is_some_and(|n| n.len() > MAX_KEY_NAME) {
         return Err(AuthError::BadRequest(format!(
             "name: at most {MAX_KEY_NAME} bytes"
@@ -233,27 +255,27 @@ pub(crate) fn create_unchecked(store: &Store, new: NewKey) -> Result<CreatedKey,
         sha256: hex(&hash_token(&secret)),
     };
     let bytes = encode(&stored)?;
-    store.write(|w| {
-        if let KeyTenant::Tenant(t) = &stored.info.tenant
-            && w.tenant(t)?.is_none()
-        {
-            return Err(AuthError::TenantNotFound(t.clone()));
-        }
-        w.put_credential(&id, &bytes)?;
-        Ok(())
-    })?;
+    let owner = match &stored.info.tenant {
+        KeyTenant::Operator => Owner::Server,
+        KeyTenant::Tenant(t) => Owner::Tenant(t),
+    };
+    if !creds.insert(&id, owner, &bytes)?
+        && let KeyTenant::Tenant(t) = stored.info.tenant
+    {
+        return Err(AuthError::TenantNotFound(t));
+    }
     Ok(CreatedKey { info, secret })
 }
 
 /// Every key, or one tenant's keys, revoked ones included (for audit).
 pub fn list_keys(
-    store: &Store,
+    creds: CredentialStore<'_>,
     _op: &OperatorScope,
     tenant: Option<&KeyTenant>,
 ) -> Result<Vec<KeyInfo>, AuthError> {
     let mut out = Vec::new();
-    for (_, bytes) in store.read()?.credentials()? {
-        let info = decode(&bytes)?.info;
+    for (_, row) in creds.all()? {
+        let info = decode(&row.body)?.info;
         if tenant.is_none_or(|t| *t == info.tenant) {
             out.push(info);
         }
@@ -263,32 +285,38 @@ pub fn list_keys(
 }
 
 /// One key by id.
-pub fn key(store: &Store, _op: &OperatorScope, id: &str) -> Result<KeyInfo, AuthError> {
-    let bytes = store
-        .read()?
-        .credential(id)?
-        .ok_or(AuthError::KeyNotFound)?;
-    Ok(decode(&bytes)?.info)
+pub fn key(
+    creds: CredentialStore<'_>,
+    _op: &OperatorScope,
+    id: &str,
+) -> Result<KeyInfo, AuthError> {
+    let row = creds.get(id)?.ok_or(AuthError::KeyNotFound)?;
+    Ok(decode(&row.body)?.info)
 }
 
 /// Revokes a key; it stops working at once. The row stays, marked, so listings show who had
 /// access when. Revoking twice keeps the first time.
-pub fn revoke_key(store: &Store, _op: &OperatorScope, id: &str) -> Result<KeyInfo, AuthError> {
-    store.write(|w| {
-        let bytes = w.credential(id)?.ok_or(AuthError::KeyNotFound)?;
-        let mut stored = decode(&bytes)?;
-        if stored.info.revoked_at.is_none() {
-            stored.info.revoked_at = Some(now_millis());
-            w.put_credential(id, &encode(&stored)?)?;
+pub fn revoke_key(
+    creds: CredentialStore<'_>,
+    _op: &OperatorScope,
+    id: &str,
+) -> Result<KeyInfo, AuthError> {
+    let row = creds.update(id, |body| {
+        let mut stored = decode(body)?;
+        if stored.info.revoked_at.is_some() {
+            return Ok(None);
         }
-        Ok(stored.info)
-    })
+        stored.info.revoked_at = Some(now_millis());
+        encode(&stored).map(Some)
+    })?;
+    let row = row.ok_or(AuthError::KeyNotFound)?;
+    Ok(decode(&row.body)?.info)
 }
 
 /// Whether some live operator key is stored (then first start has already happened).
-pub(crate) fn has_operator_key(store: &Store) -> Result<bool, AuthError> {
-    for (_, bytes) in store.read()?.credentials()? {
-        let info = decode(&bytes)?.info;
+pub(crate) fn has_operator_key(creds: CredentialStore<'_>) -> Result<bool, AuthError> {
+    for (_, row) in creds.all()? {
+        let info = decode(&row.body)?.info;
         if info.tenant == KeyTenant::Operator && info.revoked_at.is_none() {
             return Ok(true);
         }

@@ -48,7 +48,7 @@ impl Engine {
         let meta = meta
             .filter(|m| m.key == scope.key())
             .ok_or_else(|| EngineError::TenantNotFound(scope.tenant().clone()))?;
-        let p = TenantProfile::of(&meta);
+        let p = TenantProfile::of(&meta)?;
         let admission = Admission {
             limits: p.limits,
             weight: p.weight.max(1),

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use strata_auth::{OperatorScope, Permission, TenantScope};
+use strata_store::codec::{decode_json, encode_json};
 use strata_store::{Reads, StoreError, TenantKey, Writer};
 use strata_types::{Millis, TenantId, now_millis};
 
@@ -107,9 +108,19 @@ pub(crate) fn append_row(
     key: TenantKey,
     row: &AuditRow,
 ) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec(row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    w.append_audit(key, &bytes)?;
+    w.append_audit(key, &encode_json(row)?)?;
     Ok(())
+}
+
+/// Erases the server log's rows about `tenant` (refused credentials and the like), inside the
+/// caller's transaction.
+pub(crate) fn erase_server_rows_about(
+    w: &mut Writer<'_>,
+    tenant: &TenantId,
+) -> Result<usize, StoreError> {
+    w.erase_audit_rows(TenantKey::SERVER, |bytes| {
+        Ok(decode_json::<AuditRow>(bytes)?.tenant.as_ref() == Some(tenant))
+    })
 }
 
 /// Appends `event` to the log under `key`, inside the caller's transaction.
@@ -118,9 +129,7 @@ pub(crate) fn append(
     key: TenantKey,
     event: AuditEvent,
 ) -> Result<(), StoreError> {
-    let row =
-        serde_json::to_vec(&event.into_row()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    w.append_audit(key, &row)?;
+    w.append_audit(key, &encode_json(&event.into_row())?)?;
     Ok(())
 }
 
@@ -164,8 +173,7 @@ pub(crate) fn read_log(
         };
         after = *last;
         for (seq, bytes) in rows {
-            let mut row: AuditRow =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let mut row: AuditRow = decode_json(&bytes)?;
             row.seq = seq;
             if q.keeps(&row) {
                 out.push(row);
@@ -232,19 +240,16 @@ impl Engine {
         scope: &TenantScope,
         q: &AuditQuery,
     ) -> Result<Vec<AuditRow>, EngineError> {
-        if !scope.grant().permissions.has(Permission::Admin) {
-            return Err(EngineError::PermissionDenied(Permission::Admin));
-        }
         if q.tenant.as_ref().is_some_and(|t| t != scope.tenant()) {
             return Err(EngineError::ScopeForbidden(
                 "tenant: a tenant reads only its own audit rows".into(),
             ));
         }
         let limit = q.limit()?;
-        let r = self.store.read()?;
-        crate::tenants::check_live(&r, scope)?;
-        let mut rows = Vec::new();
-        read_log(&r, scope.key(), q, &mut rows)?;
-        Ok(newest(rows, limit))
+        self.read_tenant(scope, Permission::Admin, |r| {
+            let mut rows = Vec::new();
+            read_log(r, scope.key(), q, &mut rows)?;
+            Ok(newest(rows, limit))
+        })
     }
 }

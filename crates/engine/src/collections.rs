@@ -18,10 +18,7 @@ fn require(scope: &TenantScope, p: Permission) -> Result<(), EngineError> {
 
 impl Engine {
     pub fn collections(&self, scope: &TenantScope) -> Result<Vec<Collection>, EngineError> {
-        require(scope, Permission::Read)?;
-        let r = self.store.read()?;
-        check_live(&r, scope)?;
-        Ok(r.collections(scope.key())?)
+        self.read_tenant(scope, Permission::Read, |r| Ok(r.collections(scope.key())?))
     }
 
     pub fn create_collection(

@@ -35,7 +35,8 @@ pub use strata_auth::{OperatorScope, TenantScope};
 pub use tenants::{TenantInfo, TenantUpdate, TenantUsage};
 pub use transfer::ExportLine;
 
-use strata_store::{Store, Writer};
+use strata_auth::Permission;
+use strata_store::{CredentialStore, Reader, Store, Writer};
 use tenant_index::{Change, IndexRegistry};
 
 /// What a write changed, for its audit row: counts and (up to 100) record ids, never content.
@@ -102,9 +103,17 @@ impl Engine {
         })
     }
 
-    /// The underlying store, for the authentication layer's credential lookups.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The authentication layer's handle: credential rows and tenant look-ups, and nothing of
+    /// any tenant's data (which only [`Engine::read_tenant`] and [`Engine::write_tenant`]
+    /// reach).
+    pub fn credentials(&self) -> CredentialStore<'_> {
+        self.store.credentials()
+    }
+
+    /// Whether storage answers, for readiness probes.
+    pub fn check_storage(&self) -> Result<(), EngineError> {
+        self.store.read()?;
+        Ok(())
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -121,6 +130,7 @@ impl Engine {
 
     /// What the engine holds in memory for the caller's tenant, per collection.
     pub fn index_stats(&self, scope: &TenantScope) -> Result<Vec<IndexStats>, EngineError> {
+        self.read_tenant(scope, Permission::Read, |_| Ok(()))?;
         self.indexes.with_index(&self.store, scope.key(), |ti| {
             let mut stats: Vec<IndexStats> = ti
                 .collections
@@ -136,6 +146,24 @@ impl Engine {
             stats.sort_by(|a, b| a.collection.cmp(&b.collection));
             Ok(stats)
         })
+    }
+
+    /// The one door for reads of a tenant's data, mirroring [`Engine::write_tenant`]: checks
+    /// that the credential holds `permission` and that the tenant is live (registered under the
+    /// scope's incarnation, neither suspended nor deleted), then runs `f` on one consistent
+    /// snapshot.
+    pub(crate) fn read_tenant<R>(
+        &self,
+        scope: &TenantScope,
+        permission: Permission,
+        f: impl FnOnce(&Reader) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        if !scope.grant().permissions.has(permission) {
+            return Err(EngineError::PermissionDenied(permission));
+        }
+        let r = self.store.read()?;
+        tenants::check_live(&r, scope)?;
+        f(&r)
     }
 
     /// Runs a write for one tenant: one durable transaction (after checking the tenant still

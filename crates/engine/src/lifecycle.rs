@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use strata_store::codec::{decode_json, encode_json};
 use strata_store::{Reads, StoreError, TenantKey, TenantMeta, Writer};
 use strata_types::{Millis, Record};
 
@@ -42,9 +43,10 @@ pub struct TenantLimits {
     pub max_spreading_depth: Option<u32>,
 }
 
-/// The engine-owned part of a registry entry.
+/// The engine-owned part of a registry entry. Every field but the optional ones must be
+/// present when it is read back: a profile that does not decode is an error, never a default
+/// (a suspended tenant must not come back active and unlimited).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
 pub struct TenantProfile {
     pub display_name: Option<String>,
     pub status: TenantStatus,
@@ -67,10 +69,15 @@ impl Default for TenantProfile {
 }
 
 impl TenantProfile {
-    pub(crate) fn of(meta: &TenantMeta) -> TenantProfile {
-        // A profile that no longer parses (it never should) falls back to defaults rather
-        // than locking the tenant out; limits then read as unlimited.
-        serde_json::from_value(Value::Object(meta.profile.clone())).unwrap_or_default()
+    /// The profile of a registry entry. Fails closed: one that does not decode refuses the
+    /// tenant's operations (`500 INTERNAL`, logged) until an operator repairs it.
+    pub(crate) fn of(meta: &TenantMeta) -> Result<TenantProfile, EngineError> {
+        serde_json::from_value(Value::Object(meta.profile.clone())).map_err(|e| {
+            EngineError::Store(StoreError::Corrupt(format!(
+                "tenant {}: profile: {e}",
+                meta.id
+            )))
+        })
     }
 
     pub(crate) fn to_map(&self) -> Map<String, Value> {
@@ -81,9 +88,8 @@ impl TenantProfile {
     }
 }
 
-/// What a tenant holds.
+/// What a tenant holds. Stored beside its data; every field is required when read back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
 pub struct Usage {
     pub records: u64,
     pub vectors: u64,
@@ -105,10 +111,22 @@ fn record_bytes(r: &Record) -> u64 {
         + 64) as u64
 }
 
+/// The tenant's usage. Fails closed: a value that does not decode is an error (quotas must
+/// not silently read as zero). No value at all is zero only for a tenant without records
+/// (tenants created before usage was written at creation); with records it is corrupt.
 pub(crate) fn usage(r: &impl Reads, key: TenantKey) -> Result<Usage, StoreError> {
-    Ok(r.blob(key, USAGE_BLOB)?
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default())
+    match r.blob(key, USAGE_BLOB)? {
+        Some(bytes) => decode_json(&bytes),
+        None if r.records(key, None)?.next().is_none() => Ok(Usage::default()),
+        None => Err(StoreError::Corrupt(
+            "usage: missing for a tenant with records".into(),
+        )),
+    }
+}
+
+/// Writes a fresh tenant's zero usage, so that a missing value can be told from an empty one.
+pub(crate) fn init_usage(w: &mut Writer<'_>, key: TenantKey) -> Result<(), StoreError> {
+    w.put_blob(key, USAGE_BLOB, &encode_json(&Usage::default())?)
 }
 
 /// Applies the usage changes of a write and checks the quotas it could break. Runs inside the
@@ -158,6 +176,44 @@ pub(crate) fn account(
             limit: max,
         });
     }
-    let bytes = serde_json::to_vec(&new).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(w.put_blob(key, USAGE_BLOB, &bytes)?)
+    Ok(w.put_blob(key, USAGE_BLOB, &encode_json(&new)?)?)
+}
+
+#[cfg(test)]
+mod golden {
+    //! The stored forms of the profile (inside the registry entry) and of usage, pinned: a
+    //! change here breaks existing data directories.
+    use super::*;
+
+    #[test]
+    fn profile_and_usage_formats_are_pinned() {
+        let profile = TenantProfile {
+            display_name: Some("Acme".into()),
+            status: TenantStatus::Suspended,
+            deleted_at: None,
+            limits: TenantLimits {
+                max_vectors: Some(10),
+                ..TenantLimits::default()
+            },
+            weight: 3,
+        };
+        let json = serde_json::to_string(&profile.to_map()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"deleted_at":null,"display_name":"Acme","limits":{"burst":null,"max_collections":null,"max_concurrent":null,"max_qps":null,"max_spreading_depth":null,"max_storage_bytes":null,"max_vectors":10},"status":"suspended","weight":3}"#
+        );
+        let usage = Usage {
+            records: 1,
+            vectors: 2,
+            storage_bytes: 3,
+        };
+        assert_eq!(
+            encode_json(&usage).unwrap(),
+            b"\x01{\"records\":1,\"vectors\":2,\"storage_bytes\":3}"
+        );
+        assert_eq!(
+            decode_json::<Usage>(b"{\"records\":1,\"vectors\":2,\"storage_bytes\":3}").unwrap(),
+            usage
+        );
+    }
 }

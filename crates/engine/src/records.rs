@@ -10,7 +10,6 @@ use strata_types::{
 
 use crate::scan::for_each_visible;
 use crate::tenant_index::Change;
-use crate::tenants::check_live;
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
 
@@ -63,9 +62,9 @@ impl Engine {
         id: &RecordId,
     ) -> Result<Record, EngineError> {
         let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
-        let r = self.store.read()?;
-        check_live(&r, scope)?;
-        visible(r.record(scope.key(), id)?, &vis)
+        self.read_tenant(scope, Permission::Read, |r| {
+            visible(r.record(scope.key(), id)?, &vis)
+        })
     }
 
     /// Applies `patch` to a visible record and returns the new version.

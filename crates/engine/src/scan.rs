@@ -8,7 +8,6 @@ use strata_auth::{Permission, TenantScope};
 use strata_store::{Reads, ScopeField, StoreError, TenantKey};
 use strata_types::{Filter, Record, RecordId, RequestScope, now_millis};
 
-use crate::tenants::check_live;
 use crate::visibility::{Principals, Visibility};
 use crate::{Engine, EngineError};
 
@@ -46,17 +45,17 @@ impl Engine {
             )));
         }
         let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
-        let r = self.store.read()?;
-        check_live(&r, scope)?;
         let mut records = Vec::with_capacity(page.limit.min(64));
         let mut more = false;
-        for_each_visible(&r, scope.key(), &vis, filter, page.after.as_ref(), |rec| {
-            if records.len() == page.limit {
-                more = true;
-                return false;
-            }
-            records.push(rec);
-            true
+        self.read_tenant(scope, Permission::Read, |r| {
+            for_each_visible(r, scope.key(), &vis, filter, page.after.as_ref(), |rec| {
+                if records.len() == page.limit {
+                    more = true;
+                    return false;
+                }
+                records.push(rec);
+                true
+            })
         })?;
         let next = if more {
             records.last().map(|r| r.id.clone())
@@ -74,12 +73,12 @@ impl Engine {
         filter: Option<&Filter>,
     ) -> Result<u64, EngineError> {
         let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
-        let r = self.store.read()?;
-        check_live(&r, scope)?;
         let mut n = 0;
-        for_each_visible(&r, scope.key(), &vis, filter, None, |_| {
-            n += 1;
-            true
+        self.read_tenant(scope, Permission::Read, |r| {
+            for_each_visible(r, scope.key(), &vis, filter, None, |_| {
+                n += 1;
+                true
+            })
         })?;
         Ok(n)
     }

@@ -11,7 +11,6 @@ use strata_types::{
 
 use crate::collection_index::CollectionIndex;
 use crate::plan::{filter_candidates, scope_candidates, vector_top};
-use crate::tenants::check_live;
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
 
@@ -31,7 +30,7 @@ impl Engine {
     ) -> Result<SearchResponse, EngineError> {
         let mode = check_request(s)?;
         let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
-        check_live(&self.store.read()?, scope)?;
+        self.read_tenant(scope, Permission::Read, |_| Ok(()))?;
         let name = s
             .modality
             .clone()

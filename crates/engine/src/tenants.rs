@@ -6,7 +6,7 @@ use strata_store::{Reads, TenantMeta};
 use strata_types::{Collection, Millis, TenantId, now_millis};
 
 use crate::audit;
-use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, usage};
+use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, init_usage, usage};
 use crate::{Engine, EngineError};
 
 /// A tenant as the admin API shows it.
@@ -34,10 +34,11 @@ pub struct TenantUsage {
     pub collections: u64,
 }
 
-impl From<&TenantMeta> for TenantInfo {
-    fn from(m: &TenantMeta) -> Self {
-        let p = TenantProfile::of(m);
-        TenantInfo {
+impl TryFrom<&TenantMeta> for TenantInfo {
+    type Error = EngineError;
+    fn try_from(m: &TenantMeta) -> Result<Self, EngineError> {
+        let p = TenantProfile::of(m)?;
+        Ok(TenantInfo {
             id: m.id.clone(),
             display_name: p.display_name,
             created_at: m.created_at,
@@ -46,7 +47,7 @@ impl From<&TenantMeta> for TenantInfo {
             limits: p.limits,
             weight: p.weight,
             usage: None,
-        }
+        })
     }
 }
 
@@ -87,6 +88,7 @@ impl Engine {
                 ..TenantProfile::default()
             };
             let meta = w.create_tenant(id, now, profile.to_map())?;
+            init_usage(w, meta.key)?;
             audit::append(w, meta.key, audit::operator_event(op, id, "tenant.create"))?;
             for c in &self.config.default_collections {
                 let collection = Collection {
@@ -97,7 +99,7 @@ impl Engine {
                 };
                 w.put_collection(meta.key, &collection)?;
             }
-            Ok(TenantInfo::from(&meta))
+            TenantInfo::try_from(&meta)
         })
     }
 
@@ -108,7 +110,7 @@ impl Engine {
             .tenant(id)?
             .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
         let u = usage(&r, meta.key)?;
-        let mut info = TenantInfo::from(&meta);
+        let mut info = TenantInfo::try_from(&meta)?;
         info.usage = Some(TenantUsage {
             records: u.records,
             vectors: u.vectors,
@@ -233,7 +235,9 @@ impl Engine {
                 .tenant(id)?
                 .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
             w.erase_tenant(&meta)?;
-            // The tenant's own log is erased with it; the purge itself is the server's to keep.
+            // The tenant's own log is erased with it, and so are the server log's rows about
+            // it; the purge itself, which names only the id, is the server's to keep.
+            audit::erase_server_rows_about(w, id)?;
             audit::append(
                 w,
                 strata_store::TenantKey::SERVER,
@@ -253,19 +257,16 @@ impl Engine {
         retention_ms: Millis,
     ) -> Result<Vec<TenantId>, EngineError> {
         let now = now_millis();
-        let due: Vec<TenantId> = self
-            .store
-            .read()?
-            .tenants()?
-            .iter()
-            .filter(|m| {
-                let p = TenantProfile::of(m);
-                p.status == TenantStatus::Deleted
-                    && p.deleted_at
-                        .is_some_and(|t| now.saturating_sub(t) >= retention_ms)
-            })
-            .map(|m| m.id.clone())
-            .collect();
+        let mut due = Vec::new();
+        for m in self.store.read()?.tenants()? {
+            let p = TenantProfile::of(&m)?;
+            if p.status == TenantStatus::Deleted
+                && p.deleted_at
+                    .is_some_and(|t| now.saturating_sub(t) >= retention_ms)
+            {
+                due.push(m.id);
+            }
+        }
         for id in &due {
             self.purge_tenant(op, id)?;
         }
@@ -300,12 +301,12 @@ impl Engine {
                 let mut meta = w
                     .tenant(id)?
                     .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
-                let mut profile = TenantProfile::of(&meta);
+                let mut profile = TenantProfile::of(&meta)?;
                 f(&mut profile)?;
                 meta.profile = profile.to_map();
                 w.put_tenant(&meta)?;
                 audit::append(w, meta.key, audit::operator_event(op, id, action))?;
-                Ok((TenantInfo::from(&meta), meta.key))
+                Ok((TenantInfo::try_from(&meta)?, meta.key))
             })
             .map(|(info, key)| {
                 self.admissions.invalidate(key);
@@ -314,13 +315,12 @@ impl Engine {
     }
 
     pub fn tenants(&self, _op: &OperatorScope) -> Result<Vec<TenantInfo>, EngineError> {
-        Ok(self
-            .store
+        self.store
             .read()?
             .tenants()?
             .iter()
-            .map(TenantInfo::from)
-            .collect())
+            .map(TenantInfo::try_from)
+            .collect()
     }
 
     /// The registry entry the authentication layer builds scopes from.
@@ -341,7 +341,7 @@ pub(crate) fn check_live(
 ) -> Result<TenantProfile, EngineError> {
     match r.tenant(scope.tenant())? {
         Some(meta) if meta.key == scope.key() => {
-            let profile = TenantProfile::of(&meta);
+            let profile = TenantProfile::of(&meta)?;
             match profile.status {
                 TenantStatus::Active => Ok(profile),
                 TenantStatus::Suspended => {

@@ -50,7 +50,7 @@ impl Engine {
         let meta = r
             .tenant(id)?
             .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
-        let p = TenantProfile::of(&meta);
+        let p = TenantProfile::of(&meta)?;
         sink(&ExportLine::Tenant {
             id: meta.id.clone(),
             display_name: p.display_name,
@@ -95,7 +95,9 @@ impl Engine {
                 status: TenantStatus::Suspended,
                 ..TenantProfile::default()
             };
-            Ok(w.create_tenant(id, now, profile.to_map())?.key)
+            let key = w.create_tenant(id, now, profile.to_map())?.key;
+            crate::lifecycle::init_usage(w, key)?;
+            Ok(key)
         })?;
         match self.import_lines(key, lines) {
             Ok(profile) => {

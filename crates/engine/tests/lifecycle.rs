@@ -545,3 +545,99 @@ fn admission_follows_limit_changes() {
         Err(EngineError::TenantNotFound(_))
     ));
 }
+
+/// Rewrites stored state behind a closed engine, as disk corruption or a bad tool would.
+fn tamper(dir: &std::path::Path, f: impl FnOnce(&mut strata_store::Writer<'_>)) {
+    let store = strata_store::Store::open(&dir.join(strata_engine::DB_FILE)).unwrap();
+    store
+        .write(|w| {
+            f(w);
+            Ok::<_, strata_store::StoreError>(())
+        })
+        .unwrap();
+}
+
+fn is_corrupt<T: std::fmt::Debug>(r: Result<T, EngineError>) -> bool {
+    matches!(
+        r,
+        Err(EngineError::Store(strata_store::StoreError::Corrupt(_)))
+    )
+}
+
+#[test]
+fn a_profile_that_does_not_decode_refuses_the_tenant_instead_of_reviving_it() {
+    use strata_store::Reads;
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    engine
+        .put(&scope, &req(), vec![rec(json!({"content": "x"}))])
+        .unwrap();
+    engine.suspend_tenant(&op(), scope.tenant()).unwrap();
+    drop(engine);
+    let id = scope.tenant().clone();
+    for garbled in [
+        json!({"status": "on-holiday", "weight": 1, "limits": {}}),
+        json!({"weight": 1, "limits": {}}),
+        json!({"status": "suspended", "weight": "heavy", "limits": {}}),
+    ] {
+        tamper(dir.path(), |w| {
+            let mut meta = w.tenant(&id).unwrap().unwrap();
+            meta.profile = garbled.as_object().cloned().unwrap();
+            w.put_tenant(&meta).unwrap();
+        });
+        let (engine, _) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
+        // Before, each of these read as an active, unlimited tenant.
+        assert!(is_corrupt(engine.count(&scope, &req(), None)), "{garbled}");
+        assert!(is_corrupt(engine.put(
+            &scope,
+            &req(),
+            vec![rec(json!({"content": "y"}))]
+        )));
+        assert!(is_corrupt(engine.admission(&scope)));
+        assert!(is_corrupt(engine.tenant(&op(), &id)));
+        assert!(is_corrupt(engine.tenants(&op())));
+    }
+}
+
+#[test]
+fn usage_that_does_not_decode_refuses_writes_instead_of_switching_quotas_off() {
+    use strata_store::Reads;
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    engine
+        .update_tenant(
+            &op(),
+            scope.tenant(),
+            TenantUpdate {
+                limits: Some(TenantLimits {
+                    max_vectors: Some(1),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let one = || rec(json!({"content": "v", "vector": common::vector(384, 1)}));
+    engine.put(&scope, &req(), vec![one()]).unwrap();
+    drop(engine);
+    let id = scope.tenant().clone();
+    for bad in [&b"garbage"[..], b"\x01{\"records\":1}", b"\x07{}"] {
+        tamper(dir.path(), |w| {
+            let key = w.tenant(&id).unwrap().unwrap().key;
+            w.put_blob(key, "usage", bad).unwrap();
+        });
+        let (engine, _) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
+        assert!(
+            is_corrupt(engine.put(&scope, &req(), vec![one()])),
+            "{bad:?}"
+        );
+        assert!(is_corrupt(engine.tenant(&op(), &id)));
+    }
+    // A missing usage value on a tenant with records is corrupt too, not zero.
+    tamper(dir.path(), |w| {
+        let key = w.tenant(&id).unwrap().unwrap().key;
+        w.delete_blob(key, "usage").unwrap();
+    });
+    let (engine, _) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
+    assert!(is_corrupt(engine.put(&scope, &req(), vec![one()])));
+}

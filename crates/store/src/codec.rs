@@ -89,13 +89,59 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
     })
 }
 
-/// Collections and tenant metadata are small and rarely written: JSON keeps them readable.
-pub(crate) fn encode_json<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// The format byte of every JSON-bodied value (registry entries, collections, usage and the
+/// like): `1 | JSON`. Values written before format bytes existed are plain JSON objects, whose
+/// first byte is `{`; they are still read, so old data directories keep working, and are
+/// rewritten in the current format the next time they change. Anything else is corrupt.
+const JSON_V1: u8 = 1;
+const LEGACY_JSON: u8 = b'{';
+
+/// Small, rarely written values: a format byte, then JSON, which keeps them readable.
+pub fn encode_json<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![JSON_V1];
+    serde_json::to_writer(&mut out, v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(out)
 }
 
-pub(crate) fn decode_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// Decodes what [`encode_json`] wrote. Closed: an unknown format byte, bytes that are not
+/// JSON, or JSON of another shape is [`StoreError::Corrupt`], never a default.
+pub fn decode_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    let body = match bytes.first() {
+        Some(&JSON_V1) => &bytes[1..],
+        Some(&LEGACY_JSON) => bytes,
+        Some(other) => {
+            return Err(StoreError::Corrupt(format!("unknown value format {other}")));
+        }
+        None => return Err(StoreError::Corrupt("empty value".into())),
+    };
+    serde_json::from_slice(body).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A stored credential: the storage key of the tenant incarnation it was issued for
+/// ([`crate::TenantKey::SERVER`] for operator credentials), then the auth crate's own bytes.
+/// The owner lives in the store's envelope so that erasing a tenant can find its credentials
+/// without knowing how they are encoded.
+const CREDENTIAL_V1: u8 = 1;
+
+pub(crate) fn encode_credential(owner: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + body.len());
+    out.push(CREDENTIAL_V1);
+    out.extend_from_slice(&owner.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The owner and body of a stored credential. `Ok(None)` for a row written before credentials
+/// had owners (a JSON object): it has no incarnation and must be upgraded before it is used.
+pub(crate) fn decode_credential(bytes: &[u8]) -> Result<Option<(u64, &[u8])>, StoreError> {
+    match bytes.split_first() {
+        Some((&CREDENTIAL_V1, rest)) => match rest.split_first_chunk::<8>() {
+            Some((owner, body)) => Ok(Some((u64::from_be_bytes(*owner), body))),
+            None => Err(StoreError::Corrupt("credential: truncated".into())),
+        },
+        Some((&LEGACY_JSON, _)) => Ok(None),
+        _ => Err(StoreError::Corrupt("credential: unknown format".into())),
+    }
 }
 
 #[cfg(test)]
@@ -129,5 +175,129 @@ mod tests {
         assert_eq!(decode_record(&encode_record(&r).unwrap()).unwrap(), r);
         assert!(decode_record(&[9, 1, 2]).is_err());
         assert!(decode_record(&[]).is_err());
+    }
+}
+
+/// Golden bytes: the on-disk format of every stored value, pinned. A change that breaks one of
+/// these breaks every existing data directory; it needs a new format byte and a decoder for
+/// the old one, not a new golden value.
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::registry::StoredMeta;
+    use serde_json::json;
+    use strata_types::{Collection, Metric};
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn record() -> Record {
+        Record {
+            id: RecordId::parse("r1").unwrap(),
+            modality: CollectionName::parse("text").unwrap(),
+            kind: Some(Kind::parse("episodic").unwrap()),
+            content: Some("hi".into()),
+            vector: Some(vec![1.0, -0.5]),
+            user_tokens: vec![UserToken::parse("u:a").unwrap()],
+            memory_domain: Domain::parse("default").unwrap(),
+            run_id: Some(RunId::parse("run").unwrap()),
+            memory_scope: None,
+            metadata: json!({"k": 1}).as_object().cloned().unwrap(),
+            created_at: 1_700_000_000_000,
+            updated_at: 1_700_000_000_001,
+            expires_at: None,
+            confidence: Confidence {
+                value: 0.5,
+                evidence_count: 1,
+                corroborations: 0,
+                contradictions: 0,
+            },
+        }
+    }
+
+    const RECORD_GOLDEN: &str = "0102723104746578740108657069736f6469630102686901020000803f000000bf0103753a610764656661756c74010372756e00077b226b223a317d80a0abfef96282a0abfef96200000000000000e03f010000";
+    const COLLECTION_GOLDEN: &str = "017b226e616d65223a2274657874222c2264696d223a342c226d6574726963223a22636f73696e65222c22637265617465645f6174223a313730303030303030303030307d";
+    const REGISTRY_GOLDEN: &str = "017b226b6579223a372c22637265617465645f6174223a313730303030303030303030302c2270726f66696c65223a7b22737461747573223a2273757370656e646564222c22776569676874223a327d7d";
+    const CREDENTIAL_GOLDEN: &str = "0100000000000000077b226b223a317d";
+
+    fn collection() -> Collection {
+        Collection {
+            name: CollectionName::parse("text").unwrap(),
+            dim: 4,
+            metric: Metric::Cosine,
+            created_at: 1_700_000_000_000,
+        }
+    }
+
+    fn meta() -> StoredMeta {
+        StoredMeta {
+            key: 7,
+            created_at: 1_700_000_000_000,
+            profile: json!({"status": "suspended", "weight": 2})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        }
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn todays_encodings_are_pinned() {
+        assert_eq!(hex(&encode_record(&record()).unwrap()), RECORD_GOLDEN);
+        assert_eq!(hex(&encode_json(&collection()).unwrap()), COLLECTION_GOLDEN);
+        assert_eq!(hex(&encode_json(&meta()).unwrap()), REGISTRY_GOLDEN);
+        assert_eq!(hex(&encode_credential(7, b"{\"k\":1}")), CREDENTIAL_GOLDEN);
+    }
+
+    #[test]
+    fn pinned_bytes_still_decode() {
+        assert_eq!(decode_record(&unhex(RECORD_GOLDEN)).unwrap(), record());
+        let c: Collection = decode_json(&unhex(COLLECTION_GOLDEN)).unwrap();
+        assert_eq!(c, collection());
+        let m: StoredMeta = decode_json(&unhex(REGISTRY_GOLDEN)).unwrap();
+        assert_eq!(
+            (m.key, m.created_at, m.profile),
+            (7, meta().created_at, meta().profile)
+        );
+        let bytes = unhex(CREDENTIAL_GOLDEN);
+        assert_eq!(
+            decode_credential(&bytes).unwrap(),
+            Some((7, b"{\"k\":1}".as_slice()))
+        );
+    }
+
+    #[test]
+    fn values_from_before_format_bytes_still_decode() {
+        // Registry entries, collections and usage were bare JSON objects.
+        let legacy = &unhex(COLLECTION_GOLDEN)[1..];
+        assert_eq!(decode_json::<Collection>(legacy).unwrap(), collection());
+        // Credential rows were the auth crate's bare JSON, without an owner.
+        assert_eq!(decode_credential(b"{\"info\":{}}").unwrap(), None);
+    }
+
+    #[test]
+    fn anything_else_is_corrupt_never_a_default() {
+        let cases: [&[u8]; 5] = [b"", &[9, b'{', b'}'], &[1, b'x'], b"[]", &[0]];
+        for bytes in cases {
+            assert!(
+                matches!(
+                    decode_json::<Collection>(bytes),
+                    Err(StoreError::Corrupt(_))
+                ),
+                "{bytes:?}"
+            );
+        }
+        // Right format byte, wrong shape: a field missing.
+        assert!(decode_json::<Collection>(&[&[1u8][..], br#"{"name":"text"}"#].concat()).is_err());
+        for bytes in [&b""[..], &[1, 0, 0][..], &[2, 0, 0, 0, 0, 0, 0, 0, 0][..]] {
+            assert!(decode_credential(bytes).is_err(), "{bytes:?}");
+        }
     }
 }

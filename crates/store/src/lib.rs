@@ -2,18 +2,20 @@
 //!
 //! Layout: a `registry` table of tenants by name, a `meta` table of counters, and one `data`
 //! table holding every piece of per-tenant state. Every `data` key starts with the tenant's
-//! 8-byte [`TenantKey`] (built only in [`keys`]), so a tenant's data is one contiguous key range:
+//! 8-byte [`TenantKey`] (built only in the private `keys` module), so a tenant's data is one contiguous key range:
 //! a prefix scan exports it and a range delete erases it.
 //!
 //! Writes go through [`Store::write`], which commits durably (fsync) before returning `Ok`, or
 //! not at all.
 
-mod codec;
+pub mod codec;
+mod credentials;
 mod error;
-pub mod keys;
+mod keys;
 mod registry;
 mod tables;
 
+pub use credentials::{CredentialStore, Owner, StoredCredential};
 pub use error::StoreError;
 pub use keys::{ScopeField, TenantKey};
 pub use registry::TenantMeta;

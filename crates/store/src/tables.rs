@@ -111,38 +111,29 @@ pub struct Writer<'txn> {
     data: Table<'txn, &'static [u8], &'static [u8]>,
     registry: Table<'txn, &'static str, &'static [u8]>,
     meta: Table<'txn, &'static str, u64>,
-    credentials: Table<'txn, &'static str, &'static [u8]>,
+    pub(crate) credentials: Table<'txn, &'static str, &'static [u8]>,
 }
 
 type IdIter<'a> = Box<dyn Iterator<Item = Result<RecordId, StoreError>> + 'a>;
 
+pub(crate) mod sealed {
+    use redb::ReadableTable;
+
+    /// The raw tables behind [`super::Reads`]. In a private module, so no other crate can
+    /// name it and reach a table past the typed methods (credentials above all, which only
+    /// [`crate::CredentialStore`] touches).
+    pub trait Tables {
+        fn data_table(&self) -> &impl ReadableTable<&'static [u8], &'static [u8]>;
+        fn registry_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]>;
+        fn credentials_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]>;
+    }
+}
+
+use sealed::Tables;
+
 /// Reads shared by snapshots and write transactions (which see their own writes).
-pub trait Reads {
-    #[doc(hidden)]
-    fn data_table(&self) -> &impl ReadableTable<&'static [u8], &'static [u8]>;
-    #[doc(hidden)]
-    fn registry_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]>;
-    #[doc(hidden)]
-    fn credentials_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]>;
-
-    /// A stored credential by id.
-    fn credential(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .credentials_table()
-            .get(id)?
-            .map(|v| v.value().to_vec()))
-    }
-
-    /// Every stored credential, by id.
-    fn credentials(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.credentials_table().iter()? {
-            let (k, v) = entry?;
-            out.push((k.value().to_owned(), v.value().to_vec()));
-        }
-        Ok(out)
-    }
-
+#[allow(private_bounds)]
+pub trait Reads: Tables {
     fn tenant(&self, id: &TenantId) -> Result<Option<TenantMeta>, StoreError> {
         let Some(v) = self.registry_table().get(id.as_str())? else {
             return Ok(None);
@@ -271,7 +262,10 @@ pub trait Reads {
     }
 }
 
-impl Reads for Reader {
+impl Reads for Reader {}
+impl Reads for Writer<'_> {}
+
+impl Tables for Reader {
     fn data_table(&self) -> &impl ReadableTable<&'static [u8], &'static [u8]> {
         &self.data
     }
@@ -283,7 +277,7 @@ impl Reads for Reader {
     }
 }
 
-impl Reads for Writer<'_> {
+impl Tables for Writer<'_> {
     fn data_table(&self) -> &impl ReadableTable<&'static [u8], &'static [u8]> {
         &self.data
     }
@@ -325,9 +319,20 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Removes the tenant from the registry and erases every key of its data.
+    /// Removes the tenant from the registry and erases every key of its data and every
+    /// credential issued for it.
     pub fn erase_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
         self.registry.remove(meta.id.as_str())?;
+        let mut owned = Vec::new();
+        for entry in self.credentials.iter()? {
+            let (k, v) = entry?;
+            if crate::credentials::decode_row(v.value())?.owner == Some(meta.key) {
+                owned.push(k.value().to_owned());
+            }
+        }
+        for id in owned {
+            self.credentials.remove(id.as_str())?;
+        }
         let start = keys::tenant_all(meta.key);
         match keys::prefix_end(&start) {
             Some(end) => {
@@ -339,15 +344,6 @@ impl Writer<'_> {
             }
         }
         Ok(())
-    }
-
-    pub fn put_credential(&mut self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.credentials.insert(id, bytes)?;
-        Ok(())
-    }
-
-    pub fn delete_credential(&mut self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.credentials.remove(id)?.is_some())
     }
 
     pub fn put_collection(&mut self, t: TenantKey, c: &Collection) -> Result<(), StoreError> {
@@ -438,6 +434,27 @@ impl Writer<'_> {
         };
         self.data.insert(keys::audit_row(t, seq).as_slice(), row)?;
         Ok(seq)
+    }
+
+    /// Erases the rows of `t`'s audit log for which `erase` says so (a purge erases the
+    /// server log's rows about the purged tenant).
+    pub fn erase_audit_rows(
+        &mut self,
+        t: TenantKey,
+        mut erase: impl FnMut(&[u8]) -> Result<bool, StoreError>,
+    ) -> Result<usize, StoreError> {
+        let prefix = keys::audit_log(t);
+        let mut doomed = Vec::new();
+        for entry in prefix_range(&self.data, &prefix)? {
+            let (k, v) = entry?;
+            if erase(&v)? {
+                doomed.push(k);
+            }
+        }
+        for k in &doomed {
+            self.data.remove(k.as_slice())?;
+        }
+        Ok(doomed.len())
     }
 
     pub fn put_blob(&mut self, t: TenantKey, name: &str, bytes: &[u8]) -> Result<(), StoreError> {

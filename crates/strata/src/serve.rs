@@ -35,7 +35,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .filter(|k| !k.is_empty());
     let auth = Arc::new(Authenticator::new(&config.auth, env_key.as_deref())?);
     let sweeper_op = auth.system_operator("retention");
-    if let Some(created) = auth.bootstrap_operator(engine.store())? {
+    if let Some(created) = auth.bootstrap_operator(engine.credentials())? {
         // Shown once: only its hash is stored. stdout, so it is not mixed into the log stream.
         println!(
             "operator key (shown once, keep it safe): {}",

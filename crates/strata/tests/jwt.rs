@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 fn claims(exp_offset: i64) -> Value {
     let now = jsonwebtoken::get_current_timestamp() as i64;
-    json!({"tenant": "acme", "sub": "svc", "permissions": ["read", "write"], "exp": now + exp_offset})
+    json!({"tenant": "acme", "sub": "svc", "permissions": ["read", "write"], "exp": now + exp_offset, "iat": now})
 }
 
 fn hs(claims: &Value, secret: &[u8]) -> String {
@@ -77,6 +77,10 @@ fn forged_tokens_are_rejected() {
     escalated["tenant"] = json!("*");
     let mut no_exp = claims(600);
     no_exp.as_object_mut().unwrap().remove("exp");
+    let mut no_iat = claims(600);
+    no_iat.as_object_mut().unwrap().remove("iat");
+    let mut crit = Header::new(Algorithm::HS256);
+    crit.crit = Some(vec!["urn:example:must-understand".into()]);
     let cases: Vec<(&str, String)> = vec![
         (
             "alg none, empty signature",
@@ -132,10 +136,20 @@ fn forged_tokens_are_rejected() {
         ),
         ("expired", hs(&claims(-3600), HS_SECRET.as_bytes())),
         ("missing exp", hs(&no_exp, HS_SECRET.as_bytes())),
+        ("tenant token without iat", hs(&no_iat, HS_SECRET.as_bytes())),
+        (
+            "validly signed, with an unknown crit extension (RFC 7515 4.1.11)",
+            encode(
+                &crit,
+                &claims(600),
+                &EncodingKey::from_secret(HS_SECRET.as_bytes()),
+            )
+            .unwrap(),
+        ),
         (
             "unknown tenant",
             hs(
-                &json!({"tenant": "ghost", "exp": claims(600)["exp"]}),
+                &json!({"tenant": "ghost", "exp": claims(600)["exp"], "iat": claims(600)["iat"]}),
                 HS_SECRET.as_bytes(),
             ),
         ),

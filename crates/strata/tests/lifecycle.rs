@@ -15,7 +15,8 @@ const ALL: &[&str] = &["read", "write", "admin", "all_principals"];
 
 fn jwt(tenant: &str) -> String {
     let now = jsonwebtoken::get_current_timestamp() as i64;
-    let claims = json!({"tenant": tenant, "sub": "svc", "permissions": ALL, "exp": now + 600});
+    let claims =
+        json!({"tenant": tenant, "sub": "svc", "permissions": ALL, "exp": now + 600, "iat": now});
     encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -188,12 +189,43 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
 }
 
 #[test]
-fn hard_delete_erases_at_once() {
+fn hard_delete_erases_every_byte_at_once_and_for_good() {
     const CANARY: &str = "CANARY-http-4d1e-only-acme-wrote-this";
-    let server = Server::start();
-    let (key, _) = seeded(&server);
-    let (s, v) = server.post("/v1/memories", &key, json!({"content": CANARY}));
+    let mut server = Server::start();
+    // The canary goes into everything an operator or the tenant can store for it: display
+    // name, key names, record content and metadata, collection names, audit rows.
+    let (s, v) = server.post(
+        "/v1/admin/tenants",
+        OPERATOR_KEY,
+        json!({"id": "acme", "display_name": format!("{CANARY} Inc.")}),
+    );
     assert_eq!(s, 201, "{v}");
+    let key = server.key(
+        "acme",
+        json!({"permissions": ALL, "name": format!("{CANARY} key")}),
+    );
+    server.key(
+        "acme",
+        json!({"permissions": ["read"], "name": format!("{CANARY} spare")}),
+    );
+    let (s, v) = server.post(
+        "/v1/memories",
+        &key,
+        json!({"content": CANARY, "metadata": {"note": CANARY}, "run_id": "r1"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server.post(
+        "/v1/collections",
+        &key,
+        json!({"name": format!("c-{}", &CANARY[..20]), "dim": 4}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = server.post("/v1/search", &key, json!({"query": "canary"}));
+    assert_eq!(s, 200);
+    // A refused attempt with a wrong secret for acme's key leaves a security row about acme.
+    let forged = format!("{}{}", &key[..key.len() - 4], "0000");
+    assert_eq!(server.get("/v1/memories/list", &forged).0, 401);
+    server.tenant("globex");
     let data = server.dir.path().join("data");
     assert!(!files_containing(&data, CANARY.as_bytes()).is_empty());
 
@@ -209,11 +241,30 @@ fn hard_delete_erases_at_once() {
     assert_eq!((s, code(&v)), (401, "UNAUTHORIZED"), "{v}");
     let (s, _) = server.get("/v1/admin/tenants/acme", OPERATOR_KEY);
     assert_eq!(s, 404);
-    let left = files_containing(&data, CANARY.as_bytes());
+    let v = admin(&server, "GET", "/v1/admin/keys?tenant=acme", None);
+    assert_eq!(v["keys"], json!([]), "{v}");
+    let needle = &CANARY.as_bytes()[..20];
+    let left = files_containing(&data, needle);
     assert!(
         left.is_empty(),
         "canary bytes remain after hard delete: {left:?}"
     );
+    server.stop();
+    let left = files_containing(&data, needle);
+    assert!(
+        left.is_empty(),
+        "canary bytes remain after shutdown: {left:?}"
+    );
+    server.restart();
+    assert_eq!(server.get("/v1/admin/tenants/globex", OPERATOR_KEY).0, 200);
+    assert_eq!(server.get("/v1/memories/list", &key).0, 401);
+    server.stop();
+    let left = files_containing(&data, needle);
+    assert!(
+        left.is_empty(),
+        "canary bytes remain after restart: {left:?}"
+    );
+    server.restart();
     // A bad `hard` value is refused, not read as false.
     server.tenant("other");
     let (s, _) = server.call(
@@ -224,6 +275,79 @@ fn hard_delete_erases_at_once() {
         None,
     );
     assert_eq!(s, 400);
+}
+
+/// Mints a JWT for `acme`, waits past its `iat` second, then deletes `acme` (hard, or soft and
+/// purged) and creates it again; the old key and the old JWT must act on nothing.
+fn recreate_with_old_credentials(hard: bool) {
+    let server = Server::start();
+    server.tenant("acme");
+    let key = server.key("acme", json!({ "permissions": ALL }));
+    let token = jwt("acme");
+    let (s, v) = server.post("/v1/memories", &key, json!({"content": "old owner"}));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(server.get("/v1/memories/list", &token).0, 200);
+    // `iat` has second resolution: the next incarnation must be created in a later second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    if hard {
+        let (s, v) = server.call(
+            "DELETE",
+            "/v1/admin/tenants/acme?hard=true",
+            Some(OPERATOR_KEY),
+            &[],
+            None,
+        );
+        assert_eq!(s, 200, "{v}");
+    } else {
+        admin(&server, "DELETE", "/v1/admin/tenants/acme", None);
+        let v = admin(
+            &server,
+            "POST",
+            "/v1/admin/tenants/purge-deleted",
+            Some(json!({"retention_secs": 0})),
+        );
+        assert_eq!(v["purged"], json!(["acme"]), "{v}");
+    }
+    let v = admin(&server, "GET", "/v1/admin/keys?tenant=acme", None);
+    assert_eq!(
+        v["keys"],
+        json!([]),
+        "deleting a tenant deletes its keys: {v}"
+    );
+    server.tenant("acme");
+    let fresh = server.key("acme", json!({ "permissions": ALL }));
+    let (s, v) = server.post("/v1/memories", &fresh, json!({"content": "new owner"}));
+    assert_eq!(s, 201, "{v}");
+    for old in [&key, &token] {
+        let (s, v) = server.get("/v1/memories/list", old);
+        assert_eq!((s, code(&v)), (401, "UNAUTHORIZED"), "{v}");
+        let (s, v) = server.post("/v1/memories", old, json!({"content": "intruder"}));
+        assert_eq!((s, code(&v)), (401, "UNAUTHORIZED"), "{v}");
+        let (s, v) = server.get("/v1/audit", old);
+        assert_eq!((s, code(&v)), (401, "UNAUTHORIZED"), "{v}");
+    }
+    let (s, v) = server.get("/v1/memories/list", &fresh);
+    assert_eq!(s, 200, "{v}");
+    let contents: Vec<&str> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["content"].as_str())
+        .collect();
+    assert_eq!(contents, ["new owner"], "{v}");
+    // A token minted for the new incarnation works.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(server.get("/v1/memories/list", &jwt("acme")).0, 200);
+}
+
+#[test]
+fn credentials_of_a_hard_deleted_tenant_never_act_on_its_successor() {
+    recreate_with_old_credentials(true);
+}
+
+#[test]
+fn credentials_of_a_purged_tenant_never_act_on_its_successor() {
+    recreate_with_old_credentials(false);
 }
 
 fn vector(seed: usize) -> Vec<f32> {

@@ -31,6 +31,7 @@ pub struct Server {
     pub url: String,
     pub dir: tempfile::TempDir,
     http: reqwest::blocking::Client,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -41,35 +42,11 @@ impl Server {
     /// Starts the server with extra environment, e.g. config overrides `STRATA__…`.
     pub fn start_with(env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .arg("serve")
-            .env("STRATA__SERVER__LISTEN", "127.0.0.1:0")
-            .env("STRATA__SERVER__DATA_DIR", dir.path().join("data"))
-            .env("STRATA__AUTH__JWT_HS256_SECRET", HS_SECRET)
-            .env("STRATA__AUTH__JWT_EDDSA_PUBLIC_KEY", ED_PUBLIC)
-            .env("STRATA_OPERATOR_KEY", OPERATOR_KEY)
-            .env("RUST_LOG", "info")
-            .env_remove("STRATA_CONFIG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn strata");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("server exited before printing its address")
-                .expect("read stdout");
-            if let Some(url) = line.strip_prefix("listening on ") {
-                break url.to_owned();
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, url) = spawn(dir.path(), &env);
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -79,7 +56,30 @@ impl Server {
             url,
             dir,
             http,
+            env,
         }
+    }
+
+    /// Stops the server cleanly (SIGTERM, as an operator would) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if self.child.try_wait().expect("poll the server").is_some() {
+            return;
+        }
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("send SIGTERM");
+        assert!(status.success(), "kill -TERM failed");
+        let exit = self.child.wait().expect("wait for the server");
+        assert!(exit.success(), "the server did not stop cleanly: {exit}");
+    }
+
+    /// Stops the server cleanly and starts it again on the same data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, url) = spawn(self.dir.path(), &self.env);
+        self.child = child;
+        self.url = url;
     }
 
     /// Sends a request; returns the status and the JSON body (`null` when there is none).
@@ -191,6 +191,45 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs the binary on `dir` (its data in `dir/data`, its log appended to `dir/server.log`) and
+/// returns it with the address it printed.
+fn spawn(dir: &std::path::Path, env: &[(String, String)]) -> (Child, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("serve")
+        .env("STRATA__SERVER__LISTEN", "127.0.0.1:0")
+        .env("STRATA__SERVER__DATA_DIR", dir.join("data"))
+        .env("STRATA__AUTH__JWT_HS256_SECRET", HS_SECRET)
+        .env("STRATA__AUTH__JWT_EDDSA_PUBLIC_KEY", ED_PUBLIC)
+        .env("STRATA_OPERATOR_KEY", OPERATOR_KEY)
+        .env("RUST_LOG", "info")
+        .env_remove("STRATA_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn strata");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("server exited before printing its address")
+            .expect("read stdout");
+        if let Some(url) = line.strip_prefix("listening on ") {
+            break url.to_owned();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
 }
 
 /// The error code of an error body.
