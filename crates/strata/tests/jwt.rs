@@ -136,7 +136,10 @@ fn forged_tokens_are_rejected() {
         ),
         ("expired", hs(&claims(-3600), HS_SECRET.as_bytes())),
         ("missing exp", hs(&no_exp, HS_SECRET.as_bytes())),
-        ("tenant token without iat", hs(&no_iat, HS_SECRET.as_bytes())),
+        (
+            "tenant token without iat",
+            hs(&no_iat, HS_SECRET.as_bytes()),
+        ),
         (
             "validly signed, with an unknown crit extension (RFC 7515 4.1.11)",
             encode(
