@@ -165,3 +165,13 @@ fn the_noisy_neighbour_benchmark_runs_end_to_end() {
     assert_eq!(status, 200);
     assert_eq!(v["usage"]["records"], 60, "{v}");
 }
+
+#[test]
+fn logs_written_to_a_file_have_no_colour_codes() {
+    let server = Server::start();
+    server.tenant("acme");
+    assert_eq!(server.get("/v1/memories/list", "sk_wrong").0, 401);
+    let log = server.log();
+    assert!(log.contains("serving"), "the log is empty: {log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in a log file: {log}");
+}
