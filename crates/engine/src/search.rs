@@ -3,10 +3,11 @@
 use std::collections::HashMap;
 
 use strata_auth::{Permission, TenantScope};
+use strata_index::exact::sort_hits;
 use strata_index::{Hit, RoaringBitmap};
 use strata_types::{
     CollectionName, Fusion, HitExplain, MAX_K, RecordError, RequestScope, SearchHit, SearchMode,
-    SearchRequest, SearchResponse, now_millis,
+    SearchRequest, SearchResponse, check_vector_values, now_millis,
 };
 
 use crate::collection_index::CollectionIndex;
@@ -56,10 +57,16 @@ fn check_request(s: &SearchRequest) -> Result<SearchMode, EngineError> {
             "query: at most {MAX_QUERY_BYTES} bytes"
         )));
     }
-    if let Some(v) = &s.vector
-        && let Some(position) = v.iter().position(|x| !x.is_finite())
+    if let Some(v) = &s.vector {
+        // The same bound as stored vectors: then every score between the two is finite.
+        check_vector_values(v)?;
+    }
+    if let Some(m) = s.min_score
+        && !m.is_finite()
     {
-        return Err(RecordError::NonFiniteVector { position }.into());
+        return Err(EngineError::BadRequest(
+            "min_score: must be a finite number".into(),
+        ));
     }
     if let Some(ef) = s.ef
         && (ef == 0 || ef > 4096)
@@ -168,6 +175,7 @@ fn search_collection(
         _ => None,
     };
 
+    let (vector_hits, text_hits) = (vector_hits.map(finite_hits), text_hits.map(finite_hits));
     let mut ranked = match (vector_hits, text_hits) {
         (Some(v), Some(t)) => fuse(&v, &t, s.fusion),
         (Some(v), None) => single(&v, true),
@@ -201,6 +209,29 @@ struct Ranked {
     explain: HitExplain,
 }
 
+/// The last guard before ranking and the response: every channel score is a finite number
+/// (never `null` in JSON, never a NaN that `total_cmp` would rank first), and a candidate is
+/// never dropped for its score, so "never fewer than k" holds. The index already saturates
+/// vector scores (`Metric::finite_score`) and BM25 scores are bounded, so this only maps what
+/// a future bug might let through; fused scores are then finite by construction.
+fn finite_hits(mut hits: Vec<Hit>) -> Vec<Hit> {
+    if hits.iter().any(|h| !h.score.is_finite()) {
+        for h in &mut hits {
+            h.score = finite(h.score);
+        }
+        sort_hits(&mut hits);
+    }
+    hits
+}
+
+fn finite(score: f32) -> f32 {
+    if score.is_nan() {
+        f32::MIN
+    } else {
+        score.clamp(f32::MIN, f32::MAX)
+    }
+}
+
 fn single(hits: &[Hit], vector: bool) -> Vec<Ranked> {
     hits.iter()
         .enumerate()
@@ -231,15 +262,20 @@ fn fuse(vector: &[Hit], text: &[Hit], fusion: Fusion) -> Vec<Ranked> {
         let e = by_slot.entry(h.slot).or_default();
         (e.text_score, e.text_rank) = (Some(h.score), Some(i + 1));
     }
+    // Min-max normalisation in f64: with f32 scores near ±f32::MAX, `max - min` would
+    // overflow to infinity in f32 and the quotient collapse to 0 or NaN.
     let norm = |hits: &[Hit]| {
         let max = hits
             .iter()
-            .map(|h| h.score)
-            .fold(f32::NEG_INFINITY, f32::max);
-        let min = hits.iter().map(|h| h.score).fold(f32::INFINITY, f32::min);
+            .map(|h| f64::from(h.score))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let min = hits
+            .iter()
+            .map(|h| f64::from(h.score))
+            .fold(f64::INFINITY, f64::min);
         move |score: f32| {
             if max > min {
-                (score - min) / (max - min)
+                ((f64::from(score) - min) / (max - min)) as f32
             } else {
                 1.0
             }
@@ -290,6 +326,23 @@ mod tests {
         assert_eq!(fused[0].explain.vector_rank, Some(2));
         assert_eq!(fused[0].explain.text_rank, Some(1));
         assert!((fused[0].score - (1.0 / 62.0 + 1.0 / 61.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn weighted_fusion_stays_finite_at_the_extremes() {
+        let fused = fuse(
+            &hits(&[(1, f32::MAX), (2, f32::MIN), (3, 0.0)]),
+            &hits(&[(2, 3.0), (3, 1.0)]),
+            Fusion::Weighted { alpha: 0.5 },
+        );
+        let scores: Vec<(u32, f32)> = fused.iter().map(|r| (r.slot, r.score)).collect();
+        assert_eq!(scores, vec![(1, 0.5), (2, 0.5), (3, 0.25)]);
+    }
+
+    #[test]
+    fn non_finite_scores_rank_last_and_are_kept() {
+        let guarded = finite_hits(hits(&[(1, f32::NAN), (2, f32::INFINITY), (3, -0.5)]));
+        assert_eq!(guarded, hits(&[(2, f32::MAX), (3, -0.5), (1, f32::MIN)]));
     }
 
     #[test]

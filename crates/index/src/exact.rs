@@ -90,8 +90,9 @@ impl TopK {
 }
 
 /// Scores every candidate against `query` with `metric` and returns the best `k`, sorted by
-/// score descending with ties broken by slot ascending. Candidates whose score is NaN are
-/// skipped. Candidate vectors must have the query's length.
+/// score descending with ties broken by slot ascending. Every candidate gets a finite score
+/// (see [`Metric::finite_score`]), so `min(k, candidates)` hits come back. Candidate vectors
+/// must have the query's length.
 pub fn exact_top_k<'a>(
     metric: Metric,
     query: &[f32],
@@ -145,9 +146,38 @@ mod tests {
     }
 
     #[test]
-    fn nan_scores_never_rank() {
+    fn nan_scores_rank_last_but_still_rank() {
         let data = vec![vec![f32::NAN, 0.0], vec![0.0, 1.0]];
-        check(Metric::Dot, &[1.0, 1.0], &data, 2, &[1]);
+        check(Metric::Dot, &[1.0, 1.0], &data, 2, &[1, 0]);
+        check(Metric::L2, &[1.0, 1.0], &data, 2, &[1, 0]);
+        check(Metric::Cosine, &[1.0, 1.0], &data, 2, &[1, 0]);
+    }
+
+    #[test]
+    fn overflowing_scores_saturate_instead_of_vanishing() {
+        // Unvalidated extremes: dot and L2 overflow f32, cosine's f32 norms overflow too.
+        let data = [
+            [3e38, -3e38, 3e38, -3e38],
+            [1.0, 0.0, 0.0, 0.0],
+            [f32::MAX; 4],
+        ];
+        for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            for q in [[3e38f32; 4], [1.0, 0.0, 0.0, 0.0], [f32::MIN; 4]] {
+                let hits = exact_top_k(
+                    metric,
+                    &q,
+                    data.iter()
+                        .enumerate()
+                        .map(|(i, v)| (i as u32, v.as_slice())),
+                    5,
+                );
+                assert_eq!(hits.len(), 3, "{metric} {q:?}");
+                assert!(
+                    hits.iter().all(|h| h.score.is_finite()),
+                    "{metric} {hits:?}"
+                );
+            }
+        }
     }
 
     proptest! {

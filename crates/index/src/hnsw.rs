@@ -392,12 +392,15 @@ impl HnswIndex {
         Ok(removed > 0)
     }
 
-    /// Converts a usearch distance to this crate's higher-is-better score.
+    /// Converts a usearch distance to this crate's higher-is-better score, in the metric's
+    /// finite range: rounding can put a cosine of unit vectors a hair outside `[-1, 1]`.
     fn to_score(&self, distance: f32) -> f32 {
-        match self.metric {
+        let raw = match self.metric {
             Metric::Cosine | Metric::Dot => 1.0 - distance,
-            Metric::L2 => -distance.max(0.0).sqrt(),
-        }
+            // Not `distance.max(0.0)`: that maps NaN to 0, the best possible score.
+            Metric::L2 => -(if distance < 0.0 { 0.0 } else { distance }).sqrt(),
+        };
+        self.metric.finite_score(raw)
     }
 
     fn collect(&self, matches: usearch::ffi::Matches, k: usize) -> Vec<Hit> {

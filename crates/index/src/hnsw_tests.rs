@@ -386,3 +386,65 @@ fn kernels_are_interchangeable() {
         }
     }
 }
+
+/// `v` scaled in `f64` to euclidean norm `norm`.
+fn scaled(v: &[f32], norm: f64) -> Vec<f32> {
+    let current = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    v.iter()
+        .map(|&x| (f64::from(x) / current * norm) as f32)
+        .collect()
+}
+
+#[test]
+fn extreme_vectors_score_finitely_in_the_graph() {
+    // Norms from subnormal territory up to the 1e15 that strata-types accepts.
+    let norms = [1e-40, 1e-30, 1e-3, 1.0, 1e10, 1e15];
+    let base = small(600, 8, 15);
+    let bounded: Vec<Vec<f32>> = base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| scaled(v, norms[i % norms.len()]))
+        .collect();
+    // What the finding stored before validation existed: f32 norms overflow on these.
+    let mut unbounded = bounded.clone();
+    unbounded.extend([
+        vec![3e38, -3e38, 3e38, -3e38, 3e38, -3e38, 3e38, -3e38],
+        vec![f32::MAX; 8],
+        vec![3e38; 8],
+    ]);
+    let queries = [
+        scaled(&base[0], 1.0),
+        scaled(&base[1], 1e15),
+        scaled(&base[2], 1e-40),
+        vec![3e38; 8],
+    ];
+    for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+        for (vectors, bounded_only) in [(&bounded, true), (&unbounded, false)] {
+            let builtin = build(metric, vectors);
+            let mut ours = HnswIndex::new(8, metric, HnswParams::default()).expect("new");
+            ours.force_install_kernels();
+            for (i, v) in vectors.iter().enumerate() {
+                ours.insert(i as u32, v).expect("insert");
+            }
+            for (qi, q) in queries.iter().enumerate() {
+                for index in [&builtin, &ours] {
+                    let hits = index.search(q, 10, Some(64)).expect("search");
+                    let within = bounded_only && qi < 3;
+                    if within {
+                        assert_eq!(hits.len(), 10, "{metric} query {qi}");
+                    }
+                    for h in &hits {
+                        assert!(h.score.is_finite(), "{metric} query {qi}: {h:?}");
+                        if metric == Metric::Cosine {
+                            assert!((-1.0..=1.0).contains(&h.score), "query {qi}: {h:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

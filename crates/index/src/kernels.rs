@@ -35,7 +35,8 @@ pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
     scalar::l2_squared(a, b)
 }
 
-/// Cosine similarity `dot(a, b) / (|a| |b|)`, in `[-1, 1]`; 0 when either vector is zero.
+/// Cosine similarity `dot(a, b) / (|a| |b|)`, always finite and in `[-1, 1]`; 0 when either
+/// vector is zero (or holds a NaN, which validated input never does).
 #[inline]
 pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
@@ -43,18 +44,52 @@ pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
         let (ab, aa, bb) = unsafe { avx2::dot_and_norms(a, b) };
-        return finish_cosine(ab, aa, bb);
+        return finish_cosine(a, b, ab, aa, bb);
     }
     let (ab, aa, bb) = scalar::dot_and_norms(a, b);
-    finish_cosine(ab, aa, bb)
+    finish_cosine(a, b, ab, aa, bb)
 }
 
-/// Combines a dot product and two squared norms into a cosine similarity clamped to [-1, 1].
-fn finish_cosine(ab: f32, aa: f32, bb: f32) -> f32 {
-    if aa <= 0.0 || bb <= 0.0 {
-        return 0.0;
+/// Below this squared norm the `f32` sums may have lost precision to subnormal products, so the
+/// cosine is recomputed in `f64`. 2^-100: a product that underflows errs by at most 2^-149, so
+/// above it even 2^32 such errors move the cosine by less than 2^-17.
+const WELL_SCALED_MIN: f32 = 7.888_609e-31;
+
+/// Combines a dot product and two squared norms computed in `f32` into a cosine similarity
+/// clamped to `[-1, 1]`. When the `f32` sums overflowed, underflowed or are too small to be
+/// precise, the slices are scored again in `f64`, where no finite `f32` input can overflow or
+/// underflow; that path is rare (vectors with components beyond ~1e19 or below ~1e-15).
+fn finish_cosine(a: &[f32], b: &[f32], ab: f32, aa: f32, bb: f32) -> f32 {
+    if ab.is_finite()
+        && aa.is_finite()
+        && bb.is_finite()
+        && aa >= WELL_SCALED_MIN
+        && bb >= WELL_SCALED_MIN
+    {
+        let denominator = aa.sqrt() * bb.sqrt();
+        if denominator.is_finite() {
+            return (ab / denominator).clamp(-1.0, 1.0);
+        }
     }
-    (ab / (aa.sqrt() * bb.sqrt())).clamp(-1.0, 1.0)
+    cosine_f64(a, b)
+}
+
+/// Cosine similarity computed in `f64`: exact enough for any finite `f32` input.
+fn cosine_f64(a: &[f32], b: &[f32]) -> f32 {
+    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    let cosine = ab / (aa.sqrt() * bb.sqrt());
+    if cosine.is_finite() {
+        cosine.clamp(-1.0, 1.0) as f32
+    } else {
+        // A zero vector (0/0) has no direction; NaN input has none either.
+        0.0
+    }
 }
 
 /// Whether the SIMD path is in use on this machine (for benchmark reports).
@@ -136,7 +171,7 @@ pub mod scalar {
     /// Scalar cosine similarity (same conventions as [`super::cosine_similarity`]).
     pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
         let (ab, aa, bb) = dot_and_norms(a, b);
-        super::finish_cosine(ab, aa, bb)
+        super::finish_cosine(a, b, ab, aa, bb)
     }
 }
 
@@ -260,7 +295,7 @@ mod avx2 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -314,6 +349,137 @@ mod tests {
     fn zero_vectors_have_zero_cosine() {
         assert_eq!(cosine_similarity(&[0.0; 20], &[1.0; 20]), 0.0);
         assert_eq!(scalar::cosine_similarity(&[0.0; 3], &[0.0; 3]), 0.0);
+    }
+
+    /// `n` components drawn from every region that breaks naive arithmetic: zeros of both
+    /// signs, subnormals, the smallest normal, ordinary values, huge values up to `±f32::MAX`.
+    /// Each vector draws from a random subset of those regions, so some are all tiny and some
+    /// all huge. Built from a seed with xorshift rather than by proptest's own generators,
+    /// which are unoptimised in test builds and took minutes at these lengths.
+    pub(crate) fn extreme_vector(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let unit = |r: u64| (r >> 40) as f32 / (1u64 << 24) as f32; // in [0, 1)
+        let regions = (next() % 0xFFF) as u16 | 1; // region 0 (ordinary values) always in
+        (0..n)
+            .map(|_| {
+                let r = next();
+                let sign = if r & 1 == 0 { 1.0 } else { -1.0 };
+                let mut region = (r >> 1) as u32 % 12;
+                if regions & (1 << region) == 0 {
+                    region = 0;
+                }
+                sign * match region {
+                    0 => unit(r),
+                    1 => 0.0,
+                    2 => f32::from_bits((r >> 8) as u32 % 0x007F_FFFF + 1), // subnormal
+                    3 => f32::MIN_POSITIVE,
+                    4 => unit(r) * 1e-30,
+                    5 => unit(r) * 1e20,
+                    6 => 1e37 + unit(r) * 3e38,
+                    7 => f32::MAX,
+                    8 => 3e38,
+                    9 => unit(r) * 1e15,
+                    10 => f32::from_bits(1),
+                    _ => unit(r) * 1e-3,
+                }
+            })
+            .collect()
+    }
+
+    /// Two vectors of one length, up to past the default `max_dim` of 4096.
+    pub(crate) fn extreme_pair() -> impl Strategy<Value = (Vec<f32>, Vec<f32>)> {
+        (1usize..4200, any::<u64>(), any::<u64>())
+            .prop_map(|(n, a, b)| (extreme_vector(n, a), extreme_vector(n, b)))
+    }
+
+    fn reference_cosine(a: &[f32], b: &[f32]) -> Option<f64> {
+        let (ab, _, aa) = reference(a, b);
+        let bb: f64 = b.iter().map(|&y| f64::from(y) * f64::from(y)).sum();
+        (aa > 0.0 && bb > 0.0).then(|| ab / (aa.sqrt() * bb.sqrt()))
+    }
+
+    /// `v` scaled in `f64` to euclidean norm `norm` (unchanged if it is zero).
+    fn with_norm(v: &[f32], norm: f64) -> Vec<f32> {
+        let current = v
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        if current == 0.0 {
+            return v.to_vec();
+        }
+        v.iter()
+            .map(|&x| (f64::from(x) / current * norm) as f32)
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Cosine is finite, in [-1, 1], and right, for every pair of finite vectors: huge
+        /// components overflow the f32 norms, tiny ones underflow them.
+        #[test]
+        fn cosine_is_stable_for_any_finite_input((a, b) in extreme_pair()) {
+            let expect = reference_cosine(&a, &b);
+            for got in [cosine_similarity(&a, &b), scalar::cosine_similarity(&a, &b)] {
+                prop_assert!(got.is_finite() && (-1.0..=1.0).contains(&got), "{got}");
+                match expect {
+                    None => prop_assert_eq!(got, 0.0),
+                    // f32 rounding of n terms: well within 1e-3 for n < 4200.
+                    Some(e) => prop_assert!((f64::from(got) - e).abs() <= 1e-3, "{got} vs {e}"),
+                }
+            }
+        }
+
+        /// Dot products and squared distances stay finite and accurate whenever the norms
+        /// leave headroom: `(|a| + |b|)^2 <= 1e36`, two orders of magnitude below `f32::MAX`.
+        /// (strata-types accepts norms up to 1e15, so its vectors have far more headroom.)
+        #[test]
+        fn bounded_norms_give_finite_dot_and_l2(
+            (a, b) in extreme_pair(),
+            log_na in -40.0f64..18.0,
+            log_nb in -40.0f64..18.0,
+        ) {
+            let a = with_norm(&a, 10f64.powf(log_na));
+            let b = with_norm(&b, 10f64.powf(log_nb));
+            let (rdot, rl2, raa) = reference(&a, &b);
+            let rbb: f64 = b.iter().map(|&y| f64::from(y) * f64::from(y)).sum();
+            // Error bound of an f32 sum of n terms: n * eps * (sum of magnitudes), and the
+            // magnitudes sum to at most |a||b|, resp. (|a| + |b|)^2.
+            let n = a.len() as f64;
+            // Each product that underflows errs by at most the smallest subnormal.
+            let tol = |scale: f64| {
+                2.0 * n * f64::from(f32::EPSILON) * scale + n * f64::from(f32::from_bits(1))
+            };
+            let nn = raa.sqrt() * rbb.sqrt();
+            let span = (raa.sqrt() + rbb.sqrt()).powi(2);
+            for (dot, l2) in [
+                (dot(&a, &b), l2_squared(&a, &b)),
+                (scalar::dot(&a, &b), scalar::l2_squared(&a, &b)),
+            ] {
+                prop_assert!(dot.is_finite() && l2.is_finite(), "{dot} {l2}");
+                prop_assert!((f64::from(dot) - rdot).abs() <= tol(nn), "{dot} vs {rdot}");
+                prop_assert!((f64::from(l2) - rl2).abs() <= tol(span), "{l2} vs {rl2}");
+            }
+        }
+    }
+
+    #[test]
+    fn cosine_of_the_reported_vectors() {
+        // The finding: `[3e38]*4` overflowed the f32 norms and scored NaN or 0.
+        let huge = [3e38f32; 4];
+        let mixed = [3e38f32, -3e38, 3e38, -3e38];
+        assert_eq!(cosine_similarity(&huge, &[1.0; 4]), 1.0);
+        assert_eq!(cosine_similarity(&huge, &mixed), 0.0);
+        assert_eq!(cosine_similarity(&mixed, &[-1.0, 1.0, -1.0, 1.0]), -1.0);
+        let tiny = [f32::from_bits(1); 4];
+        assert_eq!(cosine_similarity(&tiny, &[2.0; 4]), 1.0);
+        assert_eq!(scalar::cosine_similarity(&tiny, &huge), 1.0);
     }
 
     #[test]

@@ -20,12 +20,34 @@ impl Metric {
     /// Scores `b` against the query `a`; HIGHER IS BETTER for every metric:
     /// cosine similarity for [`Metric::Cosine`], the dot product for [`Metric::Dot`] and the
     /// negative euclidean distance `-sqrt(l2_squared)` for [`Metric::L2`].
+    ///
+    /// The score is always finite (see [`Metric::finite_score`]), so every candidate can rank.
     #[inline]
     pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
-        match self {
+        let raw = match self {
             Metric::Cosine => kernels::cosine_similarity(a, b),
             Metric::Dot => kernels::dot(a, b),
             Metric::L2 => -kernels::l2_squared(a, b).sqrt(),
+        };
+        self.finite_score(raw)
+    }
+
+    /// Brings a raw score into the metric's finite range: cosine into `[-1, 1]`, others into
+    /// `[f32::MIN, f32::MAX]` (an overflow saturates), and NaN to the lowest score.
+    ///
+    /// Why not drop non-finite scores: a dropped candidate makes a search return fewer than
+    /// `k` hits while `k` records exist. Vectors that pass `strata-types` validation never
+    /// produce one (their norms are bounded); this is the defence for anything that did not.
+    #[inline]
+    pub fn finite_score(self, raw: f32) -> f32 {
+        let (lowest, highest) = match self {
+            Metric::Cosine => (-1.0, 1.0),
+            Metric::Dot | Metric::L2 => (f32::MIN, f32::MAX),
+        };
+        if raw.is_nan() {
+            lowest
+        } else {
+            raw.clamp(lowest, highest)
         }
     }
 
@@ -79,17 +101,70 @@ impl std::fmt::Display for Metric {
 }
 
 /// Scales `v` to unit euclidean length in place; a zero vector is left as it is.
+///
+/// The norm is computed in `f64`: in `f32` it overflows for components beyond ~1e19 and
+/// underflows for tiny ones, and a vector left unnormalised would then score far outside
+/// `[-1, 1]` in a cosine graph. In `f64` it is finite and non-zero for every finite non-zero
+/// `f32` vector. (Once per write or query, so the scalar loop costs nothing that matters.)
 pub fn normalize(v: &mut [f32]) {
-    let norm = kernels::dot(v, v).sqrt();
+    let norm = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
     if norm > 0.0 && norm.is_finite() {
-        let inv = 1.0 / norm;
-        v.iter_mut().for_each(|x| *x *= inv);
+        v.iter_mut()
+            .for_each(|x| *x = (f64::from(*x) / norm) as f32);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::tests::{extreme_pair, extreme_vector};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Whatever finite vectors come in (validated or not), every metric's score is finite
+        /// and cosine stays in [-1, 1], so no candidate is lost and no `null` is serialised.
+        #[test]
+        fn every_score_is_finite((a, b) in extreme_pair()) {
+            for m in [Metric::Cosine, Metric::Dot, Metric::L2] {
+                let s = m.score(&a, &b);
+                prop_assert!(s.is_finite(), "{m}: {s}");
+                if m == Metric::Cosine {
+                    prop_assert!((-1.0..=1.0).contains(&s), "{s}");
+                }
+            }
+        }
+
+        /// Normalising any finite non-zero vector gives a unit vector, however huge or tiny
+        /// its components: a cosine graph never holds an unnormalised vector.
+        #[test]
+        fn normalize_reaches_unit_length(n in 1usize..4200, seed in any::<u64>()) {
+            let mut v = extreme_vector(n, seed);
+            let nonzero = v.iter().any(|x| *x != 0.0);
+            normalize(&mut v);
+            prop_assert!(v.iter().all(|x| x.is_finite()));
+            let norm = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+            if nonzero {
+                prop_assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+            } else {
+                prop_assert_eq!(norm, 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn finite_score_saturates_and_sinks_nan() {
+        assert_eq!(Metric::Cosine.finite_score(1.000_001), 1.0);
+        assert_eq!(Metric::Cosine.finite_score(f32::NAN), -1.0);
+        assert_eq!(Metric::Dot.finite_score(f32::INFINITY), f32::MAX);
+        assert_eq!(Metric::Dot.finite_score(f32::NAN), f32::MIN);
+        assert_eq!(Metric::L2.finite_score(f32::NEG_INFINITY), f32::MIN);
+        assert_eq!(Metric::L2.finite_score(-2.5), -2.5);
+    }
 
     #[test]
     fn higher_is_better() {

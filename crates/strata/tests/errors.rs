@@ -116,3 +116,108 @@ fn foreign_ids_look_exactly_like_missing_ids() {
     assert_eq!(foreign, missing);
     assert_eq!(foreign.0, 404);
 }
+
+/// The outside finding, replayed: `[3e38, -3e38, ...]` was stored, then cosine scores of
+/// ~1.9e38 ranked first, dot and L2 scores came back as `null`, and a `[3e38]*4` cosine query
+/// found 1 of 20 records for k = 5. Now such vectors are refused, naming the field, by every
+/// write path and by search, and ordinary and large-but-bounded vectors score as numbers.
+#[test]
+fn vectors_beyond_the_bound_are_refused_and_scores_are_numbers() {
+    let server = Server::start();
+    server.tenant("acme");
+    let k = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let refused = |(s, v): (u16, serde_json::Value), field: &str| {
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(field), "does not name {field}: {message}");
+        assert!(
+            message.contains("1e15"),
+            "does not state the bound: {message}"
+        );
+    };
+    let finding = json!([3e38, -3e38, 3e38, -3e38]);
+    let mut written = 0;
+    for metric in ["cosine", "dot", "l2"] {
+        let (s, v) = server.post(
+            "/v1/collections",
+            &k,
+            json!({"name": metric, "dim": 4, "metric": metric}),
+        );
+        assert_eq!(s, 201, "{v}");
+        let records: Vec<_> = (0..20)
+            .map(|i| {
+                let x = i as f32 / 10.0;
+                json!({"id": format!("{metric}-{i}"), "modality": metric,
+                       "vector": [1.0 + x, -x, 0.5, x * x]})
+            })
+            .collect();
+        let (s, v) = server.post("/v1/memories", &k, json!({ "records": records }));
+        assert_eq!(s, 201, "{v}");
+        written += 20;
+
+        // Writes: single, batch (all or nothing), patch.
+        let bad = json!({"id": format!("{metric}-bad"), "modality": metric, "vector": finding});
+        refused(server.post("/v1/memories", &k, bad.clone()), "vector[0]");
+        let batch = json!({"records": [{"modality": metric, "vector": [1, 2, 3, 4]}, bad]});
+        refused(server.post("/v1/memories", &k, batch), "vector[0]");
+        let patch = json!({ "vector": [6e14, 6e14, 6e14, 6e14] });
+        let path = format!("/v1/memories/{metric}-0");
+        refused(
+            server.call("PATCH", &path, Some(&k), &[], Some(&patch)),
+            "vector:",
+        );
+
+        // Queries: the finding's, and one whose components pass but whose norm does not.
+        for (vector, field) in [
+            (json!([3e38, 3e38, 3e38, 3e38]), "vector[0]"),
+            (json!([6e14, 6e14, 6e14, 6e14]), "vector:"),
+        ] {
+            let search = json!({"vector": vector, "k": 5, "modality": metric});
+            refused(server.post("/v1/search", &k, search), field);
+        }
+
+        // Ordinary and large-but-bounded queries: k hits, every score a finite number.
+        for vector in [
+            json!([1.0, 0.0, 0.0, 0.0]),
+            json!([4e14, -4e14, 4e14, -4e14]),
+        ] {
+            let search = json!({"vector": vector, "k": 5, "modality": metric, "explain": true});
+            let (s, v) = server.post("/v1/search", &k, search);
+            assert_eq!(s, 200, "{v}");
+            let hits = v["hits"].as_array().expect("hits");
+            assert_eq!(hits.len(), 5, "{metric}: {v}");
+            for hit in hits {
+                let score = hit["score"].as_f64().expect("score is a number");
+                assert!(score.is_finite(), "{hit}");
+                if metric == "cosine" {
+                    assert!((-1.0..=1.0).contains(&score), "{hit}");
+                }
+            }
+        }
+    }
+    let (s, v) = server.post("/v1/memories/count", &k, json!({}));
+    assert_eq!((s, v["count"].as_u64()), (200, Some(written)), "{v}");
+
+    // Import applies the same rule, naming the line and the field.
+    let ndjson = [
+        json!({"type": "collection", "name": "v", "dim": 4, "metric": "dot", "created_at": 0}),
+        json!({"type": "record", "id": "x", "modality": "v", "kind": null, "content": null,
+               "vector": finding, "user_tokens": [], "memory_domain": "default",
+               "run_id": null, "memory_scope": null, "metadata": {}, "created_at": 0,
+               "updated_at": 0, "expires_at": null, "confidence": {"value": 0.5}}),
+    ]
+    .map(|l| l.to_string())
+    .join("\n");
+    let (s, body) = server.send_raw(
+        "POST",
+        "/v1/admin/tenants/copy/import",
+        common::OPERATOR_KEY,
+        "application/x-ndjson",
+        ndjson.into_bytes(),
+    );
+    refused(
+        (s, serde_json::from_str(&body).unwrap_or_default()),
+        "vector[0]",
+    );
+    assert!(body.contains("line 2"), "{body}");
+}

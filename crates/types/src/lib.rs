@@ -10,6 +10,7 @@ mod name;
 mod record;
 mod scope;
 mod search;
+mod vector;
 
 pub use filter::{FieldRef, Filter, FilterError};
 pub use limits::RecordLimits;
@@ -22,6 +23,7 @@ pub use record::{
 };
 pub use scope::{RequestScope, TokenSelector, UserMatch};
 pub use search::{Fusion, HitExplain, MAX_K, SearchHit, SearchMode, SearchRequest, SearchResponse};
+pub use vector::{MAX_VECTOR_NORM, check_vector_values};
 
 /// Milliseconds since the Unix epoch, the one time unit of the data model.
 pub type Millis = i64;

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     CollectionName, Domain, Kind, MemoryScope, Millis, RecordId, RecordLimits, RunId, UserToken,
+    check_vector_values,
 };
 
 /// Distance metric of a collection.
@@ -153,8 +154,22 @@ pub enum RecordError {
     ContentTooLarge { size: usize, max: usize },
     #[error("{count} user tokens; the limit is {max}")]
     TooManyTokens { count: usize, max: usize },
-    #[error("vector has a non-finite value at position {position}")]
+    #[error("vector[{position}]: not a finite number")]
     NonFiniteVector { position: usize },
+    /// One component alone is beyond [`crate::MAX_VECTOR_NORM`] (see `vector.rs` for why).
+    #[error(
+        "vector[{position}]: {value:e} is out of range; every component and the L2 norm of a \
+         vector must be at most {max:e} in magnitude",
+        max = crate::MAX_VECTOR_NORM
+    )]
+    VectorComponentTooLarge { position: usize, value: f32 },
+    /// The euclidean norm is beyond [`crate::MAX_VECTOR_NORM`] (see `vector.rs` for why).
+    #[error(
+        "vector: its L2 norm {norm:e} is above {max:e}, the largest accepted, so that scores \
+         stay finite",
+        max = crate::MAX_VECTOR_NORM
+    )]
+    VectorNormTooLarge { norm: f64 },
     #[error("vector has {got} dimensions; collection {collection} has {expected}")]
     DimensionMismatch {
         collection: CollectionName,
@@ -212,10 +227,8 @@ fn check_common(
             max: limits.max_content_bytes,
         });
     }
-    if let Some(v) = vector
-        && let Some(position) = v.iter().position(|x| !x.is_finite())
-    {
-        return Err(RecordError::NonFiniteVector { position });
+    if let Some(v) = vector {
+        check_vector_values(v)?;
     }
     if let Some(t) = tokens
         && t.len() > limits.max_user_tokens
@@ -404,6 +417,17 @@ mod tests {
         assert_eq!(
             nan.validate(&limits),
             Err(RecordError::NonFiniteVector { position: 1 })
+        );
+        let huge = RecordPatch {
+            vector: Some(vec![1.0, -3e38]),
+            ..Default::default()
+        };
+        assert_eq!(
+            huge.validate(&limits),
+            Err(RecordError::VectorComponentTooLarge {
+                position: 1,
+                value: -3e38
+            })
         );
         let big = NewRecord {
             content: Some("x".repeat(70_000)),

@@ -1,0 +1,400 @@
+//! Numeric hygiene end to end: vectors at the edges of what `strata-types` accepts (subnormal,
+//! tiny, huge up to the 1e15 norm bound, at dimensions up to `max_dim`) are stored and searched
+//! with finite scores, cosine in [-1, 1] and "never fewer than k"; vectors past the edges are
+//! refused with a typed error naming the field, for writes, patches, imports and queries.
+
+mod common;
+
+use proptest::prelude::*;
+use serde_json::json;
+use strata_auth::{OperatorScope, TenantScope};
+use strata_engine::{Engine, EngineError, ExportLine};
+use strata_types::*;
+
+fn req() -> RequestScope {
+    RequestScope::default()
+}
+
+fn name() -> CollectionName {
+    CollectionName::parse("num").unwrap()
+}
+
+/// A vector of `dim` components, from a seed: a direction drawn from ordinary, tiny, subnormal
+/// and zero values, scaled (in f64) to a norm between subnormal territory and just past the
+/// bound; one time in four, one component is then made non-finite or pushed to either side of
+/// the bound.
+fn extreme_vector(dim: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let unit = |r: u64| (r >> 40) as f64 / (1u64 << 24) as f64 - 0.5;
+    let direction: Vec<f64> = (0..dim)
+        .map(|_| {
+            let r = next();
+            match r % 8 {
+                0 => 0.0,
+                1 => unit(r) * 1e-30,
+                2 => f64::from(f32::from_bits((r >> 16) as u32 % 0x007F_FFFF + 1)),
+                _ => unit(r),
+            }
+        })
+        .collect();
+    let length = direction.iter().map(|c| c * c).sum::<f64>().sqrt();
+    let bound = MAX_VECTOR_NORM;
+    let norms = [
+        1e-42,
+        1e-30,
+        1e-3,
+        1.0,
+        1e7,
+        bound * (1.0 - 1e-6),
+        bound,
+        bound * 1.0001,
+    ];
+    let norm = norms[(next() % norms.len() as u64) as usize];
+    let mut v: Vec<f32> = direction
+        .iter()
+        .map(|c| {
+            if length > 0.0 {
+                (c / length * norm) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    if next() % 4 == 0 {
+        let spoilers = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            3e38,
+            -3e38,
+            f32::MAX,
+            (bound as f32).next_up(),
+            -(bound as f32).next_down(),
+        ];
+        let at = (next() % dim as u64) as usize;
+        v[at] = spoilers[(next() % spoilers.len() as u64) as usize];
+    }
+    v
+}
+
+/// The documented contract, written independently of the code under test: the field a
+/// refusal must name, or `None` when the vector is accepted.
+fn refusal(v: &[f32], cosine_record: bool) -> Option<String> {
+    for (i, x) in v.iter().enumerate() {
+        if !x.is_finite() || f64::from(x.abs()) > MAX_VECTOR_NORM {
+            return Some(format!("vector[{i}]: "));
+        }
+    }
+    let norm = v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+    if norm > MAX_VECTOR_NORM {
+        return Some("vector: ".into());
+    }
+    if cosine_record && v.iter().all(|x| *x == 0.0) {
+        return Some("a zero vector".into());
+    }
+    None
+}
+
+fn assert_refused(err: EngineError, field: &str) {
+    assert!(
+        matches!(err, EngineError::InvalidRecord(_)),
+        "not a validation error: {err:?}"
+    );
+    assert!(err.to_string().starts_with(field), "{err} (want {field})");
+}
+
+/// The score `metric` gives `b` for the query `a`, in f64, with the tolerance the f32 kernels
+/// must meet: `n · ε` relative to the magnitudes summed, plus what underflowing products lose.
+fn reference(metric: Metric, a: &[f32], b: &[f32]) -> (f64, f64) {
+    let (mut ab, mut aa, mut bb, mut d2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+        d2 += (x - y) * (x - y);
+    }
+    let (na, nb) = (aa.sqrt(), bb.sqrt());
+    let eps = 4.0 * a.len() as f64 * f64::from(f32::EPSILON);
+    let underflow = a.len() as f64 * f64::from(f32::from_bits(1));
+    match metric {
+        Metric::Cosine if na == 0.0 || nb == 0.0 => (0.0, 1e-6),
+        Metric::Cosine => (ab / (na * nb), 1e-3),
+        Metric::Dot => (ab, eps * na * nb + underflow),
+        Metric::L2 => (-d2.sqrt(), eps * (na + nb) + underflow.sqrt()),
+    }
+}
+
+fn setup(dim: u32, metric: Metric) -> (tempfile::TempDir, Engine, TenantScope) {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    engine
+        .create_collection(&scope, &name(), dim, metric)
+        .unwrap();
+    (dir, engine, scope)
+}
+
+fn record(i: usize, v: &[f32]) -> NewRecord {
+    NewRecord {
+        id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+        modality: Some(name()),
+        content: Some(format!("word{}", i % 3)),
+        vector: Some(v.to_vec()),
+        ..Default::default()
+    }
+}
+
+/// Searches with `q` in every mode that uses it and checks the contract on each response.
+fn check_search(
+    engine: &Engine,
+    scope: &TenantScope,
+    metric: Metric,
+    stored: &[(usize, Vec<f32>)],
+    q: &[f32],
+    k: usize,
+) {
+    let search = |mode, fusion| SearchRequest {
+        vector: Some(q.to_vec()),
+        query: Some("word1".into()),
+        k,
+        modality: Some(name()),
+        mode: Some(mode),
+        fusion,
+        explain: true,
+        ..Default::default()
+    };
+    let vector = engine
+        .search(
+            scope,
+            &req(),
+            &search(SearchMode::Vector, Fusion::default()),
+        )
+        .unwrap();
+    assert_eq!(vector.hits.len(), k.min(stored.len()), "never fewer than k");
+    for pair in vector.hits.windows(2) {
+        assert!(pair[0].score >= pair[1].score, "ranked best first");
+    }
+    for hit in &vector.hits {
+        let id = hit.record.id.to_string();
+        let (_, v) = stored
+            .iter()
+            .find(|(i, _)| format!("r{i}") == id)
+            .expect("a stored record");
+        let (want, tolerance) = reference(metric, q, v);
+        assert!(
+            (f64::from(hit.score) - want).abs() <= tolerance,
+            "{metric:?} {id}: score {} vs {want} (± {tolerance})",
+            hit.score
+        );
+    }
+    let hybrid = [Fusion::Rrf { k: 60 }, Fusion::Weighted { alpha: 0.3 }].map(|f| {
+        engine
+            .search(scope, &req(), &search(SearchMode::Hybrid, f))
+            .unwrap()
+    });
+    for response in hybrid.iter().chain([&vector]) {
+        assert_eq!(response.hits.len(), k.min(stored.len()));
+        let json = serde_json::to_value(response).unwrap();
+        for hit in json["hits"].as_array().unwrap() {
+            assert!(hit["score"].is_number(), "score is not a number: {hit}");
+            if let Some(s) = hit["explain"].get("vector_score") {
+                assert!(s.is_number(), "{hit}");
+            }
+        }
+        for hit in &response.hits {
+            assert!(hit.score.is_finite(), "{hit:?}");
+            if metric == Metric::Cosine {
+                let s = hit.explain.as_ref().and_then(|e| e.vector_score);
+                assert!(s.is_none_or(|s| (-1.0..=1.0).contains(&s)), "{hit:?}");
+            }
+        }
+    }
+}
+
+fn metric_of(i: u8) -> Metric {
+    [Metric::Cosine, Metric::Dot, Metric::L2][usize::from(i % 3)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Writes extreme vectors into a collection of any metric and dimension (up to the default
+    /// `max_dim`), then searches it with extreme queries.
+    #[test]
+    fn extreme_vectors_are_refused_or_score_finitely(
+        metric in (0u8..3).prop_map(metric_of),
+        dim in prop_oneof![3 => 1u32..9, 1 => Just(4096u32)],
+        seeds in proptest::collection::vec(any::<u64>(), 1..30),
+        queries in proptest::collection::vec(any::<u64>(), 1..4),
+        k in 1usize..40,
+    ) {
+        let (_dir, engine, scope) = setup(dim, metric);
+        let cosine = metric == Metric::Cosine;
+        let mut stored = Vec::new();
+        let mut refused = Vec::new();
+        for (i, seed) in seeds.iter().enumerate() {
+            let v = extreme_vector(dim as usize, *seed);
+            match refusal(&v, cosine) {
+                None => stored.push((i, v)),
+                Some(field) => refused.push((i, v, field)),
+            }
+        }
+        // Accepted vectors go in as one batch; each refused one alone, and so does a batch
+        // holding it: all or nothing.
+        let batch = stored.iter().map(|(i, v)| record(*i, v)).collect();
+        engine.put(&scope, &req(), batch).unwrap();
+        for (i, v, field) in &refused {
+            let err = engine.put(&scope, &req(), vec![record(*i, v)]).unwrap_err();
+            assert_refused(err, field);
+            if let Some((j, ok)) = stored.first() {
+                let both = vec![record(*i, v), record(*j + 1000, ok)];
+                assert_refused(engine.put(&scope, &req(), both).unwrap_err(), field);
+                let patch = RecordPatch { vector: Some(v.clone()), ..Default::default() };
+                let id = RecordId::parse(format!("r{j}")).unwrap();
+                assert_refused(engine.patch(&scope, &req(), &id, patch).unwrap_err(), field);
+            }
+        }
+        let count = engine.count(&scope, &req(), None).unwrap();
+        prop_assert_eq!(count, stored.len() as u64, "only accepted records are stored");
+
+        for seed in queries {
+            let q = extreme_vector(dim as usize, seed);
+            match refusal(&q, false) {
+                Some(field) => {
+                    let s = SearchRequest {
+                        vector: Some(q.clone()),
+                        k,
+                        modality: Some(name()),
+                        ..Default::default()
+                    };
+                    assert_refused(engine.search(&scope, &req(), &s).unwrap_err(), &field);
+                }
+                None if !stored.is_empty() => {
+                    check_search(&engine, &scope, metric, &stored, &q, k);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// A collection large enough to be searched on the HNSW graph, holding vectors from subnormal
+/// scale to the bound: the graph path keeps the same contract as the exact scan.
+#[test]
+fn extreme_vectors_on_the_graph_path() {
+    // 1100 vectors × 2048 dimensions is past the planner's exact-scan budget (2M).
+    let (n, dim) = (1100usize, 2048usize);
+    let norms = [1e-40, 1e-20, 1.0, 1e10, MAX_VECTOR_NORM * (1.0 - 1e-6)];
+    let base = strata_index::testdata::clustered(n, dim, 20, 3);
+    let scale = |v: &[f32], norm: f64| -> Vec<f32> {
+        let length = v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+        v.iter()
+            .map(|&x| (f64::from(x) / length * norm) as f32)
+            .collect()
+    };
+    let vectors: Vec<Vec<f32>> = base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| scale(v, norms[i % norms.len()]))
+        .collect();
+    let queries: Vec<Vec<f32>> = norms
+        .iter()
+        .enumerate()
+        .map(|(i, norm)| scale(&base[i * 7], *norm))
+        .collect();
+    for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+        let (_dir, engine, scope) = setup(dim as u32, metric);
+        for (c, part) in vectors.chunks(500).enumerate() {
+            let batch = part
+                .iter()
+                .enumerate()
+                .map(|(j, v)| record(c * 500 + j, v))
+                .collect();
+            engine.put(&scope, &req(), batch).unwrap();
+        }
+        for q in &queries {
+            let s = SearchRequest {
+                vector: Some(q.clone()),
+                k: 10,
+                modality: Some(name()),
+                ..Default::default()
+            };
+            let r = engine.search(&scope, &req(), &s).unwrap();
+            assert!(!r.exact, "{metric:?}: expected the graph to answer");
+            assert_eq!(r.hits.len(), 10, "{metric:?}");
+            for h in &r.hits {
+                assert!(h.score.is_finite(), "{metric:?}: {h:?}");
+                if metric == Metric::Cosine {
+                    assert!((-1.0..=1.0).contains(&h.score), "{h:?}");
+                }
+            }
+        }
+    }
+}
+
+/// An import is checked like a write: a record line with the finding's vector is refused with
+/// its line and field named, and no tenant is left behind.
+#[test]
+fn import_refuses_out_of_range_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let op = OperatorScope::for_tests();
+    for (vector, field) in [
+        (json!([3e38, -3e38, 3e38, -3e38]), "vector[0]: "),
+        (json!([6e14, 6e14, 6e14, 6e14]), "vector: "),
+    ] {
+        let lines = vec![
+            Ok(ExportLine::Collection(Collection {
+                name: name(),
+                dim: 4,
+                metric: Metric::Dot,
+                created_at: 0,
+            })),
+            Ok(serde_json::from_value(json!({
+                "type": "record", "id": "x", "modality": "num", "kind": null, "content": null,
+                "vector": vector, "user_tokens": [], "memory_domain": "default", "run_id": null,
+                "memory_scope": null, "metadata": {}, "created_at": 0, "updated_at": 0,
+                "expires_at": null, "confidence": {"value": 0.5}
+            }))
+            .unwrap()),
+        ];
+        let copy = TenantId::parse("copy").unwrap();
+        let err = engine.import_tenant(&op, &copy, lines).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("import line 2: {field}")),
+            "{message}"
+        );
+        assert!(matches!(
+            engine.tenant(&op, &copy),
+            Err(EngineError::TenantNotFound(_))
+        ));
+    }
+}
+
+/// `min_score` is compared with every score, so it must be a number a score can be.
+#[test]
+fn min_score_must_be_finite() {
+    let (_dir, engine, scope) = setup(2, Metric::Dot);
+    engine
+        .put(&scope, &req(), vec![record(0, &[1.0, 2.0])])
+        .unwrap();
+    for (min_score, hits) in [(Some(f32::INFINITY), None), (Some(f32::MIN), Some(1))] {
+        let s = SearchRequest {
+            vector: Some(vec![1.0, 0.0]),
+            modality: Some(name()),
+            min_score,
+            ..Default::default()
+        };
+        match (engine.search(&scope, &req(), &s), hits) {
+            (Ok(r), Some(n)) => assert_eq!(r.hits.len(), n),
+            (Err(e), None) => assert!(e.to_string().starts_with("min_score: "), "{e}"),
+            (other, _) => panic!("{min_score:?}: {other:?}"),
+        }
+    }
+}
