@@ -40,9 +40,24 @@ impl Server {
 
     /// Starts the server with extra environment, e.g. config overrides `STRATA__…`.
     pub fn start_with(env: &[(&str, &str)]) -> Server {
+        Server::spawn(Command::new(env!("CARGO_BIN_EXE_strata")), env)
+    }
+
+    /// Starts the server with its soft limit on open file descriptors set to `limit` (through
+    /// the shell's `ulimit`, which then `exec`s the server, so the pid stays the server's).
+    pub fn start_with_fd_limit(limit: u32, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_strata"));
+        Server::spawn(command, env)
+    }
+
+    fn spawn(mut command: Command, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        let mut child = command
             .arg("serve")
             .env("STRATA__SERVER__LISTEN", "127.0.0.1:0")
             .env("STRATA__SERVER__DATA_DIR", dir.path().join("data"))
@@ -178,6 +193,37 @@ impl Server {
         let (s, v) = self.post("/v1/admin/keys", OPERATOR_KEY, body);
         assert_eq!(s, 201, "{v}");
         v["key"].as_str().expect("key in answer").to_owned()
+    }
+
+    /// The server's `host:port`, for raw TCP.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the server would.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `within` for the server to exit; its exit status, or `None` if it did not.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// The server's log so far, for assertions on security events.
