@@ -20,6 +20,12 @@ use crate::{ApiError, AppState};
 
 /// The request id header the router assigns (or keeps from the client).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// A fresh request id (a UUIDv7, so ids sort by time), for requests that arrive without one
+/// and for refusals written before a request reaches the router.
+pub(crate) fn new_request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// Longest request id copied into audit rows; a client may send its own, of any length.
 const MAX_REQUEST_ID: usize = 128;
 

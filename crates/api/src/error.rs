@@ -53,6 +53,15 @@ pub enum ApiError {
     Overloaded(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request's body (or the rest of its head) did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The request target is longer than the server accepts.
+    #[error("{0}")]
+    UriTooLong(String),
+    /// The request line and headers together are larger than the server accepts.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -80,6 +89,9 @@ pub const ERROR_CODES: &[(u16, &str)] = &[
     (405, "METHOD_NOT_ALLOWED"),
     (409, "CONFLICT"),
     (413, "PAYLOAD_TOO_LARGE"),
+    (408, "REQUEST_TIMEOUT"),
+    (414, "URI_TOO_LONG"),
+    (431, "HEADERS_TOO_LARGE"),
     (500, "INTERNAL"),
     (501, "NOT_IMPLEMENTED"),
     (503, "UNAVAILABLE"),
@@ -105,6 +117,12 @@ impl ApiError {
             }
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "URI_TOO_LONG"),
+            ApiError::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "HEADERS_TOO_LARGE",
+            ),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
             ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
@@ -117,19 +135,14 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The parts every rendering of this error shares: status, the JSON body, and for refusals
+    /// a client should simply retry, how long to wait.
+    fn parts(&self) -> (StatusCode, serde_json::Value, Option<u64>) {
         let (status, code) = self.status_and_code();
-        let message = match &self {
-            ApiError::Internal(detail) => {
-                tracing::error!(detail = %detail, "internal error");
-                "internal error".to_owned()
-            }
-            other => other.to_string(),
-        };
-        let mark = SecurityMark::of(code, &message);
+        let message = self.public_message();
         // Refusals that a client should simply retry say when, in the header and the body.
-        let retry_after_ms = match &self {
+        let retry_after_ms = match self {
             ApiError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
             ApiError::ConcurrencyLimited(_) | ApiError::Overloaded(_) => Some(1000),
             _ => None,
@@ -138,12 +151,63 @@ impl IntoResponse for ApiError {
             Some(ms) => json!({"error": {"code": code, "message": message, "retry_after_ms": ms}}),
             None => json!({"error": {"code": code, "message": message}}),
         };
+        (status, body, retry_after_ms)
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Internal(detail) => {
+                tracing::error!(detail = %detail, "internal error");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// The error as a complete HTTP/1.1 response with `Connection: close`, for the few
+    /// refusals written straight to a socket because no request reached the router: a
+    /// connection over the cap, a request head that never finished, one hyper could not
+    /// parse. Same body and headers as [`IntoResponse`], plus the given request id.
+    pub fn to_http1(&self, request_id: &str) -> Vec<u8> {
+        let (status, body, retry_after_ms) = self.parts();
+        let body = body.to_string();
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: close\r\n{}: {}\r\ndate: {}\r\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or(""),
+            body.len(),
+            crate::edge::REQUEST_ID_HEADER,
+            request_id,
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        );
+        if let Some(ms) = retry_after_ms {
+            head.push_str(&format!("retry-after: {}\r\n", retry_seconds(ms)));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body.as_bytes());
+        bytes
+    }
+}
+
+/// `Retry-After` is in whole seconds, rounded up, and never 0.
+fn retry_seconds(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body, retry_after_ms) = self.parts();
+        let (_, code) = self.status_and_code();
+        let mark = body["error"]["message"]
+            .as_str()
+            .and_then(|message| SecurityMark::of(code, message));
         let mut response = (status, Json(body)).into_response();
         if let Some(ms) = retry_after_ms {
-            let secs = ms.div_ceil(1000).max(1);
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_seconds(ms)));
         }
         if let Some(mark) = mark {
             response.extensions_mut().insert(mark);
@@ -330,6 +394,35 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(v, json!({"error": {"code": code, "message": message}}));
         }
+    }
+
+    #[test]
+    fn raw_answers_carry_the_same_body_and_close() {
+        let bytes = ApiError::Overloaded("full".into()).to_http1("req-1");
+        let text = String::from_utf8(bytes).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        let length = format!("content-length: {}", body.len());
+        for line in [
+            "content-type: application/json",
+            "connection: close",
+            "x-request-id: req-1",
+            "retry-after: 1",
+            &length,
+        ] {
+            assert!(
+                head.split("\r\n").any(|l| l == line),
+                "{line} missing: {head}"
+            );
+        }
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            v,
+            json!({"error": {"code": "OVERLOADED", "message": "full", "retry_after_ms": 1000}})
+        );
     }
 
     #[test]

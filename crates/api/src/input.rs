@@ -21,6 +21,14 @@ impl FromRequest<AppState> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let max = state.config.max_body_bytes;
+        // Refused before a byte of it is read (and the connection then closed): a client
+        // waiting to send a body the server will refuse anyway should learn so at once.
+        if declared_length(req.headers()).is_some_and(|len| len > max as u64) {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "body: larger than {max} bytes"
+            )));
+        }
         // `Bytes` honours the router's DefaultBodyLimit; only its rejection is re-dressed.
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -41,6 +49,16 @@ impl FromRequest<AppState> for JsonObject {
             Err(e) => Err(ApiError::BadRequest(format!("body: invalid JSON: {e}"))),
         }
     }
+}
+
+/// The body length a request declares in `Content-Length`, if it declares one.
+pub(crate) fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// One path parameter, with the API's error shape on failure.

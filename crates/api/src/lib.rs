@@ -11,13 +11,19 @@
 //! middleware (`security`), whatever layer refused the request; everything that changes
 //! state is audited by the engine in the same transaction as the change.
 //!
+//! Connections are served by [`serve`] (`server`): an accept loop with a connection cap and
+//! per-connection deadlines (`conn_io`); request bodies are on a deadline of their own, and a
+//! refusal that leaves a body unread keeps the connection usable or closes it (`body_guard`).
+//!
 //! The handlers do not re-check visibility: the engine owns those rules and its errors
 //! (`SCOPE_FORBIDDEN`, `NOT_FOUND`, …) pass through the table unchanged.
 
 mod admin;
 pub mod admission;
 mod audit;
+mod body_guard;
 mod collections;
+mod conn_io;
 pub mod edge;
 pub mod error;
 mod health;
@@ -27,10 +33,12 @@ mod memories;
 mod router;
 mod search;
 mod security;
+mod server;
 mod state;
 mod transfer;
 
 pub use admission::PoolConfig;
 pub use error::{ApiError, ERROR_CODES};
 pub use router::{openapi, router, served_routes};
+pub use server::{ServerLimits, serve};
 pub use state::{ApiConfig, AppState};

@@ -1,6 +1,6 @@
 //! The router: every route, registered once through utoipa-axum so the OpenAPI document and
 //! the list of served routes come from the same registrations; plus the middleware stack
-//! (request ids, tracing spans, body limit, panic guard) and JSON fallbacks.
+//! (request ids, tracing spans, body deadline and limit, panic guard) and JSON fallbacks.
 
 use std::sync::Arc;
 
@@ -19,8 +19,8 @@ use utoipa_axum::routes;
 
 use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::{
-    ApiError, AppState, admin, audit, collections, health, lifecycle, memories, search, security,
-    transfer,
+    ApiError, AppState, admin, audit, body_guard, collections, health, lifecycle, memories, search,
+    security, transfer,
 };
 
 fn api() -> OpenApiRouter<AppState> {
@@ -104,7 +104,7 @@ struct MakeUuid;
 
 impl MakeRequestId for MakeUuid {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+        HeaderValue::from_str(&crate::edge::new_request_id())
             .ok()
             .map(RequestId::new)
     }
@@ -160,6 +160,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::Extension(doc))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(panic_response))
+        // Inside the request-id layers, so its 408 and 414 answers carry the request's id.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            body_guard::guard_requests,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(span_for))
         .layer(SetRequestIdLayer::new(request_id, MakeUuid))

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use strata_auth::{Authenticator, TenantScope};
 use strata_engine::Engine;
@@ -22,6 +23,15 @@ pub struct ApiConfig {
     pub retention_secs: u64,
     /// The worker pool that runs every tenant's engine work with fair queueing.
     pub pool: PoolConfig,
+    /// How long a request body may take to arrive, before the allowance below; a body still
+    /// arriving after its deadline is answered `408 REQUEST_TIMEOUT`.
+    pub body_read_timeout: Duration,
+    /// The upload rate a long body must keep up: every this many bytes received extend its
+    /// deadline by one second, so a large upload at a reasonable rate finishes while a trickle
+    /// does not. 0: no extension.
+    pub body_min_bytes_per_sec: u64,
+    /// Longest request target (path and query) accepted; longer is `414 URI_TOO_LONG`.
+    pub max_uri_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -32,6 +42,9 @@ impl Default for ApiConfig {
             max_import_bytes: 1024 * 1024 * 1024,
             retention_secs: 7 * 24 * 3600,
             pool: PoolConfig::default(),
+            body_read_timeout: Duration::from_secs(30),
+            body_min_bytes_per_sec: 16 * 1024,
+            max_uri_bytes: 8 * 1024,
         }
     }
 }

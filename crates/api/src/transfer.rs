@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -18,7 +18,7 @@ use strata_types::TenantId;
 use tokio::sync::mpsc;
 
 use crate::edge::OperatorAuth;
-use crate::input::PathParam;
+use crate::input::{PathParam, declared_length};
 use crate::{ApiError, AppState};
 
 pub(crate) const NDJSON: &str = "application/x-ndjson";
@@ -209,9 +209,16 @@ pub async fn import_tenant(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     PathParam(id): PathParam,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = tenant_id(id)?;
+    let max_total = state.config.max_import_bytes;
+    if declared_length(&headers).is_some_and(|len| len > max_total) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "body: an import is at most {max_total} bytes (server.max_import_bytes)"
+        )));
+    }
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     let failure = Arc::new(Mutex::new(None));
     let lines = Lines {
@@ -225,7 +232,7 @@ pub async fn import_tenant(
         pending: Vec::new(),
         line: 0,
         total: 0,
-        max_total: state.config.max_import_bytes,
+        max_total,
         max_line: state.config.max_body_bytes,
     };
     let mut stream = body.into_data_stream();

@@ -44,6 +44,25 @@ pub struct ServerConfig {
     pub max_queue: usize,
     /// Jobs one tenant may have waiting before its requests get 503 OVERLOADED.
     pub max_queue_per_tenant: usize,
+    /// Connections served at once; one more is answered 503 OVERLOADED and closed. 0 derives
+    /// the cap from the file descriptor limit (at most 4096).
+    pub max_connections: usize,
+    /// Seconds a request head may take (from the accept, or from its first byte on a
+    /// keep-alive connection); a head cut short is answered 408.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may take, plus one second per `body_min_bytes_per_sec` bytes
+    /// received; a body still arriving after that is answered 408.
+    pub body_read_timeout_secs: u64,
+    /// The upload rate a long body must keep up to stay within its deadline; 0: none.
+    pub body_min_bytes_per_sec: u64,
+    /// Seconds a keep-alive connection may rest between requests.
+    pub idle_timeout_secs: u64,
+    /// Seconds a response write may make no progress (the client stopped reading).
+    pub write_timeout_secs: u64,
+    /// Largest request head (request line and headers) in bytes; larger is 431.
+    pub max_header_bytes: usize,
+    /// Longest request target (path and query) in bytes; longer is 414.
+    pub max_uri_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -59,7 +78,38 @@ impl Default for ServerConfig {
             workers: strata_api::PoolConfig::default().workers,
             max_queue: strata_api::PoolConfig::default().max_queue,
             max_queue_per_tenant: strata_api::PoolConfig::default().max_queue_per_tenant,
+            max_connections: 0,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            body_min_bytes_per_sec: strata_api::ApiConfig::default().body_min_bytes_per_sec,
+            idle_timeout_secs: 60,
+            write_timeout_secs: 30,
+            max_header_bytes: 64 * 1024,
+            max_uri_bytes: strata_api::ApiConfig::default().max_uri_bytes,
         }
+    }
+}
+
+impl ServerConfig {
+    fn validate_connections(&self) -> anyhow::Result<()> {
+        for (name, secs) in [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("write_timeout_secs", self.write_timeout_secs),
+        ] {
+            if secs == 0 {
+                bail!("server.{name}: at least 1");
+            }
+        }
+        // hyper refuses a read buffer under 8 KiB.
+        if self.max_header_bytes < 8192 {
+            bail!("server.max_header_bytes: at least 8192");
+        }
+        if !(256..=self.max_header_bytes).contains(&self.max_uri_bytes) {
+            bail!("server.max_uri_bytes: at least 256 and at most server.max_header_bytes");
+        }
+        Ok(())
     }
 }
 
@@ -122,6 +172,7 @@ impl Config {
         if config.server.max_import_bytes < 1024 {
             bail!("server.max_import_bytes: at least 1024");
         }
+        config.server.validate_connections()?;
         Ok(config)
     }
 }
@@ -210,6 +261,28 @@ mod tests {
             c.auth.jwt_hs256_secret.as_deref(),
             Some("12345678901234567890123456789012")
         );
+    }
+
+    #[test]
+    fn connection_settings_are_validated() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("STRATA__SERVER__HEADER_READ_TIMEOUT_SECS", "2"),
+                ("STRATA__SERVER__MAX_CONNECTIONS", "8"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.header_read_timeout_secs, 2);
+        assert_eq!(c.server.max_connections, 8);
+        for bad in [
+            ("STRATA__SERVER__IDLE_TIMEOUT_SECS", "0"),
+            ("STRATA__SERVER__MAX_HEADER_BYTES", "4096"),
+            ("STRATA__SERVER__MAX_URI_BYTES", "100"),
+            ("STRATA__SERVER__MAX_URI_BYTES", "1000000"),
+        ] {
+            assert!(Config::load(None, env(&[bad])).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! SIGINT/SIGTERM, finish in-flight requests (bounded by a timeout), then close storage.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +54,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 max_queue: config.server.max_queue,
                 max_queue_per_tenant: config.server.max_queue_per_tenant,
             },
+            body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
+            body_min_bytes_per_sec: config.server.body_min_bytes_per_sec,
+            max_uri_bytes: config.server.max_uri_bytes,
         },
     )
     .context("starting the worker pool")?;
@@ -85,15 +87,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         ))
     });
+    let limits = strata_api::ServerLimits {
+        max_connections: connection_cap(config.server.max_connections, fd_limit()),
+        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
+        write_timeout: Duration::from_secs(config.server.write_timeout_secs),
+        max_header_bytes: config.server.max_header_bytes,
+    };
+    tracing::info!(max_connections = limits.max_connections, "connection limit");
     let mut graceful_rx = stop_rx.clone();
-    // With connect info, so audit rows can name the client's address.
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+    let server = strata_api::serve(listener, app, limits, async move {
         let _ = graceful_rx.wait_for(|stop| *stop).await;
     });
     let timeout = Duration::from_secs(config.server.shutdown_timeout_secs);
     tokio::select! {
-        result = server => result.context("serving HTTP")?,
+        () = server => {}
         () = async {
             let _ = stop_rx.wait_for(|stop| *stop).await;
             tokio::time::sleep(timeout).await;
@@ -107,6 +115,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     close(engine).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The default connection cap when `server.max_connections` is 0.
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// `server.max_connections`, or when that is 0, a cap that fits the file descriptor limit:
+/// each connection holds one descriptor, and the rest of the server needs some (storage,
+/// logs, refusals of connections over the cap), so a quarter of the limit, at most 256, is
+/// kept back. Past the cap clients get a clear 503 rather than the accept loop failing.
+fn connection_cap(configured: usize, fd_limit: Option<u64>) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let Some(limit) = fd_limit else {
+        return DEFAULT_MAX_CONNECTIONS;
+    };
+    let reserve = (limit / 4).min(256);
+    usize::try_from(limit - reserve)
+        .unwrap_or(usize::MAX)
+        .clamp(1, DEFAULT_MAX_CONNECTIONS)
+}
+
+/// The process's soft limit on open file descriptors.
+#[cfg(unix)]
+fn fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct it is given, which outlives the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    // `rlim_t` is `u64` on Linux but not on every unix.
+    #[allow(clippy::unnecessary_cast)]
+    let soft = limit.rlim_cur as u64;
+    (rc == 0).then_some(soft)
+}
+
+#[cfg(not(unix))]
+fn fd_limit() -> Option<u64> {
+    None
 }
 
 /// Purges soft-deleted tenants whose retention period is over, every `every`, until stop.
@@ -190,5 +238,22 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_follows_the_descriptor_limit() {
+        assert_eq!(connection_cap(10, Some(64)), 10, "a configured cap wins");
+        assert_eq!(connection_cap(0, None), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(connection_cap(0, Some(256)), 192);
+        assert_eq!(connection_cap(0, Some(1024)), 768);
+        assert_eq!(connection_cap(0, Some(2048)), 1792);
+        assert_eq!(connection_cap(0, Some(1 << 20)), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(connection_cap(0, Some(u64::MAX)), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(connection_cap(0, Some(1)), 1);
     }
 }

@@ -173,5 +173,8 @@ fn logs_written_to_a_file_have_no_colour_codes() {
     assert_eq!(server.get("/v1/memories/list", "sk_wrong").0, 401);
     let log = server.log();
     assert!(log.contains("serving"), "the log is empty: {log}");
-    assert!(!log.contains('\u{1b}'), "ANSI escape codes in a log file: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape codes in a log file: {log}"
+    );
 }

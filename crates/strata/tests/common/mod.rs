@@ -32,6 +32,7 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     http: reqwest::blocking::Client,
     env: Vec<(String, String)>,
+    fd_limit: Option<u32>,
 }
 
 impl Server {
@@ -41,12 +42,22 @@ impl Server {
 
     /// Starts the server with extra environment, e.g. config overrides `STRATA__…`.
     pub fn start_with(env: &[(&str, &str)]) -> Server {
+        Server::launch(None, env)
+    }
+
+    /// Starts the server with its soft limit on open file descriptors set to `limit` (through
+    /// the shell's `ulimit`, which then `exec`s the server, so the pid stays the server's).
+    pub fn start_with_fd_limit(limit: u32, env: &[(&str, &str)]) -> Server {
+        Server::launch(Some(limit), env)
+    }
+
+    fn launch(fd_limit: Option<u32>, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, url) = spawn(dir.path(), &env);
+        let (child, url) = spawn(dir.path(), fd_limit, &env);
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -57,6 +68,7 @@ impl Server {
             dir,
             http,
             env,
+            fd_limit,
         }
     }
 
@@ -77,7 +89,7 @@ impl Server {
     /// Stops the server cleanly and starts it again on the same data directory.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, url) = spawn(self.dir.path(), &self.env);
+        let (child, url) = spawn(self.dir.path(), self.fd_limit, &self.env);
         self.child = child;
         self.url = url;
     }
@@ -180,6 +192,37 @@ impl Server {
         v["key"].as_str().expect("key in answer").to_owned()
     }
 
+    /// The server's `host:port`, for raw TCP.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the server would.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `within` for the server to exit; its exit status, or `None` if it did not.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// The server's log so far, for assertions on security events.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
@@ -195,13 +238,27 @@ impl Drop for Server {
 
 /// Runs the binary on `dir` (its data in `dir/data`, its log appended to `dir/server.log`) and
 /// returns it with the address it printed.
-fn spawn(dir: &std::path::Path, env: &[(String, String)]) -> (Child, String) {
+fn spawn(
+    dir: &std::path::Path,
+    fd_limit: Option<u32>,
+    env: &[(String, String)],
+) -> (Child, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("server.log"))
         .expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let mut command = match fd_limit {
+        None => Command::new(env!("CARGO_BIN_EXE_strata")),
+        Some(limit) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                .arg(env!("CARGO_BIN_EXE_strata"));
+            sh
+        }
+    };
+    let mut child = command
         .arg("serve")
         .env("STRATA__SERVER__LISTEN", "127.0.0.1:0")
         .env("STRATA__SERVER__DATA_DIR", dir.join("data"))

@@ -1,0 +1,468 @@
+//! Connection hygiene over raw TCP, where a client library would hide the behaviour: stalled
+//! connections are closed on their deadlines while others are served, the connection cap
+//! refuses clearly and recovers, early refusals keep a keep-alive connection usable or say
+//! `Connection: close`, hyper's parse errors carry the standard error body, the accept loop
+//! survives running out of file descriptors, and SIGTERM lets the request in flight finish.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{OPERATOR_KEY, Server};
+use serde_json::{Value, json};
+
+/// One HTTP response as read off the wire.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// The standard error body with `code`, and a request id.
+    fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!((self.status, self.code()), (status, code), "{self:?}");
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{self:?}"
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
+        assert!(
+            self.header("x-request-id").is_some_and(|id| id.len() >= 32),
+            "no request id: {self:?}"
+        );
+    }
+}
+
+fn connect(server: &Server) -> TcpStream {
+    let s = TcpStream::connect(server.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Reads one response; `None` if the connection ended (or went silent) before one arrived.
+fn read_answer(s: &mut TcpStream) -> Option<Answer> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8(buf).expect("ASCII head");
+    let mut lines = head.trim_end().split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    Some(Answer {
+        status,
+        headers,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    })
+}
+
+/// True if the server closes the connection (end of input, or a reset) within `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut sink = [0u8; 4096];
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+fn get(s: &mut TcpStream, path: &str) -> Option<Answer> {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    read_answer(s)
+}
+
+/// `/healthz` on a new connection.
+fn healthz(server: &Server) -> Option<u16> {
+    let mut s = connect(server);
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    get(&mut s, "/healthz").map(|a| a.status)
+}
+
+/// The head of a POST with a JSON body of `len` bytes.
+fn post_head(path: &str, key: Option<&str>, len: usize) -> String {
+    let auth = key.map_or_else(String::new, |k| format!("authorization: Bearer {k}\r\n"));
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\n\
+         content-length: {len}\r\n\r\n"
+    )
+}
+
+const FAST: &[(&str, &str)] = &[
+    ("STRATA__SERVER__HEADER_READ_TIMEOUT_SECS", "1"),
+    ("STRATA__SERVER__BODY_READ_TIMEOUT_SECS", "1"),
+    ("STRATA__SERVER__IDLE_TIMEOUT_SECS", "30"),
+];
+
+#[test]
+fn stalled_connections_are_closed_on_their_deadlines_while_others_are_served() {
+    let server = Server::start_with(FAST);
+    let opened = Instant::now();
+    // Hundreds of clients that stall: silent, half a request line, half the headers, and
+    // whole headers with half a body on a route that reads it.
+    let mut silent: Vec<TcpStream> = (0..100).map(|_| connect(&server)).collect();
+    let mut partial: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut s = connect(&server);
+            let half = if i % 2 == 0 {
+                "GET /heal"
+            } else {
+                "GET /healthz HTTP/1.1\r\nhost: x\r\nx-half: ab"
+            };
+            s.write_all(half.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    let mut half_body: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = connect(&server);
+            let head = post_head("/v1/admin/tenants", Some(OPERATOR_KEY), 100);
+            s.write_all(format!("{head}{{\"id\": ").as_bytes()).unwrap();
+            s
+        })
+        .collect();
+
+    // A normal client is served promptly all the while.
+    let asked = Instant::now();
+    assert_eq!(healthz(&server), Some(200));
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    // Every stalled connection is closed by the server within its 1 s deadline (plus slack):
+    // quietly if it sent nothing, with a 408 if it sent part of a request.
+    let within = Duration::from_secs(4);
+    for s in &mut silent {
+        assert!(closed_within(s, within), "a silent connection stayed open");
+    }
+    for s in partial.iter_mut().chain(half_body.iter_mut()) {
+        let answer = read_answer(s).expect("a stalled request is answered");
+        answer.assert_error(408, "REQUEST_TIMEOUT");
+        assert!(answer.closes(), "{answer:?}");
+        assert!(
+            closed_within(s, within),
+            "the connection stayed open after the 408"
+        );
+    }
+    assert!(
+        opened.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        opened.elapsed()
+    );
+    assert_eq!(healthz(&server), Some(200));
+}
+
+#[test]
+fn a_keep_alive_connection_may_rest_until_the_idle_timeout_and_no_longer() {
+    let server = Server::start_with(&[
+        ("STRATA__SERVER__HEADER_READ_TIMEOUT_SECS", "1"),
+        ("STRATA__SERVER__IDLE_TIMEOUT_SECS", "3"),
+    ]);
+    let mut s = connect(&server);
+    // Rests longer than the header timeout between requests: the idle timeout applies.
+    for _ in 0..2 {
+        assert_eq!(get(&mut s, "/healthz").map(|a| a.status), Some(200));
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    assert_eq!(get(&mut s, "/healthz").map(|a| a.status), Some(200));
+    let rested = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(6)));
+    let idle = rested.elapsed();
+    assert!(idle >= Duration::from_millis(2500), "closed after {idle:?}");
+}
+
+#[test]
+fn the_connection_cap_refuses_clearly_and_recovers() {
+    let server = Server::start_with(&[("STRATA__SERVER__MAX_CONNECTIONS", "8")]);
+    let mut held: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = connect(&server);
+            assert_eq!(get(&mut s, "/healthz").map(|a| a.status), Some(200));
+            s
+        })
+        .collect();
+
+    let mut over = connect(&server);
+    let answer = get(&mut over, "/healthz").expect("the refusal is an answer");
+    answer.assert_error(503, "OVERLOADED");
+    assert!(answer.closes(), "{answer:?}");
+    assert!(answer.header("retry-after").is_some(), "{answer:?}");
+    assert!(closed_within(&mut over, Duration::from_secs(3)));
+
+    // The connections within the cap are untouched; closing two makes room again.
+    assert_eq!(get(&mut held[0], "/healthz").map(|a| a.status), Some(200));
+    held.truncate(6);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut s = connect(&server);
+        match get(&mut s, "/healthz") {
+            Some(a) if a.status == 200 => break,
+            other => assert!(Instant::now() < deadline, "no recovery: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn limit(server: &Server, tenant: &str, limits: Value) {
+    let (s, v) = server.call(
+        "PATCH",
+        &format!("/v1/admin/tenants/{tenant}"),
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&json!({ "limits": limits })),
+    );
+    assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn early_refusals_keep_the_connection_usable_or_say_close() {
+    let server = Server::start_with(&[("STRATA__SERVER__MAX_BODY_BYTES", "4096")]);
+    server.tenant("acme");
+    let key = server.key("acme", json!({ "permissions": ["read", "write"] }));
+    limit(&server, "acme", json!({"max_qps": 0.01, "burst": 1}));
+    let body = r#"{"content": "a memory"}"#;
+
+    // Heads first, bodies a moment later: the refusal is decided before the body arrives.
+    // Each answer either keeps the connection usable or says it closes.
+    let mut s = connect(&server);
+    let mut statuses = Vec::new();
+    for key in [Some(key.as_str()), Some(&key), None, Some(&key), None] {
+        let sent = s
+            .write_all(post_head("/v1/memories", key, body.len()).as_bytes())
+            .and_then(|()| {
+                std::thread::sleep(Duration::from_millis(150));
+                s.write_all(body.as_bytes())
+            });
+        let answer = sent.ok().and_then(|()| read_answer(&mut s));
+        let Some(answer) = answer else {
+            panic!("after {statuses:?}, the connection closed though no answer said so");
+        };
+        statuses.push(answer.status);
+        if answer.closes() {
+            assert!(closed_within(&mut s, Duration::from_secs(3)));
+            s = connect(&server);
+        }
+    }
+    assert_eq!(statuses, [201, 429, 401, 429, 401]);
+    assert_eq!(get(&mut s, "/healthz").map(|a| a.status), Some(200));
+
+    // A body that never comes: the refusal says the connection closes, and it does.
+    for key in [Some(key.as_str()), None] {
+        let mut s = connect(&server);
+        s.write_all(post_head("/v1/memories", key, 100).as_bytes())
+            .unwrap();
+        let answer = read_answer(&mut s).expect("answered");
+        assert!(matches!(answer.status, 429 | 401), "{answer:?}");
+        assert!(answer.closes(), "{answer:?}");
+        assert!(closed_within(&mut s, Duration::from_secs(3)));
+    }
+
+    // A body over the limit is not read at all.
+    let mut s = connect(&server);
+    s.write_all(post_head("/v1/admin/tenants", Some(OPERATOR_KEY), 1 << 20).as_bytes())
+        .unwrap();
+    let answer = read_answer(&mut s).expect("answered");
+    answer.assert_error(413, "PAYLOAD_TOO_LARGE");
+    assert!(answer.closes(), "{answer:?}");
+}
+
+#[test]
+fn requests_hyper_cannot_parse_get_the_standard_error_body() {
+    let server = Server::start();
+    let long = "a".repeat(70_000);
+    let huge = "h".repeat(100_000);
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let cases = [
+        (
+            "GET /healthz HTTP/1.1\r\nhost: x\r\nbad header: x\r\n\r\n".to_owned(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "GET /healthz HTTP/1.1\r\nhost: x\r\nx-bin: a\u{1}b\r\n\r\n".to_owned(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "GET /healthz HTTP/9.9\r\nhost: x\r\n\r\n".to_owned(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            format!("GET /{long} HTTP/1.1\r\nhost: x\r\n\r\n"),
+            431,
+            "HEADERS_TOO_LARGE",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {huge}\r\n\r\n"),
+            431,
+            "HEADERS_TOO_LARGE",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many}\r\n"),
+            431,
+            "HEADERS_TOO_LARGE",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let mut s = connect(&server);
+        s.write_all(request.as_bytes()).unwrap();
+        let answer = read_answer(&mut s).expect("answered");
+        answer.assert_error(status, code);
+        assert!(answer.closes(), "{answer:?}");
+    }
+
+    // A target over `server.max_uri_bytes` but within hyper's limits is refused by the router,
+    // and the connection stays usable.
+    let mut s = connect(&server);
+    let answer = get(&mut s, &format!("/{}", "a".repeat(10_000))).expect("answered");
+    answer.assert_error(414, "URI_TOO_LONG");
+    assert!(!answer.closes(), "{answer:?}");
+    assert_eq!(get(&mut s, "/healthz").map(|a| a.status), Some(200));
+}
+
+#[test]
+fn a_low_descriptor_limit_and_stalled_clients_do_not_stop_the_server() {
+    // 256 descriptors: a cap of 192 connections, the rest kept back for the server itself.
+    let server = Server::start_with_fd_limit(256, FAST);
+    let stalled: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = connect(&server);
+            let _ = s.write_all(b"GET /heal");
+            s
+        })
+        .collect();
+    // Those over the cap were refused; those within it are closed at their 1 s deadline, after
+    // which a normal client is served.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while healthz(&server) != Some(200) {
+        assert!(Instant::now() < deadline, "the server stopped serving");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(stalled);
+}
+
+/// The server's CPU time so far (user + system), from `/proc`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(") ").expect("stat").1.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // Linux reports in USER_HZ, which is 100 on every mainstream configuration.
+    Duration::from_millis(ticks * 10)
+}
+
+#[test]
+fn out_of_descriptors_the_accept_loop_pauses_and_recovers() {
+    // A cap above the descriptor limit, so accepting fails with EMFILE.
+    let mut server = Server::start_with_fd_limit(
+        128,
+        &[
+            ("STRATA__SERVER__MAX_CONNECTIONS", "1000"),
+            ("STRATA__SERVER__HEADER_READ_TIMEOUT_SECS", "60"),
+        ],
+    );
+    let held: Vec<TcpStream> = (0..200).map(|_| connect(&server)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_time(server.pid());
+    std::thread::sleep(Duration::from_millis(1500));
+    let spent = cpu_time(server.pid()) - before;
+    assert!(
+        spent < Duration::from_millis(300),
+        "accept loop spun: {spent:?} of CPU"
+    );
+    assert!(server.log().contains("accept failed"), "{}", server.log());
+    assert!(
+        server.wait_exit(Duration::ZERO).is_none(),
+        "the server died"
+    );
+
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while healthz(&server) != Some(200) {
+        assert!(Instant::now() < deadline, "accepting did not resume");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_exits() {
+    let mut server = Server::start();
+    let mut idle = connect(&server);
+    assert_eq!(get(&mut idle, "/healthz").map(|a| a.status), Some(200));
+    // A request in flight: its handler is waiting for the rest of the body.
+    let mut busy = connect(&server);
+    let body = r#"{"id": "acme"}"#;
+    busy.write_all(post_head("/v1/admin/tenants", Some(OPERATOR_KEY), body.len()).as_bytes())
+        .unwrap();
+    busy.write_all(&body.as_bytes()[..5]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    server.terminate();
+    // The idle keep-alive connection is closed at once, and no new connection is served.
+    assert!(closed_within(&mut idle, Duration::from_secs(2)));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        TcpStream::connect(server.addr())
+            .map(|_| ())
+            .map_err(|e| e.kind()),
+        Err(ErrorKind::ConnectionRefused)
+    );
+    // The request in flight completes, told that the connection closes.
+    busy.write_all(&body.as_bytes()[5..]).unwrap();
+    let answer = read_answer(&mut busy).expect("the request in flight is answered");
+    assert_eq!(answer.status, 201, "{answer:?}");
+    assert!(answer.closes(), "{answer:?}");
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server exits");
+    assert!(status.success(), "{status:?}");
+}
