@@ -34,6 +34,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .filter(|k| !k.is_empty());
     let auth = Arc::new(Authenticator::new(&config.auth, env_key.as_deref())?);
     let sweeper_op = auth.system_operator("retention");
+    // Bind before the first-start operator key is created and shown: a start that cannot
+    // listen must not consume the one showing of that key.
+    let listener = TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
     if let Some(created) = auth.bootstrap_operator(engine.credentials())? {
         // Shown once: only its hash is stored. stdout, so it is not mixed into the log stream.
         println!(
@@ -61,9 +66,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .context("starting the worker pool")?;
     let app = strata_api::router(state.clone());
-    let listener = TcpListener::bind(&config.server.listen)
-        .await
-        .with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr()?;
     // A fixed, parseable line: scripts and tests read the bound port from it.
     println!("listening on http://{addr}");

@@ -178,3 +178,41 @@ fn logs_written_to_a_file_have_no_colour_codes() {
         "ANSI escape codes in a log file: {log}"
     );
 }
+
+#[test]
+fn the_operator_key_is_shown_only_by_a_start_that_listens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let start = |listen: &str| {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("serve")
+            .env("STRATA__SERVER__LISTEN", listen)
+            .env("STRATA__SERVER__DATA_DIR", dir.path().join("data"))
+            .env_remove("STRATA_OPERATOR_KEY")
+            .env_remove("STRATA_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn strata")
+    };
+    // The port is taken: the start fails, and must not have used up the key's one showing.
+    let failed = start(&taken.local_addr().unwrap().to_string())
+        .wait_with_output()
+        .expect("wait");
+    assert!(!failed.status.success());
+    let out = String::from_utf8_lossy(&failed.stdout);
+    assert!(!out.contains("operator key"), "{out}");
+
+    let mut child = start("127.0.0.1:0");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        child.stdout.take().expect("stdout"),
+    ));
+    let first = lines.next().expect("a line").expect("read");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        first.starts_with("operator key (shown once, keep it safe): sk_"),
+        "{first}"
+    );
+}
