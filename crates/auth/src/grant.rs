@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use strata_types::{Domain, UserToken};
 
 /// One permission a credential may carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Permission {
     Read,
@@ -67,6 +67,28 @@ impl Serialize for Permissions {
 impl<'de> Deserialize<'de> for Permissions {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(Permissions::of(&Vec::<Permission>::deserialize(d)?))
+    }
+}
+
+impl utoipa::PartialSchema for Permissions {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(Permission::schema())
+            .unique_items(true)
+            .description(Some("The permissions a credential carries."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Permissions {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((Permission::name().into(), Permission::schema()));
     }
 }
 

@@ -39,6 +39,18 @@ impl TryFrom<String> for KeyTenant {
     }
 }
 
+impl utoipa::PartialSchema for KeyTenant {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^([a-zA-Z0-9_.-]{1,64}|\\*)$"))
+            .description(Some("A tenant id, or `*` for an operator key."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for KeyTenant {}
+
 impl From<KeyTenant> for String {
     fn from(t: KeyTenant) -> String {
         match t {
@@ -49,7 +61,7 @@ impl From<KeyTenant> for String {
 }
 
 /// A key as listed: everything but its secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: String,
     pub tenant: KeyTenant,

@@ -20,7 +20,7 @@ use crate::{Engine, EngineError};
 pub const MAX_AUDIT_ROWS: usize = 1000;
 
 /// One audit row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRow {
     /// Position in its tenant's log (or the server's).
     #[serde(default)]

@@ -62,7 +62,7 @@ fn change_summary(changes: &[Change]) -> serde_json::Value {
 }
 
 /// In-memory index figures of one collection.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct IndexStats {
     pub collection: strata_types::CollectionName,
     pub records: u64,

@@ -16,7 +16,7 @@ use crate::EngineError;
 use crate::tenant_index::Change;
 
 /// Where a tenant is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantStatus {
     #[default]
@@ -28,7 +28,7 @@ pub enum TenantStatus {
 }
 
 /// Per-tenant limits; `None` means unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantLimits {
     pub max_vectors: Option<u64>,

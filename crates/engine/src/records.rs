@@ -14,7 +14,7 @@ use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
 
 /// What happened to one record of a write.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PutOutcome {
     pub id: RecordId,
     /// `true` for a new record, `false` when a client id replaced an existing one.

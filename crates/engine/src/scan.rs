@@ -23,7 +23,7 @@ pub struct Page {
 }
 
 /// One page of records in id order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ScanPage {
     pub records: Vec<Record>,
     /// Pass as `after` to get the next page; `None` when this page reached the end.

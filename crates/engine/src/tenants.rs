@@ -10,7 +10,7 @@ use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, init_usage, us
 use crate::{Engine, EngineError};
 
 /// A tenant as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TenantInfo {
     pub id: TenantId,
     pub display_name: Option<String>,
@@ -26,7 +26,7 @@ pub struct TenantInfo {
 }
 
 /// A tenant's usage against its quotas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TenantUsage {
     pub records: u64,
     pub vectors: u64,
@@ -52,7 +52,7 @@ impl TryFrom<&TenantMeta> for TenantInfo {
 }
 
 /// Changes to a tenant's profile; absent fields stay as they are.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantUpdate {
     pub display_name: Option<String>,

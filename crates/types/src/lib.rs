@@ -8,6 +8,7 @@ mod filter;
 mod limits;
 mod name;
 mod record;
+mod schema;
 mod scope;
 mod search;
 mod vector;

@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// Distance metric of a collection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     Cosine,
@@ -18,16 +18,18 @@ pub enum Metric {
 }
 
 /// A vector space with a fixed dimension and metric, owned by one tenant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Collection {
     pub name: CollectionName,
     pub dim: u32,
     pub metric: Metric,
+    /// Milliseconds since the Unix epoch.
+    #[schema(value_type = i64)]
     pub created_at: Millis,
 }
 
 /// Popoto-style confidence in a memory, updated by evidence.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Confidence {
     pub value: f64,
@@ -49,7 +51,7 @@ impl Default for Confidence {
 }
 
 /// A stored memory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Record {
     pub id: RecordId,
     /// The collection the record lives in.
@@ -63,9 +65,14 @@ pub struct Record {
     pub memory_domain: Domain,
     pub run_id: Option<RunId>,
     pub memory_scope: Option<MemoryScope>,
+    #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
+    #[schema(value_type = i64)]
     pub created_at: Millis,
+    #[schema(value_type = i64)]
     pub updated_at: Millis,
+    /// When the memory expires (TTL), in milliseconds since the Unix epoch.
+    #[schema(value_type = Option<i64>)]
     pub expires_at: Option<Millis>,
     pub confidence: Confidence,
 }
@@ -79,7 +86,7 @@ impl Record {
 
 /// One record of a write. The domain comes from the request scope; `run_id`, `memory_scope`
 /// and `user_tokens` fall back to the request scope when absent.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewRecord {
     /// The client's own id, for idempotent upsert. Absent: the server assigns a UUIDv7.
@@ -92,14 +99,17 @@ pub struct NewRecord {
     pub user_tokens: Option<Vec<UserToken>>,
     pub run_id: Option<RunId>,
     pub memory_scope: Option<MemoryScope>,
+    /// Free-form JSON; keys may not shadow record or scope fields.
+    #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
+    #[schema(value_type = Option<i64>)]
     pub expires_at: Option<Millis>,
     pub confidence: Option<Confidence>,
 }
 
 /// Changes to a record. Absent fields stay as they are; `metadata` is merged as an RFC 7396
 /// JSON merge patch (a `null` value removes the key).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecordPatch {
     pub kind: Option<Kind>,
@@ -108,7 +118,10 @@ pub struct RecordPatch {
     pub user_tokens: Option<Vec<UserToken>>,
     pub run_id: Option<RunId>,
     pub memory_scope: Option<MemoryScope>,
+    /// An RFC 7396 merge patch of the metadata: a `null` value removes the key.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    #[schema(value_type = Option<i64>)]
     pub expires_at: Option<Millis>,
     pub confidence: Option<Confidence>,
 }

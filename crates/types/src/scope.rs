@@ -53,7 +53,7 @@ impl<'de> Deserialize<'de> for TokenSelector {
 }
 
 /// How a request's tokens must relate to a record's tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UserMatch {
     /// The record shares at least one token with the request.
@@ -65,7 +65,7 @@ pub enum UserMatch {
 
 /// The scope fields of a request. Every field narrows; none can widen what the credential
 /// grants.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RequestScope {
     /// Absent: the credential's bound tokens, or none for an unbound credential.

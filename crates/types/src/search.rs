@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{CollectionName, Filter, Record};
 
 /// Which channels a search uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchMode {
     Vector,
@@ -15,7 +15,7 @@ pub enum SearchMode {
 }
 
 /// How hybrid search fuses the vector and text rankings.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Fusion {
     /// Reciprocal rank fusion: `Σ 1 / (k + rank)`.
@@ -48,7 +48,7 @@ impl Default for Fusion {
 pub const MAX_K: usize = 1000;
 
 /// A search. At least one of `vector` and `query` must be given.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SearchRequest {
     pub vector: Option<Vec<f32>>,
@@ -56,6 +56,7 @@ pub struct SearchRequest {
     pub k: usize,
     /// The collection to search; `text` when absent.
     pub modality: Option<CollectionName>,
+    #[schema(default = json!(null))]
     pub filter: Option<Filter>,
     pub min_score: Option<f32>,
     /// Absent: `hybrid` when both `vector` and `query` are given, otherwise the one given.
@@ -85,7 +86,7 @@ impl Default for SearchRequest {
 }
 
 /// Per-channel detail of one hit, returned with `explain`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HitExplain {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vector_score: Option<f32>,
@@ -98,7 +99,7 @@ pub struct HitExplain {
 }
 
 /// One result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SearchHit {
     pub record: Record,
     /// Higher is better: cosine similarity, dot product, negative L2 distance, BM25, or the
@@ -109,7 +110,7 @@ pub struct SearchHit {
 }
 
 /// The results of a search, best first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     pub hits: Vec<SearchHit>,
     pub mode: SearchMode,
