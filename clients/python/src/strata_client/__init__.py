@@ -1,0 +1,93 @@
+"""Python client for Strata, the multi-tenant memory server for AI agents.
+
+- :class:`Strata` / :class:`AsyncStrata`: a tenant's memories, search, collections and audit
+  log; the tenant comes from the API key.
+- :class:`StrataAdmin` / :class:`AsyncStrataAdmin`: the operator's tenants, keys and audit.
+- :mod:`strata_client.errors`: one exception class per family of the server's error codes.
+- :mod:`strata_client.langchain`: a LangChain ``VectorStore`` (``pip install
+  strata-client[langchain]``).
+"""
+
+from ._scope import Scope, UserMatch
+from ._version import __version__
+from .admin import AsyncStrataAdmin, StrataAdmin
+from .aio import AsyncStrata
+from .client import Strata
+from .errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    OverloadedError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitError,
+    ScopeForbiddenError,
+    ServerError,
+    StrataConnectionError,
+    StrataError,
+    TenantMismatchError,
+    TenantSuspendedError,
+)
+from .models import (
+    ApiKey,
+    AuditRow,
+    Collection,
+    Confidence,
+    CreatedKey,
+    Explain,
+    NewRecord,
+    Page,
+    Record,
+    SearchHit,
+    SearchResult,
+    Tenant,
+    TenantLimits,
+    TenantUsage,
+    WriteResult,
+)
+from .retry import RetryPolicy
+
+__all__ = [
+    "__version__",
+    "Strata",
+    "AsyncStrata",
+    "StrataAdmin",
+    "AsyncStrataAdmin",
+    "RetryPolicy",
+    "Scope",
+    "UserMatch",
+    # Models.
+    "ApiKey",
+    "AuditRow",
+    "Collection",
+    "Confidence",
+    "CreatedKey",
+    "Explain",
+    "NewRecord",
+    "Page",
+    "Record",
+    "SearchHit",
+    "SearchResult",
+    "Tenant",
+    "TenantLimits",
+    "TenantUsage",
+    "WriteResult",
+    # Errors.
+    "StrataError",
+    "StrataConnectionError",
+    "BadRequestError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "TenantMismatchError",
+    "ScopeForbiddenError",
+    "TenantSuspendedError",
+    "QuotaExceededError",
+    "NotFoundError",
+    "ConflictError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "ServerError",
+    "OverloadedError",
+]

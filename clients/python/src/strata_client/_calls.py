@@ -1,0 +1,307 @@
+"""Requests of the tenant API (memories, search, collections, audit), built as :class:`Call`
+values that :class:`~strata_client.Strata` sends synchronously and
+:class:`~strata_client.AsyncStrata` asynchronously. Everything about the API's shapes lives
+here once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import quote
+
+from ._http import NO_JSON, Call, no_answer
+from ._scope import Scope
+from .models import (
+    AuditRow,
+    Collection,
+    Confidence,
+    Millis,
+    NewRecord,
+    Page,
+    Record,
+    SearchResult,
+    WriteResult,
+    to_millis,
+)
+
+#: A record to write: a :class:`NewRecord` or a ``dict`` with the server's field names
+#: (``collection`` is accepted for ``modality``).
+RecordInput = Union[NewRecord, Mapping[str, Any]]
+Filter = Mapping[str, Any]
+
+
+def _segment(s: str) -> str:
+    return quote(s, safe="")
+
+
+def record_json(r: RecordInput) -> Dict[str, Any]:
+    if isinstance(r, NewRecord):
+        return r.to_json()
+    if not isinstance(r, Mapping):
+        raise TypeError(f"a record must be a NewRecord or a dict, not {type(r).__name__}")
+    out = dict(r)
+    if "collection" in out:
+        if "modality" in out:
+            raise ValueError("give a record's collection as `collection` or `modality`, not both")
+        out["modality"] = out.pop("collection")
+    if out.get("vector") is not None:
+        out["vector"] = [float(x) for x in out["vector"]]
+    if out.get("expires_at") is not None:
+        out["expires_at"] = to_millis(out["expires_at"])
+    if isinstance(out.get("confidence"), Confidence):
+        out["confidence"] = out["confidence"].to_json()
+    return out
+
+
+def _results(d: Any) -> List[WriteResult]:
+    return [WriteResult.from_json(x) for x in d["results"]]
+
+
+def _collections(d: Any) -> List[Collection]:
+    return [Collection.from_json(c) for c in d["collections"]]
+
+
+def _rows(d: Any) -> List[AuditRow]:
+    return [AuditRow.from_json(r) for r in d["rows"]]
+
+
+def audit_params(
+    tenant: Optional[str],
+    action: Optional[str],
+    since: Optional[Millis],
+    until: Optional[Millis],
+    limit: Optional[int],
+) -> List[Tuple[str, str]]:
+    params: List[Tuple[str, str]] = []
+    if tenant is not None:
+        params.append(("tenant", tenant))
+    if action is not None:
+        params.append(("action", action))
+    if since is not None:
+        params.append(("since", str(to_millis(since))))
+    if until is not None:
+        params.append(("until", str(to_millis(until))))
+    if limit is not None:
+        params.append(("limit", str(limit)))
+    return params
+
+
+class DataCalls:
+    """Builds the tenant API's requests under a default scope (see :mod:`._scope`)."""
+
+    _scope: Scope
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        parse: Any,
+        scope: Scope,
+        *,
+        json: Any = NO_JSON,
+        idempotent: bool = True,
+    ) -> Call[Any]:
+        scope = self._scope.updated(scope)
+        return Call(
+            method,
+            path,
+            parse,
+            params=scope.params(),
+            headers=scope.headers(),
+            json=json,
+            idempotent=idempotent,
+        )
+
+    def _add(
+        self,
+        content: Union[str, RecordInput, Sequence[RecordInput], None],
+        scope: Scope,
+        *,
+        vector: Optional[Sequence[float]],
+        metadata: Optional[Mapping[str, Any]],
+        id: Optional[str],
+        collection: Optional[str],
+        kind: Optional[str],
+        expires_at: Optional[Millis],
+        confidence: Optional[Confidence],
+    ) -> Call[Any]:
+        if content is None or isinstance(content, str):
+            record = NewRecord(
+                content=content,
+                vector=vector,
+                metadata=metadata,
+                id=id,
+                collection=collection,
+                kind=kind,
+                expires_at=expires_at,
+                confidence=confidence,
+            ).to_json()
+            return self._write(record, WriteResult.from_json, scope, [record])
+        fields = [
+            ("vector", vector),
+            ("metadata", metadata),
+            ("id", id),
+            ("collection", collection),
+            ("kind", kind),
+            ("expires_at", expires_at),
+            ("confidence", confidence),
+        ]
+        given = [name for name, v in fields if v is not None]
+        if given:
+            raise TypeError(
+                f"a record given whole takes its fields from it; {', '.join(given)} "
+                "given for the call too"
+            )
+        if isinstance(content, (NewRecord, Mapping)):
+            one = record_json(content)
+            return self._write(one, WriteResult.from_json, scope, [one])
+        records = [record_json(r) for r in content]
+        return self._write({"records": records}, _results, scope, records)
+
+    def _write(
+        self, body: Dict[str, Any], parse: Any, scope: Scope, records: List[Dict[str, Any]]
+    ) -> Call[Any]:
+        # Upserts by id are idempotent; a record without one could be stored twice.
+        idempotent = all(r.get("id") is not None for r in records)
+        return self._call("POST", "/v1/memories", parse, scope, json=body, idempotent=idempotent)
+
+    def _search(
+        self,
+        query: Optional[str],
+        scope: Scope,
+        *,
+        vector: Optional[Sequence[float]],
+        k: int,
+        filter: Optional[Filter],
+        mode: Optional[str],
+        min_score: Optional[float],
+        explain: bool,
+        collection: Optional[str],
+        fusion: Optional[Mapping[str, Any]],
+        ef: Optional[int],
+    ) -> Call[SearchResult]:
+        body: Dict[str, Any] = {"k": k}
+        if query is not None:
+            body["query"] = query
+        if vector is not None:
+            body["vector"] = [float(x) for x in vector]
+        if collection is not None:
+            body["modality"] = collection
+        if filter is not None:
+            body["filter"] = dict(filter)
+        if mode is not None:
+            body["mode"] = mode
+        if min_score is not None:
+            body["min_score"] = min_score
+        if explain:
+            body["explain"] = True
+        if fusion is not None:
+            body["fusion"] = dict(fusion)
+        if ef is not None:
+            body["ef"] = ef
+        return self._call("POST", "/v1/search", SearchResult.from_json, scope, json=body)
+
+    def _get(self, id: str, scope: Scope) -> Call[Record]:
+        return self._call("GET", f"/v1/memories/{_segment(id)}", Record.from_json, scope)
+
+    def _update(
+        self,
+        id: str,
+        scope: Scope,
+        *,
+        content: Optional[str],
+        vector: Optional[Sequence[float]],
+        metadata: Optional[Mapping[str, Any]],
+        kind: Optional[str],
+        expires_at: Optional[Millis],
+        confidence: Optional[Confidence],
+        new_user_tokens: Optional[Sequence[str]],
+        new_run_id: Optional[str],
+        new_memory_scope: Optional[str],
+    ) -> Call[Record]:
+        if isinstance(new_user_tokens, str):
+            raise TypeError("new_user_tokens must be a list of strings")
+        patch = NewRecord(
+            content=content,
+            vector=vector,
+            metadata=metadata,
+            kind=kind,
+            expires_at=expires_at,
+            confidence=confidence,
+            user_tokens=new_user_tokens,
+            run_id=new_run_id,
+            memory_scope=new_memory_scope,
+        ).to_json()
+        return self._call(
+            "PATCH", f"/v1/memories/{_segment(id)}", Record.from_json, scope, json=patch
+        )
+
+    def _delete(self, id: str, scope: Scope) -> Call[None]:
+        return self._call("DELETE", f"/v1/memories/{_segment(id)}", no_answer, scope)
+
+    def _delete_where(self, filter: Filter, scope: Scope) -> Call[int]:
+        return self._call(
+            "POST",
+            "/v1/memories/delete",
+            lambda d: int(d["deleted"]),
+            scope,
+            json={"filter": dict(filter)},
+        )
+
+    def _list(
+        self,
+        scope: Scope,
+        *,
+        filter: Optional[Filter],
+        after: Optional[str],
+        limit: Optional[int],
+    ) -> Call[Page]:
+        body: Dict[str, Any] = {}
+        if filter is not None:
+            body["filter"] = dict(filter)
+        if after is not None:
+            body["after"] = after
+        if limit is not None:
+            body["limit"] = limit
+        return self._call("POST", "/v1/memories/list", Page.from_json, scope, json=body)
+
+    def _count(self, filter: Optional[Filter], scope: Scope) -> Call[int]:
+        body = {} if filter is None else {"filter": dict(filter)}
+        return self._call("POST", "/v1/memories/count", lambda d: int(d["count"]), scope, json=body)
+
+    # Collections and the audit log are tenant-wide: no scope fields (the server refuses
+    # them on the audit log, rather than silently ignoring them).
+
+    @staticmethod
+    def _list_collections() -> Call[List[Collection]]:
+        return Call("GET", "/v1/collections", _collections)
+
+    @staticmethod
+    def _create_collection(name: str, dim: int, metric: str) -> Call[Collection]:
+        # A repeat after a lost answer would be 409 CONFLICT, which would mislead.
+        return Call(
+            "POST",
+            "/v1/collections",
+            Collection.from_json,
+            json={"name": name, "dim": dim, "metric": metric},
+            idempotent=False,
+        )
+
+    @staticmethod
+    def _delete_collection(name: str) -> Call[int]:
+        return Call(
+            "DELETE",
+            f"/v1/collections/{_segment(name)}",
+            lambda d: int(d["deleted_records"]),
+        )
+
+    @staticmethod
+    def _history(
+        action: Optional[str],
+        since: Optional[Millis],
+        until: Optional[Millis],
+        limit: Optional[int],
+    ) -> Call[List[AuditRow]]:
+        return Call(
+            "GET", "/v1/audit", _rows, params=audit_params(None, action, since, until, limit)
+        )

@@ -1,0 +1,273 @@
+"""The wire: a request described as data (:class:`Call`), and the sync and async loops that send
+one with authentication, error mapping and retries.
+
+Clients build a ``Call`` for each operation and hand it to their transport, so the sync and
+async clients share everything but the sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Generic,
+    Iterator,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
+
+import httpx
+
+from ._version import __version__
+from .errors import StrataConnectionError, StrataError, error_from_response
+from .retry import RetryPolicy
+
+T = TypeVar("T")
+
+logger = logging.getLogger("strata_client")
+
+USER_AGENT = f"strata-client-python/{__version__}"
+DEFAULT_TIMEOUT = 30.0
+
+Params = Sequence[Tuple[str, str]]
+Body = Union[bytes, Iterator[bytes], AsyncIterator[bytes]]
+
+
+class _NoJson:
+    """Marks a call without a JSON body (``None`` is a valid JSON body)."""
+
+
+NO_JSON: Any = _NoJson()
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One API request and how to read its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    params: Params = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    json: Any = NO_JSON
+    #: A raw body (imports); an iterator cannot be replayed, so such calls are not retried.
+    content: Optional[Body] = None
+    #: Safe to repeat after a lost answer; see :mod:`strata_client.retry`.
+    idempotent: bool = True
+
+    @property
+    def replayable(self) -> bool:
+        return self.content is None or isinstance(self.content, bytes)
+
+
+def from_env(value: Optional[str], name: str) -> str:
+    """``value``, or the environment variable ``name`` when ``value`` is ``None``."""
+    found = value if value is not None else os.environ.get(name)
+    if not found:
+        raise ValueError(f"no {name}: pass the value, or set the environment variable")
+    return found
+
+
+def no_answer(_: Any) -> None:
+    """``parse`` for calls whose answer carries nothing the caller needs."""
+    return None
+
+
+def _connection_error(e: httpx.HTTPError) -> Tuple[StrataConnectionError, bool]:
+    """The error for a failed exchange, and whether the request may have reached the server."""
+    sent = not isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    return (
+        StrataConnectionError(f"{type(e).__name__}: {e}", code="CONNECTION_ERROR"),
+        sent,
+    )
+
+
+def _decode(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError as e:
+        raise StrataError(
+            f"the server answered {response.status_code} with a body that is not JSON",
+            code="UNEXPECTED_RESPONSE",
+            status=response.status_code,
+            request_id=response.headers.get("x-request-id"),
+            body=response.text,
+        ) from e
+
+
+class _Base:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: Optional[float],
+        retries: Union[int, RetryPolicy],
+    ) -> None:
+        if not url:
+            raise ValueError("url is required, e.g. http://127.0.0.1:7700")
+        if not token:
+            raise ValueError("an API key is required")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.retry = RetryPolicy.of(retries)
+        self._auth = {"authorization": f"Bearer {token}", "user-agent": USER_AGENT}
+
+    def _request_args(self, call: Call[Any]) -> Dict[str, Any]:
+        headers = dict(self._auth)
+        headers.update(call.headers)
+        args: Dict[str, Any] = {
+            "method": call.method,
+            "url": self.url + call.path,
+            "params": list(call.params) or None,
+            "headers": headers,
+            "timeout": self.timeout,
+        }
+        if not isinstance(call.json, _NoJson):
+            args["json"] = call.json
+        if call.content is not None:
+            args["content"] = call.content
+        return args
+
+    def _next_delay(
+        self, call: Call[Any], error: StrataError, attempt: int, sent: bool = True
+    ) -> Optional[float]:
+        if not call.replayable:
+            return None
+        delay = self.retry.delay(error, attempt, idempotent=call.idempotent, sent=sent)
+        if delay is not None:
+            logger.info(
+                "retrying %s %s in %.3fs after %s (retry %d of %d)",
+                call.method,
+                call.path,
+                delay,
+                error.code,
+                attempt + 1,
+                self.retry.max_retries,
+            )
+        return delay
+
+
+class SyncTransport(_Base):
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        retries: Union[int, RetryPolicy] = 3,
+        http_client: Optional[httpx.Client] = None,
+    ) -> None:
+        super().__init__(url, token, timeout=timeout, retries=retries)
+        self._owns_http = http_client is None
+        self.http = http_client if http_client is not None else httpx.Client()
+
+    def run(self, call: Call[T]) -> T:
+        attempt = 0
+        while True:
+            error: StrataError
+            try:
+                response = self.http.request(**self._request_args(call))
+            except httpx.HTTPError as e:
+                error, sent = _connection_error(e)
+                delay = self._next_delay(call, error, attempt, sent)
+                if delay is None:
+                    raise error from e
+            else:
+                if response.is_success:
+                    return call.parse(_decode(response))
+                error = error_from_response(response)
+                delay = self._next_delay(call, error, attempt)
+                if delay is None:
+                    raise error
+            time.sleep(delay)
+            attempt += 1
+
+    def download(self, call: Call[Any], write: Callable[[bytes], Any]) -> int:
+        """Streams a response body into ``write``; returns the bytes written. Not retried:
+        part of the body may already be written."""
+        args = self._request_args(call)
+        try:
+            with self.http.stream(**args) as response:
+                if not response.is_success:
+                    response.read()
+                    raise error_from_response(response)
+                total = 0
+                for chunk in response.iter_bytes():
+                    write(chunk)
+                    total += len(chunk)
+                return total
+        except httpx.HTTPError as e:
+            raise _connection_error(e)[0] from e
+
+    def close(self) -> None:
+        if self._owns_http:
+            self.http.close()
+
+
+class AsyncTransport(_Base):
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        retries: Union[int, RetryPolicy] = 3,
+        http_client: Optional[httpx.AsyncClient] = None,
+    ) -> None:
+        super().__init__(url, token, timeout=timeout, retries=retries)
+        self._owns_http = http_client is None
+        self.http = http_client if http_client is not None else httpx.AsyncClient()
+
+    async def run(self, call: Call[T]) -> T:
+        attempt = 0
+        while True:
+            error: StrataError
+            try:
+                response = await self.http.request(**self._request_args(call))
+            except httpx.HTTPError as e:
+                error, sent = _connection_error(e)
+                delay = self._next_delay(call, error, attempt, sent)
+                if delay is None:
+                    raise error from e
+            else:
+                if response.is_success:
+                    return call.parse(_decode(response))
+                error = error_from_response(response)
+                delay = self._next_delay(call, error, attempt)
+                if delay is None:
+                    raise error
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def download(self, call: Call[Any], write: Callable[[bytes], Any]) -> int:
+        args = self._request_args(call)
+        try:
+            async with self.http.stream(**args) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise error_from_response(response)
+                total = 0
+                async for chunk in response.aiter_bytes():
+                    write(chunk)
+                    total += len(chunk)
+                return total
+        except httpx.HTTPError as e:
+            raise _connection_error(e)[0] from e
+
+    async def close(self) -> None:
+        if self._owns_http:
+            await self.http.aclose()

@@ -1,0 +1,477 @@
+"""Operator clients: :class:`StrataAdmin` and its async twin :class:`AsyncStrataAdmin`.
+
+They speak to ``/v1/admin`` with an operator key: tenants and their lifecycle, quotas and
+limits, export and import, API keys, and the audit log of every tenant and of the server.
+"""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import (
+    IO,
+    Any,
+    AsyncIterator,
+    Dict,
+    Iterator,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    Type,
+    Union,
+    overload,
+)
+from urllib.parse import quote
+
+import httpx
+
+from ._calls import audit_params
+from ._http import DEFAULT_TIMEOUT, AsyncTransport, Call, SyncTransport, from_env, no_answer
+from .models import ApiKey, AuditRow, CreatedKey, Millis, Tenant, to_millis
+from .retry import RetryPolicy
+
+__all__ = ["StrataAdmin", "AsyncStrataAdmin"]
+
+#: A file to write an export to: a path, or a binary file open for writing.
+ExportTarget = Union[str, "os.PathLike[str]", IO[bytes]]
+#: An export to import: a path, the bytes themselves, or a binary file open for reading.
+ImportSource = Union[str, "os.PathLike[str]", bytes, IO[bytes]]
+
+_CHUNK = 64 * 1024
+
+
+def _segment(s: str) -> str:
+    return quote(s, safe="")
+
+
+def _tenants(d: Any) -> List[Tenant]:
+    return [Tenant.from_json(t) for t in d["tenants"]]
+
+
+def _keys(d: Any) -> List[ApiKey]:
+    return [ApiKey.from_json(k) for k in d["keys"]]
+
+
+def _rows(d: Any) -> List[AuditRow]:
+    return [AuditRow.from_json(r) for r in d["rows"]]
+
+
+def _purged(d: Any) -> List[str]:
+    return [str(t) for t in d["purged"]]
+
+
+def _maybe_tenant(d: Any) -> Optional[Tenant]:
+    # A hard delete answers `{id, purged: true}`: nothing is left to describe.
+    return None if d.get("purged") else Tenant.from_json(d)
+
+
+class _AdminCalls:
+    """Builds the operator API's requests."""
+
+    @staticmethod
+    def _create_tenant(id: str, display_name: Optional[str]) -> Call[Tenant]:
+        body: Dict[str, Any] = {"id": id}
+        if display_name is not None:
+            body["display_name"] = display_name
+        return Call("POST", "/v1/admin/tenants", Tenant.from_json, json=body, idempotent=False)
+
+    @staticmethod
+    def _list_tenants() -> Call[List[Tenant]]:
+        return Call("GET", "/v1/admin/tenants", _tenants)
+
+    @staticmethod
+    def _get_tenant(id: str) -> Call[Tenant]:
+        return Call("GET", f"/v1/admin/tenants/{_segment(id)}", Tenant.from_json)
+
+    @staticmethod
+    def _update_tenant(
+        id: str,
+        display_name: Optional[str],
+        limits: Optional[Mapping[str, Any]],
+        weight: Optional[int],
+    ) -> Call[Tenant]:
+        body: Dict[str, Any] = {}
+        if display_name is not None:
+            body["display_name"] = display_name
+        if limits is not None:
+            body["limits"] = dict(limits)
+        if weight is not None:
+            body["weight"] = weight
+        return Call("PATCH", f"/v1/admin/tenants/{_segment(id)}", Tenant.from_json, json=body)
+
+    @staticmethod
+    def _transition(id: str, action: str) -> Call[Tenant]:
+        return Call("POST", f"/v1/admin/tenants/{_segment(id)}/{action}", Tenant.from_json)
+
+    @staticmethod
+    def _delete_tenant(id: str, hard: bool) -> Call[Optional[Tenant]]:
+        params = [("hard", "true")] if hard else []
+        return Call("DELETE", f"/v1/admin/tenants/{_segment(id)}", _maybe_tenant, params=params)
+
+    @staticmethod
+    def _purge_deleted(retention_secs: Optional[int]) -> Call[List[str]]:
+        body = {} if retention_secs is None else {"retention_secs": retention_secs}
+        return Call("POST", "/v1/admin/tenants/purge-deleted", _purged, json=body)
+
+    @staticmethod
+    def _export(id: str) -> Call[None]:
+        return Call("GET", f"/v1/admin/tenants/{_segment(id)}/export", no_answer)
+
+    @staticmethod
+    def _import(id: str, content: Any) -> Call[Tenant]:
+        return Call(
+            "POST",
+            f"/v1/admin/tenants/{_segment(id)}/import",
+            Tenant.from_json,
+            headers={"content-type": "application/x-ndjson"},
+            content=content,
+            idempotent=False,
+        )
+
+    @staticmethod
+    def _create_key(
+        tenant: str,
+        name: Optional[str],
+        permissions: Optional[Sequence[str]],
+        user_tokens: Optional[Sequence[str]],
+        domains: Optional[Sequence[str]],
+        expires_at: Optional[Millis],
+        expires_in_secs: Optional[int],
+    ) -> Call[CreatedKey]:
+        body: Dict[str, Any] = {"tenant": tenant}
+        for field, value in [
+            ("name", name),
+            ("permissions", permissions),
+            ("user_tokens", user_tokens),
+            ("domains", domains),
+        ]:
+            if isinstance(value, str) and field != "name":
+                raise TypeError(f"{field} must be a list of strings")
+            if value is not None:
+                body[field] = value if isinstance(value, str) else list(value)
+        if expires_at is not None:
+            body["expires_at"] = to_millis(expires_at)
+        if expires_in_secs is not None:
+            body["expires_in_secs"] = expires_in_secs
+        # Each attempt mints a new secret: never repeat one whose answer was lost.
+        return Call("POST", "/v1/admin/keys", CreatedKey.from_json, json=body, idempotent=False)
+
+    @staticmethod
+    def _list_keys(tenant: Optional[str]) -> Call[List[ApiKey]]:
+        params = [] if tenant is None else [("tenant", tenant)]
+        return Call("GET", "/v1/admin/keys", _keys, params=params)
+
+    @staticmethod
+    def _revoke_key(id: str) -> Call[ApiKey]:
+        return Call("DELETE", f"/v1/admin/keys/{_segment(id)}", ApiKey.from_json)
+
+    @staticmethod
+    def _audit(
+        tenant: Optional[str],
+        action: Optional[str],
+        since: Optional[Millis],
+        until: Optional[Millis],
+        limit: Optional[int],
+    ) -> Call[List[AuditRow]]:
+        return Call(
+            "GET",
+            "/v1/admin/audit",
+            _rows,
+            params=audit_params(tenant, action, since, until, limit),
+        )
+
+
+def _file_chunks(f: IO[bytes]) -> Iterator[bytes]:
+    while True:
+        chunk = f.read(_CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+async def _async_chunks(f: IO[bytes]) -> AsyncIterator[bytes]:
+    # Reads block briefly; an import is read once, in order, so this stays simple.
+    for chunk in _file_chunks(f):
+        yield chunk
+
+
+class StrataAdmin(_AdminCalls):
+    """The operator's client. ``url`` and ``operator_key`` default to ``STRATA_URL`` and
+    ``STRATA_OPERATOR_KEY``::
+
+        admin = StrataAdmin("http://127.0.0.1:7700", operator_key)
+        admin.create_tenant("acme", display_name="Acme Inc.")
+        key = admin.create_key("acme", permissions=["read", "write"])
+        client = Strata("http://127.0.0.1:7700", key.key)
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        operator_key: Optional[str] = None,
+        *,
+        retries: Union[int, RetryPolicy] = 3,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        http_client: Optional[httpx.Client] = None,
+    ) -> None:
+        self._transport = SyncTransport(
+            from_env(url, "STRATA_URL"),
+            from_env(operator_key, "STRATA_OPERATOR_KEY"),
+            timeout=timeout,
+            retries=retries,
+            http_client=http_client,
+        )
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> StrataAdmin:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    # Tenants.
+
+    def create_tenant(self, id: str, *, display_name: Optional[str] = None) -> Tenant:
+        """Registers a tenant with the server's default collections."""
+        return self._transport.run(self._create_tenant(id, display_name))
+
+    def list_tenants(self) -> List[Tenant]:
+        return self._transport.run(self._list_tenants())
+
+    def get_tenant(self, id: str) -> Tenant:
+        """A tenant, with its ``usage`` against its quotas."""
+        return self._transport.run(self._get_tenant(id))
+
+    def update_tenant(
+        self,
+        id: str,
+        *,
+        display_name: Optional[str] = None,
+        limits: Optional[Mapping[str, Any]] = None,
+        weight: Optional[int] = None,
+    ) -> Tenant:
+        """Changes a tenant's name, limits or scheduling weight. ``limits`` is merged: named
+        limits change (``max_vectors``, ``max_storage_bytes``, ``max_collections``,
+        ``max_qps``, ``burst``, ``max_concurrent``), a ``None`` removes one, others stay."""
+        return self._transport.run(self._update_tenant(id, display_name, limits, weight))
+
+    def suspend_tenant(self, id: str) -> Tenant:
+        """Refuses the tenant's data calls with ``TENANT_SUSPENDED``; its data is kept."""
+        return self._transport.run(self._transition(id, "suspend"))
+
+    def resume_tenant(self, id: str) -> Tenant:
+        return self._transport.run(self._transition(id, "resume"))
+
+    def restore_tenant(self, id: str) -> Tenant:
+        """Undoes a soft delete, within the retention period."""
+        return self._transport.run(self._transition(id, "restore"))
+
+    @overload
+    def delete_tenant(self, id: str, *, hard: Literal[False] = False) -> Tenant: ...
+
+    @overload
+    def delete_tenant(self, id: str, *, hard: Literal[True]) -> None: ...
+
+    def delete_tenant(self, id: str, *, hard: bool = False) -> Optional[Tenant]:
+        """Soft-deletes a tenant (restorable until the retention period ends) and returns it;
+        with ``hard=True`` erases it and its keys at once, irrevocably, and returns ``None``."""
+        return self._transport.run(self._delete_tenant(id, hard))
+
+    def purge_deleted(self, *, retention_secs: Optional[int] = None) -> List[str]:
+        """Purges tenants soft-deleted at least ``retention_secs`` ago (default: the server's
+        retention); returns their ids."""
+        return self._transport.run(self._purge_deleted(retention_secs))
+
+    def export_tenant(self, id: str, target: ExportTarget) -> int:
+        """Streams the tenant's export (JSON lines) into a path or binary file; returns the
+        bytes written."""
+        if isinstance(target, (str, os.PathLike)):
+            with open(target, "wb") as f:
+                return self._transport.download(self._export(id), f.write)
+        return self._transport.download(self._export(id), target.write)
+
+    def import_tenant(self, id: str, source: ImportSource) -> Tenant:
+        """Creates tenant ``id`` from an export, all or nothing. Keys are not part of an
+        export: mint new ones."""
+        if isinstance(source, bytes):
+            return self._transport.run(self._import(id, source))
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                return self._transport.run(self._import(id, _file_chunks(f)))
+        return self._transport.run(self._import(id, _file_chunks(source)))
+
+    # API keys.
+
+    def create_key(
+        self,
+        tenant: str,
+        *,
+        name: Optional[str] = None,
+        permissions: Optional[Sequence[str]] = None,
+        user_tokens: Optional[Sequence[str]] = None,
+        domains: Optional[Sequence[str]] = None,
+        expires_at: Optional[Millis] = None,
+        expires_in_secs: Optional[int] = None,
+    ) -> CreatedKey:
+        """Mints a key for ``tenant`` (``*`` for another operator key). ``permissions`` are
+        among ``read``, ``write``, ``admin``, ``all_principals`` (default read and write);
+        ``user_tokens`` and ``domains`` bind the key to those. The secret is ``.key``, shown
+        only now."""
+        return self._transport.run(
+            self._create_key(
+                tenant, name, permissions, user_tokens, domains, expires_at, expires_in_secs
+            )
+        )
+
+    def list_keys(self, *, tenant: Optional[str] = None) -> List[ApiKey]:
+        return self._transport.run(self._list_keys(tenant))
+
+    def revoke_key(self, id: str) -> ApiKey:
+        """Revokes a key at once (by its id, not its secret)."""
+        return self._transport.run(self._revoke_key(id))
+
+    # The audit log.
+
+    def audit(
+        self,
+        *,
+        tenant: Optional[str] = None,
+        action: Optional[str] = None,
+        since: Optional[Millis] = None,
+        until: Optional[Millis] = None,
+        limit: Optional[int] = None,
+    ) -> List[AuditRow]:
+        """Audit rows of every tenant and of the server, newest first."""
+        return self._transport.run(self._audit(tenant, action, since, until, limit))
+
+
+class AsyncStrataAdmin(_AdminCalls):
+    """The asynchronous twin of :class:`StrataAdmin`: the same methods, awaited."""
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        operator_key: Optional[str] = None,
+        *,
+        retries: Union[int, RetryPolicy] = 3,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        http_client: Optional[httpx.AsyncClient] = None,
+    ) -> None:
+        self._transport = AsyncTransport(
+            from_env(url, "STRATA_URL"),
+            from_env(operator_key, "STRATA_OPERATOR_KEY"),
+            timeout=timeout,
+            retries=retries,
+            http_client=http_client,
+        )
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncStrataAdmin:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.close()
+
+    async def create_tenant(self, id: str, *, display_name: Optional[str] = None) -> Tenant:
+        return await self._transport.run(self._create_tenant(id, display_name))
+
+    async def list_tenants(self) -> List[Tenant]:
+        return await self._transport.run(self._list_tenants())
+
+    async def get_tenant(self, id: str) -> Tenant:
+        return await self._transport.run(self._get_tenant(id))
+
+    async def update_tenant(
+        self,
+        id: str,
+        *,
+        display_name: Optional[str] = None,
+        limits: Optional[Mapping[str, Any]] = None,
+        weight: Optional[int] = None,
+    ) -> Tenant:
+        return await self._transport.run(self._update_tenant(id, display_name, limits, weight))
+
+    async def suspend_tenant(self, id: str) -> Tenant:
+        return await self._transport.run(self._transition(id, "suspend"))
+
+    async def resume_tenant(self, id: str) -> Tenant:
+        return await self._transport.run(self._transition(id, "resume"))
+
+    async def restore_tenant(self, id: str) -> Tenant:
+        return await self._transport.run(self._transition(id, "restore"))
+
+    @overload
+    async def delete_tenant(self, id: str, *, hard: Literal[False] = False) -> Tenant: ...
+
+    @overload
+    async def delete_tenant(self, id: str, *, hard: Literal[True]) -> None: ...
+
+    async def delete_tenant(self, id: str, *, hard: bool = False) -> Optional[Tenant]:
+        return await self._transport.run(self._delete_tenant(id, hard))
+
+    async def purge_deleted(self, *, retention_secs: Optional[int] = None) -> List[str]:
+        return await self._transport.run(self._purge_deleted(retention_secs))
+
+    async def export_tenant(self, id: str, target: ExportTarget) -> int:
+        if isinstance(target, (str, os.PathLike)):
+            with open(target, "wb") as f:
+                return await self._transport.download(self._export(id), f.write)
+        return await self._transport.download(self._export(id), target.write)
+
+    async def import_tenant(self, id: str, source: ImportSource) -> Tenant:
+        if isinstance(source, bytes):
+            return await self._transport.run(self._import(id, source))
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                return await self._transport.run(self._import(id, _async_chunks(f)))
+        return await self._transport.run(self._import(id, _async_chunks(source)))
+
+    async def create_key(
+        self,
+        tenant: str,
+        *,
+        name: Optional[str] = None,
+        permissions: Optional[Sequence[str]] = None,
+        user_tokens: Optional[Sequence[str]] = None,
+        domains: Optional[Sequence[str]] = None,
+        expires_at: Optional[Millis] = None,
+        expires_in_secs: Optional[int] = None,
+    ) -> CreatedKey:
+        return await self._transport.run(
+            self._create_key(
+                tenant, name, permissions, user_tokens, domains, expires_at, expires_in_secs
+            )
+        )
+
+    async def list_keys(self, *, tenant: Optional[str] = None) -> List[ApiKey]:
+        return await self._transport.run(self._list_keys(tenant))
+
+    async def revoke_key(self, id: str) -> ApiKey:
+        return await self._transport.run(self._revoke_key(id))
+
+    async def audit(
+        self,
+        *,
+        tenant: Optional[str] = None,
+        action: Optional[str] = None,
+        since: Optional[Millis] = None,
+        until: Optional[Millis] = None,
+        limit: Optional[int] = None,
+    ) -> List[AuditRow]:
+        return await self._transport.run(self._audit(tenant, action, since, until, limit))

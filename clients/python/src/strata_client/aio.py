@@ -1,0 +1,399 @@
+"""The asynchronous tenant client, :class:`AsyncStrata`: :class:`~strata_client.Strata`'s twin."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import (
+    Any,
+    AsyncIterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Type,
+    Union,
+    overload,
+)
+
+import httpx
+
+from ._calls import DataCalls, Filter, RecordInput
+from ._http import DEFAULT_TIMEOUT, AsyncTransport, from_env
+from ._scope import Scope, UserMatch
+from .models import (
+    AuditRow,
+    Collection,
+    Confidence,
+    Millis,
+    Page,
+    Record,
+    SearchResult,
+    WriteResult,
+)
+from .retry import RetryPolicy
+
+__all__ = ["AsyncStrata"]
+
+
+class AsyncStrata(DataCalls):
+    """The asynchronous twin of :class:`~strata_client.Strata`: the same methods and
+    arguments, awaited::
+
+        async with AsyncStrata("http://127.0.0.1:7700", "sk_...") as client:
+            alice = client.scoped(user_tokens=["u:alice"])
+            await alice.add("Alice takes oat milk")
+            hits = await alice.search("coffee")
+            async for record in alice.iter_all():
+                ...
+
+    Retries wait with ``asyncio.sleep``; ``http_client`` is an ``httpx.AsyncClient``.
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        *,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+        retries: Union[int, RetryPolicy] = 3,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        http_client: Optional[httpx.AsyncClient] = None,
+    ) -> None:
+        self._transport = AsyncTransport(
+            from_env(url, "STRATA_URL"),
+            from_env(api_key, "STRATA_API_KEY"),
+            timeout=timeout,
+            retries=retries,
+            http_client=http_client,
+        )
+        self._scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        self._owns_transport = True
+
+    @property
+    def url(self) -> str:
+        return self._transport.url
+
+    @property
+    def scope(self) -> Scope:
+        """The default scope fields of this client."""
+        return self._scope
+
+    def scoped(
+        self,
+        *,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> AsyncStrata:
+        """A view with other default scope fields, sharing this client's connections.
+
+        Closing the view does nothing; close the client it came from.
+        """
+        view = object.__new__(AsyncStrata)
+        view._transport = self._transport
+        view._scope = self._scope.override(
+            user_tokens, memory_domain, run_id, memory_scope, user_match
+        )
+        view._owns_transport = False
+        return view
+
+    async def close(self) -> None:
+        if self._owns_transport:
+            await self._transport.close()
+
+    async def __aenter__(self) -> AsyncStrata:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.close()
+
+    # Memories.
+
+    @overload
+    async def add(
+        self,
+        content: Union[str, RecordInput, None] = None,
+        *,
+        vector: Optional[Sequence[float]] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        id: Optional[str] = None,
+        collection: Optional[str] = None,
+        kind: Optional[str] = None,
+        expires_at: Optional[Millis] = None,
+        confidence: Optional[Confidence] = None,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> WriteResult: ...
+
+    @overload
+    async def add(
+        self,
+        content: Sequence[RecordInput],
+        *,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> List[WriteResult]: ...
+
+    async def add(
+        self,
+        content: Union[str, RecordInput, Sequence[RecordInput], None] = None,
+        *,
+        vector: Optional[Sequence[float]] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        id: Optional[str] = None,
+        collection: Optional[str] = None,
+        kind: Optional[str] = None,
+        expires_at: Optional[Millis] = None,
+        confidence: Optional[Confidence] = None,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> Union[WriteResult, List[WriteResult]]:
+        """Writes one memory (``content`` and/or ``vector``, or a whole :class:`NewRecord`
+        or dict), or a batch: a list of them, stored atomically (all or none, at most 1000).
+
+        Without ``id`` the server assigns a UUIDv7; with one, the write is an upsert. A
+        record without its own ``user_tokens`` gets the call's, so it is private to them;
+        with no tokens at all it is shared by the whole tenant. In a ``run_id``, writing the
+        same content again returns the existing record (``deduplicated``).
+        """
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        call = self._add(
+            content,
+            scope,
+            vector=vector,
+            metadata=metadata,
+            id=id,
+            collection=collection,
+            kind=kind,
+            expires_at=expires_at,
+            confidence=confidence,
+        )
+        result: Union[WriteResult, List[WriteResult]] = await self._transport.run(call)
+        return result
+
+    async def search(
+        self,
+        query: Optional[str] = None,
+        *,
+        vector: Optional[Sequence[float]] = None,
+        k: int = 10,
+        filter: Optional[Filter] = None,
+        mode: Optional[str] = None,
+        min_score: Optional[float] = None,
+        explain: bool = False,
+        collection: Optional[str] = None,
+        fusion: Optional[Mapping[str, Any]] = None,
+        ef: Optional[int] = None,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> SearchResult:
+        """Searches one collection (``text`` by default) by ``query`` (BM25), ``vector``, or
+        both. ``mode`` is ``vector``, ``text`` or ``hybrid`` (default: what was given);
+        ``fusion`` is ``{"method": "rrf", "k": 60}`` or ``{"method": "weighted", "alpha":
+        0.5}``; ``explain`` adds per-channel scores. Scope applies before the top ``k``.
+        """
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        return await self._transport.run(
+            self._search(
+                query,
+                scope,
+                vector=vector,
+                k=k,
+                filter=filter,
+                mode=mode,
+                min_score=min_score,
+                explain=explain,
+                collection=collection,
+                fusion=fusion,
+                ef=ef,
+            )
+        )
+
+    async def get(
+        self,
+        id: str,
+        *,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> Record:
+        """A memory by id; :class:`NotFoundError` when missing *or invisible to the scope*."""
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        return await self._transport.run(self._get(id, scope))
+
+    async def update(
+        self,
+        id: str,
+        *,
+        content: Optional[str] = None,
+        vector: Optional[Sequence[float]] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        kind: Optional[str] = None,
+        expires_at: Optional[Millis] = None,
+        confidence: Optional[Confidence] = None,
+        new_user_tokens: Optional[Sequence[str]] = None,
+        new_run_id: Optional[str] = None,
+        new_memory_scope: Optional[str] = None,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> Record:
+        """Changes a memory (``PATCH``) and returns the new version. Fields left ``None`` stay;
+        ``metadata`` is merged (a key set to ``None`` is removed). ``new_user_tokens``,
+        ``new_run_id`` and ``new_memory_scope`` change the record's own scope fields, while
+        ``user_tokens`` etc. are, as everywhere, the scope the request is made in.
+        """
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        return await self._transport.run(
+            self._update(
+                id,
+                scope,
+                content=content,
+                vector=vector,
+                metadata=metadata,
+                kind=kind,
+                expires_at=expires_at,
+                confidence=confidence,
+                new_user_tokens=new_user_tokens,
+                new_run_id=new_run_id,
+                new_memory_scope=new_memory_scope,
+            )
+        )
+
+    async def delete(
+        self,
+        id: str,
+        *,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> None:
+        """Deletes a memory by id; :class:`NotFoundError` when missing or invisible."""
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        await self._transport.run(self._delete(id, scope))
+
+    async def delete_where(
+        self,
+        filter: Filter,
+        *,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> int:
+        """Deletes every memory the scope sees that matches ``filter`` (``{}``: all of them),
+        in one transaction; returns how many."""
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        return await self._transport.run(self._delete_where(filter, scope))
+
+    async def list(
+        self,
+        *,
+        filter: Optional[Filter] = None,
+        after: Optional[str] = None,
+        limit: Optional[int] = None,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> Page:
+        """One page of the memories the scope sees, in id order (``limit`` up to 1000, 100 by
+        default). Pass the page's ``next`` as ``after`` for the following page, or use
+        :meth:`iter_all`."""
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        return await self._transport.run(self._list(scope, filter=filter, after=after, limit=limit))
+
+    async def iter_all(
+        self,
+        *,
+        filter: Optional[Filter] = None,
+        page_size: Optional[int] = None,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> AsyncIterator[Record]:
+        """Every memory the scope sees that matches ``filter``, fetching pages as needed."""
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        after: Optional[str] = None
+        while True:
+            page = await self._transport.run(
+                self._list(scope, filter=filter, after=after, limit=page_size)
+            )
+            for record in page.records:
+                yield record
+            if page.next is None:
+                return
+            after = page.next
+
+    async def count(
+        self,
+        filter: Optional[Filter] = None,
+        *,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> int:
+        """How many memories the scope sees that match ``filter``."""
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        return await self._transport.run(self._count(filter, scope))
+
+    async def history(
+        self,
+        *,
+        action: Optional[str] = None,
+        since: Optional[Millis] = None,
+        until: Optional[Millis] = None,
+        limit: Optional[int] = None,
+    ) -> List[AuditRow]:
+        """The tenant's audit log, newest first (needs a key with ``admin``): every write,
+        delete and admin action, with its actor and request id. Filter by ``action`` (e.g.
+        ``memory.delete``) and time; at most ``limit`` rows (100 by default, up to 1000)."""
+        return await self._transport.run(self._history(action, since, until, limit))
+
+    # Collections: tenant-wide vector spaces with a fixed dimension.
+
+    async def list_collections(self) -> List[Collection]:
+        return await self._transport.run(self._list_collections())
+
+    async def create_collection(self, name: str, dim: int, metric: str = "cosine") -> Collection:
+        """Creates a collection (needs ``admin``); ``metric`` is ``cosine``, ``dot`` or ``l2``."""
+        return await self._transport.run(self._create_collection(name, dim, metric))
+
+    async def delete_collection(self, name: str) -> int:
+        """Deletes a collection and every record in it (needs ``admin``); returns how many."""
+        return await self._transport.run(self._delete_collection(name))

@@ -1,0 +1,535 @@
+"""A LangChain ``VectorStore`` backed by Strata (``pip install strata-client[langchain]``).
+
+Each store is one Strata collection, whose dimension is the embedding's: it is created on the
+first write if missing (which needs a key with ``admin``; create it beforehand otherwise) and
+searched with ``modality`` set to it. The tenant comes from the client's key; the scope fields
+given to the constructor apply to every call, so a store built with ``user_tokens=["u:alice"]``
+writes memories private to Alice and finds only what Alice may see.
+
+Document metadata is stored under one metadata key, ``langchain``, because Strata reserves
+its record fields' names (``id``, ``content``, ``kind``...) at the top level of metadata,
+while LangChain metadata may use any of them. Filters given to searches are written against
+the document metadata and rewritten to that key: ``{"source": "a"}`` becomes
+``{"langchain.source": "a"}``; the usual Strata operators apply (``$eq``, ``$ne``, ``$in``,
+``$nin``, ``$gt``, ``$gte``, ``$lt``, ``$lte``, ``$exists``, ``$and``, ``$or``). Metadata keys
+may not be empty, start with ``$`` or contain ``.``; document ids must match
+``[a-zA-Z0-9_.-]{1,64}``, and are unique in the tenant rather than per collection: an id that
+another store of the tenant holds moves that document into this one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+)
+
+try:
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.runnables.config import run_in_executor
+    from langchain_core.vectorstores import VectorStore
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "strata_client.langchain needs langchain-core: pip install 'strata-client[langchain]'"
+    ) from e
+
+from ._scope import Scope
+from .aio import AsyncStrata
+from .client import Strata
+from .errors import ConflictError
+from .models import Collection, NewRecord, Record
+
+__all__ = ["StrataVectorStore", "METADATA_KEY"]
+
+#: The metadata key under which a document's metadata is stored.
+METADATA_KEY = "langchain"
+#: Records per write request, and ids per lookup: well inside the server's limits (1000
+#: records per batch, 1024 values per ``$in``).
+BATCH = 500
+
+VST = TypeVar("VST", bound="StrataVectorStore")
+
+
+def translate_filter(filter: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Rewrites a filter on document metadata into one on the records' metadata."""
+    if not filter:
+        return {}
+    out: Dict[str, Any] = {}
+    for key, value in filter.items():
+        if key in ("$and", "$or"):
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"{key} takes a list of filters")
+            out[key] = [translate_filter(f) for f in value]
+        elif key.startswith("$"):
+            raise ValueError(f"unknown top-level filter operator {key}")
+        else:
+            out[f"{METADATA_KEY}.{key}"] = value
+    return out
+
+
+def _document(record: Record) -> Document:
+    metadata = record.metadata.get(METADATA_KEY)
+    return Document(
+        id=record.id,
+        page_content=record.content or "",
+        metadata=dict(metadata) if isinstance(metadata, dict) else {},
+    )
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    na = math.sqrt(sum(x * x for x in a))
+    nb = math.sqrt(sum(x * x for x in b))
+    if na == 0 or nb == 0:
+        return 0.0
+    return sum(x * y for x, y in zip(a, b)) / (na * nb)
+
+
+def mmr_select(
+    query: Sequence[float], candidates: Sequence[Sequence[float]], k: int, lambda_mult: float
+) -> List[int]:
+    """Maximal marginal relevance: indexes of ``k`` candidates, each chosen for similarity to
+    the query minus its similarity to those already chosen. Pure Python: ``fetch_k`` is small,
+    and numpy would be a heavy dependency for it."""
+    chosen: List[int] = []
+    relevance = [_cosine(query, c) for c in candidates]
+    while len(chosen) < min(k, len(candidates)):
+        best, best_score = -1, -math.inf
+        for i, c in enumerate(candidates):
+            if i in chosen:
+                continue
+            redundancy = max((_cosine(c, candidates[j]) for j in chosen), default=0.0)
+            score = lambda_mult * relevance[i] - (1 - lambda_mult) * redundancy
+            if score > best_score:
+                best, best_score = i, score
+        chosen.append(best)
+    return chosen
+
+
+class StrataVectorStore(VectorStore):
+    """LangChain vector store over one Strata collection.
+
+    Give a :class:`~strata_client.Strata` client (for the sync methods) and/or an
+    :class:`~strata_client.AsyncStrata` one (for the async methods; without one they run the
+    sync methods in a thread, as LangChain does by default)::
+
+        store = StrataVectorStore(
+            client=Strata(url, api_key),
+            embedding=OpenAIEmbeddings(),
+            collection="docs",
+            user_tokens=["u:alice"],
+        )
+        store.add_texts(["Alice takes oat milk"], metadatas=[{"topic": "coffee"}])
+        store.similarity_search("coffee", k=3, filter={"topic": "coffee"})
+    """
+
+    def __init__(
+        self,
+        *,
+        embedding: Embeddings,
+        client: Optional[Strata] = None,
+        async_client: Optional[AsyncStrata] = None,
+        collection: str = "langchain",
+        metric: str = "cosine",
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[str] = None,
+        url: Optional[str] = None,
+        api_key: Optional[str] = None,
+    ) -> None:
+        if client is None and async_client is None:
+            # `url` and `api_key` (or their environment variables) make a client here, which
+            # is what `from_texts(..., url=..., api_key=...)` needs.
+            client = Strata(url, api_key)
+        self._client = client
+        self._async_client = async_client
+        self._embedding = embedding
+        self.collection = collection
+        self.metric = metric
+        self.scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        #: The collection's dimension once it is known to exist.
+        self._dim: Optional[int] = None
+
+    @property
+    def embeddings(self) -> Embeddings:
+        return self._embedding
+
+    @property
+    def client(self) -> Strata:
+        if self._client is None:
+            raise ValueError("this store was built with an async client only; use the a* methods")
+        return self._client
+
+    def _scope_args(self) -> Dict[str, Any]:
+        s = self.scope
+        return {
+            "user_tokens": s.user_tokens,
+            "memory_domain": s.memory_domain,
+            "run_id": s.run_id,
+            "memory_scope": s.memory_scope,
+            "user_match": s.user_match,
+        }
+
+    def _in_collection(self, extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        f: Dict[str, Any] = {"modality": self.collection}
+        if extra:
+            f.update(extra)
+        return f
+
+    # The collection: found or created on first use, its dimension checked.
+
+    def _check(self, found_dim: int, dim: int) -> None:
+        if found_dim != dim:
+            raise ValueError(
+                f"collection {self.collection} has dimension {found_dim}, "
+                f"but the embeddings have {dim}"
+            )
+
+    def _adopt(self, found: Collection, dim: int) -> None:
+        """Remembers an existing collection; its metric, not the constructor's, rules scores."""
+        self._check(found.dim, dim)
+        self._dim, self.metric = found.dim, found.metric
+
+    def _find(self, collections: List[Collection]) -> Optional[Collection]:
+        return next((c for c in collections if c.name == self.collection), None)
+
+    def _ensure_collection(self, dim: int, create: bool) -> bool:
+        """Whether the collection exists (creating it when ``create``)."""
+        if self._dim is not None:
+            self._check(self._dim, dim)
+            return True
+        found = self._find(self.client.list_collections())
+        if found is None and create:
+            try:
+                found = self.client.create_collection(self.collection, dim, self.metric)
+            except ConflictError:
+                # Another writer created it first.
+                found = self._find(self.client.list_collections())
+        if found is None:
+            return False
+        self._adopt(found, dim)
+        return True
+
+    async def _aensure_collection(self, client: AsyncStrata, dim: int, create: bool) -> bool:
+        if self._dim is not None:
+            self._check(self._dim, dim)
+            return True
+        found = self._find(await client.list_collections())
+        if found is None and create:
+            try:
+                found = await client.create_collection(self.collection, dim, self.metric)
+            except ConflictError:
+                found = self._find(await client.list_collections())
+        if found is None:
+            return False
+        self._adopt(found, dim)
+        return True
+
+    # Writing.
+
+    def _records(
+        self,
+        texts: List[str],
+        vectors: List[List[float]],
+        metadatas: Optional[List[Dict[str, Any]]],
+        ids: Optional[Sequence[Optional[str]]],
+    ) -> List[NewRecord]:
+        if metadatas is not None and len(metadatas) != len(texts):
+            raise ValueError(f"{len(metadatas)} metadatas for {len(texts)} texts")
+        if ids is not None and len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+        records = []
+        for i, (text, vector) in enumerate(zip(texts, vectors)):
+            metadata = metadatas[i] if metadatas else None
+            records.append(
+                NewRecord(
+                    content=text,
+                    vector=vector,
+                    id=ids[i] if ids else None,
+                    collection=self.collection,
+                    metadata={METADATA_KEY: dict(metadata)} if metadata else None,
+                )
+            )
+        return records
+
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: Optional[List[Dict[str, Any]]] = None,
+        *,
+        ids: Optional[List[str]] = None,
+        **kwargs: Any,
+    ) -> List[str]:
+        """Embeds and stores texts; a text whose id exists replaces that document."""
+        texts = list(texts)
+        if not texts:
+            return []
+        vectors = self._embedding.embed_documents(texts)
+        self._ensure_collection(len(vectors[0]), create=True)
+        records = self._records(texts, vectors, metadatas, ids)
+        out: List[str] = []
+        for start in range(0, len(records), BATCH):
+            results = self.client.add(records[start : start + BATCH], **self._scope_args())
+            out.extend(r.id for r in results)
+        return out
+
+    async def aadd_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: Optional[List[Dict[str, Any]]] = None,
+        *,
+        ids: Optional[List[str]] = None,
+        **kwargs: Any,
+    ) -> List[str]:
+        if self._async_client is None:
+            return await super().aadd_texts(texts, metadatas, ids=ids, **kwargs)
+        texts = list(texts)
+        if not texts:
+            return []
+        vectors = await self._embedding.aembed_documents(texts)
+        await self._aensure_collection(self._async_client, len(vectors[0]), create=True)
+        records = self._records(texts, vectors, metadatas, ids)
+        out: List[str] = []
+        for start in range(0, len(records), BATCH):
+            results = await self._async_client.add(
+                records[start : start + BATCH], **self._scope_args()
+            )
+            out.extend(r.id for r in results)
+        return out
+
+    def delete(self, ids: Optional[List[str]] = None, **kwargs: Any) -> Optional[bool]:
+        """Deletes these documents (missing ids are ignored), or with no ids every document
+        of the collection that the store's scope sees."""
+        if ids is None:
+            self.client.delete_where(self._in_collection(), **self._scope_args())
+            return True
+        for start in range(0, len(ids), BATCH):
+            chunk = {"id": {"$in": list(ids[start : start + BATCH])}}
+            self.client.delete_where(self._in_collection(chunk), **self._scope_args())
+        return True
+
+    async def adelete(self, ids: Optional[List[str]] = None, **kwargs: Any) -> Optional[bool]:
+        if self._async_client is None:
+            return await super().adelete(ids, **kwargs)
+        if ids is None:
+            await self._async_client.delete_where(self._in_collection(), **self._scope_args())
+            return True
+        for start in range(0, len(ids), BATCH):
+            chunk = {"id": {"$in": list(ids[start : start + BATCH])}}
+            await self._async_client.delete_where(self._in_collection(chunk), **self._scope_args())
+        return True
+
+    # Reading by id.
+
+    @staticmethod
+    def _in_order(ids: Sequence[str], records: Iterable[Record]) -> List[Document]:
+        by_id = {r.id: r for r in records}
+        return [_document(by_id[i]) for i in ids if i in by_id]
+
+    def get_by_ids(self, ids: Sequence[str], /) -> List[Document]:
+        """The documents with these ids, in the order asked; missing ids are skipped."""
+        found: List[Record] = []
+        for start in range(0, len(ids), BATCH):
+            chunk = {"id": {"$in": list(ids[start : start + BATCH])}}
+            found.extend(
+                self.client.iter_all(filter=self._in_collection(chunk), **self._scope_args())
+            )
+        return self._in_order(ids, found)
+
+    async def aget_by_ids(self, ids: Sequence[str], /) -> List[Document]:
+        if self._async_client is None:
+            return await super().aget_by_ids(ids)
+        found: List[Record] = []
+        for start in range(0, len(ids), BATCH):
+            chunk = {"id": {"$in": list(ids[start : start + BATCH])}}
+            async for r in self._async_client.iter_all(
+                filter=self._in_collection(chunk), **self._scope_args()
+            ):
+                found.append(r)
+        return self._in_order(ids, found)
+
+    # Searching.
+
+    def _search_args(
+        self, vector: List[float], k: int, filter: Optional[Mapping[str, Any]]
+    ) -> Dict[str, Any]:
+        return dict(
+            vector=vector,
+            k=k,
+            mode="vector",
+            collection=self.collection,
+            filter=translate_filter(filter) or None,
+            **self._scope_args(),
+        )
+
+    def similarity_search_with_score_by_vector(
+        self,
+        embedding: List[float],
+        k: int = 4,
+        filter: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> List[Tuple[Document, float]]:
+        """Documents nearest to a vector, with Strata's scores (higher is closer: cosine
+        similarity, dot product, or negative L2 distance, after the collection's metric)."""
+        if not self._ensure_collection(len(embedding), create=False):
+            return []
+        result = self.client.search(**self._search_args(embedding, k, filter))
+        return [(_document(h.record), h.score) for h in result.hits]
+
+    async def asimilarity_search_with_score_by_vector(
+        self,
+        embedding: List[float],
+        k: int = 4,
+        filter: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> List[Tuple[Document, float]]:
+        if self._async_client is None:
+            pairs: List[Tuple[Document, float]] = await self._in_thread(
+                self.similarity_search_with_score_by_vector, embedding, k, filter, **kwargs
+            )
+            return pairs
+        if not await self._aensure_collection(self._async_client, len(embedding), create=False):
+            return []
+        result = await self._async_client.search(**self._search_args(embedding, k, filter))
+        return [(_document(h.record), h.score) for h in result.hits]
+
+    @staticmethod
+    async def _in_thread(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await run_in_executor(None, f, *args, **kwargs)
+
+    def similarity_search_with_score(
+        self, query: str, k: int = 4, filter: Optional[Mapping[str, Any]] = None, **kwargs: Any
+    ) -> List[Tuple[Document, float]]:
+        vector = self._embedding.embed_query(query)
+        return self.similarity_search_with_score_by_vector(vector, k, filter, **kwargs)
+
+    async def asimilarity_search_with_score(
+        self, query: str, k: int = 4, filter: Optional[Mapping[str, Any]] = None, **kwargs: Any
+    ) -> List[Tuple[Document, float]]:
+        vector = await self._embedding.aembed_query(query)
+        return await self.asimilarity_search_with_score_by_vector(vector, k, filter, **kwargs)
+
+    def similarity_search(
+        self, query: str, k: int = 4, filter: Optional[Mapping[str, Any]] = None, **kwargs: Any
+    ) -> List[Document]:
+        return [d for d, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
+
+    async def asimilarity_search(
+        self, query: str, k: int = 4, filter: Optional[Mapping[str, Any]] = None, **kwargs: Any
+    ) -> List[Document]:
+        pairs = await self.asimilarity_search_with_score(query, k, filter, **kwargs)
+        return [d for d, _ in pairs]
+
+    def similarity_search_by_vector(
+        self,
+        embedding: List[float],
+        k: int = 4,
+        filter: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> List[Document]:
+        pairs = self.similarity_search_with_score_by_vector(embedding, k, filter, **kwargs)
+        return [d for d, _ in pairs]
+
+    async def asimilarity_search_by_vector(
+        self,
+        embedding: List[float],
+        k: int = 4,
+        filter: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> List[Document]:
+        pairs = await self.asimilarity_search_with_score_by_vector(embedding, k, filter, **kwargs)
+        return [d for d, _ in pairs]
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        """Scores in [0, 1] for ``similarity_search_with_relevance_scores``."""
+        if self.metric == "l2":
+            # Strata scores L2 as the negative distance.
+            return lambda score: self._euclidean_relevance_score_fn(-score)
+        if self.metric == "dot":
+            return lambda score: self._max_inner_product_relevance_score_fn(-score)
+        # Cosine similarity in [-1, 1], mapped to [0, 1].
+        return lambda score: (1.0 + score) / 2.0
+
+    # Maximal marginal relevance: search fetch_k by vector, then fetch the candidates'
+    # vectors (search hits do not carry them) and pick k.
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: List[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> List[Document]:
+        if not self._ensure_collection(len(embedding), create=False):
+            return []
+        hits = self.client.search(**self._search_args(embedding, fetch_k, filter)).hits
+        ids = [h.record.id for h in hits]
+        full = {
+            r.id: r
+            for r in self.client.iter_all(
+                filter=self._in_collection({"id": {"$in": ids}}), **self._scope_args()
+            )
+        }
+        candidates = [full[i] for i in ids if i in full and full[i].vector]
+        picked = mmr_select(embedding, [c.vector or [] for c in candidates], k, lambda_mult)
+        return [_document(candidates[i]) for i in picked]
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> List[Document]:
+        vector = self._embedding.embed_query(query)
+        return self.max_marginal_relevance_search_by_vector(
+            vector, k, fetch_k, lambda_mult, filter, **kwargs
+        )
+
+    # Construction from texts.
+
+    @classmethod
+    def from_texts(
+        cls: Type[VST],
+        texts: List[str],
+        embedding: Embeddings,
+        metadatas: Optional[List[Dict[str, Any]]] = None,
+        *,
+        ids: Optional[List[str]] = None,
+        **kwargs: Any,
+    ) -> VST:
+        """A store (``kwargs`` are the constructor's: ``client`` or ``url`` and ``api_key``,
+        ``collection``, scope fields) holding ``texts``."""
+        store = cls(embedding=embedding, **kwargs)
+        store.add_texts(texts, metadatas, ids=ids)
+        return store
+
+    @classmethod
+    async def afrom_texts(
+        cls: Type[VST],
+        texts: List[str],
+        embedding: Embeddings,
+        metadatas: Optional[List[Dict[str, Any]]] = None,
+        *,
+        ids: Optional[List[str]] = None,
+        **kwargs: Any,
+    ) -> VST:
+        store = cls(embedding=embedding, **kwargs)
+        await store.aadd_texts(texts, metadatas, ids=ids)
+        return store

@@ -1,0 +1,450 @@
+"""Typed views of the server's JSON: records, search hits, pages, tenants, keys, audit rows.
+
+Plain dataclasses, built by ``from_json``; fields the server adds later are ignored, so a newer
+server does not break an older client. Times are milliseconds since the Unix epoch, as the
+server sends them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+__all__ = [
+    "Confidence",
+    "Record",
+    "NewRecord",
+    "WriteResult",
+    "Explain",
+    "SearchHit",
+    "SearchResult",
+    "Page",
+    "Collection",
+    "TenantLimits",
+    "TenantUsage",
+    "Tenant",
+    "ApiKey",
+    "CreatedKey",
+    "AuditRow",
+    "Millis",
+    "to_millis",
+]
+
+#: Milliseconds since the Unix epoch, or a ``datetime``. A naive ``datetime`` is read as local
+#: time (``datetime.timestamp`` does so); pass timezone-aware ones to be unambiguous.
+Millis = Union[int, datetime]
+
+
+def to_millis(t: Millis) -> int:
+    """Milliseconds since the epoch of an ``int`` (returned as is) or a ``datetime``."""
+    if isinstance(t, datetime):
+        return int(t.timestamp() * 1000)
+    return int(t)
+
+
+@dataclass
+class Confidence:
+    """How much a memory is believed; new memories start at even odds."""
+
+    value: float = 0.5
+    evidence_count: int = 0
+    corroborations: int = 0
+    contradictions: int = 0
+
+    @classmethod
+    def from_json(cls, d: Optional[Mapping[str, Any]]) -> Confidence:
+        d = d or {}
+        return cls(
+            value=float(d.get("value", 0.5)),
+            evidence_count=int(d.get("evidence_count", 0)),
+            corroborations=int(d.get("corroborations", 0)),
+            contradictions=int(d.get("contradictions", 0)),
+        )
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "value": self.value,
+            "evidence_count": self.evidence_count,
+            "corroborations": self.corroborations,
+            "contradictions": self.contradictions,
+        }
+
+
+@dataclass
+class Record:
+    """A stored memory."""
+
+    id: str
+    #: The collection it lives in (the server's ``modality`` field).
+    modality: str
+    content: Optional[str] = None
+    #: ``None`` when the record has none, and in search hits, which do not carry vectors.
+    vector: Optional[List[float]] = None
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    #: Principals who may read it; empty means everyone in the tenant.
+    user_tokens: List[str] = field(default_factory=list)
+    memory_domain: str = "default"
+    run_id: Optional[str] = None
+    memory_scope: Optional[str] = None
+    kind: Optional[str] = None
+    created_at: int = 0
+    updated_at: int = 0
+    expires_at: Optional[int] = None
+    confidence: Confidence = field(default_factory=Confidence)
+
+    @property
+    def collection(self) -> str:
+        """The collection it lives in; the same as ``modality``."""
+        return self.modality
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Record:
+        return cls(
+            id=d["id"],
+            modality=d.get("modality", "text"),
+            content=d.get("content"),
+            vector=d.get("vector"),
+            metadata=dict(d.get("metadata") or {}),
+            user_tokens=list(d.get("user_tokens") or []),
+            memory_domain=d.get("memory_domain", "default"),
+            run_id=d.get("run_id"),
+            memory_scope=d.get("memory_scope"),
+            kind=d.get("kind"),
+            created_at=int(d.get("created_at", 0)),
+            updated_at=int(d.get("updated_at", 0)),
+            expires_at=d.get("expires_at"),
+            confidence=Confidence.from_json(d.get("confidence")),
+        )
+
+
+@dataclass
+class NewRecord:
+    """One record of a batch write (a plain ``dict`` with the server's field names works too).
+
+    Fields left ``None`` are not sent: the server assigns an id, uses the ``text`` collection,
+    and takes ``user_tokens``, ``run_id`` and ``memory_scope`` from the call's scope.
+    """
+
+    content: Optional[str] = None
+    vector: Optional[Sequence[float]] = None
+    metadata: Optional[Mapping[str, Any]] = None
+    #: Your own id, for idempotent upserts: ``[a-zA-Z0-9_.-]{1,64}``.
+    id: Optional[str] = None
+    #: The collection (sent as ``modality``).
+    collection: Optional[str] = None
+    kind: Optional[str] = None
+    user_tokens: Optional[Sequence[str]] = None
+    run_id: Optional[str] = None
+    memory_scope: Optional[str] = None
+    expires_at: Optional[Millis] = None
+    confidence: Optional[Confidence] = None
+
+    def to_json(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        if self.id is not None:
+            out["id"] = self.id
+        if self.collection is not None:
+            out["modality"] = self.collection
+        if self.kind is not None:
+            out["kind"] = self.kind
+        if self.content is not None:
+            out["content"] = self.content
+        if self.vector is not None:
+            out["vector"] = [float(x) for x in self.vector]
+        if self.user_tokens is not None:
+            out["user_tokens"] = list(self.user_tokens)
+        if self.run_id is not None:
+            out["run_id"] = self.run_id
+        if self.memory_scope is not None:
+            out["memory_scope"] = self.memory_scope
+        if self.metadata is not None:
+            out["metadata"] = dict(self.metadata)
+        if self.expires_at is not None:
+            out["expires_at"] = to_millis(self.expires_at)
+        if self.confidence is not None:
+            out["confidence"] = self.confidence.to_json()
+        return out
+
+
+@dataclass
+class WriteResult:
+    """What happened to one written record."""
+
+    id: str
+    #: ``True`` for a new record; ``False`` when a client id replaced one, or on dedup.
+    created: bool
+    #: ``True`` when the run already held the same content; ``id`` is the existing record's.
+    deduplicated: bool
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> WriteResult:
+        return cls(
+            id=d["id"],
+            created=bool(d.get("created")),
+            deduplicated=bool(d.get("deduplicated")),
+        )
+
+
+@dataclass
+class Explain:
+    """Per-channel scores and ranks of a hit (search with ``explain=True``)."""
+
+    vector_score: Optional[float] = None
+    vector_rank: Optional[int] = None
+    text_score: Optional[float] = None
+    text_rank: Optional[int] = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Explain:
+        return cls(
+            vector_score=d.get("vector_score"),
+            vector_rank=d.get("vector_rank"),
+            text_score=d.get("text_score"),
+            text_rank=d.get("text_rank"),
+        )
+
+
+@dataclass
+class SearchHit:
+    """One result: the record and its score (higher is better)."""
+
+    record: Record
+    score: float
+    explain: Optional[Explain] = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SearchHit:
+        e = d.get("explain")
+        return cls(
+            record=Record.from_json(d["record"]),
+            score=float(d["score"]),
+            explain=Explain.from_json(e) if isinstance(e, dict) else None,
+        )
+
+
+@dataclass
+class SearchResult:
+    """The hits of a search, best first. Iterable, and ``len()`` counts the hits."""
+
+    hits: List[SearchHit]
+    #: ``vector``, ``text`` or ``hybrid``: the mode the server used.
+    mode: str
+    #: ``True`` when every channel was answered by an exact scan rather than the graph.
+    exact: bool
+
+    def __iter__(self) -> Iterator[SearchHit]:
+        return iter(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __getitem__(self, i: int) -> SearchHit:
+        return self.hits[i]
+
+    @property
+    def records(self) -> List[Record]:
+        return [h.record for h in self.hits]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SearchResult:
+        return cls(
+            hits=[SearchHit.from_json(h) for h in d.get("hits", [])],
+            mode=d.get("mode", ""),
+            exact=bool(d.get("exact")),
+        )
+
+
+@dataclass
+class Page:
+    """One page of a listing, in id order; pass ``next`` as ``after`` for the following one."""
+
+    records: List[Record]
+    #: ``None`` when this page reached the end.
+    next: Optional[str]
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Page:
+        return cls(
+            records=[Record.from_json(r) for r in d.get("records", [])],
+            next=d.get("next"),
+        )
+
+
+@dataclass
+class Collection:
+    """A vector space with a fixed dimension and metric (``cosine``, ``dot`` or ``l2``)."""
+
+    name: str
+    dim: int
+    metric: str
+    created_at: int = 0
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Collection:
+        return cls(
+            name=d["name"],
+            dim=int(d["dim"]),
+            metric=d.get("metric", "cosine"),
+            created_at=int(d.get("created_at", 0)),
+        )
+
+
+@dataclass
+class TenantLimits:
+    """A tenant's quotas and admission limits; ``None`` means unlimited."""
+
+    max_vectors: Optional[int] = None
+    max_storage_bytes: Optional[int] = None
+    max_collections: Optional[int] = None
+    max_qps: Optional[float] = None
+    burst: Optional[int] = None
+    max_concurrent: Optional[int] = None
+    max_spreading_depth: Optional[int] = None
+
+    @classmethod
+    def from_json(cls, d: Optional[Mapping[str, Any]]) -> TenantLimits:
+        d = d or {}
+        return cls(
+            max_vectors=d.get("max_vectors"),
+            max_storage_bytes=d.get("max_storage_bytes"),
+            max_collections=d.get("max_collections"),
+            max_qps=d.get("max_qps"),
+            burst=d.get("burst"),
+            max_concurrent=d.get("max_concurrent"),
+            max_spreading_depth=d.get("max_spreading_depth"),
+        )
+
+
+@dataclass
+class TenantUsage:
+    records: int
+    vectors: int
+    storage_bytes: int
+    collections: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TenantUsage:
+        return cls(
+            records=int(d.get("records", 0)),
+            vectors=int(d.get("vectors", 0)),
+            storage_bytes=int(d.get("storage_bytes", 0)),
+            collections=int(d.get("collections", 0)),
+        )
+
+
+@dataclass
+class Tenant:
+    """A tenant as operators see it."""
+
+    id: str
+    #: ``active``, ``suspended`` or ``deleted``.
+    status: str
+    display_name: Optional[str] = None
+    created_at: int = 0
+    deleted_at: Optional[int] = None
+    limits: TenantLimits = field(default_factory=TenantLimits)
+    weight: int = 1
+    #: Present on :meth:`StrataAdmin.get_tenant`; lists leave it out.
+    usage: Optional[TenantUsage] = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Tenant:
+        u = d.get("usage")
+        return cls(
+            id=d["id"],
+            status=d.get("status", ""),
+            display_name=d.get("display_name"),
+            created_at=int(d.get("created_at", 0)),
+            deleted_at=d.get("deleted_at"),
+            limits=TenantLimits.from_json(d.get("limits")),
+            weight=int(d.get("weight", 1)),
+            usage=TenantUsage.from_json(u) if isinstance(u, dict) else None,
+        )
+
+
+@dataclass
+class ApiKey:
+    """An API key as listed: everything but its secret."""
+
+    id: str
+    #: The tenant id, or ``*`` for an operator key.
+    tenant: str
+    permissions: List[str]
+    name: Optional[str] = None
+    user_tokens: Optional[List[str]] = None
+    domains: Optional[List[str]] = None
+    created_at: int = 0
+    expires_at: Optional[int] = None
+    revoked_at: Optional[int] = None
+
+    @classmethod
+    def _fields(cls, d: Mapping[str, Any]) -> Dict[str, Any]:
+        return dict(
+            id=d["id"],
+            tenant=d["tenant"],
+            permissions=list(d.get("permissions") or []),
+            name=d.get("name"),
+            user_tokens=d.get("user_tokens"),
+            domains=d.get("domains"),
+            created_at=int(d.get("created_at", 0)),
+            expires_at=d.get("expires_at"),
+            revoked_at=d.get("revoked_at"),
+        )
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ApiKey:
+        return cls(**cls._fields(d))
+
+
+@dataclass
+class CreatedKey(ApiKey):
+    """A freshly minted key. ``key`` is the bearer secret, shown in this answer only."""
+
+    key: str = ""
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> CreatedKey:
+        return cls(key=d["key"], **cls._fields(d))
+
+    def __repr__(self) -> str:
+        # Keep the secret out of logs and tracebacks.
+        return f"CreatedKey(id={self.id!r}, tenant={self.tenant!r}, key='sk_…')"
+
+
+@dataclass
+class AuditRow:
+    """One audit row: who did what, when, from where, and how it ended."""
+
+    seq: int
+    at: int
+    actor: str
+    #: What happened, e.g. ``memory.put``, ``tenant.suspend``, ``auth.failure``.
+    action: str
+    #: ``ok``, or the error code that refused it.
+    outcome: str
+    tenant: Optional[str] = None
+    client: Optional[str] = None
+    #: The ``x-request-id`` of the request, as the client saw it.
+    request_id: Optional[str] = None
+    detail: Any = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> AuditRow:
+        return cls(
+            seq=int(d.get("seq", 0)),
+            at=int(d.get("at", 0)),
+            actor=d.get("actor", ""),
+            action=d.get("action", ""),
+            outcome=d.get("outcome", ""),
+            tenant=d.get("tenant"),
+            client=d.get("client"),
+            request_id=d.get("request_id"),
+            detail=d.get("detail"),
+        )

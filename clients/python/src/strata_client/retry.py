@@ -1,0 +1,76 @@
+"""When the client retries a request by itself, and how long it waits first.
+
+Strata refuses work it will not do *before* doing any of it: a tenant over its rate
+(``429 RATE_LIMITED``) or concurrency limit (``429 CONCURRENCY_LIMITED``), or a full worker
+queue (``503 OVERLOADED``), is answered before the request touches storage, with the wait in
+``retry_after_ms`` and ``Retry-After``. Retrying those is therefore safe for every request,
+writes included, and the client does so by default, waiting as long as the server asked.
+
+A broken connection is different: the server may have applied a write whose answer was lost.
+Those are retried only when the request was never sent (connect failures) or is idempotent:
+reads, searches, listings, counts, patches, deletes, and writes whose records all carry
+client ids (an upsert by id lands on the same record however often it is repeated). A write
+without ids is not retried after a lost answer, since it could be stored twice.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from .errors import OverloadedError, RateLimitError, StrataConnectionError, StrataError
+
+__all__ = ["RetryPolicy"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times, and how patiently, to retry. ``RetryPolicy(max_retries=0)`` disables it.
+
+    Pass one as ``retries=`` to a client, or an ``int`` for ``max_retries`` alone.
+    """
+
+    #: Retries after the first attempt.
+    max_retries: int = 3
+    #: The longest single wait, in seconds. When the server asks for more, the error is
+    #: raised at once: waiting less than asked would only be refused again.
+    max_wait: float = 30.0
+    #: First wait of the exponential backoff used when the server gave no time (connection
+    #: failures), in seconds; it doubles each attempt up to ``max_backoff``.
+    backoff: float = 0.2
+    max_backoff: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be 0 or more")
+        if self.max_wait < 0 or self.backoff < 0 or self.max_backoff < 0:
+            raise ValueError("waits must be 0 or more")
+
+    @classmethod
+    def of(cls, retries: Union[int, RetryPolicy]) -> RetryPolicy:
+        return retries if isinstance(retries, RetryPolicy) else cls(max_retries=retries)
+
+    def delay(
+        self, error: StrataError, attempt: int, *, idempotent: bool, sent: bool = True
+    ) -> Optional[float]:
+        """Seconds to wait before retry number ``attempt + 1``, or ``None`` to give up.
+
+        ``sent`` is ``False`` when the request never left the client (connect failures).
+        """
+        if attempt >= self.max_retries:
+            return None
+        if isinstance(error, (RateLimitError, OverloadedError)):
+            wait = error.retry_after if error.retry_after is not None else self._backoff(attempt)
+        elif isinstance(error, StrataConnectionError) and (idempotent or not sent):
+            wait = self._backoff(attempt)
+        else:
+            return None
+        if wait > self.max_wait:
+            return None
+        # Never earlier than asked (a token bucket refills exactly on time), plus a little
+        # jitter so clients refused together do not come back together.
+        return wait + random.uniform(0.005, 0.005 + 0.1 * wait)
+
+    def _backoff(self, attempt: int) -> float:
+        return float(min(self.max_backoff, self.backoff * (2**attempt)))

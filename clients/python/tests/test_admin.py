@@ -1,0 +1,137 @@
+"""The operator client: tenant lifecycle, limits, export and import, keys, and audit logs."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from strata_client import (
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    Strata,
+    StrataAdmin,
+    TenantSuspendedError,
+)
+
+from .conftest import NewTenant, Server, TenantKey, unique
+
+
+def test_tenant_lifecycle(server: Server, admin: StrataAdmin) -> None:
+    tid = unique("life")
+    created = admin.create_tenant(tid, display_name="Life Inc.")
+    assert (created.id, created.status, created.display_name) == (tid, "active", "Life Inc.")
+    assert tid in [t.id for t in admin.list_tenants()]
+    key = admin.create_key(tid).key
+    with Strata(server.url, key) as c:
+        c.add("kept through everything", id="m1")
+
+        suspended = admin.suspend_tenant(tid)
+        assert suspended.status == "suspended"
+        with pytest.raises(TenantSuspendedError) as e:
+            c.get("m1")
+        assert (e.value.code, e.value.status) == ("TENANT_SUSPENDED", 403)
+        assert admin.resume_tenant(tid).status == "active"
+        assert c.get("m1").content == "kept through everything"
+
+        deleted = admin.delete_tenant(tid)
+        assert deleted.status == "deleted" and deleted.deleted_at is not None
+        with pytest.raises(NotFoundError):
+            c.get("m1")
+        assert admin.restore_tenant(tid).status == "active"
+        assert c.get("m1").content == "kept through everything"
+
+        assert admin.delete_tenant(tid, hard=True) is None
+        with pytest.raises(AuthenticationError):
+            c.count()
+    with pytest.raises(NotFoundError):
+        admin.get_tenant(tid)
+
+
+def test_soft_deleted_tenants_are_purged(admin: StrataAdmin) -> None:
+    tid = unique("purge")
+    admin.create_tenant(tid)
+    admin.delete_tenant(tid)
+    assert tid in admin.purge_deleted(retention_secs=0)
+    with pytest.raises(NotFoundError):
+        admin.get_tenant(tid)
+
+
+def test_limits_merge_and_usage(admin: StrataAdmin, client: Strata, tenant: TenantKey) -> None:
+    admin.update_tenant(tenant.id, limits={"max_vectors": 100, "max_collections": 10}, weight=2)
+    t = admin.update_tenant(tenant.id, limits={"max_collections": None}, display_name="Renamed")
+    assert (t.limits.max_vectors, t.limits.max_collections) == (100, None)
+    assert (t.weight, t.display_name) == (2, "Renamed")
+    client.add("one")
+    usage = admin.get_tenant(tenant.id).usage
+    assert usage is not None and usage.records == 1 and usage.collections >= 1
+
+
+def test_keys_are_minted_listed_and_revoked(
+    server: Server, admin: StrataAdmin, tenant: TenantKey
+) -> None:
+    created = admin.create_key(
+        tenant.id,
+        name="reader",
+        permissions=["read"],
+        user_tokens=["u:alice"],
+        expires_in_secs=3600,
+    )
+    assert created.key.startswith("sk_") and created.key not in repr(created)
+    assert (created.tenant, created.name, created.permissions) == (tenant.id, "reader", ["read"])
+    assert created.user_tokens == ["u:alice"] and created.expires_at is not None
+    listed = {k.id: k for k in admin.list_keys(tenant=tenant.id)}
+    assert created.id in listed and listed[created.id].revoked_at is None
+    with Strata(server.url, created.key) as c:
+        assert c.count() == 0
+        revoked = admin.revoke_key(created.id)
+        assert revoked.revoked_at is not None
+        with pytest.raises(AuthenticationError):
+            c.count()
+
+
+def test_export_and_import(
+    server: Server, admin: StrataAdmin, client: Strata, tenant: TenantKey, tmp_path: Path
+) -> None:
+    client.add([{"content": f"exported {i}", "metadata": {"i": i}} for i in range(3)])
+    client.add("private", user_tokens=["u:alice"])
+    buffer = io.BytesIO()
+    size = admin.export_tenant(tenant.id, buffer)
+    assert size == len(buffer.getvalue()) > 0
+    path = tmp_path / "export.ndjson"
+    assert admin.export_tenant(tenant.id, path) > 0
+
+    for source in (buffer.getvalue(), path):
+        copy = unique("copy")
+        imported = admin.import_tenant(copy, source)
+        assert imported.id == copy and imported.usage is not None
+        assert imported.usage.records == 4
+        with Strata(server.url, admin.create_key(copy).key) as c:
+            assert c.count() == 3
+            assert c.count(user_tokens=["u:alice"]) == 4
+
+
+def test_audit_logs(server: Server, admin: StrataAdmin, new_tenant: NewTenant) -> None:
+    t = new_tenant()
+    with Strata(server.url, t.key) as c:
+        w = c.add("audited")
+        c.delete(w.id)
+        rows = c.history(limit=10)
+        assert [r.action for r in rows][:2] == ["memory.delete", "memory.put"]
+        assert all(r.tenant == t.id and r.outcome == "ok" and r.request_id for r in rows)
+        assert [r.action for r in c.history(action="memory.put")] == ["memory.put"]
+    admin.suspend_tenant(t.id)
+    admin.resume_tenant(t.id)
+    ops = admin.audit(tenant=t.id, limit=5)
+    assert [r.action for r in ops][:2] == ["tenant.resume", "tenant.suspend"]
+    assert ops[0].actor.startswith("operator")
+    failures = admin.audit(action="auth.failure", limit=1000)
+    assert all(r.action == "auth.failure" for r in failures)
+
+
+def test_tenant_keys_cannot_administer(server: Server, tenant: TenantKey) -> None:
+    with StrataAdmin(server.url, tenant.key) as not_an_operator:
+        with pytest.raises(PermissionDeniedError):
+            not_an_operator.list_tenants()

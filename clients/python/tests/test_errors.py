@@ -1,0 +1,115 @@
+"""Errors: each refusal is an exception of its family, carrying the stable code, the HTTP
+status, the message and the response's request id."""
+
+from __future__ import annotations
+
+import pytest
+
+from strata_client import (
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    Strata,
+    StrataAdmin,
+    StrataConnectionError,
+    StrataError,
+    TenantMismatchError,
+)
+
+from .conftest import NewTenant, Server, TenantKey
+
+
+def test_foreign_ids_are_not_found(server: Server, client: Strata, new_tenant: NewTenant) -> None:
+    mine = client.add("tenant A's memory", id="shared-name")
+    other = new_tenant()
+    with Strata(server.url, other.key) as b:
+        with pytest.raises(NotFoundError) as e:
+            b.get(mine.id)
+        err = e.value
+        assert (err.code, err.status, err.message) == ("NOT_FOUND", 404, "not found")
+        assert err.request_id and len(err.request_id) >= 16
+        assert err.request_id in str(err) and "NOT_FOUND" in str(err)
+        # The same id in another tenant is another record: no conflict, no leak.
+        assert b.add("tenant B's memory", id="shared-name").created
+    assert client.get("shared-name").content == "tenant A's memory"
+
+
+def test_bad_input_names_the_field(client: Strata) -> None:
+    with pytest.raises(BadRequestError) as e:
+        client.add("x", memory_domain="not a valid domain!")
+    assert (e.value.code, e.value.status) == ("BAD_REQUEST", 400)
+    assert "memory_domain" in e.value.message
+    with pytest.raises(BadRequestError, match="filter"):
+        client.count({"n": {"$regex": "a"}})
+    with pytest.raises(BadRequestError, match="content"):
+        client.add()
+
+
+def test_unknown_keys_are_unauthorized(server: Server) -> None:
+    with Strata(server.url, "sk_not_a_real_key") as c:
+        with pytest.raises(AuthenticationError) as e:
+            c.count()
+    assert (e.value.code, e.value.status) == ("UNAUTHORIZED", 401)
+    assert e.value.request_id
+
+
+def test_missing_permissions_are_forbidden(server: Server, new_tenant: NewTenant) -> None:
+    reader = new_tenant(permissions=["read"])
+    with Strata(server.url, reader.key) as c:
+        assert c.count() == 0
+        with pytest.raises(PermissionDeniedError) as e:
+            c.add("nope")
+        assert (e.value.code, e.value.status) == ("FORBIDDEN", 403)
+        with pytest.raises(PermissionDeniedError):
+            c.history()
+        with pytest.raises(PermissionDeniedError):
+            c.create_collection("c", dim=2)
+
+
+def test_operator_key_is_not_a_tenant_key(server: Server) -> None:
+    with Strata(server.url, server.operator_key) as c:
+        with pytest.raises(PermissionDeniedError) as e:
+            c.count()
+    assert e.value.code == "FORBIDDEN"
+
+
+def test_naming_another_tenant_is_a_mismatch(server: Server, tenant: TenantKey) -> None:
+    # The client never sends a tenant; a raw header naming another one is refused.
+    import httpx
+
+    with httpx.Client(headers={"x-tenant-id": "someone-else"}) as http:
+        with Strata(server.url, tenant.key, http_client=http) as c:
+            with pytest.raises(TenantMismatchError) as e:
+                c.count()
+    assert (e.value.code, e.value.status) == ("TENANT_MISMATCH", 403)
+
+
+def test_quota_and_conflict(admin: StrataAdmin, client: Strata, tenant: TenantKey) -> None:
+    client.create_collection("q", dim=2)
+    with pytest.raises(ConflictError) as e:
+        client.create_collection("q", dim=2)
+    assert (e.value.code, e.value.status) == ("CONFLICT", 409)
+    admin.update_tenant(tenant.id, limits={"max_vectors": 1})
+    client.add("one", vector=[1, 0], collection="q")
+    with pytest.raises(QuotaExceededError) as q:
+        client.add("two", vector=[0, 1], collection="q")
+    assert q.value.code == "QUOTA_EXCEEDED" and "max_vectors" in q.value.message
+    assert isinstance(q.value, PermissionDeniedError)
+
+
+def test_unreachable_server_is_a_connection_error(tenant: TenantKey) -> None:
+    # Port 9 (discard) is closed on test machines; nothing was sent, so it was retried.
+    with Strata("http://127.0.0.1:9", tenant.key, retries=1) as c:
+        with pytest.raises(StrataConnectionError) as e:
+            c.count()
+    assert e.value.status is None and e.value.code == "CONNECTION_ERROR"
+    assert isinstance(e.value, StrataError)
+
+
+def test_missing_configuration_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STRATA_URL", raising=False)
+    with pytest.raises(ValueError, match="STRATA_URL"):
+        Strata(api_key="sk_x")

@@ -1,0 +1,195 @@
+"""The LangChain store beyond the standard suite: metadata round trips (even under names Strata
+reserves), filters, scope fields, collections, relevance scores, MMR and retrievers."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.embeddings import DeterministicFakeEmbedding
+
+from strata_client import AsyncStrata, PermissionDeniedError, Strata, StrataAdmin
+from strata_client.langchain import METADATA_KEY, StrataVectorStore, mmr_select, translate_filter
+
+from .conftest import NewTenant, Server, TenantKey, unique
+
+DIM = 8
+
+
+@pytest.fixture
+def embedding() -> DeterministicFakeEmbedding:
+    return DeterministicFakeEmbedding(size=DIM)
+
+
+@pytest.fixture
+def store(client: Strata, embedding: DeterministicFakeEmbedding) -> StrataVectorStore:
+    return StrataVectorStore(client=client, embedding=embedding, collection=unique("docs"))
+
+
+def test_metadata_round_trips_under_any_name(store: StrataVectorStore, client: Strata) -> None:
+    metadata = {"id": 7, "content": "x", "kind": ["a", "b"], "nested": {"score": 0.5}}
+    [doc_id] = store.add_texts(["reserved names"], [metadata], ids=["doc-1"])
+    assert store.get_by_ids([doc_id]) == [
+        Document(id="doc-1", page_content="reserved names", metadata=metadata)
+    ]
+    # Stored under one key, so the server's reserved field names cannot clash.
+    record = client.get("doc-1")
+    assert record.metadata == {METADATA_KEY: metadata}
+    assert record.collection == store.collection and record.vector is not None
+
+
+def test_filters_apply_to_document_metadata(store: StrataVectorStore) -> None:
+    store.add_texts(
+        ["apple", "banana", "cherry"],
+        [{"fruit": True, "n": 1}, {"fruit": True, "n": 2}, {"fruit": False, "n": 3}],
+    )
+    found = store.similarity_search("apple", k=3, filter={"n": {"$gte": 2}})
+    assert sorted(d.page_content for d in found) == ["banana", "cherry"]
+    either = store.similarity_search("x", k=3, filter={"$or": [{"n": 1}, {"fruit": False}]})
+    assert sorted(d.page_content for d in either) == ["apple", "cherry"]
+    assert translate_filter({"$and": [{"a": 1}]}) == {"$and": [{f"{METADATA_KEY}.a": 1}]}
+
+
+def test_scope_fields_make_documents_private(
+    client: Strata, embedding: DeterministicFakeEmbedding
+) -> None:
+    collection = unique("scoped")
+    alice = StrataVectorStore(
+        client=client,
+        embedding=embedding,
+        collection=collection,
+        user_tokens=["u:alice"],
+        memory_domain="notes",
+        run_id="session-1",
+    )
+    bob = StrataVectorStore(
+        client=client,
+        embedding=embedding,
+        collection=collection,
+        user_tokens=["u:bob"],
+        memory_domain="notes",
+    )
+    [doc_id] = alice.add_texts(["Alice's secret"])
+    record = client.get(doc_id, user_tokens=["u:alice"], memory_domain="notes")
+    assert (record.user_tokens, record.memory_domain, record.run_id) == (
+        ["u:alice"],
+        "notes",
+        "session-1",
+    )
+    assert [d.page_content for d in alice.similarity_search("secret", k=1)] == ["Alice's secret"]
+    assert bob.similarity_search("secret", k=1) == []
+    assert bob.get_by_ids([doc_id]) == []
+    bob.delete([doc_id])  # invisible to Bob, so not his to delete
+    assert len(alice.get_by_ids([doc_id])) == 1
+
+
+def test_collection_is_created_with_the_embedding_dimension(
+    client: Strata, embedding: DeterministicFakeEmbedding
+) -> None:
+    name = unique("dim")
+    store = StrataVectorStore(client=client, embedding=embedding, collection=name)
+    assert store.similarity_search("nothing yet", k=1) == []
+    assert name not in [c.name for c in client.list_collections()]
+    store.add_texts(["first"])
+    [c] = [c for c in client.list_collections() if c.name == name]
+    assert (c.dim, c.metric) == (DIM, "cosine")
+    other = StrataVectorStore(
+        client=client, embedding=DeterministicFakeEmbedding(size=DIM + 1), collection=name
+    )
+    with pytest.raises(ValueError, match="dimension"):
+        other.add_texts(["wrong size"])
+
+
+def test_a_key_without_admin_needs_an_existing_collection(
+    server: Server,
+    admin: StrataAdmin,
+    new_tenant: NewTenant,
+    embedding: DeterministicFakeEmbedding,
+) -> None:
+    t = new_tenant(permissions=["read", "write"])
+    with Strata(server.url, t.key) as writer:
+        store = StrataVectorStore(client=writer, embedding=embedding, collection="kb")
+        with pytest.raises(PermissionDeniedError):
+            store.add_texts(["needs a collection"])
+        owner_key = admin.create_key(t.id, permissions=["admin"]).key
+        with Strata(server.url, owner_key) as owner:
+            owner.create_collection("kb", dim=DIM)
+        assert len(store.add_texts(["now it works"])) == 1
+
+
+def test_relevance_scores_and_retriever(store: StrataVectorStore) -> None:
+    store.add_texts(["the cat sat on the mat", "quantum chromodynamics", "a dog in the fog"])
+    scored = store.similarity_search_with_relevance_scores("the cat sat on the mat", k=3)
+    assert scored[0][0].page_content == "the cat sat on the mat"
+    assert scored[0][1] == pytest.approx(1.0)
+    assert all(0.0 <= s <= 1.0 for _, s in scored)
+    raw = store.similarity_search_with_score("the cat sat on the mat", k=1)
+    assert raw[0][1] == pytest.approx(1.0)  # cosine similarity of identical embeddings
+    retriever = store.as_retriever(search_kwargs={"k": 2})
+    docs = retriever.invoke("the cat sat on the mat")
+    assert len(docs) == 2 and docs[0].page_content == "the cat sat on the mat"
+
+
+def test_search_by_vector(store: StrataVectorStore, embedding: DeterministicFakeEmbedding) -> None:
+    store.add_texts(["alpha", "beta"], ids=["a", "b"])
+    docs = store.similarity_search_by_vector(embedding.embed_query("beta"), k=1)
+    assert [(d.id, d.page_content) for d in docs] == [("b", "beta")]
+
+
+def test_mmr_prefers_diverse_results(store: StrataVectorStore) -> None:
+    store.add_texts(["same", "same", "different"], ids=["s1", "s2", "d1"])
+    # Identical texts embed identically; MMR takes one of them, then the different one.
+    docs = store.max_marginal_relevance_search("same", k=2, fetch_k=3, lambda_mult=0.25)
+    assert sorted(d.id for d in docs if d.id) in (["d1", "s1"], ["d1", "s2"])
+    assert mmr_select([1, 0], [[1, 0], [1, 0], [0.5, 1]], 2, 0.25) == [0, 2]
+    # Without diversity, MMR is plain similarity order.
+    assert mmr_select([1, 0], [[0, 1], [1, 0], [1, 0.1]], 3, 1.0) == [1, 2, 0]
+
+
+def test_from_texts_with_url_and_key(server: Server, tenant: TenantKey) -> None:
+    store = StrataVectorStore.from_texts(
+        ["from texts"],
+        DeterministicFakeEmbedding(size=DIM),
+        metadatas=[{"src": "t"}],
+        ids=["ft-1"],
+        url=server.url,
+        api_key=tenant.key,
+        collection=unique("ft"),
+    )
+    assert store.get_by_ids(["ft-1"])[0].metadata == {"src": "t"}
+
+
+async def test_async_methods_use_the_async_client(
+    server: Server, tenant: TenantKey, embedding: DeterministicFakeEmbedding
+) -> None:
+    async with AsyncStrata(server.url, tenant.key) as aclient:
+        # No sync client at all: every call below must go through the async one.
+        store = await StrataVectorStore.afrom_texts(
+            ["async one", "async two"],
+            embedding,
+            ids=["x1", "x2"],
+            async_client=aclient,
+            collection=unique("async"),
+        )
+        found = await store.asimilarity_search("async two", k=1)
+        assert [d.id for d in found] == ["x2"]
+        assert [d.id for d in await store.aget_by_ids(["x2", "missing", "x1"])] == ["x2", "x1"]
+        await store.adelete(["x1"])
+        assert [d.id for d in await store.aget_by_ids(["x1", "x2"])] == ["x2"]
+        await store.adelete()
+        assert await store.aget_by_ids(["x2"]) == []
+        with pytest.raises(ValueError, match="async"):
+            store.similarity_search("sync needs a sync client")
+
+
+def test_an_existing_collections_metric_is_used(
+    client: Strata, embedding: DeterministicFakeEmbedding
+) -> None:
+    name = unique("l2")
+    client.create_collection(name, dim=DIM, metric="l2")
+    store = StrataVectorStore(client=client, embedding=embedding, collection=name)
+    store.add_texts(["near", "far away"])
+    assert store.metric == "l2"
+    [(doc, score)] = store.similarity_search_with_score("near", k=1)
+    assert doc.page_content == "near" and score == pytest.approx(0.0, abs=1e-4)
+    [(_, relevance)] = store.similarity_search_with_relevance_scores("near", k=1)
+    assert relevance == pytest.approx(1.0, abs=1e-4)

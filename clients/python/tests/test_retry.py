@@ -1,0 +1,110 @@
+"""Retries: refusals the server marks as retryable (429, 503 OVERLOADED) are retried after the
+time it asks for; other errors, and lost answers to non-idempotent writes, are not."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from strata_client import (
+    AsyncStrata,
+    BadRequestError,
+    OverloadedError,
+    RateLimitError,
+    RetryPolicy,
+    Strata,
+    StrataAdmin,
+    StrataConnectionError,
+)
+
+from .conftest import Server, TenantKey
+
+
+@pytest.fixture
+def limited(admin: StrataAdmin, tenant: TenantKey) -> TenantKey:
+    """The tenant, allowed 5 requests a second with no burst beyond one."""
+    t = admin.update_tenant(tenant.id, limits={"max_qps": 5, "burst": 1})
+    assert t.limits.max_qps == 5 and t.limits.burst == 1
+    return tenant
+
+
+def retries_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "strata_client"]
+
+
+def test_rate_limited_requests_are_retried(
+    server: Server, limited: TenantKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="strata_client")
+    with Strata(server.url, limited.key) as c:
+        started = time.monotonic()
+        # Writes without ids too: a 429 is refused before any work, so repeating is safe.
+        for i in range(4):
+            c.add(f"memory {i}")
+        elapsed = time.monotonic() - started
+        assert c.count() == 4
+    logged = retries_logged(caplog)
+    assert logged and all("RATE_LIMITED" in m for m in logged), logged
+    # Three refills of one token at 5/s: at least ~0.6 s, honouring the server's wait.
+    assert elapsed >= 0.5
+
+
+def test_without_retries_the_error_says_when_to_retry(server: Server, limited: TenantKey) -> None:
+    with Strata(server.url, limited.key, retries=0) as c:
+        c.count()
+        with pytest.raises(RateLimitError) as e:
+            c.count()
+    err = e.value
+    assert (err.code, err.status) == ("RATE_LIMITED", 429)
+    assert err.retry_after is not None and 0 < err.retry_after <= 0.25
+    assert err.request_id
+
+
+def test_waits_longer_than_allowed_are_not_taken(server: Server, limited: TenantKey) -> None:
+    policy = RetryPolicy(max_retries=5, max_wait=0.001)
+    with Strata(server.url, limited.key, retries=policy) as c:
+        c.count()
+        started = time.monotonic()
+        with pytest.raises(RateLimitError):
+            c.count()
+        assert time.monotonic() - started < 0.15
+
+
+async def test_async_client_retries_too(
+    server: Server, limited: TenantKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="strata_client")
+    async with AsyncStrata(server.url, limited.key) as c:
+        for i in range(3):
+            await c.add(f"async memory {i}")
+        assert await c.count() == 3
+    assert any("RATE_LIMITED" in m for m in retries_logged(caplog))
+
+
+# The policy itself, without a server.
+
+
+def _rate_limited(after: float) -> RateLimitError:
+    return RateLimitError("slow down", code="RATE_LIMITED", status=429, retry_after=after)
+
+
+def test_policy_honours_the_servers_wait() -> None:
+    p = RetryPolicy(max_retries=2)
+    delay = p.delay(_rate_limited(0.2), 0, idempotent=False)
+    assert delay is not None and 0.2 < delay <= 0.23
+    assert p.delay(_rate_limited(0.2), 2, idempotent=False) is None
+    overloaded = OverloadedError("busy", code="OVERLOADED", status=503, retry_after=1.0)
+    assert p.delay(overloaded, 0, idempotent=False) is not None
+
+
+def test_policy_retries_lost_answers_only_when_safe() -> None:
+    p = RetryPolicy()
+    lost = StrataConnectionError("reset", code="CONNECTION_ERROR")
+    assert p.delay(lost, 0, idempotent=True) is not None
+    assert p.delay(lost, 0, idempotent=False) is None
+    assert p.delay(lost, 0, idempotent=False, sent=False) is not None
+    bad = BadRequestError("no", code="BAD_REQUEST", status=400)
+    assert p.delay(bad, 0, idempotent=True) is None
+    assert RetryPolicy(max_retries=0).delay(_rate_limited(0.1), 0, idempotent=True) is None

@@ -1,0 +1,110 @@
+"""Search in every mode: text (BM25), vector, and hybrid with per-channel explanations."""
+
+from __future__ import annotations
+
+import pytest
+
+from strata_client import BadRequestError, NewRecord, Strata
+
+
+@pytest.fixture
+def axes(client: Strata) -> Strata:
+    """A 3-dimensional collection with three records along (or near) its axes."""
+    client.create_collection("axes", dim=3)
+    client.add(
+        [
+            NewRecord(
+                id="x",
+                content="the x axis points east",
+                vector=[1, 0, 0],
+                collection="axes",
+                metadata={"axis": "x", "n": 1},
+            ),
+            NewRecord(
+                id="y",
+                content="the y axis points north",
+                vector=[0, 1, 0],
+                collection="axes",
+                metadata={"axis": "y", "n": 2},
+            ),
+            NewRecord(
+                id="xy",
+                content="a diagonal between east and north",
+                vector=[1, 1, 0],
+                collection="axes",
+                metadata={"axis": "xy", "n": 3},
+            ),
+        ]
+    )
+    return client
+
+
+def test_text_search_ranks_by_bm25(client: Strata) -> None:
+    client.add(
+        [
+            {"content": "the coffee machine on floor 3 is broken"},
+            {"content": "coffee, coffee and more coffee"},
+            {"content": "the printer is out of toner"},
+        ]
+    )
+    result = client.search("coffee", k=5)
+    assert result.mode == "text"
+    assert [h.record.content for h in result] == [
+        "coffee, coffee and more coffee",
+        "the coffee machine on floor 3 is broken",
+    ]
+    assert result[0].score > result[1].score > 0
+
+
+def test_vector_search_finds_the_nearest(axes: Strata) -> None:
+    result = axes.search(vector=[0.9, 0.1, 0], k=3, collection="axes")
+    assert result.mode == "vector"
+    assert [h.record.id for h in result] == ["x", "xy", "y"]
+    assert result[0].score == pytest.approx(0.9939, abs=1e-3)
+    # Search hits do not carry vectors; `get` does.
+    assert result[0].record.vector is None
+
+
+def test_min_score_and_filters_narrow_results(axes: Strata) -> None:
+    close = axes.search(vector=[1, 0, 0], k=3, collection="axes", min_score=0.5)
+    assert [h.record.id for h in close] == ["x", "xy"]
+    filtered = axes.search(vector=[1, 0, 0], k=3, collection="axes", filter={"n": {"$gte": 2}})
+    assert [h.record.id for h in filtered] == ["xy", "y"]
+    either = axes.search(
+        vector=[1, 0, 0],
+        k=3,
+        collection="axes",
+        filter={"$or": [{"axis": "y"}, {"axis": "x"}]},
+    )
+    assert [h.record.id for h in either] == ["x", "y"]
+
+
+def test_hybrid_search_explains_both_channels(axes: Strata) -> None:
+    result = axes.search("north", vector=[1, 0, 0], k=3, collection="axes", explain=True)
+    assert result.mode == "hybrid"
+    by_id = {h.record.id: h for h in result}
+    # "y" is last by vector but first by text; "x" is the reverse. Both channels are shown.
+    y = by_id["y"].explain
+    assert y is not None and y.text_rank == 1 and y.vector_rank == 3
+    x = by_id["x"].explain
+    assert x is not None and x.vector_rank == 1 and x.text_rank is None
+    assert x.vector_score == pytest.approx(1.0)
+    # Weighted fusion with all weight on the vector channel ranks as vector search does.
+    weighted = axes.search(
+        "north",
+        vector=[1, 0, 0],
+        k=3,
+        collection="axes",
+        fusion={"method": "weighted", "alpha": 1.0},
+    )
+    assert [h.record.id for h in weighted][0] == "x"
+
+
+def test_explicit_modes(axes: Strata) -> None:
+    text_only = axes.search("east", vector=[0, 1, 0], k=3, collection="axes", mode="text")
+    assert text_only.mode == "text"
+    assert [h.record.id for h in text_only] == ["x", "xy"]
+    with pytest.raises(BadRequestError, match="vector"):
+        axes.search("east", k=3, collection="axes", mode="hybrid")
+    with pytest.raises(BadRequestError):
+        axes.search(k=3)

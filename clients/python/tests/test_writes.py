@@ -1,0 +1,134 @@
+"""Writes: one record, batches (atomic), dedup within a run, client ids (upserts), patches,
+deletes by id and by filter, and expiry."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from strata_client import BadRequestError, NewRecord, NotFoundError, Strata
+
+
+def test_single_write_and_read_back(client: Strata) -> None:
+    w = client.add("Alice takes oat milk", metadata={"topic": "coffee", "n": 2}, kind="semantic")
+    assert w.created and not w.deduplicated
+    r = client.get(w.id)
+    assert (r.id, r.content, r.metadata, r.kind) == (
+        w.id,
+        "Alice takes oat milk",
+        {"topic": "coffee", "n": 2},
+        "semantic",
+    )
+    assert r.collection == "text" and r.memory_domain == "default" and r.user_tokens == []
+    assert r.created_at > 0 and r.updated_at == r.created_at
+
+
+def test_batch_write_is_atomic(client: Strata) -> None:
+    results = client.add(
+        [
+            {"content": "first", "metadata": {"i": 1}},
+            NewRecord(content="second", metadata={"i": 2}),
+        ]
+    )
+    assert [r.created for r in results] == [True, True]
+    assert {client.get(r.id).content for r in results} == {"first", "second"}
+    # One bad record (a metadata key shadowing a built-in field) refuses the whole batch.
+    with pytest.raises(BadRequestError) as e:
+        client.add([{"content": "third"}, {"content": "fourth", "metadata": {"id": 1}}])
+    assert "id" in e.value.message
+    assert client.count() == 2
+
+
+def test_whole_records_carry_their_own_fields(client: Strata) -> None:
+    one = client.add(NewRecord(content="whole", metadata={"w": 1}, id="whole-1"))
+    assert one.id == "whole-1" and client.get("whole-1").metadata == {"w": 1}
+    assert client.add({"content": "as a dict", "kind": "note"}).created
+    with pytest.raises(TypeError, match="given for the call"):
+        client.add([{"content": "x"}], metadata={"a": 1})  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="given for the call"):
+        client.add(NewRecord(content="x"), id="y")
+
+
+def test_same_content_in_a_run_is_deduplicated(client: Strata) -> None:
+    first = client.add("the user prefers dark mode", run_id="run-1")
+    again = client.add("the user prefers dark mode", run_id="run-1")
+    assert again.deduplicated and not again.created and again.id == first.id
+    other_run = client.add("the user prefers dark mode", run_id="run-2")
+    assert not other_run.deduplicated and other_run.id != first.id
+    assert client.count(run_id="run-1") == 1
+
+
+def test_client_ids_upsert(client: Strata) -> None:
+    assert client.add("v1", id="note-1").created
+    replaced = client.add("v2", id="note-1", metadata={"v": 2})
+    assert not replaced.created and replaced.id == "note-1"
+    assert client.get("note-1").content == "v2"
+    assert client.count() == 1
+
+
+def test_private_records_upsert_by_id(client: Strata) -> None:
+    # The scope travels as the request's (query string), so re-writing Alice's private
+    # record by id is checked against Alice, not refused as someone else's id.
+    client.add("Alice v1", id="alice-pref", user_tokens=["u:alice"])
+    client.add("Alice v2", id="alice-pref", user_tokens=["u:alice"])
+    r = client.get("alice-pref", user_tokens=["u:alice"])
+    assert (r.content, r.user_tokens) == ("Alice v2", ["u:alice"])
+
+
+def test_records_in_a_batch_carry_their_own_scope(client: Strata) -> None:
+    results = client.add(
+        [
+            NewRecord(content="shared note"),
+            NewRecord(content="bob's note", user_tokens=["u:bob"], run_id="r9"),
+        ],
+        user_tokens=["u:alice"],
+    )
+    alice, bob = (client.get(r.id, user_tokens=["u:alice", "u:bob"]) for r in results)
+    assert alice.user_tokens == ["u:alice"]
+    assert (bob.user_tokens, bob.run_id) == (["u:bob"], "r9")
+
+
+def test_update_merges_metadata_and_moves_scope(client: Strata) -> None:
+    w = client.add("draft", metadata={"keep": 1, "drop": 2, "nested": {"a": 1}})
+    r = client.update(w.id, content="final", metadata={"drop": None, "nested": {"b": 2}})
+    assert r.content == "final"
+    assert r.metadata == {"keep": 1, "nested": {"a": 1, "b": 2}}
+    assert r.updated_at >= r.created_at
+    # Making it private to Bob hides it from a token-less request.
+    client.update(w.id, new_user_tokens=["u:bob"])
+    with pytest.raises(NotFoundError):
+        client.get(w.id)
+    assert client.get(w.id, user_tokens=["u:bob"]).content == "final"
+
+
+def test_delete_by_id_and_by_filter(client: Strata) -> None:
+    w = client.add("to delete")
+    client.delete(w.id)
+    with pytest.raises(NotFoundError):
+        client.get(w.id)
+    with pytest.raises(NotFoundError):
+        client.delete(w.id)
+    client.add([{"content": f"n{i}", "metadata": {"n": i}} for i in range(5)])
+    assert client.delete_where({"n": {"$gte": 3}}) == 2
+    assert client.count() == 3
+    assert client.delete_where({}) == 3
+    assert client.count() == 0
+
+
+def test_vectors_need_a_collection_of_their_dimension(client: Strata) -> None:
+    client.create_collection("tiny", dim=3, metric="cosine")
+    w = client.add("x axis", vector=[1, 0, 0], collection="tiny")
+    assert client.get(w.id).vector == [1.0, 0.0, 0.0]
+    with pytest.raises(BadRequestError, match="dimension"):
+        client.add("bad", vector=[1, 0], collection="tiny")
+    assert [c.name for c in client.list_collections()].count("tiny") == 1
+    assert client.delete_collection("tiny") == 1
+
+
+def test_expired_records_are_invisible(client: Strata) -> None:
+    past = int(time.time() * 1000) - 1000
+    w = client.add("stale", expires_at=past)
+    with pytest.raises(NotFoundError):
+        client.get(w.id)
+    assert client.count() == 0
