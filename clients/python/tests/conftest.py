@@ -78,7 +78,11 @@ def _read_address(stdout: IO[bytes]) -> Optional[str]:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("strata")
+    yield from start_server(tmp_path_factory.mktemp("strata"))
+
+
+def start_server(root: Path) -> Iterator[Server]:
+    """Runs the binary on a data directory under ``root`` until the generator is closed."""
     log_path = root / "server.log"
     env = dict(os.environ)
     env.pop("STRATA_CONFIG", None)

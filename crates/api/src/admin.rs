@@ -5,10 +5,12 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
-use strata_auth::{KeyTenant, NewKey, Permission, Permissions};
+use strata_auth::{KeyInfo, KeyTenant, NewKey, Permission, Permissions};
+use strata_engine::TenantInfo;
 use strata_types::{Domain, Millis, TenantId, UserToken, now_millis};
+use utoipa::ToSchema;
 
+use crate::bodies::{CreatedKey, Keys, Tenants};
 use crate::edge::OperatorAuth;
 use crate::input::{JsonObject, PathParam, QueryInput, from_map};
 use crate::{ApiError, AppState};
@@ -17,83 +19,93 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(e.to_string())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewTenant {
+    #[schema(value_type = TenantId)]
     id: String,
+    /// At most 256 bytes.
+    #[schema(max_length = 256)]
     display_name: Option<String>,
 }
 
 /// Registers a tenant with the server's default collections.
-#[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin",
-    request_body(content = serde_json::Value, description = "`{id, display_name}`"),
-    responses((status = 201, description = "The tenant")),
+#[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", operation_id = "create_tenant",
+    request_body = NewTenant,
+    responses((status = 201, description = "The tenant", body = TenantInfo)),
     security(("bearer" = [])))]
 pub async fn create_tenant(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<TenantInfo>), ApiError> {
     let new: NewTenant = from_map(body)?;
     let id = TenantId::parse_field("id", new.id).map_err(bad)?;
     let info = state
         .run(move |e| Ok(e.create_tenant(&op, &id, new.display_name)?))
         .await?;
     tracing::info!(target: "audit", tenant = %info.id, "tenant created");
-    Ok((StatusCode::CREATED, Json(json!(info))))
+    Ok((StatusCode::CREATED, Json(info)))
 }
 
 /// Every tenant.
-#[utoipa::path(get, path = "/v1/admin/tenants", tag = "admin",
-    responses((status = 200, description = "`{tenants: [...]}`")),
+#[utoipa::path(get, path = "/v1/admin/tenants", tag = "admin", operation_id = "list_tenants",
+    responses((status = 200, description = "Every tenant", body = Tenants)),
     security(("bearer" = [])))]
 pub async fn list_tenants(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Tenants>, ApiError> {
     let list = state.run(move |e| Ok(e.tenants(&op)?)).await?;
-    Ok(Json(json!({ "tenants": list })))
+    Ok(Json(Tenants { tenants: list }))
 }
 
 /// One tenant.
-#[utoipa::path(get, path = "/v1/admin/tenants/{id}", tag = "admin",
-    params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, description = "The tenant")),
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}", tag = "admin", operation_id = "get_tenant",
+    params(("id" = TenantId, Path, description = "tenant id")),
+    responses((status = 200, description = "The tenant, with its usage", body = TenantInfo)),
     security(("bearer" = [])))]
 pub async fn get_tenant(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     PathParam(id): PathParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TenantInfo>, ApiError> {
     let id = TenantId::parse_field("id", id).map_err(bad)?;
     let info = state.run(move |e| Ok(e.tenant(&op, &id)?)).await?;
-    Ok(Json(json!(info)))
+    Ok(Json(info))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewKeyBody {
     /// Tenant id, or `*` for another operator key.
+    #[schema(value_type = KeyTenant)]
     tenant: String,
+    /// At most 256 bytes.
+    #[schema(max_length = 256)]
     name: Option<String>,
     /// Absent: `read` and `write`.
     permissions: Option<Vec<Permission>>,
+    /// Bind the key to these principals: requests may name only a subset.
     user_tokens: Option<Vec<UserToken>>,
+    /// Bind the key to these domains.
     domains: Option<Vec<Domain>>,
+    /// Expiry in milliseconds since the Unix epoch; give at most one of the two.
+    #[schema(value_type = Option<i64>)]
     expires_at: Option<Millis>,
     expires_in_secs: Option<u64>,
 }
 
 /// Mints an API key. The secret (`key`) is in this response only.
-#[utoipa::path(post, path = "/v1/admin/keys", tag = "admin",
-    request_body(content = serde_json::Value, description = "`{tenant, name, permissions, user_tokens, domains, expires_at | expires_in_secs}`"),
-    responses((status = 201, description = "The key's info plus `key`, the secret, shown once")),
+#[utoipa::path(post, path = "/v1/admin/keys", tag = "admin", operation_id = "create_key",
+    request_body = NewKeyBody,
+    responses((status = 201, description = "The key's info plus `key`, the secret, shown once", body = CreatedKey)),
     security(("bearer" = [])))]
 pub async fn create_key(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let b: NewKeyBody = from_map(body)?;
     let tenant = KeyTenant::try_from(b.tenant)?;
     let expires_at = match (b.expires_at, b.expires_in_secs) {
@@ -123,21 +135,25 @@ pub async fn create_key(
         .run(move |e| Ok(auth.create_key(e.credentials(), &op, new)?))
         .await?;
     tracing::info!(target: "audit", key = %created.info.id, "api key created");
-    let mut body = json!(created.info);
-    body["key"] = Value::String(created.secret);
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            info: created.info,
+            key: created.secret,
+        }),
+    ))
 }
 
 /// Every key (never their secrets), or one tenant's with `?tenant=`.
-#[utoipa::path(get, path = "/v1/admin/keys", tag = "admin",
-    params(("tenant" = Option<String>, Query, description = "only this tenant's keys")),
-    responses((status = 200, description = "`{keys: [...]}`")),
+#[utoipa::path(get, path = "/v1/admin/keys", tag = "admin", operation_id = "list_keys",
+    params(("tenant" = Option<KeyTenant>, Query, description = "only this tenant's keys")),
+    responses((status = 200, description = "The keys, revoked ones included", body = Keys)),
     security(("bearer" = [])))]
 pub async fn list_keys(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Keys>, ApiError> {
     let q = QueryInput::parse(q.as_deref(), &["tenant"])?;
     let tenant = q
         .get("tenant")
@@ -147,23 +163,23 @@ pub async fn list_keys(
     let keys = state
         .run(move |e| Ok(auth.list_keys(e.credentials(), &op, tenant.as_ref())?))
         .await?;
-    Ok(Json(json!({ "keys": keys })))
+    Ok(Json(Keys { keys }))
 }
 
 /// Revokes a key at once.
-#[utoipa::path(delete, path = "/v1/admin/keys/{id}", tag = "admin",
+#[utoipa::path(delete, path = "/v1/admin/keys/{id}", tag = "admin", operation_id = "revoke_key",
     params(("id" = String, Path, description = "key id")),
-    responses((status = 200, description = "The revoked key's info")),
+    responses((status = 200, description = "The revoked key's info", body = KeyInfo)),
     security(("bearer" = [])))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     PathParam(id): PathParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyInfo>, ApiError> {
     let auth = state.auth.clone();
     let info = state
         .run(move |e| Ok(auth.revoke_key(e.credentials(), &op, &id)?))
         .await?;
     tracing::info!(target: "audit", key = %info.id, "api key revoked");
-    Ok(Json(json!(info)))
+    Ok(Json(info))
 }

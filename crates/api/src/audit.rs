@@ -3,10 +3,10 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use serde_json::{Value, json};
 use strata_engine::AuditQuery;
 use strata_types::{RequestScope, TenantId};
 
+use crate::bodies::AuditRows;
 use crate::edge::{OperatorAuth, TenantAuth};
 use crate::input::{QueryInput, ScopeParts};
 use crate::{ApiError, AppState};
@@ -42,42 +42,42 @@ fn audit_query(q: &QueryInput) -> Result<AuditQuery, ApiError> {
 
 /// Audit rows of every tenant and the server, newest first; filter by `tenant`, `action`,
 /// `since` and `until` (ms since the epoch, `until` exclusive), at most `limit` (≤ 1000).
-#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin",
-    params(("tenant" = Option<String>, Query, description = "one tenant's rows"),
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", operation_id = "admin_audit",
+    params(("tenant" = Option<TenantId>, Query, description = "one tenant's rows"),
         ("action" = Option<String>, Query, description = "e.g. memory.put, tenant.suspend, auth.failure"),
         ("since" = Option<i64>, Query, description = "rows at or after this time (ms)"),
         ("until" = Option<i64>, Query, description = "rows before this time (ms)"),
         ("limit" = Option<usize>, Query, description = "at most this many (default 100)")),
-    responses((status = 200, description = "`{rows: [...]}`")),
+    responses((status = 200, description = "Audit rows, newest first", body = AuditRows)),
     security(("bearer" = [])))]
 pub async fn admin_audit(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditRows>, ApiError> {
     let q = QueryInput::parse(q.as_deref(), PARAMS)?;
     if q.scope != ScopeParts::default() {
         return Err(bad("the audit log takes no scope fields"));
     }
     let query = audit_query(&q)?;
     let rows = state.run(move |e| Ok(e.audit_rows(&op, &query)?)).await?;
-    Ok(Json(json!({ "rows": rows })))
+    Ok(Json(AuditRows { rows }))
 }
 
 /// The tenant's own audit rows, newest first, with the same filters (a `tenant` other than
 /// the credential's is refused).
-#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", operation_id = "own_audit",
     params(("action" = Option<String>, Query, description = "e.g. memory.put"),
         ("since" = Option<i64>, Query, description = "rows at or after this time (ms)"),
         ("until" = Option<i64>, Query, description = "rows before this time (ms)"),
         ("limit" = Option<usize>, Query, description = "at most this many (default 100)")),
-    responses((status = 200, description = "`{rows: [...]}`")),
+    responses((status = 200, description = "The tenant's audit rows, newest first", body = AuditRows)),
     security(("bearer" = [])))]
 pub async fn own_audit(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditRows>, ApiError> {
     let q = QueryInput::parse(q.as_deref(), PARAMS)?;
     // `tenant_id` is checked against the credential like on every tenant route; the other
     // scope fields mean nothing here, and a field silently ignored would mislead.
@@ -92,5 +92,5 @@ pub async fn own_audit(
             Ok(e.own_audit_rows(&tenant, &query)?)
         })
         .await?;
-    Ok(Json(json!({ "rows": rows })))
+    Ok(Json(AuditRows { rows }))
 }

@@ -4,9 +4,11 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
-use strata_types::{CollectionName, Metric};
+use serde_json::Value;
+use strata_types::{Collection, CollectionName, Metric, TenantId};
+use utoipa::ToSchema;
 
+use crate::bodies::{CollectionDeleted, Collections};
 use crate::edge::TenantAuth;
 use crate::input::{JsonObject, PathParam, QueryInput, ScopeParts, from_map};
 use crate::{ApiError, AppState};
@@ -30,29 +32,42 @@ fn check_scope(
 }
 
 /// The tenant's collections.
-#[utoipa::path(get, path = "/v1/collections", tag = "collections",
-    responses((status = 200, description = "`{collections: [...]}`")),
+#[utoipa::path(get, path = "/v1/collections", tag = "collections", operation_id = "list_collections",
+    responses((status = 200, description = "The tenant's collections", body = Collections)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Collections>, ApiError> {
     check_scope(&auth, None, q.as_deref())?;
     let scope = auth.scope;
     let list = state
         .run_tenant(&auth.admitted, move |e| Ok(e.collections(&scope)?))
         .await?;
-    Ok(Json(json!({ "collections": list })))
+    Ok(Json(Collections { collections: list }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewCollection {
+    #[schema(value_type = CollectionName)]
     name: String,
+    /// The dimension of every vector in it.
+    #[schema(minimum = 1)]
     dim: u32,
     #[serde(default = "cosine")]
+    #[schema(default = "cosine")]
     metric: Metric,
+}
+
+/// A new collection; `tenant_id`, if given, is checked against the credential.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The documented shape of a body the handler reads in two steps.
+struct NewCollectionBody {
+    #[serde(flatten)]
+    collection: NewCollection,
+    tenant_id: Option<TenantId>,
 }
 
 fn cosine() -> Metric {
@@ -60,16 +75,16 @@ fn cosine() -> Metric {
 }
 
 /// Creates a collection (`name`, `dim`, `metric`: cosine, dot or l2).
-#[utoipa::path(post, path = "/v1/collections", tag = "collections",
-    request_body(content = serde_json::Value, description = "`{name, dim, metric}`"),
-    responses((status = 201, description = "The collection")),
+#[utoipa::path(post, path = "/v1/collections", tag = "collections", operation_id = "create_collection",
+    request_body = NewCollectionBody,
+    responses((status = 201, description = "The collection", body = Collection)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Collection>), ApiError> {
     check_scope(&auth, Some(&mut body), q.as_deref())?;
     let new: NewCollection = from_map(body)?;
     let name = CollectionName::parse_field("name", new.name).map_err(bad)?;
@@ -79,20 +94,20 @@ pub async fn create(
             Ok(e.create_collection(&scope, &name, new.dim, new.metric)?)
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!(c))))
+    Ok((StatusCode::CREATED, Json(c)))
 }
 
 /// Deletes a collection and every record in it.
-#[utoipa::path(delete, path = "/v1/collections/{name}", tag = "collections",
-    params(("name" = String, Path, description = "collection name")),
-    responses((status = 200, description = "`{deleted_records: n}`")),
+#[utoipa::path(delete, path = "/v1/collections/{name}", tag = "collections", operation_id = "delete_collection",
+    params(("name" = CollectionName, Path, description = "collection name")),
+    responses((status = 200, description = "How many records went with it", body = CollectionDeleted)),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     auth: TenantAuth,
     PathParam(name): PathParam,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CollectionDeleted>, ApiError> {
     check_scope(&auth, None, q.as_deref())?;
     let name = CollectionName::parse_field("name", name).map_err(bad)?;
     let scope = auth.scope;
@@ -101,5 +116,5 @@ pub async fn delete(
             Ok(e.delete_collection(&scope, &name)?)
         })
         .await?;
-    Ok(Json(json!({ "deleted_records": n })))
+    Ok(Json(CollectionDeleted { deleted_records: n }))
 }

@@ -8,7 +8,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 use strata_auth::{AuthError, Permission};
 use strata_engine::EngineError;
 
@@ -71,6 +71,53 @@ pub enum ApiError {
     /// Something below the API failed. The detail is logged, never sent.
     #[error("internal error")]
     Internal(String),
+}
+
+/// The error body every refusal carries: `{"error": {"code", "message", "retry_after_ms"?}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: clients branch on it. See `ERROR_CODES` for the status of each.
+    #[schema(value_type = ErrorCode)]
+    pub code: &'static str,
+    /// For people: names the field or resource at fault; never internal detail.
+    pub message: String,
+    /// On refusals worth retrying (`429`, `503 OVERLOADED`): how long to wait, also sent as
+    /// `Retry-After` in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// The stable error codes, as the OpenAPI document lists them.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)] // Names are the wire strings; never built.
+#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    TenantMismatch,
+    ScopeForbidden,
+    TenantSuspended,
+    QuotaExceeded,
+    RateLimited,
+    ConcurrencyLimited,
+    Overloaded,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    RequestTimeout,
+    UriTooLong,
+    HeadersTooLarge,
+    Internal,
+    NotImplemented,
+    Unavailable,
 }
 
 /// Every status and code the API returns, for documentation and tests.
@@ -138,7 +185,7 @@ impl ApiError {
 impl ApiError {
     /// The parts every rendering of this error shares: status, the JSON body, and for refusals
     /// a client should simply retry, how long to wait.
-    fn parts(&self) -> (StatusCode, serde_json::Value, Option<u64>) {
+    fn parts(&self) -> (StatusCode, ErrorBody, Option<u64>) {
         let (status, code) = self.status_and_code();
         let message = self.public_message();
         // Refusals that a client should simply retry say when, in the header and the body.
@@ -147,9 +194,12 @@ impl ApiError {
             ApiError::ConcurrencyLimited(_) | ApiError::Overloaded(_) => Some(1000),
             _ => None,
         };
-        let body = match retry_after_ms {
-            Some(ms) => json!({"error": {"code": code, "message": message, "retry_after_ms": ms}}),
-            None => json!({"error": {"code": code, "message": message}}),
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                retry_after_ms,
+            },
         };
         (status, body, retry_after_ms)
     }
@@ -170,7 +220,7 @@ impl ApiError {
     /// parse. Same body and headers as [`IntoResponse`], plus the given request id.
     pub fn to_http1(&self, request_id: &str) -> Vec<u8> {
         let (status, body, retry_after_ms) = self.parts();
-        let body = body.to_string();
+        let body = serde_json::to_string(&body).unwrap_or_default();
         let mut head = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
              connection: close\r\n{}: {}\r\ndate: {}\r\n",
@@ -199,10 +249,7 @@ fn retry_seconds(ms: u64) -> u64 {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body, retry_after_ms) = self.parts();
-        let (_, code) = self.status_and_code();
-        let mark = body["error"]["message"]
-            .as_str()
-            .and_then(|message| SecurityMark::of(code, message));
+        let mark = SecurityMark::of(body.error.code, &body.error.message);
         let mut response = (status, Json(body)).into_response();
         if let Some(ms) = retry_after_ms {
             response
@@ -310,6 +357,7 @@ impl From<AuthError> for ApiError {
 mod tests {
     use super::*;
     use strata_types::{InvalidName, TenantId};
+    use serde_json::json;
 
     fn check(e: impl Into<ApiError>, status: u16, code: &str) {
         let e = e.into();

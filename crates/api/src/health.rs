@@ -4,21 +4,22 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::{Extension, Json};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::bodies::Status;
 use crate::{ApiError, AppState};
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "health",
-    responses((status = 200, description = "`{\"status\": \"ok\"}`")))]
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "healthz",
+    responses((status = 200, description = "The server is up", body = Status)))]
+pub async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
 }
 
 /// Readiness: storage answers and the server is not draining.
-#[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "readyz",
+    responses((status = 200, description = "Ready", body = Status)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     if !state.is_ready() {
         return Err(ApiError::Unavailable);
     }
@@ -29,14 +30,12 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         })
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(Status { status: "ready" }))
 }
 
 /// This API's OpenAPI 3.1 document, generated from the handlers.
-#[utoipa::path(get, path = "/openapi.json", tag = "health",
+#[utoipa::path(get, path = "/openapi.json", tag = "health", operation_id = "openapi",
     responses((status = 200, description = "The OpenAPI document")))]
-pub async fn openapi_json(
-    Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>,
-) -> Json<utoipa::openapi::OpenApi> {
+pub async fn openapi_json(Extension(doc): Extension<Arc<Value>>) -> Json<Value> {
     Json((*doc).clone())
 }

@@ -21,6 +21,7 @@
 mod admin;
 pub mod admission;
 mod audit;
+mod bodies;
 mod body_guard;
 mod collections;
 mod conn_io;
@@ -30,6 +31,7 @@ mod health;
 pub mod input;
 mod lifecycle;
 mod memories;
+mod openapi;
 mod router;
 mod search;
 mod security;
@@ -39,6 +41,7 @@ mod transfer;
 
 pub use admission::PoolConfig;
 pub use error::{ApiError, ERROR_CODES};
+pub use openapi::document as openapi_document;
 pub use router::{openapi, router, served_routes};
 pub use server::{ServerLimits, serve};
 pub use state::{ApiConfig, AppState};

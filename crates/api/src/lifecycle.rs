@@ -5,10 +5,12 @@
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use strata_engine::{Engine, OperatorScope, TenantInfo, TenantLimits, TenantUpdate};
 use strata_types::TenantId;
+use utoipa::ToSchema;
 
+use crate::bodies::{HardDeleted, Purged, TenantDeleted};
 use crate::edge::OperatorAuth;
 use crate::input::{JsonObject, PathParam, QueryInput, from_map};
 use crate::{ApiError, AppState};
@@ -17,13 +19,17 @@ fn tenant_id(id: String) -> Result<TenantId, ApiError> {
     TenantId::parse_field("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProfilePatch {
+    #[schema(max_length = 256)]
     display_name: Option<String>,
     /// A JSON merge patch of the limits: named limits change, `null` removes one, the others
     /// stay.
+    #[schema(value_type = Option<TenantLimits>)]
     limits: Option<Map<String, Value>>,
+    /// Fair-share weight in scheduling, at least 1.
+    #[schema(minimum = 1)]
     weight: Option<u32>,
 }
 
@@ -46,17 +52,17 @@ fn merge_limits(
 }
 
 /// Changes a tenant's display name, limits (merge patch) or scheduling weight.
-#[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "admin",
-    params(("id" = String, Path, description = "tenant id")),
-    request_body(content = serde_json::Value, description = "`{display_name, limits: {max_vectors, max_storage_bytes, max_collections, max_qps, burst, max_concurrent, max_spreading_depth}, weight}`; a `null` limit is removed"),
-    responses((status = 200, description = "The tenant")),
+#[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "admin", operation_id = "update_tenant",
+    params(("id" = TenantId, Path, description = "tenant id")),
+    request_body = ProfilePatch,
+    responses((status = 200, description = "The tenant, with its usage", body = TenantInfo)),
     security(("bearer" = [])))]
 pub async fn update_tenant(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     PathParam(id): PathParam,
     JsonObject(body): JsonObject,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TenantInfo>, ApiError> {
     let id = tenant_id(id)?;
     let patch: ProfilePatch = from_map(body)?;
     let info = state
@@ -76,7 +82,7 @@ pub async fn update_tenant(
             Ok(e.tenant(&op, &id)?)
         })
         .await?;
-    Ok(Json(json!(info)))
+    Ok(Json(info))
 }
 
 /// Runs one lifecycle transition and answers with the tenant.
@@ -85,64 +91,64 @@ async fn transition(
     op: OperatorScope,
     id: String,
     f: fn(&Engine, &OperatorScope, &TenantId) -> Result<TenantInfo, strata_engine::EngineError>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TenantInfo>, ApiError> {
     let id = tenant_id(id)?;
     let info = state.run(move |e| Ok(f(e, &op, &id)?)).await?;
-    Ok(Json(json!(info)))
+    Ok(Json(info))
 }
 
 /// Suspends a tenant: each of its data operations then fails with `403 TENANT_SUSPENDED`.
-#[utoipa::path(post, path = "/v1/admin/tenants/{id}/suspend", tag = "admin",
-    params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, description = "The tenant")),
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/suspend", tag = "admin", operation_id = "suspend_tenant",
+    params(("id" = TenantId, Path, description = "tenant id")),
+    responses((status = 200, description = "The tenant", body = TenantInfo)),
     security(("bearer" = [])))]
 pub async fn suspend_tenant(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     PathParam(id): PathParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TenantInfo>, ApiError> {
     transition(&state, op, id, Engine::suspend_tenant).await
 }
 
 /// Lifts a suspension.
-#[utoipa::path(post, path = "/v1/admin/tenants/{id}/resume", tag = "admin",
-    params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, description = "The tenant")),
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/resume", tag = "admin", operation_id = "resume_tenant",
+    params(("id" = TenantId, Path, description = "tenant id")),
+    responses((status = 200, description = "The tenant", body = TenantInfo)),
     security(("bearer" = [])))]
 pub async fn resume_tenant(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     PathParam(id): PathParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TenantInfo>, ApiError> {
     transition(&state, op, id, Engine::resume_tenant).await
 }
 
 /// Undoes a soft delete, within the retention period.
-#[utoipa::path(post, path = "/v1/admin/tenants/{id}/restore", tag = "admin",
-    params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, description = "The tenant")),
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/restore", tag = "admin", operation_id = "restore_tenant",
+    params(("id" = TenantId, Path, description = "tenant id")),
+    responses((status = 200, description = "The tenant", body = TenantInfo)),
     security(("bearer" = [])))]
 pub async fn restore_tenant(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     PathParam(id): PathParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TenantInfo>, ApiError> {
     transition(&state, op, id, Engine::restore_tenant).await
 }
 
 /// Soft-deletes a tenant (hidden, restorable until the retention period ends), or with
 /// `?hard=true` erases it at once, compacting the data file so none of its bytes remain.
-#[utoipa::path(delete, path = "/v1/admin/tenants/{id}", tag = "admin",
-    params(("id" = String, Path, description = "tenant id"),
+#[utoipa::path(delete, path = "/v1/admin/tenants/{id}", tag = "admin", operation_id = "delete_tenant",
+    params(("id" = TenantId, Path, description = "tenant id"),
         ("hard" = Option<bool>, Query, description = "erase now instead of soft-deleting")),
-    responses((status = 200, description = "The soft-deleted tenant, or `{id, purged: true}`")),
+    responses((status = 200, description = "The soft-deleted tenant, or `{id, purged: true}`", body = TenantDeleted)),
     security(("bearer" = [])))]
 pub async fn delete_tenant(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     PathParam(id): PathParam,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TenantDeleted>, ApiError> {
     let q = QueryInput::parse(q.as_deref(), &["hard"])?;
     let hard = match q.get("hard") {
         None | Some("false") => false,
@@ -150,15 +156,19 @@ pub async fn delete_tenant(
         Some(_) => return Err(ApiError::BadRequest("hard: expected true or false".into())),
     };
     if !hard {
-        return transition(&state, op, id, Engine::delete_tenant).await;
+        let Json(info) = transition(&state, op, id, Engine::delete_tenant).await?;
+        return Ok(Json(TenantDeleted::Soft(info)));
     }
     let id = tenant_id(id)?;
     let shown = id.clone();
     state.run(move |e| Ok(e.purge_tenant(&op, &id)?)).await?;
-    Ok(Json(json!({ "id": shown, "purged": true })))
+    Ok(Json(TenantDeleted::Hard(HardDeleted {
+        id: shown,
+        purged: true,
+    })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PurgeBody {
     /// Absent: the server's configured retention.
@@ -167,27 +177,28 @@ struct PurgeBody {
 
 /// Purges every soft-deleted tenant deleted at least `retention_secs` ago (the server runs
 /// this sweep itself, periodically, with its configured retention).
-#[utoipa::path(post, path = "/v1/admin/tenants/purge-deleted", tag = "admin",
-    request_body(content = serde_json::Value, description = "`{retention_secs}`; absent: the server's `retention_secs`"),
-    responses((status = 200, description = "`{purged: [ids]}`")),
+#[utoipa::path(post, path = "/v1/admin/tenants/purge-deleted", tag = "admin", operation_id = "purge_deleted_tenants",
+    request_body = PurgeBody,
+    responses((status = 200, description = "The tenants erased", body = Purged)),
     security(("bearer" = [])))]
 pub async fn purge_deleted(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     JsonObject(body): JsonObject,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Purged>, ApiError> {
     let b: PurgeBody = from_map(body)?;
     let secs = b.retention_secs.unwrap_or(state.config.retention_secs);
     let ms = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let purged = state
         .run(move |e| Ok(e.purge_deleted_tenants(&op, ms)?))
         .await?;
-    Ok(Json(json!({ "purged": purged })))
+    Ok(Json(Purged { purged }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn limits_merge_like_a_merge_patch() {

@@ -5,10 +5,14 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
-use strata_engine::Page;
-use strata_types::{Filter, NewRecord, RecordId, RecordPatch};
+use serde_json::Value;
+use strata_engine::{Page, ScanPage};
+use strata_types::{Filter, NewRecord, Record, RecordId, RecordPatch};
+use utoipa::ToSchema;
 
+use crate::bodies::{
+    BatchOutcome, Counted, Deleted, RecordScopeFields, ScopeFields, WriteResponse,
+};
 use crate::edge::TenantAuth;
 use crate::input::{JsonObject, PathParam, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
 use crate::{ApiError, AppState};
@@ -28,16 +32,48 @@ fn record_id(s: String) -> Result<RecordId, ApiError> {
     RecordId::parse(s).map_err(bad)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Batch {
+    /// Written atomically: all or none.
     records: Vec<NewRecord>,
 }
 
+/// One record with the request's scope fields.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The documented shape of a body the handler reads in two steps.
+struct OneRecordWrite {
+    #[serde(flatten)]
+    record: NewRecord,
+    #[serde(flatten)]
+    scope: RecordScopeFields,
+}
+
+/// A batch with the request's scope fields.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The documented shape of a body the handler reads in two steps.
+struct BatchWrite {
+    #[serde(flatten)]
+    batch: Batch,
+    #[serde(flatten)]
+    scope: ScopeFields,
+}
+
+/// A write: one record, or `{"records": [...]}`.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // The documented shape of a body the handler reads in two steps.
+enum WriteBody {
+    One(OneRecordWrite),
+    Batch(BatchWrite),
+}
+
 /// Writes one record, or a batch as `{"records": [...]}`, atomically.
-#[utoipa::path(post, path = "/v1/memories", tag = "memories",
-    request_body(content = serde_json::Value, description = "A record (`content`, `vector`, `user_tokens`, `metadata`, …) or `{\"records\": [...]}` with scope fields"),
-    responses((status = 201, description = "Written: `{id, created, deduplicated}` or `{results: [...]}`")),
+#[utoipa::path(post, path = "/v1/memories", tag = "memories", operation_id = "write_memories",
+    request_body = WriteBody,
+    responses(
+        (status = 201, description = "Written; at least one record is new", body = WriteResponse),
+        (status = 200, description = "Written; every record replaced or deduplicated an existing one", body = WriteResponse)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -69,23 +105,23 @@ pub async fn create(
         StatusCode::OK
     };
     let body = match (batch, outcomes.first()) {
-        (false, Some(one)) => json!(one),
-        _ => json!({ "results": outcomes }),
+        (false, Some(one)) => WriteResponse::One(one.clone()),
+        _ => WriteResponse::Batch(BatchOutcome { results: outcomes }),
     };
     Ok((status, Json(body)).into_response())
 }
 
 /// A record by id; a foreign or invisible id is `404` like a missing one.
-#[utoipa::path(get, path = "/v1/memories/{id}", tag = "memories",
-    params(("id" = String, Path, description = "record id")),
-    responses((status = 200, description = "The record"), (status = 404, description = "Not found")),
+#[utoipa::path(get, path = "/v1/memories/{id}", tag = "memories", operation_id = "get_memory",
+    params(("id" = RecordId, Path, description = "record id")),
+    responses((status = 200, description = "The record", body = Record)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     auth: TenantAuth,
     PathParam(id): PathParam,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Record>, ApiError> {
     let id = record_id(id)?;
     let q = QueryInput::parse(q.as_deref(), &[])?;
     let req = auth.request_scope(ScopeParts::default(), q.scope)?;
@@ -93,14 +129,24 @@ pub async fn get(
     let record = state
         .run_tenant(&auth.admitted, move |e| Ok(e.get(&scope, &req, &id)?))
         .await?;
-    Ok(Json(json!(record)))
+    Ok(Json(record))
+}
+
+/// Fields to change, with the request's scope fields.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The documented shape of a body the handler reads in two steps.
+struct PatchBody {
+    #[serde(flatten)]
+    patch: RecordPatch,
+    #[serde(flatten)]
+    scope: RecordScopeFields,
 }
 
 /// Changes a record; `metadata` merges as a JSON merge patch.
-#[utoipa::path(patch, path = "/v1/memories/{id}", tag = "memories",
-    params(("id" = String, Path, description = "record id")),
-    request_body(content = serde_json::Value, description = "Fields to change"),
-    responses((status = 200, description = "The new version")),
+#[utoipa::path(patch, path = "/v1/memories/{id}", tag = "memories", operation_id = "update_memory",
+    params(("id" = RecordId, Path, description = "record id")),
+    request_body = PatchBody,
+    responses((status = 200, description = "The new version", body = Record)),
     security(("bearer" = [])))]
 pub async fn patch(
     State(state): State<AppState>,
@@ -108,7 +154,7 @@ pub async fn patch(
     PathParam(id): PathParam,
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Record>, ApiError> {
     let id = record_id(id)?;
     let q = QueryInput::parse(q.as_deref(), &[])?;
     // `user_tokens`, `run_id` and `memory_scope` in the body are the record's new values.
@@ -121,20 +167,20 @@ pub async fn patch(
             Ok(e.patch(&scope, &req, &id, patch)?)
         })
         .await?;
-    Ok(Json(json!(record)))
+    Ok(Json(record))
 }
 
 /// Deletes a record by id.
-#[utoipa::path(delete, path = "/v1/memories/{id}", tag = "memories",
-    params(("id" = String, Path, description = "record id")),
-    responses((status = 200, description = "`{\"deleted\": 1}`")),
+#[utoipa::path(delete, path = "/v1/memories/{id}", tag = "memories", operation_id = "delete_memory",
+    params(("id" = RecordId, Path, description = "record id")),
+    responses((status = 200, description = "Deleted (`deleted` is 1)", body = Deleted)),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     auth: TenantAuth,
     PathParam(id): PathParam,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     let id = record_id(id)?;
     let q = QueryInput::parse(q.as_deref(), &[])?;
     let req = auth.request_scope(ScopeParts::default(), q.scope)?;
@@ -142,26 +188,37 @@ pub async fn delete(
     state
         .run_tenant(&auth.admitted, move |e| Ok(e.delete(&scope, &req, &id)?))
         .await?;
-    Ok(Json(json!({ "deleted": 1 })))
+    Ok(Json(Deleted { deleted: 1 }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DeleteWhere {
+    /// `{}` matches every visible record.
     filter: Filter,
 }
 
+/// A delete by filter, with the request's scope fields.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The documented shape of a body the handler reads in two steps.
+struct DeleteWhereBody {
+    #[serde(flatten)]
+    delete: DeleteWhere,
+    #[serde(flatten)]
+    scope: ScopeFields,
+}
+
 /// Deletes every visible record matching `filter` (`{}` matches all), in one transaction.
-#[utoipa::path(post, path = "/v1/memories/delete", tag = "memories",
-    request_body(content = serde_json::Value, description = "`{\"filter\": {...}}` with scope fields"),
-    responses((status = 200, description = "`{\"deleted\": n}`")),
+#[utoipa::path(post, path = "/v1/memories/delete", tag = "memories", operation_id = "delete_memories_where",
+    request_body = DeleteWhereBody,
+    responses((status = 200, description = "How many records were deleted", body = Deleted)),
     security(("bearer" = [])))]
 pub async fn delete_where(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     let req = auth.scope_of_body(q.as_deref(), &mut body)?;
     let DeleteWhere { filter } = from_map(body)?;
     let scope = auth.scope;
@@ -170,27 +227,45 @@ pub async fn delete_where(
             Ok(e.delete_where(&scope, &req, &filter)?)
         })
         .await?;
-    Ok(Json(json!({ "deleted": n })))
+    Ok(Json(Deleted { deleted: n }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 struct ListBody {
+    #[schema(default = json!(null))]
     filter: Option<Filter>,
+    /// The previous page's `next`.
     after: Option<RecordId>,
+    /// Page size, 1 to 1000; 100 when absent.
+    #[schema(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+}
+
+/// A listing, with the request's scope fields.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The documented shape of a body the handler reads in two steps.
+struct ListRequest {
+    #[serde(flatten)]
+    list: ListBody,
+    #[serde(flatten)]
+    scope: ScopeFields,
 }
 
 /// Lists visible records matching a filter, in id order, a page at a time (`after` = the
 /// previous page's `next`). Query: scope fields, `filter` (JSON), `after`, `limit`.
-#[utoipa::path(get, path = "/v1/memories/list", tag = "memories",
-    responses((status = 200, description = "`{records, next}`")),
+#[utoipa::path(get, path = "/v1/memories/list", tag = "memories", operation_id = "list_memories",
+    params(
+        ("filter" = Option<String>, Query, description = "a filter as JSON text"),
+        ("after" = Option<RecordId>, Query, description = "the previous page's `next`"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "page size; 100 when absent")),
+    responses((status = 200, description = "One page of records", body = ScanPage)),
     security(("bearer" = [])))]
 pub async fn list_get(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ScanPage>, ApiError> {
     let q = QueryInput::parse(q.as_deref(), &["filter", "after", "limit"])?;
     let list = ListBody {
         filter: q
@@ -214,16 +289,16 @@ pub async fn list_get(
 }
 
 /// Like `GET /v1/memories/list`, with everything in the body.
-#[utoipa::path(post, path = "/v1/memories/list", tag = "memories",
-    request_body(content = serde_json::Value, description = "`{filter, after, limit}` with scope fields"),
-    responses((status = 200, description = "`{records, next}`")),
+#[utoipa::path(post, path = "/v1/memories/list", tag = "memories", operation_id = "list_memories_post",
+    request_body = ListRequest,
+    responses((status = 200, description = "One page of records", body = ScanPage)),
     security(("bearer" = [])))]
 pub async fn list_post(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ScanPage>, ApiError> {
     let req = auth.scope_of_body(q.as_deref(), &mut body)?;
     let list: ListBody = from_map(body)?;
     list_records(state, auth, req, list).await
@@ -234,7 +309,7 @@ async fn list_records(
     auth: TenantAuth,
     req: strata_types::RequestScope,
     list: ListBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ScanPage>, ApiError> {
     let page = Page {
         after: list.after,
         limit: list.limit.unwrap_or(DEFAULT_LIMIT),
@@ -245,26 +320,37 @@ async fn list_records(
             Ok(e.scan(&scope, &req, list.filter.as_ref(), page)?)
         })
         .await?;
-    Ok(Json(json!(page)))
+    Ok(Json(page))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 struct CountBody {
+    #[schema(default = json!(null))]
     filter: Option<Filter>,
 }
 
+/// A count, with the request's scope fields.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The documented shape of a body the handler reads in two steps.
+struct CountRequest {
+    #[serde(flatten)]
+    count: CountBody,
+    #[serde(flatten)]
+    scope: ScopeFields,
+}
+
 /// Counts visible records matching a filter.
-#[utoipa::path(post, path = "/v1/memories/count", tag = "memories",
-    request_body(content = serde_json::Value, description = "`{filter}` with scope fields"),
-    responses((status = 200, description = "`{\"count\": n}`")),
+#[utoipa::path(post, path = "/v1/memories/count", tag = "memories", operation_id = "count_memories",
+    request_body = CountRequest,
+    responses((status = 200, description = "How many visible records match", body = Counted)),
     security(("bearer" = [])))]
 pub async fn count(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Counted>, ApiError> {
     let req = auth.scope_of_body(q.as_deref(), &mut body)?;
     let CountBody { filter } = from_map(body)?;
     let scope = auth.scope;
@@ -273,5 +359,5 @@ pub async fn count(
             Ok(e.count(&scope, &req, filter.as_ref())?)
         })
         .await?;
-    Ok(Json(json!({ "count": n })))
+    Ok(Json(Counted { count: n }))
 }

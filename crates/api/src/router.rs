@@ -13,7 +13,6 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -55,23 +54,10 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::revoke_key))
 }
 
-/// The OpenAPI document of every route.
+/// The OpenAPI document of every route as utoipa generates it; `crate::openapi::document`
+/// completes it for serving.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = api().into_openapi();
-    doc.info.title = "Strata".into();
-    doc.info.version = env!("CARGO_PKG_VERSION").into();
-    doc.info.description = Some("Multi-tenant memory server for AI agents.".into());
-    let components = doc.components.get_or_insert_with(Default::default);
-    components.add_security_scheme(
-        "bearer",
-        SecurityScheme::Http(
-            HttpBuilder::new()
-                .scheme(HttpAuthScheme::Bearer)
-                .description(Some("An API key (`sk_…`) or a JWT"))
-                .build(),
-        ),
-    );
-    doc
+    api().into_openapi()
 }
 
 /// Every `(METHOD, path)` the router serves, derived from the registrations themselves.
@@ -145,7 +131,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// The complete application.
 pub fn router(state: AppState) -> Router {
-    let doc = Arc::new(openapi());
+    let doc = Arc::new(crate::openapi::document());
     let (router, _) = api().split_for_parts();
     let request_id = HeaderName::from_static(REQUEST_ID);
     let max_body = state.config.max_body_bytes;

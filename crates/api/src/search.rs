@@ -2,24 +2,35 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use serde_json::{Value, json};
-use strata_types::SearchRequest;
+use strata_types::{SearchRequest, SearchResponse};
+use utoipa::ToSchema;
 
+use crate::bodies::ScopeFields;
 use crate::edge::TenantAuth;
 use crate::input::{JsonObject, from_map};
 use crate::{ApiError, AppState};
 
+/// A search with the request's scope fields.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The documented shape of a body the handler reads in two steps.
+struct SearchBody {
+    #[serde(flatten)]
+    search: SearchRequest,
+    #[serde(flatten)]
+    scope: ScopeFields,
+}
+
 /// Vector, text or hybrid search over one collection; scope applies before top-k.
-#[utoipa::path(post, path = "/v1/search", tag = "search",
-    request_body(content = serde_json::Value, description = "`vector`, `query`, `k`, `modality`, `filter`, `min_score`, `mode`, `fusion`, `explain`, `ef`, with scope fields"),
-    responses((status = 200, description = "`{hits, mode, exact}`")),
+#[utoipa::path(post, path = "/v1/search", tag = "search", operation_id = "search",
+    request_body = SearchBody,
+    responses((status = 200, description = "Hits, best first", body = SearchResponse)),
     security(("bearer" = [])))]
 pub async fn search(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SearchResponse>, ApiError> {
     let req = auth.scope_of_body(q.as_deref(), &mut body)?;
     let search: SearchRequest = from_map(body)?;
     let scope = auth.scope;
@@ -29,5 +40,5 @@ pub async fn search(
             move |e| Ok(e.search(&scope, &req, &search)?),
         )
         .await?;
-    Ok(Json(json!(response)))
+    Ok(Json(response))
 }

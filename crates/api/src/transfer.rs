@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use serde_json::{Value, json};
 use strata_engine::{EngineError, ExportLine};
 use strata_types::TenantId;
 use tokio::sync::mpsc;
@@ -33,9 +32,9 @@ fn tenant_id(id: String) -> Result<TenantId, ApiError> {
 }
 
 /// Streams a tenant's export: a tenant line, its collections, then its records.
-#[utoipa::path(get, path = "/v1/admin/tenants/{id}/export", tag = "admin",
-    params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, description = "One JSON object per line", content_type = "application/x-ndjson")),
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}/export", tag = "admin", operation_id = "export_tenant",
+    params(("id" = TenantId, Path, description = "tenant id")),
+    responses((status = 200, description = "One JSON object per line: the tenant, its collections, its records, its audit rows", body = ExportLine, content_type = "application/x-ndjson")),
     security(("bearer" = [])))]
 pub async fn export_tenant(
     State(state): State<AppState>,
@@ -200,10 +199,10 @@ impl Splitter {
 
 /// Creates tenant `id` from an export (JSON lines). All or nothing: a bad line is `400`
 /// naming its line number, and nothing of the tenant is left behind.
-#[utoipa::path(post, path = "/v1/admin/tenants/{id}/import", tag = "admin",
-    params(("id" = String, Path, description = "the new tenant's id")),
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/import", tag = "admin", operation_id = "import_tenant",
+    params(("id" = TenantId, Path, description = "the new tenant's id")),
     request_body(content = String, description = "An export, one JSON object per line", content_type = "application/x-ndjson"),
-    responses((status = 201, description = "The new tenant, with its usage")),
+    responses((status = 201, description = "The new tenant, with its usage", body = strata_engine::TenantInfo)),
     security(("bearer" = [])))]
 pub async fn import_tenant(
     State(state): State<AppState>,
@@ -211,7 +210,7 @@ pub async fn import_tenant(
     PathParam(id): PathParam,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<strata_engine::TenantInfo>), ApiError> {
     let id = tenant_id(id)?;
     let max_total = state.config.max_import_bytes;
     if declared_length(&headers).is_some_and(|len| len > max_total) {
@@ -267,7 +266,7 @@ pub async fn import_tenant(
         .await
         .map_err(|e| ApiError::Internal(format!("import task failed: {e}")))?;
     match result {
-        Ok(info) => Ok((StatusCode::CREATED, Json(json!(info)))),
+        Ok(info) => Ok((StatusCode::CREATED, Json(info))),
         Err(e) => match failure.lock().ok().and_then(|mut f| f.take()) {
             Some(original) => Err(original),
             None => Err(e.into()),

@@ -69,8 +69,11 @@ pub struct KeyInfo {
     pub permissions: Permissions,
     pub user_tokens: Option<Vec<UserToken>>,
     pub domains: Option<Vec<Domain>>,
+    #[schema(value_type = i64)]
     pub created_at: Millis,
+    #[schema(value_type = Option<i64>)]
     pub expires_at: Option<Millis>,
+    #[schema(value_type = Option<i64>)]
     pub revoked_at: Option<Millis>,
 }
 

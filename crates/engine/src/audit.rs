@@ -25,6 +25,7 @@ pub struct AuditRow {
     /// Position in its tenant's log (or the server's).
     #[serde(default)]
     pub seq: u64,
+    #[schema(value_type = i64)]
     pub at: Millis,
     pub tenant: Option<TenantId>,
     /// Key id or JWT subject.

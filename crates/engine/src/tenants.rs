@@ -14,9 +14,11 @@ use crate::{Engine, EngineError};
 pub struct TenantInfo {
     pub id: TenantId,
     pub display_name: Option<String>,
+    #[schema(value_type = i64)]
     pub created_at: Millis,
     pub status: TenantStatus,
     /// When it was soft-deleted; it is purged once the retention period has passed.
+    #[schema(value_type = Option<i64>)]
     pub deleted_at: Option<Millis>,
     pub limits: TenantLimits,
     pub weight: u32,

@@ -17,12 +17,13 @@ use crate::tenant_index::Change;
 use crate::{Engine, EngineError, TenantInfo, snapshot};
 
 /// One line of an export.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ExportLine {
     Tenant {
         id: TenantId,
         display_name: Option<String>,
+        #[schema(value_type = i64)]
         created_at: Millis,
         limits: TenantLimits,
         weight: u32,

@@ -3,8 +3,8 @@
 //! of every other type sit on the types themselves, so the document the server publishes is
 //! generated from the same definitions it parses and answers with.
 
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::{

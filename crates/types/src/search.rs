@@ -53,6 +53,8 @@ pub const MAX_K: usize = 1000;
 pub struct SearchRequest {
     pub vector: Option<Vec<f32>>,
     pub query: Option<String>,
+    /// How many hits, 1 to 1000; 10 when absent.
+    #[schema(minimum = 1, maximum = 1000)]
     pub k: usize,
     /// The collection to search; `text` when absent.
     pub modality: Option<CollectionName>,
