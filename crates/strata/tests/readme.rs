@@ -41,22 +41,33 @@ fn quickstart_blocks() -> Vec<String> {
 fn readme_quickstart_runs_verbatim() {
     let blocks = quickstart_blocks();
     assert!(
-        blocks.len() >= 5,
+        blocks.len() >= 7,
         "expected the Quickstart's sh blocks, got {}",
         blocks.len()
     );
     let server = Server::start();
     // Blocks run in one shell, like a reader pasting them into one terminal; each is echoed
-    // with a marker so a failure names its block.
+    // with a marker so a failure names its block. The `strata` the README runs is this
+    // build's, found on PATH as after `cargo install`.
     let mut script = String::from("set -euo pipefail\n");
     for (i, b) in blocks.iter().enumerate() {
         script.push_str(&format!("echo '--- block {i}'\n{b}\necho\n"));
     }
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_strata"))
+        .parent()
+        .expect("binary directory")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = Command::new("bash")
         .arg("-c")
         .arg(&script)
-        .env("STRATA", &server.url)
-        .env("OPERATOR_KEY", OPERATOR_KEY)
+        .env("STRATA_SERVER", &server.url)
+        .env("STRATA_KEY", OPERATOR_KEY)
+        .env("PATH", path)
         .output()
         .expect("run bash");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -65,19 +76,22 @@ fn readme_quickstart_runs_verbatim() {
         out.status.success(),
         "quickstart failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    // The searches found what the README says they find.
-    let last_block = stdout.rsplit("--- block").next().unwrap_or("");
+    // The searches found what the README says they find: Alice her memory, nobody else.
+    for expected in [
+        "as [\"u:alice\"]:\n[\"Alice takes oat milk in her coffee\"]\n",
+        "as [\"u:bob\"]:\n[]\n",
+        "as []:\n[]\n",
+        "[\"Ticket 42: the coffee machine on floor 3 is broken\"",
+        "\"domains\":[\"support\"]",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    let support = stdout.rsplit("--- block").nth(1).unwrap_or("");
     assert!(
-        last_block.contains("oat milk"),
-        "Alice's search missed her memory:\n{last_block}"
-    );
-    assert!(
-        last_block.contains("coffee machine"),
-        "support search missed:\n{last_block}"
-    );
-    let support_search = last_block.rsplit("\"hits\"").next().unwrap_or("");
-    assert!(
-        !support_search.contains("oat milk"),
-        "private memory leaked:\n{last_block}"
+        !support.contains("oat milk"),
+        "private memory leaked into the support search:\n{support}"
     );
 }
