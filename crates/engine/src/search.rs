@@ -1,4 +1,9 @@
 //! Tenant-scoped recall: vector, text (BM25) and hybrid search over one collection.
+//!
+//! Nothing the caller cannot see feeds a score. Vector scores depend on the query and the
+//! record alone. BM25 statistics (document count, document frequencies, average length) are
+//! computed over exactly the records the request may see (`plan::visible_slots`). Fusion
+//! normalises each channel over its own hits, which are all visible records.
 
 use std::collections::HashMap;
 
@@ -11,7 +16,7 @@ use strata_types::{
 };
 
 use crate::collection_index::CollectionIndex;
-use crate::plan::{filter_candidates, scope_candidates, vector_top};
+use crate::plan::{filter_candidates, scope_candidates, vector_top, visible_slots};
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
 
@@ -113,7 +118,8 @@ fn search_collection(
     s: &SearchRequest,
     mode: SearchMode,
 ) -> Result<SearchResponse, EngineError> {
-    let mut candidates = scope_candidates(ci, vis);
+    let scope = scope_candidates(ci, vis);
+    let mut candidates = scope.clone();
     let mut filter_exact = s.filter.is_none();
     if let Some(f) = &s.filter
         && let Some(narrowed) = filter_candidates(f, ci)
@@ -167,11 +173,13 @@ fn search_collection(
         _ => None,
     };
     let text_hits = match (&s.query, mode) {
-        (Some(q), SearchMode::Text | SearchMode::Hybrid) => Some(ci.bm25.search(
-            q,
-            depth,
-            |slot| candidates.contains(slot) && passes(slot),
-        )),
+        (Some(q), SearchMode::Text | SearchMode::Hybrid) => {
+            // Statistics over exactly the records this request may see, so that no invisible
+            // record moves a score; the filter only narrows which of them are ranked.
+            let visible = visible_slots(ci, vis, &scope, ci.bm25.doc_slots());
+            let query = ci.bm25.query(q, &visible);
+            Some(query.search(depth, |slot| candidates.contains(slot) && passes(slot)))
+        }
         _ => None,
     };
 

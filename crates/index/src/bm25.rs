@@ -1,15 +1,25 @@
 //! An in-memory BM25 inverted index keyed by `u32` slot, one per tenant-collection.
 //!
 //! Scoring is Okapi BM25 with `k1 = 1.2`, `b = 0.75` and Lucene's always-positive IDF
-//! `ln(1 + (N - df + 0.5) / (df + 0.5))`. Document frequencies, the document count `N` and
-//! the average document length are this index's own: the engine keeps one index per tenant,
-//! so one tenant's writes can never change another tenant's scores.
+//! `ln(1 + (N - df + 0.5) / (df + 0.5))`.
+//!
+//! **Statistics are scope-exact.** The index holds every document of a tenant-collection, but a
+//! caller may see only some of them (SPEC section 1, rule 4: no channel may score with a record
+//! the caller cannot see). So nothing scores against the whole index: [`Bm25Index::query`]
+//! takes the set of slots the caller may see, and the document count `N`, the document
+//! frequencies `df` and the average document length are computed over exactly that set —
+//! `N = |docs ∩ visible|`, `df = |postings(term) ∩ visible|` (roaring intersection counts), and
+//! the total length is summed from a dense per-slot length array. Only documents in the set are
+//! scored. A document's score is therefore the same float as in an index holding nothing but
+//! the visible documents, whatever else the index holds.
 //!
 //! A query's terms are de-duplicated (a term repeated in the query counts once) and summed in
 //! the order they first appear, so a document's score is the same float whether it comes from
-//! [`Bm25Index::search`] or [`Bm25Index::score_of`].
+//! [`Bm25Query::search`] or [`Bm25Query::score_of`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use roaring::RoaringBitmap;
 
 use crate::exact::{Hit, TopK};
 
@@ -27,20 +37,25 @@ pub fn tokenize(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// What the index remembers about one document, so that removal is exact.
-#[derive(Debug, Clone)]
-struct Doc {
-    len: u32,
-    /// Distinct terms of the document.
-    terms: Vec<String>,
+/// The documents containing one term: a bitmap for set algebra with the caller's visible set,
+/// and each document's term frequency for scoring.
+#[derive(Debug, Default, Clone)]
+struct Posting {
+    slots: RoaringBitmap,
+    tf: HashMap<u32, u32>,
 }
 
 /// An in-memory BM25 index. Not internally synchronised: writes take `&mut self`.
 #[derive(Debug, Default, Clone)]
 pub struct Bm25Index {
-    /// term -> (slot -> term frequency).
-    postings: HashMap<String, HashMap<u32, u32>>,
-    docs: HashMap<u32, Doc>,
+    postings: HashMap<String, Posting>,
+    /// Slots holding a document.
+    docs: RoaringBitmap,
+    /// Document length in tokens by slot (0 for an empty slot). Dense because the engine's
+    /// slots are: summing the lengths of a visible set is then one array read per document.
+    lens: Vec<u32>,
+    /// Each document's distinct terms, so that removal is exact.
+    terms: HashMap<u32, Vec<String>>,
     total_len: u64,
 }
 
@@ -50,28 +65,26 @@ impl Bm25Index {
         Self::default()
     }
 
-    /// Number of indexed documents.
+    /// Number of indexed documents, visible or not (for introspection; scores never use it).
     pub fn doc_count(&self) -> usize {
-        self.docs.len()
+        self.docs.len() as usize
     }
 
-    /// Average document length in tokens (0 when empty).
-    pub fn avgdl(&self) -> f32 {
-        if self.docs.is_empty() {
-            0.0
-        } else {
-            (self.total_len as f64 / self.docs.len() as f64) as f32
-        }
+    /// The slots holding a document.
+    pub fn doc_slots(&self) -> &RoaringBitmap {
+        &self.docs
     }
 
-    /// Number of documents containing `term` (already tokenized).
+    /// Number of documents containing `term` (already tokenized), visible or not.
     pub fn doc_freq(&self, term: &str) -> usize {
-        self.postings.get(term).map_or(0, HashMap::len)
+        self.postings
+            .get(term)
+            .map_or(0, |p| p.slots.len() as usize)
     }
 
     /// Whether `slot` is indexed.
     pub fn contains(&self, slot: u32) -> bool {
-        self.docs.contains_key(&slot)
+        self.docs.contains(slot)
     }
 
     /// Indexes `text` under `slot`, replacing whatever the slot held (upsert).
@@ -85,26 +98,36 @@ impl Bm25Index {
         let len = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
         let mut terms = Vec::with_capacity(tf.len());
         for (term, count) in tf {
-            self.postings
-                .entry(term.clone())
-                .or_default()
-                .insert(slot, count);
+            let posting = self.postings.entry(term.clone()).or_default();
+            posting.slots.insert(slot);
+            posting.tf.insert(slot, count);
             terms.push(term);
         }
+        let at = slot as usize;
+        if self.lens.len() <= at {
+            self.lens.resize(at + 1, 0);
+        }
+        self.lens[at] = len;
         self.total_len += u64::from(len);
-        self.docs.insert(slot, Doc { len, terms });
+        self.docs.insert(slot);
+        self.terms.insert(slot, terms);
     }
 
     /// Removes `slot`; returns whether it was indexed.
     pub fn remove(&mut self, slot: u32) -> bool {
-        let Some(doc) = self.docs.remove(&slot) else {
+        let Some(terms) = self.terms.remove(&slot) else {
             return false;
         };
-        self.total_len -= u64::from(doc.len);
-        for term in doc.terms {
-            if let Some(list) = self.postings.get_mut(&term) {
-                list.remove(&slot);
-                if list.is_empty() {
+        self.docs.remove(slot);
+        if let Some(len) = self.lens.get_mut(slot as usize) {
+            self.total_len -= u64::from(*len);
+            *len = 0;
+        }
+        for term in terms {
+            if let Some(posting) = self.postings.get_mut(&term) {
+                posting.slots.remove(slot);
+                posting.tf.remove(&slot);
+                if posting.slots.is_empty() {
                     self.postings.remove(&term);
                 }
             }
@@ -112,43 +135,104 @@ impl Bm25Index {
         true
     }
 
-    /// The query's distinct terms in first-appearance order, with their IDF and postings.
-    fn query_terms(&self, query: &str) -> Vec<(f32, &HashMap<u32, u32>)> {
-        let mut seen = std::collections::HashSet::new();
-        let n = self.docs.len() as f32;
-        tokenize(query)
+    fn len_of(&self, slot: u32) -> u32 {
+        self.lens.get(slot as usize).copied().unwrap_or(0)
+    }
+
+    /// Total length of the documents in `set`, which holds only document slots.
+    fn total_len_of(&self, set: &RoaringBitmap) -> u64 {
+        let sum = |s: &RoaringBitmap| s.iter().map(|slot| u64::from(self.len_of(slot))).sum();
+        // Sum over whichever side is smaller: the set, or the documents outside it. Integer
+        // sums are exact, so both give the same total.
+        if set.len() * 2 <= self.docs.len() {
+            sum(set)
+        } else {
+            self.total_len - sum(&(&self.docs - set))
+        }
+    }
+
+    /// Prepares `query` for scoring against exactly the documents in `visible`: statistics are
+    /// computed over `visible`, and only documents in `visible` can be scored. Slots in
+    /// `visible` without a document are ignored.
+    pub fn query<'a>(&'a self, query: &str, visible: &RoaringBitmap) -> Bm25Query<'a> {
+        let visible = visible & &self.docs;
+        let n = visible.len();
+        let avgdl = if n == 0 {
+            0.0
+        } else {
+            (self.total_len_of(&visible) as f64 / n as f64) as f32
+        };
+        let mut seen = HashSet::new();
+        let terms = tokenize(query)
             .into_iter()
             .filter(|t| seen.insert(t.clone()))
             .filter_map(|t| {
-                let list = self.postings.get(&t)?;
-                let df = list.len() as f32;
+                let posting = self.postings.get(&t)?;
+                let df = posting.slots.intersection_len(&visible);
+                if df == 0 {
+                    // As absent as in an index without the invisible documents.
+                    return None;
+                }
+                let (n, df) = (n as f32, df as f32);
                 let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
-                Some((idf, list))
+                Some((idf, posting))
             })
-            .collect()
+            .collect();
+        Bm25Query {
+            index: self,
+            visible,
+            terms,
+            avgdl,
+        }
+    }
+}
+
+/// A query prepared by [`Bm25Index::query`] over one visible set.
+#[derive(Debug)]
+pub struct Bm25Query<'a> {
+    index: &'a Bm25Index,
+    /// The visible documents: the statistics' universe and the only scorable slots.
+    visible: RoaringBitmap,
+    /// The query's distinct terms present in `visible`, in first-appearance order, with IDF.
+    terms: Vec<(f32, &'a Posting)>,
+    avgdl: f32,
+}
+
+impl Bm25Query<'_> {
+    /// Number of visible documents (`N`).
+    pub fn doc_count(&self) -> u64 {
+        self.visible.len()
+    }
+
+    /// Average length of the visible documents, in tokens (0 when none).
+    pub fn avgdl(&self) -> f32 {
+        self.avgdl
     }
 
     /// One term's contribution for a document of length `len` with term frequency `tf`.
-    fn term_score(&self, idf: f32, tf: u32, len: u32, avgdl: f32) -> f32 {
+    fn term_score(&self, idf: f32, tf: u32, len: u32) -> f32 {
         let tf = tf as f32;
-        let norm = if avgdl > 0.0 { len as f32 / avgdl } else { 0.0 };
+        let norm = if self.avgdl > 0.0 {
+            len as f32 / self.avgdl
+        } else {
+            0.0
+        };
         idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * norm))
     }
 
-    /// The best `k` documents for `query` among those for which `predicate` is true, by BM25
-    /// score descending, ties by slot ascending. The predicate is applied before ranking, so
-    /// a filter never empties the top `k` while matching documents exist. Documents sharing
-    /// no term with the query are not returned.
-    pub fn search(&self, query: &str, k: usize, predicate: impl Fn(u32) -> bool) -> Vec<Hit> {
+    /// The best `k` visible documents for the query among those for which `predicate` is
+    /// true, by BM25 score descending, ties by slot ascending. The predicate is applied before
+    /// ranking, so a filter never empties the top `k` while matching documents exist; it
+    /// narrows which documents are ranked, never the statistics. Documents sharing no term
+    /// with the query are not returned.
+    pub fn search(&self, k: usize, predicate: impl Fn(u32) -> bool) -> Vec<Hit> {
         if k == 0 {
             return Vec::new();
         }
-        let terms = self.query_terms(query);
-        let avgdl = self.avgdl();
         let mut scores: HashMap<u32, f32> = HashMap::new();
-        let mut rejected: std::collections::HashSet<u32> = std::collections::HashSet::new();
-        for (idf, list) in &terms {
-            for (&slot, &tf) in list.iter() {
+        let mut rejected: HashSet<u32> = HashSet::new();
+        for (idf, posting) in &self.terms {
+            for slot in &posting.slots & &self.visible {
                 if rejected.contains(&slot) {
                     continue;
                 }
@@ -160,8 +244,8 @@ impl Bm25Index {
                         continue;
                     }
                 };
-                let len = self.docs.get(&slot).map_or(0, |d| d.len);
-                *entry += self.term_score(*idf, tf, len, avgdl);
+                let tf = posting.tf.get(&slot).copied().unwrap_or(0);
+                *entry += self.term_score(*idf, tf, self.index.len_of(slot));
             }
         }
         let mut top = TopK::new(k);
@@ -171,15 +255,17 @@ impl Bm25Index {
         top.into_sorted()
     }
 
-    /// The score `slot` would get for `query` in [`Self::search`] (for explanations), or
-    /// `None` if the slot is not indexed or shares no term with the query.
-    pub fn score_of(&self, query: &str, slot: u32) -> Option<f32> {
-        let doc = self.docs.get(&slot)?;
-        let avgdl = self.avgdl();
+    /// The score `slot` would get in [`Self::search`] (for explanations), or `None` if the
+    /// slot is not a visible document or shares no term with the query.
+    pub fn score_of(&self, slot: u32) -> Option<f32> {
+        if !self.visible.contains(slot) {
+            return None;
+        }
+        let len = self.index.len_of(slot);
         let mut score = None;
-        for (idf, list) in self.query_terms(query) {
-            if let Some(&tf) = list.get(&slot) {
-                *score.get_or_insert(0.0) += self.term_score(idf, tf, doc.len, avgdl);
+        for (idf, posting) in &self.terms {
+            if let Some(&tf) = posting.tf.get(&slot) {
+                *score.get_or_insert(0.0) += self.term_score(*idf, tf, len);
             }
         }
         score
@@ -188,6 +274,8 @@ impl Bm25Index {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn index(docs: &[(u32, &str)]) -> Bm25Index {
@@ -200,6 +288,20 @@ mod tests {
 
     fn slots(hits: &[Hit]) -> Vec<u32> {
         hits.iter().map(|h| h.slot).collect()
+    }
+
+    /// Search with every document visible.
+    fn search(ix: &Bm25Index, q: &str, k: usize, predicate: impl Fn(u32) -> bool) -> Vec<Hit> {
+        ix.query(q, ix.doc_slots()).search(k, predicate)
+    }
+
+    fn score_of(ix: &Bm25Index, q: &str, slot: u32) -> Option<f32> {
+        ix.query(q, ix.doc_slots()).score_of(slot)
+    }
+
+    /// Hits as (slot, score bits), for bit-exact comparison.
+    fn bits(hits: &[Hit]) -> Vec<(u32, u32)> {
+        hits.iter().map(|h| (h.slot, h.score.to_bits())).collect()
     }
 
     #[test]
@@ -222,12 +324,12 @@ mod tests {
             (2, "the dog sat on the cat"),
             (3, "dogs and birds"),
         ]);
-        let hits = ix.search("cat", 10, |_| true);
+        let hits = search(&ix, "cat", 10, |_| true);
         // Both contain "cat" once; the shorter document wins through length normalisation.
         assert_eq!(slots(&hits), vec![1, 2]);
         assert!(hits[0].score > hits[1].score);
-        assert!(ix.search("unicorn", 10, |_| true).is_empty());
-        assert!(ix.search("cat", 0, |_| true).is_empty());
+        assert!(search(&ix, "unicorn", 10, |_| true).is_empty());
+        assert!(search(&ix, "cat", 0, |_| true).is_empty());
     }
 
     #[test]
@@ -238,8 +340,8 @@ mod tests {
             (3, "common"),
             (4, "common"),
         ]);
-        let idf_rare = ix.score_of("rare", 1).expect("scored");
-        let idf_common = ix.score_of("common", 1).expect("scored");
+        let idf_rare = score_of(&ix, "rare", 1).expect("scored");
+        let idf_common = score_of(&ix, "common", 1).expect("scored");
         assert!(idf_rare > idf_common);
         assert!(
             idf_common > 0.0,
@@ -251,7 +353,7 @@ mod tests {
     #[test]
     fn ties_break_by_slot() {
         let ix = index(&[(9, "same text"), (3, "same text"), (5, "same text")]);
-        assert_eq!(slots(&ix.search("same", 2, |_| true)), vec![3, 5]);
+        assert_eq!(slots(&search(&ix, "same", 2, |_| true)), vec![3, 5]);
     }
 
     #[test]
@@ -266,18 +368,22 @@ mod tests {
             };
             ix.insert(slot, text);
         }
-        let hits = ix.search("apple", 5, |s| s >= 90);
+        let hits = search(&ix, "apple", 5, |s| s >= 90);
         assert_eq!(slots(&hits), vec![90, 91, 92, 93, 94]);
     }
 
     #[test]
     fn search_and_score_of_agree() {
         let ix = index(&[(1, "a b c a"), (2, "b c d"), (3, "c d e f g")]);
-        for hit in ix.search("a c d c", 10, |_| true) {
-            assert_eq!(ix.score_of("a c d c", hit.slot), Some(hit.score));
+        let visible: RoaringBitmap = [1, 3].into_iter().collect();
+        for set in [ix.doc_slots().clone(), visible] {
+            let q = ix.query("a c d c", &set);
+            for hit in q.search(10, |_| true) {
+                assert_eq!(q.score_of(hit.slot), Some(hit.score));
+            }
         }
-        assert_eq!(ix.score_of("zzz", 1), None);
-        assert_eq!(ix.score_of("a", 42), None);
+        assert_eq!(score_of(&ix, "zzz", 1), None);
+        assert_eq!(score_of(&ix, "a", 42), None);
     }
 
     #[test]
@@ -285,27 +391,29 @@ mod tests {
         let mut ix = index(&[(1, "old words here"), (2, "other")]);
         ix.insert(1, "new");
         assert_eq!(ix.doc_count(), 2);
-        assert!(ix.search("old", 10, |_| true).is_empty());
+        assert!(search(&ix, "old", 10, |_| true).is_empty());
         assert_eq!(ix.doc_freq("old"), 0);
-        assert_eq!(slots(&ix.search("new", 10, |_| true)), vec![1]);
-        assert_eq!(ix.avgdl(), 1.0);
+        assert_eq!(slots(&search(&ix, "new", 10, |_| true)), vec![1]);
+        assert_eq!(ix.query("new", ix.doc_slots()).avgdl(), 1.0);
     }
 
     #[test]
     fn remove_updates_stats() {
         let mut ix = index(&[(1, "x y"), (2, "x"), (3, "y y y y")]);
-        let before = ix.score_of("x", 2).expect("scored");
+        let before = score_of(&ix, "x", 2).expect("scored");
         assert!(ix.remove(1));
         assert!(!ix.remove(1));
         assert_eq!(ix.doc_count(), 2);
         assert_eq!(ix.doc_freq("x"), 1);
-        assert_eq!(ix.avgdl(), 2.5);
+        assert_eq!(ix.query("x", ix.doc_slots()).avgdl(), 2.5);
         // x became rarer, so slot 2's score for it rises.
-        assert!(ix.score_of("x", 2).expect("scored") > before);
+        assert!(score_of(&ix, "x", 2).expect("scored") > before);
         ix.remove(2);
         ix.remove(3);
-        assert_eq!((ix.doc_count(), ix.avgdl()), (0, 0.0));
+        let q = ix.query("x", ix.doc_slots());
+        assert_eq!((ix.doc_count(), q.doc_count(), q.avgdl()), (0, 0, 0.0));
         assert!(ix.postings.is_empty());
+        assert_eq!(ix.total_len, 0);
     }
 
     #[test]
@@ -313,17 +421,78 @@ mod tests {
         // The engine keeps one index per tenant; this pins down that an index's scores depend
         // only on its own documents, whatever another instance (tenant) receives.
         let tenant_a = index(&[(1, "shared word"), (2, "another doc")]);
-        let before = tenant_a.search("shared word", 10, |_| true);
+        let before = search(&tenant_a, "shared word", 10, |_| true);
         let mut tenant_b = Bm25Index::new();
         for slot in 0..500 {
             tenant_b.insert(slot, "shared shared word word word");
         }
-        assert_eq!(tenant_a.search("shared word", 10, |_| true), before);
+        assert_eq!(search(&tenant_a, "shared word", 10, |_| true), before);
     }
 
     #[test]
     fn repeated_query_terms_count_once() {
         let ix = index(&[(1, "alpha beta"), (2, "beta")]);
-        assert_eq!(ix.score_of("alpha alpha ALPHA", 1), ix.score_of("alpha", 1));
+        assert_eq!(
+            score_of(&ix, "alpha alpha ALPHA", 1),
+            score_of(&ix, "alpha", 1)
+        );
+    }
+
+    #[test]
+    fn invisible_documents_neither_score_nor_weigh() {
+        // Slots 1 and 2 are visible; 10.. hold the same word but are invisible.
+        let mut ix = index(&[(1, "tea with milk"), (2, "coffee")]);
+        let visible: RoaringBitmap = [1, 2].into_iter().collect();
+        let before = bits(&ix.query("tea", &visible).search(10, |_| true));
+        for slot in 10..200 {
+            ix.insert(slot, "tea tea tea and a much longer text about tea");
+        }
+        let q = ix.query("tea", &visible);
+        assert_eq!(bits(&q.search(10, |_| true)), before);
+        assert_eq!((q.doc_count(), q.score_of(10)), (2, None));
+        // A visible slot without a document is not a document.
+        let with_empty: RoaringBitmap = [1, 2, 500].into_iter().collect();
+        assert_eq!(
+            bits(&ix.query("tea", &with_empty).search(10, |_| true)),
+            before
+        );
+        // A term only invisible documents hold is absent, exactly as in their absence.
+        assert!(ix.query("longer", &visible).search(10, |_| true).is_empty());
+    }
+
+    /// Texts over a small vocabulary, so that terms repeat across documents.
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "d", "e"]), 0..8)
+            .prop_map(|words| words.join(" "))
+    }
+
+    proptest! {
+        /// Scores over a visible subset are bit-identical to scores in an index that holds only
+        /// that subset, with the invisible documents written before, after or between them.
+        #[test]
+        fn scores_equal_an_index_of_the_visible_documents_alone(
+            docs in prop::collection::vec((text(), any::<bool>()), 0..40),
+            query in text(),
+            k in 1usize..10,
+        ) {
+            let mut all = Bm25Index::new();
+            let mut alone = Bm25Index::new();
+            let mut visible = RoaringBitmap::new();
+            for (slot, (text, is_visible)) in docs.iter().enumerate() {
+                all.insert(slot as u32, text);
+                if *is_visible {
+                    visible.insert(slot as u32);
+                    alone.insert(slot as u32, text);
+                }
+            }
+            let q = all.query(&query, &visible);
+            let want = bits(&alone.query(&query, alone.doc_slots()).search(k, |_| true));
+            prop_assert_eq!(bits(&q.search(k, |_| true)), want);
+            prop_assert_eq!(q.doc_count(), alone.doc_count() as u64);
+            for slot in 0..docs.len() as u32 {
+                let expect = alone.query(&query, alone.doc_slots()).score_of(slot);
+                prop_assert_eq!(q.score_of(slot).map(f32::to_bits), expect.map(f32::to_bits));
+            }
+        }
     }
 }

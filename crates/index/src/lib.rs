@@ -1,7 +1,8 @@
 //! Strata's indexes: distance kernels, exact scan, HNSW graph, BM25 text index and bitmap candidate sets. This crate does no I/O.
 //!
 //! Every index here is keyed by a `u32` *slot*: the engine maps its record ids to dense slots
-//! and owns one set of indexes per tenant, so statistics and graphs never mix tenants.
+//! and owns one set of indexes per tenant, so statistics and graphs never mix tenants; BM25
+//! statistics are further computed over the slots the caller may see ([`Bm25Index::query`]).
 //!
 //! Invariants:
 //! - No file or network I/O: persistence is to and from byte buffers (`HnswIndex::to_bytes`).
@@ -19,7 +20,7 @@ pub mod metric;
 pub mod testdata;
 
 pub use bitmap::{FieldIndex, RoaringBitmap};
-pub use bm25::Bm25Index;
+pub use bm25::{Bm25Index, Bm25Query};
 pub use error::IndexError;
 pub use exact::{Hit, exact_top_k};
 pub use hnsw::{HnswIndex, HnswParams};
