@@ -367,22 +367,43 @@ fn kernels_are_interchangeable() {
             HnswParams::default(),
         )
         .expect("from_bytes");
+        // HNSW is approximate and its build is concurrent, so an exact top-5 per query would
+        // be a flaky demand; what must hold is that each kernel scores exactly like the metric
+        // (checked per hit), finds what exact search finds (recall), and that the bytes round
+        // trip preserves the graph (identical answers).
+        let (mut found, mut wanted) = ([0usize; 3], 0usize);
         for q in &queries {
             let exact = truth(metric, &vectors, q, 5);
-            for index in [&builtin, &ours, &restored] {
+            wanted += exact.len();
+            let ours_hits = ours.search(q, 5, Some(200)).expect("search");
+            let restored_hits = restored.search(q, 5, Some(200)).expect("search");
+            // Same neighbours; scores may differ in the last bit, since a restored index may
+            // score with the other kernel.
+            let slots = |hits: &[Hit]| hits.iter().map(|h| h.slot).collect::<Vec<_>>();
+            assert_eq!(
+                slots(&ours_hits),
+                slots(&restored_hits),
+                "{metric}: the round trip changed the graph"
+            );
+            for (n, index) in [&builtin, &ours, &restored].into_iter().enumerate() {
                 let hits = index.search(q, 5, Some(200)).expect("search");
-                assert_eq!(
-                    hits.iter().map(|h| h.slot).collect::<Vec<_>>(),
-                    exact.iter().map(|h| h.slot).collect::<Vec<_>>(),
-                    "{metric}"
-                );
-                for (h, e) in hits.iter().zip(&exact) {
+                assert_eq!(hits.len(), 5, "{metric}");
+                for h in &hits {
+                    let want = metric.score(q, &vectors[h.slot as usize]);
                     assert!(
-                        (h.score - e.score).abs() <= 1e-3 * e.score.abs().max(1.0),
-                        "{metric}: {h:?} vs {e:?}"
+                        (h.score - want).abs() <= 1e-3 * want.abs().max(1.0),
+                        "{metric}: {h:?} scored, the metric says {want}"
                     );
                 }
+                found[n] += hits
+                    .iter()
+                    .filter(|h| exact.iter().any(|e| e.slot == h.slot))
+                    .count();
             }
+        }
+        for (n, f) in found.iter().enumerate() {
+            let recall = *f as f64 / wanted as f64;
+            assert!(recall >= 0.95, "{metric}: index {n} recall@5 {recall}");
         }
     }
 }
