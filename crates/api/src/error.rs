@@ -356,8 +356,8 @@ impl From<AuthError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_types::{InvalidName, TenantId};
     use serde_json::json;
+    use strata_types::{InvalidName, TenantId};
 
     fn check(e: impl Into<ApiError>, status: u16, code: &str) {
         let e = e.into();
