@@ -8,17 +8,6 @@ use serde_json::{Value, json};
 
 const ALL: &[&str] = &["read", "write", "admin"];
 
-fn limit(server: &Server, tenant: &str, limits: Value) {
-    let (s, v) = server.call(
-        "PATCH",
-        &format!("/v1/admin/tenants/{tenant}"),
-        Some(OPERATOR_KEY),
-        &[],
-        Some(&json!({ "limits": limits })),
-    );
-    assert_eq!(s, 200, "{v}");
-}
-
 #[test]
 fn an_empty_token_bucket_answers_429_with_retry_after_and_spares_other_tenants() {
     let server = Server::start();
@@ -26,7 +15,7 @@ fn an_empty_token_bucket_answers_429_with_retry_after_and_spares_other_tenants()
     server.tenant("globex");
     let acme = server.key("acme", json!({ "permissions": ALL }));
     let globex = server.key("globex", json!({ "permissions": ALL }));
-    limit(&server, "acme", json!({"max_qps": 0.5, "burst": 2}));
+    server.limit("acme", json!({"max_qps": 0.5, "burst": 2}));
 
     let statuses: Vec<u16> = (0..2)
         .map(|_| server.get("/v1/collections", &acme).0)
@@ -58,7 +47,7 @@ fn an_empty_token_bucket_answers_429_with_retry_after_and_spares_other_tenants()
     }
     assert_eq!(server.get("/v1/admin/tenants/acme", OPERATOR_KEY).0, 200);
     // Lifting the limit takes effect on the next request.
-    limit(&server, "acme", json!({"max_qps": null, "burst": null}));
+    server.limit("acme", json!({"max_qps": null, "burst": null}));
     assert_eq!(server.get("/v1/collections", &acme).0, 200);
 }
 
@@ -67,7 +56,7 @@ fn the_in_flight_cap_refuses_excess_concurrent_requests() {
     let server = Server::start();
     server.tenant("acme");
     let acme = server.key("acme", json!({ "permissions": ALL }));
-    limit(&server, "acme", json!({"max_concurrent": 1}));
+    server.limit("acme", json!({"max_concurrent": 1}));
     // Durable batch writes take long enough to overlap. The cap is checked before the body is
     // read; the server then discards the small unread body, so the connection stays usable.
     let batch = |t: usize, i: usize| {

@@ -251,23 +251,12 @@ fn the_connection_cap_refuses_clearly_and_recovers() {
     }
 }
 
-fn limit(server: &Server, tenant: &str, limits: Value) {
-    let (s, v) = server.call(
-        "PATCH",
-        &format!("/v1/admin/tenants/{tenant}"),
-        Some(OPERATOR_KEY),
-        &[],
-        Some(&json!({ "limits": limits })),
-    );
-    assert_eq!(s, 200, "{v}");
-}
-
 #[test]
 fn early_refusals_keep_the_connection_usable_or_say_close() {
     let server = Server::start_with(&[("STRATA__SERVER__MAX_BODY_BYTES", "4096")]);
     server.tenant("acme");
     let key = server.key("acme", json!({ "permissions": ["read", "write"] }));
-    limit(&server, "acme", json!({"max_qps": 0.01, "burst": 1}));
+    server.limit("acme", json!({"max_qps": 0.01, "burst": 1}));
     let body = r#"{"content": "a memory"}"#;
 
     // Heads first, bodies a moment later: the refusal is decided before the body arrives.

@@ -179,6 +179,18 @@ impl Server {
         assert_eq!(s, 201, "{v}");
     }
 
+    /// Sets a tenant's limits (a merge patch); panics on failure.
+    pub fn limit(&self, tenant: &str, limits: Value) {
+        let (s, v) = self.call(
+            "PATCH",
+            &format!("/v1/admin/tenants/{tenant}"),
+            Some(OPERATOR_KEY),
+            &[],
+            Some(&json!({ "limits": limits })),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+
     /// Mints a key for `tenant` with the extra fields in `grant`; returns its secret.
     pub fn key(&self, tenant: &str, grant: Value) -> String {
         let mut body = json!({ "tenant": tenant });
