@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 use strata_engine::{Page, ScanPage};
-use strata_types::{Filter, NewRecord, Record, RecordId, RecordPatch};
+use strata_types::{Filter, NewRecord, Record, RecordId, RecordPatch, RequestScope, TokenSelector};
 use utoipa::ToSchema;
 
 use crate::bodies::{
@@ -95,6 +95,7 @@ pub async fn create(
     } else {
         vec![from_map::<NewRecord>(body)?]
     };
+    let req = speak_for_the_record(&auth, req, &records, batch);
     let scope = auth.scope;
     let outcomes = state
         .run_tenant(&auth.admitted, move |e| Ok(e.put(&scope, &req, records)?))
@@ -109,6 +110,27 @@ pub async fn create(
         _ => WriteResponse::Batch(BatchOutcome { results: outcomes }),
     };
     Ok((status, Json(body)).into_response())
+}
+
+/// The request scope of a single-record write by a credential bound to no principals that
+/// names none for the request: it speaks for the record's own principals, as if they were in
+/// the query string. Without this, writing Alice's private record again under its id (an
+/// idempotent retry) would be refused as a conflict, since a request for nobody cannot see
+/// Alice's record. It grants nothing new: an unbound credential may name any principals, and a
+/// record of other principals under that id stays out of reach (`409`).
+fn speak_for_the_record(
+    auth: &TenantAuth,
+    mut req: RequestScope,
+    records: &[NewRecord],
+    batch: bool,
+) -> RequestScope {
+    let unbound = auth.scope.grant().user_tokens.is_none();
+    if let ([record], false, true, None) = (records, batch, unbound, &req.user_tokens)
+        && let Some(tokens) = record.user_tokens.as_ref().filter(|t| !t.is_empty())
+    {
+        req.user_tokens = Some(TokenSelector::Tokens(tokens.clone()));
+    }
+    req
 }
 
 /// A record by id; a foreign or invisible id is `404` like a missing one.

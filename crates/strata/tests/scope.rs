@@ -305,3 +305,24 @@ fn principal_bound_key_cannot_speak_for_others() {
         "{v}"
     );
 }
+
+#[test]
+fn a_private_record_is_upserted_again_under_its_id_but_never_taken_over() {
+    let server = Server::start();
+    server.tenant("acme");
+    let key = server.key("acme", json!({"permissions": ["read", "write"]}));
+    let alice = json!({"id": "pref-1", "content": "oat milk", "user_tokens": ["u:alice"]});
+    let (s, v) = server.post("/v1/memories", &key, alice.clone());
+    assert_eq!((s, &v["created"]), (201, &json!(true)), "{v}");
+    // The same write again (a retry, or the README run twice) replaces it.
+    let (s, v) = server.post("/v1/memories", &key, alice);
+    assert_eq!((s, &v["created"]), (200, &json!(false)), "{v}");
+    // Bob's record may not take Alice's id over, nor may a record for nobody.
+    for tokens in [json!(["u:bob"]), json!([])] {
+        let body = json!({"id": "pref-1", "content": "mine now", "user_tokens": tokens});
+        let (s, v) = server.post("/v1/memories", &key, body);
+        assert_eq!((s, code(&v)), (409, "CONFLICT"), "{v}");
+    }
+    let (s, v) = server.get("/v1/memories/pref-1?user_tokens=u:alice", &key);
+    assert_eq!((s, v["content"].as_str()), (200, Some("oat milk")), "{v}");
+}
