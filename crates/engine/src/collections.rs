@@ -62,6 +62,7 @@ impl Engine {
                 dim,
                 metric,
                 created_at: now_millis(),
+                embedder: None,
             };
             w.put_collection(scope.key(), &c)?;
             Ok(c)

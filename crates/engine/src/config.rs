@@ -12,6 +12,10 @@ pub struct DefaultCollection {
     pub name: CollectionName,
     pub dim: u32,
     pub metric: Metric,
+    /// Whether the server's built-in embedder embeds this collection's text (when it runs one;
+    /// `dim` must then be the embedder's, 384). Fixed when a tenant is created.
+    #[serde(default)]
+    pub embed: bool,
 }
 
 /// Engine settings, validated by [`EngineConfig::validate`].
@@ -28,6 +32,7 @@ impl Default for EngineConfig {
             name: CollectionName::parse(name).expect("invariant: literal names are valid"),
             dim,
             metric: Metric::Cosine,
+            embed: name == "text",
         };
         EngineConfig {
             default_collections: vec![c("text", 384), c("image", 512), c("audio", 512)],

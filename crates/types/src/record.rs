@@ -26,6 +26,20 @@ pub struct Collection {
     /// Milliseconds since the Unix epoch.
     #[schema(value_type = i64)]
     pub created_at: Millis,
+    /// The model that embeds this collection's text, when it has one. Absent in collections
+    /// stored before embedders existed, which decode as having none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<EmbedderRef>,
+}
+
+/// The identity of an embedding model: vectors are comparable only when both fields match,
+/// so a collection never holds vectors of two models.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedderRef {
+    pub model_id: String,
+    /// sha256 of the model's weights, hex.
+    pub weights_hash: String,
 }
 
 /// Popoto-style confidence in a memory, updated by evidence.
@@ -96,6 +110,9 @@ pub struct NewRecord {
     pub kind: Option<Kind>,
     pub content: Option<String>,
     pub vector: Option<Vec<f32>>,
+    /// The model `vector` came from, e.g. `sentence-transformers/all-MiniLM-L6-v2`. Optional;
+    /// when given, a collection that declares a different embedder refuses the record.
+    pub vector_model: Option<String>,
     pub user_tokens: Option<Vec<UserToken>>,
     pub run_id: Option<RunId>,
     pub memory_scope: Option<MemoryScope>,
@@ -193,6 +210,17 @@ pub enum RecordError {
     ZeroVector { collection: CollectionName },
     #[error("a record needs a vector, content, or both")]
     Empty,
+    #[error("vector_model is given without a vector")]
+    VectorModelWithoutVector,
+    #[error(
+        "vector_model {got:?}: collection {collection} holds vectors of {expected:?} only; \
+         send content without a vector to have the server embed it"
+    )]
+    VectorModelMismatch {
+        collection: CollectionName,
+        expected: String,
+        got: String,
+    },
     #[error("batch of {count} records; the limit is {max}")]
     BatchTooLarge { count: usize, max: usize },
 }
@@ -202,6 +230,9 @@ impl NewRecord {
     pub fn validate(&self, limits: &RecordLimits) -> Result<(), RecordError> {
         if self.vector.is_none() && self.content.is_none() {
             return Err(RecordError::Empty);
+        }
+        if self.vector.is_none() && self.vector_model.is_some() {
+            return Err(RecordError::VectorModelWithoutVector);
         }
         check_common(
             self.content.as_deref(),
@@ -459,6 +490,7 @@ mod tests {
             dim: 3,
             metric: Metric::Cosine,
             created_at: 0,
+            embedder: None,
         };
         assert!(check_vector(&[1.0, 0.0, 0.0], &c).is_ok());
         assert!(matches!(
