@@ -1,7 +1,7 @@
 //! Engine settings: default collections and record limits.
 
 use serde::{Deserialize, Serialize};
-use strata_types::{CollectionName, Metric, RecordLimits};
+use strata_types::{CollectionName, Metric, RecordLimits, TextAnalyzer};
 
 use crate::EngineError;
 
@@ -16,6 +16,9 @@ pub struct DefaultCollection {
     /// `dim` must then be the embedder's, 384). Fixed when a tenant is created.
     #[serde(default)]
     pub embed: bool,
+    /// How its text is analysed for BM25 (`standard` when absent).
+    #[serde(default)]
+    pub analyzer: TextAnalyzer,
 }
 
 /// Engine settings, validated by [`EngineConfig::validate`].
@@ -33,6 +36,11 @@ impl Default for EngineConfig {
             dim,
             metric: Metric::Cosine,
             embed: name == "text",
+            analyzer: if name == "text" {
+                TextAnalyzer::English
+            } else {
+                TextAnalyzer::Standard
+            },
         };
         EngineConfig {
             default_collections: vec![c("text", 384), c("image", 512), c("audio", 512)],

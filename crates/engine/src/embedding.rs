@@ -136,6 +136,7 @@ mod tests {
             metric: Metric::Cosine,
             created_at: 0,
             embedder,
+            analyzer: Default::default(),
         }
     }
 

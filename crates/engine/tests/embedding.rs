@@ -109,6 +109,7 @@ fn a_collection_of_another_model_refuses_embedding_work() {
             model_id: "other/model".into(),
             weights_hash: "0".repeat(64),
         }),
+        analyzer: Default::default(),
     };
     engine
         .import_tenant(

@@ -228,6 +228,7 @@ mod golden {
             metric: Metric::Cosine,
             created_at: 1_700_000_000_000,
             embedder: None,
+            analyzer: Default::default(),
         }
     }
 

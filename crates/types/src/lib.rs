@@ -20,7 +20,7 @@ pub use name::{
 };
 pub use record::{
     Collection, Confidence, EmbedderRef, Metric, NewRecord, RESERVED_FIELDS, Record, RecordError,
-    RecordPatch, check_vector, merge_patch, validate_metadata,
+    RecordPatch, TextAnalyzer, check_vector, merge_patch, validate_metadata,
 };
 pub use scope::{RequestScope, TokenSelector, UserMatch};
 pub use search::{Fusion, HitExplain, MAX_K, SearchHit, SearchMode, SearchRequest, SearchResponse};

@@ -17,6 +17,27 @@ pub enum Metric {
     L2,
 }
 
+/// How a collection's text becomes BM25 terms. Fixed when the collection is created.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TextAnalyzer {
+    /// Lowercased words, no stop words, no stemming (collections from before analyzers).
+    #[default]
+    Standard,
+    /// Lowercased words, English stop words dropped, Snowball stemming.
+    English,
+    /// Whitespace-separated tokens exactly as written.
+    None,
+}
+
+impl TextAnalyzer {
+    fn is_standard(&self) -> bool {
+        *self == TextAnalyzer::Standard
+    }
+}
+
 /// A vector space with a fixed dimension and metric, owned by one tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Collection {
@@ -30,6 +51,10 @@ pub struct Collection {
     /// stored before embedders existed, which decode as having none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedder: Option<EmbedderRef>,
+    /// How its text is analysed for BM25; collections stored before analyzers existed decode
+    /// as `standard`, which scores exactly as they did.
+    #[serde(default, skip_serializing_if = "TextAnalyzer::is_standard")]
+    pub analyzer: TextAnalyzer,
 }
 
 /// The identity of an embedding model: vectors are comparable only when both fields match,
@@ -491,6 +516,7 @@ mod tests {
             metric: Metric::Cosine,
             created_at: 0,
             embedder: None,
+            analyzer: Default::default(),
         };
         assert!(check_vector(&[1.0, 0.0, 0.0], &c).is_ok());
         assert!(matches!(
