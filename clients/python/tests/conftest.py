@@ -91,6 +91,9 @@ def start_server(root: Path) -> Iterator[Server]:
             "STRATA__SERVER__LISTEN": "127.0.0.1:0",
             "STRATA__SERVER__DATA_DIR": str(root / "data"),
             "STRATA_OPERATOR_KEY": OPERATOR_KEY,
+            # No built-in embedder: the suite pins text-mode results, and must not fetch the
+            # model into its working directory.
+            "STRATA__EMBEDDER__ENABLED": "false",
             "RUST_LOG": "warn",
         }
     )

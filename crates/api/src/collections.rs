@@ -5,7 +5,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
-use strata_types::{Collection, CollectionName, Metric, TenantId};
+use strata_types::{Collection, CollectionName, Metric, TenantId, TextAnalyzer};
 use utoipa::ToSchema;
 
 use crate::bodies::{CollectionDeleted, Collections};
@@ -59,6 +59,10 @@ struct NewCollection {
     #[serde(default = "cosine")]
     #[schema(default = "cosine")]
     metric: Metric,
+    /// How text is analysed for keyword search: `standard`, `english` or `none`.
+    #[serde(default)]
+    #[schema(default = "standard")]
+    analyzer: TextAnalyzer,
 }
 
 /// A new collection; `tenant_id`, if given, is checked against the credential.
@@ -74,7 +78,8 @@ fn cosine() -> Metric {
     Metric::Cosine
 }
 
-/// Creates a collection (`name`, `dim`, `metric`: cosine, dot or l2).
+/// Creates a collection (`name`, `dim`, `metric`: cosine, dot or l2; `analyzer`: standard,
+/// english or none).
 #[utoipa::path(post, path = "/v1/collections", tag = "collections", operation_id = "create_collection",
     request_body = NewCollectionBody,
     responses((status = 201, description = "The collection", body = Collection)),
@@ -91,7 +96,7 @@ pub async fn create(
     let scope = auth.scope;
     let c = state
         .run_tenant(&auth.admitted, move |e| {
-            Ok(e.create_collection(&scope, &name, new.dim, new.metric)?)
+            Ok(e.create_collection_with(&scope, &name, new.dim, new.metric, new.analyzer)?)
         })
         .await?;
     Ok((StatusCode::CREATED, Json(c)))

@@ -328,9 +328,11 @@ impl From<EngineError> for ApiError {
             EngineError::QuotaExceeded { .. } => ApiError::QuotaExceeded(e.to_string()),
             EngineError::CollectionExists(_)
             | EngineError::TenantExists(_)
-            | EngineError::IdConflict(_) => ApiError::Conflict(e.to_string()),
+            | EngineError::IdConflict(_)
+            | EngineError::ModelMismatch { .. } => ApiError::Conflict(e.to_string()),
             EngineError::Store(s) => ApiError::Internal(s.to_string()),
             EngineError::Index(m) => ApiError::Internal(format!("index: {m}")),
+            EngineError::Embedding(m) => ApiError::Internal(format!("embedding: {m}")),
         }
     }
 }

@@ -25,6 +25,14 @@ pub(crate) fn index_metric(m: Metric) -> strata_index::Metric {
     }
 }
 
+fn index_analyzer(a: strata_types::TextAnalyzer) -> strata_index::Analyzer {
+    match a {
+        strata_types::TextAnalyzer::Standard => strata_index::Analyzer::Standard,
+        strata_types::TextAnalyzer::English => strata_index::Analyzer::English,
+        strata_types::TextAnalyzer::None => strata_index::Analyzer::None,
+    }
+}
+
 fn index_error(e: strata_index::IndexError) -> EngineError {
     EngineError::Index(e.to_string())
 }
@@ -72,7 +80,7 @@ impl CollectionIndex {
             by_run: HashMap::new(),
             by_scope: HashMap::new(),
             fields: FieldIndex::new(),
-            bm25: Bm25Index::new(),
+            bm25: Bm25Index::with_analyzer(index_analyzer(c.analyzer)),
             graph: None,
             restored: false,
         }

@@ -2,7 +2,7 @@
 
 use strata_auth::{Permission, TenantScope};
 use strata_store::Reads;
-use strata_types::{Collection, CollectionName, Metric, now_millis};
+use strata_types::{Collection, CollectionName, Metric, TextAnalyzer, now_millis};
 
 use crate::tenant_index::Change;
 use crate::tenants::check_live;
@@ -21,12 +21,25 @@ impl Engine {
         self.read_tenant(scope, Permission::Read, |r| Ok(r.collections(scope.key())?))
     }
 
+    /// Creates a collection whose text is analysed the `standard` way.
     pub fn create_collection(
         &self,
         scope: &TenantScope,
         name: &CollectionName,
         dim: u32,
         metric: Metric,
+    ) -> Result<Collection, EngineError> {
+        self.create_collection_with(scope, name, dim, metric, TextAnalyzer::Standard)
+    }
+
+    /// Creates a collection with the given text analyzer.
+    pub fn create_collection_with(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+        dim: u32,
+        metric: Metric,
+        analyzer: TextAnalyzer,
     ) -> Result<Collection, EngineError> {
         require(scope, Permission::Admin)?;
         if dim == 0 || dim > self.config.limits.max_dim {
@@ -62,6 +75,8 @@ impl Engine {
                 dim,
                 metric,
                 created_at: now_millis(),
+                embedder: None,
+                analyzer,
             };
             w.put_collection(scope.key(), &c)?;
             Ok(c)

@@ -1,7 +1,7 @@
 //! Engine settings: default collections and record limits.
 
 use serde::{Deserialize, Serialize};
-use strata_types::{CollectionName, Metric, RecordLimits};
+use strata_types::{CollectionName, Metric, RecordLimits, TextAnalyzer};
 
 use crate::EngineError;
 
@@ -12,6 +12,13 @@ pub struct DefaultCollection {
     pub name: CollectionName,
     pub dim: u32,
     pub metric: Metric,
+    /// Whether the server's built-in embedder embeds this collection's text (when it runs one;
+    /// `dim` must then be the embedder's, 384). Fixed when a tenant is created.
+    #[serde(default)]
+    pub embed: bool,
+    /// How its text is analysed for BM25 (`standard` when absent).
+    #[serde(default)]
+    pub analyzer: TextAnalyzer,
 }
 
 /// Engine settings, validated by [`EngineConfig::validate`].
@@ -28,6 +35,12 @@ impl Default for EngineConfig {
             name: CollectionName::parse(name).expect("invariant: literal names are valid"),
             dim,
             metric: Metric::Cosine,
+            embed: name == "text",
+            analyzer: if name == "text" {
+                TextAnalyzer::English
+            } else {
+                TextAnalyzer::Standard
+            },
         };
         EngineConfig {
             default_collections: vec![c("text", 384), c("image", 512), c("audio", 512)],

@@ -40,6 +40,20 @@ pub enum EngineError {
     IdConflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The collection declares another embedding model than the server's: embedding with it
+    /// would mix two models' vectors in one collection.
+    #[error(
+        "collection {collection} is embedded by {collection_model}, but this server runs \
+         {server_model}; send vectors from the collection's model, or use another collection"
+    )]
+    ModelMismatch {
+        collection: CollectionName,
+        collection_model: String,
+        server_model: String,
+    },
+    /// The embedder failed on input it accepted (not the caller's fault).
+    #[error("embedding: {0}")]
+    Embedding(String),
     /// An in-memory index failed; storage is intact and the index is rebuilt.
     #[error("index: {0}")]
     Index(String),

@@ -10,6 +10,7 @@ mod audit;
 mod collection_index;
 mod collections;
 mod config;
+mod embedding;
 mod error;
 mod lifecycle;
 mod plan;
@@ -23,6 +24,7 @@ mod transfer;
 mod visibility;
 
 use std::path::Path;
+use std::sync::Arc;
 
 pub use admission::Admission;
 pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
@@ -32,6 +34,7 @@ pub use lifecycle::{TenantLimits, TenantStatus};
 pub use records::PutOutcome;
 pub use scan::{Page, ScanPage};
 pub use strata_auth::{OperatorScope, TenantScope};
+pub use strata_embed::Embedder;
 pub use tenants::{TenantInfo, TenantUpdate, TenantUsage};
 pub use transfer::ExportLine;
 
@@ -82,6 +85,8 @@ pub struct Engine {
     config: EngineConfig,
     indexes: IndexRegistry,
     admissions: admission::AdmissionCache,
+    /// The built-in text embedder, when the server loaded one (see `embedding`).
+    embedder: Option<Arc<Embedder>>,
 }
 
 impl Engine {
@@ -100,7 +105,31 @@ impl Engine {
             config,
             indexes: IndexRegistry::default(),
             admissions: admission::AdmissionCache::default(),
+            embedder: None,
         })
+    }
+
+    /// Installs the built-in embedder: default collections marked `embed` are created with it
+    /// for new tenants, and records and queries of collections that declare it are embedded.
+    /// Fails if such a default collection's dimension is not the embedder's.
+    pub fn set_embedder(&mut self, embedder: Arc<Embedder>) -> Result<(), EngineError> {
+        for c in self.config.default_collections.iter().filter(|c| c.embed) {
+            if c.dim as usize != embedder.dim() {
+                return Err(EngineError::BadRequest(format!(
+                    "default collection {}: embed = true needs dim {}, the embedder's, not {}",
+                    c.name,
+                    embedder.dim(),
+                    c.dim
+                )));
+            }
+        }
+        self.embedder = Some(embedder);
+        Ok(())
+    }
+
+    /// The loaded embedder, if any.
+    pub fn embedder(&self) -> Option<&Arc<Embedder>> {
+        self.embedder.as_ref()
     }
 
     /// The authentication layer's handle: credential rows and tenant look-ups, and nothing of

@@ -4,8 +4,8 @@ use serde::Serialize;
 use strata_auth::{Permission, TenantScope};
 use strata_store::{Reads, Writer};
 use strata_types::{
-    Filter, NewRecord, Record, RecordError, RecordId, RecordPatch, RequestScope, check_vector,
-    merge_patch, now_millis, validate_metadata,
+    EmbedderRef, Filter, NewRecord, Record, RecordError, RecordId, RecordPatch, RequestScope,
+    check_vector, merge_patch, now_millis, validate_metadata,
 };
 
 use crate::scan::for_each_visible;
@@ -25,11 +25,14 @@ pub struct PutOutcome {
 
 impl Engine {
     /// Writes a batch atomically: all records or none, durable before this returns.
+    ///
+    /// Records with content and no vector, in a collection the loaded embedder embeds, get their
+    /// vectors here, in one `embed` call for the batch, before the transaction opens.
     pub fn put(
         &self,
         scope: &TenantScope,
         req: &RequestScope,
-        records: Vec<NewRecord>,
+        mut records: Vec<NewRecord>,
     ) -> Result<Vec<PutOutcome>, EngineError> {
         // The credential is checked before the input, so a refused caller learns nothing about
         // what a valid request would look like.
@@ -46,10 +49,16 @@ impl Engine {
         for r in &records {
             r.validate(limits)?;
         }
+        let embedded = self.embed_records(scope, &mut records)?;
+        let loaded = self.loaded_embedder().map(|(_, id)| id);
         self.write_tenant(scope, "memory.put", |w, changes| {
             records
                 .into_iter()
-                .map(|r| put_one(w, changes, scope, &vis, req, r))
+                .zip(embedded)
+                .map(|(r, embedded)| {
+                    let model = loaded.as_ref().filter(|_| embedded);
+                    put_one(w, changes, scope, &vis, req, r, model)
+                })
                 .collect()
         })
     }
@@ -84,6 +93,20 @@ impl Engine {
                 let c = collection_of(w, scope, &record)?;
                 check_vector(&v, &c)?;
                 record.vector = Some(v);
+            } else if let Some(content) = &patch.content
+                && record.content.as_ref() != Some(content)
+            {
+                // The vector was derived from the old content: re-embed it, or drop it when
+                // this server cannot embed for the collection (never keep a stale one).
+                let c = collection_of(w, scope, &record)?;
+                if c.embedder.is_some() {
+                    let loaded = self.loaded_embedder();
+                    let embeds = crate::embedding::embeds(loaded.as_ref().map(|(_, id)| id), &c)?;
+                    record.vector = match loaded.filter(|_| embeds) {
+                        Some((e, _)) => crate::embedding::embed(e, &[content])?.pop(),
+                        None => None,
+                    };
+                }
             }
             if let Some(tokens) = patch.user_tokens {
                 record.user_tokens = vis.write_tokens(Some(&tokens))?;
@@ -187,6 +210,7 @@ fn put_one(
     vis: &Visibility,
     req: &RequestScope,
     new: NewRecord,
+    embedded_by: Option<&EmbedderRef>,
 ) -> Result<PutOutcome, EngineError> {
     let modality = new.modality.unwrap_or_else(|| {
         strata_types::CollectionName::parse("text").expect("invariant: literal name is valid")
@@ -213,6 +237,20 @@ fn put_one(
     let collection = collection_of(w, scope, &record)?;
     if let Some(v) = &record.vector {
         check_vector(v, &collection)?;
+    }
+    if let Some(model) = embedded_by {
+        // The collection may have been replaced since the vector was computed.
+        crate::embedding::embeds(Some(model), &collection)?;
+    }
+    if let (Some(got), Some(declared)) = (&new.vector_model, &collection.embedder)
+        && got != &declared.model_id
+    {
+        return Err(RecordError::VectorModelMismatch {
+            collection: collection.name.clone(),
+            expected: declared.model_id.clone(),
+            got: got.clone(),
+        }
+        .into());
     }
     let key = scope.key();
     if new.id.is_some() {

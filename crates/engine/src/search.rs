@@ -10,12 +10,14 @@ use std::collections::HashMap;
 use strata_auth::{Permission, TenantScope};
 use strata_index::exact::sort_hits;
 use strata_index::{Hit, RoaringBitmap};
+use strata_store::Reads;
 use strata_types::{
-    CollectionName, Fusion, HitExplain, MAX_K, RecordError, RequestScope, SearchHit, SearchMode,
-    SearchRequest, SearchResponse, check_vector_values, now_millis,
+    Collection, CollectionName, Fusion, HitExplain, MAX_K, RecordError, RequestScope, SearchHit,
+    SearchMode, SearchRequest, SearchResponse, check_vector_values, now_millis,
 };
 
 use crate::collection_index::CollectionIndex;
+use crate::embedding::{embed, embeds, text_collection};
 use crate::plan::{filter_candidates, scope_candidates, vector_top, visible_slots};
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
@@ -34,13 +36,16 @@ impl Engine {
         req: &RequestScope,
         s: &SearchRequest,
     ) -> Result<SearchResponse, EngineError> {
-        let mode = check_request(s)?;
+        check_fields(s)?;
         let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
-        self.read_tenant(scope, Permission::Read, |_| Ok(()))?;
-        let name = s
-            .modality
-            .clone()
-            .unwrap_or_else(|| CollectionName::parse("text").expect("invariant: literal name"));
+        let name = s.modality.clone().unwrap_or_else(text_collection);
+        let collection = self.read_tenant(scope, Permission::Read, |r| {
+            r.collection(scope.key(), &name)?
+                .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))
+        })?;
+        let embedded = self.embed_query(&collection, s)?;
+        let s = embedded.as_ref().unwrap_or(s);
+        let mode = check_mode(s)?;
         self.indexes.with_index(&self.store, scope.key(), |ti| {
             let ci = ti
                 .collections
@@ -51,7 +56,41 @@ impl Engine {
     }
 }
 
-fn check_request(s: &SearchRequest) -> Result<SearchMode, EngineError> {
+impl Engine {
+    /// A query without a vector, on a collection the loaded embedder embeds, gets the query's
+    /// embedding, and hybrid mode unless the request names one: the text alone is enough to
+    /// search by meaning and by words. `None` leaves the request as it is (no embedder, a
+    /// client vector, or a text-mode request), so without an embedder a query-only search is
+    /// a text search, as before.
+    fn embed_query(
+        &self,
+        collection: &Collection,
+        s: &SearchRequest,
+    ) -> Result<Option<SearchRequest>, EngineError> {
+        let (None, Some(query)) = (&s.vector, &s.query) else {
+            return Ok(None);
+        };
+        if s.mode == Some(SearchMode::Text) {
+            return Ok(None);
+        }
+        let loaded = self.loaded_embedder();
+        if !embeds(loaded.as_ref().map(|(_, id)| id), collection)? {
+            return Ok(None);
+        }
+        let Some((embedder, _)) = loaded else {
+            return Ok(None);
+        };
+        let vector = embed(embedder, &[query])?.pop();
+        Ok(Some(SearchRequest {
+            vector,
+            mode: Some(s.mode.unwrap_or(SearchMode::Hybrid)),
+            ..s.clone()
+        }))
+    }
+}
+
+/// Checks everything but the mode, which may depend on the query's embedding.
+fn check_fields(s: &SearchRequest) -> Result<(), EngineError> {
     if s.k == 0 || s.k > MAX_K {
         return Err(EngineError::BadRequest(format!("k: must be 1 to {MAX_K}")));
     }
@@ -85,6 +124,11 @@ fn check_request(s: &SearchRequest) -> Result<SearchMode, EngineError> {
             "fusion.alpha: must be 0 to 1".into(),
         ));
     }
+    Ok(())
+}
+
+/// The mode a request runs in, and whether it has what that mode needs.
+fn check_mode(s: &SearchRequest) -> Result<SearchMode, EngineError> {
     let mode = match (s.mode, &s.vector, &s.query) {
         (Some(m), _, _) => m,
         (None, Some(_), Some(_)) => SearchMode::Hybrid,

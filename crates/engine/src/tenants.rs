@@ -98,6 +98,10 @@ impl Engine {
                     dim: c.dim,
                     metric: c.metric,
                     created_at: now,
+                    // Tenants created while the server runs without an embedder get a text
+                    // collection without one: their text is searched by BM25 only.
+                    embedder: self.loaded_embedder().filter(|_| c.embed).map(|(_, id)| id),
+                    analyzer: c.analyzer,
                 };
                 w.put_collection(meta.key, &collection)?;
             }

@@ -354,6 +354,8 @@ fn import_refuses_out_of_range_vectors() {
                 dim: 4,
                 metric: Metric::Dot,
                 created_at: 0,
+                embedder: None,
+                analyzer: Default::default(),
             })),
             Ok(serde_json::from_value(json!({
                 "type": "record", "id": "x", "modality": "num", "kind": null, "content": null,

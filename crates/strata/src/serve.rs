@@ -20,14 +20,21 @@ pub const OPERATOR_KEY_ENV: &str = "STRATA_OPERATOR_KEY";
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let data_dir = config.server.data_dir.clone();
     let engine_config = config.engine.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::open(&data_dir, engine_config))
-        .await?
-        .with_context(|| {
-            format!(
-                "opening data directory {}",
-                config.server.data_dir.display()
-            )
-        })?;
+    let embedder_config = config.embedder.clone();
+    let engine = tokio::task::spawn_blocking(move || {
+        let mut engine = Engine::open(&data_dir, engine_config)?;
+        if let Some(embedder) = crate::model::load(&embedder_config) {
+            engine.set_embedder(embedder)?;
+        }
+        Ok::<_, strata_engine::EngineError>(engine)
+    })
+    .await?
+    .with_context(|| {
+        format!(
+            "opening data directory {}",
+            config.server.data_dir.display()
+        )
+    })?;
     let engine = Arc::new(engine);
     let env_key = std::env::var(OPERATOR_KEY_ENV)
         .ok()

@@ -188,6 +188,7 @@ fn the_operator_key_is_shown_only_by_a_start_that_listens() {
             .arg("serve")
             .env("STRATA__SERVER__LISTEN", listen)
             .env("STRATA__SERVER__DATA_DIR", dir.path().join("data"))
+            .env("STRATA__EMBEDDER__ENABLED", "false")
             .env_remove("STRATA_OPERATOR_KEY")
             .env_remove("STRATA_CONFIG")
             .stdin(std::process::Stdio::null())

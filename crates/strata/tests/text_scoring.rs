@@ -138,3 +138,48 @@ fn invisible_records_do_not_move_text_or_hybrid_scores() {
     );
     assert_ne!(observe()[0], before[0]);
 }
+
+#[test]
+fn the_text_collection_analyses_english_and_standard_collections_keep_exact_words() {
+    let server = Server::start();
+    server.tenant("acme");
+    let admin = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let (s, v) = server.get("/v1/collections", &admin);
+    assert_eq!(s, 200, "{v}");
+    let analyzer_of = |v: &Value, name: &str| {
+        v["collections"]
+            .as_array()
+            .expect("collections")
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["analyzer"].clone())
+    };
+    assert_eq!(analyzer_of(&v, "text"), Some(json!("english")), "{v}");
+    let (s, v) = server.post(
+        "/v1/collections",
+        &admin,
+        json!({"name": "notes", "dim": 3, "analyzer": "standard"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    // `standard` is the default, so it is not written out: collections stored before
+    // analyzers existed and new standard ones look (and score) the same.
+    assert_eq!(v.get("analyzer"), None, "{v}");
+
+    for modality in ["text", "notes"] {
+        let body = json!({"modality": modality, "content": "Alice drinks oat milk"});
+        let (s, v) = server.post("/v1/memories", &admin, body);
+        assert_eq!(s, 201, "{v}");
+    }
+    let hits = |modality: &str, query: &str| {
+        let body = json!({"modality": modality, "query": query, "mode": "text"});
+        let (s, v) = server.post("/v1/search", &admin, body);
+        assert_eq!(s, 200, "{v}");
+        v["hits"].as_array().expect("hits").len()
+    };
+    // English: stems meet ("drinking" → "drink"), stop words match nothing.
+    assert_eq!(hits("text", "drinking"), 1);
+    assert_eq!(hits("text", "the"), 0);
+    // Standard: exact words only.
+    assert_eq!(hits("notes", "drinking"), 0);
+    assert_eq!(hits("notes", "drinks"), 1);
+}

@@ -19,8 +19,8 @@ pub use name::{
     CollectionName, Domain, InvalidName, Kind, MemoryScope, RecordId, RunId, TenantId, UserToken,
 };
 pub use record::{
-    Collection, Confidence, Metric, NewRecord, RESERVED_FIELDS, Record, RecordError, RecordPatch,
-    check_vector, merge_patch, validate_metadata,
+    Collection, Confidence, EmbedderRef, Metric, NewRecord, RESERVED_FIELDS, Record, RecordError,
+    RecordPatch, TextAnalyzer, check_vector, merge_patch, validate_metadata,
 };
 pub use scope::{RequestScope, TokenSelector, UserMatch};
 pub use search::{Fusion, HitExplain, MAX_K, SearchHit, SearchMode, SearchRequest, SearchResponse};

@@ -17,6 +17,27 @@ pub enum Metric {
     L2,
 }
 
+/// How a collection's text becomes BM25 terms. Fixed when the collection is created.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TextAnalyzer {
+    /// Lowercased words, no stop words, no stemming (collections from before analyzers).
+    #[default]
+    Standard,
+    /// Lowercased words, English stop words dropped, Snowball stemming.
+    English,
+    /// Whitespace-separated tokens exactly as written.
+    None,
+}
+
+impl TextAnalyzer {
+    fn is_standard(&self) -> bool {
+        *self == TextAnalyzer::Standard
+    }
+}
+
 /// A vector space with a fixed dimension and metric, owned by one tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Collection {
@@ -26,6 +47,24 @@ pub struct Collection {
     /// Milliseconds since the Unix epoch.
     #[schema(value_type = i64)]
     pub created_at: Millis,
+    /// The model that embeds this collection's text, when it has one. Absent in collections
+    /// stored before embedders existed, which decode as having none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<EmbedderRef>,
+    /// How its text is analysed for BM25; collections stored before analyzers existed decode
+    /// as `standard`, which scores exactly as they did.
+    #[serde(default, skip_serializing_if = "TextAnalyzer::is_standard")]
+    pub analyzer: TextAnalyzer,
+}
+
+/// The identity of an embedding model: vectors are comparable only when both fields match,
+/// so a collection never holds vectors of two models.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedderRef {
+    pub model_id: String,
+    /// sha256 of the model's weights, hex.
+    pub weights_hash: String,
 }
 
 /// Popoto-style confidence in a memory, updated by evidence.
@@ -96,6 +135,9 @@ pub struct NewRecord {
     pub kind: Option<Kind>,
     pub content: Option<String>,
     pub vector: Option<Vec<f32>>,
+    /// The model `vector` came from, e.g. `sentence-transformers/all-MiniLM-L6-v2`. Optional;
+    /// when given, a collection that declares a different embedder refuses the record.
+    pub vector_model: Option<String>,
     pub user_tokens: Option<Vec<UserToken>>,
     pub run_id: Option<RunId>,
     pub memory_scope: Option<MemoryScope>,
@@ -193,6 +235,17 @@ pub enum RecordError {
     ZeroVector { collection: CollectionName },
     #[error("a record needs a vector, content, or both")]
     Empty,
+    #[error("vector_model is given without a vector")]
+    VectorModelWithoutVector,
+    #[error(
+        "vector_model {got:?}: collection {collection} holds vectors of {expected:?} only; \
+         send content without a vector to have the server embed it"
+    )]
+    VectorModelMismatch {
+        collection: CollectionName,
+        expected: String,
+        got: String,
+    },
     #[error("batch of {count} records; the limit is {max}")]
     BatchTooLarge { count: usize, max: usize },
 }
@@ -202,6 +255,9 @@ impl NewRecord {
     pub fn validate(&self, limits: &RecordLimits) -> Result<(), RecordError> {
         if self.vector.is_none() && self.content.is_none() {
             return Err(RecordError::Empty);
+        }
+        if self.vector.is_none() && self.vector_model.is_some() {
+            return Err(RecordError::VectorModelWithoutVector);
         }
         check_common(
             self.content.as_deref(),
@@ -459,6 +515,8 @@ mod tests {
             dim: 3,
             metric: Metric::Cosine,
             created_at: 0,
+            embedder: None,
+            analyzer: Default::default(),
         };
         assert!(check_vector(&[1.0, 0.0, 0.0], &c).is_ok());
         assert!(matches!(

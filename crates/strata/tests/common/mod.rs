@@ -278,6 +278,9 @@ fn spawn(
         .env("STRATA__AUTH__JWT_EDDSA_PUBLIC_KEY", ED_PUBLIC)
         .env("STRATA_OPERATOR_KEY", OPERATOR_KEY)
         .env("RUST_LOG", "info")
+        // No embedder unless a test asks for one (`embedder_env`): fast starts, and no test
+        // fetches the model from a working directory that lacks it.
+        .env("STRATA__EMBEDDER__ENABLED", "false")
         .env_remove("STRATA_CONFIG")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -299,6 +302,21 @@ fn spawn(
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (child, url)
+}
+
+/// The repository's model directory (filled by `scripts/fetch-model.sh`).
+pub fn model_dir() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/all-MiniLM-L6-v2").to_owned()
+}
+
+/// Environment for a server that runs the built-in embedder from the repository's model
+/// directory, never fetching.
+pub fn embedder_env(model_dir: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("STRATA__EMBEDDER__ENABLED", "true".to_owned()),
+        ("STRATA__EMBEDDER__AUTO_FETCH", "false".to_owned()),
+        ("STRATA__EMBEDDER__MODEL_DIR", model_dir.to_owned()),
+    ]
 }
 
 /// The error code of an error body.

@@ -1,0 +1,168 @@
+//! The built-in embedder inside the engine: which records and queries it embeds, and the rule
+//! that a collection never mixes models.
+//!
+//! A collection declares its model ([`Collection::embedder`]). The server's loaded embedder
+//! embeds for it only when the two identities match exactly (model id and weights hash).
+//! Embedding runs inside the engine call, which `strata-api` runs on the fair-queueing pool
+//! charged to the calling tenant, and before a write's transaction opens, so the tenant's write
+//! lock is never held during a forward pass (except for a patch, one text).
+
+use strata_auth::{Permission, TenantScope};
+use strata_embed::{EmbedError, Embedder};
+use strata_store::Reads;
+use strata_types::{Collection, CollectionName, EmbedderRef, NewRecord};
+
+use crate::{Engine, EngineError};
+
+/// The identity stored with a collection that this embedder embeds.
+pub(crate) fn identity(e: &Embedder) -> EmbedderRef {
+    EmbedderRef {
+        model_id: e.model_id().to_owned(),
+        weights_hash: e.weights_hash().to_owned(),
+    }
+}
+
+/// Whether text in `collection` is to be embedded by the server's `loaded` model.
+///
+/// `false` when the collection declares no model, or when the server runs without an embedder
+/// (its text then stays text-only). A collection that declares another model than the loaded
+/// one is refused: embedding with it would put two models' vectors in one space.
+pub(crate) fn embeds(
+    loaded: Option<&EmbedderRef>,
+    collection: &Collection,
+) -> Result<bool, EngineError> {
+    match (loaded, &collection.embedder) {
+        (Some(l), Some(c)) if l == c => Ok(true),
+        (Some(l), Some(c)) => Err(EngineError::ModelMismatch {
+            collection: collection.name.clone(),
+            collection_model: describe(c),
+            server_model: describe(l),
+        }),
+        _ => Ok(false),
+    }
+}
+
+fn describe(r: &EmbedderRef) -> String {
+    let short = r.weights_hash.get(..12).unwrap_or(&r.weights_hash);
+    format!("{} (weights sha256 {short}…)", r.model_id)
+}
+
+/// Embeds `texts` in one call, mapping the embedder's errors to the engine's.
+pub(crate) fn embed(e: &Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>, EngineError> {
+    e.embed(texts).map_err(|err| match err {
+        EmbedError::Input { index, message } => {
+            EngineError::BadRequest(format!("content of record {index}: {message}"))
+        }
+        other => EngineError::Embedding(other.to_string()),
+    })
+}
+
+pub(crate) fn text_collection() -> CollectionName {
+    CollectionName::parse("text").expect("invariant: literal name is valid")
+}
+
+impl Engine {
+    /// The server's embedder and its identity, when one is loaded.
+    pub(crate) fn loaded_embedder(&self) -> Option<(&Embedder, EmbedderRef)> {
+        self.embedder.as_deref().map(|e| (e, identity(e)))
+    }
+
+    /// Gives each record that has content, no vector, and a collection embedded by the loaded
+    /// model its vector, with one `embed` call for the whole batch. Returns which records were
+    /// embedded, so the write can check their collection did not change in between.
+    pub(crate) fn embed_records(
+        &self,
+        scope: &TenantScope,
+        records: &mut [NewRecord],
+    ) -> Result<Vec<bool>, EngineError> {
+        let mut embedded = vec![false; records.len()];
+        let Some((embedder, loaded)) = self.loaded_embedder() else {
+            return Ok(embedded);
+        };
+        if !records
+            .iter()
+            .any(|r| r.vector.is_none() && r.content.is_some())
+        {
+            return Ok(embedded);
+        }
+        let collections =
+            self.read_tenant(
+                scope,
+                Permission::Write,
+                |r| Ok(r.collections(scope.key())?),
+            )?;
+        let mut texts = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            let (None, Some(content)) = (&r.vector, &r.content) else {
+                continue;
+            };
+            let name = r.modality.clone().unwrap_or_else(text_collection);
+            // A missing collection is reported by the write itself.
+            let Some(c) = collections.iter().find(|c| c.name == name) else {
+                continue;
+            };
+            if embeds(Some(&loaded), c)? {
+                texts.push(content.as_str());
+                embedded[i] = true;
+            }
+        }
+        if texts.is_empty() {
+            return Ok(embedded);
+        }
+        let mut vectors = embed(embedder, &texts)?.into_iter();
+        for (r, _) in records.iter_mut().zip(&embedded).filter(|(_, e)| **e) {
+            r.vector = vectors.next();
+        }
+        Ok(embedded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_types::Metric;
+
+    fn model(id: &str, hash: &str) -> EmbedderRef {
+        EmbedderRef {
+            model_id: id.into(),
+            weights_hash: hash.into(),
+        }
+    }
+
+    fn collection(embedder: Option<EmbedderRef>) -> Collection {
+        Collection {
+            name: text_collection(),
+            dim: 384,
+            metric: Metric::Cosine,
+            created_at: 0,
+            embedder,
+            analyzer: Default::default(),
+        }
+    }
+
+    #[test]
+    fn only_the_declared_model_embeds() {
+        let mini = model("mini", "aaaa");
+        assert!(embeds(Some(&mini), &collection(Some(mini.clone()))).unwrap());
+        // No model declared, or none loaded: text stays text-only, nothing is refused.
+        assert!(!embeds(Some(&mini), &collection(None)).unwrap());
+        assert!(!embeds(None, &collection(Some(mini.clone()))).unwrap());
+    }
+
+    #[test]
+    fn another_model_or_other_weights_are_refused_naming_both() {
+        let declared = collection(Some(model("mini", "aaaaaaaaaaaaaaaa")));
+        for loaded in [
+            model("other", "aaaaaaaaaaaaaaaa"),
+            model("mini", "bbbbbbbbbbbbbbbb"),
+        ] {
+            let err = embeds(Some(&loaded), &declared).unwrap_err();
+            let EngineError::ModelMismatch { .. } = &err else {
+                panic!("{err:?}");
+            };
+            let msg = err.to_string();
+            assert!(msg.contains("text") && msg.contains("mini"), "{msg}");
+            assert!(msg.contains(&loaded.model_id), "{msg}");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The built-in embedder inside the engine: text-only writes and patches get vectors from it,
+//! a query alone searches hybrid, and a collection declared for another model refuses every
+//! request that would need embedding, so a collection never mixes models. Needs the model files
+//! in the repository's `models/all-MiniLM-L6-v2` (`scripts/fetch-model.sh`).
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{full_grant, open_with_tenant};
+use strata_auth::{OperatorScope, TenantScope};
+use strata_engine::{Embedder, Engine, EngineConfig, EngineError, ExportLine};
+use strata_types::{
+    Collection, CollectionName, EmbedderRef, Metric, NewRecord, RecordPatch, RequestScope,
+    SearchMode, SearchRequest, TenantId,
+};
+
+fn embedder() -> Arc<Embedder> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2");
+    Arc::new(Embedder::load(dir).expect("model files: run scripts/fetch-model.sh"))
+}
+
+fn text(content: &str) -> NewRecord {
+    NewRecord {
+        content: Some(content.into()),
+        ..Default::default()
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn open_embedding(dir: &Path, tenant: &str) -> (Engine, TenantScope, Arc<Embedder>) {
+    let e = embedder();
+    let mut engine = Engine::open(dir, EngineConfig::default()).expect("open");
+    engine.set_embedder(Arc::clone(&e)).expect("set embedder");
+    let id = TenantId::parse(tenant).unwrap();
+    engine
+        .create_tenant(&OperatorScope::for_tests(), &id, None)
+        .expect("create tenant");
+    let scope = TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), full_grant());
+    (engine, scope, e)
+}
+
+#[test]
+fn text_only_writes_are_embedded_and_patches_re_embed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, e) = open_embedding(dir.path(), "acme");
+    let req = RequestScope::default();
+    let out = engine
+        .put(
+            &scope,
+            &req,
+            vec![text("Alice takes oat milk"), text("Bob likes tea")],
+        )
+        .unwrap();
+    let expected = e.embed(&["Alice takes oat milk", "Bob likes tea"]).unwrap();
+    for (o, want) in out.iter().zip(&expected) {
+        let got = engine
+            .get(&scope, &req, &o.id)
+            .unwrap()
+            .vector
+            .expect("vector");
+        assert!(cosine(&got, want) > 0.9999);
+    }
+
+    let id = &out[0].id;
+    let patch = |p: RecordPatch| engine.patch(&scope, &req, id, p).unwrap();
+    let kept = patch(RecordPatch {
+        kind: Some(strata_types::Kind::parse("fact").unwrap()),
+        ..Default::default()
+    });
+    assert!(cosine(kept.vector.as_ref().unwrap(), &expected[0]) > 0.9999);
+    let changed = patch(RecordPatch {
+        content: Some("Carol plays the violin".into()),
+        ..Default::default()
+    });
+    let want = e.embed(&["Carol plays the violin"]).unwrap().remove(0);
+    assert!(cosine(changed.vector.as_ref().unwrap(), &want) > 0.9999);
+
+    let s = engine
+        .search(
+            &scope,
+            &req,
+            &SearchRequest {
+                query: Some("musical instrument".into()),
+                k: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(s.mode, SearchMode::Hybrid);
+    assert_eq!(&s.hits[0].record.id, id);
+}
+
+#[test]
+fn a_collection_of_another_model_refuses_embedding_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _, _) = open_embedding(dir.path(), "acme");
+    let id = TenantId::parse("old").unwrap();
+    let foreign = Collection {
+        name: CollectionName::parse("text").unwrap(),
+        dim: 384,
+        metric: Metric::Cosine,
+        created_at: 0,
+        embedder: Some(EmbedderRef {
+            model_id: "other/model".into(),
+            weights_hash: "0".repeat(64),
+        }),
+        analyzer: Default::default(),
+    };
+    engine
+        .import_tenant(
+            &OperatorScope::for_tests(),
+            &id,
+            vec![Ok(ExportLine::Collection(foreign))],
+        )
+        .unwrap();
+    let scope = TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), full_grant());
+    let req = RequestScope::default();
+    let err = engine
+        .put(&scope, &req, vec![text("oat milk")])
+        .unwrap_err();
+    let EngineError::ModelMismatch { .. } = err else {
+        panic!("{err:?}");
+    };
+    assert!(err.to_string().contains("other/model"), "{err}");
+    let query = SearchRequest {
+        query: Some("oat milk".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        engine.search(&scope, &req, &query),
+        Err(EngineError::ModelMismatch { .. })
+    ));
+    // A client vector needs no embedding, and words need no model.
+    let client = NewRecord {
+        vector: Some(common::vector(384, 1)),
+        ..text("oat milk")
+    };
+    engine.put(&scope, &req, vec![client]).unwrap();
+    let words = SearchRequest {
+        mode: Some(SearchMode::Text),
+        ..query
+    };
+    assert_eq!(engine.search(&scope, &req, &words).unwrap().hits.len(), 1);
+}
+
+#[test]
+fn tenants_created_without_an_embedder_stay_text_only() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (engine, scope) = open_with_tenant(dir.path(), "early", full_grant());
+        let text_collection = engine.collections(&scope).unwrap();
+        assert!(text_collection.iter().all(|c| c.embedder.is_none()));
+        let out = engine
+            .put(&scope, &RequestScope::default(), vec![text("oat milk")])
+            .unwrap();
+        let r = engine
+            .get(&scope, &RequestScope::default(), &out[0].id)
+            .unwrap();
+        assert_eq!(r.vector, None);
+    }
+    let (engine, late, e) = open_embedding(dir.path(), "late");
+    let text_of = |scope: &TenantScope| {
+        engine
+            .collections(scope)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name.as_str() == "text")
+            .unwrap()
+    };
+    let expected = EmbedderRef {
+        model_id: e.model_id().into(),
+        weights_hash: e.weights_hash().into(),
+    };
+    assert_eq!(text_of(&late).embedder, Some(expected));
+    let early_id = TenantId::parse("early").unwrap();
+    let early = TenantScope::for_tests(&engine.tenant_meta(&early_id).unwrap(), full_grant());
+    assert_eq!(text_of(&early).embedder, None);
+    let out = engine
+        .put(&early, &RequestScope::default(), vec![text("tea")])
+        .unwrap();
+    let r = engine
+        .get(&early, &RequestScope::default(), &out[0].id)
+        .unwrap();
+    assert_eq!(r.vector, None, "no model declared, so nothing is embedded");
+}
+
+#[test]
+fn an_embed_collection_must_have_the_embedder_dimension() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EngineConfig::default();
+    config.default_collections[0].dim = 128;
+    let mut engine = Engine::open(dir.path(), config).unwrap();
+    assert!(matches!(
+        engine.set_embedder(embedder()),
+        Err(EngineError::BadRequest(_))
+    ));
+}

