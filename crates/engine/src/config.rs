@@ -27,6 +27,10 @@ pub struct DefaultCollection {
 pub struct EngineConfig {
     pub default_collections: Vec<DefaultCollection>,
     pub limits: RecordLimits,
+    /// Whether concurrent writes share fsyncs (group commit). Every write is acknowledged only
+    /// once durable either way; off, each pays its own fsync under the storage engine's single
+    /// write lock, which caps durable single-record writes at about one per fsync.
+    pub group_commit: bool,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +49,7 @@ impl Default for EngineConfig {
         EngineConfig {
             default_collections: vec![c("text", 384), c("image", 512), c("audio", 512)],
             limits: RecordLimits::default(),
+            group_commit: true,
         }
     }
 }

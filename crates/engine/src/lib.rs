@@ -100,6 +100,7 @@ impl Engine {
             })
         })?;
         let store = Store::open(&dir.join(DB_FILE))?;
+        store.set_group_commit(config.group_commit);
         Ok(Engine {
             store,
             config,
@@ -197,16 +198,19 @@ impl Engine {
 
     /// Runs a write for one tenant: one durable transaction (after checking the tenant still
     /// exists), then the changes it reports are applied to the tenant's loaded indexes, in
-    /// commit order.
+    /// commit order. The tenant's write order is held only until the commit is applied, not
+    /// while it waits for its fsync, so concurrent writes of one tenant share fsyncs like those
+    /// of different tenants (group commit, see `Store::write_pending`); the call returns once
+    /// the write is durable.
     pub(crate) fn write_tenant<R>(
         &self,
         scope: &TenantScope,
         action: &str,
         f: impl FnOnce(&mut Writer<'_>, &mut Vec<Change>) -> Result<R, EngineError>,
     ) -> Result<R, EngineError> {
-        self.indexes.write(&self.store, scope.key(), || {
+        let (result, pending) = self.indexes.write(&self.store, scope.key(), || {
             let mut changes = Vec::new();
-            let result = self.store.write(|w| {
+            let committed = self.store.write_pending(|w| {
                 let profile = tenants::check_live(w, scope)?;
                 snapshot::bump_version(w, scope.key())?;
                 let result = f(w, &mut changes)?;
@@ -218,7 +222,9 @@ impl Engine {
                 )?;
                 Ok::<_, EngineError>(result)
             })?;
-            Ok((result, changes))
-        })
+            Ok((committed, changes))
+        })?;
+        pending.wait_durable()?;
+        Ok(result)
     }
 }

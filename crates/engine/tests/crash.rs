@@ -4,6 +4,10 @@
 //!
 //! The child is this same test binary, re-run on the entry-point test below with
 //! `STRATA_CRASH_CHILD_DIR` set. `STRATA_CRASH_KILLS` sets the number of kills (default 30).
+//!
+//! Run with one writer, and with eight concurrent writers whose small batches share fsyncs
+//! (group commit): a kill then lands while a group is being committed or synced, and every
+//! write acknowledged from any writer must still be there.
 
 mod common;
 
@@ -31,21 +35,49 @@ fn crash_child_entry_point() {
         .expect("round")
         .parse()
         .expect("round number");
+    let writers: u64 = std::env::var("STRATA_CRASH_WRITERS")
+        .expect("writers")
+        .parse()
+        .expect("writer count");
     let (engine, scope) = common::open_with_tenant(dir.as_ref(), TENANT, common::full_grant());
-    let mut rng = rand::rngs::StdRng::seed_from_u64(round);
-    let stdout = std::io::stdout();
     println!("READY");
+    std::thread::scope(|s| {
+        for writer in 0..writers {
+            let (engine, scope) = (&engine, &scope);
+            s.spawn(move || write_until_killed(engine, scope, round, writer, writers));
+        }
+    });
+}
+
+/// Writes random batches forever, printing `ACK round writer batch size` after each `put`
+/// returns. Alone, batches have 1 to 40 records; among concurrent writers, 1 to 4, so that
+/// many small writes are in flight together.
+fn write_until_killed(
+    engine: &strata_engine::Engine,
+    scope: &strata_engine::TenantScope,
+    round: u64,
+    writer: u64,
+    writers: u64,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(round * 1000 + writer);
+    let max = if writers == 1 { 40 } else { 4 };
+    let stdout = std::io::stdout();
     for batch in 0u64.. {
-        let size = rng.random_range(1..=40u64);
+        let size = rng.random_range(1..=max);
         let records = (0..size)
             .map(|i| NewRecord {
-                id: Some(RecordId::parse(format!("r{round}-b{batch}-{i}")).expect("id")),
+                id: Some(
+                    RecordId::parse(format!("r{round}-w{writer}-b{batch}-{i}")).expect("id"),
+                ),
                 content: Some(format!(
-                    "round {round} batch {batch} record {i} {}",
+                    "round {round} writer {writer} batch {batch} record {i} {}",
                     "x".repeat(150)
                 )),
-                vector: Some(common::vector(384, round * 1_000_000 + batch * 100 + i)),
-                metadata: json!({"round": round, "batch": batch, "size": size})
+                vector: Some(common::vector(
+                    384,
+                    round * 100_000_000 + writer * 1_000_000 + batch * 100 + i,
+                )),
+                metadata: json!({"round": round, "writer": writer, "batch": batch, "size": size})
                     .as_object()
                     .cloned()
                     .expect("object"),
@@ -53,22 +85,31 @@ fn crash_child_entry_point() {
             })
             .collect();
         engine
-            .put(&scope, &RequestScope::default(), records)
+            .put(scope, &RequestScope::default(), records)
             .expect("put");
         let mut out = stdout.lock();
-        writeln!(out, "ACK {round} {batch} {size}").expect("stdout");
+        writeln!(out, "ACK {round} {writer} {batch} {size}").expect("stdout");
         out.flush().expect("flush");
     }
 }
 
 #[test]
 fn sigkill_never_loses_an_acknowledged_batch_nor_leaves_a_partial_one() {
+    crash_rounds(1);
+}
+
+#[test]
+fn sigkill_during_group_commits_loses_no_acknowledged_write_of_any_writer() {
+    crash_rounds(8);
+}
+
+fn crash_rounds(writers: u64) {
     let kills: u64 = std::env::var("STRATA_CRASH_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
     let seed: u64 = rand::random();
-    println!("crash test: seed {seed}, {kills} kills");
+    println!("crash test: seed {seed}, {kills} kills, {writers} writers");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     // Create the tenant once, outside any child, so children race only on record writes.
@@ -78,7 +119,7 @@ fn sigkill_never_loses_an_acknowledged_batch_nor_leaves_a_partial_one() {
         common::full_grant(),
     ));
 
-    let mut acked: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    let mut acked: BTreeMap<(u64, u64, u64), u64> = BTreeMap::new();
     let mut total_acks = 0;
     for round in 0..kills {
         let mut child = Command::new(std::env::current_exe().expect("current exe"))
@@ -90,6 +131,7 @@ fn sigkill_never_loses_an_acknowledged_batch_nor_leaves_a_partial_one() {
             ])
             .env(CHILD_ENV, dir.path())
             .env("STRATA_CRASH_ROUND", round.to_string())
+            .env("STRATA_CRASH_WRITERS", writers.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -123,18 +165,19 @@ fn sigkill_never_loses_an_acknowledged_batch_nor_leaves_a_partial_one() {
                     .split(' ')
                     .map(|x| x.parse().expect("number"))
                     .collect();
-                acked.insert((n[0], n[1]), n[2]);
+                acked.insert((n[0], n[1], n[2]), n[3]);
                 total_acks += 1;
             }
         }
 
         // Reopen and check.
         let (engine, scope) = common::open_with_tenant(dir.path(), TENANT, common::full_grant());
-        let mut present: BTreeMap<(u64, u64), (u64, BTreeSet<u64>)> = BTreeMap::new();
+        let mut present: BTreeMap<(u64, u64, u64), (u64, BTreeSet<u64>)> = BTreeMap::new();
         for r in common::all_records(&engine, &scope, "default") {
             let m = &r.metadata;
             let key = (
                 m["round"].as_u64().expect("round"),
+                m["writer"].as_u64().expect("writer"),
                 m["batch"].as_u64().expect("batch"),
             );
             let i: u64 =

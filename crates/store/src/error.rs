@@ -31,5 +31,6 @@ from_redb!(
     redb::TableError,
     redb::StorageError,
     redb::CommitError,
+    redb::SetDurabilityError,
     redb::CompactionError
 );

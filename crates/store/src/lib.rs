@@ -6,11 +6,13 @@
 //! a prefix scan exports it and a range delete erases it.
 //!
 //! Writes go through [`Store::write`], which commits durably (fsync) before returning `Ok`, or
-//! not at all.
+//! not at all. Concurrent writes share fsyncs (group commit): each commits its own transaction,
+//! then waits for one sync that covers every write committed meanwhile.
 
 pub mod codec;
 mod credentials;
 mod error;
+mod group_commit;
 mod keys;
 mod registry;
 mod tables;
@@ -19,4 +21,4 @@ pub use credentials::{CredentialStore, Owner, StoredCredential};
 pub use error::StoreError;
 pub use keys::{ScopeField, TenantKey};
 pub use registry::TenantMeta;
-pub use tables::{Reader, Reads, Store, Writer};
+pub use tables::{Pending, Reader, Reads, Store, Writer};

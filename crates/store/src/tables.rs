@@ -2,12 +2,17 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use redb::{
+    Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition,
+};
 use sha2::{Digest, Sha256};
 use strata_types::{Collection, CollectionName, Domain, Millis, Record, RecordId, TenantId};
 
 use crate::StoreError;
 use crate::codec::{decode_json, decode_record, encode_json, encode_record};
+use crate::group_commit::{GroupCommit, Seq};
 use crate::keys::{self, ScopeField, TenantKey};
 use crate::registry::{StoredMeta, TenantMeta};
 
@@ -23,6 +28,29 @@ pub struct Store {
     /// Transactions begin under the read lock; compaction, which needs no transaction in
     /// flight, takes the write lock.
     db: std::sync::RwLock<Database>,
+    /// Concurrent writes share fsyncs (see `group_commit`); on by default.
+    grouped: AtomicBool,
+    group: GroupCommit,
+}
+
+/// A write that has committed and is visible to readers, but is not yet known to be durable.
+/// [`Pending::wait_durable`] blocks until it is; acknowledge the write only after that.
+#[must_use = "a write is not durable until wait_durable returns Ok"]
+pub struct Pending<'s> {
+    store: &'s Store,
+    /// `None` when the write committed with its own fsync (group commit off).
+    seq: Option<Seq>,
+}
+
+impl Pending<'_> {
+    /// Returns once the write is on disk, sharing one fsync with every other write committed
+    /// meanwhile; an error means the write is not known to be durable.
+    pub fn wait_durable(self) -> Result<(), StoreError> {
+        match self.seq {
+            None => Ok(()),
+            Some(seq) => self.store.group.wait_durable(seq, || self.store.sync()),
+        }
+    }
 }
 
 impl Store {
@@ -38,7 +66,24 @@ impl Store {
         txn.commit()?;
         Ok(Store {
             db: std::sync::RwLock::new(db),
+            grouped: AtomicBool::new(true),
+            group: GroupCommit::default(),
         })
+    }
+
+    /// Turns group commit on (the default) or off. Off, every write pays its own fsync while
+    /// holding the storage engine's single write lock; only useful to measure the difference.
+    pub fn set_group_commit(&self, on: bool) {
+        self.grouped.store(on, Ordering::Relaxed);
+    }
+
+    /// One durable commit of an empty transaction, which flushes and syncs every commit
+    /// before it.
+    fn sync(&self) -> Result<(), StoreError> {
+        let db = self.db();
+        let txn = db.begin_write()?;
+        txn.commit()?;
+        Ok(())
     }
 
     fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
@@ -75,7 +120,29 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<R, E> {
-        let txn = self.db().begin_write().map_err(StoreError::from)?;
+        let (result, pending) = self.write_pending(f)?;
+        pending.wait_durable()?;
+        Ok(result)
+    }
+
+    /// Runs `f` in one write transaction and commits it, returning before the commit is
+    /// necessarily durable, so the caller can release its own locks first and let other
+    /// writers join the same fsync. On `Err` nothing of it is applied, and writes committed
+    /// alongside it are not affected: each write is its own transaction.
+    pub fn write_pending<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
+    ) -> Result<(R, Pending<'_>), E> {
+        let entered = self
+            .grouped
+            .load(Ordering::Relaxed)
+            .then(|| self.group.enter());
+        let db = self.db();
+        let mut txn = db.begin_write().map_err(StoreError::from)?;
+        if entered.is_some() {
+            txn.set_durability(Durability::None)
+                .map_err(StoreError::from)?;
+        }
         let result = {
             let mut writer = Writer {
                 data: txn.open_table(DATA).map_err(StoreError::from)?,
@@ -88,7 +155,9 @@ impl Store {
         match result {
             Ok(r) => {
                 txn.commit().map_err(StoreError::from)?;
-                Ok(r)
+                drop(db);
+                let seq = entered.map(|e| e.committed());
+                Ok((r, Pending { store: self, seq }))
             }
             Err(e) => {
                 // Dropping an uncommitted transaction aborts it.

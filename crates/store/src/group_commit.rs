@@ -1,0 +1,219 @@
+//! Group commit: concurrent writers share one fsync.
+//!
+//! Every write commits its own redb transaction without syncing (`Durability::None`), so a
+//! write that fails rolls back alone and never takes its neighbours with it. Its caller then
+//! waits in [`GroupCommit::wait_durable`] until a durable commit (an empty transaction with
+//! `Durability::Immediate`, which flushes and syncs every earlier commit) covers it. One waiter
+//! at a time leads that sync; writers that commit while it is in flight wait for the next one,
+//! so under load one fsync acknowledges a whole group, and a lone writer pays one fsync as
+//! before.
+//!
+//! Before syncing, the leader waits for the writers that had already entered `write` when it
+//! took the lead (they are at most one transaction each away from committing), so they share
+//! its fsync instead of each starting another; writers arriving later never delay it.
+
+use std::collections::BTreeSet;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use crate::StoreError;
+
+/// The position of a committed, not yet necessarily durable, write in commit-registration
+/// order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Seq(u64);
+
+/// A writer between entering `write` and registering its commit (or giving up).
+pub(crate) struct Entered<'a> {
+    group: &'a GroupCommit,
+    ticket: u64,
+    done: bool,
+}
+
+#[derive(Default)]
+struct State {
+    next_ticket: u64,
+    /// Tickets of writers that entered and have not yet registered a commit or failed.
+    open: BTreeSet<u64>,
+    /// How many commits have registered; the last one's [`Seq`].
+    committed: u64,
+    /// Every commit with a `Seq` up to this one is durable.
+    durable: u64,
+    syncing: bool,
+    /// A sync that failed, with the last `Seq` it was meant to cover: those writes are not
+    /// known to be durable, and storage refuses further writes until it is reopened.
+    failure: Option<(u64, String)>,
+}
+
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    state: Mutex<State>,
+    /// Signalled when a sync ends and when an open writer registers or leaves.
+    changed: Condvar,
+}
+
+impl GroupCommit {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is a handful of counters updated in single statements; a panic elsewhere
+        // cannot leave it half-changed.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks a writer as on its way to a commit, so a sync starting now waits for it.
+    pub(crate) fn enter(&self) -> Entered<'_> {
+        let mut st = self.lock();
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.open.insert(ticket);
+        Entered {
+            group: self,
+            ticket,
+            done: false,
+        }
+    }
+
+    /// Blocks until the commit `seq` is durable, leading a sync (`sync` performs one durable
+    /// commit) when none is in flight.
+    pub(crate) fn wait_durable(
+        &self,
+        seq: Seq,
+        sync: impl Fn() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        loop {
+            if st.durable >= seq.0 {
+                return Ok(());
+            }
+            if let Some((upto, why)) = &st.failure
+                && *upto >= seq.0
+            {
+                return Err(StoreError::Engine(format!(
+                    "commit not known to be durable: {why}"
+                )));
+            }
+            if st.syncing {
+                st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.syncing = true;
+            let horizon = st.next_ticket;
+            while st.open.first().is_some_and(|t| *t < horizon) {
+                st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            let target = st.committed;
+            drop(st);
+            let result = sync();
+            st = self.lock();
+            st.syncing = false;
+            match result {
+                Ok(()) => st.durable = st.durable.max(target),
+                Err(e) => st.failure = Some((target, e.to_string())),
+            }
+            self.changed.notify_all();
+        }
+    }
+}
+
+impl Entered<'_> {
+    /// Registers the writer's commit, which has returned: any sync that starts from now on
+    /// covers it.
+    pub(crate) fn committed(mut self) -> Seq {
+        self.done = true;
+        let mut st = self.group.lock();
+        st.open.remove(&self.ticket);
+        st.committed += 1;
+        let seq = Seq(st.committed);
+        self.group.changed.notify_all();
+        seq
+    }
+}
+
+impl Drop for Entered<'_> {
+    /// A writer that leaves without committing (its closure failed, or storage did) must not
+    /// keep a leader waiting.
+    fn drop(&mut self) {
+        if !self.done {
+            let mut st = self.group.lock();
+            st.open.remove(&self.ticket);
+            self.group.changed.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn a_lone_writer_syncs_once_per_commit() {
+        let g = GroupCommit::default();
+        let syncs = AtomicU64::new(0);
+        for _ in 0..3 {
+            let seq = g.enter().committed();
+            g.wait_durable(seq, || {
+                syncs.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(syncs.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn commits_registered_before_a_sync_share_it() {
+        let g = GroupCommit::default();
+        let a = g.enter().committed();
+        let b = g.enter().committed();
+        let syncs = AtomicU64::new(0);
+        let sync = || {
+            syncs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        };
+        g.wait_durable(b, sync).unwrap();
+        g.wait_durable(a, sync).unwrap();
+        assert_eq!(syncs.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_leader_waits_for_writers_already_on_their_way() {
+        let g = Arc::new(GroupCommit::default());
+        let syncs = Arc::new(AtomicU64::new(0));
+        let first = g.enter().committed();
+        let late = g.enter();
+        let (g2, s2) = (g.clone(), syncs.clone());
+        let leader = std::thread::spawn(move || {
+            g2.wait_durable(first, || {
+                s2.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // The leader cannot have synced: the open writer entered before it took the lead.
+        assert_eq!(syncs.load(Ordering::SeqCst), 0);
+        let second = late.committed();
+        leader.join().unwrap().unwrap();
+        assert_eq!(syncs.load(Ordering::SeqCst), 1);
+        g.wait_durable(second, || panic!("already durable")).unwrap();
+    }
+
+    #[test]
+    fn a_writer_that_gives_up_does_not_hold_the_leader() {
+        let g = GroupCommit::default();
+        let seq = g.enter().committed();
+        drop(g.enter());
+        g.wait_durable(seq, || Ok(())).unwrap();
+    }
+
+    #[test]
+    fn a_failed_sync_fails_the_writes_it_covered() {
+        let g = GroupCommit::default();
+        let seq = g.enter().committed();
+        let err = g
+            .wait_durable(seq, || Err(StoreError::Engine("disk on fire".into())))
+            .unwrap_err();
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+        // Asked again, the same write is still not known to be durable.
+        assert!(g.wait_durable(seq, || Ok(())).is_err());
+    }
+}
