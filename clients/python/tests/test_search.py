@@ -65,6 +65,30 @@ def test_vector_search_finds_the_nearest(axes: Strata) -> None:
     assert result[0].record.vector is None
 
 
+def test_include_chooses_what_hits_carry(axes: Strata) -> None:
+    lean = axes.search(vector=[0.9, 0.1, 0], k=2, collection="axes", include=[])
+    assert [(h.id, h.record, h.content, h.metadata) for h in lean] == [
+        ("x", None, None, None),
+        ("xy", None, None, None),
+    ]
+    # None takes the server's default: text and metadata.
+    default = axes.search(vector=[0.9, 0.1, 0], k=1, collection="axes", include=None)
+    assert (default[0].content, default[0].metadata) == (
+        "the x axis points east",
+        {"axis": "x", "n": 1},
+    )
+    assert default[0].vector is None and default[0].record is None
+    # The stored vector, as written (not normalised for cosine).
+    with_vectors = axes.search(
+        vector=[0.9, 0.1, 0], k=2, collection="axes", include=["vector", "record"]
+    )
+    assert [h.vector for h in with_vectors] == [[1, 0, 0], [1, 1, 0]]
+    assert with_vectors[1].record is not None
+    assert with_vectors[1].record.vector == [1, 1, 0]
+    with pytest.raises(BadRequestError, match="include"):
+        axes.search(vector=[1, 0, 0], collection="axes", include=["everything"])
+
+
 def test_min_score_and_filters_narrow_results(axes: Strata) -> None:
     close = axes.search(vector=[1, 0, 0], k=3, collection="axes", min_score=0.5)
     assert [h.record.id for h in close] == ["x", "xy"]

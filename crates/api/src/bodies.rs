@@ -6,7 +6,10 @@
 use serde::Serialize;
 use strata_auth::KeyInfo;
 use strata_engine::{AuditRow, PutOutcome, TenantInfo};
-use strata_types::{Collection, Domain, MemoryScope, RunId, TenantId, TokenSelector, UserMatch};
+use strata_types::{
+    Collection, Domain, HitExplain, Include, MemoryScope, Record, RecordId, RunId, SearchMode,
+    SearchRequest, SearchResponse, TenantId, TokenSelector, UserMatch,
+};
 use utoipa::ToSchema;
 
 /// Scope fields a body may carry (they may also come from the query string, and the domain
@@ -129,4 +132,85 @@ pub struct AuditRows {
 pub struct Status {
     /// `ok` (`/healthz`) or `ready` (`/readyz`).
     pub status: &'static str,
+}
+
+/// The answer to a search: hits best first, each with what the search's `include` asked for.
+#[derive(Serialize, ToSchema)]
+pub struct SearchAnswer {
+    pub hits: Vec<HitBody>,
+    pub mode: SearchMode,
+    /// `true` when every channel was answered by an exact scan rather than the graph.
+    pub exact: bool,
+}
+
+/// One search hit: always its id and score; `content`, `metadata`, `vector` and `record`
+/// only when `include` names them.
+#[derive(Serialize, ToSchema)]
+pub struct HitBody {
+    pub id: RecordId,
+    /// Higher is better: cosine similarity, dot product, negative L2 distance, BM25, or the
+    /// fused score in hybrid mode.
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain: Option<HitExplain>,
+    /// With `include: ["content"]`: the record's text, `null` when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub content: Option<Option<String>>,
+    /// With `include: ["metadata"]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// With `include: ["vector"]`: the vector as stored, `null` when the record has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<f32>>)]
+    pub vector: Option<Option<Vec<f32>>>,
+    /// With `include: ["record"]`: the whole record (its `vector` only if `vector` is
+    /// included too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<Record>,
+}
+
+impl SearchAnswer {
+    /// Keeps of each hit what `search` asked for; the rest is never serialised.
+    pub fn project(response: SearchResponse, search: &SearchRequest) -> SearchAnswer {
+        let [content, metadata, vector, whole] =
+            [Include::Content, Include::Metadata, Include::Vector, Include::Record]
+                .map(|f| search.includes(f));
+        let hits = response
+            .hits
+            .into_iter()
+            .map(|hit| {
+                let mut record = hit.record;
+                let id = record.id.clone();
+                let (c, m, v) = if whole {
+                    (
+                        content.then(|| record.content.clone()),
+                        metadata.then(|| record.metadata.clone()),
+                        vector.then(|| record.vector.clone()),
+                    )
+                } else {
+                    (
+                        content.then(|| record.content.take()),
+                        metadata.then(|| std::mem::take(&mut record.metadata)),
+                        vector.then(|| record.vector.take()),
+                    )
+                };
+                HitBody {
+                    id,
+                    score: hit.score,
+                    explain: hit.explain,
+                    content: c,
+                    metadata: m,
+                    vector: v,
+                    record: whole.then_some(record),
+                }
+            })
+            .collect();
+        SearchAnswer {
+            hits,
+            mode: response.mode,
+            exact: response.exact,
+        }
+    }
 }

@@ -12,7 +12,8 @@ use strata_index::exact::sort_hits;
 use strata_index::{Hit, RoaringBitmap};
 use strata_store::Reads;
 use strata_types::{
-    Collection, CollectionName, Fusion, HitExplain, MAX_K, RecordError, RequestScope, SearchHit,
+    Collection, CollectionName, Fusion, HitExplain, Include, MAX_K, RecordError, RequestScope,
+    SearchHit,
     SearchMode, SearchRequest, SearchResponse, check_vector_values, now_millis,
 };
 
@@ -29,7 +30,8 @@ const HYBRID_DEPTH: usize = 50;
 
 impl Engine {
     /// Searches one collection of the caller's tenant. Scope and filter are applied to every
-    /// channel before top-k; when at least `k` visible records match, `k` are returned.
+    /// channel before top-k; when at least `k` visible records match, `k` are returned. Hits'
+    /// records carry their stored vectors only when the request includes `vector`.
     pub fn search(
         &self,
         scope: &TenantScope,
@@ -46,13 +48,26 @@ impl Engine {
         let embedded = self.embed_query(&collection, s)?;
         let s = embedded.as_ref().unwrap_or(s);
         let mode = check_mode(s)?;
-        self.indexes.with_index(&self.store, scope.key(), |ti| {
+        let mut response = self.indexes.with_index(&self.store, scope.key(), |ti| {
             let ci = ti
                 .collections
                 .get(&name)
                 .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
             search_collection(ci, &name, &vis, s, mode)
-        })
+        })?;
+        if s.includes(Include::Vector) && !response.hits.is_empty() {
+            // The index holds vectors normalised for its metric; the client asked for the
+            // vector it stored, so read it back.
+            self.read_tenant(scope, Permission::Read, |r| {
+                for hit in &mut response.hits {
+                    hit.record.vector = r
+                        .record(scope.key(), &hit.record.id)?
+                        .and_then(|stored| stored.vector);
+                }
+                Ok(())
+            })?;
+        }
+        Ok(response)
     }
 }
 

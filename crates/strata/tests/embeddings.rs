@@ -45,7 +45,7 @@ fn hit_ids(v: &Value) -> Vec<&str> {
         .as_array()
         .expect("hits")
         .iter()
-        .map(|h| h["record"]["id"].as_str().expect("id"))
+        .map(|h| h["id"].as_str().expect("id"))
         .collect()
 }
 
@@ -109,7 +109,7 @@ fn a_query_only_search_is_hybrid_and_explains_both_channels() {
     );
     assert_eq!(v["mode"], "hybrid", "{v}");
     let top = &v["hits"][0];
-    assert_eq!(top["record"]["id"], ids[5], "{v}");
+    assert_eq!(top["id"], ids[5], "{v}");
     assert!(top["explain"]["vector_score"].as_f64().is_some(), "{v}");
     assert!(
         top["explain"]["text_score"].as_f64().unwrap_or(0.0) > 0.0,
@@ -124,7 +124,7 @@ fn a_query_only_search_is_hybrid_and_explains_both_channels() {
         json!({"query": "oat milk", "mode": "vector"}),
     );
     assert_eq!(vector["mode"], "vector", "{vector}");
-    assert_eq!(vector["hits"][0]["record"]["id"], ids[5], "{vector}");
+    assert_eq!(vector["hits"][0]["id"], ids[5], "{vector}");
 }
 
 #[test]

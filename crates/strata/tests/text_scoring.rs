@@ -18,7 +18,7 @@ fn scores(server: &Server, key: &str, body: Value) -> Vec<Value> {
         .as_array()
         .expect("hits")
         .iter()
-        .map(|h| json!([h["record"]["id"], h["score"], h["explain"]]))
+        .map(|h| json!([h["id"], h["score"], h["explain"]]))
         .collect()
 }
 

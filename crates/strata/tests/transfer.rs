@@ -66,7 +66,7 @@ fn results(server: &Server, key: &str) -> Vec<Value> {
             assert!(!hits.is_empty(), "{q}: no hits");
             json!(
                 hits.iter()
-                    .map(|h| json!([h["record"]["id"], h["score"]]))
+                    .map(|h| json!([h["id"], h["score"]]))
                     .collect::<Vec<_>>()
             )
         })

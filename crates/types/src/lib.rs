@@ -23,7 +23,10 @@ pub use record::{
     RecordPatch, TextAnalyzer, check_vector, merge_patch, validate_metadata,
 };
 pub use scope::{RequestScope, TokenSelector, UserMatch};
-pub use search::{Fusion, HitExplain, MAX_K, SearchHit, SearchMode, SearchRequest, SearchResponse};
+pub use search::{
+    DEFAULT_INCLUDE, Fusion, HitExplain, Include, MAX_K, SearchHit, SearchMode, SearchRequest,
+    SearchResponse,
+};
 pub use vector::{MAX_VECTOR_NORM, check_vector_values};
 
 /// Milliseconds since the Unix epoch, the one time unit of the data model.

@@ -44,6 +44,55 @@ impl Default for Fusion {
     }
 }
 
+/// What a search hit carries besides its id and score, which it always carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Include {
+    /// The record's text (`null` when it has none).
+    Content,
+    /// The record's metadata object.
+    Metadata,
+    /// The stored vector (`null` when the record has none).
+    Vector,
+    /// The whole record: scope fields, timestamps, confidence and the rest (its `vector` only
+    /// when `vector` is included too).
+    Record,
+}
+
+impl Include {
+    const ALL: [(&'static str, Include); 4] = [
+        ("content", Include::Content),
+        ("metadata", Include::Metadata),
+        ("vector", Include::Vector),
+        ("record", Include::Record),
+    ];
+}
+
+impl<'de> Deserialize<'de> for Include {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Include::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, i)| *i)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown field `{name}`; expected content, metadata, vector or record"
+                ))
+            })
+    }
+}
+
+/// `include`, with errors that name it.
+fn include_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Include>>, D::Error> {
+    Option::<Vec<Include>>::deserialize(d)
+        .map_err(|e| serde::de::Error::custom(format!("include: {e}")))
+}
+
+/// What hits carry when a search names no `include`: the text and metadata an agent puts into
+/// its prompt, without the vector and the bookkeeping fields of the whole record.
+pub const DEFAULT_INCLUDE: &[Include] = &[Include::Content, Include::Metadata];
+
 /// The largest `k` a search may ask for.
 pub const MAX_K: usize = 1000;
 
@@ -68,6 +117,21 @@ pub struct SearchRequest {
     pub explain: bool,
     /// HNSW beam width for this search; larger is slower and more exact.
     pub ef: Option<usize>,
+    /// What each hit carries besides `id` and `score`; `["content", "metadata"]` when absent,
+    /// `[]` for ids and scores only.
+    #[schema(default = json!(["content", "metadata"]))]
+    #[serde(deserialize_with = "include_list")]
+    pub include: Option<Vec<Include>>,
+}
+
+impl SearchRequest {
+    /// Whether hits carry `field`.
+    pub fn includes(&self, field: Include) -> bool {
+        self.include
+            .as_deref()
+            .unwrap_or(DEFAULT_INCLUDE)
+            .contains(&field)
+    }
 }
 
 impl Default for SearchRequest {
@@ -83,6 +147,7 @@ impl Default for SearchRequest {
             fusion: Fusion::default(),
             explain: false,
             ef: None,
+            include: None,
         }
     }
 }

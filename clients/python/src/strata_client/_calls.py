@@ -179,8 +179,11 @@ class DataCalls:
         collection: Optional[str],
         fusion: Optional[Mapping[str, Any]],
         ef: Optional[int],
+        include: Optional[Sequence[str]],
     ) -> Call[SearchResult]:
         body: Dict[str, Any] = {"k": k}
+        if include is not None:
+            body["include"] = list(include)
         if query is not None:
             body["query"] = query
         if vector is not None:

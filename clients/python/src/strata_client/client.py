@@ -207,6 +207,7 @@ class Strata(DataCalls):
         collection: Optional[str] = None,
         fusion: Optional[Mapping[str, Any]] = None,
         ef: Optional[int] = None,
+        include: Optional[Sequence[str]] = ("record",),
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -217,6 +218,9 @@ class Strata(DataCalls):
         both. ``mode`` is ``vector``, ``text`` or ``hybrid`` (default: what was given);
         ``fusion`` is ``{"method": "rrf", "k": 60}`` or ``{"method": "weighted", "alpha":
         0.5}``; ``explain`` adds per-channel scores. Scope applies before the top ``k``.
+        ``include`` says what each hit carries besides ``id`` and ``score``: any of
+        ``"content"``, ``"metadata"``, ``"vector"`` and ``"record"`` (the whole record, by
+        default here); ``None`` takes the server's default, ``content`` and ``metadata``.
         """
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return self._transport.run(
@@ -232,6 +236,7 @@ class Strata(DataCalls):
                 collection=collection,
                 fusion=fusion,
                 ef=ef,
+                include=include,
             )
         )
 

@@ -32,6 +32,7 @@ from typing import (
     Tuple,
     Type,
     TypeVar,
+    Union,
 )
 
 try:
@@ -48,7 +49,7 @@ from ._scope import Scope
 from .aio import AsyncStrata
 from .client import Strata
 from .errors import ConflictError
-from .models import Collection, NewRecord, Record
+from .models import Collection, NewRecord, Record, SearchHit
 
 __all__ = ["StrataVectorStore", "METADATA_KEY"]
 
@@ -78,8 +79,8 @@ def translate_filter(filter: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     return out
 
 
-def _document(record: Record) -> Document:
-    metadata = record.metadata.get(METADATA_KEY)
+def _document(record: Union[Record, SearchHit]) -> Document:
+    metadata = (record.metadata or {}).get(METADATA_KEY)
     return Document(
         id=record.id,
         page_content=record.content or "",
@@ -371,6 +372,8 @@ class StrataVectorStore(VectorStore):
             mode="vector",
             collection=self.collection,
             filter=translate_filter(filter) or None,
+            # A Document needs the text and the metadata, not the whole record.
+            include=["content", "metadata"],
             **self._scope_args(),
         )
 
@@ -386,7 +389,7 @@ class StrataVectorStore(VectorStore):
         if not self._ensure_collection(len(embedding), create=False):
             return []
         result = self.client.search(**self._search_args(embedding, k, filter))
-        return [(_document(h.record), h.score) for h in result.hits]
+        return [(_document(h), h.score) for h in result.hits]
 
     async def asimilarity_search_with_score_by_vector(
         self,
@@ -403,7 +406,7 @@ class StrataVectorStore(VectorStore):
         if not await self._aensure_collection(self._async_client, len(embedding), create=False):
             return []
         result = await self._async_client.search(**self._search_args(embedding, k, filter))
-        return [(_document(h.record), h.score) for h in result.hits]
+        return [(_document(h), h.score) for h in result.hits]
 
     @staticmethod
     async def _in_thread(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -462,8 +465,8 @@ class StrataVectorStore(VectorStore):
         # Cosine similarity in [-1, 1], mapped to [0, 1].
         return lambda score: (1.0 + score) / 2.0
 
-    # Maximal marginal relevance: search fetch_k by vector, then fetch the candidates'
-    # vectors (search hits do not carry them) and pick k.
+    # Maximal marginal relevance: search fetch_k by vector, with the candidates' stored
+    # vectors included, and pick k.
 
     def max_marginal_relevance_search_by_vector(
         self,
@@ -476,15 +479,10 @@ class StrataVectorStore(VectorStore):
     ) -> List[Document]:
         if not self._ensure_collection(len(embedding), create=False):
             return []
-        hits = self.client.search(**self._search_args(embedding, fetch_k, filter)).hits
-        ids = [h.record.id for h in hits]
-        full = {
-            r.id: r
-            for r in self.client.iter_all(
-                filter=self._in_collection({"id": {"$in": ids}}), **self._scope_args()
-            )
-        }
-        candidates = [full[i] for i in ids if i in full and full[i].vector]
+        args = self._search_args(embedding, fetch_k, filter)
+        args["include"] = ["content", "metadata", "vector"]
+        hits = self.client.search(**args).hits
+        candidates = [h for h in hits if h.vector]
         picked = mmr_select(embedding, [c.vector or [] for c in candidates], k, lambda_mult)
         return [_document(candidates[i]) for i in picked]
 

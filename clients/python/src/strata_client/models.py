@@ -207,19 +207,32 @@ class Explain:
 
 @dataclass
 class SearchHit:
-    """One result: the record and its score (higher is better)."""
+    """One result: its id and score (higher is better), plus what the search's ``include``
+    asked for. ``content``, ``metadata`` and ``vector`` are ``None`` when not included (or,
+    for ``content`` and ``vector``, when the record has none); ``record`` is the whole record
+    when ``"record"`` was included, which the client's ``search`` does by default."""
 
-    record: Record
+    id: str
     score: float
     explain: Optional[Explain] = None
+    content: Optional[str] = None
+    metadata: Optional[Dict[str, Any]] = None
+    vector: Optional[List[float]] = None
+    record: Optional[Record] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> SearchHit:
         e = d.get("explain")
+        r = d.get("record")
+        m = d.get("metadata")
         return cls(
-            record=Record.from_json(d["record"]),
+            id=d["id"],
             score=float(d["score"]),
             explain=Explain.from_json(e) if isinstance(e, dict) else None,
+            content=d.get("content"),
+            metadata=dict(m) if isinstance(m, dict) else None,
+            vector=d.get("vector"),
+            record=Record.from_json(r) if isinstance(r, dict) else None,
         )
 
 
@@ -244,7 +257,8 @@ class SearchResult:
 
     @property
     def records(self) -> List[Record]:
-        return [h.record for h in self.hits]
+        """The hits' whole records (searches that included ``"record"``)."""
+        return [h.record for h in self.hits if h.record is not None]
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> SearchResult:
