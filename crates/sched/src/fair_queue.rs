@@ -1,23 +1,28 @@
-//! Start-time fair queueing (SFQ, Goyal et al. 1996) over per-tenant FIFO queues: the pure,
-//! single-threaded queue behind [`FairScheduler`](crate::FairScheduler).
+//! Start-time fair queueing (SFQ, Goyal et al. 1996) over per-tenant FIFO queues, charged by
+//! measured cost: the pure, single-threaded queue behind [`FairScheduler`](crate::FairScheduler).
 //!
-//! Every job costs one unit. When a job is queued it gets a *start tag*
-//! `S = max(V, F_prev)` and its tenant's finish tag becomes `F = S + 1/weight`, where `V`, the
-//! virtual time, is the start tag of the job most recently dispatched. Dispatch takes the
-//! smallest start tag, ties broken by submission order. Consequences:
+//! A tenant's head-of-line job has a *start tag* `S`: `max(V, F)` when the tenant's queue was
+//! empty, where `V`, the virtual time, is the start tag of the job most recently dispatched and
+//! `F` the tenant's finish tag. Dispatch takes the smallest start tag, ties broken by
+//! submission order, and charges the tenant its estimated cost: `F = S + estimate/weight`, which
+//! is also the start tag of its next job. When the job finishes, the caller reports what it
+//! really cost ([`FairQueue::complete`], the scheduler measures the worker thread's CPU time),
+//! and the difference moves `F` and the tenant's waiting head: a tenant whose requests cost 10×
+//! more is served 10× less often, so at equal weights each backlogged tenant gets an equal share
+//! of CPU time, not of requests. The estimate is the tenant's recent average cost, so for steady
+//! workloads corrections are small. Consequences:
 //!
-//! - Deterministic: the order is a function of the sequence of `push`/`pop` calls alone.
+//! - Deterministic: the order is a function of the sequence of `push`/`pop`/`complete` calls
+//!   and the reported costs alone. Without `complete`, every job costs the same estimate and the
+//!   queue is plain SFQ counting jobs.
 //! - Weighted: while tenants are backlogged, each is served in proportion to its weight (the
-//!   lag between two tenants is bounded by one job each).
+//!   lag between two tenants is bounded by about one job's cost each, plus the jobs in flight).
 //! - Starvation-free: a tenant arriving while another has 1000 jobs queued gets `S = V`, which
 //!   is no larger than any tag still waiting, so it is dispatched next (after jobs already
-//!   tagged `V`), i.e. it waits behind at most about one job per worker.
+//!   tagged `V`), i.e. it waits behind at most about one job per worker. Refunds never move a
+//!   tag below `V`.
 //!
-//! Limitation: cost is counted in jobs, not CPU time, because cost is unknown when a job is
-//! queued; a tenant whose jobs are 10× longer gets 10× the CPU at equal weight. Callers that
-//! know better can split work or lower such a tenant's weight.
-//!
-//! Tags are fixed-point `u128` (`1/weight` as `2^32 / weight`), so integer arithmetic keeps the
+//! Tags are fixed-point `u128` (nanoseconds × 2^20 / weight), so integer arithmetic keeps the
 //! order exact and reproducible, and overflow is out of reach.
 
 use std::cmp::Ordering;
@@ -26,8 +31,11 @@ use std::hash::Hash;
 
 use foldhash::fast::RandomState;
 
-/// Fixed-point unit of virtual time: one job of a weight-1 tenant.
-const ONE: u128 = 1 << 32;
+/// Fixed-point scale of virtual time: one nanosecond of a weight-1 tenant's cost.
+const SCALE: u128 = 1 << 20;
+
+/// What a job is assumed to cost before anything was measured: 1 ms.
+pub const DEFAULT_COST_NS: u64 = 1_000_000;
 
 /// Idle tenant entries are swept once the map reaches this size (and doubles after).
 const MIN_SWEEP: usize = 64;
@@ -59,29 +67,51 @@ pub enum QueueFull {
     },
 }
 
-/// A queued job with its tags.
+/// A queued job: its submission number, its tenant's weight when it was queued, and itself.
 struct Entry<T> {
-    start: u128,
     seq: u64,
+    weight: u32,
     item: T,
 }
 
-/// One tenant's queue and the finish tag of its last queued job.
+/// One tenant's queue and tags.
 struct TenantQueue<T> {
     jobs: VecDeque<Entry<T>>,
+    /// Finish tag: virtual time charged to the tenant so far.
     finish: u128,
+    /// Start tag of the head job (meaningful while `jobs` is not empty).
+    head_start: u128,
+    /// Bumped whenever the head's tag changes, so older heap entries are skipped.
+    head_version: u64,
+    /// Recent average cost of the tenant's jobs, in nanoseconds.
+    estimate: u64,
+    /// Jobs dispatched and not yet completed: the tenant's entry is kept for their charges.
+    running: u32,
 }
 
-/// A tenant's head-of-line job in the ready heap (min-heap by `(start, seq)`).
+/// A tenant's head-of-line job in the ready heap (min-heap by `(start, seq)`). Entries whose
+/// `version` is no longer the tenant's are stale and skipped.
 struct Head<K> {
     start: u128,
     seq: u64,
+    version: u64,
     key: K,
+}
+
+/// What a dispatch charged, to be settled with [`FairQueue::complete`] once the job's real
+/// cost is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge<K> {
+    /// The tenant.
+    pub key: K,
+    /// The estimate charged at dispatch, in nanoseconds.
+    pub estimate_ns: u64,
+    weight: u32,
 }
 
 impl<K> PartialEq for Head<K> {
     fn eq(&self, other: &Self) -> bool {
-        self.seq == other.seq
+        (self.seq, self.version) == (other.seq, other.version)
     }
 }
 impl<K> Eq for Head<K> {}
@@ -92,8 +122,9 @@ impl<K> PartialOrd for Head<K> {
 }
 impl<K> Ord for Head<K> {
     fn cmp(&self, other: &Self) -> Ordering {
-        // Reversed: BinaryHeap is a max-heap. `seq` is unique, so keys are never compared.
-        (other.start, other.seq).cmp(&(self.start, self.seq))
+        // Reversed: BinaryHeap is a max-heap. `(seq, version)` is unique, so keys are never
+        // compared.
+        (other.start, other.seq, other.version).cmp(&(self.start, self.seq, self.version))
     }
 }
 
@@ -102,7 +133,7 @@ impl<K> Ord for Head<K> {
 pub struct FairQueue<K, T> {
     discipline: Discipline,
     tenants: HashMap<K, TenantQueue<T>, RandomState>,
-    /// Exactly one entry per tenant with a non-empty queue: its head job.
+    /// One current entry per tenant with a non-empty queue (its head job), plus stale ones.
     ready: BinaryHeap<Head<K>>,
     vtime: u128,
     /// Largest finish tag handed out; `vtime` jumps here when the queue empties (SFQ's rule
@@ -113,6 +144,8 @@ pub struct FairQueue<K, T> {
     max_len: usize,
     max_per_tenant: usize,
     sweep_at: usize,
+    /// Recent average cost over all tenants: the first estimate of a new tenant.
+    typical: u64,
 }
 
 impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
@@ -129,6 +162,7 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
             max_len,
             max_per_tenant,
             sweep_at: MIN_SWEEP,
+            typical: DEFAULT_COST_NS,
         }
     }
 
@@ -145,6 +179,10 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
             let fresh = TenantQueue {
                 jobs: VecDeque::new(),
                 finish: 0,
+                head_start: 0,
+                head_version: 0,
+                estimate: self.typical,
+                running: 0,
             };
             self.tenants.insert(key.clone(), fresh);
         }
@@ -158,40 +196,72 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         }
         let seq = self.seq;
         self.seq += 1;
-        let start = match self.discipline {
-            Discipline::Fair => self.vtime.max(tenant.finish),
-            Discipline::Fifo => u128::from(seq),
-        };
-        tenant.finish = start + ONE / u128::from(weight.max(1));
-        self.max_finish = self.max_finish.max(tenant.finish);
         if tenant.jobs.is_empty() {
+            tenant.head_start = match self.discipline {
+                Discipline::Fair => self.vtime.max(tenant.finish),
+                Discipline::Fifo => u128::from(seq),
+            };
+            tenant.head_version += 1;
             self.ready.push(Head {
-                start,
+                start: tenant.head_start,
                 seq,
+                version: tenant.head_version,
                 key: key.clone(),
             });
         }
-        tenant.jobs.push_back(Entry { start, seq, item });
+        tenant.jobs.push_back(Entry {
+            seq,
+            weight: weight.max(1),
+            item,
+        });
         self.len += 1;
         Ok(())
     }
 
-    /// Takes the next job to dispatch, with its tenant key.
+    /// Takes the next job to dispatch, with its tenant key, charging the tenant its estimated
+    /// cost (never corrected: use [`pop_charged`](Self::pop_charged) and
+    /// [`complete`](Self::complete) to charge measured costs).
     pub fn pop(&mut self) -> Option<(K, T)> {
-        let head = self.ready.pop()?;
-        let Some(tenant) = self.tenants.get_mut(&head.key) else {
-            unreachable!("invariant: every ready head has a tenant entry")
+        self.pop_charged().map(|(charge, item)| {
+            if let Some(t) = self.tenants.get_mut(&charge.key) {
+                t.running -= 1;
+            }
+            (charge.key, item)
+        })
+    }
+
+    /// Takes the next job to dispatch and charges its tenant the estimated cost; settle the
+    /// returned [`Charge`] with [`complete`](Self::complete) when the job has run.
+    pub fn pop_charged(&mut self) -> Option<(Charge<K>, T)> {
+        let (head, tenant) = loop {
+            let head = self.ready.pop()?;
+            match self.tenants.get_mut(&head.key) {
+                Some(t) if t.head_version == head.version && !t.jobs.is_empty() => {
+                    break (head, t);
+                }
+                _ => continue,
+            }
         };
         let Some(entry) = tenant.jobs.pop_front() else {
-            unreachable!("invariant: a ready tenant has a non-empty queue")
+            unreachable!("invariant: checked non-empty above")
         };
+        let estimate = tenant.estimate;
         if self.discipline == Discipline::Fair {
-            self.vtime = self.vtime.max(entry.start);
+            self.vtime = self.vtime.max(head.start);
+            tenant.finish = head.start + virtual_cost(estimate, entry.weight);
+            self.max_finish = self.max_finish.max(tenant.finish);
         }
+        tenant.running += 1;
         if let Some(next) = tenant.jobs.front() {
+            tenant.head_start = match self.discipline {
+                Discipline::Fair => tenant.finish,
+                Discipline::Fifo => u128::from(next.seq),
+            };
+            tenant.head_version += 1;
             self.ready.push(Head {
-                start: next.start,
+                start: tenant.head_start,
                 seq: next.seq,
+                version: tenant.head_version,
                 key: head.key.clone(),
             });
         }
@@ -199,7 +269,45 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         if self.len == 0 && self.discipline == Discipline::Fair {
             self.vtime = self.max_finish;
         }
-        Some((head.key, entry.item))
+        let charge = Charge {
+            key: head.key,
+            estimate_ns: estimate,
+            weight: entry.weight,
+        };
+        Some((charge, entry.item))
+    }
+
+    /// Settles a dispatch: the job really cost `cost_ns`. The difference from the estimate is
+    /// added to (or refunded from) the tenant's tags, never moving its waiting head below the
+    /// virtual time, and the tenant's estimate moves toward the measured cost.
+    pub fn complete(&mut self, charge: Charge<K>, cost_ns: u64) {
+        // A sliding average over about the last 8 jobs, on all tenants and on this one.
+        self.typical = (self.typical * 7 + cost_ns) / 8;
+        let Some(tenant) = self.tenants.get_mut(&charge.key) else {
+            return;
+        };
+        tenant.running = tenant.running.saturating_sub(1);
+        tenant.estimate = (tenant.estimate * 7 + cost_ns) / 8;
+        if self.discipline == Discipline::Fifo || cost_ns == charge.estimate_ns {
+            return;
+        }
+        let (owed, charged) = (
+            virtual_cost(cost_ns, charge.weight),
+            virtual_cost(charge.estimate_ns, charge.weight),
+        );
+        let shift = |tag: u128| (tag + owed).saturating_sub(charged);
+        tenant.finish = shift(tenant.finish);
+        self.max_finish = self.max_finish.max(tenant.finish);
+        if let Some(head) = tenant.jobs.front() {
+            tenant.head_start = shift(tenant.head_start).max(self.vtime);
+            tenant.head_version += 1;
+            self.ready.push(Head {
+                start: tenant.head_start,
+                seq: head.seq,
+                version: tenant.head_version,
+                key: charge.key,
+            });
+        }
     }
 
     /// Drops entries of tenants with nothing queued whose finish tag the virtual time has
@@ -207,8 +315,13 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     fn sweep(&mut self) {
         let vtime = self.vtime;
         let fifo = self.discipline == Discipline::Fifo;
-        self.tenants
-            .retain(|_, t| !t.jobs.is_empty() || (!fifo && t.finish > vtime));
+        self.tenants.retain(|_, t| {
+            !t.jobs.is_empty() || t.running > 0 || (!fifo && t.finish > vtime)
+        });
+        // Heads of swept tenants were stale already; drop stale entries too.
+        let tenants = &self.tenants;
+        self.ready
+            .retain(|h| tenants.get(&h.key).is_some_and(|t| t.head_version == h.version));
         self.sweep_at = (2 * self.tenants.len()).max(MIN_SWEEP);
     }
 
@@ -232,6 +345,11 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     pub fn tenant_entries(&self) -> usize {
         self.tenants.len()
     }
+}
+
+/// `cost_ns` of a tenant of `weight` in fixed-point virtual time.
+fn virtual_cost(cost_ns: u64, weight: u32) -> u128 {
+    u128::from(cost_ns) * SCALE / u128::from(weight.max(1))
 }
 
 #[cfg(test)]

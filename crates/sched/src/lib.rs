@@ -14,7 +14,8 @@
 //!    returned [`Permit`] is held for the life of the request and releases on drop.
 //! 3. [`FairScheduler::run`]: blocking search / indexing work on a bounded pool of threads,
 //!    dispatched by start-time fair queueing ([`FairQueue`]) so a flooding tenant cannot starve
-//!    the others.
+//!    the others; each job is charged the CPU time it used, so a tenant with costlier
+//!    requests gets fewer of them, not more CPU.
 //!
 //! Invariants:
 //! - No I/O, no HTTP, no dependency on other workspace crates.
@@ -24,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+mod cpu;
 mod error;
 pub mod fair_queue;
 pub mod inflight;
@@ -32,7 +34,7 @@ pub mod scheduler;
 mod shard;
 
 pub use error::{Busy, LimitsError, RetryAfter, SchedError};
-pub use fair_queue::{Discipline, FairQueue, QueueFull};
+pub use fair_queue::{Charge, DEFAULT_COST_NS, Discipline, FairQueue, QueueFull};
 pub use inflight::{InFlight, Permit};
 pub use rate::{Limits, RateLimiter};
-pub use scheduler::{FairScheduler, JobHandle, SchedulerConfig};
+pub use scheduler::{Charging, FairScheduler, JobHandle, SchedulerConfig};

@@ -1,5 +1,6 @@
 //! A bounded pool of OS threads running blocking jobs from many tenants, dispatched by
-//! [`FairQueue`] (weighted start-time fair queueing) so one tenant's flood cannot starve others.
+//! [`FairQueue`] (weighted start-time fair queueing, charged by each job's measured CPU time)
+//! so one tenant's flood, or its costlier requests, cannot starve others.
 //!
 //! Jobs are closures; the caller awaits the result through a tokio oneshot ([`JobHandle`]),
 //! so async request handlers never block a runtime thread on search or indexing work. Workers
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::cpu::thread_cpu_ns;
 use crate::error::SchedError;
 use crate::fair_queue::{Discipline, FairQueue, QueueFull};
 
@@ -41,6 +43,20 @@ pub struct SchedulerConfig {
     pub start_paused: bool,
     /// Worker thread name (shown by debuggers and `top -H`).
     pub thread_name: String,
+    /// What a job is charged against its tenant's share.
+    pub charging: Charging,
+}
+
+/// What a job is charged against its tenant's share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Charging {
+    /// The CPU time the worker thread spent on it (production): a tenant whose requests cost
+    /// 10× more gets a tenth as many of them through, not 10× the CPU.
+    #[default]
+    CpuTime,
+    /// One unit per job whatever it cost: dispatch order is then a pure function of the
+    /// submission sequence, which tests of the order rely on.
+    PerJob,
 }
 
 impl Default for SchedulerConfig {
@@ -52,6 +68,7 @@ impl Default for SchedulerConfig {
             discipline: Discipline::Fair,
             start_paused: false,
             thread_name: "strata-sched".to_owned(),
+            charging: Charging::CpuTime,
         }
     }
 }
@@ -59,6 +76,7 @@ impl Default for SchedulerConfig {
 /// Queue and lifecycle flags, under one mutex.
 struct State<K> {
     queue: FairQueue<K, Job>,
+    charging: Charging,
     accepting: bool,
     paused: bool,
     live_workers: usize,
@@ -101,6 +119,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                     config.max_queue,
                     config.max_queue_per_tenant,
                 ),
+                charging: config.charging,
                 accepting: true,
                 paused: config.start_paused,
                 live_workers: workers,
@@ -254,18 +273,29 @@ impl<K> Drop for FairScheduler<K> {
     }
 }
 
-/// A worker: take the fairest job, run it outside the lock, repeat; exit once shutdown has
-/// begun and the queue is empty.
+/// A worker: take the fairest job, run it outside the lock, charge its tenant the CPU time it
+/// used (wall-clock time where the platform cannot tell), repeat; exit once shutdown has begun
+/// and the queue is empty.
 fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>) {
     let mut state = shared.lock();
     loop {
         if !state.paused
-            && let Some((_, job)) = state.queue.pop()
+            && let Some((charge, job)) = state.queue.pop_charged()
         {
             drop(state);
+            let (cpu, wall) = (thread_cpu_ns(), Instant::now());
             // Panics are caught inside the job, so this cannot unwind.
             job();
+            let cost = match (cpu, thread_cpu_ns()) {
+                (Some(before), Some(after)) => after.saturating_sub(before),
+                _ => u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            };
             state = shared.lock();
+            let cost = match state.charging {
+                Charging::CpuTime => cost,
+                Charging::PerJob => charge.estimate_ns,
+            };
+            state.queue.complete(charge, cost);
             continue;
         }
         if !state.accepting && state.queue.is_empty() {

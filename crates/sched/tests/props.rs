@@ -236,3 +236,105 @@ proptest! {
         prop_assert!(ahead.values().all(|&n| n <= 1), "{:?}", ahead);
     }
 }
+
+/// A simulated pool: `workers` servers take jobs from the queue, each job runs for its cost in
+/// simulated nanoseconds and is then settled with its measured cost. Every tenant stays
+/// backlogged (a new job is queued whenever one is dispatched). Returns the cost each tenant
+/// was served by the time `horizon` passed. With `settle = false` the costs are never reported,
+/// as before CPU-time charging.
+fn simulate_pool(
+    weights: &[u32],
+    base_costs: &[u64],
+    workers: usize,
+    horizon: u64,
+    seed: u64,
+    settle: bool,
+) -> Vec<u64> {
+    let mut rng = seed | 1;
+    // Each job's cost: its tenant's base cost, ±50 %.
+    let mut cost_of = |t: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        base_costs[t] / 2 + rng % base_costs[t].max(1)
+    };
+    let mut q: FairQueue<u8, u64> = FairQueue::new(Discipline::Fair, usize::MAX, usize::MAX);
+    for (t, &w) in weights.iter().enumerate() {
+        for _ in 0..3 {
+            q.push(&(t as u8), w, cost_of(t)).unwrap();
+        }
+    }
+    let mut served = vec![0u64; weights.len()];
+    let mut running: Vec<Option<(u64, strata_sched::Charge<u8>, u64)>> = vec![None; workers];
+    let mut now = 0u64;
+    while now < horizon {
+        for slot in running.iter_mut().filter(|s| s.is_none()) {
+            let (charge, cost) = q.pop_charged().expect("tenants stay backlogged");
+            let t = charge.key as usize;
+            q.push(&charge.key, weights[t], cost_of(t)).unwrap();
+            *slot = Some((now + cost, charge, cost));
+        }
+        let (w, end) = running
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|(end, _, _)| (i, *end)))
+            .min_by_key(|&(_, end)| end)
+            .expect("a job is running");
+        let (_, charge, cost) = running[w].take().expect("running");
+        now = end;
+        served[charge.key as usize] += cost;
+        let settled = if settle { cost } else { charge.estimate_ns };
+        q.complete(charge, settled);
+    }
+    served
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..config() })]
+
+    /// CPU-time accounting: with jobs of unequal cost (up to 20× apart between tenants, ±50 %
+    /// within one), each backlogged tenant's share of the served time stays within a few of the
+    /// largest jobs of its weight share, whatever its jobs cost.
+    #[test]
+    fn cpu_share_follows_weight_share_for_unequal_costs(
+        tenants in prop::collection::vec((1u32..5, 50_000u64..1_000_000), 2..5),
+        workers in 1usize..4,
+        seed in any::<u64>(),
+    ) {
+        let weights: Vec<u32> = tenants.iter().map(|t| t.0).collect();
+        let costs: Vec<u64> = tenants.iter().map(|t| t.1).collect();
+        let max_cost = costs.iter().max().copied().unwrap_or(1) * 3 / 2;
+        let horizon = 600 * max_cost;
+        let served = simulate_pool(&weights, &costs, workers, horizon, seed, true);
+        let total: u64 = served.iter().sum();
+        let weight_sum: u32 = weights.iter().sum();
+        for (t, &s) in served.iter().enumerate() {
+            let fair = total as f64 * f64::from(weights[t]) / f64::from(weight_sum);
+            // SFQ's lag bound (about one job per tenant) plus the jobs in flight, whose
+            // estimates are settled only when they finish.
+            let bound = (2 + 2 * workers as u64) * max_cost * u64::from(weights[t])
+                + workers as u64 * max_cost;
+            prop_assert!(
+                (s as f64 - fair).abs() <= bound as f64,
+                "tenant {t} (weight {}, cost {}): served {s} ns, fair {fair:.0} ± {bound} \
+                 (total {total}, weights {weights:?}, costs {costs:?}, {workers} workers)",
+                weights[t], costs[t]
+            );
+        }
+    }
+}
+
+/// The property above is not vacuous: counting jobs instead of settling their costs gives a
+/// tenant with 10× costlier jobs about 10× the time, and charging costs gives it half.
+#[test]
+fn counting_jobs_gives_costly_tenants_more_time_and_charging_costs_does_not() {
+    let weights = [1, 1];
+    let costs = [1_000_000, 100_000];
+    let share = |settle| {
+        let s = simulate_pool(&weights, &costs, 2, 2_000_000_000, 7, settle);
+        s[0] as f64 / (s[0] + s[1]) as f64
+    };
+    let (counted, charged) = (share(false), share(true));
+    assert!(counted > 0.85, "counting jobs: costly tenant got {counted:.3}");
+    assert!((0.47..=0.53).contains(&charged), "charging CPU time: {charged:.3}");
+}

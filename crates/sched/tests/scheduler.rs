@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strata_sched::{Discipline, FairScheduler, SchedError, SchedulerConfig};
+use strata_sched::{Charging, Discipline, FairScheduler, SchedError, SchedulerConfig};
 
 fn config(workers: usize, paused: bool) -> SchedulerConfig {
     SchedulerConfig {
@@ -24,10 +24,12 @@ fn spin(d: Duration) {
 }
 
 /// Submits `(tenant, weight)` jobs to a paused single-worker pool, resumes, and returns the
-/// tenants in the order their jobs ran.
+/// tenants in the order their jobs ran. Jobs are charged one unit each, so the order depends on
+/// the submissions alone.
 fn dispatch_order(discipline: Discipline, subs: &[(&'static str, u32)]) -> Vec<&'static str> {
     let s = FairScheduler::new(SchedulerConfig {
         discipline,
+        charging: Charging::PerJob,
         ..config(1, true)
     })
     .unwrap();
