@@ -2,6 +2,7 @@
 //! running one.
 
 mod bench;
+mod loadgen;
 mod client;
 mod config;
 mod model;
@@ -118,6 +119,9 @@ enum BenchKind {
     /// Noisy neighbour: B's search latency alone and while A floods (creates tenants bench-a
     /// and bench-b on first use).
     Noisy(bench::NoisyArgs),
+    /// Search throughput and latency at several connection counts, with the client's own CPU
+    /// (creates and fills tenant bench-search on first use).
+    Search(loadgen::SearchArgs),
 }
 
 #[derive(Subcommand)]
@@ -247,6 +251,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let client = Client::new(&remote.server, remote.key)?;
             return match kind {
                 BenchKind::Noisy(args) => bench::noisy(client, args).await,
+                BenchKind::Search(args) => loadgen::search(client, args).await,
             };
         }
         Command::Tenant { action, remote } => {

@@ -1,0 +1,217 @@
+//! `strata bench search`: a closed-loop HTTP load generator for tenant-scoped search, so that
+//! over-the-wire figures measure the server rather than a Python client.
+//!
+//! Each connection is one task with its own keep-alive HTTP/1.1 connection that sends a search,
+//! waits for the whole answer, and sends the next. Request bodies are serialised once before
+//! the run and answers are read as bytes (only the status is checked), so the client's own work
+//! per request is small; it is measured anyway (`getrusage` of this process) and printed beside
+//! the figures, so a run whose client saturated a core says so.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::bench::{prepare, vector};
+use crate::client::Client;
+
+/// Settings of one run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SearchArgs {
+    /// Connection counts to run, one phase each.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub connections: Vec<usize>,
+    /// Seconds per phase (after one second of warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Records (384-dimensional vectors) in the tenant, written before the run if missing.
+    #[arg(long, default_value_t = 2000)]
+    pub records: usize,
+    /// Hits per search.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// What hits carry (`include`), comma-separated, e.g. `content,metadata`; absent: the
+    /// server's default. `--include ''` asks for ids and scores only.
+    #[arg(long)]
+    pub include: Option<String>,
+    /// The tenant searched (created and filled on first use).
+    #[arg(long, default_value = "bench-search")]
+    pub tenant: String,
+}
+
+/// Distinct queries cycled through by every connection.
+const QUERIES: usize = 256;
+
+pub async fn search(admin: Client, args: SearchArgs) -> anyhow::Result<()> {
+    let key = prepare(&admin, &args.tenant, args.records).await?;
+    let include: Option<Vec<&str>> = args
+        .include
+        .as_deref()
+        .map(|s| s.split(',').filter(|x| !x.is_empty()).collect());
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..QUERIES)
+            .map(|i| {
+                let mut body = json!({"vector": vector(5_000_000 + i as u64), "k": args.k});
+                if let Some(include) = &include {
+                    body["include"] = json!(include);
+                }
+                serde_json::to_vec(&body).context("query body")
+            })
+            .collect::<anyhow::Result<_>>()?,
+    );
+    let url = format!("{}/v1/search", admin.server());
+    println!(
+        "searches of tenant {} ({} records, k = {}, include = {}), {} s per phase",
+        args.tenant,
+        args.records,
+        args.k,
+        args.include.as_deref().map_or("default".into(), |s| format!("[{s}]")),
+        args.seconds
+    );
+    println!(
+        "| connections | searches | QPS | p50 ms | p99 ms | answer bytes | client CPU % of a core | client CPU µs/search | errors |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &c in &args.connections {
+        let phase = Phase {
+            url: url.clone(),
+            key: key.clone(),
+            bodies: Arc::clone(&bodies),
+            connections: c.max(1),
+        };
+        // Warm-up: connections open, the tenant's index loads.
+        phase.run(Duration::from_secs(1)).await?;
+        let cpu0 = process_cpu();
+        let started = Instant::now();
+        let result = phase.run(Duration::from_secs(args.seconds)).await?;
+        let wall = started.elapsed().as_secs_f64();
+        let cpu = process_cpu().saturating_sub(cpu0).as_secs_f64();
+        let mut lat = result.latencies;
+        lat.sort();
+        let n = lat.len();
+        let pct = |p: f64| {
+            lat.get(((n.max(1) - 1) as f64 * p) as usize)
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        println!(
+            "| {c} | {n} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.0} | {} |",
+            n as f64 / wall,
+            pct(0.5),
+            pct(0.99),
+            result.answer_bytes,
+            100.0 * cpu / wall,
+            if n == 0 { 0.0 } else { cpu * 1e6 / n as f64 },
+            result.errors
+        );
+    }
+    Ok(())
+}
+
+struct Phase {
+    url: String,
+    key: String,
+    bodies: Arc<Vec<Vec<u8>>>,
+    connections: usize,
+}
+
+struct PhaseResult {
+    latencies: Vec<Duration>,
+    errors: u64,
+    /// Size of the last successful answer's body.
+    answer_bytes: usize,
+}
+
+impl Phase {
+    /// Runs `connections` closed loops for `length`.
+    async fn run(&self, length: Duration) -> anyhow::Result<PhaseResult> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::with_capacity(self.connections);
+        for conn in 0..self.connections {
+            // One client per connection: its own keep-alive socket, no pool contention.
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .context("HTTP client")?;
+            let (url, key, bodies, stop) = (
+                self.url.clone(),
+                self.key.clone(),
+                Arc::clone(&self.bodies),
+                Arc::clone(&stop),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut out = PhaseResult {
+                    latencies: Vec::new(),
+                    errors: 0,
+                    answer_bytes: 0,
+                };
+                let mut i = conn * 7919;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i + 1) % bodies.len();
+                    let started = Instant::now();
+                    let sent = http
+                        .request(Method::POST, &url)
+                        .bearer_auth(&key)
+                        .header("content-type", "application/json")
+                        .body(bodies[i].clone())
+                        .send()
+                        .await;
+                    let ok = match sent {
+                        Ok(res) if res.status().is_success() => match res.bytes().await {
+                            Ok(b) => {
+                                out.answer_bytes = b.len();
+                                true
+                            }
+                            Err(_) => false,
+                        },
+                        _ => false,
+                    };
+                    if ok {
+                        out.latencies.push(started.elapsed());
+                    } else {
+                        out.errors += 1;
+                    }
+                }
+                out
+            }));
+        }
+        tokio::time::sleep(length).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut all = PhaseResult {
+            latencies: Vec::new(),
+            errors: 0,
+            answer_bytes: 0,
+        };
+        for t in tasks {
+            let r = t.await.context("load task")?;
+            all.latencies.extend(r.latencies);
+            all.errors += r.errors;
+            all.answer_bytes = all.answer_bytes.max(r.answer_bytes);
+        }
+        Ok(all)
+    }
+}
+
+/// User plus system CPU time this process has used so far (all threads).
+#[cfg(unix)]
+fn process_cpu() -> Duration {
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, exclusive out-pointer for the duration of the call.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Elsewhere the client's CPU is not reported (printed as 0).
+#[cfg(not(unix))]
+fn process_cpu() -> Duration {
+    Duration::ZERO
+}

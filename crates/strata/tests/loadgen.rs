@@ -1,0 +1,54 @@
+//! `strata bench search` against a real server: it fills its tenant, runs one phase per
+//! connection count, and prints QPS, latency percentiles and the client's own CPU.
+
+mod common;
+
+use std::process::Command;
+
+use common::{OPERATOR_KEY, Server};
+
+#[test]
+fn the_search_load_generator_runs_end_to_end() {
+    let server = Server::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "bench",
+            "search",
+            "--records",
+            "50",
+            "--seconds",
+            "1",
+            "--connections",
+            "1,4",
+            "--include",
+            "",
+        ])
+        .args(["--server", &server.url])
+        .env("STRATA_KEY", OPERATOR_KEY)
+        .output()
+        .expect("run strata bench search");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| 1 |") || l.starts_with("| 4 |"))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for row in rows {
+        // | connections | searches | QPS | p50 | p99 | bytes | CPU % | CPU µs | errors |
+        let searches: u64 = row[2].parse().expect("searches");
+        assert!(searches > 0, "{stdout}");
+        assert_eq!(row[9], "0", "errors: {stdout}");
+        // Ids and scores only: ten hits in well under a kilobyte.
+        let bytes: usize = row[6].parse().expect("bytes");
+        assert!((100..1000).contains(&bytes), "{stdout}");
+    }
+    let (status, v) = server.get("/v1/admin/tenants/bench-search", OPERATOR_KEY);
+    assert_eq!(status, 200);
+    assert_eq!(v["usage"]["records"], 50, "{v}");
+}
