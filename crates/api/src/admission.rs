@@ -55,8 +55,8 @@ impl Gate {
         let defaults = SchedulerConfig::default();
         let pool = FairScheduler::new(SchedulerConfig {
             // One per CPU by default: more workers than cores would let a flooding tenant's
-            // running jobs share the CPU with (and so slow) everyone else's. Writes wait on
-            // fsync, but storage runs one write transaction at a time anyway.
+            // running jobs share the CPU with (and so slow) everyone else's. Writes wait for
+            // their fsync off the pool (see `run`), so workers never idle through one.
             workers: if config.workers == 0 {
                 defaults.workers
             } else {
@@ -108,7 +108,9 @@ impl Gate {
         })
     }
 
-    /// Runs `f` on the pool, in the tenant's fair share.
+    /// Runs `f` on the pool, in the tenant's fair share. Its writes are acknowledged (this
+    /// returns) only once durable, but the wait for their fsync happens off the pool, so a
+    /// worker goes on to the next job meanwhile and concurrent requests' writes share fsyncs.
     pub async fn run<T, F>(
         &self,
         admitted: &Admitted,
@@ -119,8 +121,11 @@ impl Gate {
         T: Send + 'static,
         F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
     {
-        self.pool
-            .run(&admitted.key, admitted.weight, move || f(&engine))
+        let (result, durable) = self
+            .pool
+            .run(&admitted.key, admitted.weight, move || {
+                engine.deferring_durability(|| f(&engine))
+            })
             .await
             .map_err(|e| match e {
                 SchedError::Overloaded { .. } | SchedError::TenantQueueFull { .. } => {
@@ -131,7 +136,15 @@ impl Gate {
                     ApiError::Internal(format!("engine work panicked: {message}"))
                 }
                 other => ApiError::Internal(other.to_string()),
-            })?
+            })?;
+        if !durable.is_empty() {
+            // Even when `f` failed after a write had committed: nothing is answered before
+            // what was written is durable.
+            tokio::task::spawn_blocking(move || durable.wait())
+                .await
+                .map_err(|e| ApiError::Internal(format!("durability wait: {e}")))??;
+        }
+        result
     }
 
     /// Stops taking work and waits (up to `timeout`) for queued work to finish.

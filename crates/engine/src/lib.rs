@@ -10,6 +10,7 @@ mod audit;
 mod collection_index;
 mod collections;
 mod config;
+mod durability;
 mod embedding;
 mod error;
 mod lifecycle;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 pub use admission::Admission;
 pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
+pub use durability::Durable;
 pub use error::EngineError;
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use records::PutOutcome;
@@ -201,7 +203,7 @@ impl Engine {
     /// commit order. The tenant's write order is held only until the commit is applied, not
     /// while it waits for its fsync, so concurrent writes of one tenant share fsyncs like those
     /// of different tenants (group commit, see `Store::write_pending`); the call returns once
-    /// the write is durable.
+    /// the write is durable, or, inside [`Engine::deferring_durability`], once it committed.
     pub(crate) fn write_tenant<R>(
         &self,
         scope: &TenantScope,
@@ -224,7 +226,7 @@ impl Engine {
             })?;
             Ok((committed, changes))
         })?;
-        pending.wait_durable()?;
+        durability::wait_or_defer(pending)?;
         Ok(result)
     }
 }

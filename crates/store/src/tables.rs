@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use redb::{
     Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition,
@@ -27,30 +28,58 @@ const NEXT_TENANT_KEY: &str = "next_tenant_key";
 pub struct Store {
     /// Transactions begin under the read lock; compaction, which needs no transaction in
     /// flight, takes the write lock.
-    db: std::sync::RwLock<Database>,
+    db: Arc<RwLock<Database>>,
     /// Concurrent writes share fsyncs (see `group_commit`); on by default.
     grouped: AtomicBool,
-    group: GroupCommit,
+    group: Arc<GroupCommit>,
 }
 
 /// A write that has committed and is visible to readers, but is not yet known to be durable.
-/// [`Pending::wait_durable`] blocks until it is; acknowledge the write only after that.
+/// [`Pending::wait_durable`] blocks until it is; acknowledge the write only after that. It owns
+/// what it needs, so the wait can happen on another thread than the write.
 #[must_use = "a write is not durable until wait_durable returns Ok"]
-pub struct Pending<'s> {
-    store: &'s Store,
+pub struct Pending {
     /// `None` when the write committed with its own fsync (group commit off).
-    seq: Option<Seq>,
+    waiting: Option<(Seq, Arc<RwLock<Database>>, Arc<GroupCommit>)>,
 }
 
-impl Pending<'_> {
+impl Pending {
+    /// Nothing to wait for.
+    pub fn durable() -> Pending {
+        Pending { waiting: None }
+    }
+
     /// Returns once the write is on disk, sharing one fsync with every other write committed
     /// meanwhile; an error means the write is not known to be durable.
     pub fn wait_durable(self) -> Result<(), StoreError> {
-        match self.seq {
+        match self.waiting {
             None => Ok(()),
-            Some(seq) => self.store.group.wait_durable(seq, || self.store.sync()),
+            Some((seq, db, group)) => group.wait_durable(seq, || sync(&db)),
         }
     }
+
+    /// The later of two pending writes of one store: once it is durable, so is the other.
+    pub fn later(self, other: Pending) -> Pending {
+        match (&self.waiting, &other.waiting) {
+            (Some((a, ..)), Some((b, ..))) if b > a => other,
+            (None, _) => other,
+            _ => self,
+        }
+    }
+}
+
+fn read_db(db: &RwLock<Database>) -> RwLockReadGuard<'_, Database> {
+    // A panic while holding the lock cannot leave the database half-changed: redb's own
+    // transactions guarantee that.
+    db.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One durable commit of an empty transaction, which flushes and syncs every commit before it.
+fn sync(db: &RwLock<Database>) -> Result<(), StoreError> {
+    let db = read_db(db);
+    let txn = db.begin_write()?;
+    txn.commit()?;
+    Ok(())
 }
 
 impl Store {
@@ -65,9 +94,9 @@ impl Store {
         txn.open_table(CREDENTIALS)?;
         txn.commit()?;
         Ok(Store {
-            db: std::sync::RwLock::new(db),
+            db: Arc::new(RwLock::new(db)),
             grouped: AtomicBool::new(true),
-            group: GroupCommit::default(),
+            group: Arc::default(),
         })
     }
 
@@ -77,19 +106,9 @@ impl Store {
         self.grouped.store(on, Ordering::Relaxed);
     }
 
-    /// One durable commit of an empty transaction, which flushes and syncs every commit
-    /// before it.
-    fn sync(&self) -> Result<(), StoreError> {
-        let db = self.db();
-        let txn = db.begin_write()?;
-        txn.commit()?;
-        Ok(())
-    }
 
-    fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
-        // A panic while holding the lock cannot leave the database half-changed: redb's own
-        // transactions guarantee that.
-        self.db.read().unwrap_or_else(|e| e.into_inner())
+    fn db(&self) -> RwLockReadGuard<'_, Database> {
+        read_db(&self.db)
     }
 
     /// Rewrites the file so that freed pages are released and their old contents are gone
@@ -132,7 +151,7 @@ impl Store {
     pub fn write_pending<R, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
-    ) -> Result<(R, Pending<'_>), E> {
+    ) -> Result<(R, Pending), E> {
         let entered = self
             .grouped
             .load(Ordering::Relaxed)
@@ -156,8 +175,9 @@ impl Store {
             Ok(r) => {
                 txn.commit().map_err(StoreError::from)?;
                 drop(db);
-                let seq = entered.map(|e| e.committed());
-                Ok((r, Pending { store: self, seq }))
+                let waiting = entered
+                    .map(|e| (e.committed(), Arc::clone(&self.db), Arc::clone(&self.group)));
+                Ok((r, Pending { waiting }))
             }
             Err(e) => {
                 // Dropping an uncommitted transaction aborts it.

@@ -1,0 +1,72 @@
+//! Group commit over HTTP: concurrent clients write single records, the server is killed with
+//! SIGKILL mid-stream, and after a restart every write that was answered `201` is there. The
+//! pool acknowledges a write only after the fsync it shares with its neighbours, though the
+//! wait happens off the pool.
+
+mod common;
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Server;
+use serde_json::json;
+
+#[test]
+fn sigkill_loses_no_write_acknowledged_over_http() {
+    let mut server = Server::start();
+    server.tenant("acme");
+    let key = server.key("acme", json!({"permissions": ["read", "write"]}));
+    let vector: Vec<f32> = (0..384).map(|i| (i as f32 * 0.37).sin()).collect();
+    for round in 0..3 {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let (url, key, acked, vector) =
+                    (server.url.clone(), key.clone(), acked.clone(), vector.clone());
+                std::thread::spawn(move || {
+                    let http = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_secs(10))
+                        .build()
+                        .expect("client");
+                    for i in 0.. {
+                        let id = format!("r{round}-w{w}-{i}");
+                        let body = json!({"id": id, "content": "x".repeat(200),
+                                          "vector": vector, "modality": "text"});
+                        match http
+                            .post(format!("{url}/v1/memories"))
+                            .bearer_auth(&key)
+                            .json(&body)
+                            .send()
+                        {
+                            Ok(res) if res.status().as_u16() == 201 => {
+                                acked.lock().expect("acked").push(id)
+                            }
+                            Ok(res) => panic!("{id}: {}", res.status()),
+                            // The server is gone: this write was never acknowledged.
+                            Err(_) => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(700 + 300 * round));
+        let killed = Command::new("kill")
+            .args(["-KILL", &server.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+        for w in writers {
+            w.join().expect("writer");
+        }
+        server.restart();
+        let acked = acked.lock().expect("acked").clone();
+        assert!(acked.len() >= 8, "round {round}: only {} writes", acked.len());
+        for id in &acked {
+            let (s, v) = server.get(&format!("/v1/memories/{id}"), &key);
+            assert_eq!(s, 200, "round {round}: acknowledged {id} lost: {v}");
+        }
+        println!("round {round}: {} acknowledged writes all present", acked.len());
+    }
+}
