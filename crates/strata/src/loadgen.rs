@@ -1,5 +1,6 @@
-//! `strata bench search`: a closed-loop HTTP load generator for tenant-scoped search, so that
-//! over-the-wire figures measure the server rather than a Python client.
+//! `strata bench search` and `strata bench writes`: a closed-loop HTTP load generator for
+//! tenant-scoped search and for durable single-record writes, so that over-the-wire figures
+//! measure the server rather than a Python client.
 //!
 //! Each connection is one task with its own keep-alive HTTP/1.1 connection that sends a search,
 //! waits for the whole answer, and sends the next. Request bodies are serialised once before
@@ -42,6 +43,20 @@ pub struct SearchArgs {
     pub tenant: String,
 }
 
+/// Settings of a write run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WritesArgs {
+    /// Connection counts to run, one phase each.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub connections: Vec<usize>,
+    /// Seconds per phase (after one second of warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// The tenant written to (created on first use).
+    #[arg(long, default_value = "bench-writes")]
+    pub tenant: String,
+}
+
 /// Distinct queries cycled through by every connection.
 const QUERIES: usize = 256;
 
@@ -71,14 +86,49 @@ pub async fn search(admin: Client, args: SearchArgs) -> anyhow::Result<()> {
         args.include.as_deref().map_or("default".into(), |s| format!("[{s}]")),
         args.seconds
     );
+    drive(&url, &key, bodies, &args.connections, args.seconds, "searches").await
+}
+
+/// Single-record writes (a 384-dimensional vector and ~200 bytes of text each), every one
+/// answered only once durable.
+pub async fn writes(admin: Client, args: WritesArgs) -> anyhow::Result<()> {
+    let key = prepare(&admin, &args.tenant, 0).await?;
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..QUERIES)
+            .map(|i| {
+                let body = json!({
+                    "vector": vector(9_000_000 + i as u64),
+                    "content": format!("memory {i}: the user mentioned that they prefer green tea in the morning, work remotely on Tuesdays and Thursdays, and would like summaries sent by email rather than chat."),
+                });
+                serde_json::to_vec(&body).context("write body")
+            })
+            .collect::<anyhow::Result<_>>()?,
+    );
+    let url = format!("{}/v1/memories", admin.server());
     println!(
-        "| connections | searches | QPS | p50 ms | p99 ms | answer bytes | client CPU % of a core | client CPU µs/search | errors |"
+        "durable single-record writes to tenant {}, {} s per phase",
+        args.tenant, args.seconds
+    );
+    drive(&url, &key, bodies, &args.connections, args.seconds, "writes").await
+}
+
+/// One phase per connection count, printed as a table row.
+async fn drive(
+    url: &str,
+    key: &str,
+    bodies: Arc<Vec<Vec<u8>>>,
+    connections: &[usize],
+    seconds: u64,
+    what: &str,
+) -> anyhow::Result<()> {
+    println!(
+        "| connections | {what} | per second | p50 ms | p99 ms | answer bytes | client CPU % of a core | client CPU µs/request | errors |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for &c in &args.connections {
+    for &c in connections {
         let phase = Phase {
-            url: url.clone(),
-            key: key.clone(),
+            url: url.to_owned(),
+            key: key.to_owned(),
             bodies: Arc::clone(&bodies),
             connections: c.max(1),
         };
@@ -86,7 +136,7 @@ pub async fn search(admin: Client, args: SearchArgs) -> anyhow::Result<()> {
         phase.run(Duration::from_secs(1)).await?;
         let cpu0 = process_cpu();
         let started = Instant::now();
-        let result = phase.run(Duration::from_secs(args.seconds)).await?;
+        let result = phase.run(Duration::from_secs(seconds)).await?;
         let wall = started.elapsed().as_secs_f64();
         let cpu = process_cpu().saturating_sub(cpu0).as_secs_f64();
         let mut lat = result.latencies;

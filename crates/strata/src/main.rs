@@ -122,6 +122,9 @@ enum BenchKind {
     /// Search throughput and latency at several connection counts, with the client's own CPU
     /// (creates and fills tenant bench-search on first use).
     Search(loadgen::SearchArgs),
+    /// Durable single-record write throughput and latency at several connection counts
+    /// (creates tenant bench-writes on first use).
+    Writes(loadgen::WritesArgs),
 }
 
 #[derive(Subcommand)]
@@ -252,6 +255,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             return match kind {
                 BenchKind::Noisy(args) => bench::noisy(client, args).await,
                 BenchKind::Search(args) => loadgen::search(client, args).await,
+                BenchKind::Writes(args) => loadgen::writes(client, args).await,
             };
         }
         Command::Tenant { action, remote } => {

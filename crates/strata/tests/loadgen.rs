@@ -52,3 +52,33 @@ fn the_search_load_generator_runs_end_to_end() {
     assert_eq!(status, 200);
     assert_eq!(v["usage"]["records"], 50, "{v}");
 }
+
+#[test]
+fn the_write_load_generator_runs_end_to_end() {
+    let server = Server::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["bench", "writes", "--seconds", "1", "--connections", "2"])
+        .args(["--server", &server.url])
+        .env("STRATA_KEY", OPERATOR_KEY)
+        .output()
+        .expect("run strata bench writes");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("| 2 |"))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .split('|')
+        .map(str::trim)
+        .collect();
+    let writes: u64 = row[2].parse().expect("writes");
+    assert!(writes > 0 && row[9] == "0", "{stdout}");
+    // Every write counted was acknowledged, so it is there (warm-up writes too).
+    let (status, v) = server.get("/v1/admin/tenants/bench-writes", OPERATOR_KEY);
+    assert_eq!(status, 200);
+    assert!(v["usage"]["records"].as_u64().unwrap_or(0) >= writes, "{v}");
+}
