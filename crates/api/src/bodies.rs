@@ -174,9 +174,13 @@ pub struct HitBody {
 impl SearchAnswer {
     /// Keeps of each hit what `search` asked for; the rest is never serialised.
     pub fn project(response: SearchResponse, search: &SearchRequest) -> SearchAnswer {
-        let [content, metadata, vector, whole] =
-            [Include::Content, Include::Metadata, Include::Vector, Include::Record]
-                .map(|f| search.includes(f));
+        let [content, metadata, vector, whole] = [
+            Include::Content,
+            Include::Metadata,
+            Include::Vector,
+            Include::Record,
+        ]
+        .map(|f| search.includes(f));
         let hits = response
             .hits
             .into_iter()

@@ -66,9 +66,7 @@ fn write_until_killed(
         let size = rng.random_range(1..=max);
         let records = (0..size)
             .map(|i| NewRecord {
-                id: Some(
-                    RecordId::parse(format!("r{round}-w{writer}-b{batch}-{i}")).expect("id"),
-                ),
+                id: Some(RecordId::parse(format!("r{round}-w{writer}-b{batch}-{i}")).expect("id")),
                 content: Some(format!(
                     "round {round} writer {writer} batch {batch} record {i} {}",
                     "x".repeat(150)

@@ -315,13 +315,15 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     fn sweep(&mut self) {
         let vtime = self.vtime;
         let fifo = self.discipline == Discipline::Fifo;
-        self.tenants.retain(|_, t| {
-            !t.jobs.is_empty() || t.running > 0 || (!fifo && t.finish > vtime)
-        });
+        self.tenants
+            .retain(|_, t| !t.jobs.is_empty() || t.running > 0 || (!fifo && t.finish > vtime));
         // Heads of swept tenants were stale already; drop stale entries too.
         let tenants = &self.tenants;
-        self.ready
-            .retain(|h| tenants.get(&h.key).is_some_and(|t| t.head_version == h.version));
+        self.ready.retain(|h| {
+            tenants
+                .get(&h.key)
+                .is_some_and(|t| t.head_version == h.version)
+        });
         self.sweep_at = (2 * self.tenants.len()).max(MIN_SWEEP);
     }
 

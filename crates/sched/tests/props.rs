@@ -335,6 +335,12 @@ fn counting_jobs_gives_costly_tenants_more_time_and_charging_costs_does_not() {
         s[0] as f64 / (s[0] + s[1]) as f64
     };
     let (counted, charged) = (share(false), share(true));
-    assert!(counted > 0.85, "counting jobs: costly tenant got {counted:.3}");
-    assert!((0.47..=0.53).contains(&charged), "charging CPU time: {charged:.3}");
+    assert!(
+        counted > 0.85,
+        "counting jobs: costly tenant got {counted:.3}"
+    );
+    assert!(
+        (0.47..=0.53).contains(&charged),
+        "charging CPU time: {charged:.3}"
+    );
 }

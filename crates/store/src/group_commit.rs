@@ -194,7 +194,8 @@ mod tests {
         let second = late.committed();
         leader.join().unwrap().unwrap();
         assert_eq!(syncs.load(Ordering::SeqCst), 1);
-        g.wait_durable(second, || panic!("already durable")).unwrap();
+        g.wait_durable(second, || panic!("already durable"))
+            .unwrap();
     }
 
     #[test]

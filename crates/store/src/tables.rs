@@ -106,7 +106,6 @@ impl Store {
         self.grouped.store(on, Ordering::Relaxed);
     }
 
-
     fn db(&self) -> RwLockReadGuard<'_, Database> {
         read_db(&self.db)
     }
@@ -175,8 +174,8 @@ impl Store {
             Ok(r) => {
                 txn.commit().map_err(StoreError::from)?;
                 drop(db);
-                let waiting = entered
-                    .map(|e| (e.committed(), Arc::clone(&self.db), Arc::clone(&self.group)));
+                let waiting =
+                    entered.map(|e| (e.committed(), Arc::clone(&self.db), Arc::clone(&self.group)));
                 Ok((r, Pending { waiting }))
             }
             Err(e) => {

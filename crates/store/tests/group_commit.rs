@@ -35,11 +35,7 @@ fn run(grouped: bool) {
     store.set_group_commit(grouped);
     let tenant = store
         .write(|w| -> Result<_, StoreError> {
-            w.create_tenant(
-                &TenantId::parse("t").unwrap(),
-                0,
-                Default::default(),
-            )
+            w.create_tenant(&TenantId::parse("t").unwrap(), 0, Default::default())
         })
         .unwrap();
     let key = tenant.key;

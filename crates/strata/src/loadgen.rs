@@ -83,10 +83,20 @@ pub async fn search(admin: Client, args: SearchArgs) -> anyhow::Result<()> {
         args.tenant,
         args.records,
         args.k,
-        args.include.as_deref().map_or("default".into(), |s| format!("[{s}]")),
+        args.include
+            .as_deref()
+            .map_or("default".into(), |s| format!("[{s}]")),
         args.seconds
     );
-    drive(&url, &key, bodies, &args.connections, args.seconds, "searches").await
+    drive(
+        &url,
+        &key,
+        bodies,
+        &args.connections,
+        args.seconds,
+        "searches",
+    )
+    .await
 }
 
 /// Single-record writes (a 384-dimensional vector and ~200 bytes of text each), every one
@@ -109,7 +119,15 @@ pub async fn writes(admin: Client, args: WritesArgs) -> anyhow::Result<()> {
         "durable single-record writes to tenant {}, {} s per phase",
         args.tenant, args.seconds
     );
-    drive(&url, &key, bodies, &args.connections, args.seconds, "writes").await
+    drive(
+        &url,
+        &key,
+        bodies,
+        &args.connections,
+        args.seconds,
+        "writes",
+    )
+    .await
 }
 
 /// One phase per connection count, printed as a table row.

@@ -2,9 +2,9 @@
 //! running one.
 
 mod bench;
-mod loadgen;
 mod client;
 mod config;
+mod loadgen;
 mod model;
 mod serve;
 mod transfer;

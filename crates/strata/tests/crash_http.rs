@@ -22,8 +22,12 @@ fn sigkill_loses_no_write_acknowledged_over_http() {
         let acked = Arc::new(Mutex::new(Vec::new()));
         let writers: Vec<_> = (0..8)
             .map(|w| {
-                let (url, key, acked, vector) =
-                    (server.url.clone(), key.clone(), acked.clone(), vector.clone());
+                let (url, key, acked, vector) = (
+                    server.url.clone(),
+                    key.clone(),
+                    acked.clone(),
+                    vector.clone(),
+                );
                 std::thread::spawn(move || {
                     let http = reqwest::blocking::Client::builder()
                         .timeout(Duration::from_secs(10))
@@ -62,11 +66,18 @@ fn sigkill_loses_no_write_acknowledged_over_http() {
         }
         server.restart();
         let acked = acked.lock().expect("acked").clone();
-        assert!(acked.len() >= 8, "round {round}: only {} writes", acked.len());
+        assert!(
+            acked.len() >= 8,
+            "round {round}: only {} writes",
+            acked.len()
+        );
         for id in &acked {
             let (s, v) = server.get(&format!("/v1/memories/{id}"), &key);
             assert_eq!(s, 200, "round {round}: acknowledged {id} lost: {v}");
         }
-        println!("round {round}: {} acknowledged writes all present", acked.len());
+        println!(
+            "round {round}: {} acknowledged writes all present",
+            acked.len()
+        );
     }
 }

@@ -91,7 +91,10 @@ fn a_lean_answer_is_much_smaller_than_whole_records() {
         server.post("/v1/search", &key, body).1.to_string().len()
     };
     let (lean, whole) = (size(json!([])), size(json!(["record"])));
-    assert!(lean * 3 < whole, "ids and scores {lean} B, whole records {whole} B");
+    assert!(
+        lean * 3 < whole,
+        "ids and scores {lean} B, whole records {whole} B"
+    );
 }
 
 #[test]
