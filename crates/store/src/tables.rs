@@ -44,26 +44,12 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Nothing to wait for.
-    pub fn durable() -> Pending {
-        Pending { waiting: None }
-    }
-
     /// Returns once the write is on disk, sharing one fsync with every other write committed
     /// meanwhile; an error means the write is not known to be durable.
     pub fn wait_durable(self) -> Result<(), StoreError> {
         match self.waiting {
             None => Ok(()),
             Some((seq, db, group)) => group.wait_durable(seq, || sync(&db)),
-        }
-    }
-
-    /// The later of two pending writes of one store: once it is durable, so is the other.
-    pub fn later(self, other: Pending) -> Pending {
-        match (&self.waiting, &other.waiting) {
-            (Some((a, ..)), Some((b, ..))) if b > a => other,
-            (None, _) => other,
-            _ => self,
         }
     }
 }
