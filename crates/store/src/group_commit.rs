@@ -101,7 +101,10 @@ impl GroupCommit {
             }
             let target = st.committed;
             drop(st);
-            let result = sync();
+            // A panic inside the storage engine must not leave `syncing` set, which would
+            // hang every waiter; it fails the writes this sync was meant to cover instead.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&sync))
+                .unwrap_or_else(|_| Err(StoreError::Engine("sync panicked".into())));
             st = self.lock();
             st.syncing = false;
             match result {
@@ -204,6 +207,19 @@ mod tests {
         let seq = g.enter().committed();
         drop(g.enter());
         g.wait_durable(seq, || Ok(())).unwrap();
+    }
+
+    #[test]
+    fn a_panicking_sync_fails_its_writes_and_hangs_nobody() {
+        let g = GroupCommit::default();
+        let seq = g.enter().committed();
+        let err = g
+            .wait_durable(seq, || panic!("redb assertion"))
+            .unwrap_err();
+        assert!(err.to_string().contains("sync panicked"), "{err}");
+        // A later write gets a sync of its own.
+        let next = g.enter().committed();
+        g.wait_durable(next, || Ok(())).unwrap();
     }
 
     #[test]
