@@ -108,6 +108,19 @@ impl Gate {
         })
     }
 
+    /// The tenant's place in the pool for work that outlives its request.
+    pub fn admit_background(
+        &self,
+        engine: &Engine,
+        scope: &TenantScope,
+    ) -> Result<Admitted, ApiError> {
+        Ok(Admitted {
+            key: scope.key(),
+            weight: engine.admission(scope)?.weight,
+            _permit: None,
+        })
+    }
+
     /// Runs `f` on the pool, in the tenant's fair share.
     pub async fn run<T, F>(
         &self,

@@ -329,7 +329,8 @@ impl From<EngineError> for ApiError {
             EngineError::CollectionExists(_)
             | EngineError::TenantExists(_)
             | EngineError::IdConflict(_)
-            | EngineError::ModelMismatch { .. } => ApiError::Conflict(e.to_string()),
+            | EngineError::ModelMismatch { .. }
+            | EngineError::Reembed(_) => ApiError::Conflict(e.to_string()),
             EngineError::Store(s) => ApiError::Internal(s.to_string()),
             EngineError::Index(m) => ApiError::Internal(format!("index: {m}")),
             EngineError::Embedding(m) => ApiError::Internal(format!("embedding: {m}")),
@@ -407,6 +408,7 @@ mod tests {
         );
         check(EngineError::Index("x".into()), 500, "INTERNAL");
         check(EngineError::IdConflict("x".into()), 409, "CONFLICT");
+        check(EngineError::Reembed("x".into()), 409, "CONFLICT");
         check(
             EngineError::Store(strata_store::StoreError::Engine("disk".into())),
             500,

@@ -18,8 +18,8 @@ use utoipa_axum::routes;
 
 use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::{
-    ApiError, AppState, admin, audit, body_guard, collections, health, lifecycle, memories, search,
-    security, transfer,
+    ApiError, AppState, admin, audit, body_guard, collections, health, lifecycle, memories,
+    reembed, search, security, transfer,
 };
 
 fn api() -> OpenApiRouter<AppState> {
@@ -36,6 +36,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(search::search))
         .routes(routes!(collections::list, collections::create))
         .routes(routes!(collections::delete))
+        .routes(routes!(reembed::start, reembed::status))
         .routes(routes!(admin::create_tenant, admin::list_tenants))
         .routes(routes!(
             admin::get_tenant,

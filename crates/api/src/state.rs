@@ -80,6 +80,12 @@ impl AppState {
         self.gate.admit(&self.engine, scope)
     }
 
+    /// Admission for background work a request started (a re-embed): the tenant's pool share,
+    /// without an in-flight slot or a rate token, since it outlives the request.
+    pub(crate) fn admit_background(&self, scope: &TenantScope) -> Result<Admitted, ApiError> {
+        self.gate.admit_background(&self.engine, scope)
+    }
+
     /// Runs a tenant's engine work on the shared pool, in its fair share.
     pub(crate) async fn run_tenant<T, F>(&self, admitted: &Admitted, f: F) -> Result<T, ApiError>
     where

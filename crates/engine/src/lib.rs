@@ -15,6 +15,7 @@ mod error;
 mod lifecycle;
 mod plan;
 mod records;
+mod reembed;
 mod scan;
 mod search;
 mod snapshot;
@@ -32,6 +33,7 @@ pub use config::{DefaultCollection, EngineConfig};
 pub use error::EngineError;
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use records::PutOutcome;
+pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use scan::{Page, ScanPage};
 pub use strata_auth::{OperatorScope, TenantScope};
 pub use strata_embed::Embedder;
@@ -87,6 +89,8 @@ pub struct Engine {
     admissions: admission::AdmissionCache,
     /// The built-in text embedder, when the server loaded one (see `embedding`).
     embedder: Option<Arc<Embedder>>,
+    /// Collections being re-embedded with that embedder (see `reembed`).
+    reembeds: reembed::Jobs,
 }
 
 impl Engine {
@@ -106,6 +110,7 @@ impl Engine {
             indexes: IndexRegistry::default(),
             admissions: admission::AdmissionCache::default(),
             embedder: None,
+            reembeds: reembed::Jobs::default(),
         })
     }
 

@@ -182,9 +182,16 @@ fn tenant_b_gets_nothing_of_tenant_a() {
                 assert_eq!(s, 200, "{v}");
                 assert!(!mentions_a(&v), "{v}");
             }
-            ("DELETE", "/v1/collections/{name}") => {
+            ("DELETE", "/v1/collections/{name}") | ("GET", "/v1/collections/{name}/reembed") => {
                 let (s, v) = server.call(method, p, Some(&b), &[], None);
                 assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
+            }
+            ("POST", "/v1/collections/{name}/reembed") => {
+                // A's collection is not B's to plan or re-embed.
+                for body in [json!({"dry_run": true}), json!({})] {
+                    let (s, v) = server.post(p, &b, body);
+                    assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
+                }
             }
             ("POST", "/v1/collections") => {
                 // B may create a collection of the same name: it is B's own.
