@@ -8,8 +8,9 @@ topic either in other words ("What does Alice like to drink?" for "Alice takes o
 coffee") or, one time in three per topic, with a word the memory may share ("How does Alice
 take her coffee or tea?"). Each memory and question also names its person as `user`, so the set
 can be searched tenant-wide (the name is then what tells people apart) or scoped to the user
-(`user_tokens`, as an agent serving that user would, where only the topic words count). The one memory a question paraphrases is its relevant id. Deterministic (seeded), so
-the committed file is what this script prints; standard library only.
+(`user_tokens`, as an agent serving that user would, where only the topic words count). The
+one memory a question paraphrases is its relevant id. Deterministic (seeded), so the committed
+file is what this script prints; standard library only.
 
     python3 bench/text/make_recall_set.py > bench/text/recall_set.json
 """

@@ -9,7 +9,8 @@ and asks every question as a query-only search (k = 10) in each mode: BM25 alone
 Every configuration is measured twice: tenant-wide (all 24 people's memories are candidates)
 and scoped to the question's user (memories carry `user_tokens: ["u:<user>"]`, the question
 searches with that token, as an agent serving one user does). Finally the server's defaults:
-the questions against the tenant's `text` collection with no `mode` or `fusion` given. Standard library only; recall does not depend on the build profile.
+the questions against the tenant's `text` collection with no `mode` or `fusion` given.
+Standard library only; recall does not depend on the build profile.
 
     python3 bench/text/recall.py --binary target/debug/strata
 """
