@@ -122,32 +122,46 @@ fn conflict(m: impl Into<String>) -> EngineError {
     EngineError::Reembed(m.into())
 }
 
-/// The collection's records that matter to a re-embed: (id, content) of those with content, and
-/// the count of those with only a vector.
+/// What one scan of a collection's records found.
+struct Scan {
+    /// (id, content) of the records with content.
+    texts: Vec<(RecordId, String)>,
+    /// Records with a vector and no content.
+    vector_only: u64,
+    /// The last record id passed (of any collection), where the next scan starts after.
+    last: Option<RecordId>,
+}
+
+/// Scans the tenant's records after `after` for those of collection `name`, stopping once
+/// `limit` texts are found.
 fn texts_of(
     r: &impl Reads,
     key: TenantKey,
     name: &CollectionName,
     after: Option<&RecordId>,
     limit: usize,
-) -> Result<(Vec<(RecordId, String)>, u64, Option<RecordId>), EngineError> {
-    let (mut texts, mut vector_only, mut last) = (Vec::new(), 0, None);
+) -> Result<Scan, EngineError> {
+    let mut scan = Scan {
+        texts: Vec::new(),
+        vector_only: 0,
+        last: None,
+    };
     for record in r.records(key, after)? {
         let record = record?;
-        if texts.len() == limit {
+        if scan.texts.len() == limit {
             break;
         }
-        last = Some(record.id.clone());
+        scan.last = Some(record.id.clone());
         if &record.modality != name {
             continue;
         }
         match record.content {
-            Some(content) => texts.push((record.id, content)),
-            None if record.vector.is_some() => vector_only += 1,
+            Some(content) => scan.texts.push((record.id, content)),
+            None if record.vector.is_some() => scan.vector_only += 1,
             None => {}
         }
     }
-    Ok((texts, vector_only, last))
+    Ok(scan)
 }
 
 fn find(r: &impl Reads, key: TenantKey, name: &CollectionName) -> Result<Collection, EngineError> {
@@ -172,11 +186,11 @@ impl Engine {
         scope: &TenantScope,
         name: &CollectionName,
     ) -> Result<ReembedPlan, EngineError> {
-        let (c, texts, vector_only) = self.read_tenant(scope, Permission::Admin, |r| {
+        let (c, scan) = self.read_tenant(scope, Permission::Admin, |r| {
             let c = find(r, scope.key(), name)?;
-            let (texts, vector_only, _) = texts_of(r, scope.key(), name, None, usize::MAX)?;
-            Ok((c, texts, vector_only))
+            Ok((c, texts_of(r, scope.key(), name, None, usize::MAX)?))
         })?;
+        let (texts, vector_only) = (scan.texts, scan.vector_only);
         let (embedder, loaded) = self.loaded_for_reembed()?;
         let text_bytes: u64 = texts.iter().map(|(_, t)| t.len() as u64).sum();
         let sample: Vec<&str> = texts
@@ -215,11 +229,11 @@ impl Engine {
         scope: &TenantScope,
         name: &CollectionName,
     ) -> Result<ReembedStatus, EngineError> {
-        let (c, texts, vector_only) = self.read_tenant(scope, Permission::Admin, |r| {
+        let (c, scan) = self.read_tenant(scope, Permission::Admin, |r| {
             let c = find(r, scope.key(), name)?;
-            let (texts, vector_only, _) = texts_of(r, scope.key(), name, None, usize::MAX)?;
-            Ok((c, texts.len() as u64, vector_only))
+            Ok((c, texts_of(r, scope.key(), name, None, usize::MAX)?))
         })?;
+        let (texts, vector_only) = (scan.texts.len() as u64, scan.vector_only);
         let (_, loaded) = self.loaded_for_reembed()?;
         if c.embedder.as_ref() == Some(&loaded) {
             return Err(conflict(format!(
@@ -279,7 +293,7 @@ impl Engine {
 
     fn stage_next(&self, scope: &TenantScope, name: &CollectionName) -> Result<bool, EngineError> {
         let cursor = self.running_job(scope.key(), name, |j| j.cursor.clone())?;
-        let (texts, _, last) = self.read_tenant(scope, Permission::Admin, |r| {
+        let Scan { texts, last, .. } = self.read_tenant(scope, Permission::Admin, |r| {
             texts_of(r, scope.key(), name, cursor.as_ref(), STEP_TEXTS)
         })?;
         let vectors = self.embed_for_reembed(&texts)?;
@@ -395,7 +409,7 @@ impl Engine {
         scope: &TenantScope,
         name: &CollectionName,
     ) -> Result<Vec<(RecordId, String)>, EngineError> {
-        let (texts, _, _) = self.read_tenant(scope, Permission::Admin, |r| {
+        let Scan { texts, .. } = self.read_tenant(scope, Permission::Admin, |r| {
             texts_of(r, scope.key(), name, None, usize::MAX)
         })?;
         self.running_job(scope.key(), name, |j| {

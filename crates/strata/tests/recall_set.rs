@@ -42,7 +42,10 @@ fn recall(server: &Server, key: &str, questions: &[Value], scoped: bool) -> (f64
 
 #[test]
 fn default_search_keeps_its_recall_on_the_conversational_memory_set() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/text/recall_set.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../bench/text/recall_set.json"
+    );
     let set: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("recall set"))
         .expect("recall set JSON");
     let memories = set["memories"].as_array().expect("memories");
