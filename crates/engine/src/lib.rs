@@ -18,6 +18,7 @@ mod records;
 mod scan;
 mod search;
 mod snapshot;
+mod stats;
 mod tenant_index;
 mod tenants;
 mod transfer;
