@@ -3,7 +3,7 @@
 //! (every tenant's figures as JSON, for the dashboard) and `GET /dashboard` (the page itself).
 
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse, Response};
@@ -14,6 +14,7 @@ use strata_store::stats::{BUCKETS_SECS, HistogramSnapshot};
 use crate::bodies::{LatencySummary, ServerStats, TenantStats};
 use crate::edge::{OperatorAuth, TenantAuth, bearer, principal};
 use crate::exposition::{Exposition, render};
+use crate::input::{QueryInput, ScopeParts};
 use crate::metrics::{REFUSALS, TenantSnapshot, resident_bytes};
 use crate::{ApiError, AppState};
 
@@ -58,7 +59,9 @@ impl FromRequestParts<AppState> for MetricsAuth {
 pub async fn metrics(
     State(state): State<AppState>,
     MetricsAuth(op): MetricsAuth,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
+    QueryInput::parse(q.as_deref(), &[])?;
     let registry = state.run(move |e| Ok(e.usage_report(&op)?)).await?;
     let m = &state.metrics;
     let routes = m.routes();
@@ -123,7 +126,17 @@ fn tenant_stats(info: TenantInfo, s: &TenantSnapshot) -> TenantStats {
 pub async fn own_stats(
     State(state): State<AppState>,
     auth: TenantAuth,
+    RawQuery(q): RawQuery,
 ) -> Result<Json<TenantStats>, ApiError> {
+    // `tenant_id` is checked against the credential like on every tenant route; the other
+    // scope fields mean nothing for tenant-wide figures, and one silently ignored would mislead.
+    let q = QueryInput::parse(q.as_deref(), &[])?;
+    let scope = auth.request_scope(ScopeParts::default(), q.scope)?;
+    if scope != strata_types::RequestScope::default() || auth.header_domain.is_some() {
+        return Err(ApiError::BadRequest(
+            "the stats are tenant-wide and take no scope fields".into(),
+        ));
+    }
     let scope = auth.scope;
     let info = state
         .run_tenant(&auth.admitted, move |e| Ok(e.own_usage(&scope)?))

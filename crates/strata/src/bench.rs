@@ -47,7 +47,11 @@ pub(crate) fn vector(seed: u64) -> Vec<f32> {
 }
 
 /// Creates the tenant if needed, fills it, and returns a read/write key for it.
-pub(crate) async fn prepare(admin: &Client, tenant: &str, records: usize) -> anyhow::Result<String> {
+pub(crate) async fn prepare(
+    admin: &Client,
+    tenant: &str,
+    records: usize,
+) -> anyhow::Result<String> {
     let exists = admin
         .call(Method::GET, &format!("/v1/admin/tenants/{tenant}"), None)
         .await

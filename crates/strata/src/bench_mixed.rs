@@ -106,7 +106,11 @@ pub async fn mixed(admin: Client, args: MixedArgs) -> anyhow::Result<()> {
         let client = Client::new(admin.server(), Some(key))?;
         // Load the tenant's index before timing anything.
         client
-            .call(Method::POST, "/v1/search", Some(json!({"vector": vector(7), "k": 10})))
+            .call(
+                Method::POST,
+                "/v1/search",
+                Some(json!({"vector": vector(7), "k": 10})),
+            )
             .await?;
         tenants.push(client);
         eprint!("\r  {}/{} tenants ready", i + 1, args.tenants);
@@ -251,6 +255,9 @@ mod tests {
         // Uniform when s = 0.
         let flat = zipf_cdf(4, 0.0);
         assert_eq!(flat, vec![0.25, 0.5, 0.75, 1.0]);
-        assert_eq!((class(0, 50), class(5, 50), class(25, 50)), ("hot", "warm", "cold"));
+        assert_eq!(
+            (class(0, 50), class(5, 50), class(25, 50)),
+            ("hot", "warm", "cold")
+        );
     }
 }

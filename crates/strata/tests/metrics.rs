@@ -89,6 +89,8 @@ fn scrape_after_a_known_workload() {
     assert_eq!(s, 403);
     let (s, _) = scrape(&server, None);
     assert_eq!(s, 401);
+    let (s, _) = scrape(&server, Some(&format!("{TOKEN}x")));
+    assert_eq!(s, 401);
     let (s, _) = scrape(&server, Some("scrape-token-0123456780"));
     assert_eq!(s, 401);
     let (s, by_token) = scrape(&server, Some(TOKEN));
@@ -228,8 +230,14 @@ fn a_tenant_reads_its_own_stats_and_no_one_elses() {
         None,
     );
     assert_eq!((s, code(&v)), (403, "TENANT_MISMATCH"), "{v}");
+    let (s, v) = server.get("/v1/stats?tenant_id=other", &admin);
+    assert_eq!((s, code(&v)), (403, "TENANT_MISMATCH"), "{v}");
+    let (s, v) = server.get("/v1/stats?user_tokens=u:x", &admin);
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    let (s, v) = server.get("/v1/stats?bogus=1", &admin);
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
 
-    // The operator's JSON view has both tenants, with acme's traffic (its 4 /v1/stats calls
+    // The operator's JSON view has both tenants, with acme's traffic (its six /v1/stats calls
     // included, the refused ones too).
     let (s, v) = server.get("/v1/admin/stats", OPERATOR_KEY);
     assert_eq!(s, 200, "{v}");
@@ -239,7 +247,7 @@ fn a_tenant_reads_its_own_stats_and_no_one_elses() {
         .iter()
         .find(|t| t["tenant"] == "acme")
         .expect("acme");
-    assert_eq!(acme["requests"], 6);
+    assert_eq!(acme["requests"], 9, "{acme}");
     assert_eq!(
         v["bucket_bounds_seconds"].as_array().map(Vec::len),
         Some(15)
