@@ -538,6 +538,68 @@ mod tests {
     }
 
     #[test]
+    fn recorded_traffic_of_5000_tenants_under_cap_100_has_101_label_values() {
+        use crate::metrics::Metrics;
+        use std::time::Duration;
+        let m = Metrics::default();
+        let mut expected_requests = 0u64;
+        let mut expected_429 = 0u64;
+        for i in 0..5_000u64 {
+            let id = format!("tenant-{i}");
+            for j in 0..(1 + i % 5) {
+                let limited = j == 1 && i % 2 == 0;
+                let status = if limited { 429 } else { 200 };
+                let code = limited.then_some("RATE_LIMITED");
+                let key = ("POST".to_owned(), "/v1/search".to_owned(), status);
+                m.record(key, Some(&id), Duration::from_micros(100 + i), code);
+                expected_requests += 1;
+                expected_429 += u64::from(limited);
+            }
+        }
+        let live = m.tenants();
+        let routes = m.routes();
+        let text = render(&Exposition {
+            routes: &routes,
+            live: &live,
+            registry: &[],
+            cap: 100,
+            pinned: &[],
+            server: m.server(),
+            workers: 2,
+            commits: HistogramSnapshot::default(),
+            resident_bytes: None,
+        });
+        let values: BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.split("tenant=\"").nth(1))
+            .filter_map(|r| r.split('"').next())
+            .collect();
+        assert_eq!(values.len(), 101, "100 tenants and (other)");
+        assert!(values.contains(OTHER));
+        let counts = by_tenant(&text, "strata_tenant_request_duration_seconds_count", "");
+        assert_eq!(counts.values().sum::<f64>() as u64, expected_requests);
+        let inf = by_tenant(
+            &text,
+            "strata_tenant_request_duration_seconds_bucket",
+            ",le=\"+Inf\"",
+        );
+        assert_eq!(inf, counts);
+        let limited = by_tenant(
+            &text,
+            "strata_tenant_refusals_total",
+            ",code=\"RATE_LIMITED\"",
+        );
+        assert_eq!(limited.values().sum::<f64>() as u64, expected_429);
+        // The labelled ones are among the most active (5 requests each).
+        assert!(
+            counts.iter().all(|(t, n)| t == OTHER || *n == 5.0),
+            "{counts:?}"
+        );
+        let route_total: u64 = routes.iter().map(|(_, h)| h.count()).sum();
+        assert_eq!(route_total, expected_requests);
+    }
+
+    #[test]
     fn without_the_cap_binding_nothing_is_folded() {
         let live = HashMap::from([("a".to_owned(), TenantSnapshot::default())]);
         let registry = vec![info("a", 1), info("b", 2)];

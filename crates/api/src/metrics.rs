@@ -284,7 +284,13 @@ impl Metrics {
         }
     }
 
-    fn record(&self, key: RouteKey, tenant: Option<&str>, latency: Duration, code: Option<&str>) {
+    pub(crate) fn record(
+        &self,
+        key: RouteKey,
+        tenant: Option<&str>,
+        latency: Duration,
+        code: Option<&str>,
+    ) {
         let status = key.2;
         let found = self
             .routes
