@@ -34,6 +34,9 @@ pub struct Exposition<'a> {
     pub resident_bytes: Option<u64>,
 }
 
+/// Reads one amount of a block, for the gauges rendered alike.
+type Amount = fn(&Block) -> u64;
+
 /// Figures of one label value: a tenant's own, or the sum of the folded ones.
 #[derive(Default)]
 struct Block {
@@ -261,7 +264,7 @@ fn tenant_series(out: &mut String, blocks: &BTreeMap<&str, Block>) {
             secs(b.live.cpu_nanos)
         );
     }
-    let gauges: [(&str, &str, fn(&Block) -> u64); 4] = [
+    let gauges: [(&str, &str, Amount); 4] = [
         ("strata_tenant_records", "Records a tenant holds.", |b| {
             b.records
         }),

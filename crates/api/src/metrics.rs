@@ -455,8 +455,10 @@ mod tests {
 
     #[test]
     fn activity_rolls_over_two_windows() {
-        let mut a = Activity::default();
-        a.current = 5;
+        let mut a = Activity {
+            current: 5,
+            ..Activity::default()
+        };
         a.roll(1);
         assert_eq!((a.current, a.previous), (0, 5));
         a.current = 2;
