@@ -270,6 +270,9 @@ fn operator_signs_in_reads_tenants_and_suspends_and_resumes_one() {
         "the sign-in form",
     );
 
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    page.screenshot(&tmp.join("dashboard-login.png"));
+
     // Sign in.
     page.eval(&format!(
         "document.getElementById('login-key').value = {}; \
@@ -347,10 +350,24 @@ fn operator_signs_in_reads_tenants_and_suspends_and_resumes_one() {
         "[...document.querySelectorAll('#tenant-audit td')].some(td => td.textContent === 'tenant.resume')",
         "the resume in the tenant's audit tail",
     );
+    // Change a limit through the form; the admin API shows it, the others unchanged.
+    page.eval(
+        "document.querySelector('#limits input[name=\"max_qps\"]').value = '250'; \
+         document.getElementById('limits-form').requestSubmit(); true",
+    );
+    page.wait_for(
+        "document.getElementById('limits-note').textContent === 'Saved.'",
+        "the limits to be saved",
+    );
+    let (s, v) = server.get("/v1/admin/tenants/acme", OPERATOR_KEY);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["limits"]["max_qps"], 250.0, "{v}");
+    assert_eq!(v["limits"]["max_vectors"], 1000, "{v}");
+    assert_eq!(v["limits"]["max_concurrent"], Value::Null, "{v}");
     load(10);
     std::thread::sleep(Duration::from_millis(2500));
 
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let shot = tmp.join("dashboard.png");
     page.screenshot(&shot);
     eprintln!("dashboard screenshot: {}", shot.display());
 
