@@ -21,6 +21,10 @@ use tungstenite::{Message, WebSocket};
 /// The browser: `STRATA_CHROMIUM`, or the first of the usual names on `PATH`.
 fn chromium() -> String {
     if let Ok(path) = std::env::var("STRATA_CHROMIUM") {
+        assert!(
+            std::path::Path::new(&path).is_file(),
+            "STRATA_CHROMIUM={path} is not a file: point it at a Chromium or Chrome binary"
+        );
         return path;
     }
     for name in ["chromium", "chromium-browser", "google-chrome"] {
