@@ -19,6 +19,7 @@ mod reembed;
 mod scan;
 mod search;
 mod snapshot;
+mod stats;
 mod tenant_index;
 mod tenants;
 mod transfer;

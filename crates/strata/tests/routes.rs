@@ -130,7 +130,7 @@ fn tenant_b_gets_nothing_of_tenant_a() {
         let concrete_path = concrete(path);
         let p = concrete_path.as_str();
         match (*method, *path) {
-            (_, "/healthz" | "/readyz" | "/openapi.json") => {
+            (_, "/healthz" | "/readyz" | "/openapi.json" | "/dashboard") => {
                 let (_, v) = server.call(method, p, Some(&b), &[], None);
                 assert!(!mentions_a(&v), "{method} {p}: {v}");
             }
@@ -210,6 +210,17 @@ fn tenant_b_gets_nothing_of_tenant_a() {
                 );
                 let (s, v) = server.get(&format!("{p}?tenant=tenant-a"), &b);
                 assert_eq!((s, code(&v)), (403, "SCOPE_FORBIDDEN"), "{v}");
+            }
+            ("GET", "/v1/stats") => {
+                // B's own figures only.
+                let (s, v) = server.get(p, &b);
+                assert_eq!(s, 200, "{v}");
+                assert_eq!(v["tenant"], "tenant-b", "{v}");
+                assert!(!mentions_a(&v), "B's stats show A: {v}");
+            }
+            ("GET", "/metrics") => {
+                let (s, v) = server.get(p, &b);
+                assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
             }
             (_, path) if path.starts_with("/v1/admin/") => {
                 assert_eq!(*perm, Operator);

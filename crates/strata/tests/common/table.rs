@@ -49,6 +49,10 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("POST", "/v1/admin/keys", Operator),
     ("GET", "/v1/admin/keys", Operator),
     ("DELETE", "/v1/admin/keys/{id}", Operator),
+    ("GET", "/v1/admin/stats", Operator),
+    ("GET", "/v1/stats", Admin),
+    ("GET", "/metrics", Operator),
+    ("GET", "/dashboard", Public),
 ];
 
 /// Every route a tenant credential uses.
