@@ -126,6 +126,7 @@ impl Gate {
         Ok(Admitted {
             key: scope.key(),
             weight: engine.admission(scope)?.weight,
+            series: self.metrics.tenant(scope.tenant().as_str()),
             _permit: None,
         })
     }
