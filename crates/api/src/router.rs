@@ -18,8 +18,8 @@ use utoipa_axum::routes;
 
 use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::{
-    ApiError, AppState, admin, audit, body_guard, collections, health, lifecycle, memories, search,
-    security, transfer,
+    ApiError, AppState, admin, audit, body_guard, collections, health, lifecycle, memories,
+    metrics, observe, reembed, search, security, transfer,
 };
 
 fn api() -> OpenApiRouter<AppState> {
@@ -36,6 +36,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(search::search))
         .routes(routes!(collections::list, collections::create))
         .routes(routes!(collections::delete))
+        .routes(routes!(reembed::start, reembed::status))
         .routes(routes!(admin::create_tenant, admin::list_tenants))
         .routes(routes!(
             admin::get_tenant,
@@ -52,6 +53,10 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::own_audit))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
+        .routes(routes!(observe::metrics))
+        .routes(routes!(observe::own_stats))
+        .routes(routes!(observe::admin_stats))
+        .routes(routes!(observe::dashboard))
 }
 
 /// The OpenAPI document of every route as utoipa generates it; `crate::openapi::document`
@@ -138,6 +143,12 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the security middleware, so it reads the credential that middleware's slot
+        // learns; outside the handlers, so it times and counts every answer, refusals too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record_requests,
+        ))
         // Inside the request-id layer, so the id it records is the one the client gets back.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -16,9 +16,11 @@ mod error;
 mod lifecycle;
 mod plan;
 mod records;
+mod reembed;
 mod scan;
 mod search;
 mod snapshot;
+mod stats;
 mod tenant_index;
 mod tenants;
 mod transfer;
@@ -34,6 +36,7 @@ pub use durability::Durable;
 pub use error::EngineError;
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use records::PutOutcome;
+pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use scan::{Page, ScanPage};
 pub use strata_auth::{OperatorScope, TenantScope};
 pub use strata_embed::Embedder;
@@ -89,6 +92,8 @@ pub struct Engine {
     admissions: admission::AdmissionCache,
     /// The built-in text embedder, when the server loaded one (see `embedding`).
     embedder: Option<Arc<Embedder>>,
+    /// Collections being re-embedded with that embedder (see `reembed`).
+    reembeds: reembed::Jobs,
 }
 
 impl Engine {
@@ -109,6 +114,7 @@ impl Engine {
             indexes: IndexRegistry::default(),
             admissions: admission::AdmissionCache::default(),
             embedder: None,
+            reembeds: reembed::Jobs::default(),
         })
     }
 

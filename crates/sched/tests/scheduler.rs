@@ -74,8 +74,14 @@ fn weights_give_proportional_share_paused() {
 #[test]
 fn weights_give_proportional_share_live() {
     // Queued while paused, so both tenants are backlogged from the start even if this thread
-    // is preempted mid-submission; then two live workers race through them.
-    let s = FairScheduler::new(config(2, true)).unwrap();
+    // is preempted mid-submission; then two live workers race through them. Charged per job:
+    // this counts jobs, and on a loaded machine the CPU time of equal spins varies with
+    // preemption (CPU-time shares are the property tests' subject).
+    let s = FairScheduler::new(SchedulerConfig {
+        charging: Charging::PerJob,
+        ..config(2, true)
+    })
+    .unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut handles = Vec::new();
     for _ in 0..400 {

@@ -15,6 +15,7 @@ mod error;
 mod group_commit;
 mod keys;
 mod registry;
+pub mod stats;
 mod tables;
 
 pub use credentials::{CredentialStore, Owner, StoredCredential};

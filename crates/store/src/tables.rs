@@ -32,6 +32,9 @@ pub struct Store {
     /// Concurrent writes share fsyncs (see `group_commit`); on by default.
     grouped: AtomicBool,
     group: Arc<GroupCommit>,
+    /// How long each durable commit took (with group commit, each shared sync), for the
+    /// metrics endpoint.
+    commits: Arc<crate::stats::LatencyHistogram>,
 }
 
 /// A write that has committed and is visible to readers, but is not yet known to be durable.
@@ -40,7 +43,15 @@ pub struct Store {
 #[must_use = "a write is not durable until wait_durable returns Ok"]
 pub struct Pending {
     /// `None` when the write committed with its own fsync (group commit off).
-    waiting: Option<(Seq, Arc<RwLock<Database>>, Arc<GroupCommit>)>,
+    waiting: Option<Waiting>,
+}
+
+/// What a pending write needs to wait for, or lead, a sync.
+struct Waiting {
+    seq: Seq,
+    db: Arc<RwLock<Database>>,
+    group: Arc<GroupCommit>,
+    commits: Arc<crate::stats::LatencyHistogram>,
 }
 
 impl Pending {
@@ -49,7 +60,7 @@ impl Pending {
     pub fn wait_durable(self) -> Result<(), StoreError> {
         match self.waiting {
             None => Ok(()),
-            Some((seq, db, group)) => group.wait_durable(seq, || sync(&db)),
+            Some(w) => w.group.wait_durable(w.seq, || sync(&w.db, &w.commits)),
         }
     }
 }
@@ -61,10 +72,12 @@ fn read_db(db: &RwLock<Database>) -> RwLockReadGuard<'_, Database> {
 }
 
 /// One durable commit of an empty transaction, which flushes and syncs every commit before it.
-fn sync(db: &RwLock<Database>) -> Result<(), StoreError> {
+fn sync(db: &RwLock<Database>, commits: &crate::stats::LatencyHistogram) -> Result<(), StoreError> {
     let db = read_db(db);
+    let started = std::time::Instant::now();
     let txn = db.begin_write()?;
     txn.commit()?;
+    commits.observe(started.elapsed());
     Ok(())
 }
 
@@ -83,6 +96,7 @@ impl Store {
             db: Arc::new(RwLock::new(db)),
             grouped: AtomicBool::new(true),
             group: Arc::default(),
+            commits: Arc::default(),
         })
     }
 
@@ -90,6 +104,12 @@ impl Store {
     /// holding the storage engine's single write lock; only useful to measure the difference.
     pub fn set_group_commit(&self, on: bool) {
         self.grouped.store(on, Ordering::Relaxed);
+    }
+
+    /// Durations of the durable commits so far (each includes its `fsync`; with group commit,
+    /// each is one sync shared by the writes it covered).
+    pub fn commit_latency(&self) -> crate::stats::HistogramSnapshot {
+        self.commits.snapshot()
     }
 
     fn db(&self) -> RwLockReadGuard<'_, Database> {
@@ -158,10 +178,18 @@ impl Store {
         };
         match result {
             Ok(r) => {
+                let started = std::time::Instant::now();
                 txn.commit().map_err(StoreError::from)?;
+                if entered.is_none() {
+                    self.commits.observe(started.elapsed());
+                }
                 drop(db);
-                let waiting =
-                    entered.map(|e| (e.committed(), Arc::clone(&self.db), Arc::clone(&self.group)));
+                let waiting = entered.map(|e| Waiting {
+                    seq: e.committed(),
+                    db: Arc::clone(&self.db),
+                    group: Arc::clone(&self.group),
+                    commits: Arc::clone(&self.commits),
+                });
                 Ok((r, Pending { waiting }))
             }
             Err(e) => {

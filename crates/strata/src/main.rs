@@ -2,6 +2,7 @@
 //! running one.
 
 mod bench;
+mod bench_mixed;
 mod client;
 mod config;
 mod loadgen;
@@ -119,6 +120,9 @@ enum BenchKind {
     /// Noisy neighbour: B's search latency alone and while A floods (creates tenants bench-a
     /// and bench-b on first use).
     Noisy(bench::NoisyArgs),
+    /// Mixed: many tenants with Zipf-distributed activity, writes and searches; throughput and
+    /// p50/p99 per operation and tenant class (creates tenants mixed-0000… on first use).
+    Mixed(bench_mixed::MixedArgs),
     /// Search throughput and latency at several connection counts, with the client's own CPU
     /// (creates and fills tenant bench-search on first use).
     Search(loadgen::SearchArgs),
@@ -254,6 +258,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let client = Client::new(&remote.server, remote.key)?;
             return match kind {
                 BenchKind::Noisy(args) => bench::noisy(client, args).await,
+                BenchKind::Mixed(args) => bench_mixed::mixed(client, args).await,
                 BenchKind::Search(args) => loadgen::search(client, args).await,
                 BenchKind::Writes(args) => loadgen::writes(client, args).await,
             };
