@@ -32,6 +32,7 @@ pub mod input;
 mod lifecycle;
 mod memories;
 mod openapi;
+mod residency;
 mod router;
 mod search;
 mod security;

@@ -18,8 +18,8 @@ use utoipa_axum::routes;
 
 use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::{
-    ApiError, AppState, admin, audit, body_guard, collections, health, lifecycle, memories, search,
-    security, transfer,
+    ApiError, AppState, admin, audit, body_guard, collections, health, lifecycle, memories,
+    residency, search, security, transfer,
 };
 
 fn api() -> OpenApiRouter<AppState> {
@@ -50,6 +50,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(transfer::import_tenant))
         .routes(routes!(audit::admin_audit))
         .routes(routes!(audit::own_audit))
+        .routes(routes!(residency::summary))
+        .routes(routes!(residency::tenant))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
 }

@@ -60,6 +60,12 @@ pub(crate) struct CollectionIndex {
     pub graph: Option<HnswIndex>,
     /// Whether `graph` came from a snapshot at load.
     pub restored: bool,
+    /// While a background graph build runs: the slots changed since it began, which it
+    /// replays before the graph is installed (see `graph_build`).
+    pub building: Option<Vec<u32>>,
+    /// Estimated heap bytes of the records in `docs` and their index entries (see
+    /// [`record_bytes`]), kept up to date by `place` and `remove`.
+    record_bytes: u64,
 }
 
 impl CollectionIndex {
@@ -83,6 +89,40 @@ impl CollectionIndex {
             bm25: Bm25Index::with_analyzer(index_analyzer(c.analyzer)),
             graph: None,
             restored: false,
+            building: None,
+            record_bytes: 0,
+        }
+    }
+
+    /// Whether the collection is large enough for a graph but has none yet: a background
+    /// build is due, and searches meanwhile scan exactly.
+    pub fn wants_graph(&self) -> bool {
+        self.graph.is_none() && self.with_vector.len() >= GRAPH_MIN_VECTORS
+    }
+
+    /// Estimated bytes this collection holds in memory: vectors, records and their index
+    /// entries, and the graph (as usearch reports it). An estimate, not an allocator count:
+    /// it is what the residency budget is enforced against.
+    pub fn resident_bytes(&self) -> u64 {
+        let vectors = self.vectors.capacity() * std::mem::size_of::<f32>();
+        let slots = self.docs.capacity() * std::mem::size_of::<Option<Record>>()
+            + self.slot_of.capacity() * SLOT_MAP_ENTRY_BYTES;
+        let graph = self.graph.as_ref().map_or(0, HnswIndex::memory_bytes);
+        (vectors + slots + graph) as u64 + self.record_bytes
+    }
+
+    /// The vectors of `slots` that still hold one, copied (for a background graph build).
+    pub fn vectors_of(&self, slots: &[u32]) -> Vec<(u32, Vec<f32>)> {
+        slots
+            .iter()
+            .filter(|s| self.with_vector.contains(**s))
+            .map(|s| (*s, self.vector(*s).to_vec()))
+            .collect()
+    }
+
+    fn touched(&mut self, slot: u32) {
+        if let Some(log) = &mut self.building {
+            log.push(slot);
         }
     }
 
@@ -164,6 +204,8 @@ impl CollectionIndex {
         if let Some(text) = &record.content {
             self.bm25.insert(slot, text);
         }
+        self.record_bytes += record_bytes(record);
+        self.touched(slot);
         if let Some(v) = &record.vector {
             let start = slot as usize * self.dim;
             self.vectors[start..start + self.dim].copy_from_slice(v);
@@ -180,10 +222,9 @@ impl CollectionIndex {
         Ok(())
     }
 
+    /// Keeps an existing graph in step. A collection that just reached `GRAPH_MIN_VECTORS` gets
+    /// its graph from the background builder, never from the write that crossed the line.
     fn insert_into_graph(&mut self, slot: u32) -> Result<(), EngineError> {
-        if self.graph.is_none() && self.with_vector.len() >= GRAPH_MIN_VECTORS {
-            return self.build_graph();
-        }
         let start = slot as usize * self.dim;
         if let Some(g) = &mut self.graph {
             g.insert(slot, &self.vectors[start..start + self.dim])
@@ -204,23 +245,35 @@ impl CollectionIndex {
         }
     }
 
-    /// Builds the graph from scratch if the collection is large enough to want one.
-    pub fn build_graph(&mut self) -> Result<(), EngineError> {
-        if self.with_vector.len() < GRAPH_MIN_VECTORS {
-            self.graph = None;
-            return Ok(());
+    /// Installs a graph built in the background from the vectors the collection had when the
+    /// build began, after replaying the slots changed since (`building`): each is taken out
+    /// of the graph and put back if it still holds a vector, so the graph ends up holding
+    /// exactly `with_vector`.
+    pub fn install_graph(&mut self, mut g: HnswIndex) -> Result<(), EngineError> {
+        let mut touched = self.building.take().unwrap_or_default();
+        touched.sort_unstable();
+        touched.dedup();
+        for slot in touched {
+            g.remove(slot).map_err(index_error)?;
+            if self.with_vector.contains(slot) {
+                g.insert(slot, self.vector(slot)).map_err(index_error)?;
+            }
         }
-        let mut g =
-            HnswIndex::new(self.dim, self.metric, HnswParams::default()).map_err(index_error)?;
-        let items: Vec<(u32, &[f32])> = self
-            .with_vector
-            .iter()
-            .map(|s| (s, self.vector(s)))
-            .collect();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        g.insert_batch(&items, threads).map_err(index_error)?;
+        if g.len() as u64 != self.with_vector.len() {
+            return Err(EngineError::Index(format!(
+                "built graph holds {} vectors, the collection {}",
+                g.len(),
+                self.with_vector.len()
+            )));
+        }
         self.graph = Some(g);
+        self.restored = false;
         Ok(())
+    }
+
+    /// A new, empty graph with this collection's dimension and metric.
+    pub fn new_graph(&self) -> Result<HnswIndex, EngineError> {
+        HnswIndex::new(self.dim, self.metric, HnswParams::default()).map_err(index_error)
     }
 
     pub fn remove(&mut self, id: &RecordId) -> Result<(), EngineError> {
@@ -230,6 +283,8 @@ impl CollectionIndex {
         let Some(doc) = self.docs[slot as usize].take() else {
             return Ok(());
         };
+        self.record_bytes = self.record_bytes.saturating_sub(record_bytes(&doc));
+        self.touched(slot);
         self.live.remove(slot);
         self.with_expiry.remove(slot);
         clear_bit(&mut self.by_domain, &doc.memory_domain, slot);
@@ -253,6 +308,46 @@ impl CollectionIndex {
         self.free.push(slot);
         Ok(())
     }
+}
+
+/// What one `slot_of` entry costs: a `RecordId` (a `String`), a `u32` and hash-table slack.
+const SLOT_MAP_ENTRY_BYTES: usize = 48;
+
+/// Estimated heap bytes of one record without its vector, plus its index entries: the
+/// strings it owns (id, content, names, metadata as JSON), a posting per word of content,
+/// and a few bitmap and field-index entries per field. Cheap (no allocation), so it can run
+/// on every write; the same record always gives the same figure, so `place` and `remove`
+/// balance.
+pub(crate) fn record_bytes(r: &Record) -> u64 {
+    const PER_STRING: usize = 24;
+    const PER_FIELD_ENTRY: usize = 32;
+    let content = r.content.as_ref().map_or(0, |c| c.len() * 2);
+    let names = r.id.as_str().len()
+        + r.memory_domain.as_str().len()
+        + r.run_id.as_ref().map_or(0, |x| x.as_str().len())
+        + r.memory_scope.as_ref().map_or(0, |x| x.as_str().len())
+        + r.kind.as_ref().map_or(0, |x| x.as_str().len())
+        + r.user_tokens
+            .iter()
+            .map(|t| t.as_str().len() + PER_STRING)
+            .sum::<usize>();
+    let metadata = json_bytes(&r.metadata);
+    (content + names + metadata + 8 * PER_FIELD_ENTRY) as u64
+}
+
+fn json_bytes(map: &Map<String, Value>) -> usize {
+    map.iter()
+        .map(|(k, v)| {
+            k.len()
+                + 64
+                + match v {
+                    Value::String(s) => s.len(),
+                    Value::Array(a) => a.len() * 32,
+                    Value::Object(o) => json_bytes(o),
+                    _ => 0,
+                }
+        })
+        .sum()
 }
 
 fn set_bit<K: std::hash::Hash + Eq>(map: &mut HashMap<K, RoaringBitmap>, key: K, slot: u32) {

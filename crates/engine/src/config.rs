@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use strata_types::{CollectionName, Metric, RecordLimits, TextAnalyzer};
 
 use crate::EngineError;
+use crate::residency::ResidencyConfig;
 
 /// A collection every new tenant gets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +28,8 @@ pub struct DefaultCollection {
 pub struct EngineConfig {
     pub default_collections: Vec<DefaultCollection>,
     pub limits: RecordLimits,
+    /// `[engine.residency]`: the memory budget for loaded tenant indexes.
+    pub residency: ResidencyConfig,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +48,7 @@ impl Default for EngineConfig {
         EngineConfig {
             default_collections: vec![c("text", 384), c("image", 512), c("audio", 512)],
             limits: RecordLimits::default(),
+            residency: ResidencyConfig::default(),
         }
     }
 }

@@ -46,13 +46,14 @@ impl Engine {
         let embedded = self.embed_query(&collection, s)?;
         let s = embedded.as_ref().unwrap_or(s);
         let mode = check_mode(s)?;
-        self.indexes.with_index(&self.store, scope.key(), |ti| {
-            let ci = ti
-                .collections
-                .get(&name)
-                .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
-            search_collection(ci, &name, &vis, s, mode)
-        })
+        self.indexes
+            .with_index(&self.store, scope.key(), scope.tenant(), |ti| {
+                let ci = ti
+                    .collections
+                    .get(&name)
+                    .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
+                search_collection(ci, &name, &vis, s, mode)
+            })
     }
 }
 

@@ -1,12 +1,8 @@
 //! Per-tenant index state: loaded lazily on a tenant's first search, kept in step with every
-//! committed write, and never shared between tenants.
-//!
-//! Ordering: a write holds its tenant's `apply` lock from before its storage commit until its
-//! changes are applied here, and loading holds the same lock, so the in-memory indexes see
-//! committed writes in commit order and a load never misses one.
+//! committed write, and never shared between tenants. The registry that holds the loaded
+//! ones, in order and under the memory budget, is `crate::registry`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use strata_store::{Reads, Store, TenantKey};
 use strata_types::{CollectionName, Record, RecordId};
@@ -27,11 +23,28 @@ pub(crate) enum Change {
 pub(crate) struct TenantIndex {
     pub collections: HashMap<CollectionName, CollectionIndex>,
     /// Changed since loaded or last saved: worth a snapshot.
-    dirty: bool,
+    pub dirty: bool,
 }
 
 impl TenantIndex {
-    fn load(store: &Store, key: TenantKey) -> Result<TenantIndex, EngineError> {
+    /// Estimated bytes of every collection's indexes.
+    pub fn resident_bytes(&self) -> u64 {
+        self.collections.values().map(|c| c.resident_bytes()).sum()
+    }
+
+    /// Collections that want a graph and have none yet.
+    pub fn graphs_wanted(&self) -> Vec<CollectionName> {
+        self.collections
+            .iter()
+            .filter(|(_, c)| c.wants_graph())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Loads the tenant's indexes from storage. Graphs come from a current snapshot; a
+    /// collection without one is searched exactly until the background builder gives it a
+    /// graph, so no request waits for a build.
+    pub fn load(store: &Store, key: TenantKey) -> Result<TenantIndex, EngineError> {
         let r = store.read()?;
         let version = snapshot::data_version(&r, key)?;
         let mut collections = HashMap::new();
@@ -84,14 +97,14 @@ impl TenantIndex {
                 _ => false,
             };
             if !restored {
-                ci.build_graph()?;
+                ci.graph = None;
                 dirty = true;
             }
         }
         Ok(TenantIndex { collections, dirty })
     }
 
-    fn apply(
+    pub fn apply(
         &mut self,
         store: &Store,
         key: TenantKey,
@@ -127,7 +140,7 @@ impl TenantIndex {
     }
 
     /// Writes a snapshot of every collection, tagged with the tenant's current data version.
-    fn save(&mut self, store: &Store, key: TenantKey) -> Result<(), EngineError> {
+    pub fn save(&mut self, store: &Store, key: TenantKey) -> Result<(), EngineError> {
         store.write(|w| {
             let version = snapshot::data_version(w, key)?;
             for c in w.collections(key)? {
@@ -164,102 +177,3 @@ impl TenantIndex {
 
 /// A current snapshot being restored: each record's slot, and the graph's bytes.
 type Restoring = (HashMap<RecordId, u32>, Option<Vec<u8>>);
-
-/// One tenant's slot in the registry.
-#[derive(Default)]
-struct TenantSlot {
-    apply: Mutex<()>,
-    index: RwLock<Option<TenantIndex>>,
-}
-
-/// Loaded tenant indexes, by storage key.
-#[derive(Default)]
-pub(crate) struct IndexRegistry {
-    tenants: Mutex<HashMap<TenantKey, Arc<TenantSlot>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing guarded by these mutexes can be left half-done by a panic.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl IndexRegistry {
-    fn slot(&self, key: TenantKey) -> Arc<TenantSlot> {
-        lock(&self.tenants).entry(key).or_default().clone()
-    }
-
-    /// Runs a write `f` (which commits to storage and returns the changes it made) in the
-    /// tenant's write order, then applies the changes to the tenant's indexes if they are
-    /// loaded. If applying fails, the indexes are dropped and rebuilt from storage on the next
-    /// search: storage is the truth, indexes are derived.
-    pub fn write<R>(
-        &self,
-        store: &Store,
-        key: TenantKey,
-        f: impl FnOnce() -> Result<(R, Vec<Change>), EngineError>,
-    ) -> Result<R, EngineError> {
-        let slot = self.slot(key);
-        let _order = lock(&slot.apply);
-        let (result, changes) = f()?;
-        if !changes.is_empty() {
-            let mut index = slot.index.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(loaded) = index.as_mut()
-                && loaded.apply(store, key, changes).is_err()
-            {
-                *index = None;
-            }
-        }
-        Ok(result)
-    }
-
-    /// Saves every loaded, changed tenant index; see `Engine::persist_indexes`.
-    pub fn persist(&self, store: &Store) -> Result<usize, EngineError> {
-        let loaded: Vec<(TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        let mut saved = 0;
-        for (key, slot) in loaded {
-            let _order = lock(&slot.apply);
-            let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(index) = guard.as_mut()
-                && index.dirty
-            {
-                index.save(store, key)?;
-                saved += 1;
-            }
-        }
-        Ok(saved)
-    }
-
-    /// Forgets a tenant's indexes, after its data was erased.
-    pub fn forget(&self, key: TenantKey) {
-        lock(&self.tenants).remove(&key);
-    }
-
-    /// Runs `f` with the tenant's indexes, loading them from storage first if needed.
-    pub fn with_index<R>(
-        &self,
-        store: &Store,
-        key: TenantKey,
-        f: impl FnOnce(&TenantIndex) -> Result<R, EngineError>,
-    ) -> Result<R, EngineError> {
-        let slot = self.slot(key);
-        {
-            let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(index) = guard.as_ref() {
-                return f(index);
-            }
-        }
-        let _order = lock(&slot.apply);
-        let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none() {
-            *guard = Some(TenantIndex::load(store, key)?);
-        }
-        drop(_order);
-        match guard.as_ref() {
-            Some(index) => f(index),
-            None => Err(EngineError::Index("tenant index missing after load".into())),
-        }
-    }
-}

@@ -273,6 +273,12 @@ impl HnswIndex {
         self.inner.size()
     }
 
+    /// Bytes the index holds in memory (graph links and its copy of the vectors), as usearch
+    /// counts them.
+    pub fn memory_bytes(&self) -> usize {
+        self.inner.memory_usage()
+    }
+
     /// Whether the index holds no live vector.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

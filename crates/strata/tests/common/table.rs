@@ -44,6 +44,8 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("POST", "/v1/admin/tenants/{id}/import", Operator),
     ("POST", "/v1/admin/tenants/purge-deleted", Operator),
     ("GET", "/v1/admin/audit", Operator),
+    ("GET", "/v1/admin/residency", Operator),
+    ("GET", "/v1/admin/tenants/{id}/residency", Operator),
     ("POST", "/v1/admin/keys", Operator),
     ("GET", "/v1/admin/keys", Operator),
     ("DELETE", "/v1/admin/keys/{id}", Operator),

@@ -1,0 +1,40 @@
+//! Operator routes for residency: which tenants' indexes are in memory, what they cost, and
+//! how often they were loaded and evicted under the memory budget.
+
+use axum::Json;
+use axum::extract::State;
+use strata_engine::{ResidencySummary, TenantResidency};
+use strata_types::TenantId;
+
+use crate::edge::OperatorAuth;
+use crate::input::PathParam;
+use crate::{ApiError, AppState};
+
+/// The whole server's residency: budget, resident bytes, and every tenant used since start,
+/// most recently used first.
+#[utoipa::path(get, path = "/v1/admin/residency", tag = "admin", operation_id = "residency",
+    responses((status = 200, description = "Residency over every tenant", body = ResidencySummary)),
+    security(("bearer" = [])))]
+pub async fn summary(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+) -> Result<Json<ResidencySummary>, ApiError> {
+    let s = state.run(move |e| Ok(e.residency_summary(&op))).await?;
+    Ok(Json(s))
+}
+
+/// One tenant's residency: loaded or not, estimated bytes, loads, evictions, pinned.
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}/residency", tag = "admin",
+    operation_id = "tenant_residency",
+    params(("id" = TenantId, Path, description = "tenant id")),
+    responses((status = 200, description = "The tenant's residency", body = TenantResidency)),
+    security(("bearer" = [])))]
+pub async fn tenant(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    PathParam(id): PathParam,
+) -> Result<Json<TenantResidency>, ApiError> {
+    let id = TenantId::parse_field("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let r = state.run(move |e| Ok(e.residency(&op, &id)?)).await?;
+    Ok(Json(r))
+}
