@@ -1,9 +1,10 @@
-//! Operator routes for residency: which tenants' indexes are in memory, what they cost, and
-//! how often they were loaded and evicted under the memory budget.
+//! Operator routes for one node's tenants: residency (which tenants' indexes are in memory,
+//! what they cost, how often they were loaded and evicted under the memory budget) and
+//! verification.
 
 use axum::Json;
 use axum::extract::State;
-use strata_engine::{ResidencySummary, TenantResidency};
+use strata_engine::{ResidencySummary, TenantResidency, VerifyReport};
 use strata_types::TenantId;
 
 use crate::edge::OperatorAuth;
@@ -37,4 +38,21 @@ pub async fn tenant(
     let id = TenantId::parse_field("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let r = state.run(move |e| Ok(e.residency(&op, &id)?)).await?;
     Ok(Json(r))
+}
+
+/// Verifies one tenant: every stored key decodes and belongs to it, its loaded indexes agree
+/// with storage, its usage counters equal a recount. Reports; repairs nothing.
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/verify", tag = "admin",
+    operation_id = "verify_tenant",
+    params(("id" = TenantId, Path, description = "tenant id")),
+    responses((status = 200, description = "The report; `ok` is false when a problem was found", body = VerifyReport)),
+    security(("bearer" = [])))]
+pub async fn verify(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    PathParam(id): PathParam,
+) -> Result<Json<VerifyReport>, ApiError> {
+    let id = TenantId::parse_field("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let report = state.run(move |e| Ok(e.verify_tenant(&op, &id)?)).await?;
+    Ok(Json(report))
 }

@@ -52,6 +52,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::own_audit))
         .routes(routes!(residency::summary))
         .routes(routes!(residency::tenant))
+        .routes(routes!(residency::verify))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
 }

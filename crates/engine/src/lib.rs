@@ -24,6 +24,7 @@ mod snapshot;
 mod tenant_index;
 mod tenants;
 mod transfer;
+mod verify;
 mod visibility;
 
 use std::path::Path;
@@ -41,6 +42,7 @@ pub use strata_auth::{OperatorScope, TenantScope};
 pub use strata_embed::Embedder;
 pub use tenants::{TenantInfo, TenantUpdate, TenantUsage};
 pub use transfer::ExportLine;
+pub use verify::{UsageCounts, VerifyReport};
 
 use registry::IndexRegistry;
 use strata_auth::Permission;

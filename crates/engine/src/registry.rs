@@ -251,6 +251,22 @@ impl IndexRegistry {
         Ok(saved)
     }
 
+    /// Runs `f` with one storage snapshot and the tenant's loaded indexes (if loaded), with
+    /// the tenant's writes held back so that both reflect the same commits.
+    pub fn with_consistent<R>(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        f: impl FnOnce(&strata_store::Reader, Option<&TenantIndex>) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        let Some(slot) = self.get(key) else {
+            return f(&store.read()?, None);
+        };
+        let _order = lock(&slot.apply);
+        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+        f(&store.read()?, guard.as_ref())
+    }
+
     /// Forgets a tenant's indexes, after its data was erased.
     pub fn forget(&self, key: TenantKey) {
         if let Some(slot) = lock(&self.tenants).remove(&key) {

@@ -12,11 +12,14 @@ use strata_types::CollectionName;
 
 use crate::EngineError;
 
-const VERSION_BLOB: &str = "version";
+pub(crate) const VERSION_BLOB: &str = "version";
 const FORMAT: u8 = 1;
 
+/// Blob names of index snapshots start with this, then the collection's name.
+pub(crate) const BLOB_PREFIX: &str = "index:";
+
 fn blob_name(collection: &CollectionName) -> String {
-    format!("index:{collection}")
+    format!("{BLOB_PREFIX}{collection}")
 }
 
 /// The tenant's data version: how many write transactions it has committed.

@@ -14,9 +14,11 @@ mod error;
 mod keys;
 mod registry;
 mod tables;
+mod verify;
 
 pub use credentials::{CredentialStore, Owner, StoredCredential};
 pub use error::StoreError;
 pub use keys::{ScopeField, TenantKey};
 pub use registry::TenantMeta;
 pub use tables::{Reader, Reads, Store, Writer};
+pub use verify::{KeyCheck, check_tenant};
