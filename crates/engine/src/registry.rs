@@ -318,7 +318,7 @@ impl IndexRegistry {
                 },
             ));
         }
-        rows.sort_by(|a, b| b.0.cmp(&a.0));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.0));
         s.tenants = rows.into_iter().map(|(_, r)| r).collect();
         s
     }
