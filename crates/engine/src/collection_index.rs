@@ -17,6 +17,11 @@ use crate::EngineError;
 /// cheaper than keeping a graph.
 pub(crate) const GRAPH_MIN_VECTORS: u64 = 1024;
 
+/// A graph is rebuilt without its deleted vectors (online, by the background builder) once
+/// they pass this fraction of its nodes: deleted nodes still cost memory and every search
+/// still walks through them.
+pub(crate) const COMPACT_DELETED_FRACTION: f64 = 0.2;
+
 pub(crate) fn index_metric(m: Metric) -> strata_index::Metric {
     match m {
         Metric::Cosine => strata_index::Metric::Cosine,
@@ -63,6 +68,9 @@ pub(crate) struct CollectionIndex {
     /// While a background graph build runs: the slots changed since it began, which it
     /// replays before the graph is installed (see `graph_build`).
     pub building: Option<Vec<u32>>,
+    /// Vectors removed from `graph` since it was built or restored: usearch keeps them as
+    /// tombstones in the graph until it is rebuilt.
+    pub graph_deleted: u64,
     /// Estimated heap bytes of the records in `docs` and their index entries (see
     /// [`record_bytes`]), kept up to date by `place` and `remove`.
     record_bytes: u64,
@@ -90,14 +98,22 @@ impl CollectionIndex {
             graph: None,
             restored: false,
             building: None,
+            graph_deleted: 0,
             record_bytes: 0,
         }
     }
 
-    /// Whether the collection is large enough for a graph but has none yet: a background
-    /// build is due, and searches meanwhile scan exactly.
+    /// Whether a background build is due: the collection is large enough for a graph but has
+    /// none yet (searches scan exactly meanwhile), or its graph holds so many deleted vectors
+    /// that it is worth rebuilding (searches use the old graph meanwhile).
     pub fn wants_graph(&self) -> bool {
-        self.graph.is_none() && self.with_vector.len() >= GRAPH_MIN_VECTORS
+        match &self.graph {
+            None => self.with_vector.len() >= GRAPH_MIN_VECTORS,
+            Some(g) => {
+                let nodes = g.len() as u64 + self.graph_deleted;
+                nodes > 0 && self.graph_deleted as f64 / nodes as f64 > COMPACT_DELETED_FRACTION
+            }
+        }
     }
 
     /// Estimated bytes this collection holds in memory: vectors, records and their index
@@ -253,8 +269,9 @@ impl CollectionIndex {
         let mut touched = self.building.take().unwrap_or_default();
         touched.sort_unstable();
         touched.dedup();
+        let mut g_deleted = 0;
         for slot in touched {
-            g.remove(slot).map_err(index_error)?;
+            g_deleted += u64::from(g.remove(slot).map_err(index_error)?);
             if self.with_vector.contains(slot) {
                 g.insert(slot, self.vector(slot)).map_err(index_error)?;
             }
@@ -266,6 +283,8 @@ impl CollectionIndex {
                 self.with_vector.len()
             )));
         }
+        // The replayed removals above are tombstones in the new graph too.
+        self.graph_deleted = g_deleted;
         self.graph = Some(g);
         self.restored = false;
         Ok(())
@@ -302,8 +321,9 @@ impl CollectionIndex {
         self.bm25.remove(slot);
         if self.with_vector.remove(slot)
             && let Some(g) = &mut self.graph
+            && g.remove(slot).map_err(index_error)?
         {
-            g.remove(slot).map_err(index_error)?;
+            self.graph_deleted += 1;
         }
         self.free.push(slot);
         Ok(())

@@ -81,6 +81,9 @@ pub struct IndexStats {
     pub graph: bool,
     /// Whether the graph was restored from a snapshot rather than rebuilt.
     pub restored_from_snapshot: bool,
+    /// Vectors deleted from the graph since it was built or restored (tombstones it still
+    /// holds); past a fifth of its nodes the graph is rebuilt without them in the background.
+    pub graph_deleted: u64,
 }
 
 /// The file inside the data directory that holds everything.
@@ -207,6 +210,7 @@ impl Engine {
                         vectors: ci.with_vector.len(),
                         graph: ci.graph.is_some(),
                         restored_from_snapshot: ci.restored,
+                        graph_deleted: ci.graph_deleted,
                     })
                     .collect();
                 stats.sort_by(|a, b| a.collection.cmp(&b.collection));

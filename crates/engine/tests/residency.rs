@@ -234,3 +234,66 @@ fn a_write_while_evicted_makes_the_snapshot_stale_and_the_reload_rebuilds() {
     );
     assert_eq!(stats.vectors, RECORDS as u64 + 1);
 }
+
+#[test]
+fn a_graph_past_the_deleted_fraction_is_rebuilt_online_without_its_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = OperatorScope::for_tests();
+    let engine = open(dir.path(), ResidencyConfig::default());
+    populate(&engine);
+    let scope = scope(&engine, 3);
+    vec_stats(&engine, 3);
+    engine.wait_for_graph_builds();
+    assert!(vec_stats(&engine, 3).graph);
+
+    // A fifth of the nodes deleted: not yet worth a rebuild.
+    for i in 0..200 {
+        engine
+            .delete(
+                &scope,
+                &RequestScope::default(),
+                &RecordId::parse(format!("r{i}")).unwrap(),
+            )
+            .unwrap();
+    }
+    engine.wait_for_graph_builds();
+    let stats = vec_stats(&engine, 3);
+    assert_eq!(
+        (stats.graph_deleted, stats.vectors),
+        (200, 1_000),
+        "{stats:?}"
+    );
+
+    // Past it: the next write queues a rebuild; searches go on meanwhile.
+    for i in 200..400 {
+        engine
+            .delete(
+                &scope,
+                &RequestScope::default(),
+                &RecordId::parse(format!("r{i}")).unwrap(),
+            )
+            .unwrap();
+        let r = engine
+            .search(
+                &scope,
+                &RequestScope::default(),
+                &SearchRequest {
+                    vector: Some(strata_index::testdata::queries(1, DIM, 20, 3, i)[0].clone()),
+                    k: 10,
+                    modality: Some(name()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(r.hits.len(), 10);
+    }
+    engine.wait_for_graph_builds();
+    // 400 deletions in all, fewer tombstones left: the graph was rebuilt (once the fraction
+    // passed a fifth), and holds only what was deleted since.
+    let stats = vec_stats(&engine, 3);
+    assert!(stats.graph && stats.graph_deleted < 200, "{stats:?}");
+    assert!(stats.graph_deleted as f64 / (800 + stats.graph_deleted) as f64 <= 0.2);
+    assert_eq!(stats.vectors, 800);
+    let report = engine.verify_tenant(&op, &tenant_id(3)).unwrap();
+    assert!(report.ok && report.indexes_loaded, "{report:?}");
+}
