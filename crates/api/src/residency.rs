@@ -1,10 +1,10 @@
 //! Operator routes for one node's tenants: residency (which tenants' indexes are in memory,
-//! what they cost, how often they were loaded and evicted under the memory budget) and
-//! verification.
+//! what they cost, how often they were loaded and evicted under the memory budget),
+//! integrity states and verification.
 
 use axum::Json;
 use axum::extract::State;
-use strata_engine::{ResidencySummary, TenantResidency, VerifyReport};
+use strata_engine::{ResidencySummary, TenantIntegrity, TenantResidency, VerifyReport};
 use strata_types::TenantId;
 
 use crate::edge::OperatorAuth;
@@ -54,5 +54,22 @@ pub async fn verify(
 ) -> Result<Json<VerifyReport>, ApiError> {
     let id = TenantId::parse_field("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let report = state.run(move |e| Ok(e.verify_tenant(&op, &id)?)).await?;
+    Ok(Json(report))
+}
+
+/// One tenant's integrity state (`normal`, `stress`, `critical`), the signals behind it, its
+/// policy and its recent transitions.
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}/integrity", tag = "admin",
+    operation_id = "tenant_integrity",
+    params(("id" = TenantId, Path, description = "tenant id")),
+    responses((status = 200, description = "The tenant's integrity", body = TenantIntegrity)),
+    security(("bearer" = [])))]
+pub async fn integrity(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    PathParam(id): PathParam,
+) -> Result<Json<TenantIntegrity>, ApiError> {
+    let id = TenantId::parse_field("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let report = state.run(move |e| Ok(e.integrity(&op, &id)?)).await?;
     Ok(Json(report))
 }

@@ -53,6 +53,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(residency::summary))
         .routes(routes!(residency::tenant))
         .routes(routes!(residency::verify))
+        .routes(routes!(residency::integrity))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use strata_types::{CollectionName, Metric, RecordLimits, TextAnalyzer};
 
 use crate::EngineError;
+use crate::integrity::IntegrityConfig;
 use crate::residency::ResidencyConfig;
 
 /// A collection every new tenant gets.
@@ -30,6 +31,8 @@ pub struct EngineConfig {
     pub limits: RecordLimits,
     /// `[engine.residency]`: the memory budget for loaded tenant indexes.
     pub residency: ResidencyConfig,
+    /// `[engine.integrity]`: per-tenant integrity thresholds.
+    pub integrity: IntegrityConfig,
 }
 
 impl Default for EngineConfig {
@@ -49,12 +52,14 @@ impl Default for EngineConfig {
             default_collections: vec![c("text", 384), c("image", 512), c("audio", 512)],
             limits: RecordLimits::default(),
             residency: ResidencyConfig::default(),
+            integrity: IntegrityConfig::default(),
         }
     }
 }
 
 impl EngineConfig {
     pub fn validate(&self) -> Result<(), EngineError> {
+        self.integrity.validate().map_err(EngineError::BadRequest)?;
         for c in &self.default_collections {
             if c.dim == 0 || c.dim > self.limits.max_dim {
                 return Err(EngineError::BadRequest(format!(

@@ -13,6 +13,7 @@ mod config;
 mod embedding;
 mod error;
 mod graph_build;
+mod integrity;
 mod lifecycle;
 mod plan;
 mod records;
@@ -34,6 +35,9 @@ pub use admission::Admission;
 pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
 pub use error::EngineError;
+pub use integrity::{
+    IntegrityConfig, IntegrityPolicy, IntegrityState, TenantIntegrity, Transition,
+};
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use records::PutOutcome;
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};
@@ -191,6 +195,20 @@ impl Engine {
         Ok(self.indexes.residency(meta.key, id))
     }
 
+    /// One tenant's integrity: state, the signals behind it, its policy and recent moves.
+    pub fn integrity(
+        &self,
+        _op: &OperatorScope,
+        id: &strata_types::TenantId,
+    ) -> Result<TenantIntegrity, EngineError> {
+        let meta = self.tenant_meta(id)?;
+        let policy = self.config.integrity.policy(id);
+        Ok(match self.indexes.get(meta.key) {
+            Some(slot) => registry::lock(&slot.integrity).report(policy),
+            None => integrity::Tracker::default().report(policy),
+        })
+    }
+
     /// Residency over the whole server: budget, total, and every tenant used since start.
     pub fn residency_summary(&self, _op: &OperatorScope) -> ResidencySummary {
         self.indexes.summary()
@@ -245,6 +263,15 @@ impl Engine {
         action: &str,
         f: impl FnOnce(&mut Writer<'_>, &mut Vec<Change>) -> Result<R, EngineError>,
     ) -> Result<R, EngineError> {
+        if self.indexes.integrity_state(scope.key()) == IntegrityState::Critical {
+            // Still a sample: the state can only fall again if it keeps being fed.
+            let policy = self.config.integrity.policy(scope.tenant());
+            self.indexes
+                .integrity_sample(scope.key(), scope.tenant(), policy, None);
+            if self.indexes.integrity_state(scope.key()) == IntegrityState::Critical {
+                return Err(EngineError::TenantCritical(scope.tenant().clone()));
+            }
+        }
         self.indexes
             .write(&self.store, scope.key(), scope.tenant(), || {
                 let mut changes = Vec::new();

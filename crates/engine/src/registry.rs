@@ -29,6 +29,7 @@ pub(crate) struct TenantSlot {
     pub apply: Mutex<()>,
     pub index: RwLock<Option<TenantIndex>>,
     pub counters: SlotCounters,
+    pub integrity: Mutex<crate::integrity::Tracker>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,12 +70,38 @@ impl IndexRegistry {
                     apply: Mutex::new(()),
                     index: RwLock::new(None),
                     counters: SlotCounters::default(),
+                    integrity: Mutex::default(),
                 })
             })
             .clone();
         let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         slot.counters.last_used.store(now, Ordering::Relaxed);
         slot
+    }
+
+    /// The tenant's integrity state (normal for a tenant not seen yet).
+    pub fn integrity_state(&self, key: TenantKey) -> crate::integrity::IntegrityState {
+        self.get(key)
+            .map_or(crate::integrity::IntegrityState::Normal, |s| {
+                lock(&s.integrity).machine.state
+            })
+    }
+
+    /// Feeds one sample to the tenant's integrity state machine: a search's latency, if any,
+    /// and the tenant's index health (the largest deleted fraction of its graphs).
+    pub fn integrity_sample(
+        &self,
+        key: TenantKey,
+        id: &TenantId,
+        policy: &crate::integrity::IntegrityPolicy,
+        latency_ms: Option<f64>,
+    ) {
+        let slot = self.slot(key, id);
+        let deleted = {
+            let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+            guard.as_ref().map_or(0.0, TenantIndex::deleted_fraction)
+        };
+        lock(&slot.integrity).sample(policy, latency_ms, deleted, strata_types::now_millis());
     }
 
     pub fn get(&self, key: TenantKey) -> Option<Arc<TenantSlot>> {

@@ -18,6 +18,7 @@ use strata_types::{
 
 use crate::collection_index::CollectionIndex;
 use crate::embedding::{embed, embeds, text_collection};
+use crate::integrity::{IntegrityState, STRESS_MAX_EF, STRESS_MAX_K};
 use crate::plan::{filter_candidates, scope_candidates, vector_top, visible_slots};
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
@@ -37,6 +38,28 @@ impl Engine {
         s: &SearchRequest,
     ) -> Result<SearchResponse, EngineError> {
         check_fields(s)?;
+        let policy = self.config.integrity.policy(scope.tenant());
+        if self.indexes.integrity_state(scope.key()) == IntegrityState::Stress
+            && (s.k > STRESS_MAX_K || s.ef.is_some_and(|ef| ef > STRESS_MAX_EF))
+        {
+            return Err(EngineError::TenantStressed(scope.tenant().clone()));
+        }
+        let started = std::time::Instant::now();
+        let response = self.search_unmeasured(scope, req, s);
+        if response.is_ok() {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            self.indexes
+                .integrity_sample(scope.key(), scope.tenant(), policy, Some(ms));
+        }
+        response
+    }
+
+    fn search_unmeasured(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        s: &SearchRequest,
+    ) -> Result<SearchResponse, EngineError> {
         let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
         let name = s.modality.clone().unwrap_or_else(text_collection);
         let collection = self.read_tenant(scope, Permission::Read, |r| {

@@ -32,6 +32,18 @@ impl TenantIndex {
         self.collections.values().map(|c| c.resident_bytes()).sum()
     }
 
+    /// The largest fraction of deleted vectors still held by one of the tenant's graphs.
+    pub fn deleted_fraction(&self) -> f64 {
+        self.collections
+            .values()
+            .filter_map(|c| {
+                let g = c.graph.as_ref()?;
+                let nodes = g.len() as u64 + c.graph_deleted;
+                (nodes > 0).then(|| c.graph_deleted as f64 / nodes as f64)
+            })
+            .fold(0.0, f64::max)
+    }
+
     /// Collections that want a graph and have none yet.
     pub fn graphs_wanted(&self) -> Vec<CollectionName> {
         self.collections
