@@ -413,6 +413,16 @@ mod tests {
             "TENANT_SUSPENDED",
         );
         check(
+            EngineError::TenantStressed(tenant()),
+            503,
+            "TENANT_STRESSED",
+        );
+        check(
+            EngineError::TenantCritical(tenant()),
+            503,
+            "TENANT_CRITICAL",
+        );
+        check(
             EngineError::QuotaExceeded {
                 resource: "max_vectors",
                 limit: 1,
