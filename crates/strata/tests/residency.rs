@@ -124,3 +124,57 @@ fn a_small_budget_evicts_and_reloads_with_identical_answers() {
     }
     verify_all(&server);
 }
+
+#[test]
+fn a_stressed_tenant_sheds_its_expensive_searches_alone() {
+    let server = Server::start_with(&[
+        (
+            "STRATA__ENGINE__INTEGRITY__TENANTS__HOT__LATENCY_CONTRACT_MS",
+            "0.000001",
+        ),
+        (
+            "STRATA__ENGINE__INTEGRITY__TENANTS__HOT__CRITICAL_ENTER",
+            "1e15",
+        ),
+        (
+            "STRATA__ENGINE__INTEGRITY__TENANTS__HOT__CRITICAL_EXIT",
+            "1e14",
+        ),
+        ("STRATA__ENGINE__INTEGRITY__TENANTS__HOT__CONSECUTIVE", "2"),
+        ("STRATA__ENGINE__INTEGRITY__TENANTS__HOT__COOLDOWN_MS", "0"),
+    ]);
+    let mut keys = Vec::new();
+    for t in ["hot", "calm"] {
+        server.tenant(t);
+        let key = server.key(t, json!({}));
+        let records: Vec<Value> = (0..60)
+            .map(|i| json!({"content": format!("note {i} on the weather")}))
+            .collect();
+        let (s, v) = server.post("/v1/memories", &key, json!({ "records": records }));
+        assert_eq!(s, 201, "{v}");
+        keys.push(key);
+    }
+    for _ in 0..3 {
+        for key in &keys {
+            let (s, v) = server.post("/v1/search", key, json!({"query": "weather", "k": 5}));
+            assert_eq!(s, 200, "{v}");
+        }
+    }
+    let (s, hot) = server.get("/v1/admin/tenants/hot/integrity", OPERATOR_KEY);
+    assert_eq!(s, 200, "{hot}");
+    assert_eq!(hot["state"], "stress", "{hot}");
+    assert_eq!(hot["transitions"][0]["to"], "stress", "{hot}");
+    let (s, calm) = server.get("/v1/admin/tenants/calm/integrity", OPERATOR_KEY);
+    assert_eq!(s, 200, "{calm}");
+    assert_eq!(calm["state"], "normal", "{calm}");
+
+    let big = json!({"query": "weather", "k": 100});
+    let (s, v) = server.post("/v1/search", &keys[0], big.clone());
+    assert_eq!((s, code(&v)), (503, "TENANT_STRESSED"), "{v}");
+    assert!(v["error"]["retry_after_ms"].is_u64(), "{v}");
+    let (s, v) = server.post("/v1/search", &keys[0], json!({"query": "weather", "k": 5}));
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = server.post("/v1/search", &keys[1], big);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["hits"].as_array().expect("hits").len(), 60);
+}
