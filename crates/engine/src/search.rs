@@ -39,11 +39,6 @@ impl Engine {
     ) -> Result<SearchResponse, EngineError> {
         check_fields(s)?;
         let policy = self.config.integrity.policy(scope.tenant());
-        if self.indexes.integrity_state(scope.key()) == IntegrityState::Stress
-            && (s.k > STRESS_MAX_K || s.ef.is_some_and(|ef| ef > STRESS_MAX_EF))
-        {
-            return Err(EngineError::TenantStressed(scope.tenant().clone()));
-        }
         let started = std::time::Instant::now();
         let response = self.search_unmeasured(scope, req, s);
         if response.is_ok() {
@@ -66,6 +61,13 @@ impl Engine {
             r.collection(scope.key(), &name)?
                 .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))
         })?;
+        // After the permission and liveness checks, so that a refusal for those is not
+        // masked; before any work.
+        if self.indexes.integrity_state(scope.key()) == IntegrityState::Stress
+            && (s.k > STRESS_MAX_K || s.ef.is_some_and(|ef| ef > STRESS_MAX_EF))
+        {
+            return Err(EngineError::TenantStressed(scope.tenant().clone()));
+        }
         let embedded = self.embed_query(&collection, s)?;
         let s = embedded.as_ref().unwrap_or(s);
         let mode = check_mode(s)?;
