@@ -4,6 +4,11 @@ data directory and a fixed operator key, reads the address it prints, and stops 
 The binary is ``$STRATA_BIN`` (the Rust test that runs this suite sets it), or else
 ``target/debug/strata`` at the repository root. A missing binary fails the run: a suite that
 silently skipped itself would pass without testing anything.
+
+Most tests run a server without the built-in embedder (text mode results are pinned). The
+``embedder_server`` fixture opts in: a second server that embeds with the model in
+``$STRATA_MODEL_DIR`` (an absolute path; the Rust test sets it), or else the repository's
+``models/all-MiniLM-L6-v2``; a missing model fails those tests with how to fetch it.
 """
 
 from __future__ import annotations
@@ -81,8 +86,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from start_server(tmp_path_factory.mktemp("strata"))
 
 
-def start_server(root: Path) -> Iterator[Server]:
-    """Runs the binary on a data directory under ``root`` until the generator is closed."""
+@pytest.fixture(scope="session")
+def embedder_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server running the built-in embedder from the model directory, never fetching."""
+    configured = os.environ.get("STRATA_MODEL_DIR")
+    model = Path(configured) if configured else REPO_ROOT / "models" / "all-MiniLM-L6-v2"
+    if not (model / "model.safetensors").is_file():
+        pytest.fail(
+            f"no model in {model}: run scripts/fetch-model.sh, or set STRATA_MODEL_DIR",
+            pytrace=False,
+        )
+    env = {
+        "STRATA__EMBEDDER__ENABLED": "true",
+        "STRATA__EMBEDDER__AUTO_FETCH": "false",
+        "STRATA__EMBEDDER__MODEL_DIR": str(model.resolve()),
+    }
+    yield from start_server(tmp_path_factory.mktemp("strata-embedder"), env)
+
+
+def start_server(root: Path, extra_env: Optional[dict] = None) -> Iterator[Server]:
+    """Runs the binary on a data directory under ``root`` until the generator is closed;
+    ``extra_env`` overrides the environment (e.g. to turn the embedder on)."""
     log_path = root / "server.log"
     env = dict(os.environ)
     env.pop("STRATA_CONFIG", None)
@@ -97,6 +121,7 @@ def start_server(root: Path) -> Iterator[Server]:
             "RUST_LOG": "warn",
         }
     )
+    env.update(extra_env or {})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [str(_binary()), "serve"],

@@ -13,6 +13,7 @@ use strata_sched::{
 use strata_store::TenantKey;
 
 use crate::ApiError;
+use crate::metrics::{Metrics, Queued, TenantSeries, thread_cpu_time};
 
 /// Settings of the shared worker pool.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +41,8 @@ pub(crate) struct Gate {
     limiter: RateLimiter<TenantKey>,
     in_flight: InFlight<TenantKey>,
     pool: FairScheduler<TenantKey>,
+    workers: usize,
+    metrics: Arc<Metrics>,
 }
 
 /// What a request was admitted with: its tenant's place in the pool, and (while it lives) its
@@ -47,21 +50,24 @@ pub(crate) struct Gate {
 pub struct Admitted {
     key: TenantKey,
     weight: u32,
+    /// Where the tenant's queue depth, queue wait and CPU time are counted.
+    series: Arc<TenantSeries>,
     _permit: Option<Permit<TenantKey>>,
 }
 
 impl Gate {
-    pub fn new(config: PoolConfig) -> std::io::Result<Gate> {
+    pub fn new(config: PoolConfig, metrics: Arc<Metrics>) -> std::io::Result<Gate> {
         let defaults = SchedulerConfig::default();
+        // One per CPU by default: more workers than cores would let a flooding tenant's
+        // running jobs share the CPU with (and so slow) everyone else's. Writes wait on
+        // fsync, but storage runs one write transaction at a time anyway.
+        let workers = if config.workers == 0 {
+            defaults.workers
+        } else {
+            config.workers
+        };
         let pool = FairScheduler::new(SchedulerConfig {
-            // One per CPU by default: more workers than cores would let a flooding tenant's
-            // running jobs share the CPU with (and so slow) everyone else's. Writes wait on
-            // fsync, but storage runs one write transaction at a time anyway.
-            workers: if config.workers == 0 {
-                defaults.workers
-            } else {
-                config.workers
-            },
+            workers,
             max_queue: config.max_queue,
             max_queue_per_tenant: config.max_queue_per_tenant,
             thread_name: "strata-worker".into(),
@@ -71,6 +77,8 @@ impl Gate {
             limiter: RateLimiter::new(),
             in_flight: InFlight::new(),
             pool,
+            workers,
+            metrics,
         })
     }
 
@@ -104,7 +112,22 @@ impl Gate {
         Ok(Admitted {
             key,
             weight: admission.weight,
+            series: self.metrics.tenant(scope.tenant().as_str()),
             _permit: permit,
+        })
+    }
+
+    /// The tenant's place in the pool for work that outlives its request.
+    pub fn admit_background(
+        &self,
+        engine: &Engine,
+        scope: &TenantScope,
+    ) -> Result<Admitted, ApiError> {
+        Ok(Admitted {
+            key: scope.key(),
+            weight: engine.admission(scope)?.weight,
+            series: self.metrics.tenant(scope.tenant().as_str()),
+            _permit: None,
         })
     }
 
@@ -119,8 +142,17 @@ impl Gate {
         T: Send + 'static,
         F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
     {
+        let queued = Queued::new(Arc::clone(&admitted.series));
+        let metrics = Arc::clone(&self.metrics);
         self.pool
-            .run(&admitted.key, admitted.weight, move || f(&engine))
+            .run(&admitted.key, admitted.weight, move || {
+                let series = queued.start();
+                let _busy = metrics.busy();
+                let cpu = thread_cpu_time();
+                let result = f(&engine);
+                series.charge_cpu(thread_cpu_time().saturating_sub(cpu));
+                result
+            })
             .await
             .map_err(|e| match e {
                 SchedError::Overloaded { .. } | SchedError::TenantQueueFull { .. } => {
@@ -132,6 +164,11 @@ impl Gate {
                 }
                 other => ApiError::Internal(other.to_string()),
             })?
+    }
+
+    /// Worker threads of the pool.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// Stops taking work and waits (up to `timeout`) for queued work to finish.

@@ -3,9 +3,11 @@
 //! schema, and the handlers serialise exactly these types, so the published document and the
 //! answers cannot drift apart.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use strata_auth::KeyInfo;
-use strata_engine::{AuditRow, PutOutcome, TenantInfo};
+use strata_engine::{AuditRow, PutOutcome, TenantInfo, TenantLimits, TenantStatus, TenantUsage};
 use strata_types::{Collection, Domain, MemoryScope, RunId, TenantId, TokenSelector, UserMatch};
 use utoipa::ToSchema;
 
@@ -129,4 +131,56 @@ pub struct AuditRows {
 pub struct Status {
     /// `ok` (`/healthz`) or `ready` (`/readyz`).
     pub status: &'static str,
+}
+
+/// A latency histogram in brief: count, sum, two quantiles, and the per-bucket counts (not
+/// cumulative, the last one `+Inf`; bounds in `ServerStats::bucket_bounds_seconds`), so a
+/// client can diff two samples for recent quantiles.
+#[derive(Serialize, ToSchema)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub sum_seconds: f64,
+    /// Upper bound of the bucket holding the median; absent before any observation.
+    pub p50_seconds: Option<f64>,
+    pub p99_seconds: Option<f64>,
+    pub buckets: Vec<u64>,
+}
+
+/// A tenant's own figures: usage against its limits, and its traffic since the server started.
+#[derive(Serialize, ToSchema)]
+pub struct TenantStats {
+    pub tenant: TenantId,
+    pub status: TenantStatus,
+    pub limits: TenantLimits,
+    pub usage: Option<TenantUsage>,
+    /// Requests since the server started.
+    pub requests: u64,
+    /// Responses by status class (`2xx`, `4xx`, …).
+    pub responses: BTreeMap<String, u64>,
+    /// Refusals by error code (`RATE_LIMITED`, `CONCURRENCY_LIMITED`, `QUOTA_EXCEEDED`,
+    /// `OVERLOADED`).
+    pub refusals: BTreeMap<String, u64>,
+    pub latency: LatencySummary,
+    /// Time its jobs waited for a worker of the shared pool.
+    pub queue_wait: LatencySummary,
+    /// Its jobs waiting for a worker now.
+    pub queue_depth: i64,
+    /// CPU time the pool spent on its jobs.
+    pub cpu_seconds: f64,
+}
+
+/// The server's figures and every tenant's, for the operator dashboard.
+#[derive(Serialize, ToSchema)]
+pub struct ServerStats {
+    pub uptime_seconds: f64,
+    /// Upper bounds of the latency buckets; `LatencySummary::buckets` has one more (`+Inf`).
+    pub bucket_bounds_seconds: Vec<f64>,
+    pub pool_workers: usize,
+    pub pool_busy_workers: i64,
+    pub pool_busy_seconds: f64,
+    pub open_connections: i64,
+    pub resident_bytes: Option<u64>,
+    /// Durable commits of the store, fsync included.
+    pub commits: LatencySummary,
+    pub tenants: Vec<TenantStats>,
 }

@@ -18,7 +18,7 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// Collections are tenant-wide, so of the scope fields only `tenant_id` (checked) matters.
-fn check_scope(
+pub(crate) fn check_scope(
     auth: &TenantAuth,
     body: Option<&mut serde_json::Map<String, Value>>,
     q: Option<&str>,

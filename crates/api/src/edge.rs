@@ -98,7 +98,7 @@ pub struct TenantAuth {
 /// A request authenticated with an operator credential.
 pub struct OperatorAuth(pub OperatorScope);
 
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or(ApiError::Unauthorized)?
@@ -111,7 +111,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
-async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+pub(crate) async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
     let token = match bearer(&parts.headers) {
         Ok(t) => t.to_owned(),
         Err(e) => {

@@ -263,7 +263,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body, retry_after_ms) = self.parts();
         let mark = SecurityMark::of(body.error.code, &body.error.message);
+        let code = AnsweredCode(body.error.code);
         let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(code);
         if let Some(ms) = retry_after_ms {
             response
                 .headers_mut()
@@ -280,6 +282,10 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// The stable code of an error response, for the metrics middleware to count refusals by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AnsweredCode(pub &'static str);
 
 /// Marks a response that refused a request for a reason the audit log must record: an
 /// authentication failure or a security event. The security-audit middleware turns it into an
@@ -344,7 +350,8 @@ impl From<EngineError> for ApiError {
             EngineError::CollectionExists(_)
             | EngineError::TenantExists(_)
             | EngineError::IdConflict(_)
-            | EngineError::ModelMismatch { .. } => ApiError::Conflict(e.to_string()),
+            | EngineError::ModelMismatch { .. }
+            | EngineError::Reembed(_) => ApiError::Conflict(e.to_string()),
             EngineError::Store(s) => ApiError::Internal(s.to_string()),
             EngineError::Index(m) => ApiError::Internal(format!("index: {m}")),
             EngineError::Embedding(m) => ApiError::Internal(format!("embedding: {m}")),
@@ -432,6 +439,7 @@ mod tests {
         );
         check(EngineError::Index("x".into()), 500, "INTERNAL");
         check(EngineError::IdConflict("x".into()), 409, "CONFLICT");
+        check(EngineError::Reembed("x".into()), 409, "CONFLICT");
         check(
             EngineError::Store(strata_store::StoreError::Engine("disk".into())),
             500,

@@ -227,7 +227,11 @@ fn complete_operations(doc: &mut Value) {
                     "description": "The domain, as an alternative to `memory_domain`",
                     "schema": {"$ref": "#/components/schemas/Domain"},
                 }));
-            } else if authenticated && path != "/v1/audit" && !path.starts_with("/v1/admin") {
+            } else if authenticated
+                && path != "/v1/audit"
+                && path != "/metrics"
+                && !path.starts_with("/v1/admin")
+            {
                 params.push(scope_param(
                     "tenant_id",
                     "Checked against the credential; another tenant is 403",

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::{
     ApiError, AppState, admin, audit, body_guard, collections, health, lifecycle, memories,
-    residency, search, security, transfer,
+    metrics, observe, reembed, residency, search, security, transfer,
 };
 
 fn api() -> OpenApiRouter<AppState> {
@@ -36,6 +36,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(search::search))
         .routes(routes!(collections::list, collections::create))
         .routes(routes!(collections::delete))
+        .routes(routes!(reembed::start, reembed::status))
         .routes(routes!(admin::create_tenant, admin::list_tenants))
         .routes(routes!(
             admin::get_tenant,
@@ -56,6 +57,10 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(residency::integrity))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
+        .routes(routes!(observe::metrics))
+        .routes(routes!(observe::own_stats))
+        .routes(routes!(observe::admin_stats))
+        .routes(routes!(observe::dashboard))
 }
 
 /// The OpenAPI document of every route as utoipa generates it; `crate::openapi::document`
@@ -142,6 +147,12 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the security middleware, so it reads the credential that middleware's slot
+        // learns; outside the handlers, so it times and counts every answer, refusals too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record_requests,
+        ))
         // Inside the request-id layer, so the id it records is the one the client gets back.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -278,6 +278,7 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
+    let _open = crate::metrics::connection_opened();
     // Responses are written whole; waiting to coalesce them only adds latency.
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");

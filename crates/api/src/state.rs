@@ -9,6 +9,7 @@ use strata_engine::Engine;
 
 use crate::ApiError;
 use crate::admission::{Admitted, Gate, PoolConfig};
+use crate::metrics::{Metrics, MetricsConfig};
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct ApiConfig {
     pub body_min_bytes_per_sec: u64,
     /// Longest request target (path and query) accepted; longer is `414 URI_TOO_LONG`.
     pub max_uri_bytes: usize,
+    /// Who may scrape `/metrics` and how many tenants get their own label there.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for ApiConfig {
@@ -45,6 +48,7 @@ impl Default for ApiConfig {
             body_read_timeout: Duration::from_secs(30),
             body_min_bytes_per_sec: 16 * 1024,
             max_uri_bytes: 8 * 1024,
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -55,6 +59,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub auth: Arc<Authenticator>,
     pub config: ApiConfig,
+    /// Live figures for `/metrics`, the dashboard and `GET /v1/stats`.
+    pub metrics: Arc<Metrics>,
     gate: Arc<Gate>,
     ready: Arc<AtomicBool>,
 }
@@ -66,10 +72,12 @@ impl AppState {
         auth: Arc<Authenticator>,
         config: ApiConfig,
     ) -> std::io::Result<Self> {
+        let metrics = Arc::new(Metrics::default());
         Ok(AppState {
             engine,
             auth,
-            gate: Arc::new(Gate::new(config.pool)?),
+            gate: Arc::new(Gate::new(config.pool, Arc::clone(&metrics))?),
+            metrics,
             config,
             ready: Arc::new(AtomicBool::new(true)),
         })
@@ -80,6 +88,12 @@ impl AppState {
         self.gate.admit(&self.engine, scope)
     }
 
+    /// Admission for background work a request started (a re-embed): the tenant's pool share,
+    /// without an in-flight slot or a rate token, since it outlives the request.
+    pub(crate) fn admit_background(&self, scope: &TenantScope) -> Result<Admitted, ApiError> {
+        self.gate.admit_background(&self.engine, scope)
+    }
+
     /// Runs a tenant's engine work on the shared pool, in its fair share.
     pub(crate) async fn run_tenant<T, F>(&self, admitted: &Admitted, f: F) -> Result<T, ApiError>
     where
@@ -87,6 +101,11 @@ impl AppState {
         F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
     {
         self.gate.run(admitted, Arc::clone(&self.engine), f).await
+    }
+
+    /// Worker threads of the shared pool.
+    pub fn pool_workers(&self) -> usize {
+        self.gate.workers()
     }
 
     /// Stops the worker pool after queued work finishes (or `timeout` passes).

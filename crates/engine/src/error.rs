@@ -62,6 +62,10 @@ pub enum EngineError {
         collection_model: String,
         server_model: String,
     },
+    /// A re-embed cannot start or go on in the collection's current state (no embedder
+    /// loaded, already on the model, records without content, one already running...).
+    #[error("re-embed: {0}")]
+    Reembed(String),
     /// The embedder failed on input it accepted (not the caller's fault).
     #[error("embedding: {0}")]
     Embedding(String),

@@ -17,11 +17,13 @@ mod integrity;
 mod lifecycle;
 mod plan;
 mod records;
+mod reembed;
 mod registry;
 mod residency;
 mod scan;
 mod search;
 mod snapshot;
+mod stats;
 mod tenant_index;
 mod tenants;
 mod transfer;
@@ -40,6 +42,7 @@ pub use integrity::{
 };
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use records::PutOutcome;
+pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};
 pub use scan::{Page, ScanPage};
 pub use strata_auth::{OperatorScope, TenantScope};
@@ -102,6 +105,8 @@ pub struct Engine {
     admissions: admission::AdmissionCache,
     /// The built-in text embedder, when the server loaded one (see `embedding`).
     embedder: Option<Arc<Embedder>>,
+    /// Collections being re-embedded with that embedder (see `reembed`).
+    reembeds: reembed::Jobs,
 }
 
 impl Engine {
@@ -126,6 +131,7 @@ impl Engine {
             indexes,
             admissions: admission::AdmissionCache::default(),
             embedder: None,
+            reembeds: reembed::Jobs::default(),
         })
     }
 

@@ -8,9 +8,13 @@
 //! one.
 
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use strata_auth::OperatorScope;
 use strata_store::Reads;
-use strata_types::{Collection, Millis, Record, TenantId, check_vector, now_millis};
+
+use strata_types::{
+    Collection, CollectionName, Millis, Record, TenantId, check_vector, now_millis,
+};
 
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, account};
 use crate::tenant_index::Change;
@@ -36,6 +40,9 @@ pub enum ExportLine {
 
 /// Records are imported in transactions of this many.
 const IMPORT_BATCH: usize = 1000;
+/// Text-only imported records are embedded this many per call: batched for throughput, small
+/// enough that one call's activations stay a few megabytes.
+const IMPORT_EMBED_BATCH: usize = 128;
 
 impl Engine {
     /// Streams the tenant's export to `sink`, line by line, from one consistent snapshot.
@@ -132,12 +139,15 @@ impl Engine {
         lines: impl IntoIterator<Item = Result<ExportLine, EngineError>>,
     ) -> Result<TenantProfile, EngineError> {
         let mut profile = TenantProfile::default();
-        let mut collections = std::collections::HashMap::new();
+        let mut collections = HashMap::new();
         let mut batch: Vec<Record> = Vec::with_capacity(IMPORT_BATCH);
-        let flush = |batch: &mut Vec<Record>| -> Result<(), EngineError> {
+        let flush = |batch: &mut Vec<Record>,
+                     collections: &HashMap<CollectionName, Collection>|
+         -> Result<(), EngineError> {
             if batch.is_empty() {
                 return Ok(());
             }
+            self.embed_imported(batch, collections)?;
             self.store.write(|w| {
                 snapshot::bump_version(w, key)?;
                 let mut changes = Vec::with_capacity(batch.len());
@@ -225,13 +235,49 @@ impl Engine {
                         .map_err(|e| at(e.into()))?;
                     batch.push(r);
                     if batch.len() == IMPORT_BATCH {
-                        flush(&mut batch)?;
+                        flush(&mut batch, &collections)?;
                     }
                 }
             }
         }
-        flush(&mut batch)?;
+        flush(&mut batch, &collections)?;
         flush_audit(&mut audit_rows)?;
         Ok(profile)
+    }
+
+    /// Gives each imported record with content and no vector, in a collection that declares
+    /// the loaded model, its vector (batched). Records of a collection declared for another
+    /// model stay text-only, as they would on that server without its model: a re-embed of the
+    /// collection gives them vectors later.
+    fn embed_imported(
+        &self,
+        batch: &mut [Record],
+        collections: &HashMap<CollectionName, Collection>,
+    ) -> Result<(), EngineError> {
+        let Some((embedder, loaded)) = self.loaded_embedder() else {
+            return Ok(());
+        };
+        let todo: Vec<usize> = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.vector.is_none() && r.content.is_some())
+            .filter(|(_, r)| {
+                collections
+                    .get(&r.modality)
+                    .is_some_and(|c| matches!(crate::embedding::embeds(Some(&loaded), c), Ok(true)))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for chunk in todo.chunks(IMPORT_EMBED_BATCH) {
+            let texts: Vec<&str> = chunk
+                .iter()
+                .map(|&i| batch[i].content.as_deref().unwrap_or_default())
+                .collect();
+            let vectors = crate::embedding::embed(embedder, &texts)?;
+            for (&i, v) in chunk.iter().zip(vectors) {
+                batch[i].vector = Some(v);
+            }
+        }
+        Ok(())
     }
 }

@@ -200,3 +200,104 @@ fn an_embed_collection_must_have_the_embedder_dimension() {
         Err(EngineError::BadRequest(_))
     ));
 }
+
+/// A record patched after its vector was staged, one written during the job and one deleted
+/// during it: the switch embeds each as it is at the switch, and drops nothing else.
+#[test]
+fn a_reembed_catches_up_writes_made_while_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, e) = open_embedding(dir.path(), "acme");
+    let req = RequestScope::default();
+    let notes = CollectionName::parse("notes").unwrap();
+    engine
+        .create_collection(&scope, &notes, 4, Metric::Cosine)
+        .unwrap();
+    let in_notes = |id: &str, content: &str| NewRecord {
+        id: Some(strata_types::RecordId::parse(id).unwrap()),
+        modality: Some(notes.clone()),
+        content: Some(content.into()),
+        vector: Some(vec![1.0, 0.0, 0.0, 0.0]),
+        ..Default::default()
+    };
+    let records: Vec<NewRecord> = (0..70)
+        .map(|i| in_notes(&format!("n{i:02}"), &format!("note number {i}")))
+        .collect();
+    engine.put(&scope, &req, records).unwrap();
+
+    let plan = engine.reembed_plan(&scope, &notes).unwrap();
+    assert_eq!((plan.records, plan.from_dim, plan.to_dim), (70, 4, 384));
+    engine.reembed_start(&scope, &notes).unwrap();
+    // Stage the first step only, then change the collection under the job.
+    assert!(engine.reembed_step(&scope, &notes).unwrap());
+    let id = |s: &str| strata_types::RecordId::parse(s).unwrap();
+    engine
+        .patch(
+            &scope,
+            &req,
+            &id("n00"),
+            RecordPatch {
+                content: Some("Alice takes oat milk".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    engine.delete(&scope, &req, &id("n01")).unwrap();
+    engine
+        .put(&scope, &req, vec![in_notes("zz", "Bob likes green tea")])
+        .unwrap();
+    // Mid-job, the collection is still whole on the old model.
+    assert_eq!(
+        engine
+            .get(&scope, &req, &id("n05"))
+            .unwrap()
+            .vector
+            .map(|v| v.len()),
+        Some(4)
+    );
+    while engine.reembed_step(&scope, &notes).unwrap() {}
+    let status = engine.reembed_finish(&scope, &notes).unwrap();
+    assert_eq!(status.state, strata_engine::ReembedState::Done);
+
+    let c = engine
+        .collections(&scope)
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == notes)
+        .unwrap();
+    assert_eq!(
+        (c.dim, c.embedder.map(|m| m.model_id)),
+        (384, Some(e.model_id().to_owned()))
+    );
+    let vector_of = |s: &str| engine.get(&scope, &req, &id(s)).unwrap().vector.unwrap();
+    for (rid, content) in [
+        ("n00", "Alice takes oat milk"),
+        ("zz", "Bob likes green tea"),
+        ("n69", "note number 69"),
+    ] {
+        let want = e.embed(&[content]).unwrap().remove(0);
+        assert!(cosine(&vector_of(rid), &want) > 0.9999, "{rid}");
+    }
+    assert!(matches!(
+        engine.get(&scope, &req, &id("n01")),
+        Err(EngineError::NotFound)
+    ));
+    // The switched collection searches by meaning on the new vectors.
+    let hits = engine
+        .search(
+            &scope,
+            &req,
+            &SearchRequest {
+                query: Some("what does Alice drink?".into()),
+                modality: Some(notes.clone()),
+                k: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(hits.hits[0].record.id, id("n00"));
+    // And a step of a job that is over is refused, not silently re-run.
+    assert!(matches!(
+        engine.reembed_step(&scope, &notes),
+        Err(EngineError::Reembed(_))
+    ));
+}

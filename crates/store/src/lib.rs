@@ -13,6 +13,7 @@ mod credentials;
 mod error;
 mod keys;
 mod registry;
+pub mod stats;
 mod tables;
 mod verify;
 

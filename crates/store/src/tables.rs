@@ -23,6 +23,8 @@ pub struct Store {
     /// Transactions begin under the read lock; compaction, which needs no transaction in
     /// flight, takes the write lock.
     db: std::sync::RwLock<Database>,
+    /// How long each durable commit took, for the metrics endpoint.
+    commits: crate::stats::LatencyHistogram,
 }
 
 impl Store {
@@ -38,7 +40,13 @@ impl Store {
         txn.commit()?;
         Ok(Store {
             db: std::sync::RwLock::new(db),
+            commits: Default::default(),
         })
+    }
+
+    /// Durations of the durable commits so far (each includes its `fsync`).
+    pub fn commit_latency(&self) -> crate::stats::HistogramSnapshot {
+        self.commits.snapshot()
     }
 
     fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
@@ -87,7 +95,9 @@ impl Store {
         };
         match result {
             Ok(r) => {
+                let started = std::time::Instant::now();
                 txn.commit().map_err(StoreError::from)?;
+                self.commits.observe(started.elapsed());
                 Ok(r)
             }
             Err(e) => {

@@ -34,7 +34,7 @@ pub struct NoisyArgs {
 
 const DIM: usize = 384;
 
-fn vector(seed: u64) -> Vec<f32> {
+pub(crate) fn vector(seed: u64) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..DIM)
         .map(|_| {
@@ -47,7 +47,11 @@ fn vector(seed: u64) -> Vec<f32> {
 }
 
 /// Creates the tenant if needed, fills it, and returns a read/write key for it.
-async fn prepare(admin: &Client, tenant: &str, records: usize) -> anyhow::Result<String> {
+pub(crate) async fn prepare(
+    admin: &Client,
+    tenant: &str,
+    records: usize,
+) -> anyhow::Result<String> {
     let exists = admin
         .call(Method::GET, &format!("/v1/admin/tenants/{tenant}"), None)
         .await
@@ -92,7 +96,7 @@ async fn prepare(admin: &Client, tenant: &str, records: usize) -> anyhow::Result
     Ok(secret)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

@@ -21,6 +21,52 @@ pub struct Config {
     pub engine: EngineConfig,
     pub embedder: EmbedderConfig,
     pub log: LogConfig,
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: who may scrape `/metrics`, and how many tenants get their own label there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// A bearer token for `/metrics` only (a scraper need not hold the operator key); at least
+    /// 16 bytes. Absent: only operator credentials may scrape.
+    pub token: Option<String>,
+    /// Tenants with their own `tenant` label, the most active first; the rest are summed
+    /// under `tenant="(other)"`.
+    pub tenant_label_cap: usize,
+    /// Tenants that always get their own label, on top of the cap.
+    pub pinned_tenants: Vec<String>,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        let d = strata_api::MetricsConfig::default();
+        MetricsSection {
+            token: d.token,
+            tenant_label_cap: d.tenant_label_cap,
+            pinned_tenants: d.pinned_tenants,
+        }
+    }
+}
+
+impl MetricsSection {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.token.as_ref().is_some_and(|t| t.len() < 16) {
+            bail!("metrics.token: at least 16 bytes");
+        }
+        for t in &self.pinned_tenants {
+            strata_types::TenantId::parse_field("metrics.pinned_tenants", t.clone())?;
+        }
+        Ok(())
+    }
+
+    pub fn api(&self) -> strata_api::MetricsConfig {
+        strata_api::MetricsConfig {
+            token: self.token.clone(),
+            tenant_label_cap: self.tenant_label_cap,
+            pinned_tenants: self.pinned_tenants.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +222,7 @@ impl Config {
             bail!("server.max_import_bytes: at least 1024");
         }
         config.server.validate_connections()?;
+        config.metrics.validate()?;
         if config.embedder.threads == 0 {
             bail!("embedder.threads: at least 1");
         }

@@ -2,6 +2,7 @@
 //! running one.
 
 mod bench;
+mod bench_mixed;
 mod client;
 mod config;
 mod model;
@@ -118,6 +119,9 @@ enum BenchKind {
     /// Noisy neighbour: B's search latency alone and while A floods (creates tenants bench-a
     /// and bench-b on first use).
     Noisy(bench::NoisyArgs),
+    /// Mixed: many tenants with Zipf-distributed activity, writes and searches; throughput and
+    /// p50/p99 per operation and tenant class (creates tenants mixed-0000… on first use).
+    Mixed(bench_mixed::MixedArgs),
 }
 
 #[derive(Subcommand)]
@@ -247,6 +251,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let client = Client::new(&remote.server, remote.key)?;
             return match kind {
                 BenchKind::Noisy(args) => bench::noisy(client, args).await,
+                BenchKind::Mixed(args) => bench_mixed::mixed(client, args).await,
             };
         }
         Command::Tenant { action, remote } => {

@@ -69,6 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
             body_min_bytes_per_sec: config.server.body_min_bytes_per_sec,
             max_uri_bytes: config.server.max_uri_bytes,
+            metrics: config.metrics.api(),
         },
     )
     .context("starting the worker pool")?;

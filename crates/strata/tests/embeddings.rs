@@ -236,3 +236,55 @@ fn strata_model_fetch_is_a_no_op_when_the_model_is_there_and_fails_clearly_other
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("fetching the model into"), "{stderr}");
 }
+
+#[test]
+fn imported_text_only_records_are_embedded_and_found_by_a_paraphrase() {
+    let server = start_with_embedder();
+    let key = tenant(&server, "source");
+    let mut records: Vec<Value> = DISTRACTORS
+        .iter()
+        .map(|c| json!({ "content": c }))
+        .collect();
+    records.push(json!({ "content": TARGET }));
+    put(&server, &key, records);
+    let (s, export) = server.send_raw(
+        "GET",
+        "/v1/admin/tenants/source/export",
+        OPERATOR_KEY,
+        "application/json",
+        Vec::new(),
+    );
+    assert_eq!(s, 200, "{export}");
+    // The same memories as another system would hand them over: text, no vectors.
+    let mut text_only = 0;
+    let lines: Vec<String> = export
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).expect("export line");
+            if v["type"] == "record" {
+                v["vector"] = Value::Null;
+                text_only += 1;
+            }
+            v.to_string()
+        })
+        .collect();
+    assert_eq!(text_only, 6);
+    let (s, v) = server.send_raw(
+        "POST",
+        "/v1/admin/tenants/copy/import",
+        OPERATOR_KEY,
+        "application/x-ndjson",
+        lines.join("\n").into_bytes(),
+    );
+    assert_eq!(s, 201, "{v}");
+
+    let copy = server.key("copy", json!({"permissions": ["read", "write"]}));
+    let (_, list) = server.post("/v1/memories/list", &copy, json!({}));
+    let listed = list["records"].as_array().expect("records");
+    assert_eq!(listed.len(), 6, "{list}");
+    for r in listed {
+        assert_eq!(r["vector"].as_array().map(Vec::len), Some(384), "{r}");
+    }
+    let v = search(&server, &copy, json!({"query": PARAPHRASE, "k": 1}));
+    assert_eq!(v["hits"][0]["record"]["content"], TARGET, "{v}");
+}

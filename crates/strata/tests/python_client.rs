@@ -31,6 +31,11 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The repository's model directory (filled by `scripts/fetch-model.sh`), absolute.
+fn model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
+}
+
 fn venv_python(venv: &Path) -> PathBuf {
     if cfg!(windows) {
         venv.join("Scripts").join("python.exe")
@@ -136,6 +141,9 @@ fn python_client_suite_passes() {
         .args(["-m", "pytest", "tests", "-q", "-rs"])
         .current_dir(&client)
         .env("STRATA_BIN", env!("CARGO_BIN_EXE_strata"))
+        // The embedder tests' model, as an absolute path (the suite runs in the client's
+        // directory).
+        .env("STRATA_MODEL_DIR", model_dir())
         // Keep `__pycache__` directories out of the source tree.
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env_remove("STRATA_URL")

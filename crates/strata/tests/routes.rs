@@ -130,7 +130,7 @@ fn tenant_b_gets_nothing_of_tenant_a() {
         let concrete_path = concrete(path);
         let p = concrete_path.as_str();
         match (*method, *path) {
-            (_, "/healthz" | "/readyz" | "/openapi.json") => {
+            (_, "/healthz" | "/readyz" | "/openapi.json" | "/dashboard") => {
                 let (_, v) = server.call(method, p, Some(&b), &[], None);
                 assert!(!mentions_a(&v), "{method} {p}: {v}");
             }
@@ -182,9 +182,16 @@ fn tenant_b_gets_nothing_of_tenant_a() {
                 assert_eq!(s, 200, "{v}");
                 assert!(!mentions_a(&v), "{v}");
             }
-            ("DELETE", "/v1/collections/{name}") => {
+            ("DELETE", "/v1/collections/{name}") | ("GET", "/v1/collections/{name}/reembed") => {
                 let (s, v) = server.call(method, p, Some(&b), &[], None);
                 assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
+            }
+            ("POST", "/v1/collections/{name}/reembed") => {
+                // A's collection is not B's to plan or re-embed.
+                for body in [json!({"dry_run": true}), json!({})] {
+                    let (s, v) = server.post(p, &b, body);
+                    assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
+                }
             }
             ("POST", "/v1/collections") => {
                 // B may create a collection of the same name: it is B's own.
@@ -203,6 +210,17 @@ fn tenant_b_gets_nothing_of_tenant_a() {
                 );
                 let (s, v) = server.get(&format!("{p}?tenant=tenant-a"), &b);
                 assert_eq!((s, code(&v)), (403, "SCOPE_FORBIDDEN"), "{v}");
+            }
+            ("GET", "/v1/stats") => {
+                // B's own figures only.
+                let (s, v) = server.get(p, &b);
+                assert_eq!(s, 200, "{v}");
+                assert_eq!(v["tenant"], "tenant-b", "{v}");
+                assert!(!mentions_a(&v), "B's stats show A: {v}");
+            }
+            ("GET", "/metrics") => {
+                let (s, v) = server.get(p, &b);
+                assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
             }
             (_, path) if path.starts_with("/v1/admin/") => {
                 assert_eq!(*perm, Operator);

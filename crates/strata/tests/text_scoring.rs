@@ -140,7 +140,7 @@ fn invisible_records_do_not_move_text_or_hybrid_scores() {
 }
 
 #[test]
-fn the_text_collection_analyses_english_and_standard_collections_keep_exact_words() {
+fn the_text_collection_keeps_exact_words_and_english_collections_stem() {
     let server = Server::start();
     server.tenant("acme");
     let admin = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
@@ -154,16 +154,17 @@ fn the_text_collection_analyses_english_and_standard_collections_keep_exact_word
             .find(|c| c["name"] == name)
             .map(|c| c["analyzer"].clone())
     };
-    assert_eq!(analyzer_of(&v, "text"), Some(json!("english")), "{v}");
+    // `standard` is the default (it measured better than `english` on the recall set, see
+    // docs/benchmarks.md), so it is not written out: collections stored before analyzers
+    // existed and new standard ones look (and score) the same.
+    assert_eq!(analyzer_of(&v, "text"), Some(Value::Null), "{v}");
     let (s, v) = server.post(
         "/v1/collections",
         &admin,
-        json!({"name": "notes", "dim": 3, "analyzer": "standard"}),
+        json!({"name": "notes", "dim": 3, "analyzer": "english"}),
     );
     assert_eq!(s, 201, "{v}");
-    // `standard` is the default, so it is not written out: collections stored before
-    // analyzers existed and new standard ones look (and score) the same.
-    assert_eq!(v.get("analyzer"), None, "{v}");
+    assert_eq!(v["analyzer"], "english", "{v}");
 
     for modality in ["text", "notes"] {
         let body = json!({"modality": modality, "content": "Alice drinks oat milk"});
@@ -177,9 +178,9 @@ fn the_text_collection_analyses_english_and_standard_collections_keep_exact_word
         v["hits"].as_array().expect("hits").len()
     };
     // English: stems meet ("drinking" → "drink"), stop words match nothing.
-    assert_eq!(hits("text", "drinking"), 1);
-    assert_eq!(hits("text", "the"), 0);
+    assert_eq!(hits("notes", "drinking"), 1);
+    assert_eq!(hits("notes", "the"), 0);
     // Standard: exact words only.
-    assert_eq!(hits("notes", "drinking"), 0);
-    assert_eq!(hits("notes", "drinks"), 1);
+    assert_eq!(hits("text", "drinking"), 0);
+    assert_eq!(hits("text", "drinks"), 1);
 }

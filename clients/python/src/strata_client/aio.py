@@ -212,8 +212,10 @@ class AsyncStrata(DataCalls):
     ) -> SearchResult:
         """Searches one collection (``text`` by default) by ``query`` (BM25), ``vector``, or
         both. ``mode`` is ``vector``, ``text`` or ``hybrid`` (default: what was given);
-        ``fusion`` is ``{"method": "rrf", "k": 60}`` or ``{"method": "weighted", "alpha":
-        0.5}``; ``explain`` adds per-channel scores. Scope applies before the top ``k``.
+        ``fusion`` is ``{"method": "weighted", "alpha": 0.7}`` (the default) or ``{"method":
+        "rrf", "k": 60}``; ``explain`` adds per-channel scores. Scope applies before the top
+        ``k``. In a collection the server embeds, a ``query`` alone is embedded there and
+        searched ``hybrid`` unless ``mode`` says otherwise.
         """
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return await self._transport.run(

@@ -15,6 +15,12 @@ the document metadata and rewritten to that key: ``{"source": "a"}`` becomes
 may not be empty, start with ``$`` or contain ``.``; document ids must match
 ``[a-zA-Z0-9_.-]{1,64}``, and are unique in the tenant rather than per collection: an id that
 another store of the tenant holds moves that document into this one.
+
+Without an ``embedding`` (``embedding=None``) the server embeds: texts are written as content
+only and queries are sent as text, so no model runs in the client. The collection must then
+be one the server embeds (it declares an ``embedder``), by default the tenant's ``text``
+collection; another collection gets one by a re-embed (``POST /v1/collections/{name}/reembed``).
+Maximal marginal relevance needs the query's vector, so it needs an ``embedding``.
 """
 
 from __future__ import annotations
@@ -136,10 +142,10 @@ class StrataVectorStore(VectorStore):
     def __init__(
         self,
         *,
-        embedding: Embeddings,
+        embedding: Optional[Embeddings] = None,
         client: Optional[Strata] = None,
         async_client: Optional[AsyncStrata] = None,
-        collection: str = "langchain",
+        collection: Optional[str] = None,
         metric: str = "cosine",
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
@@ -156,14 +162,21 @@ class StrataVectorStore(VectorStore):
         self._client = client
         self._async_client = async_client
         self._embedding = embedding
-        self.collection = collection
+        # With the server embedding, the tenant's `text` collection is the one it embeds.
+        self.collection = collection or ("langchain" if embedding is not None else "text")
         self.metric = metric
         self.scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         #: The collection's dimension once it is known to exist.
         self._dim: Optional[int] = None
 
     @property
-    def embeddings(self) -> Embeddings:
+    def embeddings(self) -> Optional[Embeddings]:
+        """The client-side embedding, or ``None`` when the server embeds."""
+        return self._embedding
+
+    def _client_embedding(self, what: str) -> Embeddings:
+        if self._embedding is None:
+            raise ValueError(f"{what} needs the query's vector: give the store an embedding")
         return self._embedding
 
     @property
@@ -201,6 +214,34 @@ class StrataVectorStore(VectorStore):
         """Remembers an existing collection; its metric, not the constructor's, rules scores."""
         self._check(found.dim, dim)
         self._dim, self.metric = found.dim, found.metric
+
+    def _adopt_server_embedded(self, found: Optional[Collection], write: bool) -> bool:
+        """Without a client embedding: whether the collection exists, and that the server
+        embeds it (a write to a missing collection cannot create one the server embeds)."""
+        if found is None:
+            if write:
+                raise ValueError(
+                    f"collection {self.collection} does not exist; without an embedding the "
+                    "store writes to a collection the server embeds, such as `text`"
+                )
+            return False
+        if found.embedder is None:
+            raise ValueError(
+                f"collection {self.collection} is not embedded by the server; give the store "
+                "an embedding, use a collection the server embeds (`text`), or re-embed it"
+            )
+        self._dim, self.metric = found.dim, found.metric
+        return True
+
+    def _ensure_server_collection(self, write: bool) -> bool:
+        if self._dim is not None:
+            return True
+        return self._adopt_server_embedded(self._find(self.client.list_collections()), write)
+
+    async def _aensure_server_collection(self, client: AsyncStrata, write: bool) -> bool:
+        if self._dim is not None:
+            return True
+        return self._adopt_server_embedded(self._find(await client.list_collections()), write)
 
     def _find(self, collections: List[Collection]) -> Optional[Collection]:
         return next((c for c in collections if c.name == self.collection), None)
@@ -242,7 +283,7 @@ class StrataVectorStore(VectorStore):
     def _records(
         self,
         texts: List[str],
-        vectors: List[List[float]],
+        vectors: Sequence[Optional[List[float]]],
         metadatas: Optional[List[Dict[str, Any]]],
         ids: Optional[Sequence[Optional[str]]],
     ) -> List[NewRecord]:
@@ -276,8 +317,14 @@ class StrataVectorStore(VectorStore):
         texts = list(texts)
         if not texts:
             return []
-        vectors = self._embedding.embed_documents(texts)
-        self._ensure_collection(len(vectors[0]), create=True)
+        vectors: Sequence[Optional[List[float]]]
+        if self._embedding is None:
+            # Content only: the server embeds each text on write.
+            self._ensure_server_collection(write=True)
+            vectors = [None] * len(texts)
+        else:
+            vectors = self._embedding.embed_documents(texts)
+            self._ensure_collection(len(vectors[0] or []), create=True)
         records = self._records(texts, vectors, metadatas, ids)
         out: List[str] = []
         for start in range(0, len(records), BATCH):
@@ -298,8 +345,13 @@ class StrataVectorStore(VectorStore):
         texts = list(texts)
         if not texts:
             return []
-        vectors = await self._embedding.aembed_documents(texts)
-        await self._aensure_collection(self._async_client, len(vectors[0]), create=True)
+        vectors: Sequence[Optional[List[float]]]
+        if self._embedding is None:
+            await self._aensure_server_collection(self._async_client, write=True)
+            vectors = [None] * len(texts)
+        else:
+            vectors = await self._embedding.aembed_documents(texts)
+            await self._aensure_collection(self._async_client, len(vectors[0] or []), create=True)
         records = self._records(texts, vectors, metadatas, ids)
         out: List[str] = []
         for start in range(0, len(records), BATCH):
@@ -363,9 +415,16 @@ class StrataVectorStore(VectorStore):
     # Searching.
 
     def _search_args(
-        self, vector: List[float], k: int, filter: Optional[Mapping[str, Any]]
+        self,
+        vector: Optional[List[float]],
+        k: int,
+        filter: Optional[Mapping[str, Any]],
+        query: Optional[str] = None,
     ) -> Dict[str, Any]:
+        # `vector` mode with a query alone: the server embeds the query, and scores stay the
+        # metric's, as with a client vector.
         return dict(
+            query=query,
             vector=vector,
             k=k,
             mode="vector",
@@ -412,12 +471,28 @@ class StrataVectorStore(VectorStore):
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: Optional[Mapping[str, Any]] = None, **kwargs: Any
     ) -> List[Tuple[Document, float]]:
+        if self._embedding is None:
+            if not self._ensure_server_collection(write=False):
+                return []
+            result = self.client.search(**self._search_args(None, k, filter, query=query))
+            return [(_document(h.record), h.score) for h in result.hits]
         vector = self._embedding.embed_query(query)
         return self.similarity_search_with_score_by_vector(vector, k, filter, **kwargs)
 
     async def asimilarity_search_with_score(
         self, query: str, k: int = 4, filter: Optional[Mapping[str, Any]] = None, **kwargs: Any
     ) -> List[Tuple[Document, float]]:
+        if self._embedding is None:
+            if self._async_client is None:
+                pairs: List[Tuple[Document, float]] = await self._in_thread(
+                    self.similarity_search_with_score, query, k, filter, **kwargs
+                )
+                return pairs
+            if not await self._aensure_server_collection(self._async_client, write=False):
+                return []
+            args = self._search_args(None, k, filter, query=query)
+            result = await self._async_client.search(**args)
+            return [(_document(h.record), h.score) for h in result.hits]
         vector = await self._embedding.aembed_query(query)
         return await self.asimilarity_search_with_score_by_vector(vector, k, filter, **kwargs)
 
@@ -497,7 +572,7 @@ class StrataVectorStore(VectorStore):
         filter: Optional[Mapping[str, Any]] = None,
         **kwargs: Any,
     ) -> List[Document]:
-        vector = self._embedding.embed_query(query)
+        vector = self._client_embedding("max_marginal_relevance_search").embed_query(query)
         return self.max_marginal_relevance_search_by_vector(
             vector, k, fetch_k, lambda_mult, filter, **kwargs
         )
@@ -508,7 +583,7 @@ class StrataVectorStore(VectorStore):
     def from_texts(
         cls: Type[VST],
         texts: List[str],
-        embedding: Embeddings,
+        embedding: Optional[Embeddings],
         metadatas: Optional[List[Dict[str, Any]]] = None,
         *,
         ids: Optional[List[str]] = None,
@@ -524,7 +599,7 @@ class StrataVectorStore(VectorStore):
     async def afrom_texts(
         cls: Type[VST],
         texts: List[str],
-        embedding: Embeddings,
+        embedding: Optional[Embeddings],
         metadatas: Optional[List[Dict[str, Any]]] = None,
         *,
         ids: Optional[List[str]] = None,

@@ -285,6 +285,11 @@ class Collection:
     dim: int
     metric: str
     created_at: int = 0
+    #: The model the server embeds this collection's text with (``model_id``,
+    #: ``weights_hash``), or ``None`` when it embeds nothing there.
+    embedder: Optional[Dict[str, str]] = None
+    #: How its text is analysed for BM25: ``standard``, ``english`` or ``none``.
+    analyzer: str = "standard"
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Collection:
@@ -293,6 +298,8 @@ class Collection:
             dim=int(d["dim"]),
             metric=d.get("metric", "cosine"),
             created_at=int(d.get("created_at", 0)),
+            embedder=dict(d["embedder"]) if d.get("embedder") else None,
+            analyzer=d.get("analyzer", "standard"),
         )
 
 

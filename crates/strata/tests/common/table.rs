@@ -31,6 +31,8 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("GET", "/v1/collections", Read),
     ("POST", "/v1/collections", Admin),
     ("DELETE", "/v1/collections/{name}", Admin),
+    ("POST", "/v1/collections/{name}/reembed", Admin),
+    ("GET", "/v1/collections/{name}/reembed", Admin),
     ("GET", "/v1/audit", Admin),
     ("POST", "/v1/admin/tenants", Operator),
     ("GET", "/v1/admin/tenants", Operator),
@@ -51,6 +53,10 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("POST", "/v1/admin/keys", Operator),
     ("GET", "/v1/admin/keys", Operator),
     ("DELETE", "/v1/admin/keys/{id}", Operator),
+    ("GET", "/v1/admin/stats", Operator),
+    ("GET", "/v1/stats", Admin),
+    ("GET", "/metrics", Operator),
+    ("GET", "/dashboard", Public),
 ];
 
 /// Every route a tenant credential uses.
@@ -77,6 +83,7 @@ pub fn valid_body(method: &str, path: &str) -> Option<Value> {
         ("POST", "/v1/memories/delete") => Some(json!({"filter": {}})),
         ("POST", "/v1/search") => Some(json!({"query": "x"})),
         ("POST", "/v1/collections") => Some(json!({"name": "c1", "dim": 4})),
+        ("POST", "/v1/collections/{name}/reembed") => Some(json!({"dry_run": true})),
         (m, _) => probe_body(m),
     }
 }

@@ -1,0 +1,198 @@
+//! The observability routes: `GET /metrics` (Prometheus text, for operators or a scraper's own
+//! token), `GET /v1/stats` (a tenant's own figures, with its admin key), `GET /v1/admin/stats`
+//! (every tenant's figures as JSON, for the dashboard) and `GET /dashboard` (the page itself).
+
+use axum::Json;
+use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::response::{Html, IntoResponse, Response};
+use strata_auth::{OperatorScope, Principal};
+use strata_engine::TenantInfo;
+use strata_store::stats::{BUCKETS_SECS, HistogramSnapshot};
+
+use crate::bodies::{LatencySummary, ServerStats, TenantStats};
+use crate::edge::{OperatorAuth, TenantAuth, bearer, principal};
+use crate::exposition::{Exposition, render};
+use crate::input::{QueryInput, ScopeParts};
+use crate::metrics::{REFUSALS, TenantSnapshot, resident_bytes};
+use crate::{ApiError, AppState};
+
+/// The dashboard: one page, its CSS and JS inline, compiled into the binary.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// A request allowed to read `/metrics`: the `[metrics] token`, or an operator credential.
+pub struct MetricsAuth(OperatorScope);
+
+/// Compares secrets without an early exit, so timing does not reveal a matching prefix.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+impl FromRequestParts<AppState> for MetricsAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let (Some(token), Ok(given)) = (&state.config.metrics.token, bearer(&parts.headers))
+            && same_secret(token, given)
+        {
+            return Ok(MetricsAuth(state.auth.system_operator("metrics")));
+        }
+        match principal(parts, state).await? {
+            Principal::Operator(op) => Ok(MetricsAuth(op)),
+            Principal::Tenant(_) => Err(ApiError::Forbidden(
+                "metrics need an operator credential or the metrics token".into(),
+            )),
+        }
+    }
+}
+
+/// Prometheus text exposition of the server's and every tenant's figures. Tenants beyond
+/// `[metrics] tenant_label_cap` (the least active) are summed under `tenant="(other)"`.
+#[utoipa::path(get, path = "/metrics", tag = "observability", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)),
+    security(("bearer" = [])))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    MetricsAuth(op): MetricsAuth,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    QueryInput::parse(q.as_deref(), &[])?;
+    let registry = state.run(move |e| Ok(e.usage_report(&op)?)).await?;
+    let m = &state.metrics;
+    let routes = m.routes();
+    let live = m.tenants();
+    let text = render(&Exposition {
+        routes: &routes,
+        live: &live,
+        registry: &registry,
+        cap: state.config.metrics.tenant_label_cap,
+        pinned: &state.config.metrics.pinned_tenants,
+        server: m.server(),
+        workers: state.pool_workers(),
+        commits: state.engine.commit_latency(),
+        resident_bytes: resident_bytes(),
+    });
+    Ok((
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}
+
+fn summary(h: &HistogramSnapshot) -> LatencySummary {
+    LatencySummary {
+        count: h.count(),
+        sum_seconds: h.sum_nanos as f64 / 1e9,
+        p50_seconds: h.quantile(0.5),
+        p99_seconds: h.quantile(0.99),
+        buckets: h.buckets.to_vec(),
+    }
+}
+
+fn tenant_stats(info: TenantInfo, s: &TenantSnapshot) -> TenantStats {
+    TenantStats {
+        tenant: info.id,
+        status: info.status,
+        limits: info.limits,
+        usage: info.usage,
+        requests: s.requests(),
+        responses: s
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("{}xx", i + 1), *n))
+            .collect(),
+        refusals: REFUSALS
+            .iter()
+            .zip(s.refusals)
+            .map(|(c, n)| ((*c).to_owned(), n))
+            .collect(),
+        latency: summary(&s.latency),
+        queue_wait: summary(&s.queue_wait),
+        queue_depth: s.queued,
+        cpu_seconds: s.cpu_nanos as f64 / 1e9,
+    }
+}
+
+/// The calling tenant's own usage, limits and traffic; needs the `admin` permission.
+#[utoipa::path(get, path = "/v1/stats", tag = "observability", operation_id = "own_stats",
+    responses((status = 200, description = "The tenant's figures", body = TenantStats)),
+    security(("bearer" = [])))]
+pub async fn own_stats(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    RawQuery(q): RawQuery,
+) -> Result<Json<TenantStats>, ApiError> {
+    // `tenant_id` is checked against the credential like on every tenant route; the other
+    // scope fields mean nothing for tenant-wide figures, and one silently ignored would mislead.
+    let q = QueryInput::parse(q.as_deref(), &[])?;
+    let scope = auth.request_scope(ScopeParts::default(), q.scope)?;
+    if scope != strata_types::RequestScope::default() || auth.header_domain.is_some() {
+        return Err(ApiError::BadRequest(
+            "the stats are tenant-wide and take no scope fields".into(),
+        ));
+    }
+    let scope = auth.scope;
+    let info = state
+        .run_tenant(&auth.admitted, move |e| Ok(e.own_usage(&scope)?))
+        .await?;
+    let live = state.metrics.tenant_snapshot(info.id.as_str());
+    Ok(Json(tenant_stats(info, &live)))
+}
+
+/// The server's figures and every tenant's (no label cap: this is JSON for the dashboard).
+#[utoipa::path(get, path = "/v1/admin/stats", tag = "admin", operation_id = "admin_stats",
+    responses((status = 200, description = "Server and per-tenant figures", body = ServerStats)),
+    security(("bearer" = [])))]
+pub async fn admin_stats(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+) -> Result<Json<ServerStats>, ApiError> {
+    let registry = state.run(move |e| Ok(e.usage_report(&op)?)).await?;
+    let live = state.metrics.tenants();
+    let server = state.metrics.server();
+    let tenants = registry
+        .into_iter()
+        .map(|info| {
+            let s = live.get(info.id.as_str()).copied().unwrap_or_default();
+            tenant_stats(info, &s)
+        })
+        .collect();
+    Ok(Json(ServerStats {
+        uptime_seconds: server.uptime_secs,
+        bucket_bounds_seconds: BUCKETS_SECS.to_vec(),
+        pool_workers: state.pool_workers(),
+        pool_busy_workers: server.busy_workers,
+        pool_busy_seconds: server.busy_nanos as f64 / 1e9,
+        open_connections: server.open_connections,
+        resident_bytes: resident_bytes(),
+        commits: summary(&state.engine.commit_latency()),
+        tenants,
+    }))
+}
+
+/// The operator dashboard: a single self-contained page; it asks for the operator key and
+/// keeps it in the browser's session storage only.
+#[utoipa::path(get, path = "/dashboard", tag = "observability", operation_id = "dashboard",
+    responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String)))]
+pub async fn dashboard() -> Response {
+    (
+        [
+            // The page loads nothing from elsewhere; say so to the browser too.
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+                 frame-ancestors 'none'",
+            ),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        Html(DASHBOARD),
+    )
+        .into_response()
+}

@@ -1,0 +1,500 @@
+//! Changing a collection's model: a dry-run plan, then an online re-embed with the server's
+//! loaded model.
+//!
+//! A collection never holds vectors of two models, so the new vectors are built aside (in the
+//! job, in memory) while the collection keeps serving reads and writes on its old vectors, and
+//! the switch is one transaction that writes every record's new vector and the collection's new
+//! model (and dimension) together. Records written or changed during the job are caught up
+//! before that transaction, the last few inside it, so nothing acknowledged is left on the old
+//! model. A crash before the switch leaves the collection whole on its old model (the staged
+//! vectors are lost and the job must be started again); after it, whole on the new one.
+//!
+//! The engine does the work in steps ([`Engine::reembed_step`], then
+//! [`Engine::reembed_finish`]); `strata-api` runs each step on the fair-queueing pool in the
+//! tenant's share, so a re-embed is charged to its tenant like any other embedding.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+use strata_auth::{Permission, TenantScope};
+use strata_store::{Reads, TenantKey};
+use strata_types::{Collection, CollectionName, EmbedderRef, Millis, RecordId, now_millis};
+
+use crate::embedding::embed;
+use crate::records::store_record;
+use crate::tenant_index::Change;
+use crate::{Engine, EngineError};
+
+/// Texts embedded per step: one step is one job on the fair pool, short enough (well under a
+/// second on one core) that other tenants' work interleaves with a long re-embed.
+const STEP_TEXTS: usize = 32;
+/// Texts the dry run embeds to measure this machine's throughput on this collection's text.
+const CALIBRATION_TEXTS: usize = 16;
+/// At most this many records changed since they were staged are embedded inside the switching
+/// transaction (holding the tenant's write lock); more are caught up before it opens.
+const MAX_CATCH_UP_IN_SWITCH: usize = 64;
+/// Catch-up rounds before the switch; a tenant writing faster than its re-embed keeps up with
+/// gets its remainder embedded inside the switch anyway.
+const CATCH_UP_ROUNDS: usize = 3;
+
+/// What a re-embed of a collection would do, without doing it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ReembedPlan {
+    pub collection: CollectionName,
+    /// The collection's model now (absent: client vectors of an undeclared model, or none).
+    pub from_model: Option<EmbedderRef>,
+    /// The server's loaded model, which the re-embed switches to.
+    pub to_model: EmbedderRef,
+    pub from_dim: u32,
+    pub to_dim: u32,
+    /// Records with content, each of which gets a new vector.
+    pub records: u64,
+    /// Bytes of their content (UTF-8).
+    pub text_bytes: u64,
+    /// Records with a vector and no content: they cannot be re-embedded, and a re-embed is
+    /// refused while any exists (delete them or give them content first).
+    pub vector_only_records: u64,
+    /// Throughput measured just now by embedding up to 16 of the collection's texts.
+    pub measured_texts_per_sec: f64,
+    /// `text_bytes` at the measured bytes per second, on one core, with the pool otherwise idle.
+    pub estimated_seconds: f64,
+    /// The collection already declares the loaded model: there is nothing to do.
+    pub already_current: bool,
+}
+
+/// Where a collection's re-embed stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReembedState {
+    /// No re-embed of this collection since the server started.
+    None,
+    Running,
+    Done,
+    Failed,
+}
+
+/// A re-embed's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ReembedStatus {
+    pub collection: CollectionName,
+    pub state: ReembedState,
+    /// The collection's model now; it changes only when a re-embed is done.
+    pub model: Option<EmbedderRef>,
+    /// The model the running (or last) re-embed switches to.
+    pub target_model: Option<EmbedderRef>,
+    /// Records with content when the job started.
+    pub records_total: u64,
+    /// Texts embedded so far (catch-up of records written during the job included).
+    pub records_embedded: u64,
+    #[schema(value_type = Option<i64>)]
+    pub started_at: Option<Millis>,
+    #[schema(value_type = Option<i64>)]
+    pub finished_at: Option<Millis>,
+    /// Why it failed; the collection is then unchanged, on its old model.
+    pub error: Option<String>,
+}
+
+/// One collection's job: its status and the vectors staged so far, with the content each was
+/// computed from (a record whose content changed since is embedded again).
+struct Job {
+    status: ReembedStatus,
+    created_at: Millis,
+    staged: HashMap<RecordId, (String, Vec<f32>)>,
+    /// The last record id the staging scan has passed.
+    cursor: Option<RecordId>,
+}
+
+/// Re-embed jobs by tenant and collection. In memory on purpose: the staged vectors are
+/// derived, and a job lost in a crash never touched the collection.
+#[derive(Default)]
+pub(crate) struct Jobs(Mutex<HashMap<(TenantKey, CollectionName), Job>>);
+
+impl Jobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantKey, CollectionName), Job>> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn conflict(m: impl Into<String>) -> EngineError {
+    EngineError::Reembed(m.into())
+}
+
+/// What one scan of a collection's records found.
+struct Scan {
+    /// (id, content) of the records with content.
+    texts: Vec<(RecordId, String)>,
+    /// Records with a vector and no content.
+    vector_only: u64,
+    /// The last record id passed (of any collection), where the next scan starts after.
+    last: Option<RecordId>,
+}
+
+/// Scans the tenant's records after `after` for those of collection `name`, stopping once
+/// `limit` texts are found.
+fn texts_of(
+    r: &impl Reads,
+    key: TenantKey,
+    name: &CollectionName,
+    after: Option<&RecordId>,
+    limit: usize,
+) -> Result<Scan, EngineError> {
+    let mut scan = Scan {
+        texts: Vec::new(),
+        vector_only: 0,
+        last: None,
+    };
+    for record in r.records(key, after)? {
+        let record = record?;
+        if scan.texts.len() == limit {
+            break;
+        }
+        scan.last = Some(record.id.clone());
+        if &record.modality != name {
+            continue;
+        }
+        match record.content {
+            Some(content) => scan.texts.push((record.id, content)),
+            None if record.vector.is_some() => scan.vector_only += 1,
+            None => {}
+        }
+    }
+    Ok(scan)
+}
+
+fn find(r: &impl Reads, key: TenantKey, name: &CollectionName) -> Result<Collection, EngineError> {
+    r.collection(key, name)?
+        .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))
+}
+
+impl Engine {
+    fn loaded_for_reembed(&self) -> Result<(&strata_embed::Embedder, EmbedderRef), EngineError> {
+        self.loaded_embedder().ok_or_else(|| {
+            conflict(
+                "this server runs without an embedder, so it cannot re-embed; \
+                 fetch the model (`strata model fetch`) and restart",
+            )
+        })
+    }
+
+    /// The dry run: what a re-embed of `name` would embed and how long it would take, measured
+    /// by embedding a sample of the collection's own texts now.
+    pub fn reembed_plan(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+    ) -> Result<ReembedPlan, EngineError> {
+        let (c, scan) = self.read_tenant(scope, Permission::Admin, |r| {
+            let c = find(r, scope.key(), name)?;
+            Ok((c, texts_of(r, scope.key(), name, None, usize::MAX)?))
+        })?;
+        let (texts, vector_only) = (scan.texts, scan.vector_only);
+        let (embedder, loaded) = self.loaded_for_reembed()?;
+        let text_bytes: u64 = texts.iter().map(|(_, t)| t.len() as u64).sum();
+        let sample: Vec<&str> = texts
+            .iter()
+            .take(CALIBRATION_TEXTS)
+            .map(|(_, t)| t.as_str())
+            .collect();
+        let (mut texts_per_sec, mut estimated_seconds) = (0.0, 0.0);
+        if !sample.is_empty() {
+            let started = Instant::now();
+            embed(embedder, &sample)?;
+            let secs = started.elapsed().as_secs_f64().max(1e-6);
+            let sample_bytes: usize = sample.iter().map(|t| t.len()).sum();
+            texts_per_sec = sample.len() as f64 / secs;
+            estimated_seconds = text_bytes as f64 / (sample_bytes.max(1) as f64 / secs);
+        }
+        Ok(ReembedPlan {
+            collection: c.name.clone(),
+            already_current: c.embedder.as_ref() == Some(&loaded),
+            from_model: c.embedder,
+            to_model: loaded,
+            from_dim: c.dim,
+            to_dim: embedder.dim() as u32,
+            records: texts.len() as u64,
+            text_bytes,
+            vector_only_records: vector_only,
+            measured_texts_per_sec: texts_per_sec,
+            estimated_seconds,
+        })
+    }
+
+    /// Starts a re-embed of `name` with the loaded model; the caller then drives it with
+    /// [`Engine::reembed_step`] until that returns `false`, then [`Engine::reembed_finish`].
+    pub fn reembed_start(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+    ) -> Result<ReembedStatus, EngineError> {
+        let (c, scan) = self.read_tenant(scope, Permission::Admin, |r| {
+            let c = find(r, scope.key(), name)?;
+            Ok((c, texts_of(r, scope.key(), name, None, usize::MAX)?))
+        })?;
+        let (texts, vector_only) = (scan.texts.len() as u64, scan.vector_only);
+        let (_, loaded) = self.loaded_for_reembed()?;
+        if c.embedder.as_ref() == Some(&loaded) {
+            return Err(conflict(format!(
+                "collection {name} is already embedded by {}",
+                loaded.model_id
+            )));
+        }
+        if vector_only > 0 {
+            return Err(conflict(format!(
+                "collection {name} has {vector_only} records with a vector and no content, \
+                 which cannot be re-embedded; delete them or give them content first"
+            )));
+        }
+        let mut jobs = self.reembeds.lock();
+        let slot = (scope.key(), name.clone());
+        if jobs
+            .get(&slot)
+            .is_some_and(|j| j.status.state == ReembedState::Running)
+        {
+            return Err(conflict(format!(
+                "a re-embed of collection {name} is already running"
+            )));
+        }
+        let status = ReembedStatus {
+            collection: name.clone(),
+            state: ReembedState::Running,
+            model: c.embedder.clone(),
+            target_model: Some(loaded),
+            records_total: texts,
+            records_embedded: 0,
+            started_at: Some(now_millis()),
+            finished_at: None,
+            error: None,
+        };
+        jobs.insert(
+            slot,
+            Job {
+                status: status.clone(),
+                created_at: c.created_at,
+                staged: HashMap::new(),
+                cursor: None,
+            },
+        );
+        Ok(status)
+    }
+
+    /// Embeds the next few records of a running re-embed into its staging area. Returns whether
+    /// more remain. A failure marks the job failed (the collection is untouched).
+    pub fn reembed_step(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+    ) -> Result<bool, EngineError> {
+        let result = self.stage_next(scope, name);
+        self.fail_on_error(scope.key(), name, result)
+    }
+
+    fn stage_next(&self, scope: &TenantScope, name: &CollectionName) -> Result<bool, EngineError> {
+        let cursor = self.running_job(scope.key(), name, |j| j.cursor.clone())?;
+        let Scan { texts, last, .. } = self.read_tenant(scope, Permission::Admin, |r| {
+            texts_of(r, scope.key(), name, cursor.as_ref(), STEP_TEXTS)
+        })?;
+        let vectors = self.embed_for_reembed(&texts)?;
+        self.running_job(scope.key(), name, |j| {
+            j.status.records_embedded += texts.len() as u64;
+            for ((id, content), v) in texts.into_iter().zip(vectors) {
+                j.staged.insert(id, (content, v));
+            }
+            j.cursor = last.clone();
+        })?;
+        Ok(last.is_some())
+    }
+
+    /// Catches up records written during the job, then switches the collection to the new
+    /// model in one transaction. Marks the job done, or failed with the collection unchanged.
+    pub fn reembed_finish(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+    ) -> Result<ReembedStatus, EngineError> {
+        let result = self.switch(scope, name);
+        self.fail_on_error(scope.key(), name, result)?;
+        self.reembed_status(scope, name)
+    }
+
+    fn switch(&self, scope: &TenantScope, name: &CollectionName) -> Result<(), EngineError> {
+        let key = scope.key();
+        for _ in 0..CATCH_UP_ROUNDS {
+            let stale = self.stale_texts(scope, name)?;
+            if stale.len() <= MAX_CATCH_UP_IN_SWITCH {
+                break;
+            }
+            let vectors = self.embed_for_reembed(&stale)?;
+            self.running_job(key, name, |j| {
+                j.status.records_embedded += stale.len() as u64;
+                for ((id, content), v) in stale.into_iter().zip(vectors) {
+                    j.staged.insert(id, (content, v));
+                }
+            })?;
+        }
+        let (embedder, loaded) = self.loaded_for_reembed()?;
+        let (mut staged, created_at) =
+            self.running_job(key, name, |j| (std::mem::take(&mut j.staged), j.created_at))?;
+        let embedded_inside = self.write_tenant(scope, "collection.reembed", |w, changes| {
+            let mut c = find(w, key, name)?;
+            if c.created_at != created_at {
+                return Err(conflict(format!(
+                    "collection {name} was deleted and re-created during the re-embed"
+                )));
+            }
+            let mut records = Vec::new();
+            for r in w.records(key, None)? {
+                let r = r?;
+                if &r.modality == name {
+                    records.push(r);
+                }
+            }
+            // Records written or changed since they were staged: embedded here, under the
+            // tenant's write lock, so none can slip in between.
+            let mut missing = Vec::new();
+            for (i, r) in records.iter().enumerate() {
+                match (&r.content, staged.get(&r.id)) {
+                    (Some(content), Some((was, _))) if was == content => {}
+                    (Some(content), _) => missing.push((i, content.as_str())),
+                    (None, _) if r.vector.is_some() => {
+                        return Err(conflict(format!(
+                            "record {} in collection {name} has a vector and no content, \
+                             which cannot be re-embedded",
+                            r.id
+                        )));
+                    }
+                    (None, _) => {}
+                }
+            }
+            let texts: Vec<&str> = missing.iter().map(|(_, t)| *t).collect();
+            let fresh = if texts.is_empty() {
+                Vec::new()
+            } else {
+                embed(embedder, &texts)?
+            };
+            let mut fresh: HashMap<usize, Vec<f32>> =
+                missing.iter().map(|(i, _)| *i).zip(fresh).collect();
+            let inside = fresh.len() as u64;
+            c.embedder = Some(loaded.clone());
+            c.dim = embedder.dim() as u32;
+            w.put_collection(key, &c)?;
+            // The old index (and its dimension) goes; the records below rebuild it.
+            changes.push(Change::DropCollection(name.clone()));
+            for (i, mut r) in records.into_iter().enumerate() {
+                if r.content.is_none() {
+                    continue;
+                }
+                r.vector = match fresh.remove(&i) {
+                    Some(v) => Some(v),
+                    None => staged.remove(&r.id).map(|(_, v)| v),
+                };
+                store_record(w, changes, scope, &r)?;
+            }
+            Ok(inside)
+        })?;
+        self.running_job(key, name, |j| {
+            j.status.records_embedded += embedded_inside;
+            j.status.state = ReembedState::Done;
+            j.status.model = Some(loaded.clone());
+            j.status.finished_at = Some(now_millis());
+        })?;
+        Ok(())
+    }
+
+    /// Records of the collection whose content is not staged as it is now.
+    fn stale_texts(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+    ) -> Result<Vec<(RecordId, String)>, EngineError> {
+        let Scan { texts, .. } = self.read_tenant(scope, Permission::Admin, |r| {
+            texts_of(r, scope.key(), name, None, usize::MAX)
+        })?;
+        self.running_job(scope.key(), name, |j| {
+            texts
+                .into_iter()
+                .filter(|(id, content)| j.staged.get(id).is_none_or(|(was, _)| was != content))
+                .collect()
+        })
+    }
+
+    /// Where the re-embed of `name` stands (state `none` when none ran since the start).
+    pub fn reembed_status(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+    ) -> Result<ReembedStatus, EngineError> {
+        let c = self.read_tenant(scope, Permission::Admin, |r| find(r, scope.key(), name))?;
+        let jobs = self.reembeds.lock();
+        Ok(match jobs.get(&(scope.key(), name.clone())) {
+            Some(j) if j.created_at == c.created_at => j.status.clone(),
+            _ => ReembedStatus {
+                collection: name.clone(),
+                state: ReembedState::None,
+                model: c.embedder,
+                target_model: None,
+                records_total: 0,
+                records_embedded: 0,
+                started_at: None,
+                finished_at: None,
+                error: None,
+            },
+        })
+    }
+
+    /// Marks a running job failed for a reason outside the engine (e.g. the pool shut down).
+    pub fn reembed_abandon(&self, scope: &TenantScope, name: &CollectionName, why: &str) {
+        let _ = self.fail_on_error::<()>(scope.key(), name, Err(conflict(why)));
+    }
+
+    fn embed_for_reembed(
+        &self,
+        texts: &[(RecordId, String)],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (embedder, _) = self.loaded_for_reembed()?;
+        let refs: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
+        embed(embedder, &refs)
+    }
+
+    /// Runs `f` on the running job of `name`, or fails if there is none (it finished, failed,
+    /// or the server restarted).
+    fn running_job<R>(
+        &self,
+        key: TenantKey,
+        name: &CollectionName,
+        f: impl FnOnce(&mut Job) -> R,
+    ) -> Result<R, EngineError> {
+        let mut jobs = self.reembeds.lock();
+        match jobs.get_mut(&(key, name.clone())) {
+            Some(j) if j.status.state == ReembedState::Running => Ok(f(j)),
+            _ => Err(conflict(format!(
+                "no re-embed of collection {name} is running"
+            ))),
+        }
+    }
+
+    fn fail_on_error<R>(
+        &self,
+        key: TenantKey,
+        name: &CollectionName,
+        result: Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        if let Err(e) = &result {
+            let mut jobs = self.reembeds.lock();
+            if let Some(j) = jobs.get_mut(&(key, name.clone()))
+                && j.status.state == ReembedState::Running
+            {
+                j.status.state = ReembedState::Failed;
+                j.status.error = Some(e.to_string());
+                j.status.finished_at = Some(now_millis());
+                j.staged = HashMap::new();
+            }
+        }
+        result
+    }
+}

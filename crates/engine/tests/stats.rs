@@ -1,0 +1,84 @@
+//! The figures observability reads: every tenant's usage in one snapshot (what `/metrics`
+//! scrapes), a tenant's own usage (what `GET /v1/stats` shows, `admin` only, live tenants only)
+//! and the store's commit latencies.
+
+mod common;
+
+use serde_json::json;
+use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+use strata_engine::{EngineError, TenantStatus};
+use strata_types::*;
+
+fn op() -> OperatorScope {
+    OperatorScope::for_tests()
+}
+
+fn rec(v: serde_json::Value) -> NewRecord {
+    serde_json::from_value(v).expect("record")
+}
+
+#[test]
+fn usage_report_matches_each_tenants_own_figures() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let other = TenantId::parse("other").expect("id");
+    engine.create_tenant(&op(), &other, None).expect("create");
+    let commits_before = engine.commit_latency().count();
+    let records: Vec<NewRecord> = (0..3)
+        .map(|i| rec(json!({"content": format!("note {i}")})))
+        .collect();
+    engine
+        .put(&acme, &RequestScope::default(), records)
+        .expect("put");
+    assert!(engine.commit_latency().count() > commits_before);
+
+    let report = engine.usage_report(&op()).expect("report");
+    assert_eq!(report.len(), 2);
+    for info in &report {
+        let one = engine.tenant(&op(), &info.id).expect("tenant");
+        assert_eq!(info.usage, one.usage, "{}", info.id);
+    }
+    let acme_usage = report
+        .iter()
+        .find(|t| t.id.as_str() == "acme")
+        .and_then(|t| t.usage)
+        .expect("acme usage");
+    assert_eq!(acme_usage.records, 3);
+
+    let own = engine.own_usage(&acme).expect("own usage");
+    assert_eq!(own.id.as_str(), "acme");
+    assert_eq!(own.usage, Some(acme_usage));
+}
+
+#[test]
+fn own_usage_needs_admin_and_a_live_tenant() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let meta = engine
+        .tenant_meta(&TenantId::parse("acme").expect("id"))
+        .expect("meta");
+    let reader = TenantScope::for_tests(
+        &meta,
+        Grant {
+            permissions: Permissions::of(&[Permission::Read, Permission::Write]),
+            user_tokens: None,
+            domains: None,
+        },
+    );
+    assert!(matches!(
+        engine.own_usage(&reader),
+        Err(EngineError::PermissionDenied(Permission::Admin))
+    ));
+    let status = engine
+        .suspend_tenant(&op(), acme.tenant())
+        .expect("suspend")
+        .status;
+    assert_eq!(status, TenantStatus::Suspended);
+    assert!(engine.own_usage(&acme).is_err());
+    let report = engine.usage_report(&op()).expect("report");
+    assert_eq!(
+        report[0].status,
+        TenantStatus::Suspended,
+        "listed with its status"
+    );
+}

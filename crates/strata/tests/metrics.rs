@@ -1,0 +1,257 @@
+//! `/metrics`, `GET /v1/stats` and `GET /v1/admin/stats` against the real binary: exact
+//! per-tenant counters after a known workload, histogram buckets that add up to the request
+//! counts, the cap on tenant labels with exact sums under `(other)`, and who may read what.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{OPERATOR_KEY, Server, code};
+use serde_json::json;
+
+const TOKEN: &str = "scrape-token-0123456789";
+
+fn scrape(server: &Server, bearer: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::blocking::Client::new().get(format!("{}/metrics", server.url));
+    if let Some(b) = bearer {
+        req = req.header("authorization", format!("Bearer {b}"));
+    }
+    let res = req.send().expect("scrape");
+    let status = res.status().as_u16();
+    (status, res.text().expect("body"))
+}
+
+/// Samples of `name` whose labels contain every `want` pair, by their `tenant` label.
+fn by_tenant(text: &str, name: &str, want: &[(&str, &str)]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name).and_then(|r| r.strip_prefix('{')) else {
+            continue;
+        };
+        let (labels, value) = rest.rsplit_once("} ").expect("sample line");
+        let labels: BTreeMap<&str, &str> = labels
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        if want.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            let tenant = labels.get("tenant").copied().unwrap_or("").to_owned();
+            out.insert(tenant, value.parse().expect("number"));
+        }
+    }
+    out
+}
+
+fn sample(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(line_prefix)
+                .and_then(|r| r.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no sample {line_prefix}"))
+        .parse()
+        .expect("number")
+}
+
+#[test]
+fn scrape_after_a_known_workload() {
+    let server = Server::start_with(&[
+        ("STRATA__METRICS__TENANT_LABEL_CAP", "3"),
+        ("STRATA__METRICS__TOKEN", TOKEN),
+    ]);
+    // t1..t6 write k records each in k requests; `lim` is rate-limited: 1 of 3 gets through.
+    let mut keys = BTreeMap::new();
+    for k in 1..=6u64 {
+        let id = format!("t{k}");
+        server.tenant(&id);
+        let key = server.key(&id, json!({"permissions": ["read", "write", "admin"]}));
+        for i in 0..k {
+            let (s, v) = server.post(
+                "/v1/memories",
+                &key,
+                json!({"id": format!("r{i}"), "content": "secret-content"}),
+            );
+            assert_eq!(s, 201, "{v}");
+        }
+        keys.insert(id, key);
+    }
+    server.limit("t6", json!({"max_storage_bytes": 1_000_000}));
+    server.tenant("lim");
+    server.limit("lim", json!({"max_qps": 0.1, "burst": 1}));
+    let lim = server.key("lim", json!({}));
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| server.get("/v1/collections", &lim).0)
+        .collect();
+    assert_eq!(statuses, [200, 429, 429]);
+
+    // Who may scrape: the operator and the metrics token; not a tenant, not a wrong token.
+    let (s, _) = scrape(&server, Some(&keys["t6"]));
+    assert_eq!(s, 403);
+    let (s, _) = scrape(&server, None);
+    assert_eq!(s, 401);
+    let (s, _) = scrape(&server, Some(&format!("{TOKEN}x")));
+    assert_eq!(s, 401);
+    let (s, _) = scrape(&server, Some("scrape-token-0123456780"));
+    assert_eq!(s, 401);
+    let (s, by_token) = scrape(&server, Some(TOKEN));
+    assert_eq!(s, 200, "{by_token}");
+    let (s, text) = scrape(&server, Some(OPERATOR_KEY));
+    assert_eq!(s, 200, "{text}");
+    assert!(!text.contains("secret-content") && !text.contains("r0"));
+
+    // Cap 3: the three most active tenants by name, everyone else summed under (other). t6's
+    // refused scrape is one of its requests (a 4xx).
+    let counts = by_tenant(&text, "strata_tenant_request_duration_seconds_count", &[]);
+    let expected: BTreeMap<String, f64> = [("t6", 7.0), ("t5", 5.0), ("t4", 4.0), ("(other)", 9.0)]
+        .into_iter()
+        .map(|(t, n)| (t.to_owned(), n))
+        .collect();
+    assert_eq!(counts, expected, "{text}");
+    let tenants: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.split("tenant=\"").nth(1))
+        .filter_map(|r| r.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(tenants.len(), 4, "{tenants:?}");
+    assert_eq!(sample(&text, "strata_metrics_tenants_folded"), 4.0);
+
+    // Each histogram's +Inf bucket is its _count, and the buckets never decrease.
+    let inf = by_tenant(
+        &text,
+        "strata_tenant_request_duration_seconds_bucket",
+        &[("le", "+Inf")],
+    );
+    assert_eq!(inf, counts);
+    let t6_buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("strata_tenant_request_duration_seconds_bucket{tenant=\"t6\""))
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .expect("value")
+                .parse()
+                .expect("number")
+        })
+        .collect();
+    assert_eq!(t6_buckets.len(), 16);
+    assert!(
+        t6_buckets.windows(2).all(|w| w[0] <= w[1]),
+        "{t6_buckets:?}"
+    );
+
+    let classes = by_tenant(&text, "strata_tenant_requests_total", &[("class", "2xx")]);
+    assert_eq!(classes["t6"], 6.0);
+    let refused = by_tenant(&text, "strata_tenant_requests_total", &[("class", "4xx")]);
+    assert_eq!((refused["t6"], refused["(other)"]), (1.0, 2.0));
+    assert_eq!(classes["(other)"], 1.0 + 2.0 + 3.0 + 1.0);
+    let limited = by_tenant(
+        &text,
+        "strata_tenant_refusals_total",
+        &[("code", "RATE_LIMITED")],
+    );
+    assert_eq!(limited["(other)"], 2.0);
+    assert_eq!(limited["t6"], 0.0);
+    let records = by_tenant(&text, "strata_tenant_records", &[]);
+    assert_eq!(records["t6"], 6.0);
+    assert_eq!(records["(other)"], 6.0, "t1 + t2 + t3 + lim");
+    let bytes = by_tenant(&text, "strata_tenant_storage_bytes", &[]);
+    let ratio = by_tenant(
+        &text,
+        "strata_tenant_quota_usage_ratio",
+        &[("quota", "storage_bytes")],
+    );
+    assert_eq!(ratio["t6"], bytes["t6"] / 1e6);
+    let cpu = by_tenant(&text, "strata_tenant_cpu_seconds_total", &[]);
+    assert!(cpu["t6"] > 0.0, "{cpu:?}");
+    let waits = by_tenant(&text, "strata_tenant_queue_wait_seconds_count", &[]);
+    assert_eq!(waits["t6"], 6.0, "one pool job per admitted request");
+
+    // Per route and status, over all tenants.
+    assert_eq!(
+        sample(
+            &text,
+            "strata_http_requests_total{method=\"POST\",route=\"/v1/memories\",status=\"201\"}"
+        ),
+        21.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "strata_http_requests_total{method=\"GET\",route=\"/v1/collections\",status=\"429\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "strata_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/memories\",status=\"201\"}"
+        ),
+        21.0
+    );
+    // Server-wide series are there.
+    assert!(sample(&text, "strata_store_commit_duration_seconds_count") >= 21.0);
+    assert!(sample(&text, "strata_open_connections") >= 1.0);
+    assert!(sample(&text, "strata_process_resident_memory_bytes") > 0.0);
+    assert_eq!(sample(&text, "strata_tenants{status=\"active\"}"), 7.0);
+}
+
+#[test]
+fn a_tenant_reads_its_own_stats_and_no_one_elses() {
+    let server = Server::start();
+    server.tenant("acme");
+    server.tenant("other");
+    let admin = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let reader = server.key("acme", json!({"permissions": ["read", "write"]}));
+    for i in 0..3 {
+        let (s, v) = server.post(
+            "/v1/memories",
+            &admin,
+            json!({"id": format!("m{i}"), "content": "x"}),
+        );
+        assert_eq!(s, 201, "{v}");
+    }
+    let (s, v) = server.get("/v1/stats", &admin);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["tenant"], "acme");
+    assert_eq!(v["requests"], 3);
+    assert_eq!(v["responses"]["2xx"], 3);
+    assert_eq!(v["usage"]["records"], 3);
+    assert_eq!(v["latency"]["count"], 3);
+    assert_eq!(v["latency"]["buckets"].as_array().map(Vec::len), Some(16));
+    assert!(!v.to_string().contains("other"), "{v}");
+    let (s, v) = server.get("/v1/stats", &reader);
+    assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
+    let (s, v) = server.call(
+        "GET",
+        "/v1/stats",
+        Some(&admin),
+        &[("x-tenant-id", "other")],
+        None,
+    );
+    assert_eq!((s, code(&v)), (403, "TENANT_MISMATCH"), "{v}");
+    let (s, v) = server.get("/v1/stats?tenant_id=other", &admin);
+    assert_eq!((s, code(&v)), (403, "TENANT_MISMATCH"), "{v}");
+    let (s, v) = server.get("/v1/stats?user_tokens=u:x", &admin);
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    let (s, v) = server.get("/v1/stats?bogus=1", &admin);
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+
+    // The operator's JSON view has both tenants, with acme's traffic (its six /v1/stats calls
+    // included, the refused ones too).
+    let (s, v) = server.get("/v1/admin/stats", OPERATOR_KEY);
+    assert_eq!(s, 200, "{v}");
+    let tenants = v["tenants"].as_array().expect("tenants");
+    assert_eq!(tenants.len(), 2);
+    let acme = tenants
+        .iter()
+        .find(|t| t["tenant"] == "acme")
+        .expect("acme");
+    assert_eq!(acme["requests"], 9, "{acme}");
+    assert_eq!(
+        v["bucket_bounds_seconds"].as_array().map(Vec::len),
+        Some(15)
+    );
+    let (s, v) = server.get("/v1/admin/stats", &admin);
+    assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
+}
