@@ -39,6 +39,12 @@ pub enum ApiError {
     /// The tenant is suspended by its operator; its data is kept.
     #[error("{0}")]
     TenantSuspended(String),
+    /// The tenant is under stress: this (expensive) search is shed; retry smaller or later.
+    #[error("{0}")]
+    TenantStressed(String),
+    /// The tenant is in a critical state: its writes are refused until it recovers.
+    #[error("{0}")]
+    TenantCritical(String),
     /// A write would exceed a quota; the message names the resource.
     #[error("{0}")]
     QuotaExceeded(String),
@@ -104,6 +110,8 @@ pub enum ErrorCode {
     TenantMismatch,
     ScopeForbidden,
     TenantSuspended,
+    TenantStressed,
+    TenantCritical,
     QuotaExceeded,
     RateLimited,
     ConcurrencyLimited,
@@ -128,6 +136,8 @@ pub const ERROR_CODES: &[(u16, &str)] = &[
     (403, "TENANT_MISMATCH"),
     (403, "SCOPE_FORBIDDEN"),
     (403, "TENANT_SUSPENDED"),
+    (503, "TENANT_STRESSED"),
+    (503, "TENANT_CRITICAL"),
     (403, "QUOTA_EXCEEDED"),
     (429, "RATE_LIMITED"),
     (429, "CONCURRENCY_LIMITED"),
@@ -157,6 +167,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
             ApiError::TenantSuspended(_) => (StatusCode::FORBIDDEN, "TENANT_SUSPENDED"),
+            ApiError::TenantStressed(_) => (StatusCode::SERVICE_UNAVAILABLE, "TENANT_STRESSED"),
+            ApiError::TenantCritical(_) => (StatusCode::SERVICE_UNAVAILABLE, "TENANT_CRITICAL"),
             ApiError::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "QUOTA_EXCEEDED"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             ApiError::ConcurrencyLimited(_) => {
@@ -192,6 +204,7 @@ impl ApiError {
         let retry_after_ms = match self {
             ApiError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
             ApiError::ConcurrencyLimited(_) | ApiError::Overloaded(_) => Some(1000),
+            ApiError::TenantStressed(_) | ApiError::TenantCritical(_) => Some(5000),
             _ => None,
         };
         let body = ErrorBody {
@@ -331,6 +344,8 @@ impl From<EngineError> for ApiError {
                 ApiError::NotFound(e.to_string())
             }
             EngineError::TenantSuspended(_) => ApiError::TenantSuspended(e.to_string()),
+            EngineError::TenantStressed(_) => ApiError::TenantStressed(e.to_string()),
+            EngineError::TenantCritical(_) => ApiError::TenantCritical(e.to_string()),
             EngineError::QuotaExceeded { .. } => ApiError::QuotaExceeded(e.to_string()),
             EngineError::CollectionExists(_)
             | EngineError::TenantExists(_)
@@ -403,6 +418,16 @@ mod tests {
             EngineError::TenantSuspended(tenant()),
             403,
             "TENANT_SUSPENDED",
+        );
+        check(
+            EngineError::TenantStressed(tenant()),
+            503,
+            "TENANT_STRESSED",
+        );
+        check(
+            EngineError::TenantCritical(tenant()),
+            503,
+            "TENANT_CRITICAL",
         );
         check(
             EngineError::QuotaExceeded {

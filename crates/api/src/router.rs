@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::{
     ApiError, AppState, admin, audit, body_guard, collections, health, lifecycle, memories,
-    metrics, observe, reembed, search, security, transfer,
+    metrics, observe, reembed, residency, search, security, transfer,
 };
 
 fn api() -> OpenApiRouter<AppState> {
@@ -51,6 +51,10 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(transfer::import_tenant))
         .routes(routes!(audit::admin_audit))
         .routes(routes!(audit::own_audit))
+        .routes(routes!(residency::summary))
+        .routes(routes!(residency::tenant))
+        .routes(routes!(residency::verify))
+        .routes(routes!(residency::integrity))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
         .routes(routes!(observe::metrics))

@@ -17,6 +17,11 @@ use crate::EngineError;
 /// cheaper than keeping a graph.
 pub(crate) const GRAPH_MIN_VECTORS: u64 = 1024;
 
+/// A graph is rebuilt without its deleted vectors (online, by the background builder) once
+/// they pass this fraction of its nodes: deleted nodes still cost memory and every search
+/// still walks through them.
+pub(crate) const COMPACT_DELETED_FRACTION: f64 = 0.2;
+
 pub(crate) fn index_metric(m: Metric) -> strata_index::Metric {
     match m {
         Metric::Cosine => strata_index::Metric::Cosine,
@@ -60,6 +65,15 @@ pub(crate) struct CollectionIndex {
     pub graph: Option<HnswIndex>,
     /// Whether `graph` came from a snapshot at load.
     pub restored: bool,
+    /// While a background graph build runs: the slots changed since it began, which it
+    /// replays before the graph is installed (see `graph_build`).
+    pub building: Option<Vec<u32>>,
+    /// Vectors removed from `graph` since it was built or restored: usearch keeps them as
+    /// tombstones in the graph until it is rebuilt.
+    pub graph_deleted: u64,
+    /// Estimated heap bytes of the records in `docs` and their index entries (see
+    /// [`record_bytes`]), kept up to date by `place` and `remove`.
+    record_bytes: u64,
 }
 
 impl CollectionIndex {
@@ -83,6 +97,48 @@ impl CollectionIndex {
             bm25: Bm25Index::with_analyzer(index_analyzer(c.analyzer)),
             graph: None,
             restored: false,
+            building: None,
+            graph_deleted: 0,
+            record_bytes: 0,
+        }
+    }
+
+    /// Whether a background build is due: the collection is large enough for a graph but has
+    /// none yet (searches scan exactly meanwhile), or its graph holds so many deleted vectors
+    /// that it is worth rebuilding (searches use the old graph meanwhile).
+    pub fn wants_graph(&self) -> bool {
+        match &self.graph {
+            None => self.with_vector.len() >= GRAPH_MIN_VECTORS,
+            Some(g) => {
+                let nodes = g.len() as u64 + self.graph_deleted;
+                nodes > 0 && self.graph_deleted as f64 / nodes as f64 > COMPACT_DELETED_FRACTION
+            }
+        }
+    }
+
+    /// Estimated bytes this collection holds in memory: vectors, records and their index
+    /// entries, and the graph (as usearch reports it). An estimate, not an allocator count:
+    /// it is what the residency budget is enforced against.
+    pub fn resident_bytes(&self) -> u64 {
+        let vectors = self.vectors.capacity() * std::mem::size_of::<f32>();
+        let slots = self.docs.capacity() * std::mem::size_of::<Option<Record>>()
+            + self.slot_of.capacity() * SLOT_MAP_ENTRY_BYTES;
+        let graph = self.graph.as_ref().map_or(0, HnswIndex::memory_bytes);
+        (vectors + slots + graph) as u64 + self.record_bytes
+    }
+
+    /// The vectors of `slots` that still hold one, copied (for a background graph build).
+    pub fn vectors_of(&self, slots: &[u32]) -> Vec<(u32, Vec<f32>)> {
+        slots
+            .iter()
+            .filter(|s| self.with_vector.contains(**s))
+            .map(|s| (*s, self.vector(*s).to_vec()))
+            .collect()
+    }
+
+    fn touched(&mut self, slot: u32) {
+        if let Some(log) = &mut self.building {
+            log.push(slot);
         }
     }
 
@@ -164,6 +220,8 @@ impl CollectionIndex {
         if let Some(text) = &record.content {
             self.bm25.insert(slot, text);
         }
+        self.record_bytes += record_bytes(record);
+        self.touched(slot);
         if let Some(v) = &record.vector {
             let start = slot as usize * self.dim;
             self.vectors[start..start + self.dim].copy_from_slice(v);
@@ -180,10 +238,9 @@ impl CollectionIndex {
         Ok(())
     }
 
+    /// Keeps an existing graph in step. A collection that just reached `GRAPH_MIN_VECTORS` gets
+    /// its graph from the background builder, never from the write that crossed the line.
     fn insert_into_graph(&mut self, slot: u32) -> Result<(), EngineError> {
-        if self.graph.is_none() && self.with_vector.len() >= GRAPH_MIN_VECTORS {
-            return self.build_graph();
-        }
         let start = slot as usize * self.dim;
         if let Some(g) = &mut self.graph {
             g.insert(slot, &self.vectors[start..start + self.dim])
@@ -204,23 +261,38 @@ impl CollectionIndex {
         }
     }
 
-    /// Builds the graph from scratch if the collection is large enough to want one.
-    pub fn build_graph(&mut self) -> Result<(), EngineError> {
-        if self.with_vector.len() < GRAPH_MIN_VECTORS {
-            self.graph = None;
-            return Ok(());
+    /// Installs a graph built in the background from the vectors the collection had when the
+    /// build began, after replaying the slots changed since (`building`): each is taken out
+    /// of the graph and put back if it still holds a vector, so the graph ends up holding
+    /// exactly `with_vector`.
+    pub fn install_graph(&mut self, mut g: HnswIndex) -> Result<(), EngineError> {
+        let mut touched = self.building.take().unwrap_or_default();
+        touched.sort_unstable();
+        touched.dedup();
+        let mut g_deleted = 0;
+        for slot in touched {
+            g_deleted += u64::from(g.remove(slot).map_err(index_error)?);
+            if self.with_vector.contains(slot) {
+                g.insert(slot, self.vector(slot)).map_err(index_error)?;
+            }
         }
-        let mut g =
-            HnswIndex::new(self.dim, self.metric, HnswParams::default()).map_err(index_error)?;
-        let items: Vec<(u32, &[f32])> = self
-            .with_vector
-            .iter()
-            .map(|s| (s, self.vector(s)))
-            .collect();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        g.insert_batch(&items, threads).map_err(index_error)?;
+        if g.len() as u64 != self.with_vector.len() {
+            return Err(EngineError::Index(format!(
+                "built graph holds {} vectors, the collection {}",
+                g.len(),
+                self.with_vector.len()
+            )));
+        }
+        // The replayed removals above are tombstones in the new graph too.
+        self.graph_deleted = g_deleted;
         self.graph = Some(g);
+        self.restored = false;
         Ok(())
+    }
+
+    /// A new, empty graph with this collection's dimension and metric.
+    pub fn new_graph(&self) -> Result<HnswIndex, EngineError> {
+        HnswIndex::new(self.dim, self.metric, HnswParams::default()).map_err(index_error)
     }
 
     pub fn remove(&mut self, id: &RecordId) -> Result<(), EngineError> {
@@ -230,6 +302,8 @@ impl CollectionIndex {
         let Some(doc) = self.docs[slot as usize].take() else {
             return Ok(());
         };
+        self.record_bytes = self.record_bytes.saturating_sub(record_bytes(&doc));
+        self.touched(slot);
         self.live.remove(slot);
         self.with_expiry.remove(slot);
         clear_bit(&mut self.by_domain, &doc.memory_domain, slot);
@@ -247,12 +321,53 @@ impl CollectionIndex {
         self.bm25.remove(slot);
         if self.with_vector.remove(slot)
             && let Some(g) = &mut self.graph
+            && g.remove(slot).map_err(index_error)?
         {
-            g.remove(slot).map_err(index_error)?;
+            self.graph_deleted += 1;
         }
         self.free.push(slot);
         Ok(())
     }
+}
+
+/// What one `slot_of` entry costs: a `RecordId` (a `String`), a `u32` and hash-table slack.
+const SLOT_MAP_ENTRY_BYTES: usize = 48;
+
+/// Estimated heap bytes of one record without its vector, plus its index entries: the
+/// strings it owns (id, content, names, metadata as JSON), a posting per word of content,
+/// and a few bitmap and field-index entries per field. Cheap (no allocation), so it can run
+/// on every write; the same record always gives the same figure, so `place` and `remove`
+/// balance.
+pub(crate) fn record_bytes(r: &Record) -> u64 {
+    const PER_STRING: usize = 24;
+    const PER_FIELD_ENTRY: usize = 32;
+    let content = r.content.as_ref().map_or(0, |c| c.len() * 2);
+    let names = r.id.as_str().len()
+        + r.memory_domain.as_str().len()
+        + r.run_id.as_ref().map_or(0, |x| x.as_str().len())
+        + r.memory_scope.as_ref().map_or(0, |x| x.as_str().len())
+        + r.kind.as_ref().map_or(0, |x| x.as_str().len())
+        + r.user_tokens
+            .iter()
+            .map(|t| t.as_str().len() + PER_STRING)
+            .sum::<usize>();
+    let metadata = json_bytes(&r.metadata);
+    (content + names + metadata + 8 * PER_FIELD_ENTRY) as u64
+}
+
+fn json_bytes(map: &Map<String, Value>) -> usize {
+    map.iter()
+        .map(|(k, v)| {
+            k.len()
+                + 64
+                + match v {
+                    Value::String(s) => s.len(),
+                    Value::Array(a) => a.len() * 32,
+                    Value::Object(o) => json_bytes(o),
+                    _ => 0,
+                }
+        })
+        .sum()
 }
 
 fn set_bit<K: std::hash::Hash + Eq>(map: &mut HashMap<K, RoaringBitmap>, key: K, slot: u32) {

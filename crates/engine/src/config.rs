@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use strata_types::{CollectionName, Metric, RecordLimits, TextAnalyzer};
 
 use crate::EngineError;
+use crate::integrity::IntegrityConfig;
+use crate::residency::ResidencyConfig;
 
 /// A collection every new tenant gets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +33,10 @@ pub struct EngineConfig {
     /// once durable either way; off, each pays its own fsync under the storage engine's single
     /// write lock, which caps durable single-record writes at about one per fsync.
     pub group_commit: bool,
+    /// `[engine.residency]`: the memory budget for loaded tenant indexes.
+    pub residency: ResidencyConfig,
+    /// `[engine.integrity]`: per-tenant integrity thresholds.
+    pub integrity: IntegrityConfig,
 }
 
 impl Default for EngineConfig {
@@ -49,12 +55,15 @@ impl Default for EngineConfig {
             default_collections: vec![c("text", 384), c("image", 512), c("audio", 512)],
             limits: RecordLimits::default(),
             group_commit: true,
+            residency: ResidencyConfig::default(),
+            integrity: IntegrityConfig::default(),
         }
     }
 }
 
 impl EngineConfig {
     pub fn validate(&self) -> Result<(), EngineError> {
+        self.integrity.validate().map_err(EngineError::BadRequest)?;
         for c in &self.default_collections {
             if c.dim == 0 || c.dim > self.limits.max_dim {
                 return Err(EngineError::BadRequest(format!(

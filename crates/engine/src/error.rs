@@ -32,6 +32,17 @@ pub enum EngineError {
     TenantNotFound(TenantId),
     #[error("tenant {0} is suspended")]
     TenantSuspended(TenantId),
+    /// The tenant is in integrity state `stress`: its most expensive searches are shed.
+    #[error(
+        "tenant {0} is under stress: searches with k above {max_k} or ef above {max_ef} are \
+         shed until it recovers; retry smaller or later",
+        max_k = crate::integrity::STRESS_MAX_K,
+        max_ef = crate::integrity::STRESS_MAX_EF
+    )]
+    TenantStressed(TenantId),
+    /// The tenant is in integrity state `critical`: its writes are refused until it recovers.
+    #[error("tenant {0} is in a critical state: writes are refused until it recovers")]
+    TenantCritical(TenantId),
     /// A write would take the tenant past a quota; nothing of it was applied.
     #[error("quota exceeded: {resource} is {limit}")]
     QuotaExceeded { resource: &'static str, limit: u64 },

@@ -13,10 +13,14 @@ mod config;
 mod durability;
 mod embedding;
 mod error;
+mod graph_build;
+mod integrity;
 mod lifecycle;
 mod plan;
 mod records;
 mod reembed;
+mod registry;
+mod residency;
 mod scan;
 mod search;
 mod snapshot;
@@ -24,6 +28,7 @@ mod stats;
 mod tenant_index;
 mod tenants;
 mod transfer;
+mod verify;
 mod visibility;
 
 use std::path::Path;
@@ -34,18 +39,24 @@ pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
 pub use durability::Durable;
 pub use error::EngineError;
+pub use integrity::{
+    IntegrityConfig, IntegrityPolicy, IntegrityState, TenantIntegrity, Transition,
+};
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use records::PutOutcome;
 pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
+pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};
 pub use scan::{Page, ScanPage};
 pub use strata_auth::{OperatorScope, TenantScope};
 pub use strata_embed::Embedder;
 pub use tenants::{TenantInfo, TenantUpdate, TenantUsage};
 pub use transfer::ExportLine;
+pub use verify::{UsageCounts, VerifyReport};
 
+use registry::IndexRegistry;
 use strata_auth::Permission;
 use strata_store::{CredentialStore, Reader, Store, Writer};
-use tenant_index::{Change, IndexRegistry};
+use tenant_index::Change;
 
 /// What a write changed, for its audit row: counts and (up to 100) record ids, never content.
 fn change_summary(changes: &[Change]) -> serde_json::Value {
@@ -79,6 +90,9 @@ pub struct IndexStats {
     pub graph: bool,
     /// Whether the graph was restored from a snapshot rather than rebuilt.
     pub restored_from_snapshot: bool,
+    /// Vectors deleted from the graph since it was built or restored (tombstones it still
+    /// holds); past a fifth of its nodes the graph is rebuilt without them in the background.
+    pub graph_deleted: u64,
 }
 
 /// The file inside the data directory that holds everything.
@@ -86,9 +100,10 @@ pub const DB_FILE: &str = "strata.redb";
 
 /// The engine over one data directory.
 pub struct Engine {
-    store: Store,
+    /// Shared with the background graph builder, which `Drop` stops first.
+    store: Arc<Store>,
     config: EngineConfig,
-    indexes: IndexRegistry,
+    indexes: Arc<IndexRegistry>,
     admissions: admission::AdmissionCache,
     /// The built-in text embedder, when the server loaded one (see `embedding`).
     embedder: Option<Arc<Embedder>>,
@@ -106,12 +121,17 @@ impl Engine {
                 source,
             })
         })?;
-        let store = Store::open(&dir.join(DB_FILE))?;
+        let store = Arc::new(Store::open(&dir.join(DB_FILE))?);
         store.set_group_commit(config.group_commit);
+        let indexes = Arc::new(IndexRegistry::new(
+            &config.residency,
+            graph_build::GraphBuilder::new(),
+        ));
+        graph_build::GraphBuilder::start(&indexes, Arc::clone(&store));
         Ok(Engine {
             store,
             config,
-            indexes: IndexRegistry::default(),
+            indexes,
             admissions: admission::AdmissionCache::default(),
             embedder: None,
             reembeds: reembed::Jobs::default(),
@@ -166,24 +186,63 @@ impl Engine {
         self.indexes.persist(&self.store)
     }
 
+    /// Blocks until every background graph build queued so far has finished; for tests and
+    /// benchmarks that want graphs in place before they measure.
+    pub fn wait_for_graph_builds(&self) {
+        self.indexes.builder.wait_idle();
+    }
+
+    /// One tenant's residency: whether its indexes are loaded, their estimated bytes, its
+    /// loads and evictions. Cheap (no storage read beyond the tenant look-up); for the admin
+    /// API and metrics.
+    pub fn residency(
+        &self,
+        _op: &OperatorScope,
+        id: &strata_types::TenantId,
+    ) -> Result<TenantResidency, EngineError> {
+        let meta = self.tenant_meta(id)?;
+        Ok(self.indexes.residency(meta.key, id))
+    }
+
+    /// One tenant's integrity: state, the signals behind it, its policy and recent moves.
+    pub fn integrity(
+        &self,
+        _op: &OperatorScope,
+        id: &strata_types::TenantId,
+    ) -> Result<TenantIntegrity, EngineError> {
+        let meta = self.tenant_meta(id)?;
+        let policy = self.config.integrity.policy(id);
+        Ok(match self.indexes.get(meta.key) {
+            Some(slot) => registry::lock(&slot.integrity).report(policy),
+            None => integrity::Tracker::default().report(policy),
+        })
+    }
+
+    /// Residency over the whole server: budget, total, and every tenant used since start.
+    pub fn residency_summary(&self, _op: &OperatorScope) -> ResidencySummary {
+        self.indexes.summary()
+    }
+
     /// What the engine holds in memory for the caller's tenant, per collection.
     pub fn index_stats(&self, scope: &TenantScope) -> Result<Vec<IndexStats>, EngineError> {
         self.read_tenant(scope, Permission::Read, |_| Ok(()))?;
-        self.indexes.with_index(&self.store, scope.key(), |ti| {
-            let mut stats: Vec<IndexStats> = ti
-                .collections
-                .iter()
-                .map(|(name, ci)| IndexStats {
-                    collection: name.clone(),
-                    records: ci.live.len(),
-                    vectors: ci.with_vector.len(),
-                    graph: ci.graph.is_some(),
-                    restored_from_snapshot: ci.restored,
-                })
-                .collect();
-            stats.sort_by(|a, b| a.collection.cmp(&b.collection));
-            Ok(stats)
-        })
+        self.indexes
+            .with_index(&self.store, scope.key(), scope.tenant(), |ti| {
+                let mut stats: Vec<IndexStats> = ti
+                    .collections
+                    .iter()
+                    .map(|(name, ci)| IndexStats {
+                        collection: name.clone(),
+                        records: ci.live.len(),
+                        vectors: ci.with_vector.len(),
+                        graph: ci.graph.is_some(),
+                        restored_from_snapshot: ci.restored,
+                        graph_deleted: ci.graph_deleted,
+                    })
+                    .collect();
+                stats.sort_by(|a, b| a.collection.cmp(&b.collection));
+                Ok(stats)
+            })
     }
 
     /// The one door for reads of a tenant's data, mirroring [`Engine::write_tenant`]: checks
@@ -216,23 +275,42 @@ impl Engine {
         action: &str,
         f: impl FnOnce(&mut Writer<'_>, &mut Vec<Change>) -> Result<R, EngineError>,
     ) -> Result<R, EngineError> {
-        let (result, pending) = self.indexes.write(&self.store, scope.key(), || {
-            let mut changes = Vec::new();
-            let committed = self.store.write_pending(|w| {
-                let profile = tenants::check_live(w, scope)?;
-                snapshot::bump_version(w, scope.key())?;
-                let result = f(w, &mut changes)?;
-                lifecycle::account(w, scope.key(), &profile.limits, &changes)?;
-                audit::append(
-                    w,
-                    scope.key(),
-                    audit::tenant_event(scope, action, change_summary(&changes)),
-                )?;
-                Ok::<_, EngineError>(result)
-            })?;
-            Ok((committed, changes))
-        })?;
+        if self.indexes.integrity_state(scope.key()) == IntegrityState::Critical {
+            // Still a sample: the state can only fall again if it keeps being fed.
+            let policy = self.config.integrity.policy(scope.tenant());
+            self.indexes
+                .integrity_sample(scope.key(), scope.tenant(), policy, None);
+            if self.indexes.integrity_state(scope.key()) == IntegrityState::Critical {
+                return Err(EngineError::TenantCritical(scope.tenant().clone()));
+            }
+        }
+        let (result, pending) =
+            self.indexes
+                .write(&self.store, scope.key(), scope.tenant(), || {
+                    let mut changes = Vec::new();
+                    let committed = self.store.write_pending(|w| {
+                        let profile = tenants::check_live(w, scope)?;
+                        snapshot::bump_version(w, scope.key())?;
+                        let result = f(w, &mut changes)?;
+                        lifecycle::account(w, scope.key(), &profile.limits, &changes)?;
+                        audit::append(
+                            w,
+                            scope.key(),
+                            audit::tenant_event(scope, action, change_summary(&changes)),
+                        )?;
+                        Ok::<_, EngineError>(result)
+                    })?;
+                    Ok((committed, changes))
+                })?;
         durability::wait_or_defer(pending)?;
         Ok(result)
+    }
+}
+
+impl Drop for Engine {
+    /// Stops the graph builder before the store closes, so the database file is released
+    /// when the engine is.
+    fn drop(&mut self) {
+        self.indexes.builder.shutdown();
     }
 }

@@ -97,10 +97,10 @@ pub struct Usage {
     pub storage_bytes: u64,
 }
 
-const USAGE_BLOB: &str = "usage";
+pub(crate) const USAGE_BLOB: &str = "usage";
 
 /// Bytes a record is charged for.
-fn record_bytes(r: &Record) -> u64 {
+pub(crate) fn record_bytes(r: &Record) -> u64 {
     let metadata = serde_json::to_vec(&r.metadata).map_or(0, |v| v.len());
     let tokens: usize = r.user_tokens.iter().map(|t| t.as_str().len()).sum();
     (r.id.as_str().len()

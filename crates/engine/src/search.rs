@@ -18,6 +18,7 @@ use strata_types::{
 
 use crate::collection_index::CollectionIndex;
 use crate::embedding::{embed, embeds, text_collection};
+use crate::integrity::{IntegrityState, STRESS_MAX_EF, STRESS_MAX_K};
 use crate::plan::{filter_candidates, scope_candidates, vector_top, visible_slots};
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
@@ -38,22 +39,48 @@ impl Engine {
         s: &SearchRequest,
     ) -> Result<SearchResponse, EngineError> {
         check_fields(s)?;
+        let policy = self.config.integrity.policy(scope.tenant());
+        let started = std::time::Instant::now();
+        let response = self.search_unmeasured(scope, req, s);
+        if response.is_ok() {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            self.indexes
+                .integrity_sample(scope.key(), scope.tenant(), policy, Some(ms));
+        }
+        response
+    }
+
+    fn search_unmeasured(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        s: &SearchRequest,
+    ) -> Result<SearchResponse, EngineError> {
         let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
         let name = s.modality.clone().unwrap_or_else(text_collection);
         let collection = self.read_tenant(scope, Permission::Read, |r| {
             r.collection(scope.key(), &name)?
                 .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))
         })?;
+        // After the permission and liveness checks, so that a refusal for those is not
+        // masked; before any work.
+        if self.indexes.integrity_state(scope.key()) == IntegrityState::Stress
+            && (s.k > STRESS_MAX_K || s.ef.is_some_and(|ef| ef > STRESS_MAX_EF))
+        {
+            return Err(EngineError::TenantStressed(scope.tenant().clone()));
+        }
         let embedded = self.embed_query(&collection, s)?;
         let s = embedded.as_ref().unwrap_or(s);
         let mode = check_mode(s)?;
-        let mut response = self.indexes.with_index(&self.store, scope.key(), |ti| {
-            let ci = ti
-                .collections
-                .get(&name)
-                .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
-            search_collection(ci, &name, &vis, s, mode)
-        })?;
+        let mut response =
+            self.indexes
+                .with_index(&self.store, scope.key(), scope.tenant(), |ti| {
+                    let ci = ti
+                        .collections
+                        .get(&name)
+                        .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
+                    search_collection(ci, &name, &vis, s, mode)
+                })?;
         if s.includes(Include::Vector) && !response.hits.is_empty() {
             // The index holds vectors normalised for its metric; the client asked for the
             // vector it stored, so read it back.

@@ -12,11 +12,14 @@ use strata_types::CollectionName;
 
 use crate::EngineError;
 
-const VERSION_BLOB: &str = "version";
+pub(crate) const VERSION_BLOB: &str = "version";
 const FORMAT: u8 = 1;
 
+/// Blob names of index snapshots start with this, then the collection's name.
+pub(crate) const BLOB_PREFIX: &str = "index:";
+
 fn blob_name(collection: &CollectionName) -> String {
-    format!("index:{collection}")
+    format!("{BLOB_PREFIX}{collection}")
 }
 
 /// The tenant's data version: how many write transactions it has committed.
@@ -66,19 +69,33 @@ pub(crate) fn save(
     Ok(w.put_blob(key, &blob_name(collection), &bytes)?)
 }
 
-/// The collection's snapshot if there is one of the current format; corrupt or foreign
-/// snapshots count as absent.
+/// Decodes a stored snapshot, closed: the format byte must be this build's and the bytes
+/// must be exactly one snapshot; anything else is an error, never a default.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, EngineError> {
+    let corrupt = |why: String| EngineError::Index(format!("index snapshot: {why}"));
+    match bytes.first() {
+        Some(&FORMAT) => {}
+        Some(other) => return Err(corrupt(format!("unknown format byte {other}"))),
+        None => return Err(corrupt("empty".into())),
+    }
+    let (s, rest) =
+        postcard::take_from_bytes::<Snapshot>(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(corrupt(format!("{} trailing bytes", rest.len())));
+    }
+    Ok(s)
+}
+
+/// The collection's stored snapshot, if there is one: `Some(Err(_))` when it does not decode.
+/// Snapshots are derived state, so the caller rebuilds from the records rather than trusting
+/// one that does not decode or does not match storage.
 pub(crate) fn load(
     r: &impl Reads,
     key: TenantKey,
     collection: &CollectionName,
-) -> Result<Option<Snapshot>, StoreError> {
-    let Some(bytes) = r.blob(key, &blob_name(collection))? else {
-        return Ok(None);
-    };
-    Ok(postcard::from_bytes::<Snapshot>(&bytes)
-        .ok()
-        .filter(|s| s.format == FORMAT))
+) -> Result<Option<Result<Snapshot, EngineError>>, StoreError> {
+    Ok(r.blob(key, &blob_name(collection))?
+        .map(|bytes| decode(&bytes)))
 }
 
 pub(crate) fn delete(
@@ -87,4 +104,43 @@ pub(crate) fn delete(
     collection: &CollectionName,
 ) -> Result<(), StoreError> {
     w.delete_blob(key, &blob_name(collection))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        Snapshot::new(7, 3, vec![Some("a".into()), None], Some(vec![1, 2]))
+    }
+
+    /// Pins the stored format: a change here is a format change and needs a new format byte.
+    #[test]
+    fn golden_bytes() {
+        let bytes = postcard::to_stdvec(&sample()).unwrap();
+        assert_eq!(bytes, [1, 7, 3, 2, 1, 1, b'a', 0, 1, 2, 1, 2]);
+        let back = decode(&bytes).unwrap();
+        assert_eq!(
+            (back.version, back.dim, back.slots, back.graph),
+            (7, 3, vec![Some("a".to_string()), None], Some(vec![1, 2]))
+        );
+    }
+
+    #[test]
+    fn anything_else_is_an_error() {
+        let good = postcard::to_stdvec(&sample()).unwrap();
+        let mut other_format = good.clone();
+        other_format[0] = 2;
+        let mut trailing = good.clone();
+        trailing.push(0);
+        for bad in [
+            &[][..],
+            &other_format,
+            &trailing,
+            &good[..good.len() - 1],
+            b"garbage",
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -1,12 +1,8 @@
 //! Per-tenant index state: loaded lazily on a tenant's first search, kept in step with every
-//! committed write, and never shared between tenants.
-//!
-//! Ordering: a write holds its tenant's `apply` lock from before its storage commit until its
-//! changes are applied here, and loading holds the same lock, so the in-memory indexes see
-//! committed writes in commit order and a load never misses one.
+//! committed write, and never shared between tenants. The registry that holds the loaded
+//! ones, in order and under the memory budget, is `crate::registry`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use strata_store::{Reads, Store, TenantKey};
 use strata_types::{CollectionName, Record, RecordId};
@@ -27,11 +23,40 @@ pub(crate) enum Change {
 pub(crate) struct TenantIndex {
     pub collections: HashMap<CollectionName, CollectionIndex>,
     /// Changed since loaded or last saved: worth a snapshot.
-    dirty: bool,
+    pub dirty: bool,
 }
 
 impl TenantIndex {
-    fn load(store: &Store, key: TenantKey) -> Result<TenantIndex, EngineError> {
+    /// Estimated bytes of every collection's indexes.
+    pub fn resident_bytes(&self) -> u64 {
+        self.collections.values().map(|c| c.resident_bytes()).sum()
+    }
+
+    /// The largest fraction of deleted vectors still held by one of the tenant's graphs.
+    pub fn deleted_fraction(&self) -> f64 {
+        self.collections
+            .values()
+            .filter_map(|c| {
+                let g = c.graph.as_ref()?;
+                let nodes = g.len() as u64 + c.graph_deleted;
+                (nodes > 0).then(|| c.graph_deleted as f64 / nodes as f64)
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Collections that want a graph and have none yet.
+    pub fn graphs_wanted(&self) -> Vec<CollectionName> {
+        self.collections
+            .iter()
+            .filter(|(_, c)| c.wants_graph())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Loads the tenant's indexes from storage. Graphs come from a current snapshot; a
+    /// collection without one is searched exactly until the background builder gives it a
+    /// graph, so no request waits for a build.
+    pub fn load(store: &Store, key: TenantKey) -> Result<TenantIndex, EngineError> {
         let r = store.read()?;
         let version = snapshot::data_version(&r, key)?;
         let mut collections = HashMap::new();
@@ -39,7 +64,9 @@ impl TenantIndex {
         let mut expected: HashMap<CollectionName, Restoring> = HashMap::new();
         for c in r.collections(key)? {
             let mut ci = CollectionIndex::new(&c);
-            if let Some(snap) = snapshot::load(&r, key, &c.name)?
+            // A snapshot that does not decode is treated like a stale one: rebuilt from the
+            // records, which are the truth.
+            if let Some(Ok(snap)) = snapshot::load(&r, key, &c.name)?
                 && snap.version == version
                 && snap.dim == c.dim
             {
@@ -84,14 +111,14 @@ impl TenantIndex {
                 _ => false,
             };
             if !restored {
-                ci.build_graph()?;
+                ci.graph = None;
                 dirty = true;
             }
         }
         Ok(TenantIndex { collections, dirty })
     }
 
-    fn apply(
+    pub fn apply(
         &mut self,
         store: &Store,
         key: TenantKey,
@@ -127,7 +154,7 @@ impl TenantIndex {
     }
 
     /// Writes a snapshot of every collection, tagged with the tenant's current data version.
-    fn save(&mut self, store: &Store, key: TenantKey) -> Result<(), EngineError> {
+    pub fn save(&mut self, store: &Store, key: TenantKey) -> Result<(), EngineError> {
         store.write(|w| {
             let version = snapshot::data_version(w, key)?;
             for c in w.collections(key)? {
@@ -165,101 +192,109 @@ impl TenantIndex {
 /// A current snapshot being restored: each record's slot, and the graph's bytes.
 type Restoring = (HashMap<RecordId, u32>, Option<Vec<u8>>);
 
-/// One tenant's slot in the registry.
-#[derive(Default)]
-struct TenantSlot {
-    apply: Mutex<()>,
-    index: RwLock<Option<TenantIndex>>,
-}
+#[cfg(test)]
+mod tests {
+    use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+    use strata_types::{
+        CollectionName, Metric, NewRecord, RecordId, RequestScope, SearchRequest, TenantId,
+    };
 
-/// Loaded tenant indexes, by storage key.
-#[derive(Default)]
-pub(crate) struct IndexRegistry {
-    tenants: Mutex<HashMap<TenantKey, Arc<TenantSlot>>>,
-}
+    use crate::{Engine, EngineConfig};
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing guarded by these mutexes can be left half-done by a panic.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+    const N: usize = 1_100;
 
-impl IndexRegistry {
-    fn slot(&self, key: TenantKey) -> Arc<TenantSlot> {
-        lock(&self.tenants).entry(key).or_default().clone()
+    fn scope(engine: &Engine) -> TenantScope {
+        let grant = Grant {
+            permissions: Permissions::of(&[Permission::Read, Permission::Write, Permission::Admin]),
+            user_tokens: None,
+            domains: None,
+        };
+        let id = TenantId::parse("acme").unwrap();
+        TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), grant)
     }
 
-    /// Runs a write `f` (which commits to storage and returns the changes it made) in the
-    /// tenant's write order, then applies the changes to the tenant's indexes if they are
-    /// loaded. If applying fails, the indexes are dropped and rebuilt from storage on the next
-    /// search: storage is the truth, indexes are derived.
-    pub fn write<R>(
-        &self,
-        store: &Store,
-        key: TenantKey,
-        f: impl FnOnce() -> Result<(R, Vec<Change>), EngineError>,
-    ) -> Result<R, EngineError> {
-        let slot = self.slot(key);
-        let _order = lock(&slot.apply);
-        let (result, changes) = f()?;
-        if !changes.is_empty() {
-            let mut index = slot.index.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(loaded) = index.as_mut()
-                && loaded.apply(store, key, changes).is_err()
-            {
-                *index = None;
-            }
-        }
-        Ok(result)
+    fn vec_name() -> CollectionName {
+        CollectionName::parse("vec").unwrap()
     }
 
-    /// Saves every loaded, changed tenant index; see `Engine::persist_indexes`.
-    pub fn persist(&self, store: &Store) -> Result<usize, EngineError> {
-        let loaded: Vec<(TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        let mut saved = 0;
-        for (key, slot) in loaded {
-            let _order = lock(&slot.apply);
-            let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(index) = guard.as_mut()
-                && index.dirty
-            {
-                index.save(store, key)?;
-                saved += 1;
-            }
-        }
-        Ok(saved)
+    fn answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> {
+        strata_index::testdata::queries(5, 8, 10, 1, 2)
+            .into_iter()
+            .map(|q| {
+                let s = SearchRequest {
+                    vector: Some(q),
+                    k: 5,
+                    modality: Some(vec_name()),
+                    ..Default::default()
+                };
+                let r = engine.search(scope, &RequestScope::default(), &s).unwrap();
+                r.hits
+                    .into_iter()
+                    .map(|h| h.record.id.to_string())
+                    .collect()
+            })
+            .collect()
     }
 
-    /// Forgets a tenant's indexes, after its data was erased.
-    pub fn forget(&self, key: TenantKey) {
-        lock(&self.tenants).remove(&key);
+    fn restored(engine: &Engine, scope: &TenantScope) -> bool {
+        engine
+            .index_stats(scope)
+            .unwrap()
+            .into_iter()
+            .any(|s| s.collection == vec_name() && s.graph && s.restored_from_snapshot)
     }
 
-    /// Runs `f` with the tenant's indexes, loading them from storage first if needed.
-    pub fn with_index<R>(
-        &self,
-        store: &Store,
-        key: TenantKey,
-        f: impl FnOnce(&TenantIndex) -> Result<R, EngineError>,
-    ) -> Result<R, EngineError> {
-        let slot = self.slot(key);
-        {
-            let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(index) = guard.as_ref() {
-                return f(index);
-            }
+    #[test]
+    fn a_corrupt_snapshot_is_rebuilt_from_the_records_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let id = TenantId::parse("acme").unwrap();
+        engine
+            .create_tenant(&OperatorScope::for_tests(), &id, None)
+            .unwrap();
+        let scope = scope(&engine);
+        engine
+            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .unwrap();
+        let data = strata_index::testdata::clustered(N, 8, 10, 1);
+        for (c, part) in data.chunks(500).enumerate() {
+            let records = part
+                .iter()
+                .enumerate()
+                .map(|(i, v)| NewRecord {
+                    id: Some(RecordId::parse(format!("r{}", c * 500 + i)).unwrap()),
+                    modality: Some(vec_name()),
+                    vector: Some(v.clone()),
+                    ..Default::default()
+                })
+                .collect();
+            engine
+                .put(&scope, &RequestScope::default(), records)
+                .unwrap();
         }
-        let _order = lock(&slot.apply);
-        let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none() {
-            *guard = Some(TenantIndex::load(store, key)?);
-        }
-        drop(_order);
-        match guard.as_ref() {
-            Some(index) => f(index),
-            None => Err(EngineError::Index("tenant index missing after load".into())),
-        }
+        engine.index_stats(&scope).unwrap();
+        engine.wait_for_graph_builds();
+        let before = answers(&engine, &scope);
+        engine.persist_indexes().unwrap();
+        drop(engine);
+
+        // A clean reopen restores the snapshot.
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        assert!(restored(&engine, &scope));
+        assert_eq!(answers(&engine, &scope), before);
+        drop(engine);
+
+        // Bytes that do not decode, at the current version: rebuilt, same answers.
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        engine
+            .store
+            .write(|w| w.put_blob(scope.key(), "index:vec", b"\x01garbage"))
+            .unwrap();
+        assert_eq!(answers(&engine, &scope), before);
+        assert!(!restored(&engine, &scope));
+        engine.wait_for_graph_builds();
+        assert_eq!(answers(&engine, &scope), before);
     }
 }

@@ -204,6 +204,26 @@ fn crash_rounds(writers: u64) {
                 "round {round}: batch {key:?} is partial"
             );
         }
+        // The operator's verification is clean after every crash: keys, usage counters, and
+        // the indexes a search loads all agree with storage.
+        let search = strata_types::SearchRequest {
+            vector: Some(common::vector(384, round)),
+            k: 5,
+            ..Default::default()
+        };
+        engine
+            .search(&scope, &RequestScope::default(), &search)
+            .expect("search");
+        let report = engine
+            .verify_tenant(
+                &strata_auth::OperatorScope::for_tests(),
+                &strata_types::TenantId::parse(TENANT).expect("id"),
+            )
+            .expect("verify");
+        assert!(
+            report.ok && report.indexes_loaded,
+            "round {round}: verify after restart: {report:?}"
+        );
         println!(
             "round {round}: killed after {:?}, {} batches acknowledged so far, {} present",
             started.elapsed(),

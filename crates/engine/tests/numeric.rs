@@ -317,6 +317,10 @@ fn extreme_vectors_on_the_graph_path() {
                 .collect();
             engine.put(&scope, &req(), batch).unwrap();
         }
+        // Graphs are built in the background after the first load; searches scan exactly
+        // until then.
+        engine.index_stats(&scope).unwrap();
+        engine.wait_for_graph_builds();
         for q in &queries {
             let s = SearchRequest {
                 vector: Some(q.clone()),

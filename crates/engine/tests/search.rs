@@ -50,6 +50,10 @@ fn loaded(n: usize, metric: Metric) -> (tempfile::TempDir, Engine, TenantScope, 
             .collect();
         engine.put(&scope, &req(), records).unwrap();
     }
+    // Load the tenant and let the background builder give it its graph, as a server does
+    // between the writes and the searches.
+    engine.index_stats(&scope).unwrap();
+    engine.wait_for_graph_builds();
     (dir, engine, scope, data)
 }
 
@@ -473,7 +477,8 @@ fn graphs_are_restored_from_snapshots_after_a_clean_restart_and_rebuilt_after_a_
     };
     assert!(vec_stats(&engine, &scope).graph);
     assert!(!vec_stats(&engine, &scope).restored_from_snapshot);
-    assert_eq!(engine.persist_indexes().unwrap(), 1);
+    // The background builder saved the snapshot right after building the graph.
+    assert!(engine.persist_indexes().unwrap() <= 1);
     assert_eq!(
         engine.persist_indexes().unwrap(),
         0,

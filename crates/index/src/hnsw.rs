@@ -273,6 +273,15 @@ impl HnswIndex {
         self.inner.size()
     }
 
+    /// Bytes of memory the index touches: its graph links and its copy of the vectors (what
+    /// [`Self::to_bytes`] writes) plus a per-slot table entry. usearch's allocators reserve
+    /// arenas ahead (~16 MB of address space for a graph of a thousand nodes); pages of them
+    /// not yet written are not resident, so they are left out.
+    pub fn memory_bytes(&self) -> usize {
+        const PER_SLOT_TABLE: usize = 16;
+        self.inner.serialized_length() + self.inner.capacity() * PER_SLOT_TABLE
+    }
+
     /// Whether the index holds no live vector.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

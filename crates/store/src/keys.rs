@@ -147,6 +147,34 @@ pub fn audit_row(tenant: TenantKey, seq: u64) -> Vec<u8> {
     k
 }
 
+/// What a key of the `data` table is, by its tag byte (the bytes after the tenant prefix and
+/// the tag are `rest`); `None` for a key too short or with an unknown tag.
+pub enum KeyKind<'a> {
+    Collection(&'a [u8]),
+    Record(&'a [u8]),
+    /// A scope index entry (`domain \0 field-tag value \0 id`).
+    Scope,
+    Dedup,
+    Blob(&'a [u8]),
+    Audit(&'a [u8]),
+}
+
+/// Splits a `data` key of `tenant` into its kind; `None` if it is not one of this tenant's
+/// well-formed keys.
+pub fn classify(tenant: TenantKey, key: &[u8]) -> Option<KeyKind<'_>> {
+    let rest = key.strip_prefix(&tenant.prefix())?;
+    let (&tag, rest) = rest.split_first()?;
+    Some(match tag {
+        TAG_COLLECTION => KeyKind::Collection(rest),
+        TAG_RECORD => KeyKind::Record(rest),
+        TAG_SCOPE => KeyKind::Scope,
+        TAG_DEDUP => KeyKind::Dedup,
+        TAG_BLOB => KeyKind::Blob(rest),
+        TAG_AUDIT => KeyKind::Audit(rest),
+        _ => return None,
+    })
+}
+
 /// The smallest key greater than every key starting with `prefix`, or `None` when the prefix
 /// is all `0xff` (then the range is unbounded above).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {

@@ -17,9 +17,11 @@ mod keys;
 mod registry;
 pub mod stats;
 mod tables;
+mod verify;
 
 pub use credentials::{CredentialStore, Owner, StoredCredential};
 pub use error::StoreError;
 pub use keys::{ScopeField, TenantKey};
 pub use registry::TenantMeta;
 pub use tables::{Pending, Reader, Reads, Store, Writer};
+pub use verify::{KeyCheck, check_tenant};

@@ -570,7 +570,7 @@ impl Writer<'_> {
     }
 }
 
-fn scope_entries(t: TenantKey, r: &Record) -> Vec<Vec<u8>> {
+pub(crate) fn scope_entries(t: TenantKey, r: &Record) -> Vec<Vec<u8>> {
     let d = &r.memory_domain;
     let mut out = vec![keys::scope_entry(t, d, ScopeField::Domain, "", &r.id)];
     if let Some(run) = &r.run_id {
@@ -608,7 +608,7 @@ fn scope_entries(t: TenantKey, r: &Record) -> Vec<Vec<u8>> {
 
 /// Records with content in a run are deduplicated on (collection, principals, local scope,
 /// content): two writes that would produce indistinguishable memories share one id.
-fn dedup_key(t: TenantKey, r: &Record) -> Option<Vec<u8>> {
+pub(crate) fn dedup_key(t: TenantKey, r: &Record) -> Option<Vec<u8>> {
     let run = r.run_id.as_ref()?;
     let content = r.content.as_ref()?;
     let mut h = Sha256::new();
@@ -644,7 +644,7 @@ fn successor(mut key: Vec<u8>) -> Vec<u8> {
 
 type Entry = Result<(Vec<u8>, Vec<u8>), StoreError>;
 
-fn prefix_range<'a>(
+pub(crate) fn prefix_range<'a>(
     table: &'a impl ReadableTable<&'static [u8], &'static [u8]>,
     prefix: &[u8],
 ) -> Result<impl Iterator<Item = Entry> + 'a, StoreError> {

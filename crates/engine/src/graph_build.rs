@@ -1,0 +1,210 @@
+//! Background HNSW builds, so that no request pays for building a graph.
+//!
+//! A collection that reaches `GRAPH_MIN_VECTORS` vectors, or is loaded without a current
+//! snapshot of its graph, is queued here and searched by exact scan (the planner's exact path)
+//! until its graph is ready. One thread builds, one tenant at a time:
+//! 1. under the tenant's index lock, mark the collection as building (from then on every
+//!    changed slot is logged in `CollectionIndex::building`) and list its vector slots;
+//! 2. copy vectors in chunks, each under a short read lock, and insert them into a new graph
+//!    with no lock held: the tenant's searches and writes go on meanwhile;
+//! 3. under the index lock again, replay the logged slots and install the graph
+//!    (`CollectionIndex::install_graph`), then save the tenant's snapshot so the next load
+//!    restores the graph instead of building it.
+//!
+//! If the tenant is evicted or the collection dropped meanwhile, the build is abandoned: the
+//! collection will be queued again by its next load.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
+
+use strata_index::HnswIndex;
+use strata_store::{Store, TenantKey};
+use strata_types::CollectionName;
+
+use crate::EngineError;
+use crate::registry::{IndexRegistry, TenantSlot, lock, save_slot};
+
+/// Vectors copied per read lock.
+const CHUNK: usize = 2048;
+
+/// The queue of tenants waiting for a graph build, and the thread that builds.
+pub(crate) struct GraphBuilder {
+    tx: Mutex<Option<Sender<TenantKey>>>,
+    queued: Mutex<HashSet<TenantKey>>,
+    /// Jobs queued or running, for `wait_idle`.
+    busy: Mutex<usize>,
+    idle: Condvar,
+    stop: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    rx: Mutex<Option<Receiver<TenantKey>>>,
+}
+
+impl GraphBuilder {
+    pub fn new() -> Self {
+        let (tx, rx) = channel();
+        GraphBuilder {
+            tx: Mutex::new(Some(tx)),
+            queued: Mutex::default(),
+            busy: Mutex::new(0),
+            idle: Condvar::new(),
+            stop: AtomicBool::new(false),
+            thread: Mutex::new(None),
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Starts the building thread; it holds the registry weakly and the store strongly until
+    /// [`GraphBuilder::shutdown`].
+    pub fn start(registry: &Arc<IndexRegistry>, store: Arc<Store>) {
+        let Some(rx) = lock(&registry.builder.rx).take() else {
+            return;
+        };
+        let weak = Arc::downgrade(registry);
+        let handle = std::thread::Builder::new()
+            .name("strata-graph-build".into())
+            .spawn(move || run(rx, weak, store));
+        if let Ok(handle) = handle {
+            *lock(&registry.builder.thread) = Some(handle);
+        }
+    }
+
+    /// Queues the tenant's wanted graphs (once, however often asked before it runs).
+    pub fn request(&self, key: TenantKey) {
+        if !lock(&self.queued).insert(key) {
+            return;
+        }
+        let sent = lock(&self.tx)
+            .as_ref()
+            .is_some_and(|tx| tx.send(key).is_ok());
+        if sent {
+            *lock(&self.busy) += 1;
+        } else {
+            lock(&self.queued).remove(&key);
+        }
+    }
+
+    /// Blocks until every queued build has finished (for tests and benchmarks).
+    pub fn wait_idle(&self) {
+        let mut busy = lock(&self.busy);
+        while *busy > 0 {
+            busy = self.idle.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn done(&self) {
+        let mut busy = lock(&self.busy);
+        *busy = busy.saturating_sub(1);
+        if *busy == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Stops the thread (abandoning a build in progress) and waits for it, so that the store
+    /// it holds is released with the engine.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        lock(&self.tx).take();
+        if let Some(handle) = lock(&self.thread).take() {
+            let _ = handle.join();
+        }
+        *lock(&self.busy) = 0;
+        self.idle.notify_all();
+    }
+}
+
+fn run(rx: Receiver<TenantKey>, registry: Weak<IndexRegistry>, store: Arc<Store>) {
+    while let Ok(key) = rx.recv() {
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        lock(&registry.builder.queued).remove(&key);
+        if !registry.builder.stop.load(Ordering::Relaxed)
+            && let Some(slot) = registry.get(key)
+        {
+            let _ = build_tenant(&registry, &store, key, &slot);
+        }
+        registry.builder.done();
+    }
+}
+
+fn build_tenant(
+    registry: &IndexRegistry,
+    store: &Store,
+    key: TenantKey,
+    slot: &TenantSlot,
+) -> Result<(), EngineError> {
+    let wanted = {
+        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+        guard
+            .as_ref()
+            .map(|i| i.graphs_wanted())
+            .unwrap_or_default()
+    };
+    let mut built = false;
+    for name in wanted {
+        built |= build_collection(registry, slot, &name)?;
+    }
+    if built {
+        save_slot(store, key, slot)?;
+    }
+    Ok(())
+}
+
+/// Builds and installs one collection's graph; `false` if abandoned.
+fn build_collection(
+    registry: &IndexRegistry,
+    slot: &TenantSlot,
+    name: &CollectionName,
+) -> Result<bool, EngineError> {
+    let (slots, mut graph): (Vec<u32>, HnswIndex) = {
+        let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+        let Some(ci) = guard.as_mut().and_then(|i| i.collections.get_mut(name)) else {
+            return Ok(false);
+        };
+        if !ci.wants_graph() || ci.building.is_some() {
+            return Ok(false);
+        }
+        ci.building = Some(Vec::new());
+        (ci.with_vector.iter().collect(), ci.new_graph()?)
+    };
+    graph
+        .reserve(slots.len())
+        .map_err(|e| EngineError::Index(e.to_string()))?;
+    for chunk in slots.chunks(CHUNK) {
+        if registry.builder.stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let items = {
+            let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref().and_then(|i| i.collections.get(name)) {
+                Some(ci) if ci.building.is_some() => ci.vectors_of(chunk),
+                _ => return Ok(false),
+            }
+        };
+        let refs: Vec<(u32, &[f32])> = items.iter().map(|(s, v)| (*s, v.as_slice())).collect();
+        // One thread: the build shares the machine with the requests it must not slow.
+        graph
+            .insert_batch(&refs, 1)
+            .map_err(|e| EngineError::Index(e.to_string()))?;
+    }
+    let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+    let Some(index) = guard.as_mut() else {
+        return Ok(false);
+    };
+    let Some(ci) = index.collections.get_mut(name) else {
+        return Ok(false);
+    };
+    if ci.building.is_none() {
+        return Ok(false);
+    }
+    if let Err(e) = ci.install_graph(graph) {
+        ci.building = None;
+        return Err(e);
+    }
+    index.dirty = true;
+    registry.account(slot, guard.as_ref());
+    Ok(true)
+}

@@ -1,0 +1,347 @@
+//! Per-tenant integrity states: `normal`, `stress`, `critical`, computed from the tenant's
+//! own signals only, so one tenant under pressure changes no other tenant's state.
+//!
+//! A sample is the tenant's *pressure*: the larger of its search latency (an exponentially
+//! weighted average, over its contract, when it has one) and its index health (deleted vectors
+//! still in a graph, over twice the fraction that triggers compaction). Samples are taken at
+//! each of its searches, and at each write refused while it is critical. The state machine moves only after
+//! `consecutive` samples in a row point the same way, never within `cooldown_ms` of its last
+//! move, and with hysteresis: it enters `stress` at `stress_enter` but leaves only below
+//! `stress_exit` (likewise for `critical`). `stress` sheds the tenant's most expensive
+//! searches; `critical` refuses its writes until the pressure falls.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+use strata_types::Millis;
+
+/// A tenant's integrity state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IntegrityState {
+    Normal,
+    Stress,
+    Critical,
+}
+
+/// `[engine.integrity]`: the thresholds, for every tenant unless `tenants` overrides them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntegrityPolicy {
+    /// The search latency the tenant is promised, in milliseconds: pressure 1.0. 0 (the
+    /// default): no latency contract, so only index health moves the state.
+    pub latency_contract_ms: f64,
+    pub stress_enter: f64,
+    pub stress_exit: f64,
+    pub critical_enter: f64,
+    pub critical_exit: f64,
+    /// Samples in a row needed to move.
+    pub consecutive: u32,
+    /// Least time between two moves, in milliseconds.
+    pub cooldown_ms: u64,
+}
+
+impl Default for IntegrityPolicy {
+    fn default() -> Self {
+        IntegrityPolicy {
+            latency_contract_ms: 0.0,
+            stress_enter: 1.0,
+            stress_exit: 0.7,
+            critical_enter: 4.0,
+            critical_exit: 2.5,
+            consecutive: 5,
+            cooldown_ms: 10_000,
+        }
+    }
+}
+
+impl IntegrityPolicy {
+    /// Checks the ordering the hysteresis needs.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = self.latency_contract_ms >= 0.0
+            && 0.0 < self.stress_exit
+            && self.stress_exit < self.stress_enter
+            && self.stress_enter <= self.critical_exit
+            && self.critical_exit < self.critical_enter
+            && self.consecutive >= 1;
+        if ok {
+            Ok(())
+        } else {
+            Err(
+                "integrity: need latency_contract_ms >= 0, 0 < stress_exit < stress_enter <= \
+                 critical_exit < critical_enter, consecutive >= 1"
+                    .into(),
+            )
+        }
+    }
+}
+
+/// One move of the state machine.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Transition {
+    pub from: IntegrityState,
+    pub to: IntegrityState,
+    #[schema(value_type = i64)]
+    pub at: Millis,
+    /// The pressure of the sample that completed the move.
+    pub pressure: f64,
+}
+
+/// Under `stress`, searches asking for more than this many hits are shed.
+pub const STRESS_MAX_K: usize = 50;
+/// Under `stress`, searches asking for a wider beam than this are shed.
+pub const STRESS_MAX_EF: usize = 256;
+
+/// Transitions kept per tenant.
+const RECENT: usize = 16;
+
+/// The state machine of one tenant.
+#[derive(Debug, Clone)]
+pub(crate) struct Machine {
+    pub state: IntegrityState,
+    /// Where the last samples point, and how many in a row.
+    pending: Option<(IntegrityState, u32)>,
+    last_move: Option<Millis>,
+    pub recent: VecDeque<Transition>,
+    pub last_pressure: f64,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine {
+            state: IntegrityState::Normal,
+            pending: None,
+            last_move: None,
+            recent: VecDeque::new(),
+            last_pressure: 0.0,
+        }
+    }
+}
+
+impl Machine {
+    /// Where a sample of `pressure` points from the current state, hysteresis included.
+    fn target(&self, p: &IntegrityPolicy, pressure: f64) -> IntegrityState {
+        use IntegrityState::*;
+        match self.state {
+            Normal if pressure >= p.critical_enter => Critical,
+            Normal if pressure >= p.stress_enter => Stress,
+            Normal => Normal,
+            Stress if pressure >= p.critical_enter => Critical,
+            Stress if pressure < p.stress_exit => Normal,
+            Stress => Stress,
+            Critical if pressure < p.stress_exit => Normal,
+            Critical if pressure < p.critical_exit => Stress,
+            Critical => Critical,
+        }
+    }
+
+    /// Takes one sample; returns the move it completed, if any.
+    pub fn observe(
+        &mut self,
+        p: &IntegrityPolicy,
+        pressure: f64,
+        now: Millis,
+    ) -> Option<Transition> {
+        self.last_pressure = pressure;
+        let target = self.target(p, pressure);
+        if target == self.state {
+            self.pending = None;
+            return None;
+        }
+        let count = match self.pending {
+            Some((t, n)) if t == target => n + 1,
+            _ => 1,
+        };
+        self.pending = Some((target, count));
+        let cooled = self
+            .last_move
+            .is_none_or(|t| now.saturating_sub(t) >= p.cooldown_ms as Millis);
+        if count < p.consecutive || !cooled {
+            return None;
+        }
+        let t = Transition {
+            from: self.state,
+            to: target,
+            at: now,
+            pressure,
+        };
+        self.state = target;
+        self.pending = None;
+        self.last_move = Some(now);
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(t.clone());
+        Some(t)
+    }
+}
+
+/// `[engine.integrity]`: the default policy and per-tenant overrides
+/// (`[engine.integrity.tenants.<id>]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntegrityConfig {
+    pub default: IntegrityPolicy,
+    pub tenants: std::collections::HashMap<String, IntegrityPolicy>,
+}
+
+impl IntegrityConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.default.validate()?;
+        for (id, p) in &self.tenants {
+            strata_types::TenantId::parse(id.clone())
+                .map_err(|e| format!("integrity.tenants: {e}"))?;
+            p.validate().map_err(|e| format!("{e} (tenant {id})"))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn policy(&self, id: &strata_types::TenantId) -> &IntegrityPolicy {
+        self.tenants.get(id.as_str()).unwrap_or(&self.default)
+    }
+}
+
+/// Weight of the newest latency in the moving average.
+const LATENCY_WEIGHT: f64 = 0.2;
+
+/// The integrity of one tenant: its state machine and the signals it is fed.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    pub machine: Machine,
+    pub latency_ms: f64,
+    pub deleted_fraction: f64,
+}
+
+impl Tracker {
+    /// Feeds one search's latency and the tenant's index health; returns the new state.
+    pub fn sample(
+        &mut self,
+        p: &IntegrityPolicy,
+        latency_ms: Option<f64>,
+        deleted_fraction: f64,
+        now: Millis,
+    ) -> IntegrityState {
+        if let Some(l) = latency_ms {
+            self.latency_ms = if self.latency_ms == 0.0 {
+                l
+            } else {
+                self.latency_ms + LATENCY_WEIGHT * (l - self.latency_ms)
+            };
+        }
+        self.deleted_fraction = deleted_fraction;
+        let latency = if p.latency_contract_ms > 0.0 {
+            self.latency_ms / p.latency_contract_ms
+        } else {
+            0.0
+        };
+        // Twice the compaction threshold is pressure 1: a graph that far gone means compaction
+        // is not keeping up. Deletions alone (at most pressure 2.5) never make a tenant
+        // critical.
+        let health = deleted_fraction / (2.0 * crate::collection_index::COMPACT_DELETED_FRACTION);
+        self.machine.observe(p, latency.max(health), now);
+        self.machine.state
+    }
+
+    pub fn report(&self, policy: &IntegrityPolicy) -> TenantIntegrity {
+        TenantIntegrity {
+            state: self.machine.state,
+            pressure: self.machine.last_pressure,
+            latency_ms: self.latency_ms,
+            deleted_fraction: self.deleted_fraction,
+            policy: policy.clone(),
+            transitions: self.machine.recent.iter().cloned().collect(),
+        }
+    }
+}
+
+/// A tenant's integrity, for the admin API and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct TenantIntegrity {
+    pub state: IntegrityState,
+    /// The last sample's pressure (1.0 = at the contract).
+    pub pressure: f64,
+    /// The tenant's search latency, exponentially weighted, in milliseconds.
+    pub latency_ms: f64,
+    /// The largest fraction of deleted vectors still in one of its graphs.
+    pub deleted_fraction: f64,
+    pub policy: IntegrityPolicy,
+    /// Up to 16 most recent moves, oldest first.
+    pub transitions: Vec<Transition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn policy() -> IntegrityPolicy {
+        IntegrityPolicy {
+            consecutive: 3,
+            cooldown_ms: 100,
+            ..IntegrityPolicy::default()
+        }
+    }
+
+    #[test]
+    fn moves_after_consecutive_samples_and_comes_back_below_the_exit() {
+        let p = policy();
+        let mut m = Machine::default();
+        assert!(m.observe(&p, 1.5, 0).is_none());
+        assert!(m.observe(&p, 1.5, 10).is_none());
+        assert_eq!(
+            m.observe(&p, 1.5, 20).map(|t| t.to),
+            Some(IntegrityState::Stress)
+        );
+        // Between exit and enter: stays.
+        for i in 0..10 {
+            assert!(m.observe(&p, 0.8, 200 + i).is_none());
+        }
+        for i in 0..2 {
+            assert!(m.observe(&p, 0.5, 300 + i).is_none());
+        }
+        assert_eq!(
+            m.observe(&p, 0.5, 400).map(|t| t.to),
+            Some(IntegrityState::Normal)
+        );
+        assert_eq!(m.recent.len(), 2);
+    }
+
+    proptest! {
+        /// No flapping: moves are at least a cooldown apart, each follows `consecutive`
+        /// samples pointing its way, and pressure inside the hysteresis band never moves the
+        /// state.
+        #[test]
+        fn no_flapping(samples in prop::collection::vec((0.0f64..6.0, 0i64..60), 1..300)) {
+            let p = policy();
+            let mut m = Machine::default();
+            let mut now = 0;
+            let mut last: Option<Millis> = None;
+            let mut run: Vec<IntegrityState> = Vec::new();
+            for (pressure, dt) in samples {
+                now += dt;
+                let before = m.state;
+                let target = m.target(&p, pressure);
+                run.push(target);
+                let in_band = match before {
+                    IntegrityState::Normal => pressure < p.stress_enter,
+                    IntegrityState::Stress => (p.stress_exit..p.critical_enter).contains(&pressure),
+                    IntegrityState::Critical => pressure >= p.critical_exit,
+                };
+                match m.observe(&p, pressure, now) {
+                    Some(t) => {
+                        prop_assert!(!in_band);
+                        prop_assert_eq!(t.from, before);
+                        if let Some(l) = last {
+                            prop_assert!(now - l >= p.cooldown_ms as Millis);
+                        }
+                        let tail = &run[run.len() - p.consecutive as usize..];
+                        prop_assert!(tail.iter().all(|s| *s == t.to));
+                        last = Some(now);
+                        run.clear();
+                    }
+                    None => prop_assert_eq!(m.state, before),
+                }
+            }
+        }
+    }
+}

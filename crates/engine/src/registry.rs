@@ -1,0 +1,369 @@
+//! The loaded tenant indexes, by storage key: loading on first use, applying committed writes
+//! in commit order, and keeping the total under the residency budget by evicting the least
+//! recently used tenants (see `crate::residency`).
+//!
+//! Locks of one tenant's slot: `apply` orders its writes, loads and evictions; `index` guards
+//! the loaded indexes. A write holds `apply` from before its storage commit until its changes
+//! are applied, and loading and eviction hold the same lock, so the in-memory indexes see
+//! committed writes in commit order, a load never misses one, and an eviction never drops a
+//! change that is not in storage. Eviction only ever *tries* the locks of other tenants, so a
+//! request never waits for another tenant's work.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
+
+use strata_store::{Store, TenantKey};
+use strata_types::TenantId;
+
+use crate::EngineError;
+use crate::graph_build::GraphBuilder;
+use crate::residency::{
+    ResidencyConfig, ResidencySummary, SlotCounters, TenantResidency, TenantResidencyRow,
+};
+use crate::tenant_index::{Change, TenantIndex};
+
+/// One tenant's slot in the registry.
+pub(crate) struct TenantSlot {
+    pub id: TenantId,
+    pub apply: Mutex<()>,
+    pub index: RwLock<Option<TenantIndex>>,
+    pub counters: SlotCounters,
+    pub integrity: Mutex<crate::integrity::Tracker>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing guarded by these mutexes can be left half-done by a panic.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Loaded tenant indexes, by storage key.
+pub(crate) struct IndexRegistry {
+    tenants: Mutex<HashMap<TenantKey, Arc<TenantSlot>>>,
+    budget: u64,
+    pinned: HashSet<TenantId>,
+    /// Estimated bytes of every loaded index; the sum of the slots' `bytes`.
+    total: AtomicU64,
+    /// Logical clock for least-recently-used order.
+    clock: AtomicU64,
+    pub builder: GraphBuilder,
+}
+
+impl IndexRegistry {
+    pub fn new(config: &ResidencyConfig, builder: GraphBuilder) -> Self {
+        IndexRegistry {
+            tenants: Mutex::default(),
+            budget: config.memory_budget_bytes,
+            pinned: config.pinned_set(),
+            total: AtomicU64::new(0),
+            clock: AtomicU64::new(0),
+            builder,
+        }
+    }
+
+    fn slot(&self, key: TenantKey, id: &TenantId) -> Arc<TenantSlot> {
+        let slot = lock(&self.tenants)
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(TenantSlot {
+                    id: id.clone(),
+                    apply: Mutex::new(()),
+                    index: RwLock::new(None),
+                    counters: SlotCounters::default(),
+                    integrity: Mutex::default(),
+                })
+            })
+            .clone();
+        let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        slot.counters.last_used.store(now, Ordering::Relaxed);
+        slot
+    }
+
+    /// The tenant's integrity state (normal for a tenant not seen yet).
+    pub fn integrity_state(&self, key: TenantKey) -> crate::integrity::IntegrityState {
+        self.get(key)
+            .map_or(crate::integrity::IntegrityState::Normal, |s| {
+                lock(&s.integrity).machine.state
+            })
+    }
+
+    /// Feeds one sample to the tenant's integrity state machine: a search's latency, if any,
+    /// and the tenant's index health (the largest deleted fraction of its graphs).
+    pub fn integrity_sample(
+        &self,
+        key: TenantKey,
+        id: &TenantId,
+        policy: &crate::integrity::IntegrityPolicy,
+        latency_ms: Option<f64>,
+    ) {
+        let slot = self.slot(key, id);
+        let deleted = {
+            let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+            guard.as_ref().map_or(0.0, TenantIndex::deleted_fraction)
+        };
+        lock(&slot.integrity).sample(policy, latency_ms, deleted, strata_types::now_millis());
+    }
+
+    pub fn get(&self, key: TenantKey) -> Option<Arc<TenantSlot>> {
+        lock(&self.tenants).get(&key).cloned()
+    }
+
+    /// Brings the slot's byte count (and the total) in line with `index`. Call with the
+    /// slot's index lock held.
+    pub fn account(&self, slot: &TenantSlot, index: Option<&TenantIndex>) {
+        let now = index.map_or(0, TenantIndex::resident_bytes);
+        let before = slot.counters.bytes.swap(now, Ordering::Relaxed);
+        if now >= before {
+            self.total.fetch_add(now - before, Ordering::Relaxed);
+        } else {
+            self.total.fetch_sub(before - now, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs a write `f` (which commits to storage and returns the changes it made) in the
+    /// tenant's write order, then applies the changes to the tenant's indexes if they are
+    /// loaded. If applying fails, the indexes are dropped and rebuilt from storage on the next
+    /// search: storage is the truth, indexes are derived.
+    pub fn write<R>(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        id: &TenantId,
+        f: impl FnOnce() -> Result<(R, Vec<Change>), EngineError>,
+    ) -> Result<R, EngineError> {
+        let slot = self.slot(key, id);
+        let (result, loaded) = {
+            let _order = lock(&slot.apply);
+            let (result, changes) = f()?;
+            let mut loaded = false;
+            if !changes.is_empty() {
+                let mut index = slot.index.write().unwrap_or_else(|e| e.into_inner());
+                if let Some(ti) = index.as_mut() {
+                    if ti.apply(store, key, changes).is_err() {
+                        *index = None;
+                    } else if !ti.graphs_wanted().is_empty() {
+                        self.builder.request(key);
+                    }
+                }
+                self.account(&slot, index.as_ref());
+                loaded = index.is_some();
+            }
+            (result, loaded)
+        };
+        if loaded {
+            self.enforce_budget(store, Some(key));
+        }
+        Ok(result)
+    }
+
+    /// Runs `f` with the tenant's indexes, loading them from storage first if needed.
+    pub fn with_index<R>(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        id: &TenantId,
+        f: impl FnOnce(&TenantIndex) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        let slot = self.slot(key, id);
+        {
+            let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(index) = guard.as_ref() {
+                return f(index);
+            }
+        }
+        let loaded_now = {
+            let _order = lock(&slot.apply);
+            let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+            if guard.is_none() {
+                let index = TenantIndex::load(store, key)?;
+                if !index.graphs_wanted().is_empty() {
+                    self.builder.request(key);
+                }
+                *guard = Some(index);
+                slot.counters.loads.fetch_add(1, Ordering::Relaxed);
+                self.account(&slot, guard.as_ref());
+                true
+            } else {
+                false
+            }
+        };
+        if loaded_now {
+            self.enforce_budget(store, Some(key));
+        }
+        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(index) => f(index),
+            // Evicted between the load and this read (only by a budget smaller than this one
+            // tenant while another request ran): load again, once more.
+            None => {
+                drop(guard);
+                let _order = lock(&slot.apply);
+                let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+                if guard.is_none() {
+                    *guard = Some(TenantIndex::load(store, key)?);
+                    slot.counters.loads.fetch_add(1, Ordering::Relaxed);
+                    self.account(&slot, guard.as_ref());
+                }
+                match guard.as_ref() {
+                    Some(index) => f(index),
+                    None => Err(EngineError::Index("tenant index missing after load".into())),
+                }
+            }
+        }
+    }
+
+    /// Evicts least recently used tenants until the loaded indexes fit the budget. `keep` (the
+    /// tenant being served) and pinned tenants are never chosen; a tenant another thread is
+    /// using is skipped rather than waited for.
+    pub fn enforce_budget(&self, store: &Store, keep: Option<TenantKey>) {
+        if self.budget == 0 || self.total.load(Ordering::Relaxed) <= self.budget {
+            return;
+        }
+        let mut victims: Vec<(u64, TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
+            .iter()
+            .filter(|(k, s)| {
+                Some(**k) != keep
+                    && s.counters.bytes.load(Ordering::Relaxed) > 0
+                    && !self.pinned.contains(&s.id)
+            })
+            .map(|(k, s)| (s.counters.last_used.load(Ordering::Relaxed), *k, s.clone()))
+            .collect();
+        victims.sort_by_key(|(used, _, _)| *used);
+        for (_, key, slot) in victims {
+            if self.total.load(Ordering::Relaxed) <= self.budget {
+                return;
+            }
+            self.try_evict(store, key, &slot);
+        }
+    }
+
+    /// Saves the tenant's snapshot if it changed, then drops its indexes; does nothing if the
+    /// tenant is busy. A failed save still evicts: the next load rebuilds from storage.
+    fn try_evict(&self, store: &Store, key: TenantKey, slot: &TenantSlot) -> bool {
+        let _order = match slot.apply.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        let mut guard = match slot.index.try_write() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        let Some(index) = guard.as_mut() else {
+            return false;
+        };
+        if index.dirty {
+            // Best effort: a snapshot that is missing or stale is rebuilt at the next load.
+            let _ = index.save(store, key);
+        }
+        *guard = None;
+        slot.counters.evictions.fetch_add(1, Ordering::Relaxed);
+        self.account(slot, None);
+        true
+    }
+
+    /// Saves every loaded, changed tenant index; see `Engine::persist_indexes`.
+    pub fn persist(&self, store: &Store) -> Result<usize, EngineError> {
+        let loaded: Vec<(TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let mut saved = 0;
+        for (key, slot) in loaded {
+            if save_slot(store, key, &slot)? {
+                saved += 1;
+            }
+        }
+        Ok(saved)
+    }
+
+    /// Runs `f` with one storage snapshot and the tenant's loaded indexes (if loaded), with
+    /// the tenant's writes held back so that both reflect the same commits.
+    pub fn with_consistent<R>(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        f: impl FnOnce(&strata_store::Reader, Option<&TenantIndex>) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        let Some(slot) = self.get(key) else {
+            return f(&store.read()?, None);
+        };
+        let _order = lock(&slot.apply);
+        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+        f(&store.read()?, guard.as_ref())
+    }
+
+    /// Forgets a tenant's indexes, after its data was erased.
+    pub fn forget(&self, key: TenantKey) {
+        if let Some(slot) = lock(&self.tenants).remove(&key) {
+            let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+            *guard = None;
+            self.account(&slot, None);
+        }
+    }
+
+    /// One tenant's residency.
+    pub fn residency(&self, key: TenantKey, id: &TenantId) -> TenantResidency {
+        let pinned = self.pinned.contains(id);
+        match self.get(key) {
+            Some(slot) => {
+                let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+                let pending = guard.as_ref().map_or(0, |i| i.graphs_wanted().len() as u32);
+                slot.counters.snapshot(guard.is_some(), pinned, pending)
+            }
+            None => SlotCounters::default().snapshot(false, pinned, 0),
+        }
+    }
+
+    /// The whole server's residency.
+    pub fn summary(&self) -> ResidencySummary {
+        let slots: Vec<(TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
+            .iter()
+            .map(|(k, s)| (*k, s.clone()))
+            .collect();
+        let mut s = ResidencySummary {
+            memory_budget_bytes: self.budget,
+            resident_bytes: self.total.load(Ordering::Relaxed),
+            resident_tenants: 0,
+            loads: 0,
+            evictions: 0,
+            tenants: Vec::with_capacity(slots.len()),
+        };
+        let mut rows: Vec<(u64, TenantResidencyRow)> = Vec::with_capacity(slots.len());
+        for (key, slot) in slots {
+            let residency = self.residency(key, &slot.id);
+            s.resident_tenants += u64::from(residency.resident);
+            s.loads += residency.loads;
+            s.evictions += residency.evictions;
+            let used = slot.counters.last_used.load(Ordering::Relaxed);
+            rows.push((
+                used,
+                TenantResidencyRow {
+                    id: slot.id.clone(),
+                    residency,
+                },
+            ));
+        }
+        rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+        s.tenants = rows.into_iter().map(|(_, r)| r).collect();
+        s
+    }
+}
+
+/// Saves the slot's snapshot if it is loaded and changed; whether it saved.
+pub(crate) fn save_slot(
+    store: &Store,
+    key: TenantKey,
+    slot: &TenantSlot,
+) -> Result<bool, EngineError> {
+    let _order = lock(&slot.apply);
+    let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+    match guard.as_mut() {
+        Some(index) if index.dirty => {
+            index.save(store, key)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}

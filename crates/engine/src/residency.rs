@@ -1,0 +1,96 @@
+//! Residency: which tenants' indexes are in memory, what they cost, and the budget that
+//! bounds them.
+//!
+//! Each loaded tenant's indexes are accounted in estimated bytes
+//! (`CollectionIndex::resident_bytes`). When the total passes the configured budget, the
+//! least recently used tenants that are neither pinned nor busy are evicted: their index
+//! snapshot is saved first (so reloading restores the graph instead of rebuilding it), then
+//! their indexes are dropped. The next request of an evicted tenant loads it again.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use strata_types::TenantId;
+
+/// `[engine.residency]`: the memory budget for loaded tenant indexes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResidencyConfig {
+    /// Estimated bytes all loaded tenant indexes may hold together; 0 means no budget (every
+    /// tenant stays loaded once used). Pinned tenants count against it but are never evicted.
+    pub memory_budget_bytes: u64,
+    /// Tenants never evicted: loaded on first use, then kept.
+    pub pinned: Vec<TenantId>,
+}
+
+impl ResidencyConfig {
+    pub(crate) fn pinned_set(&self) -> HashSet<TenantId> {
+        self.pinned.iter().cloned().collect()
+    }
+}
+
+/// One tenant's residency, for the admin API and metrics (`Engine::residency`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TenantResidency {
+    /// Whether the tenant's indexes are loaded now.
+    pub resident: bool,
+    /// Estimated bytes of its loaded indexes (0 when not resident).
+    pub resident_bytes: u64,
+    /// Times its indexes were loaded since the server started.
+    pub loads: u64,
+    /// Times its indexes were evicted to keep within the budget since the server started.
+    pub evictions: u64,
+    /// Whether it is pinned (never evicted).
+    pub pinned: bool,
+    /// Collections waiting for a background graph build (searched exactly meanwhile).
+    pub graph_builds_pending: u32,
+}
+
+/// The whole server's residency (`Engine::residency_summary`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ResidencySummary {
+    /// The configured budget in bytes; 0: none.
+    pub memory_budget_bytes: u64,
+    /// Estimated bytes of every loaded tenant's indexes.
+    pub resident_bytes: u64,
+    /// Tenants loaded now.
+    pub resident_tenants: u64,
+    /// Loads and evictions since the server started, over every tenant.
+    pub loads: u64,
+    pub evictions: u64,
+    /// Every tenant used since the server started, most recently used first.
+    pub tenants: Vec<TenantResidencyRow>,
+}
+
+/// One tenant's line of [`ResidencySummary`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TenantResidencyRow {
+    pub id: TenantId,
+    #[serde(flatten)]
+    pub residency: TenantResidency,
+}
+
+/// Counters of one tenant's registry slot. `bytes` changes only under the slot's index lock,
+/// so it always matches the loaded indexes.
+#[derive(Default)]
+pub(crate) struct SlotCounters {
+    pub bytes: AtomicU64,
+    pub loads: AtomicU64,
+    pub evictions: AtomicU64,
+    /// A logical clock value of the last use: larger is more recent.
+    pub last_used: AtomicU64,
+}
+
+impl SlotCounters {
+    pub fn snapshot(&self, resident: bool, pinned: bool, pending: u32) -> TenantResidency {
+        TenantResidency {
+            resident,
+            resident_bytes: self.bytes.load(Ordering::Relaxed),
+            loads: self.loads.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            pinned,
+            graph_builds_pending: pending,
+        }
+    }
+}

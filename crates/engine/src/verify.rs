@@ -1,0 +1,313 @@
+//! `Engine::verify_tenant`: the operator's isolation and integrity check of one tenant.
+//!
+//! Checks, on one consistent view (the tenant's writes held back meanwhile):
+//! - every key in the tenant's range is one of its well-formed keys and decodes, and the
+//!   scope-index and dedup entries agree with the records (`strata_store::check_tenant`);
+//! - the tenant's storage key belongs to it alone in the registry;
+//! - every blob decodes: usage, data version, index snapshots (a snapshot that does not decode
+//!   is a warning: it is derived state, rebuilt from the records at the next load);
+//! - the usage counters equal a recount of the records;
+//! - when its indexes are loaded, they hold exactly the stored records (ids, fields, vectors)
+//!   and each graph holds exactly the collection's vectors.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use strata_auth::OperatorScope;
+use strata_store::{Reader, Reads, TenantKey};
+use strata_types::{CollectionName, Record, TenantId};
+
+use crate::lifecycle::{self, USAGE_BLOB, Usage};
+use crate::snapshot::{self, BLOB_PREFIX, VERSION_BLOB};
+use crate::tenant_index::TenantIndex;
+use crate::{Engine, EngineError};
+
+/// Usage counters as stored and as recounted from the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct UsageCounts {
+    pub records: u64,
+    pub vectors: u64,
+    pub storage_bytes: u64,
+}
+
+impl From<Usage> for UsageCounts {
+    fn from(u: Usage) -> Self {
+        UsageCounts {
+            records: u.records,
+            vectors: u.vectors,
+            storage_bytes: u.storage_bytes,
+        }
+    }
+}
+
+/// The report of `POST /v1/admin/tenants/{id}/verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct VerifyReport {
+    pub tenant: TenantId,
+    /// No problems found (warnings do not count).
+    pub ok: bool,
+    /// Keys in the tenant's storage range, all checked.
+    pub keys: u64,
+    pub records: u64,
+    pub collections: u64,
+    pub usage_stored: UsageCounts,
+    pub usage_recounted: UsageCounts,
+    /// Whether the tenant's indexes were loaded (and so compared with storage).
+    pub indexes_loaded: bool,
+    /// Up to 100 problems; `problem_count` counts them all.
+    pub problems: Vec<String>,
+    pub problem_count: u64,
+    /// Things that are not wrong but worth knowing (e.g. a snapshot that will be rebuilt).
+    pub warnings: Vec<String>,
+}
+
+impl VerifyReport {
+    fn problem(&mut self, p: String) {
+        self.problem_count += 1;
+        if self.problems.len() < 100 {
+            self.problems.push(p);
+        }
+    }
+}
+
+impl Engine {
+    /// Verifies one tenant's stored data, usage counters and loaded indexes; see the module
+    /// docs. Problems are reported, not repaired.
+    pub fn verify_tenant(
+        &self,
+        _op: &OperatorScope,
+        id: &TenantId,
+    ) -> Result<VerifyReport, EngineError> {
+        let meta = self.tenant_meta(id)?;
+        self.indexes
+            .with_consistent(&self.store, meta.key, |r, index| {
+                verify(r, id, meta.key, index)
+            })
+    }
+}
+
+fn verify(
+    r: &Reader,
+    id: &TenantId,
+    key: TenantKey,
+    index: Option<&TenantIndex>,
+) -> Result<VerifyReport, EngineError> {
+    let keys = strata_store::check_tenant(r, key)?;
+    let mut report = VerifyReport {
+        tenant: id.clone(),
+        ok: false,
+        keys: keys.keys,
+        records: keys.records,
+        collections: keys.collections,
+        usage_stored: Usage::default().into(),
+        usage_recounted: Usage::default().into(),
+        indexes_loaded: index.is_some(),
+        problems: Vec::new(),
+        problem_count: 0,
+        warnings: Vec::new(),
+    };
+    report.problem_count = keys.problem_count - keys.problems.len() as u64;
+    for p in keys.problems {
+        report.problem(p);
+    }
+    for other in r.tenants()? {
+        if other.key == key && &other.id != id {
+            report.problem(format!("storage key shared with tenant {}", other.id));
+        }
+    }
+    check_blobs(r, key, &keys.blobs, &mut report);
+
+    // Records, by collection; the recount of usage.
+    let mut by_collection: HashMap<CollectionName, Vec<Record>> = HashMap::new();
+    let mut recount = Usage::default();
+    for rec in r.records(key, None)? {
+        let Ok(rec) = rec else { continue }; // reported by the key check
+        recount.records += 1;
+        recount.vectors += u64::from(rec.vector.is_some());
+        recount.storage_bytes += lifecycle::record_bytes(&rec);
+        by_collection
+            .entry(rec.modality.clone())
+            .or_default()
+            .push(rec);
+    }
+    report.usage_recounted = recount.into();
+    match lifecycle::usage(r, key) {
+        Ok(stored) => {
+            report.usage_stored = stored.into();
+            if stored != recount {
+                report.problem(format!(
+                    "usage counters {stored:?} differ from the recount {recount:?}"
+                ));
+            }
+        }
+        Err(e) => report.problem(format!("usage: {e}")),
+    }
+    if let Some(index) = index {
+        check_index(r, key, index, &by_collection, &mut report)?;
+    }
+    report.ok = report.problem_count == 0;
+    Ok(report)
+}
+
+fn check_blobs(r: &Reader, key: TenantKey, blobs: &[String], report: &mut VerifyReport) {
+    for name in blobs {
+        let bytes = match r.blob(key, name) {
+            Ok(Some(b)) => b,
+            _ => continue,
+        };
+        if name == USAGE_BLOB {
+            continue; // checked against the recount
+        } else if name == VERSION_BLOB {
+            if bytes.len() != 8 {
+                report.problem(format!("data version: {} bytes, not 8", bytes.len()));
+            }
+        } else if let Some(collection) = name.strip_prefix(BLOB_PREFIX) {
+            if let Err(e) = snapshot::decode(&bytes) {
+                report.warnings.push(format!(
+                    "index snapshot of {collection} does not decode ({e}); it is rebuilt from \
+                     the records at the next load"
+                ));
+            }
+        } else {
+            report.problem(format!("unknown blob {name:?}"));
+        }
+    }
+}
+
+fn check_index(
+    r: &Reader,
+    key: TenantKey,
+    index: &TenantIndex,
+    by_collection: &HashMap<CollectionName, Vec<Record>>,
+    report: &mut VerifyReport,
+) -> Result<(), EngineError> {
+    let stored: Vec<CollectionName> = r.collections(key)?.into_iter().map(|c| c.name).collect();
+    for name in index.collections.keys() {
+        if !stored.contains(name) {
+            report.problem(format!("index: collection {name} is loaded but not stored"));
+        }
+    }
+    let none = Vec::new();
+    for name in &stored {
+        let records = by_collection.get(name).unwrap_or(&none);
+        let Some(ci) = index.collections.get(name) else {
+            if !records.is_empty() {
+                report.problem(format!("index: collection {name} is stored but not loaded"));
+            }
+            continue;
+        };
+        let loaded: HashMap<&strata_types::RecordId, &Record> =
+            ci.docs.iter().flatten().map(|d| (&d.id, d)).collect();
+        if loaded.len() != records.len() || ci.live.len() != records.len() as u64 {
+            report.problem(format!(
+                "index: {name} holds {} records, storage {}",
+                loaded.len(),
+                records.len()
+            ));
+        }
+        let mut vectors = 0u64;
+        for rec in records {
+            let Some(doc) = loaded.get(&rec.id) else {
+                report.problem(format!(
+                    "index: {name}/{} is stored but not indexed",
+                    rec.id
+                ));
+                continue;
+            };
+            let mut bare = rec.clone();
+            bare.vector = None;
+            if **doc != bare {
+                report.problem(format!("index: {name}/{} differs from storage", rec.id));
+            }
+            if rec.vector.is_some() {
+                vectors += 1;
+            }
+        }
+        if ci.with_vector.len() != vectors {
+            report.problem(format!(
+                "index: {name} holds {} vectors, storage {vectors}",
+                ci.with_vector.len()
+            ));
+        }
+        if let Some(g) = &ci.graph
+            && ci.building.is_none()
+            && g.len() as u64 != ci.with_vector.len()
+        {
+            report.problem(format!(
+                "index: {name} graph holds {} vectors, the collection {}",
+                g.len(),
+                ci.with_vector.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+    use strata_types::{NewRecord, RecordId, RequestScope, SearchRequest, TenantId};
+
+    use crate::{Engine, EngineConfig};
+
+    #[test]
+    fn a_clean_tenant_verifies_and_damage_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        engine.create_tenant(&op, &id, None).unwrap();
+        let grant = Grant {
+            permissions: Permissions::of(&[Permission::Read, Permission::Write]),
+            user_tokens: None,
+            domains: None,
+        };
+        let scope = TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), grant);
+        let records = (0..20)
+            .map(|i| NewRecord {
+                id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+                content: Some(format!("note {i}")),
+                vector: Some(vec![0.1 * i as f32 + 0.1; 384]),
+                run_id: (i % 2 == 0).then(|| strata_types::RunId::parse("run").unwrap()),
+                ..Default::default()
+            })
+            .collect();
+        engine
+            .put(&scope, &RequestScope::default(), records)
+            .unwrap();
+
+        let report = engine.verify_tenant(&op, &id).unwrap();
+        assert!(report.ok && !report.indexes_loaded, "{report:?}");
+        assert_eq!((report.records, report.usage_recounted.vectors), (20, 20));
+        let search = SearchRequest {
+            query: Some("note".into()),
+            k: 3,
+            ..Default::default()
+        };
+        engine
+            .search(&scope, &RequestScope::default(), &search)
+            .unwrap();
+        let report = engine.verify_tenant(&op, &id).unwrap();
+        assert!(report.ok && report.indexes_loaded, "{report:?}");
+
+        // Wrong usage counters, an unknown blob, and a snapshot that does not decode.
+        engine
+            .store
+            .write(|w| {
+                w.put_blob(
+                    scope.key(),
+                    "usage",
+                    br#"{"records":1,"vectors":1,"storage_bytes":1}"#,
+                )?;
+                w.put_blob(scope.key(), "stray", b"x")?;
+                w.put_blob(scope.key(), "index:text", b"\x09")
+            })
+            .unwrap();
+        let report = engine.verify_tenant(&op, &id).unwrap();
+        assert!(!report.ok, "{report:?}");
+        assert_eq!(report.problem_count, 2, "{report:?}");
+        assert!(report.problems.iter().any(|p| p.contains("usage counters")));
+        assert!(report.problems.iter().any(|p| p.contains("stray")));
+        assert_eq!(report.warnings.len(), 1, "{report:?}");
+    }
+}

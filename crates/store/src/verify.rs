@@ -1,0 +1,126 @@
+//! Tenant verification at the storage level: every key in the tenant's range is one of its
+//! well-formed keys, every value decodes, and the secondary entries (scope index, dedup) agree
+//! with the records. The engine adds what only it knows (usage, indexes); see
+//! `Engine::verify_tenant`.
+
+use std::collections::HashSet;
+
+use strata_types::{Collection, CollectionName, Record, RecordId};
+
+use crate::StoreError;
+use crate::codec::{decode_json, decode_record};
+use crate::keys::{self, KeyKind, TenantKey};
+use crate::tables::{Reads, prefix_range, scope_entries};
+
+/// At most this many problems are listed; `problem_count` still counts them all.
+const MAX_LISTED: usize = 100;
+
+/// What [`check_tenant`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeyCheck {
+    /// Keys in the tenant's range.
+    pub keys: u64,
+    pub records: u64,
+    pub collections: u64,
+    /// The blobs' names (usage, index snapshots, the data version), for the engine to decode.
+    pub blobs: Vec<String>,
+    /// Up to 100 problems, each naming the key kind and what is wrong.
+    pub problems: Vec<String>,
+    pub problem_count: u64,
+}
+
+impl KeyCheck {
+    fn problem(&mut self, p: String) {
+        self.problem_count += 1;
+        if self.problems.len() < MAX_LISTED {
+            self.problems.push(p);
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes).ok()
+}
+
+/// Walks every key of tenant `t` once, then checks that each record's own scope and dedup
+/// entries exist. Reads one consistent snapshot (`r`).
+pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError> {
+    let mut c = KeyCheck::default();
+    let mut records: Vec<Record> = Vec::new();
+    let mut collections: HashSet<CollectionName> = HashSet::new();
+    let mut scope_keys: HashSet<Vec<u8>> = HashSet::new();
+    let mut dedup: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for entry in prefix_range(r.data_table(), &keys::tenant_all(t))? {
+        let (k, v) = entry?;
+        c.keys += 1;
+        match keys::classify(t, &k) {
+            None => c.problem(format!("key {k:02x?}: not a well-formed key of the tenant")),
+            Some(KeyKind::Collection(name)) => {
+                c.collections += 1;
+                match (
+                    text(name).map(CollectionName::parse),
+                    decode_json::<Collection>(&v),
+                ) {
+                    (Some(Ok(n)), Ok(col)) if col.name == n => {
+                        collections.insert(n);
+                    }
+                    (_, Err(e)) => c.problem(format!("collection {name:?}: {e}")),
+                    _ => c.problem(format!("collection {name:?}: key and value disagree")),
+                }
+            }
+            Some(KeyKind::Record(id)) => {
+                c.records += 1;
+                match (text(id).map(RecordId::parse), decode_record(&v)) {
+                    (Some(Ok(id)), Ok(rec)) if rec.id == id => records.push(rec),
+                    (_, Err(e)) => c.problem(format!("record {:?}: {e}", text(id))),
+                    _ => c.problem(format!("record {:?}: key and value disagree", text(id))),
+                }
+            }
+            Some(KeyKind::Scope) => {
+                if !v.is_empty() {
+                    c.problem(format!("scope entry {k:02x?}: value not empty"));
+                }
+                scope_keys.insert(k);
+            }
+            Some(KeyKind::Dedup) => dedup.push((k, v)),
+            Some(KeyKind::Blob(name)) => match text(name) {
+                Some(n) => c.blobs.push(n.to_string()),
+                None => c.problem(format!("blob {name:02x?}: name is not UTF-8")),
+            },
+            Some(KeyKind::Audit(seq)) => {
+                if seq.len() != 8 {
+                    c.problem(format!("audit row {seq:02x?}: bad sequence number"));
+                }
+            }
+        }
+    }
+    let ids: HashSet<&RecordId> = records.iter().map(|r| &r.id).collect();
+    let mut expected_scope = 0usize;
+    for rec in &records {
+        if !collections.contains(&rec.modality) {
+            c.problem(format!(
+                "record {}: collection {} missing",
+                rec.id, rec.modality
+            ));
+        }
+        for k in scope_entries(t, rec) {
+            expected_scope += 1;
+            if !scope_keys.contains(&k) {
+                c.problem(format!("record {}: a scope index entry is missing", rec.id));
+            }
+        }
+    }
+    if scope_keys.len() != expected_scope {
+        c.problem(format!(
+            "scope index: {} entries, the records need {expected_scope}",
+            scope_keys.len()
+        ));
+    }
+    for (k, v) in dedup {
+        match text(&v).map(RecordId::parse) {
+            Some(Ok(id)) if ids.contains(&id) => {}
+            _ => c.problem(format!("dedup entry {k:02x?}: points to no record")),
+        }
+    }
+    Ok(c)
+}
