@@ -70,25 +70,35 @@ pub async fn start(
             .await?;
         return Ok(Json(plan).into_response());
     }
+    // The job outlives the request, so it takes no in-flight slot, but each of its steps is
+    // queued in the tenant's fair share. Admitted before the job exists, so a refusal here
+    // cannot leave a job marked running with nothing to drive it.
+    let admitted = state.admit_background(&scope)?;
     let (job_scope, job_name) = (scope.clone(), name.clone());
     let status = state
         .run_tenant(&auth.admitted, move |e| {
             Ok(e.reembed_start(&job_scope, &job_name)?)
         })
         .await?;
-    // The job outlives the request, so it takes no in-flight slot, but each of its steps is
-    // queued in the tenant's fair share.
-    let admitted = state.admit_background(&scope)?;
-    tokio::spawn(drive(state, admitted, scope, name));
+    let job = status
+        .job
+        .ok_or_else(|| ApiError::Internal("a started re-embed has no job id".into()))?;
+    tokio::spawn(drive(state, admitted, scope, name, job));
     Ok((StatusCode::ACCEPTED, Json(status)).into_response())
 }
 
 /// Runs a started re-embed to its end, one pool job per step.
-async fn drive(state: AppState, admitted: Admitted, scope: TenantScope, name: CollectionName) {
+async fn drive(
+    state: AppState,
+    admitted: Admitted,
+    scope: TenantScope,
+    name: CollectionName,
+    job: u64,
+) {
     loop {
         let (s, n) = (scope.clone(), name.clone());
         match state
-            .run_tenant(&admitted, move |e| Ok(e.reembed_step(&s, &n)?))
+            .run_tenant(&admitted, move |e| Ok(e.reembed_step(&s, &n, job)?))
             .await
         {
             Ok(true) => {}
@@ -97,14 +107,14 @@ async fn drive(state: AppState, admitted: Admitted, scope: TenantScope, name: Co
                 // The pool is full: wait for room rather than fail a long job.
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
-            Err(e) => return abandon(&state, &scope, &name, &e),
+            Err(e) => return abandon(&state, &scope, &name, job, &e),
         }
     }
     let (s, n) = (scope.clone(), name.clone());
     loop {
         let (s, n) = (s.clone(), n.clone());
         match state
-            .run_tenant(&admitted, move |e| Ok(e.reembed_finish(&s, &n)?))
+            .run_tenant(&admitted, move |e| Ok(e.reembed_finish(&s, &n, job)?))
             .await
         {
             Ok(status) => {
@@ -114,17 +124,17 @@ async fn drive(state: AppState, admitted: Admitted, scope: TenantScope, name: Co
             Err(ApiError::Overloaded(_)) => {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
-            Err(e) => return abandon(&state, &scope, &name, &e),
+            Err(e) => return abandon(&state, &scope, &name, job, &e),
         }
     }
 }
 
 /// The engine marks its own failures; this covers the pool's (e.g. shutting down).
-fn abandon(state: &AppState, scope: &TenantScope, name: &CollectionName, e: &ApiError) {
+fn abandon(state: &AppState, scope: &TenantScope, name: &CollectionName, job: u64, e: &ApiError) {
     tracing::warn!(collection = %name, error = %e, "re-embed stopped");
     state
         .engine
-        .reembed_abandon(scope, name, &format!("stopped: {e}"));
+        .reembed_abandon(scope, name, job, &format!("stopped: {e}"));
 }
 
 /// The progress of a collection's re-embed (`none` if none ran since the server started).

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -94,11 +95,15 @@ pub struct ReembedStatus {
     pub finished_at: Option<Millis>,
     /// Why it failed; the collection is then unchanged, on its old model.
     pub error: Option<String>,
+    /// The job's id (absent in state `none`): each start gets a new one, so the steps of an
+    /// earlier job can never act on a later one.
+    pub job: Option<u64>,
 }
 
 /// One collection's job: its status and the vectors staged so far, with the content each was
 /// computed from (a record whose content changed since is embedded again).
 struct Job {
+    id: u64,
     status: ReembedStatus,
     created_at: Millis,
     staged: HashMap<RecordId, (String, Vec<f32>)>,
@@ -109,13 +114,57 @@ struct Job {
 /// Re-embed jobs by tenant and collection. In memory on purpose: the staged vectors are
 /// derived, and a job lost in a crash never touched the collection.
 #[derive(Default)]
-pub(crate) struct Jobs(Mutex<HashMap<(TenantKey, CollectionName), Job>>);
+pub(crate) struct Jobs {
+    jobs: Mutex<HashMap<(TenantKey, CollectionName), Job>>,
+    next_id: AtomicU64,
+}
 
 impl Jobs {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantKey, CollectionName), Job>> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What a streaming pass over a collection's records counts, without holding its texts.
+struct Survey {
+    records: u64,
+    text_bytes: u64,
+    vector_only: u64,
+    /// The first few texts, to measure the embedding rate on.
+    sample: Vec<String>,
+}
+
+fn survey(
+    r: &impl Reads,
+    key: TenantKey,
+    name: &CollectionName,
+    sample: usize,
+) -> Result<Survey, EngineError> {
+    let mut out = Survey {
+        records: 0,
+        text_bytes: 0,
+        vector_only: 0,
+        sample: Vec::new(),
+    };
+    for record in r.records(key, None)? {
+        let record = record?;
+        if &record.modality != name {
+            continue;
+        }
+        match record.content {
+            Some(content) => {
+                out.records += 1;
+                out.text_bytes += content.len() as u64;
+                if out.sample.len() < sample {
+                    out.sample.push(content);
+                }
+            }
+            None if record.vector.is_some() => out.vector_only += 1,
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 fn conflict(m: impl Into<String>) -> EngineError {
@@ -186,18 +235,13 @@ impl Engine {
         scope: &TenantScope,
         name: &CollectionName,
     ) -> Result<ReembedPlan, EngineError> {
-        let (c, scan) = self.read_tenant(scope, Permission::Admin, |r| {
+        let (c, found) = self.read_tenant(scope, Permission::Admin, |r| {
             let c = find(r, scope.key(), name)?;
-            Ok((c, texts_of(r, scope.key(), name, None, usize::MAX)?))
+            Ok((c, survey(r, scope.key(), name, CALIBRATION_TEXTS)?))
         })?;
-        let (texts, vector_only) = (scan.texts, scan.vector_only);
         let (embedder, loaded) = self.loaded_for_reembed()?;
-        let text_bytes: u64 = texts.iter().map(|(_, t)| t.len() as u64).sum();
-        let sample: Vec<&str> = texts
-            .iter()
-            .take(CALIBRATION_TEXTS)
-            .map(|(_, t)| t.as_str())
-            .collect();
+        let text_bytes = found.text_bytes;
+        let sample: Vec<&str> = found.sample.iter().map(String::as_str).collect();
         let (mut texts_per_sec, mut estimated_seconds) = (0.0, 0.0);
         if !sample.is_empty() {
             let started = Instant::now();
@@ -214,9 +258,9 @@ impl Engine {
             to_model: loaded,
             from_dim: c.dim,
             to_dim: embedder.dim() as u32,
-            records: texts.len() as u64,
+            records: found.records,
             text_bytes,
-            vector_only_records: vector_only,
+            vector_only_records: found.vector_only,
             measured_texts_per_sec: texts_per_sec,
             estimated_seconds,
         })
@@ -229,11 +273,11 @@ impl Engine {
         scope: &TenantScope,
         name: &CollectionName,
     ) -> Result<ReembedStatus, EngineError> {
-        let (c, scan) = self.read_tenant(scope, Permission::Admin, |r| {
+        let (c, found) = self.read_tenant(scope, Permission::Admin, |r| {
             let c = find(r, scope.key(), name)?;
-            Ok((c, texts_of(r, scope.key(), name, None, usize::MAX)?))
+            Ok((c, survey(r, scope.key(), name, 0)?))
         })?;
-        let (texts, vector_only) = (scan.texts.len() as u64, scan.vector_only);
+        let (texts, vector_only) = (found.records, found.vector_only);
         let (_, loaded) = self.loaded_for_reembed()?;
         if c.embedder.as_ref() == Some(&loaded) {
             return Err(conflict(format!(
@@ -249,16 +293,19 @@ impl Engine {
         }
         let mut jobs = self.reembeds.lock();
         let slot = (scope.key(), name.clone());
-        if jobs
-            .get(&slot)
-            .is_some_and(|j| j.status.state == ReembedState::Running)
-        {
+        // A running job of an earlier collection of the same name (deleted and re-created
+        // since) is replaced: its steps no longer find it, and its switch would refuse anyway.
+        if jobs.get(&slot).is_some_and(|j| {
+            j.status.state == ReembedState::Running && j.created_at == c.created_at
+        }) {
             return Err(conflict(format!(
                 "a re-embed of collection {name} is already running"
             )));
         }
+        let id = self.reembeds.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let status = ReembedStatus {
             collection: name.clone(),
+            job: Some(id),
             state: ReembedState::Running,
             model: c.embedder.clone(),
             target_model: Some(loaded),
@@ -271,6 +318,7 @@ impl Engine {
         jobs.insert(
             slot,
             Job {
+                id,
                 status: status.clone(),
                 created_at: c.created_at,
                 staged: HashMap::new(),
@@ -286,18 +334,24 @@ impl Engine {
         &self,
         scope: &TenantScope,
         name: &CollectionName,
+        job: u64,
     ) -> Result<bool, EngineError> {
-        let result = self.stage_next(scope, name);
-        self.fail_on_error(scope.key(), name, result)
+        let result = self.stage_next(scope, name, job);
+        self.fail_on_error(scope.key(), name, job, result)
     }
 
-    fn stage_next(&self, scope: &TenantScope, name: &CollectionName) -> Result<bool, EngineError> {
-        let cursor = self.running_job(scope.key(), name, |j| j.cursor.clone())?;
+    fn stage_next(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+        job: u64,
+    ) -> Result<bool, EngineError> {
+        let cursor = self.running_job(scope.key(), name, job, |j| j.cursor.clone())?;
         let Scan { texts, last, .. } = self.read_tenant(scope, Permission::Admin, |r| {
             texts_of(r, scope.key(), name, cursor.as_ref(), STEP_TEXTS)
         })?;
         let vectors = self.embed_for_reembed(&texts)?;
-        self.running_job(scope.key(), name, |j| {
+        self.running_job(scope.key(), name, job, |j| {
             j.status.records_embedded += texts.len() as u64;
             for ((id, content), v) in texts.into_iter().zip(vectors) {
                 j.staged.insert(id, (content, v));
@@ -313,21 +367,27 @@ impl Engine {
         &self,
         scope: &TenantScope,
         name: &CollectionName,
+        job: u64,
     ) -> Result<ReembedStatus, EngineError> {
-        let result = self.switch(scope, name);
-        self.fail_on_error(scope.key(), name, result)?;
+        let result = self.switch(scope, name, job);
+        self.fail_on_error(scope.key(), name, job, result)?;
         self.reembed_status(scope, name)
     }
 
-    fn switch(&self, scope: &TenantScope, name: &CollectionName) -> Result<(), EngineError> {
+    fn switch(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+        job: u64,
+    ) -> Result<(), EngineError> {
         let key = scope.key();
         for _ in 0..CATCH_UP_ROUNDS {
-            let stale = self.stale_texts(scope, name)?;
+            let stale = self.stale_texts(scope, name, job)?;
             if stale.len() <= MAX_CATCH_UP_IN_SWITCH {
                 break;
             }
             let vectors = self.embed_for_reembed(&stale)?;
-            self.running_job(key, name, |j| {
+            self.running_job(key, name, job, |j| {
                 j.status.records_embedded += stale.len() as u64;
                 for ((id, content), v) in stale.into_iter().zip(vectors) {
                     j.staged.insert(id, (content, v));
@@ -335,8 +395,9 @@ impl Engine {
             })?;
         }
         let (embedder, loaded) = self.loaded_for_reembed()?;
-        let (mut staged, created_at) =
-            self.running_job(key, name, |j| (std::mem::take(&mut j.staged), j.created_at))?;
+        let (mut staged, created_at) = self.running_job(key, name, job, |j| {
+            (std::mem::take(&mut j.staged), j.created_at)
+        })?;
         let embedded_inside = self.write_tenant(scope, "collection.reembed", |w, changes| {
             let mut c = find(w, key, name)?;
             if c.created_at != created_at {
@@ -368,6 +429,16 @@ impl Engine {
                     (None, _) => {}
                 }
             }
+            // Under the storage write lock, which every tenant's writes wait for: a tenant
+            // writing faster than its re-embed keeps up with fails the switch rather than
+            // holding everyone else's writes for an unbounded embedding.
+            if missing.len() > MAX_CATCH_UP_IN_SWITCH {
+                return Err(conflict(format!(
+                    "collection {name} changed faster than the re-embed caught up ({} records \
+                     still to embed); start it again when writes slow down",
+                    missing.len()
+                )));
+            }
             let texts: Vec<&str> = missing.iter().map(|(_, t)| *t).collect();
             let fresh = if texts.is_empty() {
                 Vec::new()
@@ -394,7 +465,7 @@ impl Engine {
             }
             Ok(inside)
         })?;
-        self.running_job(key, name, |j| {
+        self.running_job(key, name, job, |j| {
             j.status.records_embedded += embedded_inside;
             j.status.state = ReembedState::Done;
             j.status.model = Some(loaded.clone());
@@ -408,11 +479,12 @@ impl Engine {
         &self,
         scope: &TenantScope,
         name: &CollectionName,
+        job: u64,
     ) -> Result<Vec<(RecordId, String)>, EngineError> {
         let Scan { texts, .. } = self.read_tenant(scope, Permission::Admin, |r| {
             texts_of(r, scope.key(), name, None, usize::MAX)
         })?;
-        self.running_job(scope.key(), name, |j| {
+        self.running_job(scope.key(), name, job, |j| {
             texts
                 .into_iter()
                 .filter(|(id, content)| j.staged.get(id).is_none_or(|(was, _)| was != content))
@@ -440,13 +512,14 @@ impl Engine {
                 started_at: None,
                 finished_at: None,
                 error: None,
+                job: None,
             },
         })
     }
 
     /// Marks a running job failed for a reason outside the engine (e.g. the pool shut down).
-    pub fn reembed_abandon(&self, scope: &TenantScope, name: &CollectionName, why: &str) {
-        let _ = self.fail_on_error::<()>(scope.key(), name, Err(conflict(why)));
+    pub fn reembed_abandon(&self, scope: &TenantScope, name: &CollectionName, job: u64, why: &str) {
+        let _ = self.fail_on_error::<()>(scope.key(), name, job, Err(conflict(why)));
     }
 
     fn embed_for_reembed(
@@ -467,11 +540,12 @@ impl Engine {
         &self,
         key: TenantKey,
         name: &CollectionName,
+        job: u64,
         f: impl FnOnce(&mut Job) -> R,
     ) -> Result<R, EngineError> {
         let mut jobs = self.reembeds.lock();
         match jobs.get_mut(&(key, name.clone())) {
-            Some(j) if j.status.state == ReembedState::Running => Ok(f(j)),
+            Some(j) if j.id == job && j.status.state == ReembedState::Running => Ok(f(j)),
             _ => Err(conflict(format!(
                 "no re-embed of collection {name} is running"
             ))),
@@ -482,11 +556,13 @@ impl Engine {
         &self,
         key: TenantKey,
         name: &CollectionName,
+        job: u64,
         result: Result<R, EngineError>,
     ) -> Result<R, EngineError> {
         if let Err(e) = &result {
             let mut jobs = self.reembeds.lock();
             if let Some(j) = jobs.get_mut(&(key, name.clone()))
+                && j.id == job
                 && j.status.state == ReembedState::Running
             {
                 j.status.state = ReembedState::Failed;

@@ -83,11 +83,13 @@ impl Engine {
                 })?;
         if s.includes(Include::Vector) && !response.hits.is_empty() {
             // The index holds vectors normalised for its metric; the client asked for the
-            // vector it stored, so read it back.
+            // vector it stored, so read it back — from a later snapshot, in which the record
+            // may have been patched out of the caller's sight or replaced: no vector then.
             self.read_tenant(scope, Permission::Read, |r| {
                 for hit in &mut response.hits {
                     hit.record.vector = r
                         .record(scope.key(), &hit.record.id)?
+                        .filter(|stored| stored.modality == name && vis.sees(stored))
                         .and_then(|stored| stored.vector);
                 }
                 Ok(())

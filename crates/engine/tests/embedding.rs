@@ -226,9 +226,9 @@ fn a_reembed_catches_up_writes_made_while_it_ran() {
 
     let plan = engine.reembed_plan(&scope, &notes).unwrap();
     assert_eq!((plan.records, plan.from_dim, plan.to_dim), (70, 4, 384));
-    engine.reembed_start(&scope, &notes).unwrap();
+    let job = engine.reembed_start(&scope, &notes).unwrap().job.unwrap();
     // Stage the first step only, then change the collection under the job.
-    assert!(engine.reembed_step(&scope, &notes).unwrap());
+    assert!(engine.reembed_step(&scope, &notes, job).unwrap());
     let id = |s: &str| strata_types::RecordId::parse(s).unwrap();
     engine
         .patch(
@@ -254,8 +254,8 @@ fn a_reembed_catches_up_writes_made_while_it_ran() {
             .map(|v| v.len()),
         Some(4)
     );
-    while engine.reembed_step(&scope, &notes).unwrap() {}
-    let status = engine.reembed_finish(&scope, &notes).unwrap();
+    while engine.reembed_step(&scope, &notes, job).unwrap() {}
+    let status = engine.reembed_finish(&scope, &notes, job).unwrap();
     assert_eq!(status.state, strata_engine::ReembedState::Done);
 
     let c = engine
@@ -297,7 +297,57 @@ fn a_reembed_catches_up_writes_made_while_it_ran() {
     assert_eq!(hits.hits[0].record.id, id("n00"));
     // And a step of a job that is over is refused, not silently re-run.
     assert!(matches!(
-        engine.reembed_step(&scope, &notes),
+        engine.reembed_step(&scope, &notes, job),
         Err(EngineError::Reembed(_))
     ));
+}
+
+/// A collection deleted and re-created under a running re-embed: the new collection's own
+/// re-embed starts (a new job), and the old job's steps and abandonment cannot touch it.
+#[test]
+fn a_stale_reembed_job_never_acts_on_a_later_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, _) = open_embedding(dir.path(), "acme");
+    let req = RequestScope::default();
+    let notes = CollectionName::parse("notes").unwrap();
+    let fill = |n: usize| {
+        engine
+            .create_collection(&scope, &notes, 4, Metric::Cosine)
+            .unwrap();
+        let records = (0..n)
+            .map(|i| NewRecord {
+                modality: Some(notes.clone()),
+                content: Some(format!("note {i}")),
+                vector: Some(vec![1.0, 0.0, 0.0, 0.0]),
+                ..Default::default()
+            })
+            .collect();
+        engine.put(&scope, &req, records).unwrap();
+    };
+    fill(40);
+    let old = engine.reembed_start(&scope, &notes).unwrap().job.unwrap();
+    assert!(engine.reembed_step(&scope, &notes, old).unwrap());
+    engine.delete_collection(&scope, &notes).unwrap();
+    // Collection timestamps are in milliseconds: make the new one's differ.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    fill(10);
+
+    let new = engine.reembed_start(&scope, &notes).unwrap().job.unwrap();
+    assert_ne!(old, new);
+    assert!(matches!(
+        engine.reembed_step(&scope, &notes, old),
+        Err(EngineError::Reembed(_))
+    ));
+    engine.reembed_abandon(&scope, &notes, old, "the old driver gave up");
+    let status = engine.reembed_status(&scope, &notes).unwrap();
+    assert_eq!(
+        (status.state, status.job),
+        (strata_engine::ReembedState::Running, Some(new))
+    );
+    while engine.reembed_step(&scope, &notes, new).unwrap() {}
+    let done = engine.reembed_finish(&scope, &notes, new).unwrap();
+    assert_eq!(
+        (done.state, done.records_embedded),
+        (strata_engine::ReembedState::Done, 10)
+    );
 }
