@@ -10,15 +10,12 @@ at a time, and prints records/s and search latency percentiles. Standard library
 """
 
 import argparse
-import json
 import os
 import random
-import subprocess
-import tempfile
 import time
-import urllib.request
 
-OPERATOR_KEY = "bench-operator-key-0123456789abcdef"
+from strata_local import OPERATOR_KEY, call, serve
+
 WORDS = (
     "alice bob carol dave coffee tea milk oat printer ticket floor meeting report friday "
     "budget salary holiday flight hotel paris berlin invoice server restart backup disk "
@@ -26,14 +23,6 @@ WORDS = (
 ).split()
 
 
-def call(url, key, path, body=None, method=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method=method or ("POST" if data else "GET"))
-    req.add_header("authorization", f"Bearer {key}")
-    if data is not None:
-        req.add_header("content-type", "application/json")
-    with urllib.request.urlopen(req, timeout=120) as res:
-        return json.loads(res.read() or b"null")
 
 
 def sentence(rng):
@@ -51,57 +40,34 @@ def main():
     ap.add_argument("--mode", choices=["text", "hybrid"], help="search mode (default: the server's)")
     args = ap.parse_args()
     rng = random.Random(7)
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ)
-        env.update({
-            "STRATA__SERVER__LISTEN": "127.0.0.1:0",
-            "STRATA__SERVER__DATA_DIR": os.path.join(tmp, "data"),
-            "STRATA_OPERATOR_KEY": OPERATOR_KEY,
-            "STRATA__EMBEDDER__ENABLED": "true" if args.embedder == "on" else "false",
-            "STRATA__EMBEDDER__AUTO_FETCH": "false",
-            "STRATA__EMBEDDER__MODEL_DIR": args.model_dir,
-            "RUST_LOG": "warn",
-        })
-        log = open(os.path.join(tmp, "server.log"), "wb")
-        server = subprocess.Popen([args.binary, "serve"], env=env, stdout=subprocess.PIPE,
-                                  stderr=log, stdin=subprocess.DEVNULL)
-        try:
-            url = None
-            for line in server.stdout:
-                line = line.decode().strip()
-                if line.startswith("listening on "):
-                    url = line.removeprefix("listening on ")
-                    break
-            call(url, OPERATOR_KEY, "/v1/admin/tenants", {"id": "bench"})
-            key = call(url, OPERATOR_KEY, "/v1/admin/keys",
-                       {"tenant": "bench", "permissions": ["read", "write"]})["key"]
-            records = [{"content": sentence(rng)} for _ in range(args.records)]
-            start = time.perf_counter()
-            for i in range(0, len(records), args.batch):
-                call(url, key, "/v1/memories", {"records": records[i:i + args.batch]})
-            ingest = time.perf_counter() - start
-            # The first search loads the tenant's indexes; not counted.
-            first = time.perf_counter()
-            warm = call(url, key, "/v1/search", {"query": sentence(rng), "k": 10})
-            first = time.perf_counter() - first
-            lat = []
-            for _ in range(args.queries):
-                q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5)))
-                t = time.perf_counter()
-                body = {"query": q, "k": 10}
-                if args.mode:
-                    body["mode"] = args.mode
-                call(url, key, "/v1/search", body)
-                lat.append((time.perf_counter() - t) * 1000)
-            lat.sort()
-            pct = lambda p: lat[min(len(lat) - 1, int(p / 100 * len(lat)))]
-            print(f"embedder={args.embedder} mode={args.mode or warm['mode']} records={args.records} "
-                  f"batch={args.batch}: ingest {args.records / ingest:.0f} records/s "
-                  f"({ingest:.1f} s); first search {first * 1000:.0f} ms; "
-                  f"search p50 {pct(50):.1f} ms, p99 {pct(99):.1f} ms over {args.queries}")
-        finally:
-            server.terminate()
-            server.wait()
+    with serve(args.binary, args.model_dir, embedder=args.embedder == "on") as url:
+        call(url, OPERATOR_KEY, "/v1/admin/tenants", {"id": "bench"})
+        key = call(url, OPERATOR_KEY, "/v1/admin/keys",
+                   {"tenant": "bench", "permissions": ["read", "write"]})["key"]
+        records = [{"content": sentence(rng)} for _ in range(args.records)]
+        start = time.perf_counter()
+        for i in range(0, len(records), args.batch):
+            call(url, key, "/v1/memories", {"records": records[i:i + args.batch]})
+        ingest = time.perf_counter() - start
+        # The first search loads the tenant's indexes; not counted.
+        first = time.perf_counter()
+        warm = call(url, key, "/v1/search", {"query": sentence(rng), "k": 10})
+        first = time.perf_counter() - first
+        lat = []
+        for _ in range(args.queries):
+            q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5)))
+            t = time.perf_counter()
+            body = {"query": q, "k": 10}
+            if args.mode:
+                body["mode"] = args.mode
+            call(url, key, "/v1/search", body)
+            lat.append((time.perf_counter() - t) * 1000)
+        lat.sort()
+        pct = lambda p: lat[min(len(lat) - 1, int(p / 100 * len(lat)))]
+        print(f"embedder={args.embedder} mode={args.mode or warm['mode']} records={args.records} "
+              f"batch={args.batch}: ingest {args.records / ingest:.0f} records/s "
+              f"({ingest:.1f} s); first search {first * 1000:.0f} ms; "
+              f"search p50 {pct(50):.1f} ms, p99 {pct(99):.1f} ms over {args.queries}")
 
 
 if __name__ == "__main__":

@@ -18,12 +18,10 @@ Standard library only; recall does not depend on the build profile.
 import argparse
 import json
 import os
-import subprocess
-import tempfile
 import time
-import urllib.request
 
-OPERATOR_KEY = "bench-operator-key-0123456789abcdef"
+from strata_local import OPERATOR_KEY, call, serve
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 CONFIGS = [
@@ -36,14 +34,6 @@ CONFIGS = [
 ]
 
 
-def call(url, key, path, body=None, method=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method=method or ("POST" if data else "GET"))
-    req.add_header("authorization", f"Bearer {key}")
-    if data is not None:
-        req.add_header("content-type", "application/json")
-    with urllib.request.urlopen(req, timeout=300) as res:
-        return json.loads(res.read() or b"null")
 
 
 def recall(url, key, questions, extra, prefix="", scoped=False):
@@ -67,60 +57,37 @@ def main():
     args = ap.parse_args()
     data = json.load(open(args.set))
     memories, questions = data["memories"], data["questions"]
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ)
-        env.update({
-            "STRATA__SERVER__LISTEN": "127.0.0.1:0",
-            "STRATA__SERVER__DATA_DIR": os.path.join(tmp, "data"),
-            "STRATA_OPERATOR_KEY": OPERATOR_KEY,
-            "STRATA__EMBEDDER__ENABLED": "true",
-            "STRATA__EMBEDDER__AUTO_FETCH": "false",
-            "STRATA__EMBEDDER__MODEL_DIR": args.model_dir,
-            "RUST_LOG": "warn",
-        })
-        log = open(os.path.join(tmp, "server.log"), "wb")
-        server = subprocess.Popen([args.binary, "serve"], env=env, stdout=subprocess.PIPE,
-                                  stderr=log, stdin=subprocess.DEVNULL)
-        try:
-            url = None
-            for line in server.stdout:
-                line = line.decode().strip()
-                if line.startswith("listening on "):
-                    url = line.removeprefix("listening on ")
-                    break
-            call(url, OPERATOR_KEY, "/v1/admin/tenants", {"id": "bench"})
-            key = call(url, OPERATOR_KEY, "/v1/admin/keys",
-                       {"tenant": "bench",
-                        "permissions": ["read", "write", "admin", "all_principals"]})["key"]
-            print(f"{len(memories)} memories, {len(questions)} questions, k = 10")
-            print("| analyzer | search | tenant-wide recall@5 | @10 | per-user recall@5 | @10 |")
-            print("|---|---|---|---|---|---|")
-            for analyzer in ("standard", "english"):
-                name = f"set-{analyzer}"
-                call(url, key, "/v1/collections", {"name": name, "dim": 384, "analyzer": analyzer})
-                # Record ids are per tenant: each collection gets its own.
-                records = [{"id": f"{analyzer}-{m['id']}", "content": m["content"], "modality": name,
-                            "user_tokens": [f"u:{m['user']}"]} for m in memories]
-                call(url, key, "/v1/memories", {"records": records})
-                call(url, key, f"/v1/collections/{name}/reembed", {})
-                while call(url, key, f"/v1/collections/{name}/reembed")["state"] == "running":
-                    time.sleep(0.1)
-                for label, extra in CONFIGS:
-                    extra = {**extra, "modality": name}
-                    r5, r10 = recall(url, key, questions, extra, f"{analyzer}-")
-                    u5, u10 = recall(url, key, questions, extra, f"{analyzer}-", scoped=True)
-                    print(f"| {analyzer} | {label} | {r5:.2f} | {r10:.2f} | {u5:.2f} | {u10:.2f} |",
-                          flush=True)
-            # The defaults: the `text` collection, a query and nothing else.
-            call(url, key, "/v1/memories", {"records": [
-                {"id": m["id"], "content": m["content"], "user_tokens": [f"u:{m['user']}"]}
-                for m in memories]})
-            r5, r10 = recall(url, key, questions, {})
-            u5, u10 = recall(url, key, questions, {}, scoped=True)
-            print(f"| `text` collection | server default | {r5:.2f} | {r10:.2f} | {u5:.2f} | {u10:.2f} |")
-        finally:
-            server.terminate()
-            server.wait()
+    with serve(args.binary, args.model_dir, embedder=True) as url:
+        call(url, OPERATOR_KEY, "/v1/admin/tenants", {"id": "bench"})
+        key = call(url, OPERATOR_KEY, "/v1/admin/keys",
+                   {"tenant": "bench",
+                    "permissions": ["read", "write", "admin", "all_principals"]})["key"]
+        print(f"{len(memories)} memories, {len(questions)} questions, k = 10")
+        print("| analyzer | search | tenant-wide recall@5 | @10 | per-user recall@5 | @10 |")
+        print("|---|---|---|---|---|---|")
+        for analyzer in ("standard", "english"):
+            name = f"set-{analyzer}"
+            call(url, key, "/v1/collections", {"name": name, "dim": 384, "analyzer": analyzer})
+            # Record ids are per tenant: each collection gets its own.
+            records = [{"id": f"{analyzer}-{m['id']}", "content": m["content"], "modality": name,
+                        "user_tokens": [f"u:{m['user']}"]} for m in memories]
+            call(url, key, "/v1/memories", {"records": records})
+            call(url, key, f"/v1/collections/{name}/reembed", {})
+            while call(url, key, f"/v1/collections/{name}/reembed")["state"] == "running":
+                time.sleep(0.1)
+            for label, extra in CONFIGS:
+                extra = {**extra, "modality": name}
+                r5, r10 = recall(url, key, questions, extra, f"{analyzer}-")
+                u5, u10 = recall(url, key, questions, extra, f"{analyzer}-", scoped=True)
+                print(f"| {analyzer} | {label} | {r5:.2f} | {r10:.2f} | {u5:.2f} | {u10:.2f} |",
+                      flush=True)
+        # The defaults: the `text` collection, a query and nothing else.
+        call(url, key, "/v1/memories", {"records": [
+            {"id": m["id"], "content": m["content"], "user_tokens": [f"u:{m['user']}"]}
+            for m in memories]})
+        r5, r10 = recall(url, key, questions, {})
+        u5, u10 = recall(url, key, questions, {}, scoped=True)
+        print(f"| `text` collection | server default | {r5:.2f} | {r10:.2f} | {u5:.2f} | {u10:.2f} |")
 
 
 if __name__ == "__main__":

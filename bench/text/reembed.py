@@ -13,16 +13,13 @@ library only.
 """
 
 import argparse
-import json
 import os
 import random
-import subprocess
-import tempfile
 import threading
 import time
-import urllib.request
 
-OPERATOR_KEY = "bench-operator-key-0123456789abcdef"
+from strata_local import OPERATOR_KEY, call, serve
+
 WORDS = (
     "alice bob carol dave coffee tea milk oat printer ticket floor meeting report friday "
     "budget salary holiday flight hotel paris berlin invoice server restart backup disk "
@@ -30,15 +27,6 @@ WORDS = (
 ).split()
 
 
-def call(url, key, path, body=None, method=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data,
-                                 method=method or ("POST" if data else "GET"))
-    req.add_header("authorization", f"Bearer {key}")
-    if data is not None:
-        req.add_header("content-type", "application/json")
-    with urllib.request.urlopen(req, timeout=300) as res:
-        return json.loads(res.read() or b"null")
 
 
 def sentence(rng):
@@ -73,63 +61,40 @@ def main():
     ap.add_argument("--queries", type=int, default=100)
     args = ap.parse_args()
     rng = random.Random(11)
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ)
-        env.update({
-            "STRATA__SERVER__LISTEN": "127.0.0.1:0",
-            "STRATA__SERVER__DATA_DIR": os.path.join(tmp, "data"),
-            "STRATA_OPERATOR_KEY": OPERATOR_KEY,
-            "STRATA__EMBEDDER__ENABLED": "true",
-            "STRATA__EMBEDDER__AUTO_FETCH": "false",
-            "STRATA__EMBEDDER__MODEL_DIR": args.model_dir,
-            "RUST_LOG": "warn",
-        })
-        log = open(os.path.join(tmp, "server.log"), "wb")
-        server = subprocess.Popen([args.binary, "serve"], env=env, stdout=subprocess.PIPE,
-                                  stderr=log, stdin=subprocess.DEVNULL)
-        try:
-            url = None
-            for line in server.stdout:
-                line = line.decode().strip()
-                if line.startswith("listening on "):
-                    url = line.removeprefix("listening on ")
-                    break
-            bulk, other = tenant(url, "bulk"), tenant(url, "other")
-            call(url, bulk, "/v1/collections", {"name": "notes", "dim": 8})
-            for i in range(0, args.records, 1000):
-                n = min(1000, args.records - i)
-                call(url, bulk, "/v1/memories", {"records": [
-                    {"modality": "notes", "content": sentence(rng), "vector": [0.1] * 8}
-                    for _ in range(n)]})
-            call(url, other, "/v1/memories",
-                 {"records": [{"content": sentence(rng)} for _ in range(200)]})
-            call(url, other, "/v1/search", {"query": "warm up", "k": 10})
-            alone = []
-            searches(url, other, rng, args.queries, alone)
+    with serve(args.binary, args.model_dir, embedder=True) as url:
+        bulk, other = tenant(url, "bulk"), tenant(url, "other")
+        call(url, bulk, "/v1/collections", {"name": "notes", "dim": 8})
+        for i in range(0, args.records, 1000):
+            n = min(1000, args.records - i)
+            call(url, bulk, "/v1/memories", {"records": [
+                {"modality": "notes", "content": sentence(rng), "vector": [0.1] * 8}
+                for _ in range(n)]})
+        call(url, other, "/v1/memories",
+             {"records": [{"content": sentence(rng)} for _ in range(200)]})
+        call(url, other, "/v1/search", {"query": "warm up", "k": 10})
+        alone = []
+        searches(url, other, rng, args.queries, alone)
 
-            plan = call(url, bulk, "/v1/collections/notes/reembed", {"dry_run": True})
-            during, stop = [], threading.Event()
-            start = time.perf_counter()
-            call(url, bulk, "/v1/collections/notes/reembed", {})
-            worker = threading.Thread(target=searches,
-                                      args=(url, other, rng, 10**9, during, stop))
-            worker.start()
-            while call(url, bulk, "/v1/collections/notes/reembed")["state"] == "running":
-                time.sleep(0.2)
-            took = time.perf_counter() - start
-            stop.set()
-            worker.join()
-            status = call(url, bulk, "/v1/collections/notes/reembed")
-            print(f"re-embed of {plan['records']} records ({plan['text_bytes']} bytes): "
-                  f"estimated {plan['estimated_seconds']:.1f} s "
-                  f"(measured {plan['measured_texts_per_sec']:.0f} texts/s on a sample), "
-                  f"took {took:.1f} s; state {status['state']}")
-            print(f"other tenant's query-only search: alone p50 {pct(alone, 50):.1f} ms, "
-                  f"p99 {pct(alone, 99):.1f} ms ({len(alone)}); during the re-embed "
-                  f"p50 {pct(during, 50):.1f} ms, p99 {pct(during, 99):.1f} ms ({len(during)})")
-        finally:
-            server.terminate()
-            server.wait()
+        plan = call(url, bulk, "/v1/collections/notes/reembed", {"dry_run": True})
+        during, stop = [], threading.Event()
+        start = time.perf_counter()
+        call(url, bulk, "/v1/collections/notes/reembed", {})
+        worker = threading.Thread(target=searches,
+                                  args=(url, other, rng, 10**9, during, stop))
+        worker.start()
+        while call(url, bulk, "/v1/collections/notes/reembed")["state"] == "running":
+            time.sleep(0.2)
+        took = time.perf_counter() - start
+        stop.set()
+        worker.join()
+        status = call(url, bulk, "/v1/collections/notes/reembed")
+        print(f"re-embed of {plan['records']} records ({plan['text_bytes']} bytes): "
+              f"estimated {plan['estimated_seconds']:.1f} s "
+              f"(measured {plan['measured_texts_per_sec']:.0f} texts/s on a sample), "
+              f"took {took:.1f} s; state {status['state']}")
+        print(f"other tenant's query-only search: alone p50 {pct(alone, 50):.1f} ms, "
+              f"p99 {pct(alone, 99):.1f} ms ({len(alone)}); during the re-embed "
+              f"p50 {pct(during, 50):.1f} ms, p99 {pct(during, 99):.1f} ms ({len(during)})")
 
 
 if __name__ == "__main__":
