@@ -199,8 +199,15 @@ pub struct ServerStats {
     /// Registered tenants by integrity state (`normal`, `stress`, `critical`), every tenant
     /// counted, not only this page's.
     pub tenants_by_integrity: BTreeMap<String, u64>,
-    /// Tenants left out because their stored profile does not decode; each is named here.
-    pub unreadable_tenants: Vec<TenantId>,
+    /// This page's tenants left out because their stored profile does not decode, by their
+    /// stored id.
+    pub unreadable_tenants: Vec<String>,
+    /// Registered tenants, every page together.
+    pub tenant_count: u64,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<TenantId>,
+    /// This page's tenants, in id order.
     pub tenants: Vec<TenantStats>,
 }
 

@@ -457,7 +457,11 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
         "gauge",
         "The memory budget for loaded tenant indexes; 0: none.",
     );
-    let _ = writeln!(out, "strata_residency_budget_bytes {}", x.residency_budget_bytes);
+    let _ = writeln!(
+        out,
+        "strata_residency_budget_bytes {}",
+        x.residency_budget_bytes
+    );
     help(
         out,
         "strata_residency_resident_bytes",
@@ -587,7 +591,11 @@ mod tests {
         }
     }
 
-    fn exposition<'a>(tenants: &'a [TenantRow], cap: usize, pinned: &'a [String]) -> Exposition<'a> {
+    fn exposition<'a>(
+        tenants: &'a [TenantRow],
+        cap: usize,
+        pinned: &'a [String],
+    ) -> Exposition<'a> {
         Exposition {
             routes: &[],
             tenants,
@@ -686,11 +694,7 @@ mod tests {
         assert_eq!(ratios["t4999"], 49.99);
         // A labelled tenant is 1 in its own state; (other) counts its tenants per state; the
         // sum over labels per state is the server-wide count.
-        let stress = by_tenant(
-            &text,
-            "strata_tenant_integrity_state",
-            ",state=\"stress\"",
-        );
+        let stress = by_tenant(&text, "strata_tenant_integrity_state", ",state=\"stress\"");
         assert_eq!(stress["t4998"], 0.0, "4998 % 3 == 0");
         assert_eq!(stress["t4900"], 1.0, "4900 % 3 == 1");
         let total_stress = (0..n).filter(|i| i % 3 == 1).count();
@@ -788,7 +792,10 @@ mod tests {
             row("a", 1, TenantSnapshot::default()),
             row("b", 2, TenantSnapshot::default()),
         ];
-        let routes = [(("GET", "/v1/x".to_owned(), 200), HistogramSnapshot::default())];
+        let routes = [(
+            ("GET", "/v1/x".to_owned(), 200),
+            HistogramSnapshot::default(),
+        )];
         let mut x = exposition(&rows, 5, &[]);
         x.routes = &routes;
         x.unreadable = 1;

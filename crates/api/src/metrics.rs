@@ -482,7 +482,10 @@ mod tests {
     use std::time::Instant;
 
     fn acme() -> (TenantKey, TenantId) {
-        (TenantKey::for_tests(1), TenantId::parse("acme").expect("id"))
+        (
+            TenantKey::for_tests(1),
+            TenantId::parse("acme").expect("id"),
+        )
     }
 
     #[test]
@@ -532,7 +535,12 @@ mod tests {
         let (old, id) = acme();
         let new = TenantKey::for_tests(2);
         let key = ("GET", "/v1/stats".to_owned(), 200);
-        m.record(key.clone(), Some((old, &id)), Duration::from_millis(1), None);
+        m.record(
+            key.clone(),
+            Some((old, &id)),
+            Duration::from_millis(1),
+            None,
+        );
         assert_eq!(m.tenant_snapshot(new), TenantSnapshot::default());
         let asof = Instant::now();
         // The old incarnation is gone from the registry read after `asof`.

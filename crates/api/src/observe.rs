@@ -10,9 +10,10 @@ use axum::response::{Html, IntoResponse, Response};
 use std::collections::HashSet;
 use std::time::Instant;
 use strata_auth::{OperatorScope, Principal};
-use strata_engine::{ResidencySummary, TenantFigures, UsageReport};
+use strata_engine::{IntegrityCounts, ResidencySummary, TenantFigures, UsageReport};
 use strata_store::TenantKey;
 use strata_store::stats::{BUCKETS_SECS, HistogramSnapshot};
+use strata_types::TenantId;
 
 use crate::bodies::{LatencySummary, ServerStats, TenantStats};
 use crate::edge::{OperatorAuth, TenantAuth, bearer, principal};
@@ -65,7 +66,7 @@ pub async fn metrics(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     QueryInput::parse(q.as_deref(), &[])?;
-    let (report, residency, rows) = registry(&state, op).await?;
+    let (report, residency, _, rows) = registry(&state, op, None, usize::MAX).await?;
     let m = &state.metrics;
     let routes = m.routes();
     let text = render(&Exposition {
@@ -88,23 +89,47 @@ pub async fn metrics(
         .into_response())
 }
 
-/// Every registered tenant with the live figures of its current incarnation, the tenants
-/// left out, and the server's residency. Drops the series of tenants purged since they were
-/// last seen, so neither memory nor the output keeps dead tenants.
+/// `/v1/admin/stats` pages: this many tenants unless `limit` says otherwise, and at most
+/// [`MAX_PAGE`], so one dashboard poll is bounded whatever the tenant count.
+const DEFAULT_PAGE: usize = 1000;
+const MAX_PAGE: usize = 10_000;
+
+type Registry = (
+    UsageReport,
+    ResidencySummary,
+    IntegrityCounts,
+    Vec<TenantRow>,
+);
+
+/// Registered tenants (at most `limit`, ids after `after`) with the live figures of their
+/// current incarnation, the tenants left out, the server's residency and integrity counts.
+/// When the whole registry was read, drops the series of tenants purged since they were last
+/// seen, so neither memory nor the output keeps dead tenants.
 async fn registry(
     state: &AppState,
     op: OperatorScope,
-) -> Result<(UsageReport, ResidencySummary, Vec<TenantRow>), ApiError> {
+    after: Option<TenantId>,
+    limit: usize,
+) -> Result<Registry, ApiError> {
     let asof = Instant::now();
-    let (mut report, residency) = state
-        .run(move |e| Ok((e.usage_report(&op)?, e.residency_summary(&op))))
+    let whole = after.is_none();
+    let (mut report, residency, counts) = state
+        .run(move |e| {
+            Ok((
+                e.usage_page(&op, after.as_ref(), limit)?,
+                e.residency_summary(&op),
+                e.integrity_counts(&op)?,
+            ))
+        })
         .await?;
-    let alive: HashSet<TenantKey> = report.tenants.iter().map(|t| t.key).collect();
-    // A tenant whose profile does not decode is still registered: its series stays.
-    let unreadable: HashSet<&str> = report.unreadable.iter().map(|t| t.as_str()).collect();
-    state.metrics.forget(asof, |k, id| {
-        alive.contains(&k) || unreadable.contains(id.as_str())
-    });
+    if whole && report.next_after.is_none() {
+        let alive: HashSet<TenantKey> = report.tenants.iter().map(|t| t.key).collect();
+        // A tenant whose profile does not decode is still registered: its series stays.
+        let unreadable: HashSet<&str> = report.unreadable.iter().map(String::as_str).collect();
+        state.metrics.forget(asof, |k, id| {
+            alive.contains(&k) || unreadable.contains(id.as_str())
+        });
+    }
     let live = state.metrics.tenants();
     let rows = std::mem::take(&mut report.tenants)
         .into_iter()
@@ -113,7 +138,7 @@ async fn registry(
             row(f, l)
         })
         .collect();
-    Ok((report, residency, rows))
+    Ok((report, residency, counts, rows))
 }
 
 fn row(f: TenantFigures, live: crate::metrics::TenantSnapshot) -> TenantRow {
@@ -196,22 +221,43 @@ pub async fn own_stats(
     Ok(Json(tenant_stats(row(own, live))))
 }
 
-/// The server's figures and every tenant's (no label cap: this is JSON for the dashboard).
+/// The server's figures and one page of tenants' in id order (no label cap: this is JSON for
+/// the dashboard). `next_after` is the `after` of the next page.
 #[utoipa::path(get, path = "/v1/admin/stats", tag = "admin", operation_id = "admin_stats",
+    params(
+        ("limit" = Option<usize>, Query, description = "tenants per page, 1 to 10000 (default 1000)"),
+        ("after" = Option<TenantId>, Query, description = "start after this tenant id (a previous page's `next_after`)")),
     responses((status = 200, description = "Server and per-tenant figures", body = ServerStats)),
     security(("bearer" = [])))]
 pub async fn admin_stats(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
+    RawQuery(q): RawQuery,
 ) -> Result<Json<ServerStats>, ApiError> {
-    let (report, residency, rows) = registry(&state, op).await?;
+    let q = QueryInput::parse(q.as_deref(), &["limit", "after"])?;
+    let limit = match q.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit: expected a whole number from 1 to {MAX_PAGE}"
+                ))
+            })?,
+    };
+    let after = q
+        .get("after")
+        .map(|a| TenantId::parse_field("after", a))
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (report, residency, counts, rows) = registry(&state, op, after, limit).await?;
     let server = state.metrics.server();
     let tenants_by_integrity = INTEGRITY_STATES
         .iter()
-        .map(|s| {
-            let n = rows.iter().filter(|r| r.integrity == *s).count() as u64;
-            (integrity_name(*s).to_owned(), n)
-        })
+        .zip([counts.normal, counts.stress, counts.critical])
+        .map(|(s, n)| (integrity_name(*s).to_owned(), n))
         .collect();
     let tenants = rows.into_iter().map(tenant_stats).collect();
     Ok(Json(ServerStats {
@@ -227,6 +273,8 @@ pub async fn admin_stats(
         residency_resident_bytes: residency.resident_bytes,
         tenants_by_integrity,
         unreadable_tenants: report.unreadable,
+        tenant_count: counts.normal + counts.stress + counts.critical,
+        next_after: report.next_after,
         tenants,
     }))
 }

@@ -26,33 +26,80 @@ pub struct TenantFigures {
     pub integrity: IntegrityState,
 }
 
-/// Every tenant's figures, plus the tenants whose stored profile does not decode: those are
-/// left out and named, so one damaged tenant cannot blind the operator to all the others.
+/// Tenants' figures in id order, plus the tenants whose stored profile or registry row does
+/// not decode: those are left out and named (by their stored id), so one damaged tenant
+/// cannot blind the operator to all the others.
 #[derive(Debug, Clone, Default)]
 pub struct UsageReport {
     pub tenants: Vec<TenantFigures>,
-    pub unreadable: Vec<TenantId>,
+    pub unreadable: Vec<String>,
+    /// The id to pass as `after` for the next page; `None` on the last.
+    pub next_after: Option<TenantId>,
+}
+
+/// Registered tenants by integrity state, over the whole server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IntegrityCounts {
+    pub normal: u64,
+    pub stress: u64,
+    pub critical: u64,
 }
 
 impl Engine {
     /// Every tenant (soft-deleted ones included, with their status) with its usage, read in
     /// one consistent snapshot, so a scrape costs one read transaction whatever the tenant count.
-    pub fn usage_report(&self, _op: &OperatorScope) -> Result<UsageReport, EngineError> {
+    pub fn usage_report(&self, op: &OperatorScope) -> Result<UsageReport, EngineError> {
+        self.usage_page(op, None, usize::MAX)
+    }
+
+    /// Like [`Engine::usage_report`], for at most `limit` tenants with ids after `after`.
+    pub fn usage_page(
+        &self,
+        _op: &OperatorScope,
+        after: Option<&TenantId>,
+        limit: usize,
+    ) -> Result<UsageReport, EngineError> {
         let r = self.store.read()?;
         let mut out = UsageReport::default();
-        for meta in r.tenants()? {
-            match self.figures(&r, &meta) {
+        // One more than asked, to know whether a next page exists.
+        let mut rows = r.tenants_page(after, limit.saturating_add(1))?;
+        if rows.len() > limit {
+            rows.truncate(limit);
+            out.next_after = rows.last().and_then(|(raw, _)| TenantId::parse(raw).ok());
+        }
+        for (raw, meta) in rows {
+            match meta
+                .map_err(EngineError::from)
+                .and_then(|m| self.figures(&r, &m))
+            {
                 Ok(f) => out.tenants.push(f),
-                // Only a profile or usage that does not decode is skipped; a failing read of
-                // the store itself still fails the report. The tenant's own requests keep
+                // Only a row, profile or usage that does not decode is skipped; a failing read
+                // of the store itself still fails the report. The tenant's own requests keep
                 // reporting the corruption in full.
                 Err(EngineError::Store(strata_store::StoreError::Corrupt(_))) => {
-                    out.unreadable.push(meta.id.clone());
+                    out.unreadable.push(raw);
                 }
                 Err(e) => return Err(e),
             }
         }
         Ok(out)
+    }
+
+    /// Registered tenants by integrity state: the registry's key count and the in-memory
+    /// states, so it costs no decoding however many tenants there are.
+    pub fn integrity_counts(&self, _op: &OperatorScope) -> Result<IntegrityCounts, EngineError> {
+        let total = self.store.read()?.tenant_count()?;
+        let by_state = self.indexes.integrity_counts();
+        let stress = by_state.get(&IntegrityState::Stress).copied().unwrap_or(0);
+        let critical = by_state
+            .get(&IntegrityState::Critical)
+            .copied()
+            .unwrap_or(0);
+        Ok(IntegrityCounts {
+            normal: total.saturating_sub(stress + critical),
+            stress,
+            critical,
+        })
     }
 
     /// The caller's own tenant with its usage, limits, residency and integrity state; needs

@@ -113,9 +113,48 @@ fn a_tenant_whose_profile_does_not_decode_is_named_not_fatal_to_the_report() {
         w.put_tenant(&meta).expect("write");
     });
     let (engine, _) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
-    let report = engine.usage_report(&op()).expect("one bad profile fails no report");
+    let report = engine
+        .usage_report(&op())
+        .expect("one bad profile fails no report");
     let mut ids: Vec<&str> = report.tenants.iter().map(|t| t.info.id.as_str()).collect();
     ids.sort_unstable();
     assert_eq!(ids, ["acme", "globex"]);
-    assert_eq!(report.unreadable, vec![broken]);
+    assert_eq!(report.unreadable, vec!["broken".to_owned()]);
+    assert_eq!(
+        engine.integrity_counts(&op()).expect("counts").normal,
+        3,
+        "every registered tenant is counted, the unreadable one too"
+    );
+}
+
+#[test]
+fn usage_pages_cover_every_tenant_once_in_id_order() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (engine, _) = common::open_with_tenant(dir.path(), "t00", common::full_grant());
+    for i in 1..7 {
+        let id = TenantId::parse(&format!("t{i:02}")).expect("id");
+        engine.create_tenant(&op(), &id, None).expect("create");
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<TenantId> = None;
+    let mut pages = 0;
+    loop {
+        let page = engine.usage_page(&op(), after.as_ref(), 3).expect("page");
+        assert!(page.tenants.len() <= 3);
+        seen.extend(page.tenants.iter().map(|t| t.info.id.to_string()));
+        pages += 1;
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3, "3 + 3 + 1");
+    let want: Vec<String> = (0..7).map(|i| format!("t{i:02}")).collect();
+    assert_eq!(seen, want);
+    // A page that ends exactly at the last tenant says there is no next one.
+    let page = engine
+        .usage_page(&op(), Some(&TenantId::parse("t03").expect("id")), 3)
+        .expect("page");
+    assert_eq!(page.tenants.len(), 3);
+    assert_eq!(page.next_after, None);
 }

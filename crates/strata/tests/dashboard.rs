@@ -374,7 +374,9 @@ fn operator_signs_in_reads_tenants_and_suspends_and_resumes_one() {
     );
     let figures = page.eval("document.getElementById('tenant-figures').textContent");
     assert!(
-        figures.as_str().is_some_and(|f| f.contains("loaded") && f.contains("1 loads")),
+        figures
+            .as_str()
+            .is_some_and(|f| f.contains("loaded") && f.contains("1 loads")),
         "{figures}"
     );
     assert!(

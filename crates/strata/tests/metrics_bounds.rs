@@ -56,7 +56,9 @@ fn made_up_methods_and_paths_add_no_series() {
     assert!(methods.contains("other"), "{labels:?}");
     let routes: BTreeSet<&str> = labels.iter().map(|(_, r)| r.as_str()).collect();
     assert!(
-        routes.iter().all(|r| !r.contains("nowhere") && !r.contains("made-up")),
+        routes
+            .iter()
+            .all(|r| !r.contains("nowhere") && !r.contains("made-up")),
         "{routes:?}"
     );
     assert!(labels.len() < 12, "{labels:?}");
@@ -85,13 +87,19 @@ fn a_recreated_tenant_starts_from_zero_and_a_purged_one_leaves_metrics() {
     );
     assert_eq!(s, 200, "{v}");
     let text = scrape(&server);
-    assert!(!text.contains("tenant=\"acme\""), "a purged tenant leaves /metrics");
+    assert!(
+        !text.contains("tenant=\"acme\""),
+        "a purged tenant leaves /metrics"
+    );
 
     server.tenant("acme");
     let new = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
     let (s, v) = server.get("/v1/stats", &new);
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["requests"], 0, "the old incarnation's traffic is not ours: {v}");
+    assert_eq!(
+        v["requests"], 0,
+        "the old incarnation's traffic is not ours: {v}"
+    );
     assert_eq!(v["responses"]["2xx"], 0, "{v}");
     assert_eq!(v["usage"]["records"], 0, "{v}");
     assert_eq!(v["residency"]["loads"], 0, "{v}");
@@ -110,14 +118,9 @@ fn a_tenant_whose_profile_does_not_decode_is_named_not_fatal() {
     server.tenant("acme");
     server.tenant("broken");
     server.stop();
-    let store = strata_store::Store::open(
-        &server
-            .dir
-            .path()
-            .join("data")
-            .join(strata_engine::DB_FILE),
-    )
-    .expect("store");
+    let store =
+        strata_store::Store::open(&server.dir.path().join("data").join(strata_engine::DB_FILE))
+            .expect("store");
     store
         .write(|w| {
             let id = strata_types::TenantId::parse("broken").expect("id");
@@ -145,4 +148,50 @@ fn a_tenant_whose_profile_does_not_decode_is_named_not_fatal() {
         .filter_map(|t| t["tenant"].as_str())
         .collect();
     assert_eq!(ids, ["acme"]);
+}
+
+#[test]
+fn admin_stats_pages_through_every_tenant_once() {
+    let server = Server::start();
+    for i in 0..5 {
+        server.tenant(&format!("t{i}"));
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/admin/stats?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let (s, v) = server.get(&path, OPERATOR_KEY);
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["tenant_count"], 5, "{v}");
+        assert_eq!(v["tenants_by_integrity"]["normal"], 5, "{v}");
+        let page = v["tenants"].as_array().expect("tenants");
+        assert!(page.len() <= 2, "{v}");
+        seen.extend(
+            page.iter()
+                .filter_map(|t| t["tenant"].as_str().map(str::to_owned)),
+        );
+        pages += 1;
+        match v["next_after"].as_str() {
+            Some(next) => path = format!("/v1/admin/stats?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, ["t0", "t1", "t2", "t3", "t4"]);
+    let (s, v) = server.get("/v1/admin/stats", OPERATOR_KEY);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["tenants"].as_array().map(Vec::len), Some(5));
+    assert!(v.get("next_after").is_none(), "{v}");
+    for bad in [
+        "limit=0",
+        "limit=10001",
+        "limit=two",
+        "after=Bad%20Id",
+        "page=2",
+    ] {
+        let (s, v) = server.get(&format!("/v1/admin/stats?{bad}"), OPERATOR_KEY);
+        assert_eq!((s, common::code(&v)), (400, "BAD_REQUEST"), "{bad}: {v}");
+        let field = bad.split('=').next().unwrap_or("");
+        assert!(v.to_string().contains(field), "{bad}: names the field: {v}");
+    }
 }
