@@ -714,7 +714,7 @@ mod tests {
         let mut expected_429 = 0u64;
         let mut ids = Vec::new();
         for i in 0..5_000u64 {
-            let id = TenantId::parse(&format!("tenant-{i}")).expect("id");
+            let id = TenantId::parse(format!("tenant-{i}")).expect("id");
             for j in 0..(1 + i % 5) {
                 let limited = j == 1 && i % 2 == 0;
                 let status = if limited { 429 } else { 200 };

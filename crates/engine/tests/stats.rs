@@ -132,7 +132,7 @@ fn usage_pages_cover_every_tenant_once_in_id_order() {
     let dir = tempfile::tempdir().expect("dir");
     let (engine, _) = common::open_with_tenant(dir.path(), "t00", common::full_grant());
     for i in 1..7 {
-        let id = TenantId::parse(&format!("t{i:02}")).expect("id");
+        let id = TenantId::parse(format!("t{i:02}")).expect("id");
         engine.create_tenant(&op(), &id, None).expect("create");
     }
     let mut seen = Vec::new();

@@ -233,6 +233,9 @@ pub(crate) mod sealed {
 
 use sealed::Tables;
 
+/// One registry row as stored: its id, and its meta or why that does not decode.
+pub type RegistryRow = (String, Result<TenantMeta, StoreError>);
+
 /// Reads shared by snapshots and write transactions (which see their own writes).
 #[allow(private_bounds)]
 pub trait Reads: Tables {
@@ -261,7 +264,7 @@ pub trait Reads: Tables {
         &self,
         after: Option<&TenantId>,
         limit: usize,
-    ) -> Result<Vec<(String, Result<TenantMeta, StoreError>)>, StoreError> {
+    ) -> Result<Vec<RegistryRow>, StoreError> {
         use std::ops::Bound;
         let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.as_str()));
         let mut out = Vec::new();
