@@ -112,7 +112,7 @@ impl Gate {
         Ok(Admitted {
             key,
             weight: admission.weight,
-            series: self.metrics.tenant(scope.tenant().as_str()),
+            series: self.metrics.tenant(scope.key(), scope.tenant()),
             _permit: permit,
         })
     }
@@ -126,7 +126,7 @@ impl Gate {
         Ok(Admitted {
             key: scope.key(),
             weight: engine.admission(scope)?.weight,
-            series: self.metrics.tenant(scope.tenant().as_str()),
+            series: self.metrics.tenant(scope.key(), scope.tenant()),
             _permit: None,
         })
     }

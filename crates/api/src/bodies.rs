@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use strata_auth::KeyInfo;
-use strata_engine::{AuditRow, PutOutcome, TenantInfo, TenantLimits, TenantStatus, TenantUsage};
+use strata_engine::{
+    AuditRow, IntegrityState, PutOutcome, TenantInfo, TenantLimits, TenantResidency, TenantStatus,
+    TenantUsage,
+};
 use strata_types::{
     Collection, Domain, HitExplain, Include, MemoryScope, Record, RecordId, RunId, SearchMode,
     SearchRequest, SearchResponse, TenantId, TokenSelector, UserMatch,
@@ -170,6 +173,11 @@ pub struct TenantStats {
     pub queue_depth: i64,
     /// CPU time the pool spent on its jobs.
     pub cpu_seconds: f64,
+    /// Whether its indexes are in memory, what they cost, loads and evictions since start.
+    pub residency: TenantResidency,
+    /// Its integrity state (`normal`, `stress`, `critical`); the signals and transitions
+    /// behind it are at `GET /v1/admin/tenants/{id}/integrity`.
+    pub integrity: IntegrityState,
 }
 
 /// The server's figures and every tenant's, for the operator dashboard.
@@ -185,6 +193,21 @@ pub struct ServerStats {
     pub resident_bytes: Option<u64>,
     /// Durable commits of the store, fsync included.
     pub commits: LatencySummary,
+    /// The memory budget for loaded tenant indexes (0: none), and their estimated bytes now.
+    pub residency_budget_bytes: u64,
+    pub residency_resident_bytes: u64,
+    /// Registered tenants by integrity state (`normal`, `stress`, `critical`), every tenant
+    /// counted, not only this page's.
+    pub tenants_by_integrity: BTreeMap<String, u64>,
+    /// This page's tenants left out because their stored profile does not decode, by their
+    /// stored id.
+    pub unreadable_tenants: Vec<String>,
+    /// Registered tenants, every page together.
+    pub tenant_count: u64,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<TenantId>,
+    /// This page's tenants, in id order.
     pub tenants: Vec<TenantStats>,
 }
 

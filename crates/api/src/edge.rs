@@ -34,6 +34,8 @@ const MAX_REQUEST_ID: usize = 128;
 pub(crate) struct Who {
     /// The credential's tenant; `None` for operators and refused credentials.
     pub tenant: Option<TenantId>,
+    /// The credential's tenant incarnation, which per-tenant metrics are keyed by.
+    pub tenant_key: Option<strata_store::TenantKey>,
     /// Key id (`key:<id>`), JWT subject (`jwt:<sub>`), or `anonymous`.
     pub actor: String,
     /// Why a credential was refused (the authenticator's log-only reason).
@@ -138,6 +140,7 @@ pub(crate) async fn principal(parts: &Parts, state: &AppState) -> Result<Princip
                 &parts.extensions,
                 Who {
                     tenant: Some(scope.tenant().clone()),
+                    tenant_key: Some(scope.key()),
                     actor: scope.actor().to_owned(),
                     ..Who::default()
                 },

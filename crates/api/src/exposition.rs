@@ -1,17 +1,17 @@
 //! The Prometheus text exposition (format 0.0.4) of [`crate::metrics`] plus the engine's
-//! figures, with the cap on tenant labels: the pinned tenants and the `cap` most active others
-//! get their own `tenant` label; every other tenant is summed, exactly, under
-//! `tenant="(other)"` — a value no tenant id can take, since ids never contain parentheses.
+//! figures, with the cap on tenant labels: the pinned tenants and the `cap` most recently
+//! active others get their own `tenant` label; every other registered tenant is summed,
+//! exactly, under `tenant="(other)"` — a value no tenant id can take, since ids never contain
+//! parentheses. Only tenants in the registry are rendered: a purged tenant's figures go with it.
 //!
 //! Rendering is a pure function of snapshots, so the cap and the sums are unit-tested here
-//! with thousands of tenants. Residency, loads/evictions and integrity state are added as
-//! `strata_tenant_*` series in `tenant_block` once the engine reports them in
-//! [`strata_engine::TenantInfo`]; isolation level likewise goes into `strata_tenant_info`.
+//! with thousands of tenants. Isolation level goes into `strata_tenant_info` once the engine
+//! keeps it per tenant.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use strata_engine::{TenantInfo, TenantStatus};
+use strata_engine::{IntegrityState, TenantInfo, TenantResidency, TenantStatus};
 use strata_store::stats::{BUCKETS_SECS, HistogramSnapshot};
 
 use crate::metrics::{REFUSALS, RouteKey, ServerSnapshot, TenantSnapshot};
@@ -19,19 +19,38 @@ use crate::metrics::{REFUSALS, RouteKey, ServerSnapshot, TenantSnapshot};
 /// The label value of the tenants summed together.
 pub const OTHER: &str = "(other)";
 
+/// Integrity states in their label order.
+pub const INTEGRITY_STATES: [IntegrityState; 3] = [
+    IntegrityState::Normal,
+    IntegrityState::Stress,
+    IntegrityState::Critical,
+];
+
+/// One registered tenant with the live figures of its current incarnation.
+#[derive(Debug, Clone)]
+pub struct TenantRow {
+    pub info: TenantInfo,
+    pub live: TenantSnapshot,
+    pub residency: TenantResidency,
+    pub integrity: IntegrityState,
+}
+
 /// What one scrape renders.
 pub struct Exposition<'a> {
     pub routes: &'a [(RouteKey, HistogramSnapshot)],
-    /// Live figures of every tenant seen since start.
-    pub live: &'a HashMap<String, TenantSnapshot>,
-    /// Every registered tenant with its usage.
-    pub registry: &'a [TenantInfo],
+    /// Every registered tenant.
+    pub tenants: &'a [TenantRow],
+    /// Tenants left out because their stored profile does not decode.
+    pub unreadable: usize,
     pub cap: usize,
     pub pinned: &'a [String],
     pub server: ServerSnapshot,
     pub workers: usize,
     pub commits: HistogramSnapshot,
     pub resident_bytes: Option<u64>,
+    /// `[engine.residency] memory_budget_bytes` (0: none) and the index bytes loaded now.
+    pub residency_budget_bytes: u64,
+    pub residency_resident_bytes: u64,
 }
 
 /// Reads one amount of a block, for the gauges rendered alike.
@@ -45,62 +64,64 @@ struct Block {
     vectors: u64,
     storage_bytes: u64,
     collections: u64,
+    resident_bytes: u64,
+    loads: u64,
+    evictions: u64,
+    /// Pinned tenants among those summed (0 or 1 for a labelled tenant).
+    pinned: u64,
+    /// Resident tenants among those summed.
+    resident: u64,
+    /// Tenants in each of [`INTEGRITY_STATES`]: one 1 for a labelled tenant, counts for `(other)`.
+    integrity: [u64; 3],
     /// Only for a labelled tenant: ratios and the info series do not sum.
     info: Option<TenantInfo>,
 }
 
-/// Which tenants get their own label: the pinned ones, then the `cap` most active others
-/// (recent requests, then all-time requests, then id, so the choice is deterministic).
-pub fn labelled(
-    ids: &BTreeSet<&str>,
-    live: &HashMap<String, TenantSnapshot>,
-    cap: usize,
-    pinned: &[String],
-) -> BTreeSet<String> {
+/// Which tenants get their own label: the pinned ones, then the `cap` most recently active
+/// others (requests in the last one to two activity windows, then id, so the choice is
+/// deterministic). All-time counts play no part: an idle tenant gives its slot up.
+pub fn labelled(tenants: &[TenantRow], cap: usize, pinned: &[String]) -> BTreeSet<String> {
     let mut chosen: BTreeSet<String> = pinned
         .iter()
-        .filter(|p| ids.contains(p.as_str()))
+        .filter(|p| tenants.iter().any(|t| t.info.id.as_str() == p.as_str()))
         .cloned()
         .collect();
-    let mut rest: Vec<(&str, u64, u64)> = ids
+    let mut rest: Vec<(&str, u64)> = tenants
         .iter()
-        .filter(|id| !chosen.contains(**id))
-        .map(|id| {
-            let s = live.get(*id).copied().unwrap_or_default();
-            (*id, s.recent, s.requests())
-        })
+        .map(|t| (t.info.id.as_str(), t.live.recent))
+        .filter(|(id, _)| !chosen.contains(*id))
         .collect();
-    rest.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(b.0)));
-    chosen.extend(rest.into_iter().take(cap).map(|(id, _, _)| id.to_owned()));
+    rest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    chosen.extend(rest.into_iter().take(cap).map(|(id, _)| id.to_owned()));
     chosen
 }
 
 pub fn render(x: &Exposition<'_>) -> String {
-    let mut ids: BTreeSet<&str> = x.live.keys().map(String::as_str).collect();
-    ids.extend(x.registry.iter().map(|t| t.id.as_str()));
-    let chosen = labelled(&ids, x.live, x.cap, x.pinned);
-    let by_id: HashMap<&str, &TenantInfo> = x.registry.iter().map(|t| (t.id.as_str(), t)).collect();
-
+    let chosen = labelled(x.tenants, x.cap, x.pinned);
     let mut blocks: BTreeMap<&str, Block> = BTreeMap::new();
     let mut folded = 0u64;
-    for id in &ids {
-        let own = chosen.contains(*id);
-        let label = if own { *id } else { OTHER };
+    for t in x.tenants {
+        let id = t.info.id.as_str();
+        let own = chosen.contains(id);
+        let label = if own { id } else { OTHER };
         folded += u64::from(!own);
         let b = blocks.entry(label).or_default();
-        if let Some(s) = x.live.get(*id) {
-            b.live.add(s);
+        b.live.add(&t.live);
+        if let Some(u) = t.info.usage {
+            b.records += u.records;
+            b.vectors += u.vectors;
+            b.storage_bytes += u.storage_bytes;
+            b.collections += u.collections;
         }
-        if let Some(info) = by_id.get(id) {
-            if let Some(u) = info.usage {
-                b.records += u.records;
-                b.vectors += u.vectors;
-                b.storage_bytes += u.storage_bytes;
-                b.collections += u.collections;
-            }
-            if own {
-                b.info = Some((*info).clone());
-            }
+        let r = &t.residency;
+        b.resident_bytes += r.resident_bytes;
+        b.loads += r.loads;
+        b.evictions += r.evictions;
+        b.pinned += u64::from(r.pinned);
+        b.resident += u64::from(r.resident);
+        b.integrity[state_index(t.integrity)] += 1;
+        if own {
+            b.info = Some(t.info.clone());
         }
     }
 
@@ -109,6 +130,19 @@ pub fn render(x: &Exposition<'_>) -> String {
     tenant_series(&mut out, &blocks);
     server_series(&mut out, x, folded);
     out
+}
+
+fn state_index(s: IntegrityState) -> usize {
+    INTEGRITY_STATES.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+/// The label value of an integrity state (as the JSON API spells it).
+pub fn integrity_name(s: IntegrityState) -> &'static str {
+    match s {
+        IntegrityState::Normal => "normal",
+        IntegrityState::Stress => "stress",
+        IntegrityState::Critical => "critical",
+    }
 }
 
 fn help(out: &mut String, name: &str, kind: &str, text: &str) {
@@ -264,7 +298,7 @@ fn tenant_series(out: &mut String, blocks: &BTreeMap<&str, Block>) {
             secs(b.live.cpu_nanos)
         );
     }
-    let gauges: [(&str, &str, Amount); 4] = [
+    let gauges: [(&str, &str, Amount); 9] = [
         ("strata_tenant_records", "Records a tenant holds.", |b| {
             b.records
         }),
@@ -281,11 +315,53 @@ fn tenant_series(out: &mut String, blocks: &BTreeMap<&str, Block>) {
             "Collections a tenant has.",
             |b| b.collections,
         ),
+        (
+            "strata_tenant_resident_bytes",
+            "Estimated bytes of a tenant's indexes loaded in memory now.",
+            |b| b.resident_bytes,
+        ),
+        (
+            "strata_tenant_resident",
+            "1 while a tenant's indexes are loaded; for (other), how many of its tenants are.",
+            |b| b.resident,
+        ),
+        (
+            "strata_tenant_pinned",
+            "1 if a tenant is pinned in memory; for (other), how many of its tenants are.",
+            |b| b.pinned,
+        ),
+        (
+            "strata_tenant_index_loads_total",
+            "Times a tenant's indexes were loaded since the server started (a counter).",
+            |b| b.loads,
+        ),
+        (
+            "strata_tenant_index_evictions_total",
+            "Times a tenant's indexes were evicted to keep within the memory budget (a counter).",
+            |b| b.evictions,
+        ),
     ];
     for (name, text, get) in gauges {
         help(out, name, "gauge", text);
         for (id, b) in blocks {
             let _ = writeln!(out, "{name}{{{}}} {}", t(id), get(b));
+        }
+    }
+    help(
+        out,
+        "strata_tenant_integrity_state",
+        "gauge",
+        "1 for a labelled tenant's integrity state, 0 for the others; for (other), how many \
+         of its tenants are in each state.",
+    );
+    for (id, b) in blocks {
+        for (state, n) in INTEGRITY_STATES.iter().zip(b.integrity) {
+            let _ = writeln!(
+                out,
+                "strata_tenant_integrity_state{{{},state=\"{}\"}} {n}",
+                t(id),
+                integrity_name(*state)
+            );
         }
     }
     help(
@@ -351,9 +427,52 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
         TenantStatus::Suspended,
         TenantStatus::Deleted,
     ] {
-        let n = x.registry.iter().filter(|t| t.status == s).count();
+        let n = x.tenants.iter().filter(|t| t.info.status == s).count();
         let _ = writeln!(out, "strata_tenants{{status=\"{}\"}} {n}", status(s));
     }
+    help(
+        out,
+        "strata_tenants_by_integrity_state",
+        "gauge",
+        "Registered tenants by integrity state.",
+    );
+    for state in INTEGRITY_STATES {
+        let n = x.tenants.iter().filter(|t| t.integrity == state).count();
+        let _ = writeln!(
+            out,
+            "strata_tenants_by_integrity_state{{state=\"{}\"}} {n}",
+            integrity_name(state)
+        );
+    }
+    help(
+        out,
+        "strata_tenants_unreadable",
+        "gauge",
+        "Tenants left out of these figures because their stored profile does not decode.",
+    );
+    let _ = writeln!(out, "strata_tenants_unreadable {}", x.unreadable);
+    help(
+        out,
+        "strata_residency_budget_bytes",
+        "gauge",
+        "The memory budget for loaded tenant indexes; 0: none.",
+    );
+    let _ = writeln!(
+        out,
+        "strata_residency_budget_bytes {}",
+        x.residency_budget_bytes
+    );
+    help(
+        out,
+        "strata_residency_resident_bytes",
+        "gauge",
+        "Estimated bytes of every loaded tenant index.",
+    );
+    let _ = writeln!(
+        out,
+        "strata_residency_resident_bytes {}",
+        x.residency_resident_bytes
+    );
     help(
         out,
         "strata_metrics_tenant_label_cap",
@@ -452,6 +571,46 @@ mod tests {
         }
     }
 
+    fn residency(bytes: u64) -> TenantResidency {
+        TenantResidency {
+            resident: bytes > 0,
+            resident_bytes: bytes,
+            loads: 1,
+            evictions: 2,
+            pinned: false,
+            graph_builds_pending: 0,
+        }
+    }
+
+    fn row(id: &str, records: u64, live: TenantSnapshot) -> TenantRow {
+        TenantRow {
+            info: info(id, records),
+            live,
+            residency: residency(records),
+            integrity: IntegrityState::Normal,
+        }
+    }
+
+    fn exposition<'a>(
+        tenants: &'a [TenantRow],
+        cap: usize,
+        pinned: &'a [String],
+    ) -> Exposition<'a> {
+        Exposition {
+            routes: &[],
+            tenants,
+            unreadable: 0,
+            cap,
+            pinned,
+            server: ServerSnapshot::default(),
+            workers: 2,
+            commits: HistogramSnapshot::default(),
+            resident_bytes: None,
+            residency_budget_bytes: 0,
+            residency_resident_bytes: 0,
+        }
+    }
+
     /// Values of `name{…tenant="X"…}` lines by tenant.
     fn by_tenant(text: &str, name: &str, extra: &str) -> BTreeMap<String, f64> {
         let mut out = BTreeMap::new();
@@ -477,8 +636,7 @@ mod tests {
     #[test]
     fn five_thousand_tenants_under_a_cap_of_100_sum_exactly() {
         let n = 5_000u64;
-        let mut live = HashMap::new();
-        let mut registry = Vec::new();
+        let mut rows = Vec::new();
         for i in 0..n {
             let id = format!("t{i:04}");
             let mut s = TenantSnapshot::default();
@@ -490,26 +648,17 @@ mod tests {
             s.recent = i;
             s.refusals[0] = i % 3;
             s.cpu_nanos = i * 1000;
-            live.insert(id.clone(), s);
-            registry.push(info(&id, i));
+            let mut r = row(&id, i, s);
+            r.integrity = INTEGRITY_STATES[(i % 3) as usize];
+            rows.push(r);
         }
         let pinned = vec!["t0007".to_owned()];
-        let text = render(&Exposition {
-            routes: &[],
-            live: &live,
-            registry: &registry,
-            cap: 100,
-            pinned: &pinned,
-            server: ServerSnapshot::default(),
-            workers: 2,
-            commits: HistogramSnapshot::default(),
-            resident_bytes: Some(1),
-        });
+        let text = render(&exposition(&rows, 100, &pinned));
         let counts = by_tenant(&text, "strata_tenant_request_duration_seconds_count", "");
         assert_eq!(counts.len(), 102, "100 + pinned + (other)");
         assert!(counts.contains_key("t4999") && counts.contains_key("t4900"));
         assert!(counts.contains_key("t0007") && !counts.contains_key("t4899"));
-        let total: u64 = live.values().map(TenantSnapshot::requests).sum();
+        let total: u64 = rows.iter().map(|r| r.live.requests()).sum();
         assert_eq!(counts.values().sum::<f64>() as u64, total);
         // Every label value's +Inf bucket equals its _count.
         let inf = by_tenant(
@@ -520,6 +669,11 @@ mod tests {
         assert_eq!(inf, counts);
         let records = by_tenant(&text, "strata_tenant_records", "");
         assert_eq!(records.values().sum::<f64>() as u64, (0..n).sum::<u64>());
+        let resident = by_tenant(&text, "strata_tenant_resident_bytes", "");
+        assert_eq!(resident.values().sum::<f64>() as u64, (0..n).sum::<u64>());
+        assert_eq!(resident["t4999"], 4999.0);
+        let evictions = by_tenant(&text, "strata_tenant_index_evictions_total", "");
+        assert_eq!(evictions.values().sum::<f64>() as u64, 2 * n);
         let rl = by_tenant(
             &text,
             "strata_tenant_refusals_total",
@@ -538,40 +692,58 @@ mod tests {
         );
         assert_eq!(ratios.len(), 101);
         assert_eq!(ratios["t4999"], 49.99);
+        // A labelled tenant is 1 in its own state; (other) counts its tenants per state; the
+        // sum over labels per state is the server-wide count.
+        let stress = by_tenant(&text, "strata_tenant_integrity_state", ",state=\"stress\"");
+        assert_eq!(stress["t4998"], 0.0, "4998 % 3 == 0");
+        assert_eq!(stress["t4900"], 1.0, "4900 % 3 == 1");
+        let total_stress = (0..n).filter(|i| i % 3 == 1).count();
+        assert_eq!(stress.values().sum::<f64>() as usize, total_stress);
+        assert!(text.contains(&format!(
+            "strata_tenants_by_integrity_state{{state=\"stress\"}} {total_stress}\n"
+        )));
     }
 
     #[test]
     fn recorded_traffic_of_5000_tenants_under_cap_100_has_101_label_values() {
         use crate::metrics::Metrics;
         use std::time::Duration;
+        use strata_store::TenantKey;
         let m = Metrics::default();
         let mut expected_requests = 0u64;
         let mut expected_429 = 0u64;
+        let mut ids = Vec::new();
         for i in 0..5_000u64 {
-            let id = format!("tenant-{i}");
+            let id = TenantId::parse(format!("tenant-{i}")).expect("id");
             for j in 0..(1 + i % 5) {
                 let limited = j == 1 && i % 2 == 0;
                 let status = if limited { 429 } else { 200 };
                 let code = limited.then_some("RATE_LIMITED");
-                let key = ("POST".to_owned(), "/v1/search".to_owned(), status);
-                m.record(key, Some(&id), Duration::from_micros(100 + i), code);
+                let key = ("POST", "/v1/search".to_owned(), status);
+                m.record(
+                    key,
+                    Some((TenantKey::for_tests(i + 1), &id)),
+                    Duration::from_micros(100 + i),
+                    code,
+                );
                 expected_requests += 1;
                 expected_429 += u64::from(limited);
             }
+            ids.push(id);
         }
         let live = m.tenants();
+        let rows: Vec<TenantRow> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let l = live[&TenantKey::for_tests(i as u64 + 1)];
+                row(id.as_str(), 0, l)
+            })
+            .collect();
         let routes = m.routes();
-        let text = render(&Exposition {
-            routes: &routes,
-            live: &live,
-            registry: &[],
-            cap: 100,
-            pinned: &[],
-            server: m.server(),
-            workers: 2,
-            commits: HistogramSnapshot::default(),
-            resident_bytes: None,
-        });
+        let mut x = exposition(&rows, 100, &[]);
+        x.routes = &routes;
+        let text = render(&x);
         let values: BTreeSet<&str> = text
             .lines()
             .filter_map(|l| l.split("tenant=\"").nth(1))
@@ -603,28 +775,45 @@ mod tests {
     }
 
     #[test]
-    fn without_the_cap_binding_nothing_is_folded() {
-        let live = HashMap::from([("a".to_owned(), TenantSnapshot::default())]);
-        let registry = vec![info("a", 1), info("b", 2)];
-        let text = render(&Exposition {
-            routes: &[(
-                ("GET".into(), "/v1/x".into(), 200),
-                HistogramSnapshot::default(),
-            )],
-            live: &live,
-            registry: &registry,
-            cap: 5,
-            pinned: &[],
-            server: ServerSnapshot::default(),
-            workers: 1,
-            commits: HistogramSnapshot::default(),
-            resident_bytes: None,
-        });
+    fn an_idle_tenant_gives_its_label_up_whatever_its_past_traffic() {
+        let mut busy_once = TenantSnapshot::default();
+        busy_once.latency.buckets[0] = 1_000_000;
+        let mut active_now = TenantSnapshot::default();
+        active_now.latency.buckets[0] = 1;
+        active_now.recent = 1;
+        let rows = [row("old", 0, busy_once), row("new", 0, active_now)];
+        let chosen = labelled(&rows, 1, &[]);
+        assert_eq!(chosen, BTreeSet::from(["new".to_owned()]));
+    }
+
+    #[test]
+    fn only_registered_tenants_are_rendered_and_nothing_is_folded_without_the_cap_binding() {
+        let rows = vec![
+            row("a", 1, TenantSnapshot::default()),
+            row("b", 2, TenantSnapshot::default()),
+        ];
+        let routes = [(
+            ("GET", "/v1/x".to_owned(), 200),
+            HistogramSnapshot::default(),
+        )];
+        let mut x = exposition(&rows, 5, &[]);
+        x.routes = &routes;
+        x.unreadable = 1;
+        x.residency_budget_bytes = 1000;
+        x.residency_resident_bytes = 3;
+        let text = render(&x);
         assert!(!text.contains(&format!("{{tenant=\"{OTHER}\"")));
         assert!(text.contains("strata_metrics_tenants_folded 0\n"));
+        assert!(text.contains("strata_tenants_unreadable 1\n"));
+        assert!(text.contains("strata_residency_budget_bytes 1000\n"));
+        assert!(text.contains("strata_residency_resident_bytes 3\n"));
         assert!(text.contains(
             "strata_http_requests_total{method=\"GET\",route=\"/v1/x\",status=\"200\"} 0\n"
         ));
+        let labels: BTreeSet<String> = by_tenant(&text, "strata_tenant_records", "")
+            .into_keys()
+            .collect();
+        assert_eq!(labels, BTreeSet::from(["a".to_owned(), "b".to_owned()]));
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().expect("value");

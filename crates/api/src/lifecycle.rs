@@ -161,7 +161,10 @@ pub async fn delete_tenant(
     }
     let id = tenant_id(id)?;
     let shown = id.clone();
+    let asof = std::time::Instant::now();
     state.run(move |e| Ok(e.purge_tenant(&op, &id)?)).await?;
+    // Its figures go with it; a tenant re-created under the id since keeps its own.
+    state.metrics.forget(asof, |_, t| *t != shown);
     Ok(Json(TenantDeleted::Hard(HardDeleted {
         id: shown,
         purged: true,
@@ -189,9 +192,11 @@ pub async fn purge_deleted(
     let b: PurgeBody = from_map(body)?;
     let secs = b.retention_secs.unwrap_or(state.config.retention_secs);
     let ms = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let asof = std::time::Instant::now();
     let purged = state
         .run(move |e| Ok(e.purge_deleted_tenants(&op, ms)?))
         .await?;
+    state.metrics.forget(asof, |_, t| !purged.contains(t));
     Ok(Json(Purged { purged }))
 }
 

@@ -5,7 +5,11 @@
 //!
 //! Everything is counted in atomics on the request path; maps are only written the first time
 //! a route or tenant is seen. Only authenticated tenants get a series, so a client cannot grow
-//! these maps with made-up ids.
+//! these maps with made-up ids; route series are keyed by a fixed set of method names and the
+//! route template (one `unmatched` label for every unknown path), so neither made-up methods
+//! nor made-up paths grow them either. A tenant's series belongs to its incarnation
+//! ([`TenantKey`]): a tenant deleted and re-created under the same id starts from zero, and
+//! the series of a purged tenant is dropped ([`Metrics::forget`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -15,7 +19,9 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use strata_store::TenantKey;
 use strata_store::stats::{HistogramSnapshot, LatencyHistogram};
+use strata_types::TenantId;
 
 use crate::AppState;
 use crate::edge::WhoSlot;
@@ -55,9 +61,13 @@ pub(crate) const REFUSALS: [&str; 4] = [
 /// Activity is ranked over the current and the previous window of this length.
 const ACTIVITY_WINDOW: Duration = Duration::from_secs(60);
 
-/// One tenant's live figures.
-#[derive(Debug, Default)]
+/// One tenant incarnation's live figures.
+#[derive(Debug)]
 pub(crate) struct TenantSeries {
+    /// The id the incarnation answers to, for labels.
+    id: TenantId,
+    /// When the series was created: after its tenant authenticated, so the tenant existed then.
+    born: Instant,
     /// Responses by status class: index 0 = 1xx … 4 = 5xx.
     classes: [AtomicU64; 5],
     /// Latency of every request of the tenant; its count is the tenant's request count.
@@ -158,6 +168,20 @@ impl Drop for Queued {
 }
 
 impl TenantSeries {
+    fn new(id: TenantId) -> TenantSeries {
+        TenantSeries {
+            id,
+            born: Instant::now(),
+            classes: Default::default(),
+            latency: LatencyHistogram::default(),
+            refusals: Default::default(),
+            queued: AtomicI64::new(0),
+            queue_wait: LatencyHistogram::default(),
+            cpu_nanos: AtomicU64::new(0),
+            activity: Mutex::default(),
+        }
+    }
+
     pub fn charge_cpu(&self, d: Duration) {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.cpu_nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -190,14 +214,36 @@ impl TenantSeries {
     }
 }
 
-/// A route's series key: method, route template, status.
-pub type RouteKey = (String, String, u16);
+/// A route's series key: method ([`method_label`]), route template, status.
+pub type RouteKey = (&'static str, String, u16);
+
+/// The label of a request's method: the standard ones by name, every other `other`, so a
+/// client inventing methods cannot add series.
+pub(crate) fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const KNOWN: [(Method, &str); 7] = [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::PATCH, "PATCH"),
+        (Method::DELETE, "DELETE"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(k, _)| k == m)
+        .map_or("other", |(_, name)| name)
+}
+
+/// The route label of a request no route matched: one for all, whatever the path.
+pub(crate) const UNMATCHED: &str = "unmatched";
 
 /// Every live figure of the server.
 pub struct Metrics {
     started: Instant,
     routes: RwLock<HashMap<RouteKey, Arc<LatencyHistogram>>>,
-    tenants: RwLock<HashMap<String, Arc<TenantSeries>>>,
+    tenants: RwLock<HashMap<TenantKey, Arc<TenantSeries>>>,
     /// Pool workers running a job now, and the wall time they have spent on jobs.
     busy_workers: AtomicI64,
     busy_nanos: AtomicU64,
@@ -262,18 +308,32 @@ impl Metrics {
         self.started.elapsed().as_secs() / ACTIVITY_WINDOW.as_secs()
     }
 
-    /// The tenant's series, created on first use.
-    pub(crate) fn tenant(&self, id: &str) -> Arc<TenantSeries> {
+    /// The series of the tenant incarnation `key` (answering to `id`), created on first use.
+    pub(crate) fn tenant(&self, key: TenantKey, id: &TenantId) -> Arc<TenantSeries> {
         if let Some(s) = self
             .tenants
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(id)
+            .get(&key)
         {
             return Arc::clone(s);
         }
         let mut map = self.tenants.write().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(map.entry(id.to_owned()).or_default())
+        Arc::clone(
+            map.entry(key)
+                .or_insert_with(|| Arc::new(TenantSeries::new(id.clone()))),
+        )
+    }
+
+    /// Drops the series of tenants gone from the registry: every series created before `asof`
+    /// whose incarnation is not `alive`. A series is created only after its tenant
+    /// authenticated, so one created before the registry was read and missing from it belongs
+    /// to a purged tenant; one created since may belong to a tenant created since, and stays.
+    pub(crate) fn forget(&self, asof: Instant, alive: impl Fn(TenantKey, &TenantId) -> bool) {
+        self.tenants
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, s| s.born >= asof || alive(*k, &s.id));
     }
 
     pub(crate) fn busy(&self) -> Busy<'_> {
@@ -287,7 +347,7 @@ impl Metrics {
     pub(crate) fn record(
         &self,
         key: RouteKey,
-        tenant: Option<&str>,
+        tenant: Option<(TenantKey, &TenantId)>,
         latency: Duration,
         code: Option<&str>,
     ) {
@@ -309,8 +369,9 @@ impl Metrics {
             ),
         };
         histogram.observe(latency);
-        if let Some(t) = tenant {
-            self.tenant(t).record(status, latency, code, self.window());
+        if let Some((k, id)) = tenant {
+            self.tenant(k, id)
+                .record(status, latency, code, self.window());
         }
     }
 
@@ -326,19 +387,25 @@ impl Metrics {
         out
     }
 
-    /// Every tenant seen since start, with its figures.
-    pub fn tenants(&self) -> HashMap<String, TenantSnapshot> {
+    /// Every tenant incarnation seen since start and not forgotten, with its figures.
+    pub fn tenants(&self) -> HashMap<TenantKey, TenantSnapshot> {
         let window = self.window();
         self.tenants
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(id, s)| (id.clone(), s.snapshot(window)))
+            .map(|(k, s)| (*k, s.snapshot(window)))
             .collect()
     }
 
-    pub fn tenant_snapshot(&self, id: &str) -> TenantSnapshot {
-        self.tenant(id).snapshot(self.window())
+    /// The figures of one incarnation; zero when it has none (no series is created).
+    pub fn tenant_snapshot(&self, key: TenantKey) -> TenantSnapshot {
+        self.tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .map(|s| s.snapshot(self.window()))
+            .unwrap_or_default()
     }
 
     pub fn server(&self) -> ServerSnapshot {
@@ -386,23 +453,23 @@ pub(crate) async fn record_requests(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     // The route template, never the path: paths carry ids, which would explode cardinality.
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+        .map_or_else(|| UNMATCHED.to_owned(), |m| m.as_str().to_owned());
     let slot = req.extensions().get::<WhoSlot>().cloned();
     let response = next.run(req).await;
     let tenant = slot.and_then(|s| {
         s.lock()
             .ok()
-            .and_then(|g| g.as_ref().and_then(|w| w.tenant.clone()))
+            .and_then(|g| g.as_ref().and_then(|w| w.tenant_key.zip(w.tenant.clone())))
     });
     let code = response.extensions().get::<AnsweredCode>().map(|c| c.0);
     state.metrics.record(
         (method, route, response.status().as_u16()),
-        tenant.as_ref().map(|t| t.as_str()),
+        tenant.as_ref().map(|(k, id)| (*k, id)),
         started.elapsed(),
         code,
     );
@@ -412,15 +479,24 @@ pub(crate) async fn record_requests(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+
+    fn acme() -> (TenantKey, TenantId) {
+        (
+            TenantKey::for_tests(1),
+            TenantId::parse("acme").expect("id"),
+        )
+    }
 
     #[test]
     fn a_tenants_requests_refusals_and_queue_are_counted() {
         let m = Metrics::default();
-        let key = |s: u16| ("POST".to_owned(), "/v1/search".to_owned(), s);
-        m.record(key(200), Some("acme"), Duration::from_millis(2), None);
+        let (k, id) = acme();
+        let key = |s: u16| ("POST", "/v1/search".to_owned(), s);
+        m.record(key(200), Some((k, &id)), Duration::from_millis(2), None);
         m.record(
             key(429),
-            Some("acme"),
+            Some((k, &id)),
             Duration::from_micros(50),
             Some("RATE_LIMITED"),
         );
@@ -430,7 +506,7 @@ mod tests {
             Duration::from_micros(50),
             Some("UNAUTHORIZED"),
         );
-        let s = m.tenant_snapshot("acme");
+        let s = m.tenant_snapshot(k);
         assert_eq!(s.requests(), 2);
         assert_eq!(s.classes, [0, 1, 0, 1, 0]);
         assert_eq!(s.refusals, [1, 0, 0, 0]);
@@ -439,18 +515,59 @@ mod tests {
         assert_eq!(routes.len(), 3);
         assert_eq!(routes.iter().map(|(_, h)| h.count()).sum::<u64>(), 3);
 
-        let series = m.tenant("acme");
+        let series = m.tenant(k, &id);
         let waiting = Queued::new(Arc::clone(&series));
         let refused = Queued::new(Arc::clone(&series));
-        assert_eq!(m.tenant_snapshot("acme").queued, 2);
+        assert_eq!(m.tenant_snapshot(k).queued, 2);
         drop(refused);
         let running = waiting.start();
         running.charge_cpu(Duration::from_millis(3));
-        let s = m.tenant_snapshot("acme");
+        let s = m.tenant_snapshot(k);
         assert_eq!(
             (s.queued, s.queue_wait.count(), s.cpu_nanos),
             (0, 1, 3_000_000)
         );
+    }
+
+    #[test]
+    fn a_recreated_tenant_starts_from_zero_and_a_purged_ones_series_is_dropped() {
+        let m = Metrics::default();
+        let (old, id) = acme();
+        let new = TenantKey::for_tests(2);
+        let key = ("GET", "/v1/stats".to_owned(), 200);
+        m.record(
+            key.clone(),
+            Some((old, &id)),
+            Duration::from_millis(1),
+            None,
+        );
+        assert_eq!(m.tenant_snapshot(new), TenantSnapshot::default());
+        let asof = Instant::now();
+        // The old incarnation is gone from the registry read after `asof`.
+        m.forget(asof, |k, _| k == new);
+        assert!(m.tenants().is_empty());
+        // A series created after the registry was read stays, whatever the registry said.
+        m.record(key, Some((new, &id)), Duration::from_millis(1), None);
+        m.forget(asof, |_, _| false);
+        assert_eq!(m.tenant_snapshot(new).requests(), 1);
+    }
+
+    #[test]
+    fn only_standard_methods_get_their_own_label() {
+        use axum::http::Method;
+        for (m, want) in [
+            (Method::GET, "GET"),
+            (Method::POST, "POST"),
+            (Method::PUT, "PUT"),
+            (Method::PATCH, "PATCH"),
+            (Method::DELETE, "DELETE"),
+            (Method::HEAD, "HEAD"),
+            (Method::OPTIONS, "OPTIONS"),
+            (Method::TRACE, "other"),
+            (Method::from_bytes(b"FROB1").expect("method"), "other"),
+        ] {
+            assert_eq!(method_label(&m), want);
+        }
     }
 
     #[test]

@@ -7,15 +7,19 @@ use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse, Response};
+use std::collections::HashSet;
+use std::time::Instant;
 use strata_auth::{OperatorScope, Principal};
-use strata_engine::TenantInfo;
+use strata_engine::{IntegrityCounts, ResidencySummary, TenantFigures, UsageReport};
+use strata_store::TenantKey;
 use strata_store::stats::{BUCKETS_SECS, HistogramSnapshot};
+use strata_types::TenantId;
 
 use crate::bodies::{LatencySummary, ServerStats, TenantStats};
 use crate::edge::{OperatorAuth, TenantAuth, bearer, principal};
-use crate::exposition::{Exposition, render};
+use crate::exposition::{Exposition, INTEGRITY_STATES, TenantRow, integrity_name, render};
 use crate::input::{QueryInput, ScopeParts};
-use crate::metrics::{REFUSALS, TenantSnapshot, resident_bytes};
+use crate::metrics::{REFUSALS, resident_bytes};
 use crate::{ApiError, AppState};
 
 /// The dashboard: one page, its CSS and JS inline, compiled into the binary.
@@ -62,14 +66,15 @@ pub async fn metrics(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     QueryInput::parse(q.as_deref(), &[])?;
-    let registry = state.run(move |e| Ok(e.usage_report(&op)?)).await?;
+    let (report, residency, _, rows) = registry(&state, op, None, usize::MAX).await?;
     let m = &state.metrics;
     let routes = m.routes();
-    let live = m.tenants();
     let text = render(&Exposition {
         routes: &routes,
-        live: &live,
-        registry: &registry,
+        tenants: &rows,
+        unreadable: report.unreadable.len(),
+        residency_budget_bytes: residency.memory_budget_bytes,
+        residency_resident_bytes: residency.resident_bytes,
         cap: state.config.metrics.tenant_label_cap,
         pinned: &state.config.metrics.pinned_tenants,
         server: m.server(),
@@ -84,6 +89,67 @@ pub async fn metrics(
         .into_response())
 }
 
+/// `/v1/admin/stats` pages: this many tenants unless `limit` says otherwise, and at most
+/// [`MAX_PAGE`], so one dashboard poll is bounded whatever the tenant count.
+const DEFAULT_PAGE: usize = 1000;
+const MAX_PAGE: usize = 10_000;
+
+type Registry = (
+    UsageReport,
+    ResidencySummary,
+    IntegrityCounts,
+    Vec<TenantRow>,
+);
+
+/// Registered tenants (at most `limit`, ids after `after`) with the live figures of their
+/// current incarnation, the tenants left out, the server's residency and integrity counts.
+/// When the whole registry was read, drops the series of tenants purged since they were last
+/// seen, so neither memory nor the output keeps dead tenants.
+async fn registry(
+    state: &AppState,
+    op: OperatorScope,
+    after: Option<TenantId>,
+    limit: usize,
+) -> Result<Registry, ApiError> {
+    let asof = Instant::now();
+    let whole = after.is_none();
+    let (mut report, residency, counts) = state
+        .run(move |e| {
+            Ok((
+                e.usage_page(&op, after.as_ref(), limit)?,
+                e.residency_summary(&op),
+                e.integrity_counts(&op)?,
+            ))
+        })
+        .await?;
+    if whole && report.next_after.is_none() {
+        let alive: HashSet<TenantKey> = report.tenants.iter().map(|t| t.key).collect();
+        // A tenant whose profile does not decode is still registered: its series stays.
+        let unreadable: HashSet<&str> = report.unreadable.iter().map(String::as_str).collect();
+        state.metrics.forget(asof, |k, id| {
+            alive.contains(&k) || unreadable.contains(id.as_str())
+        });
+    }
+    let live = state.metrics.tenants();
+    let rows = std::mem::take(&mut report.tenants)
+        .into_iter()
+        .map(|f| {
+            let l = live.get(&f.key).copied().unwrap_or_default();
+            row(f, l)
+        })
+        .collect();
+    Ok((report, residency, counts, rows))
+}
+
+fn row(f: TenantFigures, live: crate::metrics::TenantSnapshot) -> TenantRow {
+    TenantRow {
+        info: f.info,
+        live,
+        residency: f.residency,
+        integrity: f.integrity,
+    }
+}
+
 fn summary(h: &HistogramSnapshot) -> LatencySummary {
     LatencySummary {
         count: h.count(),
@@ -94,7 +160,14 @@ fn summary(h: &HistogramSnapshot) -> LatencySummary {
     }
 }
 
-fn tenant_stats(info: TenantInfo, s: &TenantSnapshot) -> TenantStats {
+fn tenant_stats(row: TenantRow) -> TenantStats {
+    let TenantRow {
+        info,
+        live,
+        residency,
+        integrity,
+    } = row;
+    let s = &live;
     TenantStats {
         tenant: info.id,
         status: info.status,
@@ -116,6 +189,8 @@ fn tenant_stats(info: TenantInfo, s: &TenantSnapshot) -> TenantStats {
         queue_wait: summary(&s.queue_wait),
         queue_depth: s.queued,
         cpu_seconds: s.cpu_nanos as f64 / 1e9,
+        residency,
+        integrity,
     }
 }
 
@@ -138,31 +213,53 @@ pub async fn own_stats(
         ));
     }
     let scope = auth.scope;
-    let info = state
+    let own = state
         .run_tenant(&auth.admitted, move |e| Ok(e.own_usage(&scope)?))
         .await?;
-    let live = state.metrics.tenant_snapshot(info.id.as_str());
-    Ok(Json(tenant_stats(info, &live)))
+    // Keyed by incarnation: a tenant re-created under an old id sees only its own traffic.
+    let live = state.metrics.tenant_snapshot(own.key);
+    Ok(Json(tenant_stats(row(own, live))))
 }
 
-/// The server's figures and every tenant's (no label cap: this is JSON for the dashboard).
+/// The server's figures and one page of tenants' in id order (no label cap: this is JSON for
+/// the dashboard). `next_after` is the `after` of the next page.
 #[utoipa::path(get, path = "/v1/admin/stats", tag = "admin", operation_id = "admin_stats",
+    params(
+        ("limit" = Option<usize>, Query, description = "tenants per page, 1 to 10000 (default 1000)"),
+        ("after" = Option<TenantId>, Query, description = "start after this tenant id (a previous page's `next_after`)")),
     responses((status = 200, description = "Server and per-tenant figures", body = ServerStats)),
     security(("bearer" = [])))]
 pub async fn admin_stats(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
+    RawQuery(q): RawQuery,
 ) -> Result<Json<ServerStats>, ApiError> {
-    let registry = state.run(move |e| Ok(e.usage_report(&op)?)).await?;
-    let live = state.metrics.tenants();
+    let q = QueryInput::parse(q.as_deref(), &["limit", "after"])?;
+    let limit = match q.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit: expected a whole number from 1 to {MAX_PAGE}"
+                ))
+            })?,
+    };
+    let after = q
+        .get("after")
+        .map(|a| TenantId::parse_field("after", a))
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (report, residency, counts, rows) = registry(&state, op, after, limit).await?;
     let server = state.metrics.server();
-    let tenants = registry
-        .into_iter()
-        .map(|info| {
-            let s = live.get(info.id.as_str()).copied().unwrap_or_default();
-            tenant_stats(info, &s)
-        })
+    let tenants_by_integrity = INTEGRITY_STATES
+        .iter()
+        .zip([counts.normal, counts.stress, counts.critical])
+        .map(|(s, n)| (integrity_name(*s).to_owned(), n))
         .collect();
+    let tenants = rows.into_iter().map(tenant_stats).collect();
     Ok(Json(ServerStats {
         uptime_seconds: server.uptime_secs,
         bucket_bounds_seconds: BUCKETS_SECS.to_vec(),
@@ -172,6 +269,12 @@ pub async fn admin_stats(
         open_connections: server.open_connections,
         resident_bytes: resident_bytes(),
         commits: summary(&state.engine.commit_latency()),
+        residency_budget_bytes: residency.memory_budget_bytes,
+        residency_resident_bytes: residency.resident_bytes,
+        tenants_by_integrity,
+        unreadable_tenants: report.unreadable,
+        tenant_count: counts.normal + counts.stress + counts.critical,
+        next_after: report.next_after,
         tenants,
     }))
 }

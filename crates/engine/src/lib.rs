@@ -47,6 +47,7 @@ pub use records::PutOutcome;
 pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};
 pub use scan::{Page, ScanPage};
+pub use stats::{IntegrityCounts, TenantFigures, UsageReport};
 pub use strata_auth::{OperatorScope, TenantScope};
 pub use strata_embed::Embedder;
 pub use tenants::{TenantInfo, TenantUpdate, TenantUsage};

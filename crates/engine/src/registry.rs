@@ -294,6 +294,19 @@ impl IndexRegistry {
         f(&store.read()?, guard.as_ref())
     }
 
+    /// Tenants with a slot in each integrity state other than `normal`, for server-wide
+    /// counts without reading the registry (a tenant without a slot is `normal`).
+    pub fn integrity_counts(
+        &self,
+    ) -> std::collections::BTreeMap<crate::integrity::IntegrityState, u64> {
+        let slots: Vec<Arc<TenantSlot>> = lock(&self.tenants).values().cloned().collect();
+        let mut out = std::collections::BTreeMap::new();
+        for slot in slots {
+            *out.entry(lock(&slot.integrity).machine.state).or_insert(0) += 1;
+        }
+        out
+    }
+
     /// Forgets a tenant's indexes, after its data was erased.
     pub fn forget(&self, key: TenantKey) {
         if let Some(slot) = lock(&self.tenants).remove(&key) {

@@ -22,6 +22,12 @@ impl TenantKey {
         TenantKey(n)
     }
 
+    /// A key for tests that need distinct incarnations without a registry.
+    #[cfg(feature = "test-support")]
+    pub fn for_tests(n: u64) -> Self {
+        TenantKey(n)
+    }
+
     pub(crate) fn raw(self) -> u64 {
         self.0
     }

@@ -233,6 +233,9 @@ pub(crate) mod sealed {
 
 use sealed::Tables;
 
+/// One registry row as stored: its id, and its meta or why that does not decode.
+pub type RegistryRow = (String, Result<TenantMeta, StoreError>);
+
 /// Reads shared by snapshots and write transactions (which see their own writes).
 #[allow(private_bounds)]
 pub trait Reads: Tables {
@@ -252,6 +255,37 @@ pub trait Reads: Tables {
             out.push(TenantMeta::from_stored(id, decode_json(v.value())?));
         }
         Ok(out)
+    }
+
+    /// Up to `limit` tenants with ids after `after` (all from the start when `None`), in id
+    /// order. Each row is decoded on its own and returned with its stored id, so one row that
+    /// does not decode cannot hide the others from a caller that can carry on without it.
+    fn tenants_page(
+        &self,
+        after: Option<&TenantId>,
+        limit: usize,
+    ) -> Result<Vec<RegistryRow>, StoreError> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.as_str()));
+        let mut out = Vec::new();
+        for entry in self
+            .registry_table()
+            .range::<&str>((start, Bound::Unbounded))?
+            .take(limit)
+        {
+            let (k, v) = entry?;
+            let raw = k.value().to_owned();
+            let meta = TenantId::parse(&raw)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+                .and_then(|id| Ok(TenantMeta::from_stored(id, decode_json(v.value())?)));
+            out.push((raw, meta));
+        }
+        Ok(out)
+    }
+
+    /// How many tenants are registered (soft-deleted ones included); reads keys only.
+    fn tenant_count(&self) -> Result<u64, StoreError> {
+        Ok(redb::ReadableTableMetadata::len(self.registry_table())?)
     }
 
     fn collection(

@@ -262,6 +262,9 @@ fn operator_signs_in_reads_tenants_and_suspends_and_resumes_one() {
         }
     };
     load(10);
+    // A search loads acme's indexes, so its residency shows in the table.
+    let (s, v) = server.post("/v1/search", &acme, json!({"query": "note", "k": 3}));
+    assert_eq!(s, 200, "{v}");
 
     let browser = Browser::launch();
     let mut page = browser.page();
@@ -309,13 +312,45 @@ fn operator_signs_in_reads_tenants_and_suspends_and_resumes_one() {
     let head =
         page.eval("[...document.querySelectorAll('#tenants thead th')].map(th => th.textContent)");
     for col in [
-        "Tenant", "Status", "Records", "Vectors", "Storage", "QPS", "p99",
+        "Tenant",
+        "Status",
+        "Integrity",
+        "Resident",
+        "Records",
+        "Vectors",
+        "Storage",
+        "QPS",
+        "p99",
     ] {
         assert!(
             head.as_array().expect("head").contains(&json!(col)),
             "{head}"
         );
     }
+
+    // The integrity and residency columns show each tenant's own figures: acme's indexes
+    // were loaded by its writes, gamma's never.
+    let cell = |col: &str, tenant: &str| {
+        format!(
+            "(() => {{ const i = [...document.querySelectorAll('#tenants thead th')].findIndex(th => th.dataset.col === '{col}'); \
+               return document.querySelector('#tenants tbody tr[data-tenant=\"{tenant}\"]').cells[i].textContent; }})()"
+        )
+    };
+    assert_eq!(page.eval(&cell("integrity", "acme")), json!("normal"));
+    assert_eq!(page.eval(&cell("resident", "gamma")), json!("not loaded"));
+    let (s, v) = server.get("/v1/admin/tenants/acme/residency", OPERATOR_KEY);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["resident"], true, "{v}");
+    let acme_resident = page.eval(&cell("resident", "acme"));
+    let shown = acme_resident.as_str().unwrap_or("");
+    assert!(
+        shown != "not loaded" && shown != "–" && shown.contains('B'),
+        "{acme_resident}"
+    );
+    assert!(
+        page.eval("document.getElementById('f-integrity').textContent") == json!("all normal"),
+        "the header's integrity summary"
+    );
 
     // Filtering narrows the table; clearing it brings everyone back.
     page.eval("{ const f = document.getElementById('filter'); f.value = 'bet'; f.dispatchEvent(new Event('input')); } true");
@@ -331,6 +366,25 @@ fn operator_signs_in_reads_tenants_and_suspends_and_resumes_one() {
         "!document.getElementById('tenant-detail').hidden && \
          document.getElementById('tenant-name').textContent === 'acme'",
         "the tenant view",
+    );
+    page.wait_for(
+        "[...document.querySelectorAll('#tenant-figures dt')].some(dt => dt.textContent === 'residency') && \
+         document.querySelector('#tenant-transitions td') !== null",
+        "the tenant's residency and integrity transitions",
+    );
+    let figures = page.eval("document.getElementById('tenant-figures').textContent");
+    assert!(
+        figures
+            .as_str()
+            .is_some_and(|f| f.contains("loaded") && f.contains("1 loads")),
+        "{figures}"
+    );
+    assert!(
+        page.requests
+            .iter()
+            .any(|u| u.ends_with("/v1/admin/tenants/acme/integrity")),
+        "{:?}",
+        page.requests
     );
     for _ in 0..3 {
         load(15);
