@@ -36,6 +36,7 @@ pub mod metrics;
 mod observe;
 mod openapi;
 mod reembed;
+mod isolation;
 mod residency;
 mod router;
 mod search;

@@ -40,6 +40,8 @@ pub(crate) struct GraphBuilder {
     stop: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     rx: Mutex<Option<Receiver<TenantKey>>>,
+    /// Vectors inserted and seconds spent by finished builds, for migration estimates.
+    measured: Mutex<(u64, f64)>,
 }
 
 impl GraphBuilder {
@@ -53,6 +55,7 @@ impl GraphBuilder {
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
             rx: Mutex::new(Some(rx)),
+            measured: Mutex::new((0, 0.0)),
         }
     }
 
@@ -84,6 +87,12 @@ impl GraphBuilder {
         } else {
             lock(&self.queued).remove(&key);
         }
+    }
+
+    /// Vectors per second this server's builds reached, once it has built a graph.
+    pub fn vectors_per_sec(&self) -> Option<f64> {
+        let (vectors, secs) = *lock(&self.measured);
+        (vectors > 0 && secs > 0.0).then(|| vectors as f64 / secs)
     }
 
     /// Blocks until every queued build has finished (for tests and benchmarks).
@@ -170,6 +179,7 @@ fn build_collection(
         ci.building = Some(Vec::new());
         (ci.with_vector.iter().collect(), ci.new_graph()?)
     };
+    let started = std::time::Instant::now();
     graph
         .reserve(slots.len())
         .map_err(|e| EngineError::Index(e.to_string()))?;
@@ -206,5 +216,8 @@ fn build_collection(
     }
     index.dirty = true;
     registry.account(slot, guard.as_ref());
+    let mut m = lock(&registry.builder.measured);
+    m.0 += slots.len() as u64;
+    m.1 += started.elapsed().as_secs_f64();
     Ok(true)
 }

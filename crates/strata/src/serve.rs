@@ -196,6 +196,16 @@ async fn purge_sweep(
             Ok(Err(e)) => tracing::error!(error = %e, "retention sweep failed"),
             Err(e) => tracing::error!(error = %e, "retention sweep panicked"),
         }
+        // Automatic promotion rides the same periodic sweep (`[engine.isolation]`).
+        let (engine, op) = (Arc::clone(&engine), op.clone());
+        match tokio::task::spawn_blocking(move || engine.promote_tenants(&op)).await {
+            Ok(Ok(promoted)) if promoted.is_empty() => {}
+            Ok(Ok(promoted)) => {
+                tracing::info!(target: "audit", ?promoted, "promoted tenants to partition")
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "promotion sweep failed"),
+            Err(e) => tracing::error!(error = %e, "promotion sweep panicked"),
+        }
     }
 }
 
