@@ -185,8 +185,8 @@ async fn purge_sweep(
             _ = ticks.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let (engine, op) = (Arc::clone(&engine), op.clone());
-        match tokio::task::spawn_blocking(move || engine.purge_deleted_tenants(&op, retention_ms))
+        let (purger, purge_op) = (Arc::clone(&engine), op.clone());
+        match tokio::task::spawn_blocking(move || purger.purge_deleted_tenants(&purge_op, retention_ms))
             .await
         {
             Ok(Ok(purged)) if purged.is_empty() => {}
@@ -197,8 +197,8 @@ async fn purge_sweep(
             Err(e) => tracing::error!(error = %e, "retention sweep panicked"),
         }
         // Automatic promotion rides the same periodic sweep (`[engine.isolation]`).
-        let (engine, op) = (Arc::clone(&engine), op.clone());
-        match tokio::task::spawn_blocking(move || engine.promote_tenants(&op)).await {
+        let (promoter, promote_op) = (Arc::clone(&engine), op.clone());
+        match tokio::task::spawn_blocking(move || promoter.promote_tenants(&promote_op)).await {
             Ok(Ok(promoted)) if promoted.is_empty() => {}
             Ok(Ok(promoted)) => {
                 tracing::info!(target: "audit", ?promoted, "promoted tenants to partition")
