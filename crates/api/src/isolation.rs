@@ -5,7 +5,9 @@ use axum::Json;
 use axum::extract::State;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use strata_engine::{IndexParams, IsolationLevel, MigrateRequest, MigrationReport, MigrationStatus};
+use strata_engine::{
+    IndexParams, IsolationLevel, MigrateRequest, MigrationReport, MigrationStatus,
+};
 use strata_types::TenantId;
 
 use crate::edge::OperatorAuth;
@@ -68,7 +70,9 @@ pub async fn migrate(
         index_params,
         dry_run,
     };
-    let report = state.run(move |e| Ok(e.migrate_tenant(&op, &id, req)?)).await?;
+    let report = state
+        .run(move |e| Ok(e.migrate_tenant(&op, &id, req)?))
+        .await?;
     Ok(Json(report))
 }
 

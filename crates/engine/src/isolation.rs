@@ -91,7 +91,9 @@ impl IndexParams {
         let d = HnswParams::default();
         HnswParams {
             m: self.m.map_or(d.m, |v| v as usize),
-            ef_construction: self.ef_construction.map_or(d.ef_construction, |v| v as usize),
+            ef_construction: self
+                .ef_construction
+                .map_or(d.ef_construction, |v| v as usize),
             ef_search: self.ef_search.map_or(d.ef_search, |v| v as usize),
         }
     }
@@ -206,7 +208,10 @@ impl Engine {
         let meta = self.tenant_meta(id)?;
         let profile = TenantProfile::of(&meta)?;
         refuse_dedicated(profile.isolation, req.target)?;
-        let params = req.index_params.or(profile.index_params).unwrap_or_default();
+        let params = req
+            .index_params
+            .or(profile.index_params)
+            .unwrap_or_default();
         let mut next = profile.clone();
         next.isolation = req.target;
         next.index_params = (!params.is_empty()).then_some(params);
@@ -418,5 +423,206 @@ mod tests {
             refuse_dedicated(Dedicated, Shared),
             Err(EngineError::Unsupported(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod engine_tests {
+    //! Migration against the engine itself: the graphs really are rebuilt with the tenant's
+    //! parameters (and back), answers do not move, a restored snapshot keeps them, and a
+    //! partition tenant is never evicted.
+    use strata_auth::{Grant, Permission, Permissions, TenantScope};
+    use strata_types::{CollectionName, Metric, NewRecord, RecordId, RequestScope, SearchRequest};
+
+    use super::*;
+    use crate::{EngineConfig, ResidencyConfig};
+
+    fn scope(engine: &Engine, id: &str) -> TenantScope {
+        let grant = Grant {
+            permissions: Permissions::of(&[Permission::Read, Permission::Write, Permission::Admin]),
+            user_tokens: None,
+            domains: None,
+        };
+        let id = TenantId::parse(id).unwrap();
+        TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), grant)
+    }
+
+    fn vec_name() -> CollectionName {
+        CollectionName::parse("vec").unwrap()
+    }
+
+    fn fill(engine: &Engine, id: &str, n: usize, level: IsolationLevel) -> TenantScope {
+        let op = OperatorScope::for_tests();
+        let id_ = TenantId::parse(id).unwrap();
+        engine
+            .create_tenant_at(&op, &id_, None, level, None)
+            .unwrap();
+        let scope = scope(engine, id);
+        engine
+            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .unwrap();
+        let data = strata_index::testdata::clustered(n, 8, 10, 1);
+        for (c, part) in data.chunks(500).enumerate() {
+            let records = part
+                .iter()
+                .enumerate()
+                .map(|(i, v)| NewRecord {
+                    id: Some(RecordId::parse(format!("r{}", c * 500 + i)).unwrap()),
+                    modality: Some(vec_name()),
+                    vector: Some(v.clone()),
+                    ..Default::default()
+                })
+                .collect();
+            engine
+                .put(&scope, &RequestScope::default(), records)
+                .unwrap();
+        }
+        scope
+    }
+
+    fn answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> {
+        strata_index::testdata::queries(5, 8, 10, 1, 2)
+            .into_iter()
+            .map(|q| {
+                let s = SearchRequest {
+                    vector: Some(q),
+                    k: 5,
+                    modality: Some(vec_name()),
+                    ..Default::default()
+                };
+                let r = engine.search(scope, &RequestScope::default(), &s).unwrap();
+                r.hits
+                    .into_iter()
+                    .map(|h| h.record.id.to_string())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The loaded graph's parameters.
+    fn graph_params(engine: &Engine, scope: &TenantScope) -> HnswParams {
+        let slot = engine.indexes.get(scope.key()).unwrap();
+        let guard = slot.index.read().unwrap();
+        let ci = &guard.as_ref().unwrap().collections[&vec_name()];
+        ci.graph.as_ref().unwrap().params()
+    }
+
+    #[test]
+    fn migration_rebuilds_graphs_with_the_tenants_parameters_and_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = fill(&engine, "acme", 1_100, IsolationLevel::Shared);
+        let before = answers(&engine, &scope);
+        engine.wait_for_graph_builds();
+        assert_eq!(graph_params(&engine, &scope), HnswParams::default());
+        assert_eq!(answers(&engine, &scope), before);
+
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        let params = IndexParams {
+            m: Some(8),
+            ef_construction: Some(64),
+            ef_search: Some(200),
+        };
+        let report = engine
+            .migrate_tenant(
+                &op,
+                &id,
+                MigrateRequest {
+                    target: IsolationLevel::Partition,
+                    index_params: Some(params),
+                    dry_run: false,
+                },
+            )
+            .unwrap();
+        assert!(report.rebuilds_indexes);
+        assert_eq!(report.rebuild_vectors, 1_100);
+        // The search default applies at once; the rebuild is queued.
+        assert_eq!(graph_params(&engine, &scope).ef_search, 200);
+        assert_eq!(graph_params(&engine, &scope).m, 16);
+        engine.wait_for_graph_builds();
+        let built = graph_params(&engine, &scope);
+        assert_eq!(
+            (built.m, built.ef_construction, built.ef_search),
+            (8, 64, 200)
+        );
+        assert_eq!(answers(&engine, &scope), before);
+        assert_eq!(
+            engine.migration(&op, &id).unwrap().state,
+            MigrationState::Done
+        );
+
+        // A clean restart restores the rebuilt graph with its connectivity.
+        engine.persist_indexes().unwrap();
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine, "acme");
+        assert_eq!(answers(&engine, &scope), before);
+        engine.wait_for_graph_builds();
+        assert_eq!(graph_params(&engine, &scope).m, 8);
+        assert_eq!(graph_params(&engine, &scope).ef_search, 200);
+
+        // Back to shared: the server's parameters again.
+        engine
+            .migrate_tenant(
+                &op,
+                &id,
+                MigrateRequest {
+                    target: IsolationLevel::Shared,
+                    index_params: None,
+                    dry_run: false,
+                },
+            )
+            .unwrap();
+        engine.wait_for_graph_builds();
+        assert_eq!(graph_params(&engine, &scope), HnswParams::default());
+        assert_eq!(answers(&engine, &scope), before);
+        // The tenant keeps its own parameters for a later move back to partition.
+        let info = engine.tenant(&op, &id).unwrap();
+        assert_eq!(
+            (info.isolation, info.index_params),
+            (IsolationLevel::Shared, Some(params))
+        );
+    }
+
+    #[test]
+    fn partition_tenants_are_never_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = EngineConfig {
+            residency: ResidencyConfig {
+                memory_budget_bytes: 1,
+                pinned: Vec::new(),
+            },
+            ..EngineConfig::default()
+        };
+        let engine = Engine::open(dir.path(), config).unwrap();
+        let op = OperatorScope::for_tests();
+        let a = fill(&engine, "a", 20, IsolationLevel::Shared);
+        let p = fill(&engine, "p", 20, IsolationLevel::Partition);
+        let b = fill(&engine, "b", 20, IsolationLevel::Shared);
+        for scope in [&p, &a, &b, &a, &b] {
+            engine.index_stats(scope).unwrap();
+        }
+        let id = |s: &str| TenantId::parse(s).unwrap();
+        let residency = engine.residency(&op, &id("p")).unwrap();
+        assert!(residency.pinned && residency.resident, "{residency:?}");
+        assert_eq!(residency.evictions, 0);
+        assert!(engine.residency(&op, &id("a")).unwrap().evictions > 0);
+
+        // Demoted to shared, it is evictable again.
+        engine
+            .migrate_tenant(
+                &op,
+                &id("p"),
+                MigrateRequest {
+                    target: IsolationLevel::Shared,
+                    index_params: None,
+                    dry_run: false,
+                },
+            )
+            .unwrap();
+        engine.index_stats(&a).unwrap();
+        let residency = engine.residency(&op, &id("p")).unwrap();
+        assert!(!residency.pinned && !residency.resident, "{residency:?}");
     }
 }

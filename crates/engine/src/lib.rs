@@ -44,8 +44,8 @@ pub use integrity::{
     IntegrityConfig, IntegrityPolicy, IntegrityState, TenantIntegrity, Transition,
 };
 pub use isolation::{
-    IndexParams, IsolationConfig, IsolationLevel, MigrateRequest, MigrationReport,
-    MigrationState, MigrationStatus,
+    IndexParams, IsolationConfig, IsolationLevel, MigrateRequest, MigrationReport, MigrationState,
+    MigrationStatus,
 };
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use records::PutOutcome;

@@ -216,7 +216,7 @@ mod golden {
         // A profile stored before isolation levels existed is `shared`, with no parameters.
         let meta = |profile: &str| TenantMeta {
             id: strata_types::TenantId::parse("acme").unwrap(),
-            key: TenantKey::from_raw(7),
+            key: TenantKey::SERVER,
             created_at: 0,
             profile: serde_json::from_str(profile).unwrap(),
         };

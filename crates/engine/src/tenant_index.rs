@@ -159,12 +159,11 @@ impl TenantIndex {
                         let Some(c) = store.read()?.collection(key, &record.modality)? else {
                             continue;
                         };
-                        self.collections
-                            .insert(c.name.clone(), {
-                                let mut ci = CollectionIndex::new(&c);
-                                ci.params = self.params;
-                                ci
-                            });
+                        self.collections.insert(c.name.clone(), {
+                            let mut ci = CollectionIndex::new(&c);
+                            ci.params = self.params;
+                            ci
+                        });
                     }
                     if let Some(ci) = self.collections.get_mut(&record.modality) {
                         ci.upsert(&record, true)?;

@@ -186,8 +186,10 @@ async fn purge_sweep(
             _ = stop.wait_for(|s| *s) => return,
         }
         let (purger, purge_op) = (Arc::clone(&engine), op.clone());
-        match tokio::task::spawn_blocking(move || purger.purge_deleted_tenants(&purge_op, retention_ms))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            purger.purge_deleted_tenants(&purge_op, retention_ms)
+        })
+        .await
         {
             Ok(Ok(purged)) if purged.is_empty() => {}
             Ok(Ok(purged)) => {
