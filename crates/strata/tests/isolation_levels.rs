@@ -136,7 +136,7 @@ fn migrate_under_load(
 fn shared_to_partition_and_back_online_under_load() {
     let mut server = Server::start();
     server.tenant("acme");
-    let key = server.key("acme", json!({}));
+    let key = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
     let (s, v) = server.post("/v1/collections", &key, json!({"name": "vec", "dim": DIM}));
     assert_eq!(s, 201, "{v}");
     for chunk in (0..RECORDS).collect::<Vec<_>>().chunks(300) {
@@ -362,7 +362,7 @@ fn tenants_are_created_at_a_level_and_promoted_by_the_sweep() {
 
     for (tenant, n) in [("grows", 12), ("small", 3)] {
         server.tenant(tenant);
-        let key = server.key(tenant, json!({}));
+        let key = server.key(tenant, json!({"permissions": ["read", "write", "admin"]}));
         let (s, v) = server.post("/v1/collections", &key, json!({"name": "vec", "dim": DIM}));
         assert_eq!(s, 201, "{v}");
         let records: Vec<Value> = (0..n)
