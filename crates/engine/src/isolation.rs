@@ -21,7 +21,7 @@ use strata_index::HnswParams;
 use strata_store::{Reads, TenantKey};
 use strata_types::{Millis, TenantId, now_millis};
 
-use crate::lifecycle::{TenantProfile, usage};
+use crate::lifecycle::{TenantProfile, TenantStatus, usage};
 use crate::registry::lock;
 use crate::{Engine, EngineError, audit};
 
@@ -207,6 +207,9 @@ impl Engine {
         }
         let meta = self.tenant_meta(id)?;
         let profile = TenantProfile::of(&meta)?;
+        if profile.status == TenantStatus::Deleted {
+            return Err(EngineError::TenantNotFound(id.clone()));
+        }
         refuse_dedicated(profile.isolation, req.target)?;
         let params = req
             .index_params
@@ -328,7 +331,10 @@ impl Engine {
             let r = self.store.read()?;
             for m in r.tenants()? {
                 let p = TenantProfile::of(&m)?;
-                if p.isolation.is_shared() && usage(&r, m.key)?.vectors >= threshold {
+                if p.isolation.is_shared()
+                    && p.status == TenantStatus::Active
+                    && usage(&r, m.key)?.vectors >= threshold
+                {
                     due.push((m.id, p));
                 }
             }
