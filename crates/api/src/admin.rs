@@ -31,6 +31,7 @@ struct NewTenant {
     // name the field); they are here for the schema and for `deny_unknown_fields`.
     /// `shared` (the default) or `partition`; `dedicated` is not available yet (501).
     #[allow(dead_code)]
+    #[schema(value_type = Option<crate::isolation::RequestedLevel>)]
     isolation: Option<IsolationLevel>,
     /// The tenant's own graph parameters (used at `partition`).
     #[allow(dead_code)]
