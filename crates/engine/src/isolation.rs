@@ -146,11 +146,11 @@ pub struct MigrationReport {
     pub rebuilds_indexes: bool,
     /// Vectors in the graphs to rebuild.
     pub rebuild_vectors: u64,
-    /// Estimated duration, from this server's measured graph build rate; `null` before it
-    /// has built any graph.
+    /// Estimated duration, from this server's measured graph build rate scaled to the new
+    /// parameters (`m × ef_construction`); `null` before it has built any graph.
     #[schema(value_type = Option<i64>)]
     pub estimated_ms: Option<u64>,
-    /// Graph build rate behind the estimate (vectors per second), if measured.
+    /// Graph build rate behind the estimate (vectors per second at the new parameters).
     pub measured_vectors_per_sec: Option<f64>,
     pub index_params: IndexParams,
 }
@@ -229,7 +229,7 @@ impl Engine {
         } else {
             0
         };
-        let rate = self.indexes.builder.vectors_per_sec();
+        let rate = self.indexes.builder.vectors_per_sec(new);
         let report = MigrationReport {
             from: profile.isolation,
             to: req.target,
