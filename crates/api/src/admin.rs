@@ -6,7 +6,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use strata_auth::{KeyInfo, KeyTenant, NewKey, Permission, Permissions};
-use strata_engine::TenantInfo;
+use strata_engine::{IndexParams, IsolationLevel, TenantInfo};
 use strata_types::{Domain, Millis, TenantId, UserToken, now_millis};
 use utoipa::ToSchema;
 
@@ -27,6 +27,15 @@ struct NewTenant {
     /// At most 256 bytes.
     #[schema(max_length = 256)]
     display_name: Option<String>,
+    // These two are taken out of the body first (`isolation::level_fields`, whose errors
+    // name the field); they are here for the schema and for `deny_unknown_fields`.
+    /// `shared` (the default) or `partition`; `dedicated` is not available yet (501).
+    #[allow(dead_code)]
+    #[schema(value_type = Option<crate::isolation::RequestedLevel>)]
+    isolation: Option<IsolationLevel>,
+    /// The tenant's own graph parameters (used at `partition`).
+    #[allow(dead_code)]
+    index_params: Option<IndexParams>,
 }
 
 /// Registers a tenant with the server's default collections.
@@ -39,10 +48,14 @@ pub async fn create_tenant(
     OperatorAuth(op): OperatorAuth,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<TenantInfo>), ApiError> {
+    let mut body = body;
+    let (isolation, index_params) = crate::isolation::level_fields(&mut body)?;
     let new: NewTenant = from_map(body)?;
     let id = TenantId::parse_field("id", new.id).map_err(bad)?;
     let info = state
-        .run(move |e| Ok(e.create_tenant(&op, &id, new.display_name)?))
+        .run(move |e| {
+            Ok(e.create_tenant_at(&op, &id, new.display_name, isolation, index_params)?)
+        })
         .await?;
     tracing::info!(target: "audit", tenant = %info.id, "tenant created");
     Ok((StatusCode::CREATED, Json(info)))

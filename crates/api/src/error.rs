@@ -355,6 +355,7 @@ impl From<EngineError> for ApiError {
             EngineError::Store(s) => ApiError::Internal(s.to_string()),
             EngineError::Index(m) => ApiError::Internal(format!("index: {m}")),
             EngineError::Embedding(m) => ApiError::Internal(format!("embedding: {m}")),
+            EngineError::Unsupported(_) => ApiError::NotImplemented(e.to_string()),
         }
     }
 }
@@ -440,6 +441,11 @@ mod tests {
         check(EngineError::Index("x".into()), 500, "INTERNAL");
         check(EngineError::IdConflict("x".into()), 409, "CONFLICT");
         check(EngineError::Reembed("x".into()), 409, "CONFLICT");
+        check(
+            EngineError::Unsupported("dedicated".into()),
+            501,
+            "NOT_IMPLEMENTED",
+        );
         check(
             EngineError::Store(strata_store::StoreError::Engine("disk".into())),
             500,

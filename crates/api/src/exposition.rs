@@ -562,6 +562,8 @@ mod tests {
                 ..TenantLimits::default()
             },
             weight: 1,
+            isolation: Default::default(),
+            index_params: None,
             usage: Some(TenantUsage {
                 records,
                 vectors: records,

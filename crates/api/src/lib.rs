@@ -30,6 +30,7 @@ pub mod error;
 mod exposition;
 mod health;
 pub mod input;
+mod isolation;
 mod lifecycle;
 mod memories;
 pub mod metrics;

@@ -18,8 +18,8 @@ use utoipa_axum::routes;
 
 use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::{
-    ApiError, AppState, admin, audit, body_guard, collections, health, lifecycle, memories,
-    metrics, observe, reembed, residency, search, security, transfer,
+    ApiError, AppState, admin, audit, body_guard, collections, health, isolation, lifecycle,
+    memories, metrics, observe, reembed, residency, search, security, transfer,
 };
 
 fn api() -> OpenApiRouter<AppState> {
@@ -55,6 +55,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(residency::tenant))
         .routes(routes!(residency::verify))
         .routes(routes!(residency::integrity))
+        .routes(routes!(isolation::migrate))
+        .routes(routes!(isolation::status))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
         .routes(routes!(observe::metrics))

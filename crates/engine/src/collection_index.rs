@@ -71,6 +71,12 @@ pub(crate) struct CollectionIndex {
     /// Vectors removed from `graph` since it was built or restored: usearch keeps them as
     /// tombstones in the graph until it is rebuilt.
     pub graph_deleted: u64,
+    /// The parameters its graph is built and searched with: the tenant's isolation level's
+    /// (see `isolation`). A graph whose connectivity or construction beam differs is rebuilt
+    /// in the background (`rebuild`), the old one serving meanwhile.
+    pub params: HnswParams,
+    /// The graph was built with other parameters than `params`.
+    pub rebuild: bool,
     /// Estimated heap bytes of the records in `docs` and their index entries (see
     /// [`record_bytes`]), kept up to date by `place` and `remove`.
     record_bytes: u64,
@@ -99,6 +105,8 @@ impl CollectionIndex {
             restored: false,
             building: None,
             graph_deleted: 0,
+            params: HnswParams::default(),
+            rebuild: false,
             record_bytes: 0,
         }
     }
@@ -111,7 +119,9 @@ impl CollectionIndex {
             None => self.with_vector.len() >= GRAPH_MIN_VECTORS,
             Some(g) => {
                 let nodes = g.len() as u64 + self.graph_deleted;
-                nodes > 0 && self.graph_deleted as f64 / nodes as f64 > COMPACT_DELETED_FRACTION
+                self.rebuild
+                    || (nodes > 0
+                        && self.graph_deleted as f64 / nodes as f64 > COMPACT_DELETED_FRACTION)
             }
         }
     }
@@ -249,10 +259,24 @@ impl CollectionIndex {
         Ok(())
     }
 
+    /// Takes new graph parameters: the search default applies at once; a graph built with
+    /// another connectivity or construction beam is marked for a background rebuild.
+    pub fn set_params(&mut self, params: HnswParams) {
+        self.params = params;
+        if let Some(g) = self.graph.as_mut() {
+            g.set_ef_search(params.ef_search);
+            let built = g.params();
+            self.rebuild = built.m != params.m || built.ef_construction != params.ef_construction;
+        }
+    }
+
     /// Restores the graph from snapshot bytes; `false` (and no graph) if they do not fit.
     pub fn restore_graph(&mut self, bytes: &[u8]) -> bool {
-        match HnswIndex::from_bytes(bytes, self.dim, self.metric, HnswParams::default()) {
+        match HnswIndex::from_bytes(bytes, self.dim, self.metric, self.params) {
             Ok(g) if g.len() as u64 == self.with_vector.len() => {
+                // A snapshot from before a parameter change (a crash before the rebuild was
+                // saved) serves, and is rebuilt in the background.
+                self.rebuild = g.params().m != self.params.m;
                 self.graph = Some(g);
                 self.restored = true;
                 true
@@ -285,6 +309,9 @@ impl CollectionIndex {
         }
         // The replayed removals above are tombstones in the new graph too.
         self.graph_deleted = g_deleted;
+        // Built with parameters that changed meanwhile: build again.
+        let p = g.params();
+        self.rebuild = p.m != self.params.m || p.ef_construction != self.params.ef_construction;
         self.graph = Some(g);
         self.restored = false;
         Ok(())
@@ -292,7 +319,7 @@ impl CollectionIndex {
 
     /// A new, empty graph with this collection's dimension and metric.
     pub fn new_graph(&self) -> Result<HnswIndex, EngineError> {
-        HnswIndex::new(self.dim, self.metric, HnswParams::default()).map_err(index_error)
+        HnswIndex::new(self.dim, self.metric, self.params).map_err(index_error)
     }
 
     pub fn remove(&mut self, id: &RecordId) -> Result<(), EngineError> {

@@ -5,6 +5,7 @@ use strata_types::{CollectionName, Metric, RecordLimits, TextAnalyzer};
 
 use crate::EngineError;
 use crate::integrity::IntegrityConfig;
+use crate::isolation::IsolationConfig;
 use crate::residency::ResidencyConfig;
 
 /// A collection every new tenant gets.
@@ -37,6 +38,8 @@ pub struct EngineConfig {
     pub residency: ResidencyConfig,
     /// `[engine.integrity]`: per-tenant integrity thresholds.
     pub integrity: IntegrityConfig,
+    /// `[engine.isolation]`: automatic promotion between isolation levels.
+    pub isolation: IsolationConfig,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +60,7 @@ impl Default for EngineConfig {
             group_commit: true,
             residency: ResidencyConfig::default(),
             integrity: IntegrityConfig::default(),
+            isolation: IsolationConfig::default(),
         }
     }
 }

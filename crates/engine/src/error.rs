@@ -69,6 +69,10 @@ pub enum EngineError {
     /// The embedder failed on input it accepted (not the caller's fault).
     #[error("embedding: {0}")]
     Embedding(String),
+    /// The request is valid but this server does not implement it yet (e.g. the dedicated
+    /// isolation level).
+    #[error("not implemented: {0}")]
+    Unsupported(String),
     /// An in-memory index failed; storage is intact and the index is rebuilt.
     #[error("index: {0}")]
     Index(String),

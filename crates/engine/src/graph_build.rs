@@ -20,7 +20,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 
-use strata_index::HnswIndex;
+use strata_index::{HnswIndex, HnswParams};
 use strata_store::{Store, TenantKey};
 use strata_types::CollectionName;
 
@@ -40,6 +40,9 @@ pub(crate) struct GraphBuilder {
     stop: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     rx: Mutex<Option<Receiver<TenantKey>>>,
+    /// Work done (vectors × m × ef_construction of each build: an insert's cost grows about
+    /// with both) and seconds spent by finished builds, for migration estimates.
+    measured: Mutex<(f64, f64)>,
 }
 
 impl GraphBuilder {
@@ -53,6 +56,7 @@ impl GraphBuilder {
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
             rx: Mutex::new(Some(rx)),
+            measured: Mutex::new((0.0, 0.0)),
         }
     }
 
@@ -84,6 +88,14 @@ impl GraphBuilder {
         } else {
             lock(&self.queued).remove(&key);
         }
+    }
+
+    /// Vectors per second a build with `params` would reach, from the builds this server has
+    /// finished (scaled by `m × ef_construction`); `None` before the first.
+    pub fn vectors_per_sec(&self, params: HnswParams) -> Option<f64> {
+        let (work, secs) = *lock(&self.measured);
+        let per_vector = (params.m * params.ef_construction) as f64;
+        (work > 0.0 && secs > 0.0).then(|| work / secs / per_vector)
     }
 
     /// Blocks until every queued build has finished (for tests and benchmarks).
@@ -170,6 +182,8 @@ fn build_collection(
         ci.building = Some(Vec::new());
         (ci.with_vector.iter().collect(), ci.new_graph()?)
     };
+    let started = std::time::Instant::now();
+    let built_with = graph.params();
     graph
         .reserve(slots.len())
         .map_err(|e| EngineError::Index(e.to_string()))?;
@@ -206,5 +220,9 @@ fn build_collection(
     }
     index.dirty = true;
     registry.account(slot, guard.as_ref());
+    let p = built_with;
+    let mut m = lock(&registry.builder.measured);
+    m.0 += (slots.len() * p.m * p.ef_construction) as f64;
+    m.1 += started.elapsed().as_secs_f64();
     Ok(true)
 }

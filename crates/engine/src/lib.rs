@@ -15,6 +15,7 @@ mod embedding;
 mod error;
 mod graph_build;
 mod integrity;
+mod isolation;
 mod lifecycle;
 mod plan;
 mod records;
@@ -41,6 +42,10 @@ pub use durability::Durable;
 pub use error::EngineError;
 pub use integrity::{
     IntegrityConfig, IntegrityPolicy, IntegrityState, TenantIntegrity, Transition,
+};
+pub use isolation::{
+    IndexParams, IsolationConfig, IsolationLevel, MigrateRequest, MigrationReport, MigrationState,
+    MigrationStatus,
 };
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use records::PutOutcome;
@@ -110,6 +115,8 @@ pub struct Engine {
     embedder: Option<Arc<Embedder>>,
     /// Collections being re-embedded with that embedder (see `reembed`).
     reembeds: reembed::Jobs,
+    /// The last isolation-level migration of each tenant since start (see `isolation`).
+    migrations: isolation::Migrations,
 }
 
 impl Engine {
@@ -136,6 +143,7 @@ impl Engine {
             admissions: admission::AdmissionCache::default(),
             embedder: None,
             reembeds: reembed::Jobs::default(),
+            migrations: isolation::Migrations::default(),
         })
     }
 

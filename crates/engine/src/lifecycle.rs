@@ -13,6 +13,7 @@ use strata_store::{Reads, StoreError, TenantKey, TenantMeta, Writer};
 use strata_types::{Millis, Record};
 
 use crate::EngineError;
+use crate::isolation::{IndexParams, IsolationLevel};
 use crate::tenant_index::Change;
 
 /// Where a tenant is in its life.
@@ -54,6 +55,13 @@ pub struct TenantProfile {
     pub limits: TenantLimits,
     /// Fair-share weight in scheduling; at least 1.
     pub weight: u32,
+    /// Absent in profiles stored before isolation levels existed, which are `shared`; not
+    /// written for `shared`, so those profiles keep their stored form.
+    #[serde(default, skip_serializing_if = "IsolationLevel::is_shared")]
+    pub isolation: IsolationLevel,
+    /// The tenant's own graph parameters (used at `partition` and `dedicated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_params: Option<IndexParams>,
 }
 
 impl Default for TenantProfile {
@@ -64,6 +72,8 @@ impl Default for TenantProfile {
             deleted_at: None,
             limits: TenantLimits::default(),
             weight: 1,
+            isolation: IsolationLevel::Shared,
+            index_params: None,
         }
     }
 }
@@ -196,12 +206,47 @@ mod golden {
                 ..TenantLimits::default()
             },
             weight: 3,
+            ..TenantProfile::default()
         };
         let json = serde_json::to_string(&profile.to_map()).unwrap();
         assert_eq!(
             json,
             r#"{"deleted_at":null,"display_name":"Acme","limits":{"burst":null,"max_collections":null,"max_concurrent":null,"max_qps":null,"max_spreading_depth":null,"max_storage_bytes":null,"max_vectors":10},"status":"suspended","weight":3}"#
         );
+        // A profile stored before isolation levels existed is `shared`, with no parameters.
+        let meta = |profile: &str| TenantMeta {
+            id: strata_types::TenantId::parse("acme").unwrap(),
+            key: TenantKey::SERVER,
+            created_at: 0,
+            profile: serde_json::from_str(profile).unwrap(),
+        };
+        let old = TenantProfile::of(&meta(&json)).unwrap();
+        assert_eq!(old, profile);
+        assert_eq!(old.isolation, IsolationLevel::Shared);
+        // A partition tenant with its own parameters: pinned form, and it reads back.
+        let partition = TenantProfile {
+            isolation: IsolationLevel::Partition,
+            index_params: Some(IndexParams {
+                m: Some(32),
+                ef_construction: None,
+                ef_search: Some(100),
+            }),
+            ..TenantProfile::default()
+        };
+        let json = serde_json::to_string(&partition.to_map()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"deleted_at":null,"display_name":null,"index_params":{"ef_construction":null,"ef_search":100,"m":32},"isolation":"partition","limits":{"burst":null,"max_collections":null,"max_concurrent":null,"max_qps":null,"max_spreading_depth":null,"max_storage_bytes":null,"max_vectors":null},"status":"active","weight":1}"#
+        );
+        assert_eq!(TenantProfile::of(&meta(&json)).unwrap(), partition);
+        // Closed: an unknown level or a malformed parameter is an error, never `shared`.
+        for bad in [
+            json.replace("\"partition\"", "\"isolated\""),
+            json.replace("\"m\":32", "\"m\":\"x\""),
+            json.replace("\"m\":32", "\"connectivity\":32"),
+        ] {
+            assert!(TenantProfile::of(&meta(&bad)).is_err(), "{bad}");
+        }
         let usage = Usage {
             records: 1,
             vectors: 2,

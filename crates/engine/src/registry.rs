@@ -10,10 +10,10 @@
 //! request never waits for another tenant's work.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 
-use strata_store::{Store, TenantKey};
+use strata_store::{Reads, Store, TenantKey};
 use strata_types::TenantId;
 
 use crate::EngineError;
@@ -30,6 +30,9 @@ pub(crate) struct TenantSlot {
     pub index: RwLock<Option<TenantIndex>>,
     pub counters: SlotCounters,
     pub integrity: Mutex<crate::integrity::Tracker>,
+    /// Pinned by its isolation level (`partition`, `dedicated`): never evicted. Learnt from
+    /// the profile at each load and set by level changes.
+    pub level_pinned: AtomicBool,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,6 +74,7 @@ impl IndexRegistry {
                     index: RwLock::new(None),
                     counters: SlotCounters::default(),
                     integrity: Mutex::default(),
+                    level_pinned: AtomicBool::new(false),
                 })
             })
             .clone();
@@ -175,7 +179,7 @@ impl IndexRegistry {
             let _order = lock(&slot.apply);
             let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
             if guard.is_none() {
-                let index = TenantIndex::load(store, key)?;
+                let index = self.load(store, key, &slot)?;
                 if !index.graphs_wanted().is_empty() {
                     self.builder.request(key);
                 }
@@ -200,7 +204,7 @@ impl IndexRegistry {
                 let _order = lock(&slot.apply);
                 let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
                 if guard.is_none() {
-                    *guard = Some(TenantIndex::load(store, key)?);
+                    *guard = Some(self.load(store, key, &slot)?);
                     slot.counters.loads.fetch_add(1, Ordering::Relaxed);
                     self.account(&slot, guard.as_ref());
                 }
@@ -210,6 +214,59 @@ impl IndexRegistry {
                 }
             }
         }
+    }
+
+    /// Loads the tenant's indexes with its isolation level's graph parameters, learning
+    /// from its profile whether the level pins it. Call with the slot's `apply` lock held, so
+    /// a concurrent level change is applied after the load, to the loaded indexes.
+    fn load(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        slot: &TenantSlot,
+    ) -> Result<TenantIndex, EngineError> {
+        let profile = match store.read()?.tenant(&slot.id)? {
+            Some(meta) if meta.key == key => crate::lifecycle::TenantProfile::of(&meta)?,
+            _ => return Err(EngineError::TenantNotFound(slot.id.clone())),
+        };
+        slot.level_pinned
+            .store(profile.isolation.pinned(), Ordering::Relaxed);
+        TenantIndex::load(store, key, crate::isolation::effective_params(&profile))
+    }
+
+    /// Applies a committed isolation-level change: pins or unpins the tenant and hands its
+    /// loaded graphs the new parameters; graphs built with others are rebuilt in the
+    /// background while they keep serving.
+    pub fn set_level(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        id: &TenantId,
+        pinned: bool,
+        params: strata_index::HnswParams,
+    ) {
+        let slot = self.slot(key, id);
+        {
+            let _order = lock(&slot.apply);
+            slot.level_pinned.store(pinned, Ordering::Relaxed);
+            let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(ti) = guard.as_mut() {
+                ti.set_params(params);
+                if !ti.graphs_wanted().is_empty() {
+                    self.builder.request(key);
+                }
+            }
+        }
+        if !pinned {
+            self.enforce_budget(store, None);
+        }
+    }
+
+    /// Vectors in the tenant's graphs, if it is loaded.
+    pub fn graph_vectors(&self, key: TenantKey) -> Option<u64> {
+        let slot = self.get(key)?;
+        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().map(TenantIndex::graph_vectors)
     }
 
     /// Evicts least recently used tenants until the loaded indexes fit the budget. `keep` (the
@@ -225,6 +282,7 @@ impl IndexRegistry {
                 Some(**k) != keep
                     && s.counters.bytes.load(Ordering::Relaxed) > 0
                     && !self.pinned.contains(&s.id)
+                    && !s.level_pinned.load(Ordering::Relaxed)
             })
             .map(|(k, s)| (s.counters.last_used.load(Ordering::Relaxed), *k, s.clone()))
             .collect();
@@ -321,6 +379,7 @@ impl IndexRegistry {
         let pinned = self.pinned.contains(id);
         match self.get(key) {
             Some(slot) => {
+                let pinned = pinned || slot.level_pinned.load(Ordering::Relaxed);
                 let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
                 let pending = guard.as_ref().map_or(0, |i| i.graphs_wanted().len() as u32);
                 slot.counters.snapshot(guard.is_some(), pinned, pending)

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use strata_index::HnswParams;
 use strata_store::{Reads, Store, TenantKey};
 use strata_types::{CollectionName, Record, RecordId};
 
@@ -24,12 +25,28 @@ pub(crate) struct TenantIndex {
     pub collections: HashMap<CollectionName, CollectionIndex>,
     /// Changed since loaded or last saved: worth a snapshot.
     pub dirty: bool,
+    /// Graph parameters of the tenant's isolation level, given to every collection.
+    pub params: HnswParams,
 }
 
 impl TenantIndex {
     /// Estimated bytes of every collection's indexes.
     pub fn resident_bytes(&self) -> u64 {
         self.collections.values().map(|c| c.resident_bytes()).sum()
+    }
+
+    /// Hands every collection new graph parameters (see `CollectionIndex::set_params`).
+    pub fn set_params(&mut self, params: HnswParams) {
+        self.params = params;
+        for c in self.collections.values_mut() {
+            c.set_params(params);
+        }
+    }
+
+    /// Vectors held by the tenant's graphs.
+    pub fn graph_vectors(&self) -> u64 {
+        let graphs = self.collections.values().filter_map(|c| c.graph.as_ref());
+        graphs.map(|g| g.len() as u64).sum()
     }
 
     /// The largest fraction of deleted vectors still held by one of the tenant's graphs.
@@ -56,7 +73,11 @@ impl TenantIndex {
     /// Loads the tenant's indexes from storage. Graphs come from a current snapshot; a
     /// collection without one is searched exactly until the background builder gives it a
     /// graph, so no request waits for a build.
-    pub fn load(store: &Store, key: TenantKey) -> Result<TenantIndex, EngineError> {
+    pub fn load(
+        store: &Store,
+        key: TenantKey,
+        params: HnswParams,
+    ) -> Result<TenantIndex, EngineError> {
         let r = store.read()?;
         let version = snapshot::data_version(&r, key)?;
         let mut collections = HashMap::new();
@@ -64,6 +85,7 @@ impl TenantIndex {
         let mut expected: HashMap<CollectionName, Restoring> = HashMap::new();
         for c in r.collections(key)? {
             let mut ci = CollectionIndex::new(&c);
+            ci.params = params;
             // A snapshot that does not decode is treated like a stale one: rebuilt from the
             // records, which are the truth.
             if let Some(Ok(snap)) = snapshot::load(&r, key, &c.name)?
@@ -115,7 +137,11 @@ impl TenantIndex {
                 dirty = true;
             }
         }
-        Ok(TenantIndex { collections, dirty })
+        Ok(TenantIndex {
+            collections,
+            dirty,
+            params,
+        })
     }
 
     pub fn apply(
@@ -133,8 +159,11 @@ impl TenantIndex {
                         let Some(c) = store.read()?.collection(key, &record.modality)? else {
                             continue;
                         };
-                        self.collections
-                            .insert(c.name.clone(), CollectionIndex::new(&c));
+                        self.collections.insert(c.name.clone(), {
+                            let mut ci = CollectionIndex::new(&c);
+                            ci.params = self.params;
+                            ci
+                        });
                     }
                     if let Some(ci) = self.collections.get_mut(&record.modality) {
                         ci.upsert(&record, true)?;

@@ -6,6 +6,7 @@ use strata_store::{Reads, TenantMeta};
 use strata_types::{Collection, Millis, TenantId, now_millis};
 
 use crate::audit;
+use crate::isolation::{IndexParams, IsolationLevel};
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, init_usage, usage};
 use crate::{Engine, EngineError};
 
@@ -22,6 +23,11 @@ pub struct TenantInfo {
     pub deleted_at: Option<Millis>,
     pub limits: TenantLimits,
     pub weight: u32,
+    /// Its isolation level (`shared` unless created at or migrated to another).
+    pub isolation: IsolationLevel,
+    /// Its own graph parameters, if any (used at `partition` and `dedicated`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_params: Option<IndexParams>,
     /// Filled in by [`Engine::tenant`]; lists leave it out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<TenantUsage>,
@@ -48,6 +54,8 @@ impl TryFrom<&TenantMeta> for TenantInfo {
             deleted_at: p.deleted_at,
             limits: p.limits,
             weight: p.weight,
+            isolation: p.isolation,
+            index_params: p.index_params,
             usage: None,
         })
     }
@@ -72,6 +80,28 @@ impl Engine {
         id: &TenantId,
         display_name: Option<String>,
     ) -> Result<TenantInfo, EngineError> {
+        self.create_tenant_at(op, id, display_name, IsolationLevel::Shared, None)
+    }
+
+    /// [`Engine::create_tenant`] at an isolation level, with its own graph parameters.
+    pub fn create_tenant_at(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        display_name: Option<String>,
+        isolation: IsolationLevel,
+        index_params: Option<IndexParams>,
+    ) -> Result<TenantInfo, EngineError> {
+        if isolation == IsolationLevel::Dedicated {
+            return Err(EngineError::Unsupported(
+                "the dedicated isolation level (its own storage file) is not available yet; \
+                 use shared or partition"
+                    .into(),
+            ));
+        }
+        if let Some(p) = &index_params {
+            p.validate()?;
+        }
         if display_name
             .as_ref()
             .is_some_and(|n| n.len() > MAX_DISPLAY_NAME)
@@ -87,11 +117,23 @@ impl Engine {
             }
             let profile = TenantProfile {
                 display_name,
+                isolation,
+                index_params: index_params.filter(|p| !p.is_empty()),
                 ..TenantProfile::default()
             };
             let meta = w.create_tenant(id, now, profile.to_map())?;
             init_usage(w, meta.key)?;
-            audit::append(w, meta.key, audit::operator_event(op, id, "tenant.create"))?;
+            let mut event = audit::operator_event(op, id, "tenant.create");
+            if !isolation.is_shared() {
+                // A level other than the default is a level change: the operator's log has it
+                // too.
+                event.detail = serde_json::json!({
+                    "isolation": isolation,
+                    "index_params": profile.index_params,
+                });
+                audit::append(w, strata_store::TenantKey::SERVER, event.clone())?;
+            }
+            audit::append(w, meta.key, event)?;
             for c in &self.config.default_collections {
                 let collection = Collection {
                     name: c.name.clone(),

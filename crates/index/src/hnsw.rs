@@ -263,9 +263,15 @@ impl HnswIndex {
         self.metric
     }
 
-    /// The parameters given at construction.
+    /// The parameters given at construction. For a restored graph, `m` is the connectivity
+    /// recorded in its bytes (it was built with it), the others are the ones given.
     pub fn params(&self) -> HnswParams {
         self.params
+    }
+
+    /// Changes the default search beam (`ef` of queries that give none); no rebuild needed.
+    pub fn set_ef_search(&mut self, ef_search: usize) {
+        self.params.ef_search = ef_search.max(1);
     }
 
     /// Number of live (not deleted) vectors.
@@ -562,6 +568,8 @@ impl HnswIndex {
         // Loading replaces the configuration, so restore ours: see the module docs.
         index.inner.change_expansion_add(params.ef_construction);
         index.inner.change_expansion_search(1);
+        // The graph's links were laid out with the connectivity it was built with.
+        index.params.m = index.inner.connectivity();
         index.install_kernels();
         let capacity = index
             .inner

@@ -185,9 +185,11 @@ async fn purge_sweep(
             _ = ticks.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let (engine, op) = (Arc::clone(&engine), op.clone());
-        match tokio::task::spawn_blocking(move || engine.purge_deleted_tenants(&op, retention_ms))
-            .await
+        let (purger, purge_op) = (Arc::clone(&engine), op.clone());
+        match tokio::task::spawn_blocking(move || {
+            purger.purge_deleted_tenants(&purge_op, retention_ms)
+        })
+        .await
         {
             Ok(Ok(purged)) if purged.is_empty() => {}
             Ok(Ok(purged)) => {
@@ -195,6 +197,16 @@ async fn purge_sweep(
             }
             Ok(Err(e)) => tracing::error!(error = %e, "retention sweep failed"),
             Err(e) => tracing::error!(error = %e, "retention sweep panicked"),
+        }
+        // Automatic promotion rides the same periodic sweep (`[engine.isolation]`).
+        let (promoter, promote_op) = (Arc::clone(&engine), op.clone());
+        match tokio::task::spawn_blocking(move || promoter.promote_tenants(&promote_op)).await {
+            Ok(Ok(promoted)) if promoted.is_empty() => {}
+            Ok(Ok(promoted)) => {
+                tracing::info!(target: "audit", ?promoted, "promoted tenants to partition")
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "promotion sweep failed"),
+            Err(e) => tracing::error!(error = %e, "promotion sweep panicked"),
         }
     }
 }

@@ -50,6 +50,8 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("GET", "/v1/admin/tenants/{id}/residency", Operator),
     ("POST", "/v1/admin/tenants/{id}/verify", Operator),
     ("GET", "/v1/admin/tenants/{id}/integrity", Operator),
+    ("POST", "/v1/admin/tenants/{id}/migrate", Operator),
+    ("GET", "/v1/admin/tenants/{id}/migration", Operator),
     ("POST", "/v1/admin/keys", Operator),
     ("GET", "/v1/admin/keys", Operator),
     ("DELETE", "/v1/admin/keys/{id}", Operator),

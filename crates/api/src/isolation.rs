@@ -1,0 +1,119 @@
+//! Operator routes for isolation levels: migrate a tenant between `shared` and `partition`
+//! (or report what a migration would do), and follow its progress.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use strata_engine::{
+    IndexParams, IsolationLevel, MigrateRequest, MigrationReport, MigrationStatus,
+};
+use strata_types::TenantId;
+use utoipa::ToSchema;
+
+use crate::edge::OperatorAuth;
+use crate::input::{JsonObject, PathParam};
+use crate::{ApiError, AppState};
+
+/// The levels a request may ask for today, as the OpenAPI document states them: `dedicated`
+/// is refused with `501 NOT_IMPLEMENTED` until it is built, so it is not offered. (The bodies
+/// are read by [`field`]; these types only describe them.)
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(crate) enum RequestedLevel {
+    Shared,
+    Partition,
+}
+
+/// The body of `POST /v1/admin/tenants/{id}/migrate`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct MigrateBody {
+    target: RequestedLevel,
+    /// The tenant's own graph parameters at the target level (kept, not used, at `shared`);
+    /// absent: keep the ones it has.
+    index_params: Option<IndexParams>,
+    /// Only report what the migration would do.
+    dry_run: Option<bool>,
+}
+
+fn tenant_id(id: String) -> Result<TenantId, ApiError> {
+    TenantId::parse_field("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// One field of a body, its error naming it (serde's own messages do not say which field).
+pub(crate) fn field<T: DeserializeOwned>(
+    body: &mut Map<String, Value>,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    match body.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| ApiError::BadRequest(format!("{name}: {e}"))),
+    }
+}
+
+/// The level fields of a tenant-creation body: `isolation` and `index_params`.
+pub(crate) fn level_fields(
+    body: &mut Map<String, Value>,
+) -> Result<(IsolationLevel, Option<IndexParams>), ApiError> {
+    Ok((
+        field(body, "isolation")?.unwrap_or_default(),
+        field(body, "index_params")?,
+    ))
+}
+
+/// Migrates a tenant to another isolation level, or with `dry_run` reports what that would
+/// move and cost. shared ↔ partition moves no data and is online: the level changes at once,
+/// graphs whose parameters change are rebuilt in the background while the old ones serve.
+/// To or from `dedicated`: `501 NOT_IMPLEMENTED`.
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/migrate", tag = "admin",
+    operation_id = "migrate_tenant",
+    params(("id" = TenantId, Path, description = "tenant id")),
+    request_body = MigrateBody,
+    responses((status = 200, description = "What the migration moves and costs; without `dry_run` it has started", body = MigrationReport)),
+    security(("bearer" = [])))]
+pub async fn migrate(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    PathParam(id): PathParam,
+    JsonObject(mut body): JsonObject,
+) -> Result<Json<MigrationReport>, ApiError> {
+    let id = tenant_id(id)?;
+    let target = field(&mut body, "target")?
+        .ok_or_else(|| ApiError::BadRequest("target: required".into()))?;
+    let index_params = field(&mut body, "index_params")?;
+    let dry_run = field(&mut body, "dry_run")?.unwrap_or(false);
+    if let Some(extra) = body.keys().next() {
+        return Err(ApiError::BadRequest(format!("{extra}: unknown field")));
+    }
+    let req = MigrateRequest {
+        target,
+        index_params,
+        dry_run,
+    };
+    let report = state
+        .run(move |e| Ok(e.migrate_tenant(&op, &id, req)?))
+        .await?;
+    Ok(Json(report))
+}
+
+/// A tenant's level and the progress of its last migration since the server started.
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}/migration", tag = "admin",
+    operation_id = "tenant_migration",
+    params(("id" = TenantId, Path, description = "tenant id")),
+    responses((status = 200, description = "Level and migration progress", body = MigrationStatus)),
+    security(("bearer" = [])))]
+pub async fn status(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    PathParam(id): PathParam,
+) -> Result<Json<MigrationStatus>, ApiError> {
+    let id = tenant_id(id)?;
+    let s = state.run(move |e| Ok(e.migration(&op, &id)?)).await?;
+    Ok(Json(s))
+}

@@ -1,0 +1,634 @@
+//! Isolation levels (`shared`, `partition`, `dedicated`) and online migration between them.
+//!
+//! A tenant's level lives in its profile (the registry entry). `shared` tenants are loaded on
+//! demand, evictable, and use the server's index parameters. `partition` tenants are pinned
+//! (never evicted by residency) and may carry their own HNSW parameters, used whenever their
+//! graphs are (re)built. `dedicated` (its own storage file) is part of the model but not built
+//! yet: migrations to or from it are refused with `EngineError::Unsupported`.
+//!
+//! shared ↔ partition moves no data: one transaction changes the level (and audits it in the
+//! tenant's log and the server's), then the loaded indexes are pinned or unpinned and, when the
+//! graph parameters change, the background graph builder rebuilds the graphs while searches
+//! keep using the old ones (exactly as before the migration) until each new graph is swapped
+//! in.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use strata_auth::OperatorScope;
+use strata_index::HnswParams;
+use strata_store::{Reads, TenantKey};
+use strata_types::{Millis, TenantId, now_millis};
+
+use crate::lifecycle::{TenantProfile, TenantStatus, usage};
+use crate::registry::lock;
+use crate::{Engine, EngineError, audit};
+
+/// How a tenant is isolated from the others on this node.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationLevel {
+    /// Loaded on demand, evictable, the server's index parameters.
+    #[default]
+    Shared,
+    /// Always resident once loaded (never evicted), its own index parameters.
+    Partition,
+    /// Its own storage file (not available yet: migrations to it are refused).
+    Dedicated,
+}
+
+impl IsolationLevel {
+    pub fn is_shared(&self) -> bool {
+        *self == IsolationLevel::Shared
+    }
+
+    /// Whether residency must never evict the tenant.
+    pub fn pinned(&self) -> bool {
+        !self.is_shared()
+    }
+}
+
+/// A tenant's own HNSW parameters; an absent one is the server default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexParams {
+    /// Graph connectivity (edges per node), 2 to 256. Default 16.
+    #[schema(minimum = 2, maximum = 256)]
+    pub m: Option<u32>,
+    /// Candidate list while inserting, 1 to 4096. Default 128.
+    #[schema(minimum = 1, maximum = 4096)]
+    pub ef_construction: Option<u32>,
+    /// Default search beam for queries that give no `ef`, 1 to 4096. Default 64.
+    #[schema(minimum = 1, maximum = 4096)]
+    pub ef_search: Option<u32>,
+}
+
+const MAX_EF: u32 = 4096;
+
+impl IndexParams {
+    pub fn is_empty(&self) -> bool {
+        *self == IndexParams::default()
+    }
+
+    /// Checks each parameter; the error names the field (`index_params.m`, ...).
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let check = |name: &str, v: Option<u32>, lo: u32, hi: u32| match v {
+            Some(v) if !(lo..=hi).contains(&v) => Err(EngineError::BadRequest(format!(
+                "index_params.{name}: must be {lo} to {hi}, not {v}"
+            ))),
+            _ => Ok(()),
+        };
+        check("m", self.m, 2, 256)?;
+        check("ef_construction", self.ef_construction, 1, MAX_EF)?;
+        check("ef_search", self.ef_search, 1, MAX_EF)
+    }
+
+    /// The parameters graphs are built and searched with.
+    pub(crate) fn effective(&self) -> HnswParams {
+        let d = HnswParams::default();
+        HnswParams {
+            m: self.m.map_or(d.m, |v| v as usize),
+            ef_construction: self
+                .ef_construction
+                .map_or(d.ef_construction, |v| v as usize),
+            ef_search: self.ef_search.map_or(d.ef_search, |v| v as usize),
+        }
+    }
+}
+
+/// The parameters a tenant's graphs use at its level: `shared` ignores its own.
+pub(crate) fn effective_params(profile: &TenantProfile) -> HnswParams {
+    match profile.isolation {
+        IsolationLevel::Shared => HnswParams::default(),
+        _ => profile.index_params.unwrap_or_default().effective(),
+    }
+}
+
+/// `[engine.isolation]`: automatic promotion.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IsolationConfig {
+    /// A `shared` tenant holding at least this many vectors is promoted to `partition` by the
+    /// periodic sweep; 0 (the default) turns automatic promotion off.
+    pub promote_partition_vectors: u64,
+}
+
+/// `POST /v1/admin/tenants/{id}/migrate`.
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    pub target: IsolationLevel,
+    /// The tenant's own index parameters at the target level (ignored by `shared`); absent:
+    /// keep the ones it has.
+    #[serde(default)]
+    pub index_params: Option<IndexParams>,
+    /// Only report what the migration would do.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a migration moves and costs (the dry-run report, also returned when it starts).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct MigrationReport {
+    pub from: IsolationLevel,
+    pub to: IsolationLevel,
+    pub dry_run: bool,
+    /// Whether stored data moves (only to or from `dedicated`, its own file).
+    pub moves_data: bool,
+    /// Records, vectors and stored bytes that move (0 when no data moves).
+    pub records: u64,
+    pub vectors: u64,
+    pub bytes: u64,
+    /// Whether graphs are rebuilt in the background because the graph parameters change.
+    pub rebuilds_indexes: bool,
+    /// Vectors in the graphs to rebuild.
+    pub rebuild_vectors: u64,
+    /// Estimated duration, from this server's measured graph build rate scaled to the new
+    /// parameters (`m × ef_construction`); `null` before it has built any graph.
+    #[schema(value_type = Option<i64>)]
+    pub estimated_ms: Option<u64>,
+    /// Graph build rate behind the estimate (vectors per second at the new parameters).
+    pub measured_vectors_per_sec: Option<f64>,
+    pub index_params: IndexParams,
+}
+
+/// `GET /v1/admin/tenants/{id}/migration`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct MigrationStatus {
+    /// The tenant's level now.
+    pub level: IsolationLevel,
+    /// `none` (never migrated since start), `rebuilding` (level changed, graphs being rebuilt
+    /// in the background; searches use the old graphs meanwhile) or `done`.
+    pub state: MigrationState,
+    pub from: Option<IsolationLevel>,
+    pub to: Option<IsolationLevel>,
+    #[schema(value_type = Option<i64>)]
+    pub started_at: Option<Millis>,
+    /// Collections waiting for their graph build.
+    pub graph_builds_pending: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationState {
+    None,
+    Rebuilding,
+    Done,
+}
+
+/// The last migration of each tenant since start, for status.
+#[derive(Default)]
+pub(crate) struct Migrations(Mutex<HashMap<TenantKey, (IsolationLevel, IsolationLevel, Millis)>>);
+
+fn refuse_dedicated(from: IsolationLevel, to: IsolationLevel) -> Result<(), EngineError> {
+    if from == IsolationLevel::Dedicated || to == IsolationLevel::Dedicated {
+        return Err(EngineError::Unsupported(
+            "migration to or from the dedicated level (its own storage file) is not available \
+             yet; use shared or partition"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Plans, or (without `dry_run`) performs, a migration between shared and partition.
+    pub fn migrate_tenant(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        req: MigrateRequest,
+    ) -> Result<MigrationReport, EngineError> {
+        if let Some(p) = &req.index_params {
+            p.validate()?;
+        }
+        let meta = self.tenant_meta(id)?;
+        let profile = TenantProfile::of(&meta)?;
+        if profile.status == TenantStatus::Deleted {
+            return Err(EngineError::TenantNotFound(id.clone()));
+        }
+        refuse_dedicated(profile.isolation, req.target)?;
+        let params = req
+            .index_params
+            .or(profile.index_params)
+            .unwrap_or_default();
+        let mut next = profile.clone();
+        next.isolation = req.target;
+        next.index_params = (!params.is_empty()).then_some(params);
+        let (old, new) = (effective_params(&profile), effective_params(&next));
+        let rebuild = old.m != new.m || old.ef_construction != new.ef_construction;
+        let graph_vectors = self.indexes.graph_vectors(meta.key);
+        let u = usage(&self.store.read()?, meta.key)?;
+        // Unloaded tenants are rebuilt at their next load only if their snapshot's
+        // connectivity differs, so count what their graphs would hold: their vectors.
+        let rebuild_vectors = if rebuild {
+            graph_vectors.unwrap_or(u.vectors)
+        } else {
+            0
+        };
+        let rate = self.indexes.builder.vectors_per_sec(new);
+        let report = MigrationReport {
+            from: profile.isolation,
+            to: req.target,
+            dry_run: req.dry_run,
+            moves_data: false,
+            records: 0,
+            vectors: 0,
+            bytes: 0,
+            rebuilds_indexes: rebuild && rebuild_vectors > 0,
+            rebuild_vectors,
+            estimated_ms: rate.map(|r| (rebuild_vectors as f64 / r * 1000.0).ceil() as u64),
+            measured_vectors_per_sec: rate,
+            index_params: params,
+        };
+        if req.dry_run {
+            return Ok(report);
+        }
+        self.set_level(op, id, next, "tenant.migrate")?;
+        lock(&self.migrations.0).insert(meta.key, (profile.isolation, req.target, now_millis()));
+        Ok(report)
+    }
+
+    /// Commits a profile with a new level (audited in the tenant's log and the server's), then
+    /// pins or unpins the tenant and hands its loaded graphs the new parameters.
+    fn set_level(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        next: TenantProfile,
+        action: &str,
+    ) -> Result<(), EngineError> {
+        let key = self.store.write(|w| {
+            let mut meta = w
+                .tenant(id)?
+                .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
+            let current = TenantProfile::of(&meta)?;
+            // Only the level and parameters change here; the rest is whatever is stored now.
+            let profile = TenantProfile {
+                isolation: next.isolation,
+                index_params: next.index_params,
+                ..current.clone()
+            };
+            meta.profile = profile.to_map();
+            w.put_tenant(&meta)?;
+            let mut event = audit::operator_event(op, id, action);
+            event.detail = serde_json::json!({
+                "from": current.isolation,
+                "to": profile.isolation,
+                "index_params": profile.index_params,
+            });
+            audit::append(w, meta.key, event.clone())?;
+            audit::append(w, TenantKey::SERVER, event)?;
+            Ok::<_, EngineError>(meta.key)
+        })?;
+        self.indexes.set_level(
+            &self.store,
+            key,
+            id,
+            next.isolation.pinned(),
+            effective_params(&next),
+        );
+        Ok(())
+    }
+
+    /// The tenant's level and the progress of its last migration since start.
+    pub fn migration(
+        &self,
+        _op: &OperatorScope,
+        id: &TenantId,
+    ) -> Result<MigrationStatus, EngineError> {
+        let meta = self.tenant_meta(id)?;
+        let profile = TenantProfile::of(&meta)?;
+        let pending = self.indexes.residency(meta.key, id).graph_builds_pending;
+        let last = lock(&self.migrations.0).get(&meta.key).copied();
+        Ok(MigrationStatus {
+            level: profile.isolation,
+            state: match last {
+                None => MigrationState::None,
+                Some(_) if pending > 0 => MigrationState::Rebuilding,
+                Some(_) => MigrationState::Done,
+            },
+            from: last.map(|l| l.0),
+            to: last.map(|l| l.1),
+            started_at: last.map(|l| l.2),
+            graph_builds_pending: pending,
+        })
+    }
+
+    /// Promotes every `shared` tenant holding at least `promote_partition_vectors` vectors to
+    /// `partition` (audited as `tenant.promote`); run by the server's periodic sweep. Returns
+    /// the promoted tenants.
+    pub fn promote_tenants(&self, op: &OperatorScope) -> Result<Vec<TenantId>, EngineError> {
+        let threshold = self.config.isolation.promote_partition_vectors;
+        if threshold == 0 {
+            return Ok(Vec::new());
+        }
+        let mut due = Vec::new();
+        {
+            let r = self.store.read()?;
+            for m in r.tenants()? {
+                let p = TenantProfile::of(&m)?;
+                if p.isolation.is_shared()
+                    && p.status == TenantStatus::Active
+                    && usage(&r, m.key)?.vectors >= threshold
+                {
+                    due.push((m.id, p));
+                }
+            }
+        }
+        let mut promoted = Vec::new();
+        for (id, p) in due {
+            let next = TenantProfile {
+                isolation: IsolationLevel::Partition,
+                ..p.clone()
+            };
+            self.set_level(op, &id, next, "tenant.promote")?;
+            if let Ok(meta) = self.tenant_meta(&id) {
+                lock(&self.migrations.0).insert(
+                    meta.key,
+                    (p.isolation, IsolationLevel::Partition, now_millis()),
+                );
+            }
+            promoted.push(id);
+        }
+        Ok(promoted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_validated_naming_the_field() {
+        let bad = |p: IndexParams| match p.validate() {
+            Err(EngineError::BadRequest(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            bad(IndexParams {
+                m: Some(1),
+                ..Default::default()
+            })
+            .starts_with("index_params.m:")
+        );
+        assert!(
+            bad(IndexParams {
+                ef_search: Some(0),
+                ..Default::default()
+            })
+            .starts_with("index_params.ef_search:")
+        );
+        assert!(
+            bad(IndexParams {
+                ef_construction: Some(5000),
+                ..Default::default()
+            })
+            .starts_with("index_params.ef_construction:")
+        );
+        let ok = IndexParams {
+            m: Some(32),
+            ef_construction: Some(200),
+            ef_search: None,
+        };
+        ok.validate().unwrap();
+        let e = ok.effective();
+        assert_eq!((e.m, e.ef_construction, e.ef_search), (32, 200, 64));
+    }
+
+    #[test]
+    fn shared_tenants_use_the_server_defaults() {
+        let p = TenantProfile {
+            index_params: Some(IndexParams {
+                m: Some(8),
+                ..Default::default()
+            }),
+            ..TenantProfile::default()
+        };
+        assert_eq!(effective_params(&p), HnswParams::default());
+        let p = TenantProfile {
+            isolation: IsolationLevel::Partition,
+            ..p
+        };
+        assert_eq!(effective_params(&p).m, 8);
+    }
+
+    #[test]
+    fn dedicated_is_refused_both_ways() {
+        use IsolationLevel::*;
+        assert!(refuse_dedicated(Shared, Partition).is_ok());
+        assert!(refuse_dedicated(Partition, Shared).is_ok());
+        assert!(matches!(
+            refuse_dedicated(Shared, Dedicated),
+            Err(EngineError::Unsupported(_))
+        ));
+        assert!(matches!(
+            refuse_dedicated(Dedicated, Shared),
+            Err(EngineError::Unsupported(_))
+        ));
+    }
+}
+
+#[cfg(test)]
+mod engine_tests {
+    //! Migration against the engine itself: the graphs really are rebuilt with the tenant's
+    //! parameters (and back), answers do not move, a restored snapshot keeps them, and a
+    //! partition tenant is never evicted.
+    use strata_auth::{Grant, Permission, Permissions, TenantScope};
+    use strata_types::{CollectionName, Metric, NewRecord, RecordId, RequestScope, SearchRequest};
+
+    use super::*;
+    use crate::{EngineConfig, ResidencyConfig};
+
+    fn scope(engine: &Engine, id: &str) -> TenantScope {
+        let grant = Grant {
+            permissions: Permissions::of(&[Permission::Read, Permission::Write, Permission::Admin]),
+            user_tokens: None,
+            domains: None,
+        };
+        let id = TenantId::parse(id).unwrap();
+        TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), grant)
+    }
+
+    fn vec_name() -> CollectionName {
+        CollectionName::parse("vec").unwrap()
+    }
+
+    fn fill(engine: &Engine, id: &str, n: usize, level: IsolationLevel) -> TenantScope {
+        let op = OperatorScope::for_tests();
+        let id_ = TenantId::parse(id).unwrap();
+        engine
+            .create_tenant_at(&op, &id_, None, level, None)
+            .unwrap();
+        let scope = scope(engine, id);
+        engine
+            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .unwrap();
+        let data = strata_index::testdata::clustered(n, 8, 10, 1);
+        for (c, part) in data.chunks(500).enumerate() {
+            let records = part
+                .iter()
+                .enumerate()
+                .map(|(i, v)| NewRecord {
+                    id: Some(RecordId::parse(format!("r{}", c * 500 + i)).unwrap()),
+                    modality: Some(vec_name()),
+                    vector: Some(v.clone()),
+                    ..Default::default()
+                })
+                .collect();
+            engine
+                .put(&scope, &RequestScope::default(), records)
+                .unwrap();
+        }
+        scope
+    }
+
+    fn answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> {
+        strata_index::testdata::queries(5, 8, 10, 1, 2)
+            .into_iter()
+            .map(|q| {
+                let s = SearchRequest {
+                    vector: Some(q),
+                    k: 5,
+                    modality: Some(vec_name()),
+                    ..Default::default()
+                };
+                let r = engine.search(scope, &RequestScope::default(), &s).unwrap();
+                r.hits
+                    .into_iter()
+                    .map(|h| h.record.id.to_string())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The loaded graph's parameters.
+    fn graph_params(engine: &Engine, scope: &TenantScope) -> HnswParams {
+        let slot = engine.indexes.get(scope.key()).unwrap();
+        let guard = slot.index.read().unwrap();
+        let ci = &guard.as_ref().unwrap().collections[&vec_name()];
+        ci.graph.as_ref().unwrap().params()
+    }
+
+    #[test]
+    fn migration_rebuilds_graphs_with_the_tenants_parameters_and_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = fill(&engine, "acme", 1_100, IsolationLevel::Shared);
+        let before = answers(&engine, &scope);
+        engine.wait_for_graph_builds();
+        assert_eq!(graph_params(&engine, &scope), HnswParams::default());
+        assert_eq!(answers(&engine, &scope), before);
+
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        let params = IndexParams {
+            m: Some(8),
+            ef_construction: Some(64),
+            ef_search: Some(200),
+        };
+        let report = engine
+            .migrate_tenant(
+                &op,
+                &id,
+                MigrateRequest {
+                    target: IsolationLevel::Partition,
+                    index_params: Some(params),
+                    dry_run: false,
+                },
+            )
+            .unwrap();
+        assert!(report.rebuilds_indexes);
+        assert_eq!(report.rebuild_vectors, 1_100);
+        // The search default applies at once; the rebuild is queued.
+        assert_eq!(graph_params(&engine, &scope).ef_search, 200);
+        assert_eq!(graph_params(&engine, &scope).m, 16);
+        engine.wait_for_graph_builds();
+        let built = graph_params(&engine, &scope);
+        assert_eq!(
+            (built.m, built.ef_construction, built.ef_search),
+            (8, 64, 200)
+        );
+        assert_eq!(answers(&engine, &scope), before);
+        assert_eq!(
+            engine.migration(&op, &id).unwrap().state,
+            MigrationState::Done
+        );
+
+        // A clean restart restores the rebuilt graph with its connectivity.
+        engine.persist_indexes().unwrap();
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine, "acme");
+        assert_eq!(answers(&engine, &scope), before);
+        engine.wait_for_graph_builds();
+        assert_eq!(graph_params(&engine, &scope).m, 8);
+        assert_eq!(graph_params(&engine, &scope).ef_search, 200);
+
+        // Back to shared: the server's parameters again.
+        engine
+            .migrate_tenant(
+                &op,
+                &id,
+                MigrateRequest {
+                    target: IsolationLevel::Shared,
+                    index_params: None,
+                    dry_run: false,
+                },
+            )
+            .unwrap();
+        engine.wait_for_graph_builds();
+        assert_eq!(graph_params(&engine, &scope), HnswParams::default());
+        assert_eq!(answers(&engine, &scope), before);
+        // The tenant keeps its own parameters for a later move back to partition.
+        let info = engine.tenant(&op, &id).unwrap();
+        assert_eq!(
+            (info.isolation, info.index_params),
+            (IsolationLevel::Shared, Some(params))
+        );
+    }
+
+    #[test]
+    fn partition_tenants_are_never_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = EngineConfig {
+            residency: ResidencyConfig {
+                memory_budget_bytes: 1,
+                pinned: Vec::new(),
+            },
+            ..EngineConfig::default()
+        };
+        let engine = Engine::open(dir.path(), config).unwrap();
+        let op = OperatorScope::for_tests();
+        let a = fill(&engine, "a", 20, IsolationLevel::Shared);
+        let p = fill(&engine, "p", 20, IsolationLevel::Partition);
+        let b = fill(&engine, "b", 20, IsolationLevel::Shared);
+        for scope in [&p, &a, &b, &a, &b] {
+            engine.index_stats(scope).unwrap();
+        }
+        let id = |s: &str| TenantId::parse(s).unwrap();
+        let residency = engine.residency(&op, &id("p")).unwrap();
+        assert!(residency.pinned && residency.resident, "{residency:?}");
+        assert_eq!(residency.evictions, 0);
+        assert!(engine.residency(&op, &id("a")).unwrap().evictions > 0);
+
+        // Demoted to shared, it is evictable again.
+        engine
+            .migrate_tenant(
+                &op,
+                &id("p"),
+                MigrateRequest {
+                    target: IsolationLevel::Shared,
+                    index_params: None,
+                    dry_run: false,
+                },
+            )
+            .unwrap();
+        engine.index_stats(&a).unwrap();
+        let residency = engine.residency(&op, &id("p")).unwrap();
+        assert!(!residency.pinned && !residency.resident, "{residency:?}");
+    }
+}
