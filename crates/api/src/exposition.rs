@@ -5,13 +5,13 @@
 //! parentheses. Only tenants in the registry are rendered: a purged tenant's figures go with it.
 //!
 //! Rendering is a pure function of snapshots, so the cap and the sums are unit-tested here
-//! with thousands of tenants. Isolation level goes into `strata_tenant_info` once the engine
-//! keeps it per tenant.
+//! with thousands of tenants. Tenants at the `partition` and `dedicated` isolation levels are
+//! pinned like the configured ones: an operator who gave a tenant its own resources sees it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use strata_engine::{IntegrityState, TenantInfo, TenantResidency, TenantStatus};
+use strata_engine::{IntegrityState, IsolationLevel, TenantInfo, TenantResidency, TenantStatus};
 use strata_store::stats::{BUCKETS_SECS, HistogramSnapshot};
 
 use crate::metrics::{REFUSALS, RouteKey, ServerSnapshot, TenantSnapshot};
@@ -77,7 +77,8 @@ struct Block {
     info: Option<TenantInfo>,
 }
 
-/// Which tenants get their own label: the pinned ones, then the `cap` most recently active
+/// Which tenants get their own label: the pinned ones (configured, or at an isolation level
+/// other than `shared`), then the `cap` most recently active
 /// others (requests in the last one to two activity windows, then id, so the choice is
 /// deterministic). All-time counts play no part: an idle tenant gives its slot up.
 pub fn labelled(tenants: &[TenantRow], cap: usize, pinned: &[String]) -> BTreeSet<String> {
@@ -85,6 +86,12 @@ pub fn labelled(tenants: &[TenantRow], cap: usize, pinned: &[String]) -> BTreeSe
         .iter()
         .filter(|p| tenants.iter().any(|t| t.info.id.as_str() == p.as_str()))
         .cloned()
+        .chain(
+            tenants
+                .iter()
+                .filter(|t| !t.info.isolation.is_shared())
+                .map(|t| t.info.id.as_str().to_owned()),
+        )
         .collect();
     let mut rest: Vec<(&str, u64)> = tenants
         .iter()
@@ -393,17 +400,26 @@ fn tenant_series(out: &mut String, blocks: &BTreeMap<&str, Block>) {
         out,
         "strata_tenant_info",
         "gauge",
-        "1 per labelled tenant, with its status.",
+        "1 per labelled tenant, with its status and isolation level.",
     );
     for (id, b) in blocks {
         if let Some(info) = &b.info {
             let _ = writeln!(
                 out,
-                "strata_tenant_info{{{},status=\"{}\"}} 1",
+                "strata_tenant_info{{{},status=\"{}\",isolation=\"{}\"}} 1",
                 t(id),
-                status(info.status)
+                status(info.status),
+                isolation(info.isolation)
             );
         }
+    }
+}
+
+fn isolation(level: IsolationLevel) -> &'static str {
+    match level {
+        IsolationLevel::Shared => "shared",
+        IsolationLevel::Partition => "partition",
+        IsolationLevel::Dedicated => "dedicated",
     }
 }
 
@@ -611,6 +627,27 @@ mod tests {
             residency_budget_bytes: 0,
             residency_resident_bytes: 0,
         }
+    }
+
+    #[test]
+    fn partition_tenants_keep_their_label_and_info_names_the_level() {
+        let quiet = TenantSnapshot::default();
+        let mut rows: Vec<TenantRow> = (0..10)
+            .map(|i| row(&format!("t{i:02}"), 1, quiet.clone()))
+            .collect();
+        rows[7].info.isolation = IsolationLevel::Partition;
+        // A cap of 1 and no traffic: only t00 (by id) would get a label, but the partition
+        // tenant is pinned by its level.
+        let chosen = labelled(&rows, 1, &[]);
+        assert!(chosen.contains("t07"), "{chosen:?}");
+        assert_eq!(chosen.len(), 2, "{chosen:?}");
+        let text = render(&exposition(&rows, 1, &[]));
+        assert!(
+            text.contains(
+                "strata_tenant_info{tenant=\"t07\",status=\"active\",isolation=\"partition\"} 1"
+            ),
+            "{text}"
+        );
     }
 
     /// Values of `name{…tenant="X"…}` lines by tenant.
