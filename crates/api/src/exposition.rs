@@ -633,7 +633,7 @@ mod tests {
     fn partition_tenants_keep_their_label_and_info_names_the_level() {
         let quiet = TenantSnapshot::default();
         let mut rows: Vec<TenantRow> = (0..10)
-            .map(|i| row(&format!("t{i:02}"), 1, quiet.clone()))
+            .map(|i| row(&format!("t{i:02}"), 1, quiet))
             .collect();
         rows[7].info.isolation = IsolationLevel::Partition;
         // A cap of 1 and no traffic: only t00 (by id) would get a label, but the partition
