@@ -437,25 +437,12 @@ mod engine_tests {
     //! Migration against the engine itself: the graphs really are rebuilt with the tenant's
     //! parameters (and back), answers do not move, a restored snapshot keeps them, and a
     //! partition tenant is never evicted.
-    use strata_auth::{Grant, Permission, Permissions, TenantScope};
-    use strata_types::{CollectionName, Metric, NewRecord, RecordId, RequestScope, SearchRequest};
+    use strata_auth::TenantScope;
+    use strata_types::{Metric, NewRecord, RecordId, RequestScope};
 
     use super::*;
+    use crate::test_support::{admin_scope as scope, answers, vec_name};
     use crate::{EngineConfig, ResidencyConfig};
-
-    fn scope(engine: &Engine, id: &str) -> TenantScope {
-        let grant = Grant {
-            permissions: Permissions::of(&[Permission::Read, Permission::Write, Permission::Admin]),
-            user_tokens: None,
-            domains: None,
-        };
-        let id = TenantId::parse(id).unwrap();
-        TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), grant)
-    }
-
-    fn vec_name() -> CollectionName {
-        CollectionName::parse("vec").unwrap()
-    }
 
     fn fill(engine: &Engine, id: &str, n: usize, level: IsolationLevel) -> TenantScope {
         let op = OperatorScope::for_tests();
@@ -484,25 +471,6 @@ mod engine_tests {
                 .unwrap();
         }
         scope
-    }
-
-    fn answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> {
-        strata_index::testdata::queries(5, 8, 10, 1, 2)
-            .into_iter()
-            .map(|q| {
-                let s = SearchRequest {
-                    vector: Some(q),
-                    k: 5,
-                    modality: Some(vec_name()),
-                    ..Default::default()
-                };
-                let r = engine.search(scope, &RequestScope::default(), &s).unwrap();
-                r.hits
-                    .into_iter()
-                    .map(|h| h.record.id.to_string())
-                    .collect()
-            })
-            .collect()
     }
 
     /// The loaded graph's parameters.

@@ -28,6 +28,8 @@ mod snapshot;
 mod stats;
 mod tenant_index;
 mod tenants;
+#[cfg(test)]
+mod test_support;
 mod transfer;
 mod verify;
 mod visibility;

@@ -223,47 +223,17 @@ type Restoring = (HashMap<RecordId, u32>, Option<Vec<u8>>);
 
 #[cfg(test)]
 mod tests {
-    use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
-    use strata_types::{
-        CollectionName, Metric, NewRecord, RecordId, RequestScope, SearchRequest, TenantId,
-    };
+    use strata_auth::{OperatorScope, TenantScope};
+    use strata_types::{Metric, NewRecord, RecordId, RequestScope, TenantId};
 
+    use crate::test_support::{answers, vec_name};
     use crate::{Engine, EngineConfig};
 
-    const N: usize = 1_100;
-
     fn scope(engine: &Engine) -> TenantScope {
-        let grant = Grant {
-            permissions: Permissions::of(&[Permission::Read, Permission::Write, Permission::Admin]),
-            user_tokens: None,
-            domains: None,
-        };
-        let id = TenantId::parse("acme").unwrap();
-        TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), grant)
+        crate::test_support::admin_scope(engine, "acme")
     }
 
-    fn vec_name() -> CollectionName {
-        CollectionName::parse("vec").unwrap()
-    }
-
-    fn answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> {
-        strata_index::testdata::queries(5, 8, 10, 1, 2)
-            .into_iter()
-            .map(|q| {
-                let s = SearchRequest {
-                    vector: Some(q),
-                    k: 5,
-                    modality: Some(vec_name()),
-                    ..Default::default()
-                };
-                let r = engine.search(scope, &RequestScope::default(), &s).unwrap();
-                r.hits
-                    .into_iter()
-                    .map(|h| h.record.id.to_string())
-                    .collect()
-            })
-            .collect()
-    }
+    const N: usize = 1_100;
 
     fn restored(engine: &Engine, scope: &TenantScope) -> bool {
         engine

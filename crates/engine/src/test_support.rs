@@ -1,0 +1,44 @@
+//! Helpers shared by the engine's own unit tests that drive a whole `Engine` over a graph-sized
+//! vector collection (residency, isolation levels).
+
+use strata_auth::{Grant, Permission, Permissions, TenantScope};
+use strata_types::{CollectionName, RequestScope, SearchRequest, TenantId};
+
+use crate::Engine;
+
+/// A read/write/admin scope of tenant `id`, which must exist.
+pub(crate) fn admin_scope(engine: &Engine, id: &str) -> TenantScope {
+    let grant = Grant {
+        permissions: Permissions::of(&[Permission::Read, Permission::Write, Permission::Admin]),
+        user_tokens: None,
+        domains: None,
+    };
+    let id = TenantId::parse(id).unwrap();
+    TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), grant)
+}
+
+/// The test collection of 8-dimensional clustered vectors.
+pub(crate) fn vec_name() -> CollectionName {
+    CollectionName::parse("vec").unwrap()
+}
+
+/// The ids answering five fixed queries (k = 5) against `vec`: equal before and after a change
+/// means the change moved no answer.
+pub(crate) fn answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> {
+    strata_index::testdata::queries(5, 8, 10, 1, 2)
+        .into_iter()
+        .map(|q| {
+            let s = SearchRequest {
+                vector: Some(q),
+                k: 5,
+                modality: Some(vec_name()),
+                ..Default::default()
+            };
+            let r = engine.search(scope, &RequestScope::default(), &s).unwrap();
+            r.hits
+                .into_iter()
+                .map(|h| h.record.id.to_string())
+                .collect()
+        })
+        .collect()
+}
