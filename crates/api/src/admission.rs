@@ -1,6 +1,6 @@
 //! Admission control at the edge: each tenant's token bucket (`max_qps`, `burst`) and in-flight
 //! cap (`max_concurrent`), checked right after authentication, and the fair scheduler that runs
-//! every tenant's engine work on one bounded pool (SPEC section 4).
+//! every tenant's engine work on one bounded pool.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -83,7 +83,7 @@ fn claimed_key_id(token: &str) -> Option<String> {
     ok.then(|| id.to_owned())
 }
 
-/// Header naming the domain of a request (SPEC 1).
+/// Header naming the domain of a request (docs/isolation.md).
 pub const DOMAIN_HEADER: &str = "x-strata-domain";
 /// Header some clients send to name a tenant. Only checked, never trusted.
 pub const TENANT_HEADER: &str = "x-tenant-id";

@@ -22,16 +22,16 @@ pub enum ApiError {
     /// The credential is valid but lacks a permission, or is the wrong kind for the route.
     #[error("{0}")]
     Forbidden(String),
-    /// A request named a tenant other than its credential's (SPEC 1, rule 1).
+    /// A request named a tenant other than its credential's (docs/isolation.md, rule 1).
     #[error("{0}")]
     TenantMismatch(String),
-    /// A request asked for more than its credential grants (SPEC 1, rule 2).
+    /// A request asked for more than its credential grants (docs/isolation.md, rule 2).
     #[error("{0}")]
     ScopeForbidden(String),
     /// Invalid input; the message names the field.
     #[error("{0}")]
     BadRequest(String),
-    /// Missing, foreign or invisible, all alike (SPEC 1, rule 5).
+    /// Missing, foreign or invisible, all alike (docs/isolation.md, rule 5).
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]

@@ -1,4 +1,4 @@
-//! Operator routes for a tenant's lifecycle (SPEC section 4): change its profile and limits,
+//! Operator routes for a tenant's lifecycle: change its profile and limits,
 //! suspend, resume, soft delete, restore, hard delete, and purge soft-deleted tenants whose
 //! retention period is over. The engine writes each action's audit row.
 

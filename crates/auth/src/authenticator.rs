@@ -215,7 +215,7 @@ impl Authenticator {
     }
 }
 
-/// What ties a credential to one incarnation of its tenant (SPEC section 1, rule 9): a tenant
+/// What ties a credential to one incarnation of its tenant (docs/isolation.md, rule 8): a tenant
 /// deleted and created again under the same id is a new tenant, and nothing issued for the old
 /// one may act on it.
 enum Incarnation {

@@ -1,4 +1,4 @@
-//! The audit log (SPEC sections 4 and 7): append-only, per tenant.
+//! The audit log: append-only, per tenant.
 //!
 //! Mutations append their row inside their own transaction, so a write and its audit row are
 //! durable together or not at all. Events that change nothing (authentication failures,

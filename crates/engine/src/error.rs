@@ -17,7 +17,7 @@ pub enum EngineError {
     InvalidFilter(#[from] FilterError),
     #[error("{0}")]
     BadRequest(String),
-    /// The request asked for more than the credential grants (SPEC 1, rule 2).
+    /// The request asked for more than the credential grants (docs/isolation.md, rule 2).
     #[error("scope forbidden: {0}")]
     ScopeForbidden(String),
     #[error("the credential lacks the {0:?} permission")]

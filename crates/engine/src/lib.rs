@@ -1,5 +1,5 @@
-//! Strata's engine: tenants, collections and records, with the isolation rules of SPEC
-//! section 1 enforced in one place ([`visibility`]).
+//! Strata's engine: tenants, collections and records, with the isolation rules of
+//! `docs/isolation.md` enforced in one place ([`visibility`]).
 //!
 //! Every data-touching method takes a [`TenantScope`] (or an [`OperatorScope`] for the tenant
 //! registry), which only `strata-auth` can construct. No method takes a raw tenant id from a

@@ -1,4 +1,4 @@
-//! Tenant lifecycle and quotas (SPEC section 4): active → suspended → active, soft delete →
+//! Tenant lifecycle and quotas: active → suspended → active, soft delete →
 //! restore or purge after the retention period, hard delete with physical erasure.
 //!
 //! A tenant's profile (status, limits, weight, display name) lives in its registry entry.

@@ -48,7 +48,7 @@ pub(crate) fn scope_candidates(ci: &CollectionIndex, vis: &Visibility) -> Roarin
 }
 
 /// Exactly the slots among `within` that `vis` sees, given `scope = scope_candidates(ci, vis)`:
-/// the records the caller may see, which BM25 statistics are computed over (SPEC section 1,
+/// the records the caller may see, which BM25 statistics are computed over (docs/isolation.md,
 /// rule 4). A filter does not narrow this set: filters choose among visible records, they do
 /// not re-weight them.
 ///

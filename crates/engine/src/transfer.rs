@@ -1,4 +1,4 @@
-//! Per-tenant export and import as JSON lines (SPEC section 4).
+//! Per-tenant export and import as JSON lines.
 //!
 //! An export is a header line with the tenant's profile, one line per collection, one line per
 //! record (with its vector, timestamps and confidence), then the tenant's audit rows, oldest

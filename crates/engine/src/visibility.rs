@@ -1,5 +1,5 @@
 //! The one place where a request's scope is resolved against its credential and where a
-//! record's visibility is decided (SPEC section 1, rules 2 and 3).
+//! record's visibility is decided (docs/isolation.md, rules 2 and 3).
 //!
 //! Rules, in order:
 //! - the operation needs its permission (`read` or `write`);

@@ -4,7 +4,7 @@
 //! can return, count, modify or delete a record outside the caller's tenant and visibility.
 //! Tenants are also deleted and created again under the same id: from then on, the old
 //! incarnation's API key must not authenticate and a scope issued before the delete must
-//! neither see nor change anything of the new tenant (SPEC section 1, rule 9).
+//! neither see nor change anything of the new tenant (docs/isolation.md, rule 8).
 //! `STRATA_MODEL_SEED` replays a run; `STRATA_MODEL_OPS` sets its length (default 10,000).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -114,7 +114,7 @@ enum Fail {
     Conflict,
 }
 
-/// What a resolved request sees, computed straight from the rules in SPEC section 1.
+/// What a resolved request sees, computed straight from the rules in docs/isolation.md.
 struct MVis {
     domain: String,
     run: Option<String>,

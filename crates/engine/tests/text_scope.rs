@@ -1,4 +1,4 @@
-//! Scope-exact text scoring (SPEC section 1, rule 4): BM25 statistics, and so text and hybrid
+//! Scope-exact text scoring (docs/isolation.md, rule 4): BM25 statistics, and so text and hybrid
 //! scores, are computed over exactly the records the caller may see. A record the caller cannot
 //! see — another principal's, another domain's, an expired one, another run's — never moves a
 //! score, down to the last bit.
@@ -316,7 +316,7 @@ struct Observer {
     run: Option<usize>,
 }
 
-/// The model of visibility (SPEC section 1, rule 3), independent of the engine's code.
+/// The model of visibility (docs/isolation.md, rule 3), independent of the engine's code.
 fn model_sees(o: &Observer, r: &Spec) -> bool {
     let tokens_ok = r.tokens.is_empty()
         || if o.all {

@@ -4,7 +4,7 @@
 //! `ln(1 + (N - df + 0.5) / (df + 0.5))`.
 //!
 //! **Statistics are scope-exact.** The index holds every document of a tenant-collection, but a
-//! caller may see only some of them (SPEC section 1, rule 4: no channel may score with a record
+//! caller may see only some of them (docs/isolation.md, rule 4: no channel may score with a record
 //! the caller cannot see). So nothing scores against the whole index: [`Bm25Index::query`]
 //! takes the set of slots the caller may see, and the document count `N`, the document
 //! frequencies `df` and the average document length are computed over exactly that set —

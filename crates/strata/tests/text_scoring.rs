@@ -1,4 +1,4 @@
-//! Scope-exact text scoring over HTTP (SPEC section 1, rule 4). The finding this pins down: a
+//! Scope-exact text scoring over HTTP (docs/isolation.md, rule 4). The finding this pins down: a
 //! `u:bob` key's BM25 score for a word dropped (5.73 → 0.40) when `u:alice` wrote private
 //! records containing it, and again when another domain did, because the statistics covered
 //! the whole collection. Now they cover only what the caller may see, so the scores — and the

@@ -1,4 +1,4 @@
-//! The Mongo-style filter language of SPEC section 3 and its reference evaluator.
+//! The Mongo-style filter language of search and scans, and its reference evaluator.
 //!
 //! `{"topic": "a", "n": {"$gte": 2}, "$or": [{"kind": "episodic"}, {"confidence": {"$gt": 0.8}}]}`
 //!

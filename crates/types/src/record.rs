@@ -1,4 +1,4 @@
-//! The record model (SPEC section 2): collections, records, writes and patches.
+//! The record model: collections, records, writes and patches.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

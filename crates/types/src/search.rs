@@ -1,4 +1,4 @@
-//! Search requests and responses (SPEC section 3). Scope fields travel separately, in a
+//! Search requests and responses. Scope fields travel separately, in a
 //! [`crate::RequestScope`].
 
 use serde::{Deserialize, Serialize};
