@@ -438,10 +438,10 @@ mod engine_tests {
     //! parameters (and back), answers do not move, a restored snapshot keeps them, and a
     //! partition tenant is never evicted.
     use strata_auth::TenantScope;
-    use strata_types::{Metric, NewRecord, RecordId, RequestScope};
+    use strata_types::Metric;
 
     use super::*;
-    use crate::test_support::{admin_scope as scope, answers, vec_name};
+    use crate::test_support::{admin_scope as scope, answers, put_clustered, vec_name};
     use crate::{EngineConfig, ResidencyConfig};
 
     fn fill(engine: &Engine, id: &str, n: usize, level: IsolationLevel) -> TenantScope {
@@ -454,22 +454,7 @@ mod engine_tests {
         engine
             .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
             .unwrap();
-        let data = strata_index::testdata::clustered(n, 8, 10, 1);
-        for (c, part) in data.chunks(500).enumerate() {
-            let records = part
-                .iter()
-                .enumerate()
-                .map(|(i, v)| NewRecord {
-                    id: Some(RecordId::parse(format!("r{}", c * 500 + i)).unwrap()),
-                    modality: Some(vec_name()),
-                    vector: Some(v.clone()),
-                    ..Default::default()
-                })
-                .collect();
-            engine
-                .put(&scope, &RequestScope::default(), records)
-                .unwrap();
-        }
+        put_clustered(engine, &scope, n);
         scope
     }
 

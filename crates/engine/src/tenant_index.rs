@@ -224,9 +224,9 @@ type Restoring = (HashMap<RecordId, u32>, Option<Vec<u8>>);
 #[cfg(test)]
 mod tests {
     use strata_auth::{OperatorScope, TenantScope};
-    use strata_types::{Metric, NewRecord, RecordId, RequestScope, TenantId};
+    use strata_types::{Metric, TenantId};
 
-    use crate::test_support::{answers, vec_name};
+    use crate::test_support::{answers, put_clustered, vec_name};
     use crate::{Engine, EngineConfig};
 
     fn scope(engine: &Engine) -> TenantScope {
@@ -255,22 +255,7 @@ mod tests {
         engine
             .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
             .unwrap();
-        let data = strata_index::testdata::clustered(N, 8, 10, 1);
-        for (c, part) in data.chunks(500).enumerate() {
-            let records = part
-                .iter()
-                .enumerate()
-                .map(|(i, v)| NewRecord {
-                    id: Some(RecordId::parse(format!("r{}", c * 500 + i)).unwrap()),
-                    modality: Some(vec_name()),
-                    vector: Some(v.clone()),
-                    ..Default::default()
-                })
-                .collect();
-            engine
-                .put(&scope, &RequestScope::default(), records)
-                .unwrap();
-        }
+        put_clustered(&engine, &scope, N);
         engine.index_stats(&scope).unwrap();
         engine.wait_for_graph_builds();
         let before = answers(&engine, &scope);

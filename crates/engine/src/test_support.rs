@@ -2,7 +2,7 @@
 //! vector collection (residency, isolation levels).
 
 use strata_auth::{Grant, Permission, Permissions, TenantScope};
-use strata_types::{CollectionName, RequestScope, SearchRequest, TenantId};
+use strata_types::{CollectionName, NewRecord, RecordId, RequestScope, SearchRequest, TenantId};
 
 use crate::Engine;
 
@@ -41,4 +41,25 @@ pub(crate) fn answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> 
                 .collect()
         })
         .collect()
+}
+
+/// Writes `n` seeded clustered 8-dimensional vectors into `vec` as records `r0`, `r1`, …, in
+/// batches of 500.
+pub(crate) fn put_clustered(engine: &Engine, scope: &TenantScope, n: usize) {
+    let data = strata_index::testdata::clustered(n, 8, 10, 1);
+    for (c, part) in data.chunks(500).enumerate() {
+        let records = part
+            .iter()
+            .enumerate()
+            .map(|(i, v)| NewRecord {
+                id: Some(RecordId::parse(format!("r{}", c * 500 + i)).unwrap()),
+                modality: Some(vec_name()),
+                vector: Some(v.clone()),
+                ..Default::default()
+            })
+            .collect();
+        engine
+            .put(scope, &RequestScope::default(), records)
+            .unwrap();
+    }
 }
