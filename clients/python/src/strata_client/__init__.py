@@ -37,6 +37,8 @@ from .models import (
     Confidence,
     CreatedKey,
     Explain,
+    MigrationReport,
+    MigrationStatus,
     NewRecord,
     Page,
     Record,
@@ -44,7 +46,9 @@ from .models import (
     SearchResult,
     Tenant,
     TenantLimits,
+    TenantResidency,
     TenantUsage,
+    VerifyReport,
     WriteResult,
 )
 from .retry import RetryPolicy
@@ -65,6 +69,8 @@ __all__ = [
     "Confidence",
     "CreatedKey",
     "Explain",
+    "MigrationReport",
+    "MigrationStatus",
     "NewRecord",
     "Page",
     "Record",
@@ -72,7 +78,9 @@ __all__ = [
     "SearchResult",
     "Tenant",
     "TenantLimits",
+    "TenantResidency",
     "TenantUsage",
+    "VerifyReport",
     "WriteResult",
     # Errors.
     "StrataError",
