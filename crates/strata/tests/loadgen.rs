@@ -82,3 +82,32 @@ fn the_write_load_generator_runs_end_to_end() {
     assert_eq!(status, 200);
     assert!(v["usage"]["records"].as_u64().unwrap_or(0) >= writes, "{v}");
 }
+
+#[test]
+fn the_search_load_generator_spreads_over_several_tenants() {
+    let server = Server::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["bench", "search", "--tenants", "3", "--records", "20"])
+        .args(["--seconds", "1", "--connections", "2", "--tenant", "spread"])
+        .args(["--server", &server.url])
+        .env("STRATA_KEY", OPERATOR_KEY)
+        .output()
+        .expect("run strata bench search");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3 tenants spread-000 … spread-002"), "{stdout}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| 2 |"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(row.ends_with("| 0 |"), "errors: {stdout}");
+    for t in ["spread-000", "spread-001", "spread-002"] {
+        let (status, v) = server.get(&format!("/v1/admin/tenants/{t}"), OPERATOR_KEY);
+        assert_eq!(status, 200, "{t}");
+        assert_eq!(v["usage"]["records"], 20, "{t}: {v}");
+    }
+}
