@@ -34,6 +34,7 @@ strata=target/release/strata
 
 dir="$(mktemp -d)"
 chmod 755 "$dir"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$dir}"
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
