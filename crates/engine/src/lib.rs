@@ -14,6 +14,7 @@ mod durability;
 mod embedding;
 mod error;
 mod graph_build;
+mod idempotency;
 mod integrity;
 mod isolation;
 mod lifecycle;
@@ -42,6 +43,7 @@ pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
 pub use durability::Durable;
 pub use error::EngineError;
+pub use idempotency::{Answered, IDEMPOTENCY_RETENTION_MS, Idempotency};
 pub use integrity::{
     IntegrityConfig, IntegrityPolicy, IntegrityState, TenantIntegrity, Transition,
 };
