@@ -33,7 +33,11 @@ pub(crate) fn of_request(
         ApiError::BadRequest("Idempotency-Key: expected visible ASCII characters".into())
     })?;
     let mut hash = Sha256::new();
-    for part in [route, query.unwrap_or(""), &format!("{:?}", auth.scope.grant())] {
+    for part in [
+        route,
+        query.unwrap_or(""),
+        &format!("{:?}", auth.scope.grant()),
+    ] {
         hash.update(part.as_bytes());
         hash.update([0]);
     }

@@ -29,8 +29,7 @@ impl Idempotency {
     /// Checks the key: 1 to 255 visible ASCII characters. `fingerprint` identifies the request
     /// (a hash of its route, query and body).
     pub fn new(key: &str, fingerprint: String) -> Result<Self, EngineError> {
-        if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic())
-        {
+        if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(EngineError::BadRequest(format!(
                 "Idempotency-Key: expected 1 to {MAX_KEY_LEN} visible ASCII characters"
             )));

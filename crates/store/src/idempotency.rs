@@ -7,9 +7,9 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use strata_types::Millis;
 
+use crate::StoreError;
 use crate::codec::{decode_json, encode_json};
 use crate::keys::{self, TenantKey};
-use crate::StoreError;
 use crate::tables::sealed::Tables;
 use crate::tables::{Reads, Writer, prefix_range};
 
@@ -66,7 +66,10 @@ impl Writer<'_> {
         t: TenantKey,
         key: &str,
     ) -> Result<Option<IdempotencyRow>, StoreError> {
-        match self.data_table().get(keys::idempotency(t, key).as_slice())? {
+        match self
+            .data_table()
+            .get(keys::idempotency(t, key).as_slice())?
+        {
             Some(v) => IdempotencyRow::decode(v.value()).map(Some),
             None => Ok(None),
         }
@@ -78,8 +81,10 @@ impl Writer<'_> {
         key: &str,
         row: &IdempotencyRow,
     ) -> Result<(), StoreError> {
-        self.data_mut()
-            .insert(keys::idempotency(t, key).as_slice(), row.encode()?.as_slice())?;
+        self.data_mut().insert(
+            keys::idempotency(t, key).as_slice(),
+            row.encode()?.as_slice(),
+        )?;
         Ok(())
     }
 

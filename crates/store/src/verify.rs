@@ -7,10 +7,10 @@ use std::collections::HashSet;
 
 use strata_types::{Collection, CollectionName, Record, RecordId};
 
-use crate::{IdempotencyRow, StoreError};
 use crate::codec::{decode_json, decode_record};
 use crate::keys::{self, KeyKind, TenantKey};
 use crate::tables::{Reads, prefix_range, scope_entries};
+use crate::{IdempotencyRow, StoreError};
 
 /// At most this many problems are listed; `problem_count` still counts them all.
 const MAX_LISTED: usize = 100;
