@@ -24,6 +24,7 @@ mod audit;
 mod bodies;
 mod body_guard;
 mod collections;
+mod feedback;
 mod conn_io;
 pub mod edge;
 pub mod error;

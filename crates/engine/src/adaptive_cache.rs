@@ -111,21 +111,30 @@ impl AdaptiveCache {
     }
 
     /// The loaded namespaces of a tenant with their estimated bytes.
+    /// (Each namespace is measured after the cache lock is released: a namespace is held
+    /// through its feedback's commit, and that must not stall every other tenant's lookups.)
     pub(crate) fn loaded(&self, tenant: TenantKey) -> Vec<(Domain, u64)> {
-        let inner = lock(&self.inner);
-        inner
+        let held: Vec<(Domain, Arc<Mutex<Namespace>>)> = lock(&self.inner)
             .map
             .iter()
             .filter(|((t, _), _)| *t == tenant)
-            .map(|((_, d), e)| (d.clone(), lock(&e.ns).bytes()))
+            .map(|((_, d), e)| (d.clone(), Arc::clone(&e.ns)))
+            .collect();
+        held.into_iter()
+            .map(|(d, ns)| (d, lock(&ns).bytes()))
             .collect()
     }
 
     /// Loaded namespaces, their estimated bytes, loads and evictions since start.
     pub(crate) fn totals(&self) -> (u64, u64, u64, u64) {
-        let inner = lock(&self.inner);
-        let bytes = inner.map.values().map(|e| lock(&e.ns).bytes()).sum();
-        (inner.map.len() as u64, bytes, inner.loads, inner.evictions)
+        let (held, loads, evictions) = {
+            let inner = lock(&self.inner);
+            let held: Vec<Arc<Mutex<Namespace>>> =
+                inner.map.values().map(|e| Arc::clone(&e.ns)).collect();
+            (held, inner.loads, inner.evictions)
+        };
+        let bytes = held.iter().map(|ns| lock(ns).bytes()).sum();
+        (held.len() as u64, bytes, loads, evictions)
     }
 }
 

@@ -198,6 +198,18 @@ async fn purge_sweep(
             Ok(Err(e)) => tracing::error!(error = %e, "retention sweep failed"),
             Err(e) => tracing::error!(error = %e, "retention sweep panicked"),
         }
+        // So does the purge of decayed adaptive reranking state (`[engine.adaptive]`).
+        let (sweeper, sweep_op) = (Arc::clone(&engine), op.clone());
+        match tokio::task::spawn_blocking(move || sweeper.sweep_adaptive(&sweep_op)).await {
+            Ok(Ok(swept)) if swept == strata_engine::AdaptiveSweep::default() => {}
+            Ok(Ok(swept)) => tracing::info!(
+                pheromones = swept.pheromones,
+                narratives = swept.narratives,
+                "retention sweep purged adaptive state"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %e, "adaptive sweep failed"),
+            Err(e) => tracing::error!(error = %e, "adaptive sweep panicked"),
+        }
         // Automatic promotion rides the same periodic sweep (`[engine.isolation]`).
         let (promoter, promote_op) = (Arc::clone(&engine), op.clone());
         match tokio::task::spawn_blocking(move || promoter.promote_tenants(&promote_op)).await {
