@@ -108,7 +108,6 @@ impl Engine {
                         out.insert((*id).clone(), new);
                     }
                 }
-                let (reinforced, mut exposed) = (out.len(), 0);
                 for id in f.shown.iter().filter(|id| !used.contains(id)) {
                     if out.contains_key(id) || !sees(w, id)? {
                         continue;
@@ -117,7 +116,6 @@ impl Engine {
                         let new = cfg.expose(&old, now);
                         w.put_pheromone(key, &vis.domain, id, &new)?;
                         out.insert(id.clone(), new);
-                        exposed += 1;
                     }
                 }
                 let dropped = weakest_beyond_cap(&ns, &out, cfg, now);
@@ -144,10 +142,13 @@ impl Engine {
                     }
                     None => None,
                 };
+                // What was asked, not what it found: the audit log is readable by the
+                // tenant's admins, whose own sight may be narrower than this caller's, so
+                // it must not tell which of the ids exist either.
                 let detail = serde_json::json!({
                     "memory_domain": vis.domain,
-                    "reinforced": reinforced,
-                    "exposed": exposed,
+                    "ids": f.ids.len(),
+                    "shown": f.shown.len(),
                     "narrative": narrative.is_some(),
                 });
                 Ok(((out, dropped, narrative), detail))
