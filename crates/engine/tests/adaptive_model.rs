@@ -425,6 +425,11 @@ fn eviction_restart_and_export_keep_the_state() {
     // A verified tenant has no stray keys.
     let report = engine.verify_tenant(&op, &TenantId::parse("acme").unwrap()).unwrap();
     assert!(report.ok, "{report:?}");
+    // A hard delete takes it all; a tenant re-created under the id starts with nothing.
+    engine.purge_tenant(&op, &copy_id).unwrap();
+    let again = tenant(&engine, "copy");
+    assert!(engine.adaptive_stats(&again).unwrap().is_empty());
+    assert_eq!(fingerprint(&engine, &again, "d1"), Vec::new());
 }
 
 #[test]
