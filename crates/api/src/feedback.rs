@@ -38,7 +38,9 @@ pub async fn feedback(
     let feedback: FeedbackRequest = from_map_naming(body)?;
     let scope = auth.scope;
     let answer = state
-        .run_tenant(&auth.admitted, move |e| Ok(e.feedback(&scope, &req, &feedback)?))
+        .run_tenant(&auth.admitted, move |e| {
+            Ok(e.feedback(&scope, &req, &feedback)?)
+        })
         .await?;
     Ok(Json(answer))
 }

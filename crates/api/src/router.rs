@@ -18,8 +18,8 @@ use utoipa_axum::routes;
 
 use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::{
-    ApiError, AppState, admin, audit, body_guard, collections, feedback, health, isolation, lifecycle,
-    memories, metrics, observe, reembed, residency, search, security, transfer,
+    ApiError, AppState, admin, audit, body_guard, collections, feedback, health, isolation,
+    lifecycle, memories, metrics, observe, reembed, residency, search, security, transfer,
 };
 
 fn api() -> OpenApiRouter<AppState> {

@@ -48,7 +48,11 @@ fn id(i: usize) -> RecordId {
 }
 
 fn main() {
-    let (records, queries, feedbacks) = (env("RECORDS", 20_000), env("QUERIES", 2000), env("FEEDBACK", 500));
+    let (records, queries, feedbacks) = (
+        env("RECORDS", 20_000),
+        env("QUERIES", 2000),
+        env("FEEDBACK", 500),
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), EngineConfig::default()).expect("open");
     let tenant = TenantId::parse("bench").expect("id");
@@ -87,14 +91,19 @@ fn main() {
         ..Default::default()
     };
     // Load the tenant and build its graph before anything is timed.
-    engine.search(&scope, &req, &search(&qs[0], 10, None)).expect("search");
+    engine
+        .search(&scope, &req, &search(&qs[0], 10, None))
+        .expect("search");
     engine.wait_for_graph_builds();
 
     // Feedback as an agent gives it: the ids it used among those it was shown, in context.
     let mut fb = Vec::with_capacity(feedbacks);
     for n in 0..feedbacks {
         let q = &qs[n % qs.len()];
-        let hits = engine.search(&scope, &req, &search(q, 10, None)).expect("search").hits;
+        let hits = engine
+            .search(&scope, &req, &search(q, 10, None))
+            .expect("search")
+            .hits;
         let shown: Vec<RecordId> = hits.iter().map(|h| h.record.id.clone()).collect();
         let f = FeedbackRequest {
             ids: shown.iter().skip(n % 3).take(5).cloned().collect(),
@@ -120,14 +129,22 @@ fn main() {
                 let v = (i + j) % variants.len();
                 let (kk, rerank) = variants[v];
                 let t = Instant::now();
-                engine.search(&scope, &req, &search(q, kk, rerank)).expect("search");
+                engine
+                    .search(&scope, &req, &search(q, kk, rerank))
+                    .expect("search");
                 samples[v].push(t.elapsed());
             }
         }
         let mut it = samples.into_iter();
         let p = report(&format!("plain search, k = {k}"), it.next().expect("plain"));
-        let wide = report(&format!("plain search, k = {pool} (the pool)"), it.next().expect("pool"));
-        let a = report(&format!("adaptive search, k = {k} (pool {pool})"), it.next().expect("adaptive"));
+        let wide = report(
+            &format!("plain search, k = {pool} (the pool)"),
+            it.next().expect("pool"),
+        );
+        let a = report(
+            &format!("adaptive search, k = {k} (pool {pool})"),
+            it.next().expect("adaptive"),
+        );
         println!(
             "  adaptive vs plain k = {k}: {:+.3} ms per search ({:+.0} %); of which reranking itself (vs plain k = {pool}): {:+.3} ms",
             a - p,
@@ -139,8 +156,9 @@ fn main() {
     // Memory of one namespace by its pheromones (plus one 384-dimension narrative).
     for n in [0usize, 1000, 10_000] {
         let domain = format!("mem{n}");
-        let req = serde_json::from_value::<RequestScope>(serde_json::json!({"memory_domain": domain}))
-            .expect("scope");
+        let req =
+            serde_json::from_value::<RequestScope>(serde_json::json!({"memory_domain": domain}))
+                .expect("scope");
         let batch: Vec<NewRecord> = (0..n.max(1))
             .map(|i| NewRecord {
                 id: Some(RecordId::parse(format!("{domain}-{i}")).expect("id")),
@@ -154,19 +172,33 @@ fn main() {
         }
         let ids: Vec<RecordId> = batch.iter().take(n).filter_map(|r| r.id.clone()).collect();
         for chunk in ids.chunks(1000) {
-            let f = FeedbackRequest { ids: chunk.to_vec(), ..Default::default() };
+            let f = FeedbackRequest {
+                ids: chunk.to_vec(),
+                ..Default::default()
+            };
             engine.feedback(&scope, &req, &f).expect("feedback");
         }
-        let f = FeedbackRequest { vector: Some(qs[0].clone()), modality: Some(text.clone()), ..Default::default() };
+        let f = FeedbackRequest {
+            vector: Some(qs[0].clone()),
+            modality: Some(text.clone()),
+            ..Default::default()
+        };
         engine.feedback(&scope, &req, &f).expect("feedback");
         let stats = engine.adaptive_stats(&scope).expect("stats");
-        let s = stats.iter().find(|s| s.memory_domain.as_str() == domain).expect("namespace");
+        let s = stats
+            .iter()
+            .find(|s| s.memory_domain.as_str() == domain)
+            .expect("namespace");
         println!(
             "namespace with {} pheromones and {} narrative: {} bytes ({:.0} bytes per pheromone beyond the narrative)",
             s.pheromones,
             s.narratives,
             s.bytes,
-            if n > 0 { (s.bytes as f64 - base_bytes(&stats)) / n as f64 } else { 0.0 }
+            if n > 0 {
+                (s.bytes as f64 - base_bytes(&stats)) / n as f64
+            } else {
+                0.0
+            }
         );
     }
 }

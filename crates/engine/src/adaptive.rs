@@ -64,9 +64,11 @@ impl AdaptiveConfig {
         if !unit(self.exposure_decay) {
             return Err("engine.adaptive.exposure_decay: must be 0 to 1".into());
         }
-        if !(self.reinforcement.is_finite() && self.reinforcement > 0.0)
-            || !(self.max_strength.is_finite() && self.max_strength >= self.reinforcement)
-        {
+        let strengths = self.reinforcement.is_finite()
+            && self.reinforcement > 0.0
+            && self.max_strength.is_finite()
+            && self.max_strength >= self.reinforcement;
+        if !strengths {
             return Err(
                 "engine.adaptive: reinforcement must be above 0 and max_strength at least it"
                     .into(),
@@ -93,8 +95,9 @@ impl AdaptiveConfig {
 
     /// The pheromone after one use at `now`.
     pub(crate) fn reinforce(&self, p: Option<&StoredPheromone>, now: Millis) -> StoredPheromone {
-        let (before, uses, exposures) =
-            p.map_or((0.0, 0, 0), |p| (self.strength_at(p, now), p.reinforcements, p.exposures));
+        let (before, uses, exposures) = p.map_or((0.0, 0, 0), |p| {
+            (self.strength_at(p, now), p.reinforcements, p.exposures)
+        });
         StoredPheromone {
             strength: (before + self.reinforcement).min(self.max_strength),
             updated_at: now,
@@ -148,7 +151,8 @@ impl AdaptiveConfig {
 /// `v / |v|`, or `None` for a zero vector, which has no direction to follow.
 fn normalised(v: &[f32]) -> Option<Vec<f32>> {
     let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    (norm > 0.0 && norm.is_finite()).then(|| v.iter().map(|x| (f64::from(*x) / norm) as f32).collect())
+    (norm > 0.0 && norm.is_finite())
+        .then(|| v.iter().map(|x| (f64::from(*x) / norm) as f32).collect())
 }
 
 /// Cosine similarity clamped to [0, 1]: dissimilar and opposite both mean "no boost".
@@ -204,7 +208,12 @@ impl Namespace {
         let narratives: usize = self
             .narratives
             .iter()
-            .map(|(c, n)| ENTRY + c.as_str().len() + std::mem::size_of::<StoredNarrative>() + n.vector.capacity() * 4)
+            .map(|(c, n)| {
+                ENTRY
+                    + c.as_str().len()
+                    + std::mem::size_of::<StoredNarrative>()
+                    + n.vector.capacity() * 4
+            })
             .sum();
         let pheromones: usize = self
             .pheromones
@@ -262,7 +271,9 @@ mod tests {
         assert_eq!((n.vector, n.updates, n.updated_at), (vec![0.8, 0.2], 2, 2));
         assert!(c.absorb(None, &[0.0, 0.0], 1).is_none());
         // Another dimension starts afresh.
-        let m = c.absorb(Some(&c.absorb(None, &[1.0], 1).unwrap()), &[0.0, 2.0], 3).unwrap();
+        let m = c
+            .absorb(Some(&c.absorb(None, &[1.0], 1).unwrap()), &[0.0, 2.0], 3)
+            .unwrap();
         assert_eq!((m.vector, m.updates), (vec![0.0, 1.0], 1));
     }
 

@@ -161,7 +161,11 @@ mod tests {
         cache.get_or_load(t, &d("a"), load).unwrap(); // a is now more recent than b
         cache.get_or_load(t, &d("c"), load).unwrap(); // evicts b
         assert_eq!(loads.get(), 4);
-        let mut held: Vec<String> = cache.loaded(t).into_iter().map(|(d, _)| d.to_string()).collect();
+        let mut held: Vec<String> = cache
+            .loaded(t)
+            .into_iter()
+            .map(|(d, _)| d.to_string())
+            .collect();
         held.sort();
         assert_eq!(held, ["a", "c", "default"]);
         cache.get_or_load(t, &d("b"), load).unwrap(); // reloaded, evicts a

@@ -319,7 +319,10 @@ fn weakest_beyond_cap(
     cfg: &crate::adaptive::AdaptiveConfig,
     now: Millis,
 ) -> Vec<RecordId> {
-    let new = written.keys().filter(|id| !ns.pheromones.contains_key(*id)).count();
+    let new = written
+        .keys()
+        .filter(|id| !ns.pheromones.contains_key(*id))
+        .count();
     let total = ns.pheromones.len() + new;
     if total <= cfg.max_pheromones {
         return Vec::new();
@@ -370,4 +373,3 @@ pub(crate) fn forget_removed(
     }
     Ok(())
 }
-

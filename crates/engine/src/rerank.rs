@@ -38,15 +38,17 @@ pub(crate) struct Adaptive<'a> {
 
 /// Re-scores `ranked` (best first, all visible) in place and re-sorts it.
 pub(crate) fn rerank(
-    ranked: &mut Vec<Ranked>,
+    ranked: &mut [Ranked],
     ci: &CollectionIndex,
     collection: &CollectionName,
     a: &Adaptive<'_>,
 ) {
-    let (min, max) = ranked.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
-        let s = f64::from(r.score);
-        (lo.min(s), hi.max(s))
-    });
+    let (min, max) = ranked
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+            let s = f64::from(r.score);
+            (lo.min(s), hi.max(s))
+        });
     let ns = lock(a.ns);
     let narrative = ns.narratives.get(collection).map(|n| n.vector.as_slice());
     let w = a.weights;

@@ -13,8 +13,7 @@ use strata_index::{Hit, RoaringBitmap};
 use strata_store::Reads;
 use strata_types::{
     Collection, CollectionName, Fusion, HitExplain, Include, MAX_K, RecordError, RequestScope,
-    Rerank, SearchHit, SearchMode, SearchRequest, SearchResponse, check_vector_values,
-    now_millis,
+    Rerank, SearchHit, SearchMode, SearchRequest, SearchResponse, check_vector_values, now_millis,
 };
 
 use crate::collection_index::CollectionIndex;

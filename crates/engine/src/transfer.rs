@@ -314,7 +314,9 @@ impl Engine {
         let cfg = &self.config.adaptive;
         self.store.write(|w| {
             for (n, line) in lines {
-                let bad = |what: String| EngineError::BadRequest(format!("import line {}: {what}", n + 1));
+                let bad = |what: String| {
+                    EngineError::BadRequest(format!("import line {}: {what}", n + 1))
+                };
                 match line {
                     ExportLine::Pheromone {
                         memory_domain,

@@ -81,8 +81,8 @@ fn seed(engine: &Engine, scope: &TenantScope) {
                 ..Default::default()
             })
             .collect();
-        let all = serde_json::from_value(json!({"memory_domain": domain, "user_tokens": ["*"]}))
-            .unwrap();
+        let all =
+            serde_json::from_value(json!({"memory_domain": domain, "user_tokens": ["*"]})).unwrap();
         engine.put(scope, &all, records).unwrap();
     }
 }
@@ -111,12 +111,20 @@ type Ranking = Vec<(String, i64)>;
 
 fn ranking(hits: &[SearchHit]) -> Ranking {
     hits.iter()
-        .map(|h| (h.record.id.to_string(), (f64::from(h.score) * 1e5).round() as i64))
+        .map(|h| {
+            (
+                h.record.id.to_string(),
+                (f64::from(h.score) * 1e5).round() as i64,
+            )
+        })
         .collect()
 }
 
 /// Every (tenant, domain, principal)'s adaptive ranking for a fixed query.
-fn all_rankings(engine: &Engine, scopes: &[TenantScope]) -> BTreeMap<(usize, usize, usize), Ranking> {
+fn all_rankings(
+    engine: &Engine,
+    scopes: &[TenantScope],
+) -> BTreeMap<(usize, usize, usize), Ranking> {
     let mut out = BTreeMap::new();
     for (t, scope) in scopes.iter().enumerate() {
         for (d, domain) in DOMAINS.iter().enumerate() {
@@ -291,7 +299,9 @@ fn ranked_corpus(engine: &Engine, scope: &TenantScope) {
 }
 
 fn rank_of(hits: &[SearchHit], name: &str) -> Option<usize> {
-    hits.iter().position(|h| h.record.id.as_str() == name).map(|p| p + 1)
+    hits.iter()
+        .position(|h| h.record.id.as_str() == name)
+        .map(|p| p + 1)
 }
 
 fn use_target(engine: &Engine, scope: &TenantScope, times: usize) {
@@ -301,7 +311,16 @@ fn use_target(engine: &Engine, scope: &TenantScope, times: usize) {
             shown: vec![id("near-0"), id("target")],
             ..Default::default()
         };
-        engine.feedback(scope, &req("d1", None), &FeedbackRequest { modality: Some(collection()), ..f }).unwrap();
+        engine
+            .feedback(
+                scope,
+                &req("d1", None),
+                &FeedbackRequest {
+                    modality: Some(collection()),
+                    ..f
+                },
+            )
+            .unwrap();
     }
 }
 
@@ -309,23 +328,47 @@ fn use_target(engine: &Engine, scope: &TenantScope, times: usize) {
 fn repeated_feedback_raises_a_record_and_time_brings_it_back() {
     let dir = tempfile::tempdir().unwrap();
     let half_life = 0.4;
-    let engine = open(dir.path(), AdaptiveConfig { half_life_secs: half_life, ..AdaptiveConfig::default() });
+    let engine = open(
+        dir.path(),
+        AdaptiveConfig {
+            half_life_secs: half_life,
+            ..AdaptiveConfig::default()
+        },
+    );
     let scope = tenant(&engine, "acme");
     ranked_corpus(&engine, &scope);
     let q = axis(0);
     let before = adaptive_search(&engine, &scope, &req("d1", None), q.clone(), 5);
-    assert_eq!(rank_of(&before, "target"), None, "target starts outside the top 5");
+    assert_eq!(
+        rank_of(&before, "target"),
+        None,
+        "target starts outside the top 5"
+    );
 
     use_target(&engine, &scope, 5);
     let raised = adaptive_search(&engine, &scope, &req("d1", None), q.clone(), 5);
-    assert_eq!(rank_of(&raised, "target"), Some(1), "{:?}", ranking(&raised));
+    assert_eq!(
+        rank_of(&raised, "target"),
+        Some(1),
+        "{:?}",
+        ranking(&raised)
+    );
     let e = raised[0].explain.as_ref().unwrap().adaptive.unwrap();
     assert!(e.pheromone > 0.2 && e.base_rank == 7, "{e:?}");
     // Other domains and plain search are untouched.
     let other = adaptive_search(&engine, &scope, &req("d2", None), q.clone(), 5);
     assert_eq!(rank_of(&other, "target-2"), None);
     let plain = engine
-        .search(&scope, &req("d1", None), &SearchRequest { vector: Some(q.clone()), k: 5, modality: Some(collection()), ..Default::default() })
+        .search(
+            &scope,
+            &req("d1", None),
+            &SearchRequest {
+                vector: Some(q.clone()),
+                k: 5,
+                modality: Some(collection()),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(rank_of(&plain.hits, "target"), None);
 
@@ -333,14 +376,25 @@ fn repeated_feedback_raises_a_record_and_time_brings_it_back() {
     std::thread::sleep(std::time::Duration::from_secs_f64(half_life * 8.0));
     let decayed = adaptive_search(&engine, &scope, &req("d1", None), q.clone(), 5);
     assert_eq!(rank_of(&decayed, "target"), None, "{:?}", ranking(&decayed));
-    let ids = |h: &[SearchHit]| h.iter().map(|h| h.record.id.to_string()).collect::<Vec<_>>();
+    let ids = |h: &[SearchHit]| {
+        h.iter()
+            .map(|h| h.record.id.to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(ids(&decayed), ids(&plain.hits));
 }
 
 #[test]
 fn exposure_without_use_wears_a_pheromone_down() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path(), AdaptiveConfig { half_life_secs: 1e9, exposure_decay: 0.5, ..AdaptiveConfig::default() });
+    let engine = open(
+        dir.path(),
+        AdaptiveConfig {
+            half_life_secs: 1e9,
+            exposure_decay: 0.5,
+            ..AdaptiveConfig::default()
+        },
+    );
     let scope = tenant(&engine, "acme");
     ranked_corpus(&engine, &scope);
     use_target(&engine, &scope, 3);
@@ -354,7 +408,10 @@ fn exposure_without_use_wears_a_pheromone_down() {
     };
     let used = strength(&engine);
     for _ in 0..3 {
-        let f = FeedbackRequest { shown: vec![id("target")], ..Default::default() };
+        let f = FeedbackRequest {
+            shown: vec![id("target")],
+            ..Default::default()
+        };
         engine.feedback(&scope, &req("d1", None), &f).unwrap();
     }
     let shown = strength(&engine);
@@ -363,23 +420,41 @@ fn exposure_without_use_wears_a_pheromone_down() {
 
 /// Bits of every hit's explain, for exact comparisons across a reload.
 fn fingerprint(engine: &Engine, scope: &TenantScope, domain: &str) -> Ranking {
-    ranking(&adaptive_search(engine, scope, &req(domain, None), axis(0), 8))
+    ranking(&adaptive_search(
+        engine,
+        scope,
+        &req(domain, None),
+        axis(0),
+        8,
+    ))
 }
 
 #[test]
 fn eviction_restart_and_export_keep_the_state() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = AdaptiveConfig { half_life_secs: 1e9, max_namespaces: 1, ..AdaptiveConfig::default() };
+    let cfg = AdaptiveConfig {
+        half_life_secs: 1e9,
+        max_namespaces: 1,
+        ..AdaptiveConfig::default()
+    };
     let engine = open(dir.path(), cfg.clone());
     let scope = tenant(&engine, "acme");
     let domains = ["d1", "d2", "d3"];
     for d in domains {
-        engine.put(&scope, &req(d, None), (0..10).map(|i| NewRecord {
-            id: Some(id(&format!("{d}-{i}"))),
-            modality: Some(collection()),
-            vector: Some(common::vector(DIM, i)),
-            ..Default::default()
-        }).collect()).unwrap();
+        engine
+            .put(
+                &scope,
+                &req(d, None),
+                (0..10)
+                    .map(|i| NewRecord {
+                        id: Some(id(&format!("{d}-{i}"))),
+                        modality: Some(collection()),
+                        vector: Some(common::vector(DIM, i)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            )
+            .unwrap();
     }
     let mut prints = BTreeMap::new();
     for (n, d) in domains.iter().enumerate() {
@@ -393,37 +468,84 @@ fn eviction_restart_and_export_keep_the_state() {
         prints.insert(*d, fingerprint(&engine, &scope, d));
     }
     // With room for one namespace besides `default`, d1 and d2 were evicted; they reload.
-    let loaded: BTreeMap<String, bool> = engine.adaptive_stats(&scope).unwrap().into_iter().map(|s| (s.memory_domain.to_string(), s.loaded)).collect();
-    assert_eq!(loaded, BTreeMap::from([("d1".into(), false), ("d2".into(), false), ("d3".into(), true)]));
+    let loaded: BTreeMap<String, bool> = engine
+        .adaptive_stats(&scope)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.memory_domain.to_string(), s.loaded))
+        .collect();
+    assert_eq!(
+        loaded,
+        BTreeMap::from([
+            ("d1".into(), false),
+            ("d2".into(), false),
+            ("d3".into(), true)
+        ])
+    );
     for d in domains {
-        assert_eq!(fingerprint(&engine, &scope, d), prints[&d], "{d} after eviction");
+        assert_eq!(
+            fingerprint(&engine, &scope, d),
+            prints[&d],
+            "{d} after eviction"
+        );
     }
     // A restart reloads it from storage.
     drop(engine);
     let engine = open(dir.path(), cfg.clone());
     let scope = tenant(&engine, "acme");
     for d in domains {
-        assert_eq!(fingerprint(&engine, &scope, d), prints[&d], "{d} after restart");
+        assert_eq!(
+            fingerprint(&engine, &scope, d),
+            prints[&d],
+            "{d} after restart"
+        );
     }
     // Export and import carry it to another tenant.
     let op = OperatorScope::for_tests();
     let mut lines = Vec::new();
-    engine.export_tenant(&op, &TenantId::parse("acme").unwrap(), |l| { lines.push(l.clone()); Ok(()) }).unwrap();
-    assert!(lines.iter().any(|l| matches!(l, ExportLine::Pheromone { .. })));
-    assert!(lines.iter().any(|l| matches!(l, ExportLine::Narrative { .. })));
+    engine
+        .export_tenant(&op, &TenantId::parse("acme").unwrap(), |l| {
+            lines.push(l.clone());
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| matches!(l, ExportLine::Pheromone { .. }))
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| matches!(l, ExportLine::Narrative { .. }))
+    );
     let copy_id = TenantId::parse("copy").unwrap();
-    engine.import_tenant(&op, &copy_id, lines.iter().cloned().map(Ok::<_, EngineError>)).unwrap();
+    engine
+        .import_tenant(
+            &op,
+            &copy_id,
+            lines.iter().cloned().map(Ok::<_, EngineError>),
+        )
+        .unwrap();
     let copy = TenantScope::for_tests(&engine.tenant_meta(&copy_id).unwrap(), common::full_grant());
     for d in domains {
-        assert_eq!(fingerprint(&engine, &copy, d), prints[&d], "{d} after import");
+        assert_eq!(
+            fingerprint(&engine, &copy, d),
+            prints[&d],
+            "{d} after import"
+        );
     }
     assert_eq!(pheromones(&engine, &copy), pheromones(&engine, &scope));
     // Deleting a record takes its pheromone; the other tenant's copy is untouched.
-    engine.delete(&scope, &req("d1", None), &id("d1-9")).unwrap();
+    engine
+        .delete(&scope, &req("d1", None), &id("d1-9"))
+        .unwrap();
     assert_eq!(pheromones(&engine, &scope)["d1"], 1);
     assert_eq!(pheromones(&engine, &copy)["d1"], 2);
     // A verified tenant has no stray keys.
-    let report = engine.verify_tenant(&op, &TenantId::parse("acme").unwrap()).unwrap();
+    let report = engine
+        .verify_tenant(&op, &TenantId::parse("acme").unwrap())
+        .unwrap();
     assert!(report.ok, "{report:?}");
     // A hard delete takes it all; a tenant re-created under the id starts with nothing.
     engine.purge_tenant(&op, &copy_id).unwrap();
@@ -435,7 +557,14 @@ fn eviction_restart_and_export_keep_the_state() {
 #[test]
 fn the_sweep_purges_what_decayed_and_what_was_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path(), AdaptiveConfig { half_life_secs: 0.05, min_strength: 0.5, ..AdaptiveConfig::default() });
+    let engine = open(
+        dir.path(),
+        AdaptiveConfig {
+            half_life_secs: 0.05,
+            min_strength: 0.5,
+            ..AdaptiveConfig::default()
+        },
+    );
     let scope = tenant(&engine, "acme");
     ranked_corpus(&engine, &scope);
     use_target(&engine, &scope, 1);
@@ -456,19 +585,48 @@ fn feedback_refuses_bad_input_and_read_only_credentials() {
         other => panic!("{other:?}"),
     };
     assert!(bad(FeedbackRequest::default()).starts_with("ids"));
-    let wrong_dim = FeedbackRequest { vector: Some(vec![1.0; 3]), modality: Some(collection()), ..Default::default() };
+    let wrong_dim = FeedbackRequest {
+        vector: Some(vec![1.0; 3]),
+        modality: Some(collection()),
+        ..Default::default()
+    };
     assert!(bad(wrong_dim).starts_with("vector"));
-    let too_many = FeedbackRequest { ids: (0..1001).map(|i| id(&format!("r{i}"))).collect(), ..Default::default() };
+    let too_many = FeedbackRequest {
+        ids: (0..1001).map(|i| id(&format!("r{i}"))).collect(),
+        ..Default::default()
+    };
     assert!(bad(too_many).starts_with("ids"));
-    let weights = SearchRequest { vector: Some(axis(0)), modality: Some(collection()), rerank: Some(Rerank::Adaptive), rerank_weights: Some(RerankWeights { pheromone: f32::NAN, ..Default::default() }), ..Default::default() };
-    assert!(matches!(engine.search(&scope, &req("d1", None), &weights), Err(EngineError::BadRequest(m)) if m.starts_with("rerank_weights.pheromone")));
+    let weights = SearchRequest {
+        vector: Some(axis(0)),
+        modality: Some(collection()),
+        rerank: Some(Rerank::Adaptive),
+        rerank_weights: Some(RerankWeights {
+            pheromone: f32::NAN,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert!(
+        matches!(engine.search(&scope, &req("d1", None), &weights), Err(EngineError::BadRequest(m)) if m.starts_with("rerank_weights.pheromone"))
+    );
 
-    let meta = engine.tenant_meta(&TenantId::parse("acme").unwrap()).unwrap();
-    let reader = TenantScope::for_tests(&meta, strata_auth::Grant {
-        permissions: strata_auth::Permissions::of(&[strata_auth::Permission::Read]),
-        user_tokens: None,
-        domains: None,
-    });
-    let f = FeedbackRequest { ids: vec![id("x")], ..Default::default() };
-    assert!(matches!(engine.feedback(&reader, &req("d1", None), &f), Err(EngineError::PermissionDenied(_))));
+    let meta = engine
+        .tenant_meta(&TenantId::parse("acme").unwrap())
+        .unwrap();
+    let reader = TenantScope::for_tests(
+        &meta,
+        strata_auth::Grant {
+            permissions: strata_auth::Permissions::of(&[strata_auth::Permission::Read]),
+            user_tokens: None,
+            domains: None,
+        },
+    );
+    let f = FeedbackRequest {
+        ids: vec![id("x")],
+        ..Default::default()
+    };
+    assert!(matches!(
+        engine.feedback(&reader, &req("d1", None), &f),
+        Err(EngineError::PermissionDenied(_))
+    ));
 }

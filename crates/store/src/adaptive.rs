@@ -44,15 +44,15 @@ fn name<T>(
 pub(crate) fn decode_row(rest: &[u8], value: &[u8]) -> Result<AdaptiveRow, StoreError> {
     match keys::parse_adaptive(rest).ok_or_else(|| corrupt("malformed"))? {
         AdaptiveKey::Narrative { domain, collection } => Ok(AdaptiveRow {
-            domain: name(domain, |s| Domain::parse(s))?,
+            domain: name(domain, Domain::parse)?,
             item: AdaptiveItem::Narrative(
-                name(collection, |s| CollectionName::parse(s))?,
+                name(collection, CollectionName::parse)?,
                 decode_narrative(value)?,
             ),
         }),
         AdaptiveKey::Pheromone { domain, id } => Ok(AdaptiveRow {
-            domain: name(domain, |s| Domain::parse(s))?,
-            item: AdaptiveItem::Pheromone(name(id, |s| RecordId::parse(s))?, decode_pheromone(value)?),
+            domain: name(domain, Domain::parse)?,
+            item: AdaptiveItem::Pheromone(name(id, RecordId::parse)?, decode_pheromone(value)?),
         }),
     }
 }
@@ -102,7 +102,8 @@ impl Writer<'_> {
         n: &StoredNarrative,
     ) -> Result<(), StoreError> {
         let k = keys::adaptive_narrative(t, domain, c);
-        self.data.insert(k.as_slice(), encode_narrative(n)?.as_slice())?;
+        self.data
+            .insert(k.as_slice(), encode_narrative(n)?.as_slice())?;
         Ok(())
     }
 
@@ -124,7 +125,8 @@ impl Writer<'_> {
         p: &StoredPheromone,
     ) -> Result<(), StoreError> {
         let k = keys::adaptive_pheromone(t, domain, id);
-        self.data.insert(k.as_slice(), encode_pheromone(p)?.as_slice())?;
+        self.data
+            .insert(k.as_slice(), encode_pheromone(p)?.as_slice())?;
         Ok(())
     }
 

@@ -176,7 +176,11 @@ pub fn adaptive_narrative(tenant: TenantKey, domain: &Domain, c: &CollectionName
     key(
         tenant,
         TAG_ADAPTIVE,
-        &[domain.as_str().as_bytes(), ADAPTIVE_NARRATIVE, c.as_str().as_bytes()],
+        &[
+            domain.as_str().as_bytes(),
+            ADAPTIVE_NARRATIVE,
+            c.as_str().as_bytes(),
+        ],
     )
 }
 
@@ -185,14 +189,24 @@ pub fn adaptive_pheromone(tenant: TenantKey, domain: &Domain, id: &RecordId) -> 
     key(
         tenant,
         TAG_ADAPTIVE,
-        &[domain.as_str().as_bytes(), ADAPTIVE_PHEROMONE, id.as_str().as_bytes()],
+        &[
+            domain.as_str().as_bytes(),
+            ADAPTIVE_PHEROMONE,
+            id.as_str().as_bytes(),
+        ],
     )
 }
 
 /// What an adaptive key names, parsed back from the bytes after its tag.
 pub enum AdaptiveKey<'a> {
-    Narrative { domain: &'a [u8], collection: &'a [u8] },
-    Pheromone { domain: &'a [u8], id: &'a [u8] },
+    Narrative {
+        domain: &'a [u8],
+        collection: &'a [u8],
+    },
+    Pheromone {
+        domain: &'a [u8],
+        id: &'a [u8],
+    },
 }
 
 /// Splits the `rest` of an adaptive key; `None` if it is not well formed.
@@ -307,7 +321,10 @@ mod tests {
         };
         assert!(matches!(
             parse_adaptive(rest),
-            Some(AdaptiveKey::Pheromone { domain: b"ab", id: b"r1" })
+            Some(AdaptiveKey::Pheromone {
+                domain: b"ab",
+                id: b"r1"
+            })
         ));
         let c = CollectionName::parse("text").unwrap();
         let n = adaptive_narrative(t, &d("ab"), &c);
@@ -316,7 +333,10 @@ mod tests {
         };
         assert!(matches!(
             parse_adaptive(rest),
-            Some(AdaptiveKey::Narrative { domain: b"ab", collection: b"text" })
+            Some(AdaptiveKey::Narrative {
+                domain: b"ab",
+                collection: b"text"
+            })
         ));
         assert!(parse_adaptive(b"ab\0x\0r").is_none());
         assert!(parse_adaptive(b"ab\0p").is_none());

@@ -16,8 +16,12 @@ fn setup(server: &Server) -> String {
         let mut records: Vec<Value> = (0..6)
             .map(|i| json!({"id": format!("{prefix}near-{i}"), "modality": "v", "vector": [1.0, 0.1 * i as f64, 0.0]}))
             .collect();
-        records.push(json!({"id": format!("{prefix}target"), "modality": "v", "vector": [1.0, 0.0, 1.0]}));
-        records.push(json!({"id": format!("{prefix}far"), "modality": "v", "vector": [-1.0, 0.0, 0.2]}));
+        records.push(
+            json!({"id": format!("{prefix}target"), "modality": "v", "vector": [1.0, 0.0, 1.0]}),
+        );
+        records.push(
+            json!({"id": format!("{prefix}far"), "modality": "v", "vector": [-1.0, 0.0, 0.2]}),
+        );
         let (s, v) = server.post(
             "/v1/memories",
             &key,
@@ -40,7 +44,9 @@ fn search(server: &Server, key: &str, domain: &str) -> Vec<Value> {
 }
 
 fn ids(hits: &[Value]) -> Vec<&str> {
-    hits.iter().map(|h| h["id"].as_str().unwrap_or("?")).collect()
+    hits.iter()
+        .map(|h| h["id"].as_str().unwrap_or("?"))
+        .collect()
 }
 
 #[test]
@@ -56,7 +62,10 @@ fn feedback_raises_a_record_in_its_domain_and_survives_a_restart() {
                    "vector": [1.0, 0.0, 0.9], "memory_domain": "dialog"}),
         );
         assert_eq!(s, 200, "{v}");
-        assert_eq!(v, json!({"memory_domain": "dialog", "narrative_updated": true}));
+        assert_eq!(
+            v,
+            json!({"memory_domain": "dialog", "narrative_updated": true})
+        );
     }
     let raised = search(&server, &key, "dialog");
     assert_eq!(ids(&raised)[0], "target", "{raised:?}");
@@ -64,21 +73,38 @@ fn feedback_raises_a_record_in_its_domain_and_survives_a_restart() {
     for field in ["base", "narrative", "pheromone", "base_score", "base_rank"] {
         assert!(explain[field].is_number(), "{field}: {explain}");
     }
-    assert!(explain["pheromone"].as_f64().unwrap_or(0.0) > 0.1, "{explain}");
+    assert!(
+        explain["pheromone"].as_f64().unwrap_or(0.0) > 0.1,
+        "{explain}"
+    );
     // Another domain of the same tenant is untouched.
     assert!(!ids(&search(&server, &key, "support")).contains(&"s-target"));
 
     let (s, stats) = server.get("/v1/stats", &key);
     assert_eq!(s, 200, "{stats}");
     let dialog = &stats["adaptive"][0];
-    assert_eq!((dialog["memory_domain"].as_str(), dialog["pheromones"].as_u64(), dialog["narratives"].as_u64()), (Some("dialog"), Some(1), Some(1)), "{stats}");
+    assert_eq!(
+        (
+            dialog["memory_domain"].as_str(),
+            dialog["pheromones"].as_u64(),
+            dialog["narratives"].as_u64()
+        ),
+        (Some("dialog"), Some(1), Some(1)),
+        "{stats}"
+    );
     assert!(dialog["bytes"].as_u64().unwrap_or(0) > 0);
 
     server.restart();
     let reloaded = search(&server, &key, "dialog");
     assert_eq!(ids(&reloaded), ids(&raised));
     // Equal up to the pheromone's decay in the moments the restart took.
-    let pheromone = |hits: &[Value]| (hits[0]["explain"]["adaptive"]["pheromone"].as_f64().unwrap_or(0.0) * 1e4).round();
+    let pheromone = |hits: &[Value]| {
+        (hits[0]["explain"]["adaptive"]["pheromone"]
+            .as_f64()
+            .unwrap_or(0.0)
+            * 1e4)
+            .round()
+    };
     assert_eq!(pheromone(&reloaded), pheromone(&raised));
 }
 
@@ -90,15 +116,38 @@ fn bad_feedback_and_rerank_input_is_a_400_naming_the_field() {
         ("/v1/feedback", json!({}), "ids"),
         ("/v1/feedback", json!({"ids": "target"}), "ids"),
         ("/v1/feedback", json!({"ids": ["bad id!"]}), "ids"),
-        ("/v1/feedback", json!({"ids": ["target"], "modality": "v", "vector": [1.0]}), "vector"),
-        ("/v1/feedback", json!({"ids": ["target"], "bogus": 1}), "bogus"),
-        ("/v1/search", json!({"vector": [1, 0, 0], "modality": "v", "rerank": "magic"}), "rerank"),
-        ("/v1/search", json!({"vector": [1, 0, 0], "modality": "v", "rerank_weights": {"base": 1}}), "rerank_weights"),
-        ("/v1/search", json!({"vector": [1, 0, 0], "modality": "v", "rerank": "adaptive", "rerank_weights": {"pheromone": -1}}), "rerank_weights.pheromone"),
+        (
+            "/v1/feedback",
+            json!({"ids": ["target"], "modality": "v", "vector": [1.0]}),
+            "vector",
+        ),
+        (
+            "/v1/feedback",
+            json!({"ids": ["target"], "bogus": 1}),
+            "bogus",
+        ),
+        (
+            "/v1/search",
+            json!({"vector": [1, 0, 0], "modality": "v", "rerank": "magic"}),
+            "rerank",
+        ),
+        (
+            "/v1/search",
+            json!({"vector": [1, 0, 0], "modality": "v", "rerank_weights": {"base": 1}}),
+            "rerank_weights",
+        ),
+        (
+            "/v1/search",
+            json!({"vector": [1, 0, 0], "modality": "v", "rerank": "adaptive", "rerank_weights": {"pheromone": -1}}),
+            "rerank_weights.pheromone",
+        ),
     ];
     for (path, body, field) in cases {
         let (s, v) = server.post(path, &key, body.clone());
         assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{body}: {v}");
-        assert!(v["error"]["message"].as_str().unwrap_or("").contains(field), "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap_or("").contains(field),
+            "{body}: {v}"
+        );
     }
 }
