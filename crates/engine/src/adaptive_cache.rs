@@ -100,6 +100,20 @@ impl AdaptiveCache {
         }
     }
 
+    /// Whether `ns` is still the loaded copy of the namespace (it may have been dropped and
+    /// reloaded while its holder was writing).
+    pub(crate) fn is_current(
+        &self,
+        tenant: TenantKey,
+        domain: &Domain,
+        ns: &Arc<Mutex<Namespace>>,
+    ) -> bool {
+        lock(&self.inner)
+            .map
+            .get(&(tenant, domain.clone()))
+            .is_some_and(|e| Arc::ptr_eq(&e.ns, ns))
+    }
+
     /// Drops a namespace from memory (after its stored state changed behind the cache).
     pub(crate) fn forget(&self, tenant: TenantKey, domain: &Domain) {
         lock(&self.inner).map.remove(&(tenant, domain.clone()));

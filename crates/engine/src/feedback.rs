@@ -89,8 +89,8 @@ impl Engine {
             (None, Some(q)) => self.embed_context(scope, &name, q)?,
             (None, None) => None,
         };
-        let ns = self.adaptive_namespace(scope, &vis.domain, Permission::Write)?;
-        let mut ns = lock(&ns);
+        let held = self.adaptive_namespace(scope, &vis.domain, Permission::Write)?;
+        let mut ns = lock(&held);
         let cfg = &self.config.adaptive;
         let key = scope.key();
         let used: HashSet<&RecordId> = f.ids.iter().collect();
@@ -161,6 +161,13 @@ impl Engine {
         let narrative_updated = narrative.is_some();
         if let Some(n) = narrative {
             ns.narratives.insert(name, n);
+        }
+        drop(ns);
+        // A deletion or sweep may have dropped this copy meanwhile and a search reloaded the
+        // namespace from storage before this commit: drop that copy too, so the next use
+        // reads this feedback.
+        if !self.adaptive.is_current(key, &vis.domain, &held) {
+            self.adaptive.forget(key, &vis.domain);
         }
         Ok(FeedbackAnswer {
             memory_domain: vis.domain.clone(),
