@@ -132,3 +132,38 @@ def test_explicit_modes(axes: Strata) -> None:
         axes.search("east", k=3, collection="axes", mode="hybrid")
     with pytest.raises(BadRequestError):
         axes.search(k=3)
+
+
+def test_feedback_raises_a_used_memory_in_adaptive_search(axes: Strata) -> None:
+    def top(domain: str = "default") -> str:
+        hits = axes.search(
+            vector=[1, 0.2, 0],
+            k=1,
+            collection="axes",
+            rerank="adaptive",
+            explain=True,
+            include=[],
+            memory_domain=domain,
+        )
+        return hits[0].id
+
+    assert top() == "x"
+    for _ in range(5):
+        answer = axes.feedback(["y", "no-such-memory"], shown=["x"], collection="axes")
+        assert answer == {"memory_domain": "default", "narrative_updated": False}
+    # With the default weights one record's pheromone (at most 0.3) cannot beat a base-score
+    # gap of 1, the whole range here; a heavier pheromone weight can.
+    hits = axes.search(
+        vector=[1, 0.2, 0],
+        k=3,
+        collection="axes",
+        rerank="adaptive",
+        rerank_weights={"pheromone": 2.0},
+        explain=True,
+        include=[],
+    )
+    assert hits[0].id == "y"
+    assert hits[0].explain is not None and hits[0].explain.adaptive is not None
+    assert hits[0].explain.adaptive["pheromone"] > 0
+    with pytest.raises(BadRequestError):
+        axes.search(vector=[1, 0, 0], collection="axes", rerank_weights={"base": 1})

@@ -178,6 +178,9 @@ pub struct TenantStats {
     /// Its integrity state (`normal`, `stress`, `critical`); the signals and transitions
     /// behind it are at `GET /v1/admin/tenants/{id}/integrity`.
     pub integrity: IntegrityState,
+    /// Its adaptive reranking state per domain (`GET /v1/stats` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<Vec<strata_types::AdaptiveNamespaceStats>>,
 }
 
 /// The server's figures and every tenant's, for the operator dashboard.
@@ -196,6 +199,9 @@ pub struct ServerStats {
     /// The memory budget for loaded tenant indexes (0: none), and their estimated bytes now.
     pub residency_budget_bytes: u64,
     pub residency_resident_bytes: u64,
+    /// Adaptive reranking namespaces loaded in memory, and their estimated bytes.
+    pub adaptive_namespaces: u64,
+    pub adaptive_bytes: u64,
     /// Registered tenants by integrity state (`normal`, `stress`, `critical`), every tenant
     /// counted, not only this page's.
     pub tenants_by_integrity: BTreeMap<String, u64>,

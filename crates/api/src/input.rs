@@ -83,6 +83,28 @@ pub(crate) fn from_map<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T
     serde_json::from_value(Value::Object(map)).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
+/// Like [`from_map`], but an error names the field it is about: when the whole body does not
+/// parse, each field is parsed alone (into a type whose fields all have defaults) and the first
+/// that fails alone prefixes the message, unless the message already starts with it.
+pub(crate) fn from_map_naming<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, ApiError> {
+    let whole = match serde_json::from_value(Value::Object(map.clone())) {
+        Ok(v) => return Ok(v),
+        Err(e) => e.to_string(),
+    };
+    for (k, v) in map {
+        let one = Map::from_iter([(k.clone(), v)]);
+        if let Err(e) = serde_json::from_value::<T>(Value::Object(one)) {
+            let msg = e.to_string();
+            return Err(ApiError::BadRequest(if msg.starts_with(k.as_str()) {
+                msg
+            } else {
+                format!("{k}: {msg}")
+            }));
+        }
+    }
+    Err(ApiError::BadRequest(whole))
+}
+
 /// Every scope field a request may carry, plus `tenant_id`, which is only ever checked.
 pub(crate) const SCOPE_KEYS: &[&str] = &[
     "tenant_id",

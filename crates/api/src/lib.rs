@@ -28,6 +28,7 @@ mod conn_io;
 pub mod edge;
 pub mod error;
 mod exposition;
+mod feedback;
 mod health;
 mod idempotency;
 pub mod input;

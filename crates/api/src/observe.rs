@@ -191,6 +191,7 @@ fn tenant_stats(row: TenantRow) -> TenantStats {
         cpu_seconds: s.cpu_nanos as f64 / 1e9,
         residency,
         integrity,
+        adaptive: None,
     }
 }
 
@@ -213,12 +214,16 @@ pub async fn own_stats(
         ));
     }
     let scope = auth.scope;
-    let own = state
-        .run_tenant(&auth.admitted, move |e| Ok(e.own_usage(&scope)?))
+    let (own, adaptive) = state
+        .run_tenant(&auth.admitted, move |e| {
+            Ok((e.own_usage(&scope)?, e.adaptive_stats(&scope)?))
+        })
         .await?;
     // Keyed by incarnation: a tenant re-created under an old id sees only its own traffic.
     let live = state.metrics.tenant_snapshot(own.key);
-    Ok(Json(tenant_stats(row(own, live))))
+    let mut stats = tenant_stats(row(own, live));
+    stats.adaptive = Some(adaptive);
+    Ok(Json(stats))
 }
 
 /// The server's figures and one page of tenants' in id order (no label cap: this is JSON for
@@ -252,6 +257,7 @@ pub async fn admin_stats(
         .map(|a| TenantId::parse_field("after", a))
         .transpose()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (adaptive_namespaces, adaptive_bytes, _, _) = state.engine.adaptive_totals(&op);
     let (report, residency, counts, rows) = registry(&state, op, after, limit).await?;
     let server = state.metrics.server();
     let tenants_by_integrity = INTEGRITY_STATES
@@ -271,6 +277,8 @@ pub async fn admin_stats(
         commits: summary(&state.engine.commit_latency()),
         residency_budget_bytes: residency.memory_budget_bytes,
         residency_resident_bytes: residency.resident_bytes,
+        adaptive_namespaces,
+        adaptive_bytes,
         tenants_by_integrity,
         unreadable_tenants: report.unreadable,
         tenant_count: counts.normal + counts.stress + counts.critical,

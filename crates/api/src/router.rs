@@ -18,8 +18,8 @@ use utoipa_axum::routes;
 
 use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::{
-    ApiError, AppState, admin, audit, body_guard, collections, health, isolation, lifecycle,
-    memories, metrics, observe, reembed, residency, search, security, transfer,
+    ApiError, AppState, admin, audit, body_guard, collections, feedback, health, isolation,
+    lifecycle, memories, metrics, observe, reembed, residency, search, security, transfer,
 };
 
 fn api() -> OpenApiRouter<AppState> {
@@ -34,6 +34,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(memories::list_get, memories::list_post))
         .routes(routes!(memories::count))
         .routes(routes!(search::search))
+        .routes(routes!(feedback::feedback))
         .routes(routes!(collections::list, collections::create))
         .routes(routes!(collections::delete))
         .routes(routes!(reembed::start, reembed::status))

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::bodies::{ScopeFields, SearchAnswer};
 use crate::edge::TenantAuth;
-use crate::input::{JsonObject, from_map};
+use crate::input::{JsonObject, from_map_naming};
 use crate::{ApiError, AppState};
 
 /// A search with the request's scope fields.
@@ -32,7 +32,7 @@ pub async fn search(
     JsonObject(mut body): JsonObject,
 ) -> Result<Json<SearchAnswer>, ApiError> {
     let req = auth.scope_of_body(q.as_deref(), &mut body)?;
-    let search: SearchRequest = from_map(body)?;
+    let search: SearchRequest = from_map_naming(body)?;
     let scope = auth.scope;
     // Hits are cut down to what `include` asks for on the pool, and serialised straight
     // from these typed structs.

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use strata_types::{CollectionName, Metric, RecordLimits, TextAnalyzer};
 
 use crate::EngineError;
+use crate::adaptive::AdaptiveConfig;
 use crate::integrity::IntegrityConfig;
 use crate::isolation::IsolationConfig;
 use crate::residency::ResidencyConfig;
@@ -40,6 +41,8 @@ pub struct EngineConfig {
     pub integrity: IntegrityConfig,
     /// `[engine.isolation]`: automatic promotion between isolation levels.
     pub isolation: IsolationConfig,
+    /// `[engine.adaptive]`: adaptive reranking state (`docs/adaptive-reranking.md`).
+    pub adaptive: AdaptiveConfig,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +64,7 @@ impl Default for EngineConfig {
             residency: ResidencyConfig::default(),
             integrity: IntegrityConfig::default(),
             isolation: IsolationConfig::default(),
+            adaptive: AdaptiveConfig::default(),
         }
     }
 }
@@ -68,6 +72,7 @@ impl Default for EngineConfig {
 impl EngineConfig {
     pub fn validate(&self) -> Result<(), EngineError> {
         self.integrity.validate().map_err(EngineError::BadRequest)?;
+        self.adaptive.validate().map_err(EngineError::BadRequest)?;
         for c in &self.default_collections {
             if c.dim == 0 || c.dim > self.limits.max_dim {
                 return Err(EngineError::BadRequest(format!(

@@ -5,6 +5,8 @@
 //! registry), which only `strata-auth` can construct. No method takes a raw tenant id from a
 //! request. Methods block on storage; async callers run them on a blocking pool.
 
+mod adaptive;
+mod adaptive_cache;
 mod admission;
 mod audit;
 mod collection_index;
@@ -13,6 +15,7 @@ mod config;
 mod durability;
 mod embedding;
 mod error;
+mod feedback;
 mod graph_build;
 mod idempotency;
 mod integrity;
@@ -22,6 +25,7 @@ mod plan;
 mod records;
 mod reembed;
 mod registry;
+mod rerank;
 mod residency;
 mod scan;
 mod search;
@@ -38,11 +42,13 @@ mod visibility;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use adaptive::AdaptiveConfig;
 pub use admission::Admission;
 pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
 pub use durability::Durable;
 pub use error::EngineError;
+pub use feedback::{AdaptiveSweep, MAX_FEEDBACK_IDS};
 pub use idempotency::{Answered, IDEMPOTENCY_RETENTION_MS, Idempotency};
 pub use integrity::{
     IntegrityConfig, IntegrityPolicy, IntegrityState, TenantIntegrity, Transition,
@@ -121,6 +127,8 @@ pub struct Engine {
     reembeds: reembed::Jobs,
     /// The last isolation-level migration of each tenant since start (see `isolation`).
     migrations: isolation::Migrations,
+    /// Loaded adaptive reranking namespaces (see `adaptive_cache`).
+    adaptive: adaptive_cache::AdaptiveCache,
 }
 
 impl Engine {
@@ -140,6 +148,7 @@ impl Engine {
             graph_build::GraphBuilder::new(),
         ));
         graph_build::GraphBuilder::start(&indexes, Arc::clone(&store));
+        let adaptive = adaptive_cache::AdaptiveCache::new(config.adaptive.max_namespaces);
         Ok(Engine {
             store,
             config,
@@ -148,6 +157,7 @@ impl Engine {
             embedder: None,
             reembeds: reembed::Jobs::default(),
             migrations: isolation::Migrations::default(),
+            adaptive,
         })
     }
 
@@ -288,6 +298,35 @@ impl Engine {
         action: &str,
         f: impl FnOnce(&mut Writer<'_>, &mut Vec<Change>) -> Result<R, EngineError>,
     ) -> Result<R, EngineError> {
+        self.write_tenant_inner(scope, action, true, |w, changes| Ok((f(w, changes)?, None)))
+    }
+
+    /// [`Engine::write_tenant`] for tenant state beside its records (adaptive reranking
+    /// state): the same checks, one durable audited transaction, but no record changes, so the
+    /// data version that index snapshots are matched against stays as it is. `f` returns its
+    /// result and the detail of its audit row.
+    pub(crate) fn write_tenant_state<R>(
+        &self,
+        scope: &TenantScope,
+        action: &str,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<(R, serde_json::Value), EngineError>,
+    ) -> Result<R, EngineError> {
+        self.write_tenant_inner(scope, action, false, |w, _| {
+            let (result, detail) = f(w)?;
+            Ok((result, Some(detail)))
+        })
+    }
+
+    fn write_tenant_inner<R>(
+        &self,
+        scope: &TenantScope,
+        action: &str,
+        records: bool,
+        f: impl FnOnce(
+            &mut Writer<'_>,
+            &mut Vec<Change>,
+        ) -> Result<(R, Option<serde_json::Value>), EngineError>,
+    ) -> Result<R, EngineError> {
         if self.indexes.integrity_state(scope.key()) == IntegrityState::Critical {
             // Still a sample: the state can only fall again if it keeps being fed.
             let policy = self.config.integrity.policy(scope.tenant());
@@ -297,24 +336,27 @@ impl Engine {
                 return Err(EngineError::TenantCritical(scope.tenant().clone()));
             }
         }
+        let mut touched = feedback::Touched::default();
         let (result, pending) =
             self.indexes
                 .write(&self.store, scope.key(), scope.tenant(), || {
                     let mut changes = Vec::new();
                     let committed = self.store.write_pending(|w| {
                         let profile = tenants::check_live(w, scope)?;
-                        snapshot::bump_version(w, scope.key())?;
-                        let result = f(w, &mut changes)?;
+                        if records {
+                            snapshot::bump_version(w, scope.key())?;
+                        }
+                        let (result, detail) = f(w, &mut changes)?;
+                        // Deleted records take their adaptive state with them.
+                        feedback::forget_removed(w, scope.key(), &changes, &mut touched)?;
                         lifecycle::account(w, scope.key(), &profile.limits, &changes)?;
-                        audit::append(
-                            w,
-                            scope.key(),
-                            audit::tenant_event(scope, action, change_summary(&changes)),
-                        )?;
+                        let detail = detail.unwrap_or_else(|| change_summary(&changes));
+                        audit::append(w, scope.key(), audit::tenant_event(scope, action, detail))?;
                         Ok::<_, EngineError>(result)
                     })?;
                     Ok((committed, changes))
                 })?;
+        self.adaptive_forget(scope.key(), &touched);
         durability::wait_or_defer(pending)?;
         Ok(result)
     }

@@ -13,7 +13,7 @@ use strata_index::{Hit, RoaringBitmap};
 use strata_store::Reads;
 use strata_types::{
     Collection, CollectionName, Fusion, HitExplain, Include, MAX_K, RecordError, RequestScope,
-    SearchHit, SearchMode, SearchRequest, SearchResponse, check_vector_values, now_millis,
+    Rerank, SearchHit, SearchMode, SearchRequest, SearchResponse, check_vector_values, now_millis,
 };
 
 use crate::collection_index::CollectionIndex;
@@ -56,7 +56,8 @@ impl Engine {
         req: &RequestScope,
         s: &SearchRequest,
     ) -> Result<SearchResponse, EngineError> {
-        let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
+        let now = now_millis();
+        let vis = Visibility::resolve(scope, req, Permission::Read, now)?;
         let name = s.modality.clone().unwrap_or_else(text_collection);
         let collection = self.read_tenant(scope, Permission::Read, |r| {
             r.collection(scope.key(), &name)?
@@ -72,6 +73,19 @@ impl Engine {
         let embedded = self.embed_query(&collection, s)?;
         let s = embedded.as_ref().unwrap_or(s);
         let mode = check_mode(s)?;
+        // The caller's own (tenant, domain) namespace, and no other.
+        let ns = match s.rerank {
+            Some(Rerank::Adaptive) => {
+                Some(self.adaptive_namespace(scope, &vis.domain, Permission::Read)?)
+            }
+            None => None,
+        };
+        let adaptive = ns.as_deref().map(|ns| crate::rerank::Adaptive {
+            ns,
+            config: &self.config.adaptive,
+            weights: s.rerank_weights.unwrap_or_default(),
+            now,
+        });
         let mut response =
             self.indexes
                 .with_index(&self.store, scope.key(), scope.tenant(), |ti| {
@@ -79,7 +93,7 @@ impl Engine {
                         .collections
                         .get(&name)
                         .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
-                    search_collection(ci, &name, &vis, s, mode)
+                    search_collection(ci, &name, &vis, s, mode, adaptive.as_ref())
                 })?;
         if s.includes(Include::Vector) && !response.hits.is_empty() {
             // The index holds vectors normalised for its metric; the client asked for the
@@ -167,6 +181,14 @@ fn check_fields(s: &SearchRequest) -> Result<(), EngineError> {
             "fusion.alpha: must be 0 to 1".into(),
         ));
     }
+    if let Some(w) = &s.rerank_weights {
+        if s.rerank.is_none() {
+            return Err(EngineError::BadRequest(
+                "rerank_weights: only with rerank \"adaptive\"".into(),
+            ));
+        }
+        w.check().map_err(EngineError::BadRequest)?;
+    }
     Ok(())
 }
 
@@ -204,7 +226,13 @@ fn search_collection(
     vis: &Visibility,
     s: &SearchRequest,
     mode: SearchMode,
+    adaptive: Option<&crate::rerank::Adaptive<'_>>,
 ) -> Result<SearchResponse, EngineError> {
+    // Reranking draws from a larger pool of candidates than it returns.
+    let want = match adaptive {
+        Some(_) => crate::rerank::pool_size(s.k),
+        None => s.k,
+    };
     let scope = scope_candidates(ci, vis);
     let mut candidates = scope.clone();
     let mut filter_exact = s.filter.is_none();
@@ -231,9 +259,9 @@ fn search_collection(
                 .is_some_and(|d| vis.sees(d) && s.filter.as_ref().is_none_or(|f| f.matches(d)))
     };
     let depth = if mode == SearchMode::Hybrid {
-        s.k.max(HYBRID_DEPTH)
+        want.max(HYBRID_DEPTH)
     } else {
-        s.k
+        want
     };
 
     let mut exact = true;
@@ -277,17 +305,24 @@ fn search_collection(
         (None, Some(t)) => single(&t, false),
         (None, None) => Vec::new(),
     };
+    ranked.truncate(want);
+    // Defence in depth: every returned record passes the full rules once more, before
+    // reranking, so the pool it reorders holds only what the caller may see.
+    let sees = |slot: u32| {
+        ci.docs
+            .get(slot as usize)
+            .and_then(|d| d.as_ref())
+            .is_some_and(|r| vis.sees(r) && s.filter.as_ref().is_none_or(|f| f.matches(r)))
+    };
+    ranked.retain(|r| s.min_score.is_none_or(|m| r.score >= m) && sees(r.slot));
+    if let Some(a) = adaptive {
+        crate::rerank::rerank(&mut ranked, ci, name, a);
+    }
     ranked.truncate(s.k);
     let hits = ranked
         .into_iter()
-        .filter(|r| s.min_score.is_none_or(|m| r.score >= m))
         .filter_map(|r| {
-            let record = ci.docs.get(r.slot as usize)?.as_ref()?;
-            // Defence in depth: every returned record passes the full rules once more.
-            if !vis.sees(record) || !s.filter.as_ref().is_none_or(|f| f.matches(record)) {
-                return None;
-            }
-            let record = record.clone();
+            let record = ci.docs.get(r.slot as usize)?.as_ref()?.clone();
             Some(SearchHit {
                 record,
                 score: r.score,
@@ -298,10 +333,10 @@ fn search_collection(
     Ok(SearchResponse { hits, mode, exact })
 }
 
-struct Ranked {
-    slot: u32,
-    score: f32,
-    explain: HitExplain,
+pub(crate) struct Ranked {
+    pub slot: u32,
+    pub score: f32,
+    pub explain: HitExplain,
 }
 
 /// The last guard before ranking and the response: every channel score is a finite number

@@ -294,6 +294,7 @@ impl Engine {
             Ok::<_, EngineError>(meta.key)
         })?;
         self.indexes.forget(key);
+        self.adaptive.forget_tenant(key);
         self.admissions.invalidate(key);
         self.compact()
     }

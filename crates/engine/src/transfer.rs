@@ -1,8 +1,9 @@
 //! Per-tenant export and import as JSON lines.
 //!
 //! An export is a header line with the tenant's profile, one line per collection, one line per
-//! record (with its vector, timestamps and confidence), then the tenant's audit rows, oldest
-//! first. That is every piece of per-tenant state that is not derived: indexes, snapshots and
+//! record (with its vector, timestamps and confidence), the adaptive reranking state of each
+//! (tenant, domain) namespace (pheromones and narrative vectors), then the tenant's audit rows,
+//! oldest first. That is every piece of per-tenant state that is not derived: indexes, snapshots and
 //! usage are rebuilt from it.
 //! Credentials are deliberately not exported: a key of the old tenant must never open the new
 //! one.
@@ -10,10 +11,12 @@
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use strata_auth::OperatorScope;
-use strata_store::Reads;
+use strata_store::codec::{StoredNarrative, StoredPheromone};
+use strata_store::{AdaptiveItem, AdaptiveReads, Reads};
 
 use strata_types::{
-    Collection, CollectionName, Millis, Record, TenantId, check_vector, now_millis,
+    Collection, CollectionName, Domain, Millis, Record, RecordId, TenantId, check_vector,
+    check_vector_values, now_millis,
 };
 
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, account};
@@ -36,6 +39,47 @@ pub enum ExportLine {
     Record(Box<Record>),
     /// A row of the tenant's audit log, kept as history by the importing tenant.
     Audit(Box<crate::AuditRow>),
+    /// A record's pheromone in one (tenant, domain) namespace (adaptive reranking).
+    Pheromone {
+        memory_domain: Domain,
+        id: RecordId,
+        strength: f64,
+        #[schema(value_type = i64)]
+        updated_at: Millis,
+        reinforcements: u64,
+        exposures: u64,
+    },
+    /// A collection's narrative vector in one (tenant, domain) namespace.
+    Narrative {
+        memory_domain: Domain,
+        collection: CollectionName,
+        vector: Vec<f32>,
+        updates: u64,
+        #[schema(value_type = i64)]
+        updated_at: Millis,
+    },
+}
+
+impl ExportLine {
+    fn adaptive(domain: Domain, item: AdaptiveItem) -> ExportLine {
+        match item {
+            AdaptiveItem::Pheromone(id, p) => ExportLine::Pheromone {
+                memory_domain: domain,
+                id,
+                strength: p.strength,
+                updated_at: p.updated_at,
+                reinforcements: p.reinforcements,
+                exposures: p.exposures,
+            },
+            AdaptiveItem::Narrative(collection, n) => ExportLine::Narrative {
+                memory_domain: domain,
+                collection,
+                vector: n.vector,
+                updates: n.updates,
+                updated_at: n.updated_at,
+            },
+        }
+    }
 }
 
 /// Records are imported in transactions of this many.
@@ -73,6 +117,10 @@ impl Engine {
         }
         for record in r.records(meta.key, None)? {
             sink(&ExportLine::Record(Box::new(record?)))?;
+            lines += 1;
+        }
+        for row in r.adaptive_rows(meta.key, None)? {
+            sink(&ExportLine::adaptive(row.domain, row.item))?;
             lines += 1;
         }
         let mut rows = Vec::new();
@@ -163,6 +211,8 @@ impl Engine {
                 account(w, key, &TenantLimits::default(), &changes)
             })
         };
+        // Adaptive state refers to records, so it is written once they all are.
+        let mut adaptive: Vec<(usize, ExportLine)> = Vec::new();
         let mut audit_rows: Vec<crate::AuditRow> = Vec::new();
         let flush_audit = |rows: &mut Vec<crate::AuditRow>| -> Result<(), EngineError> {
             if rows.is_empty() {
@@ -213,6 +263,9 @@ impl Engine {
                     self.store
                         .write(|w| Ok::<_, EngineError>(crate::audit::append_row(w, key, &row)?))?;
                 }
+                line @ (ExportLine::Pheromone { .. } | ExportLine::Narrative { .. }) => {
+                    adaptive.push((n, line));
+                }
                 ExportLine::Record(r) => {
                     let r = *r;
                     let at = |e: EngineError| {
@@ -242,7 +295,91 @@ impl Engine {
         }
         flush(&mut batch, &collections)?;
         flush_audit(&mut audit_rows)?;
+        self.import_adaptive(key, &collections, adaptive)?;
         Ok(profile)
+    }
+
+    /// Writes imported adaptive state, in one transaction, after checking each line against
+    /// the imported records and collections: a pheromone needs its record in its namespace's
+    /// domain, a narrative its collection's dimension and bounded values.
+    fn import_adaptive(
+        &self,
+        key: strata_store::TenantKey,
+        collections: &HashMap<CollectionName, Collection>,
+        lines: Vec<(usize, ExportLine)>,
+    ) -> Result<(), EngineError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let cfg = &self.config.adaptive;
+        self.store.write(|w| {
+            for (n, line) in lines {
+                let bad = |what: String| {
+                    EngineError::BadRequest(format!("import line {}: {what}", n + 1))
+                };
+                match line {
+                    ExportLine::Pheromone {
+                        memory_domain,
+                        id,
+                        strength,
+                        updated_at,
+                        reinforcements,
+                        exposures,
+                    } => {
+                        if !(strength.is_finite() && (0.0..=cfg.max_strength).contains(&strength)) {
+                            return Err(bad(format!(
+                                "pheromone strength must be 0 to {}",
+                                cfg.max_strength
+                            )));
+                        }
+                        match w.record(key, &id)? {
+                            Some(r) if r.memory_domain == memory_domain => {}
+                            _ => {
+                                return Err(bad(format!(
+                                    "pheromone for {id}: no such record in domain {memory_domain}"
+                                )));
+                            }
+                        }
+                        let p = StoredPheromone {
+                            strength,
+                            updated_at,
+                            reinforcements,
+                            exposures,
+                        };
+                        w.put_pheromone(key, &memory_domain, &id, &p)?;
+                    }
+                    ExportLine::Narrative {
+                        memory_domain,
+                        collection,
+                        vector,
+                        updates,
+                        updated_at,
+                    } => {
+                        let c = collections.get(&collection).ok_or_else(|| {
+                            bad(format!("narrative for unknown collection {collection}"))
+                        })?;
+                        if vector.len() != c.dim as usize {
+                            return Err(bad(format!(
+                                "narrative of {collection} has dimension {}, the collection {}",
+                                vector.len(),
+                                c.dim
+                            )));
+                        }
+                        check_vector_values(&vector).map_err(|e| bad(e.to_string()))?;
+                        let v = StoredNarrative {
+                            vector,
+                            updates,
+                            updated_at,
+                        };
+                        w.put_narrative(key, &memory_domain, &collection, &v)?;
+                    }
+                    _ => {}
+                }
+            }
+            Ok::<_, EngineError>(())
+        })?;
+        self.adaptive.forget_tenant(key);
+        Ok(())
     }
 
     /// Gives each imported record with content and no vector, in a collection that declares

@@ -144,6 +144,73 @@ pub(crate) fn decode_credential(bytes: &[u8]) -> Result<Option<(u64, &[u8])>, St
     }
 }
 
+/// Adaptive reranking state (`crates/store/src/adaptive.rs`): a format byte, then postcard.
+/// Decoding is closed: another format byte, a body of another shape or trailing bytes are
+/// [`StoreError::Corrupt`].
+const NARRATIVE_V1: u8 = 1;
+const PHEROMONE_V1: u8 = 1;
+
+/// A collection's narrative vector in one (tenant, domain): the exponential moving average of
+/// the context vectors its feedback carried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredNarrative {
+    pub vector: Vec<f32>,
+    /// How many context vectors it has absorbed.
+    pub updates: u64,
+    pub updated_at: Millis,
+}
+
+/// A record's pheromone in one (tenant, domain): its strength as of `updated_at`, which then
+/// decays with time (a half-life) and exposure.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StoredPheromone {
+    pub strength: f64,
+    pub updated_at: Millis,
+    /// Times the record was reported used, and shown without being used.
+    pub reinforcements: u64,
+    pub exposures: u64,
+}
+
+fn encode_postcard<T: Serialize>(format: u8, v: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_extend(v, vec![format]).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode_postcard<T: for<'de> Deserialize<'de>>(
+    what: &str,
+    format: u8,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    match bytes.split_first() {
+        Some((f, body)) if *f == format => {
+            let (v, rest) = postcard::take_from_bytes(body).map_err(|e| corrupt(&e))?;
+            if rest.is_empty() {
+                Ok(v)
+            } else {
+                Err(corrupt(&"trailing bytes"))
+            }
+        }
+        Some((f, _)) => Err(corrupt(&format!("unknown format {f}"))),
+        None => Err(corrupt(&"empty value")),
+    }
+}
+
+pub fn encode_narrative(n: &StoredNarrative) -> Result<Vec<u8>, StoreError> {
+    encode_postcard(NARRATIVE_V1, n)
+}
+
+pub fn decode_narrative(bytes: &[u8]) -> Result<StoredNarrative, StoreError> {
+    decode_postcard("narrative", NARRATIVE_V1, bytes)
+}
+
+pub fn encode_pheromone(p: &StoredPheromone) -> Result<Vec<u8>, StoreError> {
+    encode_postcard(PHEROMONE_V1, p)
+}
+
+pub fn decode_pheromone(bytes: &[u8]) -> Result<StoredPheromone, StoreError> {
+    decode_postcard("pheromone", PHEROMONE_V1, bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +350,40 @@ mod golden {
         // Credential rows were the auth crate's bare JSON, without an owner.
         assert_eq!(decode_credential(b"{\"info\":{}}").unwrap(), None);
     }
+
+    #[test]
+    fn adaptive_state_is_pinned_and_decodes_closed() {
+        let n = StoredNarrative {
+            vector: vec![0.5, -1.0],
+            updates: 3,
+            updated_at: 1_700_000_000_000,
+        };
+        let p = StoredPheromone {
+            strength: 1.5,
+            updated_at: 1_700_000_000_000,
+            reinforcements: 2,
+            exposures: 1,
+        };
+        let (nb, pb) = (encode_narrative(&n).unwrap(), encode_pheromone(&p).unwrap());
+        assert_eq!(hex(&nb), NARRATIVE_GOLDEN);
+        assert_eq!(hex(&pb), PHEROMONE_GOLDEN);
+        assert_eq!(decode_narrative(&unhex(NARRATIVE_GOLDEN)).unwrap(), n);
+        assert_eq!(decode_pheromone(&unhex(PHEROMONE_GOLDEN)).unwrap(), p);
+        let mut trailing = pb.clone();
+        trailing.push(0);
+        let mut other_format = pb.clone();
+        other_format[0] = 2;
+        for bad in [&b""[..], &trailing, &other_format, &pb[..pb.len() - 1]] {
+            assert!(
+                matches!(decode_pheromone(bad), Err(StoreError::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(decode_narrative(&[1]).is_err());
+    }
+
+    const NARRATIVE_GOLDEN: &str = "01020000003f000080bf0380a0abfef962";
+    const PHEROMONE_GOLDEN: &str = "01000000000000f83f80a0abfef9620201";
 
     #[test]
     fn anything_else_is_corrupt_never_a_default() {

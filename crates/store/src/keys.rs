@@ -43,6 +43,12 @@ const TAG_SCOPE: u8 = 3;
 const TAG_DEDUP: u8 = 4;
 const TAG_BLOB: u8 = 5;
 const TAG_AUDIT: u8 = 6;
+/// Adaptive reranking state (`crates/store/src/adaptive.rs`). A tag well above the others, so
+/// that tags added meanwhile for other state (7, 8, ...) cannot collide with it.
+const TAG_ADAPTIVE: u8 = 16;
+/// Second part of an adaptive key: a collection's narrative vector, or a record's pheromone.
+const ADAPTIVE_NARRATIVE: &[u8] = b"n";
+const ADAPTIVE_PHEROMONE: &[u8] = b"p";
 /// Far from the others so that tags added for other state never meet it.
 const TAG_IDEMPOTENCY: u8 = 20;
 
@@ -155,6 +161,73 @@ pub fn audit_row(tenant: TenantKey, seq: u64) -> Vec<u8> {
     k
 }
 
+/// Every adaptive reranking key of the tenant.
+pub fn adaptive_all(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_ADAPTIVE, &[])
+}
+
+/// Every adaptive reranking key of one (tenant, domain) namespace: `domain \0`.
+pub fn adaptive_namespace(tenant: TenantKey, domain: &Domain) -> Vec<u8> {
+    let mut k = key(tenant, TAG_ADAPTIVE, &[domain.as_str().as_bytes()]);
+    k.push(0);
+    k
+}
+
+/// A collection's narrative vector in a namespace: `domain \0 n \0 collection`.
+pub fn adaptive_narrative(tenant: TenantKey, domain: &Domain, c: &CollectionName) -> Vec<u8> {
+    key(
+        tenant,
+        TAG_ADAPTIVE,
+        &[
+            domain.as_str().as_bytes(),
+            ADAPTIVE_NARRATIVE,
+            c.as_str().as_bytes(),
+        ],
+    )
+}
+
+/// A record's pheromone in a namespace: `domain \0 p \0 id`.
+pub fn adaptive_pheromone(tenant: TenantKey, domain: &Domain, id: &RecordId) -> Vec<u8> {
+    key(
+        tenant,
+        TAG_ADAPTIVE,
+        &[
+            domain.as_str().as_bytes(),
+            ADAPTIVE_PHEROMONE,
+            id.as_str().as_bytes(),
+        ],
+    )
+}
+
+/// What an adaptive key names, parsed back from the bytes after its tag.
+pub enum AdaptiveKey<'a> {
+    Narrative {
+        domain: &'a [u8],
+        collection: &'a [u8],
+    },
+    Pheromone {
+        domain: &'a [u8],
+        id: &'a [u8],
+    },
+}
+
+/// Splits the `rest` of an adaptive key; `None` if it is not well formed.
+pub fn parse_adaptive(rest: &[u8]) -> Option<AdaptiveKey<'_>> {
+    let mut parts = rest.splitn(3, |b| *b == 0);
+    let (domain, kind, name) = (parts.next()?, parts.next()?, parts.next()?);
+    if domain.is_empty() || name.is_empty() || name.contains(&0) {
+        return None;
+    }
+    match kind {
+        ADAPTIVE_NARRATIVE => Some(AdaptiveKey::Narrative {
+            domain,
+            collection: name,
+        }),
+        ADAPTIVE_PHEROMONE => Some(AdaptiveKey::Pheromone { domain, id: name }),
+        _ => None,
+    }
+}
+
 /// The answers kept for `Idempotency-Key` headers, by key.
 pub fn idempotency_keys(tenant: TenantKey) -> Vec<u8> {
     key(tenant, TAG_IDEMPOTENCY, &[])
@@ -174,6 +247,8 @@ pub enum KeyKind<'a> {
     Dedup,
     Blob(&'a [u8]),
     Audit(&'a [u8]),
+    /// Adaptive reranking state (see [`parse_adaptive`]).
+    Adaptive(&'a [u8]),
     Idempotency(&'a [u8]),
 }
 
@@ -189,6 +264,7 @@ pub fn classify(tenant: TenantKey, key: &[u8]) -> Option<KeyKind<'_>> {
         TAG_DEDUP => KeyKind::Dedup,
         TAG_BLOB => KeyKind::Blob(rest),
         TAG_AUDIT => KeyKind::Audit(rest),
+        TAG_ADAPTIVE => KeyKind::Adaptive(rest),
         TAG_IDEMPOTENCY => KeyKind::Idempotency(rest),
         _ => return None,
     })
@@ -227,6 +303,8 @@ mod tests {
             dedup(t, &d("x"), "run", b"h"),
             blob(t, "hnsw"),
             idempotency(t, "retry-1"),
+            adaptive_narrative(t, &d("x"), &c),
+            adaptive_pheromone(t, &d("x"), &id),
         ] {
             assert!(k.starts_with(&tenant_all(t)));
             assert!(!k.starts_with(&tenant_all(TenantKey(0x0103))));
@@ -243,6 +321,39 @@ mod tests {
         let run_x = scope_list(t, &d("a"), ScopeField::RunId, "x");
         let run_xy = scope_entry(t, &d("a"), ScopeField::RunId, "xy", &id);
         assert!(!run_xy.starts_with(&run_x));
+    }
+
+    #[test]
+    fn adaptive_keys_parse_back_and_namespaces_do_not_overlap() {
+        let t = TenantKey(1);
+        let id = RecordId::parse("r1").unwrap();
+        let p = adaptive_pheromone(t, &d("ab"), &id);
+        assert!(p.starts_with(&adaptive_namespace(t, &d("ab"))));
+        assert!(!p.starts_with(&adaptive_namespace(t, &d("a"))));
+        let Some(KeyKind::Adaptive(rest)) = classify(t, &p) else {
+            panic!("not adaptive")
+        };
+        assert!(matches!(
+            parse_adaptive(rest),
+            Some(AdaptiveKey::Pheromone {
+                domain: b"ab",
+                id: b"r1"
+            })
+        ));
+        let c = CollectionName::parse("text").unwrap();
+        let n = adaptive_narrative(t, &d("ab"), &c);
+        let Some(KeyKind::Adaptive(rest)) = classify(t, &n) else {
+            panic!("not adaptive")
+        };
+        assert!(matches!(
+            parse_adaptive(rest),
+            Some(AdaptiveKey::Narrative {
+                domain: b"ab",
+                collection: b"text"
+            })
+        ));
+        assert!(parse_adaptive(b"ab\0x\0r").is_none());
+        assert!(parse_adaptive(b"ab\0p").is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! not at all. Concurrent writes share fsyncs (group commit): each commits its own transaction,
 //! then waits for one sync that covers every write committed meanwhile.
 
+mod adaptive;
 pub mod codec;
 mod credentials;
 mod error;
@@ -20,6 +21,7 @@ pub mod stats;
 mod tables;
 mod verify;
 
+pub use adaptive::{AdaptiveItem, AdaptiveReads, AdaptiveRow};
 pub use credentials::{CredentialStore, Owner, StoredCredential};
 pub use error::StoreError;
 pub use idempotency::{IdempotencyRow, has_stale_idempotency_rows};

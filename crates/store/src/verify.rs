@@ -87,6 +87,11 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                 Some(n) => c.blobs.push(n.to_string()),
                 None => c.problem(format!("blob {name:02x?}: name is not UTF-8")),
             },
+            Some(KeyKind::Adaptive(rest)) => {
+                if let Err(e) = crate::adaptive::decode_row(rest, &v) {
+                    c.problem(format!("adaptive state {k:02x?}: {e}"));
+                }
+            }
             Some(KeyKind::Audit(seq)) => {
                 if seq.len() != 8 {
                     c.problem(format!("audit row {seq:02x?}: bad sequence number"));

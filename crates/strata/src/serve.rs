@@ -198,6 +198,18 @@ async fn purge_sweep(
             Ok(Err(e)) => tracing::error!(error = %e, "retention sweep failed"),
             Err(e) => tracing::error!(error = %e, "retention sweep panicked"),
         }
+        // So does the purge of decayed adaptive reranking state (`[engine.adaptive]`).
+        let (sweeper, sweep_op) = (Arc::clone(&engine), op.clone());
+        match tokio::task::spawn_blocking(move || sweeper.sweep_adaptive(&sweep_op)).await {
+            Ok(Ok(swept)) if swept == strata_engine::AdaptiveSweep::default() => {}
+            Ok(Ok(swept)) => tracing::info!(
+                pheromones = swept.pheromones,
+                narratives = swept.narratives,
+                "retention sweep purged adaptive state"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %e, "adaptive sweep failed"),
+            Err(e) => tracing::error!(error = %e, "adaptive sweep panicked"),
+        }
         // Answers kept for Idempotency-Key headers expire after a day.
         let (sweeper, sweep_op) = (Arc::clone(&engine), op.clone());
         match tokio::task::spawn_blocking(move || sweeper.sweep_idempotency_keys(&sweep_op)).await {

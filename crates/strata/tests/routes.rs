@@ -177,6 +177,19 @@ fn tenant_b_gets_nothing_of_tenant_a() {
                 assert_eq!(s, 200, "{v}");
                 assert!(!mentions_a(&v), "search sees A: {v}");
             }
+            ("POST", "/v1/feedback") => {
+                // A's ids are ignored exactly like missing ones, and A's state is untouched.
+                let (s, v) = server.post(p, &b, json!({"ids": ["a-rec", "a-private"], "shown": ["a-rec"], "user_tokens": ["*"]}));
+                assert_eq!(s, 200, "{v}");
+                let (_, missing) = server.post(
+                    p,
+                    &b,
+                    json!({"ids": ["zz-1", "zz-2"], "shown": ["zz-1"], "user_tokens": ["*"]}),
+                );
+                assert_eq!(v, missing);
+                let (_, stats) = server.get("/v1/stats", &a);
+                assert_eq!(stats["adaptive"], json!([]), "{stats}");
+            }
             ("GET", "/v1/collections") => {
                 let (s, v) = server.get(p, &b);
                 assert_eq!(s, 200, "{v}");

@@ -4,6 +4,7 @@
 //! Every value that crosses the edge of the server is parsed into one of these types exactly
 //! once; code behind the edge can then trust it. This crate does no I/O.
 
+mod adaptive;
 mod filter;
 mod limits;
 mod name;
@@ -13,6 +14,9 @@ mod scope;
 mod search;
 mod vector;
 
+pub use adaptive::{
+    AdaptiveExplain, AdaptiveNamespaceStats, FeedbackAnswer, FeedbackRequest, Rerank, RerankWeights,
+};
 pub use filter::{FieldRef, Filter, FilterError};
 pub use limits::RecordLimits;
 pub use name::{

@@ -132,6 +132,11 @@ pub struct SearchRequest {
     #[schema(default = json!(["content", "metadata"]))]
     #[serde(deserialize_with = "include_list")]
     pub include: Option<Vec<Include>>,
+    /// Re-rank the candidates with the (tenant, domain)'s adaptive state; none when absent.
+    pub rerank: Option<crate::Rerank>,
+    /// Weights of `rerank: "adaptive"`; `{"base": 1, "narrative": 0.15, "pheromone": 0.3}`
+    /// when absent.
+    pub rerank_weights: Option<crate::RerankWeights>,
 }
 
 impl SearchRequest {
@@ -158,6 +163,8 @@ impl Default for SearchRequest {
             explain: false,
             ef: None,
             include: None,
+            rerank: None,
+            rerank_weights: None,
         }
     }
 }
@@ -173,6 +180,9 @@ pub struct HitExplain {
     pub text_score: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text_rank: Option<usize>,
+    /// With `rerank: "adaptive"`: base, narrative and pheromone contributions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<crate::AdaptiveExplain>,
 }
 
 /// One result.

@@ -187,6 +187,8 @@ class DataCalls:
         fusion: Optional[Mapping[str, Any]],
         ef: Optional[int],
         include: Optional[Sequence[str]],
+        rerank: Optional[str] = None,
+        rerank_weights: Optional[Mapping[str, float]] = None,
     ) -> Call[SearchResult]:
         body: Dict[str, Any] = {"k": k}
         if include is not None:
@@ -209,7 +211,35 @@ class DataCalls:
             body["fusion"] = dict(fusion)
         if ef is not None:
             body["ef"] = ef
+        if rerank is not None:
+            body["rerank"] = rerank
+        if rerank_weights is not None:
+            body["rerank_weights"] = dict(rerank_weights)
         return self._call("POST", "/v1/search", SearchResult.from_json, scope, json=body)
+
+    def _feedback(
+        self,
+        ids: Sequence[str],
+        scope: Scope,
+        *,
+        shown: Optional[Sequence[str]],
+        query: Optional[str],
+        vector: Optional[Sequence[float]],
+        collection: Optional[str],
+    ) -> Call[Dict[str, Any]]:
+        body: Dict[str, Any] = {"ids": list(ids)}
+        if shown is not None:
+            body["shown"] = list(shown)
+        if query is not None:
+            body["query"] = query
+        if vector is not None:
+            body["vector"] = [float(x) for x in vector]
+        if collection is not None:
+            body["modality"] = collection
+        # Not idempotent: a repeat after a lost answer would reinforce twice.
+        return self._call(
+            "POST", "/v1/feedback", lambda d: dict(d), scope, json=body, idempotent=False
+        )
 
     def _get(self, id: str, scope: Scope) -> Call[Record]:
         return self._call("GET", f"/v1/memories/{_segment(id)}", Record.from_json, scope)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import (
     Any,
+    Dict,
     AsyncIterator,
     List,
     Mapping,
@@ -205,6 +206,8 @@ class AsyncStrata(DataCalls):
         fusion: Optional[Mapping[str, Any]] = None,
         ef: Optional[int] = None,
         include: Optional[Sequence[str]] = ("record",),
+        rerank: Optional[str] = None,
+        rerank_weights: Optional[Mapping[str, float]] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -220,6 +223,8 @@ class AsyncStrata(DataCalls):
         ``include`` says what each hit carries besides ``id`` and ``score``: any of
         ``"content"``, ``"metadata"``, ``"vector"`` and ``"record"`` (the whole record, by
         default here); ``None`` takes the server's default, ``content`` and ``metadata``.
+        ``rerank="adaptive"`` re-ranks with what :meth:`feedback` taught the domain
+        (``rerank_weights``: ``base``, ``narrative``, ``pheromone``).
         """
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return await self._transport.run(
@@ -236,6 +241,35 @@ class AsyncStrata(DataCalls):
                 fusion=fusion,
                 ef=ef,
                 include=include,
+                rerank=rerank,
+                rerank_weights=rerank_weights,
+            )
+        )
+
+    async def feedback(
+        self,
+        ids: Sequence[str],
+        *,
+        shown: Optional[Sequence[str]] = None,
+        query: Optional[str] = None,
+        vector: Optional[Sequence[float]] = None,
+        collection: Optional[str] = None,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> Dict[str, Any]:
+        """Tells the server which memories the agent used (``ids``) and, optionally, which it
+        was shown (``shown``) and in what context (``query`` or ``vector``), for adaptive
+        reranking in the scope's ``memory_domain``. Ids the caller cannot see are ignored like
+        missing ones. Needs the ``write`` permission. Returns ``{"memory_domain": ...,
+        "narrative_updated": ...}``.
+        """
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        return await self._transport.run(
+            self._feedback(
+                ids, scope, shown=shown, query=query, vector=vector, collection=collection
             )
         )
 

@@ -198,14 +198,19 @@ class Explain:
     vector_rank: Optional[int] = None
     text_score: Optional[float] = None
     text_rank: Optional[int] = None
+    #: With ``rerank="adaptive"``: ``base_score``, ``base_rank`` and the weighted ``base``,
+    #: ``narrative`` and ``pheromone`` contributions (their sum is the hit's score).
+    adaptive: Optional[Dict[str, float]] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Explain:
+        a = d.get("adaptive")
         return cls(
             vector_score=d.get("vector_score"),
             vector_rank=d.get("vector_rank"),
             text_score=d.get("text_score"),
             text_rank=d.get("text_rank"),
+            adaptive=dict(a) if isinstance(a, dict) else None,
         )
 
 

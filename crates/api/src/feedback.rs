@@ -1,0 +1,46 @@
+//! `POST /v1/feedback`: what an agent used and was shown, which trains adaptive reranking for
+//! the caller's (tenant, domain) (`docs/adaptive-reranking.md`).
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use strata_types::{FeedbackAnswer, FeedbackRequest};
+use utoipa::ToSchema;
+
+use crate::bodies::ScopeFields;
+use crate::edge::TenantAuth;
+use crate::input::{JsonObject, from_map_naming};
+use crate::{ApiError, AppState};
+
+/// Feedback with the request's scope fields.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The documented shape of a body the handler reads in two steps.
+struct FeedbackBody {
+    #[serde(flatten)]
+    feedback: FeedbackRequest,
+    #[serde(flatten)]
+    scope: ScopeFields,
+}
+
+/// Reinforces the records an agent used (`ids`), wears down those it was shown and did not use
+/// (`shown`), and moves the domain's narrative vector toward the context (`vector` or
+/// `query`). Ids the caller cannot see are ignored like missing ones. Needs `write`.
+#[utoipa::path(post, path = "/v1/feedback", tag = "search", operation_id = "feedback",
+    request_body = FeedbackBody,
+    responses((status = 200, description = "Feedback recorded", body = FeedbackAnswer)),
+    security(("bearer" = [])))]
+pub async fn feedback(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    RawQuery(q): RawQuery,
+    JsonObject(mut body): JsonObject,
+) -> Result<Json<FeedbackAnswer>, ApiError> {
+    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
+    let feedback: FeedbackRequest = from_map_naming(body)?;
+    let scope = auth.scope;
+    let answer = state
+        .run_tenant(&auth.admitted, move |e| {
+            Ok(e.feedback(&scope, &req, &feedback)?)
+        })
+        .await?;
+    Ok(Json(answer))
+}

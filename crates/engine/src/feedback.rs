@@ -1,0 +1,382 @@
+//! `POST /v1/feedback` and the upkeep of adaptive reranking state: feedback reinforces and
+//! exposes pheromones and moves the narrative vector of the caller's (tenant, domain); record
+//! deletions take their pheromones with them; the retention sweep purges what has decayed;
+//! per-namespace figures for the tenant's stats.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use strata_auth::{OperatorScope, Permission, TenantScope};
+use strata_store::codec::StoredPheromone;
+use strata_store::{AdaptiveItem, AdaptiveReads, Reads, TenantKey, Writer};
+use strata_types::{
+    AdaptiveNamespaceStats, CollectionName, Domain, FeedbackAnswer, FeedbackRequest, Millis,
+    RecordId, RequestScope, check_vector_values, now_millis,
+};
+
+use crate::adaptive::Namespace;
+use crate::embedding::{embed, embeds, text_collection};
+use crate::registry::lock;
+use crate::tenant_index::Change;
+use crate::visibility::Visibility;
+use crate::{Engine, EngineError};
+
+/// Most ids a feedback may name in `ids` and in `shown`.
+pub const MAX_FEEDBACK_IDS: usize = 1000;
+/// Longest feedback query, in bytes (as for search).
+const MAX_QUERY_BYTES: usize = 4096;
+
+/// What the retention sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdaptiveSweep {
+    pub pheromones: u64,
+    pub narratives: u64,
+}
+
+/// Namespaces whose stored state a write changed behind the cache.
+#[derive(Default)]
+pub(crate) struct Touched {
+    domains: HashSet<Domain>,
+    all: bool,
+}
+
+fn check_feedback(f: &FeedbackRequest) -> Result<(), EngineError> {
+    for (name, list) in [("ids", &f.ids), ("shown", &f.shown)] {
+        if list.len() > MAX_FEEDBACK_IDS {
+            return Err(EngineError::BadRequest(format!(
+                "{name}: at most {MAX_FEEDBACK_IDS} ids"
+            )));
+        }
+    }
+    if f.ids.is_empty() && f.shown.is_empty() && f.vector.is_none() && f.query.is_none() {
+        return Err(EngineError::BadRequest(
+            "ids: feedback needs ids, shown, a vector or a query".into(),
+        ));
+    }
+    if let Some(q) = &f.query
+        && q.len() > MAX_QUERY_BYTES
+    {
+        return Err(EngineError::BadRequest(format!(
+            "query: at most {MAX_QUERY_BYTES} bytes"
+        )));
+    }
+    if let Some(v) = &f.vector {
+        check_vector_values(v)?;
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Records feedback in the caller's (tenant, domain): each id in `ids` the caller can see
+    /// is reinforced, each id in `shown` (and not in `ids`) the caller can see and that has a
+    /// pheromone is exposed, and the context (vector, or embedded query) moves the
+    /// collection's narrative vector. Ids the caller cannot see are ignored exactly like
+    /// missing ones, and the answer does not say which were used. Needs `write`: feedback
+    /// changes what every search of the namespace ranks first, which a read-only credential
+    /// must not be able to steer. One transaction, audited as `adaptive.feedback`.
+    pub fn feedback(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        f: &FeedbackRequest,
+    ) -> Result<FeedbackAnswer, EngineError> {
+        check_feedback(f)?;
+        let now = now_millis();
+        let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
+        let name = f.modality.clone().unwrap_or_else(text_collection);
+        let context = match (&f.vector, &f.query) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(q)) => self.embed_context(scope, &name, q)?,
+            (None, None) => None,
+        };
+        let held = self.adaptive_namespace(scope, &vis.domain, Permission::Write)?;
+        let mut ns = lock(&held);
+        let cfg = &self.config.adaptive;
+        let key = scope.key();
+        let used: HashSet<&RecordId> = f.ids.iter().collect();
+        let (pheromones, dropped, narrative) =
+            self.write_tenant_state(scope, "adaptive.feedback", |w| {
+                let sees = |w: &Writer<'_>, id: &RecordId| -> Result<bool, EngineError> {
+                    Ok(w.record(key, id)?.is_some_and(|r| vis.sees(&r)))
+                };
+                let mut out: BTreeMap<RecordId, StoredPheromone> = BTreeMap::new();
+                for id in &used {
+                    if !out.contains_key(*id) && sees(w, id)? {
+                        let old = w.pheromone(key, &vis.domain, id)?;
+                        let new = cfg.reinforce(old.as_ref(), now);
+                        w.put_pheromone(key, &vis.domain, id, &new)?;
+                        out.insert((*id).clone(), new);
+                    }
+                }
+                for id in f.shown.iter().filter(|id| !used.contains(id)) {
+                    if out.contains_key(id) || !sees(w, id)? {
+                        continue;
+                    }
+                    if let Some(old) = w.pheromone(key, &vis.domain, id)? {
+                        let new = cfg.expose(&old, now);
+                        w.put_pheromone(key, &vis.domain, id, &new)?;
+                        out.insert(id.clone(), new);
+                    }
+                }
+                let dropped = weakest_beyond_cap(&ns, &out, cfg, now);
+                for id in &dropped {
+                    w.delete_pheromone(key, &vis.domain, id)?;
+                }
+                let narrative = match &context {
+                    Some(c) => {
+                        let collection = w
+                            .collection(key, &name)?
+                            .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
+                        if c.len() != collection.dim as usize {
+                            return Err(EngineError::BadRequest(format!(
+                                "vector: collection {name} has dimension {}, got {}",
+                                collection.dim,
+                                c.len()
+                            )));
+                        }
+                        let n = cfg.absorb(ns.narratives.get(&name), c, now);
+                        if let Some(n) = &n {
+                            w.put_narrative(key, &vis.domain, &name, n)?;
+                        }
+                        n
+                    }
+                    None => None,
+                };
+                // What was asked, not what it found: the audit log is readable by the
+                // tenant's admins, whose own sight may be narrower than this caller's, so
+                // it must not tell which of the ids exist either.
+                let detail = serde_json::json!({
+                    "memory_domain": vis.domain,
+                    "ids": f.ids.len(),
+                    "shown": f.shown.len(),
+                    "narrative": narrative.is_some(),
+                });
+                Ok(((out, dropped, narrative), detail))
+            })?;
+        // Committed: the cache follows storage.
+        ns.pheromones.extend(pheromones);
+        for id in dropped {
+            ns.pheromones.remove(&id);
+        }
+        let narrative_updated = narrative.is_some();
+        if let Some(n) = narrative {
+            ns.narratives.insert(name, n);
+        }
+        drop(ns);
+        // A deletion or sweep may have dropped this copy meanwhile and a search reloaded the
+        // namespace from storage before this commit: drop that copy too, so the next use
+        // reads this feedback.
+        if !self.adaptive.is_current(key, &vis.domain, &held) {
+            self.adaptive.forget(key, &vis.domain);
+        }
+        Ok(FeedbackAnswer {
+            memory_domain: vis.domain.clone(),
+            narrative_updated,
+        })
+    }
+
+    /// The embedded query, when the server's embedder embeds the collection; `None` otherwise
+    /// (the feedback then moves no narrative).
+    fn embed_context(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+        query: &str,
+    ) -> Result<Option<Vec<f32>>, EngineError> {
+        let collection = self.read_tenant(scope, Permission::Write, |r| {
+            r.collection(scope.key(), name)?
+                .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))
+        })?;
+        let loaded = self.loaded_embedder();
+        if !embeds(loaded.as_ref().map(|(_, id)| id), &collection)? {
+            return Ok(None);
+        }
+        let Some((embedder, _)) = loaded else {
+            return Ok(None);
+        };
+        Ok(embed(embedder, &[query])?.pop())
+    }
+
+    /// The caller's namespace, loaded from storage through the guarded read door if it is not
+    /// in memory.
+    pub(crate) fn adaptive_namespace(
+        &self,
+        scope: &TenantScope,
+        domain: &Domain,
+        permission: Permission,
+    ) -> Result<Arc<Mutex<Namespace>>, EngineError> {
+        self.adaptive.get_or_load(scope.key(), domain, || {
+            self.read_tenant(scope, permission, |r| load(r, scope.key(), domain))
+        })
+    }
+
+    /// The adaptive state of the caller's tenant, per namespace (stored, whether loaded or
+    /// not), for `GET /v1/stats`.
+    pub fn adaptive_stats(
+        &self,
+        scope: &TenantScope,
+    ) -> Result<Vec<AdaptiveNamespaceStats>, EngineError> {
+        let rows = self.read_tenant(scope, Permission::Read, |r| {
+            Ok(r.adaptive_rows(scope.key(), None)?)
+        })?;
+        let mut by_domain: BTreeMap<Domain, Vec<AdaptiveItem>> = BTreeMap::new();
+        for row in rows {
+            by_domain.entry(row.domain).or_default().push(row.item);
+        }
+        let loaded: HashSet<Domain> = self
+            .adaptive
+            .loaded(scope.key())
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        Ok(by_domain
+            .into_iter()
+            .map(|(domain, items)| {
+                let ns = Namespace::from_items(items);
+                AdaptiveNamespaceStats {
+                    loaded: loaded.contains(&domain),
+                    memory_domain: domain,
+                    narratives: ns.narratives.len() as u64,
+                    pheromones: ns.pheromones.len() as u64,
+                    bytes: ns.bytes(),
+                }
+            })
+            .collect())
+    }
+
+    /// Loaded adaptive namespaces over the server: count, estimated bytes, loads and
+    /// evictions since start.
+    pub fn adaptive_totals(&self, _op: &OperatorScope) -> (u64, u64, u64, u64) {
+        self.adaptive.totals()
+    }
+
+    /// The retention sweep's share for adaptive reranking: in every tenant, deletes the
+    /// pheromones decayed below `min_strength` or whose record is gone, and the narratives not
+    /// updated for `narrative_retention_secs`. Each tenant in its own transaction.
+    pub fn sweep_adaptive(&self, _op: &OperatorScope) -> Result<AdaptiveSweep, EngineError> {
+        let cfg = &self.config.adaptive;
+        let now = now_millis();
+        let keep_ms = Millis::try_from(cfg.narrative_retention_secs.saturating_mul(1000))
+            .unwrap_or(Millis::MAX);
+        let mut total = AdaptiveSweep::default();
+        let tenants = self.store.read()?.tenants()?;
+        for meta in tenants {
+            let key = meta.key;
+            let r = self.store.read()?;
+            let mut doomed = Vec::new();
+            for row in r.adaptive_rows(key, None)? {
+                let gone = match &row.item {
+                    AdaptiveItem::Pheromone(id, p) => {
+                        cfg.strength_at(p, now) < cfg.min_strength || r.record(key, id)?.is_none()
+                    }
+                    AdaptiveItem::Narrative(_, n) => now.saturating_sub(n.updated_at) > keep_ms,
+                };
+                if gone {
+                    doomed.push(row);
+                }
+            }
+            drop(r);
+            if doomed.is_empty() {
+                continue;
+            }
+            let swept = self.store.write(|w| {
+                let mut s = AdaptiveSweep::default();
+                for row in &doomed {
+                    match &row.item {
+                        AdaptiveItem::Pheromone(id, _) => {
+                            s.pheromones += u64::from(w.delete_pheromone(key, &row.domain, id)?);
+                        }
+                        AdaptiveItem::Narrative(c, _) => {
+                            s.narratives += u64::from(w.delete_narrative(key, &row.domain, c)?);
+                        }
+                    }
+                }
+                Ok::<_, EngineError>(s)
+            })?;
+            self.adaptive.forget_tenant(key);
+            total.pheromones += swept.pheromones;
+            total.narratives += swept.narratives;
+        }
+        Ok(total)
+    }
+
+    /// After a committed write: drop the namespaces whose stored state it changed.
+    pub(crate) fn adaptive_forget(&self, key: TenantKey, touched: &Touched) {
+        if touched.all {
+            self.adaptive.forget_tenant(key);
+        } else {
+            for d in &touched.domains {
+                self.adaptive.forget(key, d);
+            }
+        }
+    }
+}
+
+/// Reads one namespace from storage.
+fn load(r: &impl Reads, key: TenantKey, domain: &Domain) -> Result<Namespace, EngineError> {
+    let rows = r.adaptive_rows(key, Some(domain))?;
+    Ok(Namespace::from_items(rows.into_iter().map(|row| row.item)))
+}
+
+/// Pheromones to drop so the namespace keeps at most `max_pheromones`: the weakest now, of
+/// those not just written.
+fn weakest_beyond_cap(
+    ns: &Namespace,
+    written: &BTreeMap<RecordId, StoredPheromone>,
+    cfg: &crate::adaptive::AdaptiveConfig,
+    now: Millis,
+) -> Vec<RecordId> {
+    let new = written
+        .keys()
+        .filter(|id| !ns.pheromones.contains_key(*id))
+        .count();
+    let total = ns.pheromones.len() + new;
+    if total <= cfg.max_pheromones {
+        return Vec::new();
+    }
+    let mut old: Vec<(f64, &RecordId)> = ns
+        .pheromones
+        .iter()
+        .filter(|(id, _)| !written.contains_key(*id))
+        .map(|(id, p)| (cfg.strength_at(p, now), id))
+        .collect();
+    old.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+    old.into_iter()
+        .take(total - cfg.max_pheromones)
+        .map(|(_, id)| id.clone())
+        .collect()
+}
+
+/// Inside a record write's transaction: removed records take their pheromones with them, and
+/// a dropped collection its narratives. Fills `touched` with the namespaces to drop from
+/// memory once the write commits.
+pub(crate) fn forget_removed(
+    w: &mut Writer<'_>,
+    key: TenantKey,
+    changes: &[Change],
+    touched: &mut Touched,
+) -> Result<(), EngineError> {
+    let mut dropped: Vec<&CollectionName> = Vec::new();
+    for c in changes {
+        match c {
+            Change::Remove(r) => {
+                if w.delete_pheromone(key, &r.memory_domain, &r.id)? {
+                    touched.domains.insert(r.memory_domain.clone());
+                }
+            }
+            Change::DropCollection(name) => dropped.push(name),
+            Change::Upsert(_) => {}
+        }
+    }
+    if !dropped.is_empty() {
+        for row in w.adaptive_rows(key, None)? {
+            if let AdaptiveItem::Narrative(c, _) = &row.item
+                && dropped.contains(&c)
+            {
+                w.delete_narrative(key, &row.domain, c)?;
+                touched.all = true;
+            }
+        }
+    }
+    Ok(())
+}
