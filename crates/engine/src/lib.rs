@@ -13,6 +13,7 @@ mod config;
 mod durability;
 mod embedding;
 mod error;
+mod evidence;
 mod graph_build;
 mod integrity;
 mod isolation;

@@ -235,6 +235,9 @@ fn put_one(
         confidence: new.confidence.unwrap_or_default(),
     };
     let collection = collection_of(w, scope, &record)?;
+    if new.confidence.is_none() {
+        record.confidence = collection.memory.initial();
+    }
     if let Some(v) = &record.vector {
         check_vector(v, &collection)?;
     }

@@ -210,7 +210,7 @@ pub struct Reader {
 
 /// The inside of a write transaction.
 pub struct Writer<'txn> {
-    data: Table<'txn, &'static [u8], &'static [u8]>,
+    pub(crate) data: Table<'txn, &'static [u8], &'static [u8]>,
     registry: Table<'txn, &'static str, &'static [u8]>,
     meta: Table<'txn, &'static str, u64>,
     pub(crate) credentials: Table<'txn, &'static str, &'static [u8]>,

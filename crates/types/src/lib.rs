@@ -4,8 +4,10 @@
 //! Every value that crosses the edge of the server is parsed into one of these types exactly
 //! once; code behind the edge can then trust it. This crate does no I/O.
 
+mod confidence;
 mod filter;
 mod limits;
+mod link;
 mod name;
 mod record;
 mod schema;
@@ -13,13 +15,16 @@ mod scope;
 mod search;
 mod vector;
 
+pub use confidence::{Evidence, EvidenceError, EvidenceRequest, PRIOR_STRENGTH, check_confidence};
 pub use filter::{FieldRef, Filter, FilterError};
 pub use limits::RecordLimits;
+pub use link::{Link, LinkError, LinkRef, NewLink, related};
 pub use name::{
-    CollectionName, Domain, InvalidName, Kind, MemoryScope, RecordId, RunId, TenantId, UserToken,
+    CollectionName, Domain, InvalidName, Kind, MemoryScope, RecordId, Relation, RunId, TenantId,
+    UserToken,
 };
 pub use record::{
-    Collection, Confidence, EmbedderRef, Metric, NewRecord, RESERVED_FIELDS, Record, RecordError,
+    Collection, Confidence, EmbedderRef, MemoryDefaults, Metric, NewRecord, RESERVED_FIELDS, Record, RecordError,
     RecordPatch, TextAnalyzer, check_vector, merge_patch, validate_metadata,
 };
 pub use scope::{RequestScope, TokenSelector, UserMatch};
