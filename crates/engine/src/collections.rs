@@ -119,6 +119,7 @@ impl Engine {
             }
             for id in &doomed {
                 w.delete_record(scope.key(), id)?;
+                crate::links::remove_links_of(w, scope, id)?;
             }
             crate::snapshot::delete(w, scope.key(), name)?;
             changes.push(Change::DropCollection(name.clone()));

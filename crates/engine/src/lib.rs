@@ -18,7 +18,9 @@ mod graph_build;
 mod integrity;
 mod isolation;
 mod lifecycle;
+mod links;
 mod plan;
+mod recall;
 mod records;
 mod reembed;
 mod registry;
@@ -51,6 +53,7 @@ pub use isolation::{
     MigrationStatus,
 };
 pub use lifecycle::{TenantLimits, TenantStatus};
+pub use links::{MAX_LINKS_PER_RECORD, RecordLinks};
 pub use records::PutOutcome;
 pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};

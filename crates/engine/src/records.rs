@@ -186,6 +186,7 @@ pub(crate) fn delete_record(
 ) -> Result<(), EngineError> {
     if let Some(old) = w.delete_record(scope.key(), id)? {
         changes.push(Change::Remove(old));
+        crate::links::remove_links_of(w, scope, id)?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ mod filter;
 mod limits;
 mod link;
 mod name;
+mod recall;
 mod record;
 mod schema;
 mod scope;
@@ -22,6 +23,10 @@ pub use link::{Link, LinkError, LinkRef, NewLink, related};
 pub use name::{
     CollectionName, Domain, InvalidName, Kind, MemoryScope, RecordId, Relation, RunId, TenantId,
     UserToken,
+};
+pub use recall::{
+    DEFAULT_MAX_SPREADING_DEPTH, MAX_RECALL_DEPTH, PathStep, RECALL_KEYS, RecallHit, RecallParams,
+    RecallResponse, SeedMark, Via,
 };
 pub use record::{
     Collection, Confidence, EmbedderRef, MemoryDefaults, Metric, NewRecord, RESERVED_FIELDS, Record, RecordError,
