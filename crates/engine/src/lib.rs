@@ -20,6 +20,7 @@ mod isolation;
 mod lifecycle;
 mod links;
 mod plan;
+mod ranking;
 mod recall;
 mod records;
 mod reembed;

@@ -72,6 +72,10 @@ impl Engine {
         let embedded = self.embed_query(&collection, s)?;
         let s = embedded.as_ref().unwrap_or(s);
         let mode = check_mode(s)?;
+        let half_life = s
+            .recency_half_life_secs
+            .or(collection.memory.recency_half_life_secs);
+        let boost = crate::ranking::Boost::of(s, half_life, vis.now);
         let mut response =
             self.indexes
                 .with_index(&self.store, scope.key(), scope.tenant(), |ti| {
@@ -79,7 +83,7 @@ impl Engine {
                         .collections
                         .get(&name)
                         .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
-                    search_collection(ci, &name, &vis, s, mode)
+                    search_collection(ci, &name, &vis, s, mode, boost)
                 })?;
         if s.includes(Include::Vector) && !response.hits.is_empty() {
             // The index holds vectors normalised for its metric; the client asked for the
@@ -160,6 +164,7 @@ fn check_fields(s: &SearchRequest) -> Result<(), EngineError> {
     {
         return Err(EngineError::BadRequest("ef: must be 1 to 4096".into()));
     }
+    crate::ranking::check(s)?;
     if let Fusion::Weighted { alpha } = s.fusion
         && !(0.0..=1.0).contains(&alpha)
     {
@@ -204,6 +209,7 @@ fn search_collection(
     vis: &Visibility,
     s: &SearchRequest,
     mode: SearchMode,
+    boost: Option<crate::ranking::Boost>,
 ) -> Result<SearchResponse, EngineError> {
     let scope = scope_candidates(ci, vis);
     let mut candidates = scope.clone();
@@ -230,7 +236,8 @@ fn search_collection(
                 .and_then(|d| d.as_ref())
                 .is_some_and(|d| vis.sees(d) && s.filter.as_ref().is_none_or(|f| f.matches(d)))
     };
-    let depth = if mode == SearchMode::Hybrid {
+    // Confidence and recency re-rank a wider pool, so a record just below the top k can rise.
+    let depth = if mode == SearchMode::Hybrid || boost.is_some() {
         s.k.max(HYBRID_DEPTH)
     } else {
         s.k
@@ -277,6 +284,9 @@ fn search_collection(
         (None, Some(t)) => single(&t, false),
         (None, None) => Vec::new(),
     };
+    if let Some(boost) = boost {
+        rerank(&mut ranked, ci, &boost);
+    }
     ranked.truncate(s.k);
     let hits = ranked
         .into_iter()
@@ -296,6 +306,28 @@ fn search_collection(
         })
         .collect();
     Ok(SearchResponse { hits, mode, exact })
+}
+
+/// Applies confidence and recency (`crate::ranking`) to the ranked candidates and sorts them
+/// again; ties break by slot.
+fn rerank(ranked: &mut [Ranked], ci: &CollectionIndex, boost: &crate::ranking::Boost) {
+    let (min, max) = ranked
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), r| {
+            (lo.min(r.score), hi.max(r.score))
+        });
+    for r in ranked.iter_mut() {
+        let Some(record) = ci.docs.get(r.slot as usize).and_then(|d| d.as_ref()) else {
+            continue;
+        };
+        let n = crate::ranking::Boost::normalise(r.score, min, max);
+        let out = boost.apply(n, record);
+        r.explain.base_score = Some(r.score);
+        r.explain.confidence = out.confidence;
+        r.explain.recency_factor = out.recency;
+        r.score = finite(out.score);
+    }
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.slot.cmp(&b.slot)));
 }
 
 struct Ranked {
