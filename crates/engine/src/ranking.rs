@@ -5,7 +5,8 @@
 //! ```
 //!
 //! `n` is the hit's score (a channel's or the fused one) min-max normalised over the ranked
-//! candidates (1 when they all tie), `c` the record's confidence, `w` the request's
+//! candidates into [0.5, 1] (1 when they all tie): the weakest candidate keeps half the
+//! relevance of the best rather than none, so confidence and recency can lift it, `c` the record's confidence, `w` the request's
 //! `confidence_weight` (0 when absent), `age` the time since the record's `created_at` (never
 //! negative) and `h` the recency half-life (the request's, else the collection's; no decay
 //! when neither is set). The candidates are at least 50 per channel, so a confident or recent
@@ -47,10 +48,12 @@ impl Boost {
         })
     }
 
-    /// `n`, the normalised relevance, from a hit's score and the candidates' range.
+    /// `n`, the normalised relevance in [0.5, 1], from a hit's score and the candidates'
+    /// range.
     pub fn normalise(score: f32, min: f32, max: f32) -> f32 {
         if max > min {
-            ((f64::from(score) - f64::from(min)) / (f64::from(max) - f64::from(min))) as f32
+            let unit = (f64::from(score) - f64::from(min)) / (f64::from(max) - f64::from(min));
+            (0.5 + 0.5 * unit) as f32
         } else {
             1.0
         }
@@ -131,7 +134,8 @@ mod tests {
         // A record from the future is not boosted above a fresh one.
         assert_eq!(b.apply(1.0, &record(200_000, 1.0)).recency, Some(1.0));
         assert!(Boost::of(&SearchRequest::default(), None, 0).is_none());
-        assert_eq!(Boost::normalise(3.0, 1.0, 5.0), 0.5);
+        assert_eq!(Boost::normalise(3.0, 1.0, 5.0), 0.75);
+        assert_eq!(Boost::normalise(1.0, 1.0, 5.0), 0.5);
         assert_eq!(Boost::normalise(3.0, 3.0, 3.0), 1.0);
     }
 }
