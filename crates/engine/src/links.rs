@@ -40,32 +40,57 @@ impl Engine {
         req: &RequestScope,
         new: NewLink,
     ) -> Result<Link, EngineError> {
+        let mut links = self.link_batch(scope, req, vec![new])?;
+        links.pop().ok_or(EngineError::NotFound)
+    }
+
+    /// Creates many links in one transaction: all or none, each checked like [`Engine::link`].
+    pub fn link_batch(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        batch: Vec<NewLink>,
+    ) -> Result<Vec<Link>, EngineError> {
         let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
-        new.validate()
-            .map_err(|e| EngineError::BadRequest(e.0))?;
+        if batch.len() > self.config.limits.max_batch {
+            return Err(EngineError::BadRequest(format!(
+                "links: at most {} in one request",
+                self.config.limits.max_batch
+            )));
+        }
+        for new in &batch {
+            new.validate().map_err(|e| EngineError::BadRequest(e.0))?;
+        }
         self.write_tenant(scope, "link.put", |w, _changes| {
             let key = scope.key();
-            for id in [&new.source, &new.target] {
-                visible_record(w, key, &vis, id)?;
-            }
-            let link = Link {
-                source: new.source,
-                target: new.target,
-                relation: new.relation,
-                weight: new.weight,
-                created_at: vis.now,
-            };
-            let replaced = w.put_link(key, &link)?;
-            if replaced.is_none() {
-                if w.links_of(key, &link.source, false)?.len() > MAX_LINKS_PER_RECORD {
-                    return Err(EngineError::QuotaExceeded {
-                        resource: "links_per_record",
-                        limit: MAX_LINKS_PER_RECORD as u64,
-                    });
+            let mut added = 0i64;
+            let mut out = Vec::with_capacity(batch.len());
+            for new in batch {
+                for id in [&new.source, &new.target] {
+                    visible_record(w, key, &vis, id)?;
                 }
-                charge(w, scope, link_bytes(&link) as i64)?;
+                let link = Link {
+                    source: new.source,
+                    target: new.target,
+                    relation: new.relation,
+                    weight: new.weight,
+                    created_at: vis.now,
+                };
+                if w.put_link(key, &link)?.is_none() {
+                    if w.links_of(key, &link.source, false)?.len() > MAX_LINKS_PER_RECORD {
+                        return Err(EngineError::QuotaExceeded {
+                            resource: "links_per_record",
+                            limit: MAX_LINKS_PER_RECORD as u64,
+                        });
+                    }
+                    added += link_bytes(&link) as i64;
+                }
+                out.push(link);
             }
-            Ok(link)
+            if added > 0 {
+                charge(w, scope, added)?;
+            }
+            Ok(out)
         })
     }
 
