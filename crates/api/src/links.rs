@@ -92,7 +92,9 @@ pub async fn list(
     let req = auth.request_scope(ScopeParts::default(), q.scope)?;
     let scope = auth.scope;
     let links = state
-        .run_tenant(&auth.admitted, move |e| Ok(e.record_links(&scope, &req, &id)?))
+        .run_tenant(&auth.admitted, move |e| {
+            Ok(e.record_links(&scope, &req, &id)?)
+        })
         .await?;
     Ok(Json(links))
 }

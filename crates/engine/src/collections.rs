@@ -41,7 +41,14 @@ impl Engine {
         metric: Metric,
         analyzer: TextAnalyzer,
     ) -> Result<Collection, EngineError> {
-        self.create_collection_full(scope, name, dim, metric, analyzer, MemoryDefaults::default())
+        self.create_collection_full(
+            scope,
+            name,
+            dim,
+            metric,
+            analyzer,
+            MemoryDefaults::default(),
+        )
     }
 
     /// Creates a collection with the given text analyzer and memory-intelligence defaults

@@ -136,8 +136,7 @@ impl<R: Reads> Spread<'_, R> {
         let mut edges = Vec::new();
         for incoming in [false, true] {
             for l in self.r.links_of(self.key, id, incoming)? {
-                if p
-                    .relations
+                if p.relations
                     .as_ref()
                     .is_some_and(|rels| !rels.contains(&l.relation))
                 {
@@ -180,9 +179,11 @@ impl<R: Reads> Spread<'_, R> {
         p: &RecallParams,
         depth: u32,
     ) -> Result<Vec<RecallHit>, EngineError> {
-        let (min, max) = seeds.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
-            (lo.min(s.1), hi.max(s.1))
-        });
+        let (min, max) = seeds
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
+                (lo.min(s.1), hi.max(s.1))
+            });
         let mut reached: HashMap<RecordId, RecallHit> = HashMap::new();
         let mut frontier = Vec::new();
         for (record, score, explain) in seeds {
@@ -220,9 +221,11 @@ impl<R: Reads> Spread<'_, R> {
                         continue;
                     }
                     let contribution = a_u * p.decay * e.weight / norm;
-                    let entry = arriving
-                        .entry(e.other.clone())
-                        .or_insert((0.0, f32::NEG_INFINITY, Vec::new()));
+                    let entry = arriving.entry(e.other.clone()).or_insert((
+                        0.0,
+                        f32::NEG_INFINITY,
+                        Vec::new(),
+                    ));
                     entry.0 += contribution;
                     if contribution > entry.1 {
                         entry.1 = contribution;

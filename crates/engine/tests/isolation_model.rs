@@ -578,8 +578,17 @@ fn random_operations_never_cross_the_visibility_boundary() {
                 n => same[rng.random_range(0..n)].clone(),
             };
             let (name, ok) = link_step(
-                &mut rng, &engine, &scope, &rs, &cred, &req, &model[t], &mut links[t],
-                &target_id, &other, &ctx,
+                &mut rng,
+                &engine,
+                &scope,
+                &rs,
+                &cred,
+                &req,
+                &model[t],
+                &mut links[t],
+                &target_id,
+                &other,
+                &ctx,
             );
             let s = stats.entry(name).or_default();
             s.0 += 1;
@@ -1096,7 +1105,11 @@ fn link_step(
                     let set = |v: &[Link]| -> BTreeSet<(String, String, String)> {
                         v.iter()
                             .map(|l| {
-                                (l.source.to_string(), l.target.to_string(), l.relation.to_string())
+                                (
+                                    l.source.to_string(),
+                                    l.target.to_string(),
+                                    l.relation.to_string(),
+                                )
                             })
                             .collect()
                     };
@@ -1144,26 +1157,40 @@ fn check_recall(
         Ok(vis) => vis,
     };
     let resp = actual.unwrap_or_else(|e| panic!("{ctx}: recall failed with {e:?}"));
-    let depth = asked.unwrap_or(DEFAULT_MAX_SPREADING_DEPTH).min(DEFAULT_MAX_SPREADING_DEPTH);
+    let depth = asked
+        .unwrap_or(DEFAULT_MAX_SPREADING_DEPTH)
+        .min(DEFAULT_MAX_SPREADING_DEPTH);
     assert_eq!(resp.depth, depth, "{ctx}: recall depth");
     let sees = |id: &str| model.records.get(id).is_some_and(|r| vis.sees(r));
     let mut seeds = BTreeSet::new();
     for h in &resp.hits {
         let id = h.record.id.as_str();
-        assert!(sees(id), "{ctx}: recall returned {id}, which the request cannot see");
+        assert!(
+            sees(id),
+            "{ctx}: recall returned {id}, which the request cannot see"
+        );
         match &h.via {
             Via::Seed(_) => {
                 seeds.insert(id.to_string());
             }
             Via::Path(steps) => {
-                assert!(!steps.is_empty() && steps.len() <= depth as usize, "{ctx}: {steps:?}");
+                assert!(
+                    !steps.is_empty() && steps.len() <= depth as usize,
+                    "{ctx}: {steps:?}"
+                );
                 assert_eq!(steps.last().unwrap().to.as_str(), id, "{ctx}");
                 for s in steps {
                     let (from, to) = (s.from.as_str(), s.to.as_str());
-                    assert!(sees(from) && sees(to), "{ctx}: recall passed through {from} -> {to}");
+                    assert!(
+                        sees(from) && sees(to),
+                        "{ctx}: recall passed through {from} -> {to}"
+                    );
                     let (src, dst) = if s.reverse { (to, from) } else { (from, to) };
                     let link = (src.to_string(), dst.to_string(), s.relation.to_string());
-                    assert!(links.contains(&link), "{ctx}: no such link in this tenant: {link:?}");
+                    assert!(
+                        links.contains(&link),
+                        "{ctx}: no such link in this tenant: {link:?}"
+                    );
                 }
             }
         }

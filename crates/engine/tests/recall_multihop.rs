@@ -45,7 +45,11 @@ fn spreading_finds_answers_search_cannot_and_stops_at_the_depth_cap() {
     let defaults = measure(&engine, &m, &RecallParams::default());
     println!("recall@10 (search, recall) by hops 1..3, default parameters: {defaults:?}");
     for (hops, (search, recall)) in defaults.iter().enumerate() {
-        assert!(*search <= 0.1, "hop {}: search alone found {search}", hops + 1);
+        assert!(
+            *search <= 0.1,
+            "hop {}: search alone found {search}",
+            hops + 1
+        );
         if hops == 0 {
             assert!(*recall >= 0.9, "hop 1: recall {recall}");
         }
@@ -75,7 +79,11 @@ fn spreading_finds_answers_search_cannot_and_stops_at_the_depth_cap() {
     let update: TenantUpdate =
         serde_json::from_value(serde_json::json!({"limits": {"max_spreading_depth": 1}})).unwrap();
     engine
-        .update_tenant(&OperatorScope::for_tests(), &TenantId::parse("multihop").unwrap(), update)
+        .update_tenant(
+            &OperatorScope::for_tests(),
+            &TenantId::parse("multihop").unwrap(),
+            update,
+        )
         .unwrap();
     let capped = measure(
         &engine,

@@ -280,7 +280,12 @@ mod golden {
         assert_eq!(c, collection_with_memory());
         let mut bad_weight = unhex(LINK_GOLDEN);
         bad_weight[1..5].copy_from_slice(&2.0f32.to_le_bytes());
-        for bytes in [&b""[..], &[2; 13][..], &unhex(LINK_GOLDEN)[..12], &bad_weight[..]] {
+        for bytes in [
+            &b""[..],
+            &[2; 13][..],
+            &unhex(LINK_GOLDEN)[..12],
+            &bad_weight[..],
+        ] {
             assert!(
                 matches!(decode_link(bytes), Err(StoreError::Corrupt(_))),
                 "{bytes:?}"

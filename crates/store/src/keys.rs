@@ -156,11 +156,20 @@ pub fn audit_row(tenant: TenantKey, seq: u64) -> Vec<u8> {
 }
 
 /// A link by its source: `source \0 target \0 relation`, holding the link's weight.
-pub fn link_out(tenant: TenantKey, source: &RecordId, target: &RecordId, relation: &str) -> Vec<u8> {
+pub fn link_out(
+    tenant: TenantKey,
+    source: &RecordId,
+    target: &RecordId,
+    relation: &str,
+) -> Vec<u8> {
     key(
         tenant,
         TAG_LINK_OUT,
-        &[source.as_str().as_bytes(), target.as_str().as_bytes(), relation.as_bytes()],
+        &[
+            source.as_str().as_bytes(),
+            target.as_str().as_bytes(),
+            relation.as_bytes(),
+        ],
     )
 }
 
@@ -170,7 +179,11 @@ pub fn link_in(tenant: TenantKey, source: &RecordId, target: &RecordId, relation
     key(
         tenant,
         TAG_LINK_IN,
-        &[target.as_str().as_bytes(), source.as_str().as_bytes(), relation.as_bytes()],
+        &[
+            target.as_str().as_bytes(),
+            source.as_str().as_bytes(),
+            relation.as_bytes(),
+        ],
     )
 }
 
@@ -303,7 +316,10 @@ mod tests {
         assert!(link_in(t, &a, &b, "next").starts_with(&links_of(t, &b, true)));
         assert!(!link_in(t, &a, &b, "next").starts_with(&links_of(t, &a, true)));
         let k = link_out(t, &a, &b, "next");
-        assert_eq!(split_link(link_rest(t, &k).unwrap()), Some(("a", "b", "next")));
+        assert_eq!(
+            split_link(link_rest(t, &k).unwrap()),
+            Some(("a", "b", "next"))
+        );
     }
 
     #[test]

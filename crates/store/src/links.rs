@@ -38,7 +38,12 @@ pub(crate) fn link_of(
 pub trait LinkReads: Reads {
     /// The links out of `id` (`incoming: false`) or into it (`incoming: true`), ordered by the
     /// other end's id, then relation.
-    fn links_of(&self, t: TenantKey, id: &RecordId, incoming: bool) -> Result<Vec<Link>, StoreError> {
+    fn links_of(
+        &self,
+        t: TenantKey,
+        id: &RecordId,
+        incoming: bool,
+    ) -> Result<Vec<Link>, StoreError> {
         let prefix = keys::links_of(t, id, incoming);
         prefix_range(self.data_table(), &prefix)?
             .map(|e| e.and_then(|(k, v)| link_of(t, &k, &v, incoming)))
@@ -66,10 +71,9 @@ pub trait LinkReads: Reads {
         t: TenantKey,
     ) -> Result<Box<dyn Iterator<Item = Result<Link, StoreError>> + 'a>, StoreError> {
         let prefix = keys::links_all(t);
-        Ok(Box::new(
-            prefix_range(self.data_table(), &prefix)?
-                .map(move |e| e.and_then(|(k, v)| link_of(t, &k, &v, false))),
-        ))
+        Ok(Box::new(prefix_range(self.data_table(), &prefix)?.map(
+            move |e| e.and_then(|(k, v)| link_of(t, &k, &v, false)),
+        )))
     }
 }
 
@@ -113,7 +117,11 @@ impl Writer<'_> {
     }
 
     /// Removes every link out of or into `id` (when its record is deleted). Returns them.
-    pub fn delete_links_of(&mut self, t: TenantKey, id: &RecordId) -> Result<Vec<Link>, StoreError> {
+    pub fn delete_links_of(
+        &mut self,
+        t: TenantKey,
+        id: &RecordId,
+    ) -> Result<Vec<Link>, StoreError> {
         let mut gone = self.links_of(t, id, false)?;
         gone.extend(self.links_of(t, id, true)?);
         for l in &gone {

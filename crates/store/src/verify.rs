@@ -137,10 +137,16 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
     // Every link joins two records of the tenant and has its mirror, and no mirror is alone.
     for l in &links_out {
         if !ids.contains(&l.source) || !ids.contains(&l.target) {
-            c.problem(format!("link {} -> {}: an end is not a record", l.source, l.target));
+            c.problem(format!(
+                "link {} -> {}: an end is not a record",
+                l.source, l.target
+            ));
         }
         if !links_in.contains(&(l.source.clone(), l.target.clone(), l.relation.to_string())) {
-            c.problem(format!("link {} -> {}: its mirror entry is missing", l.source, l.target));
+            c.problem(format!(
+                "link {} -> {}: its mirror entry is missing",
+                l.source, l.target
+            ));
         }
     }
     if links_in.len() != links_out.len() {

@@ -198,9 +198,14 @@ fn tenant_b_gets_nothing_of_tenant_a() {
             ("POST", "/v1/links") | ("POST", "/v1/links/delete") => {
                 // Neither linking A's records nor linking B's own to one of A's, nor removing
                 // A's link: all look like missing ids.
-                let (s, v) = server.post("/v1/memories", &b, json!({"id": "b-own", "content": "B"}));
+                let (s, v) =
+                    server.post("/v1/memories", &b, json!({"id": "b-own", "content": "B"}));
                 assert!(s == 201 || s == 200, "{v}");
-                for (source, target) in [("a-rec", "a-private"), ("b-own", "a-rec"), ("a-rec", "b-own")] {
+                for (source, target) in [
+                    ("a-rec", "a-private"),
+                    ("b-own", "a-rec"),
+                    ("a-rec", "b-own"),
+                ] {
                     let body = json!({"source": source, "target": target, "relation": "next",
                         "user_tokens": ["*"]});
                     let (s, v) = server.post(p, &b, body);

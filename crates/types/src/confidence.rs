@@ -103,14 +103,12 @@ impl Confidence {
         Confidence {
             value,
             evidence_count: self.evidence_count.saturating_add(1),
-            corroborations: self.corroborations.saturating_add(u32::from(matches!(
-                evidence,
-                Evidence::Corroborate
-            ))),
-            contradictions: self.contradictions.saturating_add(u32::from(matches!(
-                evidence,
-                Evidence::Contradict
-            ))),
+            corroborations: self
+                .corroborations
+                .saturating_add(u32::from(matches!(evidence, Evidence::Corroborate))),
+            contradictions: self
+                .contradictions
+                .saturating_add(u32::from(matches!(evidence, Evidence::Contradict))),
         }
     }
 }
@@ -144,13 +142,22 @@ mod tests {
     fn first_corroboration_of_a_fresh_memory_is_laplace() {
         let c = Confidence::default().with_evidence(Evidence::Corroborate);
         assert!((c.value - 2.0 / 3.0).abs() < 1e-12);
-        assert_eq!((c.evidence_count, c.corroborations, c.contradictions), (1, 1, 0));
+        assert_eq!(
+            (c.evidence_count, c.corroborations, c.contradictions),
+            (1, 1, 0)
+        );
         let c = c.with_evidence(Evidence::Contradict);
         assert!((c.value - 0.5).abs() < 1e-12);
-        assert_eq!((c.evidence_count, c.corroborations, c.contradictions), (2, 1, 1));
+        assert_eq!(
+            (c.evidence_count, c.corroborations, c.contradictions),
+            (2, 1, 1)
+        );
         let c = c.with_evidence(Evidence::Signal(0.75));
         assert!((c.value - (0.5 * 4.0 + 0.75) / 5.0).abs() < 1e-12);
-        assert_eq!((c.evidence_count, c.corroborations, c.contradictions), (3, 1, 1));
+        assert_eq!(
+            (c.evidence_count, c.corroborations, c.contradictions),
+            (3, 1, 1)
+        );
     }
 
     #[test]

@@ -29,8 +29,8 @@ pub use recall::{
     RecallResponse, SeedMark, Via,
 };
 pub use record::{
-    Collection, Confidence, EmbedderRef, MemoryDefaults, Metric, NewRecord, RESERVED_FIELDS, Record, RecordError,
-    RecordPatch, TextAnalyzer, check_vector, merge_patch, validate_metadata,
+    Collection, Confidence, EmbedderRef, MemoryDefaults, Metric, NewRecord, RESERVED_FIELDS,
+    Record, RecordError, RecordPatch, TextAnalyzer, check_vector, merge_patch, validate_metadata,
 };
 pub use scope::{RequestScope, TokenSelector, UserMatch};
 pub use search::{

@@ -87,7 +87,10 @@ mod tests {
         assert_eq!((l.relation.as_str(), l.weight), ("related", 1.0));
         assert!(l.validate().is_ok());
         for (w, ok) in [(0.0, false), (-1.0, false), (1.5, false), (0.01, true)] {
-            let l = NewLink { weight: w, ..l.clone() };
+            let l = NewLink {
+                weight: w,
+                ..l.clone()
+            };
             assert_eq!(l.validate().is_ok(), ok, "{w}");
         }
         let self_link = NewLink {
@@ -95,8 +98,6 @@ mod tests {
             ..l
         };
         assert!(self_link.validate().unwrap_err().0.starts_with("target:"));
-        assert!(
-            serde_json::from_value::<NewLink>(serde_json::json!({"source": "a"})).is_err()
-        );
+        assert!(serde_json::from_value::<NewLink>(serde_json::json!({"source": "a"})).is_err());
     }
 }

@@ -49,7 +49,14 @@ impl Default for RecallParams {
 }
 
 /// The keys of a recall body that are [`RecallParams`] rather than search fields.
-pub const RECALL_KEYS: &[&str] = &["depth", "seeds", "decay", "threshold", "max_fanout", "relations"];
+pub const RECALL_KEYS: &[&str] = &[
+    "depth",
+    "seeds",
+    "decay",
+    "threshold",
+    "max_fanout",
+    "relations",
+];
 
 impl RecallParams {
     /// Checks the ranges; the message names the field.
@@ -150,12 +157,48 @@ mod tests {
             let e = p.validate(10).unwrap_err();
             assert!(e.starts_with(field), "{e}");
         };
-        bad(RecallParams { depth: Some(11), ..p.clone() }, "depth:");
-        bad(RecallParams { seeds: Some(0), ..p.clone() }, "seeds:");
-        bad(RecallParams { seeds: Some(11), ..p.clone() }, "seeds:");
-        bad(RecallParams { decay: 0.0, ..p.clone() }, "decay:");
-        bad(RecallParams { threshold: 1.0, ..p.clone() }, "threshold:");
-        bad(RecallParams { max_fanout: 0, ..p.clone() }, "max_fanout:");
+        bad(
+            RecallParams {
+                depth: Some(11),
+                ..p.clone()
+            },
+            "depth:",
+        );
+        bad(
+            RecallParams {
+                seeds: Some(0),
+                ..p.clone()
+            },
+            "seeds:",
+        );
+        bad(
+            RecallParams {
+                seeds: Some(11),
+                ..p.clone()
+            },
+            "seeds:",
+        );
+        bad(
+            RecallParams {
+                decay: 0.0,
+                ..p.clone()
+            },
+            "decay:",
+        );
+        bad(
+            RecallParams {
+                threshold: 1.0,
+                ..p.clone()
+            },
+            "threshold:",
+        );
+        bad(
+            RecallParams {
+                max_fanout: 0,
+                ..p.clone()
+            },
+            "max_fanout:",
+        );
         assert_eq!(
             serde_json::to_value(Via::Seed(SeedMark::Seed)).unwrap(),
             serde_json::json!("seed")

@@ -74,7 +74,9 @@ pub fn build(
                 ..Default::default()
             });
             if batch.len() == 1000 {
-                engine.put(&scope, &req, std::mem::take(&mut batch)).expect("put");
+                engine
+                    .put(&scope, &req, std::mem::take(&mut batch))
+                    .expect("put");
             }
         }
     }
