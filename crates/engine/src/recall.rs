@@ -42,6 +42,8 @@ impl Engine {
         s: &SearchRequest,
         p: &RecallParams,
     ) -> Result<RecallResponse, EngineError> {
+        // The credential is checked before the input, as everywhere.
+        let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
         if s.k == 0 || s.k > strata_types::MAX_K {
             return Err(EngineError::BadRequest(format!(
                 "k: must be 1 to {}",
@@ -49,7 +51,6 @@ impl Engine {
             )));
         }
         p.validate(s.k).map_err(EngineError::BadRequest)?;
-        let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
         let seed_search = SearchRequest {
             k: p.seeds_for(s.k),
             ..s.clone()
