@@ -301,3 +301,74 @@ impl SearchAnswer {
         }
     }
 }
+
+/// The answer to a recall: hits by activation, best first.
+#[derive(Serialize, ToSchema)]
+pub struct RecallAnswer {
+    pub hits: Vec<RecallHitBody>,
+    /// The seed search's mode, and whether it was exact.
+    pub mode: SearchMode,
+    pub exact: bool,
+    /// The depth spread: the request's, capped by the tenant's `max_spreading_depth`.
+    pub depth: u32,
+    /// `true` when the request asked for more depth than the tenant allows.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub depth_capped: bool,
+}
+
+/// One recall hit: a search hit's fields (`score` is the activation), how it was reached, and
+/// for seeds their search score.
+#[derive(Serialize, ToSchema)]
+pub struct RecallHitBody {
+    #[serde(flatten)]
+    pub hit: HitBody,
+    pub activation: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_score: Option<f32>,
+    /// `"seed"`, or the links followed from a seed to this record.
+    pub via: strata_types::Via,
+}
+
+impl RecallAnswer {
+    /// Keeps of each hit what the recall's `include` asked for, like a search.
+    pub fn project(r: strata_types::RecallResponse, search: &SearchRequest) -> RecallAnswer {
+        let mut rest = Vec::with_capacity(r.hits.len());
+        let hits = r
+            .hits
+            .into_iter()
+            .map(|h| {
+                rest.push((h.activation, h.search_score, h.via));
+                strata_types::SearchHit {
+                    record: h.record,
+                    score: h.activation,
+                    explain: h.explain,
+                }
+            })
+            .collect();
+        let projected = SearchAnswer::project(
+            SearchResponse {
+                hits,
+                mode: r.mode,
+                exact: r.exact,
+            },
+            search,
+        );
+        RecallAnswer {
+            hits: projected
+                .hits
+                .into_iter()
+                .zip(rest)
+                .map(|(hit, (activation, search_score, via))| RecallHitBody {
+                    hit,
+                    activation,
+                    search_score,
+                    via,
+                })
+                .collect(),
+            mode: r.mode,
+            exact: r.exact,
+            depth: r.depth,
+            depth_capped: r.depth_capped,
+        }
+    }
+}

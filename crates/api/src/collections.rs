@@ -5,7 +5,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
-use strata_types::{Collection, CollectionName, Metric, TenantId, TextAnalyzer};
+use strata_types::{Collection, CollectionName, MemoryDefaults, Metric, TenantId, TextAnalyzer};
 use utoipa::ToSchema;
 
 use crate::bodies::{CollectionDeleted, Collections};
@@ -63,6 +63,10 @@ struct NewCollection {
     #[serde(default)]
     #[schema(default = "standard")]
     analyzer: TextAnalyzer,
+    /// Confidence of new records that give none (0.5 when absent), and the recency half-life
+    /// of searches that name none (no recency decay when absent).
+    #[serde(flatten)]
+    memory: MemoryDefaults,
 }
 
 /// A new collection; `tenant_id`, if given, is checked against the credential.
@@ -96,7 +100,14 @@ pub async fn create(
     let scope = auth.scope;
     let c = state
         .run_tenant(&auth.admitted, move |e| {
-            Ok(e.create_collection_with(&scope, &name, new.dim, new.metric, new.analyzer)?)
+            Ok(e.create_collection_full(
+                &scope,
+                &name,
+                new.dim,
+                new.metric,
+                new.analyzer,
+                new.memory,
+            )?)
         })
         .await?;
     Ok((StatusCode::CREATED, Json(c)))

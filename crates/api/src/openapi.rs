@@ -191,8 +191,11 @@ fn complete_operations(doc: &mut Value) {
         };
         for op in item.values_mut() {
             let authenticated = op.get("security").is_some();
-            let tenant_data =
-                path.starts_with("/v1/memories") || path == "/v1/search" || path == "/v1/feedback";
+            let tenant_data = path.starts_with("/v1/memories")
+                || path.starts_with("/v1/links")
+                || path == "/v1/search"
+                || path == "/v1/recall"
+                || path == "/v1/feedback";
             if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
                 for (status, description, needs_auth) in ERRORS {
                     if *needs_auth && !authenticated {

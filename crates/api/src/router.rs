@@ -18,8 +18,9 @@ use utoipa_axum::routes;
 
 use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::{
-    ApiError, AppState, admin, audit, body_guard, collections, feedback, health, isolation,
-    lifecycle, memories, metrics, observe, reembed, residency, search, security, transfer,
+    ApiError, AppState, admin, audit, body_guard, collections, evidence, feedback, health,
+    isolation, lifecycle, links, memories, metrics, observe, reembed, residency, search, security,
+    transfer,
 };
 
 fn api() -> OpenApiRouter<AppState> {
@@ -34,6 +35,11 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(memories::list_get, memories::list_post))
         .routes(routes!(memories::count))
         .routes(routes!(search::search))
+        .routes(routes!(evidence::add))
+        .routes(routes!(links::create))
+        .routes(routes!(links::delete))
+        .routes(routes!(links::list))
+        .routes(routes!(links::recall))
         .routes(routes!(feedback::feedback))
         .routes(routes!(collections::list, collections::create))
         .routes(routes!(collections::delete))

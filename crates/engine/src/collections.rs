@@ -2,7 +2,7 @@
 
 use strata_auth::{Permission, TenantScope};
 use strata_store::Reads;
-use strata_types::{Collection, CollectionName, Metric, TextAnalyzer, now_millis};
+use strata_types::{Collection, CollectionName, MemoryDefaults, Metric, TextAnalyzer, now_millis};
 
 use crate::tenant_index::Change;
 use crate::tenants::check_live;
@@ -41,7 +41,29 @@ impl Engine {
         metric: Metric,
         analyzer: TextAnalyzer,
     ) -> Result<Collection, EngineError> {
+        self.create_collection_full(
+            scope,
+            name,
+            dim,
+            metric,
+            analyzer,
+            MemoryDefaults::default(),
+        )
+    }
+
+    /// Creates a collection with the given text analyzer and memory-intelligence defaults
+    /// (initial confidence, recency half-life).
+    pub fn create_collection_full(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+        dim: u32,
+        metric: Metric,
+        analyzer: TextAnalyzer,
+        memory: MemoryDefaults,
+    ) -> Result<Collection, EngineError> {
         require(scope, Permission::Admin)?;
+        memory.validate()?;
         if dim == 0 || dim > self.config.limits.max_dim {
             return Err(EngineError::BadRequest(format!(
                 "dim: must be 1 to {}",
@@ -77,6 +99,7 @@ impl Engine {
                 created_at: now_millis(),
                 embedder: None,
                 analyzer,
+                memory,
             };
             w.put_collection(scope.key(), &c)?;
             Ok(c)
@@ -103,6 +126,7 @@ impl Engine {
             }
             for id in &doomed {
                 w.delete_record(scope.key(), id)?;
+                crate::links::remove_links_of(w, scope, id)?;
             }
             crate::snapshot::delete(w, scope.key(), name)?;
             changes.push(Change::DropCollection(name.clone()));

@@ -137,6 +137,7 @@ mod tests {
             created_at: 0,
             embedder,
             analyzer: Default::default(),
+            memory: Default::default(),
         }
     }
 

@@ -15,13 +15,17 @@ mod config;
 mod durability;
 mod embedding;
 mod error;
+mod evidence;
 mod feedback;
 mod graph_build;
 mod idempotency;
 mod integrity;
 mod isolation;
 mod lifecycle;
+mod links;
 mod plan;
+mod ranking;
+mod recall;
 mod records;
 mod reembed;
 mod registry;
@@ -58,6 +62,7 @@ pub use isolation::{
     MigrationStatus,
 };
 pub use lifecycle::{TenantLimits, TenantStatus};
+pub use links::{MAX_LINKS_PER_RECORD, RecordLinks};
 pub use records::PutOutcome;
 pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};

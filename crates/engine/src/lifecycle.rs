@@ -189,6 +189,31 @@ pub(crate) fn account(
     Ok(w.put_blob(key, USAGE_BLOB, &encode_json(&new)?)?)
 }
 
+/// Adds `delta` bytes that are not records' (links) to the tenant's usage, in the write's
+/// transaction; a growth past `max_storage_bytes` fails the whole write.
+pub(crate) fn charge_bytes(
+    w: &mut Writer<'_>,
+    key: TenantKey,
+    limits: &TenantLimits,
+    delta: i64,
+) -> Result<(), EngineError> {
+    let old = usage(w, key)?;
+    let new = Usage {
+        storage_bytes: old.storage_bytes.saturating_add_signed(delta),
+        ..old
+    };
+    if delta > 0
+        && let Some(max) = limits.max_storage_bytes
+        && new.storage_bytes > max
+    {
+        return Err(EngineError::QuotaExceeded {
+            resource: "max_storage_bytes",
+            limit: max,
+        });
+    }
+    Ok(w.put_blob(key, USAGE_BLOB, &encode_json(&new)?)?)
+}
+
 #[cfg(test)]
 mod golden {
     //! The stored forms of the profile (inside the registry entry) and of usage, pinned: a

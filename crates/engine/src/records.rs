@@ -225,6 +225,7 @@ pub(crate) fn delete_record(
 ) -> Result<(), EngineError> {
     if let Some(old) = w.delete_record(scope.key(), id)? {
         changes.push(Change::Remove(old));
+        crate::links::remove_links_of(w, scope, id)?;
     }
     Ok(())
 }
@@ -274,6 +275,9 @@ fn put_one(
         confidence: new.confidence.unwrap_or_default(),
     };
     let collection = collection_of(w, scope, &record)?;
+    if new.confidence.is_none() {
+        record.confidence = collection.memory.initial();
+    }
     if let Some(v) = &record.vector {
         check_vector(v, &collection)?;
     }

@@ -73,6 +73,10 @@ impl Engine {
         let embedded = self.embed_query(&collection, s)?;
         let s = embedded.as_ref().unwrap_or(s);
         let mode = check_mode(s)?;
+        let half_life = s
+            .recency_half_life_secs
+            .or(collection.memory.recency_half_life_secs);
+        let boost = crate::ranking::Boost::of(s, half_life, vis.now);
         // The caller's own (tenant, domain) namespace, and no other.
         let ns = match s.rerank {
             Some(Rerank::Adaptive) => {
@@ -93,7 +97,7 @@ impl Engine {
                         .collections
                         .get(&name)
                         .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
-                    search_collection(ci, &name, &vis, s, mode, adaptive.as_ref())
+                    search_collection(ci, &name, &vis, s, mode, adaptive.as_ref(), boost)
                 })?;
         if s.includes(Include::Vector) && !response.hits.is_empty() {
             // The index holds vectors normalised for its metric; the client asked for the
@@ -174,6 +178,7 @@ fn check_fields(s: &SearchRequest) -> Result<(), EngineError> {
     {
         return Err(EngineError::BadRequest("ef: must be 1 to 4096".into()));
     }
+    crate::ranking::check(s)?;
     if let Fusion::Weighted { alpha } = s.fusion
         && !(0.0..=1.0).contains(&alpha)
     {
@@ -227,6 +232,7 @@ fn search_collection(
     s: &SearchRequest,
     mode: SearchMode,
     adaptive: Option<&crate::rerank::Adaptive<'_>>,
+    boost: Option<crate::ranking::Boost>,
 ) -> Result<SearchResponse, EngineError> {
     // Reranking draws from a larger pool of candidates than it returns.
     let want = match adaptive {
@@ -258,7 +264,8 @@ fn search_collection(
                 .and_then(|d| d.as_ref())
                 .is_some_and(|d| vis.sees(d) && s.filter.as_ref().is_none_or(|f| f.matches(d)))
     };
-    let depth = if mode == SearchMode::Hybrid {
+    // Confidence and recency re-rank a wider pool, so a record just below the top k can rise.
+    let depth = if mode == SearchMode::Hybrid || boost.is_some() {
         want.max(HYBRID_DEPTH)
     } else {
         want
@@ -305,6 +312,9 @@ fn search_collection(
         (None, Some(t)) => single(&t, false),
         (None, None) => Vec::new(),
     };
+    if let Some(boost) = boost {
+        rerank(&mut ranked, ci, &boost);
+    }
     ranked.truncate(want);
     // Defence in depth: every returned record passes the full rules once more, before
     // reranking, so the pool it reorders holds only what the caller may see.
@@ -331,6 +341,28 @@ fn search_collection(
         })
         .collect();
     Ok(SearchResponse { hits, mode, exact })
+}
+
+/// Applies confidence and recency (`crate::ranking`) to the ranked candidates and sorts them
+/// again; ties break by slot.
+fn rerank(ranked: &mut [Ranked], ci: &CollectionIndex, boost: &crate::ranking::Boost) {
+    let (min, max) = ranked
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), r| {
+            (lo.min(r.score), hi.max(r.score))
+        });
+    for r in ranked.iter_mut() {
+        let Some(record) = ci.docs.get(r.slot as usize).and_then(|d| d.as_ref()) else {
+            continue;
+        };
+        let n = crate::ranking::Boost::normalise(r.score, min, max);
+        let out = boost.apply(n, record);
+        r.explain.base_score = Some(r.score);
+        r.explain.confidence = out.confidence;
+        r.explain.recency_factor = out.recency;
+        r.score = finite(out.score);
+    }
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.slot.cmp(&b.slot)));
 }
 
 pub(crate) struct Ranked {

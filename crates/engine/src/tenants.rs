@@ -144,6 +144,7 @@ impl Engine {
                     // collection without one: their text is searched by BM25 only.
                     embedder: self.loaded_embedder().filter(|_| c.embed).map(|(_, id)| id),
                     analyzer: c.analyzer,
+                    memory: Default::default(),
                 };
                 w.put_collection(meta.key, &collection)?;
             }

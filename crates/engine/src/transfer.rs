@@ -1,9 +1,9 @@
 //! Per-tenant export and import as JSON lines.
 //!
 //! An export is a header line with the tenant's profile, one line per collection, one line per
-//! record (with its vector, timestamps and confidence), the adaptive reranking state of each
-//! (tenant, domain) namespace (pheromones and narrative vectors), then the tenant's audit rows,
-//! oldest first. That is every piece of per-tenant state that is not derived: indexes, snapshots and
+//! record (with its vector, timestamps and confidence), one line per link, the adaptive
+//! reranking state of each (tenant, domain) namespace (pheromones and narrative vectors), then
+//! the tenant's audit rows, oldest first. That is every piece of per-tenant state that is not derived: indexes, snapshots and
 //! usage are rebuilt from it.
 //! Credentials are deliberately not exported: a key of the old tenant must never open the new
 //! one.
@@ -15,8 +15,8 @@ use strata_store::codec::{StoredNarrative, StoredPheromone};
 use strata_store::{AdaptiveItem, AdaptiveReads, Reads};
 
 use strata_types::{
-    Collection, CollectionName, Domain, Millis, Record, RecordId, TenantId, check_vector,
-    check_vector_values, now_millis,
+    Collection, CollectionName, Domain, Link, Millis, NewLink, Record, RecordId, TenantId,
+    check_vector, check_vector_values, now_millis,
 };
 
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, account};
@@ -36,6 +36,8 @@ pub enum ExportLine {
         weight: u32,
     },
     Collection(Collection),
+    /// A link between two records of the export (after every record).
+    Link(Link),
     Record(Box<Record>),
     /// A row of the tenant's audit log, kept as history by the importing tenant.
     Audit(Box<crate::AuditRow>),
@@ -121,6 +123,10 @@ impl Engine {
         }
         for row in r.adaptive_rows(meta.key, None)? {
             sink(&ExportLine::adaptive(row.domain, row.item))?;
+            lines += 1;
+        }
+        for link in strata_store::LinkReads::all_links(&r, meta.key)? {
+            sink(&ExportLine::Link(link?))?;
             lines += 1;
         }
         let mut rows = Vec::new();
@@ -225,8 +231,10 @@ impl Engine {
                 Ok::<_, EngineError>(())
             })
         };
+        let mut links: Vec<(usize, Link)> = Vec::new();
         for (n, line) in lines.into_iter().enumerate() {
             match line? {
+                ExportLine::Link(l) => links.push((n, l)),
                 ExportLine::Tenant {
                     display_name,
                     limits,
@@ -282,6 +290,7 @@ impl Engine {
                         vector: r.vector.clone(),
                         user_tokens: Some(r.user_tokens.clone()),
                         metadata: r.metadata.clone(),
+                        confidence: Some(r.confidence),
                         ..Default::default()
                     };
                     new.validate(&self.config.limits)
@@ -296,7 +305,46 @@ impl Engine {
         flush(&mut batch, &collections)?;
         flush_audit(&mut audit_rows)?;
         self.import_adaptive(key, &collections, adaptive)?;
+        self.import_links(key, links)?;
         Ok(profile)
+    }
+
+    /// Stores the imported links once every record is in, each checked like a new link: valid
+    /// weight, two different ends that are records of the new tenant.
+    fn import_links(
+        &self,
+        key: strata_store::TenantKey,
+        links: Vec<(usize, Link)>,
+    ) -> Result<(), EngineError> {
+        for chunk in links.chunks(IMPORT_BATCH) {
+            self.store.write(|w| {
+                let mut bytes = 0i64;
+                for (n, l) in chunk {
+                    let at = |e: String| {
+                        EngineError::BadRequest(format!("import line {}: link: {e}", n + 1))
+                    };
+                    NewLink {
+                        source: l.source.clone(),
+                        target: l.target.clone(),
+                        relation: l.relation.clone(),
+                        weight: l.weight,
+                    }
+                    .validate()
+                    .map_err(|e| at(e.0))?;
+                    for id in [&l.source, &l.target] {
+                        if w.record(key, id)?.is_none() {
+                            return Err(at(format!("record {id} is not in the import")));
+                        }
+                    }
+                    if w.put_link(key, l)?.is_some() {
+                        return Err(at("appears twice".into()));
+                    }
+                    bytes += crate::links::link_bytes(l) as i64;
+                }
+                crate::lifecycle::charge_bytes(w, key, &TenantLimits::default(), bytes)
+            })?;
+        }
+        Ok(())
     }
 
     /// Writes imported adaptive state, in one transaction, after checking each line against

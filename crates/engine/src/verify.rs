@@ -130,6 +130,10 @@ fn verify(
             .or_default()
             .push(rec);
     }
+    for link in strata_store::LinkReads::all_links(r, key)? {
+        let Ok(link) = link else { continue }; // reported by the key check
+        recount.storage_bytes += crate::links::link_bytes(&link);
+    }
     report.usage_recounted = recount.into();
     match lifecycle::usage(r, key) {
         Ok(stored) => {

@@ -110,6 +110,7 @@ fn a_collection_of_another_model_refuses_embedding_work() {
             weights_hash: "0".repeat(64),
         }),
         analyzer: Default::default(),
+        memory: Default::default(),
     };
     engine
         .import_tenant(

@@ -508,10 +508,14 @@ fn random_operations_never_cross_the_visibility_boundary() {
     let mut dead: Vec<(TenantMeta, String)> = Vec::new();
     let mut recreations = 0;
     let mut model: Vec<TenantModel> = vec![TenantModel::default(); TENANTS.len()];
+    let mut links: Vec<LinkModel> = vec![LinkModel::new(); TENANTS.len()];
     let mut seen_ids: Vec<String> = CLIENT_IDS.iter().map(|s| s.to_string()).collect();
     let mut stats = BTreeMap::<&str, (usize, usize)>::new();
 
     for step in 0..ops {
+        for (l, m) in links.iter_mut().zip(&model) {
+            prune_links(l, m);
+        }
         let t = rng.random_range(0..TENANTS.len());
         if rng.random_bool(0.004) {
             // Hard delete and create again under the same id; the model forgets the records.
@@ -559,6 +563,38 @@ fn random_operations_never_cross_the_visibility_boundary() {
             "step {step}, seed {seed}, tenant {}, cred {cred:?}, req {req:?}",
             TENANTS[t]
         );
+        if rng.random_bool(0.1) {
+            // Links and recall (their own block, below).
+            // The other end: mostly a record of the same domain, so links often succeed.
+            let domain = model[t].records.get(&target_id).map(|r| r.domain.clone());
+            let same: Vec<&String> = model[t]
+                .records
+                .values()
+                .filter(|r| rng.random_bool(0.2) || Some(&r.domain) == domain.as_ref())
+                .map(|r| &r.id)
+                .collect();
+            let other = match same.len() {
+                0 => pick(&mut rng, CLIENT_IDS).to_string(),
+                n => same[rng.random_range(0..n)].clone(),
+            };
+            let (name, ok) = link_step(
+                &mut rng,
+                &engine,
+                &scope,
+                &rs,
+                &cred,
+                &req,
+                &model[t],
+                &mut links[t],
+                &target_id,
+                &other,
+                &ctx,
+            );
+            let s = stats.entry(name).or_default();
+            s.0 += 1;
+            s.1 += ok as usize;
+            continue;
+        }
         let kind = rng.random_range(0..100);
         let name = match kind {
             0..=34 => "put",
@@ -979,4 +1015,209 @@ fn check_dead_incarnation(
     refused(engine.search(&scope, &rs, &search).map(|_| ()), "search");
     refused(engine.collections(&scope).map(|_| ()), "collections");
     refused(engine.index_stats(&scope).map(|_| ()), "index_stats");
+}
+
+// ---------- links and recall ----------
+//
+// Links live in their own model beside the records: `(source, target, relation)` per tenant.
+// Deleting a record deletes its links (the engine does it in the delete's transaction; the
+// model prunes before every step). Checked: creating a link succeeds exactly when both ends
+// are the tenant's records visible to the request; listing a record's links gives exactly the
+// model's links whose other end is visible; and a recall (threshold 0, so every positive
+// activation counts) returns exactly the seeds plus the records reachable from them through
+// visible records within the depth, every path step being a link of this tenant between
+// visible records. So no recall path returns or passes through an invisible record, and no
+// link crosses tenants.
+
+const RELATIONS: &[&str] = &["next", "causes"];
+
+type LinkModel = BTreeSet<(String, String, String)>;
+
+/// Drops the model's links of records the model no longer has.
+fn prune_links(links: &mut LinkModel, model: &TenantModel) {
+    links.retain(|(s, t, _)| model.records.contains_key(s) && model.records.contains_key(t));
+}
+
+/// One link, list or recall step; returns its name and whether it succeeded.
+#[allow(clippy::too_many_arguments)]
+fn link_step(
+    rng: &mut StdRng,
+    engine: &Engine,
+    scope: &TenantScope,
+    rs: &RequestScope,
+    cred: &Cred,
+    req: &Req,
+    model: &TenantModel,
+    links: &mut LinkModel,
+    target_id: &str,
+    other_id: &str,
+    ctx: &str,
+) -> (&'static str, bool) {
+    match rng.random_range(0..3) {
+        0 if target_id != other_id => {
+            let relation = pick(rng, RELATIONS).to_string();
+            let expected = resolve(cred, req, true).and_then(|vis| {
+                for id in [target_id, other_id] {
+                    model
+                        .records
+                        .get(id)
+                        .filter(|r| vis.sees(r))
+                        .ok_or(Fail::NotFound)?;
+                }
+                Ok(())
+            });
+            let new = NewLink {
+                source: RecordId::parse(target_id).unwrap(),
+                target: RecordId::parse(other_id).unwrap(),
+                relation: Relation::parse(relation.as_str()).unwrap(),
+                weight: rng.random_range(0.1f32..=1.0),
+            };
+            let actual = engine.link(scope, rs, new).map(|_| ()).map_err(fail_of);
+            assert_eq!(expected, actual, "{ctx}: link {target_id} -> {other_id}");
+            if actual.is_ok() {
+                links.insert((target_id.to_string(), other_id.to_string(), relation));
+            }
+            ("link", actual.is_ok())
+        }
+        0 | 1 => {
+            let expected = resolve(cred, req, false).and_then(|vis| {
+                model
+                    .records
+                    .get(target_id)
+                    .filter(|r| vis.sees(r))
+                    .ok_or(Fail::NotFound)?;
+                let sees = |id: &str| model.records.get(id).is_some_and(|r| vis.sees(r));
+                let out: BTreeSet<(String, String, String)> = links
+                    .iter()
+                    .filter(|(s, t, _)| s == target_id && sees(t))
+                    .cloned()
+                    .collect();
+                let inc: BTreeSet<(String, String, String)> = links
+                    .iter()
+                    .filter(|(s, t, _)| t == target_id && sees(s))
+                    .cloned()
+                    .collect();
+                Ok((out, inc))
+            });
+            let actual = engine
+                .record_links(scope, rs, &RecordId::parse(target_id).unwrap())
+                .map(|l| {
+                    let set = |v: &[Link]| -> BTreeSet<(String, String, String)> {
+                        v.iter()
+                            .map(|l| {
+                                (
+                                    l.source.to_string(),
+                                    l.target.to_string(),
+                                    l.relation.to_string(),
+                                )
+                            })
+                            .collect()
+                    };
+                    (set(&l.outgoing), set(&l.incoming))
+                })
+                .map_err(fail_of);
+            assert_eq!(expected, actual, "{ctx}: links of {target_id}");
+            ("links_of", actual.is_ok())
+        }
+        _ => check_recall(rng, engine, scope, rs, cred, req, model, links, ctx),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_recall(
+    rng: &mut StdRng,
+    engine: &Engine,
+    scope: &TenantScope,
+    rs: &RequestScope,
+    cred: &Cred,
+    req: &Req,
+    model: &TenantModel,
+    links: &LinkModel,
+    ctx: &str,
+) -> (&'static str, bool) {
+    let search = SearchRequest {
+        query: Some(pick(rng, WORDS).to_string()),
+        k: MAX_K,
+        ..Default::default()
+    };
+    let asked = rng.random_bool(0.8).then(|| rng.random_range(0..5));
+    let params = RecallParams {
+        depth: asked,
+        seeds: Some(rng.random_range(1..4)),
+        threshold: 0.0,
+        max_fanout: 100,
+        ..Default::default()
+    };
+    let actual = engine.recall(scope, rs, &search, &params).map_err(fail_of);
+    let vis = match resolve(cred, req, false) {
+        Err(e) => {
+            assert_eq!(Err(e), actual.map(|_| ()), "{ctx}: recall");
+            return ("recall", false);
+        }
+        Ok(vis) => vis,
+    };
+    let resp = actual.unwrap_or_else(|e| panic!("{ctx}: recall failed with {e:?}"));
+    let depth = asked
+        .unwrap_or(DEFAULT_MAX_SPREADING_DEPTH)
+        .min(DEFAULT_MAX_SPREADING_DEPTH);
+    assert_eq!(resp.depth, depth, "{ctx}: recall depth");
+    let sees = |id: &str| model.records.get(id).is_some_and(|r| vis.sees(r));
+    let mut seeds = BTreeSet::new();
+    for h in &resp.hits {
+        let id = h.record.id.as_str();
+        assert!(
+            sees(id),
+            "{ctx}: recall returned {id}, which the request cannot see"
+        );
+        match &h.via {
+            Via::Seed(_) => {
+                seeds.insert(id.to_string());
+            }
+            Via::Path(steps) => {
+                assert!(
+                    !steps.is_empty() && steps.len() <= depth as usize,
+                    "{ctx}: {steps:?}"
+                );
+                assert_eq!(steps.last().unwrap().to.as_str(), id, "{ctx}");
+                for s in steps {
+                    let (from, to) = (s.from.as_str(), s.to.as_str());
+                    assert!(
+                        sees(from) && sees(to),
+                        "{ctx}: recall passed through {from} -> {to}"
+                    );
+                    let (src, dst) = if s.reverse { (to, from) } else { (from, to) };
+                    let link = (src.to_string(), dst.to_string(), s.relation.to_string());
+                    assert!(
+                        links.contains(&link),
+                        "{ctx}: no such link in this tenant: {link:?}"
+                    );
+                }
+            }
+        }
+    }
+    // Exactly the records reachable from the seeds through visible records within the depth.
+    let mut reached = seeds.clone();
+    let mut frontier = seeds;
+    for _ in 0..depth {
+        let mut next = BTreeSet::new();
+        for u in &frontier {
+            for (s, t, _) in links {
+                let other = if s == u {
+                    t
+                } else if t == u {
+                    s
+                } else {
+                    continue;
+                };
+                if sees(other) && !reached.contains(other) {
+                    next.insert(other.clone());
+                }
+            }
+        }
+        reached.extend(next.iter().cloned());
+        frontier = next;
+    }
+    let got: BTreeSet<String> = resp.hits.iter().map(|h| h.record.id.to_string()).collect();
+    assert_eq!(got, reached, "{ctx}: recall reached");
+    ("recall", !got.is_empty())
 }

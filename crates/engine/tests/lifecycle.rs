@@ -501,7 +501,7 @@ fn export_then_import_into_a_new_tenant_reproduces_search_results() {
 
     // A broken import leaves no tenant behind.
     let bad = vec![
-        Ok(ExportLine::Collection(Collection { name: CollectionName::parse("v").unwrap(), dim: 2, metric: Metric::Dot, created_at: 0, embedder: None, analyzer: Default::default() })),
+        Ok(ExportLine::Collection(Collection { name: CollectionName::parse("v").unwrap(), dim: 2, metric: Metric::Dot, created_at: 0, embedder: None, analyzer: Default::default(), memory: Default::default() })),
         Ok(serde_json::from_value(json!({"type": "record", "id": "x", "modality": "v", "kind": null, "content": null, "vector": [1.0], "user_tokens": [], "memory_domain": "default", "run_id": null, "memory_scope": null, "metadata": {}, "created_at": 0, "updated_at": 0, "expires_at": null, "confidence": {"value": 0.5}})).unwrap()),
     ];
     let broken = TenantId::parse("broken").unwrap();

@@ -360,6 +360,7 @@ fn import_refuses_out_of_range_vectors() {
                 created_at: 0,
                 embedder: None,
                 analyzer: Default::default(),
+                memory: Default::default(),
             })),
             Ok(serde_json::from_value(json!({
                 "type": "record", "id": "x", "modality": "num", "kind": null, "content": null,

@@ -117,6 +117,38 @@ pub fn decode_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Stor
     serde_json::from_slice(body).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// A link's value (both its entry by source and its mirror by target): a format byte, the
+/// weight as an `f32` and the creation time as an `i64`, both little-endian. The ends and the
+/// relation are in the key.
+const LINK_V1: u8 = 1;
+const LINK_LEN: usize = 1 + 4 + 8;
+
+pub(crate) fn encode_link(weight: f32, created_at: Millis) -> Vec<u8> {
+    let mut out = Vec::with_capacity(LINK_LEN);
+    out.push(LINK_V1);
+    out.extend_from_slice(&weight.to_le_bytes());
+    out.extend_from_slice(&created_at.to_le_bytes());
+    out
+}
+
+/// `(weight, created_at)` of a stored link. Closed: another format byte, another length or a
+/// weight outside (0, 1] is [`StoreError::Corrupt`].
+pub(crate) fn decode_link(bytes: &[u8]) -> Result<(f32, Millis), StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("link: {what}"));
+    if bytes.len() != LINK_LEN {
+        return Err(corrupt("wrong length"));
+    }
+    if bytes[0] != LINK_V1 {
+        return Err(corrupt("unknown format"));
+    }
+    let weight = f32::from_le_bytes(bytes[1..5].try_into().map_err(|_| corrupt("weight"))?);
+    let created_at = Millis::from_le_bytes(bytes[5..13].try_into().map_err(|_| corrupt("time"))?);
+    if !(weight > 0.0 && weight <= 1.0) {
+        return Err(corrupt("weight out of range"));
+    }
+    Ok((weight, created_at))
+}
+
 /// A stored credential: the storage key of the tenant incarnation it was issued for
 /// ([`crate::TenantKey::SERVER`] for operator credentials), then the auth crate's own bytes.
 /// The owner lives in the store's envelope so that erasing a tenant can find its credentials
@@ -287,6 +319,46 @@ mod golden {
     const COLLECTION_GOLDEN: &str = "017b226e616d65223a2274657874222c2264696d223a342c226d6574726963223a22636f73696e65222c22637265617465645f6174223a313730303030303030303030307d";
     const REGISTRY_GOLDEN: &str = "017b226b6579223a372c22637265617465645f6174223a313730303030303030303030302c2270726f66696c65223a7b22737461747573223a2273757370656e646564222c22776569676874223a327d7d";
     const CREDENTIAL_GOLDEN: &str = "0100000000000000077b226b223a317d";
+    const LINK_GOLDEN: &str = "010000403f0068e5cf8b010000";
+    const COLLECTION_MEMORY_GOLDEN: &str = "017b226e616d65223a2274657874222c2264696d223a342c226d6574726963223a22636f73696e65222c22637265617465645f6174223a313730303030303030303030302c22696e697469616c5f636f6e666964656e6365223a302e382c22726563656e63795f68616c665f6c6966655f73656373223a333630302e307d";
+
+    fn collection_with_memory() -> Collection {
+        Collection {
+            memory: strata_types::MemoryDefaults {
+                initial_confidence: Some(0.8),
+                recency_half_life_secs: Some(3600.0),
+            },
+            ..collection()
+        }
+    }
+
+    #[test]
+    fn links_and_memory_defaults_are_pinned() {
+        assert_eq!(hex(&encode_link(0.75, 1_700_000_000_000)), LINK_GOLDEN);
+        assert_eq!(
+            decode_link(&unhex(LINK_GOLDEN)).unwrap(),
+            (0.75, 1_700_000_000_000)
+        );
+        assert_eq!(
+            hex(&encode_json(&collection_with_memory()).unwrap()),
+            COLLECTION_MEMORY_GOLDEN
+        );
+        let c: Collection = decode_json(&unhex(COLLECTION_MEMORY_GOLDEN)).unwrap();
+        assert_eq!(c, collection_with_memory());
+        let mut bad_weight = unhex(LINK_GOLDEN);
+        bad_weight[1..5].copy_from_slice(&2.0f32.to_le_bytes());
+        for bytes in [
+            &b""[..],
+            &[2; 13][..],
+            &unhex(LINK_GOLDEN)[..12],
+            &bad_weight[..],
+        ] {
+            assert!(
+                matches!(decode_link(bytes), Err(StoreError::Corrupt(_))),
+                "{bytes:?}"
+            );
+        }
+    }
 
     fn collection() -> Collection {
         Collection {
@@ -296,6 +368,7 @@ mod golden {
             created_at: 1_700_000_000_000,
             embedder: None,
             analyzer: Default::default(),
+            memory: Default::default(),
         }
     }
 

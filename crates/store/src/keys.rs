@@ -43,6 +43,8 @@ const TAG_SCOPE: u8 = 3;
 const TAG_DEDUP: u8 = 4;
 const TAG_BLOB: u8 = 5;
 const TAG_AUDIT: u8 = 6;
+const TAG_LINK_OUT: u8 = 7;
+const TAG_LINK_IN: u8 = 8;
 /// Adaptive reranking state (`crates/store/src/adaptive.rs`). A tag well above the others, so
 /// that tags added meanwhile for other state (7, 8, ...) cannot collide with it.
 const TAG_ADAPTIVE: u8 = 16;
@@ -237,6 +239,66 @@ pub fn idempotency(tenant: TenantKey, idempotency_key: &str) -> Vec<u8> {
     key(tenant, TAG_IDEMPOTENCY, &[idempotency_key.as_bytes()])
 }
 
+/// A link by its source: `source \0 target \0 relation`, holding the link's weight.
+pub fn link_out(
+    tenant: TenantKey,
+    source: &RecordId,
+    target: &RecordId,
+    relation: &str,
+) -> Vec<u8> {
+    key(
+        tenant,
+        TAG_LINK_OUT,
+        &[
+            source.as_str().as_bytes(),
+            target.as_str().as_bytes(),
+            relation.as_bytes(),
+        ],
+    )
+}
+
+/// The mirror of [`link_out`] by target (`target \0 source \0 relation`), so a record's
+/// incoming links are a prefix scan too.
+pub fn link_in(tenant: TenantKey, source: &RecordId, target: &RecordId, relation: &str) -> Vec<u8> {
+    key(
+        tenant,
+        TAG_LINK_IN,
+        &[
+            target.as_str().as_bytes(),
+            source.as_str().as_bytes(),
+            relation.as_bytes(),
+        ],
+    )
+}
+
+/// Every link out of `source` (`incoming: false`) or into it (`incoming: true`).
+pub fn links_of(tenant: TenantKey, id: &RecordId, incoming: bool) -> Vec<u8> {
+    let tag = if incoming { TAG_LINK_IN } else { TAG_LINK_OUT };
+    let mut k = key(tenant, tag, &[id.as_str().as_bytes()]);
+    k.push(0);
+    k
+}
+
+/// Every link of the tenant, by source.
+pub fn links_all(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_LINK_OUT, &[])
+}
+
+/// Splits the rest of a link key (after tenant and tag) into its three parts: for an outgoing
+/// key `(source, target, relation)`, for an incoming one `(target, source, relation)`.
+pub fn split_link(rest: &[u8]) -> Option<(&str, &str, &str)> {
+    let mut parts = rest.splitn(3, |&b| b == 0);
+    let a = std::str::from_utf8(parts.next()?).ok()?;
+    let b = std::str::from_utf8(parts.next()?).ok()?;
+    let c = std::str::from_utf8(parts.next()?).ok()?;
+    Some((a, b, c))
+}
+
+/// The bytes of a link key of `tenant` after its prefix and tag.
+pub fn link_rest(tenant: TenantKey, key: &[u8]) -> Option<&[u8]> {
+    key.get(tenant.prefix().len() + 1..)
+}
+
 /// What a key of the `data` table is, by its tag byte (the bytes after the tenant prefix and
 /// the tag are `rest`); `None` for a key too short or with an unknown tag.
 pub enum KeyKind<'a> {
@@ -247,6 +309,10 @@ pub enum KeyKind<'a> {
     Dedup,
     Blob(&'a [u8]),
     Audit(&'a [u8]),
+    /// A link by source (`source \0 target \0 relation`).
+    LinkOut,
+    /// The mirror of a link, by target (`target \0 source \0 relation`).
+    LinkIn,
     /// Adaptive reranking state (see [`parse_adaptive`]).
     Adaptive(&'a [u8]),
     Idempotency(&'a [u8]),
@@ -261,6 +327,8 @@ pub fn classify(tenant: TenantKey, key: &[u8]) -> Option<KeyKind<'_>> {
         TAG_COLLECTION => KeyKind::Collection(rest),
         TAG_RECORD => KeyKind::Record(rest),
         TAG_SCOPE => KeyKind::Scope,
+        TAG_LINK_OUT => KeyKind::LinkOut,
+        TAG_LINK_IN => KeyKind::LinkIn,
         TAG_DEDUP => KeyKind::Dedup,
         TAG_BLOB => KeyKind::Blob(rest),
         TAG_AUDIT => KeyKind::Audit(rest),
@@ -297,6 +365,10 @@ mod tests {
         let id = RecordId::parse("r").unwrap();
         let c = CollectionName::parse("text").unwrap();
         for k in [
+            link_out(t, &id, &id, "next"),
+            link_in(t, &id, &id, "next"),
+            links_of(t, &id, true),
+            links_all(t),
             collection(t, &c),
             record(t, &id),
             scope_entry(t, &d("x"), ScopeField::RunId, "run", &id),
@@ -354,6 +426,25 @@ mod tests {
         ));
         assert!(parse_adaptive(b"ab\0x\0r").is_none());
         assert!(parse_adaptive(b"ab\0p").is_none());
+    }
+
+    #[test]
+    fn link_lists_do_not_overlap_for_prefix_ids() {
+        let t = TenantKey(1);
+        let (a, ab, b) = (
+            RecordId::parse("a").unwrap(),
+            RecordId::parse("ab").unwrap(),
+            RecordId::parse("b").unwrap(),
+        );
+        assert!(link_out(t, &a, &b, "next").starts_with(&links_of(t, &a, false)));
+        assert!(!link_out(t, &ab, &b, "next").starts_with(&links_of(t, &a, false)));
+        assert!(link_in(t, &a, &b, "next").starts_with(&links_of(t, &b, true)));
+        assert!(!link_in(t, &a, &b, "next").starts_with(&links_of(t, &a, true)));
+        let k = link_out(t, &a, &b, "next");
+        assert_eq!(
+            split_link(link_rest(t, &k).unwrap()),
+            Some(("a", "b", "next"))
+        );
     }
 
     #[test]

@@ -5,10 +5,11 @@
 
 use std::collections::HashSet;
 
-use strata_types::{Collection, CollectionName, Record, RecordId};
+use strata_types::{Collection, CollectionName, Link, Record, RecordId};
 
 use crate::codec::{decode_json, decode_record};
 use crate::keys::{self, KeyKind, TenantKey};
+use crate::links::link_of;
 use crate::tables::{Reads, prefix_range, scope_entries};
 use crate::{IdempotencyRow, StoreError};
 
@@ -22,6 +23,8 @@ pub struct KeyCheck {
     pub keys: u64,
     pub records: u64,
     pub collections: u64,
+    /// Links (counted by their entry by source).
+    pub links: u64,
     /// The blobs' names (usage, index snapshots, the data version), for the engine to decode.
     pub blobs: Vec<String>,
     /// Up to 100 problems, each naming the key kind and what is wrong.
@@ -50,6 +53,8 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
     let mut collections: HashSet<CollectionName> = HashSet::new();
     let mut scope_keys: HashSet<Vec<u8>> = HashSet::new();
     let mut dedup: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut links_out: Vec<Link> = Vec::new();
+    let mut links_in: HashSet<(RecordId, RecordId, String)> = HashSet::new();
     for entry in prefix_range(r.data_table(), &keys::tenant_all(t))? {
         let (k, v) = entry?;
         c.keys += 1;
@@ -86,6 +91,19 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
             Some(KeyKind::Blob(name)) => match text(name) {
                 Some(n) => c.blobs.push(n.to_string()),
                 None => c.problem(format!("blob {name:02x?}: name is not UTF-8")),
+            },
+            Some(KeyKind::LinkOut) => match link_of(t, &k, &v, false) {
+                Ok(l) => {
+                    c.links += 1;
+                    links_out.push(l);
+                }
+                Err(e) => c.problem(format!("link {k:02x?}: {e}")),
+            },
+            Some(KeyKind::LinkIn) => match link_of(t, &k, &v, true) {
+                Ok(l) => {
+                    links_in.insert((l.source, l.target, l.relation.to_string()));
+                }
+                Err(e) => c.problem(format!("link mirror {k:02x?}: {e}")),
             },
             Some(KeyKind::Adaptive(rest)) => {
                 if let Err(e) = crate::adaptive::decode_row(rest, &v) {
@@ -124,6 +142,28 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
         c.problem(format!(
             "scope index: {} entries, the records need {expected_scope}",
             scope_keys.len()
+        ));
+    }
+    // Every link joins two records of the tenant and has its mirror, and no mirror is alone.
+    for l in &links_out {
+        if !ids.contains(&l.source) || !ids.contains(&l.target) {
+            c.problem(format!(
+                "link {} -> {}: an end is not a record",
+                l.source, l.target
+            ));
+        }
+        if !links_in.contains(&(l.source.clone(), l.target.clone(), l.relation.to_string())) {
+            c.problem(format!(
+                "link {} -> {}: its mirror entry is missing",
+                l.source, l.target
+            ));
+        }
+    }
+    if links_in.len() != links_out.len() {
+        c.problem(format!(
+            "links: {} entries by source, {} by target",
+            links_out.len(),
+            links_in.len()
         ));
     }
     for (k, v) in dedup {

@@ -99,6 +99,12 @@ fn seed_tenant_a(server: &Server) -> String {
     assert_eq!(s, 201, "{v}");
     let (s, v) = server.post("/v1/collections", &a, json!({"name": "a-coll", "dim": 4}));
     assert_eq!(s, 201, "{v}");
+    let (s, v) = server.post(
+        "/v1/links",
+        &a,
+        json!({"source": "a-rec", "target": "a-private", "relation": "next", "user_tokens": ["*"]}),
+    );
+    assert_eq!(s, 201, "{v}");
     a
 }
 
@@ -106,7 +112,10 @@ fn seed_tenant_a(server: &Server) -> String {
 fn snapshot_a(server: &Server, a: &str) -> Value {
     let (_, list) = server.post("/v1/memories/list", a, json!({"user_tokens": ["*"]}));
     let (_, cols) = server.get("/v1/collections", a);
-    json!({"records": list["records"], "collections": cols["collections"]})
+    let (_, links) = server.get("/v1/memories/a-rec/links?user_tokens=*", a);
+    let (_, rec) = server.get("/v1/memories/a-rec", a);
+    json!({"records": list["records"], "collections": cols["collections"], "links": links,
+        "confidence": rec["confidence"]})
 }
 
 fn mentions_a(v: &Value) -> bool {
@@ -189,6 +198,41 @@ fn tenant_b_gets_nothing_of_tenant_a() {
                 assert_eq!(v, missing);
                 let (_, stats) = server.get("/v1/stats", &a);
                 assert_eq!(stats["adaptive"], json!([]), "{stats}");
+            }
+            ("POST", "/v1/memories/{id}/evidence") | ("GET", "/v1/memories/{id}/links") => {
+                // A's record is missing for B, whatever principals B speaks for.
+                for q in ["", "?user_tokens=*"] {
+                    let body = (*method == "POST").then(|| json!({"corroborate": true}));
+                    let (s, v) =
+                        server.call(method, &format!("{p}{q}"), Some(&b), &[], body.as_ref());
+                    assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{method} {p}{q}: {v}");
+                }
+            }
+            ("POST", "/v1/links") | ("POST", "/v1/links/delete") => {
+                // Neither linking A's records nor linking B's own to one of A's, nor removing
+                // A's link: all look like missing ids.
+                let (s, v) =
+                    server.post("/v1/memories", &b, json!({"id": "b-own", "content": "B"}));
+                assert!(s == 201 || s == 200, "{v}");
+                for (source, target) in [
+                    ("a-rec", "a-private"),
+                    ("b-own", "a-rec"),
+                    ("a-rec", "b-own"),
+                ] {
+                    let body = json!({"source": source, "target": target, "relation": "next",
+                        "user_tokens": ["*"]});
+                    let (s, v) = server.post(p, &b, body);
+                    assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{method} {p}: {v}");
+                }
+            }
+            ("POST", "/v1/recall") => {
+                let (s, v) = server.post(
+                    p,
+                    &b,
+                    json!({"query": "tenant alpha secret private", "user_tokens": ["*"], "k": 50}),
+                );
+                assert_eq!(s, 200, "{v}");
+                assert!(!mentions_a(&v), "recall sees A: {v}");
             }
             ("GET", "/v1/collections") => {
                 let (s, v) = server.get(p, &b);

@@ -5,9 +5,12 @@
 //! once; code behind the edge can then trust it. This crate does no I/O.
 
 mod adaptive;
+mod confidence;
 mod filter;
 mod limits;
+mod link;
 mod name;
+mod recall;
 mod record;
 mod schema;
 mod scope;
@@ -17,14 +20,21 @@ mod vector;
 pub use adaptive::{
     AdaptiveExplain, AdaptiveNamespaceStats, FeedbackAnswer, FeedbackRequest, Rerank, RerankWeights,
 };
+pub use confidence::{Evidence, EvidenceError, EvidenceRequest, PRIOR_STRENGTH, check_confidence};
 pub use filter::{FieldRef, Filter, FilterError};
 pub use limits::RecordLimits;
+pub use link::{Link, LinkError, LinkRef, NewLink, related};
 pub use name::{
-    CollectionName, Domain, InvalidName, Kind, MemoryScope, RecordId, RunId, TenantId, UserToken,
+    CollectionName, Domain, InvalidName, Kind, MemoryScope, RecordId, Relation, RunId, TenantId,
+    UserToken,
+};
+pub use recall::{
+    DEFAULT_MAX_SPREADING_DEPTH, MAX_RECALL_DEPTH, PathStep, RECALL_KEYS, RecallHit, RecallParams,
+    RecallResponse, SeedMark, Via,
 };
 pub use record::{
-    Collection, Confidence, EmbedderRef, Metric, NewRecord, RESERVED_FIELDS, Record, RecordError,
-    RecordPatch, TextAnalyzer, check_vector, merge_patch, validate_metadata,
+    Collection, Confidence, EmbedderRef, MemoryDefaults, Metric, NewRecord, RESERVED_FIELDS,
+    Record, RecordError, RecordPatch, TextAnalyzer, check_vector, merge_patch, validate_metadata,
 };
 pub use scope::{RequestScope, TokenSelector, UserMatch};
 pub use search::{

@@ -105,6 +105,10 @@ macro_rules! name_type {
 }
 
 name_type!(
+    /// The label of a link between two memories (`next`, `causes`, `about:person`).
+    Relation, field = "relation", colon = true
+);
+name_type!(
     /// A tenant: the hard ownership boundary. Comes only from a credential.
     TenantId, field = "tenant_id", colon = false
 );

@@ -55,6 +55,49 @@ pub struct Collection {
     /// as `standard`, which scores exactly as they did.
     #[serde(default, skip_serializing_if = "TextAnalyzer::is_standard")]
     pub analyzer: TextAnalyzer,
+    /// Confidence and recency defaults; absent in collections stored before they existed,
+    /// which decode with none set (initial confidence 0.5, no recency decay).
+    #[serde(flatten)]
+    pub memory: MemoryDefaults,
+}
+
+/// A collection's defaults for memory intelligence (`docs/memory-intelligence.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct MemoryDefaults {
+    /// The confidence of a new record that gives none, 0 to 1; 0.5 when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub initial_confidence: Option<f64>,
+    /// The recency half-life of searches that name none, in seconds; absent: no recency
+    /// decay unless a search asks for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0)]
+    pub recency_half_life_secs: Option<f64>,
+}
+
+impl MemoryDefaults {
+    /// Checks the ranges, naming the field.
+    pub fn validate(&self) -> Result<(), RecordError> {
+        if let Some(v) = self.initial_confidence {
+            crate::confidence::check_confidence("initial_confidence", v)
+                .map_err(|e| RecordError::BadConfidence(e.0))?;
+        }
+        if let Some(h) = self.recency_half_life_secs
+            && !(h.is_finite() && h > 0.0)
+        {
+            return Err(RecordError::BadConfidence(format!(
+                "recency_half_life_secs: {h} is not a positive number of seconds"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The confidence a new record of this collection starts with.
+    pub fn initial(&self) -> Confidence {
+        self.initial_confidence
+            .map_or_else(Confidence::default, Confidence::initial)
+    }
 }
 
 /// The identity of an embedding model: vectors are comparable only when both fields match,
@@ -248,6 +291,10 @@ pub enum RecordError {
     },
     #[error("batch of {count} records; the limit is {max}")]
     BatchTooLarge { count: usize, max: usize },
+    /// A confidence (or another memory-intelligence setting) out of its range; the message
+    /// names the field.
+    #[error("{0}")]
+    BadConfidence(String),
 }
 
 impl NewRecord {
@@ -259,6 +306,7 @@ impl NewRecord {
         if self.vector.is_none() && self.vector_model.is_some() {
             return Err(RecordError::VectorModelWithoutVector);
         }
+        check_record_confidence(self.confidence.as_ref())?;
         check_common(
             self.content.as_deref(),
             self.vector.as_deref(),
@@ -271,6 +319,7 @@ impl NewRecord {
 
 impl RecordPatch {
     pub fn validate(&self, limits: &RecordLimits) -> Result<(), RecordError> {
+        check_record_confidence(self.confidence.as_ref())?;
         check_common(
             self.content.as_deref(),
             self.vector.as_deref(),
@@ -278,6 +327,15 @@ impl RecordPatch {
             self.metadata.as_ref(),
             limits,
         )
+    }
+}
+
+/// A confidence given by the client must be a value in [0, 1], like every computed one.
+fn check_record_confidence(c: Option<&Confidence>) -> Result<(), RecordError> {
+    match c {
+        Some(c) => crate::confidence::check_confidence("confidence.value", c.value)
+            .map_err(|e| RecordError::BadConfidence(e.0)),
+        None => Ok(()),
     }
 }
 
@@ -517,6 +575,7 @@ mod tests {
             created_at: 0,
             embedder: None,
             analyzer: Default::default(),
+            memory: Default::default(),
         };
         assert!(check_vector(&[1.0, 0.0, 0.0], &c).is_ok());
         assert!(matches!(

@@ -8,8 +8,8 @@ use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, T
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::{
-    CollectionName, Domain, Filter, Kind, MemoryScope, RecordId, RunId, TenantId, TokenSelector,
-    UserToken,
+    CollectionName, Domain, Filter, Kind, MemoryScope, RecordId, Relation, RunId, TenantId,
+    TokenSelector, UserToken,
 };
 
 const NAME_PATTERN: &str = "^[a-zA-Z0-9_.-]{1,64}$";
@@ -45,6 +45,7 @@ name_schemas! {
     RecordId: NAME_PATTERN, "A record id: the server's UUIDv7 or the client's own.";
     Kind: NAME_PATTERN, "A free label such as `episodic` or `semantic`.";
     UserToken: TOKEN_PATTERN, "A principal inside the tenant, such as `u:alice`.";
+    Relation: TOKEN_PATTERN, "The label of a link between two memories, such as `next` or `causes`.";
 }
 
 impl PartialSchema for TokenSelector {

@@ -132,6 +132,14 @@ pub struct SearchRequest {
     #[schema(default = json!(["content", "metadata"]))]
     #[serde(deserialize_with = "include_list")]
     pub include: Option<Vec<Include>>,
+    /// Weight of the records' confidence in the ranking, 0 to 1 (`docs/memory-intelligence.md`):
+    /// `score = ((1 − w) · normalised relevance + w · confidence) · recency`.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub confidence_weight: Option<f32>,
+    /// Recency decay: a record's score is multiplied by `0.5^(age / half-life)`, its age
+    /// counted from `created_at`, in seconds. Absent: the collection's default, if any.
+    #[schema(exclusive_minimum = 0.0)]
+    pub recency_half_life_secs: Option<f64>,
     /// Re-rank the candidates with the (tenant, domain)'s adaptive state; none when absent.
     pub rerank: Option<crate::Rerank>,
     /// Weights of `rerank: "adaptive"`; `{"base": 1, "narrative": 0.15, "pheromone": 0.3}`
@@ -158,6 +166,8 @@ impl Default for SearchRequest {
             modality: None,
             filter: None,
             min_score: None,
+            confidence_weight: None,
+            recency_half_life_secs: None,
             mode: None,
             fusion: Fusion::default(),
             explain: false,
@@ -172,6 +182,16 @@ impl Default for SearchRequest {
 /// Per-channel detail of one hit, returned with `explain`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HitExplain {
+    /// With `confidence_weight` or recency: the score before them (the channel's or the
+    /// fused one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_score: Option<f32>,
+    /// With `confidence_weight`: the record's confidence as it entered the score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    /// With recency: `0.5^(age / half-life)`, the factor the score was multiplied by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recency_factor: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vector_score: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -17,10 +17,13 @@ from .models import (
     AuditRow,
     Collection,
     Confidence,
+    Link,
     Millis,
     NewRecord,
     Page,
+    RecallResult,
     Record,
+    RecordLinks,
     SearchResult,
     WriteResult,
     to_millis,
@@ -239,6 +242,62 @@ class DataCalls:
         # Not idempotent: a repeat after a lost answer would reinforce twice.
         return self._call(
             "POST", "/v1/feedback", lambda d: dict(d), scope, json=body, idempotent=False
+        )
+
+    def _recall(
+        self,
+        query: Optional[str],
+        scope: Scope,
+        *,
+        vector: Optional[Sequence[float]],
+        k: int,
+        filter: Optional[Filter],
+        mode: Optional[str],
+        collection: Optional[str],
+        include: Optional[Sequence[str]],
+        options: Mapping[str, Any],
+    ) -> Call[RecallResult]:
+        body: Dict[str, Any] = {"k": k}
+        if include is not None:
+            body["include"] = list(include)
+        if query is not None:
+            body["query"] = query
+        if vector is not None:
+            body["vector"] = [float(x) for x in vector]
+        if collection is not None:
+            body["modality"] = collection
+        if filter is not None:
+            body["filter"] = dict(filter)
+        if mode is not None:
+            body["mode"] = mode
+        body.update({key: v for key, v in options.items() if v is not None})
+        return self._call("POST", "/v1/recall", RecallResult.from_json, scope, json=body)
+
+    def _add_evidence(self, id: str, scope: Scope, body: Dict[str, Any]) -> Call[Record]:
+        # Not idempotent: a repeat after a lost answer would count the evidence twice.
+        return self._call(
+            "POST",
+            f"/v1/memories/{_segment(id)}/evidence",
+            Record.from_json,
+            scope,
+            json=body,
+            idempotent=False,
+        )
+
+    def _link(
+        self, source: str, target: str, scope: Scope, *, relation: str, weight: float
+    ) -> Call[Link]:
+        body = {"source": source, "target": target, "relation": relation, "weight": weight}
+        # The same link again only sets its weight again: safe to repeat.
+        return self._call("POST", "/v1/links", Link.from_json, scope, json=body)
+
+    def _unlink(self, source: str, target: str, scope: Scope, *, relation: str) -> Call[None]:
+        body = {"source": source, "target": target, "relation": relation}
+        return self._call("POST", "/v1/links/delete", no_answer, scope, json=body)
+
+    def _links(self, id: str, scope: Scope) -> Call[RecordLinks]:
+        return self._call(
+            "GET", f"/v1/memories/{_segment(id)}/links", RecordLinks.from_json, scope
         )
 
     def _get(self, id: str, scope: Scope) -> Call[Record]:

@@ -25,9 +25,12 @@ from .models import (
     AuditRow,
     Collection,
     Confidence,
+    Link,
     Millis,
     Page,
+    RecallResult,
     Record,
+    RecordLinks,
     SearchResult,
     WriteResult,
 )
@@ -272,6 +275,134 @@ class AsyncStrata(DataCalls):
                 ids, scope, shown=shown, query=query, vector=vector, collection=collection
             )
         )
+
+    async def recall(
+        self,
+        query: Optional[str] = None,
+        *,
+        vector: Optional[Sequence[float]] = None,
+        k: int = 10,
+        filter: Optional[Filter] = None,
+        mode: Optional[str] = None,
+        collection: Optional[str] = None,
+        include: Optional[Sequence[str]] = ("record",),
+        depth: Optional[int] = None,
+        seeds: Optional[int] = None,
+        decay: Optional[float] = None,
+        threshold: Optional[float] = None,
+        max_fanout: Optional[int] = None,
+        relations: Optional[Sequence[str]] = None,
+        confidence_weight: Optional[float] = None,
+        recency_half_life_secs: Optional[float] = None,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> RecallResult:
+        """Searches like :meth:`search`, then spreads activation from the best ``seeds`` hits
+        over links, up to ``depth`` hops (capped by the tenant's ``max_spreading_depth``),
+        through memories the scope can see only. Each hit says how it was reached (``via``)
+        and its ``activation``. See the server's docs/memory-intelligence.md for the rule."""
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        options = {
+            "depth": depth,
+            "seeds": seeds,
+            "decay": decay,
+            "threshold": threshold,
+            "max_fanout": max_fanout,
+            "relations": list(relations) if relations is not None else None,
+            "confidence_weight": confidence_weight,
+            "recency_half_life_secs": recency_half_life_secs,
+        }
+        return await self._transport.run(
+            self._recall(
+                query,
+                scope,
+                vector=vector,
+                k=k,
+                filter=filter,
+                mode=mode,
+                collection=collection,
+                include=include,
+                options=options,
+            )
+        )
+
+    async def add_evidence(
+        self,
+        id: str,
+        *,
+        signal: Optional[float] = None,
+        corroborate: bool = False,
+        contradict: bool = False,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> Record:
+        """Adds one piece of evidence about a memory (exactly one of ``signal`` in [0, 1],
+        ``corroborate=True`` or ``contradict=True``) and returns it with its new confidence."""
+        body: Dict[str, Any] = {}
+        if signal is not None:
+            body["signal"] = signal
+        if corroborate:
+            body["corroborate"] = True
+        if contradict:
+            body["contradict"] = True
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        return await self._transport.run(self._add_evidence(id, scope, body))
+
+    async def link(
+        self,
+        source: str,
+        target: str,
+        *,
+        relation: str = "related",
+        weight: float = 1.0,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> Link:
+        """Links two memories the scope can see; :class:`NotFoundError` if either is missing
+        or invisible. Linking them again with the same relation sets the weight."""
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        return await self._transport.run(
+            self._link(source, target, scope, relation=relation, weight=weight)
+        )
+
+    async def unlink(
+        self,
+        source: str,
+        target: str,
+        *,
+        relation: str = "related",
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> None:
+        """Removes a link; :class:`NotFoundError` if there is none the scope can see."""
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        await self._transport.run(self._unlink(source, target, scope, relation=relation))
+
+    async def links(
+        self,
+        id: str,
+        *,
+        user_tokens: Optional[Sequence[str]] = None,
+        memory_domain: Optional[str] = None,
+        run_id: Optional[str] = None,
+        memory_scope: Optional[str] = None,
+        user_match: Optional[UserMatch] = None,
+    ) -> RecordLinks:
+        """A memory's outgoing and incoming links, to and from memories the scope can see."""
+        scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
+        return await self._transport.run(self._links(id, scope))
 
     async def get(
         self,

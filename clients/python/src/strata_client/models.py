@@ -606,3 +606,92 @@ class MigrationStatus:
             started_at=d.get("started_at"),
             graph_builds_pending=int(d.get("graph_builds_pending", 0)),
         )
+
+
+@dataclass
+class Link:
+    """A link between two memories of one tenant: ``source`` → ``target``, a ``relation``
+    label and a ``weight`` in (0, 1]."""
+
+    source: str
+    target: str
+    relation: str
+    weight: float
+    created_at: Millis
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Link:
+        return cls(
+            source=d["source"],
+            target=d["target"],
+            relation=d["relation"],
+            weight=float(d["weight"]),
+            created_at=int(d["created_at"]),
+        )
+
+
+@dataclass
+class RecordLinks:
+    """A memory's links to and from memories the request can see."""
+
+    outgoing: List[Link]
+    incoming: List[Link]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RecordLinks:
+        return cls(
+            outgoing=[Link.from_json(x) for x in d.get("outgoing", [])],
+            incoming=[Link.from_json(x) for x in d.get("incoming", [])],
+        )
+
+
+@dataclass
+class RecallHit(SearchHit):
+    """A recall hit: a search hit whose ``score`` is its activation, plus how it was reached:
+    ``via`` is ``"seed"`` or the list of steps (``{"from", "relation", "to"}``) from a seed."""
+
+    activation: float = 0.0
+    search_score: Optional[float] = None
+    via: Any = "seed"
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RecallHit:
+        base = SearchHit.from_json(d)
+        s = d.get("search_score")
+        return cls(
+            **base.__dict__,
+            activation=float(d.get("activation", base.score)),
+            search_score=float(s) if s is not None else None,
+            via=d.get("via", "seed"),
+        )
+
+
+@dataclass
+class RecallResult:
+    """The hits of a recall, by activation. ``depth`` is the depth spread (capped by the
+    tenant's ``max_spreading_depth``; ``depth_capped`` says when it was)."""
+
+    hits: List[RecallHit]
+    mode: str
+    exact: bool
+    depth: int
+    depth_capped: bool = False
+
+    def __iter__(self) -> Iterator[RecallHit]:
+        return iter(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __getitem__(self, i: int) -> RecallHit:
+        return self.hits[i]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RecallResult:
+        return cls(
+            hits=[RecallHit.from_json(h) for h in d.get("hits", [])],
+            mode=d.get("mode", ""),
+            exact=bool(d.get("exact")),
+            depth=int(d.get("depth", 0)),
+            depth_capped=bool(d.get("depth_capped", False)),
+        )

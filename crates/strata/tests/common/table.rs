@@ -28,6 +28,11 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("POST", "/v1/memories/list", Read),
     ("POST", "/v1/memories/count", Read),
     ("POST", "/v1/search", Read),
+    ("POST", "/v1/memories/{id}/evidence", Write),
+    ("GET", "/v1/memories/{id}/links", Read),
+    ("POST", "/v1/links", Write),
+    ("POST", "/v1/links/delete", Write),
+    ("POST", "/v1/recall", Read),
     ("POST", "/v1/feedback", Write),
     ("GET", "/v1/collections", Read),
     ("POST", "/v1/collections", Admin),
@@ -84,7 +89,11 @@ pub fn valid_body(method: &str, path: &str) -> Option<Value> {
     match (method, path) {
         ("POST", "/v1/memories") | ("PATCH", "/v1/memories/{id}") => Some(json!({"content": "x"})),
         ("POST", "/v1/memories/delete") => Some(json!({"filter": {}})),
-        ("POST", "/v1/search") => Some(json!({"query": "x"})),
+        ("POST", "/v1/search") | ("POST", "/v1/recall") => Some(json!({"query": "x"})),
+        ("POST", "/v1/memories/{id}/evidence") => Some(json!({"corroborate": true})),
+        ("POST", "/v1/links") | ("POST", "/v1/links/delete") => {
+            Some(json!({"source": "a-rec", "target": "b-rec"}))
+        }
         ("POST", "/v1/feedback") => Some(json!({"ids": ["x"]})),
         ("POST", "/v1/collections") => Some(json!({"name": "c1", "dim": 4})),
         ("POST", "/v1/collections/{name}/reembed") => Some(json!({"dry_run": true})),

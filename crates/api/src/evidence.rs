@@ -1,0 +1,52 @@
+//! `POST /v1/memories/{id}/evidence`: one piece of evidence updates a record's confidence by
+//! the Beta-Bernoulli rule documented in `docs/memory-intelligence.md`.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use strata_types::{EvidenceRequest, Record, RecordId};
+use utoipa::ToSchema;
+
+use crate::bodies::ScopeFields;
+use crate::edge::TenantAuth;
+use crate::input::{JsonObject, PathParam, from_map};
+use crate::{ApiError, AppState};
+
+/// Evidence with the request's scope fields.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The documented shape of a body the handler reads in two steps.
+struct EvidenceBody {
+    #[serde(flatten)]
+    evidence: EvidenceRequest,
+    #[serde(flatten)]
+    scope: ScopeFields,
+}
+
+/// Adds evidence about a memory: `{"signal": x}` with x in [0, 1], `{"corroborate": true}` or
+/// `{"contradict": true}`. Answers the record with its new confidence. A foreign or
+/// invisible id is `404` like a missing one.
+#[utoipa::path(post, path = "/v1/memories/{id}/evidence", tag = "memories",
+    operation_id = "add_evidence",
+    params(("id" = RecordId, Path, description = "record id")),
+    request_body = EvidenceBody,
+    responses((status = 200, description = "The record with its updated confidence", body = Record)),
+    security(("bearer" = [])))]
+pub async fn add(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    PathParam(id): PathParam,
+    RawQuery(q): RawQuery,
+    JsonObject(mut body): JsonObject,
+) -> Result<Json<Record>, ApiError> {
+    let id = RecordId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
+    let evidence = from_map::<EvidenceRequest>(body)?
+        .evidence()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let scope = auth.scope;
+    let record = state
+        .run_tenant(&auth.admitted, move |e| {
+            Ok(e.add_evidence(&scope, &req, &id, evidence)?)
+        })
+        .await?;
+    Ok(Json(record))
+}

@@ -1,0 +1,182 @@
+//! Links between a tenant's memories: create, remove, list. Both ends must be records the
+//! request can see, in the caller's tenant; a link to anything else fails exactly like a link
+//! to a missing id (`NotFound`), so links can never cross tenants nor reveal what the caller
+//! cannot see. Links are charged against `max_storage_bytes` and removed with either record.
+
+use strata_auth::{Permission, TenantScope};
+use strata_store::{LinkReads, Reads, TenantKey, Writer};
+use strata_types::{Link, LinkRef, NewLink, RecordId, RequestScope, now_millis};
+
+use crate::lifecycle;
+use crate::visibility::Visibility;
+use crate::{Engine, EngineError};
+
+/// The most links one record may have going out: recall reads every link of a node it
+/// expands, so an unbounded fan-out would make one record as expensive as a scan.
+pub const MAX_LINKS_PER_RECORD: usize = 1000;
+
+/// Bytes a link is charged against `max_storage_bytes`: its two entries (by source and by
+/// target), each the two ids, the relation, the 13-byte value and key overhead.
+pub(crate) fn link_bytes(l: &Link) -> u64 {
+    let ids = l.source.as_str().len() + l.target.as_str().len() + l.relation.as_str().len();
+    2 * (ids + 13 + 16) as u64
+}
+
+/// A record's links, both ways, as `GET /v1/memories/{id}/links` answers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct RecordLinks {
+    /// Links from this record, to records the request can see.
+    pub outgoing: Vec<Link>,
+    /// Links to this record, from records the request can see.
+    pub incoming: Vec<Link>,
+}
+
+impl Engine {
+    /// Links two records the request can see (`write`), or replaces the weight of the same
+    /// link. Either end missing, foreign or invisible is [`EngineError::NotFound`].
+    pub fn link(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        new: NewLink,
+    ) -> Result<Link, EngineError> {
+        let mut links = self.link_batch(scope, req, vec![new])?;
+        links.pop().ok_or(EngineError::NotFound)
+    }
+
+    /// Creates many links in one transaction: all or none, each checked like [`Engine::link`].
+    pub fn link_batch(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        batch: Vec<NewLink>,
+    ) -> Result<Vec<Link>, EngineError> {
+        let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
+        if batch.len() > self.config.limits.max_batch {
+            return Err(EngineError::BadRequest(format!(
+                "links: at most {} in one request",
+                self.config.limits.max_batch
+            )));
+        }
+        for new in &batch {
+            new.validate().map_err(|e| EngineError::BadRequest(e.0))?;
+        }
+        self.write_tenant(scope, "link.put", |w, _changes| {
+            let key = scope.key();
+            let mut added = 0i64;
+            let mut out = Vec::with_capacity(batch.len());
+            for new in batch {
+                for id in [&new.source, &new.target] {
+                    visible_record(w, key, &vis, id)?;
+                }
+                let link = Link {
+                    source: new.source,
+                    target: new.target,
+                    relation: new.relation,
+                    weight: new.weight,
+                    created_at: vis.now,
+                };
+                if w.put_link(key, &link)?.is_none() {
+                    if w.links_of(key, &link.source, false)?.len() > MAX_LINKS_PER_RECORD {
+                        return Err(EngineError::QuotaExceeded {
+                            resource: "links_per_record",
+                            limit: MAX_LINKS_PER_RECORD as u64,
+                        });
+                    }
+                    added += link_bytes(&link) as i64;
+                }
+                out.push(link);
+            }
+            if added > 0 {
+                charge(w, scope, added)?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// Removes a link between two records the request can see (`write`). A missing link, or
+    /// an end the request cannot see, is [`EngineError::NotFound`].
+    pub fn unlink(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        which: &LinkRef,
+    ) -> Result<Link, EngineError> {
+        let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
+        self.write_tenant(scope, "link.delete", |w, _changes| {
+            let key = scope.key();
+            for id in [&which.source, &which.target] {
+                visible_record(w, key, &vis, id)?;
+            }
+            let gone = w
+                .delete_link(key, &which.source, &which.target, &which.relation)?
+                .ok_or(EngineError::NotFound)?;
+            charge(w, scope, -(link_bytes(&gone) as i64))?;
+            Ok(gone)
+        })
+    }
+
+    /// The links of a record the request can see, leaving out every link whose other end it
+    /// cannot see (which would otherwise reveal that record's id).
+    pub fn record_links(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        id: &RecordId,
+    ) -> Result<RecordLinks, EngineError> {
+        let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
+        self.read_tenant(scope, Permission::Read, |r| {
+            let key = scope.key();
+            visible_record(r, key, &vis, id)?;
+            let sees = |other: &RecordId| -> Result<bool, EngineError> {
+                Ok(r.record(key, other)?.is_some_and(|rec| vis.sees(&rec)))
+            };
+            let mut outgoing = Vec::new();
+            for l in r.links_of(key, id, false)? {
+                if sees(&l.target)? {
+                    outgoing.push(l);
+                }
+            }
+            let mut incoming = Vec::new();
+            for l in r.links_of(key, id, true)? {
+                if sees(&l.source)? {
+                    incoming.push(l);
+                }
+            }
+            Ok(RecordLinks { outgoing, incoming })
+        })
+    }
+}
+
+fn visible_record(
+    r: &impl Reads,
+    key: TenantKey,
+    vis: &Visibility,
+    id: &RecordId,
+) -> Result<(), EngineError> {
+    match r.record(key, id)? {
+        Some(rec) if vis.sees(&rec) => Ok(()),
+        _ => Err(EngineError::NotFound),
+    }
+}
+
+/// Adds `delta` bytes to the tenant's usage, refusing a growth past `max_storage_bytes`.
+fn charge(w: &mut Writer<'_>, scope: &TenantScope, delta: i64) -> Result<(), EngineError> {
+    let profile = crate::tenants::check_live(w, scope)?;
+    lifecycle::charge_bytes(w, scope.key(), &profile.limits, delta)
+}
+
+/// Removes every link of a record being deleted and gives their bytes back. Every path that
+/// deletes a record calls this in the same transaction.
+pub(crate) fn remove_links_of(
+    w: &mut Writer<'_>,
+    scope: &TenantScope,
+    id: &RecordId,
+) -> Result<(), EngineError> {
+    let gone = w.delete_links_of(scope.key(), id)?;
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let bytes: u64 = gone.iter().map(link_bytes).sum();
+    charge(w, scope, -(bytes as i64))
+}

@@ -1,0 +1,277 @@
+//! `recall`: a search whose best hits seed spreading activation over the tenant's links.
+//!
+//! The rule (also in `docs/memory-intelligence.md`):
+//! - the `seeds` best search hits are seeds; their activation is their search score min-max
+//!   normalised over the seeds into [0.5, 1] (1 for all when the scores tie);
+//! - hop by hop, up to `depth` (capped by the tenant's `max_spreading_depth`), each record
+//!   reached at the previous hop passes activation along at most `max_fanout` of its links
+//!   (both directions, heaviest first, only `relations` if given) to records the request can
+//!   see: `a_v += a_u · decay · w_uv / √max(1, Σ w)`, the sum over the links it follows
+//!   (fan-out normalisation: a hub spreads thinner);
+//! - a record keeps what reaches it at the hop it is first reached (activation arriving later,
+//!   or at a seed, is ignored, so activation never echoes back), and is kept and expanded
+//!   only when that is at least `threshold`;
+//! - the answer is the `k` records with the highest activation, each with the path that
+//!   brought it the largest share.
+//!
+//! Visibility is checked on every record before it takes part: a record the request cannot see
+//! (another principal's, domain's or run's, expired, or failing the filter) is not returned,
+//! not expanded, and not even counted in a neighbour's fan-out, so it cannot move a score.
+//! Links exist only inside one tenant's key range, so spreading never leaves the tenant.
+
+use std::collections::HashMap;
+
+use strata_auth::{Permission, TenantScope};
+use strata_store::{LinkReads, Reads, TenantKey};
+use strata_types::{
+    DEFAULT_MAX_SPREADING_DEPTH, Filter, Include, MAX_RECALL_DEPTH, PathStep, RecallHit,
+    RecallParams, RecallResponse, Record, RecordId, RequestScope, SearchRequest, SeedMark, Via,
+    now_millis,
+};
+
+use crate::visibility::Visibility;
+use crate::{Engine, EngineError};
+
+impl Engine {
+    /// Searches (any mode, exactly like [`Engine::search`]), then spreads activation from the
+    /// best hits over links. See the module docs for the rule.
+    pub fn recall(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        s: &SearchRequest,
+        p: &RecallParams,
+    ) -> Result<RecallResponse, EngineError> {
+        // The credential is checked before the input, as everywhere.
+        let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
+        if s.k == 0 || s.k > strata_types::MAX_K {
+            return Err(EngineError::BadRequest(format!(
+                "k: must be 1 to {}",
+                strata_types::MAX_K
+            )));
+        }
+        p.validate(s.k).map_err(EngineError::BadRequest)?;
+        let seed_search = SearchRequest {
+            k: p.seeds_for(s.k),
+            ..s.clone()
+        };
+        let found = self.search(scope, req, &seed_search)?;
+        let with_vector = s.includes(Include::Vector);
+        self.read_tenant(scope, Permission::Read, |r| {
+            let profile = crate::tenants::check_live(r, scope)?;
+            let cap = profile
+                .limits
+                .max_spreading_depth
+                .unwrap_or(DEFAULT_MAX_SPREADING_DEPTH)
+                .min(MAX_RECALL_DEPTH);
+            let asked = p.depth.unwrap_or(cap);
+            let depth = asked.min(cap);
+            let mut spread = Spread {
+                r,
+                key: scope.key(),
+                vis: &vis,
+                filter: s.filter.as_ref(),
+                seen: HashMap::new(),
+            };
+            let seeds: Vec<(Record, f32, Option<strata_types::HitExplain>)> = found
+                .hits
+                .into_iter()
+                .map(|h| (h.record, h.score, h.explain))
+                .collect();
+            let mut hits = spread.run(seeds, p, depth)?;
+            hits.sort_by(|a, b| {
+                b.activation
+                    .total_cmp(&a.activation)
+                    .then_with(|| a.record.id.cmp(&b.record.id))
+            });
+            hits.truncate(s.k);
+            if !with_vector {
+                for h in &mut hits {
+                    h.record.vector = None;
+                }
+            }
+            Ok(RecallResponse {
+                hits,
+                mode: found.mode,
+                exact: found.exact,
+                depth,
+                depth_capped: asked > cap,
+            })
+        })
+    }
+}
+
+/// One spreading pass over one consistent snapshot.
+struct Spread<'a, R: Reads> {
+    r: &'a R,
+    key: TenantKey,
+    vis: &'a Visibility,
+    filter: Option<&'a Filter>,
+    /// Records looked at so far: `Some` when the request may see it, `None` when not.
+    seen: HashMap<RecordId, Option<Record>>,
+}
+
+/// A link as spreading follows it out of one record.
+struct Edge {
+    other: RecordId,
+    step: PathStep,
+    weight: f32,
+}
+
+impl<R: Reads> Spread<'_, R> {
+    /// The record `id` if the request may see it (and it passes the filter).
+    fn visible(&mut self, id: &RecordId) -> Result<Option<&Record>, EngineError> {
+        if !self.seen.contains_key(id) {
+            let rec = self
+                .r
+                .record(self.key, id)?
+                .filter(|rec| self.vis.sees(rec) && self.filter.is_none_or(|f| f.matches(rec)));
+            self.seen.insert(id.clone(), rec);
+        }
+        Ok(self.seen.get(id).and_then(Option::as_ref))
+    }
+
+    /// The visible neighbours of `id` that spreading follows: heaviest first, at most
+    /// `max_fanout`, only the asked relations.
+    fn edges(&mut self, id: &RecordId, p: &RecallParams) -> Result<Vec<Edge>, EngineError> {
+        let mut edges = Vec::new();
+        for incoming in [false, true] {
+            for l in self.r.links_of(self.key, id, incoming)? {
+                if p.relations
+                    .as_ref()
+                    .is_some_and(|rels| !rels.contains(&l.relation))
+                {
+                    continue;
+                }
+                let other = if incoming { l.source } else { l.target };
+                edges.push(Edge {
+                    step: PathStep {
+                        from: id.clone(),
+                        relation: l.relation,
+                        to: other.clone(),
+                        reverse: incoming,
+                    },
+                    other,
+                    weight: l.weight,
+                });
+            }
+        }
+        // Invisible neighbours are dropped before the fan-out is cut and normalised, so they
+        // change nothing.
+        let mut kept = Vec::with_capacity(edges.len());
+        for e in edges {
+            if self.visible(&e.other)?.is_some() {
+                kept.push(e);
+            }
+        }
+        kept.sort_by(|a, b| {
+            b.weight
+                .total_cmp(&a.weight)
+                .then_with(|| a.other.cmp(&b.other))
+                .then_with(|| a.step.relation.cmp(&b.step.relation))
+        });
+        kept.truncate(p.max_fanout);
+        Ok(kept)
+    }
+
+    fn run(
+        &mut self,
+        seeds: Vec<(Record, f32, Option<strata_types::HitExplain>)>,
+        p: &RecallParams,
+        depth: u32,
+    ) -> Result<Vec<RecallHit>, EngineError> {
+        let (min, max) = seeds
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
+                (lo.min(s.1), hi.max(s.1))
+            });
+        let mut reached: HashMap<RecordId, RecallHit> = HashMap::new();
+        let mut frontier = Vec::new();
+        for (record, score, explain) in seeds {
+            let activation = if max > min {
+                0.5 + 0.5 * ((score - min) / (max - min))
+            } else {
+                1.0
+            };
+            frontier.push(record.id.clone());
+            self.seen.insert(record.id.clone(), Some(record.clone()));
+            reached.insert(
+                record.id.clone(),
+                RecallHit {
+                    record,
+                    activation,
+                    search_score: Some(score),
+                    explain,
+                    via: Via::Seed(SeedMark::Seed),
+                },
+            );
+        }
+        for _ in 0..depth {
+            // Target → (total activation, best single contribution and its path).
+            let mut arriving: HashMap<RecordId, (f32, f32, Vec<PathStep>)> = HashMap::new();
+            for u in &frontier {
+                let (a_u, path_u) = match reached.get(u) {
+                    Some(h) => (h.activation, path_of(&h.via)),
+                    None => continue,
+                };
+                let edges = self.edges(u, p)?;
+                let total: f32 = edges.iter().map(|e| e.weight).sum();
+                let norm = total.max(1.0).sqrt();
+                for e in edges {
+                    if reached.contains_key(&e.other) {
+                        continue;
+                    }
+                    let contribution = a_u * p.decay * e.weight / norm;
+                    let entry = arriving.entry(e.other.clone()).or_insert((
+                        0.0,
+                        f32::NEG_INFINITY,
+                        Vec::new(),
+                    ));
+                    entry.0 += contribution;
+                    if contribution > entry.1 {
+                        entry.1 = contribution;
+                        let mut path = path_u.clone();
+                        path.push(e.step);
+                        entry.2 = path;
+                    }
+                }
+            }
+            let mut next: Vec<RecordId> = arriving
+                .iter()
+                .filter(|(_, (total, _, _))| *total >= p.threshold)
+                .map(|(id, _)| id.clone())
+                .collect();
+            next.sort();
+            for id in &next {
+                let Some((activation, _, path)) = arriving.remove(id) else {
+                    continue;
+                };
+                let Some(record) = self.visible(id)?.cloned() else {
+                    continue;
+                };
+                reached.insert(
+                    id.clone(),
+                    RecallHit {
+                        record,
+                        activation,
+                        search_score: None,
+                        explain: None,
+                        via: Via::Path(path),
+                    },
+                );
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        Ok(reached.into_values().collect())
+    }
+}
+
+fn path_of(via: &Via) -> Vec<PathStep> {
+    match via {
+        Via::Seed(_) => Vec::new(),
+        Via::Path(p) => p.clone(),
+    }
+}
