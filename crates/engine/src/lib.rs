@@ -14,6 +14,7 @@ mod durability;
 mod embedding;
 mod error;
 mod graph_build;
+mod hierarchy;
 mod integrity;
 mod isolation;
 mod lifecycle;
@@ -24,6 +25,7 @@ mod registry;
 mod residency;
 mod scan;
 mod search;
+mod shares;
 mod snapshot;
 mod stats;
 mod tenant_index;
@@ -49,10 +51,12 @@ pub use isolation::{
     IndexParams, IsolationConfig, IsolationLevel, MigrateRequest, MigrationReport, MigrationState,
     MigrationStatus,
 };
+pub use hierarchy::TenantNode;
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use records::PutOutcome;
 pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};
+pub use shares::{IncomingShare, NewShare, Share};
 pub use scan::{Page, ScanPage};
 pub use stats::{IntegrityCounts, TenantFigures, UsageReport};
 pub use strata_auth::{OperatorScope, TenantScope};

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CollectionName, Filter, Record};
+use crate::{CollectionName, Filter, HitSource, Record, SharedSelector};
 
 /// Which channels a search uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -132,6 +132,10 @@ pub struct SearchRequest {
     #[schema(default = json!(["content", "metadata"]))]
     #[serde(deserialize_with = "include_list")]
     pub include: Option<Vec<Include>>,
+    /// Granted shared domains of other tenants to search too: `"all"`, or a list of share ids
+    /// and `"owner/domain"` strings. Absent: the caller's own records only.
+    #[schema(value_type = Option<Object>, example = json!("all"))]
+    pub include_shared: Option<SharedSelector>,
 }
 
 impl SearchRequest {
@@ -158,6 +162,7 @@ impl Default for SearchRequest {
             explain: false,
             ef: None,
             include: None,
+            include_shared: None,
         }
     }
 }
@@ -184,6 +189,9 @@ pub struct SearchHit {
     pub score: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explain: Option<HitExplain>,
+    /// Set on hits from a granted shared domain of another tenant; own hits carry none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<HitSource>,
 }
 
 /// The results of a search, best first.
