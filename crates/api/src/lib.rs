@@ -42,6 +42,7 @@ mod router;
 mod search;
 mod security;
 mod server;
+mod shares;
 mod state;
 mod transfer;
 

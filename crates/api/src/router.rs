@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::{
     ApiError, AppState, admin, audit, body_guard, collections, health, isolation, lifecycle,
-    memories, metrics, observe, reembed, residency, search, security, transfer,
+    memories, metrics, observe, reembed, residency, search, security, shares, transfer,
 };
 
 fn api() -> OpenApiRouter<AppState> {
@@ -34,6 +34,10 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(memories::list_get, memories::list_post))
         .routes(routes!(memories::count))
         .routes(routes!(search::search))
+        .routes(routes!(shares::create, shares::list))
+        .routes(routes!(shares::revoke))
+        .routes(routes!(shares::incoming))
+        .routes(routes!(admin::tenant_tree))
         .routes(routes!(collections::list, collections::create))
         .routes(routes!(collections::delete))
         .routes(routes!(reembed::start, reembed::status))
