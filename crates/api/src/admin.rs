@@ -58,14 +58,7 @@ pub async fn create_tenant(
     let parent = crate::lifecycle::parent_field(new.parent)?;
     let info = state
         .run(move |e| {
-            Ok(e.create_tenant_under(
-                &op,
-                &id,
-                new.display_name,
-                isolation,
-                index_params,
-                parent,
-            )?)
+            Ok(e.create_tenant_under(&op, &id, new.display_name, isolation, index_params, parent)?)
         })
         .await?;
     tracing::info!(target: "audit", tenant = %info.id, "tenant created");

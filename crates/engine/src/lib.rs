@@ -44,6 +44,7 @@ pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
 pub use durability::Durable;
 pub use error::EngineError;
+pub use hierarchy::TenantNode;
 pub use integrity::{
     IntegrityConfig, IntegrityPolicy, IntegrityState, TenantIntegrity, Transition,
 };
@@ -51,13 +52,12 @@ pub use isolation::{
     IndexParams, IsolationConfig, IsolationLevel, MigrateRequest, MigrationReport, MigrationState,
     MigrationStatus,
 };
-pub use hierarchy::TenantNode;
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use records::PutOutcome;
 pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};
-pub use shares::{IncomingShare, NewShare, Share};
 pub use scan::{Page, ScanPage};
+pub use shares::{IncomingShare, NewShare, Share};
 pub use stats::{IntegrityCounts, TenantFigures, UsageReport};
 pub use strata_auth::{OperatorScope, TenantScope};
 pub use strata_embed::Embedder;

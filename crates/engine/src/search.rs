@@ -96,8 +96,7 @@ impl Engine {
             })?;
         }
         if let Some(selector) = &s.include_shared {
-            let (shared, exact) =
-                self.search_shared(scope, req, s, mode, &collection, selector)?;
+            let (shared, exact) = self.search_shared(scope, req, s, mode, &collection, selector)?;
             merge_shared(&mut response, shared, exact, s.k);
         }
         Ok(response)

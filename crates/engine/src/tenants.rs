@@ -5,10 +5,10 @@ use strata_auth::{OperatorScope, TenantScope};
 use strata_store::{Reads, TenantMeta, Writer};
 use strata_types::{Collection, Millis, TenantId, now_millis};
 
-use crate::{audit, hierarchy};
 use crate::isolation::{IndexParams, IsolationLevel};
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, init_usage, usage};
 use crate::{Engine, EngineError};
+use crate::{audit, hierarchy};
 
 /// A tenant as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]

@@ -398,7 +398,11 @@ pub trait Reads: Tables {
     }
 
     /// Every blob of the tenant whose name starts with `prefix`, by name, with its name.
-    fn blobs_named(&self, t: TenantKey, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    fn blobs_named(
+        &self,
+        t: TenantKey,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let start = keys::blob(t, prefix);
         let skip = keys::blob(t, "").len();
         let mut out = Vec::new();

@@ -100,7 +100,11 @@ fn seed_tenant_a(server: &Server) -> String {
     let (s, v) = server.post("/v1/collections", &a, json!({"name": "a-coll", "dim": 4}));
     assert_eq!(s, 201, "{v}");
     // A publishes its default domain to its children; B is none of them.
-    let (s, v) = server.post("/v1/shares", &a, json!({"domain": "default", "children": true}));
+    let (s, v) = server.post(
+        "/v1/shares",
+        &a,
+        json!({"domain": "default", "children": true}),
+    );
     assert_eq!(s, 201, "{v}");
     a
 }
@@ -174,8 +178,15 @@ fn tenant_b_gets_nothing_of_tenant_a() {
                 assert!(v["count"].as_u64().unwrap_or(99) <= 1, "count sees A: {v}");
             }
             ("POST", "/v1/search") => {
-                let a_share = before["shares"][0]["id"].as_str().expect("A's share").to_owned();
-                for shared in [json!(null), json!("all"), json!(["tenant-a/default", a_share])] {
+                let a_share = before["shares"][0]["id"]
+                    .as_str()
+                    .expect("A's share")
+                    .to_owned();
+                for shared in [
+                    json!(null),
+                    json!("all"),
+                    json!(["tenant-a/default", a_share]),
+                ] {
                     let (s, v) = server.post(
                         p,
                         &b,
@@ -364,7 +375,11 @@ fn shares_from_every_side() {
         ("other-org", None),
         ("other-child", Some("other-org")),
     ] {
-        op("POST", "/v1/admin/tenants", json!({"id": id, "parent": parent}));
+        op(
+            "POST",
+            "/v1/admin/tenants",
+            json!({"id": id, "parent": parent}),
+        );
     }
     let full = json!({"permissions": ["read", "write", "admin"]});
     let org = server.key("org", full.clone());
@@ -391,8 +406,14 @@ fn shares_from_every_side() {
 
     // Who may publish: admin, unbound to user tokens, within its domains.
     let no_admin = server.key("org", json!({"permissions": ["read", "write"]}));
-    let domain_bound = server.key("org", json!({"permissions": ["read", "admin"], "domains": ["default"]}));
-    let token_bound = server.key("org", json!({"permissions": ["read", "admin"], "user_tokens": ["u:alice"]}));
+    let domain_bound = server.key(
+        "org",
+        json!({"permissions": ["read", "admin"], "domains": ["default"]}),
+    );
+    let token_bound = server.key(
+        "org",
+        json!({"permissions": ["read", "admin"], "user_tokens": ["u:alice"]}),
+    );
     let publish = json!({"domain": "kb", "tenants": ["partner"], "children": true});
     let (s, v) = server.post("/v1/shares", &no_admin, publish.clone());
     assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
@@ -405,7 +426,10 @@ fn shares_from_every_side() {
         (json!({"domain": "kb", "tenants": ["org"]}), "tenants"),
         (json!({"domain": "kb", "tenants": ["nobody"]}), "tenants"),
         (json!({"domain": "bad domain!", "children": true}), "domain"),
-        (json!({"domain": "kb", "children": true, "extra": 1}), "extra"),
+        (
+            json!({"domain": "kb", "children": true, "extra": 1}),
+            "extra",
+        ),
     ] {
         let (s, v) = server.post("/v1/shares", &org, body.clone());
         assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{body}: {v}");
@@ -415,7 +439,11 @@ fn shares_from_every_side() {
     assert_eq!(s, 201, "{share}");
     let id = share["id"].as_str().expect("share id").to_owned();
     let (s, v) = server.get("/v1/shares", &org);
-    assert_eq!((s, v["shares"][0]["id"].as_str()), (200, Some(id.as_str())), "{v}");
+    assert_eq!(
+        (s, v["shares"][0]["id"].as_str()),
+        (200, Some(id.as_str())),
+        "{v}"
+    );
     let (s, v) = server.get("/v1/shares", &no_admin);
     assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
 
@@ -427,7 +455,10 @@ fn shares_from_every_side() {
     };
     assert_eq!(incoming("team-a")[0]["via"], "children");
     assert_eq!(incoming("partner")[0]["via"], "named");
-    assert!(incoming("partner")[0].get("tenants").is_none(), "grantees see no other grantee");
+    assert!(
+        incoming("partner")[0].get("tenants").is_none(),
+        "grantees see no other grantee"
+    );
     assert!(incoming("stranger").is_empty());
     assert!(incoming("other-child").is_empty());
 
@@ -443,39 +474,90 @@ fn shares_from_every_side() {
         v["hits"].as_array().expect("hits").clone()
     };
     let ids = |hits: &[Value]| -> Vec<String> {
-        hits.iter().map(|h| h["id"].as_str().unwrap_or("").to_owned()).collect()
+        hits.iter()
+            .map(|h| h["id"].as_str().unwrap_or("").to_owned())
+            .collect()
     };
     for t in ["team-a", "partner"] {
         for shared in [json!("all"), json!([id.clone()]), json!(["org/kb"])] {
             let hits = search(t, shared);
             assert_eq!(ids(&hits), ["kb-public"], "{t}");
-            assert_eq!(hits[0]["source"], json!({"tenant": "org", "domain": "kb", "share": id}));
+            assert_eq!(
+                hits[0]["source"],
+                json!({"tenant": "org", "domain": "kb", "share": id})
+            );
         }
-        assert!(search(t, json!(null)).is_empty(), "{t}: shared hits without opting in");
-        assert!(search(t, json!(["org/default"])).is_empty(), "{t}: an unshared domain");
+        assert!(
+            search(t, json!(null)).is_empty(),
+            "{t}: shared hits without opting in"
+        );
+        assert!(
+            search(t, json!(["org/default"])).is_empty(),
+            "{t}: an unshared domain"
+        );
         // Read-only, and only through search.
         let (s, v) = server.get("/v1/memories/kb-public", &key_of(t));
         assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
-        let (s, v) = server.call("DELETE", &format!("/v1/shares/{id}"), Some(&key_of(t)), &[], None);
+        let (s, v) = server.call(
+            "DELETE",
+            &format!("/v1/shares/{id}"),
+            Some(&key_of(t)),
+            &[],
+            None,
+        );
         assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
     }
     for t in ["stranger", "other-child"] {
         for shared in [json!("all"), json!([id.clone()]), json!(["org/kb"])] {
-            assert!(search(t, shared).is_empty(), "{t} reads org's shared domain");
+            assert!(
+                search(t, shared).is_empty(),
+                "{t} reads org's shared domain"
+            );
         }
     }
-    let (s, v) = server.post("/v1/search", &key_of("partner"), json!({"query": "x", "include_shared": "some"}));
+    let (s, v) = server.post(
+        "/v1/search",
+        &key_of("partner"),
+        json!({"query": "x", "include_shared": "some"}),
+    );
     assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
     assert!(v.to_string().contains("include_shared"), "{v}");
 
     // Never exported or counted with the grantee.
-    let (s, v) = server.call("GET", "/v1/admin/tenants/team-a", Some(OPERATOR_KEY), &[], None);
-    assert_eq!((s, v["usage"]["records"].as_u64(), &v["parent"]), (200, Some(0), &json!("org")), "{v}");
-    let (_, v) = server.call("GET", "/v1/admin/tenants/org", Some(OPERATOR_KEY), &[], None);
+    let (s, v) = server.call(
+        "GET",
+        "/v1/admin/tenants/team-a",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(
+        (s, v["usage"]["records"].as_u64(), &v["parent"]),
+        (200, Some(0), &json!("org")),
+        "{v}"
+    );
+    let (_, v) = server.call(
+        "GET",
+        "/v1/admin/tenants/org",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
     assert_eq!(v["children"], json!(["team-a"]), "{v}");
-    let (_, tree) = server.call("GET", "/v1/admin/tenant-tree", Some(OPERATOR_KEY), &[], None);
-    assert!(tree["tenants"].as_array().expect("tree").contains(
-        &json!({"id": "other-org", "children": ["other-child"]})), "{tree}");
+    let (_, tree) = server.call(
+        "GET",
+        "/v1/admin/tenant-tree",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert!(
+        tree["tenants"]
+            .as_array()
+            .expect("tree")
+            .contains(&json!({"id": "other-org", "children": ["other-child"]})),
+        "{tree}"
+    );
 
     // Audit on both sides: grant, and reads in counts.
     let actions = |key: &str| {
@@ -485,12 +567,20 @@ fn shares_from_every_side() {
     };
     let org_rows = actions(&org);
     assert!(org_rows.iter().any(|r| r["action"] == "share.create"));
-    assert!(org_rows.iter().any(|r| r["action"] == "share.read_by"
-        && r["detail"]["reader"] == "team-a" && r["detail"]["hits"] == 1), "{org_rows:?}");
+    assert!(
+        org_rows.iter().any(|r| r["action"] == "share.read_by"
+            && r["detail"]["reader"] == "team-a"
+            && r["detail"]["hits"] == 1),
+        "{org_rows:?}"
+    );
     let team_rows = actions(&key_of("team-a"));
     assert!(team_rows.iter().any(|r| r["action"] == "share.granted"));
-    assert!(team_rows.iter().any(|r| r["action"] == "share.read"
-        && r["detail"]["used"][0]["owner"] == "org"), "{team_rows:?}");
+    assert!(
+        team_rows
+            .iter()
+            .any(|r| r["action"] == "share.read" && r["detail"]["used"][0]["owner"] == "org"),
+        "{team_rows:?}"
+    );
 
     // Revocation, each seen by the next request: the owner suspended, then resumed.
     op("POST", "/v1/admin/tenants/org/suspend", json!({}));
@@ -499,7 +589,13 @@ fn shares_from_every_side() {
     op("POST", "/v1/admin/tenants/org/resume", json!({}));
     assert_eq!(ids(&search("team-a", json!("all"))), ["kb-public"]);
     // A parent change removes the child's grant; the named grantee keeps its own.
-    let (s, v) = server.call("PATCH", "/v1/admin/tenants/org", Some(OPERATOR_KEY), &[], Some(&json!({"parent": "team-a"})));
+    let (s, v) = server.call(
+        "PATCH",
+        "/v1/admin/tenants/org",
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&json!({"parent": "team-a"})),
+    );
     assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "a cycle: {v}");
     assert!(v.to_string().contains("parent"), "{v}");
     op("PATCH", "/v1/admin/tenants/team-a", json!({"parent": null}));
@@ -510,7 +606,17 @@ fn shares_from_every_side() {
     assert_eq!(s, 200, "{v}");
     assert!(search("partner", json!("all")).is_empty());
     assert!(incoming("partner").is_empty());
-    assert!(actions(&key_of("partner")).iter().any(|r| r["action"] == "share.revoked"));
-    let (s, v) = server.call("POST", "/v1/admin/tenants", Some(OPERATOR_KEY), &[], Some(&json!({"id": "orphan", "parent": "nobody"})));
+    assert!(
+        actions(&key_of("partner"))
+            .iter()
+            .any(|r| r["action"] == "share.revoked")
+    );
+    let (s, v) = server.call(
+        "POST",
+        "/v1/admin/tenants",
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&json!({"id": "orphan", "parent": "nobody"})),
+    );
     assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
 }

@@ -71,8 +71,8 @@ impl SharedRef {
             )),
             None => {
                 // Share ids are names too: the same alphabet, so they never contain a `/`.
-                let id = crate::RecordId::parse_field("include_shared", s)
-                    .map_err(|e| e.to_string())?;
+                let id =
+                    crate::RecordId::parse_field("include_shared", s).map_err(|e| e.to_string())?;
                 Ok(SharedRef::Id(id.as_str().to_owned()))
             }
         }
@@ -111,7 +111,10 @@ mod tests {
             SharedSelector::All
         );
         let s = SharedSelector::parse(&json!(["sh-1", "org/kb"])).unwrap();
-        let (org, kb) = (TenantId::parse("org").unwrap(), Domain::parse("kb").unwrap());
+        let (org, kb) = (
+            TenantId::parse("org").unwrap(),
+            Domain::parse("kb").unwrap(),
+        );
         assert!(s.selects("sh-1", &org, &Domain::parse("x").unwrap()));
         assert!(s.selects("other", &org, &kb));
         assert!(!s.selects("other", &TenantId::parse("b").unwrap(), &kb));
@@ -130,7 +133,9 @@ mod tests {
             let e = SharedSelector::parse(&bad).unwrap_err();
             assert!(e.starts_with("include_shared"), "{bad}: {e}");
         }
-        let many: Vec<String> = (0..=MAX_SHARED_SELECTORS).map(|i| format!("s{i}")).collect();
+        let many: Vec<String> = (0..=MAX_SHARED_SELECTORS)
+            .map(|i| format!("s{i}"))
+            .collect();
         assert!(SharedSelector::parse(&json!(many)).is_err());
     }
 }
