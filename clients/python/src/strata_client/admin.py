@@ -71,10 +71,14 @@ class _AdminCalls:
     """Builds the operator API's requests."""
 
     @staticmethod
-    def _create_tenant(id: str, display_name: Optional[str]) -> Call[Tenant]:
+    def _create_tenant(
+        id: str, display_name: Optional[str], parent: Optional[str] = None
+    ) -> Call[Tenant]:
         body: Dict[str, Any] = {"id": id}
         if display_name is not None:
             body["display_name"] = display_name
+        if parent is not None:
+            body["parent"] = parent
         return Call("POST", "/v1/admin/tenants", Tenant.from_json, json=body, idempotent=False)
 
     @staticmethod
@@ -240,9 +244,12 @@ class StrataAdmin(_AdminCalls):
 
     # Tenants.
 
-    def create_tenant(self, id: str, *, display_name: Optional[str] = None) -> Tenant:
-        """Registers a tenant with the server's default collections."""
-        return self._transport.run(self._create_tenant(id, display_name))
+    def create_tenant(
+        self, id: str, *, display_name: Optional[str] = None, parent: Optional[str] = None
+    ) -> Tenant:
+        """Registers a tenant with the server's default collections, as a child of
+        ``parent`` if given (shares published to children reach it)."""
+        return self._transport.run(self._create_tenant(id, display_name, parent))
 
     def list_tenants(self) -> List[Tenant]:
         return self._transport.run(self._list_tenants())
@@ -388,8 +395,10 @@ class AsyncStrataAdmin(_AdminCalls):
     ) -> None:
         await self.close()
 
-    async def create_tenant(self, id: str, *, display_name: Optional[str] = None) -> Tenant:
-        return await self._transport.run(self._create_tenant(id, display_name))
+    async def create_tenant(
+        self, id: str, *, display_name: Optional[str] = None, parent: Optional[str] = None
+    ) -> Tenant:
+        return await self._transport.run(self._create_tenant(id, display_name, parent))
 
     async def list_tenants(self) -> List[Tenant]:
         return await self._transport.run(self._list_tenants())

@@ -28,6 +28,7 @@ from .models import (
     Page,
     Record,
     SearchResult,
+    Share,
     WriteResult,
 )
 from .retry import RetryPolicy
@@ -205,6 +206,7 @@ class AsyncStrata(DataCalls):
         fusion: Optional[Mapping[str, Any]] = None,
         ef: Optional[int] = None,
         include: Optional[Sequence[str]] = ("record",),
+        include_shared: Union[str, Sequence[str], None] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -220,6 +222,8 @@ class AsyncStrata(DataCalls):
         ``include`` says what each hit carries besides ``id`` and ``score``: any of
         ``"content"``, ``"metadata"``, ``"vector"`` and ``"record"`` (the whole record, by
         default here); ``None`` takes the server's default, ``content`` and ``metadata``.
+        ``include_shared`` adds other tenants' domains this tenant was granted: ``"all"``, or
+        share ids and ``"owner/domain"`` strings; their hits carry ``source``.
         """
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return await self._transport.run(
@@ -236,6 +240,7 @@ class AsyncStrata(DataCalls):
                 fusion=fusion,
                 ef=ef,
                 include=include,
+                include_shared=include_shared,
             )
         )
 
@@ -404,3 +409,23 @@ class AsyncStrata(DataCalls):
     async def delete_collection(self, name: str) -> int:
         """Deletes a collection and every record in it (needs ``admin``); returns how many."""
         return await self._transport.run(self._delete_collection(name))
+
+    async def create_share(
+        self, domain: str, *, tenants: Sequence[str] = (), children: bool = False
+    ) -> Share:
+        """Publishes one of the tenant's domains read-only (needs ``admin``): to the named
+        ``tenants`` and/or, with ``children=True``, to every child tenant. Only the domain's
+        records without user tokens are shared."""
+        return await self._transport.run(self._create_share(domain, tenants, children))
+
+    async def list_shares(self) -> List[Share]:
+        """The tenant's own published shares (needs ``admin``)."""
+        return await self._transport.run(self._list_shares())
+
+    async def revoke_share(self, id: str) -> Share:
+        """Revokes a share (needs ``admin``); grantees see nothing of it from their next call."""
+        return await self._transport.run(self._revoke_share(id))
+
+    async def incoming_shares(self) -> List[Share]:
+        """The live grants this tenant holds: other tenants' domains ``search`` may include."""
+        return await self._transport.run(self._incoming_shares())
