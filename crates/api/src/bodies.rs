@@ -120,7 +120,8 @@ pub struct HardDeleted {
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum TenantDeleted {
-    Soft(TenantInfo),
+    // Boxed: the tenant is far larger than the other answer.
+    Soft(Box<TenantInfo>),
     Hard(HardDeleted),
 }
 

@@ -176,7 +176,7 @@ pub async fn delete_tenant(
     };
     if !hard {
         let Json(info) = transition(&state, op, id, Engine::delete_tenant).await?;
-        return Ok(Json(TenantDeleted::Soft(info)));
+        return Ok(Json(TenantDeleted::Soft(Box::new(info))));
     }
     let id = tenant_id(id)?;
     let shown = id.clone();

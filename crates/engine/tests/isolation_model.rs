@@ -1008,12 +1008,15 @@ struct MShare {
 
 const SHARE_TENANTS: &[&str] = &["org", "team-a", "team-b", "partner"];
 
+/// A record of the shares model: its domain, tokens and content.
+type SharedRec = (String, BTreeSet<String>, String);
+
 struct ShareModel {
     status: Vec<MStatus>,
     parent: Vec<Option<usize>>,
     shares: Vec<MShare>,
     /// Per tenant: id → (domain, tokens, content).
-    records: Vec<BTreeMap<String, (String, BTreeSet<String>, String)>>,
+    records: Vec<BTreeMap<String, SharedRec>>,
 }
 
 impl ShareModel {
@@ -1230,6 +1233,7 @@ fn random_shares_never_cross_the_grant_boundary() {
         }
     }
     // Nothing was written through a grant: each tenant holds exactly its own records.
+    #[allow(clippy::needless_range_loop)] // `t` indexes the model's vectors too.
     for t in 0..n {
         if m.status[t] != MStatus::Active {
             let tid = TenantId::parse(SHARE_TENANTS[t]).unwrap();

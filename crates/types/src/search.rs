@@ -134,7 +134,7 @@ pub struct SearchRequest {
     pub include: Option<Vec<Include>>,
     /// Granted shared domains of other tenants to search too: `"all"`, or a list of share ids
     /// and `"owner/domain"` strings. Absent: the caller's own records only.
-    #[schema(value_type = Option<Object>, example = json!("all"))]
+    #[schema(schema_with = crate::shared::include_shared_schema)]
     pub include_shared: Option<SharedSelector>,
 }
 

@@ -79,6 +79,25 @@ impl SharedRef {
     }
 }
 
+/// The OpenAPI schema of `include_shared`: `"all"`, or a list of share ids and
+/// `"owner/domain"` strings.
+pub fn include_shared_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["all"])),
+        )
+        .item(
+            ArrayBuilder::new()
+                .items(ObjectBuilder::new().schema_type(Type::String))
+                .max_items(Some(MAX_SHARED_SELECTORS)),
+        )
+        .build();
+    Schema::OneOf(one_of)
+}
+
 impl<'de> Deserialize<'de> for SharedSelector {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = serde_json::Value::deserialize(d)?;
