@@ -10,7 +10,7 @@ use strata_engine::{IndexParams, IsolationLevel, TenantInfo};
 use strata_types::{Domain, Millis, TenantId, UserToken, now_millis};
 use utoipa::ToSchema;
 
-use crate::bodies::{CreatedKey, Keys, Tenants};
+use crate::bodies::{CreatedKey, Keys, TenantTree, Tenants};
 use crate::edge::OperatorAuth;
 use crate::input::{JsonObject, PathParam, QueryInput, from_map};
 use crate::{ApiError, AppState};
@@ -36,6 +36,9 @@ struct NewTenant {
     /// The tenant's own graph parameters (used at `partition`).
     #[allow(dead_code)]
     index_params: Option<IndexParams>,
+    /// Its parent tenant, which must exist (see `docs/shared-knowledge.md`).
+    #[schema(value_type = Option<TenantId>)]
+    parent: Option<String>,
 }
 
 /// Registers a tenant with the server's default collections.
@@ -52,9 +55,10 @@ pub async fn create_tenant(
     let (isolation, index_params) = crate::isolation::level_fields(&mut body)?;
     let new: NewTenant = from_map(body)?;
     let id = TenantId::parse_field("id", new.id).map_err(bad)?;
+    let parent = crate::lifecycle::parent_field(new.parent)?;
     let info = state
         .run(move |e| {
-            Ok(e.create_tenant_at(&op, &id, new.display_name, isolation, index_params)?)
+            Ok(e.create_tenant_under(&op, &id, new.display_name, isolation, index_params, parent)?)
         })
         .await?;
     tracing::info!(target: "audit", tenant = %info.id, "tenant created");
@@ -73,7 +77,19 @@ pub async fn list_tenants(
     Ok(Json(Tenants { tenants: list }))
 }
 
-/// One tenant.
+/// Every tenant with its parent and children: the hierarchy.
+#[utoipa::path(get, path = "/v1/admin/tenant-tree", tag = "admin", operation_id = "tenant_tree",
+    responses((status = 200, description = "Every tenant with its parent and children", body = TenantTree)),
+    security(("bearer" = [])))]
+pub async fn tenant_tree(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+) -> Result<Json<TenantTree>, ApiError> {
+    let tenants = state.run(move |e| Ok(e.tenant_tree(&op)?)).await?;
+    Ok(Json(TenantTree { tenants }))
+}
+
+/// One tenant, with its usage, parent and children.
 #[utoipa::path(get, path = "/v1/admin/tenants/{id}", tag = "admin", operation_id = "get_tenant",
     params(("id" = TenantId, Path, description = "tenant id")),
     responses((status = 200, description = "The tenant, with its usage", body = TenantInfo)),

@@ -86,6 +86,24 @@ pub struct CollectionDeleted {
     pub deleted_records: u64,
 }
 
+/// A tenant's outgoing shares.
+#[derive(Serialize, ToSchema)]
+pub struct Shares {
+    pub shares: Vec<strata_engine::Share>,
+}
+
+/// The live grants a tenant holds.
+#[derive(Serialize, ToSchema)]
+pub struct IncomingShares {
+    pub shares: Vec<strata_engine::IncomingShare>,
+}
+
+/// Every tenant with its parent and children.
+#[derive(Serialize, ToSchema)]
+pub struct TenantTree {
+    pub tenants: Vec<strata_engine::TenantNode>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Tenants {
     pub tenants: Vec<TenantInfo>,
@@ -102,7 +120,8 @@ pub struct HardDeleted {
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum TenantDeleted {
-    Soft(TenantInfo),
+    // Boxed: the tenant is far larger than the other answer.
+    Soft(Box<TenantInfo>),
     Hard(HardDeleted),
 }
 
@@ -252,6 +271,10 @@ pub struct HitBody {
     /// included too).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub record: Option<Record>,
+    /// On hits from another tenant's shared domain (`include_shared`): where it came from.
+    /// Own hits carry none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<strata_types::HitSource>,
 }
 
 impl SearchAnswer {
@@ -291,6 +314,7 @@ impl SearchAnswer {
                     metadata: m,
                     vector: v,
                     record: whole.then_some(record),
+                    source: hit.source,
                 }
             })
             .collect();
@@ -342,6 +366,8 @@ impl RecallAnswer {
                     record: h.record,
                     score: h.activation,
                     explain: h.explain,
+                    // Recall stays inside the caller's tenant.
+                    source: None,
                 }
             })
             .collect();

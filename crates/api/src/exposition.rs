@@ -586,6 +586,8 @@ mod tests {
                 storage_bytes: records * 10,
                 collections: 1,
             }),
+            parent: None,
+            children: None,
         }
     }
 

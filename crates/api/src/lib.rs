@@ -46,6 +46,7 @@ mod router;
 mod search;
 mod security;
 mod server;
+mod shares;
 mod state;
 mod transfer;
 

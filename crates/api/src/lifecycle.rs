@@ -31,6 +31,23 @@ struct ProfilePatch {
     /// Fair-share weight in scheduling, at least 1.
     #[schema(minimum = 1)]
     weight: Option<u32>,
+    /// The parent tenant (it must exist, and not be a descendant); `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<TenantId>)]
+    parent: Option<Option<String>>,
+}
+
+/// A field that is present, even as `null` (`Some(None)`), told from an absent one (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// `parent` of a create or update body, validated with errors naming the field.
+pub(crate) fn parent_field(parent: Option<String>) -> Result<Option<TenantId>, ApiError> {
+    parent
+        .map(|p| TenantId::parse_field("parent", p))
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// Applies a merge patch to `current`. The engine replaces limits wholesale, so a PATCH that
@@ -51,7 +68,7 @@ fn merge_limits(
         .map_err(|e| ApiError::BadRequest(format!("limits: {e}")))
 }
 
-/// Changes a tenant's display name, limits (merge patch) or scheduling weight.
+/// Changes a tenant's display name, limits (merge patch), scheduling weight or parent.
 #[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "admin", operation_id = "update_tenant",
     params(("id" = TenantId, Path, description = "tenant id")),
     request_body = ProfilePatch,
@@ -65,6 +82,7 @@ pub async fn update_tenant(
 ) -> Result<Json<TenantInfo>, ApiError> {
     let id = tenant_id(id)?;
     let patch: ProfilePatch = from_map(body)?;
+    let parent = patch.parent.map(parent_field).transpose()?;
     let info = state
         .run(move |e| {
             // Read-modify-write of the limits: two operators patching different limits of one
@@ -77,6 +95,7 @@ pub async fn update_tenant(
                 display_name: patch.display_name,
                 limits,
                 weight: patch.weight,
+                parent,
             };
             e.update_tenant(&op, &id, update)?;
             Ok(e.tenant(&op, &id)?)
@@ -157,7 +176,7 @@ pub async fn delete_tenant(
     };
     if !hard {
         let Json(info) = transition(&state, op, id, Engine::delete_tenant).await?;
-        return Ok(Json(TenantDeleted::Soft(info)));
+        return Ok(Json(TenantDeleted::Soft(Box::new(info))));
     }
     let id = tenant_id(id)?;
     let shown = id.clone();

@@ -20,7 +20,7 @@ use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::{
     ApiError, AppState, admin, audit, body_guard, collections, evidence, feedback, health,
     isolation, lifecycle, links, memories, metrics, observe, reembed, residency, search, security,
-    transfer,
+    shares, transfer,
 };
 
 fn api() -> OpenApiRouter<AppState> {
@@ -41,6 +41,10 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(links::list))
         .routes(routes!(links::recall))
         .routes(routes!(feedback::feedback))
+        .routes(routes!(shares::create, shares::list))
+        .routes(routes!(shares::revoke))
+        .routes(routes!(shares::incoming))
+        .routes(routes!(admin::tenant_tree))
         .routes(routes!(collections::list, collections::create))
         .routes(routes!(collections::delete))
         .routes(routes!(reembed::start, reembed::status))

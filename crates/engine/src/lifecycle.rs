@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use strata_store::codec::{decode_json, encode_json};
 use strata_store::{Reads, StoreError, TenantKey, TenantMeta, Writer};
-use strata_types::{Millis, Record};
+use strata_types::{Millis, Record, TenantId};
 
 use crate::EngineError;
 use crate::isolation::{IndexParams, IsolationLevel};
@@ -62,6 +62,10 @@ pub struct TenantProfile {
     /// The tenant's own graph parameters (used at `partition` and `dedicated`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_params: Option<IndexParams>,
+    /// The parent tenant (organisation → team), set by the operator; absent in profiles
+    /// stored before the hierarchy existed, which have none (`crate::hierarchy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<TenantId>,
 }
 
 impl Default for TenantProfile {
@@ -74,6 +78,7 @@ impl Default for TenantProfile {
             weight: 1,
             isolation: IsolationLevel::Shared,
             index_params: None,
+            parent: None,
         }
     }
 }

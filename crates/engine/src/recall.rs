@@ -51,6 +51,15 @@ impl Engine {
             )));
         }
         p.validate(s.k).map_err(EngineError::BadRequest)?;
+        if s.include_shared.is_some() {
+            // Spreading follows this tenant's own links between its own records; a shared hit
+            // is another tenant's record, so it can be neither a seed nor a bridge.
+            return Err(EngineError::BadRequest(
+                "include_shared: recall spreads over the tenant's own records only; search \
+                 shared domains with /v1/search"
+                    .into(),
+            ));
+        }
         let seed_search = SearchRequest {
             k: p.seeds_for(s.k),
             ..s.clone()

@@ -113,8 +113,25 @@ impl Engine {
                 Ok(())
             })?;
         }
+        if let Some(selector) = &s.include_shared {
+            let (shared, exact) = self.search_shared(scope, req, s, mode, &collection, selector)?;
+            merge_shared(&mut response, shared, exact, s.k);
+        }
         Ok(response)
     }
+}
+
+/// Adds hits from shared domains to the caller's own, best first (own hits first on equal
+/// scores), and keeps `k`.
+fn merge_shared(response: &mut SearchResponse, shared: Vec<SearchHit>, exact: bool, k: usize) {
+    response.exact &= exact;
+    if shared.is_empty() {
+        return;
+    }
+    response.hits.extend(shared);
+    // A stable sort: equal scores keep own hits ahead of shared ones.
+    response.hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+    response.hits.truncate(k);
 }
 
 impl Engine {
@@ -225,7 +242,7 @@ fn check_mode(s: &SearchRequest) -> Result<SearchMode, EngineError> {
     Ok(mode)
 }
 
-fn search_collection(
+pub(crate) fn search_collection(
     ci: &CollectionIndex,
     name: &CollectionName,
     vis: &Visibility,
@@ -337,6 +354,7 @@ fn search_collection(
                 record,
                 score: r.score,
                 explain: s.explain.then_some(r.explain),
+                source: None,
             })
         })
         .collect();

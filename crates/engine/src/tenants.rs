@@ -2,13 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 use strata_auth::{OperatorScope, TenantScope};
-use strata_store::{Reads, TenantMeta};
+use strata_store::{Reads, TenantMeta, Writer};
 use strata_types::{Collection, Millis, TenantId, now_millis};
 
-use crate::audit;
 use crate::isolation::{IndexParams, IsolationLevel};
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, init_usage, usage};
 use crate::{Engine, EngineError};
+use crate::{audit, hierarchy};
 
 /// A tenant as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -31,6 +31,14 @@ pub struct TenantInfo {
     /// Filled in by [`Engine::tenant`]; lists leave it out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<TenantUsage>,
+    /// Its parent tenant, if any (see `docs/shared-knowledge.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub parent: Option<TenantId>,
+    /// Its direct children; filled in by [`Engine::tenant`], lists leave it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub children: Option<Vec<TenantId>>,
 }
 
 /// A tenant's usage against its quotas.
@@ -57,6 +65,8 @@ impl TryFrom<&TenantMeta> for TenantInfo {
             isolation: p.isolation,
             index_params: p.index_params,
             usage: None,
+            parent: p.parent,
+            children: None,
         })
     }
 }
@@ -68,6 +78,17 @@ pub struct TenantUpdate {
     pub display_name: Option<String>,
     pub limits: Option<TenantLimits>,
     pub weight: Option<u32>,
+    /// The new parent tenant; `null` removes it. Absent: unchanged.
+    #[serde(deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub parent: Option<Option<TenantId>>,
+}
+
+/// A field that is present, even as `null` (`Some(None)`), told from an absent one (`None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 const MAX_DISPLAY_NAME: usize = 256;
@@ -92,6 +113,19 @@ impl Engine {
         isolation: IsolationLevel,
         index_params: Option<IndexParams>,
     ) -> Result<TenantInfo, EngineError> {
+        self.create_tenant_under(op, id, display_name, isolation, index_params, None)
+    }
+
+    /// [`Engine::create_tenant_at`] as a child of `parent` (which must exist).
+    pub fn create_tenant_under(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        display_name: Option<String>,
+        isolation: IsolationLevel,
+        index_params: Option<IndexParams>,
+        parent: Option<TenantId>,
+    ) -> Result<TenantInfo, EngineError> {
         if isolation == IsolationLevel::Dedicated {
             return Err(EngineError::Unsupported(
                 "the dedicated isolation level (its own storage file) is not available yet; \
@@ -115,8 +149,12 @@ impl Engine {
             if w.tenant(id)?.is_some() {
                 return Err(EngineError::TenantExists(id.clone()));
             }
+            if let Some(p) = &parent {
+                hierarchy::check_parent(w, id, p)?;
+            }
             let profile = TenantProfile {
                 display_name,
+                parent,
                 isolation,
                 index_params: index_params.filter(|p| !p.is_empty()),
                 ..TenantProfile::default()
@@ -160,6 +198,7 @@ impl Engine {
             .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
         let u = usage(&r, meta.key)?;
         let mut info = TenantInfo::try_from(&meta)?;
+        info.children = Some(hierarchy::children(&r, id)?);
         info.usage = Some(TenantUsage {
             records: u.records,
             vectors: u.vectors,
@@ -198,7 +237,13 @@ impl Engine {
                 "limits.max_qps: must be a positive number".into(),
             ));
         }
-        self.change_profile(op, id, "tenant.update", |p| {
+        self.change_profile_with(op, id, "tenant.update", |w, p| {
+            if let Some(parent) = &update.parent {
+                if let Some(parent) = parent {
+                    hierarchy::check_parent(w, id, parent)?;
+                }
+                p.parent = parent.clone();
+            }
             if let Some(n) = update.display_name {
                 p.display_name = Some(n);
             }
@@ -284,6 +329,7 @@ impl Engine {
                 .tenant(id)?
                 .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
             w.erase_tenant(&meta)?;
+            hierarchy::orphan_children(w, id)?;
             // The tenant's own log is erased with it, and so are the server log's rows about
             // it; the purge itself, which names only the id, is the server's to keep.
             audit::erase_server_rows_about(w, id)?;
@@ -346,13 +392,25 @@ impl Engine {
         action: &str,
         f: impl FnOnce(&mut TenantProfile) -> Result<(), EngineError>,
     ) -> Result<TenantInfo, EngineError> {
+        self.change_profile_with(op, id, action, |_, p| f(p))
+    }
+
+    /// [`Engine::change_profile`] with the transaction, for changes checked against other
+    /// tenants (a new parent).
+    fn change_profile_with(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        action: &str,
+        f: impl FnOnce(&Writer<'_>, &mut TenantProfile) -> Result<(), EngineError>,
+    ) -> Result<TenantInfo, EngineError> {
         self.store
             .write(|w| {
                 let mut meta = w
                     .tenant(id)?
                     .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
                 let mut profile = TenantProfile::of(&meta)?;
-                f(&mut profile)?;
+                f(w, &mut profile)?;
                 meta.profile = profile.to_map();
                 w.put_tenant(&meta)?;
                 audit::append(w, meta.key, audit::operator_event(op, id, action))?;

@@ -172,6 +172,10 @@ fn check_blobs(r: &Reader, key: TenantKey, blobs: &[String], report: &mut Verify
                      the records at the next load"
                 ));
             }
+        } else if let Some(decoded) = crate::shares::check_blob(name, &bytes) {
+            if let Err(e) = decoded {
+                report.problem(format!("share row {name:?}: {e}"));
+            }
         } else {
             report.problem(format!("unknown blob {name:?}"));
         }

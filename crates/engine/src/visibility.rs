@@ -95,6 +95,22 @@ impl Visibility {
         })
     }
 
+    /// What a grantee sees of an owner's shared domain (`crate::shares`): the domain's
+    /// tenant-shared records only — a record bound to user tokens never crosses tenants, since
+    /// the grantee's principals mean nothing in the owner's tenant — narrowed by the request's
+    /// `run_id` and `memory_scope`. It never writes: no write path takes it.
+    pub fn shared_domain(domain: Domain, req: &RequestScope, now: Millis) -> Visibility {
+        Visibility {
+            domain,
+            run_id: req.run_id.clone(),
+            memory_scope: req.memory_scope.clone(),
+            principals: Principals::Set(BTreeSet::new(), UserMatch::Any),
+            default_write_tokens: Vec::new(),
+            bound_tokens: None,
+            now,
+        }
+    }
+
     /// Whether records must hold *every* token they carry in the request's set (`user_match:
     /// "all"`), which the principal bitmaps cannot decide on their own.
     pub fn matches_all_tokens(&self) -> bool {

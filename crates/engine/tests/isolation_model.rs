@@ -16,7 +16,7 @@ use strata_auth::{
     AuthConfig, AuthError, Authenticator, Grant, KeyTenant, NewKey, OperatorScope, Permission,
     Permissions, Principal, TenantScope,
 };
-use strata_engine::{Engine, EngineConfig, EngineError, Page};
+use strata_engine::{Engine, EngineConfig, EngineError, NewShare, Page, TenantUpdate};
 use strata_store::TenantMeta;
 use strata_types::*;
 
@@ -1220,4 +1220,416 @@ fn check_recall(
     let got: BTreeSet<String> = resp.hits.iter().map(|h| h.record.id.to_string()).collect();
     assert_eq!(got, reached, "{ctx}: recall reached");
     ("recall", !got.is_empty())
+}
+
+// ---------- shared knowledge: grants, revocations, hierarchy changes (issue 14) ----------
+//
+// A separate random walk over four tenants: records in every domain, shares published and
+// revoked, parents set and cleared, owners suspended, deleted and restored, and searches with
+// `include_shared`. Every search must return exactly (own visible matching records) ∪
+// (matching tenant-shared records of the selected, currently granted domains of live owners),
+// each shared hit naming its source; writes by id through a grant find nothing; and at the end
+// every tenant holds exactly what it wrote itself. `STRATA_MODEL_SEED` replays a run.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MStatus {
+    Active,
+    Suspended,
+    Deleted,
+}
+
+#[derive(Debug, Clone)]
+struct MShare {
+    id: String,
+    owner: usize,
+    domain: String,
+    named: BTreeSet<usize>,
+    children: bool,
+}
+
+const SHARE_TENANTS: &[&str] = &["org", "team-a", "team-b", "partner"];
+
+/// A record of the shares model: its domain, tokens and content.
+type SharedRec = (String, BTreeSet<String>, String);
+
+struct ShareModel {
+    status: Vec<MStatus>,
+    parent: Vec<Option<usize>>,
+    shares: Vec<MShare>,
+    /// Per tenant: id → (domain, tokens, content).
+    records: Vec<BTreeMap<String, SharedRec>>,
+}
+
+impl ShareModel {
+    /// Whether `g` holds share `s` right now.
+    fn grants(&self, s: &MShare, g: usize) -> bool {
+        s.owner != g
+            && self.status[s.owner] == MStatus::Active
+            && (s.named.contains(&g) || (s.children && self.parent[g] == Some(s.owner)))
+    }
+
+    /// Whether `parent` may become `child`'s parent.
+    fn parent_ok(&self, child: usize, parent: usize) -> bool {
+        if parent == child || self.status[parent] == MStatus::Deleted {
+            return false;
+        }
+        let mut at = Some(parent);
+        while let Some(p) = at {
+            if p == child {
+                return false;
+            }
+            at = self.parent[p];
+        }
+        true
+    }
+}
+
+fn share_scope(engine: &Engine, t: usize) -> TenantScope {
+    let grant = Grant {
+        permissions: Permissions::of(&[Permission::Read, Permission::Write, Permission::Admin]),
+        user_tokens: None,
+        domains: None,
+    };
+    let meta = engine
+        .tenant_meta(&TenantId::parse(SHARE_TENANTS[t]).unwrap())
+        .unwrap();
+    TenantScope::for_tests(&meta, grant)
+}
+
+#[test]
+fn random_shares_never_cross_the_grant_boundary() {
+    let seed: u64 = std::env::var("STRATA_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let ops: usize = std::env::var("STRATA_MODEL_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(3_000, |n: usize| n.min(3_000));
+    println!("shares model: seed {seed} (replay with STRATA_MODEL_SEED={seed}), {ops} operations");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let n = SHARE_TENANTS.len();
+    for t in SHARE_TENANTS {
+        engine
+            .create_tenant(&op, &TenantId::parse(*t).unwrap(), None)
+            .unwrap();
+    }
+    let mut m = ShareModel {
+        status: vec![MStatus::Active; n],
+        parent: vec![None; n],
+        shares: Vec::new(),
+        records: vec![BTreeMap::new(); n],
+    };
+    let mut revoked: Vec<String> = Vec::new();
+    let (mut shared_hits, mut searches, mut next_id) = (0usize, 0usize, 0usize);
+    for step in 0..ops {
+        let t = rng.random_range(0..n);
+        let ctx = format!("step {step}, seed {seed}, tenant {}", SHARE_TENANTS[t]);
+        let tid = TenantId::parse(SHARE_TENANTS[t]).unwrap();
+        match rng.random_range(0..100) {
+            0..=29 => {
+                // A record of t's own, in a random domain, tenant-shared or bound to tokens.
+                let id = format!("{}-{next_id}", SHARE_TENANTS[t]);
+                next_id += 1;
+                let domain = pick(&mut rng, DOMAINS).to_string();
+                let tokens = if rng.random_bool(0.3) {
+                    subset(&mut rng, TOKENS)
+                } else {
+                    BTreeSet::new()
+                };
+                let content = pick(&mut rng, CONTENTS).to_string();
+                let rs = RequestScope {
+                    memory_domain: Some(Domain::parse(domain.as_str()).unwrap()),
+                    ..Default::default()
+                };
+                let record = NewRecord {
+                    id: Some(RecordId::parse(id.as_str()).unwrap()),
+                    content: Some(content.clone()),
+                    user_tokens: Some(
+                        tokens
+                            .iter()
+                            .map(|s| UserToken::parse(s.as_str()).unwrap())
+                            .collect(),
+                    ),
+                    ..Default::default()
+                };
+                let put = engine.put(&share_scope(&engine, t), &rs, vec![record]);
+                assert_eq!(
+                    put.is_ok(),
+                    m.status[t] == MStatus::Active,
+                    "{ctx}: put {put:?}"
+                );
+                if put.is_ok() {
+                    m.records[t].insert(id, (domain, tokens, content));
+                }
+            }
+            30..=39 => {
+                let domain = pick(&mut rng, DOMAINS).to_string();
+                let named: BTreeSet<usize> = (0..n).filter(|_| rng.random_bool(0.3)).collect();
+                let children = rng.random_bool(0.5);
+                let new = NewShare {
+                    domain: Domain::parse(domain.as_str()).unwrap(),
+                    tenants: named
+                        .iter()
+                        .map(|g| TenantId::parse(SHARE_TENANTS[*g]).unwrap())
+                        .collect(),
+                    children,
+                };
+                let expected = m.status[t] == MStatus::Active
+                    && (children || !named.is_empty())
+                    && !named.contains(&t)
+                    && named.iter().all(|g| m.status[*g] != MStatus::Deleted);
+                let got = engine.create_share(&share_scope(&engine, t), &new);
+                assert_eq!(
+                    got.is_ok(),
+                    expected,
+                    "{ctx}: create share {new:?}: {got:?}"
+                );
+                if let Ok(s) = got {
+                    m.shares.push(MShare {
+                        id: s.id,
+                        owner: t,
+                        domain,
+                        named,
+                        children,
+                    });
+                }
+            }
+            40..=45 => {
+                // Revoke one of t's shares, or try someone else's, or a revoked one.
+                let pick_id = match rng.random_range(0..3) {
+                    0 if !revoked.is_empty() => revoked[rng.random_range(0..revoked.len())].clone(),
+                    _ if !m.shares.is_empty() => {
+                        m.shares[rng.random_range(0..m.shares.len())].id.clone()
+                    }
+                    _ => "sh-none".to_string(),
+                };
+                let pos = m
+                    .shares
+                    .iter()
+                    .position(|s| s.id == pick_id && s.owner == t);
+                let expected = pos.is_some() && m.status[t] == MStatus::Active;
+                let got = engine.revoke_share(&share_scope(&engine, t), &pick_id);
+                assert_eq!(got.is_ok(), expected, "{ctx}: revoke {pick_id}: {got:?}");
+                if got.is_ok() {
+                    m.shares.remove(pos.unwrap());
+                    revoked.push(pick_id);
+                }
+            }
+            46..=53 => {
+                // The operator moves t in the hierarchy.
+                let parent = rng.random_bool(0.7).then(|| rng.random_range(0..n));
+                let expected = parent.is_none_or(|p| m.parent_ok(t, p));
+                let update = TenantUpdate {
+                    parent: Some(parent.map(|p| TenantId::parse(SHARE_TENANTS[p]).unwrap())),
+                    ..Default::default()
+                };
+                let got = engine.update_tenant(&op, &tid, update);
+                assert_eq!(got.is_ok(), expected, "{ctx}: parent {parent:?}: {got:?}");
+                if got.is_ok() {
+                    m.parent[t] = parent;
+                }
+            }
+            54..=59 => {
+                // The operator changes t's lifecycle.
+                let (got, next) = match (m.status[t], rng.random_range(0..2)) {
+                    (MStatus::Active, 0) => (engine.suspend_tenant(&op, &tid), MStatus::Suspended),
+                    (MStatus::Active, _) => (engine.delete_tenant(&op, &tid), MStatus::Deleted),
+                    (MStatus::Suspended, _) => (engine.resume_tenant(&op, &tid), MStatus::Active),
+                    (MStatus::Deleted, _) => (engine.restore_tenant(&op, &tid), MStatus::Active),
+                };
+                assert!(got.is_ok(), "{ctx}: lifecycle {got:?}");
+                m.status[t] = next;
+            }
+            60..=64 => {
+                // A write by id through a grant: a shared record's id is not the grantee's.
+                let Some(s) = m.shares.iter().find(|s| m.grants(s, t)) else {
+                    continue;
+                };
+                let Some((id, (domain, _, _))) = m.records[s.owner].iter().next() else {
+                    continue;
+                };
+                let rs = RequestScope {
+                    memory_domain: Some(Domain::parse(domain.as_str()).unwrap()),
+                    ..Default::default()
+                };
+                let rid = RecordId::parse(id.as_str()).unwrap();
+                let scope = share_scope(&engine, t);
+                assert!(
+                    engine.delete(&scope, &rs, &rid).is_err(),
+                    "{ctx}: delete through a grant"
+                );
+                assert!(
+                    engine.get(&scope, &rs, &rid).is_err(),
+                    "{ctx}: get through a grant"
+                );
+            }
+            _ => {
+                searches += 1;
+                shared_hits += check_shared_search(&mut rng, &engine, &m, t, &revoked, &ctx);
+            }
+        }
+    }
+    // Nothing was written through a grant: each tenant holds exactly its own records.
+    #[allow(clippy::needless_range_loop)] // `t` indexes the model's vectors too.
+    for t in 0..n {
+        if m.status[t] != MStatus::Active {
+            let tid = TenantId::parse(SHARE_TENANTS[t]).unwrap();
+            match m.status[t] {
+                MStatus::Suspended => engine.resume_tenant(&op, &tid).unwrap(),
+                _ => engine.restore_tenant(&op, &tid).unwrap(),
+            };
+        }
+        let scope = share_scope(&engine, t);
+        let mut held = BTreeSet::new();
+        for d in DOMAINS {
+            let rs = RequestScope {
+                user_tokens: Some(TokenSelector::AllPrincipals),
+                memory_domain: Some(Domain::parse(*d).unwrap()),
+                ..Default::default()
+            };
+            let all = Grant {
+                permissions: Permissions::of(&[Permission::Read, Permission::AllPrincipals]),
+                user_tokens: None,
+                domains: None,
+            };
+            let scope = TenantScope::for_tests(&engine.tenant_meta(scope.tenant()).unwrap(), all);
+            let page = engine
+                .scan(
+                    &scope,
+                    &rs,
+                    None,
+                    Page {
+                        after: None,
+                        limit: 1000,
+                    },
+                )
+                .unwrap();
+            held.extend(page.records.into_iter().map(|r| r.id.to_string()));
+        }
+        let expected: BTreeSet<String> = m.records[t].keys().cloned().collect();
+        assert_eq!(held, expected, "final contents of {}", SHARE_TENANTS[t]);
+    }
+    println!("shares model: {searches} searches, {shared_hits} shared hits");
+    assert!(
+        ops < 1000 || shared_hits > 0,
+        "no search ever crossed a grant"
+    );
+}
+
+/// One search by `t` with a random `include_shared`, checked against the model exactly;
+/// also checks `incoming_shares`. Returns how many hits came from shared domains.
+fn check_shared_search(
+    rng: &mut StdRng,
+    engine: &Engine,
+    m: &ShareModel,
+    t: usize,
+    revoked: &[String],
+    ctx: &str,
+) -> usize {
+    let scope = share_scope(engine, t);
+    let domain = pick(rng, DOMAINS).to_string();
+    let tokens = subset(rng, TOKENS);
+    let word = pick(rng, WORDS).to_string();
+    let selector = match rng.random_range(0..4) {
+        0 => None,
+        1 => Some(SharedSelector::All),
+        _ => {
+            let mut refs = Vec::new();
+            for s in &m.shares {
+                if rng.random_bool(0.4) {
+                    refs.push(if rng.random_bool(0.5) {
+                        SharedRef::Id(s.id.clone())
+                    } else {
+                        SharedRef::OwnerDomain(
+                            TenantId::parse(SHARE_TENANTS[s.owner]).unwrap(),
+                            Domain::parse(s.domain.as_str()).unwrap(),
+                        )
+                    });
+                }
+            }
+            if let Some(r) = revoked.first() {
+                refs.push(SharedRef::Id(r.clone()));
+            }
+            Some(SharedSelector::Some(refs))
+        }
+    };
+    let rs = RequestScope {
+        memory_domain: Some(Domain::parse(domain.as_str()).unwrap()),
+        user_tokens: Some(TokenSelector::Tokens(
+            tokens
+                .iter()
+                .map(|s| UserToken::parse(s.as_str()).unwrap())
+                .collect(),
+        )),
+        ..Default::default()
+    };
+    let search = SearchRequest {
+        query: Some(word.clone()),
+        k: MAX_K,
+        include_shared: selector.clone(),
+        ..Default::default()
+    };
+    let got = engine.search(&scope, &rs, &search);
+    let incoming = engine.incoming_shares(&scope);
+    if m.status[t] != MStatus::Active {
+        assert!(
+            got.is_err() && incoming.is_err(),
+            "{ctx}: a tenant that is not live searched"
+        );
+        return 0;
+    }
+    let got = got.unwrap_or_else(|e| panic!("{ctx}: search failed: {e}"));
+    // Own: visible in the request's domain with its tokens; shared: tenant-shared records of
+    // each selected live grant's domain.
+    let mut expected: BTreeSet<(String, Option<(String, String)>)> = m.records[t]
+        .iter()
+        .filter(|(_, (d, toks, c))| {
+            *d == domain && (toks.is_empty() || !toks.is_disjoint(&tokens)) && has_word(c, &word)
+        })
+        .map(|(id, _)| (id.clone(), None))
+        .collect();
+    let mut live: Vec<(String, String, String)> = Vec::new();
+    for s in m.shares.iter().filter(|s| m.grants(s, t)) {
+        let owner = TenantId::parse(SHARE_TENANTS[s.owner]).unwrap();
+        let d = Domain::parse(s.domain.as_str()).unwrap();
+        live.push((s.id.clone(), owner.to_string(), s.domain.clone()));
+        if !selector
+            .as_ref()
+            .is_some_and(|sel| sel.selects(&s.id, &owner, &d))
+        {
+            continue;
+        }
+        for (id, (rd, toks, c)) in &m.records[s.owner] {
+            if *rd == s.domain && toks.is_empty() && has_word(c, &word) {
+                expected.insert((id.clone(), Some((owner.to_string(), s.domain.clone()))));
+            }
+        }
+    }
+    let actual: BTreeSet<(String, Option<(String, String)>)> = got
+        .hits
+        .iter()
+        .map(|h| {
+            let src = h
+                .source
+                .as_ref()
+                .map(|s| (s.tenant.to_string(), s.domain.to_string()));
+            (h.record.id.to_string(), src)
+        })
+        .collect();
+    assert_eq!(actual.len(), got.hits.len(), "{ctx}: duplicate hits");
+    // Two grants of one domain return its records once per grant: compare without the share.
+    assert_eq!(actual, expected, "{ctx}: search with {selector:?}");
+    let mut held: Vec<(String, String, String)> = incoming
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.id, s.owner.to_string(), s.domain.to_string()))
+        .collect();
+    held.sort();
+    live.sort();
+    assert_eq!(held, live, "{ctx}: incoming shares");
+    got.hits.iter().filter(|h| h.source.is_some()).count()
 }

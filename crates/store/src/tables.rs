@@ -396,6 +396,24 @@ pub trait Reads: Tables {
             .get(keys::blob(t, name).as_slice())?
             .map(|v| v.value().to_vec()))
     }
+
+    /// Every blob of the tenant whose name starts with `prefix`, by name, with its name.
+    fn blobs_named(
+        &self,
+        t: TenantKey,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let start = keys::blob(t, prefix);
+        let skip = keys::blob(t, "").len();
+        let mut out = Vec::new();
+        for entry in prefix_range(self.data_table(), &start)? {
+            let (k, v) = entry?;
+            let name = std::str::from_utf8(&k[skip..])
+                .map_err(|e| StoreError::Corrupt(format!("blob name: {e}")))?;
+            out.push((name.to_owned(), v));
+        }
+        Ok(out)
+    }
 }
 
 impl Reads for Reader {}

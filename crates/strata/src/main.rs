@@ -143,9 +143,14 @@ enum TenantAction {
         /// Display name.
         #[arg(long)]
         name: Option<String>,
+        /// Parent tenant (organisation → team); it must exist.
+        #[arg(long)]
+        parent: Option<String>,
     },
     /// List tenants.
     List,
+    /// Every tenant with its parent and children.
+    Tree,
     /// Show one tenant, with its usage.
     Show { id: String },
     /// Change a tenant's name, limits (only those given) or scheduling weight.
@@ -159,6 +164,12 @@ enum TenantAction {
         /// Fair-share weight, at least 1.
         #[arg(long)]
         weight: Option<u32>,
+        /// New parent tenant; it must exist and not be a descendant.
+        #[arg(long, conflicts_with = "no_parent")]
+        parent: Option<String>,
+        /// Remove the tenant's parent.
+        #[arg(long)]
+        no_parent: bool,
     },
     /// Suspend a tenant: every data operation fails with TENANT_SUSPENDED, data is kept.
     Suspend { id: String },
@@ -271,13 +282,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Tenant { action, remote } => {
             let client = Client::new(&remote.server, remote.key)?;
             match action {
-                TenantAction::Create { id, name } => (
+                TenantAction::Create { id, name, parent } => (
                     client,
                     Method::POST,
                     "/v1/admin/tenants".to_owned(),
-                    Some(serde_json::json!({ "id": id, "display_name": name })),
+                    Some(serde_json::json!({ "id": id, "display_name": name, "parent": parent })),
                 ),
                 TenantAction::List => (client, Method::GET, "/v1/admin/tenants".into(), None),
+                TenantAction::Tree => (client, Method::GET, "/v1/admin/tenant-tree".into(), None),
                 TenantAction::Show { id } => {
                     (client, Method::GET, format!("/v1/admin/tenants/{id}"), None)
                 }
@@ -286,8 +298,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     name,
                     limits,
                     weight,
+                    parent,
+                    no_parent,
                 } => {
-                    let body = client::update_body(name, &limits, weight);
+                    let mut body = client::update_body(name, &limits, weight);
+                    if let Some(p) = parent {
+                        body["parent"] = serde_json::json!(p);
+                    } else if no_parent {
+                        body["parent"] = serde_json::Value::Null;
+                    }
                     let path = format!("/v1/admin/tenants/{id}");
                     (client, Method::PATCH, path, Some(body))
                 }

@@ -39,6 +39,27 @@ fn tenant_and_key_commands_work() {
     assert!(ok && v["display_name"] == "Acme", "{v}");
     let (ok, _, err) = strata(&server, &["tenant", "show", "ghost"]);
     assert!(!ok && err.contains("NOT_FOUND"), "{err}");
+    // The hierarchy: a child at creation, the tree, and moving it out.
+    let (ok, v, err) = strata(
+        &server,
+        &["tenant", "create", "acme-team", "--parent", "acme"],
+    );
+    assert!(ok && v["parent"] == "acme", "{v} {err}");
+    let (ok, v, _) = strata(&server, &["tenant", "tree"]);
+    assert!(ok, "{v}");
+    assert_eq!(
+        v["tenants"][0],
+        serde_json::json!({"id": "acme", "children": ["acme-team"]})
+    );
+    let (ok, v, err) = strata(
+        &server,
+        &["tenant", "update", "acme", "--parent", "acme-team"],
+    );
+    assert!(!ok && err.contains("parent"), "a cycle: {v} {err}");
+    let (ok, v, _) = strata(&server, &["tenant", "update", "acme-team", "--no-parent"]);
+    assert!(ok && v.get("parent").is_none(), "{v}");
+    let (ok, v, _) = strata(&server, &["tenant", "delete", "acme-team", "--hard"]);
+    assert!(ok, "{v}");
 
     let (ok, v, err) = strata(
         &server,

@@ -105,6 +105,13 @@ fn seed_tenant_a(server: &Server) -> String {
         json!({"source": "a-rec", "target": "a-private", "relation": "next", "user_tokens": ["*"]}),
     );
     assert_eq!(s, 201, "{v}");
+    // A publishes its default domain to its children; B is none of them.
+    let (s, v) = server.post(
+        "/v1/shares",
+        &a,
+        json!({"domain": "default", "children": true}),
+    );
+    assert_eq!(s, 201, "{v}");
     a
 }
 
@@ -114,8 +121,9 @@ fn snapshot_a(server: &Server, a: &str) -> Value {
     let (_, cols) = server.get("/v1/collections", a);
     let (_, links) = server.get("/v1/memories/a-rec/links?user_tokens=*", a);
     let (_, rec) = server.get("/v1/memories/a-rec", a);
+    let (_, shares) = server.get("/v1/shares", a);
     json!({"records": list["records"], "collections": cols["collections"], "links": links,
-        "confidence": rec["confidence"]})
+        "confidence": rec["confidence"], "shares": shares["shares"]})
 }
 
 fn mentions_a(v: &Value) -> bool {
@@ -178,13 +186,42 @@ fn tenant_b_gets_nothing_of_tenant_a() {
                 assert!(v["count"].as_u64().unwrap_or(99) <= 1, "count sees A: {v}");
             }
             ("POST", "/v1/search") => {
-                let (s, v) = server.post(
-                    p,
-                    &b,
-                    json!({"query": "tenant alpha secret private", "user_tokens": ["*"], "k": 50}),
-                );
+                let a_share = before["shares"][0]["id"]
+                    .as_str()
+                    .expect("A's share")
+                    .to_owned();
+                for shared in [
+                    json!(null),
+                    json!("all"),
+                    json!(["tenant-a/default", a_share]),
+                ] {
+                    let (s, v) = server.post(
+                        p,
+                        &b,
+                        json!({"query": "tenant alpha secret private", "user_tokens": ["*"],
+                               "k": 50, "include_shared": shared}),
+                    );
+                    assert_eq!(s, 200, "{v}");
+                    assert!(!mentions_a(&v), "search sees A: {v}");
+                }
+            }
+            ("POST", "/v1/shares") => {
+                // B publishes its own domain; that reaches nothing of A.
+                let (s, v) = server.post(p, &b, json!({"domain": "default", "children": true}));
+                assert_eq!(s, 201, "{v}");
+            }
+            ("GET", "/v1/shares" | "/v1/shares/incoming") => {
+                let (s, v) = server.get(p, &b);
                 assert_eq!(s, 200, "{v}");
-                assert!(!mentions_a(&v), "search sees A: {v}");
+                assert!(!mentions_a(&v), "{p}: {v}");
+            }
+            ("DELETE", "/v1/shares/{id}") => {
+                // A's share id, or a made-up one: the same 404.
+                let a_share = before["shares"][0]["id"].as_str().expect("A's share");
+                for path in [p.to_owned(), format!("/v1/shares/{a_share}")] {
+                    let (s, v) = server.call(method, &path, Some(&b), &[], None);
+                    assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{path}: {v}");
+                }
             }
             ("POST", "/v1/feedback") => {
                 // A's ids are ignored exactly like missing ones, and A's state is untouched.
@@ -372,4 +409,270 @@ fn permissions_in_the_table_are_enforced() {
             Public | Operator => {}
         }
     }
+}
+
+/// The shared-knowledge routes from every side: the owner, a child grantee, a named grantee, a
+/// stranger, the child of another parent, keys without `admin` or bound to domains or user
+/// tokens; then revocation by suspension, by a parent change and by revoke, each seen by the
+/// very next request.
+#[test]
+fn shares_from_every_side() {
+    let server = Server::start();
+    let op = |method: &str, path: &str, body: Value| {
+        let (s, v) = server.call(method, path, Some(OPERATOR_KEY), &[], Some(&body));
+        assert!(s == 200 || s == 201, "{method} {path}: {s} {v}");
+        v
+    };
+    for (id, parent) in [
+        ("org", None),
+        ("team-a", Some("org")),
+        ("partner", None),
+        ("stranger", None),
+        ("other-org", None),
+        ("other-child", Some("other-org")),
+    ] {
+        op(
+            "POST",
+            "/v1/admin/tenants",
+            json!({"id": id, "parent": parent}),
+        );
+    }
+    let full = json!({"permissions": ["read", "write", "admin"]});
+    let org = server.key("org", full.clone());
+    let keys: Vec<(&str, String)> = ["team-a", "partner", "stranger", "other-child"]
+        .into_iter()
+        .map(|t| (t, server.key(t, full.clone())))
+        .collect();
+    let key_of = |t: &str| keys.iter().find(|(n, _)| *n == t).expect("key").1.clone();
+    let (s, v) = server.post(
+        "/v1/memories",
+        &org,
+        json!({"memory_domain": "kb", "records": [
+            {"id": "kb-public", "content": "shared fact about kettles"},
+            {"id": "kb-private", "content": "private fact about kettles", "user_tokens": ["u:alice"]},
+        ]}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server.post(
+        "/v1/memories",
+        &org,
+        json!({"records": [{"id": "org-default", "content": "unshared fact about kettles"}]}),
+    );
+    assert_eq!(s, 201, "{v}");
+
+    // Who may publish: admin, unbound to user tokens, within its domains.
+    let no_admin = server.key("org", json!({"permissions": ["read", "write"]}));
+    let domain_bound = server.key(
+        "org",
+        json!({"permissions": ["read", "admin"], "domains": ["default"]}),
+    );
+    let token_bound = server.key(
+        "org",
+        json!({"permissions": ["read", "admin"], "user_tokens": ["u:alice"]}),
+    );
+    let publish = json!({"domain": "kb", "tenants": ["partner"], "children": true});
+    let (s, v) = server.post("/v1/shares", &no_admin, publish.clone());
+    assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
+    for key in [&domain_bound, &token_bound] {
+        let (s, v) = server.post("/v1/shares", key, publish.clone());
+        assert_eq!((s, code(&v)), (403, "SCOPE_FORBIDDEN"), "{v}");
+    }
+    for (body, field) in [
+        (json!({"domain": "kb"}), "tenants"),
+        (json!({"domain": "kb", "tenants": ["org"]}), "tenants"),
+        (json!({"domain": "kb", "tenants": ["nobody"]}), "tenants"),
+        (json!({"domain": "bad domain!", "children": true}), "domain"),
+        (
+            json!({"domain": "kb", "children": true, "extra": 1}),
+            "extra",
+        ),
+    ] {
+        let (s, v) = server.post("/v1/shares", &org, body.clone());
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{body}: {v}");
+        assert!(v.to_string().contains(field), "{body}: {v}");
+    }
+    let (s, share) = server.post("/v1/shares", &org, publish.clone());
+    assert_eq!(s, 201, "{share}");
+    let id = share["id"].as_str().expect("share id").to_owned();
+    let (s, v) = server.get("/v1/shares", &org);
+    assert_eq!(
+        (s, v["shares"][0]["id"].as_str()),
+        (200, Some(id.as_str())),
+        "{v}"
+    );
+    let (s, v) = server.get("/v1/shares", &no_admin);
+    assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
+
+    // Who holds it.
+    let incoming = |t: &str| {
+        let (s, v) = server.get("/v1/shares/incoming", &key_of(t));
+        assert_eq!(s, 200, "{v}");
+        v["shares"].as_array().expect("shares").clone()
+    };
+    assert_eq!(incoming("team-a")[0]["via"], "children");
+    assert_eq!(incoming("partner")[0]["via"], "named");
+    assert!(
+        incoming("partner")[0].get("tenants").is_none(),
+        "grantees see no other grantee"
+    );
+    assert!(incoming("stranger").is_empty());
+    assert!(incoming("other-child").is_empty());
+
+    // What a search across the grant returns: the shared domain's tenant-shared records only,
+    // each with its source.
+    let search = |t: &str, shared: Value| {
+        let (s, v) = server.post(
+            "/v1/search",
+            &key_of(t),
+            json!({"query": "fact kettles", "k": 10, "include_shared": shared}),
+        );
+        assert_eq!(s, 200, "{t}: {v}");
+        v["hits"].as_array().expect("hits").clone()
+    };
+    let ids = |hits: &[Value]| -> Vec<String> {
+        hits.iter()
+            .map(|h| h["id"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    for t in ["team-a", "partner"] {
+        for shared in [json!("all"), json!([id.clone()]), json!(["org/kb"])] {
+            let hits = search(t, shared);
+            assert_eq!(ids(&hits), ["kb-public"], "{t}");
+            assert_eq!(
+                hits[0]["source"],
+                json!({"tenant": "org", "domain": "kb", "share": id})
+            );
+        }
+        assert!(
+            search(t, json!(null)).is_empty(),
+            "{t}: shared hits without opting in"
+        );
+        assert!(
+            search(t, json!(["org/default"])).is_empty(),
+            "{t}: an unshared domain"
+        );
+        // Read-only, and only through search.
+        let (s, v) = server.get("/v1/memories/kb-public", &key_of(t));
+        assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
+        let (s, v) = server.call(
+            "DELETE",
+            &format!("/v1/shares/{id}"),
+            Some(&key_of(t)),
+            &[],
+            None,
+        );
+        assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
+    }
+    for t in ["stranger", "other-child"] {
+        for shared in [json!("all"), json!([id.clone()]), json!(["org/kb"])] {
+            assert!(
+                search(t, shared).is_empty(),
+                "{t} reads org's shared domain"
+            );
+        }
+    }
+    let (s, v) = server.post(
+        "/v1/search",
+        &key_of("partner"),
+        json!({"query": "x", "include_shared": "some"}),
+    );
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    assert!(v.to_string().contains("include_shared"), "{v}");
+
+    // Never exported or counted with the grantee.
+    let (s, v) = server.call(
+        "GET",
+        "/v1/admin/tenants/team-a",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(
+        (s, v["usage"]["records"].as_u64(), &v["parent"]),
+        (200, Some(0), &json!("org")),
+        "{v}"
+    );
+    let (_, v) = server.call(
+        "GET",
+        "/v1/admin/tenants/org",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(v["children"], json!(["team-a"]), "{v}");
+    let (_, tree) = server.call(
+        "GET",
+        "/v1/admin/tenant-tree",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert!(
+        tree["tenants"]
+            .as_array()
+            .expect("tree")
+            .contains(&json!({"id": "other-org", "children": ["other-child"]})),
+        "{tree}"
+    );
+
+    // Audit on both sides: grant, and reads in counts.
+    let actions = |key: &str| {
+        let (s, v) = server.get("/v1/audit?limit=1000", key);
+        assert_eq!(s, 200, "{v}");
+        v["rows"].as_array().expect("rows").clone()
+    };
+    let org_rows = actions(&org);
+    assert!(org_rows.iter().any(|r| r["action"] == "share.create"));
+    assert!(
+        org_rows.iter().any(|r| r["action"] == "share.read_by"
+            && r["detail"]["reader"] == "team-a"
+            && r["detail"]["hits"] == 1),
+        "{org_rows:?}"
+    );
+    let team_rows = actions(&key_of("team-a"));
+    assert!(team_rows.iter().any(|r| r["action"] == "share.granted"));
+    assert!(
+        team_rows
+            .iter()
+            .any(|r| r["action"] == "share.read" && r["detail"]["used"][0]["owner"] == "org"),
+        "{team_rows:?}"
+    );
+
+    // Revocation, each seen by the next request: the owner suspended, then resumed.
+    op("POST", "/v1/admin/tenants/org/suspend", json!({}));
+    assert!(search("team-a", json!("all")).is_empty());
+    assert!(incoming("partner").is_empty());
+    op("POST", "/v1/admin/tenants/org/resume", json!({}));
+    assert_eq!(ids(&search("team-a", json!("all"))), ["kb-public"]);
+    // A parent change removes the child's grant; the named grantee keeps its own.
+    let (s, v) = server.call(
+        "PATCH",
+        "/v1/admin/tenants/org",
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&json!({"parent": "team-a"})),
+    );
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "a cycle: {v}");
+    assert!(v.to_string().contains("parent"), "{v}");
+    op("PATCH", "/v1/admin/tenants/team-a", json!({"parent": null}));
+    assert!(search("team-a", json!("all")).is_empty());
+    assert_eq!(ids(&search("partner", json!("all"))), ["kb-public"]);
+    // Revoke.
+    let (s, v) = server.call("DELETE", &format!("/v1/shares/{id}"), Some(&org), &[], None);
+    assert_eq!(s, 200, "{v}");
+    assert!(search("partner", json!("all")).is_empty());
+    assert!(incoming("partner").is_empty());
+    assert!(
+        actions(&key_of("partner"))
+            .iter()
+            .any(|r| r["action"] == "share.revoked")
+    );
+    let (s, v) = server.call(
+        "POST",
+        "/v1/admin/tenants",
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&json!({"id": "orphan", "parent": "nobody"})),
+    );
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
 }

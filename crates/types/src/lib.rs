@@ -15,6 +15,7 @@ mod record;
 mod schema;
 mod scope;
 mod search;
+mod shared;
 mod vector;
 
 pub use adaptive::{
@@ -41,6 +42,7 @@ pub use search::{
     DEFAULT_INCLUDE, Fusion, HitExplain, Include, MAX_K, SearchHit, SearchMode, SearchRequest,
     SearchResponse,
 };
+pub use shared::{HitSource, MAX_SHARED_SELECTORS, SharedRef, SharedSelector};
 pub use vector::{MAX_VECTOR_NORM, check_vector_values};
 
 /// Milliseconds since the Unix epoch, the one time unit of the data model.

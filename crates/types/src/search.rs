@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CollectionName, Filter, Record};
+use crate::{CollectionName, Filter, HitSource, Record, SharedSelector};
 
 /// Which channels a search uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -145,6 +145,10 @@ pub struct SearchRequest {
     /// Weights of `rerank: "adaptive"`; `{"base": 1, "narrative": 0.15, "pheromone": 0.3}`
     /// when absent.
     pub rerank_weights: Option<crate::RerankWeights>,
+    /// Granted shared domains of other tenants to search too: `"all"`, or a list of share ids
+    /// and `"owner/domain"` strings. Absent: the caller's own records only.
+    #[schema(schema_with = crate::shared::include_shared_schema)]
+    pub include_shared: Option<SharedSelector>,
 }
 
 impl SearchRequest {
@@ -175,6 +179,7 @@ impl Default for SearchRequest {
             include: None,
             rerank: None,
             rerank_weights: None,
+            include_shared: None,
         }
     }
 }
@@ -214,6 +219,9 @@ pub struct SearchHit {
     pub score: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explain: Option<HitExplain>,
+    /// Set on hits from a granted shared domain of another tenant; own hits carry none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<HitSource>,
 }
 
 /// The results of a search, best first.

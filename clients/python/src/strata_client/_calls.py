@@ -25,6 +25,7 @@ from .models import (
     Record,
     RecordLinks,
     SearchResult,
+    Share,
     WriteResult,
     to_millis,
 )
@@ -192,8 +193,13 @@ class DataCalls:
         include: Optional[Sequence[str]],
         rerank: Optional[str] = None,
         rerank_weights: Optional[Mapping[str, float]] = None,
+        include_shared: Union[str, Sequence[str], None] = None,
     ) -> Call[SearchResult]:
         body: Dict[str, Any] = {"k": k}
+        if include_shared is not None:
+            body["include_shared"] = (
+                include_shared if isinstance(include_shared, str) else list(include_shared)
+            )
         if include is not None:
             body["include"] = list(include)
         if query is not None:
@@ -392,6 +398,34 @@ class DataCalls:
             "DELETE",
             f"/v1/collections/{_segment(name)}",
             lambda d: int(d["deleted_records"]),
+        )
+
+    # Shares are the tenant's too: no scope fields.
+
+    @staticmethod
+    def _create_share(domain: str, tenants: Sequence[str], children: bool) -> Call[Share]:
+        if isinstance(tenants, str):
+            raise TypeError("tenants must be a list of tenant ids")
+        return Call(
+            "POST",
+            "/v1/shares",
+            Share.from_json,
+            json={"domain": domain, "tenants": list(tenants), "children": children},
+            idempotent=False,
+        )
+
+    @staticmethod
+    def _list_shares() -> Call[List[Share]]:
+        return Call("GET", "/v1/shares", lambda d: [Share.from_json(s) for s in d["shares"]])
+
+    @staticmethod
+    def _revoke_share(id: str) -> Call[Share]:
+        return Call("DELETE", f"/v1/shares/{_segment(id)}", Share.from_json)
+
+    @staticmethod
+    def _incoming_shares() -> Call[List[Share]]:
+        return Call(
+            "GET", "/v1/shares/incoming", lambda d: [Share.from_json(s) for s in d["shares"]]
         )
 
     @staticmethod

@@ -87,6 +87,7 @@ class _AdminCalls:
         display_name: Optional[str],
         isolation: Optional[str] = None,
         index_params: Optional[Mapping[str, Any]] = None,
+        parent: Optional[str] = None,
     ) -> Call[Tenant]:
         body: Dict[str, Any] = {"id": id}
         if display_name is not None:
@@ -95,6 +96,8 @@ class _AdminCalls:
             body["isolation"] = isolation
         if index_params is not None:
             body["index_params"] = dict(index_params)
+        if parent is not None:
+            body["parent"] = parent
         return Call("POST", "/v1/admin/tenants", Tenant.from_json, json=body, idempotent=False)
 
     @staticmethod
@@ -320,12 +323,14 @@ class StrataAdmin(_AdminCalls):
         display_name: Optional[str] = None,
         isolation: Optional[str] = None,
         index_params: Optional[Mapping[str, Any]] = None,
+        parent: Optional[str] = None,
     ) -> Tenant:
         """Registers a tenant with the server's default collections, at isolation level
         ``isolation`` (``shared`` by default, or ``partition``: always resident, with its own
-        graph parameters ``index_params``)."""
+        graph parameters ``index_params``), as a child of ``parent`` if given (shares
+        published to children reach it)."""
         return self._transport.run(
-            self._create_tenant(id, display_name, isolation, index_params)
+            self._create_tenant(id, display_name, isolation, index_params, parent)
         )
 
     def list_tenants(self) -> List[Tenant]:
@@ -519,9 +524,10 @@ class AsyncStrataAdmin(_AdminCalls):
         display_name: Optional[str] = None,
         isolation: Optional[str] = None,
         index_params: Optional[Mapping[str, Any]] = None,
+        parent: Optional[str] = None,
     ) -> Tenant:
         return await self._transport.run(
-            self._create_tenant(id, display_name, isolation, index_params)
+            self._create_tenant(id, display_name, isolation, index_params, parent)
         )
 
     async def list_tenants(self) -> List[Tenant]:

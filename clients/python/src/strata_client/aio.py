@@ -32,6 +32,7 @@ from .models import (
     Record,
     RecordLinks,
     SearchResult,
+    Share,
     WriteResult,
 )
 from .retry import RetryPolicy
@@ -211,6 +212,7 @@ class AsyncStrata(DataCalls):
         include: Optional[Sequence[str]] = ("record",),
         rerank: Optional[str] = None,
         rerank_weights: Optional[Mapping[str, float]] = None,
+        include_shared: Union[str, Sequence[str], None] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -228,6 +230,8 @@ class AsyncStrata(DataCalls):
         default here); ``None`` takes the server's default, ``content`` and ``metadata``.
         ``rerank="adaptive"`` re-ranks with what :meth:`feedback` taught the domain
         (``rerank_weights``: ``base``, ``narrative``, ``pheromone``).
+        ``include_shared`` adds other tenants' domains this tenant was granted: ``"all"``, or
+        share ids and ``"owner/domain"`` strings; their hits carry ``source``.
         """
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return await self._transport.run(
@@ -246,6 +250,7 @@ class AsyncStrata(DataCalls):
                 include=include,
                 rerank=rerank,
                 rerank_weights=rerank_weights,
+                include_shared=include_shared,
             )
         )
 
@@ -569,3 +574,23 @@ class AsyncStrata(DataCalls):
     async def delete_collection(self, name: str) -> int:
         """Deletes a collection and every record in it (needs ``admin``); returns how many."""
         return await self._transport.run(self._delete_collection(name))
+
+    async def create_share(
+        self, domain: str, *, tenants: Sequence[str] = (), children: bool = False
+    ) -> Share:
+        """Publishes one of the tenant's domains read-only (needs ``admin``): to the named
+        ``tenants`` and/or, with ``children=True``, to every child tenant. Only the domain's
+        records without user tokens are shared."""
+        return await self._transport.run(self._create_share(domain, tenants, children))
+
+    async def list_shares(self) -> List[Share]:
+        """The tenant's own published shares (needs ``admin``)."""
+        return await self._transport.run(self._list_shares())
+
+    async def revoke_share(self, id: str) -> Share:
+        """Revokes a share (needs ``admin``); grantees see nothing of it from their next call."""
+        return await self._transport.run(self._revoke_share(id))
+
+    async def incoming_shares(self) -> List[Share]:
+        """The live grants this tenant holds: other tenants' domains ``search`` may include."""
+        return await self._transport.run(self._incoming_shares())

@@ -32,6 +32,7 @@ from .models import (
     Record,
     RecordLinks,
     SearchResult,
+    Share,
     WriteResult,
 )
 from .retry import RetryPolicy
@@ -214,6 +215,7 @@ class Strata(DataCalls):
         include: Optional[Sequence[str]] = ("record",),
         rerank: Optional[str] = None,
         rerank_weights: Optional[Mapping[str, float]] = None,
+        include_shared: Union[str, Sequence[str], None] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -231,6 +233,8 @@ class Strata(DataCalls):
         default here); ``None`` takes the server's default, ``content`` and ``metadata``.
         ``rerank="adaptive"`` re-ranks with what :meth:`feedback` taught the domain
         (``rerank_weights``: ``base``, ``narrative``, ``pheromone``).
+        ``include_shared`` adds other tenants' domains this tenant was granted: ``"all"``, or
+        share ids and ``"owner/domain"`` strings; their hits carry ``source``.
         """
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return self._transport.run(
@@ -249,6 +253,7 @@ class Strata(DataCalls):
                 include=include,
                 rerank=rerank,
                 rerank_weights=rerank_weights,
+                include_shared=include_shared,
             )
         )
 
@@ -571,3 +576,23 @@ class Strata(DataCalls):
     def delete_collection(self, name: str) -> int:
         """Deletes a collection and every record in it (needs ``admin``); returns how many."""
         return self._transport.run(self._delete_collection(name))
+
+    def create_share(
+        self, domain: str, *, tenants: Sequence[str] = (), children: bool = False
+    ) -> Share:
+        """Publishes one of the tenant's domains read-only (needs ``admin``): to the named
+        ``tenants`` and/or, with ``children=True``, to every child tenant. Only the domain's
+        records without user tokens are shared."""
+        return self._transport.run(self._create_share(domain, tenants, children))
+
+    def list_shares(self) -> List[Share]:
+        """The tenant's own published shares (needs ``admin``)."""
+        return self._transport.run(self._list_shares())
+
+    def revoke_share(self, id: str) -> Share:
+        """Revokes a share (needs ``admin``); grantees see nothing of it from their next call."""
+        return self._transport.run(self._revoke_share(id))
+
+    def incoming_shares(self) -> List[Share]:
+        """The live grants this tenant holds: other tenants' domains ``search`` may include."""
+        return self._transport.run(self._incoming_shares())

@@ -228,6 +228,9 @@ class SearchHit:
     metadata: Optional[Dict[str, Any]] = None
     vector: Optional[List[float]] = None
     record: Optional[Record] = None
+    #: On hits from another tenant's shared domain (``include_shared``): ``{"tenant", "domain",
+    #: "share"}``, where the hit came from. ``None`` on the caller's own hits.
+    source: Optional[Dict[str, str]] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> SearchHit:
@@ -242,6 +245,34 @@ class SearchHit:
             metadata=dict(m) if isinstance(m, dict) else None,
             vector=d.get("vector"),
             record=Record.from_json(r) if isinstance(r, dict) else None,
+            source=dict(d["source"]) if isinstance(d.get("source"), dict) else None,
+        )
+
+
+@dataclass
+class Share:
+    """A published domain: read-only to the named ``tenants`` and, with ``children``, to
+    every child tenant of the owner. As a grantee sees it (:meth:`Strata.incoming_shares`),
+    ``via`` says how it holds it (``named`` or ``children``) and ``tenants`` is empty."""
+
+    id: str
+    owner: str
+    domain: str
+    tenants: List[str] = field(default_factory=list)
+    children: bool = False
+    via: Optional[str] = None
+    created_at: int = 0
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Share:
+        return cls(
+            id=d["id"],
+            owner=d["owner"],
+            domain=d["domain"],
+            tenants=list(d.get("tenants") or []),
+            children=bool(d.get("children", False)),
+            via=d.get("via"),
+            created_at=int(d.get("created_at", 0)),
         )
 
 
@@ -387,6 +418,10 @@ class Tenant:
     isolation: str = "shared"
     #: The tenant's own graph parameters (``m``, ``ef_construction``, ``ef_search``), if any.
     index_params: Optional[Dict[str, Any]] = None
+    #: The parent tenant, if any.
+    parent: Optional[str] = None
+    #: Direct children; present on :meth:`StrataAdmin.get_tenant`.
+    children: Optional[List[str]] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Tenant:
@@ -402,6 +437,8 @@ class Tenant:
             usage=TenantUsage.from_json(u) if isinstance(u, dict) else None,
             isolation=d.get("isolation", "shared"),
             index_params=d.get("index_params"),
+            parent=d.get("parent"),
+            children=list(d["children"]) if isinstance(d.get("children"), list) else None,
         )
 
 

@@ -40,6 +40,11 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("POST", "/v1/collections/{name}/reembed", Admin),
     ("GET", "/v1/collections/{name}/reembed", Admin),
     ("GET", "/v1/audit", Admin),
+    ("POST", "/v1/shares", Admin),
+    ("GET", "/v1/shares", Admin),
+    ("DELETE", "/v1/shares/{id}", Admin),
+    ("GET", "/v1/shares/incoming", Read),
+    ("GET", "/v1/admin/tenant-tree", Operator),
     ("POST", "/v1/admin/tenants", Operator),
     ("GET", "/v1/admin/tenants", Operator),
     ("GET", "/v1/admin/tenants/{id}", Operator),
@@ -97,6 +102,7 @@ pub fn valid_body(method: &str, path: &str) -> Option<Value> {
         ("POST", "/v1/feedback") => Some(json!({"ids": ["x"]})),
         ("POST", "/v1/collections") => Some(json!({"name": "c1", "dim": 4})),
         ("POST", "/v1/collections/{name}/reembed") => Some(json!({"dry_run": true})),
+        ("POST", "/v1/shares") => Some(json!({"domain": "default", "children": true})),
         (m, _) => probe_body(m),
     }
 }
