@@ -65,6 +65,8 @@ pub(crate) struct CollectionIndex {
     pub graph: Option<HnswIndex>,
     /// Whether `graph` came from a snapshot at load.
     pub restored: bool,
+    /// Whether the collection was loaded from its persisted search image (no record read).
+    pub from_image: bool,
     /// While a background graph build runs: the slots changed since it began, which it
     /// replays before the graph is installed (see `graph_build`).
     pub building: Option<Vec<u32>>,
@@ -103,6 +105,7 @@ impl CollectionIndex {
             bm25: Bm25Index::with_analyzer(index_analyzer(c.analyzer)),
             graph: None,
             restored: false,
+            from_image: false,
             building: None,
             graph_deleted: 0,
             params: HnswParams::default(),
@@ -208,6 +211,32 @@ impl CollectionIndex {
     }
 
     fn place(&mut self, record: &Record, slot: u32, graph: bool) -> Result<(), EngineError> {
+        self.place_scope(record, slot);
+        index_fields(&mut self.fields, slot, record);
+        if let Some(text) = &record.content {
+            self.bm25.insert(slot, text);
+        }
+        self.touched(slot);
+        if let Some(v) = &record.vector {
+            let start = slot as usize * self.dim;
+            self.vectors[start..start + self.dim].copy_from_slice(v);
+            self.metric
+                .normalize_for_index(&mut self.vectors[start..start + self.dim]);
+            self.with_vector.insert(slot);
+            if graph {
+                self.insert_into_graph(slot)?;
+            }
+        }
+        let mut doc = record.clone();
+        doc.vector = None;
+        self.docs[slot as usize] = Some(doc);
+        Ok(())
+    }
+
+    /// The cheap part of placing a record: its slot, the scope bitmaps and its byte estimate
+    /// (a few hash inserts). Text and fields, the expensive part, are indexed by `place`, or
+    /// come whole from a persisted search image (`from_image`).
+    fn place_scope(&mut self, record: &Record, slot: u32) {
         self.slot_of.insert(record.id.clone(), slot);
         self.live.insert(slot);
         if record.expires_at.is_some() {
@@ -226,26 +255,76 @@ impl CollectionIndex {
         for t in &record.user_tokens {
             set_bit(&mut self.by_token, t.clone(), slot);
         }
-        index_fields(&mut self.fields, slot, record);
-        if let Some(text) = &record.content {
-            self.bm25.insert(slot, text);
-        }
         self.record_bytes += record_bytes(record);
-        self.touched(slot);
-        if let Some(v) = &record.vector {
-            let start = slot as usize * self.dim;
-            self.vectors[start..start + self.dim].copy_from_slice(v);
-            self.metric
-                .normalize_for_index(&mut self.vectors[start..start + self.dim]);
-            self.with_vector.insert(slot);
-            if graph {
-                self.insert_into_graph(slot)?;
-            }
+    }
+
+    /// A collection rebuilt from its persisted search image (`crate::search_image`): the
+    /// records in their slots (without vectors), the vectors as the engine keeps them
+    /// (`dim` per slot, already normalised for the metric), and the text and field indexes
+    /// whole. Only the scope bitmaps are recomputed, from the records; no text is analysed
+    /// and no record is read from storage. The graph is restored separately.
+    pub fn from_image(
+        c: &Collection,
+        params: HnswParams,
+        docs: Vec<Option<Record>>,
+        vectors: Vec<f32>,
+        fields: FieldIndex,
+        bm25: Bm25Index,
+    ) -> Result<Self, EngineError> {
+        let mut ci = CollectionIndex::new(c);
+        ci.params = params;
+        if vectors.len() != docs.len() * ci.dim {
+            return Err(EngineError::Index(format!(
+                "search image: {} floats for {} slots of {} dimensions",
+                vectors.len(),
+                docs.len(),
+                ci.dim
+            )));
         }
-        let mut doc = record.clone();
-        doc.vector = None;
-        self.docs[slot as usize] = Some(doc);
+        if bm25.analyzer() != ci.bm25.analyzer() {
+            return Err(EngineError::Index(
+                "search image: analysed with another analyzer".into(),
+            ));
+        }
+        for (slot, doc) in docs.iter().enumerate() {
+            let Some(doc) = doc else { continue };
+            let slot = slot as u32;
+            if doc.modality.as_str() != c.name.as_str() || doc.vector.is_some() {
+                return Err(EngineError::Index(format!(
+                    "search image: slot {slot} holds a record it should not"
+                )));
+            }
+            if ci.slot_of.contains_key(&doc.id) {
+                return Err(EngineError::Index(format!(
+                    "search image: record {} in two slots",
+                    doc.id
+                )));
+            }
+            ci.place_scope(doc, slot);
+        }
+        ci.docs = docs;
+        ci.vectors = vectors;
+        ci.fields = fields;
+        ci.bm25 = bm25;
+        ci.rebuild_free_list();
+        Ok(ci)
+    }
+
+    /// Marks the slots that hold a vector (a search image's `with_vector`); every slot must
+    /// hold a record.
+    pub fn set_with_vector(&mut self, slots: RoaringBitmap) -> Result<(), EngineError> {
+        if !slots.is_subset(&self.live) {
+            return Err(EngineError::Index(
+                "search image: a vector in an empty slot".into(),
+            ));
+        }
+        self.with_vector = slots;
         Ok(())
+    }
+
+    /// The engine's copy of the vectors, `dim` per slot (for the search image).
+    pub fn raw_vectors(&self) -> &[f32] {
+        &self.vectors[..self.docs.len() * self.dim]
     }
 
     /// Keeps an existing graph in step. A collection that just reached `GRAPH_MIN_VECTORS` gets

@@ -105,6 +105,7 @@ impl Engine {
                 w.delete_record(scope.key(), id)?;
             }
             crate::snapshot::delete(w, scope.key(), name)?;
+            crate::search_image::delete(w, scope.key(), name)?;
             changes.push(Change::DropCollection(name.clone()));
             Ok(doomed.len() as u64)
         })
