@@ -4,7 +4,8 @@
 //!
 //! An image holds, for one collection: the record in each slot without its vector (in the
 //! store's own record encoding, `strata_store::codec`), the engine's vectors as one contiguous
-//! run of little-endian `f32` (`dim` per slot), which slots hold a vector (a roaring bitmap in
+//! run of little-endian `f32` (`dim` per slot) unless the collection's graph holds them (then
+//! they are restored with the graph from its snapshot), which slots hold a vector (a roaring bitmap in
 //! its portable serialisation), the BM25 index (postings, lengths, statistics) and the field
 //! index. Scope bitmaps are recomputed from the records at load: a few hash inserts each.
 //!
@@ -44,7 +45,10 @@ struct Image {
     /// The slots' records, without vectors, one after the other.
     #[serde(with = "bytes")]
     docs: Vec<u8>,
-    /// `dim` little-endian `f32` per slot (zeros where there is no vector).
+    /// The graph holds the vectors (its snapshot, saved in the same transaction, carries
+    /// them), so `vectors` is empty: the image is usable only with that graph.
+    vectors_in_graph: bool,
+    /// Otherwise `dim` little-endian `f32` per slot (zeros where there is no vector).
     #[serde(with = "bytes")]
     vectors: Vec<u8>,
     /// Slots holding a vector, in roaring's portable serialisation.
@@ -77,8 +81,9 @@ pub(crate) fn encode(ci: &CollectionIndex, version: u64) -> Result<Vec<u8>, Engi
             None => doc_lens.push(0),
         }
     }
-    let vectors: Vec<u8> = ci
-        .raw_vectors()
+    let raw = ci.raw_vectors();
+    let vectors: Vec<u8> = raw
+        .unwrap_or_default()
         .iter()
         .flat_map(|x| x.to_le_bytes())
         .collect();
@@ -92,6 +97,7 @@ pub(crate) fn encode(ci: &CollectionIndex, version: u64) -> Result<Vec<u8>, Engi
         dim: ci.dim as u32,
         doc_lens,
         docs,
+        vectors_in_graph: raw.is_none(),
         vectors,
         with_vector,
         fields: ci.fields.clone(),
@@ -154,14 +160,21 @@ pub(crate) fn decode(
     if at != image.docs.len() {
         return Err(corrupt("bytes after the last record"));
     }
-    if image.vectors.len() != docs.len() * c.dim as usize * 4 {
+    let expected = if image.vectors_in_graph {
+        0
+    } else {
+        docs.len() * c.dim as usize * 4
+    };
+    if image.vectors.len() != expected {
         return Err(corrupt("vector bytes do not match the slots"));
     }
-    let vectors: Vec<f32> = image
-        .vectors
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let vectors = (!image.vectors_in_graph).then(|| {
+        image
+            .vectors
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    });
     let with_vector = RoaringBitmap::deserialize_from(image.with_vector.as_slice())
         .map_err(|e| corrupt(format!("with_vector: {e}")))?;
     let records = docs.iter().flatten().count() as u64;
@@ -294,14 +307,14 @@ mod tests {
         assert_eq!((loaded.version, loaded.records, loaded.vectors), (7, 1, 1));
         let id = RecordId::parse("a").unwrap();
         assert_eq!(ci.slot_ids(), vec![Some(&id)]);
-        assert_eq!(ci.vector(0), &[0.5, -1.0]);
+        assert_eq!(&*ci.vector(0).unwrap(), &[0.5, -1.0]);
         assert_eq!(ci.bm25.doc_count(), 1);
         assert_eq!(encode(&ci, 7).unwrap(), bytes);
     }
 
     /// Format 1: `01`, version 7, dim 2, one record of 0x29 bytes (the store's record encoding),
-    /// 8 vector bytes (0.5, -1.0), the portable bitmap {0}, then the field and BM25 indexes.
-    const GOLDEN: &str = "01070201292901016103766563000102686900000764656661756c740000027b7d020200000000000000e03f010000080000003f000080bf123a30000001000000000000001000000000000106623a6b696e6401046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000001000106623a6b696e6400046e6f746501026869123a3000000100000000000000100000000000010001123a300000010000000000000010000000000001010100010268690100";
+    /// vectors not in a graph (`00`), 8 vector bytes (0.5, -1.0), the portable bitmap {0}, then the field and BM25 indexes.
+    const GOLDEN: &str = "01070201292901016103766563000102686900000764656661756c740000027b7d020200000000000000e03f01000000080000003f000080bf123a30000001000000000000001000000000000106623a6b696e6401046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000001000106623a6b696e6400046e6f746501026869123a3000000100000000000000100000000000010001123a300000010000000000000010000000000001010100010268690100";
 
     #[test]
     fn anything_else_is_an_error() {

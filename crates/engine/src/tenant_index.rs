@@ -125,6 +125,10 @@ impl TenantIndex {
             // A graph that is missing or does not fit leaves the collection to exact scans
             // until the background builder gives it one.
             if !graph.is_some_and(|g| ci.restore_graph(&g)) {
+                if !ci.has_vector_copy() {
+                    // Its vectors were saved only inside that graph.
+                    return Ok(None);
+                }
                 ci.graph = None;
             }
             ci.from_image = true;
