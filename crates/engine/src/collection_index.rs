@@ -179,12 +179,33 @@ impl CollectionIndex {
         !self.vectors_in_graph
     }
 
-    /// Drops the engine's copy of the vectors once a graph holds them all.
+    /// Drops the engine's copy of the vectors once a graph holds them all, if the collection
+    /// is large enough that its searches go to the graph. A smaller one is searched by exact
+    /// scans (`plan::EXACT_BUDGET`), which read the copy in place: copying every vector out of
+    /// the graph for each search would cost more than the memory saved.
     fn drop_vector_copy(&mut self) {
-        if self.graph.is_some() {
+        let large = self.with_vector.len() * self.dim as u64 > crate::plan::EXACT_BUDGET;
+        if self.graph.is_some() && large {
             self.vectors = Vec::new();
             self.vectors_in_graph = true;
         }
+    }
+
+    /// Makes the engine's copy of the vectors from the graph, for a collection small enough
+    /// to be searched by exact scans (see `drop_vector_copy`).
+    fn copy_vectors_from_graph(&mut self) -> Result<(), EngineError> {
+        let large = self.with_vector.len() * self.dim as u64 > crate::plan::EXACT_BUDGET;
+        if !self.vectors_in_graph || large {
+            return Ok(());
+        }
+        let mut copy = vec![0.0; self.docs.len() * self.dim];
+        for slot in &self.with_vector {
+            let start = slot as usize * self.dim;
+            self.copy_vector(slot, &mut copy[start..start + self.dim])?;
+        }
+        self.vectors = copy;
+        self.vectors_in_graph = false;
+        Ok(())
     }
 
     fn copy_vector(&self, slot: u32, out: &mut [f32]) -> Result<(), EngineError> {
@@ -406,9 +427,10 @@ impl CollectionIndex {
     }
 
     /// The engine's copy of the vectors, `dim` per slot (for the search image); `None` when
-    /// the graph holds them (and its snapshot carries them).
+    /// the collection has a graph, whose snapshot carries every vector already.
     pub fn raw_vectors(&self) -> Option<&[f32]> {
-        (!self.vectors_in_graph).then(|| &self.vectors[..self.docs.len() * self.dim])
+        (self.graph.is_none() && !self.vectors_in_graph)
+            .then(|| &self.vectors[..self.docs.len() * self.dim])
     }
 
     /// Keeps an existing graph in step. A collection that just reached `GRAPH_MIN_VECTORS` gets
@@ -446,6 +468,13 @@ impl CollectionIndex {
                 self.graph = Some(g);
                 self.restored = true;
                 self.drop_vector_copy();
+                // Loaded from an image without vectors, but small enough to be searched by
+                // exact scans: take the copy those read from the graph.
+                if self.copy_vectors_from_graph().is_err() {
+                    self.graph = None;
+                    self.restored = false;
+                    return false;
+                }
                 true
             }
             _ => false,

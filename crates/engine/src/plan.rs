@@ -19,7 +19,7 @@ use crate::visibility::{Principals, Visibility};
 /// Exact scans are chosen while `candidates × dim` stays under this many multiply-adds
 /// (about 16k candidates at 128 dimensions, 5k at 384): below it a SIMD scan beats the graph
 /// and is exact.
-const EXACT_BUDGET: u64 = 2_000_000;
+pub(crate) const EXACT_BUDGET: u64 = 2_000_000;
 /// The graph search widens its beam up to this before falling back to an exact scan.
 const MAX_EF: usize = 4096;
 /// Vectors copied out of a graph per step of an exact scan.

@@ -213,8 +213,10 @@ pub(crate) fn delete(
     w.delete_blob(key, &blob_name(collection))
 }
 
-/// serde `with` module writing a `Vec<u8>` as one byte run.
-mod bytes {
+/// serde `with` module writing a `Vec<u8>` as one byte run. postcard encodes a byte run
+/// exactly like a sequence of `u8` (a length, then the bytes), so this changes no stored
+/// format, only how fast it decodes.
+pub(crate) mod bytes {
     use serde::de::{Error, SeqAccess, Visitor};
     use serde::{Deserializer, Serializer};
 
@@ -244,6 +246,31 @@ mod bytes {
             }
         }
         d.deserialize_byte_buf(V)
+    }
+
+    /// The same for an `Option<Vec<u8>>`.
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        #[derive(Deserialize)]
+        struct Run(#[serde(with = "super")] Vec<u8>);
+
+        /// Borrows the bytes: a graph can be hundreds of megabytes.
+        struct RunRef<'a>(&'a [u8]);
+
+        impl Serialize for RunRef<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+
+        pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+            v.as_deref().map(RunRef).serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+            Ok(Option::<Run>::deserialize(d)?.map(|r| r.0))
+        }
     }
 }
 
