@@ -43,7 +43,7 @@ fn rss() -> String {
 
 fn scope(engine: &Engine) -> TenantScope {
     let grant = Grant {
-        permissions: Permissions::of(&[Permission::Read, Permission::Write]),
+        permissions: Permissions::of(&[Permission::Read, Permission::Write, Permission::Admin]),
         user_tokens: None,
         domains: None,
     };
