@@ -49,8 +49,15 @@ pub(crate) struct CollectionIndex {
     pub docs: Vec<Option<Record>>,
     slot_of: HashMap<RecordId, u32>,
     free: Vec<u32>,
-    /// `dim` floats per slot; meaningful where `with_vector` holds the slot.
+    /// The engine's copy of the vectors: `dim` floats per slot, meaningful where
+    /// `with_vector` holds the slot. Empty while `vectors_in_graph`: the graph keeps every
+    /// vector itself (usearch stores what it indexes), so a second copy would double the
+    /// memory of every vector for nothing.
     vectors: Vec<f32>,
+    /// The graph holds every vector of `with_vector` and `vectors` is empty. Set once a graph
+    /// is installed or restored; a collection without a graph (small, or waiting for its
+    /// first build) keeps its own copy for exact scans and the build.
+    vectors_in_graph: bool,
     pub with_vector: RoaringBitmap,
     /// Slots whose record has a TTL: only these need their expiry checked at search time.
     pub with_expiry: RoaringBitmap,
@@ -65,6 +72,8 @@ pub(crate) struct CollectionIndex {
     pub graph: Option<HnswIndex>,
     /// Whether `graph` came from a snapshot at load.
     pub restored: bool,
+    /// Whether the collection was loaded from its persisted search image (no record read).
+    pub from_image: bool,
     /// While a background graph build runs: the slots changed since it began, which it
     /// replays before the graph is installed (see `graph_build`).
     pub building: Option<Vec<u32>>,
@@ -91,6 +100,7 @@ impl CollectionIndex {
             slot_of: HashMap::new(),
             free: Vec::new(),
             vectors: Vec::new(),
+            vectors_in_graph: false,
             with_vector: RoaringBitmap::new(),
             with_expiry: RoaringBitmap::new(),
             live: RoaringBitmap::new(),
@@ -103,6 +113,7 @@ impl CollectionIndex {
             bm25: Bm25Index::with_analyzer(index_analyzer(c.analyzer)),
             graph: None,
             restored: false,
+            from_image: false,
             building: None,
             graph_deleted: 0,
             params: HnswParams::default(),
@@ -138,12 +149,82 @@ impl CollectionIndex {
     }
 
     /// The vectors of `slots` that still hold one, copied (for a background graph build).
-    pub fn vectors_of(&self, slots: &[u32]) -> Vec<(u32, Vec<f32>)> {
+    pub fn vectors_of(&self, slots: &[u32]) -> Result<Vec<(u32, Vec<f32>)>, EngineError> {
         slots
             .iter()
             .filter(|s| self.with_vector.contains(**s))
-            .map(|s| (*s, self.vector(*s).to_vec()))
+            .map(|s| Ok((*s, self.vector(*s)?.into_owned())))
             .collect()
+    }
+
+    /// The vectors of `slots` (each must hold one) one after the other, `dim` floats each:
+    /// borrowed from the engine's copy when `slots` is contiguous there is no such luck, so
+    /// this always copies; for exact scans of collections whose vectors live in the graph.
+    pub fn gather_vectors(&self, slots: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let mut out = vec![0.0; slots.len() * self.dim];
+        for (slot, dst) in slots.iter().zip(out.chunks_exact_mut(self.dim)) {
+            self.copy_vector(*slot, dst)?;
+        }
+        Ok(out)
+    }
+
+    /// The engine's copy of the vector in `slot`, if it keeps one (see `vectors_in_graph`).
+    pub fn vector_copy(&self, slot: u32) -> Option<&[f32]> {
+        let start = slot as usize * self.dim;
+        self.vectors.get(start..start + self.dim)
+    }
+
+    /// Whether the engine keeps its own copy of the vectors (else the graph holds them).
+    pub fn has_vector_copy(&self) -> bool {
+        !self.vectors_in_graph
+    }
+
+    /// Drops the engine's copy of the vectors once a graph holds them all, if the collection
+    /// is large enough that its searches go to the graph. A smaller one is searched by exact
+    /// scans (`plan::EXACT_BUDGET`), which read the copy in place: copying every vector out of
+    /// the graph for each search would cost more than the memory saved.
+    fn drop_vector_copy(&mut self) {
+        let large = self.with_vector.len() * self.dim as u64 > crate::plan::EXACT_BUDGET;
+        if self.graph.is_some() && large {
+            self.vectors = Vec::new();
+            self.vectors_in_graph = true;
+        }
+    }
+
+    /// Makes the engine's copy of the vectors from the graph, for a collection small enough
+    /// to be searched by exact scans (see `drop_vector_copy`).
+    fn copy_vectors_from_graph(&mut self) -> Result<(), EngineError> {
+        let large = self.with_vector.len() * self.dim as u64 > crate::plan::EXACT_BUDGET;
+        if !self.vectors_in_graph || large {
+            return Ok(());
+        }
+        let mut copy = vec![0.0; self.docs.len() * self.dim];
+        for slot in &self.with_vector {
+            let start = slot as usize * self.dim;
+            self.copy_vector(slot, &mut copy[start..start + self.dim])?;
+        }
+        self.vectors = copy;
+        self.vectors_in_graph = false;
+        Ok(())
+    }
+
+    fn copy_vector(&self, slot: u32, out: &mut [f32]) -> Result<(), EngineError> {
+        if !self.vectors_in_graph {
+            let start = slot as usize * self.dim;
+            out.copy_from_slice(&self.vectors[start..start + self.dim]);
+            return Ok(());
+        }
+        let found = match &self.graph {
+            Some(g) => g.get(slot, out).map_err(index_error)?,
+            None => false,
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(EngineError::Index(format!(
+                "slot {slot} has no vector in the graph"
+            )))
+        }
     }
 
     fn touched(&mut self, slot: u32) {
@@ -152,9 +233,18 @@ impl CollectionIndex {
         }
     }
 
-    pub fn vector(&self, slot: u32) -> &[f32] {
+    /// The vector in `slot` (which must hold one), as the indexes see it (normalised for the
+    /// metric): borrowed from the engine's copy, or copied out of the graph.
+    pub fn vector(&self, slot: u32) -> Result<std::borrow::Cow<'_, [f32]>, EngineError> {
+        if self.vectors_in_graph {
+            let mut out = vec![0.0; self.dim];
+            self.copy_vector(slot, &mut out)?;
+            return Ok(std::borrow::Cow::Owned(out));
+        }
         let start = slot as usize * self.dim;
-        &self.vectors[start..start + self.dim]
+        Ok(std::borrow::Cow::Borrowed(
+            &self.vectors[start..start + self.dim],
+        ))
     }
 
     /// Adds or replaces a record. `graph` says whether to maintain the HNSW graph now (bulk
@@ -178,7 +268,9 @@ impl CollectionIndex {
     pub fn ensure_slots(&mut self, n: usize) {
         if self.docs.len() < n {
             self.docs.resize(n, None);
-            self.vectors.resize(n * self.dim, 0.0);
+            if !self.vectors_in_graph {
+                self.vectors.resize(n * self.dim, 0.0);
+            }
         }
     }
 
@@ -208,6 +300,43 @@ impl CollectionIndex {
     }
 
     fn place(&mut self, record: &Record, slot: u32, graph: bool) -> Result<(), EngineError> {
+        self.place_scope(record, slot);
+        index_fields(&mut self.fields, slot, record);
+        if let Some(text) = &record.content {
+            self.bm25.insert(slot, text);
+        }
+        self.touched(slot);
+        if let Some(v) = &record.vector {
+            if self.vectors_in_graph {
+                // No copy of our own: the graph is where the vector lives, whatever `graph`
+                // says (only bulk loads pass `false`, before any graph exists).
+                let mut v = v.clone();
+                self.metric.normalize_for_index(&mut v);
+                match &mut self.graph {
+                    Some(g) => g.insert(slot, &v).map_err(index_error)?,
+                    None => return Err(EngineError::Index("vectors in a missing graph".into())),
+                }
+            } else {
+                let start = slot as usize * self.dim;
+                self.vectors[start..start + self.dim].copy_from_slice(v);
+                self.metric
+                    .normalize_for_index(&mut self.vectors[start..start + self.dim]);
+                if graph {
+                    self.insert_into_graph(slot)?;
+                }
+            }
+            self.with_vector.insert(slot);
+        }
+        let mut doc = record.clone();
+        doc.vector = None;
+        self.docs[slot as usize] = Some(doc);
+        Ok(())
+    }
+
+    /// The cheap part of placing a record: its slot, the scope bitmaps and its byte estimate
+    /// (a few hash inserts). Text and fields, the expensive part, are indexed by `place`, or
+    /// come whole from a persisted search image (`from_image`).
+    fn place_scope(&mut self, record: &Record, slot: u32) {
         self.slot_of.insert(record.id.clone(), slot);
         self.live.insert(slot);
         if record.expires_at.is_some() {
@@ -226,31 +355,90 @@ impl CollectionIndex {
         for t in &record.user_tokens {
             set_bit(&mut self.by_token, t.clone(), slot);
         }
-        index_fields(&mut self.fields, slot, record);
-        if let Some(text) = &record.content {
-            self.bm25.insert(slot, text);
-        }
         self.record_bytes += record_bytes(record);
-        self.touched(slot);
-        if let Some(v) = &record.vector {
-            let start = slot as usize * self.dim;
-            self.vectors[start..start + self.dim].copy_from_slice(v);
-            self.metric
-                .normalize_for_index(&mut self.vectors[start..start + self.dim]);
-            self.with_vector.insert(slot);
-            if graph {
-                self.insert_into_graph(slot)?;
-            }
+    }
+
+    /// A collection rebuilt from its persisted search image (`crate::search_image`): the
+    /// records in their slots (without vectors), the vectors as the engine keeps them
+    /// (`dim` per slot, already normalised for the metric), and the text and field indexes
+    /// whole. Only the scope bitmaps are recomputed, from the records; no text is analysed
+    /// and no record is read from storage. The graph is restored separately.
+    /// `vectors` is `None` when the image was saved with the vectors in the graph: the caller
+    /// must then restore the graph (`restore_graph`) or give up on the image.
+    pub fn from_image(
+        c: &Collection,
+        params: HnswParams,
+        docs: Vec<Option<Record>>,
+        vectors: Option<Vec<f32>>,
+        fields: FieldIndex,
+        bm25: Bm25Index,
+    ) -> Result<Self, EngineError> {
+        let mut ci = CollectionIndex::new(c);
+        ci.params = params;
+        ci.vectors_in_graph = vectors.is_none();
+        let vectors = vectors.unwrap_or_default();
+        if !ci.vectors_in_graph && vectors.len() != docs.len() * ci.dim {
+            return Err(EngineError::Index(format!(
+                "search image: {} floats for {} slots of {} dimensions",
+                vectors.len(),
+                docs.len(),
+                ci.dim
+            )));
         }
-        let mut doc = record.clone();
-        doc.vector = None;
-        self.docs[slot as usize] = Some(doc);
+        if bm25.analyzer() != ci.bm25.analyzer() {
+            return Err(EngineError::Index(
+                "search image: analysed with another analyzer".into(),
+            ));
+        }
+        for (slot, doc) in docs.iter().enumerate() {
+            let Some(doc) = doc else { continue };
+            let slot = slot as u32;
+            if doc.modality.as_str() != c.name.as_str() || doc.vector.is_some() {
+                return Err(EngineError::Index(format!(
+                    "search image: slot {slot} holds a record it should not"
+                )));
+            }
+            if ci.slot_of.contains_key(&doc.id) {
+                return Err(EngineError::Index(format!(
+                    "search image: record {} in two slots",
+                    doc.id
+                )));
+            }
+            ci.place_scope(doc, slot);
+        }
+        ci.docs = docs;
+        ci.vectors = vectors;
+        ci.fields = fields;
+        ci.bm25 = bm25;
+        ci.rebuild_free_list();
+        Ok(ci)
+    }
+
+    /// Marks the slots that hold a vector (a search image's `with_vector`); every slot must
+    /// hold a record.
+    pub fn set_with_vector(&mut self, slots: RoaringBitmap) -> Result<(), EngineError> {
+        if !slots.is_subset(&self.live) {
+            return Err(EngineError::Index(
+                "search image: a vector in an empty slot".into(),
+            ));
+        }
+        self.with_vector = slots;
         Ok(())
+    }
+
+    /// The engine's copy of the vectors, `dim` per slot (for the search image); `None` when
+    /// the collection has a graph, whose snapshot carries every vector already.
+    pub fn raw_vectors(&self) -> Option<&[f32]> {
+        (self.graph.is_none() && !self.vectors_in_graph)
+            .then(|| &self.vectors[..self.docs.len() * self.dim])
     }
 
     /// Keeps an existing graph in step. A collection that just reached `GRAPH_MIN_VECTORS` gets
     /// its graph from the background builder, never from the write that crossed the line.
     fn insert_into_graph(&mut self, slot: u32) -> Result<(), EngineError> {
+        if self.vectors_in_graph {
+            return Ok(());
+        }
         let start = slot as usize * self.dim;
         if let Some(g) = &mut self.graph {
             g.insert(slot, &self.vectors[start..start + self.dim])
@@ -279,6 +467,14 @@ impl CollectionIndex {
                 self.rebuild = g.params().m != self.params.m;
                 self.graph = Some(g);
                 self.restored = true;
+                self.drop_vector_copy();
+                // Loaded from an image without vectors, but small enough to be searched by
+                // exact scans: take the copy those read from the graph.
+                if self.copy_vectors_from_graph().is_err() {
+                    self.graph = None;
+                    self.restored = false;
+                    return false;
+                }
                 true
             }
             _ => false,
@@ -297,7 +493,7 @@ impl CollectionIndex {
         for slot in touched {
             g_deleted += u64::from(g.remove(slot).map_err(index_error)?);
             if self.with_vector.contains(slot) {
-                g.insert(slot, self.vector(slot)).map_err(index_error)?;
+                g.insert(slot, &self.vector(slot)?).map_err(index_error)?;
             }
         }
         if g.len() as u64 != self.with_vector.len() {
@@ -314,6 +510,7 @@ impl CollectionIndex {
         self.rebuild = p.m != self.params.m || p.ef_construction != self.params.ef_construction;
         self.graph = Some(g);
         self.restored = false;
+        self.drop_vector_copy();
         Ok(())
     }
 

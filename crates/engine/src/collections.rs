@@ -129,6 +129,7 @@ impl Engine {
                 crate::links::remove_links_of(w, scope, id)?;
             }
             crate::snapshot::delete(w, scope.key(), name)?;
+            crate::search_image::delete(w, scope.key(), name)?;
             changes.push(Change::DropCollection(name.clone()));
             Ok(doomed.len() as u64)
         })

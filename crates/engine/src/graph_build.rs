@@ -194,7 +194,7 @@ fn build_collection(
         let items = {
             let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
             match guard.as_ref().and_then(|i| i.collections.get(name)) {
-                Some(ci) if ci.building.is_some() => ci.vectors_of(chunk),
+                Some(ci) if ci.building.is_some() => ci.vectors_of(chunk)?,
                 _ => return Ok(false),
             }
         };

@@ -35,6 +35,7 @@ mod residency;
 mod scan;
 mod search;
 mod shares;
+mod search_image;
 mod snapshot;
 mod stats;
 mod tenant_index;
@@ -115,6 +116,9 @@ pub struct IndexStats {
     pub graph: bool,
     /// Whether the graph was restored from a snapshot rather than rebuilt.
     pub restored_from_snapshot: bool,
+    /// Whether the collection was loaded from its persisted search image (records, vectors,
+    /// text and field indexes decoded whole) rather than by reading and indexing its records.
+    pub loaded_from_image: bool,
     /// Vectors deleted from the graph since it was built or restored (tombstones it still
     /// holds); past a fifth of its nodes the graph is rebuilt without them in the background.
     pub graph_deleted: u64,
@@ -269,6 +273,7 @@ impl Engine {
                         vectors: ci.with_vector.len(),
                         graph: ci.graph.is_some(),
                         restored_from_snapshot: ci.restored,
+                        loaded_from_image: ci.from_image,
                         graph_deleted: ci.graph_deleted,
                     })
                     .collect();

@@ -19,9 +19,11 @@ use crate::visibility::{Principals, Visibility};
 /// Exact scans are chosen while `candidates × dim` stays under this many multiply-adds
 /// (about 16k candidates at 128 dimensions, 5k at 384): below it a SIMD scan beats the graph
 /// and is exact.
-const EXACT_BUDGET: u64 = 2_000_000;
+pub(crate) const EXACT_BUDGET: u64 = 2_000_000;
 /// The graph search widens its beam up to this before falling back to an exact scan.
 const MAX_EF: usize = 4096;
+/// Vectors copied out of a graph per step of an exact scan.
+const EXACT_CHUNK: usize = 1024;
 
 /// Slots that may be visible to `vis`; a superset of the visible ones.
 pub(crate) fn scope_candidates(ci: &CollectionIndex, vis: &Visibility) -> RoaringBitmap {
@@ -202,16 +204,28 @@ pub(crate) fn vector_top(
     ef: Option<usize>,
     passes: &dyn Fn(u32) -> bool,
 ) -> Result<(Vec<Hit>, bool), EngineError> {
-    let exact = |_: ()| {
-        let iter = candidates
-            .iter()
-            .filter(|s| passes(*s))
-            .map(|s| (s, ci.vector(s)));
-        (exact_top_k(ci.metric, query, iter, n), true)
+    let exact = |_: ()| -> Result<(Vec<Hit>, bool), EngineError> {
+        let passing = candidates.iter().filter(|s| passes(*s));
+        if ci.has_vector_copy() {
+            let iter = passing.filter_map(|s| Some((s, ci.vector_copy(s)?)));
+            return Ok((exact_top_k(ci.metric, query, iter, n), true));
+        }
+        // The vectors live in the graph only: copied out a chunk at a time, so a wide exact
+        // scan never holds more than one chunk of copies.
+        let slots: Vec<u32> = passing.collect();
+        let mut hits = Vec::new();
+        for chunk in slots.chunks(EXACT_CHUNK) {
+            let flat = ci.gather_vectors(chunk)?;
+            let iter = chunk.iter().copied().zip(flat.chunks_exact(ci.dim));
+            hits.extend(exact_top_k(ci.metric, query, iter, n));
+        }
+        strata_index::exact::sort_hits(&mut hits);
+        hits.truncate(n);
+        Ok((hits, true))
     };
     let graph = match &ci.graph {
         Some(g) if candidates.len() * ci.dim as u64 > EXACT_BUDGET => g,
-        _ => return Ok(exact(())),
+        _ => return exact(()),
     };
     let mut ef = ef.unwrap_or(graph.params().ef_search).max(n);
     loop {
@@ -226,7 +240,7 @@ pub(crate) fn vector_top(
         }
         if ef >= MAX_EF {
             // The graph could not find n passing neighbours: settle it exactly.
-            return Ok(exact(()));
+            return exact(());
         }
         ef = (ef * 4).min(MAX_EF);
     }

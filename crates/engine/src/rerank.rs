@@ -59,7 +59,11 @@ pub(crate) fn rerank(
             1.0
         };
         let near = match narrative {
-            Some(n) if ci.with_vector.contains(r.slot) => similarity(n, ci.vector(r.slot)),
+            // A vector the graph cannot hand back (a damaged index, rebuilt at the next
+            // load) earns no narrative boost rather than failing the search.
+            Some(n) if ci.with_vector.contains(r.slot) => ci
+                .vector(r.slot)
+                .map_or(0.0, |v| similarity(n, &v)),
             _ => 0.0,
         };
         let pheromone = ci

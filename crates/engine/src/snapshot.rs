@@ -42,7 +42,9 @@ pub(crate) struct Snapshot {
     pub dim: u32,
     /// The record id in each slot; `None` for a free slot.
     pub slots: Vec<Option<String>>,
-    /// `HnswIndex::to_bytes`, when the collection has a graph.
+    /// `HnswIndex::to_bytes`, when the collection has a graph (decoded as one byte run, not
+    /// byte by byte: the same bytes on disk).
+    #[serde(with = "crate::search_image::bytes::option")]
     pub graph: Option<Vec<u8>>,
 }
 

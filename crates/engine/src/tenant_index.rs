@@ -10,7 +10,7 @@ use strata_types::{CollectionName, Record, RecordId};
 
 use crate::EngineError;
 use crate::collection_index::{CollectionIndex, GRAPH_MIN_VECTORS};
-use crate::snapshot;
+use crate::{search_image, snapshot};
 
 /// A change a committed write made, to be applied to loaded indexes.
 pub(crate) enum Change {
@@ -80,6 +80,80 @@ impl TenantIndex {
     ) -> Result<TenantIndex, EngineError> {
         let r = store.read()?;
         let version = snapshot::data_version(&r, key)?;
+        if let Some(index) = Self::load_images(&r, key, version, params)? {
+            return Ok(index);
+        }
+        Self::rebuild(&r, key, version, params)
+    }
+
+    /// The cheap load: every collection from its current search image and graph snapshot,
+    /// without reading a record. `None` (rebuild from the records) unless every collection
+    /// has an image that decodes, carries the stored data version, and whose counts add up
+    /// to the tenant's usage counters (committed in every write transaction).
+    fn load_images(
+        r: &impl Reads,
+        key: TenantKey,
+        version: u64,
+        params: HnswParams,
+    ) -> Result<Option<TenantIndex>, EngineError> {
+        let mut collections = HashMap::new();
+        let (mut records, mut vectors) = (0, 0);
+        for c in r.collections(key)? {
+            let Some(bytes) = search_image::load(r, key, &c.name)? else {
+                return Ok(None);
+            };
+            let Ok((mut ci, loaded)) = search_image::decode(&bytes, &c, params) else {
+                return Ok(None);
+            };
+            if loaded.version != version {
+                return Ok(None);
+            }
+            records += loaded.records;
+            vectors += loaded.vectors;
+            // The graph is keyed by slot, so it fits only the slots it was saved with (the
+            // same transaction writes both; this also catches a snapshot from another save).
+            let graph = match snapshot::load(r, key, &c.name)? {
+                Some(Ok(snap))
+                    if snap.version == version
+                        && snap.dim == c.dim
+                        && same_slots(&snap.slots, &ci.slot_ids()) =>
+                {
+                    snap.graph
+                }
+                _ => None,
+            };
+            // A graph that is missing or does not fit leaves the collection to exact scans
+            // until the background builder gives it one.
+            if !graph.is_some_and(|g| ci.restore_graph(&g)) {
+                if !ci.has_vector_copy() {
+                    // Its vectors were saved only inside that graph.
+                    return Ok(None);
+                }
+                ci.graph = None;
+            }
+            ci.from_image = true;
+            collections.insert(c.name.clone(), ci);
+        }
+        let usage = crate::lifecycle::usage(r, key)?;
+        if (usage.records, usage.vectors) != (records, vectors) {
+            return Ok(None);
+        }
+        let dirty = collections.values().any(|c| c.wants_graph());
+        Ok(Some(TenantIndex {
+            collections,
+            dirty,
+            params,
+        }))
+    }
+
+    /// The full load: reads every record and indexes it, placing records back in the slots
+    /// of a current graph snapshot so its graph can be restored.
+    fn rebuild(
+        r: &impl Reads,
+        key: TenantKey,
+        version: u64,
+        params: HnswParams,
+    ) -> Result<TenantIndex, EngineError> {
         let mut collections = HashMap::new();
         // Per collection: where each record was, by a current snapshot, and the graph bytes.
         let mut expected: HashMap<CollectionName, Restoring> = HashMap::new();
@@ -88,7 +162,7 @@ impl TenantIndex {
             ci.params = params;
             // A snapshot that does not decode is treated like a stale one: rebuilt from the
             // records, which are the truth.
-            if let Some(Ok(snap)) = snapshot::load(&r, key, &c.name)?
+            if let Some(Ok(snap)) = snapshot::load(r, key, &c.name)?
                 && snap.version == version
                 && snap.dim == c.dim
             {
@@ -120,7 +194,8 @@ impl TenantIndex {
                 }
             }
         }
-        let mut dirty = false;
+        // Rebuilt: worth saving a search image at the next eviction or persist.
+        let dirty = true;
         for (name, ci) in collections.iter_mut() {
             ci.rebuild_free_list();
             let restored = match expected.remove(name) {
@@ -134,7 +209,6 @@ impl TenantIndex {
             };
             if !restored {
                 ci.graph = None;
-                dirty = true;
             }
         }
         Ok(TenantIndex {
@@ -207,8 +281,12 @@ impl TenantIndex {
                             &c.name,
                             &snapshot::Snapshot::new(version, c.dim, slots, graph),
                         )?;
+                        search_image::save(w, key, &c.name, &search_image::encode(ci, version)?)?;
                     }
-                    None => snapshot::delete(w, key, &c.name)?,
+                    None => {
+                        snapshot::delete(w, key, &c.name)?;
+                        search_image::delete(w, key, &c.name)?;
+                    }
                 }
             }
             Ok::<_, EngineError>(())
@@ -216,6 +294,14 @@ impl TenantIndex {
         self.dirty = false;
         Ok(())
     }
+}
+
+fn same_slots(saved: &[Option<String>], loaded: &[Option<&RecordId>]) -> bool {
+    saved.len() == loaded.len()
+        && saved
+            .iter()
+            .zip(loaded)
+            .all(|(a, b)| a.as_deref() == b.map(|id| id.as_str()))
 }
 
 /// A current snapshot being restored: each record's slot, and the graph's bytes.
@@ -228,6 +314,7 @@ mod tests {
 
     use crate::test_support::{answers, put_clustered, vec_name};
     use crate::{Engine, EngineConfig};
+    use strata_store::Reads;
 
     fn scope(engine: &Engine) -> TenantScope {
         crate::test_support::admin_scope(engine, "acme")
@@ -280,5 +367,109 @@ mod tests {
         assert!(!restored(&engine, &scope));
         engine.wait_for_graph_builds();
         assert_eq!(answers(&engine, &scope), before);
+    }
+
+    fn from_image(engine: &Engine, scope: &TenantScope) -> bool {
+        let stats = engine.index_stats(scope).unwrap();
+        assert!(!stats.is_empty());
+        stats.iter().all(|s| s.loaded_from_image)
+    }
+
+    fn verify_clean(engine: &Engine) {
+        let report = engine
+            .verify_tenant(
+                &OperatorScope::for_tests(),
+                &TenantId::parse("acme").unwrap(),
+            )
+            .unwrap();
+        assert!(report.ok && report.indexes_loaded, "{report:?}");
+    }
+
+    #[test]
+    fn a_current_image_loads_without_records_and_a_damaged_or_stale_one_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        engine
+            .create_tenant(
+                &OperatorScope::for_tests(),
+                &TenantId::parse("acme").unwrap(),
+                None,
+            )
+            .unwrap();
+        let scope = scope(&engine);
+        engine
+            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .unwrap();
+        put_clustered(&engine, &scope, N);
+        engine.index_stats(&scope).unwrap();
+        engine.wait_for_graph_builds();
+        let before = answers(&engine, &scope);
+        engine.persist_indexes().unwrap();
+        drop(engine);
+
+        // Current: loaded from the image, graph restored, same answers, verify agrees.
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        assert!(from_image(&engine, &scope) && restored(&engine, &scope));
+        assert_eq!(answers(&engine, &scope), before);
+        verify_clean(&engine);
+        drop(engine);
+
+        // Damaged at the current version (a cut-off image): rebuilt from the records.
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        let good = engine
+            .store
+            .read()
+            .unwrap()
+            .blob(scope.key(), "image:vec")
+            .unwrap()
+            .unwrap();
+        engine
+            .store
+            .write(|w| w.put_blob(scope.key(), "image:vec", &good[..good.len() / 2]))
+            .unwrap();
+        assert!(!from_image(&engine, &scope));
+        assert_eq!(answers(&engine, &scope), before);
+        verify_clean(&engine);
+        drop(engine);
+
+        // Stale: a write after the image (the process dies before saving another) bumps the
+        // data version; the load rebuilds and finds the new record.
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        engine
+            .store
+            .write(|w| w.put_blob(scope.key(), "image:vec", &good))
+            .unwrap();
+        let q = strata_index::testdata::queries(5, 8, 10, 1, 2)[0].clone();
+        engine
+            .put(
+                &scope,
+                &strata_types::RequestScope::default(),
+                vec![strata_types::NewRecord {
+                    id: Some(strata_types::RecordId::parse("fresh").unwrap()),
+                    modality: Some(vec_name()),
+                    vector: Some(q),
+                    ..Default::default()
+                }],
+            )
+            .unwrap();
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        assert!(!from_image(&engine, &scope));
+        assert_eq!(answers(&engine, &scope)[0][0], "fresh");
+        verify_clean(&engine);
+        // Saved again at eviction or shutdown: the next load is cheap again.
+        engine.wait_for_graph_builds();
+        engine.persist_indexes().unwrap();
+        let after = answers(&engine, &scope);
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        assert!(from_image(&engine, &scope));
+        assert_eq!(answers(&engine, &scope), after);
+        verify_clean(&engine);
     }
 }

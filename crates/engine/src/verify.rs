@@ -176,6 +176,13 @@ fn check_blobs(r: &Reader, key: TenantKey, blobs: &[String], report: &mut Verify
             if let Err(e) = decoded {
                 report.problem(format!("share row {name:?}: {e}"));
             }
+        } else if let Some(collection) = name.strip_prefix(crate::search_image::BLOB_PREFIX) {
+            if let Err(e) = crate::search_image::check(&bytes) {
+                report.warnings.push(format!(
+                    "search image of {collection} does not decode ({e}); it is rebuilt from \
+                     the records at the next load"
+                ));
+            }
         } else {
             report.problem(format!("unknown blob {name:?}"));
         }

@@ -1,6 +1,9 @@
 //! Crash test: a child process writes batches and reports each acknowledgement; the parent kills
 //! it with SIGKILL at random moments, reopens the data directory and checks that every
-//! acknowledged batch is there in full and that no batch is there in part.
+//! acknowledged batch is there in full and that no batch is there in part. Meanwhile the child
+//! saves the tenant's search image over and over, so a kill between a write and the next save
+//! must leave no stale index: after each restart every acknowledged write is searchable and
+//! `verify` finds the loaded indexes equal to storage.
 //!
 //! The child is this same test binary, re-run on the entry-point test below with
 //! `STRATA_CRASH_CHILD_DIR` set. `STRATA_CRASH_KILLS` sets the number of kills (default 30).
@@ -46,6 +49,17 @@ fn crash_child_entry_point() {
             let (engine, scope) = (&engine, &scope);
             s.spawn(move || write_until_killed(engine, scope, round, writer, writers));
         }
+        // Keeps the tenant's indexes loaded and saves their search image and graph snapshot
+        // again and again, so that kills land before, during and after a save, between a
+        // write and the next save, and in the writers' pauses (when the image is current).
+        let (engine, scope) = (&engine, &scope);
+        s.spawn(move || {
+            loop {
+                engine.index_stats(scope).expect("load");
+                engine.persist_indexes().expect("persist");
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        });
     });
 }
 
@@ -88,6 +102,11 @@ fn write_until_killed(
         let mut out = stdout.lock();
         writeln!(out, "ACK {round} {writer} {batch} {size}").expect("stdout");
         out.flush().expect("flush");
+        drop(out);
+        // Now and then a pause, long enough for a save to catch up with every write.
+        if rng.random_range(0..8) == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -118,6 +137,7 @@ fn crash_rounds(writers: u64) {
     ));
 
     let mut acked: BTreeMap<(u64, u64, u64), u64> = BTreeMap::new();
+    let mut from_image = 0;
     let mut total_acks = 0;
     for round in 0..kills {
         let mut child = Command::new(std::env::current_exe().expect("current exe"))
@@ -214,6 +234,45 @@ fn crash_rounds(writers: u64) {
         engine
             .search(&scope, &RequestScope::default(), &search)
             .expect("search");
+        // Every acknowledged write is searchable, whichever way the indexes were loaded (from
+        // a current search image, or rebuilt from the records when the image was stale): the
+        // first record of each writer's last acknowledged batch is its own vector's top hit
+        // among its batch.
+        let loaded_from_image = engine
+            .index_stats(&scope)
+            .expect("stats")
+            .iter()
+            .all(|s| s.loaded_from_image);
+        from_image += u64::from(loaded_from_image);
+        let last: BTreeMap<(u64, u64), u64> =
+            acked.keys().map(|(r, w, b)| ((*r, *w), *b)).collect();
+        for ((r, w), b) in last {
+            let id = format!("r{r}-w{w}-b{b}-0");
+            let search = strata_types::SearchRequest {
+                vector: Some(common::vector(
+                    384,
+                    r * 100_000_000 + w * 1_000_000 + b * 100,
+                )),
+                k: 1,
+                // The batch's own records: an exact scan, so the answer does not depend on the
+                // graph's recall over random vectors.
+                filter: Some(
+                    strata_types::Filter::parse(&json!({"round": r, "writer": w, "batch": b}))
+                        .expect("filter"),
+                ),
+                ..Default::default()
+            };
+            let hits = engine
+                .search(&scope, &RequestScope::default(), &search)
+                .expect("search")
+                .hits;
+            assert_eq!(
+                hits.first().map(|h| h.record.id.as_str()),
+                Some(id.as_str()),
+                "round {round}: acknowledged {id} not found by search (indexes from the image: \
+                 {loaded_from_image})"
+            );
+        }
         let report = engine
             .verify_tenant(
                 &strata_auth::OperatorScope::for_tests(),
@@ -231,6 +290,7 @@ fn crash_rounds(writers: u64) {
             present.len()
         );
     }
+    println!("restarts that loaded the tenant from its search image: {from_image} of {kills}");
     assert!(
         total_acks >= kills,
         "children acknowledged too little to test anything ({total_acks})"

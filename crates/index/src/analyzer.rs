@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use rust_stemmers::{Algorithm, Stemmer};
 
 /// How text becomes BM25 terms.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Analyzer {
     /// Lowercased runs of Unicode letters and digits; no stop words, no stemming. What every
     /// collection used before analyzers existed, so their scores are unchanged.

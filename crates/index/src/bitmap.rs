@@ -12,7 +12,7 @@ pub use roaring::RoaringBitmap;
 use serde_json::Value;
 
 /// An `f64` ordered by `total_cmp`, with `-0.0` folded into `0.0`. JSON has no NaN.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Num(f64);
 
 impl Num {
@@ -38,7 +38,7 @@ impl Ord for Num {
 }
 
 /// One indexed scalar.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Scalar {
     Str(String),
     Bool(bool),
@@ -59,7 +59,7 @@ impl Scalar {
 }
 
 /// The values of one path.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct PathIndex {
     strings: BTreeMap<String, RoaringBitmap>,
     bools: [RoaringBitmap; 2],
@@ -131,7 +131,10 @@ fn valid_range<T: PartialOrd>(lower: Bound<&T>, upper: Bound<&T>) -> bool {
 /// A secondary index over JSON scalar values of one tenant-collection: for each `path`, which
 /// slots hold which value. A slot may hold several values under one path (arrays, or repeated
 /// inserts); [`FieldIndex::remove_slot`] forgets all of a slot's entries exactly.
-#[derive(Debug, Default, Clone)]
+///
+/// Serialisable (serde) so the engine can persist it and load a collection without walking
+/// its records' fields again.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FieldIndex {
     paths: HashMap<String, PathIndex>,
     /// slot -> the (path, scalar) entries it holds, so removal needs no scan.

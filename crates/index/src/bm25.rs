@@ -37,14 +37,17 @@ pub fn tokenize(text: &str) -> Vec<String> {
 
 /// The documents containing one term: a bitmap for set algebra with the caller's visible set,
 /// and each document's term frequency for scoring.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct Posting {
     slots: RoaringBitmap,
     tf: HashMap<u32, u32>,
 }
 
 /// An in-memory BM25 index. Not internally synchronised: writes take `&mut self`.
-#[derive(Debug, Default, Clone)]
+///
+/// Serialisable (serde) so the engine can persist it and load a collection without analysing
+/// its text again; the engine's persisted form pins the encoding with golden bytes.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Bm25Index {
     postings: HashMap<String, Posting>,
     /// Slots holding a document.
@@ -71,6 +74,11 @@ impl Bm25Index {
             analyzer,
             ..Self::default()
         }
+    }
+
+    /// The analyzer documents and queries go through.
+    pub fn analyzer(&self) -> Analyzer {
+        self.analyzer
     }
 
     /// Number of indexed documents, visible or not (for introspection; scores never use it).

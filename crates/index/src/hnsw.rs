@@ -407,6 +407,26 @@ impl HnswIndex {
         Ok(removed > 0)
     }
 
+    /// Copies the vector stored under `slot` into `out` (`dim` floats), exactly as it was
+    /// inserted; returns whether the slot holds one. Lets the engine keep no copy of its own
+    /// of the vectors a graph holds.
+    pub fn get(&self, slot: u32, out: &mut [f32]) -> Result<bool, IndexError> {
+        if out.len() != self.dim {
+            return Err(IndexError::DimensionMismatch {
+                expected: self.dim,
+                actual: out.len(),
+            });
+        }
+        if !self.contains(slot) {
+            return Ok(false);
+        }
+        let found = self
+            .inner
+            .get(u64::from(slot), out)
+            .map_err(|e| IndexError::usearch("get", e))?;
+        Ok(found > 0)
+    }
+
     /// Converts a usearch distance to this crate's higher-is-better score, in the metric's
     /// finite range: rounding can put a cosine of unit vectors a hair outside `[-1, 1]`.
     fn to_score(&self, distance: f32) -> f32 {

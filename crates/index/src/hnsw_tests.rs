@@ -469,3 +469,23 @@ fn extreme_vectors_score_finitely_in_the_graph() {
         }
     }
 }
+
+#[test]
+fn get_returns_each_vector_exactly_as_inserted() {
+    let vectors = testdata::clustered(50, 8, 5, 3);
+    let mut g = HnswIndex::new(8, Metric::L2, HnswParams::default()).unwrap();
+    for (i, v) in vectors.iter().enumerate() {
+        g.insert(i as u32, v).unwrap();
+    }
+    g.remove(7).unwrap();
+    let mut out = vec![0.0; 8];
+    for (i, v) in vectors.iter().enumerate() {
+        let found = g.get(i as u32, &mut out).unwrap();
+        assert_eq!(found, i != 7, "slot {i}");
+        if found {
+            assert_eq!(&out, v, "slot {i}");
+        }
+    }
+    assert!(!g.get(999, &mut out).unwrap());
+    assert!(g.get(0, &mut [0.0; 3]).is_err());
+}

@@ -29,7 +29,9 @@ struct StoredRecord {
     confidence: (f64, u32, u32, u32),
 }
 
-pub(crate) fn encode_record(r: &Record) -> Result<Vec<u8>, StoreError> {
+/// A record's stored bytes (format byte first). Public so the engine's persisted search form
+/// carries records in exactly the stored format, decoded by [`decode_record`].
+pub fn encode_record(r: &Record) -> Result<Vec<u8>, StoreError> {
     let c = r.confidence;
     let stored = StoredRecord {
         id: r.id.clone(),
@@ -57,7 +59,8 @@ pub(crate) fn encode_record(r: &Record) -> Result<Vec<u8>, StoreError> {
     postcard::to_extend(&stored, out).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
+/// Decodes [`encode_record`]'s bytes, closed: anything else is `StoreError::Corrupt`.
+pub fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("record: {e}"));
     let (version, body) = bytes.split_first().ok_or_else(|| corrupt(&"empty value"))?;
     if *version != RECORD_V1 {
