@@ -33,6 +33,29 @@ def recall(found, truth):
     return hits / (K * len(truth))
 
 
+def timed(run):
+    """Best of three passes: (wall seconds, CPU seconds of this process, all threads)."""
+    secs, cpu = float("inf"), float("inf")
+    for _ in range(3):
+        t, c = time.perf_counter(), time.process_time()
+        run()
+        secs = min(secs, time.perf_counter() - t)
+        cpu = min(cpu, time.process_time() - c)
+    return secs, cpu
+
+
+def at_recall(points, target):
+    """QPS at `target` recall@10, interpolated linearly between the two ef settings around it
+    on the (recall, QPS) curve; None when no setting reaches it."""
+    points = sorted(points)
+    for (r0, q0), (r1, q1) in zip(points, points[1:]):
+        if r0 <= target <= r1:
+            return q0 if r1 == r0 else q0 + (q1 - q0) * (target - r0) / (r1 - r0)
+    if points and points[0][0] >= target:
+        return points[0][1]
+    return None
+
+
 def run_hnswlib(base, queries, truth, efs):
     import hnswlib
 
@@ -45,13 +68,11 @@ def run_hnswlib(base, queries, truth, efs):
         index.set_ef(ef)
         for threads in (1, 2):
             index.knn_query(queries, k=K, num_threads=threads)
-            secs = float("inf")
-            for _ in range(3):
-                t = time.perf_counter()
-                labels, _ = index.knn_query(queries, k=K, num_threads=threads)
-                secs = min(secs, time.perf_counter() - t)
+            secs, cpu = timed(lambda: index.knn_query(queries, k=K, num_threads=threads))
+            labels, _ = index.knn_query(queries, k=K, num_threads=threads)
             rows.append({"lib": "hnswlib", "event": "search", "ef": ef, "threads": threads,
-                         "qps": len(queries) / secs, "recall_at_10": recall(labels, truth)})
+                         "qps": len(queries) / secs, "cpu_qps": len(queries) / cpu,
+                         "recall_at_10": recall(labels, truth)})
     return rows
 
 
@@ -69,13 +90,11 @@ def run_faiss(base, queries, truth, efs):
         for threads in (1, 2):
             faiss.omp_set_num_threads(threads)
             index.search(queries, K)
-            secs = float("inf")
-            for _ in range(3):
-                t = time.perf_counter()
-                _, labels = index.search(queries, K)
-                secs = min(secs, time.perf_counter() - t)
+            secs, cpu = timed(lambda: index.search(queries, K))
+            _, labels = index.search(queries, K)
             rows.append({"lib": "faiss", "event": "search", "ef": ef, "threads": threads,
-                         "qps": len(queries) / secs, "recall_at_10": recall(labels, truth)})
+                         "qps": len(queries) / secs, "cpu_qps": len(queries) / cpu,
+                         "recall_at_10": recall(labels, truth)})
     return rows
 
 
@@ -113,6 +132,34 @@ def main():
                 r = search.get((lib, ef, threads))
                 cells.append(f"{r['qps']:.0f} QPS / {r['recall_at_10']:.4f}" if r else "n/a")
             print(f"| ef={ef}, {threads} thread{'s' if threads > 1 else ''} | " + " | ".join(cells) + " |")
+
+    # The machine may be shared: queries per CPU-second of the process (all its threads) is
+    # less disturbed by other load than wall-clock QPS, so both are compared at equal recall.
+    print("\nQPS at equal recall@10 (interpolated between ef settings; wall-clock / per "
+          "CPU-second):\n")
+    print("| | " + " | ".join(libs) + " | engine / index | index / hnswlib |")
+    print("|---|" + "---|" * (len(libs) + 2))
+    for target in (0.95, 0.99):
+        for threads in (1, 2):
+            figures = {}
+            for lib in libs:
+                rows_of = [search[(lib, ef, threads)] for ef in efs if (lib, ef, threads) in search]
+                figures[lib] = tuple(at_recall([(r["recall_at_10"], r[key]) for r in rows_of
+                                                if key in r], target)
+                                     for key in ("qps", "cpu_qps"))
+
+            def cell(f):
+                return "/".join("-" if x is None else f"{x:.0f}" for x in f)
+
+            def ratio(a, b):
+                fa, fb = figures.get(a, (None, None)), figures.get(b, (None, None))
+                return "/".join("-" if x is None or y is None else f"{x / y:.2f}"
+                                for x, y in zip(fa, fb))
+
+            print(f"| recall {target}, {threads} thread{'s' if threads > 1 else ''} | "
+                  + " | ".join(cell(figures[lib]) for lib in libs)
+                  + f" | {ratio('strata-engine', 'strata-usearch')}"
+                  + f" | {ratio('strata-usearch', 'hnswlib')} |")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ EFS="${EFS:-16,32,64,128}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 DATA="$HERE/data"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target/index-helper}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 # (a) Build and run Strata's side; it also writes the data set and exact ground truth.
 cargo build --release -p strata-index --example ann_bench --manifest-path "$ROOT/Cargo.toml"

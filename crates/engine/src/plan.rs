@@ -5,6 +5,7 @@
 //! field-index bitmaps narrow the set, and the final word on every slot is the same code the
 //! rest of the engine uses, `Visibility::sees` and `Filter::matches`, applied before top-k.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::ops::Bound;
 
@@ -25,17 +26,27 @@ const MAX_EF: usize = 4096;
 /// Vectors copied out of a graph per step of an exact scan.
 const EXACT_CHUNK: usize = 1024;
 
-/// Slots that may be visible to `vis`; a superset of the visible ones.
-pub(crate) fn scope_candidates(ci: &CollectionIndex, vis: &Visibility) -> RoaringBitmap {
+/// Slots that may be visible to `vis`; a superset of the visible ones. Borrowed from the
+/// index when only the domain restricts (the common case), so a search copies no bitmap.
+pub(crate) fn scope_candidates<'a>(
+    ci: &'a CollectionIndex,
+    vis: &Visibility,
+) -> Cow<'a, RoaringBitmap> {
     let Some(domain) = ci.by_domain.get(&vis.domain) else {
-        return RoaringBitmap::new();
+        return Cow::Owned(RoaringBitmap::new());
     };
-    let mut c = domain.clone();
+    let mut c = Cow::Borrowed(domain);
     if let Some(run) = &vis.run_id {
-        c &= ci.by_run.get(run).cloned().unwrap_or_default();
+        match ci.by_run.get(run) {
+            Some(b) => *c.to_mut() &= b,
+            None => return Cow::Owned(RoaringBitmap::new()),
+        }
     }
     if let Some(s) = &vis.memory_scope {
-        c &= ci.by_scope.get(s).cloned().unwrap_or_default();
+        match ci.by_scope.get(s) {
+            Some(b) => *c.to_mut() &= b,
+            None => return Cow::Owned(RoaringBitmap::new()),
+        }
     }
     if let Principals::Set(tokens, _) = &vis.principals {
         let mut allowed = ci.shared.clone();
@@ -44,7 +55,7 @@ pub(crate) fn scope_candidates(ci: &CollectionIndex, vis: &Visibility) -> Roarin
                 allowed |= b;
             }
         }
-        c &= allowed;
+        *c.to_mut() &= allowed;
     }
     c
 }

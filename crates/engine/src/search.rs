@@ -257,12 +257,13 @@ pub(crate) fn search_collection(
         None => s.k,
     };
     let scope = scope_candidates(ci, vis);
-    let mut candidates = scope.clone();
+    // Borrowed unless a filter narrows it: a search without a filter copies no bitmap here.
+    let mut candidates = std::borrow::Cow::Borrowed(scope.as_ref());
     let mut filter_exact = s.filter.is_none();
     if let Some(f) = &s.filter
         && let Some(narrowed) = filter_candidates(f, ci)
     {
-        candidates &= narrowed.slots;
+        *candidates.to_mut() &= narrowed.slots;
         filter_exact = narrowed.exact;
     }
     // The candidates already satisfy the domain, run, memory scope and (for `any`) principals,
@@ -299,7 +300,7 @@ pub(crate) fn search_collection(
                 }
                 .into());
             }
-            let with_vector: RoaringBitmap = &candidates & &ci.with_vector;
+            let with_vector: RoaringBitmap = candidates.as_ref() & &ci.with_vector;
             let unrestricted = with_vector.len() == ci.with_vector.len()
                 && filter_exact
                 && with_vector.is_disjoint(&ci.with_expiry)

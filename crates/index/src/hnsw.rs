@@ -4,8 +4,8 @@
 //! and (de)serialisation to memory buffers, and it builds in ~20 s when its default `numkong`
 //! SIMD feature is off (that feature adds minutes to every clean build). Without it usearch
 //! has only portable kernels (compiled `-O3 -ffast-math`, no AVX), so on CPUs with AVX2 + FMA
-//! the index hands usearch this crate's kernels through `Index::change_metric`; on the
-//! benchmark machine that raised search QPS by roughly 1.3-1.8x (see `docs/benchmarks.md`).
+//! (or AVX-512) the index hands usearch this crate's kernels through `Index::change_metric`; on
+//! the benchmark machine that raised search QPS by roughly 1.3-1.8x (see `docs/benchmarks.md`).
 //! Debug builds keep usearch's kernels (see `install_kernels`).
 //!
 //! Conventions layered on top of usearch:
@@ -140,31 +140,39 @@ impl Drop for Permit<'_> {
 }
 
 /// The distance usearch should compute, on this crate's SIMD kernels: see the module docs.
+/// The kernel is a plain function pointer to the CPU's tier (AVX-512 or AVX2), chosen once
+/// here, so each of the millions of distance calls skips the tier dispatch.
 fn simd_distance(
     dim: usize,
     metric: Metric,
 ) -> Box<dyn Fn(*const f32, *const f32) -> f32 + Send + Sync> {
     match metric {
-        Metric::Cosine | Metric::Dot => Box::new(move |a, b| {
-            // SAFETY: usearch passes pointers to two vectors of `dim` f32s.
-            let (a, b) = unsafe {
-                (
-                    std::slice::from_raw_parts(a, dim),
-                    std::slice::from_raw_parts(b, dim),
-                )
-            };
-            1.0 - crate::kernels::dot(a, b)
-        }),
-        Metric::L2 => Box::new(move |a, b| {
-            // SAFETY: usearch passes pointers to two vectors of `dim` f32s.
-            let (a, b) = unsafe {
-                (
-                    std::slice::from_raw_parts(a, dim),
-                    std::slice::from_raw_parts(b, dim),
-                )
-            };
-            crate::kernels::l2_squared(a, b)
-        }),
+        Metric::Cosine | Metric::Dot => {
+            let dot = crate::kernels::dot_kernel();
+            Box::new(move |a, b| {
+                // SAFETY: usearch passes pointers to two vectors of `dim` f32s.
+                let (a, b) = unsafe {
+                    (
+                        std::slice::from_raw_parts(a, dim),
+                        std::slice::from_raw_parts(b, dim),
+                    )
+                };
+                1.0 - dot(a, b)
+            })
+        }
+        Metric::L2 => {
+            let l2 = crate::kernels::l2_squared_kernel();
+            Box::new(move |a, b| {
+                // SAFETY: usearch passes pointers to two vectors of `dim` f32s.
+                let (a, b) = unsafe {
+                    (
+                        std::slice::from_raw_parts(a, dim),
+                        std::slice::from_raw_parts(b, dim),
+                    )
+                };
+                l2(a, b)
+            })
+        }
     }
 }
 
@@ -233,7 +241,7 @@ impl HnswIndex {
         })
     }
 
-    /// Makes usearch call this crate's AVX2 kernels when the CPU has them. usearch keeps the
+    /// Makes usearch call this crate's SIMD kernels when the CPU has them. usearch keeps the
     /// closure until the index is dropped; call once per `Index` (loading resets usearch's
     /// metric to its built-in one, so `from_bytes` calls this after loading).
     ///
@@ -245,7 +253,7 @@ impl HnswIndex {
         }
     }
 
-    /// Installs this crate's kernels whenever the CPU has AVX2 + FMA, whatever the build.
+    /// Installs this crate's kernels whenever the CPU has a SIMD tier, whatever the build.
     pub(crate) fn force_install_kernels(&mut self) {
         if crate::kernels::simd_in_use() {
             self.inner

@@ -1,24 +1,41 @@
 //! Distance kernels over `f32` slices: dot product, squared L2 and cosine similarity.
 //!
-//! On x86-64 the kernels use hand-written AVX2 + FMA code chosen at run time; everywhere else,
-//! and on x86-64 CPUs without those features, they use a portable scalar fallback.
+//! On x86-64 the kernels use hand-written AVX-512 (dot, L2) or AVX2 + FMA code chosen at run
+//! time; everywhere else, and on x86-64 CPUs without those features, they use a portable scalar
+//! fallback. [`simd_level`] says which tier runs.
 //!
 //! Why hand-written `std::arch` rather than the `simsimd` crate: three kernels over `f32` are
-//! about a hundred lines, need no C compiler or build script, and keep the accumulation order
-//! under our control (so the scalar/SIMD agreement test below is meaningful). The HNSW graph
-//! (usearch) brings its own kernels; these serve exact scans and re-scoring.
+//! about a hundred lines a tier, need no C compiler or build script, and keep the accumulation
+//! order under our control (so the scalar/SIMD agreement tests below are meaningful). The
+//! HNSW graph (usearch) calls [`l2_squared_kernel`] / [`dot_kernel`] for every distance.
 //!
 //! All kernels work on the common prefix of their two arguments; callers are expected to pass
 //! slices of equal length (checked by `debug_assert!`).
+
+/// A distance kernel: plain function pointer, chosen once for the CPU (see [`dot_kernel`]).
+pub type Kernel = fn(&[f32], &[f32]) -> f32;
+
+/// The SIMD tier the kernels run on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimdLevel {
+    /// AVX-512F for dot and L2 (AVX2 + FMA for cosine).
+    Avx512,
+    /// AVX2 + FMA.
+    Avx2,
+    /// Portable code (LLVM may still vectorise it for the build's baseline).
+    Scalar,
+}
 
 /// Dot product `sum(a[i] * b[i])`.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
-        return unsafe { avx2::dot(a, b) };
+    match simd_level() {
+        // SAFETY: the CPU supports the tier's features, detected at run time.
+        SimdLevel::Avx512 => return unsafe { avx512::dot(a, b) },
+        SimdLevel::Avx2 => return unsafe { avx2::dot(a, b) },
+        SimdLevel::Scalar => {}
     }
     scalar::dot(a, b)
 }
@@ -28,11 +45,57 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
-        return unsafe { avx2::l2_squared(a, b) };
+    match simd_level() {
+        // SAFETY: the CPU supports the tier's features, detected at run time.
+        SimdLevel::Avx512 => return unsafe { avx512::l2_squared(a, b) },
+        SimdLevel::Avx2 => return unsafe { avx2::l2_squared(a, b) },
+        SimdLevel::Scalar => {}
     }
     scalar::l2_squared(a, b)
+}
+
+/// [`dot`] as a function pointer to this CPU's tier, without the per-call dispatch: for callers
+/// that evaluate millions of distances through one pointer (the HNSW graph).
+pub fn dot_kernel() -> Kernel {
+    #[cfg(target_arch = "x86_64")]
+    match simd_level() {
+        SimdLevel::Avx512 => return tiers::dot_avx512,
+        SimdLevel::Avx2 => return tiers::dot_avx2,
+        SimdLevel::Scalar => {}
+    }
+    scalar::dot
+}
+
+/// [`l2_squared`] as a function pointer to this CPU's tier; see [`dot_kernel`].
+pub fn l2_squared_kernel() -> Kernel {
+    #[cfg(target_arch = "x86_64")]
+    match simd_level() {
+        SimdLevel::Avx512 => return tiers::l2_avx512,
+        SimdLevel::Avx2 => return tiers::l2_avx2,
+        SimdLevel::Scalar => {}
+    }
+    scalar::l2_squared
+}
+
+/// Safe wrappers of each tier's kernels, handed out only after the tier was detected.
+#[cfg(target_arch = "x86_64")]
+mod tiers {
+    use super::{avx2, avx512};
+
+    // SAFETY (all four): `dot_kernel` / `l2_squared_kernel` return these only when
+    // `simd_level` detected the tier's CPU features.
+    pub fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+        unsafe { avx512::dot(a, b) }
+    }
+    pub fn l2_avx512(a: &[f32], b: &[f32]) -> f32 {
+        unsafe { avx512::l2_squared(a, b) }
+    }
+    pub fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+        unsafe { avx2::dot(a, b) }
+    }
+    pub fn l2_avx2(a: &[f32], b: &[f32]) -> f32 {
+        unsafe { avx2::l2_squared(a, b) }
+    }
 }
 
 /// Cosine similarity `dot(a, b) / (|a| |b|)`, always finite and in `[-1, 1]`; 0 when either
@@ -41,8 +104,8 @@ pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
 pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+    if simd_level() != SimdLevel::Scalar {
+        // SAFETY: both SIMD tiers include AVX2 and FMA, detected at run time.
         let (ab, aa, bb) = unsafe { avx2::dot_and_norms(a, b) };
         return finish_cosine(a, b, ab, aa, bb);
     }
@@ -92,26 +155,39 @@ fn cosine_f64(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-/// Whether the SIMD path is in use on this machine (for benchmark reports).
+/// Whether a SIMD tier is in use on this machine (for benchmark reports).
 pub fn simd_in_use() -> bool {
+    simd_level() != SimdLevel::Scalar
+}
+
+/// The tier this machine runs, detected once per process. AVX-512 is used only together with
+/// AVX2 + FMA (which cosine still needs), as on every CPU that has it.
+#[inline]
+pub fn simd_level() -> SimdLevel {
     #[cfg(target_arch = "x86_64")]
     {
-        has_avx2_fma()
+        use std::sync::OnceLock;
+        static DETECTED: OnceLock<SimdLevel> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            if avx2 && is_x86_feature_detected!("avx512f") {
+                SimdLevel::Avx512
+            } else if avx2 {
+                SimdLevel::Avx2
+            } else {
+                SimdLevel::Scalar
+            }
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        SimdLevel::Scalar
     }
 }
 
-/// Runtime feature detection, done once per process.
 #[cfg(target_arch = "x86_64")]
-#[inline]
-fn has_avx2_fma() -> bool {
-    use std::sync::OnceLock;
-    static DETECTED: OnceLock<bool> = OnceLock::new();
-    *DETECTED.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-}
+#[path = "kernels_avx512.rs"]
+mod avx512;
 
 /// Portable kernels. Eight independent accumulators let LLVM vectorise without reassociating.
 pub mod scalar {
@@ -320,6 +396,25 @@ pub(crate) mod tests {
         })
     }
 
+    /// Every tier this CPU can run, as `(name, dot, l2_squared)`, scalar first: each is tested
+    /// whichever one `simd_level` picks, so a machine with AVX-512 still tests AVX2.
+    pub(crate) fn tiers_here() -> Vec<(&'static str, Kernel, Kernel)> {
+        #[allow(unused_mut)]
+        let mut found: Vec<(&'static str, Kernel, Kernel)> =
+            vec![("scalar", scalar::dot, scalar::l2_squared)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            if avx2 {
+                found.push(("avx2", tiers::dot_avx2, tiers::l2_avx2));
+            }
+            if avx2 && is_x86_feature_detected!("avx512f") {
+                found.push(("avx512", tiers::dot_avx512, tiers::l2_avx512));
+            }
+        }
+        found
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
         #[test]
@@ -327,12 +422,47 @@ pub(crate) mod tests {
             // Rounding error of a length-n f32 sum of terms bounded by 4 grows like n * eps.
             let tol = 1e-5 * a.len() as f32 + 1e-5;
             let (rdot, rl2, _) = reference(&a, &b);
-            prop_assert!((dot(&a, &b) - scalar::dot(&a, &b)).abs() <= tol);
-            prop_assert!((f64::from(dot(&a, &b)) - rdot).abs() <= f64::from(tol));
-            prop_assert!((l2_squared(&a, &b) - scalar::l2_squared(&a, &b)).abs() <= tol);
-            prop_assert!((f64::from(l2_squared(&a, &b)) - rl2).abs() <= f64::from(tol));
+            let tiers = tiers_here();
+            let dispatched: (&str, Kernel, Kernel) = ("dispatched", dot, l2_squared);
+            let pointers: (&str, Kernel, Kernel) = ("pointer", dot_kernel(), l2_squared_kernel());
+            for (name, d, l) in tiers.into_iter().chain([dispatched, pointers]) {
+                let (got_dot, got_l2) = (d(&a, &b), l(&a, &b));
+                prop_assert!((got_dot - scalar::dot(&a, &b)).abs() <= tol, "{name}");
+                prop_assert!((f64::from(got_dot) - rdot).abs() <= f64::from(tol), "{name}");
+                prop_assert!((got_l2 - scalar::l2_squared(&a, &b)).abs() <= tol, "{name}");
+                prop_assert!((f64::from(got_l2) - rl2).abs() <= f64::from(tol), "{name}");
+            }
             prop_assert!((cosine_similarity(&a, &b) - scalar::cosine_similarity(&a, &b)).abs() <= 1e-4);
         }
+    }
+
+    /// Every length from 0 to 100 through every tier: the 32-, 16- and 8-wide blocks and the
+    /// masked or scalar tails meet at these boundaries.
+    #[test]
+    fn every_tier_handles_every_tail_length() {
+        for n in 0..=100usize {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let (rdot, rl2, _) = reference(&a, &b);
+            for (name, d, l) in tiers_here() {
+                assert!(
+                    (f64::from(d(&a, &b)) - rdot).abs() < 1e-4,
+                    "{name} dot n={n}"
+                );
+                assert!((f64::from(l(&a, &b)) - rl2).abs() < 1e-4, "{name} l2 n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_chosen_tier_is_the_best_this_cpu_has() {
+        let best = tiers_here().last().map(|t| t.0);
+        let expected = match simd_level() {
+            SimdLevel::Avx512 => "avx512",
+            SimdLevel::Avx2 => "avx2",
+            SimdLevel::Scalar => "scalar",
+        };
+        assert_eq!(best, Some(expected));
     }
 
     #[test]
@@ -458,10 +588,11 @@ pub(crate) mod tests {
             };
             let nn = raa.sqrt() * rbb.sqrt();
             let span = (raa.sqrt() + rbb.sqrt()).powi(2);
-            for (dot, l2) in [
-                (dot(&a, &b), l2_squared(&a, &b)),
-                (scalar::dot(&a, &b), scalar::l2_squared(&a, &b)),
-            ] {
+            let results = tiers_here()
+                .into_iter()
+                .map(|(_, d, l)| (d(&a, &b), l(&a, &b)))
+                .chain([(dot(&a, &b), l2_squared(&a, &b))]);
+            for (dot, l2) in results {
                 prop_assert!(dot.is_finite() && l2.is_finite(), "{dot} {l2}");
                 prop_assert!((f64::from(dot) - rdot).abs() <= tol(nn), "{dot} vs {rdot}");
                 prop_assert!((f64::from(l2) - rl2).abs() <= tol(span), "{l2} vs {rl2}");
@@ -492,6 +623,6 @@ pub(crate) mod tests {
     #[test]
     fn reports_simd_use() {
         // Informational: the CI log shows which path the agreement test exercised.
-        eprintln!("SIMD kernels in use: {}", simd_in_use());
+        eprintln!("SIMD kernels in use: {:?}", simd_level());
     }
 }
