@@ -173,7 +173,8 @@ pub(crate) fn similarity(a: &[f32], b: &[f32]) -> f32 {
     ((dot / (na.sqrt() * nb.sqrt())) as f32).clamp(0.0, 1.0)
 }
 
-/// A pheromone strength as a signal in [0, 1): `s / (1 + s)`, so the first uses count most.
+/// A pheromone strength as a signal in [0, 1] (below 1 for any strength up to far beyond the
+/// default cap): `s / (1 + s)`, so the first uses count most.
 pub(crate) fn pheromone_signal(strength: f64) -> f32 {
     let s = strength.max(0.0);
     (s / (1.0 + s)) as f32
@@ -285,7 +286,8 @@ mod tests {
         assert_eq!(similarity(&[1.0], &[1.0, 0.0]), 0.0);
         assert_eq!(pheromone_signal(0.0), 0.0);
         assert_eq!(pheromone_signal(1.0), 0.5);
-        assert!(pheromone_signal(1e9) < 1.0);
+        assert!(pheromone_signal(20.0) < 1.0);
+        assert!(pheromone_signal(f64::MAX) <= 1.0);
     }
 
     #[test]
