@@ -135,3 +135,41 @@ def test_tenant_keys_cannot_administer(server: Server, tenant: TenantKey) -> Non
     with StrataAdmin(server.url, tenant.key) as not_an_operator:
         with pytest.raises(PermissionDeniedError):
             not_an_operator.list_tenants()
+
+
+def test_node_operations(server: Server, admin: StrataAdmin) -> None:
+    tid = unique("ops")
+    created = admin.create_tenant(tid, isolation="partition", index_params={"m": 24})
+    assert created.isolation == "partition"
+    assert created.index_params is not None and created.index_params["m"] == 24
+    key = admin.create_key(tid, permissions=["read", "write", "admin"]).key
+    with Strata(server.url, key) as c:
+        c.create_collection("ops", dim=3)
+        for i in range(3):
+            c.add(f"operations note {i}", vector=[1, i, 0], collection="ops")
+        assert len(c.search(vector=[1, 1, 0], k=3, collection="ops").hits) == 3
+
+    report = admin.verify_tenant(tid)
+    assert report.ok and report.problems == [] and report.records == 3
+    assert report.usage_stored == report.usage_recounted
+
+    residency = admin.tenant_residency(tid)
+    assert residency.pinned and residency.resident
+    assert tid in [t["id"] for t in admin.residency()["tenants"]]
+    assert admin.tenant_integrity(tid)["state"] == "normal"
+
+    plan = admin.migrate_tenant(tid, "shared", dry_run=True)
+    assert (plan.from_level, plan.to_level, plan.dry_run) == ("partition", "shared", True)
+    assert not plan.moves_data and plan.records == 0  # shared <-> partition moves no data
+    assert admin.get_tenant(tid).isolation == "partition"
+    done = admin.migrate_tenant(tid, "shared")
+    assert not done.dry_run
+    status = admin.migration_status(tid)
+    assert status.level == "shared" and status.to_level == "shared"
+    assert not admin.tenant_residency(tid).pinned
+
+    page = admin.stats(limit=1)
+    assert len(page["tenants"]) == 1 and "tenant_count" in page
+
+    with pytest.raises(NotFoundError):
+        admin.verify_tenant(unique("missing"))

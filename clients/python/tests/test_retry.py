@@ -19,6 +19,8 @@ from strata_client import (
     StrataConnectionError,
 )
 
+from strata_client._scope import Scope
+
 from .conftest import Server, TenantKey
 
 
@@ -108,3 +110,26 @@ def test_policy_retries_lost_answers_only_when_safe() -> None:
     bad = BadRequestError("no", code="BAD_REQUEST", status=400)
     assert p.delay(bad, 0, idempotent=True) is None
     assert RetryPolicy(max_retries=0).delay(_rate_limited(0.1), 0, idempotent=True) is None
+
+
+def test_a_write_without_ids_is_answered_once_when_repeated(client: Strata) -> None:
+    # What a retry after a lost answer sends: the very same call, Idempotency-Key included.
+    call = client._add(
+        "written once however often it is sent",
+        Scope.of(None, None, None, None, None),
+        vector=None,
+        metadata=None,
+        id=None,
+        collection=None,
+        kind=None,
+        expires_at=None,
+        confidence=None,
+    )
+    assert call.idempotent and "Idempotency-Key" in call.headers
+    first = client._transport.run(call)
+    again = client._transport.run(call)
+    assert first.id == again.id and first.created
+    assert client.count() == 1
+    # A new call is a new write, under a new key.
+    client.add("written once however often it is sent", run_id="another-run")
+    assert client.count() == 2

@@ -350,6 +350,7 @@ impl From<EngineError> for ApiError {
             EngineError::CollectionExists(_)
             | EngineError::TenantExists(_)
             | EngineError::IdConflict(_)
+            | EngineError::IdempotencyKeyReused(_)
             | EngineError::ModelMismatch { .. }
             | EngineError::Reembed(_) => ApiError::Conflict(e.to_string()),
             EngineError::Store(s) => ApiError::Internal(s.to_string()),

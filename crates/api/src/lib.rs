@@ -29,6 +29,7 @@ pub mod edge;
 pub mod error;
 mod exposition;
 mod health;
+mod idempotency;
 pub mod input;
 mod isolation;
 mod lifecycle;

@@ -2,11 +2,11 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
-use strata_engine::{Page, ScanPage};
+use strata_engine::{Answered, Page, PutOutcome, ScanPage};
 use strata_types::{Filter, NewRecord, Record, RecordId, RecordPatch, RequestScope, TokenSelector};
 use utoipa::ToSchema;
 
@@ -14,6 +14,7 @@ use crate::bodies::{
     BatchOutcome, Counted, Deleted, RecordScopeFields, ScopeFields, WriteResponse,
 };
 use crate::edge::TenantAuth;
+use crate::idempotency;
 use crate::input::{JsonObject, PathParam, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
 use crate::{ApiError, AppState};
 
@@ -70,6 +71,8 @@ enum WriteBody {
 
 /// Writes one record, or a batch as `{"records": [...]}`, atomically.
 #[utoipa::path(post, path = "/v1/memories", tag = "memories", operation_id = "write_memories",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Names this write (1 to 255 visible ASCII characters, e.g. a UUID): a retry with the same key and request within 24 hours gets the first answer back, with `Idempotent-Replayed: true`, and writes nothing; the same key with another request is `409 CONFLICT`.")),
     request_body = WriteBody,
     responses(
         (status = 201, description = "Written; at least one record is new", body = WriteResponse),
@@ -78,10 +81,18 @@ enum WriteBody {
 pub async fn create(
     State(state): State<AppState>,
     auth: TenantAuth,
-    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    RawQuery(raw_query): RawQuery,
     JsonObject(mut body): JsonObject,
 ) -> Result<Response, ApiError> {
-    let q = QueryInput::parse(q.as_deref(), &[])?;
+    let idem = idempotency::of_request(
+        &headers,
+        &auth,
+        "POST /v1/memories",
+        raw_query.as_deref(),
+        &body,
+    )?;
+    let q = QueryInput::parse(raw_query.as_deref(), &[])?;
     let batch = body.contains_key("records");
     let keys = if batch {
         SCOPE_KEYS
@@ -97,9 +108,34 @@ pub async fn create(
     };
     let req = speak_for_the_record(&auth, req, &records, batch);
     let scope = auth.scope;
-    let outcomes = state
-        .run_tenant(&auth.admitted, move |e| Ok(e.put(&scope, &req, records)?))
+    let Some(idem) = idem else {
+        let outcomes = state
+            .run_tenant(&auth.admitted, move |e| Ok(e.put(&scope, &req, records)?))
+            .await?;
+        let (status, body) = write_answer(batch, outcomes);
+        return Ok((status, Json(body)).into_response());
+    };
+    let answered = state
+        .run_tenant(&auth.admitted, move |e| {
+            Ok(e.put_idempotent(&scope, &req, records, &idem, |outcomes| {
+                let (status, body) = write_answer(batch, outcomes.to_vec());
+                let body = serde_json::to_value(body).unwrap_or(Value::Null);
+                (status.as_u16(), body)
+            })?)
+        })
         .await?;
+    Ok(match answered {
+        Answered::Fresh(outcomes) => {
+            let (status, body) = write_answer(batch, outcomes);
+            (status, Json(body)).into_response()
+        }
+        Answered::Replayed { status, answer } => idempotency::replay(status, answer),
+    })
+}
+
+/// The status and body of a write's answer: `201` when a record is new, else `200`; one
+/// outcome for a single-record write, a list for a batch.
+fn write_answer(batch: bool, outcomes: Vec<PutOutcome>) -> (StatusCode, WriteResponse) {
     let status = if outcomes.iter().any(|o| o.created) {
         StatusCode::CREATED
     } else {
@@ -109,7 +145,7 @@ pub async fn create(
         (false, Some(one)) => WriteResponse::One(one.clone()),
         _ => WriteResponse::Batch(BatchOutcome { results: outcomes }),
     };
-    Ok((status, Json(body)).into_response())
+    (status, body)
 }
 
 /// The request scope of a single-record write by a credential bound to no principals that

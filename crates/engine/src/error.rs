@@ -49,6 +49,9 @@ pub enum EngineError {
     /// A client id names a record the caller cannot see (another principal's, domain's or run's).
     #[error("id {0} is taken by a record outside this request's scope")]
     IdConflict(String),
+    /// An `Idempotency-Key` already answered a different request.
+    #[error("Idempotency-Key {0} was used for a different request; use a new key")]
+    IdempotencyKeyReused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The collection declares another embedding model than the server's: embedding with it

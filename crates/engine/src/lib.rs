@@ -15,6 +15,7 @@ mod embedding;
 mod error;
 mod graph_build;
 mod hierarchy;
+mod idempotency;
 mod integrity;
 mod isolation;
 mod lifecycle;
@@ -45,6 +46,7 @@ pub use config::{DefaultCollection, EngineConfig};
 pub use durability::Durable;
 pub use error::EngineError;
 pub use hierarchy::TenantNode;
+pub use idempotency::{Answered, IDEMPOTENCY_RETENTION_MS, Idempotency};
 pub use integrity::{
     IntegrityConfig, IntegrityPolicy, IntegrityState, TenantIntegrity, Transition,
 };

@@ -32,8 +32,22 @@ impl Engine {
         &self,
         scope: &TenantScope,
         req: &RequestScope,
-        mut records: Vec<NewRecord>,
+        records: Vec<NewRecord>,
     ) -> Result<Vec<PutOutcome>, EngineError> {
+        let batch = self.prepare_put(scope, req, records)?;
+        self.write_tenant(scope, "memory.put", |w, changes| {
+            batch.apply(w, changes, scope, req)
+        })
+    }
+
+    /// Everything of a write that happens before its transaction: the credential, then the
+    /// input, then the embeddings.
+    pub(crate) fn prepare_put(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        mut records: Vec<NewRecord>,
+    ) -> Result<PreparedPut, EngineError> {
         // The credential is checked before the input, so a refused caller learns nothing about
         // what a valid request would look like.
         let now = now_millis();
@@ -50,16 +64,12 @@ impl Engine {
             r.validate(limits)?;
         }
         let embedded = self.embed_records(scope, &mut records)?;
-        let loaded = self.loaded_embedder().map(|(_, id)| id);
-        self.write_tenant(scope, "memory.put", |w, changes| {
-            records
-                .into_iter()
-                .zip(embedded)
-                .map(|(r, embedded)| {
-                    let model = loaded.as_ref().filter(|_| embedded);
-                    put_one(w, changes, scope, &vis, req, r, model)
-                })
-                .collect()
+        let model = self.loaded_embedder().map(|(_, id)| id);
+        Ok(PreparedPut {
+            vis,
+            records,
+            embedded,
+            model,
         })
     }
 
@@ -160,6 +170,35 @@ impl Engine {
             }
             Ok(doomed.len() as u64)
         })
+    }
+}
+
+/// A validated, embedded batch, ready to be written in a transaction.
+pub(crate) struct PreparedPut {
+    vis: Visibility,
+    records: Vec<NewRecord>,
+    /// Which records got their vectors from the loaded embedder.
+    embedded: Vec<bool>,
+    model: Option<EmbedderRef>,
+}
+
+impl PreparedPut {
+    pub(crate) fn apply(
+        self,
+        w: &mut Writer<'_>,
+        changes: &mut Vec<Change>,
+        scope: &TenantScope,
+        req: &RequestScope,
+    ) -> Result<Vec<PutOutcome>, EngineError> {
+        let (vis, model) = (&self.vis, self.model.as_ref());
+        self.records
+            .into_iter()
+            .zip(self.embedded)
+            .map(|(r, embedded)| {
+                let model = model.filter(|_| embedded);
+                put_one(w, changes, scope, vis, req, r, model)
+            })
+            .collect()
     }
 }
 

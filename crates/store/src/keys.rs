@@ -43,6 +43,8 @@ const TAG_SCOPE: u8 = 3;
 const TAG_DEDUP: u8 = 4;
 const TAG_BLOB: u8 = 5;
 const TAG_AUDIT: u8 = 6;
+/// Far from the others so that tags added for other state never meet it.
+const TAG_IDEMPOTENCY: u8 = 20;
 
 /// Which scope field a secondary-index entry is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +155,15 @@ pub fn audit_row(tenant: TenantKey, seq: u64) -> Vec<u8> {
     k
 }
 
+/// The answers kept for `Idempotency-Key` headers, by key.
+pub fn idempotency_keys(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_IDEMPOTENCY, &[])
+}
+
+pub fn idempotency(tenant: TenantKey, idempotency_key: &str) -> Vec<u8> {
+    key(tenant, TAG_IDEMPOTENCY, &[idempotency_key.as_bytes()])
+}
+
 /// What a key of the `data` table is, by its tag byte (the bytes after the tenant prefix and
 /// the tag are `rest`); `None` for a key too short or with an unknown tag.
 pub enum KeyKind<'a> {
@@ -163,6 +174,7 @@ pub enum KeyKind<'a> {
     Dedup,
     Blob(&'a [u8]),
     Audit(&'a [u8]),
+    Idempotency(&'a [u8]),
 }
 
 /// Splits a `data` key of `tenant` into its kind; `None` if it is not one of this tenant's
@@ -177,6 +189,7 @@ pub fn classify(tenant: TenantKey, key: &[u8]) -> Option<KeyKind<'_>> {
         TAG_DEDUP => KeyKind::Dedup,
         TAG_BLOB => KeyKind::Blob(rest),
         TAG_AUDIT => KeyKind::Audit(rest),
+        TAG_IDEMPOTENCY => KeyKind::Idempotency(rest),
         _ => return None,
     })
 }
@@ -213,6 +226,7 @@ mod tests {
             scope_entry(t, &d("x"), ScopeField::RunId, "run", &id),
             dedup(t, &d("x"), "run", b"h"),
             blob(t, "hnsw"),
+            idempotency(t, "retry-1"),
         ] {
             assert!(k.starts_with(&tenant_all(t)));
             assert!(!k.starts_with(&tenant_all(TenantKey(0x0103))));

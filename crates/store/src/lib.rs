@@ -13,6 +13,7 @@ pub mod codec;
 mod credentials;
 mod error;
 mod group_commit;
+mod idempotency;
 mod keys;
 mod registry;
 pub mod stats;
@@ -21,6 +22,7 @@ mod verify;
 
 pub use credentials::{CredentialStore, Owner, StoredCredential};
 pub use error::StoreError;
+pub use idempotency::{IdempotencyRow, has_stale_idempotency_rows};
 pub use keys::{ScopeField, TenantKey};
 pub use registry::TenantMeta;
 pub use tables::{Pending, Reader, Reads, Store, Writer};

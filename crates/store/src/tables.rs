@@ -443,7 +443,12 @@ impl Tables for Writer<'_> {
     }
 }
 
-impl Writer<'_> {
+impl<'txn> Writer<'txn> {
+    /// The `data` table, for the other modules of this crate that write their own keys.
+    pub(crate) fn data_mut(&mut self) -> &mut Table<'txn, &'static [u8], &'static [u8]> {
+        &mut self.data
+    }
+
     /// Registers a tenant under a fresh, never reused storage key.
     pub fn create_tenant(
         &mut self,

@@ -7,10 +7,10 @@ use std::collections::HashSet;
 
 use strata_types::{Collection, CollectionName, Record, RecordId};
 
-use crate::StoreError;
 use crate::codec::{decode_json, decode_record};
 use crate::keys::{self, KeyKind, TenantKey};
 use crate::tables::{Reads, prefix_range, scope_entries};
+use crate::{IdempotencyRow, StoreError};
 
 /// At most this many problems are listed; `problem_count` still counts them all.
 const MAX_LISTED: usize = 100;
@@ -90,6 +90,11 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
             Some(KeyKind::Audit(seq)) => {
                 if seq.len() != 8 {
                     c.problem(format!("audit row {seq:02x?}: bad sequence number"));
+                }
+            }
+            Some(KeyKind::Idempotency(name)) => {
+                if let Err(e) = IdempotencyRow::decode(&v) {
+                    c.problem(format!("idempotency key {:?}: {e}", text(name)));
                 }
             }
         }

@@ -38,9 +38,30 @@ pub struct SearchArgs {
     /// server's default. `--include ''` asks for ids and scores only.
     #[arg(long)]
     pub include: Option<String>,
-    /// The tenant searched (created and filled on first use).
+    /// The tenant searched (created and filled on first use); with `--tenants N` above 1,
+    /// tenants `<tenant>-000` … are filled and the searches cycle through them.
     #[arg(long, default_value = "bench-search")]
     pub tenant: String,
+    /// How many tenants to fill and search, each with `--records` records.
+    #[arg(long, default_value_t = 1)]
+    pub tenants: usize,
+}
+
+impl SearchArgs {
+    /// The tenants searched: `tenant` alone, or `tenant-000` … when there are several.
+    pub(crate) fn tenant_names(&self) -> Vec<String> {
+        match self.tenants {
+            0 | 1 => vec![self.tenant.clone()],
+            n => (0..n).map(|i| format!("{}-{i:03}", self.tenant)).collect(),
+        }
+    }
+
+    /// The `include` list asked for, if any (`--include ''` is the empty list).
+    fn include(&self) -> Option<Vec<&str>> {
+        self.include
+            .as_deref()
+            .map(|s| s.split(',').filter(|x| !x.is_empty()).collect())
+    }
 }
 
 /// Settings of a write run.
@@ -58,29 +79,34 @@ pub struct WritesArgs {
 }
 
 /// Distinct queries cycled through by every connection.
-const QUERIES: usize = 256;
+pub(crate) const QUERIES: usize = 256;
 
 pub async fn search(admin: Client, args: SearchArgs) -> anyhow::Result<()> {
-    let key = prepare(&admin, &args.tenant, args.records).await?;
-    let include: Option<Vec<&str>> = args
-        .include
-        .as_deref()
-        .map(|s| s.split(',').filter(|x| !x.is_empty()).collect());
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-        (0..QUERIES)
+    let include = args.include();
+    let url = format!("{}/v1/search", admin.server());
+    let names = args.tenant_names();
+    let mut keys = Vec::with_capacity(names.len());
+    for name in &names {
+        keys.push(prepare(&admin, name, args.records).await?);
+    }
+    let requests: Arc<Vec<Prepared>> = Arc::new(
+        (0..QUERIES.max(names.len()))
             .map(|i| {
                 let mut body = json!({"vector": vector(5_000_000 + i as u64), "k": args.k});
                 if let Some(include) = &include {
                     body["include"] = json!(include);
                 }
-                serde_json::to_vec(&body).context("query body")
+                Ok(Prepared {
+                    url: url.clone(),
+                    bearer: Some(keys[i % keys.len()].clone()),
+                    body: serde_json::to_vec(&body).context("query body")?,
+                })
             })
             .collect::<anyhow::Result<_>>()?,
     );
-    let url = format!("{}/v1/search", admin.server());
     println!(
-        "searches of tenant {} ({} records, k = {}, include = {}), {} s per phase",
-        args.tenant,
+        "searches of {} ({} records each, k = {}, include = {}), {} s per phase",
+        describe_tenants(&names),
         args.records,
         args.k,
         args.include
@@ -88,53 +114,56 @@ pub async fn search(admin: Client, args: SearchArgs) -> anyhow::Result<()> {
             .map_or("default".into(), |s| format!("[{s}]")),
         args.seconds
     );
-    drive(
-        &url,
-        &key,
-        bodies,
-        &args.connections,
-        args.seconds,
-        "searches",
-    )
-    .await
+    drive(requests, &args.connections, args.seconds, "searches").await
+}
+
+/// `tenant x` or `100 tenants x-000 … x-099`, for the run's headline.
+pub(crate) fn describe_tenants(names: &[String]) -> String {
+    match names {
+        [one] => format!("tenant {one}"),
+        [first, .., last] => format!("{} tenants {first} … {last}", names.len()),
+        [] => "no tenant".into(),
+    }
 }
 
 /// Single-record writes (a 384-dimensional vector and ~200 bytes of text each), every one
 /// answered only once durable.
 pub async fn writes(admin: Client, args: WritesArgs) -> anyhow::Result<()> {
     let key = prepare(&admin, &args.tenant, 0).await?;
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+    let url = format!("{}/v1/memories", admin.server());
+    let requests: Arc<Vec<Prepared>> = Arc::new(
         (0..QUERIES)
             .map(|i| {
                 let body = json!({
                     "vector": vector(9_000_000 + i as u64),
                     "content": format!("memory {i}: the user mentioned that they prefer green tea in the morning, work remotely on Tuesdays and Thursdays, and would like summaries sent by email rather than chat."),
                 });
-                serde_json::to_vec(&body).context("write body")
+                Ok(Prepared {
+                    url: url.clone(),
+                    bearer: Some(key.clone()),
+                    body: serde_json::to_vec(&body).context("write body")?,
+                })
             })
             .collect::<anyhow::Result<_>>()?,
     );
-    let url = format!("{}/v1/memories", admin.server());
     println!(
         "durable single-record writes to tenant {}, {} s per phase",
         args.tenant, args.seconds
     );
-    drive(
-        &url,
-        &key,
-        bodies,
-        &args.connections,
-        args.seconds,
-        "writes",
-    )
-    .await
+    drive(requests, &args.connections, args.seconds, "writes").await
 }
 
-/// One phase per connection count, printed as a table row.
-async fn drive(
-    url: &str,
-    key: &str,
-    bodies: Arc<Vec<Vec<u8>>>,
+/// One request of a run, built before it: where it goes, its credential, its JSON body.
+pub(crate) struct Prepared {
+    pub url: String,
+    pub bearer: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// One phase per connection count, printed as a table row. Each connection cycles through
+/// `requests` from its own starting point.
+pub(crate) async fn drive(
+    requests: Arc<Vec<Prepared>>,
     connections: &[usize],
     seconds: u64,
     what: &str,
@@ -145,9 +174,7 @@ async fn drive(
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &c in connections {
         let phase = Phase {
-            url: url.to_owned(),
-            key: key.to_owned(),
-            bodies: Arc::clone(&bodies),
+            requests: Arc::clone(&requests),
             connections: c.max(1),
         };
         // Warm-up: connections open, the tenant's index loads.
@@ -179,9 +206,7 @@ async fn drive(
 }
 
 struct Phase {
-    url: String,
-    key: String,
-    bodies: Arc<Vec<Vec<u8>>>,
+    requests: Arc<Vec<Prepared>>,
     connections: usize,
 }
 
@@ -203,12 +228,7 @@ impl Phase {
                 .pool_max_idle_per_host(1)
                 .build()
                 .context("HTTP client")?;
-            let (url, key, bodies, stop) = (
-                self.url.clone(),
-                self.key.clone(),
-                Arc::clone(&self.bodies),
-                Arc::clone(&stop),
-            );
+            let (requests, stop) = (Arc::clone(&self.requests), Arc::clone(&stop));
             tasks.push(tokio::spawn(async move {
                 let mut out = PhaseResult {
                     latencies: Vec::new(),
@@ -217,15 +237,17 @@ impl Phase {
                 };
                 let mut i = conn * 7919;
                 while !stop.load(Ordering::Relaxed) {
-                    i = (i + 1) % bodies.len();
+                    i = (i + 1) % requests.len();
+                    let r = &requests[i];
                     let started = Instant::now();
-                    let sent = http
-                        .request(Method::POST, &url)
-                        .bearer_auth(&key)
+                    let mut req = http
+                        .request(Method::POST, &r.url)
                         .header("content-type", "application/json")
-                        .body(bodies[i].clone())
-                        .send()
-                        .await;
+                        .body(r.body.clone());
+                    if let Some(key) = &r.bearer {
+                        req = req.bearer_auth(key);
+                    }
+                    let sent = req.send().await;
                     let ok = match sent {
                         Ok(res) if res.status().is_success() => match res.bytes().await {
                             Ok(b) => {

@@ -2,6 +2,7 @@
 //! running one.
 
 mod bench;
+mod bench_chroma;
 mod bench_mixed;
 mod client;
 mod config;
@@ -129,6 +130,9 @@ enum BenchKind {
     /// Durable single-record write throughput and latency at several connection counts
     /// (creates tenant bench-writes on first use).
     Writes(loadgen::WritesArgs),
+    /// The `search` load against a Chroma server at --server (`chroma run`), to compare the
+    /// two with one load generator; Chroma needs no key.
+    Chroma(loadgen::SearchArgs),
 }
 
 #[derive(Subcommand)]
@@ -266,12 +270,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             return tokio::task::spawn_blocking(move || model::fetch(&dir)).await?;
         }
         Command::Bench { kind, remote } => {
-            let client = Client::new(&remote.server, remote.key)?;
+            let client = || Client::new(&remote.server, remote.key.clone());
             return match kind {
-                BenchKind::Noisy(args) => bench::noisy(client, args).await,
-                BenchKind::Mixed(args) => bench_mixed::mixed(client, args).await,
-                BenchKind::Search(args) => loadgen::search(client, args).await,
-                BenchKind::Writes(args) => loadgen::writes(client, args).await,
+                BenchKind::Noisy(args) => bench::noisy(client()?, args).await,
+                BenchKind::Mixed(args) => bench_mixed::mixed(client()?, args).await,
+                BenchKind::Search(args) => loadgen::search(client()?, args).await,
+                BenchKind::Writes(args) => loadgen::writes(client()?, args).await,
+                BenchKind::Chroma(args) => bench_chroma::chroma(&remote.server, args).await,
             };
         }
         Command::Tenant { action, remote } => {

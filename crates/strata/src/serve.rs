@@ -198,6 +198,14 @@ async fn purge_sweep(
             Ok(Err(e)) => tracing::error!(error = %e, "retention sweep failed"),
             Err(e) => tracing::error!(error = %e, "retention sweep panicked"),
         }
+        // Answers kept for Idempotency-Key headers expire after a day.
+        let (sweeper, sweep_op) = (Arc::clone(&engine), op.clone());
+        match tokio::task::spawn_blocking(move || sweeper.sweep_idempotency_keys(&sweep_op)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(swept = n, "expired idempotency keys swept"),
+            Ok(Err(e)) => tracing::error!(error = %e, "idempotency sweep failed"),
+            Err(e) => tracing::error!(error = %e, "idempotency sweep panicked"),
+        }
         // Automatic promotion rides the same periodic sweep (`[engine.isolation]`).
         let (promoter, promote_op) = (Arc::clone(&engine), op.clone());
         match tokio::task::spawn_blocking(move || promoter.promote_tenants(&promote_op)).await {

@@ -7,12 +7,30 @@ use std::process::Command;
 
 use common::{OPERATOR_KEY, Server};
 
+/// Runs `strata bench <args>` against `server` with the operator key; returns its stdout,
+/// after checking that it succeeded.
+fn bench(server: &Server, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("bench")
+        .args(args)
+        .args(["--server", &server.url])
+        .env("STRATA_KEY", OPERATOR_KEY)
+        .output()
+        .expect("run strata bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn the_search_load_generator_runs_end_to_end() {
     let server = Server::start();
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args([
-            "bench",
+    let stdout = bench(
+        &server,
+        &[
             "search",
             "--records",
             "50",
@@ -22,16 +40,7 @@ fn the_search_load_generator_runs_end_to_end() {
             "1,4",
             "--include",
             "",
-        ])
-        .args(["--server", &server.url])
-        .env("STRATA_KEY", OPERATOR_KEY)
-        .output()
-        .expect("run strata bench search");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let rows: Vec<Vec<&str>> = stdout
         .lines()
@@ -56,18 +65,7 @@ fn the_search_load_generator_runs_end_to_end() {
 #[test]
 fn the_write_load_generator_runs_end_to_end() {
     let server = Server::start();
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["bench", "writes", "--seconds", "1", "--connections", "2"])
-        .args(["--server", &server.url])
-        .env("STRATA_KEY", OPERATOR_KEY)
-        .output()
-        .expect("run strata bench writes");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = bench(&server, &["writes", "--seconds", "1", "--connections", "2"]);
     let row: Vec<&str> = stdout
         .lines()
         .find(|l| l.starts_with("| 2 |"))
@@ -81,4 +79,39 @@ fn the_write_load_generator_runs_end_to_end() {
     let (status, v) = server.get("/v1/admin/tenants/bench-writes", OPERATOR_KEY);
     assert_eq!(status, 200);
     assert!(v["usage"]["records"].as_u64().unwrap_or(0) >= writes, "{v}");
+}
+
+#[test]
+fn the_search_load_generator_spreads_over_several_tenants() {
+    let server = Server::start();
+    let stdout = bench(
+        &server,
+        &[
+            "search",
+            "--tenants",
+            "3",
+            "--records",
+            "20",
+            "--seconds",
+            "1",
+            "--connections",
+            "2",
+            "--tenant",
+            "spread",
+        ],
+    );
+    assert!(
+        stdout.contains("3 tenants spread-000 … spread-002"),
+        "{stdout}"
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| 2 |"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(row.ends_with("| 0 |"), "errors: {stdout}");
+    for t in ["spread-000", "spread-001", "spread-002"] {
+        let (status, v) = server.get(&format!("/v1/admin/tenants/{t}"), OPERATOR_KEY);
+        assert_eq!(status, 200, "{t}");
+        assert_eq!(v["usage"]["records"], 20, "{t}: {v}");
+    }
 }

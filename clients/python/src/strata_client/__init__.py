@@ -37,6 +37,8 @@ from .models import (
     Confidence,
     CreatedKey,
     Explain,
+    MigrationReport,
+    MigrationStatus,
     NewRecord,
     Page,
     Record,
@@ -45,7 +47,9 @@ from .models import (
     Share,
     Tenant,
     TenantLimits,
+    TenantResidency,
     TenantUsage,
+    VerifyReport,
     WriteResult,
 )
 from .retry import RetryPolicy
@@ -66,6 +70,8 @@ __all__ = [
     "Confidence",
     "CreatedKey",
     "Explain",
+    "MigrationReport",
+    "MigrationStatus",
     "NewRecord",
     "Page",
     "Record",
@@ -74,7 +80,9 @@ __all__ = [
     "Share",
     "Tenant",
     "TenantLimits",
+    "TenantResidency",
     "TenantUsage",
+    "VerifyReport",
     "WriteResult",
     # Errors.
     "StrataError",

@@ -6,6 +6,8 @@ here once.
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
@@ -162,9 +164,14 @@ class DataCalls:
     def _write(
         self, body: Dict[str, Any], parse: Any, scope: Scope, records: List[Dict[str, Any]]
     ) -> Call[Any]:
-        # Upserts by id are idempotent; a record without one could be stored twice.
-        idempotent = all(r.get("id") is not None for r in records)
-        return self._call("POST", "/v1/memories", parse, scope, json=body, idempotent=idempotent)
+        call = self._call("POST", "/v1/memories", parse, scope, json=body)
+        if all(r.get("id") is not None for r in records):
+            return call  # Upserts by id are idempotent as they are.
+        # A record without an id could be stored twice by a retry after a lost answer; under an
+        # Idempotency-Key (the same for every attempt of this call) the server answers a retry
+        # with the first answer instead.
+        headers = {**call.headers, "Idempotency-Key": str(uuid.uuid4())}
+        return dataclasses.replace(call, headers=headers)
 
     def _search(
         self,

@@ -29,7 +29,18 @@ import httpx
 
 from ._calls import audit_params
 from ._http import DEFAULT_TIMEOUT, AsyncTransport, Call, SyncTransport, from_env, no_answer
-from .models import ApiKey, AuditRow, CreatedKey, Millis, Tenant, to_millis
+from .models import (
+    ApiKey,
+    AuditRow,
+    CreatedKey,
+    MigrationReport,
+    MigrationStatus,
+    Millis,
+    Tenant,
+    TenantResidency,
+    VerifyReport,
+    to_millis,
+)
 from .retry import RetryPolicy
 
 __all__ = ["StrataAdmin", "AsyncStrataAdmin"]
@@ -72,11 +83,19 @@ class _AdminCalls:
 
     @staticmethod
     def _create_tenant(
-        id: str, display_name: Optional[str], parent: Optional[str] = None
+        id: str,
+        display_name: Optional[str],
+        isolation: Optional[str] = None,
+        index_params: Optional[Mapping[str, Any]] = None,
+        parent: Optional[str] = None,
     ) -> Call[Tenant]:
         body: Dict[str, Any] = {"id": id}
         if display_name is not None:
             body["display_name"] = display_name
+        if isolation is not None:
+            body["isolation"] = isolation
+        if index_params is not None:
+            body["index_params"] = dict(index_params)
         if parent is not None:
             body["parent"] = parent
         return Call("POST", "/v1/admin/tenants", Tenant.from_json, json=body, idempotent=False)
@@ -186,6 +205,59 @@ class _AdminCalls:
             params=audit_params(tenant, action, since, until, limit),
         )
 
+    # One node's operations: residency, verification, integrity, isolation levels, stats.
+
+    @staticmethod
+    def _residency() -> Call[Dict[str, Any]]:
+        return Call("GET", "/v1/admin/residency", dict)
+
+    @staticmethod
+    def _tenant_residency(id: str) -> Call[TenantResidency]:
+        return Call(
+            "GET", f"/v1/admin/tenants/{_segment(id)}/residency", TenantResidency.from_json
+        )
+
+    @staticmethod
+    def _verify(id: str) -> Call[VerifyReport]:
+        # Read-only on the server: repeating it is harmless.
+        return Call(
+            "POST", f"/v1/admin/tenants/{_segment(id)}/verify", VerifyReport.from_json
+        )
+
+    @staticmethod
+    def _integrity(id: str) -> Call[Dict[str, Any]]:
+        return Call("GET", f"/v1/admin/tenants/{_segment(id)}/integrity", dict)
+
+    @staticmethod
+    def _migrate(
+        id: str, target: str, index_params: Optional[Mapping[str, Any]], dry_run: bool
+    ) -> Call[MigrationReport]:
+        body: Dict[str, Any] = {"target": target, "dry_run": dry_run}
+        if index_params is not None:
+            body["index_params"] = dict(index_params)
+        return Call(
+            "POST",
+            f"/v1/admin/tenants/{_segment(id)}/migrate",
+            MigrationReport.from_json,
+            json=body,
+            idempotent=dry_run,
+        )
+
+    @staticmethod
+    def _migration(id: str) -> Call[MigrationStatus]:
+        return Call(
+            "GET", f"/v1/admin/tenants/{_segment(id)}/migration", MigrationStatus.from_json
+        )
+
+    @staticmethod
+    def _stats(after: Optional[str], limit: Optional[int]) -> Call[Dict[str, Any]]:
+        params = []
+        if after is not None:
+            params.append(("after", after))
+        if limit is not None:
+            params.append(("limit", str(limit)))
+        return Call("GET", "/v1/admin/stats", dict, params=params)
+
 
 def _file_chunks(f: IO[bytes]) -> Iterator[bytes]:
     while True:
@@ -245,11 +317,21 @@ class StrataAdmin(_AdminCalls):
     # Tenants.
 
     def create_tenant(
-        self, id: str, *, display_name: Optional[str] = None, parent: Optional[str] = None
+        self,
+        id: str,
+        *,
+        display_name: Optional[str] = None,
+        isolation: Optional[str] = None,
+        index_params: Optional[Mapping[str, Any]] = None,
+        parent: Optional[str] = None,
     ) -> Tenant:
-        """Registers a tenant with the server's default collections, as a child of
-        ``parent`` if given (shares published to children reach it)."""
-        return self._transport.run(self._create_tenant(id, display_name, parent))
+        """Registers a tenant with the server's default collections, at isolation level
+        ``isolation`` (``shared`` by default, or ``partition``: always resident, with its own
+        graph parameters ``index_params``), as a child of ``parent`` if given (shares
+        published to children reach it)."""
+        return self._transport.run(
+            self._create_tenant(id, display_name, isolation, index_params, parent)
+        )
 
     def list_tenants(self) -> List[Tenant]:
         return self._transport.run(self._list_tenants())
@@ -361,6 +443,46 @@ class StrataAdmin(_AdminCalls):
         return self._transport.run(self._audit(tenant, action, since, until, limit))
 
 
+    # One node's operations.
+
+    def residency(self) -> Dict[str, Any]:
+        """The node's memory budget, resident bytes, loads and evictions, and every tenant
+        used since start, most recently used first."""
+        return self._transport.run(self._residency())
+
+    def tenant_residency(self, id: str) -> TenantResidency:
+        return self._transport.run(self._tenant_residency(id))
+
+    def verify_tenant(self, id: str) -> VerifyReport:
+        """Checks that every stored key of the tenant decodes and belongs to it, that its
+        loaded indexes agree with storage and that its usage counters equal a recount.
+        Repairs nothing."""
+        return self._transport.run(self._verify(id))
+
+    def tenant_integrity(self, id: str) -> Dict[str, Any]:
+        """The tenant's integrity state (``normal``, ``stress``, ``critical``), the signals
+        behind it, its policy and its recent transitions."""
+        return self._transport.run(self._integrity(id))
+
+    def migrate_tenant(
+        self,
+        id: str,
+        target: str,
+        *,
+        index_params: Optional[Mapping[str, Any]] = None,
+        dry_run: bool = False,
+    ) -> MigrationReport:
+        """Moves a tenant to isolation level ``target`` (``shared`` or ``partition``) online;
+        with ``dry_run=True`` only reports what would move and cost."""
+        return self._transport.run(self._migrate(id, target, index_params, dry_run))
+
+    def migration_status(self, id: str) -> MigrationStatus:
+        return self._transport.run(self._migration(id))
+
+    def stats(self, *, after: Optional[str] = None, limit: Optional[int] = None) -> Dict[str, Any]:
+        """Server figures and one page of per-tenant figures (``next_after`` for the next)."""
+        return self._transport.run(self._stats(after, limit))
+
 class AsyncStrataAdmin(_AdminCalls):
     """The asynchronous twin of :class:`StrataAdmin`: the same methods, awaited."""
 
@@ -396,9 +518,17 @@ class AsyncStrataAdmin(_AdminCalls):
         await self.close()
 
     async def create_tenant(
-        self, id: str, *, display_name: Optional[str] = None, parent: Optional[str] = None
+        self,
+        id: str,
+        *,
+        display_name: Optional[str] = None,
+        isolation: Optional[str] = None,
+        index_params: Optional[Mapping[str, Any]] = None,
+        parent: Optional[str] = None,
     ) -> Tenant:
-        return await self._transport.run(self._create_tenant(id, display_name, parent))
+        return await self._transport.run(
+            self._create_tenant(id, display_name, isolation, index_params, parent)
+        )
 
     async def list_tenants(self) -> List[Tenant]:
         return await self._transport.run(self._list_tenants())
@@ -484,3 +614,35 @@ class AsyncStrataAdmin(_AdminCalls):
         limit: Optional[int] = None,
     ) -> List[AuditRow]:
         return await self._transport.run(self._audit(tenant, action, since, until, limit))
+
+    # One node's operations.
+
+    async def residency(self) -> Dict[str, Any]:
+        return await self._transport.run(self._residency())
+
+    async def tenant_residency(self, id: str) -> TenantResidency:
+        return await self._transport.run(self._tenant_residency(id))
+
+    async def verify_tenant(self, id: str) -> VerifyReport:
+        return await self._transport.run(self._verify(id))
+
+    async def tenant_integrity(self, id: str) -> Dict[str, Any]:
+        return await self._transport.run(self._integrity(id))
+
+    async def migrate_tenant(
+        self,
+        id: str,
+        target: str,
+        *,
+        index_params: Optional[Mapping[str, Any]] = None,
+        dry_run: bool = False,
+    ) -> MigrationReport:
+        return await self._transport.run(self._migrate(id, target, index_params, dry_run))
+
+    async def migration_status(self, id: str) -> MigrationStatus:
+        return await self._transport.run(self._migration(id))
+
+    async def stats(
+        self, *, after: Optional[str] = None, limit: Optional[int] = None
+    ) -> Dict[str, Any]:
+        return await self._transport.run(self._stats(after, limit))

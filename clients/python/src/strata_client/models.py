@@ -27,6 +27,10 @@ __all__ = [
     "ApiKey",
     "CreatedKey",
     "AuditRow",
+    "TenantResidency",
+    "VerifyReport",
+    "MigrationReport",
+    "MigrationStatus",
     "Millis",
     "to_millis",
 ]
@@ -405,6 +409,10 @@ class Tenant:
     weight: int = 1
     #: Present on :meth:`StrataAdmin.get_tenant`; lists leave it out.
     usage: Optional[TenantUsage] = None
+    #: ``shared`` (default) or ``partition``: see :meth:`StrataAdmin.migrate_tenant`.
+    isolation: str = "shared"
+    #: The tenant's own graph parameters (``m``, ``ef_construction``, ``ef_search``), if any.
+    index_params: Optional[Dict[str, Any]] = None
     #: The parent tenant, if any.
     parent: Optional[str] = None
     #: Direct children; present on :meth:`StrataAdmin.get_tenant`.
@@ -422,6 +430,8 @@ class Tenant:
             limits=TenantLimits.from_json(d.get("limits")),
             weight=int(d.get("weight", 1)),
             usage=TenantUsage.from_json(u) if isinstance(u, dict) else None,
+            isolation=d.get("isolation", "shared"),
+            index_params=d.get("index_params"),
             parent=d.get("parent"),
             children=list(d["children"]) if isinstance(d.get("children"), list) else None,
         )
@@ -505,4 +515,126 @@ class AuditRow:
             client=d.get("client"),
             request_id=d.get("request_id"),
             detail=d.get("detail"),
+        )
+
+
+@dataclass
+class TenantResidency:
+    """Whether a tenant's indexes are in memory, what they cost, and how often they were
+    loaded and evicted under the server's memory budget."""
+
+    resident: bool
+    resident_bytes: int
+    loads: int
+    evictions: int
+    #: Never evicted: ``partition`` tenants are pinned.
+    pinned: bool
+    #: Graphs still being built in the background (searched exactly meanwhile).
+    graph_builds_pending: int = 0
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TenantResidency:
+        return cls(
+            resident=bool(d.get("resident")),
+            resident_bytes=int(d.get("resident_bytes", 0)),
+            loads=int(d.get("loads", 0)),
+            evictions=int(d.get("evictions", 0)),
+            pinned=bool(d.get("pinned")),
+            graph_builds_pending=int(d.get("graph_builds_pending", 0)),
+        )
+
+
+@dataclass
+class VerifyReport:
+    """The answer of :meth:`StrataAdmin.verify_tenant`: ``ok`` is false when a problem was
+    found; ``problems`` says which (at most a page of them, ``problem_count`` in all)."""
+
+    tenant: str
+    ok: bool
+    keys: int
+    records: int
+    collections: int
+    problems: List[str]
+    problem_count: int
+    warnings: List[str]
+    indexes_loaded: bool
+    usage_stored: Dict[str, Any]
+    usage_recounted: Dict[str, Any]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> VerifyReport:
+        return cls(
+            tenant=d["tenant"],
+            ok=bool(d["ok"]),
+            keys=int(d.get("keys", 0)),
+            records=int(d.get("records", 0)),
+            collections=int(d.get("collections", 0)),
+            problems=list(d.get("problems") or []),
+            problem_count=int(d.get("problem_count", 0)),
+            warnings=list(d.get("warnings") or []),
+            indexes_loaded=bool(d.get("indexes_loaded")),
+            usage_stored=dict(d.get("usage_stored") or {}),
+            usage_recounted=dict(d.get("usage_recounted") or {}),
+        )
+
+
+@dataclass
+class MigrationReport:
+    """What a migration between isolation levels moves and costs. With ``dry_run`` nothing
+    happened; otherwise the migration has started (follow it with
+    :meth:`StrataAdmin.migration_status`)."""
+
+    #: Levels, ``shared`` or ``partition``.
+    from_level: str
+    to_level: str
+    dry_run: bool
+    moves_data: bool
+    records: int
+    vectors: int
+    bytes: int
+    #: True when the target's graph parameters differ, so graphs are rebuilt in the
+    #: background while the old ones keep serving.
+    rebuilds_indexes: bool
+    rebuild_vectors: int
+    estimated_ms: Optional[int]
+    index_params: Dict[str, Any]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> MigrationReport:
+        return cls(
+            from_level=d["from"],
+            to_level=d["to"],
+            dry_run=bool(d.get("dry_run")),
+            moves_data=bool(d.get("moves_data")),
+            records=int(d.get("records", 0)),
+            vectors=int(d.get("vectors", 0)),
+            bytes=int(d.get("bytes", 0)),
+            rebuilds_indexes=bool(d.get("rebuilds_indexes")),
+            rebuild_vectors=int(d.get("rebuild_vectors", 0)),
+            estimated_ms=d.get("estimated_ms"),
+            index_params=dict(d.get("index_params") or {}),
+        )
+
+
+@dataclass
+class MigrationStatus:
+    """A tenant's isolation level and its last migration since the server started."""
+
+    level: str
+    #: ``none`` when no migration ran since start, else the migration's state.
+    state: str
+    from_level: Optional[str] = None
+    to_level: Optional[str] = None
+    started_at: Optional[int] = None
+    graph_builds_pending: int = 0
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> MigrationStatus:
+        return cls(
+            level=d["level"],
+            state=str(d.get("state", "")),
+            from_level=d.get("from"),
+            to_level=d.get("to"),
+            started_at=d.get("started_at"),
+            graph_builds_pending=int(d.get("graph_builds_pending", 0)),
         )

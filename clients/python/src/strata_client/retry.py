@@ -8,9 +8,10 @@ writes included, and the client does so by default, waiting as long as the serve
 
 A broken connection is different: the server may have applied a write whose answer was lost.
 Those are retried only when the request was never sent (connect failures) or is idempotent:
-reads, searches, listings, counts, patches, deletes, and writes whose records all carry
-client ids (an upsert by id lands on the same record however often it is repeated). A write
-without ids is not retried after a lost answer, since it could be stored twice.
+reads, searches, listings, counts, patches, deletes, and writes. A write whose records all
+carry client ids is an upsert, which lands on the same record however often it is repeated;
+any other write is sent with an ``Idempotency-Key`` header, the same for every attempt, so the
+server answers a retry with the first attempt's answer instead of storing the records twice.
 """
 
 from __future__ import annotations

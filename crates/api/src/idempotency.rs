@@ -1,0 +1,67 @@
+//! The `Idempotency-Key` request header of writes (`POST /v1/memories`): a client that names
+//! a write may retry it after a lost answer and gets the first answer back, marked with
+//! `Idempotent-Replayed: true`, instead of a second write. The engine keeps the answer in the
+//! write's own transaction (`strata_engine::Idempotency`).
+
+use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use strata_engine::Idempotency;
+
+use crate::ApiError;
+use crate::edge::TenantAuth;
+
+pub(crate) const HEADER: &str = "idempotency-key";
+const REPLAYED: &str = "idempotent-replayed";
+
+/// The request's key with the fingerprint of what it asks: its route and query, the body,
+/// and the credential's grant — so a retry matches only the same request from an equally
+/// entitled caller. `None` without the header.
+pub(crate) fn of_request(
+    headers: &HeaderMap,
+    auth: &TenantAuth,
+    route: &str,
+    query: Option<&str>,
+    body: &Map<String, Value>,
+) -> Result<Option<Idempotency>, ApiError> {
+    let Some(value) = headers.get(HEADER) else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| {
+        ApiError::BadRequest("Idempotency-Key: expected visible ASCII characters".into())
+    })?;
+    let mut hash = Sha256::new();
+    for part in [
+        route,
+        query.unwrap_or(""),
+        &format!("{:?}", auth.scope.grant()),
+    ] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    if let Some(domain) = &auth.header_domain {
+        hash.update(domain.as_str().as_bytes());
+    }
+    hash.update([0]);
+    // `Map` keeps keys sorted, so equal bodies serialise to equal bytes.
+    let body = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    hash.update(&body);
+    let fingerprint = hash
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    Ok(Some(Idempotency::new(key, fingerprint)?))
+}
+
+/// The kept answer of an earlier request with the same key, as it was, marked as replayed.
+pub(crate) fn replay(status: u16, answer: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut response = (status, Json(answer)).into_response();
+    response
+        .headers_mut()
+        .insert(REPLAYED, HeaderValue::from_static("true"));
+    response
+}

@@ -1,0 +1,199 @@
+//! `Idempotency-Key`: a client may name a write, so that a retry after a lost answer gets the
+//! first answer back instead of writing again (a record with a server-made id would otherwise
+//! be written twice). The answer is kept in the same transaction as the write, so after a
+//! crash either both exist or neither does; the same key with a different request is refused
+//! rather than answered with the other request's answer. Kept answers are swept after
+//! [`IDEMPOTENCY_RETENTION_MS`].
+
+use serde_json::Value;
+use strata_auth::{OperatorScope, TenantScope};
+use strata_store::{IdempotencyRow, Reads, has_stale_idempotency_rows};
+use strata_types::{Millis, NewRecord, RequestScope, now_millis};
+
+use crate::{Engine, EngineError, PutOutcome};
+
+/// How long a kept answer stays: a day, as long as clients reasonably retry.
+pub const IDEMPOTENCY_RETENTION_MS: Millis = 24 * 60 * 60 * 1000;
+
+/// Longest key accepted (a UUID is 36 characters).
+const MAX_KEY_LEN: usize = 255;
+
+/// A client's key for one request and the fingerprint of that request.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    key: String,
+    fingerprint: String,
+}
+
+impl Idempotency {
+    /// Checks the key: 1 to 255 visible ASCII characters. `fingerprint` identifies the request
+    /// (a hash of its route, query and body).
+    pub fn new(key: &str, fingerprint: String) -> Result<Self, EngineError> {
+        if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(EngineError::BadRequest(format!(
+                "Idempotency-Key: expected 1 to {MAX_KEY_LEN} visible ASCII characters"
+            )));
+        }
+        Ok(Idempotency {
+            key: key.to_owned(),
+            fingerprint,
+        })
+    }
+}
+
+/// What an idempotent write did.
+#[derive(Debug)]
+pub enum Answered<T> {
+    /// Written now.
+    Fresh(T),
+    /// Written by an earlier request with the same key: its status and body, unchanged.
+    Replayed { status: u16, answer: Value },
+}
+
+impl Engine {
+    /// [`Engine::put`] under an `Idempotency-Key`. `shape` turns the outcomes into the status
+    /// and body the client is answered with, which are kept with the key.
+    pub fn put_idempotent(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        records: Vec<NewRecord>,
+        idem: &Idempotency,
+        shape: impl FnOnce(&[PutOutcome]) -> (u16, Value),
+    ) -> Result<Answered<Vec<PutOutcome>>, EngineError> {
+        let batch = self.prepare_put(scope, req, records)?;
+        self.write_tenant(scope, "memory.put", |w, changes| {
+            let now = now_millis();
+            if let Some(row) = w.idempotency_row(scope.key(), &idem.key)?
+                && row.at > now - IDEMPOTENCY_RETENTION_MS
+            {
+                if row.fingerprint != idem.fingerprint {
+                    return Err(EngineError::IdempotencyKeyReused(idem.key.clone()));
+                }
+                return Ok(Answered::Replayed {
+                    status: row.status,
+                    answer: row.answer,
+                });
+            }
+            let outcomes = batch.apply(w, changes, scope, req)?;
+            let (status, answer) = shape(&outcomes);
+            let row = IdempotencyRow {
+                at: now,
+                fingerprint: idem.fingerprint.clone(),
+                status,
+                answer,
+            };
+            w.put_idempotency_row(scope.key(), &idem.key, &row)?;
+            Ok(Answered::Fresh(outcomes))
+        })
+    }
+
+    /// Deletes kept answers older than [`IDEMPOTENCY_RETENTION_MS`], of every tenant; returns
+    /// how many. Run by the server's periodic sweep.
+    pub fn sweep_idempotency_keys(&self, _op: &OperatorScope) -> Result<usize, EngineError> {
+        let cutoff = now_millis() - IDEMPOTENCY_RETENTION_MS;
+        let reader = self.store.read()?;
+        let mut swept = 0;
+        for meta in reader.tenants()? {
+            if !has_stale_idempotency_rows(&reader, meta.key, cutoff)? {
+                continue;
+            }
+            // One short transaction per tenant, so no tenant's writes wait on the whole sweep.
+            swept += self
+                .store
+                .write(|w| Ok::<_, EngineError>(w.sweep_idempotency_rows(meta.key, cutoff)?))?;
+        }
+        Ok(swept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use strata_types::{RecordId, TenantId};
+
+    use super::*;
+    use crate::EngineConfig;
+    use crate::test_support::admin_scope;
+
+    fn note(content: &str) -> Vec<NewRecord> {
+        vec![NewRecord {
+            content: Some(content.into()),
+            ..Default::default()
+        }]
+    }
+
+    fn shape(outcomes: &[PutOutcome]) -> (u16, Value) {
+        (201, json!({"id": outcomes[0].id.to_string()}))
+    }
+
+    fn fresh_id(a: Answered<Vec<PutOutcome>>) -> RecordId {
+        match a {
+            Answered::Fresh(o) => o[0].id.clone(),
+            Answered::Replayed { .. } => panic!("expected a fresh write"),
+        }
+    }
+
+    #[test]
+    fn a_retry_gets_the_first_answer_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        engine.create_tenant(&op, &id, None).unwrap();
+        let scope = admin_scope(&engine, "acme");
+        let req = RequestScope::default();
+        let idem = Idempotency::new("retry-1", "f1".into()).unwrap();
+
+        let first = fresh_id(
+            engine
+                .put_idempotent(&scope, &req, note("a new note"), &idem, shape)
+                .unwrap(),
+        );
+        match engine
+            .put_idempotent(&scope, &req, note("a new note"), &idem, shape)
+            .unwrap()
+        {
+            Answered::Replayed { status, answer } => {
+                assert_eq!(status, 201);
+                assert_eq!(answer, json!({"id": first.to_string()}));
+            }
+            Answered::Fresh(_) => panic!("the retry wrote again"),
+        }
+        assert_eq!(engine.count(&scope, &req, None).unwrap(), 1);
+
+        // The same key for another request is refused, and writes nothing.
+        let other = Idempotency::new("retry-1", "f2".into()).unwrap();
+        let err = engine
+            .put_idempotent(&scope, &req, note("another note"), &other, shape)
+            .unwrap_err();
+        assert!(matches!(err, EngineError::IdempotencyKeyReused(_)), "{err}");
+        assert_eq!(engine.count(&scope, &req, None).unwrap(), 1);
+
+        // Another key writes.
+        let next = Idempotency::new("retry-2", "f1".into()).unwrap();
+        let second = fresh_id(
+            engine
+                .put_idempotent(&scope, &req, note("a new note, again"), &next, shape)
+                .unwrap(),
+        );
+        assert_ne!(first, second);
+
+        // Fresh rows survive the sweep; the answer is still replayed afterwards.
+        assert_eq!(engine.sweep_idempotency_keys(&op).unwrap(), 0);
+        assert!(matches!(
+            engine
+                .put_idempotent(&scope, &req, note("a new note"), &idem, shape)
+                .unwrap(),
+            Answered::Replayed { .. }
+        ));
+    }
+
+    #[test]
+    fn keys_are_validated() {
+        for bad in ["", "has space", "tab\t", "ünicode", &"k".repeat(256)] {
+            assert!(Idempotency::new(bad, "f".into()).is_err(), "{bad:?}");
+        }
+        assert!(Idempotency::new("0f8fad5b-d9cb-469f-a165-70867728950e", "f".into()).is_ok());
+    }
+}

@@ -1,0 +1,110 @@
+//! `Idempotency-Key` on `POST /v1/memories`: a retry gets the first answer back and writes
+//! nothing, also after the server was killed between the write and the retry; the same key
+//! with another request is refused; keys are validated.
+
+mod common;
+
+use common::{Server, code};
+use serde_json::{Value, json};
+
+fn count(server: &Server, key: &str) -> u64 {
+    let (status, v) = server.post("/v1/memories/count", key, json!({}));
+    assert_eq!(status, 200, "{v}");
+    v["count"].as_u64().expect("count")
+}
+
+/// Sends a write with an `Idempotency-Key`; returns the status, the body and whether the
+/// answer was marked as replayed.
+fn write(server: &Server, key: &str, idem: &str, body: &Value) -> (u16, Value, bool) {
+    let res = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/memories", server.url))
+        .bearer_auth(key)
+        .header("idempotency-key", idem)
+        .json(body)
+        .send()
+        .expect("request");
+    let status = res.status().as_u16();
+    let replayed = res
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    (status, res.json().unwrap_or(Value::Null), replayed)
+}
+
+#[test]
+fn a_retried_write_is_answered_once_and_written_once() {
+    let mut server = Server::start();
+    server.tenant("acme");
+    let key = server.key("acme", json!({"permissions": ["read", "write"]}));
+    let note = json!({"content": "the user prefers green tea", "vector": vec![0.1f32; 384]});
+
+    let (status, first, replayed) = write(&server, &key, "7d3f-retry-1", &note);
+    assert_eq!((status, replayed), (201, false), "{first}");
+    assert!(first["id"].is_string(), "{first}");
+    let (status, again, replayed) = write(&server, &key, "7d3f-retry-1", &note);
+    assert_eq!((status, replayed), (201, true));
+    assert_eq!(again, first);
+    assert_eq!(count(&server, &key), 1);
+
+    // The same key for another request: refused, nothing written.
+    let other = json!({"content": "another note", "vector": vec![0.2f32; 384]});
+    let (status, err, _) = write(&server, &key, "7d3f-retry-1", &other);
+    assert_eq!((status, code(&err)), (409, "CONFLICT"), "{err}");
+    assert_eq!(count(&server, &key), 1);
+
+    // A batch under its own key, then a kill: the retry after the restart is still answered
+    // from the kept answer.
+    let batch = json!({"records": [
+        {"content": "first of a batch", "vector": vec![0.3f32; 384]},
+        {"content": "second of a batch", "vector": vec![0.4f32; 384]},
+    ]});
+    let (status, kept, _) = write(&server, &key, "batch-2", &batch);
+    assert_eq!(status, 201, "{kept}");
+    assert_eq!(kept["results"].as_array().map(Vec::len), Some(2), "{kept}");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    server.wait_exit(std::time::Duration::from_secs(10));
+    server.restart();
+    let (status, replay, replayed) = write(&server, &key, "batch-2", &batch);
+    assert_eq!((status, replayed), (201, true));
+    assert_eq!(replay, kept);
+    assert_eq!(count(&server, &key), 3);
+
+    // Another tenant's identical key and body is its own write.
+    server.tenant("globex");
+    let globex = server.key("globex", json!({"permissions": ["read", "write"]}));
+    let (status, theirs, replayed) = write(&server, &globex, "7d3f-retry-1", &note);
+    assert_eq!((status, replayed), (201, false));
+    assert_ne!(theirs["id"], first["id"]);
+
+    // The operator can verify the kept answers decode.
+    let (status, report) = server.post(
+        "/v1/admin/tenants/acme/verify",
+        common::OPERATOR_KEY,
+        json!({}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(report["ok"], true, "{report}");
+}
+
+#[test]
+fn bad_keys_are_refused_naming_the_header() {
+    let server = Server::start();
+    server.tenant("acme");
+    let key = server.key("acme", json!({"permissions": ["read", "write"]}));
+    let note = json!({"content": "x", "vector": vec![0.1f32; 384]});
+    for bad in ["", &"k".repeat(256), "two words"] {
+        let (status, err, _) = write(&server, &key, bad, &note);
+        assert_eq!(status, 400, "{bad:?}: {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Idempotency-Key")),
+            "{err}"
+        );
+    }
+    assert_eq!(count(&server, &key), 0);
+}
