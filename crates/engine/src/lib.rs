@@ -18,8 +18,8 @@ mod error;
 mod evidence;
 mod feedback;
 mod graph_build;
-mod idempotency;
 mod hierarchy;
+mod idempotency;
 mod integrity;
 mod isolation;
 mod lifecycle;
@@ -56,8 +56,8 @@ pub use config::{DefaultCollection, EngineConfig};
 pub use durability::Durable;
 pub use error::EngineError;
 pub use feedback::{AdaptiveSweep, MAX_FEEDBACK_IDS};
-pub use idempotency::{Answered, IDEMPOTENCY_RETENTION_MS, Idempotency};
 pub use hierarchy::TenantNode;
+pub use idempotency::{Answered, IDEMPOTENCY_RETENTION_MS, Idempotency};
 pub use integrity::{
     IntegrityConfig, IntegrityPolicy, IntegrityState, TenantIntegrity, Transition,
 };
