@@ -157,9 +157,8 @@ impl CollectionIndex {
             .collect()
     }
 
-    /// The vectors of `slots` (each must hold one) one after the other, `dim` floats each:
-    /// borrowed from the engine's copy when `slots` is contiguous there is no such luck, so
-    /// this always copies; for exact scans of collections whose vectors live in the graph.
+    /// Copies of the vectors of `slots` (each must hold one), one after the other, `dim`
+    /// floats each: for exact scans of collections whose vectors live only in the graph.
     pub fn gather_vectors(&self, slots: &[u32]) -> Result<Vec<f32>, EngineError> {
         let mut out = vec![0.0; slots.len() * self.dim];
         for (slot, dst) in slots.iter().zip(out.chunks_exact_mut(self.dim)) {

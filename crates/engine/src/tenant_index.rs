@@ -134,9 +134,10 @@ impl TenantIndex {
             ci.from_image = true;
             collections.insert(c.name.clone(), ci);
         }
-        let usage = crate::lifecycle::usage(r, key)?;
-        if (usage.records, usage.vectors) != (records, vectors) {
-            return Ok(None);
+        // Counters that cannot be read are no reason to fail a load that can rebuild.
+        match crate::lifecycle::usage(r, key) {
+            Ok(usage) if (usage.records, usage.vectors) == (records, vectors) => {}
+            _ => return Ok(None),
         }
         let dirty = collections.values().any(|c| c.wants_graph());
         Ok(Some(TenantIndex {
