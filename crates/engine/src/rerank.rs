@@ -61,9 +61,9 @@ pub(crate) fn rerank(
         let near = match narrative {
             // A vector the graph cannot hand back (a damaged index, rebuilt at the next
             // load) earns no narrative boost rather than failing the search.
-            Some(n) if ci.with_vector.contains(r.slot) => ci
-                .vector(r.slot)
-                .map_or(0.0, |v| similarity(n, &v)),
+            Some(n) if ci.with_vector.contains(r.slot) => {
+                ci.vector(r.slot).map_or(0.0, |v| similarity(n, &v))
+            }
             _ => 0.0,
         };
         let pheromone = ci

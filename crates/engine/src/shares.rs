@@ -457,8 +457,8 @@ impl Engine {
                     .with_index(&self.store, g.owner_key, &g.owner, |ti| {
                         match ti.collections.get(name) {
                             Some(ci) => {
-                            search_collection(ci, name, &vis, s, mode, None, boost).map(Some)
-                        }
+                                search_collection(ci, name, &vis, s, mode, None, boost).map(Some)
+                            }
                             None => Ok(None),
                         }
                     })?;
