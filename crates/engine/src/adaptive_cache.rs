@@ -33,7 +33,17 @@ struct Inner {
 pub(crate) struct AdaptiveCache {
     inner: Mutex<Inner>,
     cap: usize,
+    /// Orders the feedback of each namespace (striped by hash): a feedback holds its stripe
+    /// from its read of the namespace through its commit to its update of the loaded copy, so
+    /// two feedbacks of one namespace apply in commit order. Searches never take it, and a
+    /// feedback holds a namespace's own mutex only for short reads and updates, never while it
+    /// waits for the tenant's write lock — a search holds its index lock while it reads the
+    /// namespace, and a record write holds the write lock while it waits for the index lock.
+    feedback_order: Vec<Mutex<()>>,
 }
+
+/// Stripes of [`AdaptiveCache::feedback_order`].
+const FEEDBACK_STRIPES: usize = 64;
 
 fn evictable(key: &Key) -> bool {
     key.1.as_str() != "default"
@@ -44,7 +54,20 @@ impl AdaptiveCache {
         AdaptiveCache {
             inner: Mutex::new(Inner::default()),
             cap,
+            feedback_order: (0..FEEDBACK_STRIPES).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    /// The feedback-ordering lock of one namespace (see the field's comment).
+    pub(crate) fn feedback_order(
+        &self,
+        tenant: TenantKey,
+        domain: &Domain,
+    ) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (tenant, domain).hash(&mut h);
+        lock(&self.feedback_order[h.finish() as usize % FEEDBACK_STRIPES])
     }
 
     /// The namespace, loaded with `load` if it is not in memory. Loading runs under the cache

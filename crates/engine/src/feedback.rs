@@ -89,8 +89,8 @@ impl Engine {
             (None, Some(q)) => self.embed_context(scope, &name, q)?,
             (None, None) => None,
         };
+        let _order = self.adaptive.feedback_order(scope.key(), &vis.domain);
         let held = self.adaptive_namespace(scope, &vis.domain, Permission::Write)?;
-        let mut ns = lock(&held);
         let cfg = &self.config.adaptive;
         let key = scope.key();
         let used: HashSet<&RecordId> = f.ids.iter().collect();
@@ -118,7 +118,9 @@ impl Engine {
                         out.insert(id.clone(), new);
                     }
                 }
-                let dropped = weakest_beyond_cap(&ns, &out, cfg, now);
+                // The namespace's mutex only for reads here: this runs under the tenant's write
+                // lock (see `AdaptiveCache::feedback_order`).
+                let dropped = weakest_beyond_cap(&lock(&held), &out, cfg, now);
                 for id in &dropped {
                     w.delete_pheromone(key, &vis.domain, id)?;
                 }
@@ -134,7 +136,7 @@ impl Engine {
                                 c.len()
                             )));
                         }
-                        let n = cfg.absorb(ns.narratives.get(&name), c, now);
+                        let n = cfg.absorb(lock(&held).narratives.get(&name), c, now);
                         if let Some(n) = &n {
                             w.put_narrative(key, &vis.domain, &name, n)?;
                         }
@@ -154,6 +156,7 @@ impl Engine {
                 Ok(((out, dropped, narrative), detail))
             })?;
         // Committed: the cache follows storage.
+        let mut ns = lock(&held);
         ns.pheromones.extend(pheromones);
         for id in dropped {
             ns.pheromones.remove(&id);
@@ -360,7 +363,12 @@ pub(crate) fn forget_removed(
     for c in changes {
         match c {
             Change::Remove(r) => {
-                if w.delete_pheromone(key, &r.memory_domain, &r.id)? {
+                // A record replaced in place (a patch, an upsert, evidence) keeps what feedback
+                // taught about it; one deleted, or moved to another domain, leaves it behind.
+                let replaced = changes.iter().any(|c| {
+                    matches!(c, Change::Upsert(u) if u.id == r.id && u.memory_domain == r.memory_domain)
+                });
+                if !replaced && w.delete_pheromone(key, &r.memory_domain, &r.id)? {
                     touched.domains.insert(r.memory_domain.clone());
                 }
             }
@@ -370,11 +378,18 @@ pub(crate) fn forget_removed(
     }
     if !dropped.is_empty() {
         for row in w.adaptive_rows(key, None)? {
-            if let AdaptiveItem::Narrative(c, _) = &row.item
-                && dropped.contains(&c)
-            {
-                w.delete_narrative(key, &row.domain, c)?;
-                touched.all = true;
+            match &row.item {
+                AdaptiveItem::Narrative(c, _) if dropped.contains(&c) => {
+                    w.delete_narrative(key, &row.domain, c)?;
+                    touched.all = true;
+                }
+                // The dropped collection's records went without one `Remove` each: their
+                // pheromones go here, so a later record under the same id starts afresh.
+                AdaptiveItem::Pheromone(id, _) if w.record(key, id)?.is_none() => {
+                    w.delete_pheromone(key, &row.domain, id)?;
+                    touched.all = true;
+                }
+                _ => {}
             }
         }
     }

@@ -357,10 +357,13 @@ impl Engine {
                     let mut changes = Vec::new();
                     let committed = self.store.write_pending(|w| {
                         let profile = tenants::check_live(w, scope)?;
-                        if records {
+                        let (result, detail) = f(w, &mut changes)?;
+                        // Only a write that changes the indexes makes saved snapshots and
+                        // search images stale; links, replays and no-op writes keep them, so
+                        // the tenant's next load stays cheap.
+                        if records && !changes.is_empty() {
                             snapshot::bump_version(w, scope.key())?;
                         }
-                        let (result, detail) = f(w, &mut changes)?;
                         // Deleted records take their adaptive state with them.
                         feedback::forget_removed(w, scope.key(), &changes, &mut touched)?;
                         lifecycle::account(w, scope.key(), &profile.limits, &changes)?;

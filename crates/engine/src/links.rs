@@ -11,8 +11,9 @@ use crate::lifecycle;
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
 
-/// The most links one record may have going out: recall reads every link of a node it
-/// expands, so an unbounded fan-out would make one record as expensive as a scan.
+/// The most links one record may have going out, and coming in: recall reads every link of a
+/// node it expands, both ways, so an unbounded fan-out would make one record as expensive as a
+/// scan.
 pub const MAX_LINKS_PER_RECORD: usize = 1000;
 
 /// Bytes a link is charged against `max_storage_bytes`: its two entries (by source and by
@@ -77,7 +78,10 @@ impl Engine {
                     created_at: vis.now,
                 };
                 if w.put_link(key, &link)?.is_none() {
-                    if w.links_of(key, &link.source, false)?.len() > MAX_LINKS_PER_RECORD {
+                    // Both ways: recall and deletes walk a record's incoming links too.
+                    if w.links_of(key, &link.source, false)?.len() > MAX_LINKS_PER_RECORD
+                        || w.links_of(key, &link.target, true)?.len() > MAX_LINKS_PER_RECORD
+                    {
                         return Err(EngineError::QuotaExceeded {
                             resource: "links_per_record",
                             limit: MAX_LINKS_PER_RECORD as u64,

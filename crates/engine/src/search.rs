@@ -76,7 +76,12 @@ impl Engine {
         let half_life = s
             .recency_half_life_secs
             .or(collection.memory.recency_half_life_secs);
-        let boost = crate::ranking::Boost::of(s, half_life, vis.now);
+        // Own and shared hits are merged by score, so a search across grants ranks both by
+        // relevance alone (a collection's default recency does not apply to it).
+        let boost = match s.include_shared {
+            Some(_) => None,
+            None => crate::ranking::Boost::of(s, half_life, vis.now),
+        };
         // The caller's own (tenant, domain) namespace, and no other.
         let ns = match s.rerank {
             Some(Rerank::Adaptive) => {
@@ -171,6 +176,19 @@ impl Engine {
 fn check_fields(s: &SearchRequest) -> Result<(), EngineError> {
     if s.k == 0 || s.k > MAX_K {
         return Err(EngineError::BadRequest(format!("k: must be 1 to {MAX_K}")));
+    }
+    if s.include_shared.is_some()
+        && (s.rerank.is_some()
+            || s.confidence_weight.is_some_and(|w| w > 0.0)
+            || s.recency_half_life_secs.is_some())
+    {
+        // Each would rescale one tenant's pool on its own, and the merged scores would no
+        // longer compare.
+        return Err(EngineError::BadRequest(
+            "include_shared: cannot be combined with rerank, confidence_weight or \
+             recency_half_life_secs"
+                .into(),
+        ));
     }
     if let Some(q) = &s.query
         && q.len() > MAX_QUERY_BYTES
@@ -330,12 +348,9 @@ pub(crate) fn search_collection(
         (None, Some(t)) => single(&t, false),
         (None, None) => Vec::new(),
     };
-    if let Some(boost) = boost {
-        rerank(&mut ranked, ci, &boost);
-    }
-    ranked.truncate(want);
-    // Defence in depth: every returned record passes the full rules once more, before
-    // reranking, so the pool it reorders holds only what the caller may see.
+    // Defence in depth: every returned record passes the full rules once more, before any
+    // reranking, so the pool it reorders (and normalises over) holds only what the caller may
+    // see. `min_score` applies to the relevance score, before confidence and recency.
     let sees = |slot: u32| {
         ci.docs
             .get(slot as usize)
@@ -343,6 +358,10 @@ pub(crate) fn search_collection(
             .is_some_and(|r| vis.sees(r) && s.filter.as_ref().is_none_or(|f| f.matches(r)))
     };
     ranked.retain(|r| s.min_score.is_none_or(|m| r.score >= m) && sees(r.slot));
+    if let Some(boost) = boost {
+        rerank(&mut ranked, ci, &boost);
+    }
+    ranked.truncate(want);
     if let Some(a) = adaptive {
         crate::rerank::rerank(&mut ranked, ci, name, a);
     }

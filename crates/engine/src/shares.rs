@@ -442,13 +442,18 @@ impl Engine {
             }
             Ok(out)
         })?;
+        // Other tenants decide how many grants "all" selects; the work of one search must not
+        // be theirs to grow.
+        if grants.len() > strata_types::MAX_SHARED_SELECTORS {
+            return Err(EngineError::BadRequest(format!(
+                "include_shared: selects {} granted domains, at most {} per search; name them",
+                grants.len(),
+                strata_types::MAX_SHARED_SELECTORS
+            )));
+        }
         let now = now_millis();
-        // Confidence and recency rank shared hits as they rank own ones; the caller's adaptive
-        // state is its own domain's and never applies to another tenant's records.
-        let half_life = s
-            .recency_half_life_secs
-            .or(collection.memory.recency_half_life_secs);
-        let boost = crate::ranking::Boost::of(s, half_life, now);
+        // Shared hits are ranked by relevance alone, like the caller's own in such a search
+        // (`check_fields` refuses reranking with `include_shared`).
         let (mut hits, mut exact, mut reads) = (Vec::new(), true, Vec::new());
         for g in &grants {
             let vis = Visibility::shared_domain(g.domain.clone(), req, now);
@@ -457,7 +462,7 @@ impl Engine {
                     .with_index(&self.store, g.owner_key, &g.owner, |ti| {
                         match ti.collections.get(name) {
                             Some(ci) => {
-                                search_collection(ci, name, &vis, s, mode, None, boost).map(Some)
+                                search_collection(ci, name, &vis, s, mode, None, None).map(Some)
                             }
                             None => Ok(None),
                         }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use strata_auth::OperatorScope;
 use strata_store::codec::{StoredNarrative, StoredPheromone};
-use strata_store::{AdaptiveItem, AdaptiveReads, Reads};
+use strata_store::{AdaptiveItem, AdaptiveReads, LinkReads, Reads};
 
 use strata_types::{
     Collection, CollectionName, Domain, Link, Millis, NewLink, Record, RecordId, TenantId,
@@ -338,6 +338,12 @@ impl Engine {
                     }
                     if w.put_link(key, l)?.is_some() {
                         return Err(at("appears twice".into()));
+                    }
+                    let cap = crate::links::MAX_LINKS_PER_RECORD;
+                    if w.links_of(key, &l.source, false)?.len() > cap
+                        || w.links_of(key, &l.target, true)?.len() > cap
+                    {
+                        return Err(at(format!("more than {cap} links of one record")));
                     }
                     bytes += crate::links::link_bytes(l) as i64;
                 }

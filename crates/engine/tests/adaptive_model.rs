@@ -630,3 +630,35 @@ fn feedback_refuses_bad_input_and_read_only_credentials() {
         Err(EngineError::PermissionDenied(_))
     ));
 }
+
+#[test]
+fn updating_a_record_keeps_its_pheromone_and_dropping_its_collection_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), AdaptiveConfig::default());
+    let scope = tenant(&engine, "acme");
+    ranked_corpus(&engine, &scope);
+    use_target(&engine, &scope, 2);
+    assert_eq!(pheromones(&engine, &scope)["d1"], 1);
+    // Evidence and an upsert rewrite the record in place: what feedback taught stays.
+    engine
+        .add_evidence(
+            &scope,
+            &req("d1", None),
+            &id("target"),
+            Evidence::Corroborate,
+        )
+        .unwrap();
+    let again = NewRecord {
+        id: Some(id("target")),
+        modality: Some(collection()),
+        vector: Some(mix(&axis(0), &axis(2), 1.0)),
+        content: Some("the same record, written again".into()),
+        ..Default::default()
+    };
+    engine.put(&scope, &req("d1", None), vec![again]).unwrap();
+    assert_eq!(pheromones(&engine, &scope)["d1"], 1);
+    // Dropping the collection drops its records without a delete each; their pheromones go
+    // too, so a record re-created under the same id starts afresh.
+    engine.delete_collection(&scope, &collection()).unwrap();
+    assert!(pheromones(&engine, &scope).is_empty());
+}

@@ -578,6 +578,20 @@ fn shares_from_every_side() {
     );
     assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
     assert!(v.to_string().contains("include_shared"), "{v}");
+    // Reranking would rescale each tenant's pool on its own: refused with a grant.
+    for extra in [
+        json!({"rerank": "adaptive"}),
+        json!({"confidence_weight": 0.5}),
+        json!({"recency_half_life_secs": 60}),
+    ] {
+        let mut body = json!({"query": "x", "include_shared": "all"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (s, v) = server.post("/v1/search", &key_of("partner"), body);
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{extra}: {v}");
+        assert!(v.to_string().contains("include_shared"), "{v}");
+    }
 
     // Never exported or counted with the grantee.
     let (s, v) = server.call(
