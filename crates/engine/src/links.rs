@@ -164,6 +164,43 @@ fn visible_record(
     }
 }
 
+/// Links a new record of a run from the run's previous record (relation `next`), when the
+/// collection asks for it (`link_runs`), and makes it the run's last. A previous record that
+/// was deleted, or already has the most outgoing links, gets no link; neither fails the write.
+/// Links are tenant structure: whether a request may see either end is decided when it reads
+/// them, as for every link.
+pub(crate) fn link_to_run(
+    w: &mut Writer<'_>,
+    scope: &TenantScope,
+    record: &strata_types::Record,
+    now: strata_types::Millis,
+) -> Result<(), EngineError> {
+    let Some(run) = &record.run_id else {
+        return Ok(());
+    };
+    let key = scope.key();
+    let domain = &record.memory_domain;
+    if let Some(prev) = w.run_tail(key, domain, run.as_str())?
+        && prev != record.id
+        && w.record(key, &prev)?.is_some()
+        && w.links_of(key, &prev, false)?.len() < MAX_LINKS_PER_RECORD
+    {
+        let link = Link {
+            source: prev,
+            target: record.id.clone(),
+            relation: strata_types::Relation::parse("next")
+                .expect("invariant: literal relation is valid"),
+            weight: 1.0,
+            created_at: now,
+        };
+        if w.put_link(key, &link)?.is_none() {
+            charge(w, scope, link_bytes(&link) as i64)?;
+        }
+    }
+    w.put_run_tail(key, domain, run.as_str(), &record.id)?;
+    Ok(())
+}
+
 /// Adds `delta` bytes to the tenant's usage, refusing a growth past `max_storage_bytes`.
 fn charge(w: &mut Writer<'_>, scope: &TenantScope, delta: i64) -> Result<(), EngineError> {
     let profile = crate::tenants::check_live(w, scope)?;

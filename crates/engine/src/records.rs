@@ -317,6 +317,9 @@ fn put_one(
         });
     }
     store_record(w, changes, scope, &record)?;
+    if collection.memory.link_runs == Some(true) {
+        crate::links::link_to_run(w, scope, &record, vis.now)?;
+    }
     Ok(PutOutcome {
         id: record.id,
         created: true,

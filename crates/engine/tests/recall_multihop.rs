@@ -97,3 +97,79 @@ fn spreading_finds_answers_search_cannot_and_stops_at_the_depth_cap() {
     assert!(capped[0].1 >= 0.9, "{capped:?}");
     assert_eq!((capped[1].1, capped[2].1), (0.0, 0.0), "{capped:?}");
 }
+
+/// A collection with `link_runs` links each new record of a run from the run's previous one,
+/// so recall walks a session turn by turn; other runs and collections get no links.
+#[test]
+fn link_runs_chains_a_sessions_turns_for_recall() {
+    use strata_engine::TenantScope;
+    use strata_types::{
+        CollectionName, MemoryDefaults, Metric, NewRecord, RecordId, RunId, TextAnalyzer, Via,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let id = TenantId::parse("acme").unwrap();
+    engine.create_tenant(&op, &id, None).unwrap();
+    let grant = strata_auth::Grant {
+        permissions: strata_auth::Permissions::of(&[
+            strata_auth::Permission::Read,
+            strata_auth::Permission::Write,
+            strata_auth::Permission::Admin,
+        ]),
+        user_tokens: None,
+        domains: None,
+    };
+    let scope = TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), grant);
+    let turns = CollectionName::parse("turns").unwrap();
+    let memory = MemoryDefaults {
+        link_runs: Some(true),
+        ..Default::default()
+    };
+    engine
+        .create_collection_full(&scope, &turns, 2, Metric::Cosine, TextAnalyzer::Standard, memory)
+        .unwrap();
+    let req = RequestScope::default();
+    let write = |rid: &str, run: &str, v: [f32; 2]| {
+        let r = NewRecord {
+            id: Some(RecordId::parse(rid).unwrap()),
+            modality: Some(turns.clone()),
+            run_id: Some(RunId::parse(run).unwrap()),
+            vector: Some(v.to_vec()),
+            ..Default::default()
+        };
+        engine.put(&scope, &req, vec![r]).unwrap();
+    };
+    write("t1", "s1", [1.0, 0.0]);
+    write("other", "s2", [1.0, 0.05]);
+    write("t2", "s1", [0.0, 1.0]);
+    write("t3", "s1", [-1.0, 0.2]);
+    let links = |rid: &str| {
+        let l = engine
+            .record_links(&scope, &req, &RecordId::parse(rid).unwrap())
+            .unwrap();
+        let out: Vec<String> = l.outgoing.iter().map(|l| l.target.to_string()).collect();
+        out
+    };
+    assert_eq!(links("t1"), ["t2"]);
+    assert_eq!(links("t2"), ["t3"]);
+    assert!(links("t3").is_empty() && links("other").is_empty());
+    // From the first turn, recall reaches the last through the chain.
+    let s = SearchRequest {
+        vector: Some(vec![1.0, 0.0]),
+        k: 3,
+        modality: Some(turns.clone()),
+        ..Default::default()
+    };
+    let p = RecallParams {
+        seeds: Some(1),
+        ..Default::default()
+    };
+    let got = engine.recall(&scope, &req, &s, &p).unwrap();
+    let t3 = got
+        .hits
+        .iter()
+        .find(|h| h.record.id.as_str() == "t3")
+        .expect("t3 reached");
+    assert!(matches!(t3.via, Via::Path(_)), "{:?}", t3.via);
+}

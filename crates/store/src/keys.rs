@@ -45,6 +45,8 @@ const TAG_BLOB: u8 = 5;
 const TAG_AUDIT: u8 = 6;
 const TAG_LINK_OUT: u8 = 7;
 const TAG_LINK_IN: u8 = 8;
+/// The last record written to each run of a domain, for automatic `next` links.
+const TAG_RUN_TAIL: u8 = 9;
 /// Adaptive reranking state (`crates/store/src/adaptive.rs`). A tag well above the others, so
 /// that tags added meanwhile for other state (7, 8, ...) cannot collide with it.
 const TAG_ADAPTIVE: u8 = 16;
@@ -279,6 +281,11 @@ pub fn links_of(tenant: TenantKey, id: &RecordId, incoming: bool) -> Vec<u8> {
     k
 }
 
+/// The last record written to run `run` of `domain`: `domain \0 run`.
+pub fn run_tail(tenant: TenantKey, domain: &Domain, run: &str) -> Vec<u8> {
+    key(tenant, TAG_RUN_TAIL, &[domain.as_str().as_bytes(), run.as_bytes()])
+}
+
 /// Every link of the tenant, by source.
 pub fn links_all(tenant: TenantKey) -> Vec<u8> {
     key(tenant, TAG_LINK_OUT, &[])
@@ -313,6 +320,8 @@ pub enum KeyKind<'a> {
     LinkOut,
     /// The mirror of a link, by target (`target \0 source \0 relation`).
     LinkIn,
+    /// The last record of a run (`domain \0 run`), holding its id.
+    RunTail,
     /// Adaptive reranking state (see [`parse_adaptive`]).
     Adaptive(&'a [u8]),
     Idempotency(&'a [u8]),
@@ -329,6 +338,7 @@ pub fn classify(tenant: TenantKey, key: &[u8]) -> Option<KeyKind<'_>> {
         TAG_SCOPE => KeyKind::Scope,
         TAG_LINK_OUT => KeyKind::LinkOut,
         TAG_LINK_IN => KeyKind::LinkIn,
+        TAG_RUN_TAIL => KeyKind::RunTail,
         TAG_DEDUP => KeyKind::Dedup,
         TAG_BLOB => KeyKind::Blob(rest),
         TAG_AUDIT => KeyKind::Audit(rest),
@@ -369,6 +379,7 @@ mod tests {
             link_in(t, &id, &id, "next"),
             links_of(t, &id, true),
             links_all(t),
+            run_tail(t, &d("x"), "run"),
             collection(t, &c),
             record(t, &id),
             scope_entry(t, &d("x"), ScopeField::RunId, "run", &id),

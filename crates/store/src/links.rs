@@ -3,7 +3,7 @@
 //! incoming links are one prefix scan, and deleting a record finds every link that touches it.
 
 use redb::ReadableTable;
-use strata_types::{Link, RecordId, Relation};
+use strata_types::{Domain, Link, RecordId, Relation};
 
 use crate::StoreError;
 use crate::codec::{decode_link, encode_link};
@@ -79,9 +79,44 @@ pub trait LinkReads: Reads {
 
 impl<R: Reads> LinkReads for R {}
 
+/// A run tail's value: the record id as text. Closed: anything else is corrupt.
+pub(crate) fn decode_run_tail(bytes: &[u8]) -> Result<RecordId, StoreError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| RecordId::parse(s).ok())
+        .ok_or_else(|| StoreError::Corrupt("run tail: not a record id".into()))
+}
+
 impl Writer<'_> {
     /// Stores a link (both entries), replacing the weight of an existing one. Returns the link
     /// it replaced. The caller checks that both ends are records of `t`.
+    /// The last record written to a run of a domain, as [`Writer::put_run_tail`] left it.
+    pub fn run_tail(
+        &self,
+        t: TenantKey,
+        domain: &Domain,
+        run: &str,
+    ) -> Result<Option<RecordId>, StoreError> {
+        match self.data.get(keys::run_tail(t, domain, run).as_slice())? {
+            Some(v) => decode_run_tail(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_run_tail(
+        &mut self,
+        t: TenantKey,
+        domain: &Domain,
+        run: &str,
+        id: &RecordId,
+    ) -> Result<(), StoreError> {
+        self.data.insert(
+            keys::run_tail(t, domain, run).as_slice(),
+            id.as_str().as_bytes(),
+        )?;
+        Ok(())
+    }
+
     pub fn put_link(&mut self, t: TenantKey, link: &Link) -> Result<Option<Link>, StoreError> {
         let old = self.link(t, &link.source, &link.target, &link.relation)?;
         let value = encode_link(link.weight, link.created_at);

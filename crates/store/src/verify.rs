@@ -99,6 +99,11 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                 }
                 Err(e) => c.problem(format!("link {k:02x?}: {e}")),
             },
+            Some(KeyKind::RunTail) => {
+                if crate::links::decode_run_tail(&v).is_err() {
+                    c.problem(format!("run tail {k:02x?}: value is not a record id"));
+                }
+            }
             Some(KeyKind::LinkIn) => match link_of(t, &k, &v, true) {
                 Ok(l) => {
                     links_in.insert((l.source, l.target, l.relation.to_string()));

@@ -74,6 +74,11 @@ pub struct MemoryDefaults {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(exclusive_minimum = 0.0)]
     pub recency_half_life_secs: Option<f64>,
+    /// `true`: each new record written to a `run_id` of this collection is linked from the
+    /// run's previous record (relation `next`, weight 1), so recall can follow a session turn
+    /// by turn. Absent: no automatic links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_runs: Option<bool>,
 }
 
 impl MemoryDefaults {
