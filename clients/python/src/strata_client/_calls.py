@@ -382,15 +382,13 @@ class DataCalls:
         return Call("GET", "/v1/collections", _collections)
 
     @staticmethod
-    def _create_collection(name: str, dim: int, metric: str) -> Call[Collection]:
+    def _create_collection(
+        name: str, dim: int, metric: str, options: Mapping[str, Any] = {}
+    ) -> Call[Collection]:
+        body: Dict[str, Any] = {"name": name, "dim": dim, "metric": metric}
+        body.update({k: v for k, v in options.items() if v is not None})
         # A repeat after a lost answer would be 409 CONFLICT, which would mislead.
-        return Call(
-            "POST",
-            "/v1/collections",
-            Collection.from_json,
-            json={"name": name, "dim": dim, "metric": metric},
-            idempotent=False,
-        )
+        return Call("POST", "/v1/collections", Collection.from_json, json=body, idempotent=False)
 
     @staticmethod
     def _delete_collection(name: str) -> Call[int]:

@@ -567,9 +567,30 @@ class AsyncStrata(DataCalls):
     async def list_collections(self) -> List[Collection]:
         return await self._transport.run(self._list_collections())
 
-    async def create_collection(self, name: str, dim: int, metric: str = "cosine") -> Collection:
-        """Creates a collection (needs ``admin``); ``metric`` is ``cosine``, ``dot`` or ``l2``."""
-        return await self._transport.run(self._create_collection(name, dim, metric))
+    async def create_collection(
+        self,
+        name: str,
+        dim: int,
+        metric: str = "cosine",
+        *,
+        analyzer: Optional[str] = None,
+        initial_confidence: Optional[float] = None,
+        recency_half_life_secs: Optional[float] = None,
+        link_runs: Optional[bool] = None,
+    ) -> Collection:
+        """Creates a collection (needs ``admin``); ``metric`` is ``cosine``, ``dot`` or ``l2``.
+        ``analyzer`` (``standard``, ``english``, ``none``) is how its text is searched;
+        ``initial_confidence`` the confidence of records that give none (0.5);
+        ``recency_half_life_secs`` the recency decay of searches that name none; with
+        ``link_runs=True`` each new record of a ``run_id`` is linked (``next``) from the run's
+        previous one, for :meth:`recall`."""
+        options = dict(
+            analyzer=analyzer,
+            initial_confidence=initial_confidence,
+            recency_half_life_secs=recency_half_life_secs,
+            link_runs=link_runs,
+        )
+        return await self._transport.run(self._create_collection(name, dim, metric, options))
 
     async def delete_collection(self, name: str) -> int:
         """Deletes a collection and every record in it (needs ``admin``); returns how many."""

@@ -569,9 +569,30 @@ class Strata(DataCalls):
     def list_collections(self) -> List[Collection]:
         return self._transport.run(self._list_collections())
 
-    def create_collection(self, name: str, dim: int, metric: str = "cosine") -> Collection:
-        """Creates a collection (needs ``admin``); ``metric`` is ``cosine``, ``dot`` or ``l2``."""
-        return self._transport.run(self._create_collection(name, dim, metric))
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        metric: str = "cosine",
+        *,
+        analyzer: Optional[str] = None,
+        initial_confidence: Optional[float] = None,
+        recency_half_life_secs: Optional[float] = None,
+        link_runs: Optional[bool] = None,
+    ) -> Collection:
+        """Creates a collection (needs ``admin``); ``metric`` is ``cosine``, ``dot`` or ``l2``.
+        ``analyzer`` (``standard``, ``english``, ``none``) is how its text is searched;
+        ``initial_confidence`` the confidence of records that give none (0.5);
+        ``recency_half_life_secs`` the recency decay of searches that name none; with
+        ``link_runs=True`` each new record of a ``run_id`` is linked (``next``) from the run's
+        previous one, for :meth:`recall`."""
+        options = dict(
+            analyzer=analyzer,
+            initial_confidence=initial_confidence,
+            recency_half_life_secs=recency_half_life_secs,
+            link_runs=link_runs,
+        )
+        return self._transport.run(self._create_collection(name, dim, metric, options))
 
     def delete_collection(self, name: str) -> int:
         """Deletes a collection and every record in it (needs ``admin``); returns how many."""
