@@ -127,7 +127,14 @@ fn link_runs_chains_a_sessions_turns_for_recall() {
         ..Default::default()
     };
     engine
-        .create_collection_full(&scope, &turns, 2, Metric::Cosine, TextAnalyzer::Standard, memory)
+        .create_collection_full(
+            &scope,
+            &turns,
+            2,
+            Metric::Cosine,
+            TextAnalyzer::Standard,
+            memory,
+        )
         .unwrap();
     let req = RequestScope::default();
     let write = |rid: &str, run: &str, v: [f32; 2]| {

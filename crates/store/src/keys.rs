@@ -283,7 +283,11 @@ pub fn links_of(tenant: TenantKey, id: &RecordId, incoming: bool) -> Vec<u8> {
 
 /// The last record written to run `run` of `domain`: `domain \0 run`.
 pub fn run_tail(tenant: TenantKey, domain: &Domain, run: &str) -> Vec<u8> {
-    key(tenant, TAG_RUN_TAIL, &[domain.as_str().as_bytes(), run.as_bytes()])
+    key(
+        tenant,
+        TAG_RUN_TAIL,
+        &[domain.as_str().as_bytes(), run.as_bytes()],
+    )
 }
 
 /// Every link of the tenant, by source.
