@@ -330,6 +330,7 @@ mod golden {
             memory: strata_types::MemoryDefaults {
                 initial_confidence: Some(0.8),
                 recency_half_life_secs: Some(3600.0),
+                link_runs: None,
             },
             ..collection()
         }
