@@ -247,8 +247,9 @@ fn to_share(owner: &TenantId, s: StoredShare) -> Share {
     }
 }
 
-/// Appends `action` to the log of every tenant `s` reaches now: the named grantees and the
-/// owner's current children.
+/// Appends `action` to the log of every tenant `s` reaches now: the named grantees holding its
+/// pointer row (so a tenant re-created under a grantee's id, which never held the grant, hears
+/// nothing of it) and the owner's current children.
 fn audit_grantees(
     w: &mut Writer<'_>,
     scope: &TenantScope,
@@ -257,7 +258,9 @@ fn audit_grantees(
 ) -> Result<(), EngineError> {
     let mut reached: Vec<TenantKey> = Vec::new();
     for t in &s.tenants {
-        if let Some(m) = w.tenant(t)? {
+        if let Some(m) = w.tenant(t)?
+            && w.blob(m.key, &in_name(scope.tenant(), &s.id))?.is_some()
+        {
             reached.push(m.key);
         }
     }
@@ -376,6 +379,8 @@ impl Engine {
                 .ok_or(EngineError::NotFound)?;
             let stored: StoredShare = decode_json(&bytes)?;
             require_publisher(scope, Some(&stored.domain))?;
+            // Tell the grantees while their pointer rows still say who they are.
+            audit_grantees(w, scope, &stored, "share.revoked")?;
             w.delete_blob(scope.key(), &out_name(id))?;
             for t in &stored.tenants {
                 if let Some(m) = w.tenant(t)? {
@@ -384,7 +389,6 @@ impl Engine {
             }
             let detail = serde_json::json!({"share": stored.id, "domain": stored.domain});
             audit::append(w, scope.key(), tenant_event(scope, "share.revoke", detail))?;
-            audit_grantees(w, scope, &stored, "share.revoked")?;
             Ok(to_share(scope.tenant(), stored))
         })
     }

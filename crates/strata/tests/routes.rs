@@ -689,4 +689,40 @@ fn shares_from_every_side() {
         Some(&json!({"id": "orphan", "parent": "nobody"})),
     );
     assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+
+    // A tenant re-created under a named grantee's id never held that grant: it neither sees it
+    // nor hears of its revocation.
+    op("POST", "/v1/admin/tenants", json!({"id": "ghost"}));
+    let (s, v) = server.post(
+        "/v1/shares",
+        &org,
+        json!({"domain": "kb", "tenants": ["ghost"]}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let ghost_share = v["id"].as_str().expect("share id").to_owned();
+    let (s, v) = server.call(
+        "DELETE",
+        "/v1/admin/tenants/ghost?hard=true",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    op("POST", "/v1/admin/tenants", json!({"id": "ghost"}));
+    let ghost = server.key("ghost", full.clone());
+    let (s, v) = server.call(
+        "DELETE",
+        &format!("/v1/shares/{ghost_share}"),
+        Some(&org),
+        &[],
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        actions(&ghost)
+            .iter()
+            .all(|r| !r["action"].as_str().unwrap_or("").starts_with("share.")),
+        "{:?}",
+        actions(&ghost)
+    );
 }
