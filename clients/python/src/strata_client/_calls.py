@@ -92,6 +92,32 @@ def audit_params(
     return params
 
 
+def _search_body(
+    k: int,
+    include: Optional[Sequence[str]],
+    query: Optional[str],
+    vector: Optional[Sequence[float]],
+    collection: Optional[str],
+    filter: Optional[Filter],
+    mode: Optional[str],
+) -> Dict[str, Any]:
+    """The fields a search and a recall share."""
+    body: Dict[str, Any] = {"k": k}
+    if include is not None:
+        body["include"] = list(include)
+    if query is not None:
+        body["query"] = query
+    if vector is not None:
+        body["vector"] = [float(x) for x in vector]
+    if collection is not None:
+        body["modality"] = collection
+    if filter is not None:
+        body["filter"] = dict(filter)
+    if mode is not None:
+        body["mode"] = mode
+    return body
+
+
 class DataCalls:
     """Builds the tenant API's requests under a default scope (see :mod:`._scope`)."""
 
@@ -195,23 +221,11 @@ class DataCalls:
         rerank_weights: Optional[Mapping[str, float]] = None,
         include_shared: Union[str, Sequence[str], None] = None,
     ) -> Call[SearchResult]:
-        body: Dict[str, Any] = {"k": k}
+        body = _search_body(k, include, query, vector, collection, filter, mode)
         if include_shared is not None:
             body["include_shared"] = (
                 include_shared if isinstance(include_shared, str) else list(include_shared)
             )
-        if include is not None:
-            body["include"] = list(include)
-        if query is not None:
-            body["query"] = query
-        if vector is not None:
-            body["vector"] = [float(x) for x in vector]
-        if collection is not None:
-            body["modality"] = collection
-        if filter is not None:
-            body["filter"] = dict(filter)
-        if mode is not None:
-            body["mode"] = mode
         if min_score is not None:
             body["min_score"] = min_score
         if explain:
@@ -263,19 +277,7 @@ class DataCalls:
         include: Optional[Sequence[str]],
         options: Mapping[str, Any],
     ) -> Call[RecallResult]:
-        body: Dict[str, Any] = {"k": k}
-        if include is not None:
-            body["include"] = list(include)
-        if query is not None:
-            body["query"] = query
-        if vector is not None:
-            body["vector"] = [float(x) for x in vector]
-        if collection is not None:
-            body["modality"] = collection
-        if filter is not None:
-            body["filter"] = dict(filter)
-        if mode is not None:
-            body["mode"] = mode
+        body = _search_body(k, include, query, vector, collection, filter, mode)
         body.update({key: v for key, v in options.items() if v is not None})
         return self._call("POST", "/v1/recall", RecallResult.from_json, scope, json=body)
 
