@@ -102,6 +102,23 @@ def test_update_merges_metadata_and_moves_scope(client: Strata) -> None:
     assert client.get(w.id, user_tokens=["u:bob"]).content == "final"
 
 
+def test_update_clears_fields_and_moves_between_domains(client: Strata) -> None:
+    w = client.add("due friday", kind="fact", run_id="r1", memory_domain="inbox")
+    before = client.get(w.id, memory_domain="inbox")
+    r = client.update(
+        w.id, clear=["kind", "run_id"], move_to_domain="archive", memory_domain="inbox"
+    )
+    assert (r.kind, r.run_id, r.memory_domain) == (None, None, "archive")
+    assert (r.id, r.created_at, r.confidence) == (w.id, before.created_at, before.confidence)
+    with pytest.raises(NotFoundError):
+        client.get(w.id, memory_domain="inbox")
+    assert client.get(w.id, memory_domain="archive").content == "due friday"
+    with pytest.raises(ValueError):
+        client.update(w.id, clear=["content"], memory_domain="archive")
+    with pytest.raises(ValueError):
+        client.update(w.id, kind="x", clear=["kind"], memory_domain="archive")
+
+
 def test_delete_by_id_and_by_filter(client: Strata) -> None:
     w = client.add("to delete")
     client.delete(w.id)

@@ -125,11 +125,21 @@ impl Engine {
                 merge_patch(&mut record.metadata, m);
                 validate_metadata(&record.metadata, &self.config.limits)?;
             }
-            record.kind = patch.kind.or(record.kind);
+            if let Some(target) = &patch.move_to_domain {
+                // The credential must be allowed to write in the target domain too.
+                let to = RequestScope {
+                    memory_domain: Some(target.clone()),
+                    ..req.clone()
+                };
+                Visibility::resolve(scope, &to, Permission::Write, now)?;
+                record.memory_domain = target.clone();
+            }
+            // `Some(None)` (a `null` in the body) clears a field; `None` keeps it.
+            record.kind = patch.kind.unwrap_or(record.kind);
             record.content = patch.content.or(record.content);
-            record.run_id = patch.run_id.or(record.run_id);
-            record.memory_scope = patch.memory_scope.or(record.memory_scope);
-            record.expires_at = patch.expires_at.or(record.expires_at);
+            record.run_id = patch.run_id.unwrap_or(record.run_id);
+            record.memory_scope = patch.memory_scope.unwrap_or(record.memory_scope);
+            record.expires_at = patch.expires_at.unwrap_or(record.expires_at);
             record.confidence = patch.confidence.unwrap_or(record.confidence);
             record.updated_at = now;
             store_record(w, changes, scope, &record)?;

@@ -69,7 +69,7 @@ fn text_only_writes_are_embedded_and_patches_re_embed() {
     let id = &out[0].id;
     let patch = |p: RecordPatch| engine.patch(&scope, &req, id, p).unwrap();
     let kept = patch(RecordPatch {
-        kind: Some(strata_types::Kind::parse("fact").unwrap()),
+        kind: Some(Some(strata_types::Kind::parse("fact").unwrap())),
         ..Default::default()
     });
     assert!(cosine(kept.vector.as_ref().unwrap(), &expected[0]) > 0.9999);

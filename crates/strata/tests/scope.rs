@@ -106,6 +106,13 @@ fn domain_limited_key_stays_in_its_domains() {
             vec![],
             Some(json!({"content": "y", "memory_domain": "billing"})),
         ),
+        // Moving its record out of its domains.
+        (
+            "PATCH",
+            "/v1/memories/r1".into(),
+            vec![],
+            Some(json!({"move_to_domain": "billing"})),
+        ),
         // Headers.
         (
             "POST",
@@ -325,4 +332,91 @@ fn a_private_record_is_upserted_again_under_its_id_but_never_taken_over() {
     }
     let (s, v) = server.get("/v1/memories/pref-1?user_tokens=u:alice", &key);
     assert_eq!((s, v["content"].as_str()), (200, Some("oat milk")), "{v}");
+}
+
+#[test]
+fn a_patch_moves_a_record_between_domains_and_clears_fields() {
+    let server = Server::start();
+    server.tenant("acme");
+    let admin = server.key("acme", json!({"permissions": ["read", "write"]}));
+    let (s, v) = server.post(
+        "/v1/memories",
+        &admin,
+        json!({"id": "m1", "content": "the invoice is due friday", "kind": "fact",
+               "run_id": "r", "memory_scope": "ws", "expires_at": 4_000_000_000_000u64,
+               "metadata": {"n": 1}, "memory_domain": "inbox"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server.call(
+        "POST",
+        "/v1/memories/m1/evidence",
+        Some(&admin),
+        &[("x-strata-domain", "inbox")],
+        Some(&json!({"corroborate": true})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let before = server
+        .call(
+            "GET",
+            "/v1/memories/m1",
+            Some(&admin),
+            &[("x-strata-domain", "inbox")],
+            None,
+        )
+        .1;
+
+    // `null` clears; absent keeps; the move keeps id, metadata, confidence and created_at.
+    let (s, moved) = server.call(
+        "PATCH",
+        "/v1/memories/m1",
+        Some(&admin),
+        &[("x-strata-domain", "inbox")],
+        Some(
+            &json!({"move_to_domain": "archive", "run_id": null, "memory_scope": null,
+                     "expires_at": null, "kind": null}),
+        ),
+    );
+    assert_eq!(s, 200, "{moved}");
+    assert_eq!(moved["memory_domain"], "archive");
+    for field in ["run_id", "memory_scope", "expires_at", "kind"] {
+        assert!(moved[field].is_null(), "{field} not cleared: {moved}");
+    }
+    for field in ["id", "content", "metadata", "confidence", "created_at"] {
+        assert_eq!(moved[field], before[field], "{field} changed by the move");
+    }
+
+    // It is in the new domain only, in every channel.
+    let get = |domain: &str| {
+        server
+            .call(
+                "GET",
+                "/v1/memories/m1",
+                Some(&admin),
+                &[("x-strata-domain", domain)],
+                None,
+            )
+            .0
+    };
+    assert_eq!((get("inbox"), get("archive")), (404, 200));
+    let hits = |domain: &str| {
+        let (s, v) = server.post(
+            "/v1/search",
+            &admin,
+            json!({"query": "invoice friday", "mode": "text", "memory_domain": domain}),
+        );
+        assert_eq!(s, 200, "{v}");
+        v["hits"].as_array().unwrap().len()
+    };
+    assert_eq!((hits("inbox"), hits("archive")), (0, 1));
+
+    // A value that cannot be cleared, or a bad target, is refused by name.
+    let (s, v) = server.call(
+        "PATCH",
+        "/v1/memories/m1",
+        Some(&admin),
+        &[("x-strata-domain", "archive")],
+        Some(&json!({"move_to_domain": "not a domain"})),
+    );
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    assert!(v.to_string().contains("move_to_domain"), "{v}");
 }

@@ -197,23 +197,61 @@ pub struct NewRecord {
     pub confidence: Option<Confidence>,
 }
 
-/// Changes to a record. Absent fields stay as they are; `metadata` is merged as an RFC 7396
-/// JSON merge patch (a `null` value removes the key).
+/// Changes to a record. Absent fields stay as they are; `kind`, `run_id`, `memory_scope` and
+/// `expires_at` given as `null` are cleared; `metadata` is merged as an RFC 7396 JSON merge
+/// patch (a `null` value removes the key).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecordPatch {
-    pub kind: Option<Kind>,
+    /// `null` clears it.
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub kind: Option<Option<Kind>>,
     pub content: Option<String>,
     pub vector: Option<Vec<f32>>,
     pub user_tokens: Option<Vec<UserToken>>,
-    pub run_id: Option<RunId>,
-    pub memory_scope: Option<MemoryScope>,
+    /// `null` clears it.
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub run_id: Option<Option<RunId>>,
+    /// `null` clears it.
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub memory_scope: Option<Option<MemoryScope>>,
+    /// Moves the record to another memory domain of the tenant (the credential must be allowed
+    /// to write there). The record keeps its id, metadata, confidence, links and timestamps;
+    /// what adaptive reranking learned about it stays behind with the old domain.
+    #[serde(
+        deserialize_with = "target_domain",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub move_to_domain: Option<Domain>,
     /// An RFC 7396 merge patch of the metadata: a `null` value removes the key.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
-    #[schema(value_type = Option<i64>)]
-    pub expires_at: Option<Millis>,
+    /// `null` clears it (the record no longer expires).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, nullable)]
+    pub expires_at: Option<Option<Millis>>,
     pub confidence: Option<Confidence>,
+}
+
+/// `move_to_domain`, validated as a domain but named as itself in the error.
+fn target_domain<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Domain>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| Domain::parse_field("move_to_domain", s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// Tells a field given as `null` (`Some(None)`: clear it) from an absent one (`None`, through
+/// `#[serde(default)]`: keep it).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Field names that metadata keys may not shadow: the record's own fields and the scope.

@@ -118,6 +118,9 @@ def _search_body(
     return body
 
 
+#: Record fields that ``update(clear=[...])`` may clear (sent as ``null``).
+CLEARABLE_FIELDS = ("kind", "run_id", "memory_scope", "expires_at")
+
 class DataCalls:
     """Builds the tenant API's requests under a default scope (see :mod:`._scope`)."""
 
@@ -325,9 +328,18 @@ class DataCalls:
         new_user_tokens: Optional[Sequence[str]],
         new_run_id: Optional[str],
         new_memory_scope: Optional[str],
+        move_to_domain: Optional[str] = None,
+        clear: Sequence[str] = (),
     ) -> Call[Record]:
         if isinstance(new_user_tokens, str):
             raise TypeError("new_user_tokens must be a list of strings")
+        if isinstance(clear, str):
+            raise TypeError("clear must be a list of field names")
+        unknown = [f for f in clear if f not in CLEARABLE_FIELDS]
+        if unknown:
+            raise ValueError(
+                f"clear: {unknown!r} cannot be cleared; only {list(CLEARABLE_FIELDS)!r}"
+            )
         patch = NewRecord(
             content=content,
             vector=vector,
@@ -339,6 +351,12 @@ class DataCalls:
             run_id=new_run_id,
             memory_scope=new_memory_scope,
         ).to_json()
+        for name in clear:
+            if name in patch:
+                raise ValueError(f"clear: {name!r} is also given a new value")
+            patch[name] = None
+        if move_to_domain is not None:
+            patch["move_to_domain"] = move_to_domain
         return self._call(
             "PATCH", f"/v1/memories/{_segment(id)}", Record.from_json, scope, json=patch
         )

@@ -439,6 +439,8 @@ class Strata(DataCalls):
         new_user_tokens: Optional[Sequence[str]] = None,
         new_run_id: Optional[str] = None,
         new_memory_scope: Optional[str] = None,
+        move_to_domain: Optional[str] = None,
+        clear: Sequence[str] = (),
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -449,6 +451,9 @@ class Strata(DataCalls):
         ``metadata`` is merged (a key set to ``None`` is removed). ``new_user_tokens``,
         ``new_run_id`` and ``new_memory_scope`` change the record's own scope fields, while
         ``user_tokens`` etc. are, as everywhere, the scope the request is made in.
+        ``clear`` names fields to remove (``kind``, ``run_id``, ``memory_scope``,
+        ``expires_at``). ``move_to_domain`` moves the memory to another memory domain; it keeps
+        its id, metadata, confidence and links.
         """
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return self._transport.run(
@@ -464,6 +469,8 @@ class Strata(DataCalls):
                 new_user_tokens=new_user_tokens,
                 new_run_id=new_run_id,
                 new_memory_scope=new_memory_scope,
+                move_to_domain=move_to_domain,
+                clear=clear,
             )
         )
 
