@@ -6,7 +6,8 @@
 //! are evicted, least recently used first, beyond `max_namespaces`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use strata_store::TenantKey;
 use strata_types::Domain;
@@ -17,8 +18,17 @@ use crate::registry::lock;
 
 type Key = (TenantKey, Domain);
 
+/// One namespace's place in the cache: empty until its first user has loaded it. `loading`
+/// is held through that load, so concurrent users of the namespace wait for the one load
+/// while every other namespace stays reachable; readers of `loaded` never wait.
+#[derive(Default)]
+struct Slot {
+    loaded: OnceLock<Arc<Mutex<Namespace>>>,
+    loading: Mutex<()>,
+}
+
 struct Entry {
-    ns: Arc<Mutex<Namespace>>,
+    slot: Arc<Slot>,
     last_used: u64,
 }
 
@@ -27,11 +37,13 @@ struct Inner {
     map: HashMap<Key, Entry>,
     clock: u64,
     evictions: u64,
-    loads: u64,
 }
 
+/// Lock order: the cache's `inner` is never held while waiting for a slot's `loading` or a
+/// namespace's mutex.
 pub(crate) struct AdaptiveCache {
     inner: Mutex<Inner>,
+    loads: AtomicU64,
     cap: usize,
     /// Orders the feedback of each namespace (striped by hash): a feedback holds its stripe
     /// from its read of the namespace through its commit to its update of the loaded copy, so
@@ -53,6 +65,7 @@ impl AdaptiveCache {
     pub(crate) fn new(cap: usize) -> AdaptiveCache {
         AdaptiveCache {
             inner: Mutex::new(Inner::default()),
+            loads: AtomicU64::new(0),
             cap,
             feedback_order: (0..FEEDBACK_STRIPES).map(|_| Mutex::new(())).collect(),
         }
@@ -70,37 +83,65 @@ impl AdaptiveCache {
         lock(&self.feedback_order[h.finish() as usize % FEEDBACK_STRIPES])
     }
 
-    /// The namespace, loaded with `load` if it is not in memory. Loading runs under the cache
-    /// lock, so two loads of one namespace cannot race a feedback that lands between them;
-    /// a load is one range read of a small namespace.
+    /// The namespace, loaded with `load` if it is not in memory. The load runs under the
+    /// namespace's own slot lock, so two loads of one namespace cannot race a feedback that
+    /// lands between them (a feedback first waits here for the loaded copy), while lookups of
+    /// every other namespace go on: one tenant's load never stalls another's search.
     pub(crate) fn get_or_load(
         &self,
         tenant: TenantKey,
         domain: &Domain,
         load: impl FnOnce() -> Result<Namespace, EngineError>,
     ) -> Result<Arc<Mutex<Namespace>>, EngineError> {
-        let mut inner = lock(&self.inner);
-        inner.clock += 1;
-        let now = inner.clock;
-        let key = (tenant, domain.clone());
-        if let Some(e) = inner.map.get_mut(&key) {
-            e.last_used = now;
-            return Ok(Arc::clone(&e.ns));
+        let slot = {
+            let mut inner = lock(&self.inner);
+            inner.clock += 1;
+            let now = inner.clock;
+            let key = (tenant, domain.clone());
+            match inner.map.get_mut(&key) {
+                Some(e) => {
+                    e.last_used = now;
+                    Arc::clone(&e.slot)
+                }
+                None => {
+                    let slot = Arc::new(Slot::default());
+                    let evict = evictable(&key);
+                    let entry = Entry {
+                        slot: Arc::clone(&slot),
+                        last_used: now,
+                    };
+                    inner.map.insert(key, entry);
+                    if evict {
+                        self.evict_beyond_cap(&mut inner);
+                    }
+                    slot
+                }
+            }
+        };
+        if let Some(ns) = slot.loaded.get() {
+            return Ok(Arc::clone(ns));
         }
+        let _loading = lock(&slot.loading);
+        if let Some(ns) = slot.loaded.get() {
+            return Ok(Arc::clone(ns));
+        }
+        // A failed load leaves the slot empty: the next user tries again.
         let ns = Arc::new(Mutex::new(load()?));
-        inner.loads += 1;
-        let evict = evictable(&key);
-        inner.map.insert(
-            key,
-            Entry {
-                ns: Arc::clone(&ns),
-                last_used: now,
-            },
-        );
-        if evict {
-            self.evict_beyond_cap(&mut inner);
-        }
+        // Only the holder of `loading` sets it, and only once.
+        let _ = slot.loaded.set(Arc::clone(&ns));
+        self.loads.fetch_add(1, Ordering::Relaxed);
         Ok(ns)
+    }
+
+    /// The loaded namespaces of the entries `keep` selects (one being loaded is left out),
+    /// cloned under the cache lock so that they are locked only after it is released.
+    fn loaded_where(&self, keep: impl Fn(&Key) -> bool) -> Vec<(Key, Arc<Mutex<Namespace>>)> {
+        lock(&self.inner)
+            .map
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .filter_map(|(k, e)| Some((k.clone(), Arc::clone(e.slot.loaded.get()?))))
+            .collect()
     }
 
     fn evict_beyond_cap(&self, inner: &mut Inner) {
@@ -131,10 +172,10 @@ impl AdaptiveCache {
         domain: &Domain,
         ns: &Arc<Mutex<Namespace>>,
     ) -> bool {
-        lock(&self.inner)
-            .map
-            .get(&(tenant, domain.clone()))
-            .is_some_and(|e| Arc::ptr_eq(&e.ns, ns))
+        let key = (tenant, domain.clone());
+        self.loaded_where(|k| *k == key)
+            .iter()
+            .any(|(_, held)| Arc::ptr_eq(held, ns))
     }
 
     /// Drops a namespace from memory (after its stored state changed behind the cache).
@@ -151,26 +192,18 @@ impl AdaptiveCache {
     /// (Each namespace is measured after the cache lock is released: a namespace is held
     /// through its feedback's commit, and that must not stall every other tenant's lookups.)
     pub(crate) fn loaded(&self, tenant: TenantKey) -> Vec<(Domain, u64)> {
-        let held: Vec<(Domain, Arc<Mutex<Namespace>>)> = lock(&self.inner)
-            .map
-            .iter()
-            .filter(|((t, _), _)| *t == tenant)
-            .map(|((_, d), e)| (d.clone(), Arc::clone(&e.ns)))
-            .collect();
-        held.into_iter()
-            .map(|(d, ns)| (d, lock(&ns).bytes()))
+        self.loaded_where(|(t, _)| *t == tenant)
+            .into_iter()
+            .map(|((_, d), ns)| (d, lock(&ns).bytes()))
             .collect()
     }
 
     /// Loaded namespaces, their estimated bytes, loads and evictions since start.
     pub(crate) fn totals(&self) -> (u64, u64, u64, u64) {
-        let (held, loads, evictions) = {
-            let inner = lock(&self.inner);
-            let held: Vec<Arc<Mutex<Namespace>>> =
-                inner.map.values().map(|e| Arc::clone(&e.ns)).collect();
-            (held, inner.loads, inner.evictions)
-        };
-        let bytes = held.iter().map(|ns| lock(ns).bytes()).sum();
+        let evictions = lock(&self.inner).evictions;
+        let held = self.loaded_where(|_| true);
+        let bytes = held.iter().map(|(_, ns)| lock(ns).bytes()).sum();
+        let loads = self.loads.load(Ordering::Relaxed);
         (held.len() as u64, bytes, loads, evictions)
     }
 }
@@ -210,5 +243,50 @@ mod tests {
         assert_eq!(cache.totals().3, 2);
         cache.forget_tenant(t);
         assert!(cache.loaded(t).is_empty());
+    }
+
+    #[test]
+    fn a_slow_load_stalls_only_its_own_namespace() {
+        use std::sync::mpsc;
+        let cache = Arc::new(AdaptiveCache::new(8));
+        let t = TenantKey::for_tests(1);
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let slow = {
+            let cache = Arc::clone(&cache);
+            std::thread::spawn(move || {
+                cache
+                    .get_or_load(t, &d("slow"), || {
+                        started_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                        Ok(Namespace::default())
+                    })
+                    .unwrap()
+            })
+        };
+        started.recv().unwrap();
+        // While "slow" is loading, another namespace loads and answers.
+        cache
+            .get_or_load(t, &d("fast"), || Ok(Namespace::default()))
+            .unwrap();
+        assert_eq!(
+            cache.loaded(t).len(),
+            1,
+            "only the finished load is counted"
+        );
+        // A second user of "slow" waits for the one load instead of loading again.
+        let waiter = {
+            let cache = Arc::clone(&cache);
+            std::thread::spawn(move || {
+                cache
+                    .get_or_load(t, &d("slow"), || panic!("loaded twice"))
+                    .unwrap()
+            })
+        };
+        release.send(()).unwrap();
+        let (a, b) = (slow.join().unwrap(), waiter.join().unwrap());
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(cache.is_current(t, &d("slow"), &a));
+        assert_eq!(cache.totals().2, 2);
     }
 }
