@@ -149,10 +149,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|(i, v)| (i as u32, v.as_slice()))
         .collect();
     let t = Instant::now();
-    index.insert_batch(&items, 2)?;
+    // One build thread: the graph is built on the calling thread (see `insert_batch`).
+    index.insert_batch(&items, 1)?;
     let build_s = t.elapsed().as_secs_f64();
     println!(
-        "{{\"lib\":\"strata-usearch\",\"event\":\"build\",\"n\":{},\"dim\":{},\"m\":{},\"ef_construction\":{},\"build_threads\":2,\"build_s\":{build_s:.3}}}",
+        "{{\"lib\":\"strata-index\",\"event\":\"build\",\"n\":{},\"dim\":{},\"m\":{},\"ef_construction\":{},\"build_threads\":1,\"build_s\":{build_s:.3}}}",
         args.n, args.dim, params.m, params.ef_construction
     );
 
@@ -182,7 +183,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let qps = queries.len() as f64 / secs;
             let cpu_qps = queries.len() as f64 / cpu;
             println!(
-                "{{\"lib\":\"strata-usearch\",\"event\":\"search\",\"ef\":{ef},\"threads\":{threads},\"qps\":{qps:.1},\"cpu_qps\":{cpu_qps:.1},\"recall_at_10\":{recall:.4}}}"
+                "{{\"lib\":\"strata-index\",\"event\":\"search\",\"ef\":{ef},\"threads\":{threads},\"qps\":{qps:.1},\"cpu_qps\":{cpu_qps:.1},\"recall_at_10\":{recall:.4}}}"
             );
         }
     }

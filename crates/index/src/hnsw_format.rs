@@ -181,3 +181,7 @@ pub(crate) fn read(bytes: &[u8], g: &mut Graph) -> Result<(), IndexError> {
     g.slot_node = slot_node;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "hnsw_format_tests.rs"]
+mod tests;
