@@ -379,7 +379,9 @@ impl HnswIndex {
             reason: reason.to_string(),
         };
         if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(corrupt("missing STRHNSW2 header (another format or version)"));
+            return Err(corrupt(
+                "missing STRHNSW2 header (another format or version)",
+            ));
         }
         let mut dim_bytes = [0u8; 4];
         dim_bytes.copy_from_slice(&bytes[MAGIC.len()..MAGIC.len() + 4]);

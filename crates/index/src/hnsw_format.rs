@@ -84,7 +84,10 @@ impl<'a> Reader<'a> {
     }
 
     fn words_into(&mut self, out: &mut [u32], what: &str) -> Result<(), IndexError> {
-        let len = out.len().checked_mul(4).ok_or_else(|| corrupt("too large"))?;
+        let len = out
+            .len()
+            .checked_mul(4)
+            .ok_or_else(|| corrupt("too large"))?;
         let b = self.take(len, what)?;
         for (w, c) in out.iter_mut().zip(b.chunks_exact(4)) {
             *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -98,7 +101,9 @@ impl<'a> Reader<'a> {
 fn check_list(list: &[u32], cap: usize, level: usize, levels: &[u8]) -> Result<(), IndexError> {
     let count = list[0] as usize;
     if count > cap {
-        return Err(corrupt(format!("a node lists {count} links, at most {cap}")));
+        return Err(corrupt(format!(
+            "a node lists {count} links, at most {cap}"
+        )));
     }
     for &link in &list[1..1 + count] {
         match levels.get(link as usize) {
@@ -123,7 +128,10 @@ pub(crate) fn read(bytes: &[u8], g: &mut Graph) -> Result<(), IndexError> {
     }
     *g = Graph::new(g.dim, m, g.space, g.kernel);
     if stride != row_stride(g.dim, g.m0) {
-        return Err(corrupt(format!("row stride {stride}, expected {}", g.stride)));
+        return Err(corrupt(format!(
+            "row stride {stride}, expected {}",
+            g.stride
+        )));
     }
     // Every node takes at least a row; a count beyond the bytes present is damage, and is
     // caught before anything that large is allocated.

@@ -70,7 +70,6 @@ impl Visited {
             true
         }
     }
-
 }
 
 /// Working memory of one graph walk.
