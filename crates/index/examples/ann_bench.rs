@@ -156,6 +156,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{{\"lib\":\"strata-index\",\"event\":\"build\",\"n\":{},\"dim\":{},\"m\":{},\"ef_construction\":{},\"build_threads\":1,\"build_s\":{build_s:.3}}}",
         args.n, args.dim, params.m, params.ef_construction
     );
+    // What a cold load of the tenant pays for its graph: decoding the persisted bytes.
+    let t = Instant::now();
+    let bytes = index.to_bytes()?;
+    let to_bytes_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let restored = HnswIndex::from_bytes(&bytes, args.dim, Metric::L2, params)?;
+    let from_bytes_s = t.elapsed().as_secs_f64();
+    assert_eq!(restored.len(), index.len());
+    drop(restored);
+    println!(
+        "{{\"lib\":\"strata-index\",\"event\":\"bytes\",\"bytes\":{},\"to_bytes_s\":{to_bytes_s:.4},\"from_bytes_s\":{from_bytes_s:.4}}}",
+        bytes.len()
+    );
 
     for &ef in &args.efs {
         for threads in [1usize, 2] {
