@@ -2,7 +2,7 @@
 prints one markdown table with Strata's figures (read from JSON-lines files) beside them.
 
 Usage: compare.py DATA_DIR STRATA_JSONL EFS [MORE_JSONL ...]   (EFS like 16,32,64,128)
-STRATA_JSONL holds the `strata-usearch` rows (index crate, `ann_bench`); further files such as
+STRATA_JSONL holds the `strata-index` rows (index crate, `ann_bench`); further files such as
 the `strata-engine` rows (`engine_ann_bench`, end to end through `Engine::search`) are added as
 columns when present.
 Same settings for every library: L2, M=16, efConstruction=128, k=10, 2 build threads;
@@ -107,13 +107,20 @@ def main():
     for path in [strata_jsonl] + sys.argv[4:]:
         with open(path) as f:
             rows += [json.loads(line) for line in f if line.startswith("{")]
+    for r in rows:
+        # Rows of builds from before the index was Strata's own carry usearch's name.
+        r["lib"] = r["lib"].replace("strata-usearch", "strata-index")
     rows += run_hnswlib(base, queries, truth, efs)
     rows += run_faiss(base, queries, truth, efs)
     for r in rows:
         print(json.dumps(r), file=sys.stderr)
 
     present = {r["lib"] for r in rows}
-    libs = [lib for lib in ["strata-engine", "strata-usearch", "hnswlib", "faiss"] if lib in present]
+    # "-before" columns: the same benchmarks built from an earlier commit (compare.sh's
+    # BEFORE), run in the same session so that before and after share the machine's load.
+    order = ["strata-engine-before", "strata-index-before", "strata-engine", "strata-index",
+             "hnswlib", "faiss"]
+    libs = [lib for lib in order if lib in present]
     build = {r["lib"]: r["build_s"] for r in rows if r["event"] == "build"}
     search = {(r["lib"], r["ef"], r["threads"]): r for r in rows if r["event"] == "search"}
     print(f"n={len(base)} dim={base.shape[1]} queries={len(queries)} k={K} M={M} "
@@ -158,8 +165,8 @@ def main():
 
             print(f"| recall {target}, {threads} thread{'s' if threads > 1 else ''} | "
                   + " | ".join(cell(figures[lib]) for lib in libs)
-                  + f" | {ratio('strata-engine', 'strata-usearch')}"
-                  + f" | {ratio('strata-usearch', 'hnswlib')} |")
+                  + f" | {ratio('strata-engine', 'strata-index')}"
+                  + f" | {ratio('strata-index', 'hnswlib')} |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side ANN comparison on the same seeded clustered data set: Strata end to end
-# (Engine::search, "strata-engine"), Strata's HNSW index alone (usearch, "strata-usearch"),
+# (Engine::search, "strata-engine"), Strata's HNSW index alone ("strata-index"),
 # hnswlib and faiss HNSW. Usage: bench/ann/compare.sh [N] [DIM]   (defaults 100000 128)
+# BEFORE=DIR adds "-before" columns: DIR holds `ann_bench` and `engine_ann_bench` built from an
+# earlier commit, run on the same files in the same session (a before/after under one load).
 # Prints JSON lines on stderr and one markdown table on stdout.
 set -euo pipefail
 
@@ -24,6 +26,18 @@ mkdir -p "$DATA"
 "$CARGO_TARGET_DIR/release/examples/engine_ann_bench" --n "$N" --dim "$DIM" --efs "$EFS" \
     --data "$DATA" > "$DATA/strata-engine.jsonl"
 
+# (a'') The earlier build's binaries, when given, on the same files.
+EXTRA=()
+if [ -n "${BEFORE:-}" ]; then
+    "$BEFORE/ann_bench" --n "$N" --dim "$DIM" --efs "$EFS" \
+        | sed -e 's/"lib":"strata-usearch"/"lib":"strata-index-before"/' \
+              -e 's/"lib":"strata-index"/"lib":"strata-index-before"/' > "$DATA/before.jsonl"
+    "$BEFORE/engine_ann_bench" --n "$N" --dim "$DIM" --efs "$EFS" --data "$DATA" \
+        | sed -e 's/"lib":"strata-engine"/"lib":"strata-engine-before"/' \
+        > "$DATA/before-engine.jsonl"
+    EXTRA=("$DATA/before.jsonl" "$DATA/before-engine.jsonl")
+fi
+
 # (b) Python peers in a local virtual environment.
 if [ ! -x "$HERE/.venv/bin/python" ]; then
     python3 -m venv "$HERE/.venv"
@@ -32,4 +46,4 @@ fi
 
 # (c, d) Run the peers on the same files and print the table.
 "$HERE/.venv/bin/python" "$HERE/compare.py" "$DATA" "$DATA/strata.jsonl" "$EFS" \
-    "$DATA/strata-engine.jsonl"
+    "$DATA/strata-engine.jsonl" ${EXTRA[@]+"${EXTRA[@]}"}

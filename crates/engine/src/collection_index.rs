@@ -51,7 +51,7 @@ pub(crate) struct CollectionIndex {
     free: Vec<u32>,
     /// The engine's copy of the vectors: `dim` floats per slot, meaningful where
     /// `with_vector` holds the slot. Empty while `vectors_in_graph`: the graph keeps every
-    /// vector itself (usearch stores what it indexes), so a second copy would double the
+    /// vector itself (the graph stores what it indexes), so a second copy would double the
     /// memory of every vector for nothing.
     vectors: Vec<f32>,
     /// The graph holds every vector of `with_vector` and `vectors` is empty. Set once a graph
@@ -77,7 +77,7 @@ pub(crate) struct CollectionIndex {
     /// While a background graph build runs: the slots changed since it began, which it
     /// replays before the graph is installed (see `graph_build`).
     pub building: Option<Vec<u32>>,
-    /// Vectors removed from `graph` since it was built or restored: usearch keeps them as
+    /// Vectors removed from `graph` since it was built or restored: the graph keeps them as
     /// tombstones in the graph until it is rebuilt.
     pub graph_deleted: u64,
     /// The parameters its graph is built and searched with: the tenant's isolation level's
@@ -138,7 +138,7 @@ impl CollectionIndex {
     }
 
     /// Estimated bytes this collection holds in memory: vectors, records and their index
-    /// entries, and the graph (as usearch reports it). An estimate, not an allocator count:
+    /// entries, and the graph (as it reports its arrays). An estimate, not an allocator count:
     /// it is what the residency budget is enforced against.
     pub fn resident_bytes(&self) -> u64 {
         let vectors = self.vectors.capacity() * std::mem::size_of::<f32>();

@@ -43,21 +43,4 @@ pub enum IndexError {
         /// The metric recorded in the bytes.
         found: Metric,
     },
-    /// The underlying usearch library reported an error.
-    #[error("usearch {operation} failed: {message}")]
-    Usearch {
-        /// The operation that failed, e.g. "add".
-        operation: &'static str,
-        /// The library's message.
-        message: String,
-    },
-}
-
-impl IndexError {
-    pub(crate) fn usearch(operation: &'static str, error: impl std::fmt::Display) -> Self {
-        IndexError::Usearch {
-            operation,
-            message: error.to_string(),
-        }
-    }
 }

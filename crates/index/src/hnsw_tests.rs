@@ -335,7 +335,7 @@ fn concurrent_searches_share_the_index() {
         .take(40)
         .map(|q| index.search(q, 5, None).ok())
         .collect();
-    // More threads than reserved usearch contexts: the gate must make the extra ones wait.
+    // More threads than cores: each search has its own scratch memory.
     std::thread::scope(|s| {
         for _ in 0..6 {
             s.spawn(|| {
@@ -349,14 +349,14 @@ fn concurrent_searches_share_the_index() {
 
 #[test]
 fn kernels_are_interchangeable() {
-    // Release builds hand usearch this crate's kernels; both must give the same neighbours
-    // and scores, and the closure must survive a round trip through bytes.
+    // The SIMD tier and the portable kernels must give the same neighbours and scores, and
+    // the graph must survive a round trip through bytes.
     let vectors = small(1500, 24, 13);
     let queries = testdata::queries(20, 24, 10, 13, 14);
     for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
         let builtin = build(metric, &vectors);
         let mut ours = HnswIndex::new(24, metric, HnswParams::default()).expect("new");
-        ours.force_install_kernels();
+        ours.use_portable_kernels();
         for (i, v) in vectors.iter().enumerate() {
             ours.insert(i as u32, v).expect("insert");
         }
@@ -447,7 +447,7 @@ fn extreme_vectors_score_finitely_in_the_graph() {
         for (vectors, bounded_only) in [(&bounded, true), (&unbounded, false)] {
             let builtin = build(metric, vectors);
             let mut ours = HnswIndex::new(8, metric, HnswParams::default()).expect("new");
-            ours.force_install_kernels();
+            ours.use_portable_kernels();
             for (i, v) in vectors.iter().enumerate() {
                 ours.insert(i as u32, v).expect("insert");
             }

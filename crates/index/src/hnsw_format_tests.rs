@@ -1,0 +1,133 @@
+//! Tests of the persisted graph format: golden bytes, and closed decoding of damaged bodies.
+
+use crate::error::IndexError;
+use crate::hnsw::{HnswIndex, HnswParams};
+use crate::metric::Metric;
+
+/// Three 2-d vectors under slots 10, 20 and 30, m = 2, L2: small enough to spell out.
+fn tiny() -> HnswIndex {
+    let params = HnswParams {
+        m: 2,
+        ..HnswParams::default()
+    };
+    let mut g = HnswIndex::new(2, Metric::L2, params).expect("new");
+    g.insert(10, &[0.0, 0.0]).expect("insert");
+    g.insert(20, &[1.0, 0.0]).expect("insert");
+    g.insert(30, &[0.0, 2.0]).expect("insert");
+    g.remove(20).expect("remove");
+    g
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The exact bytes of `tiny()`. If this test fails, the format changed: bump the version in
+/// `MAGIC` (old graphs are then rebuilt by the engine) and update these bytes.
+const GOLDEN: &str = concat!(
+    // header: STRHNSW2, dim 2, metric l2
+    "535452484e5357320200000003",
+    // m 2, 3 nodes, entry node 2, max level 5, stride 16
+    "0200000003000000020000000500000010000000",
+    // labels 10 20 30
+    "0a000000140000001e000000",
+    // levels 2 0 5
+    "020005",
+    // tombstones: node 1
+    "000100",
+    // row 0: (0, 0), 2 links: 1 2
+    "0000000000000000020000000100000002000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    // row 1: (1, 0), 2 links: 0 2
+    "0000803f00000000020000000000000002000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    // row 2: (0, 2), 2 links: 0 1
+    "0000000000000040020000000000000001000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    // upper links of node 0 (levels 1-2)
+    "010000000200000000000000010000000200000000000000",
+    // upper links of node 2 (levels 1-5)
+    "0100000000000000000000000100000000000000000000000000000000000000",
+    "00000000000000000000000000000000000000000000000000000000",
+);
+
+#[test]
+fn golden_bytes() {
+    let bytes = tiny().to_bytes().expect("to_bytes");
+    assert_eq!(hex(&bytes), GOLDEN);
+}
+
+fn load(bytes: &[u8]) -> Result<HnswIndex, IndexError> {
+    let params = HnswParams {
+        m: 2,
+        ..HnswParams::default()
+    };
+    HnswIndex::from_bytes(bytes, 2, Metric::L2, params)
+}
+
+#[test]
+fn the_golden_bytes_load_and_answer() {
+    let bytes = tiny().to_bytes().expect("to_bytes");
+    let g = load(&bytes).expect("load");
+    assert_eq!(g.len(), 2);
+    assert!(g.contains(10) && g.contains(30) && !g.contains(20));
+    let hits = g.search(&[1.0, 0.0], 3, None).expect("search");
+    let slots: Vec<u32> = hits.iter().map(|h| h.slot).collect();
+    assert_eq!(slots, vec![10, 30]);
+}
+
+/// Offset of the first level-0 link count in `tiny()`'s bytes: header (13), graph header
+/// (20), labels (12), levels (3), tombstones (3), then the first row's 2-float vector.
+const FIRST_COUNT: usize = 13 + 20 + 12 + 3 + 3 + 8;
+
+#[test]
+fn damaged_bodies_are_refused() {
+    let good = tiny().to_bytes().expect("to_bytes");
+    let corrupt = |bytes: &[u8]| matches!(load(bytes), Err(IndexError::Corrupt { .. }));
+    // The usearch-era format (version 1) is refused, so the engine rebuilds the graph.
+    let mut v1 = good.clone();
+    v1[..8].copy_from_slice(b"STRHNSW1");
+    assert!(corrupt(&v1));
+    // Every truncation, and a trailing byte.
+    for cut in 0..good.len() {
+        assert!(load(&good[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut longer = good.clone();
+    longer.push(0);
+    assert!(corrupt(&longer));
+    // A link count above the capacity, and a link to a node that does not exist.
+    let mut count = good.clone();
+    count[FIRST_COUNT] = 5;
+    assert!(corrupt(&count));
+    let mut link = good.clone();
+    link[FIRST_COUNT + 4..FIRST_COUNT + 8].copy_from_slice(&7u32.to_le_bytes());
+    assert!(corrupt(&link));
+    // A node count far beyond the bytes present is refused before anything is allocated.
+    let mut nodes = good.clone();
+    nodes[13 + 4..13 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(corrupt(&nodes));
+    // A tombstone flag that is neither 0 nor 1.
+    let mut flag = good.clone();
+    flag[13 + 20 + 12 + 3] = 2;
+    assert!(corrupt(&flag));
+}
+
+#[test]
+fn a_large_graph_round_trips_quickly_enough_to_test() {
+    let vectors = crate::testdata::clustered(5_000, 16, 10, 3);
+    let mut g = HnswIndex::new(16, Metric::Cosine, HnswParams::default()).expect("new");
+    let items: Vec<(u32, &[f32])> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u32 * 3, v.as_slice()))
+        .collect();
+    g.insert_batch(&items, 1).expect("insert");
+    for slot in (0..300).map(|s| s * 3) {
+        g.remove(slot).expect("remove");
+    }
+    let bytes = g.to_bytes().expect("to_bytes");
+    let back = HnswIndex::from_bytes(&bytes, 16, Metric::Cosine, HnswParams::default())
+        .expect("from_bytes");
+    assert_eq!(back.to_bytes().expect("to_bytes"), bytes);
+    assert_eq!(back.len(), g.len());
+}

@@ -1,0 +1,458 @@
+//! The HNSW graph itself: storage layout, graph walks, inserts and tombstones.
+//!
+//! Layout (why it is fast): every node's *level-0 row* holds its vector and its level-0
+//! neighbour list side by side, `[vector: dim f32][count: u32][links: m0 u32][padding]`, in
+//! one flat array of 64-byte-aligned rows. A graph walk reads, for each expanded node, its
+//! neighbour list and then each unvisited neighbour's vector; with this layout each is a
+//! run of consecutive cache lines at a computable address, which the walk prefetches before it
+//! computes the distances. Upper levels (held by ~1/m of the nodes) are small per-node arrays.
+//!
+//! Node ids are dense `u32`s in insertion order; `labels` maps them to the caller's slots.
+//! Removing a slot leaves its node in the graph as a tombstone: it still routes walks, and
+//! is never returned. Upserting a slot tombstones the old node and appends a new one.
+//!
+//! Every link stored is a valid node id (`< nodes`); [`crate::hnsw_format`] checks that on
+//! load, so walks index without further validation of the graph's shape.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+
+use crate::hnsw_scratch::{Near, Scratch, with_scratch};
+use crate::kernels::Kernel;
+
+/// Words (u32) per cache line.
+pub(crate) const LINE_WORDS: usize = 16;
+/// Highest level a node can get: far above what `1 / ln(m)` level sampling ever draws.
+pub(crate) const MAX_LEVEL: usize = 32;
+/// Seed of the level sampling: levels are a pure function of the node id, so a graph built
+/// by the same inserts in the same order is the same graph, and no random state is persisted.
+const LEVEL_SEED: u64 = 0x5354_5241_5441_484e;
+
+/// One 64-byte cache line of the level-0 array; rows are whole lines, so each row (and its
+/// vector, which comes first) starts on a line boundary.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+pub(crate) struct Line(pub [u32; LINE_WORDS]);
+
+/// How a distance is computed from the kernel: squared L2, or `1 - dot` (inner product,
+/// cosine on normalised vectors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Space {
+    L2,
+    InnerProduct,
+}
+
+pub(crate) struct Graph {
+    pub dim: usize,
+    /// Links per node on levels >= 1.
+    pub m: usize,
+    /// Links per node on level 0 (`2 * m`).
+    pub m0: usize,
+    /// Words per level-0 row, a multiple of [`LINE_WORDS`].
+    pub stride: usize,
+    pub space: Space,
+    pub kernel: Kernel,
+    pub rows: Vec<Line>,
+    /// Slot of each node.
+    pub labels: Vec<u32>,
+    /// Top level of each node.
+    pub levels: Vec<u8>,
+    /// Tombstone flag of each node (1 = removed).
+    pub deleted: Vec<u8>,
+    /// Links of each node on levels 1..=level: per level `[count][m links]`; empty for most.
+    pub upper: Vec<Box<[u32]>>,
+    pub entry: Option<u32>,
+    pub max_level: usize,
+    /// Live slot -> node.
+    pub slot_node: HashMap<u32, u32>,
+}
+
+/// Words of a level-0 row for `dim` and `m0`, rounded up to whole lines.
+pub(crate) fn row_stride(dim: usize, m0: usize) -> usize {
+    (dim + 1 + m0).div_ceil(LINE_WORDS) * LINE_WORDS
+}
+
+/// The level of node `node`: `floor(-ln(u) / ln(m))` for a uniform `u` in (0, 1] drawn from
+/// the node id (splitmix64), as in the HNSW paper.
+pub(crate) fn level_of(node: u32, m: usize) -> usize {
+    let mut z = u64::from(node).wrapping_add(LEVEL_SEED);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let u = 1.0 - (z >> 11) as f64 / (1u64 << 53) as f64;
+    let level = -u.ln() / (m as f64).ln();
+    (level as usize).min(MAX_LEVEL)
+}
+
+/// Asks the CPU to start loading the cache line at `p` (no effect where unsupported).
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+impl Graph {
+    pub fn new(dim: usize, m: usize, space: Space, kernel: Kernel) -> Self {
+        let m0 = 2 * m;
+        Graph {
+            dim,
+            m,
+            m0,
+            stride: row_stride(dim, m0),
+            space,
+            kernel,
+            rows: Vec::new(),
+            labels: Vec::new(),
+            levels: Vec::new(),
+            deleted: Vec::new(),
+            upper: Vec::new(),
+            entry: None,
+            max_level: 0,
+            slot_node: HashMap::new(),
+        }
+    }
+
+    /// Nodes in the graph, tombstones included.
+    #[inline(always)]
+    pub fn nodes(&self) -> usize {
+        self.labels.len()
+    }
+
+    #[inline(always)]
+    pub(crate) fn words(&self) -> &[u32] {
+        // SAFETY: `Line` is `repr(C)` around `[u32; 16]` with no padding (64 bytes, align 64),
+        // so the lines are a contiguous array of u32s.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.rows.as_ptr().cast::<u32>(),
+                self.rows.len() * LINE_WORDS,
+            )
+        }
+    }
+
+    #[inline(always)]
+    pub fn words_mut(&mut self) -> &mut [u32] {
+        // SAFETY: as in `words`, and `&mut self` makes the view exclusive.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.rows.as_mut_ptr().cast::<u32>(),
+                self.rows.len() * LINE_WORDS,
+            )
+        }
+    }
+
+    /// The vector of `node`.
+    #[inline(always)]
+    pub fn vector(&self, node: u32) -> &[f32] {
+        let start = node as usize * self.stride;
+        let words = &self.words()[start..start + self.dim];
+        // SAFETY: f32 and u32 have the same size and alignment and every bit pattern is a
+        // valid f32; the slice covers exactly the row's `dim` vector words.
+        unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<f32>(), self.dim) }
+    }
+
+    /// The neighbours of `node` on `level`.
+    #[inline(always)]
+    pub fn links(&self, node: u32, level: usize) -> &[u32] {
+        if level == 0 {
+            let at = node as usize * self.stride + self.dim;
+            let words = self.words();
+            let count = words[at] as usize;
+            &words[at + 1..at + 1 + count]
+        } else {
+            let list = &self.upper[node as usize];
+            let at = (level - 1) * (1 + self.m);
+            let count = list[at] as usize;
+            &list[at + 1..at + 1 + count]
+        }
+    }
+
+    fn set_links(&mut self, node: u32, level: usize, links: &[u32]) {
+        let count = links.len() as u32;
+        if level == 0 {
+            debug_assert!(links.len() <= self.m0);
+            let at = node as usize * self.stride + self.dim;
+            let words = self.words_mut();
+            words[at] = count;
+            words[at + 1..at + 1 + links.len()].copy_from_slice(links);
+        } else {
+            debug_assert!(links.len() <= self.m);
+            let at = (level - 1) * (1 + self.m);
+            let list = &mut self.upper[node as usize];
+            list[at] = count;
+            list[at + 1..at + 1 + links.len()].copy_from_slice(links);
+        }
+    }
+
+    /// Distance between two vectors in this graph's space; NaN (from overflowing vectors)
+    /// counts as the farthest possible.
+    #[inline(always)]
+    pub fn distance(&self, a: &[f32], b: &[f32]) -> f32 {
+        let raw = (self.kernel)(a, b);
+        let d = match self.space {
+            Space::L2 => raw,
+            Space::InnerProduct => 1.0 - raw,
+        };
+        if d.is_nan() { f32::INFINITY } else { d }
+    }
+
+    #[inline(always)]
+    fn distance_to(&self, q: &[f32], node: u32) -> f32 {
+        self.distance(q, self.vector(node))
+    }
+
+    /// Makes room for `additional` more nodes.
+    pub fn reserve(&mut self, additional: usize) {
+        self.rows.reserve(additional * self.stride / LINE_WORDS);
+        self.labels.reserve(additional);
+        self.levels.reserve(additional);
+        self.deleted.reserve(additional);
+        self.upper.reserve(additional);
+        self.slot_node.reserve(additional);
+    }
+
+    /// Bytes the graph's arrays hold (capacity, as allocated).
+    pub fn memory_bytes(&self) -> usize {
+        let upper: usize = self.upper.iter().map(|u| u.len() * 4).sum();
+        self.rows.capacity() * std::mem::size_of::<Line>()
+            + self.labels.capacity() * 4
+            + self.levels.capacity()
+            + self.deleted.capacity()
+            + self.upper.capacity() * std::mem::size_of::<Box<[u32]>>()
+            + upper
+            // A hash map entry: key, value and a control byte, at its load factor.
+            + self.slot_node.capacity() * 9
+    }
+
+    /// From `entry` (at distance `dist`), moves greedily to the closest node on each level
+    /// from `top` down to `bottom + 1`.
+    fn descend(&self, q: &[f32], mut entry: u32, mut dist: f32, top: usize, bottom: usize) -> Near {
+        for level in (bottom + 1..=top).rev() {
+            let mut moved = true;
+            while moved {
+                moved = false;
+                for &n in self.links(entry, level) {
+                    let d = self.distance_to(q, n);
+                    if d < dist {
+                        dist = d;
+                        entry = n;
+                        moved = true;
+                    }
+                }
+            }
+        }
+        Near { dist, node: entry }
+    }
+
+    /// The beam search of one level: leaves in `s.results` the (at most) `ef` closest nodes
+    /// reachable from `entry` for which `keep(node)` holds. Nodes that fail `keep` still
+    /// route the walk. `keep` is asked only about nodes close enough to enter the results,
+    /// so a costly predicate runs on a fraction of the visited nodes.
+    pub fn walk(
+        &self,
+        q: &[f32],
+        entry: Near,
+        ef: usize,
+        level: usize,
+        s: &mut Scratch,
+        mut keep: impl FnMut(u32) -> bool,
+    ) {
+        s.begin(self.nodes());
+        let Scratch {
+            visited,
+            candidates,
+            results,
+            fresh,
+        } = s;
+        visited.visit(entry.node);
+        let mut bound = f32::INFINITY;
+        if keep(entry.node) {
+            results.push(entry);
+            bound = entry.dist;
+        }
+        candidates.push(Reverse(entry));
+        let lines = self.dim.div_ceil(LINE_WORDS).min(PREFETCH_LINES);
+        while let Some(Reverse(current)) = candidates.pop() {
+            if current.dist > bound && results.len() >= ef {
+                break;
+            }
+            // The next node to expand is most likely the closest one left: fetch its links
+            // while this one's neighbours are scored.
+            if let Some(Reverse(next)) = candidates.peek() {
+                self.prefetch_links(next.node, level);
+            }
+            fresh.clear();
+            for &n in self.links(current.node, level) {
+                if visited.visit(n) {
+                    fresh.push(n);
+                    let v = self.vector(n).as_ptr();
+                    for line in 0..lines {
+                        prefetch(v.wrapping_add(line * LINE_WORDS));
+                    }
+                }
+            }
+            for &n in fresh.iter() {
+                let d = self.distance_to(q, n);
+                if results.len() < ef || d < bound {
+                    candidates.push(Reverse(Near { dist: d, node: n }));
+                    if keep(n) {
+                        results.push(Near { dist: d, node: n });
+                        if results.len() > ef {
+                            results.pop();
+                        }
+                        if let Some(worst) = results.peek() {
+                            bound = worst.dist;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn prefetch_links(&self, node: u32, level: usize) {
+        if level == 0 {
+            let at = node as usize * self.stride + self.dim;
+            prefetch(self.words().as_ptr().wrapping_add(at));
+        }
+    }
+
+    /// The closest nodes to `q` that `keep` accepts, closest first: the descent through the
+    /// upper levels, then a beam of width `ef` on level 0.
+    pub fn search(&self, q: &[f32], ef: usize, keep: impl FnMut(u32) -> bool) -> Vec<Near> {
+        let Some(entry) = self.entry else {
+            return Vec::new();
+        };
+        let start = self.descend(q, entry, self.distance_to(q, entry), self.max_level, 0);
+        with_scratch(|s| {
+            self.walk(q, start, ef, 0, s, keep);
+            let mut found: Vec<Near> = s.results.drain().collect();
+            found.sort_unstable();
+            found
+        })
+    }
+
+    /// Appends a node for `slot` holding `v` (already in the graph's form) and links it.
+    /// The slot must not be live (the caller removes it first).
+    pub fn insert(&mut self, slot: u32, v: &[f32], ef_construction: usize) {
+        let node = u32::try_from(self.nodes()).unwrap_or(u32::MAX);
+        let level = level_of(node, self.m);
+        let start = self.rows.len();
+        self.rows
+            .resize(start + self.stride / LINE_WORDS, Line::default());
+        let at = node as usize * self.stride;
+        for (w, x) in self.words_mut()[at..at + v.len()].iter_mut().zip(v) {
+            *w = x.to_bits();
+        }
+        self.labels.push(slot);
+        self.levels.push(level as u8);
+        self.deleted.push(0);
+        self.upper
+            .push(vec![0u32; level * (1 + self.m)].into_boxed_slice());
+        self.slot_node.insert(slot, node);
+        let Some(entry) = self.entry else {
+            self.entry = Some(node);
+            self.max_level = level;
+            return;
+        };
+        let top = self.max_level;
+        let mut near = self.descend(v, entry, self.distance_to(v, entry), top, level);
+        for lc in (0..=level.min(top)).rev() {
+            let found = with_scratch(|s| {
+                self.walk(v, near, ef_construction, lc, s, |n| {
+                    self.deleted[n as usize] == 0 && n != node
+                });
+                let mut found: Vec<Near> = s.results.drain().collect();
+                found.sort_unstable();
+                found
+            });
+            // Only tombstones were reachable: link to the walk's start so the node stays
+            // connected; it is replaced when the graph is rebuilt.
+            let found = if found.is_empty() { vec![near] } else { found };
+            let chosen = self.select(&found, self.m);
+            self.set_links(node, lc, &chosen);
+            for &n in &chosen {
+                self.link_back(n, node, lc);
+            }
+            near = found[0];
+        }
+        if level > top {
+            self.entry = Some(node);
+            self.max_level = level;
+        }
+    }
+
+    /// The neighbour-selection heuristic of the HNSW paper (algorithm 4, without extending the
+    /// candidates): walking `sorted` closest first, keeps a candidate only if it is closer to
+    /// the base than to every candidate kept so far, up to `limit`. Keeps links pointing in
+    /// diverse directions, which is what makes the graph navigable on clustered data.
+    fn select(&self, sorted: &[Near], limit: usize) -> Vec<u32> {
+        let mut kept: Vec<u32> = Vec::with_capacity(limit);
+        if sorted.len() <= limit {
+            kept.extend(sorted.iter().map(|c| c.node));
+            return kept;
+        }
+        for c in sorted {
+            if kept.len() >= limit {
+                break;
+            }
+            let v = self.vector(c.node);
+            if kept
+                .iter()
+                .all(|&k| self.distance(v, self.vector(k)) >= c.dist)
+            {
+                kept.push(c.node);
+            }
+        }
+        kept
+    }
+
+    /// Adds `node` to `to`'s links on `level`, pruning them with [`Self::select`] when full.
+    fn link_back(&mut self, to: u32, node: u32, level: usize) {
+        let limit = if level == 0 { self.m0 } else { self.m };
+        let current = self.links(to, level);
+        if current.contains(&node) {
+            return;
+        }
+        if current.len() < limit {
+            let mut links = current.to_vec();
+            links.push(node);
+            self.set_links(to, level, &links);
+            return;
+        }
+        let base = self.vector(to);
+        let mut all: Vec<Near> = current
+            .iter()
+            .chain(std::iter::once(&node))
+            .map(|&n| Near {
+                dist: self.distance(base, self.vector(n)),
+                node: n,
+            })
+            .collect();
+        all.sort_unstable();
+        let chosen = self.select(&all, limit);
+        self.set_links(to, level, &chosen);
+    }
+
+    /// Tombstones `slot`'s node; `false` if the slot is not live.
+    pub fn remove(&mut self, slot: u32) -> bool {
+        match self.slot_node.remove(&slot) {
+            Some(node) => {
+                self.deleted[node as usize] = 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Cache lines of each fresh neighbour's vector prefetched before the distances are computed:
+/// enough to cover the start of the vector (the hardware prefetcher streams the rest) without
+/// flooding the CPU's few outstanding-miss slots when a node has 32 fresh neighbours.
+const PREFETCH_LINES: usize = 2;
