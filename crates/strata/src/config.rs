@@ -388,6 +388,24 @@ mod tests {
     }
 
     #[test]
+    fn reserved_workers_default_to_one_and_are_bounded() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.scheduler.reserved_workers, 1);
+        let off = Config::load(None, env(&[("STRATA__SCHEDULER__RESERVED_WORKERS", "0")])).unwrap();
+        assert_eq!(off.scheduler.reserved_workers, 0);
+        let err = Config::load(
+            None,
+            env(&[("STRATA__SCHEDULER__RESERVED_WORKERS", "100000")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("scheduler.reserved_workers"),
+            "{err:#}"
+        );
+        assert!(Config::load(None, env(&[("STRATA__SCHEDULER__RESERVED", "1")])).is_err());
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         assert!(Config::load(None, env(&[("STRATA__SERVER__LISTNE", "x")])).is_err());
     }
