@@ -216,7 +216,7 @@ mod tests {
 
     fn admitted(gate: &Gate, n: u64, lane: Lane) -> Admitted {
         let key = TenantKey::for_tests(n);
-        let id = TenantId::parse(&format!("t{n}")).expect("id");
+        let id = TenantId::parse(format!("t{n}")).expect("id");
         Admitted {
             key,
             weight: 1,

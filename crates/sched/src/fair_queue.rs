@@ -555,7 +555,7 @@ mod tests {
         assert!(q.pop_reserved().is_none());
         q.push_in(&1, 1, Lane::Reserved, 2).unwrap();
         assert_eq!(q.pop_reserved().map(|(c, i)| (c.key, i)), Some((1, 0)));
-        assert_eq!(q.pop().map(|(k, i)| (k, i)), Some((1, 1)));
+        assert_eq!(q.pop(), Some((1, 1)));
     }
 
     #[test]
