@@ -4,7 +4,9 @@
 //! Run with `cargo run --release -p strata-sched --example reserved_lane`.
 //! Tenant D submits a steady open-loop stream of ~1 ms CPU jobs (`RL_D_RATE` per second,
 //! default 200) in the reserved lane. Tenants A and C, when flooding, run `RL_CLIENTS` (default
-//! 16 each) closed-loop submitters of the same jobs in the shared lane. D's latency is submit →
+//! 16 each) closed-loop submitters of `RL_FLOOD_MS` (default 10) ms jobs in the shared lane:
+//! costlier work, like batch writes, which a fair queue alone still makes D wait behind (it
+//! dispatches D's job next, but only when a shared worker finishes its current one). D's latency is submit →
 //! job finished. The pool has `RL_WORKERS` (default 2) shared threads and `RL_RESERVED`
 //! (default 1) reserved ones; the last scenario runs D in the shared lane for comparison. Each
 //! run lasts `RL_SECS` (default 4) seconds.
@@ -40,6 +42,7 @@ fn run(flood: bool, d_lane: Lane) -> Result<(Vec<Duration>, f64), Box<dyn Error>
     let secs = env("RL_SECS", 4);
     let rate = env("RL_D_RATE", 200).max(1);
     let job = Duration::from_millis(1);
+    let flood_job = Duration::from_millis(env("RL_FLOOD_MS", 10).max(1));
     let sched = Arc::new(FairScheduler::new(SchedulerConfig {
         workers: env("RL_WORKERS", 2) as usize,
         reserved_workers: env("RL_RESERVED", 1) as usize,
@@ -57,7 +60,7 @@ fn run(flood: bool, d_lane: Lane) -> Result<(Vec<Duration>, f64), Box<dyn Error>
             let (sched, stop, done) = (sched.clone(), stop.clone(), done.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok(h) = sched.submit(&tenant, 1, move || spin(job)) {
+                    if let Ok(h) = sched.submit(&tenant, 1, move || spin(flood_job)) {
                         let _ = h.wait_blocking();
                         done.fetch_add(1, Ordering::Relaxed);
                     }
@@ -105,11 +108,12 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 fn main() -> Result<(), Box<dyn Error>> {
     println!(
         "pool {} shared + {} reserved workers, D {} jobs/s of 1 ms, 2 flooding tenants × {} \
-         closed-loop clients, {} s per run",
+         closed-loop clients of {} ms jobs, {} s per run",
         env("RL_WORKERS", 2),
         env("RL_RESERVED", 1),
         env("RL_D_RATE", 200),
         env("RL_CLIENTS", 16),
+        env("RL_FLOOD_MS", 10),
         env("RL_SECS", 4)
     );
     println!(
