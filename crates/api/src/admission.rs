@@ -8,7 +8,7 @@ use std::time::Instant;
 use strata_auth::TenantScope;
 use strata_engine::Engine;
 use strata_sched::{
-    FairScheduler, InFlight, Limits, Permit, RateLimiter, SchedError, SchedulerConfig,
+    FairScheduler, InFlight, Lane, Limits, Permit, RateLimiter, SchedError, SchedulerConfig,
 };
 use strata_store::TenantKey;
 
@@ -24,6 +24,9 @@ pub struct PoolConfig {
     pub max_queue: usize,
     /// Jobs one tenant may have waiting before its new ones are refused with 503.
     pub max_queue_per_tenant: usize,
+    /// Workers, on top of `workers`, that run only `dedicated` tenants' jobs (the reserved
+    /// lane); 0 disables the lane.
+    pub reserved_workers: usize,
 }
 
 impl Default for PoolConfig {
@@ -32,6 +35,7 @@ impl Default for PoolConfig {
             workers: 0,
             max_queue: 10_000,
             max_queue_per_tenant: 1_000,
+            reserved_workers: 1,
         }
     }
 }
@@ -50,6 +54,8 @@ pub(crate) struct Gate {
 pub struct Admitted {
     key: TenantKey,
     weight: u32,
+    /// `dedicated` tenants run in the reserved lane (see `PoolConfig::reserved_workers`).
+    lane: Lane,
     /// Where the tenant's queue depth, queue wait and CPU time are counted.
     series: Arc<TenantSeries>,
     _permit: Option<Permit<TenantKey>>,
@@ -70,6 +76,7 @@ impl Gate {
             workers,
             max_queue: config.max_queue,
             max_queue_per_tenant: config.max_queue_per_tenant,
+            reserved_workers: config.reserved_workers,
             thread_name: "strata-worker".into(),
             ..defaults
         })?;
@@ -112,6 +119,7 @@ impl Gate {
         Ok(Admitted {
             key,
             weight: admission.weight,
+            lane: lane_of(&admission),
             series: self.metrics.tenant(scope.key(), scope.tenant()),
             _permit: permit,
         })
@@ -123,9 +131,11 @@ impl Gate {
         engine: &Engine,
         scope: &TenantScope,
     ) -> Result<Admitted, ApiError> {
+        let admission = engine.admission(scope)?;
         Ok(Admitted {
             key: scope.key(),
-            weight: engine.admission(scope)?.weight,
+            weight: admission.weight,
+            lane: lane_of(&admission),
             series: self.metrics.tenant(scope.key(), scope.tenant()),
             _permit: None,
         })
@@ -148,7 +158,7 @@ impl Gate {
         let metrics = Arc::clone(&self.metrics);
         let (result, durable) = self
             .pool
-            .run(&admitted.key, admitted.weight, move || {
+            .run_in(&admitted.key, admitted.weight, admitted.lane, move || {
                 let series = queued.start();
                 let _busy = metrics.busy();
                 let cpu = thread_cpu_time();
@@ -177,7 +187,7 @@ impl Gate {
         result
     }
 
-    /// Worker threads of the pool.
+    /// Shared worker threads of the pool (the reserved ones not counted).
     pub fn workers(&self) -> usize {
         self.workers
     }
@@ -185,5 +195,109 @@ impl Gate {
     /// Stops taking work and waits (up to `timeout`) for queued work to finish.
     pub fn shutdown(&self, timeout: std::time::Duration) -> bool {
         self.pool.shutdown_timeout(timeout)
+    }
+}
+
+/// The pool lane of a tenant: `dedicated` tenants have a share of the pool reserved for them.
+fn lane_of(admission: &strata_engine::Admission) -> Lane {
+    if admission.reserved {
+        Lane::Reserved
+    } else {
+        Lane::Shared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+    use strata_types::TenantId;
+
+    fn admitted(gate: &Gate, n: u64, lane: Lane) -> Admitted {
+        let key = TenantKey::for_tests(n);
+        let id = TenantId::parse(format!("t{n}")).expect("id");
+        Admitted {
+            key,
+            weight: 1,
+            lane,
+            series: gate.metrics.tenant(key, &id),
+            _permit: None,
+        }
+    }
+
+    /// Through the same `Gate::run` every handler uses: with the one shared worker held by a
+    /// flooding tenant, a reserved-lane (dedicated) tenant's request is still answered, and a
+    /// shared tenant's is not until the flood lets go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dedicated_tenant_is_served_while_the_shared_workers_are_busy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Arc::new(
+            Engine::open(dir.path(), strata_engine::EngineConfig::default()).expect("engine"),
+        );
+        let gate = Arc::new(
+            Gate::new(
+                PoolConfig {
+                    workers: 1,
+                    reserved_workers: 1,
+                    ..PoolConfig::default()
+                },
+                Arc::new(Metrics::default()),
+            )
+            .expect("pool"),
+        );
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Arc::new(Mutex::new(held));
+        let flood = {
+            let (gate, engine) = (Arc::clone(&gate), Arc::clone(&engine));
+            tokio::spawn(async move {
+                let a = admitted(&gate, 1, Lane::Shared);
+                gate.run(&a, engine, move |_| {
+                    // Holds the shared worker until `release` is dropped.
+                    let _ = held.lock().expect("lock").recv();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let dedicated = admitted(&gate, 2, Lane::Reserved);
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            gate.run(&dedicated, Arc::clone(&engine), |_| Ok(7)),
+        )
+        .await;
+        assert_eq!(
+            answer.expect("the dedicated tenant waited").expect("run"),
+            7
+        );
+        let shared = admitted(&gate, 3, Lane::Shared);
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(200),
+            gate.run(&shared, Arc::clone(&engine), |_| Ok(8)),
+        )
+        .await;
+        assert!(
+            waiting.is_err(),
+            "a shared tenant ran on the reserved worker"
+        );
+        drop(release);
+        flood.await.expect("join").expect("flood job");
+        let gate2 = Arc::clone(&gate);
+        tokio::task::spawn_blocking(move || gate2.shutdown(Duration::from_secs(5)))
+            .await
+            .expect("join");
+    }
+
+    #[test]
+    fn the_lane_follows_the_admission() {
+        let mut a = strata_engine::Admission {
+            limits: Default::default(),
+            weight: 1,
+            reserved: false,
+        };
+        assert_eq!(lane_of(&a), Lane::Shared);
+        a.reserved = true;
+        assert_eq!(lane_of(&a), Lane::Reserved);
     }
 }

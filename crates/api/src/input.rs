@@ -9,6 +9,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use strata_auth::TenantScope;
 use strata_types::{Domain, MemoryScope, RequestScope, RunId, TokenSelector, UserMatch};
 
 use crate::edge::{TenantAuth, check_tenant};
@@ -18,6 +19,20 @@ use crate::{ApiError, AppState};
 pub struct JsonObject(pub Map<String, Value>);
 
 impl FromRequest<AppState> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        parse_object(&bytes).map(JsonObject)
+    }
+}
+
+/// A body read whole (within `max_body_bytes`) but not yet parsed: a handler parses it with
+/// [`parse_object`] inside its pool job, so the parsing of a flooding tenant's bodies is
+/// charged to that tenant's fair share instead of delaying every tenant on the async threads.
+pub struct JsonBytes(pub Bytes);
+
+impl FromRequest<AppState> for JsonBytes {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
@@ -40,14 +55,19 @@ impl FromRequest<AppState> for JsonObject {
                 ApiError::BadRequest(format!("body: {}", e.body_text()))
             }
         })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(JsonObject(Map::new()));
-        }
-        match serde_json::from_slice(&bytes) {
-            Ok(Value::Object(map)) => Ok(JsonObject(map)),
-            Ok(_) => Err(ApiError::BadRequest("body: expected a JSON object".into())),
-            Err(e) => Err(ApiError::BadRequest(format!("body: invalid JSON: {e}"))),
-        }
+        Ok(JsonBytes(bytes))
+    }
+}
+
+/// Parses a body as a JSON object; an empty body reads as `{}`.
+pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::BadRequest("body: expected a JSON object".into())),
+        Err(e) => Err(ApiError::BadRequest(format!("body: invalid JSON: {e}"))),
     }
 }
 
@@ -87,9 +107,15 @@ pub(crate) fn from_map<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T
 /// parse, each field is parsed alone (into a type whose fields all have defaults) and the first
 /// that fails alone prefixes the message, unless the message already starts with it.
 pub(crate) fn from_map_naming<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, ApiError> {
-    let whole = match serde_json::from_value(Value::Object(map.clone())) {
+    // Deserialised from a borrow, so the body (a search's vector: hundreds of numbers) is not
+    // deep-copied on the way; only a failing body is taken apart field by field.
+    let body = Value::Object(map);
+    let whole = match T::deserialize(&body) {
         Ok(v) => return Ok(v),
         Err(e) => e.to_string(),
+    };
+    let Value::Object(map) = body else {
+        unreachable!("invariant: built as an object above")
     };
     for (k, v) in map {
         let one = Map::from_iter([(k.clone(), v)]);
@@ -289,41 +315,65 @@ impl TenantAuth {
         body: ScopeParts,
         query: ScopeParts,
     ) -> Result<RequestScope, ApiError> {
-        let mut parts = body.merge(query, "the body and the query string")?;
-        if let Some(t) = &parts.tenant_id {
-            check_tenant(&self.scope, t, "tenant_id")?;
-        }
-        if let Some(h) = &self.header_domain {
-            let from_header = ScopeParts {
-                memory_domain: Some(h.as_str().to_owned()),
-                ..ScopeParts::default()
-            };
-            parts = parts.merge(from_header, "X-Strata-Domain and the request")?;
-        }
-        Ok(RequestScope {
-            user_tokens: parts
-                .user_tokens
-                .map(|t| TokenSelector::parse(&t))
-                .transpose()
-                .map_err(bad)?,
-            user_match: match parts.user_match.as_deref() {
-                None | Some("any") => UserMatch::Any,
-                Some("all") => UserMatch::All,
-                Some(_) => return Err(bad("user_match: expected \"any\" or \"all\"")),
-            },
-            memory_domain: parts
-                .memory_domain
-                .map(Domain::parse)
-                .transpose()
-                .map_err(bad)?,
-            run_id: parts.run_id.map(RunId::parse).transpose().map_err(bad)?,
-            memory_scope: parts
-                .memory_scope
-                .map(MemoryScope::parse)
-                .transpose()
-                .map_err(bad)?,
-        })
+        request_scope_of(&self.scope, self.header_domain.as_ref(), body, query)
     }
+}
+
+/// [`TenantAuth::scope_of_body`] for a handler that has moved the credential's scope and
+/// domain header into its pool job (to parse the body there).
+pub(crate) fn scope_of_body_for(
+    scope: &TenantScope,
+    header_domain: Option<&Domain>,
+    raw_query: Option<&str>,
+    body: &mut Map<String, Value>,
+) -> Result<RequestScope, ApiError> {
+    let q = QueryInput::parse(raw_query, &[])?;
+    let parts = ScopeParts::take_from_body(body, SCOPE_KEYS)?;
+    request_scope_of(scope, header_domain, parts, q.scope)
+}
+
+/// Joins the scope fields of the body, the query string and the domain header, checks any named
+/// tenant against the credential, and parses the result.
+fn request_scope_of(
+    scope: &TenantScope,
+    header_domain: Option<&Domain>,
+    body: ScopeParts,
+    query: ScopeParts,
+) -> Result<RequestScope, ApiError> {
+    let mut parts = body.merge(query, "the body and the query string")?;
+    if let Some(t) = &parts.tenant_id {
+        check_tenant(scope, t, "tenant_id")?;
+    }
+    if let Some(h) = header_domain {
+        let from_header = ScopeParts {
+            memory_domain: Some(h.as_str().to_owned()),
+            ..ScopeParts::default()
+        };
+        parts = parts.merge(from_header, "X-Strata-Domain and the request")?;
+    }
+    Ok(RequestScope {
+        user_tokens: parts
+            .user_tokens
+            .map(|t| TokenSelector::parse(&t))
+            .transpose()
+            .map_err(bad)?,
+        user_match: match parts.user_match.as_deref() {
+            None | Some("any") => UserMatch::Any,
+            Some("all") => UserMatch::All,
+            Some(_) => return Err(bad("user_match: expected \"any\" or \"all\"")),
+        },
+        memory_domain: parts
+            .memory_domain
+            .map(Domain::parse)
+            .transpose()
+            .map_err(bad)?,
+        run_id: parts.run_id.map(RunId::parse).transpose().map_err(bad)?,
+        memory_scope: parts
+            .memory_scope
+            .map(MemoryScope::parse)
+            .transpose()
+            .map_err(bad)?,
+    })
 }
 
 #[cfg(test)]

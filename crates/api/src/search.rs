@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::bodies::{ScopeFields, SearchAnswer};
 use crate::edge::TenantAuth;
-use crate::input::{JsonObject, from_map_naming};
+use crate::input::{JsonBytes, from_map_naming, parse_object, scope_of_body_for};
 use crate::{ApiError, AppState};
 
 /// A search with the request's scope fields.
@@ -29,18 +29,26 @@ pub async fn search(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-    JsonObject(mut body): JsonObject,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Json<SearchAnswer>, ApiError> {
-    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
-    let search: SearchRequest = from_map_naming(body)?;
-    let scope = auth.scope;
-    // Hits are cut down to what `include` asks for on the pool, and serialised straight
-    // from these typed structs.
-    let answer = state
-        .run_tenant(&auth.admitted, move |e| {
+    // Admitted from its headers alone (the `TenantAuth` extractor: credential, rate and
+    // in-flight caps) before its body was read. The body is parsed on the pool, in the tenant's
+    // fair share: a tenant flooding with large bodies pays for their parsing itself instead of
+    // delaying every tenant's requests on the async threads. Hits are cut down to what
+    // `include` asks for there too, and serialised straight from these typed structs.
+    let TenantAuth {
+        scope,
+        header_domain,
+        admitted,
+    } = auth;
+    state
+        .run_tenant(&admitted, move |e| {
+            let mut body = parse_object(&body)?;
+            let req = scope_of_body_for(&scope, header_domain.as_ref(), q.as_deref(), &mut body)?;
+            let search: SearchRequest = from_map_naming(body)?;
             let response = e.search(&scope, &req, &search)?;
             Ok(SearchAnswer::project(response, &search))
         })
-        .await?;
-    Ok(Json(answer))
+        .await
+        .map(Json)
 }

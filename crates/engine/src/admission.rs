@@ -7,6 +7,7 @@ use std::sync::RwLock;
 use strata_auth::TenantScope;
 use strata_store::{Reads, TenantKey};
 
+use crate::isolation::IsolationLevel;
 use crate::lifecycle::{TenantLimits, TenantProfile};
 use crate::{Engine, EngineError};
 
@@ -16,6 +17,8 @@ pub struct Admission {
     pub limits: TenantLimits,
     /// Fair-share weight, at least 1.
     pub weight: u32,
+    /// Whether the tenant's work runs in the worker pool's reserved lane (`dedicated` tenants).
+    pub reserved: bool,
 }
 
 /// Cached admissions by storage key; entries are dropped whenever a profile changes.
@@ -52,6 +55,7 @@ impl Engine {
         let admission = Admission {
             limits: p.limits,
             weight: p.weight.max(1),
+            reserved: p.isolation == IsolationLevel::Dedicated,
         };
         cache
             .write()

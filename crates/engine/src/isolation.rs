@@ -284,6 +284,8 @@ impl Engine {
             audit::append(w, TenantKey::SERVER, event)?;
             Ok::<_, EngineError>(meta.key)
         })?;
+        // The level decides the tenant's pool lane (dedicated: reserved), read at admission.
+        self.admissions.invalidate(key);
         self.indexes.set_level(
             &self.store,
             key,

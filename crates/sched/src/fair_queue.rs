@@ -50,6 +50,17 @@ pub enum Discipline {
     Fifo,
 }
 
+/// Which workers may run a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lane {
+    /// Any shared worker, in the fair order across all tenants.
+    #[default]
+    Shared,
+    /// Any shared worker in the fair order, and also the reserved workers, which run nothing
+    /// else: the tenant's latency then does not depend on how busy the shared workers are.
+    Reserved,
+}
+
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum QueueFull {
@@ -87,6 +98,8 @@ struct TenantQueue<T> {
     estimate: u64,
     /// Jobs dispatched and not yet completed: the tenant's entry is kept for their charges.
     running: u32,
+    /// The lane of the tenant's latest push: whether its head is offered to reserved workers.
+    lane: Lane,
 }
 
 /// A tenant's head-of-line job in the ready heap (min-heap by `(start, seq)`). Entries whose
@@ -135,6 +148,9 @@ pub struct FairQueue<K, T> {
     tenants: HashMap<K, TenantQueue<T>, RandomState>,
     /// One current entry per tenant with a non-empty queue (its head job), plus stale ones.
     ready: BinaryHeap<Head<K>>,
+    /// The same for tenants in the reserved lane only: what reserved workers choose from.
+    /// An entry is current only if its version is the tenant's, as in `ready`.
+    reserved: BinaryHeap<Head<K>>,
     vtime: u128,
     /// Largest finish tag handed out; `vtime` jumps here when the queue empties (SFQ's rule
     /// for the end of a busy period), so idle tenants all restart level and can be swept.
@@ -155,6 +171,7 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
             discipline,
             tenants: HashMap::with_hasher(RandomState::default()),
             ready: BinaryHeap::new(),
+            reserved: BinaryHeap::new(),
             vtime: 0,
             max_finish: 0,
             seq: 0,
@@ -169,6 +186,13 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     /// Queues `item` for `key` with `weight` (0 is treated as 1). The weight applies to this
     /// job, so a changed tenant weight takes effect from the next push.
     pub fn push(&mut self, key: &K, weight: u32, item: T) -> Result<(), QueueFull> {
+        self.push_in(key, weight, Lane::Shared, item)
+    }
+
+    /// [`push`](Self::push) in a [`Lane`]. Like the weight, the lane is the caller's to pass
+    /// on every push; a tenant's latest push decides whether its waiting jobs are offered to
+    /// reserved workers.
+    pub fn push_in(&mut self, key: &K, weight: u32, lane: Lane, item: T) -> Result<(), QueueFull> {
         if self.len >= self.max_len {
             return Err(QueueFull::Total { queued: self.len });
         }
@@ -183,6 +207,7 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
                 head_version: 0,
                 estimate: self.typical,
                 running: 0,
+                lane,
             };
             self.tenants.insert(key.clone(), fresh);
         }
@@ -196,18 +221,31 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         }
         let seq = self.seq;
         self.seq += 1;
+        let lane_changed = tenant.lane != lane;
+        tenant.lane = lane;
         if tenant.jobs.is_empty() {
             tenant.head_start = match self.discipline {
                 Discipline::Fair => self.vtime.max(tenant.finish),
                 Discipline::Fifo => u128::from(seq),
             };
             tenant.head_version += 1;
-            self.ready.push(Head {
+            let head = Head {
                 start: tenant.head_start,
                 seq,
                 version: tenant.head_version,
                 key: key.clone(),
-            });
+            };
+            offer(&mut self.ready, &mut self.reserved, lane, head);
+        } else if lane_changed && let Some(first) = tenant.jobs.front() {
+            // The waiting head moves into (or out of) the reserved lane: re-offer it.
+            tenant.head_version += 1;
+            let head = Head {
+                start: tenant.head_start,
+                seq: first.seq,
+                version: tenant.head_version,
+                key: key.clone(),
+            };
+            offer(&mut self.ready, &mut self.reserved, lane, head);
         }
         tenant.jobs.push_back(Entry {
             seq,
@@ -215,6 +253,7 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
             item,
         });
         self.len += 1;
+        self.prune_reserved();
         Ok(())
     }
 
@@ -233,8 +272,23 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     /// Takes the next job to dispatch and charges its tenant the estimated cost; settle the
     /// returned [`Charge`] with [`complete`](Self::complete) when the job has run.
     pub fn pop_charged(&mut self) -> Option<(Charge<K>, T)> {
+        self.pop_from(Lane::Shared)
+    }
+
+    /// Like [`pop_charged`](Self::pop_charged), for a reserved worker: the fairest job among
+    /// tenants in the [`Lane::Reserved`] lane only, `None` if none of them has one waiting.
+    pub fn pop_reserved(&mut self) -> Option<(Charge<K>, T)> {
+        self.pop_from(Lane::Reserved)
+    }
+
+    /// The next job from the shared order (every tenant) or the reserved one.
+    fn pop_from(&mut self, from: Lane) -> Option<(Charge<K>, T)> {
+        let heap = match from {
+            Lane::Shared => &mut self.ready,
+            Lane::Reserved => &mut self.reserved,
+        };
         let (head, tenant) = loop {
-            let head = self.ready.pop()?;
+            let head = heap.pop()?;
             match self.tenants.get_mut(&head.key) {
                 Some(t) if t.head_version == head.version && !t.jobs.is_empty() => {
                     break (head, t);
@@ -258,12 +312,13 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
                 Discipline::Fifo => u128::from(next.seq),
             };
             tenant.head_version += 1;
-            self.ready.push(Head {
+            let next = Head {
                 start: tenant.head_start,
                 seq: next.seq,
                 version: tenant.head_version,
                 key: head.key.clone(),
-            });
+            };
+            offer(&mut self.ready, &mut self.reserved, tenant.lane, next);
         }
         self.len -= 1;
         if self.len == 0 && self.discipline == Discipline::Fair {
@@ -301,13 +356,30 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         if let Some(head) = tenant.jobs.front() {
             tenant.head_start = shift(tenant.head_start).max(self.vtime);
             tenant.head_version += 1;
-            self.ready.push(Head {
+            let head = Head {
                 start: tenant.head_start,
                 seq: head.seq,
                 version: tenant.head_version,
                 key: charge.key,
-            });
+            };
+            offer(&mut self.ready, &mut self.reserved, tenant.lane, head);
         }
+        self.prune_reserved();
+    }
+
+    /// Drops stale entries of the reserved heap once they outnumber the tenants: shared
+    /// workers that serve a reserved tenant leave its old entry there, and reserved workers
+    /// (which would skip it) may be idle for long.
+    fn prune_reserved(&mut self) {
+        if self.reserved.len() <= 2 * self.tenants.len() + MIN_SWEEP {
+            return;
+        }
+        let tenants = &self.tenants;
+        self.reserved.retain(|h| {
+            tenants
+                .get(&h.key)
+                .is_some_and(|t| t.head_version == h.version && t.lane == Lane::Reserved)
+        });
     }
 
     /// Drops entries of tenants with nothing queued whose finish tag the virtual time has
@@ -319,11 +391,13 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
             .retain(|_, t| !t.jobs.is_empty() || t.running > 0 || (!fifo && t.finish > vtime));
         // Heads of swept tenants were stale already; drop stale entries too.
         let tenants = &self.tenants;
-        self.ready.retain(|h| {
+        let current = |h: &Head<K>| {
             tenants
                 .get(&h.key)
                 .is_some_and(|t| t.head_version == h.version)
-        });
+        };
+        self.ready.retain(current);
+        self.reserved.retain(current);
         self.sweep_at = (2 * self.tenants.len()).max(MIN_SWEEP);
     }
 
@@ -347,6 +421,23 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     pub fn tenant_entries(&self) -> usize {
         self.tenants.len()
     }
+}
+
+/// Offers a tenant's head job to the shared workers and, in the reserved lane, to the
+/// reserved ones too; whichever pops it first runs it, and the other entry goes stale.
+fn offer<K: Clone>(
+    ready: &mut BinaryHeap<Head<K>>,
+    reserved: &mut BinaryHeap<Head<K>>,
+    lane: Lane,
+    head: Head<K>,
+) {
+    if lane == Lane::Reserved {
+        reserved.push(Head {
+            key: head.key.clone(),
+            ..head
+        });
+    }
+    ready.push(head);
 }
 
 /// `cost_ns` of a tenant of `weight` in fixed-point virtual time.
@@ -431,6 +522,54 @@ mod tests {
             q.tenant_entries() <= 2 * MIN_SWEEP,
             "{}",
             q.tenant_entries()
+        );
+    }
+
+    #[test]
+    fn reserved_pop_takes_only_the_reserved_lane_in_fair_order() {
+        let mut q = FairQueue::new(Discipline::Fair, usize::MAX, usize::MAX);
+        for i in 0..3 {
+            q.push(&1u32, 1, i).unwrap();
+        }
+        q.push_in(&2, 1, Lane::Reserved, 10).unwrap();
+        q.push_in(&2, 1, Lane::Reserved, 11).unwrap();
+        q.push_in(&3, 1, Lane::Reserved, 20).unwrap();
+        let mut reserved = Vec::new();
+        while let Some((c, item)) = q.pop_reserved() {
+            q.complete(c, DEFAULT_COST_NS);
+            reserved.push(item);
+        }
+        assert_eq!(reserved, [10, 20, 11]);
+        // The shared order skips what reserved workers took.
+        assert_eq!(
+            std::iter::from_fn(|| q.pop()).collect::<Vec<_>>(),
+            [(1, 0), (1, 1), (1, 2)]
+        );
+    }
+
+    #[test]
+    fn a_tenant_leaving_the_reserved_lane_takes_its_waiting_jobs_along() {
+        let mut q = FairQueue::new(Discipline::Fair, usize::MAX, usize::MAX);
+        q.push_in(&1u32, 1, Lane::Reserved, 0).unwrap();
+        q.push_in(&1, 1, Lane::Shared, 1).unwrap();
+        assert!(q.pop_reserved().is_none());
+        q.push_in(&1, 1, Lane::Reserved, 2).unwrap();
+        assert_eq!(q.pop_reserved().map(|(c, i)| (c.key, i)), Some((1, 0)));
+        assert_eq!(q.pop(), Some((1, 1)));
+    }
+
+    #[test]
+    fn stale_reserved_entries_stay_bounded_while_reserved_workers_idle() {
+        let mut q = FairQueue::new(Discipline::Fair, usize::MAX, usize::MAX);
+        for i in 0..10_000u32 {
+            q.push_in(&(i % 4), 1, Lane::Reserved, i).unwrap();
+            let (c, _) = q.pop_charged().unwrap();
+            q.complete(c, 1_000 + u64::from(i));
+        }
+        assert!(
+            q.reserved.len() <= 2 * q.tenants.len() + MIN_SWEEP + 1,
+            "{}",
+            q.reserved.len()
         );
     }
 }

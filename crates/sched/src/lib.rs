@@ -34,7 +34,7 @@ pub mod scheduler;
 mod shard;
 
 pub use error::{Busy, LimitsError, RetryAfter, SchedError};
-pub use fair_queue::{Charge, DEFAULT_COST_NS, Discipline, FairQueue, QueueFull};
+pub use fair_queue::{Charge, DEFAULT_COST_NS, Discipline, FairQueue, Lane, QueueFull};
 pub use inflight::{InFlight, Permit};
 pub use rate::{Limits, RateLimiter};
 pub use scheduler::{Charging, FairScheduler, JobHandle, SchedulerConfig};

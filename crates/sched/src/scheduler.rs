@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::cpu::thread_cpu_ns;
 use crate::error::SchedError;
-use crate::fair_queue::{Discipline, FairQueue, QueueFull};
+use crate::fair_queue::{Charge, Discipline, FairQueue, Lane, QueueFull};
 
 /// A type-erased job: runs the caller's closure and delivers its result.
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -30,8 +30,13 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// Pool size, queue bounds and ordering.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// Worker threads (at least 1).
+    /// Shared worker threads (at least 1): they run every tenant's jobs in the fair order.
     pub workers: usize,
+    /// Reserved worker threads, on top of `workers`: they run only jobs submitted in
+    /// [`Lane::Reserved`], so those tenants' latency does not depend on how busy the shared
+    /// workers are. They idle (no CPU) while no such job waits. 0 disables the lane: its jobs
+    /// then run on the shared workers like any other.
+    pub reserved_workers: usize,
     /// Jobs queued (not yet running) across all tenants before `Overloaded`.
     pub max_queue: usize,
     /// Jobs queued for one tenant before `TenantQueueFull`.
@@ -63,6 +68,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             workers: std::thread::available_parallelism().map_or(2, usize::from),
+            reserved_workers: 0,
             max_queue: 10_000,
             max_queue_per_tenant: 1_000,
             discipline: Discipline::Fair,
@@ -80,6 +86,8 @@ struct State<K> {
     accepting: bool,
     paused: bool,
     live_workers: usize,
+    /// Whether reserved workers exist (else the reserved lane is the shared one).
+    has_reserved: bool,
 }
 
 /// What the workers and the handle share.
@@ -87,6 +95,8 @@ struct Shared<K> {
     state: Mutex<State<K>>,
     /// Signalled when a job is queued, dispatch resumes, or shutdown begins.
     work: Condvar,
+    /// The same for reserved workers, when a job is queued in the reserved lane.
+    reserved_work: Condvar,
     /// Signalled when a worker exits.
     exited: Condvar,
 }
@@ -111,7 +121,8 @@ pub struct FairScheduler<K> {
 impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
     /// Starts `config.workers` threads. Fails only if the OS refuses a thread.
     pub fn new(config: SchedulerConfig) -> std::io::Result<Self> {
-        let workers = config.workers.max(1);
+        let shared_workers = config.workers.max(1);
+        let workers = shared_workers + config.reserved_workers;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: FairQueue::new(
@@ -123,8 +134,10 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 accepting: true,
                 paused: config.start_paused,
                 live_workers: workers,
+                has_reserved: config.reserved_workers > 0,
             }),
             work: Condvar::new(),
+            reserved_work: Condvar::new(),
             exited: Condvar::new(),
         });
         let this = Self {
@@ -133,9 +146,17 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         };
         for i in 0..workers {
             let shared = Arc::clone(&this.shared);
+            let (name, lane) = if i < shared_workers {
+                (format!("{}-{i}", config.thread_name), Lane::Shared)
+            } else {
+                (
+                    format!("{}-r{}", config.thread_name, i - shared_workers),
+                    Lane::Reserved,
+                )
+            };
             let spawned = std::thread::Builder::new()
-                .name(format!("{}-{i}", config.thread_name))
-                .spawn(move || worker(&shared));
+                .name(name)
+                .spawn(move || worker(&shared, lane));
             match spawned {
                 Ok(handle) => this.lock_handles().push(handle),
                 Err(e) => {
@@ -157,6 +178,23 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
+        self.submit_in(key, weight, Lane::Shared, f)
+    }
+
+    /// [`submit`](Self::submit) in a [`Lane`]: a [`Lane::Reserved`] job is offered to the
+    /// shared workers in the fair order and to the reserved workers, whichever is free first.
+    /// Passed per call like the weight, so a changed tenant record applies to its next job.
+    pub fn submit_in<F, R>(
+        &self,
+        key: &K,
+        weight: u32,
+        lane: Lane,
+        f: F,
+    ) -> Result<JobHandle<R>, SchedError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
             if tx.is_closed() {
@@ -169,17 +207,29 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             // The caller may have stopped waiting; nothing to do then.
             let _ = tx.send(result);
         });
-        {
+        let reserved = {
             let mut state = self.shared.lock();
             if !state.accepting {
                 return Err(SchedError::ShuttingDown);
             }
-            state.queue.push(key, weight, job).map_err(|e| match e {
-                QueueFull::Total { queued } => SchedError::Overloaded { queued },
-                QueueFull::Tenant { queued } => SchedError::TenantQueueFull { queued },
-            })?;
-        }
+            let lane = if state.has_reserved {
+                lane
+            } else {
+                Lane::Shared
+            };
+            state
+                .queue
+                .push_in(key, weight, lane, job)
+                .map_err(|e| match e {
+                    QueueFull::Total { queued } => SchedError::Overloaded { queued },
+                    QueueFull::Tenant { queued } => SchedError::TenantQueueFull { queued },
+                })?;
+            lane == Lane::Reserved
+        };
         self.shared.work.notify_one();
+        if reserved {
+            self.shared.reserved_work.notify_one();
+        }
         Ok(JobHandle { rx })
     }
 
@@ -193,6 +243,21 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         self.submit(key, weight, f)?.await
     }
 
+    /// [`run`](Self::run) in a [`Lane`] (see [`submit_in`](Self::submit_in)).
+    pub async fn run_in<F, R>(
+        &self,
+        key: &K,
+        weight: u32,
+        lane: Lane,
+        f: F,
+    ) -> Result<R, SchedError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit_in(key, weight, lane, f)?.await
+    }
+
     /// Stops dispatching (queued jobs wait; running ones finish). For tests and maintenance.
     pub fn pause(&self) {
         self.shared.lock().paused = true;
@@ -202,6 +267,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
     pub fn resume(&self) {
         self.shared.lock().paused = false;
         self.shared.work.notify_all();
+        self.shared.reserved_work.notify_all();
     }
 
     /// Jobs queued (not yet running) across all tenants.
@@ -233,6 +299,7 @@ impl<K> FairScheduler<K> {
         state.accepting = false;
         state.paused = false;
         self.shared.work.notify_all();
+        self.shared.reserved_work.notify_all();
         while state.live_workers > 0 {
             state = match deadline {
                 None => self
@@ -273,14 +340,24 @@ impl<K> Drop for FairScheduler<K> {
     }
 }
 
-/// A worker: take the fairest job, run it outside the lock, charge its tenant the CPU time it
-/// used (wall-clock time where the platform cannot tell), repeat; exit once shutdown has begun
-/// and the queue is empty.
-fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>) {
+/// A worker: take the fairest job (a reserved worker: the fairest of the reserved lane), run it
+/// outside the lock, charge its tenant the CPU time it used (wall-clock time where the platform
+/// cannot tell), repeat; exit once shutdown has begun and there is nothing left it may run.
+fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, lane: Lane) {
+    let pop = |q: &mut FairQueue<K, Job>| -> Option<(Charge<K>, Job)> {
+        match lane {
+            Lane::Shared => q.pop_charged(),
+            Lane::Reserved => q.pop_reserved(),
+        }
+    };
+    let signal = match lane {
+        Lane::Shared => &shared.work,
+        Lane::Reserved => &shared.reserved_work,
+    };
     let mut state = shared.lock();
     loop {
         if !state.paused
-            && let Some((charge, job)) = state.queue.pop_charged()
+            && let Some((charge, job)) = pop(&mut state.queue)
         {
             drop(state);
             let (cpu, wall) = (thread_cpu_ns(), Instant::now());
@@ -298,13 +375,14 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>) {
             state.queue.complete(charge, cost);
             continue;
         }
-        if !state.accepting && state.queue.is_empty() {
+        // A reserved worker leaves the rest of the queue to the shared workers, which drain it.
+        if !state.accepting && (lane == Lane::Reserved || state.queue.is_empty()) {
             state.live_workers -= 1;
             drop(state);
             shared.exited.notify_all();
             return;
         }
-        state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
+        state = signal.wait(state).unwrap_or_else(|p| p.into_inner());
     }
 }
 

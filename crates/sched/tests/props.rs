@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use strata_sched::{Discipline, FairQueue, Limits, QueueFull, RateLimiter};
+use strata_sched::{Discipline, FairQueue, Lane, Limits, QueueFull, RateLimiter};
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -343,4 +343,74 @@ fn counting_jobs_gives_costly_tenants_more_time_and_charging_costs_does_not() {
         (0.47..=0.53).contains(&charged),
         "charging CPU time: {charged:.3}"
     );
+}
+
+/// One step against a queue with a reserved lane: push in a lane, pop as a shared worker, pop
+/// as a reserved worker, or settle the oldest running job at a cost.
+#[derive(Debug, Clone)]
+enum LaneOp {
+    Push { key: u8, reserved: bool },
+    PopShared,
+    PopReserved,
+    Complete { cost_us: u64 },
+}
+
+fn lane_op() -> impl Strategy<Value = LaneOp> {
+    prop_oneof![
+        4 => (0u8..5, any::<bool>()).prop_map(|(key, reserved)| LaneOp::Push { key, reserved }),
+        2 => Just(LaneOp::PopShared),
+        2 => Just(LaneOp::PopReserved),
+        1 => (1u64..5_000).prop_map(|cost_us| LaneOp::Complete { cost_us }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Against a model of per-tenant FIFO queues and each tenant's latest lane: a reserved pop
+    /// takes only a job of a tenant whose latest push was reserved, and is `None` exactly when
+    /// no such tenant has a job waiting; nothing is lost or duplicated; each tenant's jobs
+    /// leave in push order whichever worker kind takes them.
+    #[test]
+    fn reserved_lane_serves_only_reserved_tenants_and_loses_nothing(
+        ops in prop::collection::vec(lane_op(), 0..400)
+    ) {
+        let mut q = FairQueue::new(Discipline::Fair, usize::MAX, usize::MAX);
+        let mut model: HashMap<u8, (VecDeque<usize>, bool)> = HashMap::new();
+        let mut running = VecDeque::new();
+        for (i, op) in ops.iter().enumerate() {
+            match *op {
+                LaneOp::Push { key, reserved } => {
+                    let lane = if reserved { Lane::Reserved } else { Lane::Shared };
+                    q.push_in(&key, 1, lane, i).unwrap();
+                    let entry = model.entry(key).or_default();
+                    entry.0.push_back(i);
+                    entry.1 = reserved;
+                }
+                LaneOp::PopShared | LaneOp::PopReserved => {
+                    let reserved_only = matches!(op, LaneOp::PopReserved);
+                    let popped = if reserved_only { q.pop_reserved() } else { q.pop_charged() };
+                    let eligible = model
+                        .values()
+                        .any(|(jobs, r)| !jobs.is_empty() && (*r || !reserved_only));
+                    match popped {
+                        None => prop_assert!(!eligible, "nothing popped at step {}", i),
+                        Some((charge, label)) => {
+                            let (jobs, r) = model.get_mut(&charge.key).unwrap();
+                            prop_assert!(*r || !reserved_only, "shared tenant on reserved lane");
+                            prop_assert_eq!(jobs.pop_front(), Some(label));
+                            running.push_back(charge);
+                        }
+                    }
+                }
+                LaneOp::Complete { cost_us } => {
+                    if let Some(charge) = running.pop_front() {
+                        q.complete(charge, cost_us * 1_000);
+                    }
+                }
+            }
+            let waiting: usize = model.values().map(|(jobs, _)| jobs.len()).sum();
+            prop_assert_eq!(q.len(), waiting);
+        }
+    }
 }

@@ -1,11 +1,11 @@
 //! Behaviour of the `FairScheduler` worker pool: dispatch order, weighted shares, starvation
-//! freedom, panic containment, overload rejection, cancellation and graceful shutdown.
+//! freedom, the reserved lane, panic containment, overload rejection, cancellation and graceful shutdown.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strata_sched::{Charging, Discipline, FairScheduler, SchedError, SchedulerConfig};
+use strata_sched::{Charging, Discipline, FairScheduler, Lane, SchedError, SchedulerConfig};
 
 fn config(workers: usize, paused: bool) -> SchedulerConfig {
     SchedulerConfig {
@@ -251,4 +251,109 @@ async fn run_awaits_the_result() {
     // Shutdown blocks, which belongs off the runtime's threads; the pool is idle here, so it
     // returns at once.
     s.shutdown();
+}
+
+/// Occupies both shared workers of a pool with `reserved_workers` reserved ones until the
+/// returned sender is dropped, submits one reserved-lane job of tenant 7 and one shared-lane
+/// job of tenant 8, and says whether each finished within `wait` while the flood held on.
+fn reserved_vs_blocked_pool(reserved_workers: usize, wait: Duration) -> (bool, bool) {
+    let s = FairScheduler::new(SchedulerConfig {
+        workers: 2,
+        reserved_workers,
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let gate = Arc::new(Mutex::new(gate));
+    let started = Arc::new(AtomicUsize::new(0));
+    // Tenant 1 floods: more blocking jobs than there are workers.
+    let flood: Vec<_> = (0..6)
+        .map(|_| {
+            let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
+            s.submit(&1u64, 1, move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                // Blocks until the sender is dropped (recv then fails).
+                let _ = gate.lock().unwrap().recv();
+            })
+            .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while started.load(Ordering::SeqCst) < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // One flood job holds the gate's lock, the other shared worker waits for the lock: both
+    // shared workers are busy for as long as `release` lives.
+    std::thread::sleep(Duration::from_millis(50));
+    let reserved = s.submit_in(&7u64, 1, Lane::Reserved, || ()).unwrap();
+    let shared = s.submit_in(&8u64, 1, Lane::Shared, || ()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        let _ = reserved.wait_blocking();
+        let _ = tx.send(7u64);
+    });
+    std::thread::spawn(move || {
+        let _ = shared.wait_blocking();
+        let _ = tx2.send(8u64);
+    });
+    let end = Instant::now() + wait;
+    let mut done = Vec::new();
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(k) => done.push(k),
+            Err(_) => break,
+        }
+    }
+    drop(release);
+    for h in flood {
+        assert_eq!(h.wait_blocking(), Ok(()));
+    }
+    assert!(s.shutdown_timeout(Duration::from_secs(10)));
+    (done.contains(&7), done.contains(&8))
+}
+
+#[test]
+fn reserved_worker_serves_its_lane_while_shared_workers_are_busy() {
+    let (reserved_done, shared_done) = reserved_vs_blocked_pool(1, Duration::from_millis(500));
+    assert!(reserved_done, "the reserved-lane job waited for the flood");
+    assert!(!shared_done, "the reserved worker ran a shared-lane job");
+}
+
+#[test]
+fn without_reserved_workers_the_reserved_lane_waits_like_any_other() {
+    let (reserved_done, shared_done) = reserved_vs_blocked_pool(0, Duration::from_millis(300));
+    assert!(!reserved_done && !shared_done);
+}
+
+#[test]
+fn reserved_jobs_also_run_on_idle_shared_workers_and_shutdown_drains_them() {
+    let s = FairScheduler::new(SchedulerConfig {
+        workers: 2,
+        reserved_workers: 1,
+        start_paused: true,
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            let ran = Arc::clone(&ran);
+            let lane = if i % 2 == 0 {
+                Lane::Reserved
+            } else {
+                Lane::Shared
+            };
+            s.submit_in(&(i % 3), 1, lane, move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap()
+        })
+        .collect();
+    // Shutdown resumes a paused pool and runs everything queued before it returns.
+    assert!(s.shutdown_timeout(Duration::from_secs(10)));
+    assert_eq!(ran.load(Ordering::SeqCst), 50);
+    for h in handles {
+        assert_eq!(h.wait_blocking(), Ok(()));
+    }
 }

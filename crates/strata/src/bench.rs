@@ -14,6 +14,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::client::Client;
+use crate::loadgen::process_cpu;
 
 /// Settings of one run.
 #[derive(Debug, Clone, clap::Args)]
@@ -103,9 +104,30 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Search bodies serialised once before the run, so the load generator spends its CPU on
+/// sending requests and not on building JSON: on a shared machine its CPU is taken from the
+/// server it measures. Distinct vectors, cycled.
+fn search_bodies(first_seed: u64, n: u64) -> Arc<[String]> {
+    (0..n)
+        .map(|i| json!({"vector": vector(first_seed + i), "k": 10}).to_string())
+        .collect()
+}
+
+/// Sends one pre-serialised search and reads the answer's bytes (not parsed: the time is the
+/// server's, and a failure is an error status).
+async fn search_raw(client: &Client, body: String) -> anyhow::Result<()> {
+    let req = client
+        .request(Method::POST, "/v1/search")
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    client.send(req).await?.bytes().await?;
+    Ok(())
+}
+
 /// B's steady searches for `seconds`; returns the latencies of successful ones and the count
 /// of failures.
 async fn steady(client: Arc<Client>, qps: f64, seconds: u64) -> (Vec<Duration>, u64) {
+    let bodies = search_bodies(1_000_000, 1024);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / qps));
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -114,14 +136,11 @@ async fn steady(client: Arc<Client>, qps: f64, seconds: u64) -> (Vec<Duration>, 
         tick.tick().await;
         n += 1;
         let client = Arc::clone(&client);
+        let body = bodies[n as usize % bodies.len()].clone();
         // One task per request, so a slow answer does not delay the next send.
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
-            let body = json!({"vector": vector(1_000_000 + n), "k": 10});
-            client
-                .call(Method::POST, "/v1/search", Some(body))
-                .await
-                .map(|_| started.elapsed())
+            search_raw(&client, body).await.map(|()| started.elapsed())
         }));
     }
     let (mut ok, mut failed) = (Vec::new(), 0);
@@ -160,13 +179,17 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
             .await?;
     }
     eprintln!("phase 1: B alone for {} s…", args.seconds);
+    let cpu0 = process_cpu();
     let (alone, alone_failed) = steady(Arc::clone(&b), args.steady_qps, args.seconds).await;
+    let cpu_alone = process_cpu().saturating_sub(cpu0).as_secs_f64();
 
     eprintln!(
         "phase 2: B with A flooding ({} clients) for {} s…",
         args.flood_clients, args.seconds
     );
     let stop = Arc::new(AtomicBool::new(false));
+    let flood_bodies = search_bodies(0, 4096);
+    let cpu0 = process_cpu();
     let (a_done, a_refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     // The flood runs on its own runtime and thread, so B's client never waits in a task queue
     // behind A's: what B measures is the server, not this load generator.
@@ -177,6 +200,7 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
             Arc::clone(&a_refused),
             args.flood_clients,
         );
+        let bodies = Arc::clone(&flood_bodies);
         std::thread::spawn(move || -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -184,19 +208,19 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
             rt.block_on(async move {
                 let tasks: Vec<_> = (0..clients)
                     .map(|c| {
-                        let (a, stop, done, refused) = (
+                        let (a, stop, done, refused, bodies) = (
                             Arc::clone(&a),
                             Arc::clone(&stop),
                             Arc::clone(&done),
                             Arc::clone(&refused),
+                            Arc::clone(&bodies),
                         );
                         tokio::spawn(async move {
-                            let mut i = 0u64;
+                            let mut i = c * 61;
                             while !stop.load(Ordering::Relaxed) {
                                 i += 1;
-                                let body =
-                                    json!({"vector": vector(c as u64 * 1_000_000 + i), "k": 10});
-                                match a.call(Method::POST, "/v1/search", Some(body)).await {
+                                let body = bodies[i % bodies.len()].clone();
+                                match search_raw(&a, body).await {
                                     Ok(_) => done.fetch_add(1, Ordering::Relaxed),
                                     Err(_) => refused.fetch_add(1, Ordering::Relaxed),
                                 };
@@ -214,6 +238,7 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
     let (loaded, loaded_failed) = steady(Arc::clone(&b), args.steady_qps, args.seconds).await;
     stop.store(true, Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || flood.join()).await;
+    let cpu_flood = process_cpu().saturating_sub(cpu0).as_secs_f64();
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let (p50a, p99a) = (percentile(&alone, 0.50), percentile(&alone, 0.99));
@@ -238,6 +263,13 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
         ms(p99l) / ms(p99a).max(f64::EPSILON),
         a_done.load(Ordering::Relaxed) as f64 / args.seconds as f64,
         a_refused.load(Ordering::Relaxed)
+    );
+    // On one machine the load generator's CPU is taken from the server: report it.
+    let secs = args.seconds as f64;
+    println!(
+        "load generator CPU: {:.0}% of a core with B alone, {:.0}% with A flooding",
+        100.0 * cpu_alone / secs,
+        100.0 * cpu_flood / secs
     );
     Ok(())
 }

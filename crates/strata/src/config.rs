@@ -13,6 +13,9 @@ pub use crate::model::EmbedderConfig;
 /// Prefix of environment overrides; `__` separates the path, e.g. `STRATA__SERVER__LISTEN`.
 const ENV_PREFIX: &str = "STRATA__";
 
+/// More reserved threads than this is a typo, not a plan: each is an OS thread.
+const MAX_RESERVED_WORKERS: usize = 256;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -22,6 +25,25 @@ pub struct Config {
     pub embedder: EmbedderConfig,
     pub log: LogConfig,
     pub metrics: MetricsSection,
+    pub scheduler: SchedulerSection,
+}
+
+/// `[scheduler]`: capacity of the worker pool set aside for `dedicated` tenants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerSection {
+    /// Worker threads, on top of `server.workers`, that run only `dedicated` tenants' jobs, so
+    /// their latency does not depend on how busy the shared workers are. They use no CPU
+    /// while no dedicated tenant has work waiting. 0: dedicated tenants share the pool.
+    pub reserved_workers: usize,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        SchedulerSection {
+            reserved_workers: strata_api::PoolConfig::default().reserved_workers,
+        }
+    }
 }
 
 /// `[metrics]`: who may scrape `/metrics`, and how many tenants get their own label there.
@@ -223,6 +245,9 @@ impl Config {
         }
         config.server.validate_connections()?;
         config.metrics.validate()?;
+        if config.scheduler.reserved_workers > MAX_RESERVED_WORKERS {
+            bail!("scheduler.reserved_workers: at most {MAX_RESERVED_WORKERS}");
+        }
         if config.embedder.threads == 0 {
             bail!("embedder.threads: at least 1");
         }
@@ -360,6 +385,24 @@ mod tests {
         ] {
             assert!(Config::load(None, env(&[bad])).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn reserved_workers_default_to_one_and_are_bounded() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.scheduler.reserved_workers, 1);
+        let off = Config::load(None, env(&[("STRATA__SCHEDULER__RESERVED_WORKERS", "0")])).unwrap();
+        assert_eq!(off.scheduler.reserved_workers, 0);
+        let err = Config::load(
+            None,
+            env(&[("STRATA__SCHEDULER__RESERVED_WORKERS", "100000")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("scheduler.reserved_workers"),
+            "{err:#}"
+        );
+        assert!(Config::load(None, env(&[("STRATA__SCHEDULER__RESERVED", "1")])).is_err());
     }
 
     #[test]

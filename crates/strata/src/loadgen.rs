@@ -286,7 +286,7 @@ impl Phase {
 
 /// User plus system CPU time this process has used so far (all threads).
 #[cfg(unix)]
-fn process_cpu() -> Duration {
+pub(crate) fn process_cpu() -> Duration {
     // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `usage` is a valid, exclusive out-pointer for the duration of the call.
@@ -302,6 +302,6 @@ fn process_cpu() -> Duration {
 
 /// Elsewhere the client's CPU is not reported (printed as 0).
 #[cfg(not(unix))]
-fn process_cpu() -> Duration {
+pub(crate) fn process_cpu() -> Duration {
     Duration::ZERO
 }

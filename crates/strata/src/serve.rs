@@ -65,6 +65,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 workers: config.server.workers,
                 max_queue: config.server.max_queue,
                 max_queue_per_tenant: config.server.max_queue_per_tenant,
+                reserved_workers: config.scheduler.reserved_workers,
             },
             body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
             body_min_bytes_per_sec: config.server.body_min_bytes_per_sec,

@@ -104,3 +104,49 @@ fn the_in_flight_cap_refuses_excess_concurrent_requests() {
     );
     assert!(refused > 0 && ok > 0, "{ok} written, {refused} refused");
 }
+
+/// Admission is decided from the headers: a rate-limited tenant's search is refused 429 before
+/// its body is read or parsed, so even an invalid body gets the cheap refusal; once admitted,
+/// a search body (now parsed on the worker pool) is still checked with 400s naming the field.
+#[test]
+fn search_is_admitted_from_its_headers_and_its_body_still_checked() {
+    let server = Server::start();
+    server.tenant("acme");
+    let acme = server.key("acme", json!({ "permissions": ALL }));
+    let post_raw = |body: &'static str| {
+        let res = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/search", server.url))
+            .bearer_auth(&acme)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json::<Value>().unwrap_or(Value::Null))
+    };
+    let (status, body) = post_raw("{\"vector\": [0.1,");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("body: invalid JSON"),
+        "{body}"
+    );
+    let (status, body) = post_raw("{\"text\": \"hello\", \"k\": \"ten\"}");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().starts_with("k:"),
+        "{body}"
+    );
+    let (status, body) = post_raw("{\"text\": \"hello\", \"k\": 3, \"tenant_id\": \"globex\"}");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(code(&body), "TENANT_MISMATCH");
+
+    server.limit("acme", json!({"max_qps": 0.01, "burst": 1}));
+    let (status, _) = post_raw("{\"text\": \"hello\", \"k\": 3}");
+    assert_ne!(status, 429, "the burst admits one request");
+    let (status, body) = post_raw("{\"vector\": [0.1,");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(code(&body), "RATE_LIMITED");
+}
