@@ -52,6 +52,8 @@ pub struct Admitted {
     weight: u32,
     /// Where the tenant's queue depth, queue wait and CPU time are counted.
     series: Arc<TenantSeries>,
+    /// Whose integrity state its queue depth and wait feed (`Engine::observe_queue`).
+    scope: TenantScope,
     _permit: Option<Permit<TenantKey>>,
 }
 
@@ -113,6 +115,7 @@ impl Gate {
             key,
             weight: admission.weight,
             series: self.metrics.tenant(scope.key(), scope.tenant()),
+            scope: scope.clone(),
             _permit: permit,
         })
     }
@@ -127,6 +130,7 @@ impl Gate {
             key: scope.key(),
             weight: engine.admission(scope)?.weight,
             series: self.metrics.tenant(scope.key(), scope.tenant()),
+            scope: scope.clone(),
             _permit: None,
         })
     }
@@ -146,9 +150,13 @@ impl Gate {
     {
         let queued = Queued::new(Arc::clone(&admitted.series));
         let metrics = Arc::clone(&self.metrics);
+        // The tenant's own queue, as this request joins it: an integrity signal.
+        let depth = self.pool.queued_for(&admitted.key);
+        let (submitted, scope) = (Instant::now(), admitted.scope.clone());
         let (result, durable) = self
             .pool
             .run(&admitted.key, admitted.weight, move || {
+                engine.observe_queue(&scope, depth, submitted.elapsed());
                 let series = queued.start();
                 let _busy = metrics.busy();
                 let cpu = thread_cpu_time();
