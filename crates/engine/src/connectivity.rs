@@ -76,7 +76,9 @@ fn sample(c: &CollectionIndex) -> f64 {
     let mut buf = vec![0.0; g.dim()];
     let (mut tried, mut found) = (0u32, 0u32);
     for i in 0..SAMPLES as u64 {
-        let Some(slot) = u32::try_from(i * step).ok().and_then(|n| c.with_vector.select(n))
+        let Some(slot) = u32::try_from(i * step)
+            .ok()
+            .and_then(|n| c.with_vector.select(n))
         else {
             break;
         };
@@ -85,8 +87,7 @@ fn sample(c: &CollectionIndex) -> f64 {
             continue;
         }
         tried += 1;
-        if g
-            .search(&buf, K, None)
+        if g.search(&buf, K, None)
             .is_ok_and(|hits| hits.iter().any(|h| h.slot == slot))
         {
             found += 1;

@@ -198,10 +198,16 @@ fn a_deep_queue_stresses_its_own_tenant_only() {
     assert_eq!(state(&engine, "flooding"), IntegrityState::Stress);
     assert_eq!(moves(&engine, "quiet"), (IntegrityState::Normal, vec![]));
     let r = engine
-        .integrity(&OperatorScope::for_tests(), &TenantId::parse("flooding").unwrap())
+        .integrity(
+            &OperatorScope::for_tests(),
+            &TenantId::parse("flooding").unwrap(),
+        )
         .unwrap();
     assert_eq!(r.queue_depth, 20);
-    assert!(r.queue_wait_ms > 20.0 && (r.pressure - 2.0).abs() < 1e-9, "{r:?}");
+    assert!(
+        r.queue_wait_ms > 20.0 && (r.pressure - 2.0).abs() < 1e-9,
+        "{r:?}"
+    );
     // The quiet tenant's searches are served in full meanwhile.
     for i in 0..60 {
         write(&engine, &quiet, i).unwrap();
@@ -236,9 +242,7 @@ fn an_intact_graph_is_fully_connected() {
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     let s = scope(&engine, "g");
     let name = CollectionName::parse("vec").unwrap();
-    engine
-        .create_collection(&s, &name, 8, Metric::L2)
-        .unwrap();
+    engine.create_collection(&s, &name, 8, Metric::L2).unwrap();
     let data = strata_index::testdata::clustered(1_500, 8, 10, 1);
     let records: Vec<NewRecord> = data
         .into_iter()
