@@ -7,7 +7,8 @@
 //! 1,000,000) straight through the engine in-process, `--active` of them (10,000) with
 //! `--active-records` short 384-dim records each, and `--big` tenants of `--big-records`
 //! (2,000) records whose graphs the background builder builds and saves. Then, each time on a
-//! freshly opened engine over the same directory:
+//! freshly opened engine over the same directory (run it twice with the same `--dir` for RSS
+//! figures from a process that did not write the fleet):
 //! 1. start: the time `Engine::open` takes, and then the first search of one tenant;
 //! 2. active set: every active tenant searched once under a `--budget` (1 GiB) residency
 //!    budget, then the warm search latency over random active tenants, resident bytes and
@@ -16,12 +17,14 @@
 //!    search of a `--big-records` tenant.
 //!
 //! `memory`: `--vectors` (200,000) 384-dim vectors spread over `--split` tenants (1 or 100),
-//! written, graphs built, saved; reopened, every tenant loaded; RSS growth against the
-//! estimate and against the raw vector bytes.
+//! written, graphs built, saved; then, in a second run over the same `--dir` (a fresh
+//! process, so nothing of the writes is left in its heap), every tenant loaded and the RSS
+//! growth compared with the estimate and with the raw vector bytes.
 //!
 //! Run: `cargo run --release -p strata-engine --example scale_bench -- [fleet|memory]
 //! [--tenants N] [--million] [--active N] [--active-records N] [--big N] [--big-records N]
-//! [--budget BYTES] [--threads N] [--vectors N] [--split N] [--dir PATH]`. With `--dir` the
+//! [--budget BYTES] [--threads N] [--vectors N] [--split N] [--cache BYTES] [--dir PATH]`
+//! (`--cache`: the store's page cache of the measured engines, default 64 MiB). With `--dir` the
 //! data directory is kept (and reused if it holds a fleet already), e.g. to time the server's
 //! own start on it.
 
@@ -48,6 +51,8 @@ struct Args {
     threads: usize,
     vectors: usize,
     split: usize,
+    /// `[engine] storage_cache_bytes` of the measured engines.
+    cache: u64,
     dir: Option<String>,
 }
 
@@ -63,6 +68,7 @@ fn parse_args() -> Result<Args, String> {
         threads: 64,
         vectors: 200_000,
         split: 1,
+        cache: strata_store::DEFAULT_CACHE_BYTES as u64,
         dir: None,
     };
     let mut it = std::env::args().skip(1);
@@ -95,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
             "--threads" => a.threads = n.max(1),
             "--vectors" => a.vectors = n,
             "--split" => a.split = n.max(1),
+            "--cache" => a.cache = v,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -119,10 +126,11 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
-fn open(dir: &Path, budget: u64) -> Engine {
+fn open(dir: &Path, budget: u64, cache: u64) -> Engine {
     Engine::open(
         dir,
         EngineConfig {
+            storage_cache_bytes: cache,
             residency: ResidencyConfig {
                 memory_budget_bytes: budget,
                 pinned: vec![],
@@ -164,23 +172,25 @@ fn records(t: usize, n: usize) -> Vec<NewRecord> {
         .collect()
 }
 
-fn query(t: usize, i: usize) -> SearchRequest {
-    SearchRequest {
-        vector: strata_index::testdata::queries(1, DIM, 50, t as u64, i as u64)
-            .into_iter()
-            .next(),
-        k: 10,
-        modality: Some(text()),
-        ..Default::default()
-    }
+/// `n` queries from tenant `t`'s distribution (drawing them costs milliseconds, so they are
+/// drawn once, before any timing).
+fn queries(t: usize, n: usize) -> Vec<SearchRequest> {
+    strata_index::testdata::queries(n, DIM, 50, t as u64, 1)
+        .into_iter()
+        .map(|v| SearchRequest {
+            vector: Some(v),
+            k: 10,
+            modality: Some(text()),
+            ..Default::default()
+        })
+        .collect()
 }
 
-fn search(engine: &Engine, t: usize, i: usize) -> Duration {
-    let scope = scope(engine, t);
-    let q = query(t, i);
+/// One search's latency (the tenant look-up that authentication does is not timed).
+fn search(engine: &Engine, scope: &TenantScope, q: &SearchRequest) -> Duration {
     let start = Instant::now();
     engine
-        .search(&scope, &RequestScope::default(), &q)
+        .search(scope, &RequestScope::default(), q)
         .expect("search");
     start.elapsed()
 }
@@ -221,7 +231,7 @@ fn parallel(n: usize, threads: usize, f: impl Fn(usize) + Sync) {
 
 /// Creates tenants `t0..t{n}` and writes `records(t, per)` into each of `with_data`.
 fn generate(dir: &Path, n: usize, with_data: &[(std::ops::Range<usize>, usize)], threads: usize) {
-    let engine = open(dir, 0);
+    let engine = open(dir, 0, strata_store::DEFAULT_CACHE_BYTES as u64);
     let op = OperatorScope::for_tests();
     let start = Instant::now();
     parallel(n, threads, |t| {
@@ -298,9 +308,10 @@ fn fleet(a: &Args, dir: &Path) {
     // 1. Start-up.
     let rss_before_open = rss();
     let start = Instant::now();
-    let engine = open(dir, a.budget);
+    let engine = open(dir, a.budget, a.cache);
     let opened = start.elapsed();
-    let first = search(&engine, a.tenants - 1, 0);
+    let qs = queries(0, 256);
+    let first = search(&engine, &scope(&engine, a.tenants - 1), &qs[0]);
     println!(
         "start with {} tenants on disk: open {:.2} ms, then one idle tenant's first search {:.2} ms",
         a.tenants,
@@ -309,11 +320,18 @@ fn fleet(a: &Args, dir: &Path) {
     );
 
     // 2. The active set under the budget.
+    let start = Instant::now();
+    let scopes: Vec<TenantScope> = active.clone().map(|t| scope(&engine, t)).collect();
+    println!(
+        "looked up {} tenants in {:.2} s",
+        scopes.len(),
+        start.elapsed().as_secs_f64()
+    );
     let rss_base = rss();
     let start = Instant::now();
     let mut cold_small = Vec::with_capacity(active.len());
-    for t in active.clone() {
-        cold_small.push(search(&engine, t, 0));
+    for (t, s) in scopes.iter().enumerate() {
+        cold_small.push(search(&engine, s, &qs[t % qs.len()]));
     }
     println!(
         "first search of {} active tenants: {:.1} s",
@@ -348,24 +366,34 @@ fn fleet(a: &Args, dir: &Path) {
     );
     let mut rng = StdRng::seed_from_u64(7);
     let warm: Vec<Duration> = (0..20_000)
-        .map(|i| search(&engine, rng.random_range(active.clone()), i))
+        .map(|i| {
+            let s = &scopes[rng.random_range(0..scopes.len())];
+            search(&engine, s, &qs[i % qs.len()])
+        })
         .collect();
     report("warm search, random active tenant", warm);
     drop(engine);
 
     // 3. Cold big tenants: a budget of one byte evicts every other tenant at each load.
-    let engine = open(dir, 1);
+    let engine = open(dir, 1, a.cache);
+    let bigs: Vec<(TenantScope, Vec<SearchRequest>)> = big
+        .clone()
+        .map(|t| (scope(&engine, t), queries(t, 8)))
+        .collect();
     let mut cold = Vec::new();
     for round in 0..5 {
-        for t in big.clone() {
-            cold.push(search(&engine, t, round + 1));
+        for (s, qs) in &bigs {
+            cold.push(search(&engine, s, &qs[round]));
         }
     }
     report(
         &format!("cold first search, {}-record tenant", a.big_records),
         cold,
     );
-    let warm: Vec<Duration> = (0..2_000).map(|i| search(&engine, big.start, i)).collect();
+    let (s, qs) = &bigs[0];
+    let warm: Vec<Duration> = (0..2_000)
+        .map(|i| search(&engine, s, &qs[i % qs.len()]))
+        .collect();
     report(
         &format!("warm search, one {}-record tenant", a.big_records),
         warm,
@@ -374,12 +402,23 @@ fn fleet(a: &Args, dir: &Path) {
 
 fn memory(a: &Args, dir: &Path) {
     let per = a.vectors / a.split;
-    generate(dir, a.split, &[(0..a.split, per)], a.threads.min(a.split));
+    let marker = dir.join("scale_bench.memory");
+    let expected = format!("{} {}", a.vectors, a.split);
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(expected.as_str()) {
+        println!("reusing the tenants in {}", dir.display());
+    } else {
+        generate(dir, a.split, &[(0..a.split, per)], a.threads.min(a.split));
+        std::fs::write(&marker, &expected).expect("marker");
+        println!("written; run again with the same --dir for figures from a fresh process");
+        return;
+    }
     let base = rss();
-    let engine = open(dir, 0);
+    let engine = open(dir, 0, a.cache);
+    let q = queries(0, 1).remove(0);
+    let scopes: Vec<TenantScope> = (0..a.split).map(|t| scope(&engine, t)).collect();
     let start = Instant::now();
-    for t in 0..a.split {
-        search(&engine, t, 0);
+    for s in &scopes {
+        search(&engine, s, &q);
     }
     let loaded = start.elapsed();
     let summary = engine.residency_summary(&OperatorScope::for_tests());
