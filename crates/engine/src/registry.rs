@@ -137,7 +137,7 @@ impl IndexRegistry {
     /// Brings the slot's byte count (and the total) in line with `index`. Call with the
     /// slot's index lock held.
     pub fn account(&self, slot: &TenantSlot, index: Option<&TenantIndex>) {
-        let now = index.map_or(0, TenantIndex::resident_bytes);
+        let now = index.map_or(0, crate::residency::accounted_bytes);
         let before = slot.counters.bytes.swap(now, Ordering::Relaxed);
         if now >= before {
             self.total.fetch_add(now - before, Ordering::Relaxed);
