@@ -196,6 +196,9 @@ fn search(engine: &Engine, scope: &TenantScope, q: &SearchRequest) -> Duration {
 }
 
 fn report(what: &str, mut samples: Vec<Duration>) {
+    if samples.is_empty() {
+        return;
+    }
     samples.sort();
     let at = |p: f64| {
         let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
@@ -365,7 +368,7 @@ fn fleet(a: &Args, dir: &Path) {
         grown as f64 / summary.resident_bytes.max(1) as f64
     );
     let mut rng = StdRng::seed_from_u64(7);
-    let warm: Vec<Duration> = (0..20_000)
+    let warm: Vec<Duration> = (0..if scopes.is_empty() { 0 } else { 20_000 })
         .map(|i| {
             let s = &scopes[rng.random_range(0..scopes.len())];
             search(&engine, s, &qs[i % qs.len()])
@@ -390,7 +393,7 @@ fn fleet(a: &Args, dir: &Path) {
         &format!("cold first search, {}-record tenant", a.big_records),
         cold,
     );
-    let (s, qs) = &bigs[0];
+    let Some((s, qs)) = bigs.first() else { return };
     let warm: Vec<Duration> = (0..2_000)
         .map(|i| search(&engine, s, &qs[i % qs.len()]))
         .collect();
