@@ -58,6 +58,8 @@ pub struct Admitted {
     lane: Lane,
     /// Where the tenant's queue depth, queue wait and CPU time are counted.
     series: Arc<TenantSeries>,
+    /// Whose integrity state its queue depth and wait feed (`Engine::observe_queue`).
+    scope: TenantScope,
     _permit: Option<Permit<TenantKey>>,
 }
 
@@ -121,6 +123,7 @@ impl Gate {
             weight: admission.weight,
             lane: lane_of(&admission),
             series: self.metrics.tenant(scope.key(), scope.tenant()),
+            scope: scope.clone(),
             _permit: permit,
         })
     }
@@ -137,6 +140,7 @@ impl Gate {
             weight: admission.weight,
             lane: lane_of(&admission),
             series: self.metrics.tenant(scope.key(), scope.tenant()),
+            scope: scope.clone(),
             _permit: None,
         })
     }
@@ -156,9 +160,13 @@ impl Gate {
     {
         let queued = Queued::new(Arc::clone(&admitted.series));
         let metrics = Arc::clone(&self.metrics);
+        // The tenant's own queue, as this request joins it: an integrity signal.
+        let depth = self.pool.queued_for(&admitted.key);
+        let (submitted, scope) = (Instant::now(), admitted.scope.clone());
         let (result, durable) = self
             .pool
             .run_in(&admitted.key, admitted.weight, admitted.lane, move || {
+                engine.observe_queue(&scope, depth, submitted.elapsed());
                 let series = queued.start();
                 let _busy = metrics.busy();
                 let cpu = thread_cpu_time();

@@ -25,6 +25,9 @@ pub struct DefaultCollection {
     pub analyzer: TextAnalyzer,
 }
 
+/// The smallest store page cache accepted: below it every read would go to the file.
+const MIN_STORAGE_CACHE_BYTES: u64 = 1 << 20;
+
 /// Engine settings, validated by [`EngineConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,6 +38,10 @@ pub struct EngineConfig {
     /// once durable either way; off, each pays its own fsync under the storage engine's single
     /// write lock, which caps durable single-record writes at about one per fsync.
     pub group_commit: bool,
+    /// Bytes of storage pages kept in memory (the store's page cache). Counted apart from
+    /// the residency budget, so the process holds about `memory_budget_bytes` plus this plus
+    /// a fixed overhead (`docs/residency.md`). At least 1 MiB.
+    pub storage_cache_bytes: u64,
     /// `[engine.residency]`: the memory budget for loaded tenant indexes.
     pub residency: ResidencyConfig,
     /// `[engine.integrity]`: per-tenant integrity thresholds.
@@ -61,6 +68,7 @@ impl Default for EngineConfig {
             default_collections: vec![c("text", 384), c("image", 512), c("audio", 512)],
             limits: RecordLimits::default(),
             group_commit: true,
+            storage_cache_bytes: strata_store::DEFAULT_CACHE_BYTES as u64,
             residency: ResidencyConfig::default(),
             integrity: IntegrityConfig::default(),
             isolation: IsolationConfig::default(),
@@ -73,6 +81,12 @@ impl EngineConfig {
     pub fn validate(&self) -> Result<(), EngineError> {
         self.integrity.validate().map_err(EngineError::BadRequest)?;
         self.adaptive.validate().map_err(EngineError::BadRequest)?;
+        if self.storage_cache_bytes < MIN_STORAGE_CACHE_BYTES {
+            return Err(EngineError::BadRequest(format!(
+                "storage_cache_bytes must be at least {MIN_STORAGE_CACHE_BYTES}, not {}",
+                self.storage_cache_bytes
+            )));
+        }
         for c in &self.default_collections {
             if c.dim == 0 || c.dim > self.limits.max_dim {
                 return Err(EngineError::BadRequest(format!(

@@ -1,10 +1,14 @@
 //! Per-tenant integrity states: `normal`, `stress`, `critical`, computed from the tenant's
 //! own signals only, so one tenant under pressure changes no other tenant's state.
 //!
-//! A sample is the tenant's *pressure*: the larger of its search latency (an exponentially
-//! weighted average, over its contract, when it has one) and its index health (deleted vectors
-//! still in a graph, over twice the fraction that triggers compaction). Samples are taken at
-//! each of its searches, and at each write refused while it is critical. The state machine moves only after
+//! A sample is the tenant's *pressure*: the largest of its search latency (an exponentially
+//! weighted average, over its contract, when it has one), its queue wait on the worker pool
+//! (likewise, over `queue_wait_contract_ms`), its queue depth (over `queue_depth_limit`) and
+//! its index health: deleted vectors still in a graph, over twice the fraction that triggers
+//! compaction, or nodes a search from the entry point no longer reaches
+//! (`crate::connectivity`), over twice `UNREACHABLE_STRESS`. Samples are taken at each of
+//! its searches, at each write refused while it is critical, and, when a queue threshold is
+//! set, as each of its requests leaves the queue. The state machine moves only after
 //! `consecutive` samples in a row point the same way, never within `cooldown_ms` of its last
 //! move, and with hysteresis: it enters `stress` at `stress_enter` but leaves only below
 //! `stress_exit` (likewise for `critical`). `stress` sheds the tenant's most expensive
@@ -31,6 +35,12 @@ pub struct IntegrityPolicy {
     /// The search latency the tenant is promised, in milliseconds: pressure 1.0. 0 (the
     /// default): no latency contract, so only index health moves the state.
     pub latency_contract_ms: f64,
+    /// The queue wait on the worker pool that counts as pressure 1.0, in milliseconds
+    /// (exponentially weighted like latency). 0 (the default): the wait does not count.
+    pub queue_wait_contract_ms: f64,
+    /// Requests of the tenant waiting in the pool that count as pressure 1.0. 0 (the
+    /// default): the depth does not count.
+    pub queue_depth_limit: u32,
     pub stress_enter: f64,
     pub stress_exit: f64,
     pub critical_enter: f64,
@@ -45,6 +55,8 @@ impl Default for IntegrityPolicy {
     fn default() -> Self {
         IntegrityPolicy {
             latency_contract_ms: 0.0,
+            queue_wait_contract_ms: 0.0,
+            queue_depth_limit: 0,
             stress_enter: 1.0,
             stress_exit: 0.7,
             critical_enter: 4.0,
@@ -59,6 +71,7 @@ impl IntegrityPolicy {
     /// Checks the ordering the hysteresis needs.
     pub fn validate(&self) -> Result<(), String> {
         let ok = self.latency_contract_ms >= 0.0
+            && self.queue_wait_contract_ms >= 0.0
             && 0.0 < self.stress_exit
             && self.stress_exit < self.stress_enter
             && self.stress_enter <= self.critical_exit
@@ -68,7 +81,7 @@ impl IntegrityPolicy {
             Ok(())
         } else {
             Err(
-                "integrity: need latency_contract_ms >= 0, 0 < stress_exit < stress_enter <= \
+                "integrity: need latency_contract_ms >= 0, queue_wait_contract_ms >= 0, 0 < stress_exit < stress_enter <= \
                  critical_exit < critical_enter, consecutive >= 1"
                     .into(),
             )
@@ -201,15 +214,56 @@ impl IntegrityConfig {
     }
 }
 
-/// Weight of the newest latency in the moving average.
+/// Weight of the newest latency (and queue wait) in the moving average.
 const LATENCY_WEIGHT: f64 = 0.2;
+
+/// The fraction of sampled graph nodes a search no longer reaches that counts as half of
+/// pressure 1, like the compaction threshold for deleted vectors.
+pub(crate) const UNREACHABLE_STRESS: f64 = 0.05;
+
+/// The most pressure index health alone can add: below the default `critical_exit`, so a
+/// graph in poor shape (the engine's to repair, by compaction) sheds a tenant's most
+/// expensive searches but never refuses its writes.
+const INDEX_HEALTH_MAX: f64 = 2.5;
+
+/// A tenant's index health at one sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct IndexHealth {
+    /// The largest fraction of deleted vectors still in one of its graphs.
+    pub deleted_fraction: f64,
+    /// The smallest fraction of sampled nodes reachable in one of its graphs.
+    pub reachable: f64,
+}
+
+impl Default for IndexHealth {
+    fn default() -> Self {
+        IndexHealth {
+            deleted_fraction: 0.0,
+            reachable: 1.0,
+        }
+    }
+}
 
 /// The integrity of one tenant: its state machine and the signals it is fed.
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
     pub machine: Machine,
     pub latency_ms: f64,
-    pub deleted_fraction: f64,
+    pub health: IndexHealth,
+    /// The tenant's requests waiting in the pool when its last one was submitted.
+    pub queue_depth: u64,
+    /// Its requests' wait in the pool, exponentially weighted, in milliseconds.
+    pub queue_wait_ms: f64,
+    /// The last connectivity sample of each of its graphs (see `crate::connectivity`).
+    pub reach: std::collections::HashMap<strata_types::CollectionName, crate::connectivity::Sample>,
+}
+
+fn moving_average(avg: f64, newest: f64) -> f64 {
+    if avg == 0.0 {
+        newest
+    } else {
+        avg + LATENCY_WEIGHT * (newest - avg)
+    }
 }
 
 impl Tracker {
@@ -218,28 +272,54 @@ impl Tracker {
         &mut self,
         p: &IntegrityPolicy,
         latency_ms: Option<f64>,
-        deleted_fraction: f64,
+        health: IndexHealth,
         now: Millis,
     ) -> IntegrityState {
         if let Some(l) = latency_ms {
-            self.latency_ms = if self.latency_ms == 0.0 {
-                l
-            } else {
-                self.latency_ms + LATENCY_WEIGHT * (l - self.latency_ms)
-            };
+            self.latency_ms = moving_average(self.latency_ms, l);
         }
-        self.deleted_fraction = deleted_fraction;
-        let latency = if p.latency_contract_ms > 0.0 {
-            self.latency_ms / p.latency_contract_ms
-        } else {
-            0.0
-        };
-        // Twice the compaction threshold is pressure 1: a graph that far gone means compaction
-        // is not keeping up. Deletions alone (at most pressure 2.5) never make a tenant
-        // critical.
-        let health = deleted_fraction / (2.0 * crate::collection_index::COMPACT_DELETED_FRACTION);
-        self.machine.observe(p, latency.max(health), now);
+        self.health = health;
+        self.machine.observe(p, self.pressure(p), now);
         self.machine.state
+    }
+
+    /// Records one request leaving the pool's queue: the tenant's depth when it was
+    /// submitted and how long it waited. Takes a sample only when the policy counts either
+    /// (the other signals as last seen), so without queue thresholds this changes no state.
+    pub fn queue(
+        &mut self,
+        p: &IntegrityPolicy,
+        depth: u64,
+        wait_ms: f64,
+        now: Millis,
+    ) -> IntegrityState {
+        self.queue_depth = depth;
+        self.queue_wait_ms = moving_average(self.queue_wait_ms, wait_ms);
+        if p.queue_wait_contract_ms > 0.0 || p.queue_depth_limit > 0 {
+            self.machine.observe(p, self.pressure(p), now);
+        }
+        self.machine.state
+    }
+
+    /// The pressure of the signals as they stand (1.0 = at the contract).
+    fn pressure(&self, p: &IntegrityPolicy) -> f64 {
+        let over = |value: f64, contract: f64| {
+            if contract > 0.0 {
+                value / contract
+            } else {
+                0.0
+            }
+        };
+        let latency = over(self.latency_ms, p.latency_contract_ms);
+        let wait = over(self.queue_wait_ms, p.queue_wait_contract_ms);
+        let depth = over(self.queue_depth as f64, f64::from(p.queue_depth_limit));
+        // Twice the compaction threshold is pressure 1: a graph that far gone means compaction
+        // is not keeping up; likewise twice `UNREACHABLE_STRESS` of its nodes lost.
+        let deleted = self.health.deleted_fraction
+            / (2.0 * crate::collection_index::COMPACT_DELETED_FRACTION);
+        let lost = (1.0 - self.health.reachable) / (2.0 * UNREACHABLE_STRESS);
+        let health = deleted.max(lost).min(INDEX_HEALTH_MAX);
+        latency.max(wait).max(depth).max(health)
     }
 
     pub fn report(&self, policy: &IntegrityPolicy) -> TenantIntegrity {
@@ -247,7 +327,10 @@ impl Tracker {
             state: self.machine.state,
             pressure: self.machine.last_pressure,
             latency_ms: self.latency_ms,
-            deleted_fraction: self.deleted_fraction,
+            deleted_fraction: self.health.deleted_fraction,
+            connectivity: self.health.reachable,
+            queue_depth: self.queue_depth,
+            queue_wait_ms: self.queue_wait_ms,
             policy: policy.clone(),
             transitions: self.machine.recent.iter().cloned().collect(),
         }
@@ -264,9 +347,38 @@ pub struct TenantIntegrity {
     pub latency_ms: f64,
     /// The largest fraction of deleted vectors still in one of its graphs.
     pub deleted_fraction: f64,
+    /// The smallest fraction of sampled nodes that a search from the entry point reaches,
+    /// over its graphs (1.0 without a graph).
+    pub connectivity: f64,
+    /// Its requests waiting in the worker pool when its last one was submitted.
+    pub queue_depth: u64,
+    /// Its requests' wait in the worker pool, exponentially weighted, in milliseconds.
+    pub queue_wait_ms: f64,
     pub policy: IntegrityPolicy,
     /// Up to 16 most recent moves, oldest first.
     pub transitions: Vec<Transition>,
+}
+
+impl crate::Engine {
+    /// Feeds one of the tenant's requests leaving the worker pool's queue to its integrity
+    /// state: its queued requests when this one was submitted, and how long this one waited.
+    /// Called by the admission layer, which owns the pool; touches nothing of the tenant's
+    /// data, only its in-memory integrity tracker.
+    pub fn observe_queue(
+        &self,
+        scope: &strata_auth::TenantScope,
+        depth: usize,
+        wait: std::time::Duration,
+    ) {
+        let policy = self.config.integrity.policy(scope.tenant());
+        self.indexes.integrity_queue(
+            scope.key(),
+            scope.tenant(),
+            policy,
+            depth as u64,
+            wait.as_secs_f64() * 1000.0,
+        );
+    }
 }
 
 #[cfg(test)]

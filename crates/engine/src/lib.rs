@@ -12,6 +12,7 @@ mod audit;
 mod collection_index;
 mod collections;
 mod config;
+mod connectivity;
 mod durability;
 mod embedding;
 mod error;
@@ -154,7 +155,9 @@ impl Engine {
                 source,
             })
         })?;
-        let store = Arc::new(Store::open(&dir.join(DB_FILE))?);
+        // `usize::MAX` only on a 32-bit host asked for more than it can address.
+        let cache = usize::try_from(config.storage_cache_bytes).unwrap_or(usize::MAX);
+        let store = Arc::new(Store::open_with_cache(&dir.join(DB_FILE), cache)?);
         store.set_group_commit(config.group_commit);
         let indexes = Arc::new(IndexRegistry::new(
             &config.residency,

@@ -101,11 +101,33 @@ impl IndexRegistry {
         latency_ms: Option<f64>,
     ) {
         let slot = self.slot(key, id);
-        let deleted = {
-            let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
-            guard.as_ref().map_or(0.0, TenantIndex::deleted_fraction)
+        // Lock order: the index (read) before the tracker, here and nowhere the other way.
+        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+        let mut tracker = lock(&slot.integrity);
+        // An unloaded tenant keeps the health last seen: its graphs did not change meanwhile.
+        let health = match guard.as_ref() {
+            Some(ti) => crate::integrity::IndexHealth {
+                deleted_fraction: ti.deleted_fraction(),
+                reachable: crate::connectivity::min_reachable(ti, &mut tracker.reach),
+            },
+            None => tracker.health,
         };
-        lock(&slot.integrity).sample(policy, latency_ms, deleted, strata_types::now_millis());
+        drop(guard);
+        tracker.sample(policy, latency_ms, health, strata_types::now_millis());
+    }
+
+    /// Feeds one request's queue depth (at submission) and wait on the worker pool to the
+    /// tenant's integrity state machine (see `Tracker::queue`).
+    pub fn integrity_queue(
+        &self,
+        key: TenantKey,
+        id: &TenantId,
+        policy: &crate::integrity::IntegrityPolicy,
+        depth: u64,
+        wait_ms: f64,
+    ) {
+        let slot = self.get(key).unwrap_or_else(|| self.slot(key, id));
+        lock(&slot.integrity).queue(policy, depth, wait_ms, strata_types::now_millis());
     }
 
     pub fn get(&self, key: TenantKey) -> Option<Arc<TenantSlot>> {
@@ -115,7 +137,7 @@ impl IndexRegistry {
     /// Brings the slot's byte count (and the total) in line with `index`. Call with the
     /// slot's index lock held.
     pub fn account(&self, slot: &TenantSlot, index: Option<&TenantIndex>) {
-        let now = index.map_or(0, TenantIndex::resident_bytes);
+        let now = index.map_or(0, crate::residency::accounted_bytes);
         let before = slot.counters.bytes.swap(now, Ordering::Relaxed);
         if now >= before {
             self.total.fetch_add(now - before, Ordering::Relaxed);

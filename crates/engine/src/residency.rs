@@ -13,6 +13,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use strata_types::TenantId;
 
+/// Heap a loaded tenant holds beyond what its collections' estimates count: its registry
+/// slot, tracker and maps, the default collections' empty indexes, and the allocator's own
+/// overhead. Measured against the process's resident set by `scale_bench`
+/// (`docs/benchmarks.md`): without it, 10,000 loaded tenants of 10 records each took 1.9 times
+/// their estimate.
+const TENANT_OVERHEAD_BYTES: u64 = 10_000;
+/// Heap per loaded record beyond its estimate (allocator headers and rounding of its many
+/// small allocations: strings, maps, posting entries), measured the same way.
+const RECORD_OVERHEAD_BYTES: u64 = 1_000;
+
+/// The bytes a loaded tenant is accounted for against the budget: its collections' estimates
+/// plus the measured fixed and per-record overheads above.
+pub(crate) fn accounted_bytes(ti: &crate::tenant_index::TenantIndex) -> u64 {
+    let records: u64 = ti.collections.values().map(|c| c.live.len()).sum();
+    ti.resident_bytes() + TENANT_OVERHEAD_BYTES + records * RECORD_OVERHEAD_BYTES
+}
+
 /// `[engine.residency]`: the memory budget for loaded tenant indexes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -152,3 +152,162 @@ fn inconsistent_thresholds_are_refused_at_open() {
         Err(EngineError::BadRequest(_))
     ));
 }
+
+/// A policy that moves on queue depth alone, deterministically (no cooldown).
+fn queue_policy() -> IntegrityPolicy {
+    IntegrityPolicy {
+        queue_depth_limit: 10,
+        consecutive: 3,
+        cooldown_ms: 0,
+        ..IntegrityPolicy::default()
+    }
+}
+
+fn queue_engine(dir: &std::path::Path) -> Engine {
+    let config = EngineConfig {
+        integrity: IntegrityConfig {
+            default: queue_policy(),
+            tenants: HashMap::new(),
+        },
+        ..EngineConfig::default()
+    };
+    Engine::open(dir, config).unwrap()
+}
+
+/// A tenant's state and its moves, for comparing runs.
+fn moves(engine: &Engine, id: &str) -> (IntegrityState, Vec<(IntegrityState, IntegrityState)>) {
+    let r = engine
+        .integrity(&OperatorScope::for_tests(), &TenantId::parse(id).unwrap())
+        .unwrap();
+    (
+        r.state,
+        r.transitions.iter().map(|t| (t.from, t.to)).collect(),
+    )
+}
+
+#[test]
+fn a_deep_queue_stresses_its_own_tenant_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = queue_engine(dir.path());
+    let (flooding, quiet) = (scope(&engine, "flooding"), scope(&engine, "quiet"));
+    for _ in 0..5 {
+        // Twice the depth limit: pressure 2, stress (critical would need 4).
+        engine.observe_queue(&flooding, 20, std::time::Duration::from_millis(30));
+        engine.observe_queue(&quiet, 1, std::time::Duration::from_millis(1));
+    }
+    assert_eq!(state(&engine, "flooding"), IntegrityState::Stress);
+    assert_eq!(moves(&engine, "quiet"), (IntegrityState::Normal, vec![]));
+    let r = engine
+        .integrity(
+            &OperatorScope::for_tests(),
+            &TenantId::parse("flooding").unwrap(),
+        )
+        .unwrap();
+    assert_eq!(r.queue_depth, 20);
+    assert!(
+        r.queue_wait_ms > 20.0 && (r.pressure - 2.0).abs() < 1e-9,
+        "{r:?}"
+    );
+    // The quiet tenant's searches are served in full meanwhile.
+    for i in 0..60 {
+        write(&engine, &quiet, i).unwrap();
+    }
+    assert_eq!(search(&engine, &quiet, 100).unwrap().hits.len(), 60);
+    // Its queue drains: back to normal.
+    for _ in 0..3 {
+        engine.observe_queue(&flooding, 0, std::time::Duration::ZERO);
+    }
+    // Only the depth counts under this policy, so the wait's moving average holds nothing up.
+    assert_eq!(state(&engine, "flooding"), IntegrityState::Normal);
+}
+
+#[test]
+fn without_queue_thresholds_the_queue_moves_no_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let s = scope(&engine, "t");
+    for _ in 0..20 {
+        engine.observe_queue(&s, 10_000, std::time::Duration::from_secs(5));
+    }
+    assert_eq!(moves(&engine, "t"), (IntegrityState::Normal, vec![]));
+    let r = engine
+        .integrity(&OperatorScope::for_tests(), &TenantId::parse("t").unwrap())
+        .unwrap();
+    assert_eq!(r.queue_depth, 10_000);
+}
+
+#[test]
+fn an_intact_graph_is_fully_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let s = scope(&engine, "g");
+    let name = CollectionName::parse("vec").unwrap();
+    engine.create_collection(&s, &name, 8, Metric::L2).unwrap();
+    let data = strata_index::testdata::clustered(1_500, 8, 10, 1);
+    let records: Vec<NewRecord> = data
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| NewRecord {
+            id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+            modality: Some(name.clone()),
+            vector: Some(v),
+            ..Default::default()
+        })
+        .collect();
+    for part in records.chunks(500) {
+        engine
+            .put(&s, &RequestScope::default(), part.to_vec())
+            .unwrap();
+    }
+    let search_vec = |i: u64| SearchRequest {
+        vector: Some(strata_index::testdata::queries(1, 8, 10, 1, i)[0].clone()),
+        k: 10,
+        modality: Some(name.clone()),
+        ..Default::default()
+    };
+    engine
+        .search(&s, &RequestScope::default(), &search_vec(0))
+        .unwrap();
+    engine.wait_for_graph_builds();
+    engine
+        .search(&s, &RequestScope::default(), &search_vec(1))
+        .unwrap();
+    let r = engine
+        .integrity(&OperatorScope::for_tests(), &TenantId::parse("g").unwrap())
+        .unwrap();
+    assert!(
+        engine.index_stats(&s).unwrap().iter().any(|c| c.graph),
+        "the graph was built"
+    );
+    assert!(r.connectivity >= 0.9 && r.connectivity <= 1.0, "{r:?}");
+    assert_eq!(r.state, IntegrityState::Normal);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+    /// Each tenant's state and moves depend on its own signals only: interleaved with other
+    /// tenants' queues on one engine, they are exactly what its own samples alone give on an
+    /// engine of its own.
+    #[test]
+    fn one_tenants_pressure_changes_no_other_tenants_state(
+        samples in proptest::collection::vec((0usize..3, 0usize..40, 0u64..50), 1..120)
+    ) {
+        let names = ["a", "b", "c"];
+        let dir = tempfile::tempdir().unwrap();
+        let shared = queue_engine(dir.path());
+        let scopes: Vec<TenantScope> = names.iter().map(|n| scope(&shared, n)).collect();
+        for &(t, depth, wait) in &samples {
+            shared.observe_queue(&scopes[t], depth, std::time::Duration::from_millis(wait));
+        }
+        for (t, n) in names.iter().enumerate() {
+            let own_dir = tempfile::tempdir().unwrap();
+            let alone = queue_engine(own_dir.path());
+            let own = scope(&alone, n);
+            for &(_, depth, wait) in samples.iter().filter(|s| s.0 == t) {
+                alone.observe_queue(&own, depth, std::time::Duration::from_millis(wait));
+            }
+            proptest::prop_assert_eq!(moves(&shared, n), moves(&alone, n));
+        }
+    }
+}

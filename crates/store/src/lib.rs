@@ -29,5 +29,5 @@ pub use idempotency::{IdempotencyRow, has_stale_idempotency_rows};
 pub use keys::{ScopeField, TenantKey};
 pub use links::LinkReads;
 pub use registry::TenantMeta;
-pub use tables::{Pending, Reader, Reads, Store, Writer};
+pub use tables::{DEFAULT_CACHE_BYTES, Pending, Reader, Reads, Store, Writer};
 pub use verify::{KeyCheck, check_tenant};

@@ -81,11 +81,24 @@ fn sync(db: &RwLock<Database>, commits: &crate::stats::LatencyHistogram) -> Resu
     Ok(())
 }
 
+/// The store's page cache when not configured: enough for the pages a few cold-tenant loads
+/// and the hot write path touch, small beside the residency budget it adds to.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 impl Store {
-    /// Opens or creates the database file at `path`. After a crash redb repairs the file on
-    /// open; the last durable commit is what remains.
+    /// Opens or creates the database file at `path` with the default page cache
+    /// ([`DEFAULT_CACHE_BYTES`]). After a crash redb repairs the file on open; the last durable
+    /// commit is what remains.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path)?;
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a page cache of at most `cache_bytes` (redb's own default is 1 GiB,
+    /// which would sit outside every memory figure the server reports).
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(DATA)?;
         txn.open_table(REGISTRY)?;
