@@ -426,11 +426,10 @@ impl CollectionIndex {
     }
 
     /// The engine's copy of the vectors, `dim` per slot (for the search image); `None` when
-    /// the graph holds the only copy (its snapshot carries every vector). A collection small
-    /// enough for exact scans keeps a copy beside its graph: saving it in the image spares
-    /// the load copying every vector back out of the restored graph, one lookup each.
+    /// the collection has a graph, whose snapshot carries every vector already.
     pub fn raw_vectors(&self) -> Option<&[f32]> {
-        (!self.vectors_in_graph).then(|| &self.vectors[..self.docs.len() * self.dim])
+        (self.graph.is_none() && !self.vectors_in_graph)
+            .then(|| &self.vectors[..self.docs.len() * self.dim])
     }
 
     /// Keeps an existing graph in step. A collection that just reached `GRAPH_MIN_VECTORS` gets

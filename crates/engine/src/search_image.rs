@@ -23,9 +23,9 @@ use strata_types::{Collection, CollectionName, Record};
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
 
-/// 2: the BM25 and field indexes in their flat forms (terms and paths by id, one id list per
-/// slot; `strata_index`'s `bm25_stored` and `field_stored`), and the vectors of a collection
-/// that keeps its own copy beside its graph. An image of format 1 is rebuilt from the records.
+/// 2: the BM25 and field indexes by term and path id, with one id list per slot
+/// (`strata_index`'s `bm25_stored` and `field_stored`). An image of format 1 is rebuilt from
+/// the records.
 const FORMAT: u8 = 2;
 
 /// Blob names of search images start with this, then the collection's name.
