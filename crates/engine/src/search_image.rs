@@ -23,7 +23,10 @@ use strata_types::{Collection, CollectionName, Record};
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
 
-const FORMAT: u8 = 1;
+/// 2: the BM25 and field indexes by term and path id, with one id list per slot
+/// (`strata_index`'s `bm25_stored` and `field_stored`). An image of format 1 is rebuilt from
+/// the records.
+const FORMAT: u8 = 2;
 
 /// Blob names of search images start with this, then the collection's name.
 pub(crate) const BLOB_PREFIX: &str = "image:";
@@ -318,8 +321,7 @@ mod tests {
     fn sample() -> CollectionIndex {
         let mut ci = CollectionIndex::new(&collection());
         ci.upsert(&record(), false).unwrap();
-        // One field path: the field index's maps are hash maps, whose order (and so the
-        // encoding) varies between runs once they hold more than one entry.
+        // One field path, to keep the golden bytes short (their order is by id, not by hash).
         ci.fields = FieldIndex::new();
         ci.fields.insert(0, "b:kind", &serde_json::json!("note"));
         ci
@@ -340,15 +342,20 @@ mod tests {
         assert_eq!(encode(&ci, 7).unwrap(), bytes);
     }
 
-    /// Format 1: `01`, version 7, dim 2, one record of 0x29 bytes (the store's record encoding),
-    /// vectors not in a graph (`00`), 8 vector bytes (0.5, -1.0), the portable bitmap {0}, then the field and BM25 indexes.
-    const GOLDEN: &str = "01070201292901016103766563000102686900000764656661756c740000027b7d020200000000000000e03f01000000080000003f000080bf123a30000001000000000000001000000000000106623a6b696e6401046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000001000106623a6b696e6400046e6f746501026869123a3000000100000000000000100000000000010001123a300000010000000000000010000000000001010100010268690100";
+    /// Format 2: `02`, version 7, dim 2, one record of 0x29 bytes (the store's record encoding),
+    /// vectors not in a graph (`00`), 8 vector bytes (0.5, -1.0), the portable bitmap {0}; the
+    /// field index (path names by id `b:kind`, each path's values: the string `note` in {0},
+    /// then each slot's (path id, value) list); the BM25 index (analyzer, terms by id `hi`,
+    /// each posting's slots {0} and repeated frequencies (none), the documents {0}, lengths
+    /// [1], each slot's term ids [[0]], total length 1).
+    const GOLDEN: &str = "02070201292901016103766563000102686900000764656661756c740000027b7d020200000000000000e03f01000000080000003f000080bf123a30000001000000000000001000000000000106623a6b696e640101046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000001010000046e6f7465000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
 
     #[test]
     fn anything_else_is_an_error() {
         let good = encode(&sample(), 7).unwrap();
         let mut other_format = good.clone();
-        other_format[0] = 2;
+        // Format 1 (the postings and field index as hash maps) is no longer read: rebuilt.
+        other_format[0] = 1;
         let mut trailing = good.clone();
         trailing.push(0);
         for bad in [

@@ -39,7 +39,7 @@ impl Ord for Num {
 
 /// One indexed scalar.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-enum Scalar {
+pub(crate) enum Scalar {
     Str(String),
     Bool(bool),
     Num(u64),
@@ -60,7 +60,7 @@ impl Scalar {
 
 /// The values of one path.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-struct PathIndex {
+pub(crate) struct PathIndex {
     strings: BTreeMap<String, RoaringBitmap>,
     bools: [RoaringBitmap; 2],
     numbers: BTreeMap<Num, RoaringBitmap>,
@@ -75,7 +75,17 @@ impl PathIndex {
         }
     }
 
-    fn get(&self, scalar: &Scalar) -> Option<&RoaringBitmap> {
+    /// How many (value, slot) entries it holds.
+    pub(crate) fn entry_count(&self) -> u64 {
+        self.strings
+            .values()
+            .chain(self.numbers.values())
+            .chain(self.bools.iter())
+            .map(RoaringBitmap::len)
+            .sum()
+    }
+
+    pub(crate) fn get(&self, scalar: &Scalar) -> Option<&RoaringBitmap> {
         match scalar {
             Scalar::Str(s) => self.strings.get(s),
             Scalar::Bool(b) => Some(&self.bools[usize::from(*b)]),
@@ -109,7 +119,7 @@ impl PathIndex {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.strings.is_empty()
             && self.numbers.is_empty()
             && self.bools.iter().all(RoaringBitmap::is_empty)
@@ -132,13 +142,21 @@ fn valid_range<T: PartialOrd>(lower: Bound<&T>, upper: Bound<&T>) -> bool {
 /// slots hold which value. A slot may hold several values under one path (arrays, or repeated
 /// inserts); [`FieldIndex::remove_slot`] forgets all of a slot's entries exactly.
 ///
-/// Serialisable (serde) so the engine can persist it and load a collection without walking
-/// its records' fields again.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+/// Serialisable (serde, in `field_stored`) so the engine can persist it and load a
+/// collection without walking its records' fields again.
+#[derive(Debug, Default, Clone)]
 pub struct FieldIndex {
-    paths: HashMap<String, PathIndex>,
-    /// slot -> the (path, scalar) entries it holds, so removal needs no scan.
-    by_slot: HashMap<u32, Vec<(String, Scalar)>>,
+    /// Path → its id in `paths`.
+    pub(crate) ids: HashMap<String, u32>,
+    /// By path id: the path's name and values. An emptied path's id is in `free_ids`.
+    pub(crate) names: Vec<String>,
+    pub(crate) paths: Vec<PathIndex>,
+    pub(crate) free_ids: Vec<u32>,
+    /// By slot: the (path id, scalar) entries it holds, so removal needs no scan. Dense
+    /// because the engine's slots are, so a persisted index decodes it as plain lists.
+    pub(crate) by_slot: Vec<Vec<(u32, Scalar)>>,
+    /// Slots with at least one entry.
+    pub(crate) slots_with_values: usize,
 }
 
 impl FieldIndex {
@@ -149,7 +167,7 @@ impl FieldIndex {
 
     /// Number of slots with at least one indexed value.
     pub fn slot_count(&self) -> usize {
-        self.by_slot.len()
+        self.slots_with_values
     }
 
     /// Records that `slot` holds `value` under `path`. Strings, booleans and numbers are
@@ -167,33 +185,70 @@ impl FieldIndex {
         }
     }
 
+    /// The id of `path`, given a new one (or a freed one) if it has none.
+    fn id_of(&mut self, path: &str) -> u32 {
+        if let Some(id) = self.ids.get(path) {
+            return *id;
+        }
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.names[id as usize] = path.to_string();
+                id
+            }
+            None => {
+                self.paths.push(PathIndex::default());
+                self.names.push(path.to_string());
+                (self.paths.len() - 1) as u32
+            }
+        };
+        self.ids.insert(path.to_string(), id);
+        id
+    }
+
+    fn path(&self, path: &str) -> Option<&PathIndex> {
+        self.ids.get(path).map(|id| &self.paths[*id as usize])
+    }
+
     fn insert_scalar(&mut self, slot: u32, path: &str, value: &Value) {
         let Some(scalar) = Scalar::of(value) else {
             return;
         };
-        let entries = self.by_slot.entry(slot).or_default();
-        if entries.iter().any(|(p, s)| p == path && s == &scalar) {
+        let id = self.id_of(path);
+        let at = slot as usize;
+        if self.by_slot.len() <= at {
+            self.by_slot.resize(at + 1, Vec::new());
+        }
+        let entries = &mut self.by_slot[at];
+        if entries.iter().any(|(p, s)| *p == id && s == &scalar) {
             return;
         }
-        self.paths
-            .entry(path.to_string())
-            .or_default()
-            .bitmap_mut(&scalar)
-            .insert(slot);
-        entries.push((path.to_string(), scalar));
+        if entries.is_empty() {
+            self.slots_with_values += 1;
+        }
+        self.paths[id as usize].bitmap_mut(&scalar).insert(slot);
+        entries.push((id, scalar));
     }
 
     /// Forgets every value `slot` holds; returns whether it held any.
     pub fn remove_slot(&mut self, slot: u32) -> bool {
-        let Some(entries) = self.by_slot.remove(&slot) else {
+        let entries = self
+            .by_slot
+            .get_mut(slot as usize)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        if entries.is_empty() {
             return false;
-        };
-        for (path, scalar) in entries {
-            if let Some(pi) = self.paths.get_mut(&path) {
-                pi.remove(&scalar, slot);
-                if pi.is_empty() {
-                    self.paths.remove(&path);
-                }
+        }
+        self.slots_with_values -= 1;
+        for (id, scalar) in entries {
+            let Some(pi) = self.paths.get_mut(id as usize) else {
+                continue;
+            };
+            pi.remove(&scalar, slot);
+            if pi.is_empty() {
+                let name = std::mem::take(&mut self.names[id as usize]);
+                self.ids.remove(&name);
+                self.free_ids.push(id);
             }
         }
         true
@@ -202,7 +257,7 @@ impl FieldIndex {
     /// Slots holding `value` under `path` (numbers compare numerically). For an array
     /// `value`, slots holding any of its scalar elements. Other values match nothing.
     pub fn eq(&self, path: &str, value: &Value) -> RoaringBitmap {
-        let Some(pi) = self.paths.get(path) else {
+        let Some(pi) = self.path(path) else {
             return RoaringBitmap::new();
         };
         match value {
@@ -221,7 +276,7 @@ impl FieldIndex {
     /// match nothing.
     pub fn range(&self, path: &str, lower: Bound<f64>, upper: Bound<f64>) -> RoaringBitmap {
         let (Some(pi), Some(lower), Some(upper)) =
-            (self.paths.get(path), num_bound(lower), num_bound(upper))
+            (self.path(path), num_bound(lower), num_bound(upper))
         else {
             return RoaringBitmap::new();
         };
@@ -235,7 +290,7 @@ impl FieldIndex {
 
     /// Slots holding a string within the bounds (byte-wise order) under `path`.
     pub fn range_str(&self, path: &str, lower: Bound<&str>, upper: Bound<&str>) -> RoaringBitmap {
-        let Some(pi) = self.paths.get(path) else {
+        let Some(pi) = self.path(path) else {
             return RoaringBitmap::new();
         };
         let lower = lower.map(str::to_string);
@@ -250,7 +305,7 @@ impl FieldIndex {
 
     /// Slots holding any indexed value under `path`.
     pub fn exists(&self, path: &str) -> RoaringBitmap {
-        let Some(pi) = self.paths.get(path) else {
+        let Some(pi) = self.path(path) else {
             return RoaringBitmap::new();
         };
         let strings = pi
@@ -309,7 +364,7 @@ mod tests {
         assert!(ix.eq("tags", &json!("nested")).is_empty());
         assert!(ix.remove_slot(1));
         assert!(!ix.remove_slot(1));
-        assert!(ix.paths.is_empty() && ix.by_slot.is_empty());
+        assert!(ix.ids.is_empty() && ix.slot_count() == 0);
     }
 
     #[test]

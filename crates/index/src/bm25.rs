@@ -36,30 +36,47 @@ pub fn tokenize(text: &str) -> Vec<String> {
 }
 
 /// The documents containing one term: a bitmap for set algebra with the caller's visible set,
-/// and each document's term frequency for scoring.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-struct Posting {
-    slots: RoaringBitmap,
-    tf: HashMap<u32, u32>,
+/// and the term frequencies above one (a term usually occurs once in a document, so storing
+/// only the repeats keeps a loaded index from hashing an entry per word of every document).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Posting {
+    pub(crate) slots: RoaringBitmap,
+    /// Slot → term frequency, for the slots where it is above 1.
+    pub(crate) repeats: HashMap<u32, u32>,
+}
+
+impl Posting {
+    /// The term frequency in `slot`, which must hold the term.
+    fn tf(&self, slot: u32) -> u32 {
+        self.repeats.get(&slot).copied().unwrap_or(1)
+    }
 }
 
 /// An in-memory BM25 index. Not internally synchronised: writes take `&mut self`.
 ///
-/// Serialisable (serde) so the engine can persist it and load a collection without analysing
-/// its text again; the engine's persisted form pins the encoding with golden bytes.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+/// Terms get dense ids; postings and each document's terms are kept by id, so that the
+/// persisted form (`bm25_stored`) is a term list, a posting list and one id list per slot,
+/// decoded without a string per word of every document. The engine's persisted form pins the
+/// encoding with golden bytes.
+#[derive(Debug, Default, Clone)]
 pub struct Bm25Index {
-    postings: HashMap<String, Posting>,
+    /// Term → its id in `postings`.
+    pub(crate) ids: HashMap<String, u32>,
+    /// By term id; an emptied posting's id is in `free_ids` (its `term` is then empty).
+    pub(crate) postings: Vec<Posting>,
+    /// By term id: the term (for the persisted form and for reusing ids).
+    pub(crate) terms: Vec<String>,
+    pub(crate) free_ids: Vec<u32>,
     /// Slots holding a document.
-    docs: RoaringBitmap,
+    pub(crate) docs: RoaringBitmap,
     /// Document length in tokens by slot (0 for an empty slot). Dense because the engine's
     /// slots are: summing the lengths of a visible set is then one array read per document.
-    lens: Vec<u32>,
-    /// Each document's distinct terms, so that removal is exact.
-    terms: HashMap<u32, Vec<String>>,
-    total_len: u64,
+    pub(crate) lens: Vec<u32>,
+    /// Each slot's distinct term ids (empty for an empty slot), so that removal is exact.
+    pub(crate) slot_terms: Vec<Vec<u32>>,
+    pub(crate) total_len: u64,
     /// Turns documents and queries alike into terms.
-    analyzer: Analyzer,
+    pub(crate) analyzer: Analyzer,
 }
 
 impl Bm25Index {
@@ -91,11 +108,13 @@ impl Bm25Index {
         &self.docs
     }
 
+    fn posting(&self, term: &str) -> Option<&Posting> {
+        self.ids.get(term).map(|id| &self.postings[*id as usize])
+    }
+
     /// Number of documents containing `term` (already tokenized), visible or not.
     pub fn doc_freq(&self, term: &str) -> usize {
-        self.postings
-            .get(term)
-            .map_or(0, |p| p.slots.len() as usize)
+        self.posting(term).map_or(0, |p| p.slots.len() as usize)
     }
 
     /// Whether `slot` is indexed.
@@ -103,49 +122,92 @@ impl Bm25Index {
         self.docs.contains(slot)
     }
 
+    /// The id of `term`, given a new one (or a freed one) if it has none.
+    fn id_of(&mut self, term: &str) -> u32 {
+        if let Some(id) = self.ids.get(term) {
+            return *id;
+        }
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.terms[id as usize] = term.to_string();
+                id
+            }
+            None => {
+                self.postings.push(Posting::default());
+                self.terms.push(term.to_string());
+                (self.postings.len() - 1) as u32
+            }
+        };
+        self.ids.insert(term.to_string(), id);
+        id
+    }
+
     /// Indexes `text` under `slot`, replacing whatever the slot held (upsert).
     pub fn insert(&mut self, slot: u32, text: &str) {
         self.remove(slot);
         let tokens = self.analyzer.terms(text);
-        let mut tf: HashMap<String, u32> = HashMap::new();
-        for t in tokens.iter() {
-            *tf.entry(t.clone()).or_insert(0) += 1;
-        }
         let len = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
-        let mut terms = Vec::with_capacity(tf.len());
+        // Distinct terms in first-appearance order, so that new terms get their ids (and the
+        // persisted form its bytes) in the same order on every run.
+        let mut at_of: HashMap<&str, usize> = HashMap::new();
+        let mut tf: Vec<(&str, u32)> = Vec::new();
+        for t in &tokens {
+            match at_of.get(t.as_str()) {
+                Some(i) => tf[*i].1 += 1,
+                None => {
+                    at_of.insert(t, tf.len());
+                    tf.push((t, 1));
+                }
+            }
+        }
+        let mut ids = Vec::with_capacity(tf.len());
         for (term, count) in tf {
-            let posting = self.postings.entry(term.clone()).or_default();
+            let id = self.id_of(term);
+            let posting = &mut self.postings[id as usize];
             posting.slots.insert(slot);
-            posting.tf.insert(slot, count);
-            terms.push(term);
+            if count > 1 {
+                posting.repeats.insert(slot, count);
+            }
+            ids.push(id);
         }
         let at = slot as usize;
         if self.lens.len() <= at {
             self.lens.resize(at + 1, 0);
         }
+        if self.slot_terms.len() <= at {
+            self.slot_terms.resize(at + 1, Vec::new());
+        }
         self.lens[at] = len;
         self.total_len += u64::from(len);
         self.docs.insert(slot);
-        self.terms.insert(slot, terms);
+        self.slot_terms[at] = ids;
     }
 
     /// Removes `slot`; returns whether it was indexed.
     pub fn remove(&mut self, slot: u32) -> bool {
-        let Some(terms) = self.terms.remove(&slot) else {
+        if !self.docs.remove(slot) {
             return false;
-        };
-        self.docs.remove(slot);
+        }
+        let ids = self
+            .slot_terms
+            .get_mut(slot as usize)
+            .map(std::mem::take)
+            .unwrap_or_default();
         if let Some(len) = self.lens.get_mut(slot as usize) {
             self.total_len -= u64::from(*len);
             *len = 0;
         }
-        for term in terms {
-            if let Some(posting) = self.postings.get_mut(&term) {
-                posting.slots.remove(slot);
-                posting.tf.remove(&slot);
-                if posting.slots.is_empty() {
-                    self.postings.remove(&term);
-                }
+        for id in ids {
+            let Some(posting) = self.postings.get_mut(id as usize) else {
+                continue;
+            };
+            posting.slots.remove(slot);
+            posting.repeats.remove(&slot);
+            if posting.slots.is_empty() {
+                let term = std::mem::take(&mut self.terms[id as usize]);
+                self.ids.remove(&term);
+                posting.repeats = HashMap::new();
+                self.free_ids.push(id);
             }
         }
         true
@@ -185,7 +247,7 @@ impl Bm25Index {
             .into_iter()
             .filter(|t| seen.insert(t.clone()))
             .filter_map(|t| {
-                let posting = self.postings.get(&t)?;
+                let posting = self.posting(&t)?;
                 let df = posting.slots.intersection_len(&visible);
                 if df == 0 {
                     // As absent as in an index without the invisible documents.
@@ -262,7 +324,7 @@ impl Bm25Query<'_> {
                         continue;
                     }
                 };
-                let tf = posting.tf.get(&slot).copied().unwrap_or(0);
+                let tf = posting.tf(slot);
                 *entry += self.term_score(*idf, tf, self.index.len_of(slot));
             }
         }
@@ -282,8 +344,8 @@ impl Bm25Query<'_> {
         let len = self.index.len_of(slot);
         let mut score = None;
         for (idf, posting) in &self.terms {
-            if let Some(&tf) = posting.tf.get(&slot) {
-                *score.get_or_insert(0.0) += self.term_score(*idf, tf, len);
+            if posting.slots.contains(slot) {
+                *score.get_or_insert(0.0) += self.term_score(*idf, posting.tf(slot), len);
             }
         }
         score
@@ -458,7 +520,7 @@ mod tests {
         ix.remove(3);
         let q = ix.query("x", ix.doc_slots());
         assert_eq!((ix.doc_count(), q.doc_count(), q.avgdl()), (0, 0, 0.0));
-        assert!(ix.postings.is_empty());
+        assert!(ix.ids.is_empty());
         assert_eq!(ix.total_len, 0);
     }
 

@@ -13,8 +13,10 @@
 pub mod analyzer;
 pub mod bitmap;
 pub mod bm25;
+mod bm25_stored;
 mod error;
 pub mod exact;
+mod field_stored;
 pub mod hnsw;
 mod hnsw_format;
 mod hnsw_graph;
