@@ -412,6 +412,73 @@ impl Store {
         Ok((Some(last), chunk.len() as u64))
     }
 
+    /// Runs `f`, which registers one new tenant (with [`Writer::create_tenant`]), so that the
+    /// tenant lives in its own file from the start: the file is created for the key the
+    /// registry will assign and synced with `f`'s writes of that tenant's data before the
+    /// main-file transaction (its registry row) commits; the tenant is routed to it in the
+    /// same step. If anything fails, the file is deleted (or, after a crash, at the next
+    /// start: no registry row names it).
+    pub fn write_creating_dedicated<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<(R, TenantKey), E>,
+    ) -> Result<R, E> {
+        let db = self.db();
+        let txn = db.begin_write().map_err(StoreError::from)?;
+        let next = {
+            let meta = txn
+                .open_table(crate::tables::META)
+                .map_err(StoreError::from)?;
+            crate::tables::next_tenant_key(&meta)?
+        };
+        let file = self.create_dedicated(next)?;
+        let result = (|| {
+            let others: HashSet<TenantKey> =
+                self.placement.files().into_iter().map(|(k, _)| k).collect();
+            let fdb = read_db(&file.file.db);
+            let ftxn = fdb.begin_write().map_err(StoreError::from)?;
+            let r = {
+                let mut writer = Writer {
+                    data: txn.open_table(DATA).map_err(StoreError::from)?,
+                    dedicated: [(
+                        next,
+                        (ftxn.open_table(DATA).map_err(StoreError::from)?, true),
+                    )]
+                    .into_iter()
+                    .collect(),
+                    route: Route::Main(TenantKey::SERVER, others),
+                    registry: Registry::Write(
+                        txn.open_table(crate::tables::REGISTRY)
+                            .map_err(StoreError::from)?,
+                    ),
+                    meta: txn
+                        .open_table(crate::tables::META)
+                        .map_err(StoreError::from)?,
+                    credentials: txn
+                        .open_table(crate::tables::CREDENTIALS)
+                        .map_err(StoreError::from)?,
+                };
+                let (r, key) = f(&mut writer)?;
+                if key != next {
+                    return Err(StoreError::Engine(
+                        "a dedicated creation registered another key than planned".into(),
+                    )
+                    .into());
+                }
+                r
+            };
+            ftxn.commit().map_err(StoreError::from)?;
+            drop(fdb);
+            let mut routing = self.placement.lock_write();
+            txn.commit().map_err(StoreError::from)?;
+            routing.insert(next, Arc::clone(&file.file));
+            Ok(r)
+        })();
+        if result.is_err() {
+            let _ = self.discard_dedicated(file);
+        }
+        result
+    }
+
     /// Ends a migration into tenant `file.key()`'s own file. Call in the tenant's write order,
     /// after the chunk copies. Catches the file up with the main range, runs `f` (the registry
     /// change; the tenant's own keys it writes go to the file) and syncs the file; then one
@@ -530,7 +597,9 @@ impl Store {
         }
         drop(db);
         drop(file);
-        self.remove_dedicated(t)?;
+        // The flip is committed: a file that cannot be deleted now is an orphan, deleted at
+        // the next start.
+        let _ = self.remove_dedicated(t);
         Ok(r)
     }
 }

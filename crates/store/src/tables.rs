@@ -725,11 +725,7 @@ impl<'txn> Writer<'txn> {
         created_at: Millis,
         profile: serde_json::Map<String, serde_json::Value>,
     ) -> Result<TenantMeta, StoreError> {
-        let next = self
-            .meta
-            .get(NEXT_TENANT_KEY)?
-            .map(|v| v.value())
-            .unwrap_or(1);
+        let next = next_tenant_key(&self.meta)?.raw();
         self.registry_write()?;
         self.meta.insert(NEXT_TENANT_KEY, next + 1)?;
         let meta = TenantMeta {
@@ -901,6 +897,15 @@ impl<'txn> Writer<'txn> {
         self.table_mut(t)?.remove(keys::blob(t, name).as_slice())?;
         Ok(())
     }
+}
+
+/// The storage key the registry assigns to the next tenant it creates.
+pub(crate) fn next_tenant_key(
+    meta: &impl ReadableTable<&'static str, u64>,
+) -> Result<TenantKey, StoreError> {
+    Ok(TenantKey::from_raw(
+        meta.get(NEXT_TENANT_KEY)?.map(|v| v.value()).unwrap_or(1),
+    ))
 }
 
 pub(crate) fn scope_entries(t: TenantKey, r: &Record) -> Vec<Vec<u8>> {
