@@ -30,17 +30,37 @@ const CHUNK_KEYS: usize = 1_000;
 /// Opens the file of every tenant registered at `dedicated` and routes to it, then removes
 /// what an interrupted migration, creation or purge left behind: files of tenants that are not
 /// dedicated, and main-file keys of tenants that are. Runs at start, before any request.
+///
+/// A registry entry that does not decode must not stop the start (that tenant's operations
+/// are refused, the others serve) nor lose its data: its file, if it has one, is opened, and
+/// when a row does not even yield its storage key nothing is deleted at all.
 pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
     let mut keep = HashSet::new();
-    for meta in store.read()?.tenants()? {
-        if TenantProfile::of(&meta)?.isolation == IsolationLevel::Dedicated {
-            store.attach_dedicated(meta.key)?;
-            keep.insert(meta.key);
+    let mut dedicated = Vec::new();
+    let mut all_known = true;
+    for (_, row) in store.read()?.tenants_page(None, usize::MAX)? {
+        let Ok(meta) = row else {
+            all_known = false;
+            continue;
+        };
+        match TenantProfile::of(&meta).map(|p| p.isolation) {
+            Ok(IsolationLevel::Dedicated) => dedicated.push(meta.key),
+            Ok(_) => {}
+            // Undecidable: keep whichever side it has; its requests fail as corrupt anyway.
+            Err(_) if store.has_dedicated_dir(meta.key) => {
+                store.attach_dedicated(meta.key)?;
+                keep.insert(meta.key);
+            }
+            Err(_) => {}
         }
     }
-    store.remove_orphan_files(&keep)?;
-    for key in keep {
+    for key in dedicated {
+        store.attach_dedicated(key)?;
+        keep.insert(key);
         store.erase_main_range(key)?;
+    }
+    if all_known {
+        store.remove_orphan_files(&keep)?;
     }
     Ok(())
 }
