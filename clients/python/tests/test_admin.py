@@ -174,7 +174,7 @@ def test_node_operations(server: Server, admin: StrataAdmin) -> None:
     admin.migrate_tenant(tid, "dedicated")
     status = admin.migration_status(tid)
     assert status.level == "dedicated" and status.moves_data
-    assert status.keys_copied == status.keys_total > 0
+    assert status.keys_copied >= status.keys_total > 0
     report = admin.verify_tenant(tid)
     assert report.ok and report.dedicated_file and report.records == 3
     admin.migrate_tenant(tid, "shared")

@@ -175,7 +175,8 @@ pub struct MigrationStatus {
     pub graph_builds_pending: u32,
     /// Whether the last migration moved stored data (to or from `dedicated`).
     pub moves_data: bool,
-    /// Storage keys copied so far by the last data migration, of `keys_total`.
+    /// Storage keys copied so far by the last data migration, of `keys_total` (counted when
+    /// the copy began: the tenant's writes meanwhile can take `keys_copied` past it).
     pub keys_copied: u64,
     pub keys_total: u64,
     /// Why the last data migration failed.

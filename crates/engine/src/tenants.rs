@@ -342,9 +342,10 @@ impl Engine {
         self.indexes.forget(key);
         self.adaptive.forget_tenant(key);
         self.admissions.invalidate(key);
-        // Its own file, if dedicated, goes once the registry no longer names it (a crash
-        // before this leaves an orphan file, deleted at the next start).
-        self.store.remove_dedicated(key)?;
+        // Its own file, if dedicated, goes once the registry no longer names it. The purge
+        // has committed: a file that cannot be deleted now (or a crash before this) is an
+        // orphan, deleted at the next start.
+        let _ = self.store.remove_dedicated(key);
         self.compact()
     }
 
