@@ -260,11 +260,8 @@ impl Store {
                 .collect();
             (result, dirty)
         };
-        let r = match result {
-            Ok(r) => r,
-            // Dropping uncommitted transactions aborts them.
-            Err(e) => return Err(e),
-        };
+        // On error, dropping the uncommitted transactions aborts them.
+        let r = result?;
         for (key, ftxn) in ftxns {
             if dirty.contains(&key) {
                 ftxn.commit().map_err(StoreError::from)?;
@@ -360,11 +357,13 @@ pub(crate) enum Registry<'txn> {
     Read(ReadOnlyTable<&'static str, &'static [u8]>),
 }
 
+pub(crate) type DataTable<'txn> = Table<'txn, &'static [u8], &'static [u8]>;
+
 /// The inside of a write transaction.
 pub struct Writer<'txn> {
     pub(crate) data: Table<'txn, &'static [u8], &'static [u8]>,
     /// Joined dedicated files' `data` tables, with whether this write touched them.
-    pub(crate) dedicated: HashMap<TenantKey, (Table<'txn, &'static [u8], &'static [u8]>, bool)>,
+    pub(crate) dedicated: HashMap<TenantKey, (DataTable<'txn>, bool)>,
     pub(crate) route: Route,
     pub(crate) registry: Registry<'txn>,
     pub(crate) meta: Table<'txn, &'static str, u64>,
