@@ -45,16 +45,16 @@ pub struct Store {
 /// what it needs, so the wait can happen on another thread than the write.
 #[must_use = "a write is not durable until wait_durable returns Ok"]
 pub struct Pending {
-    /// Empty when the write committed with its own fsync (group commit off).
+    /// `None` when the write committed with its own fsync (group commit off).
     waiting: Option<Waiting>,
 }
 
 /// What a pending write needs to wait for, or lead, a sync.
-pub(crate) struct Waiting {
-    pub(crate) seq: Seq,
-    pub(crate) db: Arc<RwLock<Database>>,
-    pub(crate) group: Arc<GroupCommit>,
-    pub(crate) commits: Arc<crate::stats::LatencyHistogram>,
+struct Waiting {
+    seq: Seq,
+    db: Arc<RwLock<Database>>,
+    group: Arc<GroupCommit>,
+    commits: Arc<crate::stats::LatencyHistogram>,
 }
 
 impl Pending {
