@@ -168,6 +168,23 @@ def test_node_operations(server: Server, admin: StrataAdmin) -> None:
     assert status.level == "shared" and status.to_level == "shared"
     assert not admin.tenant_residency(tid).pinned
 
+    # Into its own storage file and back: the data moves, nothing is lost.
+    plan = admin.migrate_tenant(tid, "dedicated", dry_run=True)
+    assert plan.moves_data and plan.records == 3 and plan.bytes > 0
+    admin.migrate_tenant(tid, "dedicated")
+    status = admin.migration_status(tid)
+    assert status.level == "dedicated" and status.moves_data
+    assert status.keys_copied >= status.keys_total > 0
+    report = admin.verify_tenant(tid)
+    assert report.ok and report.dedicated_file and report.records == 3
+    admin.migrate_tenant(tid, "shared")
+    report = admin.verify_tenant(tid)
+    assert report.ok and not report.dedicated_file and report.records == 3
+
+    big = admin.create_tenant(unique("big"), isolation="dedicated")
+    assert big.isolation == "dedicated"
+    assert admin.verify_tenant(big.id).dedicated_file
+
     page = admin.stats(limit=1)
     assert len(page["tenants"]) == 1 and "tenant_count" in page
 

@@ -29,11 +29,12 @@ struct NewTenant {
     display_name: Option<String>,
     // These two are taken out of the body first (`isolation::level_fields`, whose errors
     // name the field); they are here for the schema and for `deny_unknown_fields`.
-    /// `shared` (the default) or `partition`; `dedicated` is not available yet (501).
+    /// `shared` (the default), `partition`, or `dedicated` (its data in its own storage
+    /// file, created before the tenant is registered).
     #[allow(dead_code)]
     #[schema(value_type = Option<crate::isolation::RequestedLevel>)]
     isolation: Option<IsolationLevel>,
-    /// The tenant's own graph parameters (used at `partition`).
+    /// The tenant's own graph parameters (used at `partition` and `dedicated`).
     #[allow(dead_code)]
     index_params: Option<IndexParams>,
     /// Its parent tenant, which must exist (see `docs/shared-knowledge.md`).

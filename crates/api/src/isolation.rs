@@ -1,5 +1,5 @@
-//! Operator routes for isolation levels: migrate a tenant between `shared` and `partition`
-//! (or report what a migration would do), and follow its progress.
+//! Operator routes for isolation levels: migrate a tenant between `shared`, `partition` and
+//! `dedicated` (or report what a migration would do), and follow its progress.
 
 use axum::Json;
 use axum::extract::State;
@@ -16,15 +16,18 @@ use crate::edge::OperatorAuth;
 use crate::input::{JsonObject, PathParam};
 use crate::{ApiError, AppState};
 
-/// The levels a request may ask for today, as the OpenAPI document states them: `dedicated`
-/// is refused with `501 NOT_IMPLEMENTED` until it is built, so it is not offered. (The bodies
-/// are read by [`field`]; these types only describe them.)
+/// The levels a request may ask for, as the OpenAPI document states them. (The bodies are
+/// read by [`field`]; these types only describe them.)
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[allow(dead_code)]
 pub(crate) enum RequestedLevel {
+    /// Loaded on demand, evictable, the server's index parameters.
     Shared,
+    /// Never evicted, its own index parameters.
     Partition,
+    /// As `partition`, and its data in its own storage file in its own directory.
+    Dedicated,
 }
 
 /// The body of `POST /v1/admin/tenants/{id}/migrate`.
@@ -70,12 +73,17 @@ pub(crate) fn level_fields(
 /// Migrates a tenant to another isolation level, or with `dry_run` reports what that would
 /// move and cost. shared ↔ partition moves no data and is online: the level changes at once,
 /// graphs whose parameters change are rebuilt in the background while the old ones serve.
-/// To or from `dedicated`: `501 NOT_IMPLEMENTED`.
+/// To or from `dedicated` the tenant's data moves between the main file and its own, online:
+/// it is copied in chunks while the tenant keeps serving reads and writes, then a short final
+/// catch-up (the tenant's writes wait for it) flips the level in one transaction. The call
+/// returns once the data has moved; `GET .../migration` shows the copy's progress meanwhile.
+/// A second migration of the same tenant while one is moving its data: `409 CONFLICT`.
 #[utoipa::path(post, path = "/v1/admin/tenants/{id}/migrate", tag = "admin",
     operation_id = "migrate_tenant",
     params(("id" = TenantId, Path, description = "tenant id")),
     request_body = MigrateBody,
-    responses((status = 200, description = "What the migration moves and costs; without `dry_run` it has started", body = MigrationReport)),
+    responses((status = 200, description = "What the migration moves and costs; without `dry_run` it has happened (graph rebuilds may still run in the background)", body = MigrationReport),
+        (status = 409, description = "A migration of the tenant is already moving its data")),
     security(("bearer" = [])))]
 pub async fn migrate(
     State(state): State<AppState>,

@@ -3,14 +3,15 @@
 //! A tenant's level lives in its profile (the registry entry). `shared` tenants are loaded on
 //! demand, evictable, and use the server's index parameters. `partition` tenants are pinned
 //! (never evicted by residency) and may carry their own HNSW parameters, used whenever their
-//! graphs are (re)built. `dedicated` (its own storage file) is part of the model but not built
-//! yet: migrations to or from it are refused with `EngineError::Unsupported`.
+//! graphs are (re)built. `dedicated` tenants are pinned too, with their own parameters, and their
+//! data lives in its own storage file (see `dedicated`).
 //!
 //! shared ↔ partition moves no data: one transaction changes the level (and audits it in the
 //! tenant's log and the server's), then the loaded indexes are pinned or unpinned and, when the
 //! graph parameters change, the background graph builder rebuilds the graphs while searches
 //! keep using the old ones (exactly as before the migration) until each new graph is swapped
-//! in.
+//! in. To or from `dedicated` the data moves too, online (see `dedicated`), and the level
+//! changes in the same transaction that ends the move.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -36,7 +37,7 @@ pub enum IsolationLevel {
     Shared,
     /// Always resident once loaded (never evicted), its own index parameters.
     Partition,
-    /// Its own storage file (not available yet: migrations to it are refused).
+    /// Its own storage file in its own directory, its own index parameters, never evicted.
     Dedicated,
 }
 
@@ -160,8 +161,11 @@ pub struct MigrationReport {
 pub struct MigrationStatus {
     /// The tenant's level now.
     pub level: IsolationLevel,
-    /// `none` (never migrated since start), `rebuilding` (level changed, graphs being rebuilt
-    /// in the background; searches use the old graphs meanwhile) or `done`.
+    /// `none` (never migrated since start), `copying` (data moving to or from the tenant's
+    /// own file; the old level serves meanwhile), `catching_up` (the final flip: the tenant's
+    /// writes wait for it), `rebuilding` (level changed, graphs being rebuilt in the
+    /// background; searches use the old graphs meanwhile), `done` or `failed` (see `error`;
+    /// the tenant stays whole at its old level).
     pub state: MigrationState,
     pub from: Option<IsolationLevel>,
     pub to: Option<IsolationLevel>,
@@ -169,33 +173,42 @@ pub struct MigrationStatus {
     pub started_at: Option<Millis>,
     /// Collections waiting for their graph build.
     pub graph_builds_pending: u32,
+    /// Whether the last migration moved stored data (to or from `dedicated`).
+    pub moves_data: bool,
+    /// Storage keys copied so far by the last data migration, of `keys_total` (counted when
+    /// the copy began: the tenant's writes meanwhile can take `keys_copied` past it).
+    pub keys_copied: u64,
+    pub keys_total: u64,
+    /// Why the last data migration failed.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MigrationState {
     None,
+    Copying,
+    CatchingUp,
     Rebuilding,
     Done,
+    Failed,
 }
 
-/// The last migration of each tenant since start, for status.
+/// The last migration of each tenant since start, and the data moves among them, for status.
 #[derive(Default)]
-pub(crate) struct Migrations(Mutex<HashMap<TenantKey, (IsolationLevel, IsolationLevel, Millis)>>);
+pub(crate) struct Migrations(
+    Mutex<HashMap<TenantKey, (IsolationLevel, IsolationLevel, Millis)>>,
+    pub(crate) crate::dedicated::Copies,
+);
 
-fn refuse_dedicated(from: IsolationLevel, to: IsolationLevel) -> Result<(), EngineError> {
-    if from == IsolationLevel::Dedicated || to == IsolationLevel::Dedicated {
-        return Err(EngineError::Unsupported(
-            "migration to or from the dedicated level (its own storage file) is not available \
-             yet; use shared or partition"
-                .into(),
-        ));
-    }
-    Ok(())
+/// Whether a migration between these levels moves the tenant's stored data.
+fn moves_data(from: IsolationLevel, to: IsolationLevel) -> bool {
+    (from == IsolationLevel::Dedicated) != (to == IsolationLevel::Dedicated)
 }
 
 impl Engine {
-    /// Plans, or (without `dry_run`) performs, a migration between shared and partition.
+    /// Plans, or (without `dry_run`) performs, a migration between levels. To or from
+    /// `dedicated` it returns once the data has moved (reads and writes go on meanwhile).
     pub fn migrate_tenant(
         &self,
         op: &OperatorScope,
@@ -210,7 +223,6 @@ impl Engine {
         if profile.status == TenantStatus::Deleted {
             return Err(EngineError::TenantNotFound(id.clone()));
         }
-        refuse_dedicated(profile.isolation, req.target)?;
         let params = req
             .index_params
             .or(profile.index_params)
@@ -230,21 +242,53 @@ impl Engine {
             0
         };
         let rate = self.indexes.builder.vectors_per_sec(new);
+        let moves = moves_data(profile.isolation, req.target);
+        let bytes = if moves {
+            self.store.range_size(meta.key)?.bytes
+        } else {
+            0
+        };
+        let rebuild_ms = rate.map(|r| (rebuild_vectors as f64 / r * 1000.0).ceil() as u64);
+        // A data move is estimated from the copy rate of the last one on this server.
+        let copy_ms = match (moves, self.migrations.1.bytes_per_sec()) {
+            (false, _) => Some(0),
+            (true, Some(r)) => Some((bytes as f64 / r * 1000.0).ceil() as u64),
+            (true, None) => None,
+        };
         let report = MigrationReport {
             from: profile.isolation,
             to: req.target,
             dry_run: req.dry_run,
-            moves_data: false,
-            records: 0,
-            vectors: 0,
-            bytes: 0,
+            moves_data: moves,
+            records: if moves { u.records } else { 0 },
+            vectors: if moves { u.vectors } else { 0 },
+            bytes,
             rebuilds_indexes: rebuild && rebuild_vectors > 0,
             rebuild_vectors,
-            estimated_ms: rate.map(|r| (rebuild_vectors as f64 / r * 1000.0).ceil() as u64),
+            estimated_ms: match (copy_ms, rebuild_ms) {
+                (Some(c), Some(r)) => Some(c + r),
+                (Some(c), None) if rebuild_vectors == 0 && moves => Some(c),
+                (Some(_), None) => None,
+                (None, _) => None,
+            },
             measured_vectors_per_sec: rate,
             index_params: params,
         };
         if req.dry_run {
+            return Ok(report);
+        }
+        if moves {
+            lock(&self.migrations.0)
+                .insert(meta.key, (profile.isolation, req.target, now_millis()));
+            self.move_data(op, id, meta.key, &next)?;
+            self.indexes.set_level(
+                &self.store,
+                meta.key,
+                id,
+                next.isolation.pinned(),
+                effective_params(&next),
+            );
+            self.admissions.invalidate(meta.key);
             return Ok(report);
         }
         self.set_level(op, id, next, "tenant.migrate")?;
@@ -262,27 +306,15 @@ impl Engine {
         action: &str,
     ) -> Result<(), EngineError> {
         let key = self.store.write(|w| {
-            let mut meta = w
-                .tenant(id)?
-                .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
-            let current = TenantProfile::of(&meta)?;
-            // Only the level and parameters change here; the rest is whatever is stored now.
-            let profile = TenantProfile {
-                isolation: next.isolation,
-                index_params: next.index_params,
-                ..current.clone()
-            };
-            meta.profile = profile.to_map();
-            w.put_tenant(&meta)?;
-            let mut event = audit::operator_event(op, id, action);
-            event.detail = serde_json::json!({
-                "from": current.isolation,
-                "to": profile.isolation,
-                "index_params": profile.index_params,
-            });
-            audit::append(w, meta.key, event.clone())?;
-            audit::append(w, TenantKey::SERVER, event)?;
-            Ok::<_, EngineError>(meta.key)
+            // A level on the other side of a data move is only ever set by the move's flip.
+            if let Some(meta) = w.tenant(id)?
+                && moves_data(TenantProfile::of(&meta)?.isolation, next.isolation)
+            {
+                return Err(EngineError::IdConflict(format!(
+                    "tenant {id}: its level changed meanwhile; retry"
+                )));
+            }
+            self.level_txn(w, op, id, &next, action)
         })?;
         // The level decides the tenant's pool lane (dedicated: reserved), read at admission.
         self.admissions.invalidate(key);
@@ -296,6 +328,38 @@ impl Engine {
         Ok(())
     }
 
+    /// The registry change of a level change, audited in the tenant's log and the server's.
+    pub(crate) fn level_txn(
+        &self,
+        w: &mut strata_store::Writer<'_>,
+        op: &OperatorScope,
+        id: &TenantId,
+        next: &TenantProfile,
+        action: &str,
+    ) -> Result<TenantKey, EngineError> {
+        let mut meta = w
+            .tenant(id)?
+            .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
+        let current = TenantProfile::of(&meta)?;
+        // Only the level and parameters change here; the rest is whatever is stored now.
+        let profile = TenantProfile {
+            isolation: next.isolation,
+            index_params: next.index_params,
+            ..current.clone()
+        };
+        meta.profile = profile.to_map();
+        w.put_tenant(&meta)?;
+        let mut event = audit::operator_event(op, id, action);
+        event.detail = serde_json::json!({
+            "from": current.isolation,
+            "to": profile.isolation,
+            "index_params": profile.index_params,
+        });
+        audit::append(w, meta.key, event.clone())?;
+        audit::append(w, TenantKey::SERVER, event)?;
+        Ok(meta.key)
+    }
+
     /// The tenant's level and the progress of its last migration since start.
     pub fn migration(
         &self,
@@ -306,17 +370,31 @@ impl Engine {
         let profile = TenantProfile::of(&meta)?;
         let pending = self.indexes.residency(meta.key, id).graph_builds_pending;
         let last = lock(&self.migrations.0).get(&meta.key).copied();
+        let copy = last
+            .filter(|l| moves_data(l.0, l.1))
+            .and_then(|_| self.migrations.1.get(meta.key));
+        let phase = copy.as_ref().map(|c| *lock(&c.phase));
+        use crate::dedicated::Phase;
         Ok(MigrationStatus {
             level: profile.isolation,
-            state: match last {
-                None => MigrationState::None,
-                Some(_) if pending > 0 => MigrationState::Rebuilding,
-                Some(_) => MigrationState::Done,
+            state: match (last, phase) {
+                (None, _) => MigrationState::None,
+                (_, Some(Phase::Copying)) => MigrationState::Copying,
+                (_, Some(Phase::CatchingUp)) => MigrationState::CatchingUp,
+                (_, Some(Phase::Failed)) => MigrationState::Failed,
+                (Some(_), _) if pending > 0 => MigrationState::Rebuilding,
+                (Some(_), _) => MigrationState::Done,
             },
             from: last.map(|l| l.0),
             to: last.map(|l| l.1),
             started_at: last.map(|l| l.2),
             graph_builds_pending: pending,
+            moves_data: copy.is_some(),
+            keys_copied: copy
+                .as_ref()
+                .map_or(0, |c| c.copied.load(std::sync::atomic::Ordering::Relaxed)),
+            keys_total: copy.as_ref().map_or(0, |c| c.total),
+            error: copy.and_then(|c| lock(&c.error).clone()),
         })
     }
 
@@ -416,21 +494,6 @@ mod tests {
             ..p
         };
         assert_eq!(effective_params(&p).m, 8);
-    }
-
-    #[test]
-    fn dedicated_is_refused_both_ways() {
-        use IsolationLevel::*;
-        assert!(refuse_dedicated(Shared, Partition).is_ok());
-        assert!(refuse_dedicated(Partition, Shared).is_ok());
-        assert!(matches!(
-            refuse_dedicated(Shared, Dedicated),
-            Err(EngineError::Unsupported(_))
-        ));
-        assert!(matches!(
-            refuse_dedicated(Dedicated, Shared),
-            Err(EngineError::Unsupported(_))
-        ));
     }
 }
 

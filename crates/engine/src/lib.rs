@@ -13,6 +13,7 @@ mod collection_index;
 mod collections;
 mod config;
 mod connectivity;
+mod dedicated;
 mod durability;
 mod embedding;
 mod error;
@@ -125,7 +126,8 @@ pub struct IndexStats {
     pub graph_deleted: u64,
 }
 
-/// The file inside the data directory that holds everything.
+/// The file inside the data directory that holds everything but dedicated tenants' data
+/// (which lives in `tenants/<key>/data.redb` beside it).
 pub const DB_FILE: &str = "strata.redb";
 
 /// The engine over one data directory.
@@ -158,6 +160,7 @@ impl Engine {
         // `usize::MAX` only on a 32-bit host asked for more than it can address.
         let cache = usize::try_from(config.storage_cache_bytes).unwrap_or(usize::MAX);
         let store = Arc::new(Store::open_with_cache(&dir.join(DB_FILE), cache)?);
+        dedicated::attach_files(&store)?;
         store.set_group_commit(config.group_commit);
         let indexes = Arc::new(IndexRegistry::new(
             &config.residency,
@@ -358,7 +361,8 @@ impl Engine {
             self.indexes
                 .write(&self.store, scope.key(), scope.tenant(), || {
                     let mut changes = Vec::new();
-                    let committed = self.store.write_pending(|w| {
+                    // The tenant's own file when it is dedicated: one file per write.
+                    let committed = self.store.write_pending_for(scope.key(), |w| {
                         let profile = tenants::check_live(w, scope)?;
                         let (result, detail) = f(w, &mut changes)?;
                         // Only a write that changes the indexes makes saved snapshots and

@@ -126,13 +126,6 @@ impl Engine {
         index_params: Option<IndexParams>,
         parent: Option<TenantId>,
     ) -> Result<TenantInfo, EngineError> {
-        if isolation == IsolationLevel::Dedicated {
-            return Err(EngineError::Unsupported(
-                "the dedicated isolation level (its own storage file) is not available yet; \
-                 use shared or partition"
-                    .into(),
-            ));
-        }
         if let Some(p) = &index_params {
             p.validate()?;
         }
@@ -145,7 +138,7 @@ impl Engine {
             )));
         }
         let now = now_millis();
-        self.store.write(|w| {
+        let create = |w: &mut Writer<'_>| {
             if w.tenant(id)?.is_some() {
                 return Err(EngineError::TenantExists(id.clone()));
             }
@@ -186,8 +179,14 @@ impl Engine {
                 };
                 w.put_collection(meta.key, &collection)?;
             }
-            TenantInfo::try_from(&meta)
-        })
+            Ok::<_, EngineError>((TenantInfo::try_from(&meta)?, meta.key))
+        };
+        if isolation == IsolationLevel::Dedicated {
+            // Its own file exists, synced, before its registry row commits.
+            self.store.write_creating_dedicated(create)
+        } else {
+            self.store.write(|w| create(w).map(|(info, _)| info))
+        }
     }
 
     /// A tenant with its usage.
@@ -343,6 +342,10 @@ impl Engine {
         self.indexes.forget(key);
         self.adaptive.forget_tenant(key);
         self.admissions.invalidate(key);
+        // Its own file, if dedicated, goes once the registry no longer names it. The purge
+        // has committed: a file that cannot be deleted now (or a crash before this) is an
+        // orphan, deleted at the next start.
+        let _ = self.store.remove_dedicated(key);
         self.compact()
     }
 

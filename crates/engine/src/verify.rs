@@ -4,6 +4,8 @@
 //! - every key in the tenant's range is one of its well-formed keys and decodes, and the
 //!   scope-index and dedup entries agree with the records (`strata_store::check_tenant`);
 //! - the tenant's storage key belongs to it alone in the registry;
+//! - its data lives on exactly one side: in its own file, with no key left in the main file,
+//!   when it is `dedicated`; in the main file, with no file of its own, otherwise;
 //! - every blob decodes: usage, data version, index snapshots (a snapshot that does not decode
 //!   is a warning: it is derived state, rebuilt from the records at the next load);
 //! - the usage counters equal a recount of the records;
@@ -54,6 +56,8 @@ pub struct VerifyReport {
     pub usage_recounted: UsageCounts,
     /// Whether the tenant's indexes were loaded (and so compared with storage).
     pub indexes_loaded: bool,
+    /// Whether its data lives in its own file (the `dedicated` level).
+    pub dedicated_file: bool,
     /// Up to 100 problems; `problem_count` counts them all.
     pub problems: Vec<String>,
     pub problem_count: u64,
@@ -62,7 +66,7 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    fn problem(&mut self, p: String) {
+    pub(crate) fn problem(&mut self, p: String) {
         self.problem_count += 1;
         if self.problems.len() < 100 {
             self.problems.push(p);
@@ -79,10 +83,14 @@ impl Engine {
         id: &TenantId,
     ) -> Result<VerifyReport, EngineError> {
         let meta = self.tenant_meta(id)?;
-        self.indexes
+        let mut report = self
+            .indexes
             .with_consistent(&self.store, meta.key, |r, index| {
                 verify(r, id, meta.key, index)
-            })
+            })?;
+        self.check_placement(&meta, &mut report)?;
+        report.ok = report.problem_count == 0;
+        Ok(report)
     }
 }
 
@@ -102,6 +110,7 @@ fn verify(
         usage_stored: Usage::default().into(),
         usage_recounted: Usage::default().into(),
         indexes_loaded: index.is_some(),
+        dedicated_file: false,
         problems: Vec::new(),
         problem_count: 0,
         warnings: Vec::new(),

@@ -72,7 +72,7 @@ pub trait AdaptiveReads: Reads {
         };
         let skip = keys::adaptive_all(t).len();
         let mut out = Vec::new();
-        for entry in prefix_range(self.data_table(), &prefix)? {
+        for entry in prefix_range(self.data_table(t)?, &prefix)? {
             let (k, v) = entry?;
             out.push(decode_row(&k[skip..], &v)?);
         }
@@ -86,7 +86,7 @@ pub trait AdaptiveReads: Reads {
         id: &RecordId,
     ) -> Result<Option<StoredPheromone>, StoreError> {
         let k = keys::adaptive_pheromone(t, domain, id);
-        let v = self.data_table().get(k.as_slice())?;
+        let v = self.data_table(t)?.get(k.as_slice())?;
         v.map(|v| decode_pheromone(v.value())).transpose()
     }
 }
@@ -102,7 +102,7 @@ impl Writer<'_> {
         n: &StoredNarrative,
     ) -> Result<(), StoreError> {
         let k = keys::adaptive_narrative(t, domain, c);
-        self.data
+        self.table_mut(t)?
             .insert(k.as_slice(), encode_narrative(n)?.as_slice())?;
         Ok(())
     }
@@ -114,7 +114,7 @@ impl Writer<'_> {
         c: &CollectionName,
     ) -> Result<bool, StoreError> {
         let k = keys::adaptive_narrative(t, domain, c);
-        Ok(self.data.remove(k.as_slice())?.is_some())
+        Ok(self.table_mut(t)?.remove(k.as_slice())?.is_some())
     }
 
     pub fn put_pheromone(
@@ -125,7 +125,7 @@ impl Writer<'_> {
         p: &StoredPheromone,
     ) -> Result<(), StoreError> {
         let k = keys::adaptive_pheromone(t, domain, id);
-        self.data
+        self.table_mut(t)?
             .insert(k.as_slice(), encode_pheromone(p)?.as_slice())?;
         Ok(())
     }
@@ -138,6 +138,6 @@ impl Writer<'_> {
         id: &RecordId,
     ) -> Result<bool, StoreError> {
         let k = keys::adaptive_pheromone(t, domain, id);
-        Ok(self.data.remove(k.as_slice())?.is_some())
+        Ok(self.table_mut(t)?.remove(k.as_slice())?.is_some())
     }
 }

@@ -46,7 +46,7 @@ pub fn has_stale_idempotency_rows(
     t: TenantKey,
     cutoff: Millis,
 ) -> Result<bool, StoreError> {
-    for entry in prefix_range(r.data_table(), &keys::idempotency_keys(t))? {
+    for entry in prefix_range(r.data_table(t)?, &keys::idempotency_keys(t))? {
         let (_, v) = entry?;
         if stale(&v, cutoff) {
             return Ok(true);
@@ -67,7 +67,7 @@ impl Writer<'_> {
         key: &str,
     ) -> Result<Option<IdempotencyRow>, StoreError> {
         match self
-            .data_table()
+            .data_table(t)?
             .get(keys::idempotency(t, key).as_slice())?
         {
             Some(v) => IdempotencyRow::decode(v.value()).map(Some),
@@ -81,7 +81,7 @@ impl Writer<'_> {
         key: &str,
         row: &IdempotencyRow,
     ) -> Result<(), StoreError> {
-        self.data_mut().insert(
+        self.table_mut(t)?.insert(
             keys::idempotency(t, key).as_slice(),
             row.encode()?.as_slice(),
         )?;
@@ -96,14 +96,14 @@ impl Writer<'_> {
         cutoff: Millis,
     ) -> Result<usize, StoreError> {
         let mut doomed = Vec::new();
-        for entry in prefix_range(self.data_table(), &keys::idempotency_keys(t))? {
+        for entry in prefix_range(self.data_table(t)?, &keys::idempotency_keys(t))? {
             let (k, v) = entry?;
             if stale(&v, cutoff) {
                 doomed.push(k);
             }
         }
         for k in &doomed {
-            self.data_mut().remove(k.as_slice())?;
+            self.table_mut(t)?.remove(k.as_slice())?;
         }
         Ok(doomed.len())
     }

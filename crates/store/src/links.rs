@@ -45,7 +45,7 @@ pub trait LinkReads: Reads {
         incoming: bool,
     ) -> Result<Vec<Link>, StoreError> {
         let prefix = keys::links_of(t, id, incoming);
-        prefix_range(self.data_table(), &prefix)?
+        prefix_range(self.data_table(t)?, &prefix)?
             .map(|e| e.and_then(|(k, v)| link_of(t, &k, &v, incoming)))
             .collect()
     }
@@ -59,7 +59,7 @@ pub trait LinkReads: Reads {
         relation: &Relation,
     ) -> Result<Option<Link>, StoreError> {
         let key = keys::link_out(t, source, target, relation.as_str());
-        let Some(v) = self.data_table().get(key.as_slice())? else {
+        let Some(v) = self.data_table(t)?.get(key.as_slice())? else {
             return Ok(None);
         };
         link_of(t, &key, v.value(), false).map(Some)
@@ -71,7 +71,7 @@ pub trait LinkReads: Reads {
         t: TenantKey,
     ) -> Result<Box<dyn Iterator<Item = Result<Link, StoreError>> + 'a>, StoreError> {
         let prefix = keys::links_all(t);
-        Ok(Box::new(prefix_range(self.data_table(), &prefix)?.map(
+        Ok(Box::new(prefix_range(self.data_table(t)?, &prefix)?.map(
             move |e| e.and_then(|(k, v)| link_of(t, &k, &v, false)),
         )))
     }
@@ -97,7 +97,10 @@ impl Writer<'_> {
         domain: &Domain,
         run: &str,
     ) -> Result<Option<RecordId>, StoreError> {
-        match self.data.get(keys::run_tail(t, domain, run).as_slice())? {
+        match self
+            .table(t)?
+            .get(keys::run_tail(t, domain, run).as_slice())?
+        {
             Some(v) => decode_run_tail(v.value()).map(Some),
             None => Ok(None),
         }
@@ -110,7 +113,7 @@ impl Writer<'_> {
         run: &str,
         id: &RecordId,
     ) -> Result<(), StoreError> {
-        self.data.insert(
+        self.table_mut(t)?.insert(
             keys::run_tail(t, domain, run).as_slice(),
             id.as_str().as_bytes(),
         )?;
@@ -121,11 +124,11 @@ impl Writer<'_> {
         let old = self.link(t, &link.source, &link.target, &link.relation)?;
         let value = encode_link(link.weight, link.created_at);
         let rel = link.relation.as_str();
-        self.data.insert(
+        self.table_mut(t)?.insert(
             keys::link_out(t, &link.source, &link.target, rel).as_slice(),
             value.as_slice(),
         )?;
-        self.data.insert(
+        self.table_mut(t)?.insert(
             keys::link_in(t, &link.source, &link.target, rel).as_slice(),
             value.as_slice(),
         )?;
@@ -144,9 +147,9 @@ impl Writer<'_> {
             return Ok(None);
         };
         let rel = relation.as_str();
-        self.data
+        self.table_mut(t)?
             .remove(keys::link_out(t, source, target, rel).as_slice())?;
-        self.data
+        self.table_mut(t)?
             .remove(keys::link_in(t, source, target, rel).as_slice())?;
         Ok(Some(old))
     }

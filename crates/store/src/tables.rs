@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -17,11 +18,11 @@ use crate::group_commit::{GroupCommit, Seq};
 use crate::keys::{self, ScopeField, TenantKey};
 use crate::registry::{StoredMeta, TenantMeta};
 
-const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
-const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
+pub(crate) const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Credentials by id (API keys and the like), as opaque bytes owned by the auth crate.
-const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
+pub(crate) const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
 const NEXT_TENANT_KEY: &str = "next_tenant_key";
 
 /// The database. Cheap to share behind an `Arc`; every method takes `&self`.
@@ -35,6 +36,8 @@ pub struct Store {
     /// How long each durable commit took (with group commit, each shared sync), for the
     /// metrics endpoint.
     commits: Arc<crate::stats::LatencyHistogram>,
+    /// Dedicated tenants' own files, by storage key (see `placement`).
+    pub(crate) placement: crate::placement::Placement,
 }
 
 /// A write that has committed and is visible to readers, but is not yet known to be durable.
@@ -65,7 +68,7 @@ impl Pending {
     }
 }
 
-fn read_db(db: &RwLock<Database>) -> RwLockReadGuard<'_, Database> {
+pub(crate) fn read_db(db: &RwLock<Database>) -> RwLockReadGuard<'_, Database> {
     // A panic while holding the lock cannot leave the database half-changed: redb's own
     // transactions guarantee that.
     db.read().unwrap_or_else(|e| e.into_inner())
@@ -85,31 +88,46 @@ fn sync(db: &RwLock<Database>, commits: &crate::stats::LatencyHistogram) -> Resu
 /// and the hot write path touch, small beside the residency budget it adds to.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
+/// Creates the tables a file holds, so that every later transaction can open them.
+pub(crate) fn init_tables(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    txn.open_table(DATA)?;
+    txn.open_table(REGISTRY)?;
+    txn.open_table(META)?;
+    txn.open_table(CREDENTIALS)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Opens or creates a database file with a page cache of at most `cache_bytes` (redb's own
+/// default is 1 GiB, which would sit outside every memory figure the server reports).
+pub(crate) fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)?;
+    init_tables(&db)?;
+    Ok(db)
+}
+
 impl Store {
     /// Opens or creates the database file at `path` with the default page cache
     /// ([`DEFAULT_CACHE_BYTES`]). After a crash redb repairs the file on open; the last durable
-    /// commit is what remains.
+    /// commit is what remains. Dedicated tenants' files (in `tenants/` beside it) are opened
+    /// by [`Store::attach_dedicated`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
     }
 
-    /// [`Store::open`] with a page cache of at most `cache_bytes` (redb's own default is 1 GiB,
-    /// which would sit outside every memory figure the server reports).
+    /// [`Store::open`] with a page cache of at most `cache_bytes`, for the main file and for
+    /// each dedicated tenant's file.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)?;
-        let txn = db.begin_write()?;
-        txn.open_table(DATA)?;
-        txn.open_table(REGISTRY)?;
-        txn.open_table(META)?;
-        txn.open_table(CREDENTIALS)?;
-        txn.commit()?;
+        let db = open_database(path, cache_bytes)?;
         Ok(Store {
             db: Arc::new(RwLock::new(db)),
             grouped: AtomicBool::new(true),
             group: Arc::default(),
             commits: Arc::default(),
+            placement: crate::placement::Placement::beside(path, cache_bytes),
         })
     }
 
@@ -125,8 +143,12 @@ impl Store {
         self.commits.snapshot()
     }
 
-    fn db(&self) -> RwLockReadGuard<'_, Database> {
+    pub(crate) fn db(&self) -> RwLockReadGuard<'_, Database> {
         read_db(&self.db)
+    }
+
+    pub(crate) fn grouped(&self) -> bool {
+        self.grouped.load(Ordering::Relaxed)
     }
 
     /// Rewrites the file so that freed pages are released and their old contents are gone
@@ -141,11 +163,22 @@ impl Store {
         Ok(compacted)
     }
 
-    /// A consistent snapshot for reading.
+    /// A consistent snapshot for reading: the main file's, plus one of every dedicated
+    /// tenant's file, all begun under the routing lock: a migration changes the routing under
+    /// that lock in the same step as its main-file commit, so a snapshot never routes a tenant
+    /// to the side that lacks its data.
     pub fn read(&self) -> Result<Reader, StoreError> {
+        let routing = self.placement.lock_read();
         let txn = self.db().begin_read()?;
+        let mut dedicated = HashMap::new();
+        for (key, file) in routing.iter() {
+            let ftxn = read_db(&file.db).begin_read()?;
+            dedicated.insert(*key, ftxn.open_table(DATA)?);
+        }
+        drop(routing);
         Ok(Reader {
             data: txn.open_table(DATA)?,
+            dedicated,
             registry: txn.open_table(REGISTRY)?,
             credentials: txn.open_table(CREDENTIALS)?,
         })
@@ -166,15 +199,125 @@ impl Store {
     /// necessarily durable, so the caller can release its own locks first and let other
     /// writers join the same fsync. On `Err` nothing of it is applied, and writes committed
     /// alongside it are not affected: each write is its own transaction.
+    ///
+    /// `f` may touch any tenant: the main file's transaction is joined by one in every
+    /// dedicated tenant's file, and those `f` wrote to commit (with their own fsync) before
+    /// the main one. For one tenant's own writes use [`Store::write_pending_for`], which
+    /// touches that tenant's file alone.
     pub fn write_pending<R, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, Pending), E> {
-        let entered = self
-            .grouped
-            .load(Ordering::Relaxed)
-            .then(|| self.group.enter());
+        self.write_main(None, f)
+    }
+
+    /// [`Store::write_pending`] for a write of tenant `t`'s own data: it runs in `t`'s own
+    /// file when `t` is dedicated (with that file's group commit; the registry is then a
+    /// snapshot of the main file, for liveness checks), in the main file otherwise. Touching
+    /// another tenant's data, or the registry of a dedicated tenant's write, is an error.
+    /// Call it in `t`'s write order, so that `t` cannot move between files meanwhile.
+    pub fn write_pending_for<R, E: From<StoreError>>(
+        &self,
+        t: TenantKey,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
+    ) -> Result<(R, Pending), E> {
+        match self.placement.get(t) {
+            Some(file) => self.write_dedicated(t, &file, f),
+            None => self.write_main(Some(t), f),
+        }
+    }
+
+    /// A write in the main file; `only` restricts it to that tenant's data (and the server's
+    /// log), otherwise every dedicated file joins it.
+    fn write_main<R, E: From<StoreError>>(
+        &self,
+        only: Option<TenantKey>,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
+    ) -> Result<(R, Pending), E> {
+        let entered = self.grouped().then(|| self.group.enter());
         let db = self.db();
+        let mut txn = db.begin_write().map_err(StoreError::from)?;
+        if entered.is_some() {
+            txn.set_durability(Durability::None)
+                .map_err(StoreError::from)?;
+        }
+        // Read after the main write lock is held: a migration's flip holds that lock too.
+        let files = self.placement.files();
+        let (route, joined) = match only {
+            Some(t) => (
+                Route::Main(t, files.iter().map(|(k, _)| *k).collect()),
+                Vec::new(),
+            ),
+            None => (Route::Any, files),
+        };
+        let guards: Vec<_> = joined.iter().map(|(_, f)| read_db(&f.db)).collect();
+        let mut ftxns = Vec::new();
+        for ((key, _), g) in joined.iter().zip(&guards) {
+            ftxns.push((*key, g.begin_write().map_err(StoreError::from)?));
+        }
+        let (result, dirty) = {
+            let mut dedicated = HashMap::new();
+            for (key, ftxn) in &ftxns {
+                dedicated.insert(
+                    *key,
+                    (ftxn.open_table(DATA).map_err(StoreError::from)?, false),
+                );
+            }
+            let mut writer = Writer {
+                data: txn.open_table(DATA).map_err(StoreError::from)?,
+                dedicated,
+                route,
+                registry: Registry::Write(txn.open_table(REGISTRY).map_err(StoreError::from)?),
+                meta: txn.open_table(META).map_err(StoreError::from)?,
+                credentials: txn.open_table(CREDENTIALS).map_err(StoreError::from)?,
+            };
+            let result = f(&mut writer);
+            let dirty: Vec<TenantKey> = writer
+                .dedicated
+                .iter()
+                .filter(|(_, (_, d))| *d)
+                .map(|(k, _)| *k)
+                .collect();
+            (result, dirty)
+        };
+        // On error, dropping the uncommitted transactions aborts them.
+        let r = result?;
+        for (key, ftxn) in ftxns {
+            if dirty.contains(&key) {
+                ftxn.commit().map_err(StoreError::from)?;
+            }
+        }
+        drop(guards);
+        let started = std::time::Instant::now();
+        txn.commit().map_err(StoreError::from)?;
+        if entered.is_none() {
+            self.commits.observe(started.elapsed());
+        }
+        drop(db);
+        let waiting = entered.map(|e| Waiting {
+            seq: e.committed(),
+            db: Arc::clone(&self.db),
+            group: Arc::clone(&self.group),
+            commits: Arc::clone(&self.commits),
+        });
+        Ok((r, Pending { waiting }))
+    }
+
+    /// A write of dedicated tenant `t` in its own file.
+    fn write_dedicated<R, E: From<StoreError>>(
+        &self,
+        t: TenantKey,
+        file: &crate::placement::FileDb,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
+    ) -> Result<(R, Pending), E> {
+        let registry = self
+            .db()
+            .begin_read()
+            .map_err(StoreError::from)?
+            .open_table(REGISTRY)
+            .map_err(StoreError::from)?;
+        let entered = self.grouped().then(|| file.group.enter());
+        let db = read_db(&file.db);
         let mut txn = db.begin_write().map_err(StoreError::from)?;
         if entered.is_some() {
             txn.set_durability(Durability::None)
@@ -183,50 +326,135 @@ impl Store {
         let result = {
             let mut writer = Writer {
                 data: txn.open_table(DATA).map_err(StoreError::from)?,
-                registry: txn.open_table(REGISTRY).map_err(StoreError::from)?,
+                dedicated: HashMap::new(),
+                route: Route::Home(t),
+                registry: Registry::Read(registry),
                 meta: txn.open_table(META).map_err(StoreError::from)?,
                 credentials: txn.open_table(CREDENTIALS).map_err(StoreError::from)?,
             };
             f(&mut writer)
         };
-        match result {
-            Ok(r) => {
-                let started = std::time::Instant::now();
-                txn.commit().map_err(StoreError::from)?;
-                if entered.is_none() {
-                    self.commits.observe(started.elapsed());
-                }
-                drop(db);
-                let waiting = entered.map(|e| Waiting {
-                    seq: e.committed(),
-                    db: Arc::clone(&self.db),
-                    group: Arc::clone(&self.group),
-                    commits: Arc::clone(&self.commits),
-                });
-                Ok((r, Pending { waiting }))
-            }
-            Err(e) => {
-                // Dropping an uncommitted transaction aborts it.
-                drop(txn);
-                Err(e)
-            }
+        let r = result?;
+        let started = std::time::Instant::now();
+        txn.commit().map_err(StoreError::from)?;
+        if entered.is_none() {
+            self.commits.observe(started.elapsed());
         }
+        drop(db);
+        let waiting = entered.map(|e| Waiting {
+            seq: e.committed(),
+            db: Arc::clone(&file.db),
+            group: Arc::clone(&file.group),
+            commits: Arc::clone(&self.commits),
+        });
+        Ok((r, Pending { waiting }))
     }
 }
 
 /// A read snapshot.
 pub struct Reader {
     data: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    /// The `data` table of every dedicated tenant's file, by its key.
+    dedicated: HashMap<TenantKey, ReadOnlyTable<&'static [u8], &'static [u8]>>,
     registry: ReadOnlyTable<&'static str, &'static [u8]>,
     credentials: ReadOnlyTable<&'static str, &'static [u8]>,
 }
 
+/// Which tenants' data a [`Writer`] may touch in its own `data` table.
+pub(crate) enum Route {
+    /// Any tenant not in a joined dedicated file (a server-wide write).
+    Any,
+    /// Only this tenant (and the server's own log), and none of the listed dedicated ones.
+    Main(TenantKey, std::collections::HashSet<TenantKey>),
+    /// Only this dedicated tenant: the writer runs in its file.
+    Home(TenantKey),
+}
+
+/// The registry as a writer sees it: its own table in the main file, or, for a dedicated
+/// tenant's write in its own file, a snapshot of the main file's (read-only).
+pub(crate) enum Registry<'txn> {
+    Write(Table<'txn, &'static str, &'static [u8]>),
+    Read(ReadOnlyTable<&'static str, &'static [u8]>),
+}
+
+pub(crate) type DataTable<'txn> = Table<'txn, &'static [u8], &'static [u8]>;
+
 /// The inside of a write transaction.
 pub struct Writer<'txn> {
     pub(crate) data: Table<'txn, &'static [u8], &'static [u8]>,
-    registry: Table<'txn, &'static str, &'static [u8]>,
-    meta: Table<'txn, &'static str, u64>,
+    /// Joined dedicated files' `data` tables, with whether this write touched them.
+    pub(crate) dedicated: HashMap<TenantKey, (DataTable<'txn>, bool)>,
+    pub(crate) route: Route,
+    pub(crate) registry: Registry<'txn>,
+    pub(crate) meta: Table<'txn, &'static str, u64>,
     pub(crate) credentials: Table<'txn, &'static str, &'static [u8]>,
+}
+
+fn misrouted(t: TenantKey) -> StoreError {
+    StoreError::Engine(format!(
+        "tenant key {} is not writable in this transaction (it lives in another file)",
+        t.raw()
+    ))
+}
+
+impl Writer<'_> {
+    fn routes_here(&self, t: TenantKey) -> bool {
+        match &self.route {
+            Route::Any => true,
+            Route::Main(only, dedicated) => {
+                (t == *only || t == TenantKey::SERVER) && !dedicated.contains(&t)
+            }
+            Route::Home(home) => t == *home,
+        }
+    }
+
+    pub(crate) fn table(
+        &self,
+        t: TenantKey,
+    ) -> Result<&Table<'_, &'static [u8], &'static [u8]>, StoreError> {
+        if let Some((table, _)) = self.dedicated.get(&t) {
+            return Ok(table);
+        }
+        if self.routes_here(t) {
+            Ok(&self.data)
+        } else {
+            Err(misrouted(t))
+        }
+    }
+}
+
+impl<'txn> Writer<'txn> {
+    fn registry_write(
+        &mut self,
+    ) -> Result<&mut Table<'txn, &'static str, &'static [u8]>, StoreError> {
+        match &mut self.registry {
+            Registry::Write(t) => Ok(t),
+            Registry::Read(_) => Err(StoreError::Engine(
+                "the registry is read-only in a dedicated tenant's own write".into(),
+            )),
+        }
+    }
+
+    /// The `data` table that holds tenant `t`'s keys in this transaction, for writing.
+    pub(crate) fn table_mut(
+        &mut self,
+        t: TenantKey,
+    ) -> Result<&mut Table<'txn, &'static [u8], &'static [u8]>, StoreError> {
+        if self.dedicated.contains_key(&t) {
+            return match self.dedicated.get_mut(&t) {
+                Some((table, dirty)) => {
+                    *dirty = true;
+                    Ok(table)
+                }
+                None => Err(misrouted(t)),
+            };
+        }
+        if self.routes_here(t) {
+            Ok(&mut self.data)
+        } else {
+            Err(misrouted(t))
+        }
+    }
 }
 
 type IdIter<'a> = Box<dyn Iterator<Item = Result<RecordId, StoreError>> + 'a>;
@@ -238,8 +466,19 @@ pub(crate) mod sealed {
     /// name it and reach a table past the typed methods (credentials above all, which only
     /// [`crate::CredentialStore`] touches).
     pub trait Tables {
-        fn data_table(&self) -> &impl ReadableTable<&'static [u8], &'static [u8]>;
-        fn registry_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]>;
+        /// The `data` table holding tenant `t`'s keys (its own file's, if it is dedicated).
+        fn data_table(
+            &self,
+            t: super::TenantKey,
+        ) -> Result<&impl ReadableTable<&'static [u8], &'static [u8]>, super::StoreError>;
+        /// Registry rows with ids after `after`, at most `limit`, in id order.
+        fn registry_rows(
+            &self,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<(String, Vec<u8>)>, super::StoreError>;
+        fn registry_get(&self, id: &str) -> Result<Option<Vec<u8>>, super::StoreError>;
+        fn registry_len(&self) -> Result<u64, super::StoreError>;
         fn credentials_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]>;
     }
 }
@@ -253,19 +492,18 @@ pub type RegistryRow = (String, Result<TenantMeta, StoreError>);
 #[allow(private_bounds)]
 pub trait Reads: Tables {
     fn tenant(&self, id: &TenantId) -> Result<Option<TenantMeta>, StoreError> {
-        let Some(v) = self.registry_table().get(id.as_str())? else {
+        let Some(v) = self.registry_get(id.as_str())? else {
             return Ok(None);
         };
-        let stored: StoredMeta = decode_json(v.value())?;
+        let stored: StoredMeta = decode_json(&v)?;
         Ok(Some(TenantMeta::from_stored(id.clone(), stored)))
     }
 
     fn tenants(&self) -> Result<Vec<TenantMeta>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.registry_table().iter()? {
-            let (k, v) = entry?;
-            let id = TenantId::parse(k.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push(TenantMeta::from_stored(id, decode_json(v.value())?));
+        for (k, v) in self.registry_rows(None, usize::MAX)? {
+            let id = TenantId::parse(&k).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push(TenantMeta::from_stored(id, decode_json(&v)?));
         }
         Ok(out)
     }
@@ -278,19 +516,11 @@ pub trait Reads: Tables {
         after: Option<&TenantId>,
         limit: usize,
     ) -> Result<Vec<RegistryRow>, StoreError> {
-        use std::ops::Bound;
-        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.as_str()));
         let mut out = Vec::new();
-        for entry in self
-            .registry_table()
-            .range::<&str>((start, Bound::Unbounded))?
-            .take(limit)
-        {
-            let (k, v) = entry?;
-            let raw = k.value().to_owned();
+        for (raw, v) in self.registry_rows(after.map(|a| a.as_str()), limit)? {
             let meta = TenantId::parse(&raw)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))
-                .and_then(|id| Ok(TenantMeta::from_stored(id, decode_json(v.value())?)));
+                .and_then(|id| Ok(TenantMeta::from_stored(id, decode_json(&v)?)));
             out.push((raw, meta));
         }
         Ok(out)
@@ -298,7 +528,7 @@ pub trait Reads: Tables {
 
     /// How many tenants are registered (soft-deleted ones included); reads keys only.
     fn tenant_count(&self) -> Result<u64, StoreError> {
-        Ok(redb::ReadableTableMetadata::len(self.registry_table())?)
+        self.registry_len()
     }
 
     fn collection(
@@ -307,7 +537,7 @@ pub trait Reads: Tables {
         name: &CollectionName,
     ) -> Result<Option<Collection>, StoreError> {
         let v = self
-            .data_table()
+            .data_table(t)?
             .get(keys::collection(t, name).as_slice())?;
         v.map(|v| decode_json(v.value())).transpose()
     }
@@ -315,7 +545,7 @@ pub trait Reads: Tables {
     fn collections(&self, t: TenantKey) -> Result<Vec<Collection>, StoreError> {
         let prefix = keys::collections(t);
         let mut out = Vec::new();
-        for entry in prefix_range(self.data_table(), &prefix)? {
+        for entry in prefix_range(self.data_table(t)?, &prefix)? {
             let (_, v) = entry?;
             out.push(decode_json(&v)?);
         }
@@ -323,7 +553,7 @@ pub trait Reads: Tables {
     }
 
     fn record(&self, t: TenantKey, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let v = self.data_table().get(keys::record(t, id).as_slice())?;
+        let v = self.data_table(t)?.get(keys::record(t, id).as_slice())?;
         v.map(|v| decode_record(v.value())).transpose()
     }
 
@@ -338,7 +568,7 @@ pub trait Reads: Tables {
             Some(id) => successor(keys::record(t, id)),
             None => prefix.clone(),
         };
-        let iter = bounded_range(self.data_table(), &start, &prefix)?;
+        let iter = bounded_range(self.data_table(t)?, &start, &prefix)?;
         Ok(Box::new(
             iter.map(|e| e.and_then(|(_, v)| decode_record(&v))),
         ))
@@ -359,7 +589,7 @@ pub trait Reads: Tables {
             None => list.clone(),
         };
         let skip = list.len();
-        let iter = bounded_range(self.data_table(), &start, &list)?;
+        let iter = bounded_range(self.data_table(t)?, &start, &list)?;
         Ok(Box::new(iter.map(move |e| {
             let (k, _) = e?;
             let id =
@@ -373,7 +603,7 @@ pub trait Reads: Tables {
         let Some(key) = dedup_key(t, record) else {
             return Ok(None);
         };
-        let Some(v) = self.data_table().get(key.as_slice())? else {
+        let Some(v) = self.data_table(t)?.get(key.as_slice())? else {
             return Ok(None);
         };
         let id = std::str::from_utf8(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -392,7 +622,7 @@ pub trait Reads: Tables {
         let prefix = keys::audit_log(t);
         let start = keys::audit_row(t, after.saturating_add(1));
         let mut out = Vec::new();
-        for entry in bounded_range(self.data_table(), &start, &prefix)?.take(limit) {
+        for entry in bounded_range(self.data_table(t)?, &start, &prefix)?.take(limit) {
             let (k, v) = entry?;
             let seq = k[prefix.len()..]
                 .try_into()
@@ -405,7 +635,7 @@ pub trait Reads: Tables {
 
     fn blob(&self, t: TenantKey, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .data_table()
+            .data_table(t)?
             .get(keys::blob(t, name).as_slice())?
             .map(|v| v.value().to_vec()))
     }
@@ -419,7 +649,7 @@ pub trait Reads: Tables {
         let start = keys::blob(t, prefix);
         let skip = keys::blob(t, "").len();
         let mut out = Vec::new();
-        for entry in prefix_range(self.data_table(), &start)? {
+        for entry in prefix_range(self.data_table(t)?, &start)? {
             let (k, v) = entry?;
             let name = std::str::from_utf8(&k[skip..])
                 .map_err(|e| StoreError::Corrupt(format!("blob name: {e}")))?;
@@ -433,11 +663,24 @@ impl Reads for Reader {}
 impl Reads for Writer<'_> {}
 
 impl Tables for Reader {
-    fn data_table(&self) -> &impl ReadableTable<&'static [u8], &'static [u8]> {
-        &self.data
+    fn data_table(
+        &self,
+        t: TenantKey,
+    ) -> Result<&impl ReadableTable<&'static [u8], &'static [u8]>, StoreError> {
+        Ok(self.dedicated.get(&t).unwrap_or(&self.data))
     }
-    fn registry_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]> {
-        &self.registry
+    fn registry_rows(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        registry_rows(&self.registry, after, limit)
+    }
+    fn registry_get(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.registry.get(id)?.map(|v| v.value().to_vec()))
+    }
+    fn registry_len(&self) -> Result<u64, StoreError> {
+        Ok(redb::ReadableTableMetadata::len(&self.registry)?)
     }
     fn credentials_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]> {
         &self.credentials
@@ -445,23 +688,55 @@ impl Tables for Reader {
 }
 
 impl Tables for Writer<'_> {
-    fn data_table(&self) -> &impl ReadableTable<&'static [u8], &'static [u8]> {
-        &self.data
+    fn data_table(
+        &self,
+        t: TenantKey,
+    ) -> Result<&impl ReadableTable<&'static [u8], &'static [u8]>, StoreError> {
+        self.table(t)
     }
-    fn registry_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]> {
-        &self.registry
+    fn registry_rows(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        match &self.registry {
+            Registry::Write(t) => registry_rows(t, after, limit),
+            Registry::Read(t) => registry_rows(t, after, limit),
+        }
+    }
+    fn registry_get(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(match &self.registry {
+            Registry::Write(t) => t.get(id)?.map(|v| v.value().to_vec()),
+            Registry::Read(t) => t.get(id)?.map(|v| v.value().to_vec()),
+        })
+    }
+    fn registry_len(&self) -> Result<u64, StoreError> {
+        Ok(match &self.registry {
+            Registry::Write(t) => redb::ReadableTableMetadata::len(t)?,
+            Registry::Read(t) => redb::ReadableTableMetadata::len(t)?,
+        })
     }
     fn credentials_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]> {
         &self.credentials
     }
 }
 
-impl<'txn> Writer<'txn> {
-    /// The `data` table, for the other modules of this crate that write their own keys.
-    pub(crate) fn data_mut(&mut self) -> &mut Table<'txn, &'static [u8], &'static [u8]> {
-        &mut self.data
+fn registry_rows(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    use std::ops::Bound;
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut out = Vec::new();
+    for entry in table.range::<&str>((start, Bound::Unbounded))?.take(limit) {
+        let (k, v) = entry?;
+        out.push((k.value().to_owned(), v.value().to_vec()));
     }
+    Ok(out)
+}
 
+impl<'txn> Writer<'txn> {
     /// Registers a tenant under a fresh, never reused storage key.
     pub fn create_tenant(
         &mut self,
@@ -469,11 +744,8 @@ impl<'txn> Writer<'txn> {
         created_at: Millis,
         profile: serde_json::Map<String, serde_json::Value>,
     ) -> Result<TenantMeta, StoreError> {
-        let next = self
-            .meta
-            .get(NEXT_TENANT_KEY)?
-            .map(|v| v.value())
-            .unwrap_or(1);
+        let next = next_tenant_key(&self.meta)?.raw();
+        self.registry_write()?;
         self.meta.insert(NEXT_TENANT_KEY, next + 1)?;
         let meta = TenantMeta {
             id: id.clone(),
@@ -486,15 +758,16 @@ impl<'txn> Writer<'txn> {
     }
 
     pub fn put_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
-        self.registry
-            .insert(meta.id.as_str(), encode_json(&meta.to_stored())?.as_slice())?;
+        let row = encode_json(&meta.to_stored())?;
+        self.registry_write()?
+            .insert(meta.id.as_str(), row.as_slice())?;
         Ok(())
     }
 
     /// Removes the tenant from the registry and erases every key of its data and every
     /// credential issued for it.
     pub fn erase_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
-        self.registry.remove(meta.id.as_str())?;
+        self.registry_write()?.remove(meta.id.as_str())?;
         let mut owned = Vec::new();
         for entry in self.credentials.iter()? {
             let (k, v) = entry?;
@@ -508,18 +781,19 @@ impl<'txn> Writer<'txn> {
         let start = keys::tenant_all(meta.key);
         match keys::prefix_end(&start) {
             Some(end) => {
-                self.data
+                self.table_mut(meta.key)?
                     .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
             }
             None => {
-                self.data.retain_in(start.as_slice().., |_, _| false)?;
+                self.table_mut(meta.key)?
+                    .retain_in(start.as_slice().., |_, _| false)?;
             }
         }
         Ok(())
     }
 
     pub fn put_collection(&mut self, t: TenantKey, c: &Collection) -> Result<(), StoreError> {
-        self.data.insert(
+        self.table_mut(t)?.insert(
             keys::collection(t, &c.name).as_slice(),
             encode_json(c)?.as_slice(),
         )?;
@@ -545,15 +819,15 @@ impl<'txn> Writer<'txn> {
         record: &Record,
     ) -> Result<Option<Record>, StoreError> {
         let old = self.delete_record(t, &record.id)?;
-        self.data.insert(
+        self.table_mut(t)?.insert(
             keys::record(t, &record.id).as_slice(),
             encode_record(record)?.as_slice(),
         )?;
         for key in scope_entries(t, record) {
-            self.data.insert(key.as_slice(), [].as_slice())?;
+            self.table_mut(t)?.insert(key.as_slice(), [].as_slice())?;
         }
         if let Some(key) = dedup_key(t, record) {
-            self.data
+            self.table_mut(t)?
                 .insert(key.as_slice(), record.id.as_str().as_bytes())?;
         }
         Ok(old)
@@ -565,12 +839,12 @@ impl<'txn> Writer<'txn> {
         t: TenantKey,
         id: &RecordId,
     ) -> Result<Option<Record>, StoreError> {
-        let old = match self.data.remove(keys::record(t, id).as_slice())? {
+        let old = match self.table_mut(t)?.remove(keys::record(t, id).as_slice())? {
             Some(bytes) => decode_record(bytes.value())?,
             None => return Ok(None),
         };
         for key in scope_entries(t, &old) {
-            self.data.remove(key.as_slice())?;
+            self.table_mut(t)?.remove(key.as_slice())?;
         }
         if let Some(key) = dedup_key(t, &old) {
             // Another record with the same content may own the entry now; leave it alone.
@@ -579,7 +853,7 @@ impl<'txn> Writer<'txn> {
                 .get(key.as_slice())?
                 .is_some_and(|v| v.value() == id.as_str().as_bytes());
             if ours {
-                self.data.remove(key.as_slice())?;
+                self.table_mut(t)?.remove(key.as_slice())?;
             }
         }
         Ok(Some(old))
@@ -590,8 +864,10 @@ impl<'txn> Writer<'txn> {
         let prefix = keys::audit_log(t);
         let seq = {
             let mut range = match keys::prefix_end(&prefix) {
-                Some(end) => self.data.range(prefix.as_slice()..end.as_slice())?,
-                None => self.data.range(prefix.as_slice()..)?,
+                Some(end) => self
+                    .table_mut(t)?
+                    .range(prefix.as_slice()..end.as_slice())?,
+                None => self.table_mut(t)?.range(prefix.as_slice()..)?,
             };
             match range.next_back() {
                 Some(entry) => {
@@ -604,7 +880,8 @@ impl<'txn> Writer<'txn> {
                 None => 1,
             }
         };
-        self.data.insert(keys::audit_row(t, seq).as_slice(), row)?;
+        self.table_mut(t)?
+            .insert(keys::audit_row(t, seq).as_slice(), row)?;
         Ok(seq)
     }
 
@@ -617,27 +894,37 @@ impl<'txn> Writer<'txn> {
     ) -> Result<usize, StoreError> {
         let prefix = keys::audit_log(t);
         let mut doomed = Vec::new();
-        for entry in prefix_range(&self.data, &prefix)? {
+        for entry in prefix_range(self.table_mut(t)?, &prefix)? {
             let (k, v) = entry?;
             if erase(&v)? {
                 doomed.push(k);
             }
         }
         for k in &doomed {
-            self.data.remove(k.as_slice())?;
+            self.table_mut(t)?.remove(k.as_slice())?;
         }
         Ok(doomed.len())
     }
 
     pub fn put_blob(&mut self, t: TenantKey, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.data.insert(keys::blob(t, name).as_slice(), bytes)?;
+        self.table_mut(t)?
+            .insert(keys::blob(t, name).as_slice(), bytes)?;
         Ok(())
     }
 
     pub fn delete_blob(&mut self, t: TenantKey, name: &str) -> Result<(), StoreError> {
-        self.data.remove(keys::blob(t, name).as_slice())?;
+        self.table_mut(t)?.remove(keys::blob(t, name).as_slice())?;
         Ok(())
     }
+}
+
+/// The storage key the registry assigns to the next tenant it creates.
+pub(crate) fn next_tenant_key(
+    meta: &impl ReadableTable<&'static str, u64>,
+) -> Result<TenantKey, StoreError> {
+    Ok(TenantKey::from_raw(
+        meta.get(NEXT_TENANT_KEY)?.map(|v| v.value()).unwrap_or(1),
+    ))
 }
 
 pub(crate) fn scope_entries(t: TenantKey, r: &Record) -> Vec<Vec<u8>> {
@@ -712,7 +999,7 @@ fn successor(mut key: Vec<u8>) -> Vec<u8> {
     key
 }
 
-type Entry = Result<(Vec<u8>, Vec<u8>), StoreError>;
+pub(crate) type Entry = Result<(Vec<u8>, Vec<u8>), StoreError>;
 
 pub(crate) fn prefix_range<'a>(
     table: &'a impl ReadableTable<&'static [u8], &'static [u8]>,

@@ -55,7 +55,7 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
     let mut dedup: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut links_out: Vec<Link> = Vec::new();
     let mut links_in: HashSet<(RecordId, RecordId, String)> = HashSet::new();
-    for entry in prefix_range(r.data_table(), &keys::tenant_all(t))? {
+    for entry in prefix_range(r.data_table(t)?, &keys::tenant_all(t))? {
         let (k, v) = entry?;
         c.keys += 1;
         match keys::classify(t, &k) {

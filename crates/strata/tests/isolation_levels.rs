@@ -1,8 +1,8 @@
 //! Isolation levels over HTTP: a tenant migrates shared → partition → shared while a writer
 //! and a reader run on it; every acknowledged write is there, answers are the same before,
 //! during and after, `verify` is clean, the level survives a restart, and every level change
-//! is audited. Also: creating a tenant at a level, validation, `dedicated` refused, and
-//! automatic promotion by the periodic sweep.
+//! is audited. Also: creating a tenant at a level, validation, and automatic promotion by the
+//! periodic sweep. (`dedicated` and data migrations: `dedicated.rs`.)
 
 mod common;
 
@@ -164,7 +164,7 @@ fn shared_to_partition_and_back_online_under_load() {
         (&json!("shared"), &json!("none"))
     );
 
-    // Bad requests name the field; dedicated is refused; nothing changes.
+    // Bad requests name the field; nothing changes.
     for (body, field) in [
         (json!({"target": "bogus"}), "target:"),
         (json!({}), "target:"),
@@ -188,8 +188,6 @@ fn shared_to_partition_and_back_online_under_load() {
         let msg = v["error"]["message"].as_str().unwrap_or_default();
         assert!(msg.starts_with(field), "{body}: {v}");
     }
-    let (s, v) = migrate(&server, json!({"target": "dedicated"}));
-    assert_eq!((s, code(&v)), (501, "NOT_IMPLEMENTED"), "{v}");
     let (s, v) = server.post(
         "/v1/admin/tenants/nobody/migrate",
         OPERATOR_KEY,
@@ -343,9 +341,9 @@ fn tenants_are_created_at_a_level_and_promoted_by_the_sweep() {
             "index_params.m:",
         ),
         (
-            json!({"id": "x3", "isolation": "dedicated"}),
-            501,
-            "not implemented",
+            json!({"id": "x3", "isolation": "dedicated", "index_params": {"m": 1}}),
+            400,
+            "index_params.m:",
         ),
     ] {
         let (s, v) = server.post("/v1/admin/tenants", OPERATOR_KEY, body.clone());

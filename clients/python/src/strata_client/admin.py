@@ -326,9 +326,10 @@ class StrataAdmin(_AdminCalls):
         parent: Optional[str] = None,
     ) -> Tenant:
         """Registers a tenant with the server's default collections, at isolation level
-        ``isolation`` (``shared`` by default, or ``partition``: always resident, with its own
-        graph parameters ``index_params``), as a child of ``parent`` if given (shares
-        published to children reach it)."""
+        ``isolation`` (``shared`` by default; ``partition``: always resident, with its own
+        graph parameters ``index_params``; ``dedicated``: as ``partition``, with its data in
+        its own storage file), as a child of ``parent`` if given (shares published to
+        children reach it)."""
         return self._transport.run(
             self._create_tenant(id, display_name, isolation, index_params, parent)
         )

@@ -546,6 +546,10 @@ class TenantResidency:
             evictions=int(d.get("evictions", 0)),
             pinned=bool(d.get("pinned")),
             graph_builds_pending=int(d.get("graph_builds_pending", 0)),
+            moves_data=bool(d.get("moves_data")),
+            keys_copied=int(d.get("keys_copied", 0)),
+            keys_total=int(d.get("keys_total", 0)),
+            error=d.get("error"),
         )
 
 
@@ -565,6 +569,8 @@ class VerifyReport:
     indexes_loaded: bool
     usage_stored: Dict[str, Any]
     usage_recounted: Dict[str, Any]
+    #: Whether the tenant's data lives in its own storage file (the ``dedicated`` level).
+    dedicated_file: bool = False
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> VerifyReport:
@@ -580,6 +586,7 @@ class VerifyReport:
             indexes_loaded=bool(d.get("indexes_loaded")),
             usage_stored=dict(d.get("usage_stored") or {}),
             usage_recounted=dict(d.get("usage_recounted") or {}),
+            dedicated_file=bool(d.get("dedicated_file")),
         )
 
 
@@ -632,6 +639,13 @@ class MigrationStatus:
     to_level: Optional[str] = None
     started_at: Optional[int] = None
     graph_builds_pending: int = 0
+    #: Whether the last migration moved the tenant's data (to or from ``dedicated``), and
+    #: its progress: storage keys copied of the total.
+    moves_data: bool = False
+    keys_copied: int = 0
+    keys_total: int = 0
+    #: Why the last data move failed, if it did (``state`` is then ``failed``).
+    error: Optional[str] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> MigrationStatus:
@@ -642,6 +656,10 @@ class MigrationStatus:
             to_level=d.get("to"),
             started_at=d.get("started_at"),
             graph_builds_pending=int(d.get("graph_builds_pending", 0)),
+            moves_data=bool(d.get("moves_data")),
+            keys_copied=int(d.get("keys_copied", 0)),
+            keys_total=int(d.get("keys_total", 0)),
+            error=d.get("error"),
         )
 
 

@@ -1,0 +1,478 @@
+//! The `dedicated` isolation level: a tenant whose data lives in its own storage file (see
+//! `strata_store`'s placement), and online migration of a tenant's data into and out of it.
+//!
+//! A migration copies the tenant's key range in chunks while the tenant is served from where
+//! it is (reads and writes go on), then holds the tenant's write order only for the flip: a
+//! catch-up of what changed since the copy began, plus the registry change, in one main-file
+//! transaction (see `Store::flip_in` / `Store::flip_out`). The data is copied byte for byte,
+//! so the loaded indexes, saved snapshots and search images (matched by the data version
+//! stored in the range) stay valid. After a crash the tenant is whole on the side its registry
+//! entry names; [`attach_files`] removes what a migration left on the other side.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use strata_auth::OperatorScope;
+use strata_store::{CopyTarget, Reads, Store, TenantKey};
+use strata_types::TenantId;
+
+use crate::isolation::IsolationLevel;
+use crate::lifecycle::TenantProfile;
+use crate::registry::lock;
+use crate::{Engine, EngineError};
+
+/// Keys copied per chunk: each chunk is one short transaction on each side, so the tenant's
+/// own writes interleave with the copy.
+const CHUNK_KEYS: usize = 1_000;
+
+/// Opens the file of every tenant registered at `dedicated` and routes to it, then removes
+/// what an interrupted migration, creation or purge left behind: files of tenants that are not
+/// dedicated, and main-file keys of tenants that are. Runs at start, before any request.
+///
+/// A registry entry that does not decode must not stop the start (that tenant's operations
+/// are refused, the others serve) nor lose its data: its file, if it has one, is opened, and
+/// when a row does not even yield its storage key nothing is deleted at all.
+pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
+    let mut keep = HashSet::new();
+    let mut dedicated = Vec::new();
+    let mut all_known = true;
+    for (_, row) in store.read()?.tenants_page(None, usize::MAX)? {
+        let Ok(meta) = row else {
+            all_known = false;
+            continue;
+        };
+        match TenantProfile::of(&meta).map(|p| p.isolation) {
+            Ok(IsolationLevel::Dedicated) => dedicated.push(meta.key),
+            Ok(_) => {}
+            // Undecidable: keep whichever side it has; its requests fail as corrupt anyway.
+            Err(_) if store.has_dedicated_dir(meta.key) => {
+                store.attach_dedicated(meta.key)?;
+                keep.insert(meta.key);
+            }
+            Err(_) => {}
+        }
+    }
+    for key in dedicated {
+        store.attach_dedicated(key)?;
+        keep.insert(key);
+        store.erase_main_range(key)?;
+    }
+    if all_known {
+        store.remove_orphan_files(&keep)?;
+    }
+    Ok(())
+}
+
+/// Where a data migration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Copying,
+    CatchingUp,
+    Done,
+    Failed,
+}
+
+/// The progress of one tenant's data migration.
+pub(crate) struct DataMove {
+    pub phase: Mutex<Phase>,
+    pub copied: AtomicU64,
+    pub total: u64,
+    pub error: Mutex<Option<String>>,
+}
+
+/// Data migrations since start, by tenant, and the copy rate they measured.
+#[derive(Default)]
+pub(crate) struct Copies {
+    by_tenant: Mutex<HashMap<TenantKey, Arc<DataMove>>>,
+    /// Bytes per second of the last finished data migration, for dry-run estimates.
+    bytes_per_sec: Mutex<Option<f64>>,
+}
+
+impl Copies {
+    pub fn get(&self, key: TenantKey) -> Option<Arc<DataMove>> {
+        lock(&self.by_tenant).get(&key).cloned()
+    }
+
+    pub fn bytes_per_sec(&self) -> Option<f64> {
+        *lock(&self.bytes_per_sec)
+    }
+
+    /// Registers a new migration; refused while another one of the tenant is running.
+    fn start(
+        &self,
+        key: TenantKey,
+        id: &TenantId,
+        total: u64,
+    ) -> Result<Arc<DataMove>, EngineError> {
+        let mut map = lock(&self.by_tenant);
+        if let Some(c) = map.get(&key)
+            && matches!(*lock(&c.phase), Phase::Copying | Phase::CatchingUp)
+        {
+            return Err(EngineError::IdConflict(format!(
+                "tenant {id}: a migration is already running"
+            )));
+        }
+        let copy = Arc::new(DataMove {
+            phase: Mutex::new(Phase::Copying),
+            copied: AtomicU64::new(0),
+            total,
+            error: Mutex::new(None),
+        });
+        map.insert(key, Arc::clone(&copy));
+        Ok(copy)
+    }
+}
+
+impl Engine {
+    /// Moves tenant `id`'s data into its own file (`next` is `dedicated`) or out of it, then
+    /// commits `next` as its profile in the same flip. Blocks until done; reads and writes of
+    /// the tenant go on meanwhile except during the flip. Returns the keys caught up there.
+    pub(crate) fn move_data(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        key: TenantKey,
+        next: &TenantProfile,
+    ) -> Result<u64, EngineError> {
+        let size = self.store.range_size(key)?;
+        let copy = self.migrations.1.start(key, id, size.keys)?;
+        let started = std::time::Instant::now();
+        let result = self.move_data_inner(op, id, key, next, &copy);
+        match &result {
+            Ok(_) => {
+                *lock(&copy.phase) = Phase::Done;
+                let secs = started.elapsed().as_secs_f64();
+                if size.bytes > 0 && secs > 0.0 {
+                    *lock(&self.migrations.1.bytes_per_sec) = Some(size.bytes as f64 / secs);
+                }
+            }
+            Err(e) => {
+                *lock(&copy.phase) = Phase::Failed;
+                *lock(&copy.error) = Some(e.to_string());
+            }
+        }
+        result
+    }
+
+    fn move_data_inner(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        key: TenantKey,
+        next: &TenantProfile,
+        copy: &DataMove,
+    ) -> Result<u64, EngineError> {
+        let into = next.isolation == IsolationLevel::Dedicated;
+        let file = if into {
+            Some(self.store.create_dedicated(key)?)
+        } else {
+            None
+        };
+        let target = || match &file {
+            Some(f) => CopyTarget::File(f),
+            None => CopyTarget::Main,
+        };
+        let copied = (|| {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let (last, n) =
+                    self.store
+                        .copy_chunk(key, target(), after.as_deref(), CHUNK_KEYS)?;
+                copy.copied.fetch_add(n, Ordering::Relaxed);
+                match last {
+                    Some(k) => after = Some(k),
+                    None => return Ok::<_, EngineError>(()),
+                }
+            }
+        })();
+        if let Err(e) = copied {
+            // Nothing routes to the copy yet: remove it.
+            match file {
+                Some(f) => {
+                    let _ = self.store.discard_dedicated(f);
+                }
+                None => {
+                    let _ = self.store.erase_main_range(key);
+                }
+            }
+            return Err(e);
+        }
+        *lock(&copy.phase) = Phase::CatchingUp;
+        let action = "tenant.migrate";
+        let caught = self.indexes.write(&self.store, key, id, || {
+            let caught = match file {
+                Some(f) => {
+                    self.store
+                        .flip_in(f, |w| self.level_txn(w, op, id, next, action))?
+                        .1
+                }
+                None => {
+                    let flipped = self
+                        .store
+                        .flip_out(key, |w| self.level_txn(w, op, id, next, action));
+                    if flipped.is_err() {
+                        // The tenant still lives in its file; drop the partial main copy.
+                        let _ = self.store.erase_main_range(key);
+                    }
+                    flipped?.1
+                }
+            };
+            Ok((caught, Vec::new()))
+        })?;
+        Ok(caught)
+    }
+}
+
+impl Engine {
+    /// The placement part of `verify_tenant`: the tenant's data is on exactly one side.
+    pub(crate) fn check_placement(
+        &self,
+        meta: &strata_store::TenantMeta,
+        report: &mut crate::VerifyReport,
+    ) -> Result<(), EngineError> {
+        let key = meta.key;
+        let dedicated = TenantProfile::of(meta)?.isolation == IsolationLevel::Dedicated;
+        report.dedicated_file = self.store.is_dedicated(key);
+        let moving = self
+            .migrations
+            .1
+            .get(key)
+            .is_some_and(|c| matches!(*lock(&c.phase), Phase::Copying | Phase::CatchingUp));
+        if moving {
+            report
+                .warnings
+                .push("a migration is moving its data: placement not checked".into());
+            return Ok(());
+        }
+        if dedicated != report.dedicated_file {
+            report.problem(format!(
+                "level {} but its data is {}",
+                if dedicated {
+                    "dedicated"
+                } else {
+                    "not dedicated"
+                },
+                if report.dedicated_file {
+                    "in its own file"
+                } else {
+                    "in the main file"
+                }
+            ));
+        }
+        if dedicated {
+            let stray = self.store.main_keys(key)?;
+            if stray > 0 {
+                report.problem(format!("{stray} of its keys are left in the main file"));
+            }
+        } else if self.store.has_dedicated_dir(key) {
+            report.problem("a file of its own exists though it is not dedicated".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Migrations through every level against the engine itself: answers, usage and the
+    //! verify report do not move; the data is on one side only; a restart keeps it there.
+    use strata_auth::OperatorScope;
+    use strata_types::Metric;
+
+    use super::*;
+    use crate::isolation::{MigrateRequest, MigrationState};
+    use crate::test_support::{admin_scope, answers, put_clustered, vec_name};
+    use crate::{EngineConfig, IsolationLevel};
+
+    fn migrate(engine: &Engine, id: &TenantId, target: IsolationLevel) -> crate::MigrationReport {
+        engine
+            .migrate_tenant(
+                &OperatorScope::for_tests(),
+                id,
+                MigrateRequest {
+                    target,
+                    index_params: None,
+                    dry_run: false,
+                },
+            )
+            .unwrap()
+    }
+
+    fn verify_clean(engine: &Engine, id: &TenantId) -> crate::VerifyReport {
+        let report = engine
+            .verify_tenant(&OperatorScope::for_tests(), id)
+            .unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.usage_stored, report.usage_recounted);
+        report
+    }
+
+    fn tenants_dir(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir.join(strata_store::TENANTS_DIR)).map_or(0, |d| d.count())
+    }
+
+    #[test]
+    fn a_tenant_moves_through_every_level_and_its_answers_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        let other = TenantId::parse("other").unwrap();
+        for t in [&id, &other] {
+            engine.create_tenant(&op, t, None).unwrap();
+            let scope = admin_scope(&engine, t.as_str());
+            engine
+                .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+                .unwrap();
+            put_clustered(&engine, &scope, 600);
+        }
+        let scope = admin_scope(&engine, "acme");
+        let before = answers(&engine, &scope);
+        let other_before = answers(&engine, &admin_scope(&engine, "other"));
+        let usage = engine.tenant(&op, &id).unwrap().usage;
+
+        let dry = engine
+            .migrate_tenant(
+                &op,
+                &id,
+                MigrateRequest {
+                    target: IsolationLevel::Dedicated,
+                    index_params: None,
+                    dry_run: true,
+                },
+            )
+            .unwrap();
+        assert!(dry.moves_data && dry.records == 600 && dry.vectors == 600 && dry.bytes > 0);
+        assert_eq!(dry.estimated_ms, None, "no copy measured yet");
+        assert!(!engine.store.is_dedicated(scope.key()));
+
+        let report = migrate(&engine, &id, IsolationLevel::Dedicated);
+        assert!(report.moves_data && !report.dry_run);
+        assert!(engine.store.is_dedicated(scope.key()));
+        assert_eq!(engine.store.main_keys(scope.key()).unwrap(), 0);
+        assert_eq!(tenants_dir(dir.path()), 1);
+        let status = engine.migration(&op, &id).unwrap();
+        assert_eq!(status.level, IsolationLevel::Dedicated);
+        assert!(matches!(
+            status.state,
+            MigrationState::Done | MigrationState::Rebuilding
+        ));
+        assert!(status.moves_data && status.keys_copied >= status.keys_total);
+        assert_eq!(answers(&engine, &scope), before);
+        assert_eq!(engine.tenant(&op, &id).unwrap().usage, usage);
+        assert!(verify_clean(&engine, &id).dedicated_file);
+        // Its writes now go to its own file, and it keeps answering.
+        put_clustered(&engine, &scope, 600);
+        assert_eq!(answers(&engine, &scope), before);
+        assert_eq!(engine.store.main_keys(scope.key()).unwrap(), 0);
+        // A second dry run is estimated from the copy just measured.
+        let dry = engine
+            .migrate_tenant(
+                &op,
+                &id,
+                MigrateRequest {
+                    target: IsolationLevel::Partition,
+                    index_params: None,
+                    dry_run: true,
+                },
+            )
+            .unwrap();
+        assert!(dry.moves_data && dry.estimated_ms.is_some(), "{dry:?}");
+
+        // A restart finds it in its own file.
+        engine.persist_indexes().unwrap();
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        assert!(engine.store.is_dedicated(scope.key()));
+        assert_eq!(answers(&engine, &scope), before);
+        verify_clean(&engine, &id);
+
+        migrate(&engine, &id, IsolationLevel::Partition);
+        assert!(!engine.store.is_dedicated(scope.key()));
+        assert_eq!(tenants_dir(dir.path()), 0, "its file is deleted");
+        assert_eq!(answers(&engine, &scope), before);
+        assert!(!verify_clean(&engine, &id).dedicated_file);
+        migrate(&engine, &id, IsolationLevel::Shared);
+        assert_eq!(answers(&engine, &scope), before);
+        verify_clean(&engine, &id);
+        // The other tenant never noticed.
+        assert_eq!(
+            answers(&engine, &admin_scope(&engine, "other")),
+            other_before
+        );
+        verify_clean(&engine, &other);
+        // Audited in the tenant's log across both files.
+        let log = engine
+            .own_audit_rows(
+                &scope,
+                &crate::AuditQuery {
+                    action: Some("tenant.migrate".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(log.len(), 3, "{log:?}");
+    }
+
+    #[test]
+    fn a_tenant_created_dedicated_lives_in_its_own_file_until_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("big").unwrap();
+        engine
+            .create_tenant_at(&op, &id, None, IsolationLevel::Dedicated, None)
+            .unwrap();
+        let scope = admin_scope(&engine, "big");
+        assert!(engine.store.is_dedicated(scope.key()));
+        engine
+            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .unwrap();
+        put_clustered(&engine, &scope, 50);
+        assert_eq!(engine.store.main_keys(scope.key()).unwrap(), 0);
+        verify_clean(&engine, &id);
+        // Creating it again fails and leaves its file alone.
+        assert!(matches!(
+            engine.create_tenant_at(&op, &id, None, IsolationLevel::Dedicated, None),
+            Err(EngineError::TenantExists(_))
+        ));
+        assert_eq!(tenants_dir(dir.path()), 1);
+        assert!(answers(&engine, &scope).iter().all(|a| a.len() == 5));
+
+        engine.purge_tenant(&op, &id).unwrap();
+        assert_eq!(tenants_dir(dir.path()), 0);
+        assert!(!engine.store.is_dedicated(scope.key()));
+    }
+
+    #[test]
+    fn start_up_keeps_each_tenant_on_the_side_its_registry_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let op = OperatorScope::for_tests();
+        let (a, b) = (TenantId::parse("a").unwrap(), TenantId::parse("b").unwrap());
+        engine.create_tenant(&op, &a, None).unwrap();
+        engine
+            .create_tenant_at(&op, &b, None, IsolationLevel::Dedicated, None)
+            .unwrap();
+        let (ka, kb) = (
+            admin_scope(&engine, "a").key(),
+            admin_scope(&engine, "b").key(),
+        );
+        // What a crash mid-migration leaves: a file for shared `a`, and a partial copy of
+        // dedicated `b` in the main file.
+        drop(engine.store.create_dedicated(ka).unwrap());
+        engine
+            .store
+            .copy_chunk(kb, CopyTarget::Main, None, 2)
+            .unwrap();
+        assert!(engine.store.main_keys(kb).unwrap() > 0);
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        assert!(!engine.store.has_dedicated_dir(ka));
+        assert_eq!(engine.store.main_keys(kb).unwrap(), 0);
+        assert!(engine.store.is_dedicated(kb));
+        verify_clean(&engine, &a);
+        verify_clean(&engine, &b);
+    }
+}

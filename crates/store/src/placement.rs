@@ -1,0 +1,809 @@
+//! Where each tenant's data lives: the main file, or (a `dedicated` tenant) its own file,
+//! `tenants/<key in hex>/data.redb` beside the main one.
+//!
+//! The registry, credentials and server-wide meta stay in the main file. A dedicated tenant's
+//! whole key range lives in its own file and nowhere else: [`Store::read`] and
+//! [`Store::write_pending_for`] route by tenant key, so engine code reads and writes a
+//! dedicated tenant exactly as any other.
+//!
+//! Moving a tenant between files (an online migration) copies its range in chunks while it is
+//! served from the old side, then, in the tenant's write order, catches up what changed since
+//! ([`catch_up`]) and flips in one main-file transaction, under the routing lock so that no
+//! snapshot or write sees the routing and the main file disagree:
+//! - into its own file ([`Store::flip_in`]): the file is synced first; the main transaction
+//!   changes the registry and erases the tenant's main range;
+//! - out of it ([`Store::flip_out`]): the main transaction writes the catch-up and changes the
+//!   registry; the file is deleted afterwards.
+//!
+//! A crash leaves the tenant whole on the side its registry entry names; start-up then deletes
+//! orphan files ([`Store::remove_orphan_files`]) and main ranges of dedicated tenants
+//! ([`Store::erase_main_range`]).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
+
+use crate::group_commit::GroupCommit;
+use crate::keys::{self, TenantKey};
+use crate::tables::{DATA, Registry, Route, Writer, open_database, prefix_range, read_db};
+use crate::{Store, StoreError};
+
+/// The directory beside the main file that holds dedicated tenants' directories.
+pub const TENANTS_DIR: &str = "tenants";
+/// A dedicated tenant's file, inside its directory.
+pub const DEDICATED_FILE: &str = "data.redb";
+
+/// One dedicated tenant's open file, with its own group commit.
+pub(crate) struct FileDb {
+    pub(crate) db: Arc<RwLock<Database>>,
+    pub(crate) group: Arc<GroupCommit>,
+    dir: PathBuf,
+}
+
+/// The routing table: which tenants live in their own file.
+pub(crate) struct Placement {
+    root: PathBuf,
+    files: RwLock<BTreeMap<TenantKey, Arc<FileDb>>>,
+    /// The page cache of each dedicated file, like the main file's.
+    cache_bytes: usize,
+}
+
+type Files = BTreeMap<TenantKey, Arc<FileDb>>;
+
+impl Placement {
+    pub(crate) fn beside(main: &Path, cache_bytes: usize) -> Placement {
+        let dir = main.parent().unwrap_or_else(|| Path::new("."));
+        Placement {
+            root: dir.join(TENANTS_DIR),
+            files: RwLock::default(),
+            cache_bytes,
+        }
+    }
+
+    /// Held while a snapshot begins its transactions, so that it sees the routing and the main
+    /// file from the same side of any flip.
+    pub(crate) fn lock_read(&self) -> RwLockReadGuard<'_, Files> {
+        // The map is changed in single statements; a panic cannot leave it half-changed.
+        self.files.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_write(&self) -> RwLockWriteGuard<'_, Files> {
+        self.files.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn get(&self, t: TenantKey) -> Option<Arc<FileDb>> {
+        self.lock_read().get(&t).cloned()
+    }
+
+    pub(crate) fn files(&self) -> Vec<(TenantKey, Arc<FileDb>)> {
+        self.lock_read()
+            .iter()
+            .map(|(k, f)| (*k, Arc::clone(f)))
+            .collect()
+    }
+
+    fn dir_of(&self, t: TenantKey) -> PathBuf {
+        self.root.join(format!("{:016x}", t.raw()))
+    }
+}
+
+/// A dedicated tenant's file that exists but is not routed to yet: being filled by a
+/// migration, or created for a tenant whose registry row is not committed yet.
+pub struct DedicatedFile {
+    key: TenantKey,
+    file: Arc<FileDb>,
+}
+
+impl DedicatedFile {
+    pub fn key(&self) -> TenantKey {
+        self.key
+    }
+}
+
+/// Where a chunk copy writes: a file being filled, or the main file.
+pub enum CopyTarget<'a> {
+    File(&'a DedicatedFile),
+    Main,
+}
+
+/// Keys and bytes (key plus value) of one tenant's range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RangeSize {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+fn io(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Makes a directory's entries (a created or removed child) durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(dir, e))
+}
+
+fn open_file(dir: PathBuf, db: Database) -> Arc<FileDb> {
+    Arc::new(FileDb {
+        db: Arc::new(RwLock::new(db)),
+        group: Arc::default(),
+        dir,
+    })
+}
+
+fn erase_range(
+    table: &mut Table<'_, &'static [u8], &'static [u8]>,
+    t: TenantKey,
+) -> Result<u64, StoreError> {
+    let start = keys::tenant_all(t);
+    let mut n = 0;
+    let count = |_: &[u8], _: &[u8]| {
+        n += 1;
+        false
+    };
+    match keys::prefix_end(&start) {
+        Some(end) => table.retain_in(start.as_slice()..end.as_slice(), count)?,
+        None => table.retain_in(start.as_slice().., count)?,
+    }
+    Ok(n)
+}
+
+/// Makes `dst`'s copy of the range `prefix` equal to `src`'s, writing only the differences;
+/// returns how many keys it wrote or removed.
+pub(crate) fn catch_up(
+    src: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    dst: &mut Table<'_, &'static [u8], &'static [u8]>,
+    prefix: &[u8],
+) -> Result<u64, StoreError> {
+    let mut ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    {
+        let mut a = prefix_range(src, prefix)?;
+        let mut b = prefix_range(&*dst, prefix)?;
+        let (mut x, mut y) = (a.next().transpose()?, b.next().transpose()?);
+        loop {
+            match (x.take(), y.take()) {
+                (None, None) => break,
+                (Some((k, v)), None) => {
+                    ops.push((k, Some(v)));
+                    x = a.next().transpose()?;
+                }
+                (None, Some((k, _))) => {
+                    ops.push((k, None));
+                    y = b.next().transpose()?;
+                }
+                (Some((ka, va)), Some((kb, vb))) => match ka.cmp(&kb) {
+                    std::cmp::Ordering::Less => {
+                        ops.push((ka, Some(va)));
+                        x = a.next().transpose()?;
+                        y = Some((kb, vb));
+                    }
+                    std::cmp::Ordering::Greater => {
+                        ops.push((kb, None));
+                        x = Some((ka, va));
+                        y = b.next().transpose()?;
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if va != vb {
+                            ops.push((ka, Some(va)));
+                        }
+                        x = a.next().transpose()?;
+                        y = b.next().transpose()?;
+                    }
+                },
+            }
+        }
+    }
+    for (k, v) in &ops {
+        match v {
+            Some(v) => dst.insert(k.as_slice(), v.as_slice())?,
+            None => dst.remove(k.as_slice())?,
+        };
+    }
+    Ok(ops.len() as u64)
+}
+
+impl Store {
+    /// Whether tenant `t` lives in its own file now.
+    pub fn is_dedicated(&self, t: TenantKey) -> bool {
+        self.placement.get(t).is_some()
+    }
+
+    /// Creates tenant `t`'s own file (replacing any leftover at its place), durably: the file,
+    /// its directory and their parents' entries are synced before this returns. The file is
+    /// not routed to until [`Store::route_dedicated`] or [`Store::flip_in`].
+    pub fn create_dedicated(&self, t: TenantKey) -> Result<DedicatedFile, StoreError> {
+        let root = &self.placement.root;
+        let dir = self.placement.dir_of(t);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let db = open_database(&dir.join(DEDICATED_FILE), self.placement.cache_bytes)?;
+        sync_dir(&dir)?;
+        sync_dir(root)?;
+        if let Some(parent) = root.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(DedicatedFile {
+            key: t,
+            file: open_file(dir, db),
+        })
+    }
+
+    /// Routes a new tenant's file, once its registry row (at `dedicated`) is committed.
+    pub fn route_dedicated(&self, file: DedicatedFile) {
+        self.placement.lock_write().insert(file.key, file.file);
+    }
+
+    /// Deletes a file that was never routed to (a migration or creation that failed).
+    pub fn discard_dedicated(&self, file: DedicatedFile) -> Result<(), StoreError> {
+        let dir = file.file.dir.clone();
+        drop(file);
+        std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))
+    }
+
+    /// Opens dedicated tenant `t`'s existing file and routes to it (at start). A missing file
+    /// is an error: the registry says the tenant's data is there.
+    pub fn attach_dedicated(&self, t: TenantKey) -> Result<(), StoreError> {
+        let dir = self.placement.dir_of(t);
+        let path = dir.join(DEDICATED_FILE);
+        if !path.is_file() {
+            return Err(StoreError::Corrupt(format!(
+                "dedicated tenant file {} is missing",
+                path.display()
+            )));
+        }
+        let db = open_database(&path, self.placement.cache_bytes)?;
+        self.placement.lock_write().insert(t, open_file(dir, db));
+        Ok(())
+    }
+
+    /// Stops routing to tenant `t`'s file and deletes it with its directory (after a purge or
+    /// a migration out of `dedicated` committed). Snapshots still open keep reading it.
+    pub fn remove_dedicated(&self, t: TenantKey) -> Result<(), StoreError> {
+        let removed = self.placement.lock_write().remove(&t);
+        let dir = match removed {
+            Some(file) => file.dir.clone(),
+            None => self.placement.dir_of(t),
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            sync_dir(&self.placement.root)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every tenant directory whose tenant is not in `keep` (leftovers of a purge, a
+    /// failed creation or a migration interrupted by a crash). Returns their keys.
+    pub fn remove_orphan_files(
+        &self,
+        keep: &HashSet<TenantKey>,
+    ) -> Result<Vec<TenantKey>, StoreError> {
+        let root = &self.placement.root;
+        let entries = match std::fs::read_dir(root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(root, e)),
+        };
+        let mut removed = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io(root, e))?;
+            let name = entry.file_name();
+            // Only directories this store names; anything else is left alone.
+            let Some(key) = name
+                .to_str()
+                .filter(|n| n.len() == 16)
+                .and_then(|n| u64::from_str_radix(n, 16).ok())
+                .map(TenantKey::from_raw)
+            else {
+                continue;
+            };
+            if !keep.contains(&key) && self.placement.get(key).is_none() {
+                std::fs::remove_dir_all(entry.path()).map_err(|e| io(&entry.path(), e))?;
+                removed.push(key);
+            }
+        }
+        if !removed.is_empty() {
+            sync_dir(root)?;
+        }
+        Ok(removed)
+    }
+
+    /// Erases tenant `t`'s keys from the main file, durably; returns how many there were. At
+    /// start, for each dedicated tenant: a migration out of its file that a crash interrupted
+    /// leaves a partial copy there.
+    pub fn erase_main_range(&self, t: TenantKey) -> Result<u64, StoreError> {
+        if self.main_keys(t)? == 0 {
+            return Ok(0);
+        }
+        let db = self.db();
+        let txn = db.begin_write()?;
+        let n = erase_range(&mut txn.open_table(DATA)?, t)?;
+        txn.commit()?;
+        Ok(n)
+    }
+
+    /// How many keys of tenant `t` the main file holds (none for a dedicated tenant, whose
+    /// data lives only in its own file).
+    pub fn main_keys(&self, t: TenantKey) -> Result<u64, StoreError> {
+        let table = self.db().begin_read()?.open_table(DATA)?;
+        let mut n = 0;
+        for entry in prefix_range(&table, &keys::tenant_all(t))? {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Whether a directory for tenant `t`'s own file exists on disk.
+    pub fn has_dedicated_dir(&self, t: TenantKey) -> bool {
+        self.placement.dir_of(t).exists()
+    }
+
+    /// Keys and bytes of tenant `t`'s range where it lives now.
+    pub fn range_size(&self, t: TenantKey) -> Result<RangeSize, StoreError> {
+        let r = self.read()?;
+        let mut size = RangeSize::default();
+        for entry in prefix_range(
+            crate::tables::sealed::Tables::data_table(&r, t)?,
+            &keys::tenant_all(t),
+        )? {
+            let (k, v) = entry?;
+            size.keys += 1;
+            size.bytes += (k.len() + v.len()) as u64;
+        }
+        Ok(size)
+    }
+
+    /// Copies up to `limit` keys of tenant `t`'s range, from where it lives now to `to`,
+    /// starting after key `after`; returns the last key copied (`None` once the range is
+    /// exhausted) and how many were copied. Commits without its own fsync: the flip that ends
+    /// the migration syncs. Chunks see different snapshots; the flip's catch-up reconciles.
+    pub fn copy_chunk(
+        &self,
+        t: TenantKey,
+        to: CopyTarget<'_>,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Option<Vec<u8>>, u64), StoreError> {
+        let prefix = keys::tenant_all(t);
+        let chunk: Vec<(Vec<u8>, Vec<u8>)> = {
+            let r = self.read()?;
+            let table = crate::tables::sealed::Tables::data_table(&r, t)?;
+            let mut start = after.map_or_else(|| prefix.clone(), <[u8]>::to_vec);
+            if after.is_some() {
+                start.push(0);
+            }
+            let out: Result<Vec<_>, _> = table
+                .range(start.as_slice()..)?
+                .map(|e| {
+                    e.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                        .map_err(StoreError::from)
+                })
+                .take_while(|e| e.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+                .take(limit)
+                .collect();
+            out?
+        };
+        let Some(last) = chunk.last().map(|(k, _)| k.clone()) else {
+            return Ok((None, 0));
+        };
+        let write = |db: &Database| -> Result<(), StoreError> {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::None)?;
+            {
+                let mut table = txn.open_table(DATA)?;
+                for (k, v) in &chunk {
+                    table.insert(k.as_slice(), v.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        };
+        match to {
+            CopyTarget::File(f) => write(&read_db(&f.file.db))?,
+            CopyTarget::Main => write(&self.db())?,
+        }
+        Ok((Some(last), chunk.len() as u64))
+    }
+
+    /// Runs `f`, which registers one new tenant (with [`Writer::create_tenant`]), so that the
+    /// tenant lives in its own file from the start: the file is created for the key the
+    /// registry will assign and synced with `f`'s writes of that tenant's data before the
+    /// main-file transaction (its registry row) commits; the tenant is routed to it in the
+    /// same step. If anything fails, the file is deleted (or, after a crash, at the next
+    /// start: no registry row names it).
+    pub fn write_creating_dedicated<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<(R, TenantKey), E>,
+    ) -> Result<R, E> {
+        let db = self.db();
+        let txn = db.begin_write().map_err(StoreError::from)?;
+        let next = {
+            let meta = txn
+                .open_table(crate::tables::META)
+                .map_err(StoreError::from)?;
+            crate::tables::next_tenant_key(&meta)?
+        };
+        let file = self.create_dedicated(next)?;
+        let result = (|| {
+            let others: HashSet<TenantKey> =
+                self.placement.files().into_iter().map(|(k, _)| k).collect();
+            let fdb = read_db(&file.file.db);
+            let ftxn = fdb.begin_write().map_err(StoreError::from)?;
+            let r = {
+                let mut writer = Writer {
+                    data: txn.open_table(DATA).map_err(StoreError::from)?,
+                    dedicated: [(
+                        next,
+                        (ftxn.open_table(DATA).map_err(StoreError::from)?, true),
+                    )]
+                    .into_iter()
+                    .collect(),
+                    route: Route::Main(TenantKey::SERVER, others),
+                    registry: Registry::Write(
+                        txn.open_table(crate::tables::REGISTRY)
+                            .map_err(StoreError::from)?,
+                    ),
+                    meta: txn
+                        .open_table(crate::tables::META)
+                        .map_err(StoreError::from)?,
+                    credentials: txn
+                        .open_table(crate::tables::CREDENTIALS)
+                        .map_err(StoreError::from)?,
+                };
+                let (r, key) = f(&mut writer)?;
+                if key != next {
+                    return Err(StoreError::Engine(
+                        "a dedicated creation registered another key than planned".into(),
+                    )
+                    .into());
+                }
+                r
+            };
+            ftxn.commit().map_err(StoreError::from)?;
+            drop(fdb);
+            let mut routing = self.placement.lock_write();
+            txn.commit().map_err(StoreError::from)?;
+            routing.insert(next, Arc::clone(&file.file));
+            Ok(r)
+        })();
+        if result.is_err() {
+            let _ = self.discard_dedicated(file);
+        }
+        result
+    }
+
+    /// Ends a migration into tenant `file.key()`'s own file. Call in the tenant's write order,
+    /// after the chunk copies. Catches the file up with the main range, runs `f` (the registry
+    /// change; the tenant's own keys it writes go to the file) and syncs the file; then one
+    /// durable main-file transaction commits `f`'s main-file writes and erases the tenant's
+    /// main range, and the tenant is routed to its file in the same step. On error the file
+    /// is deleted and the tenant stays where it was.
+    pub fn flip_in<R, E: From<StoreError>>(
+        &self,
+        file: DedicatedFile,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
+    ) -> Result<(R, u64), E> {
+        let result = self.flip_in_inner(&file, f);
+        if result.is_err() {
+            // Not routed: nothing refers to the file; one that cannot be deleted now is
+            // deleted at the next start.
+            let _ = self.discard_dedicated(file);
+        }
+        result
+    }
+
+    fn flip_in_inner<R, E: From<StoreError>>(
+        &self,
+        file: &DedicatedFile,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
+    ) -> Result<(R, u64), E> {
+        let t = file.key;
+        let prefix = keys::tenant_all(t);
+        let db = self.db();
+        let txn = db.begin_write().map_err(StoreError::from)?;
+        let others: HashSet<TenantKey> =
+            self.placement.files().into_iter().map(|(k, _)| k).collect();
+        let fdb = read_db(&file.file.db);
+        let ftxn = fdb.begin_write().map_err(StoreError::from)?;
+        let (r, caught) = {
+            let mut data = txn.open_table(DATA).map_err(StoreError::from)?;
+            let mut ftable = ftxn.open_table(DATA).map_err(StoreError::from)?;
+            let caught = catch_up(&data, &mut ftable, &prefix)?;
+            erase_range(&mut data, t)?;
+            let mut writer = Writer {
+                data,
+                dedicated: [(t, (ftable, true))].into_iter().collect(),
+                route: Route::Main(TenantKey::SERVER, others),
+                registry: Registry::Write(
+                    txn.open_table(crate::tables::REGISTRY)
+                        .map_err(StoreError::from)?,
+                ),
+                meta: txn
+                    .open_table(crate::tables::META)
+                    .map_err(StoreError::from)?,
+                credentials: txn
+                    .open_table(crate::tables::CREDENTIALS)
+                    .map_err(StoreError::from)?,
+            };
+            (f(&mut writer)?, caught)
+        };
+        ftxn.commit().map_err(StoreError::from)?;
+        drop(fdb);
+        let mut routing = self.placement.lock_write();
+        txn.commit().map_err(StoreError::from)?;
+        routing.insert(t, Arc::clone(&file.file));
+        Ok((r, caught))
+    }
+
+    /// Ends a migration of dedicated tenant `t` out of its own file. Call in the tenant's
+    /// write order, after the chunk copies into the main file. One durable main-file
+    /// transaction catches the main range up with the file and runs `f` (the registry change;
+    /// the tenant's keys it writes go to the main file); the routing changes in the same step,
+    /// then the file is deleted.
+    pub fn flip_out<R, E: From<StoreError>>(
+        &self,
+        t: TenantKey,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
+    ) -> Result<(R, u64), E> {
+        let Some(file) = self.placement.get(t) else {
+            return Err(StoreError::Engine("tenant is not in its own file".into()).into());
+        };
+        let prefix = keys::tenant_all(t);
+        let db = self.db();
+        let txn = db.begin_write().map_err(StoreError::from)?;
+        let others: HashSet<TenantKey> = self
+            .placement
+            .files()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| *k != t)
+            .collect();
+        let r = {
+            let src = read_db(&file.db)
+                .begin_read()
+                .map_err(StoreError::from)?
+                .open_table(DATA)
+                .map_err(StoreError::from)?;
+            let mut data = txn.open_table(DATA).map_err(StoreError::from)?;
+            let caught = catch_up(&src, &mut data, &prefix)?;
+            let mut writer = Writer {
+                data,
+                dedicated: Default::default(),
+                route: Route::Main(t, others),
+                registry: Registry::Write(
+                    txn.open_table(crate::tables::REGISTRY)
+                        .map_err(StoreError::from)?,
+                ),
+                meta: txn
+                    .open_table(crate::tables::META)
+                    .map_err(StoreError::from)?,
+                credentials: txn
+                    .open_table(crate::tables::CREDENTIALS)
+                    .map_err(StoreError::from)?,
+            };
+            (f(&mut writer)?, caught)
+        };
+        {
+            let mut routing = self.placement.lock_write();
+            txn.commit().map_err(StoreError::from)?;
+            routing.remove(&t);
+        }
+        drop(db);
+        drop(file);
+        // The flip is committed: a file that cannot be deleted now is an orphan, deleted at
+        // the next start.
+        let _ = self.remove_dedicated(t);
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Reads;
+    use strata_types::TenantId;
+
+    fn tenant(store: &Store, id: &str) -> TenantKey {
+        store
+            .write(|w| {
+                w.create_tenant(&TenantId::parse(id).unwrap(), 0, Default::default())
+                    .map(|m| m.key)
+            })
+            .unwrap()
+    }
+
+    fn put(store: &Store, t: TenantKey, name: &str, v: &[u8]) {
+        let ((), pending) = store
+            .write_pending_for(t, |w| w.put_blob(t, name, v))
+            .unwrap();
+        pending.wait_durable().unwrap();
+    }
+
+    fn blobs(store: &Store, t: TenantKey) -> Vec<(String, Vec<u8>)> {
+        store.read().unwrap().blobs_named(t, "").unwrap()
+    }
+
+    #[test]
+    fn a_dedicated_tenants_reads_and_writes_go_to_its_own_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+        let file = store.create_dedicated(b).unwrap();
+        store.route_dedicated(file);
+        assert!(store.is_dedicated(b) && !store.is_dedicated(a));
+        put(&store, a, "x", b"a1");
+        put(&store, b, "x", b"b1");
+        // A server-wide write reaches the dedicated file too.
+        store.write(|w| w.put_blob(b, "y", b"b2")).unwrap();
+        assert_eq!(store.main_keys(b).unwrap(), 0);
+        assert_eq!(store.main_keys(a).unwrap(), 1);
+        assert_eq!(
+            blobs(&store, b),
+            vec![("x".into(), b"b1".to_vec()), ("y".into(), b"b2".to_vec())]
+        );
+        assert_eq!(blobs(&store, a), vec![("x".into(), b"a1".to_vec())]);
+        // One tenant's own write cannot reach another tenant, in either file.
+        assert!(
+            store
+                .write_pending_for(a, |w| w.put_blob(b, "z", b""))
+                .is_err()
+        );
+        assert!(
+            store
+                .write_pending_for(b, |w| w.put_blob(a, "z", b""))
+                .is_err()
+        );
+        // Nor the registry from inside a dedicated tenant's file.
+        let meta = store
+            .read()
+            .unwrap()
+            .tenant(&TenantId::parse("b").unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(store.write_pending_for(b, |w| w.put_tenant(&meta)).is_err());
+        // Liveness reads of the registry work there.
+        let seen = store
+            .write_pending_for(b, |w| w.tenant(&meta.id))
+            .map(|(m, p)| {
+                p.wait_durable().unwrap();
+                m
+            })
+            .unwrap();
+        assert_eq!(seen.map(|m| m.key), Some(b));
+        // It survives a reopen once attached.
+        drop(store);
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        store.attach_dedicated(b).unwrap();
+        assert_eq!(blobs(&store, b).len(), 2);
+    }
+
+    fn migrate_in(store: &Store, t: TenantKey) {
+        let file = store.create_dedicated(t).unwrap();
+        let mut after = None;
+        loop {
+            let (last, _) = store
+                .copy_chunk(t, CopyTarget::File(&file), after.as_deref(), 2)
+                .unwrap();
+            match last {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+            // A write between chunks is caught up by the flip.
+            put(store, t, "late", b"1");
+        }
+        store
+            .flip_in(file, |w| w.put_blob(t, "flip", b"in"))
+            .map_err(|e: StoreError| e)
+            .unwrap();
+    }
+
+    fn migrate_out(store: &Store, t: TenantKey) {
+        let mut after = None;
+        while let (Some(k), _) = store
+            .copy_chunk(t, CopyTarget::Main, after.as_deref(), 3)
+            .unwrap()
+        {
+            after = Some(k);
+            store.write(|w| w.delete_blob(t, "late")).unwrap();
+        }
+        store
+            .flip_out(t, |w| w.put_blob(t, "flip", b"out"))
+            .map_err(|e: StoreError| e)
+            .unwrap();
+    }
+
+    #[test]
+    fn migrating_in_and_out_keeps_every_key_on_exactly_one_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+        for i in 0..9 {
+            put(&store, b, &format!("k{i}"), format!("v{i}").as_bytes());
+        }
+        put(&store, a, "k", b"a");
+        let mut want = blobs(&store, b);
+        migrate_in(&store, b);
+        want.push(("flip".into(), b"in".to_vec()));
+        want.push(("late".into(), b"1".to_vec()));
+        want.sort();
+        assert!(store.is_dedicated(b));
+        assert_eq!(store.main_keys(b).unwrap(), 0);
+        assert_eq!(blobs(&store, b), want);
+        assert!(store.has_dedicated_dir(b));
+
+        migrate_out(&store, b);
+        want.retain(|(n, _)| n != "late");
+        want.iter_mut().find(|(n, _)| n == "flip").unwrap().1 = b"out".to_vec();
+        assert!(!store.is_dedicated(b));
+        assert!(!store.has_dedicated_dir(b));
+        assert_eq!(blobs(&store, b), want);
+        assert_eq!(blobs(&store, a), vec![("k".into(), b"a".to_vec())]);
+    }
+
+    #[test]
+    fn orphan_files_and_main_ranges_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+        put(&store, a, "x", b"1");
+        put(&store, b, "x", b"1");
+        // An interrupted migration of `a` into its file: the file is an orphan.
+        let orphan = store.create_dedicated(a).unwrap();
+        drop(orphan);
+        // `b` moved to its file, but a crash left a partial copy in the main file.
+        let file = store.create_dedicated(b).unwrap();
+        store.route_dedicated(file);
+        let keep: HashSet<TenantKey> = [b].into_iter().collect();
+        assert_eq!(store.remove_orphan_files(&keep).unwrap(), vec![a]);
+        assert!(!store.has_dedicated_dir(a) && store.has_dedicated_dir(b));
+        assert_eq!(store.erase_main_range(b).unwrap(), 1);
+        assert_eq!(store.main_keys(b).unwrap(), 0);
+        assert_eq!(store.main_keys(a).unwrap(), 1);
+    }
+
+    #[test]
+    fn catch_up_writes_only_the_differences() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut src = txn.open_table(DATA).unwrap();
+            let t = TenantKey::from_raw(7);
+            let k = |n: &str| keys::blob(t, n);
+            for (n, v) in [("a", "1"), ("b", "2"), ("d", "4")] {
+                src.insert(k(n).as_slice(), v.as_bytes()).unwrap();
+            }
+            let dst_def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("dst");
+            let mut dst = txn.open_table(dst_def).unwrap();
+            for (n, v) in [("a", "1"), ("b", "x"), ("c", "3")] {
+                dst.insert(k(n).as_slice(), v.as_bytes()).unwrap();
+            }
+            // Another tenant's key in the destination is not touched.
+            dst.insert(
+                keys::blob(TenantKey::from_raw(8), "a").as_slice(),
+                b"".as_slice(),
+            )
+            .unwrap();
+            let n = catch_up(&src, &mut dst, &keys::tenant_all(t)).unwrap();
+            assert_eq!(n, 3, "b changed, c removed, d added");
+            let all: Vec<_> = dst
+                .iter()
+                .unwrap()
+                .map(|e| {
+                    let (k, v) = e.unwrap();
+                    (k.value().to_vec(), v.value().to_vec())
+                })
+                .collect();
+            assert_eq!(all.len(), 4);
+            assert_eq!(catch_up(&src, &mut dst, &keys::tenant_all(t)).unwrap(), 0);
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! The `dedicated` level over HTTP: a tenant migrates shared → dedicated → partition → shared
+//! (its data moving into its own file and back) while writers and readers work on it and on
+//! another tenant; no request fails, every acknowledged write is there, answers do not move
+//! and `verify` is clean. Then SIGKILL at random points of such migrations: after each
+//! restart the tenant is whole on exactly one side and `verify` is clean.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{OPERATOR_KEY, Server};
+use serde_json::{Value, json};
+
+const DIM: usize = 8;
+
+/// Positive components only: the writers' vectors (all negative) are never near a query.
+fn vector(i: usize) -> Vec<f32> {
+    (0..DIM)
+        .map(|d| 0.05 + ((i * 7919 + d * 104_729) % 1000) as f32 / 1000.0)
+        .collect()
+}
+
+fn answers(server: &Server, key: &str) -> Vec<Value> {
+    (0..5)
+        .map(|q| {
+            let (s, v) = server.post(
+                "/v1/search",
+                key,
+                json!({"vector": vector(q * 97 + 1), "modality": "vec", "k": 5}),
+            );
+            assert_eq!(s, 200, "{v}");
+            let ids: Vec<Value> = v["hits"]
+                .as_array()
+                .expect("hits")
+                .iter()
+                .map(|h| h["id"].clone())
+                .collect();
+            assert!(ids.len() == 5 && ids.iter().all(Value::is_string), "{v}");
+            Value::Array(ids)
+        })
+        .collect()
+}
+
+/// Tenant `id` with `n` vectors in collection `vec`; its key.
+fn fill(server: &Server, id: &str, n: usize) -> String {
+    server.tenant(id);
+    let key = server.key(id, json!({"permissions": ["read", "write", "admin"]}));
+    let (s, v) = server.post("/v1/collections", &key, json!({"name": "vec", "dim": DIM}));
+    assert_eq!(s, 201, "{v}");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let records: Vec<Value> = chunk
+            .iter()
+            .map(|i| {
+                json!({"id": format!("r{i}"), "modality": "vec", "vector": vector(*i),
+                            "content": format!("memory number {i}")})
+            })
+            .collect();
+        let (s, v) = server.post("/v1/memories", &key, json!({ "records": records }));
+        assert_eq!(s, 201, "{v}");
+    }
+    key
+}
+
+fn verify(server: &Server, id: &str) -> Value {
+    let (s, v) = server.post(
+        &format!("/v1/admin/tenants/{id}/verify"),
+        OPERATOR_KEY,
+        json!({}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["usage_stored"], v["usage_recounted"], "{v}");
+    v
+}
+
+fn level(server: &Server, id: &str) -> String {
+    let (s, v) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
+    assert_eq!(s, 200, "{v}");
+    v["isolation"].as_str().expect("isolation").to_owned()
+}
+
+fn all_present(server: &Server, key: &str, ids: &[String]) {
+    for id in ids {
+        let (s, v) = server.get(&format!("/v1/memories/{id}"), key);
+        assert_eq!(s, 200, "acknowledged {id} lost: {v}");
+    }
+}
+
+/// One writer and one reader per tenant while `migrate` runs; returns each tenant's
+/// acknowledged ids. Every request must succeed and every answer equal its reference.
+fn under_load(
+    server: &Server,
+    tenants: &[(&str, &str, &[Value])],
+    round: usize,
+    migrate: impl FnOnce(),
+) -> Vec<Vec<String>> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let mut writers = Vec::new();
+        for (t, (id, key, reference)) in tenants.iter().enumerate() {
+            let stop = &stop;
+            writers.push(s.spawn(move || {
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) || acked.len() < 5 {
+                    let rid = format!("w{round}-{t}-{i}");
+                    let far: Vec<f32> = vector(i).iter().map(|x| -x).collect();
+                    let (st, v) = server.post(
+                        "/v1/memories",
+                        key,
+                        json!({"records": [{"id": rid, "modality": "vec", "vector": far}]}),
+                    );
+                    assert_eq!(st, 201, "{id}: write during migration failed: {v}");
+                    acked.push(rid);
+                    i += 1;
+                }
+                acked
+            }));
+            s.spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) || n < 5 {
+                    assert_eq!(&answers(server, key), reference, "{id}: answer moved");
+                    n += 1;
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        migrate();
+        std::thread::sleep(Duration::from_millis(150));
+        stop.store(true, Ordering::Relaxed);
+        writers
+            .into_iter()
+            .map(|w| w.join().expect("writer"))
+            .collect()
+    })
+}
+
+#[test]
+fn shared_dedicated_partition_shared_online_under_load() {
+    let mut server = Server::start();
+    let acme = fill(&server, "acme", 1_200);
+    let other = fill(&server, "other", 300);
+    let (ra, ro) = (answers(&server, &acme), answers(&server, &other));
+    let mut written = [1_200u64, 300];
+
+    // The dry run reports the move and changes nothing.
+    let (s, dry) = server.post(
+        "/v1/admin/tenants/acme/migrate",
+        OPERATOR_KEY,
+        json!({"target": "dedicated", "dry_run": true}),
+    );
+    assert_eq!(s, 200, "{dry}");
+    assert_eq!(
+        (&dry["moves_data"], &dry["records"], &dry["vectors"]),
+        (&json!(true), &json!(1_200), &json!(1_200)),
+        "{dry}"
+    );
+    assert!(dry["bytes"].as_u64().unwrap_or(0) > 1_200 * 32, "{dry}");
+    assert_eq!(level(&server, "acme"), "shared");
+    assert_eq!(verify(&server, "acme")["dedicated_file"], false);
+
+    for (round, target) in ["dedicated", "partition", "shared"].into_iter().enumerate() {
+        let tenants = [
+            ("acme", acme.as_str(), &ra[..]),
+            ("other", other.as_str(), &ro[..]),
+        ];
+        let acked = under_load(&server, &tenants, round, || {
+            let (s, v) = server.post(
+                "/v1/admin/tenants/acme/migrate",
+                OPERATOR_KEY,
+                json!({ "target": target }),
+            );
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["moves_data"], target != "shared", "{v}");
+        });
+        assert_eq!(level(&server, "acme"), target);
+        let (s, status) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+        assert_eq!(s, 200, "{status}");
+        if target != "shared" {
+            assert_eq!(status["moves_data"], true, "{status}");
+            assert!(
+                status["keys_total"].as_u64().unwrap_or(0) > 1_200,
+                "{status}"
+            );
+            // Writes during the copy add keys beyond the count taken at its start.
+            assert!(
+                status["keys_copied"].as_u64() >= status["keys_total"].as_u64(),
+                "{status}"
+            );
+        }
+        all_present(&server, &acme, &acked[0]);
+        all_present(&server, &other, &acked[1]);
+        written[0] += acked[0].len() as u64;
+        written[1] += acked[1].len() as u64;
+        let v = verify(&server, "acme");
+        assert_eq!(v["records"], written[0], "{v}");
+        assert_eq!(v["dedicated_file"], target == "dedicated", "{v}");
+        assert_eq!(verify(&server, "other")["records"], written[1]);
+        assert_eq!(answers(&server, &acme), ra);
+        assert_eq!(answers(&server, &other), ro);
+        if target == "dedicated" {
+            // Its own directory exists; a restart keeps the tenant there.
+            assert!(
+                server
+                    .dir
+                    .path()
+                    .join("data")
+                    .join("tenants")
+                    .read_dir()
+                    .unwrap()
+                    .count()
+                    == 1
+            );
+            server.restart();
+            assert_eq!(level(&server, "acme"), "dedicated");
+            assert_eq!(verify(&server, "acme")["dedicated_file"], true);
+            assert_eq!(answers(&server, &acme), ra);
+        }
+    }
+    assert_eq!(
+        server
+            .dir
+            .path()
+            .join("data")
+            .join("tenants")
+            .read_dir()
+            .unwrap()
+            .count(),
+        0,
+        "the file is gone once the tenant moved out"
+    );
+    let (s, v) = server.get(
+        "/v1/admin/audit?action=tenant.migrate&tenant=acme",
+        OPERATOR_KEY,
+    );
+    assert_eq!(s, 200, "{v}");
+    // Each migration is in the tenant's log and the operator's.
+    assert_eq!(v["rows"].as_array().map(Vec::len), Some(6), "{v}");
+}
+
+#[test]
+fn a_tenant_created_dedicated_serves_and_is_purged_with_its_file() {
+    let server = Server::start();
+    let (s, v) = server.post(
+        "/v1/admin/tenants",
+        OPERATOR_KEY,
+        json!({"id": "big", "isolation": "dedicated", "index_params": {"m": 24}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["isolation"], "dedicated");
+    let key = server.key("big", json!({"permissions": ["read", "write", "admin"]}));
+    let (s, v) = server.post("/v1/collections", &key, json!({"name": "vec", "dim": DIM}));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server.post(
+        "/v1/memories",
+        &key,
+        json!({"records": [{"id": "a", "modality": "vec", "vector": vector(1)}]}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server.post(
+        "/v1/search",
+        &key,
+        json!({"vector": vector(1), "modality": "vec", "k": 5}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["hits"][0]["id"], "a", "{v}");
+    assert_eq!(verify(&server, "big")["dedicated_file"], true);
+    let tenants = server.dir.path().join("data").join("tenants");
+    assert_eq!(tenants.read_dir().unwrap().count(), 1);
+    let (s, v) = server.call(
+        "DELETE",
+        "/v1/admin/tenants/big?hard=true",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!((s, &v["purged"]), (200, &json!(true)), "{v}");
+    assert_eq!(tenants.read_dir().unwrap().count(), 0);
+}
+
+/// A small deterministic generator: the kill points differ per trial and per run of the test
+/// binary only through the trial number.
+fn jitter(trial: u64, below: u64) -> u64 {
+    let mut x = trial.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 32;
+    x % below.max(1)
+}
+
+#[test]
+fn sigkill_at_random_points_of_migrations_leaves_the_tenant_whole() {
+    const RECORDS: usize = 2_000;
+    const TRIALS: u64 = 20;
+    let mut server = Server::start();
+    let key = fill(&server, "acme", RECORDS);
+    let reference = answers(&server, &key);
+    // Calibrate: how long a whole move takes here (alone; with the writer it takes 1-4 times
+    // as long), so kills land before, during and after the copy and the flip.
+    let started = Instant::now();
+    let (s, v) = server.post(
+        "/v1/admin/tenants/acme/migrate",
+        OPERATOR_KEY,
+        json!({"target": "dedicated"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let span = (started.elapsed().as_millis() as u64).max(20) * 3;
+    let mut acked_all: Vec<String> = Vec::new();
+    let mut sides = [0u32; 2];
+    let mut flipped = 0u32;
+    for trial in 0..TRIALS {
+        let from = level(&server, "acme");
+        let target = match (from.as_str(), trial % 2) {
+            ("dedicated", 0) => "shared",
+            ("dedicated", _) => "partition",
+            _ => "dedicated",
+        };
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let (url, key, acked, failed) = (
+                server.url.clone(),
+                key.clone(),
+                acked.clone(),
+                failed.clone(),
+            );
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("client");
+                for i in 0.. {
+                    let id = format!("t{trial}-{i}");
+                    let far: Vec<f32> = vector(i).iter().map(|x| -x).collect();
+                    let body = json!({"records": [{"id": id, "modality": "vec", "vector": far}]});
+                    match http
+                        .post(format!("{url}/v1/memories"))
+                        .bearer_auth(&key)
+                        .json(&body)
+                        .send()
+                    {
+                        Ok(res) if res.status().as_u16() == 201 => {
+                            acked.lock().expect("acked").push(id)
+                        }
+                        Ok(res) => failed.lock().expect("failed").push(res.status().as_u16()),
+                        // The server is gone: this write was never acknowledged.
+                        Err(_) => return,
+                    }
+                }
+            })
+        };
+        let migration = {
+            let (url, target) = (server.url.clone(), target.to_owned());
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .expect("client");
+                // Killed mid-way, it gets no answer; that is the point.
+                let _ = http
+                    .post(format!("{url}/v1/admin/tenants/acme/migrate"))
+                    .bearer_auth(OPERATOR_KEY)
+                    .json(&json!({ "target": target }))
+                    .send();
+            })
+        };
+        std::thread::sleep(Duration::from_millis(jitter(trial, span)));
+        let killed = Command::new("kill")
+            .args(["-KILL", &server.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+        writer.join().expect("writer");
+        migration.join().expect("migration");
+        assert!(
+            failed.lock().expect("failed").is_empty(),
+            "trial {trial}: writes refused during the migration: {:?}",
+            failed.lock().expect("failed")
+        );
+        server.restart();
+
+        let now = level(&server, "acme");
+        flipped += u32::from(now != from);
+        assert!(
+            now == from || now == target,
+            "trial {trial}: {from} → {now}?"
+        );
+        sides[usize::from(now == "dedicated")] += 1;
+        acked_all.extend(acked.lock().expect("acked").iter().cloned());
+        all_present(&server, &key, &acked.lock().expect("acked"));
+        let v = verify(&server, "acme");
+        assert_eq!(
+            v["dedicated_file"],
+            now == "dedicated",
+            "trial {trial}: {v}"
+        );
+        // Writes not acknowledged may or may not be there; acknowledged ones all are.
+        let records = v["records"].as_u64().expect("records");
+        assert!(
+            records >= (RECORDS + acked_all.len()) as u64,
+            "trial {trial}: {records} records, {} acknowledged",
+            RECORDS + acked_all.len()
+        );
+        let dirs = server
+            .dir
+            .path()
+            .join("data")
+            .join("tenants")
+            .read_dir()
+            .map_or(0, |d| d.count());
+        assert_eq!(
+            dirs,
+            usize::from(now == "dedicated"),
+            "trial {trial}: leftovers"
+        );
+        assert_eq!(answers(&server, &key), reference, "trial {trial}");
+    }
+    // Spot-check every acknowledged write once more at the end.
+    all_present(&server, &key, &acked_all);
+    println!(
+        "{TRIALS} kills over {span} ms windows: {flipped} after the flip; ended {} times \
+         shared/partition, {} dedicated; {} acknowledged writes all present",
+        sides[0],
+        sides[1],
+        acked_all.len()
+    );
+}
