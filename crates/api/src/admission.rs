@@ -222,14 +222,26 @@ mod tests {
     use std::time::Duration;
     use strata_types::TenantId;
 
-    fn admitted(gate: &Gate, n: u64, lane: Lane) -> Admitted {
-        let key = TenantKey::for_tests(n);
+    fn admitted(gate: &Gate, engine: &Engine, n: u64, lane: Lane) -> Admitted {
+        use strata_auth::{Grant, OperatorScope, Permission, Permissions};
         let id = TenantId::parse(format!("t{n}")).expect("id");
+        let op = OperatorScope::for_tests();
+        if engine.tenant_meta(&id).is_err() {
+            engine.create_tenant(&op, &id, None).expect("tenant");
+        }
+        let meta = engine.tenant_meta(&id).expect("meta");
+        let grant = Grant {
+            permissions: Permissions::of(&[Permission::Read]),
+            user_tokens: None,
+            domains: None,
+        };
+        let scope = TenantScope::for_tests(&meta, grant);
         Admitted {
-            key,
+            key: meta.key,
             weight: 1,
             lane,
-            series: gate.metrics.tenant(key, &id),
+            series: gate.metrics.tenant(meta.key, &id),
+            scope,
             _permit: None,
         }
     }
@@ -259,7 +271,7 @@ mod tests {
         let flood = {
             let (gate, engine) = (Arc::clone(&gate), Arc::clone(&engine));
             tokio::spawn(async move {
-                let a = admitted(&gate, 1, Lane::Shared);
+                let a = admitted(&gate, &engine, 1, Lane::Shared);
                 gate.run(&a, engine, move |_| {
                     // Holds the shared worker until `release` is dropped.
                     let _ = held.lock().expect("lock").recv();
@@ -269,7 +281,7 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let dedicated = admitted(&gate, 2, Lane::Reserved);
+        let dedicated = admitted(&gate, &engine, 2, Lane::Reserved);
         let answer = tokio::time::timeout(
             Duration::from_secs(5),
             gate.run(&dedicated, Arc::clone(&engine), |_| Ok(7)),
@@ -279,7 +291,7 @@ mod tests {
             answer.expect("the dedicated tenant waited").expect("run"),
             7
         );
-        let shared = admitted(&gate, 3, Lane::Shared);
+        let shared = admitted(&gate, &engine, 3, Lane::Shared);
         let waiting = tokio::time::timeout(
             Duration::from_millis(200),
             gate.run(&shared, Arc::clone(&engine), |_| Ok(8)),
