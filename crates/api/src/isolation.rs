@@ -82,8 +82,7 @@ pub(crate) fn level_fields(
     operation_id = "migrate_tenant",
     params(("id" = TenantId, Path, description = "tenant id")),
     request_body = MigrateBody,
-    responses((status = 200, description = "What the migration moves and costs; without `dry_run` it has happened (graph rebuilds may still run in the background)", body = MigrationReport),
-        (status = 409, description = "A migration of the tenant is already moving its data")),
+    responses((status = 200, description = "What the migration moves and costs; without `dry_run` it has happened (graph rebuilds may still run in the background)", body = MigrationReport)),
     security(("bearer" = [])))]
 pub async fn migrate(
     State(state): State<AppState>,

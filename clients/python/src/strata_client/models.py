@@ -546,10 +546,6 @@ class TenantResidency:
             evictions=int(d.get("evictions", 0)),
             pinned=bool(d.get("pinned")),
             graph_builds_pending=int(d.get("graph_builds_pending", 0)),
-            moves_data=bool(d.get("moves_data")),
-            keys_copied=int(d.get("keys_copied", 0)),
-            keys_total=int(d.get("keys_total", 0)),
-            error=d.get("error"),
         )
 
 
