@@ -291,9 +291,32 @@ impl Engine {
             self.admissions.invalidate(meta.key);
             return Ok(report);
         }
-        self.set_level(op, id, next, "tenant.migrate")?;
-        lock(&self.migrations.0).insert(meta.key, (profile.isolation, req.target, now_millis()));
+        self.set_level_recorded(op, id, meta.key, profile.isolation, next, "tenant.migrate")?;
         Ok(report)
+    }
+
+    /// [`Engine::set_level`], with the migration's status recorded first: whoever sees the new
+    /// level also sees the migration that brought it (a failed one restores the old status).
+    fn set_level_recorded(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        key: TenantKey,
+        from: IsolationLevel,
+        next: TenantProfile,
+        action: &str,
+    ) -> Result<(), EngineError> {
+        let to = next.isolation;
+        let previous = lock(&self.migrations.0).insert(key, (from, to, now_millis()));
+        let result = self.set_level(op, id, next, action);
+        if result.is_err() {
+            let mut status = lock(&self.migrations.0);
+            match previous {
+                Some(p) => status.insert(key, p),
+                None => status.remove(&key),
+            };
+        }
+        result
     }
 
     /// Commits a profile with a new level (audited in the tenant's log and the server's), then
@@ -415,23 +438,17 @@ impl Engine {
                     && p.status == TenantStatus::Active
                     && usage(&r, m.key)?.vectors >= threshold
                 {
-                    due.push((m.id, p));
+                    due.push((m.id, m.key, p));
                 }
             }
         }
         let mut promoted = Vec::new();
-        for (id, p) in due {
+        for (id, key, p) in due {
             let next = TenantProfile {
                 isolation: IsolationLevel::Partition,
                 ..p.clone()
             };
-            self.set_level(op, &id, next, "tenant.promote")?;
-            if let Ok(meta) = self.tenant_meta(&id) {
-                lock(&self.migrations.0).insert(
-                    meta.key,
-                    (p.isolation, IsolationLevel::Partition, now_millis()),
-                );
-            }
+            self.set_level_recorded(op, &id, key, p.isolation, next, "tenant.promote")?;
             promoted.push(id);
         }
         Ok(promoted)

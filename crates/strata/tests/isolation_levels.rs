@@ -36,7 +36,10 @@ fn answers(server: &Server, key: &str) -> Vec<Value> {
                 .as_array()
                 .expect("hits")
                 .iter()
-                .map(|h| h["record"]["id"].clone())
+                .map(|h| {
+                    assert!(h["id"].is_string(), "a hit without its id: {h}");
+                    h["id"].clone()
+                })
                 .collect();
             assert_eq!(ids.len(), 5, "{v}");
             Value::Array(ids)

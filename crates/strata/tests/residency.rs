@@ -32,7 +32,10 @@ fn answers(server: &Server, key: &str, t: usize) -> Vec<Value> {
             .as_array()
             .expect("hits")
             .iter()
-            .map(|h| json!([h["record"]["id"], h["score"]]))
+            .map(|h| {
+                assert!(h["id"].is_string(), "a hit without its id: {h}");
+                json!([h["id"], h["score"]])
+            })
             .collect();
         assert!(!hits.is_empty(), "{v}");
         out.push(Value::Array(hits));
