@@ -464,6 +464,9 @@ impl CollectionIndex {
                 // A snapshot from before a parameter change (a crash before the rebuild was
                 // saved) serves, and is rebuilt in the background.
                 self.rebuild = g.params().m != self.params.m;
+                // The snapshot keeps its tombstones: count them, or compaction would never see
+                // what a tenant evicted between deletes had piled up.
+                self.graph_deleted = g.tombstones() as u64;
                 self.graph = Some(g);
                 self.restored = true;
                 self.drop_vector_copy();

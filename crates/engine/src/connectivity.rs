@@ -3,7 +3,7 @@
 //!
 //! A node is counted reachable when a search for its own vector returns it. A node that
 //! greedy search cannot find from the entry point is lost to every query, whatever its
-//! score: deletions (usearch leaves tombstones) and rebuilds with other parameters can cut
+//! score: deletions (the graph keeps tombstones) and rebuilds with other parameters can cut
 //! parts of a graph off. The figure feeds the tenant's integrity state (`crate::integrity`) as
 //! index health. Sampling costs `SAMPLES` graph searches, so a graph is sampled again only
 //! once it has changed by a tenth of its nodes (or was replaced), not at every search.
@@ -87,8 +87,17 @@ fn sample(c: &CollectionIndex) -> f64 {
             continue;
         }
         tried += 1;
+        // K hits that all score alike are duplicates of the node's vector (identical texts
+        // embed identically); the node ties with them and its own place among them is a
+        // matter of slot order, so it counts as found.
+        let found_or_tied = |hits: &[strata_index::Hit]| {
+            hits.iter().any(|h| h.slot == slot)
+                || (hits.len() == K
+                    && (hits[0].score - hits[K - 1].score).abs()
+                        <= 1e-6 * hits[0].score.abs().max(1.0))
+        };
         if g.search(&buf, K, None)
-            .is_ok_and(|hits| hits.iter().any(|h| h.slot == slot))
+            .is_ok_and(|hits| found_or_tied(&hits))
         {
             found += 1;
         }

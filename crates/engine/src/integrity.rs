@@ -310,15 +310,22 @@ impl Tracker {
                 0.0
             }
         };
+        // Index health and the queue can shed a tenant's costly searches (`stress`) but never
+        // refuse its writes (`critical`): a damaged graph is repaired by writes and rebuilds,
+        // and a queue also waits on the other tenants' load, so neither may lock a tenant out.
+        let below_critical = |x: f64| x.min(p.critical_enter * 0.999);
         let latency = over(self.latency_ms, p.latency_contract_ms);
-        let wait = over(self.queue_wait_ms, p.queue_wait_contract_ms);
-        let depth = over(self.queue_depth as f64, f64::from(p.queue_depth_limit));
+        let wait = below_critical(over(self.queue_wait_ms, p.queue_wait_contract_ms));
+        let depth = below_critical(over(
+            self.queue_depth as f64,
+            f64::from(p.queue_depth_limit),
+        ));
         // Twice the compaction threshold is pressure 1: a graph that far gone means compaction
         // is not keeping up; likewise twice `UNREACHABLE_STRESS` of its nodes lost.
         let deleted = self.health.deleted_fraction
             / (2.0 * crate::collection_index::COMPACT_DELETED_FRACTION);
         let lost = (1.0 - self.health.reachable) / (2.0 * UNREACHABLE_STRESS);
-        let health = deleted.max(lost).min(INDEX_HEALTH_MAX);
+        let health = below_critical(deleted.max(lost).min(INDEX_HEALTH_MAX));
         latency.max(wait).max(depth).max(health)
     }
 

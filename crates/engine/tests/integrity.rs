@@ -238,12 +238,23 @@ fn without_queue_thresholds_the_queue_moves_no_state() {
 
 #[test]
 fn an_intact_graph_is_fully_connected() {
+    connected_graph_of(strata_index::testdata::clustered(1_500, 8, 10, 1));
+}
+
+/// Identical texts embed identically: a graph of many copies of a few vectors is intact too,
+/// although a node's own place among its ties is a matter of slot order.
+#[test]
+fn a_graph_of_duplicates_is_fully_connected() {
+    let distinct = strata_index::testdata::clustered(3, 8, 3, 2);
+    connected_graph_of((0..1_500).map(|i| distinct[i % 3].clone()).collect());
+}
+
+fn connected_graph_of(data: Vec<Vec<f32>>) {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     let s = scope(&engine, "g");
     let name = CollectionName::parse("vec").unwrap();
     engine.create_collection(&s, &name, 8, Metric::L2).unwrap();
-    let data = strata_index::testdata::clustered(1_500, 8, 10, 1);
     let records: Vec<NewRecord> = data
         .into_iter()
         .enumerate()

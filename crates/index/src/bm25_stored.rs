@@ -115,9 +115,22 @@ impl Bm25Index {
         // Free ids are reused last-freed first; any order is valid.
         free_ids.reverse();
         let mut listed = 0u64;
+        // The last slot (+1) that listed each term: a term listed twice by one slot would let
+        // the counts below balance with a posting that no slot lists.
+        let mut last_lister = vec![0usize; postings.len()];
         for (slot, list) in s.slot_terms.iter().enumerate() {
             if !list.is_empty() && !s.docs.contains(slot as u32) {
                 return Err(format!("bm25: terms for the empty slot {slot}"));
+            }
+            for id in list {
+                match last_lister.get_mut(*id as usize) {
+                    Some(last) if *last == slot + 1 => {
+                        return Err(format!("bm25: slot {slot} lists term {id} twice"));
+                    }
+                    Some(last) => *last = slot + 1,
+                    // Out of range: refused just below.
+                    None => {}
+                }
             }
             let held = |id: &u32| {
                 postings
@@ -229,13 +242,15 @@ mod tests {
         ix.insert(1, "b c");
         let good = serde_json::to_value(&ix).unwrap();
         assert!(serde_json::from_value::<Bm25Index>(good.clone()).is_ok());
-        let damage: [fn(&mut Value); 6] = [
+        let damage: [fn(&mut Value); 7] = [
             |v| v["terms"].as_array_mut().unwrap().push(json!("x")),
             |v| v["terms"][0] = v["terms"][1].clone(),
             |v| v["slot_terms"][1] = json!([0, 1, 2]),
             |v| v["slot_terms"][0] = json!([]),
             |v| v["total_len"] = json!(99),
             |v| v["slot_terms"][0] = json!([7]),
+            // Counts balance, but slot 1 lists `b` twice and `c` not at all.
+            |v| v["slot_terms"][1] = json!([1, 1]),
         ];
         for (i, damage) in damage.iter().enumerate() {
             let mut bad = good.clone();

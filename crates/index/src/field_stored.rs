@@ -75,6 +75,15 @@ impl FieldIndex {
             if !entries.iter().all(known) {
                 return Err(format!("fields: slot {slot} holds an unindexed value"));
             }
+            // A value listed twice would let the counts below balance with a bitmap entry
+            // that no slot lists. A slot holds few values, so a pairwise check is cheap.
+            if entries
+                .iter()
+                .enumerate()
+                .any(|(i, e)| entries[..i].contains(e))
+            {
+                return Err(format!("fields: slot {slot} lists a value twice"));
+            }
             listed += entries.len() as u64;
             slots_with_values += usize::from(!entries.is_empty());
         }
@@ -174,12 +183,17 @@ mod tests {
         ix.insert(1, "q", &json!(true));
         let good = serde_json::to_value(&ix).unwrap();
         assert!(serde_json::from_value::<FieldIndex>(good.clone()).is_ok());
-        let damage: [fn(&mut Value); 5] = [
+        let damage: [fn(&mut Value); 6] = [
             |v| v["names"].as_array_mut().unwrap().push(json!("r")),
             |v| v["names"][1] = json!("p"),
             |v| v["by_slot"][0] = json!([]),
             |v| v["by_slot"][0][0][0] = json!(9),
             |v| v["by_slot"][0][0][1] = json!({"Str": "b"}),
+            // Counts balance, but slot 1 lists one value twice and the other not at all.
+            |v| {
+                let e = v["by_slot"][1][0].clone();
+                v["by_slot"][1] = json!([e.clone(), e]);
+            },
         ];
         for (i, damage) in damage.iter().enumerate() {
             let mut bad = good.clone();

@@ -175,6 +175,11 @@ impl HnswIndex {
         self.graph.slot_node.len()
     }
 
+    /// Deleted vectors still in the graph as tombstones (they route walks until a rebuild).
+    pub fn tombstones(&self) -> usize {
+        self.graph.nodes() - self.len()
+    }
+
     /// Bytes of memory the index holds: its rows (vectors and level-0 links), upper-level
     /// links, per-node tables and the slot map, as allocated.
     pub fn memory_bytes(&self) -> usize {

@@ -199,6 +199,18 @@ fn round_trip_gives_identical_results() {
 }
 
 #[test]
+fn tombstones_are_counted_and_survive_a_round_trip() {
+    let mut index = build(Metric::L2, &small(10, 4, 7));
+    for slot in [1, 4, 6] {
+        assert!(index.remove(slot).expect("remove"));
+    }
+    assert_eq!((index.len(), index.tombstones()), (7, 3));
+    let bytes = index.to_bytes().expect("to_bytes");
+    let back = HnswIndex::from_bytes(&bytes, 4, Metric::L2, HnswParams::default()).expect("load");
+    assert_eq!((back.len(), back.tombstones()), (7, 3));
+}
+
+#[test]
 fn from_bytes_rejects_mismatches() {
     let index = build(Metric::L2, &small(10, 4, 7));
     let bytes = index.to_bytes().expect("to_bytes");

@@ -222,6 +222,12 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         let seq = self.seq;
         self.seq += 1;
         let lane_changed = tenant.lane != lane;
+        if lane_changed && lane == Lane::Shared {
+            // Its tags ran ahead on its own workers; back among the shared tenants it starts
+            // level with them rather than waiting for them to catch up.
+            tenant.finish = tenant.finish.min(self.vtime);
+            tenant.head_start = tenant.head_start.min(self.vtime.max(tenant.finish));
+        }
         tenant.lane = lane;
         if tenant.jobs.is_empty() {
             tenant.head_start = match self.discipline {
@@ -301,7 +307,13 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         };
         let estimate = tenant.estimate;
         if self.discipline == Discipline::Fair {
-            self.vtime = self.vtime.max(head.start);
+            // Only the shared workers' dispatches move the shared virtual time: a reserved
+            // tenant served by its own workers runs through its tags faster than the shared
+            // tenants can, and letting it drag the clock would clamp every shared tenant's
+            // head up to it, erasing their weights and measured costs.
+            if from == Lane::Shared {
+                self.vtime = self.vtime.max(head.start);
+            }
             tenant.finish = head.start + virtual_cost(estimate, entry.weight);
             self.max_finish = self.max_finish.max(tenant.finish);
         }
@@ -522,6 +534,49 @@ mod tests {
             q.tenant_entries() <= 2 * MIN_SWEEP,
             "{}",
             q.tenant_entries()
+        );
+    }
+
+    /// A reserved tenant served flat out by its own worker leaves the shared tenants' CPU
+    /// shares as they would be without it: a tenant whose jobs cost 10× gets about as much
+    /// CPU as a cheap one, not 10× as much.
+    #[test]
+    fn a_busy_reserved_lane_leaves_shared_cpu_shares_fair() {
+        let mut q: FairQueue<&str, ()> = FairQueue::new(Discipline::Fair, 1_000, 100);
+        let cost = |k: &str| match k {
+            "costly" => 10_000_000,
+            _ => 1_000_000,
+        };
+        for _ in 0..8 {
+            q.push(&"costly", 1, ()).unwrap();
+            q.push(&"cheap", 1, ()).unwrap();
+            q.push_in(&"dedicated", 1, Lane::Reserved, ()).unwrap();
+        }
+        let (mut shared_free, mut reserved_free) = (0u64, 0u64);
+        let mut cpu: HashMap<&str, u64> = HashMap::new();
+        while shared_free < 2_000_000_000 {
+            if reserved_free <= shared_free {
+                let (charge, ()) = q.pop_reserved().expect("reserved job");
+                q.complete(charge, 100_000);
+                q.push_in(&"dedicated", 1, Lane::Reserved, ()).unwrap();
+                reserved_free += 100_000;
+            } else {
+                let (charge, ()) = q.pop_charged().expect("shared job");
+                let (key, ns) = (charge.key, cost(charge.key));
+                q.complete(charge, ns);
+                *cpu.entry(key).or_default() += ns;
+                if key == "dedicated" {
+                    q.push_in(&"dedicated", 1, Lane::Reserved, ()).unwrap();
+                } else {
+                    q.push(&key, 1, ()).unwrap();
+                }
+                shared_free += ns;
+            }
+        }
+        let ratio = cpu["costly"] as f64 / cpu["cheap"] as f64;
+        assert!(
+            (0.5..=2.0).contains(&ratio),
+            "CPU costly/cheap {ratio}: {cpu:?}"
         );
     }
 

@@ -220,7 +220,7 @@ pub struct RecordPatch {
     pub memory_scope: Option<Option<MemoryScope>>,
     /// Moves the record to another memory domain of the tenant (the credential must be allowed
     /// to write there). The record keeps its id, metadata, confidence, links and timestamps;
-    /// what adaptive reranking learned about it stays behind with the old domain.
+    /// what adaptive reranking learned about it in the old domain is dropped.
     #[serde(
         deserialize_with = "target_domain",
         skip_serializing_if = "Option::is_none"
