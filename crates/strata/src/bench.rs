@@ -31,6 +31,10 @@ pub struct NoisyArgs {
     /// Records per tenant (384-dimensional vectors) written before the run.
     #[arg(long, default_value_t = 2000)]
     pub records: usize,
+    /// Isolation level of tenant B (`shared`, `partition` or `dedicated`): at `dedicated` its
+    /// searches run in the worker pool's reserved lane. B is migrated to it before the run.
+    #[arg(long, default_value = "shared")]
+    pub victim_isolation: String,
 }
 
 const DIM: usize = 384;
@@ -165,6 +169,20 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
     );
     let a_key = prepare(&admin, "bench-a", args.records).await?;
     let b_key = prepare(&admin, "bench-b", args.records).await?;
+    let level = admin
+        .call(Method::GET, "/v1/admin/tenants/bench-b", None)
+        .await?["isolation"]
+        .clone();
+    if level != json!(args.victim_isolation) {
+        eprintln!("migrating bench-b to {}…", args.victim_isolation);
+        admin
+            .call(
+                Method::POST,
+                "/v1/admin/tenants/bench-b/migrate",
+                Some(json!({"target": args.victim_isolation})),
+            )
+            .await?;
+    }
     let a = Arc::new(Client::new(admin.server(), Some(a_key))?);
     let b = Arc::new(Client::new(admin.server(), Some(b_key))?);
 
