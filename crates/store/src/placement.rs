@@ -115,6 +115,20 @@ pub struct RangeSize {
     pub bytes: u64,
 }
 
+fn already_dedicated(t: TenantKey) -> StoreError {
+    StoreError::Engine(format!(
+        "tenant key {} already lives in its own file",
+        t.raw()
+    ))
+}
+
+fn not_dedicated(t: TenantKey) -> StoreError {
+    StoreError::Engine(format!(
+        "tenant key {} does not live in its own file",
+        t.raw()
+    ))
+}
+
 fn io(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io {
         path: path.display().to_string(),
@@ -217,7 +231,13 @@ impl Store {
     /// Creates tenant `t`'s own file (replacing any leftover at its place), durably: the file,
     /// its directory and their parents' entries are synced before this returns. The file is
     /// not routed to until [`Store::route_dedicated`] or [`Store::flip_in`].
+    ///
+    /// Refused for a tenant that is routed to its file now: the directory it would replace
+    /// holds the tenant's live data.
     pub fn create_dedicated(&self, t: TenantKey) -> Result<DedicatedFile, StoreError> {
+        if self.is_dedicated(t) {
+            return Err(already_dedicated(t));
+        }
         let root = &self.placement.root;
         let dir = self.placement.dir_of(t);
         if dir.exists() {
@@ -241,10 +261,16 @@ impl Store {
         self.placement.lock_write().insert(file.key, file.file);
     }
 
-    /// Deletes a file that was never routed to (a migration or creation that failed).
+    /// Deletes a file that was never routed to (a migration or creation that failed). If the
+    /// tenant is routed to a file of its own meanwhile (another migration moved it), the
+    /// directory is that live file's and is left alone.
     pub fn discard_dedicated(&self, file: DedicatedFile) -> Result<(), StoreError> {
         let dir = file.file.dir.clone();
+        let key = file.key;
         drop(file);
+        if self.is_dedicated(key) {
+            return Err(already_dedicated(key));
+        }
         std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))
     }
 
@@ -315,15 +341,22 @@ impl Store {
         Ok(removed)
     }
 
-    /// Erases tenant `t`'s keys from the main file, durably; returns how many there were. At
-    /// start, for each dedicated tenant: a migration out of its file that a crash interrupted
-    /// leaves a partial copy there.
+    /// Erases dedicated tenant `t`'s keys from the main file, durably; returns how many there
+    /// were. At start, for each dedicated tenant: a migration out of its file that a crash
+    /// interrupted leaves a partial copy there; likewise a migration out that failed.
+    ///
+    /// Erases nothing unless `t` lives in its own file, checked inside the main write
+    /// transaction (every flip changes the routing while holding it): the main range of a
+    /// tenant that is not dedicated is its live data.
     pub fn erase_main_range(&self, t: TenantKey) -> Result<u64, StoreError> {
         if self.main_keys(t)? == 0 {
             return Ok(0);
         }
         let db = self.db();
         let txn = db.begin_write()?;
+        if !self.is_dedicated(t) {
+            return Ok(0);
+        }
         let n = erase_range(&mut txn.open_table(DATA)?, t)?;
         txn.commit()?;
         Ok(n)
@@ -509,6 +542,11 @@ impl Store {
         let prefix = keys::tenant_all(t);
         let db = self.db();
         let txn = db.begin_write().map_err(StoreError::from)?;
+        // Checked under the main write transaction, which every routing change holds: a
+        // tenant already in its own file must not be "caught up" from its (empty) main range.
+        if self.is_dedicated(t) {
+            return Err(already_dedicated(t).into());
+        }
         let others: HashSet<TenantKey> =
             self.placement.files().into_iter().map(|(k, _)| k).collect();
         let fdb = read_db(&file.file.db);
@@ -553,12 +591,13 @@ impl Store {
         t: TenantKey,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, u64), E> {
-        let Some(file) = self.placement.get(t) else {
-            return Err(StoreError::Engine("tenant is not in its own file".into()).into());
-        };
         let prefix = keys::tenant_all(t);
         let db = self.db();
         let txn = db.begin_write().map_err(StoreError::from)?;
+        // Checked under the main write transaction, which every routing change holds.
+        let Some(file) = self.placement.get(t) else {
+            return Err(not_dedicated(t).into());
+        };
         let others: HashSet<TenantKey> = self
             .placement
             .files()
@@ -746,6 +785,43 @@ mod tests {
         assert!(!store.has_dedicated_dir(b));
         assert_eq!(blobs(&store, b), want);
         assert_eq!(blobs(&store, a), vec![("k".into(), b"a".to_vec())]);
+    }
+
+    #[test]
+    fn stale_migration_steps_are_refused_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+        put(&store, a, "x", b"a1");
+        put(&store, b, "x", b"b1");
+        // A migration of `b` into its file planned before another one moved it there.
+        let stale = store.create_dedicated(b).unwrap();
+        migrate_in(&store, b);
+        let want = blobs(&store, b);
+        assert_eq!(want.len(), 3);
+        // Its flip is refused, and discarding its file leaves the live one alone.
+        assert!(store.flip_in(stale, |_| Ok::<_, StoreError>(())).is_err());
+        assert!(store.is_dedicated(b) && store.has_dedicated_dir(b));
+        // A fresh file for a routed tenant would replace the live one: refused.
+        assert!(store.create_dedicated(b).is_err());
+        assert_eq!(blobs(&store, b), want);
+        // Flipping out a tenant that is not in a file, and erasing its main range, are refused
+        // or do nothing: that range is its live data.
+        assert!(store.flip_out(a, |_| Ok::<_, StoreError>(())).is_err());
+        assert_eq!(store.erase_main_range(a).unwrap(), 0);
+        assert_eq!(blobs(&store, a), vec![("x".into(), b"a1".to_vec())]);
+        // The same after `b` moved back: its main range is live now.
+        migrate_out(&store, b);
+        let want = blobs(&store, b);
+        assert_eq!(want.len(), 2, "x and flip; late was deleted");
+        assert!(store.flip_out(b, |_| Ok::<_, StoreError>(())).is_err());
+        assert_eq!(store.erase_main_range(b).unwrap(), 0);
+        assert_eq!(blobs(&store, b), want);
+        // A reopened store serves the same.
+        drop(store);
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        assert_eq!(blobs(&store, b), want);
+        assert_eq!(blobs(&store, a).len(), 1);
     }
 
     #[test]

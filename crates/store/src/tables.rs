@@ -167,9 +167,15 @@ impl Store {
     /// tenant's file, all begun under the routing lock: a migration changes the routing under
     /// that lock in the same step as its main-file commit, so a snapshot never routes a tenant
     /// to the side that lacks its data.
+    ///
+    /// Lock order, everywhere: the main database's guard, then the routing lock, then a
+    /// dedicated file's guard. Flips hold the main guard while they take the routing lock for
+    /// writing, and compaction's write lock on the main database blocks new readers while it
+    /// waits; taking the routing lock first here could deadlock with both.
     pub fn read(&self) -> Result<Reader, StoreError> {
+        let db = self.db();
         let routing = self.placement.lock_read();
-        let txn = self.db().begin_read()?;
+        let txn = db.begin_read()?;
         let mut dedicated = HashMap::new();
         for (key, file) in routing.iter() {
             let ftxn = read_db(&file.db).begin_read()?;
