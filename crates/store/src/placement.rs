@@ -825,6 +825,36 @@ mod tests {
     }
 
     #[test]
+    fn erasing_a_dedicated_tenant_leaves_its_file_to_be_deleted_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+        store.route_dedicated(store.create_dedicated(b).unwrap());
+        put(&store, a, "x", b"1");
+        put(&store, b, "x", b"1");
+        let meta = |id: &str| {
+            store
+                .read()
+                .unwrap()
+                .tenant(&TenantId::parse(id).unwrap())
+                .unwrap()
+                .unwrap()
+        };
+        let mb = meta("b");
+        store.write(|w| w.erase_tenant(&mb)).unwrap();
+        // The registry row is gone, but nothing was written to the file: a crash now leaves
+        // an orphan file (deleted at start), never a registered tenant without its data.
+        assert!(store.read().unwrap().tenant(&mb.id).unwrap().is_none());
+        assert_eq!(blobs(&store, b).len(), 1);
+        store.remove_dedicated(b).unwrap();
+        assert!(!store.has_dedicated_dir(b) && !store.is_dedicated(b));
+        // A tenant in the main file is erased there.
+        let ma = meta("a");
+        store.write(|w| w.erase_tenant(&ma)).unwrap();
+        assert_eq!(store.main_keys(a).unwrap(), 0);
+    }
+
+    #[test]
     fn orphan_files_and_main_ranges_are_cleaned() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("main.redb")).unwrap();

@@ -414,6 +414,15 @@ impl Writer<'_> {
         }
     }
 
+    /// Whether tenant `t` lives in a dedicated file of its own (as this write routes it).
+    fn in_own_file(&self, t: TenantKey) -> bool {
+        match &self.route {
+            Route::Home(home) => *home == t,
+            Route::Main(_, dedicated) => dedicated.contains(&t),
+            Route::Any => self.dedicated.contains_key(&t),
+        }
+    }
+
     pub(crate) fn table(
         &self,
         t: TenantKey,
@@ -772,6 +781,12 @@ impl<'txn> Writer<'txn> {
 
     /// Removes the tenant from the registry and erases every key of its data and every
     /// credential issued for it.
+    ///
+    /// A dedicated tenant's data is left in its own file: the caller deletes that file with
+    /// [`Store::remove_dedicated`] once this commits. Erasing it here would commit (durably,
+    /// in the file) before the registry row goes; a crash in between would leave a registered
+    /// tenant with no data, and the erase would hold the main write lock meanwhile. A crash
+    /// after the commit leaves an orphan file, deleted at the next start.
     pub fn erase_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
         self.registry_write()?.remove(meta.id.as_str())?;
         let mut owned = Vec::new();
@@ -783,6 +798,9 @@ impl<'txn> Writer<'txn> {
         }
         for id in owned {
             self.credentials.remove(id.as_str())?;
+        }
+        if self.in_own_file(meta.key) {
+            return Ok(());
         }
         let start = keys::tenant_all(meta.key);
         match keys::prefix_end(&start) {
