@@ -27,6 +27,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
 
 use crate::group_commit::GroupCommit;
 use crate::keys::{self, TenantKey};
+use crate::opened::Opened;
 use crate::tables::{DATA, Registry, Route, Writer, open_database, prefix_range, read_db};
 use crate::{Store, StoreError};
 
@@ -45,12 +46,13 @@ pub(crate) struct FileDb {
 /// The routing table: which tenants live in their own file.
 pub(crate) struct Placement {
     root: PathBuf,
-    files: RwLock<BTreeMap<TenantKey, Arc<FileDb>>>,
+    /// Copied on change (rare), so that a snapshot or a write takes it in O(1).
+    files: RwLock<Arc<Files>>,
     /// The page cache of each dedicated file, like the main file's.
     cache_bytes: usize,
 }
 
-type Files = BTreeMap<TenantKey, Arc<FileDb>>;
+pub(crate) type Files = BTreeMap<TenantKey, Arc<FileDb>>;
 
 impl Placement {
     pub(crate) fn beside(main: &Path, cache_bytes: usize) -> Placement {
@@ -62,14 +64,15 @@ impl Placement {
         }
     }
 
-    /// Held while a snapshot begins its transactions, so that it sees the routing and the main
-    /// file from the same side of any flip.
-    pub(crate) fn lock_read(&self) -> RwLockReadGuard<'_, Files> {
+    /// Held while a snapshot begins its main transaction, so that it sees the routing and the
+    /// main file from the same side of any flip. Lock order: the main database's guard first,
+    /// then this lock, then a dedicated file's guard (see [`Store::read`]).
+    pub(crate) fn lock_read(&self) -> RwLockReadGuard<'_, Arc<Files>> {
         // The map is changed in single statements; a panic cannot leave it half-changed.
         self.files.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_write(&self) -> RwLockWriteGuard<'_, Files> {
+    fn lock_write(&self) -> RwLockWriteGuard<'_, Arc<Files>> {
         self.files.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -77,11 +80,10 @@ impl Placement {
         self.lock_read().get(&t).cloned()
     }
 
-    pub(crate) fn files(&self) -> Vec<(TenantKey, Arc<FileDb>)> {
-        self.lock_read()
-            .iter()
-            .map(|(k, f)| (*k, Arc::clone(f)))
-            .collect()
+    /// The routing now; take it under the main write transaction (or with the main snapshot,
+    /// under [`Placement::lock_read`]) so that it agrees with the main file.
+    pub(crate) fn snapshot(&self) -> Arc<Files> {
+        Arc::clone(&self.lock_read())
     }
 
     fn dir_of(&self, t: TenantKey) -> PathBuf {
@@ -258,7 +260,7 @@ impl Store {
 
     /// Routes a new tenant's file, once its registry row (at `dedicated`) is committed.
     pub fn route_dedicated(&self, file: DedicatedFile) {
-        self.placement.lock_write().insert(file.key, file.file);
+        Arc::make_mut(&mut self.placement.lock_write()).insert(file.key, file.file);
     }
 
     /// Deletes a file that was never routed to (a migration or creation that failed). If the
@@ -286,14 +288,14 @@ impl Store {
             )));
         }
         let db = open_database(&path, self.placement.cache_bytes)?;
-        self.placement.lock_write().insert(t, open_file(dir, db));
+        Arc::make_mut(&mut self.placement.lock_write()).insert(t, open_file(dir, db));
         Ok(())
     }
 
     /// Stops routing to tenant `t`'s file and deletes it with its directory (after a purge or
     /// a migration out of `dedicated` committed). Snapshots still open keep reading it.
     pub fn remove_dedicated(&self, t: TenantKey) -> Result<(), StoreError> {
-        let removed = self.placement.lock_write().remove(&t);
+        let removed = Arc::make_mut(&mut self.placement.lock_write()).remove(&t);
         let dir = match removed {
             Some(file) => file.dir.clone(),
             None => self.placement.dir_of(t),
@@ -466,20 +468,17 @@ impl Store {
         };
         let file = self.create_dedicated(next)?;
         let result = (|| {
-            let others: HashSet<TenantKey> =
-                self.placement.files().into_iter().map(|(k, _)| k).collect();
             let fdb = read_db(&file.file.db);
             let ftxn = fdb.begin_write().map_err(StoreError::from)?;
             let r = {
                 let mut writer = Writer {
                     data: txn.open_table(DATA).map_err(StoreError::from)?,
-                    dedicated: [(
+                    dedicated: Opened::one(
                         next,
                         (ftxn.open_table(DATA).map_err(StoreError::from)?, true),
-                    )]
-                    .into_iter()
-                    .collect(),
-                    route: Route::Main(TenantKey::SERVER, others),
+                    ),
+                    lazy: None,
+                    route: Route::Main(TenantKey::SERVER, false),
                     registry: Registry::Write(
                         txn.open_table(crate::tables::REGISTRY)
                             .map_err(StoreError::from)?,
@@ -504,7 +503,7 @@ impl Store {
             drop(fdb);
             let mut routing = self.placement.lock_write();
             txn.commit().map_err(StoreError::from)?;
-            routing.insert(next, Arc::clone(&file.file));
+            Arc::make_mut(&mut routing).insert(next, Arc::clone(&file.file));
             Ok(r)
         })();
         if result.is_err() {
@@ -547,8 +546,6 @@ impl Store {
         if self.is_dedicated(t) {
             return Err(already_dedicated(t).into());
         }
-        let others: HashSet<TenantKey> =
-            self.placement.files().into_iter().map(|(k, _)| k).collect();
         let fdb = read_db(&file.file.db);
         let ftxn = fdb.begin_write().map_err(StoreError::from)?;
         let (r, caught) = {
@@ -558,8 +555,9 @@ impl Store {
             erase_range(&mut data, t)?;
             let mut writer = Writer {
                 data,
-                dedicated: [(t, (ftable, true))].into_iter().collect(),
-                route: Route::Main(TenantKey::SERVER, others),
+                dedicated: Opened::one(t, (ftable, true)),
+                lazy: None,
+                route: Route::Main(TenantKey::SERVER, false),
                 registry: Registry::Write(
                     txn.open_table(crate::tables::REGISTRY)
                         .map_err(StoreError::from)?,
@@ -577,7 +575,7 @@ impl Store {
         drop(fdb);
         let mut routing = self.placement.lock_write();
         txn.commit().map_err(StoreError::from)?;
-        routing.insert(t, Arc::clone(&file.file));
+        Arc::make_mut(&mut routing).insert(t, Arc::clone(&file.file));
         Ok((r, caught))
     }
 
@@ -598,13 +596,6 @@ impl Store {
         let Some(file) = self.placement.get(t) else {
             return Err(not_dedicated(t).into());
         };
-        let others: HashSet<TenantKey> = self
-            .placement
-            .files()
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| *k != t)
-            .collect();
         let r = {
             let src = read_db(&file.db)
                 .begin_read()
@@ -615,8 +606,10 @@ impl Store {
             let caught = catch_up(&src, &mut data, &prefix)?;
             let mut writer = Writer {
                 data,
-                dedicated: Default::default(),
-                route: Route::Main(t, others),
+                dedicated: Opened::default(),
+                lazy: None,
+                // The tenant's keys go to the main file in this write.
+                route: Route::Main(t, false),
                 registry: Registry::Write(
                     txn.open_table(crate::tables::REGISTRY)
                         .map_err(StoreError::from)?,
@@ -633,7 +626,7 @@ impl Store {
         {
             let mut routing = self.placement.lock_write();
             txn.commit().map_err(StoreError::from)?;
-            routing.remove(&t);
+            Arc::make_mut(&mut routing).remove(&t);
         }
         drop(db);
         drop(file);
@@ -852,6 +845,63 @@ mod tests {
         let ma = meta("a");
         store.write(|w| w.erase_tenant(&ma)).unwrap();
         assert_eq!(store.main_keys(a).unwrap(), 0);
+    }
+
+    /// A server-wide write or a read joins a dedicated file only when it touches its tenant: one
+    /// that does not is not held up by a write in progress in that file.
+    #[test]
+    fn server_wide_writes_and_reads_join_only_the_files_they_touch() {
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("main.redb")).unwrap());
+        let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+        store.route_dedicated(store.create_dedicated(b).unwrap());
+        put(&store, b, "x", b"1");
+        let (inside_tx, inside) = channel();
+        let (release, release_rx) = channel::<()>();
+        let holder = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let ((), pending) = store
+                    .write_pending_for(b, |w| {
+                        inside_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                        w.put_blob(b, "y", b"2")
+                    })
+                    .unwrap();
+                pending.wait_durable().unwrap();
+            })
+        };
+        // `b`'s file write lock is held now.
+        inside.recv().unwrap();
+        let (done_tx, done) = channel();
+        let writer = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                store.write(|w| w.put_blob(a, "x", b"1")).unwrap();
+                let r = store.read().unwrap();
+                done_tx
+                    .send((
+                        r.blobs_named(a, "").unwrap().len(),
+                        store.main_keys(b).unwrap(),
+                    ))
+                    .unwrap();
+            })
+        };
+        let finished = done.recv_timeout(Duration::from_secs(10));
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        writer.join().unwrap();
+        assert_eq!(
+            finished,
+            Ok((1, 0)),
+            "the server-wide write waited for b's file"
+        );
+        // A server-wide write that touches `b` joins its file.
+        store.write(|w| w.put_blob(b, "z", b"3")).unwrap();
+        assert_eq!(blobs(&store, b).len(), 3);
+        assert_eq!(store.main_keys(b).unwrap(), 0);
     }
 
     #[test]
