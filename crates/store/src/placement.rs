@@ -36,6 +36,16 @@ pub const TENANTS_DIR: &str = "tenants";
 /// A dedicated tenant's file, inside its directory.
 pub const DEDICATED_FILE: &str = "data.redb";
 
+/// The smallest page cache a dedicated file gets (unless the main file's is smaller).
+const MIN_FILE_CACHE_BYTES: usize = 4 << 20;
+
+/// The page cache of one dedicated file, given the main file's: a quarter of it, at least
+/// [`MIN_FILE_CACHE_BYTES`] and at most the main file's. The full size each would make the
+/// process's storage caches grow with the number of dedicated tenants at the main file's rate.
+pub(crate) fn dedicated_cache_bytes(main: usize) -> usize {
+    (main / 4).max(MIN_FILE_CACHE_BYTES).min(main)
+}
+
 /// One dedicated tenant's open file, with its own group commit.
 pub(crate) struct FileDb {
     pub(crate) db: Arc<RwLock<Database>>,
@@ -48,7 +58,8 @@ pub(crate) struct Placement {
     root: PathBuf,
     /// Copied on change (rare), so that a snapshot or a write takes it in O(1).
     files: RwLock<Arc<Files>>,
-    /// The page cache of each dedicated file, like the main file's.
+    /// The page cache of each dedicated file: a share of the main file's (see
+    /// [`dedicated_cache_bytes`]).
     cache_bytes: usize,
 }
 
@@ -60,7 +71,7 @@ impl Placement {
         Placement {
             root: dir.join(TENANTS_DIR),
             files: RwLock::default(),
-            cache_bytes,
+            cache_bytes: dedicated_cache_bytes(cache_bytes),
         }
     }
 
@@ -923,6 +934,16 @@ mod tests {
         assert_eq!(store.erase_main_range(b).unwrap(), 1);
         assert_eq!(store.main_keys(b).unwrap(), 0);
         assert_eq!(store.main_keys(a).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_dedicated_file_gets_a_share_of_the_page_cache() {
+        assert_eq!(dedicated_cache_bytes(64 << 20), 16 << 20);
+        assert_eq!(dedicated_cache_bytes(8 << 20), 4 << 20);
+        assert_eq!(dedicated_cache_bytes(1 << 20), 1 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with_cache(&dir.path().join("main.redb"), 64 << 20).unwrap();
+        assert_eq!(store.placement.cache_bytes, 16 << 20);
     }
 
     #[test]

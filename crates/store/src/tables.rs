@@ -120,8 +120,8 @@ impl Store {
         Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
     }
 
-    /// [`Store::open`] with a page cache of at most `cache_bytes`, for the main file and for
-    /// each dedicated tenant's file.
+    /// [`Store::open`] with a page cache of at most `cache_bytes` for the main file; each
+    /// dedicated tenant's file gets a quarter of it (at least 4 MiB, at most all of it).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         let db = open_database(path, cache_bytes)?;
         Ok(Store {
@@ -194,7 +194,8 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction. On `Ok` the transaction is committed and synced to
-    /// disk before this returns; on `Err` nothing of it is applied.
+    /// disk before this returns; on `Err` nothing of it is applied, except as
+    /// [`Store::write_pending`] says for a write that spans dedicated files.
     pub fn write<R, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
@@ -206,14 +207,15 @@ impl Store {
 
     /// Runs `f` in one write transaction and commits it, returning before the commit is
     /// necessarily durable, so the caller can release its own locks first and let other
-    /// writers join the same fsync. On `Err` nothing of it is applied, and writes committed
-    /// alongside it are not affected: each write is its own transaction.
+    /// writers join the same fsync. Writes committed alongside it are not affected: each write
+    /// is its own transaction.
     ///
     /// `f` may touch any tenant: the main file's transaction is joined by one in a dedicated
     /// tenant's file when `f` first touches that tenant, and those `f` wrote to commit (each
-    /// with its own fsync) before the main one. If a later commit fails, the earlier ones
-    /// stay: on `Err` after `f` returned `Ok`, some dedicated files may hold `f`'s writes. For one tenant's own writes use [`Store::write_pending_for`], which
-    /// touches that tenant's file alone.
+    /// with its own fsync) before the main one. When `f` fails nothing of it is applied; when
+    /// a commit fails after `f` succeeded, the files committed before it keep `f`'s writes
+    /// (there is no transaction across files). For one tenant's own writes use
+    /// [`Store::write_pending_for`], which touches that tenant's file alone.
     pub fn write_pending<R, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
