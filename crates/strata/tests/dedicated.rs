@@ -478,7 +478,6 @@ fn racing_migrations_conflict_instead_of_losing_data() {
         assert_eq!(answers(&server, &acme), reference);
     }
     assert!(outcomes.contains(&200), "{outcomes:?}");
-    eprintln!("migration outcomes: {outcomes:?}");
     server.restart();
     verify(&server, "acme");
     all_present(&server, &acme, &ids);
