@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use strata_auth::OperatorScope;
 use strata_store::{CopyTarget, Reads, Store, TenantKey};
-use strata_types::TenantId;
+use strata_types::{TenantId, now_millis};
 
 use crate::isolation::IsolationLevel;
 use crate::lifecycle::TenantProfile;
 use crate::registry::lock;
+
 use crate::{Engine, EngineError};
 
 /// Keys copied per chunk: each chunk is one short transaction on each side, so the tenant's
@@ -99,12 +100,15 @@ impl Copies {
         *lock(&self.bytes_per_sec)
     }
 
-    /// Registers a new migration; refused while another one of the tenant is running.
+    /// Registers a new migration; refused while another one of the tenant is running, or if
+    /// `still_valid` (run once no other one is) fails: a migration that finished since the
+    /// caller planned may have moved the tenant already.
     fn start(
         &self,
         key: TenantKey,
         id: &TenantId,
         total: u64,
+        still_valid: impl FnOnce() -> Result<(), EngineError>,
     ) -> Result<Arc<DataMove>, EngineError> {
         let mut map = lock(&self.by_tenant);
         if let Some(c) = map.get(&key)
@@ -114,6 +118,9 @@ impl Copies {
                 "tenant {id}: a migration is already running"
             )));
         }
+        // Under the map's lock: no other migration of the tenant can start, and every earlier
+        // one has flipped (or failed) before it left the running phases.
+        still_valid()?;
         let copy = Arc::new(DataMove {
             phase: Mutex::new(Phase::Copying),
             copied: AtomicU64::new(0),
@@ -129,17 +136,26 @@ impl Engine {
     /// Moves tenant `id`'s data into its own file (`next` is `dedicated`) or out of it, then
     /// commits `next` as its profile in the same flip. Blocks until done; reads and writes of
     /// the tenant go on meanwhile except during the flip. Returns the keys caught up there.
+    ///
+    /// `from` is the level the caller planned from; if the stored level or the placement no
+    /// longer match it (another migration moved the tenant since), this is refused as a
+    /// conflict before anything is touched. The migration's status is recorded once it runs.
     pub(crate) fn move_data(
         &self,
         op: &OperatorScope,
         id: &TenantId,
         key: TenantKey,
+        from: IsolationLevel,
         next: &TenantProfile,
     ) -> Result<u64, EngineError> {
         let size = self.store.range_size(key)?;
-        let copy = self.migrations.1.start(key, id, size.keys)?;
+        let copy = self
+            .migrations
+            .1
+            .start(key, id, size.keys, || self.check_level(id, key, from))?;
+        lock(&self.migrations.0).insert(key, (from, next.isolation, now_millis()));
         let started = std::time::Instant::now();
-        let result = self.move_data_inner(op, id, key, next, &copy);
+        let result = self.move_data_inner(op, id, key, from, next, &copy);
         match &result {
             Ok(_) => {
                 *lock(&copy.phase) = Phase::Done;
@@ -156,11 +172,52 @@ impl Engine {
         result
     }
 
+    /// Refuses (as a conflict) unless tenant `id` is stored at level `from` and its data is on
+    /// the side that level names.
+    fn check_level(
+        &self,
+        id: &TenantId,
+        key: TenantKey,
+        from: IsolationLevel,
+    ) -> Result<(), EngineError> {
+        let stored = TenantProfile::of(&self.tenant_meta(id)?)?.isolation;
+        let in_file = self.store.is_dedicated(key);
+        if stored != from || in_file != (from == IsolationLevel::Dedicated) {
+            return Err(EngineError::IdConflict(format!(
+                "tenant {id}: its level changed to {stored:?} since this migration was planned \
+                 from {from:?}; plan it again"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The flip's registry change: refused unless the stored level is still `from`.
+    fn flip_txn(
+        &self,
+        w: &mut strata_store::Writer<'_>,
+        op: &OperatorScope,
+        id: &TenantId,
+        from: IsolationLevel,
+        next: &TenantProfile,
+    ) -> Result<TenantKey, EngineError> {
+        let meta = w
+            .tenant(id)?
+            .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
+        let stored = TenantProfile::of(&meta)?.isolation;
+        if stored != from {
+            return Err(EngineError::IdConflict(format!(
+                "tenant {id}: its level changed to {stored:?} during the migration"
+            )));
+        }
+        self.level_txn(w, op, id, next, "tenant.migrate")
+    }
+
     fn move_data_inner(
         &self,
         op: &OperatorScope,
         id: &TenantId,
         key: TenantKey,
+        from: IsolationLevel,
         next: &TenantProfile,
         copy: &DataMove,
     ) -> Result<u64, EngineError> {
@@ -194,26 +251,32 @@ impl Engine {
                     let _ = self.store.discard_dedicated(f);
                 }
                 None => {
-                    let _ = self.store.erase_main_range(key);
+                    // In the tenant's write order, so that no flip runs meanwhile; and
+                    // `erase_main_range` erases only while the tenant lives in its file (the
+                    // main range of one that does not is its live data).
+                    let _ = self.indexes.write(&self.store, key, id, || {
+                        self.store.erase_main_range(key)?;
+                        Ok::<_, EngineError>(((), Vec::new()))
+                    });
                 }
             }
             return Err(e);
         }
         *lock(&copy.phase) = Phase::CatchingUp;
-        let action = "tenant.migrate";
         let caught = self.indexes.write(&self.store, key, id, || {
             let caught = match file {
                 Some(f) => {
                     self.store
-                        .flip_in(f, |w| self.level_txn(w, op, id, next, action))?
+                        .flip_in(f, |w| self.flip_txn(w, op, id, from, next))?
                         .1
                 }
                 None => {
                     let flipped = self
                         .store
-                        .flip_out(key, |w| self.level_txn(w, op, id, next, action));
+                        .flip_out(key, |w| self.flip_txn(w, op, id, from, next));
                     if flipped.is_err() {
-                        // The tenant still lives in its file; drop the partial main copy.
+                        // The tenant still lives in its file (erase_main_range checks that
+                        // under the main write transaction): drop the partial main copy.
                         let _ = self.store.erase_main_range(key);
                     }
                     flipped?.1
@@ -413,6 +476,60 @@ mod tests {
             )
             .unwrap();
         assert_eq!(log.len(), 3, "{log:?}");
+    }
+
+    /// Two migrations planned from the same level: the second finds the tenant moved by the
+    /// first and is refused as a conflict, in either direction, without touching its data.
+    #[test]
+    fn a_migration_planned_before_another_moved_the_tenant_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        engine.create_tenant(&op, &id, None).unwrap();
+        let scope = admin_scope(&engine, "acme");
+        engine
+            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .unwrap();
+        put_clustered(&engine, &scope, 50);
+        let before = answers(&engine, &scope);
+        let key = scope.key();
+        let profile = |level| {
+            let mut p = TenantProfile::of(&engine.tenant_meta(&id).unwrap()).unwrap();
+            p.isolation = level;
+            p
+        };
+        let conflict = |from, to| {
+            let next = profile(to);
+            match engine.move_data(&op, &id, key, from, &next) {
+                Err(EngineError::IdConflict(_)) => {}
+                other => panic!("expected a conflict, got {other:?}"),
+            }
+        };
+
+        migrate(&engine, &id, IsolationLevel::Dedicated);
+        let status = engine.migration(&op, &id).unwrap();
+        // In: planned from `shared` after the tenant moved into its file.
+        conflict(IsolationLevel::Shared, IsolationLevel::Dedicated);
+        assert!(engine.store.is_dedicated(key));
+        assert_eq!(answers(&engine, &scope), before);
+        verify_clean(&engine, &id);
+        // The refused migration did not replace the status of the one that ran.
+        let after = engine.migration(&op, &id).unwrap();
+        assert_eq!(after.state, status.state);
+        assert_eq!((after.from, after.to), (status.from, status.to));
+        assert_eq!(after.started_at, status.started_at);
+
+        migrate(&engine, &id, IsolationLevel::Shared);
+        // Out: planned from `dedicated` after the tenant moved back.
+        conflict(IsolationLevel::Dedicated, IsolationLevel::Shared);
+        assert!(!engine.store.is_dedicated(key));
+        assert!(engine.store.main_keys(key).unwrap() > 0);
+        assert_eq!(answers(&engine, &scope), before);
+        verify_clean(&engine, &id);
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        assert_eq!(answers(&engine, &admin_scope(&engine, "acme")), before);
     }
 
     #[test]

@@ -197,7 +197,7 @@ pub enum MigrationState {
 /// The last migration of each tenant since start, and the data moves among them, for status.
 #[derive(Default)]
 pub(crate) struct Migrations(
-    Mutex<HashMap<TenantKey, (IsolationLevel, IsolationLevel, Millis)>>,
+    pub(crate) Mutex<HashMap<TenantKey, (IsolationLevel, IsolationLevel, Millis)>>,
     pub(crate) crate::dedicated::Copies,
 );
 
@@ -278,9 +278,8 @@ impl Engine {
             return Ok(report);
         }
         if moves {
-            lock(&self.migrations.0)
-                .insert(meta.key, (profile.isolation, req.target, now_millis()));
-            self.move_data(op, id, meta.key, &next)?;
+            // Records the migration's status itself, once no other migration can interfere.
+            self.move_data(op, id, meta.key, profile.isolation, &next)?;
             self.indexes.set_level(
                 &self.store,
                 meta.key,

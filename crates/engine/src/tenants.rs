@@ -342,8 +342,9 @@ impl Engine {
         self.indexes.forget(key);
         self.adaptive.forget_tenant(key);
         self.admissions.invalidate(key);
-        // Its own file, if dedicated, goes once the registry no longer names it. The purge
-        // has committed: a file that cannot be deleted now (or a crash before this) is an
+        // Its own file, if dedicated, goes whole once the registry no longer names it
+        // (`erase_tenant` leaves it untouched, so that a crash cannot leave a registered
+        // tenant without its data). The purge has committed: a file that cannot be deleted now (or a crash before this) is an
         // orphan, deleted at the next start.
         let _ = self.store.remove_dedicated(key);
         self.compact()

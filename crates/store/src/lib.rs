@@ -17,6 +17,7 @@ mod group_commit;
 mod idempotency;
 mod keys;
 mod links;
+mod opened;
 mod placement;
 mod registry;
 pub mod stats;

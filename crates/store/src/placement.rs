@@ -27,6 +27,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
 
 use crate::group_commit::GroupCommit;
 use crate::keys::{self, TenantKey};
+use crate::opened::Opened;
 use crate::tables::{DATA, Registry, Route, Writer, open_database, prefix_range, read_db};
 use crate::{Store, StoreError};
 
@@ -34,6 +35,16 @@ use crate::{Store, StoreError};
 pub const TENANTS_DIR: &str = "tenants";
 /// A dedicated tenant's file, inside its directory.
 pub const DEDICATED_FILE: &str = "data.redb";
+
+/// The smallest page cache a dedicated file gets (unless the main file's is smaller).
+const MIN_FILE_CACHE_BYTES: usize = 4 << 20;
+
+/// The page cache of one dedicated file, given the main file's: a quarter of it, at least
+/// [`MIN_FILE_CACHE_BYTES`] and at most the main file's. The full size each would make the
+/// process's storage caches grow with the number of dedicated tenants at the main file's rate.
+pub(crate) fn dedicated_cache_bytes(main: usize) -> usize {
+    (main / 4).max(MIN_FILE_CACHE_BYTES).min(main)
+}
 
 /// One dedicated tenant's open file, with its own group commit.
 pub(crate) struct FileDb {
@@ -45,12 +56,14 @@ pub(crate) struct FileDb {
 /// The routing table: which tenants live in their own file.
 pub(crate) struct Placement {
     root: PathBuf,
-    files: RwLock<BTreeMap<TenantKey, Arc<FileDb>>>,
-    /// The page cache of each dedicated file, like the main file's.
+    /// Copied on change (rare), so that a snapshot or a write takes it in O(1).
+    files: RwLock<Arc<Files>>,
+    /// The page cache of each dedicated file: a share of the main file's (see
+    /// [`dedicated_cache_bytes`]).
     cache_bytes: usize,
 }
 
-type Files = BTreeMap<TenantKey, Arc<FileDb>>;
+pub(crate) type Files = BTreeMap<TenantKey, Arc<FileDb>>;
 
 impl Placement {
     pub(crate) fn beside(main: &Path, cache_bytes: usize) -> Placement {
@@ -58,18 +71,19 @@ impl Placement {
         Placement {
             root: dir.join(TENANTS_DIR),
             files: RwLock::default(),
-            cache_bytes,
+            cache_bytes: dedicated_cache_bytes(cache_bytes),
         }
     }
 
-    /// Held while a snapshot begins its transactions, so that it sees the routing and the main
-    /// file from the same side of any flip.
-    pub(crate) fn lock_read(&self) -> RwLockReadGuard<'_, Files> {
+    /// Held while a snapshot begins its main transaction, so that it sees the routing and the
+    /// main file from the same side of any flip. Lock order: the main database's guard first,
+    /// then this lock, then a dedicated file's guard (see [`Store::read`]).
+    pub(crate) fn lock_read(&self) -> RwLockReadGuard<'_, Arc<Files>> {
         // The map is changed in single statements; a panic cannot leave it half-changed.
         self.files.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_write(&self) -> RwLockWriteGuard<'_, Files> {
+    fn lock_write(&self) -> RwLockWriteGuard<'_, Arc<Files>> {
         self.files.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -77,11 +91,10 @@ impl Placement {
         self.lock_read().get(&t).cloned()
     }
 
-    pub(crate) fn files(&self) -> Vec<(TenantKey, Arc<FileDb>)> {
-        self.lock_read()
-            .iter()
-            .map(|(k, f)| (*k, Arc::clone(f)))
-            .collect()
+    /// The routing now; take it under the main write transaction (or with the main snapshot,
+    /// under [`Placement::lock_read`]) so that it agrees with the main file.
+    pub(crate) fn snapshot(&self) -> Arc<Files> {
+        Arc::clone(&self.lock_read())
     }
 
     fn dir_of(&self, t: TenantKey) -> PathBuf {
@@ -113,6 +126,20 @@ pub enum CopyTarget<'a> {
 pub struct RangeSize {
     pub keys: u64,
     pub bytes: u64,
+}
+
+fn already_dedicated(t: TenantKey) -> StoreError {
+    StoreError::Engine(format!(
+        "tenant key {} already lives in its own file",
+        t.raw()
+    ))
+}
+
+fn not_dedicated(t: TenantKey) -> StoreError {
+    StoreError::Engine(format!(
+        "tenant key {} does not live in its own file",
+        t.raw()
+    ))
 }
 
 fn io(path: &Path, source: std::io::Error) -> StoreError {
@@ -217,7 +244,13 @@ impl Store {
     /// Creates tenant `t`'s own file (replacing any leftover at its place), durably: the file,
     /// its directory and their parents' entries are synced before this returns. The file is
     /// not routed to until [`Store::route_dedicated`] or [`Store::flip_in`].
+    ///
+    /// Refused for a tenant that is routed to its file now: the directory it would replace
+    /// holds the tenant's live data.
     pub fn create_dedicated(&self, t: TenantKey) -> Result<DedicatedFile, StoreError> {
+        if self.is_dedicated(t) {
+            return Err(already_dedicated(t));
+        }
         let root = &self.placement.root;
         let dir = self.placement.dir_of(t);
         if dir.exists() {
@@ -238,13 +271,19 @@ impl Store {
 
     /// Routes a new tenant's file, once its registry row (at `dedicated`) is committed.
     pub fn route_dedicated(&self, file: DedicatedFile) {
-        self.placement.lock_write().insert(file.key, file.file);
+        Arc::make_mut(&mut self.placement.lock_write()).insert(file.key, file.file);
     }
 
-    /// Deletes a file that was never routed to (a migration or creation that failed).
+    /// Deletes a file that was never routed to (a migration or creation that failed). If the
+    /// tenant is routed to a file of its own meanwhile (another migration moved it), the
+    /// directory is that live file's and is left alone.
     pub fn discard_dedicated(&self, file: DedicatedFile) -> Result<(), StoreError> {
         let dir = file.file.dir.clone();
+        let key = file.key;
         drop(file);
+        if self.is_dedicated(key) {
+            return Err(already_dedicated(key));
+        }
         std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))
     }
 
@@ -260,14 +299,14 @@ impl Store {
             )));
         }
         let db = open_database(&path, self.placement.cache_bytes)?;
-        self.placement.lock_write().insert(t, open_file(dir, db));
+        Arc::make_mut(&mut self.placement.lock_write()).insert(t, open_file(dir, db));
         Ok(())
     }
 
     /// Stops routing to tenant `t`'s file and deletes it with its directory (after a purge or
     /// a migration out of `dedicated` committed). Snapshots still open keep reading it.
     pub fn remove_dedicated(&self, t: TenantKey) -> Result<(), StoreError> {
-        let removed = self.placement.lock_write().remove(&t);
+        let removed = Arc::make_mut(&mut self.placement.lock_write()).remove(&t);
         let dir = match removed {
             Some(file) => file.dir.clone(),
             None => self.placement.dir_of(t),
@@ -315,15 +354,22 @@ impl Store {
         Ok(removed)
     }
 
-    /// Erases tenant `t`'s keys from the main file, durably; returns how many there were. At
-    /// start, for each dedicated tenant: a migration out of its file that a crash interrupted
-    /// leaves a partial copy there.
+    /// Erases dedicated tenant `t`'s keys from the main file, durably; returns how many there
+    /// were. At start, for each dedicated tenant: a migration out of its file that a crash
+    /// interrupted leaves a partial copy there; likewise a migration out that failed.
+    ///
+    /// Erases nothing unless `t` lives in its own file, checked inside the main write
+    /// transaction (every flip changes the routing while holding it): the main range of a
+    /// tenant that is not dedicated is its live data.
     pub fn erase_main_range(&self, t: TenantKey) -> Result<u64, StoreError> {
         if self.main_keys(t)? == 0 {
             return Ok(0);
         }
         let db = self.db();
         let txn = db.begin_write()?;
+        if !self.is_dedicated(t) {
+            return Ok(0);
+        }
         let n = erase_range(&mut txn.open_table(DATA)?, t)?;
         txn.commit()?;
         Ok(n)
@@ -433,20 +479,17 @@ impl Store {
         };
         let file = self.create_dedicated(next)?;
         let result = (|| {
-            let others: HashSet<TenantKey> =
-                self.placement.files().into_iter().map(|(k, _)| k).collect();
             let fdb = read_db(&file.file.db);
             let ftxn = fdb.begin_write().map_err(StoreError::from)?;
             let r = {
                 let mut writer = Writer {
                     data: txn.open_table(DATA).map_err(StoreError::from)?,
-                    dedicated: [(
+                    dedicated: Opened::one(
                         next,
                         (ftxn.open_table(DATA).map_err(StoreError::from)?, true),
-                    )]
-                    .into_iter()
-                    .collect(),
-                    route: Route::Main(TenantKey::SERVER, others),
+                    ),
+                    lazy: None,
+                    route: Route::Main(TenantKey::SERVER, false),
                     registry: Registry::Write(
                         txn.open_table(crate::tables::REGISTRY)
                             .map_err(StoreError::from)?,
@@ -471,7 +514,7 @@ impl Store {
             drop(fdb);
             let mut routing = self.placement.lock_write();
             txn.commit().map_err(StoreError::from)?;
-            routing.insert(next, Arc::clone(&file.file));
+            Arc::make_mut(&mut routing).insert(next, Arc::clone(&file.file));
             Ok(r)
         })();
         if result.is_err() {
@@ -509,8 +552,11 @@ impl Store {
         let prefix = keys::tenant_all(t);
         let db = self.db();
         let txn = db.begin_write().map_err(StoreError::from)?;
-        let others: HashSet<TenantKey> =
-            self.placement.files().into_iter().map(|(k, _)| k).collect();
+        // Checked under the main write transaction, which every routing change holds: a
+        // tenant already in its own file must not be "caught up" from its (empty) main range.
+        if self.is_dedicated(t) {
+            return Err(already_dedicated(t).into());
+        }
         let fdb = read_db(&file.file.db);
         let ftxn = fdb.begin_write().map_err(StoreError::from)?;
         let (r, caught) = {
@@ -520,8 +566,9 @@ impl Store {
             erase_range(&mut data, t)?;
             let mut writer = Writer {
                 data,
-                dedicated: [(t, (ftable, true))].into_iter().collect(),
-                route: Route::Main(TenantKey::SERVER, others),
+                dedicated: Opened::one(t, (ftable, true)),
+                lazy: None,
+                route: Route::Main(TenantKey::SERVER, false),
                 registry: Registry::Write(
                     txn.open_table(crate::tables::REGISTRY)
                         .map_err(StoreError::from)?,
@@ -539,7 +586,7 @@ impl Store {
         drop(fdb);
         let mut routing = self.placement.lock_write();
         txn.commit().map_err(StoreError::from)?;
-        routing.insert(t, Arc::clone(&file.file));
+        Arc::make_mut(&mut routing).insert(t, Arc::clone(&file.file));
         Ok((r, caught))
     }
 
@@ -553,19 +600,13 @@ impl Store {
         t: TenantKey,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, u64), E> {
-        let Some(file) = self.placement.get(t) else {
-            return Err(StoreError::Engine("tenant is not in its own file".into()).into());
-        };
         let prefix = keys::tenant_all(t);
         let db = self.db();
         let txn = db.begin_write().map_err(StoreError::from)?;
-        let others: HashSet<TenantKey> = self
-            .placement
-            .files()
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| *k != t)
-            .collect();
+        // Checked under the main write transaction, which every routing change holds.
+        let Some(file) = self.placement.get(t) else {
+            return Err(not_dedicated(t).into());
+        };
         let r = {
             let src = read_db(&file.db)
                 .begin_read()
@@ -576,8 +617,10 @@ impl Store {
             let caught = catch_up(&src, &mut data, &prefix)?;
             let mut writer = Writer {
                 data,
-                dedicated: Default::default(),
-                route: Route::Main(t, others),
+                dedicated: Opened::default(),
+                lazy: None,
+                // The tenant's keys go to the main file in this write.
+                route: Route::Main(t, false),
                 registry: Registry::Write(
                     txn.open_table(crate::tables::REGISTRY)
                         .map_err(StoreError::from)?,
@@ -594,7 +637,7 @@ impl Store {
         {
             let mut routing = self.placement.lock_write();
             txn.commit().map_err(StoreError::from)?;
-            routing.remove(&t);
+            Arc::make_mut(&mut routing).remove(&t);
         }
         drop(db);
         drop(file);
@@ -749,6 +792,130 @@ mod tests {
     }
 
     #[test]
+    fn stale_migration_steps_are_refused_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+        put(&store, a, "x", b"a1");
+        put(&store, b, "x", b"b1");
+        // A migration of `b` into its file planned before another one moved it there.
+        let stale = store.create_dedicated(b).unwrap();
+        migrate_in(&store, b);
+        let want = blobs(&store, b);
+        assert_eq!(want.len(), 3);
+        // Its flip is refused, and discarding its file leaves the live one alone.
+        assert!(store.flip_in(stale, |_| Ok::<_, StoreError>(())).is_err());
+        assert!(store.is_dedicated(b) && store.has_dedicated_dir(b));
+        // A fresh file for a routed tenant would replace the live one: refused.
+        assert!(store.create_dedicated(b).is_err());
+        assert_eq!(blobs(&store, b), want);
+        // Flipping out a tenant that is not in a file, and erasing its main range, are refused
+        // or do nothing: that range is its live data.
+        assert!(store.flip_out(a, |_| Ok::<_, StoreError>(())).is_err());
+        assert_eq!(store.erase_main_range(a).unwrap(), 0);
+        assert_eq!(blobs(&store, a), vec![("x".into(), b"a1".to_vec())]);
+        // The same after `b` moved back: its main range is live now.
+        migrate_out(&store, b);
+        let want = blobs(&store, b);
+        assert_eq!(want.len(), 2, "x and flip; late was deleted");
+        assert!(store.flip_out(b, |_| Ok::<_, StoreError>(())).is_err());
+        assert_eq!(store.erase_main_range(b).unwrap(), 0);
+        assert_eq!(blobs(&store, b), want);
+        // A reopened store serves the same.
+        drop(store);
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        assert_eq!(blobs(&store, b), want);
+        assert_eq!(blobs(&store, a).len(), 1);
+    }
+
+    #[test]
+    fn erasing_a_dedicated_tenant_leaves_its_file_to_be_deleted_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+        store.route_dedicated(store.create_dedicated(b).unwrap());
+        put(&store, a, "x", b"1");
+        put(&store, b, "x", b"1");
+        let meta = |id: &str| {
+            store
+                .read()
+                .unwrap()
+                .tenant(&TenantId::parse(id).unwrap())
+                .unwrap()
+                .unwrap()
+        };
+        let mb = meta("b");
+        store.write(|w| w.erase_tenant(&mb)).unwrap();
+        // The registry row is gone, but nothing was written to the file: a crash now leaves
+        // an orphan file (deleted at start), never a registered tenant without its data.
+        assert!(store.read().unwrap().tenant(&mb.id).unwrap().is_none());
+        assert_eq!(blobs(&store, b).len(), 1);
+        store.remove_dedicated(b).unwrap();
+        assert!(!store.has_dedicated_dir(b) && !store.is_dedicated(b));
+        // A tenant in the main file is erased there.
+        let ma = meta("a");
+        store.write(|w| w.erase_tenant(&ma)).unwrap();
+        assert_eq!(store.main_keys(a).unwrap(), 0);
+    }
+
+    /// A server-wide write or a read joins a dedicated file only when it touches its tenant: one
+    /// that does not is not held up by a write in progress in that file.
+    #[test]
+    fn server_wide_writes_and_reads_join_only_the_files_they_touch() {
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("main.redb")).unwrap());
+        let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+        store.route_dedicated(store.create_dedicated(b).unwrap());
+        put(&store, b, "x", b"1");
+        let (inside_tx, inside) = channel();
+        let (release, release_rx) = channel::<()>();
+        let holder = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let ((), pending) = store
+                    .write_pending_for(b, |w| {
+                        inside_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                        w.put_blob(b, "y", b"2")
+                    })
+                    .unwrap();
+                pending.wait_durable().unwrap();
+            })
+        };
+        // `b`'s file write lock is held now.
+        inside.recv().unwrap();
+        let (done_tx, done) = channel();
+        let writer = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                store.write(|w| w.put_blob(a, "x", b"1")).unwrap();
+                let r = store.read().unwrap();
+                done_tx
+                    .send((
+                        r.blobs_named(a, "").unwrap().len(),
+                        store.main_keys(b).unwrap(),
+                    ))
+                    .unwrap();
+            })
+        };
+        let finished = done.recv_timeout(Duration::from_secs(10));
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        writer.join().unwrap();
+        assert_eq!(
+            finished,
+            Ok((1, 0)),
+            "the server-wide write waited for b's file"
+        );
+        // A server-wide write that touches `b` joins its file.
+        store.write(|w| w.put_blob(b, "z", b"3")).unwrap();
+        assert_eq!(blobs(&store, b).len(), 3);
+        assert_eq!(store.main_keys(b).unwrap(), 0);
+    }
+
+    #[test]
     fn orphan_files_and_main_ranges_are_cleaned() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("main.redb")).unwrap();
@@ -767,6 +934,16 @@ mod tests {
         assert_eq!(store.erase_main_range(b).unwrap(), 1);
         assert_eq!(store.main_keys(b).unwrap(), 0);
         assert_eq!(store.main_keys(a).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_dedicated_file_gets_a_share_of_the_page_cache() {
+        assert_eq!(dedicated_cache_bytes(64 << 20), 16 << 20);
+        assert_eq!(dedicated_cache_bytes(8 << 20), 4 << 20);
+        assert_eq!(dedicated_cache_bytes(1 << 20), 1 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with_cache(&dir.path().join("main.redb"), 64 << 20).unwrap();
+        assert_eq!(store.placement.cache_bytes, 16 << 20);
     }
 
     #[test]

@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use redb::{
     Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
 };
 use sha2::{Digest, Sha256};
 use strata_types::{Collection, CollectionName, Domain, Millis, Record, RecordId, TenantId};
@@ -16,6 +16,8 @@ use crate::StoreError;
 use crate::codec::{decode_json, decode_record, encode_json, encode_record};
 use crate::group_commit::{GroupCommit, Seq};
 use crate::keys::{self, ScopeField, TenantKey};
+use crate::opened::Opened;
+use crate::placement::Files;
 use crate::registry::{StoredMeta, TenantMeta};
 
 pub(crate) const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
@@ -118,8 +120,8 @@ impl Store {
         Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
     }
 
-    /// [`Store::open`] with a page cache of at most `cache_bytes`, for the main file and for
-    /// each dedicated tenant's file.
+    /// [`Store::open`] with a page cache of at most `cache_bytes` for the main file; each
+    /// dedicated tenant's file gets a quarter of it (at least 4 MiB, at most all of it).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         let db = open_database(path, cache_bytes)?;
         Ok(Store {
@@ -163,29 +165,37 @@ impl Store {
         Ok(compacted)
     }
 
-    /// A consistent snapshot for reading: the main file's, plus one of every dedicated
-    /// tenant's file, all begun under the routing lock: a migration changes the routing under
-    /// that lock in the same step as its main-file commit, so a snapshot never routes a tenant
-    /// to the side that lacks its data.
+    /// A consistent snapshot for reading: the main file's, begun under the routing lock with
+    /// the routing it then takes (a migration changes the routing under that lock in the same
+    /// step as its main-file commit, so a snapshot never routes a tenant to the side that
+    /// lacks its data), plus one of a dedicated tenant's file, begun on its first read.
+    ///
+    /// Lock order, everywhere: the main database's guard, then the routing lock, then a
+    /// dedicated file's guard. Flips hold the main guard while they take the routing lock for
+    /// writing, and compaction's write lock on the main database blocks new readers while it
+    /// waits; taking the routing lock first here could deadlock with both.
     pub fn read(&self) -> Result<Reader, StoreError> {
+        let db = self.db();
         let routing = self.placement.lock_read();
-        let txn = self.db().begin_read()?;
-        let mut dedicated = HashMap::new();
-        for (key, file) in routing.iter() {
-            let ftxn = read_db(&file.db).begin_read()?;
-            dedicated.insert(*key, ftxn.open_table(DATA)?);
-        }
+        let txn = db.begin_read()?;
+        // The routing as of the main snapshot; a dedicated file's own snapshot begins on the
+        // first read of its tenant, so a read costs nothing per other dedicated tenant. (A
+        // file that a flip out has left since is still open, and still holds the data.)
+        let files = Arc::clone(&routing);
         drop(routing);
+        drop(db);
         Ok(Reader {
             data: txn.open_table(DATA)?,
-            dedicated,
+            files,
+            opened: Opened::default(),
             registry: txn.open_table(REGISTRY)?,
             credentials: txn.open_table(CREDENTIALS)?,
         })
     }
 
     /// Runs `f` in one write transaction. On `Ok` the transaction is committed and synced to
-    /// disk before this returns; on `Err` nothing of it is applied.
+    /// disk before this returns; on `Err` nothing of it is applied, except as
+    /// [`Store::write_pending`] says for a write that spans dedicated files.
     pub fn write<R, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
@@ -197,13 +207,15 @@ impl Store {
 
     /// Runs `f` in one write transaction and commits it, returning before the commit is
     /// necessarily durable, so the caller can release its own locks first and let other
-    /// writers join the same fsync. On `Err` nothing of it is applied, and writes committed
-    /// alongside it are not affected: each write is its own transaction.
+    /// writers join the same fsync. Writes committed alongside it are not affected: each write
+    /// is its own transaction.
     ///
-    /// `f` may touch any tenant: the main file's transaction is joined by one in every
-    /// dedicated tenant's file, and those `f` wrote to commit (with their own fsync) before
-    /// the main one. For one tenant's own writes use [`Store::write_pending_for`], which
-    /// touches that tenant's file alone.
+    /// `f` may touch any tenant: the main file's transaction is joined by one in a dedicated
+    /// tenant's file when `f` first touches that tenant, and those `f` wrote to commit (each
+    /// with its own fsync) before the main one. When `f` fails nothing of it is applied; when
+    /// a commit fails after `f` succeeded, the files committed before it keep `f`'s writes
+    /// (there is no transaction across files). For one tenant's own writes use
+    /// [`Store::write_pending_for`], which touches that tenant's file alone.
     pub fn write_pending<R, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
@@ -242,30 +254,28 @@ impl Store {
                 .map_err(StoreError::from)?;
         }
         // Read after the main write lock is held: a migration's flip holds that lock too.
-        let files = self.placement.files();
-        let (route, joined) = match only {
-            Some(t) => (
-                Route::Main(t, files.iter().map(|(k, _)| *k).collect()),
-                Vec::new(),
+        let files = self.placement.snapshot();
+        // A dedicated file's write transaction begins when `f` first touches its tenant.
+        // That cannot deadlock: this write holds the main write lock, which a write in a
+        // tenant's own file never waits for (it reads the registry from a snapshot, and its
+        // group commit syncs only its own file), and every other holder of a file's write
+        // lock (flips, creation) is serialised with this one by the main lock.
+        let txns: FileTxns = Opened::default();
+        let (route, lazy) = match only {
+            Some(t) => (Route::Main(t, files.contains_key(&t)), None),
+            None => (
+                Route::Any,
+                Some(LazyFiles {
+                    files: &files,
+                    txns: &txns,
+                }),
             ),
-            None => (Route::Any, files),
         };
-        let guards: Vec<_> = joined.iter().map(|(_, f)| read_db(&f.db)).collect();
-        let mut ftxns = Vec::new();
-        for ((key, _), g) in joined.iter().zip(&guards) {
-            ftxns.push((*key, g.begin_write().map_err(StoreError::from)?));
-        }
         let (result, dirty) = {
-            let mut dedicated = HashMap::new();
-            for (key, ftxn) in &ftxns {
-                dedicated.insert(
-                    *key,
-                    (ftxn.open_table(DATA).map_err(StoreError::from)?, false),
-                );
-            }
             let mut writer = Writer {
                 data: txn.open_table(DATA).map_err(StoreError::from)?,
-                dedicated,
+                dedicated: Opened::default(),
+                lazy,
                 route,
                 registry: Registry::Write(txn.open_table(REGISTRY).map_err(StoreError::from)?),
                 meta: txn.open_table(META).map_err(StoreError::from)?,
@@ -274,20 +284,19 @@ impl Store {
             let result = f(&mut writer);
             let dirty: Vec<TenantKey> = writer
                 .dedicated
-                .iter()
-                .filter(|(_, (_, d))| *d)
-                .map(|(k, _)| *k)
+                .keys()
+                .into_iter()
+                .filter(|k| writer.dedicated.get(*k).is_some_and(|(_, d)| *d))
                 .collect();
             (result, dirty)
         };
         // On error, dropping the uncommitted transactions aborts them.
         let r = result?;
-        for (key, ftxn) in ftxns {
+        for (key, ftxn) in txns.into_entries() {
             if dirty.contains(&key) {
                 ftxn.commit().map_err(StoreError::from)?;
             }
         }
-        drop(guards);
         let started = std::time::Instant::now();
         txn.commit().map_err(StoreError::from)?;
         if entered.is_none() {
@@ -326,7 +335,8 @@ impl Store {
         let result = {
             let mut writer = Writer {
                 data: txn.open_table(DATA).map_err(StoreError::from)?,
-                dedicated: HashMap::new(),
+                dedicated: Opened::default(),
+                lazy: None,
                 route: Route::Home(t),
                 registry: Registry::Read(registry),
                 meta: txn.open_table(META).map_err(StoreError::from)?,
@@ -354,8 +364,10 @@ impl Store {
 /// A read snapshot.
 pub struct Reader {
     data: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    /// The `data` table of every dedicated tenant's file, by its key.
-    dedicated: HashMap<TenantKey, ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    /// Dedicated tenants' files, as routed when the snapshot began.
+    files: Arc<Files>,
+    /// The `data` table of each dedicated file read so far, by its tenant's key.
+    opened: Opened<TenantKey, ReadOnlyTable<&'static [u8], &'static [u8]>>,
     registry: ReadOnlyTable<&'static str, &'static [u8]>,
     credentials: ReadOnlyTable<&'static str, &'static [u8]>,
 }
@@ -364,8 +376,9 @@ pub struct Reader {
 pub(crate) enum Route {
     /// Any tenant not in a joined dedicated file (a server-wide write).
     Any,
-    /// Only this tenant (and the server's own log), and none of the listed dedicated ones.
-    Main(TenantKey, std::collections::HashSet<TenantKey>),
+    /// Only this tenant (and the server's own log); with `true`, the tenant lives in its own
+    /// file (as routed under the main write lock) and none of its keys are writable here.
+    Main(TenantKey, bool),
     /// Only this dedicated tenant: the writer runs in its file.
     Home(TenantKey),
 }
@@ -379,11 +392,24 @@ pub(crate) enum Registry<'txn> {
 
 pub(crate) type DataTable<'txn> = Table<'txn, &'static [u8], &'static [u8]>;
 
+/// Dedicated files' write transactions begun by a server-wide write. A file's guard is held
+/// only while its transaction begins: nothing takes a dedicated file's write lock (only the
+/// main file is compacted).
+type FileTxns = Opened<TenantKey, WriteTransaction>;
+
+/// The dedicated files a server-wide write may join, and those it has joined.
+pub(crate) struct LazyFiles<'txn> {
+    files: &'txn Files,
+    txns: &'txn FileTxns,
+}
+
 /// The inside of a write transaction.
 pub struct Writer<'txn> {
     pub(crate) data: Table<'txn, &'static [u8], &'static [u8]>,
-    /// Joined dedicated files' `data` tables, with whether this write touched them.
-    pub(crate) dedicated: HashMap<TenantKey, (DataTable<'txn>, bool)>,
+    /// Joined dedicated files' `data` tables, with whether this write wrote to them.
+    pub(crate) dedicated: Opened<TenantKey, (DataTable<'txn>, bool)>,
+    /// For a server-wide write: the dedicated files it joins on first access.
+    pub(crate) lazy: Option<LazyFiles<'txn>>,
     pub(crate) route: Route,
     pub(crate) registry: Registry<'txn>,
     pub(crate) meta: Table<'txn, &'static str, u64>,
@@ -397,22 +423,50 @@ fn misrouted(t: TenantKey) -> StoreError {
     ))
 }
 
-impl Writer<'_> {
+impl<'txn> Writer<'txn> {
     fn routes_here(&self, t: TenantKey) -> bool {
         match &self.route {
-            Route::Any => true,
-            Route::Main(only, dedicated) => {
-                (t == *only || t == TenantKey::SERVER) && !dedicated.contains(&t)
-            }
+            Route::Any => !self.joins_lazily(t),
+            // The server's own key never lives in a dedicated file.
+            Route::Main(only, in_file) => (t == *only && !in_file) || t == TenantKey::SERVER,
             Route::Home(home) => t == *home,
+        }
+    }
+
+    /// Whether `t` is a dedicated tenant whose file this server-wide write joins on access.
+    fn joins_lazily(&self, t: TenantKey) -> bool {
+        self.lazy.as_ref().is_some_and(|l| l.files.contains_key(&t))
+    }
+
+    /// Whether tenant `t` lives in a dedicated file of its own (as this write routes it).
+    fn in_own_file(&self, t: TenantKey) -> bool {
+        if self.dedicated.get(t).is_some() || self.joins_lazily(t) {
+            return true;
+        }
+        match &self.route {
+            Route::Home(home) => *home == t,
+            Route::Main(only, in_file) => *only == t && *in_file,
+            Route::Any => false,
         }
     }
 
     pub(crate) fn table(
         &self,
         t: TenantKey,
-    ) -> Result<&Table<'_, &'static [u8], &'static [u8]>, StoreError> {
-        if let Some((table, _)) = self.dedicated.get(&t) {
+    ) -> Result<&Table<'txn, &'static [u8], &'static [u8]>, StoreError> {
+        if let Some((table, _)) = self.dedicated.get(t) {
+            return Ok(table);
+        }
+        if let Some(lazy) = &self.lazy
+            && let Some(file) = lazy.files.get(&t)
+        {
+            let txns: &'txn FileTxns = lazy.txns;
+            let txn = txns
+                .get_or_try_insert(t, || Ok::<_, StoreError>(read_db(&file.db).begin_write()?))?;
+            let table = txn.open_table(DATA)?;
+            let (table, _) = self
+                .dedicated
+                .get_or_try_insert(t, || Ok::<_, StoreError>((table, false)))?;
             return Ok(table);
         }
         if self.routes_here(t) {
@@ -440,8 +494,10 @@ impl<'txn> Writer<'txn> {
         &mut self,
         t: TenantKey,
     ) -> Result<&mut Table<'txn, &'static [u8], &'static [u8]>, StoreError> {
-        if self.dedicated.contains_key(&t) {
-            return match self.dedicated.get_mut(&t) {
+        if self.dedicated.get(t).is_some() || self.joins_lazily(t) {
+            // Joins the file if this write has not yet.
+            self.table(t)?;
+            return match self.dedicated.get_mut(t) {
                 Some((table, dirty)) => {
                     *dirty = true;
                     Ok(table)
@@ -667,7 +723,13 @@ impl Tables for Reader {
         &self,
         t: TenantKey,
     ) -> Result<&impl ReadableTable<&'static [u8], &'static [u8]>, StoreError> {
-        Ok(self.dedicated.get(&t).unwrap_or(&self.data))
+        match self.files.get(&t) {
+            None => Ok(&self.data),
+            Some(file) => self.opened.get_or_try_insert(t, || {
+                let txn = read_db(&file.db).begin_read()?;
+                Ok(txn.open_table(DATA)?)
+            }),
+        }
     }
     fn registry_rows(
         &self,
@@ -766,6 +828,12 @@ impl<'txn> Writer<'txn> {
 
     /// Removes the tenant from the registry and erases every key of its data and every
     /// credential issued for it.
+    ///
+    /// A dedicated tenant's data is left in its own file: the caller deletes that file with
+    /// [`Store::remove_dedicated`] once this commits. Erasing it here would commit (durably,
+    /// in the file) before the registry row goes; a crash in between would leave a registered
+    /// tenant with no data, and the erase would hold the main write lock meanwhile. A crash
+    /// after the commit leaves an orphan file, deleted at the next start.
     pub fn erase_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
         self.registry_write()?.remove(meta.id.as_str())?;
         let mut owned = Vec::new();
@@ -777,6 +845,9 @@ impl<'txn> Writer<'txn> {
         }
         for id in owned {
             self.credentials.remove(id.as_str())?;
+        }
+        if self.in_own_file(meta.key) {
+            return Ok(());
         }
         let start = keys::tenant_all(meta.key);
         match keys::prefix_end(&start) {

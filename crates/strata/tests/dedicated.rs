@@ -429,3 +429,57 @@ fn sigkill_at_random_points_of_migrations_leaves_the_tenant_whole() {
         acked_all.len()
     );
 }
+
+/// Migrations of one tenant racing each other, into its file and out of it: each either
+/// completes or is refused with 409 (one planned from a level the tenant has left since, or
+/// while another moves its data); none loses a record, before or after a restart.
+#[test]
+fn racing_migrations_conflict_instead_of_losing_data() {
+    let mut server = Server::start();
+    let acme = fill(&server, "acme", 600);
+    let ids: Vec<String> = (0..600).map(|i| format!("r{i}")).collect();
+    let reference = answers(&server, &acme);
+    let mut outcomes = Vec::new();
+    for round in 0..4 {
+        let statuses: Vec<(u16, Value)> = std::thread::scope(|s| {
+            let server = &server;
+            let racers: Vec<_> = (0..4)
+                .map(|i| {
+                    let target = if (i + round) % 2 == 0 {
+                        "dedicated"
+                    } else {
+                        "shared"
+                    };
+                    s.spawn(move || {
+                        server.post(
+                            "/v1/admin/tenants/acme/migrate",
+                            OPERATOR_KEY,
+                            json!({ "target": target }),
+                        )
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (s, v) in &statuses {
+            assert!(*s == 200 || *s == 409, "{s} {v}");
+            if *s == 409 {
+                assert_eq!(v["error"]["code"], "CONFLICT", "{v}");
+            }
+            outcomes.push(*s);
+        }
+        let v = verify(&server, "acme");
+        assert_eq!(
+            v["dedicated_file"],
+            json!(level(&server, "acme") == "dedicated"),
+            "{v}"
+        );
+        all_present(&server, &acme, &ids);
+        assert_eq!(answers(&server, &acme), reference);
+    }
+    assert!(outcomes.contains(&200), "{outcomes:?}");
+    server.restart();
+    verify(&server, "acme");
+    all_present(&server, &acme, &ids);
+    assert_eq!(answers(&server, &acme), reference);
+}
