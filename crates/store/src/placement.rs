@@ -674,6 +674,33 @@ mod tests {
         store.read().unwrap().blobs_named(t, "").unwrap()
     }
 
+    /// A record replaced by a server-wide write (an import) takes its old dedup row with it,
+    /// in the tenant's own file: a later write of the old content in the run must not be
+    /// answered "deduplicated" with a record that no longer holds it.
+    #[test]
+    fn a_server_wide_replacement_drops_the_old_dedup_row_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let b = tenant(&store, "b");
+        store.route_dedicated(store.create_dedicated(b).unwrap());
+        let mut rec: strata_types::Record = serde_json::from_value(serde_json::json!({
+            "id": "r1", "modality": "text", "kind": null, "content": "old", "vector": null,
+            "user_tokens": [], "memory_domain": "default", "run_id": "run",
+            "memory_scope": null, "metadata": {}, "created_at": 1, "updated_at": 1,
+            "expires_at": null,
+            "confidence": {"value": 0.5, "evidence_count": 0, "corroborations": 0,
+                           "contradictions": 0}
+        }))
+        .unwrap();
+        let old = rec.clone();
+        store.write(|w| w.put_record(b, &rec).map(drop)).unwrap();
+        rec.content = Some("new".into());
+        store.write(|w| w.put_record(b, &rec).map(drop)).unwrap();
+        let r = store.read().unwrap();
+        assert_eq!(r.dedup_target(b, &old).unwrap(), None);
+        assert_eq!(r.dedup_target(b, &rec).unwrap(), Some(rec.id.clone()));
+    }
+
     #[test]
     fn a_dedicated_tenants_reads_and_writes_go_to_its_own_file_only() {
         let dir = tempfile::tempdir().unwrap();

@@ -877,7 +877,7 @@ impl<'txn> Writer<'txn> {
         name: &CollectionName,
     ) -> Result<bool, StoreError> {
         Ok(self
-            .data
+            .table_mut(t)?
             .remove(keys::collection(t, name).as_slice())?
             .is_some())
     }
@@ -919,8 +919,10 @@ impl<'txn> Writer<'txn> {
         }
         if let Some(key) = dedup_key(t, &old) {
             // Another record with the same content may own the entry now; leave it alone.
+            // Through the tenant's own table: in a server-wide write, a dedicated tenant's
+            // rows are in its file, not in `data`.
             let ours = self
-                .data
+                .table(t)?
                 .get(key.as_slice())?
                 .is_some_and(|v| v.value() == id.as_str().as_bytes());
             if ours {
