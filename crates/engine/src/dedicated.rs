@@ -21,7 +21,6 @@ use strata_types::{TenantId, now_millis};
 use crate::isolation::IsolationLevel;
 use crate::lifecycle::TenantProfile;
 use crate::registry::lock;
-
 use crate::{Engine, EngineError};
 
 /// Keys copied per chunk: each chunk is one short transaction on each side, so the tenant's
@@ -64,6 +63,14 @@ pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
         store.remove_orphan_files(&keep)?;
     }
     Ok(())
+}
+
+/// A level as the API spells it, for error messages.
+fn level_name(level: IsolationLevel) -> String {
+    serde_json::to_value(level)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{level:?}"))
 }
 
 /// Where a data migration stands.
@@ -184,8 +191,10 @@ impl Engine {
         let in_file = self.store.is_dedicated(key);
         if stored != from || in_file != (from == IsolationLevel::Dedicated) {
             return Err(EngineError::IdConflict(format!(
-                "tenant {id}: its level changed to {stored:?} since this migration was planned \
-                 from {from:?}; plan it again"
+                "tenant {id}: its level changed to {} since this migration was planned from \
+                 {}; plan it again",
+                level_name(stored),
+                level_name(from)
             )));
         }
         Ok(())
@@ -206,7 +215,8 @@ impl Engine {
         let stored = TenantProfile::of(&meta)?.isolation;
         if stored != from {
             return Err(EngineError::IdConflict(format!(
-                "tenant {id}: its level changed to {stored:?} during the migration"
+                "tenant {id}: its level changed to {} during the migration",
+                level_name(stored)
             )));
         }
         self.level_txn(w, op, id, next, "tenant.migrate")
