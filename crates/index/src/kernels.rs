@@ -7,7 +7,7 @@
 //! Why hand-written `std::arch` rather than the `simsimd` crate: three kernels over `f32` are
 //! about a hundred lines a tier, need no C compiler or build script, and keep the accumulation
 //! order under our control (so the scalar/SIMD agreement tests below are meaningful). The
-//! HNSW graph (usearch) calls [`l2_squared_kernel`] / [`dot_kernel`] for every distance.
+//! HNSW graph calls [`l2_squared_kernel`] / [`dot_kernel`] for every distance.
 //!
 //! All kernels work on the common prefix of their two arguments; callers are expected to pass
 //! slices of equal length (checked by `debug_assert!`).

@@ -9,43 +9,12 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::levels::{DIM, answers, vector};
 use common::{OPERATOR_KEY, Server, code};
 use serde_json::{Value, json};
 
-const DIM: usize = 8;
 /// Enough for a graph (a collection gets one at 1,024 vectors).
 const RECORDS: usize = 1_200;
-
-/// Positive components only: the writer's vectors (all negative) are never near a query.
-fn vector(i: usize) -> Vec<f32> {
-    (0..DIM)
-        .map(|d| 0.05 + ((i * 7919 + d * 104_729) % 1000) as f32 / 1000.0)
-        .collect()
-}
-
-fn answers(server: &Server, key: &str) -> Vec<Value> {
-    (0..5)
-        .map(|q| {
-            let (s, v) = server.post(
-                "/v1/search",
-                key,
-                json!({"vector": vector(q * 97 + 1), "modality": "vec", "k": 5}),
-            );
-            assert_eq!(s, 200, "{v}");
-            let ids: Vec<Value> = v["hits"]
-                .as_array()
-                .expect("hits")
-                .iter()
-                .map(|h| {
-                    assert!(h["id"].is_string(), "a hit without its id: {h}");
-                    h["id"].clone()
-                })
-                .collect();
-            assert_eq!(ids.len(), 5, "{v}");
-            Value::Array(ids)
-        })
-        .collect()
-}
 
 fn admin_get(server: &Server, path: &str) -> Value {
     let (s, v) = server.get(path, OPERATOR_KEY);

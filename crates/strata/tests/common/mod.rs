@@ -2,6 +2,7 @@
 //! reads the bound address from its stdout, talks HTTP to it, and kills it on drop.
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod levels;
 pub mod table;
 
 use std::io::{BufRead, BufReader};
