@@ -184,7 +184,8 @@ pub(crate) fn verify(
 }
 
 /// Gives owners to key rows written before rows had them (see
-/// [`CredentialStore::upgrade_legacy`]). Runs at every start; after the first it finds none.
+/// [`CredentialStore::upgrade_legacy`]). Runs at every start; once every row has an owner it
+/// returns without reading any row.
 pub(crate) fn upgrade_legacy(creds: CredentialStore<'_>) -> Result<usize, AuthError> {
     creds.upgrade_legacy(|body| match decode(body)?.info.tenant {
         KeyTenant::Operator => Ok(None),
@@ -328,9 +329,10 @@ pub fn revoke_key(
     Ok(decode(&row.body)?.info)
 }
 
-/// Whether some live operator key is stored (then first start has already happened).
+/// Whether some live operator key is stored (then first start has already happened). Reads
+/// only the operator's credentials, so a start does not grow with the tenants' keys.
 pub(crate) fn has_operator_key(creds: CredentialStore<'_>) -> Result<bool, AuthError> {
-    for (_, row) in creds.all()? {
+    for (_, row) in creds.operator_credentials()? {
         let info = decode(&row.body)?.info;
         if info.tenant == KeyTenant::Operator && info.revoked_at.is_none() {
             return Ok(true);

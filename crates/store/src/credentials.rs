@@ -15,6 +15,74 @@ use crate::tables::sealed::Tables;
 use crate::tables::{Reads, Store};
 use crate::{StoreError, TenantKey};
 
+/// Names in the `meta` table that keep the server's start, and a tenant's erasure,
+/// independent of the number of credentials: without them, finding an operator key, upgrading
+/// legacy rows and erasing a tenant's keys each read every credential (one per tenant,
+/// typically).
+///
+/// Set once every credential row has an owner; [`CredentialStore::upgrade_legacy`] then skips
+/// its scan. Rows are only ever written with an owner after that.
+const OWNERS_COMPLETE: &str = "credentials.owners_complete";
+/// Set once the owner index below lists every credential; before that (a data directory from
+/// an older version) the index is built by one scan at start
+/// ([`CredentialStore::operator_credentials`]), and erasing a tenant scans.
+const OWNER_INDEX_COMPLETE: &str = "credentials.owner_index_complete";
+/// Prefix of the owner index: `credentials.owner:<owner key, 16 hex digits>:<credential id>`
+/// for each credential row. Operator credentials are the owner `0000000000000000`.
+const OWNER_INDEX: &str = "credentials.owner:";
+
+fn owner_prefix(owner: TenantKey) -> String {
+    format!("{OWNER_INDEX}{:016x}:", owner.raw())
+}
+
+/// The end of an owner's range: `;` is the byte after `:`.
+fn owner_prefix_end(owner: TenantKey) -> String {
+    format!("{OWNER_INDEX}{:016x};", owner.raw())
+}
+
+fn owner_entry(owner: TenantKey, id: &str) -> String {
+    format!("{}{id}", owner_prefix(owner))
+}
+
+/// Adds credential `id` of `owner` to the owner index.
+pub(crate) fn index_owner(
+    meta: &mut redb::Table<'_, &'static str, u64>,
+    owner: TenantKey,
+    id: &str,
+) -> Result<(), StoreError> {
+    meta.insert(owner_entry(owner, id).as_str(), 1)?;
+    Ok(())
+}
+
+/// The ids of `owner`'s credentials, from the owner index; `None` while the index is not
+/// complete (the caller scans instead).
+pub(crate) fn owned_ids(
+    meta: &impl redb::ReadableTable<&'static str, u64>,
+    owner: TenantKey,
+) -> Result<Option<Vec<String>>, StoreError> {
+    if meta.get(OWNER_INDEX_COMPLETE)?.is_none() {
+        return Ok(None);
+    }
+    let prefix = owner_prefix(owner);
+    let end = owner_prefix_end(owner);
+    let mut ids = Vec::new();
+    for entry in meta.range(prefix.as_str()..end.as_str())? {
+        let (k, _) = entry?;
+        ids.push(k.value()[prefix.len()..].to_owned());
+    }
+    Ok(Some(ids))
+}
+
+/// Removes `owner`'s credential `id` from the owner index.
+pub(crate) fn unindex_owner(
+    meta: &mut redb::Table<'_, &'static str, u64>,
+    owner: TenantKey,
+    id: &str,
+) -> Result<(), StoreError> {
+    meta.remove(owner_entry(owner, id).as_str())?;
+    Ok(())
+}
+
 /// A credential row as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCredential {
@@ -97,7 +165,41 @@ impl CredentialStore<'_> {
             };
             w.credentials
                 .insert(id, encode_credential(key.raw(), body).as_slice())?;
+            index_owner(&mut w.meta, key, id)?;
             Ok(true)
+        })
+    }
+
+    /// Every credential owned by the server (operator keys), revoked ones included, read
+    /// through the owner index: the cost follows the number of operator keys, not of all
+    /// credentials. A data directory from before the index gets it built here, by one scan.
+    pub fn operator_credentials(&self) -> Result<Vec<(String, StoredCredential)>, StoreError> {
+        self.store.write(|w| {
+            if w.meta.get(OWNER_INDEX_COMPLETE)?.is_none() {
+                let mut rows = Vec::new();
+                for entry in w.credentials_table().iter()? {
+                    let (k, v) = entry?;
+                    if let Some(owner) = decode_row(v.value())?.owner {
+                        rows.push((owner, k.value().to_owned()));
+                    }
+                }
+                for (owner, id) in rows {
+                    index_owner(&mut w.meta, owner, &id)?;
+                }
+                w.meta.insert(OWNER_INDEX_COMPLETE, 1)?;
+            }
+            let ids = owned_ids(&w.meta, TenantKey::SERVER)?.unwrap_or_default();
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                // An index entry without its row would be a bug; the row is what counts.
+                if let Some(v) = w.credentials_table().get(id.as_str())? {
+                    let row = decode_row(v.value())?;
+                    if row.owner == Some(TenantKey::SERVER) {
+                        out.push((id, row));
+                    }
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -137,6 +239,14 @@ impl CredentialStore<'_> {
         owner_of: impl Fn(&[u8]) -> Result<Option<TenantId>, E>,
     ) -> Result<usize, E> {
         self.store.write(|w| {
+            if w
+                .meta
+                .get(OWNERS_COMPLETE)
+                .map_err(StoreError::from)?
+                .is_some()
+            {
+                return Ok(0);
+            }
             let mut legacy = Vec::new();
             for entry in w.credentials_table().iter().map_err(StoreError::from)? {
                 let (k, v) = entry.map_err(StoreError::from)?;
@@ -155,6 +265,7 @@ impl CredentialStore<'_> {
                         w.credentials
                             .insert(id.as_str(), encode_credential(key.raw(), body).as_slice())
                             .map_err(StoreError::from)?;
+                        index_owner(&mut w.meta, key, id)?;
                     }
                     None => {
                         w.credentials
@@ -163,6 +274,9 @@ impl CredentialStore<'_> {
                     }
                 }
             }
+            w.meta
+                .insert(OWNERS_COMPLETE, 1)
+                .map_err(StoreError::from)?;
             Ok(legacy.len())
         })
     }
@@ -177,7 +291,115 @@ impl CredentialStore<'_> {
         };
         self.store.write(|w| {
             w.credentials.insert(id, bytes.as_slice())?;
+            if let Some(owner) = row.owner {
+                index_owner(&mut w.meta, owner, id)?;
+            } else {
+                // An old-format row: the next start must look for it again.
+                w.meta.remove(OWNERS_COMPLETE)?;
+            }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        (dir, store)
+    }
+
+    fn acme(store: &Store) -> TenantId {
+        let id = TenantId::parse("acme").unwrap();
+        store
+            .write(|w| w.create_tenant(&id, 1, Default::default()).map(|_| ()))
+            .unwrap();
+        id
+    }
+
+    fn ids(rows: Vec<(String, StoredCredential)>) -> Vec<String> {
+        rows.into_iter().map(|(id, _)| id).collect()
+    }
+
+    #[test]
+    fn the_operator_index_lists_server_credentials_only() {
+        let (_dir, store) = store();
+        let acme = acme(&store);
+        let creds = store.credentials();
+        assert!(creds.insert("op1", Owner::Server, b"{}").unwrap());
+        assert!(creds.insert("t1", Owner::Tenant(&acme), b"{}").unwrap());
+        assert!(creds.insert("op2", Owner::Server, b"{}").unwrap());
+        assert_eq!(ids(creds.operator_credentials().unwrap()), ["op1", "op2"]);
+    }
+
+    #[test]
+    fn erasing_a_tenant_erases_its_credentials_and_their_index_entries() {
+        let (_dir, store) = store();
+        let acme = acme(&store);
+        let creds = store.credentials();
+        creds.operator_credentials().unwrap(); // as at start: the index is complete
+        creds.insert("op1", Owner::Server, b"{}").unwrap();
+        creds.insert("t1", Owner::Tenant(&acme), b"{}").unwrap();
+        creds.insert("t2", Owner::Tenant(&acme), b"{}").unwrap();
+        let meta = creds.tenant(&acme).unwrap().unwrap();
+        store
+            .write(|w| {
+                assert_eq!(owned_ids(&w.meta, meta.key)?.unwrap(), ["t1", "t2"]);
+                w.erase_tenant(&meta)?;
+                assert_eq!(owned_ids(&w.meta, meta.key)?.unwrap(), Vec::<String>::new());
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert!(creds.get("t1").unwrap().is_none());
+        assert!(creds.get("t2").unwrap().is_none());
+        assert_eq!(ids(creds.operator_credentials().unwrap()), ["op1"]);
+    }
+
+    #[test]
+    fn a_directory_without_the_operator_index_gets_it_built_once() {
+        let (_dir, store) = store();
+        let creds = store.credentials();
+        creds.insert("op1", Owner::Server, b"{}").unwrap();
+        // As an older version left it: the row, no index entry, no completion mark.
+        store
+            .write(|w| {
+                unindex_owner(&mut w.meta, TenantKey::SERVER, "op1")?;
+                w.meta.remove(OWNER_INDEX_COMPLETE)?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(ids(creds.operator_credentials().unwrap()), ["op1"]);
+        let marked = store
+            .write(|w| Ok::<_, StoreError>(w.meta.get(OWNER_INDEX_COMPLETE)?.is_some()))
+            .unwrap();
+        assert!(marked);
+    }
+
+    #[test]
+    fn legacy_rows_are_looked_for_until_none_is_left_then_never_again() {
+        let (_dir, store) = store();
+        let creds = store.credentials();
+        // A row as versions before owners wrote it: the bare body.
+        store
+            .write(|w| {
+                w.credentials.insert("old", b"{}".as_slice())?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        // The first start gives the row an owner (here: the server) and indexes it.
+        assert_eq!(creds.upgrade_legacy(|_| Ok::<_, StoreError>(None)).unwrap(), 1);
+        assert_eq!(ids(creds.operator_credentials().unwrap()), ["old"]);
+        // A row without an owner written behind the store's back is no longer looked for:
+        // only the store writes rows, always with an owner.
+        store
+            .write(|w| {
+                w.credentials.insert("sneaked", b"{}".as_slice())?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(creds.upgrade_legacy(|_| Ok::<_, StoreError>(None)).unwrap(), 0);
     }
 }

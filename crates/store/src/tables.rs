@@ -836,15 +836,23 @@ impl<'txn> Writer<'txn> {
     /// after the commit leaves an orphan file, deleted at the next start.
     pub fn erase_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
         self.registry_write()?.remove(meta.id.as_str())?;
-        let mut owned = Vec::new();
-        for entry in self.credentials.iter()? {
-            let (k, v) = entry?;
-            if crate::credentials::decode_row(v.value())?.owner == Some(meta.key) {
-                owned.push(k.value().to_owned());
+        let owned = match crate::credentials::owned_ids(&self.meta, meta.key)? {
+            Some(ids) => ids,
+            // A data directory whose owner index is not built yet: find them by a scan.
+            None => {
+                let mut ids = Vec::new();
+                for entry in self.credentials.iter()? {
+                    let (k, v) = entry?;
+                    if crate::credentials::decode_row(v.value())?.owner == Some(meta.key) {
+                        ids.push(k.value().to_owned());
+                    }
+                }
+                ids
             }
-        }
+        };
         for id in owned {
             self.credentials.remove(id.as_str())?;
+            crate::credentials::unindex_owner(&mut self.meta, meta.key, &id)?;
         }
         if self.in_own_file(meta.key) {
             return Ok(());
