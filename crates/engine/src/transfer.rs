@@ -19,6 +19,7 @@ use strata_types::{
     check_vector, check_vector_values, now_millis,
 };
 
+use crate::isolation::{IndexParams, IsolationLevel, MigrateRequest};
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, account};
 use crate::tenant_index::Change;
 use crate::{Engine, EngineError, TenantInfo, snapshot};
@@ -34,6 +35,13 @@ pub enum ExportLine {
         created_at: Millis,
         limits: TenantLimits,
         weight: u32,
+        /// The tenant's isolation level: an import ends at the same level (after loading its
+        /// lines at `shared`, it migrates). Absent in exports of earlier versions: `shared`.
+        #[serde(default, skip_serializing_if = "IsolationLevel::is_shared")]
+        isolation: IsolationLevel,
+        /// The tenant's own graph parameters, if it has any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index_params: Option<IndexParams>,
     },
     Collection(Collection),
     /// A link between two records of the export (after every record).
@@ -111,6 +119,8 @@ impl Engine {
             created_at: meta.created_at,
             limits: p.limits,
             weight: p.weight,
+            isolation: p.isolation,
+            index_params: p.index_params,
         })?;
         let mut lines = 1;
         for c in r.collections(meta.key)? {
@@ -161,7 +171,10 @@ impl Engine {
             crate::lifecycle::init_usage(w, key)?;
             Ok(key)
         })?;
-        match self.import_lines(key, lines) {
+        match self
+            .import_lines(key, lines)
+            .and_then(|profile| self.import_level(op, id, profile))
+        {
             Ok(profile) => {
                 self.store.write(|w| {
                     let mut meta = w
@@ -185,6 +198,29 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Moves a freshly imported tenant (still suspended, loaded at `shared`) to the level its
+    /// export names, through the same online migration an operator would run. Returns the
+    /// profile to activate it with.
+    fn import_level(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        profile: TenantProfile,
+    ) -> Result<TenantProfile, EngineError> {
+        if !profile.isolation.is_shared() {
+            self.migrate_tenant(
+                op,
+                id,
+                MigrateRequest {
+                    target: profile.isolation,
+                    index_params: profile.index_params,
+                    dry_run: false,
+                },
+            )?;
+        }
+        Ok(profile)
     }
 
     fn import_lines(
@@ -239,12 +275,21 @@ impl Engine {
                     display_name,
                     limits,
                     weight,
+                    isolation,
+                    index_params,
                     ..
                 } if n == 0 => {
+                    if let Some(p) = &index_params {
+                        p.validate().map_err(|e| {
+                            EngineError::BadRequest(format!("import line 1: {e}"))
+                        })?;
+                    }
                     profile = TenantProfile {
                         display_name,
                         limits,
                         weight: weight.max(1),
+                        isolation,
+                        index_params,
                         ..TenantProfile::default()
                     };
                 }

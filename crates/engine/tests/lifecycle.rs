@@ -641,3 +641,64 @@ fn usage_that_does_not_decode_refuses_writes_instead_of_switching_quotas_off() {
     let (engine, _) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
     assert!(is_corrupt(engine.put(&scope, &req(), vec![one()])));
 }
+
+/// An export carries the tenant's isolation level and graph parameters, and an import ends at
+/// the same level (in its own file for `dedicated`) with the same answers.
+#[test]
+fn an_import_ends_at_the_exported_isolation_level_with_its_graph_parameters() {
+    use strata_engine::{IndexParams, IsolationLevel};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), strata_engine::EngineConfig::default()).unwrap();
+    let params = IndexParams {
+        m: Some(8),
+        ef_construction: Some(64),
+        ef_search: Some(48),
+    };
+    for (n, level) in [IsolationLevel::Dedicated, IsolationLevel::Partition]
+        .into_iter()
+        .enumerate()
+    {
+        let id = TenantId::parse(&format!("src{n}")).unwrap();
+        engine
+            .create_tenant_at(&op(), &id, None, level, Some(params))
+            .unwrap();
+        let scope = TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), common::full_grant());
+        let records: Vec<NewRecord> = (0..50)
+            .map(|i| NewRecord {
+                content: Some(format!("memory {i}")),
+                vector: Some(common::vector(384, i)),
+                ..Default::default()
+            })
+            .collect();
+        engine.put(&scope, &req(), records).unwrap();
+        let mut lines = Vec::new();
+        engine
+            .export_tenant(&op(), &id, |line| {
+                lines.push(line.clone());
+                Ok(())
+            })
+            .unwrap();
+        let copy = TenantId::parse(&format!("copy{n}")).unwrap();
+        let info = engine
+            .import_tenant(&op(), &copy, lines.into_iter().map(Ok))
+            .unwrap();
+        assert_eq!(info.isolation, level);
+        assert_eq!(info.index_params, Some(params));
+        assert_eq!(info.status, TenantStatus::Active);
+        let copy_scope =
+            TenantScope::for_tests(&engine.tenant_meta(&copy).unwrap(), common::full_grant());
+        let s = SearchRequest {
+            vector: Some(common::vector(384, 7)),
+            k: 5,
+            ..Default::default()
+        };
+        let ids = |r: SearchResponse| r.hits.into_iter().map(|h| h.record.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(engine.search(&scope, &req(), &s).unwrap()),
+            ids(engine.search(&copy_scope, &req(), &s).unwrap())
+        );
+        let report = engine.verify_tenant(&op(), &copy).unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.dedicated_file, level == IsolationLevel::Dedicated);
+    }
+}
