@@ -231,6 +231,20 @@ impl FromRequestParts<AppState> for TenantAuth {
                 Some(Domain::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))?)
             }
         };
+        // The connection counts against its tenant's share of the server's connections
+        // (absent when the router is called without the server, as in unit tests).
+        if let Some(conn) = parts
+            .extensions
+            .get::<std::sync::Arc<crate::tenant_connections::ConnectionTenant>>()
+        {
+            conn.bind(scope.key()).map_err(|o| {
+                ApiError::ConcurrencyLimited(format!(
+                    "this tenant holds {} open connections, its limit \
+                     (server.max_connections_per_tenant is {}); reuse them",
+                    o.open, o.max
+                ))
+            })?;
+        }
         // After the tenant checks, so a mismatched or malformed request costs no tokens.
         let admitted = state.admit(&scope)?;
         Ok(TenantAuth {

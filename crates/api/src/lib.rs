@@ -11,8 +11,8 @@
 //! middleware (`security`), whatever layer refused the request; everything that changes
 //! state is audited by the engine in the same transaction as the change.
 //!
-//! Connections are served by [`serve`] (`server`): an accept loop with a connection cap and
-//! per-connection deadlines (`conn_io`); request bodies are on a deadline of their own, and a
+//! Connections are served by [`serve`] (`server`): an accept loop with a connection cap, each
+//! tenant's share of it (`tenant_connections`) and per-connection deadlines (`conn_io`); request bodies are on a deadline of their own, and a
 //! refusal that leaves a body unread keeps the connection usable or closes it (`body_guard`).
 //!
 //! The handlers do not re-check visibility: the engine owns those rules and its errors
@@ -48,6 +48,7 @@ mod security;
 mod server;
 mod shares;
 mod state;
+mod tenant_connections;
 mod transfer;
 
 pub use admission::PoolConfig;

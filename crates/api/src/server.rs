@@ -19,7 +19,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
-use axum::http::{Request, Response};
+use axum::http::header::CONNECTION;
+use axum::http::{HeaderValue, Request, Response};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -31,12 +32,25 @@ use tokio::task::JoinSet;
 use crate::ApiError;
 use crate::conn_io::{GuardedIo, InFlight, SocketLimits, Tracker};
 use crate::edge::new_request_id;
+use crate::tenant_connections::{ConnectionTenant, TenantConnections};
+
+/// The per-tenant connection budget of `limits` (see [`ServerLimits::max_connections_per_tenant`]).
+fn per_tenant_cap(limits: &ServerLimits) -> usize {
+    match limits.max_connections_per_tenant {
+        0 => (limits.max_connections / 4).max(1),
+        n => n,
+    }
+}
 
 /// Limits of the connections [`serve`] keeps.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     /// Connections served at once; one more is answered `503 OVERLOADED` and closed.
     pub max_connections: usize,
+    /// Connections one tenant may hold (counted from its first request on each); a request
+    /// past it is answered `429 CONCURRENCY_LIMITED` and its connection closed. 0: a quarter
+    /// of `max_connections`, so no tenant can take every connection from the others.
+    pub max_connections_per_tenant: usize,
     /// How long a request head may take: from the accept for a connection's first request,
     /// from its first byte for later ones. A head cut short is answered `408`.
     pub header_read_timeout: Duration,
@@ -52,6 +66,7 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_connections: 4096,
+            max_connections_per_tenant: 0,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
@@ -94,6 +109,7 @@ where
         max_header_bytes: limits.max_header_bytes,
     };
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_tenant = TenantConnections::new(per_tenant_cap(&limits));
     let refusals = Arc::new(Semaphore::new(REFUSAL_SLOTS));
     let (stop_tx, stop_rx) = watch::channel(false);
     // Owns every connection task: dropping it (the shutdown timeout) aborts them all.
@@ -136,6 +152,7 @@ where
                     socket,
                     stop_rx.clone(),
                     permit,
+                    per_tenant.connection(),
                 ));
             }
             Err(_) => {
@@ -277,6 +294,7 @@ async fn serve_connection(
     limits: SocketLimits,
     mut stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
+    tenant: Arc<ConnectionTenant>,
 ) {
     let _open = crate::metrics::connection_opened();
     // Responses are written whole; waiting to coalesce them only adds latency.
@@ -289,6 +307,7 @@ async fn serve_connection(
         app,
         peer,
         tracker: Arc::clone(&tracker),
+        tenant,
     };
     let conn = http.serve_connection(io, service);
     tokio::pin!(conn);
@@ -314,11 +333,13 @@ async fn serve_connection(
 }
 
 /// The router as hyper's per-connection service: adds the client address (audit rows name
-/// it) and tells the socket when a request is being served.
+/// it) and the connection's place in its tenant's connection budget, tells the socket when a
+/// request is being served, and closes the connection after a refusal by that budget.
 struct ConnService {
     app: Router,
     peer: SocketAddr,
     tracker: Arc<Tracker>,
+    tenant: Arc<ConnectionTenant>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -328,12 +349,19 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(ConnectInfo(self.peer));
+        req.extensions_mut().insert(Arc::clone(&self.tenant));
+        let tenant = Arc::clone(&self.tenant);
         let in_flight = self.tracker.begin();
         // The router is always ready (`poll_ready` is a no-op), so it can be called directly.
         let mut app = self.app.clone();
         let response = tower::Service::call(&mut app, req.map(Body::new));
         Box::pin(async move {
-            let response = response.await?;
+            let mut response = response.await?;
+            if tenant.must_close() {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok(response.map(|body| Tracked {
                 body,
                 in_flight: Some(in_flight),

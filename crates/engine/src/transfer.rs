@@ -280,9 +280,8 @@ impl Engine {
                     ..
                 } if n == 0 => {
                     if let Some(p) = &index_params {
-                        p.validate().map_err(|e| {
-                            EngineError::BadRequest(format!("import line 1: {e}"))
-                        })?;
+                        p.validate()
+                            .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
                     }
                     profile = TenantProfile {
                         display_name,

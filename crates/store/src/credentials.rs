@@ -239,8 +239,7 @@ impl CredentialStore<'_> {
         owner_of: impl Fn(&[u8]) -> Result<Option<TenantId>, E>,
     ) -> Result<usize, E> {
         self.store.write(|w| {
-            if w
-                .meta
+            if w.meta
                 .get(OWNERS_COMPLETE)
                 .map_err(StoreError::from)?
                 .is_some()
@@ -390,7 +389,10 @@ mod tests {
             })
             .unwrap();
         // The first start gives the row an owner (here: the server) and indexes it.
-        assert_eq!(creds.upgrade_legacy(|_| Ok::<_, StoreError>(None)).unwrap(), 1);
+        assert_eq!(
+            creds.upgrade_legacy(|_| Ok::<_, StoreError>(None)).unwrap(),
+            1
+        );
         assert_eq!(ids(creds.operator_credentials().unwrap()), ["old"]);
         // A row without an owner written behind the store's back is no longer looked for:
         // only the store writes rows, always with an owner.
@@ -400,6 +402,9 @@ mod tests {
                 Ok::<_, StoreError>(())
             })
             .unwrap();
-        assert_eq!(creds.upgrade_legacy(|_| Ok::<_, StoreError>(None)).unwrap(), 0);
+        assert_eq!(
+            creds.upgrade_legacy(|_| Ok::<_, StoreError>(None)).unwrap(),
+            0
+        );
     }
 }

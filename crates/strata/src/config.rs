@@ -118,6 +118,10 @@ pub struct ServerConfig {
     /// Connections served at once; one more is answered 503 OVERLOADED and closed. 0 derives
     /// the cap from the file descriptor limit (at most 4096).
     pub max_connections: usize,
+    /// Connections one tenant may hold at once (counted from each connection's first request
+    /// as that tenant); past it, 429 CONCURRENCY_LIMITED and the connection is closed. 0 means
+    /// a quarter of `max_connections`.
+    pub max_connections_per_tenant: usize,
     /// Seconds a request head may take (from the accept, or from its first byte on a
     /// keep-alive connection); a head cut short is answered 408.
     pub header_read_timeout_secs: u64,
@@ -150,6 +154,7 @@ impl Default for ServerConfig {
             max_queue: strata_api::PoolConfig::default().max_queue,
             max_queue_per_tenant: strata_api::PoolConfig::default().max_queue_per_tenant,
             max_connections: 0,
+            max_connections_per_tenant: 0,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
             body_min_bytes_per_sec: strata_api::ApiConfig::default().body_min_bytes_per_sec,

@@ -100,6 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     let limits = strata_api::ServerLimits {
         max_connections: connection_cap(config.server.max_connections, fd_limit()),
+        max_connections_per_tenant: config.server.max_connections_per_tenant,
         header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
         idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
         write_timeout: Duration::from_secs(config.server.write_timeout_secs),

@@ -251,6 +251,69 @@ fn the_connection_cap_refuses_clearly_and_recovers() {
     }
 }
 
+/// `GET path` with a bearer key on an open connection.
+fn get_as(s: &mut TcpStream, path: &str, key: &str) -> Option<Answer> {
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    read_answer(s)
+}
+
+#[test]
+fn one_tenant_cannot_take_every_connection_from_the_others() {
+    let server = Server::start_with(&[
+        ("STRATA__SERVER__MAX_CONNECTIONS", "12"),
+        ("STRATA__SERVER__MAX_CONNECTIONS_PER_TENANT", "3"),
+    ]);
+    server.tenant("flood");
+    server.tenant("calm");
+    let flood = server.key("flood", json!({"permissions": ["read", "write"]}));
+    let calm = server.key("calm", json!({"permissions": ["read", "write"]}));
+    let collections = "/v1/collections";
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = connect(&server);
+            assert_eq!(
+                get_as(&mut s, collections, &flood).map(|a| a.status),
+                Some(200)
+            );
+            s
+        })
+        .collect();
+
+    // A fourth connection of the same tenant is refused by its budget, and closed.
+    let mut over = connect(&server);
+    let answer = get_as(&mut over, collections, &flood).expect("the refusal is an answer");
+    answer.assert_error(429, "CONCURRENCY_LIMITED");
+    assert!(answer.closes(), "{answer:?}");
+    assert!(closed_within(&mut over, Duration::from_secs(3)));
+
+    // Another tenant connects and is served meanwhile; the flooding tenant's own connections
+    // keep working.
+    let mut other = connect(&server);
+    assert_eq!(
+        get_as(&mut other, collections, &calm).map(|a| a.status),
+        Some(200)
+    );
+    assert_eq!(
+        get_as(&mut held[0], collections, &flood).map(|a| a.status),
+        Some(200)
+    );
+
+    // Closing one gives the tenant its slot back.
+    held.truncate(2);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut s = connect(&server);
+        match get_as(&mut s, collections, &flood) {
+            Some(a) if a.status == 200 => break,
+            other => assert!(Instant::now() < deadline, "no recovery: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn early_refusals_keep_the_connection_usable_or_say_close() {
     let server = Server::start_with(&[("STRATA__SERVER__MAX_BODY_BYTES", "4096")]);

@@ -1,0 +1,207 @@
+//! Each tenant's share of the server's connections.
+//!
+//! The server's cap on open connections (`server.max_connections`) is one pool for everyone:
+//! without a per-tenant budget, one tenant opening connections until the cap is reached would
+//! leave every other tenant's new connections refused. A connection cannot be told apart at
+//! accept time (nothing is authenticated yet), so it is counted against a tenant from its
+//! first request that authenticates as that tenant, until it closes. A request that would take
+//! a tenant past its budget is refused (`429 CONCURRENCY_LIMITED`) and its connection closed
+//! after the answer, which gives the slot back to the server at once.
+//!
+//! A connection that serves several tenants (a proxy's) counts for the tenant of its latest
+//! request. Operator requests count for nobody.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use strata_store::TenantKey;
+
+/// How many connections each tenant holds, against one budget for all tenants.
+#[derive(Debug)]
+pub(crate) struct TenantConnections {
+    max_per_tenant: usize,
+    open: Mutex<HashMap<TenantKey, usize>>,
+}
+
+/// A refusal: the tenant holds `open` connections and may hold `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OverBudget {
+    pub open: usize,
+    pub max: usize,
+}
+
+impl TenantConnections {
+    pub(crate) fn new(max_per_tenant: usize) -> Arc<Self> {
+        Arc::new(TenantConnections {
+            max_per_tenant: max_per_tenant.max(1),
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The handle of a new connection, counted for no tenant yet.
+    pub(crate) fn connection(self: &Arc<Self>) -> Arc<ConnectionTenant> {
+        Arc::new(ConnectionTenant {
+            budget: Arc::clone(self),
+            bound: Mutex::new(None),
+            close: AtomicBool::new(false),
+        })
+    }
+
+    #[cfg(test)]
+    fn open_of(&self, key: TenantKey) -> usize {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.get(&key).copied().unwrap_or(0)
+    }
+
+    fn release(&self, open: &mut HashMap<TenantKey, usize>, key: TenantKey) {
+        if let Some(n) = open.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                // Tenants that hold no connection keep no entry: the map stays as small as
+                // the set of tenants connected right now.
+                open.remove(&key);
+            }
+        }
+    }
+}
+
+/// One connection's place in its tenant's budget.
+#[derive(Debug)]
+pub(crate) struct ConnectionTenant {
+    budget: Arc<TenantConnections>,
+    bound: Mutex<Option<TenantKey>>,
+    /// Set by a refusal: the answer closes the connection.
+    close: AtomicBool,
+}
+
+impl ConnectionTenant {
+    /// Counts this connection for `key` (from its current tenant, if another). Refuses, and
+    /// marks the connection to be closed after the answer, when `key` holds its whole budget.
+    pub(crate) fn bind(&self, key: TenantKey) -> Result<(), OverBudget> {
+        let mut bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
+        if *bound == Some(key) {
+            return Ok(());
+        }
+        let mut open = self
+            .budget
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let held = open.get(&key).copied().unwrap_or(0);
+        if held >= self.budget.max_per_tenant {
+            self.close.store(true, Ordering::Relaxed);
+            return Err(OverBudget {
+                open: held,
+                max: self.budget.max_per_tenant,
+            });
+        }
+        if let Some(previous) = bound.take() {
+            self.budget.release(&mut open, previous);
+        }
+        *open.entry(key).or_insert(0) += 1;
+        *bound = Some(key);
+        Ok(())
+    }
+
+    /// Whether a refusal asked for this connection to be closed after its answer.
+    pub(crate) fn must_close(&self) -> bool {
+        self.close.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ConnectionTenant {
+    fn drop(&mut self) {
+        let bound = self.bound.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(key) = bound.take() {
+            let mut open = self
+                .budget
+                .open
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.budget.release(&mut open, key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(n: u64) -> TenantKey {
+        TenantKey::for_tests(n)
+    }
+
+    #[test]
+    fn a_tenant_past_its_budget_is_refused_and_others_are_not() {
+        let budget = TenantConnections::new(2);
+        let a1 = budget.connection();
+        let a2 = budget.connection();
+        let a3 = budget.connection();
+        let b1 = budget.connection();
+        assert_eq!(a1.bind(key(1)), Ok(()));
+        assert_eq!(a2.bind(key(1)), Ok(()));
+        assert_eq!(a3.bind(key(1)), Err(OverBudget { open: 2, max: 2 }));
+        assert!(a3.must_close());
+        assert!(!a1.must_close());
+        assert_eq!(b1.bind(key(2)), Ok(()));
+        // The same connection asking again costs nothing.
+        assert_eq!(a1.bind(key(1)), Ok(()));
+        drop(a1);
+        assert_eq!(budget.open_of(key(1)), 1);
+        let a4 = budget.connection();
+        assert_eq!(a4.bind(key(1)), Ok(()));
+    }
+
+    #[test]
+    fn a_connection_moves_to_the_tenant_of_its_latest_request() {
+        let budget = TenantConnections::new(1);
+        let c = budget.connection();
+        c.bind(key(1)).unwrap();
+        c.bind(key(2)).unwrap();
+        assert_eq!(budget.open_of(key(1)), 0);
+        assert_eq!(budget.open_of(key(2)), 1);
+        drop(c);
+        assert_eq!(budget.open_of(key(2)), 0);
+        assert!(budget.open.lock().unwrap().is_empty());
+    }
+
+    proptest! {
+        /// Against a model that knows each live connection's tenant: the counts always match
+        /// it, no tenant ever holds more than its budget, and a refusal happens exactly when
+        /// the tenant already holds its whole budget through other connections.
+        #[test]
+        fn counts_follow_the_live_connections(
+            max in 1usize..4,
+            ops in proptest::collection::vec((0usize..6, 0u64..3, any::<bool>()), 1..80),
+        ) {
+            let budget = TenantConnections::new(max);
+            let mut conns: Vec<Arc<ConnectionTenant>> = (0..6).map(|_| budget.connection()).collect();
+            let mut model: Vec<Option<u64>> = vec![None; 6];
+            for (slot, tenant, reconnect) in ops {
+                if reconnect {
+                    // The old connection closes; a new one takes its place.
+                    conns[slot] = budget.connection();
+                    model[slot] = None;
+                } else {
+                    let others = (0..6)
+                        .filter(|&i| i != slot && model[i] == Some(tenant))
+                        .count();
+                    let result = conns[slot].bind(key(tenant));
+                    if model[slot] == Some(tenant) || others < max {
+                        prop_assert!(result.is_ok());
+                        model[slot] = Some(tenant);
+                    } else {
+                        prop_assert_eq!(result, Err(OverBudget { open: others, max }));
+                    }
+                }
+                for t in 0..3 {
+                    let live = model.iter().filter(|b| **b == Some(t)).count();
+                    prop_assert_eq!(budget.open_of(key(t)), live);
+                    prop_assert!(live <= max);
+                }
+            }
+        }
+    }
+}
