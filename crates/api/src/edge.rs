@@ -247,6 +247,10 @@ impl FromRequestParts<AppState> for TenantAuth {
         }
         // After the tenant checks, so a mismatched or malformed request costs no tokens.
         let admitted = state.admit(&scope)?;
+        // Its body, if it has one, is counted against the tenant's share of body memory.
+        parts
+            .extensions
+            .insert(crate::tenant_bodies::BodyTenant(scope.key()));
         Ok(TenantAuth {
             scope,
             header_domain,

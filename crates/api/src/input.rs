@@ -13,6 +13,7 @@ use strata_auth::TenantScope;
 use strata_types::{Domain, MemoryScope, RequestScope, RunId, TokenSelector, UserMatch};
 
 use crate::edge::{TenantAuth, check_tenant};
+use crate::tenant_bodies::BodyTenant;
 use crate::{ApiError, AppState};
 
 /// A JSON object body. An empty body reads as `{}`.
@@ -44,6 +45,23 @@ impl FromRequest<AppState> for JsonBytes {
                 "body: larger than {max} bytes"
             )));
         }
+        // A tenant's bodies in memory stay within its budget: reserved before a byte is read
+        // (what it declares, or the largest allowed), trimmed once read, released with the
+        // bytes. Operator routes carry no tenant and are not counted.
+        let reservation = match req.extensions().get::<BodyTenant>() {
+            None => None,
+            Some(BodyTenant(key)) => {
+                let wanted = declared_length(req.headers()).unwrap_or(max as u64);
+                Some(state.bodies.reserve(*key, wanted).map_err(|o| {
+                    ApiError::ConcurrencyLimited(format!(
+                        "body: this tenant's request bodies in memory ({} bytes) and this one \
+                         ({} bytes) would pass its limit of {} bytes \
+                         (server.max_body_bytes_per_tenant); retry when its requests finish",
+                        o.held, o.wanted, o.max
+                    ))
+                })?)
+            }
+        };
         // `Bytes` honours the router's DefaultBodyLimit; only its rejection is re-dressed.
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -55,7 +73,10 @@ impl FromRequest<AppState> for JsonBytes {
                 ApiError::BadRequest(format!("body: {}", e.body_text()))
             }
         })?;
-        Ok(JsonBytes(bytes))
+        Ok(JsonBytes(match reservation {
+            Some(r) => r.attach(bytes),
+            None => bytes,
+        }))
     }
 }
 

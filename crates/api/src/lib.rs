@@ -48,6 +48,7 @@ mod security;
 mod server;
 mod shares;
 mod state;
+mod tenant_bodies;
 mod tenant_connections;
 mod transfer;
 

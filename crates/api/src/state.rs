@@ -10,12 +10,17 @@ use strata_engine::Engine;
 use crate::ApiError;
 use crate::admission::{Admitted, Gate, PoolConfig};
 use crate::metrics::{Metrics, MetricsConfig};
+use crate::tenant_bodies::TenantBodies;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// Largest request body accepted, in bytes; larger bodies get `413 PAYLOAD_TOO_LARGE`.
     pub max_body_bytes: usize,
+    /// Bytes of request bodies one tenant may hold in memory at once (see `tenant_bodies`);
+    /// a body past it is refused unread with `429 CONCURRENCY_LIMITED`. 0: four times
+    /// `max_body_bytes`; never less than `max_body_bytes`.
+    pub max_body_bytes_per_tenant: u64,
     /// Largest body of `POST /v1/admin/tenants/{id}/import`, in bytes. Separate from
     /// `max_body_bytes` because an import carries a whole tenant and is read as a stream.
     pub max_import_bytes: u64,
@@ -42,6 +47,7 @@ impl Default for ApiConfig {
         // A full batch of 1000 records with 384-dimensional vectors is ~4 MB of JSON.
         ApiConfig {
             max_body_bytes: 16 * 1024 * 1024,
+            max_body_bytes_per_tenant: 0,
             max_import_bytes: 1024 * 1024 * 1024,
             retention_secs: 7 * 24 * 3600,
             pool: PoolConfig::default(),
@@ -62,6 +68,8 @@ pub struct AppState {
     /// Live figures for `/metrics`, the dashboard and `GET /v1/stats`.
     pub metrics: Arc<Metrics>,
     gate: Arc<Gate>,
+    /// Each tenant's bodies in memory, against `max_body_bytes_per_tenant`.
+    pub(crate) bodies: Arc<TenantBodies>,
     ready: Arc<AtomicBool>,
 }
 
@@ -73,7 +81,13 @@ impl AppState {
         config: ApiConfig,
     ) -> std::io::Result<Self> {
         let metrics = Arc::new(Metrics::default());
+        let max_body = config.max_body_bytes as u64;
+        let per_tenant = match config.max_body_bytes_per_tenant {
+            0 => max_body.saturating_mul(4),
+            n => n,
+        };
         Ok(AppState {
+            bodies: TenantBodies::new(per_tenant, max_body),
             engine,
             auth,
             gate: Arc::new(Gate::new(config.pool, Arc::clone(&metrics))?),

@@ -100,6 +100,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Bytes of request bodies one tenant may hold in memory at once; a body past it is
+    /// refused unread with 429 CONCURRENCY_LIMITED. 0 means four times `max_body_bytes`.
+    pub max_body_bytes_per_tenant: u64,
     /// How long shutdown waits for in-flight requests before dropping them.
     pub shutdown_timeout_secs: u64,
     /// Largest tenant import body, in bytes (imports are streamed, not buffered).
@@ -146,6 +149,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:7700".into(),
             data_dir: PathBuf::from("./data"),
             max_body_bytes: strata_api::ApiConfig::default().max_body_bytes,
+            max_body_bytes_per_tenant: 0,
             shutdown_timeout_secs: 30,
             max_import_bytes: strata_api::ApiConfig::default().max_import_bytes,
             retention_secs: strata_api::ApiConfig::default().retention_secs,

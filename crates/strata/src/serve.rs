@@ -59,6 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         auth,
         ApiConfig {
             max_body_bytes: config.server.max_body_bytes,
+            max_body_bytes_per_tenant: config.server.max_body_bytes_per_tenant,
             max_import_bytes: config.server.max_import_bytes,
             retention_secs: config.server.retention_secs,
             pool: strata_api::PoolConfig {

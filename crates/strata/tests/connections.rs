@@ -315,6 +315,53 @@ fn one_tenant_cannot_take_every_connection_from_the_others() {
 }
 
 #[test]
+fn one_tenant_s_bodies_in_memory_stay_within_its_budget() {
+    let server = Server::start_with(&[
+        ("STRATA__SERVER__MAX_BODY_BYTES", "4096"),
+        ("STRATA__SERVER__MAX_BODY_BYTES_PER_TENANT", "8192"),
+    ]);
+    server.tenant("flood");
+    server.tenant("calm");
+    let flood = server.key("flood", json!({"permissions": ["read", "write"]}));
+    let calm = server.key("calm", json!({"permissions": ["read", "write"]}));
+    let search = "/v1/search";
+    // Two bodies of 4,000 bytes announced and not yet sent hold 8,000 of the tenant's 8,192.
+    let mut pending: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = connect(&server);
+            s.write_all(post_head(search, Some(&flood), 4000).as_bytes())
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A third is refused from its headers, before its body is read.
+    let mut third = connect(&server);
+    third
+        .write_all(post_head(search, Some(&flood), 4000).as_bytes())
+        .unwrap();
+    let answer = read_answer(&mut third).expect("the refusal is an answer");
+    answer.assert_error(429, "CONCURRENCY_LIMITED");
+    // Another tenant's body is not counted against it.
+    let body = json!({"query": "tea", "k": 1}).to_string();
+    let mut other = connect(&server);
+    other
+        .write_all(format!("{}{body}", post_head(search, Some(&calm), body.len())).as_bytes())
+        .unwrap();
+    assert_eq!(read_answer(&mut other).map(|a| a.status), Some(200));
+    // Once a pending body arrives and is answered, its bytes are given back.
+    let padded = format!("{body:<4000}");
+    pending[0].write_all(padded.as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut pending[0]).map(|a| a.status), Some(200));
+    let mut fourth = connect(&server);
+    fourth
+        .write_all(format!("{}{body}", post_head(search, Some(&flood), body.len())).as_bytes())
+        .unwrap();
+    assert_eq!(read_answer(&mut fourth).map(|a| a.status), Some(200));
+    drop(pending);
+}
+
+#[test]
 fn early_refusals_keep_the_connection_usable_or_say_close() {
     let server = Server::start_with(&[("STRATA__SERVER__MAX_BODY_BYTES", "4096")]);
     server.tenant("acme");
