@@ -1104,3 +1104,30 @@ fn bounded_range<'a>(
         })
         .take_while(move |e| e.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Callers may leave a write's durability to the next synced commit (the audit rows of
+    /// reads); a clean close must then still keep it (redb persists at close).
+    #[test]
+    fn a_write_nobody_waited_on_is_durable_once_the_store_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("main.redb");
+        let t = TenantKey::from_raw(7);
+        {
+            let store = Store::open(&path).unwrap();
+            assert!(store.grouped(), "group commit is the default");
+            let ((), _not_awaited) = store
+                .write_pending(|w| w.put_blob(t, "note", b"kept"))
+                .unwrap();
+        }
+        // Reopened from the file alone: what the close synced is all there is.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.read().unwrap().blob(t, "note").unwrap().as_deref(),
+            Some(&b"kept"[..])
+        );
+    }
+}
