@@ -14,6 +14,7 @@ use strata_store::TenantKey;
 
 use crate::ApiError;
 use crate::metrics::{Metrics, Queued, TenantSeries, thread_cpu_time};
+use crate::tenant_bodies::BodySlot;
 
 /// Settings of the shared worker pool.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,9 @@ pub struct Admitted {
     /// Whose integrity state its queue depth and wait feed (`Engine::observe_queue`).
     scope: TenantScope,
     _permit: Option<Permit<TenantKey>>,
+    /// The request body's share of the tenant's body budget (`tenant_bodies`), given back
+    /// when the request's admission ends.
+    pub(crate) body: BodySlot,
 }
 
 impl Gate {
@@ -125,6 +129,7 @@ impl Gate {
             series: self.metrics.tenant(scope.key(), scope.tenant()),
             scope: scope.clone(),
             _permit: permit,
+            body: BodySlot::default(),
         })
     }
 
@@ -142,6 +147,7 @@ impl Gate {
             series: self.metrics.tenant(scope.key(), scope.tenant()),
             scope: scope.clone(),
             _permit: None,
+            body: BodySlot::default(),
         })
     }
 
@@ -243,6 +249,7 @@ mod tests {
             series: gate.metrics.tenant(meta.key, &id),
             scope,
             _permit: None,
+            body: BodySlot::default(),
         }
     }
 

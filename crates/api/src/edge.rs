@@ -247,10 +247,12 @@ impl FromRequestParts<AppState> for TenantAuth {
         }
         // After the tenant checks, so a mismatched or malformed request costs no tokens.
         let admitted = state.admit(&scope)?;
-        // Its body, if it has one, is counted against the tenant's share of body memory.
-        parts
-            .extensions
-            .insert(crate::tenant_bodies::BodyTenant(scope.key()));
+        // Its body, if it has one, is counted against the tenant's share of body memory for as
+        // long as the admission lives (the whole handler).
+        parts.extensions.insert(crate::tenant_bodies::BodyTenant {
+            key: scope.key(),
+            slot: std::sync::Arc::clone(&admitted.body),
+        });
         Ok(TenantAuth {
             scope,
             header_domain,

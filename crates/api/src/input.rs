@@ -13,7 +13,7 @@ use strata_auth::TenantScope;
 use strata_types::{Domain, MemoryScope, RequestScope, RunId, TokenSelector, UserMatch};
 
 use crate::edge::{TenantAuth, check_tenant};
-use crate::tenant_bodies::BodyTenant;
+use crate::tenant_bodies::{BodyTenant, Reservation};
 use crate::{ApiError, AppState};
 
 /// A JSON object body. An empty body reads as `{}`.
@@ -45,23 +45,13 @@ impl FromRequest<AppState> for JsonBytes {
                 "body: larger than {max} bytes"
             )));
         }
-        // A tenant's bodies in memory stay within its budget: reserved before a byte is read
-        // (what it declares, or the largest allowed), trimmed once read, released with the
-        // bytes. Operator routes carry no tenant and are not counted.
-        let reservation = match req.extensions().get::<BodyTenant>() {
-            None => None,
-            Some(BodyTenant(key)) => {
-                let wanted = declared_length(req.headers()).unwrap_or(max as u64);
-                Some(state.bodies.reserve(*key, wanted).map_err(|o| {
-                    ApiError::ConcurrencyLimited(format!(
-                        "body: this tenant's request bodies in memory ({} bytes) and this one \
-                         ({} bytes) would pass its limit of {} bytes \
-                         (server.max_body_bytes_per_tenant); retry when its requests finish",
-                        o.held, o.wanted, o.max
-                    ))
-                })?)
-            }
-        };
+        // A tenant's bodies in memory stay within its budget (`tenant_bodies`): one of known
+        // length is reserved before a byte is read. Operator routes carry no tenant.
+        let tenant = req.extensions().get::<BodyTenant>().cloned();
+        let known = axum::body::HttpBody::size_hint(req.body()).exact();
+        if let (Some(t), Some(len)) = (&tenant, known) {
+            t.hold(reserve(state, t, len)?);
+        }
         // `Bytes` honours the router's DefaultBodyLimit; only its rejection is re-dressed.
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -73,11 +63,27 @@ impl FromRequest<AppState> for JsonBytes {
                 ApiError::BadRequest(format!("body: {}", e.body_text()))
             }
         })?;
-        Ok(JsonBytes(match reservation {
-            Some(r) => r.attach(bytes),
-            None => bytes,
-        }))
+        if let Some(t) = &tenant {
+            match known {
+                Some(_) => t.shrink_to(bytes.len() as u64),
+                // A chunked body: counted now that its length is known.
+                None => t.hold(reserve(state, t, bytes.len() as u64)?),
+            }
+        }
+        Ok(JsonBytes(bytes))
     }
+}
+
+/// Reserves `bytes` of the tenant's body budget, or refuses the request.
+fn reserve(state: &AppState, t: &BodyTenant, bytes: u64) -> Result<Reservation, ApiError> {
+    state.bodies.reserve(t.key, bytes).map_err(|o| {
+        ApiError::ConcurrencyLimited(format!(
+            "body: this tenant's request bodies in progress ({} bytes) and this one ({} bytes) \
+             would pass its limit of {} bytes (server.max_body_bytes_per_tenant); retry when \
+             its requests finish",
+            o.held, o.wanted, o.max
+        ))
+    })
 }
 
 /// Parses a body as a JSON object; an empty body reads as `{}`.

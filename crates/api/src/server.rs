@@ -34,14 +34,6 @@ use crate::conn_io::{GuardedIo, InFlight, SocketLimits, Tracker};
 use crate::edge::new_request_id;
 use crate::tenant_connections::{ConnectionTenant, TenantConnections};
 
-/// The per-tenant connection budget of `limits` (see [`ServerLimits::max_connections_per_tenant`]).
-fn per_tenant_cap(limits: &ServerLimits) -> usize {
-    match limits.max_connections_per_tenant {
-        0 => (limits.max_connections / 4).max(1),
-        n => n,
-    }
-}
-
 /// Limits of the connections [`serve`] keeps.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
@@ -49,7 +41,8 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// Connections one tenant may hold (counted from its first request on each); a request
     /// past it is answered `429 CONCURRENCY_LIMITED` and its connection closed. 0: a quarter
-    /// of `max_connections`, so no tenant can take every connection from the others.
+    /// of `max_connections`, binding only while fewer than a quarter of them are free, so no
+    /// tenant can take every connection from the others yet one alone may use them all.
     pub max_connections_per_tenant: usize,
     /// How long a request head may take: from the accept for a connection's first request,
     /// from its first byte for later ones. A head cut short is answered `408`.
@@ -109,7 +102,14 @@ where
         max_header_bytes: limits.max_header_bytes,
     };
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let per_tenant = TenantConnections::new(per_tenant_cap(&limits));
+    let per_tenant = match limits.max_connections_per_tenant {
+        0 => TenantConnections::under_pressure(
+            (limits.max_connections / 4).max(1),
+            Arc::clone(&permits),
+            limits.max_connections / 4,
+        ),
+        n => TenantConnections::new(n),
+    };
     let refusals = Arc::new(Semaphore::new(REFUSAL_SLOTS));
     let (stop_tx, stop_rx) = watch::channel(false);
     // Owns every connection task: dropping it (the shutdown timeout) aborts them all.

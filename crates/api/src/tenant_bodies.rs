@@ -1,23 +1,50 @@
 //! Each tenant's share of the memory that request bodies take.
 //!
-//! A body is read whole (up to `max_body_bytes`) before its handler parses it, and held until
-//! the handler is done with it. Without a per-tenant budget, one tenant sending many large
-//! bodies at once (on as many connections as it may hold) could fill the server's memory with
-//! them. So a tenant's bodies in memory, together, stay within
-//! `max_body_bytes_per_tenant`: a body is reserved before it is read (its declared length, or
-//! the largest allowed when it declares none, trimmed to its real size once read) and released
-//! when the last reference to its bytes is dropped. A body that does not fit is refused from
-//! its headers, unread (`429 CONCURRENCY_LIMITED`).
+//! A body is read whole (up to `max_body_bytes`) before its handler parses it, and it and what
+//! is parsed from it are held until the handler is done. Without a per-tenant budget, one
+//! tenant sending many large bodies at once (on as many connections as it may hold) could fill
+//! the server's memory with them. So the bodies of a tenant's requests in progress, together,
+//! stay within `max_body_bytes_per_tenant`: a body of known length (`Content-Length`, or none)
+//! is reserved before a byte of it is read and refused from its headers, unread, when it does
+//! not fit (`429 CONCURRENCY_LIMITED`); a chunked body, whose length is known only once read,
+//! is counted then (each is still bounded by `max_body_bytes` while it arrives). The
+//! reservation is held by the request's admission ([`crate::admission::Admitted`]) and given
+//! back when the handler ends.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::body::Bytes;
 use strata_store::TenantKey;
 
-/// The tenant a request's body is counted for, put in the request by authentication.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BodyTenant(pub TenantKey);
+/// Where a request's body reservation is kept while the request is handled.
+pub(crate) type BodySlot = Arc<Mutex<Option<Reservation>>>;
+
+/// The tenant a request's body is counted for and the slot of its admission that holds the
+/// reservation; put in the request by authentication.
+#[derive(Debug, Clone)]
+pub(crate) struct BodyTenant {
+    pub key: TenantKey,
+    pub slot: BodySlot,
+}
+
+impl BodyTenant {
+    /// Keeps `r` until the request's admission ends.
+    pub(crate) fn hold(&self, r: Reservation) {
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+    }
+
+    /// Trims the reservation held to what the body turned out to be.
+    pub(crate) fn shrink_to(&self, bytes: u64) {
+        if let Some(r) = self
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            r.shrink_to(bytes);
+        }
+    }
+}
 
 /// Bytes of bodies each tenant holds, against one budget for all tenants.
 #[derive(Debug)]
@@ -99,32 +126,11 @@ impl Reservation {
             self.bytes = bytes;
         }
     }
-
-    /// `body`, holding this reservation until every clone of the returned bytes is dropped.
-    pub(crate) fn attach(mut self, body: Bytes) -> Bytes {
-        self.shrink_to(body.len() as u64);
-        Bytes::from_owner(Held {
-            body,
-            _reservation: self,
-        })
-    }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.give_back(self.key, self.bytes);
-    }
-}
-
-/// A body with its reservation, as the owner of the bytes handlers see.
-struct Held {
-    body: Bytes,
-    _reservation: Reservation,
-}
-
-impl AsRef<[u8]> for Held {
-    fn as_ref(&self) -> &[u8] {
-        &self.body
     }
 }
 
@@ -138,7 +144,7 @@ mod tests {
     }
 
     #[test]
-    fn a_body_holds_its_bytes_until_its_last_clone_is_dropped() {
+    fn a_body_holds_its_bytes_until_its_request_ends() {
         let budget = TenantBodies::new(100, 10);
         let mut r = budget.reserve(key(1), 60).unwrap();
         assert_eq!(
@@ -153,13 +159,17 @@ mod tests {
         let other = budget.reserve(key(2), 100).unwrap();
         r.shrink_to(30);
         assert_eq!(budget.held_by(key(1)), 30);
-        let body = r.attach(Bytes::from(vec![7u8; 20]));
+        let request = BodyTenant {
+            key: key(1),
+            slot: BodySlot::default(),
+        };
+        let admission = Arc::clone(&request.slot);
+        request.hold(r);
+        request.shrink_to(20);
         assert_eq!(budget.held_by(key(1)), 20);
-        assert_eq!(&body[..3], &[7, 7, 7]);
-        let clone = body.slice(1..4);
-        drop(body);
-        assert_eq!(budget.held_by(key(1)), 20);
-        drop(clone);
+        drop(request);
+        assert_eq!(budget.held_by(key(1)), 20, "the admission still holds it");
+        drop(admission);
         assert_eq!(budget.held_by(key(1)), 0);
         drop(other);
         assert!(budget.held.lock().unwrap().is_empty());

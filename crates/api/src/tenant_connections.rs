@@ -10,17 +10,26 @@
 //!
 //! A connection that serves several tenants (a proxy's) counts for the tenant of its latest
 //! request. Operator requests count for nobody.
+//!
+//! By default (`max_connections_per_tenant = 0`) the budget is a quarter of the cap and binds
+//! only under pressure: while a quarter of the server's connections or more are free, a
+//! tenant may hold more (a server with one busy tenant serves it with every connection). A
+//! budget set explicitly always binds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use strata_store::TenantKey;
+use tokio::sync::Semaphore;
 
 /// How many connections each tenant holds, against one budget for all tenants.
 #[derive(Debug)]
 pub(crate) struct TenantConnections {
     max_per_tenant: usize,
+    /// For a budget that binds only under pressure: the server's free connection slots, and
+    /// how few of them is pressure.
+    pressure: Option<(Arc<Semaphore>, usize)>,
     open: Mutex<HashMap<TenantKey, usize>>,
 }
 
@@ -32,11 +41,33 @@ pub(crate) struct OverBudget {
 }
 
 impl TenantConnections {
+    /// A budget that always binds.
     pub(crate) fn new(max_per_tenant: usize) -> Arc<Self> {
         Arc::new(TenantConnections {
             max_per_tenant: max_per_tenant.max(1),
+            pressure: None,
             open: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A budget that binds only while `free` has at most `low` permits left.
+    pub(crate) fn under_pressure(
+        max_per_tenant: usize,
+        free: Arc<Semaphore>,
+        low: usize,
+    ) -> Arc<Self> {
+        Arc::new(TenantConnections {
+            max_per_tenant: max_per_tenant.max(1),
+            pressure: Some((free, low)),
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn binds(&self) -> bool {
+        match &self.pressure {
+            None => true,
+            Some((free, low)) => free.available_permits() <= *low,
+        }
     }
 
     /// The handle of a new connection, counted for no tenant yet.
@@ -89,7 +120,7 @@ impl ConnectionTenant {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let held = open.get(&key).copied().unwrap_or(0);
-        if held >= self.budget.max_per_tenant {
+        if held >= self.budget.max_per_tenant && self.budget.binds() {
             self.close.store(true, Ordering::Relaxed);
             return Err(OverBudget {
                 open: held,
@@ -152,6 +183,23 @@ mod tests {
         assert_eq!(budget.open_of(key(1)), 1);
         let a4 = budget.connection();
         assert_eq!(a4.bind(key(1)), Ok(()));
+    }
+
+    #[test]
+    fn the_default_budget_binds_only_while_few_connections_are_free() {
+        let free = Arc::new(Semaphore::new(8));
+        let budget = TenantConnections::under_pressure(1, Arc::clone(&free), 2);
+        let a1 = budget.connection();
+        let a2 = budget.connection();
+        a1.bind(key(1)).unwrap();
+        // Six of eight slots free: no pressure, the tenant may take more than its share.
+        let _held = free.try_acquire_many(2).unwrap();
+        assert_eq!(a2.bind(key(1)), Ok(()));
+        // Two free: the budget binds.
+        let _more = free.try_acquire_many(4).unwrap();
+        let a3 = budget.connection();
+        assert_eq!(a3.bind(key(1)), Err(OverBudget { open: 2, max: 1 }));
+        assert_eq!(budget.connection().bind(key(2)), Ok(()));
     }
 
     #[test]

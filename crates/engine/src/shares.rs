@@ -25,12 +25,20 @@ use strata_types::{
     SearchRequest, SharedSelector, TenantId, now_millis,
 };
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::audit::{self, tenant_event};
 use crate::lifecycle::{TenantProfile, TenantStatus};
 use crate::search::search_collection;
 use crate::tenants::check_live;
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
+
+/// See [`Engine::audit_shared_reads`]: one shared read in this many waits for its rows' sync.
+const SHARED_READ_SYNC_EVERY: u64 = 64;
+/// Shared reads audited by this process (one count for every engine in it, which only makes
+/// syncs more frequent).
+static SHARED_READS: AtomicU64 = AtomicU64::new(0);
 
 const OUT_PREFIX: &str = "share:out:";
 const IN_PREFIX: &str = "share:in:";
@@ -495,17 +503,19 @@ impl Engine {
     /// One row in the grantee's log listing what it used, and one per owner saying who read
     /// its shared domain and how many hits it got.
     ///
-    /// Committed, visible at once, but not waited on to be durable: a read acknowledges no
-    /// write, so it need not pay for an fsync of its own (it took a search across a grant
-    /// from 0.5 to 8 ms on a busy disk). The rows become durable with the next synced commit
-    /// of any write, or at a clean close; a crash can lose the read rows of the last moments,
-    /// never a mutation's.
+    /// Committed, visible at once, but mostly not waited on to be durable: a read
+    /// acknowledges no write, so it need not pay for an fsync of its own (it took a search
+    /// across a grant from 0.5 to 8 ms on a busy disk). The rows become durable with the next
+    /// synced commit of any write, or at a clean close; a crash can lose the read rows of the
+    /// last moments, never a mutation's. Every [`SHARED_READ_SYNC_EVERY`]th read waits for
+    /// its sync, so on a server that only reads the unsynced rows (and what the storage
+    /// engine keeps in memory for unsynced commits) stay bounded.
     fn audit_shared_reads(
         &self,
         scope: &TenantScope,
         reads: &[(&SharedDomain, usize)],
     ) -> Result<(), EngineError> {
-        let ((), _not_awaited) = self.store.write_pending(|w| {
+        let ((), pending) = self.store.write_pending(|w| {
             let used: Vec<serde_json::Value> = reads
                 .iter()
                 .map(|(g, n)| {
@@ -533,6 +543,9 @@ impl Engine {
             }
             Ok::<_, EngineError>(())
         })?;
+        if SHARED_READS.fetch_add(1, Ordering::Relaxed) % SHARED_READ_SYNC_EVERY == 0 {
+            pending.wait_durable()?;
+        }
         Ok(())
     }
 }

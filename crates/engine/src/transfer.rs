@@ -180,7 +180,15 @@ impl Engine {
                     let mut meta = w
                         .tenant(id)?
                         .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
-                    meta.profile = profile.to_map();
+                    // The level and graph parameters are the ones stored now (set by the
+                    // migration above), whatever else happened to the tenant meanwhile.
+                    let stored = TenantProfile::of(&meta)?;
+                    meta.profile = TenantProfile {
+                        isolation: stored.isolation,
+                        index_params: stored.index_params,
+                        ..profile
+                    }
+                    .to_map();
                     w.put_tenant(&meta)?;
                     crate::audit::append(
                         w,

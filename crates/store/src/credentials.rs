@@ -153,9 +153,15 @@ impl CredentialStore<'_> {
     }
 
     /// Stores a new credential for `owner`, in one transaction with the check that the tenant
-    /// exists. Returns `Ok(false)`, storing nothing, when it does not.
+    /// exists. Returns `Ok(false)`, storing nothing, when it does not. An id already stored is
+    /// an error: a credential is never overwritten by another.
     pub fn insert(&self, id: &str, owner: Owner<'_>, body: &[u8]) -> Result<bool, StoreError> {
         self.store.write(|w| {
+            if w.credentials.get(id)?.is_some() {
+                return Err(StoreError::Engine(format!(
+                    "credential id {id} is already taken"
+                )));
+            }
             let key = match owner {
                 Owner::Server => TenantKey::SERVER,
                 Owner::Tenant(t) => match w.tenant(t)? {
@@ -331,6 +337,9 @@ mod tests {
         assert!(creds.insert("op1", Owner::Server, b"{}").unwrap());
         assert!(creds.insert("t1", Owner::Tenant(&acme), b"{}").unwrap());
         assert!(creds.insert("op2", Owner::Server, b"{}").unwrap());
+        assert_eq!(ids(creds.operator_credentials().unwrap()), ["op1", "op2"]);
+        // An id is never reused for another credential.
+        assert!(creds.insert("t1", Owner::Server, b"{}").is_err());
         assert_eq!(ids(creds.operator_credentials().unwrap()), ["op1", "op2"]);
     }
 

@@ -851,8 +851,18 @@ impl<'txn> Writer<'txn> {
             }
         };
         for id in owned {
-            self.credentials.remove(id.as_str())?;
             crate::credentials::unindex_owner(&mut self.meta, meta.key, &id)?;
+            // The row is what counts: an index entry that outlived its row, or a row that
+            // belongs to someone else, removes nothing.
+            let row = self
+                .credentials
+                .get(id.as_str())?
+                .map(|v| v.value().to_vec());
+            if let Some(row) = row
+                && crate::credentials::decode_row(&row)?.owner == Some(meta.key)
+            {
+                self.credentials.remove(id.as_str())?;
+            }
         }
         if self.in_own_file(meta.key) {
             return Ok(());

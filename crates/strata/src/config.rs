@@ -123,7 +123,7 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Connections one tenant may hold at once (counted from each connection's first request
     /// as that tenant); past it, 429 CONCURRENCY_LIMITED and the connection is closed. 0 means
-    /// a quarter of `max_connections`.
+    /// a quarter of `max_connections`, enforced only while fewer than a quarter are free.
     pub max_connections_per_tenant: usize,
     /// Seconds a request head may take (from the accept, or from its first byte on a
     /// keep-alive connection); a head cut short is answered 408.
