@@ -87,30 +87,32 @@ fn visibility(d: u8, run: Option<u8>, scope: Option<u8>, tokens: Option<&[u8]>) 
     vis
 }
 
-/// The model: live records in the request's domain, run and scope whose tokens are empty or
-/// meet the request's.
-fn model(ci: &CollectionIndex, vis: &Visibility) -> RoaringBitmap {
-    ci.live
-        .iter()
-        .filter(|s| {
-            let d = ci.docs[*s as usize].as_ref().unwrap();
+/// The model: records still present (record `i` sits in slot `i`, since every record is
+/// placed before any is removed) in the request's domain, run and scope whose tokens are
+/// empty or meet the request's. Computed from the shapes alone, not from the index.
+fn model(shapes: &[Shape], removed: &[usize], vis: &Visibility) -> RoaringBitmap {
+    (0..shapes.len())
+        .filter(|i| !removed.contains(i))
+        .filter(|&i| {
+            let r = record(i, &shapes[i]);
             let principals = match &vis.principals {
                 Principals::All => true,
                 Principals::Set(set, _) => {
-                    d.user_tokens.is_empty() || d.user_tokens.iter().any(|t| set.contains(t))
+                    r.user_tokens.is_empty() || r.user_tokens.iter().any(|t| set.contains(t))
                 }
             };
-            d.memory_domain == vis.domain
+            r.memory_domain == vis.domain
                 && vis
                     .run_id
                     .as_ref()
-                    .is_none_or(|r| d.run_id.as_ref() == Some(r))
+                    .is_none_or(|x| r.run_id.as_ref() == Some(x))
                 && vis
                     .memory_scope
                     .as_ref()
-                    .is_none_or(|m| d.memory_scope.as_ref() == Some(m))
+                    .is_none_or(|m| r.memory_scope.as_ref() == Some(m))
                 && principals
         })
+        .map(|i| i as u32)
         .collect()
 }
 
@@ -194,10 +196,11 @@ proptest! {
     ) {
         let ci = index(&shapes, &removed);
         let vis = visibility(d, run, scope, tokens.as_deref());
+        let expected = model(&shapes, &removed, &vis);
         let c = scope_candidates(&ci, &vis);
-        prop_assert_eq!(c.bitmap(&ci), &model(&ci, &vis));
+        prop_assert_eq!(c.bitmap(&ci), &expected);
         if matches!(c, Candidates::All) {
-            prop_assert_eq!(&ci.live, &model(&ci, &vis));
+            prop_assert_eq!(&ci.live, &expected);
         }
     }
 }
