@@ -87,7 +87,9 @@ impl TenantProfile {
     /// The profile of a registry entry. Fails closed: one that does not decode refuses the
     /// tenant's operations (`500 INTERNAL`, logged) until an operator repairs it.
     pub(crate) fn of(meta: &TenantMeta) -> Result<TenantProfile, EngineError> {
-        serde_json::from_value(Value::Object(meta.profile.clone())).map_err(|e| {
+        // Deserialised from the stored map in place: every request checks liveness through
+        // this, and cloning the map first cost a tree copy per search.
+        TenantProfile::deserialize(&meta.profile).map_err(|e| {
             EngineError::Store(StoreError::Corrupt(format!(
                 "tenant {}: profile: {e}",
                 meta.id

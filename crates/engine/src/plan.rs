@@ -26,38 +26,89 @@ const MAX_EF: usize = 4096;
 /// Vectors copied out of a graph per step of an exact scan.
 const EXACT_CHUNK: usize = 1024;
 
-/// Slots that may be visible to `vis`; a superset of the visible ones. Borrowed from the
-/// index when only the domain restricts (the common case), so a search copies no bitmap.
-pub(crate) fn scope_candidates<'a>(
-    ci: &'a CollectionIndex,
-    vis: &Visibility,
-) -> Cow<'a, RoaringBitmap> {
-    let Some(domain) = ci.by_domain.get(&vis.domain) else {
-        return Cow::Owned(RoaringBitmap::new());
+/// The slots a search considers before any record is looked at: a superset of the visible
+/// ones. Computed without copying a bitmap when nothing narrows (the common case).
+pub(crate) enum Candidates<'a> {
+    /// Every live slot of the collection: the request's domain, run, memory scope and
+    /// principals leave every record in (one domain, no run or scope asked, and every record
+    /// tenant-shared or `*` principals). A search then needs no candidate bitmap at all.
+    All,
+    /// These slots; borrowed from the index when a single bitmap narrows.
+    Some(Cow<'a, RoaringBitmap>),
+}
+
+impl Candidates<'_> {
+    /// The candidate slots as a bitmap (`live` for [`Candidates::All`]).
+    pub fn bitmap<'b>(&'b self, ci: &'b CollectionIndex) -> &'b RoaringBitmap {
+        match self {
+            Candidates::All => &ci.live,
+            Candidates::Some(c) => c,
+        }
+    }
+}
+
+/// Slots that may be visible to `vis`; a superset of the visible ones.
+///
+/// Every scope bitmap is a subset of `live` (`CollectionIndex::place_scope` and `remove` keep
+/// them together), so one holding as many slots as `live` is `live` and narrows nothing: it is
+/// skipped by a length comparison instead of an intersection, so an unnarrowed search does no
+/// work proportional to the collection's size here. What narrows is intersected into one owned
+/// bitmap, starting from the smallest; a single narrowing bitmap is borrowed.
+pub(crate) fn scope_candidates<'a>(ci: &'a CollectionIndex, vis: &Visibility) -> Candidates<'a> {
+    let none = || Candidates::Some(Cow::Owned(RoaringBitmap::new()));
+    let live = ci.live.len();
+    // At most four terms: domain, run, memory scope, principals.
+    let mut terms: Vec<Cow<'a, RoaringBitmap>> = Vec::new();
+    let mut narrow = |b: Cow<'a, RoaringBitmap>| {
+        if b.len() != live {
+            terms.push(b);
+        }
     };
-    let mut c = Cow::Borrowed(domain);
+    let Some(domain) = ci.by_domain.get(&vis.domain) else {
+        return none();
+    };
+    narrow(Cow::Borrowed(domain));
     if let Some(run) = &vis.run_id {
         match ci.by_run.get(run) {
-            Some(b) => *c.to_mut() &= b,
-            None => return Cow::Owned(RoaringBitmap::new()),
+            Some(b) => narrow(Cow::Borrowed(b)),
+            None => return none(),
         }
     }
     if let Some(s) = &vis.memory_scope {
         match ci.by_scope.get(s) {
-            Some(b) => *c.to_mut() &= b,
-            None => return Cow::Owned(RoaringBitmap::new()),
+            Some(b) => narrow(Cow::Borrowed(b)),
+            None => return none(),
         }
     }
-    if let Principals::Set(tokens, _) = &vis.principals {
-        let mut allowed = ci.shared.clone();
-        for t in tokens {
-            if let Some(b) = ci.by_token.get(t) {
+    // Tenant-shared records are visible to every principal set, so when all records are
+    // shared the principals narrow nothing (under `any` and `all` alike).
+    if let Principals::Set(tokens, _) = &vis.principals
+        && ci.shared.len() != live
+    {
+        let bound: Vec<&RoaringBitmap> = tokens.iter().filter_map(|t| ci.by_token.get(t)).collect();
+        if bound.is_empty() {
+            narrow(Cow::Borrowed(&ci.shared));
+        } else {
+            let mut allowed = ci.shared.clone();
+            for b in bound {
                 allowed |= b;
             }
+            narrow(Cow::Owned(allowed));
         }
-        *c.to_mut() &= allowed;
     }
-    c
+    terms.sort_by_key(|b| b.len());
+    let mut terms = terms.into_iter();
+    let Some(first) = terms.next() else {
+        return Candidates::All;
+    };
+    let mut acc = match terms.next() {
+        None => return Candidates::Some(first),
+        Some(second) => first.as_ref() & second.as_ref(),
+    };
+    for b in terms {
+        acc &= b.as_ref();
+    }
+    Candidates::Some(Cow::Owned(acc))
 }
 
 /// Exactly the slots among `within` that `vis` sees, given `scope = scope_candidates(ci, vis)`:
@@ -256,3 +307,7 @@ pub(crate) fn vector_top(
         ef = (ef * 4).min(MAX_EF);
     }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

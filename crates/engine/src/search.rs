@@ -5,6 +5,7 @@
 //! computed over exactly the records the request may see (`plan::visible_slots`). Fusion
 //! normalises each channel over its own hits, which are all visible records.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use strata_auth::{Permission, TenantScope};
@@ -19,7 +20,7 @@ use strata_types::{
 use crate::collection_index::CollectionIndex;
 use crate::embedding::{embed, embeds, text_collection};
 use crate::integrity::{IntegrityState, STRESS_MAX_EF, STRESS_MAX_K};
-use crate::plan::{filter_candidates, scope_candidates, vector_top, visible_slots};
+use crate::plan::{Candidates, filter_candidates, scope_candidates, vector_top, visible_slots};
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
 
@@ -275,15 +276,26 @@ pub(crate) fn search_collection(
         None => s.k,
     };
     let scope = scope_candidates(ci, vis);
-    // Borrowed unless a filter narrows it: a search without a filter copies no bitmap here.
-    let mut candidates = std::borrow::Cow::Borrowed(scope.as_ref());
+    // The scope's candidates unless a filter narrows them: then the field index's slots,
+    // intersected in place with the scope's. A search without a filter copies no bitmap here.
+    let mut narrowed_by_filter = None;
     let mut filter_exact = s.filter.is_none();
     if let Some(f) = &s.filter
-        && let Some(narrowed) = filter_candidates(f, ci)
+        && let Some(mut narrowed) = filter_candidates(f, ci)
     {
-        *candidates.to_mut() &= narrowed.slots;
+        if let Candidates::Some(scope) = &scope {
+            narrowed.slots &= scope.as_ref();
+        }
         filter_exact = narrowed.exact;
+        narrowed_by_filter = Some(narrowed.slots);
     }
+    let candidates = match narrowed_by_filter {
+        Some(slots) => Candidates::Some(Cow::Owned(slots)),
+        None => match &scope {
+            Candidates::All => Candidates::All,
+            Candidates::Some(c) => Candidates::Some(Cow::Borrowed(c.as_ref())),
+        },
+    };
     // The candidates already satisfy the domain, run, memory scope and (for `any`) principals,
     // and the filter when it was answered exactly by the field index. A record is read only
     // for what bitmaps cannot say: its TTL, `all` principal matching, or the rest of a filter.
@@ -318,11 +330,18 @@ pub(crate) fn search_collection(
                 }
                 .into());
             }
-            let with_vector: RoaringBitmap = candidates.as_ref() & &ci.with_vector;
+            // Every vector is a candidate when nothing narrows: `with_vector` is then borrowed
+            // and whether records must be read is decided without touching it.
+            let with_vector: Cow<'_, RoaringBitmap> = match &candidates {
+                Candidates::All => Cow::Borrowed(&ci.with_vector),
+                Candidates::Some(c) => Cow::Owned(c.as_ref() & &ci.with_vector),
+            };
             let unrestricted = with_vector.len() == ci.with_vector.len()
                 && filter_exact
-                && with_vector.is_disjoint(&ci.with_expiry)
-                && (!match_all || with_vector.is_subset(&ci.shared));
+                && (ci.with_expiry.is_empty() || with_vector.is_disjoint(&ci.with_expiry))
+                && (!match_all
+                    || ci.shared.len() == ci.live.len()
+                    || with_vector.is_subset(&ci.shared));
             let (hits, was_exact) =
                 vector_top(ci, &with_vector, unrestricted, v, depth, s.ef, &passes)?;
             exact = was_exact;
@@ -334,8 +353,9 @@ pub(crate) fn search_collection(
         (Some(q), SearchMode::Text | SearchMode::Hybrid) => {
             // Statistics over exactly the records this request may see, so that no invisible
             // record moves a score; the filter only narrows which of them are ranked.
-            let visible = visible_slots(ci, vis, &scope, ci.bm25.doc_slots());
+            let visible = visible_slots(ci, vis, scope.bitmap(ci), ci.bm25.doc_slots());
             let query = ci.bm25.query(q, &visible);
+            let candidates = candidates.bitmap(ci);
             Some(query.search(depth, |slot| candidates.contains(slot) && passes(slot)))
         }
         _ => None,

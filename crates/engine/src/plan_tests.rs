@@ -1,0 +1,206 @@
+//! `scope_candidates` against a simple model: the candidates are exactly the live slots whose
+//! domain, run, memory scope and principals (`any` matching) the request allows, whether the
+//! planner answers `All`, borrows one bitmap or intersects several.
+
+use proptest::prelude::*;
+use strata_index::RoaringBitmap;
+use strata_types::{
+    Collection, CollectionName, Confidence, Domain, MemoryScope, Metric, Record, RecordId,
+    RequestScope, RunId, UserMatch, UserToken,
+};
+
+use super::{Candidates, scope_candidates};
+use crate::collection_index::CollectionIndex;
+use crate::visibility::{Principals, Visibility};
+
+/// One record's scope: domain (0 = default), run, memory scope, tokens (indexes into small
+/// name pools, so that records share them).
+type Shape = (u8, Option<u8>, Option<u8>, Vec<u8>);
+
+fn domain(i: u8) -> Domain {
+    if i == 0 {
+        Domain::default_domain()
+    } else {
+        Domain::parse(format!("d{i}")).unwrap()
+    }
+}
+
+fn token(i: u8) -> UserToken {
+    UserToken::parse(format!("u:{i}")).unwrap()
+}
+
+fn record(i: usize, (d, run, scope, tokens): &Shape) -> Record {
+    let mut user_tokens: Vec<UserToken> = tokens.iter().map(|t| token(*t)).collect();
+    user_tokens.sort();
+    user_tokens.dedup();
+    Record {
+        id: RecordId::parse(format!("r{i}")).unwrap(),
+        modality: CollectionName::parse("vec").unwrap(),
+        kind: None,
+        content: None,
+        vector: Some(vec![i as f32, 1.0]),
+        user_tokens,
+        memory_domain: domain(*d),
+        run_id: run.map(|r| RunId::parse(format!("run{r}")).unwrap()),
+        memory_scope: scope.map(|s| MemoryScope::parse(format!("s{s}")).unwrap()),
+        metadata: Default::default(),
+        created_at: 0,
+        updated_at: 0,
+        expires_at: None,
+        confidence: Confidence::initial(0.5),
+    }
+}
+
+fn index(shapes: &[Shape], removed: &[usize]) -> CollectionIndex {
+    let mut ci = CollectionIndex::new(&Collection {
+        name: CollectionName::parse("vec").unwrap(),
+        dim: 2,
+        metric: Metric::L2,
+        created_at: 0,
+        embedder: None,
+        analyzer: Default::default(),
+        memory: Default::default(),
+    });
+    for (i, s) in shapes.iter().enumerate() {
+        ci.upsert(&record(i, s), false).unwrap();
+    }
+    for i in removed.iter().filter(|i| **i < shapes.len()) {
+        ci.remove(&RecordId::parse(format!("r{i}")).unwrap())
+            .unwrap();
+    }
+    ci
+}
+
+/// A request in domain `d`, naming `run` / `scope` if given, speaking for `tokens` (`None`:
+/// every principal).
+fn visibility(d: u8, run: Option<u8>, scope: Option<u8>, tokens: Option<&[u8]>) -> Visibility {
+    let req = RequestScope {
+        run_id: run.map(|r| RunId::parse(format!("run{r}")).unwrap()),
+        memory_scope: scope.map(|s| MemoryScope::parse(format!("s{s}")).unwrap()),
+        ..Default::default()
+    };
+    let mut vis = Visibility::shared_domain(domain(d), &req, 0);
+    vis.principals = match tokens {
+        None => Principals::All,
+        Some(t) => Principals::Set(t.iter().map(|t| token(*t)).collect(), UserMatch::Any),
+    };
+    vis
+}
+
+/// The model: records still present (record `i` sits in slot `i`, since every record is
+/// placed before any is removed) in the request's domain, run and scope whose tokens are
+/// empty or meet the request's. Computed from the shapes alone, not from the index.
+fn model(shapes: &[Shape], removed: &[usize], vis: &Visibility) -> RoaringBitmap {
+    (0..shapes.len())
+        .filter(|i| !removed.contains(i))
+        .filter(|&i| {
+            let r = record(i, &shapes[i]);
+            let principals = match &vis.principals {
+                Principals::All => true,
+                Principals::Set(set, _) => {
+                    r.user_tokens.is_empty() || r.user_tokens.iter().any(|t| set.contains(t))
+                }
+            };
+            r.memory_domain == vis.domain
+                && vis
+                    .run_id
+                    .as_ref()
+                    .is_none_or(|x| r.run_id.as_ref() == Some(x))
+                && vis
+                    .memory_scope
+                    .as_ref()
+                    .is_none_or(|m| r.memory_scope.as_ref() == Some(m))
+                && principals
+        })
+        .map(|i| i as u32)
+        .collect()
+}
+
+fn shared(d: u8) -> Shape {
+    (d, None, None, vec![])
+}
+
+#[test]
+fn one_domain_of_shared_records_needs_no_bitmap() {
+    let ci = index(&[shared(0), shared(0), shared(0)], &[]);
+    assert!(matches!(
+        scope_candidates(&ci, &visibility(0, None, None, Some(&[]))),
+        Candidates::All
+    ));
+    assert!(matches!(
+        scope_candidates(&ci, &visibility(0, None, None, None)),
+        Candidates::All
+    ));
+    // A removed record leaves every remaining one in: still no bitmap.
+    let ci = index(&[shared(0), shared(1), shared(0)], &[1]);
+    assert!(matches!(
+        scope_candidates(&ci, &visibility(0, None, None, Some(&[]))),
+        Candidates::All
+    ));
+}
+
+#[test]
+fn a_single_narrowing_bitmap_is_borrowed() {
+    let ci = index(&[shared(0), shared(1), shared(0)], &[]);
+    let c = scope_candidates(&ci, &visibility(0, None, None, Some(&[])));
+    match &c {
+        Candidates::Some(std::borrow::Cow::Borrowed(b)) => {
+            assert_eq!(b.iter().collect::<Vec<_>>(), vec![0, 2]);
+        }
+        _ => panic!("expected the domain bitmap, borrowed"),
+    }
+}
+
+#[test]
+fn unknown_names_give_no_candidates() {
+    let ci = index(&[shared(0), (0, Some(1), Some(1), vec![])], &[]);
+    for vis in [
+        visibility(3, None, None, None),
+        visibility(0, Some(7), None, None),
+        visibility(0, None, Some(7), None),
+    ] {
+        assert!(scope_candidates(&ci, &vis).bitmap(&ci).is_empty());
+    }
+}
+
+#[test]
+fn private_records_narrow_an_unbound_request_to_the_shared_ones() {
+    let ci = index(&[shared(0), (0, None, None, vec![1]), shared(0)], &[]);
+    let c = scope_candidates(&ci, &visibility(0, None, None, Some(&[])));
+    assert_eq!(c.bitmap(&ci).iter().collect::<Vec<_>>(), vec![0, 2]);
+    let c = scope_candidates(&ci, &visibility(0, None, None, Some(&[1])));
+    assert!(
+        matches!(c, Candidates::All),
+        "the token covers every record"
+    );
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    (
+        0u8..3,
+        proptest::option::of(0u8..3),
+        proptest::option::of(0u8..3),
+        proptest::collection::vec(0u8..3, 0..3),
+    )
+}
+
+proptest! {
+    #[test]
+    fn candidates_are_exactly_the_model(
+        shapes in proptest::collection::vec(shape(), 0..40),
+        removed in proptest::collection::vec(0usize..40, 0..10),
+        d in 0u8..3,
+        run in proptest::option::of(0u8..3),
+        scope in proptest::option::of(0u8..3),
+        tokens in proptest::option::of(proptest::collection::vec(0u8..3, 0..3)),
+    ) {
+        let ci = index(&shapes, &removed);
+        let vis = visibility(d, run, scope, tokens.as_deref());
+        let expected = model(&shapes, &removed, &vis);
+        let c = scope_candidates(&ci, &vis);
+        prop_assert_eq!(c.bitmap(&ci), &expected);
+        if matches!(c, Candidates::All) {
+            prop_assert_eq!(&ci.live, &expected);
+        }
+    }
+}
