@@ -8,8 +8,9 @@
 //!
 //! Concurrency, and why it cannot deadlock:
 //! - Vectors, labels, levels and tombstone flags are only read while the threads run.
-//! - Each node's link lists are guarded by that node's lock, held only while they are read
-//!   (the walk copies the unvisited neighbours out) or rewritten, and never two at a time.
+//! - Each node's link lists are guarded by its lock (one of [`MAX_STRIPES`] striped locks,
+//!   so a small batch into a big graph allocates few), held only while they are read (the
+//!   walk copies the unvisited neighbours out) or rewritten, and never two at a time.
 //! - The entry point and top level sit behind one lock; a node that raises the top level holds
 //!   it for its whole insert (about one node in `m`, and only the first of each new level
 //!   raises it), as hnswlib does, so no thread starts from an entry whose links are not set.
@@ -27,6 +28,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crate::hnsw_graph::{Graph, select_diverse};
 use crate::hnsw_scratch::{Near, Scratch, with_scratch};
 
+/// Most link locks a build allocates (a power of two): beyond this many, two threads almost
+/// never want the same lock at once, and more would only cost memory.
+const MAX_STRIPES: usize = 1 << 16;
+
 /// Entry point and top level of the graph while the threads run.
 #[derive(Clone, Copy)]
 struct Top {
@@ -42,8 +47,9 @@ struct Build<'g> {
     words: *mut u32,
     /// Per node, the start of its upper-level lists (`g.upper[node]`).
     upper: Vec<*mut u32>,
-    /// One lock per node, guarding its link lists on every level.
+    /// Lock `node & mask` guards `node`'s link lists on every level.
     locks: Vec<Mutex<()>>,
+    mask: usize,
     top: Mutex<Top>,
     ef_construction: usize,
 }
@@ -58,6 +64,7 @@ unsafe impl Sync for Build<'_> {}
 /// Links the appended, not yet linked nodes `first..g.nodes()` on `threads` threads.
 pub(crate) fn link_parallel(g: &mut Graph, first: u32, ef_construction: usize, threads: usize) {
     let end = g.nodes();
+    let stripes = end.next_power_of_two().min(MAX_STRIPES);
     let words = g.rows.as_mut_ptr().cast::<u32>();
     let upper = g.upper.iter_mut().map(|u| u.as_mut_ptr()).collect();
     let top = Top {
@@ -68,7 +75,8 @@ pub(crate) fn link_parallel(g: &mut Graph, first: u32, ef_construction: usize, t
         g: &*g,
         words,
         upper,
-        locks: (0..end).map(|_| Mutex::new(())).collect(),
+        locks: (0..stripes).map(|_| Mutex::new(())).collect(),
+        mask: stripes - 1,
         top: Mutex::new(top),
         ef_construction,
     };
@@ -94,7 +102,7 @@ pub(crate) fn link_parallel(g: &mut Graph, first: u32, ef_construction: usize, t
 
 impl Build<'_> {
     fn lock(&self, node: u32) -> MutexGuard<'_, ()> {
-        self.locks[node as usize]
+        self.locks[node as usize & self.mask]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
