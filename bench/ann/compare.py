@@ -5,7 +5,8 @@ Usage: compare.py DATA_DIR STRATA_JSONL EFS [MORE_JSONL ...]   (EFS like 16,32,6
 STRATA_JSONL holds the `strata-index` rows (index crate, `ann_bench`); further files such as
 the `strata-engine` rows (`engine_ann_bench`, end to end through `Engine::search`) are added as
 columns when present.
-Same settings for every library: L2, M=16, efConstruction=128, k=10, 2 build threads;
+Same settings for every library: L2, M=16, efConstruction=128, k=10, 2 build threads
+(Strata's index: compare.sh's BUILD_THREADS, default 2);
 search timed over the whole query set with 1 and 2 threads: one warm-up pass, then the best
 of three timed passes.
 """
@@ -61,9 +62,10 @@ def run_hnswlib(base, queries, truth, efs):
 
     index = hnswlib.Index(space="l2", dim=base.shape[1])
     index.init_index(max_elements=len(base), M=M, ef_construction=EF_CONSTRUCTION, random_seed=42)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     index.add_items(base, np.arange(len(base)), num_threads=2)
-    rows = [{"lib": "hnswlib", "event": "build", "build_s": time.perf_counter() - t}]
+    rows = [{"lib": "hnswlib", "event": "build", "build_s": time.perf_counter() - t,
+             "build_cpu_s": time.process_time() - c}]
     for ef in efs:
         index.set_ef(ef)
         for threads in (1, 2):
@@ -82,9 +84,10 @@ def run_faiss(base, queries, truth, efs):
     faiss.omp_set_num_threads(2)
     index = faiss.IndexHNSWFlat(base.shape[1], M)
     index.hnsw.efConstruction = EF_CONSTRUCTION
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     index.add(base)
-    rows = [{"lib": "faiss", "event": "build", "build_s": time.perf_counter() - t}]
+    rows = [{"lib": "faiss", "event": "build", "build_s": time.perf_counter() - t,
+             "build_cpu_s": time.process_time() - c}]
     for ef in efs:
         index.hnsw.efSearch = ef
         for threads in (1, 2):
@@ -128,6 +131,12 @@ def main():
     print("| | " + " | ".join(libs) + " |")
     print("|---|" + "---|" * len(libs))
     print("| build (s) | " + " | ".join(f"{build.get(lib, float('nan')):.1f}" for lib in libs) + " |")
+    build_cpu = {r["lib"]: r["build_cpu_s"] for r in rows
+                 if r["event"] == "build" and "build_cpu_s" in r}
+    if build_cpu:
+        print("| build CPU (s, all threads) | "
+              + " | ".join(f"{build_cpu[lib]:.1f}" if lib in build_cpu else "-" for lib in libs)
+              + " |")
     puts = {r["lib"]: r["put_s"] for r in rows if r["event"] == "build" and "put_s" in r}
     if puts:
         print("| durable writes (s) | "

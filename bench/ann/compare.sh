@@ -4,6 +4,10 @@
 # hnswlib and faiss HNSW. Usage: bench/ann/compare.sh [N] [DIM]   (defaults 100000 128)
 # BEFORE=DIR adds "-before" columns: DIR holds `ann_bench` and `engine_ann_bench` built from an
 # earlier commit, run on the same files in the same session (a before/after under one load).
+# ENGINE=0 leaves out the engine end to end (and its release build): the index against its
+# peers only. BUILD_THREADS (default 2, as the peers) is the index's `insert_batch` threads.
+# EFS: the beam widths searched; a fine grid around recall 0.99 (e.g. 16,24,32,48,64,96)
+# makes the interpolated QPS at equal recall less dependent on where the grid points fall.
 # Prints JSON lines on stderr and one markdown table on stdout.
 set -euo pipefail
 
@@ -17,14 +21,21 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 # (a) Build and run Strata's side; it also writes the data set and exact ground truth.
 cargo build --release -p strata-index --example ann_bench --manifest-path "$ROOT/Cargo.toml"
-cargo build --release -p strata-engine --example engine_ann_bench --manifest-path "$ROOT/Cargo.toml"
+ENGINE="${ENGINE:-1}"
+if [ "$ENGINE" != 0 ]; then
+    cargo build --release -p strata-engine --example engine_ann_bench --manifest-path "$ROOT/Cargo.toml"
+fi
 mkdir -p "$DATA"
 "$CARGO_TARGET_DIR/release/examples/ann_bench" --n "$N" --dim "$DIM" --efs "$EFS" --out "$DATA" \
-    > "$DATA/strata.jsonl"
+    --build-threads "${BUILD_THREADS:-2}" > "$DATA/strata.jsonl"
 
 # (a') The engine end to end on the same files: durable puts into one tenant, then searches.
-"$CARGO_TARGET_DIR/release/examples/engine_ann_bench" --n "$N" --dim "$DIM" --efs "$EFS" \
-    --data "$DATA" > "$DATA/strata-engine.jsonl"
+ENGINE_ROWS=()
+if [ "$ENGINE" != 0 ]; then
+    "$CARGO_TARGET_DIR/release/examples/engine_ann_bench" --n "$N" --dim "$DIM" --efs "$EFS" \
+        --data "$DATA" > "$DATA/strata-engine.jsonl"
+    ENGINE_ROWS=("$DATA/strata-engine.jsonl")
+fi
 
 # (a'') The earlier build's binaries, when given, on the same files.
 EXTRA=()
@@ -46,4 +57,4 @@ fi
 
 # (c, d) Run the peers on the same files and print the table.
 "$HERE/.venv/bin/python" "$HERE/compare.py" "$DATA" "$DATA/strata.jsonl" "$EFS" \
-    "$DATA/strata-engine.jsonl" ${EXTRA[@]+"${EXTRA[@]}"}
+    ${ENGINE_ROWS[@]+"${ENGINE_ROWS[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}

@@ -2,7 +2,8 @@
 //! measures Strata's HNSW (build time, QPS and recall@10 with 1 and 2 threads) as JSON lines.
 //!
 //! Usage: `cargo run --release -p strata-index --example ann_bench -- [--n 100000]
-//! [--dim 128] [--clusters 100] [--queries 1000] [--efs 16,32,64,128] [--out DIR]`.
+//! [--dim 128] [--clusters 100] [--queries 1000] [--efs 16,32,64,128] [--build-threads 2]
+//! [--out DIR]`.
 //! Uses L2, the metric every peer supports the same way. Ground truth is an exact scan.
 
 use std::io::Write;
@@ -19,6 +20,7 @@ struct Args {
     clusters: usize,
     queries: usize,
     efs: Vec<usize>,
+    build_threads: usize,
     out: Option<String>,
 }
 
@@ -29,6 +31,8 @@ fn parse_args() -> Result<Args, String> {
         clusters: 100,
         queries: 1000,
         efs: vec![16, 32, 64, 128],
+        // As the peers in `bench/ann/compare.py`.
+        build_threads: 2,
         out: None,
     };
     let mut it = std::env::args().skip(1);
@@ -46,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
                     .map(|s| s.parse().map_err(|e| format!("--efs: {e}")))
                     .collect::<Result<_, _>>()?
             }
+            "--build-threads" => args.build_threads = num()?,
             "--out" => args.out = Some(value),
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -114,6 +119,24 @@ fn thread_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds the whole process (all threads) has run, user and system (Linux
+/// `/proc/self/stat`, in clock ticks of 1/100 s); 0 elsewhere. Lets a build on several threads
+/// be compared by the CPU it used as well as by its wall-clock time on a shared machine.
+fn process_cpu_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     let t = Instant::now();
@@ -149,12 +172,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|(i, v)| (i as u32, v.as_slice()))
         .collect();
     let t = Instant::now();
-    // One build thread: the graph is built on the calling thread (see `insert_batch`).
-    index.insert_batch(&items, 1)?;
+    let cpu = process_cpu_s();
+    index.insert_batch(&items, args.build_threads)?;
     let build_s = t.elapsed().as_secs_f64();
+    let build_cpu_s = process_cpu_s() - cpu;
     println!(
-        "{{\"lib\":\"strata-index\",\"event\":\"build\",\"n\":{},\"dim\":{},\"m\":{},\"ef_construction\":{},\"build_threads\":1,\"build_s\":{build_s:.3}}}",
-        args.n, args.dim, params.m, params.ef_construction
+        "{{\"lib\":\"strata-index\",\"event\":\"build\",\"n\":{},\"dim\":{},\"m\":{},\"ef_construction\":{},\"build_threads\":{},\"build_s\":{build_s:.3},\"build_cpu_s\":{build_cpu_s:.3}}}",
+        args.n, args.dim, params.m, params.ef_construction, args.build_threads
     );
     // What a cold load of the tenant pays for its graph: decoding the persisted bytes.
     let t = Instant::now();

@@ -39,6 +39,12 @@ const MAGIC: &[u8; 8] = b"STRHNSW2";
 /// Header: magic, dimension (u32 LE), metric code (u8).
 const HEADER_LEN: usize = MAGIC.len() + 4 + 1;
 
+/// Smallest batch [`HnswIndex::insert_batch`] spreads over threads: below it, starting the
+/// threads costs more than they save.
+pub const PARALLEL_MIN_BATCH: usize = 256;
+/// Most threads one [`HnswIndex::insert_batch`] starts, whatever it is asked for.
+const MAX_BUILD_THREADS: usize = 64;
+
 /// HNSW construction and search parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HnswParams {
@@ -248,14 +254,16 @@ impl HnswIndex {
     /// in `items`, the last occurrence wins). Either every vector is validated and the batch
     /// proceeds, or an error is returned before anything changes.
     ///
-    /// `threads` is accepted for compatibility; the graph is built on the calling thread, so
-    /// the same inserts in the same order always give the same graph.
+    /// With `threads <= 1` (or a batch smaller than [`PARALLEL_MIN_BATCH`]) the graph is built
+    /// on the calling thread, and the same inserts in the same order always give the same
+    /// graph. With more, up to `threads` threads link the batch's nodes concurrently (see
+    /// `hnsw_parallel.rs`): the same algorithm, but the graph depends on how the threads
+    /// interleave, so it differs from run to run (at the same quality).
     pub fn insert_batch(
         &mut self,
         items: &[(u32, &[f32])],
         threads: usize,
     ) -> Result<(), IndexError> {
-        let _ = threads;
         let mut last = std::collections::HashMap::with_capacity(items.len());
         for (i, (slot, v)) in items.iter().enumerate() {
             self.prepare(v)?;
@@ -263,13 +271,32 @@ impl HnswIndex {
         }
         self.check_room(last.len())?;
         self.graph.reserve(last.len());
+        let threads = threads.clamp(1, MAX_BUILD_THREADS);
+        if threads == 1 || last.len() < PARALLEL_MIN_BATCH {
+            for (i, (slot, v)) in items.iter().enumerate() {
+                if last.get(slot) == Some(&i) {
+                    let v = self.prepare(v)?;
+                    self.graph.remove(*slot);
+                    self.graph.insert(*slot, &v, self.params.ef_construction);
+                }
+            }
+            return Ok(());
+        }
+        // Append every node first (the arrays must not move while the threads link them).
+        let first = u32::try_from(self.graph.nodes()).unwrap_or(u32::MAX);
         for (i, (slot, v)) in items.iter().enumerate() {
             if last.get(slot) == Some(&i) {
                 let v = self.prepare(v)?;
                 self.graph.remove(*slot);
-                self.graph.insert(*slot, &v, self.params.ef_construction);
+                self.graph.append(*slot, &v);
             }
         }
+        crate::hnsw_parallel::link_parallel(
+            &mut self.graph,
+            first,
+            self.params.ef_construction,
+            threads,
+        );
         Ok(())
     }
 
@@ -416,3 +443,7 @@ impl HnswIndex {
 #[cfg(test)]
 #[path = "hnsw_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "hnsw_parallel_tests.rs"]
+mod parallel_tests;

@@ -341,6 +341,14 @@ impl Graph {
     /// Appends a node for `slot` holding `v` (already in the graph's form) and links it.
     /// The slot must not be live (the caller removes it first).
     pub fn insert(&mut self, slot: u32, v: &[f32], ef_construction: usize) {
+        let node = self.append(slot, v);
+        self.link(node, ef_construction);
+    }
+
+    /// Appends an unlinked node for `slot` holding `v` (already in the graph's form) and
+    /// returns its id: vector, label, level and empty link lists. It routes nothing until
+    /// [`Self::link`] (or the parallel build) links it. The slot must not be live.
+    pub fn append(&mut self, slot: u32, v: &[f32]) -> u32 {
         let node = u32::try_from(self.nodes()).unwrap_or(u32::MAX);
         let level = level_of(node, self.m);
         let start = self.rows.len();
@@ -356,12 +364,22 @@ impl Graph {
         self.upper
             .push(vec![0u32; level * (1 + self.m)].into_boxed_slice());
         self.slot_node.insert(slot, node);
+        node
+    }
+
+    /// Links the appended `node` into the graph: the descent to its level, then per level a
+    /// beam search of width `ef_construction`, the neighbour heuristic, and back links.
+    pub fn link(&mut self, node: u32, ef_construction: usize) {
+        let level = self.levels[node as usize] as usize;
         let Some(entry) = self.entry else {
             self.entry = Some(node);
             self.max_level = level;
             return;
         };
         let top = self.max_level;
+        // A copy: the vector's row is also where the links are written.
+        let v = self.vector(node).to_vec();
+        let v = v.as_slice();
         let mut near = self.descend(v, entry, self.distance_to(v, entry), top, level);
         for lc in (0..=level.min(top)).rev() {
             let found = with_scratch(|s| {
@@ -388,29 +406,11 @@ impl Graph {
         }
     }
 
-    /// The neighbour-selection heuristic of the HNSW paper (algorithm 4, without extending the
-    /// candidates): walking `sorted` closest first, keeps a candidate only if it is closer to
-    /// the base than to every candidate kept so far, up to `limit`. Keeps links pointing in
-    /// diverse directions, which is what makes the graph navigable on clustered data.
+    /// [`select_diverse`] with this graph's distances between stored vectors.
     fn select(&self, sorted: &[Near], limit: usize) -> Vec<u32> {
-        let mut kept: Vec<u32> = Vec::with_capacity(limit);
-        if sorted.len() <= limit {
-            kept.extend(sorted.iter().map(|c| c.node));
-            return kept;
-        }
-        for c in sorted {
-            if kept.len() >= limit {
-                break;
-            }
-            let v = self.vector(c.node);
-            if kept
-                .iter()
-                .all(|&k| self.distance(v, self.vector(k)) >= c.dist)
-            {
-                kept.push(c.node);
-            }
-        }
-        kept
+        select_diverse(sorted, limit, |a, b| {
+            self.distance(self.vector(a), self.vector(b))
+        })
     }
 
     /// Adds `node` to `to`'s links on `level`, pruning them with [`Self::select`] when full.
@@ -450,6 +450,32 @@ impl Graph {
             None => false,
         }
     }
+}
+
+/// The neighbour-selection heuristic of the HNSW paper (algorithm 4, without extending the
+/// candidates or keeping pruned ones, as hnswlib does): walking `sorted` (distances to the
+/// base, closest first), keeps a candidate only if it is closer to the base than to every
+/// candidate kept so far, up to `limit`. Keeps links pointing in diverse directions, which is
+/// what makes the graph navigable on clustered data. `dist` measures two nodes' distance.
+pub(crate) fn select_diverse(
+    sorted: &[Near],
+    limit: usize,
+    dist: impl Fn(u32, u32) -> f32,
+) -> Vec<u32> {
+    let mut kept: Vec<u32> = Vec::with_capacity(limit);
+    if sorted.len() <= limit {
+        kept.extend(sorted.iter().map(|c| c.node));
+        return kept;
+    }
+    for c in sorted {
+        if kept.len() >= limit {
+            break;
+        }
+        if kept.iter().all(|&k| dist(c.node, k) >= c.dist) {
+            kept.push(c.node);
+        }
+    }
+    kept
 }
 
 /// Cache lines of each fresh neighbour's vector prefetched before the distances are computed:

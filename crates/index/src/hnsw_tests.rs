@@ -38,13 +38,18 @@ fn data() -> &'static DataSet {
 }
 
 fn build(metric: Metric, vectors: &[Vec<f32>]) -> HnswIndex {
+    build_with(metric, vectors, 2)
+}
+
+/// Builds with `insert_batch` on `threads` threads (1: the serial, deterministic build).
+pub(super) fn build_with(metric: Metric, vectors: &[Vec<f32>], threads: usize) -> HnswIndex {
     let mut index = HnswIndex::new(vectors[0].len(), metric, HnswParams::default()).expect("new");
     let items: Vec<(u32, &[f32])> = vectors
         .iter()
         .enumerate()
         .map(|(i, v)| (i as u32, v.as_slice()))
         .collect();
-    index.insert_batch(&items, 2).expect("insert_batch");
+    index.insert_batch(&items, threads).expect("insert_batch");
     index
 }
 
@@ -60,9 +65,9 @@ fn truth(metric: Metric, vectors: &[Vec<f32>], q: &[f32], k: usize) -> Vec<Hit> 
     )
 }
 
-fn recall_at_10(metric: Metric) -> f64 {
+fn recall_at_10(metric: Metric, threads: usize) -> f64 {
     let (vectors, queries) = data();
-    let index = build(metric, vectors);
+    let index = build_with(metric, vectors, threads);
     assert_eq!(index.len(), vectors.len());
     let mut found = 0usize;
     for q in queries {
@@ -76,7 +81,7 @@ fn recall_at_10(metric: Metric) -> f64 {
     }
     let recall = found as f64 / (10 * queries.len()) as f64;
     eprintln!(
-        "recall@10 {metric} n={} default params: {recall:.4}",
+        "recall@10 {metric} n={} default params, {threads} build thread(s): {recall:.4}",
         vectors.len()
     );
     recall
@@ -84,17 +89,26 @@ fn recall_at_10(metric: Metric) -> f64 {
 
 #[test]
 fn recall_floor_cosine() {
-    assert!(recall_at_10(Metric::Cosine) >= 0.95);
+    assert!(recall_at_10(Metric::Cosine, 1) >= 0.95);
 }
 
 #[test]
 fn recall_floor_dot() {
-    assert!(recall_at_10(Metric::Dot) >= 0.95);
+    assert!(recall_at_10(Metric::Dot, 2) >= 0.95);
 }
 
+/// The parallel build is the serial algorithm on another interleaving: it must reach the same
+/// floor, and not fall measurably behind the serial graph.
 #[test]
-fn recall_floor_l2() {
-    assert!(recall_at_10(Metric::L2) >= 0.95);
+fn recall_floor_l2_serial_and_parallel_build() {
+    let serial = recall_at_10(Metric::L2, 1);
+    let parallel = recall_at_10(Metric::L2, 2);
+    assert!(serial >= 0.95, "serial build: {serial}");
+    assert!(parallel >= 0.95, "2-thread build: {parallel}");
+    assert!(
+        parallel >= serial - 0.02,
+        "2-thread build {parallel} vs serial {serial}"
+    );
 }
 
 fn small(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {

@@ -20,6 +20,7 @@ mod field_stored;
 pub mod hnsw;
 mod hnsw_format;
 mod hnsw_graph;
+mod hnsw_parallel;
 mod hnsw_scratch;
 pub mod kernels;
 pub mod metric;
