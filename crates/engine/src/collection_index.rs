@@ -1,9 +1,11 @@
 //! The in-memory indexes of one tenant's collection: slots, scope bitmaps, field index, vectors
 //! for exact scans, the HNSW graph and the BM25 text index.
 //!
-//! A record gets a dense `u32` slot here; every index is keyed by slot. The record without its
-//! vector is kept per slot so that visibility and filters are decided by the
-//! same code as everywhere else (`Visibility::sees`, `Filter::matches`), never re-implemented.
+//! A record gets a dense `u32` slot here; every index is keyed by slot. Per slot only the
+//! record's lean resident part is kept (`SlotDoc`: id, scope fields, expiry, what ranking
+//! reads), so that visibility is decided by the same rules as everywhere else
+//! (`Visibility::sees_slot`); whole records are read from storage when a search needs them
+//! (`crate::hits`).
 
 use std::collections::HashMap;
 
@@ -12,6 +14,7 @@ use strata_index::{Bm25Index, FieldIndex, HnswIndex, HnswParams, RoaringBitmap};
 use strata_types::{Collection, Domain, MemoryScope, Metric, Record, RecordId, RunId, UserToken};
 
 use crate::EngineError;
+use crate::slot_doc::SlotDoc;
 
 /// A collection gets an HNSW graph once it holds this many vectors; below, exact scans are
 /// cheaper than keeping a graph.
@@ -45,8 +48,8 @@ fn index_error(e: strata_index::IndexError) -> EngineError {
 pub(crate) struct CollectionIndex {
     pub dim: usize,
     pub metric: strata_index::Metric,
-    /// Slot → the record without its vector (which lives in `vectors`).
-    pub docs: Vec<Option<Record>>,
+    /// Slot → the record's resident part (`SlotDoc`); the whole record stays in storage.
+    pub docs: Vec<Option<SlotDoc>>,
     slot_of: HashMap<RecordId, u32>,
     free: Vec<u32>,
     /// The engine's copy of the vectors: `dim` floats per slot, meaningful where
@@ -86,9 +89,9 @@ pub(crate) struct CollectionIndex {
     pub params: HnswParams,
     /// The graph was built with other parameters than `params`.
     pub rebuild: bool,
-    /// Estimated heap bytes of the records in `docs` and their index entries (see
-    /// [`record_bytes`]), kept up to date by `place` and `remove`.
-    record_bytes: u64,
+    /// Estimated heap bytes of the slots in `docs` and their index entries (see
+    /// `SlotDoc::heap_bytes`), kept up to date by `place_scope` and `remove`.
+    slot_bytes: u64,
 }
 
 impl CollectionIndex {
@@ -118,7 +121,7 @@ impl CollectionIndex {
             graph_deleted: 0,
             params: HnswParams::default(),
             rebuild: false,
-            record_bytes: 0,
+            slot_bytes: 0,
         }
     }
 
@@ -137,15 +140,15 @@ impl CollectionIndex {
         }
     }
 
-    /// Estimated bytes this collection holds in memory: vectors, records and their index
-    /// entries, and the graph (as it reports its arrays). An estimate, not an allocator count:
-    /// it is what the residency budget is enforced against.
+    /// Estimated bytes this collection holds in memory: vectors, the slots' resident parts
+    /// and their index entries, and the graph (as it reports its arrays). An estimate, not an
+    /// allocator count: it is what the residency budget is enforced against.
     pub fn resident_bytes(&self) -> u64 {
         let vectors = self.vectors.capacity() * std::mem::size_of::<f32>();
-        let slots = self.docs.capacity() * std::mem::size_of::<Option<Record>>()
+        let slots = self.docs.capacity() * std::mem::size_of::<Option<SlotDoc>>()
             + self.slot_of.capacity() * SLOT_MAP_ENTRY_BYTES;
         let graph = self.graph.as_ref().map_or(0, HnswIndex::memory_bytes);
-        (vectors + slots + graph) as u64 + self.record_bytes
+        (vectors + slots + graph) as u64 + self.slot_bytes
     }
 
     /// The vectors of `slots` that still hold one, copied (for a background graph build).
@@ -299,7 +302,8 @@ impl CollectionIndex {
     }
 
     fn place(&mut self, record: &Record, slot: u32, graph: bool) -> Result<(), EngineError> {
-        self.place_scope(record, slot);
+        let doc = SlotDoc::of(record);
+        self.place_scope(&doc, slot);
         index_fields(&mut self.fields, slot, record);
         if let Some(text) = &record.content {
             self.bm25.insert(slot, text);
@@ -326,8 +330,6 @@ impl CollectionIndex {
             }
             self.with_vector.insert(slot);
         }
-        let mut doc = record.clone();
-        doc.vector = None;
         self.docs[slot as usize] = Some(doc);
         Ok(())
     }
@@ -335,7 +337,7 @@ impl CollectionIndex {
     /// The cheap part of placing a record: its slot, the scope bitmaps and its byte estimate
     /// (a few hash inserts). Text and fields, the expensive part, are indexed by `place`, or
     /// come whole from a persisted search image (`from_image`).
-    fn place_scope(&mut self, record: &Record, slot: u32) {
+    fn place_scope(&mut self, record: &SlotDoc, slot: u32) {
         self.slot_of.insert(record.id.clone(), slot);
         self.live.insert(slot);
         if record.expires_at.is_some() {
@@ -354,20 +356,20 @@ impl CollectionIndex {
         for t in &record.user_tokens {
             set_bit(&mut self.by_token, t.clone(), slot);
         }
-        self.record_bytes += record_bytes(record);
+        self.slot_bytes += record.heap_bytes();
     }
 
     /// A collection rebuilt from its persisted search image (`crate::search_image`): the
-    /// records in their slots (without vectors), the vectors as the engine keeps them
+    /// slots' resident parts, the vectors as the engine keeps them
     /// (`dim` per slot, already normalised for the metric), and the text and field indexes
-    /// whole. Only the scope bitmaps are recomputed, from the records; no text is analysed
+    /// whole. Only the scope bitmaps are recomputed, from the slots; no text is analysed
     /// and no record is read from storage. The graph is restored separately.
     /// `vectors` is `None` when the image was saved with the vectors in the graph: the caller
     /// must then restore the graph (`restore_graph`) or give up on the image.
     pub fn from_image(
         c: &Collection,
         params: HnswParams,
-        docs: Vec<Option<Record>>,
+        docs: Vec<Option<SlotDoc>>,
         vectors: Option<Vec<f32>>,
         fields: FieldIndex,
         bm25: Bm25Index,
@@ -392,11 +394,6 @@ impl CollectionIndex {
         for (slot, doc) in docs.iter().enumerate() {
             let Some(doc) = doc else { continue };
             let slot = slot as u32;
-            if doc.modality.as_str() != c.name.as_str() || doc.vector.is_some() {
-                return Err(EngineError::Index(format!(
-                    "search image: slot {slot} holds a record it should not"
-                )));
-            }
             if ci.slot_of.contains_key(&doc.id) {
                 return Err(EngineError::Index(format!(
                     "search image: record {} in two slots",
@@ -528,7 +525,7 @@ impl CollectionIndex {
         let Some(doc) = self.docs[slot as usize].take() else {
             return Ok(());
         };
-        self.record_bytes = self.record_bytes.saturating_sub(record_bytes(&doc));
+        self.slot_bytes = self.slot_bytes.saturating_sub(doc.heap_bytes());
         self.touched(slot);
         self.live.remove(slot);
         self.with_expiry.remove(slot);
@@ -558,43 +555,6 @@ impl CollectionIndex {
 
 /// What one `slot_of` entry costs: a `RecordId` (a `String`), a `u32` and hash-table slack.
 const SLOT_MAP_ENTRY_BYTES: usize = 48;
-
-/// Estimated heap bytes of one record without its vector, plus its index entries: the
-/// strings it owns (id, content, names, metadata as JSON), a posting per word of content,
-/// and a few bitmap and field-index entries per field. Cheap (no allocation), so it can run
-/// on every write; the same record always gives the same figure, so `place` and `remove`
-/// balance.
-pub(crate) fn record_bytes(r: &Record) -> u64 {
-    const PER_STRING: usize = 24;
-    const PER_FIELD_ENTRY: usize = 32;
-    let content = r.content.as_ref().map_or(0, |c| c.len() * 2);
-    let names = r.id.as_str().len()
-        + r.memory_domain.as_str().len()
-        + r.run_id.as_ref().map_or(0, |x| x.as_str().len())
-        + r.memory_scope.as_ref().map_or(0, |x| x.as_str().len())
-        + r.kind.as_ref().map_or(0, |x| x.as_str().len())
-        + r.user_tokens
-            .iter()
-            .map(|t| t.as_str().len() + PER_STRING)
-            .sum::<usize>();
-    let metadata = json_bytes(&r.metadata);
-    (content + names + metadata + 8 * PER_FIELD_ENTRY) as u64
-}
-
-fn json_bytes(map: &Map<String, Value>) -> usize {
-    map.iter()
-        .map(|(k, v)| {
-            k.len()
-                + 64
-                + match v {
-                    Value::String(s) => s.len(),
-                    Value::Array(a) => a.len() * 32,
-                    Value::Object(o) => json_bytes(o),
-                    _ => 0,
-                }
-        })
-        .sum()
-}
 
 fn set_bit<K: std::hash::Hash + Eq>(map: &mut HashMap<K, RoaringBitmap>, key: K, slot: u32) {
     map.entry(key).or_default().insert(slot);

@@ -153,7 +153,7 @@ pub(crate) fn visible_slots(
                     .docs
                     .get(slot as usize)
                     .and_then(Option::as_ref)
-                    .is_some_and(|d| vis.sees(d));
+                    .is_some_and(|d| vis.sees_slot(d));
                 if !seen {
                     visible.remove(slot);
                 }

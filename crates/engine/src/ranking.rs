@@ -13,7 +13,7 @@
 //! record a little below the top `k` can rise into it. Only visible records are candidates, so
 //! nothing the caller cannot see moves the normalisation.
 
-use strata_types::{Millis, Record, SearchRequest};
+use strata_types::{Millis, SearchRequest};
 
 use crate::EngineError;
 
@@ -59,13 +59,14 @@ impl Boost {
         }
     }
 
-    /// The boosted score of a hit with normalised relevance `n` on `record`.
-    pub fn apply(&self, n: f32, record: &Record) -> Boosted {
+    /// The boosted score of a hit with normalised relevance `n` on a record with this
+    /// confidence value and creation time.
+    pub fn apply(&self, n: f32, confidence: f64, created_at: Millis) -> Boosted {
         let w = self.confidence_weight;
-        let confidence = (w > 0.0).then(|| record.confidence.value.clamp(0.0, 1.0) as f32);
+        let confidence = (w > 0.0).then(|| confidence.clamp(0.0, 1.0) as f32);
         let relevance = (1.0 - w) * n + w * confidence.unwrap_or(0.0);
         let recency = self.half_life_ms.map(|h| {
-            let age = (self.now - record.created_at).max(0) as f64;
+            let age = (self.now - created_at).max(0) as f64;
             0.5f64.powf(age / h) as f32
         });
         Boosted {
@@ -98,26 +99,6 @@ pub(crate) fn check(s: &SearchRequest) -> Result<(), EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_types::{CollectionName, Confidence, Domain, RecordId};
-
-    fn record(created_at: Millis, confidence: f64) -> Record {
-        Record {
-            id: RecordId::parse("r").unwrap(),
-            modality: CollectionName::parse("text").unwrap(),
-            kind: None,
-            content: None,
-            vector: None,
-            user_tokens: vec![],
-            memory_domain: Domain::default_domain(),
-            run_id: None,
-            memory_scope: None,
-            metadata: Default::default(),
-            created_at,
-            updated_at: created_at,
-            expires_at: None,
-            confidence: Confidence::initial(confidence),
-        }
-    }
 
     #[test]
     fn the_formula() {
@@ -127,12 +108,12 @@ mod tests {
         };
         let b = Boost::of(&s, Some(10.0), 100_000).unwrap();
         // Age 20 s = two half-lives: a factor of 0.25.
-        let out = b.apply(0.5, &record(80_000, 0.9));
+        let out = b.apply(0.5, 0.9, 80_000);
         assert!((out.score - (0.75 * 0.5 + 0.25 * 0.9) * 0.25).abs() < 1e-6);
         assert_eq!(out.recency, Some(0.25));
         assert_eq!(out.confidence, Some(0.9));
         // A record from the future is not boosted above a fresh one.
-        assert_eq!(b.apply(1.0, &record(200_000, 1.0)).recency, Some(1.0));
+        assert_eq!(b.apply(1.0, 1.0, 200_000).recency, Some(1.0));
         assert!(Boost::of(&SearchRequest::default(), None, 0).is_none());
         assert_eq!(Boost::normalise(3.0, 1.0, 5.0), 0.75);
         assert_eq!(Boost::normalise(1.0, 1.0, 5.0), 0.5);

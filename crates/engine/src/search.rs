@@ -19,6 +19,7 @@ use strata_types::{
 
 use crate::collection_index::CollectionIndex;
 use crate::embedding::{embed, embeds, text_collection};
+use crate::hits::{HitChecks, StoredRecords};
 use crate::integrity::{IntegrityState, STRESS_MAX_EF, STRESS_MAX_K};
 use crate::plan::{Candidates, filter_candidates, scope_candidates, vector_top, visible_slots};
 use crate::visibility::Visibility;
@@ -103,22 +104,22 @@ impl Engine {
                         .collections
                         .get(&name)
                         .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
-                    search_collection(ci, &name, &vis, s, mode, adaptive.as_ref(), boost)
+                    // The snapshot the hits' records are read from, begun while the index is
+                    // held: every write the index reflects is in it (`crate::hits`).
+                    self.read_tenant(scope, Permission::Read, |r| {
+                        let stored = StoredRecords::new(r, scope.key(), &name);
+                        search_collection(
+                            ci,
+                            &name,
+                            &vis,
+                            s,
+                            mode,
+                            adaptive.as_ref(),
+                            boost,
+                            &stored,
+                        )
+                    })
                 })?;
-        if s.includes(Include::Vector) && !response.hits.is_empty() {
-            // The index holds vectors normalised for its metric; the client asked for the
-            // vector it stored, so read it back — from a later snapshot, in which the record
-            // may have been patched out of the caller's sight or replaced: no vector then.
-            self.read_tenant(scope, Permission::Read, |r| {
-                for hit in &mut response.hits {
-                    hit.record.vector = r
-                        .record(scope.key(), &hit.record.id)?
-                        .filter(|stored| stored.modality == name && vis.sees(stored))
-                        .and_then(|stored| stored.vector);
-                }
-                Ok(())
-            })?;
-        }
         if let Some(selector) = &s.include_shared {
             let (shared, exact) = self.search_shared(scope, req, s, mode, &collection, selector)?;
             merge_shared(&mut response, shared, exact, s.k);
@@ -261,6 +262,10 @@ fn check_mode(s: &SearchRequest) -> Result<SearchMode, EngineError> {
     Ok(mode)
 }
 
+/// Searches `ci`, reading whole records from `stored` (the same snapshot for every record of
+/// this search) for the hits and for a filter the field index cannot answer exactly. Hits
+/// carry their stored vectors only when the request includes `vector`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn search_collection(
     ci: &CollectionIndex,
     name: &CollectionName,
@@ -269,6 +274,7 @@ pub(crate) fn search_collection(
     mode: SearchMode,
     adaptive: Option<&crate::rerank::Adaptive<'_>>,
     boost: Option<crate::ranking::Boost>,
+    stored: &StoredRecords<'_>,
 ) -> Result<SearchResponse, EngineError> {
     // Reranking draws from a larger pool of candidates than it returns.
     let want = match adaptive {
@@ -297,21 +303,15 @@ pub(crate) fn search_collection(
         },
     };
     // The candidates already satisfy the domain, run, memory scope and (for `any`) principals,
-    // and the filter when it was answered exactly by the field index. A record is read only
-    // for what bitmaps cannot say: its TTL, `all` principal matching, or the rest of a filter.
-    // Its final check is then `Visibility::sees` itself, the same code every channel uses.
+    // and the filter when it was answered exactly by the field index. The resident part of a
+    // record is looked at only for what bitmaps cannot say: its TTL or `all` principal
+    // matching, by the same rules every channel uses (`Visibility::sees_slot`); the stored
+    // record is read only for the rest of a filter (`crate::hits`).
+    let checks = HitChecks::new(ci, vis, s.filter.as_ref(), filter_exact, stored);
     let match_all = vis.matches_all_tokens();
-    let needs_record = |slot: u32| {
-        !filter_exact || ci.with_expiry.contains(slot) || (match_all && !ci.shared.contains(slot))
-    };
-    let passes = |slot: u32| {
-        !needs_record(slot)
-            || ci
-                .docs
-                .get(slot as usize)
-                .and_then(|d| d.as_ref())
-                .is_some_and(|d| vis.sees(d) && s.filter.as_ref().is_none_or(|f| f.matches(d)))
-    };
+    let needs_doc =
+        |slot: u32| ci.with_expiry.contains(slot) || (match_all && !ci.shared.contains(slot));
+    let passes = |slot: u32| (!needs_doc(slot) || checks.sees(slot)) && checks.filter_passes(slot);
     // Confidence and recency re-rank a wider pool, so a record just below the top k can rise.
     let depth = if mode == SearchMode::Hybrid || boost.is_some() {
         want.max(HYBRID_DEPTH)
@@ -368,16 +368,14 @@ pub(crate) fn search_collection(
         (None, Some(t)) => single(&t, false),
         (None, None) => Vec::new(),
     };
-    // Defence in depth: every returned record passes the full rules once more, before any
+    // Defence in depth: every candidate passes the full rules once more, before any
     // reranking, so the pool it reorders (and normalises over) holds only what the caller may
     // see. `min_score` applies to the relevance score, before confidence and recency.
-    let sees = |slot: u32| {
-        ci.docs
-            .get(slot as usize)
-            .and_then(|d| d.as_ref())
-            .is_some_and(|r| vis.sees(r) && s.filter.as_ref().is_none_or(|f| f.matches(r)))
-    };
-    ranked.retain(|r| s.min_score.is_none_or(|m| r.score >= m) && sees(r.slot));
+    ranked.retain(|r| {
+        s.min_score.is_none_or(|m| r.score >= m)
+            && checks.sees(r.slot)
+            && checks.filter_passes(r.slot)
+    });
     if let Some(boost) = boost {
         rerank(&mut ranked, ci, &boost);
     }
@@ -385,19 +383,28 @@ pub(crate) fn search_collection(
     if let Some(a) = adaptive {
         crate::rerank::rerank(&mut ranked, ci, name, a);
     }
-    ranked.truncate(s.k);
-    let hits = ranked
-        .into_iter()
-        .filter_map(|r| {
-            let record = ci.docs.get(r.slot as usize)?.as_ref()?.clone();
-            Some(SearchHit {
-                record,
-                score: r.score,
-                explain: s.explain.then_some(r.explain),
-                source: None,
-            })
-        })
-        .collect();
+    // The hits' whole records, from storage, each checked once more on the record itself; one
+    // a concurrent write took out of sight is passed over for the next candidate.
+    let with_vector = s.includes(Include::Vector);
+    let mut hits = Vec::with_capacity(s.k.min(ranked.len()));
+    for r in ranked {
+        if hits.len() == s.k {
+            break;
+        }
+        let Some(mut record) = checks.record(r.slot)? else {
+            continue;
+        };
+        if !with_vector {
+            record.vector = None;
+        }
+        hits.push(SearchHit {
+            record,
+            score: r.score,
+            explain: s.explain.then_some(r.explain),
+            source: None,
+        });
+    }
+    checks.finish()?;
     Ok(SearchResponse { hits, mode, exact })
 }
 
@@ -410,11 +417,11 @@ fn rerank(ranked: &mut [Ranked], ci: &CollectionIndex, boost: &crate::ranking::B
             (lo.min(r.score), hi.max(r.score))
         });
     for r in ranked.iter_mut() {
-        let Some(record) = ci.docs.get(r.slot as usize).and_then(|d| d.as_ref()) else {
+        let Some(doc) = ci.docs.get(r.slot as usize).and_then(|d| d.as_ref()) else {
             continue;
         };
         let n = crate::ranking::Boost::normalise(r.score, min, max);
-        let out = boost.apply(n, record);
+        let out = boost.apply(n, doc.confidence, doc.created_at);
         r.explain.base_score = Some(r.score);
         r.explain.confidence = out.confidence;
         r.explain.recency_factor = out.recency;

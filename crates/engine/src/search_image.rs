@@ -2,12 +2,15 @@
 //! so that loading an evicted or idle tenant decodes a few bulk structures instead of reading
 //! every record and analysing its text and fields again (see `docs/residency.md`).
 //!
-//! An image holds, for one collection: the record in each slot without its vector (in the
-//! store's own record encoding, `strata_store::codec`), the engine's vectors as one contiguous
-//! run of little-endian `f32` (`dim` per slot) unless the collection's graph holds them (then
-//! they are restored with the graph from its snapshot), which slots hold a vector (a roaring bitmap in
-//! its portable serialisation), the BM25 index (postings, lengths, statistics) and the field
-//! index. Scope bitmaps are recomputed from the records at load: a few hash inserts each.
+//! An image holds, for one collection: each slot's resident part (`crate::slot_doc`: id, scope
+//! fields, creation time, expiry, confidence, index byte estimate) as flat columns, with the
+//! scope names (domains, runs, memory scopes, user tokens) once each in tables the columns
+//! point into; the engine's vectors as one contiguous run of little-endian `f32` (`dim` per
+//! slot) unless the collection's graph holds them (then they are restored with the graph from
+//! its snapshot); which slots hold a vector (a roaring bitmap in its portable serialisation);
+//! the BM25 index (postings, lengths, statistics) and the field index. No record is in it, so
+//! a load reads no record; scope bitmaps are recomputed from the columns at load: a few hash
+//! inserts each.
 //!
 //! Like the graph snapshot (`crate::snapshot`) it is stamped with the tenant's data version
 //! and written in the same transaction, and it is used only when that version is still the
@@ -15,18 +18,23 @@
 //! anything else (a crash after a write, a write while the tenant was evicted, damaged bytes)
 //! makes the load rebuild from the records. An image never overrides storage.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use strata_index::{Bm25Index, FieldIndex, RoaringBitmap};
 use strata_store::{Reads, StoreError, TenantKey, Writer};
-use strata_types::{Collection, CollectionName, Record};
+use strata_types::{Collection, CollectionName, Domain, MemoryScope, RecordId, RunId, UserToken};
 
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
+use crate::slot_doc::SlotDoc;
 
-/// 2: the BM25 and field indexes by term and path id, with one id list per slot
-/// (`strata_index`'s `bm25_stored` and `field_stored`). An image of format 1 is rebuilt from
-/// the records.
-const FORMAT: u8 = 2;
+/// 3: each slot's resident part as columns instead of whole records (`crate::slot_doc`).
+/// 2 (whole records, BM25 and field indexes by id) and 1 are rebuilt from the records.
+const FORMAT: u8 = 3;
+
+/// Marks "none" in the `runs` and `scopes` columns.
+const NONE: u32 = u32::MAX;
 
 /// Blob names of search images start with this, then the collection's name.
 pub(crate) const BLOB_PREFIX: &str = "image:";
@@ -42,12 +50,15 @@ struct Image {
     format: u8,
     version: u64,
     dim: u32,
-    /// Each slot's record length in `docs`; 0 for a free slot (a stored record is never
-    /// empty: it starts with its format byte).
-    doc_lens: Vec<u32>,
-    /// The slots' records, without vectors, one after the other.
+    /// Each slot's record id length; 0 for a free slot (an id is never empty).
+    id_lens: Vec<u32>,
+    /// The ids of the records in their slots, one after the other.
     #[serde(with = "bytes")]
-    docs: Vec<u8>,
+    ids: Vec<u8>,
+    /// The names the columns below point into, each once.
+    names: Names,
+    /// One entry per record, in slot order (free slots have none).
+    columns: Columns,
     /// The graph holds the vectors (its snapshot, saved in the same transaction, carries
     /// them), so `vectors` is empty: the image is usable only with that graph.
     vectors_in_graph: bool,
@@ -61,6 +72,32 @@ struct Image {
     bm25: Bm25Index,
 }
 
+#[derive(Serialize, Deserialize, Default)]
+struct Names {
+    domains: Vec<String>,
+    runs: Vec<String>,
+    scopes: Vec<String>,
+    tokens: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Columns {
+    /// Index into `Names::domains`.
+    domain: Vec<u32>,
+    /// Index into `Names::runs`, or [`NONE`].
+    run: Vec<u32>,
+    /// Index into `Names::scopes`, or [`NONE`].
+    scope: Vec<u32>,
+    /// How many of `tokens` belong to each record, in order.
+    token_counts: Vec<u32>,
+    /// Indexes into `Names::tokens`, each record's sorted by name.
+    tokens: Vec<u32>,
+    created_at: Vec<i64>,
+    expires_at: Vec<Option<i64>>,
+    confidence: Vec<f64>,
+    index_bytes: Vec<u32>,
+}
+
 /// What a decoded image tells the load besides the collection itself.
 pub(crate) struct Loaded {
     pub version: u64,
@@ -68,21 +105,64 @@ pub(crate) struct Loaded {
     pub vectors: u64,
 }
 
+/// Numbers names in the order they are first met.
+#[derive(Default)]
+struct Interner<'a> {
+    ids: HashMap<&'a str, u32>,
+    names: Vec<String>,
+}
+
+impl<'a> Interner<'a> {
+    fn id(&mut self, name: &'a str) -> Result<u32, EngineError> {
+        if let Some(id) = self.ids.get(name) {
+            return Ok(*id);
+        }
+        let id = u32::try_from(self.names.len())
+            .ok()
+            .filter(|id| *id != NONE)
+            .ok_or_else(|| corrupt("too many names"))?;
+        self.ids.insert(name, id);
+        self.names.push(name.to_owned());
+        Ok(id)
+    }
+}
+
 /// Encodes `ci` as an image at `version`.
 pub(crate) fn encode(ci: &CollectionIndex, version: u64) -> Result<Vec<u8>, EngineError> {
-    let mut doc_lens = Vec::with_capacity(ci.docs.len());
-    let mut docs = Vec::new();
+    let mut id_lens = Vec::with_capacity(ci.docs.len());
+    let mut ids = Vec::new();
+    let (mut domains, mut runs, mut scopes, mut tokens) = (
+        Interner::default(),
+        Interner::default(),
+        Interner::default(),
+        Interner::default(),
+    );
+    let mut c = Columns::default();
     for doc in &ci.docs {
-        match doc {
-            Some(d) => {
-                let bytes = strata_store::codec::encode_record(d)?;
-                doc_lens.push(u32::try_from(bytes.len()).map_err(|_| {
-                    EngineError::Index(format!("search image: record {} too large", d.id))
-                })?);
-                docs.extend_from_slice(&bytes);
-            }
-            None => doc_lens.push(0),
+        let Some(d) = doc else {
+            id_lens.push(0);
+            continue;
+        };
+        let id = d.id.as_str().as_bytes();
+        id_lens.push(u32::try_from(id.len()).map_err(|_| corrupt("record id too long"))?);
+        ids.extend_from_slice(id);
+        c.domain.push(domains.id(d.memory_domain.as_str())?);
+        c.run.push(match &d.run_id {
+            Some(r) => runs.id(r.as_str())?,
+            None => NONE,
+        });
+        c.scope.push(match &d.memory_scope {
+            Some(s) => scopes.id(s.as_str())?,
+            None => NONE,
+        });
+        c.token_counts.push(d.user_tokens.len() as u32);
+        for t in &d.user_tokens {
+            c.tokens.push(tokens.id(t.as_str())?);
         }
+        c.created_at.push(d.created_at);
+        c.expires_at.push(d.expires_at);
+        c.confidence.push(d.confidence);
+        c.index_bytes.push(d.index_bytes);
     }
     let raw = ci.raw_vectors();
     let vectors: Vec<u8> = raw
@@ -98,8 +178,15 @@ pub(crate) fn encode(ci: &CollectionIndex, version: u64) -> Result<Vec<u8>, Engi
         format: FORMAT,
         version,
         dim: ci.dim as u32,
-        doc_lens,
-        docs,
+        id_lens,
+        ids,
+        names: Names {
+            domains: domains.names,
+            runs: runs.names,
+            scopes: scopes.names,
+            tokens: tokens.names,
+        },
+        columns: c,
         vectors_in_graph: raw.is_none(),
         vectors,
         with_vector,
@@ -133,6 +220,99 @@ pub(crate) fn check(bytes: &[u8]) -> Result<(), EngineError> {
     decode_image(bytes).map(|_| ())
 }
 
+/// Parses a name table, closed: a name that does not parse is an error.
+fn parse_all<T>(
+    names: &[String],
+    parse: impl Fn(&str) -> Result<T, strata_types::InvalidName>,
+) -> Result<Vec<T>, EngineError> {
+    names
+        .iter()
+        .map(|n| parse(n).map_err(|e| corrupt(format!("name {n:?}: {e}"))))
+        .collect()
+}
+
+/// `table[i]`, or an error for an index outside it.
+fn pick<T: Clone>(table: &[T], i: u32) -> Result<T, EngineError> {
+    table
+        .get(i as usize)
+        .cloned()
+        .ok_or_else(|| corrupt("a column points outside its name table"))
+}
+
+/// `table[i]`, or `None` for [`NONE`].
+fn optional<T: Clone>(table: &[T], i: u32) -> Result<Option<T>, EngineError> {
+    (i != NONE).then(|| pick(table, i)).transpose()
+}
+
+/// The slots' resident parts from the image's ids and columns, checked: every column has one
+/// entry per record, every index points into its table, token lists are sorted and distinct.
+fn slot_docs(image: &Image) -> Result<Vec<Option<SlotDoc>>, EngineError> {
+    let domains = parse_all(&image.names.domains, |n| Domain::parse(n))?;
+    let runs = parse_all(&image.names.runs, |n| RunId::parse(n))?;
+    let scopes = parse_all(&image.names.scopes, |n| MemoryScope::parse(n))?;
+    let tokens = parse_all(&image.names.tokens, |n| UserToken::parse(n))?;
+    let c = &image.columns;
+    let records = image.id_lens.iter().filter(|l| **l > 0).count();
+    let lens = [
+        c.domain.len(),
+        c.run.len(),
+        c.scope.len(),
+        c.token_counts.len(),
+        c.created_at.len(),
+        c.expires_at.len(),
+        c.confidence.len(),
+        c.index_bytes.len(),
+    ];
+    if lens.iter().any(|l| *l != records) {
+        return Err(corrupt("columns do not match the records"));
+    }
+    let mut docs = Vec::with_capacity(image.id_lens.len());
+    let (mut at, mut row, mut token_at) = (0usize, 0usize, 0usize);
+    for len in &image.id_lens {
+        if *len == 0 {
+            docs.push(None);
+            continue;
+        }
+        let end = at
+            .checked_add(*len as usize)
+            .filter(|end| *end <= image.ids.len())
+            .ok_or_else(|| corrupt("id lengths overrun the ids"))?;
+        let id = std::str::from_utf8(&image.ids[at..end])
+            .map_err(|_| corrupt("an id is not UTF-8"))
+            .and_then(|s| RecordId::parse(s).map_err(|e| corrupt(format!("id {s:?}: {e}"))))?;
+        at = end;
+        let count = c.token_counts[row] as usize;
+        let token_end = token_at
+            .checked_add(count)
+            .filter(|end| *end <= c.tokens.len())
+            .ok_or_else(|| corrupt("token counts overrun the tokens"))?;
+        let user_tokens = c.tokens[token_at..token_end]
+            .iter()
+            .map(|t| pick(&tokens, *t))
+            .collect::<Result<Vec<UserToken>, _>>()?;
+        token_at = token_end;
+        if user_tokens.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(corrupt(format!("record {id}: user tokens out of order")));
+        }
+        docs.push(Some(SlotDoc {
+            id,
+            memory_domain: pick(&domains, c.domain[row])?,
+            run_id: optional(&runs, c.run[row])?,
+            memory_scope: optional(&scopes, c.scope[row])?,
+            user_tokens,
+            created_at: c.created_at[row],
+            expires_at: c.expires_at[row],
+            confidence: c.confidence[row],
+            index_bytes: c.index_bytes[row],
+        }));
+        row += 1;
+    }
+    if at != image.ids.len() || token_at != c.tokens.len() {
+        return Err(corrupt("bytes after the last record"));
+    }
+    Ok(docs)
+}
+
 /// Rebuilds collection `c` from its image, if the image decodes and is whole; the caller
 /// still compares [`Loaded::version`] with the stored version.
 pub(crate) fn decode(
@@ -144,25 +324,7 @@ pub(crate) fn decode(
     if image.dim != c.dim {
         return Err(corrupt(format!("dimension {} not {}", image.dim, c.dim)));
     }
-    let mut docs: Vec<Option<Record>> = Vec::with_capacity(image.doc_lens.len());
-    let mut at = 0usize;
-    for len in &image.doc_lens {
-        if *len == 0 {
-            docs.push(None);
-            continue;
-        }
-        let end = at
-            .checked_add(*len as usize)
-            .filter(|end| *end <= image.docs.len())
-            .ok_or_else(|| corrupt("record lengths overrun the records"))?;
-        docs.push(Some(strata_store::codec::decode_record(
-            &image.docs[at..end],
-        )?));
-        at = end;
-    }
-    if at != image.docs.len() {
-        return Err(corrupt("bytes after the last record"));
-    }
+    let docs = slot_docs(&image)?;
     let expected = if image.vectors_in_graph {
         0
     } else {
@@ -280,7 +442,7 @@ pub(crate) mod bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_types::{Metric, RecordId};
+    use strata_types::{Metric, Record, RecordId};
 
     fn collection() -> Collection {
         Collection {
@@ -342,20 +504,23 @@ mod tests {
         assert_eq!(encode(&ci, 7).unwrap(), bytes);
     }
 
-    /// Format 2: `02`, version 7, dim 2, one record of 0x29 bytes (the store's record encoding),
-    /// vectors not in a graph (`00`), 8 vector bytes (0.5, -1.0), the portable bitmap {0}; the
-    /// field index (path names by id `b:kind`, each path's values: the string `note` in {0},
-    /// then each slot's (path id, value) list); the BM25 index (analyzer, terms by id `hi`,
-    /// each posting's slots {0} and repeated frequencies (none), the documents {0}, lengths
-    /// [1], each slot's term ids [[0]], total length 1).
-    const GOLDEN: &str = "02070201292901016103766563000102686900000764656661756c740000027b7d020200000000000000e03f01000000080000003f000080bf123a30000001000000000000001000000000000106623a6b696e640101046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000001010000046e6f7465000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
+    /// Format 3: `03`, version 7, dim 2; id lengths [1] and the ids `a`; the name tables
+    /// (domains [`default`], no runs, scopes or tokens); the columns, one entry each: domain 0,
+    /// run and scope none (`ffffffff0f`), 0 tokens, no token ids, created at 1 (zigzag `02`),
+    /// no expiry, confidence 0.5, index bytes 194 (`c201`); then as in format 2: vectors not in
+    /// a graph (`00`), 8 vector bytes (0.5, -1.0), the portable bitmap {0}; the field index
+    /// (path names by id `b:kind`, each path's values: the string `note` in {0}, then each
+    /// slot's (path id, value) list); the BM25 index (analyzer, terms by id `hi`, each
+    /// posting's slots {0} and repeated frequencies (none), the documents {0}, lengths [1],
+    /// each slot's term ids [[0]], total length 1).
+    const GOLDEN: &str = "03070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f01c20100080000003f000080bf123a30000001000000000000001000000000000106623a6b696e640101046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000001010000046e6f7465000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
 
     #[test]
     fn anything_else_is_an_error() {
         let good = encode(&sample(), 7).unwrap();
         let mut other_format = good.clone();
-        // Format 1 (the postings and field index as hash maps) is no longer read: rebuilt.
-        other_format[0] = 1;
+        // Format 2 (whole records) is no longer read: rebuilt from the records.
+        other_format[0] = 2;
         let mut trailing = good.clone();
         trailing.push(0);
         for bad in [
@@ -373,5 +538,59 @@ mod tests {
         let mut other_dim = collection();
         other_dim.dim = 3;
         assert!(decode(&good, &other_dim, Default::default()).is_err());
+    }
+
+    /// Images that decode as postcard but whose columns do not hold together are refused
+    /// (then the load rebuilds from the records), never trusted.
+    #[test]
+    fn inconsistent_columns_are_errors() {
+        let good = encode(&sample(), 7).unwrap();
+        let damaged: Vec<fn(&mut Image)> = vec![
+            |i| i.columns.domain[0] = 5,
+            |i| i.columns.run[0] = 0,
+            |i| i.columns.created_at.push(1),
+            |i| i.columns.token_counts[0] = 1,
+            |i| i.names.domains[0] = "bad domain!".into(),
+            |i| i.id_lens[0] = 9,
+            |i| i.ids = b"\xff".to_vec(),
+            |i| i.id_lens.push(1),
+        ];
+        for (n, damage) in damaged.into_iter().enumerate() {
+            let mut image = decode_image(&good).unwrap();
+            damage(&mut image);
+            let bytes = postcard::to_stdvec(&image).unwrap();
+            assert!(
+                decode(&bytes, &collection(), Default::default()).is_err(),
+                "damage {n} was accepted"
+            );
+        }
+    }
+
+    /// Scope fields, tokens and expiry survive the image, and names are stored once.
+    #[test]
+    fn scope_columns_round_trip() {
+        let mut ci = CollectionIndex::new(&collection());
+        for (i, run) in [Some("r1"), None, Some("r1")].into_iter().enumerate() {
+            let mut r = record();
+            r.id = RecordId::parse(format!("id{i}")).unwrap();
+            r.run_id = run.map(|x| strata_types::RunId::parse(x).unwrap());
+            r.memory_scope = Some(strata_types::MemoryScope::parse("s").unwrap());
+            r.user_tokens = vec![
+                strata_types::UserToken::parse("u:a").unwrap(),
+                strata_types::UserToken::parse("u:b").unwrap(),
+            ];
+            r.expires_at = (i == 1).then_some(99);
+            ci.upsert(&r, false).unwrap();
+        }
+        let id = RecordId::parse("id1").unwrap();
+        ci.remove(&id).unwrap();
+        let bytes = encode(&ci, 3).unwrap();
+        let image = decode_image(&bytes).unwrap();
+        assert_eq!(image.names.runs, vec!["r1".to_string()]);
+        assert_eq!(image.names.tokens.len(), 2);
+        let (back, loaded) = decode(&bytes, &collection(), Default::default()).unwrap();
+        assert_eq!(loaded.records, 2);
+        assert_eq!(back.docs, ci.docs);
+        assert_eq!(encode(&back, 3).unwrap(), bytes);
     }
 }

@@ -28,6 +28,7 @@ use strata_types::{
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::audit::{self, tenant_event};
+use crate::hits::StoredRecords;
 use crate::lifecycle::{TenantProfile, TenantStatus};
 use crate::search::search_collection;
 use crate::tenants::check_live;
@@ -469,16 +470,21 @@ impl Engine {
         let (mut hits, mut exact, mut reads) = (Vec::new(), true, Vec::new());
         for g in &grants {
             let vis = Visibility::shared_domain(g.domain.clone(), req, now);
-            let part =
-                self.indexes
-                    .with_index(&self.store, g.owner_key, &g.owner, |ti| {
-                        match ti.collections.get(name) {
-                            Some(ci) => {
-                                search_collection(ci, name, &vis, s, mode, None, None).map(Some)
-                            }
-                            None => Ok(None),
+            let part = self
+                .indexes
+                .with_index(&self.store, g.owner_key, &g.owner, |ti| {
+                    match ti.collections.get(name) {
+                        Some(ci) => {
+                            // The owner's records, through the verified grant `g`, from a
+                            // snapshot begun while its index is held (`crate::hits`).
+                            let r = self.store.read()?;
+                            let stored = StoredRecords::new(&r, g.owner_key, name);
+                            search_collection(ci, name, &vis, s, mode, None, None, &stored)
+                                .map(Some)
                         }
-                    })?;
+                        None => Ok(None),
+                    }
+                })?;
             let Some(part) = part else { continue };
             exact &= part.exact;
             reads.push((g, part.hits.len()));

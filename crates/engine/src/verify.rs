@@ -20,6 +20,7 @@ use strata_store::{Reader, Reads, TenantKey};
 use strata_types::{CollectionName, Record, TenantId};
 
 use crate::lifecycle::{self, USAGE_BLOB, Usage};
+use crate::slot_doc::SlotDoc;
 use crate::snapshot::{self, BLOB_PREFIX, VERSION_BLOB};
 use crate::tenant_index::TenantIndex;
 use crate::{Engine, EngineError};
@@ -220,7 +221,7 @@ fn check_index(
             }
             continue;
         };
-        let loaded: HashMap<&strata_types::RecordId, &Record> =
+        let loaded: HashMap<&strata_types::RecordId, &SlotDoc> =
             ci.docs.iter().flatten().map(|d| (&d.id, d)).collect();
         if loaded.len() != records.len() || ci.live.len() != records.len() as u64 {
             report.problem(format!(
@@ -238,9 +239,7 @@ fn check_index(
                 ));
                 continue;
             };
-            let mut bare = rec.clone();
-            bare.vector = None;
-            if **doc != bare {
+            if **doc != SlotDoc::of(rec) {
                 report.problem(format!("index: {name}/{} differs from storage", rec.id));
             }
             if rec.vector.is_some() {

@@ -20,6 +20,7 @@ use strata_types::{
 };
 
 use crate::EngineError;
+use crate::slot_doc::SlotDoc;
 
 /// Which principals a resolved request speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,17 +120,40 @@ impl Visibility {
 
     /// Whether this request may see `record` (which is already known to be in its tenant).
     pub fn sees(&self, record: &Record) -> bool {
-        record.memory_domain == self.domain
+        self.sees_fields(Fields {
+            domain: &record.memory_domain,
+            run_id: record.run_id.as_ref(),
+            memory_scope: record.memory_scope.as_ref(),
+            expired: record.is_expired(self.now),
+            user_tokens: &record.user_tokens,
+        })
+    }
+
+    /// The same decision on a record's resident part in a collection index, which holds every
+    /// field the rules read.
+    pub fn sees_slot(&self, doc: &SlotDoc) -> bool {
+        self.sees_fields(Fields {
+            domain: &doc.memory_domain,
+            run_id: doc.run_id.as_ref(),
+            memory_scope: doc.memory_scope.as_ref(),
+            expired: doc.is_expired(self.now),
+            user_tokens: &doc.user_tokens,
+        })
+    }
+
+    /// The rules themselves (module docs), over the fields they read.
+    fn sees_fields(&self, record: Fields<'_>) -> bool {
+        *record.domain == self.domain
             && self
                 .run_id
                 .as_ref()
-                .is_none_or(|r| record.run_id.as_ref() == Some(r))
+                .is_none_or(|r| record.run_id == Some(r))
             && self
                 .memory_scope
                 .as_ref()
-                .is_none_or(|s| record.memory_scope.as_ref() == Some(s))
-            && !record.is_expired(self.now)
-            && self.sees_tokens(&record.user_tokens)
+                .is_none_or(|s| record.memory_scope == Some(s))
+            && !record.expired
+            && self.sees_tokens(record.user_tokens)
     }
 
     fn sees_tokens(&self, tokens: &[UserToken]) -> bool {
@@ -160,6 +184,15 @@ impl Visibility {
         }
         Ok(tokens.into_iter().collect())
     }
+}
+
+/// What the visibility rules read of a record.
+struct Fields<'a> {
+    domain: &'a Domain,
+    run_id: Option<&'a RunId>,
+    memory_scope: Option<&'a MemoryScope>,
+    expired: bool,
+    user_tokens: &'a [UserToken],
 }
 
 fn resolve_domain(bound: Option<&[Domain]>, asked: Option<&Domain>) -> Result<Domain, EngineError> {

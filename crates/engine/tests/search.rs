@@ -560,3 +560,67 @@ fn expired_records_and_all_matching_are_decided_per_record_before_top_k() {
         "ab"
     );
 }
+
+/// Collections keep only a lean part of each record resident: a hit's record is read whole
+/// from storage (content, metadata, kind, confidence, and its stored vector when asked), the
+/// same after a restart that loads the collection from its search image, and a filter the
+/// field index cannot answer (`$ne` on content) is decided on the stored records.
+#[test]
+fn hits_carry_their_whole_stored_record_before_and_after_an_image_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let vec = CollectionName::parse("vec").unwrap();
+    let records: Vec<NewRecord> = (0..50)
+        .map(|i| NewRecord {
+            id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+            modality: Some(vec.clone()),
+            kind: Some(Kind::parse("episodic").unwrap()),
+            content: Some(format!("note number {i}")),
+            vector: Some(vec![i as f32, 1.0, -0.5]),
+            metadata: json!({"n": i, "tags": ["a", "b"]})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            ..Default::default()
+        })
+        .collect();
+    let query = |engine: &Engine, scope: &TenantScope, include: Option<Vec<Include>>| {
+        let s = SearchRequest {
+            vector: Some(vec![7.2, 1.0, -0.5]),
+            k: 3,
+            modality: Some(vec.clone()),
+            filter: Some(Filter::parse(&json!({"content": {"$ne": "note number 7"}})).unwrap()),
+            include,
+            ..Default::default()
+        };
+        engine.search(scope, &req(), &s).unwrap()
+    };
+    let check = |engine: &Engine, scope: &TenantScope| {
+        let plain = query(engine, scope, None);
+        assert_eq!(ids(&plain), ["r8", "r6", "r9"]);
+        for hit in &plain.hits {
+            let mut stored = engine.get(scope, &req(), &hit.record.id).unwrap();
+            stored.vector = None;
+            assert_eq!(hit.record, stored);
+            assert!(hit.record.content.is_some() && hit.record.metadata.contains_key("tags"));
+        }
+        let with_vector = query(engine, scope, Some(vec![Include::Vector]));
+        assert_eq!(
+            with_vector.hits[0].record.vector,
+            Some(vec![8.0, 1.0, -0.5])
+        );
+    };
+    {
+        let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+        engine
+            .create_collection(&scope, &vec, 3, Metric::L2)
+            .unwrap();
+        engine.put(&scope, &req(), records).unwrap();
+        check(&engine, &scope);
+        engine.persist_indexes().unwrap();
+    }
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    check(&engine, &scope);
+    let stats = engine.index_stats(&scope).unwrap();
+    let vec_stats = stats.iter().find(|s| s.collection == vec).unwrap();
+    assert!(vec_stats.loaded_from_image, "the restart loaded the image");
+}

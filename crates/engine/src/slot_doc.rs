@@ -1,0 +1,134 @@
+//! What a collection keeps resident per record: the few fields search decides with, never the
+//! whole record.
+//!
+//! Search needs, per slot, the record's id (to name hits and find pheromones), its scope
+//! fields (for `Visibility::sees_slot` and to clear the scope bitmaps when it goes), its expiry,
+//! and what ranking reads (`created_at`, confidence). Content, metadata, kind and the vector
+//! stay in storage (the text and field indexes hold what they index of them); the records of a
+//! search's hits, and of candidates a filter the field index cannot answer must see, are read
+//! from the search's own storage snapshot (`crate::hits`). Keeping whole records resident cost
+//! 2.3 × the raw vectors for 200,000 records (`docs/benchmarks.md`).
+
+use strata_types::{Domain, MemoryScope, Millis, Record, RecordId, RunId, UserToken};
+
+/// The resident part of one record (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SlotDoc {
+    pub id: RecordId,
+    pub memory_domain: Domain,
+    pub run_id: Option<RunId>,
+    pub memory_scope: Option<MemoryScope>,
+    /// Sorted and free of duplicates, as on the record.
+    pub user_tokens: Vec<UserToken>,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+    /// The record's confidence value (`Confidence::value`), for ranking.
+    pub confidence: f64,
+    /// Estimated heap bytes of the record's entries in the text and field indexes, computed
+    /// once from the whole record (`index_bytes`) and kept, so that adding and removing the
+    /// record balance in `CollectionIndex::resident_bytes` without reading it again.
+    pub index_bytes: u32,
+}
+
+impl SlotDoc {
+    pub fn of(r: &Record) -> SlotDoc {
+        SlotDoc {
+            id: r.id.clone(),
+            memory_domain: r.memory_domain.clone(),
+            run_id: r.run_id.clone(),
+            memory_scope: r.memory_scope.clone(),
+            user_tokens: r.user_tokens.clone(),
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            confidence: r.confidence.value,
+            index_bytes: index_bytes(r),
+        }
+    }
+
+    /// Whether the record's TTL has passed at `now` (the rule of `Record::is_expired`).
+    pub fn is_expired(&self, now: Millis) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+
+    /// Estimated heap bytes this slot holds: its strings (each with an allocator header) and
+    /// its index entries. The inline part is counted by the slot table's capacity.
+    pub fn heap_bytes(&self) -> u64 {
+        const PER_ALLOCATION: usize = 16;
+        let string = |s: &str| s.len() + PER_ALLOCATION;
+        let strings = string(self.id.as_str())
+            + string(self.memory_domain.as_str())
+            + self.run_id.as_ref().map_or(0, |x| string(x.as_str()))
+            + self.memory_scope.as_ref().map_or(0, |x| string(x.as_str()))
+            + self
+                .user_tokens
+                .iter()
+                .map(|t| string(t.as_str()) + std::mem::size_of::<UserToken>())
+                .sum::<usize>();
+        (strings + self.index_bytes as usize) as u64
+    }
+}
+
+/// Estimated heap bytes of a record's entries in the text and field indexes: a posting per
+/// word of content (about a byte of content each, with the term table), a few bitmap and
+/// field-index entries per metadata field and built-in field. Cheap (no allocation), and the
+/// same record always gives the same figure.
+pub(crate) fn index_bytes(r: &Record) -> u32 {
+    const PER_FIELD_ENTRY: usize = 32;
+    let content = r.content.as_ref().map_or(0, String::len);
+    let kind = r.kind.as_ref().map_or(0, |k| k.as_str().len());
+    let metadata = json_bytes(&r.metadata);
+    let bytes = content + kind + metadata + 6 * PER_FIELD_ENTRY;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+fn json_bytes(map: &serde_json::Map<String, serde_json::Value>) -> usize {
+    use serde_json::Value;
+    map.values()
+        .map(|v| {
+            32 + match v {
+                Value::String(s) => s.len(),
+                Value::Array(a) => a.len() * 32,
+                Value::Object(o) => json_bytes(o),
+                _ => 0,
+            }
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_types::{CollectionName, Confidence};
+
+    fn record() -> Record {
+        Record {
+            id: RecordId::parse("r1").unwrap(),
+            modality: CollectionName::parse("text").unwrap(),
+            kind: None,
+            content: Some("a long text that stays in storage".into()),
+            vector: Some(vec![1.0; 4]),
+            user_tokens: vec![UserToken::parse("u:a").unwrap()],
+            memory_domain: Domain::default_domain(),
+            run_id: Some(RunId::parse("run").unwrap()),
+            memory_scope: None,
+            metadata: serde_json::json!({"k": "v"}).as_object().cloned().unwrap(),
+            created_at: 5,
+            updated_at: 6,
+            expires_at: Some(10),
+            confidence: Confidence::initial(0.75),
+        }
+    }
+
+    #[test]
+    fn keeps_what_search_decides_with() {
+        let d = SlotDoc::of(&record());
+        assert_eq!(d.id.as_str(), "r1");
+        assert_eq!(d.run_id.as_ref().map(|r| r.as_str()), Some("run"));
+        assert_eq!(d.user_tokens.len(), 1);
+        assert_eq!((d.created_at, d.confidence), (5, 0.75));
+        assert!(!d.is_expired(9) && d.is_expired(10));
+        // The same record always weighs the same, so place and remove balance.
+        assert_eq!(d.heap_bytes(), SlotDoc::of(&record()).heap_bytes());
+        assert!(d.heap_bytes() > 0);
+    }
+}
