@@ -533,7 +533,12 @@ mod engine_tests {
             .unwrap();
         let scope = scope(engine, id);
         engine
-            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .create_collection(
+                &scope,
+                &vec_name(),
+                crate::test_support::DIM,
+                Metric::Cosine,
+            )
             .unwrap();
         put_clustered(engine, &scope, n);
         scope

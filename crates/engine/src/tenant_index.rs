@@ -9,7 +9,7 @@ use strata_store::{Reads, Store, TenantKey};
 use strata_types::{CollectionName, Record, RecordId};
 
 use crate::EngineError;
-use crate::collection_index::{CollectionIndex, GRAPH_MIN_VECTORS};
+use crate::collection_index::CollectionIndex;
 use crate::{search_image, snapshot};
 
 /// A change a committed write made, to be applied to loaded indexes.
@@ -98,6 +98,7 @@ impl TenantIndex {
     ) -> Result<Option<TenantIndex>, EngineError> {
         let mut collections = HashMap::new();
         let (mut records, mut vectors) = (0, 0);
+        let mut dropped_graph = false;
         for c in r.collections(key)? {
             let Some(bytes) = search_image::load(r, key, &c.name)? else {
                 return Ok(None);
@@ -122,6 +123,17 @@ impl TenantIndex {
                 }
                 _ => None,
             };
+            // A collection below the graph threshold is searched exactly: a graph it grew and
+            // shrank from (or saved before the threshold followed the planner) is not kept.
+            // Not even restored when the image holds the vectors; otherwise restored for its
+            // vectors, then let go (`shed_graph`). The next save stores the image without it.
+            let graph = match graph {
+                Some(_) if ci.has_vector_copy() && !ci.graph_pays() => {
+                    dropped_graph = true;
+                    None
+                }
+                g => g,
+            };
             // A graph that is missing or does not fit leaves the collection to exact scans
             // until the background builder gives it one.
             if !graph.is_some_and(|g| ci.restore_graph(&g)) {
@@ -131,6 +143,7 @@ impl TenantIndex {
                 }
                 ci.graph = None;
             }
+            dropped_graph |= ci.shed_graph();
             ci.from_image = true;
             collections.insert(c.name.clone(), ci);
         }
@@ -139,7 +152,7 @@ impl TenantIndex {
             Ok(usage) if (usage.records, usage.vectors) == (records, vectors) => {}
             _ => return Ok(None),
         }
-        let dirty = collections.values().any(|c| c.wants_graph());
+        let dirty = dropped_graph || collections.values().any(|c| c.wants_graph());
         Ok(Some(TenantIndex {
             collections,
             dirty,
@@ -200,11 +213,14 @@ impl TenantIndex {
         for (name, ci) in collections.iter_mut() {
             ci.rebuild_free_list();
             let restored = match expected.remove(name) {
-                Some((missing, Some(graph))) if missing.is_empty() && !stale.contains(name) => {
+                // Below the graph threshold a saved graph is not restored (see `load_images`).
+                Some((missing, Some(graph)))
+                    if missing.is_empty() && !stale.contains(name) && ci.graph_pays() =>
+                {
                     ci.restore_graph(&graph)
                 }
-                Some((missing, None)) if missing.is_empty() && !stale.contains(name) => {
-                    ci.with_vector.len() < GRAPH_MIN_VECTORS
+                Some((missing, _)) if missing.is_empty() && !stale.contains(name) => {
+                    !ci.graph_pays()
                 }
                 _ => false,
             };
@@ -341,7 +357,12 @@ mod tests {
             .unwrap();
         let scope = scope(&engine);
         engine
-            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .create_collection(
+                &scope,
+                &vec_name(),
+                crate::test_support::DIM,
+                Metric::Cosine,
+            )
             .unwrap();
         put_clustered(&engine, &scope, N);
         engine.index_stats(&scope).unwrap();
@@ -399,7 +420,12 @@ mod tests {
             .unwrap();
         let scope = scope(&engine);
         engine
-            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .create_collection(
+                &scope,
+                &vec_name(),
+                crate::test_support::DIM,
+                Metric::Cosine,
+            )
             .unwrap();
         put_clustered(&engine, &scope, N);
         engine.index_stats(&scope).unwrap();
@@ -443,7 +469,8 @@ mod tests {
             .store
             .write(|w| w.put_blob(scope.key(), "image:vec", &good))
             .unwrap();
-        let q = strata_index::testdata::queries(5, 8, 10, 1, 2)[0].clone();
+        let q = strata_index::testdata::queries(5, crate::test_support::DIM as usize, 10, 1, 2)[0]
+            .clone();
         engine
             .put(
                 &scope,
