@@ -17,7 +17,7 @@ use crate::EngineError;
 /// quarters of the planner's exact-scan budget (`plan::EXACT_BUDGET`). Below the budget the
 /// planner scans exactly whatever the query, so a graph there would never be searched, yet it
 /// would hold a second copy of every vector and be built, saved and restored at every load.
-/// The quarter's margin (1,302 vectors at 384 dimensions, 3,906 at 128) is there so that the
+/// The quarter's margin (about 1,300 vectors at 384 dimensions, 3,900 at 128) is there so the
 /// background builder has the graph ready before the collection's scans pass the budget
 /// (until then they stay exact, so correct, only slower).
 pub(crate) const GRAPH_MIN_FLOATS: u64 = crate::plan::EXACT_BUDGET / 4 * 3;
@@ -686,5 +686,28 @@ fn index_metadata(
             other => fields.insert(slot, &metadata_path(prefix), other),
         }
         prefix.pop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::graph_pays;
+
+    #[test]
+    fn the_graph_threshold_is_three_quarters_of_the_exact_scan_budget() {
+        // 1.5M floats: 3,907 vectors at 384 dimensions, where the planner goes to the graph
+        // past 5,208.
+        assert!(!graph_pays(3_906, 384));
+        assert!(graph_pays(3_907, 384));
+        assert!(
+            !graph_pays(2_000, 384),
+            "a 2,000-record tenant is scanned exactly"
+        );
+        assert!(graph_pays(1_100, 2048));
+        assert!(!graph_pays(0, 4096));
+        assert!(
+            graph_pays(u64::MAX, 4096),
+            "saturates instead of overflowing"
+        );
     }
 }

@@ -500,4 +500,89 @@ mod tests {
         assert_eq!(answers(&engine, &scope), after);
         verify_clean(&engine);
     }
+
+    fn vec_graph(engine: &Engine, scope: &TenantScope) -> (bool, bool) {
+        let stats = engine.index_stats(scope).unwrap();
+        let s = stats.iter().find(|s| s.collection == vec_name()).unwrap();
+        (s.graph, s.loaded_from_image)
+    }
+
+    #[test]
+    fn collections_under_the_graph_threshold_neither_build_nor_restore_a_graph() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let id = TenantId::parse("acme").unwrap();
+        engine
+            .create_tenant(&OperatorScope::for_tests(), &id, None)
+            .unwrap();
+        let scope = scope(&engine);
+        engine
+            .create_collection(
+                &scope,
+                &vec_name(),
+                crate::test_support::DIM,
+                Metric::Cosine,
+            )
+            .unwrap();
+        // 700 × 2,048 = 1.43M floats, under the threshold (1.5M): never a graph.
+        put_clustered(&engine, &scope, 700);
+        engine.index_stats(&scope).unwrap();
+        engine.wait_for_graph_builds();
+        assert_eq!(vec_graph(&engine, &scope), (false, false));
+        let small = answers(&engine, &scope);
+        engine.persist_indexes().unwrap();
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        assert_eq!(vec_graph(&engine, &scope), (false, true));
+        assert_eq!(answers(&engine, &scope), small);
+        let residency = engine.residency(&OperatorScope::for_tests(), &id).unwrap();
+        assert_eq!(residency.graph_builds_pending, 0, "{residency:?}");
+
+        // Grown past it: a graph in the background, restored at the next load.
+        put_clustered(&engine, &scope, 1_100);
+        engine.wait_for_graph_builds();
+        assert!(vec_graph(&engine, &scope).0);
+        engine.persist_indexes().unwrap();
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        assert!(restored(&engine, &scope));
+
+        // Shrunk below it: the graph serves while loaded; the next load lets it go (its
+        // image carried the vectors inside the graph) and the save after that has none.
+        for i in 700..1_100 {
+            engine
+                .delete(
+                    &scope,
+                    &strata_types::RequestScope::default(),
+                    &strata_types::RecordId::parse(format!("r{i}")).unwrap(),
+                )
+                .unwrap();
+        }
+        assert!(vec_graph(&engine, &scope).0);
+        let shrunk = answers(&engine, &scope);
+        engine.persist_indexes().unwrap();
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        assert_eq!(vec_graph(&engine, &scope), (false, true));
+        assert_eq!(answers(&engine, &scope), shrunk);
+        verify_clean(&engine);
+        engine.wait_for_graph_builds();
+        assert_eq!(
+            engine.persist_indexes().unwrap(),
+            1,
+            "saved without the graph"
+        );
+        let snap = engine
+            .store
+            .read()
+            .unwrap()
+            .blob(scope.key(), "index:vec")
+            .unwrap()
+            .unwrap();
+        let snap = crate::snapshot::decode(&snap).unwrap();
+        assert!(snap.graph.is_none());
+    }
 }

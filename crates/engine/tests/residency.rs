@@ -12,9 +12,12 @@ use strata_auth::{OperatorScope, TenantScope};
 use strata_engine::{Engine, EngineConfig, ResidencyConfig};
 use strata_types::*;
 
-const DIM: usize = 32;
+/// High, so that few records make a graph: a collection gets one once vectors × dimensions
+/// reach three quarters of the planner's exact-scan budget (1.5M floats), and 1,200 × 2,048
+/// (2.46M) stays past it after the deletions below (800 × 2,048 = 1.64M).
+const DIM: usize = 2048;
 const TENANTS: usize = 8;
-/// Past `GRAPH_MIN_VECTORS`, so each tenant has a graph to snapshot and restore.
+/// Past the graph threshold, so each tenant has a graph to snapshot and restore.
 const RECORDS: usize = 1_200;
 
 fn name() -> CollectionName {
