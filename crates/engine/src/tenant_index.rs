@@ -111,28 +111,25 @@ impl TenantIndex {
             }
             records += loaded.records;
             vectors += loaded.vectors;
-            // The graph is keyed by slot, so it fits only the slots it was saved with (the
-            // same transaction writes both; this also catches a snapshot from another save).
-            let graph = match snapshot::load(r, key, &c.name)? {
-                Some(Ok(snap))
-                    if snap.version == version
-                        && snap.dim == c.dim
-                        && same_slots(&snap.slots, &ci.slot_ids()) =>
-                {
-                    snap.graph
+            // An image carries the vectors only when it was saved without a graph
+            // (`CollectionIndex::raw_vectors`), in the same transaction as the snapshot: then
+            // there is no graph to restore and the snapshot is not even read, so a collection
+            // under the graph threshold loads from its image alone. Otherwise the graph is
+            // keyed by slot, so it fits only the slots it was saved with (this also catches a
+            // snapshot from another save).
+            let graph = if ci.has_vector_copy() {
+                None
+            } else {
+                match snapshot::load(r, key, &c.name)? {
+                    Some(Ok(snap))
+                        if snap.version == version
+                            && snap.dim == c.dim
+                            && same_slots(&snap.slots, &ci.slot_ids()) =>
+                    {
+                        snap.graph
+                    }
+                    _ => None,
                 }
-                _ => None,
-            };
-            // A collection below the graph threshold is searched exactly: a graph it grew and
-            // shrank from (or saved before the threshold followed the planner) is not kept.
-            // Not even restored when the image holds the vectors; otherwise restored for its
-            // vectors, then let go (`shed_graph`). The next save stores the image without it.
-            let graph = match graph {
-                Some(_) if ci.has_vector_copy() && !ci.graph_pays() => {
-                    dropped_graph = true;
-                    None
-                }
-                g => g,
             };
             // A graph that is missing or does not fit leaves the collection to exact scans
             // until the background builder gives it one.
@@ -143,6 +140,9 @@ impl TenantIndex {
                 }
                 ci.graph = None;
             }
+            // Under the graph threshold (it shrank, or was saved before the threshold followed
+            // the planner): the graph was restored for its vectors only, and is let go; the
+            // next save stores the vectors in the image instead.
             dropped_graph |= ci.shed_graph();
             ci.from_image = true;
             collections.insert(c.name.clone(), ci);
