@@ -14,7 +14,7 @@ use common::{OPERATOR_KEY, Server, code};
 use serde_json::{Value, json};
 
 /// Enough for a graph at `GRAPH_DIM` dimensions.
-const RECORDS: usize = 1_200;
+const RECORDS: usize = 1_500;
 
 fn vector(i: usize) -> Vec<f32> {
     vector_of(i, DIM)
