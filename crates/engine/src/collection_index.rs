@@ -16,9 +16,20 @@ use strata_types::{Collection, Domain, MemoryScope, Metric, Record, RecordId, Ru
 use crate::EngineError;
 use crate::slot_doc::SlotDoc;
 
-/// A collection gets an HNSW graph once it holds this many vectors; below, exact scans are
-/// cheaper than keeping a graph.
-pub(crate) const GRAPH_MIN_VECTORS: u64 = 1024;
+/// A collection gets an HNSW graph once `vectors × dim` reaches this many floats: three
+/// quarters of the planner's exact-scan budget (`plan::EXACT_BUDGET`). Below the budget the
+/// planner scans exactly whatever the query, so a graph there would never be searched, yet it
+/// would hold a second copy of every vector and be built, saved and restored at every load.
+/// The quarter's margin (about 1,300 vectors at 384 dimensions, 3,900 at 128) is there so the
+/// background builder has the graph ready before the collection's scans pass the budget
+/// (until then they stay exact, so correct, only slower).
+pub(crate) const GRAPH_MIN_FLOATS: u64 = crate::plan::EXACT_BUDGET / 4 * 3;
+
+/// Whether a collection of `vectors` vectors of `dim` dimensions is large enough for a graph
+/// (see [`GRAPH_MIN_FLOATS`]).
+pub(crate) fn graph_pays(vectors: u64, dim: usize) -> bool {
+    vectors.saturating_mul(dim as u64) >= GRAPH_MIN_FLOATS
+}
 
 /// A graph is rebuilt without its deleted vectors (online, by the background builder) once
 /// they pass this fraction of its nodes: deleted nodes still cost memory and every search
@@ -130,7 +141,7 @@ impl CollectionIndex {
     /// that it is worth rebuilding (searches use the old graph meanwhile).
     pub fn wants_graph(&self) -> bool {
         match &self.graph {
-            None => self.with_vector.len() >= GRAPH_MIN_VECTORS,
+            None => self.graph_pays(),
             Some(g) => {
                 let nodes = g.len() as u64 + self.graph_deleted;
                 self.rebuild
@@ -138,6 +149,12 @@ impl CollectionIndex {
                         && self.graph_deleted as f64 / nodes as f64 > COMPACT_DELETED_FRACTION)
             }
         }
+    }
+
+    /// Whether the collection is large enough for a graph (see [`GRAPH_MIN_FLOATS`]); one
+    /// that shrank below keeps the graph it has while it stays loaded.
+    pub fn graph_pays(&self) -> bool {
+        graph_pays(self.with_vector.len(), self.dim)
     }
 
     /// Estimated bytes this collection holds in memory: vectors, the slots' resident parts
@@ -429,7 +446,7 @@ impl CollectionIndex {
             .then(|| &self.vectors[..self.docs.len() * self.dim])
     }
 
-    /// Keeps an existing graph in step. A collection that just reached `GRAPH_MIN_VECTORS` gets
+    /// Keeps an existing graph in step. A collection that just reached `GRAPH_MIN_FLOATS` gets
     /// its graph from the background builder, never from the write that crossed the line.
     fn insert_into_graph(&mut self, slot: u32) -> Result<(), EngineError> {
         if self.vectors_in_graph {
@@ -478,6 +495,19 @@ impl CollectionIndex {
             }
             _ => false,
         }
+    }
+
+    /// Lets go of the graph of a collection below the graph threshold that keeps its own copy
+    /// of the vectors (its searches are exact scans of that copy); `true` if it had one.
+    pub fn shed_graph(&mut self) -> bool {
+        if self.graph.is_none() || self.graph_pays() || !self.has_vector_copy() {
+            return false;
+        }
+        self.graph = None;
+        self.restored = false;
+        self.graph_deleted = 0;
+        self.rebuild = false;
+        true
     }
 
     /// Installs a graph built in the background from the vectors the collection had when the
@@ -616,5 +646,28 @@ fn index_metadata(
             other => fields.insert(slot, &metadata_path(prefix), other),
         }
         prefix.pop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::graph_pays;
+
+    #[test]
+    fn the_graph_threshold_is_three_quarters_of_the_exact_scan_budget() {
+        // 1.5M floats: 3,907 vectors at 384 dimensions, where the planner goes to the graph
+        // past 5,208.
+        assert!(!graph_pays(3_906, 384));
+        assert!(graph_pays(3_907, 384));
+        assert!(
+            !graph_pays(2_000, 384),
+            "a 2,000-record tenant is scanned exactly"
+        );
+        assert!(graph_pays(1_100, 2048));
+        assert!(!graph_pays(0, 4096));
+        assert!(
+            graph_pays(u64::MAX, 4096),
+            "saturates instead of overflowing"
+        );
     }
 }

@@ -396,7 +396,12 @@ mod tests {
             engine.create_tenant(&op, t, None).unwrap();
             let scope = admin_scope(&engine, t.as_str());
             engine
-                .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+                .create_collection(
+                    &scope,
+                    &vec_name(),
+                    crate::test_support::DIM,
+                    Metric::Cosine,
+                )
                 .unwrap();
             put_clustered(&engine, &scope, 600);
         }
@@ -499,7 +504,12 @@ mod tests {
         engine.create_tenant(&op, &id, None).unwrap();
         let scope = admin_scope(&engine, "acme");
         engine
-            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .create_collection(
+                &scope,
+                &vec_name(),
+                crate::test_support::DIM,
+                Metric::Cosine,
+            )
             .unwrap();
         put_clustered(&engine, &scope, 50);
         let before = answers(&engine, &scope);
@@ -554,7 +564,12 @@ mod tests {
         let scope = admin_scope(&engine, "big");
         assert!(engine.store.is_dedicated(scope.key()));
         engine
-            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .create_collection(
+                &scope,
+                &vec_name(),
+                crate::test_support::DIM,
+                Metric::Cosine,
+            )
             .unwrap();
         put_clustered(&engine, &scope, 50);
         assert_eq!(engine.store.main_keys(scope.key()).unwrap(), 0);

@@ -1,8 +1,8 @@
 //! Background HNSW builds, so that no request pays for building a graph.
 //!
-//! A collection that reaches `GRAPH_MIN_VECTORS` vectors, or is loaded without a current
-//! snapshot of its graph, is queued here and searched by exact scan (the planner's exact path)
-//! until its graph is ready. One thread builds, one tenant at a time:
+//! A collection that reaches `GRAPH_MIN_FLOATS` (vectors × dimensions, tied to the planner's
+//! exact-scan budget), or is loaded that large without a current snapshot of its graph, is
+//! queued here and searched by exact scan (the planner's exact path) until its graph is ready. One thread builds, one tenant at a time:
 //! 1. under the tenant's index lock, mark the collection as building (from then on every
 //!    changed slot is logged in `CollectionIndex::building`) and list its vector slots;
 //! 2. copy vectors in chunks, each under a short read lock, and insert them into a new graph

@@ -233,11 +233,20 @@ impl Engine {
         let (old, new) = (effective_params(&profile), effective_params(&next));
         let rebuild = old.m != new.m || old.ef_construction != new.ef_construction;
         let graph_vectors = self.indexes.graph_vectors(meta.key);
-        let u = usage(&self.store.read()?, meta.key)?;
+        let r = self.store.read()?;
+        let u = usage(&r, meta.key)?;
         // Unloaded tenants are rebuilt at their next load only if their snapshot's
-        // connectivity differs, so count what their graphs would hold: their vectors.
+        // connectivity differs, so count what their graphs would hold: their vectors; none
+        // when even all of them in the widest collection would stay under the graph
+        // threshold (such collections have no graph).
+        let widest = r.collections(meta.key)?.iter().map(|c| c.dim).max();
+        let unloaded = match widest {
+            Some(dim) if crate::collection_index::graph_pays(u.vectors, dim as usize) => u.vectors,
+            _ => 0,
+        };
+        drop(r);
         let rebuild_vectors = if rebuild {
-            graph_vectors.unwrap_or(u.vectors)
+            graph_vectors.unwrap_or(unloaded)
         } else {
             0
         };
@@ -533,10 +542,52 @@ mod engine_tests {
             .unwrap();
         let scope = scope(engine, id);
         engine
-            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .create_collection(
+                &scope,
+                &vec_name(),
+                crate::test_support::DIM,
+                Metric::Cosine,
+            )
             .unwrap();
         put_clustered(engine, &scope, n);
         scope
+    }
+
+    /// A tenant too small for a graph has none to rebuild, loaded or not.
+    #[test]
+    fn a_dry_run_counts_no_rebuild_for_a_tenant_without_graphs() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        // 50 × 2,048 floats: far under the graph threshold. Not searched, so not loaded.
+        fill(&engine, "small", 50, IsolationLevel::Shared);
+        let dry_run = |engine: &Engine| {
+            engine
+                .migrate_tenant(
+                    &OperatorScope::for_tests(),
+                    &TenantId::parse("small").unwrap(),
+                    MigrateRequest {
+                        target: IsolationLevel::Partition,
+                        index_params: Some(IndexParams {
+                            m: Some(8),
+                            ef_construction: Some(64),
+                            ef_search: None,
+                        }),
+                        dry_run: true,
+                    },
+                )
+                .unwrap()
+        };
+        let unloaded = dry_run(&engine);
+        assert_eq!(
+            (unloaded.rebuild_vectors, unloaded.rebuilds_indexes),
+            (0, false)
+        );
+        engine.index_stats(&scope(&engine, "small")).unwrap();
+        let loaded = dry_run(&engine);
+        assert_eq!(
+            (loaded.rebuild_vectors, loaded.rebuilds_indexes),
+            (0, false)
+        );
     }
 
     /// The loaded graph's parameters.

@@ -9,7 +9,7 @@ use strata_store::{Reads, Store, TenantKey};
 use strata_types::{CollectionName, Record, RecordId};
 
 use crate::EngineError;
-use crate::collection_index::{CollectionIndex, GRAPH_MIN_VECTORS};
+use crate::collection_index::CollectionIndex;
 use crate::{search_image, snapshot};
 
 /// A change a committed write made, to be applied to loaded indexes.
@@ -98,6 +98,7 @@ impl TenantIndex {
     ) -> Result<Option<TenantIndex>, EngineError> {
         let mut collections = HashMap::new();
         let (mut records, mut vectors) = (0, 0);
+        let mut dropped_graph = false;
         for c in r.collections(key)? {
             let Some(bytes) = search_image::load(r, key, &c.name)? else {
                 return Ok(None);
@@ -110,17 +111,25 @@ impl TenantIndex {
             }
             records += loaded.records;
             vectors += loaded.vectors;
-            // The graph is keyed by slot, so it fits only the slots it was saved with (the
-            // same transaction writes both; this also catches a snapshot from another save).
-            let graph = match snapshot::load(r, key, &c.name)? {
-                Some(Ok(snap))
-                    if snap.version == version
-                        && snap.dim == c.dim
-                        && same_slots(&snap.slots, &ci.slot_ids()) =>
-                {
-                    snap.graph
+            // An image carries the vectors only when it was saved without a graph
+            // (`CollectionIndex::raw_vectors`), in the same transaction as the snapshot: then
+            // there is no graph to restore and the snapshot is not even read, so a collection
+            // under the graph threshold loads from its image alone. Otherwise the graph is
+            // keyed by slot, so it fits only the slots it was saved with (this also catches a
+            // snapshot from another save).
+            let graph = if ci.has_vector_copy() {
+                None
+            } else {
+                match snapshot::load(r, key, &c.name)? {
+                    Some(Ok(snap))
+                        if snap.version == version
+                            && snap.dim == c.dim
+                            && same_slots(&snap.slots, &ci.slot_ids()) =>
+                    {
+                        snap.graph
+                    }
+                    _ => None,
                 }
-                _ => None,
             };
             // A graph that is missing or does not fit leaves the collection to exact scans
             // until the background builder gives it one.
@@ -131,6 +140,10 @@ impl TenantIndex {
                 }
                 ci.graph = None;
             }
+            // Under the graph threshold (it shrank, or was saved before the threshold followed
+            // the planner): the graph was restored for its vectors only, and is let go; the
+            // next save stores the vectors in the image instead.
+            dropped_graph |= ci.shed_graph();
             ci.from_image = true;
             collections.insert(c.name.clone(), ci);
         }
@@ -139,7 +152,7 @@ impl TenantIndex {
             Ok(usage) if (usage.records, usage.vectors) == (records, vectors) => {}
             _ => return Ok(None),
         }
-        let dirty = collections.values().any(|c| c.wants_graph());
+        let dirty = dropped_graph || collections.values().any(|c| c.wants_graph());
         Ok(Some(TenantIndex {
             collections,
             dirty,
@@ -200,11 +213,14 @@ impl TenantIndex {
         for (name, ci) in collections.iter_mut() {
             ci.rebuild_free_list();
             let restored = match expected.remove(name) {
-                Some((missing, Some(graph))) if missing.is_empty() && !stale.contains(name) => {
+                // Below the graph threshold a saved graph is not restored (see `load_images`).
+                Some((missing, Some(graph)))
+                    if missing.is_empty() && !stale.contains(name) && ci.graph_pays() =>
+                {
                     ci.restore_graph(&graph)
                 }
-                Some((missing, None)) if missing.is_empty() && !stale.contains(name) => {
-                    ci.with_vector.len() < GRAPH_MIN_VECTORS
+                Some((missing, _)) if missing.is_empty() && !stale.contains(name) => {
+                    !ci.graph_pays()
                 }
                 _ => false,
             };
@@ -341,7 +357,12 @@ mod tests {
             .unwrap();
         let scope = scope(&engine);
         engine
-            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .create_collection(
+                &scope,
+                &vec_name(),
+                crate::test_support::DIM,
+                Metric::Cosine,
+            )
             .unwrap();
         put_clustered(&engine, &scope, N);
         engine.index_stats(&scope).unwrap();
@@ -399,7 +420,12 @@ mod tests {
             .unwrap();
         let scope = scope(&engine);
         engine
-            .create_collection(&scope, &vec_name(), 8, Metric::Cosine)
+            .create_collection(
+                &scope,
+                &vec_name(),
+                crate::test_support::DIM,
+                Metric::Cosine,
+            )
             .unwrap();
         put_clustered(&engine, &scope, N);
         engine.index_stats(&scope).unwrap();
@@ -443,7 +469,8 @@ mod tests {
             .store
             .write(|w| w.put_blob(scope.key(), "image:vec", &good))
             .unwrap();
-        let q = strata_index::testdata::queries(5, 8, 10, 1, 2)[0].clone();
+        let q = strata_index::testdata::queries(5, crate::test_support::DIM as usize, 10, 1, 2)[0]
+            .clone();
         engine
             .put(
                 &scope,
@@ -472,5 +499,90 @@ mod tests {
         assert!(from_image(&engine, &scope));
         assert_eq!(answers(&engine, &scope), after);
         verify_clean(&engine);
+    }
+
+    fn vec_graph(engine: &Engine, scope: &TenantScope) -> (bool, bool) {
+        let stats = engine.index_stats(scope).unwrap();
+        let s = stats.iter().find(|s| s.collection == vec_name()).unwrap();
+        (s.graph, s.loaded_from_image)
+    }
+
+    #[test]
+    fn collections_under_the_graph_threshold_neither_build_nor_restore_a_graph() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let id = TenantId::parse("acme").unwrap();
+        engine
+            .create_tenant(&OperatorScope::for_tests(), &id, None)
+            .unwrap();
+        let scope = scope(&engine);
+        engine
+            .create_collection(
+                &scope,
+                &vec_name(),
+                crate::test_support::DIM,
+                Metric::Cosine,
+            )
+            .unwrap();
+        // 700 × 2,048 = 1.43M floats, under the threshold (1.5M): never a graph.
+        put_clustered(&engine, &scope, 700);
+        engine.index_stats(&scope).unwrap();
+        engine.wait_for_graph_builds();
+        assert_eq!(vec_graph(&engine, &scope), (false, false));
+        let small = answers(&engine, &scope);
+        engine.persist_indexes().unwrap();
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        assert_eq!(vec_graph(&engine, &scope), (false, true));
+        assert_eq!(answers(&engine, &scope), small);
+        let residency = engine.residency(&OperatorScope::for_tests(), &id).unwrap();
+        assert_eq!(residency.graph_builds_pending, 0, "{residency:?}");
+
+        // Grown past it: a graph in the background, restored at the next load.
+        put_clustered(&engine, &scope, 1_100);
+        engine.wait_for_graph_builds();
+        assert!(vec_graph(&engine, &scope).0);
+        engine.persist_indexes().unwrap();
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        assert!(restored(&engine, &scope));
+
+        // Shrunk below it: the graph serves while loaded; the next load lets it go (its
+        // image carried the vectors inside the graph) and the save after that has none.
+        for i in 700..1_100 {
+            engine
+                .delete(
+                    &scope,
+                    &strata_types::RequestScope::default(),
+                    &strata_types::RecordId::parse(format!("r{i}")).unwrap(),
+                )
+                .unwrap();
+        }
+        assert!(vec_graph(&engine, &scope).0);
+        let shrunk = answers(&engine, &scope);
+        engine.persist_indexes().unwrap();
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        assert_eq!(vec_graph(&engine, &scope), (false, true));
+        assert_eq!(answers(&engine, &scope), shrunk);
+        verify_clean(&engine);
+        engine.wait_for_graph_builds();
+        assert_eq!(
+            engine.persist_indexes().unwrap(),
+            1,
+            "saved without the graph"
+        );
+        let snap = engine
+            .store
+            .read()
+            .unwrap()
+            .blob(scope.key(), "index:vec")
+            .unwrap()
+            .unwrap();
+        let snap = crate::snapshot::decode(&snap).unwrap();
+        assert!(snap.graph.is_none());
     }
 }

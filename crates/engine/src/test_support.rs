@@ -17,7 +17,12 @@ pub(crate) fn admin_scope(engine: &Engine, id: &str) -> TenantScope {
     TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), grant)
 }
 
-/// The test collection of 8-dimensional clustered vectors.
+/// The dimension of the test collection: high, so that a graph needs few records. 1,100
+/// vectors of 2,048 dimensions pass both the graph threshold
+/// (`collection_index::GRAPH_MIN_FLOATS`) and the planner's exact-scan budget.
+pub(crate) const DIM: u32 = 2048;
+
+/// The test collection of `DIM`-dimensional clustered vectors.
 pub(crate) fn vec_name() -> CollectionName {
     CollectionName::parse("vec").unwrap()
 }
@@ -25,7 +30,7 @@ pub(crate) fn vec_name() -> CollectionName {
 /// The ids answering five fixed queries (k = 5) against `vec`: equal before and after a change
 /// means the change moved no answer.
 pub(crate) fn answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> {
-    strata_index::testdata::queries(5, 8, 10, 1, 2)
+    strata_index::testdata::queries(5, DIM as usize, 10, 1, 2)
         .into_iter()
         .map(|q| {
             let s = SearchRequest {
@@ -43,10 +48,10 @@ pub(crate) fn answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> 
         .collect()
 }
 
-/// Writes `n` seeded clustered 8-dimensional vectors into `vec` as records `r0`, `r1`, …, in
+/// Writes `n` seeded clustered `DIM`-dimensional vectors into `vec` as records `r0`, `r1`, …, in
 /// batches of 500.
 pub(crate) fn put_clustered(engine: &Engine, scope: &TenantScope, n: usize) {
-    let data = strata_index::testdata::clustered(n, 8, 10, 1);
+    let data = strata_index::testdata::clustered(n, DIM as usize, 10, 1);
     for (c, part) in data.chunks(500).enumerate() {
         let records = part
             .iter()

@@ -236,16 +236,20 @@ fn without_queue_thresholds_the_queue_moves_no_state() {
     assert_eq!(r.queue_depth, 10_000);
 }
 
+/// Of the connectivity tests: 1,500 vectors × 1,024 dimensions (1.54M floats) pass the graph
+/// threshold, three quarters of the planner's exact-scan budget.
+const GRAPH_DIM: usize = 1024;
+
 #[test]
 fn an_intact_graph_is_fully_connected() {
-    connected_graph_of(strata_index::testdata::clustered(1_500, 8, 10, 1));
+    connected_graph_of(strata_index::testdata::clustered(1_500, GRAPH_DIM, 10, 1));
 }
 
 /// Identical texts embed identically: a graph of many copies of a few vectors is intact too,
 /// although a node's own place among its ties is a matter of slot order.
 #[test]
 fn a_graph_of_duplicates_is_fully_connected() {
-    let distinct = strata_index::testdata::clustered(3, 8, 3, 2);
+    let distinct = strata_index::testdata::clustered(3, GRAPH_DIM, 3, 2);
     connected_graph_of((0..1_500).map(|i| distinct[i % 3].clone()).collect());
 }
 
@@ -254,7 +258,9 @@ fn connected_graph_of(data: Vec<Vec<f32>>) {
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     let s = scope(&engine, "g");
     let name = CollectionName::parse("vec").unwrap();
-    engine.create_collection(&s, &name, 8, Metric::L2).unwrap();
+    engine
+        .create_collection(&s, &name, GRAPH_DIM as u32, Metric::L2)
+        .unwrap();
     let records: Vec<NewRecord> = data
         .into_iter()
         .enumerate()
@@ -271,7 +277,7 @@ fn connected_graph_of(data: Vec<Vec<f32>>) {
             .unwrap();
     }
     let search_vec = |i: u64| SearchRequest {
-        vector: Some(strata_index::testdata::queries(1, 8, 10, 1, i)[0].clone()),
+        vector: Some(strata_index::testdata::queries(1, GRAPH_DIM, 10, 1, i)[0].clone()),
         k: 10,
         modality: Some(name.clone()),
         ..Default::default()

@@ -220,7 +220,9 @@ fn filters_of_every_selectivity_return_exactly_k() {
 
 #[test]
 fn scope_is_applied_before_top_k_on_the_graph() {
-    let (_dir, engine, scope, data) = loaded(5_000, Metric::Cosine);
+    // 20,000 × 128 dimensions is past the planner's exact-scan budget: bob's search (every
+    // shared record is a candidate) goes to the graph.
+    let (_dir, engine, scope, data) = loaded(20_000, Metric::Cosine);
     // Alice's 20 private records sit right where the query lands; bob must never see them, and
     // must still get k of his own.
     let q = data[0].clone();
@@ -244,6 +246,7 @@ fn scope_is_applied_before_top_k_on_the_graph() {
     };
     let as_bob = engine.search(&scope, &bob, &s).unwrap();
     assert_eq!(as_bob.hits.len(), 10);
+    assert!(!as_bob.exact, "planned on the graph");
     assert!(as_bob.hits.iter().all(|h| h.record.user_tokens.is_empty()));
     let as_alice = engine.search(&scope, &alice, &s).unwrap();
     let secrets = as_alice.hits.iter().filter(|h| {
@@ -458,7 +461,10 @@ fn search_survives_restart() {
 
 #[test]
 fn graphs_are_restored_from_snapshots_after_a_clean_restart_and_rebuilt_after_a_crash() {
-    let (dir, engine, scope, data) = loaded(3_000, Metric::Cosine);
+    // Past the graph threshold at 128 dimensions (three quarters of the planner's exact-scan
+    // budget: 11,719 vectors).
+    const N: usize = 12_000;
+    let (dir, engine, scope, data) = loaded(N, Metric::Cosine);
     let queries = &data[..20];
     let answers = |engine: &Engine, scope: &TenantScope| {
         queries
@@ -490,7 +496,7 @@ fn graphs_are_restored_from_snapshots_after_a_clean_restart_and_rebuilt_after_a_
     let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
     assert_eq!(answers(&engine, &scope), before);
     let stats = vec_stats(&engine, &scope);
-    assert!(stats.restored_from_snapshot && stats.vectors == 3_000);
+    assert!(stats.restored_from_snapshot && stats.vectors == N as u64);
 
     // A write after the snapshot and no save (as after a crash): the snapshot is stale, the
     // graph is rebuilt, and the new record is found.
@@ -501,7 +507,7 @@ fn graphs_are_restored_from_snapshots_after_a_clean_restart_and_rebuilt_after_a_
     let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
     assert_ne!(ids(&search(&engine, &scope, &data[5], 1, None)), ["r5"]);
     let stats = vec_stats(&engine, &scope);
-    assert!(!stats.restored_from_snapshot && stats.vectors == 2_999);
+    assert!(!stats.restored_from_snapshot && stats.vectors == N as u64 - 1);
 }
 
 #[test]

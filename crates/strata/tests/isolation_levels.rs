@@ -9,12 +9,20 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::levels::{DIM, answers, vector};
+use common::levels::{GRAPH_DIM as DIM, answers_of, vector_of};
 use common::{OPERATOR_KEY, Server, code};
 use serde_json::{Value, json};
 
-/// Enough for a graph (a collection gets one at 1,024 vectors).
-const RECORDS: usize = 1_200;
+/// Enough for a graph at `GRAPH_DIM` dimensions.
+const RECORDS: usize = 1_500;
+
+fn vector(i: usize) -> Vec<f32> {
+    vector_of(i, DIM)
+}
+
+fn answers(server: &Server, key: &str) -> Vec<serde_json::Value> {
+    answers_of(server, key, DIM)
+}
 
 fn admin_get(server: &Server, path: &str) -> Value {
     let (s, v) = server.get(path, OPERATOR_KEY);
