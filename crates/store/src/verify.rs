@@ -120,6 +120,31 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                     c.problem(format!("audit row {seq:02x?}: bad sequence number"));
                 }
             }
+            Some(KeyKind::Change(seq)) => {
+                if keys::change_seq(seq).is_none() {
+                    c.problem(format!("change log entry {seq:02x?}: bad sequence number"));
+                } else if let Err(e) = crate::codec::decode_change(&v) {
+                    c.problem(format!("change log entry {seq:02x?}: {e}"));
+                }
+            }
+            Some(KeyKind::ChangeHead(rest)) => {
+                if !rest.is_empty() {
+                    c.problem(format!(
+                        "change log head {rest:02x?}: unexpected key suffix"
+                    ));
+                } else if let Err(e) = crate::codec::decode_change_head(&v) {
+                    c.problem(format!("change log head: {e}"));
+                }
+            }
+            Some(KeyKind::ChangeMark(name)) => {
+                if !text(name).is_some_and(|n| CollectionName::parse(n).is_ok()) {
+                    c.problem(format!(
+                        "change log mark {name:02x?}: not a collection name"
+                    ));
+                } else if let Err(e) = crate::codec::decode_change_mark(&v) {
+                    c.problem(format!("change log mark {:?}: {e}", text(name)));
+                }
+            }
             Some(KeyKind::Idempotency(name)) => {
                 if let Err(e) = IdempotencyRow::decode(&v) {
                     c.problem(format!("idempotency key {:?}: {e}", text(name)));
