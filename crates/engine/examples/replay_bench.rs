@@ -150,7 +150,10 @@ fn main() {
         );
         for (label, cap) in [
             ("rebuild (log too short)", 1),
-            ("replay from the change log", strata_store::DEFAULT_CHANGE_LOG_CAP),
+            (
+                "replay from the change log",
+                strata_store::DEFAULT_CHANGE_LOG_CAP,
+            ),
         ] {
             let (mut loads, mut searches) = (Vec::new(), Vec::new());
             let mut from_image = true;

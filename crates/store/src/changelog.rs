@@ -255,6 +255,30 @@ mod tests {
     }
 
     #[test]
+    fn a_dedicated_tenants_log_lives_in_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let b = store
+            .write(|w| {
+                w.create_tenant(
+                    &strata_types::TenantId::parse("b").unwrap(),
+                    0,
+                    Default::default(),
+                )
+                .map(|m| m.key)
+            })
+            .unwrap();
+        store.route_dedicated(store.create_dedicated(b).unwrap());
+        let ((), pending) = store
+            .write_pending_for(b, |w| w.put_record(b, &record("a", "text")).map(drop))
+            .unwrap();
+        pending.wait_durable().unwrap();
+        assert_eq!(log(&store, b).len(), 1);
+        // The record, its scope entries, the log entry and its head: all in the file.
+        assert_eq!(store.main_keys(b).unwrap(), 0);
+    }
+
+    #[test]
     fn marks_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
