@@ -279,6 +279,47 @@ mod tests {
     }
 
     #[test]
+    fn verify_checks_the_log_against_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let t = TenantKey::from_raw(1);
+        store
+            .write(|w| w.put_record(t, &record("a", "text")).map(drop))
+            .unwrap();
+        let check = |store: &Store| crate::check_tenant(&store.read().unwrap(), t).unwrap();
+        // Collection `text` is missing (one problem); the log itself is fine.
+        let clean = check(&store);
+        assert!(
+            clean.problems.iter().all(|p| !p.contains("change log")),
+            "{clean:?}"
+        );
+        // An entry beyond the head, and one that does not decode.
+        store
+            .write(|w| {
+                w.table_mut(t)?
+                    .insert(keys::change_entry(t, 9).as_slice(), [1u8, 0, 0].as_slice())?;
+                let e = encode_change(&ChangeEntry {
+                    op: ChangeOp::Upsert,
+                    collection: CollectionName::parse("text").unwrap(),
+                    id: RecordId::parse("b").unwrap(),
+                })?;
+                w.table_mut(t)?
+                    .insert(keys::change_entry(t, 7).as_slice(), e.as_slice())?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let found = check(&store).problems.join("\n");
+        assert!(
+            found.contains("change log entry 9: change log entry"),
+            "{found}"
+        );
+        assert!(
+            found.contains("change log entry 7: outside the head"),
+            "{found}"
+        );
+    }
+
+    #[test]
     fn marks_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
