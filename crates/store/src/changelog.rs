@@ -310,7 +310,7 @@ mod tests {
             .unwrap();
         let found = check(&store).problems.join("\n");
         assert!(
-            found.contains("change log entry 9: change log entry"),
+            found.contains("change log entry 9: stored value is corrupt"),
             "{found}"
         );
         assert!(
