@@ -6,7 +6,8 @@
 //! For each size, one tenant of `n` records (384 dimensions, ~60 bytes of text each) is
 //! written, loaded, given its graph and persisted; then, on a fresh copy of that data per run,
 //! 10 records are written (5 new, 5 replaced) while the tenant is not loaded, and the first
-//! load (`index_stats`) and the first hybrid search after it are timed.
+//! load (`index_stats`) and the first hybrid search after it are timed. A run without writes
+//! (the image is current) shows what the replay itself adds.
 //!
 //! Run: `cargo run --release -p strata-engine --example replay_bench` (env `SIZES`, a comma
 //! list, default `2000,20000`; `RUNS`, default 3).
@@ -89,12 +90,12 @@ fn populate(dir: &Path, n: usize) {
 
 /// One run on a copy of `base`: 10 writes while the tenant is not loaded, then the timed
 /// first load and first search. Returns (load, search, whether the load used the image).
-fn run(base: &Path, n: usize, change_log_cap: u64) -> (Duration, Duration, bool) {
+fn run(base: &Path, n: usize, change_log_cap: u64, writes: usize) -> (Duration, Duration, bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(base.join(DB_FILE), dir.path().join(DB_FILE)).expect("copy");
     let engine = open(dir.path(), change_log_cap);
     let scope = scope(&engine);
-    let fresh = strata_index::testdata::queries(WRITES, DIM, 50, 1, 7);
+    let fresh = strata_index::testdata::queries(writes, DIM, 50, 1, 7);
     let writes: Vec<NewRecord> = fresh
         .into_iter()
         .enumerate()
@@ -148,17 +149,16 @@ fn main() {
             "{n} records: populated in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        for (label, cap) in [
-            ("rebuild (log too short)", 1),
-            (
-                "replay from the change log",
-                strata_store::DEFAULT_CHANGE_LOG_CAP,
-            ),
+        let cap = strata_store::DEFAULT_CHANGE_LOG_CAP;
+        for (label, cap, writes) in [
+            ("no writes: current image", cap, 0),
+            ("10 writes, rebuild (log too short)", 1, WRITES),
+            ("10 writes, replay from the change log", cap, WRITES),
         ] {
             let (mut loads, mut searches) = (Vec::new(), Vec::new());
             let mut from_image = true;
             for _ in 0..runs {
-                let (l, s, img) = run(base.path(), n, cap);
+                let (l, s, img) = run(base.path(), n, cap, writes);
                 loads.push(ms(l));
                 searches.push(ms(s));
                 from_image &= img;
