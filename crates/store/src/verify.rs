@@ -142,7 +142,7 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                 }
             }
             Some(KeyKind::ChangeMark(name)) => {
-                if !text(name).is_some_and(|n| CollectionName::parse(n).is_ok()) {
+                if text(name).is_none_or(|n| CollectionName::parse(n).is_err()) {
                     c.problem(format!(
                         "change log mark {name:02x?}: not a collection name"
                     ));
