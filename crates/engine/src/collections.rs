@@ -130,6 +130,7 @@ impl Engine {
             }
             crate::snapshot::delete(w, scope.key(), name)?;
             crate::search_image::delete(w, scope.key(), name)?;
+            w.delete_change_mark(scope.key(), name)?;
             changes.push(Change::DropCollection(name.clone()));
             Ok(doomed.len() as u64)
         })

@@ -42,6 +42,10 @@ pub struct EngineConfig {
     /// the residency budget, so the process holds about `memory_budget_bytes` plus this plus
     /// a fixed overhead (`docs/residency.md`). At least 1 MiB.
     pub storage_cache_bytes: u64,
+    /// Entries each tenant's change log keeps at most (`docs/residency.md`): a tenant whose
+    /// search image is older than its log's oldest entry is rebuilt from its records at its
+    /// next load instead of replayed. At least 1.
+    pub change_log_cap: u64,
     /// `[engine.residency]`: the memory budget for loaded tenant indexes.
     pub residency: ResidencyConfig,
     /// `[engine.integrity]`: per-tenant integrity thresholds.
@@ -69,6 +73,7 @@ impl Default for EngineConfig {
             limits: RecordLimits::default(),
             group_commit: true,
             storage_cache_bytes: strata_store::DEFAULT_CACHE_BYTES as u64,
+            change_log_cap: strata_store::DEFAULT_CHANGE_LOG_CAP,
             residency: ResidencyConfig::default(),
             integrity: IntegrityConfig::default(),
             isolation: IsolationConfig::default(),
@@ -86,6 +91,11 @@ impl EngineConfig {
                 "storage_cache_bytes must be at least {MIN_STORAGE_CACHE_BYTES}, not {}",
                 self.storage_cache_bytes
             )));
+        }
+        if self.change_log_cap == 0 {
+            return Err(EngineError::BadRequest(
+                "change_log_cap must be at least 1".into(),
+            ));
         }
         for c in &self.default_collections {
             if c.dim == 0 || c.dim > self.limits.max_dim {

@@ -33,6 +33,7 @@ mod recall;
 mod records;
 mod reembed;
 mod registry;
+mod replay;
 mod rerank;
 mod residency;
 mod scan;
@@ -164,6 +165,7 @@ impl Engine {
         let store = Arc::new(Store::open_with_cache(&dir.join(DB_FILE), cache)?);
         dedicated::attach_files(&store)?;
         store.set_group_commit(config.group_commit);
+        store.set_change_log_cap(config.change_log_cap);
         let indexes = Arc::new(IndexRegistry::new(
             &config.residency,
             graph_build::GraphBuilder::new(),

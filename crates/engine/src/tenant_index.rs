@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 
 use strata_index::HnswParams;
-use strata_store::{Reads, Store, TenantKey};
+use strata_store::{ChangeLogReads, ChangeMark, Reads, Store, TenantKey};
 use strata_types::{CollectionName, Record, RecordId};
 
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
-use crate::{search_image, snapshot};
+use crate::{replay, search_image, snapshot};
 
 /// A change a committed write made, to be applied to loaded indexes.
 pub(crate) enum Change {
@@ -86,10 +86,12 @@ impl TenantIndex {
         Self::rebuild(&r, key, version, params)
     }
 
-    /// The cheap load: every collection from its current search image and graph snapshot,
-    /// without reading a record. `None` (rebuild from the records) unless every collection
-    /// has an image that decodes, carries the stored data version, and whose counts add up
-    /// to the tenant's usage counters (committed in every write transaction).
+    /// The cheap load: every collection from its search image and graph snapshot. An image
+    /// at the stored data version is used as it is, without reading a record; one behind it
+    /// is caught up from the change log (`crate::replay`), reading only the records changed
+    /// since. `None` (rebuild from the records) unless every collection has an image that
+    /// decodes and is current or replayable, and the counts add up to the tenant's usage
+    /// counters (committed in every write transaction).
     fn load_images(
         r: &impl Reads,
         key: TenantKey,
@@ -99,6 +101,8 @@ impl TenantIndex {
         let mut collections = HashMap::new();
         let (mut records, mut vectors) = (0, 0);
         let mut dropped_graph = false;
+        // Collections whose image is behind storage, with the log sequence each reflects.
+        let mut behind = HashMap::new();
         for c in r.collections(key)? {
             let Some(bytes) = search_image::load(r, key, &c.name)? else {
                 return Ok(None);
@@ -107,10 +111,14 @@ impl TenantIndex {
                 return Ok(None);
             };
             if loaded.version != version {
-                return Ok(None);
+                match replay::replayable_mark(r, key, &c.name, loaded.version)? {
+                    Some(mark) => behind.insert(c.name.clone(), mark),
+                    None => return Ok(None),
+                };
+            } else {
+                records += loaded.records;
+                vectors += loaded.vectors;
             }
-            records += loaded.records;
-            vectors += loaded.vectors;
             // An image carries the vectors only when it was saved without a graph
             // (`CollectionIndex::raw_vectors`), in the same transaction as the snapshot: then
             // there is no graph to restore and the snapshot is not even read, so a collection
@@ -122,7 +130,7 @@ impl TenantIndex {
             } else {
                 match snapshot::load(r, key, &c.name)? {
                     Some(Ok(snap))
-                        if snap.version == version
+                        if snap.version == loaded.version
                             && snap.dim == c.dim
                             && same_slots(&snap.slots, &ci.slot_ids()) =>
                     {
@@ -148,11 +156,28 @@ impl TenantIndex {
             collections.insert(c.name.clone(), ci);
         }
         // Counters that cannot be read are no reason to fail a load that can rebuild.
-        match crate::lifecycle::usage(r, key) {
-            Ok(usage) if (usage.records, usage.vectors) == (records, vectors) => {}
-            _ => return Ok(None),
+        let Ok(usage) = crate::lifecycle::usage(r, key) else {
+            return Ok(None);
+        };
+        if !behind.is_empty() {
+            // More changed records than the tenant holds: a rebuild reads no more.
+            let Some(changed) = replay::changed(r, key, &behind, usage.records)? else {
+                return Ok(None);
+            };
+            replay::apply(r, key, changed, &mut collections)?;
+            for name in behind.keys() {
+                let ci = &collections[name];
+                records += ci.slot_ids().iter().filter(|id| id.is_some()).count() as u64;
+                vectors += ci.with_vector.len();
+            }
         }
-        let dirty = dropped_graph || collections.values().any(|c| c.wants_graph());
+        if (usage.records, usage.vectors) != (records, vectors) {
+            return Ok(None);
+        }
+        // Caught up, or a graph shed: worth saving a current image at the next eviction or
+        // persist.
+        let dirty =
+            dropped_graph || !behind.is_empty() || collections.values().any(|c| c.wants_graph());
         Ok(Some(TenantIndex {
             collections,
             dirty,
@@ -273,10 +298,12 @@ impl TenantIndex {
         Ok(())
     }
 
-    /// Writes a snapshot of every collection, tagged with the tenant's current data version.
+    /// Writes a snapshot of every collection, tagged with the tenant's current data version
+    /// and change log sequence, and trims the log entries every image now reflects.
     pub fn save(&mut self, store: &Store, key: TenantKey) -> Result<(), EngineError> {
         store.write(|w| {
             let version = snapshot::data_version(w, key)?;
+            let logged = w.change_head(key)?.next - 1;
             for c in w.collections(key)? {
                 match self.collections.get(&c.name) {
                     Some(ci) => {
@@ -299,13 +326,24 @@ impl TenantIndex {
                             &snapshot::Snapshot::new(version, c.dim, slots, graph),
                         )?;
                         search_image::save(w, key, &c.name, &search_image::encode(ci, version)?)?;
+                        w.put_change_mark(
+                            key,
+                            &c.name,
+                            ChangeMark {
+                                version,
+                                seq: logged,
+                            },
+                        )?;
                     }
                     None => {
                         snapshot::delete(w, key, &c.name)?;
                         search_image::delete(w, key, &c.name)?;
+                        w.delete_change_mark(key, &c.name)?;
                     }
                 }
             }
+            // Every image of the tenant reflects the log up to `logged` now.
+            w.trim_change_log(key, logged)?;
             Ok::<_, EngineError>(())
         })?;
         self.dirty = false;
@@ -408,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn a_current_image_loads_without_records_and_a_damaged_or_stale_one_is_rebuilt() {
+    fn a_current_image_loads_without_records_a_damaged_one_is_rebuilt_and_one_behind_replayed() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
         engine
@@ -461,8 +499,9 @@ mod tests {
         verify_clean(&engine);
         drop(engine);
 
-        // Stale: a write after the image (the process dies before saving another) bumps the
-        // data version; the load rebuilds and finds the new record.
+        // Behind: a write after the image (the process dies before saving another) bumps the
+        // data version; the load replays the change log over the image and finds the new
+        // record.
         let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
         let scope = self::scope(&engine);
         engine
@@ -486,7 +525,7 @@ mod tests {
         drop(engine);
         let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
         let scope = self::scope(&engine);
-        assert!(!from_image(&engine, &scope));
+        assert!(from_image(&engine, &scope));
         assert_eq!(answers(&engine, &scope)[0][0], "fresh");
         verify_clean(&engine);
         // Saved again at eviction or shutdown: the next load is cheap again.

@@ -246,6 +246,140 @@ pub fn decode_pheromone(bytes: &[u8]) -> Result<StoredPheromone, StoreError> {
     decode_postcard("pheromone", PHEROMONE_V1, bytes)
 }
 
+const CHANGE_V1: u8 = 1;
+const CHANGE_HEAD_V1: u8 = 1;
+const CHANGE_MARK_V1: u8 = 1;
+
+/// What a change log entry says happened to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeOp {
+    /// Written (created or replaced) in `collection`.
+    Upsert,
+    /// Removed from `collection` (deleted, expired, purged, or moved to another collection).
+    Delete,
+}
+
+/// One entry of a tenant's change log (`crate::changelog`): which record changed, where.
+/// The record itself is read from storage when the entry is replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEntry {
+    pub op: ChangeOp,
+    pub collection: CollectionName,
+    pub id: RecordId,
+}
+
+/// A tenant's change log head: entries `first..next` are kept (`first == next`: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeHead {
+    /// The sequence the next entry gets; sequences start at 1 and are never reused.
+    pub next: u64,
+    /// The oldest sequence still kept; older entries were trimmed.
+    pub first: u64,
+}
+
+pub fn encode_change(e: &ChangeEntry) -> Result<Vec<u8>, StoreError> {
+    encode_postcard(CHANGE_V1, e)
+}
+
+pub fn decode_change(bytes: &[u8]) -> Result<ChangeEntry, StoreError> {
+    decode_postcard("change log entry", CHANGE_V1, bytes)
+}
+
+pub fn encode_change_head(h: &ChangeHead) -> Result<Vec<u8>, StoreError> {
+    encode_postcard(CHANGE_HEAD_V1, h)
+}
+
+pub fn decode_change_head(bytes: &[u8]) -> Result<ChangeHead, StoreError> {
+    decode_postcard("change log head", CHANGE_HEAD_V1, bytes)
+}
+
+/// What a persisted search image reflects: the tenant's data version it was stamped with (so
+/// the mark is used only with that image) and the last change log sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeMark {
+    pub version: u64,
+    pub seq: u64,
+}
+
+pub fn encode_change_mark(m: &ChangeMark) -> Result<Vec<u8>, StoreError> {
+    encode_postcard(CHANGE_MARK_V1, m)
+}
+
+pub fn decode_change_mark(bytes: &[u8]) -> Result<ChangeMark, StoreError> {
+    decode_postcard("change log mark", CHANGE_MARK_V1, bytes)
+}
+
+#[cfg(test)]
+mod change_log_tests {
+    use super::*;
+
+    fn entry() -> ChangeEntry {
+        ChangeEntry {
+            op: ChangeOp::Delete,
+            collection: CollectionName::parse("text").unwrap(),
+            id: RecordId::parse("r1").unwrap(),
+        }
+    }
+
+    /// Pins the stored formats: a change here is a format change and needs a new format byte.
+    #[test]
+    fn golden_bytes() {
+        let e = encode_change(&entry()).unwrap();
+        assert_eq!(e, [1, 1, 4, b't', b'e', b'x', b't', 2, b'r', b'1']);
+        assert_eq!(decode_change(&e).unwrap(), entry());
+        let upsert = ChangeEntry {
+            op: ChangeOp::Upsert,
+            ..entry()
+        };
+        assert_eq!(encode_change(&upsert).unwrap()[..2], [1, 0]);
+        let head = ChangeHead {
+            next: 300,
+            first: 2,
+        };
+        let h = encode_change_head(&head).unwrap();
+        assert_eq!(h, [1, 0xac, 0x02, 2]);
+        assert_eq!(decode_change_head(&h).unwrap(), head);
+        let mark = ChangeMark {
+            version: 5,
+            seq: 129,
+        };
+        let m = encode_change_mark(&mark).unwrap();
+        assert_eq!(m, [1, 5, 0x81, 0x01]);
+        assert_eq!(decode_change_mark(&m).unwrap(), mark);
+    }
+
+    #[test]
+    fn anything_else_is_corrupt_never_a_default() {
+        let good = encode_change(&entry()).unwrap();
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let mut other_format = good.clone();
+        other_format[0] = 2;
+        let mut bad_op = good.clone();
+        bad_op[1] = 7;
+        let mut bad_id = good.clone();
+        bad_id[8] = 0;
+        for bad in [
+            &b""[..],
+            &trailing,
+            &other_format,
+            &bad_op,
+            &good[..good.len() - 1],
+        ] {
+            assert!(
+                matches!(decode_change(bad), Err(StoreError::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(decode_change(&bad_id).is_err(), "a NUL in a record id");
+        assert!(decode_change_head(&[1, 5]).is_err());
+        assert!(decode_change_head(&[2, 5, 1]).is_err());
+        assert!(decode_change_mark(&[]).is_err());
+        assert!(decode_change_mark(&[1, 1]).is_err());
+        assert!(decode_change_mark(&[1, 1, 2, 0]).is_err());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,12 @@ const ADAPTIVE_NARRATIVE: &[u8] = b"n";
 const ADAPTIVE_PHEROMONE: &[u8] = b"p";
 /// Far from the others so that tags added for other state never meet it.
 const TAG_IDEMPOTENCY: u8 = 20;
+/// The change log (`crates/store/src/changelog.rs`): one entry per record change, by sequence.
+const TAG_CHANGE: u8 = 21;
+/// The change log's head: the next sequence and the first one still kept.
+const TAG_CHANGE_HEAD: u8 = 22;
+/// Per collection, the last sequence its persisted search image reflects.
+const TAG_CHANGE_MARK: u8 = 23;
 
 /// Which scope field a secondary-index entry is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +247,33 @@ pub fn idempotency(tenant: TenantKey, idempotency_key: &str) -> Vec<u8> {
     key(tenant, TAG_IDEMPOTENCY, &[idempotency_key.as_bytes()])
 }
 
+/// Every entry of the tenant's change log, in sequence order.
+pub fn change_log(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_CHANGE, &[])
+}
+
+/// One change log entry: the sequence, big-endian, so that key order is sequence order.
+pub fn change_entry(tenant: TenantKey, seq: u64) -> Vec<u8> {
+    let mut k = change_log(tenant);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The sequence of a [`change_entry`] key's rest (after prefix and tag).
+pub fn change_seq(rest: &[u8]) -> Option<u64> {
+    rest.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// The change log's one head row.
+pub fn change_head(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_CHANGE_HEAD, &[])
+}
+
+/// The sequence a collection's persisted search image reflects, by collection name.
+pub fn change_mark(tenant: TenantKey, c: &CollectionName) -> Vec<u8> {
+    key(tenant, TAG_CHANGE_MARK, &[c.as_str().as_bytes()])
+}
+
 /// A link by its source: `source \0 target \0 relation`, holding the link's weight.
 pub fn link_out(
     tenant: TenantKey,
@@ -329,6 +362,12 @@ pub enum KeyKind<'a> {
     /// Adaptive reranking state (see [`parse_adaptive`]).
     Adaptive(&'a [u8]),
     Idempotency(&'a [u8]),
+    /// A change log entry; the rest is its sequence (see [`change_seq`]).
+    Change(&'a [u8]),
+    /// The change log's head (the rest is empty).
+    ChangeHead(&'a [u8]),
+    /// An image's change-log mark; the rest is the collection's name.
+    ChangeMark(&'a [u8]),
 }
 
 /// Splits a `data` key of `tenant` into its kind; `None` if it is not one of this tenant's
@@ -348,6 +387,9 @@ pub fn classify(tenant: TenantKey, key: &[u8]) -> Option<KeyKind<'_>> {
         TAG_AUDIT => KeyKind::Audit(rest),
         TAG_ADAPTIVE => KeyKind::Adaptive(rest),
         TAG_IDEMPOTENCY => KeyKind::Idempotency(rest),
+        TAG_CHANGE => KeyKind::Change(rest),
+        TAG_CHANGE_HEAD => KeyKind::ChangeHead(rest),
+        TAG_CHANGE_MARK => KeyKind::ChangeMark(rest),
         _ => return None,
     })
 }
@@ -392,6 +434,9 @@ mod tests {
             idempotency(t, "retry-1"),
             adaptive_narrative(t, &d("x"), &c),
             adaptive_pheromone(t, &d("x"), &id),
+            change_entry(t, 7),
+            change_head(t),
+            change_mark(t, &c),
         ] {
             assert!(k.starts_with(&tenant_all(t)));
             assert!(!k.starts_with(&tenant_all(TenantKey(0x0103))));
@@ -460,6 +505,28 @@ mod tests {
             split_link(link_rest(t, &k).unwrap()),
             Some(("a", "b", "next"))
         );
+    }
+
+    #[test]
+    fn change_entries_sort_by_sequence_and_classify_back() {
+        let t = TenantKey(1);
+        assert!(change_entry(t, 255) < change_entry(t, 256));
+        assert!(change_entry(t, 9).starts_with(&change_log(t)));
+        let k = change_entry(t, 300);
+        let Some(KeyKind::Change(rest)) = classify(t, &k) else {
+            panic!("not a change entry")
+        };
+        assert_eq!(change_seq(rest), Some(300));
+        assert_eq!(change_seq(b"short"), None);
+        assert!(matches!(
+            classify(t, &change_head(t)),
+            Some(KeyKind::ChangeHead(b""))
+        ));
+        let c = CollectionName::parse("text").unwrap();
+        assert!(matches!(
+            classify(t, &change_mark(t, &c)),
+            Some(KeyKind::ChangeMark(b"text"))
+        ));
     }
 
     #[test]

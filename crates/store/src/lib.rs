@@ -10,6 +10,7 @@
 //! then waits for one sync that covers every write committed meanwhile.
 
 mod adaptive;
+mod changelog;
 pub mod codec;
 mod credentials;
 mod error;
@@ -25,6 +26,8 @@ mod tables;
 mod verify;
 
 pub use adaptive::{AdaptiveItem, AdaptiveReads, AdaptiveRow};
+pub use changelog::{ChangeLogReads, DEFAULT_CHANGE_LOG_CAP};
+pub use codec::{ChangeEntry, ChangeHead, ChangeMark, ChangeOp};
 pub use credentials::{CredentialStore, Owner, StoredCredential};
 pub use error::StoreError;
 pub use idempotency::{IdempotencyRow, has_stale_idempotency_rows};

@@ -500,6 +500,7 @@ impl Store {
                     credentials: txn
                         .open_table(crate::tables::CREDENTIALS)
                         .map_err(StoreError::from)?,
+                    log_cap: self.change_log_cap(),
                 };
                 let (r, key) = f(&mut writer)?;
                 if key != next {
@@ -579,6 +580,7 @@ impl Store {
                 credentials: txn
                     .open_table(crate::tables::CREDENTIALS)
                     .map_err(StoreError::from)?,
+                log_cap: self.change_log_cap(),
             };
             (f(&mut writer)?, caught)
         };
@@ -631,6 +633,7 @@ impl Store {
                 credentials: txn
                     .open_table(crate::tables::CREDENTIALS)
                     .map_err(StoreError::from)?,
+                log_cap: self.change_log_cap(),
             };
             (f(&mut writer)?, caught)
         };

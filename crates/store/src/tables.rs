@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use strata_types::{Collection, CollectionName, Domain, Millis, Record, RecordId, TenantId};
 
 use crate::StoreError;
-use crate::codec::{decode_json, decode_record, encode_json, encode_record};
+use crate::codec::{ChangeOp, decode_json, decode_record, encode_json, encode_record};
 use crate::group_commit::{GroupCommit, Seq};
 use crate::keys::{self, ScopeField, TenantKey};
 use crate::opened::Opened;
@@ -40,6 +40,8 @@ pub struct Store {
     commits: Arc<crate::stats::LatencyHistogram>,
     /// Dedicated tenants' own files, by storage key (see `placement`).
     pub(crate) placement: crate::placement::Placement,
+    /// Entries each tenant's change log keeps at most (see `changelog`).
+    change_log_cap: std::sync::atomic::AtomicU64,
 }
 
 /// A write that has committed and is visible to readers, but is not yet known to be durable.
@@ -130,7 +132,18 @@ impl Store {
             group: Arc::default(),
             commits: Arc::default(),
             placement: crate::placement::Placement::beside(path, cache_bytes),
+            change_log_cap: crate::changelog::DEFAULT_CHANGE_LOG_CAP.into(),
         })
+    }
+
+    /// Caps each tenant's change log at `entries` (at least 1); appending beyond it drops the
+    /// oldest entries, so an image older than them is rebuilt instead of replayed.
+    pub fn set_change_log_cap(&self, entries: u64) {
+        self.change_log_cap.store(entries.max(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn change_log_cap(&self) -> u64 {
+        self.change_log_cap.load(Ordering::Relaxed)
     }
 
     /// Turns group commit on (the default) or off. Off, every write pays its own fsync while
@@ -280,6 +293,7 @@ impl Store {
                 registry: Registry::Write(txn.open_table(REGISTRY).map_err(StoreError::from)?),
                 meta: txn.open_table(META).map_err(StoreError::from)?,
                 credentials: txn.open_table(CREDENTIALS).map_err(StoreError::from)?,
+                log_cap: self.change_log_cap(),
             };
             let result = f(&mut writer);
             let dirty: Vec<TenantKey> = writer
@@ -341,6 +355,7 @@ impl Store {
                 registry: Registry::Read(registry),
                 meta: txn.open_table(META).map_err(StoreError::from)?,
                 credentials: txn.open_table(CREDENTIALS).map_err(StoreError::from)?,
+                log_cap: self.change_log_cap(),
             };
             f(&mut writer)
         };
@@ -414,6 +429,8 @@ pub struct Writer<'txn> {
     pub(crate) registry: Registry<'txn>,
     pub(crate) meta: Table<'txn, &'static str, u64>,
     pub(crate) credentials: Table<'txn, &'static str, &'static [u8]>,
+    /// The store's change log cap when this write began.
+    pub(crate) log_cap: u64,
 }
 
 fn misrouted(t: TenantKey) -> StoreError {
@@ -907,7 +924,11 @@ impl<'txn> Writer<'txn> {
         t: TenantKey,
         record: &Record,
     ) -> Result<Option<Record>, StoreError> {
-        let old = self.delete_record(t, &record.id)?;
+        let old = self.delete_record_unlogged(t, &record.id)?;
+        if let Some(old) = old.as_ref().filter(|o| o.modality != record.modality) {
+            self.log_change(t, ChangeOp::Delete, &old.modality, &old.id)?;
+        }
+        self.log_change(t, ChangeOp::Upsert, &record.modality, &record.id)?;
         self.table_mut(t)?.insert(
             keys::record(t, &record.id).as_slice(),
             encode_record(record)?.as_slice(),
@@ -922,8 +943,23 @@ impl<'txn> Writer<'txn> {
         Ok(old)
     }
 
-    /// Deletes a record with its index entries. Returns it, or `None` if there was none.
+    /// Deletes a record with its index entries, logging the change. Returns it, or `None` if
+    /// there was none.
     pub fn delete_record(
+        &mut self,
+        t: TenantKey,
+        id: &RecordId,
+    ) -> Result<Option<Record>, StoreError> {
+        let old = self.delete_record_unlogged(t, id)?;
+        if let Some(old) = &old {
+            self.log_change(t, ChangeOp::Delete, &old.modality, &old.id)?;
+        }
+        Ok(old)
+    }
+
+    /// [`Writer::delete_record`] without its change log entry: for [`Writer::put_record`],
+    /// which logs the replacement as one upsert.
+    fn delete_record_unlogged(
         &mut self,
         t: TenantKey,
         id: &RecordId,
@@ -1100,7 +1136,7 @@ pub(crate) fn prefix_range<'a>(
 }
 
 /// Entries from `start` on while their key starts with `prefix`.
-fn bounded_range<'a>(
+pub(crate) fn bounded_range<'a>(
     table: &'a impl ReadableTable<&'static [u8], &'static [u8]>,
     start: &[u8],
     prefix: &[u8],

@@ -55,6 +55,8 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
     let mut dedup: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut links_out: Vec<Link> = Vec::new();
     let mut links_in: HashSet<(RecordId, RecordId, String)> = HashSet::new();
+    let mut change_seqs: Vec<u64> = Vec::new();
+    let mut change_head = None;
     for entry in prefix_range(r.data_table(t)?, &keys::tenant_all(t))? {
         let (k, v) = entry?;
         c.keys += 1;
@@ -120,12 +122,51 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                     c.problem(format!("audit row {seq:02x?}: bad sequence number"));
                 }
             }
+            Some(KeyKind::Change(seq)) => match keys::change_seq(seq) {
+                None => c.problem(format!("change log entry {seq:02x?}: bad sequence number")),
+                Some(n) => match crate::codec::decode_change(&v) {
+                    Ok(_) => change_seqs.push(n),
+                    Err(e) => c.problem(format!("change log entry {n}: {e}")),
+                },
+            },
+            Some(KeyKind::ChangeHead(rest)) => {
+                if !rest.is_empty() {
+                    c.problem(format!(
+                        "change log head {rest:02x?}: unexpected key suffix"
+                    ));
+                } else {
+                    match crate::codec::decode_change_head(&v) {
+                        Ok(h) => change_head = Some(h),
+                        Err(e) => c.problem(format!("change log head: {e}")),
+                    }
+                }
+            }
+            Some(KeyKind::ChangeMark(name)) => {
+                if text(name).is_none_or(|n| CollectionName::parse(n).is_err()) {
+                    c.problem(format!(
+                        "change log mark {name:02x?}: not a collection name"
+                    ));
+                } else if let Err(e) = crate::codec::decode_change_mark(&v) {
+                    c.problem(format!("change log mark {:?}: {e}", text(name)));
+                }
+            }
             Some(KeyKind::Idempotency(name)) => {
                 if let Err(e) = IdempotencyRow::decode(&v) {
                     c.problem(format!("idempotency key {:?}: {e}", text(name)));
                 }
             }
         }
+    }
+    // The log's entries are exactly within the head's kept range (`first..next`).
+    match change_head {
+        Some(h) if h.first > h.next => c.problem(format!("change log head: {h:?} is inverted")),
+        Some(h) => {
+            if let Some(n) = change_seqs.iter().find(|n| **n < h.first || **n >= h.next) {
+                c.problem(format!("change log entry {n}: outside the head's {h:?}"));
+            }
+        }
+        None if !change_seqs.is_empty() => c.problem("change log: entries without a head".into()),
+        None => {}
     }
     let ids: HashSet<&RecordId> = records.iter().map(|r| &r.id).collect();
     let mut expected_scope = 0usize;

@@ -1,0 +1,177 @@
+//! Reload time of a tenant written while evicted: its search image plus the change log
+//! replayed (the default), against the rebuild from every record that a log too short to
+//! cover the image falls back to (`change_log_cap = 1`, which is what every such reload did
+//! before the change log).
+//!
+//! For each size, one tenant of `n` records (384 dimensions, ~60 bytes of text each) is
+//! written, loaded, given its graph and persisted; then, on a fresh copy of that data per run,
+//! 10 records are written (5 new, 5 replaced) while the tenant is not loaded, and the first
+//! load (`index_stats`) and the first hybrid search after it are timed. A run without writes
+//! (the image is current) shows what the replay itself adds.
+//!
+//! Run: `cargo run --release -p strata-engine --example replay_bench` (env `SIZES`, a comma
+//! list, default `2000,20000`; `RUNS`, default 3).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+use strata_engine::{DB_FILE, Engine, EngineConfig};
+use strata_types::{CollectionName, NewRecord, RecordId, RequestScope, SearchRequest, TenantId};
+
+const DIM: usize = 384;
+const WRITES: usize = 10;
+
+fn open(dir: &Path, change_log_cap: u64) -> Engine {
+    Engine::open(
+        dir,
+        EngineConfig {
+            change_log_cap,
+            ..EngineConfig::default()
+        },
+    )
+    .expect("open")
+}
+
+fn scope(engine: &Engine) -> TenantScope {
+    let grant = Grant {
+        permissions: Permissions::of(&[Permission::Read, Permission::Write]),
+        user_tokens: None,
+        domains: None,
+    };
+    let id = TenantId::parse("t").expect("id");
+    TenantScope::for_tests(&engine.tenant_meta(&id).expect("meta"), grant)
+}
+
+fn text() -> CollectionName {
+    CollectionName::parse("text").expect("name")
+}
+
+fn record(i: usize, v: Vec<f32>) -> NewRecord {
+    NewRecord {
+        id: Some(RecordId::parse(format!("r{i}")).expect("id")),
+        modality: Some(text()),
+        vector: Some(v),
+        content: Some(format!(
+            "memory {i}: a note about topic {} and project {}",
+            i % 7,
+            i % 31
+        )),
+        ..Default::default()
+    }
+}
+
+/// A tenant of `n` records, loaded, with its graph built and everything persisted.
+fn populate(dir: &Path, n: usize) {
+    let engine = open(dir, strata_store::DEFAULT_CHANGE_LOG_CAP);
+    engine
+        .create_tenant(
+            &OperatorScope::for_tests(),
+            &TenantId::parse("t").expect("id"),
+            None,
+        )
+        .expect("tenant");
+    let scope = scope(&engine);
+    let data = strata_index::testdata::clustered(n, DIM, 50, 1);
+    let records: Vec<NewRecord> = data
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| record(i, v))
+        .collect();
+    for part in records.chunks(1000) {
+        engine
+            .put(&scope, &RequestScope::default(), part.to_vec())
+            .expect("put");
+    }
+    engine.index_stats(&scope).expect("load");
+    engine.wait_for_graph_builds();
+    engine.persist_indexes().expect("persist");
+}
+
+/// One run on a copy of `base`: 10 writes while the tenant is not loaded, then the timed
+/// first load and first search. Returns (load, search, whether the load used the image).
+fn run(base: &Path, n: usize, change_log_cap: u64, writes: usize) -> (Duration, Duration, bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(base.join(DB_FILE), dir.path().join(DB_FILE)).expect("copy");
+    let engine = open(dir.path(), change_log_cap);
+    let scope = scope(&engine);
+    let fresh = strata_index::testdata::queries(writes, DIM, 50, 1, 7);
+    let writes: Vec<NewRecord> = fresh
+        .into_iter()
+        .enumerate()
+        // Half new records, half replacing existing ones.
+        .map(|(i, v)| record(if i % 2 == 0 { n + i } else { i * 97 % n }, v))
+        .collect();
+    for w in writes {
+        engine
+            .put(&scope, &RequestScope::default(), vec![w])
+            .expect("write");
+    }
+    let start = Instant::now();
+    let stats = engine.index_stats(&scope).expect("load");
+    let load = start.elapsed();
+    let query = SearchRequest {
+        vector: strata_index::testdata::queries(1, DIM, 50, 1, 9).pop(),
+        query: Some("topic 3".into()),
+        k: 10,
+        modality: Some(text()),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let r = engine
+        .search(&scope, &RequestScope::default(), &query)
+        .expect("search");
+    let search = start.elapsed();
+    assert_eq!(r.hits.len(), 10);
+    let from_image = stats.iter().all(|s| s.loaded_from_image);
+    (load, search, from_image)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("SIZES")
+        .unwrap_or_else(|_| "2000,20000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("SIZES: numbers"))
+        .collect();
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for n in sizes {
+        let base = tempfile::tempdir().expect("tempdir");
+        let started = Instant::now();
+        populate(base.path(), n);
+        println!(
+            "{n} records: populated in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let cap = strata_store::DEFAULT_CHANGE_LOG_CAP;
+        for (label, cap, writes) in [
+            ("no writes: current image", cap, 0),
+            ("10 writes, rebuild (log too short)", 1, WRITES),
+            ("10 writes, replay from the change log", cap, WRITES),
+        ] {
+            let (mut loads, mut searches) = (Vec::new(), Vec::new());
+            let mut from_image = true;
+            for _ in 0..runs {
+                let (l, s, img) = run(base.path(), n, cap, writes);
+                loads.push(ms(l));
+                searches.push(ms(s));
+                from_image &= img;
+            }
+            loads.sort_by(f64::total_cmp);
+            searches.sort_by(f64::total_cmp);
+            println!(
+                "  {label}: load median {:.1} ms (min {:.1}, max {:.1}), first hybrid search median {:.1} ms, from image: {from_image}",
+                loads[loads.len() / 2],
+                loads[0],
+                loads[loads.len() - 1],
+                searches[searches.len() / 2],
+            );
+        }
+    }
+}
