@@ -151,8 +151,10 @@ where
                     http.clone(),
                     socket,
                     stop_rx.clone(),
-                    permit,
-                    per_tenant.connection(),
+                    Slot {
+                        _permit: permit,
+                        tenant: per_tenant.connection(),
+                    },
                 ));
             }
             Err(_) => {
@@ -286,6 +288,12 @@ async fn linger(mut stream: TcpStream, answer: Vec<u8>) -> io::Result<()> {
     }
 }
 
+/// A connection's place in the server's cap and in its tenant's budget, held while it is open.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    tenant: Arc<ConnectionTenant>,
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -293,8 +301,7 @@ async fn serve_connection(
     http: http1::Builder,
     limits: SocketLimits,
     mut stop: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
-    tenant: Arc<ConnectionTenant>,
+    slot: Slot,
 ) {
     let _open = crate::metrics::connection_opened();
     // Responses are written whole; waiting to coalesce them only adds latency.
@@ -307,7 +314,7 @@ async fn serve_connection(
         app,
         peer,
         tracker: Arc::clone(&tracker),
-        tenant,
+        tenant: Arc::clone(&slot.tenant),
     };
     let conn = http.serve_connection(io, service);
     tokio::pin!(conn);

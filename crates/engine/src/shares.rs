@@ -549,7 +549,10 @@ impl Engine {
             }
             Ok::<_, EngineError>(())
         })?;
-        if SHARED_READS.fetch_add(1, Ordering::Relaxed) % SHARED_READ_SYNC_EVERY == 0 {
+        if SHARED_READS
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SHARED_READ_SYNC_EVERY)
+        {
             pending.wait_durable()?;
         }
         Ok(())

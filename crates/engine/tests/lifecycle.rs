@@ -658,7 +658,7 @@ fn an_import_ends_at_the_exported_isolation_level_with_its_graph_parameters() {
         .into_iter()
         .enumerate()
     {
-        let id = TenantId::parse(&format!("src{n}")).unwrap();
+        let id = TenantId::parse(format!("src{n}")).unwrap();
         engine
             .create_tenant_at(&op(), &id, None, level, Some(params))
             .unwrap();
@@ -678,7 +678,7 @@ fn an_import_ends_at_the_exported_isolation_level_with_its_graph_parameters() {
                 Ok(())
             })
             .unwrap();
-        let copy = TenantId::parse(&format!("copy{n}")).unwrap();
+        let copy = TenantId::parse(format!("copy{n}")).unwrap();
         let info = engine
             .import_tenant(&op(), &copy, lines.into_iter().map(Ok))
             .unwrap();
