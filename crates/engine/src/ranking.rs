@@ -66,7 +66,7 @@ impl Boost {
         let confidence = (w > 0.0).then(|| confidence.clamp(0.0, 1.0) as f32);
         let relevance = (1.0 - w) * n + w * confidence.unwrap_or(0.0);
         let recency = self.half_life_ms.map(|h| {
-            let age = (self.now - created_at).max(0) as f64;
+            let age = self.now.saturating_sub(created_at).max(0) as f64;
             0.5f64.powf(age / h) as f32
         });
         Boosted {

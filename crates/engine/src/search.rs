@@ -97,7 +97,7 @@ impl Engine {
             weights: s.rerank_weights.unwrap_or_default(),
             now,
         });
-        let mut response =
+        let attempt = || {
             self.indexes
                 .with_index(&self.store, scope.key(), scope.tenant(), |ti| {
                     let ci = ti
@@ -119,7 +119,22 @@ impl Engine {
                             &stored,
                         )
                     })
-                })?;
+                })
+        };
+        // A write that committed while this search held the index (it is applied to the
+        // index just after) can take a hit out of sight; the search then passed it over and
+        // may hold fewer than k. Searching again once the index is released sees that write
+        // in both, so "never fewer than k" holds; a tenant written to without pause gets its
+        // last answer after a few tries rather than none.
+        let mut searched = attempt()?;
+        for _ in 1..SEARCH_ATTEMPTS {
+            if !searched.short {
+                break;
+            }
+            std::thread::yield_now();
+            searched = attempt()?;
+        }
+        let mut response = searched.response;
         if let Some(selector) = &s.include_shared {
             let (shared, exact) = self.search_shared(scope, req, s, mode, &collection, selector)?;
             merge_shared(&mut response, shared, exact, s.k);
@@ -275,12 +290,14 @@ pub(crate) fn search_collection(
     adaptive: Option<&crate::rerank::Adaptive<'_>>,
     boost: Option<crate::ranking::Boost>,
     stored: &StoredRecords<'_>,
-) -> Result<SearchResponse, EngineError> {
-    // Reranking draws from a larger pool of candidates than it returns.
+) -> Result<Searched, EngineError> {
+    // Reranking draws from a larger pool of candidates than it returns; so does every search,
+    // by a few, to replace hits a concurrent write takes out of sight (see the hits below).
     let want = match adaptive {
         Some(_) => crate::rerank::pool_size(s.k),
         None => s.k,
-    };
+    }
+    .max(s.k + SPARE_HITS);
     let scope = scope_candidates(ci, vis);
     // The scope's candidates unless a filter narrows them: then the field index's slots,
     // intersected in place with the scope's. A search without a filter copies no bitmap here.
@@ -387,11 +404,13 @@ pub(crate) fn search_collection(
     // a concurrent write took out of sight is passed over for the next candidate.
     let with_vector = s.includes(Include::Vector);
     let mut hits = Vec::with_capacity(s.k.min(ranked.len()));
+    let mut passed_over = false;
     for r in ranked {
         if hits.len() == s.k {
             break;
         }
         let Some(mut record) = checks.record(r.slot)? else {
+            passed_over = true;
             continue;
         };
         if !with_vector {
@@ -405,7 +424,26 @@ pub(crate) fn search_collection(
         });
     }
     checks.finish()?;
-    Ok(SearchResponse { hits, mode, exact })
+    Ok(Searched {
+        short: passed_over && hits.len() < s.k,
+        response: SearchResponse { hits, mode, exact },
+    })
+}
+
+/// Candidates a search ranks beyond its k, so that a hit whose stored record a concurrent write
+/// changed out of sight is replaced by the next one instead of leaving the answer short.
+const SPARE_HITS: usize = 8;
+
+/// How many times a search runs at most when concurrent writes keep taking its hits out of
+/// sight (see `search_unmeasured`).
+const SEARCH_ATTEMPTS: usize = 4;
+
+/// One collection's answer to a search.
+pub(crate) struct Searched {
+    pub response: SearchResponse,
+    /// A hit was passed over because its stored record changed out of sight after the index
+    /// was searched, and fewer than k remain: searching again may find the k.
+    pub short: bool,
 }
 
 /// Applies confidence and recency (`crate::ranking`) to the ranked candidates and sorts them

@@ -217,7 +217,8 @@ fn decode_image(bytes: &[u8]) -> Result<Image, EngineError> {
 
 /// Whether `bytes` decode as an image (for the operator's tenant check).
 pub(crate) fn check(bytes: &[u8]) -> Result<(), EngineError> {
-    decode_image(bytes).map(|_| ())
+    // The columns too, as a load reads them: an image only a load would refuse is no image.
+    slot_docs(&decode_image(bytes)?).map(|_| ())
 }
 
 /// Parses a name table, closed: a name that does not parse is an error.
@@ -294,6 +295,13 @@ fn slot_docs(image: &Image) -> Result<Vec<Option<SlotDoc>>, EngineError> {
         if user_tokens.windows(2).any(|w| w[0] >= w[1]) {
             return Err(corrupt(format!("record {id}: user tokens out of order")));
         }
+        let confidence = c.confidence[row];
+        if !(0.0..=1.0).contains(&confidence) {
+            return Err(corrupt(format!("record {id}: confidence {confidence}")));
+        }
+        if c.created_at[row] < 0 || c.expires_at[row].is_some_and(|t| t < 0) {
+            return Err(corrupt(format!("record {id}: a time before 1970")));
+        }
         docs.push(Some(SlotDoc {
             id,
             memory_domain: pick(&domains, c.domain[row])?,
@@ -302,7 +310,7 @@ fn slot_docs(image: &Image) -> Result<Vec<Option<SlotDoc>>, EngineError> {
             user_tokens,
             created_at: c.created_at[row],
             expires_at: c.expires_at[row],
-            confidence: c.confidence[row],
+            confidence,
             index_bytes: c.index_bytes[row],
         }));
         row += 1;

@@ -480,6 +480,7 @@ impl Engine {
                             let r = self.store.read()?;
                             let stored = StoredRecords::new(&r, g.owner_key, name);
                             search_collection(ci, name, &vis, s, mode, None, None, &stored)
+                                .map(|searched| searched.response)
                                 .map(Some)
                         }
                         None => Ok(None),

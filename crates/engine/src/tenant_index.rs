@@ -111,9 +111,11 @@ impl TenantIndex {
                 return Ok(None);
             };
             if loaded.version != version {
-                match replay::replayable_mark(r, key, &c.name, loaded.version)? {
-                    Some(mark) => behind.insert(c.name.clone(), mark),
-                    None => return Ok(None),
+                // The log is derived data like the image: one that cannot be read is a reason
+                // to rebuild from the records, never to refuse the tenant.
+                match replay::replayable_mark(r, key, &c.name, loaded.version) {
+                    Ok(Some(mark)) => behind.insert(c.name.clone(), mark),
+                    Ok(None) | Err(_) => return Ok(None),
                 };
             } else {
                 records += loaded.records;
@@ -148,10 +150,6 @@ impl TenantIndex {
                 }
                 ci.graph = None;
             }
-            // Under the graph threshold (it shrank, or was saved before the threshold followed
-            // the planner): the graph was restored for its vectors only, and is let go; the
-            // next save stores the vectors in the image instead.
-            dropped_graph |= ci.shed_graph();
             ci.from_image = true;
             collections.insert(c.name.clone(), ci);
         }
@@ -161,10 +159,12 @@ impl TenantIndex {
         };
         if !behind.is_empty() {
             // More changed records than the tenant holds: a rebuild reads no more.
-            let Some(changed) = replay::changed(r, key, &behind, usage.records)? else {
+            let Ok(Some(changed)) = replay::changed(r, key, &behind, usage.records) else {
                 return Ok(None);
             };
-            replay::apply(r, key, changed, &mut collections)?;
+            if replay::apply(r, key, changed, &mut collections).is_err() {
+                return Ok(None);
+            }
             for name in behind.keys() {
                 let ci = &collections[name];
                 records += ci.slot_ids().iter().filter(|id| id.is_some()).count() as u64;
@@ -173,6 +173,12 @@ impl TenantIndex {
         }
         if (usage.records, usage.vectors) != (records, vectors) {
             return Ok(None);
+        }
+        // Under the graph threshold once caught up (it shrank, or was saved before the
+        // threshold followed the planner): a restored graph served only to carry the vectors,
+        // and is let go; the next save stores the vectors in the image instead.
+        for ci in collections.values_mut() {
+            dropped_graph |= ci.shed_graph();
         }
         // Caught up, or a graph shed: worth saving a current image at the next eviction or
         // persist.

@@ -631,3 +631,33 @@ fn hits_carry_their_whole_stored_record_before_and_after_an_image_load() {
     let vec_stats = stats.iter().find(|s| s.collection == vec).unwrap();
     assert!(vec_stats.loaded_from_image, "the restart loaded the image");
 }
+
+/// Searches racing deletes of their own best hits still answer k: a hit whose record a
+/// concurrent write took out of sight after the index was searched is not simply dropped.
+#[test]
+fn searches_racing_deletes_of_their_hits_still_answer_k() {
+    let (_dir, engine, scope, data) = loaded(2_000, Metric::L2);
+    let query = data[0].clone();
+    // The records nearest the query, best first: the writer deletes them in that order, so
+    // the searches' top hits are the ones disappearing.
+    let order: Vec<String> = search(&engine, &scope, &query, 300, None)
+        .hits
+        .iter()
+        .map(|h| h.record.id.to_string())
+        .collect();
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for id in &order[..250] {
+                engine
+                    .delete(&scope, &req(), &RecordId::parse(id.as_str()).unwrap())
+                    .unwrap();
+            }
+        });
+        let mut searches = 0;
+        while !writer.is_finished() || searches < 50 {
+            let r = search(&engine, &scope, &query, 10, None);
+            assert_eq!(r.hits.len(), 10, "search {searches}");
+            searches += 1;
+        }
+    });
+}

@@ -96,13 +96,23 @@ impl Writer<'_> {
             encode_change(&entry)?.as_slice(),
         )?;
         head.next += 1;
-        while head.next - head.first > self.log_cap.max(1) {
-            self.table_mut(t)?
-                .remove(keys::change_entry(t, head.first).as_slice())?;
-            head.first += 1;
+        let cap = self.log_cap.max(1);
+        if head.next - head.first > cap {
+            // Usually one entry; after the cap was lowered, the excess in one range removal.
+            let first = head.next - cap;
+            self.remove_entries(t, head.first, first)?;
+            head.first = first;
         }
         self.put_change_head(t, head)?;
         Ok(seq)
+    }
+
+    /// Removes the entries with sequences in `from..to`.
+    fn remove_entries(&mut self, t: TenantKey, from: u64, to: u64) -> Result<(), StoreError> {
+        let (start, end) = (keys::change_entry(t, from), keys::change_entry(t, to));
+        self.table_mut(t)?
+            .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
+        Ok(())
     }
 
     fn put_change_head(&mut self, t: TenantKey, head: ChangeHead) -> Result<(), StoreError> {
@@ -116,15 +126,13 @@ impl Writer<'_> {
     /// Drops every entry up to and including `through`; returns how many it dropped.
     pub fn trim_change_log(&mut self, t: TenantKey, through: u64) -> Result<u64, StoreError> {
         let mut head = self.change_head(t)?;
+        // A head decodes only with `1 <= first <= next < u64::MAX`.
         let end = through.min(head.next - 1);
         if end < head.first {
             return Ok(0);
         }
         let dropped = end + 1 - head.first;
-        for seq in head.first..=end {
-            self.table_mut(t)?
-                .remove(keys::change_entry(t, seq).as_slice())?;
-        }
+        self.remove_entries(t, head.first, end + 1)?;
         head.first = end + 1;
         self.put_change_head(t, head)?;
         Ok(dropped)

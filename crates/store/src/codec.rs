@@ -290,7 +290,16 @@ pub fn encode_change_head(h: &ChangeHead) -> Result<Vec<u8>, StoreError> {
 }
 
 pub fn decode_change_head(bytes: &[u8]) -> Result<ChangeHead, StoreError> {
-    decode_postcard("change log head", CHANGE_HEAD_V1, bytes)
+    let head: ChangeHead = decode_postcard("change log head", CHANGE_HEAD_V1, bytes)?;
+    // Sequences start at 1 and the oldest kept is never past the next; the arithmetic on a
+    // head relies on both.
+    if head.first == 0 || head.first > head.next || head.next == u64::MAX {
+        return Err(StoreError::Corrupt(format!(
+            "change log head: first {} and next {} are not a range",
+            head.first, head.next
+        )));
+    }
+    Ok(head)
 }
 
 /// What a persisted search image reflects: the tenant's data version it was stamped with (so
@@ -306,7 +315,13 @@ pub fn encode_change_mark(m: &ChangeMark) -> Result<Vec<u8>, StoreError> {
 }
 
 pub fn decode_change_mark(bytes: &[u8]) -> Result<ChangeMark, StoreError> {
-    decode_postcard("change log mark", CHANGE_MARK_V1, bytes)
+    let mark: ChangeMark = decode_postcard("change log mark", CHANGE_MARK_V1, bytes)?;
+    if mark.seq == u64::MAX {
+        return Err(StoreError::Corrupt(
+            "change log mark: no such sequence".into(),
+        ));
+    }
+    Ok(mark)
 }
 
 #[cfg(test)]
@@ -319,6 +334,23 @@ mod change_log_tests {
             collection: CollectionName::parse("text").unwrap(),
             id: RecordId::parse("r1").unwrap(),
         }
+    }
+
+    /// Heads and marks whose values the log's arithmetic cannot take are refused, not used.
+    #[test]
+    fn impossible_heads_and_marks_are_corrupt() {
+        for (next, first) in [(5, 10), (1, 0), (u64::MAX, 1)] {
+            let bytes = encode_change_head(&ChangeHead { next, first }).unwrap();
+            assert!(decode_change_head(&bytes).is_err(), "{next} {first}");
+        }
+        let fine = encode_change_head(&ChangeHead { next: 7, first: 3 }).unwrap();
+        assert!(decode_change_head(&fine).is_ok());
+        let mark = encode_change_mark(&ChangeMark {
+            version: 1,
+            seq: u64::MAX,
+        })
+        .unwrap();
+        assert!(decode_change_mark(&mark).is_err());
     }
 
     /// Pins the stored formats: a change here is a format change and needs a new format byte.
