@@ -383,16 +383,8 @@ mod tests {
 
     const N: usize = 1_100;
 
-    fn restored(engine: &Engine, scope: &TenantScope) -> bool {
-        engine
-            .index_stats(scope)
-            .unwrap()
-            .into_iter()
-            .any(|s| s.collection == vec_name() && s.graph && s.restored_from_snapshot)
-    }
-
-    #[test]
-    fn a_corrupt_snapshot_is_rebuilt_from_the_records_not_served() {
+    /// A fresh engine with tenant `acme` and its collection `vec`.
+    fn tenant_with_collection() -> (tempfile::TempDir, Engine, TenantScope) {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
         let id = TenantId::parse("acme").unwrap();
@@ -408,6 +400,20 @@ mod tests {
                 Metric::Cosine,
             )
             .unwrap();
+        (dir, engine, scope)
+    }
+
+    fn restored(engine: &Engine, scope: &TenantScope) -> bool {
+        engine
+            .index_stats(scope)
+            .unwrap()
+            .into_iter()
+            .any(|s| s.collection == vec_name() && s.graph && s.restored_from_snapshot)
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_is_rebuilt_from_the_records_not_served() {
+        let (dir, engine, scope) = tenant_with_collection();
         put_clustered(&engine, &scope, N);
         engine.index_stats(&scope).unwrap();
         engine.wait_for_graph_builds();
@@ -554,21 +560,7 @@ mod tests {
 
     #[test]
     fn collections_under_the_graph_threshold_neither_build_nor_restore_a_graph() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-        let id = TenantId::parse("acme").unwrap();
-        engine
-            .create_tenant(&OperatorScope::for_tests(), &id, None)
-            .unwrap();
-        let scope = scope(&engine);
-        engine
-            .create_collection(
-                &scope,
-                &vec_name(),
-                crate::test_support::DIM,
-                Metric::Cosine,
-            )
-            .unwrap();
+        let (dir, engine, scope) = tenant_with_collection();
         // 700 × 2,048 = 1.43M floats, under the threshold (1.5M): never a graph.
         put_clustered(&engine, &scope, 700);
         engine.index_stats(&scope).unwrap();
@@ -581,7 +573,7 @@ mod tests {
         let scope = self::scope(&engine);
         assert_eq!(vec_graph(&engine, &scope), (false, true));
         assert_eq!(answers(&engine, &scope), small);
-        let residency = engine.residency(&OperatorScope::for_tests(), &id).unwrap();
+        let residency = engine.residency(&OperatorScope::for_tests(), scope.tenant()).unwrap();
         assert_eq!(residency.graph_builds_pending, 0, "{residency:?}");
 
         // Grown past it: a graph in the background, restored at the next load.
