@@ -573,7 +573,9 @@ mod tests {
         let scope = self::scope(&engine);
         assert_eq!(vec_graph(&engine, &scope), (false, true));
         assert_eq!(answers(&engine, &scope), small);
-        let residency = engine.residency(&OperatorScope::for_tests(), scope.tenant()).unwrap();
+        let residency = engine
+            .residency(&OperatorScope::for_tests(), scope.tenant())
+            .unwrap();
         assert_eq!(residency.graph_builds_pending, 0, "{residency:?}");
 
         // Grown past it: a graph in the background, restored at the next load.
