@@ -206,6 +206,18 @@ pub(crate) fn filter_candidates(filter: &Filter, ci: &CollectionIndex) -> Option
                     .fold(RoaringBitmap::new(), |acc, v| acc | ci.fields.eq(&path, v)),
             )
         }
+        // The complements of the two above, as the filter defines them (`!Eq`, `!In`): a
+        // record without the field matches, so do records whose value is not a scalar.
+        Filter::Ne(field, v) if is_scalar(v) => {
+            exact(&ci.live - &ci.fields.eq(&field_path(field)?, v))
+        }
+        Filter::Nin(field, vs) if vs.iter().all(is_scalar) => {
+            let path = field_path(field)?;
+            exact(
+                vs.iter()
+                    .fold(ci.live.clone(), |acc, v| acc - ci.fields.eq(&path, v)),
+            )
+        }
         Filter::Range(field, ord, or_equal, bound) => {
             let path = field_path(field)?;
             match bound {

@@ -204,3 +204,76 @@ proptest! {
         }
     }
 }
+
+/// `$ne` and `$nin` on metadata are answered by the field index exactly as `Filter::matches`
+/// decides them on the records: missing fields, arrays holding the value, other types.
+mod complements {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+    use strata_types::{Collection, CollectionName, Filter, Metric};
+
+    use super::record;
+    use crate::collection_index::CollectionIndex;
+    use crate::plan::filter_candidates;
+
+    fn value(i: u8) -> Value {
+        match i % 6 {
+            0 => json!("a"),
+            1 => json!("b"),
+            2 => json!(1),
+            3 => json!(["a", 2]),
+            4 => json!({"nested": "a"}),
+            _ => Value::Null,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn ne_and_nin_match_the_records(
+            values in proptest::collection::vec(proptest::option::of(0u8..6), 1..40),
+            probe in proptest::collection::vec(0u8..3, 1..3),
+            removed in proptest::collection::vec(any::<prop::sample::Index>(), 0..5),
+        ) {
+            let mut ci = CollectionIndex::new(&Collection {
+                name: CollectionName::parse("vec").unwrap(),
+                dim: 2,
+                metric: Metric::L2,
+                created_at: 0,
+                embedder: None,
+                analyzer: Default::default(),
+                memory: Default::default(),
+            });
+            let mut records = Vec::new();
+            for (i, v) in values.iter().enumerate() {
+                let mut r = record(i, &(0, None, None, vec![]));
+                if let Some(v) = v {
+                    r.metadata.insert("f".into(), value(*v));
+                }
+                ci.upsert(&r, false).unwrap();
+                records.push(Some(r));
+            }
+            for at in removed {
+                let i = at.index(records.len());
+                if let Some(r) = records[i].take() {
+                    ci.remove(&r.id).unwrap();
+                }
+            }
+            let probes: Vec<Value> = probe.iter().map(|p| value(*p)).collect();
+            for filter in [
+                json!({"f": {"$ne": probes[0]}}),
+                json!({"f": {"$nin": probes}}),
+            ] {
+                let f = Filter::parse(&filter).unwrap();
+                let narrowed = filter_candidates(&f, &ci).expect("answered by the index");
+                prop_assert!(narrowed.exact);
+                let want: Vec<u32> = records
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.as_ref().is_some_and(|r| f.matches(r)))
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                prop_assert_eq!(narrowed.slots.iter().collect::<Vec<_>>(), want, "{}", filter);
+            }
+        }
+    }
+}

@@ -193,7 +193,8 @@ fn filters_of_every_selectivity_return_exactly_k() {
         }
     }
     assert!(graph_used, "the 90 % filter should be planned on the graph");
-    // A filter the field index cannot narrow ($ne) still returns k, all matching.
+    // A negated filter ($ne, the complement of the field index's $eq) still returns k, all
+    // matching.
     let r = search(
         &engine,
         &scope,
