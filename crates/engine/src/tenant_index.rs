@@ -459,24 +459,7 @@ mod tests {
 
     #[test]
     fn a_current_image_loads_without_records_a_damaged_one_is_rebuilt_and_one_behind_replayed() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-        engine
-            .create_tenant(
-                &OperatorScope::for_tests(),
-                &TenantId::parse("acme").unwrap(),
-                None,
-            )
-            .unwrap();
-        let scope = scope(&engine);
-        engine
-            .create_collection(
-                &scope,
-                &vec_name(),
-                crate::test_support::DIM,
-                Metric::Cosine,
-            )
-            .unwrap();
+        let (dir, engine, scope) = tenant_with_collection();
         put_clustered(&engine, &scope, N);
         engine.index_stats(&scope).unwrap();
         engine.wait_for_graph_builds();
