@@ -4,7 +4,10 @@
 //! A migration copies the tenant's key range in chunks while the tenant is served from where
 //! it is (reads and writes go on), then holds the tenant's write order only for the flip: a
 //! catch-up of what changed since the copy began, plus the registry change, in one main-file
-//! transaction (see `Store::flip_in` / `Store::flip_out`). The data is copied byte for byte,
+//! transaction (see `Store::flip_in` / `Store::flip_out`). The store records the keys the
+//! tenant writes from the copy's start (`Store::track_writes`), so the catch-up, and with it
+//! the pause of every writer of the main file, grows with the writes made during the copy,
+//! not with the tenant's size. The data is copied byte for byte,
 //! so the loaded indexes, saved snapshots and search images (matched by the data version
 //! stored in the range) stay valid. After a crash the tenant is whole on the side its registry
 //! entry names; [`attach_files`] removes what a migration left on the other side.
@@ -241,6 +244,24 @@ impl Engine {
             Some(f) => CopyTarget::File(f),
             None => CopyTarget::Main,
         };
+        // The flip catches up only what changed since here. Its destination holds nothing of
+        // the tenant before the copy: a new file, or (out of a file) a main range that an
+        // earlier failed move out may have left, erased first.
+        let tracked = (|| {
+            if !into {
+                self.store.erase_main_range(key)?;
+            }
+            Ok::<_, EngineError>(self.store.track_writes(key)?)
+        })();
+        let tracker = match tracked {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some(f) = file {
+                    let _ = self.store.discard_dedicated(f);
+                }
+                return Err(e);
+            }
+        };
         let copied = (|| {
             let mut after: Option<Vec<u8>> = None;
             loop {
@@ -277,13 +298,13 @@ impl Engine {
             let caught = match file {
                 Some(f) => {
                     self.store
-                        .flip_in(f, |w| self.flip_txn(w, op, id, from, next))?
+                        .flip_in(f, Some(&tracker), |w| self.flip_txn(w, op, id, from, next))?
                         .1
                 }
                 None => {
-                    let flipped = self
-                        .store
-                        .flip_out(key, |w| self.flip_txn(w, op, id, from, next));
+                    let flipped = self.store.flip_out(key, Some(&tracker), |w| {
+                        self.flip_txn(w, op, id, from, next)
+                    });
                     if flipped.is_err() {
                         // The tenant still lives in its file (erase_main_range checks that
                         // under the main write transaction): drop the partial main copy.

@@ -23,6 +23,7 @@ mod placement;
 mod registry;
 pub mod stats;
 mod tables;
+mod tracking;
 mod verify;
 
 pub use adaptive::{AdaptiveItem, AdaptiveReads, AdaptiveRow};
@@ -36,4 +37,5 @@ pub use links::LinkReads;
 pub use placement::{CopyTarget, DEDICATED_FILE, DedicatedFile, RangeSize, TENANTS_DIR};
 pub use registry::TenantMeta;
 pub use tables::{DEFAULT_CACHE_BYTES, Pending, Reader, Reads, Store, Writer};
+pub use tracking::WriteTracker;
 pub use verify::{KeyCheck, check_tenant};

@@ -29,6 +29,7 @@ use crate::group_commit::GroupCommit;
 use crate::keys::{self, TenantKey};
 use crate::opened::Opened;
 use crate::tables::{DATA, Registry, Route, Writer, open_database, prefix_range, read_db};
+use crate::tracking::{WriteTracker, catch_up_keys};
 use crate::{Store, StoreError};
 
 /// The directory beside the main file that holds dedicated tenants' directories.
@@ -235,6 +236,20 @@ pub(crate) fn catch_up(
     Ok(ops.len() as u64)
 }
 
+/// The flip's catch-up of tenant `t`'s range: only the keys written since `since` began when
+/// it has them (the copy started after it), else the whole range compared.
+fn catch_up_since(
+    since: Option<&WriteTracker<'_>>,
+    t: TenantKey,
+    src: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    dst: &mut Table<'_, &'static [u8], &'static [u8]>,
+) -> Result<u64, StoreError> {
+    match since.map(|s| s.keys_of(t)).transpose()?.flatten() {
+        Some(written) => catch_up_keys(src, dst, &written),
+        None => catch_up(src, dst, &keys::tenant_all(t)),
+    }
+}
+
 impl Store {
     /// Whether tenant `t` lives in its own file now.
     pub fn is_dedicated(&self, t: TenantKey) -> bool {
@@ -407,6 +422,25 @@ impl Store {
         Ok(size)
     }
 
+    /// Starts recording which keys of tenant `t` change, for the catch-up of a migration:
+    /// call it before the migration's first [`Store::copy_chunk`] and pass the tracker to the
+    /// flip. Returns once every write transaction of the file `t` lives in that began before
+    /// the tracking has ended, so each later change is either seen by the copy's chunks or
+    /// recorded.
+    pub fn track_writes(&self, t: TenantKey) -> Result<WriteTracker<'_>, StoreError> {
+        let tracker = WriteTracker {
+            store: self,
+            tenant: t,
+            written: self.tracking.start(t),
+        };
+        // A write transaction begins only once the previous one has ended.
+        match self.placement.get(t) {
+            Some(file) => read_db(&file.db).begin_write()?.abort()?,
+            None => self.db().begin_write()?.abort()?,
+        }
+        Ok(tracker)
+    }
+
     /// Copies up to `limit` keys of tenant `t`'s range, from where it lives now to `to`,
     /// starting after key `after`; returns the last key copied (`None` once the range is
     /// exhausted) and how many were copied. Commits without its own fsync: the flip that ends
@@ -501,6 +535,7 @@ impl Store {
                         .open_table(crate::tables::CREDENTIALS)
                         .map_err(StoreError::from)?,
                     log_cap: self.change_log_cap(),
+                    tracking: &self.tracking,
                 };
                 let (r, key) = f(&mut writer)?;
                 if key != next {
@@ -533,9 +568,10 @@ impl Store {
     pub fn flip_in<R, E: From<StoreError>>(
         &self,
         file: DedicatedFile,
+        since: Option<&WriteTracker<'_>>,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, u64), E> {
-        let result = self.flip_in_inner(&file, f);
+        let result = self.flip_in_inner(&file, since, f);
         if result.is_err() {
             // Not routed: nothing refers to the file; one that cannot be deleted now is
             // deleted at the next start.
@@ -547,10 +583,10 @@ impl Store {
     fn flip_in_inner<R, E: From<StoreError>>(
         &self,
         file: &DedicatedFile,
+        since: Option<&WriteTracker<'_>>,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, u64), E> {
         let t = file.key;
-        let prefix = keys::tenant_all(t);
         let db = self.db();
         let txn = db.begin_write().map_err(StoreError::from)?;
         // Checked under the main write transaction, which every routing change holds: a
@@ -563,7 +599,7 @@ impl Store {
         let (r, caught) = {
             let mut data = txn.open_table(DATA).map_err(StoreError::from)?;
             let mut ftable = ftxn.open_table(DATA).map_err(StoreError::from)?;
-            let caught = catch_up(&data, &mut ftable, &prefix)?;
+            let caught = catch_up_since(since, t, &data, &mut ftable)?;
             erase_range(&mut data, t)?;
             let mut writer = Writer {
                 data,
@@ -581,6 +617,7 @@ impl Store {
                     .open_table(crate::tables::CREDENTIALS)
                     .map_err(StoreError::from)?,
                 log_cap: self.change_log_cap(),
+                tracking: &self.tracking,
             };
             (f(&mut writer)?, caught)
         };
@@ -600,9 +637,9 @@ impl Store {
     pub fn flip_out<R, E: From<StoreError>>(
         &self,
         t: TenantKey,
+        since: Option<&WriteTracker<'_>>,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, u64), E> {
-        let prefix = keys::tenant_all(t);
         let db = self.db();
         let txn = db.begin_write().map_err(StoreError::from)?;
         // Checked under the main write transaction, which every routing change holds.
@@ -616,7 +653,7 @@ impl Store {
                 .open_table(DATA)
                 .map_err(StoreError::from)?;
             let mut data = txn.open_table(DATA).map_err(StoreError::from)?;
-            let caught = catch_up(&src, &mut data, &prefix)?;
+            let caught = catch_up_since(since, t, &src, &mut data)?;
             let mut writer = Writer {
                 data,
                 dedicated: Opened::default(),
@@ -634,6 +671,7 @@ impl Store {
                     .open_table(crate::tables::CREDENTIALS)
                     .map_err(StoreError::from)?,
                 log_cap: self.change_log_cap(),
+                tracking: &self.tracking,
             };
             (f(&mut writer)?, caught)
         };
@@ -773,7 +811,7 @@ mod tests {
             put(store, t, "late", b"1");
         }
         store
-            .flip_in(file, |w| w.put_blob(t, "flip", b"in"))
+            .flip_in(file, None, |w| w.put_blob(t, "flip", b"in"))
             .map_err(|e: StoreError| e)
             .unwrap();
     }
@@ -788,7 +826,7 @@ mod tests {
             store.write(|w| w.delete_blob(t, "late")).unwrap();
         }
         store
-            .flip_out(t, |w| w.put_blob(t, "flip", b"out"))
+            .flip_out(t, None, |w| w.put_blob(t, "flip", b"out"))
             .map_err(|e: StoreError| e)
             .unwrap();
     }
@@ -834,21 +872,33 @@ mod tests {
         let want = blobs(&store, b);
         assert_eq!(want.len(), 3);
         // Its flip is refused, and discarding its file leaves the live one alone.
-        assert!(store.flip_in(stale, |_| Ok::<_, StoreError>(())).is_err());
+        assert!(
+            store
+                .flip_in(stale, None, |_| Ok::<_, StoreError>(()))
+                .is_err()
+        );
         assert!(store.is_dedicated(b) && store.has_dedicated_dir(b));
         // A fresh file for a routed tenant would replace the live one: refused.
         assert!(store.create_dedicated(b).is_err());
         assert_eq!(blobs(&store, b), want);
         // Flipping out a tenant that is not in a file, and erasing its main range, are refused
         // or do nothing: that range is its live data.
-        assert!(store.flip_out(a, |_| Ok::<_, StoreError>(())).is_err());
+        assert!(
+            store
+                .flip_out(a, None, |_| Ok::<_, StoreError>(()))
+                .is_err()
+        );
         assert_eq!(store.erase_main_range(a).unwrap(), 0);
         assert_eq!(blobs(&store, a), vec![("x".into(), b"a1".to_vec())]);
         // The same after `b` moved back: its main range is live now.
         migrate_out(&store, b);
         let want = blobs(&store, b);
         assert_eq!(want.len(), 2, "x and flip; late was deleted");
-        assert!(store.flip_out(b, |_| Ok::<_, StoreError>(())).is_err());
+        assert!(
+            store
+                .flip_out(b, None, |_| Ok::<_, StoreError>(()))
+                .is_err()
+        );
         assert_eq!(store.erase_main_range(b).unwrap(), 0);
         assert_eq!(blobs(&store, b), want);
         // A reopened store serves the same.
@@ -1011,6 +1061,104 @@ mod tests {
                 .collect();
             assert_eq!(all.len(), 4);
             assert_eq!(catch_up(&src, &mut dst, &keys::tenant_all(t)).unwrap(), 0);
+        }
+    }
+
+    /// One change of the property test below: a blob set (`Some`) or deleted (`None`).
+    type Change = (u8, Option<u8>);
+
+    fn apply(store: &Store, t: TenantKey, model: &mut BTreeMap<String, Vec<u8>>, c: &Change) {
+        let name = format!("k{:02}", c.0);
+        match c.1 {
+            Some(v) => {
+                put(store, t, &name, &[v]);
+                model.insert(name, vec![v]);
+            }
+            None => {
+                let ((), pending) = store
+                    .write_pending_for(t, |w| w.delete_blob(t, &name))
+                    .unwrap();
+                pending.wait_durable().unwrap();
+                model.remove(&name);
+            }
+        }
+    }
+
+    /// Moves `t` into its own file (or out of it) in chunks of `chunk` keys with a tracked
+    /// catch-up, applying each batch of `between` after a chunk; the other tenant `u` writes
+    /// too. Returns the flip's catch-up count.
+    fn tracked_move(
+        store: &Store,
+        (t, u): (TenantKey, TenantKey),
+        chunk: usize,
+        between: &[Vec<Change>],
+        model: &mut BTreeMap<String, Vec<u8>>,
+    ) -> u64 {
+        let into = !store.is_dedicated(t);
+        let file = into.then(|| store.create_dedicated(t).unwrap());
+        let tracker = store.track_writes(t).unwrap();
+        let target = || match &file {
+            Some(f) => CopyTarget::File(f),
+            None => CopyTarget::Main,
+        };
+        let (mut after, mut batches) = (None, between.iter());
+        while let (Some(k), _) = store
+            .copy_chunk(t, target(), after.as_deref(), chunk)
+            .unwrap()
+        {
+            after = Some(k);
+            for c in batches.next().into_iter().flatten() {
+                apply(store, t, model, c);
+                put(store, u, "other", &[c.0]);
+            }
+        }
+        for c in batches.flatten() {
+            apply(store, t, model, c);
+        }
+        let caught = match file {
+            Some(f) => store.flip_in(f, Some(&tracker), |_| Ok::<_, StoreError>(())),
+            None => store.flip_out(t, Some(&tracker), |_| Ok::<_, StoreError>(())),
+        }
+        .unwrap()
+        .1;
+        caught
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// A catch-up of only the keys written since the copy began leaves the tenant's range
+        /// on its new side exactly as a model says, in both directions, whatever the writes
+        /// between chunks (new keys before and after the copy's cursor, changes, deletes).
+        #[test]
+        fn a_tracked_catch_up_moves_every_change(
+            initial in proptest::collection::vec((0u8..30, proptest::option::of(0u8..4)), 0..30),
+            into in proptest::collection::vec(
+                proptest::collection::vec((0u8..30, proptest::option::of(0u8..4)), 0..4), 0..10),
+            out in proptest::collection::vec(
+                proptest::collection::vec((0u8..30, proptest::option::of(0u8..4)), 0..4), 0..10),
+            chunk in 1usize..6,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("main.redb")).unwrap();
+            let (t, u) = (tenant(&store, "t"), tenant(&store, "u"));
+            let mut model = BTreeMap::new();
+            for c in &initial {
+                apply(&store, t, &mut model, c);
+            }
+            let caught = tracked_move(&store, (t, u), chunk, &into, &mut model);
+            let changes: usize = into.iter().map(Vec::len).sum();
+            proptest::prop_assert!(caught <= changes as u64);
+            proptest::prop_assert!(store.is_dedicated(t));
+            proptest::prop_assert_eq!(store.main_keys(t).unwrap(), 0);
+            let want: Vec<_> = model.clone().into_iter().collect();
+            proptest::prop_assert_eq!(blobs(&store, t), want);
+
+            tracked_move(&store, (t, u), chunk, &out, &mut model);
+            proptest::prop_assert!(!store.is_dedicated(t));
+            let want: Vec<_> = model.into_iter().collect();
+            proptest::prop_assert_eq!(blobs(&store, t), want);
+            proptest::prop_assert_eq!(store.tracking.of(t).map(|_| ()), None);
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct Store {
     pub(crate) placement: crate::placement::Placement,
     /// Entries each tenant's change log keeps at most (see `changelog`).
     change_log_cap: std::sync::atomic::AtomicU64,
+    /// Tenants whose written keys are recorded for a migration's catch-up (see `tracking`).
+    pub(crate) tracking: crate::tracking::Tracking,
 }
 
 /// A write that has committed and is visible to readers, but is not yet known to be durable.
@@ -133,6 +135,7 @@ impl Store {
             commits: Arc::default(),
             placement: crate::placement::Placement::beside(path, cache_bytes),
             change_log_cap: crate::changelog::DEFAULT_CHANGE_LOG_CAP.into(),
+            tracking: Default::default(),
         })
     }
 
@@ -294,6 +297,7 @@ impl Store {
                 meta: txn.open_table(META).map_err(StoreError::from)?,
                 credentials: txn.open_table(CREDENTIALS).map_err(StoreError::from)?,
                 log_cap: self.change_log_cap(),
+                tracking: &self.tracking,
             };
             let result = f(&mut writer);
             let dirty: Vec<TenantKey> = writer
@@ -356,6 +360,7 @@ impl Store {
                 meta: txn.open_table(META).map_err(StoreError::from)?,
                 credentials: txn.open_table(CREDENTIALS).map_err(StoreError::from)?,
                 log_cap: self.change_log_cap(),
+                tracking: &self.tracking,
             };
             f(&mut writer)
         };
@@ -431,6 +436,8 @@ pub struct Writer<'txn> {
     pub(crate) credentials: Table<'txn, &'static str, &'static [u8]>,
     /// The store's change log cap when this write began.
     pub(crate) log_cap: u64,
+    /// Records the keys written to tenants that are migrating.
+    pub(crate) tracking: &'txn crate::tracking::Tracking,
 }
 
 fn misrouted(t: TenantKey) -> StoreError {
@@ -506,8 +513,20 @@ impl<'txn> Writer<'txn> {
         }
     }
 
-    /// The `data` table that holds tenant `t`'s keys in this transaction, for writing.
+    /// The `data` table that holds tenant `t`'s keys in this transaction, for writing; it
+    /// records the keys written while `t` is migrating (see `tracking`).
     pub(crate) fn table_mut(
+        &mut self,
+        t: TenantKey,
+    ) -> Result<crate::tracking::TenantTable<'_, 'txn>, StoreError> {
+        let written = self.tracking.of(t);
+        Ok(crate::tracking::TenantTable {
+            table: self.untracked_table_mut(t)?,
+            written,
+        })
+    }
+
+    fn untracked_table_mut(
         &mut self,
         t: TenantKey,
     ) -> Result<&mut Table<'txn, &'static [u8], &'static [u8]>, StoreError> {
@@ -991,10 +1010,8 @@ impl<'txn> Writer<'txn> {
         let prefix = keys::audit_log(t);
         let seq = {
             let mut range = match keys::prefix_end(&prefix) {
-                Some(end) => self
-                    .table_mut(t)?
-                    .range(prefix.as_slice()..end.as_slice())?,
-                None => self.table_mut(t)?.range(prefix.as_slice()..)?,
+                Some(end) => self.table(t)?.range(prefix.as_slice()..end.as_slice())?,
+                None => self.table(t)?.range(prefix.as_slice()..)?,
             };
             match range.next_back() {
                 Some(entry) => {
@@ -1021,7 +1038,7 @@ impl<'txn> Writer<'txn> {
     ) -> Result<usize, StoreError> {
         let prefix = keys::audit_log(t);
         let mut doomed = Vec::new();
-        for entry in prefix_range(self.table_mut(t)?, &prefix)? {
+        for entry in prefix_range(self.table(t)?, &prefix)? {
             let (k, v) = entry?;
             if erase(&v)? {
                 doomed.push(k);
