@@ -1115,13 +1115,12 @@ mod tests {
         for c in batches.flatten() {
             apply(store, t, model, c);
         }
-        let caught = match file {
+        match file {
             Some(f) => store.flip_in(f, Some(&tracker), |_| Ok::<_, StoreError>(())),
             None => store.flip_out(t, Some(&tracker), |_| Ok::<_, StoreError>(())),
         }
         .unwrap()
-        .1;
-        caught
+        .1
     }
 
     proptest::proptest! {
