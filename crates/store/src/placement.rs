@@ -8,10 +8,12 @@
 //!
 //! Moving a tenant between files (an online migration) copies its range in chunks while it is
 //! served from the old side, then, in the tenant's write order, catches up what changed since
-//! ([`catch_up`]) and flips in one main-file transaction, under the routing lock so that no
-//! snapshot or write sees the routing and the main file disagree:
+//! (the keys written since the copy began, recorded by [`Store::track_writes`]; without a
+//! tracker the whole range compared, [`catch_up`]) and flips in one main-file transaction,
+//! under the routing lock so that no snapshot or write sees the routing and the main file
+//! disagree:
 //! - into its own file ([`Store::flip_in`]): the file is synced first; the main transaction
-//!   changes the registry and erases the tenant's main range;
+//!   changes the registry; the tenant's main range is erased afterwards, in short chunks;
 //! - out of it ([`Store::flip_out`]): the main transaction writes the catch-up and changes the
 //!   registry; the file is deleted afterwards.
 //!
@@ -36,6 +38,9 @@ use crate::{Store, StoreError};
 pub const TENANTS_DIR: &str = "tenants";
 /// A dedicated tenant's file, inside its directory.
 pub const DEDICATED_FILE: &str = "data.redb";
+
+/// Keys [`Store::erase_main_range`] removes per transaction.
+const ERASE_CHUNK_KEYS: usize = 4_096;
 
 /// The smallest page cache a dedicated file gets (unless the main file's is smaller).
 const MIN_FILE_CACHE_BYTES: usize = 4 << 20;
@@ -163,23 +168,6 @@ fn open_file(dir: PathBuf, db: Database) -> Arc<FileDb> {
         group: Arc::default(),
         dir,
     })
-}
-
-fn erase_range(
-    table: &mut Table<'_, &'static [u8], &'static [u8]>,
-    t: TenantKey,
-) -> Result<u64, StoreError> {
-    let start = keys::tenant_all(t);
-    let mut n = 0;
-    let count = |_: &[u8], _: &[u8]| {
-        n += 1;
-        false
-    };
-    match keys::prefix_end(&start) {
-        Some(end) => table.retain_in(start.as_slice()..end.as_slice(), count)?,
-        None => table.retain_in(start.as_slice().., count)?,
-    }
-    Ok(n)
 }
 
 /// Makes `dst`'s copy of the range `prefix` equal to `src`'s, writing only the differences;
@@ -377,17 +365,44 @@ impl Store {
     /// transaction (every flip changes the routing while holding it): the main range of a
     /// tenant that is not dedicated is its live data.
     pub fn erase_main_range(&self, t: TenantKey) -> Result<u64, StoreError> {
-        if self.main_keys(t)? == 0 {
-            return Ok(0);
+        let prefix = keys::tenant_all(t);
+        let mut erased = 0;
+        // In chunks, each its own short transaction, so that the other tenants' writes, which
+        // wait for the main write lock, interleave with the erasure of a large range.
+        loop {
+            let db = self.db();
+            let mut txn = db.begin_write()?;
+            if !self.is_dedicated(t) {
+                return Ok(erased);
+            }
+            let doomed = {
+                let table = txn.open_table(DATA)?;
+                prefix_range(&table, &prefix)?
+                    .take(ERASE_CHUNK_KEYS)
+                    .map(|e| e.map(|(k, _)| k))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            if doomed.is_empty() && erased == 0 {
+                return Ok(0);
+            }
+            let last = doomed.len() < ERASE_CHUNK_KEYS;
+            if !last {
+                // The last chunk's durable commit syncs the earlier ones; a crash before it
+                // leaves keys that the next start erases.
+                txn.set_durability(Durability::None)?;
+            }
+            {
+                let mut table = txn.open_table(DATA)?;
+                for k in &doomed {
+                    table.remove(k.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            erased += doomed.len() as u64;
+            if last {
+                return Ok(erased);
+            }
         }
-        let db = self.db();
-        let txn = db.begin_write()?;
-        if !self.is_dedicated(t) {
-            return Ok(0);
-        }
-        let n = erase_range(&mut txn.open_table(DATA)?, t)?;
-        txn.commit()?;
-        Ok(n)
     }
 
     /// How many keys of tenant `t` the main file holds (none for a dedicated tenant, whose
@@ -562,9 +577,10 @@ impl Store {
     /// Ends a migration into tenant `file.key()`'s own file. Call in the tenant's write order,
     /// after the chunk copies. Catches the file up with the main range, runs `f` (the registry
     /// change; the tenant's own keys it writes go to the file) and syncs the file; then one
-    /// durable main-file transaction commits `f`'s main-file writes and erases the tenant's
-    /// main range, and the tenant is routed to its file in the same step. On error the file
-    /// is deleted and the tenant stays where it was.
+    /// durable main-file transaction commits `f`'s main-file writes, and the tenant is routed
+    /// to its file in the same step. On error the file is deleted and the tenant stays where
+    /// it was. Once routed, the tenant's main range is erased in short transactions (nothing
+    /// reads it any more; what a crash leaves of it, the next start erases).
     pub fn flip_in<R, E: From<StoreError>>(
         &self,
         file: DedicatedFile,
@@ -597,10 +613,9 @@ impl Store {
         let fdb = read_db(&file.file.db);
         let ftxn = fdb.begin_write().map_err(StoreError::from)?;
         let (r, caught) = {
-            let mut data = txn.open_table(DATA).map_err(StoreError::from)?;
+            let data = txn.open_table(DATA).map_err(StoreError::from)?;
             let mut ftable = ftxn.open_table(DATA).map_err(StoreError::from)?;
             let caught = catch_up_since(since, t, &data, &mut ftable)?;
-            erase_range(&mut data, t)?;
             let mut writer = Writer {
                 data,
                 dedicated: Opened::one(t, (ftable, true)),
@@ -626,6 +641,10 @@ impl Store {
         let mut routing = self.placement.lock_write();
         txn.commit().map_err(StoreError::from)?;
         Arc::make_mut(&mut routing).insert(t, Arc::clone(&file.file));
+        drop(routing);
+        drop(db);
+        // The flip has happened: a failure here only leaves keys for the next start to erase.
+        let _ = self.erase_main_range(t);
         Ok((r, caught))
     }
 
@@ -1024,6 +1043,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_with_cache(&dir.path().join("main.redb"), 64 << 20).unwrap();
         assert_eq!(store.placement.cache_bytes, 16 << 20);
+    }
+
+    /// The main range left behind by a move into a file is erased in several transactions,
+    /// all of it, and a tenant that is not dedicated keeps its range.
+    #[test]
+    fn a_large_main_range_is_erased_in_chunks_after_the_flip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+        let n = ERASE_CHUNK_KEYS * 2 + 7;
+        store
+            .write(|w| {
+                for i in 0..n {
+                    w.put_blob(b, &format!("k{i}"), b"v")?;
+                }
+                w.put_blob(a, "k", b"v")
+            })
+            .unwrap();
+        let before = store.main_keys(b).unwrap();
+        assert!(before >= n as u64);
+        assert_eq!(store.erase_main_range(b).unwrap(), 0, "b is not dedicated");
+        migrate_in(&store, b);
+        assert_eq!(store.main_keys(b).unwrap(), 0);
+        assert_eq!(
+            blobs(&store, b).len(),
+            n + 2,
+            "every blob, `late` and `flip`"
+        );
+        assert_eq!(store.main_keys(a).unwrap(), 1);
     }
 
     #[test]
