@@ -1,6 +1,7 @@
 //! Online migration of a tenant's data into its own file and back (shared → dedicated →
-//! shared): how long each move takes, and the tenant's own searches and writes meanwhile
-//! (latency, the longest pause, and answers equal to those before).
+//! shared): how long each move takes, the tenant's own searches and writes meanwhile
+//! (latency, the longest pause, and answers equal to those before), and another tenant's
+//! writes meanwhile (the flip holds the main file's write lock, which they need too).
 //!
 //! Run: `cargo bench -p strata-engine --bench dedicated_migration` (env `RECORDS`, default
 //! 20,000 records with 128-dimensional vectors and a line of text, in one tenant).
@@ -60,6 +61,48 @@ fn answers(engine: &Engine, scope: &TenantScope, lat: &mut Vec<Duration>) -> Vec
         .collect()
 }
 
+/// Writes one record at a time into `collection` until `stop`; the latency of each write.
+fn write_loop(
+    engine: &Engine,
+    scope: &TenantScope,
+    collection: &CollectionName,
+    prefix: &str,
+    data: &[Vec<f32>],
+    stop: &AtomicBool,
+) -> Vec<Duration> {
+    let mut lat = Vec::new();
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        engine
+            .put(
+                scope,
+                &RequestScope::default(),
+                vec![NewRecord {
+                    id: Some(RecordId::parse(format!("{prefix}{i}")).expect("id")),
+                    modality: Some(collection.clone()),
+                    vector: Some(data[i % data.len()].clone()),
+                    ..Default::default()
+                }],
+            )
+            .expect("write during migration");
+        lat.push(t.elapsed());
+        i += 1;
+    }
+    lat
+}
+
+fn print_writes(who: &str, mut writes: Vec<Duration>) {
+    writes.sort();
+    println!(
+        "  {who} writes during: p50 {:.3} ms p99 {:.3} ms max {:.1} ms ({} acknowledged)",
+        percentile(&writes, 0.5),
+        percentile(&writes, 0.99),
+        percentile(&writes, 1.0),
+        writes.len()
+    );
+}
+
 fn main() {
     let n: usize = std::env::var("RECORDS")
         .ok()
@@ -75,7 +118,7 @@ fn main() {
         user_tokens: None,
         domains: None,
     };
-    let scope = TenantScope::for_tests(&engine.tenant_meta(&id).expect("meta"), grant);
+    let scope = TenantScope::for_tests(&engine.tenant_meta(&id).expect("meta"), grant.clone());
     engine
         .create_collection(&scope, &name(), DIM as u32, Metric::Cosine)
         .expect("collection");
@@ -83,6 +126,14 @@ fn main() {
     let side = CollectionName::parse("side").expect("name");
     engine
         .create_collection(&scope, &side, DIM as u32, Metric::Cosine)
+        .expect("collection");
+    // Another tenant, writing during the moves.
+    let other_id = TenantId::parse("other").expect("id");
+    engine.create_tenant(&op, &other_id, None).expect("tenant");
+    let other_scope =
+        TenantScope::for_tests(&engine.tenant_meta(&other_id).expect("meta"), grant.clone());
+    engine
+        .create_collection(&other_scope, &side, DIM as u32, Metric::Cosine)
         .expect("collection");
     let data = strata_index::testdata::clustered(n, DIM, 20, 1);
     for (c, part) in data.chunks(1000).enumerate() {
@@ -129,6 +180,7 @@ fn main() {
             )
             .expect("dry run");
         let stop = AtomicBool::new(false);
+        let (prefix, other_prefix) = (format!("w{target:?}"), format!("o{target:?}"));
         let (took, during, writes, changed, rounds) = std::thread::scope(|s| {
             let searcher = s.spawn(|| {
                 let (mut lat, mut changed, mut rounds) = (Vec::new(), 0, 0);
@@ -140,28 +192,9 @@ fn main() {
                 }
                 (lat, changed, rounds)
             });
-            let writer = s.spawn(|| {
-                let mut lat = Vec::new();
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    engine
-                        .put(
-                            &scope,
-                            &RequestScope::default(),
-                            vec![NewRecord {
-                                id: Some(RecordId::parse(format!("w{target:?}{i}")).expect("id")),
-                                modality: Some(side.clone()),
-                                vector: Some(data[i % n].clone()),
-                                ..Default::default()
-                            }],
-                        )
-                        .expect("write during migration");
-                    lat.push(t.elapsed());
-                    i += 1;
-                }
-                lat
-            });
+            let writer = s.spawn(|| write_loop(&engine, &scope, &side, &prefix, &data, &stop));
+            let other =
+                s.spawn(|| write_loop(&engine, &other_scope, &side, &other_prefix, &data, &stop));
             std::thread::sleep(Duration::from_millis(200));
             let t = Instant::now();
             engine
@@ -179,17 +212,14 @@ fn main() {
             std::thread::sleep(Duration::from_millis(200));
             stop.store(true, Ordering::Relaxed);
             let (during, changed, rounds) = searcher.join().expect("searcher");
-            (
-                took,
-                during,
+            let writes = (
                 writer.join().expect("writer"),
-                changed,
-                rounds,
-            )
+                other.join().expect("other writer"),
+            );
+            (took, during, writes, changed, rounds)
         });
-        let (mut during, mut writes) = (during, writes);
+        let mut during = during;
         during.sort();
-        writes.sort();
         println!(
             "to {target:?}: {} keys, {:.1} MB moved in {:.0} ms (dry run estimated {:?} ms)",
             engine.migration(&op, &id).expect("status").keys_total,
@@ -206,13 +236,8 @@ fn main() {
             changed,
             rounds
         );
-        println!(
-            "  writes during: p50 {:.3} ms p99 {:.3} ms max {:.1} ms ({} acknowledged)",
-            percentile(&writes, 0.5),
-            percentile(&writes, 0.99),
-            percentile(&writes, 1.0),
-            writes.len()
-        );
+        print_writes("its", writes.0);
+        print_writes("another tenant's", writes.1);
         let report = engine.verify_tenant(&op, &id).expect("verify");
         assert!(report.ok, "{report:?}");
     }
