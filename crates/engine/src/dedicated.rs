@@ -110,6 +110,28 @@ impl Copies {
         *lock(&self.bytes_per_sec)
     }
 
+    /// Runs `f` (a purge of the tenant) unless a data migration of the tenant is running
+    /// (`409`), holding the map's lock throughout so that none starts meanwhile: a migration
+    /// copying keys while the tenant is erased could leave some of them behind.
+    pub fn excluding<R>(
+        &self,
+        key: TenantKey,
+        id: &TenantId,
+        f: impl FnOnce() -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        let map = lock(&self.by_tenant);
+        if let Some(c) = map.get(&key)
+            && matches!(*lock(&c.phase), Phase::Copying | Phase::CatchingUp)
+        {
+            return Err(EngineError::IdConflict(format!(
+                "tenant {id}: a migration is moving its data; try again once it has ended"
+            )));
+        }
+        let r = f();
+        drop(map);
+        r
+    }
+
     /// Registers a new migration; refused while another one of the tenant is running, or if
     /// `still_valid` (run once no other one is) fails: a migration that finished since the
     /// caller planned may have moved the tenant already.
@@ -315,6 +337,16 @@ impl Engine {
             };
             Ok((caught, Vec::new()))
         })?;
+        if into {
+            // After the tenant's write order is released: its writes go to its file now, and
+            // this erases in short transactions that other writers interleave with. The move
+            // has happened; a failure leaves keys nothing reads, which the next start erases.
+            if let Err(e) = self.store.erase_main_range(key) {
+                *lock(&copy.error) = Some(format!(
+                    "moved; its old keys in the main file are erased at the next start ({e})"
+                ));
+            }
+        }
         Ok(caught)
     }
 }
@@ -378,6 +410,24 @@ mod tests {
     use crate::isolation::{MigrateRequest, MigrationState};
     use crate::test_support::{admin_scope, answers, put_clustered, vec_name};
     use crate::{EngineConfig, IsolationLevel};
+
+    /// A purge waits for no migration: while one is moving the tenant's data it is refused,
+    /// and no migration starts while a purge runs (it holds the same lock as `start`).
+    #[test]
+    fn a_purge_is_refused_while_a_migration_moves_the_data() {
+        let copies = Copies::default();
+        let (key, id) = (TenantKey::SERVER, TenantId::parse("t").unwrap());
+        let ran = copies.excluding(key, &id, || Ok(1)).unwrap();
+        assert_eq!(ran, 1);
+        let running = copies.start(key, &id, 10, || Ok(())).unwrap();
+        let refused = copies.excluding(key, &id, || Ok(2));
+        assert!(
+            matches!(refused, Err(EngineError::IdConflict(_))),
+            "{refused:?}"
+        );
+        *lock(&running.phase) = Phase::Done;
+        assert_eq!(copies.excluding(key, &id, || Ok(3)).unwrap(), 3);
+    }
 
     fn migrate(engine: &Engine, id: &TenantId, target: IsolationLevel) -> crate::MigrationReport {
         engine

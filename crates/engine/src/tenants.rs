@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use strata_auth::{OperatorScope, TenantScope};
-use strata_store::{Reads, TenantMeta, Writer};
+use strata_store::{Reads, TenantKey, TenantMeta, Writer};
 use strata_types::{Collection, Millis, TenantId, now_millis};
 
 use crate::isolation::{IndexParams, IsolationLevel};
@@ -323,10 +323,40 @@ impl Engine {
     /// Hard delete: erases every byte of the tenant's data and its registry entry, then
     /// compacts the database file so none of it remains on disk.
     pub fn purge_tenant(&self, op: &OperatorScope, id: &TenantId) -> Result<(), EngineError> {
-        let key = self.store.write(|w| {
+        let key = self.tenant_meta(id)?.key;
+        let key = self
+            .migrations
+            .1
+            .excluding(key, id, || self.purge_txn(op, id, key))?;
+        self.indexes.forget(key);
+        self.adaptive.forget_tenant(key);
+        self.admissions.invalidate(key);
+        // Its own file, if dedicated, goes whole once the registry no longer names it
+        // (`erase_tenant` leaves it untouched, so that a crash cannot leave a registered
+        // tenant without its data). The purge has committed: a file that cannot be deleted
+        // now (or a crash before this) is an orphan, deleted at the next start.
+        let _ = self.store.remove_dedicated(key);
+        self.compact()
+    }
+
+    /// The purge's one transaction: the tenant's data, its registry entry and the server
+    /// log's rows about it go; the purge itself is logged. Returns its storage key, which
+    /// must still be `key` (the incarnation the caller excluded migrations of).
+    fn purge_txn(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        key: TenantKey,
+    ) -> Result<TenantKey, EngineError> {
+        self.store.write(|w| {
             let meta = w
                 .tenant(id)?
                 .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
+            if meta.key != key {
+                return Err(EngineError::IdConflict(format!(
+                    "tenant {id} was replaced during its purge; try again"
+                )));
+            }
             w.erase_tenant(&meta)?;
             hierarchy::orphan_children(w, id)?;
             // The tenant's own log is erased with it, and so are the server log's rows about
@@ -338,16 +368,7 @@ impl Engine {
                 audit::operator_event(op, id, "tenant.purge"),
             )?;
             Ok::<_, EngineError>(meta.key)
-        })?;
-        self.indexes.forget(key);
-        self.adaptive.forget_tenant(key);
-        self.admissions.invalidate(key);
-        // Its own file, if dedicated, goes whole once the registry no longer names it
-        // (`erase_tenant` leaves it untouched, so that a crash cannot leave a registered
-        // tenant without its data). The purge has committed: a file that cannot be deleted now (or a crash before this) is an
-        // orphan, deleted at the next start.
-        let _ = self.store.remove_dedicated(key);
-        self.compact()
+        })
     }
 
     /// Purges every soft-deleted tenant whose deletion is older than `retention_ms`.

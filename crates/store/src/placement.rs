@@ -13,7 +13,8 @@
 //! under the routing lock so that no snapshot or write sees the routing and the main file
 //! disagree:
 //! - into its own file ([`Store::flip_in`]): the file is synced first; the main transaction
-//!   changes the registry; the tenant's main range is erased afterwards, in short chunks;
+//!   changes the registry; the tenant's main range is erased afterwards
+//!   ([`Store::erase_main_range`], in short transactions);
 //! - out of it ([`Store::flip_out`]): the main transaction writes the catch-up and changes the
 //!   registry; the file is deleted afterwards.
 //!
@@ -232,9 +233,10 @@ fn catch_up_since(
     src: &impl ReadableTable<&'static [u8], &'static [u8]>,
     dst: &mut Table<'_, &'static [u8], &'static [u8]>,
 ) -> Result<u64, StoreError> {
-    match since.map(|s| s.keys_of(t)).transpose()?.flatten() {
-        Some(written) => catch_up_keys(src, dst, &written),
-        None => catch_up(src, dst, &keys::tenant_all(t)),
+    let prefix = keys::tenant_all(t);
+    match since.map(|s| s.take_keys_of(t)).transpose()?.flatten() {
+        Some(written) => catch_up_keys(src, dst, &prefix, &written),
+        None => catch_up(src, dst, &prefix),
     }
 }
 
@@ -406,7 +408,7 @@ impl Store {
     }
 
     /// How many keys of tenant `t` the main file holds (none for a dedicated tenant, whose
-    /// data lives only in its own file).
+    /// data lives only in its own file, once a move in has erased its old main range).
     pub fn main_keys(&self, t: TenantKey) -> Result<u64, StoreError> {
         let table = self.db().begin_read()?.open_table(DATA)?;
         let mut n = 0;
@@ -579,8 +581,9 @@ impl Store {
     /// change; the tenant's own keys it writes go to the file) and syncs the file; then one
     /// durable main-file transaction commits `f`'s main-file writes, and the tenant is routed
     /// to its file in the same step. On error the file is deleted and the tenant stays where
-    /// it was. Once routed, the tenant's main range is erased in short transactions (nothing
-    /// reads it any more; what a crash leaves of it, the next start erases).
+    /// it was. The tenant's main range is left for the caller to erase with
+    /// [`Store::erase_main_range`], outside the tenant's write order: nothing reads it once
+    /// the tenant is routed to its file, and what a crash leaves of it the next start erases.
     pub fn flip_in<R, E: From<StoreError>>(
         &self,
         file: DedicatedFile,
@@ -641,10 +644,6 @@ impl Store {
         let mut routing = self.placement.lock_write();
         txn.commit().map_err(StoreError::from)?;
         Arc::make_mut(&mut routing).insert(t, Arc::clone(&file.file));
-        drop(routing);
-        drop(db);
-        // The flip has happened: a failure here only leaves keys for the next start to erase.
-        let _ = self.erase_main_range(t);
         Ok((r, caught))
     }
 
@@ -833,6 +832,7 @@ mod tests {
             .flip_in(file, None, |w| w.put_blob(t, "flip", b"in"))
             .map_err(|e: StoreError| e)
             .unwrap();
+        store.erase_main_range(t).unwrap();
     }
 
     fn migrate_out(store: &Store, t: TenantKey) {
@@ -1074,6 +1074,59 @@ mod tests {
         assert_eq!(store.main_keys(a).unwrap(), 1);
     }
 
+    /// Tracking begins only once a write transaction already under way has ended, so the
+    /// copy that follows sees that write.
+    #[test]
+    fn tracking_waits_for_a_write_already_under_way() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let t = tenant(&store, "t");
+        put(&store, t, "a", b"1");
+        let (inside, entered) = std::sync::mpsc::channel();
+        let (release, go) = std::sync::mpsc::channel::<()>();
+        let tracking = AtomicBool::new(false);
+        let store = &store;
+        let tracker = std::thread::scope(|s| {
+            let writer = s.spawn(move || {
+                let ((), pending) = store
+                    .write_pending_for(t, |w| {
+                        w.put_blob(t, "b", b"2")?;
+                        inside.send(()).unwrap();
+                        go.recv().unwrap();
+                        Ok::<_, StoreError>(())
+                    })
+                    .unwrap();
+                pending.wait_durable().unwrap();
+            });
+            entered.recv().unwrap();
+            let starter = s.spawn(|| {
+                let tracker = store.track_writes(t).unwrap();
+                tracking.store(true, Ordering::SeqCst);
+                tracker
+            });
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(!tracking.load(Ordering::SeqCst), "it waits for the write");
+            release.send(()).unwrap();
+            writer.join().unwrap();
+            starter.join().unwrap()
+        });
+        let file = store.create_dedicated(t).unwrap();
+        let mut after = None;
+        while let (Some(k), _) = store
+            .copy_chunk(t, CopyTarget::File(&file), after.as_deref(), 1)
+            .unwrap()
+        {
+            after = Some(k);
+            put(&store, t, "c", b"3");
+        }
+        store
+            .flip_in(file, Some(&tracker), |_| Ok::<_, StoreError>(()))
+            .unwrap();
+        let names: Vec<_> = blobs(&store, t).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+    }
+
     #[test]
     fn catch_up_writes_only_the_differences() {
         let dir = tempfile::tempdir().unwrap();
@@ -1163,12 +1216,14 @@ mod tests {
         for c in batches.flatten() {
             apply(store, t, model, c);
         }
-        match file {
+        let caught = match file {
             Some(f) => store.flip_in(f, Some(&tracker), |_| Ok::<_, StoreError>(())),
             None => store.flip_out(t, Some(&tracker), |_| Ok::<_, StoreError>(())),
         }
         .unwrap()
-        .1
+        .1;
+        store.erase_main_range(t).unwrap();
+        caught
     }
 
     proptest::proptest! {

@@ -900,19 +900,30 @@ impl<'txn> Writer<'txn> {
                 self.credentials.remove(id.as_str())?;
             }
         }
+        let start = keys::tenant_all(meta.key);
+        let range = |start: &[u8]| -> Vec<u8> { keys::prefix_end(start).unwrap_or_default() };
         if self.in_own_file(meta.key) {
+            // Its keys live in its file, deleted whole once no registry row names it. The
+            // main file holds none of them but what a migration may have left there (never
+            // live data): erased too, so that no byte of the tenant outlives it.
+            if !matches!(self.route, Route::Home(_)) {
+                let end = range(&start);
+                if end.is_empty() {
+                    self.data.retain_in(start.as_slice().., |_, _| false)?;
+                } else {
+                    self.data
+                        .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
+                }
+            }
             return Ok(());
         }
-        let start = keys::tenant_all(meta.key);
-        match keys::prefix_end(&start) {
-            Some(end) => {
-                self.table_mut(meta.key)?
-                    .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
-            }
-            None => {
-                self.table_mut(meta.key)?
-                    .retain_in(start.as_slice().., |_, _| false)?;
-            }
+        let end = range(&start);
+        if end.is_empty() {
+            self.table_mut(meta.key)?
+                .retain_in(start.as_slice().., |_, _| false)?;
+        } else {
+            self.table_mut(meta.key)?
+                .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
         }
         Ok(())
     }

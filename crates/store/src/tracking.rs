@@ -11,56 +11,66 @@
 //! before the copy's first chunk is read and waits for the write transactions already under
 //! way ([`crate::Store::track_writes`]), so a change is either in a chunk's snapshot or in the
 //! set. The set lives in memory: a crash ends the migration anyway (the tenant is whole on one
-//! side and the migration is asked for again). Past [`MAX_KEYS`] keys the set gives up and the
+//! side and the migration is asked for again). Past [`MAX_BYTES`] the set gives up and the
 //! flip compares the whole range, as it did before.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::RangeBounds;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use redb::{AccessGuard, ReadableTable, StorageError, Table};
 
 use crate::StoreError;
 use crate::keys::TenantKey;
 
-/// Keys a tracked tenant may change before the flip falls back to a whole-range compare
-/// (about 64 MB of keys at the longest ones; the compare then costs what it always did).
-pub(crate) const MAX_KEYS: usize = 500_000;
+/// Memory the keys of one tracked tenant may take (with a set entry's overhead, about 64
+/// bytes each) before the flip falls back to a whole-range compare, which then costs what
+/// it always did.
+pub(crate) const MAX_BYTES: usize = 64 << 20;
+const ENTRY_OVERHEAD: usize = 64;
 
-/// The keys written to one tracked tenant since tracking began, or `None` once more than
-/// [`MAX_KEYS`] were.
+/// The keys written to one tracked tenant since tracking began, or `None` once they took
+/// more than [`MAX_BYTES`].
 #[derive(Default)]
 pub(crate) struct Written {
-    keys: Mutex<Option<BTreeSet<Vec<u8>>>>,
+    keys: Mutex<Option<(BTreeSet<Vec<u8>>, usize)>>,
 }
 
 impl Written {
     fn new() -> Written {
         Written {
-            keys: Mutex::new(Some(BTreeSet::new())),
+            keys: Mutex::new(Some((BTreeSet::new(), 0))),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<BTreeSet<Vec<u8>>>> {
+    fn lock(&self) -> MutexGuard<'_, Option<(BTreeSet<Vec<u8>>, usize)>> {
         // A set of keys updated by single inserts: a panic elsewhere cannot half-change it.
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn record(&self, key: &[u8]) {
         let mut keys = self.lock();
-        if let Some(set) = keys.as_mut() {
-            if set.len() >= MAX_KEYS {
+        if let Some((set, bytes)) = keys.as_mut()
+            && !set.contains(key)
+        {
+            *bytes += key.len() + ENTRY_OVERHEAD;
+            if *bytes > MAX_BYTES {
                 *keys = None;
-            } else if !set.contains(key) {
+            } else {
                 set.insert(key.to_vec());
             }
         }
     }
 
-    /// The keys written so far, sorted; `None` when there were too many to keep.
-    pub(crate) fn keys(&self) -> Option<Vec<Vec<u8>>> {
-        self.lock().as_ref().map(|s| s.iter().cloned().collect())
+    /// Takes the keys written so far, sorted (the set starts again empty); `None` when they
+    /// were too many to keep.
+    pub(crate) fn take(&self) -> Option<Vec<Vec<u8>>> {
+        let mut keys = self.lock();
+        let (set, _) = keys.as_mut()?;
+        let taken = std::mem::take(set).into_iter().collect();
+        *keys = Some((BTreeSet::new(), 0));
+        Some(taken)
     }
 }
 
@@ -69,13 +79,18 @@ impl Written {
 pub(crate) struct Tracking {
     /// How many tenants are tracked: writes skip the map's lock while it is zero.
     active: AtomicUsize,
-    /// Each tracked tenant's set, with how many trackers (migrations) hold it.
-    tenants: Mutex<HashMap<TenantKey, (usize, Arc<Written>)>>,
+    /// Each tracked tenant's set, with how many trackers (migrations) hold it. Every write
+    /// of every tenant reads it while any tenant is tracked; only trackers write it.
+    tenants: RwLock<HashMap<TenantKey, (usize, Arc<Written>)>>,
 }
 
+type Tenants = HashMap<TenantKey, (usize, Arc<Written>)>;
+
 impl Tracking {
-    fn lock(&self) -> MutexGuard<'_, HashMap<TenantKey, (usize, Arc<Written>)>> {
-        self.tenants.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, Tenants> {
+        // Counts and sets changed in single statements: a panic elsewhere cannot half-change
+        // them.
+        self.tenants.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts tracking tenant `t` (a second tracker of the same tenant shares the set).
@@ -106,7 +121,8 @@ impl Tracking {
         if self.active.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        self.lock().get(&t).map(|(_, w)| Arc::clone(w))
+        let map = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&t).map(|(_, w)| Arc::clone(w))
     }
 }
 
@@ -119,9 +135,9 @@ pub struct WriteTracker<'s> {
 }
 
 impl WriteTracker<'_> {
-    /// The tenant's keys written since the tracker began, sorted; `None` when they were too
-    /// many to keep (the flip then compares the whole range).
-    pub(crate) fn keys_of(&self, t: TenantKey) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+    /// Takes the tenant's keys written since the tracker began, sorted; `None` when they
+    /// were too many to keep (the flip then compares the whole range).
+    pub(crate) fn take_keys_of(&self, t: TenantKey) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
         if t != self.tenant {
             return Err(StoreError::Engine(format!(
                 "a tracker of tenant key {} used for tenant key {}",
@@ -129,7 +145,7 @@ impl WriteTracker<'_> {
                 t.raw()
             )));
         }
-        Ok(self.written.keys())
+        Ok(self.written.take())
     }
 }
 
@@ -196,14 +212,21 @@ impl TenantTable<'_, '_> {
 }
 
 /// Makes `dst`'s values of `keys` equal to `src`'s (removing those `src` lacks); returns how
-/// many it wrote or removed. The catch-up of a tracked migration.
+/// many it wrote or removed. The catch-up of a tracked migration; every key must lie in the
+/// tenant's range `prefix`.
 pub(crate) fn catch_up_keys(
     src: &impl ReadableTable<&'static [u8], &'static [u8]>,
     dst: &mut Table<'_, &'static [u8], &'static [u8]>,
+    prefix: &[u8],
     keys: &[Vec<u8>],
 ) -> Result<u64, StoreError> {
     let mut n = 0;
     for key in keys {
+        if !key.starts_with(prefix) {
+            return Err(StoreError::Engine(
+                "a migration's catch-up met a key of another tenant".into(),
+            ));
+        }
         let want = src.get(key.as_slice())?.map(|v| v.value().to_vec());
         let have = dst.get(key.as_slice())?.map(|v| v.value().to_vec());
         if want == have {
@@ -225,12 +248,24 @@ mod tests {
     #[test]
     fn a_set_past_its_cap_gives_up_rather_than_missing_keys() {
         let w = Written::new();
-        for i in 0..MAX_KEYS as u64 {
-            w.record(&i.to_be_bytes());
+        let key_len = 1000;
+        let fits = MAX_BYTES / (key_len + ENTRY_OVERHEAD);
+        for i in 0..fits as u64 {
+            let mut key = vec![0u8; key_len];
+            key[..8].copy_from_slice(&i.to_be_bytes());
+            w.record(&key);
+            // A key written again takes no more room.
+            w.record(&key);
         }
-        assert_eq!(w.keys().map(|k| k.len()), Some(MAX_KEYS));
-        w.record(b"one more");
-        assert_eq!(w.keys(), None);
+        assert_eq!(w.take().map(|k| k.len()), Some(fits));
+        // Taking empties the set, and the budget with it.
+        for i in 0..fits as u64 {
+            let mut key = vec![0u8; key_len];
+            key[..8].copy_from_slice(&i.to_be_bytes());
+            w.record(&key);
+        }
+        w.record(&[1; 1000]);
+        assert_eq!(w.take(), None);
     }
 
     #[test]
@@ -241,10 +276,10 @@ mod tests {
         let a = tracking.start(t);
         let b = tracking.start(t);
         tracking.of(t).unwrap().record(b"k");
-        assert_eq!(a.keys(), Some(vec![b"k".to_vec()]));
+        assert!(Arc::ptr_eq(&a, &b));
         tracking.stop(t);
         assert!(tracking.of(t).is_some());
-        assert_eq!(b.keys(), Some(vec![b"k".to_vec()]));
+        assert_eq!(b.take(), Some(vec![b"k".to_vec()]));
         tracking.stop(t);
         assert!(tracking.of(t).is_none());
         assert_eq!(tracking.active.load(Ordering::SeqCst), 0);
