@@ -1118,12 +1118,12 @@ mod tests {
             .unwrap()
         {
             after = Some(k);
-            put(&store, t, "c", b"3");
+            put(store, t, "c", b"3");
         }
         store
             .flip_in(file, Some(&tracker), |_| Ok::<_, StoreError>(()))
             .unwrap();
-        let names: Vec<_> = blobs(&store, t).into_iter().map(|(n, _)| n).collect();
+        let names: Vec<_> = blobs(store, t).into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["a", "b", "c"]);
     }
 
