@@ -530,7 +530,7 @@ const PREFETCH_LINES: usize = 2;
 /// beam rarely leaves it: the query gets none of its true neighbours at any moderate `ef`.
 /// Measured on 100k × 384 clustered vectors (1 000 queries, ef = 32): 16 queries found
 /// 0 of 10 with the greedy descent (8 on hnswlib's own graph, searched by this code), none
-/// with a beam of 4, so recall@10 rose from 0.980 to 0.997 for 3–7 % more CPU per query.
+/// with a beam of 4, so recall@10 rose from 0.980 to 0.997 for 1–7 % more CPU per query.
 /// A beam of 2 left 6 such queries; 8 found no more than 4 and cost more.
 const UPPER_EF: usize = 4;
 
