@@ -3,7 +3,8 @@
 # (Engine::search, "strata-engine"), Strata's HNSW index alone ("strata-index"),
 # hnswlib and faiss HNSW. Usage: bench/ann/compare.sh [N] [DIM]   (defaults 100000 128)
 # BEFORE=DIR adds "-before" columns: DIR holds `ann_bench` and `engine_ann_bench` built from an
-# earlier commit, run on the same files in the same session (a before/after under one load).
+# earlier commit, run on the same files in the same session (a before/after under one load);
+# with ENGINE=0 only `ann_bench` is needed.
 # ENGINE=0 leaves out the engine end to end (and its release build): the index against its
 # peers only. BUILD_THREADS (default 2, as the peers) is the index's `insert_batch` threads.
 # EFS: the beam widths searched; a fine grid around recall 0.99 (e.g. 16,24,32,48,64,96)
@@ -43,10 +44,13 @@ if [ -n "${BEFORE:-}" ]; then
     "$BEFORE/ann_bench" --n "$N" --dim "$DIM" --efs "$EFS" \
         | sed -e 's/"lib":"strata-usearch"/"lib":"strata-index-before"/' \
               -e 's/"lib":"strata-index"/"lib":"strata-index-before"/' > "$DATA/before.jsonl"
-    "$BEFORE/engine_ann_bench" --n "$N" --dim "$DIM" --efs "$EFS" --data "$DATA" \
-        | sed -e 's/"lib":"strata-engine"/"lib":"strata-engine-before"/' \
-        > "$DATA/before-engine.jsonl"
-    EXTRA=("$DATA/before.jsonl" "$DATA/before-engine.jsonl")
+    EXTRA=("$DATA/before.jsonl")
+    if [ "$ENGINE" != 0 ]; then
+        "$BEFORE/engine_ann_bench" --n "$N" --dim "$DIM" --efs "$EFS" --data "$DATA" \
+            | sed -e 's/"lib":"strata-engine"/"lib":"strata-engine-before"/' \
+            > "$DATA/before-engine.jsonl"
+        EXTRA+=("$DATA/before-engine.jsonl")
+    fi
 fi
 
 # (b) Python peers in a local virtual environment.

@@ -231,7 +231,8 @@ impl Graph {
     }
 
     /// From `entry` (at distance `dist`), moves greedily to the closest node on each level
-    /// from `top` down to `bottom + 1`.
+    /// from `top` down to `bottom + 1`. Inserts use it, as hnswlib does (a wrong turn costs
+    /// one node's links, not a query's answer); searches use a narrow beam (`UPPER_EF`).
     fn descend(&self, q: &[f32], mut entry: u32, mut dist: f32, top: usize, bottom: usize) -> Near {
         for level in (bottom + 1..=top).rev() {
             let mut moved = true;
@@ -261,6 +262,19 @@ impl Graph {
         ef: usize,
         level: usize,
         s: &mut Scratch,
+        keep: impl FnMut(u32) -> bool,
+    ) {
+        self.walk_from(q, &[entry], ef, level, s, keep);
+    }
+
+    /// [`Self::walk`] started from several entry points at once (each with its distance).
+    pub fn walk_from(
+        &self,
+        q: &[f32],
+        entries: &[Near],
+        ef: usize,
+        level: usize,
+        s: &mut Scratch,
         mut keep: impl FnMut(u32) -> bool,
     ) {
         s.begin(self.nodes());
@@ -270,13 +284,22 @@ impl Graph {
             results,
             fresh,
         } = s;
-        visited.visit(entry.node);
         let mut bound = f32::INFINITY;
-        if keep(entry.node) {
-            results.push(entry);
-            bound = entry.dist;
+        for &entry in entries {
+            if !visited.visit(entry.node) {
+                continue;
+            }
+            if keep(entry.node) {
+                results.push(entry);
+                if results.len() > ef {
+                    results.pop();
+                }
+            }
+            candidates.push(Reverse(entry));
         }
-        candidates.push(Reverse(entry));
+        if let Some(worst) = results.peek() {
+            bound = worst.dist;
+        }
         let lines = self.dim.div_ceil(LINE_WORDS).min(PREFETCH_LINES);
         while let Some(Reverse(current)) = candidates.pop() {
             if current.dist > bound && results.len() >= ef {
@@ -323,15 +346,32 @@ impl Graph {
         }
     }
 
-    /// The closest nodes to `q` that `keep` accepts, closest first: the descent through the
-    /// upper levels, then a beam of width `ef` on level 0.
+    /// The closest nodes to `q` that `keep` accepts, closest first: a beam of width
+    /// [`UPPER_EF`] down through the upper levels, then a beam of width `ef` on level 0
+    /// started from all the nodes the last upper level found. `keep` applies on level 0 only
+    /// (upper levels only route).
     pub fn search(&self, q: &[f32], ef: usize, keep: impl FnMut(u32) -> bool) -> Vec<Near> {
         let Some(entry) = self.entry else {
             return Vec::new();
         };
-        let start = self.descend(q, entry, self.distance_to(q, entry), self.max_level, 0);
+        // Entry points for level 0: the `UPPER_EF` closest nodes a narrow beam finds on each
+        // upper level, instead of the single node a greedy descent ends at (see `UPPER_EF`).
+        let mut entries = [Near {
+            dist: self.distance_to(q, entry),
+            node: entry,
+        }; UPPER_EF];
+        let mut len = 1;
         with_scratch(|s| {
-            self.walk(q, start, ef, 0, s, keep);
+            for level in (1..=self.max_level).rev() {
+                self.walk_from(q, &entries[..len], UPPER_EF, level, s, |_| true);
+                len = 0;
+                // The beam keeps at most `UPPER_EF` results, so none is left out.
+                for (slot, near) in entries.iter_mut().zip(s.results.drain()) {
+                    *slot = near;
+                    len += 1;
+                }
+            }
+            self.walk_from(q, &entries[..len], ef, 0, s, keep);
             let mut found: Vec<Near> = s.results.drain().collect();
             found.sort_unstable();
             found
@@ -482,3 +522,18 @@ pub(crate) fn select_diverse(
 /// enough to cover the start of the vector (the hardware prefetcher streams the rest) without
 /// flooding the CPU's few outstanding-miss slots when a node has 32 fresh neighbours.
 const PREFETCH_LINES: usize = 2;
+
+/// Width of the beam on each upper level of a search, whose results all enter level 0.
+///
+/// Why not hnswlib's greedy descent (width 1): on clustered data (embeddings of many topics)
+/// the descent follows one path, and when that path ends in the wrong cluster the level-0
+/// beam rarely leaves it: the query gets none of its true neighbours at any moderate `ef`.
+/// Measured on 100k × 384 clustered vectors (1 000 queries, ef = 32): 16 queries found
+/// 0 of 10 with the greedy descent (8 on hnswlib's own graph, searched by this code), none
+/// with a beam of 4, so recall@10 rose from 0.980 to 0.997 for 1–7 % more CPU per query.
+/// A beam of 2 left 6 such queries; 8 found no more than 4 and cost more.
+const UPPER_EF: usize = 4;
+
+#[cfg(test)]
+#[path = "hnsw_graph_tests.rs"]
+mod tests;
