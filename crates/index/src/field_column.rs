@@ -83,11 +83,6 @@ impl Column {
     pub(crate) fn exists(&self) -> RoaringBitmap {
         self.select(|x| !x.is_nan())
     }
-
-    /// How many slots hold a value.
-    pub(crate) fn count(&self) -> u64 {
-        self.values.iter().filter(|x| !x.is_nan()).count() as u64
-    }
 }
 
 #[cfg(test)]
@@ -113,7 +108,7 @@ mod tests {
     }
 
     proptest! {
-        /// Against a `BTreeMap` of slot → value: set, clear, equality, ranges, exists, count.
+        /// Against a `BTreeMap` of slot → value: set, clear, equality, ranges, exists.
         #[test]
         fn answers_like_a_map(
             ops in prop::collection::vec((0u32..40, prop::option::weighted(0.7, -4i32..4)), 0..120),
@@ -144,7 +139,6 @@ mod tests {
             prop_assert_eq!(col.range(lo, hi), expect);
             let keys: RoaringBitmap = model.keys().copied().collect();
             prop_assert_eq!(col.exists(), keys);
-            prop_assert_eq!(col.count(), model.len() as u64);
             for slot in 0..42 {
                 prop_assert_eq!(col.get(slot), model.get(&slot).copied());
             }
