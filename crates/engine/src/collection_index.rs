@@ -418,7 +418,11 @@ impl CollectionIndex {
             let Some(doc) = &ci.docs[slot as usize] else {
                 continue;
             };
-            if ci.slot_of.get(doc.id.as_str(), |s| id_in(&ci.docs, s)).is_some() {
+            if ci
+                .slot_of
+                .get(doc.id.as_str(), |s| id_in(&ci.docs, s))
+                .is_some()
+            {
                 return Err(EngineError::Index(format!(
                     "search image: record {} in two slots",
                     doc.id

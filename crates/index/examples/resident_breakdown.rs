@@ -59,11 +59,7 @@ fn measure<T>(n: usize, build: impl FnOnce() -> T) -> (T, f64, f64) {
     let (b0, a0) = live();
     let t = build();
     let (b1, a1) = live();
-    (
-        t,
-        (b1 - b0) as f64 / n as f64,
-        (a1 - a0) as f64 / n as f64,
-    )
+    (t, (b1 - b0) as f64 / n as f64, (a1 - a0) as f64 / n as f64)
 }
 
 fn main() {
@@ -72,27 +68,54 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--records" => n = args.next().and_then(|x| x.parse().ok()).expect("--records N"),
+            "--records" => {
+                n = args
+                    .next()
+                    .and_then(|x| x.parse().ok())
+                    .expect("--records N")
+            }
             "--unique-times" => unique_times = true,
             other => panic!("unknown argument {other}"),
         }
     }
     let t0 = 1_764_000_000_000u64;
-    let time = |i: usize| t0 + if unique_times { i as u64 } else { (i / 1000) as u64 };
-    println!("{n} records, created_at {}", if unique_times { "unique" } else { "per batch of 1,000" });
+    let time = |i: usize| {
+        t0 + if unique_times {
+            i as u64
+        } else {
+            (i / 1000) as u64
+        }
+    };
+    println!(
+        "{n} records, created_at {}",
+        if unique_times {
+            "unique"
+        } else {
+            "per batch of 1,000"
+        }
+    );
 
     let (bm25, bytes, allocs) = measure(n, || {
         let mut ix = Bm25Index::new();
         for i in 0..n {
-            ix.insert(i as u32, &format!("memory {i} of tenant 0 about topic {}", i % 7));
+            ix.insert(
+                i as u32,
+                &format!("memory {i} of tenant 0 about topic {}", i % 7),
+            );
         }
         ix
     });
-    println!("bm25: {bytes:.0} B/record in {allocs:.2} allocations/record ({} docs)", bm25.doc_count());
+    println!(
+        "bm25: {bytes:.0} B/record in {allocs:.2} allocations/record ({} docs)",
+        bm25.doc_count()
+    );
 
     let columns = ["b:created_at", "b:updated_at", "b:confidence"];
     for (name, make) in [
-        ("field index, timestamps and confidence as maps", FieldIndex::new as fn() -> FieldIndex),
+        (
+            "field index, timestamps and confidence as maps",
+            FieldIndex::new as fn() -> FieldIndex,
+        ),
         ("field index, timestamps and confidence as columns", || {
             FieldIndex::with_columns(&["b:created_at", "b:updated_at", "b:confidence"])
         }),
@@ -107,6 +130,9 @@ fn main() {
             }
             ix
         });
-        println!("{name}: {bytes:.0} B/record in {allocs:.2} allocations/record ({} slots)", fields.slot_count());
+        println!(
+            "{name}: {bytes:.0} B/record in {allocs:.2} allocations/record ({} slots)",
+            fields.slot_count()
+        );
     }
 }

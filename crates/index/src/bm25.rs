@@ -216,8 +216,9 @@ impl Bm25Index {
             self.repeats.remove(&repeat_key(id, slot));
             if posting.is_empty() {
                 let terms = &self.terms;
-                self.ids
-                    .remove(terms[id as usize].as_str(), |id| terms[id as usize].as_str());
+                self.ids.remove(terms[id as usize].as_str(), |id| {
+                    terms[id as usize].as_str()
+                });
                 self.terms[id as usize] = String::new();
                 self.free_ids.push(id);
             }

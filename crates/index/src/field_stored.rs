@@ -106,10 +106,13 @@ impl FieldIndex {
                 return Err(format!("fields: column {name:?} holds an infinity"));
             }
         }
-        let slots = s
-            .by_slot
-            .len()
-            .max(s.columns.iter().map(|(_, c)| c.values.len()).max().unwrap_or(0));
+        let slots = s.by_slot.len().max(
+            s.columns
+                .iter()
+                .map(|(_, c)| c.values.len())
+                .max()
+                .unwrap_or(0),
+        );
         // Slots with a value only in a column count too.
         let in_column_only = (s.by_slot.len()..slots)
             .chain(
@@ -119,11 +122,7 @@ impl FieldIndex {
                     .filter(|(_, e)| e.is_empty())
                     .map(|(slot, _)| slot),
             )
-            .filter(|slot| {
-                s.columns
-                    .iter()
-                    .any(|(_, c)| c.get(*slot as u32).is_some())
-            })
+            .filter(|slot| s.columns.iter().any(|(_, c)| c.get(*slot as u32).is_some()))
             .count();
         slots_with_values += in_column_only;
         Ok(FieldIndex {
@@ -233,7 +232,11 @@ mod tests {
         let mut good = ix.clone();
         good.columns[1].1.values = vec![f64::NAN, 2.0];
         let ok: FieldIndex = postcard::from_bytes(&postcard::to_stdvec(&good).unwrap()).unwrap();
-        assert_eq!(ok.slot_count(), 2, "a slot with a value only in a column counts");
+        assert_eq!(
+            ok.slot_count(),
+            2,
+            "a slot with a value only in a column counts"
+        );
         let mut twice = ix.clone();
         twice.columns[1].0 = "p".into();
         let mut infinite = ix;
