@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
-use strata_index::{Bm25Index, FieldIndex, HnswIndex, HnswParams, RoaringBitmap};
+use strata_index::{Bm25Index, FieldIndex, HnswIndex, HnswParams, IdTable, RoaringBitmap};
 use strata_types::{Collection, Domain, MemoryScope, Metric, Record, RecordId, RunId, UserToken};
 
 use crate::EngineError;
@@ -61,7 +61,8 @@ pub(crate) struct CollectionIndex {
     pub metric: strata_index::Metric,
     /// Slot → the record's resident part (`SlotDoc`); the whole record stays in storage.
     pub docs: Vec<Option<SlotDoc>>,
-    slot_of: HashMap<RecordId, u32>,
+    /// Record id → slot. The ids themselves are in `docs`, once (`IdTable`).
+    slot_of: IdTable,
     free: Vec<u32>,
     /// The engine's copy of the vectors: `dim` floats per slot, meaningful where
     /// `with_vector` holds the slot. Empty while `vectors_in_graph`: the graph keeps every
@@ -111,7 +112,7 @@ impl CollectionIndex {
             dim: c.dim as usize,
             metric: index_metric(c.metric),
             docs: Vec::new(),
-            slot_of: HashMap::new(),
+            slot_of: IdTable::default(),
             free: Vec::new(),
             vectors: Vec::new(),
             vectors_in_graph: false,
@@ -123,7 +124,7 @@ impl CollectionIndex {
             shared: RoaringBitmap::new(),
             by_run: HashMap::new(),
             by_scope: HashMap::new(),
-            fields: FieldIndex::new(),
+            fields: FieldIndex::with_columns(&BUILTIN_COLUMNS),
             bm25: Bm25Index::with_analyzer(index_analyzer(c.analyzer)),
             graph: None,
             restored: false,
@@ -319,8 +320,8 @@ impl CollectionIndex {
     }
 
     fn place(&mut self, record: &Record, slot: u32, graph: bool) -> Result<(), EngineError> {
-        let doc = SlotDoc::of(record);
-        self.place_scope(&doc, slot);
+        self.docs[slot as usize] = Some(SlotDoc::of(record));
+        self.place_scope(slot);
         index_fields(&mut self.fields, slot, record);
         if let Some(text) = &record.content {
             self.bm25.insert(slot, text);
@@ -347,15 +348,18 @@ impl CollectionIndex {
             }
             self.with_vector.insert(slot);
         }
-        self.docs[slot as usize] = Some(doc);
         Ok(())
     }
 
-    /// The cheap part of placing a record: its slot, the scope bitmaps and its byte estimate
-    /// (a few hash inserts). Text and fields, the expensive part, are indexed by `place`, or
-    /// come whole from a persisted search image (`from_image`).
-    fn place_scope(&mut self, record: &SlotDoc, slot: u32) {
-        self.slot_of.insert(record.id.clone(), slot);
+    /// The cheap part of placing the record in `docs[slot]`: its slot, the scope bitmaps and
+    /// its byte estimate (a few hash inserts). Text and fields, the expensive part, are indexed
+    /// by `place`, or come whole from a persisted search image (`from_image`).
+    fn place_scope(&mut self, slot: u32) {
+        let Some(record) = self.docs[slot as usize].as_ref() else {
+            return;
+        };
+        let docs = &self.docs;
+        self.slot_of.insert(slot, |s| id_in(docs, s));
         self.live.insert(slot);
         if record.expires_at.is_some() {
             self.with_expiry.insert(slot);
@@ -408,18 +412,24 @@ impl CollectionIndex {
                 "search image: analysed with another analyzer".into(),
             ));
         }
-        for (slot, doc) in docs.iter().enumerate() {
-            let Some(doc) = doc else { continue };
-            let slot = slot as u32;
-            if ci.slot_of.contains_key(&doc.id) {
+        ci.docs = docs;
+        ci.slot_of = IdTable::with_capacity(ci.docs.len());
+        for slot in 0..ci.docs.len() as u32 {
+            let Some(doc) = &ci.docs[slot as usize] else {
+                continue;
+            };
+            if ci
+                .slot_of
+                .get(doc.id.as_str(), |s| id_in(&ci.docs, s))
+                .is_some()
+            {
                 return Err(EngineError::Index(format!(
                     "search image: record {} in two slots",
                     doc.id
                 )));
             }
-            ci.place_scope(doc, slot);
+            ci.place_scope(slot);
         }
-        ci.docs = docs;
         ci.vectors = vectors;
         ci.fields = fields;
         ci.bm25 = bm25;
@@ -549,7 +559,8 @@ impl CollectionIndex {
     }
 
     pub fn remove(&mut self, id: &RecordId) -> Result<(), EngineError> {
-        let Some(slot) = self.slot_of.remove(id) else {
+        let docs = &self.docs;
+        let Some(slot) = self.slot_of.remove(id.as_str(), |s| id_in(docs, s)) else {
             return Ok(());
         };
         let Some(doc) = self.docs[slot as usize].take() else {
@@ -583,8 +594,22 @@ impl CollectionIndex {
     }
 }
 
-/// What one `slot_of` entry costs: a `RecordId` (a `String`), a `u32` and hash-table slack.
-const SLOT_MAP_ENTRY_BYTES: usize = 48;
+/// What one place in `slot_of` costs: a `u32` and a control byte (the id is the slot's).
+const SLOT_MAP_ENTRY_BYTES: usize = 5;
+
+/// The id of the record in `slot` (every slot `slot_of` names holds one; an empty slot, which
+/// it never names, answers the empty string, which no id is).
+fn id_in(docs: &[Option<SlotDoc>], slot: u32) -> &str {
+    docs.get(slot as usize)
+        .and_then(Option::as_ref)
+        .map_or("", |d| d.id.as_str())
+}
+
+/// Built-in numeric fields kept as one value per slot in the field index (`FieldIndex::
+/// with_columns`): nearly unique per record, so a map of values to bitmaps would cost ~200
+/// bytes per record for them. `expires_at` stays in the map: only records with a TTL hold one,
+/// and every search subtracts the expired ones, which a column would answer by a full scan.
+const BUILTIN_COLUMNS: [&str; 3] = ["b:created_at", "b:updated_at", "b:confidence"];
 
 fn set_bit<K: std::hash::Hash + Eq>(map: &mut HashMap<K, RoaringBitmap>, key: K, slot: u32) {
     map.entry(key).or_default().insert(slot);

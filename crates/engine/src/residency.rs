@@ -22,9 +22,10 @@ use strata_types::TenantId;
 const TENANT_OVERHEAD_BYTES: u64 = 16_000;
 /// Heap per loaded record beyond its estimate (allocator headers and rounding of its small
 /// allocations: id and scope strings, posting and field-index entries), measured the same
-/// way: 365 bytes for 200,000 records in one tenant once collections kept only a lean part of
-/// each record (`SlotDoc`); 1,000 while they kept whole records.
-const RECORD_OVERHEAD_BYTES: u64 = 400;
+/// way: ~205 bytes for 200,000 records in one tenant and ~240 in 100 tenants of 2,000 once
+/// postings were sized to their contents and timestamps kept in columns; 365 before that,
+/// with a lean part of each record (`SlotDoc`); 1,000 while collections kept whole records.
+const RECORD_OVERHEAD_BYTES: u64 = 220;
 
 /// The bytes a loaded tenant is accounted for against the budget: its collections' estimates
 /// plus the measured fixed and per-record overheads above.

@@ -29,9 +29,11 @@ use crate::EngineError;
 use crate::collection_index::CollectionIndex;
 use crate::slot_doc::SlotDoc;
 
+/// 4: the field index ends with its numeric columns (`FieldIndex::with_columns`: the
+/// built-in timestamps and confidence, one value per slot).
 /// 3: each slot's resident part as columns instead of whole records (`crate::slot_doc`).
-/// 2 (whole records, BM25 and field indexes by id) and 1 are rebuilt from the records.
-const FORMAT: u8 = 3;
+/// 3, 2 (whole records, BM25 and field indexes by id) and 1 are rebuilt from the records.
+const FORMAT: u8 = 4;
 
 /// Marks "none" in the `runs` and `scopes` columns.
 const NONE: u32 = u32::MAX;
@@ -491,9 +493,11 @@ mod tests {
     fn sample() -> CollectionIndex {
         let mut ci = CollectionIndex::new(&collection());
         ci.upsert(&record(), false).unwrap();
-        // One field path, to keep the golden bytes short (their order is by id, not by hash).
-        ci.fields = FieldIndex::new();
+        // One field path and one column, to keep the golden bytes short (their order is by
+        // id, not by hash).
+        ci.fields = FieldIndex::with_columns(&["b:created_at"]);
         ci.fields.insert(0, "b:kind", &serde_json::json!("note"));
+        ci.fields.insert(0, "b:created_at", &serde_json::json!(1));
         ci
     }
 
@@ -512,6 +516,10 @@ mod tests {
         assert_eq!(encode(&ci, 7).unwrap(), bytes);
     }
 
+    /// Format 4: `04`, then as format 3 but for the index bytes, 26 (`1a`: two bytes of text
+    /// and three 8-byte columns), and the field index, which ends with its columns: one,
+    /// `b:created_at`, holding 1.0 for slot 0 (`01 0c 623a...` name, `01` value, the `f64`).
+    ///
     /// Format 3: `03`, version 7, dim 2; id lengths [1] and the ids `a`; the name tables
     /// (domains [`default`], no runs, scopes or tokens); the columns, one entry each: domain 0,
     /// run and scope none (`ffffffff0f`), 0 tokens, no token ids, created at 1 (zigzag `02`),
@@ -521,7 +529,7 @@ mod tests {
     /// slot's (path id, value) list); the BM25 index (analyzer, terms by id `hi`, each
     /// posting's slots {0} and repeated frequencies (none), the documents {0}, lengths [1],
     /// each slot's term ids [[0]], total length 1).
-    const GOLDEN: &str = "03070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f01c20100080000003f000080bf123a30000001000000000000001000000000000106623a6b696e640101046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000001010000046e6f7465000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
+    const GOLDEN: &str = "04070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f011a00080000003f000080bf123a30000001000000000000001000000000000106623a6b696e640101046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000001010000046e6f7465010c623a637265617465645f617401000000000000f03f000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
 
     #[test]
     fn anything_else_is_an_error() {
@@ -529,11 +537,15 @@ mod tests {
         let mut other_format = good.clone();
         // Format 2 (whole records) is no longer read: rebuilt from the records.
         other_format[0] = 2;
+        // Nor format 3 (no field columns): its field index would decode short.
+        let mut format_3 = good.clone();
+        format_3[0] = 3;
         let mut trailing = good.clone();
         trailing.push(0);
         for bad in [
             &[][..],
             &other_format,
+            &format_3,
             &trailing,
             &good[..good.len() - 1],
             b"garbage",

@@ -23,6 +23,8 @@ use roaring::RoaringBitmap;
 
 use crate::Analyzer;
 use crate::exact::{Hit, TopK};
+use crate::id_table::IdTable;
+use crate::slot_set::SlotSet;
 
 /// BM25 term-frequency saturation.
 pub const K1: f32 = 1.2;
@@ -35,21 +37,14 @@ pub fn tokenize(text: &str) -> Vec<String> {
     Analyzer::Standard.terms(text)
 }
 
-/// The documents containing one term: a bitmap for set algebra with the caller's visible set,
-/// and the term frequencies above one (a term usually occurs once in a document, so storing
-/// only the repeats keeps a loaded index from hashing an entry per word of every document).
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Posting {
-    pub(crate) slots: RoaringBitmap,
-    /// Slot → term frequency, for the slots where it is above 1.
-    pub(crate) repeats: HashMap<u32, u32>,
-}
+/// The documents containing one term, sized to how many there are (`SlotSet`: one slot
+/// inline, a few in an array, many in a bitmap): most distinct terms of real text occur in one
+/// or a handful of documents, and a roaring bitmap per such term cost ~120 bytes.
+pub(crate) type Posting = SlotSet;
 
-impl Posting {
-    /// The term frequency in `slot`, which must hold the term.
-    fn tf(&self, slot: u32) -> u32 {
-        self.repeats.get(&slot).copied().unwrap_or(1)
-    }
+/// The key of a term frequency above one in [`Bm25Index::repeats`].
+pub(crate) fn repeat_key(term: u32, slot: u32) -> u64 {
+    (u64::from(term) << 32) | u64::from(slot)
 }
 
 /// An in-memory BM25 index. Not internally synchronised: writes take `&mut self`.
@@ -60,10 +55,14 @@ impl Posting {
 /// encoding with golden bytes.
 #[derive(Debug, Default, Clone)]
 pub struct Bm25Index {
-    /// Term → its id in `postings`.
-    pub(crate) ids: HashMap<String, u32>,
+    /// Term → its id in `postings`; the terms themselves are in `terms`, once.
+    pub(crate) ids: IdTable,
     /// By term id; an emptied posting's id is in `free_ids` (its `term` is then empty).
     pub(crate) postings: Vec<Posting>,
+    /// Term frequencies above one, by `repeat_key(term, slot)`: a term usually occurs once in
+    /// a document, so storing only the repeats keeps the index from holding an entry per word
+    /// of every document, and one map for all terms costs nothing for the terms without any.
+    pub(crate) repeats: HashMap<u64, u32>,
     /// By term id: the term (for the persisted form and for reusing ids).
     pub(crate) terms: Vec<String>,
     pub(crate) free_ids: Vec<u32>,
@@ -108,13 +107,25 @@ impl Bm25Index {
         &self.docs
     }
 
+    fn term_id(&self, term: &str) -> Option<u32> {
+        self.ids.get(term, |id| self.terms[id as usize].as_str())
+    }
+
     fn posting(&self, term: &str) -> Option<&Posting> {
-        self.ids.get(term).map(|id| &self.postings[*id as usize])
+        self.term_id(term).map(|id| &self.postings[id as usize])
+    }
+
+    /// The frequency of term `term` in `slot`, which must hold it.
+    fn tf(&self, term: u32, slot: u32) -> u32 {
+        self.repeats
+            .get(&repeat_key(term, slot))
+            .copied()
+            .unwrap_or(1)
     }
 
     /// Number of documents containing `term` (already tokenized), visible or not.
     pub fn doc_freq(&self, term: &str) -> usize {
-        self.posting(term).map_or(0, |p| p.slots.len() as usize)
+        self.posting(term).map_or(0, |p| p.len() as usize)
     }
 
     /// Whether `slot` is indexed.
@@ -124,8 +135,8 @@ impl Bm25Index {
 
     /// The id of `term`, given a new one (or a freed one) if it has none.
     fn id_of(&mut self, term: &str) -> u32 {
-        if let Some(id) = self.ids.get(term) {
-            return *id;
+        if let Some(id) = self.term_id(term) {
+            return id;
         }
         let id = match self.free_ids.pop() {
             Some(id) => {
@@ -138,7 +149,8 @@ impl Bm25Index {
                 (self.postings.len() - 1) as u32
             }
         };
-        self.ids.insert(term.to_string(), id);
+        let terms = &self.terms;
+        self.ids.insert(id, |id| terms[id as usize].as_str());
         id
     }
 
@@ -163,10 +175,9 @@ impl Bm25Index {
         let mut ids = Vec::with_capacity(tf.len());
         for (term, count) in tf {
             let id = self.id_of(term);
-            let posting = &mut self.postings[id as usize];
-            posting.slots.insert(slot);
+            self.postings[id as usize].insert(slot);
             if count > 1 {
-                posting.repeats.insert(slot, count);
+                self.repeats.insert(repeat_key(id, slot), count);
             }
             ids.push(id);
         }
@@ -201,12 +212,14 @@ impl Bm25Index {
             let Some(posting) = self.postings.get_mut(id as usize) else {
                 continue;
             };
-            posting.slots.remove(slot);
-            posting.repeats.remove(&slot);
-            if posting.slots.is_empty() {
-                let term = std::mem::take(&mut self.terms[id as usize]);
-                self.ids.remove(&term);
-                posting.repeats = HashMap::new();
+            posting.remove(slot);
+            self.repeats.remove(&repeat_key(id, slot));
+            if posting.is_empty() {
+                let terms = &self.terms;
+                self.ids.remove(terms[id as usize].as_str(), |id| {
+                    terms[id as usize].as_str()
+                });
+                self.terms[id as usize] = String::new();
                 self.free_ids.push(id);
             }
         }
@@ -247,15 +260,16 @@ impl Bm25Index {
             .into_iter()
             .filter(|t| seen.insert(t.clone()))
             .filter_map(|t| {
-                let posting = self.posting(&t)?;
-                let df = posting.slots.intersection_len(&visible);
+                let id = self.term_id(&t)?;
+                let posting = &self.postings[id as usize];
+                let df = posting.intersection_len(&visible);
                 if df == 0 {
                     // As absent as in an index without the invisible documents.
                     return None;
                 }
                 let (n, df) = (n as f32, df as f32);
                 let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
-                Some((idf, posting))
+                Some((idf, id, posting))
             })
             .collect();
         Bm25Query {
@@ -273,8 +287,9 @@ pub struct Bm25Query<'a> {
     index: &'a Bm25Index,
     /// The visible documents: the statistics' universe and the only scorable slots.
     visible: RoaringBitmap,
-    /// The query's distinct terms present in `visible`, in first-appearance order, with IDF.
-    terms: Vec<(f32, &'a Posting)>,
+    /// The query's distinct terms present in `visible`, in first-appearance order, with IDF
+    /// and term id.
+    terms: Vec<(f32, u32, &'a Posting)>,
     avgdl: f32,
 }
 
@@ -311,8 +326,8 @@ impl Bm25Query<'_> {
         }
         let mut scores: HashMap<u32, f32> = HashMap::new();
         let mut rejected: HashSet<u32> = HashSet::new();
-        for (idf, posting) in &self.terms {
-            for slot in &posting.slots & &self.visible {
+        for (idf, term, posting) in &self.terms {
+            for slot in posting.and(&self.visible) {
                 if rejected.contains(&slot) {
                     continue;
                 }
@@ -324,7 +339,7 @@ impl Bm25Query<'_> {
                         continue;
                     }
                 };
-                let tf = posting.tf(slot);
+                let tf = self.index.tf(*term, slot);
                 *entry += self.term_score(*idf, tf, self.index.len_of(slot));
             }
         }
@@ -343,9 +358,10 @@ impl Bm25Query<'_> {
         }
         let len = self.index.len_of(slot);
         let mut score = None;
-        for (idf, posting) in &self.terms {
-            if posting.slots.contains(slot) {
-                *score.get_or_insert(0.0) += self.term_score(*idf, posting.tf(slot), len);
+        for (idf, term, posting) in &self.terms {
+            if posting.contains(slot) {
+                let tf = self.index.tf(*term, slot);
+                *score.get_or_insert(0.0) += self.term_score(*idf, tf, len);
             }
         }
         score

@@ -12,7 +12,8 @@ use serde::de::Error;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Analyzer;
-use crate::bm25::{Bm25Index, Posting};
+use crate::bm25::{Bm25Index, Posting, repeat_key};
+use crate::id_table::IdTable;
 
 #[derive(Serialize, Deserialize)]
 struct StoredPosting {
@@ -45,15 +46,23 @@ struct Stored {
 
 impl Serialize for Bm25Index {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // The stored form keeps each posting's repeats with it (as before postings were sized
+        // to their contents), so the bytes do not depend on the in-memory layout.
+        let mut repeats: Vec<Vec<(u32, u32)>> = vec![Vec::new(); self.postings.len()];
+        for (key, n) in &self.repeats {
+            let (term, slot) = ((key >> 32) as usize, *key as u32);
+            if let Some(list) = repeats.get_mut(term) {
+                list.push((slot, *n));
+            }
+        }
         let postings = self
             .postings
             .iter()
-            .map(|p| {
-                let mut repeats: Vec<(u32, u32)> =
-                    p.repeats.iter().map(|(s, n)| (*s, *n)).collect();
+            .zip(repeats)
+            .map(|(p, mut repeats)| {
                 repeats.sort_unstable();
                 StoredPosting {
-                    slots: p.slots.clone(),
+                    slots: p.to_bitmap(),
                     repeats,
                 }
             })
@@ -86,10 +95,12 @@ impl Bm25Index {
                 s.postings.len()
             ));
         }
-        let mut ids = HashMap::with_capacity(s.terms.len());
+        let mut ids = IdTable::with_capacity(s.terms.len());
         let mut free_ids = Vec::new();
         let mut postings = Vec::with_capacity(s.postings.len());
+        let mut repeats = HashMap::new();
         let mut entries = 0u64;
+        let term_of = |id: u32| s.terms[id as usize].as_str();
         for (id, (term, p)) in s.terms.iter().zip(s.postings).enumerate() {
             let id = id as u32;
             if term.is_empty() != p.slots.is_empty() {
@@ -97,20 +108,19 @@ impl Bm25Index {
             }
             if term.is_empty() {
                 free_ids.push(id);
-            } else if ids.insert(term.clone(), id).is_some() {
+            } else if ids.get(term.as_str(), term_of).is_some() {
                 return Err(format!("bm25: term {term:?} twice"));
+            } else {
+                ids.insert(id, term_of);
             }
-            if p.repeats
-                .iter()
-                .any(|(slot, n)| *n < 2 || !p.slots.contains(*slot))
-            {
-                return Err(format!("bm25: term {term:?} has a bad frequency"));
+            for (slot, n) in &p.repeats {
+                let repeated_once = repeats.insert(repeat_key(id, *slot), *n).is_none();
+                if *n < 2 || !p.slots.contains(*slot) || !repeated_once {
+                    return Err(format!("bm25: term {term:?} has a bad frequency"));
+                }
             }
             entries += p.slots.len();
-            postings.push(Posting {
-                slots: p.slots,
-                repeats: p.repeats.into_iter().collect(),
-            });
+            postings.push(Posting::from_bitmap(p.slots));
         }
         // Free ids are reused last-freed first; any order is valid.
         free_ids.reverse();
@@ -135,7 +145,7 @@ impl Bm25Index {
             let held = |id: &u32| {
                 postings
                     .get(*id as usize)
-                    .is_some_and(|p: &Posting| p.slots.contains(slot as u32))
+                    .is_some_and(|p: &Posting| p.contains(slot as u32))
             };
             if !list.iter().all(held) {
                 return Err(format!("bm25: slot {slot} lists a term not posted for it"));
@@ -161,6 +171,7 @@ impl Bm25Index {
         Ok(Bm25Index {
             ids,
             postings,
+            repeats,
             terms: s.terms,
             free_ids,
             docs: s.docs,
