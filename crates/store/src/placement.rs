@@ -501,6 +501,7 @@ impl Store {
                         .open_table(crate::tables::CREDENTIALS)
                         .map_err(StoreError::from)?,
                     log_cap: self.change_log_cap(),
+                    registry_written: false,
                 };
                 let (r, key) = f(&mut writer)?;
                 if key != next {
@@ -515,6 +516,8 @@ impl Store {
             drop(fdb);
             let mut routing = self.placement.lock_write();
             txn.commit().map_err(StoreError::from)?;
+            // Creations and flips change registry rows.
+            self.registry_committed();
             Arc::make_mut(&mut routing).insert(next, Arc::clone(&file.file));
             Ok(r)
         })();
@@ -581,6 +584,7 @@ impl Store {
                     .open_table(crate::tables::CREDENTIALS)
                     .map_err(StoreError::from)?,
                 log_cap: self.change_log_cap(),
+                registry_written: false,
             };
             (f(&mut writer)?, caught)
         };
@@ -588,6 +592,8 @@ impl Store {
         drop(fdb);
         let mut routing = self.placement.lock_write();
         txn.commit().map_err(StoreError::from)?;
+        // Creations and flips change registry rows.
+        self.registry_committed();
         Arc::make_mut(&mut routing).insert(t, Arc::clone(&file.file));
         Ok((r, caught))
     }
@@ -634,12 +640,15 @@ impl Store {
                     .open_table(crate::tables::CREDENTIALS)
                     .map_err(StoreError::from)?,
                 log_cap: self.change_log_cap(),
+                registry_written: false,
             };
             (f(&mut writer)?, caught)
         };
         {
             let mut routing = self.placement.lock_write();
             txn.commit().map_err(StoreError::from)?;
+            // Creations and flips change registry rows.
+            self.registry_committed();
             Arc::make_mut(&mut routing).remove(&t);
         }
         drop(db);
