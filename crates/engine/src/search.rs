@@ -409,13 +409,10 @@ pub(crate) fn search_collection(
         if hits.len() == s.k {
             break;
         }
-        let Some(mut record) = checks.record(r.slot)? else {
+        let Some(record) = checks.record(r.slot, with_vector)? else {
             passed_over = true;
             continue;
         };
-        if !with_vector {
-            record.vector = None;
-        }
         hits.push(SearchHit {
             record,
             score: r.score,

@@ -658,6 +658,18 @@ pub trait Reads: Tables {
         v.map(|v| decode_record(v.value())).transpose()
     }
 
+    /// [`Reads::record`] without the record's vector (`vector: None`), which it skips
+    /// instead of copying.
+    fn record_without_vector(
+        &self,
+        t: TenantKey,
+        id: &RecordId,
+    ) -> Result<Option<Record>, StoreError> {
+        let v = self.data_table(t)?.get(keys::record(t, id).as_slice())?;
+        v.map(|v| crate::codec::decode_record_without_vector(v.value()))
+            .transpose()
+    }
+
     /// Every record of the tenant in id order, starting after `after`.
     fn records<'a>(
         &'a self,
