@@ -322,6 +322,23 @@ impl Engine {
         f(&r)
     }
 
+    /// [`Engine::read_tenant`]'s checks alone: from memory while the tenant is known live
+    /// (`liveness`), from a storage snapshot otherwise. For a request that checks the tenant
+    /// before work that needs no snapshot yet.
+    pub(crate) fn check_readable(
+        &self,
+        scope: &TenantScope,
+        permission: Permission,
+    ) -> Result<(), EngineError> {
+        if !scope.grant().permissions.has(permission) {
+            return Err(EngineError::PermissionDenied(permission));
+        }
+        if self.live.is_live(self.store.registry_epoch(), scope) {
+            return Ok(());
+        }
+        self.read_tenant(scope, permission, |_| Ok(()))
+    }
+
     /// Runs a write for one tenant: one durable transaction (after checking the tenant still
     /// exists), then the changes it reports are applied to the tenant's loaded indexes, in
     /// commit order. The tenant's write order is held only until the commit is applied, not
