@@ -494,7 +494,10 @@ mod tests {
         // The same bytes as the full decode, read closed: every truncation is corrupt, as
         // is a record without its format byte.
         for len in 0..bytes.len() {
-            assert!(decode_record_without_vector(&bytes[..len]).is_err(), "{len}");
+            assert!(
+                decode_record_without_vector(&bytes[..len]).is_err(),
+                "{len}"
+            );
         }
         assert!(decode_record_without_vector(&bytes[1..]).is_err());
         let without = encode_record(&r).unwrap();
