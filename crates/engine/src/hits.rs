@@ -37,15 +37,24 @@ impl<'a> StoredRecords<'a> {
     }
 
     /// The record in slot `slot` of `ci`, as stored, if it is still there and in this
-    /// collection (a patch may have moved it to another since the index placed it).
-    fn get(&self, ci: &CollectionIndex, slot: u32) -> Result<Option<Record>, EngineError> {
+    /// collection (a patch may have moved it to another since the index placed it). Without
+    /// `with_vector` its vector is skipped rather than copied (`vector: None`): no rule reads
+    /// it, and a hit carries it only when the request includes it.
+    fn get(
+        &self,
+        ci: &CollectionIndex,
+        slot: u32,
+        with_vector: bool,
+    ) -> Result<Option<Record>, EngineError> {
         let Some(doc) = ci.docs.get(slot as usize).and_then(Option::as_ref) else {
             return Ok(None);
         };
-        Ok(self
-            .reads
-            .record(self.key, &doc.id)?
-            .filter(|r| &r.modality == self.collection))
+        let record = if with_vector {
+            self.reads.record(self.key, &doc.id)?
+        } else {
+            self.reads.record_without_vector(self.key, &doc.id)?
+        };
+        Ok(record.filter(|r| &r.modality == self.collection))
     }
 }
 
@@ -104,7 +113,7 @@ impl<'a> HitChecks<'a> {
         if let Some(known) = self.filtered.borrow().get(&slot) {
             return *known;
         }
-        let passes = match self.stored.get(self.ci, slot) {
+        let passes = match self.stored.get(self.ci, slot, false) {
             Ok(record) => record.is_some_and(|r| filter.matches(&r)),
             Err(e) => {
                 self.error.borrow_mut().get_or_insert(e);
@@ -116,11 +125,11 @@ impl<'a> HitChecks<'a> {
     }
 
     /// The stored record of a hit, if it still passes every rule: `Visibility::sees` and the
-    /// filter, on the record itself.
-    pub fn record(&self, slot: u32) -> Result<Option<Record>, EngineError> {
+    /// filter, on the record itself. Its vector only `with_vector`.
+    pub fn record(&self, slot: u32, with_vector: bool) -> Result<Option<Record>, EngineError> {
         Ok(self
             .stored
-            .get(self.ci, slot)?
+            .get(self.ci, slot, with_vector)?
             .filter(|r| self.vis.sees(r) && self.filter.is_none_or(|f| f.matches(r))))
     }
 

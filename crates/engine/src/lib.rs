@@ -27,6 +27,7 @@ mod integrity;
 mod isolation;
 mod lifecycle;
 mod links;
+mod liveness;
 mod plan;
 mod ranking;
 mod recall;
@@ -148,6 +149,8 @@ pub struct Engine {
     migrations: isolation::Migrations,
     /// Loaded adaptive reranking namespaces (see `adaptive_cache`).
     adaptive: adaptive_cache::AdaptiveCache,
+    /// Tenants known live, so reads skip the registry row (see `liveness`).
+    live: liveness::LiveTenants,
 }
 
 impl Engine {
@@ -181,6 +184,7 @@ impl Engine {
             reembeds: reembed::Jobs::default(),
             migrations: isolation::Migrations::default(),
             adaptive,
+            live: liveness::LiveTenants::default(),
         })
     }
 
@@ -305,9 +309,34 @@ impl Engine {
         if !scope.grant().permissions.has(permission) {
             return Err(EngineError::PermissionDenied(permission));
         }
+        // Liveness from memory while no registry row changed since it was read (`liveness`
+        // says why that is never stale once a suspend, delete or purge has returned);
+        // otherwise from this snapshot's registry, and remembered under the epoch read before
+        // the snapshot began.
+        let before = self.store.registry_epoch();
         let r = self.store.read()?;
-        tenants::check_live(&r, scope)?;
+        if !self.live.is_live(self.store.registry_epoch(), scope) {
+            tenants::check_live(&r, scope)?;
+            self.live.remember(before, scope);
+        }
         f(&r)
+    }
+
+    /// [`Engine::read_tenant`]'s checks alone: from memory while the tenant is known live
+    /// (`liveness`), from a storage snapshot otherwise. For a request that checks the tenant
+    /// before work that needs no snapshot yet.
+    pub(crate) fn check_readable(
+        &self,
+        scope: &TenantScope,
+        permission: Permission,
+    ) -> Result<(), EngineError> {
+        if !scope.grant().permissions.has(permission) {
+            return Err(EngineError::PermissionDenied(permission));
+        }
+        if self.live.is_live(self.store.registry_epoch(), scope) {
+            return Ok(());
+        }
+        self.read_tenant(scope, permission, |_| Ok(()))
     }
 
     /// Runs a write for one tenant: one durable transaction (after checking the tenant still

@@ -61,10 +61,20 @@ impl Engine {
         let now = now_millis();
         let vis = Visibility::resolve(scope, req, Permission::Read, now)?;
         let name = s.modality.clone().unwrap_or_else(text_collection);
-        let collection = self.read_tenant(scope, Permission::Read, |r| {
-            r.collection(scope.key(), &name)?
-                .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))
-        })?;
+        // A query the engine may embed needs its collection before the index is held (an
+        // embedding is slow and must not hold up the tenant's writes); every other search
+        // reads the collection from the snapshot its hits are read from, so it begins one
+        // storage snapshot rather than two.
+        let embeds = s.vector.is_none() && s.query.is_some() && s.mode != Some(SearchMode::Text);
+        let early = if embeds {
+            Some(self.read_tenant(scope, Permission::Read, |r| {
+                r.collection(scope.key(), &name)?
+                    .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))
+            })?)
+        } else {
+            self.check_readable(scope, Permission::Read)?;
+            None
+        };
         // After the permission and liveness checks, so that a refusal for those is not
         // masked; before any work.
         if self.indexes.integrity_state(scope.key()) == IntegrityState::Stress
@@ -72,18 +82,12 @@ impl Engine {
         {
             return Err(EngineError::TenantStressed(scope.tenant().clone()));
         }
-        let embedded = self.embed_query(&collection, s)?;
+        let embedded = match &early {
+            Some(collection) => self.embed_query(collection, s)?,
+            None => None,
+        };
         let s = embedded.as_ref().unwrap_or(s);
         let mode = check_mode(s)?;
-        let half_life = s
-            .recency_half_life_secs
-            .or(collection.memory.recency_half_life_secs);
-        // Own and shared hits are merged by score, so a search across grants ranks both by
-        // relevance alone (a collection's default recency does not apply to it).
-        let boost = match s.include_shared {
-            Some(_) => None,
-            None => crate::ranking::Boost::of(s, half_life, vis.now),
-        };
         // The caller's own (tenant, domain) namespace, and no other.
         let ns = match s.rerank {
             Some(Rerank::Adaptive) => {
@@ -100,15 +104,35 @@ impl Engine {
         let attempt = || {
             self.indexes
                 .with_index(&self.store, scope.key(), scope.tenant(), |ti| {
-                    let ci = ti
-                        .collections
-                        .get(&name)
-                        .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
                     // The snapshot the hits' records are read from, begun while the index is
                     // held: every write the index reflects is in it (`crate::hits`).
                     self.read_tenant(scope, Permission::Read, |r| {
+                        let read;
+                        let collection = match &early {
+                            Some(c) => c,
+                            None => {
+                                read = r
+                                    .collection(scope.key(), &name)?
+                                    .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
+                                &read
+                            }
+                        };
+                        let ci = ti
+                            .collections
+                            .get(&name)
+                            .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
+                        let half_life = s
+                            .recency_half_life_secs
+                            .or(collection.memory.recency_half_life_secs);
+                        // Own and shared hits are merged by score, so a search across grants
+                        // ranks both by relevance alone (a collection's default recency does
+                        // not apply to it).
+                        let boost = match s.include_shared {
+                            Some(_) => None,
+                            None => crate::ranking::Boost::of(s, half_life, vis.now),
+                        };
                         let stored = StoredRecords::new(r, scope.key(), &name);
-                        search_collection(
+                        let searched = search_collection(
                             ci,
                             &name,
                             &vis,
@@ -117,7 +141,12 @@ impl Engine {
                             adaptive.as_ref(),
                             boost,
                             &stored,
-                        )
+                        )?;
+                        // Shared domains are searched after the index is released, against
+                        // this collection's definition.
+                        let for_shared = (early.is_none() && s.include_shared.is_some())
+                            .then(|| collection.clone());
+                        Ok((searched, for_shared))
                     })
                 })
         };
@@ -126,17 +155,19 @@ impl Engine {
         // may hold fewer than k. Searching again once the index is released sees that write
         // in both, so "never fewer than k" holds; a tenant written to without pause gets its
         // last answer after a few tries rather than none.
-        let mut searched = attempt()?;
+        let (mut searched, mut for_shared) = attempt()?;
         for _ in 1..SEARCH_ATTEMPTS {
             if !searched.short {
                 break;
             }
             std::thread::yield_now();
-            searched = attempt()?;
+            (searched, for_shared) = attempt()?;
         }
         let mut response = searched.response;
-        if let Some(selector) = &s.include_shared {
-            let (shared, exact) = self.search_shared(scope, req, s, mode, &collection, selector)?;
+        if let Some(selector) = &s.include_shared
+            && let Some(collection) = early.as_ref().or(for_shared.as_ref())
+        {
+            let (shared, exact) = self.search_shared(scope, req, s, mode, collection, selector)?;
             merge_shared(&mut response, shared, exact, s.k);
         }
         Ok(response)
@@ -409,13 +440,10 @@ pub(crate) fn search_collection(
         if hits.len() == s.k {
             break;
         }
-        let Some(mut record) = checks.record(r.slot)? else {
+        let Some(record) = checks.record(r.slot, with_vector)? else {
             passed_over = true;
             continue;
         };
-        if !with_vector {
-            record.vector = None;
-        }
         hits.push(SearchHit {
             record,
             score: r.score,

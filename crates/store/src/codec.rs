@@ -11,13 +11,15 @@ use crate::StoreError;
 
 const RECORD_V1: u8 = 1;
 
+/// A stored record; `V` is its vector as decoded: `Vec<f32>`, or [`SkippedVector`] for a
+/// read that does not return it (the bytes are the same either way).
 #[derive(Serialize, Deserialize)]
-struct StoredRecord {
+struct StoredRecord<V = Vec<f32>> {
     id: RecordId,
     modality: CollectionName,
     kind: Option<Kind>,
     content: Option<String>,
-    vector: Option<Vec<f32>>,
+    vector: Option<V>,
     user_tokens: Vec<UserToken>,
     memory_domain: Domain,
     run_id: Option<RunId>,
@@ -61,12 +63,50 @@ pub fn encode_record(r: &Record) -> Result<Vec<u8>, StoreError> {
 
 /// Decodes [`encode_record`]'s bytes, closed: anything else is `StoreError::Corrupt`.
 pub fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
+    decode_record_as::<Vec<f32>>(bytes, Some)
+}
+
+/// [`decode_record`] without the vector (`vector: None`), for reads that do not return it (a
+/// search hit answers with its vector only when asked): the vector's values are still read
+/// and checked, but not copied into a new allocation. Closed like [`decode_record`].
+pub fn decode_record_without_vector(bytes: &[u8]) -> Result<Record, StoreError> {
+    decode_record_as::<SkippedVector>(bytes, |_| None)
+}
+
+/// A stored vector read past: its length and each of its values are decoded (so a truncated
+/// value is still corrupt), nothing is kept.
+struct SkippedVector;
+
+impl<'de> Deserialize<'de> for SkippedVector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Values;
+        impl<'de> serde::de::Visitor<'de> for Values {
+            type Value = SkippedVector;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sequence of f32")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SkippedVector, A::Error> {
+                while seq.next_element::<f32>()?.is_some() {}
+                Ok(SkippedVector)
+            }
+        }
+        d.deserialize_seq(Values)
+    }
+}
+
+fn decode_record_as<V: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    vector: impl FnOnce(V) -> Option<Vec<f32>>,
+) -> Result<Record, StoreError> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("record: {e}"));
     let (version, body) = bytes.split_first().ok_or_else(|| corrupt(&"empty value"))?;
     if *version != RECORD_V1 {
         return Err(corrupt(&format!("unknown version {version}")));
     }
-    let s: StoredRecord = postcard::from_bytes(body).map_err(|e| corrupt(&e))?;
+    let s: StoredRecord<V> = postcard::from_bytes(body).map_err(|e| corrupt(&e))?;
     let metadata = serde_json::from_str(&s.metadata).map_err(|e| corrupt(&e))?;
     let (value, evidence_count, corroborations, contradictions) = s.confidence;
     Ok(Record {
@@ -74,7 +114,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
         modality: s.modality,
         kind: s.kind,
         content: s.content,
-        vector: s.vector,
+        vector: s.vector.and_then(vector),
         user_tokens: s.user_tokens,
         memory_domain: s.memory_domain,
         run_id: s.run_id,
@@ -444,6 +484,25 @@ mod tests {
         assert!(decode_record(&[9, 1, 2]).is_err());
         assert!(decode_record(&[]).is_err());
     }
+
+    #[test]
+    fn a_record_decoded_without_its_vector_is_the_record_minus_the_vector() {
+        let mut r = golden::record();
+        let bytes = encode_record(&r).unwrap();
+        r.vector = None;
+        assert_eq!(decode_record_without_vector(&bytes).unwrap(), r);
+        // The same bytes as the full decode, read closed: every truncation is corrupt, as
+        // is a record without its format byte.
+        for len in 0..bytes.len() {
+            assert!(
+                decode_record_without_vector(&bytes[..len]).is_err(),
+                "{len}"
+            );
+        }
+        assert!(decode_record_without_vector(&bytes[1..]).is_err());
+        let without = encode_record(&r).unwrap();
+        assert_eq!(decode_record_without_vector(&without).unwrap(), r);
+    }
 }
 
 /// Golden bytes: the on-disk format of every stored value, pinned. A change that breaks one of
@@ -460,7 +519,7 @@ mod golden {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    fn record() -> Record {
+    pub(super) fn record() -> Record {
         Record {
             id: RecordId::parse("r1").unwrap(),
             modality: CollectionName::parse("text").unwrap(),

@@ -553,6 +553,7 @@ impl Store {
                         .map_err(StoreError::from)?,
                     log_cap: self.change_log_cap(),
                     tracking: &self.tracking,
+                    registry_written: false,
                 };
                 let (r, key) = f(&mut writer)?;
                 if key != next {
@@ -567,6 +568,8 @@ impl Store {
             drop(fdb);
             let mut routing = self.placement.lock_write();
             txn.commit().map_err(StoreError::from)?;
+            // Creations and flips change registry rows.
+            self.registry_committed();
             Arc::make_mut(&mut routing).insert(next, Arc::clone(&file.file));
             Ok(r)
         })();
@@ -636,6 +639,7 @@ impl Store {
                     .map_err(StoreError::from)?,
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
+                registry_written: false,
             };
             (f(&mut writer)?, caught)
         };
@@ -643,6 +647,8 @@ impl Store {
         drop(fdb);
         let mut routing = self.placement.lock_write();
         txn.commit().map_err(StoreError::from)?;
+        // Creations and flips change registry rows.
+        self.registry_committed();
         Arc::make_mut(&mut routing).insert(t, Arc::clone(&file.file));
         Ok((r, caught))
     }
@@ -690,12 +696,15 @@ impl Store {
                     .map_err(StoreError::from)?,
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
+                registry_written: false,
             };
             (f(&mut writer)?, caught)
         };
         {
             let mut routing = self.placement.lock_write();
             txn.commit().map_err(StoreError::from)?;
+            // Creations and flips change registry rows.
+            self.registry_committed();
             Arc::make_mut(&mut routing).remove(&t);
         }
         drop(db);

@@ -44,6 +44,8 @@ pub struct Store {
     change_log_cap: std::sync::atomic::AtomicU64,
     /// Tenants whose written keys are recorded for a migration's catch-up (see `tracking`).
     pub(crate) tracking: crate::tracking::Tracking,
+    /// Bumped after every commit that wrote the registry (see [`Store::registry_epoch`]).
+    registry_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// A write that has committed and is visible to readers, but is not yet known to be durable.
@@ -136,7 +138,23 @@ impl Store {
             placement: crate::placement::Placement::beside(path, cache_bytes),
             change_log_cap: crate::changelog::DEFAULT_CHANGE_LOG_CAP.into(),
             tracking: Default::default(),
+            registry_epoch: 0.into(),
         })
+    }
+
+    /// A counter bumped after every commit that wrote a registry row (tenant creation, a
+    /// profile change such as suspend, resume or delete, a purge, a migration's flip), before
+    /// that write returns. What was read from the registry while the counter held `e` (the
+    /// counter read before the snapshot began) is current for as long as it still holds `e`,
+    /// so an in-memory copy of registry facts tagged with it is never served stale once the
+    /// write that changed them has returned.
+    pub fn registry_epoch(&self) -> u64 {
+        self.registry_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Marks a commit that wrote (or may have written) the registry; call it after the commit.
+    pub(crate) fn registry_committed(&self) {
+        self.registry_epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Caps each tenant's change log at `entries` (at least 1); appending beyond it drops the
@@ -287,7 +305,7 @@ impl Store {
                 }),
             ),
         };
-        let (result, dirty) = {
+        let (result, dirty, registry_written) = {
             let mut writer = Writer {
                 data: txn.open_table(DATA).map_err(StoreError::from)?,
                 dedicated: Opened::default(),
@@ -298,15 +316,17 @@ impl Store {
                 credentials: txn.open_table(CREDENTIALS).map_err(StoreError::from)?,
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
+                registry_written: false,
             };
             let result = f(&mut writer);
+            let registry_written = writer.registry_written;
             let dirty: Vec<TenantKey> = writer
                 .dedicated
                 .keys()
                 .into_iter()
                 .filter(|k| writer.dedicated.get(*k).is_some_and(|(_, d)| *d))
                 .collect();
-            (result, dirty)
+            (result, dirty, registry_written)
         };
         // On error, dropping the uncommitted transactions aborts them.
         let r = result?;
@@ -317,6 +337,9 @@ impl Store {
         }
         let started = std::time::Instant::now();
         txn.commit().map_err(StoreError::from)?;
+        if registry_written {
+            self.registry_committed();
+        }
         if entered.is_none() {
             self.commits.observe(started.elapsed());
         }
@@ -361,6 +384,7 @@ impl Store {
                 credentials: txn.open_table(CREDENTIALS).map_err(StoreError::from)?,
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
+                registry_written: false,
             };
             f(&mut writer)
         };
@@ -438,6 +462,9 @@ pub struct Writer<'txn> {
     pub(crate) log_cap: u64,
     /// Records the keys written to tenants that are migrating.
     pub(crate) tracking: &'txn crate::tracking::Tracking,
+    /// Whether this write opened the registry for writing: its commit then bumps
+    /// [`Store::registry_epoch`].
+    pub(crate) registry_written: bool,
 }
 
 fn misrouted(t: TenantKey) -> StoreError {
@@ -505,6 +532,7 @@ impl<'txn> Writer<'txn> {
     fn registry_write(
         &mut self,
     ) -> Result<&mut Table<'txn, &'static str, &'static [u8]>, StoreError> {
+        self.registry_written = true;
         match &mut self.registry {
             Registry::Write(t) => Ok(t),
             Registry::Read(_) => Err(StoreError::Engine(
@@ -647,6 +675,18 @@ pub trait Reads: Tables {
     fn record(&self, t: TenantKey, id: &RecordId) -> Result<Option<Record>, StoreError> {
         let v = self.data_table(t)?.get(keys::record(t, id).as_slice())?;
         v.map(|v| decode_record(v.value())).transpose()
+    }
+
+    /// [`Reads::record`] without the record's vector (`vector: None`), which it skips
+    /// instead of copying.
+    fn record_without_vector(
+        &self,
+        t: TenantKey,
+        id: &RecordId,
+    ) -> Result<Option<Record>, StoreError> {
+        let v = self.data_table(t)?.get(keys::record(t, id).as_slice())?;
+        v.map(|v| crate::codec::decode_record_without_vector(v.value()))
+            .transpose()
     }
 
     /// Every record of the tenant in id order, starting after `after`.
