@@ -3,7 +3,10 @@
 //! Each writer is a thread with its own tenant (or all in one tenant, `same tenant` rows) and
 //! calls `Engine::put` with one record (384-dimension vector, ~200 bytes of text) at a time,
 //! as fast as acknowledgements come back; every acknowledged write is durable. Prints writes/s
-//! and per-write latency (p50, p99) for 1, 8 and 32 writers.
+//! and per-write latency (p50, p99) for 1, 8 and 32 writers, with the durable commits the row
+//! made (each one fsync; with group commit, shared) and their mean duration, which shows what
+//! the disk's fsync cost during that row (it varies by 10× from minute to minute on a shared
+//! virtual disk).
 //!
 //! Run: `cargo bench -p strata-engine --bench concurrent_writes` (`-- <seconds>` sets the time
 //! per row, default 3).
@@ -21,8 +24,10 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(3.0);
-    println!("| writers | tenants | group commit | writes/s | p50 ms | p99 ms |");
-    println!("|---:|---:|---|---:|---:|---:|");
+    println!(
+        "| writers | tenants | group commit | writes/s | p50 ms | p99 ms | writes per fsync | mean durable commit ms |"
+    );
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|");
     for writers in [1usize, 8, 32] {
         for grouped in [false, true] {
             row(writers, writers, grouped, secs);
@@ -41,6 +46,7 @@ fn row(writers: usize, tenants: usize, grouped: bool, secs: f64) {
     };
     let engine = Arc::new(Engine::open(dir.path(), config).expect("open"));
     let scopes: Vec<TenantScope> = (0..tenants).map(|t| tenant(&engine, t)).collect();
+    let commits_before = engine.commit_latency();
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let threads: Vec<_> = (0..writers)
@@ -69,14 +75,18 @@ fn row(writers: usize, tenants: usize, grouped: bool, secs: f64) {
         .flat_map(|t| t.join().expect("writer"))
         .collect();
     let elapsed = started.elapsed().as_secs_f64();
+    let commits = engine.commit_latency();
+    let syncs = commits.count() - commits_before.count();
+    let sync_ms = (commits.sum_nanos - commits_before.sum_nanos) as f64 / 1e6 / syncs.max(1) as f64;
     all.sort();
     let pct = |p: f64| all[((all.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
     println!(
-        "| {writers} | {tenants} | {} | {:.0} | {:.2} | {:.2} |",
+        "| {writers} | {tenants} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {sync_ms:.2} |",
         if grouped { "on" } else { "off" },
         all.len() as f64 / elapsed,
         pct(0.5),
-        pct(0.99)
+        pct(0.99),
+        all.len() as f64 / syncs.max(1) as f64,
     );
 }
 

@@ -8,9 +8,10 @@
 //! The child is this same test binary, re-run on the entry-point test below with
 //! `STRATA_CRASH_CHILD_DIR` set. `STRATA_CRASH_KILLS` sets the number of kills (default 30).
 //!
-//! Run with one writer, and with eight concurrent writers whose small batches share fsyncs
-//! (group commit): a kill then lands while a group is being committed or synced, and every
-//! write acknowledged from any writer must still be there.
+//! Run with one writer, and with eight concurrent writers spread over three tenants whose small
+//! batches share fsyncs (group commit, across tenants and within one): a kill then lands while a
+//! group is being committed or synced, and every write acknowledged from any writer of any
+//! tenant must still be there.
 
 mod common;
 
@@ -27,6 +28,37 @@ use strata_types::{NewRecord, RecordId, RequestScope};
 const TENANT: &str = "crash-tenant";
 const CHILD_ENV: &str = "STRATA_CRASH_CHILD_DIR";
 
+/// The tenant that writer `writer` writes to, among `tenants`.
+fn tenant_of(writer: u64, tenants: u64) -> String {
+    match writer % tenants {
+        0 => TENANT.to_owned(),
+        n => format!("{TENANT}-{n}"),
+    }
+}
+
+/// The engine on `dir`, with a scope of each of the first `tenants` tenants (created if new).
+fn open_tenants(
+    dir: &std::path::Path,
+    tenants: u64,
+) -> (strata_engine::Engine, Vec<strata_engine::TenantScope>) {
+    let (engine, first) = common::open_with_tenant(dir, TENANT, common::full_grant());
+    let mut scopes = vec![first];
+    for t in 1..tenants {
+        let id = strata_types::TenantId::parse(tenant_of(t, tenants)).expect("tenant id");
+        if engine.tenant_meta(&id).is_err() {
+            engine
+                .create_tenant(&strata_auth::OperatorScope::for_tests(), &id, None)
+                .expect("create tenant");
+        }
+        let meta = engine.tenant_meta(&id).expect("meta");
+        scopes.push(strata_engine::TenantScope::for_tests(
+            &meta,
+            common::full_grant(),
+        ));
+    }
+    (engine, scopes)
+}
+
 /// Not a test of its own: the body of the child process, which does nothing unless the parent
 /// test started it.
 #[test]
@@ -42,20 +74,26 @@ fn crash_child_entry_point() {
         .expect("writers")
         .parse()
         .expect("writer count");
-    let (engine, scope) = common::open_with_tenant(dir.as_ref(), TENANT, common::full_grant());
+    let tenants: u64 = std::env::var("STRATA_CRASH_TENANTS")
+        .expect("tenants")
+        .parse()
+        .expect("tenant count");
+    let (engine, scopes) = open_tenants(dir.as_ref(), tenants);
     println!("READY");
     std::thread::scope(|s| {
         for writer in 0..writers {
-            let (engine, scope) = (&engine, &scope);
+            let (engine, scope) = (&engine, &scopes[(writer % tenants) as usize]);
             s.spawn(move || write_until_killed(engine, scope, round, writer, writers));
         }
-        // Keeps the tenant's indexes loaded and saves their search image and graph snapshot
+        // Keeps the tenants' indexes loaded and saves their search images and graph snapshots
         // again and again, so that kills land before, during and after a save, between a
         // write and the next save, and in the writers' pauses (when the image is current).
-        let (engine, scope) = (&engine, &scope);
+        let (engine, scopes) = (&engine, &scopes);
         s.spawn(move || {
             loop {
-                engine.index_stats(scope).expect("load");
+                for scope in scopes {
+                    engine.index_stats(scope).expect("load");
+                }
                 engine.persist_indexes().expect("persist");
                 std::thread::sleep(Duration::from_millis(3));
             }
@@ -112,29 +150,26 @@ fn write_until_killed(
 
 #[test]
 fn sigkill_never_loses_an_acknowledged_batch_nor_leaves_a_partial_one() {
-    crash_rounds(1);
+    crash_rounds(1, 1);
 }
 
+/// Eight writers over three tenants: groups mix tenants, and writers of one tenant too.
 #[test]
 fn sigkill_during_group_commits_loses_no_acknowledged_write_of_any_writer() {
-    crash_rounds(8);
+    crash_rounds(8, 3);
 }
 
-fn crash_rounds(writers: u64) {
+fn crash_rounds(writers: u64, tenants: u64) {
     let kills: u64 = std::env::var("STRATA_CRASH_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
     let seed: u64 = rand::random();
-    println!("crash test: seed {seed}, {kills} kills, {writers} writers");
+    println!("crash test: seed {seed}, {kills} kills, {writers} writers, {tenants} tenants");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
-    // Create the tenant once, outside any child, so children race only on record writes.
-    drop(common::open_with_tenant(
-        dir.path(),
-        TENANT,
-        common::full_grant(),
-    ));
+    // Create the tenants once, outside any child, so children race only on record writes.
+    drop(open_tenants(dir.path(), tenants));
 
     let mut acked: BTreeMap<(u64, u64, u64), u64> = BTreeMap::new();
     let mut from_image = 0;
@@ -150,6 +185,7 @@ fn crash_rounds(writers: u64) {
             .env(CHILD_ENV, dir.path())
             .env("STRATA_CRASH_ROUND", round.to_string())
             .env("STRATA_CRASH_WRITERS", writers.to_string())
+            .env("STRATA_CRASH_TENANTS", tenants.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -189,14 +225,25 @@ fn crash_rounds(writers: u64) {
         }
 
         // Reopen and check.
-        let (engine, scope) = common::open_with_tenant(dir.path(), TENANT, common::full_grant());
+        let (engine, scopes) = open_tenants(dir.path(), tenants);
         let mut present: BTreeMap<(u64, u64, u64), (u64, BTreeSet<u64>)> = BTreeMap::new();
-        for r in common::all_records(&engine, &scope, "default") {
+        let stored = scopes.iter().enumerate().flat_map(|(t, scope)| {
+            common::all_records(&engine, scope, "default")
+                .into_iter()
+                .map(move |r| (t as u64, r))
+        });
+        for (t, r) in stored {
             let m = &r.metadata;
             let key = (
                 m["round"].as_u64().expect("round"),
                 m["writer"].as_u64().expect("writer"),
                 m["batch"].as_u64().expect("batch"),
+            );
+            assert_eq!(
+                t,
+                key.1 % tenants,
+                "round {round}: writer {}'s record is in another tenant",
+                key.1
             );
             let i: u64 =
                 r.id.as_str()
@@ -225,25 +272,28 @@ fn crash_rounds(writers: u64) {
             );
         }
         // The operator's verification is clean after every crash: keys, usage counters, and
-        // the indexes a search loads all agree with storage.
+        // the indexes a search loads all agree with storage, in every tenant.
         let search = strata_types::SearchRequest {
             vector: Some(common::vector(384, round)),
             k: 5,
             ..Default::default()
         };
-        engine
-            .search(&scope, &RequestScope::default(), &search)
-            .expect("search");
+        let mut all_from_image = true;
+        for scope in &scopes {
+            engine
+                .search(scope, &RequestScope::default(), &search)
+                .expect("search");
+            all_from_image &= engine
+                .index_stats(scope)
+                .expect("stats")
+                .iter()
+                .all(|s| s.loaded_from_image);
+        }
+        from_image += u64::from(all_from_image);
         // Every acknowledged write is searchable, whichever way the indexes were loaded (from
         // a current search image, or rebuilt from the records when the image was stale): the
         // first record of each writer's last acknowledged batch is its own vector's top hit
-        // among its batch.
-        let loaded_from_image = engine
-            .index_stats(&scope)
-            .expect("stats")
-            .iter()
-            .all(|s| s.loaded_from_image);
-        from_image += u64::from(loaded_from_image);
+        // among its batch, in its writer's tenant.
         let last: BTreeMap<(u64, u64), u64> =
             acked.keys().map(|(r, w, b)| ((*r, *w), *b)).collect();
         for ((r, w), b) in last {
@@ -263,26 +313,32 @@ fn crash_rounds(writers: u64) {
                 ..Default::default()
             };
             let hits = engine
-                .search(&scope, &RequestScope::default(), &search)
+                .search(
+                    &scopes[(w % tenants) as usize],
+                    &RequestScope::default(),
+                    &search,
+                )
                 .expect("search")
                 .hits;
             assert_eq!(
                 hits.first().map(|h| h.record.id.as_str()),
                 Some(id.as_str()),
                 "round {round}: acknowledged {id} not found by search (indexes from the image: \
-                 {loaded_from_image})"
+                 {all_from_image})"
             );
         }
-        let report = engine
-            .verify_tenant(
-                &strata_auth::OperatorScope::for_tests(),
-                &strata_types::TenantId::parse(TENANT).expect("id"),
-            )
-            .expect("verify");
-        assert!(
-            report.ok && report.indexes_loaded,
-            "round {round}: verify after restart: {report:?}"
-        );
+        for t in 0..tenants {
+            let report = engine
+                .verify_tenant(
+                    &strata_auth::OperatorScope::for_tests(),
+                    &strata_types::TenantId::parse(tenant_of(t, tenants)).expect("id"),
+                )
+                .expect("verify");
+            assert!(
+                report.ok && report.indexes_loaded,
+                "round {round}: verify of tenant {t} after restart: {report:?}"
+            );
+        }
         println!(
             "round {round}: killed after {:?}, {} batches acknowledged so far, {} present",
             started.elapsed(),
@@ -290,7 +346,7 @@ fn crash_rounds(writers: u64) {
             present.len()
         );
     }
-    println!("restarts that loaded the tenant from its search image: {from_image} of {kills}");
+    println!("restarts that loaded every tenant from its search image: {from_image} of {kills}");
     assert!(
         total_acks >= kills,
         "children acknowledged too little to test anything ({total_acks})"

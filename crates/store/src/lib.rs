@@ -13,6 +13,7 @@ mod adaptive;
 mod changelog;
 pub mod codec;
 mod credentials;
+mod deferred_sync;
 mod error;
 mod group_commit;
 mod idempotency;

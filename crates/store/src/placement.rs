@@ -56,6 +56,8 @@ pub(crate) fn dedicated_cache_bytes(main: usize) -> usize {
 /// One dedicated tenant's open file, with its own group commit.
 pub(crate) struct FileDb {
     pub(crate) db: Arc<RwLock<Database>>,
+    /// The file's syncs (see `deferred_sync`).
+    pub(crate) sync: crate::deferred_sync::FileSync,
     pub(crate) group: Arc<GroupCommit>,
     dir: PathBuf,
 }
@@ -163,9 +165,10 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| io(dir, e))
 }
 
-fn open_file(dir: PathBuf, db: Database) -> Arc<FileDb> {
+fn open_file(dir: PathBuf, (db, sync): (Database, crate::deferred_sync::FileSync)) -> Arc<FileDb> {
     Arc::new(FileDb {
         db: Arc::new(RwLock::new(db)),
+        sync,
         group: Arc::default(),
         dir,
     })

@@ -14,6 +14,7 @@ use strata_types::{Collection, CollectionName, Domain, Millis, Record, RecordId,
 
 use crate::StoreError;
 use crate::codec::{ChangeOp, decode_json, decode_record, encode_json, encode_record};
+use crate::deferred_sync::FileSync;
 use crate::group_commit::{GroupCommit, Seq};
 use crate::keys::{self, ScopeField, TenantKey};
 use crate::opened::Opened;
@@ -32,6 +33,8 @@ pub struct Store {
     /// Transactions begin under the read lock; compaction, which needs no transaction in
     /// flight, takes the write lock.
     db: Arc<RwLock<Database>>,
+    /// The main file's syncs (see `deferred_sync`).
+    file: FileSync,
     /// Concurrent writes share fsyncs (see `group_commit`); on by default.
     grouped: AtomicBool,
     group: Arc<GroupCommit>,
@@ -61,6 +64,7 @@ pub struct Pending {
 struct Waiting {
     seq: Seq,
     db: Arc<RwLock<Database>>,
+    file: FileSync,
     group: Arc<GroupCommit>,
     commits: Arc<crate::stats::LatencyHistogram>,
 }
@@ -71,7 +75,9 @@ impl Pending {
     pub fn wait_durable(self) -> Result<(), StoreError> {
         match self.waiting {
             None => Ok(()),
-            Some(w) => w.group.wait_durable(w.seq, || sync(&w.db, &w.commits)),
+            Some(w) => w
+                .group
+                .wait_durable(w.seq, || sync(&w.db, &w.file, &w.commits)),
         }
     }
 }
@@ -83,11 +89,21 @@ pub(crate) fn read_db(db: &RwLock<Database>) -> RwLockReadGuard<'_, Database> {
 }
 
 /// One durable commit of an empty transaction, which flushes and syncs every commit before it.
-fn sync(db: &RwLock<Database>, commits: &crate::stats::LatencyHistogram) -> Result<(), StoreError> {
-    let db = read_db(db);
+/// Its fsync happens after the commit has released redb's write lock (see `deferred_sync`), so
+/// the next group's writes commit while the disk syncs this one's.
+fn sync(
+    db: &RwLock<Database>,
+    file: &FileSync,
+    commits: &crate::stats::LatencyHistogram,
+) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
-    let txn = db.begin_write()?;
-    txn.commit()?;
+    {
+        let db = read_db(db);
+        let txn = db.begin_write()?;
+        file.deferring(|| txn.commit())?;
+    }
+    file.sync_owed()
+        .map_err(|e| StoreError::Engine(format!("sync: {e}")))?;
     commits.observe(started.elapsed());
     Ok(())
 }
@@ -109,12 +125,28 @@ pub(crate) fn init_tables(db: &Database) -> Result<(), StoreError> {
 
 /// Opens or creates a database file with a page cache of at most `cache_bytes` (redb's own
 /// default is 1 GiB, which would sit outside every memory figure the server reports).
-pub(crate) fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+/// Its [`FileSync`] takes a group commit's fsync outside redb's write lock.
+pub(crate) fn open_database(
+    path: &Path,
+    cache_bytes: usize,
+) -> Result<(Database, FileSync), StoreError> {
+    // As redb's own `create` opens it, behind the backend that can defer a commit's fsync.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|source| StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let (backend, sync) = crate::deferred_sync::backend(file)?;
     let db = Database::builder()
         .set_cache_size(cache_bytes)
-        .create(path)?;
+        .create_with_backend(backend)?;
     init_tables(&db)?;
-    Ok(db)
+    Ok((db, sync))
 }
 
 impl Store {
@@ -129,9 +161,10 @@ impl Store {
     /// [`Store::open`] with a page cache of at most `cache_bytes` for the main file; each
     /// dedicated tenant's file gets a quarter of it (at least 4 MiB, at most all of it).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
-        let db = open_database(path, cache_bytes)?;
+        let (db, file) = open_database(path, cache_bytes)?;
         Ok(Store {
             db: Arc::new(RwLock::new(db)),
+            file,
             grouped: AtomicBool::new(true),
             group: Arc::default(),
             commits: Arc::default(),
@@ -347,6 +380,7 @@ impl Store {
         let waiting = entered.map(|e| Waiting {
             seq: e.committed(),
             db: Arc::clone(&self.db),
+            file: self.file.clone(),
             group: Arc::clone(&self.group),
             commits: Arc::clone(&self.commits),
         });
@@ -398,6 +432,7 @@ impl Store {
         let waiting = entered.map(|e| Waiting {
             seq: e.committed(),
             db: Arc::clone(&file.db),
+            file: file.sync.clone(),
             group: Arc::clone(&file.group),
             commits: Arc::clone(&self.commits),
         });

@@ -1,0 +1,404 @@
+//! A storage backend that lets a group-commit leader take its fsync outside redb's write lock.
+//!
+//! redb syncs the file inside a durable commit, while it holds its single write lock, so every
+//! write of the next group waits out the whole fsync instead of committing meanwhile. With this
+//! backend the leader runs its durable commit inside [`FileSync::deferring`]: the `sync_data`
+//! of that commit only records that the file owes a sync, the commit returns and releases the
+//! lock, and the leader then syncs the file itself ([`FileSync::sync_owed`]) before it
+//! acknowledges anything the commit covers. Every other `sync_data` (non-grouped writes,
+//! repair, shutdown) syncs at once, as redb's own file backend does.
+//!
+//! Why this keeps redb's crash guarantee: once a durable commit returns, redb may reuse pages
+//! that only the previous durable commit referenced. Were such a page overwritten on disk before
+//! the new header is durable, a power loss could leave the old header pointing at overwritten
+//! pages. So while a sync is owed, every write and length change that would reach the file
+//! performs that sync first: nothing written after a deferred commit reaches the disk ahead of
+//! it. Non-durable commits keep their pages in redb's write buffer, so they rarely write to the
+//! file at all and run freely during the fsync; the next durable commit's first write waits for
+//! it (in practice it is over by then: a group commits one sync at a time).
+//!
+//! A sync that fails poisons the backend: every later write and sync fails, so redb refuses
+//! further commits until the file is reopened (the kernel may have dropped the pages that did
+//! not reach the disk, and retrying the sync would falsely report them durable).
+
+use std::cell::Cell;
+use std::fs::File;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use redb::backends::FileBackend;
+use redb::{BackendError, StorageBackend};
+
+/// The error of redb's backend I/O methods (without its experimental API).
+type BackendIoError = std::io::Error;
+
+thread_local! {
+    /// The backend whose next `sync_data` on this thread is deferred (its address), or 0.
+    static DEFERRING: Cell<usize> = const { Cell::new(0) };
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// redb's own file backend (another in tests).
+    file: Box<dyn StorageBackend>,
+    /// Set (under `state`) when a deferred sync is owed; read without the lock on every write,
+    /// so that writes cost nothing extra when no sync is owed.
+    owed: AtomicBool,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Why a sync failed; the file then accepts no more writes.
+    failed: Option<String>,
+}
+
+/// The backend redb is given; [`FileSync`] is the store's handle on the same file.
+#[derive(Debug)]
+pub(crate) struct DeferredSyncBackend(Arc<Inner>);
+
+/// The store's handle on a file's syncs.
+#[derive(Debug, Clone)]
+pub(crate) struct FileSync(Arc<Inner>);
+
+/// Wraps `file` (opened read-write) in the backend, with the handle that syncs it.
+pub(crate) fn backend(file: File) -> Result<(DeferredSyncBackend, FileSync), redb::DatabaseError> {
+    Ok(wrap(Box::new(FileBackend::new(file)?)))
+}
+
+fn wrap(file: Box<dyn StorageBackend>) -> (DeferredSyncBackend, FileSync) {
+    let inner = Arc::new(Inner {
+        file,
+        owed: AtomicBool::new(false),
+        state: Mutex::default(),
+    });
+    (DeferredSyncBackend(Arc::clone(&inner)), FileSync(inner))
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is one field set in a single statement; a panic cannot leave it half-made.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn address(&self) -> usize {
+        self as *const Inner as usize
+    }
+
+    /// Syncs the file if a sync is owed (or always, with `force`); fails once any sync failed.
+    fn sync(&self, force: bool) -> Result<(), BackendIoError> {
+        let mut st = self.lock();
+        if let Some(why) = &st.failed {
+            return Err(poisoned(why));
+        }
+        if !force && !self.owed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // The lock is held through the fsync: a write waiting for the owed sync must not pass
+        // before it has finished.
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.owed.store(false, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                st.failed = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// What every change to the file does first: pay the sync a deferred commit owes.
+    fn barrier(&self) -> Result<(), BackendIoError> {
+        if self.owed.load(Ordering::Acquire) {
+            return self.sync(false);
+        }
+        if let Some(why) = &self.lock().failed {
+            return Err(poisoned(why));
+        }
+        Ok(())
+    }
+}
+
+fn poisoned(why: &str) -> BackendIoError {
+    std::io::Error::other(format!("an earlier sync of this file failed: {why}"))
+}
+
+impl FileSync {
+    /// Runs `commit` (one durable commit of this file) so that its fsync is owed instead of
+    /// done; call [`FileSync::sync_owed`] after it, before acknowledging what it covers.
+    pub(crate) fn deferring<R>(&self, commit: impl FnOnce() -> R) -> R {
+        struct Restore(usize);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                DEFERRING.set(self.0);
+            }
+        }
+        let _restore = Restore(DEFERRING.replace(self.0.address()));
+        commit()
+    }
+
+    /// Syncs the file if a deferred commit owes it; returns once everything written before the
+    /// call is on disk (a sync done meanwhile by a write's barrier counts).
+    pub(crate) fn sync_owed(&self) -> Result<(), BackendIoError> {
+        self.0.sync(false)
+    }
+}
+
+impl StorageBackend for DeferredSyncBackend {
+    fn len(&self) -> Result<u64, BackendIoError> {
+        self.0.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), BackendIoError> {
+        self.0.file.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), BackendIoError> {
+        self.0.barrier()?;
+        self.0.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), BackendIoError> {
+        if DEFERRING.get() == self.0.address() {
+            let st = self.0.lock();
+            if let Some(why) = &st.failed {
+                return Err(poisoned(why));
+            }
+            self.0.owed.store(true, Ordering::Release);
+            return Ok(());
+        }
+        self.0.sync(true)
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendIoError> {
+        self.0.barrier()?;
+        self.0.file.write(offset, data)
+    }
+
+    fn close(&self) -> Result<(), BackendIoError> {
+        // A deferred commit whose leader never synced (it panicked) is synced before the file
+        // is let go; an error here is redb's to report, and the file's lock is released anyway.
+        let synced = self.0.sync(false);
+        self.0.file.close()?;
+        synced
+    }
+
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.0.file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.0.file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.file.lock_range(start, end)
+    }
+
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.file.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.0.file.query_lock_range(start, end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::backends::InMemoryBackend;
+    use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+
+    const T: TableDefinition<u64, &[u8]> = TableDefinition::new("t");
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Op {
+        Write,
+        SetLen,
+        Sync,
+    }
+
+    /// An in-memory file that logs what reaches it, and can be told to fail its syncs.
+    #[derive(Debug, Default)]
+    struct Recording {
+        mem: InMemoryBackend,
+        log: Arc<Mutex<Vec<Op>>>,
+        fail_syncs: Arc<AtomicBool>,
+    }
+
+    impl StorageBackend for Recording {
+        fn len(&self) -> Result<u64, BackendIoError> {
+            self.mem.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), BackendIoError> {
+            self.mem.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), BackendIoError> {
+            self.log.lock().unwrap().push(Op::SetLen);
+            self.mem.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), BackendIoError> {
+            if self.fail_syncs.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            self.log.lock().unwrap().push(Op::Sync);
+            Ok(())
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendIoError> {
+            self.log.lock().unwrap().push(Op::Write);
+            self.mem.write(offset, data)
+        }
+    }
+
+    fn recording() -> (
+        DeferredSyncBackend,
+        FileSync,
+        Arc<Mutex<Vec<Op>>>,
+        Arc<AtomicBool>,
+    ) {
+        let file = Recording::default();
+        let (log, fail) = (Arc::clone(&file.log), Arc::clone(&file.fail_syncs));
+        let (backend, sync) = wrap(Box::new(file));
+        (backend, sync, log, fail)
+    }
+
+    fn take(log: &Mutex<Vec<Op>>) -> Vec<Op> {
+        std::mem::take(&mut *log.lock().unwrap())
+    }
+
+    #[test]
+    fn a_deferred_sync_is_owed_until_synced_and_paid_once() {
+        let (backend, sync, log, _) = recording();
+        sync.deferring(|| backend.sync_data()).unwrap();
+        assert_eq!(take(&log), vec![], "deferred: nothing synced yet");
+        sync.sync_owed().unwrap();
+        sync.sync_owed().unwrap();
+        assert_eq!(
+            take(&log),
+            vec![Op::Sync],
+            "one sync pays what is owed, once"
+        );
+        // Outside `deferring`, a sync is immediate, as with redb's own backend.
+        backend.sync_data().unwrap();
+        assert_eq!(take(&log), vec![Op::Sync]);
+    }
+
+    #[test]
+    fn nothing_reaches_the_file_ahead_of_an_owed_sync() {
+        let (backend, sync, log, _) = recording();
+        backend.set_len(32).unwrap();
+        backend.write(0, &[1; 16]).unwrap();
+        sync.deferring(|| backend.sync_data()).unwrap();
+        backend.write(16, &[2; 16]).unwrap();
+        sync.deferring(|| backend.sync_data()).unwrap();
+        backend.set_len(64).unwrap();
+        assert_eq!(
+            take(&log),
+            vec![
+                Op::SetLen,
+                Op::Write,
+                Op::Sync,
+                Op::Write,
+                Op::Sync,
+                Op::SetLen
+            ]
+        );
+        // The write paid the debt: the leader's own sync then has nothing left to do.
+        sync.sync_owed().unwrap();
+        assert_eq!(take(&log), vec![]);
+    }
+
+    #[test]
+    fn another_files_commit_is_not_deferred() {
+        let (a, a_sync, a_log, _) = recording();
+        let (b, _, b_log, _) = recording();
+        a_sync.deferring(|| b.sync_data()).unwrap();
+        assert_eq!(take(&b_log), vec![Op::Sync]);
+        a.sync_data().unwrap();
+        assert_eq!(take(&a_log), vec![Op::Sync]);
+    }
+
+    #[test]
+    fn a_failed_sync_poisons_the_file() {
+        let (backend, sync, _, fail) = recording();
+        sync.deferring(|| backend.sync_data()).unwrap();
+        fail.store(true, Ordering::SeqCst);
+        assert!(sync.sync_owed().is_err());
+        fail.store(false, Ordering::SeqCst);
+        // The pages of the failed sync may be gone: nothing may claim durability after it.
+        assert!(sync.sync_owed().is_err());
+        assert!(backend.sync_data().is_err());
+        assert!(backend.write(0, &[0; 8]).is_err());
+        assert!(sync.deferring(|| backend.sync_data()).is_err());
+    }
+
+    /// With redb itself on top: grouped writes (non-durable commits, then a durable commit
+    /// whose sync is deferred) never write to the file while a sync is owed, and every
+    /// deferred commit's data reads back after its sync.
+    #[test]
+    fn redb_never_writes_ahead_of_a_deferred_sync() {
+        let file = Recording::default();
+        let log = Arc::clone(&file.log);
+        let (backend, sync) = wrap(Box::new(file));
+        let owed_log = Arc::new(Mutex::new(Vec::new()));
+        let db = Database::builder().create_with_backend(backend).unwrap();
+        let mut key = 0u64;
+        for round in 0..40 {
+            for _ in 0..(round % 7 + 1) {
+                let mut txn = db.begin_write().unwrap();
+                txn.set_durability(Durability::None).unwrap();
+                {
+                    let mut t = txn.open_table(T).unwrap();
+                    // Overwrites as well as inserts, so pages are freed and reused.
+                    t.insert(key % 50, vec![round as u8; 700].as_slice())
+                        .unwrap();
+                    key += 1;
+                }
+                txn.commit().unwrap();
+            }
+            let before = log.lock().unwrap().len();
+            let txn = db.begin_write().unwrap();
+            sync.deferring(|| txn.commit()).unwrap();
+            // The point the deferred commit reached: from here until a sync, no write.
+            owed_log.lock().unwrap().push(log.lock().unwrap().len());
+            assert!(
+                log.lock().unwrap()[before..]
+                    .iter()
+                    .all(|op| *op != Op::Sync)
+            );
+            if round % 3 == 0 {
+                // Sometimes the next group writes before the leader syncs: its writes must
+                // pay the debt first.
+                let mut txn = db.begin_write().unwrap();
+                txn.set_durability(Durability::None).unwrap();
+                txn.open_table(T)
+                    .unwrap()
+                    .insert(1000 + round, [9u8; 8].as_slice())
+                    .unwrap();
+                txn.commit().unwrap();
+            }
+            sync.sync_owed().unwrap();
+        }
+        let log = log.lock().unwrap().clone();
+        for &at in owed_log.lock().unwrap().iter() {
+            assert!(
+                matches!(log.get(at), None | Some(Op::Sync)),
+                "a write reached the file ahead of an owed sync: {:?}",
+                &log[at..(at + 4).min(log.len())]
+            );
+        }
+        let read = db.begin_read().unwrap();
+        assert_eq!(read.open_table(T).unwrap().len().unwrap(), 50 + 14);
+    }
+}
