@@ -53,6 +53,7 @@ mod tenant_connections;
 mod transfer;
 
 pub use admission::PoolConfig;
+pub use strata_sched::BackgroundPriority;
 pub use error::{ApiError, ERROR_CODES};
 pub use metrics::MetricsConfig;
 pub use openapi::document as openapi_document;

@@ -29,12 +29,16 @@ mod cpu;
 mod error;
 pub mod fair_queue;
 pub mod inflight;
+mod priority;
 pub mod rate;
 pub mod scheduler;
 mod shard;
+pub mod shares;
 
 pub use error::{Busy, LimitsError, RetryAfter, SchedError};
 pub use fair_queue::{Charge, DEFAULT_COST_NS, Discipline, FairQueue, Lane, QueueFull};
 pub use inflight::{InFlight, Permit};
+pub use priority::BackgroundPriority;
 pub use rate::{Limits, RateLimiter};
 pub use scheduler::{Charging, FairScheduler, JobHandle, SchedulerConfig};
+pub use shares::{CpuShares, Placement};
