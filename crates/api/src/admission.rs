@@ -97,6 +97,9 @@ impl Gate {
             thread_name: "strata-worker".into(),
             ..defaults
         })?;
+        if let Some(why) = pool.priority_error() {
+            tracing::warn!("{why}; tenants over their CPU share are still kept apart");
+        }
         Ok(Gate {
             limiter: RateLimiter::new(),
             in_flight: InFlight::new(),

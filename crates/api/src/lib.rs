@@ -53,10 +53,10 @@ mod tenant_connections;
 mod transfer;
 
 pub use admission::PoolConfig;
-pub use strata_sched::BackgroundPriority;
 pub use error::{ApiError, ERROR_CODES};
 pub use metrics::MetricsConfig;
 pub use openapi::document as openapi_document;
 pub use router::{openapi, router, served_routes};
 pub use server::{ServerLimits, serve};
 pub use state::{ApiConfig, AppState};
+pub use strata_sched::BackgroundPriority;

@@ -21,7 +21,9 @@
 //! - No I/O, no HTTP, no dependency on other workspace crates.
 //! - Memory is bounded by *active* tenants: idle token buckets are evicted, in-flight entries
 //!   vanish when their last permit drops, idle scheduler entries are swept.
-//! - Dispatch order is a pure function of the submission sequence (keys, weights, order).
+//! - Dispatch order is a pure function of the submission sequence (keys, weights, order) and
+//!   the measured costs. Which *thread* runs a job (normal or lowest OS priority, when the pool
+//!   has background workers) also depends on each tenant's recent CPU ([`shares`]).
 
 #![warn(missing_docs)]
 

@@ -166,6 +166,8 @@ impl<K> Shared<K> {
 pub struct FairScheduler<K> {
     shared: Arc<Shared<K>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
+    /// Why the background workers' priority could not be lowered, if it could not.
+    priority_error: Option<String>,
 }
 
 impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
@@ -196,10 +198,14 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             background_work: Condvar::new(),
             exited: Condvar::new(),
         });
-        let this = Self {
+        let mut this = Self {
             shared,
             handles: Mutex::new(Vec::with_capacity(workers)),
+            priority_error: None,
         };
+        // Each background worker reports whether its priority was lowered before it takes
+        // work, so the caller learns of a failure from `new` and can log it its own way.
+        let (lowered_tx, lowered) = std::sync::mpsc::channel();
         for i in 0..workers {
             let shared = Arc::clone(&this.shared);
             let (name, kind) = if i < shared_workers {
@@ -220,13 +226,12 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 )
             };
             let priority = config.background_priority;
+            let lowered_tx = lowered_tx.clone();
             let spawned = std::thread::Builder::new().name(name).spawn(move || {
-                if kind == Kind::Background
-                    && let Err(e) = lower_current_thread(priority)
-                {
-                    // The split by share still holds; only the OS hint is missing.
-                    eprintln!("strata-sched: could not lower a background worker's priority: {e}");
+                if kind == Kind::Background {
+                    let _ = lowered_tx.send(lower_current_thread(priority));
                 }
+                drop(lowered_tx);
                 worker(&shared, kind)
             });
             match spawned {
@@ -239,7 +244,19 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 }
             }
         }
+        drop(lowered_tx);
+        // The split by share holds either way; only the OS hint would be missing.
+        this.priority_error = lowered
+            .iter()
+            .find_map(Result::err)
+            .map(|e| format!("could not lower the background workers' OS priority: {e}"));
         Ok(this)
+    }
+
+    /// Why the background workers run at normal priority although asked to run lower, if
+    /// they do: for the caller to log (the pool works either way).
+    pub fn priority_error(&self) -> Option<&str> {
+        self.priority_error.as_deref()
     }
 
     /// Queues `f` for tenant `key` with fair-share `weight` (≥ 1; 0 counts as 1). Rejections
