@@ -484,7 +484,8 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             shared.exited.notify_all();
             return;
         }
-        state = match (kind, state.shares.is_some() && !state.queue.is_empty()) {
+        let others_waiting = state.shares.is_some() && !state.paused && !state.queue.is_empty();
+        state = match (kind, others_waiting) {
             // Jobs wait that belong to the other set of shared workers: wake one of them in
             // case all were asleep when the job's tenant crossed its share, and look again
             // after a window, when shares may have moved without any push or completion.
