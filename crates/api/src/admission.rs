@@ -8,7 +8,8 @@ use std::time::Instant;
 use strata_auth::TenantScope;
 use strata_engine::Engine;
 use strata_sched::{
-    FairScheduler, InFlight, Lane, Limits, Permit, RateLimiter, SchedError, SchedulerConfig,
+    BackgroundPriority, FairScheduler, InFlight, Lane, Limits, Permit, RateLimiter, SchedError,
+    SchedulerConfig,
 };
 use strata_store::TenantKey;
 
@@ -28,6 +29,12 @@ pub struct PoolConfig {
     /// Workers, on top of `workers`, that run only `dedicated` tenants' jobs (the reserved
     /// lane); 0 disables the lane.
     pub reserved_workers: usize,
+    /// Low-priority workers, on top of `workers`, that run the jobs of tenants over their
+    /// share of recent CPU while others are active (`SchedulerConfig::background_workers`);
+    /// `None`: as many as `workers`; 0 disables the split.
+    pub background_workers: Option<usize>,
+    /// How low the background workers run.
+    pub background_priority: BackgroundPriority,
 }
 
 impl Default for PoolConfig {
@@ -37,6 +44,8 @@ impl Default for PoolConfig {
             max_queue: 10_000,
             max_queue_per_tenant: 1_000,
             reserved_workers: 1,
+            background_workers: None,
+            background_priority: BackgroundPriority::Idle,
         }
     }
 }
@@ -83,9 +92,14 @@ impl Gate {
             max_queue: config.max_queue,
             max_queue_per_tenant: config.max_queue_per_tenant,
             reserved_workers: config.reserved_workers,
+            background_workers: config.background_workers.unwrap_or(workers),
+            background_priority: config.background_priority,
             thread_name: "strata-worker".into(),
             ..defaults
         })?;
+        if let Some(why) = pool.priority_error() {
+            tracing::warn!("{why}; tenants over their CPU share are still kept apart");
+        }
         Ok(Gate {
             limiter: RateLimiter::new(),
             in_flight: InFlight::new(),

@@ -59,3 +59,4 @@ pub use openapi::document as openapi_document;
 pub use router::{openapi, router, served_routes};
 pub use server::{ServerLimits, serve};
 pub use state::{ApiConfig, AppState};
+pub use strata_sched::BackgroundPriority;

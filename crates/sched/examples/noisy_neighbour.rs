@@ -6,7 +6,8 @@
 //! default 200, a tenth of the pool's capacity). Tenant A, when flooding, runs `NN_A_CLIENTS`
 //! (default 32) closed-loop submitters of the same jobs, far above its share. B's latency is
 //! submit → job finished. Each of the four runs lasts `NN_SECS` (default 4) seconds on a pool of
-//! `NN_WORKERS` (default 2) threads.
+//! `NN_WORKERS` (default 2) threads, plus `NN_BACKGROUND` (default 0) lowest-priority workers that
+//! run the jobs of a tenant over its CPU share (`SchedulerConfig::background_workers`).
 
 use std::error::Error;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ fn run(discipline: Discipline, flood: bool) -> Result<Outcome, Box<dyn Error>> {
     let job = Duration::from_millis(1);
     let sched = Arc::new(FairScheduler::new(SchedulerConfig {
         workers,
+        background_workers: env("NN_BACKGROUND", 0) as usize,
         discipline,
         max_queue: 100_000,
         max_queue_per_tenant: 10_000,
@@ -104,8 +106,9 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 fn main() -> Result<(), Box<dyn Error>> {
     println!(
-        "pool {} workers, B {} jobs/s of 1 ms, A {} closed-loop clients, {} s per run",
+        "pool {} + {} background workers, B {} jobs/s of 1 ms, A {} closed-loop clients, {} s per run",
         env("NN_WORKERS", 2),
+        env("NN_BACKGROUND", 0),
         env("NN_B_RATE", 200),
         env("NN_A_CLIENTS", 32),
         env("NN_SECS", 4)

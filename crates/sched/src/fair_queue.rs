@@ -278,29 +278,56 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     /// Takes the next job to dispatch and charges its tenant the estimated cost; settle the
     /// returned [`Charge`] with [`complete`](Self::complete) when the job has run.
     pub fn pop_charged(&mut self) -> Option<(Charge<K>, T)> {
-        self.pop_from(Lane::Shared)
+        self.pop_from(Lane::Shared, |_| true)
+    }
+
+    /// Like [`pop_charged`](Self::pop_charged), among the tenants `allowed` accepts: the
+    /// fairest job of those, `None` if none of them has one waiting. The others' heads keep
+    /// their place. Costs a heap pop and push per tenant passed over, so it suits filters that
+    /// pass over few tenants (the pool's background workers pass over the few within their share).
+    pub fn pop_charged_where(&mut self, allowed: impl FnMut(&K) -> bool) -> Option<(Charge<K>, T)> {
+        self.pop_from(Lane::Shared, allowed)
     }
 
     /// Like [`pop_charged`](Self::pop_charged), for a reserved worker: the fairest job among
     /// tenants in the [`Lane::Reserved`] lane only, `None` if none of them has one waiting.
     pub fn pop_reserved(&mut self) -> Option<(Charge<K>, T)> {
-        self.pop_from(Lane::Reserved)
+        self.pop_from(Lane::Reserved, |_| true)
     }
 
-    /// The next job from the shared order (every tenant) or the reserved one.
-    fn pop_from(&mut self, from: Lane) -> Option<(Charge<K>, T)> {
+    /// The next job of an `allowed` tenant from the shared order (every tenant) or the
+    /// reserved one.
+    fn pop_from(
+        &mut self,
+        from: Lane,
+        mut allowed: impl FnMut(&K) -> bool,
+    ) -> Option<(Charge<K>, T)> {
         let heap = match from {
             Lane::Shared => &mut self.ready,
             Lane::Reserved => &mut self.reserved,
         };
-        let (head, tenant) = loop {
-            let head = heap.pop()?;
-            match self.tenants.get_mut(&head.key) {
-                Some(t) if t.head_version == head.version && !t.jobs.is_empty() => {
-                    break (head, t);
-                }
-                _ => continue,
+        // Current heads of tenants passed over, put back once the choice is made.
+        let mut passed = Vec::new();
+        let found = loop {
+            let Some(head) = heap.pop() else {
+                break None;
+            };
+            let current = self
+                .tenants
+                .get(&head.key)
+                .is_some_and(|t| t.head_version == head.version && !t.jobs.is_empty());
+            if !current {
+                continue;
             }
+            if allowed(&head.key) {
+                break Some(head);
+            }
+            passed.push(head);
+        };
+        heap.extend(passed);
+        let head = found?;
+        let Some(tenant) = self.tenants.get_mut(&head.key) else {
+            unreachable!("invariant: checked current above")
         };
         let Some(entry) = tenant.jobs.pop_front() else {
             unreachable!("invariant: checked non-empty above")

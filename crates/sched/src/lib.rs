@@ -21,7 +21,9 @@
 //! - No I/O, no HTTP, no dependency on other workspace crates.
 //! - Memory is bounded by *active* tenants: idle token buckets are evicted, in-flight entries
 //!   vanish when their last permit drops, idle scheduler entries are swept.
-//! - Dispatch order is a pure function of the submission sequence (keys, weights, order).
+//! - Dispatch order is a pure function of the submission sequence (keys, weights, order) and
+//!   the measured costs. Which *thread* runs a job (normal or lowest OS priority, when the pool
+//!   has background workers) also depends on each tenant's recent CPU ([`shares`]).
 
 #![warn(missing_docs)]
 
@@ -29,12 +31,16 @@ mod cpu;
 mod error;
 pub mod fair_queue;
 pub mod inflight;
+mod priority;
 pub mod rate;
 pub mod scheduler;
 mod shard;
+pub mod shares;
 
 pub use error::{Busy, LimitsError, RetryAfter, SchedError};
 pub use fair_queue::{Charge, DEFAULT_COST_NS, Discipline, FairQueue, Lane, QueueFull};
 pub use inflight::{InFlight, Permit};
+pub use priority::BackgroundPriority;
 pub use rate::{Limits, RateLimiter};
 pub use scheduler::{Charging, FairScheduler, JobHandle, SchedulerConfig};
+pub use shares::{CpuShares, Placement};

@@ -23,6 +23,8 @@ use tokio::sync::oneshot;
 use crate::cpu::thread_cpu_ns;
 use crate::error::SchedError;
 use crate::fair_queue::{Charge, Discipline, FairQueue, Lane, QueueFull};
+use crate::priority::{BackgroundPriority, lower_current_thread};
+use crate::shares::{CpuShares, Placement, SHARE_WINDOW};
 
 /// A type-erased job: runs the caller's closure and delivers its result.
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -37,6 +39,15 @@ pub struct SchedulerConfig {
     /// workers are. They idle (no CPU) while no such job waits. 0 disables the lane: its jobs
     /// then run on the shared workers like any other.
     pub reserved_workers: usize,
+    /// Background worker threads, on top of `workers`, at the lowest OS priority
+    /// (`background_priority`). While they exist, the jobs of a tenant that used more than its
+    /// fair share of the pool's recent CPU (see [`crate::shares`]) run only on them, and the
+    /// `workers` run only the others': a light tenant's job then preempts a flooding tenant's
+    /// at the OS level instead of waiting in the run queue behind it. A tenant busy alone is
+    /// within its share and keeps the normal workers. 0 disables the split.
+    pub background_workers: usize,
+    /// How low background workers run.
+    pub background_priority: BackgroundPriority,
     /// Jobs queued (not yet running) across all tenants before `Overloaded`.
     pub max_queue: usize,
     /// Jobs queued for one tenant before `TenantQueueFull`.
@@ -69,6 +80,8 @@ impl Default for SchedulerConfig {
         Self {
             workers: std::thread::available_parallelism().map_or(2, usize::from),
             reserved_workers: 0,
+            background_workers: 0,
+            background_priority: BackgroundPriority::Idle,
             max_queue: 10_000,
             max_queue_per_tenant: 1_000,
             discipline: Discipline::Fair,
@@ -88,6 +101,41 @@ struct State<K> {
     live_workers: usize,
     /// Whether reserved workers exist (else the reserved lane is the shared one).
     has_reserved: bool,
+    /// Recent CPU per tenant, when background workers exist: where each job should run.
+    shares: Option<Shares<K>>,
+}
+
+/// The CPU shares and when their window last turned.
+struct Shares<K> {
+    usage: CpuShares<K>,
+    rotated: Instant,
+}
+
+impl<K: Hash + Eq + Clone> Shares<K> {
+    /// Turns the window if it is due (twice or more forgets everything older).
+    fn tick(&mut self, now: Instant) {
+        let mut turns = 0;
+        while now.saturating_duration_since(self.rotated) >= SHARE_WINDOW && turns < 2 {
+            self.usage.rotate();
+            self.rotated += SHARE_WINDOW;
+            turns += 1;
+        }
+        if now.saturating_duration_since(self.rotated) >= SHARE_WINDOW {
+            self.rotated = now;
+        }
+    }
+}
+
+/// The kind of a worker thread: which jobs it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Shared, normal priority: the fair order (only tenants within their share while
+    /// background workers exist).
+    Foreground,
+    /// Shared, lowest priority: the fair order among tenants over their share.
+    Background,
+    /// Reserved-lane jobs only, normal priority.
+    Reserved,
 }
 
 /// What the workers and the handle share.
@@ -97,6 +145,8 @@ struct Shared<K> {
     work: Condvar,
     /// The same for reserved workers, when a job is queued in the reserved lane.
     reserved_work: Condvar,
+    /// The same for background workers, when a job over its tenant's share is queued.
+    background_work: Condvar,
     /// Signalled when a worker exits.
     exited: Condvar,
 }
@@ -116,13 +166,16 @@ impl<K> Shared<K> {
 pub struct FairScheduler<K> {
     shared: Arc<Shared<K>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
+    /// Why the background workers' priority could not be lowered, if it could not.
+    priority_error: Option<String>,
 }
 
 impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
     /// Starts `config.workers` threads. Fails only if the OS refuses a thread.
     pub fn new(config: SchedulerConfig) -> std::io::Result<Self> {
         let shared_workers = config.workers.max(1);
-        let workers = shared_workers + config.reserved_workers;
+        let background = config.background_workers;
+        let workers = shared_workers + background + config.reserved_workers;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: FairQueue::new(
@@ -135,28 +188,52 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 paused: config.start_paused,
                 live_workers: workers,
                 has_reserved: config.reserved_workers > 0,
+                shares: (background > 0).then(|| Shares {
+                    usage: CpuShares::new(),
+                    rotated: Instant::now(),
+                }),
             }),
             work: Condvar::new(),
             reserved_work: Condvar::new(),
+            background_work: Condvar::new(),
             exited: Condvar::new(),
         });
-        let this = Self {
+        let mut this = Self {
             shared,
             handles: Mutex::new(Vec::with_capacity(workers)),
+            priority_error: None,
         };
+        // Each background worker reports whether its priority was lowered before it takes
+        // work, so the caller learns of a failure from `new` and can log it its own way.
+        let (lowered_tx, lowered) = std::sync::mpsc::channel();
         for i in 0..workers {
             let shared = Arc::clone(&this.shared);
-            let (name, lane) = if i < shared_workers {
-                (format!("{}-{i}", config.thread_name), Lane::Shared)
+            let (name, kind) = if i < shared_workers {
+                (format!("{}-{i}", config.thread_name), Kind::Foreground)
+            } else if i < shared_workers + background {
+                (
+                    format!("{}-b{}", config.thread_name, i - shared_workers),
+                    Kind::Background,
+                )
             } else {
                 (
-                    format!("{}-r{}", config.thread_name, i - shared_workers),
-                    Lane::Reserved,
+                    format!(
+                        "{}-r{}",
+                        config.thread_name,
+                        i - shared_workers - background
+                    ),
+                    Kind::Reserved,
                 )
             };
-            let spawned = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || worker(&shared, lane));
+            let priority = config.background_priority;
+            let lowered_tx = lowered_tx.clone();
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
+                if kind == Kind::Background {
+                    let _ = lowered_tx.send(lower_current_thread(priority));
+                }
+                drop(lowered_tx);
+                worker(&shared, kind)
+            });
             match spawned {
                 Ok(handle) => this.lock_handles().push(handle),
                 Err(e) => {
@@ -167,7 +244,19 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 }
             }
         }
+        drop(lowered_tx);
+        // The split by share holds either way; only the OS hint would be missing.
+        this.priority_error = lowered
+            .iter()
+            .find_map(Result::err)
+            .map(|e| format!("could not lower the background workers' OS priority: {e}"));
         Ok(this)
+    }
+
+    /// Why the background workers run at normal priority although asked to run lower, if
+    /// they do: for the caller to log (the pool works either way).
+    pub fn priority_error(&self) -> Option<&str> {
+        self.priority_error.as_deref()
     }
 
     /// Queues `f` for tenant `key` with fair-share `weight` (≥ 1; 0 counts as 1). Rejections
@@ -207,7 +296,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             // The caller may have stopped waiting; nothing to do then.
             let _ = tx.send(result);
         });
-        let reserved = {
+        let (reserved, placement) = {
             let mut state = self.shared.lock();
             if !state.accepting {
                 return Err(SchedError::ShuttingDown);
@@ -224,9 +313,17 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                     QueueFull::Total { queued } => SchedError::Overloaded { queued },
                     QueueFull::Tenant { queued } => SchedError::TenantQueueFull { queued },
                 })?;
-            lane == Lane::Reserved
+            let placement = state.shares.as_mut().map(|shares| {
+                shares.tick(Instant::now());
+                shares.usage.submitted(key, weight);
+                shares.usage.placement(key)
+            });
+            (lane == Lane::Reserved, placement)
         };
-        self.shared.work.notify_one();
+        match placement {
+            Some(Placement::Background) => self.shared.background_work.notify_one(),
+            _ => self.shared.work.notify_one(),
+        }
         if reserved {
             self.shared.reserved_work.notify_one();
         }
@@ -268,6 +365,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         self.shared.lock().paused = false;
         self.shared.work.notify_all();
         self.shared.reserved_work.notify_all();
+        self.shared.background_work.notify_all();
     }
 
     /// Jobs queued (not yet running) across all tenants.
@@ -300,6 +398,7 @@ impl<K> FairScheduler<K> {
         state.paused = false;
         self.shared.work.notify_all();
         self.shared.reserved_work.notify_all();
+        self.shared.background_work.notify_all();
         while state.live_workers > 0 {
             state = match deadline {
                 None => self
@@ -340,25 +439,25 @@ impl<K> Drop for FairScheduler<K> {
     }
 }
 
-/// A worker: take the fairest job (a reserved worker: the fairest of the reserved lane), run it
-/// outside the lock, charge its tenant the CPU time it used (wall-clock time where the platform
-/// cannot tell), repeat; exit once shutdown has begun and there is nothing left it may run.
-fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, lane: Lane) {
-    let pop = |q: &mut FairQueue<K, Job>| -> Option<(Charge<K>, Job)> {
-        match lane {
-            Lane::Shared => q.pop_charged(),
-            Lane::Reserved => q.pop_reserved(),
-        }
-    };
-    let signal = match lane {
-        Lane::Shared => &shared.work,
-        Lane::Reserved => &shared.reserved_work,
+/// A worker: take the fairest job it may run (a reserved worker: of the reserved lane; while
+/// background workers exist, a foreground worker: of a tenant within its CPU share, a background
+/// one: of a tenant over it), run it outside the lock, charge its tenant the CPU time it used
+/// (wall-clock time where the platform cannot tell), repeat; exit once shutdown has begun and
+/// there is nothing left it may run.
+fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
+    let signal = match kind {
+        Kind::Foreground => &shared.work,
+        Kind::Background => &shared.background_work,
+        Kind::Reserved => &shared.reserved_work,
     };
     let mut state = shared.lock();
     loop {
-        if !state.paused
-            && let Some((charge, job)) = pop(&mut state.queue)
-        {
+        let popped = if state.paused {
+            None
+        } else {
+            pop(&mut state, kind)
+        };
+        if let Some((charge, job)) = popped {
             drop(state);
             let (cpu, wall) = (thread_cpu_ns(), Instant::now());
             // Panics are caught inside the job, so this cannot unwind.
@@ -372,18 +471,62 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, lane: Lane) {
                 Charging::CpuTime => cost,
                 Charging::PerJob => charge.estimate_ns,
             };
+            if let Some(shares) = state.shares.as_mut() {
+                shares.usage.finished(&charge.key, cost);
+            }
             state.queue.complete(charge, cost);
             continue;
         }
         // A reserved worker leaves the rest of the queue to the shared workers, which drain it.
-        if !state.accepting && (lane == Lane::Reserved || state.queue.is_empty()) {
+        if !state.accepting && (kind == Kind::Reserved || state.queue.is_empty()) {
             state.live_workers -= 1;
             drop(state);
             shared.exited.notify_all();
             return;
         }
-        state = signal.wait(state).unwrap_or_else(|p| p.into_inner());
+        let others_waiting = state.shares.is_some() && !state.paused && !state.queue.is_empty();
+        state = match (kind, others_waiting) {
+            // Jobs wait that belong to the other set of shared workers: wake one of them in
+            // case all were asleep when the job's tenant crossed its share, and look again
+            // after a window, when shares may have moved without any push or completion.
+            (Kind::Foreground | Kind::Background, true) => {
+                let other = match kind {
+                    Kind::Foreground => &shared.background_work,
+                    _ => &shared.work,
+                };
+                other.notify_one();
+                signal
+                    .wait_timeout(state, SHARE_WINDOW)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+            _ => signal.wait(state).unwrap_or_else(|p| p.into_inner()),
+        };
     }
+}
+
+/// The job `kind` of worker runs next, if any.
+fn pop<K: Hash + Eq + Clone>(state: &mut State<K>, kind: Kind) -> Option<(Charge<K>, Job)> {
+    let State {
+        queue,
+        shares,
+        accepting,
+        ..
+    } = state;
+    let Some(shares) = shares.as_mut().filter(|_| *accepting) else {
+        // No split (or shutting down: everyone drains whatever is left).
+        return match kind {
+            Kind::Reserved => queue.pop_reserved(),
+            Kind::Foreground | Kind::Background => queue.pop_charged(),
+        };
+    };
+    shares.tick(Instant::now());
+    let wanted = match kind {
+        Kind::Reserved => return queue.pop_reserved(),
+        Kind::Foreground => Placement::Foreground,
+        Kind::Background => Placement::Background,
+    };
+    queue.pop_charged_where(|key| shares.usage.placement(key) == wanted)
 }
 
 /// The text of a panic payload when it is a string.

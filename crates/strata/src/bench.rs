@@ -35,6 +35,10 @@ pub struct NoisyArgs {
     /// searches run in the worker pool's reserved lane. B is migrated to it before the run.
     #[arg(long, default_value = "shared")]
     pub victim_isolation: String,
+    /// Also run A's flood alone for the same time (a third phase) and report its throughput:
+    /// what protecting B costs a tenant that has the server to itself.
+    #[arg(long)]
+    pub flood_alone: bool,
 }
 
 const DIM: usize = 384;
@@ -205,58 +209,20 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
         "phase 2: B with A flooding ({} clients) for {} s…",
         args.flood_clients, args.seconds
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let flood_bodies = search_bodies(0, 4096);
     let cpu0 = process_cpu();
-    let (a_done, a_refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    // The flood runs on its own runtime and thread, so B's client never waits in a task queue
-    // behind A's: what B measures is the server, not this load generator.
-    let flood = {
-        let (stop, done, refused, clients) = (
-            Arc::clone(&stop),
-            Arc::clone(&a_done),
-            Arc::clone(&a_refused),
-            args.flood_clients,
-        );
-        let bodies = Arc::clone(&flood_bodies);
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
-                let tasks: Vec<_> = (0..clients)
-                    .map(|c| {
-                        let (a, stop, done, refused, bodies) = (
-                            Arc::clone(&a),
-                            Arc::clone(&stop),
-                            Arc::clone(&done),
-                            Arc::clone(&refused),
-                            Arc::clone(&bodies),
-                        );
-                        tokio::spawn(async move {
-                            let mut i = c * 61;
-                            while !stop.load(Ordering::Relaxed) {
-                                i += 1;
-                                let body = bodies[i % bodies.len()].clone();
-                                match search_raw(&a, body).await {
-                                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-                                    Err(_) => refused.fetch_add(1, Ordering::Relaxed),
-                                };
-                            }
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    let _ = t.await;
-                }
-            });
-            Ok(())
-        })
-    };
+    let flood = Flood::start(Arc::clone(&a), args.flood_clients);
     let (loaded, loaded_failed) = steady(Arc::clone(&b), args.steady_qps, args.seconds).await;
-    stop.store(true, Ordering::Relaxed);
-    let _ = tokio::task::spawn_blocking(move || flood.join()).await;
+    let (a_done, a_refused) = flood.stop().await;
     let cpu_flood = process_cpu().saturating_sub(cpu0).as_secs_f64();
+    let alone_throughput = if args.flood_alone {
+        eprintln!("phase 3: A flooding alone for {} s…", args.seconds);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let flood = Flood::start(Arc::clone(&a), args.flood_clients);
+        tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+        Some(flood.stop().await.0)
+    } else {
+        None
+    };
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let (p50a, p99a) = (percentile(&alone, 0.50), percentile(&alone, 0.99));
@@ -279,9 +245,15 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
     println!(
         "p99 ratio (flooded / alone): {:.2}; A completed {:.0} searches/s ({} refused)",
         ms(p99l) / ms(p99a).max(f64::EPSILON),
-        a_done.load(Ordering::Relaxed) as f64 / args.seconds as f64,
-        a_refused.load(Ordering::Relaxed)
+        a_done as f64 / args.seconds as f64,
+        a_refused
     );
+    if let Some(done) = alone_throughput {
+        println!(
+            "A flooding alone: {:.0} searches/s",
+            done as f64 / args.seconds as f64
+        );
+    }
     // On one machine the load generator's CPU is taken from the server: report it.
     let secs = args.seconds as f64;
     println!(
@@ -290,4 +262,75 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
         100.0 * cpu_flood / secs
     );
     Ok(())
+}
+
+/// Tenant A's flood: closed-loop clients on their own runtime and thread, so B's client never
+/// waits in a task queue behind A's: what B measures is the server, not this load generator.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Flood {
+    fn start(a: Arc<Client>, clients: usize) -> Flood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (done, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let bodies = search_bodies(0, 4096);
+        let thread = {
+            let (stop, done, refused) =
+                (Arc::clone(&stop), Arc::clone(&done), Arc::clone(&refused));
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let tasks: Vec<_> = (0..clients)
+                        .map(|c| {
+                            let (a, stop, done, refused, bodies) = (
+                                Arc::clone(&a),
+                                Arc::clone(&stop),
+                                Arc::clone(&done),
+                                Arc::clone(&refused),
+                                Arc::clone(&bodies),
+                            );
+                            tokio::spawn(async move {
+                                let mut i = c * 61;
+                                while !stop.load(Ordering::Relaxed) {
+                                    i += 1;
+                                    let body = bodies[i % bodies.len()].clone();
+                                    match search_raw(&a, body).await {
+                                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                                        Err(_) => refused.fetch_add(1, Ordering::Relaxed),
+                                    };
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                });
+                Ok(())
+            })
+        };
+        Flood {
+            stop,
+            done,
+            refused,
+            thread,
+        }
+    }
+
+    /// Stops the clients, waits for their last requests, and returns (completed, refused).
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        (
+            self.done.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
+    }
 }

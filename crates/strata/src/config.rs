@@ -28,7 +28,8 @@ pub struct Config {
     pub scheduler: SchedulerSection,
 }
 
-/// `[scheduler]`: capacity of the worker pool set aside for `dedicated` tenants.
+/// `[scheduler]`: capacity of the worker pool set aside for `dedicated` tenants, and the
+/// low-priority workers that carry tenants over their share of the CPU.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SchedulerSection {
@@ -36,12 +37,39 @@ pub struct SchedulerSection {
     /// their latency does not depend on how busy the shared workers are. They use no CPU
     /// while no dedicated tenant has work waiting. 0: dedicated tenants share the pool.
     pub reserved_workers: usize,
+    /// Worker threads, on top of `server.workers`, at the lowest OS priority: while several
+    /// tenants are active, the jobs of one that used more than its share of the recent CPU run
+    /// there, so the others' jobs preempt them. Absent: as many as `server.workers`; 0: off.
+    pub background_workers: Option<usize>,
+    /// How low background workers run: `idle` (Linux `SCHED_IDLE`), `nice19`, or `unchanged`.
+    pub background_priority: BackgroundPrioritySetting,
+}
+
+/// `[scheduler] background_priority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackgroundPrioritySetting {
+    Idle,
+    Nice19,
+    Unchanged,
+}
+
+impl BackgroundPrioritySetting {
+    pub fn api(self) -> strata_api::BackgroundPriority {
+        match self {
+            BackgroundPrioritySetting::Idle => strata_api::BackgroundPriority::Idle,
+            BackgroundPrioritySetting::Nice19 => strata_api::BackgroundPriority::Nice19,
+            BackgroundPrioritySetting::Unchanged => strata_api::BackgroundPriority::Unchanged,
+        }
+    }
 }
 
 impl Default for SchedulerSection {
     fn default() -> Self {
         SchedulerSection {
             reserved_workers: strata_api::PoolConfig::default().reserved_workers,
+            background_workers: None,
+            background_priority: BackgroundPrioritySetting::Idle,
         }
     }
 }
@@ -257,6 +285,13 @@ impl Config {
         if config.scheduler.reserved_workers > MAX_RESERVED_WORKERS {
             bail!("scheduler.reserved_workers: at most {MAX_RESERVED_WORKERS}");
         }
+        if config
+            .scheduler
+            .background_workers
+            .is_some_and(|n| n > MAX_RESERVED_WORKERS)
+        {
+            bail!("scheduler.background_workers: at most {MAX_RESERVED_WORKERS}");
+        }
         if config.embedder.threads == 0 {
             bail!("embedder.threads: at least 1");
         }
@@ -412,6 +447,36 @@ mod tests {
             "{err:#}"
         );
         assert!(Config::load(None, env(&[("STRATA__SCHEDULER__RESERVED", "1")])).is_err());
+    }
+
+    #[test]
+    fn background_workers_default_to_one_per_worker_at_idle_priority() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.scheduler.background_workers, None);
+        assert_eq!(
+            c.scheduler.background_priority,
+            BackgroundPrioritySetting::Idle
+        );
+        let set = Config::load(
+            None,
+            env(&[
+                ("STRATA__SCHEDULER__BACKGROUND_WORKERS", "0"),
+                ("STRATA__SCHEDULER__BACKGROUND_PRIORITY", "nice19"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(set.scheduler.background_workers, Some(0));
+        assert_eq!(
+            set.scheduler.background_priority,
+            BackgroundPrioritySetting::Nice19
+        );
+        for (key, value) in [
+            ("STRATA__SCHEDULER__BACKGROUND_WORKERS", "100000"),
+            ("STRATA__SCHEDULER__BACKGROUND_PRIORITY", "realtime"),
+        ] {
+            let err = Config::load(None, env(&[(key, value)])).unwrap_err();
+            assert!(format!("{err:#}").contains("background_"), "{err:#}");
+        }
     }
 
     #[test]

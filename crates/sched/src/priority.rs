@@ -1,0 +1,83 @@
+//! Lowering a worker thread's OS priority, once, when it starts: background workers run jobs
+//! of tenants over their CPU share, and a normal thread that wakes for another tenant's job
+//! should take the core from them at once instead of waiting its turn.
+//!
+//! Priorities are fixed per thread because an unprivileged thread can lower its priority but
+//! never raise it again (that needs `CAP_SYS_NICE`), so jobs move between thread sets rather
+//! than threads changing priority.
+
+/// How low a background worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackgroundPriority {
+    /// Linux `SCHED_IDLE`: runs when nothing else wants the core, and a waking normal thread
+    /// preempts it immediately. The strongest hint an unprivileged process can give.
+    #[default]
+    Idle,
+    /// Nice 19: the lowest normal priority; still gets a small slice beside busy threads.
+    Nice19,
+    /// Left at the process's priority (the worker sets still split jobs by share).
+    Unchanged,
+}
+
+/// Applies `priority` to the calling thread. Linux only; elsewhere a no-op. A failure is
+/// returned for the caller to log: the worker still runs, only without the hint.
+#[cfg(target_os = "linux")]
+pub(crate) fn lower_current_thread(priority: BackgroundPriority) -> std::io::Result<()> {
+    match priority {
+        BackgroundPriority::Unchanged => Ok(()),
+        BackgroundPriority::Idle => {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: pid 0 is the calling thread; `param` is a valid pointer for the call.
+            let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+        BackgroundPriority::Nice19 => {
+            // On Linux, setpriority(PRIO_PROCESS, 0, …) applies to the calling thread only.
+            // SAFETY: plain syscall with integer arguments.
+            let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+    }
+}
+
+/// Elsewhere thread priorities are left alone.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn lower_current_thread(_priority: BackgroundPriority) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_background_thread_really_runs_at_the_lowered_priority() {
+        let policy = std::thread::spawn(|| {
+            lower_current_thread(BackgroundPriority::Idle).unwrap();
+            // SAFETY: pid 0 is the calling thread.
+            unsafe { libc::sched_getscheduler(0) }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policy, libc::SCHED_IDLE);
+        let nice = std::thread::spawn(|| {
+            lower_current_thread(BackgroundPriority::Nice19).unwrap();
+            // SAFETY: plain syscall with integer arguments.
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(nice, 19);
+        // The test thread itself is untouched.
+        // SAFETY: pid 0 is the calling thread.
+        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+    }
+}

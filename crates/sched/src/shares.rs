@@ -1,0 +1,184 @@
+//! Who is over its fair share of recent CPU: the rule that sends a job to the pool's
+//! foreground workers (normal OS priority) or to its background ones (lowest priority).
+//!
+//! The fair queue already orders jobs fairly, but it cannot stop the OS from running a
+//! flooding tenant's threads while a light tenant's thread waits in the run queue: on a busy
+//! machine that wait is the light tenant's tail latency. So a tenant that used more than its
+//! share of the pool's recent CPU has its jobs run on threads the OS treats as unimportant,
+//! and a light tenant's job, on a normal thread, preempts them the moment it wakes. A tenant
+//! busy alone is within its share (all of it), so it keeps full speed on normal threads.
+//!
+//! Recent CPU is counted over two fixed windows (the current one and the one before, rotated
+//! by the caller every [`SHARE_WINDOW`]), so it reflects the last 100–200 ms. A tenant is
+//! *active* while it has jobs queued or running or CPU in either window; the active tenants
+//! split the recent CPU by weight.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::Duration;
+
+use foldhash::fast::RandomState;
+
+/// How often the caller rotates the windows ([`CpuShares::rotate`]).
+pub const SHARE_WINDOW: Duration = Duration::from_millis(100);
+
+/// Slack over the exact share before a tenant counts as over it, as a fraction
+/// `OVER_NUM / OVER_DEN` (1.25×): two tenants flooding equally stay on normal threads rather
+/// than trading places on every small wobble.
+const OVER_NUM: u128 = 5;
+const OVER_DEN: u128 = 4;
+
+/// Which set of workers a job should run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Within its share: a worker at normal OS priority.
+    Foreground,
+    /// Over its share while others are active: a worker at the lowest OS priority.
+    Background,
+}
+
+/// The dispatch rule: a tenant that used `cpu_ns` of the `total_cpu_ns` used by all active
+/// tenants recently, with `weight` of their `total_weight`, runs in the background when its
+/// part of the CPU exceeds 1.25× its part of the weight. A lone tenant, or one that used
+/// nothing, is always in the foreground.
+pub fn placement(cpu_ns: u64, weight: u32, total_cpu_ns: u64, total_weight: u64) -> Placement {
+    let (cpu, weight) = (u128::from(cpu_ns), u128::from(weight.max(1)));
+    let (total_cpu, total_weight) = (u128::from(total_cpu_ns), u128::from(total_weight));
+    // cpu / total_cpu > 1.25 × weight / total_weight, in integers.
+    if cpu * total_weight * OVER_DEN > total_cpu * weight * OVER_NUM {
+        Placement::Background
+    } else {
+        Placement::Foreground
+    }
+}
+
+/// One tenant's recent CPU and what it has waiting.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    previous: u64,
+    current: u64,
+    weight: u32,
+    /// Jobs submitted and not yet finished.
+    pending: u32,
+}
+
+/// Recent CPU per active tenant, and their totals. Memory is bounded by active tenants:
+/// an entry goes at the first rotation that finds it idle with no CPU in either window.
+pub struct CpuShares<K> {
+    tenants: HashMap<K, Usage, RandomState>,
+    total_cpu: u64,
+    total_weight: u64,
+}
+
+impl<K: Hash + Eq + Clone> Default for CpuShares<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Hash + Eq + Clone> CpuShares<K> {
+    /// No active tenants.
+    pub fn new() -> Self {
+        Self {
+            tenants: HashMap::with_hasher(RandomState::default()),
+            total_cpu: 0,
+            total_weight: 0,
+        }
+    }
+
+    /// A job of `key` was queued with `weight` (0 counts as 1; the latest weight applies).
+    pub fn submitted(&mut self, key: &K, weight: u32) {
+        let weight = weight.max(1);
+        let usage = self.tenants.entry(key.clone()).or_insert(Usage {
+            previous: 0,
+            current: 0,
+            weight: 0,
+            pending: 0,
+        });
+        self.total_weight = self.total_weight - u64::from(usage.weight) + u64::from(weight);
+        usage.weight = weight;
+        usage.pending = usage.pending.saturating_add(1);
+    }
+
+    /// A job of `key` finished after using `cpu_ns`.
+    pub fn finished(&mut self, key: &K, cpu_ns: u64) {
+        if let Some(usage) = self.tenants.get_mut(key) {
+            usage.pending = usage.pending.saturating_sub(1);
+            usage.current = usage.current.saturating_add(cpu_ns);
+            self.total_cpu = self.total_cpu.saturating_add(cpu_ns);
+        }
+    }
+
+    /// Starts a new window: the previous one is forgotten, and idle tenants with no CPU left
+    /// in either window stop being active.
+    pub fn rotate(&mut self) {
+        self.tenants.retain(|_, u| {
+            u.previous = std::mem::take(&mut u.current);
+            u.pending > 0 || u.previous > 0
+        });
+        // Recounted rather than adjusted: exact, and linear in the active tenants once per
+        // window.
+        self.total_cpu = self.tenants.values().map(|u| u.previous).sum();
+        self.total_weight = self.tenants.values().map(|u| u64::from(u.weight)).sum();
+    }
+
+    /// Where `key`'s next job should run, given everyone's recent CPU.
+    pub fn placement(&self, key: &K) -> Placement {
+        match self.tenants.get(key) {
+            Some(u) => placement(
+                u.previous + u.current,
+                u.weight,
+                self.total_cpu,
+                self.total_weight,
+            ),
+            None => Placement::Foreground,
+        }
+    }
+
+    /// Active tenants: with jobs waiting or running, or CPU in the last two windows.
+    pub fn active(&self) -> usize {
+        self.tenants.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_busy_tenant_keeps_the_foreground() {
+        let mut s = CpuShares::new();
+        s.submitted(&1u32, 1);
+        s.finished(&1, 50_000_000);
+        s.submitted(&1, 1);
+        assert_eq!(s.placement(&1), Placement::Foreground);
+    }
+
+    #[test]
+    fn a_flood_beside_a_light_tenant_goes_to_the_background_until_it_is_alone() {
+        let mut s = CpuShares::new();
+        s.submitted(&"a", 1);
+        s.finished(&"a", 90_000_000);
+        s.submitted(&"b", 1);
+        s.finished(&"b", 2_000_000);
+        assert_eq!(s.placement(&"a"), Placement::Background);
+        assert_eq!(s.placement(&"b"), Placement::Foreground);
+        // B goes quiet; two windows later A is alone again.
+        s.rotate();
+        s.submitted(&"a", 1);
+        s.finished(&"a", 90_000_000);
+        assert_eq!(s.placement(&"a"), Placement::Background);
+        s.rotate();
+        assert_eq!((s.active(), s.placement(&"a")), (1, Placement::Foreground));
+    }
+
+    #[test]
+    fn weights_scale_the_share() {
+        // 3:1 weights, 70% of the CPU: within 1.25 × 75%.
+        assert_eq!(placement(70, 3, 100, 4), Placement::Foreground);
+        assert_eq!(placement(70, 1, 100, 4), Placement::Background);
+        // Exactly 1.25× the share is still within it.
+        assert_eq!(placement(625, 1, 1000, 2), Placement::Foreground);
+        assert_eq!(placement(626, 1, 1000, 2), Placement::Background);
+    }
+}

@@ -1,0 +1,230 @@
+//! The rule that sends a job to the pool's foreground (normal priority) or background (lowest
+//! priority) workers, against a model that keeps every tenant's whole history and recomputes
+//! the shares from scratch; and, on a real pool, that a tenant over its share still gets its
+//! jobs done while another tenant is served.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use strata_sched::{CpuShares, FairScheduler, Placement, SchedulerConfig};
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A job of tenant `0` with weight `1` was queued.
+    Submit(u8, u32),
+    /// A job of the tenant finished after this much CPU (only generated while it has one).
+    Finish(u8, u64),
+    /// A window turned.
+    Rotate,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..4, 1u32..4).prop_map(|(k, w)| Op::Submit(k, w)),
+        6 => (0u8..4, 0u64..20_000_000).prop_map(|(k, ns)| Op::Finish(k, ns)),
+        1 => Just(Op::Rotate),
+    ]
+}
+
+/// Every tenant's CPU per window since the start, its latest weight and its unfinished jobs.
+#[derive(Default)]
+struct Model {
+    window: usize,
+    cpu: HashMap<u8, HashMap<usize, u64>>,
+    weight: HashMap<u8, u32>,
+    pending: HashMap<u8, u32>,
+}
+
+impl Model {
+    fn recent(&self, k: u8) -> u64 {
+        let windows = self.cpu.get(&k);
+        let at = |w: usize| windows.and_then(|m| m.get(&w)).copied().unwrap_or(0);
+        at(self.window) + self.window.checked_sub(1).map_or(0, at)
+    }
+
+    fn active(&self) -> Vec<u8> {
+        (0..4)
+            .filter(|&k| self.pending.get(&k).copied().unwrap_or(0) > 0 || self.recent(k) > 0)
+            .collect()
+    }
+
+    /// Background iff the tenant's fraction of the active tenants' recent CPU is more than
+    /// 1.25× its fraction of their weight (exact rationals: a/b > 5c/4d ⇔ 4ad > 5bc).
+    fn placement(&self, k: u8) -> Placement {
+        let active = self.active();
+        if !active.contains(&k) {
+            return Placement::Foreground;
+        }
+        let total: u128 = active.iter().map(|&t| u128::from(self.recent(t))).sum();
+        let weights: u128 = active.iter().map(|&t| u128::from(self.weight[&t])).sum();
+        let (mine, weight) = (u128::from(self.recent(k)), u128::from(self.weight[&k]));
+        if 4 * mine * weights > 5 * total * weight {
+            Placement::Background
+        } else {
+            Placement::Foreground
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn placement_matches_a_model_recomputed_from_the_history(ops in prop::collection::vec(op(), 1..120)) {
+        let mut shares = CpuShares::new();
+        let mut model = Model::default();
+        for op in ops {
+            match op {
+                Op::Submit(k, w) => {
+                    shares.submitted(&k, w);
+                    model.weight.insert(k, w);
+                    *model.pending.entry(k).or_default() += 1;
+                }
+                Op::Finish(k, ns) => {
+                    let Some(p) = model.pending.get_mut(&k).filter(|p| **p > 0) else { continue };
+                    *p -= 1;
+                    shares.finished(&k, ns);
+                    *model.cpu.entry(k).or_default().entry(model.window).or_default() += ns;
+                }
+                Op::Rotate => {
+                    shares.rotate();
+                    model.window += 1;
+                }
+            }
+            let active = model.active();
+            prop_assert_eq!(shares.active(), active.len());
+            for k in 0..4u8 {
+                prop_assert_eq!(shares.placement(&k), model.placement(k), "tenant {}", k);
+            }
+            // A tenant active alone is never pushed to the background: it keeps full speed.
+            if let [only] = active[..] {
+                prop_assert_eq!(shares.placement(&only), Placement::Foreground);
+            }
+            // Nor is one that used no CPU recently, however busy the others are.
+            for &k in &active {
+                if model.recent(k) == 0 {
+                    prop_assert_eq!(shares.placement(&k), Placement::Foreground);
+                }
+            }
+        }
+    }
+
+    /// More CPU never moves a tenant from the background to the foreground, and at most one
+    /// of two equal-weight tenants is ever over its share.
+    #[test]
+    fn the_rule_is_monotone_and_never_demotes_everyone(a in 0u64..1_000_000, b in 0u64..1_000_000, extra in 0u64..1_000_000) {
+        let rule = |mine: u64, other: u64| strata_sched::shares::placement(mine, 1, mine + other, 2);
+        if rule(a, b) == Placement::Background {
+            prop_assert_eq!(rule(a + extra, b), Placement::Background);
+        }
+        prop_assert!(!(rule(a, b) == Placement::Background && rule(b, a) == Placement::Background));
+    }
+}
+
+/// Busy-waits for `d`: a CPU-bound job that occupies its worker.
+fn spin(d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        std::hint::spin_loop();
+    }
+}
+
+/// A pool of one normal and one lowest-priority worker. Tenant A keeps 8 jobs of 2 ms queued at
+/// all times, far over its share, while tenant B sends a 1 ms job every 5 ms: A's jobs go to the
+/// background worker, yet every one of them completes (none starves), and so does every one of
+/// B's. Runs with the real OS priority, so it also holds with other processes on the machine.
+#[test]
+fn a_tenant_over_its_share_still_completes_its_jobs_while_another_is_served() {
+    let pool = Arc::new(
+        FairScheduler::<&'static str>::new(SchedulerConfig {
+            workers: 1,
+            background_workers: 1,
+            ..SchedulerConfig::default()
+        })
+        .unwrap(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let a_done = Arc::new(AtomicUsize::new(0));
+    let on_background = Arc::new(AtomicUsize::new(0));
+    let (finished, flooders_done) = std::sync::mpsc::channel();
+    for _ in 0..8 {
+        let (pool, stop, a_done, on_background, finished) = (
+            pool.clone(),
+            stop.clone(),
+            a_done.clone(),
+            on_background.clone(),
+            finished.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut submitted = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let on_background = on_background.clone();
+                let job = pool
+                    .submit(&"a", 1, move || {
+                        spin(Duration::from_millis(2));
+                        let name = std::thread::current().name().map(str::to_owned);
+                        if name.is_some_and(|n| n.contains("-b")) {
+                            on_background.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                    .unwrap();
+                submitted += 1;
+                job.wait_blocking().unwrap();
+                a_done.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = finished.send(submitted);
+        });
+    }
+    let mut b_done = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        pool.submit(&"b", 1, || spin(Duration::from_millis(1)))
+            .unwrap()
+            .wait_blocking()
+            .unwrap();
+        b_done += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    // Every submitted job of A returns, in bounded time once B stops.
+    let mut submitted = 0;
+    for _ in 0..8 {
+        submitted += flooders_done
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a flooder's job never finished: starved in the background");
+    }
+    assert_eq!(a_done.load(Ordering::Relaxed), submitted);
+    assert!(b_done > 0);
+    assert!(
+        on_background.load(Ordering::Relaxed) > 0,
+        "A was never over its share"
+    );
+}
+
+/// A tenant alone, however busy, stays on the normal-priority workers: the split costs a lone
+/// tenant nothing.
+#[test]
+fn a_lone_tenant_never_runs_in_the_background() {
+    let pool = FairScheduler::<u32>::new(SchedulerConfig {
+        workers: 2,
+        background_workers: 2,
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    let handles: Vec<_> = (0..200)
+        .map(|_| {
+            pool.submit(&7, 1, || {
+                spin(Duration::from_micros(500));
+                std::thread::current().name().map(str::to_owned)
+            })
+            .unwrap()
+        })
+        .collect();
+    for h in handles {
+        let name = h.wait_blocking().unwrap().unwrap();
+        assert!(!name.contains("-b"), "ran on {name}");
+    }
+}
