@@ -259,9 +259,9 @@ mod tests {
         );
     }
 
-    const GOLDEN_EMPTY: u64 = 0;
-    const GOLDEN_A: u64 = 0;
-    const GOLDEN_LONG: u64 = 0;
+    const GOLDEN_EMPTY: u64 = 14_417_840_522_228_255_723;
+    const GOLDEN_A: u64 = 506_269_386_515_117_960;
+    const GOLDEN_LONG: u64 = 15_802_300_965_883_765_340;
 
     #[test]
     fn pieces_of_any_size_give_the_same_checksum() {
