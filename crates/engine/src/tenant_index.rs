@@ -330,6 +330,8 @@ impl TenantIndex {
                 );
             }
         }
+        // The files the committed snapshots name: all the tenant's derived files keep.
+        let mut named = Vec::new();
         store.write(|w| {
             let version = snapshot::data_version(w, key)?;
             let logged = w.change_head(key)?.next - 1;
@@ -341,7 +343,8 @@ impl TenantIndex {
                             .into_iter()
                             .map(|id| id.map(|id| id.to_string()))
                             .collect();
-                        let graph = files.get(&c.name).cloned();
+                        let graph = files.remove(&c.name);
+                        named.extend(graph.as_ref().map(|f| f.name.clone()));
                         snapshot::save(
                             w,
                             key,
@@ -371,7 +374,7 @@ impl TenantIndex {
         })?;
         self.dirty = false;
         // Best effort: a file left behind is deleted by the next save, or with the tenant.
-        let _ = store.retain_derived(key, |name| files.values().any(|f| f.name == name));
+        let _ = store.retain_derived(key, |name| named.iter().any(|n| n == name));
         Ok(())
     }
 }

@@ -124,8 +124,9 @@ impl Store {
         }
     }
 
-    /// Deletes every derived file of tenant `t` that `keep` refuses (and every temporary
-    /// one: a write in progress holds the tenant's order, so none is). Returns their count.
+    /// Deletes every derived file of tenant `t` that `keep` refuses, temporary ones included
+    /// (their names start with `tmp-`: a caller that holds the tenant's save order refuses
+    /// them, since no write of its own is in progress; others keep them). Returns the count.
     pub fn retain_derived(
         &self,
         t: TenantKey,
@@ -141,9 +142,7 @@ impl Store {
         for entry in entries {
             let entry = entry.map_err(|e| io(&dir, e))?;
             let name = entry.file_name();
-            let wanted = name
-                .to_str()
-                .is_some_and(|n| !n.starts_with(TEMP_PREFIX) && keep(n));
+            let wanted = name.to_str().is_some_and(&keep);
             if !wanted {
                 std::fs::remove_file(entry.path()).map_err(|e| io(&entry.path(), e))?;
                 removed += 1;
