@@ -125,32 +125,6 @@ impl<R: Read> Source<'_, R> {
     }
 }
 
-/// Asks the kernel to back a large fresh allocation with 2 MiB pages before it is first
-/// touched: faulting in a 350 MB graph 4 KiB at a time was most of a load's CPU (a fault and
-/// a page clear per 4 KiB). Only a hint: the kernel may decline (transparent huge pages off),
-/// and nothing depends on it.
-#[cfg(target_os = "linux")]
-fn advise_huge_pages<T>(v: &mut Vec<T>) {
-    const HUGE: usize = 2 << 20;
-    let bytes = v.capacity() * std::mem::size_of::<T>();
-    if bytes < 4 * HUGE {
-        return;
-    }
-    let start = v.as_mut_ptr() as usize;
-    let first = start.next_multiple_of(HUGE);
-    let end = (start + bytes) / HUGE * HUGE;
-    if end > first {
-        // SAFETY: [first, end) lies inside `v`'s allocation; MADV_HUGEPAGE changes only how
-        // the kernel backs those pages, never their contents or who owns them.
-        unsafe {
-            libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge_pages<T>(_: &mut Vec<T>) {}
-
 /// Checks that a neighbour list `[count][links...]` of capacity `cap` is well formed: count
 /// within the capacity, every link a node whose level reaches `level`.
 fn check_list(list: &[u32], cap: usize, level: usize, levels: &[u8]) -> Result<(), IndexError> {
@@ -202,7 +176,6 @@ pub(crate) fn read_from(r: &mut impl Read, len: u64, g: &mut Graph) -> Result<()
     g.deleted = r.vec(n, "tombstones")?;
     let lines = n * stride / LINE_WORDS;
     g.rows = Vec::with_capacity(lines);
-    advise_huge_pages(&mut g.rows);
     while g.rows.len() < lines {
         let from = g.rows.len();
         let step = READ_STEP_LINES.min(lines - from);
