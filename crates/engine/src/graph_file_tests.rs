@@ -94,13 +94,16 @@ fn a_saved_graph_is_one_file_read_back_at_the_next_load() {
     assert!(verify_ok(&engine).warnings.is_empty());
 }
 
+/// Damage done to a file.
+type Damage = fn(&Path);
+
 /// Each kind of damage, done to the file the snapshot names: the load rebuilds from the
 /// records (no graph restored), the answers are the same, `verify` warns without failing, and
 /// the next save writes a good file again.
 #[test]
 fn a_damaged_or_missing_graph_file_is_rebuilt_with_the_same_answers() {
     let (dir, before) = saved_tenant();
-    let damages: Vec<(&str, fn(&Path))> = vec![
+    let damages: Vec<(&str, Damage)> = vec![
         ("cut in half", |p| {
             let len = std::fs::metadata(p).unwrap().len();
             let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
