@@ -484,27 +484,33 @@ impl CollectionIndex {
     /// Restores the graph from snapshot bytes; `false` (and no graph) if they do not fit.
     pub fn restore_graph(&mut self, bytes: &[u8]) -> bool {
         match HnswIndex::from_bytes(bytes, self.dim, self.metric, self.params) {
-            Ok(g) if g.len() as u64 == self.with_vector.len() => {
-                // A snapshot from before a parameter change (a crash before the rebuild was
-                // saved) serves, and is rebuilt in the background.
-                self.rebuild = g.params().m != self.params.m;
-                // The snapshot keeps its tombstones: count them, or compaction would never see
-                // what a tenant evicted between deletes had piled up.
-                self.graph_deleted = g.tombstones() as u64;
-                self.graph = Some(g);
-                self.restored = true;
-                self.drop_vector_copy();
-                // Loaded from an image without vectors, but small enough to be searched by
-                // exact scans: take the copy those read from the graph.
-                if self.copy_vectors_from_graph().is_err() {
-                    self.graph = None;
-                    self.restored = false;
-                    return false;
-                }
-                true
-            }
-            _ => false,
+            Ok(g) => self.restore_graph_index(g),
+            Err(_) => false,
         }
+    }
+
+    /// Restores a graph read from a snapshot; `false` (and no graph) if it does not fit.
+    pub fn restore_graph_index(&mut self, g: HnswIndex) -> bool {
+        if g.len() as u64 != self.with_vector.len() {
+            return false;
+        }
+        // A snapshot from before a parameter change (a crash before the rebuild was
+        // saved) serves, and is rebuilt in the background.
+        self.rebuild = g.params().m != self.params.m;
+        // The snapshot keeps its tombstones: count them, or compaction would never see
+        // what a tenant evicted between deletes had piled up.
+        self.graph_deleted = g.tombstones() as u64;
+        self.graph = Some(g);
+        self.restored = true;
+        self.drop_vector_copy();
+        // Loaded from an image without vectors, but small enough to be searched by
+        // exact scans: take the copy those read from the graph.
+        if self.copy_vectors_from_graph().is_err() {
+            self.graph = None;
+            self.restored = false;
+            return false;
+        }
+        true
     }
 
     /// Lets go of the graph of a collection below the graph threshold that keeps its own copy

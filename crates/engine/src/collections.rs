@@ -134,5 +134,12 @@ impl Engine {
             changes.push(Change::DropCollection(name.clone()));
             Ok(doomed.len() as u64)
         })
+        .inspect(|_| {
+            // Its graph files: no snapshot names them now (best effort; a file left behind is
+            // deleted by the tenant's next save or purge).
+            let _ = self
+                .store
+                .retain_derived(scope.key(), |n| !crate::graph_file::is_of(n, name));
+        })
     }
 }

@@ -41,11 +41,14 @@ pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
     let mut keep = HashSet::new();
     let mut dedicated = Vec::new();
     let mut all_known = true;
+    // Every registered tenant: derived files of any other are a purge's leftovers.
+    let mut registered = HashSet::new();
     for (_, row) in store.read()?.tenants_page(None, usize::MAX)? {
         let Ok(meta) = row else {
             all_known = false;
             continue;
         };
+        registered.insert(meta.key);
         match TenantProfile::of(&meta).map(|p| p.isolation) {
             Ok(IsolationLevel::Dedicated) => dedicated.push(meta.key),
             Ok(_) => {}
@@ -64,6 +67,7 @@ pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
     }
     if all_known {
         store.remove_orphan_files(&keep)?;
+        store.remove_orphan_derived(&registered)?;
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ mod error;
 mod evidence;
 mod feedback;
 mod graph_build;
+mod graph_file;
 mod hierarchy;
 mod hits;
 mod idempotency;

@@ -423,25 +423,13 @@ pub(crate) mod bytes {
         d.deserialize_byte_buf(V)
     }
 
-    /// The same for an `Option<Vec<u8>>`.
+    /// The same for an `Option<Vec<u8>>`, read only (graph snapshots of format 1, whose
+    /// graph was inline; see `crate::snapshot`).
     pub mod option {
-        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+        use serde::{Deserialize, Deserializer};
 
         #[derive(Deserialize)]
         struct Run(#[serde(with = "super")] Vec<u8>);
-
-        /// Borrows the bytes: a graph can be hundreds of megabytes.
-        struct RunRef<'a>(&'a [u8]);
-
-        impl Serialize for RunRef<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_bytes(self.0)
-            }
-        }
-
-        pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-            v.as_deref().map(RunRef).serialize(s)
-        }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
             Ok(Option::<Run>::deserialize(d)?.map(|r| r.0))

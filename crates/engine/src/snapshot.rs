@@ -2,18 +2,24 @@
 //!
 //! Every write transaction of a tenant bumps the tenant's data version (stored with its data).
 //! A snapshot of a collection's indexes records the version it reflects, the record id in each
-//! slot and the graph's bytes. On load, a snapshot whose version equals the stored version is
-//! current: records are placed back in their slots and the graph is restored from its bytes.
-//! Any other snapshot is ignored and the graph is rebuilt; the records are always the truth.
+//! slot and where the graph is: a derived file beside the tenant's storage
+//! (`crate::graph_file`), named here with its length and checksum. On load, a snapshot whose
+//! version equals the stored version is current: records are placed back in their slots and
+//! the graph is read from its file. Any other snapshot, or a file that is missing or does not
+//! check out, is ignored and the graph is rebuilt; the records are always the truth.
 
 use serde::{Deserialize, Serialize};
 use strata_store::{Reads, StoreError, TenantKey, Writer};
 use strata_types::CollectionName;
 
 use crate::EngineError;
+use crate::graph_file::GraphFile;
 
 pub(crate) const VERSION_BLOB: &str = "version";
-const FORMAT: u8 = 1;
+/// 2: the graph in a derived file, named by the snapshot. 1 held the graph's bytes inline;
+/// still read (a load from one saves format 2 at the next save), never written.
+const FORMAT: u8 = 2;
+const FORMAT_INLINE: u8 = 1;
 
 /// Blob names of index snapshots start with this, then the collection's name.
 pub(crate) const BLOB_PREFIX: &str = "index:";
@@ -35,29 +41,81 @@ pub(crate) fn bump_version(w: &mut Writer<'_>, key: TenantKey) -> Result<(), Sto
     w.put_blob(key, VERSION_BLOB, &next.to_be_bytes())
 }
 
-#[derive(Serialize, Deserialize)]
+/// Where a snapshot's graph is.
+#[derive(Debug, PartialEq)]
+pub(crate) enum SavedGraph {
+    /// `HnswIndex::to_bytes`, inside a format-1 snapshot.
+    Inline(Vec<u8>),
+    /// A derived file.
+    File(GraphFile),
+}
+
+/// A decoded snapshot.
 pub(crate) struct Snapshot {
-    format: u8,
     pub version: u64,
     pub dim: u32,
     /// The record id in each slot; `None` for a free slot.
     pub slots: Vec<Option<String>>,
-    /// `HnswIndex::to_bytes`, when the collection has a graph (decoded as one byte run, not
-    /// byte by byte: the same bytes on disk).
-    #[serde(with = "crate::search_image::bytes::option")]
-    pub graph: Option<Vec<u8>>,
+    /// The graph, when the collection has one.
+    pub graph: Option<SavedGraph>,
 }
 
 impl Snapshot {
-    pub fn new(version: u64, dim: u32, slots: Vec<Option<String>>, graph: Option<Vec<u8>>) -> Self {
+    pub fn new(
+        version: u64,
+        dim: u32,
+        slots: Vec<Option<String>>,
+        graph: Option<GraphFile>,
+    ) -> Self {
         Snapshot {
-            format: FORMAT,
             version,
             dim,
             slots,
-            graph,
+            graph: graph.map(SavedGraph::File),
         }
     }
+}
+
+/// The stored form (format 2).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    format: u8,
+    version: u64,
+    dim: u32,
+    slots: Vec<Option<String>>,
+    graph: Option<GraphFile>,
+}
+
+/// The stored form of format 1: the graph's bytes inline (decoded as one byte run).
+#[derive(Deserialize)]
+struct StoredInline {
+    #[allow(dead_code)]
+    format: u8,
+    version: u64,
+    dim: u32,
+    slots: Vec<Option<String>>,
+    #[serde(deserialize_with = "crate::search_image::bytes::option::deserialize")]
+    graph: Option<Vec<u8>>,
+}
+
+fn encode(s: &Snapshot) -> Result<Vec<u8>, EngineError> {
+    let graph = match &s.graph {
+        None => None,
+        Some(SavedGraph::File(f)) => Some(f.clone()),
+        Some(SavedGraph::Inline(_)) => {
+            return Err(EngineError::Index(
+                "snapshot encode: inline graphs are no longer written".into(),
+            ));
+        }
+    };
+    let stored = Stored {
+        format: FORMAT,
+        version: s.version,
+        dim: s.dim,
+        slots: s.slots.clone(),
+        graph,
+    };
+    postcard::to_stdvec(&stored).map_err(|e| EngineError::Index(format!("snapshot encode: {e}")))
 }
 
 pub(crate) fn save(
@@ -66,26 +124,40 @@ pub(crate) fn save(
     collection: &CollectionName,
     s: &Snapshot,
 ) -> Result<(), EngineError> {
-    let bytes =
-        postcard::to_stdvec(s).map_err(|e| EngineError::Index(format!("snapshot encode: {e}")))?;
-    Ok(w.put_blob(key, &blob_name(collection), &bytes)?)
+    Ok(w.put_blob(key, &blob_name(collection), &encode(s)?)?)
 }
 
-/// Decodes a stored snapshot, closed: the format byte must be this build's and the bytes
-/// must be exactly one snapshot; anything else is an error, never a default.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, EngineError> {
+/// `T` from exactly `bytes`, or an error.
+fn exactly<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, EngineError> {
     let corrupt = |why: String| EngineError::Index(format!("index snapshot: {why}"));
-    match bytes.first() {
-        Some(&FORMAT) => {}
-        Some(other) => return Err(corrupt(format!("unknown format byte {other}"))),
-        None => return Err(corrupt("empty".into())),
-    }
-    let (s, rest) =
-        postcard::take_from_bytes::<Snapshot>(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let (s, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| corrupt(e.to_string()))?;
     if !rest.is_empty() {
         return Err(corrupt(format!("{} trailing bytes", rest.len())));
     }
     Ok(s)
+}
+
+/// Decodes a stored snapshot, closed: the format byte must be one this build reads and the
+/// bytes must be exactly one snapshot; anything else is an error, never a default.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, EngineError> {
+    let corrupt = |why: String| EngineError::Index(format!("index snapshot: {why}"));
+    match bytes.first() {
+        Some(&FORMAT) => {
+            let s: Stored = exactly(bytes)?;
+            Ok(Snapshot::new(s.version, s.dim, s.slots, s.graph))
+        }
+        Some(&FORMAT_INLINE) => {
+            let s: StoredInline = exactly(bytes)?;
+            Ok(Snapshot {
+                version: s.version,
+                dim: s.dim,
+                slots: s.slots,
+                graph: s.graph.map(SavedGraph::Inline),
+            })
+        }
+        Some(other) => Err(corrupt(format!("unknown format byte {other}"))),
+        None => Err(corrupt("empty".into())),
+    }
 }
 
 /// The collection's stored snapshot, if there is one: `Some(Err(_))` when it does not decode.
@@ -113,26 +185,40 @@ mod tests {
     use super::*;
 
     fn sample() -> Snapshot {
-        Snapshot::new(7, 3, vec![Some("a".into()), None], Some(vec![1, 2]))
+        let file = GraphFile {
+            name: "g".into(),
+            len: 3,
+            checksum: 4,
+        };
+        Snapshot::new(7, 3, vec![Some("a".into()), None], Some(file))
     }
 
     /// Pins the stored format: a change here is a format change and needs a new format byte.
     #[test]
     fn golden_bytes() {
-        let bytes = postcard::to_stdvec(&sample()).unwrap();
-        assert_eq!(bytes, [1, 7, 3, 2, 1, 1, b'a', 0, 1, 2, 1, 2]);
+        let bytes = encode(&sample()).unwrap();
+        // format 2, version 7, dim 3, 2 slots: "a", none; a graph file "g", 3 bytes, checksum 4.
+        assert_eq!(bytes, [2, 7, 3, 2, 1, 1, b'a', 0, 1, 1, b'g', 3, 4]);
         let back = decode(&bytes).unwrap();
         assert_eq!(
             (back.version, back.dim, back.slots, back.graph),
-            (7, 3, vec![Some("a".to_string()), None], Some(vec![1, 2]))
+            (7, 3, vec![Some("a".to_string()), None], sample().graph)
         );
+    }
+
+    /// Format 1 (the graph inline) is still read.
+    #[test]
+    fn inline_format_is_read() {
+        let back = decode(&[1, 7, 3, 2, 1, 1, b'a', 0, 1, 2, 1, 2]).unwrap();
+        assert_eq!(back.graph, Some(SavedGraph::Inline(vec![1, 2])));
+        assert_eq!(back.slots, vec![Some("a".to_string()), None]);
     }
 
     #[test]
     fn anything_else_is_an_error() {
-        let good = postcard::to_stdvec(&sample()).unwrap();
+        let good = encode(&sample()).unwrap();
         let mut other_format = good.clone();
-        other_format[0] = 2;
+        other_format[0] = 3;
         let mut trailing = good.clone();
         trailing.push(0);
         for bad in [

@@ -10,7 +10,8 @@ use strata_types::{CollectionName, Record, RecordId};
 
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
-use crate::{replay, search_image, snapshot};
+use crate::snapshot::SavedGraph;
+use crate::{graph_file, replay, search_image, snapshot};
 
 /// A change a committed write made, to be applied to loaded indexes.
 pub(crate) enum Change {
@@ -80,10 +81,10 @@ impl TenantIndex {
     ) -> Result<TenantIndex, EngineError> {
         let r = store.read()?;
         let version = snapshot::data_version(&r, key)?;
-        if let Some(index) = Self::load_images(&r, key, version, params)? {
+        if let Some(index) = Self::load_images(store, &r, key, version, params)? {
             return Ok(index);
         }
-        Self::rebuild(&r, key, version, params)
+        Self::rebuild(store, &r, key, version, params)
     }
 
     /// The cheap load: every collection from its search image and graph snapshot. An image
@@ -93,6 +94,7 @@ impl TenantIndex {
     /// decodes and is current or replayable, and the counts add up to the tenant's usage
     /// counters (committed in every write transaction).
     fn load_images(
+        store: &Store,
         r: &impl Reads,
         key: TenantKey,
         version: u64,
@@ -101,6 +103,8 @@ impl TenantIndex {
         let mut collections = HashMap::new();
         let (mut records, mut vectors) = (0, 0);
         let mut dropped_graph = false;
+        // A graph restored from a snapshot of the old inline format: worth saving again.
+        let mut inline = false;
         // Collections whose image is behind storage, with the log sequence each reflects.
         let mut behind = HashMap::new();
         for c in r.collections(key)? {
@@ -143,7 +147,8 @@ impl TenantIndex {
             };
             // A graph that is missing or does not fit leaves the collection to exact scans
             // until the background builder gives it one.
-            if !graph.is_some_and(|g| ci.restore_graph(&g)) {
+            inline |= matches!(graph, Some(SavedGraph::Inline(_)));
+            if !graph.is_some_and(|g| restore(store, key, &mut ci, g)) {
                 if !ci.has_vector_copy() {
                     // Its vectors were saved only inside that graph.
                     return Ok(None);
@@ -182,8 +187,10 @@ impl TenantIndex {
         }
         // Caught up, or a graph shed: worth saving a current image at the next eviction or
         // persist.
-        let dirty =
-            dropped_graph || !behind.is_empty() || collections.values().any(|c| c.wants_graph());
+        let dirty = dropped_graph
+            || inline
+            || !behind.is_empty()
+            || collections.values().any(|c| c.wants_graph());
         Ok(Some(TenantIndex {
             collections,
             dirty,
@@ -194,6 +201,7 @@ impl TenantIndex {
     /// The full load: reads every record and indexes it, placing records back in the slots
     /// of a current graph snapshot so its graph can be restored.
     fn rebuild(
+        store: &Store,
         r: &impl Reads,
         key: TenantKey,
         version: u64,
@@ -248,7 +256,7 @@ impl TenantIndex {
                 Some((missing, Some(graph)))
                     if missing.is_empty() && !stale.contains(name) && ci.graph_pays() =>
                 {
-                    ci.restore_graph(&graph)
+                    restore(store, key, ci, graph)
                 }
                 Some((missing, _)) if missing.is_empty() && !stale.contains(name) => {
                     !ci.graph_pays()
@@ -305,8 +313,25 @@ impl TenantIndex {
     }
 
     /// Writes a snapshot of every collection, tagged with the tenant's current data version
-    /// and change log sequence, and trims the log entries every image now reflects.
+    /// and change log sequence, and trims the log entries every image now reflects. Graphs go
+    /// to new derived files first, each synced before the transaction that names it commits;
+    /// the files no snapshot names any more are deleted after it. A crash between the steps
+    /// leaves the old snapshot naming its old file, and unnamed files the next save deletes.
     pub fn save(&mut self, store: &Store, key: TenantKey) -> Result<(), EngineError> {
+        // The tenant's writes are held back meanwhile (its order lock), so this is the
+        // version the transaction below reads too; it only names the files.
+        let version = snapshot::data_version(&store.read()?, key)?;
+        let mut files = HashMap::new();
+        for (name, ci) in &self.collections {
+            if let Some(g) = &ci.graph {
+                files.insert(
+                    name.clone(),
+                    graph_file::save(store, key, name, version, g)?,
+                );
+            }
+        }
+        // The files the committed snapshots name: all the tenant's derived files keep.
+        let mut named = Vec::new();
         store.write(|w| {
             let version = snapshot::data_version(w, key)?;
             let logged = w.change_head(key)?.next - 1;
@@ -318,13 +343,8 @@ impl TenantIndex {
                             .into_iter()
                             .map(|id| id.map(|id| id.to_string()))
                             .collect();
-                        let graph = match &ci.graph {
-                            Some(g) => Some(
-                                g.to_bytes()
-                                    .map_err(|e| EngineError::Index(e.to_string()))?,
-                            ),
-                            None => None,
-                        };
+                        let graph = files.remove(&c.name);
+                        named.extend(graph.as_ref().map(|f| f.name.clone()));
                         snapshot::save(
                             w,
                             key,
@@ -353,7 +373,23 @@ impl TenantIndex {
             Ok::<_, EngineError>(())
         })?;
         self.dirty = false;
+        // Best effort: a file left behind is deleted by the next save, or with the tenant.
+        let _ = store.retain_derived(key, |name| named.iter().any(|n| n == name));
         Ok(())
+    }
+}
+
+/// Restores `ci`'s graph from a snapshot's: inline bytes, or its derived file. `false` (and
+/// the caller rebuilds) when it is missing, damaged or does not fit the collection.
+fn restore(store: &Store, key: TenantKey, ci: &mut CollectionIndex, saved: SavedGraph) -> bool {
+    match saved {
+        SavedGraph::Inline(bytes) => ci.restore_graph(&bytes),
+        SavedGraph::File(f) => {
+            match graph_file::load(store, key, &f, ci.dim, ci.metric, ci.params) {
+                Ok(g) => ci.restore_graph_index(g),
+                Err(_) => false,
+            }
+        }
     }
 }
 
@@ -365,8 +401,8 @@ fn same_slots(saved: &[Option<String>], loaded: &[Option<&RecordId>]) -> bool {
             .all(|(a, b)| a.as_deref() == b.map(|id| id.as_str()))
 }
 
-/// A current snapshot being restored: each record's slot, and the graph's bytes.
-type Restoring = (HashMap<RecordId, u32>, Option<Vec<u8>>);
+/// A current snapshot being restored: each record's slot, and where the graph is.
+type Restoring = (HashMap<RecordId, u32>, Option<SavedGraph>);
 
 #[cfg(test)]
 mod tests {

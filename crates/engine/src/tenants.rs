@@ -336,6 +336,8 @@ impl Engine {
         // tenant without its data). The purge has committed: a file that cannot be deleted
         // now (or a crash before this) is an orphan, deleted at the next start.
         let _ = self.store.remove_dedicated(key);
+        // Its graph files likewise (orphans are deleted at the next start).
+        let _ = self.store.remove_derived(key);
         self.compact()
     }
 

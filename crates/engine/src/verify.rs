@@ -7,7 +7,8 @@
 //! - its data lives on exactly one side: in its own file, with no key left in the main file,
 //!   when it is `dedicated`; in the main file, with no file of its own, otherwise;
 //! - every blob decodes: usage, data version, index snapshots (a snapshot that does not decode
-//!   is a warning: it is derived state, rebuilt from the records at the next load);
+//!   is a warning: it is derived state, rebuilt from the records at the next load), and the
+//!   graph file a snapshot names is read and checked as a load reads it (a warning too);
 //! - the usage counters equal a recount of the records;
 //! - when its indexes are loaded, they hold exactly the stored records (ids, fields, vectors)
 //!   and each graph holds exactly the collection's vectors.
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use strata_auth::OperatorScope;
-use strata_store::{Reader, Reads, TenantKey};
+use strata_store::{Reader, Reads, Store, TenantKey};
 use strata_types::{CollectionName, Record, TenantId};
 
 use crate::lifecycle::{self, USAGE_BLOB, Usage};
@@ -87,7 +88,7 @@ impl Engine {
         let mut report = self
             .indexes
             .with_consistent(&self.store, meta.key, |r, index| {
-                verify(r, id, meta.key, index)
+                verify(&self.store, r, id, meta.key, index)
             })?;
         self.check_placement(&meta, &mut report)?;
         report.ok = report.problem_count == 0;
@@ -96,6 +97,7 @@ impl Engine {
 }
 
 fn verify(
+    store: &Store,
     r: &Reader,
     id: &TenantId,
     key: TenantKey,
@@ -125,7 +127,7 @@ fn verify(
             report.problem(format!("storage key shared with tenant {}", other.id));
         }
     }
-    check_blobs(r, key, &keys.blobs, &mut report);
+    check_blobs(store, r, key, &keys.blobs, &mut report);
 
     // Records, by collection; the recount of usage.
     let mut by_collection: HashMap<CollectionName, Vec<Record>> = HashMap::new();
@@ -163,7 +165,13 @@ fn verify(
     Ok(report)
 }
 
-fn check_blobs(r: &Reader, key: TenantKey, blobs: &[String], report: &mut VerifyReport) {
+fn check_blobs(
+    store: &Store,
+    r: &Reader,
+    key: TenantKey,
+    blobs: &[String],
+    report: &mut VerifyReport,
+) {
     for name in blobs {
         let bytes = match r.blob(key, name) {
             Ok(Some(b)) => b,
@@ -176,11 +184,20 @@ fn check_blobs(r: &Reader, key: TenantKey, blobs: &[String], report: &mut Verify
                 report.problem(format!("data version: {} bytes, not 8", bytes.len()));
             }
         } else if let Some(collection) = name.strip_prefix(BLOB_PREFIX) {
-            if let Err(e) = snapshot::decode(&bytes) {
-                report.warnings.push(format!(
+            match snapshot::decode(&bytes) {
+                Err(e) => report.warnings.push(format!(
                     "index snapshot of {collection} does not decode ({e}); it is rebuilt from \
                      the records at the next load"
-                ));
+                )),
+                Ok(snap) => {
+                    if let Some(snapshot::SavedGraph::File(f)) = &snap.graph
+                        && let Err(e) = check_graph_file(store, r, key, collection, f)
+                    {
+                        report.warnings.push(format!(
+                            "graph of {collection}: {e}; it is rebuilt at the next load"
+                        ));
+                    }
+                }
             }
         } else if let Some(decoded) = crate::shares::check_blob(name, &bytes) {
             if let Err(e) = decoded {
@@ -197,6 +214,23 @@ fn check_blobs(r: &Reader, key: TenantKey, blobs: &[String], report: &mut Verify
             report.problem(format!("unknown blob {name:?}"));
         }
     }
+}
+
+/// Reads the graph file a snapshot names as a load would (length, checksum, closed decode).
+fn check_graph_file(
+    store: &Store,
+    r: &Reader,
+    key: TenantKey,
+    collection: &str,
+    f: &crate::graph_file::GraphFile,
+) -> Result<(), EngineError> {
+    let name = CollectionName::parse(collection)
+        .map_err(|e| EngineError::Index(format!("collection name: {e}")))?;
+    let c = r
+        .collection(key, &name)?
+        .ok_or_else(|| EngineError::Index("no such collection".into()))?;
+    let metric = crate::collection_index::index_metric(c.metric);
+    crate::graph_file::load(store, key, f, c.dim as usize, metric, Default::default()).map(|_| ())
 }
 
 fn check_index(

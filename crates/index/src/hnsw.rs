@@ -386,17 +386,29 @@ impl HnswIndex {
     /// Serialises the index (graph and vectors) into a byte buffer; see [`Self::from_bytes`]
     /// and `hnsw_format.rs` for the layout.
     pub fn to_bytes(&self) -> Result<Vec<u8>, IndexError> {
-        let dim = u32::try_from(self.graph.dim).map_err(|_| IndexError::InvalidParam {
-            name: "dim",
-            value: self.graph.dim,
-            reason: "must fit in u32",
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.write_to(&mut out).map_err(|e| IndexError::Corrupt {
+            reason: format!("encoding: {e}"),
         })?;
-        let mut out = Vec::with_capacity(HEADER_LEN + crate::hnsw_format::encoded_len(&self.graph));
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&dim.to_le_bytes());
-        out.push(self.metric.code());
-        crate::hnsw_format::write(&self.graph, &mut out);
         Ok(out)
+    }
+
+    /// Bytes [`Self::write_to`] writes (and [`Self::to_bytes`] returns).
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN + crate::hnsw_format::encoded_len(&self.graph)
+    }
+
+    /// Writes exactly the bytes of [`Self::to_bytes`] to `out`, without building them in
+    /// memory first: the big arrays go out as they sit in memory, so saving a large graph to
+    /// a file costs no second copy of it.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let dim = u32::try_from(self.graph.dim).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "dimension above u32")
+        })?;
+        out.write_all(MAGIC)?;
+        out.write_all(&dim.to_le_bytes())?;
+        out.write_all(&[self.metric.code()])?;
+        crate::hnsw_format::write_to(&self.graph, out)
     }
 
     /// Restores an index written by [`Self::to_bytes`]. `dim` and `metric` must match the ones
@@ -407,16 +419,36 @@ impl HnswIndex {
         metric: Metric,
         params: HnswParams,
     ) -> Result<Self, IndexError> {
+        let mut r = bytes;
+        Self::read_from(&mut r, bytes.len() as u64, dim, metric, params)
+    }
+
+    /// Restores an index from a stream holding exactly the `len` bytes of
+    /// [`Self::to_bytes`] (a file the caller opened, say): every array is read straight into
+    /// its final buffer, so the graph is copied once, and decoding is as closed as
+    /// [`Self::from_bytes`]'s. A stream that ends early, fails, or holds other bytes is
+    /// [`IndexError::Corrupt`]. The caller checks that nothing follows the `len` bytes.
+    pub fn read_from(
+        r: &mut impl std::io::Read,
+        len: u64,
+        dim: usize,
+        metric: Metric,
+        params: HnswParams,
+    ) -> Result<Self, IndexError> {
         let corrupt = |reason: &str| IndexError::Corrupt {
             reason: reason.to_string(),
         };
-        if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        let mut header = [0u8; HEADER_LEN];
+        if len < HEADER_LEN as u64
+            || r.read_exact(&mut header).is_err()
+            || &header[..MAGIC.len()] != MAGIC
+        {
             return Err(corrupt(
                 "missing STRHNSW2 header (another format or version)",
             ));
         }
         let mut dim_bytes = [0u8; 4];
-        dim_bytes.copy_from_slice(&bytes[MAGIC.len()..MAGIC.len() + 4]);
+        dim_bytes.copy_from_slice(&header[MAGIC.len()..MAGIC.len() + 4]);
         let stored_dim = u32::from_le_bytes(dim_bytes) as usize;
         if stored_dim != dim {
             return Err(IndexError::DimensionMismatch {
@@ -424,7 +456,7 @@ impl HnswIndex {
                 actual: stored_dim,
             });
         }
-        let found = Metric::from_code(bytes[MAGIC.len() + 4])
+        let found = Metric::from_code(header[MAGIC.len() + 4])
             .ok_or_else(|| corrupt("unknown metric code"))?;
         if found != metric {
             return Err(IndexError::MetricMismatch {
@@ -433,7 +465,7 @@ impl HnswIndex {
             });
         }
         let mut index = Self::new(dim, metric, params)?;
-        crate::hnsw_format::read(&bytes[HEADER_LEN..], &mut index.graph)?;
+        crate::hnsw_format::read_from(r, len - HEADER_LEN as u64, &mut index.graph)?;
         // The graph's links were laid out with the connectivity it was built with.
         index.params.m = index.graph.m;
         Ok(index)

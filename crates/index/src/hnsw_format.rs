@@ -10,11 +10,14 @@
 //! ```
 //!
 //! Why this shape: loading a 200 000-node graph must be quick, so the big arrays are written
-//! as they sit in memory and read back as bulk copies; no graph is rebuilt on load. Decoding
+//! as they sit in memory and read back straight into their final buffers (one copy from a
+//! file, no intermediate byte buffer); no graph is rebuilt on load. The body is written to and
+//! read from `std::io` streams the caller opens; this crate opens no file. Decoding
 //! is closed: every length, count, level and link is checked, so a damaged body is an error
 //! (and the engine rebuilds the graph), never an out-of-bounds walk.
 
 use std::collections::HashMap;
+use std::io::{self, Read, Write};
 
 use crate::error::IndexError;
 use crate::hnsw_graph::{Graph, LINE_WORDS, Line, MAX_LEVEL, row_stride};
@@ -25,74 +28,100 @@ fn corrupt(reason: impl Into<String>) -> IndexError {
     }
 }
 
-fn put_u32(out: &mut Vec<u8>, v: u32) {
-    out.extend_from_slice(&v.to_le_bytes());
+fn put_u32(out: &mut impl Write, v: u32) -> io::Result<()> {
+    out.write_all(&v.to_le_bytes())
 }
 
-fn words_to_bytes(out: &mut Vec<u8>, words: &[u32]) {
-    out.reserve(words.len() * 4);
-    for w in words {
-        out.extend_from_slice(&w.to_le_bytes());
+/// Writes `words` little-endian. On a little-endian machine that is their memory as it is,
+/// written in one call (no copy of a graph that can be hundreds of megabytes).
+fn put_words(out: &mut impl Write, words: &[u32]) -> io::Result<()> {
+    if cfg!(target_endian = "little") {
+        out.write_all(bytemuck::cast_slice(words))
+    } else {
+        for chunk in words.chunks(16 * 1024) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|w| w.to_le_bytes()).collect();
+            out.write_all(&bytes)?;
+        }
+        Ok(())
     }
 }
 
-/// Bytes of [`write`]'s output for `g`.
+/// Bytes of [`write_to`]'s output for `g`.
 pub(crate) fn encoded_len(g: &Graph) -> usize {
     let upper: usize = g.upper.iter().map(|u| u.len()).sum();
     5 * 4 + g.nodes() * (4 + 1 + 1) + (g.nodes() * g.stride + upper) * 4
 }
 
-/// Appends the body of `g` to `out`.
-pub(crate) fn write(g: &Graph, out: &mut Vec<u8>) {
-    out.reserve(encoded_len(g));
+/// Writes the body of `g` to `out`.
+pub(crate) fn write_to(g: &Graph, out: &mut impl Write) -> io::Result<()> {
     let n = g.nodes();
-    put_u32(out, g.m as u32);
-    put_u32(out, n as u32);
-    put_u32(out, g.entry.unwrap_or(u32::MAX));
-    put_u32(out, g.max_level as u32);
-    put_u32(out, g.stride as u32);
-    words_to_bytes(out, &g.labels);
-    out.extend_from_slice(&g.levels);
-    out.extend_from_slice(&g.deleted);
-    let rows: &[Line] = &g.rows;
-    for line in rows {
-        words_to_bytes(out, &line.0);
-    }
+    put_u32(out, g.m as u32)?;
+    put_u32(out, n as u32)?;
+    put_u32(out, g.entry.unwrap_or(u32::MAX))?;
+    put_u32(out, g.max_level as u32)?;
+    put_u32(out, g.stride as u32)?;
+    put_words(out, &g.labels)?;
+    out.write_all(&g.levels)?;
+    out.write_all(&g.deleted)?;
+    put_words(out, g.words())?;
     for list in &g.upper {
-        words_to_bytes(out, list);
+        put_words(out, list)?;
     }
+    Ok(())
 }
 
-/// A cursor over the body that fails, rather than panics, past its end.
-struct Reader<'a> {
-    bytes: &'a [u8],
+/// Lines of the level-0 array read per step: 1 MiB, so that zeroing a step's fresh lines and
+/// reading over them happen while they are in the cache, and memory is touched once.
+const READ_STEP_LINES: usize = (1 << 20) / (LINE_WORDS * 4);
+
+/// A source that fails, rather than panics or over-allocates, past the bytes it announced.
+struct Source<'a, R> {
+    r: &'a mut R,
+    /// Bytes the body still has by its caller's account; nothing larger is allocated.
+    left: u64,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], IndexError> {
-        if self.bytes.len() < n {
+impl<R: Read> Source<'_, R> {
+    fn bytes(&mut self, out: &mut [u8], what: &str) -> Result<(), IndexError> {
+        let n = out.len() as u64;
+        if n > self.left {
             return Err(corrupt(format!("graph body ends inside its {what}")));
         }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Ok(head)
+        self.r.read_exact(out).map_err(|e| {
+            corrupt(match e.kind() {
+                io::ErrorKind::UnexpectedEof => format!("graph body ends inside its {what}"),
+                _ => format!("reading the {what}: {e}"),
+            })
+        })?;
+        self.left -= n;
+        Ok(())
     }
 
     fn u32(&mut self, what: &str) -> Result<u32, IndexError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        let mut b = [0; 4];
+        self.bytes(&mut b, what)?;
+        Ok(u32::from_le_bytes(b))
     }
 
+    /// Reads little-endian words straight into `out` (their final place).
     fn words_into(&mut self, out: &mut [u32], what: &str) -> Result<(), IndexError> {
-        let len = out
-            .len()
-            .checked_mul(4)
-            .ok_or_else(|| corrupt("too large"))?;
-        let b = self.take(len, what)?;
-        for (w, c) in out.iter_mut().zip(b.chunks_exact(4)) {
-            *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        self.bytes(bytemuck::cast_slice_mut(out), what)?;
+        if cfg!(target_endian = "big") {
+            for w in out.iter_mut() {
+                *w = u32::from_le(*w);
+            }
         }
         Ok(())
+    }
+
+    /// `len` bytes, after checking that they are there by the caller's account.
+    fn vec(&mut self, len: usize, what: &str) -> Result<Vec<u8>, IndexError> {
+        if len as u64 > self.left {
+            return Err(corrupt(format!("graph body ends inside its {what}")));
+        }
+        let mut v = vec![0; len];
+        self.bytes(&mut v, what)?;
+        Ok(v)
     }
 }
 
@@ -114,10 +143,13 @@ fn check_list(list: &[u32], cap: usize, level: usize, levels: &[u8]) -> Result<(
     Ok(())
 }
 
-/// Reads a body written by [`write`] into `g`, an empty graph built with the expected
-/// dimension and metric (its `m` is replaced by the recorded one).
-pub(crate) fn read(bytes: &[u8], g: &mut Graph) -> Result<(), IndexError> {
-    let mut r = Reader { bytes };
+/// Reads a body written by [`write_to`] into `g`, an empty graph built with the expected
+/// dimension and metric (its `m` is replaced by the recorded one). `len` is the body's length
+/// by the caller's account (a slice's length, a file's size): counts that need more bytes
+/// than that are damage, refused before anything that large is allocated. Every array is
+/// read straight into its final buffer, so a load copies the graph once.
+pub(crate) fn read_from(r: &mut impl Read, len: u64, g: &mut Graph) -> Result<(), IndexError> {
+    let mut r = Source { r, left: len };
     let m = r.u32("header")? as usize;
     let n = r.u32("header")? as usize;
     let entry = r.u32("header")?;
@@ -135,15 +167,21 @@ pub(crate) fn read(bytes: &[u8], g: &mut Graph) -> Result<(), IndexError> {
     }
     // Every node takes at least a row; a count beyond the bytes present is damage, and is
     // caught before anything that large is allocated.
-    if n.saturating_mul(stride * 4) > r.bytes.len() {
+    if (n as u64).saturating_mul(stride as u64 * 4) > r.left {
         return Err(corrupt(format!("{n} nodes do not fit in the body")));
     }
     g.labels = vec![0; n];
     r.words_into(&mut g.labels, "labels")?;
-    g.levels = r.take(n, "levels")?.to_vec();
-    g.deleted = r.take(n, "tombstones")?.to_vec();
-    g.rows = vec![Line::default(); n * stride / LINE_WORDS];
-    r.words_into(g.words_mut(), "rows")?;
+    g.levels = r.vec(n, "levels")?;
+    g.deleted = r.vec(n, "tombstones")?;
+    let lines = n * stride / LINE_WORDS;
+    g.rows = Vec::with_capacity(lines);
+    while g.rows.len() < lines {
+        let from = g.rows.len();
+        let step = READ_STEP_LINES.min(lines - from);
+        g.rows.resize(from + step, Line::default());
+        r.words_into(&mut g.words_mut()[from * LINE_WORDS..], "rows")?;
+    }
     if let Some(&l) = g.levels.iter().find(|&&l| l as usize > MAX_LEVEL) {
         return Err(corrupt(format!("node level {l} above {MAX_LEVEL}")));
     }
@@ -156,7 +194,7 @@ pub(crate) fn read(bytes: &[u8], g: &mut Graph) -> Result<(), IndexError> {
         r.words_into(&mut list, "upper links")?;
         g.upper.push(list);
     }
-    if !r.bytes.is_empty() {
+    if r.left != 0 {
         return Err(corrupt("bytes after the graph body"));
     }
     let words_at = |node: usize| node * stride + g.dim;

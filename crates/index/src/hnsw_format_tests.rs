@@ -131,3 +131,75 @@ fn a_large_graph_round_trips_quickly_enough_to_test() {
     assert_eq!(back.to_bytes().expect("to_bytes"), bytes);
     assert_eq!(back.len(), g.len());
 }
+
+/// A reader that hands out at most `step` bytes per call, like a pipe or a slow file.
+struct Trickle<'a> {
+    bytes: &'a [u8],
+    step: usize,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.step.min(buf.len()).min(self.bytes.len());
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        Ok(n)
+    }
+}
+
+/// Streams in and out give exactly the bytes and the graph of `to_bytes` and `from_bytes`,
+/// whatever sizes the reads come in; a stream shorter than announced, or an announced length
+/// that leaves bytes over, is refused.
+#[test]
+fn streams_read_and_write_the_same_bytes() {
+    let vectors = crate::testdata::clustered(2_000, 16, 10, 3);
+    let mut g = HnswIndex::new(16, Metric::L2, HnswParams::default()).expect("new");
+    for (i, v) in vectors.iter().enumerate() {
+        g.insert(i as u32, v).expect("insert");
+    }
+    let bytes = g.to_bytes().expect("to_bytes");
+    let mut written = Vec::new();
+    g.write_to(&mut written).expect("write_to");
+    assert_eq!(written, bytes);
+    assert_eq!(g.encoded_len(), bytes.len());
+    for step in [1, 7, 4096, usize::MAX] {
+        let mut r = Trickle {
+            bytes: &bytes,
+            step,
+        };
+        let back = HnswIndex::read_from(
+            &mut r,
+            bytes.len() as u64,
+            16,
+            Metric::L2,
+            HnswParams::default(),
+        )
+        .expect("read_from");
+        assert_eq!(back.to_bytes().expect("to_bytes"), bytes, "step {step}");
+    }
+    let short = &bytes[..bytes.len() - 1];
+    let mut r = Trickle {
+        bytes: short,
+        step: 4096,
+    };
+    let cut = HnswIndex::read_from(
+        &mut r,
+        bytes.len() as u64,
+        16,
+        Metric::L2,
+        HnswParams::default(),
+    );
+    assert!(matches!(cut, Err(IndexError::Corrupt { .. })));
+    let mut r = Trickle {
+        bytes: &bytes,
+        step: 4096,
+    };
+    let over = HnswIndex::read_from(
+        &mut r,
+        bytes.len() as u64 + 1,
+        16,
+        Metric::L2,
+        HnswParams::default(),
+    );
+    assert!(matches!(over, Err(IndexError::Corrupt { .. })));
+}

@@ -5,7 +5,8 @@
 //! statistics are further computed over the slots the caller may see ([`Bm25Index::query`]).
 //!
 //! Invariants:
-//! - No file or network I/O: persistence is to and from byte buffers (`HnswIndex::to_bytes`).
+//! - No file or network I/O: persistence is to and from byte buffers (`HnswIndex::to_bytes`)
+//!   and streams the caller opened (`HnswIndex::write_to`, `HnswIndex::read_from`).
 //! - Scores are always *higher is better* (see [`Metric::score`]); results are sorted by score
 //!   descending with ties broken by slot ascending, so every search is deterministic.
 //! - No dependency on other workspace crates.

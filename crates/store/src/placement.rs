@@ -106,6 +106,11 @@ impl Placement {
         Arc::clone(&self.lock_read())
     }
 
+    /// The directory of derived files (`crate::derived`), beside this one.
+    pub(crate) fn derived_root(&self) -> PathBuf {
+        self.root.with_file_name(crate::derived::DERIVED_DIR)
+    }
+
     fn dir_of(&self, t: TenantKey) -> PathBuf {
         self.root.join(format!("{:016x}", t.raw()))
     }

@@ -1,0 +1,247 @@
+//! Graph files through an engine: a saved graph is one file, read back at the next load; a
+//! damaged or missing file, or one a crash left half-saved, makes the load rebuild with the
+//! same answers; a migration keeps it usable; a hard delete leaves none.
+
+use std::path::{Path, PathBuf};
+
+use strata_auth::{OperatorScope, TenantScope};
+use strata_store::Reads;
+use strata_types::{Metric, TenantId};
+
+use crate::snapshot::{self, SavedGraph};
+use crate::test_support::{DIM, admin_scope, answers, put_clustered, vec_name};
+use crate::{Engine, EngineConfig};
+
+/// Records of the test collection: enough for a graph (see `test_support::DIM`).
+const N: usize = 1_100;
+
+fn open(dir: &Path) -> (Engine, TenantScope) {
+    let engine = Engine::open(dir, EngineConfig::default()).unwrap();
+    let scope = admin_scope(&engine, "acme");
+    (engine, scope)
+}
+
+/// A tenant with a graph, saved; its answers.
+fn saved_tenant() -> (tempfile::TempDir, Vec<Vec<String>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let id = TenantId::parse("acme").unwrap();
+    engine
+        .create_tenant(&OperatorScope::for_tests(), &id, None)
+        .unwrap();
+    let scope = admin_scope(&engine, "acme");
+    engine
+        .create_collection(&scope, &vec_name(), DIM, Metric::Cosine)
+        .unwrap();
+    put_clustered(&engine, &scope, N);
+    engine.index_stats(&scope).unwrap();
+    engine.wait_for_graph_builds();
+    let before = answers(&engine, &scope);
+    engine.persist_indexes().unwrap();
+    (dir, before)
+}
+
+fn restored(engine: &Engine, scope: &TenantScope) -> bool {
+    engine
+        .index_stats(scope)
+        .unwrap()
+        .into_iter()
+        .any(|s| s.collection == vec_name() && s.graph && s.restored_from_snapshot)
+}
+
+/// The graph file the tenant's snapshot names.
+fn named_file(engine: &Engine, scope: &TenantScope) -> PathBuf {
+    let bytes = engine
+        .store
+        .read()
+        .unwrap()
+        .blob(scope.key(), "index:vec")
+        .unwrap()
+        .expect("a snapshot");
+    match snapshot::decode(&bytes).unwrap().graph {
+        Some(SavedGraph::File(f)) => engine.store.derived_dir(scope.key()).join(f.name),
+        other => panic!("no graph file: {other:?}"),
+    }
+}
+
+/// Every file in the tenant's derived directory.
+fn files(engine: &Engine, scope: &TenantScope) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(engine.store.derived_dir(scope.key()))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+fn verify_ok(engine: &Engine) -> crate::VerifyReport {
+    let report = engine
+        .verify_tenant(
+            &OperatorScope::for_tests(),
+            &TenantId::parse("acme").unwrap(),
+        )
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    report
+}
+
+#[test]
+fn a_saved_graph_is_one_file_read_back_at_the_next_load() {
+    let (dir, before) = saved_tenant();
+    let (engine, scope) = open(dir.path());
+    assert_eq!(files(&engine, &scope), vec![named_file(&engine, &scope)]);
+    assert!(restored(&engine, &scope));
+    assert_eq!(answers(&engine, &scope), before);
+    assert!(verify_ok(&engine).warnings.is_empty());
+}
+
+/// Damage done to a file.
+type Damage = fn(&Path);
+
+/// Each kind of damage, done to the file the snapshot names: the load rebuilds from the
+/// records (no graph restored), the answers are the same, `verify` warns without failing, and
+/// the next save writes a good file again.
+#[test]
+fn a_damaged_or_missing_graph_file_is_rebuilt_with_the_same_answers() {
+    let (dir, before) = saved_tenant();
+    let damages: Vec<(&str, Damage)> = vec![
+        ("cut in half", |p| {
+            let len = std::fs::metadata(p).unwrap().len();
+            let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+            f.set_len(len / 2).unwrap();
+        }),
+        ("one bit flipped in a vector", |p| {
+            let mut bytes = std::fs::read(p).unwrap();
+            // Past the header, labels, levels and tombstones: inside the rows.
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0x10;
+            std::fs::write(p, bytes).unwrap();
+        }),
+        ("a byte appended", |p| {
+            let mut bytes = std::fs::read(p).unwrap();
+            bytes.push(0);
+            std::fs::write(p, bytes).unwrap();
+        }),
+        ("deleted", |p| std::fs::remove_file(p).unwrap()),
+    ];
+    for (what, damage) in damages {
+        let (engine, scope) = open(dir.path());
+        damage(&named_file(&engine, &scope));
+        let report = verify_ok(&engine);
+        assert!(
+            report.warnings.iter().any(|w| w.contains("graph of vec")),
+            "{what}: {report:?}"
+        );
+        assert!(!restored(&engine, &scope), "{what}: restored");
+        assert_eq!(answers(&engine, &scope), before, "{what}");
+        engine.wait_for_graph_builds();
+        assert_eq!(answers(&engine, &scope), before, "{what}, rebuilt");
+        engine.persist_indexes().unwrap();
+        // The damaged file is gone with the save; the new one is the only one.
+        assert_eq!(files(&engine, &scope), vec![named_file(&engine, &scope)]);
+        drop(engine);
+        let (engine, scope) = open(dir.path());
+        assert!(restored(&engine, &scope), "{what}: saved again");
+        assert_eq!(answers(&engine, &scope), before, "{what}");
+    }
+}
+
+/// A save writes the new file (temporary, synced, renamed), commits the snapshot naming it,
+/// then deletes the old one. A crash before the commit leaves the old snapshot and its file,
+/// plus a complete or partial file nothing names: the load uses the old one, and the next
+/// save deletes the leftovers.
+#[test]
+fn a_crash_between_the_steps_of_a_save_leaves_the_old_graph_usable() {
+    let (dir, before) = saved_tenant();
+    let (engine, scope) = open(dir.path());
+    let old = named_file(&engine, &scope);
+    let derived = engine.store.derived_dir(scope.key());
+    // A new file renamed into place before the crash, and one still being written.
+    let unnamed = derived.join(format!(
+        "{}-9-00000000000000ff.hnsw",
+        old.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split('-')
+            .next()
+            .unwrap()
+    ));
+    std::fs::copy(&old, &unnamed).unwrap();
+    std::fs::write(derived.join("tmp-partial.hnsw"), b"STRHNSW2").unwrap();
+    drop(engine);
+
+    let (engine, scope) = open(dir.path());
+    assert!(restored(&engine, &scope));
+    assert_eq!(named_file(&engine, &scope), old);
+    assert_eq!(answers(&engine, &scope), before);
+    verify_ok(&engine);
+    // The next save (after a change) names a new file and deletes everything else.
+    put_clustered(&engine, &scope, N + 10);
+    engine.wait_for_graph_builds();
+    let after = answers(&engine, &scope);
+    engine.persist_indexes().unwrap();
+    let new = named_file(&engine, &scope);
+    assert_ne!(new, old);
+    assert_eq!(files(&engine, &scope), vec![new]);
+    drop(engine);
+    let (engine, scope) = open(dir.path());
+    assert!(restored(&engine, &scope));
+    assert_eq!(answers(&engine, &scope), after);
+}
+
+/// The files do not depend on the isolation level: after a migration into the tenant's own
+/// file and back, a restart still restores the graph from its file.
+#[test]
+fn a_migration_keeps_the_graph_file_usable() {
+    let (dir, before) = saved_tenant();
+    let id = TenantId::parse("acme").unwrap();
+    for target in [
+        crate::IsolationLevel::Dedicated,
+        crate::IsolationLevel::Shared,
+    ] {
+        let (engine, scope) = open(dir.path());
+        engine
+            .migrate_tenant(
+                &OperatorScope::for_tests(),
+                &id,
+                crate::MigrateRequest {
+                    target,
+                    index_params: None,
+                    dry_run: false,
+                },
+            )
+            .unwrap();
+        engine.wait_for_graph_builds();
+        engine.persist_indexes().unwrap();
+        drop(engine);
+        let (engine, scope2) = open(dir.path());
+        assert_eq!(scope.key(), scope2.key());
+        assert!(restored(&engine, &scope2), "after moving to {target:?}");
+        assert_eq!(answers(&engine, &scope2), before);
+        assert!(verify_ok(&engine).warnings.is_empty());
+    }
+}
+
+/// A hard delete removes the tenant's graph files with it; a directory a crash left behind
+/// for a tenant that is no longer registered goes at the next start.
+#[test]
+fn a_hard_delete_leaves_no_graph_file() {
+    let (dir, _) = saved_tenant();
+    let (engine, scope) = open(dir.path());
+    let derived = engine.store.derived_dir(scope.key());
+    assert!(derived.is_dir());
+    engine
+        .purge_tenant(
+            &OperatorScope::for_tests(),
+            &TenantId::parse("acme").unwrap(),
+        )
+        .unwrap();
+    assert!(!derived.exists());
+
+    // As if a crash came between the purge's commit and the deletion.
+    std::fs::create_dir_all(&derived).unwrap();
+    std::fs::write(derived.join("leftover.hnsw"), b"x").unwrap();
+    drop(engine);
+    let _engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    assert!(!derived.exists());
+}
