@@ -67,7 +67,8 @@ pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
     }
     if all_known {
         store.remove_orphan_files(&keep)?;
-        store.remove_orphan_derived(&registered)?;
+        // Derived files only save rebuilds: failing to remove them must not stop the start.
+        let _ = store.remove_orphan_derived(&registered);
     }
     Ok(())
 }

@@ -389,7 +389,10 @@ impl IndexRegistry {
 
     /// Forgets a tenant's indexes, after its data was erased.
     pub fn forget(&self, key: TenantKey) {
-        if let Some(slot) = lock(&self.tenants).remove(&key) {
+        // The map's lock is released before waiting for the tenant's index (a save in
+        // progress may hold it), so other tenants' look-ups do not wait too.
+        let removed = lock(&self.tenants).remove(&key);
+        if let Some(slot) = removed {
             let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
             *guard = None;
             self.account(&slot, None);

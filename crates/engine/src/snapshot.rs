@@ -30,9 +30,14 @@ fn blob_name(collection: &CollectionName) -> String {
 
 /// The tenant's data version: how many write transactions it has committed.
 pub(crate) fn data_version(r: &impl Reads, key: TenantKey) -> Result<u64, StoreError> {
-    Ok(r.blob(key, VERSION_BLOB)?
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes))
+    // Closed: a damaged version must not read as 0, or counting would start again and an old
+    // image could match a later version.
+    match r.blob(key, VERSION_BLOB)? {
+        None => Ok(0),
+        Some(b) => <[u8; 8]>::try_from(b.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt(format!("data version of {} bytes", b.len()))),
+    }
 }
 
 /// Called inside every write transaction of the tenant.
@@ -183,6 +188,26 @@ pub(crate) fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stored data version of the wrong length is an error, never version 0.
+    #[test]
+    fn a_damaged_data_version_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = strata_store::Store::open(&dir.path().join("db.redb")).unwrap();
+        let id = strata_types::TenantId::parse("t").unwrap();
+        let key = store
+            .write(|w| w.create_tenant(&id, 0, Default::default()).map(|m| m.key))
+            .unwrap();
+        assert_eq!(data_version(&store.read().unwrap(), key).unwrap(), 0);
+        store
+            .write(|w| w.put_blob(key, VERSION_BLOB, &7u64.to_be_bytes()))
+            .unwrap();
+        assert_eq!(data_version(&store.read().unwrap(), key).unwrap(), 7);
+        store
+            .write(|w| w.put_blob(key, VERSION_BLOB, &[0, 7]))
+            .unwrap();
+        assert!(data_version(&store.read().unwrap(), key).is_err());
+    }
 
     fn sample() -> Snapshot {
         let file = GraphFile {

@@ -321,6 +321,11 @@ impl TenantIndex {
         // The tenant's writes are held back meanwhile (its order lock), so this is the
         // version the transaction below reads too; it only names the files.
         let version = snapshot::data_version(&store.read()?, key)?;
+        // Files an earlier save wrote and then failed to name would otherwise pile up, one
+        // whole graph per failed save.
+        if let Some(named) = committed_graph_files(store, key)? {
+            let _ = store.retain_derived(key, |name| named.iter().any(|n| n == name));
+        }
         let mut files = HashMap::new();
         for (name, ci) in &self.collections {
             if let Some(g) = &ci.graph {
@@ -377,6 +382,28 @@ impl TenantIndex {
         let _ = store.retain_derived(key, |name| named.iter().any(|n| n == name));
         Ok(())
     }
+}
+
+/// The graph files the tenant's committed snapshots name; `None` when a snapshot does not
+/// decode (then nothing may be deleted: it may name one).
+fn committed_graph_files(
+    store: &Store,
+    key: TenantKey,
+) -> Result<Option<Vec<String>>, EngineError> {
+    let r = store.read()?;
+    let mut named = Vec::new();
+    for c in r.collections(key)? {
+        match snapshot::load(&r, key, &c.name)? {
+            None => {}
+            Some(Err(_)) => return Ok(None),
+            Some(Ok(s)) => {
+                if let Some(SavedGraph::File(f)) = s.graph {
+                    named.push(f.name);
+                }
+            }
+        }
+    }
+    Ok(Some(named))
 }
 
 /// Restores `ci`'s graph from a snapshot's: inline bytes, or its derived file. `false` (and

@@ -177,8 +177,9 @@ impl Store {
             Err(e) => return Err(io(&root, e)),
         };
         let mut removed = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| io(&root, e))?;
+        // Derived files only save rebuilds: one that cannot be removed is left for the next
+        // start rather than keeping this one from serving.
+        for entry in entries.flatten() {
             let name = entry.file_name();
             // Only directories this store names; anything else is left alone.
             let Some(key) = name
@@ -189,8 +190,8 @@ impl Store {
             else {
                 continue;
             };
-            if !keep.contains(&key) {
-                std::fs::remove_dir_all(entry.path()).map_err(|e| io(&entry.path(), e))?;
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && !keep.contains(&key) && std::fs::remove_dir_all(entry.path()).is_ok() {
                 removed.push(key);
             }
         }
@@ -277,5 +278,11 @@ mod tests {
         assert_eq!(store.remove_orphan_derived(&keep).unwrap(), vec![a]);
         assert!(!store.derived_dir(a).exists());
         assert!(read(&store, b, "b.hnsw").is_some());
+        // A regular file with a tenant directory's name is not ours to remove, and does not
+        // make the clean-up fail.
+        let stray = store.derived_dir(a);
+        std::fs::write(&stray, b"not a directory").unwrap();
+        assert_eq!(store.remove_orphan_derived(&keep).unwrap(), Vec::new());
+        assert!(stray.is_file());
     }
 }
