@@ -515,9 +515,10 @@ impl Store {
             ftxn.commit().map_err(StoreError::from)?;
             drop(fdb);
             let mut routing = self.placement.lock_write();
-            txn.commit().map_err(StoreError::from)?;
-            // Creations and flips change registry rows.
+            let committed = txn.commit();
+            // Creations and flips change registry rows (maybe even when the commit failed).
             self.registry_committed();
+            committed.map_err(StoreError::from)?;
             Arc::make_mut(&mut routing).insert(next, Arc::clone(&file.file));
             Ok(r)
         })();
@@ -591,9 +592,10 @@ impl Store {
         ftxn.commit().map_err(StoreError::from)?;
         drop(fdb);
         let mut routing = self.placement.lock_write();
-        txn.commit().map_err(StoreError::from)?;
-        // Creations and flips change registry rows.
+        let committed = txn.commit();
+        // Creations and flips change registry rows (maybe even when the commit failed).
         self.registry_committed();
+        committed.map_err(StoreError::from)?;
         Arc::make_mut(&mut routing).insert(t, Arc::clone(&file.file));
         Ok((r, caught))
     }
@@ -646,9 +648,10 @@ impl Store {
         };
         {
             let mut routing = self.placement.lock_write();
-            txn.commit().map_err(StoreError::from)?;
-            // Creations and flips change registry rows.
+            let committed = txn.commit();
+            // Creations and flips change registry rows (maybe even when the commit failed).
             self.registry_committed();
+            committed.map_err(StoreError::from)?;
             Arc::make_mut(&mut routing).remove(&t);
         }
         drop(db);

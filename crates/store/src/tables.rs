@@ -149,7 +149,8 @@ impl Store {
         self.registry_epoch.load(Ordering::SeqCst)
     }
 
-    /// Marks a commit that wrote (or may have written) the registry; call it after the commit.
+    /// Marks a commit that wrote (or may have written) the registry; call it after the commit,
+    /// whether it succeeded or not.
     pub(crate) fn registry_committed(&self) {
         self.registry_epoch.fetch_add(1, Ordering::SeqCst);
     }
@@ -332,10 +333,13 @@ impl Store {
             }
         }
         let started = std::time::Instant::now();
-        txn.commit().map_err(StoreError::from)?;
+        let committed = txn.commit();
+        // Whatever the commit returned: a commit that failed late (its sync, say) may still
+        // have changed the registry, and a needless bump only costs a registry read.
         if registry_written {
             self.registry_committed();
         }
+        committed.map_err(StoreError::from)?;
         if entered.is_none() {
             self.commits.observe(started.elapsed());
         }
