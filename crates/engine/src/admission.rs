@@ -97,7 +97,10 @@ mod tests {
         };
         engine.update_tenant(&op, &id, update).unwrap();
         // The request's late fill.
-        engine.admissions.by_key.remember(before, scope.key(), stale);
+        engine
+            .admissions
+            .by_key
+            .remember(before, scope.key(), stale);
 
         assert_eq!(engine.admission(&scope).unwrap().weight, 7);
         // Served from memory from then on, still the new figures.

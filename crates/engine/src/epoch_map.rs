@@ -138,7 +138,11 @@ mod tests {
         assert_eq!(map.get(5, key(2), |v| *v), None);
         map.remember(6, key(2), "b");
         assert_eq!(map.get(6, key(2), |v| *v), Some("b"));
-        assert_eq!(map.get(6, key(1), |v| *v), None, "epoch 5's entries are gone");
+        assert_eq!(
+            map.get(6, key(1), |v| *v),
+            None,
+            "epoch 5's entries are gone"
+        );
         assert_eq!(map.len(), 1);
     }
 
