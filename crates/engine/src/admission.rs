@@ -1,12 +1,10 @@
 //! The per-tenant figures the HTTP layer needs on every request (rate and concurrency limits,
 //! fair-share weight), cached in memory so admission control never waits on storage.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-
 use strata_auth::TenantScope;
 use strata_store::{Reads, TenantKey};
 
+use crate::epoch_map::EpochMap;
 use crate::isolation::IsolationLevel;
 use crate::lifecycle::{TenantLimits, TenantProfile};
 use crate::{Engine, EngineError};
@@ -21,46 +19,92 @@ pub struct Admission {
     pub reserved: bool,
 }
 
-/// Cached admissions by storage key; entries are dropped whenever a profile changes.
+/// Cached admissions by storage key, each valid for the registry epoch it was read under
+/// (`crate::epoch_map`): a fill that read the registry before a profile change committed is
+/// never served after that change returned, even when it lands after the change's
+/// `invalidate`.
 #[derive(Default)]
 pub(crate) struct AdmissionCache {
-    by_key: RwLock<HashMap<TenantKey, Admission>>,
+    by_key: EpochMap<Admission>,
 }
 
 impl AdmissionCache {
+    /// Drops `key`'s entry now. The registry epoch already keeps a changed profile from being
+    /// served; this only frees the entry early.
     pub fn invalidate(&self, key: TenantKey) {
-        self.by_key
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        self.by_key.forget(key);
     }
 }
 
 impl Engine {
-    /// The caller's tenant's limits and weight, from memory after the first request.
+    /// The caller's tenant's limits and weight, from memory after the first request while no
+    /// registry row changed.
     pub fn admission(&self, scope: &TenantScope) -> Result<Admission, EngineError> {
         let cache = &self.admissions.by_key;
-        if let Some(a) = cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&scope.key())
-        {
-            return Ok(a.clone());
+        // Read before the snapshot: the entry it fills is then never served once a change
+        // committed after the snapshot began has returned.
+        let before = self.store.registry_epoch();
+        if let Some(a) = cache.get(before, scope.key(), Admission::clone) {
+            return Ok(a);
         }
+        let admission = self.admission_from_storage(scope)?;
+        cache.remember(before, scope.key(), admission.clone());
+        Ok(admission)
+    }
+
+    /// The tenant's admission as its registry row says now.
+    fn admission_from_storage(&self, scope: &TenantScope) -> Result<Admission, EngineError> {
         let meta = self.store.read()?.tenant(scope.tenant())?;
         let meta = meta
             .filter(|m| m.key == scope.key())
             .ok_or_else(|| EngineError::TenantNotFound(scope.tenant().clone()))?;
         let p = TenantProfile::of(&meta)?;
-        let admission = Admission {
+        Ok(Admission {
             limits: p.limits,
             weight: p.weight.max(1),
             reserved: p.isolation == IsolationLevel::Dedicated,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_auth::OperatorScope;
+
+    use crate::tenants::TenantUpdate;
+    use crate::{Engine, EngineConfig};
+
+    /// The interleaving review found, played step by step: a request reads the tenant's
+    /// limits, an operator changes them (its `invalidate` runs), and only then does the
+    /// request fill the cache with what it read. The next admission must see the new limits.
+    #[test]
+    fn a_fill_that_read_before_a_limits_change_is_not_served_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let op = OperatorScope::for_tests();
+        let id = strata_types::TenantId::parse("acme").unwrap();
+        engine.create_tenant(&op, &id, None).unwrap();
+        let scope = crate::test_support::admin_scope(&engine, "acme");
+
+        // The request: the epoch, then its snapshot of the old limits.
+        let before = engine.store.registry_epoch();
+        let stale = engine.admission_from_storage(&scope).unwrap();
+        assert_eq!(stale.weight, 1);
+        // The operator's change returns (invalidating the entry, which is not there yet).
+        let update = TenantUpdate {
+            weight: Some(7),
+            ..Default::default()
         };
-        cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(scope.key(), admission.clone());
-        Ok(admission)
+        engine.update_tenant(&op, &id, update).unwrap();
+        // The request's late fill.
+        engine
+            .admissions
+            .by_key
+            .remember(before, scope.key(), stale);
+
+        assert_eq!(engine.admission(&scope).unwrap().weight, 7);
+        // Served from memory from then on, still the new figures.
+        assert_eq!(engine.admission(&scope).unwrap().weight, 7);
+        assert_eq!(engine.admissions.by_key.len(), 1);
     }
 }

@@ -16,6 +16,7 @@ mod connectivity;
 mod dedicated;
 mod durability;
 mod embedding;
+mod epoch_map;
 mod error;
 mod evidence;
 mod feedback;

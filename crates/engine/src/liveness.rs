@@ -14,51 +14,37 @@
 //!
 //! Any registry change empties the whole set (the epoch is server-wide): lifecycle changes are
 //! rare beside reads, and the next read of each tenant refills its entry from storage, which
-//! is what every read cost before this cache. Only live tenants are remembered; a refusal is
-//! always read from storage.
-
-use std::collections::HashMap;
-use std::sync::RwLock;
+//! is what every read cost before this cache. The set is bounded (`crate::epoch_map`, which
+//! holds the mechanism). Only live tenants are remembered; a refusal is always read from
+//! storage.
 
 use strata_auth::TenantScope;
-use strata_store::TenantKey;
 use strata_types::TenantId;
 
-/// The tenants known live as of one registry epoch.
+use crate::epoch_map::EpochMap;
+
+/// The tenants known live as of one registry epoch: live tenants' storage keys, with the id
+/// each key is registered for (bounded and emptied as `epoch_map` says).
 #[derive(Default)]
 pub(crate) struct LiveTenants {
-    inner: RwLock<Known>,
-}
-
-#[derive(Default)]
-struct Known {
-    /// The registry epoch the entries were read under.
-    epoch: u64,
-    /// Live tenants by storage key, with the id the key is registered for.
-    by_key: HashMap<TenantKey, TenantId>,
+    by_key: EpochMap<TenantId>,
 }
 
 impl LiveTenants {
     /// Whether `scope`'s tenant is known live while the registry epoch is `now` (read after
     /// the caller's snapshot began).
     pub fn is_live(&self, now: u64, scope: &TenantScope) -> bool {
-        let known = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        known.epoch == now && known.by_key.get(&scope.key()) == Some(scope.tenant())
+        self.by_key
+            .get(now, scope.key(), |id| id == scope.tenant())
+            .unwrap_or(false)
     }
 
     /// Remembers that `scope`'s tenant was found live in a snapshot that began after the
     /// registry epoch read `read_at`. An entry older than what is held is dropped; a newer
     /// epoch replaces every entry of the older one.
     pub fn remember(&self, read_at: u64, scope: &TenantScope) {
-        let mut known = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if read_at < known.epoch {
-            return;
-        }
-        if read_at > known.epoch {
-            known.by_key.clear();
-            known.epoch = read_at;
-        }
-        known.by_key.insert(scope.key(), scope.tenant().clone());
+        self.by_key
+            .remember(read_at, scope.key(), scope.tenant().clone());
     }
 }
 
@@ -66,7 +52,7 @@ impl LiveTenants {
 mod tests {
     use super::*;
     use strata_auth::Grant;
-    use strata_store::TenantMeta;
+    use strata_store::{TenantKey, TenantMeta};
 
     fn scope(id: &str, key: u64) -> TenantScope {
         let meta = TenantMeta {

@@ -1,6 +1,9 @@
 //! Searches racing tenant lifecycle changes: the engine keeps tenants' liveness in memory
 //! (`liveness`), and a search that starts after a suspend, soft delete or purge has returned
-//! must still be refused, never answered from a stale entry.
+//! must still be refused, never answered from a stale entry. Each kind of search checks
+//! liveness its own way: a query the engine may embed reads its collection first (a snapshot
+//! of its own), while a vector search and a `mode: "text"` search check the tenant from memory
+//! (`check_readable`) and then read everything from the one snapshot their hits come from.
 
 mod common;
 
@@ -10,18 +13,39 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use serde_json::json;
 use strata_auth::OperatorScope;
 use strata_engine::{Engine, EngineError};
-use strata_types::{NewRecord, RequestScope, SearchRequest, TenantId};
+use strata_types::{NewRecord, RequestScope, SearchMode, SearchRequest, TenantId};
 
 fn op() -> OperatorScope {
     OperatorScope::for_tests()
 }
 
+/// A query without a mode: the engine would embed it if it had an embedder.
 fn text_search() -> SearchRequest {
     SearchRequest {
         query: Some("kept".into()),
         ..Default::default()
     }
 }
+
+/// The stored record's own vector: nothing to embed.
+fn vector_search() -> SearchRequest {
+    SearchRequest {
+        vector: Some(common::vector(DIM, 1)),
+        ..Default::default()
+    }
+}
+
+/// BM25 only: nothing to embed either.
+fn text_mode_search() -> SearchRequest {
+    SearchRequest {
+        query: Some("kept".into()),
+        mode: Some(SearchMode::Text),
+        ..Default::default()
+    }
+}
+
+/// The dimension of the default `text` collection.
+const DIM: usize = 384;
 
 /// What the searchers saw, over every cycle.
 #[derive(Default)]
@@ -40,13 +64,15 @@ struct Seen {
 const LIVE: u64 = 0;
 const CHANGED: u64 = 2;
 
-/// Runs two searcher threads while the main thread applies `change` and `undo` `cycles` times.
+/// Runs two searcher threads, each sending `request` again and again, while the main thread
+/// applies `change` and `undo` `cycles` times.
 /// A search whose phase was the same before and after it ran began after `change` returned
 /// and ended before `undo` was called (it must be refused as `refused` says), or ran while the
 /// tenant was live throughout (it must be answered).
 fn race(
     engine: Arc<Engine>,
     scope: strata_auth::TenantScope,
+    request: SearchRequest,
     cycles: u64,
     change: impl Fn(&Engine, &TenantId),
     undo: impl Fn(&Engine, &TenantId),
@@ -57,12 +83,12 @@ fn race(
     let seen = Arc::new(Seen::default());
     let searchers: Vec<_> = (0..2)
         .map(|_| {
-            let (engine, scope) = (Arc::clone(&engine), scope.clone());
+            let (engine, scope, request) = (Arc::clone(&engine), scope.clone(), request.clone());
             let (phase, stop, seen) = (Arc::clone(&phase), Arc::clone(&stop), Arc::clone(&seen));
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     let before = phase.load(Ordering::SeqCst);
-                    let r = engine.search(&scope, &RequestScope::default(), &text_search());
+                    let r = engine.search(&scope, &RequestScope::default(), &request);
                     let after = phase.load(Ordering::SeqCst);
                     if before != after {
                         continue;
@@ -106,7 +132,9 @@ fn race(
 fn engine_with_one_record() -> (tempfile::TempDir, Arc<Engine>, strata_auth::TenantScope) {
     let dir = tempfile::tempdir().unwrap();
     let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
-    let record: NewRecord = serde_json::from_value(json!({"content": "kept"})).unwrap();
+    let record: NewRecord =
+        serde_json::from_value(json!({"content": "kept", "vector": common::vector(DIM, 1)}))
+            .unwrap();
     engine
         .put(&scope, &RequestScope::default(), vec![record])
         .unwrap();
@@ -133,6 +161,7 @@ fn no_search_started_after_a_suspend_returned_is_answered() {
     let seen = race(
         engine,
         scope,
+        text_search(),
         40,
         |e, t| {
             e.suspend_tenant(&op(), t).unwrap();
@@ -151,6 +180,7 @@ fn no_search_started_after_a_soft_delete_returned_is_answered() {
     let seen = race(
         engine,
         scope,
+        text_search(),
         40,
         |e, t| {
             e.delete_tenant(&op(), t).unwrap();
@@ -184,4 +214,71 @@ fn a_purged_tenant_is_refused_right_after_the_purge_even_when_recreated() {
         matches!(refused, Err(EngineError::TenantNotFound(_))),
         "{refused:?}"
     );
+}
+
+fn suspend_race(request: SearchRequest) {
+    let (_dir, engine, scope) = engine_with_one_record();
+    let seen = race(
+        engine,
+        scope,
+        request,
+        40,
+        |e, t| {
+            e.suspend_tenant(&op(), t).unwrap();
+        },
+        |e, t| {
+            e.resume_tenant(&op(), t).unwrap();
+        },
+        |e| matches!(e, EngineError::TenantSuspended(_)),
+    );
+    check(&seen);
+}
+
+#[test]
+fn no_vector_search_started_after_a_suspend_returned_is_answered() {
+    suspend_race(vector_search());
+}
+
+#[test]
+fn no_text_mode_search_started_after_a_suspend_returned_is_answered() {
+    suspend_race(text_mode_search());
+}
+
+#[test]
+fn no_vector_search_started_after_a_soft_delete_returned_is_answered() {
+    let (_dir, engine, scope) = engine_with_one_record();
+    let seen = race(
+        engine,
+        scope,
+        vector_search(),
+        40,
+        |e, t| {
+            e.delete_tenant(&op(), t).unwrap();
+        },
+        |e, t| {
+            e.restore_tenant(&op(), t).unwrap();
+        },
+        |e| matches!(e, EngineError::TenantNotFound(_)),
+    );
+    check(&seen);
+}
+
+#[test]
+fn a_purged_tenants_vector_and_text_mode_searches_are_refused_even_when_recreated() {
+    let (_dir, engine, scope) = engine_with_one_record();
+    for request in [vector_search(), text_mode_search()] {
+        engine
+            .search(&scope, &RequestScope::default(), &request)
+            .unwrap();
+    }
+    engine.purge_tenant(&op(), scope.tenant()).unwrap();
+    // A new incarnation under the same id does not revive the old scope either.
+    engine.create_tenant(&op(), scope.tenant(), None).unwrap();
+    for request in [vector_search(), text_mode_search()] {
+        let refused = engine.search(&scope, &RequestScope::default(), &request);
+        assert!(
+            matches!(refused, Err(EngineError::TenantNotFound(_))),
+            "{refused:?}"
+        );
+    }
 }

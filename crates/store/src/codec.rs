@@ -106,7 +106,13 @@ fn decode_record_as<V: for<'de> Deserialize<'de>>(
     if *version != RECORD_V1 {
         return Err(corrupt(&format!("unknown version {version}")));
     }
-    let s: StoredRecord<V> = postcard::from_bytes(body).map_err(|e| corrupt(&e))?;
+    // `from_bytes` would ignore bytes left after the record; a value longer than what it
+    // decodes to is not a record this code wrote.
+    let (s, rest): (StoredRecord<V>, _) =
+        postcard::take_from_bytes(body).map_err(|e| corrupt(&e))?;
+    if !rest.is_empty() {
+        return Err(corrupt(&"trailing bytes"));
+    }
     let metadata = serde_json::from_str(&s.metadata).map_err(|e| corrupt(&e))?;
     let (value, evidence_count, corroborations, contradictions) = s.confidence;
     Ok(Record {
@@ -502,6 +508,31 @@ mod tests {
         assert!(decode_record_without_vector(&bytes[1..]).is_err());
         let without = encode_record(&r).unwrap();
         assert_eq!(decode_record_without_vector(&without).unwrap(), r);
+    }
+
+    #[test]
+    fn a_record_with_bytes_after_it_is_corrupt_in_both_decoders() {
+        for r in [golden::record(), {
+            let mut r = golden::record();
+            r.vector = None;
+            r
+        }] {
+            let bytes = encode_record(&r).unwrap();
+            for tail in [&[0u8][..], &[1, 2, 3][..]] {
+                let longer = [&bytes[..], tail].concat();
+                assert!(
+                    matches!(decode_record(&longer), Err(StoreError::Corrupt(_))),
+                    "{tail:?}"
+                );
+                assert!(
+                    matches!(
+                        decode_record_without_vector(&longer),
+                        Err(StoreError::Corrupt(_))
+                    ),
+                    "{tail:?}"
+                );
+            }
+        }
     }
 }
 

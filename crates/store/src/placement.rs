@@ -575,9 +575,10 @@ impl Store {
             ftxn.commit().map_err(StoreError::from)?;
             drop(fdb);
             let mut routing = self.placement.lock_write();
-            txn.commit().map_err(StoreError::from)?;
-            // Creations and flips change registry rows.
+            let committed = txn.commit();
+            // Creations and flips change registry rows (maybe even when the commit failed).
             self.registry_committed();
+            committed.map_err(StoreError::from)?;
             Arc::make_mut(&mut routing).insert(next, Arc::clone(&file.file));
             Ok(r)
         })();
@@ -654,9 +655,10 @@ impl Store {
         ftxn.commit().map_err(StoreError::from)?;
         drop(fdb);
         let mut routing = self.placement.lock_write();
-        txn.commit().map_err(StoreError::from)?;
-        // Creations and flips change registry rows.
+        let committed = txn.commit();
+        // Creations and flips change registry rows (maybe even when the commit failed).
         self.registry_committed();
+        committed.map_err(StoreError::from)?;
         Arc::make_mut(&mut routing).insert(t, Arc::clone(&file.file));
         Ok((r, caught))
     }
@@ -710,9 +712,10 @@ impl Store {
         };
         {
             let mut routing = self.placement.lock_write();
-            txn.commit().map_err(StoreError::from)?;
-            // Creations and flips change registry rows.
+            let committed = txn.commit();
+            // Creations and flips change registry rows (maybe even when the commit failed).
             self.registry_committed();
+            committed.map_err(StoreError::from)?;
             Arc::make_mut(&mut routing).remove(&t);
         }
         drop(db);

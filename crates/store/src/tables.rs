@@ -185,7 +185,8 @@ impl Store {
         self.registry_epoch.load(Ordering::SeqCst)
     }
 
-    /// Marks a commit that wrote (or may have written) the registry; call it after the commit.
+    /// Marks a commit that wrote (or may have written) the registry; call it after the commit,
+    /// whether it succeeded or not.
     pub(crate) fn registry_committed(&self) {
         self.registry_epoch.fetch_add(1, Ordering::SeqCst);
     }
@@ -369,10 +370,13 @@ impl Store {
             }
         }
         let started = std::time::Instant::now();
-        txn.commit().map_err(StoreError::from)?;
+        let committed = txn.commit();
+        // Whatever the commit returned: a commit that failed late (its sync, say) may still
+        // have changed the registry, and a needless bump only costs a registry read.
         if registry_written {
             self.registry_committed();
         }
+        committed.map_err(StoreError::from)?;
         if entered.is_none() {
             self.commits.observe(started.elapsed());
         }
@@ -394,15 +398,31 @@ impl Store {
         file: &crate::placement::FileDb,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, Pending), E> {
-        let registry = self
-            .db()
-            .begin_read()
-            .map_err(StoreError::from)?
-            .open_table(REGISTRY)
-            .map_err(StoreError::from)?;
         let entered = self.grouped().then(|| file.group.enter());
-        let db = read_db(&file.db);
-        let mut txn = db.begin_write().map_err(StoreError::from)?;
+        // The registry `f` checks liveness against is a snapshot of the main file, taken
+        // before this file's write lock is held (lock order: main, then file; and this write
+        // must never hold the main write lock). Waiting for the file's lock can take long, so
+        // a suspend, delete or purge may commit and return meanwhile: when the registry epoch
+        // moved between the snapshot and the lock, start again with a fresh snapshot, so that
+        // a write whose transaction begins after such a change returned always sees it. Each
+        // retry needs a registry commit inside its short window, and those are operator
+        // actions and tenant creations, so the loop ends.
+        let (registry, db, mut txn) = loop {
+            let before = self.registry_epoch();
+            let registry = self
+                .db()
+                .begin_read()
+                .map_err(StoreError::from)?
+                .open_table(REGISTRY)
+                .map_err(StoreError::from)?;
+            let db = read_db(&file.db);
+            let txn = db.begin_write().map_err(StoreError::from)?;
+            if self.registry_epoch() == before {
+                break (registry, db, txn);
+            }
+            // Nothing written yet.
+            txn.abort().map_err(StoreError::from)?;
+        };
         if entered.is_some() {
             txn.set_durability(Durability::None)
                 .map_err(StoreError::from)?;
