@@ -55,6 +55,13 @@ pub(crate) struct FileDb {
     dir: PathBuf,
 }
 
+impl Drop for FileDb {
+    /// See `FileSync::settle_before_close`.
+    fn drop(&mut self) {
+        self.sync.settle_before_close();
+    }
+}
+
 /// The routing table: which tenants live in their own file.
 pub(crate) struct Placement {
     root: PathBuf,
@@ -368,6 +375,7 @@ impl Store {
         if self.main_keys(t)? == 0 {
             return Ok(0);
         }
+        let _writing = crate::deferred_sync::write_path();
         let db = self.db();
         let txn = db.begin_write()?;
         if !self.is_dedicated(t) {
@@ -444,6 +452,7 @@ impl Store {
             return Ok((None, 0));
         };
         let write = |db: &Database| -> Result<(), StoreError> {
+            let _writing = crate::deferred_sync::write_path();
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::None)?;
             {
@@ -472,6 +481,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<(R, TenantKey), E>,
     ) -> Result<R, E> {
+        let _writing = crate::deferred_sync::write_path();
         let db = self.db();
         let txn = db.begin_write().map_err(StoreError::from)?;
         let next = {
@@ -554,6 +564,7 @@ impl Store {
     ) -> Result<(R, u64), E> {
         let t = file.key;
         let prefix = keys::tenant_all(t);
+        let _writing = crate::deferred_sync::write_path();
         let db = self.db();
         let txn = db.begin_write().map_err(StoreError::from)?;
         // Checked under the main write transaction, which every routing change holds: a
@@ -606,6 +617,7 @@ impl Store {
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, u64), E> {
         let prefix = keys::tenant_all(t);
+        let _writing = crate::deferred_sync::write_path();
         let db = self.db();
         let txn = db.begin_write().map_err(StoreError::from)?;
         // Checked under the main write transaction, which every routing change holds.
@@ -705,6 +717,23 @@ mod tests {
         let r = store.read().unwrap();
         assert_eq!(r.dedup_target(b, &old).unwrap(), None);
         assert_eq!(r.dedup_target(b, &rec).unwrap(), Some(rec.id.clone()));
+    }
+
+    /// A dedicated file whose sync failed refuses its tenant's later writes; the main file
+    /// and other tenants go on.
+    #[test]
+    fn a_failed_sync_of_a_dedicated_file_refuses_its_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+        store.route_dedicated(store.create_dedicated(b).unwrap());
+        put(&store, b, "x", b"b1");
+        store.placement.get(b).unwrap().sync.fail_for_test();
+        let refused = store.write_pending_for(b, |w| w.put_blob(b, "y", b"b2"));
+        assert!(refused.is_err());
+        put(&store, a, "x", b"a1");
+        assert_eq!(blobs(&store, b), vec![("x".into(), b"b1".to_vec())]);
+        assert_eq!(blobs(&store, a), vec![("x".into(), b"a1".to_vec())]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use strata_types::{Collection, CollectionName, Domain, Millis, Record, RecordId,
 
 use crate::StoreError;
 use crate::codec::{ChangeOp, decode_json, decode_record, encode_json, encode_record};
-use crate::deferred_sync::FileSync;
+use crate::deferred_sync::{FileSync, write_path};
 use crate::group_commit::{GroupCommit, Seq};
 use crate::keys::{self, ScopeField, TenantKey};
 use crate::opened::Opened;
@@ -92,6 +92,7 @@ fn sync(
     file: &FileSync,
     commits: &crate::stats::LatencyHistogram,
 ) -> Result<(), StoreError> {
+    let _writing = write_path();
     let started = std::time::Instant::now();
     {
         let db = read_db(db);
@@ -101,6 +102,19 @@ fn sync(
     file.sync_owed()
         .map_err(|e| StoreError::Engine(format!("sync: {e}")))?;
     commits.observe(started.elapsed());
+    Ok(())
+}
+
+/// Refuses a write to a file whose sync has failed: redb never sees that failure when it
+/// commits with `Durability::None`, so without this check later writes would commit and become
+/// visible although nothing written to the file since is known to reach the disk.
+fn refuse_after_failed_sync(file: &FileSync) -> Result<(), StoreError> {
+    if file.failed() {
+        return Err(StoreError::Engine(
+            "an earlier sync of this file failed; storage refuses writes until it is reopened"
+                .into(),
+        ));
+    }
     Ok(())
 }
 
@@ -202,6 +216,7 @@ impl Store {
     /// Rewrites the file so that freed pages are released and their old contents are gone
     /// from it. Waits for transactions in flight to finish; returns whether anything moved.
     pub fn compact(&self) -> Result<bool, StoreError> {
+        let _writing = write_path();
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
         let mut compacted = false;
         // redb compacts in steps; repeat until a pass moves nothing.
@@ -292,6 +307,8 @@ impl Store {
         only: Option<TenantKey>,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, Pending), E> {
+        let _writing = write_path();
+        refuse_after_failed_sync(&self.file)?;
         let entered = self.grouped().then(|| self.group.enter());
         let db = self.db();
         let mut txn = db.begin_write().map_err(StoreError::from)?;
@@ -344,6 +361,8 @@ impl Store {
                 ftxn.commit().map_err(StoreError::from)?;
             }
         }
+        // Again: a sync may have failed while `f` ran.
+        refuse_after_failed_sync(&self.file)?;
         let started = std::time::Instant::now();
         txn.commit().map_err(StoreError::from)?;
         if entered.is_none() {
@@ -373,6 +392,8 @@ impl Store {
             .map_err(StoreError::from)?
             .open_table(REGISTRY)
             .map_err(StoreError::from)?;
+        let _writing = write_path();
+        refuse_after_failed_sync(&file.sync)?;
         let entered = self.grouped().then(|| file.group.enter());
         let db = read_db(&file.db);
         let mut txn = db.begin_write().map_err(StoreError::from)?;
@@ -394,6 +415,8 @@ impl Store {
             f(&mut writer)
         };
         let r = result?;
+        // Again: a sync may have failed while `f` ran.
+        refuse_after_failed_sync(&file.sync)?;
         let started = std::time::Instant::now();
         txn.commit().map_err(StoreError::from)?;
         if entered.is_none() {
@@ -408,6 +431,14 @@ impl Store {
             commits: Arc::clone(&self.commits),
         });
         Ok((r, Pending { waiting }))
+    }
+}
+
+impl Drop for Store {
+    /// The main database closes when its last handle goes, usually this one; see
+    /// [`FileSync::settle_before_close`].
+    fn drop(&mut self) {
+        self.file.settle_before_close();
     }
 }
 
@@ -1210,5 +1241,30 @@ mod tests {
             store.read().unwrap().blob(t, "note").unwrap().as_deref(),
             Some(&b"kept"[..])
         );
+    }
+
+    /// After a failed fsync, redb (which never saw it: the grouped writes commit without
+    /// syncing) would go on committing; the store refuses, before the write and again before
+    /// its commit, so nothing becomes visible that is not known to reach the disk.
+    #[test]
+    fn a_failed_sync_refuses_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let t = TenantKey::from_raw(7);
+        store.write(|w| w.put_blob(t, "before", b"1")).unwrap();
+        // The failure comes while a write runs: its commit is refused.
+        let during = store.write_pending(|w| {
+            w.put_blob(t, "during", b"2")?;
+            store.file.fail_for_test();
+            Ok::<_, StoreError>(())
+        });
+        assert!(during.is_err());
+        let after = store.write_pending(|w| w.put_blob(t, "after", b"3"));
+        let err = after.err().unwrap().to_string();
+        assert!(err.contains("earlier sync of this file failed"), "{err}");
+        let r = store.read().unwrap();
+        assert_eq!(r.blob(t, "before").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(r.blob(t, "during").unwrap(), None);
+        assert_eq!(r.blob(t, "after").unwrap(), None);
     }
 }
