@@ -86,12 +86,13 @@ pub(crate) fn read_db(db: &RwLock<Database>) -> RwLockReadGuard<'_, Database> {
 
 /// One durable commit of an empty transaction, which flushes and syncs every commit before it.
 /// Its fsync happens after the commit has released redb's write lock (see `deferred_sync`), so
-/// the next group's writes commit while the disk syncs this one's.
+/// the next group's writes commit while the disk syncs this one's. Returns how long the fsync
+/// itself took (not the wait for the write lock before it), which paces the next group.
 fn sync(
     db: &RwLock<Database>,
     file: &FileSync,
     commits: &crate::stats::LatencyHistogram,
-) -> Result<(), StoreError> {
+) -> Result<std::time::Duration, StoreError> {
     let _writing = write_path();
     let started = std::time::Instant::now();
     {
@@ -99,10 +100,12 @@ fn sync(
         let txn = db.begin_write()?;
         file.deferring(|| txn.commit())?;
     }
+    let syncing = std::time::Instant::now();
     file.sync_owed()
         .map_err(|e| StoreError::Engine(format!("sync: {e}")))?;
+    let took = syncing.elapsed();
     commits.observe(started.elapsed());
-    Ok(())
+    Ok(took)
 }
 
 /// Refuses a write to a file whose sync has failed: redb never sees that failure when it
