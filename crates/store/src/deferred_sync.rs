@@ -19,14 +19,20 @@
 //! that only the previous durable commit referenced. Were such a page overwritten on disk before
 //! the new header is durable, a power loss could leave the old header pointing at overwritten
 //! pages. So while a sync is owed, every write and length change that would reach the file
-//! performs that sync first: nothing written after a deferred commit reaches the disk ahead of
-//! it. Non-durable commits keep their pages in redb's write buffer, so they rarely write to the
+//! performs that sync first, or (outside the write paths) is refused: nothing written after a
+//! deferred commit reaches the disk ahead of it. Non-durable commits keep their pages in redb's write buffer, so they rarely write to the
 //! file at all and run freely during the fsync; the next durable commit's first write waits for
 //! it (in practice it is over by then: a group commits one sync at a time).
 //!
 //! A sync that fails poisons the backend: every later write and sync fails, so redb refuses
 //! further commits until the file is reopened (the kernel may have dropped the pages that did
-//! not reach the disk, and retrying the sync would falsely report them durable).
+//! not reach the disk, and retrying the sync would falsely report them durable). A commit
+//! without syncing may not touch the file at all, so the store also asks
+//! [`FileSync::failed`] before each write and its commit.
+//!
+//! A thread that drops the last handle on a database after a leader panicked with a sync owed
+//! pays it first ([`FileSync::settle_before_close`], from `Store`'s and a dedicated file's
+//! drop), so redb's close can write its shutdown state.
 
 use std::cell::Cell;
 use std::fs::File;
