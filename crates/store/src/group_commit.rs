@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use crate::StoreError;
 
-/// The longest a new leader lingers for writers to come back: a fraction of a fast disk's
-/// fsync, so a slow one (or a mis-measured sync) cannot make writers wait long for nothing.
+/// The longest a new leader lingers for writers to come back. Writers that loop are back
+/// within microseconds; the cap keeps a slow disk's long fsync from making the next group wait
+/// a quarter of it for writers that are not coming.
 pub(crate) const MAX_LINGER: Duration = Duration::from_millis(2);
 
 /// The position of a committed, not yet necessarily durable, write in commit-registration
