@@ -359,13 +359,14 @@ impl Store {
         };
         // On error, dropping the uncommitted transactions aborts them.
         let r = result?;
+        // Again: a sync may have failed while `f` ran. Before any file commits, so a refusal
+        // applies nothing.
+        refuse_after_failed_sync(&self.file)?;
         for (key, ftxn) in txns.into_entries() {
             if dirty.contains(&key) {
                 ftxn.commit().map_err(StoreError::from)?;
             }
         }
-        // Again: a sync may have failed while `f` ran.
-        refuse_after_failed_sync(&self.file)?;
         let started = std::time::Instant::now();
         txn.commit().map_err(StoreError::from)?;
         if entered.is_none() {
