@@ -8,18 +8,31 @@
 //! acknowledges anything the commit covers. Every other `sync_data` (non-grouped writes,
 //! repair, shutdown) syncs at once, as redb's own file backend does.
 //!
+//! Only a thread inside one of the store's write paths (marked with [`write_path`]) pays an
+//! owed sync when it writes. A read that misses a full page cache may write back pages a
+//! non-durable commit left buffered; while a sync is owed, that write-back fails with
+//! `WouldBlock` instead of making the reader (another tenant's search) wait out an fsync.
+//! redb (4.6, `cached_file.rs`) does such a write-back best effort: a failure keeps the page
+//! buffered, is not latched as an I/O failure, and the read evicts a read-cache page instead.
+//!
 //! Why this keeps redb's crash guarantee: once a durable commit returns, redb may reuse pages
 //! that only the previous durable commit referenced. Were such a page overwritten on disk before
 //! the new header is durable, a power loss could leave the old header pointing at overwritten
 //! pages. So while a sync is owed, every write and length change that would reach the file
-//! performs that sync first: nothing written after a deferred commit reaches the disk ahead of
-//! it. Non-durable commits keep their pages in redb's write buffer, so they rarely write to the
+//! performs that sync first, or (outside the write paths) is refused: nothing written after a
+//! deferred commit reaches the disk ahead of it. Non-durable commits keep their pages in redb's write buffer, so they rarely write to the
 //! file at all and run freely during the fsync; the next durable commit's first write waits for
 //! it (in practice it is over by then: a group commits one sync at a time).
 //!
 //! A sync that fails poisons the backend: every later write and sync fails, so redb refuses
 //! further commits until the file is reopened (the kernel may have dropped the pages that did
-//! not reach the disk, and retrying the sync would falsely report them durable).
+//! not reach the disk, and retrying the sync would falsely report them durable). A commit
+//! without syncing may not touch the file at all, so the store also asks
+//! [`FileSync::failed`] before each write and its commit.
+//!
+//! A thread that drops the last handle on a database after a leader panicked with a sync owed
+//! pays it first ([`FileSync::settle_before_close`], from `Store`'s and a dedicated file's
+//! drop), so redb's close can write its shutdown state.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -36,6 +49,30 @@ type BackendIoError = std::io::Error;
 thread_local! {
     /// The backend whose next `sync_data` on this thread is deferred (its address), or 0.
     static DEFERRING: Cell<usize> = const { Cell::new(0) };
+    /// How many of the store's write paths this thread is inside (they may nest).
+    static WRITING: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as inside one of the store's write paths (a write transaction,
+/// a group's sync, compaction, a file's close) until dropped: its writes to a file pay an
+/// owed sync. Hold it across the whole transaction, its commit and its drop (an abort).
+#[must_use = "the thread is marked only while the guard lives"]
+pub(crate) struct WritePath {
+    /// Not `Send`: the mark is the creating thread's.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+pub(crate) fn write_path() -> WritePath {
+    WRITING.set(WRITING.get() + 1);
+    WritePath {
+        _thread: std::marker::PhantomData,
+    }
+}
+
+impl Drop for WritePath {
+    fn drop(&mut self) {
+        WRITING.set(WRITING.get() - 1);
+    }
 }
 
 #[derive(Debug)]
@@ -43,8 +80,10 @@ struct Inner {
     /// redb's own file backend (another in tests).
     file: Box<dyn StorageBackend>,
     /// Set (under `state`) when a deferred sync is owed; read without the lock on every write,
-    /// so that writes cost nothing extra when no sync is owed.
+    /// so that a write takes no lock when no sync is owed (two atomic loads).
     owed: AtomicBool,
+    /// Set (under `state`, beside its reason) once a sync failed; read without the lock.
+    failed: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -71,6 +110,7 @@ fn wrap(file: Box<dyn StorageBackend>) -> (DeferredSyncBackend, FileSync) {
     let inner = Arc::new(Inner {
         file,
         owed: AtomicBool::new(false),
+        failed: AtomicBool::new(false),
         state: Mutex::default(),
     });
     (DeferredSyncBackend(Arc::clone(&inner)), FileSync(inner))
@@ -104,18 +144,26 @@ impl Inner {
             }
             Err(e) => {
                 st.failed = Some(e.to_string());
+                self.failed.store(true, Ordering::Release);
                 Err(e)
             }
         }
     }
 
-    /// What every change to the file does first: pay the sync a deferred commit owes.
+    /// What every change to the file does first: pay the sync a deferred commit owes, if this
+    /// thread is in a write path; anyone else (a reader's write-back) is told to come back.
     fn barrier(&self) -> Result<(), BackendIoError> {
         if self.owed.load(Ordering::Acquire) {
+            if WRITING.get() == 0 {
+                return Err(BackendIoError::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "a sync is owed, and only a writer pays it",
+                ));
+            }
             return self.sync(false);
         }
-        if let Some(why) = &self.lock().failed {
-            return Err(poisoned(why));
+        if self.failed.load(Ordering::Acquire) {
+            return Err(poisoned(self.lock().failed.as_deref().unwrap_or("?")));
         }
         Ok(())
     }
@@ -143,6 +191,30 @@ impl FileSync {
     /// call is on disk (a sync done meanwhile by a write's barrier counts).
     pub(crate) fn sync_owed(&self) -> Result<(), BackendIoError> {
         self.0.sync(false)
+    }
+
+    /// Before the file's database is dropped (its close writes the allocator state and a
+    /// header): pays a sync a panicking leader left owed, on this thread, whatever it is.
+    pub(crate) fn settle_before_close(&self) {
+        if self.0.owed.load(Ordering::Acquire) {
+            let _writing = write_path();
+            // An error is left for the close to meet: the file refuses writes after it.
+            let _ = self.0.sync(false);
+        }
+    }
+
+    /// What a failed sync leaves behind, for tests of the store above this backend.
+    #[cfg(test)]
+    pub(crate) fn fail_for_test(&self) {
+        self.0.lock().failed = Some("disk on fire".into());
+        self.0.failed.store(true, Ordering::Release);
+    }
+
+    /// Whether a sync of this file has failed: nothing written since is known to reach the
+    /// disk, so the store refuses further writes, even non-durable ones (which redb would
+    /// commit and make visible without touching the file, so without seeing the failure).
+    pub(crate) fn failed(&self) -> bool {
+        self.0.failed.load(Ordering::Acquire)
     }
 }
 
@@ -180,6 +252,7 @@ impl StorageBackend for DeferredSyncBackend {
     fn close(&self) -> Result<(), BackendIoError> {
         // A deferred commit whose leader never synced (it panicked) is synced before the file
         // is let go; an error here is redb's to report, and the file's lock is released anyway.
+        let _writing = write_path();
         let synced = self.0.sync(false);
         self.0.file.close()?;
         synced
@@ -297,6 +370,7 @@ mod tests {
     #[test]
     fn nothing_reaches_the_file_ahead_of_an_owed_sync() {
         let (backend, sync, log, _) = recording();
+        let _writing = write_path();
         backend.set_len(32).unwrap();
         backend.write(0, &[1; 16]).unwrap();
         sync.deferring(|| backend.sync_data()).unwrap();
@@ -332,9 +406,12 @@ mod tests {
     #[test]
     fn a_failed_sync_poisons_the_file() {
         let (backend, sync, _, fail) = recording();
+        let _writing = write_path();
+        assert!(!sync.failed());
         sync.deferring(|| backend.sync_data()).unwrap();
         fail.store(true, Ordering::SeqCst);
         assert!(sync.sync_owed().is_err());
+        assert!(sync.failed());
         fail.store(false, Ordering::SeqCst);
         // The pages of the failed sync may be gone: nothing may claim durability after it.
         assert!(sync.sync_owed().is_err());
@@ -352,6 +429,7 @@ mod tests {
         let log = Arc::clone(&file.log);
         let (backend, sync) = wrap(Box::new(file));
         let owed_log = Arc::new(Mutex::new(Vec::new()));
+        let _writing = write_path();
         let db = Database::builder().create_with_backend(backend).unwrap();
         let mut key = 0u64;
         for round in 0..40 {
@@ -400,5 +478,110 @@ mod tests {
         }
         let read = db.begin_read().unwrap();
         assert_eq!(read.open_table(T).unwrap().len().unwrap(), 50 + 14);
+    }
+
+    #[test]
+    fn only_a_write_path_pays_an_owed_sync() {
+        let (backend, sync, log, _) = recording();
+        backend.set_len(16).unwrap();
+        take(&log);
+        sync.deferring(|| backend.sync_data()).unwrap();
+        let refused = backend.write(0, &[1; 8]).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::WouldBlock);
+        assert_eq!(
+            take(&log),
+            vec![],
+            "a reader's write-back neither syncs nor writes"
+        );
+        {
+            let _writing = write_path();
+            backend.write(0, &[1; 8]).unwrap();
+        }
+        assert_eq!(take(&log), vec![Op::Sync, Op::Write]);
+        // Nothing owed: anyone writes.
+        backend.write(8, &[2; 8]).unwrap();
+        assert_eq!(take(&log), vec![Op::Write]);
+    }
+
+    /// A small page cache, pages a non-durable commit left buffered, and a sync owed: a reader
+    /// on another thread whose misses would write those pages back reads everything right
+    /// without paying the sync, and the owed sync stays the writer's.
+    #[test]
+    fn a_reader_on_a_full_cache_never_pays_an_owed_sync() {
+        let file = Recording::default();
+        let log = Arc::clone(&file.log);
+        let (backend, sync) = wrap(Box::new(file));
+        let _writing = write_path();
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(256 << 10)
+                .create_with_backend(backend)
+                .unwrap(),
+        );
+        // About 2 MiB of records, eight times the cache, so a full scan misses.
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(T).unwrap();
+            for k in 0..3000u64 {
+                t.insert(k, vec![(k % 251) as u8; 700].as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        // The group's durable commit, its sync owed; then the next group's non-durable commit,
+        // whose pages stay in redb's write buffer.
+        let txn = db.begin_write().unwrap();
+        sync.deferring(|| txn.commit()).unwrap();
+        let mut txn = db.begin_write().unwrap();
+        txn.set_durability(Durability::None).unwrap();
+        {
+            let mut t = txn.open_table(T).unwrap();
+            for k in [7u64, 1500, 2999] {
+                t.insert(k, [255u8; 700].as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        assert!(
+            sync.0.owed.load(Ordering::Acquire),
+            "the premise: a sync is owed"
+        );
+        take(&log);
+        let reader = {
+            let db = Arc::clone(&db);
+            std::thread::spawn(move || {
+                let read = db.begin_read().unwrap();
+                let t = read.open_table(T).unwrap();
+                for pass in 0..2 {
+                    for k in 0..3000u64 {
+                        let want = if [7, 1500, 2999].contains(&k) {
+                            255
+                        } else {
+                            (k % 251) as u8
+                        };
+                        let v = t.get(k).unwrap().unwrap();
+                        assert_eq!(v.value(), [want; 700].as_slice(), "key {k}, pass {pass}");
+                    }
+                }
+            })
+        };
+        reader.join().unwrap();
+        assert!(
+            sync.0.owed.load(Ordering::Acquire),
+            "the reader paid the owed sync"
+        );
+        assert!(
+            take(&log).iter().all(|op| *op != Op::Sync),
+            "a sync ran while only the reader was at work"
+        );
+        // The writer pays it, and the file stays usable: a durable commit after it.
+        sync.sync_owed().unwrap();
+        assert_eq!(take(&log), vec![Op::Sync]);
+        let txn = db.begin_write().unwrap();
+        txn.open_table(T)
+            .unwrap()
+            .insert(5000, [1u8; 8].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        assert_eq!(read.open_table(T).unwrap().len().unwrap(), 3001);
     }
 }

@@ -10,21 +10,29 @@
 //!
 //! Before syncing, the leader waits for the writers that had already entered `write` when it
 //! took the lead (they are at most one transaction each away from committing), so they share
-//! its fsync instead of each starting another; writers arriving later never delay it.
+//! its fsync instead of each starting another; writers entering later do not hold it back (only
+//! the linger below waits for anyone who has not entered yet).
 //!
 //! The fsync itself runs outside the storage engine's write lock (see `deferred_sync`), so
 //! writers commit while it is in flight. Left alone, that splits writers who loop (write, wait,
 //! write again) into two cohorts taking turns, each fsync covering half of them. So a new
-//! leader first lingers, at most a quarter of the last sync's duration, until as many writers
-//! have entered since that sync ended as it acknowledged: those are back within microseconds
-//! when they loop, and then one fsync covers them all again. A lone writer, being one of them,
-//! never lingers.
+//! leader first lingers, at most a quarter of the last fsync's duration and never more than
+//! [`MAX_LINGER`], until as many writers have entered since that sync ended as it acknowledged
+//! (writers that were waiting on it, not commits nobody waited for): those are back within
+//! microseconds when they loop, and then one fsync covers them all again. A lone writer, being
+//! one of them, never lingers. Only the fsync itself is timed, so a stall before it (waiting
+//! for a compaction or redb's write lock) does not lengthen the next linger.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::StoreError;
+
+/// The longest a new leader lingers for writers to come back. Writers that loop are back
+/// within microseconds; the cap keeps a slow disk's long fsync from making the next group wait
+/// a quarter of it for writers that are not coming.
+pub(crate) const MAX_LINGER: Duration = Duration::from_millis(2);
 
 /// The position of a committed, not yet necessarily durable, write in commit-registration
 /// order.
@@ -48,7 +56,10 @@ struct State {
     /// Every commit with a `Seq` up to this one is durable.
     durable: u64,
     syncing: bool,
-    /// How many commits the last sync covered, when it ended, and how long it took.
+    /// The `Seq` of each writer waiting in `wait_durable` (with how many wait on it).
+    waiting: BTreeMap<u64, u32>,
+    /// How many waiting writers the last sync acknowledged, when it ended, and how long its
+    /// fsync took.
     last_covered: u64,
     last_ended: Option<Instant>,
     last_took: Duration,
@@ -59,11 +70,24 @@ struct State {
     failure: Option<(u64, String)>,
 }
 
-#[derive(Default)]
 pub(crate) struct GroupCommit {
     state: Mutex<State>,
     /// Signalled when a sync ends and when an open writer registers or leaves.
     changed: Condvar,
+    /// Signalled when a writer enters, for the leader lingering (one at a time).
+    entered: Condvar,
+    max_linger: Duration,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        GroupCommit {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            entered: Condvar::new(),
+            max_linger: MAX_LINGER,
+        }
+    }
 }
 
 impl GroupCommit {
@@ -81,7 +105,7 @@ impl GroupCommit {
         st.entered_since_sync += 1;
         st.open.insert(ticket);
         // A leader may be lingering for writers to come back.
-        self.changed.notify_all();
+        self.entered.notify_one();
         Entered {
             group: self,
             ticket,
@@ -90,23 +114,39 @@ impl GroupCommit {
     }
 
     /// Blocks until the commit `seq` is durable, leading a sync (`sync` performs one durable
-    /// commit) when none is in flight.
+    /// commit and returns how long its fsync took) when none is in flight.
     pub(crate) fn wait_durable(
         &self,
         seq: Seq,
-        sync: impl Fn() -> Result<(), StoreError>,
+        sync: impl Fn() -> Result<Duration, StoreError>,
     ) -> Result<(), StoreError> {
         let mut st = self.lock();
+        *st.waiting.entry(seq.0).or_default() += 1;
+        let (mut st, result) = self.wait_locked(st, seq, sync);
+        if let Some(n) = st.waiting.get_mut(&seq.0) {
+            *n -= 1;
+            if *n == 0 {
+                st.waiting.remove(&seq.0);
+            }
+        }
+        result
+    }
+
+    fn wait_locked<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        seq: Seq,
+        sync: impl Fn() -> Result<Duration, StoreError>,
+    ) -> (MutexGuard<'a, State>, Result<(), StoreError>) {
         loop {
             if st.durable >= seq.0 {
-                return Ok(());
+                return (st, Ok(()));
             }
             if let Some((upto, why)) = &st.failure
                 && *upto >= seq.0
             {
-                return Err(StoreError::Engine(format!(
-                    "commit not known to be durable: {why}"
-                )));
+                let why = format!("commit not known to be durable: {why}");
+                return (st, Err(StoreError::Engine(why)));
             }
             if st.syncing {
                 st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -114,14 +154,14 @@ impl GroupCommit {
             }
             st.syncing = true;
             if let Some(ended) = st.last_ended {
-                let until = ended + st.last_took / 4;
+                let until = ended + (st.last_took / 4).min(self.max_linger);
                 while st.entered_since_sync < st.last_covered {
                     let now = Instant::now();
                     if now >= until {
                         break;
                     }
                     st = self
-                        .changed
+                        .entered
                         .wait_timeout(st, until - now)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
@@ -132,7 +172,6 @@ impl GroupCommit {
                 st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
             }
             let target = st.committed;
-            let started = Instant::now();
             drop(st);
             // A panic inside the storage engine must not leave `syncing` set, which would
             // hang every waiter; it fails the writes this sync was meant to cover instead.
@@ -140,13 +179,25 @@ impl GroupCommit {
                 .unwrap_or_else(|_| Err(StoreError::Engine("sync panicked".into())));
             st = self.lock();
             st.syncing = false;
-            st.last_covered = target.saturating_sub(st.durable);
+            // The writers it acknowledges together: a commit nobody waits on (yet) is not one
+            // that will loop back.
+            let waiting: u64 = st
+                .waiting
+                .range(..=target)
+                .map(|(_, n)| u64::from(*n))
+                .sum();
+            st.last_covered = target.saturating_sub(st.durable).min(waiting);
             st.last_ended = Some(Instant::now());
-            st.last_took = started.elapsed();
             st.entered_since_sync = 0;
             match result {
-                Ok(()) => st.durable = st.durable.max(target),
-                Err(e) => st.failure = Some((target, e.to_string())),
+                Ok(took) => {
+                    st.last_took = took;
+                    st.durable = st.durable.max(target);
+                }
+                Err(e) => {
+                    st.last_took = Duration::ZERO;
+                    st.failure = Some((target, e.to_string()));
+                }
             }
             self.changed.notify_all();
         }
@@ -193,7 +244,7 @@ mod tests {
             let seq = g.enter().committed();
             g.wait_durable(seq, || {
                 syncs.fetch_add(1, Ordering::SeqCst);
-                Ok(())
+                Ok(Duration::ZERO)
             })
             .unwrap();
         }
@@ -208,7 +259,7 @@ mod tests {
         let syncs = AtomicU64::new(0);
         let sync = || {
             syncs.fetch_add(1, Ordering::SeqCst);
-            Ok(())
+            Ok(Duration::ZERO)
         };
         g.wait_durable(b, sync).unwrap();
         g.wait_durable(a, sync).unwrap();
@@ -225,7 +276,7 @@ mod tests {
         let leader = std::thread::spawn(move || {
             g2.wait_durable(first, || {
                 s2.fetch_add(1, Ordering::SeqCst);
-                Ok(())
+                Ok(Duration::ZERO)
             })
         });
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -240,18 +291,22 @@ mod tests {
 
     #[test]
     fn writers_acknowledged_together_are_waited_for_when_they_come_back() {
-        let g = Arc::new(GroupCommit::default());
         let syncs = Arc::new(AtomicU64::new(0));
+        let g = Arc::new(lingering_long());
         let slow_sync = |syncs: &AtomicU64| {
             syncs.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
             // A slow disk: the next leader may linger up to a quarter of this.
-            std::thread::sleep(Duration::from_millis(800));
-            Ok(())
+            Ok(Duration::from_millis(800))
         };
+        // Both wait on the same sync: `a` leads it, `b` joins while it is in flight.
         let a = g.enter().committed();
         let b = g.enter().committed();
+        let (g2, s2) = (g.clone(), syncs.clone());
+        let other = std::thread::spawn(move || g2.wait_durable(a, || slow_sync(&s2)));
+        std::thread::sleep(Duration::from_millis(20));
         g.wait_durable(b, || slow_sync(&syncs)).unwrap();
-        g.wait_durable(a, || panic!("already durable")).unwrap();
+        other.join().unwrap().unwrap();
         // Both were acknowledged by that sync; `a` comes back first and leads, `b` a moment
         // later: one sync covers both.
         let a2 = g.enter().committed();
@@ -265,24 +320,82 @@ mod tests {
         assert_eq!(syncs.load(Ordering::SeqCst), 2);
     }
 
-    #[test]
-    fn a_leader_lingers_no_longer_than_a_quarter_of_the_last_sync() {
-        let g = GroupCommit::default();
+    /// A group commit whose linger is bounded by a quarter of the last fsync alone, so that
+    /// tests of the linger do not depend on a loaded machine's scheduling within [`MAX_LINGER`].
+    fn lingering_long() -> GroupCommit {
+        GroupCommit {
+            max_linger: Duration::from_secs(60),
+            ..GroupCommit::default()
+        }
+    }
+
+    /// Two writers wait on one sync whose fsync took `fsync` (as reported), after a stall of
+    /// `stall` before it; then only one comes back. Returns how long it waits.
+    fn one_comes_back(g: &GroupCommit, stall: Duration, fsync: Duration) -> Duration {
         let a = g.enter().committed();
         let b = g.enter().committed();
-        g.wait_durable(b, || {
-            std::thread::sleep(Duration::from_millis(200));
-            Ok(())
-        })
-        .unwrap();
-        g.wait_durable(a, || Ok(())).unwrap();
-        // Only one of the two comes back: the leader gives up on the other.
+        // At least long enough for `b` to join the sync `a` leads.
+        let stall = stall.max(Duration::from_millis(100));
+        let sync = || {
+            std::thread::sleep(stall);
+            Ok(fsync)
+        };
+        std::thread::scope(|s| {
+            let other = s.spawn(|| g.wait_durable(a, sync));
+            std::thread::sleep(Duration::from_millis(20));
+            g.wait_durable(b, sync).unwrap();
+            other.join().unwrap().unwrap();
+        });
         let started = Instant::now();
         let a2 = g.enter().committed();
-        g.wait_durable(a2, || Ok(())).unwrap();
+        g.wait_durable(a2, || Ok(Duration::ZERO)).unwrap();
+        started.elapsed()
+    }
+
+    #[test]
+    fn a_leader_lingers_no_longer_than_a_quarter_of_the_last_fsync() {
         // A quarter of 200 ms is 50 ms; the margin is for a loaded machine.
+        let waited = one_comes_back(
+            &lingering_long(),
+            Duration::ZERO,
+            Duration::from_millis(200),
+        );
+        assert!(waited < Duration::from_millis(180), "{waited:?}");
+    }
+
+    #[test]
+    fn the_linger_is_capped_whatever_the_last_fsync_took() {
+        // Unbounded, a quarter of this would be 2 s.
+        let g = GroupCommit::default();
+        let waited = one_comes_back(&g, Duration::ZERO, Duration::from_secs(8));
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
+    }
+
+    #[test]
+    fn a_stall_before_the_fsync_does_not_lengthen_the_linger() {
+        // A compaction or redb's write lock held the sync up for 2 s; its fsync took 1 µs.
+        let waited = one_comes_back(
+            &lingering_long(),
+            Duration::from_secs(2),
+            Duration::from_micros(1),
+        );
+        assert!(waited < Duration::from_millis(300), "{waited:?}");
+    }
+
+    #[test]
+    fn only_writers_that_waited_count_as_acknowledged_together() {
+        let g = lingering_long();
+        // Two commits, but only one writer waits: the other (a write nobody waits on, as for
+        // audit rows) will not come back, so the next leader must not linger for it.
+        let a = g.enter().committed();
+        let _b = g.enter().committed();
+        g.wait_durable(a, || Ok(Duration::from_secs(8))).unwrap();
+        let started = Instant::now();
+        let a2 = g.enter().committed();
+        g.wait_durable(a2, || Ok(Duration::ZERO)).unwrap();
+        // Counting both commits, it would linger 2 s.
         assert!(
-            started.elapsed() < Duration::from_millis(180),
+            started.elapsed() < Duration::from_millis(500),
             "{:?}",
             started.elapsed()
         );
@@ -293,7 +406,7 @@ mod tests {
         let g = GroupCommit::default();
         let seq = g.enter().committed();
         drop(g.enter());
-        g.wait_durable(seq, || Ok(())).unwrap();
+        g.wait_durable(seq, || Ok(Duration::ZERO)).unwrap();
     }
 
     #[test]
@@ -306,7 +419,7 @@ mod tests {
         assert!(err.to_string().contains("sync panicked"), "{err}");
         // A later write gets a sync of its own.
         let next = g.enter().committed();
-        g.wait_durable(next, || Ok(())).unwrap();
+        g.wait_durable(next, || Ok(Duration::ZERO)).unwrap();
     }
 
     #[test]
@@ -318,6 +431,6 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("disk on fire"), "{err}");
         // Asked again, the same write is still not known to be durable.
-        assert!(g.wait_durable(seq, || Ok(())).is_err());
+        assert!(g.wait_durable(seq, || Ok(Duration::ZERO)).is_err());
     }
 }

@@ -62,6 +62,13 @@ pub(crate) struct FileDb {
     dir: PathBuf,
 }
 
+impl Drop for FileDb {
+    /// See `FileSync::settle_before_close`.
+    fn drop(&mut self) {
+        self.sync.settle_before_close();
+    }
+}
+
 /// The routing table: which tenants live in their own file.
 pub(crate) struct Placement {
     root: PathBuf,
@@ -375,6 +382,7 @@ impl Store {
     /// transaction (every flip changes the routing while holding it): the main range of a
     /// tenant that is not dedicated is its live data.
     pub fn erase_main_range(&self, t: TenantKey) -> Result<u64, StoreError> {
+        let _writing = crate::deferred_sync::write_path();
         let prefix = keys::tenant_all(t);
         let mut erased = 0;
         // In chunks, each its own short transaction, so that the other tenants' writes, which
@@ -459,6 +467,7 @@ impl Store {
             written: self.tracking.start(t),
         };
         // A write transaction begins only once the previous one has ended.
+        let _writing = crate::deferred_sync::write_path();
         match self.placement.get(t) {
             Some(file) => read_db(&file.db).begin_write()?.abort()?,
             None => self.db().begin_write()?.abort()?,
@@ -500,6 +509,7 @@ impl Store {
             return Ok((None, 0));
         };
         let write = |db: &Database| -> Result<(), StoreError> {
+            let _writing = crate::deferred_sync::write_path();
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::None)?;
             {
@@ -528,6 +538,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<(R, TenantKey), E>,
     ) -> Result<R, E> {
+        let _writing = crate::deferred_sync::write_path();
         let db = self.db();
         let txn = db.begin_write().map_err(StoreError::from)?;
         let next = {
@@ -618,6 +629,7 @@ impl Store {
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, u64), E> {
         let t = file.key;
+        let _writing = crate::deferred_sync::write_path();
         let db = self.db();
         let txn = db.begin_write().map_err(StoreError::from)?;
         // Checked under the main write transaction, which every routing change holds: a
@@ -674,6 +686,7 @@ impl Store {
         since: Option<&WriteTracker<'_>>,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, u64), E> {
+        let _writing = crate::deferred_sync::write_path();
         let db = self.db();
         let txn = db.begin_write().map_err(StoreError::from)?;
         // Checked under the main write transaction, which every routing change holds.
@@ -778,6 +791,23 @@ mod tests {
         let r = store.read().unwrap();
         assert_eq!(r.dedup_target(b, &old).unwrap(), None);
         assert_eq!(r.dedup_target(b, &rec).unwrap(), Some(rec.id.clone()));
+    }
+
+    /// A dedicated file whose sync failed refuses its tenant's later writes; the main file
+    /// and other tenants go on.
+    #[test]
+    fn a_failed_sync_of_a_dedicated_file_refuses_its_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+        store.route_dedicated(store.create_dedicated(b).unwrap());
+        put(&store, b, "x", b"b1");
+        store.placement.get(b).unwrap().sync.fail_for_test();
+        let refused = store.write_pending_for(b, |w| w.put_blob(b, "y", b"b2"));
+        assert!(refused.is_err());
+        put(&store, a, "x", b"a1");
+        assert_eq!(blobs(&store, b), vec![("x".into(), b"b1".to_vec())]);
+        assert_eq!(blobs(&store, a), vec![("x".into(), b"a1".to_vec())]);
     }
 
     #[test]

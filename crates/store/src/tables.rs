@@ -14,7 +14,7 @@ use strata_types::{Collection, CollectionName, Domain, Millis, Record, RecordId,
 
 use crate::StoreError;
 use crate::codec::{ChangeOp, decode_json, decode_record, encode_json, encode_record};
-use crate::deferred_sync::FileSync;
+use crate::deferred_sync::{FileSync, write_path};
 use crate::group_commit::{GroupCommit, Seq};
 use crate::keys::{self, ScopeField, TenantKey};
 use crate::opened::Opened;
@@ -90,21 +90,38 @@ pub(crate) fn read_db(db: &RwLock<Database>) -> RwLockReadGuard<'_, Database> {
 
 /// One durable commit of an empty transaction, which flushes and syncs every commit before it.
 /// Its fsync happens after the commit has released redb's write lock (see `deferred_sync`), so
-/// the next group's writes commit while the disk syncs this one's.
+/// the next group's writes commit while the disk syncs this one's. Returns how long the fsync
+/// itself took (not the wait for the write lock before it), which paces the next group.
 fn sync(
     db: &RwLock<Database>,
     file: &FileSync,
     commits: &crate::stats::LatencyHistogram,
-) -> Result<(), StoreError> {
+) -> Result<std::time::Duration, StoreError> {
+    let _writing = write_path();
     let started = std::time::Instant::now();
     {
         let db = read_db(db);
         let txn = db.begin_write()?;
         file.deferring(|| txn.commit())?;
     }
+    let syncing = std::time::Instant::now();
     file.sync_owed()
         .map_err(|e| StoreError::Engine(format!("sync: {e}")))?;
+    let took = syncing.elapsed();
     commits.observe(started.elapsed());
+    Ok(took)
+}
+
+/// Refuses a write to a file whose sync has failed: redb never sees that failure when it
+/// commits with `Durability::None`, so without this check later writes would commit and become
+/// visible although nothing written to the file since is known to reach the disk.
+fn refuse_after_failed_sync(file: &FileSync) -> Result<(), StoreError> {
+    if file.failed() {
+        return Err(StoreError::Engine(
+            "an earlier sync of this file failed; storage refuses writes until it is reopened"
+                .into(),
+        ));
+    }
     Ok(())
 }
 
@@ -224,6 +241,7 @@ impl Store {
     /// Rewrites the file so that freed pages are released and their old contents are gone
     /// from it. Waits for transactions in flight to finish; returns whether anything moved.
     pub fn compact(&self) -> Result<bool, StoreError> {
+        let _writing = write_path();
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
         let mut compacted = false;
         // redb compacts in steps; repeat until a pass moves nothing.
@@ -314,6 +332,8 @@ impl Store {
         only: Option<TenantKey>,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, Pending), E> {
+        let _writing = write_path();
+        refuse_after_failed_sync(&self.file)?;
         let entered = self.grouped().then(|| self.group.enter());
         let db = self.db();
         let mut txn = db.begin_write().map_err(StoreError::from)?;
@@ -364,6 +384,9 @@ impl Store {
         };
         // On error, dropping the uncommitted transactions aborts them.
         let r = result?;
+        // Again: a sync may have failed while `f` ran. Before any file commits, so a refusal
+        // applies nothing.
+        refuse_after_failed_sync(&self.file)?;
         for (key, ftxn) in txns.into_entries() {
             if dirty.contains(&key) {
                 ftxn.commit().map_err(StoreError::from)?;
@@ -398,6 +421,8 @@ impl Store {
         file: &crate::placement::FileDb,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, Pending), E> {
+        let _writing = write_path();
+        refuse_after_failed_sync(&file.sync)?;
         let entered = self.grouped().then(|| file.group.enter());
         // The registry `f` checks liveness against is a snapshot of the main file, taken
         // before this file's write lock is held (lock order: main, then file; and this write
@@ -443,6 +468,8 @@ impl Store {
             f(&mut writer)
         };
         let r = result?;
+        // Again: a sync may have failed while `f` ran.
+        refuse_after_failed_sync(&file.sync)?;
         let started = std::time::Instant::now();
         txn.commit().map_err(StoreError::from)?;
         if entered.is_none() {
@@ -457,6 +484,14 @@ impl Store {
             commits: Arc::clone(&self.commits),
         });
         Ok((r, Pending { waiting }))
+    }
+}
+
+impl Drop for Store {
+    /// The main database closes when its last handle goes, usually this one; see
+    /// [`FileSync::settle_before_close`].
+    fn drop(&mut self) {
+        self.file.settle_before_close();
     }
 }
 
@@ -1298,5 +1333,30 @@ mod tests {
             store.read().unwrap().blob(t, "note").unwrap().as_deref(),
             Some(&b"kept"[..])
         );
+    }
+
+    /// After a failed fsync, redb (which never saw it: the grouped writes commit without
+    /// syncing) would go on committing; the store refuses, before the write and again before
+    /// its commit, so nothing becomes visible that is not known to reach the disk.
+    #[test]
+    fn a_failed_sync_refuses_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let t = TenantKey::from_raw(7);
+        store.write(|w| w.put_blob(t, "before", b"1")).unwrap();
+        // The failure comes while a write runs: its commit is refused.
+        let during = store.write_pending(|w| {
+            w.put_blob(t, "during", b"2")?;
+            store.file.fail_for_test();
+            Ok::<_, StoreError>(())
+        });
+        assert!(during.is_err());
+        let after = store.write_pending(|w| w.put_blob(t, "after", b"3"));
+        let err = after.err().unwrap().to_string();
+        assert!(err.contains("earlier sync of this file failed"), "{err}");
+        let r = store.read().unwrap();
+        assert_eq!(r.blob(t, "before").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(r.blob(t, "during").unwrap(), None);
+        assert_eq!(r.blob(t, "after").unwrap(), None);
     }
 }
