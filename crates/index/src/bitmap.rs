@@ -206,11 +206,11 @@ impl FieldIndex {
         match col.get(slot) {
             Some(old) => old == x,
             None => {
-                col.set(slot, x);
-                if !held_any {
+                let set = col.set(slot, x);
+                if set && !held_any {
                     self.slots_with_values += 1;
                 }
-                true
+                set
             }
         }
     }
@@ -338,6 +338,28 @@ impl FieldIndex {
                 .cloned()
                 .unwrap_or_default(),
         }
+    }
+
+    /// Slots holding any of `values` under `path`: the union of [`Self::eq`] over them (an
+    /// array among them counts as its elements), as `$in` asks. A column is read once for
+    /// all the numbers, not once per value.
+    pub fn eq_many(&self, path: &str, values: &[Value]) -> RoaringBitmap {
+        let scalars = || {
+            values.iter().flat_map(|v| match v {
+                Value::Array(items) => items.iter().collect::<Vec<_>>(),
+                other => vec![other],
+            })
+        };
+        let mut out = match self.column(path) {
+            Some(col) => col.eq_any(&scalars().filter_map(Value::as_f64).collect::<Vec<_>>()),
+            None => RoaringBitmap::new(),
+        };
+        if let Some(pi) = self.path(path) {
+            for bm in scalars().filter_map(|v| Scalar::of(v).and_then(|s| pi.get(&s))) {
+                out |= bm;
+            }
+        }
+        out
     }
 
     /// Slots holding a number within the bounds under `path`. NaN bounds and empty ranges
@@ -515,7 +537,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn matches_brute_force_model(ops in proptest::collection::vec(op(), 0..60), probe in value(), lo in -4.0f64..4.0, width in 0.0f64..5.0, columns in any::<bool>()) {
+        fn matches_brute_force_model(ops in proptest::collection::vec(op(), 0..60), probe in value(), many in proptest::collection::vec(value(), 0..6), lo in -4.0f64..4.0, width in 0.0f64..5.0, columns in any::<bool>()) {
             // With `columns`, path `p` keeps each slot's first number in a column: the
             // answers must not change.
             let mut ix = if columns { FieldIndex::with_columns(&["p"]) } else { FieldIndex::new() };
@@ -542,6 +564,13 @@ mod tests {
                     .map(|(s, _, _)| *s)
                     .collect();
                 prop_assert_eq!(ix.eq(path, &probe), expect);
+                let probes: Vec<Value> = many.iter().flat_map(model_scalars).collect();
+                let expect: RoaringBitmap = model
+                    .iter()
+                    .filter(|(_, p, v)| *p == path && probes.iter().any(|x| num_eq(v, x)))
+                    .map(|(s, _, _)| *s)
+                    .collect();
+                prop_assert_eq!(ix.eq_many(path, &many), expect);
                 let hi = lo + width;
                 let expect: RoaringBitmap = model
                     .iter()
