@@ -23,6 +23,7 @@ mod graph_build;
 mod hierarchy;
 mod hits;
 mod idempotency;
+mod image_check;
 mod integrity;
 mod isolation;
 mod lifecycle;

@@ -220,6 +220,41 @@ impl FieldIndex {
         self.slots_with_values
     }
 
+    /// The slots holding at least one value, in the map or a column: for checking a decoded
+    /// index against the slots its owner holds.
+    pub fn held_slots(&self) -> RoaringBitmap {
+        let listed = (0u32..)
+            .zip(&self.by_slot)
+            .filter(|(_, e)| !e.is_empty())
+            .map(|(slot, _)| slot);
+        let mut held = RoaringBitmap::from_sorted_iter(listed).unwrap_or_default();
+        for (_, col) in &self.columns {
+            held |= col.exists();
+        }
+        held
+    }
+
+    /// The paths kept as columns (see [`Self::with_columns`]).
+    pub fn column_paths(&self) -> impl Iterator<Item = &str> {
+        self.columns.iter().map(|(p, _)| p.as_str())
+    }
+
+    /// The number `slot` holds in the column of `path`, if `path` has a column and the slot
+    /// a value there.
+    pub fn column_value(&self, path: &str, slot: u32) -> Option<f64> {
+        self.column(path).and_then(|c| c.get(slot))
+    }
+
+    /// Heap bytes of the columns, by capacity: 8 per place allocated, whether it holds a
+    /// value or not (a column reaches the highest slot given a value, grows by doubling and
+    /// keeps its places when values are cleared).
+    pub fn column_bytes(&self) -> u64 {
+        self.columns
+            .iter()
+            .map(|(_, c)| (c.values.capacity() * std::mem::size_of::<f64>()) as u64)
+            .sum()
+    }
+
     /// Records that `slot` holds `value` under `path`. Strings, booleans and numbers are
     /// indexed; for an array each scalar element is indexed; `null`, objects and nested arrays
     /// are ignored (the engine flattens objects into dotted paths). Adds to what the slot
@@ -587,6 +622,7 @@ mod tests {
             }
             let live: std::collections::HashSet<u32> = model.iter().map(|(s, _, _)| *s).collect();
             prop_assert_eq!(ix.slot_count(), live.len());
+            prop_assert_eq!(ix.held_slots(), live.iter().copied().collect::<RoaringBitmap>());
         }
     }
 }
