@@ -159,14 +159,15 @@ impl CollectionIndex {
     }
 
     /// Estimated bytes this collection holds in memory: vectors, the slots' resident parts
-    /// and their index entries, and the graph (as it reports its arrays). An estimate, not an
-    /// allocator count: it is what the residency budget is enforced against.
+    /// and their index entries, the field index's columns (by capacity) and the graph (as it
+    /// reports its arrays). An estimate, not an allocator count: it is what the residency
+    /// budget is enforced against.
     pub fn resident_bytes(&self) -> u64 {
         let vectors = self.vectors.capacity() * std::mem::size_of::<f32>();
         let slots = self.docs.capacity() * std::mem::size_of::<Option<SlotDoc>>()
             + self.slot_of.capacity() * SLOT_MAP_ENTRY_BYTES;
         let graph = self.graph.as_ref().map_or(0, HnswIndex::memory_bytes);
-        (vectors + slots + graph) as u64 + self.slot_bytes
+        (vectors + slots + graph) as u64 + self.fields.column_bytes() + self.slot_bytes
     }
 
     /// The vectors of `slots` that still hold one, copied (for a background graph build).

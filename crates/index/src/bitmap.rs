@@ -488,6 +488,18 @@ mod tests {
     }
 
     #[test]
+    fn column_bytes_follow_capacity() {
+        let mut ix = FieldIndex::with_columns(&["t"]);
+        assert_eq!(ix.column_bytes(), 0);
+        ix.insert(999, "t", &json!(5));
+        assert!(ix.column_bytes() >= 8 * 1000);
+        // Places stay allocated when their values go: the memory is still held.
+        let held = ix.column_bytes();
+        ix.remove_slot(999);
+        assert_eq!(ix.column_bytes(), held);
+    }
+
+    #[test]
     fn arrays_index_each_element() {
         let mut ix = FieldIndex::new();
         ix.insert(1, "tags", &json!(["a", "b", ["nested"], {"o": 1}, null, 3]));
