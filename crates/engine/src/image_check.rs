@@ -148,7 +148,8 @@ mod tests {
     /// Images whose indexes decode on their own but do not fit the slots are refused.
     #[test]
     fn indexes_that_do_not_fit_the_slots_are_refused() {
-        let damaged: Vec<(&str, fn(&mut CollectionIndex))> = vec![
+        type Damage = fn(&mut CollectionIndex);
+        let damaged: Vec<(&str, Damage)> = vec![
             ("field value at an empty slot", |ci| {
                 ci.fields.insert(1, "m:n", &json!("x"))
             }),
