@@ -381,8 +381,8 @@ impl FieldIndex {
     pub fn eq_many(&self, path: &str, values: &[Value]) -> RoaringBitmap {
         let scalars = || {
             values.iter().flat_map(|v| match v {
-                Value::Array(items) => items.iter().collect::<Vec<_>>(),
-                other => vec![other],
+                Value::Array(items) => items.as_slice(),
+                other => std::slice::from_ref(other),
             })
         };
         let mut out = match self.column(path) {
