@@ -125,6 +125,7 @@ mod tests {
     fn a_whole_image_is_taken() {
         let mut ci = sample();
         rebuild(&ci).unwrap();
+        crate::search_image::check(&crate::search_image::encode(&ci, 1).unwrap()).unwrap();
         // The columns in another order are the same columns.
         refill(&mut ci, &["b:confidence", "b:created_at", "b:updated_at"]);
         let back = rebuild(&ci).unwrap();
@@ -192,6 +193,12 @@ mod tests {
             let mut ci = sample();
             damage(&mut ci);
             assert!(rebuild(&ci).is_err(), "{what}: accepted");
+            // The operator's check of stored images refuses it too.
+            let bytes = crate::search_image::encode(&ci, 1).unwrap();
+            assert!(
+                crate::search_image::check(&bytes).is_err(),
+                "{what}: passed"
+            );
         }
     }
 }

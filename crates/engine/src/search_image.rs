@@ -219,8 +219,16 @@ fn decode_image(bytes: &[u8]) -> Result<Image, EngineError> {
 
 /// Whether `bytes` decode as an image (for the operator's tenant check).
 pub(crate) fn check(bytes: &[u8]) -> Result<(), EngineError> {
-    // The columns too, as a load reads them: an image only a load would refuse is no image.
-    slot_docs(&decode_image(bytes)?).map(|_| ())
+    // The columns too, as a load reads them, and the indexes against the slots: an image only
+    // a load would refuse is no image.
+    let image = decode_image(bytes)?;
+    let docs = slot_docs(&image)?;
+    let live: RoaringBitmap = (0u32..)
+        .zip(&docs)
+        .filter(|(_, d)| d.is_some())
+        .map(|(slot, _)| slot)
+        .collect();
+    crate::image_check::check(&live, &docs, &image.fields, &image.bm25)
 }
 
 /// Parses a name table, closed: a name that does not parse is an error.
