@@ -159,14 +159,15 @@ impl CollectionIndex {
     }
 
     /// Estimated bytes this collection holds in memory: vectors, the slots' resident parts
-    /// and their index entries, and the graph (as it reports its arrays). An estimate, not an
-    /// allocator count: it is what the residency budget is enforced against.
+    /// and their index entries, the field index's columns (by capacity) and the graph (as it
+    /// reports its arrays). An estimate, not an allocator count: it is what the residency
+    /// budget is enforced against.
     pub fn resident_bytes(&self) -> u64 {
         let vectors = self.vectors.capacity() * std::mem::size_of::<f32>();
         let slots = self.docs.capacity() * std::mem::size_of::<Option<SlotDoc>>()
             + self.slot_of.capacity() * SLOT_MAP_ENTRY_BYTES;
         let graph = self.graph.as_ref().map_or(0, HnswIndex::memory_bytes);
-        (vectors + slots + graph) as u64 + self.slot_bytes
+        (vectors + slots + graph) as u64 + self.fields.column_bytes() + self.slot_bytes
     }
 
     /// The vectors of `slots` that still hold one, copied (for a background graph build).
@@ -383,8 +384,9 @@ impl CollectionIndex {
     /// A collection rebuilt from its persisted search image (`crate::search_image`): the
     /// slots' resident parts, the vectors as the engine keeps them
     /// (`dim` per slot, already normalised for the metric), and the text and field indexes
-    /// whole. Only the scope bitmaps are recomputed, from the slots; no text is analysed
-    /// and no record is read from storage. The graph is restored separately.
+    /// whole, once they are checked to fit the slots (`crate::image_check`). Only the scope
+    /// bitmaps are recomputed, from the slots; no text is analysed and no record is read from
+    /// storage. The graph is restored separately.
     /// `vectors` is `None` when the image was saved with the vectors in the graph: the caller
     /// must then restore the graph (`restore_graph`) or give up on the image.
     pub fn from_image(
@@ -430,6 +432,7 @@ impl CollectionIndex {
             }
             ci.place_scope(slot);
         }
+        crate::image_check::check(&ci.live, &ci.docs, &fields, &bm25)?;
         ci.vectors = vectors;
         ci.fields = fields;
         ci.bm25 = bm25;
@@ -615,7 +618,7 @@ fn id_in(docs: &[Option<SlotDoc>], slot: u32) -> &str {
 /// with_columns`): nearly unique per record, so a map of values to bitmaps would cost ~200
 /// bytes per record for them. `expires_at` stays in the map: only records with a TTL hold one,
 /// and every search subtracts the expired ones, which a column would answer by a full scan.
-const BUILTIN_COLUMNS: [&str; 3] = ["b:created_at", "b:updated_at", "b:confidence"];
+pub(crate) const BUILTIN_COLUMNS: [&str; 3] = ["b:created_at", "b:updated_at", "b:confidence"];
 
 fn set_bit<K: std::hash::Hash + Eq>(map: &mut HashMap<K, RoaringBitmap>, key: K, slot: u32) {
     map.entry(key).or_default().insert(slot);

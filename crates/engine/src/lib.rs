@@ -25,6 +25,7 @@ mod graph_file;
 mod hierarchy;
 mod hits;
 mod idempotency;
+mod image_check;
 mod integrity;
 mod isolation;
 mod lifecycle;

@@ -199,12 +199,9 @@ pub(crate) fn filter_candidates(filter: &Filter, ci: &CollectionIndex) -> Option
             })
         }
         Filter::Eq(field, v) if is_scalar(v) => exact(ci.fields.eq(&field_path(field)?, v)),
+        // One lookup for the whole list: a column path is scanned once, not once per value.
         Filter::In(field, vs) if vs.iter().all(is_scalar) => {
-            let path = field_path(field)?;
-            exact(
-                vs.iter()
-                    .fold(RoaringBitmap::new(), |acc, v| acc | ci.fields.eq(&path, v)),
-            )
+            exact(ci.fields.eq_many(&field_path(field)?, vs))
         }
         // The complements of the two above, as the filter defines them (`!Eq`, `!In`): a
         // record without the field matches, so do records whose value is not a scalar.
@@ -212,11 +209,7 @@ pub(crate) fn filter_candidates(filter: &Filter, ci: &CollectionIndex) -> Option
             exact(&ci.live - &ci.fields.eq(&field_path(field)?, v))
         }
         Filter::Nin(field, vs) if vs.iter().all(is_scalar) => {
-            let path = field_path(field)?;
-            exact(
-                vs.iter()
-                    .fold(ci.live.clone(), |acc, v| acc - ci.fields.eq(&path, v)),
-            )
+            exact(&ci.live - &ci.fields.eq_many(&field_path(field)?, vs))
         }
         Filter::Range(field, ord, or_equal, bound) => {
             let path = field_path(field)?;

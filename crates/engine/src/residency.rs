@@ -17,15 +17,17 @@ use strata_types::TenantId;
 /// slot, tracker and maps, the default collections' empty indexes, and the allocator's own
 /// overhead. Measured against the process's resident set by `scale_bench`
 /// (`docs/benchmarks.md`): without it, 10,000 loaded tenants of 10 records each took 1.9 times
-/// their estimate. (Raised from 10,000 when the per-record figure below fell from 1,000, so a
-/// 10-record tenant is accounted as before: that calibration was not re-run.)
-const TENANT_OVERHEAD_BYTES: u64 = 16_000;
+/// their estimate. That calibration (10,000 here, 1,000 per record below: 20,000 bytes of
+/// overhead for a 10-record tenant) was not re-run when the per-record figure fell; this one
+/// follows it instead, so a 10-record tenant is still accounted 20,000 (17,600 + 10 × 240).
+const TENANT_OVERHEAD_BYTES: u64 = 17_600;
 /// Heap per loaded record beyond its estimate (allocator headers and rounding of its small
 /// allocations: id and scope strings, posting and field-index entries), measured the same
 /// way: ~205 bytes for 200,000 records in one tenant and ~240 in 100 tenants of 2,000 once
 /// postings were sized to their contents and timestamps kept in columns; 365 before that,
 /// with a lean part of each record (`SlotDoc`); 1,000 while collections kept whole records.
-const RECORD_OVERHEAD_BYTES: u64 = 220;
+/// The larger of the two, so the many-tenant case is not under-accounted.
+const RECORD_OVERHEAD_BYTES: u64 = 240;
 
 /// The bytes a loaded tenant is accounted for against the budget: its collections' estimates
 /// plus the measured fixed and per-record overheads above.

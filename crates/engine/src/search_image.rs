@@ -219,8 +219,16 @@ fn decode_image(bytes: &[u8]) -> Result<Image, EngineError> {
 
 /// Whether `bytes` decode as an image (for the operator's tenant check).
 pub(crate) fn check(bytes: &[u8]) -> Result<(), EngineError> {
-    // The columns too, as a load reads them: an image only a load would refuse is no image.
-    slot_docs(&decode_image(bytes)?).map(|_| ())
+    // The columns too, as a load reads them, and the indexes against the slots: an image only
+    // a load would refuse is no image.
+    let image = decode_image(bytes)?;
+    let docs = slot_docs(&image)?;
+    let live: RoaringBitmap = (0u32..)
+        .zip(&docs)
+        .filter(|(_, d)| d.is_some())
+        .map(|(slot, _)| slot)
+        .collect();
+    crate::image_check::check(&live, &docs, &image.fields, &image.bm25)
 }
 
 /// Parses a name table, closed: a name that does not parse is an error.
@@ -481,11 +489,13 @@ mod tests {
     fn sample() -> CollectionIndex {
         let mut ci = CollectionIndex::new(&collection());
         ci.upsert(&record(), false).unwrap();
-        // One field path and one column, to keep the golden bytes short (their order is by
-        // id, not by hash).
-        ci.fields = FieldIndex::with_columns(&["b:created_at"]);
+        // One field path and the built-in columns, to keep the golden bytes short (their
+        // order is by id, not by hash).
+        ci.fields = FieldIndex::with_columns(&crate::collection_index::BUILTIN_COLUMNS);
         ci.fields.insert(0, "b:kind", &serde_json::json!("note"));
         ci.fields.insert(0, "b:created_at", &serde_json::json!(1));
+        ci.fields.insert(0, "b:updated_at", &serde_json::json!(1));
+        ci.fields.insert(0, "b:confidence", &serde_json::json!(0.5));
         ci
     }
 
@@ -504,9 +514,11 @@ mod tests {
         assert_eq!(encode(&ci, 7).unwrap(), bytes);
     }
 
-    /// Format 4: `04`, then as format 3 but for the index bytes, 26 (`1a`: two bytes of text
-    /// and three 8-byte columns), and the field index, which ends with its columns: one,
-    /// `b:created_at`, holding 1.0 for slot 0 (`01 0c 623a...` name, `01` value, the `f64`).
+    /// Format 4: `04`, then as format 3 but for the index bytes, 2 (`02`: two bytes of text;
+    /// the columns are counted whole, not per record — an estimate, so images saved with the
+    /// earlier figure stay valid), and the field index, which ends with its columns: the three
+    /// built-ins, `b:created_at`, `b:updated_at` and `b:confidence`, holding 1.0, 1.0 and 0.5
+    /// for slot 0 (`03`, then per column its name `0c 623a...`, `01` value, the `f64`).
     ///
     /// Format 3: `03`, version 7, dim 2; id lengths [1] and the ids `a`; the name tables
     /// (domains [`default`], no runs, scopes or tokens); the columns, one entry each: domain 0,
@@ -517,7 +529,7 @@ mod tests {
     /// slot's (path id, value) list); the BM25 index (analyzer, terms by id `hi`, each
     /// posting's slots {0} and repeated frequencies (none), the documents {0}, lengths [1],
     /// each slot's term ids [[0]], total length 1).
-    const GOLDEN: &str = "04070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f011a00080000003f000080bf123a30000001000000000000001000000000000106623a6b696e640101046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000001010000046e6f7465010c623a637265617465645f617401000000000000f03f000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
+    const GOLDEN: &str = "04070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f010200080000003f000080bf123a30000001000000000000001000000000000106623a6b696e640101046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000001010000046e6f7465030c623a637265617465645f617401000000000000f03f0c623a757064617465645f617401000000000000f03f0c623a636f6e666964656e636501000000000000e03f000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
 
     #[test]
     fn anything_else_is_an_error() {

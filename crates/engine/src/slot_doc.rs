@@ -70,17 +70,18 @@ impl SlotDoc {
 
 /// Estimated heap bytes of a record's entries in the text and field indexes: a posting per
 /// word of content (about a byte of content each, with the term table), a few bitmap and
-/// field-index entries per metadata field and optional built-in field (`kind`, `expires_at`),
-/// and 8 bytes for each built-in kept in a column (`created_at`, `updated_at`, `confidence`).
-/// Cheap (no allocation), and the same record always gives the same figure.
+/// field-index entries per metadata field and optional built-in field (`kind`, `expires_at`).
+/// The built-ins kept in columns (`created_at`, `updated_at`, `confidence`) are not counted
+/// here: the columns are counted whole, by capacity (`FieldIndex::column_bytes`), as they
+/// keep their places when records go. Cheap (no allocation), and the same record always gives
+/// the same figure.
 pub(crate) fn index_bytes(r: &Record) -> u32 {
     const PER_FIELD_ENTRY: usize = 32;
-    const COLUMNS: usize = 3 * 8;
     let content = r.content.as_ref().map_or(0, String::len);
     let kind = r.kind.as_ref().map_or(0, |k| k.as_str().len());
     let metadata = json_bytes(&r.metadata);
     let optional = usize::from(r.kind.is_some()) + usize::from(r.expires_at.is_some());
-    let bytes = content + kind + metadata + COLUMNS + optional * PER_FIELD_ENTRY;
+    let bytes = content + kind + metadata + optional * PER_FIELD_ENTRY;
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 

@@ -206,11 +206,11 @@ impl FieldIndex {
         match col.get(slot) {
             Some(old) => old == x,
             None => {
-                col.set(slot, x);
-                if !held_any {
+                let set = col.set(slot, x);
+                if set && !held_any {
                     self.slots_with_values += 1;
                 }
-                true
+                set
             }
         }
     }
@@ -218,6 +218,41 @@ impl FieldIndex {
     /// Number of slots with at least one indexed value.
     pub fn slot_count(&self) -> usize {
         self.slots_with_values
+    }
+
+    /// The slots holding at least one value, in the map or a column: for checking a decoded
+    /// index against the slots its owner holds.
+    pub fn held_slots(&self) -> RoaringBitmap {
+        let listed = (0u32..)
+            .zip(&self.by_slot)
+            .filter(|(_, e)| !e.is_empty())
+            .map(|(slot, _)| slot);
+        let mut held = RoaringBitmap::from_sorted_iter(listed).unwrap_or_default();
+        for (_, col) in &self.columns {
+            held |= col.exists();
+        }
+        held
+    }
+
+    /// The paths kept as columns (see [`Self::with_columns`]).
+    pub fn column_paths(&self) -> impl Iterator<Item = &str> {
+        self.columns.iter().map(|(p, _)| p.as_str())
+    }
+
+    /// The number `slot` holds in the column of `path`, if `path` has a column and the slot
+    /// a value there.
+    pub fn column_value(&self, path: &str, slot: u32) -> Option<f64> {
+        self.column(path).and_then(|c| c.get(slot))
+    }
+
+    /// Heap bytes of the columns, by capacity: 8 per place allocated, whether it holds a
+    /// value or not (a column reaches the highest slot given a value, grows by doubling and
+    /// keeps its places when values are cleared).
+    pub fn column_bytes(&self) -> u64 {
+        self.columns
+            .iter()
+            .map(|(_, c)| (c.values.capacity() * std::mem::size_of::<f64>()) as u64)
+            .sum()
     }
 
     /// Records that `slot` holds `value` under `path`. Strings, booleans and numbers are
@@ -340,6 +375,28 @@ impl FieldIndex {
         }
     }
 
+    /// Slots holding any of `values` under `path`: the union of [`Self::eq`] over them (an
+    /// array among them counts as its elements), as `$in` asks. A column is read once for
+    /// all the numbers, not once per value.
+    pub fn eq_many(&self, path: &str, values: &[Value]) -> RoaringBitmap {
+        let scalars = || {
+            values.iter().flat_map(|v| match v {
+                Value::Array(items) => items.as_slice(),
+                other => std::slice::from_ref(other),
+            })
+        };
+        let mut out = match self.column(path) {
+            Some(col) => col.eq_any(&scalars().filter_map(Value::as_f64).collect::<Vec<_>>()),
+            None => RoaringBitmap::new(),
+        };
+        if let Some(pi) = self.path(path) {
+            for bm in scalars().filter_map(|v| Scalar::of(v).and_then(|s| pi.get(&s))) {
+                out |= bm;
+            }
+        }
+        out
+    }
+
     /// Slots holding a number within the bounds under `path`. NaN bounds and empty ranges
     /// match nothing.
     pub fn range(&self, path: &str, lower: Bound<f64>, upper: Bound<f64>) -> RoaringBitmap {
@@ -431,6 +488,18 @@ mod tests {
     }
 
     #[test]
+    fn column_bytes_follow_capacity() {
+        let mut ix = FieldIndex::with_columns(&["t"]);
+        assert_eq!(ix.column_bytes(), 0);
+        ix.insert(999, "t", &json!(5));
+        assert!(ix.column_bytes() >= 8 * 1000);
+        // Places stay allocated when their values go: the memory is still held.
+        let held = ix.column_bytes();
+        ix.remove_slot(999);
+        assert_eq!(ix.column_bytes(), held);
+    }
+
+    #[test]
     fn arrays_index_each_element() {
         let mut ix = FieldIndex::new();
         ix.insert(1, "tags", &json!(["a", "b", ["nested"], {"o": 1}, null, 3]));
@@ -515,7 +584,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn matches_brute_force_model(ops in proptest::collection::vec(op(), 0..60), probe in value(), lo in -4.0f64..4.0, width in 0.0f64..5.0, columns in any::<bool>()) {
+        fn matches_brute_force_model(ops in proptest::collection::vec(op(), 0..60), probe in value(), many in proptest::collection::vec(value(), 0..6), lo in -4.0f64..4.0, width in 0.0f64..5.0, columns in any::<bool>()) {
             // With `columns`, path `p` keeps each slot's first number in a column: the
             // answers must not change.
             let mut ix = if columns { FieldIndex::with_columns(&["p"]) } else { FieldIndex::new() };
@@ -542,6 +611,13 @@ mod tests {
                     .map(|(s, _, _)| *s)
                     .collect();
                 prop_assert_eq!(ix.eq(path, &probe), expect);
+                let probes: Vec<Value> = many.iter().flat_map(model_scalars).collect();
+                let expect: RoaringBitmap = model
+                    .iter()
+                    .filter(|(_, p, v)| *p == path && probes.iter().any(|x| num_eq(v, x)))
+                    .map(|(s, _, _)| *s)
+                    .collect();
+                prop_assert_eq!(ix.eq_many(path, &many), expect);
                 let hi = lo + width;
                 let expect: RoaringBitmap = model
                     .iter()
@@ -558,6 +634,7 @@ mod tests {
             }
             let live: std::collections::HashSet<u32> = model.iter().map(|(s, _, _)| *s).collect();
             prop_assert_eq!(ix.slot_count(), live.len());
+            prop_assert_eq!(ix.held_slots(), live.iter().copied().collect::<RoaringBitmap>());
         }
     }
 }
