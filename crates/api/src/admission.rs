@@ -31,8 +31,8 @@ pub struct PoolConfig {
     pub reserved_workers: usize,
     /// Low-priority workers, on top of `workers`, that run the jobs of tenants over their
     /// share of recent CPU while others are active (`SchedulerConfig::background_workers`);
-    /// `None`: as many as `workers`; 0 disables the split.
-    pub background_workers: Option<usize>,
+    /// 0 (the default) disables the split.
+    pub background_workers: usize,
     /// How low the background workers run.
     pub background_priority: BackgroundPriority,
 }
@@ -44,8 +44,8 @@ impl Default for PoolConfig {
             max_queue: 10_000,
             max_queue_per_tenant: 1_000,
             reserved_workers: 1,
-            background_workers: None,
-            background_priority: BackgroundPriority::Idle,
+            background_workers: 0,
+            background_priority: BackgroundPriority::Nice19,
         }
     }
 }
@@ -92,13 +92,13 @@ impl Gate {
             max_queue: config.max_queue,
             max_queue_per_tenant: config.max_queue_per_tenant,
             reserved_workers: config.reserved_workers,
-            background_workers: config.background_workers.unwrap_or(workers),
+            background_workers: config.background_workers,
             background_priority: config.background_priority,
             thread_name: "strata-worker".into(),
             ..defaults
         })?;
         if let Some(why) = pool.priority_error() {
-            tracing::warn!("{why}; tenants over their CPU share are still kept apart");
+            tracing::warn!("{why}; running without background workers");
         }
         Ok(Gate {
             limiter: RateLimiter::new(),

@@ -44,7 +44,8 @@ pub struct SchedulerConfig {
     /// fair share of the pool's recent CPU (see [`crate::shares`]) run only on them, and the
     /// `workers` run only the others': a light tenant's job then preempts a flooding tenant's
     /// at the OS level instead of waiting in the run queue behind it. A tenant busy alone is
-    /// within its share and keeps the normal workers. 0 disables the split.
+    /// within its share and keeps the normal workers. 0 disables the split, and so does a
+    /// priority that could not be lowered ([`FairScheduler::priority_error`] says why).
     pub background_workers: usize,
     /// How low background workers run.
     pub background_priority: BackgroundPriority,
@@ -81,7 +82,7 @@ impl Default for SchedulerConfig {
             workers: std::thread::available_parallelism().map_or(2, usize::from),
             reserved_workers: 0,
             background_workers: 0,
-            background_priority: BackgroundPriority::Idle,
+            background_priority: BackgroundPriority::Nice19,
             max_queue: 10_000,
             max_queue_per_tenant: 1_000,
             discipline: Discipline::Fair,
@@ -168,6 +169,8 @@ pub struct FairScheduler<K> {
     handles: Mutex<Vec<JoinHandle<()>>>,
     /// Why the background workers' priority could not be lowered, if it could not.
     priority_error: Option<String>,
+    /// Background workers running (0 when off or when their priority could not be lowered).
+    background_workers: usize,
 }
 
 impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
@@ -202,6 +205,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             shared,
             handles: Mutex::new(Vec::with_capacity(workers)),
             priority_error: None,
+            background_workers: background,
         };
         // Each background worker reports whether its priority was lowered before it takes
         // work, so the caller learns of a failure from `new` and can log it its own way.
@@ -245,18 +249,29 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             }
         }
         drop(lowered_tx);
-        // The split by share holds either way; only the OS hint would be missing.
         this.priority_error = lowered
             .iter()
             .find_map(Result::err)
             .map(|e| format!("could not lower the background workers' OS priority: {e}"));
+        if this.priority_error.is_some() {
+            // At normal priority they would only be extra threads competing for the cores:
+            // turn the split off, and the background workers exit (see `worker`).
+            this.shared.lock().shares = None;
+            this.shared.background_work.notify_all();
+            this.background_workers = 0;
+        }
         Ok(this)
     }
 
-    /// Why the background workers run at normal priority although asked to run lower, if
-    /// they do: for the caller to log (the pool works either way).
+    /// Why the pool runs without the background workers it was asked for, if it does: for the
+    /// caller to log once.
     pub fn priority_error(&self) -> Option<&str> {
         self.priority_error.as_deref()
+    }
+
+    /// Background workers running: 0 when off or when their priority could not be lowered.
+    pub fn background_workers(&self) -> usize {
+        self.background_workers
     }
 
     /// Queues `f` for tenant `key` with fair-share `weight` (≥ 1; 0 counts as 1). Rejections
@@ -477,8 +492,10 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             state.queue.complete(charge, cost);
             continue;
         }
-        // A reserved worker leaves the rest of the queue to the shared workers, which drain it.
-        if !state.accepting && (kind == Kind::Reserved || state.queue.is_empty()) {
+        // A reserved worker leaves the rest of the queue to the shared workers, which drain it;
+        // a background worker is not needed once the split is off.
+        let split_off = kind == Kind::Background && state.shares.is_none();
+        if split_off || (!state.accepting && (kind == Kind::Reserved || state.queue.is_empty())) {
             state.live_workers -= 1;
             drop(state);
             shared.exited.notify_all();
@@ -514,10 +531,12 @@ fn pop<K: Hash + Eq + Clone>(state: &mut State<K>, kind: Kind) -> Option<(Charge
         ..
     } = state;
     let Some(shares) = shares.as_mut().filter(|_| *accepting) else {
-        // No split (or shutting down: everyone drains whatever is left).
-        return match kind {
-            Kind::Reserved => queue.pop_reserved(),
-            Kind::Foreground | Kind::Background => queue.pop_charged(),
+        // No split (or shutting down: everyone drains whatever is left). Background workers
+        // without a split were turned off (their priority could not be lowered) and exit.
+        return match (kind, shares.is_some()) {
+            (Kind::Reserved, _) => queue.pop_reserved(),
+            (Kind::Background, false) => None,
+            (Kind::Foreground | Kind::Background, _) => queue.pop_charged(),
         };
     };
     shares.tick(Instant::now());
