@@ -278,21 +278,25 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     /// Takes the next job to dispatch and charges its tenant the estimated cost; settle the
     /// returned [`Charge`] with [`complete`](Self::complete) when the job has run.
     pub fn pop_charged(&mut self) -> Option<(Charge<K>, T)> {
-        self.pop_from(Lane::Shared, |_| true)
+        self.pop_from(Lane::Shared, |_, _| true)
     }
 
-    /// Like [`pop_charged`](Self::pop_charged), among the tenants `allowed` accepts: the
-    /// fairest job of those, `None` if none of them has one waiting. The others' heads keep
-    /// their place. Costs a heap pop and push per tenant passed over, so it suits filters that
-    /// pass over few tenants (the pool's background workers pass over the few within their share).
-    pub fn pop_charged_where(&mut self, allowed: impl FnMut(&K) -> bool) -> Option<(Charge<K>, T)> {
+    /// Like [`pop_charged`](Self::pop_charged), among the tenants whose head-of-line job
+    /// `allowed` accepts: the fairest job of those, `None` if none has one waiting. The others'
+    /// heads keep their place. Costs a heap pop and push per tenant passed over, so it suits
+    /// filters that pass over few tenants (the pool's background workers pass over the few
+    /// within their share).
+    pub fn pop_charged_where(
+        &mut self,
+        allowed: impl FnMut(&K, &T) -> bool,
+    ) -> Option<(Charge<K>, T)> {
         self.pop_from(Lane::Shared, allowed)
     }
 
     /// Like [`pop_charged`](Self::pop_charged), for a reserved worker: the fairest job among
     /// tenants in the [`Lane::Reserved`] lane only, `None` if none of them has one waiting.
     pub fn pop_reserved(&mut self) -> Option<(Charge<K>, T)> {
-        self.pop_from(Lane::Reserved, |_| true)
+        self.pop_from(Lane::Reserved, |_, _| true)
     }
 
     /// The next job of an `allowed` tenant from the shared order (every tenant) or the
@@ -300,7 +304,7 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     fn pop_from(
         &mut self,
         from: Lane,
-        mut allowed: impl FnMut(&K) -> bool,
+        mut allowed: impl FnMut(&K, &T) -> bool,
     ) -> Option<(Charge<K>, T)> {
         let heap = match from {
             Lane::Shared => &mut self.ready,
@@ -312,14 +316,15 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
             let Some(head) = heap.pop() else {
                 break None;
             };
-            let current = self
+            let first = self
                 .tenants
                 .get(&head.key)
-                .is_some_and(|t| t.head_version == head.version && !t.jobs.is_empty());
-            if !current {
+                .filter(|t| t.head_version == head.version)
+                .and_then(|t| t.jobs.front());
+            let Some(first) = first else {
                 continue;
-            }
-            if allowed(&head.key) {
+            };
+            if allowed(&head.key, &first.item) {
                 break Some(head);
             }
             passed.push(head);

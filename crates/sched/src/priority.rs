@@ -27,7 +27,9 @@ pub enum BackgroundPriority {
 #[cfg(target_os = "linux")]
 pub(crate) fn lower_current_thread(priority: BackgroundPriority) -> std::io::Result<()> {
     match priority {
-        BackgroundPriority::Unchanged => Err(std::io::Error::other("background_priority is unchanged")),
+        BackgroundPriority::Unchanged => {
+            Err(std::io::Error::other("background_priority is unchanged"))
+        }
         BackgroundPriority::Idle => {
             let param = libc::sched_param { sched_priority: 0 };
             // SAFETY: pid 0 is the calling thread; `param` is a valid pointer for the call.

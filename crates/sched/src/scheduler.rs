@@ -26,8 +26,26 @@ use crate::fair_queue::{Charge, Discipline, FairQueue, Lane, QueueFull};
 use crate::priority::{BackgroundPriority, lower_current_thread};
 use crate::shares::{CpuShares, Placement, SHARE_WINDOW};
 
-/// A type-erased job: runs the caller's closure and delivers its result.
-type Job = Box<dyn FnOnce() + Send + 'static>;
+/// A type-erased job (runs the caller's closure and delivers its result), and whether a
+/// background worker may run it.
+struct Job {
+    run: Box<dyn FnOnce() + Send + 'static>,
+    demotable: bool,
+}
+
+/// Whether a job may run on a background worker when its tenant is over its CPU share.
+/// Chosen by the submitter, which knows what the job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Demotable {
+    /// Never (the default): the job may write. A write on a low-priority thread could hold
+    /// the storage write lock, or lead a group commit, while normal threads keep it off the
+    /// CPU, and every tenant waiting on that lock would stall behind it.
+    #[default]
+    Never,
+    /// The job only reads (a search, get, scan, count, recall): it holds nothing other
+    /// tenants wait for, so it may be slowed down.
+    ReadOnly,
+}
 
 /// Pool size, queue bounds and ordering.
 #[derive(Debug, Clone)]
@@ -299,8 +317,26 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
+        self.submit_with(key, weight, lane, Demotable::Never, f)
+    }
+
+    /// [`submit_in`](Self::submit_in), saying whether the job may run on a background worker
+    /// ([`Demotable`]). A job in [`Lane::Reserved`] never does, whatever `demotable` says: a
+    /// `dedicated` tenant's work keeps normal priority.
+    pub fn submit_with<F, R>(
+        &self,
+        key: &K,
+        weight: u32,
+        lane: Lane,
+        demotable: Demotable,
+        f: F,
+    ) -> Result<JobHandle<R>, SchedError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move || {
+        let run = Box::new(move || {
             if tx.is_closed() {
                 return;
             }
@@ -311,6 +347,11 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             // The caller may have stopped waiting; nothing to do then.
             let _ = tx.send(result);
         });
+        let job = Job {
+            run,
+            demotable: demotable == Demotable::ReadOnly && lane == Lane::Shared,
+        };
+        let demotable = job.demotable;
         let (reserved, placement) = {
             let mut state = self.shared.lock();
             if !state.accepting {
@@ -336,7 +377,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             (lane == Lane::Reserved, placement)
         };
         match placement {
-            Some(Placement::Background) => self.shared.background_work.notify_one(),
+            Some(Placement::Background) if demotable => self.shared.background_work.notify_one(),
             _ => self.shared.work.notify_one(),
         }
         if reserved {
@@ -368,6 +409,23 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         R: Send + 'static,
     {
         self.submit_in(key, weight, lane, f)?.await
+    }
+
+    /// [`run`](Self::run) in a [`Lane`], saying whether the job may run on a background
+    /// worker (see [`submit_with`](Self::submit_with)).
+    pub async fn run_with<F, R>(
+        &self,
+        key: &K,
+        weight: u32,
+        lane: Lane,
+        demotable: Demotable,
+        f: F,
+    ) -> Result<R, SchedError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit_with(key, weight, lane, demotable, f)?.await
     }
 
     /// Stops dispatching (queued jobs wait; running ones finish). For tests and maintenance.
@@ -476,7 +534,7 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             drop(state);
             let (cpu, wall) = (thread_cpu_ns(), Instant::now());
             // Panics are caught inside the job, so this cannot unwind.
-            job();
+            (job.run)();
             let cost = match (cpu, thread_cpu_ns()) {
                 (Some(before), Some(after)) => after.saturating_sub(before),
                 _ => u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX),
@@ -540,12 +598,13 @@ fn pop<K: Hash + Eq + Clone>(state: &mut State<K>, kind: Kind) -> Option<(Charge
         };
     };
     shares.tick(Instant::now());
-    let wanted = match kind {
-        Kind::Reserved => return queue.pop_reserved(),
-        Kind::Foreground => Placement::Foreground,
-        Kind::Background => Placement::Background,
-    };
-    queue.pop_charged_where(|key| shares.usage.placement(key) == wanted)
+    let background =
+        |key: &K, job: &Job| job.demotable && shares.usage.placement(key) == Placement::Background;
+    match kind {
+        Kind::Reserved => queue.pop_reserved(),
+        Kind::Foreground => queue.pop_charged_where(|key, job| !background(key, job)),
+        Kind::Background => queue.pop_charged_where(background),
+    }
 }
 
 /// The text of a panic payload when it is a string.
