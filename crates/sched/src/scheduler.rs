@@ -545,7 +545,10 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
                 Charging::PerJob => charge.estimate_ns,
             };
             if let Some(shares) = state.shares.as_mut() {
-                shares.usage.finished(&charge.key, cost);
+                // Shares are of the shared workers' CPU: what a reserved worker spends is the
+                // dedicated tenant's own and must not make the shared tenants look small.
+                let shared_cpu = if kind == Kind::Reserved { 0 } else { cost };
+                shares.usage.finished(&charge.key, shared_cpu);
             }
             state.queue.complete(charge, cost);
             continue;

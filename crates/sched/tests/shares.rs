@@ -306,3 +306,59 @@ fn a_lone_tenant_never_runs_in_the_background() {
         assert!(!name.contains("-b"), "ran on {name}");
     }
 }
+
+/// What reserved workers spend is not counted in the shares of the shared workers' CPU: a
+/// dedicated tenant that used a lot of CPU on its own worker does not make a shared tenant's
+/// use look small. Each job is charged the same fixed estimate (`Charging::PerJob`), so the
+/// shares do not depend on how fast this machine is.
+#[test]
+fn reserved_workers_cpu_does_not_count_toward_shares() {
+    let pool = FairScheduler::<&'static str>::new(SchedulerConfig {
+        workers: 1,
+        reserved_workers: 1,
+        background_workers: 1,
+        charging: strata_sched::Charging::PerJob,
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    // C holds the one normal shared worker, so D's jobs all run on its reserved worker.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let c = pool
+        .submit(&"c", 1, move || {
+            let _ = held.recv();
+        })
+        .unwrap();
+    let d: Vec<_> = (0..50)
+        .map(|_| {
+            pool.submit_with(&"d", 1, Lane::Reserved, Demotable::ReadOnly, || {
+                std::thread::current().name().map(str::to_owned)
+            })
+            .unwrap()
+        })
+        .collect();
+    for h in d {
+        let name = h.wait_blocking().unwrap().unwrap();
+        assert!(name.contains("-r"), "ran on {name}");
+    }
+    drop(release);
+    c.wait_blocking().unwrap();
+    // B now runs one job after another beside C and D. Counting D's 50 jobs, B would stay
+    // within its third of the CPU for 36 jobs; counting only the shared workers' CPU, B is
+    // over its share from its second job on.
+    let mut moved = 0;
+    for _ in 0..10 {
+        let name = pool
+            .submit_with(&"b", 1, Lane::Shared, Demotable::ReadOnly, || {
+                std::thread::current().name().map(str::to_owned)
+            })
+            .unwrap()
+            .wait_blocking()
+            .unwrap()
+            .unwrap();
+        moved += usize::from(name.contains("-b"));
+    }
+    assert!(
+        moved > 0,
+        "B never over its share: D's reserved CPU was counted"
+    );
+}
