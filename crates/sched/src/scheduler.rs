@@ -606,7 +606,7 @@ fn pop<K: Hash + Eq + Clone>(state: &mut State<K>, kind: Kind) -> Option<(Charge
     match kind {
         Kind::Reserved => queue.pop_reserved(),
         Kind::Foreground => queue.pop_charged_where(|key, job| !background(key, job)),
-        Kind::Background => queue.pop_charged_where(background),
+        Kind::Background => queue.pop_charged_aside(background),
     }
 }
 
