@@ -377,8 +377,16 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             (lane == Lane::Reserved, placement)
         };
         match placement {
-            Some(Placement::Background) if demotable => self.shared.background_work.notify_one(),
-            _ => self.shared.work.notify_one(),
+            // With the split on, wake one worker of each set: the placement can change
+            // between now and the pop (a completion moves the shares), and a job left for
+            // the set that was not woken would wait until one of its workers looks again.
+            Some(_) => {
+                self.shared.work.notify_one();
+                if demotable {
+                    self.shared.background_work.notify_one();
+                }
+            }
+            None => self.shared.work.notify_one(),
         }
         if reserved {
             self.shared.reserved_work.notify_one();
