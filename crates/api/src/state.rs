@@ -143,6 +143,12 @@ impl AppState {
         self.gate.workers()
     }
 
+    /// Background worker threads of the pool running (0: off, or the OS priority could not
+    /// be lowered).
+    pub fn pool_background_workers(&self) -> usize {
+        self.gate.background_workers()
+    }
+
     /// Stops the worker pool after queued work finishes (or `timeout` passes).
     pub fn shutdown_pool(&self, timeout: std::time::Duration) -> bool {
         self.gate.shutdown(timeout)
