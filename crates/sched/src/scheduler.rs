@@ -9,6 +9,7 @@
 //! makes the global fair order possible.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -128,10 +129,35 @@ struct State<K> {
 struct Shares<K> {
     usage: CpuShares<K>,
     rotated: Instant,
+    /// Jobs running on shared workers, by a number the worker holds: charged as they run, so
+    /// a tenant whose jobs each take longer than the windows is not invisible until they end.
+    /// Empty under `Charging::PerJob`, whose charges must not depend on timing.
+    running: HashMap<u64, Running<K>>,
+    next_running: u64,
+    charge_running: bool,
+}
+
+/// A running job's tenant, and how much of its wall time was charged up to when.
+struct Running<K> {
+    key: K,
+    since: Instant,
+    charged_ns: u64,
 }
 
 impl<K: Hash + Eq + Clone> Shares<K> {
-    /// Turns the window if it is due (twice or more forgets everything older).
+    fn new(charging: Charging) -> Self {
+        Self {
+            usage: CpuShares::new(),
+            rotated: Instant::now(),
+            running: HashMap::new(),
+            next_running: 0,
+            charge_running: charging == Charging::CpuTime,
+        }
+    }
+
+    /// Turns the window if it is due (twice or more forgets everything older), then charges
+    /// the running jobs' wall time since the last tick to the current window: a job's CPU
+    /// time can only be read by its own thread, and wall time is at least that.
     fn tick(&mut self, now: Instant) {
         let mut turns = 0;
         while now.saturating_duration_since(self.rotated) >= SHARE_WINDOW && turns < 2 {
@@ -142,6 +168,38 @@ impl<K: Hash + Eq + Clone> Shares<K> {
         if now.saturating_duration_since(self.rotated) >= SHARE_WINDOW {
             self.rotated = now;
         }
+        for job in self.running.values_mut() {
+            let ns = u64::try_from(now.saturating_duration_since(job.since).as_nanos())
+                .unwrap_or(u64::MAX);
+            self.usage.charge(&job.key, ns);
+            job.charged_ns = job.charged_ns.saturating_add(ns);
+            job.since = now;
+        }
+    }
+
+    /// A shared worker starts a job of `key`: the number to pass to [`Shares::ended`].
+    fn started(&mut self, key: &K, now: Instant) -> Option<u64> {
+        if !self.charge_running {
+            return None;
+        }
+        let id = self.next_running;
+        self.next_running += 1;
+        let job = Running {
+            key: key.clone(),
+            since: now,
+            charged_ns: 0,
+        };
+        self.running.insert(id, job);
+        Some(id)
+    }
+
+    /// The job `id` ended after using `cpu_ns`: its tenant is charged what the ticks did not
+    /// charge already.
+    fn ended(&mut self, key: &K, id: Option<u64>, cpu_ns: u64) {
+        let charged = id
+            .and_then(|id| self.running.remove(&id))
+            .map_or(0, |job| job.charged_ns);
+        self.usage.finished(key, cpu_ns.saturating_sub(charged));
     }
 }
 
@@ -209,10 +267,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 paused: config.start_paused,
                 live_workers: workers,
                 has_reserved: config.reserved_workers > 0,
-                shares: (background > 0).then(|| Shares {
-                    usage: CpuShares::new(),
-                    rotated: Instant::now(),
-                }),
+                shares: (background > 0).then(|| Shares::new(config.charging)),
             }),
             work: Condvar::new(),
             reserved_work: Condvar::new(),
@@ -539,6 +594,14 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             pop(&mut state, kind)
         };
         if let Some((charge, job)) = popped {
+            // Shares are of the shared workers' CPU: what a reserved worker spends is the
+            // dedicated tenant's own and must not make the shared tenants look small.
+            let running = match state.shares.as_mut() {
+                Some(shares) if kind != Kind::Reserved => {
+                    shares.started(&charge.key, Instant::now())
+                }
+                _ => None,
+            };
             drop(state);
             let (cpu, wall) = (thread_cpu_ns(), Instant::now());
             // Panics are caught inside the job, so this cannot unwind.
@@ -553,10 +616,8 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
                 Charging::PerJob => charge.estimate_ns,
             };
             if let Some(shares) = state.shares.as_mut() {
-                // Shares are of the shared workers' CPU: what a reserved worker spends is the
-                // dedicated tenant's own and must not make the shared tenants look small.
                 let shared_cpu = if kind == Kind::Reserved { 0 } else { cost };
-                shares.usage.finished(&charge.key, shared_cpu);
+                shares.ended(&charge.key, running, shared_cpu);
             }
             state.queue.complete(charge, cost);
             continue;

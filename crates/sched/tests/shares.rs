@@ -362,3 +362,49 @@ fn reserved_workers_cpu_does_not_count_toward_shares() {
         "B never over its share: D's reserved CPU was counted"
     );
 }
+
+/// A tenant whose one job runs for longer than the share windows is charged while it runs:
+/// with that job holding the one normal worker and another tenant waiting, its next read-only
+/// job goes straight to the background worker. Counting a job only when it ends, the tenant
+/// would look idle and its next job would wait for the normal worker.
+#[test]
+fn a_long_running_job_is_charged_while_it_runs() {
+    let pool = FairScheduler::<&'static str>::new(SchedulerConfig {
+        workers: 1,
+        background_workers: 1,
+        reserved_workers: 0,
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let long = pool
+        .submit_with(&"a", 1, Lane::Shared, Demotable::ReadOnly, move || {
+            // Spins (uses CPU) until released.
+            while held.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
+                std::hint::spin_loop();
+            }
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    // B waits behind A's job for the normal worker: it is active, with no CPU used.
+    let b = pool
+        .submit_with(&"b", 1, Lane::Shared, Demotable::ReadOnly, || ())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    let (ran_on, name) = std::sync::mpsc::channel();
+    let next = pool
+        .submit_with(&"a", 1, Lane::Shared, Demotable::ReadOnly, move || {
+            let _ = ran_on.send(std::thread::current().name().map(str::to_owned));
+        })
+        .unwrap();
+    let name = name.recv_timeout(Duration::from_secs(5));
+    // Released before asserting, so a failure does not leave the pool spinning.
+    drop(release);
+    let name = name
+        .expect("A's next job waited for the normal worker: its running job was not charged")
+        .unwrap();
+    assert!(name.contains("-b"), "ran on {name}");
+    long.wait_blocking().unwrap();
+    next.wait_blocking().unwrap();
+    b.wait_blocking().unwrap();
+}
