@@ -434,13 +434,15 @@ fn aside_op() -> impl Strategy<Value = AsideOp> {
     ]
 }
 
+/// A model tenant: waiting `(seq, label)`, head start tag, finish tag.
+type ModelTenant = (VecDeque<(u64, usize)>, u64, u64);
+
 /// The start-time fair queue written out plainly, in units of one job's cost at weight 4.
 #[derive(Default)]
 struct SfqModel {
     vtime: u64,
     max_finish: u64,
-    /// Per tenant: waiting `(seq, label)`, head start tag, finish tag.
-    tenants: HashMap<u8, (VecDeque<(u64, usize)>, u64, u64)>,
+    tenants: HashMap<u8, ModelTenant>,
     seq: u64,
 }
 
