@@ -663,10 +663,12 @@ fn pop<K: Hash + Eq + Clone>(state: &mut State<K>, kind: Kind) -> Option<(Charge
     let Some(shares) = shares.as_mut().filter(|_| *accepting) else {
         // No split (or shutting down: everyone drains whatever is left). Background workers
         // without a split were turned off (their priority could not be lowered) and exit.
+        // While draining, background workers still take only read-only jobs.
         return match (kind, shares.is_some()) {
             (Kind::Reserved, _) => queue.pop_reserved(),
             (Kind::Background, false) => None,
-            (Kind::Foreground | Kind::Background, _) => queue.pop_charged(),
+            (Kind::Background, true) => queue.pop_charged_aside(|_, job| job.demotable),
+            (Kind::Foreground, _) => queue.pop_charged(),
         };
     };
     shares.tick(Instant::now());

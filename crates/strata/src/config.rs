@@ -295,7 +295,8 @@ impl Config {
         // Fewer background workers than cores would cap a tenant moved to the background
         // below what it gets alone in the foreground.
         let workers = match config.server.workers {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            // As the pool counts them (one per CPU).
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
             n => n,
         };
         if background > 0 && background < workers {
