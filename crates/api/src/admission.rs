@@ -8,8 +8,8 @@ use std::time::Instant;
 use strata_auth::TenantScope;
 use strata_engine::Engine;
 use strata_sched::{
-    BackgroundPriority, FairScheduler, InFlight, Lane, Limits, Permit, RateLimiter, SchedError,
-    SchedulerConfig,
+    BackgroundPriority, Demotable, FairScheduler, InFlight, Lane, Limits, Permit, RateLimiter,
+    SchedError, SchedulerConfig,
 };
 use strata_store::TenantKey;
 
@@ -31,8 +31,8 @@ pub struct PoolConfig {
     pub reserved_workers: usize,
     /// Low-priority workers, on top of `workers`, that run the jobs of tenants over their
     /// share of recent CPU while others are active (`SchedulerConfig::background_workers`);
-    /// `None`: as many as `workers`; 0 disables the split.
-    pub background_workers: Option<usize>,
+    /// 0 (the default) disables the split.
+    pub background_workers: usize,
     /// How low the background workers run.
     pub background_priority: BackgroundPriority,
 }
@@ -44,8 +44,8 @@ impl Default for PoolConfig {
             max_queue: 10_000,
             max_queue_per_tenant: 1_000,
             reserved_workers: 1,
-            background_workers: None,
-            background_priority: BackgroundPriority::Idle,
+            background_workers: 0,
+            background_priority: BackgroundPriority::Nice19,
         }
     }
 }
@@ -92,13 +92,13 @@ impl Gate {
             max_queue: config.max_queue,
             max_queue_per_tenant: config.max_queue_per_tenant,
             reserved_workers: config.reserved_workers,
-            background_workers: config.background_workers.unwrap_or(workers),
+            background_workers: config.background_workers,
             background_priority: config.background_priority,
             thread_name: "strata-worker".into(),
             ..defaults
         })?;
         if let Some(why) = pool.priority_error() {
-            tracing::warn!("{why}; tenants over their CPU share are still kept apart");
+            tracing::warn!("{why}; running without background workers");
         }
         Ok(Gate {
             limiter: RateLimiter::new(),
@@ -168,10 +168,13 @@ impl Gate {
     /// Runs `f` on the pool, in the tenant's fair share. Its writes are acknowledged (this
     /// returns) only once durable, but the wait for their fsync happens off the pool, so a
     /// worker goes on to the next job meanwhile and concurrent requests' writes share fsyncs.
+    /// `demotable` is the route's to say: [`Demotable::ReadOnly`] only for work that writes
+    /// nothing (it may then run on a background worker while the tenant is over its share).
     pub async fn run<T, F>(
         &self,
         admitted: &Admitted,
         engine: Arc<Engine>,
+        demotable: Demotable,
         f: F,
     ) -> Result<T, ApiError>
     where
@@ -185,15 +188,21 @@ impl Gate {
         let (submitted, scope) = (Instant::now(), admitted.scope.clone());
         let (result, durable) = self
             .pool
-            .run_in(&admitted.key, admitted.weight, admitted.lane, move || {
-                engine.observe_queue(&scope, depth, submitted.elapsed());
-                let series = queued.start();
-                let _busy = metrics.busy();
-                let cpu = thread_cpu_time();
-                let result = engine.deferring_durability(|| f(&engine));
-                series.charge_cpu(thread_cpu_time().saturating_sub(cpu));
-                result
-            })
+            .run_with(
+                &admitted.key,
+                admitted.weight,
+                admitted.lane,
+                demotable,
+                move || {
+                    engine.observe_queue(&scope, depth, submitted.elapsed());
+                    let series = queued.start();
+                    let _busy = metrics.busy();
+                    let cpu = thread_cpu_time();
+                    let result = engine.deferring_durability(|| f(&engine));
+                    series.charge_cpu(thread_cpu_time().saturating_sub(cpu));
+                    result
+                },
+            )
             .await
             .map_err(|e| match e {
                 SchedError::Overloaded { .. } | SchedError::TenantQueueFull { .. } => {
@@ -218,6 +227,12 @@ impl Gate {
     /// Shared worker threads of the pool (the reserved ones not counted).
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// Background worker threads running (0 when off, or when their priority could not be
+    /// lowered).
+    pub fn background_workers(&self) -> usize {
+        self.pool.background_workers()
     }
 
     /// Stops taking work and waits (up to `timeout`) for queued work to finish.
@@ -293,7 +308,7 @@ mod tests {
             let (gate, engine) = (Arc::clone(&gate), Arc::clone(&engine));
             tokio::spawn(async move {
                 let a = admitted(&gate, &engine, 1, Lane::Shared);
-                gate.run(&a, engine, move |_| {
+                gate.run(&a, engine, Demotable::Never, move |_| {
                     // Holds the shared worker until `release` is dropped.
                     let _ = held.lock().expect("lock").recv();
                     Ok(())
@@ -305,7 +320,7 @@ mod tests {
         let dedicated = admitted(&gate, &engine, 2, Lane::Reserved);
         let answer = tokio::time::timeout(
             Duration::from_secs(5),
-            gate.run(&dedicated, Arc::clone(&engine), |_| Ok(7)),
+            gate.run(&dedicated, Arc::clone(&engine), Demotable::Never, |_| Ok(7)),
         )
         .await;
         assert_eq!(
@@ -315,7 +330,7 @@ mod tests {
         let shared = admitted(&gate, &engine, 3, Lane::Shared);
         let waiting = tokio::time::timeout(
             Duration::from_millis(200),
-            gate.run(&shared, Arc::clone(&engine), |_| Ok(8)),
+            gate.run(&shared, Arc::clone(&engine), Demotable::Never, |_| Ok(8)),
         )
         .await;
         assert!(
@@ -328,6 +343,83 @@ mod tests {
         tokio::task::spawn_blocking(move || gate2.shutdown(Duration::from_secs(5)))
             .await
             .expect("join");
+    }
+
+    /// Busy-waits `d` of CPU time on this thread.
+    fn spin(d: Duration) {
+        let end = std::time::Instant::now() + d;
+        while std::time::Instant::now() < end {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Tenant 1 floods (8 jobs of 2 ms at a time, each marked `demotable`) beside tenant 2's
+    /// light load, through `Gate::run`; how many of tenant 1's jobs ran on a background worker.
+    async fn flood_through_the_gate(demotable: Demotable) -> usize {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Arc::new(
+            Engine::open(dir.path(), strata_engine::EngineConfig::default()).expect("engine"),
+        );
+        let gate = Arc::new(
+            Gate::new(
+                PoolConfig {
+                    workers: 1,
+                    reserved_workers: 0,
+                    background_workers: 1,
+                    ..PoolConfig::default()
+                },
+                Arc::new(Metrics::default()),
+            )
+            .expect("pool"),
+        );
+        assert_eq!(gate.background_workers(), 1);
+        let end = std::time::Instant::now() + Duration::from_millis(1500);
+        let a = Arc::new(admitted(&gate, &engine, 1, Lane::Shared));
+        let flooders: Vec<_> = (0..8)
+            .map(|_| {
+                let (gate, engine, a) = (Arc::clone(&gate), Arc::clone(&engine), Arc::clone(&a));
+                tokio::spawn(async move {
+                    let mut moved = 0;
+                    while std::time::Instant::now() < end {
+                        let name = gate
+                            .run(&a, Arc::clone(&engine), demotable, |_| {
+                                spin(Duration::from_millis(2));
+                                Ok(std::thread::current().name().map(str::to_owned))
+                            })
+                            .await
+                            .expect("run");
+                        moved += usize::from(name.is_some_and(|n| n.contains("-b")));
+                    }
+                    moved
+                })
+            })
+            .collect();
+        let b = admitted(&gate, &engine, 2, Lane::Shared);
+        while std::time::Instant::now() < end {
+            let light = gate.run(&b, Arc::clone(&engine), Demotable::ReadOnly, |_| {
+                spin(Duration::from_millis(1));
+                Ok(())
+            });
+            light.await.expect("light job");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut moved = 0;
+        for f in flooders {
+            moved += f.await.expect("join");
+        }
+        let gate2 = Arc::clone(&gate);
+        tokio::task::spawn_blocking(move || gate2.shutdown(Duration::from_secs(5)))
+            .await
+            .expect("join");
+        moved
+    }
+
+    /// The route's word reaches the pool: work that may write stays on the normal workers
+    /// however far its tenant is over its share; read-only work of that tenant moves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_read_only_work_runs_on_background_workers() {
+        assert_eq!(flood_through_the_gate(Demotable::Never).await, 0);
+        assert!(flood_through_the_gate(Demotable::ReadOnly).await > 0);
     }
 
     #[test]

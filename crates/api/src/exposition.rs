@@ -46,6 +46,8 @@ pub struct Exposition<'a> {
     pub pinned: &'a [String],
     pub server: ServerSnapshot,
     pub workers: usize,
+    /// Background (lower-priority) workers running: 0 when off or not possible here.
+    pub background_workers: usize,
     pub commits: HistogramSnapshot,
     pub resident_bytes: Option<u64>,
     /// `[engine.residency] memory_budget_bytes` (0: none) and the index bytes loaded now.
@@ -519,6 +521,17 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
     let _ = writeln!(out, "strata_pool_workers {}", x.workers);
     help(
         out,
+        "strata_pool_background_workers",
+        "gauge",
+        "Lower-priority pool workers for tenants over their CPU share (0: off).",
+    );
+    let _ = writeln!(
+        out,
+        "strata_pool_background_workers {}",
+        x.background_workers
+    );
+    help(
+        out,
         "strata_pool_busy_workers",
         "gauge",
         "Pool workers running a job now.",
@@ -624,11 +637,23 @@ mod tests {
             pinned,
             server: ServerSnapshot::default(),
             workers: 2,
+            background_workers: 0,
             commits: HistogramSnapshot::default(),
             resident_bytes: None,
             residency_budget_bytes: 0,
             residency_resident_bytes: 0,
         }
+    }
+
+    #[test]
+    fn the_background_worker_count_is_exported() {
+        let mut x = exposition(&[], 10, &[]);
+        x.background_workers = 3;
+        let text = render(&x);
+        assert!(
+            text.contains("\nstrata_pool_background_workers 3\n"),
+            "{text}"
+        );
     }
 
     #[test]

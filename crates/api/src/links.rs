@@ -137,7 +137,7 @@ pub async fn recall(
     // Like search: the whole recall, seed search and spreading, runs on the fair pool in the
     // tenant's share, and hits are projected to `include` there.
     let answer = state
-        .run_tenant(&auth.admitted, move |e| {
+        .run_tenant_read(&auth.admitted, move |e| {
             let response = e.recall(&scope, &req, &search, &params)?;
             Ok(RecallAnswer::project(response, &search))
         })

@@ -185,7 +185,7 @@ pub async fn get(
     let req = auth.request_scope(ScopeParts::default(), q.scope)?;
     let scope = auth.scope;
     let record = state
-        .run_tenant(&auth.admitted, move |e| Ok(e.get(&scope, &req, &id)?))
+        .run_tenant_read(&auth.admitted, move |e| Ok(e.get(&scope, &req, &id)?))
         .await?;
     Ok(Json(record))
 }
@@ -374,7 +374,7 @@ async fn list_records(
     };
     let scope = auth.scope;
     let page = state
-        .run_tenant(&auth.admitted, move |e| {
+        .run_tenant_read(&auth.admitted, move |e| {
             Ok(e.scan(&scope, &req, list.filter.as_ref(), page)?)
         })
         .await?;
@@ -413,7 +413,7 @@ pub async fn count(
     let CountBody { filter } = from_map(body)?;
     let scope = auth.scope;
     let n = state
-        .run_tenant(&auth.admitted, move |e| {
+        .run_tenant_read(&auth.admitted, move |e| {
             Ok(e.count(&scope, &req, filter.as_ref())?)
         })
         .await?;

@@ -79,6 +79,7 @@ pub async fn metrics(
         pinned: &state.config.metrics.pinned_tenants,
         server: m.server(),
         workers: state.pool_workers(),
+        background_workers: state.pool_background_workers(),
         commits: state.engine.commit_latency(),
         resident_bytes: resident_bytes(),
     });

@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
+use strata_engine::Engine;
 use strata_types::SearchRequest;
 use utoipa::ToSchema;
 
@@ -41,14 +42,44 @@ pub async fn search(
         header_domain,
         admitted,
     } = auth;
-    state
-        .run_tenant(&admitted, move |e| {
-            let mut body = parse_object(&body)?;
-            let req = scope_of_body_for(&scope, header_domain.as_ref(), q.as_deref(), &mut body)?;
-            let search: SearchRequest = from_map_naming(body)?;
-            let response = e.search(&scope, &req, &search)?;
-            Ok(SearchAnswer::project(response, &search))
-        })
-        .await
-        .map(Json)
+    // A search across share grants writes audit rows, so it must not run at low priority
+    // while holding the write lock; the body is not parsed yet, so decide conservatively.
+    let read_only = !may_search_shared(&body);
+    let run = move |e: &Engine| {
+        let mut body = parse_object(&body)?;
+        let req = scope_of_body_for(&scope, header_domain.as_ref(), q.as_deref(), &mut body)?;
+        let search: SearchRequest = from_map_naming(body)?;
+        let response = e.search(&scope, &req, &search)?;
+        Ok(SearchAnswer::project(response, &search))
+    };
+    let answer = if read_only {
+        state.run_tenant_read(&admitted, run).await
+    } else {
+        state.run_tenant(&admitted, run).await
+    };
+    answer.map(Json)
+}
+
+/// Whether a search body might ask for `include_shared` (which writes audit rows): it names
+/// the field, or has a `\u` escape that could spell it. False only when it surely does not.
+fn may_search_shared(body: &[u8]) -> bool {
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    has(b"include_shared") || has(b"\\u")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_search_shared;
+
+    #[test]
+    fn only_a_body_that_surely_does_not_search_shared_domains_is_read_only() {
+        assert!(!may_search_shared(
+            br#"{"collection":"c","text":"hi","k":3}"#
+        ));
+        assert!(may_search_shared(
+            br#"{"collection":"c","include_shared":{}}"#
+        ));
+        // An escape could spell the field name: serde would decode it.
+        assert!(may_search_shared(br#"{"include\u005fshared":{}}"#));
+    }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use strata_auth::{Authenticator, TenantScope};
 use strata_engine::Engine;
+use strata_sched::Demotable;
 
 use crate::ApiError;
 use crate::admission::{Admitted, Gate, PoolConfig};
@@ -108,18 +109,44 @@ impl AppState {
         self.gate.admit_background(&self.engine, scope)
     }
 
-    /// Runs a tenant's engine work on the shared pool, in its fair share.
+    /// Runs a tenant's engine work on the shared pool, in its fair share, always on a
+    /// normal-priority worker: it may write.
     pub(crate) async fn run_tenant<T, F>(&self, admitted: &Admitted, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
     {
-        self.gate.run(admitted, Arc::clone(&self.engine), f).await
+        let engine = Arc::clone(&self.engine);
+        self.gate.run(admitted, engine, Demotable::Never, f).await
+    }
+
+    /// [`run_tenant`](Self::run_tenant) for work that writes nothing (a search, get, scan,
+    /// count or recall): while the tenant is over its CPU share it may run on a background
+    /// worker at low priority. Never pass work that can take the storage write lock.
+    pub(crate) async fn run_tenant_read<T, F>(
+        &self,
+        admitted: &Admitted,
+        f: F,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
+    {
+        let engine = Arc::clone(&self.engine);
+        self.gate
+            .run(admitted, engine, Demotable::ReadOnly, f)
+            .await
     }
 
     /// Worker threads of the shared pool.
     pub fn pool_workers(&self) -> usize {
         self.gate.workers()
+    }
+
+    /// Background worker threads of the pool running (0: off, or the OS priority could not
+    /// be lowered).
+    pub fn pool_background_workers(&self) -> usize {
+        self.gate.background_workers()
     }
 
     /// Stops the worker pool after queued work finishes (or `timeout` passes).

@@ -6,15 +6,16 @@
 //! default 200, a tenth of the pool's capacity). Tenant A, when flooding, runs `NN_A_CLIENTS`
 //! (default 32) closed-loop submitters of the same jobs, far above its share. B's latency is
 //! submit → job finished. Each of the four runs lasts `NN_SECS` (default 4) seconds on a pool of
-//! `NN_WORKERS` (default 2) threads, plus `NN_BACKGROUND` (default 0) lowest-priority workers that
-//! run the jobs of a tenant over its CPU share (`SchedulerConfig::background_workers`).
+//! `NN_WORKERS` (default 2) threads, plus `NN_BACKGROUND` (default 0) lower-priority workers that
+//! run the jobs of a tenant over its CPU share (`SchedulerConfig::background_workers`; the jobs
+//! here only compute, so they are submitted as `Demotable::ReadOnly`).
 
 use std::error::Error;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use strata_sched::{Discipline, FairScheduler, SchedulerConfig};
+use strata_sched::{Demotable, Discipline, FairScheduler, Lane, SchedulerConfig};
 
 const A: u32 = 1;
 const B: u32 = 2;
@@ -60,7 +61,11 @@ fn run(discipline: Discipline, flood: bool) -> Result<Outcome, Box<dyn Error>> {
             let (sched, stop, a_jobs) = (sched.clone(), stop.clone(), a_jobs.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok(h) = sched.submit(&A, 1, move || spin(job)) {
+                    if let Ok(h) =
+                        sched.submit_with(&A, 1, Lane::Shared, Demotable::ReadOnly, move || {
+                            spin(job)
+                        })
+                    {
                         let _ = h.wait_blocking();
                         a_jobs.fetch_add(1, Ordering::Relaxed);
                     }
@@ -80,7 +85,10 @@ fn run(discipline: Discipline, flood: bool) -> Result<Outcome, Box<dyn Error>> {
             std::thread::sleep(wait);
         }
         let submitted = Instant::now();
-        pending.push((submitted, sched.submit(&B, 1, move || spin(job))?));
+        pending.push((
+            submitted,
+            sched.submit_with(&B, 1, Lane::Shared, Demotable::ReadOnly, move || spin(job))?,
+        ));
         next += period;
     }
     let mut b_latencies = Vec::with_capacity(pending.len());

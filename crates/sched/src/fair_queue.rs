@@ -278,53 +278,100 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     /// Takes the next job to dispatch and charges its tenant the estimated cost; settle the
     /// returned [`Charge`] with [`complete`](Self::complete) when the job has run.
     pub fn pop_charged(&mut self) -> Option<(Charge<K>, T)> {
-        self.pop_from(Lane::Shared, |_| true)
+        self.pop_from(Lane::Shared, true, |_, _| true)
     }
 
-    /// Like [`pop_charged`](Self::pop_charged), among the tenants `allowed` accepts: the
-    /// fairest job of those, `None` if none of them has one waiting. The others' heads keep
-    /// their place. Costs a heap pop and push per tenant passed over, so it suits filters that
-    /// pass over few tenants (the pool's background workers pass over the few within their share).
-    pub fn pop_charged_where(&mut self, allowed: impl FnMut(&K) -> bool) -> Option<(Charge<K>, T)> {
-        self.pop_from(Lane::Shared, allowed)
+    /// Like [`pop_charged`](Self::pop_charged), among the tenants whose head-of-line job
+    /// `allowed` accepts: the fairest job of those, `None` if none has one waiting. The others'
+    /// heads keep their place. Costs a heap pop and push per tenant passed over, so it suits
+    /// filters that pass over few tenants (the pool's background workers pass over the few
+    /// within their share).
+    pub fn pop_charged_where(
+        &mut self,
+        allowed: impl FnMut(&K, &T) -> bool,
+    ) -> Option<(Charge<K>, T)> {
+        self.pop_from(Lane::Shared, true, allowed)
+    }
+
+    /// Like [`pop_charged_where`](Self::pop_charged_where), for workers outside the shared
+    /// order (the pool's background workers): the tenant is charged as usual, but the shared
+    /// virtual time does not move, so work done aside never lifts the tags of the tenants
+    /// waiting for the normal workers. A tenant served aside whose head fell behind the
+    /// virtual time is lifted to it when the normal workers next consider it.
+    pub fn pop_charged_aside(
+        &mut self,
+        allowed: impl FnMut(&K, &T) -> bool,
+    ) -> Option<(Charge<K>, T)> {
+        self.pop_from(Lane::Shared, false, allowed)
+    }
+
+    /// The virtual time: the start tag of the latest job dispatched in the shared order.
+    pub fn virtual_time(&self) -> u128 {
+        self.vtime
     }
 
     /// Like [`pop_charged`](Self::pop_charged), for a reserved worker: the fairest job among
     /// tenants in the [`Lane::Reserved`] lane only, `None` if none of them has one waiting.
     pub fn pop_reserved(&mut self) -> Option<(Charge<K>, T)> {
-        self.pop_from(Lane::Reserved, |_| true)
+        self.pop_from(Lane::Reserved, false, |_, _| true)
     }
 
     /// The next job of an `allowed` tenant from the shared order (every tenant) or the
-    /// reserved one.
+    /// reserved one. Only a pop in the shared order (`in_order`) moves the virtual time, and
+    /// it first lifts a chosen head that fell behind the virtual time (while its tenant was
+    /// served aside) up to it, as a push does for a tenant whose queue was empty: a tenant
+    /// coming back from the background competes level with the others, not ahead of them.
     fn pop_from(
         &mut self,
         from: Lane,
-        mut allowed: impl FnMut(&K) -> bool,
+        in_order: bool,
+        mut allowed: impl FnMut(&K, &T) -> bool,
     ) -> Option<(Charge<K>, T)> {
-        let heap = match from {
-            Lane::Shared => &mut self.ready,
-            Lane::Reserved => &mut self.reserved,
-        };
+        let lift = in_order && self.discipline == Discipline::Fair;
         // Current heads of tenants passed over, put back once the choice is made.
         let mut passed = Vec::new();
         let found = loop {
-            let Some(head) = heap.pop() else {
+            let popped = match from {
+                Lane::Shared => self.ready.pop(),
+                Lane::Reserved => self.reserved.pop(),
+            };
+            let Some(head) = popped else {
                 break None;
             };
-            let current = self
+            let Some(tenant) = self
                 .tenants
-                .get(&head.key)
-                .is_some_and(|t| t.head_version == head.version && !t.jobs.is_empty());
-            if !current {
+                .get_mut(&head.key)
+                .filter(|t| t.head_version == head.version)
+            else {
+                continue;
+            };
+            let Some(first) = tenant.jobs.front() else {
+                continue;
+            };
+            if !allowed(&head.key, &first.item) {
+                passed.push(head);
                 continue;
             }
-            if allowed(&head.key) {
-                break Some(head);
+            if lift && head.start < self.vtime {
+                // Re-offered at the virtual time; each head is lifted at most once per pop,
+                // since the virtual time does not move within it.
+                tenant.head_start = self.vtime;
+                tenant.head_version += 1;
+                let lifted = Head {
+                    start: self.vtime,
+                    seq: head.seq,
+                    version: tenant.head_version,
+                    key: head.key,
+                };
+                offer(&mut self.ready, &mut self.reserved, tenant.lane, lifted);
+                continue;
             }
-            passed.push(head);
+            break Some(head);
         };
-        heap.extend(passed);
+        match from {
+            Lane::Shared => self.ready.extend(passed),
+            Lane::Reserved => self.reserved.extend(passed),
+        }
         let head = found?;
         let Some(tenant) = self.tenants.get_mut(&head.key) else {
             unreachable!("invariant: checked current above")
@@ -334,11 +381,12 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         };
         let estimate = tenant.estimate;
         if self.discipline == Discipline::Fair {
-            // Only the shared workers' dispatches move the shared virtual time: a reserved
-            // tenant served by its own workers runs through its tags faster than the shared
-            // tenants can, and letting it drag the clock would clamp every shared tenant's
-            // head up to it, erasing their weights and measured costs.
-            if from == Lane::Shared {
+            // Only dispatches in the shared order move the shared virtual time: a reserved
+            // tenant served by its own workers (or one served aside by background workers)
+            // runs through its tags faster than the shared tenants can, and letting it drag
+            // the clock would clamp every shared tenant's head up to it, erasing their
+            // weights and measured costs.
+            if in_order {
                 self.vtime = self.vtime.max(head.start);
             }
             tenant.finish = head.start + virtual_cost(estimate, entry.weight);
@@ -360,6 +408,8 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
             offer(&mut self.ready, &mut self.reserved, tenant.lane, next);
         }
         self.len -= 1;
+        // The end of a busy period, whoever took the last job: nobody waits, so every tenant
+        // restarts level (and idle ones can be swept).
         if self.len == 0 && self.discipline == Discipline::Fair {
             self.vtime = self.max_finish;
         }

@@ -42,5 +42,5 @@ pub use fair_queue::{Charge, DEFAULT_COST_NS, Discipline, FairQueue, Lane, Queue
 pub use inflight::{InFlight, Permit};
 pub use priority::BackgroundPriority;
 pub use rate::{Limits, RateLimiter};
-pub use scheduler::{Charging, FairScheduler, JobHandle, SchedulerConfig};
+pub use scheduler::{Charging, Demotable, FairScheduler, JobHandle, SchedulerConfig};
 pub use shares::{CpuShares, Placement};

@@ -10,21 +10,26 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackgroundPriority {
     /// Linux `SCHED_IDLE`: runs when nothing else wants the core, and a waking normal thread
-    /// preempts it immediately. The strongest hint an unprivileged process can give.
-    #[default]
+    /// preempts it immediately. The strongest hint an unprivileged process can give, but a
+    /// job holding a lock others wait for can be held off the CPU indefinitely by them.
     Idle,
-    /// Nice 19: the lowest normal priority; still gets a small slice beside busy threads.
+    /// Nice 19 (the default): the lowest normal priority; still gets a small slice beside busy
+    /// threads, so whatever it holds is released in bounded time.
+    #[default]
     Nice19,
-    /// Left at the process's priority (the worker sets still split jobs by share).
+    /// Left at the process's priority. The pool then runs no background workers: without a
+    /// lower priority they would only be extra threads competing for the cores.
     Unchanged,
 }
 
-/// Applies `priority` to the calling thread. Linux only; elsewhere a no-op. A failure is
-/// returned for the caller to log: the worker still runs, only without the hint.
+/// Applies `priority` to the calling thread. Linux only. A failure (also `Unchanged`, and any
+/// other platform) is returned for the caller, which then runs no background workers.
 #[cfg(target_os = "linux")]
 pub(crate) fn lower_current_thread(priority: BackgroundPriority) -> std::io::Result<()> {
     match priority {
-        BackgroundPriority::Unchanged => Ok(()),
+        BackgroundPriority::Unchanged => {
+            Err(std::io::Error::other("background_priority is unchanged"))
+        }
         BackgroundPriority::Idle => {
             let param = libc::sched_param { sched_priority: 0 };
             // SAFETY: pid 0 is the calling thread; `param` is a valid pointer for the call.
@@ -48,10 +53,13 @@ pub(crate) fn lower_current_thread(priority: BackgroundPriority) -> std::io::Res
     }
 }
 
-/// Elsewhere thread priorities are left alone.
+/// Elsewhere thread priorities are left alone, so background workers are not used.
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn lower_current_thread(_priority: BackgroundPriority) -> std::io::Result<()> {
-    Ok(())
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "thread priorities are only lowered on Linux",
+    ))
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -76,6 +84,8 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(nice, 19);
+        // Not lowering is reported as such: the pool then runs no background workers.
+        assert!(lower_current_thread(BackgroundPriority::Unchanged).is_err());
         // The test thread itself is untouched.
         // SAFETY: pid 0 is the calling thread.
         assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);

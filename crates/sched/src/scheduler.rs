@@ -9,6 +9,7 @@
 //! makes the global fair order possible.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -26,8 +27,26 @@ use crate::fair_queue::{Charge, Discipline, FairQueue, Lane, QueueFull};
 use crate::priority::{BackgroundPriority, lower_current_thread};
 use crate::shares::{CpuShares, Placement, SHARE_WINDOW};
 
-/// A type-erased job: runs the caller's closure and delivers its result.
-type Job = Box<dyn FnOnce() + Send + 'static>;
+/// A type-erased job (runs the caller's closure and delivers its result), and whether a
+/// background worker may run it.
+struct Job {
+    run: Box<dyn FnOnce() + Send + 'static>,
+    demotable: bool,
+}
+
+/// Whether a job may run on a background worker when its tenant is over its CPU share.
+/// Chosen by the submitter, which knows what the job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Demotable {
+    /// Never (the default): the job may write. A write on a low-priority thread could hold
+    /// the storage write lock, or lead a group commit, while normal threads keep it off the
+    /// CPU, and every tenant waiting on that lock would stall behind it.
+    #[default]
+    Never,
+    /// The job only reads (a search, get, scan, count, recall): it holds nothing other
+    /// tenants wait for, so it may be slowed down.
+    ReadOnly,
+}
 
 /// Pool size, queue bounds and ordering.
 #[derive(Debug, Clone)]
@@ -44,7 +63,8 @@ pub struct SchedulerConfig {
     /// fair share of the pool's recent CPU (see [`crate::shares`]) run only on them, and the
     /// `workers` run only the others': a light tenant's job then preempts a flooding tenant's
     /// at the OS level instead of waiting in the run queue behind it. A tenant busy alone is
-    /// within its share and keeps the normal workers. 0 disables the split.
+    /// within its share and keeps the normal workers. 0 disables the split, and so does a
+    /// priority that could not be lowered ([`FairScheduler::priority_error`] says why).
     pub background_workers: usize,
     /// How low background workers run.
     pub background_priority: BackgroundPriority,
@@ -81,7 +101,7 @@ impl Default for SchedulerConfig {
             workers: std::thread::available_parallelism().map_or(2, usize::from),
             reserved_workers: 0,
             background_workers: 0,
-            background_priority: BackgroundPriority::Idle,
+            background_priority: BackgroundPriority::Nice19,
             max_queue: 10_000,
             max_queue_per_tenant: 1_000,
             discipline: Discipline::Fair,
@@ -109,10 +129,35 @@ struct State<K> {
 struct Shares<K> {
     usage: CpuShares<K>,
     rotated: Instant,
+    /// Jobs running on shared workers, by a number the worker holds: charged as they run, so
+    /// a tenant whose jobs each take longer than the windows is not invisible until they end.
+    /// Empty under `Charging::PerJob`, whose charges must not depend on timing.
+    running: HashMap<u64, Running<K>>,
+    next_running: u64,
+    charge_running: bool,
+}
+
+/// A running job's tenant, and how much of its wall time was charged up to when.
+struct Running<K> {
+    key: K,
+    since: Instant,
+    charged_ns: u64,
 }
 
 impl<K: Hash + Eq + Clone> Shares<K> {
-    /// Turns the window if it is due (twice or more forgets everything older).
+    fn new(charging: Charging) -> Self {
+        Self {
+            usage: CpuShares::new(),
+            rotated: Instant::now(),
+            running: HashMap::new(),
+            next_running: 0,
+            charge_running: charging == Charging::CpuTime,
+        }
+    }
+
+    /// Turns the window if it is due (twice or more forgets everything older), then charges
+    /// the running jobs' wall time since the last tick to the current window: a job's CPU
+    /// time can only be read by its own thread, and wall time is at least that.
     fn tick(&mut self, now: Instant) {
         let mut turns = 0;
         while now.saturating_duration_since(self.rotated) >= SHARE_WINDOW && turns < 2 {
@@ -123,6 +168,38 @@ impl<K: Hash + Eq + Clone> Shares<K> {
         if now.saturating_duration_since(self.rotated) >= SHARE_WINDOW {
             self.rotated = now;
         }
+        for job in self.running.values_mut() {
+            let ns = u64::try_from(now.saturating_duration_since(job.since).as_nanos())
+                .unwrap_or(u64::MAX);
+            self.usage.charge(&job.key, ns);
+            job.charged_ns = job.charged_ns.saturating_add(ns);
+            job.since = now;
+        }
+    }
+
+    /// A shared worker starts a job of `key`: the number to pass to [`Shares::ended`].
+    fn started(&mut self, key: &K, now: Instant) -> Option<u64> {
+        if !self.charge_running {
+            return None;
+        }
+        let id = self.next_running;
+        self.next_running += 1;
+        let job = Running {
+            key: key.clone(),
+            since: now,
+            charged_ns: 0,
+        };
+        self.running.insert(id, job);
+        Some(id)
+    }
+
+    /// The job `id` ended after using `cpu_ns`: its tenant is charged what the ticks did not
+    /// charge already.
+    fn ended(&mut self, key: &K, id: Option<u64>, cpu_ns: u64) {
+        let charged = id
+            .and_then(|id| self.running.remove(&id))
+            .map_or(0, |job| job.charged_ns);
+        self.usage.finished(key, cpu_ns.saturating_sub(charged));
     }
 }
 
@@ -168,6 +245,8 @@ pub struct FairScheduler<K> {
     handles: Mutex<Vec<JoinHandle<()>>>,
     /// Why the background workers' priority could not be lowered, if it could not.
     priority_error: Option<String>,
+    /// Background workers running (0 when off or when their priority could not be lowered).
+    background_workers: usize,
 }
 
 impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
@@ -188,10 +267,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 paused: config.start_paused,
                 live_workers: workers,
                 has_reserved: config.reserved_workers > 0,
-                shares: (background > 0).then(|| Shares {
-                    usage: CpuShares::new(),
-                    rotated: Instant::now(),
-                }),
+                shares: (background > 0).then(|| Shares::new(config.charging)),
             }),
             work: Condvar::new(),
             reserved_work: Condvar::new(),
@@ -202,6 +278,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             shared,
             handles: Mutex::new(Vec::with_capacity(workers)),
             priority_error: None,
+            background_workers: background,
         };
         // Each background worker reports whether its priority was lowered before it takes
         // work, so the caller learns of a failure from `new` and can log it its own way.
@@ -245,18 +322,29 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             }
         }
         drop(lowered_tx);
-        // The split by share holds either way; only the OS hint would be missing.
         this.priority_error = lowered
             .iter()
             .find_map(Result::err)
             .map(|e| format!("could not lower the background workers' OS priority: {e}"));
+        if this.priority_error.is_some() {
+            // At normal priority they would only be extra threads competing for the cores:
+            // turn the split off, and the background workers exit (see `worker`).
+            this.shared.lock().shares = None;
+            this.shared.background_work.notify_all();
+            this.background_workers = 0;
+        }
         Ok(this)
     }
 
-    /// Why the background workers run at normal priority although asked to run lower, if
-    /// they do: for the caller to log (the pool works either way).
+    /// Why the pool runs without the background workers it was asked for, if it does: for the
+    /// caller to log once.
     pub fn priority_error(&self) -> Option<&str> {
         self.priority_error.as_deref()
+    }
+
+    /// Background workers running: 0 when off or when their priority could not be lowered.
+    pub fn background_workers(&self) -> usize {
+        self.background_workers
     }
 
     /// Queues `f` for tenant `key` with fair-share `weight` (≥ 1; 0 counts as 1). Rejections
@@ -284,8 +372,26 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
+        self.submit_with(key, weight, lane, Demotable::Never, f)
+    }
+
+    /// [`submit_in`](Self::submit_in), saying whether the job may run on a background worker
+    /// ([`Demotable`]). A job in [`Lane::Reserved`] never does, whatever `demotable` says: a
+    /// `dedicated` tenant's work keeps normal priority.
+    pub fn submit_with<F, R>(
+        &self,
+        key: &K,
+        weight: u32,
+        lane: Lane,
+        demotable: Demotable,
+        f: F,
+    ) -> Result<JobHandle<R>, SchedError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move || {
+        let run = Box::new(move || {
             if tx.is_closed() {
                 return;
             }
@@ -296,6 +402,11 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             // The caller may have stopped waiting; nothing to do then.
             let _ = tx.send(result);
         });
+        let job = Job {
+            run,
+            demotable: demotable == Demotable::ReadOnly && lane == Lane::Shared,
+        };
+        let demotable = job.demotable;
         let (reserved, placement) = {
             let mut state = self.shared.lock();
             if !state.accepting {
@@ -321,8 +432,16 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             (lane == Lane::Reserved, placement)
         };
         match placement {
-            Some(Placement::Background) => self.shared.background_work.notify_one(),
-            _ => self.shared.work.notify_one(),
+            // With the split on, wake one worker of each set: the placement can change
+            // between now and the pop (a completion moves the shares), and a job left for
+            // the set that was not woken would wait until one of its workers looks again.
+            Some(_) => {
+                self.shared.work.notify_one();
+                if demotable {
+                    self.shared.background_work.notify_one();
+                }
+            }
+            None => self.shared.work.notify_one(),
         }
         if reserved {
             self.shared.reserved_work.notify_one();
@@ -353,6 +472,23 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         R: Send + 'static,
     {
         self.submit_in(key, weight, lane, f)?.await
+    }
+
+    /// [`run`](Self::run) in a [`Lane`], saying whether the job may run on a background
+    /// worker (see [`submit_with`](Self::submit_with)).
+    pub async fn run_with<F, R>(
+        &self,
+        key: &K,
+        weight: u32,
+        lane: Lane,
+        demotable: Demotable,
+        f: F,
+    ) -> Result<R, SchedError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit_with(key, weight, lane, demotable, f)?.await
     }
 
     /// Stops dispatching (queued jobs wait; running ones finish). For tests and maintenance.
@@ -458,10 +594,18 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             pop(&mut state, kind)
         };
         if let Some((charge, job)) = popped {
+            // Shares are of the shared workers' CPU: what a reserved worker spends is the
+            // dedicated tenant's own and must not make the shared tenants look small.
+            let running = match state.shares.as_mut() {
+                Some(shares) if kind != Kind::Reserved => {
+                    shares.started(&charge.key, Instant::now())
+                }
+                _ => None,
+            };
             drop(state);
             let (cpu, wall) = (thread_cpu_ns(), Instant::now());
             // Panics are caught inside the job, so this cannot unwind.
-            job();
+            (job.run)();
             let cost = match (cpu, thread_cpu_ns()) {
                 (Some(before), Some(after)) => after.saturating_sub(before),
                 _ => u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX),
@@ -472,13 +616,16 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
                 Charging::PerJob => charge.estimate_ns,
             };
             if let Some(shares) = state.shares.as_mut() {
-                shares.usage.finished(&charge.key, cost);
+                let shared_cpu = if kind == Kind::Reserved { 0 } else { cost };
+                shares.ended(&charge.key, running, shared_cpu);
             }
             state.queue.complete(charge, cost);
             continue;
         }
-        // A reserved worker leaves the rest of the queue to the shared workers, which drain it.
-        if !state.accepting && (kind == Kind::Reserved || state.queue.is_empty()) {
+        // A reserved worker leaves the rest of the queue to the shared workers, which drain it;
+        // a background worker is not needed once the split is off.
+        let split_off = kind == Kind::Background && state.shares.is_none();
+        if split_off || (!state.accepting && (kind == Kind::Reserved || state.queue.is_empty())) {
             state.live_workers -= 1;
             drop(state);
             shared.exited.notify_all();
@@ -514,19 +661,24 @@ fn pop<K: Hash + Eq + Clone>(state: &mut State<K>, kind: Kind) -> Option<(Charge
         ..
     } = state;
     let Some(shares) = shares.as_mut().filter(|_| *accepting) else {
-        // No split (or shutting down: everyone drains whatever is left).
-        return match kind {
-            Kind::Reserved => queue.pop_reserved(),
-            Kind::Foreground | Kind::Background => queue.pop_charged(),
+        // No split (or shutting down: everyone drains whatever is left). Background workers
+        // without a split were turned off (their priority could not be lowered) and exit.
+        // While draining, background workers still take only read-only jobs.
+        return match (kind, shares.is_some()) {
+            (Kind::Reserved, _) => queue.pop_reserved(),
+            (Kind::Background, false) => None,
+            (Kind::Background, true) => queue.pop_charged_aside(|_, job| job.demotable),
+            (Kind::Foreground, _) => queue.pop_charged(),
         };
     };
     shares.tick(Instant::now());
-    let wanted = match kind {
-        Kind::Reserved => return queue.pop_reserved(),
-        Kind::Foreground => Placement::Foreground,
-        Kind::Background => Placement::Background,
-    };
-    queue.pop_charged_where(|key| shares.usage.placement(key) == wanted)
+    let background =
+        |key: &K, job: &Job| job.demotable && shares.usage.placement(key) == Placement::Background;
+    match kind {
+        Kind::Reserved => queue.pop_reserved(),
+        Kind::Foreground => queue.pop_charged_where(|key, job| !background(key, job)),
+        Kind::Background => queue.pop_charged_aside(background),
+    }
 }
 
 /// The text of a panic payload when it is a string.

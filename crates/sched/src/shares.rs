@@ -100,10 +100,19 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
         usage.pending = usage.pending.saturating_add(1);
     }
 
-    /// A job of `key` finished after using `cpu_ns`.
+    /// A job of `key` finished after using `cpu_ns` (beyond what [`charge`](Self::charge)
+    /// counted while it ran).
     pub fn finished(&mut self, key: &K, cpu_ns: u64) {
         if let Some(usage) = self.tenants.get_mut(key) {
             usage.pending = usage.pending.saturating_sub(1);
+        }
+        self.charge(key, cpu_ns);
+    }
+
+    /// A running job of `key` used `cpu_ns` so far: counted now, so a tenant whose jobs are
+    /// long does not look idle until they end.
+    pub fn charge(&mut self, key: &K, cpu_ns: u64) {
+        if let Some(usage) = self.tenants.get_mut(key) {
             usage.current = usage.current.saturating_add(cpu_ns);
             self.total_cpu = self.total_cpu.saturating_add(cpu_ns);
         }

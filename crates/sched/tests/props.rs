@@ -414,3 +414,126 @@ proptest! {
         }
     }
 }
+
+/// One step against a queue whose pool has background workers: push for a tenant, pop as a
+/// normal worker (which passes over the tenants in `aside`), or pop as a background worker
+/// (which takes only those).
+#[derive(Debug, Clone)]
+enum AsideOp {
+    Push { key: u8 },
+    PopNormal { aside: u8 },
+    PopAside { aside: u8 },
+}
+
+fn aside_op() -> impl Strategy<Value = AsideOp> {
+    prop_oneof![
+        4 => (0u8..4).prop_map(|key| AsideOp::Push { key }),
+        // `aside` is a bit set over the 4 tenants.
+        2 => (0u8..16).prop_map(|aside| AsideOp::PopNormal { aside }),
+        2 => (0u8..16).prop_map(|aside| AsideOp::PopAside { aside }),
+    ]
+}
+
+/// A model tenant: waiting `(seq, label)`, head start tag, finish tag.
+type ModelTenant = (VecDeque<(u64, usize)>, u64, u64);
+
+/// The start-time fair queue written out plainly, in units of one job's cost at weight 4.
+#[derive(Default)]
+struct SfqModel {
+    vtime: u64,
+    max_finish: u64,
+    tenants: HashMap<u8, ModelTenant>,
+    seq: u64,
+}
+
+impl SfqModel {
+    fn cost(weight: u32) -> u64 {
+        4 / u64::from(weight)
+    }
+
+    fn push(&mut self, key: u8, label: usize) {
+        let vtime = self.vtime;
+        let t = self.tenants.entry(key).or_default();
+        if t.0.is_empty() {
+            t.1 = vtime.max(t.2);
+        }
+        t.0.push_back((self.seq, label));
+        self.seq += 1;
+    }
+
+    /// The fairest job among tenants `allowed` accepts; `in_order` pops first lift heads below
+    /// the virtual time up to it and then move it, aside pops leave it alone.
+    fn pop(
+        &mut self,
+        weight: impl Fn(u8) -> u32,
+        allowed: impl Fn(u8) -> bool,
+        in_order: bool,
+    ) -> Option<(u8, usize)> {
+        let vtime = self.vtime;
+        let key = self
+            .tenants
+            .iter_mut()
+            .filter(|(k, t)| !t.0.is_empty() && allowed(**k))
+            .map(|(k, t)| {
+                if in_order {
+                    t.1 = t.1.max(vtime);
+                }
+                (t.1, t.0[0].0, *k)
+            })
+            .min()?
+            .2;
+        let t = self.tenants.get_mut(&key).expect("chosen");
+        let (_, label) = t.0.pop_front().expect("non-empty");
+        if in_order {
+            self.vtime = self.vtime.max(t.1);
+        }
+        t.2 = t.1 + Self::cost(weight(key));
+        t.1 = t.2;
+        self.max_finish = self.max_finish.max(t.2);
+        if self.tenants.values().all(|t| t.0.is_empty()) {
+            self.vtime = self.max_finish;
+        }
+        Some((key, label))
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Against the plain model: normal and background workers dispatch exactly the jobs the
+    /// model does, in the same order; a background pop never moves the virtual time while
+    /// jobs wait; and a tenant coming back from the background is lifted to the virtual time
+    /// (the model lifts it; were the queue not to, the orders would differ).
+    #[test]
+    fn background_pops_leave_the_virtual_time_alone(
+        ops in prop::collection::vec(aside_op(), 0..300),
+        weights in prop::collection::vec(prop::sample::select(vec![1u32, 2, 4]), 4),
+    ) {
+        let weight = |k: u8| weights[usize::from(k)];
+        let mut q: FairQueue<u8, usize> = FairQueue::new(Discipline::Fair, usize::MAX, usize::MAX);
+        let mut model = SfqModel::default();
+        for (i, op) in ops.iter().enumerate() {
+            match *op {
+                AsideOp::Push { key } => {
+                    q.push(&key, weight(key), i).unwrap();
+                    model.push(key, i);
+                }
+                AsideOp::PopNormal { aside } => {
+                    let normal = |k: u8| aside & (1 << k) == 0;
+                    let got = q.pop_charged_where(|k, _| normal(*k)).map(|(c, l)| (c.key, l));
+                    prop_assert_eq!(got, model.pop(weight, normal, true), "step {}", i);
+                }
+                AsideOp::PopAside { aside } => {
+                    let behind = |k: u8| aside & (1 << k) != 0;
+                    let before = q.virtual_time();
+                    let got = q.pop_charged_aside(|k, _| behind(*k)).map(|(c, l)| (c.key, l));
+                    prop_assert_eq!(got, model.pop(weight, behind, false), "step {}", i);
+                    if !q.is_empty() {
+                        prop_assert_eq!(q.virtual_time(), before, "an aside pop moved V");
+                    }
+                }
+            }
+            prop_assert_eq!(q.len(), model.tenants.values().map(|t| t.0.len()).sum::<usize>());
+        }
+    }
+}

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use strata_sched::{CpuShares, FairScheduler, Placement, SchedulerConfig};
+use strata_sched::{
+    BackgroundPriority, CpuShares, Demotable, FairScheduler, Lane, Placement, SchedulerConfig,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -132,20 +134,28 @@ fn spin(d: Duration) {
     }
 }
 
-/// A pool of one normal and one lowest-priority worker. Tenant A keeps 8 jobs of 2 ms queued at
-/// all times, far over its share, while tenant B sends a 1 ms job every 5 ms: A's jobs go to the
-/// background worker, yet every one of them completes (none starves), and so does every one of
-/// B's. Runs with the real OS priority, so it also holds with other processes on the machine.
-#[test]
-fn a_tenant_over_its_share_still_completes_its_jobs_while_another_is_served() {
+/// How tenant A's jobs are submitted in [`flood`].
+struct Flood {
+    demotable: Demotable,
+    lane: Lane,
+}
+
+/// A pool of one normal and one lowest-priority worker (plus a reserved one). Tenant A keeps 8
+/// jobs of 2 ms queued at all times, far over its share, while tenant B sends a 1 ms job every
+/// 5 ms for `secs`. Every one of A's jobs completes (none starves in the background), and so
+/// does every one of B's. Returns how many of A's jobs ran on a background worker. Runs with
+/// the real OS priority, so it also holds with other processes on the machine.
+fn flood(how: Flood, secs: u64) -> usize {
     let pool = Arc::new(
         FairScheduler::<&'static str>::new(SchedulerConfig {
             workers: 1,
             background_workers: 1,
+            reserved_workers: 1,
             ..SchedulerConfig::default()
         })
         .unwrap(),
     );
+    assert_eq!(pool.background_workers(), 1, "{:?}", pool.priority_error());
     let stop = Arc::new(AtomicBool::new(false));
     let a_done = Arc::new(AtomicUsize::new(0));
     let on_background = Arc::new(AtomicUsize::new(0));
@@ -158,12 +168,13 @@ fn a_tenant_over_its_share_still_completes_its_jobs_while_another_is_served() {
             on_background.clone(),
             finished.clone(),
         );
+        let (demotable, lane) = (how.demotable, how.lane);
         std::thread::spawn(move || {
             let mut submitted = 0;
             while !stop.load(Ordering::Relaxed) {
                 let on_background = on_background.clone();
                 let job = pool
-                    .submit(&"a", 1, move || {
+                    .submit_with(&"a", 1, lane, demotable, move || {
                         spin(Duration::from_millis(2));
                         let name = std::thread::current().name().map(str::to_owned);
                         if name.is_some_and(|n| n.contains("-b")) {
@@ -180,11 +191,13 @@ fn a_tenant_over_its_share_still_completes_its_jobs_while_another_is_served() {
     }
     let mut b_done = 0;
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(2) {
-        pool.submit(&"b", 1, || spin(Duration::from_millis(1)))
-            .unwrap()
-            .wait_blocking()
-            .unwrap();
+    while start.elapsed() < Duration::from_secs(secs) {
+        pool.submit_with(&"b", 1, Lane::Shared, Demotable::ReadOnly, || {
+            spin(Duration::from_millis(1))
+        })
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
         b_done += 1;
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -198,10 +211,75 @@ fn a_tenant_over_its_share_still_completes_its_jobs_while_another_is_served() {
     }
     assert_eq!(a_done.load(Ordering::Relaxed), submitted);
     assert!(b_done > 0);
-    assert!(
-        on_background.load(Ordering::Relaxed) > 0,
-        "A was never over its share"
+    on_background.load(Ordering::Relaxed)
+}
+
+/// Read-only jobs of a tenant over its share run on the background worker, and still complete.
+#[test]
+fn a_tenant_over_its_share_still_completes_its_jobs_while_another_is_served() {
+    let moved = flood(
+        Flood {
+            demotable: Demotable::ReadOnly,
+            lane: Lane::Shared,
+        },
+        2,
     );
+    assert!(moved > 0, "A was never over its share");
+}
+
+/// Jobs that may write never run on a background worker, however far over its share the
+/// tenant is: a low-priority thread holding the storage write lock would stall every tenant.
+#[test]
+fn writes_never_run_in_the_background() {
+    let moved = flood(
+        Flood {
+            demotable: Demotable::Never,
+            lane: Lane::Shared,
+        },
+        1,
+    );
+    assert_eq!(moved, 0);
+}
+
+/// A `dedicated` tenant's jobs (the reserved lane) keep normal priority even when read-only.
+#[test]
+fn reserved_lane_jobs_never_run_in_the_background() {
+    let moved = flood(
+        Flood {
+            demotable: Demotable::ReadOnly,
+            lane: Lane::Reserved,
+        },
+        1,
+    );
+    assert_eq!(moved, 0);
+}
+
+/// Where the priority cannot be lowered, the pool runs without background workers, says why,
+/// and runs every job on the normal ones.
+#[test]
+fn a_priority_that_cannot_be_lowered_turns_the_background_workers_off() {
+    let pool = FairScheduler::<u32>::new(SchedulerConfig {
+        workers: 1,
+        background_workers: 2,
+        background_priority: BackgroundPriority::Unchanged,
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    assert_eq!(pool.background_workers(), 0);
+    assert!(pool.priority_error().is_some());
+    let handles: Vec<_> = (0..50u32)
+        .map(|i| {
+            pool.submit_with(&(i % 2), 1, Lane::Shared, Demotable::ReadOnly, || {
+                spin(Duration::from_micros(200));
+                std::thread::current().name().map(str::to_owned)
+            })
+            .unwrap()
+        })
+        .collect();
+    for h in handles {
+        let name = h.wait_blocking().unwrap().unwrap();
+        assert!(!name.contains("-b"), "ran on {name}");
+    }
 }
 
 /// A tenant alone, however busy, stays on the normal-priority workers: the split costs a lone
@@ -216,7 +294,7 @@ fn a_lone_tenant_never_runs_in_the_background() {
     .unwrap();
     let handles: Vec<_> = (0..200)
         .map(|_| {
-            pool.submit(&7, 1, || {
+            pool.submit_with(&7, 1, Lane::Shared, Demotable::ReadOnly, || {
                 spin(Duration::from_micros(500));
                 std::thread::current().name().map(str::to_owned)
             })
@@ -227,4 +305,106 @@ fn a_lone_tenant_never_runs_in_the_background() {
         let name = h.wait_blocking().unwrap().unwrap();
         assert!(!name.contains("-b"), "ran on {name}");
     }
+}
+
+/// What reserved workers spend is not counted in the shares of the shared workers' CPU: a
+/// dedicated tenant that used a lot of CPU on its own worker does not make a shared tenant's
+/// use look small. Each job is charged the same fixed estimate (`Charging::PerJob`), so the
+/// shares do not depend on how fast this machine is.
+#[test]
+fn reserved_workers_cpu_does_not_count_toward_shares() {
+    let pool = FairScheduler::<&'static str>::new(SchedulerConfig {
+        workers: 1,
+        reserved_workers: 1,
+        background_workers: 1,
+        charging: strata_sched::Charging::PerJob,
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    // C holds the one normal shared worker, so D's jobs all run on its reserved worker.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let c = pool
+        .submit(&"c", 1, move || {
+            let _ = held.recv();
+        })
+        .unwrap();
+    let d: Vec<_> = (0..50)
+        .map(|_| {
+            pool.submit_with(&"d", 1, Lane::Reserved, Demotable::ReadOnly, || {
+                std::thread::current().name().map(str::to_owned)
+            })
+            .unwrap()
+        })
+        .collect();
+    for h in d {
+        let name = h.wait_blocking().unwrap().unwrap();
+        assert!(name.contains("-r"), "ran on {name}");
+    }
+    drop(release);
+    c.wait_blocking().unwrap();
+    // B now runs one job after another beside C and D. Counting D's 50 jobs, B would stay
+    // within its third of the CPU for 36 jobs; counting only the shared workers' CPU, B is
+    // over its share from its second job on.
+    let mut moved = 0;
+    for _ in 0..10 {
+        let name = pool
+            .submit_with(&"b", 1, Lane::Shared, Demotable::ReadOnly, || {
+                std::thread::current().name().map(str::to_owned)
+            })
+            .unwrap()
+            .wait_blocking()
+            .unwrap()
+            .unwrap();
+        moved += usize::from(name.contains("-b"));
+    }
+    assert!(
+        moved > 0,
+        "B never over its share: D's reserved CPU was counted"
+    );
+}
+
+/// A tenant whose one job runs for longer than the share windows is charged while it runs:
+/// with that job holding the one normal worker and another tenant waiting, its next read-only
+/// job goes straight to the background worker. Counting a job only when it ends, the tenant
+/// would look idle and its next job would wait for the normal worker.
+#[test]
+fn a_long_running_job_is_charged_while_it_runs() {
+    let pool = FairScheduler::<&'static str>::new(SchedulerConfig {
+        workers: 1,
+        background_workers: 1,
+        reserved_workers: 0,
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let long = pool
+        .submit_with(&"a", 1, Lane::Shared, Demotable::ReadOnly, move || {
+            // Spins (uses CPU) until released.
+            while held.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
+                std::hint::spin_loop();
+            }
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    // B waits behind A's job for the normal worker: it is active, with no CPU used.
+    let b = pool
+        .submit_with(&"b", 1, Lane::Shared, Demotable::ReadOnly, || ())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    let (ran_on, name) = std::sync::mpsc::channel();
+    let next = pool
+        .submit_with(&"a", 1, Lane::Shared, Demotable::ReadOnly, move || {
+            let _ = ran_on.send(std::thread::current().name().map(str::to_owned));
+        })
+        .unwrap();
+    let name = name.recv_timeout(Duration::from_secs(5));
+    // Released before asserting, so a failure does not leave the pool spinning.
+    drop(release);
+    let name = name
+        .expect("A's next job waited for the normal worker: its running job was not charged")
+        .unwrap();
+    assert!(name.contains("-b"), "ran on {name}");
+    long.wait_blocking().unwrap();
+    next.wait_blocking().unwrap();
+    b.wait_blocking().unwrap();
 }

@@ -39,9 +39,12 @@ pub struct SchedulerSection {
     pub reserved_workers: usize,
     /// Worker threads, on top of `server.workers`, at the lowest OS priority: while several
     /// tenants are active, the jobs of one that used more than its share of the recent CPU run
-    /// there, so the others' jobs preempt them. Absent: as many as `server.workers`; 0: off.
-    pub background_workers: Option<usize>,
-    /// How low background workers run: `idle` (Linux `SCHED_IDLE`), `nice19`, or `unchanged`.
+    /// there, so the others' jobs preempt them. 0 (the default): off. Otherwise at least
+    /// `server.workers` (a tenant moved to the background must still reach every core).
+    pub background_workers: usize,
+    /// How low background workers run: `nice19` (the default), `idle` (Linux `SCHED_IDLE`),
+    /// or `unchanged` (which, like any platform where the priority cannot be lowered, turns
+    /// the background workers off).
     pub background_priority: BackgroundPrioritySetting,
 }
 
@@ -68,8 +71,8 @@ impl Default for SchedulerSection {
     fn default() -> Self {
         SchedulerSection {
             reserved_workers: strata_api::PoolConfig::default().reserved_workers,
-            background_workers: None,
-            background_priority: BackgroundPrioritySetting::Idle,
+            background_workers: 0,
+            background_priority: BackgroundPrioritySetting::Nice19,
         }
     }
 }
@@ -285,12 +288,22 @@ impl Config {
         if config.scheduler.reserved_workers > MAX_RESERVED_WORKERS {
             bail!("scheduler.reserved_workers: at most {MAX_RESERVED_WORKERS}");
         }
-        if config
-            .scheduler
-            .background_workers
-            .is_some_and(|n| n > MAX_RESERVED_WORKERS)
-        {
+        let background = config.scheduler.background_workers;
+        if background > MAX_RESERVED_WORKERS {
             bail!("scheduler.background_workers: at most {MAX_RESERVED_WORKERS}");
+        }
+        // Fewer background workers than cores would cap a tenant moved to the background
+        // below what it gets alone in the foreground.
+        let workers = match config.server.workers {
+            // As the pool counts them (one per CPU).
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        };
+        if background > 0 && background < workers {
+            bail!(
+                "scheduler.background_workers: 0 (off) or at least server.workers ({workers}), \
+                 got {background}"
+            );
         }
         if config.embedder.threads == 0 {
             bail!("embedder.threads: at least 1");
@@ -450,32 +463,41 @@ mod tests {
     }
 
     #[test]
-    fn background_workers_default_to_one_per_worker_at_idle_priority() {
+    fn background_workers_are_off_by_default_and_at_nice19_when_on() {
         let c = Config::load(None, env(&[])).unwrap();
-        assert_eq!(c.scheduler.background_workers, None);
+        assert_eq!(c.scheduler.background_workers, 0);
         assert_eq!(
             c.scheduler.background_priority,
-            BackgroundPrioritySetting::Idle
+            BackgroundPrioritySetting::Nice19
         );
         let set = Config::load(
             None,
             env(&[
-                ("STRATA__SCHEDULER__BACKGROUND_WORKERS", "0"),
-                ("STRATA__SCHEDULER__BACKGROUND_PRIORITY", "nice19"),
+                ("STRATA__SERVER__WORKERS", "2"),
+                ("STRATA__SCHEDULER__BACKGROUND_WORKERS", "2"),
+                ("STRATA__SCHEDULER__BACKGROUND_PRIORITY", "idle"),
             ]),
         )
         .unwrap();
-        assert_eq!(set.scheduler.background_workers, Some(0));
+        assert_eq!(set.scheduler.background_workers, 2);
         assert_eq!(
             set.scheduler.background_priority,
-            BackgroundPrioritySetting::Nice19
+            BackgroundPrioritySetting::Idle
         );
-        for (key, value) in [
-            ("STRATA__SCHEDULER__BACKGROUND_WORKERS", "100000"),
-            ("STRATA__SCHEDULER__BACKGROUND_PRIORITY", "realtime"),
+        for pairs in [
+            vec![("STRATA__SCHEDULER__BACKGROUND_WORKERS", "100000")],
+            vec![("STRATA__SCHEDULER__BACKGROUND_PRIORITY", "realtime")],
+            // Fewer than the shared workers: a demoted tenant would be capped below the cores.
+            vec![
+                ("STRATA__SERVER__WORKERS", "4"),
+                ("STRATA__SCHEDULER__BACKGROUND_WORKERS", "2"),
+            ],
         ] {
-            let err = Config::load(None, env(&[(key, value)])).unwrap_err();
-            assert!(format!("{err:#}").contains("background_"), "{err:#}");
+            let err = Config::load(None, env(&pairs)).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("background_"),
+                "{pairs:?}: {err:#}"
+            );
         }
     }
 
