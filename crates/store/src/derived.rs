@@ -15,6 +15,7 @@
 //! came between the purge and that. The directory does not depend on the tenant's isolation
 //! level, so a migration between levels moves only the rows, and the files stay valid.
 
+use crate::placement::tenant_dir_key;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -182,12 +183,7 @@ impl Store {
         for entry in entries.flatten() {
             let name = entry.file_name();
             // Only directories this store names; anything else is left alone.
-            let Some(key) = name
-                .to_str()
-                .filter(|n| n.len() == 16)
-                .and_then(|n| u64::from_str_radix(n, 16).ok())
-                .map(TenantKey::from_raw)
-            else {
+            let Some(key) = tenant_dir_key(&name) else {
                 continue;
             };
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());

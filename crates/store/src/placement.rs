@@ -177,6 +177,15 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| io(dir, e))
 }
 
+/// The tenant a directory named by [`Placement::dir_of`] (or the derived files' directory of
+/// a tenant) belongs to: 16 hex digits of its storage key; anything else is not ours.
+pub(crate) fn tenant_dir_key(name: &std::ffi::OsStr) -> Option<TenantKey> {
+    name.to_str()
+        .filter(|n| n.len() == 16)
+        .and_then(|n| u64::from_str_radix(n, 16).ok())
+        .map(TenantKey::from_raw)
+}
+
 fn open_file(dir: PathBuf, (db, sync): (Database, crate::deferred_sync::FileSync)) -> Arc<FileDb> {
     Arc::new(FileDb {
         db: Arc::new(RwLock::new(db)),
@@ -355,12 +364,7 @@ impl Store {
             let entry = entry.map_err(|e| io(root, e))?;
             let name = entry.file_name();
             // Only directories this store names; anything else is left alone.
-            let Some(key) = name
-                .to_str()
-                .filter(|n| n.len() == 16)
-                .and_then(|n| u64::from_str_radix(n, 16).ok())
-                .map(TenantKey::from_raw)
-            else {
+            let Some(key) = tenant_dir_key(&name) else {
                 continue;
             };
             if !keep.contains(&key) && self.placement.get(key).is_none() {
