@@ -40,7 +40,9 @@ pub struct EngineConfig {
     pub group_commit: bool,
     /// Bytes of storage pages kept in memory (the store's page cache). Counted apart from
     /// the residency budget, so the process holds about `memory_budget_bytes` plus this plus
-    /// a fixed overhead (`docs/residency.md`). At least 1 MiB.
+    /// a fixed overhead (`docs/residency.md`). At least 1 MiB. Default: an eighth of the
+    /// memory the process may use (the machine's, or its container's limit), from 64 MiB to
+    /// 4 GiB (`crate::storage_cache` says why).
     pub storage_cache_bytes: u64,
     /// Entries each tenant's change log keeps at most (`docs/residency.md`): a tenant whose
     /// search image is older than its log's oldest entry is rebuilt from its records at its
@@ -72,7 +74,7 @@ impl Default for EngineConfig {
             default_collections: vec![c("text", 384), c("image", 512), c("audio", 512)],
             limits: RecordLimits::default(),
             group_commit: true,
-            storage_cache_bytes: strata_store::DEFAULT_CACHE_BYTES as u64,
+            storage_cache_bytes: crate::storage_cache::default_bytes(),
             change_log_cap: strata_store::DEFAULT_CHANGE_LOG_CAP,
             residency: ResidencyConfig::default(),
             integrity: IntegrityConfig::default(),
@@ -106,5 +108,38 @@ impl EngineConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_storage_cache_is_valid_and_a_tiny_one_is_refused_by_name() {
+        let config = EngineConfig::default();
+        assert!(config.storage_cache_bytes >= strata_store::DEFAULT_CACHE_BYTES as u64);
+        config.validate().unwrap();
+        let tiny = EngineConfig {
+            storage_cache_bytes: 4096,
+            ..EngineConfig::default()
+        };
+        let err = tiny.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("storage_cache_bytes must be at least 1048576, not 4096"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_absent_storage_cache_takes_the_machine_sized_default() {
+        let config: EngineConfig = serde_json::from_str(r#"{"group_commit": true}"#).unwrap();
+        assert_eq!(
+            config.storage_cache_bytes,
+            crate::storage_cache::default_bytes()
+        );
+        let config: EngineConfig =
+            serde_json::from_str(r#"{"storage_cache_bytes": 2097152}"#).unwrap();
+        assert_eq!(config.storage_cache_bytes, 2 << 20);
     }
 }

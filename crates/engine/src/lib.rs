@@ -47,6 +47,7 @@ mod shares;
 mod slot_doc;
 mod snapshot;
 mod stats;
+mod storage_cache;
 mod tenant_index;
 mod tenants;
 #[cfg(test)]
