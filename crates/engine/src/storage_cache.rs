@@ -4,8 +4,8 @@
 //! record resident). With many tenants those records' pages are spread over the whole file, so
 //! a fixed small cache makes nearly every hit of a tenant not searched a moment ago a read from
 //! the file: with 1,000 tenants of 1,000 records (a 1.3 GB file) and a 64 MiB cache, a search
-//! of a random tenant took 2.9 times as long as one of a single tenant, most of the difference
-//! in reading pages (docs/benchmarks.md). Databases size this cache from the machine's memory
+//! of a random tenant took 2.9 times as long as one of a single tenant, and 1.85 times once
+//! the cache held the file (docs/benchmarks.md). Databases size this cache from the machine's memory
 //! for that reason (WiredTiger takes half of it less 1 GB). The cache is a bound, not an
 //! allocation: it holds only pages read or written, so a small database never fills it.
 //!
