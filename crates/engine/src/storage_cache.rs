@@ -3,17 +3,19 @@
 //! A search reads its hits' records from storage (collections keep only a lean part of each
 //! record resident). With many tenants those records' pages are spread over the whole file, so
 //! a fixed small cache makes nearly every hit of a tenant not searched a moment ago a read from
-//! the file: with 1,000 tenants of 1,000 records (a 1.3 GB file) and a 64 MiB cache, a search
-//! of a random tenant took 2.9 times as long as one of a single tenant, and 1.85 times once
-//! the cache held the file (docs/benchmarks.md). Databases size this cache from the machine's memory
-//! for that reason (WiredTiger takes half of it less 1 GB). The cache is a bound, not an
-//! allocation: it holds only pages read or written, so a small database never fills it.
+//! the file: with 1,000 tenants of 1,000 records (a file of about 1.3 GB) and a 64 MiB cache,
+//! a search of a random tenant took 2.9 times as long as one of a single tenant, and 1.85
+//! times once the cache held the file (docs/benchmarks.md). Databases size this cache from
+//! the machine's memory for that reason (WiredTiger takes half of it less 1 GB). The cache is
+//! a bound, not an allocation: it holds only pages read or written, so a small database never
+//! fills it.
 //!
-//! The default is an eighth of the memory the process may use (the machine's, or the
-//! container's limit when lower), at least [`MIN_DEFAULT`] and at most [`MAX_DEFAULT`]; an eighth
-//! leaves most of it to the tenants' indexes (`[engine.residency]`), which the process holds on
-//! top of this cache. Where the memory cannot be read (not Linux, or `/proc` unreadable) it is
-//! [`MIN_DEFAULT`], the fixed default before.
+//! The default is an eighth of the memory the process may use (the machine's, or the limit of
+//! the cgroup mounted at `/sys/fs/cgroup`, a container's own, when lower), at least
+//! [`MIN_DEFAULT`] and at most [`MAX_DEFAULT`]; an eighth leaves most of it to the tenants'
+//! indexes (`[engine.residency]`), which the process holds on top of this cache. Where the
+//! memory cannot be read (not Linux, or `/proc` unreadable) it is [`MIN_DEFAULT`], the fixed
+//! default before.
 
 /// The default when the machine's memory is unknown or small.
 pub(crate) const MIN_DEFAULT: u64 = strata_store::DEFAULT_CACHE_BYTES as u64;
