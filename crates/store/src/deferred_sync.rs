@@ -63,6 +63,7 @@ pub(crate) struct WritePath {
 }
 
 pub(crate) fn write_path() -> WritePath {
+    crate::thread_writes::check_write_allowed();
     WRITING.set(WRITING.get() + 1);
     WritePath {
         _thread: std::marker::PhantomData,
