@@ -442,8 +442,8 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             (lane == Lane::Reserved, placement)
         };
         // Wake one worker of the set the job belongs to now. Waking the other set too, on
-        // every submit, cost a futile wake-up (a context switch and a turn on the state lock)
-        // per job: measurable on two cores at thousands of jobs a second. The placement can
+        // every submit, cost a futile wake-up per job (a context switch and a turn on the
+        // state lock, thousands of times a second while one tenant floods). The placement can
         // still change before the pop (a completion moves the shares); then the woken worker
         // finds nothing it may run while the queue is not empty and wakes the other set
         // itself (see `worker`).

@@ -38,12 +38,10 @@ pub struct SchedulerSection {
     /// while no dedicated tenant has work waiting. 0: dedicated tenants share the pool.
     pub reserved_workers: usize,
     /// Worker threads, on top of `server.workers`, at the lowest OS priority: while several
-    /// tenants are active, the read-only jobs of one that used more than its share of the
-    /// recent CPU run there, so the others' jobs preempt them. Unset (the default): as many as
-    /// the pool's shared workers. 0: off. Otherwise at least `server.workers` (a tenant moved
-    /// to the background must still reach every core). Read it with
-    /// [`Config::background_workers`].
-    pub background_workers: Option<usize>,
+    /// tenants are active, the jobs of one that used more than its share of the recent CPU run
+    /// there, so the others' jobs preempt them. 0 (the default): off. Otherwise at least
+    /// `server.workers` (a tenant moved to the background must still reach every core).
+    pub background_workers: usize,
     /// How low background workers run: `nice19` (the default), `idle` (Linux `SCHED_IDLE`),
     /// or `unchanged` (which, like any platform where the priority cannot be lowered, turns
     /// the background workers off).
@@ -73,7 +71,7 @@ impl Default for SchedulerSection {
     fn default() -> Self {
         SchedulerSection {
             reserved_workers: strata_api::PoolConfig::default().reserved_workers,
-            background_workers: None,
+            background_workers: 0,
             background_priority: BackgroundPrioritySetting::Nice19,
         }
     }
@@ -290,13 +288,17 @@ impl Config {
         if config.scheduler.reserved_workers > MAX_RESERVED_WORKERS {
             bail!("scheduler.reserved_workers: at most {MAX_RESERVED_WORKERS}");
         }
-        let background = config.background_workers();
+        let background = config.scheduler.background_workers;
         if background > MAX_RESERVED_WORKERS {
             bail!("scheduler.background_workers: at most {MAX_RESERVED_WORKERS}");
         }
         // Fewer background workers than cores would cap a tenant moved to the background
         // below what it gets alone in the foreground.
-        let workers = config.pool_workers();
+        let workers = match config.server.workers {
+            // As the pool counts them (one per CPU).
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        };
         if background > 0 && background < workers {
             bail!(
                 "scheduler.background_workers: 0 (off) or at least server.workers ({workers}), \
@@ -307,25 +309,6 @@ impl Config {
             bail!("embedder.threads: at least 1");
         }
         Ok(config)
-    }
-}
-
-impl Config {
-    /// The pool's shared worker threads: `server.workers`, or one per CPU when 0.
-    pub fn pool_workers(&self) -> usize {
-        match self.server.workers {
-            0 => std::thread::available_parallelism().map_or(2, usize::from),
-            n => n,
-        }
-    }
-
-    /// Background workers to start: `scheduler.background_workers`, or as many as the pool's
-    /// shared workers when unset. (The pool still runs none where the OS priority cannot be
-    /// lowered.)
-    pub fn background_workers(&self) -> usize {
-        self.scheduler
-            .background_workers
-            .unwrap_or_else(|| self.pool_workers())
     }
 }
 
@@ -480,14 +463,9 @@ mod tests {
     }
 
     #[test]
-    fn background_workers_are_on_by_default_as_many_as_the_workers_at_nice19() {
+    fn background_workers_are_off_by_default_and_at_nice19_when_on() {
         let c = Config::load(None, env(&[])).unwrap();
-        assert_eq!(c.background_workers(), c.pool_workers());
-        assert!(c.background_workers() >= 1);
-        let four = Config::load(None, env(&[("STRATA__SERVER__WORKERS", "4")])).unwrap();
-        assert_eq!(four.background_workers(), 4);
-        let off = Config::load(None, env(&[("STRATA__SCHEDULER__BACKGROUND_WORKERS", "0")]));
-        assert_eq!(off.unwrap().background_workers(), 0);
+        assert_eq!(c.scheduler.background_workers, 0);
         assert_eq!(
             c.scheduler.background_priority,
             BackgroundPrioritySetting::Nice19
@@ -501,7 +479,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(set.background_workers(), 2);
+        assert_eq!(set.scheduler.background_workers, 2);
         assert_eq!(
             set.scheduler.background_priority,
             BackgroundPrioritySetting::Idle

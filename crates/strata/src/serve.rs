@@ -67,7 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 max_queue: config.server.max_queue,
                 max_queue_per_tenant: config.server.max_queue_per_tenant,
                 reserved_workers: config.scheduler.reserved_workers,
-                background_workers: config.background_workers(),
+                background_workers: config.scheduler.background_workers,
                 background_priority: config.scheduler.background_priority.api(),
             },
             body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
