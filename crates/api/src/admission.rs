@@ -94,6 +94,10 @@ impl Gate {
             reserved_workers: config.reserved_workers,
             background_workers: config.background_workers,
             background_priority: config.background_priority,
+            // A background worker runs at the lowest priority: a storage write there could
+            // hold the write lock while normal threads keep it off the CPU. Routes send only
+            // read-only work there (`Demotable`), and the store checks it on every write.
+            background_thread_start: Some(strata_engine::forbid_storage_writes_on_this_thread),
             thread_name: "strata-worker".into(),
             ..defaults
         })?;
@@ -384,11 +388,16 @@ mod tests {
                         let name = gate
                             .run(&a, Arc::clone(&engine), demotable, |_| {
                                 spin(Duration::from_millis(2));
-                                Ok(std::thread::current().name().map(str::to_owned))
+                                let name = std::thread::current().name().map(str::to_owned);
+                                Ok((name, strata_engine::storage_writes_allowed_here()))
                             })
                             .await
                             .expect("run");
-                        moved += usize::from(name.is_some_and(|n| n.contains("-b")));
+                        let (name, writes_allowed) = name;
+                        let background = name.is_some_and(|n| n.contains("-b"));
+                        // A background worker is marked as one that must not write.
+                        assert_eq!(writes_allowed, !background);
+                        moved += usize::from(background);
                     }
                     moved
                 })

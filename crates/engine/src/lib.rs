@@ -18,6 +18,7 @@ mod durability;
 mod embedding;
 mod epoch_map;
 mod error;
+mod evictor;
 mod evidence;
 mod feedback;
 mod graph_build;
@@ -65,6 +66,10 @@ pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
 pub use durability::Durable;
 pub use error::EngineError;
+pub use evictor::{
+    forbid_storage_writes_on_this_thread, storage_writes_allowed_here,
+    storage_writes_on_forbidden_threads,
+};
 pub use feedback::{AdaptiveSweep, MAX_FEEDBACK_IDS};
 pub use hierarchy::TenantNode;
 pub use idempotency::{Answered, IDEMPOTENCY_RETENTION_MS, Idempotency};
@@ -178,6 +183,7 @@ impl Engine {
             graph_build::GraphBuilder::new(),
         ));
         graph_build::GraphBuilder::start(&indexes, Arc::clone(&store));
+        evictor::Evictor::start(&indexes, Arc::clone(&store));
         let adaptive = adaptive_cache::AdaptiveCache::new(config.adaptive.max_namespaces);
         Ok(Engine {
             store,
@@ -428,5 +434,6 @@ impl Drop for Engine {
     /// when the engine is.
     fn drop(&mut self) {
         self.indexes.builder.shutdown();
+        self.indexes.evictor.shutdown();
     }
 }

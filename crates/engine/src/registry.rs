@@ -50,6 +50,8 @@ pub(crate) struct IndexRegistry {
     /// Logical clock for least-recently-used order.
     clock: AtomicU64,
     pub builder: GraphBuilder,
+    /// Finishes evictions that a thread which must not write could not (`crate::evictor`).
+    pub evictor: crate::evictor::Evictor,
 }
 
 impl IndexRegistry {
@@ -61,6 +63,7 @@ impl IndexRegistry {
             total: AtomicU64::new(0),
             clock: AtomicU64::new(0),
             builder,
+            evictor: crate::evictor::Evictor::default(),
         }
     }
 
@@ -293,11 +296,15 @@ impl IndexRegistry {
 
     /// Evicts least recently used tenants until the loaded indexes fit the budget. `keep` (the
     /// tenant being served) and pinned tenants are never chosen; a tenant another thread is
-    /// using is skipped rather than waited for.
+    /// using is skipped rather than waited for. On a thread that must not write to storage (a
+    /// low-priority background worker), tenants whose snapshot would need saving are left to
+    /// the evictor thread (`crate::evictor`), which runs this again at normal priority.
     pub fn enforce_budget(&self, store: &Store, keep: Option<TenantKey>) {
         if self.budget == 0 || self.total.load(Ordering::Relaxed) <= self.budget {
             return;
         }
+        let may_save = strata_store::writes_allowed_here();
+        let mut handed_off = false;
         let mut victims: Vec<(u64, TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
             .iter()
             .filter(|(k, s)| {
@@ -313,26 +320,39 @@ impl IndexRegistry {
             if self.total.load(Ordering::Relaxed) <= self.budget {
                 return;
             }
-            self.try_evict(store, key, &slot);
+            handed_off |= self.try_evict(store, key, &slot, may_save) == Evicted::NeedsSave;
+        }
+        if handed_off && self.total.load(Ordering::Relaxed) > self.budget {
+            self.evictor.request();
         }
     }
 
-    /// Saves the tenant's snapshot if it changed, then drops its indexes; does nothing if the
-    /// tenant is busy. A failed save still evicts: the next load rebuilds from storage.
-    fn try_evict(&self, store: &Store, key: TenantKey, slot: &TenantSlot) -> bool {
+    /// Saves the tenant's snapshot if it changed (only if `may_save`: else it is left loaded),
+    /// then drops its indexes; does nothing if the tenant is busy. A failed save still evicts:
+    /// the next load rebuilds from storage.
+    fn try_evict(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        slot: &TenantSlot,
+        may_save: bool,
+    ) -> Evicted {
         let _order = match slot.apply.try_lock() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return false,
+            Err(TryLockError::WouldBlock) => return Evicted::No,
         };
         let mut guard = match slot.index.try_write() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return false,
+            Err(TryLockError::WouldBlock) => return Evicted::No,
         };
         let Some(index) = guard.as_mut() else {
-            return false;
+            return Evicted::No;
         };
+        if index.dirty && !may_save {
+            return Evicted::NeedsSave;
+        }
         if index.dirty {
             // Best effort: a snapshot that is missing or stale is rebuilt at the next load.
             let _ = index.save(store, key);
@@ -340,7 +360,7 @@ impl IndexRegistry {
         *guard = None;
         slot.counters.evictions.fetch_add(1, Ordering::Relaxed);
         self.account(slot, None);
-        true
+        Evicted::Yes
     }
 
     /// Saves every loaded, changed tenant index; see `Engine::persist_indexes`.
@@ -446,6 +466,16 @@ impl IndexRegistry {
         s.tenants = rows.into_iter().map(|(_, r)| r).collect();
         s
     }
+}
+
+/// What `IndexRegistry::try_evict` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Evicted {
+    Yes,
+    /// Busy or not loaded: left alone.
+    No,
+    /// Its snapshot needs saving, which this thread may not do: left for the evictor.
+    NeedsSave,
 }
 
 /// Saves the slot's snapshot if it is loaded and changed; whether it saved.

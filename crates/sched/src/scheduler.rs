@@ -68,6 +68,10 @@ pub struct SchedulerConfig {
     pub background_workers: usize,
     /// How low background workers run.
     pub background_priority: BackgroundPriority,
+    /// Run once by each background worker when it starts, after its priority was lowered:
+    /// the caller marks the thread for its own rules (the server marks it as one that must
+    /// never write to storage, so a job that would is caught in tests).
+    pub background_thread_start: Option<fn()>,
     /// Jobs queued (not yet running) across all tenants before `Overloaded`.
     pub max_queue: usize,
     /// Jobs queued for one tenant before `TenantQueueFull`.
@@ -102,6 +106,7 @@ impl Default for SchedulerConfig {
             reserved_workers: 0,
             background_workers: 0,
             background_priority: BackgroundPriority::Nice19,
+            background_thread_start: None,
             max_queue: 10_000,
             max_queue_per_tenant: 1_000,
             discipline: Discipline::Fair,
@@ -303,10 +308,15 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 )
             };
             let priority = config.background_priority;
+            let thread_start = config.background_thread_start;
             let lowered_tx = lowered_tx.clone();
             let spawned = std::thread::Builder::new().name(name).spawn(move || {
                 if kind == Kind::Background {
-                    let _ = lowered_tx.send(lower_current_thread(priority));
+                    let lowered = lower_current_thread(priority);
+                    if let (Ok(()), Some(start)) = (&lowered, thread_start) {
+                        start();
+                    }
+                    let _ = lowered_tx.send(lowered);
                 }
                 drop(lowered_tx);
                 worker(&shared, kind)
@@ -431,17 +441,17 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             });
             (lane == Lane::Reserved, placement)
         };
+        // Wake one worker of the set the job belongs to now. Waking the other set too, on
+        // every submit, cost a futile wake-up per job (a context switch and a turn on the
+        // state lock, thousands of times a second while one tenant floods). The placement can
+        // still change before the pop (a completion moves the shares); then the woken worker
+        // finds nothing it may run while the queue is not empty and wakes the other set
+        // itself (see `worker`).
         match placement {
-            // With the split on, wake one worker of each set: the placement can change
-            // between now and the pop (a completion moves the shares), and a job left for
-            // the set that was not woken would wait until one of its workers looks again.
-            Some(_) => {
-                self.shared.work.notify_one();
-                if demotable {
-                    self.shared.background_work.notify_one();
-                }
+            Some(Placement::Background) if demotable => {
+                self.shared.background_work.notify_one();
             }
-            None => self.shared.work.notify_one(),
+            _ => self.shared.work.notify_one(),
         }
         if reserved {
             self.shared.reserved_work.notify_one();

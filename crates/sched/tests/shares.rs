@@ -134,6 +134,20 @@ fn spin(d: Duration) {
     }
 }
 
+thread_local! {
+    /// Set on a worker thread by [`mark_background`].
+    static MARKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The pool's `background_thread_start` in [`flood`]: marks the thread.
+fn mark_background() {
+    MARKED.set(true);
+}
+
+/// Jobs of [`flood`] whose thread's mark disagreed with its kind (a background worker's must be
+/// set, a normal one's not): any is a failure of `background_thread_start`.
+static MISMARKED: AtomicUsize = AtomicUsize::new(0);
+
 /// How tenant A's jobs are submitted in [`flood`].
 struct Flood {
     demotable: Demotable,
@@ -151,6 +165,7 @@ fn flood(how: Flood, secs: u64) -> usize {
             workers: 1,
             background_workers: 1,
             reserved_workers: 1,
+            background_thread_start: Some(mark_background),
             ..SchedulerConfig::default()
         })
         .unwrap(),
@@ -177,8 +192,12 @@ fn flood(how: Flood, secs: u64) -> usize {
                     .submit_with(&"a", 1, lane, demotable, move || {
                         spin(Duration::from_millis(2));
                         let name = std::thread::current().name().map(str::to_owned);
-                        if name.is_some_and(|n| n.contains("-b")) {
+                        let background = name.is_some_and(|n| n.contains("-b"));
+                        if background {
                             on_background.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if MARKED.get() != background {
+                            MISMARKED.fetch_add(1, Ordering::Relaxed);
                         }
                     })
                     .unwrap();
@@ -211,6 +230,9 @@ fn flood(how: Flood, secs: u64) -> usize {
     }
     assert_eq!(a_done.load(Ordering::Relaxed), submitted);
     assert!(b_done > 0);
+    // Background workers, and only they, ran the caller's start hook (the server's marks
+    // them as threads that must never write to storage).
+    assert_eq!(MISMARKED.load(Ordering::Relaxed), 0);
     on_background.load(Ordering::Relaxed)
 }
 

@@ -63,6 +63,14 @@ pub(crate) struct WritePath {
 }
 
 pub(crate) fn write_path() -> WritePath {
+    crate::thread_writes::check_write_allowed();
+    closing_path()
+}
+
+/// [`write_path`] for closing a file, which whatever thread drops the last handle on it
+/// does (a reader's, say): not a write that thread chose, so not checked against
+/// `crate::thread_writes`.
+fn closing_path() -> WritePath {
     WRITING.set(WRITING.get() + 1);
     WritePath {
         _thread: std::marker::PhantomData,
@@ -197,7 +205,7 @@ impl FileSync {
     /// header): pays a sync a panicking leader left owed, on this thread, whatever it is.
     pub(crate) fn settle_before_close(&self) {
         if self.0.owed.load(Ordering::Acquire) {
-            let _writing = write_path();
+            let _writing = closing_path();
             // An error is left for the close to meet: the file refuses writes after it.
             let _ = self.0.sync(false);
         }
@@ -252,7 +260,7 @@ impl StorageBackend for DeferredSyncBackend {
     fn close(&self) -> Result<(), BackendIoError> {
         // A deferred commit whose leader never synced (it panicked) is synced before the file
         // is let go; an error here is redb's to report, and the file's lock is released anyway.
-        let _writing = write_path();
+        let _writing = closing_path();
         let synced = self.0.sync(false);
         self.0.file.close()?;
         synced

@@ -78,6 +78,7 @@ impl Store {
         name: &str,
         fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<u64, StoreError> {
+        crate::thread_writes::check_write_allowed();
         check_name(name)?;
         let dir = self.derived_dir(t);
         if !dir.is_dir() {

@@ -25,6 +25,7 @@ mod placement;
 mod registry;
 pub mod stats;
 mod tables;
+mod thread_writes;
 mod tracking;
 mod verify;
 
@@ -40,5 +41,8 @@ pub use links::LinkReads;
 pub use placement::{CopyTarget, DEDICATED_FILE, DedicatedFile, RangeSize, TENANTS_DIR};
 pub use registry::TenantMeta;
 pub use tables::{DEFAULT_CACHE_BYTES, Pending, Reader, Reads, Store, Writer};
+pub use thread_writes::{
+    NoWrites, forbid_writes_on_this_thread, writes_allowed_here, writes_on_forbidden_threads,
+};
 pub use tracking::WriteTracker;
 pub use verify::{KeyCheck, check_tenant};
