@@ -929,6 +929,55 @@ mod tests {
         store.erase_main_range(t).unwrap();
     }
 
+    /// Out of its file with the deletion left to the caller: the tenant reads and writes the
+    /// main file at once while the old file still exists; deleting it later (or, after a
+    /// crash, the start-up cleanup) removes it, and never a file the tenant lives in again.
+    #[test]
+    fn a_retired_file_is_deleted_after_the_flip_or_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("main.redb");
+        let store = Store::open(&path).unwrap();
+        let t = tenant(&store, "a");
+        put(&store, t, "x", b"1");
+        migrate_in(&store, t);
+        let retire = |store: &Store| {
+            let mut after = None;
+            while let (Some(k), _) = store
+                .copy_chunk(t, CopyTarget::Main, after.as_deref(), 3)
+                .unwrap()
+            {
+                after = Some(k);
+            }
+            store
+                .flip_out_retiring(t, None, |_| Ok::<_, StoreError>(()))
+                .unwrap()
+                .2
+        };
+        let retired = retire(&store);
+        assert!(!store.is_dedicated(t) && store.has_dedicated_dir(t));
+        put(&store, t, "after", b"2");
+        assert_eq!(store.main_keys(t).unwrap(), blobs(&store, t).len() as u64);
+        store.delete_retired(retired).unwrap();
+        assert!(!store.has_dedicated_dir(t));
+        assert_eq!(blobs(&store, t).len(), 4, "{:?}", blobs(&store, t));
+
+        // Moved in again while an old retired handle waits: it is refused, the file kept.
+        migrate_in(&store, t);
+        let stale = retire(&store);
+        migrate_in(&store, t);
+        assert!(store.delete_retired(stale).is_err());
+        assert!(store.is_dedicated(t) && store.has_dedicated_dir(t));
+
+        // A crash between the flip and the deletion: the next start's cleanup removes it.
+        std::mem::forget(retire(&store));
+        assert!(store.has_dedicated_dir(t));
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.remove_orphan_files(&HashSet::new()).unwrap(), vec![t]);
+        assert!(!store.has_dedicated_dir(t));
+        assert_eq!(blobs(&store, t).len(), 4);
+    }
+
     fn migrate_out(store: &Store, t: TenantKey) {
         let mut after = None;
         while let (Some(k), _) = store
