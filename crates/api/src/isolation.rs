@@ -117,16 +117,29 @@ pub async fn migrate(
         dry_run,
     };
     let status_url = format!("/v1/admin/tenants/{id}/migration");
-    let (report, job) = state
-        .run(move |e| Ok(e.start_migration(&op, &id, req)?))
-        .await?;
-    let Some(job) = job else {
-        return Ok(Json(report).into_response());
-    };
-    // The job is registered and recorded as running: from here it must run, whether or not
-    // this request is still there to answer.
+    // Started and run by one blocking task, which a client that hangs up does not cancel: a
+    // move registered and recorded as running always runs to its end. The report comes back
+    // as soon as the move is started.
     let engine = state.engine.clone();
-    let running = tokio::task::spawn_blocking(move || job.run(&engine));
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let running = tokio::task::spawn_blocking(move || {
+        let (report, job) = match engine.start_migration(&op, &id, req) {
+            Ok(started) => started,
+            Err(e) => {
+                let _ = started_tx.send(Err(e));
+                return Ok(());
+            }
+        };
+        let moves = job.is_some();
+        let _ = started_tx.send(Ok((report, moves)));
+        job.map_or(Ok(()), |job| job.run(&engine).map(|_| ()))
+    });
+    let (report, moves) = started
+        .await
+        .map_err(|_| ApiError::Internal("the migration task ended without an answer".into()))??;
+    if !moves {
+        return Ok(Json(report).into_response());
+    }
     if wait {
         running
             .await
