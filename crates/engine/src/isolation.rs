@@ -420,17 +420,16 @@ impl Engine {
                     && p.status == TenantStatus::Active
                     && usage(&r, m.key)?.vectors >= threshold
                 {
-                    due.push((m.id, m.key, p));
+                    due.push((m.id, p));
                 }
             }
         }
         let mut promoted = Vec::new();
-        for (id, key, p) in due {
+        for (id, p) in due {
             let next = TenantProfile {
                 isolation: IsolationLevel::Partition,
-                ..p.clone()
+                ..p
             };
-            let _ = key;
             self.set_level(op, &id, next, "tenant.promote")?;
             promoted.push(id);
         }
