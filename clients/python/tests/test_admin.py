@@ -171,13 +171,18 @@ def test_node_operations(server: Server, admin: StrataAdmin) -> None:
     # Into its own storage file and back: the data moves, nothing is lost.
     plan = admin.migrate_tenant(tid, "dedicated", dry_run=True)
     assert plan.moves_data and plan.records == 3 and plan.bytes > 0
-    admin.migrate_tenant(tid, "dedicated")
-    status = admin.migration_status(tid)
+    started = admin.migrate_tenant(tid, "dedicated")
+    assert started.moves_data and not started.dry_run
+    status = admin.wait_for_migration(tid, timeout=60)
+    assert not status.moving and status.state in ("done", "rebuilding")
     assert status.level == "dedicated" and status.moves_data
     assert status.keys_copied >= status.keys_total > 0
+    assert status.finished_at is not None and status.started_at is not None
+    assert status.finished_at >= status.started_at
     report = admin.verify_tenant(tid)
     assert report.ok and report.dedicated_file and report.records == 3
-    admin.migrate_tenant(tid, "shared")
+    admin.migrate_tenant(tid, "shared", wait=True)
+    assert admin.migration_status(tid).state in ("done", "rebuilding")
     report = admin.verify_tenant(tid)
     assert report.ok and not report.dedicated_file and report.records == 3
 

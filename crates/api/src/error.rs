@@ -357,6 +357,7 @@ impl From<EngineError> for ApiError {
             EngineError::Index(m) => ApiError::Internal(format!("index: {m}")),
             EngineError::Embedding(m) => ApiError::Internal(format!("embedding: {m}")),
             EngineError::Unsupported(_) => ApiError::NotImplemented(e.to_string()),
+            EngineError::ShuttingDown(_) => ApiError::Unavailable,
         }
     }
 }

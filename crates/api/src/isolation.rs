@@ -3,6 +3,8 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -41,6 +43,10 @@ pub(crate) struct MigrateBody {
     index_params: Option<IndexParams>,
     /// Only report what the migration would do.
     dry_run: Option<bool>,
+    /// To or from `dedicated` (the data moves): answer once the data has moved (`200`)
+    /// instead of at once with `202 Accepted`. Default `false`. Other migrations always answer
+    /// once done.
+    wait: Option<bool>,
 }
 
 fn tenant_id(id: String) -> Result<TenantId, ApiError> {
@@ -71,30 +77,37 @@ pub(crate) fn level_fields(
 }
 
 /// Migrates a tenant to another isolation level, or with `dry_run` reports what that would
-/// move and cost. shared ↔ partition moves no data and is online: the level changes at once,
-/// graphs whose parameters change are rebuilt in the background while the old ones serve.
-/// To or from `dedicated` the tenant's data moves between the main file and its own, online:
-/// it is copied in chunks while the tenant keeps serving reads and writes, then a short final
-/// catch-up (the tenant's writes wait for it) flips the level in one transaction. The call
-/// returns once the data has moved; `GET .../migration` shows the copy's progress meanwhile.
-/// A second migration of the same tenant while one is moving its data: `409 CONFLICT`.
+/// move and cost. shared ↔ partition moves no data and is done when this answers (`200`): the
+/// level changes at once, graphs whose parameters change are rebuilt in the background while
+/// the old ones serve. To or from `dedicated` the tenant's data moves between the main file
+/// and its own, online, in the background: this answers `202 Accepted` with the report and a
+/// `Location` header naming `GET .../migration`, where the copy's progress shows (`copying`,
+/// `catching_up`, then `done`, `failed` or `interrupted`). It is copied in chunks while the
+/// tenant keeps serving reads and writes, then a short final catch-up (the tenant's writes
+/// wait for it) flips the level in one transaction. With `"wait": true` the answer (`200`)
+/// comes once the data has moved. A second migration of the same tenant while one is moving
+/// its data: `409 CONFLICT`.
 #[utoipa::path(post, path = "/v1/admin/tenants/{id}/migrate", tag = "admin",
     operation_id = "migrate_tenant",
     params(("id" = TenantId, Path, description = "tenant id")),
     request_body = MigrateBody,
-    responses((status = 200, description = "What the migration moves and costs; without `dry_run` it has happened (graph rebuilds may still run in the background)", body = MigrationReport)),
+    responses(
+        (status = 200, description = "What the migration moves and costs; without `dry_run` it has happened (graph rebuilds may still run in the background)", body = MigrationReport),
+        (status = 202, description = "A data move (to or from `dedicated`) started in the background; `Location` names its status", body = MigrationReport,
+            headers(("Location" = String, description = "`/v1/admin/tenants/{id}/migration`")))),
     security(("bearer" = [])))]
 pub async fn migrate(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     PathParam(id): PathParam,
     JsonObject(mut body): JsonObject,
-) -> Result<Json<MigrationReport>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = tenant_id(id)?;
     let target = field(&mut body, "target")?
         .ok_or_else(|| ApiError::BadRequest("target: required".into()))?;
     let index_params = field(&mut body, "index_params")?;
     let dry_run = field(&mut body, "dry_run")?.unwrap_or(false);
+    let wait = field(&mut body, "wait")?.unwrap_or(false);
     if let Some(extra) = body.keys().next() {
         return Err(ApiError::BadRequest(format!("{extra}: unknown field")));
     }
@@ -103,13 +116,47 @@ pub async fn migrate(
         index_params,
         dry_run,
     };
-    let report = state
-        .run(move |e| Ok(e.migrate_tenant(&op, &id, req)?))
-        .await?;
-    Ok(Json(report))
+    let status_url = format!("/v1/admin/tenants/{id}/migration");
+    // Started and run by one blocking task, which a client that hangs up does not cancel: a
+    // move registered and recorded as running always runs to its end. The report comes back
+    // as soon as the move is started.
+    let engine = state.engine.clone();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let running = tokio::task::spawn_blocking(move || {
+        let (report, job) = match engine.start_migration(&op, &id, req) {
+            Ok(started) => started,
+            Err(e) => {
+                let _ = started_tx.send(Err(e));
+                return Ok(());
+            }
+        };
+        let moves = job.is_some();
+        let _ = started_tx.send(Ok((report, moves)));
+        job.map_or(Ok(()), |job| job.run(&engine).map(|_| ()))
+    });
+    let (report, moves) = started
+        .await
+        .map_err(|_| ApiError::Internal("the migration task ended without an answer".into()))??;
+    if !moves {
+        return Ok(Json(report).into_response());
+    }
+    if wait {
+        running
+            .await
+            .map_err(|e| ApiError::Internal(format!("migration task failed: {e}")))??;
+        return Ok(Json(report).into_response());
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, status_url)],
+        Json(report),
+    )
+        .into_response())
 }
 
-/// A tenant's level and the progress of its last migration since the server started.
+/// A tenant's level and its last migration: a data move's progress while it runs, else how
+/// the last migration ended (kept across restarts; `interrupted` for one a shutdown or crash
+/// stopped before its flip).
 #[utoipa::path(get, path = "/v1/admin/tenants/{id}/migration", tag = "admin",
     operation_id = "tenant_migration",
     params(("id" = TenantId, Path, description = "tenant id")),

@@ -15,11 +15,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use strata_auth::OperatorScope;
 use strata_store::{CopyTarget, Reads, Store, TenantKey};
-use strata_types::{TenantId, now_millis};
+use strata_types::{Millis, TenantId};
 
 use crate::isolation::IsolationLevel;
 use crate::lifecycle::TenantProfile;
@@ -96,6 +96,9 @@ pub(crate) struct DataMove {
     pub copied: AtomicU64,
     pub total: u64,
     pub error: Mutex<Option<String>>,
+    pub from: IsolationLevel,
+    pub to: IsolationLevel,
+    pub started_at: Millis,
 }
 
 /// Data migrations since start, by tenant, and the copy rate they measured.
@@ -104,9 +107,19 @@ pub(crate) struct Copies {
     by_tenant: Mutex<HashMap<TenantKey, Arc<DataMove>>>,
     /// Bytes per second of the last finished data migration, for dry-run estimates.
     bytes_per_sec: Mutex<Option<f64>>,
+    /// Set by [`Engine::stop_migrations`] (server shutdown): copies stop at their next chunk
+    /// and no new one starts.
+    stopping: AtomicBool,
 }
 
 impl Copies {
+    /// Whether a data migration of any tenant is copying or flipping now.
+    fn any_running(&self) -> bool {
+        lock(&self.by_tenant)
+            .values()
+            .any(|c| matches!(*lock(&c.phase), Phase::Copying | Phase::CatchingUp))
+    }
+
     pub fn get(&self, key: TenantKey) -> Option<Arc<DataMove>> {
         lock(&self.by_tenant).get(&key).cloned()
     }
@@ -145,9 +158,15 @@ impl Copies {
         key: TenantKey,
         id: &TenantId,
         total: u64,
+        levels: (IsolationLevel, IsolationLevel),
         still_valid: impl FnOnce() -> Result<(), EngineError>,
     ) -> Result<Arc<DataMove>, EngineError> {
         let mut map = lock(&self.by_tenant);
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(EngineError::ShuttingDown(
+                "the server is shutting down; migrate after it restarts".into(),
+            ));
+        }
         if let Some(c) = map.get(&key)
             && matches!(*lock(&c.phase), Phase::Copying | Phase::CatchingUp)
         {
@@ -163,9 +182,48 @@ impl Copies {
             copied: AtomicU64::new(0),
             total,
             error: Mutex::new(None),
+            from: levels.0,
+            to: levels.1,
+            started_at: strata_types::now_millis(),
         });
         map.insert(key, Arc::clone(&copy));
         Ok(copy)
+    }
+}
+
+/// A data migration that has been checked, registered (a second one of the tenant is refused
+/// until it ends) and recorded as running in the tenant's last-migration row, and is waiting
+/// to be run: [`MigrationJob::run`] copies, flips and records the outcome. The API runs it on
+/// a thread of its own and answers `202 Accepted` at once, or waits for it.
+pub struct MigrationJob {
+    op: OperatorScope,
+    id: TenantId,
+    key: TenantKey,
+    next: TenantProfile,
+    copy: Arc<DataMove>,
+    /// Bytes of the range when the copy began, for the copy rate.
+    bytes: u64,
+    ran: bool,
+}
+
+impl MigrationJob {
+    /// Copies the tenant's data, flips it to its new level and records the outcome (also in
+    /// its last-migration row); returns the keys caught up in the flip. A server shutdown
+    /// under way stops the copy at its next chunk (`EngineError::ShuttingDown`), leaving the
+    /// tenant whole where it was.
+    pub fn run(mut self, engine: &Engine) -> Result<u64, EngineError> {
+        self.ran = true;
+        engine.run_data_move(&self)
+    }
+}
+
+impl Drop for MigrationJob {
+    /// A job dropped without running must not hold the tenant's migration slot forever.
+    fn drop(&mut self) {
+        if !self.ran {
+            *lock(&self.copy.error) = Some("the migration was never run".into());
+            *lock(&self.copy.phase) = Phase::Failed;
+        }
     }
 }
 
@@ -173,10 +231,7 @@ impl Engine {
     /// Moves tenant `id`'s data into its own file (`next` is `dedicated`) or out of it, then
     /// commits `next` as its profile in the same flip. Blocks until done; reads and writes of
     /// the tenant go on meanwhile except during the flip. Returns the keys caught up there.
-    ///
-    /// `from` is the level the caller planned from; if the stored level or the placement no
-    /// longer match it (another migration moved the tenant since), this is refused as a
-    /// conflict before anything is touched. The migration's status is recorded once it runs.
+    #[cfg(test)]
     pub(crate) fn move_data(
         &self,
         op: &OperatorScope,
@@ -185,28 +240,119 @@ impl Engine {
         from: IsolationLevel,
         next: &TenantProfile,
     ) -> Result<u64, EngineError> {
+        self.start_data_move(op, id, key, from, next)?.run(self)
+    }
+
+    /// Checks and registers a data move of tenant `id` and records it as running (see
+    /// [`MigrationJob`]). `from` is the level the caller planned from; if the stored level or
+    /// the placement no longer match it (another migration moved the tenant since), this is
+    /// refused as a conflict before anything is touched.
+    pub(crate) fn start_data_move(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        key: TenantKey,
+        from: IsolationLevel,
+        next: &TenantProfile,
+    ) -> Result<MigrationJob, EngineError> {
         let size = self.store.range_size(key)?;
         let copy = self
             .migrations
-            .1
-            .start(key, id, size.keys, || self.check_level(id, key, from))?;
-        lock(&self.migrations.0).insert(key, (from, next.isolation, now_millis()));
+            .start(key, id, size.keys, (from, next.isolation), || {
+                self.check_level(id, key, from)
+            })?;
+        let job = MigrationJob {
+            op: op.clone(),
+            id: id.clone(),
+            key,
+            next: next.clone(),
+            copy,
+            bytes: size.bytes,
+            ran: false,
+        };
+        // Recorded while the job holds the tenant's migration slot (a purge waits for it), so
+        // a restart after a crash from here on finds a running row and says `interrupted`.
+        let row = crate::migration_status::row(&job.copy, None, None);
+        self.store.write(|w| {
+            match w.tenant(id)? {
+                Some(meta) if meta.key == key => {}
+                _ => return Err(EngineError::TenantNotFound(id.clone())),
+            }
+            w.put_last_migration(key, &row)?;
+            Ok::<_, EngineError>(())
+        })?;
+        Ok(job)
+    }
+
+    /// Runs a registered data move to its end (see [`MigrationJob::run`]).
+    fn run_data_move(&self, job: &MigrationJob) -> Result<u64, EngineError> {
+        let copy = &job.copy;
         let started = std::time::Instant::now();
-        let result = self.move_data_inner(op, id, key, from, next, &copy);
+        let result = self.move_data_inner(job);
         match &result {
             Ok(_) => {
                 *lock(&copy.phase) = Phase::Done;
                 let secs = started.elapsed().as_secs_f64();
-                if size.bytes > 0 && secs > 0.0 {
-                    *lock(&self.migrations.1.bytes_per_sec) = Some(size.bytes as f64 / secs);
+                if job.bytes > 0 && secs > 0.0 {
+                    *lock(&self.migrations.bytes_per_sec) = Some(job.bytes as f64 / secs);
                 }
+                self.indexes.set_level(
+                    &self.store,
+                    job.key,
+                    &job.id,
+                    job.next.isolation.pinned(),
+                    crate::isolation::effective_params(&job.next),
+                );
+                // The level decides the tenant's pool lane (dedicated: reserved).
+                self.admissions.invalidate(job.key);
             }
             Err(e) => {
+                // Recorded before the slot is released, so no purge runs between (the row
+                // would be written into a tenant that no longer exists).
+                let error = e.to_string();
+                let interrupted = matches!(e, EngineError::ShuttingDown(_));
+                let row = crate::migration_status::row(
+                    copy,
+                    Some(if interrupted {
+                        strata_store::StoredMigrationState::Interrupted
+                    } else {
+                        strata_store::StoredMigrationState::Failed
+                    }),
+                    Some(error.clone()),
+                );
+                let recorded = self.store.write(|w| {
+                    match w.tenant(&job.id)? {
+                        Some(meta) if meta.key == job.key => w.put_last_migration(job.key, &row)?,
+                        _ => {}
+                    }
+                    Ok::<_, EngineError>(())
+                });
+                let error = match recorded {
+                    Ok(()) => error,
+                    // Shown by status while this process runs; after a restart the row still
+                    // says running, read as interrupted.
+                    Err(r) => format!("{error} (recording it failed: {r})"),
+                };
+                *lock(&copy.error) = Some(error);
                 *lock(&copy.phase) = Phase::Failed;
-                *lock(&copy.error) = Some(e.to_string());
             }
         }
         result
+    }
+
+    /// Stops data migrations for a server shutdown: each stops at its next chunk (a flip
+    /// already under way finishes), leaving its tenant whole where it was and its row saying
+    /// `interrupted`; none starts from now on. Returns whether all had ended within `timeout`.
+    pub fn stop_migrations(&self, timeout: std::time::Duration) -> bool {
+        self.migrations.stopping.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + timeout;
+        while self.migrations.any_running() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        true
     }
 
     /// Refuses (as a conflict) unless tenant `id` is stored at level `from` and its data is on
@@ -234,11 +380,9 @@ impl Engine {
     fn flip_txn(
         &self,
         w: &mut strata_store::Writer<'_>,
-        op: &OperatorScope,
-        id: &TenantId,
-        from: IsolationLevel,
-        next: &TenantProfile,
+        job: &MigrationJob,
     ) -> Result<TenantKey, EngineError> {
+        let (op, id, from, next) = (&job.op, &job.id, job.copy.from, &job.next);
         let meta = w
             .tenant(id)?
             .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
@@ -249,19 +393,17 @@ impl Engine {
                 level_name(stored)
             )));
         }
-        self.level_txn(w, op, id, next, "tenant.migrate")
+        let row = crate::migration_status::row(
+            &job.copy,
+            Some(strata_store::StoredMigrationState::Done),
+            lock(&job.copy.error).clone(),
+        );
+        self.level_txn(w, op, id, next, "tenant.migrate", &row)
     }
 
-    fn move_data_inner(
-        &self,
-        op: &OperatorScope,
-        id: &TenantId,
-        key: TenantKey,
-        from: IsolationLevel,
-        next: &TenantProfile,
-        copy: &DataMove,
-    ) -> Result<u64, EngineError> {
-        let into = next.isolation == IsolationLevel::Dedicated;
+    fn move_data_inner(&self, job: &MigrationJob) -> Result<u64, EngineError> {
+        let (id, key, copy) = (&job.id, job.key, &*job.copy);
+        let into = job.next.isolation == IsolationLevel::Dedicated;
         let file = if into {
             Some(self.store.create_dedicated(key)?)
         } else {
@@ -292,6 +434,13 @@ impl Engine {
         let copied = (|| {
             let mut after: Option<Vec<u8>> = None;
             loop {
+                if self.migrations.stopping.load(Ordering::SeqCst) {
+                    return Err(EngineError::ShuttingDown(format!(
+                        "the server shut down during the copy, before the flip; the tenant \
+                         stayed at {}",
+                        level_name(copy.from)
+                    )));
+                }
                 let (last, n) =
                     self.store
                         .copy_chunk(key, target(), after.as_deref(), CHUNK_KEYS)?;
@@ -321,36 +470,46 @@ impl Engine {
             return Err(e);
         }
         *lock(&copy.phase) = Phase::CatchingUp;
-        let caught = self.indexes.write(&self.store, key, id, || {
+        let (caught, retired) = self.indexes.write(&self.store, key, id, || {
             let caught = match file {
-                Some(f) => {
+                Some(f) => (
                     self.store
-                        .flip_in(f, Some(&tracker), |w| self.flip_txn(w, op, id, from, next))?
-                        .1
-                }
+                        .flip_in(f, Some(&tracker), |w| self.flip_txn(w, job))?
+                        .1,
+                    None,
+                ),
                 None => {
-                    let flipped = self.store.flip_out(key, Some(&tracker), |w| {
-                        self.flip_txn(w, op, id, from, next)
-                    });
+                    let flipped = self
+                        .store
+                        .flip_out_retiring(key, Some(&tracker), |w| self.flip_txn(w, job));
                     if flipped.is_err() {
                         // The tenant still lives in its file (erase_main_range checks that
                         // under the main write transaction): drop the partial main copy.
                         let _ = self.store.erase_main_range(key);
                     }
-                    flipped?.1
+                    let (_, caught, retired) = flipped?;
+                    (caught, Some(retired))
                 }
             };
             Ok((caught, Vec::new()))
         })?;
+        // After the tenant's write order is released, its writes going to their new side
+        // meanwhile: the old side is removed outside it. The move has happened; what a failure
+        // here leaves, nothing reads, and the next start removes it.
         if into {
-            // After the tenant's write order is released: its writes go to its file now, and
-            // this erases in short transactions that other writers interleave with. The move
-            // has happened; a failure leaves keys nothing reads, which the next start erases.
+            // Erased in short transactions that other writers interleave with.
             if let Err(e) = self.store.erase_main_range(key) {
                 *lock(&copy.error) = Some(format!(
                     "moved; its old keys in the main file are erased at the next start ({e})"
                 ));
             }
+        }
+        if let Some(retired) = retired
+            && let Err(e) = self.store.delete_retired(retired)
+        {
+            *lock(&copy.error) = Some(format!(
+                "moved; its old file is deleted at the next start ({e})"
+            ));
         }
         Ok(caught)
     }
@@ -368,7 +527,6 @@ impl Engine {
         report.dedicated_file = self.store.is_dedicated(key);
         let moving = self
             .migrations
-            .1
             .get(key)
             .is_some_and(|c| matches!(*lock(&c.phase), Phase::Copying | Phase::CatchingUp));
         if moving {
@@ -424,7 +582,8 @@ mod tests {
         let (key, id) = (TenantKey::SERVER, TenantId::parse("t").unwrap());
         let ran = copies.excluding(key, &id, || Ok(1)).unwrap();
         assert_eq!(ran, 1);
-        let running = copies.start(key, &id, 10, || Ok(())).unwrap();
+        let levels = (IsolationLevel::Shared, IsolationLevel::Dedicated);
+        let running = copies.start(key, &id, 10, levels, || Ok(())).unwrap();
         let refused = copies.excluding(key, &id, || Ok(2));
         assert!(
             matches!(refused, Err(EngineError::IdConflict(_))),
@@ -692,5 +851,151 @@ mod tests {
         assert!(engine.store.is_dedicated(kb));
         verify_clean(&engine, &a);
         verify_clean(&engine, &b);
+    }
+
+    fn start(engine: &Engine, id: &TenantId, target: IsolationLevel) -> MigrationJob {
+        let (report, job) = engine
+            .start_migration(
+                &OperatorScope::for_tests(),
+                id,
+                MigrateRequest {
+                    target,
+                    index_params: None,
+                    dry_run: false,
+                },
+            )
+            .unwrap();
+        assert!(report.moves_data);
+        job.expect("a data move is handed back as a job")
+    }
+
+    /// The last migration is kept in the tenant's range: a restart reads `interrupted` for one
+    /// that was running (a crash), `done` for one that ended; a shutdown stops a copy cleanly.
+    #[test]
+    fn the_last_migration_survives_a_restart_and_a_shutdown_interrupts_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        engine.create_tenant(&op, &id, None).unwrap();
+        let scope = admin_scope(&engine, "acme");
+        engine
+            .create_collection(
+                &scope,
+                &vec_name(),
+                crate::test_support::DIM,
+                Metric::Cosine,
+            )
+            .unwrap();
+        put_clustered(&engine, &scope, 50);
+        let before = answers(&engine, &scope);
+        assert_eq!(
+            engine.migration(&op, &id).unwrap().state,
+            MigrationState::None
+        );
+
+        // Started and never run: what a crash mid-copy leaves.
+        let job = start(&engine, &id, IsolationLevel::Dedicated);
+        let running = engine.migration(&op, &id).unwrap();
+        assert_eq!(running.state, MigrationState::Copying);
+        assert!(running.keys_total > 0 && running.finished_at.is_none());
+        // A second one is refused while it holds the tenant.
+        assert!(matches!(
+            engine.start_migration(
+                &op,
+                &id,
+                MigrateRequest {
+                    target: IsolationLevel::Dedicated,
+                    index_params: None,
+                    dry_run: false
+                }
+            ),
+            Err(EngineError::IdConflict(_))
+        ));
+        std::mem::forget(job);
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let after_crash = engine.migration(&op, &id).unwrap();
+        assert_eq!(after_crash.state, MigrationState::Interrupted);
+        assert_eq!(after_crash.level, IsolationLevel::Shared);
+        assert_eq!(
+            (after_crash.from, after_crash.to),
+            (
+                Some(IsolationLevel::Shared),
+                Some(IsolationLevel::Dedicated)
+            )
+        );
+        assert!(after_crash.error.is_some());
+        assert_eq!(tenants_dir(dir.path()), 0);
+        verify_clean(&engine, &id);
+
+        // Run to its end in the background, then restarted: `done`.
+        let job = start(&engine, &id, IsolationLevel::Dedicated);
+        std::thread::scope(|s| s.spawn(|| job.run(&engine)).join().unwrap()).unwrap();
+        let done = engine.migration(&op, &id).unwrap();
+        assert!(matches!(
+            done.state,
+            MigrationState::Done | MigrationState::Rebuilding
+        ));
+        assert!(done.finished_at >= done.started_at && done.keys_copied >= done.keys_total);
+        engine.persist_indexes().unwrap();
+        drop(engine);
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let restarted = engine.migration(&op, &id).unwrap();
+        assert_eq!(restarted.level, IsolationLevel::Dedicated);
+        assert_eq!(
+            (
+                restarted.from,
+                restarted.to,
+                restarted.started_at,
+                restarted.finished_at
+            ),
+            (done.from, done.to, done.started_at, done.finished_at)
+        );
+        assert!(matches!(
+            restarted.state,
+            MigrationState::Done | MigrationState::Rebuilding
+        ));
+        verify_clean(&engine, &id);
+
+        // A shutdown stops the next copy before its first chunk: the tenant stays in its file.
+        let job = start(&engine, &id, IsolationLevel::Shared);
+        assert!(!engine.stop_migrations(std::time::Duration::from_millis(1)));
+        assert!(matches!(
+            job.run(&engine),
+            Err(EngineError::ShuttingDown(_))
+        ));
+        assert!(engine.stop_migrations(std::time::Duration::from_millis(1)));
+        let stopped = engine.migration(&op, &id).unwrap();
+        assert_eq!(stopped.state, MigrationState::Interrupted, "{stopped:?}");
+        assert!(stopped.finished_at.is_some());
+        assert!(engine.store.is_dedicated(scope.key()));
+        assert_eq!(engine.store.main_keys(scope.key()).unwrap(), 0);
+        assert_eq!(answers(&engine, &scope), before);
+        verify_clean(&engine, &id);
+        // And none starts any more.
+        assert!(matches!(
+            engine.start_migration(
+                &op,
+                &id,
+                MigrateRequest {
+                    target: IsolationLevel::Shared,
+                    index_params: None,
+                    dry_run: false
+                }
+            ),
+            Err(EngineError::ShuttingDown(_))
+        ));
+        drop(engine);
+
+        // A purge erases the row with the tenant's data.
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let key = admin_scope(&engine, "acme").key();
+        engine.purge_tenant(&op, &id).unwrap();
+        assert!(
+            strata_store::last_migration(&engine.store.read().unwrap(), key)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -76,6 +76,10 @@ pub enum EngineError {
     /// isolation level).
     #[error("not implemented: {0}")]
     Unsupported(String),
+    /// The server is shutting down: the work was stopped, or not started, and left nothing
+    /// half-done; ask again once it is back.
+    #[error("shutting down: {0}")]
+    ShuttingDown(String),
     /// An in-memory index failed; storage is intact and the index is rebuilt.
     #[error("index: {0}")]
     Index(String),

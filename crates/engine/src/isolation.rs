@@ -13,17 +13,14 @@
 //! in. To or from `dedicated` the data moves too, online (see `dedicated`), and the level
 //! changes in the same transaction that ends the move.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use serde::{Deserialize, Serialize};
 use strata_auth::OperatorScope;
 use strata_index::HnswParams;
 use strata_store::{Reads, TenantKey};
-use strata_types::{Millis, TenantId, now_millis};
+use strata_types::{Millis, TenantId};
 
+use crate::dedicated::MigrationJob;
 use crate::lifecycle::{TenantProfile, TenantStatus, usage};
-use crate::registry::lock;
 use crate::{Engine, EngineError, audit};
 
 /// How a tenant is isolated from the others on this node.
@@ -161,16 +158,20 @@ pub struct MigrationReport {
 pub struct MigrationStatus {
     /// The tenant's level now.
     pub level: IsolationLevel,
-    /// `none` (never migrated since start), `copying` (data moving to or from the tenant's
-    /// own file; the old level serves meanwhile), `catching_up` (the final flip: the tenant's
-    /// writes wait for it), `rebuilding` (level changed, graphs being rebuilt in the
-    /// background; searches use the old graphs meanwhile), `done` or `failed` (see `error`;
-    /// the tenant stays whole at its old level).
+    /// `none` (never migrated), `copying` (data moving to or from the tenant's own file; the
+    /// old level serves meanwhile), `catching_up` (the final flip: the tenant's writes wait
+    /// for it), `rebuilding` (level changed, graphs being rebuilt in the background; searches
+    /// use the old graphs meanwhile), `done`, `failed` (see `error`; the tenant stays whole
+    /// at its old level) or `interrupted` (a server shutdown or crash stopped it before its
+    /// flip: the tenant stays whole at its old level; ask again). Kept across restarts.
     pub state: MigrationState,
     pub from: Option<IsolationLevel>,
     pub to: Option<IsolationLevel>,
     #[schema(value_type = Option<i64>)]
     pub started_at: Option<Millis>,
+    /// When the last migration ended (absent while it runs, and for one a crash cut short).
+    #[schema(value_type = Option<i64>)]
+    pub finished_at: Option<Millis>,
     /// Collections waiting for their graph build.
     pub graph_builds_pending: u32,
     /// Whether the last migration moved stored data (to or from `dedicated`).
@@ -192,29 +193,45 @@ pub enum MigrationState {
     Rebuilding,
     Done,
     Failed,
+    Interrupted,
 }
 
-/// The last migration of each tenant since start, and the data moves among them, for status.
-#[derive(Default)]
-pub(crate) struct Migrations(
-    pub(crate) Mutex<HashMap<TenantKey, (IsolationLevel, IsolationLevel, Millis)>>,
-    pub(crate) crate::dedicated::Copies,
-);
+/// The data moves of this process, by tenant (the last migration of each tenant, ended, is in
+/// its stored row; see `migration_status`).
+pub(crate) type Migrations = crate::dedicated::Copies;
 
 /// Whether a migration between these levels moves the tenant's stored data.
-fn moves_data(from: IsolationLevel, to: IsolationLevel) -> bool {
+pub(crate) fn moves_data(from: IsolationLevel, to: IsolationLevel) -> bool {
     (from == IsolationLevel::Dedicated) != (to == IsolationLevel::Dedicated)
 }
 
 impl Engine {
     /// Plans, or (without `dry_run`) performs, a migration between levels. To or from
-    /// `dedicated` it returns once the data has moved (reads and writes go on meanwhile).
+    /// `dedicated` it returns once the data has moved (reads and writes go on meanwhile); see
+    /// [`Engine::start_migration`] to run that move in the background.
     pub fn migrate_tenant(
         &self,
         op: &OperatorScope,
         id: &TenantId,
         req: MigrateRequest,
     ) -> Result<MigrationReport, EngineError> {
+        let (report, job) = self.start_migration(op, id, req)?;
+        if let Some(job) = job {
+            job.run(self)?;
+        }
+        Ok(report)
+    }
+
+    /// Plans a migration and, without `dry_run`, starts it. shared ↔ partition is done when
+    /// this returns (one transaction). To or from `dedicated` the move is checked, registered
+    /// (another migration of the tenant is refused with a conflict until it ends) and recorded
+    /// as running, and handed back as a [`MigrationJob`] to run, on any thread.
+    pub fn start_migration(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        req: MigrateRequest,
+    ) -> Result<(MigrationReport, Option<MigrationJob>), EngineError> {
         if let Some(p) = &req.index_params {
             p.validate()?;
         }
@@ -259,7 +276,7 @@ impl Engine {
         };
         let rebuild_ms = rate.map(|r| (rebuild_vectors as f64 / r * 1000.0).ceil() as u64);
         // A data move is estimated from the copy rate of the last one on this server.
-        let copy_ms = match (moves, self.migrations.1.bytes_per_sec()) {
+        let copy_ms = match (moves, self.migrations.bytes_per_sec()) {
             (false, _) => Some(0),
             (true, Some(r)) => Some((bytes as f64 / r * 1000.0).ceil() as u64),
             (true, None) => None,
@@ -284,51 +301,20 @@ impl Engine {
             index_params: params,
         };
         if req.dry_run {
-            return Ok(report);
+            return Ok((report, None));
         }
         if moves {
-            // Records the migration's status itself, once no other migration can interfere.
-            self.move_data(op, id, meta.key, profile.isolation, &next)?;
-            self.indexes.set_level(
-                &self.store,
-                meta.key,
-                id,
-                next.isolation.pinned(),
-                effective_params(&next),
-            );
-            self.admissions.invalidate(meta.key);
-            return Ok(report);
+            let job = self.start_data_move(op, id, meta.key, profile.isolation, &next)?;
+            return Ok((report, Some(job)));
         }
-        self.set_level_recorded(op, id, meta.key, profile.isolation, next, "tenant.migrate")?;
-        Ok(report)
+        self.set_level(op, id, next, "tenant.migrate")?;
+        Ok((report, None))
     }
 
-    /// [`Engine::set_level`], with the migration's status recorded first: whoever sees the new
-    /// level also sees the migration that brought it (a failed one restores the old status).
-    fn set_level_recorded(
-        &self,
-        op: &OperatorScope,
-        id: &TenantId,
-        key: TenantKey,
-        from: IsolationLevel,
-        next: TenantProfile,
-        action: &str,
-    ) -> Result<(), EngineError> {
-        let to = next.isolation;
-        let previous = lock(&self.migrations.0).insert(key, (from, to, now_millis()));
-        let result = self.set_level(op, id, next, action);
-        if result.is_err() {
-            let mut status = lock(&self.migrations.0);
-            match previous {
-                Some(p) => status.insert(key, p),
-                None => status.remove(&key),
-            };
-        }
-        result
-    }
-
-    /// Commits a profile with a new level (audited in the tenant's log and the server's), then
-    /// pins or unpins the tenant and hands its loaded graphs the new parameters.
+    /// Commits a profile with a new level (audited in the tenant's log and the server's, and
+    /// recorded as its last migration, so whoever sees the new level sees the migration that
+    /// brought it), then pins or unpins the tenant and hands its loaded graphs the new
+    /// parameters.
     fn set_level(
         &self,
         op: &OperatorScope,
@@ -337,15 +323,18 @@ impl Engine {
         action: &str,
     ) -> Result<(), EngineError> {
         let key = self.store.write(|w| {
+            let from = match w.tenant(id)? {
+                Some(meta) => TenantProfile::of(&meta)?.isolation,
+                None => return Err(EngineError::TenantNotFound(id.clone())),
+            };
             // A level on the other side of a data move is only ever set by the move's flip.
-            if let Some(meta) = w.tenant(id)?
-                && moves_data(TenantProfile::of(&meta)?.isolation, next.isolation)
-            {
+            if moves_data(from, next.isolation) {
                 return Err(EngineError::IdConflict(format!(
                     "tenant {id}: its level changed meanwhile; retry"
                 )));
             }
-            self.level_txn(w, op, id, &next, action)
+            let row = crate::migration_status::level_change_row(from, next.isolation);
+            self.level_txn(w, op, id, &next, action, &row)
         })?;
         // The level decides the tenant's pool lane (dedicated: reserved), read at admission.
         self.admissions.invalidate(key);
@@ -359,7 +348,8 @@ impl Engine {
         Ok(())
     }
 
-    /// The registry change of a level change, audited in the tenant's log and the server's.
+    /// The registry change of a level change, audited in the tenant's log and the server's,
+    /// with `row` as the tenant's last migration (written where the tenant's keys go in `w`).
     pub(crate) fn level_txn(
         &self,
         w: &mut strata_store::Writer<'_>,
@@ -367,6 +357,7 @@ impl Engine {
         id: &TenantId,
         next: &TenantProfile,
         action: &str,
+        row: &strata_store::StoredMigration,
     ) -> Result<TenantKey, EngineError> {
         let mut meta = w
             .tenant(id)?
@@ -388,10 +379,12 @@ impl Engine {
         });
         audit::append(w, meta.key, event.clone())?;
         audit::append(w, TenantKey::SERVER, event)?;
+        w.put_last_migration(meta.key, row)?;
         Ok(meta.key)
     }
 
-    /// The tenant's level and the progress of its last migration since start.
+    /// The tenant's level and its last migration: a data move's live progress while one runs,
+    /// else how the last one ended (kept across restarts).
     pub fn migration(
         &self,
         _op: &OperatorScope,
@@ -400,33 +393,14 @@ impl Engine {
         let meta = self.tenant_meta(id)?;
         let profile = TenantProfile::of(&meta)?;
         let pending = self.indexes.residency(meta.key, id).graph_builds_pending;
-        let last = lock(&self.migrations.0).get(&meta.key).copied();
-        let copy = last
-            .filter(|l| moves_data(l.0, l.1))
-            .and_then(|_| self.migrations.1.get(meta.key));
-        let phase = copy.as_ref().map(|c| *lock(&c.phase));
-        use crate::dedicated::Phase;
-        Ok(MigrationStatus {
-            level: profile.isolation,
-            state: match (last, phase) {
-                (None, _) => MigrationState::None,
-                (_, Some(Phase::Copying)) => MigrationState::Copying,
-                (_, Some(Phase::CatchingUp)) => MigrationState::CatchingUp,
-                (_, Some(Phase::Failed)) => MigrationState::Failed,
-                (Some(_), _) if pending > 0 => MigrationState::Rebuilding,
-                (Some(_), _) => MigrationState::Done,
-            },
-            from: last.map(|l| l.0),
-            to: last.map(|l| l.1),
-            started_at: last.map(|l| l.2),
-            graph_builds_pending: pending,
-            moves_data: copy.is_some(),
-            keys_copied: copy
-                .as_ref()
-                .map_or(0, |c| c.copied.load(std::sync::atomic::Ordering::Relaxed)),
-            keys_total: copy.as_ref().map_or(0, |c| c.total),
-            error: copy.and_then(|c| lock(&c.error).clone()),
-        })
+        let live = self.migrations.get(meta.key);
+        let stored = strata_store::last_migration(&self.store.read()?, meta.key)?;
+        Ok(crate::migration_status::status(
+            profile.isolation,
+            pending,
+            live.as_deref(),
+            stored,
+        ))
     }
 
     /// Promotes every `shared` tenant holding at least `promote_partition_vectors` vectors to
@@ -446,17 +420,17 @@ impl Engine {
                     && p.status == TenantStatus::Active
                     && usage(&r, m.key)?.vectors >= threshold
                 {
-                    due.push((m.id, m.key, p));
+                    due.push((m.id, p));
                 }
             }
         }
         let mut promoted = Vec::new();
-        for (id, key, p) in due {
+        for (id, p) in due {
             let next = TenantProfile {
                 isolation: IsolationLevel::Partition,
-                ..p.clone()
+                ..p
             };
-            self.set_level_recorded(op, &id, key, p.isolation, next, "tenant.promote")?;
+            self.set_level(op, &id, next, "tenant.promote")?;
             promoted.push(id);
         }
         Ok(promoted)

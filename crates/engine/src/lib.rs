@@ -32,6 +32,7 @@ mod isolation;
 mod lifecycle;
 mod links;
 mod liveness;
+mod migration_status;
 mod plan;
 mod ranking;
 mod recall;
@@ -64,6 +65,7 @@ pub use adaptive::AdaptiveConfig;
 pub use admission::Admission;
 pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
+pub use dedicated::MigrationJob;
 pub use durability::Durable;
 pub use error::EngineError;
 pub use evictor::{

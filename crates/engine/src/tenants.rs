@@ -326,7 +326,6 @@ impl Engine {
         let key = self.tenant_meta(id)?.key;
         let key = self
             .migrations
-            .1
             .excluding(key, id, || self.purge_txn(op, id, key))?;
         self.indexes.forget(key);
         self.adaptive.forget_tenant(key);

@@ -370,6 +370,57 @@ pub fn decode_change_mark(bytes: &[u8]) -> Result<ChangeMark, StoreError> {
     Ok(mark)
 }
 
+const MIGRATION_V1: u8 = 1;
+
+/// An isolation level as a migration row stores it (the engine owns the levels' meaning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredLevel {
+    Shared,
+    Partition,
+    Dedicated,
+}
+
+/// Where a tenant's last migration stood when its row was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredMigrationState {
+    /// Started and not ended: read after a restart, the process running it died.
+    Running,
+    Done,
+    Failed,
+    /// Stopped by a server shutdown before it moved the tenant.
+    Interrupted,
+}
+
+/// A tenant's last isolation-level migration (`crate::migration_row`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMigration {
+    pub from: StoredLevel,
+    pub to: StoredLevel,
+    pub state: StoredMigrationState,
+    pub started_at: Millis,
+    /// Set exactly when the state is not `Running`.
+    pub finished_at: Option<Millis>,
+    /// Storage keys copied, of the total counted when the copy began (0 when no data moved).
+    pub keys_copied: u64,
+    pub keys_total: u64,
+    pub error: Option<String>,
+}
+
+pub fn encode_migration(m: &StoredMigration) -> Result<Vec<u8>, StoreError> {
+    encode_postcard(MIGRATION_V1, m)
+}
+
+pub fn decode_migration(bytes: &[u8]) -> Result<StoredMigration, StoreError> {
+    let m: StoredMigration = decode_postcard("last migration", MIGRATION_V1, bytes)?;
+    if (m.state == StoredMigrationState::Running) != m.finished_at.is_none() {
+        return Err(StoreError::Corrupt(format!(
+            "last migration: state {:?} with finished_at {:?}",
+            m.state, m.finished_at
+        )));
+    }
+    Ok(m)
+}
+
 #[cfg(test)]
 mod change_log_tests {
     use super::*;
@@ -713,6 +764,76 @@ mod golden {
             );
         }
         assert!(decode_narrative(&[1]).is_err());
+    }
+
+    const MIGRATION_DONE_GOLDEN: &str = "0100020180a0abfef96201d0afabfef962b009cc0800";
+    const MIGRATION_FAILED_GOLDEN: &str = "0102010208010a000001096469736b2066756c6c";
+
+    #[test]
+    fn last_migration_rows_keep_their_bytes_and_decode_closed() {
+        let done = StoredMigration {
+            from: StoredLevel::Shared,
+            to: StoredLevel::Dedicated,
+            state: StoredMigrationState::Done,
+            started_at: 1_700_000_000_000,
+            finished_at: Some(1_700_000_001_000),
+            keys_copied: 1_200,
+            keys_total: 1_100,
+            error: None,
+        };
+        let bytes = encode_migration(&done).unwrap();
+        assert_eq!(hex(&bytes), MIGRATION_DONE_GOLDEN);
+        assert_eq!(
+            decode_migration(&unhex(MIGRATION_DONE_GOLDEN)).unwrap(),
+            done
+        );
+        let failed = StoredMigration {
+            from: StoredLevel::Dedicated,
+            to: StoredLevel::Partition,
+            state: StoredMigrationState::Failed,
+            finished_at: Some(5),
+            started_at: 4,
+            keys_copied: 0,
+            keys_total: 0,
+            error: Some("disk full".into()),
+        };
+        assert_eq!(
+            hex(&encode_migration(&failed).unwrap()),
+            MIGRATION_FAILED_GOLDEN
+        );
+        assert_eq!(
+            decode_migration(&unhex(MIGRATION_FAILED_GOLDEN)).unwrap(),
+            failed
+        );
+        // Running rows have no end; ended ones have one.
+        let running_with_end = StoredMigration {
+            state: StoredMigrationState::Running,
+            ..done.clone()
+        };
+        let ended_without = StoredMigration {
+            finished_at: None,
+            ..failed.clone()
+        };
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        let mut other_format = bytes.clone();
+        other_format[0] = 2;
+        let mut unknown_level = bytes.clone();
+        unknown_level[1] = 3;
+        for bad in [
+            Vec::new(),
+            trailing,
+            other_format,
+            unknown_level,
+            bytes[..bytes.len() - 1].to_vec(),
+            encode_migration(&running_with_end).unwrap(),
+            encode_migration(&ended_without).unwrap(),
+        ] {
+            assert!(
+                matches!(decode_migration(&bad), Err(StoreError::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     const NARRATIVE_GOLDEN: &str = "01020000003f000080bf0380a0abfef962";

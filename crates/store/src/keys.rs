@@ -61,6 +61,9 @@ const TAG_CHANGE: u8 = 21;
 const TAG_CHANGE_HEAD: u8 = 22;
 /// Per collection, the last sequence its persisted search image reflects.
 const TAG_CHANGE_MARK: u8 = 23;
+/// The tenant's last isolation-level migration (`crates/store/src/migration_row.rs`). Far from
+/// the change log's tags, so that tags added meanwhile for other state cannot collide with it.
+const TAG_LAST_MIGRATION: u8 = 30;
 
 /// Which scope field a secondary-index entry is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +277,12 @@ pub fn change_mark(tenant: TenantKey, c: &CollectionName) -> Vec<u8> {
     key(tenant, TAG_CHANGE_MARK, &[c.as_str().as_bytes()])
 }
 
+/// The tenant's one row describing its last isolation-level migration. Inside the tenant's
+/// range, so it moves with the tenant's data and is erased with it.
+pub fn last_migration(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_LAST_MIGRATION, &[])
+}
+
 /// A link by its source: `source \0 target \0 relation`, holding the link's weight.
 pub fn link_out(
     tenant: TenantKey,
@@ -368,6 +377,8 @@ pub enum KeyKind<'a> {
     ChangeHead(&'a [u8]),
     /// An image's change-log mark; the rest is the collection's name.
     ChangeMark(&'a [u8]),
+    /// The last migration's row (the rest is empty).
+    LastMigration(&'a [u8]),
 }
 
 /// Splits a `data` key of `tenant` into its kind; `None` if it is not one of this tenant's
@@ -390,6 +401,7 @@ pub fn classify(tenant: TenantKey, key: &[u8]) -> Option<KeyKind<'_>> {
         TAG_CHANGE => KeyKind::Change(rest),
         TAG_CHANGE_HEAD => KeyKind::ChangeHead(rest),
         TAG_CHANGE_MARK => KeyKind::ChangeMark(rest),
+        TAG_LAST_MIGRATION => KeyKind::LastMigration(rest),
         _ => return None,
     })
 }
@@ -437,6 +449,7 @@ mod tests {
             change_entry(t, 7),
             change_head(t),
             change_mark(t, &c),
+            last_migration(t),
         ] {
             assert!(k.starts_with(&tenant_all(t)));
             assert!(!k.starts_with(&tenant_all(TenantKey(0x0103))));

@@ -20,6 +20,7 @@ mod group_commit;
 mod idempotency;
 mod keys;
 mod links;
+mod migration_row;
 mod opened;
 mod placement;
 mod registry;
@@ -31,14 +32,20 @@ mod verify;
 
 pub use adaptive::{AdaptiveItem, AdaptiveReads, AdaptiveRow};
 pub use changelog::{ChangeLogReads, DEFAULT_CHANGE_LOG_CAP};
-pub use codec::{ChangeEntry, ChangeHead, ChangeMark, ChangeOp};
+pub use codec::{
+    ChangeEntry, ChangeHead, ChangeMark, ChangeOp, StoredLevel, StoredMigration,
+    StoredMigrationState,
+};
 pub use credentials::{CredentialStore, Owner, StoredCredential};
 pub use derived::DERIVED_DIR;
 pub use error::StoreError;
 pub use idempotency::{IdempotencyRow, has_stale_idempotency_rows};
 pub use keys::{ScopeField, TenantKey};
 pub use links::LinkReads;
-pub use placement::{CopyTarget, DEDICATED_FILE, DedicatedFile, RangeSize, TENANTS_DIR};
+pub use migration_row::last_migration;
+pub use placement::{
+    CopyTarget, DEDICATED_FILE, DedicatedFile, RangeSize, RetiredFile, TENANTS_DIR,
+};
 pub use registry::TenantMeta;
 pub use tables::{DEFAULT_CACHE_BYTES, Pending, Reader, Reads, Store, Writer};
 pub use thread_writes::{

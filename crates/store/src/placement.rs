@@ -683,13 +683,31 @@ impl Store {
     /// write order, after the chunk copies into the main file. One durable main-file
     /// transaction catches the main range up with the file and runs `f` (the registry change;
     /// the tenant's keys it writes go to the main file); the routing changes in the same step,
-    /// then the file is deleted.
+    /// then the file is deleted. See [`Store::flip_out_retiring`] to delete it later.
     pub fn flip_out<R, E: From<StoreError>>(
         &self,
         t: TenantKey,
         since: Option<&WriteTracker<'_>>,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, u64), E> {
+        let (r, caught, retired) = self.flip_out_retiring(t, since, f)?;
+        // The flip is committed: a file that cannot be deleted now is an orphan, deleted at
+        // the next start.
+        let _ = self.delete_retired(retired);
+        Ok((r, caught))
+    }
+
+    /// [`Store::flip_out`], except that the file, no longer routed to, is handed back instead
+    /// of deleted: the caller deletes it with [`Store::delete_retired`] once it has released
+    /// the tenant's write order, so that the tenant's writes (already going to the main file)
+    /// do not wait for the file's close and unlink. A crash before that leaves a directory of
+    /// a tenant that is not dedicated, which the next start deletes.
+    pub fn flip_out_retiring<R, E: From<StoreError>>(
+        &self,
+        t: TenantKey,
+        since: Option<&WriteTracker<'_>>,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
+    ) -> Result<(R, u64, RetiredFile), E> {
         let _writing = crate::deferred_sync::write_path();
         let db = self.db();
         let txn = db.begin_write().map_err(StoreError::from)?;
@@ -736,12 +754,34 @@ impl Store {
             Arc::make_mut(&mut routing).remove(&t);
         }
         drop(db);
-        drop(file);
-        // The flip is committed: a file that cannot be deleted now is an orphan, deleted at
-        // the next start.
-        let _ = self.remove_dedicated(t);
-        Ok(r)
+        Ok((r.0, r.1, RetiredFile { key: t, file }))
     }
+
+    /// Closes and deletes a file a migration out of it left (see
+    /// [`Store::flip_out_retiring`]), with its directory. Snapshots still open keep reading
+    /// it. Refused (leaving it) if the tenant is routed to a file of its own again: the
+    /// directory is then that live file's.
+    pub fn delete_retired(&self, retired: RetiredFile) -> Result<(), StoreError> {
+        let RetiredFile { key, file } = retired;
+        let dir = file.dir.clone();
+        drop(file);
+        if self.is_dedicated(key) {
+            return Err(already_dedicated(key));
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            sync_dir(&self.placement.root)?;
+        }
+        Ok(())
+    }
+}
+
+/// A dedicated file that nothing routes to any more, waiting for [`Store::delete_retired`].
+/// Dropped without it, the file stays on disk until the next start deletes it.
+#[must_use = "delete it with Store::delete_retired"]
+pub struct RetiredFile {
+    key: TenantKey,
+    file: Arc<FileDb>,
 }
 
 #[cfg(test)]
@@ -887,6 +927,55 @@ mod tests {
             .map_err(|e: StoreError| e)
             .unwrap();
         store.erase_main_range(t).unwrap();
+    }
+
+    /// Out of its file with the deletion left to the caller: the tenant reads and writes the
+    /// main file at once while the old file still exists; deleting it later (or, after a
+    /// crash, the start-up cleanup) removes it, and never a file the tenant lives in again.
+    #[test]
+    fn a_retired_file_is_deleted_after_the_flip_or_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("main.redb");
+        let store = Store::open(&path).unwrap();
+        let t = tenant(&store, "a");
+        put(&store, t, "x", b"1");
+        migrate_in(&store, t);
+        let retire = |store: &Store| {
+            let mut after = None;
+            while let (Some(k), _) = store
+                .copy_chunk(t, CopyTarget::Main, after.as_deref(), 3)
+                .unwrap()
+            {
+                after = Some(k);
+            }
+            store
+                .flip_out_retiring(t, None, |_| Ok::<_, StoreError>(()))
+                .unwrap()
+                .2
+        };
+        let retired = retire(&store);
+        assert!(!store.is_dedicated(t) && store.has_dedicated_dir(t));
+        put(&store, t, "after", b"2");
+        assert_eq!(store.main_keys(t).unwrap(), blobs(&store, t).len() as u64);
+        store.delete_retired(retired).unwrap();
+        assert!(!store.has_dedicated_dir(t));
+        assert_eq!(blobs(&store, t).len(), 4, "{:?}", blobs(&store, t));
+
+        // Moved in again while an old retired handle waits: it is refused, the file kept.
+        migrate_in(&store, t);
+        let stale = retire(&store);
+        migrate_in(&store, t);
+        assert!(store.delete_retired(stale).is_err());
+        assert!(store.is_dedicated(t) && store.has_dedicated_dir(t));
+
+        // A crash between the flip and the deletion: the next start's cleanup removes it.
+        std::mem::forget(retire(&store));
+        assert!(store.has_dedicated_dir(t));
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.remove_orphan_files(&HashSet::new()).unwrap(), vec![t]);
+        assert!(!store.has_dedicated_dir(t));
+        assert_eq!(blobs(&store, t).len(), 4);
     }
 
     fn migrate_out(store: &Store, t: TenantKey) {

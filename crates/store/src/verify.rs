@@ -150,6 +150,15 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                     c.problem(format!("change log mark {:?}: {e}", text(name)));
                 }
             }
+            Some(KeyKind::LastMigration(rest)) => {
+                if !rest.is_empty() {
+                    c.problem(format!(
+                        "last migration row {k:02x?}: not a well-formed key"
+                    ));
+                } else if let Err(e) = crate::codec::decode_migration(&v) {
+                    c.problem(format!("last migration row: {e}"));
+                }
+            }
             Some(KeyKind::Idempotency(name)) => {
                 if let Err(e) = IdempotencyRow::decode(&v) {
                     c.problem(format!("idempotency key {:?}: {e}", text(name)));

@@ -90,6 +90,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown_signal().await;
         tracing::info!("shutdown requested; finishing in-flight requests");
         signal_state.set_ready(false);
+        // Background migrations stop now, so that a request waiting for one ends before the
+        // drain's timeout; `close` waits for them.
+        let stopper = Arc::clone(&signal_state.engine);
+        tokio::task::spawn_blocking(move || stopper.stop_migrations(Duration::ZERO));
         let _ = stop_tx.send(true);
     });
     let sweeper = (config.server.purge_interval_secs > 0).then(|| {
@@ -240,6 +244,14 @@ async fn purge_sweep(
 /// for blocking tasks that still hold the engine, then drops it, which closes the database.
 /// Every acknowledged write was already committed durably; this only makes the close orderly.
 async fn close(mut engine: Arc<Engine>) {
+    // A data migration running in the background stops at its next chunk, its tenant whole
+    // where it was and its status `interrupted`; a flip under way finishes first.
+    let stopper = Arc::clone(&engine);
+    if let Ok(false) =
+        tokio::task::spawn_blocking(move || stopper.stop_migrations(Duration::from_secs(10))).await
+    {
+        tracing::warn!("a migration did not stop within 10 s");
+    }
     let saver = Arc::clone(&engine);
     match tokio::task::spawn_blocking(move || saver.persist_indexes()).await {
         Ok(Ok(saved)) => tracing::info!(tenants = saved, "index snapshots saved"),

@@ -53,6 +53,44 @@ fn level(server: &Server, id: &str) -> String {
     v["isolation"].as_str().expect("isolation").to_owned()
 }
 
+/// Polls `GET .../migration` until the tenant's migration has ended; its last status. Every
+/// status seen on the way is one a data move goes through.
+fn wait_migration(server: &Server, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (s, v) = server.get(&format!("/v1/admin/tenants/{id}/migration"), OPERATOR_KEY);
+        assert_eq!(s, 200, "{v}");
+        match v["state"].as_str() {
+            Some("copying" | "catching_up") => {
+                assert!(v["finished_at"].is_null(), "{v}");
+                assert!(Instant::now() < deadline, "still moving: {v}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Some("done" | "rebuilding" | "failed" | "interrupted") => return v,
+            _ => panic!("not a state of a started migration: {v}"),
+        }
+    }
+}
+
+/// Starts a migration of `id` without waiting: a data move answers `202` with the report and
+/// a `Location` naming its status.
+fn start_migration(server: &Server, id: &str, target: &str) -> (u16, Value) {
+    let res = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/admin/tenants/{id}/migrate", server.url))
+        .bearer_auth(OPERATOR_KEY)
+        .json(&json!({ "target": target }))
+        .send()
+        .expect("migrate");
+    let status = res.status().as_u16();
+    if status == 202 {
+        assert_eq!(
+            res.headers().get("location").and_then(|v| v.to_str().ok()),
+            Some(format!("/v1/admin/tenants/{id}/migration").as_str())
+        );
+    }
+    (status, res.json().expect("report"))
+}
+
 fn all_present(server: &Server, key: &str, ids: &[String]) {
     for id in ids {
         let (s, v) = server.get(&format!("/v1/memories/{id}"), key);
@@ -138,14 +176,18 @@ fn shared_dedicated_partition_shared_online_under_load() {
             ("acme", acme.as_str(), &ra[..]),
             ("other", other.as_str(), &ro[..]),
         ];
+        // Data moves answer 202 at once and run in the background (polled to their end under
+        // the load); partition → shared moves nothing and answers 200 when done.
         let acked = under_load(&server, &tenants, round, || {
-            let (s, v) = server.post(
-                "/v1/admin/tenants/acme/migrate",
-                OPERATOR_KEY,
-                json!({ "target": target }),
-            );
-            assert_eq!(s, 200, "{v}");
+            let (s, v) = start_migration(&server, "acme", target);
+            assert_eq!(s, if target == "shared" { 200 } else { 202 }, "{v}");
             assert_eq!(v["moves_data"], target != "shared", "{v}");
+            let ended = wait_migration(&server, "acme");
+            assert!(
+                ended["state"] == "done" || ended["state"] == "rebuilding",
+                "{ended}"
+            );
+            assert_eq!(ended["to"], target, "{ended}");
         });
         assert_eq!(level(&server, "acme"), target);
         let (s, status) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
@@ -188,6 +230,31 @@ fn shared_dedicated_partition_shared_online_under_load() {
             server.restart();
             assert_eq!(level(&server, "acme"), "dedicated");
             assert_eq!(verify(&server, "acme")["dedicated_file"], true);
+            // The migration's status is kept across the restart.
+            let (s, kept) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+            assert_eq!(s, 200, "{kept}");
+            assert_eq!(
+                (&kept["from"], &kept["to"], &kept["moves_data"]),
+                (&json!("shared"), &json!("dedicated"), &json!(true)),
+                "{kept}"
+            );
+            assert!(
+                kept["state"] == "done" || kept["state"] == "rebuilding",
+                "{kept}"
+            );
+            assert_eq!(
+                (
+                    &kept["started_at"],
+                    &kept["finished_at"],
+                    &kept["keys_total"]
+                ),
+                (
+                    &status["started_at"],
+                    &status["finished_at"],
+                    &status["keys_total"]
+                ),
+                "{kept} {status}"
+            );
             assert_eq!(answers(&server, &acme), ra);
         }
     }
@@ -275,13 +342,14 @@ fn sigkill_at_random_points_of_migrations_leaves_the_tenant_whole() {
     let (s, v) = server.post(
         "/v1/admin/tenants/acme/migrate",
         OPERATOR_KEY,
-        json!({"target": "dedicated"}),
+        json!({"target": "dedicated", "wait": true}),
     );
     assert_eq!(s, 200, "{v}");
     let span = (started.elapsed().as_millis() as u64).max(20) * 3;
     let mut acked_all: Vec<String> = Vec::new();
     let mut sides = [0u32; 2];
     let mut flipped = 0u32;
+    let mut interrupted = 0u32;
     for trial in 0..TRIALS {
         let from = level(&server, "acme");
         let target = match (from.as_str(), trial % 2) {
@@ -330,11 +398,12 @@ fn sigkill_at_random_points_of_migrations_leaves_the_tenant_whole() {
                     .timeout(Duration::from_secs(30))
                     .build()
                     .expect("client");
-                // Killed mid-way, it gets no answer; that is the point.
+                // Killed mid-way, it gets no answer; that is the point. Half the trials wait
+                // in the request, half let the move run in the background.
                 let _ = http
                     .post(format!("{url}/v1/admin/tenants/acme/migrate"))
                     .bearer_auth(OPERATOR_KEY)
-                    .json(&json!({ "target": target }))
+                    .json(&json!({ "target": target, "wait": trial % 4 < 2 }))
                     .send();
             })
         };
@@ -361,6 +430,26 @@ fn sigkill_at_random_points_of_migrations_leaves_the_tenant_whole() {
             "trial {trial}: {from} → {now}?"
         );
         sides[usize::from(now == "dedicated")] += 1;
+        // The kept status agrees with where the tenant is: the move that flipped it ended
+        // `done`; one cut short says `interrupted` and names the level it stayed at; killed
+        // before it was recorded, the previous migration's status (which ended at `now`).
+        let (s, st) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+        assert_eq!(s, 200, "{st}");
+        match st["state"].as_str() {
+            Some("done" | "rebuilding") => {
+                assert_eq!(st["to"], now.as_str(), "trial {trial}: {st}");
+                assert!(st["finished_at"].is_i64(), "trial {trial}: {st}");
+            }
+            Some("interrupted") => {
+                assert_eq!(
+                    (st["from"].as_str(), st["to"].as_str()),
+                    (Some(now.as_str()), Some(target)),
+                    "trial {trial}: {st}"
+                );
+                interrupted += 1;
+            }
+            _ => panic!("trial {trial}: after a restart: {st}"),
+        }
         acked_all.extend(acked.lock().expect("acked").iter().cloned());
         all_present(&server, &key, &acked.lock().expect("acked"));
         let v = verify(&server, "acme");
@@ -393,8 +482,9 @@ fn sigkill_at_random_points_of_migrations_leaves_the_tenant_whole() {
     // Spot-check every acknowledged write once more at the end.
     all_present(&server, &key, &acked_all);
     println!(
-        "{TRIALS} kills over {span} ms windows: {flipped} after the flip; ended {} times \
-         shared/partition, {} dedicated; {} acknowledged writes all present",
+        "{TRIALS} kills over {span} ms windows: {flipped} after the flip, {interrupted} reported \
+         interrupted; ended {} times shared/partition, {} dedicated; {} acknowledged writes all \
+         present",
         sides[0],
         sides[1],
         acked_all.len()
@@ -425,7 +515,7 @@ fn racing_migrations_conflict_instead_of_losing_data() {
                         server.post(
                             "/v1/admin/tenants/acme/migrate",
                             OPERATOR_KEY,
-                            json!({ "target": target }),
+                            json!({ "target": target, "wait": true }),
                         )
                     })
                 })
@@ -453,4 +543,98 @@ fn racing_migrations_conflict_instead_of_losing_data() {
     verify(&server, "acme");
     all_present(&server, &acme, &ids);
     assert_eq!(answers(&server, &acme), reference);
+}
+
+/// A server stopped (SIGTERM) while a data move runs in the background stops cleanly: the
+/// move ends `interrupted` with the tenant whole at its old level, or, if it flipped first,
+/// `done` at the new one; the status says which after the restart, and nothing is left over.
+/// A bad `wait` is refused naming the field.
+#[test]
+fn a_shutdown_during_a_background_move_stops_it_cleanly() {
+    let mut server = Server::start();
+    let key = fill(&server, "acme", 3_000);
+    let reference = answers(&server, &key);
+    let (s, v) = server.post(
+        "/v1/admin/tenants/acme/migrate",
+        OPERATOR_KEY,
+        json!({"target": "dedicated", "wait": "yes"}),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("wait:"),
+        "{v}"
+    );
+    let (s, none) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+    assert_eq!((s, none["state"].as_str()), (200, Some("none")), "{none}");
+
+    let (s, v) = start_migration(&server, "acme", "dedicated");
+    assert_eq!(s, 202, "{v}");
+    // SIGTERM at once: the copy of 3,000 records is still under way (or just ended).
+    server.restart();
+    let (s, st) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+    assert_eq!(s, 200, "{st}");
+    let now = level(&server, "acme");
+    match st["state"].as_str() {
+        Some("interrupted") => {
+            assert_eq!(now, "shared", "{st}");
+            assert!(
+                st["finished_at"].is_i64(),
+                "a clean stop records its end: {st}"
+            );
+        }
+        Some("done" | "rebuilding") => assert_eq!(now, "dedicated", "{st}"),
+        _ => panic!("after a clean stop: {st}"),
+    }
+    assert_eq!(
+        (&st["from"], &st["to"]),
+        (&json!("shared"), &json!("dedicated")),
+        "{st}"
+    );
+    assert_eq!(
+        verify(&server, "acme")["dedicated_file"],
+        now == "dedicated"
+    );
+    let dirs = server
+        .dir
+        .path()
+        .join("data")
+        .join("tenants")
+        .read_dir()
+        .map_or(0, |d| d.count());
+    assert_eq!(dirs, usize::from(now == "dedicated"), "leftovers");
+    assert_eq!(answers(&server, &key), reference);
+
+    // Asked again, it completes; waiting in the request answers 200 once moved.
+    let target = if now == "dedicated" {
+        "shared"
+    } else {
+        "dedicated"
+    };
+    let (s, v) = server.post(
+        "/v1/admin/tenants/acme/migrate",
+        OPERATOR_KEY,
+        json!({"target": target, "wait": true}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(level(&server, "acme"), target);
+    let (_, st) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+    assert!(st["state"] == "done" || st["state"] == "rebuilding", "{st}");
+    verify(&server, "acme");
+    assert_eq!(answers(&server, &key), reference);
+
+    // A hard delete erases the status with the tenant: a tenant of the same name starts anew.
+    let (s, v) = server.call(
+        "DELETE",
+        "/v1/admin/tenants/acme?hard=true",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!((s, &v["purged"]), (200, &json!(true)), "{v}");
+    server.tenant("acme");
+    let (s, st) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+    assert_eq!((s, st["state"].as_str()), (200, Some("none")), "{st}");
 }

@@ -6,7 +6,9 @@ limits, export and import, API keys, and the audit log of every tenant and of th
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from types import TracebackType
 from typing import (
     IO,
@@ -230,9 +232,13 @@ class _AdminCalls:
 
     @staticmethod
     def _migrate(
-        id: str, target: str, index_params: Optional[Mapping[str, Any]], dry_run: bool
+        id: str,
+        target: str,
+        index_params: Optional[Mapping[str, Any]],
+        dry_run: bool,
+        wait: bool = False,
     ) -> Call[MigrationReport]:
-        body: Dict[str, Any] = {"target": target, "dry_run": dry_run}
+        body: Dict[str, Any] = {"target": target, "dry_run": dry_run, "wait": wait}
         if index_params is not None:
             body["index_params"] = dict(index_params)
         return Call(
@@ -472,13 +478,31 @@ class StrataAdmin(_AdminCalls):
         *,
         index_params: Optional[Mapping[str, Any]] = None,
         dry_run: bool = False,
+        wait: bool = False,
     ) -> MigrationReport:
-        """Moves a tenant to isolation level ``target`` (``shared`` or ``partition``) online;
-        with ``dry_run=True`` only reports what would move and cost."""
-        return self._transport.run(self._migrate(id, target, index_params, dry_run))
+        """Moves a tenant to isolation level ``target`` (``shared``, ``partition`` or
+        ``dedicated``) online; with ``dry_run=True`` only reports what would move and cost.
+        A move to or from ``dedicated`` copies the tenant's data in the background and returns
+        at once (follow it with :meth:`wait_for_migration`), unless ``wait=True``."""
+        return self._transport.run(self._migrate(id, target, index_params, dry_run, wait))
 
     def migration_status(self, id: str) -> MigrationStatus:
         return self._transport.run(self._migration(id))
+
+    def wait_for_migration(
+        self, id: str, *, timeout: float = 600.0, poll_interval: float = 0.25
+    ) -> MigrationStatus:
+        """Polls the tenant's migration until it is no longer moving data; returns its status
+        (``done``, ``rebuilding``, ``failed`` or ``interrupted``: check ``state``). Raises
+        ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.migration_status(id)
+            if not status.moving:
+                return status
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"migration of {id} still {status.state} after {timeout} s")
+            time.sleep(poll_interval)
 
     def stats(self, *, after: Optional[str] = None, limit: Optional[int] = None) -> Dict[str, Any]:
         """Server figures and one page of per-tenant figures (``next_after`` for the next)."""
@@ -637,11 +661,27 @@ class AsyncStrataAdmin(_AdminCalls):
         *,
         index_params: Optional[Mapping[str, Any]] = None,
         dry_run: bool = False,
+        wait: bool = False,
     ) -> MigrationReport:
-        return await self._transport.run(self._migrate(id, target, index_params, dry_run))
+        return await self._transport.run(
+            self._migrate(id, target, index_params, dry_run, wait)
+        )
 
     async def migration_status(self, id: str) -> MigrationStatus:
         return await self._transport.run(self._migration(id))
+
+    async def wait_for_migration(
+        self, id: str, *, timeout: float = 600.0, poll_interval: float = 0.25
+    ) -> MigrationStatus:
+        """See :meth:`StrataAdmin.wait_for_migration`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.migration_status(id)
+            if not status.moving:
+                return status
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"migration of {id} still {status.state} after {timeout} s")
+            await asyncio.sleep(poll_interval)
 
     async def stats(
         self, *, after: Optional[str] = None, limit: Optional[int] = None

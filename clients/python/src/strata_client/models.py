@@ -589,10 +589,10 @@ class VerifyReport:
 @dataclass
 class MigrationReport:
     """What a migration between isolation levels moves and costs. With ``dry_run`` nothing
-    happened; otherwise the migration has started (follow it with
-    :meth:`StrataAdmin.migration_status`)."""
+    happened; otherwise the migration has happened, or (a data move, without ``wait``) has
+    started in the background (follow it with :meth:`StrataAdmin.wait_for_migration`)."""
 
-    #: Levels, ``shared`` or ``partition``.
+    #: Levels: ``shared``, ``partition`` or ``dedicated``.
     from_level: str
     to_level: str
     dry_run: bool
@@ -626,14 +626,17 @@ class MigrationReport:
 
 @dataclass
 class MigrationStatus:
-    """A tenant's isolation level and its last migration since the server started."""
+    """A tenant's isolation level and its last migration (kept across server restarts)."""
 
     level: str
-    #: ``none`` when no migration ran since start, else the migration's state.
+    #: ``none`` when the tenant was never migrated; ``copying`` or ``catching_up`` while its
+    #: data moves; then ``rebuilding``, ``done``, ``failed`` or ``interrupted`` (a shutdown or
+    #: crash stopped it before its flip: the tenant stayed at its old level).
     state: str
     from_level: Optional[str] = None
     to_level: Optional[str] = None
     started_at: Optional[int] = None
+    finished_at: Optional[int] = None
     graph_builds_pending: int = 0
     #: Whether the last migration moved the tenant's data (to or from ``dedicated``), and
     #: its progress: storage keys copied of the total.
@@ -651,12 +654,18 @@ class MigrationStatus:
             from_level=d.get("from"),
             to_level=d.get("to"),
             started_at=d.get("started_at"),
+            finished_at=d.get("finished_at"),
             graph_builds_pending=int(d.get("graph_builds_pending", 0)),
             moves_data=bool(d.get("moves_data")),
             keys_copied=int(d.get("keys_copied", 0)),
             keys_total=int(d.get("keys_total", 0)),
             error=d.get("error"),
         )
+
+    @property
+    def moving(self) -> bool:
+        """Whether its data is moving now (``copying`` or ``catching_up``)."""
+        return self.state in ("copying", "catching_up")
 
 
 @dataclass

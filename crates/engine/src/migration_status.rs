@@ -1,0 +1,186 @@
+//! The status of a tenant's last isolation-level migration: what `GET
+//! /v1/admin/tenants/{id}/migration` answers. A data move under way in this process reports
+//! its live progress; otherwise the tenant's last-migration row (kept in its own storage
+//! range, see `strata_store::last_migration`) says how the last one ended, across restarts: a
+//! row still saying `running` when no move of the tenant runs here was cut short by a crash.
+
+use std::sync::atomic::Ordering;
+
+use strata_store::{StoredLevel, StoredMigration, StoredMigrationState};
+use strata_types::now_millis;
+
+use crate::dedicated::{DataMove, Phase};
+use crate::isolation::{IsolationLevel, MigrationState, MigrationStatus, moves_data};
+use crate::registry::lock;
+
+pub(crate) fn stored_level(l: IsolationLevel) -> StoredLevel {
+    match l {
+        IsolationLevel::Shared => StoredLevel::Shared,
+        IsolationLevel::Partition => StoredLevel::Partition,
+        IsolationLevel::Dedicated => StoredLevel::Dedicated,
+    }
+}
+
+fn level(l: StoredLevel) -> IsolationLevel {
+    match l {
+        StoredLevel::Shared => IsolationLevel::Shared,
+        StoredLevel::Partition => IsolationLevel::Partition,
+        StoredLevel::Dedicated => IsolationLevel::Dedicated,
+    }
+}
+
+/// The row of a data move: running (`state: None`) or ended now in `state`.
+pub(crate) fn row(
+    copy: &DataMove,
+    state: Option<StoredMigrationState>,
+    error: Option<String>,
+) -> StoredMigration {
+    StoredMigration {
+        from: stored_level(copy.from),
+        to: stored_level(copy.to),
+        state: state.unwrap_or(StoredMigrationState::Running),
+        started_at: copy.started_at,
+        finished_at: state.map(|_| now_millis().max(copy.started_at)),
+        keys_copied: copy.copied.load(Ordering::Relaxed),
+        keys_total: copy.total,
+        error,
+    }
+}
+
+/// The row of a migration that moves no data, done in one transaction now.
+pub(crate) fn level_change_row(from: IsolationLevel, to: IsolationLevel) -> StoredMigration {
+    let now = now_millis();
+    StoredMigration {
+        from: stored_level(from),
+        to: stored_level(to),
+        state: StoredMigrationState::Done,
+        started_at: now,
+        finished_at: Some(now),
+        keys_copied: 0,
+        keys_total: 0,
+        error: None,
+    }
+}
+
+/// The status from the live move (if one of the tenant is copying or flipping in this
+/// process) or else from the stored row.
+pub(crate) fn status(
+    level_now: IsolationLevel,
+    pending: u32,
+    live: Option<&DataMove>,
+    stored: Option<StoredMigration>,
+) -> MigrationStatus {
+    let running = live.and_then(|c| match *lock(&c.phase) {
+        Phase::Copying => Some((c, MigrationState::Copying)),
+        Phase::CatchingUp => Some((c, MigrationState::CatchingUp)),
+        Phase::Done | Phase::Failed => None,
+    });
+    if let Some((c, state)) = running {
+        return MigrationStatus {
+            level: level_now,
+            state,
+            from: Some(c.from),
+            to: Some(c.to),
+            started_at: Some(c.started_at),
+            finished_at: None,
+            graph_builds_pending: pending,
+            moves_data: true,
+            keys_copied: c.copied.load(Ordering::Relaxed),
+            keys_total: c.total,
+            error: None,
+        };
+    }
+    let Some(row) = stored else {
+        return MigrationStatus {
+            level: level_now,
+            state: MigrationState::None,
+            from: None,
+            to: None,
+            started_at: None,
+            finished_at: None,
+            graph_builds_pending: pending,
+            moves_data: false,
+            keys_copied: 0,
+            keys_total: 0,
+            error: None,
+        };
+    };
+    let (from, to) = (level(row.from), level(row.to));
+    let (state, error) = match row.state {
+        StoredMigrationState::Done if pending > 0 => (MigrationState::Rebuilding, row.error),
+        StoredMigrationState::Done => (MigrationState::Done, row.error),
+        StoredMigrationState::Failed => (MigrationState::Failed, row.error),
+        StoredMigrationState::Interrupted => (MigrationState::Interrupted, row.error),
+        // Nothing of the tenant moves in this process: the one that ran it stopped mid-way.
+        StoredMigrationState::Running => (
+            MigrationState::Interrupted,
+            Some(format!(
+                "the server stopped while this migration ran; the tenant stayed at {}",
+                serde_json::to_value(level_now)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            )),
+        ),
+    };
+    MigrationStatus {
+        level: level_now,
+        state,
+        from: Some(from),
+        to: Some(to),
+        started_at: Some(row.started_at),
+        finished_at: row.finished_at,
+        graph_builds_pending: pending,
+        moves_data: moves_data(from, to),
+        keys_copied: row.keys_copied,
+        keys_total: row.keys_total,
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(state: StoredMigrationState) -> StoredMigration {
+        StoredMigration {
+            from: StoredLevel::Shared,
+            to: StoredLevel::Dedicated,
+            state,
+            started_at: 10,
+            finished_at: (state != StoredMigrationState::Running).then_some(20),
+            keys_copied: 5,
+            keys_total: 4,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_stored_row_still_running_reads_as_interrupted() {
+        let s = status(
+            IsolationLevel::Shared,
+            0,
+            None,
+            Some(stored(StoredMigrationState::Running)),
+        );
+        assert_eq!(s.state, MigrationState::Interrupted);
+        assert!(s.error.unwrap().contains("stayed at shared"));
+        assert_eq!((s.started_at, s.finished_at), (Some(10), None));
+        assert!(s.moves_data);
+    }
+
+    #[test]
+    fn a_done_row_reads_as_rebuilding_while_graphs_are_pending() {
+        let row = stored(StoredMigrationState::Done);
+        let s = status(IsolationLevel::Dedicated, 2, None, Some(row.clone()));
+        assert_eq!(s.state, MigrationState::Rebuilding);
+        let s = status(IsolationLevel::Dedicated, 0, None, Some(row));
+        assert_eq!(s.state, MigrationState::Done);
+        assert_eq!(
+            (s.keys_copied, s.keys_total, s.finished_at),
+            (5, 4, Some(20))
+        );
+        let none = status(IsolationLevel::Shared, 0, None, None);
+        assert_eq!(none.state, MigrationState::None);
+    }
+}
