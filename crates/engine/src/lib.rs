@@ -44,6 +44,7 @@ mod scan;
 mod search;
 mod search_image;
 mod shares;
+mod scope_names;
 mod slot_doc;
 mod snapshot;
 mod stats;
