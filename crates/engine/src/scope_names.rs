@@ -25,6 +25,30 @@ pub(crate) type TokenSetId = u32;
 /// The token set of a record without user tokens.
 pub(crate) const NO_TOKENS: TokenSetId = 0;
 
+/// Estimated heap bytes a value holds (its allocation, with the allocator's header).
+pub(crate) trait HeapSize {
+    fn heap_size(&self) -> usize;
+}
+
+const PER_ALLOCATION: usize = 16;
+
+macro_rules! heap_size_of_name {
+    ($($t:ty),*) => {$(
+        impl HeapSize for $t {
+            fn heap_size(&self) -> usize {
+                self.as_str().len() + PER_ALLOCATION
+            }
+        }
+    )*};
+}
+heap_size_of_name!(Domain, RunId, MemoryScope, UserToken);
+
+impl HeapSize for Box<[NameId]> {
+    fn heap_size(&self) -> usize {
+        self.len() * 4 + PER_ALLOCATION
+    }
+}
+
 /// Counted values by dense id (see the module docs). Ids start at 1.
 #[derive(Debug, Clone)]
 pub(crate) struct Interner<K> {
@@ -32,6 +56,9 @@ pub(crate) struct Interner<K> {
     /// By id − 1: the value and how many slots hold it (`None` once no slot does).
     values: Vec<Option<(K, u32)>>,
     free: Vec<NameId>,
+    /// `HeapSize` of the values held, kept as they come and go: residency accounting reads
+    /// it after every write, so it must not walk the table.
+    value_heap: u64,
 }
 
 impl<K> Default for Interner<K> {
@@ -40,11 +67,12 @@ impl<K> Default for Interner<K> {
             ids: HashMap::new(),
             values: Vec::new(),
             free: Vec::new(),
+            value_heap: 0,
         }
     }
 }
 
-impl<K: Hash + Eq + Clone> Interner<K> {
+impl<K: Hash + Eq + Clone + HeapSize> Interner<K> {
     /// The id of `value`, if some slot holds it.
     pub fn id<Q>(&self, value: &Q) -> Option<NameId>
     where
@@ -77,14 +105,14 @@ impl<K: Hash + Eq + Clone> Interner<K> {
             }
             None => {
                 self.values.push(Some((value.clone(), 1)));
-                // A collection holds at most 2^32 slots, each naming a value at most once
-                // per interner, so the count of distinct values fits (a saturated id would
-                // only share an entry, never alias another value: `ids` is checked first).
+                // Past 2^32 − 1 values held at once (hundreds of GiB of names in one
+                // collection) ids would saturate; nothing smaller reaches it.
                 NonZeroU32::new(u32::try_from(self.values.len()).unwrap_or(u32::MAX))
                     .unwrap_or(NonZeroU32::MIN)
             }
         };
         self.ids.insert(value.clone(), id);
+        self.value_heap += value.heap_size() as u64;
         id
     }
 
@@ -96,6 +124,7 @@ impl<K: Hash + Eq + Clone> Interner<K> {
         let Some((value, n)) = entry else { return };
         *n -= 1;
         if *n == 0 {
+            self.value_heap = self.value_heap.saturating_sub(value.heap_size() as u64);
             self.ids.remove(value);
             *entry = None;
             self.free.push(id);
@@ -109,13 +138,12 @@ impl<K: Hash + Eq + Clone> Interner<K> {
     }
 
     /// Estimated heap bytes: the map and table (by capacity) plus what each value holds on
-    /// the heap (`value_heap`), twice (map key and table entry).
-    fn heap_bytes(&self, value_heap: impl Fn(&K) -> usize) -> u64 {
+    /// the heap, twice (map key and table entry). O(1).
+    fn heap_bytes(&self) -> u64 {
         let entry = std::mem::size_of::<K>();
         let map = self.ids.capacity() * (entry + 4 + 1);
         let table = self.values.capacity() * std::mem::size_of::<Option<(K, u32)>>();
-        let values: usize = self.ids.keys().map(|k| 2 * value_heap(k)).sum();
-        (map + table + values + self.free.capacity() * 4) as u64
+        (map + table + self.free.capacity() * 4) as u64 + 2 * self.value_heap
     }
 }
 
@@ -235,13 +263,11 @@ impl ScopeNames {
 
     /// Estimated heap bytes of the tables (each name once per table, with its allocation).
     pub fn heap_bytes(&self) -> u64 {
-        const PER_ALLOCATION: usize = 16;
-        let string = |s: &str| s.len() + PER_ALLOCATION;
-        self.domains.heap_bytes(|d| string(d.as_str()))
-            + self.runs.heap_bytes(|r| string(r.as_str()))
-            + self.scopes.heap_bytes(|s| string(s.as_str()))
-            + self.tokens.heap_bytes(|t| string(t.as_str()))
-            + self.sets.heap_bytes(|s| s.len() * 4 + PER_ALLOCATION)
+        self.domains.heap_bytes()
+            + self.runs.heap_bytes()
+            + self.scopes.heap_bytes()
+            + self.tokens.heap_bytes()
+            + self.sets.heap_bytes()
     }
 }
 
@@ -273,8 +299,17 @@ mod tests {
         assert_eq!(n.domains.len(), 1, "still held by the shared record");
         n.release(shared);
         assert_eq!(n.domains.len(), 0);
+        assert_eq!(
+            n.domains.value_heap + n.tokens.value_heap + n.sets.value_heap,
+            0
+        );
         // Freed ids are reused, and a reused id names only its new value.
-        let c = n.acquire(&Domain::parse("other").unwrap(), None, None, &[token("u:c")]);
+        let c = n.acquire(
+            &Domain::parse("other").unwrap(),
+            None,
+            None,
+            &[token("u:c")],
+        );
         assert_eq!(n.names(c).unwrap().domain.as_str(), "other");
         assert!(n.runs.id(&run).is_none());
     }

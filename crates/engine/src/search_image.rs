@@ -378,7 +378,8 @@ pub(crate) fn decode(
     let with_vector = RoaringBitmap::deserialize_from(image.with_vector.as_slice())
         .map_err(|e| corrupt(format!("with_vector: {e}")))?;
     let records = docs.iter().flatten().count() as u64;
-    let mut ci = CollectionIndex::from_image(c, params, docs, names, vectors, image.fields, image.bm25)?;
+    let mut ci =
+        CollectionIndex::from_image(c, params, docs, names, vectors, image.fields, image.bm25)?;
     ci.set_with_vector(with_vector)?;
     let loaded = Loaded {
         version: image.version,
@@ -630,7 +631,10 @@ mod tests {
         let described = |ci: &CollectionIndex| -> Vec<_> {
             ci.docs
                 .iter()
-                .map(|d| d.as_ref().map(|d| (d.id.clone(), ci.names.names(d.scope).unwrap())))
+                .map(|d| {
+                    d.as_ref()
+                        .map(|d| (d.id.clone(), ci.names.names(d.scope).unwrap()))
+                })
                 .collect()
         };
         assert_eq!(described(&back), described(&ci));

@@ -151,7 +151,10 @@ mod tests {
         other.run_id = None;
         assert!(!d.describes(&other, &names));
         // The same record always weighs the same, so place and remove balance.
-        assert_eq!(d.heap_bytes(), SlotDoc::of(&record(), &mut names).heap_bytes());
+        assert_eq!(
+            d.heap_bytes(),
+            SlotDoc::of(&record(), &mut names).heap_bytes()
+        );
         assert!(d.heap_bytes() > 0);
         assert!(
             std::mem::size_of::<Option<SlotDoc>>() <= 80,

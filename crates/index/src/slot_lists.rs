@@ -124,7 +124,6 @@ impl SlotLists {
         self.arena = arena;
         self.garbage = 0;
     }
-
 }
 
 /// Written as one sequence of id sequences, slot by slot: the same bytes as the
