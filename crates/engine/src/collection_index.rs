@@ -14,6 +14,7 @@ use strata_index::{Bm25Index, FieldIndex, HnswIndex, HnswParams, IdTable, Roarin
 use strata_types::{Collection, Domain, MemoryScope, Metric, Record, RecordId, RunId, UserToken};
 
 use crate::EngineError;
+use crate::scope_names::{NO_TOKENS, ScopeNames};
 use crate::slot_doc::SlotDoc;
 
 /// A collection gets an HNSW graph once `vectors × dim` reaches this many floats: three
@@ -61,6 +62,8 @@ pub(crate) struct CollectionIndex {
     pub metric: strata_index::Metric,
     /// Slot → the record's resident part (`SlotDoc`); the whole record stays in storage.
     pub docs: Vec<Option<SlotDoc>>,
+    /// The scope names `docs` point into (`crate::scope_names`).
+    pub names: ScopeNames,
     /// Record id → slot. The ids themselves are in `docs`, once (`IdTable`).
     slot_of: IdTable,
     free: Vec<u32>,
@@ -112,6 +115,7 @@ impl CollectionIndex {
             dim: c.dim as usize,
             metric: index_metric(c.metric),
             docs: Vec::new(),
+            names: ScopeNames::default(),
             slot_of: IdTable::default(),
             free: Vec::new(),
             vectors: Vec::new(),
@@ -167,7 +171,10 @@ impl CollectionIndex {
         let slots = self.docs.capacity() * std::mem::size_of::<Option<SlotDoc>>()
             + self.slot_of.capacity() * SLOT_MAP_ENTRY_BYTES;
         let graph = self.graph.as_ref().map_or(0, HnswIndex::memory_bytes);
-        (vectors + slots + graph) as u64 + self.fields.column_bytes() + self.slot_bytes
+        (vectors + slots + graph) as u64
+            + self.fields.column_bytes()
+            + self.names.heap_bytes()
+            + self.slot_bytes
     }
 
     /// The vectors of `slots` that still hold one, copied (for a background graph build).
@@ -321,7 +328,7 @@ impl CollectionIndex {
     }
 
     fn place(&mut self, record: &Record, slot: u32, graph: bool) -> Result<(), EngineError> {
-        self.docs[slot as usize] = Some(SlotDoc::of(record));
+        self.docs[slot as usize] = Some(SlotDoc::of(record, &mut self.names));
         self.place_scope(slot);
         index_fields(&mut self.fields, slot, record);
         if let Some(text) = &record.content {
@@ -365,18 +372,23 @@ impl CollectionIndex {
         if record.expires_at.is_some() {
             self.with_expiry.insert(slot);
         }
-        set_bit(&mut self.by_domain, record.memory_domain.clone(), slot);
-        if let Some(r) = &record.run_id {
-            set_bit(&mut self.by_run, r.clone(), slot);
+        let (names, ids) = (&self.names, record.scope);
+        if let Some(d) = names.domains.get(ids.domain) {
+            set_bit(&mut self.by_domain, d, slot);
         }
-        if let Some(s) = &record.memory_scope {
-            set_bit(&mut self.by_scope, s.clone(), slot);
+        if let Some(r) = ids.run.and_then(|r| names.runs.get(r)) {
+            set_bit(&mut self.by_run, r, slot);
         }
-        if record.user_tokens.is_empty() {
+        if let Some(s) = ids.scope.and_then(|s| names.scopes.get(s)) {
+            set_bit(&mut self.by_scope, s, slot);
+        }
+        if ids.tokens == NO_TOKENS {
             self.shared.insert(slot);
         }
-        for t in &record.user_tokens {
-            set_bit(&mut self.by_token, t.clone(), slot);
+        for t in names.token_set(ids.tokens) {
+            if let Some(t) = names.tokens.get(*t) {
+                set_bit(&mut self.by_token, t, slot);
+            }
         }
         self.slot_bytes += record.heap_bytes();
     }
@@ -393,6 +405,7 @@ impl CollectionIndex {
         c: &Collection,
         params: HnswParams,
         docs: Vec<Option<SlotDoc>>,
+        names: ScopeNames,
         vectors: Option<Vec<f32>>,
         fields: FieldIndex,
         bm25: Bm25Index,
@@ -415,6 +428,7 @@ impl CollectionIndex {
             ));
         }
         ci.docs = docs;
+        ci.names = names;
         ci.slot_of = IdTable::with_capacity(ci.docs.len());
         for slot in 0..ci.docs.len() as u32 {
             let Some(doc) = &ci.docs[slot as usize] else {
@@ -579,17 +593,23 @@ impl CollectionIndex {
         self.touched(slot);
         self.live.remove(slot);
         self.with_expiry.remove(slot);
-        clear_bit(&mut self.by_domain, &doc.memory_domain, slot);
-        if let Some(r) = &doc.run_id {
+        let (names, ids) = (&self.names, doc.scope);
+        if let Some(d) = names.domains.get(ids.domain) {
+            clear_bit(&mut self.by_domain, d, slot);
+        }
+        if let Some(r) = ids.run.and_then(|r| names.runs.get(r)) {
             clear_bit(&mut self.by_run, r, slot);
         }
-        if let Some(s) = &doc.memory_scope {
+        if let Some(s) = ids.scope.and_then(|s| names.scopes.get(s)) {
             clear_bit(&mut self.by_scope, s, slot);
         }
         self.shared.remove(slot);
-        for t in &doc.user_tokens {
-            clear_bit(&mut self.by_token, t, slot);
+        for t in names.token_set(ids.tokens) {
+            if let Some(t) = names.tokens.get(*t) {
+                clear_bit(&mut self.by_token, t, slot);
+            }
         }
+        self.names.release(ids);
         self.fields.remove_slot(slot);
         self.bm25.remove(slot);
         if self.with_vector.remove(slot)
@@ -620,8 +640,20 @@ fn id_in(docs: &[Option<SlotDoc>], slot: u32) -> &str {
 /// and every search subtracts the expired ones, which a column would answer by a full scan.
 pub(crate) const BUILTIN_COLUMNS: [&str; 3] = ["b:created_at", "b:updated_at", "b:confidence"];
 
-fn set_bit<K: std::hash::Hash + Eq>(map: &mut HashMap<K, RoaringBitmap>, key: K, slot: u32) {
-    map.entry(key).or_default().insert(slot);
+/// Sets `slot` in `key`'s bitmap; the key is cloned only for a new entry.
+fn set_bit<K: std::hash::Hash + Eq + Clone>(
+    map: &mut HashMap<K, RoaringBitmap>,
+    key: &K,
+    slot: u32,
+) {
+    match map.get_mut(key) {
+        Some(b) => {
+            b.insert(slot);
+        }
+        None => {
+            map.insert(key.clone(), RoaringBitmap::from_iter([slot]));
+        }
+    }
 }
 
 fn clear_bit<K: std::hash::Hash + Eq>(map: &mut HashMap<K, RoaringBitmap>, key: &K, slot: u32) {

@@ -16,7 +16,7 @@ use strata_types::{CollectionName, Filter, Record};
 
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
-use crate::visibility::Visibility;
+use crate::visibility::{SlotVisibility, Visibility};
 
 /// One collection's records in one storage snapshot.
 pub(crate) struct StoredRecords<'a> {
@@ -62,6 +62,8 @@ impl<'a> StoredRecords<'a> {
 pub(crate) struct HitChecks<'a> {
     ci: &'a CollectionIndex,
     vis: &'a Visibility,
+    /// `vis` resolved against the collection's scope names once, for `sees`.
+    slots: SlotVisibility<'a>,
     filter: Option<&'a Filter>,
     /// The field index answered the filter exactly (or there is none): no record is read for
     /// it.
@@ -86,6 +88,7 @@ impl<'a> HitChecks<'a> {
         HitChecks {
             ci,
             vis,
+            slots: vis.for_slots(&ci.names),
             filter,
             filter_exact,
             stored,
@@ -95,13 +98,13 @@ impl<'a> HitChecks<'a> {
     }
 
     /// Whether the caller sees the record in `slot`, decided on its resident part by
-    /// `Visibility::sees_slot`.
+    /// `SlotVisibility::sees_slot`.
     pub fn sees(&self, slot: u32) -> bool {
         self.ci
             .docs
             .get(slot as usize)
             .and_then(Option::as_ref)
-            .is_some_and(|d| self.vis.sees_slot(d))
+            .is_some_and(|d| self.slots.sees_slot(d))
     }
 
     /// Whether the record in `slot` matches the filter: true at once when the field index

@@ -115,6 +115,7 @@ mod tests {
             &collection(),
             HnswParams::default(),
             ci.docs.clone(),
+            ci.names.clone(),
             Some(vec![0.0; ci.docs.len() * ci.dim]),
             ci.fields.clone(),
             ci.bm25.clone(),

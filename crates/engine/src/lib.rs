@@ -43,6 +43,7 @@ mod replay;
 mod rerank;
 mod residency;
 mod scan;
+mod scope_names;
 mod search;
 mod search_image;
 mod shares;

@@ -148,12 +148,13 @@ pub(crate) fn visible_slots(
                 }
             }
         } else {
+            let slots = vis.for_slots(&ci.names);
             for slot in &with_tokens {
                 let seen = ci
                     .docs
                     .get(slot as usize)
                     .and_then(Option::as_ref)
-                    .is_some_and(|d| vis.sees_slot(d));
+                    .is_some_and(|d| slots.sees_slot(d));
                 if !seen {
                     visible.remove(slot);
                 }

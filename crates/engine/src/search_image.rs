@@ -27,6 +27,7 @@ use strata_types::{Collection, CollectionName, Domain, MemoryScope, RecordId, Ru
 
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
+use crate::scope_names::ScopeNames;
 use crate::slot_doc::SlotDoc;
 
 /// 4: the field index ends with its numeric columns (`FieldIndex::with_columns`: the
@@ -109,13 +110,13 @@ pub(crate) struct Loaded {
 
 /// Numbers names in the order they are first met.
 #[derive(Default)]
-struct Interner<'a> {
-    ids: HashMap<&'a str, u32>,
+struct Interner {
+    ids: HashMap<String, u32>,
     names: Vec<String>,
 }
 
-impl<'a> Interner<'a> {
-    fn id(&mut self, name: &'a str) -> Result<u32, EngineError> {
+impl Interner {
+    fn id(&mut self, name: &str) -> Result<u32, EngineError> {
         if let Some(id) = self.ids.get(name) {
             return Ok(*id);
         }
@@ -123,7 +124,7 @@ impl<'a> Interner<'a> {
             .ok()
             .filter(|id| *id != NONE)
             .ok_or_else(|| corrupt("too many names"))?;
-        self.ids.insert(name, id);
+        self.ids.insert(name.to_owned(), id);
         self.names.push(name.to_owned());
         Ok(id)
     }
@@ -148,17 +149,21 @@ pub(crate) fn encode(ci: &CollectionIndex, version: u64) -> Result<Vec<u8>, Engi
         let id = d.id.as_str().as_bytes();
         id_lens.push(u32::try_from(id.len()).map_err(|_| corrupt("record id too long"))?);
         ids.extend_from_slice(id);
-        c.domain.push(domains.id(d.memory_domain.as_str())?);
-        c.run.push(match &d.run_id {
+        let names = ci
+            .names
+            .names(d.scope)
+            .ok_or_else(|| corrupt(format!("record {}: a scope id without a name", d.id)))?;
+        c.domain.push(domains.id(names.domain.as_str())?);
+        c.run.push(match &names.run_id {
             Some(r) => runs.id(r.as_str())?,
             None => NONE,
         });
-        c.scope.push(match &d.memory_scope {
+        c.scope.push(match &names.memory_scope {
             Some(s) => scopes.id(s.as_str())?,
             None => NONE,
         });
-        c.token_counts.push(d.user_tokens.len() as u32);
-        for t in &d.user_tokens {
+        c.token_counts.push(names.user_tokens.len() as u32);
+        for t in &names.user_tokens {
             c.tokens.push(tokens.id(t.as_str())?);
         }
         c.created_at.push(d.created_at);
@@ -222,7 +227,7 @@ pub(crate) fn check(bytes: &[u8]) -> Result<(), EngineError> {
     // The columns too, as a load reads them, and the indexes against the slots: an image only
     // a load would refuse is no image.
     let image = decode_image(bytes)?;
-    let docs = slot_docs(&image)?;
+    let (docs, _) = slot_docs(&image)?;
     let live: RoaringBitmap = (0u32..)
         .zip(&docs)
         .filter(|(_, d)| d.is_some())
@@ -250,14 +255,22 @@ fn pick<T: Clone>(table: &[T], i: u32) -> Result<T, EngineError> {
         .ok_or_else(|| corrupt("a column points outside its name table"))
 }
 
-/// `table[i]`, or `None` for [`NONE`].
-fn optional<T: Clone>(table: &[T], i: u32) -> Result<Option<T>, EngineError> {
-    (i != NONE).then(|| pick(table, i)).transpose()
+/// `&table[i]`, or an error for an index outside it.
+fn pick_ref<T>(table: &[T], i: u32) -> Result<&T, EngineError> {
+    table
+        .get(i as usize)
+        .ok_or_else(|| corrupt("a column points outside its name table"))
+}
+
+/// `&table[i]`, or `None` for [`NONE`].
+fn optional<T>(table: &[T], i: u32) -> Result<Option<&T>, EngineError> {
+    (i != NONE).then(|| pick_ref(table, i)).transpose()
 }
 
 /// The slots' resident parts from the image's ids and columns, checked: every column has one
 /// entry per record, every index points into its table, token lists are sorted and distinct.
-fn slot_docs(image: &Image) -> Result<Vec<Option<SlotDoc>>, EngineError> {
+/// Their scope names are interned in the returned tables, as `SlotDoc::of` would.
+fn slot_docs(image: &Image) -> Result<(Vec<Option<SlotDoc>>, ScopeNames), EngineError> {
     let domains = parse_all(&image.names.domains, |n| Domain::parse(n))?;
     let runs = parse_all(&image.names.runs, |n| RunId::parse(n))?;
     let scopes = parse_all(&image.names.scopes, |n| MemoryScope::parse(n))?;
@@ -278,6 +291,7 @@ fn slot_docs(image: &Image) -> Result<Vec<Option<SlotDoc>>, EngineError> {
         return Err(corrupt("columns do not match the records"));
     }
     let mut docs = Vec::with_capacity(image.id_lens.len());
+    let mut names = ScopeNames::default();
     let (mut at, mut row, mut token_at) = (0usize, 0usize, 0usize);
     for len in &image.id_lens {
         if *len == 0 {
@@ -297,7 +311,7 @@ fn slot_docs(image: &Image) -> Result<Vec<Option<SlotDoc>>, EngineError> {
             .checked_add(count)
             .filter(|end| *end <= c.tokens.len())
             .ok_or_else(|| corrupt("token counts overrun the tokens"))?;
-        let user_tokens = c.tokens[token_at..token_end]
+        let user_tokens: Vec<UserToken> = c.tokens[token_at..token_end]
             .iter()
             .map(|t| pick(&tokens, *t))
             .collect::<Result<Vec<UserToken>, _>>()?;
@@ -312,12 +326,15 @@ fn slot_docs(image: &Image) -> Result<Vec<Option<SlotDoc>>, EngineError> {
         if c.created_at[row] < 0 || c.expires_at[row].is_some_and(|t| t < 0) {
             return Err(corrupt(format!("record {id}: a time before 1970")));
         }
+        let scope = names.acquire(
+            pick_ref(&domains, c.domain[row])?,
+            optional(&runs, c.run[row])?,
+            optional(&scopes, c.scope[row])?,
+            &user_tokens,
+        );
         docs.push(Some(SlotDoc {
             id,
-            memory_domain: pick(&domains, c.domain[row])?,
-            run_id: optional(&runs, c.run[row])?,
-            memory_scope: optional(&scopes, c.scope[row])?,
-            user_tokens,
+            scope,
             created_at: c.created_at[row],
             expires_at: c.expires_at[row],
             confidence,
@@ -328,7 +345,7 @@ fn slot_docs(image: &Image) -> Result<Vec<Option<SlotDoc>>, EngineError> {
     if at != image.ids.len() || token_at != c.tokens.len() {
         return Err(corrupt("bytes after the last record"));
     }
-    Ok(docs)
+    Ok((docs, names))
 }
 
 /// Rebuilds collection `c` from its image, if the image decodes and is whole; the caller
@@ -342,7 +359,7 @@ pub(crate) fn decode(
     if image.dim != c.dim {
         return Err(corrupt(format!("dimension {} not {}", image.dim, c.dim)));
     }
-    let docs = slot_docs(&image)?;
+    let (docs, names) = slot_docs(&image)?;
     let expected = if image.vectors_in_graph {
         0
     } else {
@@ -361,7 +378,8 @@ pub(crate) fn decode(
     let with_vector = RoaringBitmap::deserialize_from(image.with_vector.as_slice())
         .map_err(|e| corrupt(format!("with_vector: {e}")))?;
     let records = docs.iter().flatten().count() as u64;
-    let mut ci = CollectionIndex::from_image(c, params, docs, vectors, image.fields, image.bm25)?;
+    let mut ci =
+        CollectionIndex::from_image(c, params, docs, names, vectors, image.fields, image.bm25)?;
     ci.set_with_vector(with_vector)?;
     let loaded = Loaded {
         version: image.version,
@@ -610,7 +628,16 @@ mod tests {
         assert_eq!(image.names.tokens.len(), 2);
         let (back, loaded) = decode(&bytes, &collection(), Default::default()).unwrap();
         assert_eq!(loaded.records, 2);
-        assert_eq!(back.docs, ci.docs);
+        let described = |ci: &CollectionIndex| -> Vec<_> {
+            ci.docs
+                .iter()
+                .map(|d| {
+                    d.as_ref()
+                        .map(|d| (d.id.clone(), ci.names.names(d.scope).unwrap()))
+                })
+                .collect()
+        };
+        assert_eq!(described(&back), described(&ci));
         assert_eq!(encode(&back, 3).unwrap(), bytes);
     }
 }

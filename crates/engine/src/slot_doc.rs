@@ -9,17 +9,18 @@
 //! from the search's own storage snapshot (`crate::hits`). Keeping whole records resident cost
 //! 2.3 × the raw vectors for 200,000 records (`docs/benchmarks.md`).
 
-use strata_types::{Domain, MemoryScope, Millis, Record, RecordId, RunId, UserToken};
+use strata_types::{Millis, Record, RecordId};
 
-/// The resident part of one record (see the module docs).
+use crate::scope_names::{ScopeIds, ScopeNames};
+
+/// The resident part of one record (see the module docs). Its scope fields are ids into its
+/// collection's name tables (`crate::scope_names`): a string per record and field cost about
+/// 120 bytes per record.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SlotDoc {
     pub id: RecordId,
-    pub memory_domain: Domain,
-    pub run_id: Option<RunId>,
-    pub memory_scope: Option<MemoryScope>,
-    /// Sorted and free of duplicates, as on the record.
-    pub user_tokens: Vec<UserToken>,
+    /// Domain, run, memory scope and user tokens, interned in the collection's `ScopeNames`.
+    pub scope: ScopeIds,
     pub created_at: Millis,
     pub expires_at: Option<Millis>,
     /// The record's confidence value (`Confidence::value`), for ranking.
@@ -31,13 +32,17 @@ pub(crate) struct SlotDoc {
 }
 
 impl SlotDoc {
-    pub fn of(r: &Record) -> SlotDoc {
+    /// The resident part of `r`, its scope names interned in `names` (a reference each, given
+    /// back by `ScopeNames::release` when the slot goes).
+    pub fn of(r: &Record, names: &mut ScopeNames) -> SlotDoc {
         SlotDoc {
             id: r.id.clone(),
-            memory_domain: r.memory_domain.clone(),
-            run_id: r.run_id.clone(),
-            memory_scope: r.memory_scope.clone(),
-            user_tokens: r.user_tokens.clone(),
+            scope: names.acquire(
+                &r.memory_domain,
+                r.run_id.as_ref(),
+                r.memory_scope.as_ref(),
+                &r.user_tokens,
+            ),
             created_at: r.created_at,
             expires_at: r.expires_at,
             confidence: r.confidence.value,
@@ -45,26 +50,34 @@ impl SlotDoc {
         }
     }
 
+    /// Whether this slot holds what `r` would put there (for the tenant check): the same id,
+    /// scope names, times, confidence and estimate.
+    pub fn describes(&self, r: &Record, names: &ScopeNames) -> bool {
+        let Some(scope) = names.names(self.scope) else {
+            return false;
+        };
+        self.id == r.id
+            && scope.domain == r.memory_domain
+            && scope.run_id == r.run_id
+            && scope.memory_scope == r.memory_scope
+            && scope.user_tokens == r.user_tokens
+            && self.created_at == r.created_at
+            && self.expires_at == r.expires_at
+            && self.confidence == r.confidence.value
+            && self.index_bytes == index_bytes(r)
+    }
+
     /// Whether the record's TTL has passed at `now` (the rule of `Record::is_expired`).
     pub fn is_expired(&self, now: Millis) -> bool {
         self.expires_at.is_some_and(|t| t <= now)
     }
 
-    /// Estimated heap bytes this slot holds: its strings (each with an allocator header) and
-    /// its index entries. The inline part is counted by the slot table's capacity.
+    /// Estimated heap bytes this slot holds: its id string (with an allocator header) and its
+    /// index entries. The inline part is counted by the slot table's capacity, the scope names
+    /// by their tables (`ScopeNames::heap_bytes`).
     pub fn heap_bytes(&self) -> u64 {
         const PER_ALLOCATION: usize = 16;
-        let string = |s: &str| s.len() + PER_ALLOCATION;
-        let strings = string(self.id.as_str())
-            + string(self.memory_domain.as_str())
-            + self.run_id.as_ref().map_or(0, |x| string(x.as_str()))
-            + self.memory_scope.as_ref().map_or(0, |x| string(x.as_str()))
-            + self
-                .user_tokens
-                .iter()
-                .map(|t| string(t.as_str()) + std::mem::size_of::<UserToken>())
-                .sum::<usize>();
-        (strings + self.index_bytes as usize) as u64
+        (self.id.as_str().len() + PER_ALLOCATION + self.index_bytes as usize) as u64
     }
 }
 
@@ -102,7 +115,7 @@ fn json_bytes(map: &serde_json::Map<String, serde_json::Value>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_types::{CollectionName, Confidence};
+    use strata_types::{CollectionName, Confidence, Domain, RunId, UserToken};
 
     fn record() -> Record {
         Record {
@@ -125,14 +138,28 @@ mod tests {
 
     #[test]
     fn keeps_what_search_decides_with() {
-        let d = SlotDoc::of(&record());
+        let mut names = ScopeNames::default();
+        let d = SlotDoc::of(&record(), &mut names);
         assert_eq!(d.id.as_str(), "r1");
-        assert_eq!(d.run_id.as_ref().map(|r| r.as_str()), Some("run"));
-        assert_eq!(d.user_tokens.len(), 1);
+        let scope = names.names(d.scope).unwrap();
+        assert_eq!(scope.run_id.as_ref().map(|r| r.as_str()), Some("run"));
+        assert_eq!(scope.user_tokens.len(), 1);
         assert_eq!((d.created_at, d.confidence), (5, 0.75));
         assert!(!d.is_expired(9) && d.is_expired(10));
+        assert!(d.describes(&record(), &names));
+        let mut other = record();
+        other.run_id = None;
+        assert!(!d.describes(&other, &names));
         // The same record always weighs the same, so place and remove balance.
-        assert_eq!(d.heap_bytes(), SlotDoc::of(&record()).heap_bytes());
+        assert_eq!(
+            d.heap_bytes(),
+            SlotDoc::of(&record(), &mut names).heap_bytes()
+        );
         assert!(d.heap_bytes() > 0);
+        assert!(
+            std::mem::size_of::<Option<SlotDoc>>() <= 80,
+            "a slot stays small: {}",
+            std::mem::size_of::<Option<SlotDoc>>()
+        );
     }
 }

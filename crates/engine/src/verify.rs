@@ -273,7 +273,7 @@ fn check_index(
                 ));
                 continue;
             };
-            if **doc != SlotDoc::of(rec) {
+            if !doc.describes(rec, &ci.names) {
                 report.problem(format!("index: {name}/{} differs from storage", rec.id));
             }
             if rec.vector.is_some() {

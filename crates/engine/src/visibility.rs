@@ -20,6 +20,7 @@ use strata_types::{
 };
 
 use crate::EngineError;
+use crate::scope_names::{NO_TOKENS, NameId, ScopeNames, TokenSetId};
 use crate::slot_doc::SlotDoc;
 
 /// Which principals a resolved request speaks for.
@@ -129,16 +130,34 @@ impl Visibility {
         })
     }
 
-    /// The same decision on a record's resident part in a collection index, which holds every
-    /// field the rules read.
-    pub fn sees_slot(&self, doc: &SlotDoc) -> bool {
-        self.sees_fields(Fields {
-            domain: &doc.memory_domain,
-            run_id: doc.run_id.as_ref(),
-            memory_scope: doc.memory_scope.as_ref(),
-            expired: doc.is_expired(self.now),
-            user_tokens: &doc.user_tokens,
-        })
+    /// The same decisions on the resident parts of one collection's records, whose scope
+    /// fields are ids into `names`: the request's names are resolved to ids once, here, and
+    /// each slot is then decided by comparing ids ([`SlotVisibility::sees_slot`]).
+    pub fn for_slots<'a>(&'a self, names: &'a ScopeNames) -> SlotVisibility<'a> {
+        let domain = names.domains.id(&self.domain);
+        // A name the request needs that no record of the collection carries: nothing matches
+        // (fail closed, never "no constraint").
+        let run = self.run_id.as_ref().map(|r| names.runs.id(r));
+        let scope = self.memory_scope.as_ref().map(|s| names.scopes.id(s));
+        let nothing = domain.is_none() || run == Some(None) || scope == Some(None);
+        let principals = match &self.principals {
+            Principals::All => SlotPrincipals::All,
+            Principals::Set(set, how) => {
+                // A request token no record carries can match no record token: left out.
+                let mut ids: Vec<NameId> = set.iter().filter_map(|t| names.tokens.id(t)).collect();
+                ids.sort_unstable();
+                SlotPrincipals::Set(ids, *how)
+            }
+        };
+        SlotVisibility {
+            names,
+            nothing,
+            domain: domain.unwrap_or(NameId::MIN),
+            run: run.flatten(),
+            scope: scope.flatten(),
+            principals,
+            now: self.now,
+        }
     }
 
     /// The rules themselves (module docs), over the fields they read.
@@ -186,6 +205,55 @@ impl Visibility {
     }
 }
 
+/// Principals by token id (see [`Visibility::for_slots`]).
+enum SlotPrincipals {
+    All,
+    /// Sorted token ids.
+    Set(Vec<NameId>, UserMatch),
+}
+
+/// A [`Visibility`] resolved against one collection's scope names (`Visibility::for_slots`).
+pub(crate) struct SlotVisibility<'a> {
+    names: &'a ScopeNames,
+    /// The request names a domain, run or memory scope that no record of the collection has.
+    nothing: bool,
+    domain: NameId,
+    run: Option<NameId>,
+    scope: Option<NameId>,
+    principals: SlotPrincipals,
+    now: Millis,
+}
+
+impl SlotVisibility<'_> {
+    /// Whether the request sees the record whose resident part is `doc`: the rules of
+    /// `Visibility::sees` (module docs), on ids.
+    pub fn sees_slot(&self, doc: &SlotDoc) -> bool {
+        let s = &doc.scope;
+        !self.nothing
+            && s.domain == self.domain
+            && self.run.is_none_or(|r| s.run == Some(r))
+            && self.scope.is_none_or(|m| s.scope == Some(m))
+            && !doc.is_expired(self.now)
+            && self.sees_tokens(s.tokens)
+    }
+
+    fn sees_tokens(&self, set: TokenSetId) -> bool {
+        if set == NO_TOKENS {
+            return true;
+        }
+        let tokens = self.names.token_set(set);
+        match &self.principals {
+            SlotPrincipals::All => true,
+            SlotPrincipals::Set(ids, UserMatch::Any) => {
+                tokens.iter().any(|t| ids.binary_search(t).is_ok())
+            }
+            SlotPrincipals::Set(ids, UserMatch::All) => {
+                tokens.iter().all(|t| ids.binary_search(t).is_ok())
+            }
+        }
+    }
+}
+
 /// What the visibility rules read of a record.
 struct Fields<'a> {
     domain: &'a Domain,
@@ -222,3 +290,7 @@ fn check_subset(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+#[path = "visibility_slot_tests.rs"]
+mod slot_tests;

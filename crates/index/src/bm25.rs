@@ -24,6 +24,7 @@ use roaring::RoaringBitmap;
 use crate::Analyzer;
 use crate::exact::{Hit, TopK};
 use crate::id_table::IdTable;
+use crate::slot_lists::SlotLists;
 use crate::slot_set::SlotSet;
 
 /// BM25 term-frequency saturation.
@@ -71,8 +72,9 @@ pub struct Bm25Index {
     /// Document length in tokens by slot (0 for an empty slot). Dense because the engine's
     /// slots are: summing the lengths of a visible set is then one array read per document.
     pub(crate) lens: Vec<u32>,
-    /// Each slot's distinct term ids (empty for an empty slot), so that removal is exact.
-    pub(crate) slot_terms: Vec<Vec<u32>>,
+    /// Each slot's distinct term ids (empty for an empty slot), so that removal is exact; in
+    /// one arena rather than a `Vec` per slot (`SlotLists`).
+    pub(crate) slot_terms: SlotLists,
     pub(crate) total_len: u64,
     /// Turns documents and queries alike into terms.
     pub(crate) analyzer: Analyzer,
@@ -185,13 +187,10 @@ impl Bm25Index {
         if self.lens.len() <= at {
             self.lens.resize(at + 1, 0);
         }
-        if self.slot_terms.len() <= at {
-            self.slot_terms.resize(at + 1, Vec::new());
-        }
         self.lens[at] = len;
         self.total_len += u64::from(len);
         self.docs.insert(slot);
-        self.slot_terms[at] = ids;
+        self.slot_terms.set(slot, &ids);
     }
 
     /// Removes `slot`; returns whether it was indexed.
@@ -199,16 +198,13 @@ impl Bm25Index {
         if !self.docs.remove(slot) {
             return false;
         }
-        let ids = self
-            .slot_terms
-            .get_mut(slot as usize)
-            .map(std::mem::take)
-            .unwrap_or_default();
+        // Borrowed from `slot_terms` while the other fields change; cleared after.
+        let ids = self.slot_terms.get(slot);
         if let Some(len) = self.lens.get_mut(slot as usize) {
             self.total_len -= u64::from(*len);
             *len = 0;
         }
-        for id in ids {
+        for &id in ids {
             let Some(posting) = self.postings.get_mut(id as usize) else {
                 continue;
             };
@@ -223,6 +219,7 @@ impl Bm25Index {
                 self.free_ids.push(id);
             }
         }
+        self.slot_terms.clear(slot);
         true
     }
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::Analyzer;
 use crate::bm25::{Bm25Index, Posting, repeat_key};
 use crate::id_table::IdTable;
+use crate::slot_lists::SlotLists;
 
 #[derive(Serialize, Deserialize)]
 struct StoredPosting {
@@ -29,7 +30,7 @@ struct StoredRef<'a> {
     postings: Vec<StoredPosting>,
     docs: &'a RoaringBitmap,
     lens: &'a [u32],
-    slot_terms: &'a [Vec<u32>],
+    slot_terms: &'a SlotLists,
     total_len: u64,
 }
 
@@ -176,7 +177,7 @@ impl Bm25Index {
             free_ids,
             docs: s.docs,
             lens: s.lens,
-            slot_terms: s.slot_terms,
+            slot_terms: SlotLists::from_lists(s.slot_terms),
             total_len: s.total_len,
             analyzer: s.analyzer,
         })

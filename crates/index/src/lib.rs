@@ -27,6 +27,7 @@ mod hnsw_scratch;
 pub mod id_table;
 pub mod kernels;
 pub mod metric;
+mod slot_lists;
 mod slot_set;
 pub mod testdata;
 

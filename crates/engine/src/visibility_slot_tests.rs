@@ -1,0 +1,145 @@
+//! `SlotVisibility::sees_slot` on interned slots against `Visibility::sees` on whole records,
+//! the model: for random records (some removed, so names are dropped and ids reused) and
+//! random requests, including names no record carries, both decide alike.
+
+use proptest::prelude::*;
+use strata_types::{
+    Collection, CollectionName, Confidence, Domain, MemoryScope, Metric, Record, RecordId,
+    RequestScope, RunId, UserMatch, UserToken,
+};
+
+use crate::collection_index::CollectionIndex;
+use crate::visibility::{Principals, Visibility};
+
+/// A record's domain, run, memory scope, tokens and expiry, as indexes into small name pools
+/// (so that records share names, and requests can name ones no record has).
+type Shape = (u8, Option<u8>, Option<u8>, Vec<u8>, Option<i64>);
+
+fn domain(i: u8) -> Domain {
+    if i == 0 {
+        Domain::default_domain()
+    } else {
+        Domain::parse(format!("d{i}")).unwrap()
+    }
+}
+
+fn token(i: u8) -> UserToken {
+    UserToken::parse(format!("u:{i}")).unwrap()
+}
+
+fn record(i: usize, (d, run, scope, tokens, expires): &Shape) -> Record {
+    let mut user_tokens: Vec<UserToken> = tokens.iter().map(|t| token(*t)).collect();
+    user_tokens.sort();
+    user_tokens.dedup();
+    Record {
+        id: RecordId::parse(format!("r{i}")).unwrap(),
+        modality: CollectionName::parse("vec").unwrap(),
+        kind: None,
+        content: None,
+        vector: None,
+        user_tokens,
+        memory_domain: domain(*d),
+        run_id: run.map(|r| RunId::parse(format!("run{r}")).unwrap()),
+        memory_scope: scope.map(|s| MemoryScope::parse(format!("s{s}")).unwrap()),
+        metadata: Default::default(),
+        created_at: 0,
+        updated_at: 0,
+        expires_at: *expires,
+        confidence: Confidence::initial(0.5),
+    }
+}
+
+fn collection() -> Collection {
+    Collection {
+        name: CollectionName::parse("vec").unwrap(),
+        dim: 2,
+        metric: Metric::L2,
+        created_at: 0,
+        embedder: None,
+        analyzer: Default::default(),
+        memory: Default::default(),
+    }
+}
+
+/// A request's domain, run, scope, principals (`None`: every principal), `all` matching and
+/// the time it is decided at.
+type Request = (u8, Option<u8>, Option<u8>, Option<Vec<u8>>, bool, i64);
+
+fn visibility((d, run, scope, tokens, all, now): &Request) -> Visibility {
+    let req = RequestScope {
+        run_id: run.map(|r| RunId::parse(format!("run{r}")).unwrap()),
+        memory_scope: scope.map(|s| MemoryScope::parse(format!("s{s}")).unwrap()),
+        ..Default::default()
+    };
+    let mut vis = Visibility::shared_domain(domain(*d), &req, *now);
+    let how = if *all { UserMatch::All } else { UserMatch::Any };
+    vis.principals = match tokens {
+        None => Principals::All,
+        Some(t) => Principals::Set(t.iter().map(|t| token(*t)).collect(), how),
+    };
+    vis
+}
+
+// Records draw from pools of 3 (domains, runs, scopes) and 4 tokens; requests from pools one
+// larger, so they also name what no record carries.
+fn shape() -> impl Strategy<Value = Shape> {
+    (
+        0u8..3,
+        proptest::option::of(0u8..3),
+        proptest::option::of(0u8..3),
+        proptest::collection::vec(0u8..4, 0..3),
+        proptest::option::of(0i64..10),
+    )
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    (
+        0u8..4,
+        proptest::option::of(0u8..4),
+        proptest::option::of(0u8..4),
+        proptest::option::of(proptest::collection::vec(0u8..5, 0..3)),
+        any::<bool>(),
+        0i64..10,
+    )
+}
+
+proptest! {
+    #[test]
+    fn sees_slot_agrees_with_sees_on_the_record(
+        shapes in proptest::collection::vec(shape(), 1..24),
+        removed in proptest::collection::vec(0usize..24, 0..8),
+        replaced in proptest::collection::vec((0usize..24, shape()), 0..4),
+        requests in proptest::collection::vec(request(), 1..8),
+    ) {
+        let mut ci = CollectionIndex::new(&collection());
+        let mut records: Vec<Option<Record>> = Vec::new();
+        for (i, s) in shapes.iter().enumerate() {
+            let r = record(i, s);
+            ci.upsert(&r, false).unwrap();
+            records.push(Some(r));
+        }
+        let n = records.len();
+        for i in removed.iter().filter(|i| **i < n) {
+            ci.remove(&RecordId::parse(format!("r{i}")).unwrap()).unwrap();
+            records[*i] = None;
+        }
+        // Upserts over removed and live records reuse freed slots and names.
+        for (i, s) in replaced.iter().filter(|(i, _)| *i < n) {
+            let r = record(*i, s);
+            ci.upsert(&r, false).unwrap();
+            records[*i] = Some(r);
+        }
+        for req in &requests {
+            let vis = visibility(req);
+            let slots = vis.for_slots(&ci.names);
+            for r in records.iter().flatten() {
+                let slot = (0..ci.docs.len())
+                    .find(|s| ci.docs[*s].as_ref().is_some_and(|d| d.id == r.id))
+                    .expect("every live record has a slot");
+                let doc = ci.docs[slot].as_ref().unwrap();
+                prop_assert!(doc.describes(r, &ci.names));
+                prop_assert_eq!(slots.sees_slot(doc), vis.sees(r), "{:?} {:?}", req, r);
+            }
+        }
+    }
+}
