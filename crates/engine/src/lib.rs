@@ -171,6 +171,7 @@ impl Engine {
         let store = Arc::new(Store::open_with_cache(&dir.join(DB_FILE), cache)?);
         dedicated::attach_files(&store)?;
         store.set_group_commit(config.group_commit);
+        store.set_write_batching(config.batch_writes);
         store.set_change_log_cap(config.change_log_cap);
         let indexes = Arc::new(IndexRegistry::new(
             &config.residency,

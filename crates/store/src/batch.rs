@@ -11,6 +11,7 @@
 //! opens, for the whole batch, instead of one per write.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// The most jobs one batch takes: a bound on one transaction's size and on how long the
@@ -20,6 +21,9 @@ pub(crate) const MAX_BATCH: usize = 64;
 pub(crate) struct Batcher<J, O> {
     state: Mutex<Queue<J, O>>,
     changed: Condvar,
+    /// Batches run and jobs taken so far, for the metrics and benchmarks.
+    batches: AtomicU64,
+    jobs: AtomicU64,
 }
 
 struct Queue<J, O> {
@@ -41,6 +45,8 @@ impl<J, O> Default for Batcher<J, O> {
                 leading: false,
             }),
             changed: Condvar::new(),
+            batches: AtomicU64::new(0),
+            jobs: AtomicU64::new(0),
         }
     }
 }
@@ -50,6 +56,14 @@ impl<J, O> Batcher<J, O> {
         // Every change to the queue is a single statement under the lock (the jobs themselves
         // run outside it): a panic elsewhere cannot leave it half-changed.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many batches ran so far, and how many jobs they took.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.batches.load(Ordering::Relaxed),
+            self.jobs.load(Ordering::Relaxed),
+        )
     }
 
     /// Queues `job` and returns its outcome, once some leader (perhaps this caller) has run it
@@ -78,6 +92,8 @@ impl<J, O> Batcher<J, O> {
                 let take = q.waiting.len().min(MAX_BATCH);
                 let (ids, jobs): (Vec<u64>, Vec<J>) = q.waiting.drain(..take).unzip();
                 drop(q);
+                self.batches.fetch_add(1, Ordering::Relaxed);
+                self.jobs.fetch_add(take as u64, Ordering::Relaxed);
                 let outcomes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(jobs)))
                     .ok()
                     .filter(|o| o.len() == ids.len());

@@ -67,6 +67,20 @@ pub(crate) enum Outcome {
 pub(crate) type MainBatcher = Batcher<Job, Outcome>;
 
 impl Store {
+    /// Turns batched commits on (the default) or off. Off, [`Store::write_batched_for`] is
+    /// [`Store::write_pending_for`]: every write its own transaction. Without group commit
+    /// writes are never batched.
+    pub fn set_write_batching(&self, on: bool) {
+        self.batching
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many shared transactions [`Store::write_batched_for`] has run (batches, each
+    /// aborted and run-again round not counted apart), and how many writes they took.
+    pub fn write_batches(&self) -> (u64, u64) {
+        self.batch.counts()
+    }
+
     /// [`Store::write_pending_for`] for a write that may share its transaction with the
     /// concurrent writes of other callers (any tenants): one transaction and one commit for a
     /// whole batch, which is what lets many concurrent single-record writes through per
@@ -80,7 +94,8 @@ impl Store {
         t: TenantKey,
         mut f: impl FnMut(&mut Writer<'_>) -> Result<R, E> + Send,
     ) -> Result<(R, Pending), E> {
-        if !self.grouped() || self.placement.get(t).is_some() {
+        let batching = self.batching.load(std::sync::atomic::Ordering::Relaxed);
+        if !batching || !self.grouped() || self.placement.get(t).is_some() {
             return self.write_pending_for(t, f);
         }
         refuse_after_failed_sync(&self.file)?;
@@ -225,7 +240,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::time::{Duration, Instant};
 
     use proptest::prelude::*;
@@ -233,19 +248,35 @@ mod tests {
     use crate::keys::TenantKey;
     use crate::{Reads, Store, StoreError};
 
-    /// A write that holds its batch (alone: nobody else was queued) until `n` more writes are
-    /// queued behind it, so that those form the next batch together.
-    fn hold_until_queued(store: &Store, n: usize) {
-        let ((), pending) = store
-            .write_batched_for(TenantKey::from_raw(999), |w| {
-                let since = Instant::now();
-                while store.batch.queued() < n && since.elapsed() < Duration::from_secs(20) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                w.put_blob(TenantKey::from_raw(999), "held", b"1")
-            })
-            .unwrap();
-        pending.wait_durable().unwrap();
+    /// Starts a write that holds its batch (alone: nobody else was queued) until `n` more
+    /// writes are queued behind it, so that those form the next batch together; returns once
+    /// it holds the lead.
+    fn hold_until_queued<'s>(
+        s: &'s std::thread::Scope<'s, '_>,
+        store: &'s Store,
+        holding: &'s AtomicBool,
+        n: usize,
+    ) -> std::thread::ScopedJoinHandle<'s, ()> {
+        let holder = s.spawn(move || {
+            let ((), pending) = store
+                .write_batched_for(TenantKey::from_raw(999), |w| {
+                    holding.store(true, Ordering::SeqCst);
+                    wait_for(|| store.batch.queued() >= n);
+                    w.put_blob(TenantKey::from_raw(999), "held", b"1")
+                })
+                .unwrap();
+            pending.wait_durable().unwrap();
+        });
+        wait_for(|| holding.load(Ordering::SeqCst));
+        holder
+    }
+
+    /// Waits until `done` holds, for at most 20 s (a loaded machine schedules threads late).
+    fn wait_for(done: impl Fn() -> bool) {
+        let since = Instant::now();
+        while !done() && since.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn count(w: &impl Reads, t: TenantKey) -> Result<u64, StoreError> {
@@ -258,8 +289,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("main.redb")).unwrap();
         let runs: Vec<AtomicU32> = (0..7).map(|_| AtomicU32::new(0)).collect();
+        let holding = AtomicBool::new(false);
         let results = std::thread::scope(|s| {
-            let holder = s.spawn(|| hold_until_queued(&store, 7));
+            let holder = hold_until_queued(s, &store, &holding, 7);
             // Queued one after the other, so that their order in the batch is known.
             let mut writers = Vec::new();
             for i in 0..7u64 {
@@ -283,9 +315,7 @@ mod tests {
                         r
                     })
                 }));
-                while store.batch.queued() < i as usize + 1 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                wait_for(|| store.batch.queued() > i as usize);
             }
             holder.join().unwrap();
             writers.into_iter().map(|w| w.join()).collect::<Vec<_>>()
@@ -326,9 +356,9 @@ mod tests {
         ) {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(&dir.path().join("main.redb")).unwrap();
+            let holding = AtomicBool::new(false);
             let results: Vec<bool> = std::thread::scope(|s| {
-                let (n, held) = (jobs.len(), &store);
-                let holder = s.spawn(move || hold_until_queued(held, n));
+                let holder = hold_until_queued(s, &store, &holding, jobs.len());
                 let writers: Vec<_> = jobs.iter().enumerate().map(|(i, &(tenant, fails))| {
                     let store = &store;
                     s.spawn(move || {

@@ -40,6 +40,8 @@ pub struct Store {
     pub(crate) group: Arc<GroupCommit>,
     /// Tenant writes of concurrent callers batched into one transaction (see `batched_write`).
     pub(crate) batch: crate::batched_write::MainBatcher,
+    /// Whether [`Store::write_batched_for`] batches at all; on by default.
+    pub(crate) batching: AtomicBool,
     /// How long each durable commit took (with group commit, each shared sync), for the
     /// metrics endpoint.
     pub(crate) commits: Arc<crate::stats::LatencyHistogram>,
@@ -187,6 +189,7 @@ impl Store {
             grouped: AtomicBool::new(true),
             group: Arc::default(),
             batch: Default::default(),
+            batching: AtomicBool::new(true),
             commits: Arc::default(),
             placement: crate::placement::Placement::beside(path, cache_bytes),
             change_log_cap: crate::changelog::DEFAULT_CHANGE_LOG_CAP.into(),
