@@ -1,4 +1,6 @@
-//! Durable single-record writes with concurrent writers, with and without group commit.
+//! Durable single-record writes with concurrent writers: without group commit, with it (each
+//! write its own storage transaction), and with batched commits (concurrent writes sharing a
+//! transaction too).
 //!
 //! Each writer is a thread with its own tenant (or all in one tenant, `same tenant` rows) and
 //! calls `Engine::put` with one record (384-dimension vector, ~200 bytes of text) at a time,
@@ -8,8 +10,12 @@
 //! the disk's fsync cost during that row (it varies by 10× from minute to minute on a shared
 //! virtual disk).
 //!
+//! Also prints how many writes shared each storage transaction (batched commits; 1.0 when every
+//! write had its own) and the process's CPU time per write (user + system, from
+//! `/proc/self/stat`), which does not depend on the disk.
+//!
 //! Run: `cargo bench -p strata-engine --bench concurrent_writes` (`-- <seconds>` sets the time
-//! per row, default 3).
+//! per row, default 3). The data directories are temporary directories under `TMPDIR`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,28 +31,33 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(3.0);
     println!(
-        "| writers | tenants | group commit | writes/s | p50 ms | p99 ms | writes per fsync | mean durable commit ms |"
+        "| writers | tenants | group commit | batched | writes/s | p50 ms | p99 ms | writes per fsync | mean durable commit ms | writes per transaction | CPU µs per write |"
     );
-    println!("|---:|---:|---|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    // Group commit off; on, with each write its own transaction; on, with batched commits.
+    let modes = [(false, false), (true, false), (true, true)];
     for writers in [1usize, 8, 32] {
-        for grouped in [false, true] {
-            row(writers, writers, grouped, secs);
+        for (grouped, batched) in modes {
+            row(writers, writers, grouped, batched, secs);
         }
     }
-    for grouped in [false, true] {
-        row(8, 1, grouped, secs);
+    for (grouped, batched) in modes {
+        row(8, 1, grouped, batched, secs);
     }
 }
 
-fn row(writers: usize, tenants: usize, grouped: bool, secs: f64) {
+fn row(writers: usize, tenants: usize, grouped: bool, batched: bool, secs: f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = EngineConfig {
         group_commit: grouped,
+        batch_writes: batched,
         ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::open(dir.path(), config).expect("open"));
     let scopes: Vec<TenantScope> = (0..tenants).map(|t| tenant(&engine, t)).collect();
     let commits_before = engine.commit_latency();
+    let batches_before = engine.write_batches();
+    let cpu_before = cpu_seconds();
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let threads: Vec<_> = (0..writers)
@@ -75,19 +86,44 @@ fn row(writers: usize, tenants: usize, grouped: bool, secs: f64) {
         .flat_map(|t| t.join().expect("writer"))
         .collect();
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
+    let batches = engine.write_batches();
+    let (txns, in_batches) = (batches.0 - batches_before.0, batches.1 - batches_before.1);
+    // Writes that did not go through a batch had a transaction each.
+    let per_txn =
+        all.len() as f64 / (txns + all.len() as u64 - in_batches.min(all.len() as u64)) as f64;
     let commits = engine.commit_latency();
     let syncs = commits.count() - commits_before.count();
     let sync_ms = (commits.sum_nanos - commits_before.sum_nanos) as f64 / 1e6 / syncs.max(1) as f64;
     all.sort();
     let pct = |p: f64| all[((all.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
     println!(
-        "| {writers} | {tenants} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {sync_ms:.2} |",
+        "| {writers} | {tenants} | {} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {sync_ms:.2} | {per_txn:.1} | {:.0} |",
         if grouped { "on" } else { "off" },
+        if batched && grouped { "yes" } else { "no" },
         all.len() as f64 / elapsed,
         pct(0.5),
         pct(0.99),
         all.len() as f64 / syncs.max(1) as f64,
+        cpu * 1e6 / all.len().max(1) as f64,
     );
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat` (in clock ticks of
+/// 10 ms, the usual `CLK_TCK`; enough over a row of seconds).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime: fields 14 and 15 of the line, so 11 and 12 after the name (state first).
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn tenant(engine: &Engine, n: usize) -> TenantScope {

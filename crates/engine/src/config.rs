@@ -38,6 +38,10 @@ pub struct EngineConfig {
     /// once durable either way; off, each pays its own fsync under the storage engine's single
     /// write lock, which caps durable single-record writes at about one per fsync.
     pub group_commit: bool,
+    /// Whether concurrent small writes (a `put` of up to 8 records) share one storage
+    /// transaction (batched commits, `docs/durability.md`); only with `group_commit`. Off,
+    /// each write commits its own transaction before sharing the fsync.
+    pub batch_writes: bool,
     /// Bytes of storage pages kept in memory (the store's page cache). Counted apart from
     /// the residency budget, so the process holds about `memory_budget_bytes` plus this plus
     /// a fixed overhead (`docs/residency.md`). At least 1 MiB. Default: an eighth of the
@@ -74,6 +78,7 @@ impl Default for EngineConfig {
             default_collections: vec![c("text", 384), c("image", 512), c("audio", 512)],
             limits: RecordLimits::default(),
             group_commit: true,
+            batch_writes: true,
             storage_cache_bytes: crate::storage_cache::default_bytes(),
             change_log_cap: strata_store::DEFAULT_CHANGE_LOG_CAP,
             residency: ResidencyConfig::default(),

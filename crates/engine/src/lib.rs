@@ -180,6 +180,7 @@ impl Engine {
         let store = Arc::new(Store::open_with_cache(&dir.join(DB_FILE), cache)?);
         dedicated::attach_files(&store)?;
         store.set_group_commit(config.group_commit);
+        store.set_write_batching(config.batch_writes);
         store.set_change_log_cap(config.change_log_cap);
         let indexes = Arc::new(IndexRegistry::new(
             &config.residency,
@@ -393,6 +394,56 @@ impl Engine {
             &mut Vec<Change>,
         ) -> Result<(R, Option<serde_json::Value>), EngineError>,
     ) -> Result<R, EngineError> {
+        self.refuse_critical(scope)?;
+        let mut touched = feedback::Touched::default();
+        let (result, pending) =
+            self.indexes
+                .write(&self.store, scope.key(), scope.tenant(), || {
+                    let mut changes = Vec::new();
+                    // The tenant's own file when it is dedicated: one file per write.
+                    let committed = self.store.write_pending_for(scope.key(), |w| {
+                        tenant_transaction(w, scope, action, records, &mut changes, &mut touched, f)
+                    })?;
+                    Ok((committed, changes))
+                })?;
+        self.adaptive_forget(scope.key(), &touched);
+        durability::wait_or_defer(pending)?;
+        Ok(result)
+    }
+
+    /// [`Engine::write_tenant`] for a small record write that may share its storage
+    /// transaction with concurrent writes of other tenants (`Store::write_batched_for`): the
+    /// same checks, rows and index updates, but `f` may run more than once (again, on a
+    /// state without a write that failed beside it); only its last run counts.
+    pub(crate) fn write_tenant_batched<R: Send>(
+        &self,
+        scope: &TenantScope,
+        action: &str,
+        mut f: impl FnMut(&mut Writer<'_>, &mut Vec<Change>) -> Result<R, EngineError> + Send,
+    ) -> Result<R, EngineError> {
+        self.refuse_critical(scope)?;
+        let mut touched = feedback::Touched::default();
+        let (result, pending) =
+            self.indexes
+                .write(&self.store, scope.key(), scope.tenant(), || {
+                    let mut changes = Vec::new();
+                    let committed = self.store.write_batched_for(scope.key(), |w| {
+                        // A run again starts from nothing: the last run's changes were
+                        // rolled back with its transaction.
+                        changes.clear();
+                        touched = feedback::Touched::default();
+                        let f = |w: &mut Writer<'_>, c: &mut Vec<Change>| Ok((f(w, c)?, None));
+                        tenant_transaction(w, scope, action, true, &mut changes, &mut touched, f)
+                    })?;
+                    Ok((committed, changes))
+                })?;
+        self.adaptive_forget(scope.key(), &touched);
+        durability::wait_or_defer(pending)?;
+        Ok(result)
+    }
+
+    /// Refuses a write of a tenant in the critical integrity state.
+    fn refuse_critical(&self, scope: &TenantScope) -> Result<(), EngineError> {
         if self.indexes.integrity_state(scope.key()) == IntegrityState::Critical {
             // Still a sample: the state can only fall again if it keeps being fed.
             let policy = self.config.integrity.policy(scope.tenant());
@@ -402,34 +453,38 @@ impl Engine {
                 return Err(EngineError::TenantCritical(scope.tenant().clone()));
             }
         }
-        let mut touched = feedback::Touched::default();
-        let (result, pending) =
-            self.indexes
-                .write(&self.store, scope.key(), scope.tenant(), || {
-                    let mut changes = Vec::new();
-                    // The tenant's own file when it is dedicated: one file per write.
-                    let committed = self.store.write_pending_for(scope.key(), |w| {
-                        let profile = tenants::check_live(w, scope)?;
-                        let (result, detail) = f(w, &mut changes)?;
-                        // Only a write that changes the indexes makes saved snapshots and
-                        // search images stale; links, replays and no-op writes keep them, so
-                        // the tenant's next load stays cheap.
-                        if records && !changes.is_empty() {
-                            snapshot::bump_version(w, scope.key())?;
-                        }
-                        // Deleted records take their adaptive state with them.
-                        feedback::forget_removed(w, scope.key(), &changes, &mut touched)?;
-                        lifecycle::account(w, scope.key(), &profile.limits, &changes)?;
-                        let detail = detail.unwrap_or_else(|| change_summary(&changes));
-                        audit::append(w, scope.key(), audit::tenant_event(scope, action, detail))?;
-                        Ok::<_, EngineError>(result)
-                    })?;
-                    Ok((committed, changes))
-                })?;
-        self.adaptive_forget(scope.key(), &touched);
-        durability::wait_or_defer(pending)?;
-        Ok(result)
+        Ok(())
     }
+}
+
+/// What every tenant write does inside its transaction: the liveness check, the write itself,
+/// then the data version, the adaptive state of removed records, the usage accounting
+/// against the tenant's limits, and the audit row.
+fn tenant_transaction<R>(
+    w: &mut Writer<'_>,
+    scope: &TenantScope,
+    action: &str,
+    records: bool,
+    changes: &mut Vec<Change>,
+    touched: &mut feedback::Touched,
+    f: impl FnOnce(
+        &mut Writer<'_>,
+        &mut Vec<Change>,
+    ) -> Result<(R, Option<serde_json::Value>), EngineError>,
+) -> Result<R, EngineError> {
+    let profile = tenants::check_live(w, scope)?;
+    let (result, detail) = f(w, changes)?;
+    // Only a write that changes the indexes makes saved snapshots and search images stale;
+    // links, replays and no-op writes keep them, so the tenant's next load stays cheap.
+    if records && !changes.is_empty() {
+        snapshot::bump_version(w, scope.key())?;
+    }
+    // Deleted records take their adaptive state with them.
+    feedback::forget_removed(w, scope.key(), changes, touched)?;
+    lifecycle::account(w, scope.key(), &profile.limits, changes)?;
+    let detail = detail.unwrap_or_else(|| change_summary(changes));
+    audit::append(w, scope.key(), audit::tenant_event(scope, action, detail))?;
+    Ok(result)
 }
 
 impl Drop for Engine {

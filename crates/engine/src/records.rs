@@ -35,6 +35,12 @@ impl Engine {
         records: Vec<NewRecord>,
     ) -> Result<Vec<PutOutcome>, EngineError> {
         let batch = self.prepare_put(scope, req, records)?;
+        if batch.records.len() <= SHARED_TRANSACTION_RECORDS {
+            // May run more than once (see `write_tenant_batched`), so it applies copies.
+            return self.write_tenant_batched(scope, "memory.put", |w, changes| {
+                batch.apply_copies(w, changes, scope, req)
+            });
+        }
         self.write_tenant(scope, "memory.put", |w, changes| {
             batch.apply(w, changes, scope, req)
         })
@@ -192,7 +198,31 @@ pub(crate) struct PreparedPut {
     model: Option<EmbedderRef>,
 }
 
+/// Writes of at most this many records share their storage transaction with concurrent
+/// writes (see `Engine::write_tenant_batched`); a larger batch amortises its own, and would
+/// hold the others' commit back while it runs.
+const SHARED_TRANSACTION_RECORDS: usize = 8;
+
 impl PreparedPut {
+    /// [`PreparedPut::apply`] of copies of the records, so that it can run again.
+    pub(crate) fn apply_copies(
+        &self,
+        w: &mut Writer<'_>,
+        changes: &mut Vec<Change>,
+        scope: &TenantScope,
+        req: &RequestScope,
+    ) -> Result<Vec<PutOutcome>, EngineError> {
+        let (vis, model) = (&self.vis, self.model.as_ref());
+        self.records
+            .iter()
+            .zip(&self.embedded)
+            .map(|(r, embedded)| {
+                let model = model.filter(|_| *embedded);
+                put_one(w, changes, scope, vis, req, r.clone(), model)
+            })
+            .collect()
+    }
+
     pub(crate) fn apply(
         self,
         w: &mut Writer<'_>,

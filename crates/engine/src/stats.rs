@@ -135,4 +135,10 @@ impl Engine {
     pub fn commit_latency(&self) -> HistogramSnapshot {
         self.store.commit_latency()
     }
+
+    /// How many shared storage transactions small writes have been batched into since the
+    /// server started, and how many writes they held (`docs/durability.md`).
+    pub fn write_batches(&self) -> (u64, u64) {
+        self.store.write_batches()
+    }
 }

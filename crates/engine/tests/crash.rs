@@ -11,7 +11,10 @@
 //! Run with one writer, and with eight concurrent writers spread over three tenants whose small
 //! batches share fsyncs (group commit, across tenants and within one): a kill then lands while a
 //! group is being committed or synced, and every write acknowledged from any writer of any
-//! tenant must still be there.
+//! tenant must still be there. And with eight writers of eight tenants, whose writes share
+//! storage transactions too (batched commits), some of which fail inside their transaction
+//! (a record of the wrong dimension after good ones): a failed write must be absent after
+//! every restart, and the writes batched with it present when acknowledged.
 
 mod common;
 
@@ -78,12 +81,13 @@ fn crash_child_entry_point() {
         .expect("tenants")
         .parse()
         .expect("tenant count");
+    let failing = std::env::var("STRATA_CRASH_FAILING").is_ok();
     let (engine, scopes) = open_tenants(dir.as_ref(), tenants);
     println!("READY");
     std::thread::scope(|s| {
         for writer in 0..writers {
             let (engine, scope) = (&engine, &scopes[(writer % tenants) as usize]);
-            s.spawn(move || write_until_killed(engine, scope, round, writer, writers));
+            s.spawn(move || write_until_killed(engine, scope, round, writer, writers, failing));
         }
         // Keeps the tenants' indexes loaded and saves their search images and graph snapshots
         // again and again, so that kills land before, during and after a save, between a
@@ -103,20 +107,24 @@ fn crash_child_entry_point() {
 
 /// Writes random batches forever, printing `ACK round writer batch size` after each `put`
 /// returns. Alone, batches have 1 to 40 records; among concurrent writers, 1 to 4, so that
-/// many small writes are in flight together.
+/// many small writes are in flight together. With `failing`, one batch in four ends with a
+/// record whose vector has the wrong dimension, which fails the `put` inside its transaction
+/// after the batch's other records were written there; it prints `FAIL round writer batch`.
 fn write_until_killed(
     engine: &strata_engine::Engine,
     scope: &strata_engine::TenantScope,
     round: u64,
     writer: u64,
     writers: u64,
+    failing: bool,
 ) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(round * 1000 + writer);
     let max = if writers == 1 { 40 } else { 4 };
     let stdout = std::io::stdout();
     for batch in 0u64.. {
         let size = rng.random_range(1..=max);
-        let records = (0..size)
+        let fails = failing && rng.random_range(0..4) == 0;
+        let mut records: Vec<NewRecord> = (0..size)
             .map(|i| NewRecord {
                 id: Some(RecordId::parse(format!("r{round}-w{writer}-b{batch}-{i}")).expect("id")),
                 content: Some(format!(
@@ -134,6 +142,19 @@ fn write_until_killed(
                 ..Default::default()
             })
             .collect();
+        if fails {
+            let last = records.last_mut().expect("at least one record");
+            last.vector = Some(common::vector(383, batch));
+            let refused = engine.put(scope, &RequestScope::default(), records);
+            assert!(
+                refused.is_err(),
+                "a record of the wrong dimension was stored"
+            );
+            let mut out = stdout.lock();
+            writeln!(out, "FAIL {round} {writer} {batch}").expect("stdout");
+            out.flush().expect("flush");
+            continue;
+        }
         engine
             .put(scope, &RequestScope::default(), records)
             .expect("put");
@@ -150,16 +171,23 @@ fn write_until_killed(
 
 #[test]
 fn sigkill_never_loses_an_acknowledged_batch_nor_leaves_a_partial_one() {
-    crash_rounds(1, 1);
+    crash_rounds(1, 1, false);
 }
 
 /// Eight writers over three tenants: groups mix tenants, and writers of one tenant too.
 #[test]
 fn sigkill_during_group_commits_loses_no_acknowledged_write_of_any_writer() {
-    crash_rounds(8, 3);
+    crash_rounds(8, 3, false);
 }
 
-fn crash_rounds(writers: u64, tenants: u64) {
+/// Eight writers of eight tenants, whose writes share storage transactions, some failing
+/// inside them: every acknowledged write present, every failed one absent.
+#[test]
+fn sigkill_during_batched_commits_with_failing_writes_keeps_exactly_the_acknowledged() {
+    crash_rounds(8, 8, true);
+}
+
+fn crash_rounds(writers: u64, tenants: u64, failing: bool) {
     let kills: u64 = std::env::var("STRATA_CRASH_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -172,6 +200,7 @@ fn crash_rounds(writers: u64, tenants: u64) {
     drop(open_tenants(dir.path(), tenants));
 
     let mut acked: BTreeMap<(u64, u64, u64), u64> = BTreeMap::new();
+    let mut failed: BTreeSet<(u64, u64, u64)> = BTreeSet::new();
     let mut from_image = 0;
     let mut total_acks = 0;
     for round in 0..kills {
@@ -186,6 +215,7 @@ fn crash_rounds(writers: u64, tenants: u64) {
             .env("STRATA_CRASH_ROUND", round.to_string())
             .env("STRATA_CRASH_WRITERS", writers.to_string())
             .env("STRATA_CRASH_TENANTS", tenants.to_string())
+            .envs(failing.then_some(("STRATA_CRASH_FAILING", "1")))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -221,6 +251,12 @@ fn crash_rounds(writers: u64, tenants: u64) {
                     .collect();
                 acked.insert((n[0], n[1], n[2]), n[3]);
                 total_acks += 1;
+            } else if let Some(rest) = line.strip_prefix("FAIL ") {
+                let n: Vec<u64> = rest
+                    .split(' ')
+                    .map(|x| x.parse().expect("number"))
+                    .collect();
+                failed.insert((n[0], n[1], n[2]));
             }
         }
 
@@ -262,6 +298,12 @@ fn crash_rounds(writers: u64, tenants: u64) {
             assert_eq!(
                 got, *size,
                 "round {round}: acknowledged batch {key:?} has {got} of {size} records"
+            );
+        }
+        for key in &failed {
+            assert!(
+                !present.contains_key(key),
+                "round {round}: the failed batch {key:?} left records behind"
             );
         }
         for (key, (size, ids)) in &present {
@@ -351,4 +393,11 @@ fn crash_rounds(writers: u64, tenants: u64) {
         total_acks >= kills,
         "children acknowledged too little to test anything ({total_acks})"
     );
+    if failing {
+        println!("failed writes reported: {}", failed.len());
+        assert!(
+            !failed.is_empty(),
+            "no write failed: the test tested nothing"
+        );
+    }
 }

@@ -10,6 +10,8 @@
 //! then waits for one sync that covers every write committed meanwhile.
 
 mod adaptive;
+mod batch;
+mod batched_write;
 mod changelog;
 pub mod codec;
 mod credentials;

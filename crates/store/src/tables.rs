@@ -32,15 +32,19 @@ const NEXT_TENANT_KEY: &str = "next_tenant_key";
 pub struct Store {
     /// Transactions begin under the read lock; compaction, which needs no transaction in
     /// flight, takes the write lock.
-    db: Arc<RwLock<Database>>,
+    pub(crate) db: Arc<RwLock<Database>>,
     /// The main file's syncs (see `deferred_sync`).
-    file: FileSync,
+    pub(crate) file: FileSync,
     /// Concurrent writes share fsyncs (see `group_commit`); on by default.
     grouped: AtomicBool,
-    group: Arc<GroupCommit>,
+    pub(crate) group: Arc<GroupCommit>,
+    /// Tenant writes of concurrent callers batched into one transaction (see `batched_write`).
+    pub(crate) batch: crate::batched_write::MainBatcher,
+    /// Whether [`Store::write_batched_for`] batches at all; on by default.
+    pub(crate) batching: AtomicBool,
     /// How long each durable commit took (with group commit, each shared sync), for the
     /// metrics endpoint.
-    commits: Arc<crate::stats::LatencyHistogram>,
+    pub(crate) commits: Arc<crate::stats::LatencyHistogram>,
     /// Dedicated tenants' own files, by storage key (see `placement`).
     pub(crate) placement: crate::placement::Placement,
     /// Entries each tenant's change log keeps at most (see `changelog`).
@@ -57,16 +61,16 @@ pub struct Store {
 #[must_use = "a write is not durable until wait_durable returns Ok"]
 pub struct Pending {
     /// `None` when the write committed with its own fsync (group commit off).
-    waiting: Option<Waiting>,
+    pub(crate) waiting: Option<Waiting>,
 }
 
 /// What a pending write needs to wait for, or lead, a sync.
-struct Waiting {
-    seq: Seq,
-    db: Arc<RwLock<Database>>,
-    file: FileSync,
-    group: Arc<GroupCommit>,
-    commits: Arc<crate::stats::LatencyHistogram>,
+pub(crate) struct Waiting {
+    pub(crate) seq: Seq,
+    pub(crate) db: Arc<RwLock<Database>>,
+    pub(crate) file: FileSync,
+    pub(crate) group: Arc<GroupCommit>,
+    pub(crate) commits: Arc<crate::stats::LatencyHistogram>,
 }
 
 impl Pending {
@@ -115,7 +119,7 @@ fn sync(
 /// Refuses a write to a file whose sync has failed: redb never sees that failure when it
 /// commits with `Durability::None`, so without this check later writes would commit and become
 /// visible although nothing written to the file since is known to reach the disk.
-fn refuse_after_failed_sync(file: &FileSync) -> Result<(), StoreError> {
+pub(crate) fn refuse_after_failed_sync(file: &FileSync) -> Result<(), StoreError> {
     if file.failed() {
         return Err(StoreError::Engine(
             "an earlier sync of this file failed; storage refuses writes until it is reopened"
@@ -184,6 +188,8 @@ impl Store {
             file,
             grouped: AtomicBool::new(true),
             group: Arc::default(),
+            batch: Default::default(),
+            batching: AtomicBool::new(true),
             commits: Arc::default(),
             placement: crate::placement::Placement::beside(path, cache_bytes),
             change_log_cap: crate::changelog::DEFAULT_CHANGE_LOG_CAP.into(),
@@ -327,7 +333,7 @@ impl Store {
 
     /// A write in the main file; `only` restricts it to that tenant's data (and the server's
     /// log), otherwise every dedicated file joins it.
-    fn write_main<R, E: From<StoreError>>(
+    pub(crate) fn write_main<R, E: From<StoreError>>(
         &self,
         only: Option<TenantKey>,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
@@ -415,7 +421,7 @@ impl Store {
     }
 
     /// A write of dedicated tenant `t` in its own file.
-    fn write_dedicated<R, E: From<StoreError>>(
+    pub(crate) fn write_dedicated<R, E: From<StoreError>>(
         &self,
         t: TenantKey,
         file: &crate::placement::FileDb,

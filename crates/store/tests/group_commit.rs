@@ -29,6 +29,12 @@ impl From<Refused> for WriteError {
 }
 
 fn run(grouped: bool) {
+    run_with(grouped, false);
+}
+
+/// With `batched`, the writes go through `Store::write_batched_for`, so concurrent ones share
+/// transactions, and one that fails there must still fail alone.
+fn run_with(grouped: bool, batched: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let store = Arc::new(Store::open(&path).unwrap());
@@ -48,13 +54,20 @@ fn run(grouped: bool) {
                     let name = format!("w{t}-{i}");
                     // Every third write writes, then fails: it must roll back alone.
                     let fail = i % 3 == 0;
-                    let result = store.write(|w| {
+                    let write = |w: &mut strata_store::Writer<'_>| {
                         w.put_blob(key, &name, name.as_bytes())?;
                         if fail {
                             return Err(WriteError::Refused);
                         }
                         Ok(())
-                    });
+                    };
+                    let result = if batched {
+                        store
+                            .write_batched_for(key, write)
+                            .and_then(|((), p)| Ok(p.wait_durable()?))
+                    } else {
+                        store.write(write)
+                    };
                     match result {
                         Ok(()) => ok.push(name),
                         Err(WriteError::Refused) => assert!(fail),
@@ -94,4 +107,9 @@ fn concurrent_writes_share_fsyncs_but_not_failures() {
 #[test]
 fn the_same_holds_with_group_commit_off() {
     run(false);
+}
+
+#[test]
+fn batched_writes_share_transactions_but_not_failures() {
+    run_with(true, true);
 }
