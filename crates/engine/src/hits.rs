@@ -7,16 +7,58 @@
 //! the hits themselves. Each hit's stored record passes `Visibility::sees` and the filter once
 //! more before it is returned; a record a concurrent write changed out of sight, or removed,
 //! is passed over for the next candidate.
+//!
+//! A search whose `include` needs nothing of the stored record (`[]`: ids and scores) and
+//! whose filter the field index answered exactly (or that has none) reads no record at all
+//! ([`answers_from_index`]): each hit is decided by `Visibility::sees_slot` on its resident
+//! part and named from it. That answer is the one storage would give, because the resident
+//! state never differs from storage in a way a caller could see:
+//! - a search holds the tenant's index under its read lock from the walk to the last hit, and
+//!   every write applies its changes to the loaded index under the write lock, after its
+//!   commit and before it returns, in commit order (`crate::registry`: `write` holds the
+//!   tenant's `apply` lock across commit and apply). So a search sees the index as of one
+//!   commit, holding every write that returned before the search began; a write it does not
+//!   see had not returned, so the search is ordered before it. A failed apply drops the index,
+//!   and the next search loads it from storage.
+//! - every record write is a `Change::Remove` of the old record and a `Change::Upsert` of the
+//!   new one (`crate::records::store_record`), deletes are removes and a collection's deletion
+//!   drops its index, so a patch that moves a record to another collection, domain, run,
+//!   memory scope or set of user tokens, or changes its expiry, replaces its resident part,
+//!   which copies exactly the fields `Visibility` reads (`SlotDoc::of`);
+//! - TTL: expired records are never swept, only hidden, by `Visibility::sees_slot` with the
+//!   request's `now`, the rule `Record::is_expired` applies to the stored record;
+//! - tenant suspension, deletion and purge are checked by `Engine::read_tenant` /
+//!   `check_readable` before the index is searched, as for every search (reading the records
+//!   never re-checked them); a purge forgets the index and a new incarnation has another key;
+//! - the field index is updated in the same apply as the resident part, so a filter it
+//!   answers exactly is answered as of the same commit.
+//!
+//! What the resident state cannot answer still reads storage: a filter the field index cannot
+//! answer exactly (checked on stored records per candidate, and re-checked on each hit's
+//! record), and any `include` of content, metadata, vector or the whole record.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use strata_store::{Reader, Reads, TenantKey};
-use strata_types::{CollectionName, Filter, Record};
+use strata_types::{CollectionName, Filter, Include, Record, SearchRequest};
 
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
 use crate::visibility::Visibility;
+
+/// Whether the hits of `s` can be named from the index's resident state without reading a
+/// record (see the module docs): its `include` asks for nothing of the stored record, and the
+/// field index answered its filter exactly (`filter_exact`, true without a filter).
+pub(crate) fn answers_from_index(s: &SearchRequest, filter_exact: bool) -> bool {
+    const STORED: [Include; 4] = [
+        Include::Content,
+        Include::Metadata,
+        Include::Vector,
+        Include::Record,
+    ];
+    filter_exact && !STORED.iter().any(|&f| s.includes(f))
+}
 
 /// One collection's records in one storage snapshot.
 pub(crate) struct StoredRecords<'a> {
@@ -131,6 +173,18 @@ impl<'a> HitChecks<'a> {
             .stored
             .get(self.ci, slot, with_vector)?
             .filter(|r| self.vis.sees(r) && self.filter.is_none_or(|f| f.matches(r))))
+    }
+
+    /// A hit named from its resident part alone (`SlotDoc::resident_record`), if the caller
+    /// sees it there. Only for searches [`answers_from_index`] allows: the filter, if any,
+    /// was answered exactly by the candidates.
+    pub fn resident(&self, slot: u32) -> Option<Record> {
+        self.ci
+            .docs
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .filter(|d| self.vis.sees_slot(d))
+            .map(|d| d.resident_record(self.stored.collection))
     }
 
     /// The error a predicate met, if any: a search that could not read a record fails rather

@@ -19,7 +19,7 @@ use strata_types::{
 
 use crate::collection_index::CollectionIndex;
 use crate::embedding::{embed, embeds, text_collection};
-use crate::hits::{HitChecks, StoredRecords};
+use crate::hits::{HitChecks, StoredRecords, answers_from_index};
 use crate::integrity::{IntegrityState, STRESS_MAX_EF, STRESS_MAX_K};
 use crate::plan::{Candidates, filter_candidates, scope_candidates, vector_top, visible_slots};
 use crate::visibility::Visibility;
@@ -322,13 +322,6 @@ pub(crate) fn search_collection(
     boost: Option<crate::ranking::Boost>,
     stored: &StoredRecords<'_>,
 ) -> Result<Searched, EngineError> {
-    // Reranking draws from a larger pool of candidates than it returns; so does every search,
-    // by a few, to replace hits a concurrent write takes out of sight (see the hits below).
-    let want = match adaptive {
-        Some(_) => crate::rerank::pool_size(s.k),
-        None => s.k,
-    }
-    .max(s.k + SPARE_HITS);
     let scope = scope_candidates(ci, vis);
     // The scope's candidates unless a filter narrows them: then the field index's slots,
     // intersected in place with the scope's. A search without a filter copies no bitmap here.
@@ -355,6 +348,16 @@ pub(crate) fn search_collection(
     // record is looked at only for what bitmaps cannot say: its TTL or `all` principal
     // matching, by the same rules every channel uses (`Visibility::sees_slot`); the stored
     // record is read only for the rest of a filter (`crate::hits`).
+    // Hits named from the index alone when the request needs nothing stored (`crate::hits`).
+    let from_index = answers_from_index(s, filter_exact);
+    // Reranking draws from a larger pool of candidates than it returns; so does a search that
+    // reads its hits' records, by a few, to replace hits a concurrent write takes out of sight
+    // (see the hits below). Hits named from the index cannot be taken out of sight meanwhile.
+    let want = match adaptive {
+        Some(_) => crate::rerank::pool_size(s.k),
+        None => s.k,
+    }
+    .max(if from_index { s.k } else { s.k + SPARE_HITS });
     let checks = HitChecks::new(ci, vis, s.filter.as_ref(), filter_exact, stored);
     let match_all = vis.matches_all_tokens();
     let needs_doc =
@@ -432,7 +435,9 @@ pub(crate) fn search_collection(
         crate::rerank::rerank(&mut ranked, ci, name, a);
     }
     // The hits' whole records, from storage, each checked once more on the record itself; one
-    // a concurrent write took out of sight is passed over for the next candidate.
+    // a concurrent write took out of sight is passed over for the next candidate. Or, when
+    // the request needs nothing stored, the hits as the index holds them, which the caller
+    // was just found to see (`ranked.retain` above) under the same read lock.
     let with_vector = s.includes(Include::Vector);
     let mut hits = Vec::with_capacity(s.k.min(ranked.len()));
     let mut passed_over = false;
@@ -440,7 +445,12 @@ pub(crate) fn search_collection(
         if hits.len() == s.k {
             break;
         }
-        let Some(record) = checks.record(r.slot, with_vector)? else {
+        let record = if from_index {
+            checks.resident(r.slot)
+        } else {
+            checks.record(r.slot, with_vector)?
+        };
+        let Some(record) = record else {
             passed_over = true;
             continue;
         };

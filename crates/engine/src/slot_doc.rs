@@ -9,7 +9,9 @@
 //! from the search's own storage snapshot (`crate::hits`). Keeping whole records resident cost
 //! 2.3 × the raw vectors for 200,000 records (`docs/benchmarks.md`).
 
-use strata_types::{Domain, MemoryScope, Millis, Record, RecordId, RunId, UserToken};
+use strata_types::{
+    CollectionName, Confidence, Domain, MemoryScope, Millis, Record, RecordId, RunId, UserToken,
+};
 
 /// The resident part of one record (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +50,30 @@ impl SlotDoc {
     /// Whether the record's TTL has passed at `now` (the rule of `Record::is_expired`).
     pub fn is_expired(&self, now: Millis) -> bool {
         self.expires_at.is_some_and(|t| t <= now)
+    }
+
+    /// A hit's record as far as this resident part holds it, for a search whose `include`
+    /// needs nothing of the stored record (`crate::hits::answers_from_index`): its id,
+    /// `collection`, scope fields, `created_at` (also as `updated_at`, which is not kept),
+    /// `expires_at` and confidence value. No content, metadata, kind or vector; the API
+    /// projects such a hit to its id and score.
+    pub fn resident_record(&self, collection: &CollectionName) -> Record {
+        Record {
+            id: self.id.clone(),
+            modality: collection.clone(),
+            kind: None,
+            content: None,
+            vector: None,
+            user_tokens: self.user_tokens.clone(),
+            memory_domain: self.memory_domain.clone(),
+            run_id: self.run_id.clone(),
+            memory_scope: self.memory_scope.clone(),
+            metadata: serde_json::Map::new(),
+            created_at: self.created_at,
+            updated_at: self.created_at,
+            expires_at: self.expires_at,
+            confidence: Confidence::initial(self.confidence),
+        }
     }
 
     /// Estimated heap bytes this slot holds: its strings (each with an allocator header) and
@@ -102,7 +128,6 @@ fn json_bytes(map: &serde_json::Map<String, serde_json::Value>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_types::{CollectionName, Confidence};
 
     fn record() -> Record {
         Record {
@@ -134,5 +159,18 @@ mod tests {
         // The same record always weighs the same, so place and remove balance.
         assert_eq!(d.heap_bytes(), SlotDoc::of(&record()).heap_bytes());
         assert!(d.heap_bytes() > 0);
+    }
+
+    #[test]
+    fn resident_record_holds_the_id_and_scope_and_nothing_stored() {
+        let r = record();
+        let lean = SlotDoc::of(&r).resident_record(&r.modality);
+        assert_eq!(lean.id, r.id);
+        assert_eq!(lean.modality, r.modality);
+        assert_eq!(lean.memory_domain, r.memory_domain);
+        assert_eq!((lean.run_id, lean.user_tokens), (r.run_id, r.user_tokens));
+        assert_eq!((lean.created_at, lean.expires_at), (5, Some(10)));
+        assert_eq!(lean.confidence.value, 0.75);
+        assert!(lean.content.is_none() && lean.vector.is_none() && lean.metadata.is_empty());
     }
 }
