@@ -19,7 +19,12 @@
 //!   tenant's `apply` lock across commit and apply). So a search sees the index as of one
 //!   commit, holding every write that returned before the search began; a write it does not
 //!   see had not returned, so the search is ordered before it. A failed apply drops the index,
-//!   and the next search loads it from storage.
+//!   and the next search loads it from storage. (One window remains, between a write's commit
+//!   and its apply, while that write has not returned: another request's `get` may already
+//!   read the new record while a search still answers from the index before it. Searches
+//!   that read records share it for writes that bring a record into sight; this path has it
+//!   for writes that take one out of sight too. Closing it would need the index to know the
+//!   last commit it applied.)
 //! - every record write is a `Change::Remove` of the old record and a `Change::Upsert` of the
 //!   new one (`crate::records::store_record`), deletes are removes and a collection's deletion
 //!   drops its index, so a patch that moves a record to another collection, domain, run,

@@ -343,11 +343,6 @@ pub(crate) fn search_collection(
             Candidates::Some(c) => Candidates::Some(Cow::Borrowed(c.as_ref())),
         },
     };
-    // The candidates already satisfy the domain, run, memory scope and (for `any`) principals,
-    // and the filter when it was answered exactly by the field index. The resident part of a
-    // record is looked at only for what bitmaps cannot say: its TTL or `all` principal
-    // matching, by the same rules every channel uses (`Visibility::sees_slot`); the stored
-    // record is read only for the rest of a filter (`crate::hits`).
     // Hits named from the index alone when the request needs nothing stored (`crate::hits`).
     let from_index = answers_from_index(s, filter_exact);
     // Reranking draws from a larger pool of candidates than it returns; so does a search that
@@ -358,6 +353,11 @@ pub(crate) fn search_collection(
         None => s.k,
     }
     .max(if from_index { s.k } else { s.k + SPARE_HITS });
+    // The candidates already satisfy the domain, run, memory scope and (for `any`) principals,
+    // and the filter when it was answered exactly by the field index. The resident part of a
+    // record is looked at only for what bitmaps cannot say: its TTL or `all` principal
+    // matching, by the same rules every channel uses (`Visibility::sees_slot`); the stored
+    // record is read only for the rest of a filter (`crate::hits`).
     let checks = HitChecks::new(ci, vis, s.filter.as_ref(), filter_exact, stored);
     let match_all = vis.matches_all_tokens();
     let needs_doc =
