@@ -38,6 +38,14 @@
 //! - the field index is updated in the same apply as the resident part, so a filter it
 //!   answers exactly is answered as of the same commit.
 //!
+//! Such a search without a filter and without shared domains begins no storage snapshot at
+//! all (`crate::search`): the tenant's liveness and permission are checked while the index is
+//! held by `Engine::check_readable` (`read_tenant`'s checks, from memory while the tenant is
+//! known live, from a snapshot otherwise), and the collection's defaults come from the
+//! definition its index was made from (`CollectionIndex::definition`), which is never stale:
+//! a definition does not change under a loaded index (a collection deleted, re-embedded or
+//! created again gets a new index from its new definition).
+//!
 //! What the resident state cannot answer still reads storage: a filter the field index cannot
 //! answer exactly (checked on stored records per candidate, and re-checked on each hit's
 //! record), and any `include` of content, metadata, vector or the whole record.
@@ -113,7 +121,10 @@ pub(crate) struct HitChecks<'a> {
     /// The field index answered the filter exactly (or there is none): no record is read for
     /// it.
     filter_exact: bool,
-    stored: &'a StoredRecords<'a>,
+    /// The search's storage snapshot; none for a search named from the index alone
+    /// ([`answers_from_index`] without a filter), which reads no record.
+    stored: Option<&'a StoredRecords<'a>>,
+    collection: &'a CollectionName,
     /// Answers of the filter on stored records, by slot: a graph search asks about a node
     /// again when it widens its beam.
     filtered: RefCell<HashMap<u32, bool>>,
@@ -128,7 +139,8 @@ impl<'a> HitChecks<'a> {
         vis: &'a Visibility,
         filter: Option<&'a Filter>,
         filter_exact: bool,
-        stored: &'a StoredRecords<'a>,
+        stored: Option<&'a StoredRecords<'a>>,
+        collection: &'a CollectionName,
     ) -> Self {
         HitChecks {
             ci,
@@ -136,6 +148,7 @@ impl<'a> HitChecks<'a> {
             filter,
             filter_exact,
             stored,
+            collection,
             filtered: RefCell::new(HashMap::new()),
             error: RefCell::new(None),
         }
@@ -160,7 +173,7 @@ impl<'a> HitChecks<'a> {
         if let Some(known) = self.filtered.borrow().get(&slot) {
             return *known;
         }
-        let passes = match self.stored.get(self.ci, slot, false) {
+        let passes = match self.stored().and_then(|s| s.get(self.ci, slot, false)) {
             Ok(record) => record.is_some_and(|r| filter.matches(&r)),
             Err(e) => {
                 self.error.borrow_mut().get_or_insert(e);
@@ -175,21 +188,29 @@ impl<'a> HitChecks<'a> {
     /// filter, on the record itself. Its vector only `with_vector`.
     pub fn record(&self, slot: u32, with_vector: bool) -> Result<Option<Record>, EngineError> {
         Ok(self
-            .stored
+            .stored()?
             .get(self.ci, slot, with_vector)?
             .filter(|r| self.vis.sees(r) && self.filter.is_none_or(|f| f.matches(r))))
     }
 
-    /// A hit named from its resident part alone (`SlotDoc::resident_record`), if the caller
-    /// sees it there. Only for searches [`answers_from_index`] allows: the filter, if any,
-    /// was answered exactly by the candidates.
+    /// A hit named from its resident part alone (`SlotDoc::resident_record`). Only for
+    /// searches [`answers_from_index`] allows (the filter, if any, was answered exactly by the
+    /// candidates), and only for a slot [`HitChecks::sees`] just accepted under the same hold
+    /// of the index, so visibility is decided once per hit.
     pub fn resident(&self, slot: u32) -> Option<Record> {
         self.ci
             .docs
             .get(slot as usize)
             .and_then(Option::as_ref)
-            .filter(|d| self.vis.sees_slot(d))
-            .map(|d| d.resident_record(self.stored.collection))
+            .map(|d| d.resident_record(self.collection))
+    }
+
+    /// The snapshot, or an error for a search that was given none yet needs a record: a
+    /// caller bug, answered as a failed search rather than a guess.
+    fn stored(&self) -> Result<&'a StoredRecords<'a>, EngineError> {
+        self.stored.ok_or_else(|| {
+            EngineError::Index("a search that reads records was given no snapshot".into())
+        })
     }
 
     /// The error a predicate met, if any: a search that could not read a record fails rather

@@ -101,9 +101,41 @@ impl Engine {
             weights: s.rerank_weights.unwrap_or_default(),
             now,
         });
+        // A search that needs nothing stored, with no filter and no shared domains, reads
+        // neither the collection nor any record: it begins no storage snapshot (`crate::hits`).
+        let lean = early.is_none()
+            && s.filter.is_none()
+            && s.include_shared.is_none()
+            && answers_from_index(s, true);
         let attempt = || {
             self.indexes
                 .with_index(&self.store, scope.key(), scope.tenant(), |ti| {
+                    if lean {
+                        // Named from the index alone: the tenant's liveness and permission
+                        // checked again while the index is held (`read_tenant`'s checks, from
+                        // memory while the tenant is known live), the collection's defaults
+                        // from the definition its index was made from, and no snapshot.
+                        self.check_readable(scope, Permission::Read)?;
+                        let ci = ti
+                            .collections
+                            .get(&name)
+                            .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
+                        let half_life = s
+                            .recency_half_life_secs
+                            .or(ci.definition.memory.recency_half_life_secs);
+                        let boost = crate::ranking::Boost::of(s, half_life, vis.now);
+                        let searched = search_collection(
+                            ci,
+                            &name,
+                            &vis,
+                            s,
+                            mode,
+                            adaptive.as_ref(),
+                            boost,
+                            None,
+                        )?;
+                        return Ok((searched, None));
+                    }
                     // The snapshot the hits' records are read from, begun while the index is
                     // held: every write the index reflects is in it (`crate::hits`).
                     self.read_tenant(scope, Permission::Read, |r| {
@@ -140,7 +172,7 @@ impl Engine {
                             mode,
                             adaptive.as_ref(),
                             boost,
-                            &stored,
+                            Some(&stored),
                         )?;
                         // Shared domains are searched after the index is released, against
                         // this collection's definition.
@@ -320,7 +352,7 @@ pub(crate) fn search_collection(
     mode: SearchMode,
     adaptive: Option<&crate::rerank::Adaptive<'_>>,
     boost: Option<crate::ranking::Boost>,
-    stored: &StoredRecords<'_>,
+    stored: Option<&StoredRecords<'_>>,
 ) -> Result<Searched, EngineError> {
     let scope = scope_candidates(ci, vis);
     // The scope's candidates unless a filter narrows them: then the field index's slots,
@@ -358,7 +390,7 @@ pub(crate) fn search_collection(
     // record is looked at only for what bitmaps cannot say: its TTL or `all` principal
     // matching, by the same rules every channel uses (`Visibility::sees_slot`); the stored
     // record is read only for the rest of a filter (`crate::hits`).
-    let checks = HitChecks::new(ci, vis, s.filter.as_ref(), filter_exact, stored);
+    let checks = HitChecks::new(ci, vis, s.filter.as_ref(), filter_exact, stored, name);
     let match_all = vis.matches_all_tokens();
     let needs_doc =
         |slot: u32| ci.with_expiry.contains(slot) || (match_all && !ci.shared.contains(slot));

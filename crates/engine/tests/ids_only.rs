@@ -189,3 +189,48 @@ fn read_while_hiding(
         searches += 1;
     }
 }
+
+/// An ids-only search without a filter reads the collection's definition from its index, not
+/// from storage: a collection deleted and created again with another dimension must be
+/// searched by its new definition, never a stale one.
+#[test]
+fn ids_only_searches_follow_a_collection_deleted_and_recreated_with_another_dimension() {
+    let (_dir, engine, scope) = loaded(20);
+    assert_eq!(search(&engine, &scope, 5, None, Some(vec![])).hits.len(), 5);
+    engine.delete_collection(&scope, &vec_name()).unwrap();
+    let lean = |vector: Vec<f32>| {
+        let s = SearchRequest {
+            vector: Some(vector),
+            k: 5,
+            modality: Some(vec_name()),
+            include: Some(vec![]),
+            ..Default::default()
+        };
+        engine.search(&scope, &req(), &s)
+    };
+    assert!(matches!(
+        lean(query()),
+        Err(strata_engine::EngineError::CollectionNotFound(_))
+    ));
+    engine
+        .create_collection(&scope, &vec_name(), 2 * DIM as u32, Metric::L2)
+        .unwrap();
+    let records = (0..3)
+        .map(|i| NewRecord {
+            id: Some(RecordId::parse(format!("new{i}")).unwrap()),
+            modality: Some(vec_name()),
+            vector: Some(vec![i as f32; 2 * DIM]),
+            ..Default::default()
+        })
+        .collect();
+    engine.put(&scope, &req(), records).unwrap();
+    assert!(matches!(
+        lean(query()),
+        Err(strata_engine::EngineError::InvalidRecord(
+            RecordError::DimensionMismatch { .. }
+        ))
+    ));
+    let hits = lean(vec![0.0; 2 * DIM]).unwrap().hits;
+    let ids: Vec<&str> = hits.iter().map(|h| h.record.id.as_str()).collect();
+    assert_eq!(ids, ["new0", "new1", "new2"]);
+}
