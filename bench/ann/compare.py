@@ -12,6 +12,7 @@ of three timed passes.
 """
 
 import json
+import os
 import sys
 import time
 
@@ -113,16 +114,21 @@ def main():
     for r in rows:
         # Rows of builds from before the index was Strata's own carry usearch's name.
         r["lib"] = r["lib"].replace("strata-usearch", "strata-index")
-    rows += run_hnswlib(base, queries, truth, efs)
-    rows += run_faiss(base, queries, truth, efs)
+    # PEERS=0 (compare.sh) leaves hnswlib and faiss out: Strata's columns alone, quicker.
+    if os.environ.get("PEERS", "1") != "0":
+        rows += run_hnswlib(base, queries, truth, efs)
+        rows += run_faiss(base, queries, truth, efs)
     for r in rows:
         print(json.dumps(r), file=sys.stderr)
 
     present = {r["lib"] for r in rows}
     # "-before" columns: the same benchmarks built from an earlier commit (compare.sh's
     # BEFORE), run in the same session so that before and after share the machine's load.
-    order = ["strata-engine-before", "strata-index-before", "strata-engine", "strata-index",
-             "hnswlib", "faiss"]
+    # "strata-engine" asks for ids and scores only (`include: []`, what the index and the peers
+    # return); "strata-engine-records" for the default include (content and metadata, read
+    # from storage).
+    order = ["strata-engine-before", "strata-engine-records-before", "strata-index-before",
+             "strata-engine", "strata-engine-records", "strata-index", "hnswlib", "faiss"]
     libs = [lib for lib in order if lib in present]
     build = {r["lib"]: r["build_s"] for r in rows if r["event"] == "build"}
     search = {(r["lib"], r["ef"], r["threads"]): r for r in rows if r["event"] == "search"}
@@ -153,8 +159,9 @@ def main():
     # less disturbed by other load than wall-clock QPS, so both are compared at equal recall.
     print("\nQPS at equal recall@10 (interpolated between ef settings; wall-clock / per "
           "CPU-second):\n")
-    print("| | " + " | ".join(libs) + " | engine / index | index / hnswlib |")
-    print("|---|" + "---|" * (len(libs) + 2))
+    print("| | " + " | ".join(libs)
+          + " | engine / index | engine records / index | index / hnswlib |")
+    print("|---|" + "---|" * (len(libs) + 3))
     for target in (0.95, 0.99):
         for threads in (1, 2):
             figures = {}
@@ -175,6 +182,7 @@ def main():
             print(f"| recall {target}, {threads} thread{'s' if threads > 1 else ''} | "
                   + " | ".join(cell(figures[lib]) for lib in libs)
                   + f" | {ratio('strata-engine', 'strata-index')}"
+                  + f" | {ratio('strata-engine-records', 'strata-index')}"
                   + f" | {ratio('strata-index', 'hnswlib')} |")
 
 

@@ -9,6 +9,9 @@
 # peers only. BUILD_THREADS (default 2, as the peers) is the index's `insert_batch` threads.
 # EFS: the beam widths searched; a fine grid around recall 0.99 (e.g. 16,24,32,48,64,96)
 # makes the interpolated QPS at equal recall less dependent on where the grid points fall.
+# PEERS=0 leaves out hnswlib and faiss (and their virtual environment): Strata's columns only.
+# The engine runs twice per setting: "strata-engine" with `include: []` (ids and scores, what
+# the index and the peers return) and "strata-engine-records" with the default include.
 # Prints JSON lines on stderr and one markdown table on stdout.
 set -euo pipefail
 
@@ -41,23 +44,31 @@ fi
 # (a'') The earlier build's binaries, when given, on the same files.
 EXTRA=()
 if [ -n "${BEFORE:-}" ]; then
-    "$BEFORE/ann_bench" --n "$N" --dim "$DIM" --efs "$EFS" \
-        | sed -e 's/"lib":"strata-usearch"/"lib":"strata-index-before"/' \
-              -e 's/"lib":"strata-index"/"lib":"strata-index-before"/' > "$DATA/before.jsonl"
-    EXTRA=("$DATA/before.jsonl")
+    # Without `ann_bench` in DIR (an engine-only change) the index-before column is left out.
+    if [ -x "$BEFORE/ann_bench" ]; then
+        "$BEFORE/ann_bench" --n "$N" --dim "$DIM" --efs "$EFS" \
+            | sed -e 's/"lib":"strata-usearch"/"lib":"strata-index-before"/' \
+                  -e 's/"lib":"strata-index"/"lib":"strata-index-before"/' > "$DATA/before.jsonl"
+        EXTRA=("$DATA/before.jsonl")
+    fi
     if [ "$ENGINE" != 0 ]; then
         "$BEFORE/engine_ann_bench" --n "$N" --dim "$DIM" --efs "$EFS" --data "$DATA" \
             | sed -e 's/"lib":"strata-engine"/"lib":"strata-engine-before"/' \
+                  -e 's/"lib":"strata-engine-records"/"lib":"strata-engine-records-before"/' \
             > "$DATA/before-engine.jsonl"
         EXTRA+=("$DATA/before-engine.jsonl")
     fi
 fi
 
-# (b) Python peers in a local virtual environment.
+# (b) Python peers in a local virtual environment (numpy alone with PEERS=0).
 if [ ! -x "$HERE/.venv/bin/python" ]; then
     python3 -m venv "$HERE/.venv"
 fi
-"$HERE/.venv/bin/pip" install -q numpy hnswlib faiss-cpu
+if [ "${PEERS:-1}" != 0 ]; then
+    "$HERE/.venv/bin/pip" install -q numpy hnswlib faiss-cpu
+else
+    "$HERE/.venv/bin/pip" install -q numpy
+fi
 
 # (c, d) Run the peers on the same files and print the table.
 "$HERE/.venv/bin/python" "$HERE/compare.py" "$DATA" "$DATA/strata.jsonl" "$EFS" \

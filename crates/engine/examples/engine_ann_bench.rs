@@ -24,8 +24,8 @@ use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
 use strata_engine::{Engine, EngineConfig};
 use strata_index::{Metric as IndexMetric, exact_top_k, testdata};
 use strata_types::{
-    CollectionName, Metric, NewRecord, RecordId, RequestScope, SearchRequest, SearchResponse,
-    TenantId,
+    CollectionName, Include, Metric, NewRecord, RecordId, RequestScope, SearchRequest,
+    SearchResponse, TenantId,
 };
 
 const K: usize = 10;
@@ -216,12 +216,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let put_s = t.elapsed().as_secs_f64();
 
-    let search = |q: &Vec<f32>, ef: Option<usize>| -> SearchResponse {
+    // `include: []` (ids and scores, what the bare index and hnswlib return) or the default
+    // include (each hit's content and metadata, read from storage).
+    let search = |q: &Vec<f32>, ef: Option<usize>, include: &Option<Vec<Include>>| {
         let s = SearchRequest {
             vector: Some(q.clone()),
             k: K,
             modality: Some(collection.clone()),
             ef,
+            include: include.clone(),
             ..Default::default()
         };
         engine.search(&scope, &req, &s).expect("search")
@@ -229,7 +232,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The first search loads the tenant's indexes and hands the graph to the background
     // builder; searches are exact scans until it is installed, so wait for it before timing.
     let t = Instant::now();
-    search(&queries[0], None);
+    search(&queries[0], None, &None);
     engine.wait_for_graph_builds();
     let build_s = t.elapsed().as_secs_f64();
     println!(
@@ -238,37 +241,57 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.dim
     );
 
+    let variants: [(&str, Option<Vec<Include>>); 2] = [
+        ("strata-engine", Some(Vec::new())),
+        ("strata-engine-records", None),
+    ];
     for &ef in &args.efs {
         for threads in [1usize, 2] {
-            // Warm-up pass, then the best of three timed passes, as ann_bench does.
-            let (mut results, _) = parallel(&queries, threads, |q| search(q, Some(ef)));
-            let (mut secs, mut cpu) = (f64::MAX, f64::MAX);
-            for _ in 0..3 {
-                let t = Instant::now();
-                let (pass, pass_cpu) = parallel(&queries, threads, |q| search(q, Some(ef)));
-                secs = secs.min(t.elapsed().as_secs_f64());
-                cpu = cpu.min(pass_cpu);
-                results = pass;
+            for (lib, include) in &variants {
+                measure(lib, &queries, &truth, ef, threads, |q| {
+                    search(q, Some(ef), include)
+                });
             }
-            let mut found = 0usize;
-            let mut exact = 0usize;
-            for (r, gt) in results.iter().zip(&truth) {
-                exact += usize::from(r.exact);
-                found += r
-                    .hits
-                    .iter()
-                    .filter_map(|h| row_of(&h.record.id))
-                    .filter(|row| gt.iter().take(K).any(|g| g == row))
-                    .count();
-            }
-            let recall = found as f64 / (K * queries.len()) as f64;
-            let qps = queries.len() as f64 / secs;
-            let cpu_qps = queries.len() as f64 / cpu;
-            let exact_share = exact as f64 / queries.len() as f64;
-            println!(
-                "{{\"lib\":\"strata-engine\",\"event\":\"search\",\"ef\":{ef},\"threads\":{threads},\"qps\":{qps:.1},\"cpu_qps\":{cpu_qps:.1},\"recall_at_10\":{recall:.4},\"exact_share\":{exact_share:.3}}}"
-            );
         }
     }
     Ok(())
+}
+
+/// Times `search` over every query with `threads` threads at `ef` and prints its JSON line as
+/// `lib`: a warm-up pass, then the best of three timed passes, as ann_bench does.
+fn measure(
+    lib: &str,
+    queries: &[Vec<f32>],
+    truth: &[Vec<u32>],
+    ef: usize,
+    threads: usize,
+    search: impl Fn(&Vec<f32>) -> SearchResponse + Sync,
+) {
+    let (mut results, _) = parallel(queries, threads, &search);
+    let (mut secs, mut cpu) = (f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let (pass, pass_cpu) = parallel(queries, threads, &search);
+        secs = secs.min(t.elapsed().as_secs_f64());
+        cpu = cpu.min(pass_cpu);
+        results = pass;
+    }
+    let mut found = 0usize;
+    let mut exact = 0usize;
+    for (r, gt) in results.iter().zip(truth) {
+        exact += usize::from(r.exact);
+        found += r
+            .hits
+            .iter()
+            .filter_map(|h| row_of(&h.record.id))
+            .filter(|row| gt.iter().take(K).any(|g| g == row))
+            .count();
+    }
+    let recall = found as f64 / (K * queries.len()) as f64;
+    let qps = queries.len() as f64 / secs;
+    let cpu_qps = queries.len() as f64 / cpu;
+    let exact_share = exact as f64 / queries.len() as f64;
+    println!(
+        "{{\"lib\":\"{lib}\",\"event\":\"search\",\"ef\":{ef},\"threads\":{threads},\"qps\":{qps:.1},\"cpu_qps\":{cpu_qps:.1},\"recall_at_10\":{recall:.4},\"exact_share\":{exact_share:.3}}}"
+    );
 }

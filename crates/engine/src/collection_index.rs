@@ -107,6 +107,12 @@ pub(crate) struct CollectionIndex {
     /// Estimated heap bytes of the slots in `docs` and their index entries (see
     /// `SlotDoc::heap_bytes`), kept up to date by `place_scope` and `remove`.
     slot_bytes: u64,
+    /// The collection's definition as committed when this index was made. A definition is
+    /// never changed in place under a loaded index: deleting a collection drops its index
+    /// (`Change::DropCollection`), a re-embed drops it too, and a collection created again
+    /// (maybe with another dimension) gets a new index from its new definition. So an ids-only
+    /// search reads its defaults from here rather than from storage (`crate::search`).
+    pub definition: Collection,
 }
 
 impl CollectionIndex {
@@ -138,6 +144,7 @@ impl CollectionIndex {
             params: HnswParams::default(),
             rebuild: false,
             slot_bytes: 0,
+            definition: c.clone(),
         }
     }
 

@@ -7,16 +7,71 @@
 //! the hits themselves. Each hit's stored record passes `Visibility::sees` and the filter once
 //! more before it is returned; a record a concurrent write changed out of sight, or removed,
 //! is passed over for the next candidate.
+//!
+//! A search whose `include` needs nothing of the stored record (`[]`: ids and scores) and
+//! whose filter the field index answered exactly (or that has none) reads no record at all
+//! ([`answers_from_index`]): each hit is decided by `Visibility::sees_slot` on its resident
+//! part and named from it. That answer is the one storage would give, because the resident
+//! state never differs from storage in a way a caller could see:
+//! - a search holds the tenant's index under its read lock from the walk to the last hit, and
+//!   every write applies its changes to the loaded index under the write lock, after its
+//!   commit and before it returns, in commit order (`crate::registry`: `write` holds the
+//!   tenant's `apply` lock across commit and apply). So a search sees the index as of one
+//!   commit, holding every write that returned before the search began; a write it does not
+//!   see had not returned, so the search is ordered before it. A failed apply drops the index,
+//!   and the next search loads it from storage. (One window remains, between a write's commit
+//!   and its apply, while that write has not returned: another request's `get` may already
+//!   read the new record while a search still answers from the index before it. Searches
+//!   that read records share it for writes that bring a record into sight; this path has it
+//!   for writes that take one out of sight too. Closing it would need the index to know the
+//!   last commit it applied.)
+//! - every record write is a `Change::Remove` of the old record and a `Change::Upsert` of the
+//!   new one (`crate::records::store_record`), deletes are removes and a collection's deletion
+//!   drops its index, so a patch that moves a record to another collection, domain, run,
+//!   memory scope or set of user tokens, or changes its expiry, replaces its resident part,
+//!   which copies exactly the fields `Visibility` reads (`SlotDoc::of`);
+//! - TTL: expired records are never swept, only hidden, by `Visibility::sees_slot` with the
+//!   request's `now`, the rule `Record::is_expired` applies to the stored record;
+//! - tenant suspension, deletion and purge are checked by `Engine::read_tenant` /
+//!   `check_readable` before the index is searched, as for every search (reading the records
+//!   never re-checked them); a purge forgets the index and a new incarnation has another key;
+//! - the field index is updated in the same apply as the resident part, so a filter it
+//!   answers exactly is answered as of the same commit.
+//!
+//! Such a search without a filter and without shared domains begins no storage snapshot at
+//! all (`crate::search`): the tenant's liveness and permission are checked while the index is
+//! held by `Engine::check_readable` (`read_tenant`'s checks, from memory while the tenant is
+//! known live, from a snapshot otherwise), and the collection's defaults come from the
+//! definition its index was made from (`CollectionIndex::definition`), which is never stale:
+//! a definition does not change under a loaded index (a collection deleted, re-embedded or
+//! created again gets a new index from its new definition).
+//!
+//! What the resident state cannot answer still reads storage: a filter the field index cannot
+//! answer exactly (checked on stored records per candidate, and re-checked on each hit's
+//! record), and any `include` of content, metadata, vector or the whole record.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use strata_store::{Reader, Reads, TenantKey};
-use strata_types::{CollectionName, Filter, Record};
+use strata_types::{CollectionName, Filter, Include, Record, SearchRequest};
 
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
 use crate::visibility::{SlotVisibility, Visibility};
+
+/// Whether the hits of `s` can be named from the index's resident state without reading a
+/// record (see the module docs): its `include` asks for nothing of the stored record, and the
+/// field index answered its filter exactly (`filter_exact`, true without a filter).
+pub(crate) fn answers_from_index(s: &SearchRequest, filter_exact: bool) -> bool {
+    const STORED: [Include; 4] = [
+        Include::Content,
+        Include::Metadata,
+        Include::Vector,
+        Include::Record,
+    ];
+    filter_exact && !STORED.iter().any(|&f| s.includes(f))
+}
 
 /// One collection's records in one storage snapshot.
 pub(crate) struct StoredRecords<'a> {
@@ -68,7 +123,10 @@ pub(crate) struct HitChecks<'a> {
     /// The field index answered the filter exactly (or there is none): no record is read for
     /// it.
     filter_exact: bool,
-    stored: &'a StoredRecords<'a>,
+    /// The search's storage snapshot; none for a search named from the index alone
+    /// ([`answers_from_index`] without a filter), which reads no record.
+    stored: Option<&'a StoredRecords<'a>>,
+    collection: &'a CollectionName,
     /// Answers of the filter on stored records, by slot: a graph search asks about a node
     /// again when it widens its beam.
     filtered: RefCell<HashMap<u32, bool>>,
@@ -83,7 +141,8 @@ impl<'a> HitChecks<'a> {
         vis: &'a Visibility,
         filter: Option<&'a Filter>,
         filter_exact: bool,
-        stored: &'a StoredRecords<'a>,
+        stored: Option<&'a StoredRecords<'a>>,
+        collection: &'a CollectionName,
     ) -> Self {
         HitChecks {
             ci,
@@ -92,6 +151,7 @@ impl<'a> HitChecks<'a> {
             filter,
             filter_exact,
             stored,
+            collection,
             filtered: RefCell::new(HashMap::new()),
             error: RefCell::new(None),
         }
@@ -116,7 +176,7 @@ impl<'a> HitChecks<'a> {
         if let Some(known) = self.filtered.borrow().get(&slot) {
             return *known;
         }
-        let passes = match self.stored.get(self.ci, slot, false) {
+        let passes = match self.stored().and_then(|s| s.get(self.ci, slot, false)) {
             Ok(record) => record.is_some_and(|r| filter.matches(&r)),
             Err(e) => {
                 self.error.borrow_mut().get_or_insert(e);
@@ -131,9 +191,29 @@ impl<'a> HitChecks<'a> {
     /// filter, on the record itself. Its vector only `with_vector`.
     pub fn record(&self, slot: u32, with_vector: bool) -> Result<Option<Record>, EngineError> {
         Ok(self
-            .stored
+            .stored()?
             .get(self.ci, slot, with_vector)?
             .filter(|r| self.vis.sees(r) && self.filter.is_none_or(|f| f.matches(r))))
+    }
+
+    /// A hit named from its resident part alone (`SlotDoc::resident_record`). Only for
+    /// searches [`answers_from_index`] allows (the filter, if any, was answered exactly by the
+    /// candidates), and only for a slot [`HitChecks::sees`] just accepted under the same hold
+    /// of the index, so visibility is decided once per hit.
+    pub fn resident(&self, slot: u32) -> Option<Record> {
+        self.ci
+            .docs
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .and_then(|d| d.resident_record(self.collection, &self.ci.names))
+    }
+
+    /// The snapshot, or an error for a search that was given none yet needs a record: a
+    /// caller bug, answered as a failed search rather than a guess.
+    fn stored(&self) -> Result<&'a StoredRecords<'a>, EngineError> {
+        self.stored.ok_or_else(|| {
+            EngineError::Index("a search that reads records was given no snapshot".into())
+        })
     }
 
     /// The error a predicate met, if any: a search that could not read a record fails rather

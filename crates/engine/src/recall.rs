@@ -60,12 +60,19 @@ impl Engine {
                     .into(),
             ));
         }
+        let with_vector = s.includes(Include::Vector);
+        // Spreading reads the seeds' whole records (their links, rules and the hits it
+        // returns), so the seed search reads them from storage whatever `include` says.
         let seed_search = SearchRequest {
             k: p.seeds_for(s.k),
+            include: Some(if with_vector {
+                vec![Include::Record, Include::Vector]
+            } else {
+                vec![Include::Record]
+            }),
             ..s.clone()
         };
         let found = self.search(scope, req, &seed_search)?;
-        let with_vector = s.includes(Include::Vector);
         self.read_tenant(scope, Permission::Read, |r| {
             let profile = crate::tenants::check_live(r, scope)?;
             let cap = profile

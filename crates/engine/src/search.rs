@@ -19,7 +19,7 @@ use strata_types::{
 
 use crate::collection_index::CollectionIndex;
 use crate::embedding::{embed, embeds, text_collection};
-use crate::hits::{HitChecks, StoredRecords};
+use crate::hits::{HitChecks, StoredRecords, answers_from_index};
 use crate::integrity::{IntegrityState, STRESS_MAX_EF, STRESS_MAX_K};
 use crate::plan::{Candidates, filter_candidates, scope_candidates, vector_top, visible_slots};
 use crate::visibility::Visibility;
@@ -101,9 +101,41 @@ impl Engine {
             weights: s.rerank_weights.unwrap_or_default(),
             now,
         });
+        // A search that needs nothing stored, with no filter and no shared domains, reads
+        // neither the collection nor any record: it begins no storage snapshot (`crate::hits`).
+        let lean = early.is_none()
+            && s.filter.is_none()
+            && s.include_shared.is_none()
+            && answers_from_index(s, true);
         let attempt = || {
             self.indexes
                 .with_index(&self.store, scope.key(), scope.tenant(), |ti| {
+                    if lean {
+                        // Named from the index alone: the tenant's liveness and permission
+                        // checked again while the index is held (`read_tenant`'s checks, from
+                        // memory while the tenant is known live), the collection's defaults
+                        // from the definition its index was made from, and no snapshot.
+                        self.check_readable(scope, Permission::Read)?;
+                        let ci = ti
+                            .collections
+                            .get(&name)
+                            .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
+                        let half_life = s
+                            .recency_half_life_secs
+                            .or(ci.definition.memory.recency_half_life_secs);
+                        let boost = crate::ranking::Boost::of(s, half_life, vis.now);
+                        let searched = search_collection(
+                            ci,
+                            &name,
+                            &vis,
+                            s,
+                            mode,
+                            adaptive.as_ref(),
+                            boost,
+                            None,
+                        )?;
+                        return Ok((searched, None));
+                    }
                     // The snapshot the hits' records are read from, begun while the index is
                     // held: every write the index reflects is in it (`crate::hits`).
                     self.read_tenant(scope, Permission::Read, |r| {
@@ -140,7 +172,7 @@ impl Engine {
                             mode,
                             adaptive.as_ref(),
                             boost,
-                            &stored,
+                            Some(&stored),
                         )?;
                         // Shared domains are searched after the index is released, against
                         // this collection's definition.
@@ -320,15 +352,8 @@ pub(crate) fn search_collection(
     mode: SearchMode,
     adaptive: Option<&crate::rerank::Adaptive<'_>>,
     boost: Option<crate::ranking::Boost>,
-    stored: &StoredRecords<'_>,
+    stored: Option<&StoredRecords<'_>>,
 ) -> Result<Searched, EngineError> {
-    // Reranking draws from a larger pool of candidates than it returns; so does every search,
-    // by a few, to replace hits a concurrent write takes out of sight (see the hits below).
-    let want = match adaptive {
-        Some(_) => crate::rerank::pool_size(s.k),
-        None => s.k,
-    }
-    .max(s.k + SPARE_HITS);
     let scope = scope_candidates(ci, vis);
     // The scope's candidates unless a filter narrows them: then the field index's slots,
     // intersected in place with the scope's. A search without a filter copies no bitmap here.
@@ -350,12 +375,22 @@ pub(crate) fn search_collection(
             Candidates::Some(c) => Candidates::Some(Cow::Borrowed(c.as_ref())),
         },
     };
+    // Hits named from the index alone when the request needs nothing stored (`crate::hits`).
+    let from_index = answers_from_index(s, filter_exact);
+    // Reranking draws from a larger pool of candidates than it returns; so does a search that
+    // reads its hits' records, by a few, to replace hits a concurrent write takes out of sight
+    // (see the hits below). Hits named from the index cannot be taken out of sight meanwhile.
+    let want = match adaptive {
+        Some(_) => crate::rerank::pool_size(s.k),
+        None => s.k,
+    }
+    .max(if from_index { s.k } else { s.k + SPARE_HITS });
     // The candidates already satisfy the domain, run, memory scope and (for `any`) principals,
     // and the filter when it was answered exactly by the field index. The resident part of a
     // record is looked at only for what bitmaps cannot say: its TTL or `all` principal
     // matching, by the same rules every channel uses (`Visibility::sees_slot`); the stored
     // record is read only for the rest of a filter (`crate::hits`).
-    let checks = HitChecks::new(ci, vis, s.filter.as_ref(), filter_exact, stored);
+    let checks = HitChecks::new(ci, vis, s.filter.as_ref(), filter_exact, stored, name);
     let match_all = vis.matches_all_tokens();
     let needs_doc =
         |slot: u32| ci.with_expiry.contains(slot) || (match_all && !ci.shared.contains(slot));
@@ -432,7 +467,9 @@ pub(crate) fn search_collection(
         crate::rerank::rerank(&mut ranked, ci, name, a);
     }
     // The hits' whole records, from storage, each checked once more on the record itself; one
-    // a concurrent write took out of sight is passed over for the next candidate.
+    // a concurrent write took out of sight is passed over for the next candidate. Or, when
+    // the request needs nothing stored, the hits as the index holds them, which the caller
+    // was just found to see (`ranked.retain` above) under the same read lock.
     let with_vector = s.includes(Include::Vector);
     let mut hits = Vec::with_capacity(s.k.min(ranked.len()));
     let mut passed_over = false;
@@ -440,7 +477,12 @@ pub(crate) fn search_collection(
         if hits.len() == s.k {
             break;
         }
-        let Some(record) = checks.record(r.slot, with_vector)? else {
+        let record = if from_index {
+            checks.resident(r.slot)
+        } else {
+            checks.record(r.slot, with_vector)?
+        };
+        let Some(record) = record else {
             passed_over = true;
             continue;
         };

@@ -9,7 +9,7 @@
 //! from the search's own storage snapshot (`crate::hits`). Keeping whole records resident cost
 //! 2.3 × the raw vectors for 200,000 records (`docs/benchmarks.md`).
 
-use strata_types::{Millis, Record, RecordId};
+use strata_types::{CollectionName, Confidence, Millis, Record, RecordId};
 
 use crate::scope_names::{ScopeIds, ScopeNames};
 
@@ -72,6 +72,36 @@ impl SlotDoc {
         self.expires_at.is_some_and(|t| t <= now)
     }
 
+    /// A hit's record as far as this resident part holds it, for a search whose `include`
+    /// needs nothing of the stored record (`crate::hits::answers_from_index`): its id,
+    /// `collection`, scope fields, `created_at` (also as `updated_at`, which is not kept),
+    /// `expires_at` and confidence value. No content, metadata, kind or vector; the API
+    /// projects such a hit to its id and score.
+    /// `None` if its scope ids are not in `names` (never for a slot of that collection).
+    pub fn resident_record(
+        &self,
+        collection: &CollectionName,
+        names: &ScopeNames,
+    ) -> Option<Record> {
+        let scope = names.names(self.scope)?;
+        Some(Record {
+            id: self.id.clone(),
+            modality: collection.clone(),
+            kind: None,
+            content: None,
+            vector: None,
+            user_tokens: scope.user_tokens,
+            memory_domain: scope.domain,
+            run_id: scope.run_id,
+            memory_scope: scope.memory_scope,
+            metadata: serde_json::Map::new(),
+            created_at: self.created_at,
+            updated_at: self.created_at,
+            expires_at: self.expires_at,
+            confidence: Confidence::initial(self.confidence),
+        })
+    }
+
     /// Estimated heap bytes this slot holds: its id string (with an allocator header) and its
     /// index entries. The inline part is counted by the slot table's capacity, the scope names
     /// by their tables (`ScopeNames::heap_bytes`).
@@ -115,7 +145,7 @@ fn json_bytes(map: &serde_json::Map<String, serde_json::Value>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_types::{CollectionName, Confidence, Domain, RunId, UserToken};
+    use strata_types::{Domain, RunId, UserToken};
 
     fn record() -> Record {
         Record {
@@ -161,5 +191,21 @@ mod tests {
             "a slot stays small: {}",
             std::mem::size_of::<Option<SlotDoc>>()
         );
+    }
+
+    #[test]
+    fn resident_record_holds_the_id_and_scope_and_nothing_stored() {
+        let r = record();
+        let mut names = ScopeNames::default();
+        let lean = SlotDoc::of(&r, &mut names)
+            .resident_record(&r.modality, &names)
+            .unwrap();
+        assert_eq!(lean.id, r.id);
+        assert_eq!(lean.modality, r.modality);
+        assert_eq!(lean.memory_domain, r.memory_domain);
+        assert_eq!((lean.run_id, lean.user_tokens), (r.run_id, r.user_tokens));
+        assert_eq!((lean.created_at, lean.expires_at), (5, Some(10)));
+        assert_eq!(lean.confidence.value, 0.75);
+        assert!(lean.content.is_none() && lean.vector.is_none() && lean.metadata.is_empty());
     }
 }

@@ -384,12 +384,16 @@ fn check_search(
         .random_bool(0.7)
         .then(|| vec_of(rng.random::<u32>() as u64));
     let word = (qv.is_none() || rng.random_bool(0.4)).then(|| pick(rng, WORDS).to_string());
+    // Half the searches ask for ids and scores only (`include: []`), which names hits from the
+    // index without reading their records: the same rules must hold.
+    let ids_only = rng.random_bool(0.5);
     let search = SearchRequest {
         vector: qv.clone(),
         query: word.clone(),
         k,
         filter: below.map(n_filter),
         explain: true,
+        include: ids_only.then(Vec::new),
         ..Default::default()
     };
     let actual = engine.search(scope, rs, &search).map_err(fail_of);

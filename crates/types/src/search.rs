@@ -128,7 +128,8 @@ pub struct SearchRequest {
     /// HNSW beam width for this search; larger is slower and more exact.
     pub ef: Option<usize>,
     /// What each hit carries besides `id` and `score`; `["content", "metadata"]` when absent,
-    /// `[]` for ids and scores only.
+    /// `[]` for ids and scores only (the cheapest: no record is read from storage unless the
+    /// filter needs it).
     #[schema(default = json!(["content", "metadata"]))]
     #[serde(deserialize_with = "include_list")]
     pub include: Option<Vec<Include>>,
@@ -213,6 +214,10 @@ pub struct HitExplain {
 /// One result.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SearchHit {
+    /// The stored record. When the search's `include` names none of `content`, `metadata`,
+    /// `vector` and `record`, the engine reads no record and this holds only what its index
+    /// keeps resident: id, collection, scope fields, `created_at` (also as `updated_at`),
+    /// `expires_at` and the confidence value; no content, metadata, kind or vector.
     pub record: Record,
     /// Higher is better: cosine similarity, dot product, negative L2 distance, BM25, or the
     /// fused score in hybrid mode.
