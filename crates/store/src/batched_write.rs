@@ -116,9 +116,20 @@ impl Store {
         refuse_after_failed_sync(&self.file)?;
         let mut out: Option<Result<R, E>> = None;
         let mut panicked: Option<Box<dyn Any + Send>> = None;
+        // CPU time the leader's thread spent on this write, every run of it.
+        let mut cpu_ns: i64 = 0;
         let mut run = |w: &mut Writer<'_>| -> bool {
             out = None;
-            match std::panic::catch_unwind(AssertUnwindSafe(|| f(w))) {
+            let started = strata_sched::thread_cpu_ns();
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(w)));
+            if let (Some(before), Some(after)) = (started, strata_sched::thread_cpu_ns()) {
+                let spent = i64::try_from(after.saturating_sub(before)).unwrap_or(i64::MAX);
+                cpu_ns = cpu_ns.saturating_add(spent);
+                // On the leader's thread: not the leader's own job's work (unless this is its
+                // own write, which gets it back below).
+                strata_sched::adjust_job_cpu(-spent);
+            }
+            match result {
                 Ok(Ok(r)) => {
                     out = Some(Ok(r));
                     true
@@ -143,6 +154,8 @@ impl Store {
             |jobs| self.run_batch(&jobs),
             || Outcome::Store("a batch of writes panicked in storage".into()),
         );
+        // On the caller's thread: its job is charged its write's CPU time, wherever it ran.
+        strata_sched::adjust_job_cpu(cpu_ns);
         if let Some(p) = panicked {
             std::panic::resume_unwind(p);
         }
@@ -522,6 +535,61 @@ mod tests {
         });
         // Only the transaction being run is open; the three queued writes are not.
         assert_eq!(open_while_queued.load(Ordering::SeqCst), 1);
+    }
+
+    /// Spins until the calling thread has used `ns` more nanoseconds of CPU.
+    fn spin_cpu(ns: u64) {
+        let Some(start) = strata_sched::thread_cpu_ns() else {
+            return;
+        };
+        let mut x = 0u64;
+        while strata_sched::thread_cpu_ns().unwrap() - start < ns {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+        }
+    }
+
+    #[test]
+    fn a_write_run_by_another_leader_is_charged_to_its_own_caller() {
+        if strata_sched::thread_cpu_ns().is_none() {
+            return;
+        }
+        const SPIN: u64 = 30_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let holding = AtomicBool::new(false);
+        // What a thread's job is charged for one write: its thread's CPU time plus the
+        // adjustment, as the worker pool computes it.
+        let charged = |t: TenantKey, spin: u64| {
+            strata_sched::take_job_cpu_adjustment();
+            let before = strata_sched::thread_cpu_ns().unwrap();
+            let ((), p) = store
+                .write_batched_for(t, |w| {
+                    spin_cpu(spin);
+                    w.put_blob(t, "x", b"1")
+                })
+                .unwrap();
+            p.wait_durable().unwrap();
+            let used = strata_sched::thread_cpu_ns().unwrap() - before;
+            used as i64 + strata_sched::take_job_cpu_adjustment()
+        };
+        let (quiet, spinning) = std::thread::scope(|s| {
+            let holder = hold_until_queued(s, &store, &holding, 2);
+            // Both in the next batch, led by one of them (most often the first queued).
+            let quiet = s.spawn(|| charged(TenantKey::from_raw(1), 0));
+            wait_for(|| store.batch.queued() >= 1);
+            let spinning = s.spawn(|| charged(TenantKey::from_raw(2), SPIN));
+            holder.join().unwrap();
+            (quiet.join().unwrap(), spinning.join().unwrap())
+        });
+        // Whoever led, the spinning write's CPU is its own caller's, not the other's.
+        assert!(
+            spinning >= SPIN as i64,
+            "spinning {spinning}, quiet {quiet}"
+        );
+        assert!(
+            quiet < SPIN as i64 / 2,
+            "spinning {spinning}, quiet {quiet}"
+        );
     }
 
     #[test]
