@@ -158,8 +158,10 @@ fn write_until_killed(
         engine
             .put(scope, &RequestScope::default(), records)
             .expect("put");
+        let (batches, writes) = engine.write_batches();
         let mut out = stdout.lock();
         writeln!(out, "ACK {round} {writer} {batch} {size}").expect("stdout");
+        writeln!(out, "BATCHES {batches} {writes}").expect("stdout");
         out.flush().expect("flush");
         drop(out);
         // Now and then a pause, long enough for a save to catch up with every write.
@@ -203,6 +205,9 @@ fn crash_rounds(writers: u64, tenants: u64, failing: bool) {
     let mut failed: BTreeSet<(u64, u64, u64)> = BTreeSet::new();
     let mut from_image = 0;
     let mut total_acks = 0;
+    // Storage transactions the children's batched writes ran in, and writes they took (the
+    // last report of each child: its counts since it started).
+    let (mut batches, mut batched) = (0u64, 0u64);
     for round in 0..kills {
         let mut child = Command::new(std::env::current_exe().expect("current exe"))
             .args([
@@ -243,8 +248,17 @@ fn crash_rounds(writers: u64, tenants: u64, failing: bool) {
         child.kill().expect("SIGKILL");
         child.wait().expect("reap child");
         reader.join().expect("reader thread");
+        let mut last_batches = (0, 0);
         for line in rx.try_iter() {
-            if let Some(rest) = line.strip_prefix("ACK ") {
+            if let Some(rest) = line.strip_prefix("BATCHES ") {
+                let n: Vec<u64> = rest
+                    .split(' ')
+                    .map(|x| x.parse().expect("number"))
+                    .collect();
+                if let [b, w] = n[..] {
+                    last_batches = (b, w);
+                }
+            } else if let Some(rest) = line.strip_prefix("ACK ") {
                 let n: Vec<u64> = rest
                     .split(' ')
                     .map(|x| x.parse().expect("number"))
@@ -259,6 +273,9 @@ fn crash_rounds(writers: u64, tenants: u64, failing: bool) {
                 failed.insert((n[0], n[1], n[2]));
             }
         }
+
+        batches += last_batches.0;
+        batched += last_batches.1;
 
         // Reopen and check.
         let (engine, scopes) = open_tenants(dir.path(), tenants);
@@ -393,6 +410,13 @@ fn crash_rounds(writers: u64, tenants: u64, failing: bool) {
         total_acks >= kills,
         "children acknowledged too little to test anything ({total_acks})"
     );
+    println!("batched writes: {batched} in {batches} transactions");
+    if writers > 1 {
+        assert!(
+            batched > batches,
+            "concurrent writers never shared a transaction ({batched} writes in {batches})"
+        );
+    }
     if failing {
         println!("failed writes reported: {}", failed.len());
         assert!(

@@ -1,9 +1,30 @@
 //! The calling thread's CPU time: what the pool charges a job, so that time a job spends
 //! blocked (on an fsync, a lock) is not billed as if it had used a core.
 
+use std::cell::Cell;
+
+thread_local! {
+    /// CPU time, in nanoseconds, to add to (or take from) the measured cost of the job this
+    /// thread runs: work this thread did for another job, or another thread did for this one.
+    static ADJUSTMENT: Cell<i64> = const { Cell::new(0) };
+}
+
+/// Moves `ns` nanoseconds of CPU time into (positive) or out of (negative) the cost charged to
+/// the job the calling thread runs. For work done on one thread on behalf of a job running on
+/// another: the storage layer's batched writes, where one caller's thread applies the writes
+/// of many, move each write's CPU time from the thread that applied it to its own caller's.
+pub fn adjust_job_cpu(ns: i64) {
+    ADJUSTMENT.set(ADJUSTMENT.get().saturating_add(ns));
+}
+
+/// Returns the calling thread's adjustment (see [`adjust_job_cpu`]) and resets it.
+pub fn take_job_cpu_adjustment() -> i64 {
+    ADJUSTMENT.replace(0)
+}
+
 /// Nanoseconds of CPU the calling thread has used, where the platform tells.
 #[cfg(unix)]
-pub(crate) fn thread_cpu_ns() -> Option<u64> {
+pub fn thread_cpu_ns() -> Option<u64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -19,7 +40,7 @@ pub(crate) fn thread_cpu_ns() -> Option<u64> {
 
 /// Elsewhere the pool falls back to wall-clock time.
 #[cfg(not(unix))]
-pub(crate) fn thread_cpu_ns() -> Option<u64> {
+pub fn thread_cpu_ns() -> Option<u64> {
     None
 }
 

@@ -37,6 +37,7 @@ pub mod scheduler;
 mod shard;
 pub mod shares;
 
+pub use cpu::{adjust_job_cpu, take_job_cpu_adjustment, thread_cpu_ns};
 pub use error::{Busy, LimitsError, RetryAfter, SchedError};
 pub use fair_queue::{Charge, DEFAULT_COST_NS, Discipline, FairQueue, Lane, QueueFull};
 pub use inflight::{InFlight, Permit};

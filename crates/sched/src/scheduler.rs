@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::cpu::thread_cpu_ns;
+use crate::cpu::{take_job_cpu_adjustment, thread_cpu_ns};
 use crate::error::SchedError;
 use crate::fair_queue::{Charge, Discipline, FairQueue, Lane, QueueFull};
 use crate::priority::{BackgroundPriority, lower_current_thread};
@@ -614,10 +614,16 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             };
             drop(state);
             let (cpu, wall) = (thread_cpu_ns(), Instant::now());
+            // Whatever an earlier job (or code outside any job) left is not this job's.
+            take_job_cpu_adjustment();
             // Panics are caught inside the job, so this cannot unwind.
             (job.run)();
             let cost = match (cpu, thread_cpu_ns()) {
-                (Some(before), Some(after)) => after.saturating_sub(before),
+                // CPU time another thread spent for this job counts as its own, and time this
+                // thread spent for other jobs does not (see `adjust_job_cpu`).
+                (Some(before), Some(after)) => after
+                    .saturating_sub(before)
+                    .saturating_add_signed(take_job_cpu_adjustment()),
                 _ => u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX),
             };
             state = shared.lock();

@@ -10,12 +10,18 @@
 //! for the shared durable sync as before, so each is acknowledged only once durable.
 //!
 //! One caller's failure must not fail or roll back the others, and redb has no savepoint
-//! inside a transaction that has written. So when a closure fails (its error, a panic, or
-//! storage refusing its keys), the leader aborts the transaction, gives that caller its error,
-//! and runs the rest again in a new one: a closure is a function of the transaction's state,
-//! so running it again on a state without the failed write is what it would have done had it
-//! come after it. Each round drops one write, so a batch ends. Closures see the writes of the
-//! closures before them in the batch, so checks such as quotas stay atomic.
+//! inside a transaction that has written. A closure that fails (its error, a panic, or
+//! storage refusing its keys) without having written anything is simply left out. One that
+//! fails after writing makes the leader abort the transaction; the leader gives that caller
+//! its error, runs the closures before it again in a new transaction and commits them at once
+//! (a closure is a function of the transaction's state, which for them is what it was), then
+//! carries on with the rest in another. So any number of failing callers cost each other
+//! write at most one extra run. Closures see the writes of the closures before them in the
+//! batch, so checks such as quotas stay atomic.
+//!
+//! Every transaction of a batch registers its own commit with the group commit when it
+//! commits, and a sync waits only for the transaction being run, never for writes still
+//! queued for a later batch.
 //!
 //! Dedicated tenants write in their own files, one tenant each, whose writes the engine
 //! orders one at a time anyway: they take the unbatched path.
@@ -27,7 +33,8 @@ use std::sync::Arc;
 use redb::Durability;
 
 use crate::batch::Batcher;
-use crate::deferred_sync::write_path;
+use crate::deferred_sync::batch_write_path;
+use crate::group_commit::Seq;
 use crate::keys::TenantKey;
 use crate::opened::Opened;
 use crate::tables::{
@@ -56,13 +63,18 @@ unsafe impl Send for Job {}
 /// What became of one queued write.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Committed with the batch (not yet durable).
-    Committed,
+    /// Committed (not yet durable) by the commit registered as this.
+    Committed(Seq),
     /// Its closure failed or panicked: nothing of it was committed; its caller holds why.
     Failed,
     /// Storage failed the batch: nothing of it is known to be committed.
     Store(String),
 }
+
+/// A transaction of a batch commits once its writes reach this many bytes of keys and values
+/// (the jobs left over form the next one), besides the batch's bound of [`crate::batch::MAX_BATCH`]
+/// writes: a bound on the memory of one transaction's dirty pages and on its commit's time.
+pub(crate) const MAX_BATCH_BYTES: u64 = 8 << 20;
 
 pub(crate) type MainBatcher = Batcher<Job, Outcome>;
 
@@ -98,13 +110,26 @@ impl Store {
         if !batching || !self.grouped() || self.placement.get(t).is_some() {
             return self.write_pending_for(t, f);
         }
+        // On the caller's own thread, before queueing: a background worker's write is caught
+        // where it was made, never in the leader running the batch.
+        crate::thread_writes::check_write_allowed();
         refuse_after_failed_sync(&self.file)?;
-        let entered = self.group.enter();
         let mut out: Option<Result<R, E>> = None;
         let mut panicked: Option<Box<dyn Any + Send>> = None;
+        // CPU time the leader's thread spent on this write, every run of it.
+        let mut cpu_ns: i64 = 0;
         let mut run = |w: &mut Writer<'_>| -> bool {
             out = None;
-            match std::panic::catch_unwind(AssertUnwindSafe(|| f(w))) {
+            let started = strata_sched::thread_cpu_ns();
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(w)));
+            if let (Some(before), Some(after)) = (started, strata_sched::thread_cpu_ns()) {
+                let spent = i64::try_from(after.saturating_sub(before)).unwrap_or(i64::MAX);
+                cpu_ns = cpu_ns.saturating_add(spent);
+                // On the leader's thread: not the leader's own job's work (unless this is its
+                // own write, which gets it back below).
+                strata_sched::adjust_job_cpu(-spent);
+            }
+            match result {
                 Ok(Ok(r)) => {
                     out = Some(Ok(r));
                     true
@@ -129,13 +154,15 @@ impl Store {
             |jobs| self.run_batch(&jobs),
             || Outcome::Store("a batch of writes panicked in storage".into()),
         );
+        // On the caller's thread: its job is charged its write's CPU time, wherever it ran.
+        strata_sched::adjust_job_cpu(cpu_ns);
         if let Some(p) = panicked {
             std::panic::resume_unwind(p);
         }
         match (outcome, out) {
-            (Outcome::Committed, Some(Ok(r))) => {
+            (Outcome::Committed(seq), Some(Ok(r))) => {
                 let waiting = Waiting {
-                    seq: entered.committed(),
+                    seq,
                     db: Arc::clone(&self.db),
                     file: self.file.clone(),
                     group: Arc::clone(&self.group),
@@ -157,45 +184,85 @@ impl Store {
         }
     }
 
-    /// Runs a batch of queued writes in as few transactions as their failures need; one
-    /// outcome per job, in order.
+    /// Runs a batch of queued writes; one outcome per job, in order.
+    ///
+    /// The jobs run in order in one transaction. A job that fails without having written
+    /// anything is simply left out. One that fails after writing poisons the transaction
+    /// (redb cannot undo part of it): the leader aborts it, runs the jobs before it again in a
+    /// new transaction and commits them at once (they see the same state as before, minus
+    /// nothing: the failed write came after them), then carries on with the jobs after it in
+    /// another. So each job runs at most twice however many fail, unless its second run fails
+    /// too (its closure depends on something outside the transaction that changed meanwhile).
+    /// A transaction is also committed early once its writes reach [`MAX_BATCH_BYTES`].
+    /// Storage itself failing (opening, committing or aborting a transaction) fails every job
+    /// not yet committed, except that a job whose own closure failed keeps its own error.
     fn run_batch(&self, jobs: &[Job]) -> Vec<Outcome> {
-        let _writing = write_path();
+        // The callers were checked against `thread_writes` on their own threads before
+        // queueing: nothing here may panic for them.
+        let _writing = batch_write_path();
         let mut outcomes: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
-        loop {
-            let live: Vec<usize> = (0..jobs.len()).filter(|i| outcomes[*i].is_none()).collect();
-            if live.is_empty() {
-                break;
-            }
-            match self.try_batch(jobs, &live) {
-                Ok(None) => {
-                    for i in live {
-                        outcomes[i] = Some(Outcome::Committed);
+        // Jobs still to run, in order, and jobs to run again and commit on their own.
+        let mut todo: Vec<usize> = (0..jobs.len()).collect();
+        let mut again: Vec<usize> = Vec::new();
+        while !(todo.is_empty() && again.is_empty()) {
+            let alone = !again.is_empty();
+            let list = if alone {
+                std::mem::take(&mut again)
+            } else {
+                std::mem::take(&mut todo)
+            };
+            match self.run_round(jobs, &list, alone, &mut outcomes) {
+                Ok(Round::Committed { seq, ran, rest }) => {
+                    for i in ran {
+                        outcomes[i] = Some(Outcome::Committed(seq));
                     }
+                    // Left over by the byte cap, or after an `alone` round (which runs to
+                    // the end of its list): ahead of whatever else is still to run.
+                    todo = rest.into_iter().chain(todo).collect();
                 }
-                // Aborted: that one fails, the rest run again.
-                Ok(Some(failed)) => outcomes[failed] = Some(Outcome::Failed),
+                Ok(Round::Aborted { ran, rest }) => {
+                    again = ran;
+                    todo = rest.into_iter().chain(todo).collect();
+                }
                 Err(e) => {
-                    for i in live {
-                        outcomes[i] = Some(Outcome::Store(e.to_string()));
+                    let why = e.to_string();
+                    for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+                        *o = Some(Outcome::Store(why.clone()));
                     }
+                    break;
                 }
             }
         }
-        outcomes.into_iter().flatten().collect()
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::Store("a batched write was not run".into())))
+            .collect()
     }
 
-    /// Runs the `live` jobs in one transaction: commits it when all succeed (`None`), or
-    /// aborts it at the first that fails and names it.
-    fn try_batch(&self, jobs: &[Job], live: &[usize]) -> Result<Option<usize>, StoreError> {
+    /// Runs the jobs of `list` in order in one transaction (see `run_batch`); records the
+    /// outcome of each job that fails. `alone`: the list is jobs run again after an abort,
+    /// committed together whatever their size.
+    fn run_round(
+        &self,
+        jobs: &[Job],
+        list: &[usize],
+        alone: bool,
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<Round, StoreError> {
         refuse_after_failed_sync(&self.file)?;
+        // This transaction is the one thing between these writes and their commit: a sync
+        // starting now waits for it (and not for writes still queued for later batches).
+        let entered = self.group.enter();
         let db = self.db();
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::None)?;
         // Read under the main write lock, as `write_main` does: a flip holds it too.
         let files = self.placement.snapshot();
-        let (failed, registry_written) = {
-            let first = jobs[live[0]].tenant;
+        let mut ran = Vec::new();
+        let mut aborted_at = None;
+        let mut next = list.len();
+        let registry_written = {
+            let first = jobs[list[0]].tenant;
             let mut writer = Writer {
                 data: txn.open_table(DATA)?,
                 dedicated: Opened::default(),
@@ -207,25 +274,41 @@ impl Store {
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
                 registry_written: false,
+                wrote: 0,
             };
-            let mut failed = None;
-            for &i in live {
+            for (pos, &i) in list.iter().enumerate() {
                 let t = jobs[i].tenant;
                 writer.route = Route::Main(t, files.contains_key(&t));
+                let (wrote_before, registry_before) = (writer.wrote, writer.registry_written);
                 // SAFETY: this leader took the job and has not recorded its outcome (see
                 // `Job::run`).
                 let ok = unsafe { (*jobs[i].run)(&mut writer) };
-                if !ok {
-                    failed = Some(i);
+                if ok {
+                    ran.push(i);
+                    if !alone && writer.wrote >= MAX_BATCH_BYTES {
+                        next = pos + 1;
+                        break;
+                    }
+                    continue;
+                }
+                outcomes[i] = Some(Outcome::Failed);
+                if writer.wrote != wrote_before || writer.registry_written != registry_before {
+                    // It wrote before failing: the transaction holds part of it.
+                    aborted_at = Some(pos);
                     break;
                 }
             }
-            (failed, writer.registry_written)
+            writer.registry_written
         };
-        if failed.is_some() {
-            // Nothing of this transaction commits; the registry epoch need not move.
+        if let Some(pos) = aborted_at {
+            // Nothing of this transaction commits; the registry epoch need not move. The
+            // failed job's outcome is recorded already, so it keeps its own error even if
+            // the abort fails.
             txn.abort()?;
-            return Ok(failed);
+            return Ok(Round::Aborted {
+                ran,
+                rest: list[pos + 1..].to_vec(),
+            });
         }
         // Again: a sync may have failed while the closures ran.
         refuse_after_failed_sync(&self.file)?;
@@ -234,8 +317,25 @@ impl Store {
             self.registry_committed();
         }
         committed?;
-        Ok(None)
+        Ok(Round::Committed {
+            seq: entered.committed(),
+            ran,
+            rest: list[next..].to_vec(),
+        })
     }
+}
+
+/// How one transaction of a batch ended.
+enum Round {
+    /// `ran` committed as `seq`; `rest` are left for the next transaction (the byte cap).
+    Committed {
+        seq: Seq,
+        ran: Vec<usize>,
+        rest: Vec<usize>,
+    },
+    /// A job failed after writing: `ran` succeeded before it and must run again, `rest`
+    /// come after it and have not run.
+    Aborted { ran: Vec<usize>, rest: Vec<usize> },
 }
 
 #[cfg(test)]
@@ -244,6 +344,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use proptest::prelude::*;
+
+    use std::panic::AssertUnwindSafe;
 
     use crate::keys::TenantKey;
     use crate::{Reads, Store, StoreError};
@@ -288,18 +390,25 @@ mod tests {
     fn a_failing_write_in_a_batch_leaves_the_others_committed_and_itself_absent() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("main.redb")).unwrap();
-        let runs: Vec<AtomicU32> = (0..7).map(|_| AtomicU32::new(0)).collect();
+        let runs: Vec<AtomicU32> = (0..8).map(|_| AtomicU32::new(0)).collect();
         let holding = AtomicBool::new(false);
+        let commits_before = store.group.commits_registered();
+        let mut batches_before = (0, 0);
         let results = std::thread::scope(|s| {
-            let holder = hold_until_queued(s, &store, &holding, 7);
+            let holder = hold_until_queued(s, &store, &holding, 8);
+            batches_before = store.write_batches();
             // Queued one after the other, so that their order in the batch is known.
             let mut writers = Vec::new();
-            for i in 0..7u64 {
+            for i in 0..8u64 {
                 let (store, runs) = (&store, &runs);
                 writers.push(s.spawn(move || {
                     let t = TenantKey::from_raw(i + 1);
                     let written = store.write_batched_for(t, |w| {
                         runs[i as usize].fetch_add(1, Ordering::SeqCst);
+                        if i == 1 {
+                            // Fails before writing: nothing to undo.
+                            return Err(StoreError::Engine("refused early".into()));
+                        }
                         w.put_blob(t, "mine", &[i as u8])?;
                         if i == 3 {
                             // Fails after writing: its write must not survive.
@@ -322,22 +431,189 @@ mod tests {
         });
         for (i, r) in results.iter().enumerate() {
             match i {
+                1 => assert!(matches!(r, Ok(Err(StoreError::Engine(e))) if e == "refused early")),
                 3 => assert!(matches!(r, Ok(Err(StoreError::Engine(e))) if e == "refused")),
                 5 => assert!(r.is_err(), "the panic reaches its own caller"),
                 _ => assert_eq!(r.as_ref().unwrap().as_ref().unwrap(), &(i as u64)),
             }
         }
-        // One batch: the writes before each failure ran again, the others once.
+        // All eight, failing ones among them, shared one batch.
+        let after = store.write_batches();
+        assert_eq!(
+            (after.0 - batches_before.0, after.1 - batches_before.1),
+            (1, 8)
+        );
+        // The writes before each failure after writing ran again (committed on their own),
+        // the one failing before writing cost nobody a run; no write ran more than twice.
         let runs: Vec<u32> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
-        assert_eq!(runs, vec![3, 3, 3, 1, 2, 1, 1]);
+        assert_eq!(runs, vec![2, 1, 2, 1, 2, 1, 1, 1]);
+        // The holder's commit, then [0, 2], [4] and [6, 7]: the early failure did not split
+        // 0 and 2 apart.
+        assert_eq!(store.group.commits_registered() - commits_before, 4);
         drop(store);
         let store = Store::open(&dir.path().join("main.redb")).unwrap();
         let read = store.read().unwrap();
-        for i in 0..7u64 {
+        for i in 0..8u64 {
             let got = read.blob(TenantKey::from_raw(i + 1), "mine").unwrap();
-            let want = (i != 3 && i != 5).then(|| vec![i as u8]);
+            let want = (![1, 3, 5].contains(&i)).then(|| vec![i as u8]);
             assert_eq!(got, want, "writer {i}");
         }
+    }
+
+    #[test]
+    fn a_batch_commits_early_at_its_byte_cap_and_carries_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let holding = AtomicBool::new(false);
+        let commits_before = store.group.commits_registered();
+        let third = vec![7u8; (super::MAX_BATCH_BYTES / 3 + 1) as usize];
+        std::thread::scope(|s| {
+            let holder = hold_until_queued(s, &store, &holding, 4);
+            let writers: Vec<_> = (0..4u64)
+                .map(|i| {
+                    let (store, third) = (&store, &third);
+                    s.spawn(move || {
+                        let t = TenantKey::from_raw(i + 1);
+                        let ((), pending) = store
+                            .write_batched_for(t, |w| w.put_blob(t, "big", third))
+                            .unwrap();
+                        pending.wait_durable().unwrap();
+                    })
+                })
+                .collect();
+            holder.join().unwrap();
+            for w in writers {
+                w.join().unwrap();
+            }
+        });
+        // The holder's commit, the first three (past the cap with the third), the fourth.
+        assert_eq!(store.group.commits_registered() - commits_before, 3);
+        let read = store.read().unwrap();
+        for i in 0..4u64 {
+            let got = read.blob(TenantKey::from_raw(i + 1), "big").unwrap();
+            assert_eq!(got.as_deref(), Some(third.as_slice()), "writer {i}");
+        }
+    }
+
+    #[test]
+    fn writes_queued_for_a_later_batch_do_not_hold_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let open_while_queued = AtomicU32::new(u32::MAX);
+        let holding = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let holder = s.spawn(|| {
+                let t = TenantKey::from_raw(999);
+                let ((), pending) = store
+                    .write_batched_for(t, |w| {
+                        holding.store(true, Ordering::SeqCst);
+                        wait_for(|| store.batch.queued() >= 3);
+                        open_while_queued
+                            .store(store.group.open_writers() as u32, Ordering::SeqCst);
+                        w.put_blob(t, "held", b"1")
+                    })
+                    .unwrap();
+                pending.wait_durable().unwrap();
+            });
+            wait_for(|| holding.load(Ordering::SeqCst));
+            let writers: Vec<_> = (0..3u64)
+                .map(|i| {
+                    let store = &store;
+                    s.spawn(move || {
+                        let t = TenantKey::from_raw(i + 1);
+                        let ((), p) = store
+                            .write_batched_for(t, |w| w.put_blob(t, "x", b"1"))
+                            .unwrap();
+                        p.wait_durable().unwrap();
+                    })
+                })
+                .collect();
+            holder.join().unwrap();
+            for w in writers {
+                w.join().unwrap();
+            }
+        });
+        // Only the transaction being run is open; the three queued writes are not.
+        assert_eq!(open_while_queued.load(Ordering::SeqCst), 1);
+    }
+
+    /// Spins until the calling thread has used `ns` more nanoseconds of CPU.
+    fn spin_cpu(ns: u64) {
+        let Some(start) = strata_sched::thread_cpu_ns() else {
+            return;
+        };
+        let mut x = 0u64;
+        while strata_sched::thread_cpu_ns().unwrap() - start < ns {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+        }
+    }
+
+    #[test]
+    fn a_write_run_by_another_leader_is_charged_to_its_own_caller() {
+        if strata_sched::thread_cpu_ns().is_none() {
+            return;
+        }
+        const SPIN: u64 = 30_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let holding = AtomicBool::new(false);
+        // What a thread's job is charged for one write: its thread's CPU time plus the
+        // adjustment, as the worker pool computes it.
+        let charged = |t: TenantKey, spin: u64| {
+            strata_sched::take_job_cpu_adjustment();
+            let before = strata_sched::thread_cpu_ns().unwrap();
+            let ((), p) = store
+                .write_batched_for(t, |w| {
+                    spin_cpu(spin);
+                    w.put_blob(t, "x", b"1")
+                })
+                .unwrap();
+            p.wait_durable().unwrap();
+            let used = strata_sched::thread_cpu_ns().unwrap() - before;
+            used as i64 + strata_sched::take_job_cpu_adjustment()
+        };
+        let (quiet, spinning) = std::thread::scope(|s| {
+            let holder = hold_until_queued(s, &store, &holding, 2);
+            // Both in the next batch, led by one of them (most often the first queued).
+            let quiet = s.spawn(|| charged(TenantKey::from_raw(1), 0));
+            wait_for(|| store.batch.queued() >= 1);
+            let spinning = s.spawn(|| charged(TenantKey::from_raw(2), SPIN));
+            holder.join().unwrap();
+            (quiet.join().unwrap(), spinning.join().unwrap())
+        });
+        // Whoever led, the spinning write's CPU is its own caller's, not the other's.
+        assert!(
+            spinning >= SPIN as i64,
+            "spinning {spinning}, quiet {quiet}"
+        );
+        assert!(
+            quiet < SPIN as i64 / 2,
+            "spinning {spinning}, quiet {quiet}"
+        );
+    }
+
+    #[test]
+    fn a_batched_write_on_a_forbidden_thread_is_caught_on_that_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let t = TenantKey::from_raw(1);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _mark = crate::thread_writes::forbid_writes_on_this_thread();
+                let caught = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    store.write_batched_for(t, |w| w.put_blob(t, "bg", b"1"))
+                }));
+                // Debug builds panic in the caller, not as a lost batch (an `Err`).
+                assert_eq!(caught.is_err(), cfg!(debug_assertions));
+            })
+            .join()
+            .unwrap();
+        });
+        // The batcher carries on.
+        let ((), p) = store
+            .write_batched_for(t, |w| w.put_blob(t, "fg", b"1"))
+            .unwrap();
+        p.wait_durable().unwrap();
     }
 
     /// Writes at most this many per tenant pass the quota check in the property test.
@@ -352,18 +628,20 @@ mod tests {
         /// its count agrees with them, and a write is present exactly when it returned `Ok`.
         #[test]
         fn batched_writes_match_the_serial_model(
-            jobs in proptest::collection::vec((0u64..3, proptest::bool::ANY), 1..10)
+            jobs in proptest::collection::vec((0u64..3, proptest::bool::ANY), 1..14)
         ) {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(&dir.path().join("main.redb")).unwrap();
             let holding = AtomicBool::new(false);
+            let runs: Vec<AtomicU32> = jobs.iter().map(|_| AtomicU32::new(0)).collect();
             let results: Vec<bool> = std::thread::scope(|s| {
                 let holder = hold_until_queued(s, &store, &holding, jobs.len());
                 let writers: Vec<_> = jobs.iter().enumerate().map(|(i, &(tenant, fails))| {
-                    let store = &store;
+                    let (store, runs) = (&store, &runs);
                     s.spawn(move || {
                         let t = TenantKey::from_raw(tenant + 1);
                         store.write_batched_for(t, |w| {
+                            runs[i].fetch_add(1, Ordering::SeqCst);
                             let c = count(w, t)?;
                             if c >= CAP {
                                 return Err(StoreError::Engine("quota".into()));
@@ -382,6 +660,10 @@ mod tests {
                 holder.join().unwrap();
                 writers.into_iter().map(|w| w.join().unwrap()).collect()
             });
+            for (i, r) in runs.iter().enumerate() {
+                // However many others failed, a write runs at most twice.
+                prop_assert!(r.load(Ordering::SeqCst) <= 2, "job {} ran {:?}", i, r);
+            }
             let read = store.read().unwrap();
             for tenant in 0..3u64 {
                 let t = TenantKey::from_raw(tenant + 1);

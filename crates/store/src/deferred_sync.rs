@@ -67,6 +67,13 @@ pub(crate) fn write_path() -> WritePath {
     closing_path()
 }
 
+/// [`write_path`] for the leader of a batch of writes, which runs the writes of other callers:
+/// each was checked against `crate::thread_writes` on its own caller's thread before it was
+/// queued, and the leader itself is one of those callers.
+pub(crate) fn batch_write_path() -> WritePath {
+    closing_path()
+}
+
 /// [`write_path`] for closing a file, which whatever thread drops the last handle on it
 /// does (a reader's, say): not a write that thread chose, so not checked against
 /// `crate::thread_writes`.

@@ -204,6 +204,19 @@ impl GroupCommit {
     }
 }
 
+#[cfg(test)]
+impl GroupCommit {
+    /// How many commits have registered so far.
+    pub(crate) fn commits_registered(&self) -> u64 {
+        self.lock().committed
+    }
+
+    /// How many writers are between entering and registering a commit.
+    pub(crate) fn open_writers(&self) -> usize {
+        self.lock().open.len()
+    }
+}
+
 impl Entered<'_> {
     /// Registers the writer's commit, which has returned: any sync that starts from now on
     /// covers it.

@@ -577,6 +577,7 @@ impl Store {
                     log_cap: self.change_log_cap(),
                     tracking: &self.tracking,
                     registry_written: false,
+                    wrote: 0,
                 };
                 let (r, key) = f(&mut writer)?;
                 if key != next {
@@ -665,6 +666,7 @@ impl Store {
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
                 registry_written: false,
+                wrote: 0,
             };
             (f(&mut writer)?, caught)
         };
@@ -742,6 +744,7 @@ impl Store {
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
                 registry_written: false,
+                wrote: 0,
             };
             (f(&mut writer)?, caught)
         };

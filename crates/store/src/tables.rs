@@ -377,6 +377,7 @@ impl Store {
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
                 registry_written: false,
+                wrote: 0,
             };
             let result = f(&mut writer);
             let registry_written = writer.registry_written;
@@ -470,6 +471,7 @@ impl Store {
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
                 registry_written: false,
+                wrote: 0,
             };
             f(&mut writer)
         };
@@ -561,6 +563,10 @@ pub struct Writer<'txn> {
     /// Whether this write opened the registry for writing: its commit then bumps
     /// [`Store::registry_epoch`].
     pub(crate) registry_written: bool,
+    /// Bytes of keys and values this write has written to tenant tables so far (a removal
+    /// counts its key): whether a failed closure left anything behind in the transaction, and
+    /// how large a batch's transaction has grown.
+    pub(crate) wrote: u64,
 }
 
 fn misrouted(t: TenantKey) -> StoreError {
@@ -644,9 +650,26 @@ impl<'txn> Writer<'txn> {
         t: TenantKey,
     ) -> Result<crate::tracking::TenantTable<'_, 'txn>, StoreError> {
         let written = self.tracking.of(t);
+        // Routes (and joins a dedicated file) first; then the same table again, borrowed
+        // beside the byte count.
+        self.untracked_table_mut(t)?;
+        let Writer {
+            data,
+            dedicated,
+            wrote,
+            ..
+        } = self;
+        let table = match dedicated.get_mut(t) {
+            Some((table, dirty)) => {
+                *dirty = true;
+                table
+            }
+            None => data,
+        };
         Ok(crate::tracking::TenantTable {
-            table: self.untracked_table_mut(t)?,
+            table,
             written,
+            wrote,
         })
     }
 

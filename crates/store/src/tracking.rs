@@ -160,6 +160,8 @@ impl Drop for WriteTracker<'_> {
 pub(crate) struct TenantTable<'a, 'txn> {
     pub(crate) table: &'a mut Table<'txn, &'static [u8], &'static [u8]>,
     pub(crate) written: Option<Arc<Written>>,
+    /// The writer's count of bytes written (see `Writer::wrote`).
+    pub(crate) wrote: &'a mut u64,
 }
 
 impl<'txn> std::ops::Deref for TenantTable<'_, 'txn> {
@@ -171,7 +173,9 @@ impl<'txn> std::ops::Deref for TenantTable<'_, 'txn> {
 }
 
 impl TenantTable<'_, '_> {
-    fn record(&self, key: &[u8]) {
+    fn record(&mut self, key: &[u8]) {
+        // Counted before the write, so that a write that fails half-way counts too.
+        *self.wrote += key.len() as u64;
         if let Some(w) = &self.written {
             w.record(key);
         }
@@ -183,6 +187,7 @@ impl TenantTable<'_, '_> {
         value: &[u8],
     ) -> Result<Option<AccessGuard<'_, &'static [u8]>>, StorageError> {
         self.record(key);
+        *self.wrote += value.len() as u64;
         self.table.insert(key, value)
     }
 
@@ -201,10 +206,14 @@ impl TenantTable<'_, '_> {
         mut keep: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError> {
         let written = self.written.clone();
+        let wrote = &mut *self.wrote;
         self.table.retain_in(range, |k, v| {
             let kept = keep(k, v);
-            if !kept && let Some(w) = &written {
-                w.record(k);
+            if !kept {
+                *wrote += k.len() as u64;
+                if let Some(w) = &written {
+                    w.record(k);
+                }
             }
             kept
         })
