@@ -33,14 +33,13 @@ pub(crate) fn default_bytes() -> u64 {
     // A container's (or a systemd unit's) limit is what the process may really use.
     let limit = std::fs::read_to_string("/proc/self/cgroup")
         .ok()
-        .map(|own| {
-            limit_files(&own)
+        .and_then(|own| {
+            let texts: Vec<String> = limit_files(&own)
                 .iter()
                 .filter_map(|path| std::fs::read_to_string(path).ok())
-                .filter_map(|text| cgroup_limit(&text))
-                .min()
-        })
-        .unwrap_or(None);
+                .collect();
+            smallest_limit(texts.iter().map(String::as_str))
+        });
     default_for(usable(total, limit))
 }
 
@@ -74,6 +73,12 @@ fn limit_files(proc_self_cgroup: &str) -> Vec<String> {
         }
     }
     files
+}
+
+/// The binding limit among the texts of a cgroup's and its ancestors' limit files: the
+/// smallest (`None` if none sets one).
+fn smallest_limit<'a>(texts: impl Iterator<Item = &'a str>) -> Option<u64> {
+    texts.filter_map(cgroup_limit).min()
 }
 
 /// `root/path/file`, then the same file in each parent of `path` up to `root/file`.
@@ -181,6 +186,15 @@ mod tests {
             ]
         );
         assert!(limit_files("").is_empty());
+    }
+
+    #[test]
+    fn the_smallest_limit_of_the_group_and_its_ancestors_binds() {
+        // The process's own group is unlimited; its parent (the container) is not.
+        let texts = ["max\n", "2147483648\n", "8589934592\n"];
+        assert_eq!(smallest_limit(texts.into_iter()), Some(2 * GIB));
+        assert_eq!(smallest_limit(["max\n", "max\n"].into_iter()), None);
+        assert_eq!(smallest_limit(std::iter::empty()), None);
     }
 
     #[test]

@@ -162,6 +162,8 @@ fn reads_on_a_thread_that_must_not_write_hand_their_evictions_to_the_evictor() {
     );
     let t0 = engine.residency(&op, &tenant_id(0)).unwrap();
     assert!(!t0.resident && t0.evictions == 1, "{t0:?}");
+    // The tenant the read served was protected from the evictor it asked.
+    assert!(engine.residency(&op, &tenant_id(1)).unwrap().resident);
     // The evictor saved tenant 0 before dropping it: a reload answers as before, and
     // tenant 1 answers the same from a normal thread.
     assert_eq!(search(&engine, 0), changed);
