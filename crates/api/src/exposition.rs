@@ -48,6 +48,9 @@ pub struct Exposition<'a> {
     pub workers: usize,
     /// Background (lower-priority) workers running: 0 when off or not possible here.
     pub background_workers: usize,
+    /// Storage writes attempted on threads that must not write (background workers) since
+    /// start: 0 unless a job that writes was sent to one (a bug).
+    pub forbidden_writes: u64,
     pub commits: HistogramSnapshot,
     pub resident_bytes: Option<u64>,
     /// `[engine.residency] memory_budget_bytes` (0: none) and the index bytes loaded now.
@@ -532,6 +535,17 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
     );
     help(
         out,
+        "strata_storage_writes_on_background_workers_total",
+        "counter",
+        "Storage writes attempted on lowest-priority workers, which must never write (a bug).",
+    );
+    let _ = writeln!(
+        out,
+        "strata_storage_writes_on_background_workers_total {}",
+        x.forbidden_writes
+    );
+    help(
+        out,
         "strata_pool_busy_workers",
         "gauge",
         "Pool workers running a job now.",
@@ -638,6 +652,7 @@ mod tests {
             server: ServerSnapshot::default(),
             workers: 2,
             background_workers: 0,
+            forbidden_writes: 0,
             commits: HistogramSnapshot::default(),
             resident_bytes: None,
             residency_budget_bytes: 0,
@@ -649,9 +664,14 @@ mod tests {
     fn the_background_worker_count_is_exported() {
         let mut x = exposition(&[], 10, &[]);
         x.background_workers = 3;
+        x.forbidden_writes = 2;
         let text = render(&x);
         assert!(
             text.contains("\nstrata_pool_background_workers 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nstrata_storage_writes_on_background_workers_total 2\n"),
             "{text}"
         );
     }

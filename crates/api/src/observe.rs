@@ -80,6 +80,7 @@ pub async fn metrics(
         server: m.server(),
         workers: state.pool_workers(),
         background_workers: state.pool_background_workers(),
+        forbidden_writes: strata_engine::storage_writes_on_forbidden_threads(),
         commits: state.engine.commit_latency(),
         resident_bytes: resident_bytes(),
     });

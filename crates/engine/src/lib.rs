@@ -187,7 +187,12 @@ impl Engine {
             graph_build::GraphBuilder::new(),
         ));
         graph_build::GraphBuilder::start(&indexes, Arc::clone(&store));
-        evictor::Evictor::start(&indexes, Arc::clone(&store));
+        if let Err(e) = evictor::Evictor::start(&indexes, Arc::clone(&store)) {
+            indexes.builder.shutdown();
+            return Err(EngineError::Index(format!(
+                "cannot start the evictor thread: {e}"
+            )));
+        }
         let adaptive = adaptive_cache::AdaptiveCache::new(config.adaptive.max_namespaces);
         Ok(Engine {
             store,

@@ -226,17 +226,26 @@ impl IndexRegistry {
             // tenant while another request ran): load again, once more.
             None => {
                 drop(guard);
-                let _order = lock(&slot.apply);
-                let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
-                if guard.is_none() {
-                    *guard = Some(self.load(store, key, &slot)?);
-                    slot.counters.loads.fetch_add(1, Ordering::Relaxed);
-                    self.account(&slot, guard.as_ref());
+                let (result, reloaded) = {
+                    let _order = lock(&slot.apply);
+                    let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+                    let reloaded = guard.is_none();
+                    if reloaded {
+                        *guard = Some(self.load(store, key, &slot)?);
+                        slot.counters.loads.fetch_add(1, Ordering::Relaxed);
+                        self.account(&slot, guard.as_ref());
+                    }
+                    let result = match guard.as_ref() {
+                        Some(index) => f(index),
+                        None => Err(EngineError::Index("tenant index missing after load".into())),
+                    };
+                    (result, reloaded)
+                };
+                // The reload counts against the budget like the first load did.
+                if reloaded {
+                    self.enforce_budget(store, Some(key));
                 }
-                match guard.as_ref() {
-                    Some(index) => f(index),
-                    None => Err(EngineError::Index("tenant index missing after load".into())),
-                }
+                result
             }
         }
     }
@@ -294,21 +303,40 @@ impl IndexRegistry {
         guard.as_ref().map(TenantIndex::graph_vectors)
     }
 
+    fn over_budget(&self) -> bool {
+        self.budget != 0 && self.total.load(Ordering::Relaxed) > self.budget
+    }
+
     /// Evicts least recently used tenants until the loaded indexes fit the budget. `keep` (the
     /// tenant being served) and pinned tenants are never chosen; a tenant another thread is
-    /// using is skipped rather than waited for. On a thread that must not write to storage (a
-    /// low-priority background worker), tenants whose snapshot would need saving are left to
-    /// the evictor thread (`crate::evictor`), which runs this again at normal priority.
+    /// using is skipped rather than waited for. Call holding no slot lock. On a thread that
+    /// must not write to storage (a low-priority background worker) nothing is evicted here:
+    /// the evictor thread (`crate::evictor`) does it at normal priority, and this thread waits
+    /// for it a little (`crate::evictor::BACKPRESSURE`), so that a flood of cold loads cannot
+    /// outrun it.
     pub fn enforce_budget(&self, store: &Store, keep: Option<TenantKey>) {
-        if self.budget == 0 || self.total.load(Ordering::Relaxed) <= self.budget {
+        if !self.over_budget() {
             return;
         }
-        let may_save = strata_store::writes_allowed_here();
-        let mut handed_off = false;
+        if !strata_store::writes_allowed_here() {
+            self.evictor.request(keep);
+            self.evictor
+                .wait_idle_or(Some(crate::evictor::BACKPRESSURE), || !self.over_budget());
+            return;
+        }
+        self.enforce_budget_now(store, &keep.into_iter().collect());
+    }
+
+    /// [`IndexRegistry::enforce_budget`] on this thread, never choosing `protect`; whether a
+    /// busy victim was skipped and the total is still over the budget (worth another try).
+    pub fn enforce_budget_now(&self, store: &Store, protect: &HashSet<TenantKey>) -> bool {
+        if !self.over_budget() {
+            return false;
+        }
         let mut victims: Vec<(u64, TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
             .iter()
             .filter(|(k, s)| {
-                Some(**k) != keep
+                !protect.contains(k)
                     && s.counters.bytes.load(Ordering::Relaxed) > 0
                     && !self.pinned.contains(&s.id)
                     && !s.level_pinned.load(Ordering::Relaxed)
@@ -316,51 +344,46 @@ impl IndexRegistry {
             .map(|(k, s)| (s.counters.last_used.load(Ordering::Relaxed), *k, s.clone()))
             .collect();
         victims.sort_by_key(|(used, _, _)| *used);
+        let mut skipped = false;
         for (_, key, slot) in victims {
-            if self.total.load(Ordering::Relaxed) <= self.budget {
-                return;
+            if !self.over_budget() {
+                return false;
             }
-            handed_off |= self.try_evict(store, key, &slot, may_save) == Evicted::NeedsSave;
+            skipped |= !self.try_evict(store, key, &slot);
         }
-        if handed_off && self.total.load(Ordering::Relaxed) > self.budget {
-            self.evictor.request();
-        }
+        skipped && self.over_budget()
     }
 
-    /// Saves the tenant's snapshot if it changed (only if `may_save`: else it is left loaded),
-    /// then drops its indexes; does nothing if the tenant is busy. A failed save still evicts:
-    /// the next load rebuilds from storage.
-    fn try_evict(
-        &self,
-        store: &Store,
-        key: TenantKey,
-        slot: &TenantSlot,
-        may_save: bool,
-    ) -> Evicted {
-        let _order = match slot.apply.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return Evicted::No,
+    /// Saves the tenant's snapshot if it changed, then drops its indexes; does nothing if the
+    /// tenant is busy (false). A failed save still evicts: the next load rebuilds from
+    /// storage. The indexes are taken out under the locks and freed after they are released,
+    /// so freeing a large tenant holds nobody up.
+    fn try_evict(&self, store: &Store, key: TenantKey, slot: &TenantSlot) -> bool {
+        let dropped = {
+            let _order = match slot.apply.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => return false,
+            };
+            let mut guard = match slot.index.try_write() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => return false,
+            };
+            let Some(index) = guard.as_mut() else {
+                return true;
+            };
+            if index.dirty {
+                // Best effort: a snapshot that is missing or stale is rebuilt at the next load.
+                let _ = index.save(store, key);
+            }
+            let dropped = guard.take();
+            slot.counters.evictions.fetch_add(1, Ordering::Relaxed);
+            self.account(slot, None);
+            dropped
         };
-        let mut guard = match slot.index.try_write() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return Evicted::No,
-        };
-        let Some(index) = guard.as_mut() else {
-            return Evicted::No;
-        };
-        if index.dirty && !may_save {
-            return Evicted::NeedsSave;
-        }
-        if index.dirty {
-            // Best effort: a snapshot that is missing or stale is rebuilt at the next load.
-            let _ = index.save(store, key);
-        }
-        *guard = None;
-        slot.counters.evictions.fetch_add(1, Ordering::Relaxed);
-        self.account(slot, None);
-        Evicted::Yes
+        drop(dropped);
+        true
     }
 
     /// Saves every loaded, changed tenant index; see `Engine::persist_indexes`.
@@ -466,16 +489,6 @@ impl IndexRegistry {
         s.tenants = rows.into_iter().map(|(_, r)| r).collect();
         s
     }
-}
-
-/// What `IndexRegistry::try_evict` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Evicted {
-    Yes,
-    /// Busy or not loaded: left alone.
-    No,
-    /// Its snapshot needs saving, which this thread may not do: left for the evictor.
-    NeedsSave,
 }
 
 /// Saves the slot's snapshot if it is loaded and changed; whether it saved.

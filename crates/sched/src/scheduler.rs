@@ -124,6 +124,10 @@ struct State<K> {
     accepting: bool,
     paused: bool,
     live_workers: usize,
+    /// Shared workers of each set asleep waiting for work: a submit whose set has none awake
+    /// to take its job also wakes the other set (see `FairScheduler::submit`).
+    idle_foreground: usize,
+    idle_background: usize,
     /// Whether reserved workers exist (else the reserved lane is the shared one).
     has_reserved: bool,
     /// Recent CPU per tenant, when background workers exist: where each job should run.
@@ -271,6 +275,8 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 accepting: true,
                 paused: config.start_paused,
                 live_workers: workers,
+                idle_foreground: 0,
+                idle_background: 0,
                 has_reserved: config.reserved_workers > 0,
                 shares: (background > 0).then(|| Shares::new(config.charging)),
             }),
@@ -417,11 +423,12 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             demotable: demotable == Demotable::ReadOnly && lane == Lane::Shared,
         };
         let demotable = job.demotable;
-        let (reserved, placement) = {
+        let (reserved, placement, wake_both) = {
             let mut state = self.shared.lock();
             if !state.accepting {
                 return Err(SchedError::ShuttingDown);
             }
+            let was_empty = state.queue.is_empty();
             let lane = if state.has_reserved {
                 lane
             } else {
@@ -439,19 +446,37 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 shares.usage.submitted(key, weight);
                 shares.usage.placement(key)
             });
-            (lane == Lane::Reserved, placement)
+            let background = matches!(placement, Some(Placement::Background)) && demotable;
+            let target_idle = if background {
+                state.idle_background
+            } else {
+                state.idle_foreground
+            };
+            let wake_both = state.shares.is_some() && (was_empty || target_idle == 0);
+            (lane == Lane::Reserved, placement, wake_both)
         };
         // Wake one worker of the set the job belongs to now. Waking the other set too, on
         // every submit, cost a futile wake-up per job (a context switch and a turn on the
-        // state lock, thousands of times a second while one tenant floods). The placement can
-        // still change before the pop (a completion moves the shares); then the woken worker
-        // finds nothing it may run while the queue is not empty and wakes the other set
-        // itself (see `worker`).
+        // state lock, thousands of times a second while one tenant floods). But the placement
+        // can change before the pop (a completion or a turning window moves the shares), and a
+        // worker of the other set asleep on an empty queue would not look again: so both sets
+        // are woken when this job makes the queue non-empty, or when its set has no worker
+        // asleep to take it (all busy: the other set may be free first). A woken worker that
+        // finds nothing it may run while the queue is not empty wakes the other set itself
+        // and looks again every share window (see `worker`).
         match placement {
             Some(Placement::Background) if demotable => {
                 self.shared.background_work.notify_one();
+                if wake_both {
+                    self.shared.work.notify_one();
+                }
             }
-            _ => self.shared.work.notify_one(),
+            _ => {
+                self.shared.work.notify_one();
+                if wake_both {
+                    self.shared.background_work.notify_one();
+                }
+            }
         }
         if reserved {
             self.shared.reserved_work.notify_one();
@@ -648,6 +673,14 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             return;
         }
         let others_waiting = state.shares.is_some() && !state.paused && !state.queue.is_empty();
+        let idle = match kind {
+            Kind::Foreground => Some(&mut state.idle_foreground),
+            Kind::Background => Some(&mut state.idle_background),
+            Kind::Reserved => None,
+        };
+        if let Some(idle) = idle {
+            *idle += 1;
+        }
         state = match (kind, others_waiting) {
             // Jobs wait that belong to the other set of shared workers: wake one of them in
             // case all were asleep when the job's tenant crossed its share, and look again
@@ -665,6 +698,11 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             }
             _ => signal.wait(state).unwrap_or_else(|p| p.into_inner()),
         };
+        match kind {
+            Kind::Foreground => state.idle_foreground -= 1,
+            Kind::Background => state.idle_background -= 1,
+            Kind::Reserved => {}
+        }
     }
 }
 

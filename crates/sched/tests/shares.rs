@@ -430,3 +430,65 @@ fn a_long_running_job_is_charged_while_it_runs() {
     next.wait_blocking().unwrap();
     b.wait_blocking().unwrap();
 }
+
+/// A job queued for the background set while its only worker is busy runs on the foreground
+/// worker once its tenant's placement flips (here: the other tenant went idle, so it is alone),
+/// even though the foreground worker was asleep on an empty queue when it was submitted: the
+/// submit wakes both sets when its own has no idle worker, and a worker that finds nothing it
+/// may run while jobs wait looks again every share window.
+#[test]
+fn a_job_whose_placement_flips_is_not_stranded_behind_a_busy_set() {
+    let pool = FairScheduler::<&'static str>::new(SchedulerConfig {
+        workers: 1,
+        background_workers: 1,
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    if pool.background_workers() == 0 {
+        // The priority cannot be lowered here: no background set to be stranded behind.
+        return;
+    }
+    let read = |key: &'static str, f: Box<dyn FnOnce() + Send>| {
+        pool.submit_with(&key, 1, Lane::Shared, Demotable::ReadOnly, f)
+            .unwrap()
+    };
+    // B used a little CPU, then A much more: A is over its share while B counts as active.
+    read("b", Box::new(|| spin(Duration::from_millis(1))))
+        .wait_blocking()
+        .unwrap();
+    read("a", Box::new(|| spin(Duration::from_millis(30))))
+        .wait_blocking()
+        .unwrap();
+    // The worker charges a job after handing its result back: let it, and fall asleep on
+    // the empty queue.
+    std::thread::sleep(Duration::from_millis(10));
+    // A's long job holds the background worker until released.
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let long = read(
+        "a",
+        Box::new(move || {
+            let name = std::thread::current().name().map(str::to_owned);
+            let _ = started_tx.send(name);
+            let _ = gate.recv_timeout(Duration::from_secs(20));
+        }),
+    );
+    let long_on = started.recv_timeout(Duration::from_secs(10)).unwrap();
+    // Queued for the busy background set; B goes idle, A is then alone and belongs to the
+    // foreground, whose worker must notice.
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let queued = read(
+        "a",
+        Box::new(move || {
+            let _ = done_tx.send(std::thread::current().name().map(str::to_owned));
+        }),
+    );
+    let ran = done.recv_timeout(Duration::from_secs(5));
+    let _ = release.send(());
+    long.wait_blocking().unwrap();
+    queued.wait_blocking().unwrap();
+    assert!(
+        ran.is_ok(),
+        "the job waited for the busy background worker (the long job ran on {long_on:?})"
+    );
+}

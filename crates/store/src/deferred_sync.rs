@@ -168,6 +168,14 @@ impl Inner {
     /// What every change to the file does first: pay the sync a deferred commit owes, if this
     /// thread is in a write path; anyone else (a reader's write-back) is told to come back.
     fn barrier(&self) -> Result<(), BackendIoError> {
+        // A reader on a thread that must not write (a lowest-priority worker) never writes
+        // buffered pages back itself: that write would hold the file at that priority.
+        if WRITING.get() == 0 && !crate::thread_writes::writes_allowed_here() {
+            return Err(BackendIoError::new(
+                std::io::ErrorKind::WouldBlock,
+                "this thread must not write to storage",
+            ));
+        }
         if self.owed.load(Ordering::Acquire) {
             if WRITING.get() == 0 {
                 return Err(BackendIoError::new(
@@ -406,6 +414,29 @@ mod tests {
         // The write paid the debt: the leader's own sync then has nothing left to do.
         sync.sync_owed().unwrap();
         assert_eq!(take(&log), vec![]);
+    }
+
+    #[test]
+    fn a_reader_on_a_thread_that_must_not_write_never_writes_back() {
+        let (backend, _, log, _) = recording();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _mark = crate::thread_writes::forbid_writes_on_this_thread();
+                let err = backend.write(0, &[1; 16]).unwrap_err();
+                assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+                assert_eq!(
+                    backend.set_len(32).unwrap_err().kind(),
+                    std::io::ErrorKind::WouldBlock
+                );
+            })
+            .join()
+            .unwrap();
+        });
+        assert_eq!(take(&log), vec![], "nothing reached the file");
+        // Unmarked, with no sync owed, a reader's write-back goes through as before.
+        backend.set_len(16).unwrap();
+        backend.write(0, &[1; 16]).unwrap();
+        assert_eq!(take(&log), vec![Op::SetLen, Op::Write]);
     }
 
     #[test]

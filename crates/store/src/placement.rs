@@ -43,14 +43,15 @@ pub const DEDICATED_FILE: &str = "data.redb";
 /// Keys [`Store::erase_main_range`] removes per transaction.
 const ERASE_CHUNK_KEYS: usize = 4_096;
 
-/// The smallest page cache a dedicated file gets (unless the main file's is smaller).
-const MIN_FILE_CACHE_BYTES: usize = 4 << 20;
+/// The page cache each dedicated file gets (unless the main file's is smaller).
+pub(crate) const DEDICATED_FILE_CACHE_BYTES: usize = 16 << 20;
 
-/// The page cache of one dedicated file, given the main file's: a quarter of it, at least
-/// [`MIN_FILE_CACHE_BYTES`] and at most the main file's. The full size each would make the
-/// process's storage caches grow with the number of dedicated tenants at the main file's rate.
+/// The page cache of one dedicated file, given the main file's: a fixed
+/// [`DEDICATED_FILE_CACHE_BYTES`], at most the main file's. Not a share of the main file's:
+/// that default grows with the machine's memory, and the process holds one such cache per
+/// dedicated tenant, so a share would multiply it by the number of dedicated tenants.
 pub(crate) fn dedicated_cache_bytes(main: usize) -> usize {
-    (main / 4).max(MIN_FILE_CACHE_BYTES).min(main)
+    DEDICATED_FILE_CACHE_BYTES.min(main)
 }
 
 /// One dedicated tenant's open file, with its own group commit.
@@ -1182,9 +1183,12 @@ mod tests {
     }
 
     #[test]
-    fn a_dedicated_file_gets_a_share_of_the_page_cache() {
+    fn a_dedicated_file_gets_a_fixed_page_cache() {
         assert_eq!(dedicated_cache_bytes(64 << 20), 16 << 20);
-        assert_eq!(dedicated_cache_bytes(8 << 20), 4 << 20);
+        // However large the main file's cache (its default grows with the machine), each
+        // dedicated file's stays fixed: a thousand dedicated tenants do not multiply it.
+        assert_eq!(dedicated_cache_bytes(4 << 30), 16 << 20);
+        assert_eq!(dedicated_cache_bytes(8 << 20), 8 << 20);
         assert_eq!(dedicated_cache_bytes(1 << 20), 1 << 20);
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_with_cache(&dir.path().join("main.redb"), 64 << 20).unwrap();

@@ -273,4 +273,9 @@ fn background_workers_run_when_asked_for() {
     let (_, text) = scrape(&on, Some(OPERATOR_KEY));
     let expected = if cfg!(target_os = "linux") { 2.0 } else { 0.0 };
     assert_eq!(sample(&text, "strata_pool_background_workers"), expected);
+    // No job that writes ever ran on one.
+    assert_eq!(
+        sample(&text, "strata_storage_writes_on_background_workers_total"),
+        0.0
+    );
 }
