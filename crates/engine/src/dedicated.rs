@@ -449,7 +449,7 @@ impl Engine {
     /// move's.
     fn record_warning(&self, job: &MigrationJob, warning: &str) -> Result<(), EngineError> {
         self.store.write(|w| {
-            if !w.tenant(&job.id)?.is_some_and(|m| m.key == job.key) {
+            if w.tenant(&job.id)?.is_none_or(|m| m.key != job.key) {
                 return Ok(());
             }
             let Some(mut row) = strata_store::last_migration(&*w, job.key)? else {
