@@ -171,7 +171,7 @@ def test_node_operations(server: Server, admin: StrataAdmin) -> None:
     # Into its own storage file and back: the data moves, nothing is lost.
     plan = admin.migrate_tenant(tid, "dedicated", dry_run=True)
     assert plan.moves_data and plan.records == 3 and plan.bytes > 0
-    started = admin.migrate_tenant(tid, "dedicated")
+    started = admin.migrate_tenant(tid, "dedicated", wait=False)
     assert started.moves_data and not started.dry_run
     status = admin.wait_for_migration(tid, timeout=60)
     assert not status.moving and status.state in ("done", "rebuilding")
@@ -181,7 +181,8 @@ def test_node_operations(server: Server, admin: StrataAdmin) -> None:
     assert status.finished_at >= status.started_at
     report = admin.verify_tenant(tid)
     assert report.ok and report.dedicated_file and report.records == 3
-    admin.migrate_tenant(tid, "shared", wait=True)
+    # By default the client waits for the move (polling its status) before it returns.
+    admin.migrate_tenant(tid, "shared", timeout=60)
     assert admin.migration_status(tid).state in ("done", "rebuilding")
     report = admin.verify_tenant(tid)
     assert report.ok and not report.dedicated_file and report.records == 3

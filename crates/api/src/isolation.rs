@@ -82,11 +82,15 @@ pub(crate) fn level_fields(
 /// the old ones serve. To or from `dedicated` the tenant's data moves between the main file
 /// and its own, online, in the background: this answers `202 Accepted` with the report and a
 /// `Location` header naming `GET .../migration`, where the copy's progress shows (`copying`,
-/// `catching_up`, then `done`, `failed` or `interrupted`). It is copied in chunks while the
+/// `catching_up`, `cleaning_up`, then `done`, `failed` or `interrupted`). It is copied in chunks while the
 /// tenant keeps serving reads and writes, then a short final catch-up (the tenant's writes
-/// wait for it) flips the level in one transaction. With `"wait": true` the answer (`200`)
-/// comes once the data has moved. A second migration of the same tenant while one is moving
-/// its data: `409 CONFLICT`.
+/// wait for it) flips the level in one transaction, and the old copy is removed
+/// (`cleaning_up`, the tenant already serving at its new level). With `"wait": true` the
+/// answer (`200`) comes once the data has moved. While a data move of the tenant runs, any
+/// other migration of it (even one changing only `index_params`) answers `409 CONFLICT`, and
+/// so does a data move beyond the server's `engine.isolation.max_concurrent_moves` (default
+/// 1). A migration to the level the tenant has, changing nothing, answers the report and
+/// records nothing.
 #[utoipa::path(post, path = "/v1/admin/tenants/{id}/migrate", tag = "admin",
     operation_id = "migrate_tenant",
     params(("id" = TenantId, Path, description = "tenant id")),
@@ -121,6 +125,7 @@ pub async fn migrate(
     // move registered and recorded as running always runs to its end. The report comes back
     // as soon as the move is started.
     let engine = state.engine.clone();
+    let id_for_log = id.clone();
     let (started_tx, started) = tokio::sync::oneshot::channel();
     let running = tokio::task::spawn_blocking(move || {
         let (report, job) = match engine.start_migration(&op, &id, req) {
@@ -132,7 +137,13 @@ pub async fn migrate(
         };
         let moves = job.is_some();
         let _ = started_tx.send(Ok((report, moves)));
-        job.map_or(Ok(()), |job| job.run(&engine).map(|_| ()))
+        let Some(job) = job else { return Ok(()) };
+        let ran = job.run(&engine).map(|_| ());
+        // Nobody may wait for it (`202`): its outcome is in the status, and in the log.
+        if let Err(e) = &ran {
+            tracing::warn!(tenant = %id_for_log, error = %e, "data migration ended without moving the tenant");
+        }
+        ran
     });
     let (report, moves) = started
         .await

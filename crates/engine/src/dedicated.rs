@@ -86,8 +86,20 @@ fn level_name(level: IsolationLevel) -> String {
 pub(crate) enum Phase {
     Copying,
     CatchingUp,
+    /// Flipped (the tenant is at its new level); the old side is being removed, with the
+    /// tenant's migration slot still held.
+    CleaningUp,
     Done,
     Failed,
+    /// Stopped by a server shutdown before its flip.
+    Interrupted,
+}
+
+impl Phase {
+    /// Whether the move still holds the tenant's migration slot.
+    pub fn running(self) -> bool {
+        matches!(self, Phase::Copying | Phase::CatchingUp | Phase::CleaningUp)
+    }
 }
 
 /// The progress of one tenant's data migration.
@@ -99,6 +111,23 @@ pub(crate) struct DataMove {
     pub from: IsolationLevel,
     pub to: IsolationLevel,
     pub started_at: Millis,
+}
+
+impl DataMove {
+    pub fn running(&self) -> bool {
+        lock(&self.phase).running()
+    }
+
+    /// Ends the move in `phase` (with `error`, if any), unless it has ended already.
+    fn end(&self, phase: Phase, error: Option<String>) {
+        let mut now = lock(&self.phase);
+        if now.running() {
+            if error.is_some() {
+                *lock(&self.error) = error;
+            }
+            *now = phase;
+        }
+    }
 }
 
 /// Data migrations since start, by tenant, and the copy rate they measured.
@@ -115,9 +144,19 @@ pub(crate) struct Copies {
 impl Copies {
     /// Whether a data migration of any tenant is copying or flipping now.
     fn any_running(&self) -> bool {
-        lock(&self.by_tenant)
-            .values()
-            .any(|c| matches!(*lock(&c.phase), Phase::Copying | Phase::CatchingUp))
+        lock(&self.by_tenant).values().any(|c| c.running())
+    }
+
+    /// Forgets the move of `key` (the tenant was purged, or its move ended and is recorded in
+    /// its row): the map holds only what the stored rows cannot say.
+    pub fn forget(&self, key: TenantKey, copy: Option<&Arc<DataMove>>) {
+        let mut map = lock(&self.by_tenant);
+        if let Some(c) = map.get(&key)
+            && !c.running()
+            && copy.is_none_or(|copy| Arc::ptr_eq(c, copy))
+        {
+            map.remove(&key);
+        }
     }
 
     pub fn get(&self, key: TenantKey) -> Option<Arc<DataMove>> {
@@ -128,9 +167,11 @@ impl Copies {
         *lock(&self.bytes_per_sec)
     }
 
-    /// Runs `f` (a purge of the tenant) unless a data migration of the tenant is running
-    /// (`409`), holding the map's lock throughout so that none starts meanwhile: a migration
-    /// copying keys while the tenant is erased could leave some of them behind.
+    /// Runs `f` (a purge of the tenant, or a level change that moves no data) unless a data
+    /// migration of the tenant is running (`409`), holding the map's lock throughout so that
+    /// none starts meanwhile: a migration copying keys while the tenant is erased could leave
+    /// some of them behind, and a level or parameter change committed during a move would be
+    /// overwritten by its flip.
     pub fn excluding<R>(
         &self,
         key: TenantKey,
@@ -139,10 +180,11 @@ impl Copies {
     ) -> Result<R, EngineError> {
         let map = lock(&self.by_tenant);
         if let Some(c) = map.get(&key)
-            && matches!(*lock(&c.phase), Phase::Copying | Phase::CatchingUp)
+            && c.running()
         {
             return Err(EngineError::IdConflict(format!(
-                "tenant {id}: a migration is moving its data; try again once it has ended"
+                "tenant {id}: a migration is moving its data; try again once it has ended \
+                 (GET /v1/admin/tenants/{id}/migration)"
             )));
         }
         let r = f();
@@ -150,15 +192,17 @@ impl Copies {
         r
     }
 
-    /// Registers a new migration; refused while another one of the tenant is running, or if
-    /// `still_valid` (run once no other one is) fails: a migration that finished since the
-    /// caller planned may have moved the tenant already.
+    /// Registers a new migration; refused while another one of the tenant is running, while
+    /// `max_moves` data moves run on the server, or if `still_valid` (run once no other one
+    /// is) fails: a migration that finished since the caller planned may have moved the
+    /// tenant already.
     fn start(
         &self,
         key: TenantKey,
         id: &TenantId,
         total: u64,
         levels: (IsolationLevel, IsolationLevel),
+        max_moves: usize,
         still_valid: impl FnOnce() -> Result<(), EngineError>,
     ) -> Result<Arc<DataMove>, EngineError> {
         let mut map = lock(&self.by_tenant);
@@ -168,10 +212,18 @@ impl Copies {
             ));
         }
         if let Some(c) = map.get(&key)
-            && matches!(*lock(&c.phase), Phase::Copying | Phase::CatchingUp)
+            && c.running()
         {
             return Err(EngineError::IdConflict(format!(
                 "tenant {id}: a migration is already running"
+            )));
+        }
+        let running = map.values().filter(|c| c.running()).count();
+        if running >= max_moves.max(1) {
+            return Err(EngineError::IdConflict(format!(
+                "{running} data move(s) already running on this server (the limit, \
+                 engine.isolation.max_concurrent_moves, is {}); try again once one has ended",
+                max_moves.max(1)
             )));
         }
         // Under the map's lock: no other migration of the tenant can start, and every earlier
@@ -203,7 +255,8 @@ pub struct MigrationJob {
     copy: Arc<DataMove>,
     /// Bytes of the range when the copy began, for the copy rate.
     bytes: u64,
-    ran: bool,
+    /// To record the outcome of a job dropped before it ended.
+    store: Arc<Store>,
 }
 
 impl MigrationJob {
@@ -211,19 +264,42 @@ impl MigrationJob {
     /// its last-migration row); returns the keys caught up in the flip. A server shutdown
     /// under way stops the copy at its next chunk (`EngineError::ShuttingDown`), leaving the
     /// tenant whole where it was.
-    pub fn run(mut self, engine: &Engine) -> Result<u64, EngineError> {
-        self.ran = true;
+    pub fn run(self, engine: &Engine) -> Result<u64, EngineError> {
         engine.run_data_move(&self)
     }
 }
 
 impl Drop for MigrationJob {
-    /// A job dropped without running must not hold the tenant's migration slot forever.
+    /// A job dropped before it ended (never run, or unwinding from a panic) must not hold the
+    /// tenant's migration slot forever: it is marked failed, in memory and (best effort) in
+    /// its row. Nothing routes to a partial copy before the flip, and the next start removes
+    /// what it left.
     fn drop(&mut self) {
-        if !self.ran {
-            *lock(&self.copy.error) = Some("the migration was never run".into());
-            *lock(&self.copy.phase) = Phase::Failed;
+        if !self.copy.running() {
+            return;
         }
+        let error = if std::thread::panicking() {
+            "the migration stopped on an internal error (a panic) before it ended"
+        } else {
+            "the migration was never run"
+        };
+        let row = crate::migration_status::row(
+            &self.copy,
+            Some(strata_store::StoredMigrationState::Failed),
+            Some(error.into()),
+        );
+        let (id, key) = (&self.id, self.key);
+        let recorded = self.store.write(|w| {
+            if w.tenant(id)?.is_some_and(|m| m.key == key) {
+                w.put_last_migration(key, &row)?;
+            }
+            Ok::<_, EngineError>(())
+        });
+        let error = match recorded {
+            Ok(()) => error.to_owned(),
+            Err(e) => format!("{error} (recording it failed: {e})"),
+        };
+        self.copy.end(Phase::Failed, Some(error));
     }
 }
 
@@ -240,7 +316,9 @@ impl Engine {
         from: IsolationLevel,
         next: &TenantProfile,
     ) -> Result<u64, EngineError> {
-        self.start_data_move(op, id, key, from, next)?.run(self)
+        let size = self.store.range_size(key)?;
+        self.start_data_move(op, id, key, from, next, size)?
+            .run(self)
     }
 
     /// Checks and registers a data move of tenant `id` and records it as running (see
@@ -254,13 +332,17 @@ impl Engine {
         key: TenantKey,
         from: IsolationLevel,
         next: &TenantProfile,
+        size: strata_store::RangeSize,
     ) -> Result<MigrationJob, EngineError> {
-        let size = self.store.range_size(key)?;
-        let copy = self
-            .migrations
-            .start(key, id, size.keys, (from, next.isolation), || {
-                self.check_level(id, key, from)
-            })?;
+        let max_moves = self.config.isolation.max_concurrent_moves;
+        let copy = self.migrations.start(
+            key,
+            id,
+            size.keys,
+            (from, next.isolation),
+            max_moves,
+            || self.check_level(id, key, from),
+        )?;
         let job = MigrationJob {
             op: op.clone(),
             id: id.clone(),
@@ -268,7 +350,7 @@ impl Engine {
             next: next.clone(),
             copy,
             bytes: size.bytes,
-            ran: false,
+            store: Arc::clone(&self.store),
         };
         // Recorded while the job holds the tenant's migration slot (a purge waits for it), so
         // a restart after a crash from here on finds a running row and says `interrupted`.
@@ -288,23 +370,40 @@ impl Engine {
     fn run_data_move(&self, job: &MigrationJob) -> Result<u64, EngineError> {
         let copy = &job.copy;
         let started = std::time::Instant::now();
-        let result = self.move_data_inner(job);
-        match &result {
-            Ok(_) => {
-                *lock(&copy.phase) = Phase::Done;
+        // A panic must not hold the tenant's migration slot: it ends the move as failed.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.move_data_inner(job)))
+                .unwrap_or_else(|panic| {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(EngineError::Index(format!(
+                        "the migration stopped on an internal error (a panic: {why})"
+                    )))
+                });
+        match result {
+            Ok((caught, warning)) => {
                 let secs = started.elapsed().as_secs_f64();
                 if job.bytes > 0 && secs > 0.0 {
                     *lock(&self.migrations.bytes_per_sec) = Some(job.bytes as f64 / secs);
                 }
-                self.indexes.set_level(
-                    &self.store,
-                    job.key,
-                    &job.id,
-                    job.next.isolation.pinned(),
-                    crate::isolation::effective_params(&job.next),
-                );
-                // The level decides the tenant's pool lane (dedicated: reserved).
-                self.admissions.invalidate(job.key);
+                // The flip wrote the row (`done`); a clean-up warning goes into it with a
+                // second short write. If that fails, the live status keeps showing it.
+                let recorded = match &warning {
+                    None => Ok(()),
+                    Some(w) => self.record_warning(job, w),
+                };
+                let warning = match (warning, &recorded) {
+                    (Some(w), Err(e)) => Some(format!("{w} (recording it failed: {e})")),
+                    (w, _) => w,
+                };
+                copy.end(Phase::Done, warning);
+                if recorded.is_ok() {
+                    self.migrations.forget(job.key, Some(copy));
+                }
+                Ok(caught)
             }
             Err(e) => {
                 // Recorded before the slot is released, so no purge runs between (the row
@@ -327,17 +426,41 @@ impl Engine {
                     }
                     Ok::<_, EngineError>(())
                 });
-                let error = match recorded {
-                    Ok(()) => error,
-                    // Shown by status while this process runs; after a restart the row still
-                    // says running, read as interrupted.
-                    Err(r) => format!("{error} (recording it failed: {r})"),
+                let phase = if interrupted {
+                    Phase::Interrupted
+                } else {
+                    Phase::Failed
                 };
-                *lock(&copy.error) = Some(error);
-                *lock(&copy.phase) = Phase::Failed;
+                match recorded {
+                    Ok(()) => {
+                        copy.end(phase, Some(error));
+                        self.migrations.forget(job.key, Some(copy));
+                    }
+                    // Kept in memory: the status shows the real error while this process
+                    // runs (after a restart the row still says running, read as interrupted).
+                    Err(r) => copy.end(phase, Some(format!("{error} (recording it failed: {r})"))),
+                }
+                Err(e)
             }
         }
-        result
+    }
+
+    /// Writes a clean-up warning into the tenant's last-migration row, if it is still this
+    /// move's.
+    fn record_warning(&self, job: &MigrationJob, warning: &str) -> Result<(), EngineError> {
+        self.store.write(|w| {
+            if w.tenant(&job.id)?.is_none_or(|m| m.key != job.key) {
+                return Ok(());
+            }
+            let Some(mut row) = strata_store::last_migration(&*w, job.key)? else {
+                return Ok(());
+            };
+            if row.started_at == job.copy.started_at {
+                row.error = Some(warning.to_owned());
+                w.put_last_migration(job.key, &row)?;
+            }
+            Ok::<_, EngineError>(())
+        })
     }
 
     /// Stops data migrations for a server shutdown: each stops at its next chunk (a flip
@@ -401,7 +524,9 @@ impl Engine {
         self.level_txn(w, op, id, next, "tenant.migrate", &row)
     }
 
-    fn move_data_inner(&self, job: &MigrationJob) -> Result<u64, EngineError> {
+    /// Copies, flips and cleans up; returns the keys caught up in the flip and a warning if
+    /// the clean-up after it could not remove the old side (the next start does).
+    fn move_data_inner(&self, job: &MigrationJob) -> Result<(u64, Option<String>), EngineError> {
         let (id, key, copy) = (&job.id, job.key, &*job.copy);
         let into = job.next.isolation == IsolationLevel::Dedicated;
         let file = if into {
@@ -493,13 +618,26 @@ impl Engine {
             };
             Ok((caught, Vec::new()))
         })?;
+        // Flipped: the tenant serves from its new side at its new level.
+        *lock(&copy.phase) = Phase::CleaningUp;
+        self.indexes.set_level(
+            &self.store,
+            key,
+            id,
+            job.next.isolation.pinned(),
+            crate::isolation::effective_params(&job.next),
+        );
+        // The level decides the tenant's pool lane (dedicated: reserved).
+        self.admissions.invalidate(key);
         // After the tenant's write order is released, its writes going to their new side
-        // meanwhile: the old side is removed outside it. The move has happened; what a failure
-        // here leaves, nothing reads, and the next start removes it.
+        // meanwhile: the old side is removed outside it (the migration slot still held). The
+        // move has happened; what a failure here leaves, nothing reads, and the next start
+        // removes it.
+        let mut warning = None;
         if into {
             // Erased in short transactions that other writers interleave with.
             if let Err(e) = self.store.erase_main_range(key) {
-                *lock(&copy.error) = Some(format!(
+                warning = Some(format!(
                     "moved; its old keys in the main file are erased at the next start ({e})"
                 ));
             }
@@ -507,11 +645,11 @@ impl Engine {
         if let Some(retired) = retired
             && let Err(e) = self.store.delete_retired(retired)
         {
-            *lock(&copy.error) = Some(format!(
+            warning = Some(format!(
                 "moved; its old file is deleted at the next start ({e})"
             ));
         }
-        Ok(caught)
+        Ok((caught, warning))
     }
 }
 
@@ -525,10 +663,7 @@ impl Engine {
         let key = meta.key;
         let dedicated = TenantProfile::of(meta)?.isolation == IsolationLevel::Dedicated;
         report.dedicated_file = self.store.is_dedicated(key);
-        let moving = self
-            .migrations
-            .get(key)
-            .is_some_and(|c| matches!(*lock(&c.phase), Phase::Copying | Phase::CatchingUp));
+        let moving = self.migrations.get(key).is_some_and(|c| c.running());
         if moving {
             report
                 .warnings
@@ -583,7 +718,7 @@ mod tests {
         let ran = copies.excluding(key, &id, || Ok(1)).unwrap();
         assert_eq!(ran, 1);
         let levels = (IsolationLevel::Shared, IsolationLevel::Dedicated);
-        let running = copies.start(key, &id, 10, levels, || Ok(())).unwrap();
+        let running = copies.start(key, &id, 10, levels, 1, || Ok(())).unwrap();
         let refused = copies.excluding(key, &id, || Ok(2));
         assert!(
             matches!(refused, Err(EngineError::IdConflict(_))),
@@ -912,7 +1047,10 @@ mod tests {
             ),
             Err(EngineError::IdConflict(_))
         ));
-        std::mem::forget(job);
+        // What a crash leaves: the row says running (ended in memory only, so that dropping
+        // the job writes nothing).
+        job.copy.end(Phase::Failed, None);
+        drop(job);
         drop(engine);
         let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
         let after_crash = engine.migration(&op, &id).unwrap();
@@ -999,3 +1137,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod guard_tests;

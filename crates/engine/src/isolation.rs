@@ -105,13 +105,27 @@ pub(crate) fn effective_params(profile: &TenantProfile) -> HnswParams {
     }
 }
 
-/// `[engine.isolation]`: automatic promotion.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `[engine.isolation]`: automatic promotion, and how many data moves may run at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IsolationConfig {
     /// A `shared` tenant holding at least this many vectors is promoted to `partition` by the
     /// periodic sweep; 0 (the default) turns automatic promotion off.
     pub promote_partition_vectors: u64,
+    /// Data moves (to or from `dedicated`) that may run at once on the server; one more is
+    /// refused with `409 CONFLICT` until one ends. Each copies a whole tenant through the
+    /// main file's single writer, so more at once mostly slows every writer. Default 1 (0
+    /// counts as 1).
+    pub max_concurrent_moves: usize,
+}
+
+impl Default for IsolationConfig {
+    fn default() -> Self {
+        IsolationConfig {
+            promote_partition_vectors: 0,
+            max_concurrent_moves: 1,
+        }
+    }
 }
 
 /// `POST /v1/admin/tenants/{id}/migrate`.
@@ -160,7 +174,8 @@ pub struct MigrationStatus {
     pub level: IsolationLevel,
     /// `none` (never migrated), `copying` (data moving to or from the tenant's own file; the
     /// old level serves meanwhile), `catching_up` (the final flip: the tenant's writes wait
-    /// for it), `rebuilding` (level changed, graphs being rebuilt in the background; searches
+    /// for it), `cleaning_up` (flipped: the tenant serves at its new level while its old copy
+    /// is removed; another migration of it is still refused), `rebuilding` (level changed, graphs being rebuilt in the background; searches
     /// use the old graphs meanwhile), `done`, `failed` (see `error`; the tenant stays whole
     /// at its old level) or `interrupted` (a server shutdown or crash stopped it before its
     /// flip: the tenant stays whole at its old level; ask again). Kept across restarts.
@@ -190,6 +205,7 @@ pub enum MigrationState {
     None,
     Copying,
     CatchingUp,
+    CleaningUp,
     Rebuilding,
     Done,
     Failed,
@@ -269,11 +285,13 @@ impl Engine {
         };
         let rate = self.indexes.builder.vectors_per_sec(new);
         let moves = moves_data(profile.isolation, req.target);
-        let bytes = if moves {
-            self.store.range_size(meta.key)?.bytes
+        // Scanned once: the job's `keys_total` and copy rate use the same figures.
+        let size = if moves {
+            Some(self.store.range_size(meta.key)?)
         } else {
-            0
+            None
         };
+        let bytes = size.map_or(0, |s| s.bytes);
         let rebuild_ms = rate.map(|r| (rebuild_vectors as f64 / r * 1000.0).ceil() as u64);
         // A data move is estimated from the copy rate of the last one on this server.
         let copy_ms = match (moves, self.migrations.bytes_per_sec()) {
@@ -300,11 +318,15 @@ impl Engine {
             measured_vectors_per_sec: rate,
             index_params: params,
         };
-        if req.dry_run {
+        // Nothing to change (same level, same parameters): answered, not recorded, so the
+        // last-migration row keeps saying how the last real one went.
+        let no_op =
+            next.isolation == profile.isolation && next.index_params == profile.index_params;
+        if req.dry_run || no_op {
             return Ok((report, None));
         }
-        if moves {
-            let job = self.start_data_move(op, id, meta.key, profile.isolation, &next)?;
+        if let Some(size) = size {
+            let job = self.start_data_move(op, id, meta.key, profile.isolation, &next, size)?;
             return Ok((report, Some(job)));
         }
         self.set_level(op, id, next, "tenant.migrate")?;
@@ -314,7 +336,8 @@ impl Engine {
     /// Commits a profile with a new level (audited in the tenant's log and the server's, and
     /// recorded as its last migration, so whoever sees the new level sees the migration that
     /// brought it), then pins or unpins the tenant and hands its loaded graphs the new
-    /// parameters.
+    /// parameters. Refused (`409`) while a data move of the tenant runs: its flip would
+    /// overwrite the change.
     fn set_level(
         &self,
         op: &OperatorScope,
@@ -322,7 +345,31 @@ impl Engine {
         next: TenantProfile,
         action: &str,
     ) -> Result<(), EngineError> {
-        let key = self.store.write(|w| {
+        let key = self.tenant_meta(id)?.key;
+        let key = self
+            .migrations
+            .excluding(key, id, || self.level_change_txn(op, id, &next, action))?;
+        // The level decides the tenant's pool lane (dedicated: reserved), read at admission.
+        self.admissions.invalidate(key);
+        self.indexes.set_level(
+            &self.store,
+            key,
+            id,
+            next.isolation.pinned(),
+            effective_params(&next),
+        );
+        Ok(())
+    }
+
+    /// [`Engine::set_level`]'s transaction.
+    fn level_change_txn(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        next: &TenantProfile,
+        action: &str,
+    ) -> Result<TenantKey, EngineError> {
+        self.store.write(|w| {
             let from = match w.tenant(id)? {
                 Some(meta) => TenantProfile::of(&meta)?.isolation,
                 None => return Err(EngineError::TenantNotFound(id.clone())),
@@ -334,18 +381,8 @@ impl Engine {
                 )));
             }
             let row = crate::migration_status::level_change_row(from, next.isolation);
-            self.level_txn(w, op, id, &next, action, &row)
-        })?;
-        // The level decides the tenant's pool lane (dedicated: reserved), read at admission.
-        self.admissions.invalidate(key);
-        self.indexes.set_level(
-            &self.store,
-            key,
-            id,
-            next.isolation.pinned(),
-            effective_params(&next),
-        );
-        Ok(())
+            self.level_txn(w, op, id, next, action, &row)
+        })
     }
 
     /// The registry change of a level change, audited in the tenant's log and the server's,
@@ -405,7 +442,7 @@ impl Engine {
 
     /// Promotes every `shared` tenant holding at least `promote_partition_vectors` vectors to
     /// `partition` (audited as `tenant.promote`); run by the server's periodic sweep. Returns
-    /// the promoted tenants.
+    /// the promoted tenants; one whose data is being moved is skipped until the next sweep.
     pub fn promote_tenants(&self, op: &OperatorScope) -> Result<Vec<TenantId>, EngineError> {
         let threshold = self.config.isolation.promote_partition_vectors;
         if threshold == 0 {
@@ -430,8 +467,15 @@ impl Engine {
                 isolation: IsolationLevel::Partition,
                 ..p
             };
-            self.set_level(op, &id, next, "tenant.promote")?;
-            promoted.push(id);
+            match self.set_level(op, &id, next, "tenant.promote") {
+                Ok(()) => promoted.push(id),
+                // A data move of the tenant runs (or it changed meanwhile): the next sweep
+                // looks again.
+                Err(EngineError::IdConflict(why)) => {
+                    tracing::info!(tenant = %id, %why, "promotion skipped");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(promoted)
     }

@@ -62,8 +62,10 @@ pub(crate) fn level_change_row(from: IsolationLevel, to: IsolationLevel) -> Stor
     }
 }
 
-/// The status from the live move (if one of the tenant is copying or flipping in this
-/// process) or else from the stored row.
+/// The status from the live move (if one of the tenant is copying, flipping or cleaning up in
+/// this process) or else from the stored row; a move of this process that has ended and is
+/// the row's (same `started_at`, or no row) gives its own state and error over the row's (its
+/// outcome may not have been recorded).
 pub(crate) fn status(
     level_now: IsolationLevel,
     pending: u32,
@@ -73,7 +75,8 @@ pub(crate) fn status(
     let running = live.and_then(|c| match *lock(&c.phase) {
         Phase::Copying => Some((c, MigrationState::Copying)),
         Phase::CatchingUp => Some((c, MigrationState::CatchingUp)),
-        Phase::Done | Phase::Failed => None,
+        Phase::CleaningUp => Some((c, MigrationState::CleaningUp)),
+        Phase::Done | Phase::Failed | Phase::Interrupted => None,
     });
     if let Some((c, state)) = running {
         return MigrationStatus {
@@ -87,9 +90,32 @@ pub(crate) fn status(
             moves_data: true,
             keys_copied: c.copied.load(Ordering::Relaxed),
             keys_total: c.total,
-            error: None,
+            error: lock(&c.error).clone(),
         };
     }
+    // An ended move of this process: its outcome, recorded or not.
+    let ended = live.filter(|c| stored.as_ref().is_none_or(|r| r.started_at == c.started_at));
+    let stored = match ended {
+        Some(c) => {
+            let state = match *lock(&c.phase) {
+                Phase::Done => StoredMigrationState::Done,
+                Phase::Interrupted => StoredMigrationState::Interrupted,
+                _ => StoredMigrationState::Failed,
+            };
+            let error = lock(&c.error).clone();
+            let mut r = stored.unwrap_or_else(|| row(c, Some(state), None));
+            r.state = state;
+            r.finished_at = r
+                .finished_at
+                .or_else(|| Some(now_millis().max(c.started_at)));
+            r.keys_copied = r.keys_copied.max(c.copied.load(Ordering::Relaxed));
+            if error.is_some() {
+                r.error = error;
+            }
+            Some(r)
+        }
+        None => stored,
+    };
     let Some(row) = stored else {
         return MigrationStatus {
             level: level_now,

@@ -328,6 +328,7 @@ impl Engine {
             .migrations
             .excluding(key, id, || self.purge_txn(op, id, key))?;
         self.indexes.forget(key);
+        self.migrations.forget(key, None);
         self.adaptive.forget_tenant(key);
         self.admissions.invalidate(key);
         // Its own file, if dedicated, goes whole once the registry no longer names it
@@ -372,7 +373,9 @@ impl Engine {
         })
     }
 
-    /// Purges every soft-deleted tenant whose deletion is older than `retention_ms`.
+    /// Purges every soft-deleted tenant whose deletion is older than `retention_ms`; returns
+    /// those purged. One that cannot be purged now (a migration moves its data, or an error)
+    /// is logged and left for the next run; the others are purged regardless.
     pub fn purge_deleted_tenants(
         &self,
         op: &OperatorScope,
@@ -389,10 +392,21 @@ impl Engine {
                 due.push(m.id);
             }
         }
-        for id in &due {
-            self.purge_tenant(op, id)?;
+        // A tenant whose data a migration is moving answers 409: skipped until the next run,
+        // the others purged regardless.
+        let mut purged = Vec::new();
+        for id in due {
+            match self.purge_tenant(op, &id) {
+                Ok(()) => purged.push(id),
+                Err(EngineError::IdConflict(why)) => {
+                    tracing::info!(tenant = %id, %why, "purge skipped until the next run");
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %id, error = %e, "purge failed; tried again at the next run");
+                }
+            }
         }
-        Ok(due)
+        Ok(purged)
     }
 
     fn compact(&self) -> Result<(), EngineError> {

@@ -180,6 +180,31 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// The tenant a directory named by [`Placement::dir_of`] (or the derived files' directory of
 /// a tenant) belongs to: 16 hex digits of its storage key; anything else is not ours.
+/// The suffix of a retired file's directory renamed for deletion (see `delete_retired`).
+const TOMBSTONE: &str = ".retired";
+
+/// The tenant of a retired directory renamed for deletion (`<key>.retired`).
+fn tombstone_key(name: &std::ffi::OsStr) -> Option<TenantKey> {
+    let n = name.to_str()?.strip_suffix(TOMBSTONE)?;
+    tenant_dir_key(std::ffi::OsStr::new(n))
+}
+
+/// Which file a directory holds (device and inode of its storage file), to tell a retired
+/// file from a new one created at the same path since.
+fn file_identity(dir: &std::path::Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(dir.join(DEDICATED_FILE)).ok()?;
+        Some((m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
 pub(crate) fn tenant_dir_key(name: &std::ffi::OsStr) -> Option<TenantKey> {
     name.to_str()
         .filter(|n| n.len() == 16)
@@ -283,10 +308,14 @@ impl Store {
         }
         let root = &self.placement.root;
         let dir = self.placement.dir_of(t);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        {
+            // Under the routing lock, as `delete_retired` renames a directory away under it.
+            let _routing = self.placement.lock_write();
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         }
-        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let db = open_database(&dir.join(DEDICATED_FILE), self.placement.cache_bytes)?;
         sync_dir(&dir)?;
         sync_dir(root)?;
@@ -364,6 +393,11 @@ impl Store {
         for entry in entries {
             let entry = entry.map_err(|e| io(root, e))?;
             let name = entry.file_name();
+            // A retired file renamed for deletion (`delete_retired`) that a crash left.
+            if tombstone_key(&name).is_some() {
+                std::fs::remove_dir_all(entry.path()).map_err(|e| io(&entry.path(), e))?;
+                continue;
+            }
             // Only directories this store names; anything else is left alone.
             let Some(key) = tenant_dir_key(&name) else {
                 continue;
@@ -758,24 +792,55 @@ impl Store {
             Arc::make_mut(&mut routing).remove(&t);
         }
         drop(db);
-        Ok((r.0, r.1, RetiredFile { key: t, file }))
+        let identity = file_identity(&file.dir);
+        Ok((
+            r.0,
+            r.1,
+            RetiredFile {
+                key: t,
+                file,
+                identity,
+            },
+        ))
     }
 
     /// Closes and deletes a file a migration out of it left (see
     /// [`Store::flip_out_retiring`]), with its directory. Snapshots still open keep reading
-    /// it. Refused (leaving it) if the tenant is routed to a file of its own again: the
-    /// directory is then that live file's.
+    /// it. Refused (leaving it) if the tenant is routed to a file of its own again, or its
+    /// directory holds another file now (a new move into `dedicated` created it): the
+    /// directory is then that file's.
+    ///
+    /// Safe whatever the caller holds: under the routing lock (which every flip and every
+    /// file creation take), the checks pass and the directory is renamed to a tombstone name
+    /// no route or creation uses; the tombstone is then deleted outside it. A crash in
+    /// between leaves a tombstone, deleted at the next start ([`Store::remove_orphan_files`]).
     pub fn delete_retired(&self, retired: RetiredFile) -> Result<(), StoreError> {
-        let RetiredFile { key, file } = retired;
+        let RetiredFile {
+            key,
+            file,
+            identity,
+        } = retired;
         let dir = file.dir.clone();
         drop(file);
-        if self.is_dedicated(key) {
-            return Err(already_dedicated(key));
+        let tomb = dir.with_file_name(format!("{:016x}{TOMBSTONE}", key.raw()));
+        if tomb.exists() {
+            std::fs::remove_dir_all(&tomb).map_err(|e| io(&tomb, e))?;
         }
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
-            sync_dir(&self.placement.root)?;
+        {
+            let routing = self.placement.lock_write();
+            if routing.contains_key(&key) {
+                return Err(already_dedicated(key));
+            }
+            if !dir.exists() {
+                return Ok(());
+            }
+            if identity.is_some() && file_identity(&dir) != identity {
+                return Err(already_dedicated(key));
+            }
+            std::fs::rename(&dir, &tomb).map_err(|e| io(&dir, e))?;
         }
+        std::fs::remove_dir_all(&tomb).map_err(|e| io(&tomb, e))?;
+        sync_dir(&self.placement.root)?;
         Ok(())
     }
 }
@@ -786,6 +851,8 @@ impl Store {
 pub struct RetiredFile {
     key: TenantKey,
     file: Arc<FileDb>,
+    /// The storage file it names (see `file_identity`).
+    identity: Option<(u64, u64)>,
 }
 
 #[cfg(test)]
@@ -972,13 +1039,30 @@ mod tests {
         assert!(store.delete_retired(stale).is_err());
         assert!(store.is_dedicated(t) && store.has_dedicated_dir(t));
 
-        // A crash between the flip and the deletion: the next start's cleanup removes it.
+        // A new file created at the same path since (a move in, not routed yet): refused, its
+        // directory kept.
+        let stale = retire(&store);
+        let fresh = store.create_dedicated(t).unwrap();
+        assert!(store.delete_retired(stale).is_err());
+        assert!(store.has_dedicated_dir(t));
+        store.discard_dedicated(fresh).unwrap();
+        assert!(!store.has_dedicated_dir(t));
+        migrate_in(&store, t);
+
+        // A crash between the flip and the deletion: the next start's cleanup removes it, and
+        // a tombstone a crash left mid-deletion too.
         std::mem::forget(retire(&store));
         assert!(store.has_dedicated_dir(t));
+        let tomb = store
+            .placement
+            .dir_of(t)
+            .with_file_name(format!("{:016x}{TOMBSTONE}", t.raw()));
+        std::fs::create_dir_all(&tomb).unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
         assert_eq!(store.remove_orphan_files(&HashSet::new()).unwrap(), vec![t]);
         assert!(!store.has_dedicated_dir(t));
+        assert!(!tomb.exists());
         assert_eq!(blobs(&store, t).len(), 4);
     }
 

@@ -61,7 +61,7 @@ fn wait_migration(server: &Server, id: &str) -> Value {
         let (s, v) = server.get(&format!("/v1/admin/tenants/{id}/migration"), OPERATOR_KEY);
         assert_eq!(s, 200, "{v}");
         match v["state"].as_str() {
-            Some("copying" | "catching_up") => {
+            Some("copying" | "catching_up" | "cleaning_up") => {
                 assert!(v["finished_at"].is_null(), "{v}");
                 assert!(Instant::now() < deadline, "still moving: {v}");
                 std::thread::sleep(Duration::from_millis(20));

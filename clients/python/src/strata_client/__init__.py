@@ -10,7 +10,7 @@
 
 from ._scope import Scope, UserMatch
 from ._version import __version__
-from .admin import AsyncStrataAdmin, StrataAdmin
+from .admin import AsyncStrataAdmin, MigrationFailedError, StrataAdmin
 from .aio import AsyncStrata
 from .client import Strata
 from .errors import (
@@ -94,6 +94,7 @@ __all__ = [
     "WriteResult",
     # Errors.
     "StrataError",
+    "MigrationFailedError",
     "StrataConnectionError",
     "BadRequestError",
     "AuthenticationError",

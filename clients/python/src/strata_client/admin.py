@@ -30,6 +30,7 @@ from urllib.parse import quote
 import httpx
 
 from ._calls import audit_params
+from .errors import StrataError
 from ._http import DEFAULT_TIMEOUT, AsyncTransport, Call, SyncTransport, from_env, no_answer
 from .models import (
     ApiKey,
@@ -78,6 +79,24 @@ def _purged(d: Any) -> List[str]:
 def _maybe_tenant(d: Any) -> Optional[Tenant]:
     # A hard delete answers `{id, purged: true}`: nothing is left to describe.
     return None if d.get("purged") else Tenant.from_json(d)
+
+
+class MigrationFailedError(StrataError):
+    """A data move :meth:`StrataAdmin.migrate_tenant` waited for ended ``failed`` or
+    ``interrupted``; the tenant stayed whole at its old level. ``migration`` says why."""
+
+    def __init__(self, id: str, status: MigrationStatus) -> None:
+        super().__init__(
+            f"migration of {id} {status.state}: {status.error or 'no reason given'}",
+            code="MIGRATION_" + status.state.upper(),
+        )
+        #: The migration's status when the wait ended.
+        self.migration = status
+
+
+def _check_migration(id: str, status: MigrationStatus) -> None:
+    if status.state in ("failed", "interrupted"):
+        raise MigrationFailedError(id, status)
 
 
 class _AdminCalls:
@@ -236,9 +255,9 @@ class _AdminCalls:
         target: str,
         index_params: Optional[Mapping[str, Any]],
         dry_run: bool,
-        wait: bool = False,
     ) -> Call[MigrationReport]:
-        body: Dict[str, Any] = {"target": target, "dry_run": dry_run, "wait": wait}
+        # The server never holds the request for the copy: the client polls instead.
+        body: Dict[str, Any] = {"target": target, "dry_run": dry_run, "wait": False}
         if index_params is not None:
             body["index_params"] = dict(index_params)
         return Call(
@@ -478,13 +497,22 @@ class StrataAdmin(_AdminCalls):
         *,
         index_params: Optional[Mapping[str, Any]] = None,
         dry_run: bool = False,
-        wait: bool = False,
+        wait: bool = True,
+        timeout: float = 600.0,
     ) -> MigrationReport:
         """Moves a tenant to isolation level ``target`` (``shared``, ``partition`` or
         ``dedicated``) online; with ``dry_run=True`` only reports what would move and cost.
-        A move to or from ``dedicated`` copies the tenant's data in the background and returns
-        at once (follow it with :meth:`wait_for_migration`), unless ``wait=True``."""
-        return self._transport.run(self._migrate(id, target, index_params, dry_run, wait))
+
+        A move to or from ``dedicated`` copies the tenant's data in the background (the server
+        answers ``202`` at once). By default this then polls :meth:`wait_for_migration` until
+        the move has ended (so no HTTP request stays open for the copy), raising
+        :class:`MigrationFailedError` if it failed or was interrupted and ``TimeoutError``
+        after ``timeout`` seconds (the move goes on). With ``wait=False`` it returns as soon
+        as the move has started."""
+        report = self._transport.run(self._migrate(id, target, index_params, dry_run))
+        if wait and report.moves_data and not report.dry_run:
+            _check_migration(id, self.wait_for_migration(id, timeout=timeout))
+        return report
 
     def migration_status(self, id: str) -> MigrationStatus:
         return self._transport.run(self._migration(id))
@@ -661,11 +689,14 @@ class AsyncStrataAdmin(_AdminCalls):
         *,
         index_params: Optional[Mapping[str, Any]] = None,
         dry_run: bool = False,
-        wait: bool = False,
+        wait: bool = True,
+        timeout: float = 600.0,
     ) -> MigrationReport:
-        return await self._transport.run(
-            self._migrate(id, target, index_params, dry_run, wait)
-        )
+        """See :meth:`StrataAdmin.migrate_tenant`."""
+        report = await self._transport.run(self._migrate(id, target, index_params, dry_run))
+        if wait and report.moves_data and not report.dry_run:
+            _check_migration(id, await self.wait_for_migration(id, timeout=timeout))
+        return report
 
     async def migration_status(self, id: str) -> MigrationStatus:
         return await self._transport.run(self._migration(id))

@@ -629,8 +629,8 @@ class MigrationStatus:
     """A tenant's isolation level and its last migration (kept across server restarts)."""
 
     level: str
-    #: ``none`` when the tenant was never migrated; ``copying`` or ``catching_up`` while its
-    #: data moves; then ``rebuilding``, ``done``, ``failed`` or ``interrupted`` (a shutdown or
+    #: ``none`` when the tenant was never migrated; ``copying``, ``catching_up`` or
+    #: ``cleaning_up`` while its data moves; then ``rebuilding``, ``done``, ``failed`` or ``interrupted`` (a shutdown or
     #: crash stopped it before its flip: the tenant stayed at its old level).
     state: str
     from_level: Optional[str] = None
@@ -664,8 +664,9 @@ class MigrationStatus:
 
     @property
     def moving(self) -> bool:
-        """Whether its data is moving now (``copying`` or ``catching_up``)."""
-        return self.state in ("copying", "catching_up")
+        """Whether its data move is under way (``copying``, ``catching_up`` or ``cleaning_up``;
+        another migration of the tenant is refused meanwhile)."""
+        return self.state in ("copying", "catching_up", "cleaning_up")
 
 
 @dataclass

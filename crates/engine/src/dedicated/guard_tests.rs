@@ -1,0 +1,186 @@
+//! What a running data move holds the tenant against: other level or parameter changes, the
+//! promotion sweep, the purge sweep, more moves than the server allows; and what happens to
+//! the slot and the status when a job ends without running, or changes nothing.
+use strata_auth::OperatorScope;
+use strata_types::{Metric, TenantId};
+
+use super::*;
+use crate::isolation::{IndexParams, IsolationConfig, MigrateRequest, MigrationState};
+use crate::test_support::{admin_scope, answers, put_clustered, vec_name};
+use crate::{EngineConfig, IsolationLevel};
+
+fn request(target: IsolationLevel, index_params: Option<IndexParams>) -> MigrateRequest {
+    MigrateRequest {
+        target,
+        index_params,
+        dry_run: false,
+    }
+}
+
+fn fill(engine: &Engine, name: &str, n: usize) -> TenantId {
+    let id = TenantId::parse(name).unwrap();
+    engine
+        .create_tenant(&OperatorScope::for_tests(), &id, None)
+        .unwrap();
+    let scope = admin_scope(engine, name);
+    engine
+        .create_collection(
+            &scope,
+            &vec_name(),
+            crate::test_support::DIM,
+            Metric::Cosine,
+        )
+        .unwrap();
+    put_clustered(engine, &scope, n);
+    id
+}
+
+fn start(engine: &Engine, id: &TenantId, target: IsolationLevel) -> MigrationJob {
+    let (_, job) = engine
+        .start_migration(&OperatorScope::for_tests(), id, request(target, None))
+        .unwrap();
+    job.expect("a data move")
+}
+
+fn conflict<T: std::fmt::Debug>(r: Result<T, EngineError>) -> String {
+    match r {
+        Err(EngineError::IdConflict(m)) => m,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_running_move_refuses_other_level_and_parameter_changes_and_the_sweeps_skip_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        isolation: IsolationConfig {
+            promote_partition_vectors: 1,
+            ..IsolationConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let engine = Engine::open(dir.path(), config).unwrap();
+    let op = OperatorScope::for_tests();
+    let id = fill(&engine, "acme", 50);
+    let scope = admin_scope(&engine, "acme");
+    let before = answers(&engine, &scope);
+    let job = start(&engine, &id, IsolationLevel::Dedicated);
+
+    // shared → partition, and a same-level change of parameters only: both 409.
+    conflict(engine.migrate_tenant(&op, &id, request(IsolationLevel::Partition, None)));
+    let params = IndexParams {
+        m: Some(8),
+        ..IndexParams::default()
+    };
+    conflict(engine.migrate_tenant(&op, &id, request(IsolationLevel::Shared, Some(params))));
+    // The promotion sweep skips it (and would promote it otherwise: it holds 50 vectors).
+    assert!(engine.promote_tenants(&op).unwrap().is_empty());
+
+    // The move finishes, at the level and parameters it was asked for.
+    std::thread::scope(|s| s.spawn(|| job.run(&engine)).join().unwrap()).unwrap();
+    let info = engine.tenant(&op, &id).unwrap();
+    assert_eq!(
+        (info.isolation, info.index_params),
+        (IsolationLevel::Dedicated, None)
+    );
+    assert_eq!(answers(&engine, &scope), before);
+    let done = engine.migration(&op, &id).unwrap();
+    assert!(matches!(
+        done.state,
+        MigrationState::Done | MigrationState::Rebuilding
+    ));
+    // Ended and recorded: nothing of it is kept in memory.
+    assert!(engine.migrations.get(scope.key()).is_none());
+
+    // A migration that changes nothing is answered, not recorded.
+    let report = engine
+        .migrate_tenant(&op, &id, request(IsolationLevel::Dedicated, None))
+        .unwrap();
+    assert!(!report.moves_data);
+    let again = engine.migration(&op, &id).unwrap();
+    assert_eq!(
+        (again.started_at, again.from, again.moves_data),
+        (done.started_at, done.from, true)
+    );
+}
+
+#[test]
+fn the_purge_sweep_skips_a_tenant_whose_data_is_moving_and_purges_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let (a, b) = (fill(&engine, "a", 5), fill(&engine, "b", 5));
+    let job = start(&engine, &a, IsolationLevel::Dedicated);
+    engine.delete_tenant(&op, &a).unwrap();
+    engine.delete_tenant(&op, &b).unwrap();
+    assert_eq!(engine.purge_deleted_tenants(&op, 0).unwrap(), vec![b]);
+    // A job dropped without running frees the slot, and says so.
+    drop(job);
+    let status = engine.migration(&op, &a).unwrap();
+    assert_eq!(status.state, MigrationState::Failed, "{status:?}");
+    assert!(status.error.unwrap().contains("never run"));
+    assert_eq!(engine.purge_deleted_tenants(&op, 0).unwrap(), vec![a]);
+}
+
+#[test]
+fn data_moves_beyond_the_servers_limit_are_refused_until_one_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let (a, b) = (fill(&engine, "a", 5), fill(&engine, "b", 5));
+    let job = start(&engine, &a, IsolationLevel::Dedicated);
+    let refused = conflict(
+        engine
+            .start_migration(&op, &b, request(IsolationLevel::Dedicated, None))
+            .map(|(report, _)| report),
+    );
+    assert!(refused.contains("max_concurrent_moves"), "{refused}");
+    // A level change that moves no data is not a data move: allowed.
+    engine
+        .migrate_tenant(&op, &b, request(IsolationLevel::Partition, None))
+        .unwrap();
+    job.run(&engine).unwrap();
+    start(&engine, &b, IsolationLevel::Dedicated)
+        .run(&engine)
+        .unwrap();
+    assert_eq!(
+        engine.tenant(&op, &b).unwrap().isolation,
+        IsolationLevel::Dedicated
+    );
+}
+
+/// The status of a move that ended shows its own outcome when the row could not say it, and
+/// a panic ends it as failed with the slot freed.
+#[test]
+fn an_ended_move_shows_its_outcome_over_a_row_that_still_says_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let a = fill(&engine, "a", 5);
+    let key = admin_scope(&engine, "a").key();
+    let job = start(&engine, &a, IsolationLevel::Dedicated);
+    // As if the failed row could not be written: ended in memory, the row saying running.
+    job.copy.end(Phase::Failed, Some("the real error".into()));
+    let status = engine.migration(&op, &a).unwrap();
+    assert_eq!(status.state, MigrationState::Failed);
+    assert_eq!(status.error.as_deref(), Some("the real error"));
+    drop(job);
+
+    // A panic while the job runs (unwinding through it): failed, recorded, slot freed.
+    let job = start(&engine, &a, IsolationLevel::Dedicated);
+    let copy = Arc::clone(&job.copy);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _job = job;
+        panic!("boom");
+    }));
+    assert!(unwound.is_err());
+    assert!(!copy.running());
+    let row = strata_store::last_migration(&engine.store.read().unwrap(), key)
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, strata_store::StoredMigrationState::Failed);
+    assert!(row.error.unwrap().contains("panic"));
+    start(&engine, &a, IsolationLevel::Dedicated)
+        .run(&engine)
+        .unwrap();
+}
