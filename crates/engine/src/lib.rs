@@ -31,6 +31,7 @@ mod isolation;
 mod lifecycle;
 mod links;
 mod liveness;
+mod name_bitmaps;
 mod plan;
 mod ranking;
 mod recall;
