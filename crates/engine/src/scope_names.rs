@@ -460,7 +460,7 @@ mod tests {
     fn each_name_is_held_once() {
         let mut n = ScopeNames::default();
         let d = Domain::default_domain();
-        let run = RunId::parse(&"r".repeat(40)).unwrap();
+        let run = RunId::parse("r".repeat(40)).unwrap();
         let before = n.runs.value_heap;
         let a = n.acquire(&d, Some(&run), None, &[]).unwrap();
         assert_eq!(n.runs.value_heap - before, (40 + PER_ALLOCATION) as u64);
