@@ -4,17 +4,16 @@
 //! A record gets a dense `u32` slot here; every index is keyed by slot. Per slot only the
 //! record's lean resident part is kept (`SlotDoc`: id, scope fields, expiry, what ranking
 //! reads), so that visibility is decided by the same rules as everywhere else
-//! (`Visibility::sees_slot`); whole records are read from storage when a search needs them
-//! (`crate::hits`).
-
-use std::collections::HashMap;
+//! (`SlotVisibility::sees_slot`, `crate::visibility`); whole records are read from storage
+//! when a search needs them (`crate::hits`).
 
 use serde_json::{Map, Value};
 use strata_index::{Bm25Index, FieldIndex, HnswIndex, HnswParams, IdTable, RoaringBitmap};
-use strata_types::{Collection, Domain, MemoryScope, Metric, Record, RecordId, RunId, UserToken};
+use strata_types::{Collection, Metric, Record, RecordId};
 
 use crate::EngineError;
-use crate::scope_names::{NO_TOKENS, ScopeNames};
+use crate::name_bitmaps::NameBitmaps;
+use crate::scope_names::ScopeNames;
 use crate::slot_doc::SlotDoc;
 
 /// A collection gets an HNSW graph once `vectors × dim` reaches this many floats: three
@@ -80,11 +79,12 @@ pub(crate) struct CollectionIndex {
     /// Slots whose record has a TTL: only these need their expiry checked at search time.
     pub with_expiry: RoaringBitmap,
     pub live: RoaringBitmap,
-    pub by_domain: HashMap<Domain, RoaringBitmap>,
-    pub by_token: HashMap<UserToken, RoaringBitmap>,
+    /// Slots by the id of their domain, run, memory scope and user tokens in `names`.
+    pub by_domain: NameBitmaps,
+    pub by_token: NameBitmaps,
     pub shared: RoaringBitmap,
-    pub by_run: HashMap<RunId, RoaringBitmap>,
-    pub by_scope: HashMap<MemoryScope, RoaringBitmap>,
+    pub by_run: NameBitmaps,
+    pub by_scope: NameBitmaps,
     pub fields: FieldIndex,
     pub bm25: Bm25Index,
     pub graph: Option<HnswIndex>,
@@ -129,11 +129,11 @@ impl CollectionIndex {
             with_vector: RoaringBitmap::new(),
             with_expiry: RoaringBitmap::new(),
             live: RoaringBitmap::new(),
-            by_domain: HashMap::new(),
-            by_token: HashMap::new(),
+            by_domain: NameBitmaps::default(),
+            by_token: NameBitmaps::default(),
             shared: RoaringBitmap::new(),
-            by_run: HashMap::new(),
-            by_scope: HashMap::new(),
+            by_run: NameBitmaps::default(),
+            by_scope: NameBitmaps::default(),
             fields: FieldIndex::with_columns(&BUILTIN_COLUMNS),
             bm25: Bm25Index::with_analyzer(index_analyzer(c.analyzer)),
             graph: None,
@@ -181,6 +181,15 @@ impl CollectionIndex {
         (vectors + slots + graph) as u64
             + self.fields.column_bytes()
             + self.names.heap_bytes()
+            + [
+                &self.by_domain,
+                &self.by_run,
+                &self.by_scope,
+                &self.by_token,
+            ]
+            .iter()
+            .map(|m| m.heap_bytes())
+            .sum::<u64>()
             + self.slot_bytes
     }
 
@@ -335,7 +344,15 @@ impl CollectionIndex {
     }
 
     fn place(&mut self, record: &Record, slot: u32, graph: bool) -> Result<(), EngineError> {
-        self.docs[slot as usize] = Some(SlotDoc::of(record, &mut self.names));
+        let doc = match SlotDoc::of(record, &mut self.names) {
+            Ok(doc) => doc,
+            Err(e) => {
+                // The slot stays empty: back to the free list (a restore rebuilds it anyway).
+                self.free.push(slot);
+                return Err(e);
+            }
+        };
+        self.docs[slot as usize] = Some(doc);
         self.place_scope(slot);
         index_fields(&mut self.fields, slot, record);
         if let Some(text) = &record.content {
@@ -379,23 +396,26 @@ impl CollectionIndex {
         if record.expires_at.is_some() {
             self.with_expiry.insert(slot);
         }
-        let (names, ids) = (&self.names, record.scope);
-        if let Some(d) = names.domains.get(ids.domain) {
-            set_bit(&mut self.by_domain, d, slot);
+        let ids = record.scope;
+        self.by_domain.insert(ids.domain, slot);
+        if let Some(r) = ids.run {
+            self.by_run.insert(r, slot);
         }
-        if let Some(r) = ids.run.and_then(|r| names.runs.get(r)) {
-            set_bit(&mut self.by_run, r, slot);
+        if let Some(s) = ids.scope {
+            self.by_scope.insert(s, slot);
         }
-        if let Some(s) = ids.scope.and_then(|s| names.scopes.get(s)) {
-            set_bit(&mut self.by_scope, s, slot);
-        }
-        if ids.tokens == NO_TOKENS {
-            self.shared.insert(slot);
-        }
-        for t in names.token_set(ids.tokens) {
-            if let Some(t) = names.tokens.get(*t) {
-                set_bit(&mut self.by_token, t, slot);
+        // A token set the table does not hold (never for one it gave out) puts the slot in
+        // no principal's bitmap and not among the shared ones: no principal sees it.
+        match self.names.token_set(ids.tokens) {
+            Some([]) => {
+                self.shared.insert(slot);
             }
+            Some(tokens) => {
+                for t in tokens {
+                    self.by_token.insert(*t, slot);
+                }
+            }
+            None => {}
         }
         self.slot_bytes += record.heap_bytes();
     }
@@ -600,21 +620,17 @@ impl CollectionIndex {
         self.touched(slot);
         self.live.remove(slot);
         self.with_expiry.remove(slot);
-        let (names, ids) = (&self.names, doc.scope);
-        if let Some(d) = names.domains.get(ids.domain) {
-            clear_bit(&mut self.by_domain, d, slot);
+        let ids = doc.scope;
+        self.by_domain.remove(ids.domain, slot);
+        if let Some(r) = ids.run {
+            self.by_run.remove(r, slot);
         }
-        if let Some(r) = ids.run.and_then(|r| names.runs.get(r)) {
-            clear_bit(&mut self.by_run, r, slot);
-        }
-        if let Some(s) = ids.scope.and_then(|s| names.scopes.get(s)) {
-            clear_bit(&mut self.by_scope, s, slot);
+        if let Some(s) = ids.scope {
+            self.by_scope.remove(s, slot);
         }
         self.shared.remove(slot);
-        for t in names.token_set(ids.tokens) {
-            if let Some(t) = names.tokens.get(*t) {
-                clear_bit(&mut self.by_token, t, slot);
-            }
+        for t in self.names.token_set(ids.tokens).unwrap_or_default() {
+            self.by_token.remove(*t, slot);
         }
         self.names.release(ids);
         self.fields.remove_slot(slot);
@@ -646,31 +662,6 @@ fn id_in(docs: &[Option<SlotDoc>], slot: u32) -> &str {
 /// bytes per record for them. `expires_at` stays in the map: only records with a TTL hold one,
 /// and every search subtracts the expired ones, which a column would answer by a full scan.
 pub(crate) const BUILTIN_COLUMNS: [&str; 3] = ["b:created_at", "b:updated_at", "b:confidence"];
-
-/// Sets `slot` in `key`'s bitmap; the key is cloned only for a new entry.
-fn set_bit<K: std::hash::Hash + Eq + Clone>(
-    map: &mut HashMap<K, RoaringBitmap>,
-    key: &K,
-    slot: u32,
-) {
-    match map.get_mut(key) {
-        Some(b) => {
-            b.insert(slot);
-        }
-        None => {
-            map.insert(key.clone(), RoaringBitmap::from_iter([slot]));
-        }
-    }
-}
-
-fn clear_bit<K: std::hash::Hash + Eq>(map: &mut HashMap<K, RoaringBitmap>, key: &K, slot: u32) {
-    if let Some(b) = map.get_mut(key) {
-        b.remove(slot);
-        if b.is_empty() {
-            map.remove(key);
-        }
-    }
-}
 
 /// Field-index paths: `b:<name>` for built-in fields, `m:<dotted path>` for metadata.
 pub(crate) fn builtin_path(name: &str) -> String {

@@ -33,6 +33,7 @@ mod lifecycle;
 mod links;
 mod liveness;
 mod migration_status;
+mod name_bitmaps;
 mod plan;
 mod ranking;
 mod recall;

@@ -64,18 +64,25 @@ pub(crate) fn scope_candidates<'a>(ci: &'a CollectionIndex, vis: &Visibility) ->
             terms.push(b);
         }
     };
-    let Some(domain) = ci.by_domain.get(&vis.domain) else {
+    // The request's names are resolved to ids once; a name the collection's tables lack is
+    // carried by none of its records.
+    let names = &ci.names;
+    let Some(domain) = names
+        .domains
+        .id(&vis.domain)
+        .and_then(|d| ci.by_domain.get(d))
+    else {
         return none();
     };
     narrow(Cow::Borrowed(domain));
     if let Some(run) = &vis.run_id {
-        match ci.by_run.get(run) {
+        match names.runs.id(run).and_then(|r| ci.by_run.get(r)) {
             Some(b) => narrow(Cow::Borrowed(b)),
             None => return none(),
         }
     }
     if let Some(s) = &vis.memory_scope {
-        match ci.by_scope.get(s) {
+        match names.scopes.id(s).and_then(|s| ci.by_scope.get(s)) {
             Some(b) => narrow(Cow::Borrowed(b)),
             None => return none(),
         }
@@ -85,7 +92,10 @@ pub(crate) fn scope_candidates<'a>(ci: &'a CollectionIndex, vis: &Visibility) ->
     if let Principals::Set(tokens, _) = &vis.principals
         && ci.shared.len() != live
     {
-        let bound: Vec<&RoaringBitmap> = tokens.iter().filter_map(|t| ci.by_token.get(t)).collect();
+        let bound: Vec<&RoaringBitmap> = tokens
+            .iter()
+            .filter_map(|t| names.tokens.id(t).and_then(|t| ci.by_token.get(t)))
+            .collect();
         if bound.is_empty() {
             narrow(Cow::Borrowed(&ci.shared));
         } else {
@@ -142,8 +152,15 @@ pub(crate) fn visible_slots(
     if let Principals::Set(tokens, UserMatch::All) = &vis.principals {
         let with_tokens = &visible - &ci.shared;
         if (ci.by_token.len() as u64) < with_tokens.len() {
-            for (token, slots) in &ci.by_token {
-                if !tokens.contains(token) {
+            // The request's tokens by id, resolved once (one it holds that no record carries
+            // excuses nothing).
+            let mut held: Vec<_> = tokens
+                .iter()
+                .filter_map(|t| ci.names.tokens.id(t))
+                .collect();
+            held.sort_unstable();
+            for (token, slots) in ci.by_token.iter() {
+                if held.binary_search(&token).is_err() {
                     visible -= slots;
                 }
             }

@@ -388,7 +388,7 @@ pub(crate) fn search_collection(
     // The candidates already satisfy the domain, run, memory scope and (for `any`) principals,
     // and the filter when it was answered exactly by the field index. The resident part of a
     // record is looked at only for what bitmaps cannot say: its TTL or `all` principal
-    // matching, by the same rules every channel uses (`Visibility::sees_slot`); the stored
+    // matching, by the same rules every channel uses (`SlotVisibility::sees_slot`); the stored
     // record is read only for the rest of a filter (`crate::hits`).
     let checks = HitChecks::new(ci, vis, s.filter.as_ref(), filter_exact, stored, name);
     let match_all = vis.matches_all_tokens();

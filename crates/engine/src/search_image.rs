@@ -331,7 +331,7 @@ fn slot_docs(image: &Image) -> Result<(Vec<Option<SlotDoc>>, ScopeNames), Engine
             optional(&runs, c.run[row])?,
             optional(&scopes, c.scope[row])?,
             &user_tokens,
-        );
+        )?;
         docs.push(Some(SlotDoc {
             id,
             scope,

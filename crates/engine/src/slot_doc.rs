@@ -2,8 +2,8 @@
 //! whole record.
 //!
 //! Search needs, per slot, the record's id (to name hits and find pheromones), its scope
-//! fields (for `Visibility::sees_slot` and to clear the scope bitmaps when it goes), its expiry,
-//! and what ranking reads (`created_at`, confidence). Content, metadata, kind and the vector
+//! fields (for `SlotVisibility::sees_slot` in `crate::visibility`, and to clear the scope
+//! bitmaps when it goes), its expiry, and what ranking reads (`created_at`, confidence). Content, metadata, kind and the vector
 //! stay in storage (the text and field indexes hold what they index of them); the records of a
 //! search's hits, and of candidates a filter the field index cannot answer must see, are read
 //! from the search's own storage snapshot (`crate::hits`). Keeping whole records resident cost
@@ -11,12 +11,16 @@
 
 use strata_types::{CollectionName, Confidence, Millis, Record, RecordId};
 
+use crate::EngineError;
 use crate::scope_names::{ScopeIds, ScopeNames};
 
 /// The resident part of one record (see the module docs). Its scope fields are ids into its
 /// collection's name tables (`crate::scope_names`): a string per record and field cost about
 /// 120 bytes per record.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// No `PartialEq`: two slots with equal ids may name different records when they come from
+/// different collections' tables; compare a slot with a record through [`SlotDoc::describes`].
+#[derive(Debug, Clone)]
 pub(crate) struct SlotDoc {
     pub id: RecordId,
     /// Domain, run, memory scope and user tokens, interned in the collection's `ScopeNames`.
@@ -34,20 +38,20 @@ pub(crate) struct SlotDoc {
 impl SlotDoc {
     /// The resident part of `r`, its scope names interned in `names` (a reference each, given
     /// back by `ScopeNames::release` when the slot goes).
-    pub fn of(r: &Record, names: &mut ScopeNames) -> SlotDoc {
-        SlotDoc {
+    pub fn of(r: &Record, names: &mut ScopeNames) -> Result<SlotDoc, EngineError> {
+        Ok(SlotDoc {
             id: r.id.clone(),
             scope: names.acquire(
                 &r.memory_domain,
                 r.run_id.as_ref(),
                 r.memory_scope.as_ref(),
                 &r.user_tokens,
-            ),
+            )?,
             created_at: r.created_at,
             expires_at: r.expires_at,
             confidence: r.confidence.value,
             index_bytes: index_bytes(r),
-        }
+        })
     }
 
     /// Whether this slot holds what `r` would put there (for the tenant check): the same id,
@@ -169,7 +173,7 @@ mod tests {
     #[test]
     fn keeps_what_search_decides_with() {
         let mut names = ScopeNames::default();
-        let d = SlotDoc::of(&record(), &mut names);
+        let d = SlotDoc::of(&record(), &mut names).unwrap();
         assert_eq!(d.id.as_str(), "r1");
         let scope = names.names(d.scope).unwrap();
         assert_eq!(scope.run_id.as_ref().map(|r| r.as_str()), Some("run"));
@@ -183,7 +187,7 @@ mod tests {
         // The same record always weighs the same, so place and remove balance.
         assert_eq!(
             d.heap_bytes(),
-            SlotDoc::of(&record(), &mut names).heap_bytes()
+            SlotDoc::of(&record(), &mut names).unwrap().heap_bytes()
         );
         assert!(d.heap_bytes() > 0);
         assert!(
@@ -198,6 +202,7 @@ mod tests {
         let r = record();
         let mut names = ScopeNames::default();
         let lean = SlotDoc::of(&r, &mut names)
+            .unwrap()
             .resident_record(&r.modality, &names)
             .unwrap();
         assert_eq!(lean.id, r.id);

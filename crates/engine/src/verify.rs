@@ -264,6 +264,12 @@ fn check_index(
                 records.len()
             ));
         }
+        for p in ci
+            .names
+            .check_references(ci.docs.iter().flatten().map(|d| &d.scope))
+        {
+            report.problem(format!("index: {name}: {p}"));
+        }
         let mut vectors = 0u64;
         for rec in records {
             let Some(doc) = loaded.get(&rec.id) else {

@@ -241,7 +241,10 @@ impl SlotVisibility<'_> {
         if set == NO_TOKENS {
             return true;
         }
-        let tokens = self.names.token_set(set);
+        // A set the table does not hold (never for a slot it gave ids to): fail closed.
+        let Some(tokens) = self.names.token_set(set) else {
+            return false;
+        };
         match &self.principals {
             SlotPrincipals::All => true,
             SlotPrincipals::Set(ids, UserMatch::Any) => {

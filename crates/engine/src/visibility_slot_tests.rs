@@ -8,7 +8,11 @@ use strata_types::{
     RequestScope, RunId, UserMatch, UserToken,
 };
 
+use strata_index::RoaringBitmap;
+
 use crate::collection_index::CollectionIndex;
+use crate::plan::{Candidates, scope_candidates, visible_slots};
+use crate::scope_names::NO_TOKENS;
 use crate::visibility::{Principals, Visibility};
 
 /// A record's domain, run, memory scope, tokens and expiry, as indexes into small name pools
@@ -129,9 +133,14 @@ proptest! {
             ci.upsert(&r, false).unwrap();
             records[*i] = Some(r);
         }
+        prop_assert_eq!(
+            ci.names.check_references(ci.docs.iter().flatten().map(|d| &d.scope)),
+            Vec::<String>::new()
+        );
         for req in &requests {
             let vis = visibility(req);
             let slots = vis.for_slots(&ci.names);
+            let mut seen = RoaringBitmap::new();
             for r in records.iter().flatten() {
                 let slot = (0..ci.docs.len())
                     .find(|s| ci.docs[*s].as_ref().is_some_and(|d| d.id == r.id))
@@ -139,7 +148,39 @@ proptest! {
                 let doc = ci.docs[slot].as_ref().unwrap();
                 prop_assert!(doc.describes(r, &ci.names));
                 prop_assert_eq!(slots.sees_slot(doc), vis.sees(r), "{:?} {:?}", req, r);
+                if vis.sees(r) {
+                    seen.insert(slot as u32);
+                }
             }
+            // The scope bitmaps, keyed by name id, give the same slots.
+            let scope = match scope_candidates(&ci, &vis) {
+                Candidates::All => ci.live.clone(),
+                Candidates::Some(b) => b.into_owned(),
+            };
+            prop_assert_eq!(visible_slots(&ci, &vis, &scope, &ci.live), seen, "{:?}", req);
+        }
+    }
+}
+
+/// A slot whose token set the table does not hold (a broken invariant) is seen by no request,
+/// not even one for every principal: fail closed, never "tenant-shared".
+#[test]
+fn a_slot_with_an_unknown_token_set_is_seen_by_nobody() {
+    let mut ci = CollectionIndex::new(&collection());
+    let r = record(0, &(0, None, None, vec![1], None));
+    ci.upsert(&r, false).unwrap();
+    let mut doc = ci.docs[0].clone().unwrap();
+    doc.scope.tokens += 7;
+    assert_ne!(doc.scope.tokens, NO_TOKENS);
+    for principals in [None, Some(vec![1]), Some(vec![])] {
+        for all in [false, true] {
+            let vis = visibility(&(0, None, None, principals.clone(), all, 0));
+            assert!(!vis.for_slots(&ci.names).sees_slot(&doc), "{principals:?}");
+            assert!(
+                vis.for_slots(&ci.names)
+                    .sees_slot(ci.docs[0].as_ref().unwrap())
+                    == vis.sees(&r)
+            );
         }
     }
 }

@@ -76,9 +76,6 @@ impl SlotLists {
         if list.is_empty() {
             return;
         }
-        if self.garbage >= MIN_GARBAGE && self.garbage * 2 > self.arena.len() {
-            self.compact();
-        }
         let end = self.arena.len() + list.len();
         match (u32::try_from(self.arena.len()), u32::try_from(list.len())) {
             (Ok(start), Ok(len)) if start != SPILLED && end < SPILLED as usize => {
@@ -106,11 +103,22 @@ impl SlotLists {
             self.garbage += span.len as usize;
         }
         *span = Span::default();
+        self.compact_if_wasteful();
     }
 
-    /// Moves every live list to the front of a fresh arena, in slot order.
+    /// Compacts once garbage passes half the arena (and [`MIN_GARBAGE`]): called wherever
+    /// garbage grows, so removing lists gives their memory back too, not only replacing them.
+    fn compact_if_wasteful(&mut self) {
+        if self.garbage >= MIN_GARBAGE && self.garbage * 2 > self.arena.len() {
+            self.compact();
+        }
+    }
+
+    /// Moves every live list to the front of a fresh arena, in slot order, allocated to fit
+    /// exactly (the old one, garbage and all, is freed).
     fn compact(&mut self) {
-        let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
+        let mut arena = Vec::new();
+        arena.reserve_exact(self.arena.len() - self.garbage);
         for span in &mut self.spans {
             if span.start == SPILLED {
                 continue;
@@ -143,6 +151,30 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn clearing_many_lists_gives_the_arena_back() {
+        let mut lists = SlotLists::default();
+        for slot in 0..10_000u32 {
+            lists.set(slot, &[slot; 8]);
+        }
+        assert!(lists.arena.capacity() >= 80_000);
+        for slot in 0..9_990u32 {
+            lists.clear(slot);
+        }
+        assert!(
+            lists.arena.capacity() < 40_000,
+            "removed lists leave at most half the arena: {}",
+            lists.arena.capacity()
+        );
+        for slot in 9_990..10_000u32 {
+            assert_eq!(lists.get(slot), &[slot; 8]);
+        }
+        for slot in 9_990..10_000u32 {
+            lists.clear(slot);
+        }
+        assert!(lists.arena.len() - lists.garbage == 0);
+    }
 
     proptest! {
         /// Against a `Vec<Vec<u32>>` model, through sets, clears and compactions.
