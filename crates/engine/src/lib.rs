@@ -26,6 +26,8 @@ mod graph_file;
 mod hierarchy;
 mod hits;
 mod idempotency;
+#[cfg(test)]
+mod ids_only_pool_tests;
 mod image_check;
 mod integrity;
 mod isolation;
