@@ -113,7 +113,9 @@ impl Engine {
                     // A write between its commit and its apply: storage may already hold a
                     // change this index does not, so the hits are read from storage.
                     let pending = ti.write_pending();
-                    if lean && !pending {
+                    // A collection the index does not hold yet (created after the tenant was
+                    // loaded, no record written to it since) is answered from storage below.
+                    if lean && !pending && ti.collections.contains_key(&name) {
                         // Named from the index alone: the tenant's liveness and permission
                         // checked again while the index is held (`read_tenant`'s checks, from
                         // memory while the tenant is known live), the collection's defaults
@@ -153,10 +155,14 @@ impl Engine {
                                 &read
                             }
                         };
-                        let ci = ti
-                            .collections
-                            .get(&name)
-                            .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
+                        let Some(ci) = ti.collections.get(&name) else {
+                            // Created after the tenant's index was loaded, and no record
+                            // applied to it since: it holds nothing this index could rank.
+                            let searched = empty_collection(collection, s, mode)?;
+                            let for_shared = (early.is_none() && s.include_shared.is_some())
+                                .then(|| collection.clone());
+                            return Ok((searched, for_shared));
+                        };
                         let half_life = s
                             .recency_half_life_secs
                             .or(collection.memory.recency_half_life_secs);
@@ -209,6 +215,34 @@ impl Engine {
         }
         Ok(response)
     }
+}
+
+/// The answer of a collection that exists in storage but has no index yet (see
+/// `search_unmeasured`): no hits, after the same check of the query vector's dimension.
+fn empty_collection(
+    collection: &Collection,
+    s: &SearchRequest,
+    mode: SearchMode,
+) -> Result<Searched, EngineError> {
+    if let Some(v) = &s.vector
+        && mode != SearchMode::Text
+        && v.len() != collection.dim as usize
+    {
+        return Err(RecordError::DimensionMismatch {
+            collection: collection.name.clone(),
+            expected: collection.dim,
+            got: v.len(),
+        }
+        .into());
+    }
+    Ok(Searched {
+        response: SearchResponse {
+            hits: Vec::new(),
+            mode,
+            exact: true,
+        },
+        short: false,
+    })
 }
 
 /// Adds hits from shared domains to the caller's own, best first (own hits first on equal

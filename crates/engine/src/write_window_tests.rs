@@ -149,3 +149,44 @@ fn a_poisoned_index_lock_counts_as_not_loaded() {
     assert_eq!(ids, ["r0", "r1", "r2", "r3", "r4"]);
     assert!(loaded_now(&engine, &scope));
 }
+
+#[test]
+fn a_collection_created_after_the_load_is_searchable_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = loaded(dir.path());
+    let late = CollectionName::parse("late").unwrap();
+    engine
+        .create_collection(&scope, &late, 4, Metric::L2)
+        .unwrap();
+    for include in [Some(vec![]), None] {
+        let s = SearchRequest {
+            vector: Some(vec![1.0, 0.0, 0.0, 0.0]),
+            k: 5,
+            modality: Some(late.clone()),
+            include: include.clone(),
+            ..Default::default()
+        };
+        let found = engine.search(&scope, &RequestScope::default(), &s).unwrap();
+        assert!(found.hits.is_empty() && found.exact, "{include:?}");
+        // A query of the wrong dimension is refused as it would be with records.
+        let wrong = SearchRequest {
+            vector: Some(vec![1.0, 0.0]),
+            ..s
+        };
+        let refused = engine.search(&scope, &RequestScope::default(), &wrong);
+        assert!(refused.is_err(), "{include:?}");
+    }
+    // An unknown collection is still not found.
+    let s = SearchRequest {
+        vector: Some(vec![1.0, 0.0, 0.0, 0.0]),
+        k: 5,
+        modality: Some(CollectionName::parse("never").unwrap()),
+        include: Some(vec![]),
+        ..Default::default()
+    };
+    let missing = engine.search(&scope, &RequestScope::default(), &s);
+    assert!(
+        matches!(missing, Err(EngineError::CollectionNotFound(_))),
+        "{missing:?}"
+    );
+}
