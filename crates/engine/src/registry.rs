@@ -23,6 +23,10 @@ use crate::residency::{
 };
 use crate::tenant_index::{Change, TenantIndex};
 
+/// A test's hook between a write's commit and its apply.
+#[cfg(test)]
+pub(crate) type CommitHook = Arc<dyn Fn(TenantKey) + Send + Sync>;
+
 /// One tenant's slot in the registry.
 pub(crate) struct TenantSlot {
     pub id: TenantId,
@@ -54,7 +58,7 @@ pub(crate) struct IndexRegistry {
     pub evictor: crate::evictor::Evictor,
     /// Runs in a write between its commit and its apply, for tests of that window.
     #[cfg(test)]
-    pub after_commit: Mutex<Option<Arc<dyn Fn(TenantKey) + Send + Sync>>>,
+    pub after_commit: Mutex<Option<CommitHook>>,
 }
 
 impl IndexRegistry {
