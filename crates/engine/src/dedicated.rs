@@ -586,7 +586,7 @@ impl Engine {
                     // In the tenant's write order, so that no flip runs meanwhile; and
                     // `erase_main_range` erases only while the tenant lives in its file (the
                     // main range of one that does not is its live data).
-                    let _ = self.indexes.write(&self.store, key, id, || {
+                    let _ = self.indexes.write(&self.store, key, id, |_| {
                         self.store.erase_main_range(key)?;
                         Ok::<_, EngineError>(((), Vec::new()))
                     });
@@ -595,7 +595,7 @@ impl Engine {
             return Err(e);
         }
         *lock(&copy.phase) = Phase::CatchingUp;
-        let (caught, retired) = self.indexes.write(&self.store, key, id, || {
+        let (caught, retired) = self.indexes.write(&self.store, key, id, |_| {
             let caught = match file {
                 Some(f) => (
                     self.store

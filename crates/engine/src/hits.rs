@@ -18,13 +18,16 @@
 //!   commit and before it returns, in commit order (`crate::registry`: `write` holds the
 //!   tenant's `apply` lock across commit and apply). So a search sees the index as of one
 //!   commit, holding every write that returned before the search began; a write it does not
-//!   see had not returned, so the search is ordered before it. A failed apply drops the index,
-//!   and the next search loads it from storage. (One window remains, between a write's commit
-//!   and its apply, while that write has not returned: another request's `get` may already
-//!   read the new record while a search still answers from the index before it. Searches
-//!   that read records share it for writes that bring a record into sight; this path has it
-//!   for writes that take one out of sight too. Closing it would need the index to know the
-//!   last commit it applied.)
+//!   see had not returned, so the search is ordered before it. From before a write's
+//!   transaction until its apply, the loaded index is marked `TenantIndex::write_pending`
+//!   (set through a read guard, cleared under the write lock after the apply); a search that
+//!   sees the mark while it holds the index reads its hits from its storage snapshot instead,
+//!   so a change another request may already read from storage (a `get` answering 404 after
+//!   a delete) is never contradicted by a later search answered from the index before the
+//!   apply. A batched write's mark covers the batch leader's commit, which its closure waits
+//!   for. A failed or panicking apply, a commit that failed after its transaction body
+//!   succeeded, or a panic inside the write drops the index (a poisoned index lock counts as
+//!   not loaded), and the next search loads it from storage.
 //! - every record write is a `Change::Remove` of the old record and a `Change::Upsert` of the
 //!   new one (`crate::records::store_record`), deletes are removes and a collection's deletion
 //!   drops its index, so a patch that moves a record to another collection, domain, run,
@@ -199,13 +202,20 @@ impl<'a> HitChecks<'a> {
     /// A hit named from its resident part alone (`SlotDoc::resident_record`). Only for
     /// searches [`answers_from_index`] allows (the filter, if any, was answered exactly by the
     /// candidates), and only for a slot [`HitChecks::sees`] just accepted under the same hold
-    /// of the index, so visibility is decided once per hit.
-    pub fn resident(&self, slot: u32) -> Option<Record> {
-        self.ci
-            .docs
-            .get(slot as usize)
-            .and_then(Option::as_ref)
-            .and_then(|d| d.resident_record(self.collection, &self.ci.names))
+    /// of the index, so visibility is decided once per hit. A resident part whose scope ids
+    /// its collection's names do not hold is a broken index: an error, never a hit passed
+    /// over in silence.
+    pub fn resident(&self, slot: u32) -> Result<Option<Record>, EngineError> {
+        let Some(doc) = self.ci.docs.get(slot as usize).and_then(Option::as_ref) else {
+            return Ok(None);
+        };
+        match doc.resident_record(self.collection, &self.ci.names) {
+            Some(record) => Ok(Some(record)),
+            None => Err(EngineError::Index(format!(
+                "slot {slot} of collection {} names scope ids its collection does not hold",
+                self.collection
+            ))),
+        }
     }
 
     /// The snapshot, or an error for a search that was given none yet needs a record: a

@@ -26,6 +26,8 @@ mod graph_file;
 mod hierarchy;
 mod hits;
 mod idempotency;
+#[cfg(test)]
+mod ids_only_pool_tests;
 mod image_check;
 mod integrity;
 mod isolation;
@@ -59,6 +61,8 @@ mod test_support;
 mod transfer;
 mod verify;
 mod visibility;
+#[cfg(test)]
+mod write_window_tests;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -404,11 +408,21 @@ impl Engine {
         let mut touched = feedback::Touched::default();
         let (result, pending) =
             self.indexes
-                .write(&self.store, scope.key(), scope.tenant(), || {
+                .write(&self.store, scope.key(), scope.tenant(), |stage| {
                     let mut changes = Vec::new();
                     // The tenant's own file when it is dedicated: one file per write.
                     let committed = self.store.write_pending_for(scope.key(), |w| {
-                        tenant_transaction(w, scope, action, records, &mut changes, &mut touched, f)
+                        let done = tenant_transaction(
+                            w,
+                            scope,
+                            action,
+                            records,
+                            &mut changes,
+                            &mut touched,
+                            f,
+                        );
+                        stage.set(done.is_ok());
+                        done
                     })?;
                     Ok((committed, changes))
                 })?;
@@ -431,7 +445,7 @@ impl Engine {
         let mut touched = feedback::Touched::default();
         let (result, pending) =
             self.indexes
-                .write(&self.store, scope.key(), scope.tenant(), || {
+                .write(&self.store, scope.key(), scope.tenant(), |stage| {
                     let mut changes = Vec::new();
                     let committed = self.store.write_batched_for(scope.key(), |w| {
                         // A run again starts from nothing: the last run's changes were
@@ -439,7 +453,17 @@ impl Engine {
                         changes.clear();
                         touched = feedback::Touched::default();
                         let f = |w: &mut Writer<'_>, c: &mut Vec<Change>| Ok((f(w, c)?, None));
-                        tenant_transaction(w, scope, action, true, &mut changes, &mut touched, f)
+                        let done = tenant_transaction(
+                            w,
+                            scope,
+                            action,
+                            true,
+                            &mut changes,
+                            &mut touched,
+                            f,
+                        );
+                        stage.set(done.is_ok());
+                        done
                     })?;
                     Ok((committed, changes))
                 })?;

@@ -277,3 +277,123 @@ mod complements {
         }
     }
 }
+
+/// `$eq`, `$in` and ranges, on metadata (scalars, arrays, other types, missing) and on built-in
+/// fields: whatever the field index answers exactly is exactly what `Filter::matches` decides
+/// on the records, and an inexact answer never leaves out a matching record.
+mod lookups {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+    use strata_types::{Collection, CollectionName, Confidence, Filter, Kind, Metric};
+
+    use super::record;
+    use crate::collection_index::CollectionIndex;
+    use crate::plan::filter_candidates;
+
+    fn value(i: u8) -> Value {
+        match i % 9 {
+            0 => json!("a"),
+            1 => json!("b"),
+            2 => json!(1),
+            3 => json!(2.5),
+            4 => json!(["a", 2]),
+            5 => json!([1, 3]),
+            6 => json!(true),
+            7 => json!({"nested": "a"}),
+            _ => Value::Null,
+        }
+    }
+
+    /// A scalar a filter compares with.
+    fn probe(i: u8) -> Value {
+        match i % 6 {
+            0 => json!("a"),
+            1 => json!("b"),
+            2 => json!(1),
+            3 => json!(2),
+            4 => json!(2.5),
+            _ => json!(true),
+        }
+    }
+
+    fn filters(p: &[Value], n: u8) -> Vec<Value> {
+        let (a, b) = (&p[0], &p[1]);
+        let n = u64::from(n);
+        let mut out = vec![
+            json!({"f": a}),
+            json!({"f": {"$eq": b}}),
+            json!({"f": {"$in": p}}),
+            json!({"kind": {"$eq": "k1"}}),
+            json!({"kind": {"$in": ["k0", "k2"]}}),
+            json!({"created_at": n}),
+            json!({"created_at": {"$in": [n, n + 1]}}),
+            json!({"$or": [{"f": a}, {"created_at": {"$lt": n}}]}),
+            json!({"$and": [{"f": {"$in": p}}, {"confidence": {"$gte": 0.5}}]}),
+        ];
+        for op in ["$gt", "$gte", "$lt", "$lte"] {
+            for bound in [json!(n), json!(2.5), json!("b")] {
+                out.push(json!({"f": {op: bound}}));
+            }
+            out.push(json!({"created_at": {op: n}}));
+            out.push(json!({"updated_at": {op: n * 2}}));
+            out.push(json!({"confidence": {op: 0.5}}));
+            out.push(json!({"kind": {op: "k1"}}));
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn eq_in_and_ranges_match_the_records(
+            rows in proptest::collection::vec(
+                (proptest::option::of(0u8..9), 0u8..4, proptest::option::of(0u8..3)),
+                1..40,
+            ),
+            probes in proptest::collection::vec(0u8..6, 2..4),
+            n in 0u8..4,
+            removed in proptest::collection::vec(any::<prop::sample::Index>(), 0..5),
+        ) {
+            let mut ci = CollectionIndex::new(&Collection {
+                name: CollectionName::parse("vec").unwrap(),
+                dim: 2,
+                metric: Metric::L2,
+                created_at: 0,
+                embedder: None,
+                analyzer: Default::default(),
+                memory: Default::default(),
+            });
+            let mut records = Vec::new();
+            for (i, (v, at, kind)) in rows.iter().enumerate() {
+                let mut r = record(i, &(0, None, None, vec![]));
+                if let Some(v) = v {
+                    r.metadata.insert("f".into(), value(*v));
+                }
+                r.created_at = i64::from(*at);
+                r.updated_at = i64::from(*at) * 2 + 1;
+                r.confidence = Confidence::initial(f64::from(*at) / 4.0);
+                r.kind = kind.map(|k| Kind::parse(format!("k{k}")).unwrap());
+                ci.upsert(&r, false).unwrap();
+                records.push(Some(r));
+            }
+            for at in removed {
+                let i = at.index(records.len());
+                if let Some(r) = records[i].take() {
+                    ci.remove(&r.id).unwrap();
+                }
+            }
+            let p: Vec<Value> = probes.iter().map(|i| probe(*i)).collect();
+            for filter in filters(&p, n) {
+                let f = Filter::parse(&filter).unwrap();
+                let want: Vec<u32> = records
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.as_ref().is_some_and(|r| f.matches(r)))
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                let narrowed = filter_candidates(&f, &ci).expect("answered by the index");
+                prop_assert!(narrowed.exact, "{}", filter);
+                prop_assert_eq!(narrowed.slots.iter().collect::<Vec<_>>(), want, "{}", filter);
+            }
+        }
+    }
+}

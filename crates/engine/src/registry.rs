@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use strata_store::{Reads, Store, TenantKey};
 use strata_types::TenantId;
@@ -22,6 +22,10 @@ use crate::residency::{
     ResidencyConfig, ResidencySummary, SlotCounters, TenantResidency, TenantResidencyRow,
 };
 use crate::tenant_index::{Change, TenantIndex};
+
+/// A test's hook between a write's commit and its apply.
+#[cfg(test)]
+pub(crate) type CommitHook = Arc<dyn Fn(TenantKey) + Send + Sync>;
 
 /// One tenant's slot in the registry.
 pub(crate) struct TenantSlot {
@@ -52,6 +56,9 @@ pub(crate) struct IndexRegistry {
     pub builder: GraphBuilder,
     /// Finishes evictions that a thread which must not write could not (`crate::evictor`).
     pub evictor: crate::evictor::Evictor,
+    /// Runs in a write between its commit and its apply, for tests of that window.
+    #[cfg(test)]
+    pub after_commit: Mutex<Option<CommitHook>>,
 }
 
 impl IndexRegistry {
@@ -64,6 +71,8 @@ impl IndexRegistry {
             clock: AtomicU64::new(0),
             builder,
             evictor: crate::evictor::Evictor::default(),
+            #[cfg(test)]
+            after_commit: Mutex::default(),
         }
     }
 
@@ -105,7 +114,7 @@ impl IndexRegistry {
     ) {
         let slot = self.slot(key, id);
         // Lock order: the index (read) before the tracker, here and nowhere the other way.
-        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+        let guard = self.read_index(&slot);
         let mut tracker = lock(&slot.integrity);
         // An unloaded tenant keeps the health last seen: its graphs did not change meanwhile.
         let health = match guard.as_ref() {
@@ -151,38 +160,89 @@ impl IndexRegistry {
 
     /// Runs a write `f` (which commits to storage and returns the changes it made) in the
     /// tenant's write order, then applies the changes to the tenant's indexes if they are
-    /// loaded. If applying fails, the indexes are dropped and rebuilt from storage on the next
-    /// search: storage is the truth, indexes are derived.
+    /// loaded. If applying fails or panics, or the commit fails after `f`'s transaction body
+    /// succeeded (`CommitStage`: a late failure may still have changed storage), or `f`
+    /// panics, the indexes are dropped and rebuilt from storage on the next search: storage
+    /// is the truth, indexes are derived.
+    ///
+    /// From before `f` runs until its changes are applied, the loaded index is marked
+    /// `write_pending` (`crate::hits`): a search that holds it meanwhile reads its hits from
+    /// storage, so a committed delete is never answered from the index before it is applied.
+    /// With batched writes `f` returns only after the batch's leader committed this write,
+    /// so the mark covers that commit too.
     pub fn write<R>(
         &self,
         store: &Store,
         key: TenantKey,
         id: &TenantId,
-        f: impl FnOnce() -> Result<(R, Vec<Change>), EngineError>,
+        f: impl FnOnce(&CommitStage) -> Result<(R, Vec<Change>), EngineError>,
     ) -> Result<R, EngineError> {
         let slot = self.slot(key, id);
         let (result, loaded) = {
             let _order = lock(&slot.apply);
-            let (result, changes) = f()?;
-            let mut loaded = false;
-            if !changes.is_empty() {
-                let mut index = slot.index.write().unwrap_or_else(|e| e.into_inner());
-                if let Some(ti) = index.as_mut() {
-                    if ti.apply(store, key, changes).is_err() {
-                        *index = None;
-                    } else if !ti.graphs_wanted().is_empty() {
-                        self.builder.request(key);
-                    }
+            let mut window = WriteWindow::open(self, &slot);
+            let stage = CommitStage::default();
+            let (result, changes) = match f(&stage) {
+                Ok(done) => done,
+                // Nothing committed: the index still matches storage.
+                Err(e) if !stage.reached() => {
+                    window.close_unchanged();
+                    return Err(e);
                 }
-                self.account(&slot, index.as_ref());
-                loaded = index.is_some();
+                // The window's drop forgets the index.
+                Err(e) => return Err(e),
+            };
+            #[cfg(test)]
+            if let Some(hook) = lock(&self.after_commit).clone() {
+                hook(key);
             }
-            (result, loaded)
+            let mut index = self.write_index(&slot);
+            if !changes.is_empty()
+                && let Some(ti) = index.as_mut()
+            {
+                if ti.apply(store, key, changes).is_err() {
+                    *index = None;
+                } else if !ti.graphs_wanted().is_empty() {
+                    self.builder.request(key);
+                }
+            }
+            if let Some(ti) = index.as_ref() {
+                ti.write_pending.store(false, Ordering::SeqCst);
+            }
+            window.closed = true;
+            self.account(&slot, index.as_ref());
+            (result, index.is_some())
         };
         if loaded {
             self.enforce_budget(store, Some(key));
         }
         Ok(result)
+    }
+
+    /// The slot's index under its read lock. A lock poisoned by a panic while it was written
+    /// may guard a half-changed index: it is dropped (reloaded from storage when next needed).
+    pub fn read_index<'s>(&self, slot: &'s TenantSlot) -> RwLockReadGuard<'s, Option<TenantIndex>> {
+        if slot.index.is_poisoned() {
+            drop(self.write_index(slot));
+        }
+        slot.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The slot's index under its write lock; a poisoned one is dropped (see `read_index`).
+    pub fn write_index<'s>(
+        &self,
+        slot: &'s TenantSlot,
+    ) -> RwLockWriteGuard<'s, Option<TenantIndex>> {
+        match slot.index.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                let mut guard = poisoned.into_inner();
+                *guard = None;
+                slot.index.clear_poison();
+                self.account(slot, None);
+                guard
+            }
+        }
     }
 
     /// Runs `f` with the tenant's indexes, loading them from storage first if needed.
@@ -195,14 +255,14 @@ impl IndexRegistry {
     ) -> Result<R, EngineError> {
         let slot = self.slot(key, id);
         {
-            let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+            let guard = self.read_index(&slot);
             if let Some(index) = guard.as_ref() {
                 return f(index);
             }
         }
         let loaded_now = {
             let _order = lock(&slot.apply);
-            let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+            let mut guard = self.write_index(&slot);
             if guard.is_none() {
                 let index = self.load(store, key, &slot)?;
                 if !index.graphs_wanted().is_empty() {
@@ -219,7 +279,7 @@ impl IndexRegistry {
         if loaded_now {
             self.enforce_budget(store, Some(key));
         }
-        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+        let guard = self.read_index(&slot);
         match guard.as_ref() {
             Some(index) => f(index),
             // Evicted between the load and this read (only by a budget smaller than this one
@@ -228,7 +288,7 @@ impl IndexRegistry {
                 drop(guard);
                 let (result, reloaded) = {
                     let _order = lock(&slot.apply);
-                    let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+                    let mut guard = self.write_index(&slot);
                     let reloaded = guard.is_none();
                     if reloaded {
                         *guard = Some(self.load(store, key, &slot)?);
@@ -283,7 +343,7 @@ impl IndexRegistry {
         {
             let _order = lock(&slot.apply);
             slot.level_pinned.store(pinned, Ordering::Relaxed);
-            let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+            let mut guard = self.write_index(&slot);
             if let Some(ti) = guard.as_mut() {
                 ti.set_params(params);
                 if !ti.graphs_wanted().is_empty() {
@@ -299,7 +359,7 @@ impl IndexRegistry {
     /// Vectors in the tenant's graphs, if it is loaded.
     pub fn graph_vectors(&self, key: TenantKey) -> Option<u64> {
         let slot = self.get(key)?;
-        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+        let guard = self.read_index(&slot);
         guard.as_ref().map(TenantIndex::graph_vectors)
     }
 
@@ -413,7 +473,7 @@ impl IndexRegistry {
             return f(&store.read()?, None);
         };
         let _order = lock(&slot.apply);
-        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+        let guard = self.read_index(&slot);
         f(&store.read()?, guard.as_ref())
     }
 
@@ -436,7 +496,7 @@ impl IndexRegistry {
         // progress may hold it), so other tenants' look-ups do not wait too.
         let removed = lock(&self.tenants).remove(&key);
         if let Some(slot) = removed {
-            let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+            let mut guard = self.write_index(&slot);
             *guard = None;
             self.account(&slot, None);
         }
@@ -448,7 +508,7 @@ impl IndexRegistry {
         match self.get(key) {
             Some(slot) => {
                 let pinned = pinned || slot.level_pinned.load(Ordering::Relaxed);
-                let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+                let guard = self.read_index(&slot);
                 let pending = guard.as_ref().map_or(0, |i| i.graphs_wanted().len() as u32);
                 slot.counters.snapshot(guard.is_some(), pinned, pending)
             }
@@ -491,6 +551,63 @@ impl IndexRegistry {
     }
 }
 
+/// Set by a write's closure once its transaction body succeeded (and cleared when a batched
+/// write runs it again): an error after that came from the commit, which may have changed
+/// storage although it failed.
+#[derive(Default)]
+pub(crate) struct CommitStage(AtomicBool);
+
+impl CommitStage {
+    pub fn set(&self, reached: bool) {
+        self.0.store(reached, Ordering::SeqCst);
+    }
+
+    fn reached(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A write's commit-to-apply window on one tenant's loaded index (`IndexRegistry::write`):
+/// opening it marks the index `write_pending`; closing it (after the apply) is the write's
+/// business. Dropped open, on an error after the commit stage or while unwinding from a
+/// panic, it drops the index, which is then reloaded from storage.
+struct WriteWindow<'r> {
+    registry: &'r IndexRegistry,
+    slot: &'r TenantSlot,
+    closed: bool,
+}
+
+impl<'r> WriteWindow<'r> {
+    fn open(registry: &'r IndexRegistry, slot: &'r TenantSlot) -> Self {
+        // Through a read guard: searches holding the index go on, and see the mark from now.
+        if let Some(ti) = registry.read_index(slot).as_ref() {
+            ti.write_pending.store(true, Ordering::SeqCst);
+        }
+        WriteWindow {
+            registry,
+            slot,
+            closed: false,
+        }
+    }
+
+    /// Closes the window of a write that committed nothing.
+    fn close_unchanged(&mut self) {
+        if let Some(ti) = self.registry.read_index(self.slot).as_ref() {
+            ti.write_pending.store(false, Ordering::SeqCst);
+        }
+        self.closed = true;
+    }
+}
+
+impl Drop for WriteWindow<'_> {
+    fn drop(&mut self) {
+        if !self.closed {
+            let mut guard = self.registry.write_index(self.slot);
+            *guard = None;
+            self.registry.account(self.slot, None);
+        }
+    }
+}
 /// Saves the slot's snapshot if it is loaded and changed; whether it saved.
 pub(crate) fn save_slot(
     store: &Store,
@@ -498,7 +615,10 @@ pub(crate) fn save_slot(
     slot: &TenantSlot,
 ) -> Result<bool, EngineError> {
     let _order = lock(&slot.apply);
-    let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+    // A poisoned index is left for the next reader to drop (`IndexRegistry::read_index`).
+    let Ok(mut guard) = slot.index.write() else {
+        return Ok(false);
+    };
     match guard.as_mut() {
         Some(index) if index.dirty => {
             index.save(store, key)?;

@@ -110,7 +110,12 @@ impl Engine {
         let attempt = || {
             self.indexes
                 .with_index(&self.store, scope.key(), scope.tenant(), |ti| {
-                    if lean {
+                    // A write between its commit and its apply: storage may already hold a
+                    // change this index does not, so the hits are read from storage.
+                    let pending = ti.write_pending();
+                    // A collection the index does not hold yet (created after the tenant was
+                    // loaded, no record written to it since) is answered from storage below.
+                    if lean && !pending && ti.collections.contains_key(&name) {
                         // Named from the index alone: the tenant's liveness and permission
                         // checked again while the index is held (`read_tenant`'s checks, from
                         // memory while the tenant is known live), the collection's defaults
@@ -133,6 +138,7 @@ impl Engine {
                             adaptive.as_ref(),
                             boost,
                             None,
+                            false,
                         )?;
                         return Ok((searched, None));
                     }
@@ -149,10 +155,14 @@ impl Engine {
                                 &read
                             }
                         };
-                        let ci = ti
-                            .collections
-                            .get(&name)
-                            .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
+                        let Some(ci) = ti.collections.get(&name) else {
+                            // Created after the tenant's index was loaded, and no record
+                            // applied to it since: it holds nothing this index could rank.
+                            let searched = empty_collection(collection, s, mode)?;
+                            let for_shared = (early.is_none() && s.include_shared.is_some())
+                                .then(|| collection.clone());
+                            return Ok((searched, for_shared));
+                        };
                         let half_life = s
                             .recency_half_life_secs
                             .or(collection.memory.recency_half_life_secs);
@@ -173,6 +183,7 @@ impl Engine {
                             adaptive.as_ref(),
                             boost,
                             Some(&stored),
+                            pending,
                         )?;
                         // Shared domains are searched after the index is released, against
                         // this collection's definition.
@@ -204,6 +215,34 @@ impl Engine {
         }
         Ok(response)
     }
+}
+
+/// The answer of a collection that exists in storage but has no index yet (see
+/// `search_unmeasured`): no hits, after the same check of the query vector's dimension.
+fn empty_collection(
+    collection: &Collection,
+    s: &SearchRequest,
+    mode: SearchMode,
+) -> Result<Searched, EngineError> {
+    if let Some(v) = &s.vector
+        && mode != SearchMode::Text
+        && v.len() != collection.dim as usize
+    {
+        return Err(RecordError::DimensionMismatch {
+            collection: collection.name.clone(),
+            expected: collection.dim,
+            got: v.len(),
+        }
+        .into());
+    }
+    Ok(Searched {
+        response: SearchResponse {
+            hits: Vec::new(),
+            mode,
+            exact: true,
+        },
+        short: false,
+    })
 }
 
 /// Adds hits from shared domains to the caller's own, best first (own hits first on equal
@@ -342,7 +381,10 @@ fn check_mode(s: &SearchRequest) -> Result<SearchMode, EngineError> {
 
 /// Searches `ci`, reading whole records from `stored` (the same snapshot for every record of
 /// this search) for the hits and for a filter the field index cannot answer exactly. Hits
-/// carry their stored vectors only when the request includes `vector`.
+/// carry their stored vectors only when the request includes `vector`. `write_pending`: a
+/// write of the tenant may have committed a change `ci` does not hold yet
+/// (`TenantIndex::write_pending`), so the hits are read from `stored` even when the request
+/// needs nothing stored.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn search_collection(
     ci: &CollectionIndex,
@@ -353,6 +395,7 @@ pub(crate) fn search_collection(
     adaptive: Option<&crate::rerank::Adaptive<'_>>,
     boost: Option<crate::ranking::Boost>,
     stored: Option<&StoredRecords<'_>>,
+    write_pending: bool,
 ) -> Result<Searched, EngineError> {
     let scope = scope_candidates(ci, vis);
     // The scope's candidates unless a filter narrows them: then the field index's slots,
@@ -376,15 +419,17 @@ pub(crate) fn search_collection(
         },
     };
     // Hits named from the index alone when the request needs nothing stored (`crate::hits`).
-    let from_index = answers_from_index(s, filter_exact);
-    // Reranking draws from a larger pool of candidates than it returns; so does a search that
-    // reads its hits' records, by a few, to replace hits a concurrent write takes out of sight
-    // (see the hits below). Hits named from the index cannot be taken out of sight meanwhile.
+    let from_index = answers_from_index(s, filter_exact) && !write_pending;
+    // Reranking draws from a larger pool of candidates than it returns; so does every search,
+    // by a few, to replace hits a concurrent write takes out of sight when their records are
+    // read (see the hits below). Hits named from the index cannot be taken out of sight
+    // meanwhile, but they are drawn from the same pool and depth, so that `include: []` and
+    // an include that reads records rank the same top k with the same `exact` flag.
     let want = match adaptive {
         Some(_) => crate::rerank::pool_size(s.k),
         None => s.k,
     }
-    .max(if from_index { s.k } else { s.k + SPARE_HITS });
+    .max(s.k + SPARE_HITS);
     // The candidates already satisfy the domain, run, memory scope and (for `any`) principals,
     // and the filter when it was answered exactly by the field index. The resident part of a
     // record is looked at only for what bitmaps cannot say: its TTL or `all` principal
@@ -478,7 +523,7 @@ pub(crate) fn search_collection(
             break;
         }
         let record = if from_index {
-            checks.resident(r.slot)
+            checks.resident(r.slot)?
         } else {
             checks.record(r.slot, with_vector)?
         };

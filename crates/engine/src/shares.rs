@@ -479,9 +479,19 @@ impl Engine {
                             // snapshot begun while its index is held (`crate::hits`).
                             let r = self.store.read()?;
                             let stored = StoredRecords::new(&r, g.owner_key, name);
-                            search_collection(ci, name, &vis, s, mode, None, None, Some(&stored))
-                                .map(|searched| searched.response)
-                                .map(Some)
+                            search_collection(
+                                ci,
+                                name,
+                                &vis,
+                                s,
+                                mode,
+                                None,
+                                None,
+                                Some(&stored),
+                                ti.write_pending(),
+                            )
+                            .map(|searched| searched.response)
+                            .map(Some)
                         }
                         None => Ok(None),
                     }

@@ -28,9 +28,20 @@ pub(crate) struct TenantIndex {
     pub dirty: bool,
     /// Graph parameters of the tenant's isolation level, given to every collection.
     pub params: HnswParams,
+    /// A write of this tenant is between the start of its transaction and the apply of its
+    /// changes here: storage may already hold a commit this index does not. Set and cleared
+    /// by `IndexRegistry::write` in the tenant's write order; a search that sees it set
+    /// (under the read lock) reads its hits from storage rather than from this index
+    /// (`crate::hits`).
+    pub write_pending: std::sync::atomic::AtomicBool,
 }
 
 impl TenantIndex {
+    /// Whether a write may have committed changes not applied here yet (`write_pending`).
+    pub fn write_pending(&self) -> bool {
+        self.write_pending.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Estimated bytes of every collection's indexes.
     pub fn resident_bytes(&self) -> u64 {
         self.collections.values().map(|c| c.resident_bytes()).sum()
@@ -195,6 +206,7 @@ impl TenantIndex {
             collections,
             dirty,
             params,
+            write_pending: Default::default(),
         }))
     }
 
@@ -271,6 +283,7 @@ impl TenantIndex {
             collections,
             dirty,
             params,
+            write_pending: Default::default(),
         })
     }
 

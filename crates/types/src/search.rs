@@ -215,9 +215,14 @@ pub struct HitExplain {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SearchHit {
     /// The stored record. When the search's `include` names none of `content`, `metadata`,
-    /// `vector` and `record`, the engine reads no record and this holds only what its index
-    /// keeps resident: id, collection, scope fields, `created_at` (also as `updated_at`),
-    /// `expires_at` and the confidence value; no content, metadata, kind or vector.
+    /// `vector` and `record`, the engine usually reads no record and this holds only what its
+    /// index keeps resident: id, collection, scope fields and `expires_at` are the stored
+    /// ones, while `updated_at` (set to `created_at`), the confidence counts (only the value
+    /// is kept) and `kind` (none) are placeholders, and there is no content, metadata or
+    /// vector. The HTTP API projects such a hit to its id and score, so only in-process
+    /// callers see the placeholders. With a filter the field index cannot answer exactly, or
+    /// while a write of the tenant is being applied, the hits are read from storage and carry
+    /// the stored record.
     pub record: Record,
     /// Higher is better: cosine similarity, dot product, negative L2 distance, BM25, or the
     /// fused score in hybrid mode.

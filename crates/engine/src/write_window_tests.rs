@@ -1,0 +1,192 @@
+//! A write's commit-to-apply window (`IndexRegistry::write`, `TenantIndex::write_pending`):
+//! a search that holds the index while a write has committed but not applied its changes must
+//! answer as storage does, and a write that fails or panics there leaves no stale index.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use strata_auth::{OperatorScope, TenantScope};
+use strata_types::{
+    CollectionName, Include, Metric, NewRecord, RecordId, RequestScope, SearchRequest, TenantId,
+};
+
+use crate::test_support::admin_scope;
+use crate::{Engine, EngineConfig, EngineError};
+
+fn name() -> CollectionName {
+    CollectionName::parse("vec").unwrap()
+}
+
+fn id(i: usize) -> RecordId {
+    RecordId::parse(format!("r{i}")).unwrap()
+}
+
+/// A tenant with 20 records, `r0` nearest the query, and its index loaded.
+fn loaded(dir: &std::path::Path) -> (Engine, TenantScope) {
+    let engine = Engine::open(dir, EngineConfig::default()).unwrap();
+    let tenant = TenantId::parse("acme").unwrap();
+    engine
+        .create_tenant(&OperatorScope::for_tests(), &tenant, None)
+        .unwrap();
+    let scope = admin_scope(&engine, "acme");
+    engine
+        .create_collection(&scope, &name(), 4, Metric::L2)
+        .unwrap();
+    let records = (0..20)
+        .map(|i| NewRecord {
+            id: Some(id(i)),
+            modality: Some(name()),
+            vector: Some(vec![1.0, i as f32 * 0.1, 0.0, 0.0]),
+            ..Default::default()
+        })
+        .collect();
+    engine
+        .put(&scope, &RequestScope::default(), records)
+        .unwrap();
+    search_ids(&engine, &scope, Some(vec![]));
+    (engine, scope)
+}
+
+/// The ids of the 5 nearest records, searched with `include`.
+fn search_ids(engine: &Engine, scope: &TenantScope, include: Option<Vec<Include>>) -> Vec<String> {
+    let s = SearchRequest {
+        vector: Some(vec![1.0, 0.0, 0.0, 0.0]),
+        k: 5,
+        modality: Some(name()),
+        include,
+        ..Default::default()
+    };
+    let found = engine.search(scope, &RequestScope::default(), &s).unwrap();
+    found.hits.iter().map(|h| h.record.id.to_string()).collect()
+}
+
+fn loaded_now(engine: &Engine, scope: &TenantScope) -> bool {
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    engine.indexes.read_index(&slot).is_some()
+}
+
+#[test]
+fn a_search_between_a_deletes_commit_and_its_apply_answers_as_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = loaded(dir.path());
+    let (reached_tx, reached) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let reached_tx = Mutex::new(reached_tx);
+    let release_rx = Mutex::new(release_rx);
+    let once = AtomicBool::new(false);
+    *crate::registry::lock(&engine.indexes.after_commit) = Some(Arc::new(move |_| {
+        if !once.swap(true, Ordering::SeqCst) {
+            crate::registry::lock(&reached_tx).send(()).unwrap();
+            crate::registry::lock(&release_rx).recv().unwrap();
+        }
+    }));
+    /// Lets the writer go on however this test ends, so a failed check fails rather than hangs.
+    struct Release(mpsc::Sender<()>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| engine.delete(&scope, &RequestScope::default(), &id(0)));
+        let release = Release(release);
+        reached.recv().unwrap();
+        // Committed, not applied: storage already says the record is gone...
+        let got = engine.get(&scope, &RequestScope::default(), &id(0));
+        assert!(matches!(got, Err(EngineError::NotFound)), "{got:?}");
+        // ...so no later search may return it, ids-only or with records.
+        for include in [Some(vec![]), None] {
+            let ids = search_ids(&engine, &scope, include.clone());
+            assert!(!ids.contains(&"r0".to_string()), "{include:?}: {ids:?}");
+            assert_eq!(ids.len(), 5, "{include:?}");
+        }
+        drop(release);
+        writer.join().unwrap().unwrap();
+    });
+    // Applied: the mark is cleared and the index answers alone again.
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    let guard = engine.indexes.read_index(&slot);
+    assert!(!guard.as_ref().unwrap().write_pending());
+    drop(guard);
+    let ids = search_ids(&engine, &scope, Some(vec![]));
+    assert_eq!(ids, ["r1", "r2", "r3", "r4", "r5"]);
+}
+
+#[test]
+fn a_write_that_panics_after_its_commit_drops_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = loaded(dir.path());
+    *crate::registry::lock(&engine.indexes.after_commit) = Some(Arc::new(|_| {
+        panic!("a test panic between commit and apply")
+    }));
+    let deleted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        engine.delete(&scope, &RequestScope::default(), &id(0))
+    }));
+    assert!(deleted.is_err());
+    *crate::registry::lock(&engine.indexes.after_commit) = None;
+    // The commit stands; the index that missed it is gone and reloads from storage.
+    assert!(!loaded_now(&engine, &scope));
+    let ids = search_ids(&engine, &scope, Some(vec![]));
+    assert_eq!(ids, ["r1", "r2", "r3", "r4", "r5"]);
+    assert!(loaded_now(&engine, &scope));
+}
+
+#[test]
+fn a_poisoned_index_lock_counts_as_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = loaded(dir.path());
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    // A panic while the index is written (a half-made change) poisons its lock.
+    let poisoned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _guard = slot.index.write().unwrap();
+        panic!("a test panic while the index is written");
+    }));
+    assert!(poisoned.is_err() && slot.index.is_poisoned());
+    assert!(!loaded_now(&engine, &scope));
+    assert!(!slot.index.is_poisoned());
+    let ids = search_ids(&engine, &scope, Some(vec![]));
+    assert_eq!(ids, ["r0", "r1", "r2", "r3", "r4"]);
+    assert!(loaded_now(&engine, &scope));
+}
+
+#[test]
+fn a_collection_created_after_the_load_is_searchable_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = loaded(dir.path());
+    let late = CollectionName::parse("late").unwrap();
+    engine
+        .create_collection(&scope, &late, 4, Metric::L2)
+        .unwrap();
+    for include in [Some(vec![]), None] {
+        let s = SearchRequest {
+            vector: Some(vec![1.0, 0.0, 0.0, 0.0]),
+            k: 5,
+            modality: Some(late.clone()),
+            include: include.clone(),
+            ..Default::default()
+        };
+        let found = engine.search(&scope, &RequestScope::default(), &s).unwrap();
+        assert!(found.hits.is_empty() && found.exact, "{include:?}");
+        // A query of the wrong dimension is refused as it would be with records.
+        let wrong = SearchRequest {
+            vector: Some(vec![1.0, 0.0]),
+            ..s
+        };
+        let refused = engine.search(&scope, &RequestScope::default(), &wrong);
+        assert!(refused.is_err(), "{include:?}");
+    }
+    // An unknown collection is still not found.
+    let s = SearchRequest {
+        vector: Some(vec![1.0, 0.0, 0.0, 0.0]),
+        k: 5,
+        modality: Some(CollectionName::parse("never").unwrap()),
+        include: Some(vec![]),
+        ..Default::default()
+    };
+    let missing = engine.search(&scope, &RequestScope::default(), &s);
+    assert!(
+        matches!(missing, Err(EngineError::CollectionNotFound(_))),
+        "{missing:?}"
+    );
+}
