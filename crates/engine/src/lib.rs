@@ -104,7 +104,7 @@ pub use verify::{UsageCounts, VerifyReport};
 
 use registry::IndexRegistry;
 use strata_auth::Permission;
-use strata_store::{CredentialStore, Reader, Store, Writer};
+use strata_store::{CredentialStore, Pending, Reader, Store, Writer};
 use tenant_index::Change;
 
 /// What a write changed, for its audit row: counts and (up to 100) record ids, never content.
@@ -404,31 +404,14 @@ impl Engine {
             &mut Vec<Change>,
         ) -> Result<(R, Option<serde_json::Value>), EngineError>,
     ) -> Result<R, EngineError> {
-        self.refuse_critical(scope)?;
-        let mut touched = feedback::Touched::default();
-        let (result, pending) =
-            self.indexes
-                .write(&self.store, scope.key(), scope.tenant(), |stage| {
-                    let mut changes = Vec::new();
-                    // The tenant's own file when it is dedicated: one file per write.
-                    let committed = self.store.write_pending_for(scope.key(), |w| {
-                        let done = tenant_transaction(
-                            w,
-                            scope,
-                            action,
-                            records,
-                            &mut changes,
-                            &mut touched,
-                            f,
-                        );
-                        stage.set(done.is_ok());
-                        done
-                    })?;
-                    Ok((committed, changes))
-                })?;
-        self.adaptive_forget(scope.key(), &touched);
-        durability::wait_or_defer(pending)?;
-        Ok(result)
+        self.write_in_order(scope, |stage, changes, touched| {
+            // The tenant's own file when it is dedicated: one file per write.
+            self.store.write_pending_for(scope.key(), |w| {
+                let done = tenant_transaction(w, scope, action, records, changes, touched, f);
+                stage.set(done.is_ok());
+                done
+            })
+        })
     }
 
     /// [`Engine::write_tenant`] for a small record write that may share its storage
@@ -441,30 +424,39 @@ impl Engine {
         action: &str,
         mut f: impl FnMut(&mut Writer<'_>, &mut Vec<Change>) -> Result<R, EngineError> + Send,
     ) -> Result<R, EngineError> {
+        self.write_in_order(scope, |stage, changes, touched| {
+            self.store.write_batched_for(scope.key(), |w| {
+                // A run again starts from nothing: the last run's changes were rolled back
+                // with its transaction.
+                changes.clear();
+                *touched = feedback::Touched::default();
+                let f = |w: &mut Writer<'_>, c: &mut Vec<Change>| Ok((f(w, c)?, None));
+                let done = tenant_transaction(w, scope, action, true, changes, touched, f);
+                stage.set(done.is_ok());
+                done
+            })
+        })
+    }
+
+    /// The frame of every tenant write: refused in the critical state; `commit` runs in the
+    /// tenant's write order, collecting the index changes it made (applied after it commits)
+    /// and the records it touched (whose adaptive state is forgotten); answered once durable.
+    fn write_in_order<R>(
+        &self,
+        scope: &TenantScope,
+        commit: impl FnOnce(
+            &registry::CommitStage,
+            &mut Vec<Change>,
+            &mut feedback::Touched,
+        ) -> Result<(R, Pending), EngineError>,
+    ) -> Result<R, EngineError> {
         self.refuse_critical(scope)?;
         let mut touched = feedback::Touched::default();
         let (result, pending) =
             self.indexes
                 .write(&self.store, scope.key(), scope.tenant(), |stage| {
                     let mut changes = Vec::new();
-                    let committed = self.store.write_batched_for(scope.key(), |w| {
-                        // A run again starts from nothing: the last run's changes were
-                        // rolled back with its transaction.
-                        changes.clear();
-                        touched = feedback::Touched::default();
-                        let f = |w: &mut Writer<'_>, c: &mut Vec<Change>| Ok((f(w, c)?, None));
-                        let done = tenant_transaction(
-                            w,
-                            scope,
-                            action,
-                            true,
-                            &mut changes,
-                            &mut touched,
-                            f,
-                        );
-                        stage.set(done.is_ok());
-                        done
-                    })?;
+                    let committed = commit(stage, &mut changes, &mut touched)?;
                     Ok((committed, changes))
                 })?;
         self.adaptive_forget(scope.key(), &touched);
