@@ -9,8 +9,10 @@ import pytest
 
 from strata_client import (
     AuthenticationError,
+    BadRequestError,
     NotFoundError,
     PermissionDeniedError,
+    QuotaExceededError,
     Strata,
     StrataAdmin,
     TenantSuspendedError,
@@ -48,6 +50,29 @@ def test_tenant_lifecycle(server: Server, admin: StrataAdmin) -> None:
             c.count()
     with pytest.raises(NotFoundError):
         admin.get_tenant(tid)
+
+
+def test_a_tenant_is_created_with_its_limits_and_weight(
+    server: Server, admin: StrataAdmin
+) -> None:
+    tid = unique("limited")
+    created = admin.create_tenant(tid, limits={"max_vectors": 2}, weight=3)
+    assert (created.limits.max_vectors, created.weight) == (2, 3)
+    key = admin.create_key(tid, permissions=["read", "write", "admin"]).key
+    with Strata(server.url, key) as c:
+        c.create_collection("notes", 4)
+        c.add(vector=[1.0, 0.0, 0.0, 0.0], id="a", collection="notes")
+        c.add(vector=[0.0, 1.0, 0.0, 0.0], id="b", collection="notes")
+        # The quota holds from the tenant's first write: no PATCH was needed.
+        with pytest.raises(QuotaExceededError):
+            c.add(vector=[0.0, 0.0, 1.0, 0.0], id="c", collection="notes")
+    # A bad limit names its field by its path, and nothing is created.
+    bad = unique("badlimit")
+    with pytest.raises(BadRequestError) as e:
+        admin.create_tenant(bad, limits={"max_vectors": "ten"})
+    assert "limits.max_vectors" in str(e.value)
+    with pytest.raises(NotFoundError):
+        admin.get_tenant(bad)
 
 
 def test_soft_deleted_tenants_are_purged(admin: StrataAdmin) -> None:

@@ -6,7 +6,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use strata_auth::{KeyInfo, KeyTenant, NewKey, Permission, Permissions};
-use strata_engine::{IndexParams, IsolationLevel, TenantInfo};
+use strata_engine::{IndexParams, IsolationLevel, NewTenantSpec, TenantInfo, TenantLimits};
 use strata_types::{Domain, Millis, TenantId, UserToken, now_millis};
 use utoipa::ToSchema;
 
@@ -40,6 +40,11 @@ struct NewTenant {
     /// Its parent tenant, which must exist (see `docs/shared-knowledge.md`).
     #[schema(value_type = Option<TenantId>)]
     parent: Option<String>,
+    /// Its limits from the start (absent ones: unlimited); `PATCH` changes them later.
+    limits: Option<TenantLimits>,
+    /// Fair-share weight in scheduling, at least 1 (default 1).
+    #[schema(minimum = 1)]
+    weight: Option<u32>,
 }
 
 /// Registers a tenant with the server's default collections.
@@ -57,10 +62,16 @@ pub async fn create_tenant(
     let new: NewTenant = from_map(body)?;
     let id = TenantId::parse_field("id", new.id).map_err(bad)?;
     let parent = crate::lifecycle::parent_field(new.parent)?;
+    let spec = NewTenantSpec {
+        display_name: new.display_name,
+        isolation,
+        index_params,
+        parent,
+        limits: new.limits,
+        weight: new.weight,
+    };
     let info = state
-        .run(move |e| {
-            Ok(e.create_tenant_under(&op, &id, new.display_name, isolation, index_params, parent)?)
-        })
+        .run(move |e| Ok(e.create_tenant_with(&op, &id, spec)?))
         .await?;
     tracing::info!(target: "audit", tenant = %info.id, "tenant created");
     Ok((StatusCode::CREATED, Json(info)))

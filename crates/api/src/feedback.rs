@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::bodies::ScopeFields;
 use crate::edge::TenantAuth;
-use crate::input::{JsonObject, from_map_naming};
+use crate::input::{JsonObject, from_map};
 use crate::{ApiError, AppState};
 
 /// Feedback with the request's scope fields.
@@ -35,7 +35,7 @@ pub async fn feedback(
     JsonObject(mut body): JsonObject,
 ) -> Result<Json<FeedbackAnswer>, ApiError> {
     let req = auth.scope_of_body(q.as_deref(), &mut body)?;
-    let feedback: FeedbackRequest = from_map_naming(body)?;
+    let feedback: FeedbackRequest = from_map(body)?;
     let scope = auth.scope;
     let answer = state
         .run_tenant(&auth.admitted, move |e| {

@@ -125,37 +125,59 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
     }
 }
 
-/// Deserialises `map` into `T`, reporting the field at fault.
+/// Deserialises `map` into `T`; an error names the field at fault by its path in the body
+/// (`expires_at`, `records[2].vector`, `limits.max_vectors`).
 pub(crate) fn from_map<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, ApiError> {
-    serde_json::from_value(Value::Object(map)).map_err(|e| ApiError::BadRequest(e.to_string()))
+    from_value_at("", &Value::Object(map))
 }
 
-/// Like [`from_map`], but an error names the field it is about: when the whole body does not
-/// parse, each field is parsed alone (into a type whose fields all have defaults) and the first
-/// that fails alone prefixes the message, unless the message already starts with it.
-pub(crate) fn from_map_naming<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, ApiError> {
+/// Deserialises `value`, found at `at` in the body (`""` for the body itself); an error names
+/// the field at fault by its path from the body's root.
+pub(crate) fn from_value_at<T: DeserializeOwned>(at: &str, value: &Value) -> Result<T, ApiError> {
     // Deserialised from a borrow, so the body (a search's vector: hundreds of numbers) is not
-    // deep-copied on the way; only a failing body is taken apart field by field.
-    let body = Value::Object(map);
-    let whole = match T::deserialize(&body) {
+    // deep-copied on the way; only a failing body is walked a second time, with its path
+    // tracked, to name the field.
+    let plain = match T::deserialize(value) {
         Ok(v) => return Ok(v),
-        Err(e) => e.to_string(),
+        Err(e) => e,
     };
-    let Value::Object(map) = body else {
-        unreachable!("invariant: built as an object above")
-    };
-    for (k, v) in map {
-        let one = Map::from_iter([(k.clone(), v)]);
-        if let Err(e) = serde_json::from_value::<T>(Value::Object(one)) {
-            let msg = e.to_string();
-            return Err(ApiError::BadRequest(if msg.starts_with(k.as_str()) {
-                msg
-            } else {
-                format!("{k}: {msg}")
-            }));
+    let message = match serde_path_to_error::deserialize::<_, T>(value) {
+        Err(e) => {
+            let inner = e.path().to_string();
+            let path = match (at, inner.as_str()) {
+                (_, "." | "") => at.to_owned(),
+                ("", _) => inner,
+                (_, i) if i.starts_with('[') => format!("{at}{i}"),
+                (_, i) => format!("{at}.{i}"),
+            };
+            naming_the_field(&path, &e.inner().to_string())
         }
+        // Not expected (the same input), but the first error is still the answer.
+        Ok(_) => naming_the_field(at, &plain.to_string()),
+    };
+    Err(ApiError::BadRequest(message))
+}
+
+/// `message` prefixed with the field's `path`. A validating type names a field of its own
+/// (`tenant_id: character '/' is not in …`, whatever field it was read from); that name is
+/// replaced by the path. serde's own messages never start with a bare `name: `. A root-level
+/// message (`unknown field`) stays as it is.
+fn naming_the_field(path: &str, message: &str) -> String {
+    // An unknown field's path ends in the field itself, which the message names already.
+    let path = match message.starts_with("unknown field") {
+        true => path.rfind('.').map_or("", |i| &path[..i]),
+        false => path,
+    };
+    if path.is_empty() {
+        return message.to_owned();
     }
-    Err(ApiError::BadRequest(whole))
+    let own = message
+        .split_once(": ")
+        .filter(|(head, _)| {
+            !head.is_empty() && head.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+        .map_or(message, |(_, rest)| rest);
+    format!("{path}: {own}")
 }
 
 /// Every scope field a request may carry, plus `tenant_id`, which is only ever checked.
@@ -420,6 +442,50 @@ mod tests {
         assert_eq!(map.len(), 1);
         let mut bad = json!({"user_tokens": "u:a"}).as_object().cloned().unwrap();
         assert!(ScopeParts::take_from_body(&mut bad, SCOPE_KEYS).is_err());
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // read only through `Debug` in the failure messages
+    struct Item {
+        expires_at: Option<i64>,
+        id: Option<strata_types::TenantId>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        records: Vec<Item>,
+    }
+
+    fn message(r: Result<impl std::fmt::Debug, ApiError>) -> String {
+        match r {
+            Err(ApiError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn body_errors_name_the_field_by_its_path() {
+        let body = |v: Value| v.as_object().cloned().unwrap();
+        let m = message(from_map::<Body>(body(
+            json!({"records": [{"expires_at": 1}, {"expires_at": "soon"}]}),
+        )));
+        assert!(m.starts_with("records[1].expires_at: invalid type"), "{m}");
+        // A validating type's own message names its field once, not twice.
+        let m = message(from_map::<Body>(body(json!({"records": [{"id": "a/b"}]}))));
+        assert!(m.starts_with("records[0].id: character '/'"), "{m}");
+        // An unknown field is named once, under its parent.
+        let m = message(from_map::<Body>(body(json!({"record": []}))));
+        assert!(m.starts_with("unknown field `record`"), "{m}");
+        let m = message(from_map::<Body>(body(json!({"records": [{"ttl": 5}]}))));
+        assert!(m.starts_with("records[0]: unknown field `ttl`"), "{m}");
+        // A value found under a field of the body is named from the body's root.
+        let m = message(from_value_at::<Item>("limits", &json!({"expires_at": 1.5})));
+        assert!(m.starts_with("limits.expires_at: "), "{m}");
+        let m = message(from_value_at::<i64>("weight", &json!("x")));
+        assert!(m.starts_with("weight: "), "{m}");
     }
 
     #[test]

@@ -60,9 +60,7 @@ pub(crate) fn field<T: DeserializeOwned>(
 ) -> Result<Option<T>, ApiError> {
     match body.remove(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v)
-            .map(Some)
-            .map_err(|e| ApiError::BadRequest(format!("{name}: {e}"))),
+        Some(v) => crate::input::from_value_at(name, &v).map(Some),
     }
 }
 

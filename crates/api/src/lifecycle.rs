@@ -64,8 +64,7 @@ fn merge_limits(
         // A removed limit serialises as `null`, which reads back as "no limit".
         merged.insert(k, v);
     }
-    serde_json::from_value(Value::Object(merged))
-        .map_err(|e| ApiError::BadRequest(format!("limits: {e}")))
+    crate::input::from_value_at("limits", &Value::Object(merged))
 }
 
 /// Changes a tenant's display name, limits (merge patch), scheduling weight or parent.

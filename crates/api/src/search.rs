@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::bodies::{ScopeFields, SearchAnswer};
 use crate::edge::TenantAuth;
-use crate::input::{JsonBytes, from_map_naming, parse_object, scope_of_body_for};
+use crate::input::{JsonBytes, from_map, parse_object, scope_of_body_for};
 use crate::{ApiError, AppState};
 
 /// A search with the request's scope fields.
@@ -48,7 +48,7 @@ pub async fn search(
     let run = move |e: &Engine| {
         let mut body = parse_object(&body)?;
         let req = scope_of_body_for(&scope, header_domain.as_ref(), q.as_deref(), &mut body)?;
-        let search: SearchRequest = from_map_naming(body)?;
+        let search: SearchRequest = from_map(body)?;
         let response = e.search(&scope, &req, &search)?;
         Ok(SearchAnswer::project(response, &search))
     };

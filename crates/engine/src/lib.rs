@@ -98,7 +98,7 @@ pub use shares::{IncomingShare, NewShare, Share};
 pub use stats::{IntegrityCounts, TenantFigures, UsageReport};
 pub use strata_auth::{OperatorScope, TenantScope};
 pub use strata_embed::Embedder;
-pub use tenants::{TenantInfo, TenantUpdate, TenantUsage};
+pub use tenants::{NewTenantSpec, TenantInfo, TenantUpdate, TenantUsage};
 pub use transfer::ExportLine;
 pub use verify::{UsageCounts, VerifyReport};
 

@@ -93,6 +93,43 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 
 const MAX_DISPLAY_NAME: usize = 256;
 
+/// A new tenant as the operator describes it; absent fields take the defaults (`shared`, no
+/// limits, weight 1, no parent).
+#[derive(Debug, Clone, Default)]
+pub struct NewTenantSpec {
+    pub display_name: Option<String>,
+    pub isolation: IsolationLevel,
+    pub index_params: Option<IndexParams>,
+    pub parent: Option<TenantId>,
+    pub limits: Option<TenantLimits>,
+    pub weight: Option<u32>,
+}
+
+/// The checks a profile's operator-given fields pass, at creation and on update alike.
+fn check_profile_fields(
+    display_name: Option<&str>,
+    weight: Option<u32>,
+    limits: Option<&TenantLimits>,
+) -> Result<(), EngineError> {
+    if display_name.is_some_and(|n| n.len() > MAX_DISPLAY_NAME) {
+        return Err(EngineError::BadRequest(format!(
+            "display_name: at most {MAX_DISPLAY_NAME} bytes"
+        )));
+    }
+    if weight == Some(0) {
+        return Err(EngineError::BadRequest("weight: must be at least 1".into()));
+    }
+    if limits
+        .and_then(|l| l.max_qps)
+        .is_some_and(|q| !(q > 0.0 && q.is_finite()))
+    {
+        return Err(EngineError::BadRequest(
+            "limits.max_qps: must be a positive number".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Registers a tenant and creates the server's default collections for it.
     pub fn create_tenant(
@@ -126,17 +163,36 @@ impl Engine {
         index_params: Option<IndexParams>,
         parent: Option<TenantId>,
     ) -> Result<TenantInfo, EngineError> {
+        let spec = NewTenantSpec {
+            display_name,
+            isolation,
+            index_params,
+            parent,
+            ..NewTenantSpec::default()
+        };
+        self.create_tenant_with(op, id, spec)
+    }
+
+    /// Registers a tenant as `spec` describes it, limits and weight included, in one
+    /// transaction: there is no moment at which it exists without its limits.
+    pub fn create_tenant_with(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        spec: NewTenantSpec,
+    ) -> Result<TenantInfo, EngineError> {
+        let NewTenantSpec {
+            display_name,
+            isolation,
+            index_params,
+            parent,
+            limits,
+            weight,
+        } = spec;
         if let Some(p) = &index_params {
             p.validate()?;
         }
-        if display_name
-            .as_ref()
-            .is_some_and(|n| n.len() > MAX_DISPLAY_NAME)
-        {
-            return Err(EngineError::BadRequest(format!(
-                "display_name: at most {MAX_DISPLAY_NAME} bytes"
-            )));
-        }
+        check_profile_fields(display_name.as_deref(), weight, limits.as_ref())?;
         let now = now_millis();
         let create = |w: &mut Writer<'_>| {
             if w.tenant(id)?.is_some() {
@@ -145,12 +201,15 @@ impl Engine {
             if let Some(p) = &parent {
                 hierarchy::check_parent(w, id, p)?;
             }
+            let defaults = TenantProfile::default();
             let profile = TenantProfile {
                 display_name,
                 parent,
                 isolation,
                 index_params: index_params.filter(|p| !p.is_empty()),
-                ..TenantProfile::default()
+                limits: limits.unwrap_or(defaults.limits.clone()),
+                weight: weight.unwrap_or(defaults.weight),
+                ..defaults
             };
             let meta = w.create_tenant(id, now, profile.to_map())?;
             init_usage(w, meta.key)?;
@@ -214,28 +273,11 @@ impl Engine {
         id: &TenantId,
         update: TenantUpdate,
     ) -> Result<TenantInfo, EngineError> {
-        if update
-            .display_name
-            .as_ref()
-            .is_some_and(|n| n.len() > MAX_DISPLAY_NAME)
-        {
-            return Err(EngineError::BadRequest(format!(
-                "display_name: at most {MAX_DISPLAY_NAME} bytes"
-            )));
-        }
-        if update.weight == Some(0) {
-            return Err(EngineError::BadRequest("weight: must be at least 1".into()));
-        }
-        if update
-            .limits
-            .as_ref()
-            .and_then(|l| l.max_qps)
-            .is_some_and(|q| !(q > 0.0 && q.is_finite()))
-        {
-            return Err(EngineError::BadRequest(
-                "limits.max_qps: must be a positive number".into(),
-            ));
-        }
+        check_profile_fields(
+            update.display_name.as_deref(),
+            update.weight,
+            update.limits.as_ref(),
+        )?;
         self.change_profile_with(op, id, "tenant.update", |w, p| {
             if let Some(parent) = &update.parent {
                 if let Some(parent) = parent {

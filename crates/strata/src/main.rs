@@ -146,6 +146,12 @@ enum TenantAction {
         /// Parent tenant (organisation → team); it must exist.
         #[arg(long)]
         parent: Option<String>,
+        /// Its limits from the start (the others: unlimited).
+        #[command(flatten)]
+        limits: LimitFlags,
+        /// Fair-share weight, at least 1 (default 1).
+        #[arg(long)]
+        weight: Option<u32>,
     },
     /// List tenants.
     List,
@@ -282,12 +288,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Tenant { action, remote } => {
             let client = Client::new(&remote.server, remote.key)?;
             match action {
-                TenantAction::Create { id, name, parent } => (
-                    client,
-                    Method::POST,
-                    "/v1/admin/tenants".to_owned(),
-                    Some(serde_json::json!({ "id": id, "display_name": name, "parent": parent })),
-                ),
+                TenantAction::Create {
+                    id,
+                    name,
+                    parent,
+                    limits,
+                    weight,
+                } => {
+                    // The same fields as an update, all in the one creating request.
+                    let mut body = client::update_body(name, &limits, weight);
+                    body["id"] = serde_json::json!(id);
+                    if let Some(p) = parent {
+                        body["parent"] = serde_json::json!(p);
+                    }
+                    (
+                        client,
+                        Method::POST,
+                        "/v1/admin/tenants".to_owned(),
+                        Some(body),
+                    )
+                }
                 TenantAction::List => (client, Method::GET, "/v1/admin/tenants".into(), None),
                 TenantAction::Tree => (client, Method::GET, "/v1/admin/tenant-tree".into(), None),
                 TenantAction::Show { id } => {

@@ -42,9 +42,23 @@ fn tenant_and_key_commands_work() {
     // The hierarchy: a child at creation, the tree, and moving it out.
     let (ok, v, err) = strata(
         &server,
-        &["tenant", "create", "acme-team", "--parent", "acme"],
+        &[
+            "tenant",
+            "create",
+            "acme-team",
+            "--parent",
+            "acme",
+            "--max-vectors",
+            "500",
+            "--weight",
+            "2",
+        ],
     );
     assert!(ok && v["parent"] == "acme", "{v} {err}");
+    assert_eq!(
+        (&v["limits"]["max_vectors"], &v["weight"]),
+        (&serde_json::json!(500), &serde_json::json!(2))
+    );
     let (ok, v, _) = strata(&server, &["tenant", "tree"]);
     assert!(ok, "{v}");
     assert_eq!(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, code};
+use common::{OPERATOR_KEY, Server, code};
 use serde_json::json;
 
 #[test]
@@ -72,6 +72,81 @@ fn errors_have_the_stable_shape() {
         (400, "BAD_REQUEST"),
         "unknown fields are refused: {v}"
     );
+}
+
+/// serde's own messages do not say which field they are about; every body error does, by its
+/// path from the body's root, on tenant and operator routes alike.
+#[test]
+fn body_errors_name_the_field_by_its_path() {
+    let server = Server::start();
+    server.tenant("acme");
+    let k = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    for (path, key, body, named) in [
+        (
+            "/v1/memories",
+            k.as_str(),
+            json!({"content": "x", "expires_at": "soon"}),
+            "expires_at: ",
+        ),
+        (
+            "/v1/memories",
+            k.as_str(),
+            json!({"records": [{"content": "a"}, {"content": "b", "expires_at": "soon"}]}),
+            "records[1].expires_at: ",
+        ),
+        (
+            "/v1/collections",
+            k.as_str(),
+            json!({"name": "c", "dim": "x"}),
+            "dim: ",
+        ),
+        (
+            "/v1/admin/tenants",
+            OPERATOR_KEY,
+            json!({"id": "b", "limits": {"max_vectors": "ten"}}),
+            "limits.max_vectors: ",
+        ),
+        (
+            "/v1/admin/keys",
+            OPERATOR_KEY,
+            json!({"tenant": "acme", "permissions": ["reed"]}),
+            "permissions[0]: ",
+        ),
+    ] {
+        let (s, v) = server.post(path, key, body.clone());
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{body}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(message.starts_with(named), "{body}: {message}");
+    }
+    // The refused tenant was not created.
+    let (s, _) = server.get("/v1/admin/tenants/b", OPERATOR_KEY);
+    assert_eq!(s, 404);
+}
+
+/// A tenant created with its limits and weight has them from its first request.
+#[test]
+fn a_tenant_is_created_with_its_limits_and_weight() {
+    let server = Server::start();
+    let (s, v) = server.post(
+        "/v1/admin/tenants",
+        OPERATOR_KEY,
+        json!({"id": "small", "limits": {"max_collections": 3}, "weight": 4}),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (&v["limits"]["max_collections"], &v["weight"]),
+        (&json!(3), &json!(4))
+    );
+    let k = server.key("small", json!({"permissions": ["read", "write", "admin"]}));
+    // Its three default collections fill the quota already.
+    let (s, v) = server.post("/v1/collections", &k, json!({"name": "c", "dim": 4}));
+    assert_eq!((s, code(&v)), (403, "QUOTA_EXCEEDED"), "{v}");
+    let (s, v) = server.post(
+        "/v1/admin/tenants",
+        OPERATOR_KEY,
+        json!({"id": "zero", "weight": 0}),
+    );
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
 }
 
 #[test]

@@ -109,6 +109,8 @@ class _AdminCalls:
         isolation: Optional[str] = None,
         index_params: Optional[Mapping[str, Any]] = None,
         parent: Optional[str] = None,
+        limits: Optional[Mapping[str, Any]] = None,
+        weight: Optional[int] = None,
     ) -> Call[Tenant]:
         body: Dict[str, Any] = {"id": id}
         if display_name is not None:
@@ -119,6 +121,10 @@ class _AdminCalls:
             body["index_params"] = dict(index_params)
         if parent is not None:
             body["parent"] = parent
+        if limits is not None:
+            body["limits"] = dict(limits)
+        if weight is not None:
+            body["weight"] = weight
         return Call("POST", "/v1/admin/tenants", Tenant.from_json, json=body, idempotent=False)
 
     @staticmethod
@@ -349,14 +355,19 @@ class StrataAdmin(_AdminCalls):
         isolation: Optional[str] = None,
         index_params: Optional[Mapping[str, Any]] = None,
         parent: Optional[str] = None,
+        limits: Optional[Mapping[str, Any]] = None,
+        weight: Optional[int] = None,
     ) -> Tenant:
         """Registers a tenant with the server's default collections, at isolation level
         ``isolation`` (``shared`` by default; ``partition``: always resident, with its own
         graph parameters ``index_params``; ``dedicated``: as ``partition``, with its data in
         its own storage file), as a child of ``parent`` if given (shares published to
-        children reach it)."""
+        children reach it), with ``limits`` (e.g. ``{"max_vectors": 100000}``; absent ones
+        are unlimited) and fair-share ``weight`` from the start."""
         return self._transport.run(
-            self._create_tenant(id, display_name, isolation, index_params, parent)
+            self._create_tenant(
+                id, display_name, isolation, index_params, parent, limits, weight
+            )
         )
 
     def list_tenants(self) -> List[Tenant]:
@@ -578,9 +589,13 @@ class AsyncStrataAdmin(_AdminCalls):
         isolation: Optional[str] = None,
         index_params: Optional[Mapping[str, Any]] = None,
         parent: Optional[str] = None,
+        limits: Optional[Mapping[str, Any]] = None,
+        weight: Optional[int] = None,
     ) -> Tenant:
         return await self._transport.run(
-            self._create_tenant(id, display_name, isolation, index_params, parent)
+            self._create_tenant(
+                id, display_name, isolation, index_params, parent, limits, weight
+            )
         )
 
     async def list_tenants(self) -> List[Tenant]:
