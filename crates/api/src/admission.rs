@@ -16,6 +16,7 @@ use strata_store::TenantKey;
 use crate::ApiError;
 use crate::metrics::{Metrics, Queued, TenantSeries, thread_cpu_time};
 use crate::tenant_bodies::BodySlot;
+use crate::timing::{Stage, mark_at};
 
 /// Settings of the shared worker pool.
 #[derive(Debug, Clone, Copy)]
@@ -190,7 +191,8 @@ impl Gate {
         // The tenant's own queue, as this request joins it: an integrity signal.
         let depth = self.pool.queued_for(&admitted.key);
         let (submitted, scope) = (Instant::now(), admitted.scope.clone());
-        let (result, durable) = self
+        mark_at(Stage::Queued, submitted);
+        let (result, durable, ran) = self
             .pool
             .run_with(
                 &admitted.key,
@@ -198,13 +200,14 @@ impl Gate {
                 admitted.lane,
                 demotable,
                 move || {
-                    engine.observe_queue(&scope, depth, submitted.elapsed());
+                    let started = Instant::now();
+                    engine.observe_queue(&scope, depth, started - submitted);
                     let series = queued.start();
                     let _busy = metrics.busy();
                     let cpu = thread_cpu_time();
-                    let result = engine.deferring_durability(|| f(&engine));
+                    let (result, durable) = engine.deferring_durability(|| f(&engine));
                     series.charge_cpu(thread_cpu_time().saturating_sub(cpu));
-                    result
+                    (result, durable, (started, Instant::now()))
                 },
             )
             .await
@@ -218,6 +221,8 @@ impl Gate {
                 }
                 other => ApiError::Internal(other.to_string()),
             })?;
+        mark_at(Stage::Started, ran.0);
+        mark_at(Stage::Done, ran.1);
         if !durable.is_empty() {
             // Even when `f` failed after a write had committed: nothing is answered before
             // what was written is durable.

@@ -69,6 +69,9 @@ pub(crate) struct Tracker {
     finished: AtomicU64,
     /// Set while the socket waits for the first byte of a request, nothing half-read.
     waiting: AtomicBool,
+    /// When the first byte of the latest request head was read: where a request's timeline
+    /// starts (`timing.rs`).
+    head_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Tracker {
@@ -85,6 +88,11 @@ impl Tracker {
 
     fn started(&self) -> u64 {
         self.started.load(Ordering::SeqCst)
+    }
+
+    /// When the first byte of the latest request head was read, if one was.
+    pub(crate) fn head_started(&self) -> Option<std::time::Instant> {
+        *self.head_at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// No request is being served and none has begun to arrive: closing loses nothing.
@@ -402,6 +410,11 @@ impl AsyncRead for GuardedIo {
                         Some(Instant::now() + this.limits.header_read_timeout)
                     };
                     this.enter(Phase::Head, deadline);
+                    *this
+                        .tracker
+                        .head_at
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
                 }
                 Poll::Ready(Ok(()))
             }

@@ -247,6 +247,7 @@ impl FromRequestParts<AppState> for TenantAuth {
         }
         // After the tenant checks, so a mismatched or malformed request costs no tokens.
         let admitted = state.admit(&scope)?;
+        crate::timing::mark(crate::timing::Stage::Admitted);
         // Its body, if it has one, is counted against the tenant's share of body memory for as
         // long as the admission lives (the whole handler).
         parts.extensions.insert(crate::tenant_bodies::BodyTenant {

@@ -20,7 +20,7 @@ use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
 use axum::http::header::CONNECTION;
-use axum::http::{HeaderValue, Request, Response};
+use axum::http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -361,9 +361,24 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let in_flight = self.tracker.begin();
         // The router is always ready (`poll_ready` is a no-op), so it can be called directly.
         let mut app = self.app.clone();
+        // A caller that asks gets each stage's duration back (`timing.rs`), from the first
+        // byte of this request's head.
+        let timeline = crate::timing::asked(req.headers())
+            .then(|| crate::timing::Timeline::starting(self.tracker.head_started()));
         let response = tower::Service::call(&mut app, req.map(Body::new));
         Box::pin(async move {
-            let mut response = response.await?;
+            let mut response = match timeline {
+                None => response.await?,
+                Some(timeline) => {
+                    let (response, value) = crate::timing::timed(timeline, response).await;
+                    let mut response = response?;
+                    response.headers_mut().insert(
+                        HeaderName::from_static(crate::timing::SERVER_TIMING_HEADER),
+                        value,
+                    );
+                    response
+                }
+            };
             if tenant.must_close() {
                 response
                     .headers_mut()
