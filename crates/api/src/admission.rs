@@ -436,6 +436,65 @@ mod tests {
         assert!(flood_through_the_gate(Demotable::ReadOnly).await > 0);
     }
 
+    /// A request that asked for its timings sees its pool stages: the wait in the queue (here
+    /// behind a job holding the only worker) and its own job, each as long as it really was.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timed_request_gets_its_queue_wait_and_its_job() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Arc::new(
+            Engine::open(dir.path(), strata_engine::EngineConfig::default()).expect("engine"),
+        );
+        let gate = Arc::new(
+            Gate::new(
+                PoolConfig {
+                    workers: 1,
+                    reserved_workers: 0,
+                    ..PoolConfig::default()
+                },
+                Arc::new(Metrics::default()),
+            )
+            .expect("pool"),
+        );
+        let holder = {
+            let (gate, engine) = (Arc::clone(&gate), Arc::clone(&engine));
+            tokio::spawn(async move {
+                let a = admitted(&gate, &engine, 1, Lane::Shared);
+                gate.run(&a, engine, Demotable::Never, |_| {
+                    std::thread::sleep(Duration::from_millis(60));
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let b = admitted(&gate, &engine, 2, Lane::Shared);
+        let (answer, header) = crate::timing::timed(
+            crate::timing::Timeline::starting(None),
+            gate.run(&b, Arc::clone(&engine), Demotable::Never, |_| {
+                std::thread::sleep(Duration::from_millis(30));
+                Ok(5)
+            }),
+        )
+        .await;
+        assert_eq!(answer.expect("run"), 5);
+        holder.await.expect("join").expect("holder");
+        let header = header.to_str().expect("ascii").to_owned();
+        let dur = |name: &str| -> f64 {
+            header
+                .split(", ")
+                .find_map(|p| p.strip_prefix(&format!("{name};dur=")))
+                .unwrap_or_else(|| panic!("no {name} in {header}"))
+                .parse()
+                .expect("ms")
+        };
+        assert!(dur("queue") >= 30.0, "{header}");
+        assert!(dur("job") >= 30.0, "{header}");
+        let gate2 = Arc::clone(&gate);
+        tokio::task::spawn_blocking(move || gate2.shutdown(Duration::from_secs(5)))
+            .await
+            .expect("join");
+    }
+
     #[test]
     fn the_lane_follows_the_admission() {
         let mut a = strata_engine::Admission {

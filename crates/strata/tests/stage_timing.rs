@@ -24,20 +24,26 @@ fn stages(header: &str) -> Vec<(String, f64)> {
 fn a_search_that_asks_gets_each_stage_in_order_and_they_add_up_to_the_total() {
     let server = Server::start();
     server.tenant("acme");
-    let key = server.key("acme", json!({"permissions": ["read", "write"]}));
-    let (status, _) = server.post(
+    let key = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let (status, v) = server.post(
+        "/v1/collections",
+        &key,
+        json!({"name": "v", "dim": 2, "metric": "cosine"}),
+    );
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = server.post(
         "/v1/memories",
         &key,
-        json!({"records": [{"content": "a", "vector": [1.0, 0.0]},
-                           {"content": "b", "vector": [0.0, 1.0]}]}),
+        json!({"records": [{"modality": "v", "content": "a", "vector": [1.0, 0.0]},
+                           {"modality": "v", "content": "b", "vector": [0.0, 1.0]}]}),
     );
-    assert_eq!(status, 201);
+    assert_eq!(status, 201, "{v}");
     let http = reqwest::blocking::Client::new();
     let search = |timing: Option<&str>| {
         let mut req = http
             .post(format!("{}/v1/search", server.url))
             .bearer_auth(&key)
-            .json(&json!({"vector": [1.0, 0.1], "k": 1}));
+            .json(&json!({"modality": "v", "vector": [1.0, 0.1], "k": 1}));
         if let Some(v) = timing {
             req = req.header("x-strata-timing", v);
         }
