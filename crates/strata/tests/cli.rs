@@ -181,6 +181,17 @@ fn the_noisy_neighbour_benchmark_runs_end_to_end() {
         "{stdout}"
     );
     assert!(stdout.contains("p99 ratio"), "{stdout}");
+    // The breakdown of B's requests by the server's stage timings: every search of B passed
+    // through the pool, so its mean `job` is a real duration, not the 0 of a missing stage.
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| B with A flooding, all (mean) |"))
+        .unwrap_or_else(|| panic!("no breakdown: {stdout}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    // | label | n | latency | parse | admit | body | prepare | queue | job | reply | outside |
+    let job: f64 = cells[9].parse().expect("job ms");
+    assert!(job > 0.0, "{row}");
+    assert!(stdout.contains("each request at or above p99"), "{stdout}");
     // Both tenants were created and filled.
     let (status, v) = server.get("/v1/admin/tenants/bench-b", OPERATOR_KEY);
     assert_eq!(status, 200);
