@@ -16,7 +16,7 @@ use strata_store::TenantKey;
 use crate::ApiError;
 use crate::metrics::{Metrics, Queued, TenantSeries, thread_cpu_time};
 use crate::tenant_bodies::BodySlot;
-use crate::timing::{Stage, mark_at};
+use crate::timing::{Stage, mark, mark_at};
 
 /// Settings of the shared worker pool.
 #[derive(Debug, Clone, Copy)]
@@ -229,6 +229,7 @@ impl Gate {
             tokio::task::spawn_blocking(move || durable.wait())
                 .await
                 .map_err(|e| ApiError::Internal(format!("durability wait: {e}")))??;
+            mark(Stage::Durable);
         }
         result
     }
@@ -455,30 +456,36 @@ mod tests {
             )
             .expect("pool"),
         );
+        // The holder's job says when it holds the only worker; `b` is submitted only then, so
+        // it waits in the queue for the rest of the holder's job, whatever the scheduling.
+        let (holding, held) = tokio::sync::oneshot::channel();
         let holder = {
             let (gate, engine) = (Arc::clone(&gate), Arc::clone(&engine));
             tokio::spawn(async move {
                 let a = admitted(&gate, &engine, 1, Lane::Shared);
-                gate.run(&a, engine, Demotable::Never, |_| {
-                    std::thread::sleep(Duration::from_millis(60));
+                gate.run(&a, engine, Demotable::Never, move |_| {
+                    let _ = holding.send(());
+                    std::thread::sleep(Duration::from_millis(150));
                     Ok(())
                 })
                 .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        held.await.expect("the holder's job started");
         let b = admitted(&gate, &engine, 2, Lane::Shared);
-        let (answer, header) = crate::timing::timed(
-            crate::timing::Timeline::starting(None),
-            gate.run(&b, Arc::clone(&engine), Demotable::Never, |_| {
-                std::thread::sleep(Duration::from_millis(30));
-                Ok(5)
-            }),
-        )
-        .await;
+        let (answer, header) =
+            crate::timing::timed(crate::timing::Timeline::starting(None), async {
+                crate::timing::authenticated();
+                gate.run(&b, Arc::clone(&engine), Demotable::Never, |_| {
+                    std::thread::sleep(Duration::from_millis(30));
+                    Ok(5)
+                })
+                .await
+            })
+            .await;
         assert_eq!(answer.expect("run"), 5);
         holder.await.expect("join").expect("holder");
-        let header = header.to_str().expect("ascii").to_owned();
+        let header = header.expect("timings").to_str().expect("ascii").to_owned();
         let dur = |name: &str| -> f64 {
             header
                 .split(", ")
@@ -487,7 +494,8 @@ mod tests {
                 .parse()
                 .expect("ms")
         };
-        assert!(dur("queue") >= 30.0, "{header}");
+        // Submitted right after the holder's job began, it waited for most of its 150 ms.
+        assert!(dur("queue") >= 75.0, "{header}");
         assert!(dur("job") >= 30.0, "{header}");
         let gate2 = Arc::clone(&gate);
         tokio::task::spawn_blocking(move || gate2.shutdown(Duration::from_secs(5)))

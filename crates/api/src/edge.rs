@@ -134,6 +134,10 @@ pub(crate) async fn principal(parts: &Parts, state: &AppState) -> Result<Princip
     // authentications delay everyone else's before fair scheduling can apply.
     let result = state.auth.authenticate(state.engine.credentials(), &token);
     let context = request_context(&parts.headers, &parts.extensions);
+    if result.is_ok() {
+        // Stage timings are answered only to a caller whose credential was accepted.
+        crate::timing::authenticated();
+    }
     match result {
         Ok(Principal::Tenant(scope)) => {
             note(

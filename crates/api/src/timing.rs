@@ -3,6 +3,11 @@
 //! so a benchmark can see where its slowest requests waited (the async threads, admission, the
 //! body, the pool's queue, the job, the way back) without a profiler.
 //!
+//! Off unless the operator turns it on (`[server] stage_timing`): the durations are side
+//! channels (how busy the shared pool is, how long a lookup of a hidden record took, when the
+//! registry last changed). Even then a request gets them only once its credential was accepted
+//! (`authenticated`), and never on a 401 or 403. With the setting off nothing here runs.
+//!
 //! The marks live in a task-local timeline that exists only for requests that asked, so a
 //! request that did not ask pays one header look-up and nothing else. A request only ever sees
 //! its own timings.
@@ -34,6 +39,8 @@ pub(crate) enum Stage {
     Started,
     /// Its job finished.
     Done,
+    /// What its job wrote is durable (the fsync wait of a write, or of a search's audit rows).
+    Durable,
     /// Its answer, serialised, is handed to the connection to write.
     Answered,
 }
@@ -42,13 +49,15 @@ const STAGES: usize = Stage::Answered as usize + 1;
 
 /// The name of the span that ends at each stage (the first has none: it starts the clock).
 const SPAN_NAMES: [&str; STAGES] = [
-    "", "parse", "admit", "body", "prepare", "queue", "job", "reply",
+    "", "parse", "admit", "body", "prepare", "queue", "job", "durable", "reply",
 ];
 
 /// The moments a request passed; unset ones were skipped (a route with no body, no job).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Timeline {
     at: [Option<Instant>; STAGES],
+    /// The request's credential was accepted: only then are its timings answered.
+    authenticated: bool,
 }
 
 impl Timeline {
@@ -98,22 +107,40 @@ pub(crate) fn asked(headers: &HeaderMap) -> bool {
 }
 
 /// Runs `fut` (the request's service) with a timeline, and returns its output with the
-/// `Server-Timing` value once it is done.
+/// `Server-Timing` value once it is done; `None` when the request was never authenticated
+/// (an anonymous caller learns nothing about the server's load from it).
 pub(crate) async fn timed<F: std::future::Future>(
     timeline: Timeline,
     fut: F,
-) -> (F::Output, HeaderValue) {
+) -> (F::Output, Option<HeaderValue>) {
     TIMELINE
         .scope(Cell::new(timeline), async move {
             let out = fut.await;
             mark(Stage::Answered);
-            let value = TIMELINE.with(|t| t.get().header_value());
-            // Only digits, names, `;`, `=`, `.`, `,` and spaces: always a valid header value.
-            let value = HeaderValue::from_str(&value)
-                .unwrap_or_else(|_| HeaderValue::from_static("total;dur=0"));
+            let timeline = TIMELINE.with(Cell::get);
+            let value = timeline.authenticated.then(|| {
+                // Only digits, names, `;`, `=`, `.`, `,` and spaces: always a valid value.
+                HeaderValue::from_str(&timeline.header_value())
+                    .unwrap_or_else(|_| HeaderValue::from_static("total;dur=0"))
+            });
             (out, value)
         })
         .await
+}
+
+/// Records that the current request's credential was accepted (nothing if it did not ask).
+pub(crate) fn authenticated() {
+    let _ = TIMELINE.try_with(|t| {
+        let mut timeline = t.get();
+        timeline.authenticated = true;
+        t.set(timeline);
+    });
+}
+
+/// Whether an answer with this status may carry timings: never a refusal of the credential
+/// or of its permissions, whatever stage it came from.
+pub(crate) fn may_answer_with_timings(status: axum::http::StatusCode) -> bool {
+    !matches!(status.as_u16(), 401 | 403)
 }
 
 /// Records that the current request reached `stage` now (nothing if it did not ask).
@@ -165,12 +192,14 @@ mod tests {
     async fn marks_outside_a_timed_request_are_ignored_and_inside_are_kept() {
         mark(Stage::Admitted); // no timeline: nothing happens, no panic
         let (out, value) = timed(Timeline::starting(None), async {
+            authenticated();
             mark(Stage::Admitted);
             mark_at(Stage::Queued, Instant::now());
             7
         })
         .await;
         assert_eq!(out, 7);
+        let value = value.expect("an authenticated request gets its timings");
         let v = value.to_str().expect("ascii");
         for name in [
             "parse;dur=",
@@ -181,5 +210,25 @@ mod tests {
         ] {
             assert!(v.contains(name), "{v}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_never_authenticated_gets_no_timings() {
+        let (out, value) = timed(Timeline::starting(None), async {
+            mark(Stage::Admitted);
+            1
+        })
+        .await;
+        assert_eq!(out, 1);
+        assert!(value.is_none());
+    }
+
+    #[test]
+    fn refusals_of_the_credential_carry_no_timings() {
+        use axum::http::StatusCode;
+        assert!(!may_answer_with_timings(StatusCode::UNAUTHORIZED));
+        assert!(!may_answer_with_timings(StatusCode::FORBIDDEN));
+        assert!(may_answer_with_timings(StatusCode::OK));
+        assert!(may_answer_with_timings(StatusCode::NOT_FOUND));
     }
 }

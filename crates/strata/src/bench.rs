@@ -185,15 +185,18 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
         args.flood_clients, args.seconds
     );
     let cpu0 = process_cpu();
-    let flood = Flood::start(server.clone(), a_key.clone(), args.flood_clients);
-    let (loaded_samples, loaded_failed) =
-        probe(server.clone(), b_key.clone(), args.steady_qps, args.seconds).await??;
-    let (a_done, a_refused) = flood.stop().await?;
+    // Fails here, before B is probed, if A's client cannot be made; stopped when dropped, so
+    // a failing probe does not leave it flooding.
+    let flood = Flood::start(server.clone(), a_key.clone(), args.flood_clients)?;
+    let probed = probe(server.clone(), b_key.clone(), args.steady_qps, args.seconds).await;
+    let stopped = flood.stop().await;
+    let (loaded_samples, loaded_failed) = probed??;
+    let (a_done, a_refused) = stopped?;
     let cpu_flood = process_cpu().saturating_sub(cpu0).as_secs_f64();
     let alone_throughput = if args.flood_alone {
         eprintln!("phase 3: A flooding alone for {} s…", args.seconds);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let flood = Flood::start(server.clone(), a_key.clone(), args.flood_clients);
+        let flood = Flood::start(server.clone(), a_key.clone(), args.flood_clients)?;
         tokio::time::sleep(Duration::from_secs(args.seconds)).await;
         Some(flood.stop().await?.0)
     } else {
@@ -248,30 +251,59 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long one of A's requests may take before the flood counts it as refused and goes on.
+const FLOOD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Tenant A's flood: closed-loop clients on their own runtime and thread, so B's client never
 /// waits in a task queue behind A's: what B measures is the server, not this load generator.
+/// Dropping it stops the clients (on every path out of the benchmark, errors included).
 struct Flood {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
     refused: Arc<AtomicU64>,
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        // Each client checks it before its next request; a request in flight ends within the
+        // client's timeout.
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Flood {
-    fn start(server: String, key: String, clients: usize) -> Flood {
+    /// Starts the clients once their HTTP client is made; an error if it cannot be.
+    fn start(server: String, key: String, clients: usize) -> anyhow::Result<Flood> {
         let stop = Arc::new(AtomicBool::new(false));
         let (done, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let bodies = search_bodies(0, 4096);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let thread = {
             let (stop, done, refused) =
                 (Arc::clone(&stop), Arc::clone(&done), Arc::clone(&refused));
             std::thread::spawn(move || -> anyhow::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
+                let made = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()?;
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rt| {
+                        // Made on this thread, so its connections are driven by this runtime
+                        // alone.
+                        let a = Client::with_timeout(&server, Some(key), FLOOD_TIMEOUT)?;
+                        Ok((rt, Arc::new(a)))
+                    });
+                let (rt, a) = match made {
+                    Ok(made) => {
+                        let _ = ready_tx.send(Ok(()));
+                        made
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return Ok(());
+                    }
+                };
                 rt.block_on(async move {
-                    // Made here, so its connections are driven by this runtime alone.
-                    let a = Arc::new(Client::new(&server, Some(key))?);
                     let tasks: Vec<_> = (0..clients)
                         .map(|c| {
                             let (a, stop, done, refused, bodies) = (
@@ -301,21 +333,27 @@ impl Flood {
                 })
             })
         };
-        Flood {
+        let flood = Flood {
             stop,
             done,
             refused,
-            thread,
-        }
+            thread: Some(thread),
+        };
+        ready_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the flood's thread ended before starting"))?
+            .context("starting tenant A's flood")?;
+        Ok(flood)
     }
 
     /// Stops the clients, waits for their last requests, and returns (completed, refused).
-    async fn stop(self) -> anyhow::Result<(u64, u64)> {
+    async fn stop(mut self) -> anyhow::Result<(u64, u64)> {
         self.stop.store(true, Ordering::Relaxed);
-        let thread = self.thread;
-        tokio::task::spawn_blocking(move || thread.join())
-            .await?
-            .map_err(|_| anyhow::anyhow!("the flood's thread panicked"))??;
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the flood's thread panicked"))??;
+        }
         Ok((
             self.done.load(Ordering::Relaxed),
             self.refused.load(Ordering::Relaxed),

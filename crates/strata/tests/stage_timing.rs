@@ -1,11 +1,15 @@
-//! `X-Strata-Timing`: a request that asks gets its stage durations back in `Server-Timing`
-//! (what `strata bench noisy` reads for a victim's slowest requests); one that does not ask
-//! gets nothing extra, and a search's answer is the same JSON either way.
+//! `X-Strata-Timing`: on a server with `server.stage_timing` on, an authenticated request that
+//! asks gets its stage durations back in `Server-Timing` (what `strata bench noisy` reads for a
+//! victim's slowest requests); one that does not ask gets nothing extra, and a search's answer
+//! is the same JSON either way. A server with the setting off (the default) never sends them,
+//! and a refused credential (401, 403) never gets them.
 
 mod common;
 
-use common::Server;
+use common::{OPERATOR_KEY, Server};
 use serde_json::{Value, json};
+
+const TIMING_ON: &[(&str, &str)] = &[("STRATA__SERVER__STAGE_TIMING", "true")];
 
 fn stages(header: &str) -> Vec<(String, f64)> {
     header
@@ -20,9 +24,8 @@ fn stages(header: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-#[test]
-fn a_search_that_asks_gets_each_stage_in_order_and_they_add_up_to_the_total() {
-    let server = Server::start();
+/// A tenant `acme` with a 2-d collection `v` holding two records; its key.
+fn acme(server: &Server) -> String {
     server.tenant("acme");
     let key = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
     let (status, v) = server.post(
@@ -38,6 +41,31 @@ fn a_search_that_asks_gets_each_stage_in_order_and_they_add_up_to_the_total() {
                            {"modality": "v", "content": "b", "vector": [0.0, 1.0]}]}),
     );
     assert_eq!(status, 201, "{v}");
+    key
+}
+
+/// Sends `method path` with `body` as `key` (none: anonymous), asking for timings; the status
+/// and the `Server-Timing` header if any.
+fn timed(server: &Server, key: Option<&str>, path: &str, body: Value) -> (u16, Option<String>) {
+    let mut req = reqwest::blocking::Client::new()
+        .post(format!("{}{path}", server.url))
+        .header("x-strata-timing", "1")
+        .json(&body);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let res = req.send().expect("request");
+    let header = res
+        .headers()
+        .get("server-timing")
+        .map(|v| v.to_str().expect("ascii").to_owned());
+    (res.status().as_u16(), header)
+}
+
+#[test]
+fn a_search_that_asks_gets_each_stage_in_order_and_they_add_up_to_the_total() {
+    let server = Server::start_with(TIMING_ON);
+    let key = acme(&server);
     let http = reqwest::blocking::Client::new();
     let search = |timing: Option<&str>| {
         let mut req = http
@@ -91,16 +119,69 @@ fn a_search_that_asks_gets_each_stage_in_order_and_they_add_up_to_the_total() {
 }
 
 #[test]
-fn a_refused_request_that_asks_gets_the_stages_it_reached() {
+fn a_write_that_asks_sees_its_wait_for_durability_apart_from_the_reply() {
+    let server = Server::start_with(TIMING_ON);
+    let key = acme(&server);
+    let (status, header) = timed(
+        &server,
+        Some(&key),
+        "/v1/memories",
+        json!({"records": [{"modality": "v", "content": "c", "vector": [0.5, 0.5]}]}),
+    );
+    assert_eq!(status, 201);
+    let header = header.expect("timings");
+    let names: Vec<String> = stages(&header).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "parse", "admit", "body", "prepare", "queue", "job", "durable", "reply", "total"
+        ],
+        "{header}"
+    );
+}
+
+#[test]
+fn a_server_without_the_setting_sends_no_timings() {
     let server = Server::start();
-    let res = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/search", server.url))
-        .header("x-strata-timing", "1")
-        .json(&json!({"vector": [1.0], "k": 1}))
-        .send()
-        .expect("search");
-    assert_eq!(res.status().as_u16(), 401);
-    let header = res.headers()["server-timing"].to_str().expect("ascii");
-    let names: Vec<String> = stages(header).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["parse", "reply", "total"], "{header}");
+    let key = acme(&server);
+    let (status, header) = timed(
+        &server,
+        Some(&key),
+        "/v1/search",
+        json!({"modality": "v", "vector": [1.0, 0.1], "k": 1}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(header, None, "stage_timing is off by default");
+}
+
+#[test]
+fn a_refused_credential_gets_no_timings() {
+    let server = Server::start_with(TIMING_ON);
+    let key = acme(&server);
+    let search = json!({"modality": "v", "vector": [1.0, 0.1], "k": 1});
+    // No credential, and a wrong one: 401 before anything is timed for them.
+    assert_eq!(
+        timed(&server, None, "/v1/search", search.clone()),
+        (401, None)
+    );
+    let forged = "sk_not-a-real-key-0123456789abcdef";
+    assert_eq!(
+        timed(&server, Some(forged), "/v1/search", search.clone()),
+        (401, None)
+    );
+    // A valid credential refused for this route: 403, also after authentication.
+    assert_eq!(
+        timed(&server, Some(OPERATOR_KEY), "/v1/search", search.clone()),
+        (403, None)
+    );
+    let reader = server.key("acme", json!({"permissions": ["read"]}));
+    let (status, header) = timed(
+        &server,
+        Some(&reader),
+        "/v1/memories",
+        json!({"records": [{"modality": "v", "content": "c", "vector": [0.5, 0.5]}]}),
+    );
+    assert_eq!((status, header), (403, None));
+    // The same server answers them to the tenant's own key.
+    assert!(timed(&server, Some(&key), "/v1/search", search).1.is_some());
 }
