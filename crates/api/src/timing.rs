@@ -8,9 +8,11 @@
 //! registry last changed). Even then a request gets them only once its credential was accepted
 //! (`authenticated`), and never on a 401 or 403. With the setting off nothing here runs.
 //!
-//! The marks live in a task-local timeline that exists only for requests that asked, so a
-//! request that did not ask pays one header look-up and nothing else. A request only ever sees
-//! its own timings.
+//! The marks live in a task-local timeline that exists only for requests that asked. With the
+//! setting on, a request that did not ask pays one header look-up and the two clock reads
+//! (its head's first byte, its end) that let a later request on its connection start its
+//! timeline (`conn_io.rs`); with it off, none of these. A request only ever sees its own
+//! timings.
 
 use std::cell::Cell;
 use std::time::Instant;
