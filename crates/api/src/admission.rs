@@ -16,6 +16,7 @@ use strata_store::TenantKey;
 use crate::ApiError;
 use crate::metrics::{Metrics, Queued, TenantSeries, thread_cpu_time};
 use crate::tenant_bodies::BodySlot;
+use crate::timing::{Stage, mark, mark_at};
 
 /// Settings of the shared worker pool.
 #[derive(Debug, Clone, Copy)]
@@ -190,7 +191,8 @@ impl Gate {
         // The tenant's own queue, as this request joins it: an integrity signal.
         let depth = self.pool.queued_for(&admitted.key);
         let (submitted, scope) = (Instant::now(), admitted.scope.clone());
-        let (result, durable) = self
+        mark_at(Stage::Queued, submitted);
+        let (result, durable, ran) = self
             .pool
             .run_with(
                 &admitted.key,
@@ -198,13 +200,14 @@ impl Gate {
                 admitted.lane,
                 demotable,
                 move || {
-                    engine.observe_queue(&scope, depth, submitted.elapsed());
+                    let started = Instant::now();
+                    engine.observe_queue(&scope, depth, started - submitted);
                     let series = queued.start();
                     let _busy = metrics.busy();
                     let cpu = thread_cpu_time();
-                    let result = engine.deferring_durability(|| f(&engine));
+                    let (result, durable) = engine.deferring_durability(|| f(&engine));
                     series.charge_cpu(thread_cpu_time().saturating_sub(cpu));
-                    result
+                    (result, durable, (started, Instant::now()))
                 },
             )
             .await
@@ -218,12 +221,15 @@ impl Gate {
                 }
                 other => ApiError::Internal(other.to_string()),
             })?;
+        mark_at(Stage::Started, ran.0);
+        mark_at(Stage::Done, ran.1);
         if !durable.is_empty() {
             // Even when `f` failed after a write had committed: nothing is answered before
             // what was written is durable.
             tokio::task::spawn_blocking(move || durable.wait())
                 .await
                 .map_err(|e| ApiError::Internal(format!("durability wait: {e}")))??;
+            mark(Stage::Durable);
         }
         result
     }
@@ -429,6 +435,72 @@ mod tests {
     async fn only_read_only_work_runs_on_background_workers() {
         assert_eq!(flood_through_the_gate(Demotable::Never).await, 0);
         assert!(flood_through_the_gate(Demotable::ReadOnly).await > 0);
+    }
+
+    /// A request that asked for its timings sees its pool stages: the wait in the queue (here
+    /// behind a job holding the only worker) and its own job, each as long as it really was.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timed_request_gets_its_queue_wait_and_its_job() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Arc::new(
+            Engine::open(dir.path(), strata_engine::EngineConfig::default()).expect("engine"),
+        );
+        let gate = Arc::new(
+            Gate::new(
+                PoolConfig {
+                    workers: 1,
+                    reserved_workers: 0,
+                    ..PoolConfig::default()
+                },
+                Arc::new(Metrics::default()),
+            )
+            .expect("pool"),
+        );
+        // The holder's job says when it holds the only worker; `b` is submitted only then, so
+        // it waits in the queue for the rest of the holder's job, whatever the scheduling.
+        let (holding, held) = tokio::sync::oneshot::channel();
+        let holder = {
+            let (gate, engine) = (Arc::clone(&gate), Arc::clone(&engine));
+            tokio::spawn(async move {
+                let a = admitted(&gate, &engine, 1, Lane::Shared);
+                gate.run(&a, engine, Demotable::Never, move |_| {
+                    let _ = holding.send(());
+                    std::thread::sleep(Duration::from_millis(150));
+                    Ok(())
+                })
+                .await
+            })
+        };
+        held.await.expect("the holder's job started");
+        let b = admitted(&gate, &engine, 2, Lane::Shared);
+        let (answer, header) =
+            crate::timing::timed(crate::timing::Timeline::starting(None), async {
+                crate::timing::authenticated();
+                gate.run(&b, Arc::clone(&engine), Demotable::Never, |_| {
+                    std::thread::sleep(Duration::from_millis(30));
+                    Ok(5)
+                })
+                .await
+            })
+            .await;
+        assert_eq!(answer.expect("run"), 5);
+        holder.await.expect("join").expect("holder");
+        let header = header.expect("timings").to_str().expect("ascii").to_owned();
+        let dur = |name: &str| -> f64 {
+            header
+                .split(", ")
+                .find_map(|p| p.strip_prefix(&format!("{name};dur=")))
+                .unwrap_or_else(|| panic!("no {name} in {header}"))
+                .parse()
+                .expect("ms")
+        };
+        // Submitted right after the holder's job began, it waited for most of its 150 ms.
+        assert!(dur("queue") >= 75.0, "{header}");
+        assert!(dur("job") >= 30.0, "{header}");
+        let gate2 = Arc::clone(&gate);
+        tokio::task::spawn_blocking(move || gate2.shutdown(Duration::from_secs(5)))
+            .await
+            .expect("join");
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub(crate) struct SocketLimits {
     pub write_timeout: Duration,
     /// hyper's limit on a request head, named in the 431 message.
     pub max_header_bytes: usize,
+    /// Whether requests may ask for their stage timings (`timing.rs`).
+    pub stage_timing: bool,
 }
 
 /// Requests the service has started and finished on one connection, so the socket knows
@@ -69,9 +71,50 @@ pub(crate) struct Tracker {
     finished: AtomicU64,
     /// Set while the socket waits for the first byte of a request, nothing half-read.
     waiting: AtomicBool,
+    /// Present when the server answers stage timings (`timing.rs`): only then are the moments
+    /// below read from the clock, so a server without them pays nothing per request.
+    clock: Option<StageClock>,
+}
+
+/// The moments where a request's timeline may start, as nanoseconds since `base` plus one
+/// (0: none yet). Atomics, not a lock: the socket and the service write them concurrently.
+#[derive(Debug)]
+struct StageClock {
+    base: std::time::Instant,
+    /// The first byte of the latest request head read while the connection waited.
+    head_at: AtomicU64,
+    /// The previous request's end (its `InFlight` dropped): a pipelined request, read along
+    /// with the one before it, starts no earlier than this.
+    done_at: AtomicU64,
+}
+
+impl StageClock {
+    fn stamp(&self, slot: &AtomicU64) {
+        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        slot.store(nanos + 1, Ordering::Relaxed);
+    }
+
+    fn read(&self, slot: &AtomicU64) -> Option<std::time::Instant> {
+        match slot.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n - 1)),
+        }
+    }
 }
 
 impl Tracker {
+    /// A tracker that also records where requests start when `stage_timing` is on.
+    pub(crate) fn new(stage_timing: bool) -> Tracker {
+        Tracker {
+            clock: stage_timing.then(|| StageClock {
+                base: std::time::Instant::now(),
+                head_at: AtomicU64::new(0),
+                done_at: AtomicU64::new(0),
+            }),
+            ..Tracker::default()
+        }
+    }
+
     /// Marks a request as being served until the returned guard is dropped, which the server
     /// does when the response body has been sent (or abandoned).
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
@@ -87,6 +130,18 @@ impl Tracker {
         self.started.load(Ordering::SeqCst)
     }
 
+    /// Where the request now beginning started: the first byte of its head, or, when it
+    /// was read along with an earlier request (pipelined), the end of that request. `None`
+    /// when the server does not record it (stage timing off) or nothing was read yet.
+    pub(crate) fn request_started(&self) -> Option<std::time::Instant> {
+        let clock = self.clock.as_ref()?;
+        let head = clock.read(&clock.head_at);
+        match (head, clock.read(&clock.done_at)) {
+            (Some(head), Some(done)) => Some(head.max(done)),
+            (head, _) => head,
+        }
+    }
+
     /// No request is being served and none has begun to arrive: closing loses nothing.
     pub(crate) fn is_waiting(&self) -> bool {
         self.waiting.load(Ordering::SeqCst) && !self.busy()
@@ -98,6 +153,9 @@ pub(crate) struct InFlight(Arc<Tracker>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if let Some(clock) = &self.0.clock {
+            clock.stamp(&clock.done_at);
+        }
         self.0.finished.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -402,6 +460,9 @@ impl AsyncRead for GuardedIo {
                         Some(Instant::now() + this.limits.header_read_timeout)
                     };
                     this.enter(Phase::Head, deadline);
+                    if let Some(clock) = &this.tracker.clock {
+                        clock.stamp(&clock.head_at);
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -485,6 +546,7 @@ mod tests {
         idle_timeout: Duration::from_secs(10),
         write_timeout: Duration::from_secs(1),
         max_header_bytes: 8192,
+        stage_timing: false,
     };
 
     /// A connected pair: the client's end, and the server's end wrapped.
@@ -595,5 +657,33 @@ mod tests {
         check("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", None);
         check("HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n", None);
         check("{\"x\": \"HTTP/1.1 400 \"}\r\n\r\n", None);
+    }
+
+    /// Stage timing off: nothing is read from the clock, no request has a start.
+    #[test]
+    fn without_stage_timing_no_start_is_recorded() {
+        let tracker = Arc::new(Tracker::default());
+        drop(tracker.begin());
+        assert_eq!(tracker.request_started(), None);
+    }
+
+    /// A request's timeline starts at its head's first byte, but a pipelined one (read
+    /// before the previous request ended) starts when the previous one ended, not at the
+    /// previous one's first byte.
+    #[test]
+    fn a_pipelined_request_starts_when_the_previous_one_ended() {
+        let tracker = Arc::new(Tracker::new(true));
+        let clock = tracker.clock.as_ref().expect("on");
+        assert_eq!(tracker.request_started(), None);
+        clock.stamp(&clock.head_at);
+        let head = tracker.request_started().expect("a head");
+        std::thread::sleep(Duration::from_millis(2));
+        drop(tracker.begin());
+        let next = tracker.request_started().expect("a start");
+        assert!(next >= head + Duration::from_millis(2), "{next:?} {head:?}");
+        // A later head, read after the connection waited: the head wins again.
+        std::thread::sleep(Duration::from_millis(2));
+        clock.stamp(&clock.head_at);
+        assert!(tracker.request_started().expect("a start") >= next + Duration::from_millis(2));
     }
 }

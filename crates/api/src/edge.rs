@@ -134,6 +134,10 @@ pub(crate) async fn principal(parts: &Parts, state: &AppState) -> Result<Princip
     // authentications delay everyone else's before fair scheduling can apply.
     let result = state.auth.authenticate(state.engine.credentials(), &token);
     let context = request_context(&parts.headers, &parts.extensions);
+    if result.is_ok() {
+        // Stage timings are answered only to a caller whose credential was accepted.
+        crate::timing::authenticated();
+    }
     match result {
         Ok(Principal::Tenant(scope)) => {
             note(
@@ -247,6 +251,7 @@ impl FromRequestParts<AppState> for TenantAuth {
         }
         // After the tenant checks, so a mismatched or malformed request costs no tokens.
         let admitted = state.admit(&scope)?;
+        crate::timing::mark(crate::timing::Stage::Admitted);
         // Its body, if it has one, is counted against the tenant's share of body memory for as
         // long as the admission lives (the whole handler).
         parts.extensions.insert(crate::tenant_bodies::BodyTenant {

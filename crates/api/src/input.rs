@@ -70,6 +70,7 @@ impl FromRequest<AppState> for JsonBytes {
                 None => t.hold(reserve(state, t, bytes.len() as u64)?),
             }
         }
+        crate::timing::mark(crate::timing::Stage::BodyRead);
         Ok(JsonBytes(bytes))
     }
 }

@@ -50,6 +50,7 @@ mod shares;
 mod state;
 mod tenant_bodies;
 mod tenant_connections;
+mod timing;
 mod transfer;
 
 pub use admission::PoolConfig;

@@ -1,7 +1,8 @@
 //! `POST /v1/search`: the scope fields and a search request in one body.
 
-use axum::Json;
 use axum::extract::{RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use strata_engine::Engine;
 use strata_types::SearchRequest;
 use utoipa::ToSchema;
@@ -31,7 +32,7 @@ pub async fn search(
     auth: TenantAuth,
     RawQuery(q): RawQuery,
     JsonBytes(body): JsonBytes,
-) -> Result<Json<SearchAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     // Admitted from its headers alone (the `TenantAuth` extractor: credential, rate and
     // in-flight caps) before its body was read. The body is parsed on the pool, in the tenant's
     // fair share: a tenant flooding with large bodies pays for their parsing itself instead of
@@ -50,14 +51,18 @@ pub async fn search(
         let req = scope_of_body_for(&scope, header_domain.as_ref(), q.as_deref(), &mut body)?;
         let search: SearchRequest = from_map(body)?;
         let response = e.search(&scope, &req, &search)?;
-        Ok(SearchAnswer::project(response, &search))
+        // Serialised here, on the tenant's job, not on the async threads after it: a flooding
+        // tenant's answers are then written in its own share (and at its priority) instead of
+        // delaying every other tenant's requests on the threads that read them.
+        serde_json::to_vec(&SearchAnswer::project(response, &search))
+            .map_err(|e| ApiError::Internal(format!("serialising a search answer: {e}")))
     };
     let answer = if read_only {
         state.run_tenant_read(&admitted, run).await
     } else {
         state.run_tenant(&admitted, run).await
     };
-    answer.map(Json)
+    answer.map(|bytes| ([(CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
 /// Whether a search body might ask for `include_shared` (which writes audit rows): it names

@@ -20,7 +20,7 @@ use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
 use axum::http::header::CONNECTION;
-use axum::http::{HeaderValue, Request, Response};
+use axum::http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -53,6 +53,9 @@ pub struct ServerLimits {
     pub write_timeout: Duration,
     /// Largest request head (request line and headers), in bytes; at least 8192.
     pub max_header_bytes: usize,
+    /// Whether an authenticated request sending `X-Strata-Timing: 1` gets its stage durations
+    /// back in `Server-Timing`. Off by default: they are side channels on the shared server.
+    pub stage_timing: bool,
 }
 
 impl Default for ServerLimits {
@@ -64,6 +67,7 @@ impl Default for ServerLimits {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
+            stage_timing: false,
         }
     }
 }
@@ -100,6 +104,7 @@ where
         idle_timeout: limits.idle_timeout,
         write_timeout: limits.write_timeout,
         max_header_bytes: limits.max_header_bytes,
+        stage_timing: limits.stage_timing,
     };
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let per_tenant = match limits.max_connections_per_tenant {
@@ -308,13 +313,14 @@ async fn serve_connection(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
     }
-    let tracker = Arc::new(Tracker::default());
+    let tracker = Arc::new(Tracker::new(limits.stage_timing));
     let io = TokioIo::new(GuardedIo::new(stream, peer, Arc::clone(&tracker), limits));
     let service = ConnService {
         app,
         peer,
         tracker: Arc::clone(&tracker),
         tenant: Arc::clone(&slot.tenant),
+        stage_timing: limits.stage_timing,
     };
     let conn = http.serve_connection(io, service);
     tokio::pin!(conn);
@@ -347,6 +353,8 @@ struct ConnService {
     peer: SocketAddr,
     tracker: Arc<Tracker>,
     tenant: Arc<ConnectionTenant>,
+    /// `ServerLimits::stage_timing`: when off, `X-Strata-Timing` is not even looked at.
+    stage_timing: bool,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -361,9 +369,28 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let in_flight = self.tracker.begin();
         // The router is always ready (`poll_ready` is a no-op), so it can be called directly.
         let mut app = self.app.clone();
+        // When the server allows it, an authenticated caller that asks gets each stage's
+        // duration back (`timing.rs`), from the first byte of this request's head.
+        let timeline = (self.stage_timing && crate::timing::asked(req.headers()))
+            .then(|| crate::timing::Timeline::starting(self.tracker.request_started()));
         let response = tower::Service::call(&mut app, req.map(Body::new));
         Box::pin(async move {
-            let mut response = response.await?;
+            let mut response = match timeline {
+                None => response.await?,
+                Some(timeline) => {
+                    let (response, value) = crate::timing::timed(timeline, response).await;
+                    let mut response = response?;
+                    if let Some(value) = value
+                        && crate::timing::may_answer_with_timings(response.status())
+                    {
+                        response.headers_mut().insert(
+                            HeaderName::from_static(crate::timing::SERVER_TIMING_HEADER),
+                            value,
+                        );
+                    }
+                    response
+                }
+            };
             if tenant.must_close() {
                 response
                     .headers_mut()

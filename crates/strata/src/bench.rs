@@ -7,12 +7,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::bench_probe;
 use crate::client::Client;
 use crate::loadgen::process_cpu;
 
@@ -105,17 +106,17 @@ pub(crate) async fn prepare(
     Ok(secret)
 }
 
-pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile<T: Clone + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
-        return Duration::ZERO;
+        return T::default();
     }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].clone()
 }
 
 /// Search bodies serialised once before the run, so the load generator spends its CPU on
 /// sending requests and not on building JSON: on a shared machine its CPU is taken from the
 /// server it measures. Distinct vectors, cycled.
-fn search_bodies(first_seed: u64, n: u64) -> Arc<[String]> {
+pub(crate) fn search_bodies(first_seed: u64, n: u64) -> Arc<[String]> {
     (0..n)
         .map(|i| json!({"vector": vector(first_seed + i), "k": 10}).to_string())
         .collect()
@@ -130,36 +131,6 @@ async fn search_raw(client: &Client, body: String) -> anyhow::Result<()> {
         .body(body);
     client.send(req).await?.bytes().await?;
     Ok(())
-}
-
-/// B's steady searches for `seconds`; returns the latencies of successful ones and the count
-/// of failures.
-async fn steady(client: Arc<Client>, qps: f64, seconds: u64) -> (Vec<Duration>, u64) {
-    let bodies = search_bodies(1_000_000, 1024);
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / qps));
-    let end = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    let mut n = 0u64;
-    while Instant::now() < end {
-        tick.tick().await;
-        n += 1;
-        let client = Arc::clone(&client);
-        let body = bodies[n as usize % bodies.len()].clone();
-        // One task per request, so a slow answer does not delay the next send.
-        tasks.push(tokio::spawn(async move {
-            let started = Instant::now();
-            search_raw(&client, body).await.map(|()| started.elapsed())
-        }));
-    }
-    let (mut ok, mut failed) = (Vec::new(), 0);
-    for t in tasks {
-        match t.await {
-            Ok(Ok(d)) => ok.push(d),
-            _ => failed += 1,
-        }
-    }
-    ok.sort();
-    (ok, failed)
 }
 
 pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
@@ -187,12 +158,9 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
             )
             .await?;
     }
-    let a = Arc::new(Client::new(admin.server(), Some(a_key))?);
-    let b = Arc::new(Client::new(admin.server(), Some(b_key))?);
-
     // Load both tenants' indexes before timing anything.
-    for client in [&a, &b] {
-        client
+    for key in [&a_key, &b_key] {
+        Client::new(admin.server(), Some(key.clone()))?
             .call(
                 Method::POST,
                 "/v1/search",
@@ -200,9 +168,16 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
             )
             .await?;
     }
+    // B's probe runs on a thread and runtime of its own (`bench_probe`), A's flood on
+    // another: neither waits for the other's tasks inside this process.
+    let probe = |server: String, key: String, qps: f64, secs: u64| {
+        tokio::task::spawn_blocking(move || bench_probe::steady(&server, &key, qps, secs))
+    };
+    let server = admin.server().to_owned();
     eprintln!("phase 1: B alone for {} s…", args.seconds);
     let cpu0 = process_cpu();
-    let (alone, alone_failed) = steady(Arc::clone(&b), args.steady_qps, args.seconds).await;
+    let (alone_samples, alone_failed) =
+        probe(server.clone(), b_key.clone(), args.steady_qps, args.seconds).await??;
     let cpu_alone = process_cpu().saturating_sub(cpu0).as_secs_f64();
 
     eprintln!(
@@ -210,20 +185,28 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
         args.flood_clients, args.seconds
     );
     let cpu0 = process_cpu();
-    let flood = Flood::start(Arc::clone(&a), args.flood_clients);
-    let (loaded, loaded_failed) = steady(Arc::clone(&b), args.steady_qps, args.seconds).await;
-    let (a_done, a_refused) = flood.stop().await;
+    // Fails here, before B is probed, if A's client cannot be made; stopped when dropped, so
+    // a failing probe does not leave it flooding.
+    let flood = Flood::start(server.clone(), a_key.clone(), args.flood_clients)?;
+    let probed = probe(server.clone(), b_key.clone(), args.steady_qps, args.seconds).await;
+    let stopped = flood.stop().await;
+    let (loaded_samples, loaded_failed) = probed??;
+    let (a_done, a_refused) = stopped?;
     let cpu_flood = process_cpu().saturating_sub(cpu0).as_secs_f64();
     let alone_throughput = if args.flood_alone {
         eprintln!("phase 3: A flooding alone for {} s…", args.seconds);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let flood = Flood::start(Arc::clone(&a), args.flood_clients);
+        let flood = Flood::start(server.clone(), a_key.clone(), args.flood_clients)?;
         tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-        Some(flood.stop().await.0)
+        Some(flood.stop().await?.0)
     } else {
         None
     };
 
+    let (alone, loaded) = (
+        bench_probe::latencies(&alone_samples),
+        bench_probe::latencies(&loaded_samples),
+    );
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let (p50a, p99a) = (percentile(&alone, 0.50), percentile(&alone, 0.99));
     let (p50l, p99l) = (percentile(&loaded, 0.50), percentile(&loaded, 0.99));
@@ -261,30 +244,65 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
         100.0 * cpu_alone / secs,
         100.0 * cpu_flood / secs
     );
+    bench_probe::print_breakdown(&[
+        ("B alone", &alone_samples),
+        ("B with A flooding", &loaded_samples),
+    ]);
     Ok(())
 }
 
+/// How long one of A's requests may take before the flood counts it as refused and goes on.
+const FLOOD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Tenant A's flood: closed-loop clients on their own runtime and thread, so B's client never
 /// waits in a task queue behind A's: what B measures is the server, not this load generator.
+/// Dropping it stops the clients (on every path out of the benchmark, errors included).
 struct Flood {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
     refused: Arc<AtomicU64>,
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        // Each client checks it before its next request; a request in flight ends within the
+        // client's timeout.
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Flood {
-    fn start(a: Arc<Client>, clients: usize) -> Flood {
+    /// Starts the clients once their HTTP client is made; an error if it cannot be.
+    fn start(server: String, key: String, clients: usize) -> anyhow::Result<Flood> {
         let stop = Arc::new(AtomicBool::new(false));
         let (done, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let bodies = search_bodies(0, 4096);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let thread = {
             let (stop, done, refused) =
                 (Arc::clone(&stop), Arc::clone(&done), Arc::clone(&refused));
             std::thread::spawn(move || -> anyhow::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
+                let made = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()?;
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rt| {
+                        // Made on this thread, so its connections are driven by this runtime
+                        // alone.
+                        let a = Client::with_timeout(&server, Some(key), FLOOD_TIMEOUT)?;
+                        Ok((rt, Arc::new(a)))
+                    });
+                let (rt, a) = match made {
+                    Ok(made) => {
+                        let _ = ready_tx.send(Ok(()));
+                        made
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return Ok(());
+                    }
+                };
                 rt.block_on(async move {
                     let tasks: Vec<_> = (0..clients)
                         .map(|c| {
@@ -311,26 +329,34 @@ impl Flood {
                     for t in tasks {
                         let _ = t.await;
                     }
-                });
-                Ok(())
+                    anyhow::Ok(())
+                })
             })
         };
-        Flood {
+        let flood = Flood {
             stop,
             done,
             refused,
-            thread,
-        }
+            thread: Some(thread),
+        };
+        ready_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the flood's thread ended before starting"))?
+            .context("starting tenant A's flood")?;
+        Ok(flood)
     }
 
     /// Stops the clients, waits for their last requests, and returns (completed, refused).
-    async fn stop(self) -> (u64, u64) {
+    async fn stop(mut self) -> anyhow::Result<(u64, u64)> {
         self.stop.store(true, Ordering::Relaxed);
-        let thread = self.thread;
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        (
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the flood's thread panicked"))??;
+        }
+        Ok((
             self.done.load(Ordering::Relaxed),
             self.refused.load(Ordering::Relaxed),
-        )
+        ))
     }
 }

@@ -22,6 +22,21 @@ impl Client {
         })
     }
 
+    /// A client whose every request fails after `timeout` (a benchmark's load generator: a
+    /// stuck answer must count as a failure, not hang the run).
+    pub fn with_timeout(
+        server: &str,
+        key: Option<String>,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Self> {
+        let mut client = Client::new(server, key)?;
+        client.http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(client)
+    }
+
     /// Sends one request and returns the JSON answer; an error answer becomes an error that
     /// carries the server's code and message.
     pub async fn call(

@@ -170,6 +170,10 @@ pub struct ServerConfig {
     pub write_timeout_secs: u64,
     /// Largest request head (request line and headers) in bytes; larger is 431.
     pub max_header_bytes: usize,
+    /// Lets an authenticated request that sends `X-Strata-Timing: 1` get its stage durations
+    /// in `Server-Timing`. Off by default: they reveal how busy the shared pool is and other
+    /// timing side channels; turn on for benchmarks and diagnosis on trusted deployments.
+    pub stage_timing: bool,
     /// Longest request target (path and query) in bytes; longer is 414.
     pub max_uri_bytes: usize,
 }
@@ -197,6 +201,7 @@ impl Default for ServerConfig {
             write_timeout_secs: 30,
             max_header_bytes: 64 * 1024,
             max_uri_bytes: strata_api::ApiConfig::default().max_uri_bytes,
+            stage_timing: false,
         }
     }
 }
@@ -420,6 +425,13 @@ mod tests {
             c.auth.jwt_hs256_secret.as_deref(),
             Some("12345678901234567890123456789012")
         );
+    }
+
+    #[test]
+    fn stage_timing_is_off_unless_turned_on() {
+        assert!(!Config::load(None, env(&[])).unwrap().server.stage_timing);
+        let c = Config::load(None, env(&[("STRATA__SERVER__STAGE_TIMING", "true")])).unwrap();
+        assert!(c.server.stage_timing);
     }
 
     #[test]

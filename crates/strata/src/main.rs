@@ -4,6 +4,7 @@
 mod bench;
 mod bench_chroma;
 mod bench_mixed;
+mod bench_probe;
 mod client;
 mod config;
 mod loadgen;

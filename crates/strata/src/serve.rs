@@ -112,6 +112,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
         write_timeout: Duration::from_secs(config.server.write_timeout_secs),
         max_header_bytes: config.server.max_header_bytes,
+        stage_timing: config.server.stage_timing,
     };
     tracing::info!(max_connections = limits.max_connections, "connection limit");
     let mut graceful_rx = stop_rx.clone();

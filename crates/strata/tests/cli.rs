@@ -164,9 +164,8 @@ fn lifecycle_and_audit_commands_work() {
     assert!(!ok && err.contains("NOT_FOUND"), "{err}");
 }
 
-#[test]
-fn the_noisy_neighbour_benchmark_runs_end_to_end() {
-    let server = Server::start();
+/// `strata bench noisy` with short phases against `server`; its stdout.
+fn bench_noisy(server: &Server) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args([
             "bench",
@@ -184,21 +183,53 @@ fn the_noisy_neighbour_benchmark_runs_end_to_end() {
         .env("STRATA_KEY", OPERATOR_KEY)
         .output()
         .expect("run strata bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_noisy_neighbour_benchmark_runs_end_to_end() {
+    let server = Server::start_with(&[("STRATA__SERVER__STAGE_TIMING", "true")]);
+    let stdout = bench_noisy(&server);
     assert!(
         stdout.contains("| B alone |") && stdout.contains("| B with A flooding |"),
         "{stdout}"
     );
     assert!(stdout.contains("p99 ratio"), "{stdout}");
+    // The breakdown of B's requests by the server's stage timings: every search of B passed
+    // through the pool, so its mean `job` is a real duration, not the 0 of a missing stage.
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| B with A flooding, all (mean) |"))
+        .unwrap_or_else(|| panic!("no breakdown: {stdout}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    // | label | n | latency | parse | admit | body | prepare | queue | job | durable | reply
+    // | outside |
+    let job: f64 = cells[9].parse().expect("job ms");
+    assert!(job > 0.0, "{row}");
+    assert!(stdout.contains("each request at or above p99"), "{stdout}");
     // Both tenants were created and filled.
     let (status, v) = server.get("/v1/admin/tenants/bench-b", OPERATOR_KEY);
     assert_eq!(status, 200);
     assert_eq!(v["usage"]["records"], 60, "{v}");
+}
+
+/// Against a server with stage timings off (the default), the benchmark still measures, and
+/// says how to get the breakdown instead of printing an empty one.
+#[test]
+fn the_noisy_neighbour_benchmark_says_how_to_get_the_breakdown() {
+    let server = Server::start();
+    let stdout = bench_noisy(&server);
+    assert!(stdout.contains("p99 ratio"), "{stdout}");
+    assert!(
+        stdout.contains("STRATA__SERVER__STAGE_TIMING=true"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("(mean) |"), "{stdout}");
 }
 
 #[test]
