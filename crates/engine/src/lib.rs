@@ -34,6 +34,7 @@ mod isolation;
 mod lifecycle;
 mod links;
 mod liveness;
+mod migration_resume;
 mod migration_status;
 mod name_bitmaps;
 mod plan;
@@ -72,6 +73,7 @@ pub use admission::Admission;
 pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
 pub use dedicated::MigrationJob;
+pub use migration_resume::Resumed;
 pub use durability::Durable;
 pub use error::EngineError;
 pub use evictor::{
