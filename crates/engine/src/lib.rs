@@ -73,7 +73,6 @@ pub use admission::Admission;
 pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
 pub use dedicated::MigrationJob;
-pub use migration_resume::Resumed;
 pub use durability::Durable;
 pub use error::EngineError;
 pub use evictor::{
@@ -92,6 +91,7 @@ pub use isolation::{
 };
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use links::{MAX_LINKS_PER_RECORD, RecordLinks};
+pub use migration_resume::Resumed;
 pub use records::PutOutcome;
 pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};

@@ -41,6 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .filter(|k| !k.is_empty());
     let auth = Arc::new(Authenticator::new(&config.auth, env_key.as_deref())?);
     let sweeper_op = auth.system_operator("retention");
+    let resume_op = auth.system_operator("resume");
     // Bind before the first-start operator key is created and shown: a start that cannot
     // listen must not consume the one showing of that key.
     let listener = TcpListener::bind(&config.server.listen)
@@ -99,7 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Data moves a crash or shutdown cut short resume in the background, now that start-up
     // has removed their partial copies (`engine.isolation.resume_interrupted_migrations`).
     let resumer = {
-        let (engine, op) = (Arc::clone(&engine), auth.system_operator("resume"));
+        let (engine, op) = (Arc::clone(&engine), resume_op);
         tokio::task::spawn_blocking(move || match engine.resume_interrupted_migrations(&op) {
             Ok(ended) if ended.is_empty() => {}
             Ok(ended) => tracing::info!(?ended, "interrupted migrations resumed"),

@@ -109,13 +109,23 @@ fn a_move_cut_short_by_a_crash_is_resumed_after_the_restart() {
     }
     assert_eq!(answers(&engine, &admin_scope(&engine, "a")), before);
     // Nothing is left to resume.
-    assert!(engine.resume_interrupted_migrations(&op).unwrap().is_empty());
+    assert!(
+        engine
+            .resume_interrupted_migrations(&op)
+            .unwrap()
+            .is_empty()
+    );
 
     // Out of the file, cut short and resumed the same way; switched off, it stays cut short.
     crash_mid_copy(&engine, &a, IsolationLevel::Partition);
     drop(engine);
     let engine = Engine::open(dir.path(), config(1, false)).unwrap();
-    assert!(engine.resume_interrupted_migrations(&op).unwrap().is_empty());
+    assert!(
+        engine
+            .resume_interrupted_migrations(&op)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(state(&engine, &a).state, MigrationState::Interrupted);
     assert_eq!(state(&engine, &a).level, IsolationLevel::Dedicated);
     drop(engine);
@@ -174,7 +184,12 @@ fn a_cancelled_interrupted_move_is_not_resumed() {
     assert_eq!(s.state, MigrationState::Cancelled, "{s:?}");
     assert_eq!(s.level, IsolationLevel::Shared);
     assert!(s.finished_at.is_some() && s.error.is_some(), "{s:?}");
-    assert!(engine.resume_interrupted_migrations(&op).unwrap().is_empty());
+    assert!(
+        engine
+            .resume_interrupted_migrations(&op)
+            .unwrap()
+            .is_empty()
+    );
     assert!(matches!(
         engine.cancel_migration(&op, &a),
         Err(EngineError::IdConflict(_))
@@ -233,7 +248,12 @@ fn a_running_move_is_cancelled_before_its_flip() {
         assert_eq!(report.dedicated_file, from == IsolationLevel::Dedicated);
         assert_eq!(answers(&engine, &scope), before);
         // Not resumed, and the slot is free for the next move.
-        assert!(engine.resume_interrupted_migrations(&op).unwrap().is_empty());
+        assert!(
+            engine
+                .resume_interrupted_migrations(&op)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     // Past the copy: refused; the move completes.
