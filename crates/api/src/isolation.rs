@@ -194,8 +194,7 @@ pub async fn status(
     operation_id = "cancel_tenant_migration",
     params(("id" = TenantId, Path, description = "tenant id")),
     responses(
-        (status = 200, description = "Cancelled: the status afterwards (`cancelled`, the tenant at its old level)", body = MigrationStatus),
-        (status = 409, description = "No move to cancel, or one past its copy that will complete")),
+        (status = 200, description = "Cancelled: the status afterwards (`cancelled`, the tenant at its old level); `409 CONFLICT` when there is no move to cancel or it is past its copy", body = MigrationStatus)),
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
