@@ -788,3 +788,27 @@ fn a_move_is_cancelled_or_completes_and_an_interrupted_one_is_resumed() {
         &(0..3_000).map(|i| format!("r{i}")).collect::<Vec<_>>(),
     );
 }
+
+/// The load helper itself: a panic in the step it runs under load (a failed assertion) stops
+/// its writer and reader threads, so the test fails promptly instead of hanging on them.
+/// (Without the guard in `under_load`, this times out.)
+#[test]
+fn a_failing_step_under_load_fails_the_test_instead_of_hanging_it() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let server = Server::start();
+        let key = fill(&server, "acme", 20);
+        let reference = answers(&server, &key);
+        let tenants = [("acme", key.as_str(), &reference[..])];
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            under_load(&server, &tenants, 0, || {
+                panic!("a check failed mid-migration")
+            })
+        }));
+        let _ = tx.send(outcome.is_err());
+    });
+    let panicked = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the load threads never stopped after the step panicked");
+    assert!(panicked, "the panic was swallowed");
+}
