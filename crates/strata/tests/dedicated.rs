@@ -795,7 +795,7 @@ fn a_move_is_cancelled_or_completes_and_an_interrupted_one_is_resumed() {
 #[test]
 fn a_failing_step_under_load_fails_the_test_instead_of_hanging_it() {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let run = std::thread::spawn(move || {
         let server = Server::start();
         let key = fill(&server, "acme", 20);
         let reference = answers(&server, &key);
@@ -811,4 +811,6 @@ fn a_failing_step_under_load_fails_the_test_instead_of_hanging_it() {
         .recv_timeout(Duration::from_secs(120))
         .expect("the load threads never stopped after the step panicked");
     assert!(panicked, "the panic was swallowed");
+    // Its server is dropped (killed) with the thread, before this test process may exit.
+    run.join().expect("the test thread");
 }
