@@ -10,6 +10,7 @@ import pytest
 from strata_client import (
     AuthenticationError,
     BadRequestError,
+    ConflictError,
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
@@ -211,6 +212,10 @@ def test_node_operations(server: Server, admin: StrataAdmin) -> None:
     assert admin.migration_status(tid).state in ("done", "rebuilding")
     report = admin.verify_tenant(tid)
     assert report.ok and not report.dedicated_file and report.records == 3
+    # No move runs or was cut short: nothing to cancel.
+    with pytest.raises(ConflictError):
+        admin.cancel_migration(tid)
+    assert admin.migration_status(tid).state in ("done", "rebuilding")
 
     big = admin.create_tenant(unique("big"), isolation="dedicated")
     assert big.isolation == "dedicated"

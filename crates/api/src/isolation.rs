@@ -180,3 +180,31 @@ pub async fn status(
     let s = state.run(move |e| Ok(e.migration(&op, &id)?)).await?;
     Ok(Json(s))
 }
+
+/// Cancels a tenant's data move (to or from `dedicated`) and answers its status afterwards,
+/// `cancelled`. A move copying now stops at its next chunk and removes its partial copy (this
+/// answers once that is done); a move a crash or shutdown cut short (`interrupted`, which the
+/// server otherwise resumes once started) is marked so and not resumed. Either way the tenant
+/// stays whole at its old level. A move past its copy (`catching_up` or `cleaning_up`) will
+/// complete: `409 CONFLICT` (migrate the tenant back once it has ended), as when the tenant
+/// has no move to cancel.
+#[utoipa::path(delete, path = "/v1/admin/tenants/{id}/migration", tag = "admin",
+    operation_id = "cancel_tenant_migration",
+    params(("id" = TenantId, Path, description = "tenant id")),
+    responses(
+        (status = 200, description = "Cancelled: the status afterwards (`cancelled`, the tenant at its old level); `409 CONFLICT` when there is no move to cancel or it is past its copy", body = MigrationStatus)),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    PathParam(id): PathParam,
+) -> Result<Json<MigrationStatus>, ApiError> {
+    let id = tenant_id(id)?;
+    // On a blocking thread of its own, not a pool worker: it waits for the move it stopped
+    // to clean up.
+    let engine = state.engine.clone();
+    let s = tokio::task::spawn_blocking(move || engine.cancel_migration(&op, &id))
+        .await
+        .map_err(|e| ApiError::Internal(format!("cancel task failed: {e}")))??;
+    Ok(Json(s))
+}

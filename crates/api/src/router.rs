@@ -67,7 +67,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(residency::verify))
         .routes(routes!(residency::integrity))
         .routes(routes!(isolation::migrate))
-        .routes(routes!(isolation::status))
+        .routes(routes!(isolation::status, isolation::cancel))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
         .routes(routes!(observe::metrics))

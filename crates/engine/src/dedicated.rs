@@ -73,8 +73,16 @@ pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// The error of a data move that an operator cancelled before its flip.
+fn cancelled(from: IsolationLevel) -> EngineError {
+    EngineError::IdConflict(format!(
+        "the migration was cancelled by an operator before its flip; the tenant stayed at {}",
+        level_name(from)
+    ))
+}
+
 /// A level as the API spells it, for error messages.
-fn level_name(level: IsolationLevel) -> String {
+pub(crate) fn level_name(level: IsolationLevel) -> String {
     serde_json::to_value(level)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -93,6 +101,8 @@ pub(crate) enum Phase {
     Failed,
     /// Stopped by a server shutdown before its flip.
     Interrupted,
+    /// Stopped by an operator before its flip (`Engine::cancel_migration`).
+    Cancelled,
 }
 
 impl Phase {
@@ -111,6 +121,9 @@ pub(crate) struct DataMove {
     pub from: IsolationLevel,
     pub to: IsolationLevel,
     pub started_at: Millis,
+    /// Set (with `phase` locked, while `Copying`) by an operator's cancel: the copy stops at
+    /// its next chunk, and the move checks it (with `phase` locked) before its flip.
+    pub cancel: AtomicBool,
 }
 
 impl DataMove {
@@ -119,7 +132,7 @@ impl DataMove {
     }
 
     /// Ends the move in `phase` (with `error`, if any), unless it has ended already.
-    fn end(&self, phase: Phase, error: Option<String>) {
+    pub(crate) fn end(&self, phase: Phase, error: Option<String>) {
         let mut now = lock(&self.phase);
         if now.running() {
             if error.is_some() {
@@ -157,6 +170,11 @@ impl Copies {
         {
             map.remove(&key);
         }
+    }
+
+    /// Whether a server shutdown has stopped data moves (none starts any more).
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     pub fn get(&self, key: TenantKey) -> Option<Arc<DataMove>> {
@@ -237,6 +255,7 @@ impl Copies {
             from: levels.0,
             to: levels.1,
             started_at: strata_types::now_millis(),
+            cancel: AtomicBool::new(false),
         });
         map.insert(key, Arc::clone(&copy));
         Ok(copy)
@@ -252,7 +271,7 @@ pub struct MigrationJob {
     id: TenantId,
     key: TenantKey,
     next: TenantProfile,
-    copy: Arc<DataMove>,
+    pub(crate) copy: Arc<DataMove>,
     /// Bytes of the range when the copy began, for the copy rate.
     bytes: u64,
     /// To record the outcome of a job dropped before it ended.
@@ -317,14 +336,16 @@ impl Engine {
         next: &TenantProfile,
     ) -> Result<u64, EngineError> {
         let size = self.store.range_size(key)?;
-        self.start_data_move(op, id, key, from, next, size)?
+        self.start_data_move(op, id, key, from, next, size, || Ok(()))?
             .run(self)
     }
 
     /// Checks and registers a data move of tenant `id` and records it as running (see
     /// [`MigrationJob`]). `from` is the level the caller planned from; if the stored level or
     /// the placement no longer match it (another migration moved the tenant since), this is
-    /// refused as a conflict before anything is touched.
+    /// refused as a conflict before anything is touched, and so it is if `still_valid` (run
+    /// with the migration slots locked, after that check) fails.
+    #[allow(clippy::too_many_arguments)] // One private entry, two callers.
     pub(crate) fn start_data_move(
         &self,
         op: &OperatorScope,
@@ -333,6 +354,7 @@ impl Engine {
         from: IsolationLevel,
         next: &TenantProfile,
         size: strata_store::RangeSize,
+        still_valid: impl FnOnce() -> Result<(), EngineError>,
     ) -> Result<MigrationJob, EngineError> {
         let max_moves = self.config.isolation.max_concurrent_moves;
         let copy = self.migrations.start(
@@ -341,7 +363,10 @@ impl Engine {
             size.keys,
             (from, next.isolation),
             max_moves,
-            || self.check_level(id, key, from),
+            || {
+                self.check_level(id, key, from)?;
+                still_valid()
+            },
         )?;
         let job = MigrationJob {
             op: op.clone(),
@@ -410,15 +435,25 @@ impl Engine {
                 // would be written into a tenant that no longer exists).
                 let error = e.to_string();
                 let interrupted = matches!(e, EngineError::ShuttingDown(_));
-                let row = crate::migration_status::row(
-                    copy,
-                    Some(if interrupted {
-                        strata_store::StoredMigrationState::Interrupted
-                    } else {
-                        strata_store::StoredMigrationState::Failed
-                    }),
-                    Some(error.clone()),
-                );
+                // A cancel is only honoured before the flip (see the copy loop), and only
+                // with this error: a move that failed otherwise says so.
+                let cancelled = !interrupted
+                    && copy.cancel.load(Ordering::SeqCst)
+                    && matches!(e, EngineError::IdConflict(_));
+                let (state, phase) = if interrupted {
+                    (
+                        strata_store::StoredMigrationState::Interrupted,
+                        Phase::Interrupted,
+                    )
+                } else if cancelled {
+                    (
+                        strata_store::StoredMigrationState::Cancelled,
+                        Phase::Cancelled,
+                    )
+                } else {
+                    (strata_store::StoredMigrationState::Failed, Phase::Failed)
+                };
+                let row = crate::migration_status::row(copy, Some(state), Some(error.clone()));
                 let recorded = self.store.write(|w| {
                     match w.tenant(&job.id)? {
                         Some(meta) if meta.key == job.key => w.put_last_migration(job.key, &row)?,
@@ -426,11 +461,6 @@ impl Engine {
                     }
                     Ok::<_, EngineError>(())
                 });
-                let phase = if interrupted {
-                    Phase::Interrupted
-                } else {
-                    Phase::Failed
-                };
                 match recorded {
                     Ok(()) => {
                         copy.end(phase, Some(error));
@@ -566,13 +596,25 @@ impl Engine {
                         level_name(copy.from)
                     )));
                 }
+                if copy.cancel.load(Ordering::SeqCst) {
+                    return Err(cancelled(copy.from));
+                }
                 let (last, n) =
                     self.store
                         .copy_chunk(key, target(), after.as_deref(), CHUNK_KEYS)?;
                 copy.copied.fetch_add(n, Ordering::Relaxed);
                 match last {
                     Some(k) => after = Some(k),
-                    None => return Ok::<_, EngineError>(()),
+                    None => {
+                        // Checked with the phase locked: a cancel either lands before this
+                        // (and stops the move) or finds it past the copy (and is refused).
+                        let mut phase = lock(&copy.phase);
+                        if copy.cancel.load(Ordering::SeqCst) {
+                            return Err(cancelled(copy.from));
+                        }
+                        *phase = Phase::CatchingUp;
+                        return Ok::<_, EngineError>(());
+                    }
                 }
             }
         })();
@@ -594,7 +636,6 @@ impl Engine {
             }
             return Err(e);
         }
-        *lock(&copy.phase) = Phase::CatchingUp;
         let (caught, retired) = self.indexes.write(&self.store, key, id, |_| {
             let caught = match file {
                 Some(f) => (

@@ -117,6 +117,11 @@ pub struct IsolationConfig {
     /// main file's single writer, so more at once mostly slows every writer. Default 1 (0
     /// counts as 1).
     pub max_concurrent_moves: usize,
+    /// Whether the server, once started, resumes in the background every data move that a
+    /// crash or shutdown cut short (its status `interrupted`), from a clean copy, within
+    /// `max_concurrent_moves`. Default `true`; `false` leaves them `interrupted` until an
+    /// operator migrates the tenant again (or cancels them).
+    pub resume_interrupted_migrations: bool,
 }
 
 impl Default for IsolationConfig {
@@ -124,6 +129,7 @@ impl Default for IsolationConfig {
         IsolationConfig {
             promote_partition_vectors: 0,
             max_concurrent_moves: 1,
+            resume_interrupted_migrations: true,
         }
     }
 }
@@ -177,8 +183,11 @@ pub struct MigrationStatus {
     /// for it), `cleaning_up` (flipped: the tenant serves at its new level while its old copy
     /// is removed; another migration of it is still refused), `rebuilding` (level changed, graphs being rebuilt in the background; searches
     /// use the old graphs meanwhile), `done`, `failed` (see `error`; the tenant stays whole
-    /// at its old level) or `interrupted` (a server shutdown or crash stopped it before its
-    /// flip: the tenant stays whole at its old level; ask again). Kept across restarts.
+    /// at its old level), `interrupted` (a server shutdown or crash stopped it before its
+    /// flip: the tenant stays whole at its old level; the next start resumes it unless
+    /// `engine.isolation.resume_interrupted_migrations` is off) or `cancelled` (an operator
+    /// stopped it before its flip, or cancelled an interrupted one: the tenant stays whole at
+    /// its old level and it is not resumed). Kept across restarts.
     pub state: MigrationState,
     pub from: Option<IsolationLevel>,
     pub to: Option<IsolationLevel>,
@@ -210,6 +219,7 @@ pub enum MigrationState {
     Done,
     Failed,
     Interrupted,
+    Cancelled,
 }
 
 /// The data moves of this process, by tenant (the last migration of each tenant, ended, is in
@@ -326,7 +336,8 @@ impl Engine {
             return Ok((report, None));
         }
         if let Some(size) = size {
-            let job = self.start_data_move(op, id, meta.key, profile.isolation, &next, size)?;
+            let job =
+                self.start_data_move(op, id, meta.key, profile.isolation, &next, size, || Ok(()))?;
             return Ok((report, Some(job)));
         }
         self.set_level(op, id, next, "tenant.migrate")?;

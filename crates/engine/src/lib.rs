@@ -34,6 +34,7 @@ mod isolation;
 mod lifecycle;
 mod links;
 mod liveness;
+mod migration_resume;
 mod migration_status;
 mod name_bitmaps;
 mod plan;
@@ -90,6 +91,7 @@ pub use isolation::{
 };
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use links::{MAX_LINKS_PER_RECORD, RecordLinks};
+pub use migration_resume::Resumed;
 pub use records::PutOutcome;
 pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};

@@ -76,7 +76,7 @@ pub(crate) fn status(
         Phase::Copying => Some((c, MigrationState::Copying)),
         Phase::CatchingUp => Some((c, MigrationState::CatchingUp)),
         Phase::CleaningUp => Some((c, MigrationState::CleaningUp)),
-        Phase::Done | Phase::Failed | Phase::Interrupted => None,
+        Phase::Done | Phase::Failed | Phase::Interrupted | Phase::Cancelled => None,
     });
     if let Some((c, state)) = running {
         return MigrationStatus {
@@ -100,6 +100,7 @@ pub(crate) fn status(
             let state = match *lock(&c.phase) {
                 Phase::Done => StoredMigrationState::Done,
                 Phase::Interrupted => StoredMigrationState::Interrupted,
+                Phase::Cancelled => StoredMigrationState::Cancelled,
                 _ => StoredMigrationState::Failed,
             };
             let error = lock(&c.error).clone();
@@ -137,6 +138,7 @@ pub(crate) fn status(
         StoredMigrationState::Done => (MigrationState::Done, row.error),
         StoredMigrationState::Failed => (MigrationState::Failed, row.error),
         StoredMigrationState::Interrupted => (MigrationState::Interrupted, row.error),
+        StoredMigrationState::Cancelled => (MigrationState::Cancelled, row.error),
         // Nothing of the tenant moves in this process: the one that ran it stopped mid-way.
         StoredMigrationState::Running => (
             MigrationState::Interrupted,

@@ -148,6 +148,8 @@ fn ids_only_searches_racing_writes_never_return_what_a_returned_write_hid() {
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
+            // A panicking writer still releases the readers (they loop until `done`).
+            let _done = common::StopOnDrop(&done);
             for i in 0..HIDDEN {
                 hide(&engine, &scope, i);
                 hidden.store(i + 1, Ordering::SeqCst);

@@ -111,6 +111,8 @@ fn race(
         })
         .collect();
     let tenant = scope.tenant().clone();
+    // Should a change panic, the searchers stop instead of spinning on behind the failure.
+    let _stop = common::StopOnDrop(&stop);
     for _ in 0..cycles {
         // Let the searchers fill the in-memory entry before each change.
         std::thread::sleep(std::time::Duration::from_millis(2));

@@ -146,10 +146,14 @@ fn flooding_tenant_cannot_starve_a_newcomer() {
     assert!(ahead <= 1, "{ahead} flood jobs started first");
     // Two workers: the newcomer is still the next dispatch; each worker may also start the job
     // it already held, and the other worker may start one more while the newcomer's worker
-    // wakes. FIFO would put ~1000 jobs (≥ 250 ms) ahead of it.
+    // wakes. FIFO would put ~1000 jobs (≥ 250 ms) ahead of it. The count is the check: its
+    // wait in wall time (~2 ms here) says as much on a quiet machine and nothing on a loaded
+    // one, where a preempted thread can wait longer than FIFO would on a quiet one.
     let (ahead, waited) = newcomer_behind_flood(2);
-    assert!(ahead <= 4, "{ahead} flood jobs started first");
-    assert!(waited < Duration::from_millis(100), "waited {waited:?}");
+    assert!(
+        ahead <= 4,
+        "{ahead} flood jobs started first (waited {waited:?})"
+    );
 }
 
 #[test]

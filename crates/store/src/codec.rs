@@ -389,6 +389,10 @@ pub enum StoredMigrationState {
     Failed,
     /// Stopped by a server shutdown before it moved the tenant.
     Interrupted,
+    /// Stopped by an operator before its flip (or, interrupted, never resumed): the tenant
+    /// stayed where it was. Added after the first rows were written: it is the last variant,
+    /// so older rows keep their bytes.
+    Cancelled,
 }
 
 /// A tenant's last isolation-level migration (`crate::migration_row`).
@@ -768,6 +772,7 @@ mod golden {
 
     const MIGRATION_DONE_GOLDEN: &str = "0100020180a0abfef96201d0afabfef962b009cc0800";
     const MIGRATION_FAILED_GOLDEN: &str = "0102010208010a000001096469736b2066756c6c";
+    const MIGRATION_CANCELLED_GOLDEN: &str = "0102010408010a0000010e627920616e206f70657261746f72";
 
     #[test]
     fn last_migration_rows_keep_their_bytes_and_decode_closed() {
@@ -805,6 +810,19 @@ mod golden {
             decode_migration(&unhex(MIGRATION_FAILED_GOLDEN)).unwrap(),
             failed
         );
+        let cancelled = StoredMigration {
+            state: StoredMigrationState::Cancelled,
+            error: Some("by an operator".into()),
+            ..failed.clone()
+        };
+        assert_eq!(
+            hex(&encode_migration(&cancelled).unwrap()),
+            MIGRATION_CANCELLED_GOLDEN
+        );
+        assert_eq!(
+            decode_migration(&unhex(MIGRATION_CANCELLED_GOLDEN)).unwrap(),
+            cancelled
+        );
         // Running rows have no end; ended ones have one.
         let running_with_end = StoredMigration {
             state: StoredMigrationState::Running,
@@ -820,11 +838,14 @@ mod golden {
         other_format[0] = 2;
         let mut unknown_level = bytes.clone();
         unknown_level[1] = 3;
+        let mut unknown_state = bytes.clone();
+        unknown_state[3] = 5;
         for bad in [
             Vec::new(),
             trailing,
             other_format,
             unknown_level,
+            unknown_state,
             bytes[..bytes.len() - 1].to_vec(),
             encode_migration(&running_with_end).unwrap(),
             encode_migration(&ended_without).unwrap(),

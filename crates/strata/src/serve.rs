@@ -41,6 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .filter(|k| !k.is_empty());
     let auth = Arc::new(Authenticator::new(&config.auth, env_key.as_deref())?);
     let sweeper_op = auth.system_operator("retention");
+    let resume_op = auth.system_operator("resume");
     // Bind before the first-start operator key is created and shown: a start that cannot
     // listen must not consume the one showing of that key.
     let listener = TcpListener::bind(&config.server.listen)
@@ -96,6 +97,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || stopper.stop_migrations(Duration::ZERO));
         let _ = stop_tx.send(true);
     });
+    // Data moves a crash or shutdown cut short resume in the background, now that start-up
+    // has removed their partial copies (`engine.isolation.resume_interrupted_migrations`).
+    let resumer = {
+        let (engine, op) = (Arc::clone(&engine), resume_op);
+        tokio::task::spawn_blocking(move || match engine.resume_interrupted_migrations(&op) {
+            Ok(ended) if ended.is_empty() => {}
+            Ok(ended) => tracing::info!(?ended, "interrupted migrations resumed"),
+            Err(e) => tracing::error!(error = %e, "resuming interrupted migrations failed"),
+        })
+    };
     let sweeper = (config.server.purge_interval_secs > 0).then(|| {
         tokio::spawn(purge_sweep(
             Arc::clone(&engine),
@@ -132,7 +143,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // It holds the engine; it ends at the stop signal (or after a purge in progress).
         let _ = sweeper.await;
     }
-    close(engine).await;
+    close(engine, resumer).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -244,15 +255,17 @@ async fn purge_sweep(
 /// Saves index snapshots (so the next start restores graphs instead of rebuilding them), waits
 /// for blocking tasks that still hold the engine, then drops it, which closes the database.
 /// Every acknowledged write was already committed durably; this only makes the close orderly.
-async fn close(mut engine: Arc<Engine>) {
+async fn close(mut engine: Arc<Engine>, resumer: tokio::task::JoinHandle<()>) {
     // A data migration running in the background stops at its next chunk, its tenant whole
-    // where it was and its status `interrupted`; a flip under way finishes first.
+    // where it was and its status `interrupted` (resumed at the next start); a flip under way
+    // finishes first. The resumption ends with them (it holds the engine).
     let stopper = Arc::clone(&engine);
     if let Ok(false) =
         tokio::task::spawn_blocking(move || stopper.stop_migrations(Duration::from_secs(10))).await
     {
         tracing::warn!("a migration did not stop within 10 s");
     }
+    let _ = tokio::time::timeout(Duration::from_secs(10), resumer).await;
     let saver = Arc::clone(&engine);
     match tokio::task::spawn_blocking(move || saver.persist_indexes()).await {
         Ok(Ok(saved)) => tracing::info!(tenants = saved, "index snapshots saved"),

@@ -2,7 +2,8 @@
 //! (its data moving into its own file and back) while writers and readers work on it and on
 //! another tenant; no request fails, every acknowledged write is there, answers do not move
 //! and `verify` is clean. Then SIGKILL at random points of such migrations: after each
-//! restart the tenant is whole on exactly one side and `verify` is clean.
+//! restart the tenant is whole on exactly one side, a move cut short is resumed to its end,
+//! and `verify` is clean. And cancelling a move, running or cut short.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::levels::{DIM, answers, vector};
-use common::{OPERATOR_KEY, Server};
+use common::{OPERATOR_KEY, Server, StopOnDrop, code};
 use serde_json::{Value, json};
 
 /// Tenant `id` with `n` vectors in collection `vec`; its key.
@@ -68,6 +69,25 @@ fn wait_migration(server: &Server, id: &str) -> Value {
             }
             Some("done" | "rebuilding" | "failed" | "interrupted") => return v,
             _ => panic!("not a state of a started migration: {v}"),
+        }
+    }
+}
+
+/// Polls `GET .../migration` until the tenant's migration has ended and, if it was cut short
+/// (`interrupted`), until the server has resumed it to its end; its last status. A move that
+/// stays `interrupted` past the deadline was not resumed: the test fails.
+fn wait_settled(server: &Server, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (s, v) = server.get(&format!("/v1/admin/tenants/{id}/migration"), OPERATOR_KEY);
+        assert_eq!(s, 200, "{v}");
+        match v["state"].as_str() {
+            Some("copying" | "catching_up" | "cleaning_up" | "interrupted") => {
+                assert!(Instant::now() < deadline, "not resumed to its end: {v}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Some("done" | "rebuilding" | "failed" | "cancelled" | "none") => return v,
+            _ => panic!("not a state of a migration: {v}"),
         }
     }
 }
@@ -136,6 +156,9 @@ fn under_load(
                 }
             });
         }
+        // Should `migrate` panic, the load threads are told to stop as it unwinds, so that
+        // the scope joins them and the test fails instead of hanging.
+        let _stop = StopOnDrop(&stop);
         std::thread::sleep(Duration::from_millis(150));
         migrate();
         std::thread::sleep(Duration::from_millis(150));
@@ -319,6 +342,9 @@ fn a_tenant_created_dedicated_serves_and_is_purged_with_its_file() {
     assert_eq!(tenants.read_dir().unwrap().count(), 0);
 }
 
+/// The config override that turns resumption of interrupted moves on or off.
+const RESUME: &str = "STRATA__ENGINE__ISOLATION__RESUME_INTERRUPTED_MIGRATIONS";
+
 /// A small deterministic generator: the kill points differ per trial and per run of the test
 /// binary only through the trial number.
 fn jitter(trial: u64, below: u64) -> u64 {
@@ -346,11 +372,13 @@ fn sigkill_at_random_points_of_migrations_leaves_the_tenant_whole() {
     );
     assert_eq!(s, 200, "{v}");
     let span = (started.elapsed().as_millis() as u64).max(20) * 3;
+    let (s, calibrated) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+    assert_eq!(s, 200, "{calibrated}");
     let mut acked_all: Vec<String> = Vec::new();
     let mut sides = [0u32; 2];
     let mut flipped = 0u32;
-    let mut interrupted = 0u32;
-    let mut previous_status: Option<Value> = None;
+    let mut resumed = 0u32;
+    let mut previous_status = Some(calibrated);
     for trial in 0..TRIALS {
         let from = level(&server, "acme");
         let target = match (from.as_str(), trial % 2) {
@@ -424,45 +452,41 @@ fn sigkill_at_random_points_of_migrations_leaves_the_tenant_whole() {
         );
         server.restart();
 
-        let now = level(&server, "acme");
-        flipped += u32::from(now != from);
-        assert!(
-            now == from || now == target,
-            "trial {trial}: {from} → {now}?"
+        // A move cut short is resumed once the server is up, from a clean copy: wait for it
+        // to end. Seen still moving or `interrupted` right after the restart, it was resumed.
+        let (s, first) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+        assert_eq!(s, 200, "{first}");
+        let was_cut = matches!(
+            first["state"].as_str(),
+            Some("interrupted" | "copying" | "catching_up" | "cleaning_up")
         );
+        let st = wait_settled(&server, "acme");
+        let now = level(&server, "acme");
         sides[usize::from(now == "dedicated")] += 1;
-        // The kept status agrees with where the tenant is: the move that flipped it ended
-        // `done`; one cut short says `interrupted` and names the level it stayed at; killed
-        // before it was recorded, the previous trial's status is still there unchanged (it
-        // ended, or was cut short, at `now` too).
-        let (s, st) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
-        assert_eq!(s, 200, "{st}");
-        let unrecorded = previous_status.as_ref() == Some(&st);
+        // Killed before the move was recorded, the previous trial's status is still there
+        // (same start) and the tenant did not move; otherwise the move of this trial ended
+        // `done` at its target, flipped before the kill or resumed after it.
+        let unrecorded = previous_status
+            .as_ref()
+            .is_some_and(|p| p["started_at"] == st["started_at"]);
         previous_status = Some(st.clone());
+        assert!(
+            st["state"] == "done" || st["state"] == "rebuilding",
+            "trial {trial}: after a restart: {st}"
+        );
+        assert_eq!(st["to"], now.as_str(), "trial {trial}: {st}");
+        assert!(st["finished_at"].is_i64(), "trial {trial}: {st}");
         if unrecorded {
+            assert!(
+                !was_cut,
+                "trial {trial}: resumed a move never recorded: {st}"
+            );
             assert_eq!(now, from, "trial {trial}: flipped without a status: {st}");
-            let ended_at = if st["state"] == "interrupted" {
-                &st["from"]
-            } else {
-                &st["to"]
-            };
-            assert_eq!(ended_at, now.as_str(), "trial {trial}: {st}");
         } else {
-            match st["state"].as_str() {
-                Some("done" | "rebuilding") => {
-                    assert_eq!(st["to"], now.as_str(), "trial {trial}: {st}");
-                    assert!(st["finished_at"].is_i64(), "trial {trial}: {st}");
-                }
-                Some("interrupted") => {
-                    assert_eq!(
-                        (st["from"].as_str(), st["to"].as_str()),
-                        (Some(now.as_str()), Some(target)),
-                        "trial {trial}: {st}"
-                    );
-                    interrupted += 1;
-                }
-                _ => panic!("trial {trial}: after a restart: {st}"),
-            }
+            assert_eq!(now, target, "trial {trial}: {from} → {now}: {st}");
+            assert_eq!(st["from"], from.as_str(), "trial {trial}: {st}");
+            flipped += 1;
+            resumed += u32::from(was_cut);
         }
         acked_all.extend(acked.lock().expect("acked").iter().cloned());
         all_present(&server, &key, &acked.lock().expect("acked"));
@@ -496,9 +520,9 @@ fn sigkill_at_random_points_of_migrations_leaves_the_tenant_whole() {
     // Spot-check every acknowledged write once more at the end.
     all_present(&server, &key, &acked_all);
     println!(
-        "{TRIALS} kills over {span} ms windows: {flipped} after the flip, {interrupted} reported \
-         interrupted; ended {} times shared/partition, {} dedicated; {} acknowledged writes all \
-         present",
+        "{TRIALS} kills over {span} ms windows: {flipped} moves recorded, {resumed} of them \
+         resumed after the restart; ended {} times shared/partition, {} dedicated; {} \
+         acknowledged writes all present",
         sides[0],
         sides[1],
         acked_all.len()
@@ -565,7 +589,8 @@ fn racing_migrations_conflict_instead_of_losing_data() {
 /// A bad `wait` is refused naming the field.
 #[test]
 fn a_shutdown_during_a_background_move_stops_it_cleanly() {
-    let mut server = Server::start();
+    // Resumption off: the interrupted move stays so (and is cancelled below).
+    let mut server = Server::start_with(&[(RESUME, "false")]);
     let key = fill(&server, "acme", 3_000);
     let reference = answers(&server, &key);
     let (s, v) = server.post(
@@ -598,6 +623,21 @@ fn a_shutdown_during_a_background_move_stops_it_cleanly() {
                 st["finished_at"].is_i64(),
                 "a clean stop records its end: {st}"
             );
+            // Cancelled, it is not resumed even once resumption is on.
+            let (s, c) = server.call(
+                "DELETE",
+                "/v1/admin/tenants/acme/migration",
+                Some(OPERATOR_KEY),
+                &[],
+                None,
+            );
+            assert_eq!((s, c["state"].as_str()), (200, Some("cancelled")), "{c}");
+            assert_eq!(c["level"], "shared", "{c}");
+            server.set_env(RESUME, "true");
+            server.restart();
+            let (_, again) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+            assert_eq!(again["state"], "cancelled", "{again}");
+            assert_eq!(level(&server, "acme"), "shared");
         }
         Some("done" | "rebuilding") => assert_eq!(now, "dedicated", "{st}"),
         _ => panic!("after a clean stop: {st}"),
@@ -651,4 +691,126 @@ fn a_shutdown_during_a_background_move_stops_it_cleanly() {
     server.tenant("acme");
     let (s, st) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
     assert_eq!((s, st["state"].as_str()), (200, Some("none")), "{st}");
+}
+
+fn cancel(server: &Server, id: &str) -> (u16, Value) {
+    server.call(
+        "DELETE",
+        &format!("/v1/admin/tenants/{id}/migration"),
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    )
+}
+
+/// `DELETE .../migration` stops a move copying in the background: the tenant stays whole at
+/// its old level and the move ends `cancelled`; a move past its copy completes and the cancel
+/// answers `409` (both are legal outcomes of the race; either way nothing is lost). A move
+/// cut short by a shutdown is resumed once the server is back, to its end.
+#[test]
+fn a_move_is_cancelled_or_completes_and_an_interrupted_one_is_resumed() {
+    let mut server = Server::start();
+    let key = fill(&server, "acme", 3_000);
+    let reference = answers(&server, &key);
+    let (s, v) = cancel(&server, "acme");
+    assert_eq!((s, code(&v)), (409, "CONFLICT"), "nothing to cancel: {v}");
+    let (s, v) = cancel(&server, "nobody");
+    assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
+
+    let (s, v) = start_migration(&server, "acme", "dedicated");
+    assert_eq!(s, 202, "{v}");
+    let (s, c) = cancel(&server, "acme");
+    let now = match s {
+        200 => {
+            assert_eq!(c["state"], "cancelled", "{c}");
+            assert!(c["finished_at"].is_i64() && c["error"].is_string(), "{c}");
+            "shared"
+        }
+        409 => {
+            assert_eq!(code(&c), "CONFLICT", "{c}");
+            let ended = wait_migration(&server, "acme");
+            assert!(
+                ended["state"] == "done" || ended["state"] == "rebuilding",
+                "{ended}"
+            );
+            "dedicated"
+        }
+        _ => panic!("cancel: {s} {c}"),
+    };
+    assert_eq!(level(&server, "acme"), now);
+    assert_eq!(
+        verify(&server, "acme")["dedicated_file"],
+        now == "dedicated"
+    );
+    let dirs = |server: &Server| {
+        server
+            .dir
+            .path()
+            .join("data")
+            .join("tenants")
+            .read_dir()
+            .map_or(0, |d| d.count())
+    };
+    assert_eq!(dirs(&server), usize::from(now == "dedicated"), "leftovers");
+    assert_eq!(answers(&server, &key), reference);
+
+    // Stopped by a shutdown right after it started, the next move is resumed after the
+    // restart (or had flipped already): either way it ends at its target.
+    let target = if now == "dedicated" {
+        "shared"
+    } else {
+        "dedicated"
+    };
+    let (s, v) = start_migration(&server, "acme", target);
+    assert_eq!(s, 202, "{v}");
+    server.restart();
+    let st = wait_settled(&server, "acme");
+    assert!(st["state"] == "done" || st["state"] == "rebuilding", "{st}");
+    assert_eq!(
+        (st["from"].as_str(), st["to"].as_str()),
+        (Some(now), Some(target)),
+        "{st}"
+    );
+    assert_eq!(level(&server, "acme"), target);
+    assert_eq!(
+        verify(&server, "acme")["dedicated_file"],
+        target == "dedicated"
+    );
+    assert_eq!(
+        dirs(&server),
+        usize::from(target == "dedicated"),
+        "leftovers"
+    );
+    assert_eq!(answers(&server, &key), reference);
+    all_present(
+        &server,
+        &key,
+        &(0..3_000).map(|i| format!("r{i}")).collect::<Vec<_>>(),
+    );
+}
+
+/// The load helper itself: a panic in the step it runs under load (a failed assertion) stops
+/// its writer and reader threads, so the test fails promptly instead of hanging on them.
+/// (Without the guard in `under_load`, this times out.)
+#[test]
+fn a_failing_step_under_load_fails_the_test_instead_of_hanging_it() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let run = std::thread::spawn(move || {
+        let server = Server::start();
+        let key = fill(&server, "acme", 20);
+        let reference = answers(&server, &key);
+        let tenants = [("acme", key.as_str(), &reference[..])];
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            under_load(&server, &tenants, 0, || {
+                panic!("a check failed mid-migration")
+            })
+        }));
+        let _ = tx.send(outcome.is_err());
+    });
+    let panicked = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the load threads never stopped after the step panicked");
+    assert!(panicked, "the panic was swallowed");
+    // Its server is dropped (killed) with the thread, before this test process may exit.
+    run.join().expect("the test thread");
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::levels::{GRAPH_DIM as DIM, answers_of, vector_of};
-use common::{OPERATOR_KEY, Server, code};
+use common::{OPERATOR_KEY, Server, StopOnDrop, code};
 use serde_json::{Value, json};
 
 /// Enough for a graph at `GRAPH_DIM` dimensions.
@@ -100,6 +100,9 @@ fn migrate_under_load(
                 n += 1;
             }
         });
+        // Should the migration's checks panic, the load threads are told to stop as it
+        // unwinds, so that the scope joins them and the test fails instead of hanging.
+        let _stop = StopOnDrop(&stop);
         std::thread::sleep(Duration::from_millis(200));
         let (st, v) = migrate(server, body);
         assert_eq!(st, 200, "{v}");

@@ -82,8 +82,9 @@ def _maybe_tenant(d: Any) -> Optional[Tenant]:
 
 
 class MigrationFailedError(StrataError):
-    """A data move :meth:`StrataAdmin.migrate_tenant` waited for ended ``failed`` or
-    ``interrupted``; the tenant stayed whole at its old level. ``migration`` says why."""
+    """A data move :meth:`StrataAdmin.migrate_tenant` waited for ended ``failed``,
+    ``interrupted`` or ``cancelled``; the tenant stayed whole at its old level. ``migration``
+    says why."""
 
     def __init__(self, id: str, status: MigrationStatus) -> None:
         super().__init__(
@@ -95,7 +96,7 @@ class MigrationFailedError(StrataError):
 
 
 def _check_migration(id: str, status: MigrationStatus) -> None:
-    if status.state in ("failed", "interrupted"):
+    if status.state in ("failed", "interrupted", "cancelled"):
         raise MigrationFailedError(id, status)
 
 
@@ -278,6 +279,12 @@ class _AdminCalls:
     def _migration(id: str) -> Call[MigrationStatus]:
         return Call(
             "GET", f"/v1/admin/tenants/{_segment(id)}/migration", MigrationStatus.from_json
+        )
+
+    @staticmethod
+    def _cancel_migration(id: str) -> Call[MigrationStatus]:
+        return Call(
+            "DELETE", f"/v1/admin/tenants/{_segment(id)}/migration", MigrationStatus.from_json
         )
 
     @staticmethod
@@ -528,6 +535,14 @@ class StrataAdmin(_AdminCalls):
     def migration_status(self, id: str) -> MigrationStatus:
         return self._transport.run(self._migration(id))
 
+    def cancel_migration(self, id: str) -> MigrationStatus:
+        """Cancels the tenant's data move: one copying stops (its partial copy removed), one
+        a crash or shutdown cut short (``interrupted``) is not resumed; the tenant stays whole
+        at its old level. Returns the status afterwards (``cancelled``). Raises
+        :class:`ConflictError` when there is no move to cancel, or it is past its copy (it
+        then completes)."""
+        return self._transport.run(self._cancel_migration(id))
+
     def wait_for_migration(
         self, id: str, *, timeout: float = 600.0, poll_interval: float = 0.25
     ) -> MigrationStatus:
@@ -715,6 +730,10 @@ class AsyncStrataAdmin(_AdminCalls):
 
     async def migration_status(self, id: str) -> MigrationStatus:
         return await self._transport.run(self._migration(id))
+
+    async def cancel_migration(self, id: str) -> MigrationStatus:
+        """See :meth:`StrataAdmin.cancel_migration`."""
+        return await self._transport.run(self._cancel_migration(id))
 
     async def wait_for_migration(
         self, id: str, *, timeout: float = 600.0, poll_interval: float = 0.25

@@ -630,8 +630,10 @@ class MigrationStatus:
 
     level: str
     #: ``none`` when the tenant was never migrated; ``copying``, ``catching_up`` or
-    #: ``cleaning_up`` while its data moves; then ``rebuilding``, ``done``, ``failed`` or ``interrupted`` (a shutdown or
-    #: crash stopped it before its flip: the tenant stayed at its old level).
+    #: ``cleaning_up`` while its data moves; then ``rebuilding``, ``done``, ``failed``,
+    #: ``interrupted`` (a shutdown or crash stopped it before its flip: the tenant stayed at its
+    #: old level; the server resumes it once restarted unless configured not to) or
+    #: ``cancelled`` (an operator stopped it, :meth:`StrataAdmin.cancel_migration`).
     state: str
     from_level: Optional[str] = None
     to_level: Optional[str] = None

@@ -71,3 +71,14 @@ pub fn vector(dim: usize, seed: u64) -> Vec<f32> {
     v.iter_mut().for_each(|a| *a /= norm);
     v
 }
+
+/// Sets its flag when dropped: threads that loop until told to stop are told so even when
+/// the thread driving the test panics, so joining them ends and the panic fails the test
+/// (instead of the test hanging on threads that never stop).
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

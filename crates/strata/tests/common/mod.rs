@@ -27,6 +27,12 @@ MC4CAQAwBQYDK2VwBCIEILQUVU09SLTRhKsPqH988T1V9MirMmtgdOyQSg58xSHU
 -----END PRIVATE KEY-----
 ";
 
+/// How long a start may take to print its address, and a stop to exit, before the test
+/// fails: far beyond what either takes on a loaded 2-core machine, and still an answer rather
+/// than a hang.
+const START_WITHIN: Duration = Duration::from_secs(180);
+const STOP_WITHIN: Duration = Duration::from_secs(180);
+
 pub struct Server {
     child: Child,
     pub url: String,
@@ -83,7 +89,13 @@ impl Server {
             .status()
             .expect("send SIGTERM");
         assert!(status.success(), "kill -TERM failed");
-        let exit = self.child.wait().expect("wait for the server");
+        // Bounded: a server that hangs in its shutdown fails the test instead of hanging it
+        // (generous, for a loaded machine; the server's own drain timeout is 30 s).
+        let Some(exit) = self.wait_exit(STOP_WITHIN) else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!("the server did not stop within {STOP_WITHIN:?} of SIGTERM");
+        };
         assert!(exit.success(), "the server did not stop cleanly: {exit}");
     }
 
@@ -93,6 +105,13 @@ impl Server {
         let (child, url) = spawn(self.dir.path(), self.fd_limit, &self.env);
         self.child = child;
         self.url = url;
+    }
+
+    /// Sets (or replaces) an environment variable of the server from its next
+    /// [`Server::restart`] on, e.g. a config override `STRATA__…`.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     /// Sends a request; returns the status and the JSON body (`null` when there is none).
@@ -242,6 +261,19 @@ impl Server {
     }
 }
 
+/// Sets its flag when dropped: load threads that loop until told to stop are told so even
+/// when the test body panics, so the scope joining them ends and the panic fails the test
+/// (instead of the test hanging on threads that never stop).
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Kills the child even when the test panics (drop runs during unwinding): no server outlives
+/// its test.
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -290,19 +322,34 @@ fn spawn(
         .spawn()
         .expect("spawn strata");
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("server exited before printing its address")
-            .expect("read stdout");
-        if let Some(url) = line.strip_prefix("listening on ") {
-            break url.to_owned();
+    // Read on a thread of its own, so that a server that never prints its address fails the
+    // test after `START_WITHIN` instead of hanging it; the thread then keeps draining stdout
+    // so the server never blocks on a full pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(url) = line.strip_prefix("listening on ")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(url.to_owned());
+            }
         }
-    };
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    });
+    match rx.recv_timeout(START_WITHIN) {
+        Ok(url) => (child, url),
+        Err(e) => {
+            // Not left running behind a failed test.
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+            panic!(
+                "the server printed no address ({e:?}); its log ends (last line first):\n{tail}"
+            );
+        }
+    }
 }
 
 /// The repository's model directory (filled by `scripts/fetch-model.sh`).

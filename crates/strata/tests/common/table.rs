@@ -63,6 +63,7 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("GET", "/v1/admin/tenants/{id}/integrity", Operator),
     ("POST", "/v1/admin/tenants/{id}/migrate", Operator),
     ("GET", "/v1/admin/tenants/{id}/migration", Operator),
+    ("DELETE", "/v1/admin/tenants/{id}/migration", Operator),
     ("POST", "/v1/admin/keys", Operator),
     ("GET", "/v1/admin/keys", Operator),
     ("DELETE", "/v1/admin/keys/{id}", Operator),

@@ -1,0 +1,259 @@
+//! Data moves that did not run to their end: resuming, after a start, the ones a crash or a
+//! shutdown cut short, and an operator's cancel of a move (running, or waiting to be resumed).
+//!
+//! A move cut short leaves its tenant whole on its old side (start-up removes the partial
+//! copy, see `dedicated::attach_files`), so resuming is simply a new move from that side, from
+//! a clean copy: the old side stays authoritative until the new move's flip. A tenant's
+//! last-migration row says which moves were cut short: `running` with no move of it in this
+//! process (a crash) or `interrupted` (a shutdown). Resuming waits for a free slot under
+//! `engine.isolation.max_concurrent_moves`, and gives up on a tenant whose row or level
+//! changed meanwhile (an operator migrated or cancelled it, or purged it).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use strata_auth::OperatorScope;
+use strata_store::{Reads, StoredMigration, StoredMigrationState, TenantKey};
+use strata_types::{TenantId, now_millis};
+
+use crate::dedicated::{Phase, level_name};
+use crate::isolation::{IsolationLevel, MigrationStatus, moves_data};
+use crate::lifecycle::{TenantProfile, TenantStatus};
+use crate::registry::lock;
+use crate::{Engine, EngineError};
+
+/// How often a resumption waiting for a free move slot looks again.
+const SLOT_POLL: Duration = Duration::from_millis(50);
+
+/// How long a cancel waits for the move it stopped to remove its partial copy and record
+/// `cancelled` (one chunk of copying, then the clean-up).
+const CANCEL_WAIT: Duration = Duration::from_secs(60);
+
+/// How one cut-short move ended when resumed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resumed {
+    /// Moved: the tenant is at the level the cut-short move aimed for.
+    Done,
+    /// Run, and ended without moving the tenant (failed, cancelled or interrupted again); its
+    /// status says why.
+    NotMoved(String),
+    /// Not run: the tenant was migrated, cancelled, deleted or purged since (or the server is
+    /// shutting down).
+    Skipped,
+}
+
+fn level(l: strata_store::StoredLevel) -> IsolationLevel {
+    match l {
+        strata_store::StoredLevel::Shared => IsolationLevel::Shared,
+        strata_store::StoredLevel::Partition => IsolationLevel::Partition,
+        strata_store::StoredLevel::Dedicated => IsolationLevel::Dedicated,
+    }
+}
+
+/// Whether a stored row is a data move that was cut short (and so may be resumed or
+/// cancelled), given whether a move of the tenant is running in this process.
+fn cut_short(row: &StoredMigration, running_here: bool) -> bool {
+    let stopped = match row.state {
+        StoredMigrationState::Interrupted => true,
+        StoredMigrationState::Running => !running_here,
+        _ => false,
+    };
+    stopped && moves_data(level(row.from), level(row.to))
+}
+
+impl Engine {
+    /// Every tenant whose last migration is a data move cut short, with that row.
+    fn cut_short_moves(&self) -> Result<Vec<(TenantId, StoredMigration)>, EngineError> {
+        let r = self.store.read()?;
+        let mut found = Vec::new();
+        for meta in r.tenants()? {
+            let running_here = self.migrations.get(meta.key).is_some_and(|c| c.running());
+            if let Some(row) = strata_store::last_migration(&r, meta.key)?
+                && cut_short(&row, running_here)
+            {
+                found.push((meta.id, row));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Resumes every data move a crash or shutdown cut short, each from a clean copy of its
+    /// tenant's old side, at most `engine.isolation.max_concurrent_moves` at once (counting
+    /// moves operators start meanwhile); blocks until all have ended. The server runs it in
+    /// the background once started, when `engine.isolation.resume_interrupted_migrations` is
+    /// on. A shutdown stops it (moves under way end `interrupted`, to be resumed at the next
+    /// start). Returns each tenant found and how its move ended.
+    pub fn resume_interrupted_migrations(
+        &self,
+        op: &OperatorScope,
+    ) -> Result<Vec<(TenantId, Resumed)>, EngineError> {
+        if !self.config.isolation.resume_interrupted_migrations {
+            return Ok(Vec::new());
+        }
+        let queue: Mutex<VecDeque<_>> = Mutex::new(self.cut_short_moves()?.into());
+        let workers = self
+            .config
+            .isolation
+            .max_concurrent_moves
+            .max(1)
+            .min(lock(&queue).len());
+        let ended = Mutex::new(Vec::new());
+        let failed = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let next = lock(&queue).pop_front();
+                        let Some((id, row)) = next else { return };
+                        match self.resume_one(op, &id, &row) {
+                            Ok(how) => {
+                                if how != Resumed::Skipped {
+                                    tracing::info!(tenant = %id, outcome = ?how, "resumed an interrupted migration");
+                                }
+                                lock(&ended).push((id, how));
+                            }
+                            Err(e) => {
+                                tracing::warn!(tenant = %id, error = %e, "resuming an interrupted migration failed");
+                                lock(&failed).get_or_insert(e);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(ended.into_inner().unwrap_or_else(|p| p.into_inner())),
+        }
+    }
+
+    /// Resumes the move `row` records for tenant `id`, once a move slot is free, unless the
+    /// tenant moved on since.
+    fn resume_one(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        row: &StoredMigration,
+    ) -> Result<Resumed, EngineError> {
+        let (from, to) = (level(row.from), level(row.to));
+        loop {
+            if self.migrations.stopping() {
+                return Ok(Resumed::Skipped);
+            }
+            let meta = match self.tenant_meta(id) {
+                Ok(m) => m,
+                Err(EngineError::TenantNotFound(_)) => return Ok(Resumed::Skipped),
+                Err(e) => return Err(e),
+            };
+            let profile = TenantProfile::of(&meta)?;
+            let key = meta.key;
+            if profile.status == TenantStatus::Deleted
+                || profile.isolation != from
+                || !self.row_unchanged(key, row)?
+            {
+                return Ok(Resumed::Skipped);
+            }
+            // Its level's parameters as stored now (the row does not keep the ones the cut
+            // move was asked for).
+            let next = TenantProfile {
+                isolation: to,
+                ..profile
+            };
+            let size = self.store.range_size(key)?;
+            let started = self.start_data_move(op, id, key, from, &next, size, || {
+                if self.row_unchanged(key, row)? {
+                    Ok(())
+                } else {
+                    Err(EngineError::IdConflict(format!(
+                        "tenant {id}: its last migration changed since it was found interrupted"
+                    )))
+                }
+            });
+            match started {
+                Ok(job) => {
+                    return Ok(match job.run(self) {
+                        Ok(_) => Resumed::Done,
+                        Err(e) => Resumed::NotMoved(e.to_string()),
+                    });
+                }
+                // All move slots taken (or another move of the tenant runs, or it changed
+                // since the checks above): the loop's checks decide whether to wait.
+                Err(EngineError::IdConflict(_)) => std::thread::sleep(SLOT_POLL),
+                Err(EngineError::ShuttingDown(_)) => return Ok(Resumed::Skipped),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether tenant `key`'s last-migration row is still `row` (the move found cut short).
+    fn row_unchanged(&self, key: TenantKey, row: &StoredMigration) -> Result<bool, EngineError> {
+        Ok(strata_store::last_migration(&self.store.read()?, key)?.as_ref() == Some(row))
+    }
+
+    /// Cancels tenant `id`'s data move: one copying now stops at its next chunk, removes its
+    /// partial copy and ends `cancelled` (this waits for that); one cut short by a crash or
+    /// shutdown (`interrupted`, perhaps waiting to be resumed) is recorded `cancelled` and
+    /// not resumed. Either way the tenant stays whole at its old level. A move past its copy
+    /// (catching up, flipping or cleaning up) completes: refused with a conflict, and so is a
+    /// tenant with no move to cancel. Returns the status after the cancel.
+    pub fn cancel_migration(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+    ) -> Result<MigrationStatus, EngineError> {
+        let key = self.tenant_meta(id)?.key;
+        if let Some(c) = self.migrations.get(key) {
+            let phase = lock(&c.phase);
+            match *phase {
+                Phase::Copying => {
+                    // Under the phase lock: the move checks the flag under it before its flip.
+                    c.cancel.store(true, Ordering::SeqCst);
+                    drop(phase);
+                    let deadline = Instant::now() + CANCEL_WAIT;
+                    while c.running() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    return self.migration(op, id);
+                }
+                Phase::CatchingUp | Phase::CleaningUp => {
+                    return Err(EngineError::IdConflict(format!(
+                        "tenant {id}: its migration is past its copy (flipping, or flipped and \
+                         cleaning up) and will complete; migrate it back once it has ended"
+                    )));
+                }
+                Phase::Done | Phase::Failed | Phase::Interrupted | Phase::Cancelled => {}
+            }
+        }
+        // No move of the tenant runs here (and, under the slots' lock, none starts): one cut
+        // short is marked so that it is not resumed.
+        self.migrations.excluding(key, id, || {
+            self.store.write(|w| {
+                match w.tenant(id)? {
+                    Some(meta) if meta.key == key => {}
+                    _ => return Err(EngineError::TenantNotFound(id.clone())),
+                }
+                let row = strata_store::last_migration(&*w, key)?;
+                let Some(mut row) = row.filter(|r| cut_short(r, false)) else {
+                    return Err(EngineError::IdConflict(format!(
+                        "tenant {id}: no migration of it is running or interrupted; nothing \
+                         to cancel"
+                    )));
+                };
+                row.state = StoredMigrationState::Cancelled;
+                row.finished_at = Some(row.finished_at.unwrap_or(now_millis()).max(row.started_at));
+                row.error = Some(format!(
+                    "cancelled by an operator after it was interrupted; the tenant stayed at {}",
+                    level_name(level(row.from))
+                ));
+                w.put_last_migration(key, &row)?;
+                Ok::<_, EngineError>(())
+            })
+        })?;
+        self.migration(op, id)
+    }
+}
+
+#[cfg(test)]
+mod tests;

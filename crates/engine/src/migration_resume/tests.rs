@@ -1,0 +1,271 @@
+//! Resuming moves a crash cut short, and cancelling moves, against the engine itself: the
+//! tenant is whole on exactly one side at every step, its answers do not move, and its status
+//! goes interrupted → running → done (or → cancelled).
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use strata_auth::OperatorScope;
+use strata_types::{Metric, TenantId};
+
+use super::*;
+use crate::dedicated::Phase;
+use crate::isolation::{IsolationConfig, MigrateRequest, MigrationState};
+use crate::test_support::{admin_scope, answers, put_clustered, vec_name};
+use crate::{EngineConfig, MigrationJob};
+
+fn config(max_moves: usize, resume: bool) -> EngineConfig {
+    EngineConfig {
+        isolation: IsolationConfig {
+            max_concurrent_moves: max_moves,
+            resume_interrupted_migrations: resume,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn fill(engine: &Engine, name: &str, n: usize) -> TenantId {
+    let id = TenantId::parse(name).unwrap();
+    engine
+        .create_tenant(&OperatorScope::for_tests(), &id, None)
+        .unwrap();
+    let scope = admin_scope(engine, name);
+    engine
+        .create_collection(
+            &scope,
+            &vec_name(),
+            crate::test_support::DIM,
+            Metric::Cosine,
+        )
+        .unwrap();
+    put_clustered(engine, &scope, n);
+    id
+}
+
+fn start(engine: &Engine, id: &TenantId, target: IsolationLevel) -> MigrationJob {
+    let (_, job) = engine
+        .start_migration(
+            &OperatorScope::for_tests(),
+            id,
+            MigrateRequest {
+                target,
+                index_params: None,
+                dry_run: false,
+            },
+        )
+        .unwrap();
+    job.expect("a data move")
+}
+
+/// What a crash mid-copy leaves: the row says running, and (ended in memory only, so that
+/// dropping the job records nothing) no move runs.
+fn crash_mid_copy(engine: &Engine, id: &TenantId, target: IsolationLevel) {
+    let job = start(engine, id, target);
+    job.copy.end(Phase::Failed, None);
+    drop(job);
+}
+
+fn state(engine: &Engine, id: &TenantId) -> MigrationStatus {
+    engine.migration(&OperatorScope::for_tests(), id).unwrap()
+}
+
+fn verify_clean(engine: &Engine, id: &TenantId) -> crate::VerifyReport {
+    let report = engine
+        .verify_tenant(&OperatorScope::for_tests(), id)
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.usage_stored, report.usage_recounted);
+    report
+}
+
+#[test]
+fn a_move_cut_short_by_a_crash_is_resumed_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let (a, b) = (fill(&engine, "a", 300), fill(&engine, "b", 100));
+    let before = answers(&engine, &admin_scope(&engine, "a"));
+    crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
+    crash_mid_copy(&engine, &b, IsolationLevel::Dedicated);
+    drop(engine);
+
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert_eq!(state(&engine, &a).state, MigrationState::Interrupted);
+    let op = OperatorScope::for_tests();
+    let mut ended = engine.resume_interrupted_migrations(&op).unwrap();
+    ended.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+    assert_eq!(
+        ended,
+        vec![(a.clone(), Resumed::Done), (b.clone(), Resumed::Done)]
+    );
+    for id in [&a, &b] {
+        let s = state(&engine, id);
+        assert!(
+            matches!(s.state, MigrationState::Done | MigrationState::Rebuilding),
+            "{s:?}"
+        );
+        assert_eq!(s.level, IsolationLevel::Dedicated);
+        assert!(s.error.is_none(), "{s:?}");
+        assert!(verify_clean(&engine, id).dedicated_file);
+    }
+    assert_eq!(answers(&engine, &admin_scope(&engine, "a")), before);
+    // Nothing is left to resume.
+    assert!(
+        engine
+            .resume_interrupted_migrations(&op)
+            .unwrap()
+            .is_empty()
+    );
+
+    // Out of the file, cut short and resumed the same way; switched off, it stays cut short.
+    crash_mid_copy(&engine, &a, IsolationLevel::Partition);
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, false)).unwrap();
+    assert!(
+        engine
+            .resume_interrupted_migrations(&op)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(state(&engine, &a).state, MigrationState::Interrupted);
+    assert_eq!(state(&engine, &a).level, IsolationLevel::Dedicated);
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert_eq!(
+        engine.resume_interrupted_migrations(&op).unwrap(),
+        vec![(a.clone(), Resumed::Done)]
+    );
+    assert_eq!(state(&engine, &a).level, IsolationLevel::Partition);
+    assert!(!verify_clean(&engine, &a).dedicated_file);
+    assert_eq!(answers(&engine, &admin_scope(&engine, "a")), before);
+}
+
+/// Resumption takes a move slot like any move: while an operator's move holds the only one,
+/// the cut-short move waits (still `interrupted`), then runs.
+#[test]
+fn resumption_waits_for_a_free_move_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let (a, b) = (fill(&engine, "a", 100), fill(&engine, "b", 100));
+    crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let holder = start(&engine, &b, IsolationLevel::Dedicated);
+    let op = OperatorScope::for_tests();
+    std::thread::scope(|s| {
+        let resumer = s.spawn(|| engine.resume_interrupted_migrations(&op).unwrap());
+        // However long it is given, it cannot start while the slot is held.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(state(&engine, &a).state, MigrationState::Interrupted);
+        assert!(!resumer.is_finished());
+        holder.run(&engine).unwrap();
+        let ended = resumer.join().unwrap();
+        assert_eq!(ended, vec![(a.clone(), Resumed::Done)]);
+    });
+    assert_eq!(state(&engine, &a).level, IsolationLevel::Dedicated);
+    verify_clean(&engine, &a);
+    verify_clean(&engine, &b);
+}
+
+#[test]
+fn a_cancelled_interrupted_move_is_not_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let a = fill(&engine, "a", 100);
+    let op = OperatorScope::for_tests();
+    // Nothing to cancel yet.
+    assert!(matches!(
+        engine.cancel_migration(&op, &a),
+        Err(EngineError::IdConflict(_))
+    ));
+    crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let s = engine.cancel_migration(&op, &a).unwrap();
+    assert_eq!(s.state, MigrationState::Cancelled, "{s:?}");
+    assert_eq!(s.level, IsolationLevel::Shared);
+    assert!(s.finished_at.is_some() && s.error.is_some(), "{s:?}");
+    assert!(
+        engine
+            .resume_interrupted_migrations(&op)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        engine.cancel_migration(&op, &a),
+        Err(EngineError::IdConflict(_))
+    ));
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert_eq!(state(&engine, &a).state, MigrationState::Cancelled);
+    assert!(!verify_clean(&engine, &a).dedicated_file);
+    assert!(matches!(
+        engine.cancel_migration(&op, &TenantId::parse("nobody").unwrap()),
+        Err(EngineError::TenantNotFound(_))
+    ));
+}
+
+/// A running move is cancelled before its next chunk: its partial copy is removed and the
+/// tenant stays whole where it was; one past its copy completes and the cancel is refused.
+#[test]
+fn a_running_move_is_cancelled_before_its_flip() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let a = fill(&engine, "a", 300);
+    let scope = admin_scope(&engine, "a");
+    let before = answers(&engine, &scope);
+    let op = OperatorScope::for_tests();
+    for target in [IsolationLevel::Dedicated, IsolationLevel::Partition] {
+        if target == IsolationLevel::Partition {
+            engine
+                .migrate_tenant(
+                    &op,
+                    &a,
+                    MigrateRequest {
+                        target: IsolationLevel::Dedicated,
+                        index_params: None,
+                        dry_run: false,
+                    },
+                )
+                .unwrap();
+        }
+        let from = state(&engine, &a).level;
+        let job = start(&engine, &a, target);
+        let copy = std::sync::Arc::clone(&job.copy);
+        let status = std::thread::scope(|s| {
+            let cancel = s.spawn(|| engine.cancel_migration(&op, &a).unwrap());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !copy.cancel.load(Ordering::SeqCst) {
+                assert!(Instant::now() < deadline, "the cancel never landed");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(matches!(job.run(&engine), Err(EngineError::IdConflict(_))));
+            cancel.join().unwrap()
+        });
+        assert_eq!(status.state, MigrationState::Cancelled, "{status:?}");
+        assert_eq!(status.level, from);
+        assert!(status.error.unwrap().contains("cancelled"));
+        let report = verify_clean(&engine, &a);
+        assert_eq!(report.dedicated_file, from == IsolationLevel::Dedicated);
+        assert_eq!(answers(&engine, &scope), before);
+        // Not resumed, and the slot is free for the next move.
+        assert!(
+            engine
+                .resume_interrupted_migrations(&op)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    // Past the copy: refused; the move completes.
+    let job = start(&engine, &a, IsolationLevel::Partition);
+    *lock(&job.copy.phase) = Phase::CatchingUp;
+    assert!(matches!(
+        engine.cancel_migration(&op, &a),
+        Err(EngineError::IdConflict(_))
+    ));
+    *lock(&job.copy.phase) = Phase::Copying;
+    job.run(&engine).unwrap();
+    assert_eq!(state(&engine, &a).level, IsolationLevel::Partition);
+    verify_clean(&engine, &a);
+    assert_eq!(answers(&engine, &scope), before);
+}
