@@ -63,10 +63,18 @@ struct NewCollection {
     #[serde(default)]
     #[schema(default = "standard")]
     analyzer: TextAnalyzer,
-    /// Confidence of new records that give none (0.5 when absent), and the recency half-life
-    /// of searches that name none (no recency decay when absent).
-    #[serde(flatten)]
-    memory: MemoryDefaults,
+    // The memory defaults are listed one by one rather than flattened from `MemoryDefaults`:
+    // serde reports an error inside a flattened struct at the body's root, without the field.
+    /// The confidence of a new record that gives none, 0 to 1; 0.5 when absent.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    initial_confidence: Option<f64>,
+    /// The recency half-life of searches that name none, in seconds; absent: no recency
+    /// decay unless a search asks for it.
+    #[schema(exclusive_minimum = 0.0)]
+    recency_half_life_secs: Option<f64>,
+    /// `true`: each new record written to a `run_id` of this collection is linked from the
+    /// run's previous record (relation `next`, weight 1). Absent: no automatic links.
+    link_runs: Option<bool>,
 }
 
 /// A new collection; `tenant_id`, if given, is checked against the credential.
@@ -106,7 +114,11 @@ pub async fn create(
                 new.dim,
                 new.metric,
                 new.analyzer,
-                new.memory,
+                MemoryDefaults {
+                    initial_confidence: new.initial_confidence,
+                    recency_half_life_secs: new.recency_half_life_secs,
+                    link_runs: new.link_runs,
+                },
             )?)
         })
         .await?;

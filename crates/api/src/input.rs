@@ -129,55 +129,60 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
 /// Deserialises `map` into `T`; an error names the field at fault by its path in the body
 /// (`expires_at`, `records[2].vector`, `limits.max_vectors`).
 pub(crate) fn from_map<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, ApiError> {
-    from_value_at("", &Value::Object(map))
+    // One pass over the owned body, its strings moved rather than copied (a write's content
+    // may be megabytes); tracking the path costs a few words per nesting level.
+    serde_path_to_error::deserialize(Value::Object(map))
+        .map_err(|e| ApiError::BadRequest(naming_the_field("", &e)))
 }
 
 /// Deserialises `value`, found at `at` in the body (`""` for the body itself); an error names
-/// the field at fault by its path from the body's root.
+/// the field at fault by its path from the body's root. For small parts of a body: it reads
+/// from a borrow, copying strings.
 pub(crate) fn from_value_at<T: DeserializeOwned>(at: &str, value: &Value) -> Result<T, ApiError> {
-    // Deserialised from a borrow, so the body (a search's vector: hundreds of numbers) is not
-    // deep-copied on the way; only a failing body is walked a second time, with its path
-    // tracked, to name the field.
-    let plain = match T::deserialize(value) {
-        Ok(v) => return Ok(v),
-        Err(e) => e,
-    };
-    let message = match serde_path_to_error::deserialize::<_, T>(value) {
-        Err(e) => {
-            let inner = e.path().to_string();
-            let path = match (at, inner.as_str()) {
-                (_, "." | "") => at.to_owned(),
-                ("", _) => inner,
-                (_, i) if i.starts_with('[') => format!("{at}{i}"),
-                (_, i) => format!("{at}.{i}"),
-            };
-            naming_the_field(&path, &e.inner().to_string())
-        }
-        // Not expected (the same input), but the first error is still the answer.
-        Ok(_) => naming_the_field(at, &plain.to_string()),
-    };
-    Err(ApiError::BadRequest(message))
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| ApiError::BadRequest(naming_the_field(at, &e)))
 }
 
-/// `message` prefixed with the field's `path`. A validating type names a field of its own
-/// (`tenant_id: character '/' is not in …`, whatever field it was read from); that name is
-/// replaced by the path. serde's own messages never start with a bare `name: `. A root-level
-/// message (`unknown field`) stays as it is.
-fn naming_the_field(path: &str, message: &str) -> String {
-    // An unknown field's path ends in the field itself, which the message names already.
-    let path = match message.starts_with("unknown field") {
-        true => path.rfind('.').map_or("", |i| &path[..i]),
-        false => path,
-    };
+/// The error's message prefixed with the path of its field, below `at`.
+///
+/// - An unknown field's path ends in the field itself, which the message names already: that
+///   last segment is left out (only when it is that key; serde buffers some values first, and
+///   their paths stop at the container).
+/// - A validating type names a field of its own (`tenant_id: character '/' is not in …`,
+///   whatever field it was read from); that name gives way to the path. serde's own messages
+///   never start with a bare `name: `.
+/// - A message about the body itself (`unknown field` at the root) stays as it is.
+fn naming_the_field(at: &str, e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    use serde_path_to_error::Segment;
+    let message = e.inner().to_string();
+    let mut segments: Vec<&Segment> = e.path().iter().collect();
+    if let Some(Segment::Map { key }) = segments.last()
+        && message.starts_with(&format!("unknown field `{key}`"))
+    {
+        segments.pop();
+    }
+    let mut path = at.to_owned();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
     if path.is_empty() {
-        return message.to_owned();
+        return message;
     }
     let own = message
         .split_once(": ")
         .filter(|(head, _)| {
             !head.is_empty() && head.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
         })
-        .map_or(message, |(_, rest)| rest);
+        .map_or(message.as_str(), |(_, rest)| rest);
     format!("{path}: {own}")
 }
 
@@ -460,6 +465,19 @@ mod tests {
         records: Vec<Item>,
     }
 
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+    #[allow(dead_code)]
+    enum Fusion {
+        Rrf { k: Option<u32> },
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Tagged {
+        fusion: Fusion,
+    }
+
     fn message(r: Result<impl std::fmt::Debug, ApiError>) -> String {
         match r {
             Err(ApiError::BadRequest(m)) => m,
@@ -482,6 +500,14 @@ mod tests {
         assert!(m.starts_with("unknown field `record`"), "{m}");
         let m = message(from_map::<Body>(body(json!({"records": [{"ttl": 5}]}))));
         assert!(m.starts_with("records[0]: unknown field `ttl`"), "{m}");
+        // A key with a dot in it is one segment, not two.
+        let m = message(from_map::<Body>(body(json!({"records": [{"a.b": 5}]}))));
+        assert!(m.starts_with("records[0]: unknown field `a.b`"), "{m}");
+        // A value serde buffers first (an internally tagged enum) keeps its container's path.
+        let m = message(from_map::<Tagged>(body(
+            json!({"fusion": {"method": "rrf", "kk": 1}}),
+        )));
+        assert!(m.starts_with("fusion: unknown field `kk`"), "{m}");
         // A value found under a field of the body is named from the body's root.
         let m = message(from_value_at::<Item>("limits", &json!({"expires_at": 1.5})));
         assert!(m.starts_with("limits.expires_at: "), "{m}");

@@ -36,10 +36,13 @@ pub struct TenantLimits {
     pub max_storage_bytes: Option<u64>,
     pub max_collections: Option<u64>,
     /// Sustained requests per second (token bucket rate).
+    #[schema(exclusive_minimum = 0.0)]
     pub max_qps: Option<f64>,
     /// Token bucket size; defaults to one second's worth of `max_qps`.
+    #[schema(minimum = 1)]
     pub burst: Option<u32>,
     /// Requests in flight at once.
+    #[schema(minimum = 1)]
     pub max_concurrent: Option<u32>,
     pub max_spreading_depth: Option<u32>,
 }

@@ -127,6 +127,18 @@ fn check_profile_fields(
             "limits.max_qps: must be a positive number".into(),
         ));
     }
+    // Zero would not mean "no limit" but "nothing, ever": every request of the tenant refused.
+    // A limit is removed with `null`.
+    for (name, value) in [
+        ("burst", limits.and_then(|l| l.burst)),
+        ("max_concurrent", limits.and_then(|l| l.max_concurrent)),
+    ] {
+        if value == Some(0) {
+            return Err(EngineError::BadRequest(format!(
+                "limits.{name}: must be at least 1 (null removes the limit)"
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -93,7 +93,7 @@ pub struct LimitFlags {
     #[arg(long)]
     pub max_collections: Option<u64>,
     /// Sustained requests per second.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_rate)]
     pub max_qps: Option<f64>,
     /// Token bucket size.
     #[arg(long)]
@@ -102,6 +102,17 @@ pub struct LimitFlags {
     pub max_concurrent: Option<u32>,
     #[arg(long)]
     pub max_spreading_depth: Option<u32>,
+}
+
+/// A rate: finite and above zero (`nan` or `inf` would travel as JSON `null`, which removes
+/// the limit instead of setting it).
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(q) if q.is_finite() && q > 0.0 => Ok(q),
+        _ => Err(format!(
+            "{s:?} is not a positive number of requests per second"
+        )),
+    }
 }
 
 /// The body of `PATCH /v1/admin/tenants/{id}` from CLI flags. Limits go as a merge patch.
@@ -173,6 +184,14 @@ pub fn new_key_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_flag_is_a_positive_finite_number() {
+        assert_eq!(positive_rate("2.5"), Ok(2.5));
+        for bad in ["0", "-1", "nan", "inf", "ten"] {
+            assert!(positive_rate(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn update_flags_become_a_merge_patch() {

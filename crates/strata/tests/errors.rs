@@ -101,10 +101,34 @@ fn body_errors_name_the_field_by_its_path() {
             "dim: ",
         ),
         (
+            "/v1/collections",
+            k.as_str(),
+            json!({"name": "c", "dim": 4, "initial_confidence": "x"}),
+            "initial_confidence: ",
+        ),
+        (
+            "/v1/search",
+            k.as_str(),
+            json!({"query": "q", "fusion": {"method": "rrf", "kk": 1}}),
+            "fusion: unknown field `kk`",
+        ),
+        (
             "/v1/admin/tenants",
             OPERATOR_KEY,
             json!({"id": "b", "limits": {"max_vectors": "ten"}}),
             "limits.max_vectors: ",
+        ),
+        (
+            "/v1/admin/tenants",
+            OPERATOR_KEY,
+            json!({"id": "b", "limits": {"max_qps": 10, "burst": 0}}),
+            "limits.burst: ",
+        ),
+        (
+            "/v1/admin/tenants",
+            OPERATOR_KEY,
+            json!({"id": "b", "limits": {"max_concurrent": 0}}),
+            "limits.max_concurrent: ",
         ),
         (
             "/v1/admin/keys",
