@@ -1113,15 +1113,21 @@ impl<'txn> Writer<'txn> {
         t: TenantKey,
         record: &Record,
     ) -> Result<Option<Record>, StoreError> {
-        let old = self.delete_record_unlogged(t, &record.id)?;
+        // The record row first: its insert returns the row it replaces, so a new record (the
+        // common case) costs one lookup of its key, not a removal and then an insert.
+        let encoded = encode_record(record)?;
+        let old = self
+            .table_mut(t)?
+            .insert(keys::record(t, &record.id).as_slice(), encoded.as_slice())?
+            .map(|bytes| decode_record(bytes.value()))
+            .transpose()?;
+        if let Some(old) = &old {
+            self.remove_record_entries(t, old)?;
+        }
         if let Some(old) = old.as_ref().filter(|o| o.modality != record.modality) {
             self.log_change(t, ChangeOp::Delete, &old.modality, &old.id)?;
         }
         self.log_change(t, ChangeOp::Upsert, &record.modality, &record.id)?;
-        self.table_mut(t)?.insert(
-            keys::record(t, &record.id).as_slice(),
-            encode_record(record)?.as_slice(),
-        )?;
         for key in scope_entries(t, record) {
             self.table_mut(t)?.insert(key.as_slice(), [].as_slice())?;
         }
@@ -1157,10 +1163,18 @@ impl<'txn> Writer<'txn> {
             Some(bytes) => decode_record(bytes.value())?,
             None => return Ok(None),
         };
-        for key in scope_entries(t, &old) {
+        self.remove_record_entries(t, &old)?;
+        Ok(Some(old))
+    }
+
+    /// Removes the scope-index entries of a record whose row is gone or replaced, and its
+    /// dedup entry if that still points to it.
+    fn remove_record_entries(&mut self, t: TenantKey, old: &Record) -> Result<(), StoreError> {
+        let id = &old.id;
+        for key in scope_entries(t, old) {
             self.table_mut(t)?.remove(key.as_slice())?;
         }
-        if let Some(key) = dedup_key(t, &old) {
+        if let Some(key) = dedup_key(t, old) {
             // Another record with the same content may own the entry now; leave it alone.
             // Through the tenant's own table: in a server-wide write, a dedicated tenant's
             // rows are in its file, not in `data`.
@@ -1172,7 +1186,7 @@ impl<'txn> Writer<'txn> {
                 self.table_mut(t)?.remove(key.as_slice())?;
             }
         }
-        Ok(Some(old))
+        Ok(())
     }
 
     /// Appends a row to the tenant's audit log and returns its sequence number.
