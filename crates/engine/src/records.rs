@@ -1,13 +1,13 @@
 //! Writing, reading, patching and deleting records.
 
 use serde::Serialize;
-use strata_auth::{Permission, TenantScope};
 use std::sync::Arc;
+use strata_auth::{Permission, TenantScope};
 
 use strata_store::{DecodeMemo, MemoReads, Reads, Writer};
 use strata_types::{
-    Collection, EmbedderRef, Filter, NewRecord, Record, RecordError, RecordId, RecordPatch, RequestScope,
-    check_vector, merge_patch, now_millis, validate_metadata,
+    Collection, EmbedderRef, Filter, NewRecord, Record, RecordError, RecordId, RecordPatch,
+    RequestScope, check_vector, merge_patch, now_millis, validate_metadata,
 };
 
 use crate::scan::for_each_visible;

@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use redb::ReadableTable;
 use strata_types::{Collection, CollectionName, TenantId};
 
+use crate::StoreError;
 use crate::codec::decode_json;
 use crate::keys::{self, TenantKey};
 use crate::registry::{StoredMeta, TenantMeta};
 use crate::tables::Reads;
-use crate::StoreError;
 
 /// Keys a memo keeps at most; past it the memo starts over (a server with more tenants
 /// writing at once than this decodes some rows again, as it did before the memo).
@@ -184,11 +184,16 @@ mod tests {
                     memory: Default::default(),
                 };
                 w.put_collection(meta.key, &c)?;
-                assert_eq!(*w.collection_memo(meta.key, &name, &collections)?.unwrap(), c);
+                assert_eq!(
+                    *w.collection_memo(meta.key, &name, &collections)?.unwrap(),
+                    c
+                );
                 c.dim = 8;
                 w.put_collection(meta.key, &c)?;
                 assert_eq!(
-                    w.collection_memo(meta.key, &name, &collections)?.unwrap().dim,
+                    w.collection_memo(meta.key, &name, &collections)?
+                        .unwrap()
+                        .dim,
                     8,
                     "the write's own change, not the kept value"
                 );
