@@ -26,10 +26,13 @@ use crate::tables::Reads;
 /// writing at once than this decodes some rows again, as it did before the memo).
 const MAX_ENTRIES: usize = 4096;
 
+/// Each key's decoded value, with the stored bytes it was decoded from.
+type Entries<T> = HashMap<Box<[u8]>, (Box<[u8]>, Arc<T>)>;
+
 /// Decoded values by key, each with the stored bytes it was decoded from. Share one per
 /// store (or engine) and kind of value.
 pub struct DecodeMemo<T> {
-    entries: Mutex<HashMap<Box<[u8]>, (Box<[u8]>, Arc<T>)>>,
+    entries: Mutex<Entries<T>>,
 }
 
 impl<T> Default for DecodeMemo<T> {
@@ -64,7 +67,7 @@ impl<T> DecodeMemo<T> {
         Ok(value)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[u8]>, (Box<[u8]>, Arc<T>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<T>> {
         // Every change is one `insert` or `clear`: a panic elsewhere cannot leave it half-done.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -108,8 +111,7 @@ pub trait MemoReads: Reads {
         let Some(stored) = self.data_table(t)?.get(key.as_slice())? else {
             return Ok(None);
         };
-        memo.get(&key, stored.value(), |bytes| decode_json(bytes))
-            .map(Some)
+        memo.get(&key, stored.value(), decode_json).map(Some)
     }
 }
 
