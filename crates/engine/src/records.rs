@@ -1,9 +1,9 @@
 //! Writing, reading, patching and deleting records.
 
-use serde::Serialize;
 use std::sync::Arc;
-use strata_auth::{Permission, TenantScope};
 
+use serde::Serialize;
+use strata_auth::{Permission, TenantScope};
 use strata_store::{DecodeMemo, MemoReads, Reads, Writer};
 use strata_types::{
     Collection, EmbedderRef, Filter, NewRecord, Record, RecordError, RecordId, RecordPatch,

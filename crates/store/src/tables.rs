@@ -1378,6 +1378,56 @@ mod tests {
         );
     }
 
+    /// A put that replaces a record (inserting its row first and taking the old one from that
+    /// insert) leaves exactly the new record's scope entries and dedup entry.
+    #[test]
+    fn a_replacing_put_moves_the_scope_and_dedup_entries() {
+        use strata_types::{Confidence, RunId, UserToken};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let t = TenantKey::from_raw(7);
+        let record = |token: &str, run: &str, content: &str| Record {
+            id: RecordId::parse("r1").unwrap(),
+            modality: CollectionName::parse("text").unwrap(),
+            kind: None,
+            content: Some(content.into()),
+            vector: None,
+            user_tokens: vec![UserToken::parse(token).unwrap()],
+            memory_domain: Domain::parse("default").unwrap(),
+            run_id: Some(RunId::parse(run).unwrap()),
+            memory_scope: None,
+            metadata: Default::default(),
+            created_at: 1,
+            updated_at: 1,
+            expires_at: None,
+            confidence: Confidence::default(),
+        };
+        let (first, second) = (record("u:a", "run-a", "hi"), record("u:b", "run-b", "bye"));
+        let replaced = store
+            .write(|w| {
+                assert_eq!(w.put_record(t, &first)?, None, "a new record");
+                w.put_record(t, &second)
+            })
+            .unwrap();
+        assert_eq!(replaced, Some(first.clone()));
+        let r = store.read().unwrap();
+        let d = Domain::parse("default").unwrap();
+        let ids = |field, value: &str| -> Vec<RecordId> {
+            r.scope_ids(t, &d, field, value, None)
+                .unwrap()
+                .map(|id| id.unwrap())
+                .collect()
+        };
+        assert!(ids(ScopeField::UserToken, "u:a").is_empty());
+        assert!(ids(ScopeField::RunId, "run-a").is_empty());
+        assert_eq!(ids(ScopeField::UserToken, "u:b"), vec![second.id.clone()]);
+        assert_eq!(ids(ScopeField::RunId, "run-b"), vec![second.id.clone()]);
+        assert_eq!(ids(ScopeField::Domain, ""), vec![second.id.clone()]);
+        assert_eq!(r.dedup_target(t, &first).unwrap(), None);
+        assert_eq!(r.dedup_target(t, &second).unwrap(), Some(second.id.clone()));
+        assert_eq!(r.record(t, &second.id).unwrap(), Some(second));
+    }
+
     /// After a failed fsync, redb (which never saw it: the grouped writes commit without
     /// syncing) would go on committing; the store refuses, before the write and again before
     /// its commit, so nothing becomes visible that is not known to reach the disk.
