@@ -76,9 +76,8 @@ pub(crate) struct GroupCommit {
     changed: Condvar,
     /// Signalled when an open writer registers its commit or leaves, for the leader waiting
     /// for the writers on their way (one at a time). Apart from `changed`, so that each commit
-    /// wakes only that leader, not every writer waiting for the sync in flight: with eight
-    /// writers a commit used to wake seven threads that found nothing to do, about a tenth of
-    /// the CPU of a durable write (see the benchmarks).
+    /// wakes only that leader, not every writer waiting for the sync in flight (with eight
+    /// writers a commit used to wake up to seven threads that found nothing to do).
     settled: Condvar,
     /// Signalled when a writer enters, for the leader lingering (one at a time).
     entered: Condvar,
