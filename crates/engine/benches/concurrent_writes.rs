@@ -16,6 +16,8 @@
 //!
 //! Run: `cargo bench -p strata-engine --bench concurrent_writes` (`-- <seconds>` sets the time
 //! per row, default 3). The data directories are temporary directories under `TMPDIR`.
+//! `-- 5 8:8 8:1 batched` runs only the rows of 8 writers in 8 tenants and 8 writers in one
+//! tenant, batched mode only (for profiling one row); any `W:T` picks rows, `batched` the mode.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,23 +28,32 @@ use strata_engine::{Engine, EngineConfig};
 use strata_types::{NewRecord, RequestScope, TenantId};
 
 fn main() {
-    let secs: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(3.0);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let secs: f64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(3.0);
+    let picked: Vec<(usize, usize)> = args
+        .iter()
+        .filter_map(|a| {
+            let (w, t) = a.split_once(':')?;
+            Some((w.parse().ok()?, t.parse().ok()?))
+        })
+        .collect();
+    let only_batched = args.iter().any(|a| a == "batched");
+    let wanted = |writers: usize, tenants: usize, batched: bool| {
+        (picked.is_empty() || picked.contains(&(writers, tenants))) && (batched || !only_batched)
+    };
     println!(
         "| writers | tenants | group commit | batched | writes/s | p50 ms | p99 ms | writes per fsync | mean durable commit ms | writes per transaction | CPU µs per write |"
     );
     println!("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|");
     // Group commit off; on, with each write its own transaction; on, with batched commits.
     let modes = [(false, false), (true, false), (true, true)];
-    for writers in [1usize, 8, 32] {
+    let rows = [(1usize, 1usize), (8, 8), (32, 32), (8, 1)];
+    for (writers, tenants) in rows {
         for (grouped, batched) in modes {
-            row(writers, writers, grouped, batched, secs);
+            if wanted(writers, tenants, batched) {
+                row(writers, tenants, grouped, batched, secs);
+            }
         }
-    }
-    for (grouped, batched) in modes {
-        row(8, 1, grouped, batched, secs);
     }
 }
 

@@ -62,6 +62,7 @@ mod test_support;
 mod transfer;
 mod verify;
 mod visibility;
+mod write_memo;
 #[cfg(test)]
 mod write_window_tests;
 
@@ -170,6 +171,8 @@ pub struct Engine {
     adaptive: adaptive_cache::AdaptiveCache,
     /// Tenants known live, so reads skip the registry row (see `liveness`).
     live: liveness::LiveTenants,
+    /// Decoded registry rows and collections of recent writes (see `write_memo`).
+    memos: write_memo::WriteMemos,
 }
 
 impl Engine {
@@ -211,6 +214,7 @@ impl Engine {
             migrations: isolation::Migrations::default(),
             adaptive,
             live: liveness::LiveTenants::default(),
+            memos: Default::default(),
         })
     }
 
@@ -409,7 +413,8 @@ impl Engine {
         self.write_in_order(scope, |stage, changes, touched| {
             // The tenant's own file when it is dedicated: one file per write.
             self.store.write_pending_for(scope.key(), |w| {
-                let done = tenant_transaction(w, scope, action, records, changes, touched, f);
+                let live = &self.memos.live;
+                let done = tenant_transaction(w, scope, live, action, records, changes, touched, f);
                 stage.set(done.is_ok());
                 done
             })
@@ -433,7 +438,8 @@ impl Engine {
                 changes.clear();
                 *touched = feedback::Touched::default();
                 let f = |w: &mut Writer<'_>, c: &mut Vec<Change>| Ok((f(w, c)?, None));
-                let done = tenant_transaction(w, scope, action, true, changes, touched, f);
+                let live = &self.memos.live;
+                let done = tenant_transaction(w, scope, live, action, true, changes, touched, f);
                 stage.set(done.is_ok());
                 done
             })
@@ -484,9 +490,11 @@ impl Engine {
 /// What every tenant write does inside its transaction: the liveness check, the write itself,
 /// then the data version, the adaptive state of removed records, the usage accounting
 /// against the tenant's limits, and the audit row.
+#[allow(clippy::too_many_arguments)]
 fn tenant_transaction<R>(
     w: &mut Writer<'_>,
     scope: &TenantScope,
+    live: &strata_store::DecodeMemo<write_memo::LiveRow>,
     action: &str,
     records: bool,
     changes: &mut Vec<Change>,
@@ -496,7 +504,7 @@ fn tenant_transaction<R>(
         &mut Vec<Change>,
     ) -> Result<(R, Option<serde_json::Value>), EngineError>,
 ) -> Result<R, EngineError> {
-    let profile = tenants::check_live(w, scope)?;
+    let row = write_memo::check_live(w, scope, live)?;
     let (result, detail) = f(w, changes)?;
     // Only a write that changes the indexes makes saved snapshots and search images stale;
     // links, replays and no-op writes keep them, so the tenant's next load stays cheap.
@@ -505,7 +513,7 @@ fn tenant_transaction<R>(
     }
     // Deleted records take their adaptive state with them.
     feedback::forget_removed(w, scope.key(), changes, touched)?;
-    lifecycle::account(w, scope.key(), &profile.limits, changes)?;
+    lifecycle::account(w, scope.key(), &row.profile.limits, changes)?;
     let detail = detail.unwrap_or_else(|| change_summary(changes));
     audit::append(w, scope.key(), audit::tenant_event(scope, action, detail))?;
     Ok(result)

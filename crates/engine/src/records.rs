@@ -1,11 +1,13 @@
 //! Writing, reading, patching and deleting records.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use strata_auth::{Permission, TenantScope};
-use strata_store::{Reads, Writer};
+use strata_store::{DecodeMemo, MemoReads, Reads, Writer};
 use strata_types::{
-    EmbedderRef, Filter, NewRecord, Record, RecordError, RecordId, RecordPatch, RequestScope,
-    check_vector, merge_patch, now_millis, validate_metadata,
+    Collection, EmbedderRef, Filter, NewRecord, Record, RecordError, RecordId, RecordPatch,
+    RequestScope, check_vector, merge_patch, now_millis, validate_metadata,
 };
 
 use crate::scan::for_each_visible;
@@ -76,6 +78,7 @@ impl Engine {
             records,
             embedded,
             model,
+            collections: Arc::clone(&self.memos.collections),
         })
     }
 
@@ -196,6 +199,8 @@ pub(crate) struct PreparedPut {
     /// Which records got their vectors from the loaded embedder.
     embedded: Vec<bool>,
     model: Option<EmbedderRef>,
+    /// The engine's decoded collections (see `write_memo`).
+    collections: Arc<DecodeMemo<Collection>>,
 }
 
 /// Writes of at most this many records share their storage transaction with concurrent
@@ -218,7 +223,8 @@ impl PreparedPut {
             .zip(&self.embedded)
             .map(|(r, embedded)| {
                 let model = model.filter(|_| *embedded);
-                put_one(w, changes, scope, vis, req, r.clone(), model)
+                let new = r.clone();
+                put_one(w, changes, scope, vis, req, new, model, &self.collections)
             })
             .collect()
     }
@@ -236,7 +242,7 @@ impl PreparedPut {
             .zip(self.embedded)
             .map(|(r, embedded)| {
                 let model = model.filter(|_| embedded);
-                put_one(w, changes, scope, vis, req, r, model)
+                put_one(w, changes, scope, vis, req, r, model, &self.collections)
             })
             .collect()
     }
@@ -283,6 +289,7 @@ fn collection_of(
         .ok_or_else(|| EngineError::CollectionNotFound(record.modality.clone()))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn put_one(
     w: &mut Writer<'_>,
     changes: &mut Vec<Change>,
@@ -291,6 +298,7 @@ fn put_one(
     req: &RequestScope,
     new: NewRecord,
     embedded_by: Option<&EmbedderRef>,
+    collections: &DecodeMemo<Collection>,
 ) -> Result<PutOutcome, EngineError> {
     let modality = new.modality.unwrap_or_else(|| {
         strata_types::CollectionName::parse("text").expect("invariant: literal name is valid")
@@ -314,7 +322,9 @@ fn put_one(
         expires_at: new.expires_at,
         confidence: new.confidence.unwrap_or_default(),
     };
-    let collection = collection_of(w, scope, &record)?;
+    let collection = w
+        .collection_memo(scope.key(), &record.modality, collections)?
+        .ok_or_else(|| EngineError::CollectionNotFound(record.modality.clone()))?;
     if new.confidence.is_none() {
         record.confidence = collection.memory.initial();
     }

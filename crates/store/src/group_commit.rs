@@ -72,8 +72,13 @@ struct State {
 
 pub(crate) struct GroupCommit {
     state: Mutex<State>,
-    /// Signalled when a sync ends and when an open writer registers or leaves.
+    /// Signalled when a sync ends.
     changed: Condvar,
+    /// Signalled when an open writer registers its commit or leaves, for the leader waiting
+    /// for the writers on their way (one at a time). Apart from `changed`, so that each commit
+    /// wakes only that leader, not every writer waiting for the sync in flight (with eight
+    /// writers a commit used to wake up to seven threads that found nothing to do).
+    settled: Condvar,
     /// Signalled when a writer enters, for the leader lingering (one at a time).
     entered: Condvar,
     max_linger: Duration,
@@ -84,6 +89,7 @@ impl Default for GroupCommit {
         GroupCommit {
             state: Mutex::default(),
             changed: Condvar::new(),
+            settled: Condvar::new(),
             entered: Condvar::new(),
             max_linger: MAX_LINGER,
         }
@@ -169,7 +175,7 @@ impl GroupCommit {
             }
             let horizon = st.next_ticket;
             while st.open.first().is_some_and(|t| *t < horizon) {
-                st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = self.settled.wait(st).unwrap_or_else(|e| e.into_inner());
             }
             let target = st.committed;
             drop(st);
@@ -226,7 +232,10 @@ impl Entered<'_> {
         st.open.remove(&self.ticket);
         st.committed += 1;
         let seq = Seq(st.committed);
-        self.group.changed.notify_all();
+        if st.syncing {
+            // Only a leader can be waiting for it (and only while a sync is under way).
+            self.group.settled.notify_all();
+        }
         seq
     }
 }
@@ -238,7 +247,9 @@ impl Drop for Entered<'_> {
         if !self.done {
             let mut st = self.group.lock();
             st.open.remove(&self.ticket);
-            self.group.changed.notify_all();
+            if st.syncing {
+                self.group.settled.notify_all();
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ mod batched_write;
 mod changelog;
 pub mod codec;
 mod credentials;
+mod decode_memo;
 mod deferred_sync;
 mod derived;
 mod error;
@@ -39,6 +40,7 @@ pub use codec::{
     StoredMigrationState,
 };
 pub use credentials::{CredentialStore, Owner, StoredCredential};
+pub use decode_memo::{DecodeMemo, MemoReads};
 pub use derived::DERIVED_DIR;
 pub use error::StoreError;
 pub use idempotency::{IdempotencyRow, has_stale_idempotency_rows};

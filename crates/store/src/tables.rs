@@ -1113,15 +1113,21 @@ impl<'txn> Writer<'txn> {
         t: TenantKey,
         record: &Record,
     ) -> Result<Option<Record>, StoreError> {
-        let old = self.delete_record_unlogged(t, &record.id)?;
+        // The record row first: its insert returns the row it replaces, so a new record (the
+        // common case) costs one lookup of its key, not a removal and then an insert.
+        let encoded = encode_record(record)?;
+        let old = self
+            .table_mut(t)?
+            .insert(keys::record(t, &record.id).as_slice(), encoded.as_slice())?
+            .map(|bytes| decode_record(bytes.value()))
+            .transpose()?;
+        if let Some(old) = &old {
+            self.remove_record_entries(t, old)?;
+        }
         if let Some(old) = old.as_ref().filter(|o| o.modality != record.modality) {
             self.log_change(t, ChangeOp::Delete, &old.modality, &old.id)?;
         }
         self.log_change(t, ChangeOp::Upsert, &record.modality, &record.id)?;
-        self.table_mut(t)?.insert(
-            keys::record(t, &record.id).as_slice(),
-            encode_record(record)?.as_slice(),
-        )?;
         for key in scope_entries(t, record) {
             self.table_mut(t)?.insert(key.as_slice(), [].as_slice())?;
         }
@@ -1157,10 +1163,18 @@ impl<'txn> Writer<'txn> {
             Some(bytes) => decode_record(bytes.value())?,
             None => return Ok(None),
         };
-        for key in scope_entries(t, &old) {
+        self.remove_record_entries(t, &old)?;
+        Ok(Some(old))
+    }
+
+    /// Removes the scope-index entries of a record whose row is gone or replaced, and its
+    /// dedup entry if that still points to it.
+    fn remove_record_entries(&mut self, t: TenantKey, old: &Record) -> Result<(), StoreError> {
+        let id = &old.id;
+        for key in scope_entries(t, old) {
             self.table_mut(t)?.remove(key.as_slice())?;
         }
-        if let Some(key) = dedup_key(t, &old) {
+        if let Some(key) = dedup_key(t, old) {
             // Another record with the same content may own the entry now; leave it alone.
             // Through the tenant's own table: in a server-wide write, a dedicated tenant's
             // rows are in its file, not in `data`.
@@ -1172,7 +1186,7 @@ impl<'txn> Writer<'txn> {
                 self.table_mut(t)?.remove(key.as_slice())?;
             }
         }
-        Ok(Some(old))
+        Ok(())
     }
 
     /// Appends a row to the tenant's audit log and returns its sequence number.
@@ -1362,6 +1376,56 @@ mod tests {
             store.read().unwrap().blob(t, "note").unwrap().as_deref(),
             Some(&b"kept"[..])
         );
+    }
+
+    /// A put that replaces a record (inserting its row first and taking the old one from that
+    /// insert) leaves exactly the new record's scope entries and dedup entry.
+    #[test]
+    fn a_replacing_put_moves_the_scope_and_dedup_entries() {
+        use strata_types::{Confidence, RunId, UserToken};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let t = TenantKey::from_raw(7);
+        let record = |token: &str, run: &str, content: &str| Record {
+            id: RecordId::parse("r1").unwrap(),
+            modality: CollectionName::parse("text").unwrap(),
+            kind: None,
+            content: Some(content.into()),
+            vector: None,
+            user_tokens: vec![UserToken::parse(token).unwrap()],
+            memory_domain: Domain::parse("default").unwrap(),
+            run_id: Some(RunId::parse(run).unwrap()),
+            memory_scope: None,
+            metadata: Default::default(),
+            created_at: 1,
+            updated_at: 1,
+            expires_at: None,
+            confidence: Confidence::default(),
+        };
+        let (first, second) = (record("u:a", "run-a", "hi"), record("u:b", "run-b", "bye"));
+        let replaced = store
+            .write(|w| {
+                assert_eq!(w.put_record(t, &first)?, None, "a new record");
+                w.put_record(t, &second)
+            })
+            .unwrap();
+        assert_eq!(replaced, Some(first.clone()));
+        let r = store.read().unwrap();
+        let d = Domain::parse("default").unwrap();
+        let ids = |field, value: &str| -> Vec<RecordId> {
+            r.scope_ids(t, &d, field, value, None)
+                .unwrap()
+                .map(|id| id.unwrap())
+                .collect()
+        };
+        assert!(ids(ScopeField::UserToken, "u:a").is_empty());
+        assert!(ids(ScopeField::RunId, "run-a").is_empty());
+        assert_eq!(ids(ScopeField::UserToken, "u:b"), vec![second.id.clone()]);
+        assert_eq!(ids(ScopeField::RunId, "run-b"), vec![second.id.clone()]);
+        assert_eq!(ids(ScopeField::Domain, ""), vec![second.id.clone()]);
+        assert_eq!(r.dedup_target(t, &first).unwrap(), None);
+        assert_eq!(r.dedup_target(t, &second).unwrap(), Some(second.id.clone()));
+        assert_eq!(r.record(t, &second.id).unwrap(), Some(second));
     }
 
     /// After a failed fsync, redb (which never saw it: the grouped writes commit without
