@@ -107,7 +107,7 @@ impl Engine {
             && s.filter.is_none()
             && s.include_shared.is_none()
             && answers_from_index(s, true);
-        let attempt = || {
+        let attempt = |with_spares: bool| {
             self.indexes
                 .with_index(&self.store, scope.key(), scope.tenant(), |ti| {
                     // A write between its commit and its apply: storage may already hold a
@@ -139,6 +139,7 @@ impl Engine {
                             boost,
                             None,
                             false,
+                            with_spares,
                         )?;
                         return Ok((searched, None));
                     }
@@ -184,6 +185,7 @@ impl Engine {
                             boost,
                             Some(&stored),
                             pending,
+                            with_spares,
                         )?;
                         // Shared domains are searched after the index is released, against
                         // this collection's definition.
@@ -195,16 +197,16 @@ impl Engine {
         };
         // A write that committed while this search held the index (it is applied to the
         // index just after) can take a hit out of sight; the search then passed it over and
-        // may hold fewer than k. Searching again once the index is released sees that write
-        // in both, so "never fewer than k" holds; a tenant written to without pause gets its
-        // last answer after a few tries rather than none.
-        let (mut searched, mut for_shared) = attempt()?;
+        // may hold fewer than k. Searching again once the index is released, with spare
+        // candidates, sees that write in both, so "never fewer than k" holds; a tenant written
+        // to without pause gets its last answer after a few tries rather than none.
+        let (mut searched, mut for_shared) = attempt(false)?;
         for _ in 1..SEARCH_ATTEMPTS {
             if !searched.short {
                 break;
             }
             std::thread::yield_now();
-            (searched, for_shared) = attempt()?;
+            (searched, for_shared) = attempt(true)?;
         }
         let mut response = searched.response;
         if let Some(selector) = &s.include_shared
@@ -384,7 +386,8 @@ fn check_mode(s: &SearchRequest) -> Result<SearchMode, EngineError> {
 /// carry their stored vectors only when the request includes `vector`. `write_pending`: a
 /// write of the tenant may have committed a change `ci` does not hold yet
 /// (`TenantIndex::write_pending`), so the hits are read from `stored` even when the request
-/// needs nothing stored.
+/// needs nothing stored. `with_spares`: rank `SPARE_HITS` candidates beyond k, for a search
+/// run again because its first try lost hits after the graph ([`Searched::short`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn search_collection(
     ci: &CollectionIndex,
@@ -396,6 +399,7 @@ pub(crate) fn search_collection(
     boost: Option<crate::ranking::Boost>,
     stored: Option<&StoredRecords<'_>>,
     write_pending: bool,
+    with_spares: bool,
 ) -> Result<Searched, EngineError> {
     let scope = scope_candidates(ci, vis);
     // The scope's candidates unless a filter narrows them: then the field index's slots,
@@ -420,16 +424,22 @@ pub(crate) fn search_collection(
     };
     // Hits named from the index alone when the request needs nothing stored (`crate::hits`).
     let from_index = answers_from_index(s, filter_exact) && !write_pending;
-    // Reranking draws from a larger pool of candidates than it returns; so does every search,
-    // by a few, to replace hits a concurrent write takes out of sight when their records are
-    // read (see the hits below). Hits named from the index cannot be taken out of sight
-    // meanwhile, but they are drawn from the same pool and depth, so that `include: []` and
-    // an include that reads records rank the same top k with the same `exact` flag.
+    // The beam policy (module docs of `crate::hits`): reranking draws from a larger pool of
+    // candidates than it returns; otherwise a search ranks exactly k, so the graph's beam is
+    // max(ef, k) as the bare index's. Only a search whose first try lost hits after the graph
+    // (a concurrent write took a hit's stored record out of sight, or the re-check below
+    // dropped one) runs again `with_spares`: k + `SPARE_HITS` candidates, so the next ones
+    // replace what vanishes. `include: []` and an include that reads records follow the same
+    // policy, so they rank the same top k with the same `exact` flag.
     let want = match adaptive {
         Some(_) => crate::rerank::pool_size(s.k),
         None => s.k,
-    }
-    .max(s.k + SPARE_HITS);
+    };
+    let want = if with_spares {
+        want.max(s.k + SPARE_HITS)
+    } else {
+        want
+    };
     // The candidates already satisfy the domain, run, memory scope and (for `any`) principals,
     // and the filter when it was answered exactly by the field index. The resident part of a
     // record is looked at only for what bitmaps cannot say: its TTL or `all` principal
@@ -499,11 +509,13 @@ pub(crate) fn search_collection(
     // Defence in depth: every candidate passes the full rules once more, before any
     // reranking, so the pool it reorders (and normalises over) holds only what the caller may
     // see. `min_score` applies to the relevance score, before confidence and recency.
-    ranked.retain(|r| {
-        s.min_score.is_none_or(|m| r.score >= m)
-            && checks.sees(r.slot)
-            && checks.filter_passes(r.slot)
-    });
+    ranked.retain(|r| s.min_score.is_none_or(|m| r.score >= m));
+    let before_check = ranked.len();
+    ranked.retain(|r| checks.sees(r.slot) && checks.filter_passes(r.slot));
+    // The candidates already passed these rules inside the channels, so this drops nothing
+    // unless a rule disagrees with its bitmap; if it does, the search is short of what it
+    // ranked and widens like one that lost hits to a write.
+    let mut passed_over = ranked.len() < before_check;
     if let Some(boost) = boost {
         rerank(&mut ranked, ci, &boost);
     }
@@ -517,7 +529,6 @@ pub(crate) fn search_collection(
     // was just found to see (`ranked.retain` above) under the same read lock.
     let with_vector = s.includes(Include::Vector);
     let mut hits = Vec::with_capacity(s.k.min(ranked.len()));
-    let mut passed_over = false;
     for r in ranked {
         if hits.len() == s.k {
             break;
@@ -545,9 +556,11 @@ pub(crate) fn search_collection(
     })
 }
 
-/// Candidates a search ranks beyond its k, so that a hit whose stored record a concurrent write
-/// changed out of sight is replaced by the next one instead of leaving the answer short.
-const SPARE_HITS: usize = 8;
+/// Candidates a search run again ranks beyond its k, so that a hit whose stored record a
+/// concurrent write changed out of sight is replaced by the next one instead of leaving the
+/// answer short. A first try ranks k alone: nothing vanishes after the graph unless a write
+/// races the search, and spares on every search cost the graph a wider beam than asked.
+pub(crate) const SPARE_HITS: usize = 8;
 
 /// How many times a search runs at most when concurrent writes keep taking its hits out of
 /// sight (see `search_unmeasured`).
@@ -557,7 +570,8 @@ const SEARCH_ATTEMPTS: usize = 4;
 pub(crate) struct Searched {
     pub response: SearchResponse,
     /// A hit was passed over because its stored record changed out of sight after the index
-    /// was searched, and fewer than k remain: searching again may find the k.
+    /// was searched (or the re-check of the ranked candidates dropped one), and fewer than k
+    /// remain: searching again, with spares, may find the k.
     pub short: bool,
 }
 

@@ -489,6 +489,8 @@ impl Engine {
                                 None,
                                 Some(&stored),
                                 ti.write_pending(),
+                                // Not searched again when short: spares from the start.
+                                true,
                             )
                             .map(|searched| searched.response)
                             .map(Some)
