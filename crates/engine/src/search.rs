@@ -510,6 +510,7 @@ pub(crate) fn search_collection(
     // reranking, so the pool it reorders (and normalises over) holds only what the caller may
     // see. `min_score` applies to the relevance score, before confidence and recency.
     ranked.retain(|r| s.min_score.is_none_or(|m| r.score >= m));
+    touch_resident(ci, &ranked[..want.min(ranked.len())]);
     let before_check = ranked.len();
     ranked.retain(|r| checks.sees(r.slot) && checks.filter_passes(r.slot));
     // The candidates already passed these rules inside the channels, so this drops nothing
@@ -573,6 +574,21 @@ pub(crate) struct Searched {
     /// was searched (or the re-check of the ranked candidates dropped one), and fewer than k
     /// remain: searching again, with spares, may find the k.
     pub short: bool,
+}
+
+/// Loads the resident part and the id of each of `ranked` into the cache, all at once: each
+/// lies at its own place in memory, and the re-check and the naming of the hits below would
+/// otherwise wait for one cache miss after another (the id's copy was 9 % of a 128-d
+/// `include: []` search's CPU in a profile). The loads here are independent of each other,
+/// so the CPU overlaps them; the sum only keeps them from being optimised away.
+fn touch_resident(ci: &CollectionIndex, ranked: &[Ranked]) {
+    let mut sum = 0u8;
+    for r in ranked {
+        if let Some(Some(doc)) = ci.docs.get(r.slot as usize) {
+            sum ^= doc.id.as_str().as_bytes().first().copied().unwrap_or(0);
+        }
+    }
+    std::hint::black_box(sum);
 }
 
 /// Applies confidence and recency (`crate::ranking`) to the ranked candidates and sorts them
