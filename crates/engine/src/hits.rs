@@ -49,6 +49,16 @@
 //! a definition does not change under a loaded index (a collection deleted, re-embedded or
 //! created again gets a new index from its new definition).
 //!
+//! Beam policy. Every rule a hit must pass is applied to candidates inside the channels (the
+//! graph walk's predicate, or candidates that all pass), so after the graph nothing is dropped
+//! unless a write raced the search. A search's first try therefore ranks exactly k candidates
+//! (a reranked search its pool), and the graph's beam is `max(ef, k)`, as the bare index's.
+//! The hits are then checked once more (`HitChecks::sees`, the filter) and, when read from
+//! storage, on their stored records; a try that lost hits there and holds fewer than k is run
+//! again once the index is released, with spare candidates beyond k (`crate::search`), so
+//! "never fewer than k" holds. Both include modes follow this one policy, so `include: []` and
+//! an include that reads records rank the same top k with the same `exact` flag.
+//!
 //! What the resident state cannot answer still reads storage: a filter the field index cannot
 //! answer exactly (checked on stored records per candidate, and re-checked on each hit's
 //! record), and any `include` of content, metadata, vector or the whole record.

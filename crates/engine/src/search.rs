@@ -4,6 +4,9 @@
 //! record alone. BM25 statistics (document count, document frequencies, average length) are
 //! computed over exactly the records the request may see (`plan::visible_slots`). Fusion
 //! normalises each channel over its own hits, which are all visible records.
+//!
+//! A first try ranks exactly k (the graph's beam is `max(ef, k)`); only a try that lost hits
+//! after the graph is run again with spare candidates (the beam policy, `crate::hits`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
