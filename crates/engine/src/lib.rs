@@ -49,6 +49,7 @@ mod scan;
 mod scope_names;
 mod search;
 mod search_image;
+mod search_retry;
 mod shares;
 mod slot_doc;
 mod snapshot;

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use strata_auth::{OperatorScope, TenantScope};
 use strata_types::{
@@ -226,7 +227,16 @@ fn a_graph_search_that_loses_a_hit_after_the_walk_still_answers_k() {
     };
     search(Some(vec![]));
     engine.wait_for_graph_builds();
-    let before = search(Some(vec![]));
+    // Tries run by this thread's searches (`crate::search_retry`).
+    let tries = |f: &dyn Fn() -> SearchResponse| {
+        let at = crate::search_retry::ATTEMPTS.with(|n| n.get());
+        let found = f();
+        (found, crate::search_retry::ATTEMPTS.with(|n| n.get()) - at)
+    };
+    let (before, tried) = tries(&|| search(Some(vec![])));
+    assert_eq!(tried, 1, "nothing races this search: one try");
+    let (_, tried) = tries(&|| search(None));
+    assert_eq!(tried, 1, "nothing races this search: one try");
     assert!(!before.exact, "the graph answers, not an exact scan");
     assert_eq!(before.hits.len(), K);
     let nearest = before.hits[0].record.id.clone();
@@ -239,7 +249,9 @@ fn a_graph_search_that_loses_a_hit_after_the_walk_still_answers_k() {
     *crate::registry::lock(&engine.indexes.after_commit) = Some(Arc::new(move |_| {
         if !once.swap(true, Ordering::SeqCst) {
             crate::registry::lock(&reached_tx).send(()).unwrap();
-            crate::registry::lock(&release_rx).recv().unwrap();
+            // Bounded: a search that waits for this write's apply (a last try) fails the
+            // test on its count of tries instead of hanging it.
+            let _ = crate::registry::lock(&release_rx).recv_timeout(Duration::from_secs(20));
         }
     }));
     struct Release(mpsc::Sender<()>);
@@ -251,11 +263,15 @@ fn a_graph_search_that_loses_a_hit_after_the_walk_still_answers_k() {
     std::thread::scope(|s| {
         let writer = s.spawn(|| engine.delete(&scope, &RequestScope::default(), &nearest));
         let release = Release(release);
-        reached.recv().unwrap();
+        reached
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the delete reached its commit");
         // Committed, not applied: the graph still ranks the deleted record first, and its
-        // stored record is gone when the hits are checked.
-        let lean = search(Some(vec![]));
-        let full = search(None);
+        // stored record is gone when the hits are checked. The first try is short; the
+        // second ranks spares for the lost hit and answers k.
+        let (lean, tried_lean) = tries(&|| search(Some(vec![])));
+        let (full, tried_full) = tries(&|| search(None));
+        assert_eq!((tried_lean, tried_full), (2, 2), "a short first try, then a full one");
         let ids = |r: &SearchResponse| -> Vec<String> {
             r.hits.iter().map(|h| h.record.id.to_string()).collect()
         };
