@@ -50,6 +50,8 @@ mod scope_names;
 mod search;
 mod search_image;
 mod search_retry;
+#[cfg(test)]
+mod search_retry_tests;
 mod shares;
 mod slot_doc;
 mod snapshot;

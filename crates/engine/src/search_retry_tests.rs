@@ -1,0 +1,152 @@
+//! Retries of a search whose hits a write took out of sight (`crate::search_retry`): spares
+//! sized by the hits lost, and the last try after the write in flight is applied.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use strata_auth::{OperatorScope, TenantScope};
+use strata_types::{FieldRef, Filter, Include, Metric, RequestScope, SearchRequest, TenantId};
+
+use crate::search_retry::ATTEMPTS;
+use crate::test_support::{DIM, admin_scope, put_clustered, vec_name};
+use crate::{Engine, EngineConfig};
+
+const K: usize = 5;
+
+fn loaded(dir: &std::path::Path) -> (Engine, TenantScope) {
+    let engine = Engine::open(dir, EngineConfig::default()).unwrap();
+    let tenant = TenantId::parse("acme").unwrap();
+    engine
+        .create_tenant(&OperatorScope::for_tests(), &tenant, None)
+        .unwrap();
+    let scope = admin_scope(&engine, "acme");
+    engine
+        .create_collection(&scope, &vec_name(), DIM, Metric::L2)
+        .unwrap();
+    put_clustered(&engine, &scope, 1100);
+    (engine, scope)
+}
+
+fn ids_only(k: usize, query: &[f32]) -> SearchRequest {
+    SearchRequest {
+        vector: Some(query.to_vec()),
+        k,
+        ef: Some(k),
+        modality: Some(vec_name()),
+        include: Some(vec![]),
+        ..Default::default()
+    }
+}
+
+/// Holds the tenant's next write between its commit and its apply until `release` is sent
+/// (or 20 s pass, so a test that fails cannot hang); `reached` hears when it got there.
+fn pause_next_write(engine: &Engine) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let (reached_tx, reached) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let reached_tx = Mutex::new(reached_tx);
+    let release_rx = Mutex::new(release_rx);
+    let once = AtomicBool::new(false);
+    *crate::registry::lock(&engine.indexes.after_commit) = Some(Arc::new(move |_| {
+        if !once.swap(true, Ordering::SeqCst) {
+            crate::registry::lock(&reached_tx).send(()).unwrap();
+            let _ = crate::registry::lock(&release_rx).recv_timeout(Duration::from_secs(20));
+        }
+    }));
+    (reached, release)
+}
+
+/// The reviewer's race: one commit hides more of the top k + `SPARE_HITS` than a fixed
+/// handful of spares replaces, and its writer stays between commit and apply. Each retry
+/// ranks spares for every hit lost so far, so the search still answers k without the
+/// deleted records, and before the last try (which would wait for the apply).
+#[test]
+fn a_commit_hiding_more_than_the_spares_still_leaves_k_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = loaded(dir.path());
+    let query = strata_index::testdata::queries(1, DIM as usize, 10, 1, 2).remove(0);
+    let search = |s: &SearchRequest| engine.search(&scope, &RequestScope::default(), s).unwrap();
+    search(&ids_only(K, &query));
+    engine.wait_for_graph_builds();
+    // More than k + SPARE_HITS of the nearest records, deleted in one transaction.
+    let hidden = K + crate::search::SPARE_HITS + 6;
+    let doomed: Vec<String> = search(&ids_only(hidden, &query))
+        .hits
+        .iter()
+        .map(|h| h.record.id.to_string())
+        .collect();
+    assert_eq!(doomed.len(), hidden);
+    let filter = Filter::In(
+        FieldRef::Id,
+        doomed.iter().map(|id| Value::String(id.clone())).collect(),
+    );
+    let (reached, release) = pause_next_write(&engine);
+    std::thread::scope(|s| {
+        let writer =
+            s.spawn(|| engine.delete_where(&scope, &RequestScope::default(), &filter));
+        reached
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the delete reached its commit");
+        for include in [Some(vec![]), None::<Vec<Include>>] {
+            let at = ATTEMPTS.with(|n| n.get());
+            let found = search(&SearchRequest {
+                include,
+                ..ids_only(K, &query)
+            });
+            let tried = ATTEMPTS.with(|n| n.get()) - at;
+            let ids: Vec<String> = found.hits.iter().map(|h| h.record.id.to_string()).collect();
+            assert_eq!(ids.len(), K, "{ids:?}");
+            assert!(ids.iter().all(|id| !doomed.contains(id)), "{ids:?}");
+            assert!(
+                (2..crate::search_retry::SEARCH_ATTEMPTS).contains(&tried),
+                "{tried} tries: spares sized by the hits lost answer before the last"
+            );
+        }
+        release.send(()).unwrap();
+        assert_eq!(writer.join().unwrap().unwrap(), hidden as u64);
+    });
+    *crate::registry::lock(&engine.indexes.after_commit) = None;
+}
+
+/// `wait_for_apply` returns only once the write in flight is applied to the index.
+#[test]
+fn waiting_for_the_apply_waits_for_the_write_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = loaded(dir.path());
+    let query = strata_index::testdata::queries(1, DIM as usize, 10, 1, 2).remove(0);
+    let nearest = engine
+        .search(&scope, &RequestScope::default(), &ids_only(1, &query))
+        .unwrap()
+        .hits[0]
+        .record
+        .id
+        .clone();
+    let (reached, release) = pause_next_write(&engine);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| engine.delete(&scope, &RequestScope::default(), &nearest));
+        reached
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the delete reached its commit");
+        let pending = |engine: &Engine| {
+            engine
+                .indexes
+                .with_index(&engine.store, scope.key(), scope.tenant(), |ti| {
+                    Ok(ti.write_pending())
+                })
+                .unwrap()
+        };
+        assert!(pending(&engine), "committed, not applied");
+        let released = Instant::now();
+        let releaser = s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            release.send(()).unwrap();
+        });
+        engine.indexes.wait_for_apply(scope.key(), scope.tenant());
+        assert!(released.elapsed() >= Duration::from_millis(200));
+        assert!(!pending(&engine), "applied when the wait returns");
+        releaser.join().unwrap();
+        writer.join().unwrap().unwrap();
+    });
+    *crate::registry::lock(&engine.indexes.after_commit) = None;
+}
