@@ -24,8 +24,8 @@ fn ids_only_and_default_include_rank_the_same_top_k_on_a_graph() {
     // The first search loads the index and queues its graph's build.
     crate::test_support::answers(&engine, &scope);
     engine.wait_for_graph_builds();
-    // A beam as narrow as k: a pool drawn k deep would walk a narrower beam than k + spares,
-    // and reach other neighbours.
+    // A beam as narrow as k (`ef = k`), where the graph's answer depends most on how many
+    // candidates are drawn: both include modes must draw the same k.
     let queries = strata_index::testdata::queries(40, DIM as usize, 10, 1, 3);
     let mut graph_answered = 0;
     for (q, k, ef) in queries
@@ -108,7 +108,9 @@ fn an_unfiltered_ids_only_search_is_the_graphs_own_answer_at_the_same_ef() {
                         .collect()
                 };
                 let own = graph.search(&q, k, Some(ef)).unwrap();
-                let wider = graph.search(&q, k, Some(k + crate::search::SPARE_HITS)).unwrap();
+                let wider = graph
+                    .search(&q, k, Some(k + crate::search::SPARE_HITS))
+                    .unwrap();
                 Ok((name(own), name(wider)))
             })
             .unwrap();
@@ -116,5 +118,8 @@ fn an_unfiltered_ids_only_search_is_the_graphs_own_answer_at_the_same_ef() {
         differs_from_wider += usize::from(graph_ids != wider_ids);
     }
     // The comparison has teeth only if a wider beam finds other neighbours for some query.
-    assert!(differs_from_wider > 0, "a wider beam found the same hits for every query");
+    assert!(
+        differs_from_wider > 0,
+        "a wider beam found the same hits for every query"
+    );
 }

@@ -468,7 +468,7 @@ pub(crate) fn search_collection(
                     || ci.shared.len() == ci.live.len()
                     || with_vector.is_subset(&ci.shared));
             let (hits, was_exact) =
-                vector_top(ci, &with_vector, unrestricted, v, depth, s.ef, &passes)?;
+                vector_top(ci, &with_vector, unrestricted, v, depth, s.k, s.ef, &passes)?;
             exact = was_exact;
             Some(hits)
         }
@@ -570,8 +570,9 @@ pub(crate) struct Searched {
 
 /// Loads the resident part and the id of each of `ranked` into the cache, all at once: each
 /// lies at its own place in memory, and the re-check and the naming of the hits below would
-/// otherwise wait for one cache miss after another (the id's copy was 9 % of a 128-d
-/// `include: []` search's CPU in a profile). The loads here are independent of each other,
+/// otherwise wait for one cache miss after another (the id's copy was 10.5–11.7 % of a
+/// 128-d `include: []` search's CPU in a profile, 4.6 % with this pass; docs/benchmarks.md,
+/// issue 15). The loads here are independent of each other,
 /// so the CPU overlaps them; the sum only keeps them from being optimised away.
 fn touch_resident(ci: &CollectionIndex, ranked: &[Ranked]) {
     let mut sum = 0u8;

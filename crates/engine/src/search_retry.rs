@@ -62,3 +62,11 @@ impl Engine {
         Ok(result)
     }
 }
+
+impl Engine {
+    /// Hits searches' defensive re-checks dropped on resident state since start although
+    /// their channels had passed them: an index disagreement (a bug), always 0 otherwise.
+    pub fn search_recheck_drops(&self) -> u64 {
+        self.indexes.recheck_drops()
+    }
+}

@@ -83,8 +83,7 @@ fn a_commit_hiding_more_than_the_spares_still_leaves_k_hits() {
     );
     let (reached, release) = pause_next_write(&engine);
     std::thread::scope(|s| {
-        let writer =
-            s.spawn(|| engine.delete_where(&scope, &RequestScope::default(), &filter));
+        let writer = s.spawn(|| engine.delete_where(&scope, &RequestScope::default(), &filter));
         reached
             .recv_timeout(Duration::from_secs(60))
             .expect("the delete reached its commit");

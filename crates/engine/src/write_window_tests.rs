@@ -271,7 +271,11 @@ fn a_graph_search_that_loses_a_hit_after_the_walk_still_answers_k() {
         // second ranks spares for the lost hit and answers k.
         let (lean, tried_lean) = tries(&|| search(Some(vec![])));
         let (full, tried_full) = tries(&|| search(None));
-        assert_eq!((tried_lean, tried_full), (2, 2), "a short first try, then a full one");
+        assert_eq!(
+            (tried_lean, tried_full),
+            (2, 2),
+            "a short first try, then a full one"
+        );
         let ids = |r: &SearchResponse| -> Vec<String> {
             r.hits.iter().map(|h| h.record.id.to_string()).collect()
         };
