@@ -149,3 +149,65 @@ fn waiting_for_the_apply_waits_for_the_write_in_flight() {
     });
     *crate::registry::lock(&engine.indexes.after_commit) = None;
 }
+
+/// An index whose bitmap disagrees with its records (here: an expiring record missing from
+/// `with_expiry`, so its channel lets it through after it expired) loses the hit at the
+/// re-check on every try. The search still answers what it may see, and the drop is counted
+/// (`strata_search_recheck_drops_total`) instead of passing silently.
+#[test]
+fn a_recheck_that_disagrees_with_its_bitmap_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    engine
+        .create_tenant(
+            &OperatorScope::for_tests(),
+            &TenantId::parse("acme").unwrap(),
+            None,
+        )
+        .unwrap();
+    let scope = admin_scope(&engine, "acme");
+    let name = strata_types::CollectionName::parse("small").unwrap();
+    engine
+        .create_collection(&scope, &name, 2, Metric::L2)
+        .unwrap();
+    let soon = strata_types::now_millis() + 300;
+    let records = (0..3)
+        .map(|i| strata_types::NewRecord {
+            id: Some(strata_types::RecordId::parse(format!("m{i}")).unwrap()),
+            modality: Some(name.clone()),
+            vector: Some(vec![i as f32, 1.0]),
+            expires_at: (i == 0).then_some(soon),
+            ..Default::default()
+        })
+        .collect();
+    engine
+        .put(&scope, &RequestScope::default(), records)
+        .unwrap();
+    let s = SearchRequest {
+        vector: Some(vec![0.0, 1.0]),
+        k: 3,
+        modality: Some(name.clone()),
+        include: Some(vec![]),
+        ..Default::default()
+    };
+    let ids = |engine: &Engine| -> Vec<String> {
+        let found = engine.search(&scope, &RequestScope::default(), &s).unwrap();
+        found.hits.iter().map(|h| h.record.id.to_string()).collect()
+    };
+    assert_eq!(ids(&engine), ["m0", "m1", "m2"]);
+    assert_eq!(engine.search_recheck_drops(), 0);
+    std::thread::sleep(Duration::from_millis(400));
+    // The bug: the index forgets that m0 expires.
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    let mut index = engine.indexes.write_index(&slot);
+    let ci = index
+        .as_mut()
+        .unwrap()
+        .collections
+        .get_mut(&name)
+        .unwrap();
+    ci.with_expiry.clear();
+    drop(index);
+    assert_eq!(ids(&engine), ["m1", "m2"]);
+    assert_eq!(engine.search_recheck_drops(), 1);
+}
