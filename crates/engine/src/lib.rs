@@ -9,6 +9,8 @@ mod adaptive;
 mod adaptive_cache;
 mod admission;
 mod audit;
+#[cfg(test)]
+mod boost_pool_tests;
 mod collection_index;
 mod collections;
 mod config;
