@@ -3,8 +3,7 @@
 
 use strata_auth::OperatorScope;
 use strata_types::{
-    CollectionName, Confidence, Metric, NewRecord, RecordId, RequestScope, SearchRequest,
-    TenantId,
+    CollectionName, Confidence, Metric, NewRecord, RecordId, RequestScope, SearchRequest, TenantId,
 };
 
 use crate::test_support::admin_scope;

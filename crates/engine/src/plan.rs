@@ -283,6 +283,7 @@ fn field_path(field: &FieldRef) -> Option<String> {
 /// stands.
 /// `unrestricted` says that the candidates are every vector of the collection and all pass,
 /// so the graph can be searched without a per-node predicate.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn vector_top(
     ci: &CollectionIndex,
     candidates: &RoaringBitmap,

@@ -200,12 +200,7 @@ fn a_recheck_that_disagrees_with_its_bitmap_is_counted() {
     // The bug: the index forgets that m0 expires.
     let slot = engine.indexes.get(scope.key()).unwrap();
     let mut index = engine.indexes.write_index(&slot);
-    let ci = index
-        .as_mut()
-        .unwrap()
-        .collections
-        .get_mut(&name)
-        .unwrap();
+    let ci = index.as_mut().unwrap().collections.get_mut(&name).unwrap();
     ci.with_expiry.clear();
     drop(index);
     assert_eq!(ids(&engine), ["m1", "m2"]);
