@@ -206,3 +206,50 @@ fn a_recheck_that_disagrees_with_its_bitmap_is_counted() {
     assert_eq!(ids(&engine), ["m1", "m2"]);
     assert_eq!(engine.search_recheck_drops(), 1);
 }
+
+/// Spares never cost an exact scan: the graph's beam is widened only while fewer than the k
+/// a search answers pass (`plan::vector_top`'s `need`), not to fill the candidates beyond k.
+#[test]
+fn the_graph_is_not_widened_to_fill_spares() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = loaded(dir.path());
+    let query = strata_index::testdata::queries(1, DIM as usize, 10, 1, 2).remove(0);
+    engine
+        .search(&scope, &RequestScope::default(), &ids_only(K, &query))
+        .unwrap();
+    engine.wait_for_graph_builds();
+    // One record in 10 passes (110): asked for 200, the graph finds k of them, never 200.
+    let passes = |slot: u32| slot % 10 == 0;
+    let (spared, filled) = engine
+        .indexes
+        .with_index(&engine.store, scope.key(), scope.tenant(), |ti| {
+            let ci = &ti.collections[&vec_name()];
+            assert!(ci.graph.is_some(), "the graph answers this collection");
+            let top = |need: usize| {
+                crate::plan::vector_top(
+                    ci,
+                    &ci.with_vector,
+                    false,
+                    &query,
+                    200,
+                    need,
+                    Some(K),
+                    &passes,
+                )
+            };
+            Ok((top(K)?, top(200)?))
+        })
+        .unwrap();
+    let (hits, exact) = spared;
+    assert!(
+        !exact,
+        "k passing from the graph: no exact scan for the spares"
+    );
+    assert!(
+        hits.len() >= K && hits.iter().all(|h| passes(h.slot)),
+        "{hits:?}"
+    );
+    // Asked to fill all 200, the same search climbs to an exact scan.
+    assert!(filled.1, "fewer than 200 pass: settled exactly");
+    assert_eq!(filled.0.len(), 110);
+}
