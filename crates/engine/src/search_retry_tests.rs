@@ -219,7 +219,7 @@ fn the_graph_is_not_widened_to_fill_spares() {
         .unwrap();
     engine.wait_for_graph_builds();
     // One record in 10 passes (110): asked for 200, the graph finds k of them, never 200.
-    let passes = |slot: u32| slot % 10 == 0;
+    let passes = |slot: u32| slot.is_multiple_of(10);
     let (spared, filled) = engine
         .indexes
         .with_index(&engine.store, scope.key(), scope.tenant(), |ti| {
