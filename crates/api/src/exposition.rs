@@ -51,6 +51,9 @@ pub struct Exposition<'a> {
     /// Storage writes attempted on threads that must not write (background workers) since
     /// start: 0 unless a job that writes was sent to one (a bug).
     pub forbidden_writes: u64,
+    /// Hits searches' re-checks dropped on resident state since start: 0 unless the index
+    /// disagrees with its own bitmaps (a bug).
+    pub search_recheck_drops: u64,
     pub commits: HistogramSnapshot,
     pub resident_bytes: Option<u64>,
     /// `[engine.residency] memory_budget_bytes` (0: none) and the index bytes loaded now.
@@ -546,6 +549,17 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
     );
     help(
         out,
+        "strata_search_recheck_drops_total",
+        "counter",
+        "Search hits the final re-check dropped after their channel passed them (an index bug).",
+    );
+    let _ = writeln!(
+        out,
+        "strata_search_recheck_drops_total {}",
+        x.search_recheck_drops
+    );
+    help(
+        out,
         "strata_pool_busy_workers",
         "gauge",
         "Pool workers running a job now.",
@@ -653,6 +667,7 @@ mod tests {
             workers: 2,
             background_workers: 0,
             forbidden_writes: 0,
+            search_recheck_drops: 0,
             commits: HistogramSnapshot::default(),
             resident_bytes: None,
             residency_budget_bytes: 0,
@@ -665,7 +680,12 @@ mod tests {
         let mut x = exposition(&[], 10, &[]);
         x.background_workers = 3;
         x.forbidden_writes = 2;
+        x.search_recheck_drops = 4;
         let text = render(&x);
+        assert!(
+            text.contains("\nstrata_search_recheck_drops_total 4\n"),
+            "{text}"
+        );
         assert!(
             text.contains("\nstrata_pool_background_workers 3\n"),
             "{text}"

@@ -81,6 +81,7 @@ pub async fn metrics(
         workers: state.pool_workers(),
         background_workers: state.pool_background_workers(),
         forbidden_writes: strata_engine::storage_writes_on_forbidden_threads(),
+        search_recheck_drops: state.engine.search_recheck_drops(),
         commits: state.engine.commit_latency(),
         resident_bytes: resident_bytes(),
     });

@@ -4,7 +4,8 @@
 //! lines in `ann_bench`'s format with `"lib":"strata-engine"`, for `bench/ann/compare.py`.
 //!
 //! Usage: `cargo run --release -p strata-engine --example engine_ann_bench -- [--n 100000]
-//! [--dim 128] [--clusters 100] [--queries 1000] [--efs 16,32,64,128] [--data DIR]`.
+//! [--dim 128] [--clusters 100] [--queries 1000] [--efs 16,32,64,128] [--data DIR]
+//! [--include both|ids|records]`.
 //! With `--data DIR` holding `base.fvecs`, `query.fvecs` and `gt.ivecs` (as written by
 //! `ann_bench --out DIR`) those exact files are used; otherwise the data set is generated with
 //! `testdata::clustered(n, dim, clusters, 42)` / `testdata::queries(.., 42, 43)` and the ground
@@ -39,6 +40,9 @@ struct Args {
     queries: usize,
     efs: Vec<usize>,
     data: Option<String>,
+    /// Which requests are timed: `both` (default), `ids` (`include: []` alone, e.g. under a
+    /// profiler) or `records`.
+    include: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -49,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
         queries: 1000,
         efs: vec![16, 32, 64, 128],
         data: None,
+        include: "both".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +71,10 @@ fn parse_args() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "--data" => args.data = Some(value),
+            "--include" if ["both", "ids", "records"].contains(&value.as_str()) => {
+                args.include = value
+            }
+            "--include" => return Err("--include: both, ids or records".into()),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -248,6 +257,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for &ef in &args.efs {
         for threads in [1usize, 2] {
             for (lib, include) in &variants {
+                let wanted = match args.include.as_str() {
+                    "ids" => include.is_some(),
+                    "records" => include.is_none(),
+                    _ => true,
+                };
+                if !wanted {
+                    continue;
+                }
                 measure(lib, &queries, &truth, ef, threads, |q| {
                     search(q, Some(ef), include)
                 });

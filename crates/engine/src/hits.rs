@@ -49,6 +49,27 @@
 //! a definition does not change under a loaded index (a collection deleted, re-embedded or
 //! created again gets a new index from its new definition).
 //!
+//! Beam policy. Every rule a hit must pass is applied to candidates inside the channels (the
+//! graph walk's predicate, or candidates that all pass), so after the graph nothing is dropped
+//! unless a write raced the search. A plain vector search's first try therefore ranks exactly
+//! k candidates, and the graph's beam is `max(ef, k)`, as the bare index's. A reranked search
+//! ranks its pool; a hybrid search, or one boosted by confidence or recency (asked for, or
+//! turned on by the collection's default `recency_half_life_secs`), ranks
+//! `max(k + 8, 50)` so that a record below the top k can rise, and its beam is at least that.
+//! The hits are then checked once more (`HitChecks::sees`, the filter) and, when read from
+//! storage, on their stored records; a try that lost hits there and holds fewer than k is run
+//! again once the index is released (`crate::search_retry`), ranking beyond k one spare
+//! candidate for every hit lost by the tries so far and `SPARE_HITS` more; the last of
+//! `SEARCH_ATTEMPTS` tries first waits for the tenant's write in flight to be applied. The
+//! guarantee: a search answers k hits (or every visible match, if fewer) unless writes that
+//! commit after that wait, and before the last try's storage snapshot, hide more candidates
+//! than it ranks beyond k; a search that names its hits from the index alone loses none.
+//! Shared domains are searched the same way, each against its owner's index. Both include
+//! modes follow this one policy, so `include: []` and an include that reads records rank the
+//! same top k with the same `exact` flag. A hit the re-check drops on resident state had
+//! passed the same rules in its channel, so only an index disagreement drops one: it is
+//! counted (`strata_search_recheck_drops_total`) and logged the first time.
+//!
 //! What the resident state cannot answer still reads storage: a filter the field index cannot
 //! answer exactly (checked on stored records per candidate, and re-checked on each hit's
 //! record), and any `include` of content, metadata, vector or the whole record.

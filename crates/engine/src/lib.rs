@@ -9,6 +9,8 @@ mod adaptive;
 mod adaptive_cache;
 mod admission;
 mod audit;
+#[cfg(test)]
+mod boost_pool_tests;
 mod collection_index;
 mod collections;
 mod config;
@@ -50,6 +52,9 @@ mod scan;
 mod scope_names;
 mod search;
 mod search_image;
+mod search_retry;
+#[cfg(test)]
+mod search_retry_tests;
 mod shares;
 mod slot_doc;
 mod snapshot;

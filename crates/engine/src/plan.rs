@@ -277,15 +277,20 @@ fn field_path(field: &FieldRef) -> Option<String> {
 }
 
 /// Vector top-`n` among `candidates` (slots with vectors) that pass `passes`. Returns the hits
-/// and whether they are exact. Fewer than `n` hits means fewer than `n` candidates pass.
+/// and whether they are exact. Fewer than `need` hits (`need` ≤ `n`: the k a search answers)
+/// means fewer than `need` candidates pass; the graph's beam is widened, up to an exact scan,
+/// only while fewer than `need` are found, so between `need` and `n` hits the graph's answer
+/// stands.
 /// `unrestricted` says that the candidates are every vector of the collection and all pass,
 /// so the graph can be searched without a per-node predicate.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn vector_top(
     ci: &CollectionIndex,
     candidates: &RoaringBitmap,
     unrestricted: bool,
     query: &[f32],
     n: usize,
+    need: usize,
     ef: Option<usize>,
     passes: &dyn Fn(u32) -> bool,
 ) -> Result<(Vec<Hit>, bool), EngineError> {
@@ -320,7 +325,9 @@ pub(crate) fn vector_top(
             graph.search_filtered(query, n, Some(ef), |s| candidates.contains(s) && passes(s))
         }
         .map_err(|e| EngineError::Index(e.to_string()))?;
-        if hits.len() >= n {
+        // Widened only while fewer than `need` pass: candidates beyond it (a retry's
+        // spares, a reranked or fused pool) are not worth a wider walk or an exact scan.
+        if hits.len() >= n.min(need) {
             return Ok((hits, false));
         }
         if ef >= MAX_EF {

@@ -56,6 +56,9 @@ pub(crate) struct IndexRegistry {
     pub builder: GraphBuilder,
     /// Finishes evictions that a thread which must not write could not (`crate::evictor`).
     pub evictor: crate::evictor::Evictor,
+    /// Hits a search's defensive re-check dropped although the channels had passed them
+    /// (`crate::search_retry`): an index bug made visible, never a race.
+    recheck_drops: AtomicU64,
     /// Runs in a write between its commit and its apply, for tests of that window.
     #[cfg(test)]
     pub after_commit: Mutex<Option<CommitHook>>,
@@ -71,6 +74,7 @@ impl IndexRegistry {
             clock: AtomicU64::new(0),
             builder,
             evictor: crate::evictor::Evictor::default(),
+            recheck_drops: AtomicU64::new(0),
             #[cfg(test)]
             after_commit: Mutex::default(),
         }
@@ -93,6 +97,30 @@ impl IndexRegistry {
         let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         slot.counters.last_used.store(now, Ordering::Relaxed);
         slot
+    }
+
+    /// Returns once the tenant's write in flight, if any, is applied to its index: the
+    /// write holds the `apply` lock from before its commit until its apply, so taking and
+    /// releasing that lock waits for one write at most (`crate::search_retry`).
+    pub fn wait_for_apply(&self, key: TenantKey, id: &TenantId) {
+        drop(lock(&self.slot(key, id).apply));
+    }
+
+    /// Counts hits a search's re-check dropped on resident state (`recheck_drops`), logged
+    /// the first time.
+    pub fn note_recheck_drops(&self, id: &TenantId, n: usize) {
+        if self.recheck_drops.fetch_add(n as u64, Ordering::Relaxed) == 0 {
+            tracing::error!(
+                tenant = %id,
+                dropped = n,
+                "search re-check dropped hits its channels had passed: index disagreement"
+            );
+        }
+    }
+
+    /// Hits dropped by searches' re-checks since start (`note_recheck_drops`).
+    pub fn recheck_drops(&self) -> u64 {
+        self.recheck_drops.load(Ordering::Relaxed)
     }
 
     /// The tenant's integrity state (normal for a tenant not seen yet).

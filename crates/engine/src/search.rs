@@ -4,6 +4,9 @@
 //! record alone. BM25 statistics (document count, document frequencies, average length) are
 //! computed over exactly the records the request may see (`plan::visible_slots`). Fusion
 //! normalises each channel over its own hits, which are all visible records.
+//!
+//! A first try ranks exactly k (the graph's beam is `max(ef, k)`); only a try that lost hits
+//! after the graph is run again with spare candidates (the beam policy, `crate::hits`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -107,7 +110,7 @@ impl Engine {
             && s.filter.is_none()
             && s.include_shared.is_none()
             && answers_from_index(s, true);
-        let attempt = || {
+        let attempt = |extra: usize| {
             self.indexes
                 .with_index(&self.store, scope.key(), scope.tenant(), |ti| {
                     // A write between its commit and its apply: storage may already hold a
@@ -139,6 +142,7 @@ impl Engine {
                             boost,
                             None,
                             false,
+                            extra,
                         )?;
                         return Ok((searched, None));
                     }
@@ -184,6 +188,7 @@ impl Engine {
                             boost,
                             Some(&stored),
                             pending,
+                            extra,
                         )?;
                         // Shared domains are searched after the index is released, against
                         // this collection's definition.
@@ -195,17 +200,10 @@ impl Engine {
         };
         // A write that committed while this search held the index (it is applied to the
         // index just after) can take a hit out of sight; the search then passed it over and
-        // may hold fewer than k. Searching again once the index is released sees that write
-        // in both, so "never fewer than k" holds; a tenant written to without pause gets its
-        // last answer after a few tries rather than none.
-        let (mut searched, mut for_shared) = attempt()?;
-        for _ in 1..SEARCH_ATTEMPTS {
-            if !searched.short {
-                break;
-            }
-            std::thread::yield_now();
-            (searched, for_shared) = attempt()?;
-        }
+        // may hold fewer than k. It is searched again once the index is released, with spare
+        // candidates for every hit lost (`crate::search_retry`).
+        let (searched, for_shared) =
+            self.search_until_full(scope.key(), scope.tenant(), attempt)?;
         let mut response = searched.response;
         if let Some(selector) = &s.include_shared
             && let Some(collection) = early.as_ref().or(for_shared.as_ref())
@@ -235,14 +233,7 @@ fn empty_collection(
         }
         .into());
     }
-    Ok(Searched {
-        response: SearchResponse {
-            hits: Vec::new(),
-            mode,
-            exact: true,
-        },
-        short: false,
-    })
+    Ok(Searched::empty(mode))
 }
 
 /// Adds hits from shared domains to the caller's own, best first (own hits first on equal
@@ -384,7 +375,9 @@ fn check_mode(s: &SearchRequest) -> Result<SearchMode, EngineError> {
 /// carry their stored vectors only when the request includes `vector`. `write_pending`: a
 /// write of the tenant may have committed a change `ci` does not hold yet
 /// (`TenantIndex::write_pending`), so the hits are read from `stored` even when the request
-/// needs nothing stored.
+/// needs nothing stored. `extra`: candidates to rank beyond k, for a search run again because
+/// an earlier try lost hits after the graph ([`Searched::short`], `crate::search_retry`); 0
+/// on a first try.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn search_collection(
     ci: &CollectionIndex,
@@ -396,6 +389,7 @@ pub(crate) fn search_collection(
     boost: Option<crate::ranking::Boost>,
     stored: Option<&StoredRecords<'_>>,
     write_pending: bool,
+    extra: usize,
 ) -> Result<Searched, EngineError> {
     let scope = scope_candidates(ci, vis);
     // The scope's candidates unless a filter narrows them: then the field index's slots,
@@ -420,16 +414,18 @@ pub(crate) fn search_collection(
     };
     // Hits named from the index alone when the request needs nothing stored (`crate::hits`).
     let from_index = answers_from_index(s, filter_exact) && !write_pending;
-    // Reranking draws from a larger pool of candidates than it returns; so does every search,
-    // by a few, to replace hits a concurrent write takes out of sight when their records are
-    // read (see the hits below). Hits named from the index cannot be taken out of sight
-    // meanwhile, but they are drawn from the same pool and depth, so that `include: []` and
-    // an include that reads records rank the same top k with the same `exact` flag.
+    // The beam policy (module docs of `crate::hits`): reranking draws from a larger pool of
+    // candidates than it returns; otherwise a search ranks exactly k, so the graph's beam is
+    // max(ef, k) as the bare index's. Only a search whose first try lost hits after the graph
+    // (a concurrent write took a hit's stored record out of sight, or the re-check below
+    // dropped one) runs again with `extra` candidates beyond k (the hits lost so far and
+    // `SPARE_HITS` more), so the next ones replace what vanishes. `include: []` and an include that reads records follow the same
+    // policy, so they rank the same top k with the same `exact` flag.
     let want = match adaptive {
         Some(_) => crate::rerank::pool_size(s.k),
         None => s.k,
-    }
-    .max(s.k + SPARE_HITS);
+    };
+    let want = want.max(s.k + extra);
     // The candidates already satisfy the domain, run, memory scope and (for `any`) principals,
     // and the filter when it was answered exactly by the field index. The resident part of a
     // record is looked at only for what bitmaps cannot say: its TTL or `all` principal
@@ -440,9 +436,10 @@ pub(crate) fn search_collection(
     let needs_doc =
         |slot: u32| ci.with_expiry.contains(slot) || (match_all && !ci.shared.contains(slot));
     let passes = |slot: u32| (!needs_doc(slot) || checks.sees(slot)) && checks.filter_passes(slot);
-    // Confidence and recency re-rank a wider pool, so a record just below the top k can rise.
+    // Confidence and recency re-rank, and fusion merges, a wider pool than they return, so a
+    // record just below the top k can rise, whatever k is.
     let depth = if mode == SearchMode::Hybrid || boost.is_some() {
-        want.max(HYBRID_DEPTH)
+        want.max(HYBRID_DEPTH).max(s.k + SPARE_HITS)
     } else {
         want
     };
@@ -471,7 +468,7 @@ pub(crate) fn search_collection(
                     || ci.shared.len() == ci.live.len()
                     || with_vector.is_subset(&ci.shared));
             let (hits, was_exact) =
-                vector_top(ci, &with_vector, unrestricted, v, depth, s.ef, &passes)?;
+                vector_top(ci, &with_vector, unrestricted, v, depth, s.k, s.ef, &passes)?;
             exact = was_exact;
             Some(hits)
         }
@@ -499,11 +496,15 @@ pub(crate) fn search_collection(
     // Defence in depth: every candidate passes the full rules once more, before any
     // reranking, so the pool it reorders (and normalises over) holds only what the caller may
     // see. `min_score` applies to the relevance score, before confidence and recency.
-    ranked.retain(|r| {
-        s.min_score.is_none_or(|m| r.score >= m)
-            && checks.sees(r.slot)
-            && checks.filter_passes(r.slot)
-    });
+    ranked.retain(|r| s.min_score.is_none_or(|m| r.score >= m));
+    touch_resident(ci, &ranked[..want.min(ranked.len())]);
+    let before_check = ranked.len();
+    ranked.retain(|r| checks.sees(r.slot) && checks.filter_passes(r.slot));
+    // The candidates already passed these rules inside the channels, so this drops nothing
+    // unless a rule disagrees with its bitmap; if it does, the search is short of what it
+    // ranked and widens like one that lost hits to a write, and the drop is counted.
+    let recheck_drops = before_check - ranked.len();
+    let mut lost = recheck_drops;
     if let Some(boost) = boost {
         rerank(&mut ranked, ci, &boost);
     }
@@ -517,7 +518,6 @@ pub(crate) fn search_collection(
     // was just found to see (`ranked.retain` above) under the same read lock.
     let with_vector = s.includes(Include::Vector);
     let mut hits = Vec::with_capacity(s.k.min(ranked.len()));
-    let mut passed_over = false;
     for r in ranked {
         if hits.len() == s.k {
             break;
@@ -528,7 +528,7 @@ pub(crate) fn search_collection(
             checks.record(r.slot, with_vector)?
         };
         let Some(record) = record else {
-            passed_over = true;
+            lost += 1;
             continue;
         };
         hits.push(SearchHit {
@@ -540,25 +540,64 @@ pub(crate) fn search_collection(
     }
     checks.finish()?;
     Ok(Searched {
-        short: passed_over && hits.len() < s.k,
+        short: lost > 0 && hits.len() < s.k,
+        lost,
+        recheck_drops,
         response: SearchResponse { hits, mode, exact },
     })
 }
 
-/// Candidates a search ranks beyond its k, so that a hit whose stored record a concurrent write
-/// changed out of sight is replaced by the next one instead of leaving the answer short.
-const SPARE_HITS: usize = 8;
-
-/// How many times a search runs at most when concurrent writes keep taking its hits out of
-/// sight (see `search_unmeasured`).
-const SEARCH_ATTEMPTS: usize = 4;
+/// Candidates a search run again ranks beyond its k, so that a hit whose stored record a
+/// concurrent write changed out of sight is replaced by the next one instead of leaving the
+/// answer short. A first try ranks k alone: nothing vanishes after the graph unless a write
+/// races the search, and spares on every search cost the graph a wider beam than asked.
+pub(crate) const SPARE_HITS: usize = 8;
 
 /// One collection's answer to a search.
 pub(crate) struct Searched {
     pub response: SearchResponse,
     /// A hit was passed over because its stored record changed out of sight after the index
-    /// was searched, and fewer than k remain: searching again may find the k.
+    /// was searched (or the re-check of the ranked candidates dropped one), and fewer than k
+    /// remain: searching again, with spares, may find the k.
     pub short: bool,
+    /// Candidates this try lost after the graph: passed over on their stored records, or
+    /// dropped by the re-check.
+    pub lost: usize,
+    /// Of `lost`, those the re-check dropped on resident state: the channels had passed
+    /// them, so only an index disagreement drops one (`IndexRegistry::note_recheck_drops`).
+    pub recheck_drops: usize,
+}
+
+/// Loads the resident part and the id of each of `ranked` into the cache, all at once: each
+/// lies at its own place in memory, and the re-check and the naming of the hits below would
+/// otherwise wait for one cache miss after another (the id's copy was 10.5–11.7 % of a
+/// 128-d `include: []` search's CPU in a profile, 4.6 % with this pass; docs/benchmarks.md,
+/// issue 15). The loads here are independent of each other,
+/// so the CPU overlaps them; the sum only keeps them from being optimised away.
+fn touch_resident(ci: &CollectionIndex, ranked: &[Ranked]) {
+    let mut sum = 0u8;
+    for r in ranked {
+        if let Some(Some(doc)) = ci.docs.get(r.slot as usize) {
+            sum ^= doc.id.as_str().as_bytes().first().copied().unwrap_or(0);
+        }
+    }
+    std::hint::black_box(sum);
+}
+
+impl Searched {
+    /// No hits, exactly: a collection with nothing to rank.
+    pub(crate) fn empty(mode: SearchMode) -> Self {
+        Searched {
+            response: SearchResponse {
+                hits: Vec::new(),
+                mode,
+                exact: true,
+            },
+            short: false,
+            lost: 0,
+            recheck_drops: 0,
+        }
+    }
 }
 
 /// Applies confidence and recency (`crate::ranking`) to the ranked candidates and sorts them

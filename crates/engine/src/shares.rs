@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::audit::{self, tenant_event};
 use crate::hits::StoredRecords;
 use crate::lifecycle::{TenantProfile, TenantStatus};
-use crate::search::search_collection;
+use crate::search::{Searched, search_collection};
 use crate::tenants::check_live;
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
@@ -470,33 +470,37 @@ impl Engine {
         let (mut hits, mut exact, mut reads) = (Vec::new(), true, Vec::new());
         for g in &grants {
             let vis = Visibility::shared_domain(g.domain.clone(), req, now);
-            let part = self
-                .indexes
-                .with_index(&self.store, g.owner_key, &g.owner, |ti| {
-                    match ti.collections.get(name) {
-                        Some(ci) => {
-                            // The owner's records, through the verified grant `g`, from a
-                            // snapshot begun while its index is held (`crate::hits`).
-                            let r = self.store.read()?;
-                            let stored = StoredRecords::new(&r, g.owner_key, name);
-                            search_collection(
-                                ci,
-                                name,
-                                &vis,
-                                s,
-                                mode,
-                                None,
-                                None,
-                                Some(&stored),
-                                ti.write_pending(),
-                            )
-                            .map(|searched| searched.response)
-                            .map(Some)
-                        }
-                        None => Ok(None),
-                    }
-                })?;
-            let Some(part) = part else { continue };
+            // Searched again when an owner's write takes hits out of sight, like the caller's
+            // own collection (`crate::search_retry`), against the owner's index.
+            let (searched, found) = self.search_until_full(g.owner_key, &g.owner, |extra| {
+                self.indexes
+                    .with_index(&self.store, g.owner_key, &g.owner, |ti| {
+                        let Some(ci) = ti.collections.get(name) else {
+                            return Ok((Searched::empty(mode), false));
+                        };
+                        // The owner's records, through the verified grant `g`, from a
+                        // snapshot begun while its index is held (`crate::hits`).
+                        let r = self.store.read()?;
+                        let stored = StoredRecords::new(&r, g.owner_key, name);
+                        let searched = search_collection(
+                            ci,
+                            name,
+                            &vis,
+                            s,
+                            mode,
+                            None,
+                            None,
+                            Some(&stored),
+                            ti.write_pending(),
+                            extra,
+                        )?;
+                        Ok((searched, true))
+                    })
+            })?;
+            if !found {
+                continue;
+            }
+            let part = searched.response;
             exact &= part.exact;
             reads.push((g, part.hits.len()));
             for mut hit in part.hits {

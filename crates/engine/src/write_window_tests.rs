@@ -5,10 +5,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use strata_auth::{OperatorScope, TenantScope};
 use strata_types::{
-    CollectionName, Include, Metric, NewRecord, RecordId, RequestScope, SearchRequest, TenantId,
+    CollectionName, Include, Metric, NewRecord, RecordId, RequestScope, SearchRequest,
+    SearchResponse, TenantId,
 };
 
 use crate::test_support::admin_scope;
@@ -189,4 +191,100 @@ fn a_collection_created_after_the_load_is_searchable_at_once() {
         matches!(missing, Err(EngineError::CollectionNotFound(_))),
         "{missing:?}"
     );
+}
+
+/// The beam policy (`crate::hits`): a first try ranks exactly k from the graph, with no spare
+/// candidates. A hit whose record a write took out of sight between the graph walk and the
+/// re-check on storage leaves that try short, and the search runs again with spares: both
+/// include modes still answer k, the same k, without the deleted record.
+#[test]
+fn a_graph_search_that_loses_a_hit_after_the_walk_still_answers_k() {
+    use crate::test_support::{DIM, admin_scope as scope_of, put_clustered, vec_name};
+    const K: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let tenant = TenantId::parse("acme").unwrap();
+    engine
+        .create_tenant(&OperatorScope::for_tests(), &tenant, None)
+        .unwrap();
+    let scope = scope_of(&engine, "acme");
+    engine
+        .create_collection(&scope, &vec_name(), DIM, Metric::L2)
+        .unwrap();
+    put_clustered(&engine, &scope, 1100);
+    let query = strata_index::testdata::queries(1, DIM as usize, 10, 1, 2).remove(0);
+    // `ef = k`: the graph's beam is exactly k wide, so a lost hit has no spare behind it.
+    let search = |include: Option<Vec<Include>>| {
+        let s = SearchRequest {
+            vector: Some(query.clone()),
+            k: K,
+            ef: Some(K),
+            modality: Some(vec_name()),
+            include,
+            ..Default::default()
+        };
+        engine.search(&scope, &RequestScope::default(), &s).unwrap()
+    };
+    search(Some(vec![]));
+    engine.wait_for_graph_builds();
+    // Tries run by this thread's searches (`crate::search_retry`).
+    let tries = |f: &dyn Fn() -> SearchResponse| {
+        let at = crate::search_retry::ATTEMPTS.with(|n| n.get());
+        let found = f();
+        (found, crate::search_retry::ATTEMPTS.with(|n| n.get()) - at)
+    };
+    let (before, tried) = tries(&|| search(Some(vec![])));
+    assert_eq!(tried, 1, "nothing races this search: one try");
+    let (_, tried) = tries(&|| search(None));
+    assert_eq!(tried, 1, "nothing races this search: one try");
+    assert!(!before.exact, "the graph answers, not an exact scan");
+    assert_eq!(before.hits.len(), K);
+    let nearest = before.hits[0].record.id.clone();
+
+    let (reached_tx, reached) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let reached_tx = Mutex::new(reached_tx);
+    let release_rx = Mutex::new(release_rx);
+    let once = AtomicBool::new(false);
+    *crate::registry::lock(&engine.indexes.after_commit) = Some(Arc::new(move |_| {
+        if !once.swap(true, Ordering::SeqCst) {
+            crate::registry::lock(&reached_tx).send(()).unwrap();
+            // Bounded: a search that waits for this write's apply (a last try) fails the
+            // test on its count of tries instead of hanging it.
+            let _ = crate::registry::lock(&release_rx).recv_timeout(Duration::from_secs(20));
+        }
+    }));
+    struct Release(mpsc::Sender<()>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| engine.delete(&scope, &RequestScope::default(), &nearest));
+        let release = Release(release);
+        reached
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the delete reached its commit");
+        // Committed, not applied: the graph still ranks the deleted record first, and its
+        // stored record is gone when the hits are checked. The first try is short; the
+        // second ranks spares for the lost hit and answers k.
+        let (lean, tried_lean) = tries(&|| search(Some(vec![])));
+        let (full, tried_full) = tries(&|| search(None));
+        assert_eq!(
+            (tried_lean, tried_full),
+            (2, 2),
+            "a short first try, then a full one"
+        );
+        let ids = |r: &SearchResponse| -> Vec<String> {
+            r.hits.iter().map(|h| h.record.id.to_string()).collect()
+        };
+        assert_eq!(ids(&lean), ids(&full));
+        assert_eq!(lean.exact, full.exact);
+        assert_eq!(lean.hits.len(), K, "{:?}", ids(&lean));
+        assert!(!ids(&lean).contains(&nearest.to_string()));
+        drop(release);
+        writer.join().unwrap().unwrap();
+    });
+    *crate::registry::lock(&engine.indexes.after_commit) = None;
 }

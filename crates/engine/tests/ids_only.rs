@@ -236,3 +236,62 @@ fn ids_only_searches_follow_a_collection_deleted_and_recreated_with_another_dime
     let ids: Vec<&str> = hits.iter().map(|h| h.record.id.as_str()).collect();
     assert_eq!(ids, ["new0", "new1", "new2"]);
 }
+
+/// The beam policy (`crate::hits`): on a graph (not an exact scan) both include modes rank the
+/// same top k with the same `exact` flag, at any `ef` (below k, at k, above), and answer k.
+#[test]
+fn ids_only_and_full_searches_rank_the_same_top_k_from_the_graph() {
+    // 1,100 vectors of 2,048 dimensions: past the graph threshold and the exact-scan budget.
+    const GRAPH_DIM: usize = 2048;
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    engine
+        .create_collection(&scope, &vec_name(), GRAPH_DIM as u32, Metric::L2)
+        .unwrap();
+    let data = strata_index::testdata::clustered(1100, GRAPH_DIM, 10, 1);
+    for (c, part) in data.chunks(550).enumerate() {
+        let records = part
+            .iter()
+            .enumerate()
+            .map(|(i, v)| NewRecord {
+                id: Some(RecordId::parse(format!("r{}", c * 550 + i)).unwrap()),
+                modality: Some(vec_name()),
+                vector: Some(v.clone()),
+                ..Default::default()
+            })
+            .collect();
+        engine.put(&scope, &req(), records).unwrap();
+    }
+    let queries = strata_index::testdata::queries(3, GRAPH_DIM, 10, 1, 2);
+    let search = |q: &[f32], k: usize, ef: Option<usize>, include: Option<Vec<Include>>| {
+        let s = SearchRequest {
+            vector: Some(q.to_vec()),
+            k,
+            ef,
+            modality: Some(vec_name()),
+            include,
+            ..Default::default()
+        };
+        engine.search(&scope, &req(), &s).unwrap()
+    };
+    search(&queries[0], 1, None, None);
+    engine.wait_for_graph_builds();
+    let key = |r: &SearchResponse| -> Vec<(String, u32)> {
+        r.hits
+            .iter()
+            .map(|h| (h.record.id.to_string(), h.score.to_bits()))
+            .collect()
+    };
+    for q in &queries {
+        for k in [1, 5, 10] {
+            for ef in [None, Some(1), Some(k), Some(40)] {
+                let lean = search(q, k, ef, Some(vec![]));
+                let full = search(q, k, ef, None);
+                assert!(!lean.exact, "the graph answers (k {k}, ef {ef:?})");
+                assert_eq!(lean.exact, full.exact);
+                assert_eq!(key(&lean), key(&full), "k {k}, ef {ef:?}");
+                assert_eq!(lean.hits.len(), k);
+            }
+        }
+    }
+}

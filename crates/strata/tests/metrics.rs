@@ -278,4 +278,6 @@ fn background_workers_run_when_asked_for() {
         sample(&text, "strata_storage_writes_on_background_workers_total"),
         0.0
     );
+    // Nor did any search's re-check disagree with its index.
+    assert_eq!(sample(&text, "strata_search_recheck_drops_total"), 0.0);
 }

@@ -1,0 +1,57 @@
+//! A boosted search re-ranks a pool deeper than its k, whatever k is: a record just below the
+//! top k by relevance can rise into it.
+
+use strata_auth::OperatorScope;
+use strata_types::{
+    CollectionName, Confidence, Metric, NewRecord, RecordId, RequestScope, SearchRequest, TenantId,
+};
+
+use crate::test_support::admin_scope;
+use crate::{Engine, EngineConfig};
+
+#[test]
+fn a_confident_record_below_a_large_k_rises_into_it() {
+    const K: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    engine
+        .create_tenant(
+            &OperatorScope::for_tests(),
+            &TenantId::parse("acme").unwrap(),
+            None,
+        )
+        .unwrap();
+    let scope = admin_scope(&engine, "acme");
+    let name = CollectionName::parse("small").unwrap();
+    engine
+        .create_collection(&scope, &name, 2, Metric::L2)
+        .unwrap();
+    // p0 nearest, p63 farthest; only p62 (relevance rank 63, below k) is confident.
+    let records = (0..64)
+        .map(|i| NewRecord {
+            id: Some(RecordId::parse(format!("p{i}")).unwrap()),
+            modality: Some(name.clone()),
+            vector: Some(vec![i as f32, 0.0]),
+            confidence: Some(Confidence {
+                value: if i == 62 { 1.0 } else { 0.0 },
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    engine
+        .put(&scope, &RequestScope::default(), records)
+        .unwrap();
+    let s = SearchRequest {
+        vector: Some(vec![0.0, 0.0]),
+        k: K,
+        modality: Some(name),
+        confidence_weight: Some(0.9),
+        include: Some(vec![]),
+        ..Default::default()
+    };
+    let found = engine.search(&scope, &RequestScope::default(), &s).unwrap();
+    assert_eq!(found.hits.len(), K);
+    // A pool cut at k would never have held p62.
+    assert_eq!(found.hits[0].record.id.to_string(), "p62");
+}
