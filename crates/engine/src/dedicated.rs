@@ -75,10 +75,14 @@ pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
 
 /// The error of a data move that an operator cancelled before its flip.
 fn cancelled(from: IsolationLevel) -> EngineError {
-    EngineError::IdConflict(format!(
+    EngineError::IdConflict(cancelled_error(from))
+}
+
+fn cancelled_error(from: IsolationLevel) -> String {
+    format!(
         "the migration was cancelled by an operator before its flip; the tenant stayed at {}",
         level_name(from)
-    ))
+    )
 }
 
 /// A level as the API spells it, for error messages.
@@ -175,6 +179,15 @@ impl Copies {
     /// Whether a server shutdown has stopped data moves (none starts any more).
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Whether a data move of tenant `key` could start now: none of it runs and fewer than
+    /// `max_moves` run on the server. A cheap look (one lock) for a caller that waits for a
+    /// slot; `start` decides.
+    pub fn slot_free(&self, key: TenantKey, max_moves: usize) -> bool {
+        let map = lock(&self.by_tenant);
+        !map.get(&key).is_some_and(|c| c.running())
+            && map.values().filter(|c| c.running()).count() < max_moves.max(1)
     }
 
     pub fn get(&self, key: TenantKey) -> Option<Arc<DataMove>> {
@@ -433,22 +446,25 @@ impl Engine {
             Err(e) => {
                 // Recorded before the slot is released, so no purge runs between (the row
                 // would be written into a tenant that no longer exists).
-                let error = e.to_string();
-                let interrupted = matches!(e, EngineError::ShuttingDown(_));
-                // A cancel is only honoured before the flip (see the copy loop), and only
-                // with this error: a move that failed otherwise says so.
-                let cancelled = !interrupted
-                    && copy.cancel.load(Ordering::SeqCst)
-                    && matches!(e, EngineError::IdConflict(_));
-                let (state, phase) = if interrupted {
-                    (
-                        strata_store::StoredMigrationState::Interrupted,
-                        Phase::Interrupted,
-                    )
-                } else if cancelled {
+                // A cancel is set only while copying and stops the move before its flip
+                // (see the copy loop): once set, the move ends `cancelled` whatever ended its
+                // copy (a shutdown or an error meanwhile included), so that it is not resumed.
+                let cancelled = copy.cancel.load(Ordering::SeqCst);
+                let error = match &e {
+                    _ if !cancelled => e.to_string(),
+                    EngineError::IdConflict(_) => e.to_string(),
+                    other => format!("{}; then: {other}", cancelled_error(copy.from)),
+                };
+                let interrupted = !cancelled && matches!(e, EngineError::ShuttingDown(_));
+                let (state, phase) = if cancelled {
                     (
                         strata_store::StoredMigrationState::Cancelled,
                         Phase::Cancelled,
+                    )
+                } else if interrupted {
+                    (
+                        strata_store::StoredMigrationState::Interrupted,
+                        Phase::Interrupted,
                     )
                 } else {
                     (strata_store::StoredMigrationState::Failed, Phase::Failed)
@@ -589,15 +605,16 @@ impl Engine {
         let copied = (|| {
             let mut after: Option<Vec<u8>> = None;
             loop {
+                // The cancel first: an operator's cancel is final, a shutdown is not.
+                if copy.cancel.load(Ordering::SeqCst) {
+                    return Err(cancelled(copy.from));
+                }
                 if self.migrations.stopping.load(Ordering::SeqCst) {
                     return Err(EngineError::ShuttingDown(format!(
                         "the server shut down during the copy, before the flip; the tenant \
                          stayed at {}",
                         level_name(copy.from)
                     )));
-                }
-                if copy.cancel.load(Ordering::SeqCst) {
-                    return Err(cancelled(copy.from));
                 }
                 let (last, n) =
                     self.store
@@ -625,13 +642,11 @@ impl Engine {
                     let _ = self.store.discard_dedicated(f);
                 }
                 None => {
-                    // In the tenant's write order, so that no flip runs meanwhile; and
-                    // `erase_main_range` erases only while the tenant lives in its file (the
-                    // main range of one that does not is its live data).
-                    let _ = self.indexes.write(&self.store, key, id, |_| {
-                        self.store.erase_main_range(key)?;
-                        Ok::<_, EngineError>(((), Vec::new()))
-                    });
+                    // Outside the tenant's write order (its writers need not wait for the
+                    // erase): the migration slot this move holds rules out a flip meanwhile,
+                    // and `erase_main_range` erases only while the tenant lives in its file
+                    // (the main range of one that does not is its live data).
+                    let _ = self.store.erase_main_range(key);
                 }
             }
             return Err(e);

@@ -524,13 +524,18 @@ class StrataAdmin(_AdminCalls):
     def migration_status(self, id: str) -> MigrationStatus:
         return self._transport.run(self._migration(id))
 
-    def cancel_migration(self, id: str) -> MigrationStatus:
+    def cancel_migration(self, id: str, *, timeout: float = 600.0) -> MigrationStatus:
         """Cancels the tenant's data move: one copying stops (its partial copy removed), one
         a crash or shutdown cut short (``interrupted``) is not resumed; the tenant stays whole
-        at its old level. Returns the status afterwards (``cancelled``). Raises
+        at its old level. Returns the status afterwards (``cancelled``): if the server answers
+        before the move has stopped (``202``, still ``copying``), this polls until it has,
+        raising ``TimeoutError`` after ``timeout`` seconds (the cancel holds). Raises
         :class:`ConflictError` when there is no move to cancel, or it is past its copy (it
         then completes)."""
-        return self._transport.run(self._cancel_migration(id))
+        status = self._transport.run(self._cancel_migration(id))
+        if status.moving:
+            status = self.wait_for_migration(id, timeout=timeout)
+        return status
 
     def wait_for_migration(
         self, id: str, *, timeout: float = 600.0, poll_interval: float = 0.25
@@ -716,9 +721,12 @@ class AsyncStrataAdmin(_AdminCalls):
     async def migration_status(self, id: str) -> MigrationStatus:
         return await self._transport.run(self._migration(id))
 
-    async def cancel_migration(self, id: str) -> MigrationStatus:
+    async def cancel_migration(self, id: str, *, timeout: float = 600.0) -> MigrationStatus:
         """See :meth:`StrataAdmin.cancel_migration`."""
-        return await self._transport.run(self._cancel_migration(id))
+        status = await self._transport.run(self._cancel_migration(id))
+        if status.moving:
+            status = await self.wait_for_migration(id, timeout=timeout)
+        return status
 
     async def wait_for_migration(
         self, id: str, *, timeout: float = 600.0, poll_interval: float = 0.25
