@@ -128,6 +128,8 @@ pub(crate) struct DataMove {
     /// Set (with `phase` locked, while `Copying`) by an operator's cancel: the copy stops at
     /// its next chunk, and the move checks it (with `phase` locked) before its flip.
     pub cancel: AtomicBool,
+    /// Which run of the move this is (see `StoredMigration::attempt`).
+    pub attempt: u8,
 }
 
 impl DataMove {
@@ -234,6 +236,7 @@ impl Copies {
         total: u64,
         levels: (IsolationLevel, IsolationLevel),
         max_moves: usize,
+        attempt: u8,
         still_valid: impl FnOnce() -> Result<(), EngineError>,
     ) -> Result<Arc<DataMove>, EngineError> {
         let mut map = lock(&self.by_tenant);
@@ -269,6 +272,7 @@ impl Copies {
             to: levels.1,
             started_at: strata_types::now_millis(),
             cancel: AtomicBool::new(false),
+            attempt,
         });
         map.insert(key, Arc::clone(&copy));
         Ok(copy)
@@ -349,7 +353,7 @@ impl Engine {
         next: &TenantProfile,
     ) -> Result<u64, EngineError> {
         let size = self.store.range_size(key)?;
-        self.start_data_move(op, id, key, from, next, size, || Ok(()))?
+        self.start_data_move(op, id, key, from, next, size, 1, || Ok(()))?
             .run(self)
     }
 
@@ -357,7 +361,8 @@ impl Engine {
     /// [`MigrationJob`]). `from` is the level the caller planned from; if the stored level or
     /// the placement no longer match it (another migration moved the tenant since), this is
     /// refused as a conflict before anything is touched, and so it is if `still_valid` (run
-    /// with the migration slots locked, after that check) fails.
+    /// with the migration slots locked, after that check) fails. `attempt` is 1 for a move
+    /// asked for, one more for each resumption of it.
     #[allow(clippy::too_many_arguments)] // One private entry, two callers.
     pub(crate) fn start_data_move(
         &self,
@@ -367,6 +372,7 @@ impl Engine {
         from: IsolationLevel,
         next: &TenantProfile,
         size: strata_store::RangeSize,
+        attempt: u8,
         still_valid: impl FnOnce() -> Result<(), EngineError>,
     ) -> Result<MigrationJob, EngineError> {
         let max_moves = self.config.isolation.max_concurrent_moves;
@@ -376,6 +382,7 @@ impl Engine {
             size.keys,
             (from, next.isolation),
             max_moves,
+            attempt,
             || {
                 self.check_level(id, key, from)?;
                 still_valid()
@@ -774,7 +781,7 @@ mod tests {
         let ran = copies.excluding(key, &id, || Ok(1)).unwrap();
         assert_eq!(ran, 1);
         let levels = (IsolationLevel::Shared, IsolationLevel::Dedicated);
-        let running = copies.start(key, &id, 10, levels, 1, || Ok(())).unwrap();
+        let running = copies.start(key, &id, 10, levels, 1, 1, || Ok(())).unwrap();
         let refused = copies.excluding(key, &id, || Ok(2));
         assert!(
             matches!(refused, Err(EngineError::IdConflict(_))),

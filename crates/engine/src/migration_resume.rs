@@ -29,6 +29,10 @@ use crate::{Engine, EngineError};
 const SLOT_POLL: Duration = Duration::from_millis(50);
 const SLOT_POLL_MAX: Duration = Duration::from_secs(5);
 
+/// How many runs of a move may end in a crash before it is no longer resumed: a copy that
+/// gets the process killed (out of memory, say) would otherwise crash it at every start.
+pub(crate) const MAX_ATTEMPTS: u8 = 3;
+
 /// How long a cancel waits for the move it stopped to remove its partial copy and record
 /// `cancelled` (one chunk of copying, then the clean-up).
 const CANCEL_WAIT: Duration = Duration::from_secs(60);
@@ -65,6 +69,29 @@ fn cut_short(row: &StoredMigration, running_here: bool) -> bool {
     stopped && moves_data(level(row.from), level(row.to))
 }
 
+/// Whether this binary resumes a cut-short row: only rows written since moves are resumed
+/// (`attempt` 1 or more; older binaries told their users to ask again, so theirs stay
+/// `interrupted`).
+pub(crate) fn resumable(row: &StoredMigration) -> bool {
+    row.attempt >= 1
+}
+
+/// The run a resumption of `row` is: a run a crash cut short (the row still `running`)
+/// counts; one an orderly shutdown stopped (`interrupted`) does not, so restarts alone never
+/// use up a move's attempts.
+fn next_attempt(row: &StoredMigration) -> u8 {
+    match row.state {
+        StoredMigrationState::Running => row.attempt.saturating_add(1),
+        _ => row.attempt,
+    }
+}
+
+/// Whether the server will resume a move whose row is `row` (found cut short), given the
+/// setting: the status says so, so that clients keep waiting for it.
+pub(crate) fn will_resume(row: &StoredMigration, setting: bool) -> bool {
+    setting && cut_short(row, false) && resumable(row) && next_attempt(row) <= MAX_ATTEMPTS
+}
+
 impl Engine {
     /// Every tenant whose last migration is a data move cut short, with that row. A tenant
     /// whose registry or migration row does not decode is logged and left out: it must not
@@ -83,7 +110,9 @@ impl Engine {
             };
             let running_here = self.migrations.get(meta.key).is_some_and(|c| c.running());
             match strata_store::last_migration(&r, meta.key) {
-                Ok(Some(row)) if cut_short(&row, running_here) => found.push((meta.id, row)),
+                Ok(Some(row)) if cut_short(&row, running_here) && resumable(&row) => {
+                    found.push((meta.id, row))
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(tenant = %meta.id, error = %e, "not resuming a migration: unreadable migration row");
@@ -179,6 +208,10 @@ impl Engine {
                 isolation: to,
                 ..profile
             };
+            let attempt = next_attempt(row);
+            if attempt > MAX_ATTEMPTS {
+                return self.give_up(id, key, row);
+            }
             if !self.migrations.slot_free(key, max_moves) {
                 self.nap(wait);
                 wait = (wait * 2).min(SLOT_POLL_MAX);
@@ -188,7 +221,7 @@ impl Engine {
                 Some(s) => s,
                 None => *size.insert(self.store.range_size(key)?),
             };
-            let started = self.start_data_move(op, id, key, from, &next, size, || {
+            let started = self.start_data_move(op, id, key, from, &next, size, attempt, || {
                 if self.row_unchanged(key, row)? {
                     Ok(())
                 } else {
@@ -216,6 +249,49 @@ impl Engine {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Records that the move `row` records is not resumed again: its runs crashed the server
+    /// `MAX_ATTEMPTS` times. The row becomes `failed`, saying so; the tenant stays whole at
+    /// its old level.
+    fn give_up(
+        &self,
+        id: &TenantId,
+        key: TenantKey,
+        row: &StoredMigration,
+    ) -> Result<Resumed, EngineError> {
+        let why = format!(
+            "the server stopped without an orderly shutdown (a crash, or killed) during each \
+             of this migration's {MAX_ATTEMPTS} runs; not resumed again (the tenant stayed at \
+             {}): check the server's memory and logs, then migrate it again",
+            level_name(level(row.from))
+        );
+        let marked = self.migrations.excluding(key, id, || {
+            self.store.write(|w| {
+                if w.tenant(id)?.is_none_or(|m| m.key != key)
+                    || strata_store::last_migration(&*w, key)?.as_ref() != Some(row)
+                {
+                    return Ok(false);
+                }
+                let mut failed = row.clone();
+                failed.state = StoredMigrationState::Failed;
+                failed.finished_at = Some(now_millis().max(row.started_at));
+                failed.error = Some(why.clone());
+                w.put_last_migration(key, &failed)?;
+                Ok::<_, EngineError>(true)
+            })
+        });
+        match marked {
+            Ok(true) => {
+                tracing::warn!(tenant = %id, "{why}");
+                Ok(Resumed::NotMoved(why))
+            }
+            // Changed since (migrated, cancelled or purged), or a move of it runs now.
+            Ok(false) | Err(EngineError::IdConflict(_) | EngineError::TenantNotFound(_)) => {
+                Ok(Resumed::Skipped)
+            }
+            Err(e) => Err(e),
         }
     }
 
