@@ -513,7 +513,8 @@ class StrataAdmin(_AdminCalls):
         A move to or from ``dedicated`` copies the tenant's data in the background (the server
         answers ``202`` at once). By default this then polls :meth:`wait_for_migration` until
         the move has ended (so no HTTP request stays open for the copy), raising
-        :class:`MigrationFailedError` if it failed or was interrupted and ``TimeoutError``
+        :class:`MigrationFailedError` if it failed, was cancelled or was interrupted (and
+        will not be resumed by the server) and ``TimeoutError``
         after ``timeout`` seconds (the move goes on). With ``wait=False`` it returns as soon
         as the move has started."""
         report = self._transport.run(self._migrate(id, target, index_params, dry_run))
@@ -540,13 +541,15 @@ class StrataAdmin(_AdminCalls):
     def wait_for_migration(
         self, id: str, *, timeout: float = 600.0, poll_interval: float = 0.25
     ) -> MigrationStatus:
-        """Polls the tenant's migration until it is no longer moving data; returns its status
-        (``done``, ``rebuilding``, ``failed`` or ``interrupted``: check ``state``). Raises
-        ``TimeoutError`` after ``timeout`` seconds."""
+        """Polls the tenant's migration until it has ended for good; returns its status
+        (``done``, ``rebuilding``, ``failed``, ``cancelled`` or ``interrupted``: check
+        ``state``). An ``interrupted`` move that the server will resume (``will_resume``,
+        e.g. across a server restart) is waited for. Raises ``TimeoutError`` after ``timeout``
+        seconds."""
         deadline = time.monotonic() + timeout
         while True:
             status = self.migration_status(id)
-            if not status.moving:
+            if not status.pending:
                 return status
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"migration of {id} still {status.state} after {timeout} s")
@@ -735,7 +738,7 @@ class AsyncStrataAdmin(_AdminCalls):
         deadline = time.monotonic() + timeout
         while True:
             status = await self.migration_status(id)
-            if not status.moving:
+            if not status.pending:
                 return status
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"migration of {id} still {status.state} after {timeout} s")
