@@ -868,8 +868,10 @@ fn a_move_is_cancelled_or_completes_and_an_interrupted_one_is_resumed() {
 #[test]
 fn a_failing_step_under_load_fails_the_test_instead_of_hanging_it() {
     let (tx, rx) = std::sync::mpsc::channel();
+    let (pid_tx, pid_rx) = std::sync::mpsc::channel();
     let run = std::thread::spawn(move || {
         let server = Server::start();
+        let _ = pid_tx.send(server.pid());
         let key = fill(&server, "acme", 20);
         let reference = answers(&server, &key);
         let tenants = [("acme", key.as_str(), &reference[..])];
@@ -880,9 +882,15 @@ fn a_failing_step_under_load_fails_the_test_instead_of_hanging_it() {
         }));
         let _ = tx.send(outcome.is_err());
     });
-    let panicked = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the load threads never stopped after the step panicked");
+    let Ok(panicked) = rx.recv_timeout(Duration::from_secs(120)) else {
+        // The thread is stuck and keeps its server: kill that by its id before failing.
+        if let Ok(pid) = pid_rx.try_recv() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        panic!("the load threads never stopped after the step panicked");
+    };
     assert!(panicked, "the panic was swallowed");
     // Its server is dropped (killed) with the thread, before this test process may exit.
     run.join().expect("the test thread");
