@@ -342,7 +342,9 @@ impl Engine {
         }
         if let Some(size) = size {
             let job =
-                self.start_data_move(op, id, meta.key, profile.isolation, &next, size, 1, || Ok(()))?;
+                self.start_data_move(op, id, meta.key, profile.isolation, &next, size, 1, || {
+                    Ok(())
+                })?;
             return Ok((report, Some(job)));
         }
         self.set_level(op, id, next, "tenant.migrate")?;

@@ -877,10 +877,7 @@ mod golden {
             error: Some("disk full".into()),
             attempt: 0,
         };
-        assert_eq!(
-            hex(&encode_v1(&failed)),
-            MIGRATION_FAILED_GOLDEN
-        );
+        assert_eq!(hex(&encode_v1(&failed)), MIGRATION_FAILED_GOLDEN);
         assert_eq!(
             decode_migration(&unhex(MIGRATION_FAILED_GOLDEN)).unwrap(),
             failed
@@ -890,10 +887,7 @@ mod golden {
             error: Some("by an operator".into()),
             ..failed.clone()
         };
-        assert_eq!(
-            hex(&encode_v1(&cancelled)),
-            MIGRATION_CANCELLED_GOLDEN
-        );
+        assert_eq!(hex(&encode_v1(&cancelled)), MIGRATION_CANCELLED_GOLDEN);
         assert_eq!(
             decode_migration(&unhex(MIGRATION_CANCELLED_GOLDEN)).unwrap(),
             cancelled
