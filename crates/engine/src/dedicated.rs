@@ -229,6 +229,7 @@ impl Copies {
     /// `max_moves` data moves run on the server, or if `still_valid` (run once no other one
     /// is) fails: a migration that finished since the caller planned may have moved the
     /// tenant already.
+    #[allow(clippy::too_many_arguments)] // One private entry, one caller (`start_data_move`).
     fn start(
         &self,
         key: TenantKey,
