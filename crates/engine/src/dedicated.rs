@@ -792,6 +792,23 @@ mod tests {
         assert_eq!(copies.excluding(key, &id, || Ok(3)).unwrap(), 3);
     }
 
+    /// The cheap look a waiting resumption takes agrees with what `start` refuses.
+    #[test]
+    fn a_free_slot_is_seen_without_starting_a_move() {
+        let copies = Copies::default();
+        let (a, b) = (TenantKey::SERVER, TenantKey::for_tests(7));
+        let id = TenantId::parse("t").unwrap();
+        assert!(copies.slot_free(a, 1) && copies.slot_free(b, 1));
+        let levels = (IsolationLevel::Shared, IsolationLevel::Dedicated);
+        let running = copies.start(a, &id, 10, levels, 1, 1, || Ok(())).unwrap();
+        // The tenant's own move runs; the server's one slot is taken; two slots leave one.
+        assert!(!copies.slot_free(a, 2));
+        assert!(!copies.slot_free(b, 1) && !copies.slot_free(b, 0));
+        assert!(copies.slot_free(b, 2));
+        *lock(&running.phase) = Phase::Cancelled;
+        assert!(copies.slot_free(a, 1) && copies.slot_free(b, 1));
+    }
+
     fn migrate(engine: &Engine, id: &TenantId, target: IsolationLevel) -> crate::MigrationReport {
         engine
             .migrate_tenant(
