@@ -11,6 +11,7 @@ from strata_client import (
     AuthenticationError,
     BadRequestError,
     ConflictError,
+    MigrationStatus,
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
@@ -216,6 +217,7 @@ def test_node_operations(server: Server, admin: StrataAdmin) -> None:
     with pytest.raises(ConflictError):
         admin.cancel_migration(tid)
     assert admin.migration_status(tid).state in ("done", "rebuilding")
+    assert not admin.migration_status(tid).will_resume
 
     big = admin.create_tenant(unique("big"), isolation="dedicated")
     assert big.isolation == "dedicated"
@@ -226,3 +228,15 @@ def test_node_operations(server: Server, admin: StrataAdmin) -> None:
 
     with pytest.raises(NotFoundError):
         admin.verify_tenant(unique("missing"))
+
+
+def test_an_interrupted_move_the_server_resumes_is_still_pending() -> None:
+    """wait_for_migration keeps polling a move the server will resume; not one it will not."""
+    base = {"level": "shared", "from": "shared", "to": "dedicated", "moves_data": True}
+    resumed = MigrationStatus.from_json({**base, "state": "interrupted", "will_resume": True})
+    assert resumed.pending and not resumed.moving
+    left = MigrationStatus.from_json({**base, "state": "interrupted"})
+    assert not left.will_resume and not left.pending
+    for state in ("done", "failed", "cancelled"):
+        assert not MigrationStatus.from_json({**base, "state": state}).pending
+    assert MigrationStatus.from_json({**base, "state": "copying"}).pending

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use strata_engine::{
-    IndexParams, IsolationLevel, MigrateRequest, MigrationReport, MigrationStatus,
+    IndexParams, IsolationLevel, MigrateRequest, MigrationReport, MigrationState, MigrationStatus,
 };
 use strata_types::TenantId;
 use utoipa::ToSchema;
@@ -183,22 +183,24 @@ pub async fn status(
 
 /// Cancels a tenant's data move (to or from `dedicated`) and answers its status afterwards,
 /// `cancelled`. A move copying now stops at its next chunk and removes its partial copy (this
-/// answers once that is done); a move a crash or shutdown cut short (`interrupted`, which the
-/// server otherwise resumes once started) is marked so and not resumed. Either way the tenant
-/// stays whole at its old level. A move past its copy (`catching_up` or `cleaning_up`) will
-/// complete: `409 CONFLICT` (migrate the tenant back once it has ended), as when the tenant
-/// has no move to cancel.
+/// answers once that is done, or `202 Accepted` with the live status if that takes longer
+/// than a minute: the cancel holds, poll the status until it says `cancelled`); a move a
+/// crash or shutdown cut short (`interrupted`, which the server otherwise resumes once
+/// started) is marked so and not resumed. Either way the tenant stays whole at its old level.
+/// A move past its copy (`catching_up` or `cleaning_up`) will complete: `409 CONFLICT`
+/// (migrate the tenant back once it has ended), as when the tenant has no move to cancel.
 #[utoipa::path(delete, path = "/v1/admin/tenants/{id}/migration", tag = "admin",
     operation_id = "cancel_tenant_migration",
     params(("id" = TenantId, Path, description = "tenant id")),
     responses(
-        (status = 200, description = "Cancelled: the status afterwards (`cancelled`, the tenant at its old level); `409 CONFLICT` when there is no move to cancel or it is past its copy", body = MigrationStatus)),
+        (status = 200, description = "Cancelled: the status afterwards (`cancelled`, the tenant at its old level); `409 CONFLICT` when there is no move to cancel or it is past its copy", body = MigrationStatus),
+        (status = 202, description = "Cancel accepted, the move still removing its partial copy: the live status (`copying`); poll `GET /v1/admin/tenants/{id}/migration` until it says `cancelled`", body = MigrationStatus)),
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
     OperatorAuth(op): OperatorAuth,
     PathParam(id): PathParam,
-) -> Result<Json<MigrationStatus>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = tenant_id(id)?;
     // On a blocking thread of its own, not a pool worker: it waits for the move it stopped
     // to clean up.
@@ -206,5 +208,15 @@ pub async fn cancel(
     let s = tokio::task::spawn_blocking(move || engine.cancel_migration(&op, &id))
         .await
         .map_err(|e| ApiError::Internal(format!("cancel task failed: {e}")))??;
-    Ok(Json(s))
+    // Still under way: the move stops at its next chunk, later than the cancel waited.
+    let ended = !matches!(
+        s.state,
+        MigrationState::Copying | MigrationState::CatchingUp | MigrationState::CleaningUp
+    );
+    let code = if ended {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((code, Json(s)).into_response())
 }

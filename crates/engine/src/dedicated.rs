@@ -75,10 +75,14 @@ pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
 
 /// The error of a data move that an operator cancelled before its flip.
 fn cancelled(from: IsolationLevel) -> EngineError {
-    EngineError::IdConflict(format!(
+    EngineError::IdConflict(cancelled_error(from))
+}
+
+fn cancelled_error(from: IsolationLevel) -> String {
+    format!(
         "the migration was cancelled by an operator before its flip; the tenant stayed at {}",
         level_name(from)
-    ))
+    )
 }
 
 /// A level as the API spells it, for error messages.
@@ -124,6 +128,8 @@ pub(crate) struct DataMove {
     /// Set (with `phase` locked, while `Copying`) by an operator's cancel: the copy stops at
     /// its next chunk, and the move checks it (with `phase` locked) before its flip.
     pub cancel: AtomicBool,
+    /// Which run of the move this is (see `StoredMigration::attempt`).
+    pub attempt: u8,
 }
 
 impl DataMove {
@@ -177,6 +183,15 @@ impl Copies {
         self.stopping.load(Ordering::SeqCst)
     }
 
+    /// Whether a data move of tenant `key` could start now: none of it runs and fewer than
+    /// `max_moves` run on the server. A cheap look (one lock) for a caller that waits for a
+    /// slot; `start` decides.
+    pub fn slot_free(&self, key: TenantKey, max_moves: usize) -> bool {
+        let map = lock(&self.by_tenant);
+        !map.get(&key).is_some_and(|c| c.running())
+            && map.values().filter(|c| c.running()).count() < max_moves.max(1)
+    }
+
     pub fn get(&self, key: TenantKey) -> Option<Arc<DataMove>> {
         lock(&self.by_tenant).get(&key).cloned()
     }
@@ -214,6 +229,7 @@ impl Copies {
     /// `max_moves` data moves run on the server, or if `still_valid` (run once no other one
     /// is) fails: a migration that finished since the caller planned may have moved the
     /// tenant already.
+    #[allow(clippy::too_many_arguments)] // One private entry, one caller (`start_data_move`).
     fn start(
         &self,
         key: TenantKey,
@@ -221,6 +237,7 @@ impl Copies {
         total: u64,
         levels: (IsolationLevel, IsolationLevel),
         max_moves: usize,
+        attempt: u8,
         still_valid: impl FnOnce() -> Result<(), EngineError>,
     ) -> Result<Arc<DataMove>, EngineError> {
         let mut map = lock(&self.by_tenant);
@@ -256,6 +273,7 @@ impl Copies {
             to: levels.1,
             started_at: strata_types::now_millis(),
             cancel: AtomicBool::new(false),
+            attempt,
         });
         map.insert(key, Arc::clone(&copy));
         Ok(copy)
@@ -336,7 +354,7 @@ impl Engine {
         next: &TenantProfile,
     ) -> Result<u64, EngineError> {
         let size = self.store.range_size(key)?;
-        self.start_data_move(op, id, key, from, next, size, || Ok(()))?
+        self.start_data_move(op, id, key, from, next, size, 1, || Ok(()))?
             .run(self)
     }
 
@@ -344,7 +362,8 @@ impl Engine {
     /// [`MigrationJob`]). `from` is the level the caller planned from; if the stored level or
     /// the placement no longer match it (another migration moved the tenant since), this is
     /// refused as a conflict before anything is touched, and so it is if `still_valid` (run
-    /// with the migration slots locked, after that check) fails.
+    /// with the migration slots locked, after that check) fails. `attempt` is 1 for a move
+    /// asked for, one more for each resumption of it.
     #[allow(clippy::too_many_arguments)] // One private entry, two callers.
     pub(crate) fn start_data_move(
         &self,
@@ -354,6 +373,7 @@ impl Engine {
         from: IsolationLevel,
         next: &TenantProfile,
         size: strata_store::RangeSize,
+        attempt: u8,
         still_valid: impl FnOnce() -> Result<(), EngineError>,
     ) -> Result<MigrationJob, EngineError> {
         let max_moves = self.config.isolation.max_concurrent_moves;
@@ -363,6 +383,7 @@ impl Engine {
             size.keys,
             (from, next.isolation),
             max_moves,
+            attempt,
             || {
                 self.check_level(id, key, from)?;
                 still_valid()
@@ -433,22 +454,25 @@ impl Engine {
             Err(e) => {
                 // Recorded before the slot is released, so no purge runs between (the row
                 // would be written into a tenant that no longer exists).
-                let error = e.to_string();
-                let interrupted = matches!(e, EngineError::ShuttingDown(_));
-                // A cancel is only honoured before the flip (see the copy loop), and only
-                // with this error: a move that failed otherwise says so.
-                let cancelled = !interrupted
-                    && copy.cancel.load(Ordering::SeqCst)
-                    && matches!(e, EngineError::IdConflict(_));
-                let (state, phase) = if interrupted {
-                    (
-                        strata_store::StoredMigrationState::Interrupted,
-                        Phase::Interrupted,
-                    )
-                } else if cancelled {
+                // A cancel is set only while copying and stops the move before its flip
+                // (see the copy loop): once set, the move ends `cancelled` whatever ended its
+                // copy (a shutdown or an error meanwhile included), so that it is not resumed.
+                let cancelled = copy.cancel.load(Ordering::SeqCst);
+                let error = match &e {
+                    _ if !cancelled => e.to_string(),
+                    EngineError::IdConflict(_) => e.to_string(),
+                    other => format!("{}; then: {other}", cancelled_error(copy.from)),
+                };
+                let interrupted = !cancelled && matches!(e, EngineError::ShuttingDown(_));
+                let (state, phase) = if cancelled {
                     (
                         strata_store::StoredMigrationState::Cancelled,
                         Phase::Cancelled,
+                    )
+                } else if interrupted {
+                    (
+                        strata_store::StoredMigrationState::Interrupted,
+                        Phase::Interrupted,
                     )
                 } else {
                     (strata_store::StoredMigrationState::Failed, Phase::Failed)
@@ -589,15 +613,16 @@ impl Engine {
         let copied = (|| {
             let mut after: Option<Vec<u8>> = None;
             loop {
+                // The cancel first: an operator's cancel is final, a shutdown is not.
+                if copy.cancel.load(Ordering::SeqCst) {
+                    return Err(cancelled(copy.from));
+                }
                 if self.migrations.stopping.load(Ordering::SeqCst) {
                     return Err(EngineError::ShuttingDown(format!(
                         "the server shut down during the copy, before the flip; the tenant \
                          stayed at {}",
                         level_name(copy.from)
                     )));
-                }
-                if copy.cancel.load(Ordering::SeqCst) {
-                    return Err(cancelled(copy.from));
                 }
                 let (last, n) =
                     self.store
@@ -625,13 +650,11 @@ impl Engine {
                     let _ = self.store.discard_dedicated(f);
                 }
                 None => {
-                    // In the tenant's write order, so that no flip runs meanwhile; and
-                    // `erase_main_range` erases only while the tenant lives in its file (the
-                    // main range of one that does not is its live data).
-                    let _ = self.indexes.write(&self.store, key, id, |_| {
-                        self.store.erase_main_range(key)?;
-                        Ok::<_, EngineError>(((), Vec::new()))
-                    });
+                    // Outside the tenant's write order (its writers need not wait for the
+                    // erase): the migration slot this move holds rules out a flip meanwhile,
+                    // and `erase_main_range` erases only while the tenant lives in its file
+                    // (the main range of one that does not is its live data).
+                    let _ = self.store.erase_main_range(key);
                 }
             }
             return Err(e);
@@ -759,7 +782,7 @@ mod tests {
         let ran = copies.excluding(key, &id, || Ok(1)).unwrap();
         assert_eq!(ran, 1);
         let levels = (IsolationLevel::Shared, IsolationLevel::Dedicated);
-        let running = copies.start(key, &id, 10, levels, 1, || Ok(())).unwrap();
+        let running = copies.start(key, &id, 10, levels, 1, 1, || Ok(())).unwrap();
         let refused = copies.excluding(key, &id, || Ok(2));
         assert!(
             matches!(refused, Err(EngineError::IdConflict(_))),
@@ -767,6 +790,23 @@ mod tests {
         );
         *lock(&running.phase) = Phase::Done;
         assert_eq!(copies.excluding(key, &id, || Ok(3)).unwrap(), 3);
+    }
+
+    /// The cheap look a waiting resumption takes agrees with what `start` refuses.
+    #[test]
+    fn a_free_slot_is_seen_without_starting_a_move() {
+        let copies = Copies::default();
+        let (a, b) = (TenantKey::SERVER, TenantKey::for_tests(7));
+        let id = TenantId::parse("t").unwrap();
+        assert!(copies.slot_free(a, 1) && copies.slot_free(b, 1));
+        let levels = (IsolationLevel::Shared, IsolationLevel::Dedicated);
+        let running = copies.start(a, &id, 10, levels, 1, 1, || Ok(())).unwrap();
+        // The tenant's own move runs; the server's one slot is taken; two slots leave one.
+        assert!(!copies.slot_free(a, 2));
+        assert!(!copies.slot_free(b, 1) && !copies.slot_free(b, 0));
+        assert!(copies.slot_free(b, 2));
+        *lock(&running.phase) = Phase::Cancelled;
+        assert!(copies.slot_free(a, 1) && copies.slot_free(b, 1));
     }
 
     fn migrate(engine: &Engine, id: &TenantId, target: IsolationLevel) -> crate::MigrationReport {

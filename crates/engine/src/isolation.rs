@@ -206,6 +206,11 @@ pub struct MigrationStatus {
     pub keys_total: u64,
     /// Why the last data migration failed.
     pub error: Option<String>,
+    /// Whether the server will resume this `interrupted` move by itself (in the background
+    /// once started, when a move slot is free): wait for it rather than asking again. False
+    /// for moves an older version left, for one whose runs crashed the server 3 times (it is
+    /// then `failed`), and when `engine.isolation.resume_interrupted_migrations` is off.
+    pub will_resume: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -337,7 +342,9 @@ impl Engine {
         }
         if let Some(size) = size {
             let job =
-                self.start_data_move(op, id, meta.key, profile.isolation, &next, size, || Ok(()))?;
+                self.start_data_move(op, id, meta.key, profile.isolation, &next, size, 1, || {
+                    Ok(())
+                })?;
             return Ok((report, Some(job)));
         }
         self.set_level(op, id, next, "tenant.migrate")?;
@@ -443,12 +450,16 @@ impl Engine {
         let pending = self.indexes.residency(meta.key, id).graph_builds_pending;
         let live = self.migrations.get(meta.key);
         let stored = strata_store::last_migration(&self.store.read()?, meta.key)?;
-        Ok(crate::migration_status::status(
-            profile.isolation,
-            pending,
-            live.as_deref(),
-            stored,
-        ))
+        let will_resume = stored.as_ref().is_some_and(|row| {
+            crate::migration_resume::will_resume(
+                row,
+                self.config.isolation.resume_interrupted_migrations,
+            )
+        });
+        let mut status =
+            crate::migration_status::status(profile.isolation, pending, live.as_deref(), stored);
+        status.will_resume = will_resume && status.state == MigrationState::Interrupted;
+        Ok(status)
     }
 
     /// Promotes every `shared` tenant holding at least `promote_partition_vectors` vectors to

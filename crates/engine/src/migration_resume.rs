@@ -24,8 +24,14 @@ use crate::lifecycle::{TenantProfile, TenantStatus};
 use crate::registry::lock;
 use crate::{Engine, EngineError};
 
-/// How often a resumption waiting for a free move slot looks again.
+/// How long a resumption waiting for a free move slot first waits before it looks again;
+/// each wait doubles, up to [`SLOT_POLL_MAX`] (an operator's move may hold the slot for hours).
 const SLOT_POLL: Duration = Duration::from_millis(50);
+const SLOT_POLL_MAX: Duration = Duration::from_secs(5);
+
+/// How many runs of a move may end in a crash before it is no longer resumed: a copy that
+/// gets the process killed (out of memory, say) would otherwise crash it at every start.
+pub(crate) const MAX_ATTEMPTS: u8 = 3;
 
 /// How long a cancel waits for the move it stopped to remove its partial copy and record
 /// `cancelled` (one chunk of copying, then the clean-up).
@@ -63,17 +69,54 @@ fn cut_short(row: &StoredMigration, running_here: bool) -> bool {
     stopped && moves_data(level(row.from), level(row.to))
 }
 
+/// Whether this binary resumes a cut-short row: only rows written since moves are resumed
+/// (`attempt` 1 or more; older binaries told their users to ask again, so theirs stay
+/// `interrupted`).
+pub(crate) fn resumable(row: &StoredMigration) -> bool {
+    row.attempt >= 1
+}
+
+/// The run a resumption of `row` is: a run a crash cut short (the row still `running`)
+/// counts; one an orderly shutdown stopped (`interrupted`) does not, so restarts alone never
+/// use up a move's attempts.
+fn next_attempt(row: &StoredMigration) -> u8 {
+    match row.state {
+        StoredMigrationState::Running => row.attempt.saturating_add(1),
+        _ => row.attempt,
+    }
+}
+
+/// Whether the server will resume a move whose row is `row` (found cut short), given the
+/// setting: the status says so, so that clients keep waiting for it.
+pub(crate) fn will_resume(row: &StoredMigration, setting: bool) -> bool {
+    setting && cut_short(row, false) && resumable(row) && next_attempt(row) <= MAX_ATTEMPTS
+}
+
 impl Engine {
-    /// Every tenant whose last migration is a data move cut short, with that row.
+    /// Every tenant whose last migration is a data move cut short, with that row. A tenant
+    /// whose registry or migration row does not decode is logged and left out: it must not
+    /// stop the others' moves from resuming.
     fn cut_short_moves(&self) -> Result<Vec<(TenantId, StoredMigration)>, EngineError> {
         let r = self.store.read()?;
         let mut found = Vec::new();
-        for meta in r.tenants()? {
+        // Each registry row decoded on its own (see `tenants_page`).
+        for (raw, meta) in r.tenants_page(None, usize::MAX)? {
+            let meta = match meta {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(tenant = %raw, error = %e, "not resuming a migration: unreadable tenant row");
+                    continue;
+                }
+            };
             let running_here = self.migrations.get(meta.key).is_some_and(|c| c.running());
-            if let Some(row) = strata_store::last_migration(&r, meta.key)?
-                && cut_short(&row, running_here)
-            {
-                found.push((meta.id, row));
+            match strata_store::last_migration(&r, meta.key) {
+                Ok(Some(row)) if cut_short(&row, running_here) && resumable(&row) => {
+                    found.push((meta.id, row))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(tenant = %meta.id, error = %e, "not resuming a migration: unreadable migration row");
+                }
             }
         }
         Ok(found)
@@ -138,6 +181,10 @@ impl Engine {
         row: &StoredMigration,
     ) -> Result<Resumed, EngineError> {
         let (from, to) = (level(row.from), level(row.to));
+        let max_moves = self.config.isolation.max_concurrent_moves;
+        let mut wait = SLOT_POLL;
+        // Sized once, when a slot is first free: sizing reads the whole tenant range.
+        let mut size = None;
         loop {
             if self.migrations.stopping() {
                 return Ok(Resumed::Skipped);
@@ -161,8 +208,20 @@ impl Engine {
                 isolation: to,
                 ..profile
             };
-            let size = self.store.range_size(key)?;
-            let started = self.start_data_move(op, id, key, from, &next, size, || {
+            let attempt = next_attempt(row);
+            if attempt > MAX_ATTEMPTS {
+                return self.give_up(id, key, row);
+            }
+            if !self.migrations.slot_free(key, max_moves) {
+                self.nap(wait);
+                wait = (wait * 2).min(SLOT_POLL_MAX);
+                continue;
+            }
+            let size = match size {
+                Some(s) => s,
+                None => *size.insert(self.store.range_size(key)?),
+            };
+            let started = self.start_data_move(op, id, key, from, &next, size, attempt, || {
                 if self.row_unchanged(key, row)? {
                     Ok(())
                 } else {
@@ -180,10 +239,67 @@ impl Engine {
                 }
                 // All move slots taken (or another move of the tenant runs, or it changed
                 // since the checks above): the loop's checks decide whether to wait.
-                Err(EngineError::IdConflict(_)) => std::thread::sleep(SLOT_POLL),
-                Err(EngineError::ShuttingDown(_)) => return Ok(Resumed::Skipped),
+                Err(EngineError::IdConflict(_)) => {
+                    self.nap(wait);
+                    wait = (wait * 2).min(SLOT_POLL_MAX);
+                }
+                // Purged meanwhile: nothing left to resume.
+                Err(EngineError::ShuttingDown(_) | EngineError::TenantNotFound(_)) => {
+                    return Ok(Resumed::Skipped);
+                }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Records that the move `row` records is not resumed again: its runs crashed the server
+    /// `MAX_ATTEMPTS` times. The row becomes `failed`, saying so; the tenant stays whole at
+    /// its old level.
+    fn give_up(
+        &self,
+        id: &TenantId,
+        key: TenantKey,
+        row: &StoredMigration,
+    ) -> Result<Resumed, EngineError> {
+        let why = format!(
+            "the server stopped without an orderly shutdown (a crash, or killed) during each \
+             of this migration's {MAX_ATTEMPTS} runs; not resumed again (the tenant stayed at \
+             {}): check the server's memory and logs, then migrate it again",
+            level_name(level(row.from))
+        );
+        let marked = self.migrations.excluding(key, id, || {
+            self.store.write(|w| {
+                if w.tenant(id)?.is_none_or(|m| m.key != key)
+                    || strata_store::last_migration(&*w, key)?.as_ref() != Some(row)
+                {
+                    return Ok(false);
+                }
+                let mut failed = row.clone();
+                failed.state = StoredMigrationState::Failed;
+                failed.finished_at = Some(now_millis().max(row.started_at));
+                failed.error = Some(why.clone());
+                w.put_last_migration(key, &failed)?;
+                Ok::<_, EngineError>(true)
+            })
+        });
+        match marked {
+            Ok(true) => {
+                tracing::warn!(tenant = %id, "{why}");
+                Ok(Resumed::NotMoved(why))
+            }
+            // Changed since (migrated, cancelled or purged), or a move of it runs now.
+            Ok(false) | Err(EngineError::IdConflict(_) | EngineError::TenantNotFound(_)) => {
+                Ok(Resumed::Skipped)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sleeps `wait`, or less if a shutdown comes meanwhile (it waits for the resumption).
+    fn nap(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        while !self.migrations.stopping() && Instant::now() < until {
+            std::thread::sleep(SLOT_POLL.min(until.saturating_duration_since(Instant::now())));
         }
     }
 
@@ -228,7 +344,7 @@ impl Engine {
         }
         // No move of the tenant runs here (and, under the slots' lock, none starts): one cut
         // short is marked so that it is not resumed.
-        self.migrations.excluding(key, id, || {
+        let marked = self.migrations.excluding(key, id, || {
             self.store.write(|w| {
                 match w.tenant(id)? {
                     Some(meta) if meta.key == key => {}
@@ -250,8 +366,21 @@ impl Engine {
                 w.put_last_migration(key, &row)?;
                 Ok::<_, EngineError>(())
             })
-        })?;
-        self.migration(op, id)
+        });
+        match marked {
+            // A move of it registered between the look above and the slots' lock (the
+            // resumption, or an operator's): it is copying now, so a second cancel stops it.
+            Err(EngineError::IdConflict(_))
+                if self.migrations.get(key).is_some_and(|c| c.running()) =>
+            {
+                Err(EngineError::IdConflict(format!(
+                    "tenant {id}: a migration of it started just as it was cancelled; send the \
+                     cancel again"
+                )))
+            }
+            Err(e) => Err(e),
+            Ok(()) => self.migration(op, id),
+        }
     }
 }
 

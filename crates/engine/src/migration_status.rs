@@ -44,6 +44,7 @@ pub(crate) fn row(
         keys_copied: copy.copied.load(Ordering::Relaxed),
         keys_total: copy.total,
         error,
+        attempt: copy.attempt,
     }
 }
 
@@ -59,6 +60,7 @@ pub(crate) fn level_change_row(from: IsolationLevel, to: IsolationLevel) -> Stor
         keys_copied: 0,
         keys_total: 0,
         error: None,
+        attempt: 1,
     }
 }
 
@@ -91,6 +93,7 @@ pub(crate) fn status(
             keys_copied: c.copied.load(Ordering::Relaxed),
             keys_total: c.total,
             error: lock(&c.error).clone(),
+            will_resume: false,
         };
     }
     // An ended move of this process: its outcome, recorded or not.
@@ -130,6 +133,7 @@ pub(crate) fn status(
             keys_copied: 0,
             keys_total: 0,
             error: None,
+            will_resume: false,
         };
     };
     let (from, to) = (level(row.from), level(row.to));
@@ -163,6 +167,7 @@ pub(crate) fn status(
         keys_copied: row.keys_copied,
         keys_total: row.keys_total,
         error,
+        will_resume: false,
     }
 }
 
@@ -180,6 +185,7 @@ mod tests {
             keys_copied: 5,
             keys_total: 4,
             error: None,
+            attempt: 1,
         }
     }
 

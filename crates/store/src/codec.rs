@@ -370,7 +370,9 @@ pub fn decode_change_mark(bytes: &[u8]) -> Result<ChangeMark, StoreError> {
     Ok(mark)
 }
 
+/// Format 1 rows (written before moves were resumed) have no `attempt`; format 2 adds it.
 const MIGRATION_V1: u8 = 1;
+const MIGRATION_V2: u8 = 2;
 
 /// An isolation level as a migration row stores it (the engine owns the levels' meaning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -408,14 +410,47 @@ pub struct StoredMigration {
     pub keys_copied: u64,
     pub keys_total: u64,
     pub error: Option<String>,
+    /// Which run of the move this is: 1 for the one an operator asked for, one more for each
+    /// resumption of it after a crash or shutdown. 0 in a format-1 row (written by a binary
+    /// that did not resume moves, whose users were told to ask again): never resumed.
+    pub attempt: u8,
+}
+
+/// A format-1 row: a `StoredMigration` without `attempt`.
+#[derive(Deserialize)]
+struct StoredMigrationV1 {
+    from: StoredLevel,
+    to: StoredLevel,
+    state: StoredMigrationState,
+    started_at: Millis,
+    finished_at: Option<Millis>,
+    keys_copied: u64,
+    keys_total: u64,
+    error: Option<String>,
 }
 
 pub fn encode_migration(m: &StoredMigration) -> Result<Vec<u8>, StoreError> {
-    encode_postcard(MIGRATION_V1, m)
+    encode_postcard(MIGRATION_V2, m)
 }
 
 pub fn decode_migration(bytes: &[u8]) -> Result<StoredMigration, StoreError> {
-    let m: StoredMigration = decode_postcard("last migration", MIGRATION_V1, bytes)?;
+    const WHAT: &str = "last migration";
+    let m: StoredMigration = if bytes.first() == Some(&MIGRATION_V1) {
+        let v1: StoredMigrationV1 = decode_postcard(WHAT, MIGRATION_V1, bytes)?;
+        StoredMigration {
+            from: v1.from,
+            to: v1.to,
+            state: v1.state,
+            started_at: v1.started_at,
+            finished_at: v1.finished_at,
+            keys_copied: v1.keys_copied,
+            keys_total: v1.keys_total,
+            error: v1.error,
+            attempt: 0,
+        }
+    } else {
+        decode_postcard(WHAT, MIGRATION_V2, bytes)?
+    };
     if (m.state == StoredMigrationState::Running) != m.finished_at.is_none() {
         return Err(StoreError::Corrupt(format!(
             "last migration: state {:?} with finished_at {:?}",
@@ -774,6 +809,44 @@ mod golden {
     const MIGRATION_FAILED_GOLDEN: &str = "0102010208010a000001096469736b2066756c6c";
     const MIGRATION_CANCELLED_GOLDEN: &str = "0102010408010a0000010e627920616e206f70657261746f72";
 
+    const MIGRATION_V2_INTERRUPTED_GOLDEN: &str = "0202000308010a0001010363757402";
+
+    /// Format-2 rows keep their bytes; format-1 rows (above) still decode, as attempt 0.
+    #[test]
+    fn migration_rows_with_an_attempt_keep_their_bytes() {
+        let row = StoredMigration {
+            from: StoredLevel::Dedicated,
+            to: StoredLevel::Shared,
+            state: StoredMigrationState::Interrupted,
+            started_at: 4,
+            finished_at: Some(5),
+            keys_copied: 0,
+            keys_total: 1,
+            error: Some("cut".into()),
+            attempt: 2,
+        };
+        let bytes = encode_migration(&row).unwrap();
+        assert_eq!(hex(&bytes), MIGRATION_V2_INTERRUPTED_GOLDEN);
+        assert_eq!(decode_migration(&bytes).unwrap(), row);
+        let mut other_format = bytes.clone();
+        other_format[0] = 3;
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        for bad in [other_format, trailing, bytes[..bytes.len() - 1].to_vec()] {
+            assert!(
+                matches!(decode_migration(&bad), Err(StoreError::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    /// Format-1 bytes of `m` (as the binaries before format 2 wrote them).
+    fn encode_v1(m: &StoredMigration) -> Vec<u8> {
+        let mut v = encode_postcard(MIGRATION_V1, m).unwrap();
+        v.pop(); // `attempt`, the last field, one byte below 128.
+        v
+    }
+
     #[test]
     fn last_migration_rows_keep_their_bytes_and_decode_closed() {
         let done = StoredMigration {
@@ -785,8 +858,9 @@ mod golden {
             keys_copied: 1_200,
             keys_total: 1_100,
             error: None,
+            attempt: 0,
         };
-        let bytes = encode_migration(&done).unwrap();
+        let bytes = encode_v1(&done);
         assert_eq!(hex(&bytes), MIGRATION_DONE_GOLDEN);
         assert_eq!(
             decode_migration(&unhex(MIGRATION_DONE_GOLDEN)).unwrap(),
@@ -801,11 +875,9 @@ mod golden {
             keys_copied: 0,
             keys_total: 0,
             error: Some("disk full".into()),
+            attempt: 0,
         };
-        assert_eq!(
-            hex(&encode_migration(&failed).unwrap()),
-            MIGRATION_FAILED_GOLDEN
-        );
+        assert_eq!(hex(&encode_v1(&failed)), MIGRATION_FAILED_GOLDEN);
         assert_eq!(
             decode_migration(&unhex(MIGRATION_FAILED_GOLDEN)).unwrap(),
             failed
@@ -815,10 +887,7 @@ mod golden {
             error: Some("by an operator".into()),
             ..failed.clone()
         };
-        assert_eq!(
-            hex(&encode_migration(&cancelled).unwrap()),
-            MIGRATION_CANCELLED_GOLDEN
-        );
+        assert_eq!(hex(&encode_v1(&cancelled)), MIGRATION_CANCELLED_GOLDEN);
         assert_eq!(
             decode_migration(&unhex(MIGRATION_CANCELLED_GOLDEN)).unwrap(),
             cancelled
@@ -835,7 +904,7 @@ mod golden {
         let mut trailing = bytes.clone();
         trailing.push(0);
         let mut other_format = bytes.clone();
-        other_format[0] = 2;
+        other_format[0] = 3;
         let mut unknown_level = bytes.clone();
         unknown_level[1] = 3;
         let mut unknown_state = bytes.clone();

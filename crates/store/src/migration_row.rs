@@ -61,6 +61,7 @@ mod tests {
             keys_copied: 0,
             keys_total: 0,
             error: None,
+            attempt: 1,
         };
         store.write(|w| w.put_last_migration(t, &row)).unwrap();
         let r = store.read().unwrap();

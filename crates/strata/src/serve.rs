@@ -258,14 +258,23 @@ async fn purge_sweep(
 async fn close(mut engine: Arc<Engine>, resumer: tokio::task::JoinHandle<()>) {
     // A data migration running in the background stops at its next chunk, its tenant whole
     // where it was and its status `interrupted` (resumed at the next start); a flip under way
-    // finishes first. The resumption ends with them (it holds the engine).
+    // finishes first. Up to 10 s for that.
     let stopper = Arc::clone(&engine);
     if let Ok(false) =
         tokio::task::spawn_blocking(move || stopper.stop_migrations(Duration::from_secs(10))).await
     {
         tracing::warn!("a migration did not stop within 10 s");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), resumer).await;
+    // Then the resumption (it holds the engine): its waits for a move slot see the shutdown
+    // within 50 ms and the moves it ran stopped above, but one sizing a large tenant before
+    // its move finishes that read first. Up to 10 s more; after that the close goes on and
+    // waits for the engine below (5 s), then closes anyway.
+    if tokio::time::timeout(Duration::from_secs(10), resumer)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the resumption of interrupted migrations did not end within 10 s");
+    }
     let saver = Arc::clone(&engine);
     match tokio::task::spawn_blocking(move || saver.persist_indexes()).await {
         Ok(Ok(saved)) => tracing::info!(tenants = saved, "index snapshots saved"),

@@ -378,6 +378,7 @@ fn sigkill_at_random_points_of_migrations_leaves_the_tenant_whole() {
     let mut sides = [0u32; 2];
     let mut flipped = 0u32;
     let mut resumed = 0u32;
+    let mut interrupted = 0u32;
     let mut previous_status = Some(calibrated);
     for trial in 0..TRIALS {
         let from = level(&server, "acme");
@@ -450,44 +451,104 @@ fn sigkill_at_random_points_of_migrations_leaves_the_tenant_whole() {
             "trial {trial}: writes refused during the migration: {:?}",
             failed.lock().expect("failed")
         );
+        // Half the trials restart without resumption, so that what start-up alone leaves
+        // is checked (below, right after the restart); the others let the server resume a
+        // move cut short and check where that ends.
+        let resume = trial % 2 == 1;
+        server.set_env(RESUME, if resume { "true" } else { "false" });
         server.restart();
 
-        // A move cut short is resumed once the server is up, from a clean copy: wait for it
-        // to end. Seen still moving or `interrupted` right after the restart, it was resumed.
-        let (s, first) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
-        assert_eq!(s, 200, "{first}");
-        let was_cut = matches!(
-            first["state"].as_str(),
-            Some("interrupted" | "copying" | "catching_up" | "cleaning_up")
-        );
-        let st = wait_settled(&server, "acme");
-        let now = level(&server, "acme");
-        sides[usize::from(now == "dedicated")] += 1;
-        // Killed before the move was recorded, the previous trial's status is still there
-        // (same start) and the tenant did not move; otherwise the move of this trial ended
-        // `done` at its target, flipped before the kill or resumed after it.
-        let unrecorded = previous_status
-            .as_ref()
-            .is_some_and(|p| p["started_at"] == st["started_at"]);
-        previous_status = Some(st.clone());
-        assert!(
-            st["state"] == "done" || st["state"] == "rebuilding",
-            "trial {trial}: after a restart: {st}"
-        );
-        assert_eq!(st["to"], now.as_str(), "trial {trial}: {st}");
-        assert!(st["finished_at"].is_i64(), "trial {trial}: {st}");
-        if unrecorded {
-            assert!(
-                !was_cut,
-                "trial {trial}: resumed a move never recorded: {st}"
+        let now = if resume {
+            // A move cut short is resumed once the server is up, from a clean copy: wait for
+            // it to end. Seen still moving or `interrupted` right after the restart, it was
+            // resumed (and said it would be).
+            let (s, first) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+            assert_eq!(s, 200, "{first}");
+            let was_cut = matches!(
+                first["state"].as_str(),
+                Some("interrupted" | "copying" | "catching_up" | "cleaning_up")
             );
-            assert_eq!(now, from, "trial {trial}: flipped without a status: {st}");
+            if first["state"] == "interrupted" {
+                assert_eq!(first["will_resume"], true, "trial {trial}: {first}");
+            }
+            let st = wait_settled(&server, "acme");
+            let now = level(&server, "acme");
+            // Killed before the move was recorded, the previous trial's status is still
+            // there (same start) and the tenant did not move; otherwise the move of this
+            // trial ended `done` at its target, flipped before the kill or resumed after it.
+            let unrecorded = previous_status
+                .as_ref()
+                .is_some_and(|p| p["started_at"] == st["started_at"]);
+            previous_status = Some(st.clone());
+            if unrecorded {
+                assert!(
+                    !was_cut,
+                    "trial {trial}: resumed a move never recorded: {st}"
+                );
+                assert_eq!(now, from, "trial {trial}: flipped without a status: {st}");
+                // The previous trial's: done at `now`, or cancelled (it stayed at `now`).
+                let ended_at = if st["state"] == "cancelled" {
+                    &st["from"]
+                } else {
+                    &st["to"]
+                };
+                assert_eq!(ended_at, now.as_str(), "trial {trial}: {st}");
+            } else {
+                assert!(
+                    st["state"] == "done" || st["state"] == "rebuilding",
+                    "trial {trial}: after a restart: {st}"
+                );
+                assert_eq!(st["to"], now.as_str(), "trial {trial}: {st}");
+                assert!(st["finished_at"].is_i64(), "trial {trial}: {st}");
+                assert_eq!(now, target, "trial {trial}: {from} → {now}: {st}");
+                assert_eq!(st["from"], from.as_str(), "trial {trial}: {st}");
+                flipped += 1;
+                resumed += u32::from(was_cut);
+            }
+            now
         } else {
-            assert_eq!(now, target, "trial {trial}: {from} → {now}: {st}");
-            assert_eq!(st["from"], from.as_str(), "trial {trial}: {st}");
-            flipped += 1;
-            resumed += u32::from(was_cut);
-        }
+            // Start-up alone: the tenant is at one of the two levels, whole there (checked
+            // below: `verify` clean, no leftover directory, every acknowledged write), and
+            // the kept status agrees: the move that flipped it ended `done`; one cut short
+            // says `interrupted`, names both levels and is not resumed; killed before it was
+            // recorded, the previous trial's status is still there unchanged.
+            let now = level(&server, "acme");
+            assert!(
+                now == from || now == target,
+                "trial {trial}: {from} → {now}?"
+            );
+            let (s, st) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+            assert_eq!(s, 200, "{st}");
+            let unrecorded = previous_status
+                .as_ref()
+                .is_some_and(|p| p["started_at"] == st["started_at"]);
+            previous_status = Some(st.clone());
+            if unrecorded {
+                assert_eq!(now, from, "trial {trial}: flipped without a status: {st}");
+                assert_ne!(st["state"], "interrupted", "trial {trial}: {st}");
+            } else {
+                match st["state"].as_str() {
+                    Some("done" | "rebuilding") => {
+                        assert_eq!(now, target, "trial {trial}: {st}");
+                        assert_eq!(st["to"], now.as_str(), "trial {trial}: {st}");
+                        assert!(st["finished_at"].is_i64(), "trial {trial}: {st}");
+                        flipped += 1;
+                    }
+                    Some("interrupted") => {
+                        assert_eq!(
+                            (st["from"].as_str(), st["to"].as_str()),
+                            (Some(now.as_str()), Some(target)),
+                            "trial {trial}: {st}"
+                        );
+                        assert_eq!(st["will_resume"], false, "trial {trial}: {st}");
+                        interrupted += 1;
+                    }
+                    _ => panic!("trial {trial}: after a restart: {st}"),
+                }
+            }
+            now
+        };
+        sides[usize::from(now == "dedicated")] += 1;
         acked_all.extend(acked.lock().expect("acked").iter().cloned());
         all_present(&server, &key, &acked.lock().expect("acked"));
         let v = verify(&server, "acme");
@@ -516,13 +577,25 @@ fn sigkill_at_random_points_of_migrations_leaves_the_tenant_whole() {
             "trial {trial}: leftovers"
         );
         assert_eq!(answers(&server, &key), reference, "trial {trial}");
+        // A move left `interrupted` (resumption off) is cancelled, so that the next trial,
+        // resuming, does not resume it instead of its own: the tenant stays where it is.
+        if !resume {
+            let (s, st) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+            assert_eq!(s, 200, "{st}");
+            if st["state"] == "interrupted" {
+                let (s, c) = cancel(&server, "acme");
+                assert_eq!((s, c["state"].as_str()), (200, Some("cancelled")), "{c}");
+                assert_eq!(level(&server, "acme"), now, "trial {trial}: {c}");
+                previous_status = Some(c);
+            }
+        }
     }
     // Spot-check every acknowledged write once more at the end.
     all_present(&server, &key, &acked_all);
     println!(
-        "{TRIALS} kills over {span} ms windows: {flipped} moves recorded, {resumed} of them \
-         resumed after the restart; ended {} times shared/partition, {} dedicated; {} \
-         acknowledged writes all present",
+        "{TRIALS} kills over {span} ms windows: {flipped} moves flipped, {resumed} of them \
+         resumed after the restart, {interrupted} left interrupted (resumption off); ended {} \
+         times shared/partition, {} dedicated; {} acknowledged writes all present",
         sides[0],
         sides[1],
         acked_all.len()
@@ -795,8 +868,10 @@ fn a_move_is_cancelled_or_completes_and_an_interrupted_one_is_resumed() {
 #[test]
 fn a_failing_step_under_load_fails_the_test_instead_of_hanging_it() {
     let (tx, rx) = std::sync::mpsc::channel();
+    let (pid_tx, pid_rx) = std::sync::mpsc::channel();
     let run = std::thread::spawn(move || {
         let server = Server::start();
+        let _ = pid_tx.send(server.pid());
         let key = fill(&server, "acme", 20);
         let reference = answers(&server, &key);
         let tenants = [("acme", key.as_str(), &reference[..])];
@@ -807,9 +882,15 @@ fn a_failing_step_under_load_fails_the_test_instead_of_hanging_it() {
         }));
         let _ = tx.send(outcome.is_err());
     });
-    let panicked = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the load threads never stopped after the step panicked");
+    let Ok(panicked) = rx.recv_timeout(Duration::from_secs(120)) else {
+        // The thread is stuck and keeps its server: kill that by its id before failing.
+        if let Ok(pid) = pid_rx.try_recv() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        panic!("the load threads never stopped after the step panicked");
+    };
     assert!(panicked, "the panic was swallowed");
     // Its server is dropped (killed) with the thread, before this test process may exit.
     run.join().expect("the test thread");

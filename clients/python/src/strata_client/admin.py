@@ -524,7 +524,8 @@ class StrataAdmin(_AdminCalls):
         A move to or from ``dedicated`` copies the tenant's data in the background (the server
         answers ``202`` at once). By default this then polls :meth:`wait_for_migration` until
         the move has ended (so no HTTP request stays open for the copy), raising
-        :class:`MigrationFailedError` if it failed or was interrupted and ``TimeoutError``
+        :class:`MigrationFailedError` if it failed, was cancelled or was interrupted (and
+        will not be resumed by the server) and ``TimeoutError``
         after ``timeout`` seconds (the move goes on). With ``wait=False`` it returns as soon
         as the move has started."""
         report = self._transport.run(self._migrate(id, target, index_params, dry_run))
@@ -535,24 +536,31 @@ class StrataAdmin(_AdminCalls):
     def migration_status(self, id: str) -> MigrationStatus:
         return self._transport.run(self._migration(id))
 
-    def cancel_migration(self, id: str) -> MigrationStatus:
+    def cancel_migration(self, id: str, *, timeout: float = 600.0) -> MigrationStatus:
         """Cancels the tenant's data move: one copying stops (its partial copy removed), one
         a crash or shutdown cut short (``interrupted``) is not resumed; the tenant stays whole
-        at its old level. Returns the status afterwards (``cancelled``). Raises
+        at its old level. Returns the status afterwards (``cancelled``): if the server answers
+        before the move has stopped (``202``, still ``copying``), this polls until it has,
+        raising ``TimeoutError`` after ``timeout`` seconds (the cancel holds). Raises
         :class:`ConflictError` when there is no move to cancel, or it is past its copy (it
         then completes)."""
-        return self._transport.run(self._cancel_migration(id))
+        status = self._transport.run(self._cancel_migration(id))
+        if status.moving:
+            status = self.wait_for_migration(id, timeout=timeout)
+        return status
 
     def wait_for_migration(
         self, id: str, *, timeout: float = 600.0, poll_interval: float = 0.25
     ) -> MigrationStatus:
-        """Polls the tenant's migration until it is no longer moving data; returns its status
-        (``done``, ``rebuilding``, ``failed`` or ``interrupted``: check ``state``). Raises
-        ``TimeoutError`` after ``timeout`` seconds."""
+        """Polls the tenant's migration until it has ended for good; returns its status
+        (``done``, ``rebuilding``, ``failed``, ``cancelled`` or ``interrupted``: check
+        ``state``). An ``interrupted`` move that the server will resume (``will_resume``,
+        e.g. across a server restart) is waited for. Raises ``TimeoutError`` after ``timeout``
+        seconds."""
         deadline = time.monotonic() + timeout
         while True:
             status = self.migration_status(id)
-            if not status.moving:
+            if not status.pending:
                 return status
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"migration of {id} still {status.state} after {timeout} s")
@@ -731,9 +739,12 @@ class AsyncStrataAdmin(_AdminCalls):
     async def migration_status(self, id: str) -> MigrationStatus:
         return await self._transport.run(self._migration(id))
 
-    async def cancel_migration(self, id: str) -> MigrationStatus:
+    async def cancel_migration(self, id: str, *, timeout: float = 600.0) -> MigrationStatus:
         """See :meth:`StrataAdmin.cancel_migration`."""
-        return await self._transport.run(self._cancel_migration(id))
+        status = await self._transport.run(self._cancel_migration(id))
+        if status.moving:
+            status = await self.wait_for_migration(id, timeout=timeout)
+        return status
 
     async def wait_for_migration(
         self, id: str, *, timeout: float = 600.0, poll_interval: float = 0.25
@@ -742,7 +753,7 @@ class AsyncStrataAdmin(_AdminCalls):
         deadline = time.monotonic() + timeout
         while True:
             status = await self.migration_status(id)
-            if not status.moving:
+            if not status.pending:
                 return status
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"migration of {id} still {status.state} after {timeout} s")

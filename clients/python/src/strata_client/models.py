@@ -647,6 +647,9 @@ class MigrationStatus:
     keys_total: int = 0
     #: Why the last data move failed, if it did (``state`` is then ``failed``).
     error: Optional[str] = None
+    #: Whether the server will resume this ``interrupted`` move by itself (once restarted,
+    #: when a move slot is free): :meth:`StrataAdmin.wait_for_migration` keeps waiting then.
+    will_resume: bool = False
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> MigrationStatus:
@@ -662,6 +665,7 @@ class MigrationStatus:
             keys_copied=int(d.get("keys_copied", 0)),
             keys_total=int(d.get("keys_total", 0)),
             error=d.get("error"),
+            will_resume=bool(d.get("will_resume")),
         )
 
     @property
@@ -669,6 +673,12 @@ class MigrationStatus:
         """Whether its data move is under way (``copying``, ``catching_up`` or ``cleaning_up``;
         another migration of the tenant is refused meanwhile)."""
         return self.state in ("copying", "catching_up", "cleaning_up")
+
+    @property
+    def pending(self) -> bool:
+        """Whether its data move has not ended for good: under way, or ``interrupted`` and
+        to be resumed by the server (``will_resume``)."""
+        return self.moving or (self.state == "interrupted" and self.will_resume)
 
 
 @dataclass

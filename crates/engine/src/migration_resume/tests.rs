@@ -269,3 +269,124 @@ fn a_running_move_is_cancelled_before_its_flip() {
     verify_clean(&engine, &a);
     assert_eq!(answers(&engine, &scope), before);
 }
+
+/// Rewrites tenant `id`'s last-migration row with `f` (what an older version, or earlier
+/// crashed runs, would have left).
+fn edit_row(engine: &Engine, id: &TenantId, f: impl FnOnce(&mut StoredMigration)) {
+    let key = engine.tenant_meta(id).unwrap().key;
+    engine
+        .store
+        .write(|w| {
+            let mut row = strata_store::last_migration(&*w, key)?.unwrap();
+            f(&mut row);
+            w.put_last_migration(key, &row)
+        })
+        .unwrap();
+}
+
+fn stored_row(engine: &Engine, id: &TenantId) -> StoredMigration {
+    let key = engine.tenant_meta(id).unwrap().key;
+    strata_store::last_migration(&engine.store.read().unwrap(), key)
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn old_rows_are_not_resumed_and_a_crash_loop_gives_up_after_three_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let a = fill(&engine, "a", 200);
+    let before = answers(&engine, &admin_scope(&engine, "a"));
+    let op = OperatorScope::for_tests();
+    crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
+    assert_eq!(stored_row(&engine, &a).attempt, 1);
+
+    // Left by a version that did not resume moves (its users were told to ask again).
+    edit_row(&engine, &a, |r| r.attempt = 0);
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert!(!state(&engine, &a).will_resume);
+    assert!(
+        engine
+            .resume_interrupted_migrations(&op)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(state(&engine, &a).state, MigrationState::Interrupted);
+
+    // Its third run crashed too: not resumed again, and the status says why.
+    edit_row(&engine, &a, |r| r.attempt = 3);
+    assert!(!state(&engine, &a).will_resume);
+    let ended = engine.resume_interrupted_migrations(&op).unwrap();
+    assert!(
+        matches!(&ended[..], [(t, Resumed::NotMoved(why))] if *t == a && why.contains("3 runs")),
+        "{ended:?}"
+    );
+    let s = state(&engine, &a);
+    assert_eq!(s.state, MigrationState::Failed);
+    assert!(s.error.as_deref().unwrap().contains("3 runs"), "{s:?}");
+    assert_eq!(s.level, IsolationLevel::Shared);
+    assert!(!verify_clean(&engine, &a).dedicated_file);
+    assert!(
+        engine
+            .resume_interrupted_migrations(&op)
+            .unwrap()
+            .is_empty()
+    );
+
+    // Its second run crashed: resumed as the third, which the row records.
+    crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
+    edit_row(&engine, &a, |r| r.attempt = 2);
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert!(state(&engine, &a).will_resume);
+    assert_eq!(
+        engine.resume_interrupted_migrations(&op).unwrap(),
+        vec![(a.clone(), Resumed::Done)]
+    );
+    assert_eq!(stored_row(&engine, &a).attempt, 3);
+    assert_eq!(state(&engine, &a).level, IsolationLevel::Dedicated);
+    assert_eq!(answers(&engine, &admin_scope(&engine, "a")), before);
+
+    // Orderly shutdowns do not use attempts up: an interrupted third run is resumed.
+    crash_mid_copy(&engine, &a, IsolationLevel::Partition);
+    edit_row(&engine, &a, |r| {
+        r.attempt = 3;
+        r.state = StoredMigrationState::Interrupted;
+        r.finished_at = Some(r.started_at);
+    });
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert!(state(&engine, &a).will_resume);
+    assert_eq!(
+        engine.resume_interrupted_migrations(&op).unwrap(),
+        vec![(a.clone(), Resumed::Done)]
+    );
+    assert_eq!(state(&engine, &a).level, IsolationLevel::Partition);
+}
+
+#[test]
+fn a_cancel_wins_over_a_shutdown_that_stops_the_same_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let a = fill(&engine, "a", 200);
+    let job = start(&engine, &a, IsolationLevel::Dedicated);
+    job.copy.cancel.store(true, Ordering::SeqCst);
+    // Not all stopped: the move has not run yet.
+    assert!(!engine.stop_migrations(Duration::ZERO));
+    assert!(job.run(&engine).is_err());
+    let s = state(&engine, &a);
+    assert_eq!(s.state, MigrationState::Cancelled, "{s:?}");
+    assert!(!s.will_resume);
+    assert_eq!(s.level, IsolationLevel::Shared);
+    assert!(!verify_clean(&engine, &a).dedicated_file);
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert!(
+        engine
+            .resume_interrupted_migrations(&OperatorScope::for_tests())
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(state(&engine, &a).state, MigrationState::Cancelled);
+}
