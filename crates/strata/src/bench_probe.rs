@@ -3,9 +3,12 @@
 //! (`X-Strata-Timing`, answered only by a server with `server.stage_timing` on), and the
 //! breakdown of where B's slowest requests spent their time.
 //!
-//! Each request's latency counts from the moment it was scheduled to be sent, not from when
-//! the probe got round to it, so a probe that falls behind does not hide the server's stalls
-//! (coordinated omission); the schedule is delayed, not compressed, after a missed tick.
+//! Each request's latency counts from the moment it was sent. How late that was against its
+//! schedule is reported beside it (`late`), so a probe that falls behind cannot hide a stall
+//! (coordinated omission) without it showing; it is not added to the latency, because most
+//! of it is the timer's own granularity (about a millisecond), which would inflate every
+//! latency, alone and flooded, and flatter their ratio. After a missed tick the schedule is
+//! delayed, not compressed.
 //!
 //! The probe owns its thread, runtime and HTTP connections so that what it times is the
 //! server, not this process: the flood's clients run on another thread and runtime, and no
@@ -30,12 +33,14 @@ const STAGES: [&str; 8] = [
 ];
 const TOTAL: usize = STAGES.len();
 
-/// One of B's searches: its latency from its scheduled send, and the server's stage
+/// One of B's searches: its latency from its send, how late that send was, and the server's stage
 /// durations in milliseconds (`STAGES`, then `total`; 0 for a stage it did not report), in a
 /// fixed array: a long run keeps many thousands of samples.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Sample {
     pub latency: Duration,
+    /// How long after its scheduled time it was sent.
+    late: Duration,
     stages: [f32; STAGES.len() + 1],
     /// Whether the server sent its timings at all.
     timed: bool,
@@ -48,7 +53,7 @@ impl Sample {
 
     /// Time the probe waited that the server's timeline does not cover: the request on the
     /// wire and in the socket until the server's async threads first read it, the answer's
-    /// write and the way back, and the probe's own scheduling (a late send included).
+    /// write and the way back, and the probe's own reading of the answer.
     fn outside_ms(&self) -> f64 {
         (self.latency.as_secs_f64() * 1000.0 - self.stage(TOTAL)).max(0.0)
     }
@@ -133,8 +138,9 @@ pub(crate) fn steady(
         .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?
 }
 
-/// One search, its latency counted from `scheduled` (when it should have been sent).
+/// One search, its latency counted from its send, its lateness from `scheduled`.
 async fn probe_once(client: &Client, body: String, scheduled: Instant) -> anyhow::Result<Sample> {
+    let sent = Instant::now();
     let req = client
         .request(Method::POST, "/v1/search")
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -148,7 +154,8 @@ async fn probe_once(client: &Client, body: String, scheduled: Instant) -> anyhow
         .and_then(parse_server_timing);
     res.bytes().await?;
     Ok(Sample {
-        latency: scheduled.elapsed(),
+        latency: sent.elapsed(),
+        late: sent.saturating_duration_since(scheduled),
         stages: stages.unwrap_or_default(),
         timed: stages.is_some(),
     })
@@ -174,14 +181,15 @@ pub(crate) fn print_breakdown(phases: &[(&str, &[Sample])]) {
     println!(
         "Where B's time went (ms; server stages from its Server-Timing, `outside` = the \
          probe's latency minus the server's total: wire, socket wait until the server's async \
-         threads read the request, the answer's write):"
+         threads read the request, the answer's write; `late` = how long after its scheduled \
+         time the probe sent it, not part of the latency):"
     );
     println!();
     println!(
-        "| B's searches | n | latency | {} | outside |",
+        "| B's searches | n | latency | {} | outside | late |",
         STAGES.join(" | ")
     );
-    println!("|---|---|---|{}---|", "---|".repeat(STAGES.len()));
+    println!("|---|---|---|{}---|---|", "---|".repeat(STAGES.len()));
     for (name, samples) in phases {
         let p99 = percentile(samples, 0.99).latency;
         let slow: Vec<&Sample> = samples.iter().filter(|s| s.latency >= p99).collect();
@@ -194,17 +202,18 @@ pub(crate) fn print_breakdown(phases: &[(&str, &[Sample])]) {
         println!();
         println!("{name}: each request at or above p99");
         println!();
-        println!("| latency | {} | outside |", STAGES.join(" | "));
-        println!("|---|{}---|", "---|".repeat(STAGES.len()));
+        println!("| latency | {} | outside | late |", STAGES.join(" | "));
+        println!("|---|{}---|---|", "---|".repeat(STAGES.len()));
         for s in samples.iter().filter(|s| s.latency >= p99).take(12) {
             let cells: Vec<String> = (0..STAGES.len())
                 .map(|i| format!("{:.2}", s.stage(i)))
                 .collect();
             println!(
-                "| {:.2} | {} | {:.2} |",
+                "| {:.2} | {} | {:.2} | {:.2} |",
                 s.latency.as_secs_f64() * 1000.0,
                 cells.join(" | "),
-                s.outside_ms()
+                s.outside_ms(),
+                s.late.as_secs_f64() * 1000.0
             );
         }
     }
@@ -220,11 +229,12 @@ fn print_mean_row(label: &str, samples: &[&Sample]) {
         .map(|i| format!("{:.2}", mean(&|s| s.stage(i))))
         .collect();
     println!(
-        "| {label} | {} | {:.2} | {} | {:.2} |",
+        "| {label} | {} | {:.2} | {} | {:.2} | {:.2} |",
         samples.len(),
         mean(&|s| s.latency.as_secs_f64() * 1000.0),
         cells.join(" | "),
-        mean(&|s| s.outside_ms())
+        mean(&|s| s.outside_ms()),
+        mean(&|s| s.late.as_secs_f64() * 1000.0)
     );
 }
 

@@ -208,7 +208,7 @@ fn the_noisy_neighbour_benchmark_runs_end_to_end() {
         .unwrap_or_else(|| panic!("no breakdown: {stdout}"));
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     // | label | n | latency | parse | admit | body | prepare | queue | job | durable | reply
-    // | outside |
+    // | outside | late |
     let job: f64 = cells[9].parse().expect("job ms");
     assert!(job > 0.0, "{row}");
     assert!(stdout.contains("each request at or above p99"), "{stdout}");
