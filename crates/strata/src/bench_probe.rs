@@ -257,6 +257,7 @@ mod tests {
         assert_eq!(parsed, want);
         let s = Sample {
             latency: Duration::from_millis(2),
+            late: Duration::from_millis(1),
             stages: parsed,
             timed: true,
         };
