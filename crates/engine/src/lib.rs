@@ -518,7 +518,7 @@ fn tenant_transaction<R>(
     }
     // Deleted records take their adaptive state with them.
     feedback::forget_removed(w, scope.key(), changes, touched)?;
-    lifecycle::account(w, scope.key(), &row.profile.limits, changes)?;
+    lifecycle::account(w, scope.key(), &row.profile().limits, changes)?;
     let detail = detail.unwrap_or_else(|| change_summary(changes));
     audit::append(w, scope.key(), audit::tenant_event(scope, action, detail))?;
     Ok(result)

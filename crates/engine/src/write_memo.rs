@@ -21,10 +21,22 @@ pub(crate) struct WriteMemos {
     pub(crate) collections: Arc<DecodeMemo<Collection>>,
 }
 
-/// A registry row, decoded as far as the liveness check needs.
+/// A registry row, decoded as far as the liveness check needs. The profile's decoding error is
+/// kept (it follows from the bytes alone, like the profile) so that a credential of another
+/// incarnation of the tenant id is told "not found" before a damaged profile is reported.
 pub(crate) struct LiveRow {
     key: TenantKey,
-    pub(crate) profile: TenantProfile,
+    profile: Result<TenantProfile, String>,
+}
+
+impl LiveRow {
+    /// The profile of a row [`check_live`] returned; it decoded.
+    pub(crate) fn profile(&self) -> &TenantProfile {
+        match &self.profile {
+            Ok(p) => p,
+            Err(_) => unreachable!("invariant: check_live returns only rows whose profile decoded"),
+        }
+    }
 }
 
 /// [`crate::tenants::check_live`] through the memo: the same answer and errors, for the row
@@ -35,21 +47,29 @@ pub(crate) fn check_live(
     memo: &DecodeMemo<LiveRow>,
 ) -> Result<Arc<LiveRow>, EngineError> {
     let row = r.tenant_memo(scope.tenant(), memo, |meta| {
-        let profile = TenantProfile::of(&meta).map_err(|e| match e {
-            EngineError::Store(e) => e,
-            other => StoreError::Corrupt(other.to_string()),
-        })?;
         Ok(LiveRow {
             key: meta.key,
-            profile,
+            profile: TenantProfile::of(&meta).map_err(|e| match e {
+                EngineError::Store(StoreError::Corrupt(m)) => m,
+                other => other.to_string(),
+            }),
         })
     })?;
     match row {
-        Some(row) if row.key == scope.key() => match row.profile.status {
-            TenantStatus::Active => Ok(row),
-            TenantStatus::Suspended => Err(EngineError::TenantSuspended(scope.tenant().clone())),
-            TenantStatus::Deleted => Err(EngineError::TenantNotFound(scope.tenant().clone())),
-        },
+        // Another incarnation's row (or none) is "not found", whatever its profile holds.
+        Some(row) if row.key == scope.key() => {
+            let status = match &row.profile {
+                Ok(p) => p.status,
+                Err(m) => return Err(EngineError::Store(StoreError::Corrupt(m.clone()))),
+            };
+            match status {
+                TenantStatus::Active => Ok(row),
+                TenantStatus::Suspended => {
+                    Err(EngineError::TenantSuspended(scope.tenant().clone()))
+                }
+                TenantStatus::Deleted => Err(EngineError::TenantNotFound(scope.tenant().clone())),
+            }
+        }
         _ => Err(EngineError::TenantNotFound(scope.tenant().clone())),
     }
 }

@@ -87,7 +87,9 @@ pub trait MemoReads: Reads {
         &self,
         id: &TenantId,
         memo: &DecodeMemo<T>,
-        make: impl FnOnce(TenantMeta) -> Result<T, StoreError>,
+        // A plain function, not a closure: the memo's value must follow from the stored
+        // bytes alone, so its decoder can capture nothing of a request.
+        make: fn(TenantMeta) -> Result<T, StoreError>,
     ) -> Result<Option<Arc<T>>, StoreError> {
         let Some(stored) = self.registry_get(id.as_str())? else {
             return Ok(None);
