@@ -2,25 +2,14 @@
 //! that reads its hits' records, so both rank the same top k with the same `exact` flag, also
 //! when a graph answers them.
 
-use strata_auth::OperatorScope;
-use strata_types::{Include, Metric, RequestScope, SearchRequest, TenantId};
+use strata_types::{Include, Metric, RequestScope, SearchRequest};
 
-use crate::test_support::{DIM, admin_scope, put_clustered, vec_name};
-use crate::{Engine, EngineConfig};
+use crate::test_support::{DIM, clustered_tenant, vec_name};
 
 #[test]
 fn ids_only_and_default_include_rank_the_same_top_k_on_a_graph() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-    let tenant = TenantId::parse("acme").unwrap();
-    engine
-        .create_tenant(&OperatorScope::for_tests(), &tenant, None)
-        .unwrap();
-    let scope = admin_scope(&engine, "acme");
-    engine
-        .create_collection(&scope, &vec_name(), DIM, Metric::Cosine)
-        .unwrap();
-    put_clustered(&engine, &scope, 1100);
+    let (engine, scope) = clustered_tenant(dir.path(), Metric::Cosine, 1100);
     // The first search loads the index and queues its graph's build.
     crate::test_support::answers(&engine, &scope);
     engine.wait_for_graph_builds();
@@ -65,16 +54,7 @@ fn ids_only_and_default_include_rank_the_same_top_k_on_a_graph() {
 #[test]
 fn an_unfiltered_ids_only_search_is_the_graphs_own_answer_at_the_same_ef() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-    let tenant = TenantId::parse("acme").unwrap();
-    engine
-        .create_tenant(&OperatorScope::for_tests(), &tenant, None)
-        .unwrap();
-    let scope = admin_scope(&engine, "acme");
-    engine
-        .create_collection(&scope, &vec_name(), DIM, Metric::L2)
-        .unwrap();
-    put_clustered(&engine, &scope, 1100);
+    let (engine, scope) = clustered_tenant(dir.path(), Metric::L2, 1100);
     crate::test_support::answers(&engine, &scope);
     engine.wait_for_graph_builds();
     let queries = strata_index::testdata::queries(40, DIM as usize, 10, 1, 4);

@@ -10,23 +10,13 @@ use strata_auth::{OperatorScope, TenantScope};
 use strata_types::{FieldRef, Filter, Include, Metric, RequestScope, SearchRequest, TenantId};
 
 use crate::search_retry::ATTEMPTS;
-use crate::test_support::{DIM, admin_scope, put_clustered, vec_name};
+use crate::test_support::{DIM, admin_scope, vec_name};
 use crate::{Engine, EngineConfig};
 
 const K: usize = 5;
 
 fn loaded(dir: &std::path::Path) -> (Engine, TenantScope) {
-    let engine = Engine::open(dir, EngineConfig::default()).unwrap();
-    let tenant = TenantId::parse("acme").unwrap();
-    engine
-        .create_tenant(&OperatorScope::for_tests(), &tenant, None)
-        .unwrap();
-    let scope = admin_scope(&engine, "acme");
-    engine
-        .create_collection(&scope, &vec_name(), DIM, Metric::L2)
-        .unwrap();
-    put_clustered(&engine, &scope, 1100);
-    (engine, scope)
+    crate::test_support::clustered_tenant(dir, Metric::L2, 1100)
 }
 
 fn ids_only(k: usize, query: &[f32]) -> SearchRequest {

@@ -68,3 +68,26 @@ pub(crate) fn put_clustered(engine: &Engine, scope: &TenantScope, n: usize) {
             .unwrap();
     }
 }
+
+/// An engine on `dir` with tenant `acme`, its `vec` collection under `metric` and
+/// [`put_clustered`]'s `n` records in it; the tenant's admin scope.
+pub(crate) fn clustered_tenant(
+    dir: &std::path::Path,
+    metric: strata_types::Metric,
+    n: usize,
+) -> (Engine, TenantScope) {
+    let engine = Engine::open(dir, crate::EngineConfig::default()).unwrap();
+    engine
+        .create_tenant(
+            &strata_auth::OperatorScope::for_tests(),
+            &TenantId::parse("acme").unwrap(),
+            None,
+        )
+        .unwrap();
+    let scope = admin_scope(&engine, "acme");
+    engine
+        .create_collection(&scope, &vec_name(), DIM, metric)
+        .unwrap();
+    put_clustered(&engine, &scope, n);
+    (engine, scope)
+}

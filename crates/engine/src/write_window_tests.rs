@@ -199,19 +199,10 @@ fn a_collection_created_after_the_load_is_searchable_at_once() {
 /// include modes still answer k, the same k, without the deleted record.
 #[test]
 fn a_graph_search_that_loses_a_hit_after_the_walk_still_answers_k() {
-    use crate::test_support::{DIM, admin_scope as scope_of, put_clustered, vec_name};
+    use crate::test_support::{DIM, clustered_tenant, vec_name};
     const K: usize = 5;
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-    let tenant = TenantId::parse("acme").unwrap();
-    engine
-        .create_tenant(&OperatorScope::for_tests(), &tenant, None)
-        .unwrap();
-    let scope = scope_of(&engine, "acme");
-    engine
-        .create_collection(&scope, &vec_name(), DIM, Metric::L2)
-        .unwrap();
-    put_clustered(&engine, &scope, 1100);
+    let (engine, scope) = clustered_tenant(dir.path(), Metric::L2, 1100);
     let query = strata_index::testdata::queries(1, DIM as usize, 10, 1, 2).remove(0);
     // `ef = k`: the graph's beam is exactly k wide, so a lost hit has no spare behind it.
     let search = |include: Option<Vec<Include>>| {
