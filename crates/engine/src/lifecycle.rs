@@ -16,6 +16,8 @@ use crate::EngineError;
 use crate::isolation::{IndexParams, IsolationLevel};
 use crate::tenant_index::Change;
 
+mod json_len;
+
 /// Where a tenant is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -121,7 +123,8 @@ pub(crate) const USAGE_BLOB: &str = "usage";
 
 /// Bytes a record is charged for.
 pub(crate) fn record_bytes(r: &Record) -> u64 {
-    let metadata = serde_json::to_vec(&r.metadata).map_or(0, |v| v.len());
+    // Counted, not built: this runs on every put (see `json_len`).
+    let metadata = json_len::json_len(&r.metadata).unwrap_or(0);
     let tokens: usize = r.user_tokens.iter().map(|t| t.as_str().len()).sum();
     (r.id.as_str().len()
         + r.content.as_ref().map_or(0, String::len)
