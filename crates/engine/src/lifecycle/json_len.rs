@@ -51,7 +51,9 @@ mod tests {
             json!({"deep": {"er": {"est": [{"x": []}, {}]}}}),
         ];
         for case in cases {
-            let Value::Object(map) = case else { unreachable!() };
+            let Value::Object(map) = case else {
+                unreachable!()
+            };
             assert_eq!(json_len(&map), old_len(&map), "{map:?}");
             assert!(json_len(&map).is_some());
         }
