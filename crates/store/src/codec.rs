@@ -460,6 +460,31 @@ pub fn decode_migration(bytes: &[u8]) -> Result<StoredMigration, StoreError> {
     Ok(m)
 }
 
+/// A tenant's operator metadata (`crate::tenant_metadata`): `1 | a JSON object`. JSON because
+/// the operator's values are free-form (postcard cannot carry self-describing values).
+const TENANT_METADATA_V1: u8 = 1;
+
+pub fn encode_tenant_metadata(
+    m: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![TENANT_METADATA_V1];
+    serde_json::to_writer(&mut out, m).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes what [`encode_tenant_metadata`] wrote. Closed: another format byte, or a body that
+/// is not one JSON object, is [`StoreError::Corrupt`], never an empty map.
+pub fn decode_tenant_metadata(
+    bytes: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("tenant metadata: {e}"));
+    match bytes.split_first() {
+        Some((&TENANT_METADATA_V1, body)) => serde_json::from_slice(body).map_err(|e| corrupt(&e)),
+        Some((f, _)) => Err(corrupt(&format!("unknown format {f}"))),
+        None => Err(corrupt(&"empty value")),
+    }
+}
+
 #[cfg(test)]
 mod change_log_tests {
     use super::*;
@@ -945,6 +970,39 @@ mod golden {
         assert!(decode_json::<Collection>(&[&[1u8][..], br#"{"name":"text"}"#].concat()).is_err());
         for bytes in [&b""[..], &[1, 0, 0][..], &[2, 0, 0, 0, 0, 0, 0, 0, 0][..]] {
             assert!(decode_credential(bytes).is_err(), "{bytes:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tenant_metadata_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `{"team":"search","tier":2}` in format 1.
+    const TENANT_METADATA_GOLDEN: &[u8] = b"\x01{\"team\":\"search\",\"tier\":2}";
+
+    #[test]
+    fn tenant_metadata_keeps_its_bytes_and_decodes_closed() {
+        let m = json!({"team": "search", "tier": 2}).as_object().cloned().unwrap();
+        assert_eq!(encode_tenant_metadata(&m).unwrap(), TENANT_METADATA_GOLDEN);
+        assert_eq!(decode_tenant_metadata(TENANT_METADATA_GOLDEN).unwrap(), m);
+        let mut trailing = TENANT_METADATA_GOLDEN.to_vec();
+        trailing.push(b'x');
+        let bad: [&[u8]; 6] = [
+            b"",
+            b"\x02{}",
+            // Plain JSON without the format byte: not a legacy form of this row.
+            b"{}",
+            b"\x01[1]",
+            b"\x01{\"team\":",
+            &trailing,
+        ];
+        for bytes in bad {
+            assert!(
+                matches!(decode_tenant_metadata(bytes), Err(StoreError::Corrupt(_))),
+                "{bytes:?}"
+            );
         }
     }
 }

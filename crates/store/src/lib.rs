@@ -29,6 +29,7 @@ mod placement;
 mod registry;
 pub mod stats;
 mod tables;
+mod tenant_metadata;
 mod thread_writes;
 mod tracking;
 mod verify;
@@ -51,6 +52,7 @@ pub use placement::{
     CopyTarget, DEDICATED_FILE, DedicatedFile, RangeSize, RetiredFile, TENANTS_DIR,
 };
 pub use registry::TenantMeta;
+pub use tenant_metadata::tenant_metadata;
 pub use tables::{DEFAULT_CACHE_BYTES, Pending, Reader, Reads, Store, Writer};
 pub use thread_writes::{
     NoWrites, forbid_writes_on_this_thread, writes_allowed_here, writes_on_forbidden_threads,

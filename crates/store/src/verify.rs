@@ -159,6 +159,13 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                     c.problem(format!("last migration row: {e}"));
                 }
             }
+            Some(KeyKind::TenantMetadata(rest)) => {
+                if !rest.is_empty() {
+                    c.problem(format!("tenant metadata row {k:02x?}: not a well-formed key"));
+                } else if let Err(e) = crate::codec::decode_tenant_metadata(&v) {
+                    c.problem(format!("tenant metadata row: {e}"));
+                }
+            }
             Some(KeyKind::Idempotency(name)) => {
                 if let Err(e) = IdempotencyRow::decode(&v) {
                     c.problem(format!("idempotency key {:?}: {e}", text(name)));
