@@ -322,6 +322,7 @@ impl Drop for MigrationJob {
         };
         let row = crate::migration_status::row(
             &self.copy,
+            self.next.index_params,
             Some(strata_store::StoredMigrationState::Failed),
             Some(error.into()),
         );
@@ -400,7 +401,7 @@ impl Engine {
         };
         // Recorded while the job holds the tenant's migration slot (a purge waits for it), so
         // a restart after a crash from here on finds a running row and says `interrupted`.
-        let row = crate::migration_status::row(&job.copy, None, None);
+        let row = crate::migration_status::row(&job.copy, job.next.index_params, None, None);
         self.store.write(|w| {
             match w.tenant(id)? {
                 Some(meta) if meta.key == key => {}
@@ -477,7 +478,12 @@ impl Engine {
                 } else {
                     (strata_store::StoredMigrationState::Failed, Phase::Failed)
                 };
-                let row = crate::migration_status::row(copy, Some(state), Some(error.clone()));
+                let row = crate::migration_status::row(
+                    copy,
+                    job.next.index_params,
+                    Some(state),
+                    Some(error.clone()),
+                );
                 let recorded = self.store.write(|w| {
                     match w.tenant(&job.id)? {
                         Some(meta) if meta.key == job.key => w.put_last_migration(job.key, &row)?,
@@ -572,6 +578,7 @@ impl Engine {
         }
         let row = crate::migration_status::row(
             &job.copy,
+            next.index_params,
             Some(strata_store::StoredMigrationState::Done),
             lock(&job.copy.error).clone(),
         );

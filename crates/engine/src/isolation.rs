@@ -398,7 +398,8 @@ impl Engine {
                     "tenant {id}: its level changed meanwhile; retry"
                 )));
             }
-            let row = crate::migration_status::level_change_row(from, next.isolation);
+            let row =
+                crate::migration_status::level_change_row(from, next.isolation, next.index_params);
             self.level_txn(w, op, id, next, action, &row)
         })
     }

@@ -202,10 +202,13 @@ impl Engine {
             {
                 return Ok(Resumed::Skipped);
             }
-            // Its level's parameters as stored now (the row does not keep the ones the cut
-            // move was asked for).
+            // The graph parameters the cut move was asked to land with, kept in its row;
+            // a row written before rows kept them lands with the tenant's stored ones.
+            let index_params =
+                crate::migration_status::params_of(row).unwrap_or(profile.index_params);
             let next = TenantProfile {
                 isolation: to,
+                index_params,
                 ..profile
             };
             let attempt = next_attempt(row);

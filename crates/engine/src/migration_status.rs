@@ -6,11 +6,11 @@
 
 use std::sync::atomic::Ordering;
 
-use strata_store::{StoredLevel, StoredMigration, StoredMigrationState};
+use strata_store::{StoredIndexParams, StoredLevel, StoredMigration, StoredMigrationState};
 use strata_types::now_millis;
 
 use crate::dedicated::{DataMove, Phase};
-use crate::isolation::{IsolationLevel, MigrationState, MigrationStatus, moves_data};
+use crate::isolation::{IndexParams, IsolationLevel, MigrationState, MigrationStatus, moves_data};
 use crate::registry::lock;
 
 pub(crate) fn stored_level(l: IsolationLevel) -> StoredLevel {
@@ -29,9 +29,34 @@ fn level(l: StoredLevel) -> IsolationLevel {
     }
 }
 
-/// The row of a data move: running (`state: None`) or ended now in `state`.
+/// A tenant's own graph parameters as a migration row keeps them; `None` (the server's
+/// defaults) is kept as empty parameters, so that it is told from a row that kept none.
+pub(crate) fn stored_params(p: Option<IndexParams>) -> StoredIndexParams {
+    let p = p.unwrap_or_default();
+    StoredIndexParams {
+        m: p.m,
+        ef_construction: p.ef_construction,
+        ef_search: p.ef_search,
+    }
+}
+
+/// The parameters a row kept (`None`: the row predates them); empty ones are none.
+pub(crate) fn params_of(row: &StoredMigration) -> Option<Option<IndexParams>> {
+    row.index_params.map(|p| {
+        let p = IndexParams {
+            m: p.m,
+            ef_construction: p.ef_construction,
+            ef_search: p.ef_search,
+        };
+        (!p.is_empty()).then_some(p)
+    })
+}
+
+/// The row of a data move landing with graph parameters `params`: running (`state: None`)
+/// or ended now in `state`.
 pub(crate) fn row(
     copy: &DataMove,
+    params: Option<IndexParams>,
     state: Option<StoredMigrationState>,
     error: Option<String>,
 ) -> StoredMigration {
@@ -45,11 +70,16 @@ pub(crate) fn row(
         keys_total: copy.total,
         error,
         attempt: copy.attempt,
+        index_params: Some(stored_params(params)),
     }
 }
 
 /// The row of a migration that moves no data, done in one transaction now.
-pub(crate) fn level_change_row(from: IsolationLevel, to: IsolationLevel) -> StoredMigration {
+pub(crate) fn level_change_row(
+    from: IsolationLevel,
+    to: IsolationLevel,
+    params: Option<IndexParams>,
+) -> StoredMigration {
     let now = now_millis();
     StoredMigration {
         from: stored_level(from),
@@ -61,6 +91,7 @@ pub(crate) fn level_change_row(from: IsolationLevel, to: IsolationLevel) -> Stor
         keys_total: 0,
         error: None,
         attempt: 1,
+        index_params: Some(stored_params(params)),
     }
 }
 
@@ -107,7 +138,11 @@ pub(crate) fn status(
                 _ => StoredMigrationState::Failed,
             };
             let error = lock(&c.error).clone();
-            let mut r = stored.unwrap_or_else(|| row(c, Some(state), None));
+            // Only the status is built from it, which does not show parameters: unknown here.
+            let mut r = stored.unwrap_or_else(|| StoredMigration {
+                index_params: None,
+                ..row(c, None, Some(state), None)
+            });
             r.state = state;
             r.finished_at = r
                 .finished_at
@@ -186,6 +221,7 @@ mod tests {
             keys_total: 4,
             error: None,
             attempt: 1,
+            index_params: None,
         }
     }
 

@@ -37,7 +37,7 @@ mod verify;
 pub use adaptive::{AdaptiveItem, AdaptiveReads, AdaptiveRow};
 pub use changelog::{ChangeLogReads, DEFAULT_CHANGE_LOG_CAP};
 pub use codec::{
-    ChangeEntry, ChangeHead, ChangeMark, ChangeOp, StoredLevel, StoredMigration,
+    ChangeEntry, ChangeHead, ChangeMark, ChangeOp, StoredIndexParams, StoredLevel, StoredMigration,
     StoredMigrationState,
 };
 pub use credentials::{CredentialStore, Owner, StoredCredential};
@@ -52,8 +52,8 @@ pub use placement::{
     CopyTarget, DEDICATED_FILE, DedicatedFile, RangeSize, RetiredFile, TENANTS_DIR,
 };
 pub use registry::TenantMeta;
-pub use tenant_metadata::tenant_metadata;
 pub use tables::{DEFAULT_CACHE_BYTES, Pending, Reader, Reads, Store, Writer};
+pub use tenant_metadata::tenant_metadata;
 pub use thread_writes::{
     NoWrites, forbid_writes_on_this_thread, writes_allowed_here, writes_on_forbidden_threads,
 };

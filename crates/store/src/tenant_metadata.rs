@@ -54,9 +54,16 @@ mod tests {
             .write(|w| w.create_tenant(&id, 0, Default::default()))
             .unwrap()
             .key;
-        assert!(tenant_metadata(&store.read().unwrap(), t).unwrap().is_empty());
+        assert!(
+            tenant_metadata(&store.read().unwrap(), t)
+                .unwrap()
+                .is_empty()
+        );
         let before = check_tenant(&store.read().unwrap(), t).unwrap().keys;
-        let m = serde_json::json!({"plan": "pro"}).as_object().cloned().unwrap();
+        let m = serde_json::json!({"plan": "pro"})
+            .as_object()
+            .cloned()
+            .unwrap();
         store.write(|w| w.put_tenant_metadata(t, &m)).unwrap();
         let r = store.read().unwrap();
         assert_eq!(tenant_metadata(&r, t).unwrap(), m);
@@ -64,7 +71,12 @@ mod tests {
         assert!(check.problems.is_empty(), "{check:?}");
         assert_eq!(check.keys, before + 1);
         drop(r);
-        store.write(|w| w.put_tenant_metadata(t, &Map::new())).unwrap();
-        assert_eq!(check_tenant(&store.read().unwrap(), t).unwrap().keys, before);
+        store
+            .write(|w| w.put_tenant_metadata(t, &Map::new()))
+            .unwrap();
+        assert_eq!(
+            check_tenant(&store.read().unwrap(), t).unwrap().keys,
+            before
+        );
     }
 }

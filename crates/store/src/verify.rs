@@ -161,7 +161,9 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
             }
             Some(KeyKind::TenantMetadata(rest)) => {
                 if !rest.is_empty() {
-                    c.problem(format!("tenant metadata row {k:02x?}: not a well-formed key"));
+                    c.problem(format!(
+                        "tenant metadata row {k:02x?}: not a well-formed key"
+                    ));
                 } else if let Err(e) = crate::codec::decode_tenant_metadata(&v) {
                     c.problem(format!("tenant metadata row: {e}"));
                 }

@@ -390,3 +390,79 @@ fn a_cancel_wins_over_a_shutdown_that_stops_the_same_copy() {
     );
     assert_eq!(state(&engine, &a).state, MigrationState::Cancelled);
 }
+
+/// A move asked for with its own graph parameters lands with them when a crash cut it short
+/// and it is resumed; a row written before rows kept them lands with the tenant's stored ones.
+#[test]
+fn a_resumed_move_keeps_the_graph_parameters_it_was_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let op = OperatorScope::for_tests();
+    let a = fill(&engine, "a", 50);
+    let asked = crate::isolation::IndexParams {
+        m: Some(32),
+        ef_construction: None,
+        ef_search: Some(100),
+    };
+    let (_, job) = engine
+        .start_migration(
+            &op,
+            &a,
+            MigrateRequest {
+                target: IsolationLevel::Dedicated,
+                index_params: Some(asked),
+                dry_run: false,
+            },
+        )
+        .unwrap();
+    let job = job.expect("a data move");
+    job.copy.end(Phase::Failed, None);
+    drop(job);
+    assert_eq!(engine.tenant(&op, &a).unwrap().index_params, None);
+    drop(engine);
+
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert_eq!(
+        engine.resume_interrupted_migrations(&op).unwrap(),
+        vec![(a.clone(), Resumed::Done)]
+    );
+    let info = engine.tenant(&op, &a).unwrap();
+    assert_eq!(info.isolation, IsolationLevel::Dedicated);
+    assert_eq!(info.index_params, Some(asked));
+    // The finished row keeps them too.
+    assert_eq!(
+        crate::migration_status::params_of(&stored_row(&engine, &a)),
+        Some(Some(asked))
+    );
+
+    // Back out to `partition` with other parameters, cut short, and the row made one of
+    // format 2 (no parameters kept): resumed with the tenant's stored ones.
+    let other = crate::isolation::IndexParams {
+        m: Some(8),
+        ..Default::default()
+    };
+    let (_, job) = engine
+        .start_migration(
+            &op,
+            &a,
+            MigrateRequest {
+                target: IsolationLevel::Partition,
+                index_params: Some(other),
+                dry_run: false,
+            },
+        )
+        .unwrap();
+    let job = job.expect("a data move");
+    job.copy.end(Phase::Failed, None);
+    drop(job);
+    edit_row(&engine, &a, |row| row.index_params = None);
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert_eq!(
+        engine.resume_interrupted_migrations(&op).unwrap(),
+        vec![(a.clone(), Resumed::Done)]
+    );
+    let info = engine.tenant(&op, &a).unwrap();
+    assert_eq!(info.isolation, IsolationLevel::Partition);
+    assert_eq!(info.index_params, Some(asked));
+}
