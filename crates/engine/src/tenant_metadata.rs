@@ -1,0 +1,180 @@
+//! A tenant's operator metadata: a free-form JSON object an operator attaches to a tenant
+//! (team, plan, contact, ...), set at creation, changed by a JSON merge patch, shown by the
+//! admin API and carried by export and import. Stored in its own row of the tenant's range
+//! (`strata_store::tenant_metadata`), never in the registry row that every write decodes.
+//!
+//! Bounded, so that it stays a label and not a data store beside the records: at most
+//! [`MAX_BYTES`] encoded, [`MAX_KEYS`] top-level keys and [`MAX_DEPTH`] levels of nesting.
+
+use serde_json::{Map, Value};
+
+use crate::EngineError;
+
+/// Encoded (compact JSON) size at most.
+pub const MAX_BYTES: usize = 16 * 1024;
+/// Top-level keys at most.
+pub const MAX_KEYS: usize = 64;
+/// Nesting at most: the object itself is level 1, an object or array in it level 2, ...
+pub const MAX_DEPTH: usize = 8;
+
+fn bad(why: String) -> EngineError {
+    EngineError::BadRequest(format!("metadata: {why}"))
+}
+
+/// Checks a tenant's whole metadata against the bounds; errors name `metadata`.
+pub(crate) fn check(m: &Map<String, Value>) -> Result<(), EngineError> {
+    if m.len() > MAX_KEYS {
+        return Err(bad(format!("at most {MAX_KEYS} keys, not {}", m.len())));
+    }
+    // Checked before encoding: a deep value must not recurse far in the encoder.
+    let depth = depth_of(m);
+    if depth > MAX_DEPTH {
+        return Err(bad(format!(
+            "nested at most {MAX_DEPTH} levels deep, not {depth}"
+        )));
+    }
+    let bytes = serde_json::to_vec(m).map_or(usize::MAX, |v| v.len());
+    if bytes > MAX_BYTES {
+        return Err(bad(format!(
+            "at most {MAX_BYTES} bytes encoded, not {bytes}"
+        )));
+    }
+    Ok(())
+}
+
+/// Levels of nesting of an object (1 for a flat one), walked without recursion; stops
+/// counting one past [`MAX_DEPTH`].
+fn depth_of(m: &Map<String, Value>) -> usize {
+    let mut deepest = 1;
+    let mut stack: Vec<(&Value, usize)> = m.values().map(|v| (v, 1)).collect();
+    while let Some((v, level)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Object(o) => Box::new(o.values()),
+            Value::Array(a) => Box::new(a.iter()),
+            _ => continue,
+        };
+        let level = level + 1;
+        deepest = deepest.max(level);
+        if deepest > MAX_DEPTH {
+            return deepest;
+        }
+        stack.extend(children.map(|c| (c, level)));
+    }
+    deepest
+}
+
+/// A change of a tenant's metadata as `PATCH` takes it: a JSON merge patch (RFC 7396) object,
+/// whose keys set (objects merged recursively) or, as `null`, remove; or `null`, which removes
+/// it all. Anything else is refused naming `metadata`.
+pub(crate) fn apply_patch(
+    current: &mut Map<String, Value>,
+    patch: Value,
+) -> Result<(), EngineError> {
+    match patch {
+        Value::Null => current.clear(),
+        Value::Object(p) => merge(current, p),
+        other => {
+            return Err(bad(format!(
+                "must be a JSON object (a merge patch) or null, not {}",
+                kind(&other)
+            )));
+        }
+    }
+    check(current)
+}
+
+fn merge(target: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (k, v) in patch {
+        match v {
+            Value::Null => {
+                target.remove(&k);
+            }
+            Value::Object(p) => {
+                let slot = target.entry(k).or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                if let Value::Object(t) = slot {
+                    merge(t, p);
+                }
+            }
+            v => {
+                target.insert(k, v);
+            }
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    fn nested(levels: usize) -> Map<String, Value> {
+        let mut v = json!(1);
+        for _ in 1..levels {
+            v = json!({ "a": v });
+        }
+        obj(json!({ "a": v }))
+    }
+
+    #[test]
+    fn a_merge_patch_sets_merges_and_removes() {
+        let mut m = obj(json!({"team": "search", "owner": {"name": "ana", "tz": "utc"}, "x": 1}));
+        apply_patch(
+            &mut m,
+            json!({"team": "ranking", "owner": {"tz": null, "mail": "a@x"}, "x": null, "new": [1]}),
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(m.clone()),
+            json!({"team": "ranking", "owner": {"name": "ana", "mail": "a@x"}, "new": [1]})
+        );
+        // An object replaces a scalar it patches; `null` empties it all.
+        apply_patch(&mut m, json!({"team": {"id": 7}})).unwrap();
+        assert_eq!(m["team"], json!({"id": 7}));
+        apply_patch(&mut m, Value::Null).unwrap();
+        assert!(m.is_empty());
+        for bad in [json!(1), json!("x"), json!([1]), json!(true)] {
+            let e = apply_patch(&mut m, bad).unwrap_err().to_string();
+            assert!(e.contains("metadata:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_bounds_hold_and_name_the_field() {
+        assert!(check(&nested(MAX_DEPTH)).is_ok());
+        let e = check(&nested(MAX_DEPTH + 1)).unwrap_err().to_string();
+        assert!(e.contains("metadata:") && e.contains("levels"), "{e}");
+        // As deep as JSON bodies get (the parser stops at 128): refused early.
+        assert!(check(&nested(120)).is_err());
+        let many: Map<String, Value> = (0..=MAX_KEYS)
+            .map(|i| (format!("k{i}"), json!(i)))
+            .collect();
+        assert!(check(&many).unwrap_err().to_string().contains("keys"));
+        let fits: Map<String, Value> = (0..MAX_KEYS - 1)
+            .map(|i| (format!("k{i}"), json!(i)))
+            .collect();
+        assert!(check(&fits).is_ok());
+        let big = obj(json!({"blob": "x".repeat(MAX_BYTES)}));
+        assert!(check(&big).unwrap_err().to_string().contains("bytes"));
+        // A patch that would take it past a bound is refused.
+        let mut m = Map::new();
+        assert!(apply_patch(&mut m, Value::Object(many)).is_err());
+    }
+}
