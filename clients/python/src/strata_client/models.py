@@ -422,6 +422,8 @@ class Tenant:
     parent: Optional[str] = None
     #: Direct children; present on :meth:`StrataAdmin.get_tenant`.
     children: Optional[List[str]] = None
+    #: The operator's metadata of the tenant (``{}`` if none).
+    metadata: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Tenant:
@@ -438,6 +440,7 @@ class Tenant:
             isolation=d.get("isolation", "shared"),
             index_params=d.get("index_params"),
             parent=d.get("parent"),
+            metadata=dict(d.get("metadata") or {}),
             children=list(d["children"]) if isinstance(d.get("children"), list) else None,
         )
 
