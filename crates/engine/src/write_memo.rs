@@ -120,13 +120,9 @@ mod tests {
                 "{e:?}"
             );
         }
-        let e = crate::tenants::check_live(&r, &stale)
-            .err()
-            .expect("refused");
+        let e = crate::tenants::check_live(&r, &stale).expect_err("refused");
         assert!(matches!(e, EngineError::TenantNotFound(_)), "{e:?}");
-        let e = crate::tenants::check_live(&r, &this)
-            .err()
-            .expect("refused");
+        let e = crate::tenants::check_live(&r, &this).expect_err("refused");
         assert!(
             matches!(e, EngineError::Store(StoreError::Corrupt(_))),
             "{e:?}"
