@@ -87,9 +87,9 @@ pub async fn create_tenant(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
-/// Every tenant.
+/// Every tenant, without metadata (`GET /v1/admin/tenants/{id}` shows it).
 #[utoipa::path(get, path = "/v1/admin/tenants", tag = "admin", operation_id = "list_tenants",
-    responses((status = 200, description = "Every tenant", body = Tenants)),
+    responses((status = 200, description = "Every tenant, without metadata", body = Tenants)),
     security(("bearer" = [])))]
 pub async fn list_tenants(
     State(state): State<AppState>,

@@ -7,6 +7,8 @@
 //! [`MAX_BYTES`] encoded, [`MAX_KEYS`] top-level keys and [`MAX_DEPTH`] levels of nesting.
 
 use serde_json::{Map, Value};
+use strata_store::{Reads, StoreError, TenantKey, Writer};
+use strata_types::TenantId;
 
 use crate::EngineError;
 
@@ -81,6 +83,50 @@ pub(crate) fn apply_patch(
         }
     }
     check(current)
+}
+
+/// Applies `patch` (as [`apply_patch`] takes it) to tenant `key`'s stored metadata, in the
+/// caller's transaction, so that two operators patching different keys at once both keep
+/// their change. A `null` patch removes the row without reading it: that is how an operator
+/// clears a damaged row, which any other patch refuses (it would merge into unknown values).
+pub(crate) fn patch_stored(
+    w: &mut Writer<'_>,
+    key: TenantKey,
+    patch: Value,
+) -> Result<(), EngineError> {
+    let m = match patch {
+        Value::Null => Map::new(),
+        patch => {
+            let mut m = strata_store::tenant_metadata(&*w, key).map_err(|e| match e {
+                StoreError::Corrupt(why) => EngineError::Store(StoreError::Corrupt(format!(
+                    "{why}; a patch of `metadata: null` clears it"
+                ))),
+                e => e.into(),
+            })?;
+            apply_patch(&mut m, patch)?;
+            m
+        }
+    };
+    w.put_tenant_metadata(key, &m)?;
+    Ok(())
+}
+
+/// Tenant `key`'s metadata for an admin answer: `None` (logged) when its row does not decode,
+/// so that one damaged row does not fail the answer about everything else; verify names it.
+/// A failing read of the store itself is still an error.
+pub(crate) fn read_for_display(
+    r: &impl Reads,
+    id: &TenantId,
+    key: TenantKey,
+) -> Result<Option<Map<String, Value>>, EngineError> {
+    match strata_store::tenant_metadata(r, key) {
+        Ok(m) => Ok(Some(m)),
+        Err(StoreError::Corrupt(why)) => {
+            tracing::warn!(tenant = %id, %why, "tenant metadata left out: its row is damaged");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn merge(target: &mut Map<String, Value>, patch: Map<String, Value>) {
@@ -171,6 +217,14 @@ mod tests {
             .map(|i| (format!("k{i}"), json!(i)))
             .collect();
         assert!(check(&fits).is_ok());
+        let all: Map<String, Value> = (0..MAX_KEYS).map(|i| (format!("k{i}"), json!(i))).collect();
+        assert!(check(&all).is_ok());
+        // `{"blob":""}` is 11 bytes: exactly MAX_BYTES fits, one more does not.
+        let exact = obj(json!({"blob": "x".repeat(MAX_BYTES - 11)}));
+        assert_eq!(serde_json::to_vec(&exact).unwrap().len(), MAX_BYTES);
+        assert!(check(&exact).is_ok());
+        let over = obj(json!({"blob": "x".repeat(MAX_BYTES - 10)}));
+        assert!(check(&over).unwrap_err().to_string().contains("bytes"));
         let big = obj(json!({"blob": "x".repeat(MAX_BYTES)}));
         assert!(check(&big).unwrap_err().to_string().contains("bytes"));
         // A patch that would take it past a bound is refused.
@@ -233,13 +287,73 @@ mod engine_tests {
             let report = engine.verify_tenant(&op, &d).unwrap();
             assert!(report.ok, "{report:?}");
         }
+        // Lists leave it out (up to 16 KiB a tenant); the get shows it.
         let listed = engine.tenants(&op).unwrap();
-        assert_eq!(listed[0].metadata, Some(merged));
+        assert_eq!(listed[0].metadata, None);
         drop(engine);
         let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
         assert_eq!(
             engine.tenant(&op, &d).unwrap().metadata.unwrap()["plan"],
             "pro"
         );
+    }
+
+    /// A damaged metadata row blocks nothing but itself: lifecycle changes and limits patches
+    /// go through, the get answers without it, the list answers, verify names it, a merge
+    /// patch is refused and a `null` patch clears it.
+    #[test]
+    fn a_damaged_metadata_row_blocks_only_itself_and_a_null_patch_clears_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        let spec = NewTenantSpec {
+            metadata: json!({"team": "search"}).as_object().cloned(),
+            ..NewTenantSpec::default()
+        };
+        engine.create_tenant_with(&op, &id, spec).unwrap();
+        let other = TenantId::parse("other").unwrap();
+        engine.create_tenant(&op, &other, None).unwrap();
+        let key = engine.tenant_meta(&id).unwrap().key;
+        engine
+            .store
+            .write(|w| w.put_tenant_metadata_bytes_for_tests(key, b"\x01{\"team\":"))
+            .unwrap();
+
+        assert!(!engine.verify_tenant(&op, &id).unwrap().ok);
+        assert_eq!(engine.tenant(&op, &id).unwrap().metadata, None);
+        assert_eq!(engine.tenants(&op).unwrap().len(), 2);
+        engine.suspend_tenant(&op, &id).unwrap();
+        engine.resume_tenant(&op, &id).unwrap();
+        engine.delete_tenant(&op, &id).unwrap();
+        engine.restore_tenant(&op, &id).unwrap();
+        let limits = crate::lifecycle::TenantLimits {
+            max_vectors: Some(10),
+            ..Default::default()
+        };
+        let update = TenantUpdate {
+            limits: Some(limits.clone()),
+            weight: Some(3),
+            ..TenantUpdate::default()
+        };
+        let info = engine.update_tenant(&op, &id, update).unwrap();
+        assert_eq!((info.limits, info.weight, info.metadata), (limits, 3, None));
+
+        // Merging into values it cannot read is refused, and says how to clear it.
+        let merge = TenantUpdate {
+            metadata: Some(json!({"plan": "pro"})),
+            ..TenantUpdate::default()
+        };
+        let e = engine.update_tenant(&op, &id, merge.clone()).unwrap_err();
+        assert!(e.to_string().contains("metadata: null"), "{e}");
+        let clear = TenantUpdate {
+            metadata: Some(serde_json::Value::Null),
+            ..TenantUpdate::default()
+        };
+        let info = engine.update_tenant(&op, &id, clear).unwrap();
+        assert_eq!(info.metadata, Some(Default::default()));
+        assert!(engine.verify_tenant(&op, &id).unwrap().ok);
+        let info = engine.update_tenant(&op, &id, merge).unwrap();
+        assert_eq!(info.metadata.unwrap()["plan"], "pro");
     }
 }

@@ -40,8 +40,11 @@ pub struct TenantInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
     pub children: Option<Vec<TenantId>>,
-    /// The operator's metadata of the tenant (a JSON object, `{}` if none); filled in by the
-    /// admin routes (get, list, create, update), left out elsewhere.
+    /// The operator's metadata of the tenant (a JSON object, `{}` if none); filled in by
+    /// [`Engine::tenant`], creation and [`Engine::update_tenant`], left out of lists (which
+    /// would otherwise carry up to 16 KiB per tenant) and of everything a tenant sees. Also
+    /// left out when its stored row is damaged (logged, and named by verify): `PATCH` with
+    /// `metadata: null` then clears it.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
@@ -289,7 +292,7 @@ impl Engine {
         let u = usage(&r, meta.key)?;
         let mut info = TenantInfo::try_from(&meta)?;
         info.children = Some(hierarchy::children(&r, id)?);
-        info.metadata = Some(strata_store::tenant_metadata(&r, meta.key)?);
+        info.metadata = tenant_metadata::read_for_display(&r, id, meta.key)?;
         info.usage = Some(TenantUsage {
             records: u.records,
             vectors: u.vectors,
@@ -311,7 +314,7 @@ impl Engine {
             update.weight,
             update.limits.as_ref(),
         )?;
-        self.change_profile_with(op, id, "tenant.update", |w, p| {
+        let (mut info, info_key) = self.change_profile_keyed(op, id, "tenant.update", |w, p| {
             if let Some(parent) = &update.parent {
                 if let Some(parent) = parent {
                     hierarchy::check_parent(w, id, parent)?;
@@ -332,14 +335,12 @@ impl Engine {
                     .tenant(id)?
                     .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?
                     .key;
-                // Merged in the transaction: two operators patching different keys at once
-                // both keep their change.
-                let mut m = strata_store::tenant_metadata(&*w, key)?;
-                tenant_metadata::apply_patch(&mut m, patch)?;
-                w.put_tenant_metadata(key, &m)?;
+                tenant_metadata::patch_stored(w, key, patch)?;
             }
             Ok(())
-        })
+        })?;
+        info.metadata = tenant_metadata::read_for_display(&self.store.read()?, id, info_key)?;
+        Ok(info)
     }
 
     /// Suspends a tenant: every data operation then fails with `TENANT_SUSPENDED`; its data is
@@ -518,18 +519,21 @@ impl Engine {
         action: &str,
         f: impl FnOnce(&mut TenantProfile) -> Result<(), EngineError>,
     ) -> Result<TenantInfo, EngineError> {
-        self.change_profile_with(op, id, action, |_, p| f(p))
+        self.change_profile_keyed(op, id, action, |_, p| f(p))
+            .map(|(info, _)| info)
     }
 
     /// [`Engine::change_profile`] with the transaction, for changes checked against other
-    /// tenants (a new parent).
-    fn change_profile_with(
+    /// tenants (a new parent) or beside the profile (metadata); also returns the storage key.
+    /// Reads nothing but the registry row: a damaged row beside it (metadata) must not block
+    /// a suspension, a deletion or a limits change.
+    fn change_profile_keyed(
         &self,
         op: &OperatorScope,
         id: &TenantId,
         action: &str,
         f: impl FnOnce(&mut Writer<'_>, &mut TenantProfile) -> Result<(), EngineError>,
-    ) -> Result<TenantInfo, EngineError> {
+    ) -> Result<(TenantInfo, TenantKey), EngineError> {
         self.store
             .write(|w| {
                 let mut meta = w
@@ -540,26 +544,18 @@ impl Engine {
                 meta.profile = profile.to_map();
                 w.put_tenant(&meta)?;
                 audit::append(w, meta.key, audit::operator_event(op, id, action))?;
-                let mut info = TenantInfo::try_from(&meta)?;
-                info.metadata = Some(strata_store::tenant_metadata(&*w, meta.key)?);
-                Ok((info, meta.key))
+                Ok((TenantInfo::try_from(&meta)?, meta.key))
             })
-            .map(|(info, key)| {
-                self.admissions.invalidate(key);
-                info
-            })
+            .inspect(|(_, key)| self.admissions.invalidate(*key))
     }
 
-    /// Every tenant, with its metadata, from one snapshot.
+    /// Every tenant, from one snapshot; without metadata (see [`TenantInfo::metadata`]).
     pub fn tenants(&self, _op: &OperatorScope) -> Result<Vec<TenantInfo>, EngineError> {
-        let r = self.store.read()?;
-        r.tenants()?
+        self.store
+            .read()?
+            .tenants()?
             .iter()
-            .map(|meta| {
-                let mut info = TenantInfo::try_from(meta)?;
-                info.metadata = Some(strata_store::tenant_metadata(&r, meta.key)?);
-                Ok(info)
-            })
+            .map(TenantInfo::try_from)
             .collect()
     }
 

@@ -38,6 +38,18 @@ impl Writer<'_> {
         }
         Ok(())
     }
+
+    /// Writes tenant `t`'s metadata row as the bytes given, for tests of damaged rows.
+    #[cfg(feature = "test-support")]
+    pub fn put_tenant_metadata_bytes_for_tests(
+        &mut self,
+        t: TenantKey,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let key = keys::tenant_metadata(t);
+        self.table_mut(t)?.insert(key.as_slice(), bytes)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
