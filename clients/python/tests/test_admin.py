@@ -82,7 +82,8 @@ def test_tenant_metadata_is_set_merged_and_bounded(admin: StrataAdmin) -> None:
     created = admin.create_tenant(tid, metadata={"team": "search", "owner": {"name": "ana"}})
     assert created.metadata == {"team": "search", "owner": {"name": "ana"}}
     assert admin.get_tenant(tid).metadata == created.metadata
-    assert [t.metadata for t in admin.list_tenants() if t.id == tid] == [created.metadata]
+    # Lists leave it out.
+    assert [t.metadata for t in admin.list_tenants() if t.id == tid] == [None]
     # A merge patch: nested objects merge, None removes a key, other fields stay.
     t = admin.update_tenant(tid, metadata={"team": None, "owner": {"tz": "utc"}}, weight=2)
     assert (t.metadata, t.weight) == ({"owner": {"name": "ana", "tz": "utc"}}, 2)
@@ -91,6 +92,10 @@ def test_tenant_metadata_is_set_merged_and_bounded(admin: StrataAdmin) -> None:
         admin.update_tenant(tid, metadata={f"k{i}": i for i in range(65)})
     assert "metadata" in str(e.value)
     assert admin.get_tenant(tid).metadata == {"owner": {"name": "ana", "tz": "utc"}}
+    # Left out, it stays; None removes it all.
+    assert admin.update_tenant(tid, weight=3).metadata == {"owner": {"name": "ana", "tz": "utc"}}
+    assert admin.update_tenant(tid, metadata=None).metadata == {}
+    assert admin.get_tenant(tid).metadata == {}
     # A tenant without any has an empty one.
     assert admin.create_tenant(unique("nometa")).metadata == {}
 

@@ -6,9 +6,12 @@
 
 use std::sync::atomic::Ordering;
 
-use strata_store::{StoredIndexParams, StoredLevel, StoredMigration, StoredMigrationState};
+use strata_store::{
+    StoreError, StoredIndexParams, StoredLevel, StoredMigration, StoredMigrationState,
+};
 use strata_types::now_millis;
 
+use crate::EngineError;
 use crate::dedicated::{DataMove, Phase};
 use crate::isolation::{IndexParams, IsolationLevel, MigrationState, MigrationStatus, moves_data};
 use crate::registry::lock;
@@ -40,16 +43,25 @@ pub(crate) fn stored_params(p: Option<IndexParams>) -> StoredIndexParams {
     }
 }
 
-/// The parameters a row kept (`None`: the row predates them); empty ones are none.
-pub(crate) fn params_of(row: &StoredMigration) -> Option<Option<IndexParams>> {
-    row.index_params.map(|p| {
-        let p = IndexParams {
-            m: p.m,
-            ef_construction: p.ef_construction,
-            ef_search: p.ef_search,
-        };
-        (!p.is_empty()).then_some(p)
-    })
+/// The parameters a row kept (`None`: the row predates them); empty ones are none. Checked
+/// like an operator's: a row that decodes but holds parameters out of range (damaged bytes,
+/// say `m` = 4294967295, which would size a graph build past any memory) is
+/// [`StoreError::Corrupt`], never used.
+pub(crate) fn params_of(row: &StoredMigration) -> Result<Option<Option<IndexParams>>, EngineError> {
+    let Some(p) = row.index_params else {
+        return Ok(None);
+    };
+    let p = IndexParams {
+        m: p.m,
+        ef_construction: p.ef_construction,
+        ef_search: p.ef_search,
+    };
+    p.validate().map_err(|e| {
+        EngineError::Store(StoreError::Corrupt(format!(
+            "last migration row: graph parameters out of range: {e}"
+        )))
+    })?;
+    Ok(Some((!p.is_empty()).then_some(p)))
 }
 
 /// The row of a data move landing with graph parameters `params`: running (`state: None`)

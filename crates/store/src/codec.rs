@@ -462,6 +462,20 @@ pub fn encode_migration(m: &StoredMigration) -> Result<Vec<u8>, StoreError> {
     encode_postcard(MIGRATION_V3, m)
 }
 
+/// Format-2 bytes of `m` (as the binaries before format 3 wrote them), for tests of those
+/// rows; `m` must keep no graph parameters.
+#[cfg(any(test, feature = "test-support"))]
+pub(crate) fn encode_migration_v2(m: &StoredMigration) -> Result<Vec<u8>, StoreError> {
+    if m.index_params.is_some() {
+        return Err(StoreError::Corrupt(
+            "a format-2 migration row keeps no graph parameters".into(),
+        ));
+    }
+    let mut v = encode_postcard(MIGRATION_V2, m)?;
+    v.pop(); // `index_params`, the last field: `None`, one byte.
+    Ok(v)
+}
+
 pub fn decode_migration(bytes: &[u8]) -> Result<StoredMigration, StoreError> {
     const WHAT: &str = "last migration";
     let m: StoredMigration = if bytes.first() == Some(&MIGRATION_V1) {
@@ -941,10 +955,7 @@ mod golden {
     /// Format-2 bytes of `m` (as the binaries before format 3 wrote them); `m` has no
     /// parameters.
     fn encode_v2(m: &StoredMigration) -> Vec<u8> {
-        assert!(m.index_params.is_none());
-        let mut v = encode_postcard(MIGRATION_V2, m).unwrap();
-        v.pop(); // `index_params`, the last field: `None`, one byte.
-        v
+        encode_migration_v2(m).unwrap()
     }
 
     /// Format-1 bytes of `m` (as the binaries before format 2 wrote them).

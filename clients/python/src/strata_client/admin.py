@@ -46,6 +46,17 @@ from .models import (
 )
 from .retry import RetryPolicy
 
+
+class _NotGiven:
+    """The default of an argument whose ``None`` means something (``null``: remove)."""
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+#: An argument left out, told from one given as ``None``.
+NOT_GIVEN: Any = _NotGiven()
+
 __all__ = ["StrataAdmin", "AsyncStrataAdmin"]
 
 #: A file to write an export to: a path, or a binary file open for writing.
@@ -145,11 +156,11 @@ class _AdminCalls:
         display_name: Optional[str],
         limits: Optional[Mapping[str, Any]],
         weight: Optional[int],
-        metadata: Optional[Mapping[str, Any]] = None,
+        metadata: Any = NOT_GIVEN,
     ) -> Call[Tenant]:
         body: Dict[str, Any] = {}
-        if metadata is not None:
-            body["metadata"] = dict(metadata)
+        if metadata is not NOT_GIVEN:
+            body["metadata"] = None if metadata is None else dict(metadata)
         if display_name is not None:
             body["display_name"] = display_name
         if limits is not None:
@@ -400,13 +411,14 @@ class StrataAdmin(_AdminCalls):
         display_name: Optional[str] = None,
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
-        metadata: Optional[Mapping[str, Any]] = None,
+        metadata: Optional[Mapping[str, Any]] = NOT_GIVEN,  # type: ignore[assignment]
     ) -> Tenant:
         """Changes a tenant's name, limits, scheduling weight or metadata. ``limits`` is
         merged: named limits change (``max_vectors``, ``max_storage_bytes``,
         ``max_collections``, ``max_qps``, ``burst``, ``max_concurrent``), a ``None`` removes
         one, others stay. ``metadata`` is a JSON merge patch the same way (nested objects are
-        merged too; a ``None`` value removes its key)."""
+        merged too; a ``None`` value removes its key); ``metadata=None`` removes it all (and
+        clears a damaged stored row); leaving it out keeps it."""
         return self._transport.run(
             self._update_tenant(id, display_name, limits, weight, metadata)
         )
@@ -649,8 +661,9 @@ class AsyncStrataAdmin(_AdminCalls):
         display_name: Optional[str] = None,
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
-        metadata: Optional[Mapping[str, Any]] = None,
+        metadata: Optional[Mapping[str, Any]] = NOT_GIVEN,  # type: ignore[assignment]
     ) -> Tenant:
+        """See :meth:`StrataAdmin.update_tenant` (``metadata=None`` removes it all)."""
         return await self._transport.run(
             self._update_tenant(id, display_name, limits, weight, metadata)
         )

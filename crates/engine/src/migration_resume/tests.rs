@@ -431,7 +431,7 @@ fn a_resumed_move_keeps_the_graph_parameters_it_was_asked_for() {
     assert_eq!(info.index_params, Some(asked));
     // The finished row keeps them too.
     assert_eq!(
-        crate::migration_status::params_of(&stored_row(&engine, &a)),
+        crate::migration_status::params_of(&stored_row(&engine, &a)).unwrap(),
         Some(Some(asked))
     );
 
@@ -455,7 +455,15 @@ fn a_resumed_move_keeps_the_graph_parameters_it_was_asked_for() {
     let job = job.expect("a data move");
     job.copy.end(Phase::Failed, None);
     drop(job);
-    edit_row(&engine, &a, |row| row.index_params = None);
+    // Real format-2 bytes, as the binary before format 3 wrote them.
+    let key = engine.tenant_meta(&a).unwrap().key;
+    let mut v2 = stored_row(&engine, &a);
+    v2.index_params = None;
+    engine
+        .store
+        .write(|w| w.put_last_migration_v2_for_tests(key, &v2))
+        .unwrap();
+    assert_eq!(stored_row(&engine, &a), v2);
     drop(engine);
     let engine = Engine::open(dir.path(), config(1, true)).unwrap();
     assert_eq!(
@@ -465,4 +473,40 @@ fn a_resumed_move_keeps_the_graph_parameters_it_was_asked_for() {
     let info = engine.tenant(&op, &a).unwrap();
     assert_eq!(info.isolation, IsolationLevel::Partition);
     assert_eq!(info.index_params, Some(asked));
+}
+
+/// A row that decodes but keeps graph parameters out of range (damaged bytes) is not
+/// resumed: the move stays `interrupted` and the tenant where it was, untouched.
+#[test]
+fn a_cut_move_whose_row_keeps_parameters_out_of_range_is_not_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let a = fill(&engine, "a", 50);
+    crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
+    edit_row(&engine, &a, |row| {
+        row.index_params = Some(strata_store::StoredIndexParams {
+            m: Some(u32::MAX),
+            ..Default::default()
+        })
+    });
+    let damaged = stored_row(&engine, &a);
+    // Resumed, but for its parameters.
+    assert!(will_resume(&damaged, true));
+    let e = crate::migration_status::params_of(&damaged).unwrap_err();
+    assert!(e.to_string().contains("index_params.m"), "{e}");
+    drop(engine);
+
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert_eq!(
+        engine
+            .resume_interrupted_migrations(&OperatorScope::for_tests())
+            .unwrap(),
+        vec![]
+    );
+    let info = engine.tenant(&OperatorScope::for_tests(), &a).unwrap();
+    assert_eq!(
+        (info.isolation, info.index_params),
+        (IsolationLevel::Shared, None)
+    );
+    assert_eq!(stored_row(&engine, &a), damaged);
 }
