@@ -13,11 +13,11 @@ use strata_types::TenantId;
 use crate::EngineError;
 
 /// Encoded (compact JSON) size at most.
-pub const MAX_BYTES: usize = 16 * 1024;
+pub const MAX_BYTES: usize = strata_store::tenant_metadata_bounds::MAX_BYTES;
 /// Top-level keys at most.
-pub const MAX_KEYS: usize = 64;
+pub const MAX_KEYS: usize = strata_store::tenant_metadata_bounds::MAX_KEYS;
 /// Nesting at most: the object itself is level 1, an object or array in it level 2, ...
-pub const MAX_DEPTH: usize = 8;
+pub const MAX_DEPTH: usize = strata_store::tenant_metadata_bounds::MAX_DEPTH;
 
 fn bad(why: String) -> EngineError {
     EngineError::BadRequest(format!("metadata: {why}"))
@@ -29,7 +29,7 @@ pub(crate) fn check(m: &Map<String, Value>) -> Result<(), EngineError> {
         return Err(bad(format!("at most {MAX_KEYS} keys, not {}", m.len())));
     }
     // Checked before encoding: a deep value must not recurse far in the encoder.
-    let depth = depth_of(m);
+    let depth = strata_store::tenant_metadata_bounds::depth_of(m);
     if depth > MAX_DEPTH {
         return Err(bad(format!(
             "nested at most {MAX_DEPTH} levels deep, not {depth}"
@@ -42,27 +42,6 @@ pub(crate) fn check(m: &Map<String, Value>) -> Result<(), EngineError> {
         )));
     }
     Ok(())
-}
-
-/// Levels of nesting of an object (1 for a flat one), walked without recursion; stops
-/// counting one past [`MAX_DEPTH`].
-fn depth_of(m: &Map<String, Value>) -> usize {
-    let mut deepest = 1;
-    let mut stack: Vec<(&Value, usize)> = m.values().map(|v| (v, 1)).collect();
-    while let Some((v, level)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Object(o) => Box::new(o.values()),
-            Value::Array(a) => Box::new(a.iter()),
-            _ => continue,
-        };
-        let level = level + 1;
-        deepest = deepest.max(level);
-        if deepest > MAX_DEPTH {
-            return deepest;
-        }
-        stack.extend(children.map(|c| (c, level)));
-    }
-    deepest
 }
 
 /// A change of a tenant's metadata as `PATCH` takes it: a JSON merge patch (RFC 7396) object,

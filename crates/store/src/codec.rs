@@ -536,6 +536,12 @@ pub fn decode_tenant_metadata(
     bytes: &[u8],
 ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("tenant metadata: {e}"));
+    // Longer than the engine ever writes: refused before parsing, so that a damaged row
+    // cannot make a read parse (and hold) an unbounded value.
+    let most = crate::tenant_metadata::MAX_BYTES + 1;
+    if bytes.len() > most {
+        return Err(corrupt(&format!("{} bytes, more than {most}", bytes.len())));
+    }
     match bytes.split_first() {
         Some((&TENANT_METADATA_V1, body)) => serde_json::from_slice(body).map_err(|e| corrupt(&e)),
         Some((f, _)) => Err(corrupt(&format!("unknown format {f}"))),
@@ -1103,5 +1109,21 @@ mod tenant_metadata_tests {
                 "{bytes:?}"
             );
         }
+    }
+
+    /// Exactly the byte bound (plus the format byte) decodes; one byte more is refused
+    /// before parsing.
+    #[test]
+    fn a_tenant_metadata_row_past_the_byte_bound_is_refused() {
+        let max = crate::tenant_metadata::MAX_BYTES;
+        // `{"blob":""}` is 11 bytes.
+        let fits = json!({"blob": "x".repeat(max - 11)});
+        let bytes = encode_tenant_metadata(fits.as_object().unwrap()).unwrap();
+        assert_eq!(bytes.len(), max + 1);
+        assert!(decode_tenant_metadata(&bytes).is_ok());
+        let over = json!({"blob": "x".repeat(max - 10)});
+        let bytes = encode_tenant_metadata(over.as_object().unwrap()).unwrap();
+        let e = decode_tenant_metadata(&bytes).unwrap_err().to_string();
+        assert!(e.contains("more than"), "{e}");
     }
 }

@@ -54,6 +54,10 @@ pub use placement::{
 pub use registry::TenantMeta;
 pub use tables::{DEFAULT_CACHE_BYTES, Pending, Reader, Reads, Store, Writer};
 pub use tenant_metadata::tenant_metadata;
+/// The bounds of a tenant's metadata and its depth measure.
+pub mod tenant_metadata_bounds {
+    pub use crate::tenant_metadata::{MAX_BYTES, MAX_DEPTH, MAX_KEYS, depth_of};
+}
 pub use thread_writes::{
     NoWrites, forbid_writes_on_this_thread, writes_allowed_here, writes_on_forbidden_threads,
 };

@@ -164,8 +164,15 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                     c.problem(format!(
                         "tenant metadata row {k:02x?}: not a well-formed key"
                     ));
-                } else if let Err(e) = crate::codec::decode_tenant_metadata(&v) {
-                    c.problem(format!("tenant metadata row: {e}"));
+                } else {
+                    match crate::codec::decode_tenant_metadata(&v) {
+                        Err(e) => c.problem(format!("tenant metadata row: {e}")),
+                        Ok(m) => {
+                            if let Some(why) = crate::tenant_metadata::out_of_bounds(&m) {
+                                c.problem(format!("tenant metadata row: {why}"));
+                            }
+                        }
+                    }
                 }
             }
             Some(KeyKind::Idempotency(name)) => {
