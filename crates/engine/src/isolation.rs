@@ -398,8 +398,7 @@ impl Engine {
                     "tenant {id}: its level changed meanwhile; retry"
                 )));
             }
-            let row =
-                crate::migration_status::level_change_row(from, next.isolation, next.index_params);
+            let row = crate::migration_status::level_change_row(from, next.isolation);
             self.level_txn(w, op, id, next, action, &row)
         })
     }

@@ -64,11 +64,11 @@ pub(crate) fn params_of(row: &StoredMigration) -> Result<Option<Option<IndexPara
     Ok(Some((!p.is_empty()).then_some(p)))
 }
 
-/// The row of a data move landing with graph parameters `params`: running (`state: None`)
-/// or ended now in `state`.
+/// The row of a data move that keeps graph parameters `params` (`None`: those the tenant has
+/// stored): running (`state: None`) or ended now in `state`.
 pub(crate) fn row(
     copy: &DataMove,
-    params: Option<IndexParams>,
+    params: Option<StoredIndexParams>,
     state: Option<StoredMigrationState>,
     error: Option<String>,
 ) -> StoredMigration {
@@ -82,16 +82,13 @@ pub(crate) fn row(
         keys_total: copy.total,
         error,
         attempt: copy.attempt,
-        index_params: Some(stored_params(params)),
+        index_params: params,
     }
 }
 
-/// The row of a migration that moves no data, done in one transaction now.
-pub(crate) fn level_change_row(
-    from: IsolationLevel,
-    to: IsolationLevel,
-    params: Option<IndexParams>,
-) -> StoredMigration {
+/// The row of a migration that moves no data, done in one transaction now. It keeps no
+/// graph parameters (format 2): it is never resumed, and the tenant's profile has them.
+pub(crate) fn level_change_row(from: IsolationLevel, to: IsolationLevel) -> StoredMigration {
     let now = now_millis();
     StoredMigration {
         from: stored_level(from),
@@ -103,7 +100,7 @@ pub(crate) fn level_change_row(
         keys_total: 0,
         error: None,
         attempt: 1,
-        index_params: Some(stored_params(params)),
+        index_params: None,
     }
 }
 

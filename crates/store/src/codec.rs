@@ -458,22 +458,18 @@ struct StoredMigrationV1 {
     error: Option<String>,
 }
 
+/// A row that keeps no graph parameters is written in format 2, which the binary before
+/// format 3 reads (a downgrade keeps its migration status); one that keeps them in format 3.
 pub fn encode_migration(m: &StoredMigration) -> Result<Vec<u8>, StoreError> {
-    encode_postcard(MIGRATION_V3, m)
-}
-
-/// Format-2 bytes of `m` (as the binaries before format 3 wrote them), for tests of those
-/// rows; `m` must keep no graph parameters.
-#[cfg(any(test, feature = "test-support"))]
-pub(crate) fn encode_migration_v2(m: &StoredMigration) -> Result<Vec<u8>, StoreError> {
-    if m.index_params.is_some() {
-        return Err(StoreError::Corrupt(
-            "a format-2 migration row keeps no graph parameters".into(),
-        ));
+    match m.index_params {
+        None => {
+            let mut v = encode_postcard(MIGRATION_V2, m)?;
+            // `index_params`, the last field: `None`, one byte, not in format 2.
+            v.pop();
+            Ok(v)
+        }
+        Some(_) => encode_postcard(MIGRATION_V3, m),
     }
-    let mut v = encode_postcard(MIGRATION_V2, m)?;
-    v.pop(); // `index_params`, the last field: `None`, one byte.
-    Ok(v)
 }
 
 pub fn decode_migration(bytes: &[u8]) -> Result<StoredMigration, StoreError> {
@@ -934,11 +930,12 @@ mod golden {
         let bytes = encode_migration(&with_params).unwrap();
         assert_eq!(hex(&bytes), MIGRATION_V3_INTERRUPTED_GOLDEN);
         assert_eq!(decode_migration(&bytes).unwrap(), with_params);
-        // Format 3 without parameters known is a row of its own (one byte shorter), not
-        // format 2's.
+        // Without parameters, a row is written in format 2, as the binary before format 3
+        // wrote it (and reads it); format 3 bytes without them still decode.
         let unknown = encode_migration(&row).unwrap();
-        assert_eq!(unknown[0], MIGRATION_V3);
-        assert_eq!(decode_migration(&unknown).unwrap(), row);
+        assert_eq!(hex(&unknown), MIGRATION_V2_INTERRUPTED_GOLDEN);
+        let v3_without = encode_postcard(MIGRATION_V3, &row).unwrap();
+        assert_eq!(decode_migration(&v3_without).unwrap(), row);
         let mut other_format = bytes.clone();
         other_format[0] = 4;
         let mut trailing = bytes.clone();
@@ -961,7 +958,8 @@ mod golden {
     /// Format-2 bytes of `m` (as the binaries before format 3 wrote them); `m` has no
     /// parameters.
     fn encode_v2(m: &StoredMigration) -> Vec<u8> {
-        encode_migration_v2(m).unwrap()
+        assert!(m.index_params.is_none());
+        encode_migration(m).unwrap()
     }
 
     /// Format-1 bytes of `m` (as the binaries before format 2 wrote them).

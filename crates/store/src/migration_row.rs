@@ -34,21 +34,6 @@ impl Writer<'_> {
         )?;
         Ok(())
     }
-
-    /// Writes tenant `t`'s last migration row in format 2, as the binaries before format 3
-    /// wrote it; `m` keeps no graph parameters. For tests of rows left by those binaries.
-    #[cfg(feature = "test-support")]
-    pub fn put_last_migration_v2_for_tests(
-        &mut self,
-        t: TenantKey,
-        m: &StoredMigration,
-    ) -> Result<(), StoreError> {
-        self.table_mut(t)?.insert(
-            keys::last_migration(t).as_slice(),
-            crate::codec::encode_migration_v2(m)?.as_slice(),
-        )?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -455,15 +455,11 @@ fn a_resumed_move_keeps_the_graph_parameters_it_was_asked_for() {
     let job = job.expect("a data move");
     job.copy.end(Phase::Failed, None);
     drop(job);
-    // Real format-2 bytes, as the binary before format 3 wrote them.
-    let key = engine.tenant_meta(&a).unwrap().key;
-    let mut v2 = stored_row(&engine, &a);
-    v2.index_params = None;
-    engine
-        .store
-        .write(|w| w.put_last_migration_v2_for_tests(key, &v2))
-        .unwrap();
-    assert_eq!(stored_row(&engine, &a), v2);
+    // A row without parameters is written in format 2, as the binary before format 3
+    // wrote it.
+    edit_row(&engine, &a, |row| row.index_params = None);
+    let v2 = stored_row(&engine, &a);
+    assert_eq!(strata_store::codec::encode_migration(&v2).unwrap()[0], 2);
     drop(engine);
     let engine = Engine::open(dir.path(), config(1, true)).unwrap();
     assert_eq!(
