@@ -506,3 +506,33 @@ fn a_cut_move_whose_row_keeps_parameters_out_of_range_is_not_resumed() {
     );
     assert_eq!(stored_row(&engine, &a), damaged);
 }
+
+/// A data move that changes no graph parameters keeps none in its row (format 2, which the
+/// previous binary reads); one that changes them keeps them (format 3).
+#[test]
+fn only_a_move_that_changes_the_graph_parameters_keeps_them_in_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let op = OperatorScope::for_tests();
+    let a = fill(&engine, "a", 20);
+    let migrate = |target, index_params| {
+        let req = MigrateRequest {
+            target,
+            index_params,
+            dry_run: false,
+        };
+        engine.migrate_tenant(&op, &a, req).unwrap();
+        let row = stored_row(&engine, &a);
+        let format = strata_store::codec::encode_migration(&row).unwrap()[0];
+        (row.index_params, format)
+    };
+    assert_eq!(migrate(IsolationLevel::Dedicated, None), (None, 2));
+    let asked = crate::isolation::IndexParams {
+        m: Some(24),
+        ..Default::default()
+    };
+    let (kept, format) = migrate(IsolationLevel::Shared, Some(asked));
+    assert_eq!((kept.and_then(|p| p.m), format), (Some(24), 3));
+    // The same parameters asked again change nothing: not kept.
+    assert_eq!(migrate(IsolationLevel::Dedicated, Some(asked)), (None, 2));
+}
