@@ -411,7 +411,7 @@ class StrataAdmin(_AdminCalls):
         display_name: Optional[str] = None,
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
-        metadata: Optional[Mapping[str, Any]] = NOT_GIVEN,  # type: ignore[assignment]
+        metadata: Optional[Mapping[str, Any]] = NOT_GIVEN,
     ) -> Tenant:
         """Changes a tenant's name, limits, scheduling weight or metadata. ``limits`` is
         merged: named limits change (``max_vectors``, ``max_storage_bytes``,
@@ -661,7 +661,7 @@ class AsyncStrataAdmin(_AdminCalls):
         display_name: Optional[str] = None,
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
-        metadata: Optional[Mapping[str, Any]] = NOT_GIVEN,  # type: ignore[assignment]
+        metadata: Optional[Mapping[str, Any]] = NOT_GIVEN,
     ) -> Tenant:
         """See :meth:`StrataAdmin.update_tenant` (``metadata=None`` removes it all)."""
         return await self._transport.run(
