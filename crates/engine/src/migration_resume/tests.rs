@@ -536,3 +536,52 @@ fn only_a_move_that_changes_the_graph_parameters_keeps_them_in_its_row() {
     // The same parameters asked again change nothing: not kept.
     assert_eq!(migrate(IsolationLevel::Dedicated, Some(asked)), (None, 2));
 }
+
+/// The flip changes only the level and graph parameters: an operator's change committed
+/// while the move is under way (name, limits, weight, metadata) is not lost, whether made
+/// before the copy begins or while it runs (metadata patched in a loop: the last committed
+/// value is the one that stays).
+#[test]
+fn profile_and_metadata_changes_made_during_a_data_move_survive_its_flip() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let op = OperatorScope::for_tests();
+    let a = fill(&engine, "a", 400);
+    let job = start(&engine, &a, IsolationLevel::Dedicated);
+    let limits = crate::lifecycle::TenantLimits {
+        max_vectors: Some(10_000),
+        ..Default::default()
+    };
+    let update = crate::TenantUpdate {
+        display_name: Some("Acme".into()),
+        limits: Some(limits.clone()),
+        weight: Some(4),
+        metadata: Some(serde_json::json!({"n": -1})),
+        ..Default::default()
+    };
+    engine.update_tenant(&op, &a, update).unwrap();
+
+    let last = std::thread::scope(|s| {
+        let moving = s.spawn(|| job.run(&engine));
+        let mut last = -1;
+        let mut n = 0;
+        while !moving.is_finished() {
+            let patch = crate::TenantUpdate {
+                metadata: Some(serde_json::json!({ "n": n })),
+                ..Default::default()
+            };
+            if engine.update_tenant(&op, &a, patch).is_ok() {
+                last = n;
+            }
+            n += 1;
+        }
+        moving.join().unwrap().unwrap();
+        last
+    });
+    let info = engine.tenant(&op, &a).unwrap();
+    assert_eq!(info.isolation, IsolationLevel::Dedicated);
+    assert_eq!(info.display_name.as_deref(), Some("Acme"));
+    assert_eq!((info.limits, info.weight), (limits, 4));
+    assert_eq!(info.metadata.unwrap()["n"], last);
+    assert!(engine.verify_tenant(&op, &a).unwrap().ok);
+}
