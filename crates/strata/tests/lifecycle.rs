@@ -566,3 +566,57 @@ fn tenant_metadata_is_set_merged_bounded_and_kept() {
     let v = admin(&server, "POST", "/v1/admin/tenants/acme/verify", None);
     assert_eq!(v["ok"], true, "{v}");
 }
+
+/// A damaged metadata row (here one longer than the bound, which the decoder refuses before
+/// parsing) blocks nothing but itself: the get and the list answer, suspend, resume and a
+/// limits patch work, a merge patch is refused, and `"metadata": null` clears it.
+#[test]
+fn a_damaged_metadata_row_blocks_only_itself_and_null_clears_it() {
+    use strata_store::Reads;
+    let mut server = Server::start();
+    let (s, v) = server.post(
+        "/v1/admin/tenants",
+        OPERATOR_KEY,
+        json!({"id": "acme", "metadata": {"team": "search"}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    server.tenant("globex");
+    server.stop();
+    let store =
+        strata_store::Store::open(&server.dir.path().join("data").join(strata_engine::DB_FILE))
+            .expect("store");
+    let oversized = json!({"blob": "x".repeat(20_000)});
+    store
+        .write(|w| {
+            let id = strata_types::TenantId::parse("acme").expect("id");
+            let key = w.tenant(&id)?.expect("meta").key;
+            w.put_tenant_metadata(key, oversized.as_object().expect("object"))
+        })
+        .expect("damage");
+    drop(store);
+    server.restart();
+
+    let v = admin(&server, "GET", "/v1/admin/tenants/acme", None);
+    assert!(v.get("metadata").is_none(), "{v}");
+    let list = admin(&server, "GET", "/v1/admin/tenants", None);
+    assert_eq!(list["tenants"].as_array().map(Vec::len), Some(2), "{list}");
+    let v = admin(&server, "POST", "/v1/admin/tenants/acme/verify", None);
+    assert_eq!(v["ok"], false, "{v}");
+    admin(&server, "POST", "/v1/admin/tenants/acme/suspend", None);
+    admin(&server, "POST", "/v1/admin/tenants/acme/resume", None);
+    let (s, v) = patch(&server, json!({"limits": {"max_vectors": 5}, "weight": 3}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (&v["limits"]["max_vectors"], &v["weight"]),
+        (&json!(5), &json!(3))
+    );
+
+    let (s, v) = patch(&server, json!({"metadata": {"plan": "pro"}}));
+    assert_eq!(s, 500, "{v}");
+    let (s, v) = patch(&server, json!({"metadata": null}));
+    assert_eq!((s, &v["metadata"]), (200, &json!({})), "{v}");
+    let v = admin(&server, "POST", "/v1/admin/tenants/acme/verify", None);
+    assert_eq!(v["ok"], true, "{v}");
+    let (s, v) = patch(&server, json!({"metadata": {"plan": "pro"}}));
+    assert_eq!((s, &v["metadata"]), (200, &json!({"plan": "pro"})), "{v}");
+}
