@@ -426,8 +426,9 @@ pub struct StoredMigration {
     /// that did not resume moves, whose users were told to ask again): never resumed.
     pub attempt: u8,
     /// The graph parameters the tenant lands with (all `None`: the server's defaults), so
-    /// that a resumed move keeps the ones it was asked for. `None` in rows of formats 1 and 2
-    /// (written before they were kept): unknown, the tenant's stored ones are used.
+    /// that a resumed move keeps the ones it was asked for. `None`: the tenant's stored ones
+    /// (a row of format 1 or 2, written for a move that changes none, or by a binary before
+    /// they were kept); the engine checks their range before using them.
     pub index_params: Option<StoredIndexParams>,
 }
 
