@@ -77,6 +77,29 @@ def test_a_tenant_is_created_with_its_limits_and_weight(
         admin.get_tenant(bad)
 
 
+def test_tenant_metadata_is_set_merged_and_bounded(admin: StrataAdmin) -> None:
+    tid = unique("meta")
+    created = admin.create_tenant(tid, metadata={"team": "search", "owner": {"name": "ana"}})
+    assert created.metadata == {"team": "search", "owner": {"name": "ana"}}
+    assert admin.get_tenant(tid).metadata == created.metadata
+    # Lists leave it out.
+    assert [t.metadata for t in admin.list_tenants() if t.id == tid] == [None]
+    # A merge patch: nested objects merge, None removes a key, other fields stay.
+    t = admin.update_tenant(tid, metadata={"team": None, "owner": {"tz": "utc"}}, weight=2)
+    assert (t.metadata, t.weight) == ({"owner": {"name": "ana", "tz": "utc"}}, 2)
+    # Past a bound: refused naming the field, nothing changed.
+    with pytest.raises(BadRequestError) as e:
+        admin.update_tenant(tid, metadata={f"k{i}": i for i in range(65)})
+    assert "metadata" in str(e.value)
+    assert admin.get_tenant(tid).metadata == {"owner": {"name": "ana", "tz": "utc"}}
+    # Left out, it stays; None removes it all.
+    assert admin.update_tenant(tid, weight=3).metadata == {"owner": {"name": "ana", "tz": "utc"}}
+    assert admin.update_tenant(tid, metadata=None).metadata == {}
+    assert admin.get_tenant(tid).metadata == {}
+    # A tenant without any has an empty one.
+    assert admin.create_tenant(unique("nometa")).metadata == {}
+
+
 def test_soft_deleted_tenants_are_purged(admin: StrataAdmin) -> None:
     tid = unique("purge")
     admin.create_tenant(tid)

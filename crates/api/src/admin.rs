@@ -45,6 +45,10 @@ struct NewTenant {
     /// Fair-share weight in scheduling, at least 1 (default 1).
     #[schema(minimum = 1)]
     weight: Option<u32>,
+    /// The operator's metadata of the tenant: a JSON object of at most 64 keys, 16 KiB
+    /// encoded and 8 levels of nesting. Shown by the admin routes only, never to the tenant.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Value>,
 }
 
 /// Registers a tenant with the server's default collections.
@@ -62,6 +66,11 @@ pub async fn create_tenant(
     let new: NewTenant = from_map(body)?;
     let id = TenantId::parse_field("id", new.id).map_err(bad)?;
     let parent = crate::lifecycle::parent_field(new.parent)?;
+    let metadata = match new.metadata {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Object(m)) => Some(m),
+        Some(_) => return Err(bad("metadata: must be a JSON object")),
+    };
     let spec = NewTenantSpec {
         display_name: new.display_name,
         isolation,
@@ -69,6 +78,7 @@ pub async fn create_tenant(
         parent,
         limits: new.limits,
         weight: new.weight,
+        metadata,
     };
     let info = state
         .run(move |e| Ok(e.create_tenant_with(&op, &id, spec)?))
@@ -77,9 +87,9 @@ pub async fn create_tenant(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
-/// Every tenant.
+/// Every tenant, without metadata (`GET /v1/admin/tenants/{id}` shows it).
 #[utoipa::path(get, path = "/v1/admin/tenants", tag = "admin", operation_id = "list_tenants",
-    responses((status = 200, description = "Every tenant", body = Tenants)),
+    responses((status = 200, description = "Every tenant, without metadata", body = Tenants)),
     security(("bearer" = [])))]
 pub async fn list_tenants(
     State(state): State<AppState>,

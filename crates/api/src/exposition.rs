@@ -628,6 +628,7 @@ mod tests {
                 collections: 1,
             }),
             parent: None,
+            metadata: None,
             children: None,
         }
     }

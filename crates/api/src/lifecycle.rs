@@ -35,11 +35,22 @@ struct ProfilePatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<TenantId>)]
     parent: Option<Option<String>>,
+    /// A JSON merge patch (RFC 7396) of the operator's metadata: named keys change (objects
+    /// merged), a `null` removes one, the others stay; `null` removes it all. The result is
+    /// bounded like at creation (64 keys, 16 KiB, 8 levels).
+    #[serde(default, deserialize_with = "present_value")]
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
 }
 
 /// A field that is present, even as `null` (`Some(None)`), told from an absent one (`None`).
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
+}
+
+/// [`present`] for a JSON value: `null` is `Some(Value::Null)`.
+fn present_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// `parent` of a create or update body, validated with errors naming the field.
@@ -67,7 +78,8 @@ fn merge_limits(
     crate::input::from_value_at("limits", &Value::Object(merged))
 }
 
-/// Changes a tenant's display name, limits (merge patch), scheduling weight or parent.
+/// Changes a tenant's display name, limits (merge patch), scheduling weight, parent or
+/// metadata (merge patch).
 #[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "admin", operation_id = "update_tenant",
     params(("id" = TenantId, Path, description = "tenant id")),
     request_body = ProfilePatch,
@@ -95,6 +107,7 @@ pub async fn update_tenant(
                 limits,
                 weight: patch.weight,
                 parent,
+                metadata: patch.metadata,
             };
             e.update_tenant(&op, &id, update)?;
             Ok(e.tenant(&op, &id)?)

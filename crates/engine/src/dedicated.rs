@@ -289,6 +289,10 @@ pub struct MigrationJob {
     id: TenantId,
     key: TenantKey,
     next: TenantProfile,
+    /// Whether its row keeps the graph parameters it lands with: only when they differ from
+    /// the tenant's stored ones, which a resumed move otherwise lands with anyway. So a move
+    /// that changes none writes a row of format 2, which the binary before format 3 reads.
+    keep_params: bool,
     pub(crate) copy: Arc<DataMove>,
     /// Bytes of the range when the copy began, for the copy rate.
     bytes: u64,
@@ -297,6 +301,12 @@ pub struct MigrationJob {
 }
 
 impl MigrationJob {
+    /// The graph parameters its row keeps (see `keep_params`).
+    fn row_params(&self) -> Option<strata_store::StoredIndexParams> {
+        self.keep_params
+            .then(|| crate::migration_status::stored_params(self.next.index_params))
+    }
+
     /// Copies the tenant's data, flips it to its new level and records the outcome (also in
     /// its last-migration row); returns the keys caught up in the flip. A server shutdown
     /// under way stops the copy at its next chunk (`EngineError::ShuttingDown`), leaving the
@@ -322,6 +332,7 @@ impl Drop for MigrationJob {
         };
         let row = crate::migration_status::row(
             &self.copy,
+            self.row_params(),
             Some(strata_store::StoredMigrationState::Failed),
             Some(error.into()),
         );
@@ -377,6 +388,7 @@ impl Engine {
         still_valid: impl FnOnce() -> Result<(), EngineError>,
     ) -> Result<MigrationJob, EngineError> {
         let max_moves = self.config.isolation.max_concurrent_moves;
+        let mut stored_params = None;
         let copy = self.migrations.start(
             key,
             id,
@@ -385,7 +397,7 @@ impl Engine {
             max_moves,
             attempt,
             || {
-                self.check_level(id, key, from)?;
+                stored_params = self.check_level(id, key, from)?;
                 still_valid()
             },
         )?;
@@ -394,13 +406,14 @@ impl Engine {
             id: id.clone(),
             key,
             next: next.clone(),
+            keep_params: next.index_params != stored_params,
             copy,
             bytes: size.bytes,
             store: Arc::clone(&self.store),
         };
         // Recorded while the job holds the tenant's migration slot (a purge waits for it), so
         // a restart after a crash from here on finds a running row and says `interrupted`.
-        let row = crate::migration_status::row(&job.copy, None, None);
+        let row = crate::migration_status::row(&job.copy, job.row_params(), None, None);
         self.store.write(|w| {
             match w.tenant(id)? {
                 Some(meta) if meta.key == key => {}
@@ -477,7 +490,12 @@ impl Engine {
                 } else {
                     (strata_store::StoredMigrationState::Failed, Phase::Failed)
                 };
-                let row = crate::migration_status::row(copy, Some(state), Some(error.clone()));
+                let row = crate::migration_status::row(
+                    copy,
+                    job.row_params(),
+                    Some(state),
+                    Some(error.clone()),
+                );
                 let recorded = self.store.write(|w| {
                     match w.tenant(&job.id)? {
                         Some(meta) if meta.key == job.key => w.put_last_migration(job.key, &row)?,
@@ -534,13 +552,15 @@ impl Engine {
 
     /// Refuses (as a conflict) unless tenant `id` is stored at level `from` and its data is on
     /// the side that level names.
+    /// Checks that the tenant is still at `from`; returns its stored graph parameters.
     fn check_level(
         &self,
         id: &TenantId,
         key: TenantKey,
         from: IsolationLevel,
-    ) -> Result<(), EngineError> {
-        let stored = TenantProfile::of(&self.tenant_meta(id)?)?.isolation;
+    ) -> Result<Option<crate::isolation::IndexParams>, EngineError> {
+        let profile = TenantProfile::of(&self.tenant_meta(id)?)?;
+        let stored = profile.isolation;
         let in_file = self.store.is_dedicated(key);
         if stored != from || in_file != (from == IsolationLevel::Dedicated) {
             return Err(EngineError::IdConflict(format!(
@@ -550,7 +570,7 @@ impl Engine {
                 level_name(from)
             )));
         }
-        Ok(())
+        Ok(profile.index_params)
     }
 
     /// The flip's registry change: refused unless the stored level is still `from`.
@@ -572,6 +592,7 @@ impl Engine {
         }
         let row = crate::migration_status::row(
             &job.copy,
+            job.row_params(),
             Some(strata_store::StoredMigrationState::Done),
             lock(&job.copy.error).clone(),
         );

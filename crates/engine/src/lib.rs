@@ -61,6 +61,7 @@ mod snapshot;
 mod stats;
 mod storage_cache;
 mod tenant_index;
+mod tenant_metadata;
 mod tenants;
 #[cfg(test)]
 mod test_support;

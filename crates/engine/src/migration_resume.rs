@@ -109,7 +109,15 @@ impl Engine {
                 }
             };
             let running_here = self.migrations.get(meta.key).is_some_and(|c| c.running());
-            match strata_store::last_migration(&r, meta.key) {
+            // Parameters out of range are a damaged row like one that does not decode: the
+            // move is left as it is (`interrupted`), for an operator to migrate again.
+            let row = strata_store::last_migration(&r, meta.key)
+                .map_err(EngineError::from)
+                .and_then(|row| match &row {
+                    Some(m) => crate::migration_status::params_of(m).map(|_| row),
+                    None => Ok(row),
+                });
+            match row {
                 Ok(Some(row)) if cut_short(&row, running_here) && resumable(&row) => {
                     found.push((meta.id, row))
                 }
@@ -202,10 +210,13 @@ impl Engine {
             {
                 return Ok(Resumed::Skipped);
             }
-            // Its level's parameters as stored now (the row does not keep the ones the cut
-            // move was asked for).
+            // The graph parameters the cut move was asked to land with, kept in its row;
+            // a row written before rows kept them lands with the tenant's stored ones.
+            let index_params =
+                crate::migration_status::params_of(row)?.unwrap_or(profile.index_params);
             let next = TenantProfile {
                 isolation: to,
+                index_params,
                 ..profile
             };
             let attempt = next_attempt(row);

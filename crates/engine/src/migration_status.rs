@@ -6,11 +6,14 @@
 
 use std::sync::atomic::Ordering;
 
-use strata_store::{StoredLevel, StoredMigration, StoredMigrationState};
+use strata_store::{
+    StoreError, StoredIndexParams, StoredLevel, StoredMigration, StoredMigrationState,
+};
 use strata_types::now_millis;
 
+use crate::EngineError;
 use crate::dedicated::{DataMove, Phase};
-use crate::isolation::{IsolationLevel, MigrationState, MigrationStatus, moves_data};
+use crate::isolation::{IndexParams, IsolationLevel, MigrationState, MigrationStatus, moves_data};
 use crate::registry::lock;
 
 pub(crate) fn stored_level(l: IsolationLevel) -> StoredLevel {
@@ -29,9 +32,43 @@ fn level(l: StoredLevel) -> IsolationLevel {
     }
 }
 
-/// The row of a data move: running (`state: None`) or ended now in `state`.
+/// A tenant's own graph parameters as a migration row keeps them; `None` (the server's
+/// defaults) is kept as empty parameters, so that it is told from a row that kept none.
+pub(crate) fn stored_params(p: Option<IndexParams>) -> StoredIndexParams {
+    let p = p.unwrap_or_default();
+    StoredIndexParams {
+        m: p.m,
+        ef_construction: p.ef_construction,
+        ef_search: p.ef_search,
+    }
+}
+
+/// The parameters a row kept (`None`: the row predates them); empty ones are none. Checked
+/// like an operator's: a row that decodes but holds parameters out of range (damaged bytes,
+/// say `m` = 4294967295, which would size a graph build past any memory) is
+/// [`StoreError::Corrupt`], never used.
+pub(crate) fn params_of(row: &StoredMigration) -> Result<Option<Option<IndexParams>>, EngineError> {
+    let Some(p) = row.index_params else {
+        return Ok(None);
+    };
+    let p = IndexParams {
+        m: p.m,
+        ef_construction: p.ef_construction,
+        ef_search: p.ef_search,
+    };
+    p.validate().map_err(|e| {
+        EngineError::Store(StoreError::Corrupt(format!(
+            "last migration row: graph parameters out of range: {e}"
+        )))
+    })?;
+    Ok(Some((!p.is_empty()).then_some(p)))
+}
+
+/// The row of a data move that keeps graph parameters `params` (`None`: those the tenant has
+/// stored): running (`state: None`) or ended now in `state`.
 pub(crate) fn row(
     copy: &DataMove,
+    params: Option<StoredIndexParams>,
     state: Option<StoredMigrationState>,
     error: Option<String>,
 ) -> StoredMigration {
@@ -45,10 +82,12 @@ pub(crate) fn row(
         keys_total: copy.total,
         error,
         attempt: copy.attempt,
+        index_params: params,
     }
 }
 
-/// The row of a migration that moves no data, done in one transaction now.
+/// The row of a migration that moves no data, done in one transaction now. It keeps no
+/// graph parameters (format 2): it is never resumed, and the tenant's profile has them.
 pub(crate) fn level_change_row(from: IsolationLevel, to: IsolationLevel) -> StoredMigration {
     let now = now_millis();
     StoredMigration {
@@ -61,6 +100,7 @@ pub(crate) fn level_change_row(from: IsolationLevel, to: IsolationLevel) -> Stor
         keys_total: 0,
         error: None,
         attempt: 1,
+        index_params: None,
     }
 }
 
@@ -107,7 +147,11 @@ pub(crate) fn status(
                 _ => StoredMigrationState::Failed,
             };
             let error = lock(&c.error).clone();
-            let mut r = stored.unwrap_or_else(|| row(c, Some(state), None));
+            // Only the status is built from it, which does not show parameters: unknown here.
+            let mut r = stored.unwrap_or_else(|| StoredMigration {
+                index_params: None,
+                ..row(c, None, Some(state), None)
+            });
             r.state = state;
             r.finished_at = r
                 .finished_at
@@ -186,6 +230,7 @@ mod tests {
             keys_total: 4,
             error: None,
             attempt: 1,
+            index_params: None,
         }
     }
 

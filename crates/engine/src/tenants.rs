@@ -1,6 +1,7 @@
 //! The tenant registry, as the operator sees it.
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use strata_auth::{OperatorScope, TenantScope};
 use strata_store::{Reads, TenantKey, TenantMeta, Writer};
 use strata_types::{Collection, Millis, TenantId, now_millis};
@@ -8,7 +9,7 @@ use strata_types::{Collection, Millis, TenantId, now_millis};
 use crate::isolation::{IndexParams, IsolationLevel};
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, init_usage, usage};
 use crate::{Engine, EngineError};
-use crate::{audit, hierarchy};
+use crate::{audit, hierarchy, tenant_metadata};
 
 /// A tenant as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -39,6 +40,14 @@ pub struct TenantInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
     pub children: Option<Vec<TenantId>>,
+    /// The operator's metadata of the tenant (a JSON object, `{}` if none); filled in by
+    /// [`Engine::tenant`], creation and [`Engine::update_tenant`], left out of lists (which
+    /// would otherwise carry up to 16 KiB per tenant) and of everything a tenant sees. Also
+    /// left out when its stored row is damaged (logged, and named by verify): `PATCH` with
+    /// `metadata: null` then clears it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
 }
 
 /// A tenant's usage against its quotas.
@@ -67,6 +76,7 @@ impl TryFrom<&TenantMeta> for TenantInfo {
             usage: None,
             parent: p.parent,
             children: None,
+            metadata: None,
         })
     }
 }
@@ -82,6 +92,11 @@ pub struct TenantUpdate {
     #[serde(deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub parent: Option<Option<TenantId>>,
+    /// A JSON merge patch (RFC 7396) of the metadata: named keys change, a `null` removes
+    /// one, the others stay; `null` removes it all. Absent: unchanged.
+    #[serde(deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
 }
 
 /// A field that is present, even as `null` (`Some(None)`), told from an absent one (`None`).
@@ -103,6 +118,8 @@ pub struct NewTenantSpec {
     pub parent: Option<TenantId>,
     pub limits: Option<TenantLimits>,
     pub weight: Option<u32>,
+    /// The operator's metadata (bounded, see `crate::tenant_metadata`).
+    pub metadata: Option<Map<String, Value>>,
 }
 
 /// The checks a profile's operator-given fields pass, at creation and on update alike.
@@ -200,11 +217,14 @@ impl Engine {
             parent,
             limits,
             weight,
+            metadata,
         } = spec;
         if let Some(p) = &index_params {
             p.validate()?;
         }
         check_profile_fields(display_name.as_deref(), weight, limits.as_ref())?;
+        let metadata = metadata.unwrap_or_default();
+        tenant_metadata::check(&metadata)?;
         let now = now_millis();
         let create = |w: &mut Writer<'_>| {
             if w.tenant(id)?.is_some() {
@@ -225,6 +245,7 @@ impl Engine {
             };
             let meta = w.create_tenant(id, now, profile.to_map())?;
             init_usage(w, meta.key)?;
+            w.put_tenant_metadata(meta.key, &metadata)?;
             let mut event = audit::operator_event(op, id, "tenant.create");
             if !isolation.is_shared() {
                 // A level other than the default is a level change: the operator's log has it
@@ -250,7 +271,9 @@ impl Engine {
                 };
                 w.put_collection(meta.key, &collection)?;
             }
-            Ok::<_, EngineError>((TenantInfo::try_from(&meta)?, meta.key))
+            let mut info = TenantInfo::try_from(&meta)?;
+            info.metadata = Some(metadata.clone());
+            Ok::<_, EngineError>((info, meta.key))
         };
         if isolation == IsolationLevel::Dedicated {
             // Its own file exists, synced, before its registry row commits.
@@ -269,6 +292,7 @@ impl Engine {
         let u = usage(&r, meta.key)?;
         let mut info = TenantInfo::try_from(&meta)?;
         info.children = Some(hierarchy::children(&r, id)?);
+        info.metadata = tenant_metadata::read_for_display(&r, id, meta.key)?;
         info.usage = Some(TenantUsage {
             records: u.records,
             vectors: u.vectors,
@@ -278,7 +302,7 @@ impl Engine {
         Ok(info)
     }
 
-    /// Changes a tenant's display name, limits or weight.
+    /// Changes a tenant's display name, limits, weight, parent or metadata, in one transaction.
     pub fn update_tenant(
         &self,
         op: &OperatorScope,
@@ -290,7 +314,7 @@ impl Engine {
             update.weight,
             update.limits.as_ref(),
         )?;
-        self.change_profile_with(op, id, "tenant.update", |w, p| {
+        let (mut info, info_key) = self.change_profile_keyed(op, id, "tenant.update", |w, p| {
             if let Some(parent) = &update.parent {
                 if let Some(parent) = parent {
                     hierarchy::check_parent(w, id, parent)?;
@@ -303,11 +327,20 @@ impl Engine {
             if let Some(l) = update.limits {
                 p.limits = l;
             }
-            if let Some(w) = update.weight {
-                p.weight = w;
+            if let Some(weight) = update.weight {
+                p.weight = weight;
+            }
+            if let Some(patch) = update.metadata {
+                let key = w
+                    .tenant(id)?
+                    .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?
+                    .key;
+                tenant_metadata::patch_stored(w, key, patch)?;
             }
             Ok(())
-        })
+        })?;
+        info.metadata = tenant_metadata::read_for_display(&self.store.read()?, id, info_key)?;
+        Ok(info)
     }
 
     /// Suspends a tenant: every data operation then fails with `TENANT_SUSPENDED`; its data is
@@ -486,18 +519,21 @@ impl Engine {
         action: &str,
         f: impl FnOnce(&mut TenantProfile) -> Result<(), EngineError>,
     ) -> Result<TenantInfo, EngineError> {
-        self.change_profile_with(op, id, action, |_, p| f(p))
+        self.change_profile_keyed(op, id, action, |_, p| f(p))
+            .map(|(info, _)| info)
     }
 
     /// [`Engine::change_profile`] with the transaction, for changes checked against other
-    /// tenants (a new parent).
-    fn change_profile_with(
+    /// tenants (a new parent) or beside the profile (metadata); also returns the storage key.
+    /// Reads nothing but the registry row: a damaged row beside it (metadata) must not block
+    /// a suspension, a deletion or a limits change.
+    fn change_profile_keyed(
         &self,
         op: &OperatorScope,
         id: &TenantId,
         action: &str,
-        f: impl FnOnce(&Writer<'_>, &mut TenantProfile) -> Result<(), EngineError>,
-    ) -> Result<TenantInfo, EngineError> {
+        f: impl FnOnce(&mut Writer<'_>, &mut TenantProfile) -> Result<(), EngineError>,
+    ) -> Result<(TenantInfo, TenantKey), EngineError> {
         self.store
             .write(|w| {
                 let mut meta = w
@@ -510,12 +546,10 @@ impl Engine {
                 audit::append(w, meta.key, audit::operator_event(op, id, action))?;
                 Ok((TenantInfo::try_from(&meta)?, meta.key))
             })
-            .map(|(info, key)| {
-                self.admissions.invalidate(key);
-                info
-            })
+            .inspect(|(_, key)| self.admissions.invalidate(*key))
     }
 
+    /// Every tenant, from one snapshot; without metadata (see [`TenantInfo::metadata`]).
     pub fn tenants(&self, _op: &OperatorScope) -> Result<Vec<TenantInfo>, EngineError> {
         self.store
             .read()?

@@ -42,6 +42,11 @@ pub enum ExportLine {
         /// The tenant's own graph parameters, if it has any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         index_params: Option<IndexParams>,
+        /// The operator's metadata of the tenant, if it has any. Absent in exports of
+        /// earlier versions: none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<Object>)]
+        metadata: Option<serde_json::Map<String, serde_json::Value>>,
     },
     Collection(Collection),
     /// A link between two records of the export (after every record).
@@ -121,6 +126,7 @@ impl Engine {
             weight: p.weight,
             isolation: p.isolation,
             index_params: p.index_params,
+            metadata: Some(strata_store::tenant_metadata(&r, meta.key)?).filter(|m| !m.is_empty()),
         })?;
         let mut lines = 1;
         for c in r.collections(meta.key)? {
@@ -285,11 +291,18 @@ impl Engine {
                     weight,
                     isolation,
                     index_params,
+                    metadata,
                     ..
                 } if n == 0 => {
                     if let Some(p) = &index_params {
                         p.validate()
                             .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
+                    }
+                    if let Some(m) = metadata {
+                        crate::tenant_metadata::check(&m)
+                            .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
+                        self.store
+                            .write(|w| Ok::<_, EngineError>(w.put_tenant_metadata(key, &m)?))?;
                     }
                     profile = TenantProfile {
                         display_name,

@@ -73,3 +73,59 @@ pub(crate) fn check_live(
         _ => Err(EngineError::TenantNotFound(scope.tenant().clone())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_auth::Grant;
+    use strata_store::{Store, TenantMeta};
+    use strata_types::TenantId;
+
+    /// A store holding tenant `acme` whose profile does not decode (an unknown status), and
+    /// scopes for that incarnation and for another one of the same id.
+    fn damaged() -> (tempfile::TempDir, Store, TenantScope, TenantScope) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let id = TenantId::parse("acme").unwrap();
+        let profile = serde_json::json!({"status": "mangled", "weight": 1});
+        let meta = store
+            .write(|w| w.create_tenant(&id, 0, profile.as_object().cloned().unwrap()))
+            .unwrap();
+        // A key this fresh registry never minted: another incarnation's.
+        let other = TenantMeta {
+            key: TenantKey::for_tests(u64::MAX),
+            ..meta.clone()
+        };
+        assert_ne!(other.key, meta.key);
+        let this = TenantScope::for_tests(&meta, Grant::read_write());
+        let stale = TenantScope::for_tests(&other, Grant::read_write());
+        (dir, store, this, stale)
+    }
+
+    /// The order matters: a credential of another incarnation (a purged tenant's, say) learns
+    /// only "not found", never that the current row is damaged; the row's own incarnation is
+    /// told it is corrupt. Both through the memo (twice: decoded, then memoised) and through
+    /// the plain check it stands for.
+    #[test]
+    fn another_incarnation_is_not_found_before_a_damaged_profile_is_reported() {
+        let (_dir, store, this, stale) = damaged();
+        let memo = DecodeMemo::default();
+        let r = store.read().unwrap();
+        for _ in 0..2 {
+            let e = check_live(&r, &stale, &memo).err().expect("refused");
+            assert!(matches!(e, EngineError::TenantNotFound(_)), "{e:?}");
+            let e = check_live(&r, &this, &memo).err().expect("refused");
+            assert!(
+                matches!(e, EngineError::Store(StoreError::Corrupt(_))),
+                "{e:?}"
+            );
+        }
+        let e = crate::tenants::check_live(&r, &stale).expect_err("refused");
+        assert!(matches!(e, EngineError::TenantNotFound(_)), "{e:?}");
+        let e = crate::tenants::check_live(&r, &this).expect_err("refused");
+        assert!(
+            matches!(e, EngineError::Store(StoreError::Corrupt(_))),
+            "{e:?}"
+        );
+    }
+}

@@ -370,9 +370,20 @@ pub fn decode_change_mark(bytes: &[u8]) -> Result<ChangeMark, StoreError> {
     Ok(mark)
 }
 
-/// Format 1 rows (written before moves were resumed) have no `attempt`; format 2 adds it.
+/// Format 1 rows (written before moves were resumed) have no `attempt`; format 2 adds it;
+/// format 3 adds the graph parameters the move lands with (`index_params`).
 const MIGRATION_V1: u8 = 1;
 const MIGRATION_V2: u8 = 2;
+const MIGRATION_V3: u8 = 3;
+
+/// A tenant's own graph parameters as a migration row stores them (the engine owns their
+/// meaning and bounds); `None` is the server default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredIndexParams {
+    pub m: Option<u32>,
+    pub ef_construction: Option<u32>,
+    pub ef_search: Option<u32>,
+}
 
 /// An isolation level as a migration row stores it (the engine owns the levels' meaning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -414,6 +425,25 @@ pub struct StoredMigration {
     /// resumption of it after a crash or shutdown. 0 in a format-1 row (written by a binary
     /// that did not resume moves, whose users were told to ask again): never resumed.
     pub attempt: u8,
+    /// The graph parameters the tenant lands with (all `None`: the server's defaults), so
+    /// that a resumed move keeps the ones it was asked for. `None`: the tenant's stored ones
+    /// (a row of format 1 or 2, written for a move that changes none, or by a binary before
+    /// they were kept); the engine checks their range before using them.
+    pub index_params: Option<StoredIndexParams>,
+}
+
+/// A format-2 row: a `StoredMigration` without `index_params`.
+#[derive(Deserialize)]
+struct StoredMigrationV2 {
+    from: StoredLevel,
+    to: StoredLevel,
+    state: StoredMigrationState,
+    started_at: Millis,
+    finished_at: Option<Millis>,
+    keys_copied: u64,
+    keys_total: u64,
+    error: Option<String>,
+    attempt: u8,
 }
 
 /// A format-1 row: a `StoredMigration` without `attempt`.
@@ -429,8 +459,18 @@ struct StoredMigrationV1 {
     error: Option<String>,
 }
 
+/// A row that keeps no graph parameters is written in format 2, which the binary before
+/// format 3 reads (a downgrade keeps its migration status); one that keeps them in format 3.
 pub fn encode_migration(m: &StoredMigration) -> Result<Vec<u8>, StoreError> {
-    encode_postcard(MIGRATION_V2, m)
+    match m.index_params {
+        None => {
+            let mut v = encode_postcard(MIGRATION_V2, m)?;
+            // `index_params`, the last field: `None`, one byte, not in format 2.
+            v.pop();
+            Ok(v)
+        }
+        Some(_) => encode_postcard(MIGRATION_V3, m),
+    }
 }
 
 pub fn decode_migration(bytes: &[u8]) -> Result<StoredMigration, StoreError> {
@@ -447,9 +487,24 @@ pub fn decode_migration(bytes: &[u8]) -> Result<StoredMigration, StoreError> {
             keys_total: v1.keys_total,
             error: v1.error,
             attempt: 0,
+            index_params: None,
+        }
+    } else if bytes.first() == Some(&MIGRATION_V2) {
+        let v2: StoredMigrationV2 = decode_postcard(WHAT, MIGRATION_V2, bytes)?;
+        StoredMigration {
+            from: v2.from,
+            to: v2.to,
+            state: v2.state,
+            started_at: v2.started_at,
+            finished_at: v2.finished_at,
+            keys_copied: v2.keys_copied,
+            keys_total: v2.keys_total,
+            error: v2.error,
+            attempt: v2.attempt,
+            index_params: None,
         }
     } else {
-        decode_postcard(WHAT, MIGRATION_V2, bytes)?
+        decode_postcard(WHAT, MIGRATION_V3, bytes)?
     };
     if (m.state == StoredMigrationState::Running) != m.finished_at.is_none() {
         return Err(StoreError::Corrupt(format!(
@@ -458,6 +513,37 @@ pub fn decode_migration(bytes: &[u8]) -> Result<StoredMigration, StoreError> {
         )));
     }
     Ok(m)
+}
+
+/// A tenant's operator metadata (`crate::tenant_metadata`): `1 | a JSON object`. JSON because
+/// the operator's values are free-form (postcard cannot carry self-describing values).
+const TENANT_METADATA_V1: u8 = 1;
+
+pub fn encode_tenant_metadata(
+    m: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![TENANT_METADATA_V1];
+    serde_json::to_writer(&mut out, m).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes what [`encode_tenant_metadata`] wrote. Closed: another format byte, or a body that
+/// is not one JSON object, is [`StoreError::Corrupt`], never an empty map.
+pub fn decode_tenant_metadata(
+    bytes: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("tenant metadata: {e}"));
+    // Longer than the engine ever writes: refused before parsing, so that a damaged row
+    // cannot make a read parse (and hold) an unbounded value.
+    let most = crate::tenant_metadata::MAX_BYTES + 1;
+    if bytes.len() > most {
+        return Err(corrupt(&format!("{} bytes, more than {most}", bytes.len())));
+    }
+    match bytes.split_first() {
+        Some((&TENANT_METADATA_V1, body)) => serde_json::from_slice(body).map_err(|e| corrupt(&e)),
+        Some((f, _)) => Err(corrupt(&format!("unknown format {f}"))),
+        None => Err(corrupt(&"empty value")),
+    }
 }
 
 #[cfg(test)]
@@ -810,10 +896,13 @@ mod golden {
     const MIGRATION_CANCELLED_GOLDEN: &str = "0102010408010a0000010e627920616e206f70657261746f72";
 
     const MIGRATION_V2_INTERRUPTED_GOLDEN: &str = "0202000308010a0001010363757402";
+    /// The same row in format 3, with its graph parameters (`m` 32, `ef_search` 100).
+    const MIGRATION_V3_INTERRUPTED_GOLDEN: &str = "0302000308010a0001010363757402010120000164";
 
-    /// Format-2 rows keep their bytes; format-1 rows (above) still decode, as attempt 0.
+    /// Format-3 rows keep their bytes; format-2 rows still decode, without parameters (and
+    /// format-1 rows, below, as attempt 0).
     #[test]
-    fn migration_rows_with_an_attempt_keep_their_bytes() {
+    fn migration_rows_with_parameters_keep_their_bytes() {
         let row = StoredMigration {
             from: StoredLevel::Dedicated,
             to: StoredLevel::Shared,
@@ -824,15 +913,42 @@ mod golden {
             keys_total: 1,
             error: Some("cut".into()),
             attempt: 2,
+            index_params: None,
         };
-        let bytes = encode_migration(&row).unwrap();
-        assert_eq!(hex(&bytes), MIGRATION_V2_INTERRUPTED_GOLDEN);
-        assert_eq!(decode_migration(&bytes).unwrap(), row);
+        assert_eq!(hex(&encode_v2(&row)), MIGRATION_V2_INTERRUPTED_GOLDEN);
+        assert_eq!(
+            decode_migration(&unhex(MIGRATION_V2_INTERRUPTED_GOLDEN)).unwrap(),
+            row
+        );
+        let with_params = StoredMigration {
+            index_params: Some(StoredIndexParams {
+                m: Some(32),
+                ef_construction: None,
+                ef_search: Some(100),
+            }),
+            ..row.clone()
+        };
+        let bytes = encode_migration(&with_params).unwrap();
+        assert_eq!(hex(&bytes), MIGRATION_V3_INTERRUPTED_GOLDEN);
+        assert_eq!(decode_migration(&bytes).unwrap(), with_params);
+        // Without parameters, a row is written in format 2, as the binary before format 3
+        // wrote it (and reads it); format 3 bytes without them still decode.
+        let unknown = encode_migration(&row).unwrap();
+        assert_eq!(hex(&unknown), MIGRATION_V2_INTERRUPTED_GOLDEN);
+        let v3_without = encode_postcard(MIGRATION_V3, &row).unwrap();
+        assert_eq!(decode_migration(&v3_without).unwrap(), row);
         let mut other_format = bytes.clone();
-        other_format[0] = 3;
+        other_format[0] = 4;
         let mut trailing = bytes.clone();
         trailing.push(0);
-        for bad in [other_format, trailing, bytes[..bytes.len() - 1].to_vec()] {
+        let mut v2_trailing = unhex(MIGRATION_V2_INTERRUPTED_GOLDEN);
+        v2_trailing.push(0);
+        for bad in [
+            other_format,
+            trailing,
+            v2_trailing,
+            bytes[..bytes.len() - 1].to_vec(),
+        ] {
             assert!(
                 matches!(decode_migration(&bad), Err(StoreError::Corrupt(_))),
                 "{bad:?}"
@@ -840,10 +956,18 @@ mod golden {
         }
     }
 
+    /// Format-2 bytes of `m` (as the binaries before format 3 wrote them); `m` has no
+    /// parameters.
+    fn encode_v2(m: &StoredMigration) -> Vec<u8> {
+        assert!(m.index_params.is_none());
+        encode_migration(m).unwrap()
+    }
+
     /// Format-1 bytes of `m` (as the binaries before format 2 wrote them).
     fn encode_v1(m: &StoredMigration) -> Vec<u8> {
-        let mut v = encode_postcard(MIGRATION_V1, m).unwrap();
-        v.pop(); // `attempt`, the last field, one byte below 128.
+        let mut v = encode_v2(m);
+        v[0] = MIGRATION_V1;
+        v.pop(); // `attempt`, the last field of format 2, one byte below 128.
         v
     }
 
@@ -859,6 +983,7 @@ mod golden {
             keys_total: 1_100,
             error: None,
             attempt: 0,
+            index_params: None,
         };
         let bytes = encode_v1(&done);
         assert_eq!(hex(&bytes), MIGRATION_DONE_GOLDEN);
@@ -876,6 +1001,7 @@ mod golden {
             keys_total: 0,
             error: Some("disk full".into()),
             attempt: 0,
+            index_params: None,
         };
         assert_eq!(hex(&encode_v1(&failed)), MIGRATION_FAILED_GOLDEN);
         assert_eq!(
@@ -904,7 +1030,7 @@ mod golden {
         let mut trailing = bytes.clone();
         trailing.push(0);
         let mut other_format = bytes.clone();
-        other_format[0] = 3;
+        other_format[0] = 4;
         let mut unknown_level = bytes.clone();
         unknown_level[1] = 3;
         let mut unknown_state = bytes.clone();
@@ -946,5 +1072,57 @@ mod golden {
         for bytes in [&b""[..], &[1, 0, 0][..], &[2, 0, 0, 0, 0, 0, 0, 0, 0][..]] {
             assert!(decode_credential(bytes).is_err(), "{bytes:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tenant_metadata_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `{"team":"search","tier":2}` in format 1.
+    const TENANT_METADATA_GOLDEN: &[u8] = b"\x01{\"team\":\"search\",\"tier\":2}";
+
+    #[test]
+    fn tenant_metadata_keeps_its_bytes_and_decodes_closed() {
+        let m = json!({"team": "search", "tier": 2})
+            .as_object()
+            .cloned()
+            .unwrap();
+        assert_eq!(encode_tenant_metadata(&m).unwrap(), TENANT_METADATA_GOLDEN);
+        assert_eq!(decode_tenant_metadata(TENANT_METADATA_GOLDEN).unwrap(), m);
+        let mut trailing = TENANT_METADATA_GOLDEN.to_vec();
+        trailing.push(b'x');
+        let bad: [&[u8]; 6] = [
+            b"",
+            b"\x02{}",
+            // Plain JSON without the format byte: not a legacy form of this row.
+            b"{}",
+            b"\x01[1]",
+            b"\x01{\"team\":",
+            &trailing,
+        ];
+        for bytes in bad {
+            assert!(
+                matches!(decode_tenant_metadata(bytes), Err(StoreError::Corrupt(_))),
+                "{bytes:?}"
+            );
+        }
+    }
+
+    /// Exactly the byte bound (plus the format byte) decodes; one byte more is refused
+    /// before parsing.
+    #[test]
+    fn a_tenant_metadata_row_past_the_byte_bound_is_refused() {
+        let max = crate::tenant_metadata::MAX_BYTES;
+        // `{"blob":""}` is 11 bytes.
+        let fits = json!({"blob": "x".repeat(max - 11)});
+        let bytes = encode_tenant_metadata(fits.as_object().unwrap()).unwrap();
+        assert_eq!(bytes.len(), max + 1);
+        assert!(decode_tenant_metadata(&bytes).is_ok());
+        let over = json!({"blob": "x".repeat(max - 10)});
+        let bytes = encode_tenant_metadata(over.as_object().unwrap()).unwrap();
+        let e = decode_tenant_metadata(&bytes).unwrap_err().to_string();
+        assert!(e.contains("more than"), "{e}");
     }
 }

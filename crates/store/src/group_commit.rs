@@ -260,6 +260,25 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    /// Generous: these tests wait on conditions, not on time, so that a loaded CI machine
+    /// that deschedules a thread for a while slows them down without failing them.
+    const DEADLINE: Duration = Duration::from_secs(60);
+
+    /// Waits until `cond` holds of the group's state (polling; panics naming `what` after
+    /// [`DEADLINE`]).
+    fn wait_for(g: &GroupCommit, what: &str, cond: impl Fn(&State) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !cond(&g.lock()) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// How many writers wait in `wait_durable`.
+    fn waiters(st: &State) -> u32 {
+        st.waiting.values().sum()
+    }
+
     #[test]
     fn a_lone_writer_syncs_once_per_commit() {
         let g = GroupCommit::default();
@@ -303,8 +322,10 @@ mod tests {
                 Ok(Duration::ZERO)
             })
         });
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        // The leader cannot have synced: the open writer entered before it took the lead.
+        wait_for(&g, "the leader to take the lead", |st| st.syncing);
+        // Time for a wrong leader to sync; it cannot have: the open writer entered before it
+        // took the lead.
+        std::thread::sleep(Duration::from_millis(50));
         assert_eq!(syncs.load(Ordering::SeqCst), 0);
         let second = late.committed();
         leader.join().unwrap().unwrap();
@@ -317,26 +338,34 @@ mod tests {
     fn writers_acknowledged_together_are_waited_for_when_they_come_back() {
         let syncs = Arc::new(AtomicU64::new(0));
         let g = Arc::new(lingering_long());
-        let slow_sync = |syncs: &AtomicU64| {
-            syncs.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(100));
-            // A slow disk: the next leader may linger up to a quarter of this.
-            Ok(Duration::from_millis(800))
-        };
-        // Both wait on the same sync: `a` leads it, `b` joins while it is in flight.
+        // A slow disk: the next leader may linger up to a quarter of this, 15 s, far longer
+        // than a loaded machine keeps the test's threads from running.
+        const REPORTED: Duration = Duration::from_secs(60);
+        // Both wait on the same sync: `a` leads it, `b` joins while it is in flight (the sync
+        // holds until both wait, so that it acknowledges both however threads are scheduled).
         let a = g.enter().committed();
         let b = g.enter().committed();
+        let both_wait = |g: &GroupCommit, syncs: &AtomicU64| {
+            wait_for(g, "both writers to wait", |st| waiters(st) == 2);
+            syncs.fetch_add(1, Ordering::SeqCst);
+            Ok(REPORTED)
+        };
         let (g2, s2) = (g.clone(), syncs.clone());
-        let other = std::thread::spawn(move || g2.wait_durable(a, || slow_sync(&s2)));
-        std::thread::sleep(Duration::from_millis(20));
-        g.wait_durable(b, || slow_sync(&syncs)).unwrap();
+        let other = std::thread::spawn(move || g2.wait_durable(a, || both_wait(&g2, &s2)));
+        g.wait_durable(b, || both_wait(&g, &syncs)).unwrap();
         other.join().unwrap().unwrap();
-        // Both were acknowledged by that sync; `a` comes back first and leads, `b` a moment
-        // later: one sync covers both.
+        assert_eq!(g.lock().last_covered, 2);
+        // Both were acknowledged by that sync; `a` comes back first and leads (lingering), `b`
+        // a moment later: one sync covers both.
         let a2 = g.enter().committed();
         let (g2, s2) = (g.clone(), syncs.clone());
-        let leader = std::thread::spawn(move || g2.wait_durable(a2, || slow_sync(&s2)));
-        std::thread::sleep(Duration::from_millis(10));
+        let leader = std::thread::spawn(move || {
+            g2.wait_durable(a2, || {
+                s2.fetch_add(1, Ordering::SeqCst);
+                Ok(Duration::ZERO)
+            })
+        });
+        wait_for(&g, "the leader to linger", |st| st.syncing);
         let b2 = g.enter().committed();
         leader.join().unwrap().unwrap();
         g.wait_durable(b2, || panic!("covered by the leader's sync"))
@@ -358,52 +387,56 @@ mod tests {
     fn one_comes_back(g: &GroupCommit, stall: Duration, fsync: Duration) -> Duration {
         let a = g.enter().committed();
         let b = g.enter().committed();
-        // At least long enough for `b` to join the sync `a` leads.
-        let stall = stall.max(Duration::from_millis(100));
+        // The sync holds until both wait on it, so that it acknowledges both however the
+        // threads are scheduled.
         let sync = || {
+            wait_for(g, "both writers to wait", |st| waiters(st) == 2);
             std::thread::sleep(stall);
             Ok(fsync)
         };
         std::thread::scope(|s| {
             let other = s.spawn(|| g.wait_durable(a, sync));
-            std::thread::sleep(Duration::from_millis(20));
             g.wait_durable(b, sync).unwrap();
             other.join().unwrap().unwrap();
         });
+        assert_eq!(g.lock().last_covered, 2);
+        assert_eq!(g.lock().last_took, fsync, "only the fsync is timed");
         let started = Instant::now();
         let a2 = g.enter().committed();
         g.wait_durable(a2, || Ok(Duration::ZERO)).unwrap();
         started.elapsed()
     }
 
+    // The bounds below leave the expected wait a margin of most of a second (a loaded
+    // 2-core machine may deschedule a thread that long) and still sit well below what each
+    // bug would cost.
+
     #[test]
     fn a_leader_lingers_no_longer_than_a_quarter_of_the_last_fsync() {
-        // A quarter of 200 ms is 50 ms; the margin is for a loaded machine.
-        let waited = one_comes_back(
-            &lingering_long(),
-            Duration::ZERO,
-            Duration::from_millis(200),
-        );
-        assert!(waited < Duration::from_millis(180), "{waited:?}");
+        // A quarter of 4 s is 1 s; lingering half of it would be 2 s, all of it 4 s.
+        let waited = one_comes_back(&lingering_long(), Duration::ZERO, Duration::from_secs(4));
+        assert!(waited < Duration::from_millis(1_800), "{waited:?}");
     }
 
     #[test]
     fn the_linger_is_capped_whatever_the_last_fsync_took() {
-        // Unbounded, a quarter of this would be 2 s.
+        // Capped, it lingers 2 ms; unbounded, a quarter of this would be 10 s.
         let g = GroupCommit::default();
-        let waited = one_comes_back(&g, Duration::ZERO, Duration::from_secs(8));
-        assert!(waited < Duration::from_millis(500), "{waited:?}");
+        let waited = one_comes_back(&g, Duration::ZERO, Duration::from_secs(40));
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
     }
 
     #[test]
     fn a_stall_before_the_fsync_does_not_lengthen_the_linger() {
-        // A compaction or redb's write lock held the sync up for 2 s; its fsync took 1 µs.
+        // A compaction or redb's write lock held the sync up for 3 s; its fsync took 1 µs.
+        // Timed with the stall, the linger would be 750 ms. `one_comes_back` also checks that
+        // only the fsync was recorded, which does not depend on timing at all.
         let waited = one_comes_back(
             &lingering_long(),
-            Duration::from_secs(2),
+            Duration::from_secs(3),
             Duration::from_micros(1),
         );
-        assert!(waited < Duration::from_millis(300), "{waited:?}");
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
     }
 
     #[test]
@@ -413,13 +446,14 @@ mod tests {
         // audit rows) will not come back, so the next leader must not linger for it.
         let a = g.enter().committed();
         let _b = g.enter().committed();
-        g.wait_durable(a, || Ok(Duration::from_secs(8))).unwrap();
+        g.wait_durable(a, || Ok(Duration::from_secs(40))).unwrap();
+        assert_eq!(g.lock().last_covered, 1);
         let started = Instant::now();
         let a2 = g.enter().committed();
         g.wait_durable(a2, || Ok(Duration::ZERO)).unwrap();
-        // Counting both commits, it would linger 2 s.
+        // Counting both commits, it would linger 10 s.
         assert!(
-            started.elapsed() < Duration::from_millis(500),
+            started.elapsed() < Duration::from_secs(5),
             "{:?}",
             started.elapsed()
         );

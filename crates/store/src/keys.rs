@@ -64,6 +64,9 @@ const TAG_CHANGE_MARK: u8 = 23;
 /// The tenant's last isolation-level migration (`crates/store/src/migration_row.rs`). Far from
 /// the change log's tags, so that tags added meanwhile for other state cannot collide with it.
 const TAG_LAST_MIGRATION: u8 = 30;
+/// The operator's metadata of the tenant (`crates/store/src/tenant_metadata.rs`): kept apart
+/// from the registry row, which every write decodes for its liveness check.
+const TAG_TENANT_METADATA: u8 = 31;
 
 /// Which scope field a secondary-index entry is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +286,12 @@ pub fn last_migration(tenant: TenantKey) -> Vec<u8> {
     key(tenant, TAG_LAST_MIGRATION, &[])
 }
 
+/// The tenant's one row of operator metadata. Inside the tenant's range, so it moves with the
+/// tenant's data and is erased with it.
+pub fn tenant_metadata(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_TENANT_METADATA, &[])
+}
+
 /// A link by its source: `source \0 target \0 relation`, holding the link's weight.
 pub fn link_out(
     tenant: TenantKey,
@@ -379,6 +388,8 @@ pub enum KeyKind<'a> {
     ChangeMark(&'a [u8]),
     /// The last migration's row (the rest is empty).
     LastMigration(&'a [u8]),
+    /// The operator's metadata of the tenant (the rest is empty).
+    TenantMetadata(&'a [u8]),
 }
 
 /// Splits a `data` key of `tenant` into its kind; `None` if it is not one of this tenant's
@@ -402,6 +413,7 @@ pub fn classify(tenant: TenantKey, key: &[u8]) -> Option<KeyKind<'_>> {
         TAG_CHANGE_HEAD => KeyKind::ChangeHead(rest),
         TAG_CHANGE_MARK => KeyKind::ChangeMark(rest),
         TAG_LAST_MIGRATION => KeyKind::LastMigration(rest),
+        TAG_TENANT_METADATA => KeyKind::TenantMetadata(rest),
         _ => return None,
     })
 }
@@ -450,6 +462,7 @@ mod tests {
             change_head(t),
             change_mark(t, &c),
             last_migration(t),
+            tenant_metadata(t),
         ] {
             assert!(k.starts_with(&tenant_all(t)));
             assert!(!k.starts_with(&tenant_all(TenantKey(0x0103))));

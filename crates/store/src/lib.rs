@@ -29,6 +29,7 @@ mod placement;
 mod registry;
 pub mod stats;
 mod tables;
+mod tenant_metadata;
 mod thread_writes;
 mod tracking;
 mod verify;
@@ -36,7 +37,7 @@ mod verify;
 pub use adaptive::{AdaptiveItem, AdaptiveReads, AdaptiveRow};
 pub use changelog::{ChangeLogReads, DEFAULT_CHANGE_LOG_CAP};
 pub use codec::{
-    ChangeEntry, ChangeHead, ChangeMark, ChangeOp, StoredLevel, StoredMigration,
+    ChangeEntry, ChangeHead, ChangeMark, ChangeOp, StoredIndexParams, StoredLevel, StoredMigration,
     StoredMigrationState,
 };
 pub use credentials::{CredentialStore, Owner, StoredCredential};
@@ -52,6 +53,11 @@ pub use placement::{
 };
 pub use registry::TenantMeta;
 pub use tables::{DEFAULT_CACHE_BYTES, Pending, Reader, Reads, Store, Writer};
+pub use tenant_metadata::tenant_metadata;
+/// The bounds of a tenant's metadata and its depth measure.
+pub mod tenant_metadata_bounds {
+    pub use crate::tenant_metadata::{MAX_BYTES, MAX_DEPTH, MAX_KEYS, depth_of};
+}
 pub use thread_writes::{
     NoWrites, forbid_writes_on_this_thread, writes_allowed_here, writes_on_forbidden_threads,
 };

@@ -62,6 +62,7 @@ mod tests {
             keys_total: 0,
             error: None,
             attempt: 1,
+            index_params: None,
         };
         store.write(|w| w.put_last_migration(t, &row)).unwrap();
         let r = store.read().unwrap();

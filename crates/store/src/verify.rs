@@ -159,6 +159,22 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                     c.problem(format!("last migration row: {e}"));
                 }
             }
+            Some(KeyKind::TenantMetadata(rest)) => {
+                if !rest.is_empty() {
+                    c.problem(format!(
+                        "tenant metadata row {k:02x?}: not a well-formed key"
+                    ));
+                } else {
+                    match crate::codec::decode_tenant_metadata(&v) {
+                        Err(e) => c.problem(format!("tenant metadata row: {e}")),
+                        Ok(m) => {
+                            if let Some(why) = crate::tenant_metadata::out_of_bounds(&m) {
+                                c.problem(format!("tenant metadata row: {why}"));
+                            }
+                        }
+                    }
+                }
+            }
             Some(KeyKind::Idempotency(name)) => {
                 if let Err(e) = IdempotencyRow::decode(&v) {
                     c.problem(format!("idempotency key {:?}: {e}", text(name)));

@@ -115,6 +115,16 @@ fn positive_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--metadata`: a JSON object (or, for an update, `null`, which removes it all), checked
+/// here so that a typo fails before a request is sent.
+pub fn metadata_arg(s: &str) -> Result<Value, String> {
+    match serde_json::from_str::<Value>(s) {
+        Ok(v @ (Value::Object(_) | Value::Null)) => Ok(v),
+        Ok(_) => Err("metadata must be a JSON object, e.g. '{\"team\":\"search\"}'".into()),
+        Err(e) => Err(format!("metadata is not JSON: {e}")),
+    }
+}
+
 /// The body of `PATCH /v1/admin/tenants/{id}` from CLI flags. Limits go as a merge patch.
 pub fn update_body(name: Option<String>, limits: &LimitFlags, weight: Option<u32>) -> Value {
     let mut l = serde_json::Map::new();

@@ -153,6 +153,9 @@ enum TenantAction {
         /// Fair-share weight, at least 1 (default 1).
         #[arg(long)]
         weight: Option<u32>,
+        /// Operator metadata, a JSON object, e.g. '{"team":"search"}'.
+        #[arg(long, value_parser = client::metadata_arg)]
+        metadata: Option<serde_json::Value>,
     },
     /// List tenants.
     List,
@@ -160,7 +163,8 @@ enum TenantAction {
     Tree,
     /// Show one tenant, with its usage.
     Show { id: String },
-    /// Change a tenant's name, limits (only those given) or scheduling weight.
+    /// Change a tenant's name, limits (only those given), scheduling weight, parent or
+    /// metadata (merged).
     Update {
         id: String,
         /// Display name.
@@ -177,6 +181,10 @@ enum TenantAction {
         /// Remove the tenant's parent.
         #[arg(long)]
         no_parent: bool,
+        /// A JSON merge patch of the metadata: named keys change, a null removes one, the
+        /// others stay; 'null' removes it all.
+        #[arg(long, value_parser = client::metadata_arg)]
+        metadata: Option<serde_json::Value>,
     },
     /// Suspend a tenant: every data operation fails with TENANT_SUSPENDED, data is kept.
     Suspend { id: String },
@@ -295,10 +303,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     parent,
                     limits,
                     weight,
+                    metadata,
                 } => {
                     // The same fields as an update, all in the one creating request.
                     let mut body = client::update_body(name, &limits, weight);
                     body["id"] = serde_json::json!(id);
+                    if let Some(m) = metadata {
+                        body["metadata"] = m;
+                    }
                     if let Some(p) = parent {
                         body["parent"] = serde_json::json!(p);
                     }
@@ -321,8 +333,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     weight,
                     parent,
                     no_parent,
+                    metadata,
                 } => {
                     let mut body = client::update_body(name, &limits, weight);
+                    if let Some(m) = metadata {
+                        body["metadata"] = m;
+                    }
                     if let Some(p) = parent {
                         body["parent"] = serde_json::json!(p);
                     } else if no_parent {

@@ -74,6 +74,44 @@ fn tenant_and_key_commands_work() {
     assert!(ok && v.get("parent").is_none(), "{v}");
     let (ok, v, _) = strata(&server, &["tenant", "delete", "acme-team", "--hard"]);
     assert!(ok, "{v}");
+    // Metadata: set at creation, merged by an update, refused before sending when not JSON.
+    let (ok, v, err) = strata(
+        &server,
+        &[
+            "tenant",
+            "create",
+            "meta",
+            "--metadata",
+            r#"{"team":"search","tier":1}"#,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        v["metadata"],
+        serde_json::json!({"team": "search", "tier": 1})
+    );
+    let (ok, v, err) = strata(
+        &server,
+        &[
+            "tenant",
+            "update",
+            "meta",
+            "--metadata",
+            r#"{"tier":null,"plan":"pro"}"#,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        v["metadata"],
+        serde_json::json!({"team": "search", "plan": "pro"})
+    );
+    let (ok, _, err) = strata(
+        &server,
+        &["tenant", "create", "meta2", "--metadata", "{team"],
+    );
+    assert!(!ok && err.contains("metadata"), "{err}");
+    let (ok, _, err) = strata(&server, &["tenant", "create", "meta2", "--metadata", "[1]"]);
+    assert!(!ok && err.contains("metadata"), "{err}");
 
     let (ok, v, err) = strata(
         &server,

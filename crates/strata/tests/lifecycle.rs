@@ -193,11 +193,15 @@ fn hard_delete_erases_every_byte_at_once_and_for_good() {
     const CANARY: &str = "CANARY-http-4d1e-only-acme-wrote-this";
     let mut server = Server::start();
     // The canary goes into everything an operator or the tenant can store for it: display
-    // name, key names, record content and metadata, collection names, audit rows.
+    // name, tenant metadata, key names, record content and metadata, collection names, audit rows.
     let (s, v) = server.post(
         "/v1/admin/tenants",
         OPERATOR_KEY,
-        json!({"id": "acme", "display_name": format!("{CANARY} Inc.")}),
+        json!({
+            "id": "acme",
+            "display_name": format!("{CANARY} Inc."),
+            "metadata": {"note": CANARY},
+        }),
     );
     assert_eq!(s, 201, "{v}");
     let key = server.key(
@@ -426,4 +430,193 @@ fn concurrent_writers_over_http_never_overshoot_the_vector_quota() {
         "{v}"
     );
     assert!(v["usage"]["storage_bytes"].as_u64().unwrap_or(0) > 0, "{v}");
+}
+
+/// A `PATCH` of the tenant `acme`, answered with `(status, body)`.
+fn patch(server: &Server, body: Value) -> (u16, Value) {
+    server.call(
+        "PATCH",
+        "/v1/admin/tenants/acme",
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&body),
+    )
+}
+
+#[test]
+fn tenant_metadata_is_set_merged_bounded_and_kept() {
+    let mut server = Server::start();
+    let first = json!({"team": "search", "owner": {"name": "ana", "tz": "utc"}, "tier": 2});
+    let (s, v) = server.post(
+        "/v1/admin/tenants",
+        OPERATOR_KEY,
+        json!({"id": "acme", "metadata": first}),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["metadata"], first);
+    server.tenant("globex");
+    assert_eq!(
+        admin(&server, "GET", "/v1/admin/tenants/acme", None)["metadata"],
+        first
+    );
+    assert_eq!(
+        admin(&server, "GET", "/v1/admin/tenants/globex", None)["metadata"],
+        json!({})
+    );
+    // Lists leave it out, whatever a tenant holds (it could be 16 KiB a tenant).
+    let list = admin(&server, "GET", "/v1/admin/tenants", None);
+    let tenants = list["tenants"].as_array().expect("tenants");
+    assert_eq!(tenants.len(), 2, "{list}");
+    assert!(
+        tenants.iter().all(|t| t.get("metadata").is_none()),
+        "{list}"
+    );
+
+    // A merge patch: keys set, nested objects merged, `null` removes; other fields stay.
+    let (s, v) = patch(
+        &server,
+        json!({"metadata": {"tier": null, "owner": {"tz": null, "mail": "a@x"}, "plan": "pro"}}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let merged = json!({"team": "search", "owner": {"name": "ana", "mail": "a@x"}, "plan": "pro"});
+    assert_eq!(v["metadata"], merged);
+    let (s, v) = patch(&server, json!({"weight": 2}));
+    assert_eq!((s, &v["metadata"]), (200, &merged), "{v}");
+
+    // Out of bounds or of the wrong shape: 400 naming the field, nothing changed.
+    let deep = (0..9).fold(json!(1), |v, _| json!({ "a": v }));
+    let many: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("k{i}"), json!(i))).collect();
+    for bad in [
+        json!("x"),
+        json!([1]),
+        deep.clone(),
+        Value::Object(many.clone()),
+        json!({"blob": "x".repeat(16 * 1024)}),
+    ] {
+        let (s, v) = patch(&server, json!({ "metadata": bad }));
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("metadata")),
+            "{v}"
+        );
+        let (s, v) = server.post(
+            "/v1/admin/tenants",
+            OPERATOR_KEY,
+            json!({"id": "bad", "metadata": bad}),
+        );
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("metadata")),
+            "{v}"
+        );
+    }
+    assert_eq!(server.get("/v1/admin/tenants/bad", OPERATOR_KEY).0, 404);
+    assert_eq!(
+        admin(&server, "GET", "/v1/admin/tenants/acme", None)["metadata"],
+        merged
+    );
+    // Exactly at each bound is accepted: 64 keys, 8 levels, 16384 bytes encoded
+    // (`{"blob":""}` is 11 of them).
+    let keys64: serde_json::Map<String, Value> =
+        (0..64).map(|i| (format!("k{i}"), json!(i))).collect();
+    let depth8 = (0..8).fold(json!(1), |v, _| json!({ "a": v }));
+    let bytes16k = json!({"blob": "x".repeat(16 * 1024 - 11)});
+    assert_eq!(serde_json::to_vec(&bytes16k).unwrap().len(), 16 * 1024);
+    for (i, edge) in [Value::Object(keys64), depth8, bytes16k]
+        .into_iter()
+        .enumerate()
+    {
+        let (s, v) = server.post(
+            "/v1/admin/tenants",
+            OPERATOR_KEY,
+            json!({"id": format!("edge{i}"), "metadata": edge}),
+        );
+        assert_eq!((s, &v["metadata"]), (201, &edge), "{v}");
+    }
+
+    // The tenant works as before, and everything survives a restart.
+    let key = server.key("acme", json!({ "permissions": ALL }));
+    let (s, v) = server.post(
+        "/v1/memories",
+        &key,
+        json!({"id": "a-rec", "content": "acme keeps this"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    reads_back(&server, &key);
+    // What the tenant sees of itself never carries the operator's metadata.
+    let (s, stats) = server.get("/v1/stats", &key);
+    assert_eq!(s, 200, "{stats}");
+    let seen = stats.to_string();
+    assert!(
+        !seen.contains("a@x") && !seen.contains("\"plan\""),
+        "{seen}"
+    );
+    server.restart();
+    assert_eq!(
+        admin(&server, "GET", "/v1/admin/tenants/acme", None)["metadata"],
+        merged
+    );
+    let (s, v) = patch(&server, json!({"metadata": null}));
+    assert_eq!((s, &v["metadata"]), (200, &json!({})), "{v}");
+    let v = admin(&server, "POST", "/v1/admin/tenants/acme/verify", None);
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+/// A damaged metadata row (here one longer than the bound, which the decoder refuses before
+/// parsing) blocks nothing but itself: the get and the list answer, suspend, resume and a
+/// limits patch work, a merge patch is refused, and `"metadata": null` clears it.
+#[test]
+fn a_damaged_metadata_row_blocks_only_itself_and_null_clears_it() {
+    use strata_store::Reads;
+    let mut server = Server::start();
+    let (s, v) = server.post(
+        "/v1/admin/tenants",
+        OPERATOR_KEY,
+        json!({"id": "acme", "metadata": {"team": "search"}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    server.tenant("globex");
+    server.stop();
+    let store =
+        strata_store::Store::open(&server.dir.path().join("data").join(strata_engine::DB_FILE))
+            .expect("store");
+    let oversized = json!({"blob": "x".repeat(20_000)});
+    store
+        .write(|w| {
+            let id = strata_types::TenantId::parse("acme").expect("id");
+            let key = w.tenant(&id)?.expect("meta").key;
+            w.put_tenant_metadata(key, oversized.as_object().expect("object"))
+        })
+        .expect("damage");
+    drop(store);
+    server.restart();
+
+    let v = admin(&server, "GET", "/v1/admin/tenants/acme", None);
+    assert!(v.get("metadata").is_none(), "{v}");
+    let list = admin(&server, "GET", "/v1/admin/tenants", None);
+    assert_eq!(list["tenants"].as_array().map(Vec::len), Some(2), "{list}");
+    let v = admin(&server, "POST", "/v1/admin/tenants/acme/verify", None);
+    assert_eq!(v["ok"], false, "{v}");
+    admin(&server, "POST", "/v1/admin/tenants/acme/suspend", None);
+    admin(&server, "POST", "/v1/admin/tenants/acme/resume", None);
+    let (s, v) = patch(&server, json!({"limits": {"max_vectors": 5}, "weight": 3}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (&v["limits"]["max_vectors"], &v["weight"]),
+        (&json!(5), &json!(3))
+    );
+
+    let (s, v) = patch(&server, json!({"metadata": {"plan": "pro"}}));
+    assert_eq!(s, 500, "{v}");
+    let (s, v) = patch(&server, json!({"metadata": null}));
+    assert_eq!((s, &v["metadata"]), (200, &json!({})), "{v}");
+    let v = admin(&server, "POST", "/v1/admin/tenants/acme/verify", None);
+    assert_eq!(v["ok"], true, "{v}");
+    let (s, v) = patch(&server, json!({"metadata": {"plan": "pro"}}));
+    assert_eq!((s, &v["metadata"]), (200, &json!({"plan": "pro"})), "{v}");
 }

@@ -104,7 +104,11 @@ fn export_then_import_gives_the_same_search_results() {
         "/v1/admin/tenants/acme",
         Some(OPERATOR_KEY),
         &[],
-        Some(&json!({"limits": {"max_vectors": 1000}, "weight": 3})),
+        Some(&json!({
+            "limits": {"max_vectors": 1000},
+            "weight": 3,
+            "metadata": {"team": "search", "owner": {"name": "ana"}},
+        })),
     );
     assert_eq!(s, 200);
     let ndjson = export(&server, "acme");
@@ -133,6 +137,11 @@ fn export_then_import_gives_the_same_search_results() {
         "{v}"
     );
     assert_eq!(v["limits"]["max_vectors"], 1000, "{v}");
+    assert_eq!(
+        v["metadata"],
+        json!({"team": "search", "owner": {"name": "ana"}}),
+        "{v}"
+    );
     assert_eq!(v["usage"]["records"], 61, "{v}");
     let copy = server.key("acme-copy", json!({ "permissions": ALL }));
     assert_eq!(results(&server, &copy), results(&server, &key));

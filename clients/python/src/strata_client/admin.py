@@ -46,6 +46,17 @@ from .models import (
 )
 from .retry import RetryPolicy
 
+
+class _NotGiven:
+    """The default of an argument whose ``None`` means something (``null``: remove)."""
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+#: An argument left out, told from one given as ``None``.
+NOT_GIVEN: Any = _NotGiven()
+
 __all__ = ["StrataAdmin", "AsyncStrataAdmin"]
 
 #: A file to write an export to: a path, or a binary file open for writing.
@@ -112,8 +123,11 @@ class _AdminCalls:
         parent: Optional[str] = None,
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
     ) -> Call[Tenant]:
         body: Dict[str, Any] = {"id": id}
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
         if display_name is not None:
             body["display_name"] = display_name
         if isolation is not None:
@@ -142,8 +156,11 @@ class _AdminCalls:
         display_name: Optional[str],
         limits: Optional[Mapping[str, Any]],
         weight: Optional[int],
+        metadata: Any = NOT_GIVEN,
     ) -> Call[Tenant]:
         body: Dict[str, Any] = {}
+        if metadata is not NOT_GIVEN:
+            body["metadata"] = None if metadata is None else dict(metadata)
         if display_name is not None:
             body["display_name"] = display_name
         if limits is not None:
@@ -364,16 +381,19 @@ class StrataAdmin(_AdminCalls):
         parent: Optional[str] = None,
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
     ) -> Tenant:
         """Registers a tenant with the server's default collections, at isolation level
         ``isolation`` (``shared`` by default; ``partition``: always resident, with its own
         graph parameters ``index_params``; ``dedicated``: as ``partition``, with its data in
         its own storage file), as a child of ``parent`` if given (shares published to
         children reach it), with ``limits`` (e.g. ``{"max_vectors": 100000}``; absent ones
-        are unlimited) and fair-share ``weight`` from the start."""
+        are unlimited), fair-share ``weight`` and operator ``metadata`` (a JSON object of at
+        most 64 keys, 16 KiB encoded, 8 levels deep; shown to operators only) from the
+        start."""
         return self._transport.run(
             self._create_tenant(
-                id, display_name, isolation, index_params, parent, limits, weight
+                id, display_name, isolation, index_params, parent, limits, weight, metadata
             )
         )
 
@@ -391,11 +411,17 @@ class StrataAdmin(_AdminCalls):
         display_name: Optional[str] = None,
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
+        metadata: Optional[Mapping[str, Any]] = NOT_GIVEN,
     ) -> Tenant:
-        """Changes a tenant's name, limits or scheduling weight. ``limits`` is merged: named
-        limits change (``max_vectors``, ``max_storage_bytes``, ``max_collections``,
-        ``max_qps``, ``burst``, ``max_concurrent``), a ``None`` removes one, others stay."""
-        return self._transport.run(self._update_tenant(id, display_name, limits, weight))
+        """Changes a tenant's name, limits, scheduling weight or metadata. ``limits`` is
+        merged: named limits change (``max_vectors``, ``max_storage_bytes``,
+        ``max_collections``, ``max_qps``, ``burst``, ``max_concurrent``), a ``None`` removes
+        one, others stay. ``metadata`` is a JSON merge patch the same way (nested objects are
+        merged too; a ``None`` value removes its key); ``metadata=None`` removes it all (and
+        clears a damaged stored row); leaving it out keeps it."""
+        return self._transport.run(
+            self._update_tenant(id, display_name, limits, weight, metadata)
+        )
 
     def suspend_tenant(self, id: str) -> Tenant:
         """Refuses the tenant's data calls with ``TENANT_SUSPENDED``; its data is kept."""
@@ -614,10 +640,11 @@ class AsyncStrataAdmin(_AdminCalls):
         parent: Optional[str] = None,
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
     ) -> Tenant:
         return await self._transport.run(
             self._create_tenant(
-                id, display_name, isolation, index_params, parent, limits, weight
+                id, display_name, isolation, index_params, parent, limits, weight, metadata
             )
         )
 
@@ -634,8 +661,12 @@ class AsyncStrataAdmin(_AdminCalls):
         display_name: Optional[str] = None,
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
+        metadata: Optional[Mapping[str, Any]] = NOT_GIVEN,
     ) -> Tenant:
-        return await self._transport.run(self._update_tenant(id, display_name, limits, weight))
+        """See :meth:`StrataAdmin.update_tenant` (``metadata=None`` removes it all)."""
+        return await self._transport.run(
+            self._update_tenant(id, display_name, limits, weight, metadata)
+        )
 
     async def suspend_tenant(self, id: str) -> Tenant:
         return await self._transport.run(self._transition(id, "suspend"))

@@ -422,6 +422,10 @@ class Tenant:
     parent: Optional[str] = None
     #: Direct children; present on :meth:`StrataAdmin.get_tenant`.
     children: Optional[List[str]] = None
+    #: The operator's metadata of the tenant (``{}`` if none); present on
+    #: :meth:`StrataAdmin.get_tenant` and the create and update answers, ``None`` in
+    #: :meth:`StrataAdmin.list_tenants` (and when its stored row is damaged).
+    metadata: Optional[Dict[str, Any]] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Tenant:
@@ -438,6 +442,7 @@ class Tenant:
             isolation=d.get("isolation", "shared"),
             index_params=d.get("index_params"),
             parent=d.get("parent"),
+            metadata=dict(d["metadata"]) if isinstance(d.get("metadata"), dict) else None,
             children=list(d["children"]) if isinstance(d.get("children"), list) else None,
         )
 

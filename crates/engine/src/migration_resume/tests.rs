@@ -390,3 +390,198 @@ fn a_cancel_wins_over_a_shutdown_that_stops_the_same_copy() {
     );
     assert_eq!(state(&engine, &a).state, MigrationState::Cancelled);
 }
+
+/// A move asked for with its own graph parameters lands with them when a crash cut it short
+/// and it is resumed; a row written before rows kept them lands with the tenant's stored ones.
+#[test]
+fn a_resumed_move_keeps_the_graph_parameters_it_was_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let op = OperatorScope::for_tests();
+    let a = fill(&engine, "a", 50);
+    let asked = crate::isolation::IndexParams {
+        m: Some(32),
+        ef_construction: None,
+        ef_search: Some(100),
+    };
+    let (_, job) = engine
+        .start_migration(
+            &op,
+            &a,
+            MigrateRequest {
+                target: IsolationLevel::Dedicated,
+                index_params: Some(asked),
+                dry_run: false,
+            },
+        )
+        .unwrap();
+    let job = job.expect("a data move");
+    job.copy.end(Phase::Failed, None);
+    drop(job);
+    assert_eq!(engine.tenant(&op, &a).unwrap().index_params, None);
+    drop(engine);
+
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert_eq!(
+        engine.resume_interrupted_migrations(&op).unwrap(),
+        vec![(a.clone(), Resumed::Done)]
+    );
+    let info = engine.tenant(&op, &a).unwrap();
+    assert_eq!(info.isolation, IsolationLevel::Dedicated);
+    assert_eq!(info.index_params, Some(asked));
+    // The finished row keeps them too.
+    assert_eq!(
+        crate::migration_status::params_of(&stored_row(&engine, &a)).unwrap(),
+        Some(Some(asked))
+    );
+
+    // Back out to `partition` with other parameters, cut short, and the row made one of
+    // format 2 (no parameters kept): resumed with the tenant's stored ones.
+    let other = crate::isolation::IndexParams {
+        m: Some(8),
+        ..Default::default()
+    };
+    let (_, job) = engine
+        .start_migration(
+            &op,
+            &a,
+            MigrateRequest {
+                target: IsolationLevel::Partition,
+                index_params: Some(other),
+                dry_run: false,
+            },
+        )
+        .unwrap();
+    let job = job.expect("a data move");
+    job.copy.end(Phase::Failed, None);
+    drop(job);
+    // A row without parameters is written in format 2, as the binary before format 3
+    // wrote it.
+    edit_row(&engine, &a, |row| row.index_params = None);
+    let v2 = stored_row(&engine, &a);
+    assert_eq!(strata_store::codec::encode_migration(&v2).unwrap()[0], 2);
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert_eq!(
+        engine.resume_interrupted_migrations(&op).unwrap(),
+        vec![(a.clone(), Resumed::Done)]
+    );
+    let info = engine.tenant(&op, &a).unwrap();
+    assert_eq!(info.isolation, IsolationLevel::Partition);
+    assert_eq!(info.index_params, Some(asked));
+}
+
+/// A row that decodes but keeps graph parameters out of range (damaged bytes) is not
+/// resumed: the move stays `interrupted` and the tenant where it was, untouched.
+#[test]
+fn a_cut_move_whose_row_keeps_parameters_out_of_range_is_not_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let a = fill(&engine, "a", 50);
+    crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
+    edit_row(&engine, &a, |row| {
+        row.index_params = Some(strata_store::StoredIndexParams {
+            m: Some(u32::MAX),
+            ..Default::default()
+        })
+    });
+    let damaged = stored_row(&engine, &a);
+    // Resumed, but for its parameters.
+    assert!(will_resume(&damaged, true));
+    let e = crate::migration_status::params_of(&damaged).unwrap_err();
+    assert!(e.to_string().contains("index_params.m"), "{e}");
+    drop(engine);
+
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert_eq!(
+        engine
+            .resume_interrupted_migrations(&OperatorScope::for_tests())
+            .unwrap(),
+        vec![]
+    );
+    let info = engine.tenant(&OperatorScope::for_tests(), &a).unwrap();
+    assert_eq!(
+        (info.isolation, info.index_params),
+        (IsolationLevel::Shared, None)
+    );
+    assert_eq!(stored_row(&engine, &a), damaged);
+}
+
+/// A data move that changes no graph parameters keeps none in its row (format 2, which the
+/// previous binary reads); one that changes them keeps them (format 3).
+#[test]
+fn only_a_move_that_changes_the_graph_parameters_keeps_them_in_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let op = OperatorScope::for_tests();
+    let a = fill(&engine, "a", 20);
+    let migrate = |target, index_params| {
+        let req = MigrateRequest {
+            target,
+            index_params,
+            dry_run: false,
+        };
+        engine.migrate_tenant(&op, &a, req).unwrap();
+        let row = stored_row(&engine, &a);
+        let format = strata_store::codec::encode_migration(&row).unwrap()[0];
+        (row.index_params, format)
+    };
+    assert_eq!(migrate(IsolationLevel::Dedicated, None), (None, 2));
+    let asked = crate::isolation::IndexParams {
+        m: Some(24),
+        ..Default::default()
+    };
+    let (kept, format) = migrate(IsolationLevel::Shared, Some(asked));
+    assert_eq!((kept.and_then(|p| p.m), format), (Some(24), 3));
+    // The same parameters asked again change nothing: not kept.
+    assert_eq!(migrate(IsolationLevel::Dedicated, Some(asked)), (None, 2));
+}
+
+/// The flip changes only the level and graph parameters: an operator's change committed
+/// while the move is under way (name, limits, weight, metadata) is not lost, whether made
+/// before the copy begins or while it runs (metadata patched in a loop: the last committed
+/// value is the one that stays).
+#[test]
+fn profile_and_metadata_changes_made_during_a_data_move_survive_its_flip() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let op = OperatorScope::for_tests();
+    let a = fill(&engine, "a", 400);
+    let job = start(&engine, &a, IsolationLevel::Dedicated);
+    let limits = crate::lifecycle::TenantLimits {
+        max_vectors: Some(10_000),
+        ..Default::default()
+    };
+    let update = crate::TenantUpdate {
+        display_name: Some("Acme".into()),
+        limits: Some(limits.clone()),
+        weight: Some(4),
+        metadata: Some(serde_json::json!({"n": -1})),
+        ..Default::default()
+    };
+    engine.update_tenant(&op, &a, update).unwrap();
+
+    let last = std::thread::scope(|s| {
+        let moving = s.spawn(|| job.run(&engine));
+        let mut last = -1;
+        let mut n = 0;
+        while !moving.is_finished() {
+            let patch = crate::TenantUpdate {
+                metadata: Some(serde_json::json!({ "n": n })),
+                ..Default::default()
+            };
+            if engine.update_tenant(&op, &a, patch).is_ok() {
+                last = n;
+            }
+            n += 1;
+        }
+        moving.join().unwrap().unwrap();
+        last
+    });
+    let info = engine.tenant(&op, &a).unwrap();
+    assert_eq!(info.isolation, IsolationLevel::Dedicated);
+    assert_eq!(info.display_name.as_deref(), Some("Acme"));
+    assert_eq!((info.limits, info.weight), (limits, 4));
+    assert_eq!(info.metadata.unwrap()["n"], last);
+    assert!(engine.verify_tenant(&op, &a).unwrap().ok);
+}
