@@ -332,6 +332,22 @@ impl ScopeNames {
     /// The names behind `ids`; `None` if an id is not in the tables (never for ids this
     /// table gave out and still holds).
     pub fn names(&self, ids: ScopeIds) -> Option<ScopeFields> {
+        self.names_with_domain(ids, None)
+    }
+
+    /// [`Self::names`], with `own`'s domain name when the slot's domain is `own`'s id: a
+    /// search names its hits with its own copy of its domain (`Domain::unshared`), so that
+    /// searches on other threads do not count references on the table's copy, one cache
+    /// line every thread would write to for every hit.
+    pub fn names_with_domain(
+        &self,
+        ids: ScopeIds,
+        own: Option<(NameId, &Domain)>,
+    ) -> Option<ScopeFields> {
+        let domain = match own {
+            Some((id, name)) if id == ids.domain => name.clone(),
+            _ => self.domains.get(ids.domain)?.clone(),
+        };
         let mut user_tokens = self
             .token_set(ids.tokens)?
             .iter()
@@ -339,7 +355,7 @@ impl ScopeNames {
             .collect::<Option<Vec<UserToken>>>()?;
         user_tokens.sort_unstable();
         Some(ScopeFields {
-            domain: self.domains.get(ids.domain)?.clone(),
+            domain,
             run_id: match ids.run {
                 Some(r) => Some(self.runs.get(r)?.clone()),
                 None => None,

@@ -9,10 +9,10 @@
 //! from the search's own storage snapshot (`crate::hits`). Keeping whole records resident cost
 //! 2.3 × the raw vectors for 200,000 records (`docs/benchmarks.md`).
 
-use strata_types::{CollectionName, Confidence, Millis, Record, RecordId};
+use strata_types::{CollectionName, Confidence, Domain, Millis, Record, RecordId};
 
 use crate::EngineError;
-use crate::scope_names::{ScopeIds, ScopeNames};
+use crate::scope_names::{NameId, ScopeIds, ScopeNames};
 
 /// The resident part of one record (see the module docs). Its scope fields are ids into its
 /// collection's name tables (`crate::scope_names`): a string per record and field cost about
@@ -82,12 +82,15 @@ impl SlotDoc {
     /// `expires_at` and confidence value. No content, metadata, kind or vector; the API
     /// projects such a hit to its id and score.
     /// `None` if its scope ids are not in `names` (never for a slot of that collection).
+    /// `own_domain`: the search's own copy of a domain name and its id in `names`
+    /// (`ScopeNames::names_with_domain`). Every name is a cheap clone (`strata_types::name`).
     pub fn resident_record(
         &self,
         collection: &CollectionName,
         names: &ScopeNames,
+        own_domain: Option<(NameId, &Domain)>,
     ) -> Option<Record> {
-        let scope = names.names(self.scope)?;
+        let scope = names.names_with_domain(self.scope, own_domain)?;
         Some(Record {
             id: self.id.clone(),
             modality: collection.clone(),
@@ -203,7 +206,7 @@ mod tests {
         let mut names = ScopeNames::default();
         let lean = SlotDoc::of(&r, &mut names)
             .unwrap()
-            .resident_record(&r.modality, &names)
+            .resident_record(&r.modality, &names, None)
             .unwrap();
         assert_eq!(lean.id, r.id);
         assert_eq!(lean.modality, r.modality);
@@ -212,5 +215,31 @@ mod tests {
         assert_eq!((lean.created_at, lean.expires_at), (5, Some(10)));
         assert_eq!(lean.confidence.value, 0.75);
         assert!(lean.content.is_none() && lean.vector.is_none() && lean.metadata.is_empty());
+    }
+
+    #[test]
+    fn a_search_names_its_own_domain_with_its_own_copy_and_others_from_the_table() {
+        let r = record();
+        let mut names = ScopeNames::default();
+        let doc = SlotDoc::of(&r, &mut names).unwrap();
+        let own = r.memory_domain.unshared();
+        let id = names.domains.id(&r.memory_domain).unwrap();
+        let lean = doc
+            .resident_record(&r.modality, &names, Some((id, &own)))
+            .unwrap();
+        assert_eq!(lean.memory_domain, r.memory_domain);
+        assert!(std::ptr::eq(lean.memory_domain.as_str(), own.as_str()));
+        // Another domain's id: the slot's own domain comes from the table, never `own`.
+        let other = Domain::parse("other").unwrap();
+        let mut second = record();
+        second.memory_domain = other.clone();
+        SlotDoc::of(&second, &mut names).unwrap();
+        let other_id = names.domains.id(&other).unwrap();
+        let lean = doc
+            .resident_record(&r.modality, &names, Some((other_id, &other)))
+            .unwrap();
+        assert_eq!(lean.memory_domain, r.memory_domain);
+        // The id is the slot's own, shared rather than copied.
+        assert!(std::ptr::eq(lean.id.as_str(), doc.id.as_str()));
     }
 }
