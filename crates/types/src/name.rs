@@ -53,8 +53,7 @@ fn check(field: &'static str, s: &str, allow_colon: bool) -> Result<(), InvalidN
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, field = $field:literal, colon = $colon:literal) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
-        #[serde(try_from = "String")]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(Arc<str>);
 
         impl $name {
@@ -102,6 +101,25 @@ macro_rules! name_type {
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.serialize_str(&self.0)
+            }
+        }
+
+        // Read from a borrowed string where the format allows, validated, and copied once
+        // into its `Arc` (through a `String` it would be copied twice).
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl serde::de::Visitor<'_> for Visitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        check($name::FIELD, s, $colon).map_err(E::custom)?;
+                        Ok($name(Arc::from(s)))
+                    }
+                }
+                d.deserialize_str(Visitor)
             }
         }
 
@@ -244,6 +262,12 @@ mod tests {
         assert!(ok.is_ok());
         let bad: Result<Domain, _> = serde_json::from_str("\"no way\"");
         assert!(bad.is_err());
+        let err = serde_json::from_str::<RunId>("\"no way\"").unwrap_err();
+        assert!(err.to_string().starts_with("run_id: "), "{err}");
+        assert!(serde_json::from_str::<RunId>("5").is_err());
+        // An escaped string is not borrowed from the input, and reads the same.
+        let escaped: RunId = serde_json::from_str("\"a\\u002db\"").unwrap();
+        assert_eq!(escaped.as_str(), "a-b");
     }
 
     proptest! {
