@@ -39,7 +39,7 @@ macro_rules! heap_size_of_name {
     ($($t:ty),*) => {$(
         impl HeapSize for $t {
             fn heap_size(&self) -> usize {
-                self.as_str().len() + PER_ALLOCATION
+                self.as_str().len() + strata_types::NAME_COUNTS + PER_ALLOCATION
             }
         }
     )*};
@@ -479,7 +479,10 @@ mod tests {
         let run = RunId::parse("r".repeat(40)).unwrap();
         let before = n.runs.value_heap;
         let a = n.acquire(&d, Some(&run), None, &[]).unwrap();
-        assert_eq!(n.runs.value_heap - before, (40 + PER_ALLOCATION) as u64);
+        assert_eq!(
+            n.runs.value_heap - before,
+            (40 + strata_types::NAME_COUNTS + PER_ALLOCATION) as u64
+        );
         assert_eq!(n.runs.id(&run), a.run);
         n.release(a);
         assert_eq!(n.runs.id(&run), None);

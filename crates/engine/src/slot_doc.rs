@@ -109,12 +109,13 @@ impl SlotDoc {
         })
     }
 
-    /// Estimated heap bytes this slot holds: its id string (with an allocator header) and its
-    /// index entries. The inline part is counted by the slot table's capacity, the scope names
-    /// by their tables (`ScopeNames::heap_bytes`).
+    /// Estimated heap bytes this slot holds: its id (with its reference counts and an
+    /// allocator header) and its index entries. The inline part is counted by the slot table's
+    /// capacity, the scope names by their tables (`ScopeNames::heap_bytes`).
     pub fn heap_bytes(&self) -> u64 {
         const PER_ALLOCATION: usize = 16;
-        (self.id.as_str().len() + PER_ALLOCATION + self.index_bytes as usize) as u64
+        let id = self.id.as_str().len() + strata_types::NAME_COUNTS + PER_ALLOCATION;
+        (id + self.index_bytes as usize) as u64
     }
 }
 

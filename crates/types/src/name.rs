@@ -23,6 +23,10 @@ pub struct InvalidName {
 
 const MAX_NAME_LEN: usize = 64;
 
+/// Bytes a name's heap allocation holds besides its text: the `Arc`'s two reference counts
+/// (for estimates of resident memory).
+pub const NAME_COUNTS: usize = 2 * std::mem::size_of::<usize>();
+
 fn check(field: &'static str, s: &str, allow_colon: bool) -> Result<(), InvalidName> {
     if s.is_empty() || s.len() > MAX_NAME_LEN {
         return Err(InvalidName {
