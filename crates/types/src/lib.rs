@@ -26,8 +26,8 @@ pub use filter::{FieldRef, Filter, FilterError};
 pub use limits::RecordLimits;
 pub use link::{Link, LinkError, LinkRef, NewLink, related};
 pub use name::{
-    CollectionName, Domain, InvalidName, Kind, MemoryScope, NAME_COUNTS, RecordId, Relation, RunId,
-    TenantId, UserToken,
+    CollectionName, Domain, InvalidName, Kind, MemoryScope, RecordId, Relation, RunId, TenantId,
+    UserToken,
 };
 pub use recall::{
     DEFAULT_MAX_SPREADING_DEPTH, MAX_RECALL_DEPTH, PathStep, RECALL_KEYS, RecallHit, RecallParams,
