@@ -74,15 +74,15 @@
 //! answer exactly (checked on stored records per candidate, and re-checked on each hit's
 //! record), and any `include` of content, metadata, vector or the whole record.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use strata_store::{Reader, Reads, TenantKey};
-use strata_types::{CollectionName, Domain, Filter, Include, Record, SearchRequest};
+use strata_types::{CollectionName, Filter, Include, Record, SearchRequest};
 
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
-use crate::scope_names::NameId;
+use crate::hit_names::HitNames;
 use crate::visibility::{SlotVisibility, Visibility};
 
 /// Whether the hits of `s` can be named from the index's resident state without reading a
@@ -155,9 +155,9 @@ pub(crate) struct HitChecks<'a> {
     /// Answers of the filter on stored records, by slot: a graph search asks about a node
     /// again when it widens its beam.
     filtered: RefCell<HashMap<u32, bool>>,
-    /// The search's own copy of its domain and that domain's id in the collection's names,
-    /// found on the first hit named from the index (`ScopeNames::names_with_domain`).
-    own_domain: OnceCell<Option<(NameId, Domain)>>,
+    /// The search's own copies of the scope names its hits named from the index carry
+    /// (`crate::hit_names`), so that they do not count references on the shared tables.
+    hit_names: RefCell<HitNames>,
     /// The first storage error met inside a predicate (which can only answer yes or no);
     /// [`HitChecks::finish`] returns it.
     error: RefCell<Option<EngineError>>,
@@ -181,7 +181,7 @@ impl<'a> HitChecks<'a> {
             stored,
             collection,
             filtered: RefCell::new(HashMap::new()),
-            own_domain: OnceCell::new(),
+            hit_names: RefCell::new(HitNames::default()),
             error: RefCell::new(None),
         }
     }
@@ -235,12 +235,8 @@ impl<'a> HitChecks<'a> {
         let Some(doc) = self.ci.docs.get(slot as usize).and_then(Option::as_ref) else {
             return Ok(None);
         };
-        let own = self.own_domain.get_or_init(|| {
-            let id = self.ci.names.domains.id(&self.vis.domain)?;
-            Some((id, self.vis.domain.unshared()))
-        });
-        let own = own.as_ref().map(|(id, name)| (*id, name));
-        match doc.resident_record(self.collection, &self.ci.names, own) {
+        let mut own = self.hit_names.borrow_mut();
+        match doc.resident_record(self.collection, &self.ci.names, &mut own) {
             Some(record) => Ok(Some(record)),
             None => Err(EngineError::Index(format!(
                 "slot {slot} of collection {} names scope ids its collection does not hold",

@@ -39,7 +39,7 @@ macro_rules! heap_size_of_name {
     ($($t:ty),*) => {$(
         impl HeapSize for $t {
             fn heap_size(&self) -> usize {
-                self.as_str().len() + strata_types::NAME_COUNTS + PER_ALLOCATION
+                self.heap_bytes()
             }
         }
     )*};
@@ -330,24 +330,9 @@ impl ScopeNames {
     }
 
     /// The names behind `ids`; `None` if an id is not in the tables (never for ids this
-    /// table gave out and still holds).
+    /// table gave out and still holds). Each name is a clone of the table's (a reference
+    /// count); a search naming its hits uses its own copies instead (`crate::hit_names`).
     pub fn names(&self, ids: ScopeIds) -> Option<ScopeFields> {
-        self.names_with_domain(ids, None)
-    }
-
-    /// [`Self::names`], with `own`'s domain name when the slot's domain is `own`'s id: a
-    /// search names its hits with its own copy of its domain (`Domain::unshared`), so that
-    /// searches on other threads do not count references on the table's copy, one cache
-    /// line every thread would write to for every hit.
-    pub fn names_with_domain(
-        &self,
-        ids: ScopeIds,
-        own: Option<(NameId, &Domain)>,
-    ) -> Option<ScopeFields> {
-        let domain = match own {
-            Some((id, name)) if id == ids.domain => name.clone(),
-            _ => self.domains.get(ids.domain)?.clone(),
-        };
         let mut user_tokens = self
             .token_set(ids.tokens)?
             .iter()
@@ -355,7 +340,7 @@ impl ScopeNames {
             .collect::<Option<Vec<UserToken>>>()?;
         user_tokens.sort_unstable();
         Some(ScopeFields {
-            domain,
+            domain: self.domains.get(ids.domain)?.clone(),
             run_id: match ids.run {
                 Some(r) => Some(self.runs.get(r)?.clone()),
                 None => None,
@@ -479,10 +464,7 @@ mod tests {
         let run = RunId::parse("r".repeat(40)).unwrap();
         let before = n.runs.value_heap;
         let a = n.acquire(&d, Some(&run), None, &[]).unwrap();
-        assert_eq!(
-            n.runs.value_heap - before,
-            (40 + strata_types::NAME_COUNTS + PER_ALLOCATION) as u64
-        );
+        assert_eq!(n.runs.value_heap - before, run.heap_bytes() as u64);
         assert_eq!(n.runs.id(&run), a.run);
         n.release(a);
         assert_eq!(n.runs.id(&run), None);

@@ -9,10 +9,11 @@
 //! from the search's own storage snapshot (`crate::hits`). Keeping whole records resident cost
 //! 2.3 × the raw vectors for 200,000 records (`docs/benchmarks.md`).
 
-use strata_types::{CollectionName, Confidence, Domain, Millis, Record, RecordId};
+use strata_types::{CollectionName, Confidence, Millis, Record, RecordId};
 
 use crate::EngineError;
-use crate::scope_names::{NameId, ScopeIds, ScopeNames};
+use crate::hit_names::HitNames;
+use crate::scope_names::{ScopeIds, ScopeNames};
 
 /// The resident part of one record (see the module docs). Its scope fields are ids into its
 /// collection's name tables (`crate::scope_names`): a string per record and field cost about
@@ -82,15 +83,16 @@ impl SlotDoc {
     /// `expires_at` and confidence value. No content, metadata, kind or vector; the API
     /// projects such a hit to its id and score.
     /// `None` if its scope ids are not in `names` (never for a slot of that collection).
-    /// `own_domain`: the search's own copy of a domain name and its id in `names`
-    /// (`ScopeNames::names_with_domain`). Every name is a cheap clone (`strata_types::name`).
+    /// Its scope names are the search's own copies (`own`, `crate::hit_names`); the id is a
+    /// clone of the slot's (a reference count, `strata_types::name`), and `collection` should
+    /// be the search's own copy too.
     pub fn resident_record(
         &self,
         collection: &CollectionName,
         names: &ScopeNames,
-        own_domain: Option<(NameId, &Domain)>,
+        own: &mut HitNames,
     ) -> Option<Record> {
-        let scope = names.names_with_domain(self.scope, own_domain)?;
+        let scope = own.names(names, self.scope)?;
         Some(Record {
             id: self.id.clone(),
             modality: collection.clone(),
@@ -113,9 +115,7 @@ impl SlotDoc {
     /// allocator header) and its index entries. The inline part is counted by the slot table's
     /// capacity, the scope names by their tables (`ScopeNames::heap_bytes`).
     pub fn heap_bytes(&self) -> u64 {
-        const PER_ALLOCATION: usize = 16;
-        let id = self.id.as_str().len() + strata_types::NAME_COUNTS + PER_ALLOCATION;
-        (id + self.index_bytes as usize) as u64
+        (self.id.heap_bytes() + self.index_bytes as usize) as u64
     }
 }
 
@@ -207,7 +207,7 @@ mod tests {
         let mut names = ScopeNames::default();
         let lean = SlotDoc::of(&r, &mut names)
             .unwrap()
-            .resident_record(&r.modality, &names, None)
+            .resident_record(&r.modality, &names, &mut HitNames::default())
             .unwrap();
         assert_eq!(lean.id, r.id);
         assert_eq!(lean.modality, r.modality);
@@ -219,28 +219,21 @@ mod tests {
     }
 
     #[test]
-    fn a_search_names_its_own_domain_with_its_own_copy_and_others_from_the_table() {
+    fn a_hit_is_named_with_the_searchs_copies_and_the_slots_id() {
         let r = record();
         let mut names = ScopeNames::default();
         let doc = SlotDoc::of(&r, &mut names).unwrap();
-        let own = r.memory_domain.unshared();
-        let id = names.domains.id(&r.memory_domain).unwrap();
-        let lean = doc
-            .resident_record(&r.modality, &names, Some((id, &own)))
-            .unwrap();
-        assert_eq!(lean.memory_domain, r.memory_domain);
-        assert!(std::ptr::eq(lean.memory_domain.as_str(), own.as_str()));
-        // Another domain's id: the slot's own domain comes from the table, never `own`.
-        let other = Domain::parse("other").unwrap();
-        let mut second = record();
-        second.memory_domain = other.clone();
-        SlotDoc::of(&second, &mut names).unwrap();
-        let other_id = names.domains.id(&other).unwrap();
-        let lean = doc
-            .resident_record(&r.modality, &names, Some((other_id, &other)))
-            .unwrap();
-        assert_eq!(lean.memory_domain, r.memory_domain);
+        let mut own = HitNames::default();
+        let first = doc.resident_record(&r.modality, &names, &mut own).unwrap();
+        let again = doc.resident_record(&r.modality, &names, &mut own).unwrap();
+        assert_eq!(first.memory_domain, r.memory_domain);
+        let table = names.domains.get(doc.scope.domain).unwrap();
+        assert!(!std::ptr::eq(first.memory_domain.as_str(), table.as_str()));
+        assert!(std::ptr::eq(
+            first.memory_domain.as_str(),
+            again.memory_domain.as_str()
+        ));
         // The id is the slot's own, shared rather than copied.
-        assert!(std::ptr::eq(lean.id.as_str(), doc.id.as_str()));
+        assert!(std::ptr::eq(first.id.as_str(), doc.id.as_str()));
     }
 }
