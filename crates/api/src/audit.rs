@@ -30,7 +30,7 @@ fn audit_query(q: &QueryInput) -> Result<AuditQuery, ApiError> {
     Ok(AuditQuery {
         tenant: q
             .get("tenant")
-            .map(|t| TenantId::parse_field("tenant", t.to_owned()))
+            .map(|t| TenantId::parse_field("tenant", t))
             .transpose()
             .map_err(bad)?,
         action: q.get("action").map(str::to_owned),

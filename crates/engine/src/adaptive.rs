@@ -203,7 +203,8 @@ impl Namespace {
         ns
     }
 
-    /// Estimated bytes in memory: vectors, ids and hash-map entries.
+    /// Estimated bytes in memory: vectors, names (each with its allocation, `heap_bytes`) and
+    /// hash-map entries.
     pub(crate) fn bytes(&self) -> u64 {
         const ENTRY: usize = 48;
         let narratives: usize = self
@@ -211,7 +212,7 @@ impl Namespace {
             .iter()
             .map(|(c, n)| {
                 ENTRY
-                    + c.as_str().len()
+                    + c.heap_bytes()
                     + std::mem::size_of::<StoredNarrative>()
                     + n.vector.capacity() * 4
             })
@@ -219,7 +220,7 @@ impl Namespace {
         let pheromones: usize = self
             .pheromones
             .keys()
-            .map(|id| ENTRY + id.as_str().len() + std::mem::size_of::<StoredPheromone>())
+            .map(|id| ENTRY + id.heap_bytes() + std::mem::size_of::<StoredPheromone>())
             .sum();
         (std::mem::size_of::<Namespace>() + narratives + pheromones) as u64
     }

@@ -82,6 +82,7 @@ use strata_types::{CollectionName, Filter, Include, Record, SearchRequest};
 
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
+use crate::hit_names::HitNames;
 use crate::visibility::{SlotVisibility, Visibility};
 
 /// Whether the hits of `s` can be named from the index's resident state without reading a
@@ -154,6 +155,9 @@ pub(crate) struct HitChecks<'a> {
     /// Answers of the filter on stored records, by slot: a graph search asks about a node
     /// again when it widens its beam.
     filtered: RefCell<HashMap<u32, bool>>,
+    /// The search's own copies of the scope names its hits named from the index carry
+    /// (`crate::hit_names`), so that they do not count references on the shared tables.
+    hit_names: RefCell<HitNames>,
     /// The first storage error met inside a predicate (which can only answer yes or no);
     /// [`HitChecks::finish`] returns it.
     error: RefCell<Option<EngineError>>,
@@ -177,6 +181,7 @@ impl<'a> HitChecks<'a> {
             stored,
             collection,
             filtered: RefCell::new(HashMap::new()),
+            hit_names: RefCell::new(HitNames::default()),
             error: RefCell::new(None),
         }
     }
@@ -230,7 +235,8 @@ impl<'a> HitChecks<'a> {
         let Some(doc) = self.ci.docs.get(slot as usize).and_then(Option::as_ref) else {
             return Ok(None);
         };
-        match doc.resident_record(self.collection, &self.ci.names) {
+        let mut own = self.hit_names.borrow_mut();
+        match doc.resident_record(self.collection, &self.ci.names, &mut own) {
             Some(record) => Ok(Some(record)),
             None => Err(EngineError::Index(format!(
                 "slot {slot} of collection {} names scope ids its collection does not hold",

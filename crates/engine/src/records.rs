@@ -276,6 +276,12 @@ pub(crate) fn delete_record(
     Ok(())
 }
 
+/// A fresh server-assigned id (UUIDv7, hyphenated), formatted on the stack and copied once.
+fn new_record_id() -> RecordId {
+    let mut buf = uuid::Uuid::encode_buffer();
+    RecordId::from_uuid_str(uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf))
+}
+
 fn visible(record: Option<Record>, vis: &Visibility) -> Result<Record, EngineError> {
     record.filter(|r| vis.sees(r)).ok_or(EngineError::NotFound)
 }
@@ -304,10 +310,7 @@ fn put_one(
         strata_types::CollectionName::parse("text").expect("invariant: literal name is valid")
     });
     let mut record = Record {
-        id: new
-            .id
-            .clone()
-            .unwrap_or_else(|| RecordId::from_uuid_string(uuid::Uuid::now_v7().to_string())),
+        id: new.id.clone().unwrap_or_else(new_record_id),
         modality,
         kind: new.kind,
         content: new.content,

@@ -39,7 +39,7 @@ macro_rules! heap_size_of_name {
     ($($t:ty),*) => {$(
         impl HeapSize for $t {
             fn heap_size(&self) -> usize {
-                self.as_str().len() + PER_ALLOCATION
+                self.heap_bytes()
             }
         }
     )*};
@@ -330,7 +330,8 @@ impl ScopeNames {
     }
 
     /// The names behind `ids`; `None` if an id is not in the tables (never for ids this
-    /// table gave out and still holds).
+    /// table gave out and still holds). Each name is a clone of the table's (a reference
+    /// count); a search naming its hits uses its own copies instead (`crate::hit_names`).
     pub fn names(&self, ids: ScopeIds) -> Option<ScopeFields> {
         let mut user_tokens = self
             .token_set(ids.tokens)?
@@ -463,7 +464,7 @@ mod tests {
         let run = RunId::parse("r".repeat(40)).unwrap();
         let before = n.runs.value_heap;
         let a = n.acquire(&d, Some(&run), None, &[]).unwrap();
-        assert_eq!(n.runs.value_heap - before, (40 + PER_ALLOCATION) as u64);
+        assert_eq!(n.runs.value_heap - before, run.heap_bytes() as u64);
         assert_eq!(n.runs.id(&run), a.run);
         n.release(a);
         assert_eq!(n.runs.id(&run), None);

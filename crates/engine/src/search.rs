@@ -63,7 +63,13 @@ impl Engine {
     ) -> Result<SearchResponse, EngineError> {
         let now = now_millis();
         let vis = Visibility::resolve(scope, req, Permission::Read, now)?;
-        let name = s.modality.clone().unwrap_or_else(text_collection);
+        // The search's own copy of the name (`CollectionName::unshared`): each hit named from
+        // the index clones it, and a copy shared with other threads' searches (the credential's,
+        // a client's request reused) would make every clone a write to one shared cache line.
+        let name = s
+            .modality
+            .as_ref()
+            .map_or_else(text_collection, CollectionName::unshared);
         // A query the engine may embed needs its collection before the index is held (an
         // embedding is slow and must not hold up the tenant's writes); every other search
         // reads the collection from the snapshot its hits are read from, so it begins one

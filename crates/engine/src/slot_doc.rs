@@ -12,6 +12,7 @@
 use strata_types::{CollectionName, Confidence, Millis, Record, RecordId};
 
 use crate::EngineError;
+use crate::hit_names::HitNames;
 use crate::scope_names::{ScopeIds, ScopeNames};
 
 /// The resident part of one record (see the module docs). Its scope fields are ids into its
@@ -82,12 +83,16 @@ impl SlotDoc {
     /// `expires_at` and confidence value. No content, metadata, kind or vector; the API
     /// projects such a hit to its id and score.
     /// `None` if its scope ids are not in `names` (never for a slot of that collection).
+    /// Its scope names are the search's own copies (`own`, `crate::hit_names`); the id is a
+    /// clone of the slot's (a reference count, `strata_types::name`), and `collection` should
+    /// be the search's own copy too.
     pub fn resident_record(
         &self,
         collection: &CollectionName,
         names: &ScopeNames,
+        own: &mut HitNames,
     ) -> Option<Record> {
-        let scope = names.names(self.scope)?;
+        let scope = own.names(names, self.scope)?;
         Some(Record {
             id: self.id.clone(),
             modality: collection.clone(),
@@ -106,12 +111,11 @@ impl SlotDoc {
         })
     }
 
-    /// Estimated heap bytes this slot holds: its id string (with an allocator header) and its
-    /// index entries. The inline part is counted by the slot table's capacity, the scope names
-    /// by their tables (`ScopeNames::heap_bytes`).
+    /// Estimated heap bytes this slot holds: its id (with its reference counts and an
+    /// allocator header) and its index entries. The inline part is counted by the slot table's
+    /// capacity, the scope names by their tables (`ScopeNames::heap_bytes`).
     pub fn heap_bytes(&self) -> u64 {
-        const PER_ALLOCATION: usize = 16;
-        (self.id.as_str().len() + PER_ALLOCATION + self.index_bytes as usize) as u64
+        (self.id.heap_bytes() + self.index_bytes as usize) as u64
     }
 }
 
@@ -203,7 +207,7 @@ mod tests {
         let mut names = ScopeNames::default();
         let lean = SlotDoc::of(&r, &mut names)
             .unwrap()
-            .resident_record(&r.modality, &names)
+            .resident_record(&r.modality, &names, &mut HitNames::default())
             .unwrap();
         assert_eq!(lean.id, r.id);
         assert_eq!(lean.modality, r.modality);
@@ -212,5 +216,24 @@ mod tests {
         assert_eq!((lean.created_at, lean.expires_at), (5, Some(10)));
         assert_eq!(lean.confidence.value, 0.75);
         assert!(lean.content.is_none() && lean.vector.is_none() && lean.metadata.is_empty());
+    }
+
+    #[test]
+    fn a_hit_is_named_with_the_searchs_copies_and_the_slots_id() {
+        let r = record();
+        let mut names = ScopeNames::default();
+        let doc = SlotDoc::of(&r, &mut names).unwrap();
+        let mut own = HitNames::default();
+        let first = doc.resident_record(&r.modality, &names, &mut own).unwrap();
+        let again = doc.resident_record(&r.modality, &names, &mut own).unwrap();
+        assert_eq!(first.memory_domain, r.memory_domain);
+        let table = names.domains.get(doc.scope.domain).unwrap();
+        assert!(!std::ptr::eq(first.memory_domain.as_str(), table.as_str()));
+        assert!(std::ptr::eq(
+            first.memory_domain.as_str(),
+            again.memory_domain.as_str()
+        ));
+        // The id is the slot's own, shared rather than copied.
+        assert!(std::ptr::eq(first.id.as_str(), doc.id.as_str()));
     }
 }

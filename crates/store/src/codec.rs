@@ -834,6 +834,41 @@ mod golden {
         assert_eq!(hex(&encode_credential(7, b"{\"k\":1}")), CREDENTIAL_GOLDEN);
     }
 
+    /// Names are written as the bare string, exactly as the `String`s they were before they
+    /// held an `Arc<str>`: the golden record with a memory scope, pinned by hand from
+    /// [`RECORD_GOLDEN`] (`None` = `00` becomes `Some("s1")` = `01 02 73 31`).
+    #[test]
+    fn a_record_with_a_memory_scope_is_pinned() {
+        let mut r = record();
+        r.memory_scope = Some(MemoryScope::parse("s1").unwrap());
+        let golden = RECORD_GOLDEN.replace("010372756e00077b", "010372756e01027331077b");
+        assert_eq!(hex(&encode_record(&r).unwrap()), golden);
+        assert_eq!(decode_record(&unhex(&golden)).unwrap(), r);
+    }
+
+    proptest::proptest! {
+        /// Any valid name's stored bytes are its `String`'s, and read back as the same name.
+        #[test]
+        fn a_names_bytes_are_its_strings(s in "[a-zA-Z0-9_.:-]{1,64}") {
+            let as_string = postcard::to_allocvec(&s).unwrap();
+            if let Ok(token) = UserToken::parse(&s) {
+                proptest::prop_assert_eq!(&postcard::to_allocvec(&token).unwrap(), &as_string);
+                let back: UserToken = postcard::from_bytes(&as_string).unwrap();
+                proptest::prop_assert_eq!(back, token);
+            }
+            let scope = MemoryScope::parse(&s);
+            proptest::prop_assert_eq!(scope.is_ok(), !s.contains(':'));
+            if let Ok(scope) = scope {
+                let some = postcard::to_allocvec(&Some(scope.clone())).unwrap();
+                proptest::prop_assert_eq!(&some, &postcard::to_allocvec(&Some(&s)).unwrap());
+                let back: Option<MemoryScope> = postcard::from_bytes(&some).unwrap();
+                proptest::prop_assert_eq!(back, Some(scope));
+            } else {
+                proptest::prop_assert!(postcard::from_bytes::<MemoryScope>(&as_string).is_err());
+            }
+        }
+    }
+
     #[test]
     fn pinned_bytes_still_decode() {
         assert_eq!(decode_record(&unhex(RECORD_GOLDEN)).unwrap(), record());
