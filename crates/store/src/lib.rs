@@ -63,3 +63,20 @@ pub use thread_writes::{
 };
 pub use tracking::WriteTracker;
 pub use verify::{KeyCheck, check_tenant};
+
+/// A fresh store holding one live tenant, for the unit tests of rows in a tenant's range.
+#[cfg(test)]
+pub(crate) mod test_tenant {
+    use crate::{Store, TenantKey};
+
+    pub(crate) fn store_with_tenant(name: &str) -> (tempfile::TempDir, Store, TenantKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let id = strata_types::TenantId::parse(name).unwrap();
+        let t = store
+            .write(|w| w.create_tenant(&id, 0, Default::default()))
+            .unwrap()
+            .key;
+        (dir, store, t)
+    }
+}

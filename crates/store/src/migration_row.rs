@@ -39,18 +39,12 @@ impl Writer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check_tenant;
     use crate::codec::{StoredLevel, StoredMigrationState};
-    use crate::{Store, check_tenant};
 
     #[test]
     fn the_row_reads_back_and_verifies_clean() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let id = strata_types::TenantId::parse("acme").unwrap();
-        let t = store
-            .write(|w| w.create_tenant(&id, 0, Default::default()))
-            .unwrap()
-            .key;
+        let (_dir, store, t) = crate::test_tenant::store_with_tenant("acme");
         assert_eq!(last_migration(&store.read().unwrap(), t).unwrap(), None);
         let row = StoredMigration {
             from: StoredLevel::Shared,

@@ -95,17 +95,11 @@ impl Writer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Store, check_tenant};
+    use crate::check_tenant;
 
     #[test]
     fn the_row_reads_back_verifies_clean_and_goes_when_emptied() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let id = strata_types::TenantId::parse("acme").unwrap();
-        let t = store
-            .write(|w| w.create_tenant(&id, 0, Default::default()))
-            .unwrap()
-            .key;
+        let (_dir, store, t) = crate::test_tenant::store_with_tenant("acme");
         assert!(
             tenant_metadata(&store.read().unwrap(), t)
                 .unwrap()
@@ -136,13 +130,7 @@ mod tests {
     /// edited) is reported by verify; one exactly at the bounds is clean.
     #[test]
     fn verify_reports_a_row_past_the_key_or_depth_bound() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let id = strata_types::TenantId::parse("acme").unwrap();
-        let t = store
-            .write(|w| w.create_tenant(&id, 0, Default::default()))
-            .unwrap()
-            .key;
+        let (_dir, store, t) = crate::test_tenant::store_with_tenant("acme");
         let flat = |n: usize| -> Map<String, Value> {
             (0..n).map(|i| (format!("k{i}"), Value::from(i))).collect()
         };
