@@ -32,6 +32,7 @@ mod idempotency;
 #[cfg(test)]
 mod ids_only_pool_tests;
 mod image_check;
+mod index_lock;
 mod integrity;
 mod isolation;
 mod lifecycle;
@@ -484,9 +485,9 @@ impl Engine {
         if self.indexes.integrity_state(scope.key()) == IntegrityState::Critical {
             // Still a sample: the state can only fall again if it keeps being fed.
             let policy = self.config.integrity.policy(scope.tenant());
-            self.indexes
-                .integrity_sample(scope.key(), scope.tenant(), policy, None);
-            if self.indexes.integrity_state(scope.key()) == IntegrityState::Critical {
+            let slot = self.indexes.slot(scope.key(), scope.tenant());
+            self.indexes.integrity_sample(&slot, policy, None);
+            if slot.integrity_state() == IntegrityState::Critical {
                 return Err(EngineError::TenantCritical(scope.tenant().clone()));
             }
         }

@@ -8,16 +8,23 @@
 //! committed writes in commit order, a load never misses one, and an eviction never drops a
 //! change that is not in storage. Eviction only ever *tries* the locks of other tenants, so a
 //! request never waits for another tenant's work.
+//!
+//! A search looks its tenant's slot up once ([`IndexRegistry::slot`]) and reaches everything
+//! else through it: the index, the integrity state (an atomic copy, no lock) and the sample
+//! after the search (the tracker's lock alone while the index has not changed since its
+//! health was last read). Two threads searching one tenant then write few lines they share.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use strata_store::{Reads, Store, TenantKey};
 use strata_types::TenantId;
 
 use crate::EngineError;
 use crate::graph_build::GraphBuilder;
+use crate::index_lock::IndexLock;
+use crate::integrity::{IndexHealth, IntegrityState};
 use crate::residency::{
     ResidencyConfig, ResidencySummary, SlotCounters, TenantResidency, TenantResidencyRow,
 };
@@ -31,12 +38,39 @@ pub(crate) type CommitHook = Arc<dyn Fn(TenantKey) + Send + Sync>;
 pub(crate) struct TenantSlot {
     pub id: TenantId,
     pub apply: Mutex<()>,
-    pub index: RwLock<Option<TenantIndex>>,
+    pub index: IndexLock,
     pub counters: SlotCounters,
     pub integrity: Mutex<crate::integrity::Tracker>,
+    /// The tracker's state as of its last sample, so that the many readers of the state
+    /// (every search, every write) take no lock. Written under the tracker's lock.
+    integrity_state: AtomicU8,
+    /// `index.writes()` when the tracker's health was last read from the index: while it
+    /// matches, the index is as it was and the health the tracker holds is current. Read
+    /// and written under the tracker's lock.
+    health_read_at: AtomicU64,
     /// Pinned by its isolation level (`partition`, `dedicated`): never evicted. Learnt from
     /// the profile at each load and set by level changes.
     pub level_pinned: AtomicBool,
+}
+
+impl TenantSlot {
+    /// The tenant's integrity state as of its last sample, read without the tracker's lock.
+    pub fn integrity_state(&self) -> IntegrityState {
+        match self.integrity_state.load(Ordering::Relaxed) {
+            1 => IntegrityState::Stress,
+            2 => IntegrityState::Critical,
+            _ => IntegrityState::Normal,
+        }
+    }
+}
+
+/// The code of `state` in `TenantSlot::integrity_state` (in memory only, never stored).
+fn state_code(state: IntegrityState) -> u8 {
+    match state {
+        IntegrityState::Normal => 0,
+        IntegrityState::Stress => 1,
+        IntegrityState::Critical => 2,
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,23 +114,38 @@ impl IndexRegistry {
         }
     }
 
-    fn slot(&self, key: TenantKey, id: &TenantId) -> Arc<TenantSlot> {
+    /// The tenant's slot, made if it has none, marked as its most recent use. A request looks
+    /// it up once and passes it on (`with_slot_index`, `integrity_sample`).
+    pub fn slot(&self, key: TenantKey, id: &TenantId) -> Arc<TenantSlot> {
         let slot = lock(&self.tenants)
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(TenantSlot {
                     id: id.clone(),
                     apply: Mutex::new(()),
-                    index: RwLock::new(None),
+                    index: IndexLock::default(),
                     counters: SlotCounters::default(),
                     integrity: Mutex::default(),
+                    integrity_state: AtomicU8::new(state_code(IntegrityState::Normal)),
+                    health_read_at: AtomicU64::new(0),
                     level_pinned: AtomicBool::new(false),
                 })
             })
             .clone();
+        self.mark_used(&slot);
+        slot
+    }
+
+    /// Moves the slot to the front of the least-recently-used order. A slot already there
+    /// (no other tenant used since) is left alone: the clock and its stamp are written only
+    /// when the order changes, so the searches of one busy tenant do not all write the
+    /// clock's cache line. Two tenants marked at once may stamp in either order, as before.
+    fn mark_used(&self, slot: &TenantSlot) {
+        if slot.counters.last_used.load(Ordering::Relaxed) == self.clock.load(Ordering::Relaxed) {
+            return;
+        }
         let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         slot.counters.last_used.store(now, Ordering::Relaxed);
-        slot
     }
 
     /// Returns once the tenant's write in flight, if any, is applied to its index: the
@@ -124,36 +173,43 @@ impl IndexRegistry {
     }
 
     /// The tenant's integrity state (normal for a tenant not seen yet).
-    pub fn integrity_state(&self, key: TenantKey) -> crate::integrity::IntegrityState {
+    pub fn integrity_state(&self, key: TenantKey) -> IntegrityState {
         self.get(key)
-            .map_or(crate::integrity::IntegrityState::Normal, |s| {
-                lock(&s.integrity).machine.state
-            })
+            .map_or(IntegrityState::Normal, |s| s.integrity_state())
     }
 
     /// Feeds one sample to the tenant's integrity state machine: a search's latency, if any,
     /// and the tenant's index health (the largest deleted fraction of its graphs).
     pub fn integrity_sample(
         &self,
-        key: TenantKey,
-        id: &TenantId,
+        slot: &TenantSlot,
         policy: &crate::integrity::IntegrityPolicy,
         latency_ms: Option<f64>,
     ) {
-        let slot = self.slot(key, id);
-        // Lock order: the index (read) before the tracker, here and nowhere the other way.
-        let guard = self.read_index(&slot);
         let mut tracker = lock(&slot.integrity);
-        // An unloaded tenant keeps the health last seen: its graphs did not change meanwhile.
-        let health = match guard.as_ref() {
-            Some(ti) => crate::integrity::IndexHealth {
-                deleted_fraction: ti.deleted_fraction(),
-                reachable: crate::connectivity::min_reachable(ti, &mut tracker.reach),
-            },
-            None => tracker.health,
-        };
-        drop(guard);
-        tracker.sample(policy, latency_ms, health, strata_types::now_millis());
+        // Health changes only with the index, and every change takes its write lock: while
+        // none did since the tracker last read it, the health it holds is current.
+        if slot.health_read_at.load(Ordering::Relaxed) != slot.index.writes() {
+            // Lock order: the index (read) before the tracker, here and nowhere the other way.
+            drop(tracker);
+            let guard = self.read_index(slot);
+            tracker = lock(&slot.integrity);
+            // Stable while the read lock is held: the count of the index read below.
+            let writes = slot.index.writes();
+            // An unloaded tenant keeps the health last seen: its graphs did not change
+            // meanwhile.
+            if let Some(ti) = guard.as_ref() {
+                tracker.health = IndexHealth {
+                    deleted_fraction: ti.deleted_fraction(),
+                    reachable: crate::connectivity::min_reachable(ti, &mut tracker.reach),
+                };
+            }
+            slot.health_read_at.store(writes, Ordering::Relaxed);
+        }
+        let health = tracker.health;
+        let state = tracker.sample(policy, latency_ms, health, strata_types::now_millis());
+        slot.integrity_state
+            .store(state_code(state), Ordering::Relaxed);
     }
 
     /// Feeds one request's queue depth (at submission) and wait on the worker pool to the
@@ -167,7 +223,10 @@ impl IndexRegistry {
         wait_ms: f64,
     ) {
         let slot = self.get(key).unwrap_or_else(|| self.slot(key, id));
-        lock(&slot.integrity).queue(policy, depth, wait_ms, strata_types::now_millis());
+        let mut tracker = lock(&slot.integrity);
+        let state = tracker.queue(policy, depth, wait_ms, strata_types::now_millis());
+        slot.integrity_state
+            .store(state_code(state), Ordering::Relaxed);
     }
 
     pub fn get(&self, key: TenantKey) -> Option<Arc<TenantSlot>> {
@@ -281,9 +340,22 @@ impl IndexRegistry {
         id: &TenantId,
         f: impl FnOnce(&TenantIndex) -> Result<R, EngineError>,
     ) -> Result<R, EngineError> {
-        let slot = self.slot(key, id);
+        self.with_slot_index(store, key, &self.slot(key, id), f)
+    }
+
+    /// [`IndexRegistry::with_index`] on a slot the caller looked up already (`slot`). A slot
+    /// the registry has forgotten since (the tenant was purged) is never loaded again: that
+    /// is refused as the tenant not found.
+    pub fn with_slot_index<R>(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        slot: &Arc<TenantSlot>,
+        f: impl FnOnce(&TenantIndex) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        let slot = slot.as_ref();
         {
-            let guard = self.read_index(&slot);
+            let guard = self.read_index(slot);
             if let Some(index) = guard.as_ref() {
                 return f(index);
             }
@@ -347,6 +419,14 @@ impl IndexRegistry {
         key: TenantKey,
         slot: &TenantSlot,
     ) -> Result<TenantIndex, EngineError> {
+        // A slot looked up before a purge forgot it: loading it would serve (and count) a
+        // tenant the registry no longer holds.
+        let registered = lock(&self.tenants)
+            .get(&key)
+            .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), slot));
+        if !registered {
+            return Err(EngineError::TenantNotFound(slot.id.clone()));
+        }
         let profile = match store.read()?.tenant(&slot.id)? {
             Some(meta) if meta.key == key => crate::lifecycle::TenantProfile::of(&meta)?,
             _ => return Err(EngineError::TenantNotFound(slot.id.clone())),
