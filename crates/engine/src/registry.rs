@@ -140,8 +140,11 @@ impl IndexRegistry {
     /// (no other tenant used since) is left alone: the clock and its stamp are written only
     /// when the order changes, so the searches of one busy tenant do not all write the
     /// clock's cache line. Two tenants marked at once may stamp in either order, as before.
+    /// A new slot's stamp is 0 (never used; the clock's first stamp is 1), which is never
+    /// taken for the front even while the clock is still at 0.
     fn mark_used(&self, slot: &TenantSlot) {
-        if slot.counters.last_used.load(Ordering::Relaxed) == self.clock.load(Ordering::Relaxed) {
+        let stamp = slot.counters.last_used.load(Ordering::Relaxed);
+        if stamp != 0 && stamp == self.clock.load(Ordering::Relaxed) {
             return;
         }
         let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
@@ -735,3 +738,7 @@ pub(crate) fn save_slot(
         _ => Ok(false),
     }
 }
+
+#[cfg(test)]
+#[path = "registry_slot_tests.rs"]
+mod tests;
