@@ -365,15 +365,15 @@ impl IndexRegistry {
         }
         let loaded_now = {
             let _order = lock(&slot.apply);
-            let mut guard = self.write_index(&slot);
+            let mut guard = self.write_index(slot);
             if guard.is_none() {
-                let index = self.load(store, key, &slot)?;
+                let index = self.load(store, key, slot)?;
                 if !index.graphs_wanted().is_empty() {
                     self.builder.request(key);
                 }
                 *guard = Some(index);
                 slot.counters.loads.fetch_add(1, Ordering::Relaxed);
-                self.account(&slot, guard.as_ref());
+                self.account(slot, guard.as_ref());
                 true
             } else {
                 false
@@ -382,7 +382,7 @@ impl IndexRegistry {
         if loaded_now {
             self.enforce_budget(store, Some(key));
         }
-        let guard = self.read_index(&slot);
+        let guard = self.read_index(slot);
         match guard.as_ref() {
             Some(index) => f(index),
             // Evicted between the load and this read (only by a budget smaller than this one
@@ -391,12 +391,12 @@ impl IndexRegistry {
                 drop(guard);
                 let (result, reloaded) = {
                     let _order = lock(&slot.apply);
-                    let mut guard = self.write_index(&slot);
+                    let mut guard = self.write_index(slot);
                     let reloaded = guard.is_none();
                     if reloaded {
-                        *guard = Some(self.load(store, key, &slot)?);
+                        *guard = Some(self.load(store, key, slot)?);
                         slot.counters.loads.fetch_add(1, Ordering::Relaxed);
-                        self.account(&slot, guard.as_ref());
+                        self.account(slot, guard.as_ref());
                     }
                     let result = match guard.as_ref() {
                         Some(index) => f(index),
