@@ -15,7 +15,7 @@
 //! health was last read). Two threads searching one tenant then write few lines they share.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use strata_store::{Reads, Store, TenantKey};
@@ -24,10 +24,11 @@ use strata_types::TenantId;
 use crate::EngineError;
 use crate::graph_build::GraphBuilder;
 use crate::index_lock::IndexLock;
-use crate::integrity::{IndexHealth, IntegrityState};
+use crate::integrity::{IndexHealth, IntegrityState, Tracker};
 use crate::residency::{
     ResidencyConfig, ResidencySummary, SlotCounters, TenantResidency, TenantResidencyRow,
 };
+use crate::slot_integrity::SlotIntegrity;
 use crate::tenant_index::{Change, TenantIndex};
 
 /// A test's hook between a write's commit and its apply.
@@ -40,36 +41,31 @@ pub(crate) struct TenantSlot {
     pub apply: Mutex<()>,
     pub index: IndexLock,
     pub counters: SlotCounters,
-    pub integrity: Mutex<crate::integrity::Tracker>,
-    /// The tracker's state as of its last sample, so that the many readers of the state
-    /// (every search, every write) take no lock. Written under the tracker's lock.
-    integrity_state: AtomicU8,
-    /// `index.writes()` when the tracker's health was last read from the index: while it
-    /// matches, the index is as it was and the health the tracker holds is current. Read
-    /// and written under the tracker's lock.
-    health_read_at: AtomicU64,
+    /// Reached through `with_tracker`, which keeps the lock-free copy of the state current.
+    integrity: SlotIntegrity,
     /// Pinned by its isolation level (`partition`, `dedicated`): never evicted. Learnt from
     /// the profile at each load and set by level changes.
     pub level_pinned: AtomicBool,
 }
 
 impl TenantSlot {
-    /// The tenant's integrity state as of its last sample, read without the tracker's lock.
+    /// The tenant's integrity state as of its tracker's last change, read without its lock.
     pub fn integrity_state(&self) -> IntegrityState {
-        match self.integrity_state.load(Ordering::Relaxed) {
-            1 => IntegrityState::Stress,
-            2 => IntegrityState::Critical,
-            _ => IntegrityState::Normal,
-        }
+        self.integrity.state()
     }
-}
 
-/// The code of `state` in `TenantSlot::integrity_state` (in memory only, never stored).
-fn state_code(state: IntegrityState) -> u8 {
-    match state {
-        IntegrityState::Normal => 0,
-        IntegrityState::Stress => 1,
-        IntegrityState::Critical => 2,
+    /// Runs `f` on the tenant's integrity tracker under its lock; the lock-free copy of the
+    /// state is updated from the tracker on the way out.
+    pub fn with_tracker<R>(&self, f: impl FnOnce(&mut Tracker) -> R) -> R {
+        self.integrity.with_tracker(f)
+    }
+
+    /// Returns once the tenant's write in flight, if any, is applied to its index: the
+    /// write holds the `apply` lock from before its commit until its apply, so taking and
+    /// releasing that lock waits for one write at most (`crate::search_retry`). On the slot
+    /// the caller holds: a look-up by key could make an empty slot for a purged tenant.
+    pub fn wait_for_apply(&self) {
+        drop(lock(&self.apply));
     }
 }
 
@@ -125,9 +121,7 @@ impl IndexRegistry {
                     apply: Mutex::new(()),
                     index: IndexLock::default(),
                     counters: SlotCounters::default(),
-                    integrity: Mutex::default(),
-                    integrity_state: AtomicU8::new(state_code(IntegrityState::Normal)),
-                    health_read_at: AtomicU64::new(0),
+                    integrity: SlotIntegrity::default(),
                     level_pinned: AtomicBool::new(false),
                 })
             })
@@ -148,14 +142,9 @@ impl IndexRegistry {
             return;
         }
         let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
-        slot.counters.last_used.store(now, Ordering::Relaxed);
-    }
-
-    /// Returns once the tenant's write in flight, if any, is applied to its index: the
-    /// write holds the `apply` lock from before its commit until its apply, so taking and
-    /// releasing that lock waits for one write at most (`crate::search_retry`).
-    pub fn wait_for_apply(&self, key: TenantKey, id: &TenantId) {
-        drop(lock(&self.slot(key, id).apply));
+        // The larger stamp wins: a use that took its stamp earlier but stores it later must
+        // not move the slot back in the order.
+        slot.counters.last_used.fetch_max(now, Ordering::Relaxed);
     }
 
     /// Counts hits a search's re-check dropped on resident state (`recheck_drops`), logged
@@ -189,30 +178,36 @@ impl IndexRegistry {
         policy: &crate::integrity::IntegrityPolicy,
         latency_ms: Option<f64>,
     ) {
-        let mut tracker = lock(&slot.integrity);
+        let now = strata_types::now_millis();
+        let sample = |tracker: &mut Tracker| {
+            let health = tracker.health;
+            tracker.sample(policy, latency_ms, health, now);
+        };
         // Health changes only with the index, and every change takes its write lock: while
         // none did since the tracker last read it, the health it holds is current.
-        if slot.health_read_at.load(Ordering::Relaxed) != slot.index.writes() {
-            // Lock order: the index (read) before the tracker, here and nowhere the other way.
-            drop(tracker);
-            let guard = self.read_index(slot);
-            tracker = lock(&slot.integrity);
-            // Stable while the read lock is held: the count of the index read below.
-            let writes = slot.index.writes();
-            // An unloaded tenant keeps the health last seen: its graphs did not change
-            // meanwhile.
-            if let Some(ti) = guard.as_ref() {
-                tracker.health = IndexHealth {
-                    deleted_fraction: ti.deleted_fraction(),
-                    reachable: crate::connectivity::min_reachable(ti, &mut tracker.reach),
-                };
-            }
-            slot.health_read_at.store(writes, Ordering::Relaxed);
+        if slot
+            .integrity
+            .with_tracker_if_health_read_at(slot.index.writes(), sample)
+            .is_some()
+        {
+            return;
         }
-        let health = tracker.health;
-        let state = tracker.sample(policy, latency_ms, health, strata_types::now_millis());
-        slot.integrity_state
-            .store(state_code(state), Ordering::Relaxed);
+        // Lock order: the index (read) before the tracker, here and nowhere the other way.
+        let guard = self.read_index(slot);
+        // Stable while the read lock is held: the count of the index read below.
+        let writes = slot.index.writes();
+        slot.integrity
+            .with_tracker_reading_health_at(writes, |tracker| {
+                // An unloaded tenant keeps the health last seen: its graphs did not change
+                // meanwhile.
+                if let Some(ti) = guard.as_ref() {
+                    tracker.health = IndexHealth {
+                        deleted_fraction: ti.deleted_fraction(),
+                        reachable: crate::connectivity::min_reachable(ti, &mut tracker.reach),
+                    };
+                }
+                sample(tracker);
+            });
     }
 
     /// Feeds one request's queue depth (at submission) and wait on the worker pool to the
@@ -226,10 +221,7 @@ impl IndexRegistry {
         wait_ms: f64,
     ) {
         let slot = self.get(key).unwrap_or_else(|| self.slot(key, id));
-        let mut tracker = lock(&slot.integrity);
-        let state = tracker.queue(policy, depth, wait_ms, strata_types::now_millis());
-        slot.integrity_state
-            .store(state_code(state), Ordering::Relaxed);
+        slot.with_tracker(|t| t.queue(policy, depth, wait_ms, strata_types::now_millis()));
     }
 
     pub fn get(&self, key: TenantKey) -> Option<Arc<TenantSlot>> {
@@ -596,7 +588,7 @@ impl IndexRegistry {
         let slots: Vec<Arc<TenantSlot>> = lock(&self.tenants).values().cloned().collect();
         let mut out = std::collections::BTreeMap::new();
         for slot in slots {
-            *out.entry(lock(&slot.integrity).machine.state).or_insert(0) += 1;
+            *out.entry(slot.integrity_state()).or_insert(0) += 1;
         }
         out
     }

@@ -210,8 +210,7 @@ impl Engine {
         // index just after) can take a hit out of sight; the search then passed it over and
         // may hold fewer than k. It is searched again once the index is released, with spare
         // candidates for every hit lost (`crate::search_retry`).
-        let (searched, for_shared) =
-            self.search_until_full(scope.key(), scope.tenant(), attempt)?;
+        let (searched, for_shared) = self.search_until_full(&tenant, attempt)?;
         let mut response = searched.response;
         if let Some(selector) = &s.include_shared
             && let Some(collection) = early.as_ref().or(for_shared.as_ref())
