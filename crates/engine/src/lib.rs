@@ -32,6 +32,7 @@ mod idempotency;
 #[cfg(test)]
 mod ids_only_pool_tests;
 mod image_check;
+mod index_lock;
 mod integrity;
 mod isolation;
 mod lifecycle;
@@ -58,6 +59,7 @@ mod search_retry;
 mod search_retry_tests;
 mod shares;
 mod slot_doc;
+mod slot_integrity;
 mod snapshot;
 mod stats;
 mod storage_cache;
@@ -300,7 +302,7 @@ impl Engine {
         let meta = self.tenant_meta(id)?;
         let policy = self.config.integrity.policy(id);
         Ok(match self.indexes.get(meta.key) {
-            Some(slot) => registry::lock(&slot.integrity).report(policy),
+            Some(slot) => slot.with_tracker(|t| t.report(policy)),
             None => integrity::Tracker::default().report(policy),
         })
     }
@@ -481,12 +483,15 @@ impl Engine {
 
     /// Refuses a write of a tenant in the critical integrity state.
     fn refuse_critical(&self, scope: &TenantScope) -> Result<(), EngineError> {
-        if self.indexes.integrity_state(scope.key()) == IntegrityState::Critical {
+        // A tenant without a slot was never sampled: normal.
+        let Some(slot) = self.indexes.get(scope.key()) else {
+            return Ok(());
+        };
+        if slot.integrity_state() == IntegrityState::Critical {
             // Still a sample: the state can only fall again if it keeps being fed.
             let policy = self.config.integrity.policy(scope.tenant());
-            self.indexes
-                .integrity_sample(scope.key(), scope.tenant(), policy, None);
-            if self.indexes.integrity_state(scope.key()) == IntegrityState::Critical {
+            self.indexes.integrity_sample(&slot, policy, None);
+            if slot.integrity_state() == IntegrityState::Critical {
                 return Err(EngineError::TenantCritical(scope.tenant().clone()));
             }
         }

@@ -8,19 +8,27 @@
 //! committed writes in commit order, a load never misses one, and an eviction never drops a
 //! change that is not in storage. Eviction only ever *tries* the locks of other tenants, so a
 //! request never waits for another tenant's work.
+//!
+//! A search looks its tenant's slot up once ([`IndexRegistry::slot`]) and reaches everything
+//! else through it: the index, the integrity state (an atomic copy, no lock) and the sample
+//! after the search (the tracker's lock alone while the index has not changed since its
+//! health was last read). Two threads searching one tenant then write few lines they share.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use strata_store::{Reads, Store, TenantKey};
 use strata_types::TenantId;
 
 use crate::EngineError;
 use crate::graph_build::GraphBuilder;
+use crate::index_lock::IndexLock;
+use crate::integrity::{IndexHealth, IntegrityState, Tracker};
 use crate::residency::{
     ResidencyConfig, ResidencySummary, SlotCounters, TenantResidency, TenantResidencyRow,
 };
+use crate::slot_integrity::SlotIntegrity;
 use crate::tenant_index::{Change, TenantIndex};
 
 /// A test's hook between a write's commit and its apply.
@@ -31,12 +39,34 @@ pub(crate) type CommitHook = Arc<dyn Fn(TenantKey) + Send + Sync>;
 pub(crate) struct TenantSlot {
     pub id: TenantId,
     pub apply: Mutex<()>,
-    pub index: RwLock<Option<TenantIndex>>,
+    pub index: IndexLock,
     pub counters: SlotCounters,
-    pub integrity: Mutex<crate::integrity::Tracker>,
+    /// Reached through `with_tracker`, which keeps the lock-free copy of the state current.
+    integrity: SlotIntegrity,
     /// Pinned by its isolation level (`partition`, `dedicated`): never evicted. Learnt from
     /// the profile at each load and set by level changes.
     pub level_pinned: AtomicBool,
+}
+
+impl TenantSlot {
+    /// The tenant's integrity state as of its tracker's last change, read without its lock.
+    pub fn integrity_state(&self) -> IntegrityState {
+        self.integrity.state()
+    }
+
+    /// Runs `f` on the tenant's integrity tracker under its lock; the lock-free copy of the
+    /// state is updated from the tracker on the way out.
+    pub fn with_tracker<R>(&self, f: impl FnOnce(&mut Tracker) -> R) -> R {
+        self.integrity.with_tracker(f)
+    }
+
+    /// Returns once the tenant's write in flight, if any, is applied to its index: the
+    /// write holds the `apply` lock from before its commit until its apply, so taking and
+    /// releasing that lock waits for one write at most (`crate::search_retry`). On the slot
+    /// the caller holds: a look-up by key could make an empty slot for a purged tenant.
+    pub fn wait_for_apply(&self) {
+        drop(lock(&self.apply));
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,30 +110,41 @@ impl IndexRegistry {
         }
     }
 
-    fn slot(&self, key: TenantKey, id: &TenantId) -> Arc<TenantSlot> {
+    /// The tenant's slot, made if it has none, marked as its most recent use. A request looks
+    /// it up once and passes it on (`with_slot_index`, `integrity_sample`).
+    pub fn slot(&self, key: TenantKey, id: &TenantId) -> Arc<TenantSlot> {
         let slot = lock(&self.tenants)
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(TenantSlot {
                     id: id.clone(),
                     apply: Mutex::new(()),
-                    index: RwLock::new(None),
+                    index: IndexLock::default(),
                     counters: SlotCounters::default(),
-                    integrity: Mutex::default(),
+                    integrity: SlotIntegrity::default(),
                     level_pinned: AtomicBool::new(false),
                 })
             })
             .clone();
-        let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
-        slot.counters.last_used.store(now, Ordering::Relaxed);
+        self.mark_used(&slot);
         slot
     }
 
-    /// Returns once the tenant's write in flight, if any, is applied to its index: the
-    /// write holds the `apply` lock from before its commit until its apply, so taking and
-    /// releasing that lock waits for one write at most (`crate::search_retry`).
-    pub fn wait_for_apply(&self, key: TenantKey, id: &TenantId) {
-        drop(lock(&self.slot(key, id).apply));
+    /// Moves the slot to the front of the least-recently-used order. A slot already there
+    /// (no other tenant used since) is left alone: the clock and its stamp are written only
+    /// when the order changes, so the searches of one busy tenant do not all write the
+    /// clock's cache line. Two tenants marked at once may stamp in either order, as before.
+    /// A new slot's stamp is 0 (never used; the clock's first stamp is 1), which is never
+    /// taken for the front even while the clock is still at 0.
+    fn mark_used(&self, slot: &TenantSlot) {
+        let stamp = slot.counters.last_used.load(Ordering::Relaxed);
+        if stamp != 0 && stamp == self.clock.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        // The larger stamp wins: a use that took its stamp earlier but stores it later must
+        // not move the slot back in the order.
+        slot.counters.last_used.fetch_max(now, Ordering::Relaxed);
     }
 
     /// Counts hits a search's re-check dropped on resident state (`recheck_drops`), logged
@@ -124,36 +165,49 @@ impl IndexRegistry {
     }
 
     /// The tenant's integrity state (normal for a tenant not seen yet).
-    pub fn integrity_state(&self, key: TenantKey) -> crate::integrity::IntegrityState {
+    pub fn integrity_state(&self, key: TenantKey) -> IntegrityState {
         self.get(key)
-            .map_or(crate::integrity::IntegrityState::Normal, |s| {
-                lock(&s.integrity).machine.state
-            })
+            .map_or(IntegrityState::Normal, |s| s.integrity_state())
     }
 
     /// Feeds one sample to the tenant's integrity state machine: a search's latency, if any,
     /// and the tenant's index health (the largest deleted fraction of its graphs).
     pub fn integrity_sample(
         &self,
-        key: TenantKey,
-        id: &TenantId,
+        slot: &TenantSlot,
         policy: &crate::integrity::IntegrityPolicy,
         latency_ms: Option<f64>,
     ) {
-        let slot = self.slot(key, id);
-        // Lock order: the index (read) before the tracker, here and nowhere the other way.
-        let guard = self.read_index(&slot);
-        let mut tracker = lock(&slot.integrity);
-        // An unloaded tenant keeps the health last seen: its graphs did not change meanwhile.
-        let health = match guard.as_ref() {
-            Some(ti) => crate::integrity::IndexHealth {
-                deleted_fraction: ti.deleted_fraction(),
-                reachable: crate::connectivity::min_reachable(ti, &mut tracker.reach),
-            },
-            None => tracker.health,
+        let now = strata_types::now_millis();
+        let sample = |tracker: &mut Tracker| {
+            let health = tracker.health;
+            tracker.sample(policy, latency_ms, health, now);
         };
-        drop(guard);
-        tracker.sample(policy, latency_ms, health, strata_types::now_millis());
+        // Health changes only with the index, and every change takes its write lock: while
+        // none did since the tracker last read it, the health it holds is current.
+        if slot
+            .integrity
+            .with_tracker_if_health_read_at(slot.index.writes(), sample)
+            .is_some()
+        {
+            return;
+        }
+        // Lock order: the index (read) before the tracker, here and nowhere the other way.
+        let guard = self.read_index(slot);
+        // Stable while the read lock is held: the count of the index read below.
+        let writes = slot.index.writes();
+        slot.integrity
+            .with_tracker_reading_health_at(writes, |tracker| {
+                // An unloaded tenant keeps the health last seen: its graphs did not change
+                // meanwhile.
+                if let Some(ti) = guard.as_ref() {
+                    tracker.health = IndexHealth {
+                        deleted_fraction: ti.deleted_fraction(),
+                        reachable: crate::connectivity::min_reachable(ti, &mut tracker.reach),
+                    };
+                }
+                sample(tracker);
+            });
     }
 
     /// Feeds one request's queue depth (at submission) and wait on the worker pool to the
@@ -167,7 +221,7 @@ impl IndexRegistry {
         wait_ms: f64,
     ) {
         let slot = self.get(key).unwrap_or_else(|| self.slot(key, id));
-        lock(&slot.integrity).queue(policy, depth, wait_ms, strata_types::now_millis());
+        slot.with_tracker(|t| t.queue(policy, depth, wait_ms, strata_types::now_millis()));
     }
 
     pub fn get(&self, key: TenantKey) -> Option<Arc<TenantSlot>> {
@@ -281,24 +335,37 @@ impl IndexRegistry {
         id: &TenantId,
         f: impl FnOnce(&TenantIndex) -> Result<R, EngineError>,
     ) -> Result<R, EngineError> {
-        let slot = self.slot(key, id);
+        self.with_slot_index(store, key, &self.slot(key, id), f)
+    }
+
+    /// [`IndexRegistry::with_index`] on a slot the caller looked up already (`slot`). A slot
+    /// the registry has forgotten since (the tenant was purged) is never loaded again: that
+    /// is refused as the tenant not found.
+    pub fn with_slot_index<R>(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        slot: &Arc<TenantSlot>,
+        f: impl FnOnce(&TenantIndex) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        let slot = slot.as_ref();
         {
-            let guard = self.read_index(&slot);
+            let guard = self.read_index(slot);
             if let Some(index) = guard.as_ref() {
                 return f(index);
             }
         }
         let loaded_now = {
             let _order = lock(&slot.apply);
-            let mut guard = self.write_index(&slot);
+            let mut guard = self.write_index(slot);
             if guard.is_none() {
-                let index = self.load(store, key, &slot)?;
+                let index = self.load(store, key, slot)?;
                 if !index.graphs_wanted().is_empty() {
                     self.builder.request(key);
                 }
                 *guard = Some(index);
                 slot.counters.loads.fetch_add(1, Ordering::Relaxed);
-                self.account(&slot, guard.as_ref());
+                self.account(slot, guard.as_ref());
                 true
             } else {
                 false
@@ -307,7 +374,7 @@ impl IndexRegistry {
         if loaded_now {
             self.enforce_budget(store, Some(key));
         }
-        let guard = self.read_index(&slot);
+        let guard = self.read_index(slot);
         match guard.as_ref() {
             Some(index) => f(index),
             // Evicted between the load and this read (only by a budget smaller than this one
@@ -316,12 +383,12 @@ impl IndexRegistry {
                 drop(guard);
                 let (result, reloaded) = {
                     let _order = lock(&slot.apply);
-                    let mut guard = self.write_index(&slot);
+                    let mut guard = self.write_index(slot);
                     let reloaded = guard.is_none();
                     if reloaded {
-                        *guard = Some(self.load(store, key, &slot)?);
+                        *guard = Some(self.load(store, key, slot)?);
                         slot.counters.loads.fetch_add(1, Ordering::Relaxed);
-                        self.account(&slot, guard.as_ref());
+                        self.account(slot, guard.as_ref());
                     }
                     let result = match guard.as_ref() {
                         Some(index) => f(index),
@@ -347,6 +414,14 @@ impl IndexRegistry {
         key: TenantKey,
         slot: &TenantSlot,
     ) -> Result<TenantIndex, EngineError> {
+        // A slot looked up before a purge forgot it: loading it would serve (and count) a
+        // tenant the registry no longer holds.
+        let registered = lock(&self.tenants)
+            .get(&key)
+            .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), slot));
+        if !registered {
+            return Err(EngineError::TenantNotFound(slot.id.clone()));
+        }
         let profile = match store.read()?.tenant(&slot.id)? {
             Some(meta) if meta.key == key => crate::lifecycle::TenantProfile::of(&meta)?,
             _ => return Err(EngineError::TenantNotFound(slot.id.clone())),
@@ -513,7 +588,7 @@ impl IndexRegistry {
         let slots: Vec<Arc<TenantSlot>> = lock(&self.tenants).values().cloned().collect();
         let mut out = std::collections::BTreeMap::new();
         for slot in slots {
-            *out.entry(lock(&slot.integrity).machine.state).or_insert(0) += 1;
+            *out.entry(slot.integrity_state()).or_insert(0) += 1;
         }
         out
     }
@@ -655,3 +730,7 @@ pub(crate) fn save_slot(
         _ => Ok(false),
     }
 }
+
+#[cfg(test)]
+#[path = "registry_slot_tests.rs"]
+mod tests;

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use strata_auth::{Permission, TenantScope};
 use strata_index::exact::sort_hits;
@@ -25,6 +26,7 @@ use crate::embedding::{embed, embeds, text_collection};
 use crate::hits::{HitChecks, StoredRecords, answers_from_index};
 use crate::integrity::{IntegrityState, STRESS_MAX_EF, STRESS_MAX_K};
 use crate::plan::{Candidates, filter_candidates, scope_candidates, vector_top, visible_slots};
+use crate::registry::TenantSlot;
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
 
@@ -46,21 +48,20 @@ impl Engine {
         check_fields(s)?;
         let policy = self.config.integrity.policy(scope.tenant());
         let started = std::time::Instant::now();
-        let response = self.search_unmeasured(scope, req, s);
-        if response.is_ok() {
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
-            self.indexes
-                .integrity_sample(scope.key(), scope.tenant(), policy, Some(ms));
-        }
-        response
+        let (response, tenant) = self.search_unmeasured(scope, req, s)?;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.indexes.integrity_sample(&tenant, policy, Some(ms));
+        Ok(response)
     }
 
+    /// The search, and the tenant's registry slot it was answered from (looked up once, after
+    /// the permission and liveness checks, for the index and the integrity state and sample).
     fn search_unmeasured(
         &self,
         scope: &TenantScope,
         req: &RequestScope,
         s: &SearchRequest,
-    ) -> Result<SearchResponse, EngineError> {
+    ) -> Result<(SearchResponse, Arc<TenantSlot>), EngineError> {
         let now = now_millis();
         let vis = Visibility::resolve(scope, req, Permission::Read, now)?;
         // The search's own copy of the name (`CollectionName::unshared`): each hit named from
@@ -84,9 +85,10 @@ impl Engine {
             self.check_readable(scope, Permission::Read)?;
             None
         };
+        let tenant = self.indexes.slot(scope.key(), scope.tenant());
         // After the permission and liveness checks, so that a refusal for those is not
         // masked; before any work.
-        if self.indexes.integrity_state(scope.key()) == IntegrityState::Stress
+        if tenant.integrity_state() == IntegrityState::Stress
             && (s.k > STRESS_MAX_K || s.ef.is_some_and(|ef| ef > STRESS_MAX_EF))
         {
             return Err(EngineError::TenantStressed(scope.tenant().clone()));
@@ -118,7 +120,7 @@ impl Engine {
             && answers_from_index(s, true);
         let attempt = |extra: usize| {
             self.indexes
-                .with_index(&self.store, scope.key(), scope.tenant(), |ti| {
+                .with_slot_index(&self.store, scope.key(), &tenant, |ti| {
                     // A write between its commit and its apply: storage may already hold a
                     // change this index does not, so the hits are read from storage.
                     let pending = ti.write_pending();
@@ -208,8 +210,7 @@ impl Engine {
         // index just after) can take a hit out of sight; the search then passed it over and
         // may hold fewer than k. It is searched again once the index is released, with spare
         // candidates for every hit lost (`crate::search_retry`).
-        let (searched, for_shared) =
-            self.search_until_full(scope.key(), scope.tenant(), attempt)?;
+        let (searched, for_shared) = self.search_until_full(&tenant, attempt)?;
         let mut response = searched.response;
         if let Some(selector) = &s.include_shared
             && let Some(collection) = early.as_ref().or(for_shared.as_ref())
@@ -217,7 +218,7 @@ impl Engine {
             let (shared, exact) = self.search_shared(scope, req, s, mode, collection, selector)?;
             merge_shared(&mut response, shared, exact, s.k);
         }
-        Ok(response)
+        Ok((response, tenant))
     }
 }
 

@@ -5,13 +5,11 @@
 //! holds fewer than k and is `short`. Each further try ranks `lost + SPARE_HITS` candidates
 //! beyond k, where `lost` counts every hit the earlier tries lost, so a write hiding many hits
 //! is not met with a fixed handful of spares. Before the last try the search waits for the
-//! tenant's write in flight to be applied (`IndexRegistry::wait_for_apply`), so that try
+//! tenant's write in flight to be applied (`TenantSlot::wait_for_apply`), so that try
 //! ranks from an index holding every write committed before it began, and can lose hits only
 //! to a write that commits between that wait and its storage snapshot.
 
-use strata_store::TenantKey;
-use strata_types::TenantId;
-
+use crate::registry::TenantSlot;
 use crate::search::{SPARE_HITS, Searched};
 use crate::{Engine, EngineError};
 
@@ -28,13 +26,12 @@ thread_local! {
 
 impl Engine {
     /// Runs `attempt(extra)` (a try that ranks `extra` candidates beyond k) until it is not
-    /// short or `SEARCH_ATTEMPTS` tries ran, on the index of tenant `key` (`id`). A hit the
+    /// short or `SEARCH_ATTEMPTS` tries ran, on the index of the tenant of `slot`. A hit the
     /// last try's re-check dropped on resident state is an index disagreement, not a race: it
     /// is counted (`IndexRegistry::recheck_drops`).
     pub(crate) fn search_until_full<T>(
         &self,
-        key: TenantKey,
-        id: &TenantId,
+        slot: &TenantSlot,
         mut attempt: impl FnMut(usize) -> Result<(Searched, T), EngineError>,
     ) -> Result<(Searched, T), EngineError> {
         let mut run = |extra: usize| {
@@ -50,14 +47,15 @@ impl Engine {
             }
             lost += result.0.lost;
             if tried + 1 == SEARCH_ATTEMPTS {
-                self.indexes.wait_for_apply(key, id);
+                slot.wait_for_apply();
             } else {
                 std::thread::yield_now();
             }
             result = run(lost + SPARE_HITS)?;
         }
         if result.0.recheck_drops > 0 {
-            self.indexes.note_recheck_drops(id, result.0.recheck_drops);
+            self.indexes
+                .note_recheck_drops(&slot.id, result.0.recheck_drops);
         }
         Ok(result)
     }

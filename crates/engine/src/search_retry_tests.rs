@@ -131,7 +131,11 @@ fn waiting_for_the_apply_waits_for_the_write_in_flight() {
             std::thread::sleep(Duration::from_millis(200));
             release.send(()).unwrap();
         });
-        engine.indexes.wait_for_apply(scope.key(), scope.tenant());
+        engine
+            .indexes
+            .get(scope.key())
+            .expect("slot")
+            .wait_for_apply();
         assert!(released.elapsed() >= Duration::from_millis(200));
         assert!(!pending(&engine), "applied when the wait returns");
         releaser.join().unwrap();

@@ -472,9 +472,10 @@ impl Engine {
             let vis = Visibility::shared_domain(g.domain.clone(), req, now);
             // Searched again when an owner's write takes hits out of sight, like the caller's
             // own collection (`crate::search_retry`), against the owner's index.
-            let (searched, found) = self.search_until_full(g.owner_key, &g.owner, |extra| {
+            let owner = self.indexes.slot(g.owner_key, &g.owner);
+            let (searched, found) = self.search_until_full(&owner, |extra| {
                 self.indexes
-                    .with_index(&self.store, g.owner_key, &g.owner, |ti| {
+                    .with_slot_index(&self.store, g.owner_key, &owner, |ti| {
                         let Some(ci) = ti.collections.get(name) else {
                             return Ok((Searched::empty(mode), false));
                         };

@@ -1,0 +1,314 @@
+//! A search reaches its tenant through one slot look-up (`IndexRegistry::slot`): the LRU
+//! stamp it leaves, the integrity state read without the tracker's lock, the health the
+//! sample reuses while the index is unchanged, and a slot a purge forgot.
+
+use std::sync::atomic::Ordering;
+
+use strata_auth::{OperatorScope, TenantScope};
+use strata_types::{Metric, NewRecord, RecordId, RequestScope, SearchRequest, TenantId};
+
+use crate::integrity::{IntegrityPolicy, IntegrityState};
+use crate::test_support::{admin_scope, vec_name};
+use crate::{Engine, EngineConfig, EngineError};
+
+fn open(
+    dir: &std::path::Path,
+    config: EngineConfig,
+    tenants: &[&str],
+) -> (Engine, Vec<TenantScope>) {
+    let engine = Engine::open(dir, config).unwrap();
+    let scopes = tenants
+        .iter()
+        .map(|t| {
+            let id = TenantId::parse(*t).unwrap();
+            engine
+                .create_tenant(&OperatorScope::for_tests(), &id, None)
+                .unwrap();
+            let scope = admin_scope(&engine, t);
+            engine
+                .create_collection(&scope, &vec_name(), 2, Metric::L2)
+                .unwrap();
+            put(&engine, &scope, 0);
+            scope
+        })
+        .collect();
+    (engine, scopes)
+}
+
+fn put(engine: &Engine, scope: &TenantScope, i: usize) {
+    let record = NewRecord {
+        id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+        modality: Some(vec_name()),
+        vector: Some(vec![1.0, i as f32]),
+        ..Default::default()
+    };
+    engine
+        .put(scope, &RequestScope::default(), vec![record])
+        .unwrap();
+}
+
+fn search(engine: &Engine, scope: &TenantScope) -> Result<usize, EngineError> {
+    let s = SearchRequest {
+        vector: Some(vec![1.0, 0.0]),
+        k: 1,
+        modality: Some(vec_name()),
+        include: Some(vec![]),
+        ..Default::default()
+    };
+    Ok(engine
+        .search(scope, &RequestScope::default(), &s)?
+        .hits
+        .len())
+}
+
+fn stamp(engine: &Engine, scope: &TenantScope) -> u64 {
+    let slot = engine.indexes.get(scope.key()).expect("slot");
+    slot.counters.last_used.load(Ordering::Relaxed)
+}
+
+#[test]
+fn a_search_stamps_its_tenant_only_when_the_lru_order_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scopes) = open(dir.path(), EngineConfig::default(), &["a", "b"]);
+    let (a, b) = (&scopes[0], &scopes[1]);
+    search(&engine, a).unwrap();
+    let first = stamp(&engine, a);
+    // Already the most recent: the stamp (and the clock) stay as they are.
+    search(&engine, a).unwrap();
+    assert_eq!(stamp(&engine, a), first);
+    // Another tenant's use moves it ahead, and the next use of `a` moves `a` ahead again:
+    // the eviction order is the order of last use.
+    search(&engine, b).unwrap();
+    assert!(stamp(&engine, b) > stamp(&engine, a));
+    search(&engine, a).unwrap();
+    assert!(stamp(&engine, a) > stamp(&engine, b));
+}
+
+#[test]
+fn the_integrity_state_read_without_a_lock_follows_the_tracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EngineConfig::default();
+    // Every search is far over a contract of a nanosecond: critical after one sample.
+    config.integrity.tenants.insert(
+        "a".into(),
+        IntegrityPolicy {
+            latency_contract_ms: 1e-6,
+            consecutive: 1,
+            cooldown_ms: 0,
+            ..IntegrityPolicy::default()
+        },
+    );
+    let (engine, scopes) = open(dir.path(), config, &["a", "b"]);
+    let (a, b) = (&scopes[0], &scopes[1]);
+    let slot = engine.indexes.slot(a.key(), a.tenant());
+    assert_eq!(slot.integrity_state(), IntegrityState::Normal);
+    search(&engine, a).unwrap();
+    search(&engine, b).unwrap();
+    assert_eq!(slot.integrity_state(), IntegrityState::Critical);
+    assert_eq!(
+        engine
+            .integrity(&OperatorScope::for_tests(), a.tenant())
+            .unwrap()
+            .state,
+        IntegrityState::Critical
+    );
+    // Writes read the copy too: the critical tenant's are refused, the other's are not.
+    let record = NewRecord {
+        id: Some(RecordId::parse("late").unwrap()),
+        modality: Some(vec_name()),
+        vector: Some(vec![0.0, 1.0]),
+        ..Default::default()
+    };
+    assert!(matches!(
+        engine.put(a, &RequestScope::default(), vec![record]),
+        Err(EngineError::TenantCritical(_))
+    ));
+    assert_eq!(
+        engine.indexes.integrity_state(b.key()),
+        IntegrityState::Normal
+    );
+    put(&engine, b, 1);
+}
+
+#[test]
+fn the_sample_reads_the_health_again_once_the_index_changed() {
+    use crate::test_support::{DIM, clustered_tenant};
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, a) = clustered_tenant(dir.path(), Metric::L2, 1100);
+    let query = strata_index::testdata::queries(1, DIM as usize, 10, 1, 2).remove(0);
+    let search = || {
+        let s = SearchRequest {
+            vector: Some(query.clone()),
+            k: 5,
+            modality: Some(vec_name()),
+            include: Some(vec![]),
+            ..Default::default()
+        };
+        engine.search(&a, &RequestScope::default(), &s).unwrap();
+    };
+    let op = OperatorScope::for_tests();
+    search();
+    engine.wait_for_graph_builds();
+    search();
+    let slot = engine.indexes.get(a.key()).unwrap();
+    assert_eq!(slot.integrity.health_read_at(), slot.index.writes());
+    // The built graph was sampled, and that sample is the reported connectivity.
+    let reached = slot
+        .with_tracker(|t| t.reach.get(&vec_name()).map(|s| s.reachable))
+        .expect("the built graph's reachability is sampled");
+    let report = engine.integrity(&op, a.tenant()).unwrap();
+    assert_eq!(report.connectivity, reached);
+    assert_eq!(report.deleted_fraction, 0.0);
+    // Deletes leave their nodes in the graph: its health changes with the index.
+    for i in 0..100 {
+        let id = RecordId::parse(format!("r{i}")).unwrap();
+        engine.delete(&a, &RequestScope::default(), &id).unwrap();
+    }
+    assert_ne!(slot.integrity.health_read_at(), slot.index.writes());
+    search();
+    assert_eq!(slot.integrity.health_read_at(), slot.index.writes());
+    let in_index = slot
+        .index
+        .read()
+        .unwrap()
+        .as_ref()
+        .unwrap()
+        .deleted_fraction();
+    let reported = engine.integrity(&op, a.tenant()).unwrap().deleted_fraction;
+    assert!(reported > 0.0, "deletions reported: {reported}");
+    assert_eq!(reported, in_index);
+}
+
+#[test]
+fn a_slot_forgotten_by_a_purge_is_never_loaded_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scopes) = open(dir.path(), EngineConfig::default(), &["a"]);
+    let a = &scopes[0];
+    search(&engine, a).unwrap();
+    // A search that looked the slot up just before the purge forgot it.
+    let stale = engine.indexes.slot(a.key(), a.tenant());
+    engine.indexes.forget(a.key());
+    let loaded = engine
+        .indexes
+        .with_slot_index(&engine.store, a.key(), &stale, |_| Ok(()));
+    assert!(matches!(loaded, Err(EngineError::TenantNotFound(_))));
+    assert!(stale.index.read().unwrap().is_none());
+    assert!(engine.indexes.get(a.key()).is_none());
+}
+
+#[test]
+fn a_stamp_never_goes_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scopes) = open(dir.path(), EngineConfig::default(), &["a"]);
+    let a = &scopes[0];
+    let slot = engine.indexes.get(a.key()).unwrap();
+    // A use whose later stamp was stored first, by another thread: this one's earlier
+    // stamp must not replace it.
+    let later = engine.indexes.clock.load(Ordering::Relaxed) + 100;
+    slot.counters.last_used.store(later, Ordering::Relaxed);
+    engine.indexes.mark_used(&slot);
+    assert_eq!(slot.counters.last_used.load(Ordering::Relaxed), later);
+}
+
+#[test]
+fn the_least_recently_searched_tenant_is_evicted_however_often_the_other_searched() {
+    let dir = tempfile::tempdir().unwrap();
+    // The bytes one tenant's index holds, from an engine without a budget.
+    let one = {
+        let (engine, scopes) = open(dir.path(), EngineConfig::default(), &["a", "b", "c"]);
+        let bytes: Vec<u64> = scopes
+            .iter()
+            .map(|s| {
+                search(&engine, s).unwrap();
+                engine.indexes.residency(s.key(), s.tenant()).resident_bytes
+            })
+            .collect();
+        assert!(bytes.iter().all(|b| *b > 0), "{bytes:?}");
+        *bytes.iter().max().unwrap()
+    };
+    let mut config = EngineConfig::default();
+    // Room for two tenants, not three.
+    config.residency.memory_budget_bytes = one * 5 / 2;
+    let engine = Engine::open(dir.path(), config).unwrap();
+    let [a, b, c] = ["a", "b", "c"].map(|t| admin_scope(&engine, t));
+    // `a` is used last before `c`; its repeated searches leave its stamp as it is.
+    for scope in [&a, &b, &a, &a, &a] {
+        search(&engine, scope).unwrap();
+    }
+    search(&engine, &c).unwrap();
+    let resident = |s: &TenantScope| engine.indexes.residency(s.key(), s.tenant()).resident;
+    assert!(!resident(&b), "b, the least recently used, is evicted");
+    assert!(resident(&a));
+    assert!(resident(&c));
+}
+
+#[test]
+fn a_critical_tenant_that_recovers_has_its_writes_accepted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EngineConfig::default();
+    config.integrity.tenants.insert(
+        "a".into(),
+        IntegrityPolicy {
+            latency_contract_ms: 1e-6,
+            consecutive: 1,
+            cooldown_ms: 0,
+            ..IntegrityPolicy::default()
+        },
+    );
+    let (engine, scopes) = open(dir.path(), config, &["a"]);
+    let a = &scopes[0];
+    search(&engine, a).unwrap();
+    assert_eq!(
+        engine.indexes.integrity_state(a.key()),
+        IntegrityState::Critical
+    );
+    let late = |i: usize| {
+        let record = NewRecord {
+            id: Some(RecordId::parse(format!("late{i}")).unwrap()),
+            modality: Some(vec_name()),
+            vector: Some(vec![0.0, 1.0]),
+            ..Default::default()
+        };
+        engine.put(a, &RequestScope::default(), vec![record])
+    };
+    assert!(matches!(late(0), Err(EngineError::TenantCritical(_))));
+    // The slow searches' average forgotten, as if fast ones followed: the refused write's
+    // own sample takes the tenant back to normal, and the write goes through.
+    let slot = engine.indexes.get(a.key()).unwrap();
+    slot.with_tracker(|t| t.latency_ms = 0.0);
+    late(1).unwrap();
+    assert_eq!(
+        engine.indexes.integrity_state(a.key()),
+        IntegrityState::Normal
+    );
+    late(2).unwrap();
+}
+
+#[test]
+fn the_queue_path_moves_the_lock_free_state_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EngineConfig::default();
+    config.integrity.tenants.insert(
+        "a".into(),
+        IntegrityPolicy {
+            queue_depth_limit: 1,
+            consecutive: 1,
+            cooldown_ms: 0,
+            ..IntegrityPolicy::default()
+        },
+    );
+    let (engine, scopes) = open(dir.path(), config, &["a"]);
+    let a = &scopes[0];
+    let waited = std::time::Duration::ZERO;
+    engine.observe_queue(a, 10, waited);
+    assert_eq!(
+        engine.indexes.integrity_state(a.key()),
+        IntegrityState::Stress
+    );
+    // The queue drained.
+    engine.observe_queue(a, 0, waited);
+    assert_eq!(
+        engine.indexes.integrity_state(a.key()),
+        IntegrityState::Normal
+    );
+}
