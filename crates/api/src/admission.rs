@@ -509,6 +509,7 @@ mod tests {
             limits: Default::default(),
             weight: 1,
             reserved: false,
+            integrity: None,
         };
         assert_eq!(lane_of(&a), Lane::Shared);
         a.reserved = true;

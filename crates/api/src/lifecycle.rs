@@ -6,7 +6,9 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use strata_engine::{Engine, OperatorScope, TenantInfo, TenantLimits, TenantUpdate};
+use strata_engine::{
+    Engine, IntegrityPolicy, OperatorScope, TenantInfo, TenantLimits, TenantUpdate,
+};
 use strata_types::TenantId;
 use utoipa::ToSchema;
 
@@ -41,11 +43,23 @@ struct ProfilePatch {
     #[serde(default, deserialize_with = "present_value")]
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+    /// The tenant's own integrity thresholds, replaced whole (fields left out take the
+    /// built-in defaults); `null` clears them, so the server configuration's apply again.
+    #[serde(default, deserialize_with = "present_policy")]
+    #[schema(value_type = Option<IntegrityPolicy>)]
+    integrity_policy: Option<Option<IntegrityPolicy>>,
 }
 
 /// A field that is present, even as `null` (`Some(None)`), told from an absent one (`None`).
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
+}
+
+/// [`present`] for an integrity policy: `null` is `Some(None)`.
+fn present_policy<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<IntegrityPolicy>>, D::Error> {
+    Option::<IntegrityPolicy>::deserialize(d).map(Some)
 }
 
 /// [`present`] for a JSON value: `null` is `Some(Value::Null)`.
@@ -78,8 +92,8 @@ fn merge_limits(
     crate::input::from_value_at("limits", &Value::Object(merged))
 }
 
-/// Changes a tenant's display name, limits (merge patch), scheduling weight, parent or
-/// metadata (merge patch).
+/// Changes a tenant's display name, limits (merge patch), scheduling weight, parent, integrity
+/// policy (replaced whole; `null` clears it) or metadata (merge patch).
 #[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "admin", operation_id = "update_tenant",
     params(("id" = TenantId, Path, description = "tenant id")),
     request_body = ProfilePatch,
@@ -108,6 +122,7 @@ pub async fn update_tenant(
                 weight: patch.weight,
                 parent,
                 metadata: patch.metadata,
+                integrity_policy: patch.integrity_policy,
             };
             e.update_tenant(&op, &id, update)?;
             Ok(e.tenant(&op, &id)?)

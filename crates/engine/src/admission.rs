@@ -1,10 +1,12 @@
-//! The per-tenant figures the HTTP layer needs on every request (rate and concurrency limits,
-//! fair-share weight), cached in memory so admission control never waits on storage.
+//! The per-tenant figures needed on every request (rate and concurrency limits, fair-share
+//! weight, the tenant's own integrity policy), cached in memory so admission control and the
+//! integrity samples never wait on storage.
 
 use strata_auth::TenantScope;
 use strata_store::{Reads, TenantKey};
 
 use crate::epoch_map::EpochMap;
+use crate::integrity::IntegrityPolicy;
 use crate::isolation::IsolationLevel;
 use crate::lifecycle::{TenantLimits, TenantProfile};
 use crate::{Engine, EngineError};
@@ -17,6 +19,9 @@ pub struct Admission {
     pub weight: u32,
     /// Whether the tenant's work runs in the worker pool's reserved lane (`dedicated` tenants).
     pub reserved: bool,
+    /// The tenant's own integrity policy, if its registry entry has one (it then wins over
+    /// the configuration's, see `IntegrityConfig::effective`).
+    pub integrity: Option<IntegrityPolicy>,
 }
 
 /// Cached admissions by storage key, each valid for the registry epoch it was read under
@@ -63,7 +68,24 @@ impl Engine {
             limits: p.limits,
             weight: p.weight.max(1),
             reserved: p.isolation == IsolationLevel::Dedicated,
+            integrity: p.integrity_policy,
         })
+    }
+
+    /// The integrity policy the caller's tenant is held to: its own, from the cached admission,
+    /// else the configuration's. A tenant whose admission cannot be read (gone, or a damaged
+    /// profile, which its request fails on anyway) is held to the configuration's.
+    pub(crate) fn integrity_policy(&self, scope: &TenantScope) -> IntegrityPolicy {
+        let own = self.admission(scope).ok().and_then(|a| a.integrity);
+        match own {
+            Some(p) => p,
+            None => self
+                .config
+                .integrity
+                .effective(scope.tenant(), None)
+                .0
+                .clone(),
+        }
     }
 }
 

@@ -68,25 +68,82 @@ impl Default for IntegrityPolicy {
 }
 
 impl IntegrityPolicy {
-    /// Checks the ordering the hysteresis needs.
+    /// Checks every threshold: each number finite and in range, and the ordering the
+    /// hysteresis needs (`0 < stress_exit < stress_enter <= critical_exit < critical_enter`).
+    /// The error starts with the name of the first field at fault, for callers to prefix with
+    /// where the policy came from (`integrity_policy.`, `integrity.default.`).
     pub fn validate(&self) -> Result<(), String> {
-        let ok = self.latency_contract_ms >= 0.0
-            && self.queue_wait_contract_ms >= 0.0
-            && 0.0 < self.stress_exit
-            && self.stress_exit < self.stress_enter
-            && self.stress_enter <= self.critical_exit
-            && self.critical_exit < self.critical_enter
-            && self.consecutive >= 1;
-        if ok {
-            Ok(())
-        } else {
-            Err(
-                "integrity: need latency_contract_ms >= 0, queue_wait_contract_ms >= 0, 0 < stress_exit < stress_enter <= \
-                 critical_exit < critical_enter, consecutive >= 1"
-                    .into(),
-            )
+        for (name, v) in [
+            ("latency_contract_ms", self.latency_contract_ms),
+            ("queue_wait_contract_ms", self.queue_wait_contract_ms),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!(
+                    "{name}: must be a finite number of at least 0 (0: not counted), not {v}"
+                ));
+            }
         }
+        for (name, v) in [
+            ("stress_exit", self.stress_exit),
+            ("stress_enter", self.stress_enter),
+            ("critical_exit", self.critical_exit),
+            ("critical_enter", self.critical_enter),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name}: must be a finite number above 0, not {v}"));
+            }
+        }
+        // Each pair in the order the hysteresis needs; the message names the later field.
+        let order = [
+            (
+                "stress_exit",
+                self.stress_exit,
+                "stress_enter",
+                self.stress_enter,
+                true,
+            ),
+            (
+                "stress_enter",
+                self.stress_enter,
+                "critical_exit",
+                self.critical_exit,
+                false,
+            ),
+            (
+                "critical_exit",
+                self.critical_exit,
+                "critical_enter",
+                self.critical_enter,
+                true,
+            ),
+        ];
+        for (low, lv, high, hv, strict) in order {
+            let inverted = if strict { lv >= hv } else { lv > hv };
+            if inverted {
+                let relation = if strict { "above" } else { "at least" };
+                return Err(format!(
+                    "{high}: must be {relation} {low} ({lv}), not {hv} (hysteresis needs \
+                     0 < stress_exit < stress_enter <= critical_exit < critical_enter)"
+                ));
+            }
+        }
+        if self.consecutive == 0 {
+            return Err("consecutive: must be at least 1 sample".into());
+        }
+        Ok(())
     }
+}
+
+/// Where a tenant's integrity policy comes from, most specific first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicySource {
+    /// The tenant's own, in its registry entry (set at creation or by `PATCH`).
+    Tenant,
+    /// `[engine.integrity.tenants.<id>]` of the server's configuration.
+    ConfigTenant,
+    /// `[engine.integrity.default]`.
+    ConfigDefault,
 }
 
 /// One move of the state machine.
@@ -200,17 +257,31 @@ pub struct IntegrityConfig {
 
 impl IntegrityConfig {
     pub fn validate(&self) -> Result<(), String> {
-        self.default.validate()?;
+        self.default
+            .validate()
+            .map_err(|e| format!("integrity.default.{e}"))?;
         for (id, p) in &self.tenants {
-            strata_types::TenantId::parse(id.clone())
-                .map_err(|e| format!("integrity.tenants: {e}"))?;
-            p.validate().map_err(|e| format!("{e} (tenant {id})"))?;
+            strata_types::TenantId::parse(id).map_err(|e| format!("integrity.tenants: {e}"))?;
+            p.validate()
+                .map_err(|e| format!("integrity.tenants.{id}.{e}"))?;
         }
         Ok(())
     }
 
-    pub(crate) fn policy(&self, id: &strata_types::TenantId) -> &IntegrityPolicy {
-        self.tenants.get(id.as_str()).unwrap_or(&self.default)
+    /// The policy of tenant `id`: its own (`own`, from its registry entry) over the
+    /// configuration's override for it over the configuration's default.
+    pub(crate) fn effective<'a>(
+        &'a self,
+        id: &strata_types::TenantId,
+        own: Option<&'a IntegrityPolicy>,
+    ) -> (&'a IntegrityPolicy, PolicySource) {
+        if let Some(p) = own {
+            return (p, PolicySource::Tenant);
+        }
+        match self.tenants.get(id.as_str()) {
+            Some(p) => (p, PolicySource::ConfigTenant),
+            None => (&self.default, PolicySource::ConfigDefault),
+        }
     }
 }
 
@@ -339,6 +410,7 @@ impl Tracker {
             queue_depth: self.queue_depth,
             queue_wait_ms: self.queue_wait_ms,
             policy: policy.clone(),
+            policy_source: PolicySource::ConfigDefault,
             transitions: self.machine.recent.iter().cloned().collect(),
         }
     }
@@ -361,7 +433,10 @@ pub struct TenantIntegrity {
     pub queue_depth: u64,
     /// Its requests' wait in the worker pool, exponentially weighted, in milliseconds.
     pub queue_wait_ms: f64,
+    /// The policy the tenant is held to: its own, else the configuration's for it, else the
+    /// configuration's default (`policy_source` says which).
     pub policy: IntegrityPolicy,
+    pub policy_source: PolicySource,
     /// Up to 16 most recent moves, oldest first.
     pub transitions: Vec<Transition>,
 }
@@ -377,11 +452,11 @@ impl crate::Engine {
         depth: usize,
         wait: std::time::Duration,
     ) {
-        let policy = self.config.integrity.policy(scope.tenant());
+        let policy = self.integrity_policy(scope);
         self.indexes.integrity_queue(
             scope.key(),
             scope.tenant(),
-            policy,
+            &policy,
             depth as u64,
             wait.as_secs_f64() * 1000.0,
         );
@@ -399,6 +474,61 @@ mod tests {
             cooldown_ms: 100,
             ..IntegrityPolicy::default()
         }
+    }
+
+    /// Each broken threshold is refused naming its field; the defaults pass.
+    #[test]
+    fn validation_names_the_field_at_fault() {
+        let check = |change: fn(&mut IntegrityPolicy), field: &str| {
+            let mut p = IntegrityPolicy::default();
+            change(&mut p);
+            let e = p.validate().unwrap_err();
+            assert!(e.starts_with(&format!("{field}: ")), "{field}: {e}");
+        };
+        assert_eq!(IntegrityPolicy::default().validate(), Ok(()));
+        check(|p| p.latency_contract_ms = -1.0, "latency_contract_ms");
+        check(|p| p.latency_contract_ms = f64::NAN, "latency_contract_ms");
+        check(
+            |p| p.queue_wait_contract_ms = f64::INFINITY,
+            "queue_wait_contract_ms",
+        );
+        check(|p| p.stress_exit = 0.0, "stress_exit");
+        check(|p| p.critical_enter = f64::INFINITY, "critical_enter");
+        check(|p| p.stress_exit = 1.0, "stress_enter");
+        check(|p| p.stress_enter = 3.0, "critical_exit");
+        check(|p| p.critical_exit = 4.0, "critical_enter");
+        check(|p| p.consecutive = 0, "consecutive");
+        // `stress_enter == critical_exit` is allowed: the bands may touch.
+        let touching = IntegrityPolicy {
+            critical_exit: 1.0,
+            ..IntegrityPolicy::default()
+        };
+        assert_eq!(touching.validate(), Ok(()));
+    }
+
+    /// The tenant's own policy over the configuration's override over the default.
+    #[test]
+    fn the_effective_policy_is_the_most_specific() {
+        let id = strata_types::TenantId::parse("acme").unwrap();
+        let other = strata_types::TenantId::parse("globex").unwrap();
+        let mut config = IntegrityConfig::default();
+        config.tenants.insert("acme".into(), policy());
+        let own = IntegrityPolicy {
+            consecutive: 7,
+            ..IntegrityPolicy::default()
+        };
+        assert_eq!(
+            config.effective(&id, Some(&own)),
+            (&own, PolicySource::Tenant)
+        );
+        assert_eq!(
+            config.effective(&id, None),
+            (&policy(), PolicySource::ConfigTenant)
+        );
+        assert_eq!(
+            config.effective(&other, None),
+            (&IntegrityPolicy::default(), PolicySource::ConfigDefault)
+        );
     }
 
     #[test]

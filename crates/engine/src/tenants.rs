@@ -6,6 +6,7 @@ use strata_auth::{OperatorScope, TenantScope};
 use strata_store::{Reads, TenantKey, TenantMeta, Writer};
 use strata_types::{Collection, Millis, TenantId, now_millis};
 
+use crate::integrity::IntegrityPolicy;
 use crate::isolation::{IndexParams, IsolationLevel};
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, init_usage, usage};
 use crate::{Engine, EngineError};
@@ -18,6 +19,10 @@ pub struct TenantInfo {
     pub display_name: Option<String>,
     #[schema(value_type = i64)]
     pub created_at: Millis,
+    /// When its registry entry last changed (profile, limits, status, level, metadata); its
+    /// creation time until then, and for entries stored before this was kept.
+    #[schema(value_type = i64)]
+    pub updated_at: Millis,
     pub status: TenantStatus,
     /// When it was soft-deleted; it is purged once the retention period has passed.
     #[schema(value_type = Option<i64>)]
@@ -40,6 +45,10 @@ pub struct TenantInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
     pub children: Option<Vec<TenantId>>,
+    /// Its own integrity thresholds, if the operator set any; absent: the configuration's
+    /// (`GET .../integrity` shows the policy in force and where it comes from).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integrity_policy: Option<IntegrityPolicy>,
     /// The operator's metadata of the tenant (a JSON object, `{}` if none); filled in by
     /// [`Engine::tenant`], creation and [`Engine::update_tenant`], left out of lists (which
     /// would otherwise carry up to 16 KiB per tenant) and of everything a tenant sees. Also
@@ -67,6 +76,7 @@ impl TryFrom<&TenantMeta> for TenantInfo {
             id: m.id.clone(),
             display_name: p.display_name,
             created_at: m.created_at,
+            updated_at: p.updated_at.unwrap_or(m.created_at),
             status: p.status,
             deleted_at: p.deleted_at,
             limits: p.limits,
@@ -76,6 +86,7 @@ impl TryFrom<&TenantMeta> for TenantInfo {
             usage: None,
             parent: p.parent,
             children: None,
+            integrity_policy: p.integrity_policy,
             metadata: None,
         })
     }
@@ -97,6 +108,10 @@ pub struct TenantUpdate {
     #[serde(deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// The tenant's own integrity thresholds, replaced whole; `null` clears them (the
+    /// configuration's apply again). Absent: unchanged.
+    #[serde(deserialize_with = "present")]
+    pub integrity_policy: Option<Option<IntegrityPolicy>>,
 }
 
 /// A field that is present, even as `null` (`Some(None)`), told from an absent one (`None`).
@@ -120,6 +135,8 @@ pub struct NewTenantSpec {
     pub weight: Option<u32>,
     /// The operator's metadata (bounded, see `crate::tenant_metadata`).
     pub metadata: Option<Map<String, Value>>,
+    /// Its own integrity thresholds (absent: the configuration's).
+    pub integrity_policy: Option<IntegrityPolicy>,
 }
 
 /// The checks a profile's operator-given fields pass, at creation and on update alike.
@@ -127,7 +144,12 @@ fn check_profile_fields(
     display_name: Option<&str>,
     weight: Option<u32>,
     limits: Option<&TenantLimits>,
+    integrity_policy: Option<&IntegrityPolicy>,
 ) -> Result<(), EngineError> {
+    if let Some(p) = integrity_policy {
+        p.validate()
+            .map_err(|e| EngineError::BadRequest(format!("integrity_policy.{e}")))?;
+    }
     if display_name.is_some_and(|n| n.len() > MAX_DISPLAY_NAME) {
         return Err(EngineError::BadRequest(format!(
             "display_name: at most {MAX_DISPLAY_NAME} bytes"
@@ -218,11 +240,17 @@ impl Engine {
             limits,
             weight,
             metadata,
+            integrity_policy,
         } = spec;
         if let Some(p) = &index_params {
             p.validate()?;
         }
-        check_profile_fields(display_name.as_deref(), weight, limits.as_ref())?;
+        check_profile_fields(
+            display_name.as_deref(),
+            weight,
+            limits.as_ref(),
+            integrity_policy.as_ref(),
+        )?;
         let metadata = metadata.unwrap_or_default();
         tenant_metadata::check(&metadata)?;
         let now = now_millis();
@@ -241,9 +269,11 @@ impl Engine {
                 index_params: index_params.filter(|p| !p.is_empty()),
                 limits: limits.unwrap_or(defaults.limits.clone()),
                 weight: weight.unwrap_or(defaults.weight),
+                integrity_policy,
                 ..defaults
             };
-            let meta = w.create_tenant(id, now, profile.to_map())?;
+            // Its `updated_at` is its creation time until it changes.
+            let meta = w.create_tenant(id, now, profile.to_map_at(now))?;
             init_usage(w, meta.key)?;
             w.put_tenant_metadata(meta.key, &metadata)?;
             let mut event = audit::operator_event(op, id, "tenant.create");
@@ -302,7 +332,8 @@ impl Engine {
         Ok(info)
     }
 
-    /// Changes a tenant's display name, limits, weight, parent or metadata, in one transaction.
+    /// Changes a tenant's display name, limits, weight, parent, integrity policy or metadata,
+    /// in one transaction.
     pub fn update_tenant(
         &self,
         op: &OperatorScope,
@@ -313,6 +344,7 @@ impl Engine {
             update.display_name.as_deref(),
             update.weight,
             update.limits.as_ref(),
+            update.integrity_policy.as_ref().and_then(Option::as_ref),
         )?;
         let (mut info, info_key) = self.change_profile_keyed(op, id, "tenant.update", |w, p| {
             if let Some(parent) = &update.parent {
@@ -330,12 +362,15 @@ impl Engine {
             if let Some(weight) = update.weight {
                 p.weight = weight;
             }
+            if let Some(policy) = update.integrity_policy {
+                p.integrity_policy = policy;
+            }
             if let Some(patch) = update.metadata {
                 let key = w
                     .tenant(id)?
                     .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?
                     .key;
-                tenant_metadata::patch_stored(w, key, patch)?;
+                tenant_metadata::patch_stored(w, id, key, patch)?;
             }
             Ok(())
         })?;
@@ -541,7 +576,7 @@ impl Engine {
                     .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
                 let mut profile = TenantProfile::of(&meta)?;
                 f(w, &mut profile)?;
-                meta.profile = profile.to_map();
+                meta.profile = profile.to_map_at(now_millis());
                 w.put_tenant(&meta)?;
                 audit::append(w, meta.key, audit::operator_event(op, id, action))?;
                 Ok((TenantInfo::try_from(&meta)?, meta.key))

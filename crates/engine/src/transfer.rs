@@ -47,6 +47,10 @@ pub enum ExportLine {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schema(value_type = Option<Object>)]
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
+        /// The tenant's own integrity thresholds, if it has any. Absent in exports of
+        /// earlier versions: none (the importing server's configuration applies).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        integrity_policy: Option<crate::IntegrityPolicy>,
     },
     Collection(Collection),
     /// A link between two records of the export (after every record).
@@ -127,6 +131,7 @@ impl Engine {
             isolation: p.isolation,
             index_params: p.index_params,
             metadata: Some(strata_store::tenant_metadata(&r, meta.key)?).filter(|m| !m.is_empty()),
+            integrity_policy: p.integrity_policy,
         })?;
         let mut lines = 1;
         for c in r.collections(meta.key)? {
@@ -173,15 +178,20 @@ impl Engine {
                 status: TenantStatus::Suspended,
                 ..TenantProfile::default()
             };
-            let key = w.create_tenant(id, now, profile.to_map())?.key;
+            let key = w.create_tenant(id, now, profile.to_map_at(now))?.key;
             crate::lifecycle::init_usage(w, key)?;
             Ok(key)
         })?;
         match self
             .import_lines(key, lines)
-            .and_then(|profile| self.import_level(op, id, profile))
-        {
-            Ok(profile) => {
+            .and_then(|(profile, metadata)| {
+                self.import_level(op, id, profile).map(|p| (p, metadata))
+            }) {
+            Ok((profile, metadata)) => {
+                // The tenant as exported, profile and metadata, lands in this one
+                // transaction: a change an operator made while the import ran (the tenant
+                // exists, suspended) is superseded whole, never half kept; one made after it
+                // applies to the imported tenant.
                 self.store.write(|w| {
                     let mut meta = w
                         .tenant(id)?
@@ -194,8 +204,9 @@ impl Engine {
                         index_params: stored.index_params,
                         ..profile
                     }
-                    .to_map();
+                    .to_map_at(now_millis());
                     w.put_tenant(&meta)?;
+                    w.put_tenant_metadata(meta.key, &metadata)?;
                     crate::audit::append(
                         w,
                         meta.key,
@@ -241,8 +252,9 @@ impl Engine {
         &self,
         key: strata_store::TenantKey,
         lines: impl IntoIterator<Item = Result<ExportLine, EngineError>>,
-    ) -> Result<TenantProfile, EngineError> {
+    ) -> Result<(TenantProfile, serde_json::Map<String, serde_json::Value>), EngineError> {
         let mut profile = TenantProfile::default();
+        let mut metadata = serde_json::Map::new();
         let mut collections = HashMap::new();
         let mut batch: Vec<Record> = Vec::with_capacity(IMPORT_BATCH);
         let flush = |batch: &mut Vec<Record>,
@@ -291,25 +303,33 @@ impl Engine {
                     weight,
                     isolation,
                     index_params,
-                    metadata,
+                    metadata: m,
+                    integrity_policy,
                     ..
                 } if n == 0 => {
                     if let Some(p) = &index_params {
                         p.validate()
                             .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
                     }
-                    if let Some(m) = metadata {
-                        crate::tenant_metadata::check(&m)
-                            .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
-                        self.store
-                            .write(|w| Ok::<_, EngineError>(w.put_tenant_metadata(key, &m)?))?;
+                    if let Some(p) = &integrity_policy {
+                        p.validate().map_err(|e| {
+                            EngineError::BadRequest(format!("import line 1: integrity_policy.{e}"))
+                        })?;
                     }
+                    if let Some(m) = &m {
+                        crate::tenant_metadata::check(m)
+                            .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
+                    }
+                    // Written with the profile when the import activates the tenant (see
+                    // `import_tenant`), not now.
+                    metadata = m.unwrap_or_default();
                     profile = TenantProfile {
                         display_name,
                         limits,
                         weight: weight.max(1),
                         isolation,
                         index_params,
+                        integrity_policy,
                         ..TenantProfile::default()
                     };
                 }
@@ -371,7 +391,7 @@ impl Engine {
         flush_audit(&mut audit_rows)?;
         self.import_adaptive(key, &collections, adaptive)?;
         self.import_links(key, links)?;
-        Ok(profile)
+        Ok((profile, metadata))
     }
 
     /// Stores the imported links once every record is in, each checked like a new link: valid
