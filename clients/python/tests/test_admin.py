@@ -100,6 +100,30 @@ def test_tenant_metadata_is_set_merged_and_bounded(admin: StrataAdmin) -> None:
     assert admin.create_tenant(unique("nometa")).metadata == {}
 
 
+def test_a_tenants_own_integrity_policy_is_set_shown_and_cleared(admin: StrataAdmin) -> None:
+    tid = unique("policy")
+    created = admin.create_tenant(tid, integrity_policy={"latency_contract_ms": 50})
+    assert created.integrity_policy is not None
+    assert created.integrity_policy["latency_contract_ms"] == 50
+    assert created.updated_at == created.created_at
+    shown = admin.tenant_integrity(tid)
+    assert (shown["policy_source"], shown["policy"]["latency_contract_ms"]) == ("tenant", 50)
+    # Replaced whole: fields left out take the built-in defaults.
+    t = admin.update_tenant(tid, integrity_policy={"consecutive": 2})
+    assert t.integrity_policy is not None
+    assert (t.integrity_policy["consecutive"], t.integrity_policy["latency_contract_ms"]) == (2, 0)
+    assert t.updated_at >= created.updated_at
+    # Out of range: refused naming the field, nothing changed.
+    with pytest.raises(BadRequestError) as e:
+        admin.update_tenant(tid, integrity_policy={"stress_exit": 3.0})
+    assert "integrity_policy.stress_enter" in str(e.value)
+    assert admin.get_tenant(tid).integrity_policy == t.integrity_policy
+    # Left out, it stays; None gives the tenant back to the server configuration.
+    assert admin.update_tenant(tid, weight=2).integrity_policy == t.integrity_policy
+    assert admin.update_tenant(tid, integrity_policy=None).integrity_policy is None
+    assert admin.tenant_integrity(tid)["policy_source"] == "config_default"
+
+
 def test_soft_deleted_tenants_are_purged(admin: StrataAdmin) -> None:
     tid = unique("purge")
     admin.create_tenant(tid)
