@@ -923,7 +923,8 @@ fn updated_at_follows_every_change_of_the_registry_entry() {
         }
     };
     let mut last = created.updated_at;
-    let changes: Vec<(&str, Box<dyn Fn() -> strata_engine::TenantInfo>)> = vec![
+    type Change<'a> = Box<dyn Fn() -> strata_engine::TenantInfo + 'a>;
+    let changes: Vec<(&str, Change<'_>)> = vec![
         (
             "patch",
             Box::new(|| {
