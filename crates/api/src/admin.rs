@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use strata_auth::{KeyInfo, KeyTenant, NewKey, Permission, Permissions};
 use strata_engine::{
-    IndexParams, IntegrityPolicy, IsolationLevel, NewTenantSpec, TenantInfo, TenantLimits,
+    IndexParams, IntegrityPolicyInput, IsolationLevel, NewTenantSpec, TenantInfo, TenantLimits,
 };
 use strata_types::{Domain, Millis, TenantId, UserToken, now_millis};
 use utoipa::ToSchema;
@@ -52,8 +52,9 @@ struct NewTenant {
     #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
     /// The tenant's own integrity thresholds, over the server configuration's (fields left
-    /// out take the built-in defaults); absent: the configuration's apply.
-    integrity_policy: Option<IntegrityPolicy>,
+    /// out take the configuration's values for the tenant); absent: the configuration's
+    /// apply.
+    integrity_policy: Option<IntegrityPolicyInput>,
 }
 
 /// Registers a tenant with the server's default collections.

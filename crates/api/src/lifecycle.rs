@@ -7,7 +7,7 @@ use axum::extract::{RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use strata_engine::{
-    Engine, IntegrityPolicy, OperatorScope, TenantInfo, TenantLimits, TenantUpdate,
+    Engine, IntegrityPolicyInput, OperatorScope, TenantInfo, TenantLimits, TenantUpdate,
 };
 use strata_types::TenantId;
 use utoipa::ToSchema;
@@ -40,31 +40,23 @@ struct ProfilePatch {
     /// A JSON merge patch (RFC 7396) of the operator's metadata: named keys change (objects
     /// merged), a `null` removes one, the others stay; `null` removes it all. The result is
     /// bounded like at creation (64 keys, 16 KiB, 8 levels).
-    #[serde(default, deserialize_with = "present_value")]
+    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
-    /// The tenant's own integrity thresholds, replaced whole (fields left out take the
-    /// built-in defaults); `null` clears them, so the server configuration's apply again.
-    #[serde(default, deserialize_with = "present_policy")]
-    #[schema(value_type = Option<IntegrityPolicy>)]
-    integrity_policy: Option<Option<IntegrityPolicy>>,
+    /// The tenant's own integrity thresholds: fields left out keep the values of the policy
+    /// in force (the tenant's own, else the server configuration's); `null` clears them, so
+    /// the configuration's apply again (and repairs an unreadable stored policy).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<IntegrityPolicyInput>)]
+    integrity_policy: Option<Option<IntegrityPolicyInput>>,
 }
 
-/// A field that is present, even as `null` (`Some(None)`), told from an absent one (`None`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
-}
-
-/// [`present`] for an integrity policy: `null` is `Some(None)`.
-fn present_policy<'de, D: serde::Deserializer<'de>>(
+/// A field that is present, even as `null` (`Some(None)`, or `Some(Value::Null)` for a raw
+/// JSON value), told from an absent one (`None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
-) -> Result<Option<Option<IntegrityPolicy>>, D::Error> {
-    Option::<IntegrityPolicy>::deserialize(d).map(Some)
-}
-
-/// [`present`] for a JSON value: `null` is `Some(Value::Null)`.
-fn present_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// `parent` of a create or update body, validated with errors naming the field.

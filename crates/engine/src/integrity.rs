@@ -19,6 +19,11 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use strata_types::Millis;
 
+mod policy_input;
+mod stored_policy;
+pub use policy_input::IntegrityPolicyInput;
+pub(crate) use stored_policy::{decode_stored, encode_stored};
+
 /// A tenant's integrity state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -85,12 +90,23 @@ impl IntegrityPolicy {
         }
         for (name, v) in [
             ("stress_exit", self.stress_exit),
-            ("stress_enter", self.stress_enter),
             ("critical_exit", self.critical_exit),
-            ("critical_enter", self.critical_enter),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(format!("{name}: must be a finite number above 0, not {v}"));
+            }
+        }
+        // An enter threshold at +inf means "never" (a configuration may say
+        // `critical_enter = inf` to never refuse writes), as it always could; NaN and -inf
+        // mean nothing.
+        for (name, v) in [
+            ("stress_enter", self.stress_enter),
+            ("critical_enter", self.critical_enter),
+        ] {
+            if !(v > 0.0 && (v.is_finite() || v == f64::INFINITY)) {
+                return Err(format!(
+                    "{name}: must be a number above 0 (inf: never), not {v}"
+                ));
             }
         }
         // Each pair in the order the hysteresis needs; the message names the later field.
@@ -270,19 +286,40 @@ impl IntegrityConfig {
 
     /// The policy of tenant `id`: its own (`own`, from its registry entry) over the
     /// configuration's override for it over the configuration's default.
-    pub(crate) fn effective<'a>(
-        &'a self,
+    pub(crate) fn effective(
+        &self,
         id: &strata_types::TenantId,
-        own: Option<&'a IntegrityPolicy>,
-    ) -> (&'a IntegrityPolicy, PolicySource) {
-        if let Some(p) = own {
-            return (p, PolicySource::Tenant);
+        own: Option<IntegrityPolicy>,
+    ) -> EffectivePolicy {
+        if let Some(policy) = own {
+            return EffectivePolicy {
+                policy,
+                source: PolicySource::Tenant,
+            };
         }
-        match self.tenants.get(id.as_str()) {
+        let (policy, source) = match self.tenants.get(id.as_str()) {
             Some(p) => (p, PolicySource::ConfigTenant),
             None => (&self.default, PolicySource::ConfigDefault),
+        };
+        EffectivePolicy {
+            policy: policy.clone(),
+            source,
         }
     }
+
+    /// The policy in force for tenant `id` without a policy of its own: the base a partial
+    /// policy of its own is completed from (`crate::tenants`).
+    pub(crate) fn configured(&self, id: &strata_types::TenantId) -> &IntegrityPolicy {
+        self.tenants.get(id.as_str()).unwrap_or(&self.default)
+    }
+}
+
+/// The policy a tenant is held to and where it comes from, worked out once when its
+/// admission is read (`crate::admission`), so that no request looks it up again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffectivePolicy {
+    pub policy: IntegrityPolicy,
+    pub source: PolicySource,
 }
 
 /// Weight of the newest latency (and queue wait) in the moving average.
@@ -400,7 +437,7 @@ impl Tracker {
         latency.max(wait).max(depth).max(health)
     }
 
-    pub fn report(&self, policy: &IntegrityPolicy) -> TenantIntegrity {
+    pub fn report(&self, policy: &IntegrityPolicy, policy_source: PolicySource) -> TenantIntegrity {
         TenantIntegrity {
             state: self.machine.state,
             pressure: self.machine.last_pressure,
@@ -410,7 +447,7 @@ impl Tracker {
             queue_depth: self.queue_depth,
             queue_wait_ms: self.queue_wait_ms,
             policy: policy.clone(),
-            policy_source: PolicySource::ConfigDefault,
+            policy_source,
             transitions: self.machine.recent.iter().cloned().collect(),
         }
     }
@@ -452,11 +489,15 @@ impl crate::Engine {
         depth: usize,
         wait: std::time::Duration,
     ) {
-        let policy = self.integrity_policy(scope);
+        // A tenant whose policy cannot be read has its request refused already; nothing
+        // to sample then.
+        let Ok(policy) = self.integrity_policy(scope) else {
+            return;
+        };
         self.indexes.integrity_queue(
             scope.key(),
             scope.tenant(),
-            &policy,
+            &policy.policy,
             depth as u64,
             wait.as_secs_f64() * 1000.0,
         );
@@ -493,7 +534,7 @@ mod tests {
             "queue_wait_contract_ms",
         );
         check(|p| p.stress_exit = 0.0, "stress_exit");
-        check(|p| p.critical_enter = f64::INFINITY, "critical_enter");
+        check(|p| p.critical_enter = f64::NEG_INFINITY, "critical_enter");
         check(|p| p.stress_exit = 1.0, "stress_enter");
         check(|p| p.stress_enter = 3.0, "critical_exit");
         check(|p| p.critical_exit = 4.0, "critical_enter");
@@ -517,18 +558,52 @@ mod tests {
             consecutive: 7,
             ..IntegrityPolicy::default()
         };
+        let effective = |policy: IntegrityPolicy, source| EffectivePolicy { policy, source };
         assert_eq!(
-            config.effective(&id, Some(&own)),
-            (&own, PolicySource::Tenant)
+            config.effective(&id, Some(own.clone())),
+            effective(own, PolicySource::Tenant)
         );
         assert_eq!(
             config.effective(&id, None),
-            (&policy(), PolicySource::ConfigTenant)
+            effective(policy(), PolicySource::ConfigTenant)
         );
         assert_eq!(
             config.effective(&other, None),
-            (&IntegrityPolicy::default(), PolicySource::ConfigDefault)
+            effective(IntegrityPolicy::default(), PolicySource::ConfigDefault)
         );
+    }
+
+    /// An enter threshold at +inf means "never" and was always accepted in a configuration;
+    /// NaN and -inf are not numbers a threshold can be.
+    #[test]
+    fn an_enter_threshold_may_be_infinite_but_not_nan() {
+        let never_critical = IntegrityPolicy {
+            critical_enter: f64::INFINITY,
+            ..IntegrityPolicy::default()
+        };
+        assert_eq!(never_critical.validate(), Ok(()));
+        let config = IntegrityConfig {
+            default: never_critical,
+            ..IntegrityConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+        for bad in [f64::NAN, f64::NEG_INFINITY] {
+            let p = IntegrityPolicy {
+                critical_enter: bad,
+                ..IntegrityPolicy::default()
+            };
+            assert!(p.validate().unwrap_err().starts_with("critical_enter"));
+            let p = IntegrityPolicy {
+                stress_enter: bad,
+                ..IntegrityPolicy::default()
+            };
+            assert!(p.validate().unwrap_err().starts_with("stress_enter"));
+        }
+        let p = IntegrityPolicy {
+            critical_exit: f64::INFINITY,
+            ..IntegrityPolicy::default()
+        };
+        assert!(p.validate().unwrap_err().starts_with("critical_exit"));
     }
 
     #[test]

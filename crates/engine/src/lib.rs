@@ -91,7 +91,8 @@ pub use feedback::{AdaptiveSweep, MAX_FEEDBACK_IDS};
 pub use hierarchy::TenantNode;
 pub use idempotency::{Answered, IDEMPOTENCY_RETENTION_MS, Idempotency};
 pub use integrity::{
-    IntegrityConfig, IntegrityPolicy, IntegrityState, PolicySource, TenantIntegrity, Transition,
+    EffectivePolicy, IntegrityConfig, IntegrityPolicy, IntegrityPolicyInput, IntegrityState,
+    PolicySource, TenantIntegrity, Transition,
 };
 pub use isolation::{
     IndexParams, IsolationConfig, IsolationLevel, MigrateRequest, MigrationReport, MigrationState,
@@ -298,14 +299,13 @@ impl Engine {
         id: &strata_types::TenantId,
     ) -> Result<TenantIntegrity, EngineError> {
         let meta = self.tenant_meta(id)?;
-        let own = lifecycle::TenantProfile::of(&meta)?.integrity_policy;
-        let (policy, source) = self.config.integrity.effective(id, own.as_ref());
-        let mut report = match self.indexes.get(meta.key) {
-            Some(slot) => registry::lock(&slot.integrity).report(policy),
-            None => integrity::Tracker::default().report(policy),
-        };
-        report.policy_source = source;
-        Ok(report)
+        let own = lifecycle::TenantProfile::of(&meta)?.own_integrity_policy(id)?;
+        let effective = self.config.integrity.effective(id, own);
+        let (policy, source) = (&effective.policy, effective.source);
+        Ok(match self.indexes.get(meta.key) {
+            Some(slot) => registry::lock(&slot.integrity).report(policy, source),
+            None => integrity::Tracker::default().report(policy, source),
+        })
     }
 
     /// Residency over the whole server: budget, total, and every tenant used since start.
@@ -486,9 +486,9 @@ impl Engine {
     fn refuse_critical(&self, scope: &TenantScope) -> Result<(), EngineError> {
         if self.indexes.integrity_state(scope.key()) == IntegrityState::Critical {
             // Still a sample: the state can only fall again if it keeps being fed.
-            let policy = self.integrity_policy(scope);
+            let policy = self.integrity_policy(scope)?;
             self.indexes
-                .integrity_sample(scope.key(), scope.tenant(), &policy, None);
+                .integrity_sample(scope.key(), scope.tenant(), &policy.policy, None);
             if self.indexes.integrity_state(scope.key()) == IntegrityState::Critical {
                 return Err(EngineError::TenantCritical(scope.tenant().clone()));
             }

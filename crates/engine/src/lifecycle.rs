@@ -74,10 +74,12 @@ pub struct TenantProfile {
     pub parent: Option<TenantId>,
     /// The tenant's own integrity thresholds, over the configuration's
     /// (`IntegrityConfig::effective`); absent (profiles stored before it existed, or cleared
-    /// by the operator): the configuration's. Stored whole, every field written; one that
-    /// does not decode or breaks the policy's rules makes the profile corrupt.
+    /// by the operator): the configuration's. Kept as raw JSON, every field written, and
+    /// decoded (closed) only where it is used (`own_integrity_policy`): a damaged one fails
+    /// that tenant's requests, never the profile (lists, the hierarchy, the sweeps), and
+    /// `integrity_policy: null` removes it without reading it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub integrity_policy: Option<IntegrityPolicy>,
+    pub integrity_policy: Option<Value>,
     /// When the registry entry last changed; absent in profiles stored before it existed,
     /// which read as their creation time (`TenantInfo::updated_at`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,14 +115,28 @@ impl TenantProfile {
                 meta.id
             )))
         };
-        let profile = TenantProfile::deserialize(&meta.profile).map_err(|e| corrupt(&e))?;
-        // A stored policy out of range was not written by the engine, which checks it first:
-        // damage, refused like bytes that do not decode rather than fed to the state machine.
-        if let Some(p) = &profile.integrity_policy {
-            p.validate()
-                .map_err(|e| corrupt(&format_args!("integrity_policy.{e}")))?;
-        }
-        Ok(profile)
+        TenantProfile::deserialize(&meta.profile).map_err(|e| corrupt(&e))
+    }
+
+    /// The tenant's own integrity policy, decoded closed and validated. One that does not
+    /// decode, or breaks the policy's rules, was not written by this engine (damage, or a
+    /// newer version): an error naming the repair, never fed to the state machine.
+    pub(crate) fn own_integrity_policy(
+        &self,
+        id: &TenantId,
+    ) -> Result<Option<IntegrityPolicy>, EngineError> {
+        let Some(stored) = &self.integrity_policy else {
+            return Ok(None);
+        };
+        crate::integrity::decode_stored(stored)
+            .map(Some)
+            .map_err(|why| {
+                EngineError::Store(StoreError::Corrupt(format!(
+                    "tenant {id}: its stored integrity_policy is unreadable ({why}); an \
+                     operator replaces it with PATCH {{\"integrity_policy\": null}} or a valid \
+                     policy"
+                )))
+            })
     }
 
     /// The profile as written now: `updated_at` set to `now`. Every change of a registry

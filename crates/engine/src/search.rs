@@ -44,13 +44,15 @@ impl Engine {
         s: &SearchRequest,
     ) -> Result<SearchResponse, EngineError> {
         check_fields(s)?;
+        // Before the search: a tenant whose own policy is unreadable is refused, not
+        // searched unmeasured.
+        let policy = self.integrity_policy(scope)?;
         let started = std::time::Instant::now();
         let response = self.search_unmeasured(scope, req, s);
         if response.is_ok() {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
-            let policy = self.integrity_policy(scope);
             self.indexes
-                .integrity_sample(scope.key(), scope.tenant(), &policy, Some(ms));
+                .integrity_sample(scope.key(), scope.tenant(), &policy.policy, Some(ms));
         }
         response
     }

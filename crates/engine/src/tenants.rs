@@ -6,7 +6,7 @@ use strata_auth::{OperatorScope, TenantScope};
 use strata_store::{Reads, TenantKey, TenantMeta, Writer};
 use strata_types::{Collection, Millis, TenantId, now_millis};
 
-use crate::integrity::IntegrityPolicy;
+use crate::integrity::{IntegrityPolicy, IntegrityPolicyInput};
 use crate::isolation::{IndexParams, IsolationLevel};
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, init_usage, usage};
 use crate::{Engine, EngineError};
@@ -46,7 +46,9 @@ pub struct TenantInfo {
     #[schema(value_type = Option<Vec<String>>)]
     pub children: Option<Vec<TenantId>>,
     /// Its own integrity thresholds, if the operator set any; absent: the configuration's
-    /// (`GET .../integrity` shows the policy in force and where it comes from).
+    /// (`GET .../integrity` shows the policy in force and where it comes from). Also left
+    /// out when its stored policy is unreadable (logged; the tenant's requests are refused
+    /// until `PATCH` with `integrity_policy: null` or a valid policy replaces it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub integrity_policy: Option<IntegrityPolicy>,
     /// The operator's metadata of the tenant (a JSON object, `{}` if none); filled in by
@@ -72,6 +74,7 @@ impl TryFrom<&TenantMeta> for TenantInfo {
     type Error = EngineError;
     fn try_from(m: &TenantMeta) -> Result<Self, EngineError> {
         let p = TenantProfile::of(m)?;
+        let integrity_policy = policy_for_display(&p, &m.id);
         Ok(TenantInfo {
             id: m.id.clone(),
             display_name: p.display_name,
@@ -86,7 +89,7 @@ impl TryFrom<&TenantMeta> for TenantInfo {
             usage: None,
             parent: p.parent,
             children: None,
-            integrity_policy: p.integrity_policy,
+            integrity_policy,
             metadata: None,
         })
     }
@@ -108,10 +111,11 @@ pub struct TenantUpdate {
     #[serde(deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
-    /// The tenant's own integrity thresholds, replaced whole; `null` clears them (the
-    /// configuration's apply again). Absent: unchanged.
+    /// The tenant's own integrity thresholds: fields left out keep the values of the policy
+    /// in force (its own, else the configuration's); `null` clears them (the configuration's
+    /// apply again) without reading the stored one. Absent: unchanged.
     #[serde(deserialize_with = "present")]
-    pub integrity_policy: Option<Option<IntegrityPolicy>>,
+    pub integrity_policy: Option<Option<IntegrityPolicyInput>>,
 }
 
 /// A field that is present, even as `null` (`Some(None)`), told from an absent one (`None`).
@@ -119,6 +123,30 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
+}
+
+/// The stored form of an operator's policy completed from `base`, validated first.
+fn own_policy(
+    input: &IntegrityPolicyInput,
+    base: &IntegrityPolicy,
+) -> Result<serde_json::Value, EngineError> {
+    let policy = input.complete(base);
+    policy
+        .validate()
+        .map_err(|e| EngineError::BadRequest(format!("integrity_policy.{e}")))?;
+    Ok(crate::integrity::encode_stored(&policy))
+}
+
+/// A tenant's own policy for an admin answer: left out (logged) when unreadable, so that
+/// one damaged policy fails no answer about the tenant or any other.
+fn policy_for_display(p: &TenantProfile, id: &TenantId) -> Option<IntegrityPolicy> {
+    match p.own_integrity_policy(id) {
+        Ok(policy) => policy,
+        Err(e) => {
+            tracing::warn!(tenant = %id, error = %e, "integrity policy left out: unreadable");
+            None
+        }
+    }
 }
 
 const MAX_DISPLAY_NAME: usize = 256;
@@ -135,8 +163,9 @@ pub struct NewTenantSpec {
     pub weight: Option<u32>,
     /// The operator's metadata (bounded, see `crate::tenant_metadata`).
     pub metadata: Option<Map<String, Value>>,
-    /// Its own integrity thresholds (absent: the configuration's).
-    pub integrity_policy: Option<IntegrityPolicy>,
+    /// Its own integrity thresholds (absent: the configuration's); fields left out take the
+    /// configuration's values for it.
+    pub integrity_policy: Option<IntegrityPolicyInput>,
 }
 
 /// The checks a profile's operator-given fields pass, at creation and on update alike.
@@ -144,12 +173,7 @@ fn check_profile_fields(
     display_name: Option<&str>,
     weight: Option<u32>,
     limits: Option<&TenantLimits>,
-    integrity_policy: Option<&IntegrityPolicy>,
 ) -> Result<(), EngineError> {
-    if let Some(p) = integrity_policy {
-        p.validate()
-            .map_err(|e| EngineError::BadRequest(format!("integrity_policy.{e}")))?;
-    }
     if display_name.is_some_and(|n| n.len() > MAX_DISPLAY_NAME) {
         return Err(EngineError::BadRequest(format!(
             "display_name: at most {MAX_DISPLAY_NAME} bytes"
@@ -245,12 +269,10 @@ impl Engine {
         if let Some(p) = &index_params {
             p.validate()?;
         }
-        check_profile_fields(
-            display_name.as_deref(),
-            weight,
-            limits.as_ref(),
-            integrity_policy.as_ref(),
-        )?;
+        check_profile_fields(display_name.as_deref(), weight, limits.as_ref())?;
+        let integrity_policy = integrity_policy
+            .map(|input| own_policy(&input, self.config.integrity.configured(id)))
+            .transpose()?;
         let metadata = metadata.unwrap_or_default();
         tenant_metadata::check(&metadata)?;
         let now = now_millis();
@@ -344,7 +366,6 @@ impl Engine {
             update.display_name.as_deref(),
             update.weight,
             update.limits.as_ref(),
-            update.integrity_policy.as_ref().and_then(Option::as_ref),
         )?;
         let (mut info, info_key) = self.change_profile_keyed(op, id, "tenant.update", |w, p| {
             if let Some(parent) = &update.parent {
@@ -362,8 +383,18 @@ impl Engine {
             if let Some(weight) = update.weight {
                 p.weight = weight;
             }
-            if let Some(policy) = update.integrity_policy {
-                p.integrity_policy = policy;
+            match update.integrity_policy {
+                None => {}
+                // Removed without being read: the repair of an unreadable one.
+                Some(None) => p.integrity_policy = None,
+                Some(Some(input)) => {
+                    // Completed from the policy in force; from the configuration's when the
+                    // tenant's own is unreadable (this change replaces it).
+                    let current = p.own_integrity_policy(id).ok().flatten();
+                    let configured = self.config.integrity.configured(id);
+                    let base = current.as_ref().unwrap_or(configured);
+                    p.integrity_policy = Some(own_policy(&input, base)?);
+                }
             }
             if let Some(patch) = update.metadata {
                 let key = w
@@ -446,6 +477,17 @@ impl Engine {
     /// compacts the database file so none of it remains on disk.
     pub fn purge_tenant(&self, op: &OperatorScope, id: &TenantId) -> Result<(), EngineError> {
         let key = self.tenant_meta(id)?.key;
+        self.purge_incarnation(op, id, key)
+    }
+
+    /// Purges tenant `id` only while it is still the incarnation stored under `key`: one
+    /// purged and re-created meanwhile is left alone (`IdConflict`).
+    pub(crate) fn purge_incarnation(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        key: TenantKey,
+    ) -> Result<(), EngineError> {
         let key = self
             .migrations
             .excluding(key, id, || self.purge_txn(op, id, key))?;

@@ -122,6 +122,9 @@ impl Engine {
             .tenant(id)?
             .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
         let p = TenantProfile::of(&meta)?;
+        // Decoded closed: an unreadable policy fails the export (naming the repair) rather
+        // than being carried to another server.
+        let integrity_policy = p.own_integrity_policy(id)?;
         sink(&ExportLine::Tenant {
             id: meta.id.clone(),
             display_name: p.display_name,
@@ -131,7 +134,7 @@ impl Engine {
             isolation: p.isolation,
             index_params: p.index_params,
             metadata: Some(strata_store::tenant_metadata(&r, meta.key)?).filter(|m| !m.is_empty()),
-            integrity_policy: p.integrity_policy,
+            integrity_policy,
         })?;
         let mut lines = 1;
         for c in r.collections(meta.key)? {
@@ -192,13 +195,26 @@ impl Engine {
                 // transaction: a change an operator made while the import ran (the tenant
                 // exists, suspended) is superseded whole, never half kept; one made after it
                 // applies to the imported tenant.
-                self.store.write(|w| {
+                let activated = self.store.write(|w| {
                     let mut meta = w
                         .tenant(id)?
                         .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
+                    // Only the incarnation this import created: one purged and re-created
+                    // meanwhile is someone else's tenant, never overwritten.
+                    if meta.key != key {
+                        return Err(EngineError::IdConflict(format!(
+                            "tenant {id} was purged and created again during its import; \
+                             the import is abandoned"
+                        )));
+                    }
+                    let stored = TenantProfile::of(&meta)?;
+                    // A delete made during the import wins: the import fails (and its tenant
+                    // is purged below) rather than bringing a deleted tenant back.
+                    if stored.status == TenantStatus::Deleted {
+                        return Err(EngineError::TenantNotFound(id.clone()));
+                    }
                     // The level and graph parameters are the ones stored now (set by the
                     // migration above), whatever else happened to the tenant meanwhile.
-                    let stored = TenantProfile::of(&meta)?;
                     meta.profile = TenantProfile {
                         isolation: stored.isolation,
                         index_params: stored.index_params,
@@ -213,15 +229,27 @@ impl Engine {
                         crate::audit::operator_event(op, id, "tenant.import"),
                     )?;
                     Ok::<_, EngineError>(())
-                })?;
+                });
+                if let Err(e) = activated {
+                    self.discard_import(op, id, key);
+                    return Err(e);
+                }
                 self.admissions.invalidate(key);
                 self.tenant(op, id)
             }
             Err(e) => {
-                // Leave nothing half-imported behind.
-                let _ = self.purge_tenant(op, id);
+                self.discard_import(op, id, key);
                 Err(e)
             }
+        }
+    }
+
+    /// Leaves nothing of a failed import behind: purges the tenant it created (`key`), and
+    /// only that one, never a tenant of the same id created while it ran (whose purge of the
+    /// import's tenant already erased the import's data).
+    fn discard_import(&self, op: &OperatorScope, id: &TenantId, key: strata_store::TenantKey) {
+        if let Err(e) = self.purge_incarnation(op, id, key) {
+            tracing::debug!(tenant = %id, error = %e, "failed import: its tenant is gone already");
         }
     }
 
@@ -329,7 +357,9 @@ impl Engine {
                         weight: weight.max(1),
                         isolation,
                         index_params,
-                        integrity_policy,
+                        integrity_policy: integrity_policy
+                            .as_ref()
+                            .map(crate::integrity::encode_stored),
                         ..TenantProfile::default()
                     };
                 }

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::json;
 use strata_auth::{OperatorScope, TenantScope};
 use strata_engine::{
-    AuditQuery, Engine, EngineError, ExportLine, TenantLimits, TenantStatus, TenantUpdate,
+    AuditQuery, Engine, EngineError, ExportLine, IntegrityPolicyInput, TenantLimits, TenantStatus,
+    TenantUpdate,
 };
 use strata_types::*;
 
@@ -715,7 +716,7 @@ fn hair_trigger() -> strata_engine::IntegrityPolicy {
 
 fn set_policy(engine: &Engine, id: &TenantId, p: Option<strata_engine::IntegrityPolicy>) {
     let update = TenantUpdate {
-        integrity_policy: Some(p),
+        integrity_policy: Some(p.as_ref().map(IntegrityPolicyInput::from)),
         ..Default::default()
     };
     engine.update_tenant(&op(), id, update).unwrap();
@@ -744,7 +745,7 @@ fn the_tenants_own_integrity_policy_wins_and_clearing_it_returns_to_the_config()
     );
     engine.create_tenant(&op(), &acme, None).unwrap();
     let spec = strata_engine::NewTenantSpec {
-        integrity_policy: Some(hair_trigger()),
+        integrity_policy: Some((&hair_trigger()).into()),
         ..Default::default()
     };
     let info = engine.create_tenant_with(&op(), &globex, spec).unwrap();
@@ -843,7 +844,7 @@ fn an_integrity_policy_out_of_range_is_refused_naming_its_field() {
     ];
     for (n, (policy, field)) in cases.into_iter().enumerate() {
         let update = TenantUpdate {
-            integrity_policy: Some(Some(policy.clone())),
+            integrity_policy: Some(Some((&policy).into())),
             ..Default::default()
         };
         match engine.update_tenant(&op(), scope.tenant(), update) {
@@ -851,7 +852,7 @@ fn an_integrity_policy_out_of_range_is_refused_naming_its_field() {
             other => panic!("{field}: {other:?}"),
         }
         let spec = strata_engine::NewTenantSpec {
-            integrity_policy: Some(policy),
+            integrity_policy: Some((&policy).into()),
             ..Default::default()
         };
         let id = TenantId::parse(format!("t{n}")).unwrap();
@@ -869,11 +870,10 @@ fn an_integrity_policy_out_of_range_is_refused_naming_its_field() {
     );
 }
 
-/// A stored policy out of range (damage: the engine refuses to write one) is corrupt, never
-/// fed to the state machine; a profile stored before policies and `updated_at` existed still
-/// reads, its `updated_at` its creation time.
+/// A profile stored before policies and `updated_at` existed still reads, its `updated_at`
+/// its creation time and no policy of its own.
 #[test]
-fn stored_policies_decode_closed_and_older_rows_keep_working() {
+fn older_rows_without_a_policy_or_updated_at_keep_working() {
     use strata_store::Reads;
     let dir = tempfile::tempdir().unwrap();
     let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
@@ -893,18 +893,125 @@ fn stored_policies_decode_closed_and_older_rows_keep_working() {
         (info.created_at, None)
     );
     engine.count(&scope, &req(), None).unwrap();
-    drop(engine);
+}
 
-    let mut inverted = old.clone();
-    inverted["integrity_policy"] = json!({"stress_enter": 0.5, "stress_exit": 0.7});
-    tamper(dir.path(), |w| {
-        let mut meta = w.tenant(&id).unwrap().unwrap();
-        meta.profile = inverted.as_object().cloned().unwrap();
-        w.put_tenant(&meta).unwrap();
+/// A stored policy that does not decode closed (a field missing, one out of range, one
+/// unknown: damage, or a newer version's) fails only its own tenant's requests, with an
+/// error naming the repair; the tenant's profile, every other tenant, the lists and the
+/// hierarchy still read; `integrity_policy: null` removes it without reading it.
+#[test]
+fn an_unreadable_stored_policy_blocks_only_its_tenant_until_replaced() {
+    use strata_store::Reads;
+    let damaged = [
+        // Every field but one, written by the engine's rules otherwise.
+        {
+            let mut full = serde_json::to_value(strata_engine::IntegrityPolicy::default()).unwrap();
+            full.as_object_mut().unwrap().remove("cooldown_ms");
+            full
+        },
+        {
+            let mut full = serde_json::to_value(strata_engine::IntegrityPolicy::default()).unwrap();
+            full["stress_exit"] = json!(3.0);
+            full
+        },
+        {
+            let mut full = serde_json::to_value(strata_engine::IntegrityPolicy::default()).unwrap();
+            full["from_a_newer_version"] = json!(1);
+            full
+        },
+    ];
+    for policy in damaged {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+        let globex = TenantId::parse("globex").unwrap();
+        let spec = strata_engine::NewTenantSpec {
+            parent: Some(scope.tenant().clone()),
+            ..Default::default()
+        };
+        engine.create_tenant_with(&op(), &globex, spec).unwrap();
+        drop(engine);
+        let id = scope.tenant().clone();
+        tamper(dir.path(), |w| {
+            let mut meta = w.tenant(&id).unwrap().unwrap();
+            meta.profile
+                .insert("integrity_policy".into(), policy.clone());
+            w.put_tenant(&meta).unwrap();
+        });
+        let engine = Engine::open(dir.path(), Default::default()).unwrap();
+
+        // The tenant's own requests: refused, naming the repair.
+        let refused = |e: EngineError| {
+            let m = e.to_string();
+            assert!(m.contains("integrity_policy") && m.contains("null"), "{m}");
+        };
+        refused(engine.admission(&scope).unwrap_err());
+        let s = SearchRequest {
+            query: Some("x".into()),
+            ..Default::default()
+        };
+        refused(engine.search(&scope, &req(), &s).unwrap_err());
+        refused(engine.integrity(&op(), &id).unwrap_err());
+        // Everything else reads: its own view (the policy left out), the other tenant (whose
+        // view lists its parent's children), the list.
+        assert_eq!(engine.tenant(&op(), &id).unwrap().integrity_policy, None);
+        assert_eq!(
+            engine.tenant(&op(), &globex).unwrap().parent,
+            Some(id.clone())
+        );
+        assert_eq!(engine.tenants(&op()).unwrap().len(), 2);
+        engine.integrity(&op(), &globex).unwrap();
+
+        // The repair: removed without being read, then the tenant works again.
+        let repair = TenantUpdate {
+            integrity_policy: Some(None),
+            ..Default::default()
+        };
+        engine.update_tenant(&op(), &id, repair).unwrap();
+        engine.admission(&scope).unwrap();
+        engine.search(&scope, &req(), &s).unwrap();
+        assert_eq!(
+            engine.integrity(&op(), &id).unwrap().policy_source,
+            strata_engine::PolicySource::ConfigDefault
+        );
+    }
+}
+
+/// A partial policy in a `PATCH` keeps the fields it leaves out at the values in force: the
+/// configuration's latency contract survives a change of `consecutive` alone, and a later
+/// partial change keeps the tenant's own fields.
+#[test]
+fn a_partial_policy_keeps_the_values_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = strata_engine::EngineConfig::default();
+    config.integrity.default.latency_contract_ms = 40.0;
+    let engine = Engine::open(dir.path(), config).unwrap();
+    let id = TenantId::parse("acme").unwrap();
+    engine.create_tenant(&op(), &id, None).unwrap();
+    let patch = |input: IntegrityPolicyInput| {
+        let update = TenantUpdate {
+            integrity_policy: Some(Some(input)),
+            ..Default::default()
+        };
+        engine
+            .update_tenant(&op(), &id, update)
+            .unwrap()
+            .integrity_policy
+            .unwrap()
+    };
+    let p = patch(IntegrityPolicyInput {
+        consecutive: Some(2),
+        ..Default::default()
     });
-    let (engine, _) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
-    assert!(is_corrupt(engine.tenant(&op(), &id)));
-    assert!(is_corrupt(engine.admission(&scope)));
+    assert_eq!((p.consecutive, p.latency_contract_ms), (2, 40.0));
+    let p = patch(IntegrityPolicyInput {
+        cooldown_ms: Some(5),
+        ..Default::default()
+    });
+    assert_eq!(
+        (p.consecutive, p.latency_contract_ms, p.cooldown_ms),
+        (2, 40.0, 5)
+    );
+    assert_eq!(engine.integrity(&op(), &id).unwrap().policy, p);
 }
 
 /// `updated_at` is the creation time at first, and moves with every change of the registry
@@ -988,7 +1095,7 @@ fn an_import_lands_whole_over_a_patch_made_while_it_ran() {
     let exported = TenantUpdate {
         display_name: Some("Acme".into()),
         metadata: Some(json!({"team": "search", "plan": "pro"})),
-        integrity_policy: Some(Some(hair_trigger())),
+        integrity_policy: Some(Some((&hair_trigger()).into())),
         ..Default::default()
     };
     engine
@@ -1048,4 +1155,68 @@ fn an_import_lands_whole_over_a_patch_made_while_it_ran() {
             .as_object()
             .cloned()
     );
+}
+
+/// The export of a tenant with one record, for the import tests.
+fn exported_lines(engine: &Engine, acme: &TenantScope) -> Vec<strata_engine::ExportLine> {
+    engine
+        .put(acme, &req(), vec![rec(json!({"content": "kept"}))])
+        .unwrap();
+    let mut lines = Vec::new();
+    engine
+        .export_tenant(&op(), acme.tenant(), |l| {
+            lines.push(l.clone());
+            Ok(())
+        })
+        .unwrap();
+    lines
+}
+
+/// A tenant purged and created again while an import of the same id ran is someone else's
+/// tenant: the import fails and leaves it untouched (neither overwritten nor purged).
+#[test]
+fn an_import_never_lands_on_a_tenant_recreated_while_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let lines = exported_lines(&engine, &acme);
+    let copy = TenantId::parse("copy").unwrap();
+    let during = lines.into_iter().enumerate().map(|(n, line)| {
+        if n == 1 {
+            engine.purge_tenant(&op(), &copy).unwrap();
+            let spec = strata_engine::NewTenantSpec {
+                display_name: Some("the new one".into()),
+                ..Default::default()
+            };
+            engine.create_tenant_with(&op(), &copy, spec).unwrap();
+        }
+        Ok(line)
+    });
+    assert!(engine.import_tenant(&op(), &copy, during).is_err());
+    let survivor = engine.tenant(&op(), &copy).unwrap();
+    assert_eq!(survivor.display_name.as_deref(), Some("the new one"));
+    assert_eq!(survivor.status, TenantStatus::Active);
+    assert_eq!(survivor.usage.unwrap().records, 0);
+}
+
+/// A delete made while an import ran wins: the import fails and nothing of it remains.
+#[test]
+fn a_delete_made_while_an_import_ran_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let lines = exported_lines(&engine, &acme);
+    let copy = TenantId::parse("copy").unwrap();
+    let during = lines.into_iter().enumerate().map(|(n, line)| {
+        if n == 1 {
+            engine.delete_tenant(&op(), &copy).unwrap();
+        }
+        Ok(line)
+    });
+    assert!(matches!(
+        engine.import_tenant(&op(), &copy, during),
+        Err(EngineError::TenantNotFound(_))
+    ));
+    assert!(matches!(
+        engine.tenant(&op(), &copy),
+        Err(EngineError::TenantNotFound(_))
+    ));
 }
