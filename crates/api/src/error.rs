@@ -39,6 +39,10 @@ pub enum ApiError {
     /// A merge patch of a tenant's metadata whose stored row is damaged; `null` replaces it.
     #[error("{0}")]
     MetadataDamaged(String),
+    /// The tenant's stored integrity policy is unreadable; its requests are refused until an
+    /// operator replaces it (`null` or a valid policy).
+    #[error("{0}")]
+    IntegrityPolicyDamaged(String),
     /// The tenant is suspended by its operator; its data is kept.
     #[error("{0}")]
     TenantSuspended(String),
@@ -123,6 +127,7 @@ pub enum ErrorCode {
     MethodNotAllowed,
     Conflict,
     MetadataDamaged,
+    IntegrityPolicyDamaged,
     PayloadTooLarge,
     RequestTimeout,
     UriTooLong,
@@ -150,6 +155,7 @@ pub const ERROR_CODES: &[(u16, &str)] = &[
     (405, "METHOD_NOT_ALLOWED"),
     (409, "CONFLICT"),
     (409, "METADATA_DAMAGED"),
+    (409, "INTEGRITY_POLICY_DAMAGED"),
     (413, "PAYLOAD_TOO_LARGE"),
     (408, "REQUEST_TIMEOUT"),
     (414, "URI_TOO_LONG"),
@@ -172,6 +178,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
             ApiError::MetadataDamaged(_) => (StatusCode::CONFLICT, "METADATA_DAMAGED"),
+            ApiError::IntegrityPolicyDamaged(_) => {
+                (StatusCode::CONFLICT, "INTEGRITY_POLICY_DAMAGED")
+            }
             ApiError::TenantSuspended(_) => (StatusCode::FORBIDDEN, "TENANT_SUSPENDED"),
             ApiError::TenantStressed(_) => (StatusCode::SERVICE_UNAVAILABLE, "TENANT_STRESSED"),
             ApiError::TenantCritical(_) => (StatusCode::SERVICE_UNAVAILABLE, "TENANT_CRITICAL"),
@@ -360,6 +369,9 @@ impl From<EngineError> for ApiError {
             | EngineError::ModelMismatch { .. }
             | EngineError::Reembed(_) => ApiError::Conflict(e.to_string()),
             EngineError::MetadataDamaged(_) => ApiError::MetadataDamaged(e.to_string()),
+            EngineError::IntegrityPolicyDamaged(..) => {
+                ApiError::IntegrityPolicyDamaged(e.to_string())
+            }
             EngineError::Store(s) => ApiError::Internal(s.to_string()),
             EngineError::Index(m) => ApiError::Internal(format!("index: {m}")),
             EngineError::Embedding(m) => ApiError::Internal(format!("embedding: {m}")),
@@ -453,6 +465,11 @@ mod tests {
             EngineError::MetadataDamaged(TenantId::parse("t").unwrap()),
             409,
             "METADATA_DAMAGED",
+        );
+        check(
+            EngineError::IntegrityPolicyDamaged(TenantId::parse("t").unwrap(), "x".into()),
+            409,
+            "INTEGRITY_POLICY_DAMAGED",
         );
         check(EngineError::Reembed("x".into()), 409, "CONFLICT");
         check(

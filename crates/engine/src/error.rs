@@ -56,6 +56,14 @@ pub enum EngineError {
          \"metadata\": null first to replace it, then set the metadata again"
     )]
     MetadataDamaged(TenantId),
+    /// The tenant's own integrity policy, as stored, does not decode closed (damage, or a
+    /// newer version wrote it): the tenant's requests are refused until an operator
+    /// replaces it, which never reads it.
+    #[error(
+        "tenant {0}: its stored integrity_policy is unreadable ({1}); an operator replaces it \
+         with PATCH {{\"integrity_policy\": null}} or a valid policy"
+    )]
+    IntegrityPolicyDamaged(TenantId, String),
     /// An `Idempotency-Key` already answered a different request.
     #[error("Idempotency-Key {0} was used for a different request; use a new key")]
     IdempotencyKeyReused(String),

@@ -130,13 +130,7 @@ impl TenantProfile {
         };
         crate::integrity::decode_stored(stored)
             .map(Some)
-            .map_err(|why| {
-                EngineError::Store(StoreError::Corrupt(format!(
-                    "tenant {id}: its stored integrity_policy is unreadable ({why}); an \
-                     operator replaces it with PATCH {{\"integrity_policy\": null}} or a valid \
-                     policy"
-                )))
-            })
+            .map_err(|why| EngineError::IntegrityPolicyDamaged(id.clone(), why))
     }
 
     /// The profile as written now: `updated_at` set to `now`. Every change of a registry

@@ -792,6 +792,44 @@ fn the_tenants_own_integrity_policy_wins_and_clearing_it_returns_to_the_config()
     assert_eq!(shown(&plain).1, PolicySource::ConfigDefault);
 }
 
+/// A change of the tenant's own policy reaches the policy its searches are sampled against
+/// even after a search filled the admission cache with the old one.
+#[test]
+fn a_policy_change_replaces_the_cached_policy() {
+    use strata_engine::IntegrityState;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Default::default()).unwrap();
+    let id = TenantId::parse("acme").unwrap();
+    let lenient = strata_engine::IntegrityPolicy {
+        latency_contract_ms: 1e9,
+        consecutive: 1,
+        cooldown_ms: 0,
+        ..Default::default()
+    };
+    let spec = strata_engine::NewTenantSpec {
+        integrity_policy: Some((&lenient).into()),
+        ..Default::default()
+    };
+    engine.create_tenant_with(&op(), &id, spec).unwrap();
+    let scope = TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), common::full_grant());
+    engine
+        .put(&scope, &req(), vec![rec(json!({"content": "kept"}))])
+        .unwrap();
+    let search = || {
+        let s = SearchRequest {
+            query: Some("kept".into()),
+            ..Default::default()
+        };
+        engine.search(&scope, &req(), &s).unwrap();
+        engine.integrity(&op(), &id).unwrap().state
+    };
+    // Fills the cache with the lenient policy.
+    assert_eq!(search(), IntegrityState::Normal);
+    engine.admission(&scope).unwrap();
+    set_policy(&engine, &id, Some(hair_trigger()));
+    assert_eq!(search(), IntegrityState::Critical);
+}
+
 /// Every threshold is checked at creation and in a change, and the refusal names the field.
 #[test]
 fn an_integrity_policy_out_of_range_is_refused_naming_its_field() {

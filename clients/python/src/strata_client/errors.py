@@ -120,7 +120,8 @@ class NotFoundError(StrataError):
 class ConflictError(StrataError):
     """409 ``CONFLICT``: the name or id is taken (possibly by a record outside the scope);
     or 409 ``METADATA_DAMAGED``: a merge patch of a tenant's damaged metadata (replace it
-    with ``metadata=None`` first)."""
+    with ``metadata=None`` first); or 409 ``INTEGRITY_POLICY_DAMAGED``: the tenant's stored
+    integrity policy is unreadable (an operator replaces it with ``integrity_policy=None``)."""
 
 
 class PayloadTooLargeError(StrataError):
@@ -150,6 +151,7 @@ _BY_CODE: Dict[str, Type[StrataError]] = {
     "NOT_FOUND": NotFoundError,
     "CONFLICT": ConflictError,
     "METADATA_DAMAGED": ConflictError,
+    "INTEGRITY_POLICY_DAMAGED": ConflictError,
     "PAYLOAD_TOO_LARGE": PayloadTooLargeError,
     "RATE_LIMITED": RateLimitError,
     "CONCURRENCY_LIMITED": RateLimitError,
