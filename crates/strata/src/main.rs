@@ -157,7 +157,8 @@ enum TenantAction {
         #[arg(long, value_parser = client::metadata_arg)]
         metadata: Option<serde_json::Value>,
         /// Its own integrity thresholds, a JSON object, e.g. '{"latency_contract_ms":50}'
-        /// (fields left out: the built-in defaults); without it, the server configuration's.
+        /// (fields left out: the server configuration's values); without it, the
+        /// configuration's.
         #[arg(long, value_parser = client::integrity_policy_arg)]
         integrity_policy: Option<serde_json::Value>,
     },
@@ -189,9 +190,10 @@ enum TenantAction {
         /// others stay; 'null' removes it all.
         #[arg(long, value_parser = client::metadata_arg)]
         metadata: Option<serde_json::Value>,
-        /// Its own integrity thresholds, a JSON object replacing any it has (fields left out:
-        /// the built-in defaults); 'null' clears them, so the server configuration's apply.
-        #[arg(long, value_parser = client::integrity_policy_arg)]
+        /// Its own integrity thresholds, a JSON object (fields left out keep the values in
+        /// force: its own, else the server configuration's); 'null' clears them, so the
+        /// configuration's apply.
+        #[arg(long, value_parser = client::integrity_policy_patch_arg)]
         integrity_policy: Option<serde_json::Value>,
     },
     /// Suspend a tenant: every data operation fails with TENANT_SUSPENDED, data is kept.

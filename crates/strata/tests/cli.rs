@@ -149,6 +149,11 @@ fn tenant_and_key_commands_work() {
         &["tenant", "update", "pol", "--integrity-policy", "7"],
     );
     assert!(!ok && err.contains("integrity policy"), "{err}");
+    let (ok, _, err) = strata(
+        &server,
+        &["tenant", "create", "nul", "--integrity-policy", "null"],
+    );
+    assert!(!ok && err.contains("must be a JSON object"), "{err}");
 
     let (ok, v, err) = strata(
         &server,

@@ -685,6 +685,7 @@ fn a_tenants_integrity_policy_is_set_shown_validated_and_cleared_over_http() {
     assert_eq!(shown["updated_at"], created["updated_at"]);
 
     // Other changes leave it; `null` gives the tenant back to the configuration.
+    clock_past(created["updated_at"].as_i64().unwrap_or_default());
     let (s, v) = patch(&server, json!({"weight": 2}));
     assert_eq!(
         (s, &v["integrity_policy"]),
@@ -693,7 +694,7 @@ fn a_tenants_integrity_policy_is_set_shown_validated_and_cleared_over_http() {
     );
     let weighted = v["updated_at"].as_i64().unwrap_or_default();
     assert!(
-        weighted >= created["updated_at"].as_i64().unwrap_or(i64::MAX),
+        weighted > created["updated_at"].as_i64().unwrap_or(i64::MAX),
         "{v}"
     );
     let (s, v) = patch(&server, json!({"integrity_policy": null}));
@@ -713,7 +714,84 @@ fn a_tenants_integrity_policy_is_set_shown_validated_and_cleared_over_http() {
     let before = admin(&server, "GET", "/v1/admin/tenants/acme", None)["updated_at"]
         .as_i64()
         .unwrap_or_default();
-    std::thread::sleep(std::time::Duration::from_millis(2));
+    clock_past(before);
     let v = admin(&server, "POST", "/v1/admin/tenants/acme/suspend", None);
     assert!(v["updated_at"].as_i64().unwrap_or_default() > before, "{v}");
+}
+
+/// Waits until the wall clock (milliseconds since the epoch, as `updated_at` counts) is past
+/// `ms`, so that a change made next must carry a later `updated_at`.
+fn clock_past(ms: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if now > ms {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock never passed {ms}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// A stored integrity policy that does not decode (here one field missing) refuses only its
+/// own tenant's requests, with a clear error naming the repair; the tenant's view (policy
+/// left out), the other tenants and the list answer; `"integrity_policy": null` repairs it.
+#[test]
+fn an_unreadable_integrity_policy_blocks_only_its_tenant_and_null_repairs_it() {
+    use strata_store::Reads;
+    let mut server = Server::start();
+    let (s, v) = server.post(
+        "/v1/admin/tenants",
+        OPERATOR_KEY,
+        json!({"id": "acme", "integrity_policy": {"consecutive": 2}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    server.tenant("globex");
+    let acme_key = server.key("acme", json!({}));
+    let globex_key = server.key("globex", json!({}));
+    server.stop();
+    let store =
+        strata_store::Store::open(&server.dir.path().join("data").join(strata_engine::DB_FILE))
+            .expect("store");
+    store
+        .write(|w| {
+            let id = strata_types::TenantId::parse("acme").expect("id");
+            let mut meta = w.tenant(&id)?.expect("meta");
+            let policy = meta
+                .profile
+                .get_mut("integrity_policy")
+                .expect("stored policy");
+            policy
+                .as_object_mut()
+                .expect("object")
+                .remove("cooldown_ms");
+            w.put_tenant(&meta)
+        })
+        .expect("damage");
+    drop(store);
+    server.restart();
+
+    let count = |key: &str| server.call("GET", "/v1/collections", Some(key), &[], None);
+    let (s, v) = count(&acme_key);
+    assert_eq!((s, code(&v)), (409, "INTEGRITY_POLICY_DAMAGED"), "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("integrity_policy") && message.contains("null"),
+        "{v}"
+    );
+    assert_eq!(count(&globex_key).0, 200);
+    let v = admin(&server, "GET", "/v1/admin/tenants/acme", None);
+    assert!(v.get("integrity_policy").is_none(), "{v}");
+    admin(&server, "GET", "/v1/admin/tenants/globex", None);
+    let list = admin(&server, "GET", "/v1/admin/tenants", None);
+    assert_eq!(list["tenants"].as_array().map(Vec::len), Some(2), "{list}");
+
+    let (s, v) = patch(&server, json!({"integrity_policy": null}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(count(&acme_key).0, 200);
 }
