@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,15 @@ def test_tenant_metadata_is_set_merged_and_bounded(admin: StrataAdmin) -> None:
     assert admin.create_tenant(unique("nometa")).metadata == {}
 
 
+def _clock_past(ms: int) -> None:
+    """Waits (up to 30 s) until the wall clock in milliseconds is past ``ms``, so that a change
+    made next carries a later ``updated_at``."""
+    deadline = time.monotonic() + 30
+    while time.time() * 1000 <= ms:
+        assert time.monotonic() < deadline, f"the clock never passed {ms}"
+        time.sleep(0.001)
+
+
 def test_a_tenants_own_integrity_policy_is_set_shown_and_cleared(admin: StrataAdmin) -> None:
     tid = unique("policy")
     created = admin.create_tenant(tid, integrity_policy={"latency_contract_ms": 50})
@@ -108,11 +118,12 @@ def test_a_tenants_own_integrity_policy_is_set_shown_and_cleared(admin: StrataAd
     assert created.updated_at == created.created_at
     shown = admin.tenant_integrity(tid)
     assert (shown["policy_source"], shown["policy"]["latency_contract_ms"]) == ("tenant", 50)
-    # Replaced whole: fields left out take the built-in defaults.
+    # Fields left out keep the values in force (here the tenant's own).
+    _clock_past(created.updated_at)
     t = admin.update_tenant(tid, integrity_policy={"consecutive": 2})
     assert t.integrity_policy is not None
-    assert (t.integrity_policy["consecutive"], t.integrity_policy["latency_contract_ms"]) == (2, 0)
-    assert t.updated_at >= created.updated_at
+    assert (t.integrity_policy["consecutive"], t.integrity_policy["latency_contract_ms"]) == (2, 50)
+    assert t.updated_at > created.updated_at
     # Out of range: refused naming the field, nothing changed.
     with pytest.raises(BadRequestError) as e:
         admin.update_tenant(tid, integrity_policy={"stress_exit": 3.0})

@@ -400,7 +400,7 @@ class StrataAdmin(_AdminCalls):
         are unlimited), fair-share ``weight`` and operator ``metadata`` (a JSON object of at
         most 64 keys, 16 KiB encoded, 8 levels deep; shown to operators only) and its own
         ``integrity_policy`` (thresholds such as ``{"latency_contract_ms": 50}``, fields left
-        out taking the built-in defaults; without one, the server configuration's apply)
+        out taking the server configuration's values; without one, the configuration's apply)
         from the start."""
         return self._transport.run(
             self._create_tenant(
@@ -439,7 +439,8 @@ class StrataAdmin(_AdminCalls):
         one, others stay. ``metadata`` is a JSON merge patch the same way (nested objects are
         merged too; a ``None`` value removes its key); ``metadata=None`` removes it all (and
         clears a damaged stored row, which a merge refuses with ``METADATA_DAMAGED``); leaving
-        it out keeps it. ``integrity_policy`` replaces the tenant's own thresholds whole;
+        it out keeps it. ``integrity_policy`` sets the tenant's own thresholds (fields left
+        out keep the values in force: its own, else the server configuration's);
         ``integrity_policy=None`` clears them, so the server configuration's apply again."""
         return self._transport.run(
             self._update_tenant(id, display_name, limits, weight, metadata, integrity_policy)
