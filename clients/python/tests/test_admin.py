@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,40 @@ def test_tenant_metadata_is_set_merged_and_bounded(admin: StrataAdmin) -> None:
     assert admin.get_tenant(tid).metadata == {}
     # A tenant without any has an empty one.
     assert admin.create_tenant(unique("nometa")).metadata == {}
+
+
+def _clock_past(ms: int) -> None:
+    """Waits (up to 30 s) until the wall clock in milliseconds is past ``ms``, so that a change
+    made next carries a later ``updated_at``."""
+    deadline = time.monotonic() + 30
+    while time.time() * 1000 <= ms:
+        assert time.monotonic() < deadline, f"the clock never passed {ms}"
+        time.sleep(0.001)
+
+
+def test_a_tenants_own_integrity_policy_is_set_shown_and_cleared(admin: StrataAdmin) -> None:
+    tid = unique("policy")
+    created = admin.create_tenant(tid, integrity_policy={"latency_contract_ms": 50})
+    assert created.integrity_policy is not None
+    assert created.integrity_policy["latency_contract_ms"] == 50
+    assert created.updated_at == created.created_at
+    shown = admin.tenant_integrity(tid)
+    assert (shown["policy_source"], shown["policy"]["latency_contract_ms"]) == ("tenant", 50)
+    # Fields left out keep the values in force (here the tenant's own).
+    _clock_past(created.updated_at)
+    t = admin.update_tenant(tid, integrity_policy={"consecutive": 2})
+    assert t.integrity_policy is not None
+    assert (t.integrity_policy["consecutive"], t.integrity_policy["latency_contract_ms"]) == (2, 50)
+    assert t.updated_at > created.updated_at
+    # Out of range: refused naming the field, nothing changed.
+    with pytest.raises(BadRequestError) as e:
+        admin.update_tenant(tid, integrity_policy={"stress_exit": 3.0})
+    assert "integrity_policy.stress_enter" in str(e.value)
+    assert admin.get_tenant(tid).integrity_policy == t.integrity_policy
+    # Left out, it stays; None gives the tenant back to the server configuration.
+    assert admin.update_tenant(tid, weight=2).integrity_policy == t.integrity_policy
+    assert admin.update_tenant(tid, integrity_policy=None).integrity_policy is None
+    assert admin.tenant_integrity(tid)["policy_source"] == "config_default"
 
 
 def test_soft_deleted_tenants_are_purged(admin: StrataAdmin) -> None:

@@ -113,3 +113,15 @@ def test_missing_configuration_is_explained(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("STRATA_URL", raising=False)
     with pytest.raises(ValueError, match="STRATA_URL"):
         Strata(api_key="sk_x")
+
+
+@pytest.mark.parametrize("code", ["METADATA_DAMAGED", "INTEGRITY_POLICY_DAMAGED"])
+def test_damaged_state_codes_are_conflicts(code: str) -> None:
+    import httpx
+
+    from strata_client.errors import error_from_response
+
+    body = {"error": {"code": code, "message": "replace it with null"}}
+    e = error_from_response(httpx.Response(409, json=body))
+    assert isinstance(e, ConflictError)
+    assert (e.code, e.status, e.message) == (code, 409, "replace it with null")

@@ -6,7 +6,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use strata_auth::{KeyInfo, KeyTenant, NewKey, Permission, Permissions};
-use strata_engine::{IndexParams, IsolationLevel, NewTenantSpec, TenantInfo, TenantLimits};
+use strata_engine::{
+    IndexParams, IntegrityPolicyInput, IsolationLevel, NewTenantSpec, TenantInfo, TenantLimits,
+};
 use strata_types::{Domain, Millis, TenantId, UserToken, now_millis};
 use utoipa::ToSchema;
 
@@ -49,6 +51,10 @@ struct NewTenant {
     /// encoded and 8 levels of nesting. Shown by the admin routes only, never to the tenant.
     #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
+    /// The tenant's own integrity thresholds, over the server configuration's (fields left
+    /// out take the configuration's values for the tenant); absent: the configuration's
+    /// apply.
+    integrity_policy: Option<IntegrityPolicyInput>,
 }
 
 /// Registers a tenant with the server's default collections.
@@ -79,6 +85,7 @@ pub async fn create_tenant(
         limits: new.limits,
         weight: new.weight,
         metadata,
+        integrity_policy: new.integrity_policy,
     };
     let info = state
         .run(move |e| Ok(e.create_tenant_with(&op, &id, spec)?))

@@ -509,6 +509,10 @@ mod tests {
             limits: Default::default(),
             weight: 1,
             reserved: false,
+            integrity: std::sync::Arc::new(strata_engine::EffectivePolicy {
+                policy: Default::default(),
+                source: strata_engine::PolicySource::ConfigDefault,
+            }),
         };
         assert_eq!(lane_of(&a), Lane::Shared);
         a.reserved = true;

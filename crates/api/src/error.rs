@@ -36,6 +36,13 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A merge patch of a tenant's metadata whose stored row is damaged; `null` replaces it.
+    #[error("{0}")]
+    MetadataDamaged(String),
+    /// The tenant's stored integrity policy is unreadable; its requests are refused until an
+    /// operator replaces it (`null` or a valid policy).
+    #[error("{0}")]
+    IntegrityPolicyDamaged(String),
     /// The tenant is suspended by its operator; its data is kept.
     #[error("{0}")]
     TenantSuspended(String),
@@ -119,6 +126,8 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     Conflict,
+    MetadataDamaged,
+    IntegrityPolicyDamaged,
     PayloadTooLarge,
     RequestTimeout,
     UriTooLong,
@@ -145,6 +154,8 @@ pub const ERROR_CODES: &[(u16, &str)] = &[
     (404, "NOT_FOUND"),
     (405, "METHOD_NOT_ALLOWED"),
     (409, "CONFLICT"),
+    (409, "METADATA_DAMAGED"),
+    (409, "INTEGRITY_POLICY_DAMAGED"),
     (413, "PAYLOAD_TOO_LARGE"),
     (408, "REQUEST_TIMEOUT"),
     (414, "URI_TOO_LONG"),
@@ -166,6 +177,10 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
+            ApiError::MetadataDamaged(_) => (StatusCode::CONFLICT, "METADATA_DAMAGED"),
+            ApiError::IntegrityPolicyDamaged(_) => {
+                (StatusCode::CONFLICT, "INTEGRITY_POLICY_DAMAGED")
+            }
             ApiError::TenantSuspended(_) => (StatusCode::FORBIDDEN, "TENANT_SUSPENDED"),
             ApiError::TenantStressed(_) => (StatusCode::SERVICE_UNAVAILABLE, "TENANT_STRESSED"),
             ApiError::TenantCritical(_) => (StatusCode::SERVICE_UNAVAILABLE, "TENANT_CRITICAL"),
@@ -353,6 +368,10 @@ impl From<EngineError> for ApiError {
             | EngineError::IdempotencyKeyReused(_)
             | EngineError::ModelMismatch { .. }
             | EngineError::Reembed(_) => ApiError::Conflict(e.to_string()),
+            EngineError::MetadataDamaged(_) => ApiError::MetadataDamaged(e.to_string()),
+            EngineError::IntegrityPolicyDamaged(..) => {
+                ApiError::IntegrityPolicyDamaged(e.to_string())
+            }
             EngineError::Store(s) => ApiError::Internal(s.to_string()),
             EngineError::Index(m) => ApiError::Internal(format!("index: {m}")),
             EngineError::Embedding(m) => ApiError::Internal(format!("embedding: {m}")),
@@ -442,6 +461,16 @@ mod tests {
         );
         check(EngineError::Index("x".into()), 500, "INTERNAL");
         check(EngineError::IdConflict("x".into()), 409, "CONFLICT");
+        check(
+            EngineError::MetadataDamaged(TenantId::parse("t").unwrap()),
+            409,
+            "METADATA_DAMAGED",
+        );
+        check(
+            EngineError::IntegrityPolicyDamaged(TenantId::parse("t").unwrap(), "x".into()),
+            409,
+            "INTEGRITY_POLICY_DAMAGED",
+        );
         check(EngineError::Reembed("x".into()), 409, "CONFLICT");
         check(
             EngineError::Unsupported("dedicated".into()),

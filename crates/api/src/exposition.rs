@@ -612,6 +612,7 @@ mod tests {
             id: TenantId::parse(id).expect("id"),
             display_name: None,
             created_at: 0,
+            updated_at: 0,
             status: TenantStatus::Active,
             deleted_at: None,
             limits: TenantLimits {
@@ -630,6 +631,7 @@ mod tests {
             parent: None,
             metadata: None,
             children: None,
+            integrity_policy: None,
         }
     }
 

@@ -6,7 +6,9 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use strata_engine::{Engine, OperatorScope, TenantInfo, TenantLimits, TenantUpdate};
+use strata_engine::{
+    Engine, IntegrityPolicyInput, OperatorScope, TenantInfo, TenantLimits, TenantUpdate,
+};
 use strata_types::TenantId;
 use utoipa::ToSchema;
 
@@ -38,19 +40,23 @@ struct ProfilePatch {
     /// A JSON merge patch (RFC 7396) of the operator's metadata: named keys change (objects
     /// merged), a `null` removes one, the others stay; `null` removes it all. The result is
     /// bounded like at creation (64 keys, 16 KiB, 8 levels).
-    #[serde(default, deserialize_with = "present_value")]
+    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+    /// The tenant's own integrity thresholds: fields left out keep the values of the policy
+    /// in force (the tenant's own, else the server configuration's); `null` clears them, so
+    /// the configuration's apply again (and repairs an unreadable stored policy).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<IntegrityPolicyInput>)]
+    integrity_policy: Option<Option<IntegrityPolicyInput>>,
 }
 
-/// A field that is present, even as `null` (`Some(None)`), told from an absent one (`None`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
-}
-
-/// [`present`] for a JSON value: `null` is `Some(Value::Null)`.
-fn present_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
+/// A field that is present, even as `null` (`Some(None)`, or `Some(Value::Null)` for a raw
+/// JSON value), told from an absent one (`None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// `parent` of a create or update body, validated with errors naming the field.
@@ -78,8 +84,8 @@ fn merge_limits(
     crate::input::from_value_at("limits", &Value::Object(merged))
 }
 
-/// Changes a tenant's display name, limits (merge patch), scheduling weight, parent or
-/// metadata (merge patch).
+/// Changes a tenant's display name, limits (merge patch), scheduling weight, parent, integrity
+/// policy (replaced whole; `null` clears it) or metadata (merge patch).
 #[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "admin", operation_id = "update_tenant",
     params(("id" = TenantId, Path, description = "tenant id")),
     request_body = ProfilePatch,
@@ -108,6 +114,7 @@ pub async fn update_tenant(
                 weight: patch.weight,
                 parent,
                 metadata: patch.metadata,
+                integrity_policy: patch.integrity_policy,
             };
             e.update_tenant(&op, &id, update)?;
             Ok(e.tenant(&op, &id)?)

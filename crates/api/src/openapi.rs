@@ -31,7 +31,11 @@ const ERRORS: &[(&str, &str, bool)] = &[
     ),
     ("405", "Method not allowed", false),
     ("408", "The request was not received in time", false),
-    ("409", "Conflict (an id or name already taken)", true),
+    (
+        "409",
+        "Conflict: an id or name already taken, or a state the change cannot apply to (see `code`)",
+        true,
+    ),
     ("413", "Body too large", false),
     ("414", "Request target too long", false),
     (

@@ -1,10 +1,14 @@
-//! The per-tenant figures the HTTP layer needs on every request (rate and concurrency limits,
-//! fair-share weight), cached in memory so admission control never waits on storage.
+//! The per-tenant figures needed on every request (rate and concurrency limits, fair-share
+//! weight, the tenant's own integrity policy), cached in memory so admission control and the
+//! integrity samples never wait on storage.
 
 use strata_auth::TenantScope;
 use strata_store::{Reads, TenantKey};
 
 use crate::epoch_map::EpochMap;
+use std::sync::Arc;
+
+use crate::integrity::EffectivePolicy;
 use crate::isolation::IsolationLevel;
 use crate::lifecycle::{TenantLimits, TenantProfile};
 use crate::{Engine, EngineError};
@@ -17,6 +21,10 @@ pub struct Admission {
     pub weight: u32,
     /// Whether the tenant's work runs in the worker pool's reserved lane (`dedicated` tenants).
     pub reserved: bool,
+    /// The integrity policy the tenant is held to and its source (its own over the
+    /// configuration's, see `IntegrityConfig::effective`), worked out when the entry is
+    /// filled; shared, so reading it per request copies no policy.
+    pub integrity: Arc<EffectivePolicy>,
 }
 
 /// Cached admissions by storage key, each valid for the registry epoch it was read under
@@ -59,11 +67,32 @@ impl Engine {
             .filter(|m| m.key == scope.key())
             .ok_or_else(|| EngineError::TenantNotFound(scope.tenant().clone()))?;
         let p = TenantProfile::of(&meta)?;
+        // A policy of its own that does not decode fails here: this tenant's requests are
+        // refused (naming the repair) until an operator replaces it; no other tenant reads it.
+        let own = p.own_integrity_policy(scope.tenant())?;
         Ok(Admission {
             limits: p.limits,
             weight: p.weight.max(1),
             reserved: p.isolation == IsolationLevel::Dedicated,
+            integrity: Arc::new(self.config.integrity.effective(scope.tenant(), own)),
         })
+    }
+
+    /// The integrity policy the caller's tenant is held to, from its cached admission (only
+    /// that field is copied out of the cache: a reference count).
+    pub(crate) fn integrity_policy(
+        &self,
+        scope: &TenantScope,
+    ) -> Result<Arc<EffectivePolicy>, EngineError> {
+        let before = self.store.registry_epoch();
+        if let Some(p) = self
+            .admissions
+            .by_key
+            .get(before, scope.key(), |a| a.integrity.clone())
+        {
+            return Ok(p);
+        }
+        self.admission(scope).map(|a| a.integrity)
     }
 }
 

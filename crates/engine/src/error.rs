@@ -49,6 +49,21 @@ pub enum EngineError {
     /// A client id names a record the caller cannot see (another principal's, domain's or run's).
     #[error("id {0} is taken by a record outside this request's scope")]
     IdConflict(String),
+    /// A merge patch of a tenant's metadata whose stored row is damaged: there is nothing
+    /// sound to merge into. The operator replaces it with `null` first (which never reads it).
+    #[error(
+        "tenant {0}: its stored metadata is damaged, so a merge patch cannot apply; send \
+         \"metadata\": null first to replace it, then set the metadata again"
+    )]
+    MetadataDamaged(TenantId),
+    /// The tenant's own integrity policy, as stored, does not decode closed (damage, or a
+    /// newer version wrote it): the tenant's requests are refused until an operator
+    /// replaces it, which never reads it.
+    #[error(
+        "tenant {0}: its stored integrity_policy is unreadable ({1}); an operator replaces it \
+         with PATCH {{\"integrity_policy\": null}} or a valid policy"
+    )]
+    IntegrityPolicyDamaged(TenantId, String),
     /// An `Idempotency-Key` already answered a different request.
     #[error("Idempotency-Key {0} was used for a different request; use a new key")]
     IdempotencyKeyReused(String),

@@ -85,7 +85,7 @@ pub(crate) fn orphan_children(w: &mut Writer<'_>, id: &TenantId) -> Result<(), E
         let mut profile = TenantProfile::of(&meta)?;
         if profile.parent.as_ref() == Some(id) {
             profile.parent = None;
-            meta.profile = profile.to_map();
+            meta.profile = profile.to_map_at(strata_types::now_millis());
             w.put_tenant(&meta)?;
         }
     }

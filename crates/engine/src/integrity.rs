@@ -19,6 +19,11 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use strata_types::Millis;
 
+mod policy_input;
+mod stored_policy;
+pub use policy_input::IntegrityPolicyInput;
+pub(crate) use stored_policy::{decode_stored, encode_stored};
+
 /// A tenant's integrity state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -68,25 +73,93 @@ impl Default for IntegrityPolicy {
 }
 
 impl IntegrityPolicy {
-    /// Checks the ordering the hysteresis needs.
+    /// Checks every threshold: each number finite and in range, and the ordering the
+    /// hysteresis needs (`0 < stress_exit < stress_enter <= critical_exit < critical_enter`).
+    /// The error starts with the name of the first field at fault, for callers to prefix with
+    /// where the policy came from (`integrity_policy.`, `integrity.default.`).
     pub fn validate(&self) -> Result<(), String> {
-        let ok = self.latency_contract_ms >= 0.0
-            && self.queue_wait_contract_ms >= 0.0
-            && 0.0 < self.stress_exit
-            && self.stress_exit < self.stress_enter
-            && self.stress_enter <= self.critical_exit
-            && self.critical_exit < self.critical_enter
-            && self.consecutive >= 1;
-        if ok {
-            Ok(())
-        } else {
-            Err(
-                "integrity: need latency_contract_ms >= 0, queue_wait_contract_ms >= 0, 0 < stress_exit < stress_enter <= \
-                 critical_exit < critical_enter, consecutive >= 1"
-                    .into(),
-            )
+        for (name, v) in [
+            ("latency_contract_ms", self.latency_contract_ms),
+            ("queue_wait_contract_ms", self.queue_wait_contract_ms),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!(
+                    "{name}: must be a finite number of at least 0 (0: not counted), not {v}"
+                ));
+            }
         }
+        for (name, v) in [
+            ("stress_exit", self.stress_exit),
+            ("critical_exit", self.critical_exit),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name}: must be a finite number above 0, not {v}"));
+            }
+        }
+        // An enter threshold at +inf means "never" (a configuration may say
+        // `critical_enter = inf` to never refuse writes), as it always could; NaN and -inf
+        // mean nothing.
+        for (name, v) in [
+            ("stress_enter", self.stress_enter),
+            ("critical_enter", self.critical_enter),
+        ] {
+            if !(v > 0.0 && (v.is_finite() || v == f64::INFINITY)) {
+                return Err(format!(
+                    "{name}: must be a number above 0 (inf: never), not {v}"
+                ));
+            }
+        }
+        // Each pair in the order the hysteresis needs; the message names the later field.
+        let order = [
+            (
+                "stress_exit",
+                self.stress_exit,
+                "stress_enter",
+                self.stress_enter,
+                true,
+            ),
+            (
+                "stress_enter",
+                self.stress_enter,
+                "critical_exit",
+                self.critical_exit,
+                false,
+            ),
+            (
+                "critical_exit",
+                self.critical_exit,
+                "critical_enter",
+                self.critical_enter,
+                true,
+            ),
+        ];
+        for (low, lv, high, hv, strict) in order {
+            let inverted = if strict { lv >= hv } else { lv > hv };
+            if inverted {
+                let relation = if strict { "above" } else { "at least" };
+                return Err(format!(
+                    "{high}: must be {relation} {low} ({lv}), not {hv} (hysteresis needs \
+                     0 < stress_exit < stress_enter <= critical_exit < critical_enter)"
+                ));
+            }
+        }
+        if self.consecutive == 0 {
+            return Err("consecutive: must be at least 1 sample".into());
+        }
+        Ok(())
     }
+}
+
+/// Where a tenant's integrity policy comes from, most specific first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicySource {
+    /// The tenant's own, in its registry entry (set at creation or by `PATCH`).
+    Tenant,
+    /// `[engine.integrity.tenants.<id>]` of the server's configuration.
+    ConfigTenant,
+    /// `[engine.integrity.default]`.
+    ConfigDefault,
 }
 
 /// One move of the state machine.
@@ -200,18 +273,53 @@ pub struct IntegrityConfig {
 
 impl IntegrityConfig {
     pub fn validate(&self) -> Result<(), String> {
-        self.default.validate()?;
+        self.default
+            .validate()
+            .map_err(|e| format!("integrity.default.{e}"))?;
         for (id, p) in &self.tenants {
-            strata_types::TenantId::parse(id.clone())
-                .map_err(|e| format!("integrity.tenants: {e}"))?;
-            p.validate().map_err(|e| format!("{e} (tenant {id})"))?;
+            strata_types::TenantId::parse(id).map_err(|e| format!("integrity.tenants: {e}"))?;
+            p.validate()
+                .map_err(|e| format!("integrity.tenants.{id}.{e}"))?;
         }
         Ok(())
     }
 
-    pub(crate) fn policy(&self, id: &strata_types::TenantId) -> &IntegrityPolicy {
+    /// The policy of tenant `id`: its own (`own`, from its registry entry) over the
+    /// configuration's override for it over the configuration's default.
+    pub(crate) fn effective(
+        &self,
+        id: &strata_types::TenantId,
+        own: Option<IntegrityPolicy>,
+    ) -> EffectivePolicy {
+        if let Some(policy) = own {
+            return EffectivePolicy {
+                policy,
+                source: PolicySource::Tenant,
+            };
+        }
+        let (policy, source) = match self.tenants.get(id.as_str()) {
+            Some(p) => (p, PolicySource::ConfigTenant),
+            None => (&self.default, PolicySource::ConfigDefault),
+        };
+        EffectivePolicy {
+            policy: policy.clone(),
+            source,
+        }
+    }
+
+    /// The policy in force for tenant `id` without a policy of its own: the base a partial
+    /// policy of its own is completed from (`crate::tenants`).
+    pub(crate) fn configured(&self, id: &strata_types::TenantId) -> &IntegrityPolicy {
         self.tenants.get(id.as_str()).unwrap_or(&self.default)
     }
+}
+
+/// The policy a tenant is held to and where it comes from, worked out once when its
+/// admission is read (`crate::admission`), so that no request looks it up again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffectivePolicy {
+    pub policy: IntegrityPolicy,
+    pub source: PolicySource,
 }
 
 /// Weight of the newest latency (and queue wait) in the moving average.
@@ -329,7 +437,7 @@ impl Tracker {
         latency.max(wait).max(depth).max(health)
     }
 
-    pub fn report(&self, policy: &IntegrityPolicy) -> TenantIntegrity {
+    pub fn report(&self, policy: &IntegrityPolicy, policy_source: PolicySource) -> TenantIntegrity {
         TenantIntegrity {
             state: self.machine.state,
             pressure: self.machine.last_pressure,
@@ -339,6 +447,7 @@ impl Tracker {
             queue_depth: self.queue_depth,
             queue_wait_ms: self.queue_wait_ms,
             policy: policy.clone(),
+            policy_source,
             transitions: self.machine.recent.iter().cloned().collect(),
         }
     }
@@ -361,7 +470,10 @@ pub struct TenantIntegrity {
     pub queue_depth: u64,
     /// Its requests' wait in the worker pool, exponentially weighted, in milliseconds.
     pub queue_wait_ms: f64,
+    /// The policy the tenant is held to: its own, else the configuration's for it, else the
+    /// configuration's default (`policy_source` says which).
     pub policy: IntegrityPolicy,
+    pub policy_source: PolicySource,
     /// Up to 16 most recent moves, oldest first.
     pub transitions: Vec<Transition>,
 }
@@ -377,11 +489,15 @@ impl crate::Engine {
         depth: usize,
         wait: std::time::Duration,
     ) {
-        let policy = self.config.integrity.policy(scope.tenant());
+        // A tenant whose policy cannot be read has its request refused already; nothing
+        // to sample then.
+        let Ok(policy) = self.integrity_policy(scope) else {
+            return;
+        };
         self.indexes.integrity_queue(
             scope.key(),
             scope.tenant(),
-            policy,
+            &policy.policy,
             depth as u64,
             wait.as_secs_f64() * 1000.0,
         );
@@ -399,6 +515,95 @@ mod tests {
             cooldown_ms: 100,
             ..IntegrityPolicy::default()
         }
+    }
+
+    /// Each broken threshold is refused naming its field; the defaults pass.
+    #[test]
+    fn validation_names_the_field_at_fault() {
+        let check = |change: fn(&mut IntegrityPolicy), field: &str| {
+            let mut p = IntegrityPolicy::default();
+            change(&mut p);
+            let e = p.validate().unwrap_err();
+            assert!(e.starts_with(&format!("{field}: ")), "{field}: {e}");
+        };
+        assert_eq!(IntegrityPolicy::default().validate(), Ok(()));
+        check(|p| p.latency_contract_ms = -1.0, "latency_contract_ms");
+        check(|p| p.latency_contract_ms = f64::NAN, "latency_contract_ms");
+        check(
+            |p| p.queue_wait_contract_ms = f64::INFINITY,
+            "queue_wait_contract_ms",
+        );
+        check(|p| p.stress_exit = 0.0, "stress_exit");
+        check(|p| p.critical_enter = f64::NEG_INFINITY, "critical_enter");
+        check(|p| p.stress_exit = 1.0, "stress_enter");
+        check(|p| p.stress_enter = 3.0, "critical_exit");
+        check(|p| p.critical_exit = 4.0, "critical_enter");
+        check(|p| p.consecutive = 0, "consecutive");
+        // `stress_enter == critical_exit` is allowed: the bands may touch.
+        let touching = IntegrityPolicy {
+            critical_exit: 1.0,
+            ..IntegrityPolicy::default()
+        };
+        assert_eq!(touching.validate(), Ok(()));
+    }
+
+    /// The tenant's own policy over the configuration's override over the default.
+    #[test]
+    fn the_effective_policy_is_the_most_specific() {
+        let id = strata_types::TenantId::parse("acme").unwrap();
+        let other = strata_types::TenantId::parse("globex").unwrap();
+        let mut config = IntegrityConfig::default();
+        config.tenants.insert("acme".into(), policy());
+        let own = IntegrityPolicy {
+            consecutive: 7,
+            ..IntegrityPolicy::default()
+        };
+        let effective = |policy: IntegrityPolicy, source| EffectivePolicy { policy, source };
+        assert_eq!(
+            config.effective(&id, Some(own.clone())),
+            effective(own, PolicySource::Tenant)
+        );
+        assert_eq!(
+            config.effective(&id, None),
+            effective(policy(), PolicySource::ConfigTenant)
+        );
+        assert_eq!(
+            config.effective(&other, None),
+            effective(IntegrityPolicy::default(), PolicySource::ConfigDefault)
+        );
+    }
+
+    /// An enter threshold at +inf means "never" and was always accepted in a configuration;
+    /// NaN and -inf are not numbers a threshold can be.
+    #[test]
+    fn an_enter_threshold_may_be_infinite_but_not_nan() {
+        let never_critical = IntegrityPolicy {
+            critical_enter: f64::INFINITY,
+            ..IntegrityPolicy::default()
+        };
+        assert_eq!(never_critical.validate(), Ok(()));
+        let config = IntegrityConfig {
+            default: never_critical,
+            ..IntegrityConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+        for bad in [f64::NAN, f64::NEG_INFINITY] {
+            let p = IntegrityPolicy {
+                critical_enter: bad,
+                ..IntegrityPolicy::default()
+            };
+            assert!(p.validate().unwrap_err().starts_with("critical_enter"));
+            let p = IntegrityPolicy {
+                stress_enter: bad,
+                ..IntegrityPolicy::default()
+            };
+            assert!(p.validate().unwrap_err().starts_with("stress_enter"));
+        }
+        let p = IntegrityPolicy {
+            critical_exit: f64::INFINITY,
+            ..IntegrityPolicy::default()
+        };
+        assert!(p.validate().unwrap_err().starts_with("critical_exit"));
     }
 
     #[test]

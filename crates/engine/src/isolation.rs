@@ -424,7 +424,7 @@ impl Engine {
             index_params: next.index_params,
             ..current.clone()
         };
-        meta.profile = profile.to_map();
+        meta.profile = profile.to_map_at(strata_types::now_millis());
         w.put_tenant(&meta)?;
         let mut event = audit::operator_event(op, id, action);
         event.detail = serde_json::json!({

@@ -93,7 +93,8 @@ pub use feedback::{AdaptiveSweep, MAX_FEEDBACK_IDS};
 pub use hierarchy::TenantNode;
 pub use idempotency::{Answered, IDEMPOTENCY_RETENTION_MS, Idempotency};
 pub use integrity::{
-    IntegrityConfig, IntegrityPolicy, IntegrityState, TenantIntegrity, Transition,
+    EffectivePolicy, IntegrityConfig, IntegrityPolicy, IntegrityPolicyInput, IntegrityState,
+    PolicySource, TenantIntegrity, Transition,
 };
 pub use isolation::{
     IndexParams, IsolationConfig, IsolationLevel, MigrateRequest, MigrationReport, MigrationState,
@@ -300,10 +301,12 @@ impl Engine {
         id: &strata_types::TenantId,
     ) -> Result<TenantIntegrity, EngineError> {
         let meta = self.tenant_meta(id)?;
-        let policy = self.config.integrity.policy(id);
+        let own = lifecycle::TenantProfile::of(&meta)?.own_integrity_policy(id)?;
+        let effective = self.config.integrity.effective(id, own);
+        let (policy, source) = (&effective.policy, effective.source);
         Ok(match self.indexes.get(meta.key) {
-            Some(slot) => slot.with_tracker(|t| t.report(policy)),
-            None => integrity::Tracker::default().report(policy),
+            Some(slot) => slot.with_tracker(|t| t.report(policy, source)),
+            None => integrity::Tracker::default().report(policy, source),
         })
     }
 
@@ -489,8 +492,8 @@ impl Engine {
         };
         if slot.integrity_state() == IntegrityState::Critical {
             // Still a sample: the state can only fall again if it keeps being fed.
-            let policy = self.config.integrity.policy(scope.tenant());
-            self.indexes.integrity_sample(&slot, policy, None);
+            let policy = self.integrity_policy(scope)?;
+            self.indexes.integrity_sample(&slot, &policy.policy, None);
             if slot.integrity_state() == IntegrityState::Critical {
                 return Err(EngineError::TenantCritical(scope.tenant().clone()));
             }

@@ -13,6 +13,7 @@ use strata_store::{Reads, StoreError, TenantKey, TenantMeta, Writer};
 use strata_types::{Millis, Record, TenantId};
 
 use crate::EngineError;
+use crate::integrity::IntegrityPolicy;
 use crate::isolation::{IndexParams, IsolationLevel};
 use crate::tenant_index::Change;
 
@@ -71,6 +72,18 @@ pub struct TenantProfile {
     /// stored before the hierarchy existed, which have none (`crate::hierarchy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<TenantId>,
+    /// The tenant's own integrity thresholds, over the configuration's
+    /// (`IntegrityConfig::effective`); absent (profiles stored before it existed, or cleared
+    /// by the operator): the configuration's. Kept as raw JSON, every field written, and
+    /// decoded (closed) only where it is used (`own_integrity_policy`): a damaged one fails
+    /// that tenant's requests, never the profile (lists, the hierarchy, the sweeps), and
+    /// `integrity_policy: null` removes it without reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity_policy: Option<Value>,
+    /// When the registry entry last changed; absent in profiles stored before it existed,
+    /// which read as their creation time (`TenantInfo::updated_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Millis>,
 }
 
 impl Default for TenantProfile {
@@ -84,6 +97,8 @@ impl Default for TenantProfile {
             isolation: IsolationLevel::Shared,
             index_params: None,
             parent: None,
+            integrity_policy: None,
+            updated_at: None,
         }
     }
 }
@@ -94,12 +109,38 @@ impl TenantProfile {
     pub(crate) fn of(meta: &TenantMeta) -> Result<TenantProfile, EngineError> {
         // Deserialised from the stored map in place: every request checks liveness through
         // this, and cloning the map first cost a tree copy per search.
-        TenantProfile::deserialize(&meta.profile).map_err(|e| {
+        let corrupt = |e: &dyn std::fmt::Display| {
             EngineError::Store(StoreError::Corrupt(format!(
                 "tenant {}: profile: {e}",
                 meta.id
             )))
-        })
+        };
+        TenantProfile::deserialize(&meta.profile).map_err(|e| corrupt(&e))
+    }
+
+    /// The tenant's own integrity policy, decoded closed and validated. One that does not
+    /// decode, or breaks the policy's rules, was not written by this engine (damage, or a
+    /// newer version): an error naming the repair, never fed to the state machine.
+    pub(crate) fn own_integrity_policy(
+        &self,
+        id: &TenantId,
+    ) -> Result<Option<IntegrityPolicy>, EngineError> {
+        let Some(stored) = &self.integrity_policy else {
+            return Ok(None);
+        };
+        crate::integrity::decode_stored(stored)
+            .map(Some)
+            .map_err(|why| EngineError::IntegrityPolicyDamaged(id.clone(), why))
+    }
+
+    /// The profile as written now: `updated_at` set to `now`. Every change of a registry
+    /// entry's profile goes through this, so its `updated_at` follows every change.
+    pub(crate) fn to_map_at(&self, now: Millis) -> Map<String, Value> {
+        TenantProfile {
+            updated_at: Some(now),
+            ..self.clone()
+        }
+        .to_map()
     }
 
     pub(crate) fn to_map(&self) -> Map<String, Value> {

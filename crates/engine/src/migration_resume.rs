@@ -87,9 +87,15 @@ fn next_attempt(row: &StoredMigration) -> u8 {
 }
 
 /// Whether the server will resume a move whose row is `row` (found cut short), given the
-/// setting: the status says so, so that clients keep waiting for it.
+/// setting: the status says so, so that clients keep waiting for it. The same test as
+/// start-up's (`cut_short_moves`): a row keeping graph parameters out of range is damaged,
+/// left `interrupted` and never resumed, so it must not promise a resumption either.
 pub(crate) fn will_resume(row: &StoredMigration, setting: bool) -> bool {
-    setting && cut_short(row, false) && resumable(row) && next_attempt(row) <= MAX_ATTEMPTS
+    setting
+        && cut_short(row, false)
+        && resumable(row)
+        && next_attempt(row) <= MAX_ATTEMPTS
+        && crate::migration_status::params_of(row).is_ok()
 }
 
 impl Engine {

@@ -46,11 +46,14 @@ impl Engine {
         s: &SearchRequest,
     ) -> Result<SearchResponse, EngineError> {
         check_fields(s)?;
-        let policy = self.config.integrity.policy(scope.tenant());
+        // Before the search: a tenant whose own policy is unreadable is refused, not
+        // searched unmeasured.
+        let policy = self.integrity_policy(scope)?;
         let started = std::time::Instant::now();
         let (response, tenant) = self.search_unmeasured(scope, req, s)?;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        self.indexes.integrity_sample(&tenant, policy, Some(ms));
+        self.indexes
+            .integrity_sample(&tenant, &policy.policy, Some(ms));
         Ok(response)
     }
 

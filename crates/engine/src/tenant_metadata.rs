@@ -70,6 +70,7 @@ pub(crate) fn apply_patch(
 /// clears a damaged row, which any other patch refuses (it would merge into unknown values).
 pub(crate) fn patch_stored(
     w: &mut Writer<'_>,
+    id: &TenantId,
     key: TenantKey,
     patch: Value,
 ) -> Result<(), EngineError> {
@@ -77,9 +78,11 @@ pub(crate) fn patch_stored(
         Value::Null => Map::new(),
         patch => {
             let mut m = strata_store::tenant_metadata(&*w, key).map_err(|e| match e {
-                StoreError::Corrupt(why) => EngineError::Store(StoreError::Corrupt(format!(
-                    "{why}; a patch of `metadata: null` clears it"
-                ))),
+                // The operator's to repair, and told how: not a server failure.
+                StoreError::Corrupt(why) => {
+                    tracing::warn!(tenant = %id, %why, "metadata merge patch refused: its row is damaged");
+                    EngineError::MetadataDamaged(id.clone())
+                }
                 e => e.into(),
             })?;
             apply_patch(&mut m, patch)?;
@@ -324,7 +327,8 @@ mod engine_tests {
             ..TenantUpdate::default()
         };
         let e = engine.update_tenant(&op, &id, merge.clone()).unwrap_err();
-        assert!(e.to_string().contains("metadata: null"), "{e}");
+        assert!(matches!(e, crate::EngineError::MetadataDamaged(_)), "{e:?}");
+        assert!(e.to_string().contains("\"metadata\": null"), "{e}");
         let clear = TenantUpdate {
             metadata: Some(serde_json::Value::Null),
             ..TenantUpdate::default()

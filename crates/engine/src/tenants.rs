@@ -6,6 +6,7 @@ use strata_auth::{OperatorScope, TenantScope};
 use strata_store::{Reads, TenantKey, TenantMeta, Writer};
 use strata_types::{Collection, Millis, TenantId, now_millis};
 
+use crate::integrity::{IntegrityPolicy, IntegrityPolicyInput};
 use crate::isolation::{IndexParams, IsolationLevel};
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, init_usage, usage};
 use crate::{Engine, EngineError};
@@ -18,6 +19,10 @@ pub struct TenantInfo {
     pub display_name: Option<String>,
     #[schema(value_type = i64)]
     pub created_at: Millis,
+    /// When its registry entry last changed (profile, limits, status, level, metadata); its
+    /// creation time until then, and for entries stored before this was kept.
+    #[schema(value_type = i64)]
+    pub updated_at: Millis,
     pub status: TenantStatus,
     /// When it was soft-deleted; it is purged once the retention period has passed.
     #[schema(value_type = Option<i64>)]
@@ -40,6 +45,12 @@ pub struct TenantInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
     pub children: Option<Vec<TenantId>>,
+    /// Its own integrity thresholds, if the operator set any; absent: the configuration's
+    /// (`GET .../integrity` shows the policy in force and where it comes from). Also left
+    /// out when its stored policy is unreadable (logged; the tenant's requests are refused
+    /// until `PATCH` with `integrity_policy: null` or a valid policy replaces it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integrity_policy: Option<IntegrityPolicy>,
     /// The operator's metadata of the tenant (a JSON object, `{}` if none); filled in by
     /// [`Engine::tenant`], creation and [`Engine::update_tenant`], left out of lists (which
     /// would otherwise carry up to 16 KiB per tenant) and of everything a tenant sees. Also
@@ -63,10 +74,12 @@ impl TryFrom<&TenantMeta> for TenantInfo {
     type Error = EngineError;
     fn try_from(m: &TenantMeta) -> Result<Self, EngineError> {
         let p = TenantProfile::of(m)?;
+        let integrity_policy = policy_for_display(&p, &m.id);
         Ok(TenantInfo {
             id: m.id.clone(),
             display_name: p.display_name,
             created_at: m.created_at,
+            updated_at: p.updated_at.unwrap_or(m.created_at),
             status: p.status,
             deleted_at: p.deleted_at,
             limits: p.limits,
@@ -76,6 +89,7 @@ impl TryFrom<&TenantMeta> for TenantInfo {
             usage: None,
             parent: p.parent,
             children: None,
+            integrity_policy,
             metadata: None,
         })
     }
@@ -97,6 +111,11 @@ pub struct TenantUpdate {
     #[serde(deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// The tenant's own integrity thresholds: fields left out keep the values of the policy
+    /// in force (its own, else the configuration's); `null` clears them (the configuration's
+    /// apply again) without reading the stored one. Absent: unchanged.
+    #[serde(deserialize_with = "present")]
+    pub integrity_policy: Option<Option<IntegrityPolicyInput>>,
 }
 
 /// A field that is present, even as `null` (`Some(None)`), told from an absent one (`None`).
@@ -104,6 +123,30 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
+}
+
+/// The stored form of an operator's policy completed from `base`, validated first.
+fn own_policy(
+    input: &IntegrityPolicyInput,
+    base: &IntegrityPolicy,
+) -> Result<serde_json::Value, EngineError> {
+    let policy = input.complete(base);
+    policy
+        .validate()
+        .map_err(|e| EngineError::BadRequest(format!("integrity_policy.{e}")))?;
+    Ok(crate::integrity::encode_stored(&policy))
+}
+
+/// A tenant's own policy for an admin answer: left out (logged) when unreadable, so that
+/// one damaged policy fails no answer about the tenant or any other.
+fn policy_for_display(p: &TenantProfile, id: &TenantId) -> Option<IntegrityPolicy> {
+    match p.own_integrity_policy(id) {
+        Ok(policy) => policy,
+        Err(e) => {
+            tracing::warn!(tenant = %id, error = %e, "integrity policy left out: unreadable");
+            None
+        }
+    }
 }
 
 const MAX_DISPLAY_NAME: usize = 256;
@@ -120,6 +163,9 @@ pub struct NewTenantSpec {
     pub weight: Option<u32>,
     /// The operator's metadata (bounded, see `crate::tenant_metadata`).
     pub metadata: Option<Map<String, Value>>,
+    /// Its own integrity thresholds (absent: the configuration's); fields left out take the
+    /// configuration's values for it.
+    pub integrity_policy: Option<IntegrityPolicyInput>,
 }
 
 /// The checks a profile's operator-given fields pass, at creation and on update alike.
@@ -218,11 +264,15 @@ impl Engine {
             limits,
             weight,
             metadata,
+            integrity_policy,
         } = spec;
         if let Some(p) = &index_params {
             p.validate()?;
         }
         check_profile_fields(display_name.as_deref(), weight, limits.as_ref())?;
+        let integrity_policy = integrity_policy
+            .map(|input| own_policy(&input, self.config.integrity.configured(id)))
+            .transpose()?;
         let metadata = metadata.unwrap_or_default();
         tenant_metadata::check(&metadata)?;
         let now = now_millis();
@@ -241,9 +291,11 @@ impl Engine {
                 index_params: index_params.filter(|p| !p.is_empty()),
                 limits: limits.unwrap_or(defaults.limits.clone()),
                 weight: weight.unwrap_or(defaults.weight),
+                integrity_policy,
                 ..defaults
             };
-            let meta = w.create_tenant(id, now, profile.to_map())?;
+            // Its `updated_at` is its creation time until it changes.
+            let meta = w.create_tenant(id, now, profile.to_map_at(now))?;
             init_usage(w, meta.key)?;
             w.put_tenant_metadata(meta.key, &metadata)?;
             let mut event = audit::operator_event(op, id, "tenant.create");
@@ -302,7 +354,8 @@ impl Engine {
         Ok(info)
     }
 
-    /// Changes a tenant's display name, limits, weight, parent or metadata, in one transaction.
+    /// Changes a tenant's display name, limits, weight, parent, integrity policy or metadata,
+    /// in one transaction.
     pub fn update_tenant(
         &self,
         op: &OperatorScope,
@@ -330,12 +383,25 @@ impl Engine {
             if let Some(weight) = update.weight {
                 p.weight = weight;
             }
+            match update.integrity_policy {
+                None => {}
+                // Removed without being read: the repair of an unreadable one.
+                Some(None) => p.integrity_policy = None,
+                Some(Some(input)) => {
+                    // Completed from the policy in force; from the configuration's when the
+                    // tenant's own is unreadable (this change replaces it).
+                    let current = p.own_integrity_policy(id).ok().flatten();
+                    let configured = self.config.integrity.configured(id);
+                    let base = current.as_ref().unwrap_or(configured);
+                    p.integrity_policy = Some(own_policy(&input, base)?);
+                }
+            }
             if let Some(patch) = update.metadata {
                 let key = w
                     .tenant(id)?
                     .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?
                     .key;
-                tenant_metadata::patch_stored(w, key, patch)?;
+                tenant_metadata::patch_stored(w, id, key, patch)?;
             }
             Ok(())
         })?;
@@ -411,6 +477,17 @@ impl Engine {
     /// compacts the database file so none of it remains on disk.
     pub fn purge_tenant(&self, op: &OperatorScope, id: &TenantId) -> Result<(), EngineError> {
         let key = self.tenant_meta(id)?.key;
+        self.purge_incarnation(op, id, key)
+    }
+
+    /// Purges tenant `id` only while it is still the incarnation stored under `key`: one
+    /// purged and re-created meanwhile is left alone (`IdConflict`).
+    pub(crate) fn purge_incarnation(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        key: TenantKey,
+    ) -> Result<(), EngineError> {
         let key = self
             .migrations
             .excluding(key, id, || self.purge_txn(op, id, key))?;
@@ -541,7 +618,7 @@ impl Engine {
                     .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
                 let mut profile = TenantProfile::of(&meta)?;
                 f(w, &mut profile)?;
-                meta.profile = profile.to_map();
+                meta.profile = profile.to_map_at(now_millis());
                 w.put_tenant(&meta)?;
                 audit::append(w, meta.key, audit::operator_event(op, id, action))?;
                 Ok((TenantInfo::try_from(&meta)?, meta.key))

@@ -47,6 +47,10 @@ pub enum ExportLine {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schema(value_type = Option<Object>)]
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
+        /// The tenant's own integrity thresholds, if it has any. Absent in exports of
+        /// earlier versions: none (the importing server's configuration applies).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        integrity_policy: Option<crate::IntegrityPolicy>,
     },
     Collection(Collection),
     /// A link between two records of the export (after every record).
@@ -118,6 +122,9 @@ impl Engine {
             .tenant(id)?
             .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
         let p = TenantProfile::of(&meta)?;
+        // Decoded closed: an unreadable policy fails the export (naming the repair) rather
+        // than being carried to another server.
+        let integrity_policy = p.own_integrity_policy(id)?;
         sink(&ExportLine::Tenant {
             id: meta.id.clone(),
             display_name: p.display_name,
@@ -127,6 +134,7 @@ impl Engine {
             isolation: p.isolation,
             index_params: p.index_params,
             metadata: Some(strata_store::tenant_metadata(&r, meta.key)?).filter(|m| !m.is_empty()),
+            integrity_policy,
         })?;
         let mut lines = 1;
         for c in r.collections(meta.key)? {
@@ -173,44 +181,75 @@ impl Engine {
                 status: TenantStatus::Suspended,
                 ..TenantProfile::default()
             };
-            let key = w.create_tenant(id, now, profile.to_map())?.key;
+            let key = w.create_tenant(id, now, profile.to_map_at(now))?.key;
             crate::lifecycle::init_usage(w, key)?;
             Ok(key)
         })?;
         match self
             .import_lines(key, lines)
-            .and_then(|profile| self.import_level(op, id, profile))
-        {
-            Ok(profile) => {
-                self.store.write(|w| {
+            .and_then(|(profile, metadata)| {
+                self.import_level(op, id, profile).map(|p| (p, metadata))
+            }) {
+            Ok((profile, metadata)) => {
+                // The tenant as exported, profile and metadata, lands in this one
+                // transaction: a change an operator made while the import ran (the tenant
+                // exists, suspended) is superseded whole, never half kept; one made after it
+                // applies to the imported tenant.
+                let activated = self.store.write(|w| {
                     let mut meta = w
                         .tenant(id)?
                         .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
+                    // Only the incarnation this import created: one purged and re-created
+                    // meanwhile is someone else's tenant, never overwritten.
+                    if meta.key != key {
+                        return Err(EngineError::IdConflict(format!(
+                            "tenant {id} was purged and created again during its import; \
+                             the import is abandoned"
+                        )));
+                    }
+                    let stored = TenantProfile::of(&meta)?;
+                    // A delete made during the import wins: the import fails (and its tenant
+                    // is purged below) rather than bringing a deleted tenant back.
+                    if stored.status == TenantStatus::Deleted {
+                        return Err(EngineError::TenantNotFound(id.clone()));
+                    }
                     // The level and graph parameters are the ones stored now (set by the
                     // migration above), whatever else happened to the tenant meanwhile.
-                    let stored = TenantProfile::of(&meta)?;
                     meta.profile = TenantProfile {
                         isolation: stored.isolation,
                         index_params: stored.index_params,
                         ..profile
                     }
-                    .to_map();
+                    .to_map_at(now_millis());
                     w.put_tenant(&meta)?;
+                    w.put_tenant_metadata(meta.key, &metadata)?;
                     crate::audit::append(
                         w,
                         meta.key,
                         crate::audit::operator_event(op, id, "tenant.import"),
                     )?;
                     Ok::<_, EngineError>(())
-                })?;
+                });
+                if let Err(e) = activated {
+                    self.discard_import(op, id, key);
+                    return Err(e);
+                }
                 self.admissions.invalidate(key);
                 self.tenant(op, id)
             }
             Err(e) => {
-                // Leave nothing half-imported behind.
-                let _ = self.purge_tenant(op, id);
+                self.discard_import(op, id, key);
                 Err(e)
             }
+        }
+    }
+
+    /// Leaves nothing of a failed import behind: purges the tenant it created (`key`), and
+    /// only that one, never a tenant of the same id created while it ran (whose purge of the
+    /// import's tenant already erased the import's data).
+    fn discard_import(&self, op: &OperatorScope, id: &TenantId, key: strata_store::TenantKey) {
+        if let Err(e) = self.purge_incarnation(op, id, key) {
+            tracing::debug!(tenant = %id, error = %e, "failed import: its tenant is gone already");
         }
     }
 
@@ -241,8 +280,9 @@ impl Engine {
         &self,
         key: strata_store::TenantKey,
         lines: impl IntoIterator<Item = Result<ExportLine, EngineError>>,
-    ) -> Result<TenantProfile, EngineError> {
+    ) -> Result<(TenantProfile, serde_json::Map<String, serde_json::Value>), EngineError> {
         let mut profile = TenantProfile::default();
+        let mut metadata = serde_json::Map::new();
         let mut collections = HashMap::new();
         let mut batch: Vec<Record> = Vec::with_capacity(IMPORT_BATCH);
         let flush = |batch: &mut Vec<Record>,
@@ -291,25 +331,35 @@ impl Engine {
                     weight,
                     isolation,
                     index_params,
-                    metadata,
+                    metadata: m,
+                    integrity_policy,
                     ..
                 } if n == 0 => {
                     if let Some(p) = &index_params {
                         p.validate()
                             .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
                     }
-                    if let Some(m) = metadata {
-                        crate::tenant_metadata::check(&m)
-                            .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
-                        self.store
-                            .write(|w| Ok::<_, EngineError>(w.put_tenant_metadata(key, &m)?))?;
+                    if let Some(p) = &integrity_policy {
+                        p.validate().map_err(|e| {
+                            EngineError::BadRequest(format!("import line 1: integrity_policy.{e}"))
+                        })?;
                     }
+                    if let Some(m) = &m {
+                        crate::tenant_metadata::check(m)
+                            .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
+                    }
+                    // Written with the profile when the import activates the tenant (see
+                    // `import_tenant`), not now.
+                    metadata = m.unwrap_or_default();
                     profile = TenantProfile {
                         display_name,
                         limits,
                         weight: weight.max(1),
                         isolation,
                         index_params,
+                        integrity_policy: integrity_policy
+                            .as_ref()
+                            .map(crate::integrity::encode_stored),
                         ..TenantProfile::default()
                     };
                 }
@@ -371,7 +421,7 @@ impl Engine {
         flush_audit(&mut audit_rows)?;
         self.import_adaptive(key, &collections, adaptive)?;
         self.import_links(key, links)?;
-        Ok(profile)
+        Ok((profile, metadata))
     }
 
     /// Stores the imported links once every record is in, each checked like a new link: valid

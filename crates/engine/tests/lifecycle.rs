@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::json;
 use strata_auth::{OperatorScope, TenantScope};
 use strata_engine::{
-    AuditQuery, Engine, EngineError, ExportLine, TenantLimits, TenantStatus, TenantUpdate,
+    AuditQuery, Engine, EngineError, ExportLine, IntegrityPolicyInput, TenantLimits, TenantStatus,
+    TenantUpdate,
 };
 use strata_types::*;
 
@@ -701,4 +702,559 @@ fn an_import_ends_at_the_exported_isolation_level_with_its_graph_parameters() {
         assert!(report.ok, "{report:?}");
         assert_eq!(report.dedicated_file, level == IsolationLevel::Dedicated);
     }
+}
+
+/// A policy that moves at the first sample and holds the tenant to a latency no search meets.
+fn hair_trigger() -> strata_engine::IntegrityPolicy {
+    strata_engine::IntegrityPolicy {
+        latency_contract_ms: 1e-9,
+        consecutive: 1,
+        cooldown_ms: 0,
+        ..Default::default()
+    }
+}
+
+fn set_policy(engine: &Engine, id: &TenantId, p: Option<strata_engine::IntegrityPolicy>) {
+    let update = TenantUpdate {
+        integrity_policy: Some(p.as_ref().map(IntegrityPolicyInput::from)),
+        ..Default::default()
+    };
+    engine.update_tenant(&op(), id, update).unwrap();
+}
+
+/// The tenant's own policy (registry) wins over the configuration's override for it, which
+/// wins over the configuration's default; `null` gives the tenant back to the configuration.
+/// The own policy is the one its searches are sampled against, not only the one shown.
+#[test]
+fn the_tenants_own_integrity_policy_wins_and_clearing_it_returns_to_the_config() {
+    use strata_engine::{IntegrityState, PolicySource};
+    let dir = tempfile::tempdir().unwrap();
+    let overridden = strata_engine::IntegrityPolicy {
+        consecutive: 9,
+        ..Default::default()
+    };
+    let mut config = strata_engine::EngineConfig::default();
+    config
+        .integrity
+        .tenants
+        .insert("acme".into(), overridden.clone());
+    let engine = Engine::open(dir.path(), config).unwrap();
+    let (acme, globex) = (
+        TenantId::parse("acme").unwrap(),
+        TenantId::parse("globex").unwrap(),
+    );
+    engine.create_tenant(&op(), &acme, None).unwrap();
+    let spec = strata_engine::NewTenantSpec {
+        integrity_policy: Some((&hair_trigger()).into()),
+        ..Default::default()
+    };
+    let info = engine.create_tenant_with(&op(), &globex, spec).unwrap();
+    assert_eq!(info.integrity_policy, Some(hair_trigger()));
+
+    let shown = |id: &TenantId| {
+        let i = engine.integrity(&op(), id).unwrap();
+        (i.policy, i.policy_source)
+    };
+    assert_eq!(
+        shown(&acme),
+        (overridden.clone(), PolicySource::ConfigTenant)
+    );
+    assert_eq!(shown(&globex), (hair_trigger(), PolicySource::Tenant));
+    set_policy(&engine, &acme, Some(hair_trigger()));
+    assert_eq!(shown(&acme), (hair_trigger(), PolicySource::Tenant));
+    assert_eq!(
+        engine.tenant(&op(), &acme).unwrap().integrity_policy,
+        Some(hair_trigger())
+    );
+
+    // One search of each tenant held to the hair trigger makes it critical.
+    let search = |id: &TenantId| {
+        let scope = TenantScope::for_tests(&engine.tenant_meta(id).unwrap(), common::full_grant());
+        engine
+            .put(&scope, &req(), vec![rec(json!({"content": "kept"}))])
+            .unwrap();
+        let s = SearchRequest {
+            query: Some("kept".into()),
+            ..Default::default()
+        };
+        engine.search(&scope, &req(), &s).unwrap();
+        engine.integrity(&op(), id).unwrap().state
+    };
+    assert_eq!(search(&globex), IntegrityState::Critical);
+
+    set_policy(&engine, &acme, None);
+    assert_eq!(shown(&acme), (overridden, PolicySource::ConfigTenant));
+    assert_eq!(engine.tenant(&op(), &acme).unwrap().integrity_policy, None);
+    // Back on the configuration's policy (no latency contract): searches move nothing.
+    assert_eq!(search(&acme), IntegrityState::Normal);
+    let plain = TenantId::parse("plain").unwrap();
+    engine.create_tenant(&op(), &plain, None).unwrap();
+    assert_eq!(shown(&plain).1, PolicySource::ConfigDefault);
+}
+
+/// A change of the tenant's own policy reaches the policy its searches are sampled against
+/// even after a search filled the admission cache with the old one.
+#[test]
+fn a_policy_change_replaces_the_cached_policy() {
+    use strata_engine::IntegrityState;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Default::default()).unwrap();
+    let id = TenantId::parse("acme").unwrap();
+    let lenient = strata_engine::IntegrityPolicy {
+        latency_contract_ms: 1e9,
+        consecutive: 1,
+        cooldown_ms: 0,
+        ..Default::default()
+    };
+    let spec = strata_engine::NewTenantSpec {
+        integrity_policy: Some((&lenient).into()),
+        ..Default::default()
+    };
+    engine.create_tenant_with(&op(), &id, spec).unwrap();
+    let scope = TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), common::full_grant());
+    engine
+        .put(&scope, &req(), vec![rec(json!({"content": "kept"}))])
+        .unwrap();
+    let search = || {
+        let s = SearchRequest {
+            query: Some("kept".into()),
+            ..Default::default()
+        };
+        engine.search(&scope, &req(), &s).unwrap();
+        engine.integrity(&op(), &id).unwrap().state
+    };
+    // Fills the cache with the lenient policy.
+    assert_eq!(search(), IntegrityState::Normal);
+    engine.admission(&scope).unwrap();
+    set_policy(&engine, &id, Some(hair_trigger()));
+    assert_eq!(search(), IntegrityState::Critical);
+}
+
+/// Every threshold is checked at creation and in a change, and the refusal names the field.
+#[test]
+fn an_integrity_policy_out_of_range_is_refused_naming_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let base = strata_engine::IntegrityPolicy::default();
+    let cases = [
+        (
+            strata_engine::IntegrityPolicy {
+                stress_exit: 2.0,
+                ..base.clone()
+            },
+            "integrity_policy.stress_enter",
+        ),
+        (
+            strata_engine::IntegrityPolicy {
+                critical_exit: 5.0,
+                ..base.clone()
+            },
+            "integrity_policy.critical_enter",
+        ),
+        (
+            strata_engine::IntegrityPolicy {
+                consecutive: 0,
+                ..base.clone()
+            },
+            "integrity_policy.consecutive",
+        ),
+        (
+            strata_engine::IntegrityPolicy {
+                latency_contract_ms: -1.0,
+                ..base.clone()
+            },
+            "integrity_policy.latency_contract_ms",
+        ),
+        (
+            strata_engine::IntegrityPolicy {
+                queue_wait_contract_ms: f64::INFINITY,
+                ..base.clone()
+            },
+            "integrity_policy.queue_wait_contract_ms",
+        ),
+        (
+            strata_engine::IntegrityPolicy {
+                stress_exit: f64::NAN,
+                ..base.clone()
+            },
+            "integrity_policy.stress_exit",
+        ),
+    ];
+    for (n, (policy, field)) in cases.into_iter().enumerate() {
+        let update = TenantUpdate {
+            integrity_policy: Some(Some((&policy).into())),
+            ..Default::default()
+        };
+        match engine.update_tenant(&op(), scope.tenant(), update) {
+            Err(EngineError::BadRequest(m)) => assert!(m.starts_with(field), "{m}"),
+            other => panic!("{field}: {other:?}"),
+        }
+        let spec = strata_engine::NewTenantSpec {
+            integrity_policy: Some((&policy).into()),
+            ..Default::default()
+        };
+        let id = TenantId::parse(format!("t{n}")).unwrap();
+        match engine.create_tenant_with(&op(), &id, spec) {
+            Err(EngineError::BadRequest(m)) => assert!(m.starts_with(field), "{m}"),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        engine
+            .tenant(&op(), scope.tenant())
+            .unwrap()
+            .integrity_policy,
+        None
+    );
+}
+
+/// A profile stored before policies and `updated_at` existed still reads, its `updated_at`
+/// its creation time and no policy of its own.
+#[test]
+fn older_rows_without_a_policy_or_updated_at_keep_working() {
+    use strata_store::Reads;
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    drop(engine);
+    let id = scope.tenant().clone();
+    let old = json!({"status": "active", "weight": 1, "limits": {}, "display_name": null,
+                     "deleted_at": null});
+    tamper(dir.path(), |w| {
+        let mut meta = w.tenant(&id).unwrap().unwrap();
+        meta.profile = old.as_object().cloned().unwrap();
+        w.put_tenant(&meta).unwrap();
+    });
+    let (engine, _) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
+    let info = engine.tenant(&op(), &id).unwrap();
+    assert_eq!(
+        (info.updated_at, info.integrity_policy),
+        (info.created_at, None)
+    );
+    engine.count(&scope, &req(), None).unwrap();
+}
+
+/// A stored policy that does not decode closed (a field missing, one out of range, one
+/// unknown: damage, or a newer version's) fails only its own tenant's requests, with an
+/// error naming the repair; the tenant's profile, every other tenant, the lists and the
+/// hierarchy still read; `integrity_policy: null` removes it without reading it.
+#[test]
+fn an_unreadable_stored_policy_blocks_only_its_tenant_until_replaced() {
+    use strata_store::Reads;
+    let damaged = [
+        // Every field but one, written by the engine's rules otherwise.
+        {
+            let mut full = serde_json::to_value(strata_engine::IntegrityPolicy::default()).unwrap();
+            full.as_object_mut().unwrap().remove("cooldown_ms");
+            full
+        },
+        {
+            let mut full = serde_json::to_value(strata_engine::IntegrityPolicy::default()).unwrap();
+            full["stress_exit"] = json!(3.0);
+            full
+        },
+        {
+            let mut full = serde_json::to_value(strata_engine::IntegrityPolicy::default()).unwrap();
+            full["from_a_newer_version"] = json!(1);
+            full
+        },
+    ];
+    for policy in damaged {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+        let globex = TenantId::parse("globex").unwrap();
+        let spec = strata_engine::NewTenantSpec {
+            parent: Some(scope.tenant().clone()),
+            ..Default::default()
+        };
+        engine.create_tenant_with(&op(), &globex, spec).unwrap();
+        drop(engine);
+        let id = scope.tenant().clone();
+        tamper(dir.path(), |w| {
+            let mut meta = w.tenant(&id).unwrap().unwrap();
+            meta.profile
+                .insert("integrity_policy".into(), policy.clone());
+            w.put_tenant(&meta).unwrap();
+        });
+        let engine = Engine::open(dir.path(), Default::default()).unwrap();
+
+        // The tenant's own requests: refused, naming the repair.
+        let refused = |e: EngineError| {
+            let m = e.to_string();
+            assert!(m.contains("integrity_policy") && m.contains("null"), "{m}");
+        };
+        refused(engine.admission(&scope).unwrap_err());
+        let s = SearchRequest {
+            query: Some("x".into()),
+            ..Default::default()
+        };
+        refused(engine.search(&scope, &req(), &s).unwrap_err());
+        refused(engine.integrity(&op(), &id).unwrap_err());
+        // Everything else reads: its own view (the policy left out), the other tenant (whose
+        // view lists its parent's children), the list.
+        assert_eq!(engine.tenant(&op(), &id).unwrap().integrity_policy, None);
+        assert_eq!(
+            engine.tenant(&op(), &globex).unwrap().parent,
+            Some(id.clone())
+        );
+        assert_eq!(engine.tenants(&op()).unwrap().len(), 2);
+        engine.integrity(&op(), &globex).unwrap();
+
+        // The repair: removed without being read, then the tenant works again.
+        let repair = TenantUpdate {
+            integrity_policy: Some(None),
+            ..Default::default()
+        };
+        engine.update_tenant(&op(), &id, repair).unwrap();
+        engine.admission(&scope).unwrap();
+        engine.search(&scope, &req(), &s).unwrap();
+        assert_eq!(
+            engine.integrity(&op(), &id).unwrap().policy_source,
+            strata_engine::PolicySource::ConfigDefault
+        );
+    }
+}
+
+/// A partial policy in a `PATCH` keeps the fields it leaves out at the values in force: the
+/// configuration's latency contract survives a change of `consecutive` alone, and a later
+/// partial change keeps the tenant's own fields.
+#[test]
+fn a_partial_policy_keeps_the_values_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = strata_engine::EngineConfig::default();
+    config.integrity.default.latency_contract_ms = 40.0;
+    let engine = Engine::open(dir.path(), config).unwrap();
+    let id = TenantId::parse("acme").unwrap();
+    engine.create_tenant(&op(), &id, None).unwrap();
+    let patch = |input: IntegrityPolicyInput| {
+        let update = TenantUpdate {
+            integrity_policy: Some(Some(input)),
+            ..Default::default()
+        };
+        engine
+            .update_tenant(&op(), &id, update)
+            .unwrap()
+            .integrity_policy
+            .unwrap()
+    };
+    let p = patch(IntegrityPolicyInput {
+        consecutive: Some(2),
+        ..Default::default()
+    });
+    assert_eq!((p.consecutive, p.latency_contract_ms), (2, 40.0));
+    let p = patch(IntegrityPolicyInput {
+        cooldown_ms: Some(5),
+        ..Default::default()
+    });
+    assert_eq!(
+        (p.consecutive, p.latency_contract_ms, p.cooldown_ms),
+        (2, 40.0, 5)
+    );
+    assert_eq!(engine.integrity(&op(), &id).unwrap().policy, p);
+}
+
+/// `updated_at` is the creation time at first, and moves with every change of the registry
+/// entry: a patch (metadata alone too), a suspension, a resumption, a level change.
+#[test]
+fn updated_at_follows_every_change_of_the_registry_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), strata_engine::EngineConfig::default()).unwrap();
+    let id = TenantId::parse("acme").unwrap();
+    let created = engine.create_tenant(&op(), &id, None).unwrap();
+    assert_eq!(created.updated_at, created.created_at);
+    // Each change must land on a later millisecond to be told from the one before.
+    let later = |before: Millis| {
+        while now_millis() <= before {
+            std::thread::yield_now();
+        }
+    };
+    let mut last = created.updated_at;
+    type Change<'a> = Box<dyn Fn() -> strata_engine::TenantInfo + 'a>;
+    let changes: Vec<(&str, Change<'_>)> = vec![
+        (
+            "patch",
+            Box::new(|| {
+                let u = TenantUpdate {
+                    weight: Some(2),
+                    ..Default::default()
+                };
+                engine.update_tenant(&op(), &id, u).unwrap()
+            }),
+        ),
+        (
+            "metadata",
+            Box::new(|| {
+                let u = TenantUpdate {
+                    metadata: Some(json!({"plan": "pro"})),
+                    ..Default::default()
+                };
+                engine.update_tenant(&op(), &id, u).unwrap()
+            }),
+        ),
+        (
+            "suspend",
+            Box::new(|| engine.suspend_tenant(&op(), &id).unwrap()),
+        ),
+        (
+            "resume",
+            Box::new(|| engine.resume_tenant(&op(), &id).unwrap()),
+        ),
+        (
+            "level",
+            Box::new(|| {
+                let req = strata_engine::MigrateRequest {
+                    target: strata_engine::IsolationLevel::Partition,
+                    index_params: None,
+                    dry_run: false,
+                };
+                engine.migrate_tenant(&op(), &id, req).unwrap();
+                engine.tenant(&op(), &id).unwrap()
+            }),
+        ),
+    ];
+    for (what, change) in changes {
+        later(last);
+        let answered = change();
+        let shown = engine.tenant(&op(), &id).unwrap();
+        assert!(shown.updated_at > last, "{what}: {shown:?}");
+        assert_eq!(answered.updated_at, shown.updated_at, "{what}");
+        assert_eq!(shown.created_at, created.created_at, "{what}");
+        last = shown.updated_at;
+    }
+}
+
+/// The tenant's own integrity policy travels with its export; and an operator's `PATCH` that
+/// commits while an import runs (the tenant exists, suspended) is superseded whole by the
+/// import's activation, never half kept: before, its metadata survived (merged into the
+/// imported keys) while its display name was lost. A `PATCH` after the import applies.
+#[test]
+fn an_import_lands_whole_over_a_patch_made_while_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let exported = TenantUpdate {
+        display_name: Some("Acme".into()),
+        metadata: Some(json!({"team": "search", "plan": "pro"})),
+        integrity_policy: Some(Some((&hair_trigger()).into())),
+        ..Default::default()
+    };
+    engine
+        .update_tenant(&op(), acme.tenant(), exported)
+        .unwrap();
+    engine
+        .put(&acme, &req(), vec![rec(json!({"content": "kept"}))])
+        .unwrap();
+    let mut lines = Vec::new();
+    engine
+        .export_tenant(&op(), acme.tenant(), |l| {
+            lines.push(l.clone());
+            Ok(())
+        })
+        .unwrap();
+
+    let copy = TenantId::parse("copy").unwrap();
+    let patched = std::cell::Cell::new(false);
+    let during = lines.into_iter().enumerate().map(|(n, line)| {
+        if n == 1 {
+            // The tenant line has been read; the operator patches the tenant meanwhile.
+            let u = TenantUpdate {
+                display_name: Some("mid-import".into()),
+                metadata: Some(json!({"plan": null, "patched": true})),
+                ..Default::default()
+            };
+            engine.update_tenant(&op(), &copy, u).unwrap();
+            patched.set(true);
+        }
+        Ok(line)
+    });
+    let info = engine.import_tenant(&op(), &copy, during).unwrap();
+    assert!(patched.get());
+    let shown = engine.tenant(&op(), &copy).unwrap();
+    assert_eq!(shown, info);
+    assert_eq!(
+        (shown.display_name.as_deref(), shown.metadata.clone()),
+        (
+            Some("Acme"),
+            json!({"team": "search", "plan": "pro"})
+                .as_object()
+                .cloned()
+        ),
+        "the import's profile and metadata, whole"
+    );
+    assert_eq!(shown.integrity_policy, Some(hair_trigger()));
+    assert_eq!(shown.status, TenantStatus::Active);
+
+    let after = TenantUpdate {
+        metadata: Some(json!({"patched": true})),
+        ..Default::default()
+    };
+    let v = engine.update_tenant(&op(), &copy, after).unwrap();
+    assert_eq!(
+        v.metadata,
+        json!({"team": "search", "plan": "pro", "patched": true})
+            .as_object()
+            .cloned()
+    );
+}
+
+/// The export of a tenant with one record, for the import tests.
+fn exported_lines(engine: &Engine, acme: &TenantScope) -> Vec<strata_engine::ExportLine> {
+    engine
+        .put(acme, &req(), vec![rec(json!({"content": "kept"}))])
+        .unwrap();
+    let mut lines = Vec::new();
+    engine
+        .export_tenant(&op(), acme.tenant(), |l| {
+            lines.push(l.clone());
+            Ok(())
+        })
+        .unwrap();
+    lines
+}
+
+/// A tenant purged and created again while an import of the same id ran is someone else's
+/// tenant: the import fails and leaves it untouched (neither overwritten nor purged).
+#[test]
+fn an_import_never_lands_on_a_tenant_recreated_while_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let lines = exported_lines(&engine, &acme);
+    let copy = TenantId::parse("copy").unwrap();
+    let during = lines.into_iter().enumerate().map(|(n, line)| {
+        if n == 1 {
+            engine.purge_tenant(&op(), &copy).unwrap();
+            let spec = strata_engine::NewTenantSpec {
+                display_name: Some("the new one".into()),
+                ..Default::default()
+            };
+            engine.create_tenant_with(&op(), &copy, spec).unwrap();
+        }
+        Ok(line)
+    });
+    assert!(engine.import_tenant(&op(), &copy, during).is_err());
+    let survivor = engine.tenant(&op(), &copy).unwrap();
+    assert_eq!(survivor.display_name.as_deref(), Some("the new one"));
+    assert_eq!(survivor.status, TenantStatus::Active);
+    assert_eq!(survivor.usage.unwrap().records, 0);
+}
+
+/// A delete made while an import ran wins: the import fails and nothing of it remains.
+#[test]
+fn a_delete_made_while_an_import_ran_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let lines = exported_lines(&engine, &acme);
+    let copy = TenantId::parse("copy").unwrap();
+    let during = lines.into_iter().enumerate().map(|(n, line)| {
+        if n == 1 {
+            engine.delete_tenant(&op(), &copy).unwrap();
+        }
+        Ok(line)
+    });
+    assert!(matches!(
+        engine.import_tenant(&op(), &copy, during),
+        Err(EngineError::TenantNotFound(_))
+    ));
+    assert!(matches!(
+        engine.tenant(&op(), &copy),
+        Err(EngineError::TenantNotFound(_))
+    ));
 }

@@ -125,6 +125,30 @@ pub fn metadata_arg(s: &str) -> Result<Value, String> {
     }
 }
 
+/// `--integrity-policy` of `tenant create`: a JSON object, checked for shape here so that a
+/// typo fails before a request is sent; the server checks the thresholds.
+pub fn integrity_policy_arg(s: &str) -> Result<Value, String> {
+    integrity_policy_patch_arg(s).and_then(|v| match v {
+        Value::Null => Err(
+            "integrity policy must be a JSON object at creation (leave the flag out for the \
+             server configuration's)"
+                .into(),
+        ),
+        v => Ok(v),
+    })
+}
+
+/// `--integrity-policy` of `tenant update`: a JSON object, or `null`, which clears it.
+pub fn integrity_policy_patch_arg(s: &str) -> Result<Value, String> {
+    match serde_json::from_str::<Value>(s) {
+        Ok(v @ (Value::Object(_) | Value::Null)) => Ok(v),
+        Ok(_) => Err(
+            "integrity policy must be a JSON object, e.g. '{\"latency_contract_ms\":50}'".into(),
+        ),
+        Err(e) => Err(format!("integrity policy is not JSON: {e}")),
+    }
+}
+
 /// The body of `PATCH /v1/admin/tenants/{id}` from CLI flags. Limits go as a merge patch.
 pub fn update_body(name: Option<String>, limits: &LimitFlags, weight: Option<u32>) -> Value {
     let mut l = serde_json::Map::new();

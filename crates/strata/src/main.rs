@@ -156,6 +156,11 @@ enum TenantAction {
         /// Operator metadata, a JSON object, e.g. '{"team":"search"}'.
         #[arg(long, value_parser = client::metadata_arg)]
         metadata: Option<serde_json::Value>,
+        /// Its own integrity thresholds, a JSON object, e.g. '{"latency_contract_ms":50}'
+        /// (fields left out: the server configuration's values); without it, the
+        /// configuration's.
+        #[arg(long, value_parser = client::integrity_policy_arg)]
+        integrity_policy: Option<serde_json::Value>,
     },
     /// List tenants.
     List,
@@ -163,8 +168,8 @@ enum TenantAction {
     Tree,
     /// Show one tenant, with its usage.
     Show { id: String },
-    /// Change a tenant's name, limits (only those given), scheduling weight, parent or
-    /// metadata (merged).
+    /// Change a tenant's name, limits (only those given), scheduling weight, parent,
+    /// integrity policy (replaced) or metadata (merged).
     Update {
         id: String,
         /// Display name.
@@ -185,6 +190,11 @@ enum TenantAction {
         /// others stay; 'null' removes it all.
         #[arg(long, value_parser = client::metadata_arg)]
         metadata: Option<serde_json::Value>,
+        /// Its own integrity thresholds, a JSON object (fields left out keep the values in
+        /// force: its own, else the server configuration's); 'null' clears them, so the
+        /// configuration's apply.
+        #[arg(long, value_parser = client::integrity_policy_patch_arg)]
+        integrity_policy: Option<serde_json::Value>,
     },
     /// Suspend a tenant: every data operation fails with TENANT_SUSPENDED, data is kept.
     Suspend { id: String },
@@ -304,12 +314,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     limits,
                     weight,
                     metadata,
+                    integrity_policy,
                 } => {
                     // The same fields as an update, all in the one creating request.
                     let mut body = client::update_body(name, &limits, weight);
                     body["id"] = serde_json::json!(id);
                     if let Some(m) = metadata {
                         body["metadata"] = m;
+                    }
+                    if let Some(p) = integrity_policy {
+                        body["integrity_policy"] = p;
                     }
                     if let Some(p) = parent {
                         body["parent"] = serde_json::json!(p);
@@ -334,10 +348,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     parent,
                     no_parent,
                     metadata,
+                    integrity_policy,
                 } => {
                     let mut body = client::update_body(name, &limits, weight);
                     if let Some(m) = metadata {
                         body["metadata"] = m;
+                    }
+                    if let Some(p) = integrity_policy {
+                        body["integrity_policy"] = p;
                     }
                     if let Some(p) = parent {
                         body["parent"] = serde_json::json!(p);

@@ -112,6 +112,48 @@ fn tenant_and_key_commands_work() {
     assert!(!ok && err.contains("metadata"), "{err}");
     let (ok, _, err) = strata(&server, &["tenant", "create", "meta2", "--metadata", "[1]"]);
     assert!(!ok && err.contains("metadata"), "{err}");
+    // An integrity policy: set at creation, replaced by an update, cleared with null; the
+    // server's refusal of one out of range names the field.
+    let policy = r#"{"latency_contract_ms":50,"consecutive":2}"#;
+    let (ok, v, err) = strata(
+        &server,
+        &["tenant", "create", "pol", "--integrity-policy", policy],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        (
+            &v["integrity_policy"]["latency_contract_ms"],
+            &v["integrity_policy"]["consecutive"]
+        ),
+        (&serde_json::json!(50.0), &serde_json::json!(2)),
+        "{v}"
+    );
+    let (ok, v, err) = strata(
+        &server,
+        &["tenant", "update", "pol", "--integrity-policy", "null"],
+    );
+    assert!(ok && v.get("integrity_policy").is_none(), "{v} {err}");
+    let (ok, _, err) = strata(
+        &server,
+        &[
+            "tenant",
+            "update",
+            "pol",
+            "--integrity-policy",
+            r#"{"consecutive":0}"#,
+        ],
+    );
+    assert!(!ok && err.contains("integrity_policy.consecutive"), "{err}");
+    let (ok, _, err) = strata(
+        &server,
+        &["tenant", "update", "pol", "--integrity-policy", "7"],
+    );
+    assert!(!ok && err.contains("integrity policy"), "{err}");
+    let (ok, _, err) = strata(
+        &server,
+        &["tenant", "create", "nul", "--integrity-policy", "null"],
+    );
+    assert!(!ok && err.contains("must be a JSON object"), "{err}");
 
     let (ok, v, err) = strata(
         &server,

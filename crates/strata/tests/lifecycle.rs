@@ -611,12 +611,187 @@ fn a_damaged_metadata_row_blocks_only_itself_and_null_clears_it() {
         (&json!(5), &json!(3))
     );
 
+    // A stable refusal the operator can act on, not a server failure.
     let (s, v) = patch(&server, json!({"metadata": {"plan": "pro"}}));
-    assert_eq!(s, 500, "{v}");
+    assert_eq!((s, code(&v)), (409, "METADATA_DAMAGED"), "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("\"metadata\": null"), "{v}");
     let (s, v) = patch(&server, json!({"metadata": null}));
     assert_eq!((s, &v["metadata"]), (200, &json!({})), "{v}");
     let v = admin(&server, "POST", "/v1/admin/tenants/acme/verify", None);
     assert_eq!(v["ok"], true, "{v}");
     let (s, v) = patch(&server, json!({"metadata": {"plan": "pro"}}));
     assert_eq!((s, &v["metadata"]), (200, &json!({"plan": "pro"})), "{v}");
+}
+
+/// A tenant's own integrity policy over HTTP: set at creation, shown by the tenant's view and
+/// by `GET .../integrity` with where it comes from (its own over the configuration's override
+/// over the default), refused naming the field when out of range, cleared with `null`; and
+/// `updated_at`, the creation time at first, moves with each change.
+#[test]
+fn a_tenants_integrity_policy_is_set_shown_validated_and_cleared_over_http() {
+    let server =
+        Server::start_with(&[("STRATA__ENGINE__INTEGRITY__TENANTS__ACME__CONSECUTIVE", "9")]);
+    let (s, created) = server.post(
+        "/v1/admin/tenants",
+        OPERATOR_KEY,
+        json!({"id": "acme", "integrity_policy": {"latency_contract_ms": 50, "consecutive": 2}}),
+    );
+    assert_eq!(s, 201, "{created}");
+    assert_eq!(
+        created["integrity_policy"]["latency_contract_ms"],
+        json!(50.0)
+    );
+    assert_eq!(created["updated_at"], created["created_at"], "{created}");
+    let integrity = || admin(&server, "GET", "/v1/admin/tenants/acme/integrity", None);
+    let v = integrity();
+    assert_eq!(
+        (&v["policy_source"], &v["policy"]["consecutive"]),
+        (&json!("tenant"), &json!(2)),
+        "{v}"
+    );
+
+    // Each refusal names the field, and changes nothing.
+    for (policy, field) in [
+        (
+            json!({"stress_enter": 0.5, "stress_exit": 0.7}),
+            "integrity_policy.stress_enter",
+        ),
+        (json!({"consecutive": 0}), "integrity_policy.consecutive"),
+        (json!({"consecutive": -1}), "integrity_policy.consecutive"),
+        (
+            json!({"latency_contract_ms": -5}),
+            "integrity_policy.latency_contract_ms",
+        ),
+        (
+            json!({"cooldown_ms": "soon"}),
+            "integrity_policy.cooldown_ms",
+        ),
+        (json!({"stres_enter": 1.0}), "integrity_policy"),
+    ] {
+        let (s, v) = patch(&server, json!({ "integrity_policy": policy }));
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{policy}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(field), "{policy}: {v}");
+    }
+    let (s, v) = server.post(
+        "/v1/admin/tenants",
+        OPERATOR_KEY,
+        json!({"id": "bad", "integrity_policy": {"critical_exit": 9.0}}),
+    );
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    let shown = admin(&server, "GET", "/v1/admin/tenants/acme", None);
+    assert_eq!(shown["integrity_policy"], created["integrity_policy"]);
+    assert_eq!(shown["updated_at"], created["updated_at"]);
+
+    // Other changes leave it; `null` gives the tenant back to the configuration.
+    clock_past(created["updated_at"].as_i64().unwrap_or_default());
+    let (s, v) = patch(&server, json!({"weight": 2}));
+    assert_eq!(
+        (s, &v["integrity_policy"]),
+        (200, &created["integrity_policy"]),
+        "{v}"
+    );
+    let weighted = v["updated_at"].as_i64().unwrap_or_default();
+    assert!(
+        weighted > created["updated_at"].as_i64().unwrap_or(i64::MAX),
+        "{v}"
+    );
+    let (s, v) = patch(&server, json!({"integrity_policy": null}));
+    assert_eq!(s, 200, "{v}");
+    assert!(v.get("integrity_policy").is_none(), "{v}");
+    let v = integrity();
+    assert_eq!(
+        (&v["policy_source"], &v["policy"]["consecutive"]),
+        (&json!("config_tenant"), &json!(9)),
+        "{v}"
+    );
+    server.tenant("globex");
+    let v = admin(&server, "GET", "/v1/admin/tenants/globex/integrity", None);
+    assert_eq!(v["policy_source"], "config_default", "{v}");
+
+    // A suspension is a change of the registry entry too.
+    let before = admin(&server, "GET", "/v1/admin/tenants/acme", None)["updated_at"]
+        .as_i64()
+        .unwrap_or_default();
+    clock_past(before);
+    let v = admin(&server, "POST", "/v1/admin/tenants/acme/suspend", None);
+    assert!(v["updated_at"].as_i64().unwrap_or_default() > before, "{v}");
+}
+
+/// Waits until the wall clock (milliseconds since the epoch, as `updated_at` counts) is past
+/// `ms`, so that a change made next must carry a later `updated_at`.
+fn clock_past(ms: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if now > ms {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock never passed {ms}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// A stored integrity policy that does not decode (here one field missing) refuses only its
+/// own tenant's requests, with a clear error naming the repair; the tenant's view (policy
+/// left out), the other tenants and the list answer; `"integrity_policy": null` repairs it.
+#[test]
+fn an_unreadable_integrity_policy_blocks_only_its_tenant_and_null_repairs_it() {
+    use strata_store::Reads;
+    let mut server = Server::start();
+    let (s, v) = server.post(
+        "/v1/admin/tenants",
+        OPERATOR_KEY,
+        json!({"id": "acme", "integrity_policy": {"consecutive": 2}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    server.tenant("globex");
+    let acme_key = server.key("acme", json!({}));
+    let globex_key = server.key("globex", json!({}));
+    server.stop();
+    let store =
+        strata_store::Store::open(&server.dir.path().join("data").join(strata_engine::DB_FILE))
+            .expect("store");
+    store
+        .write(|w| {
+            let id = strata_types::TenantId::parse("acme").expect("id");
+            let mut meta = w.tenant(&id)?.expect("meta");
+            let policy = meta
+                .profile
+                .get_mut("integrity_policy")
+                .expect("stored policy");
+            policy
+                .as_object_mut()
+                .expect("object")
+                .remove("cooldown_ms");
+            w.put_tenant(&meta)
+        })
+        .expect("damage");
+    drop(store);
+    server.restart();
+
+    let count = |key: &str| server.call("GET", "/v1/collections", Some(key), &[], None);
+    let (s, v) = count(&acme_key);
+    assert_eq!((s, code(&v)), (409, "INTEGRITY_POLICY_DAMAGED"), "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("integrity_policy") && message.contains("null"),
+        "{v}"
+    );
+    assert_eq!(count(&globex_key).0, 200);
+    let v = admin(&server, "GET", "/v1/admin/tenants/acme", None);
+    assert!(v.get("integrity_policy").is_none(), "{v}");
+    admin(&server, "GET", "/v1/admin/tenants/globex", None);
+    let list = admin(&server, "GET", "/v1/admin/tenants", None);
+    assert_eq!(list["tenants"].as_array().map(Vec::len), Some(2), "{list}");
+
+    let (s, v) = patch(&server, json!({"integrity_policy": null}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(count(&acme_key).0, 200);
 }

@@ -124,10 +124,13 @@ class _AdminCalls:
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
         metadata: Optional[Mapping[str, Any]] = None,
+        integrity_policy: Optional[Mapping[str, Any]] = None,
     ) -> Call[Tenant]:
         body: Dict[str, Any] = {"id": id}
         if metadata is not None:
             body["metadata"] = dict(metadata)
+        if integrity_policy is not None:
+            body["integrity_policy"] = dict(integrity_policy)
         if display_name is not None:
             body["display_name"] = display_name
         if isolation is not None:
@@ -157,10 +160,15 @@ class _AdminCalls:
         limits: Optional[Mapping[str, Any]],
         weight: Optional[int],
         metadata: Any = NOT_GIVEN,
+        integrity_policy: Any = NOT_GIVEN,
     ) -> Call[Tenant]:
         body: Dict[str, Any] = {}
         if metadata is not NOT_GIVEN:
             body["metadata"] = None if metadata is None else dict(metadata)
+        if integrity_policy is not NOT_GIVEN:
+            body["integrity_policy"] = (
+                None if integrity_policy is None else dict(integrity_policy)
+            )
         if display_name is not None:
             body["display_name"] = display_name
         if limits is not None:
@@ -382,6 +390,7 @@ class StrataAdmin(_AdminCalls):
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
         metadata: Optional[Mapping[str, Any]] = None,
+        integrity_policy: Optional[Mapping[str, Any]] = None,
     ) -> Tenant:
         """Registers a tenant with the server's default collections, at isolation level
         ``isolation`` (``shared`` by default; ``partition``: always resident, with its own
@@ -389,11 +398,21 @@ class StrataAdmin(_AdminCalls):
         its own storage file), as a child of ``parent`` if given (shares published to
         children reach it), with ``limits`` (e.g. ``{"max_vectors": 100000}``; absent ones
         are unlimited), fair-share ``weight`` and operator ``metadata`` (a JSON object of at
-        most 64 keys, 16 KiB encoded, 8 levels deep; shown to operators only) from the
-        start."""
+        most 64 keys, 16 KiB encoded, 8 levels deep; shown to operators only) and its own
+        ``integrity_policy`` (thresholds such as ``{"latency_contract_ms": 50}``, fields left
+        out taking the server configuration's values; without one, the configuration's apply)
+        from the start."""
         return self._transport.run(
             self._create_tenant(
-                id, display_name, isolation, index_params, parent, limits, weight, metadata
+                id,
+                display_name,
+                isolation,
+                index_params,
+                parent,
+                limits,
+                weight,
+                metadata,
+                integrity_policy,
             )
         )
 
@@ -412,15 +431,19 @@ class StrataAdmin(_AdminCalls):
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
         metadata: Optional[Mapping[str, Any]] = NOT_GIVEN,
+        integrity_policy: Optional[Mapping[str, Any]] = NOT_GIVEN,
     ) -> Tenant:
         """Changes a tenant's name, limits, scheduling weight or metadata. ``limits`` is
         merged: named limits change (``max_vectors``, ``max_storage_bytes``,
         ``max_collections``, ``max_qps``, ``burst``, ``max_concurrent``), a ``None`` removes
         one, others stay. ``metadata`` is a JSON merge patch the same way (nested objects are
         merged too; a ``None`` value removes its key); ``metadata=None`` removes it all (and
-        clears a damaged stored row); leaving it out keeps it."""
+        clears a damaged stored row, which a merge refuses with ``METADATA_DAMAGED``); leaving
+        it out keeps it. ``integrity_policy`` sets the tenant's own thresholds (fields left
+        out keep the values in force: its own, else the server configuration's);
+        ``integrity_policy=None`` clears them, so the server configuration's apply again."""
         return self._transport.run(
-            self._update_tenant(id, display_name, limits, weight, metadata)
+            self._update_tenant(id, display_name, limits, weight, metadata, integrity_policy)
         )
 
     def suspend_tenant(self, id: str) -> Tenant:
@@ -641,10 +664,19 @@ class AsyncStrataAdmin(_AdminCalls):
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
         metadata: Optional[Mapping[str, Any]] = None,
+        integrity_policy: Optional[Mapping[str, Any]] = None,
     ) -> Tenant:
         return await self._transport.run(
             self._create_tenant(
-                id, display_name, isolation, index_params, parent, limits, weight, metadata
+                id,
+                display_name,
+                isolation,
+                index_params,
+                parent,
+                limits,
+                weight,
+                metadata,
+                integrity_policy,
             )
         )
 
@@ -662,10 +694,12 @@ class AsyncStrataAdmin(_AdminCalls):
         limits: Optional[Mapping[str, Any]] = None,
         weight: Optional[int] = None,
         metadata: Optional[Mapping[str, Any]] = NOT_GIVEN,
+        integrity_policy: Optional[Mapping[str, Any]] = NOT_GIVEN,
     ) -> Tenant:
-        """See :meth:`StrataAdmin.update_tenant` (``metadata=None`` removes it all)."""
+        """See :meth:`StrataAdmin.update_tenant` (``metadata=None`` removes it all,
+        ``integrity_policy=None`` clears the tenant's own thresholds)."""
         return await self._transport.run(
-            self._update_tenant(id, display_name, limits, weight, metadata)
+            self._update_tenant(id, display_name, limits, weight, metadata, integrity_policy)
         )
 
     async def suspend_tenant(self, id: str) -> Tenant:

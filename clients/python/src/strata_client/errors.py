@@ -118,7 +118,10 @@ class NotFoundError(StrataError):
 
 
 class ConflictError(StrataError):
-    """409 ``CONFLICT``: the name or id is taken (possibly by a record outside the scope)."""
+    """409 ``CONFLICT``: the name or id is taken (possibly by a record outside the scope);
+    or 409 ``METADATA_DAMAGED``: a merge patch of a tenant's damaged metadata (replace it
+    with ``metadata=None`` first); or 409 ``INTEGRITY_POLICY_DAMAGED``: the tenant's stored
+    integrity policy is unreadable (an operator replaces it with ``integrity_policy=None``)."""
 
 
 class PayloadTooLargeError(StrataError):
@@ -147,6 +150,8 @@ _BY_CODE: Dict[str, Type[StrataError]] = {
     "QUOTA_EXCEEDED": QuotaExceededError,
     "NOT_FOUND": NotFoundError,
     "CONFLICT": ConflictError,
+    "METADATA_DAMAGED": ConflictError,
+    "INTEGRITY_POLICY_DAMAGED": ConflictError,
     "PAYLOAD_TOO_LARGE": PayloadTooLargeError,
     "RATE_LIMITED": RateLimitError,
     "CONCURRENCY_LIMITED": RateLimitError,

@@ -409,6 +409,8 @@ class Tenant:
     status: str
     display_name: Optional[str] = None
     created_at: int = 0
+    #: When its registry entry last changed (its creation time until then).
+    updated_at: int = 0
     deleted_at: Optional[int] = None
     limits: TenantLimits = field(default_factory=TenantLimits)
     weight: int = 1
@@ -426,6 +428,9 @@ class Tenant:
     #: :meth:`StrataAdmin.get_tenant` and the create and update answers, ``None`` in
     #: :meth:`StrataAdmin.list_tenants` (and when its stored row is damaged).
     metadata: Optional[Dict[str, Any]] = None
+    #: The tenant's own integrity thresholds, if set; ``None``: the server configuration's
+    #: (:meth:`StrataAdmin.tenant_integrity` shows the policy in force and its source).
+    integrity_policy: Optional[Dict[str, Any]] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Tenant:
@@ -435,6 +440,7 @@ class Tenant:
             status=d.get("status", ""),
             display_name=d.get("display_name"),
             created_at=int(d.get("created_at", 0)),
+            updated_at=int(d.get("updated_at", d.get("created_at", 0))),
             deleted_at=d.get("deleted_at"),
             limits=TenantLimits.from_json(d.get("limits")),
             weight=int(d.get("weight", 1)),
@@ -443,6 +449,11 @@ class Tenant:
             index_params=d.get("index_params"),
             parent=d.get("parent"),
             metadata=dict(d["metadata"]) if isinstance(d.get("metadata"), dict) else None,
+            integrity_policy=(
+                dict(d["integrity_policy"])
+                if isinstance(d.get("integrity_policy"), dict)
+                else None
+            ),
             children=list(d["children"]) if isinstance(d.get("children"), list) else None,
         )
 

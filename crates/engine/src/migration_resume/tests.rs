@@ -486,13 +486,16 @@ fn a_cut_move_whose_row_keeps_parameters_out_of_range_is_not_resumed() {
         })
     });
     let damaged = stored_row(&engine, &a);
-    // Resumed, but for its parameters.
-    assert!(will_resume(&damaged, true));
+    // Resumable but for its parameters, so it is not, and the status says so.
+    assert!(!will_resume(&damaged, true));
     let e = crate::migration_status::params_of(&damaged).unwrap_err();
     assert!(e.to_string().contains("index_params.m"), "{e}");
     drop(engine);
 
     let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let before = state(&engine, &a);
+    assert_eq!(before.state, MigrationState::Interrupted);
+    assert!(!before.will_resume, "{before:?}");
     assert_eq!(
         engine
             .resume_interrupted_migrations(&OperatorScope::for_tests())
