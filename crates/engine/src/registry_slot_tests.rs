@@ -35,6 +35,22 @@ fn open(
     (engine, scopes)
 }
 
+/// A config under which tenant `a` turns critical after one search: every search is far
+/// over a contract of a nanosecond, and one sample is enough.
+fn hair_trigger_for_a() -> EngineConfig {
+    let mut config = EngineConfig::default();
+    config.integrity.tenants.insert(
+        "a".into(),
+        IntegrityPolicy {
+            latency_contract_ms: 1e-6,
+            consecutive: 1,
+            cooldown_ms: 0,
+            ..IntegrityPolicy::default()
+        },
+    );
+    config
+}
+
 fn put(engine: &Engine, scope: &TenantScope, i: usize) {
     let record = NewRecord {
         id: Some(RecordId::parse(format!("r{i}")).unwrap()),
@@ -87,17 +103,7 @@ fn a_search_stamps_its_tenant_only_when_the_lru_order_changes() {
 #[test]
 fn the_integrity_state_read_without_a_lock_follows_the_tracker() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = EngineConfig::default();
-    // Every search is far over a contract of a nanosecond: critical after one sample.
-    config.integrity.tenants.insert(
-        "a".into(),
-        IntegrityPolicy {
-            latency_contract_ms: 1e-6,
-            consecutive: 1,
-            cooldown_ms: 0,
-            ..IntegrityPolicy::default()
-        },
-    );
+    let config = hair_trigger_for_a();
     let (engine, scopes) = open(dir.path(), config, &["a", "b"]);
     let (a, b) = (&scopes[0], &scopes[1]);
     let slot = engine.indexes.slot(a.key(), a.tenant());
@@ -245,16 +251,7 @@ fn the_least_recently_searched_tenant_is_evicted_however_often_the_other_searche
 #[test]
 fn a_critical_tenant_that_recovers_has_its_writes_accepted_again() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = EngineConfig::default();
-    config.integrity.tenants.insert(
-        "a".into(),
-        IntegrityPolicy {
-            latency_contract_ms: 1e-6,
-            consecutive: 1,
-            cooldown_ms: 0,
-            ..IntegrityPolicy::default()
-        },
-    );
+    let config = hair_trigger_for_a();
     let (engine, scopes) = open(dir.path(), config, &["a"]);
     let a = &scopes[0];
     search(&engine, a).unwrap();
