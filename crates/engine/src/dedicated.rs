@@ -743,10 +743,11 @@ impl Engine {
     pub(crate) fn check_placement(
         &self,
         meta: &strata_store::TenantMeta,
+        profile: &TenantProfile,
         report: &mut crate::VerifyReport,
     ) -> Result<(), EngineError> {
         let key = meta.key;
-        let dedicated = TenantProfile::of(meta)?.isolation == IsolationLevel::Dedicated;
+        let dedicated = profile.isolation == IsolationLevel::Dedicated;
         report.dedicated_file = self.store.is_dedicated(key);
         let moving = self.migrations.get(key).is_some_and(|c| c.running());
         if moving {

@@ -22,7 +22,7 @@ use strata_types::Millis;
 mod policy_input;
 mod stored_policy;
 pub use policy_input::IntegrityPolicyInput;
-pub(crate) use stored_policy::{decode_stored, encode_stored};
+pub(crate) use stored_policy::{decode_closed, decode_stored, encode_stored};
 
 /// A tenant's integrity state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]

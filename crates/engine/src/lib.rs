@@ -69,6 +69,8 @@ mod tenants;
 #[cfg(test)]
 mod test_support;
 mod transfer;
+#[cfg(test)]
+mod transfer_tests;
 mod verify;
 mod visibility;
 mod write_memo;

@@ -573,7 +573,7 @@ impl Engine {
         Ok(purged)
     }
 
-    fn compact(&self) -> Result<(), EngineError> {
+    pub(crate) fn compact(&self) -> Result<(), EngineError> {
         // Compaction needs a moment with no transaction in flight; readers are short.
         let mut last = None;
         for _ in 0..50 {

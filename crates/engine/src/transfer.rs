@@ -47,10 +47,13 @@ pub enum ExportLine {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schema(value_type = Option<Object>)]
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
-        /// The tenant's own integrity thresholds, if it has any. Absent in exports of
-        /// earlier versions: none (the importing server's configuration applies).
+        /// The tenant's own integrity thresholds, if it has any, in their stored form: every
+        /// field written, so an import decodes it closed (every field required, none unknown)
+        /// as the server decodes its own copy, and never fills a gap with a default. Absent
+        /// in exports of earlier versions: none (the importing server's configuration applies).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        integrity_policy: Option<crate::IntegrityPolicy>,
+        #[schema(value_type = Option<crate::IntegrityPolicy>)]
+        integrity_policy: Option<serde_json::Value>,
     },
     Collection(Collection),
     /// A link between two records of the export (after every record).
@@ -124,7 +127,10 @@ impl Engine {
         let p = TenantProfile::of(&meta)?;
         // Decoded closed: an unreadable policy fails the export (naming the repair) rather
         // than being carried to another server.
-        let integrity_policy = p.own_integrity_policy(id)?;
+        let integrity_policy = p
+            .own_integrity_policy(id)?
+            .as_ref()
+            .map(crate::integrity::encode_stored);
         sink(&ExportLine::Tenant {
             id: meta.id.clone(),
             display_name: p.display_name,
@@ -245,12 +251,39 @@ impl Engine {
     }
 
     /// Leaves nothing of a failed import behind: purges the tenant it created (`key`), and
-    /// only that one, never a tenant of the same id created while it ran (whose purge of the
-    /// import's tenant already erased the import's data).
+    /// only that one, never a tenant of the same id created while it ran. When the id no
+    /// longer names the import's incarnation (purged, perhaps created again, while the import
+    /// ran), that purge erased only what the import had written by then: the rest, still
+    /// under the import's own storage key, is erased by that key, so that no byte of a
+    /// purged tenant stays behind.
     fn discard_import(&self, op: &OperatorScope, id: &TenantId, key: strata_store::TenantKey) {
-        if let Err(e) = self.purge_incarnation(op, id, key) {
-            tracing::debug!(tenant = %id, error = %e, "failed import: its tenant is gone already");
+        match self.purge_incarnation(op, id, key) {
+            Ok(()) => {}
+            Err(EngineError::TenantNotFound(_) | EngineError::IdConflict(_)) => {
+                if let Err(e) = self.erase_abandoned(key) {
+                    tracing::warn!(tenant = %id, error = %e,
+                        "failed import: its rows could not be erased after its tenant was purged");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %id, error = %e, "failed import: its tenant was not purged");
+            }
         }
+    }
+
+    /// Erases what is left under storage key `key` after its tenant was purged, and the
+    /// in-memory state kept for it; never a registered tenant's (`erase_unregistered`).
+    fn erase_abandoned(&self, key: strata_store::TenantKey) -> Result<(), EngineError> {
+        self.store
+            .write(|w| Ok::<_, EngineError>(w.erase_unregistered(key)?))?;
+        self.indexes.forget(key);
+        self.migrations.forget(key, None);
+        self.adaptive.forget_tenant(key);
+        self.admissions.invalidate(key);
+        // As in a purge: files that cannot go now are orphans, deleted at the next start.
+        let _ = self.store.remove_dedicated(key);
+        let _ = self.store.remove_derived(key);
+        self.compact()
     }
 
     /// Moves a freshly imported tenant (still suspended, loaded at `shared`) to the level its
@@ -339,11 +372,21 @@ impl Engine {
                         p.validate()
                             .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
                     }
-                    if let Some(p) = &integrity_policy {
-                        p.validate().map_err(|e| {
-                            EngineError::BadRequest(format!("import line 1: integrity_policy.{e}"))
-                        })?;
-                    }
+                    let integrity_policy = integrity_policy
+                        .map(|v| {
+                            let p = crate::integrity::decode_closed(&v).map_err(|e| {
+                                EngineError::BadRequest(format!(
+                                    "import line 1: integrity_policy: {e}"
+                                ))
+                            })?;
+                            p.validate().map_err(|e| {
+                                EngineError::BadRequest(format!(
+                                    "import line 1: integrity_policy.{e}"
+                                ))
+                            })?;
+                            Ok::<_, EngineError>(p)
+                        })
+                        .transpose()?;
                     if let Some(m) = &m {
                         crate::tenant_metadata::check(m)
                             .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;

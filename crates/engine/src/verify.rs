@@ -3,6 +3,9 @@
 //! Checks, on one consistent view (the tenant's writes held back meanwhile):
 //! - every key in the tenant's range is one of its well-formed keys and decodes, and the
 //!   scope-index and dedup entries agree with the records (`strata_store::check_tenant`);
+//! - its registry row decodes, and so do its profile and its own integrity policy (which is
+//!   decoded only where it is used, so that nothing else would notice its damage); a problem
+//!   names the repair, and the rest is still checked where it can be;
 //! - the tenant's storage key belongs to it alone in the registry;
 //! - its data lives on exactly one side: in its own file, with no key left in the main file,
 //!   when it is `dedicated`; in the main file, with no file of its own, otherwise;
@@ -17,10 +20,10 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use strata_auth::OperatorScope;
-use strata_store::{Reader, Reads, Store, TenantKey};
+use strata_store::{Reader, Reads, Store, StoreError, TenantKey};
 use strata_types::{CollectionName, Record, TenantId};
 
-use crate::lifecycle::{self, USAGE_BLOB, Usage};
+use crate::lifecycle::{self, TenantProfile, USAGE_BLOB, Usage};
 use crate::slot_doc::SlotDoc;
 use crate::snapshot::{self, BLOB_PREFIX, VERSION_BLOB};
 use crate::tenant_index::TenantIndex;
@@ -84,15 +87,58 @@ impl Engine {
         _op: &OperatorScope,
         id: &TenantId,
     ) -> Result<VerifyReport, EngineError> {
-        let meta = self.tenant_meta(id)?;
+        let meta = match self.tenant_meta(id) {
+            Ok(meta) => meta,
+            // A registry row that does not decode names no storage key: nothing else can be
+            // checked, but that is the finding, not a failure of the verify.
+            Err(EngineError::Store(StoreError::Corrupt(why))) => {
+                let mut report = VerifyReport::empty(id);
+                report.problem(format!(
+                    "registry row does not decode ({why}): its storage key is unknown, so                      nothing else was checked; the tenant's requests fail until the row is                      restored from a backup"
+                ));
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
+        };
         let mut report = self
             .indexes
             .with_consistent(&self.store, meta.key, |r, index| {
                 verify(&self.store, r, id, meta.key, index)
             })?;
-        self.check_placement(&meta, &mut report)?;
+        match TenantProfile::of(&meta) {
+            Ok(profile) => {
+                // Decoded only where it is used, so nothing else would notice it here.
+                if let Err(e) = profile.own_integrity_policy(id) {
+                    report.problem(e.to_string());
+                }
+                self.check_placement(&meta, &profile, &mut report)?;
+            }
+            Err(e) => report.problem(format!(
+                "{e}: the tenant's requests fail and its placement was not checked; restore \
+                 the registry row from a backup, or purge the tenant"
+            )),
+        }
         report.ok = report.problem_count == 0;
         Ok(report)
+    }
+}
+
+impl VerifyReport {
+    fn empty(id: &TenantId) -> VerifyReport {
+        VerifyReport {
+            tenant: id.clone(),
+            ok: false,
+            keys: 0,
+            records: 0,
+            collections: 0,
+            usage_stored: Usage::default().into(),
+            usage_recounted: Usage::default().into(),
+            indexes_loaded: false,
+            dedicated_file: false,
+            problems: Vec::new(),
+            problem_count: 0,
+            warnings: Vec::new(),
+        }
     }
 }
 
@@ -105,26 +151,28 @@ fn verify(
 ) -> Result<VerifyReport, EngineError> {
     let keys = strata_store::check_tenant(r, key)?;
     let mut report = VerifyReport {
-        tenant: id.clone(),
-        ok: false,
         keys: keys.keys,
         records: keys.records,
         collections: keys.collections,
-        usage_stored: Usage::default().into(),
-        usage_recounted: Usage::default().into(),
         indexes_loaded: index.is_some(),
-        dedicated_file: false,
-        problems: Vec::new(),
-        problem_count: 0,
-        warnings: Vec::new(),
+        ..VerifyReport::empty(id)
     };
     report.problem_count = keys.problem_count - keys.problems.len() as u64;
     for p in keys.problems {
         report.problem(p);
     }
-    for other in r.tenants()? {
-        if other.key == key && &other.id != id {
-            report.problem(format!("storage key shared with tenant {}", other.id));
+    // Each row decoded on its own: another tenant's damaged row must not fail this verify.
+    for (raw, other) in r.tenants_page(None, usize::MAX)? {
+        match other {
+            Ok(other) if other.key == key && &other.id != id => {
+                report.problem(format!("storage key shared with tenant {}", other.id));
+            }
+            Ok(_) => {}
+            Err(e) if raw != id.as_str() => report.warnings.push(format!(
+                "registry row {raw:?} does not decode ({e}): not checked for a shared storage key"
+            )),
+            // This tenant's own row, decoded before this view was taken: rewritten since.
+            Err(_) => {}
         }
     }
     check_blobs(store, r, key, &keys.blobs, &mut report);

@@ -1014,6 +1014,17 @@ impl<'txn> Writer<'txn> {
         Ok(meta)
     }
 
+    /// Writes tenant `id`'s registry row as the bytes given, for tests of damaged rows.
+    #[cfg(feature = "test-support")]
+    pub fn put_registry_bytes_for_tests(
+        &mut self,
+        id: &TenantId,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.registry_write()?.insert(id.as_str(), bytes)?;
+        Ok(())
+    }
+
     pub fn put_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
         let row = encode_json(&meta.to_stored())?;
         self.registry_write()?
@@ -1059,9 +1070,41 @@ impl<'txn> Writer<'txn> {
                 self.credentials.remove(id.as_str())?;
             }
         }
-        let start = keys::tenant_all(meta.key);
+        self.erase_range(meta.key)
+    }
+
+    /// Erases every key of storage key `t`, which no registry row may name: the rows a writer
+    /// that still held `t` (an import) wrote after its tenant was purged, perhaps with its id
+    /// given to a new tenant since. Storage keys are never reused, so `t` belongs to that
+    /// purged incarnation alone; a registry row that names it, or one that does not decode
+    /// (and so might), refuses the erasure.
+    pub fn erase_unregistered(&mut self, t: TenantKey) -> Result<(), StoreError> {
+        for (raw, row) in self.tenants_page(None, usize::MAX)? {
+            match row {
+                Ok(meta) if meta.key == t => {
+                    return Err(StoreError::Engine(format!(
+                        "storage key {} is tenant {raw}'s: not erased",
+                        t.raw()
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "registry row {raw:?} does not decode ({e}): storage key {} not erased",
+                        t.raw()
+                    )));
+                }
+            }
+        }
+        self.erase_range(t)
+    }
+
+    /// Erases every key of tenant `t`'s range (see [`Writer::erase_tenant`] for a dedicated
+    /// tenant's own file).
+    fn erase_range(&mut self, t: TenantKey) -> Result<(), StoreError> {
+        let start = keys::tenant_all(t);
         let range = |start: &[u8]| -> Vec<u8> { keys::prefix_end(start).unwrap_or_default() };
-        if self.in_own_file(meta.key) {
+        if self.in_own_file(t) {
             // Its keys live in its file, deleted whole once no registry row names it. The
             // main file holds none of them but what a migration may have left there (never
             // live data): erased too, so that no byte of the tenant outlives it.
@@ -1078,10 +1121,10 @@ impl<'txn> Writer<'txn> {
         }
         let end = range(&start);
         if end.is_empty() {
-            self.table_mut(meta.key)?
+            self.table_mut(t)?
                 .retain_in(start.as_slice().., |_, _| false)?;
         } else {
-            self.table_mut(meta.key)?
+            self.table_mut(t)?
                 .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
         }
         Ok(())

@@ -165,11 +165,14 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                         "tenant metadata row {k:02x?}: not a well-formed key"
                     ));
                 } else {
+                    // Named with its repair: setting the metadata to null replaces the row
+                    // without reading it (a merge into it is refused).
+                    let repair = "an operator replaces it by setting the tenant's metadata to null";
                     match crate::codec::decode_tenant_metadata(&v) {
-                        Err(e) => c.problem(format!("tenant metadata row: {e}")),
+                        Err(e) => c.problem(format!("tenant metadata row: {e}; {repair}")),
                         Ok(m) => {
                             if let Some(why) = crate::tenant_metadata::out_of_bounds(&m) {
-                                c.problem(format!("tenant metadata row: {why}"));
+                                c.problem(format!("tenant metadata row: {why}; {repair}"));
                             }
                         }
                     }

@@ -43,8 +43,16 @@ pub(crate) fn encode_stored(p: &IntegrityPolicy) -> Value {
 
 /// A stored policy, decoded closed and validated; the error says what is wrong with it.
 pub(crate) fn decode_stored(v: &Value) -> Result<IntegrityPolicy, String> {
-    let s = StoredPolicy::deserialize(v).map_err(|e| e.to_string())?;
-    let p = IntegrityPolicy {
+    let p = decode_closed(v).map_err(|e| e.to_string())?;
+    p.validate()?;
+    Ok(p)
+}
+
+/// A policy in its stored form (as an export carries it too), decoded closed but not yet
+/// validated, for a caller that words the two errors differently.
+pub(crate) fn decode_closed(v: &Value) -> Result<IntegrityPolicy, serde_json::Error> {
+    let s = StoredPolicy::deserialize(v)?;
+    Ok(IntegrityPolicy {
         latency_contract_ms: s.latency_contract_ms,
         queue_wait_contract_ms: s.queue_wait_contract_ms,
         queue_depth_limit: s.queue_depth_limit,
@@ -54,9 +62,7 @@ pub(crate) fn decode_stored(v: &Value) -> Result<IntegrityPolicy, String> {
         critical_exit: s.critical_exit,
         consecutive: s.consecutive,
         cooldown_ms: s.cooldown_ms,
-    };
-    p.validate()?;
-    Ok(p)
+    })
 }
 
 #[cfg(test)]
