@@ -1290,17 +1290,15 @@ fn an_imported_integrity_policy_is_decoded_closed() {
         Some(hair_trigger())
     );
 
-    let damaged: [(&str, fn(&mut serde_json::Value)); 2] = [
-        ("cooldown_ms", |p| {
-            p.as_object_mut().unwrap().remove("cooldown_ms");
-        }),
-        ("from_a_newer_version", |p| {
-            p["from_a_newer_version"] = json!(1);
-        }),
-    ];
-    for (field, damage) in damaged {
+    // A field left out, and one no version of the server writes.
+    for (field, unknown) in [("cooldown_ms", false), ("from_a_newer_version", true)] {
         let mut header = header.clone();
-        damage(&mut header["integrity_policy"]);
+        let policy = header["integrity_policy"].as_object_mut().unwrap();
+        if unknown {
+            policy.insert(field.into(), json!(1));
+        } else {
+            policy.remove(field);
+        }
         let mut text = text.clone();
         text[0] = header.to_string();
         let bad = TenantId::parse("bad").unwrap();

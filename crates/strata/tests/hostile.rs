@@ -17,7 +17,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{OPERATOR_KEY, Server};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// One operation of the OpenAPI document.
 struct Op {
@@ -537,7 +537,7 @@ fn hostile_input_never_gets_a_5xx_or_an_unshaped_error() {
         let base = || {
             base_body(m, &op.path)
                 .and_then(|b| b.as_object().cloned())
-                .unwrap_or_else(Map::new)
+                .unwrap_or_default()
         };
         for field in &op.fields {
             for v in &values {
