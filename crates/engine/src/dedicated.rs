@@ -559,7 +559,12 @@ impl Engine {
         key: TenantKey,
         from: IsolationLevel,
     ) -> Result<Option<crate::isolation::IndexParams>, EngineError> {
-        let profile = TenantProfile::of(&self.tenant_meta(id)?)?;
+        let meta = self.tenant_meta(id)?;
+        // Planned on the incarnation stored under `key`; never moves one that replaced it.
+        if meta.key != key {
+            return Err(crate::isolation::replaced(id));
+        }
+        let profile = TenantProfile::of(&meta)?;
         let stored = profile.isolation;
         let in_file = self.store.is_dedicated(key);
         if stored != from || in_file != (from == IsolationLevel::Dedicated) {

@@ -263,10 +263,43 @@ impl Engine {
         id: &TenantId,
         req: MigrateRequest,
     ) -> Result<(MigrationReport, Option<MigrationJob>), EngineError> {
+        self.start_migration_of(op, id, None, req)
+    }
+
+    /// Migrates the incarnation of tenant `id` stored under `key`, and no other: refused with
+    /// a conflict when the id names another one (purged and created again). An import moves
+    /// the tenant it created this way, never one that replaced it while it ran.
+    pub(crate) fn migrate_incarnation(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        key: TenantKey,
+        req: MigrateRequest,
+    ) -> Result<MigrationReport, EngineError> {
+        let (report, job) = self.start_migration_of(op, id, Some(key), req)?;
+        if let Some(job) = job {
+            job.run(self)?;
+        }
+        Ok(report)
+    }
+
+    /// [`Engine::start_migration`], of the incarnation stored under `key` when one is given.
+    /// Whatever it plans is tied to the storage key read here: the level change and the data
+    /// move's registration each check again that the id still names it.
+    fn start_migration_of(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        key: Option<TenantKey>,
+        req: MigrateRequest,
+    ) -> Result<(MigrationReport, Option<MigrationJob>), EngineError> {
         if let Some(p) = &req.index_params {
             p.validate()?;
         }
         let meta = self.tenant_meta(id)?;
+        if key.is_some_and(|k| k != meta.key) {
+            return Err(replaced(id));
+        }
         let profile = TenantProfile::of(&meta)?;
         if profile.status == TenantStatus::Deleted {
             return Err(EngineError::TenantNotFound(id.clone()));
@@ -347,7 +380,7 @@ impl Engine {
                 })?;
             return Ok((report, Some(job)));
         }
-        self.set_level(op, id, next, "tenant.migrate")?;
+        self.set_level(op, id, meta.key, next, "tenant.migrate")?;
         Ok((report, None))
     }
 
@@ -356,17 +389,19 @@ impl Engine {
     /// brought it), then pins or unpins the tenant and hands its loaded graphs the new
     /// parameters. Refused (`409`) while a data move of the tenant runs: its flip would
     /// overwrite the change.
+    /// `planned` is the storage key the change was planned on: the change is refused (`409`)
+    /// if the id names another incarnation by the time it commits.
     fn set_level(
         &self,
         op: &OperatorScope,
         id: &TenantId,
+        planned: TenantKey,
         next: TenantProfile,
         action: &str,
     ) -> Result<(), EngineError> {
-        let key = self.tenant_meta(id)?.key;
-        let key = self
-            .migrations
-            .excluding(key, id, || self.level_change_txn(op, id, &next, action))?;
+        let key = self.migrations.excluding(planned, id, || {
+            self.level_change_txn(op, id, planned, &next, action)
+        })?;
         // The level decides the tenant's pool lane (dedicated: reserved), read at admission.
         self.admissions.invalidate(key);
         self.indexes.set_level(
@@ -384,12 +419,14 @@ impl Engine {
         &self,
         op: &OperatorScope,
         id: &TenantId,
+        planned: TenantKey,
         next: &TenantProfile,
         action: &str,
     ) -> Result<TenantKey, EngineError> {
         self.store.write(|w| {
             let from = match w.tenant(id)? {
-                Some(meta) => TenantProfile::of(&meta)?.isolation,
+                Some(meta) if meta.key == planned => TenantProfile::of(&meta)?.isolation,
+                Some(_) => return Err(replaced(id)),
                 None => return Err(EngineError::TenantNotFound(id.clone())),
             };
             // A level on the other side of a data move is only ever set by the move's flip.
@@ -479,17 +516,17 @@ impl Engine {
                     && p.status == TenantStatus::Active
                     && usage(&r, m.key)?.vectors >= threshold
                 {
-                    due.push((m.id, p));
+                    due.push((m.id, m.key, p));
                 }
             }
         }
         let mut promoted = Vec::new();
-        for (id, p) in due {
+        for (id, key, p) in due {
             let next = TenantProfile {
                 isolation: IsolationLevel::Partition,
                 ..p
             };
-            match self.set_level(op, &id, next, "tenant.promote") {
+            match self.set_level(op, &id, key, next, "tenant.promote") {
                 Ok(()) => promoted.push(id),
                 // A data move of the tenant runs (or it changed meanwhile): the next sweep
                 // looks again.
@@ -756,4 +793,12 @@ mod engine_tests {
         let residency = engine.residency(&op, &id("p")).unwrap();
         assert!(!residency.pinned && !residency.resident, "{residency:?}");
     }
+}
+
+/// The refusal of a migration planned on an incarnation of `id` that is no longer the one
+/// the id names.
+pub(crate) fn replaced(id: &TenantId) -> EngineError {
+    EngineError::IdConflict(format!(
+        "tenant {id} was purged and created again since this migration was planned"
+    ))
 }

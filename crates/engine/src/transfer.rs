@@ -192,9 +192,10 @@ impl Engine {
             Ok(key)
         })?;
         match self
-            .import_lines(key, lines)
+            .import_lines(id, key, lines)
             .and_then(|(profile, metadata)| {
-                self.import_level(op, id, profile).map(|p| (p, metadata))
+                self.import_level(op, id, key, profile)
+                    .map(|p| (p, metadata))
             }) {
             Ok((profile, metadata)) => {
                 // The tenant as exported, profile and metadata, lands in this one
@@ -208,10 +209,7 @@ impl Engine {
                     // Only the incarnation this import created: one purged and re-created
                     // meanwhile is someone else's tenant, never overwritten.
                     if meta.key != key {
-                        return Err(EngineError::IdConflict(format!(
-                            "tenant {id} was purged and created again during its import; \
-                             the import is abandoned"
-                        )));
+                        return Err(replaced_during_import(id));
                     }
                     let stored = TenantProfile::of(&meta)?;
                     // A delete made during the import wins: the import fails (and its tenant
@@ -253,21 +251,31 @@ impl Engine {
     /// Leaves nothing of a failed import behind: purges the tenant it created (`key`), and
     /// only that one, never a tenant of the same id created while it ran. When the id no
     /// longer names the import's incarnation (purged, perhaps created again, while the import
-    /// ran), that purge erased only what the import had written by then: the rest, still
-    /// under the import's own storage key, is erased by that key, so that no byte of a
-    /// purged tenant stays behind.
+    /// ran), that purge erased only what the import had written by then (the import's writes
+    /// stop at the purge; see `still_importing`): whatever is still under the import's own
+    /// storage key is erased by that key, so that no byte of a purged tenant stays behind.
     fn discard_import(&self, op: &OperatorScope, id: &TenantId, key: strata_store::TenantKey) {
-        match self.purge_incarnation(op, id, key) {
-            Ok(()) => {}
-            Err(EngineError::TenantNotFound(_) | EngineError::IdConflict(_)) => {
-                if let Err(e) = self.erase_abandoned(key) {
-                    tracing::warn!(tenant = %id, error = %e,
-                        "failed import: its rows could not be erased after its tenant was purged");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(tenant = %id, error = %e, "failed import: its tenant was not purged");
-            }
+        let Err(e) = self.purge_incarnation(op, id, key) else {
+            return;
+        };
+        // Still the import's tenant: the purge was refused (a migration of it runs) or failed.
+        if self.tenant_meta(id).is_ok_and(|m| m.key == key) {
+            tracing::warn!(tenant = %id, error = %e,
+                "failed import: its suspended tenant could not be purged; purge it by hand");
+            return;
+        }
+        tracing::debug!(tenant = %id, error = %e,
+            "failed import: its tenant was purged meanwhile; erasing its rows by storage key");
+        if let Err(e) = self.erase_abandoned(key) {
+            tracing::warn!(tenant = %id, error = %e,
+                "failed import: its rows could not be erased after its tenant was purged");
+            return;
+        }
+        // The erase has committed; compaction only returns the freed pages to the disk.
+        if let Err(e) = self.compact() {
+            tracing::warn!(tenant = %id, error = %e,
+                "failed import: its rows were erased, but compacting the database failed; \
+                 their bytes may stay in free pages until the next compaction");
         }
     }
 
@@ -283,22 +291,25 @@ impl Engine {
         // As in a purge: files that cannot go now are orphans, deleted at the next start.
         let _ = self.store.remove_dedicated(key);
         let _ = self.store.remove_derived(key);
-        self.compact()
+        Ok(())
     }
 
     /// Moves a freshly imported tenant (still suspended, loaded at `shared`) to the level its
     /// export names, through the same online migration an operator would run. Returns the
-    /// profile to activate it with.
-    fn import_level(
+    /// profile to activate it with. Only the incarnation stored under `key`, the import's own,
+    /// is moved: one that replaced it while the import ran is refused by the migration itself.
+    pub(crate) fn import_level(
         &self,
         op: &OperatorScope,
         id: &TenantId,
+        key: strata_store::TenantKey,
         profile: TenantProfile,
     ) -> Result<TenantProfile, EngineError> {
         if !profile.isolation.is_shared() {
-            self.migrate_tenant(
+            self.migrate_incarnation(
                 op,
                 id,
+                key,
                 MigrateRequest {
                     target: profile.isolation,
                     index_params: profile.index_params,
@@ -311,6 +322,7 @@ impl Engine {
 
     fn import_lines(
         &self,
+        id: &TenantId,
         key: strata_store::TenantKey,
         lines: impl IntoIterator<Item = Result<ExportLine, EngineError>>,
     ) -> Result<(TenantProfile, serde_json::Map<String, serde_json::Value>), EngineError> {
@@ -326,6 +338,7 @@ impl Engine {
             }
             self.embed_imported(batch, collections)?;
             self.store.write(|w| {
+                still_importing(w, id, key)?;
                 snapshot::bump_version(w, key)?;
                 let mut changes = Vec::with_capacity(batch.len());
                 for r in batch.drain(..) {
@@ -348,6 +361,7 @@ impl Engine {
                 return Ok(());
             }
             self.store.write(|w| {
+                still_importing(w, id, key)?;
                 for row in rows.drain(..) {
                     crate::audit::append_row(w, key, &row)?;
                 }
@@ -421,13 +435,17 @@ impl Engine {
                             c.dim
                         )));
                     }
-                    self.store
-                        .write(|w| Ok::<_, EngineError>(w.put_collection(key, &c)?))?;
+                    self.store.write(|w| {
+                        still_importing(w, id, key)?;
+                        Ok::<_, EngineError>(w.put_collection(key, &c)?)
+                    })?;
                     collections.insert(c.name.clone(), c);
                 }
                 ExportLine::Audit(row) => {
-                    self.store
-                        .write(|w| Ok::<_, EngineError>(crate::audit::append_row(w, key, &row)?))?;
+                    self.store.write(|w| {
+                        still_importing(w, id, key)?;
+                        Ok::<_, EngineError>(crate::audit::append_row(w, key, &row)?)
+                    })?;
                 }
                 line @ (ExportLine::Pheromone { .. } | ExportLine::Narrative { .. }) => {
                     adaptive.push((n, line));
@@ -462,8 +480,8 @@ impl Engine {
         }
         flush(&mut batch, &collections)?;
         flush_audit(&mut audit_rows)?;
-        self.import_adaptive(key, &collections, adaptive)?;
-        self.import_links(key, links)?;
+        self.import_adaptive(id, key, &collections, adaptive)?;
+        self.import_links(id, key, links)?;
         Ok((profile, metadata))
     }
 
@@ -471,11 +489,13 @@ impl Engine {
     /// weight, two different ends that are records of the new tenant.
     fn import_links(
         &self,
+        id: &TenantId,
         key: strata_store::TenantKey,
         links: Vec<(usize, Link)>,
     ) -> Result<(), EngineError> {
         for chunk in links.chunks(IMPORT_BATCH) {
             self.store.write(|w| {
+                still_importing(w, id, key)?;
                 let mut bytes = 0i64;
                 for (n, l) in chunk {
                     let at = |e: String| {
@@ -516,6 +536,7 @@ impl Engine {
     /// domain, a narrative its collection's dimension and bounded values.
     fn import_adaptive(
         &self,
+        tenant: &TenantId,
         key: strata_store::TenantKey,
         collections: &HashMap<CollectionName, Collection>,
         lines: Vec<(usize, ExportLine)>,
@@ -525,6 +546,7 @@ impl Engine {
         }
         let cfg = &self.config.adaptive;
         self.store.write(|w| {
+            still_importing(w, tenant, key)?;
             for (n, line) in lines {
                 let bad = |what: String| {
                     EngineError::BadRequest(format!("import line {}: {what}", n + 1))
@@ -629,4 +651,25 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Refuses an import's write unless `id` still names the incarnation the import created
+/// (`key`): once it is purged (perhaps created again), nothing more is written under its key,
+/// so a crash after the purge leaves no byte of it behind.
+fn still_importing(
+    w: &strata_store::Writer<'_>,
+    id: &TenantId,
+    key: strata_store::TenantKey,
+) -> Result<(), EngineError> {
+    match w.tenant(id)? {
+        Some(meta) if meta.key == key => Ok(()),
+        Some(_) => Err(replaced_during_import(id)),
+        None => Err(EngineError::TenantNotFound(id.clone())),
+    }
+}
+
+fn replaced_during_import(id: &TenantId) -> EngineError {
+    EngineError::IdConflict(format!(
+        "tenant {id} was purged and created again during its import; the import is abandoned"
+    ))
 }

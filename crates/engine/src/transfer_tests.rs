@@ -6,7 +6,10 @@ use strata_auth::OperatorScope;
 use strata_types::{NewRecord, RequestScope, TenantId};
 
 use crate::test_support::admin_scope;
-use crate::{Engine, EngineConfig, ExportLine, NewTenantSpec};
+use crate::{
+    Engine, EngineConfig, EngineError, ExportLine, IsolationLevel, MigrateRequest, MigrationState,
+    NewTenantSpec,
+};
 
 #[test]
 fn a_failed_import_leaves_no_key_under_its_own_storage_key() {
@@ -67,4 +70,129 @@ fn a_failed_import_leaves_no_key_under_its_own_storage_key() {
     let report = engine.verify_tenant(&op, &copy).unwrap();
     assert!(report.ok && report.keys > 0, "{report:?}");
     assert!(engine.verify_tenant(&op, &acme).unwrap().ok);
+}
+
+fn purge_and_recreate(engine: &Engine, op: &OperatorScope, id: &TenantId) {
+    engine.purge_tenant(op, id).unwrap();
+    let spec = NewTenantSpec {
+        display_name: Some("the new one".into()),
+        ..Default::default()
+    };
+    engine.create_tenant_with(op, id, spec).unwrap();
+}
+
+/// Once the import's tenant is purged, the import writes nothing more under its key: the
+/// write that follows the purge fails, so a crash after it could leave no byte behind (the
+/// final erase is only a backstop).
+#[test]
+fn an_import_writes_nothing_after_its_tenant_is_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let acme = TenantId::parse("acme").unwrap();
+    engine.create_tenant(&op, &acme, None).unwrap();
+    let scope = admin_scope(&engine, "acme");
+    let records = (0..3)
+        .map(|i| NewRecord {
+            content: Some(format!("kept {i}")),
+            vector: Some(vec![0.1 * i as f32 + 0.1; 384]),
+            ..Default::default()
+        })
+        .collect();
+    engine
+        .put(&scope, &RequestScope::default(), records)
+        .unwrap();
+    let mut lines: Vec<ExportLine> = Vec::new();
+    engine
+        .export_tenant(&op, &acme, |l| {
+            lines.push(l.clone());
+            Ok(())
+        })
+        .unwrap();
+    assert!(lines.len() > 3, "{lines:?}");
+
+    let copy = TenantId::parse("copy").unwrap();
+    let mut old_key = None;
+    // What was under the import's key each time the import asked for a line after the purge.
+    let mut left_after_purge = Vec::new();
+    let during = lines.into_iter().enumerate().map(|(n, line)| {
+        if n == 1 {
+            old_key = Some(engine.tenant_meta(&copy).unwrap().key);
+            purge_and_recreate(&engine, &op, &copy);
+        } else if let Some(k) = old_key {
+            left_after_purge.push(engine.store.main_keys(k).unwrap());
+        }
+        Ok(line)
+    });
+    let e = engine.import_tenant(&op, &copy, during).unwrap_err();
+    assert!(matches!(e, EngineError::IdConflict(_)), "{e:?}");
+    // The line after the purge (a collection) was the last one read: its write failed.
+    assert_eq!(left_after_purge, Vec::<u64>::new());
+    assert_eq!(engine.store.main_keys(old_key.unwrap()).unwrap(), 0);
+    assert!(engine.verify_tenant(&op, &copy).unwrap().ok);
+}
+
+/// An export names `partition`; the import's tenant is purged and created again once every
+/// line is read, before the import moves it to that level: the new tenant is left at
+/// `shared`, never migrated.
+#[test]
+fn an_import_never_migrates_the_tenant_that_replaced_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let acme = TenantId::parse("acme").unwrap();
+    engine.create_tenant(&op, &acme, None).unwrap();
+    let to = |target| MigrateRequest {
+        target,
+        index_params: None,
+        dry_run: false,
+    };
+    engine
+        .migrate_tenant(&op, &acme, to(IsolationLevel::Partition))
+        .unwrap();
+    let mut lines: Vec<ExportLine> = Vec::new();
+    engine
+        .export_tenant(&op, &acme, |l| {
+            lines.push(l.clone());
+            Ok(())
+        })
+        .unwrap();
+    assert!(matches!(
+        &lines[0],
+        ExportLine::Tenant {
+            isolation: IsolationLevel::Partition,
+            ..
+        }
+    ));
+
+    let copy = TenantId::parse("copy").unwrap();
+    let mut replaced = false;
+    let during = lines.into_iter().map(Ok).chain(std::iter::from_fn(|| {
+        purge_and_recreate(&engine, &op, &copy);
+        replaced = true;
+        None
+    }));
+    let e = engine.import_tenant(&op, &copy, during).unwrap_err();
+    assert!(replaced);
+    assert!(matches!(e, EngineError::IdConflict(_)), "{e:?}");
+    let info = engine.tenant(&op, &copy).unwrap();
+    assert_eq!(info.display_name.as_deref(), Some("the new one"));
+    assert_eq!(info.isolation, IsolationLevel::Shared);
+    let status = engine.migration(&op, &copy).unwrap();
+    assert_eq!(status.state, MigrationState::None, "{status:?}");
+    assert!(engine.verify_tenant(&op, &copy).unwrap().ok);
+
+    // Directly: a migration tied to a storage key the id no longer names is refused, for a
+    // data move too, and leaves the tenant as it is.
+    let stale = engine.tenant_meta(&acme).unwrap().key;
+    let profile = crate::lifecycle::TenantProfile {
+        isolation: IsolationLevel::Dedicated,
+        ..Default::default()
+    };
+    let e = engine.import_level(&op, &copy, stale, profile).unwrap_err();
+    assert!(matches!(e, EngineError::IdConflict(_)), "{e:?}");
+    assert_eq!(
+        engine.tenant(&op, &copy).unwrap().isolation,
+        IsolationLevel::Shared
+    );
 }
