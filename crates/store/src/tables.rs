@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
+mod erase;
+
 use redb::{
     Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition,
     WriteTransaction,
@@ -1071,63 +1073,6 @@ impl<'txn> Writer<'txn> {
             }
         }
         self.erase_range(meta.key)
-    }
-
-    /// Erases every key of storage key `t`, which no registry row may name: the rows a writer
-    /// that still held `t` (an import) wrote after its tenant was purged, perhaps with its id
-    /// given to a new tenant since. Storage keys are never reused, so `t` belongs to that
-    /// purged incarnation alone; a registry row that names it, or one that does not decode
-    /// (and so might), refuses the erasure.
-    pub fn erase_unregistered(&mut self, t: TenantKey) -> Result<(), StoreError> {
-        for (raw, row) in self.tenants_page(None, usize::MAX)? {
-            match row {
-                Ok(meta) if meta.key == t => {
-                    return Err(StoreError::Engine(format!(
-                        "storage key {} is tenant {raw}'s: not erased",
-                        t.raw()
-                    )));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "registry row {raw:?} does not decode ({e}): storage key {} not erased",
-                        t.raw()
-                    )));
-                }
-            }
-        }
-        self.erase_range(t)
-    }
-
-    /// Erases every key of tenant `t`'s range (see [`Writer::erase_tenant`] for a dedicated
-    /// tenant's own file).
-    fn erase_range(&mut self, t: TenantKey) -> Result<(), StoreError> {
-        let start = keys::tenant_all(t);
-        let range = |start: &[u8]| -> Vec<u8> { keys::prefix_end(start).unwrap_or_default() };
-        if self.in_own_file(t) {
-            // Its keys live in its file, deleted whole once no registry row names it. The
-            // main file holds none of them but what a migration may have left there (never
-            // live data): erased too, so that no byte of the tenant outlives it.
-            if !matches!(self.route, Route::Home(_)) {
-                let end = range(&start);
-                if end.is_empty() {
-                    self.data.retain_in(start.as_slice().., |_, _| false)?;
-                } else {
-                    self.data
-                        .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
-                }
-            }
-            return Ok(());
-        }
-        let end = range(&start);
-        if end.is_empty() {
-            self.table_mut(t)?
-                .retain_in(start.as_slice().., |_, _| false)?;
-        } else {
-            self.table_mut(t)?
-                .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
-        }
-        Ok(())
     }
 
     pub fn put_collection(&mut self, t: TenantKey, c: &Collection) -> Result<(), StoreError> {
