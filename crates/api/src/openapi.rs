@@ -269,3 +269,31 @@ fn scope_param(name: &str, description: &str, schema: &str) -> Value {
     }
     p
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An export's `integrity_policy` is described as the stored policy (every field
+    /// required, as the import decodes it), whose enter thresholds may be `"inf"`.
+    #[test]
+    fn the_export_line_policy_is_the_stored_one_with_every_field_required() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let stored = &schemas["StoredIntegrityPolicy"];
+        let required = stored["required"].as_array().expect("required fields");
+        let properties = stored["properties"].as_object().expect("properties");
+        assert_eq!(required.len(), properties.len(), "{stored}");
+        assert_eq!(properties.len(), 9, "{stored}");
+        let never = properties["critical_enter"].to_string();
+        assert!(never.contains("\"inf\""), "{never}");
+        let text = schemas["ExportLine"].to_string();
+        assert!(
+            text.contains("#/components/schemas/StoredIntegrityPolicy"),
+            "{text}"
+        );
+        // The API's own policy shows `"inf"` the same way.
+        let shown = schemas["IntegrityPolicy"]["properties"]["critical_enter"].to_string();
+        assert!(shown.contains("\"inf\""), "{shown}");
+    }
+}

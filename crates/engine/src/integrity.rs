@@ -21,7 +21,9 @@ use strata_types::Millis;
 
 mod policy_input;
 mod stored_policy;
+mod threshold;
 pub use policy_input::IntegrityPolicyInput;
+pub use stored_policy::StoredIntegrityPolicy;
 pub(crate) use stored_policy::{decode_closed, decode_stored, encode_stored};
 
 /// A tenant's integrity state.
@@ -46,8 +48,20 @@ pub struct IntegrityPolicy {
     /// Requests of the tenant waiting in the pool that count as pressure 1.0. 0 (the
     /// default): the depth does not count.
     pub queue_depth_limit: u32,
+    /// Written `"inf"` for +inf (never entered).
+    #[serde(
+        serialize_with = "threshold::serialize",
+        deserialize_with = "threshold::deserialize"
+    )]
+    #[schema(schema_with = threshold::schema)]
     pub stress_enter: f64,
     pub stress_exit: f64,
+    /// Written `"inf"` for +inf (never entered).
+    #[serde(
+        serialize_with = "threshold::serialize",
+        deserialize_with = "threshold::deserialize"
+    )]
+    #[schema(schema_with = threshold::schema)]
     pub critical_enter: f64,
     pub critical_exit: f64,
     /// Samples in a row needed to move.

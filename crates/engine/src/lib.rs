@@ -96,7 +96,7 @@ pub use hierarchy::TenantNode;
 pub use idempotency::{Answered, IDEMPOTENCY_RETENTION_MS, Idempotency};
 pub use integrity::{
     EffectivePolicy, IntegrityConfig, IntegrityPolicy, IntegrityPolicyInput, IntegrityState,
-    PolicySource, TenantIntegrity, Transition,
+    PolicySource, StoredIntegrityPolicy, TenantIntegrity, Transition,
 };
 pub use isolation::{
     IndexParams, IsolationConfig, IsolationLevel, MigrateRequest, MigrationReport, MigrationState,

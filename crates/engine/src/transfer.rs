@@ -52,7 +52,7 @@ pub enum ExportLine {
         /// as the server decodes its own copy, and never fills a gap with a default. Absent
         /// in exports of earlier versions: none (the importing server's configuration applies).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        #[schema(value_type = Option<crate::IntegrityPolicy>)]
+        #[schema(value_type = Option<crate::StoredIntegrityPolicy>)]
         integrity_policy: Option<serde_json::Value>,
     },
     Collection(Collection),

@@ -87,18 +87,20 @@ impl Engine {
         _op: &OperatorScope,
         id: &TenantId,
     ) -> Result<VerifyReport, EngineError> {
-        let meta = match self.tenant_meta(id) {
-            Ok(meta) => meta,
+        // Read here rather than through `tenant_meta`, so that a `Corrupt` error can only be
+        // the registry row's own decoding, not some other read's.
+        let read = self.store.read()?.tenant(id);
+        let meta = match read {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Err(EngineError::TenantNotFound(id.clone())),
             // A registry row that does not decode names no storage key: nothing else can be
             // checked, but that is the finding, not a failure of the verify.
-            Err(EngineError::Store(StoreError::Corrupt(why))) => {
+            Err(StoreError::Corrupt(why)) => {
                 let mut report = VerifyReport::empty(id);
-                report.problem(format!(
-                    "registry row does not decode ({why}): its storage key is unknown, so                      nothing else was checked; the tenant's requests fail until the row is                      restored from a backup"
-                ));
+                report.problem(damaged_registry_row(&why));
                 return Ok(report);
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let mut report = self
             .indexes
@@ -121,6 +123,14 @@ impl Engine {
         report.ok = report.problem_count == 0;
         Ok(report)
     }
+}
+
+/// The problem reported for a registry row that does not decode (`why`).
+fn damaged_registry_row(why: &str) -> String {
+    format!(
+        "registry row does not decode ({why}): its storage key is unknown, so nothing else was \
+         checked; the tenant's requests fail until the row is restored from a backup"
+    )
 }
 
 impl VerifyReport {

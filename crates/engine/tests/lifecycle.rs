@@ -1053,7 +1053,16 @@ fn verify_reports_a_damaged_registry_row_instead_of_failing() {
 
     let report = engine.verify_tenant(&op(), &globex).unwrap();
     assert!(!report.ok && report.problem_count == 1, "{report:?}");
-    assert!(report.problems[0].contains("registry row"), "{report:?}");
+    let p = &report.problems[0];
+    assert!(p.starts_with("registry row does not decode ("), "{p}");
+    assert!(
+        p.ends_with(
+            "): its storage key is unknown, so nothing else was checked; the tenant's \
+             requests fail until the row is restored from a backup"
+        ),
+        "{p}"
+    );
+    assert!(!p.contains("  "), "{p}");
 
     let report = engine.verify_tenant(&op(), &initech).unwrap();
     assert!(report.ok, "{report:?}");
@@ -1363,4 +1372,92 @@ fn a_delete_made_while_an_import_ran_wins() {
         engine.tenant(&op(), &copy),
         Err(EngineError::TenantNotFound(_))
     ));
+}
+
+/// A configuration's `critical_enter = inf` (never entered) survives being stored: a partial
+/// `PATCH` keeps it (stored as `"inf"`, not the `null` serde_json writes for +inf, which the
+/// closed decoder would refuse), the tenant is shown and searched, the API shows `"inf"`, and
+/// an export of the policy imports back to the same policy. A row written as `null` by
+/// earlier versions reads as +inf, for an enter threshold only.
+#[test]
+fn an_infinite_enter_threshold_is_stored_shown_and_exported() {
+    use strata_store::Reads;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = strata_engine::EngineConfig::default();
+    config.integrity.default.critical_enter = f64::INFINITY;
+    let engine = Engine::open(dir.path(), config.clone()).unwrap();
+    let id = TenantId::parse("acme").unwrap();
+    engine.create_tenant(&op(), &id, None).unwrap();
+    let update = TenantUpdate {
+        integrity_policy: Some(Some(IntegrityPolicyInput {
+            consecutive: Some(2),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let shown = engine.update_tenant(&op(), &id, update).unwrap();
+    let p = shown.integrity_policy.clone().unwrap();
+    assert_eq!((p.critical_enter, p.consecutive), (f64::INFINITY, 2));
+    let json = serde_json::to_value(&shown).unwrap();
+    assert_eq!(
+        json["integrity_policy"]["critical_enter"],
+        json!("inf"),
+        "{json}"
+    );
+    assert_eq!(
+        serde_json::to_value(engine.integrity(&op(), &id).unwrap().policy).unwrap()["critical_enter"],
+        json!("inf")
+    );
+    assert_eq!(
+        engine.tenant(&op(), &id).unwrap().integrity_policy,
+        Some(p.clone())
+    );
+    let scope = TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), common::full_grant());
+    engine.admission(&scope).unwrap();
+    let s = SearchRequest {
+        query: Some("x".into()),
+        ..Default::default()
+    };
+    engine.search(&scope, &req(), &s).unwrap();
+    assert!(engine.verify_tenant(&op(), &id).unwrap().ok);
+
+    // Export → JSON text → import: the same policy.
+    let text: Vec<String> = exported_lines(&engine, &scope)
+        .iter()
+        .map(|l| serde_json::to_string(l).unwrap())
+        .collect();
+    assert!(
+        text[0].contains("\"critical_enter\":\"inf\""),
+        "{}",
+        text[0]
+    );
+    let lines = text.iter().map(|t| Ok(serde_json::from_str(t).unwrap()));
+    let copy = TenantId::parse("copy").unwrap();
+    engine.import_tenant(&op(), &copy, lines).unwrap();
+    assert_eq!(
+        engine.tenant(&op(), &copy).unwrap().integrity_policy,
+        Some(p.clone())
+    );
+
+    // A row written by the earlier form: `null` for +inf reads back as +inf in an enter
+    // threshold, and still refuses the tenant in an exit threshold.
+    drop(engine);
+    for (field, readable) in [("critical_enter", true), ("critical_exit", false)] {
+        tamper(dir.path(), |w| {
+            let mut meta = w.tenant(&id).unwrap().unwrap();
+            let mut stored = meta.profile["integrity_policy"].clone();
+            stored[field] = serde_json::Value::Null;
+            meta.profile.insert("integrity_policy".into(), stored);
+            w.put_tenant(&meta).unwrap();
+        });
+        let engine = Engine::open(dir.path(), config.clone()).unwrap();
+        let got = engine.tenant(&op(), &id).unwrap().integrity_policy;
+        if readable {
+            assert_eq!(got, Some(p.clone()));
+            engine.admission(&scope).unwrap();
+        } else {
+            assert_eq!(got, None);
+            assert!(engine.admission(&scope).is_err());
+        }
+    }
 }

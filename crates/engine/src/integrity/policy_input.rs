@@ -14,8 +14,14 @@ pub struct IntegrityPolicyInput {
     pub latency_contract_ms: Option<f64>,
     pub queue_wait_contract_ms: Option<f64>,
     pub queue_depth_limit: Option<u32>,
+    /// `"inf"`: never entered.
+    #[serde(with = "super::threshold::optional")]
+    #[schema(schema_with = super::threshold::schema)]
     pub stress_enter: Option<f64>,
     pub stress_exit: Option<f64>,
+    /// `"inf"`: never entered.
+    #[serde(with = "super::threshold::optional")]
+    #[schema(schema_with = super::threshold::schema)]
     pub critical_enter: Option<f64>,
     pub critical_exit: Option<f64>,
     pub consecutive: Option<u32>,

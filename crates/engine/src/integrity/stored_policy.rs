@@ -10,15 +10,28 @@ use serde_json::Value;
 
 use super::IntegrityPolicy;
 
-/// Every field required: a stored policy missing one was not written by the engine.
-#[derive(Serialize, Deserialize)]
+/// A tenant's own integrity policy as stored, and as an export carries it: every field
+/// required (a stored policy missing one was not written by the engine), none unknown. An
+/// enter threshold at +inf (never entered) is written `"inf"`; a `null` there, which earlier
+/// versions wrote for +inf, reads as +inf (see `threshold`).
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StoredPolicy {
+pub struct StoredIntegrityPolicy {
     latency_contract_ms: f64,
     queue_wait_contract_ms: f64,
     queue_depth_limit: u32,
+    #[serde(
+        serialize_with = "super::threshold::serialize",
+        deserialize_with = "super::threshold::deserialize_stored"
+    )]
+    #[schema(schema_with = super::threshold::schema)]
     stress_enter: f64,
     stress_exit: f64,
+    #[serde(
+        serialize_with = "super::threshold::serialize",
+        deserialize_with = "super::threshold::deserialize_stored"
+    )]
+    #[schema(schema_with = super::threshold::schema)]
     critical_enter: f64,
     critical_exit: f64,
     consecutive: u32,
@@ -27,7 +40,7 @@ struct StoredPolicy {
 
 /// The stored form of a validated policy, every field written.
 pub(crate) fn encode_stored(p: &IntegrityPolicy) -> Value {
-    let stored = StoredPolicy {
+    let stored = StoredIntegrityPolicy {
         latency_contract_ms: p.latency_contract_ms,
         queue_wait_contract_ms: p.queue_wait_contract_ms,
         queue_depth_limit: p.queue_depth_limit,
@@ -51,7 +64,7 @@ pub(crate) fn decode_stored(v: &Value) -> Result<IntegrityPolicy, String> {
 /// A policy in its stored form (as an export carries it too), decoded closed but not yet
 /// validated, for a caller that words the two errors differently.
 pub(crate) fn decode_closed(v: &Value) -> Result<IntegrityPolicy, serde_json::Error> {
-    let s = StoredPolicy::deserialize(v)?;
+    let s = StoredIntegrityPolicy::deserialize(v)?;
     Ok(IntegrityPolicy {
         latency_contract_ms: s.latency_contract_ms,
         queue_wait_contract_ms: s.queue_wait_contract_ms,
