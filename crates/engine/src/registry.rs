@@ -11,19 +11,23 @@
 //!
 //! A search looks its tenant's slot up once ([`IndexRegistry::slot`]) and reaches everything
 //! else through it: the index, the integrity state (an atomic copy, no lock) and the sample
-//! after the search (the tracker's lock alone while the index has not changed since its
-//! health was last read). Two threads searching one tenant then write few lines they share.
+//! after the search (held back without a lock while the tracker is quiet). The slot map and
+//! the index are behind sharded read-write locks (`crate::index_lock`), so two threads
+//! searching one tenant write few lines they share: the slot's reference count, and their
+//! own shards and stripes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
 use strata_store::{Reads, Store, TenantKey};
 use strata_types::TenantId;
 
 use crate::EngineError;
 use crate::graph_build::GraphBuilder;
-use crate::index_lock::IndexLock;
+use crate::index_lock::{IndexLock, IndexReadGuard, IndexWriteGuard};
 use crate::integrity::{IndexHealth, IntegrityState, Tracker};
 use crate::residency::{
     ResidencyConfig, ResidencySummary, SlotCounters, TenantResidency, TenantResidencyRow,
@@ -74,9 +78,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The registry's slots by storage key.
+type SlotMap = HashMap<TenantKey, Arc<TenantSlot>>;
+
 /// Loaded tenant indexes, by storage key.
 pub(crate) struct IndexRegistry {
-    tenants: Mutex<HashMap<TenantKey, Arc<TenantSlot>>>,
+    /// Read by every request, changed only when a tenant is first seen or purged: sharded, so
+    /// that concurrent look-ups of one tenant write no cache line they share (see
+    /// `crate::index_lock`). Through `slots` and `slots_mut`.
+    tenants: ShardedLock<SlotMap>,
     budget: u64,
     pinned: HashSet<TenantId>,
     /// Estimated bytes of every loaded index; the sum of the slots' `bytes`.
@@ -97,7 +107,7 @@ pub(crate) struct IndexRegistry {
 impl IndexRegistry {
     pub fn new(config: &ResidencyConfig, builder: GraphBuilder) -> Self {
         IndexRegistry {
-            tenants: Mutex::default(),
+            tenants: ShardedLock::default(),
             budget: config.memory_budget_bytes,
             pinned: config.pinned_set(),
             total: AtomicU64::new(0),
@@ -113,7 +123,29 @@ impl IndexRegistry {
     /// The tenant's slot, made if it has none, marked as its most recent use. A request looks
     /// it up once and passes it on (`with_slot_index`, `integrity_sample`).
     pub fn slot(&self, key: TenantKey, id: &TenantId) -> Arc<TenantSlot> {
-        let slot = lock(&self.tenants)
+        let known = self.slots().get(&key).cloned();
+        let slot = match known {
+            Some(slot) => slot,
+            None => self.new_slot(key, id),
+        };
+        self.mark_used(&slot);
+        slot
+    }
+
+    /// The slot map under its read lock. Nothing in it can be left half-changed by a panic (an
+    /// insert or a remove of one entry), so a poisoned lock is used as it is.
+    fn slots(&self) -> ShardedLockReadGuard<'_, SlotMap> {
+        self.tenants.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The slot map under its write lock (see `slots`).
+    fn slots_mut(&self) -> ShardedLockWriteGuard<'_, SlotMap> {
+        self.tenants.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The tenant's slot, made under the write lock unless another thread made it first.
+    fn new_slot(&self, key: TenantKey, id: &TenantId) -> Arc<TenantSlot> {
+        self.slots_mut()
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(TenantSlot {
@@ -125,9 +157,7 @@ impl IndexRegistry {
                     level_pinned: AtomicBool::new(false),
                 })
             })
-            .clone();
-        self.mark_used(&slot);
-        slot
+            .clone()
     }
 
     /// Moves the slot to the front of the least-recently-used order. A slot already there
@@ -171,13 +201,21 @@ impl IndexRegistry {
     }
 
     /// Feeds one sample to the tenant's integrity state machine: a search's latency, if any,
-    /// and the tenant's index health (the largest deleted fraction of its graphs).
+    /// and the tenant's index health (the largest deleted fraction of its graphs). A latency
+    /// that cannot move the machine is held back from it without its lock, and taken in
+    /// before the tracker is next read (`crate::slot_integrity`).
     pub fn integrity_sample(
         &self,
         slot: &TenantSlot,
         policy: &crate::integrity::IntegrityPolicy,
         latency_ms: Option<f64>,
     ) {
+        let writes = slot.index.writes();
+        if let Some(ms) = latency_ms
+            && slot.integrity.try_hold_back(policy, writes, ms)
+        {
+            return;
+        }
         let now = strata_types::now_millis();
         let sample = |tracker: &mut Tracker| {
             let health = tracker.health;
@@ -187,7 +225,7 @@ impl IndexRegistry {
         // none did since the tracker last read it, the health it holds is current.
         if slot
             .integrity
-            .with_tracker_if_health_read_at(slot.index.writes(), sample)
+            .with_tracker_if_health_read_at(writes, policy, sample)
             .is_some()
         {
             return;
@@ -197,7 +235,7 @@ impl IndexRegistry {
         // Stable while the read lock is held: the count of the index read below.
         let writes = slot.index.writes();
         slot.integrity
-            .with_tracker_reading_health_at(writes, |tracker| {
+            .with_tracker_reading_health_at(writes, policy, |tracker| {
                 // An unloaded tenant keeps the health last seen: its graphs did not change
                 // meanwhile.
                 if let Some(ti) = guard.as_ref() {
@@ -225,7 +263,7 @@ impl IndexRegistry {
     }
 
     pub fn get(&self, key: TenantKey) -> Option<Arc<TenantSlot>> {
-        lock(&self.tenants).get(&key).cloned()
+        self.slots().get(&key).cloned()
     }
 
     /// Brings the slot's byte count (and the total) in line with `index`. Call with the
@@ -303,7 +341,7 @@ impl IndexRegistry {
 
     /// The slot's index under its read lock. A lock poisoned by a panic while it was written
     /// may guard a half-changed index: it is dropped (reloaded from storage when next needed).
-    pub fn read_index<'s>(&self, slot: &'s TenantSlot) -> RwLockReadGuard<'s, Option<TenantIndex>> {
+    pub fn read_index<'s>(&self, slot: &'s TenantSlot) -> IndexReadGuard<'s> {
         if slot.index.is_poisoned() {
             drop(self.write_index(slot));
         }
@@ -311,10 +349,7 @@ impl IndexRegistry {
     }
 
     /// The slot's index under its write lock; a poisoned one is dropped (see `read_index`).
-    pub fn write_index<'s>(
-        &self,
-        slot: &'s TenantSlot,
-    ) -> RwLockWriteGuard<'s, Option<TenantIndex>> {
+    pub fn write_index<'s>(&self, slot: &'s TenantSlot) -> IndexWriteGuard<'s> {
         match slot.index.write() {
             Ok(guard) => guard,
             Err(poisoned) => {
@@ -416,7 +451,8 @@ impl IndexRegistry {
     ) -> Result<TenantIndex, EngineError> {
         // A slot looked up before a purge forgot it: loading it would serve (and count) a
         // tenant the registry no longer holds.
-        let registered = lock(&self.tenants)
+        let registered = self
+            .slots()
             .get(&key)
             .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), slot));
         if !registered {
@@ -496,7 +532,8 @@ impl IndexRegistry {
         if !self.over_budget() {
             return false;
         }
-        let mut victims: Vec<(u64, TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
+        let mut victims: Vec<(u64, TenantKey, Arc<TenantSlot>)> = self
+            .slots()
             .iter()
             .filter(|(k, s)| {
                 !protect.contains(k)
@@ -551,10 +588,8 @@ impl IndexRegistry {
 
     /// Saves every loaded, changed tenant index; see `Engine::persist_indexes`.
     pub fn persist(&self, store: &Store) -> Result<usize, EngineError> {
-        let loaded: Vec<(TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
+        let loaded: Vec<(TenantKey, Arc<TenantSlot>)> =
+            self.slots().iter().map(|(k, v)| (*k, v.clone())).collect();
         let mut saved = 0;
         for (key, slot) in loaded {
             if save_slot(store, key, &slot)? {
@@ -585,7 +620,7 @@ impl IndexRegistry {
     pub fn integrity_counts(
         &self,
     ) -> std::collections::BTreeMap<crate::integrity::IntegrityState, u64> {
-        let slots: Vec<Arc<TenantSlot>> = lock(&self.tenants).values().cloned().collect();
+        let slots: Vec<Arc<TenantSlot>> = self.slots().values().cloned().collect();
         let mut out = std::collections::BTreeMap::new();
         for slot in slots {
             *out.entry(slot.integrity_state()).or_insert(0) += 1;
@@ -597,7 +632,7 @@ impl IndexRegistry {
     pub fn forget(&self, key: TenantKey) {
         // The map's lock is released before waiting for the tenant's index (a save in
         // progress may hold it), so other tenants' look-ups do not wait too.
-        let removed = lock(&self.tenants).remove(&key);
+        let removed = self.slots_mut().remove(&key);
         if let Some(slot) = removed {
             let mut guard = self.write_index(&slot);
             *guard = None;
@@ -621,10 +656,8 @@ impl IndexRegistry {
 
     /// The whole server's residency.
     pub fn summary(&self) -> ResidencySummary {
-        let slots: Vec<(TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
-            .iter()
-            .map(|(k, s)| (*k, s.clone()))
-            .collect();
+        let slots: Vec<(TenantKey, Arc<TenantSlot>)> =
+            self.slots().iter().map(|(k, s)| (*k, s.clone())).collect();
         let mut s = ResidencySummary {
             memory_budget_bytes: self.budget,
             resident_bytes: self.total.load(Ordering::Relaxed),
