@@ -198,8 +198,8 @@ impl SlotIntegrity {
         } else {
             0.0
         };
-        // Not `>=`: a NaN is never held back.
-        if !(pressure < bound) || latency_ms.is_nan() {
+        // A NaN (latency or pressure) compares as nothing, so it is never held back.
+        if latency_ms.is_nan() || pressure.partial_cmp(&bound) != Some(std::cmp::Ordering::Less) {
             return false;
         }
         let runs = self.runs.get_or_init(|| {
