@@ -18,8 +18,8 @@
 //! dropped after the lock is released, so no request waits on freeing them.
 //!
 //! Every request reads the map, often several threads for one tenant at once; it changes only
-//! on a miss. Its lock is sharded (see `crate::index_lock`), so a reader writes only its own
-//! thread's shard, not a reader count every thread writes.
+//! on a miss. Its lock is sharded (`crossbeam_utils::sync::ShardedLock`), so a reader writes
+//! only its own thread's shard, not a reader count every thread writes.
 
 use std::collections::HashMap;
 use std::sync::PoisonError;

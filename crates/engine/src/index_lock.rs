@@ -1,128 +1,49 @@
 //! The lock around one tenant's loaded indexes, with a count of its write acquisitions.
 //!
-//! Every search takes this lock for reading, often from several threads at once. A plain
-//! `RwLock` keeps one reader count, so each search writes the same cache line as every other
-//! thread searching the tenant, and two threads ping-pong it. The lock is a `ShardedLock`
-//! instead: a reader locks only its thread's shard (eight, cache-padded), a writer all of them,
-//! so the semantics are a read-write lock's and a reader writes a line no other thread uses.
-//!
 //! A search's integrity sample (`IndexRegistry::integrity_sample`) feeds the tenant's index
 //! health to its tracker. Health can only change when the indexes do, and every change takes
 //! the write lock, so a sample whose tracker saw the current count reuses the health it holds
-//! instead of taking the read lock again.
-//!
-//! Poisoning is kept here, as `std::sync::RwLock` has it (a writer that panicked marks the
-//! lock until `clear_poison`): `ShardedLock` cannot clear its own mark, and the registry drops
-//! a poisoned tenant's index once and then uses the lock again (`IndexRegistry::read_index`).
+//! instead of taking the read lock again: one shared lock word fewer written per search.
 
-use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
-
-use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LockResult, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockResult};
 
 use crate::tenant_index::TenantIndex;
 
-/// The slot's indexes under the read lock.
-pub(crate) type IndexReadGuard<'a> = ShardedLockReadGuard<'a, Option<TenantIndex>>;
-
-/// A lock on a tenant's `Option<TenantIndex>` that counts how often it was taken for writing.
+/// `RwLock<Option<TenantIndex>>` that counts how often it was taken for writing.
+#[derive(Default)]
 pub(crate) struct IndexLock {
-    lock: ShardedLock<Option<TenantIndex>>,
+    lock: RwLock<Option<TenantIndex>>,
     /// Write acquisitions so far; bumped as soon as a writer holds the lock, so a value read
     /// under the read lock names exactly the indexes that reader sees.
     writes: AtomicU64,
-    /// Set when a write guard is dropped while its thread panics, cleared by `clear_poison`.
-    poisoned: AtomicBool,
-}
-
-impl Default for IndexLock {
-    fn default() -> Self {
-        Self {
-            lock: ShardedLock::new(None),
-            writes: AtomicU64::new(0),
-            poisoned: AtomicBool::new(false),
-        }
-    }
-}
-
-/// The slot's indexes under the write lock; marks the lock poisoned if dropped in a panic.
-pub(crate) struct IndexWriteGuard<'a> {
-    guard: ShardedLockWriteGuard<'a, Option<TenantIndex>>,
-    poisoned: &'a AtomicBool,
-}
-
-impl Deref for IndexWriteGuard<'_> {
-    type Target = Option<TenantIndex>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.guard
-    }
-}
-
-impl DerefMut for IndexWriteGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.guard
-    }
-}
-
-impl Drop for IndexWriteGuard<'_> {
-    fn drop(&mut self) {
-        // Runs before the inner guard is released, so the next holder sees the mark.
-        if std::thread::panicking() {
-            self.poisoned.store(true, Ordering::Release);
-        }
-    }
 }
 
 impl IndexLock {
-    pub fn read(&self) -> LockResult<IndexReadGuard<'_>> {
-        // The shards' own poison is ignored: `poisoned` is the mark this lock keeps.
-        let guard = self.lock.read().unwrap_or_else(PoisonError::into_inner);
-        if self.is_poisoned() {
-            Err(PoisonError::new(guard))
-        } else {
-            Ok(guard)
-        }
+    pub fn read(&self) -> LockResult<RwLockReadGuard<'_, Option<TenantIndex>>> {
+        self.lock.read()
     }
 
-    pub fn write(&self) -> LockResult<IndexWriteGuard<'_>> {
-        let guard = self.lock.write().unwrap_or_else(PoisonError::into_inner);
+    pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, Option<TenantIndex>>> {
+        let guard = self.lock.write();
         self.writes.fetch_add(1, Ordering::AcqRel);
-        self.wrap(guard)
+        guard
     }
 
-    pub fn try_write(&self) -> TryLockResult<IndexWriteGuard<'_>> {
-        let guard = match self.lock.try_write() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return Err(TryLockError::WouldBlock),
-        };
-        self.writes.fetch_add(1, Ordering::AcqRel);
-        self.wrap(guard).map_err(TryLockError::Poisoned)
-    }
-
-    fn wrap<'a>(
-        &'a self,
-        guard: ShardedLockWriteGuard<'a, Option<TenantIndex>>,
-    ) -> LockResult<IndexWriteGuard<'a>> {
-        let guard = IndexWriteGuard {
-            guard,
-            poisoned: &self.poisoned,
-        };
-        if self.is_poisoned() {
-            Err(PoisonError::new(guard))
-        } else {
-            Ok(guard)
+    pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, Option<TenantIndex>>> {
+        let guard = self.lock.try_write();
+        if !matches!(guard, Err(std::sync::TryLockError::WouldBlock)) {
+            self.writes.fetch_add(1, Ordering::AcqRel);
         }
+        guard
     }
 
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Acquire)
+        self.lock.is_poisoned()
     }
 
     pub fn clear_poison(&self) {
-        self.poisoned.store(false, Ordering::Release);
+        self.lock.clear_poison();
     }
 
     /// Write acquisitions so far. Read while holding the read lock, it is stable; read
@@ -136,7 +57,8 @@ impl IndexLock {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::TryLockError;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     #[test]
     fn every_write_acquisition_is_counted_and_reads_are_not() {
@@ -150,7 +72,7 @@ mod tests {
         assert_eq!(l.writes(), 2);
         // A try that fails takes nothing and counts nothing.
         let reader = l.read().unwrap();
-        assert!(matches!(l.try_write(), Err(TryLockError::WouldBlock)));
+        assert!(l.try_write().is_err());
         drop(reader);
         assert_eq!(l.writes(), 2);
     }
@@ -180,7 +102,7 @@ mod tests {
         assert!(l.write().is_ok());
     }
 
-    /// The sharded lock excludes as a read-write lock must: a writer never overlaps a reader
+    /// The lock excludes as a read-write lock must: a writer never overlaps a reader
     /// on any thread's shard, nor another writer. Each writer makes a counter odd, then even
     /// again, within one hold; a reader that ever sees it odd overlapped a writer, and a
     /// final count short of twice the writes means two writers overlapped.

@@ -73,32 +73,6 @@ impl Default for IntegrityPolicy {
 }
 
 impl IntegrityPolicy {
-    /// A digest of every field, so that a bound worked out under one policy is never applied
-    /// under another (`crate::slot_integrity`): each field's bits mixed in by splitmix64's
-    /// finaliser, so that any change of any bit moves about half the digest's.
-    pub(crate) fn fingerprint(&self) -> u32 {
-        let fields = [
-            self.latency_contract_ms.to_bits(),
-            self.queue_wait_contract_ms.to_bits(),
-            u64::from(self.queue_depth_limit),
-            self.stress_enter.to_bits(),
-            self.stress_exit.to_bits(),
-            self.critical_enter.to_bits(),
-            self.critical_exit.to_bits(),
-            u64::from(self.consecutive),
-            self.cooldown_ms,
-        ];
-        let mix = |mut z: u64| {
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
-        let h = fields
-            .into_iter()
-            .fold(0x9e37_79b9_7f4a_7c15, |h: u64, f| mix(h ^ f));
-        (h >> 32) as u32
-    }
-
     /// Checks every threshold: each number finite and in range, and the ordering the
     /// hysteresis needs (`0 < stress_exit < stress_enter <= critical_exit < critical_enter`).
     /// The error starts with the name of the first field at fault, for callers to prefix with
@@ -400,45 +374,6 @@ fn moving_average(avg: f64, newest: f64) -> f64 {
     }
 }
 
-/// Latency samples taken one after another, kept apart from the average they will join:
-/// folding a run into an average `a` gives what taking its samples one by one would
-/// (`a·(1−w)ⁿ + Σ w·(1−w)ⁿ⁻ⁱ·xᵢ`), up to rounding, for any `a` other than 0 (the first sample
-/// of all starts the average, so a run is only kept beside an average already started).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct LatencyRun {
-    /// What is left of the average's weight: `(1−w)ⁿ`.
-    kept: f64,
-    /// The samples' share of the average, already weighted.
-    sum: f64,
-    pub count: u64,
-}
-
-impl Default for LatencyRun {
-    fn default() -> Self {
-        LatencyRun {
-            kept: 1.0,
-            sum: 0.0,
-            count: 0,
-        }
-    }
-}
-
-impl LatencyRun {
-    pub fn add(&mut self, latency_ms: f64) {
-        self.sum = self.sum * (1.0 - LATENCY_WEIGHT) + LATENCY_WEIGHT * latency_ms;
-        self.kept *= 1.0 - LATENCY_WEIGHT;
-        self.count += 1;
-    }
-
-    fn fold_into(self, avg: f64) -> f64 {
-        avg * self.kept + self.sum
-    }
-}
-
-/// The margin below an enter threshold that a quiet bound keeps, so that rounding (of the
-/// moving average, and of the bound stored as an `f32`) can never carry a sample over it.
-const QUIET_MARGIN: f64 = 1e-6;
-
 impl Tracker {
     /// Feeds one search's latency and the tenant's index health; returns the new state.
     pub fn sample(
@@ -454,42 +389,6 @@ impl Tracker {
         self.health = health;
         self.machine.observe(p, self.pressure(p), now);
         self.machine.state
-    }
-
-    /// The latency pressure below which a search's sample cannot move the state machine, as
-    /// the tracker stands under `p`; `None` when one might. A sample can be held back from
-    /// the tracker (`LatencyRun`, `crate::slot_integrity`) only while the machine is `normal`
-    /// with no move pending, the average has started, and the other signals are quiet: then
-    /// a sample below the bound, and an average of such samples, point at `normal` again,
-    /// and taking it later changes nothing but the average and the last pressure, which the
-    /// fold brings up to date.
-    pub(crate) fn quiet_latency_pressure(&self, p: &IntegrityPolicy) -> Option<f64> {
-        if self.machine.state != IntegrityState::Normal
-            || self.machine.pending.is_some()
-            || self.latency_ms <= 0.0
-        {
-            return None;
-        }
-        let bound = p.stress_enter.min(p.critical_enter) * (1.0 - QUIET_MARGIN);
-        // The pressure is the largest signal's, so this holds the average and the others.
-        (self.pressure(p) < bound).then_some(bound)
-    }
-
-    /// Takes in a run of samples held back while the tracker was quiet under `p` (see
-    /// `quiet_latency_pressure`): the average as if each had been sampled, and, while the
-    /// result still points at the current state, the last pressure. A run folded after
-    /// another thread's sample made the tracker unquiet (the searches ran concurrently, so
-    /// either order is theirs) joins the average but is no step toward or away from a move:
-    /// each of its samples was taken while nothing pointed at one.
-    pub(crate) fn fold(&mut self, p: &IntegrityPolicy, run: LatencyRun, now: Millis) {
-        if run.count == 0 {
-            return;
-        }
-        self.latency_ms = run.fold_into(self.latency_ms);
-        let pressure = self.pressure(p);
-        if self.machine.target(p, pressure) == self.machine.state {
-            self.machine.observe(p, pressure, now);
-        }
     }
 
     /// Records one request leaving the pool's queue: the tenant's depth when it was

@@ -11,14 +11,15 @@
 //!
 //! A search looks its tenant's slot up once ([`IndexRegistry::slot`]) and reaches everything
 //! else through it: the index, the integrity state (an atomic copy, no lock) and the sample
-//! after the search (held back without a lock while the tracker is quiet). The slot map and
-//! the index are behind sharded read-write locks (`crate::index_lock`), so two threads
-//! searching one tenant write few lines they share: the slot's reference count, and their
-//! own shards and stripes.
+//! after the search (the tracker's lock alone while the index has not changed since its
+//! health was last read). The slot map is behind a sharded read-write lock (a reader writes
+//! only its own shard), so two threads searching one tenant write few lines they share.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError, RwLockReadGuard, RwLockWriteGuard, TryLockError,
+};
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
@@ -27,7 +28,7 @@ use strata_types::TenantId;
 
 use crate::EngineError;
 use crate::graph_build::GraphBuilder;
-use crate::index_lock::{IndexLock, IndexReadGuard, IndexWriteGuard};
+use crate::index_lock::IndexLock;
 use crate::integrity::{IndexHealth, IntegrityState, Tracker};
 use crate::residency::{
     ResidencyConfig, ResidencySummary, SlotCounters, TenantResidency, TenantResidencyRow,
@@ -83,9 +84,10 @@ type SlotMap = HashMap<TenantKey, Arc<TenantSlot>>;
 
 /// Loaded tenant indexes, by storage key.
 pub(crate) struct IndexRegistry {
-    /// Read by every request, changed only when a tenant is first seen or purged: sharded, so
-    /// that concurrent look-ups of one tenant write no cache line they share (see
-    /// `crate::index_lock`). Through `slots` and `slots_mut`.
+    /// Read by every request, changed only when a tenant is first seen or purged: sharded
+    /// (`crossbeam_utils::sync::ShardedLock`: a reader writes only its own thread's shard), so
+    /// that concurrent look-ups of one tenant write no lock word they share. Through `slots`
+    /// and `slots_mut`.
     tenants: ShardedLock<SlotMap>,
     budget: u64,
     pinned: HashSet<TenantId>,
@@ -201,21 +203,13 @@ impl IndexRegistry {
     }
 
     /// Feeds one sample to the tenant's integrity state machine: a search's latency, if any,
-    /// and the tenant's index health (the largest deleted fraction of its graphs). A latency
-    /// that cannot move the machine is held back from it without its lock, and taken in
-    /// before the tracker is next read (`crate::slot_integrity`).
+    /// and the tenant's index health (the largest deleted fraction of its graphs).
     pub fn integrity_sample(
         &self,
         slot: &TenantSlot,
         policy: &crate::integrity::IntegrityPolicy,
         latency_ms: Option<f64>,
     ) {
-        let writes = slot.index.writes();
-        if let Some(ms) = latency_ms
-            && slot.integrity.try_hold_back(policy, writes, ms)
-        {
-            return;
-        }
         let now = strata_types::now_millis();
         let sample = |tracker: &mut Tracker| {
             let health = tracker.health;
@@ -225,7 +219,7 @@ impl IndexRegistry {
         // none did since the tracker last read it, the health it holds is current.
         if slot
             .integrity
-            .with_tracker_if_health_read_at(writes, policy, sample)
+            .with_tracker_if_health_read_at(slot.index.writes(), sample)
             .is_some()
         {
             return;
@@ -235,7 +229,7 @@ impl IndexRegistry {
         // Stable while the read lock is held: the count of the index read below.
         let writes = slot.index.writes();
         slot.integrity
-            .with_tracker_reading_health_at(writes, policy, |tracker| {
+            .with_tracker_reading_health_at(writes, |tracker| {
                 // An unloaded tenant keeps the health last seen: its graphs did not change
                 // meanwhile.
                 if let Some(ti) = guard.as_ref() {
@@ -341,7 +335,7 @@ impl IndexRegistry {
 
     /// The slot's index under its read lock. A lock poisoned by a panic while it was written
     /// may guard a half-changed index: it is dropped (reloaded from storage when next needed).
-    pub fn read_index<'s>(&self, slot: &'s TenantSlot) -> IndexReadGuard<'s> {
+    pub fn read_index<'s>(&self, slot: &'s TenantSlot) -> RwLockReadGuard<'s, Option<TenantIndex>> {
         if slot.index.is_poisoned() {
             drop(self.write_index(slot));
         }
@@ -349,7 +343,10 @@ impl IndexRegistry {
     }
 
     /// The slot's index under its write lock; a poisoned one is dropped (see `read_index`).
-    pub fn write_index<'s>(&self, slot: &'s TenantSlot) -> IndexWriteGuard<'s> {
+    pub fn write_index<'s>(
+        &self,
+        slot: &'s TenantSlot,
+    ) -> RwLockWriteGuard<'s, Option<TenantIndex>> {
         match slot.index.write() {
             Ok(guard) => guard,
             Err(poisoned) => {

@@ -346,9 +346,10 @@ fn threads_that_meet_a_tenant_at_once_share_one_slot() {
     }
 }
 
-/// Searches on two threads while the tenant's slot is forgotten (a purge): once `forget`
-/// has returned, the forgotten slot's index is empty and stays so, whatever the searches
-/// that looked it up before were doing; later searches use a new slot.
+/// A smoke test, not a proof (it passes with a mutex-guarded slot map too, and a lost race
+/// may not show in one run): searches on two threads while the tenant's slot is forgotten (a
+/// purge); once `forget` has returned, the forgotten slot's index is empty and stays so,
+/// whatever the searches that looked it up before were doing; later searches use a new slot.
 #[test]
 fn no_search_loads_a_forgotten_slot_after_the_forget_returned() {
     let dir = tempfile::tempdir().unwrap();
