@@ -23,7 +23,7 @@ pub struct Admission {
     pub reserved: bool,
     /// The integrity policy the tenant is held to and its source (its own over the
     /// configuration's, see `IntegrityConfig::effective`), worked out when the entry is
-    /// filled; shared, so reading it per request copies no policy.
+    /// filled; shared between the entry and the admissions cloned from it.
     pub integrity: Arc<EffectivePolicy>,
 }
 
@@ -83,16 +83,17 @@ impl Engine {
     pub(crate) fn integrity_policy(
         &self,
         scope: &TenantScope,
-    ) -> Result<Arc<EffectivePolicy>, EngineError> {
+    ) -> Result<EffectivePolicy, EngineError> {
         let before = self.store.registry_epoch();
-        if let Some(p) = self
-            .admissions
-            .by_key
-            .get(before, scope.key(), |a| a.integrity.clone())
-        {
+        // Copied out (a few numbers, no heap), not shared: a reference count taken per
+        // search would be a write to the entry's line by every thread searching the tenant.
+        if let Some(p) = self.admissions.by_key.get(before, scope.key(), |a| {
+            EffectivePolicy::clone(&a.integrity)
+        }) {
             return Ok(p);
         }
-        self.admission(scope).map(|a| a.integrity)
+        self.admission(scope)
+            .map(|a| Arc::unwrap_or_clone(a.integrity))
     }
 }
 

@@ -16,9 +16,15 @@
 //! [`MAX_ENTRIES`] a new fact empties it first (the next request of each tenant refills its
 //! entry from storage, which is what every request cost before the map). Emptied maps are
 //! dropped after the lock is released, so no request waits on freeing them.
+//!
+//! Every request reads the map, often several threads for one tenant at once; it changes only
+//! on a miss. Its lock is sharded (`crossbeam_utils::sync::ShardedLock`), so a reader writes
+//! only its own thread's shard, not a reader count every thread writes.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::PoisonError;
+
+use crossbeam_utils::sync::ShardedLock;
 
 use strata_store::TenantKey;
 
@@ -29,7 +35,7 @@ pub(crate) const MAX_ENTRIES: usize = 100_000;
 
 /// Facts by tenant storage key, as of one registry epoch.
 pub(crate) struct EpochMap<V> {
-    inner: RwLock<Known<V>>,
+    inner: ShardedLock<Known<V>>,
     cap: usize,
 }
 
@@ -49,7 +55,7 @@ impl<V> EpochMap<V> {
     /// A map that empties itself before it would hold more than `cap` entries.
     pub fn with_cap(cap: usize) -> Self {
         EpochMap {
-            inner: RwLock::new(Known {
+            inner: ShardedLock::new(Known {
                 epoch: 0,
                 by_key: HashMap::new(),
             }),
@@ -60,7 +66,7 @@ impl<V> EpochMap<V> {
     /// `f` of the fact remembered for `key`, if it was read under epoch `now` (the store's
     /// epoch, read after the caller's own snapshot began, or just now when it has none).
     pub fn get<R>(&self, now: u64, key: TenantKey, f: impl FnOnce(&V) -> R) -> Option<R> {
-        let known = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let known = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         if known.epoch != now {
             return None;
         }
@@ -71,7 +77,7 @@ impl<V> EpochMap<V> {
     /// read `read_at`. A fact older than the map's epoch is dropped; a newer epoch replaces
     /// every entry of the older one.
     pub fn remember(&self, read_at: u64, key: TenantKey, value: V) {
-        let mut known = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         if read_at < known.epoch {
             return;
         }
@@ -93,7 +99,7 @@ impl<V> EpochMap<V> {
         let removed = self
             .inner
             .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .by_key
             .remove(&key);
         drop(removed);
@@ -103,7 +109,7 @@ impl<V> EpochMap<V> {
     pub fn len(&self) -> usize {
         self.inner
             .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .by_key
             .len()
     }

@@ -12,11 +12,16 @@
 //! A search looks its tenant's slot up once ([`IndexRegistry::slot`]) and reaches everything
 //! else through it: the index, the integrity state (an atomic copy, no lock) and the sample
 //! after the search (the tracker's lock alone while the index has not changed since its
-//! health was last read). Two threads searching one tenant then write few lines they share.
+//! health was last read). The slot map is behind a sharded read-write lock (a reader writes
+//! only its own shard), so two threads searching one tenant write few lines they share.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError, RwLockReadGuard, RwLockWriteGuard, TryLockError,
+};
+
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
 use strata_store::{Reads, Store, TenantKey};
 use strata_types::TenantId;
@@ -74,9 +79,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The registry's slots by storage key.
+type SlotMap = HashMap<TenantKey, Arc<TenantSlot>>;
+
 /// Loaded tenant indexes, by storage key.
 pub(crate) struct IndexRegistry {
-    tenants: Mutex<HashMap<TenantKey, Arc<TenantSlot>>>,
+    /// Read by every request, changed only when a tenant is first seen or purged: sharded
+    /// (`crossbeam_utils::sync::ShardedLock`: a reader writes only its own thread's shard), so
+    /// that concurrent look-ups of one tenant write no lock word they share. Through `slots`
+    /// and `slots_mut`.
+    tenants: ShardedLock<SlotMap>,
     budget: u64,
     pinned: HashSet<TenantId>,
     /// Estimated bytes of every loaded index; the sum of the slots' `bytes`.
@@ -97,7 +109,7 @@ pub(crate) struct IndexRegistry {
 impl IndexRegistry {
     pub fn new(config: &ResidencyConfig, builder: GraphBuilder) -> Self {
         IndexRegistry {
-            tenants: Mutex::default(),
+            tenants: ShardedLock::default(),
             budget: config.memory_budget_bytes,
             pinned: config.pinned_set(),
             total: AtomicU64::new(0),
@@ -113,7 +125,29 @@ impl IndexRegistry {
     /// The tenant's slot, made if it has none, marked as its most recent use. A request looks
     /// it up once and passes it on (`with_slot_index`, `integrity_sample`).
     pub fn slot(&self, key: TenantKey, id: &TenantId) -> Arc<TenantSlot> {
-        let slot = lock(&self.tenants)
+        let known = self.slots().get(&key).cloned();
+        let slot = match known {
+            Some(slot) => slot,
+            None => self.new_slot(key, id),
+        };
+        self.mark_used(&slot);
+        slot
+    }
+
+    /// The slot map under its read lock. Nothing in it can be left half-changed by a panic (an
+    /// insert or a remove of one entry), so a poisoned lock is used as it is.
+    fn slots(&self) -> ShardedLockReadGuard<'_, SlotMap> {
+        self.tenants.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The slot map under its write lock (see `slots`).
+    fn slots_mut(&self) -> ShardedLockWriteGuard<'_, SlotMap> {
+        self.tenants.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The tenant's slot, made under the write lock unless another thread made it first.
+    fn new_slot(&self, key: TenantKey, id: &TenantId) -> Arc<TenantSlot> {
+        self.slots_mut()
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(TenantSlot {
@@ -125,9 +159,7 @@ impl IndexRegistry {
                     level_pinned: AtomicBool::new(false),
                 })
             })
-            .clone();
-        self.mark_used(&slot);
-        slot
+            .clone()
     }
 
     /// Moves the slot to the front of the least-recently-used order. A slot already there
@@ -225,7 +257,7 @@ impl IndexRegistry {
     }
 
     pub fn get(&self, key: TenantKey) -> Option<Arc<TenantSlot>> {
-        lock(&self.tenants).get(&key).cloned()
+        self.slots().get(&key).cloned()
     }
 
     /// Brings the slot's byte count (and the total) in line with `index`. Call with the
@@ -416,7 +448,8 @@ impl IndexRegistry {
     ) -> Result<TenantIndex, EngineError> {
         // A slot looked up before a purge forgot it: loading it would serve (and count) a
         // tenant the registry no longer holds.
-        let registered = lock(&self.tenants)
+        let registered = self
+            .slots()
             .get(&key)
             .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), slot));
         if !registered {
@@ -496,7 +529,8 @@ impl IndexRegistry {
         if !self.over_budget() {
             return false;
         }
-        let mut victims: Vec<(u64, TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
+        let mut victims: Vec<(u64, TenantKey, Arc<TenantSlot>)> = self
+            .slots()
             .iter()
             .filter(|(k, s)| {
                 !protect.contains(k)
@@ -551,10 +585,8 @@ impl IndexRegistry {
 
     /// Saves every loaded, changed tenant index; see `Engine::persist_indexes`.
     pub fn persist(&self, store: &Store) -> Result<usize, EngineError> {
-        let loaded: Vec<(TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
+        let loaded: Vec<(TenantKey, Arc<TenantSlot>)> =
+            self.slots().iter().map(|(k, v)| (*k, v.clone())).collect();
         let mut saved = 0;
         for (key, slot) in loaded {
             if save_slot(store, key, &slot)? {
@@ -585,7 +617,7 @@ impl IndexRegistry {
     pub fn integrity_counts(
         &self,
     ) -> std::collections::BTreeMap<crate::integrity::IntegrityState, u64> {
-        let slots: Vec<Arc<TenantSlot>> = lock(&self.tenants).values().cloned().collect();
+        let slots: Vec<Arc<TenantSlot>> = self.slots().values().cloned().collect();
         let mut out = std::collections::BTreeMap::new();
         for slot in slots {
             *out.entry(slot.integrity_state()).or_insert(0) += 1;
@@ -597,7 +629,7 @@ impl IndexRegistry {
     pub fn forget(&self, key: TenantKey) {
         // The map's lock is released before waiting for the tenant's index (a save in
         // progress may hold it), so other tenants' look-ups do not wait too.
-        let removed = lock(&self.tenants).remove(&key);
+        let removed = self.slots_mut().remove(&key);
         if let Some(slot) = removed {
             let mut guard = self.write_index(&slot);
             *guard = None;
@@ -621,10 +653,8 @@ impl IndexRegistry {
 
     /// The whole server's residency.
     pub fn summary(&self) -> ResidencySummary {
-        let slots: Vec<(TenantKey, Arc<TenantSlot>)> = lock(&self.tenants)
-            .iter()
-            .map(|(k, s)| (*k, s.clone()))
-            .collect();
+        let slots: Vec<(TenantKey, Arc<TenantSlot>)> =
+            self.slots().iter().map(|(k, s)| (*k, s.clone())).collect();
         let mut s = ResidencySummary {
             memory_budget_bytes: self.budget,
             resident_bytes: self.total.load(Ordering::Relaxed),
