@@ -17,7 +17,10 @@
 //!   offset 0. The log is preallocated and overwritten in place so that `fdatasync` has no file
 //!   size or block allocation to journal.
 //!
-//! Usage: `log_durability_spike <today|log> <writers> <seconds> <dir>`; prints one line of
+//! - `volatile`: the same batches with no durability at all, the ceiling of the redb work.
+//!
+//! Usage: `log_durability_spike <today|log|volatile> <writers> <seconds> <dir> [checkpoint_ms]`
+//! (checkpoints every 100 ms unless given, or at 16 MB of log); prints one line of
 //! `key=value` figures. CPU time is the process's user+sys from `/proc/self/stat`.
 
 use std::fs::{File, OpenOptions};
@@ -47,12 +50,14 @@ const DIMS: usize = 384;
 const TEXT_BYTES: usize = 200;
 const LOG_CAPACITY: u64 = 64 << 20;
 const CHECKPOINT_BYTES: u64 = 16 << 20;
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Today,
     Log,
+    /// No durability at all: acknowledged after the non-durable batch commit. The ceiling that
+    /// the redb work of a write alone allows, whatever makes it durable.
+    Volatile,
 }
 
 /// The rows of one record write, built by the writer before it queues the write.
@@ -269,6 +274,7 @@ impl Shared {
                 let file = self.sync_file.as_ref().expect("log mode has a log");
                 file.sync_data().expect("fdatasync");
             }
+            Mode::Volatile => {}
         }
         Ok(())
     }
@@ -324,19 +330,24 @@ fn open_log(dir: &Path) -> std::io::Result<(File, File)> {
     Ok((file, sync_file))
 }
 
+const USAGE: &str =
+    "usage: log_durability_spike <today|log|volatile> <writers> <seconds> <dir> [checkpoint_ms]";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 5 {
-        return Err("usage: log_durability_spike <today|log> <writers> <seconds> <dir>".into());
+    if args.len() != 5 && args.len() != 6 {
+        return Err(USAGE.into());
     }
     let mode = match args[1].as_str() {
         "today" => Mode::Today,
         "log" => Mode::Log,
+        "volatile" => Mode::Volatile,
         other => return Err(format!("unknown mode {other}").into()),
     };
     let writers: u64 = args[2].parse()?;
     let seconds: f64 = args[3].parse()?;
     let dir = PathBuf::from(&args[4]);
+    let checkpoint_every = Duration::from_millis(args.get(5).map_or(Ok(100), |a| a.parse())?);
     std::fs::create_dir_all(&dir)?;
     let db = Database::create(dir.join("spike.redb"))?;
     {
@@ -349,7 +360,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         txn.commit()?;
     }
     let (log, sync_file) = match mode {
-        Mode::Today => (None, None),
+        Mode::Today | Mode::Volatile => (None, None),
         Mode::Log => {
             let (file, sync_file) = open_log(&dir)?;
             (
@@ -380,7 +391,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::park_timeout(Duration::from_millis(5));
                 let big = shared.log_bytes.load(Ordering::Relaxed) >= CHECKPOINT_BYTES;
-                if big || last.elapsed() >= CHECKPOINT_EVERY {
+                if big || last.elapsed() >= checkpoint_every {
                     shared.checkpoint().expect("checkpoint");
                     last = Instant::now();
                 }
@@ -425,9 +436,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pct = |p: f64| lat[((n as f64 * p) as usize).min(n - 1)];
     let st = shared.state.lock().expect("state lock");
     println!(
-        "mode={} writers={writers} writes={n} writes_per_s={:.0} p50_us={} p99_us={} \
+        "mode={}/{}ms writers={writers} writes={n} writes_per_s={:.0} p50_us={} p99_us={} \
          cpu_us_per_write={:.1} writes_per_sync={:.1} syncs={} checkpoints={}",
         args[1],
+        checkpoint_every.as_millis(),
         n as f64 / elapsed,
         pct(0.50),
         pct(0.99),
