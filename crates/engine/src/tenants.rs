@@ -491,17 +491,10 @@ impl Engine {
         let key = self
             .migrations
             .excluding(key, id, || self.purge_txn(op, id, key))?;
-        self.indexes.forget(key);
-        self.migrations.forget(key, None);
-        self.adaptive.forget_tenant(key);
-        self.admissions.invalidate(key);
         // Its own file, if dedicated, goes whole once the registry no longer names it
         // (`erase_tenant` leaves it untouched, so that a crash cannot leave a registered
-        // tenant without its data). The purge has committed: a file that cannot be deleted
-        // now (or a crash before this) is an orphan, deleted at the next start.
-        let _ = self.store.remove_dedicated(key);
-        // Its graph files likewise (orphans are deleted at the next start).
-        let _ = self.store.remove_derived(key);
+        // tenant without its data).
+        self.forget_erased(key);
         self.compact()
     }
 
@@ -664,5 +657,19 @@ pub(crate) fn check_live(
             }
         }
         _ => Err(EngineError::TenantNotFound(scope.tenant().clone())),
+    }
+}
+
+impl Engine {
+    /// Drops everything held in memory for a tenant whose rows were just erased, and deletes
+    /// its files. The erase has committed: a file that cannot be deleted now (or a crash
+    /// before this) is an orphan, deleted at the next start.
+    pub(crate) fn forget_erased(&self, key: strata_store::TenantKey) {
+        self.indexes.forget(key);
+        self.migrations.forget(key, None);
+        self.adaptive.forget_tenant(key);
+        self.admissions.invalidate(key);
+        let _ = self.store.remove_dedicated(key);
+        let _ = self.store.remove_derived(key);
     }
 }

@@ -284,13 +284,7 @@ impl Engine {
     fn erase_abandoned(&self, key: strata_store::TenantKey) -> Result<(), EngineError> {
         self.store
             .write(|w| Ok::<_, EngineError>(w.erase_unregistered(key)?))?;
-        self.indexes.forget(key);
-        self.migrations.forget(key, None);
-        self.adaptive.forget_tenant(key);
-        self.admissions.invalidate(key);
-        // As in a purge: files that cannot go now are orphans, deleted at the next start.
-        let _ = self.store.remove_dedicated(key);
-        let _ = self.store.remove_derived(key);
+        self.forget_erased(key);
         Ok(())
     }
 

@@ -17,25 +17,7 @@ fn a_failed_import_leaves_no_key_under_its_own_storage_key() {
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     let op = OperatorScope::for_tests();
     let acme = TenantId::parse("acme").unwrap();
-    engine.create_tenant(&op, &acme, None).unwrap();
-    let scope = admin_scope(&engine, "acme");
-    let records = (0..3)
-        .map(|i| NewRecord {
-            content: Some(format!("kept {i}")),
-            vector: Some(vec![0.1 * i as f32 + 0.1; 384]),
-            ..Default::default()
-        })
-        .collect();
-    engine
-        .put(&scope, &RequestScope::default(), records)
-        .unwrap();
-    let mut lines: Vec<ExportLine> = Vec::new();
-    engine
-        .export_tenant(&op, &acme, |l| {
-            lines.push(l.clone());
-            Ok(())
-        })
-        .unwrap();
+    let lines = exported_tenant_with_three_records(&engine, "acme");
 
     let copy = TenantId::parse("copy").unwrap();
     let mut old_key = None;
@@ -89,26 +71,7 @@ fn an_import_writes_nothing_after_its_tenant_is_purged() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     let op = OperatorScope::for_tests();
-    let acme = TenantId::parse("acme").unwrap();
-    engine.create_tenant(&op, &acme, None).unwrap();
-    let scope = admin_scope(&engine, "acme");
-    let records = (0..3)
-        .map(|i| NewRecord {
-            content: Some(format!("kept {i}")),
-            vector: Some(vec![0.1 * i as f32 + 0.1; 384]),
-            ..Default::default()
-        })
-        .collect();
-    engine
-        .put(&scope, &RequestScope::default(), records)
-        .unwrap();
-    let mut lines: Vec<ExportLine> = Vec::new();
-    engine
-        .export_tenant(&op, &acme, |l| {
-            lines.push(l.clone());
-            Ok(())
-        })
-        .unwrap();
+    let lines = exported_tenant_with_three_records(&engine, "acme");
     assert!(lines.len() > 3, "{lines:?}");
 
     let copy = TenantId::parse("copy").unwrap();
@@ -195,4 +158,30 @@ fn an_import_never_migrates_the_tenant_that_replaced_its_own() {
         engine.tenant(&op, &copy).unwrap().isolation,
         IsolationLevel::Shared
     );
+}
+
+/// Creates the tenant `id` with three records and returns its export.
+fn exported_tenant_with_three_records(engine: &Engine, id: &str) -> Vec<ExportLine> {
+    let op = OperatorScope::for_tests();
+    let tenant = TenantId::parse(id).unwrap();
+    engine.create_tenant(&op, &tenant, None).unwrap();
+    let scope = admin_scope(engine, id);
+    let records = (0..3)
+        .map(|i| NewRecord {
+            content: Some(format!("kept {i}")),
+            vector: Some(vec![0.1 * i as f32 + 0.1; 384]),
+            ..Default::default()
+        })
+        .collect();
+    engine
+        .put(&scope, &RequestScope::default(), records)
+        .unwrap();
+    let mut lines: Vec<ExportLine> = Vec::new();
+    engine
+        .export_tenant(&op, &tenant, |l| {
+            lines.push(l.clone());
+            Ok(())
+        })
+        .unwrap();
+    lines
 }
