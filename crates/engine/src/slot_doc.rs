@@ -248,7 +248,7 @@ mod tests {
             .collect();
         assert!(
             docs.iter()
-                .all(|d| (d as *const Option<SlotDoc>).addr() % 64 == 0)
+                .all(|d| (d as *const Option<SlotDoc>).addr().is_multiple_of(64))
         );
     }
 
