@@ -586,10 +586,10 @@ pub(crate) struct Searched {
 /// so the CPU overlaps them; the sum only keeps them from being optimised away.
 ///
 /// Every field the re-check and the naming read is loaded, not only the id: a resident part
-/// is wider than a cache line (72 bytes, at 72-byte steps), so most of them span two lines,
-/// and a field on the second one (the confidence, the times) would otherwise miss once per
-/// hit in `SlotDoc::resident_record`, one hit after another (docs/benchmarks.md, issue 15,
-/// 1 Dec).
+/// that spans two cache lines (every one did at 72 bytes; `SlotDoc` is now one line) would
+/// otherwise miss on its second line once per hit in `SlotDoc::resident_record`, one hit
+/// after another; loading every field here keeps those misses overlapped whatever the
+/// layout (docs/benchmarks.md, issue 15, 1 Dec).
 fn touch_resident(ci: &CollectionIndex, ranked: &[Ranked]) {
     let mut sum = 0u64;
     for r in ranked {
