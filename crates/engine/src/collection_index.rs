@@ -393,7 +393,7 @@ impl CollectionIndex {
         let docs = &self.docs;
         self.slot_of.insert(slot, |s| id_in(docs, s));
         self.live.insert(slot);
-        if record.expires_at.is_some() {
+        if record.expires_at().is_some() {
             self.with_expiry.insert(slot);
         }
         let ids = record.scope;

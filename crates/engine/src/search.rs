@@ -584,11 +584,20 @@ pub(crate) struct Searched {
 /// 128-d `include: []` search's CPU in a profile, 4.6 % with this pass; docs/benchmarks.md,
 /// issue 15). The loads here are independent of each other,
 /// so the CPU overlaps them; the sum only keeps them from being optimised away.
+///
+/// Every field the re-check and the naming read is loaded, not only the id: a resident part
+/// that spans two cache lines (every one did at 72 bytes; `SlotDoc` is now one line) would
+/// otherwise miss on its second line once per hit in `SlotDoc::resident_record`, one hit
+/// after another; loading every field here keeps those misses overlapped whatever the
+/// layout (docs/benchmarks.md, issue 15, 1 Dec).
 fn touch_resident(ci: &CollectionIndex, ranked: &[Ranked]) {
-    let mut sum = 0u8;
+    let mut sum = 0u64;
     for r in ranked {
         if let Some(Some(doc)) = ci.docs.get(r.slot as usize) {
-            sum ^= doc.id.as_str().as_bytes().first().copied().unwrap_or(0);
+            sum ^= u64::from(doc.id.as_str().as_bytes().first().copied().unwrap_or(0));
+            sum ^= u64::from(doc.scope.domain.get()) ^ u64::from(doc.scope.tokens);
+            sum ^= doc.created_at as u64 ^ doc.expires_at().unwrap_or(0) as u64;
+            sum ^= doc.confidence.to_bits() ^ u64::from(doc.index_bytes);
         }
     }
     std::hint::black_box(sum);

@@ -167,7 +167,7 @@ pub(crate) fn encode(ci: &CollectionIndex, version: u64) -> Result<Vec<u8>, Engi
             c.tokens.push(tokens.id(t.as_str())?);
         }
         c.created_at.push(d.created_at);
-        c.expires_at.push(d.expires_at);
+        c.expires_at.push(d.expires_at());
         c.confidence.push(d.confidence);
         c.index_bytes.push(d.index_bytes);
     }
@@ -332,14 +332,14 @@ fn slot_docs(image: &Image) -> Result<(Vec<Option<SlotDoc>>, ScopeNames), Engine
             optional(&scopes, c.scope[row])?,
             &user_tokens,
         )?;
-        docs.push(Some(SlotDoc {
+        docs.push(Some(SlotDoc::new(
             id,
             scope,
-            created_at: c.created_at[row],
-            expires_at: c.expires_at[row],
+            c.created_at[row],
+            c.expires_at[row],
             confidence,
-            index_bytes: c.index_bytes[row],
-        }));
+            c.index_bytes[row],
+        )));
         row += 1;
     }
     if at != image.ids.len() || token_at != c.tokens.len() {

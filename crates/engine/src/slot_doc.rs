@@ -21,13 +21,22 @@ use crate::scope_names::{ScopeIds, ScopeNames};
 ///
 /// No `PartialEq`: two slots with equal ids may name different records when they come from
 /// different collections' tables; compare a slot with a record through [`SlotDoc::describes`].
+///
+/// One cache line, aligned to one (`align(64)`, and 64 bytes with the expiry kept as a time
+/// and a flag rather than an `Option`, which took 16 bytes and made it 72): a search that
+/// names its hits reads each hit's resident part, and a part spanning two lines cost two
+/// cache misses per hit instead of one (docs/benchmarks.md, issue 15, 1 Dec).
 #[derive(Debug, Clone)]
+#[repr(align(64))]
 pub(crate) struct SlotDoc {
     pub id: RecordId,
     /// Domain, run, memory scope and user tokens, interned in the collection's `ScopeNames`.
     pub scope: ScopeIds,
     pub created_at: Millis,
-    pub expires_at: Option<Millis>,
+    /// The record's expiry when `expires` is set, and 0 otherwise ([`SlotDoc::expires_at`]);
+    /// private so that the two never disagree.
+    expiry: Millis,
+    expires: bool,
     /// The record's confidence value (`Confidence::value`), for ranking.
     pub confidence: f64,
     /// Estimated heap bytes of the record's entries in the text and field indexes, computed
@@ -37,22 +46,48 @@ pub(crate) struct SlotDoc {
 }
 
 impl SlotDoc {
+    /// A resident part from its fields.
+    pub fn new(
+        id: RecordId,
+        scope: ScopeIds,
+        created_at: Millis,
+        expires_at: Option<Millis>,
+        confidence: f64,
+        index_bytes: u32,
+    ) -> SlotDoc {
+        SlotDoc {
+            id,
+            scope,
+            created_at,
+            expiry: expires_at.unwrap_or(0),
+            expires: expires_at.is_some(),
+            confidence,
+            index_bytes,
+        }
+    }
+
     /// The resident part of `r`, its scope names interned in `names` (a reference each, given
     /// back by `ScopeNames::release` when the slot goes).
     pub fn of(r: &Record, names: &mut ScopeNames) -> Result<SlotDoc, EngineError> {
-        Ok(SlotDoc {
-            id: r.id.clone(),
-            scope: names.acquire(
-                &r.memory_domain,
-                r.run_id.as_ref(),
-                r.memory_scope.as_ref(),
-                &r.user_tokens,
-            )?,
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-            confidence: r.confidence.value,
-            index_bytes: index_bytes(r),
-        })
+        let scope = names.acquire(
+            &r.memory_domain,
+            r.run_id.as_ref(),
+            r.memory_scope.as_ref(),
+            &r.user_tokens,
+        )?;
+        Ok(SlotDoc::new(
+            r.id.clone(),
+            scope,
+            r.created_at,
+            r.expires_at,
+            r.confidence.value,
+            index_bytes(r),
+        ))
+    }
+
+    /// When the record expires (TTL), if it does.
+    pub fn expires_at(&self) -> Option<Millis> {
+        self.expires.then_some(self.expiry)
     }
 
     /// Whether this slot holds what `r` would put there (for the tenant check): the same id,
@@ -67,14 +102,14 @@ impl SlotDoc {
             && scope.memory_scope == r.memory_scope
             && scope.user_tokens == r.user_tokens
             && self.created_at == r.created_at
-            && self.expires_at == r.expires_at
+            && self.expires_at() == r.expires_at
             && self.confidence == r.confidence.value
             && self.index_bytes == index_bytes(r)
     }
 
     /// Whether the record's TTL has passed at `now` (the rule of `Record::is_expired`).
     pub fn is_expired(&self, now: Millis) -> bool {
-        self.expires_at.is_some_and(|t| t <= now)
+        self.expires_at().is_some_and(|t| t <= now)
     }
 
     /// A hit's record as far as this resident part holds it, for a search whose `include`
@@ -106,7 +141,7 @@ impl SlotDoc {
             metadata: serde_json::Map::new(),
             created_at: self.created_at,
             updated_at: self.created_at,
-            expires_at: self.expires_at,
+            expires_at: self.expires_at(),
             confidence: Confidence::initial(self.confidence),
         })
     }
@@ -199,6 +234,44 @@ mod tests {
             "a slot stays small: {}",
             std::mem::size_of::<Option<SlotDoc>>()
         );
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_slot_is_one_cache_line_and_starts_on_one() {
+        // A search reads one line per hit, not two (see `SlotDoc`).
+        assert_eq!(std::mem::size_of::<Option<SlotDoc>>(), 64);
+        assert_eq!(std::mem::align_of::<Option<SlotDoc>>(), 64);
+        let mut names = ScopeNames::default();
+        let docs: Vec<Option<SlotDoc>> = (0..3)
+            .map(|_| SlotDoc::of(&record(), &mut names).ok())
+            .collect();
+        assert!(
+            docs.iter()
+                .all(|d| (d as *const Option<SlotDoc>).addr().is_multiple_of(64))
+        );
+    }
+
+    #[test]
+    fn the_expiry_is_kept_as_given() {
+        let mut names = ScopeNames::default();
+        let mut r = record();
+        for expires_at in [None, Some(0), Some(10), Some(Millis::MAX)] {
+            r.expires_at = expires_at;
+            let d = SlotDoc::of(&r, &mut names).unwrap();
+            assert_eq!(d.expires_at(), expires_at);
+            assert!(d.describes(&r, &names));
+            let lean = d
+                .resident_record(&r.modality, &names, &mut HitNames::default())
+                .unwrap();
+            assert_eq!(lean.expires_at, expires_at);
+        }
+        // No expiry never expires; one at 0 has expired at any time from 0.
+        r.expires_at = None;
+        assert!(!SlotDoc::of(&r, &mut names).unwrap().is_expired(Millis::MAX));
+        r.expires_at = Some(0);
+        let d = SlotDoc::of(&r, &mut names).unwrap();
+        assert!(d.is_expired(0) && !d.is_expired(-1));
     }
 
     #[test]
