@@ -261,7 +261,7 @@ impl Store {
         let mut ran = Vec::new();
         let mut aborted_at = None;
         let mut next = list.len();
-        let registry_written = {
+        let (registry_written, audit) = {
             let first = jobs[list[0]].tenant;
             let mut writer = Writer {
                 data: txn.open_table(DATA)?,
@@ -275,6 +275,7 @@ impl Store {
                 tracking: &self.tracking,
                 registry_written: false,
                 wrote: 0,
+                audit: crate::audit_tail::AuditTail::new(&self.audit_tails),
             };
             for (pos, &i) in list.iter().enumerate() {
                 let t = jobs[i].tenant;
@@ -298,7 +299,7 @@ impl Store {
                     break;
                 }
             }
-            writer.registry_written
+            (writer.registry_written, writer.audit.take_assigned())
         };
         if let Some(pos) = aborted_at {
             // Nothing of this transaction commits; the registry epoch need not move. The
@@ -317,6 +318,7 @@ impl Store {
             self.registry_committed();
         }
         committed?;
+        self.audit_tails.publish(audit);
         Ok(Round::Committed {
             seq: entered.committed(),
             ran,

@@ -10,6 +10,7 @@
 //! then waits for one sync that covers every write committed meanwhile.
 
 mod adaptive;
+mod audit_tail;
 mod batch;
 mod batched_write;
 mod changelog;

@@ -613,6 +613,7 @@ impl Store {
                     tracking: &self.tracking,
                     registry_written: false,
                     wrote: 0,
+                    audit: crate::audit_tail::AuditTail::new(&self.audit_tails),
                 };
                 let (r, key) = f(&mut writer)?;
                 if key != next {
@@ -702,6 +703,7 @@ impl Store {
                 tracking: &self.tracking,
                 registry_written: false,
                 wrote: 0,
+                audit: crate::audit_tail::AuditTail::new(&self.audit_tails),
             };
             (f(&mut writer)?, caught)
         };
@@ -780,6 +782,7 @@ impl Store {
                 tracking: &self.tracking,
                 registry_written: false,
                 wrote: 0,
+                audit: crate::audit_tail::AuditTail::new(&self.audit_tails),
             };
             (f(&mut writer)?, caught)
         };
