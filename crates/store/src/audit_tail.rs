@@ -27,6 +27,11 @@ use std::sync::Mutex;
 
 use crate::keys::TenantKey;
 
+/// The most logs the store remembers at once: about 2 MB at the most. Past it the hints are
+/// dropped together (always safe: each log's next append reads its end again), so a node with
+/// many more written tenants than that keeps a bounded map rather than one entry per tenant.
+const MAX_LOGS: usize = 1 << 16;
+
 /// The store's hints: the next sequence of each audit log appended to since it opened.
 #[derive(Debug, Default)]
 pub(crate) struct AuditTails {
@@ -54,6 +59,9 @@ impl AuditTails {
             return;
         }
         let mut next = self.lock();
+        if next.len() + committed.0.len() > MAX_LOGS {
+            next.clear();
+        }
         for (t, n) in committed.0 {
             let hint = next.entry(t).or_insert(n);
             *hint = (*hint).max(n);
@@ -154,6 +162,19 @@ mod tests {
         assert_eq!(tx.hint(t(1)), None);
         assert_eq!(AuditTail::new(&tails).hint(t(1)), None);
         assert_eq!(tx.hint(t(2)), Some(3));
+    }
+
+    #[test]
+    fn the_store_remembers_a_bounded_number_of_logs() {
+        let tails = AuditTails::default();
+        for n in 0..=MAX_LOGS as u64 {
+            let mut tx = AuditTail::new(&tails);
+            tx.assigned(t(n), 2);
+            tails.publish(tx.take_assigned());
+        }
+        let remembered = tails.lock().len();
+        assert!((1..=MAX_LOGS).contains(&remembered), "{remembered}");
+        assert_eq!(tails.hint(t(MAX_LOGS as u64)), Some(2));
     }
 
     /// The store-level behaviour: what an append numbers its row with the hints in play.
