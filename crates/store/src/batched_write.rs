@@ -261,7 +261,7 @@ impl Store {
         let mut ran = Vec::new();
         let mut aborted_at = None;
         let mut next = list.len();
-        let (registry_written, audit) = {
+        let registry_written = {
             let first = jobs[list[0]].tenant;
             let mut writer = Writer {
                 data: txn.open_table(DATA)?,
@@ -275,7 +275,6 @@ impl Store {
                 tracking: &self.tracking,
                 registry_written: false,
                 wrote: 0,
-                audit: crate::audit_tail::AuditTail::new(&self.audit_tails),
             };
             for (pos, &i) in list.iter().enumerate() {
                 let t = jobs[i].tenant;
@@ -299,7 +298,7 @@ impl Store {
                     break;
                 }
             }
-            (writer.registry_written, writer.audit.take_assigned())
+            writer.registry_written
         };
         if let Some(pos) = aborted_at {
             // Nothing of this transaction commits; the registry epoch need not move. The
@@ -318,7 +317,6 @@ impl Store {
             self.registry_committed();
         }
         committed?;
-        self.audit_tails.publish(audit);
         Ok(Round::Committed {
             seq: entered.committed(),
             ran,

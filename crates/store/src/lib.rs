@@ -10,7 +10,6 @@
 //! then waits for one sync that covers every write committed meanwhile.
 
 mod adaptive;
-mod audit_tail;
 mod batch;
 mod batched_write;
 mod changelog;

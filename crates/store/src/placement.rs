@@ -613,7 +613,6 @@ impl Store {
                     tracking: &self.tracking,
                     registry_written: false,
                     wrote: 0,
-                    audit: crate::audit_tail::AuditTail::new(&self.audit_tails),
                 };
                 let (r, key) = f(&mut writer)?;
                 if key != next {
@@ -703,7 +702,6 @@ impl Store {
                 tracking: &self.tracking,
                 registry_written: false,
                 wrote: 0,
-                audit: crate::audit_tail::AuditTail::new(&self.audit_tails),
             };
             (f(&mut writer)?, caught)
         };
@@ -782,7 +780,6 @@ impl Store {
                 tracking: &self.tracking,
                 registry_written: false,
                 wrote: 0,
-                audit: crate::audit_tail::AuditTail::new(&self.audit_tails),
             };
             (f(&mut writer)?, caught)
         };

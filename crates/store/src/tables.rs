@@ -55,8 +55,6 @@ pub struct Store {
     pub(crate) tracking: crate::tracking::Tracking,
     /// Bumped after every commit that wrote the registry (see [`Store::registry_epoch`]).
     registry_epoch: std::sync::atomic::AtomicU64,
-    /// The next sequence of each audit log appended to (see `audit_tail`).
-    pub(crate) audit_tails: crate::audit_tail::AuditTails,
 }
 
 /// A write that has committed and is visible to readers, but is not yet known to be durable.
@@ -199,7 +197,6 @@ impl Store {
             change_log_cap: crate::changelog::DEFAULT_CHANGE_LOG_CAP.into(),
             tracking: Default::default(),
             registry_epoch: 0.into(),
-            audit_tails: Default::default(),
         })
     }
 
@@ -370,7 +367,7 @@ impl Store {
                 }),
             ),
         };
-        let (result, dirty, registry_written, audit) = {
+        let (result, dirty, registry_written) = {
             let mut writer = Writer {
                 data: txn.open_table(DATA).map_err(StoreError::from)?,
                 dedicated: Opened::default(),
@@ -383,7 +380,6 @@ impl Store {
                 tracking: &self.tracking,
                 registry_written: false,
                 wrote: 0,
-                audit: crate::audit_tail::AuditTail::new(&self.audit_tails),
             };
             let result = f(&mut writer);
             let registry_written = writer.registry_written;
@@ -393,12 +389,7 @@ impl Store {
                 .into_iter()
                 .filter(|k| writer.dedicated.get(*k).is_some_and(|(_, d)| *d))
                 .collect();
-            (
-                result,
-                dirty,
-                registry_written,
-                writer.audit.take_assigned(),
-            )
+            (result, dirty, registry_written)
         };
         // On error, dropping the uncommitted transactions aborts them.
         let r = result?;
@@ -418,7 +409,6 @@ impl Store {
             self.registry_committed();
         }
         committed.map_err(StoreError::from)?;
-        self.audit_tails.publish(audit);
         if entered.is_none() {
             self.commits.observe(started.elapsed());
         }
@@ -471,7 +461,7 @@ impl Store {
             txn.set_durability(Durability::None)
                 .map_err(StoreError::from)?;
         }
-        let (result, audit) = {
+        let result = {
             let mut writer = Writer {
                 data: txn.open_table(DATA).map_err(StoreError::from)?,
                 dedicated: Opened::default(),
@@ -484,16 +474,14 @@ impl Store {
                 tracking: &self.tracking,
                 registry_written: false,
                 wrote: 0,
-                audit: crate::audit_tail::AuditTail::new(&self.audit_tails),
             };
-            (f(&mut writer), writer.audit.take_assigned())
+            f(&mut writer)
         };
         let r = result?;
         // Again: a sync may have failed while `f` ran.
         refuse_after_failed_sync(&file.sync)?;
         let started = std::time::Instant::now();
         txn.commit().map_err(StoreError::from)?;
-        self.audit_tails.publish(audit);
         if entered.is_none() {
             self.commits.observe(started.elapsed());
         }
@@ -581,10 +569,6 @@ pub struct Writer<'txn> {
     /// counts its key): whether a failed closure left anything behind in the transaction, and
     /// how large a batch's transaction has grown.
     pub(crate) wrote: u64,
-    /// The audit rows' sequences this write assigned (see `audit_tail`): published to the
-    /// store's hints once it commits, where it commits; a writer whose commit publishes
-    /// nothing only leaves hints too low, which the next append detects.
-    pub(crate) audit: crate::audit_tail::AuditTail<'txn>,
 }
 
 fn misrouted(t: TenantKey) -> StoreError {
@@ -1194,49 +1178,27 @@ impl<'txn> Writer<'txn> {
     }
 
     /// Appends a row to the tenant's audit log and returns its sequence number.
-    ///
-    /// At the sequence the store remembers for the log (see `audit_tail`) when it has one;
-    /// should that row exist (the hint was too low), the row is put back and the log's end is
-    /// read instead, so no row is ever replaced.
     pub fn append_audit(&mut self, t: TenantKey, row: &[u8]) -> Result<u64, StoreError> {
-        if let Some(seq) = self.audit.hint(t) {
-            let key = keys::audit_row(t, seq);
-            let replaced = self
-                .table_mut(t)?
-                .insert(key.as_slice(), row)?
-                .map(|old| old.value().to_vec());
-            let Some(replaced) = replaced else {
-                self.audit.assigned(t, seq + 1);
-                return Ok(seq);
+        let prefix = keys::audit_log(t);
+        let seq = {
+            let mut range = match keys::prefix_end(&prefix) {
+                Some(end) => self.table(t)?.range(prefix.as_slice()..end.as_slice())?,
+                None => self.table(t)?.range(prefix.as_slice()..)?,
             };
-            self.table_mut(t)?
-                .insert(key.as_slice(), replaced.as_slice())?;
-            self.audit.forget(t);
-        }
-        let seq = self.audit_end(t)? + 1;
+            match range.next_back() {
+                Some(entry) => {
+                    let (k, _) = entry?;
+                    let bytes: [u8; 8] = k.value()[prefix.len()..]
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("audit key".into()))?;
+                    u64::from_be_bytes(bytes) + 1
+                }
+                None => 1,
+            }
+        };
         self.table_mut(t)?
             .insert(keys::audit_row(t, seq).as_slice(), row)?;
-        self.audit.assigned(t, seq + 1);
         Ok(seq)
-    }
-
-    /// The sequence of the last row of `t`'s audit log, 0 when it has none, read from storage.
-    fn audit_end(&self, t: TenantKey) -> Result<u64, StoreError> {
-        let prefix = keys::audit_log(t);
-        let mut range = match keys::prefix_end(&prefix) {
-            Some(end) => self.table(t)?.range(prefix.as_slice()..end.as_slice())?,
-            None => self.table(t)?.range(prefix.as_slice()..)?,
-        };
-        match range.next_back() {
-            Some(entry) => {
-                let (k, _) = entry?;
-                let bytes: [u8; 8] = k.value()[prefix.len()..]
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("audit key".into()))?;
-                Ok(u64::from_be_bytes(bytes))
-            }
-            None => Ok(0),
-        }
     }
 
     /// Erases the rows of `t`'s audit log for which `erase` says so (a purge erases the
@@ -1246,9 +1208,6 @@ impl<'txn> Writer<'txn> {
         t: TenantKey,
         mut erase: impl FnMut(&[u8]) -> Result<bool, StoreError>,
     ) -> Result<usize, StoreError> {
-        // Rows in the middle may go: a remembered next sequence would no longer say where the
-        // log ends (see `audit_tail`).
-        self.audit.forget(t);
         let prefix = keys::audit_log(t);
         let mut doomed = Vec::new();
         for entry in prefix_range(self.table(t)?, &prefix)? {

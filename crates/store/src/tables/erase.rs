@@ -36,8 +36,6 @@ impl Writer<'_> {
     /// Erases every key of tenant `t`'s range (see [`Writer::erase_tenant`] for a dedicated
     /// tenant's own file).
     pub(super) fn erase_range(&mut self, t: TenantKey) -> Result<(), StoreError> {
-        // Its audit log goes with the rest: the store must not remember where it ended.
-        self.audit.forget(t);
         let start = keys::tenant_all(t);
         let range = |start: &[u8]| -> Vec<u8> { keys::prefix_end(start).unwrap_or_default() };
         if self.in_own_file(t) {
