@@ -1,0 +1,399 @@
+//! The checks after each restart: tenants as their operator left them, every record as its
+//! client's acknowledged writes left it, and every way of reading the records agreeing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::client::{ClientModel, scope};
+use crate::common::{OPERATOR_KEY, Server};
+use crate::model::{COLLECTION, COMMON_WORD, DOMAINS, Failures, Rec, Shared, TENANTS, tenant_id};
+use crate::operator::{OperatorModel, export};
+
+/// A migration a crash cut short is resumed after the start; this bounds the wait for it.
+const SETTLE_WITHIN: Duration = Duration::from_secs(90);
+
+/// What a round's checks saw, for its summary line.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Records found, over all tenants.
+    pub records: usize,
+    /// Unanswered writes found applied, and found not applied.
+    pub unanswered_applied: usize,
+    pub unanswered_not_applied: usize,
+    /// Tenants at each isolation level.
+    pub levels: BTreeMap<String, usize>,
+}
+
+pub fn after_restart(
+    server: &Server,
+    keys: &[String],
+    clients: &mut [ClientModel],
+    operator: &mut OperatorModel,
+    shared: &Shared,
+    failures: &Failures,
+) -> Tally {
+    let mut tally = Tally::default();
+    for t in 0..TENANTS {
+        tenant(server, t, operator, failures);
+        shared.set_disturbed(t, false);
+        *tally
+            .levels
+            .entry(operator.level[t][0].clone())
+            .or_default() += 1;
+    }
+    for new in &operator.created {
+        let (s, v) = server.get(&format!("/v1/admin/tenants/{new}"), OPERATOR_KEY);
+        if s != 200 || v["status"] != "active" {
+            failures.push(format!("tenant {new}, created with 201, is now {s}: {v}"));
+        }
+    }
+    for (t, key) in keys.iter().enumerate() {
+        let mine: Vec<&mut ClientModel> = clients.iter_mut().filter(|c| c.tenant == t).collect();
+        records(server, key, t, mine, failures, &mut tally);
+    }
+    tally
+}
+
+/// The tenant's status and level are what the operator's answers promised; then it is made
+/// active again, and its migration (resumed after the restart) is waited for.
+fn tenant(server: &Server, t: usize, operator: &mut OperatorModel, failures: &Failures) {
+    let id = tenant_id(t);
+    let (s, info) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
+    let status = info["status"].as_str().unwrap_or("").to_owned();
+    if s != 200 || !operator.status[t].contains(&status.as_str()) {
+        failures.push(format!(
+            "tenant {id}: status {status:?} ({s}), expected one of {:?}: {info}",
+            operator.status[t]
+        ));
+    }
+    let wake = match status.as_str() {
+        "suspended" => Some("resume"),
+        "deleted" => Some("restore"),
+        _ => None,
+    };
+    if let Some(wake) = wake {
+        let path = format!("/v1/admin/tenants/{id}/{wake}");
+        let (s, v) = server.post(&path, OPERATOR_KEY, json!({}));
+        if !(200..300).contains(&s) {
+            failures.push(format!("tenant {id}: {wake} after the restart: {s}: {v}"));
+        }
+    }
+    operator.status[t] = vec!["active"];
+    let deadline = Instant::now() + SETTLE_WITHIN;
+    let migration = loop {
+        let (s, v) = server.get(&format!("/v1/admin/tenants/{id}/migration"), OPERATOR_KEY);
+        let state = v["state"].as_str().unwrap_or("");
+        if s == 200 && matches!(state, "none" | "done" | "failed" | "cancelled") {
+            break v;
+        }
+        if Instant::now() > deadline {
+            failures.push(format!(
+                "tenant {id}: its migration did not settle within {SETTLE_WITHIN:?}: {s}: {v}"
+            ));
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if migration["state"] == "failed" {
+        failures.push(format!("tenant {id}: its migration failed: {migration}"));
+    }
+    let (_, info) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
+    let level = info["isolation"].as_str().unwrap_or("").to_owned();
+    if !operator.level[t].contains(&level) {
+        failures.push(format!(
+            "tenant {id}: isolation {level:?}, expected one of {:?} (migration {migration})",
+            operator.level[t]
+        ));
+    }
+    operator.level[t] = vec![level];
+}
+
+/// Every record of tenant `t` as the server lists it, by id.
+fn listed(server: &Server, key: &str, id: &str, failures: &Failures) -> BTreeMap<String, Rec> {
+    let mut out = BTreeMap::new();
+    for domain in DOMAINS {
+        let path = format!("/v1/memories/list?{}", scope(domain));
+        let (s, v) = server.post(&path, key, json!({"limit": 1000}));
+        let records = v["records"].as_array().cloned().unwrap_or_default();
+        if s != 200 || !v["next"].is_null() {
+            failures.push(format!("tenant {id}: list in {domain}: {s}: {v}"));
+        }
+        for r in &records {
+            let rid = r["id"].as_str().unwrap_or("").to_owned();
+            match Rec::from_json(r) {
+                _ if !rid.starts_with(&format!("{id}-")) => {
+                    failures.push(format!("tenant {id}: lists a record not its own: {r}"))
+                }
+                Some(rec) if rec.domain == domain => {
+                    if out.insert(rid.clone(), rec).is_some() {
+                        failures.push(format!("tenant {id}: record {rid} is in two domains"));
+                    }
+                }
+                _ => failures.push(format!("tenant {id}: list in {domain} gave {r}")),
+            }
+        }
+    }
+    out
+}
+
+fn records(
+    server: &Server,
+    key: &str,
+    t: usize,
+    clients: Vec<&mut ClientModel>,
+    failures: &Failures,
+    tally: &mut Tally,
+) {
+    let id = tenant_id(t);
+    let observed = listed(server, key, &id, failures);
+    tally.records += observed.len();
+    let mut known = BTreeSet::new();
+    for c in clients {
+        if let Some(p) = c.pending.take() {
+            let is = |side: &[(String, Option<Rec>)]| {
+                side.iter()
+                    .all(|(rid, rec)| observed.get(rid) == rec.as_ref())
+            };
+            // A write that changes nothing reads as both: counted as not applied.
+            if is(&p.before) {
+                tally.unanswered_not_applied += 1;
+            } else if is(&p.after) {
+                tally.unanswered_applied += 1;
+            } else {
+                let now: Vec<(&String, Option<&Rec>)> = p
+                    .after
+                    .iter()
+                    .map(|(rid, _)| (rid, observed.get(rid)))
+                    .collect();
+                failures.push(format!(
+                    "tenant {id}: unanswered {} is half applied: now {now:?}, before {:?}, \
+                     after {:?}",
+                    p.what, p.before, p.after
+                ));
+            }
+            for (rid, _) in &p.after {
+                c.state.insert(rid.clone(), observed.get(rid).cloned());
+            }
+            let touched: Vec<&String> = p.after.iter().map(|(rid, _)| rid).collect();
+            c.links
+                .retain(|(s, t)| !touched.contains(&s) && !touched.contains(&t));
+        }
+        for (rid, expected) in c.state.iter_mut() {
+            known.insert(rid.clone());
+            let got = observed.get(rid);
+            if got != expected.as_ref() {
+                failures.push(format!(
+                    "tenant {id}: record {rid}: acknowledged {expected:?}, found {got:?}"
+                ));
+                *expected = got.cloned();
+            }
+        }
+        links(server, key, &id, c, &observed, failures);
+    }
+    for rid in observed.keys().filter(|rid| !known.contains(*rid)) {
+        failures.push(format!(
+            "tenant {id}: record {rid} was never written by a client"
+        ));
+    }
+    gets(server, key, &id, &observed, failures);
+    for domain in DOMAINS {
+        searches(server, key, &id, domain, &observed, failures);
+    }
+    totals(server, key, &id, observed.len(), failures);
+    let (s, lines) = export(&reqwest_client(), &server.url, &id).unwrap_or_default();
+    let exported: BTreeMap<String, Option<Rec>> = lines
+        .iter()
+        .filter(|l| l["type"] == "record")
+        .map(|l| (l["id"].as_str().unwrap_or("").to_owned(), Rec::from_json(l)))
+        .collect();
+    let wanted: BTreeMap<String, Option<Rec>> = observed
+        .iter()
+        .map(|(rid, r)| (rid.clone(), Some(r.clone())))
+        .collect();
+    if s != 200 || exported != wanted {
+        failures.push(format!(
+            "tenant {id}: export ({s}) has {} records, storage {}: {:?}",
+            exported.len(),
+            wanted.len(),
+            exported
+                .keys()
+                .collect::<BTreeSet<_>>()
+                .symmetric_difference(&wanted.keys().collect())
+        ));
+    }
+}
+
+fn reqwest_client() -> reqwest::blocking::Client {
+    crate::model::http()
+}
+
+/// `GET` agrees with the listing, record by record, in every domain.
+fn gets(
+    server: &Server,
+    key: &str,
+    id: &str,
+    observed: &BTreeMap<String, Rec>,
+    failures: &Failures,
+) {
+    for (i, rid) in observed.keys().enumerate().filter(|(i, _)| i % 3 == 0) {
+        let rec = &observed[rid];
+        for domain in DOMAINS {
+            let (s, v) = server.get(&format!("/v1/memories/{rid}?{}", scope(domain)), key);
+            let right = if rec.domain == domain {
+                s == 200 && Rec::from_json(&v).as_ref() == Some(rec)
+            } else {
+                s == 404
+            };
+            if !right {
+                failures.push(format!(
+                    "tenant {id}: GET {rid} in {domain} ({i}): {s}: {v}, listed as {rec:?}"
+                ));
+            }
+        }
+    }
+}
+
+/// Exact searches of every mode return exactly the listed records the request may see, with
+/// their current content.
+fn searches(
+    server: &Server,
+    key: &str,
+    id: &str,
+    domain: &str,
+    observed: &BTreeMap<String, Rec>,
+    failures: &Failures,
+) {
+    let in_domain = |f: &dyn Fn(&Rec) -> bool| -> BTreeSet<String> {
+        observed
+            .iter()
+            .filter(|(_, r)| r.domain == domain && f(r))
+            .map(|(rid, _)| rid.clone())
+            .collect()
+    };
+    let query = vec![0.5f32; crate::model::DIM];
+    let all = scope(domain);
+    let cases: Vec<(&str, String, Value, BTreeSet<String>)> = vec![
+        (
+            "vector",
+            all.clone(),
+            json!({"vector": query, "mode": "vector"}),
+            in_domain(&|_| true),
+        ),
+        (
+            "text",
+            all.clone(),
+            json!({"query": COMMON_WORD, "mode": "text"}),
+            in_domain(&|_| true),
+        ),
+        (
+            "hybrid",
+            all.clone(),
+            json!({"vector": query, "query": COMMON_WORD, "mode": "hybrid"}),
+            in_domain(&|_| true),
+        ),
+        (
+            "filtered",
+            all.clone(),
+            json!({"vector": query, "mode": "vector", "filter": {"tag": 1}}),
+            in_domain(&|r| r.metadata["tag"] == 1),
+        ),
+        (
+            "principal",
+            format!("memory_domain={domain}&user_tokens=u:bob"),
+            json!({"query": COMMON_WORD, "mode": "text"}),
+            in_domain(&|r| r.visible_to("u:bob")),
+        ),
+        (
+            "run",
+            format!("{all}&run_id=run1"),
+            json!({"vector": query, "mode": "vector"}),
+            in_domain(&|r| r.run_id.as_deref() == Some("run1")),
+        ),
+    ];
+    for (name, q, mut body, expected) in cases {
+        body["modality"] = json!(COLLECTION);
+        body["k"] = json!(1000);
+        let (s, v) = server.post(&format!("/v1/search?{q}"), key, body.clone());
+        let hits = v["hits"].as_array().cloned().unwrap_or_default();
+        let got: BTreeSet<String> = hits
+            .iter()
+            .map(|h| h["id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        if s != 200 || got != expected || got.len() != hits.len() {
+            failures.push(format!(
+                "tenant {id}: {name} search in {domain} ({s}): ghosts {:?}, missing {:?}: {v}",
+                got.difference(&expected).collect::<Vec<_>>(),
+                expected.difference(&got).collect::<Vec<_>>()
+            ));
+            continue;
+        }
+        for hit in &hits {
+            let rid = hit["id"].as_str().unwrap_or("");
+            let rec = &observed[rid];
+            if hit["content"] != rec.content.as_str()
+                || hit["metadata"].as_object() != Some(&rec.metadata)
+            {
+                failures.push(format!(
+                    "tenant {id}: {name} search in {domain}: hit {hit} differs from {rec:?}"
+                ));
+            }
+        }
+    }
+    let (s, v) = server.post(&format!("/v1/memories/count?{all}"), key, json!({}));
+    let expected = in_domain(&|_| true).len();
+    if s != 200 || v["count"] != expected {
+        failures.push(format!(
+            "tenant {id}: count in {domain} ({s}): {v}, listed {expected}"
+        ));
+    }
+}
+
+/// The tenant's usage and `verify` count the listed records, and `verify` is clean.
+fn totals(server: &Server, key: &str, id: &str, records: usize, failures: &Failures) {
+    let _ = key;
+    let (s, v) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
+    if s != 200 || v["usage"]["records"] != records {
+        failures.push(format!(
+            "tenant {id}: usage says {} records, listed {records}: {v}",
+            v["usage"]["records"]
+        ));
+    }
+    let (s, v) = server.post(
+        &format!("/v1/admin/tenants/{id}/verify"),
+        OPERATOR_KEY,
+        json!({}),
+    );
+    if s != 200 || v["ok"] != true || v["records"] != records {
+        failures.push(format!(
+            "tenant {id}: verify ({s}) is not clean or counts other than {records}: {v}"
+        ));
+    }
+}
+
+/// Each acknowledged link whose ends were not written since is still there.
+fn links(
+    server: &Server,
+    key: &str,
+    id: &str,
+    c: &ClientModel,
+    observed: &BTreeMap<String, Rec>,
+    failures: &Failures,
+) {
+    for (source, target) in &c.links {
+        let Some(rec) = observed.get(source) else {
+            continue;
+        };
+        let path = format!("/v1/memories/{source}/links?{}", scope(&rec.domain));
+        let (s, v) = server.get(&path, key);
+        let found = v["outgoing"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["target"] == target.as_str()));
+        if s != 200 || !found {
+            failures.push(format!(
+                "tenant {id}: acknowledged link {source} -> {target} is gone ({s}): {v}"
+            ));
+        }
+    }
+}
