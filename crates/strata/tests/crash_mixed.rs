@@ -28,7 +28,7 @@ mod model;
 mod operator;
 
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{OPERATOR_KEY, Server, StopOnDrop};
@@ -39,7 +39,7 @@ use crate::model::{Failures, Rng, Shared, TENANTS, tenant_id};
 use crate::operator::OperatorModel;
 
 /// Kill rounds: each runs the load, kills the server, restarts it and checks everything.
-const ROUNDS: u64 = 10;
+const ROUNDS: u64 = 14;
 /// Client threads per tenant, each owning its own record ids, so each knows exactly what its
 /// acknowledged writes left behind.
 const CLIENTS_PER_TENANT: usize = 2;
@@ -83,6 +83,12 @@ fn sigkill_under_a_mixed_workload_loses_and_half_applies_nothing() {
     for round in 0..ROUNDS {
         let failures = Failures::new(seed, round);
         let kill_after = Duration::from_millis(200 + master.below(2300) as u64);
+        let kill_soon = master.below(20) as u64;
+        let when = if round % 2 == 0 {
+            format!("after {kill_after:?}")
+        } else {
+            format!("{kill_soon} ms after a migration's answer (at most {kill_after:?})")
+        };
         let stop = AtomicBool::new(false);
         let url = server.url.clone();
         std::thread::scope(|s| {
@@ -96,7 +102,19 @@ fn sigkill_under_a_mixed_workload_loses_and_half_applies_nothing() {
             let op = &mut operator;
             let (url, shared, stop, failures) = (&url, &shared, &stop, &failures);
             s.spawn(move || op.run(rng, round, url, shared, stop, failures));
-            std::thread::sleep(kill_after);
+            if round % 2 == 0 {
+                std::thread::sleep(kill_after);
+            } else {
+                // Within a few milliseconds of a migration's answer: while it copies, flips
+                // or rebuilds, so the restart has a move to resume or clean up.
+                let deadline = Instant::now() + kill_after;
+                let seen = shared.migrations.load(Ordering::SeqCst);
+                while shared.migrations.load(Ordering::SeqCst) == seen && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                std::thread::sleep(Duration::from_millis(kill_soon));
+            }
             let killed = Command::new("kill")
                 .args(["-KILL", &server.pid().to_string()])
                 .status()
@@ -108,7 +126,7 @@ fn sigkill_under_a_mixed_workload_loses_and_half_applies_nothing() {
             );
             // The threads stop at their first cut connection; the flag only ends loops that
             // are between requests.
-            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            stop.store(true, Ordering::SeqCst);
         });
         failures.assert_none("during the load");
         server.restart();
@@ -127,12 +145,14 @@ fn sigkill_under_a_mixed_workload_loses_and_half_applies_nothing() {
         }
         failures.assert_none("after the restart");
         println!(
-            "crash_mixed: seed {seed} round {round}: killed after {kill_after:?}, \
+            "crash_mixed: seed {seed} round {round}: killed {when}, \
              {ops} acknowledged client operations, {} records, unanswered writes applied {} \
-             and not {}, levels {:?}, operator {:?}: all checks passed ({:?} so far)",
+             and not {}, {} moves resumed or under way, levels {:?}, operator {:?}: all checks \
+             passed ({:?} so far)",
             tally.records,
             tally.unanswered_applied,
             tally.unanswered_not_applied,
+            tally.moves_after_restart,
             tally.levels,
             operator.acknowledged,
             started.elapsed()

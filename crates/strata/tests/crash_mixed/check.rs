@@ -22,6 +22,8 @@ pub struct Tally {
     /// Unanswered writes found applied, and found not applied.
     pub unanswered_applied: usize,
     pub unanswered_not_applied: usize,
+    /// Tenants whose migration was still under way, or cut short, at the restart.
+    pub moves_after_restart: usize,
     /// Tenants at each isolation level.
     pub levels: BTreeMap<String, usize>,
 }
@@ -36,7 +38,7 @@ pub fn after_restart(
 ) -> Tally {
     let mut tally = Tally::default();
     for t in 0..TENANTS {
-        tenant(server, t, operator, failures);
+        tenant(server, t, operator, failures, &mut tally);
         shared.set_disturbed(t, false);
         *tally
             .levels
@@ -58,7 +60,13 @@ pub fn after_restart(
 
 /// The tenant's status and level are what the operator's answers promised; then it is made
 /// active again, and its migration (resumed after the restart) is waited for.
-fn tenant(server: &Server, t: usize, operator: &mut OperatorModel, failures: &Failures) {
+fn tenant(
+    server: &Server,
+    t: usize,
+    operator: &mut OperatorModel,
+    failures: &Failures,
+    tally: &mut Tally,
+) {
     let id = tenant_id(t);
     let (s, info) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
     let status = info["status"].as_str().unwrap_or("").to_owned();
@@ -82,11 +90,15 @@ fn tenant(server: &Server, t: usize, operator: &mut OperatorModel, failures: &Fa
     }
     operator.status[t] = vec!["active"];
     let deadline = Instant::now() + SETTLE_WITHIN;
+    let mut first = true;
     let migration = loop {
         let (s, v) = server.get(&format!("/v1/admin/tenants/{id}/migration"), OPERATOR_KEY);
         let state = v["state"].as_str().unwrap_or("");
         if s == 200 && matches!(state, "none" | "done" | "failed" | "cancelled") {
             break v;
+        }
+        if std::mem::take(&mut first) {
+            tally.moves_after_restart += 1;
         }
         if Instant::now() > deadline {
             failures.push(format!(

@@ -174,6 +174,8 @@ pub struct Shared {
     /// Bumped whenever a tenant's flag is set or cleared, so a client that saw the flag
     /// change while its request ran knows a refusal may be the operator's doing.
     epoch: Vec<AtomicU64>,
+    /// Migrations answered so far: some rounds kill the server just after one starts.
+    pub migrations: AtomicU64,
 }
 
 impl Shared {
@@ -181,6 +183,7 @@ impl Shared {
         Shared {
             disturbed: (0..TENANTS).map(|_| AtomicBool::new(false)).collect(),
             epoch: (0..TENANTS).map(|_| AtomicU64::new(0)).collect(),
+            migrations: AtomicU64::new(0),
         }
     }
 

@@ -63,7 +63,7 @@ impl OperatorModel {
             let going_on = match rng.below(6) {
                 0 => self.pause(t, &mut rng, shared, failures, &call, ("suspend", "resume")),
                 1 => self.pause(t, &mut rng, shared, failures, &call, ("delete", "restore")),
-                2 | 3 => self.migrate(t, &mut rng, failures, &call),
+                2 | 3 => self.migrate(t, &mut rng, shared, failures, &call),
                 4 => match export(&http, url, &id) {
                     Err(_) => false,
                     Ok((200, lines)) => {
@@ -166,6 +166,7 @@ impl OperatorModel {
         &mut self,
         t: usize,
         rng: &mut Rng,
+        shared: &Shared,
         failures: &Failures,
         call: &impl Fn(&str, &str, Option<Value>) -> Result<(u16, Value), String>,
     ) -> bool {
@@ -185,6 +186,7 @@ impl OperatorModel {
             Ok((s, _)) if (200..300).contains(&s) => {
                 *self.acknowledged.entry("migrate").or_default() += 1;
                 self.level[t] = vec![target];
+                shared.migrations.fetch_add(1, Ordering::SeqCst);
                 true
             }
             // Another move of the tenant is still under way.
