@@ -362,15 +362,22 @@ fn searches(
     }
 }
 
-/// The tenant's usage and `verify` count the listed records, and `verify` is clean.
+/// The tenant's usage (the operator's view and its own stats) and `verify` count the listed
+/// records, and `verify` is clean.
 fn totals(server: &Server, key: &str, id: &str, records: usize, failures: &Failures) {
-    let _ = key;
-    let (s, v) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
-    if s != 200 || v["usage"]["records"] != records {
-        failures.push(format!(
-            "tenant {id}: usage says {} records, listed {records}: {v}",
-            v["usage"]["records"]
-        ));
+    // Every record has a vector. The operator's view and the tenant's own stats agree.
+    for (path, who) in [
+        (format!("/v1/admin/tenants/{id}"), OPERATOR_KEY),
+        ("/v1/stats".to_owned(), key),
+    ] {
+        let (s, v) = server.get(&path, who);
+        let usage = &v["usage"];
+        if s != 200 || usage["records"] != records || usage["vectors"] != records {
+            failures.push(format!(
+                "tenant {id}: {path} says {} records and {} vectors, listed {records}: {v}",
+                usage["records"], usage["vectors"]
+            ));
+        }
     }
     let (s, v) = server.post(
         &format!("/v1/admin/tenants/{id}/verify"),
