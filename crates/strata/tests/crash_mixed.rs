@@ -147,11 +147,12 @@ fn sigkill_under_a_mixed_workload_loses_and_half_applies_nothing() {
         println!(
             "crash_mixed: seed {seed} round {round}: killed {when}, \
              {ops} acknowledged client operations, {} records, unanswered writes applied {} \
-             and not {}, {} moves resumed or under way, levels {:?}, operator {:?}: all checks \
+             and not {} ({} sent again), {} moves resumed or under way, levels {:?}, operator {:?}: all checks \
              passed ({:?} so far)",
             tally.records,
             tally.unanswered_applied,
             tally.unanswered_not_applied,
+            tally.retried,
             tally.moves_after_restart,
             tally.levels,
             operator.acknowledged,

@@ -6,9 +6,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::client::{ClientModel, scope};
+use std::ops::DerefMut;
+
+use crate::client::{ClientModel, Pending, scope};
 use crate::common::{OPERATOR_KEY, Server};
-use crate::model::{COLLECTION, COMMON_WORD, DOMAINS, Failures, Rec, Shared, TENANTS, tenant_id};
+use crate::model::{
+    COLLECTION, COMMON_WORD, DOMAINS, Failures, Rec, Shared, TENANTS, send_idempotent, tenant_id,
+};
 use crate::operator::{OperatorModel, export};
 
 /// A migration a crash cut short is resumed after the start; this bounds the wait for it.
@@ -22,6 +26,8 @@ pub struct Tally {
     /// Unanswered writes found applied, and found not applied.
     pub unanswered_applied: usize,
     pub unanswered_not_applied: usize,
+    /// Unanswered record writes sent again with their idempotency keys.
+    pub retried: usize,
     /// Tenants whose migration was still under way, or cut short, at the restart.
     pub moves_after_restart: usize,
     /// Tenants at each isolation level.
@@ -162,7 +168,11 @@ fn records(
     let observed = listed(server, key, &id, failures);
     tally.records += observed.len();
     let mut known = BTreeSet::new();
-    for c in clients {
+    let mut clients = clients;
+    // Unanswered record writes to send again once the checks of what the crash left are done,
+    // with whether they were applied before the crash.
+    let mut retries: Vec<(usize, bool, Pending)> = Vec::new();
+    for (ci, c) in clients.iter_mut().enumerate() {
         if let Some(p) = c.pending.take() {
             let is = |side: &[(String, Option<Rec>)]| {
                 side.iter()
@@ -191,6 +201,9 @@ fn records(
             let touched: Vec<&String> = p.after.iter().map(|(rid, _)| rid).collect();
             c.links
                 .retain(|(s, t)| !touched.contains(&s) && !touched.contains(&t));
+            if p.retry.is_some() {
+                retries.push((ci, !is(&p.before), p));
+            }
         }
         for (rid, expected) in c.state.iter_mut() {
             known.insert(rid.clone());
@@ -234,6 +247,61 @@ fn records(
                 .collect::<BTreeSet<_>>()
                 .symmetric_difference(&wanted.keys().collect())
         ));
+    }
+    tally.retried += retries.len();
+    for (ci, applied, p) in retries {
+        retry(
+            server,
+            key,
+            &id,
+            clients[ci].deref_mut(),
+            applied,
+            p,
+            failures,
+        );
+    }
+}
+
+/// Sends an unanswered record write again with its `Idempotency-Key`, as its client would:
+/// the answer is a replay exactly when the crash kept the write, and either way the records
+/// are then as the write makes them.
+fn retry(
+    server: &Server,
+    key: &str,
+    id: &str,
+    c: &mut ClientModel,
+    applied: bool,
+    p: Pending,
+    failures: &Failures,
+) {
+    let Some(r) = &p.retry else { return };
+    let url = format!("{}{}", server.url, r.path);
+    let answer = send_idempotent(
+        &crate::model::http(),
+        "POST",
+        &url,
+        key,
+        Some(&r.body),
+        Some(&r.key),
+    );
+    match answer {
+        Ok((s, _, replayed)) if (200..300).contains(&s) && replayed == applied => {}
+        other => failures.push(format!(
+            "tenant {id}: {} sent again with its idempotency key after the crash (applied \
+             before: {applied}): {other:?}",
+            p.what
+        )),
+    }
+    for (rid, rec) in p.after {
+        let Some(rec) = rec else { continue };
+        let (s, v) = server.get(&format!("/v1/memories/{rid}?{}", scope(&rec.domain)), key);
+        if s != 200 || Rec::from_json(&v).as_ref() != Some(&rec) {
+            failures.push(format!(
+                "tenant {id}: {rid} after {} was sent again: {s}: {v}, expected {rec:?}",
+                p.what
+            ));
+        }
+        c.state.insert(rid, Some(rec));
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::{
     COLLECTION, COMMON_WORD, DOMAINS, Failures, Rec, Rng, Shared, TOKEN_SETS, http, overloaded,
-    send, tenant_id,
+    send, send_idempotent, tenant_id,
 };
 
 /// Ids per client: few enough that operations keep meeting records written before.
@@ -20,6 +20,16 @@ pub struct Pending {
     pub what: String,
     pub before: Vec<(String, Option<Rec>)>,
     pub after: Vec<(String, Option<Rec>)>,
+    /// How to send it again, for a write sent with an `Idempotency-Key`.
+    pub retry: Option<Retry>,
+}
+
+/// A write as sent, to send again after the restart with the same `Idempotency-Key`, as a
+/// client whose connection was cut does.
+pub struct Retry {
+    pub path: String,
+    pub body: Value,
+    pub key: String,
 }
 
 pub struct ClientModel {
@@ -33,6 +43,10 @@ pub struct ClientModel {
     acknowledged: usize,
     /// Whether the last write was acknowledged (a link is remembered only then).
     acknowledged_last: bool,
+    /// The `Idempotency-Key` of the next write, when it is a record write.
+    idempotency_key: Option<String>,
+    /// Writes sent so far, naming their idempotency keys.
+    writes: u64,
 }
 
 /// What the loop does after an operation.
@@ -55,6 +69,8 @@ impl ClientModel {
             pending: None,
             acknowledged: 0,
             acknowledged_last: false,
+            idempotency_key: None,
+            writes: 0,
         }
     }
 
@@ -128,6 +144,16 @@ impl ClientModel {
         }
     }
 
+    fn next_idempotency_key(&mut self) -> String {
+        self.writes += 1;
+        format!(
+            "{}-c{}-w{}",
+            tenant_id(self.tenant),
+            self.client,
+            self.writes
+        )
+    }
+
     fn random_id(&self, rng: &mut Rng) -> String {
         let ids: Vec<&String> = self.state.keys().collect();
         rng.pick(&ids).to_string()
@@ -157,6 +183,7 @@ impl ClientModel {
         let body = rec.write_body(&id);
         let path = format!("/v1/memories?{}", scope(&domain));
         let expected_id = id.clone();
+        self.idempotency_key = Some(self.next_idempotency_key());
         self.write(
             ctx,
             format!("put {id}"),
@@ -199,6 +226,7 @@ impl ClientModel {
             .map(|(id, r)| r.as_ref().expect("new record").write_body(id))
             .collect();
         let path = format!("/v1/memories?{}", scope(&domain));
+        self.idempotency_key = Some(self.next_idempotency_key());
         self.write(
             ctx,
             format!("batch put {chosen:?}"),
@@ -495,12 +523,28 @@ impl ClientModel {
         let mark = ctx.shared.mark(self.tenant);
         let url = format!("{}{path}", ctx.url);
         let tenant = tenant_id(self.tenant);
-        match send(&ctx.http, method, &url, ctx.key, body.as_ref()) {
+        let idempotency_key = self.idempotency_key.take();
+        let answer = send_idempotent(
+            &ctx.http,
+            method,
+            &url,
+            ctx.key,
+            body.as_ref(),
+            idempotency_key.as_deref(),
+        )
+        .map(|(s, v, _)| (s, v));
+        match answer {
             Err(_) => {
+                let retry = idempotency_key.zip(body).map(|(key, body)| Retry {
+                    path: path.to_owned(),
+                    body,
+                    key,
+                });
                 self.pending = Some(Pending {
                     what,
                     before,
                     after: changes,
+                    retry,
                 });
                 Next::Stop
             }

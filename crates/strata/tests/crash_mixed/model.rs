@@ -224,15 +224,39 @@ pub fn send(
     key: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), String> {
+    send_idempotent(http, method, url, key, body, None).map(|(s, v, _)| (s, v))
+}
+
+/// Like [`send`], with an `Idempotency-Key` when one is given; also says whether the answer
+/// was a replay (`Idempotent-Replayed: true`).
+pub fn send_idempotent(
+    http: &reqwest::blocking::Client,
+    method: &str,
+    url: &str,
+    key: &str,
+    body: Option<&Value>,
+    idempotency_key: Option<&str>,
+) -> Result<(u16, Value, bool), String> {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let mut req = http.request(method, url).bearer_auth(key);
+    if let Some(k) = idempotency_key {
+        req = req.header("idempotency-key", k);
+    }
     if let Some(b) = body {
         req = req.json(b);
     }
     let res = req.send().map_err(|e| e.to_string())?;
     let status = res.status().as_u16();
+    let replayed = res
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
     let text = res.text().map_err(|e| e.to_string())?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        replayed,
+    ))
 }
 
 /// A refusal the server may give any request under load: it applied nothing.
