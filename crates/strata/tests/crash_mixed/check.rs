@@ -200,7 +200,7 @@ fn records(
             }
             let touched: Vec<&String> = p.after.iter().map(|(rid, _)| rid).collect();
             c.links
-                .retain(|(s, t)| !touched.contains(&s) && !touched.contains(&t));
+                .retain(|(s, t), _| !touched.contains(&s) && !touched.contains(&t));
             if p.retry.is_some() {
                 retries.push((ci, !is(&p.before), p));
             }
@@ -459,7 +459,8 @@ fn totals(server: &Server, key: &str, id: &str, records: usize, failures: &Failu
     }
 }
 
-/// Each acknowledged link whose ends were not written since is still there.
+/// Each acknowledged link whose ends were not written since is still there, and each
+/// acknowledged removal of one still holds.
 fn links(
     server: &Server,
     key: &str,
@@ -468,7 +469,7 @@ fn links(
     observed: &BTreeMap<String, Rec>,
     failures: &Failures,
 ) {
-    for (source, target) in &c.links {
+    for ((source, target), made) in &c.links {
         let Some(rec) = observed.get(source) else {
             continue;
         };
@@ -477,9 +478,11 @@ fn links(
         let found = v["outgoing"]
             .as_array()
             .is_some_and(|l| l.iter().any(|l| l["target"] == target.as_str()));
-        if s != 200 || !found {
+        if s != 200 || found != *made {
             failures.push(format!(
-                "tenant {id}: acknowledged link {source} -> {target} is gone ({s}): {v}"
+                "tenant {id}: link {source} -> {target} acknowledged as {}, found {found} \
+                 ({s}): {v}",
+                if *made { "made" } else { "removed" }
             ));
         }
     }

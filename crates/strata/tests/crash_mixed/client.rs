@@ -37,8 +37,9 @@ pub struct ClientModel {
     pub client: usize,
     /// Every id of this client: the record its last acknowledged write left, or `None`.
     pub state: BTreeMap<String, Option<Rec>>,
-    /// Acknowledged links whose ends have not been written since.
-    pub links: Vec<(String, String)>,
+    /// Links (source, target) acknowledged as made (`true`) or removed (`false`) whose ends
+    /// have not been written since.
+    pub links: BTreeMap<(String, String), bool>,
     pub pending: Option<Pending>,
     acknowledged: usize,
     /// Whether the last write was acknowledged (a link is remembered only then).
@@ -65,7 +66,7 @@ impl ClientModel {
             tenant,
             client,
             state,
-            links: Vec::new(),
+            links: BTreeMap::new(),
             pending: None,
             acknowledged: 0,
             acknowledged_last: false,
@@ -109,7 +110,8 @@ impl ClientModel {
                 58..=62 => self.move_domain(&mut rng, &mut ctx),
                 63..=71 => self.delete_one(&mut rng, &mut ctx),
                 72..=74 => self.delete_where(&mut rng, &mut ctx),
-                75..=79 => self.link(&mut rng, &mut ctx),
+                75..=77 => self.link(&mut rng, &mut ctx),
+                78..=79 => self.unlink(&mut rng, &mut ctx),
                 80..=83 => self.evidence(&mut rng, &mut ctx),
                 84..=88 => self.get(&mut rng, &mut ctx),
                 _ => self.search(&mut rng, &mut ctx),
@@ -436,12 +438,45 @@ impl ClientModel {
                     .ok_or(format!("expected 201, got {s}: {v}"))
             },
         );
-        if matches!(next, Next::Go) && self.acknowledged_last {
-            self.links
-                .retain(|l| l != &(source.clone(), target.clone()));
-            self.links.push((source, target));
-        }
+        self.remember_link((source, target), true);
         next
+    }
+
+    fn unlink(&mut self, rng: &mut Rng, ctx: &mut Ctx) -> Next {
+        let made: Vec<&(String, String)> = self
+            .links
+            .iter()
+            .filter_map(|(l, made)| made.then_some(l))
+            .collect();
+        if made.is_empty() {
+            return self.link(rng, ctx);
+        }
+        let (source, target) = rng.pick(&made).to_owned().clone();
+        let Some(Some(rec)) = self.state.get(&source) else {
+            return self.get(rng, ctx);
+        };
+        let path = format!("/v1/links/delete?{}", scope(&rec.domain));
+        let body = json!({"source": source, "target": target, "relation": "related"});
+        let next = self.write(
+            ctx,
+            format!("unlink {source} -> {target}"),
+            "POST",
+            &path,
+            Some(body),
+            Vec::new(),
+            |_, _| Ok(()),
+        );
+        self.remember_link((source, target), false);
+        next
+    }
+
+    /// After a link or unlink: what it was acknowledged to do, or nothing known.
+    fn remember_link(&mut self, link: (String, String), made: bool) {
+        if self.acknowledged_last {
+            self.links.insert(link, made);
+        } else {
+            self.links.remove(&link);
+        }
     }
 
     fn get(&mut self, rng: &mut Rng, ctx: &mut Ctx) -> Next {
@@ -519,7 +554,7 @@ impl ClientModel {
             .collect();
         // A write of either end may drop or hide a link: only untouched links are checked.
         self.links
-            .retain(|(s, t)| !changes.iter().any(|(id, _)| id == s || id == t));
+            .retain(|(s, t), _| !changes.iter().any(|(id, _)| id == s || id == t));
         let mark = ctx.shared.mark(self.tenant);
         let url = format!("{}{path}", ctx.url);
         let tenant = tenant_id(self.tenant);
