@@ -39,10 +39,10 @@ use crate::model::{Failures, Rng, Shared, TENANTS, tenant_id};
 use crate::operator::OperatorModel;
 
 /// Kill rounds: each runs the load, kills the server, restarts it and checks everything.
-const ROUNDS: u64 = 14;
+const ROUNDS: u64 = 16;
 /// Client threads per tenant, each owning its own record ids, so each knows exactly what its
 /// acknowledged writes left behind.
-const CLIENTS_PER_TENANT: usize = 2;
+const CLIENTS_PER_TENANT: usize = 3;
 
 #[test]
 fn sigkill_under_a_mixed_workload_loses_and_half_applies_nothing() {
@@ -147,13 +147,14 @@ fn sigkill_under_a_mixed_workload_loses_and_half_applies_nothing() {
         println!(
             "crash_mixed: seed {seed} round {round}: killed {when}, \
              {ops} acknowledged client operations, {} records, unanswered writes applied {} \
-             and not {} ({} sent again), {} moves resumed or under way, levels {:?}, operator {:?}: all checks \
+             and not {} ({} sent again), {} moves resumed or under way ({} cancelled), levels {:?}, operator {:?}: all checks \
              passed ({:?} so far)",
             tally.records,
             tally.unanswered_applied,
             tally.unanswered_not_applied,
             tally.retried,
             tally.moves_after_restart,
+            tally.moves_cancelled,
             tally.levels,
             operator.acknowledged,
             started.elapsed()

@@ -17,6 +17,9 @@ use crate::operator::{OperatorModel, export};
 
 /// A migration a crash cut short is resumed after the start; this bounds the wait for it.
 const SETTLE_WITHIN: Duration = Duration::from_secs(90);
+/// How long a cut-short move of a tenant deleted at the restart is left `interrupted` before
+/// the operator cancels it (a resumption may still be about to look at it).
+const CANCEL_AFTER: Duration = Duration::from_secs(2);
 
 /// What a round's checks saw, for its summary line.
 #[derive(Debug, Default)]
@@ -30,6 +33,8 @@ pub struct Tally {
     pub retried: usize,
     /// Tenants whose migration was still under way, or cut short, at the restart.
     pub moves_after_restart: usize,
+    /// Cut-short moves of tenants deleted at the restart, cancelled.
+    pub moves_cancelled: usize,
     /// Tenants at each isolation level.
     pub levels: BTreeMap<String, usize>,
 }
@@ -95,8 +100,10 @@ fn tenant(
         }
     }
     operator.status[t] = vec!["active"];
-    let deadline = Instant::now() + SETTLE_WITHIN;
+    let started = Instant::now();
+    let deadline = started + SETTLE_WITHIN;
     let mut first = true;
+    let mut cancelled = false;
     let migration = loop {
         let (s, v) = server.get(&format!("/v1/admin/tenants/{id}/migration"), OPERATOR_KEY);
         let state = v["state"].as_str().unwrap_or("");
@@ -105,6 +112,23 @@ fn tenant(
         }
         if std::mem::take(&mut first) {
             tally.moves_after_restart += 1;
+        }
+        // A move cut short while its tenant was deleted is not resumed (the tenant was
+        // deleted, so the move is skipped) and stays `interrupted`: the operator cancels it.
+        if state == "interrupted"
+            && status == "deleted"
+            && !cancelled
+            && started.elapsed() > CANCEL_AFTER
+        {
+            cancelled = true;
+            tally.moves_cancelled += 1;
+            let path = format!("/v1/admin/tenants/{id}/migration");
+            let (s, v) = server.call("DELETE", &path, Some(OPERATOR_KEY), &[], None);
+            if !(200..300).contains(&s) {
+                failures.push(format!(
+                    "tenant {id}: cancelling its cut-short move: {s}: {v}"
+                ));
+            }
         }
         if Instant::now() > deadline {
             failures.push(format!(
@@ -119,6 +143,10 @@ fn tenant(
     }
     let (_, info) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
     let level = info["isolation"].as_str().unwrap_or("").to_owned();
+    if cancelled && let Some(from) = migration["from"].as_str() {
+        // Cancelled: the tenant stays whole at the level the move started from.
+        operator.level[t].push(from.to_owned());
+    }
     if !operator.level[t].contains(&level) {
         failures.push(format!(
             "tenant {id}: isolation {level:?}, expected one of {:?} (migration {migration})",
