@@ -63,7 +63,19 @@ impl OperatorModel {
             let going_on = match rng.below(6) {
                 0 => self.pause(t, &mut rng, shared, failures, &call, ("suspend", "resume")),
                 1 => self.pause(t, &mut rng, shared, failures, &call, ("delete", "restore")),
-                2 | 3 => self.migrate(t, &mut rng, shared, failures, &call),
+                // Now and then the tenant is deleted (and restored) while its move runs.
+                2 | 3 => {
+                    self.migrate(t, &mut rng, shared, failures, &call)
+                        && (rng.below(3) != 0
+                            || self.pause(
+                                t,
+                                &mut rng,
+                                shared,
+                                failures,
+                                &call,
+                                ("delete", "restore"),
+                            ))
+                }
                 4 => match export(&http, url, &id) {
                     Err(_) => false,
                     Ok((200, lines)) => {
