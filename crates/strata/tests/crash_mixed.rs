@@ -1,20 +1,23 @@
 //! Chaos over HTTP: client threads of several tenants run a seeded mix of what users do (single
-//! and batch puts with every scope field, patches of content, metadata, principals and domain,
-//! deletes one by one and by filter, links, reads and searches of every mode) while an operator
-//! thread suspends, resumes, soft-deletes, restores, migrates, exports and creates tenants; the
-//! server is killed with SIGKILL at a seeded moment, restarted, and then has to agree with what
-//! it acknowledged:
+//! and batch puts with every scope field, patches of content, metadata, principals, vector and
+//! domain, evidence, deletes one by one and by filter, links made and removed, reads and
+//! searches of every mode) while an operator thread suspends, resumes, soft-deletes, restores,
+//! migrates, exports and creates tenants; the server is killed with SIGKILL at a seeded moment
+//! (every other round within milliseconds of a migration's answer), restarted, and then has to
+//! agree with what it acknowledged:
 //! - every record is as its last acknowledged write left it (a delete stays deleted); the one
 //!   write of a client whose answer never arrived is either wholly applied or not at all (a
-//!   batch or a delete by filter is all or nothing, a patch is the old or the new record);
-//! - `verify` is clean, and the usage, count, list, `GET`, exact searches (vector, text,
-//!   hybrid, filtered, narrowed to a principal) and export all name exactly the same records,
-//!   with the same content, and nothing of another tenant;
-//! - acknowledged links, tenant states, isolation levels and new tenants survive;
+//!   batch or a delete by filter is all or nothing, a patch is the old or the new record), and
+//!   a record write sent again with its `Idempotency-Key` is replayed exactly when it was kept;
+//! - `verify` is clean, and the usage, stats, count, list, `GET`, exact searches (vector, text,
+//!   hybrid, filtered, narrowed to a principal or a run) and export all name exactly the same
+//!   records, with the same content, and nothing of another tenant;
+//! - acknowledged links and link removals, tenant states, isolation levels and new tenants
+//!   survive;
 //! - the server log never says "panicked".
 //!
-//! `CRASH_SEED=<n>` replays a seed's operation mix and kill moments; a failure names the seed,
-//! the round, the tenant and the record.
+//! `CRASH_SEED=<n>` replays a seed's operation mix and kill moments (the interleaving of the
+//! threads is the machine's); a failure names the seed, the round, the tenant and the record.
 
 mod common;
 
