@@ -138,6 +138,10 @@ fn tenant(
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    eprintln!(
+        "check: tenant {id} at the restart: {status}, migration {}",
+        migration
+    );
     if migration["state"] == "failed" {
         failures.push(format!("tenant {id}: its migration failed: {migration}"));
     }

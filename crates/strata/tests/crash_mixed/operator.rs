@@ -190,7 +190,10 @@ impl OperatorModel {
         let others: Vec<&str> = LEVELS.iter().copied().filter(|l| *l != current).collect();
         let target = rng.pick(&others).to_string();
         let path = format!("/v1/admin/tenants/{id}/migrate");
-        match call("POST", &path, Some(json!({ "target": target }))) {
+        let answer = call("POST", &path, Some(json!({ "target": target })));
+        // Kept in the test's output, which a failure shows: the story of each level.
+        eprintln!("operator: migrate {id} {current} -> {target}: {answer:?}");
+        match answer {
             Err(_) => {
                 self.level[t] = vec![current, target];
                 false
