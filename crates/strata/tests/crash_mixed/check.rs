@@ -124,7 +124,10 @@ fn tenant(
             tally.moves_cancelled += 1;
             let path = format!("/v1/admin/tenants/{id}/migration");
             let (s, v) = server.call("DELETE", &path, Some(OPERATOR_KEY), &[], None);
-            if !(200..300).contains(&s) {
+            eprintln!("check: tenant {id}: cancelling its cut-short move: {s}: {v}");
+            // `409`: a resumption started it meanwhile, past its copy or just starting (then
+            // a second cancel stops it); it settles either way.
+            if !(200..300).contains(&s) && s != 409 {
                 failures.push(format!(
                     "tenant {id}: cancelling its cut-short move: {s}: {v}"
                 ));
