@@ -370,7 +370,17 @@ impl Engine {
         // last-migration row keeps saying how the last real one went.
         let no_op =
             next.isolation == profile.isolation && next.index_params == profile.index_params;
-        if req.dry_run || no_op {
+        if req.dry_run {
+            return Ok((report, None));
+        }
+        if no_op {
+            // A data move under way takes the tenant off this level at its flip: "nothing to
+            // change" would acknowledge a level it is about to leave (like any change, 409).
+            if self.migrations.get(meta.key).is_some_and(|m| m.running()) {
+                return Err(EngineError::IdConflict(format!(
+                    "tenant {id}: a migration is already running"
+                )));
+            }
             return Ok((report, None));
         }
         if let Some(size) = size {

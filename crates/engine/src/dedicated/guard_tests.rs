@@ -73,6 +73,9 @@ fn a_running_move_refuses_other_level_and_parameter_changes_and_the_sweeps_skip_
         ..IndexParams::default()
     };
     conflict(engine.migrate_tenant(&op, &id, request(IsolationLevel::Shared, Some(params))));
+    // The level it is leaving, which it is still at: not "nothing to change", since the flip
+    // will take it away (it was answered as done, and the tenant then ended elsewhere).
+    conflict(engine.migrate_tenant(&op, &id, request(IsolationLevel::Shared, None)));
     // The promotion sweep skips it (and would promote it otherwise: it holds 50 vectors).
     assert!(engine.promote_tenants(&op).unwrap().is_empty());
 

@@ -1,0 +1,524 @@
+//! The checks after each restart: tenants as their operator left them, every record as its
+//! client's acknowledged writes left it, and every way of reading the records agreeing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use std::ops::DerefMut;
+
+use crate::client::{ClientModel, Pending, scope};
+use crate::common::{OPERATOR_KEY, Server};
+use crate::model::{
+    COLLECTION, COMMON_WORD, DOMAINS, Failures, Rec, Shared, TENANTS, send_idempotent, tenant_id,
+};
+use crate::operator::{OperatorModel, export};
+
+/// A migration a crash cut short is resumed after the start; this bounds the wait for it.
+const SETTLE_WITHIN: Duration = Duration::from_secs(90);
+/// How long a cut-short move of a tenant deleted at the restart is left `interrupted` before
+/// the operator cancels it (a resumption may still be about to look at it).
+const CANCEL_AFTER: Duration = Duration::from_secs(2);
+
+/// What a round's checks saw, for its summary line.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Records found, over all tenants.
+    pub records: usize,
+    /// Unanswered writes found applied, and found not applied.
+    pub unanswered_applied: usize,
+    pub unanswered_not_applied: usize,
+    /// Unanswered record writes sent again with their idempotency keys.
+    pub retried: usize,
+    /// Tenants whose migration was still under way, or cut short, at the restart.
+    pub moves_after_restart: usize,
+    /// Cut-short moves of tenants deleted at the restart, cancelled.
+    pub moves_cancelled: usize,
+    /// Tenants at each isolation level.
+    pub levels: BTreeMap<String, usize>,
+}
+
+pub fn after_restart(
+    server: &Server,
+    keys: &[String],
+    clients: &mut [ClientModel],
+    operator: &mut OperatorModel,
+    shared: &Shared,
+    failures: &Failures,
+) -> Tally {
+    let mut tally = Tally::default();
+    for t in 0..TENANTS {
+        tenant(server, t, operator, failures, &mut tally);
+        shared.set_disturbed(t, false);
+        *tally
+            .levels
+            .entry(operator.level[t][0].clone())
+            .or_default() += 1;
+    }
+    for new in &operator.created {
+        let (s, v) = server.get(&format!("/v1/admin/tenants/{new}"), OPERATOR_KEY);
+        if s != 200 || v["status"] != "active" {
+            failures.push(format!("tenant {new}, created with 201, is now {s}: {v}"));
+        }
+    }
+    for (t, key) in keys.iter().enumerate() {
+        let mine: Vec<&mut ClientModel> = clients.iter_mut().filter(|c| c.tenant == t).collect();
+        records(server, key, t, mine, failures, &mut tally);
+    }
+    tally
+}
+
+/// The tenant's status and level are what the operator's answers promised; then it is made
+/// active again, and its migration (resumed after the restart) is waited for.
+fn tenant(
+    server: &Server,
+    t: usize,
+    operator: &mut OperatorModel,
+    failures: &Failures,
+    tally: &mut Tally,
+) {
+    let id = tenant_id(t);
+    let (s, info) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
+    let status = info["status"].as_str().unwrap_or("").to_owned();
+    if s != 200 || !operator.status[t].contains(&status.as_str()) {
+        failures.push(format!(
+            "tenant {id}: status {status:?} ({s}), expected one of {:?}: {info}",
+            operator.status[t]
+        ));
+    }
+    let wake = match status.as_str() {
+        "suspended" => Some("resume"),
+        "deleted" => Some("restore"),
+        _ => None,
+    };
+    if let Some(wake) = wake {
+        let path = format!("/v1/admin/tenants/{id}/{wake}");
+        let (s, v) = server.post(&path, OPERATOR_KEY, json!({}));
+        if !(200..300).contains(&s) {
+            failures.push(format!("tenant {id}: {wake} after the restart: {s}: {v}"));
+        }
+    }
+    operator.status[t] = vec!["active"];
+    let started = Instant::now();
+    let deadline = started + SETTLE_WITHIN;
+    let mut first = true;
+    let mut cancelled = false;
+    let migration = loop {
+        let (s, v) = server.get(&format!("/v1/admin/tenants/{id}/migration"), OPERATOR_KEY);
+        let state = v["state"].as_str().unwrap_or("");
+        if s == 200 && matches!(state, "none" | "done" | "failed" | "cancelled") {
+            break v;
+        }
+        if std::mem::take(&mut first) {
+            tally.moves_after_restart += 1;
+        }
+        // A move cut short while its tenant was deleted is not resumed (the tenant was
+        // deleted, so the move is skipped) and stays `interrupted`: the operator cancels it.
+        if state == "interrupted"
+            && status == "deleted"
+            && !cancelled
+            && started.elapsed() > CANCEL_AFTER
+        {
+            cancelled = true;
+            tally.moves_cancelled += 1;
+            let path = format!("/v1/admin/tenants/{id}/migration");
+            let (s, v) = server.call("DELETE", &path, Some(OPERATOR_KEY), &[], None);
+            eprintln!("check: tenant {id}: cancelling its cut-short move: {s}: {v}");
+            // `409`: a resumption started it meanwhile, past its copy or just starting (then
+            // a second cancel stops it); it settles either way.
+            if !(200..300).contains(&s) && s != 409 {
+                failures.push(format!(
+                    "tenant {id}: cancelling its cut-short move: {s}: {v}"
+                ));
+            }
+        }
+        if Instant::now() > deadline {
+            failures.push(format!(
+                "tenant {id}: its migration did not settle within {SETTLE_WITHIN:?}: {s}: {v}"
+            ));
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "check: tenant {id} at the restart: {status}, migration {}",
+        migration
+    );
+    if migration["state"] == "failed" {
+        failures.push(format!("tenant {id}: its migration failed: {migration}"));
+    }
+    let (_, info) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
+    let level = info["isolation"].as_str().unwrap_or("").to_owned();
+    if cancelled && let Some(from) = migration["from"].as_str() {
+        // Cancelled: the tenant stays whole at the level the move started from.
+        operator.level[t].push(from.to_owned());
+    }
+    if !operator.level[t].contains(&level) {
+        failures.push(format!(
+            "tenant {id}: isolation {level:?}, expected one of {:?} (migration {migration})",
+            operator.level[t]
+        ));
+    }
+    operator.level[t] = vec![level];
+}
+
+/// Every record of tenant `t` as the server lists it, by id.
+fn listed(server: &Server, key: &str, id: &str, failures: &Failures) -> BTreeMap<String, Rec> {
+    let mut out = BTreeMap::new();
+    for domain in DOMAINS {
+        let path = format!("/v1/memories/list?{}", scope(domain));
+        let (s, v) = server.post(&path, key, json!({"limit": 1000}));
+        let records = v["records"].as_array().cloned().unwrap_or_default();
+        if s != 200 || !v["next"].is_null() {
+            failures.push(format!("tenant {id}: list in {domain}: {s}: {v}"));
+        }
+        for r in &records {
+            let rid = r["id"].as_str().unwrap_or("").to_owned();
+            match Rec::from_json(r) {
+                _ if !rid.starts_with(&format!("{id}-")) => {
+                    failures.push(format!("tenant {id}: lists a record not its own: {r}"))
+                }
+                Some(rec) if rec.domain == domain => {
+                    if out.insert(rid.clone(), rec).is_some() {
+                        failures.push(format!("tenant {id}: record {rid} is in two domains"));
+                    }
+                }
+                _ => failures.push(format!("tenant {id}: list in {domain} gave {r}")),
+            }
+        }
+    }
+    out
+}
+
+fn records(
+    server: &Server,
+    key: &str,
+    t: usize,
+    clients: Vec<&mut ClientModel>,
+    failures: &Failures,
+    tally: &mut Tally,
+) {
+    let id = tenant_id(t);
+    let observed = listed(server, key, &id, failures);
+    tally.records += observed.len();
+    let mut known = BTreeSet::new();
+    let mut clients = clients;
+    // Unanswered record writes to send again once the checks of what the crash left are done,
+    // with whether they were applied before the crash.
+    let mut retries: Vec<(usize, bool, Pending)> = Vec::new();
+    for (ci, c) in clients.iter_mut().enumerate() {
+        if let Some(p) = c.pending.take() {
+            let is = |side: &[(String, Option<Rec>)]| {
+                side.iter()
+                    .all(|(rid, rec)| observed.get(rid) == rec.as_ref())
+            };
+            // A write that changes nothing reads as both: counted as not applied.
+            if is(&p.before) {
+                tally.unanswered_not_applied += 1;
+            } else if is(&p.after) {
+                tally.unanswered_applied += 1;
+            } else {
+                let now: Vec<(&String, Option<&Rec>)> = p
+                    .after
+                    .iter()
+                    .map(|(rid, _)| (rid, observed.get(rid)))
+                    .collect();
+                failures.push(format!(
+                    "tenant {id}: unanswered {} is half applied: now {now:?}, before {:?}, \
+                     after {:?}",
+                    p.what, p.before, p.after
+                ));
+            }
+            for (rid, _) in &p.after {
+                c.state.insert(rid.clone(), observed.get(rid).cloned());
+            }
+            let touched: Vec<&String> = p.after.iter().map(|(rid, _)| rid).collect();
+            c.links
+                .retain(|(s, t), _| !touched.contains(&s) && !touched.contains(&t));
+            if p.retry.is_some() {
+                retries.push((ci, !is(&p.before), p));
+            }
+        }
+        for (rid, expected) in c.state.iter_mut() {
+            known.insert(rid.clone());
+            let got = observed.get(rid);
+            if got != expected.as_ref() {
+                failures.push(format!(
+                    "tenant {id}: record {rid}: acknowledged {expected:?}, found {got:?}"
+                ));
+                *expected = got.cloned();
+            }
+        }
+        links(server, key, &id, c, &observed, failures);
+    }
+    for rid in observed.keys().filter(|rid| !known.contains(*rid)) {
+        failures.push(format!(
+            "tenant {id}: record {rid} was never written by a client"
+        ));
+    }
+    gets(server, key, &id, &observed, failures);
+    for domain in DOMAINS {
+        searches(server, key, &id, domain, &observed, failures);
+    }
+    totals(server, key, &id, observed.len(), failures);
+    let (s, lines) = export(&reqwest_client(), &server.url, &id).unwrap_or_default();
+    let exported: BTreeMap<String, Option<Rec>> = lines
+        .iter()
+        .filter(|l| l["type"] == "record")
+        .map(|l| (l["id"].as_str().unwrap_or("").to_owned(), Rec::from_json(l)))
+        .collect();
+    let wanted: BTreeMap<String, Option<Rec>> = observed
+        .iter()
+        .map(|(rid, r)| (rid.clone(), Some(r.clone())))
+        .collect();
+    if s != 200 || exported != wanted {
+        failures.push(format!(
+            "tenant {id}: export ({s}) has {} records, storage {}: {:?}",
+            exported.len(),
+            wanted.len(),
+            exported
+                .keys()
+                .collect::<BTreeSet<_>>()
+                .symmetric_difference(&wanted.keys().collect())
+        ));
+    }
+    tally.retried += retries.len();
+    for (ci, applied, p) in retries {
+        retry(
+            server,
+            key,
+            &id,
+            clients[ci].deref_mut(),
+            applied,
+            p,
+            failures,
+        );
+    }
+}
+
+/// Sends an unanswered record write again with its `Idempotency-Key`, as its client would:
+/// the answer is a replay exactly when the crash kept the write, and either way the records
+/// are then as the write makes them.
+fn retry(
+    server: &Server,
+    key: &str,
+    id: &str,
+    c: &mut ClientModel,
+    applied: bool,
+    p: Pending,
+    failures: &Failures,
+) {
+    let Some(r) = &p.retry else { return };
+    let url = format!("{}{}", server.url, r.path);
+    let answer = send_idempotent(
+        &crate::model::http(),
+        "POST",
+        &url,
+        key,
+        Some(&r.body),
+        Some(&r.key),
+    );
+    match answer {
+        Ok((s, _, replayed)) if (200..300).contains(&s) && replayed == applied => {}
+        other => failures.push(format!(
+            "tenant {id}: {} sent again with its idempotency key after the crash (applied \
+             before: {applied}): {other:?}",
+            p.what
+        )),
+    }
+    for (rid, rec) in p.after {
+        let Some(rec) = rec else { continue };
+        let (s, v) = server.get(&format!("/v1/memories/{rid}?{}", scope(&rec.domain)), key);
+        if s != 200 || Rec::from_json(&v).as_ref() != Some(&rec) {
+            failures.push(format!(
+                "tenant {id}: {rid} after {} was sent again: {s}: {v}, expected {rec:?}",
+                p.what
+            ));
+        }
+        c.state.insert(rid, Some(rec));
+    }
+}
+
+fn reqwest_client() -> reqwest::blocking::Client {
+    crate::model::http()
+}
+
+/// `GET` agrees with the listing, record by record, in every domain.
+fn gets(
+    server: &Server,
+    key: &str,
+    id: &str,
+    observed: &BTreeMap<String, Rec>,
+    failures: &Failures,
+) {
+    for (i, rid) in observed.keys().enumerate().filter(|(i, _)| i % 3 == 0) {
+        let rec = &observed[rid];
+        for domain in DOMAINS {
+            let (s, v) = server.get(&format!("/v1/memories/{rid}?{}", scope(domain)), key);
+            let right = if rec.domain == domain {
+                s == 200 && Rec::from_json(&v).as_ref() == Some(rec)
+            } else {
+                s == 404
+            };
+            if !right {
+                failures.push(format!(
+                    "tenant {id}: GET {rid} in {domain} ({i}): {s}: {v}, listed as {rec:?}"
+                ));
+            }
+        }
+    }
+}
+
+/// Exact searches of every mode return exactly the listed records the request may see, with
+/// their current content.
+fn searches(
+    server: &Server,
+    key: &str,
+    id: &str,
+    domain: &str,
+    observed: &BTreeMap<String, Rec>,
+    failures: &Failures,
+) {
+    let in_domain = |f: &dyn Fn(&Rec) -> bool| -> BTreeSet<String> {
+        observed
+            .iter()
+            .filter(|(_, r)| r.domain == domain && f(r))
+            .map(|(rid, _)| rid.clone())
+            .collect()
+    };
+    let query = vec![0.5f32; crate::model::DIM];
+    let all = scope(domain);
+    let cases: Vec<(&str, String, Value, BTreeSet<String>)> = vec![
+        (
+            "vector",
+            all.clone(),
+            json!({"vector": query, "mode": "vector"}),
+            in_domain(&|_| true),
+        ),
+        (
+            "text",
+            all.clone(),
+            json!({"query": COMMON_WORD, "mode": "text"}),
+            in_domain(&|_| true),
+        ),
+        (
+            "hybrid",
+            all.clone(),
+            json!({"vector": query, "query": COMMON_WORD, "mode": "hybrid"}),
+            in_domain(&|_| true),
+        ),
+        (
+            "filtered",
+            all.clone(),
+            json!({"vector": query, "mode": "vector", "filter": {"tag": 1}}),
+            in_domain(&|r| r.metadata["tag"] == 1),
+        ),
+        (
+            "principal",
+            format!("memory_domain={domain}&user_tokens=u:bob"),
+            json!({"query": COMMON_WORD, "mode": "text"}),
+            in_domain(&|r| r.visible_to("u:bob")),
+        ),
+        (
+            "run",
+            format!("{all}&run_id=run1"),
+            json!({"vector": query, "mode": "vector"}),
+            in_domain(&|r| r.run_id.as_deref() == Some("run1")),
+        ),
+    ];
+    for (name, q, mut body, expected) in cases {
+        body["modality"] = json!(COLLECTION);
+        body["k"] = json!(1000);
+        let (s, v) = server.post(&format!("/v1/search?{q}"), key, body.clone());
+        let hits = v["hits"].as_array().cloned().unwrap_or_default();
+        let got: BTreeSet<String> = hits
+            .iter()
+            .map(|h| h["id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        if s != 200 || got != expected || got.len() != hits.len() {
+            failures.push(format!(
+                "tenant {id}: {name} search in {domain} ({s}): ghosts {:?}, missing {:?}: {v}",
+                got.difference(&expected).collect::<Vec<_>>(),
+                expected.difference(&got).collect::<Vec<_>>()
+            ));
+            continue;
+        }
+        for hit in &hits {
+            let rid = hit["id"].as_str().unwrap_or("");
+            let rec = &observed[rid];
+            if hit["content"] != rec.content.as_str()
+                || hit["metadata"].as_object() != Some(&rec.metadata)
+            {
+                failures.push(format!(
+                    "tenant {id}: {name} search in {domain}: hit {hit} differs from {rec:?}"
+                ));
+            }
+        }
+    }
+    let (s, v) = server.post(&format!("/v1/memories/count?{all}"), key, json!({}));
+    let expected = in_domain(&|_| true).len();
+    if s != 200 || v["count"] != expected {
+        failures.push(format!(
+            "tenant {id}: count in {domain} ({s}): {v}, listed {expected}"
+        ));
+    }
+}
+
+/// The tenant's usage (the operator's view and its own stats) and `verify` count the listed
+/// records, and `verify` is clean.
+fn totals(server: &Server, key: &str, id: &str, records: usize, failures: &Failures) {
+    // Every record has a vector. The operator's view and the tenant's own stats agree.
+    for (path, who) in [
+        (format!("/v1/admin/tenants/{id}"), OPERATOR_KEY),
+        ("/v1/stats".to_owned(), key),
+    ] {
+        let (s, v) = server.get(&path, who);
+        let usage = &v["usage"];
+        if s != 200 || usage["records"] != records || usage["vectors"] != records {
+            failures.push(format!(
+                "tenant {id}: {path} says {} records and {} vectors, listed {records}: {v}",
+                usage["records"], usage["vectors"]
+            ));
+        }
+    }
+    let (s, v) = server.post(
+        &format!("/v1/admin/tenants/{id}/verify"),
+        OPERATOR_KEY,
+        json!({}),
+    );
+    if s != 200 || v["ok"] != true || v["records"] != records {
+        failures.push(format!(
+            "tenant {id}: verify ({s}) is not clean or counts other than {records}: {v}"
+        ));
+    }
+}
+
+/// Each acknowledged link whose ends were not written since is still there, and each
+/// acknowledged removal of one still holds.
+fn links(
+    server: &Server,
+    key: &str,
+    id: &str,
+    c: &ClientModel,
+    observed: &BTreeMap<String, Rec>,
+    failures: &Failures,
+) {
+    for ((source, target), made) in &c.links {
+        let Some(rec) = observed.get(source) else {
+            continue;
+        };
+        let path = format!("/v1/memories/{source}/links?{}", scope(&rec.domain));
+        let (s, v) = server.get(&path, key);
+        let found = v["outgoing"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["target"] == target.as_str()));
+        if s != 200 || found != *made {
+            failures.push(format!(
+                "tenant {id}: link {source} -> {target} acknowledged as {}, found {found} \
+                 ({s}): {v}",
+                if *made { "made" } else { "removed" }
+            ));
+        }
+    }
+}
