@@ -7,6 +7,7 @@ mod bench_mixed;
 mod bench_probe;
 mod client;
 mod config;
+mod io_threads;
 mod loadgen;
 mod model;
 mod serve;
@@ -275,6 +276,12 @@ fn init_logging(config: &Config) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Serve { config } = cli.command {
+        let config = Config::load(config.as_deref(), std::env::vars())?;
+        init_logging(&config);
+        let runtime = server_runtime(config.scheduler.io_thread_slice_us)?;
+        return runtime.block_on(serve::run(config));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -282,13 +289,28 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(cli.command))
 }
 
+/// The server's async runtime, its threads asking the OS for `slice_us` time slices
+/// (`io_threads`; 0 keeps the OS's). A refusal is logged once: the server runs either way.
+fn server_runtime(slice_us: u64) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if slice_us > 0 {
+        let warned = std::sync::atomic::AtomicBool::new(false);
+        builder.on_thread_start(move || {
+            if let Err(e) = io_threads::shorten_current_thread_slice(slice_us)
+                && !warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(error = %e, "scheduler.io_thread_slice_us not applied; the OS's slices are used");
+            }
+        });
+    }
+    builder.build().context("starting the async runtime")
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     let (client, method, path, body) = match command {
-        Command::Serve { config } => {
-            let config = Config::load(config.as_deref(), std::env::vars())?;
-            init_logging(&config);
-            return serve::run(config).await;
-        }
+        // `main` starts the server on a runtime of its own (`server_runtime`).
+        Command::Serve { .. } => anyhow::bail!("serve runs on the server's runtime"),
         Command::Model {
             action: ModelAction::Fetch { dir },
         } => {
