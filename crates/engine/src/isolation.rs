@@ -374,12 +374,11 @@ impl Engine {
             return Ok((report, None));
         }
         if no_op {
-            // A data move under way takes the tenant off this level at its flip: "nothing to
-            // change" would acknowledge a level it is about to leave (like any change, 409).
-            if self.migrations.get(meta.key).is_some_and(|m| m.running()) {
-                return Err(EngineError::IdConflict(format!(
-                    "tenant {id}: a migration is already running"
-                )));
+            // A data move that will take the tenant off this level (one under way before its
+            // flip, or one cut short that the server will resume): "nothing to change" would
+            // acknowledge a level it is about to leave. Like any change meanwhile, 409.
+            if let Some(why) = self.move_pending_away(meta.key, next.isolation)? {
+                return Err(EngineError::IdConflict(format!("tenant {id}: {why}")));
             }
             return Ok((report, None));
         }
@@ -483,6 +482,32 @@ impl Engine {
         audit::append(w, TenantKey::SERVER, event)?;
         w.put_last_migration(meta.key, row)?;
         Ok(meta.key)
+    }
+
+    /// Why the tenant at `level` is about to leave it, if it is: a data move running towards
+    /// another level and not yet flipped, or one cut short by a restart that will be resumed.
+    fn move_pending_away(
+        &self,
+        key: TenantKey,
+        level: IsolationLevel,
+    ) -> Result<Option<String>, EngineError> {
+        if let Some(m) = self.migrations.get(key)
+            && m.running()
+        {
+            // After its flip the tenant is at `m.to` already and stays there.
+            return Ok((m.to != level).then(|| "a migration is already running".to_owned()));
+        }
+        // The resumption moves the tenant only while it is still at the row's `from`.
+        let resumes = strata_store::last_migration(&self.store.read()?, key)?.is_some_and(|row| {
+            crate::migration_resume::level(row.from) == level
+                && crate::migration_resume::will_resume(
+                    &row,
+                    self.config.isolation.resume_interrupted_migrations,
+                )
+        });
+        Ok(resumes.then(|| {
+            "a migration cut short by a restart will be resumed; cancel it first".to_owned()
+        }))
     }
 
     /// The tenant's level and its last migration: a data move's live progress while one runs,

@@ -50,7 +50,7 @@ pub enum Resumed {
     Skipped,
 }
 
-fn level(l: strata_store::StoredLevel) -> IsolationLevel {
+pub(crate) fn level(l: strata_store::StoredLevel) -> IsolationLevel {
     match l {
         strata_store::StoredLevel::Shared => IsolationLevel::Shared,
         strata_store::StoredLevel::Partition => IsolationLevel::Partition,

@@ -384,8 +384,10 @@ fn no_search_loads_a_forgotten_slot_after_the_forget_returned() {
             std::thread::yield_now();
         }
         engine.indexes.forget(a.key());
-        assert!(old.index.read().unwrap().is_none());
+        // Told before the check, so that a failing check ends the searchers rather than
+        // leaving them waiting for the forget forever.
         forgotten.store(true, Ordering::Release);
+        assert!(old.index.read().unwrap().is_none());
     });
     assert!(old.index.read().unwrap().is_none());
     let new = engine.indexes.get(a.key()).unwrap();

@@ -52,7 +52,7 @@ pub struct SchedulerSection {
     /// Linux's EEVDF scheduler (6.12 and newer), so a request arriving while the pool's workers
     /// keep the cores busy is read within a fraction of a millisecond instead of after the
     /// running worker's slice: under another tenant's flood a light tenant's p50 fell by about
-    /// a third and its p99 by 15–30 %, for about 5 % of the flooding tenant's throughput
+    /// a third and its p99 by 12–34 %, for about 4 % of the flooding tenant's throughput
     /// (docs/benchmarks.md). Otherwise 100–100,000, the kernel's range; where the OS does not
     /// take it, the server says so once and runs with the default.
     pub io_thread_slice_us: u64,

@@ -9,9 +9,11 @@
 //! was a good part of a light tenant's latency while another tenant flooded the server
 //! (docs/benchmarks.md, "Noisy neighbour: a short time slice for the async threads"). It needs
 //! no privilege and leaves priorities alone: each thread keeps its fair share of the CPU, only
-//! in shorter pieces. Older kernels accept the call and ignore the slice. Threads started from
-//! an async thread inherit the slice (the evictor, the graph builder); the pool's workers,
-//! started by the main thread, keep the default.
+//! in shorter pieces. Older kernels accept the call and ignore the slice. Only the runtime's
+//! worker threads ask for it (when they first go idle, see `main.rs`), not its blocking
+//! threads, which run long jobs (data moves, imports, the engine's start-up) and go back to the
+//! default slice when they start (a thread inherits its creator's); threads a worker starts
+//! directly inherit it.
 
 /// The slice asked for by default, in microseconds: the shortest the kernel takes.
 pub const DEFAULT_SLICE_US: u64 = 100;
@@ -19,18 +21,32 @@ pub const DEFAULT_SLICE_US: u64 = 100;
 /// What the kernel accepts for a custom slice, in microseconds.
 pub const SLICE_RANGE_US: std::ops::RangeInclusive<u64> = 100..=100_000;
 
-/// Asks the OS to run the calling thread in slices of `us` microseconds.
+/// Asks the OS to run the calling thread in slices of `us` microseconds (0: the kernel's
+/// default slice again, which a new thread would otherwise inherit from its creator), keeping its policy,
+/// nice value and flags as they are (a niced server stays niced, and setting its own nice
+/// value again needs no privilege). Only the normal and batch policies have a slice of their
+/// own; a thread under another policy is left alone and the call says so.
 #[cfg(target_os = "linux")]
-pub fn shorten_current_thread_slice(us: u64) -> std::io::Result<()> {
-    let attr = SchedAttr {
-        size: std::mem::size_of::<SchedAttr>() as u32,
-        policy: libc::SCHED_OTHER as u32,
-        runtime_ns: us.saturating_mul(1000),
-        ..SchedAttr::default()
-    };
+pub fn set_current_thread_slice(us: u64) -> std::io::Result<()> {
+    let mut attr = current_attr()?;
+    let policy = attr.policy as libc::c_int;
+    if policy != libc::SCHED_OTHER && policy != libc::SCHED_BATCH {
+        return Err(std::io::Error::other(format!(
+            "the thread runs under scheduling policy {policy}, which has no slice of its own"
+        )));
+    }
+    attr.size = std::mem::size_of::<SchedAttr>() as u32;
+    attr.runtime_ns = us.saturating_mul(1000);
     // SAFETY: pid 0 is the calling thread; `attr` is a valid `sched_attr` of the size it
-    // declares, alive for the call; flags 0.
-    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    // declares, alive for the call; flags 0. Variadic arguments passed at the kernel's width.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setattr,
+            0 as libc::c_long,
+            &attr as *const SchedAttr,
+            0 as libc::c_long,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {
@@ -38,9 +54,31 @@ pub fn shorten_current_thread_slice(us: u64) -> std::io::Result<()> {
     }
 }
 
+/// The calling thread's scheduling attributes (`sched_getattr`).
+#[cfg(target_os = "linux")]
+fn current_attr() -> std::io::Result<SchedAttr> {
+    let mut attr = SchedAttr::default();
+    let size = std::mem::size_of::<SchedAttr>() as libc::c_long;
+    // SAFETY: pid 0 is the calling thread; `attr` is writable for `size` bytes; flags 0.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            0 as libc::c_long,
+            &mut attr as *mut SchedAttr,
+            size,
+            0 as libc::c_long,
+        )
+    };
+    if rc == 0 {
+        Ok(attr)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Elsewhere the OS's own slices are kept.
 #[cfg(not(target_os = "linux"))]
-pub fn shorten_current_thread_slice(_us: u64) -> std::io::Result<()> {
+pub fn set_current_thread_slice(_us: u64) -> std::io::Result<()> {
     Err(std::io::Error::new(
         std::io::ErrorKind::Unsupported,
         "thread time slices are only set on Linux",
@@ -69,34 +107,56 @@ struct SchedAttr {
 mod tests {
     use super::*;
 
-    /// The slice the kernel holds for the calling thread, read back with `sched_getattr`.
-    fn current_slice_ns() -> u64 {
-        let mut attr = SchedAttr::default();
-        let size = std::mem::size_of::<SchedAttr>() as u32;
-        // SAFETY: pid 0 is the calling thread; `attr` is writable for `size` bytes.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_sched_getattr,
-                0,
-                &mut attr as *mut SchedAttr,
-                size,
-                0,
-            )
-        };
-        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
-        attr.runtime_ns
+    #[test]
+    fn a_thread_asks_for_a_short_slice_and_keeps_its_policy_and_nice_value() {
+        std::thread::spawn(|| {
+            // A niced thread (raising one's own nice value needs no privilege) stays niced.
+            // SAFETY: plain syscalls on the calling thread.
+            let nice = (unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) } + 3).min(19);
+            assert_eq!(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) }, 0);
+            set_current_thread_slice(DEFAULT_SLICE_US).unwrap();
+            let attr = current_attr().unwrap();
+            // Kernels before EEVDF's custom slices accept the call and report no slice.
+            assert!(
+                attr.runtime_ns == DEFAULT_SLICE_US * 1000 || attr.runtime_ns == 0,
+                "{}",
+                attr.runtime_ns
+            );
+            assert_eq!(attr.policy as libc::c_int, libc::SCHED_OTHER);
+            assert_eq!(attr.nice, nice);
+            assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, nice);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
-    fn a_thread_asks_for_a_short_slice_and_keeps_the_normal_policy() {
+    fn a_thread_goes_back_to_the_default_slice() {
         std::thread::spawn(|| {
-            shorten_current_thread_slice(DEFAULT_SLICE_US).unwrap();
-            // Kernels before EEVDF's custom slices accept the call and report no slice.
-            let slice = current_slice_ns();
-            assert!(slice == DEFAULT_SLICE_US * 1000 || slice == 0, "{slice}");
-            // SAFETY: plain syscall on the calling thread.
-            let policy = unsafe { libc::sched_getscheduler(0) };
-            assert_eq!(policy, libc::SCHED_OTHER);
+            // What the kernel reports for its default slice (0 before EEVDF's custom slices).
+            let default = current_attr().unwrap().runtime_ns;
+            set_current_thread_slice(DEFAULT_SLICE_US).unwrap();
+            set_current_thread_slice(0).unwrap();
+            assert_eq!(current_attr().unwrap().runtime_ns, default);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_thread_under_another_policy_is_left_alone() {
+        std::thread::spawn(|| {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: pid 0 is the calling thread; `param` is valid for the call.
+            assert_eq!(
+                unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) },
+                0
+            );
+            assert!(set_current_thread_slice(DEFAULT_SLICE_US).is_err());
+            assert_eq!(
+                current_attr().unwrap().policy as libc::c_int,
+                libc::SCHED_IDLE
+            );
         })
         .join()
         .unwrap();

@@ -289,17 +289,36 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(cli.command))
 }
 
-/// The server's async runtime, its threads asking the OS for `slice_us` time slices
-/// (`io_threads`; 0 keeps the OS's). A refusal is logged once: the server runs either way.
+/// The server's async runtime, its worker threads asking the OS for `slice_us` time slices
+/// (`io_threads`; 0 keeps the OS's). Asked when a worker first goes idle, a hook tokio runs
+/// for its workers only: its blocking threads, which run long jobs, keep the OS's slice. A
+/// refusal is logged once; the server runs either way.
 fn server_runtime(slice_us: u64) -> anyhow::Result<tokio::runtime::Runtime> {
+    thread_local! {
+        static ASKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if slice_us > 0 {
-        let warned = std::sync::atomic::AtomicBool::new(false);
-        builder.on_thread_start(move || {
-            if let Err(e) = io_threads::shorten_current_thread_slice(slice_us)
-                && !warned.swap(true, std::sync::atomic::Ordering::Relaxed)
-            {
+        // Every thread of the runtime starts at the OS's slice, whatever its creator had (a
+        // blocking thread is started by a worker); the workers then ask for theirs.
+        builder.on_thread_start(|| {
+            let _ = io_threads::set_current_thread_slice(0);
+        });
+        let told = std::sync::atomic::AtomicBool::new(false);
+        builder.on_thread_park(move || {
+            if ASKED.replace(true) {
+                return;
+            }
+            let Err(e) = io_threads::set_current_thread_slice(slice_us) else {
+                return;
+            };
+            if told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            if e.kind() == std::io::ErrorKind::Unsupported {
+                tracing::debug!(error = %e, "scheduler.io_thread_slice_us not applied");
+            } else {
                 tracing::warn!(error = %e, "scheduler.io_thread_slice_us not applied; the OS's slices are used");
             }
         });

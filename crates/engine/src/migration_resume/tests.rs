@@ -588,3 +588,56 @@ fn profile_and_metadata_changes_made_during_a_data_move_survive_its_flip() {
     assert_eq!(info.metadata.unwrap()["n"], last);
     assert!(engine.verify_tenant(&op, &a).unwrap().ok);
 }
+
+/// A migration to the level a cut-short move will take the tenant off is not "nothing to
+/// change" (the resumption would then move it anyway): refused until the move is cancelled.
+#[test]
+fn a_migration_to_the_level_a_pending_resumption_leaves_is_refused_until_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let a = fill(&engine, "a", 100);
+    let op = OperatorScope::for_tests();
+    crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert!(state(&engine, &a).will_resume);
+    let stay = || {
+        engine.start_migration(
+            &op,
+            &a,
+            MigrateRequest {
+                target: IsolationLevel::Shared,
+                index_params: None,
+                dry_run: false,
+            },
+        )
+    };
+    assert!(matches!(stay(), Err(EngineError::IdConflict(_))));
+    engine.cancel_migration(&op, &a).unwrap();
+    let (_, job) = stay().unwrap();
+    assert!(job.is_none());
+    assert_eq!(state(&engine, &a).level, IsolationLevel::Shared);
+}
+
+/// Without resumption configured, a cut-short move stays as it is and nothing is pending.
+#[test]
+fn a_migration_to_the_current_level_answers_when_nothing_will_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, false)).unwrap();
+    let a = fill(&engine, "a", 100);
+    crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, false)).unwrap();
+    let (_, job) = engine
+        .start_migration(
+            &OperatorScope::for_tests(),
+            &a,
+            MigrateRequest {
+                target: IsolationLevel::Shared,
+                index_params: None,
+                dry_run: false,
+            },
+        )
+        .unwrap();
+    assert!(job.is_none());
+}
