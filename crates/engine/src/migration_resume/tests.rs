@@ -42,19 +42,23 @@ fn fill(engine: &Engine, name: &str, n: usize) -> TenantId {
     id
 }
 
+/// Asks for `target` with the tenant's own graph parameters; the job is a data move's.
+fn migrate(
+    engine: &Engine,
+    id: &TenantId,
+    target: IsolationLevel,
+) -> Result<Option<MigrationJob>, EngineError> {
+    let req = MigrateRequest {
+        target,
+        index_params: None,
+        dry_run: false,
+    };
+    let (_, job) = engine.start_migration(&OperatorScope::for_tests(), id, req)?;
+    Ok(job)
+}
+
 fn start(engine: &Engine, id: &TenantId, target: IsolationLevel) -> MigrationJob {
-    let (_, job) = engine
-        .start_migration(
-            &OperatorScope::for_tests(),
-            id,
-            MigrateRequest {
-                target,
-                index_params: None,
-                dry_run: false,
-            },
-        )
-        .unwrap();
-    job.expect("a data move")
+    migrate(engine, id, target).unwrap().expect("a data move")
 }
 
 /// What a crash mid-copy leaves: the row says running, and (ended in memory only, so that
@@ -601,21 +605,10 @@ fn a_migration_to_the_level_a_pending_resumption_leaves_is_refused_until_cancell
     drop(engine);
     let engine = Engine::open(dir.path(), config(1, true)).unwrap();
     assert!(state(&engine, &a).will_resume);
-    let stay = || {
-        engine.start_migration(
-            &op,
-            &a,
-            MigrateRequest {
-                target: IsolationLevel::Shared,
-                index_params: None,
-                dry_run: false,
-            },
-        )
-    };
+    let stay = || migrate(&engine, &a, IsolationLevel::Shared);
     assert!(matches!(stay(), Err(EngineError::IdConflict(_))));
     engine.cancel_migration(&op, &a).unwrap();
-    let (_, job) = stay().unwrap();
-    assert!(job.is_none());
+    assert!(stay().unwrap().is_none());
     assert_eq!(state(&engine, &a).level, IsolationLevel::Shared);
 }
 
@@ -628,16 +621,9 @@ fn a_migration_to_the_current_level_answers_when_nothing_will_resume() {
     crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
     drop(engine);
     let engine = Engine::open(dir.path(), config(1, false)).unwrap();
-    let (_, job) = engine
-        .start_migration(
-            &OperatorScope::for_tests(),
-            &a,
-            MigrateRequest {
-                target: IsolationLevel::Shared,
-                index_params: None,
-                dry_run: false,
-            },
-        )
-        .unwrap();
-    assert!(job.is_none());
+    assert!(
+        migrate(&engine, &a, IsolationLevel::Shared)
+            .unwrap()
+            .is_none()
+    );
 }
