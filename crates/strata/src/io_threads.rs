@@ -10,10 +10,10 @@
 //! (docs/benchmarks.md, "Noisy neighbour: a short time slice for the async threads"). It needs
 //! no privilege and leaves priorities alone: each thread keeps its fair share of the CPU, only
 //! in shorter pieces. Older kernels accept the call and ignore the slice. Only the runtime's
-//! worker threads ask for it (when they first go idle, see `main.rs`), not its blocking
-//! threads, which run long jobs (data moves, imports, the engine's start-up) and go back to the
-//! default slice when they start (a thread inherits its creator's); threads a worker starts
-//! directly inherit it.
+//! worker threads ask for it (when they first go idle, see `main.rs`). The threads they start —
+//! the runtime's blocking threads and any thread a request's handler spawns, which run long
+//! jobs (data moves, imports, the engine's start-up) — begin at the default slice: the short
+//! one is asked with `SCHED_FLAG_RESET_ON_FORK`, so the kernel does not pass it on.
 
 /// The slice asked for by default, in microseconds: the shortest the kernel takes.
 pub const DEFAULT_SLICE_US: u64 = 100;
@@ -22,10 +22,12 @@ pub const DEFAULT_SLICE_US: u64 = 100;
 pub const SLICE_RANGE_US: std::ops::RangeInclusive<u64> = 100..=100_000;
 
 /// Asks the OS to run the calling thread in slices of `us` microseconds (0: the kernel's
-/// default slice again, which a new thread would otherwise inherit from its creator), keeping its policy,
-/// nice value and flags as they are (a niced server stays niced, and setting its own nice
-/// value again needs no privilege). Only the normal and batch policies have a slice of their
-/// own; a thread under another policy is left alone and the call says so.
+/// default slice again), keeping its policy and nice value as they are (a niced server stays
+/// niced, and setting its own nice value again needs no privilege). A custom slice is not
+/// inherited: threads the caller starts begin at the kernel's default (the reset-on-fork flag,
+/// which also starts them at nice 0 if the server was given a negative nice value). Only the
+/// normal and batch policies have a slice of their own; a thread under another policy is left
+/// alone and the call says so.
 #[cfg(target_os = "linux")]
 pub fn set_current_thread_slice(us: u64) -> std::io::Result<()> {
     let mut attr = current_attr()?;
@@ -37,6 +39,7 @@ pub fn set_current_thread_slice(us: u64) -> std::io::Result<()> {
     }
     attr.size = std::mem::size_of::<SchedAttr>() as u32;
     attr.runtime_ns = us.saturating_mul(1000);
+    attr.flags = if us > 0 { RESET_ON_FORK } else { 0 };
     // SAFETY: pid 0 is the calling thread; `attr` is a valid `sched_attr` of the size it
     // declares, alive for the call; flags 0. Variadic arguments passed at the kernel's width.
     let rc = unsafe {
@@ -84,6 +87,11 @@ pub fn set_current_thread_slice(_us: u64) -> std::io::Result<()> {
         "thread time slices are only set on Linux",
     ))
 }
+
+/// `SCHED_FLAG_RESET_ON_FORK`: a thread's children start with the default slice (and a
+/// non-negative nice value) instead of inheriting its own. libc does not define it.
+#[cfg(target_os = "linux")]
+const RESET_ON_FORK: u64 = 0x01;
 
 /// The kernel's `struct sched_attr` (its first version, 48 bytes, plus the utilisation
 /// clamps of the second, 56): libc does not define it.
@@ -138,6 +146,23 @@ mod tests {
             set_current_thread_slice(DEFAULT_SLICE_US).unwrap();
             set_current_thread_slice(0).unwrap();
             assert_eq!(current_attr().unwrap().runtime_ns, default);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn threads_started_by_a_thread_with_a_short_slice_begin_at_the_default() {
+        std::thread::spawn(|| {
+            let default = current_attr().unwrap().runtime_ns;
+            set_current_thread_slice(DEFAULT_SLICE_US).unwrap();
+            let child = std::thread::spawn(|| current_attr().unwrap().runtime_ns)
+                .join()
+                .unwrap();
+            assert_eq!(child, default);
+            // The parent keeps its own.
+            let own = current_attr().unwrap().runtime_ns;
+            assert!(own == DEFAULT_SLICE_US * 1000 || own == 0, "{own}");
         })
         .join()
         .unwrap();

@@ -291,8 +291,9 @@ fn main() -> anyhow::Result<()> {
 
 /// The server's async runtime, its worker threads asking the OS for `slice_us` time slices
 /// (`io_threads`; 0 keeps the OS's). Asked when a worker first goes idle, a hook tokio runs
-/// for its workers only: its blocking threads, which run long jobs, keep the OS's slice. A
-/// refusal is logged once; the server runs either way.
+/// for its workers only; the threads a worker starts (the runtime's blocking threads, which
+/// run long jobs, and any a handler spawns) begin at the OS's slice, since the short one is
+/// not inherited. A refusal is logged once; the server runs either way.
 fn server_runtime(slice_us: u64) -> anyhow::Result<tokio::runtime::Runtime> {
     thread_local! {
         static ASKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -300,11 +301,6 @@ fn server_runtime(slice_us: u64) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if slice_us > 0 {
-        // Every thread of the runtime starts at the OS's slice, whatever its creator had (a
-        // blocking thread is started by a worker); the workers then ask for theirs.
-        builder.on_thread_start(|| {
-            let _ = io_threads::set_current_thread_slice(0);
-        });
         let told = std::sync::atomic::AtomicBool::new(false);
         builder.on_thread_park(move || {
             if ASKED.replace(true) {
