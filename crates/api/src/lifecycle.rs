@@ -161,7 +161,9 @@ pub async fn resume_tenant(
     transition(&state, op, id, Engine::resume_tenant).await
 }
 
-/// Undoes a soft delete, within the retention period.
+/// Undoes a soft delete, within the retention period. A data move that a crash or shutdown
+/// cut short while the tenant was deleted (start-up resumes only live tenants' moves) resumes
+/// in the background: `GET .../migration` follows it.
 #[utoipa::path(post, path = "/v1/admin/tenants/{id}/restore", tag = "admin", operation_id = "restore_tenant",
     params(("id" = TenantId, Path, description = "tenant id")),
     responses((status = 200, description = "The tenant", body = TenantInfo)),
@@ -171,7 +173,20 @@ pub async fn restore_tenant(
     OperatorAuth(op): OperatorAuth,
     PathParam(id): PathParam,
 ) -> Result<Json<TenantInfo>, ApiError> {
-    transition(&state, op, id, Engine::restore_tenant).await
+    let restored = transition(&state, op.clone(), id, Engine::restore_tenant).await?;
+    // Run by a blocking task of its own, which nobody waits for: its outcome is in the
+    // migration status, and in the log.
+    let (engine, id) = (state.engine.clone(), restored.0.id.clone());
+    tokio::task::spawn_blocking(move || match engine.resume_migration_of(&op, &id) {
+        Ok(None) => {}
+        Ok(Some(how)) => {
+            tracing::info!(tenant = %id, outcome = ?how, "resumed an interrupted migration of a restored tenant")
+        }
+        Err(e) => {
+            tracing::warn!(tenant = %id, error = %e, "resuming the interrupted migration of a restored tenant failed")
+        }
+    });
+    Ok(restored)
 }
 
 /// Soft-deletes a tenant (hidden, restorable until the retention period ends), or with

@@ -207,7 +207,8 @@ pub struct MigrationStatus {
     /// Why the last data migration failed.
     pub error: Option<String>,
     /// Whether the server will resume this `interrupted` move by itself (in the background
-    /// once started, when a move slot is free): wait for it rather than asking again. False
+    /// once started, when a move slot is free; a soft-deleted tenant's once it is restored):
+    /// wait for it rather than asking again. False
     /// for moves an older version left, for one whose runs crashed the server 3 times (it is
     /// then `failed`), and when `engine.isolation.resume_interrupted_migrations` is off.
     pub will_resume: bool,

@@ -114,26 +114,51 @@ impl Engine {
                     continue;
                 }
             };
-            let running_here = self.migrations.get(meta.key).is_some_and(|c| c.running());
-            // Parameters out of range are a damaged row like one that does not decode: the
-            // move is left as it is (`interrupted`), for an operator to migrate again.
-            let row = strata_store::last_migration(&r, meta.key)
-                .map_err(EngineError::from)
-                .and_then(|row| match &row {
-                    Some(m) => crate::migration_status::params_of(m).map(|_| row),
-                    None => Ok(row),
-                });
-            match row {
-                Ok(Some(row)) if cut_short(&row, running_here) && resumable(&row) => {
-                    found.push((meta.id, row))
-                }
-                Ok(_) => {}
+            match self.cut_short_move(&r, meta.key) {
+                Ok(Some(row)) => found.push((meta.id, row)),
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(tenant = %meta.id, error = %e, "not resuming a migration: unreadable migration row");
                 }
             }
         }
         Ok(found)
+    }
+
+    /// Tenant `key`'s last migration if it is a data move cut short that this binary resumes.
+    /// Parameters out of range are a damaged row like one that does not decode: the move is
+    /// left as it is (`interrupted`), for an operator to migrate again.
+    fn cut_short_move(
+        &self,
+        r: &impl Reads,
+        key: TenantKey,
+    ) -> Result<Option<StoredMigration>, EngineError> {
+        let running_here = self.migrations.get(key).is_some_and(|c| c.running());
+        let row = strata_store::last_migration(r, key)?;
+        if let Some(m) = &row {
+            crate::migration_status::params_of(m)?;
+        }
+        Ok(row.filter(|row| cut_short(row, running_here) && resumable(row)))
+    }
+
+    /// Resumes tenant `id`'s data move if a crash or shutdown cut it short (see
+    /// [`Engine::resume_interrupted_migrations`]) and the tenant is not deleted; blocks until
+    /// it ends. Start-up skips soft-deleted tenants, so restoring one calls this: its move
+    /// resumes then rather than at the next start. `None` when there is nothing to resume or
+    /// resumption is switched off.
+    pub fn resume_migration_of(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+    ) -> Result<Option<Resumed>, EngineError> {
+        if !self.config.isolation.resume_interrupted_migrations {
+            return Ok(None);
+        }
+        let key = self.tenant_meta(id)?.key;
+        match self.cut_short_move(&self.store.read()?, key)? {
+            Some(row) => self.resume_one(op, id, &row).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Resumes every data move a crash or shutdown cut short, each from a clean copy of its

@@ -208,6 +208,50 @@ fn a_cancelled_interrupted_move_is_not_resumed() {
     ));
 }
 
+/// Start-up skips a soft-deleted tenant's cut-short move; restoring the tenant resumes it
+/// (the API runs `resume_migration_of` after a restore), and only once.
+#[test]
+fn a_deleted_tenants_cut_short_move_resumes_once_it_is_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let a = fill(&engine, "a", 200);
+    let before = answers(&engine, &admin_scope(&engine, "a"));
+    let op = OperatorScope::for_tests();
+    crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
+    engine.delete_tenant(&op, &a).unwrap();
+    drop(engine);
+
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    assert_eq!(
+        engine.resume_interrupted_migrations(&op).unwrap(),
+        vec![(a.clone(), Resumed::Skipped)]
+    );
+    assert_eq!(state(&engine, &a).state, MigrationState::Interrupted);
+    // Deleted: nothing runs.
+    assert_eq!(
+        engine.resume_migration_of(&op, &a).unwrap(),
+        Some(Resumed::Skipped)
+    );
+    engine.restore_tenant(&op, &a).unwrap();
+    assert_eq!(
+        engine.resume_migration_of(&op, &a).unwrap(),
+        Some(Resumed::Done)
+    );
+    let s = state(&engine, &a);
+    assert_eq!(s.level, IsolationLevel::Dedicated, "{s:?}");
+    assert!(verify_clean(&engine, &a).dedicated_file);
+    assert_eq!(answers(&engine, &admin_scope(&engine, "a")), before);
+    assert_eq!(engine.resume_migration_of(&op, &a).unwrap(), None);
+
+    // Switched off, a restore leaves the cut-short move as it is.
+    crash_mid_copy(&engine, &a, IsolationLevel::Partition);
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(1, false)).unwrap();
+    assert_eq!(engine.resume_migration_of(&op, &a).unwrap(), None);
+    assert_eq!(state(&engine, &a).state, MigrationState::Interrupted);
+    assert_eq!(state(&engine, &a).level, IsolationLevel::Dedicated);
+}
+
 /// A running move is cancelled before its next chunk: its partial copy is removed and the
 /// tenant stays whole where it was; one past its copy completes and the cancel is refused.
 #[test]
