@@ -361,3 +361,52 @@ fn reserved_jobs_also_run_on_idle_shared_workers_and_shutdown_drains_them() {
         assert_eq!(h.wait_blocking(), Ok(()));
     }
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn reserved_workers_ask_for_their_time_slice() {
+    let s = FairScheduler::new(SchedulerConfig {
+        workers: 1,
+        reserved_workers: 1,
+        reserved_slice_us: 100,
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    // The shared worker is held busy, so the reserved job runs on the reserved worker.
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let busy = s
+        .submit(&0, 1, move || {
+            started_tx.send(()).unwrap();
+            let _ = released.recv();
+        })
+        .unwrap();
+    started.recv().unwrap();
+    let (name, slice) = s
+        .submit_in(&1, 1, Lane::Reserved, || {
+            (
+                std::thread::current().name().map(str::to_owned),
+                strata_sched::thread_slice::current_thread_slice_ns().unwrap(),
+            )
+        })
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
+    release.send(()).unwrap();
+    busy.wait_blocking().unwrap();
+    assert!(
+        name.as_deref().is_some_and(|n| n.ends_with("-r0")),
+        "{name:?}"
+    );
+    // Kernels before EEVDF's custom slices accept the call and report none.
+    assert!(slice == 100_000 || slice == 0, "{slice}");
+    // The shared worker keeps the kernel's default.
+    let shared = s
+        .submit(&0, 1, || {
+            strata_sched::thread_slice::current_thread_slice_ns().unwrap()
+        })
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
+    assert!(shared != 100_000 || slice == 0, "{shared}");
+}
