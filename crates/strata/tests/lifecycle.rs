@@ -37,6 +37,8 @@ fn seeded(server: &Server) -> (String, String) {
     assert_eq!(s, 201, "{v}");
     let (s, v) = server.post("/v1/collections", &key, json!({"name": "a-coll", "dim": 4}));
     assert_eq!(s, 201, "{v}");
+    // A token minted in the second its tenant was created in is refused.
+    common::into_next_second();
     (key, jwt("acme"))
 }
 
