@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{Extensions, HeaderMap};
+use axum::http::{Extensions, HeaderMap, HeaderValue};
 use strata_auth::{AuthError, OperatorScope, Principal, RequestContext, TenantScope};
 use strata_types::{Domain, TenantId};
 
 use crate::admission::Admitted;
+use crate::security_throttle::{AuditLog, Verdict};
 use crate::{ApiError, AppState};
 
 /// The request id header the router assigns (or keeps from the client).
@@ -100,12 +101,33 @@ pub struct TenantAuth {
 /// A request authenticated with an operator credential.
 pub struct OperatorAuth(pub OperatorScope);
 
+/// The one value of a header that may be given at most once. A repeated one is refused, not
+/// resolved: a proxy in front may read the other copy than we would, and a request that says
+/// two things is refused rather than guessed at (as a query parameter given twice is).
+fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+    label: &str,
+) -> Result<Option<&'a HeaderValue>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest(format!(
+            "header {label}: given more than once"
+        )));
+    }
+    Ok(first)
+}
+
 pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or(ApiError::Unauthorized)?
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized)?;
+    let value = single_header(
+        headers,
+        axum::http::header::AUTHORIZATION.as_str(),
+        "Authorization",
+    )?
+    .ok_or(ApiError::Unauthorized)?
+    .to_str()
+    .map_err(|_| ApiError::Unauthorized)?;
     let (scheme, token) = value.split_once(' ').ok_or(ApiError::Unauthorized)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::Unauthorized);
@@ -182,8 +204,9 @@ pub(crate) async fn principal(parts: &Parts, state: &AppState) -> Result<Princip
     }
 }
 
-/// Refuses a request that names a tenant other than its credential's, and records it as a
-/// security event: a client doing this is misconfigured or probing.
+/// Refuses a request that names a tenant other than its credential's: a security event, which
+/// the security-audit middleware records and logs (a client doing this is misconfigured or
+/// probing). The claimed name is left out of both: it is the client's text, of any length.
 pub(crate) fn check_tenant(
     scope: &TenantScope,
     claimed: &str,
@@ -192,14 +215,6 @@ pub(crate) fn check_tenant(
     if claimed == scope.tenant().as_str() {
         return Ok(());
     }
-    tracing::warn!(
-        target: "security",
-        tenant = %scope.tenant(),
-        actor = scope.actor(),
-        claimed,
-        source,
-        "tenant mismatch"
-    );
     Err(ApiError::TenantMismatch(format!(
         "{source} names a tenant other than the credential's"
     )))
@@ -219,14 +234,17 @@ impl FromRequestParts<AppState> for TenantAuth {
             }
         };
         tracing::Span::current().record("tenant", scope.tenant().as_str());
-        if let Some(v) = parts.headers.get(TENANT_HEADER) {
+        // Every copy of the tenant header is checked against the credential first, so a
+        // mismatch is a security event whichever copy carries it; only then is a repeat refused.
+        for v in parts.headers.get_all(TENANT_HEADER) {
             check_tenant(
                 &scope,
                 v.to_str().unwrap_or("\u{fffd}"),
                 "header X-Tenant-ID",
             )?;
         }
-        let header_domain = match parts.headers.get(DOMAIN_HEADER) {
+        single_header(&parts.headers, TENANT_HEADER, "X-Tenant-ID")?;
+        let header_domain = match single_header(&parts.headers, DOMAIN_HEADER, "X-Strata-Domain")? {
             None => None,
             Some(v) => {
                 let s = v.to_str().map_err(|_| {
@@ -276,16 +294,91 @@ impl FromRequestParts<AppState> for OperatorAuth {
                 Ok(OperatorAuth(op))
             }
             Principal::Tenant(scope) => {
-                tracing::warn!(
-                    target: "security",
-                    tenant = %scope.tenant(),
-                    actor = scope.actor(),
-                    "tenant credential on an operator route"
+                // Logged within the tenant's bounds, like the audited security events.
+                let verdict = state.security.admit(
+                    AuditLog::Tenant(scope.key()),
+                    "security.operator_route",
+                    std::time::Instant::now(),
+                    strata_types::now_millis(),
                 );
+                if let Verdict::Record(suppressed) = verdict {
+                    if let Some(s) = suppressed {
+                        tracing::warn!(
+                            target: "security",
+                            tenant = %scope.tenant(),
+                            suppressed = s.count,
+                            since = s.since,
+                            "{} more tenant credentials on operator routes not logged",
+                            s.count
+                        );
+                    }
+                    tracing::warn!(
+                        target: "security",
+                        tenant = %scope.tenant(),
+                        actor = scope.actor(),
+                        "tenant credential on an operator route"
+                    );
+                }
                 Err(ApiError::Forbidden(
                     "this route needs an operator credential".into(),
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::header::AUTHORIZATION;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn refusal<T: std::fmt::Debug>(r: Result<T, ApiError>) -> (&'static str, String) {
+        let e = r.unwrap_err();
+        (e.status_and_code().1, e.to_string())
+    }
+
+    #[test]
+    fn a_repeated_authorization_header_is_refused_naming_it() {
+        let one = headers(&[("authorization", "Bearer abc")]);
+        assert_eq!(bearer(&one).unwrap(), "abc");
+        for pair in [
+            [
+                ("authorization", "Bearer abc"),
+                ("authorization", "Bearer def"),
+            ],
+            [
+                ("authorization", "Bearer abc"),
+                ("authorization", "Bearer abc"),
+            ],
+        ] {
+            let (code, message) = refusal(bearer(&headers(&pair)));
+            assert_eq!(code, "BAD_REQUEST");
+            assert!(message.contains("Authorization"), "{message}");
+        }
+        assert_eq!(refusal(bearer(&HeaderMap::new())).0, "UNAUTHORIZED");
+        assert_eq!(AUTHORIZATION.as_str(), "authorization");
+    }
+
+    #[test]
+    fn single_header_takes_one_value_and_refuses_two() {
+        let h = headers(&[(DOMAIN_HEADER, "a"), (TENANT_HEADER, "t")]);
+        assert_eq!(
+            single_header(&h, DOMAIN_HEADER, "X-Strata-Domain").unwrap(),
+            Some(&HeaderValue::from_static("a"))
+        );
+        assert_eq!(single_header(&h, "x-other", "X-Other").unwrap(), None);
+        let h = headers(&[(DOMAIN_HEADER, "a"), (DOMAIN_HEADER, "b")]);
+        let (code, message) = refusal(single_header(&h, DOMAIN_HEADER, "X-Strata-Domain"));
+        assert_eq!(code, "BAD_REQUEST");
+        assert!(message.contains("X-Strata-Domain"), "{message}");
     }
 }

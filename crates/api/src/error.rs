@@ -384,10 +384,8 @@ impl From<EngineError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Unauthorized(reason) => {
-                tracing::warn!(target: "security", reason, "credential refused");
-                ApiError::Unauthorized
-            }
+            // Logged by the security-audit middleware, within its bounds (`security.rs`).
+            AuthError::Unauthorized(_) => ApiError::Unauthorized,
             AuthError::InvalidName(_) | AuthError::BadRequest(_) => {
                 ApiError::BadRequest(e.to_string())
             }

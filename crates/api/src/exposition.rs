@@ -54,6 +54,8 @@ pub struct Exposition<'a> {
     /// Hits searches' re-checks dropped on resident state since start: 0 unless the index
     /// disagrees with its own bitmaps (a bug).
     pub search_recheck_drops: u64,
+    /// Security events counted but not written one by one, by action, since start.
+    pub security_events_suppressed: &'a [(&'static str, u64)],
     pub commits: HistogramSnapshot,
     pub resident_bytes: Option<u64>,
     /// `[engine.residency] memory_budget_bytes` (0: none) and the index bytes loaded now.
@@ -560,6 +562,19 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
     );
     help(
         out,
+        "strata_security_events_suppressed_total",
+        "counter",
+        "Security events (by audit action) over their log's bound: counted and summarised, \
+         not written one by one.",
+    );
+    for (action, n) in x.security_events_suppressed {
+        let _ = writeln!(
+            out,
+            "strata_security_events_suppressed_total{{action=\"{action}\"}} {n}"
+        );
+    }
+    help(
+        out,
         "strata_pool_busy_workers",
         "gauge",
         "Pool workers running a job now.",
@@ -671,6 +686,7 @@ mod tests {
             background_workers: 0,
             forbidden_writes: 0,
             search_recheck_drops: 0,
+            security_events_suppressed: &[],
             commits: HistogramSnapshot::default(),
             resident_bytes: None,
             residency_budget_bytes: 0,
@@ -684,7 +700,12 @@ mod tests {
         x.background_workers = 3;
         x.forbidden_writes = 2;
         x.search_recheck_drops = 4;
+        x.security_events_suppressed = &[("auth.failure", 7), ("security.tenant_mismatch", 0)];
         let text = render(&x);
+        assert!(
+            text.contains("\nstrata_security_events_suppressed_total{action=\"auth.failure\"} 7\n"),
+            "{text}"
+        );
         assert!(
             text.contains("\nstrata_search_recheck_drops_total 4\n"),
             "{text}"

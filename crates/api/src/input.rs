@@ -92,7 +92,8 @@ pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError>
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    match serde_json::from_slice(bytes) {
+    // Repeated keys are refused in the same pass (`unique_keys`).
+    match crate::unique_keys::from_slice(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::BadRequest("body: expected a JSON object".into())),
         Err(e) => Err(ApiError::BadRequest(format!("body: invalid JSON: {e}"))),
@@ -199,7 +200,10 @@ pub(crate) const SCOPE_KEYS: &[&str] = &[
 /// Scope fields as they arrived, not yet parsed.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct ScopeParts {
-    tenant_id: Option<String>,
+    /// Every tenant the request names, from every source: each is checked against the
+    /// credential before anything else is looked at, so a mismatch is never hidden behind a
+    /// disagreement or a repeat.
+    tenant_id: Vec<String>,
     memory_domain: Option<String>,
     user_tokens: Option<Vec<String>>,
     user_match: Option<String>,
@@ -245,7 +249,10 @@ impl ScopeParts {
 
     fn set(&mut self, key: &str, value: String) -> Result<(), ApiError> {
         let slot = match key {
-            "tenant_id" => &mut self.tenant_id,
+            "tenant_id" => {
+                self.tenant_id.push(value);
+                return Ok(());
+            }
             "memory_domain" => &mut self.memory_domain,
             "user_match" => &mut self.user_match,
             "run_id" => &mut self.run_id,
@@ -272,8 +279,10 @@ impl ScopeParts {
                 (a, b) => Ok(a.or(b)),
             }
         }
+        let mut tenant_id = self.tenant_id;
+        tenant_id.extend(other.tenant_id);
         Ok(ScopeParts {
-            tenant_id: pick(self.tenant_id, other.tenant_id, "tenant_id", what)?,
+            tenant_id,
             memory_domain: pick(
                 self.memory_domain,
                 other.memory_domain,
@@ -311,6 +320,9 @@ impl QueryInput {
             if k == "user_tokens" {
                 let list = out.scope.user_tokens.get_or_insert_with(Vec::new);
                 list.extend(v.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
+            } else if k == "tenant_id" {
+                // Kept with its repeats: they are checked against the credential first.
+                out.scope.set(&k, v)?;
             } else if SCOPE_KEYS.contains(&k.as_str()) {
                 if out
                     .scope
@@ -322,6 +334,9 @@ impl QueryInput {
                 }
                 out.scope.set(&k, v)?;
             } else if allowed.contains(&k.as_str()) {
+                if out.rest.iter().any(|(seen, _)| *seen == k) {
+                    return Err(ApiError::BadRequest(format!("{k}: given twice")));
+                }
                 out.rest.push((k, v));
             } else {
                 return Err(ApiError::BadRequest(format!("unknown query parameter {k}")));
@@ -330,11 +345,10 @@ impl QueryInput {
         Ok(out)
     }
 
-    /// The last value of a route parameter.
+    /// The value of a route parameter (each is given at most once).
     pub fn get(&self, key: &str) -> Option<&str> {
         self.rest
             .iter()
-            .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
@@ -395,10 +409,16 @@ fn request_scope_of(
     body: ScopeParts,
     query: ScopeParts,
 ) -> Result<RequestScope, ApiError> {
-    let mut parts = body.merge(query, "the body and the query string")?;
-    if let Some(t) = &parts.tenant_id {
+    // Every tenant named anywhere is checked against the credential before the sources are
+    // compared, so a request naming another tenant is a security event (403 and an audit row)
+    // even when it also disagrees with itself.
+    for t in body.tenant_id.iter().chain(&query.tenant_id) {
         check_tenant(scope, t, "tenant_id")?;
     }
+    if query.tenant_id.len() > 1 {
+        return Err(ApiError::BadRequest("tenant_id: given twice".into()));
+    }
+    let mut parts = body.merge(query, "the body and the query string")?;
     if let Some(h) = header_domain {
         let from_header = ScopeParts {
             memory_domain: Some(h.as_str().to_owned()),
@@ -529,6 +549,89 @@ mod tests {
         assert_eq!(q.get("limit"), Some("5"));
         assert!(QueryInput::parse(Some("nope=1"), &[]).is_err());
         assert!(QueryInput::parse(Some("run_id=a&run_id=b"), &[]).is_err());
+    }
+
+    fn scope_of(tenant: &str) -> TenantScope {
+        use strata_auth::{Grant, Permissions};
+        let meta = strata_store::TenantMeta {
+            id: strata_types::TenantId::parse(tenant).unwrap(),
+            key: strata_store::TenantKey::for_tests(1),
+            created_at: 0,
+            profile: Map::new(),
+        };
+        let grant = Grant {
+            permissions: Permissions::read_write(),
+            user_tokens: None,
+            domains: None,
+        };
+        TenantScope::for_tests(&meta, grant)
+    }
+
+    fn code(r: Result<RequestScope, ApiError>) -> &'static str {
+        match r {
+            Ok(_) => "ok",
+            Err(e) => e.status_and_code().1,
+        }
+    }
+
+    #[test]
+    fn every_named_tenant_is_checked_before_the_sources_are_compared() {
+        let scope = scope_of("ta");
+        let run = |body: &str, query: &str| {
+            let mut map = parse_object(body.as_bytes()).unwrap();
+            scope_of_body_for(&scope, None, Some(query), &mut map)
+        };
+        // A foreign tenant in either source, even with the sources also disagreeing.
+        assert_eq!(
+            code(run(r#"{"tenant_id":"tb"}"#, "tenant_id=tv")),
+            "TENANT_MISMATCH"
+        );
+        assert_eq!(
+            code(run(r#"{"tenant_id":"ta"}"#, "tenant_id=tv")),
+            "TENANT_MISMATCH"
+        );
+        assert_eq!(
+            code(run(r#"{"tenant_id":"tb"}"#, "tenant_id=ta")),
+            "TENANT_MISMATCH"
+        );
+        assert_eq!(
+            code(run(
+                r#"{"tenant_id":"tb","memory_domain":"a"}"#,
+                "memory_domain=b"
+            )),
+            "TENANT_MISMATCH"
+        );
+        // In any copy of a repeated query parameter, first or last.
+        assert_eq!(
+            code(run("{}", "tenant_id=ta&tenant_id=tb")),
+            "TENANT_MISMATCH"
+        );
+        assert_eq!(
+            code(run("{}", "tenant_id=tb&tenant_id=ta")),
+            "TENANT_MISMATCH"
+        );
+        // The credential's own tenant: a repeat is still a request saying it twice.
+        assert_eq!(code(run("{}", "tenant_id=ta&tenant_id=ta")), "BAD_REQUEST");
+        assert_eq!(code(run(r#"{"tenant_id":"ta"}"#, "tenant_id=ta")), "ok");
+        assert_eq!(code(run("{}", "")), "ok");
+    }
+
+    #[test]
+    fn a_body_with_a_repeated_key_is_refused() {
+        let m = message(parse_object(br#"{"a":1,"b":{"c":1,"c":2}}"#));
+        assert!(
+            m.starts_with("body: invalid JSON: duplicate key `c`"),
+            "{m}"
+        );
+        assert!(parse_object(br#"{"a":1,"b":{"c":1},"c":2}"#).is_ok());
+    }
+
+    #[test]
+    fn a_route_parameter_given_twice_is_refused() {
+        let m = message(QueryInput::parse(Some("limit=2&limit=3"), &["limit"]).map(|_| ()));
+        assert_eq!(m, "limit: given twice");
+        let q = QueryInput::parse(Some("limit=2&after=x"), &["limit", "after"]).unwrap();
+        assert_eq!((q.get("limit"), q.get("after")), (Some("2"), Some("x")));
     }
 
     #[test]

@@ -329,7 +329,8 @@ pub async fn list_get(
         filter: q
             .get("filter")
             .map(|f| {
-                let v: Value = serde_json::from_str(f).map_err(|e| bad(format!("filter: {e}")))?;
+                let v: Value = crate::unique_keys::from_slice(f.as_bytes())
+                    .map_err(|e| bad(format!("filter: {e}")))?;
                 Filter::parse(&v).map_err(bad)
             })
             .transpose()?,

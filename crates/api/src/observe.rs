@@ -69,6 +69,7 @@ pub async fn metrics(
     let (report, residency, _, rows) = registry(&state, op, None, usize::MAX).await?;
     let m = &state.metrics;
     let routes = m.routes();
+    let suppressed = state.security.suppressed_counts();
     let text = render(&Exposition {
         routes: &routes,
         tenants: &rows,
@@ -82,6 +83,7 @@ pub async fn metrics(
         background_workers: state.pool_background_workers(),
         forbidden_writes: strata_engine::storage_writes_on_forbidden_threads(),
         search_recheck_drops: state.engine.search_recheck_drops(),
+        security_events_suppressed: &suppressed,
         commits: state.engine.commit_latency(),
         resident_bytes: resident_bytes(),
     });

@@ -1,13 +1,20 @@
 //! The security-audit middleware: every authentication failure (`401`) and every security event
-//! (`TENANT_MISMATCH`, `SCOPE_FORBIDDEN`) becomes one audit row, with the actor the edge
-//! learned, the client address and the request id.
+//! (`TENANT_MISMATCH`, `SCOPE_FORBIDDEN`) becomes one audit row and one WARN line (target
+//! `security`), with the actor the edge learned, the client address and the request id, within
+//! the bounds of `security_throttle`: past a burst and a steady rate per audit log and kind of
+//! event, events are counted and summarised instead of written one by one.
 //!
 //! Mutations and admin actions are audited by the engine in their own transactions; these
-//! events change nothing, so they are recorded here, after the response is known. The row is
-//! written before the response leaves, so a client that reads the audit log next finds it, and
-//! a flood of bad credentials is slowed by its own audit writes rather than queued behind them.
+//! events change nothing, so they are recorded here, after the response is known. An admitted
+//! row is written before the response leaves, so a client that reads the audit log next finds
+//! it; a suppressed one costs no storage write and no log line.
+//!
+//! A failed authentication never spends the tenant's request tokens (`max_qps`), even when the
+//! token names one of its keys: whoever does not hold a tenant's key must not be able to use up
+//! its quota. It is recorded in that tenant's audit log, within that log's own bounds.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -15,13 +22,21 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use strata_auth::KeyTenant;
 use strata_engine::AuditEvent;
+use strata_types::{Millis, TenantId, now_millis};
 
 use crate::AppState;
 use crate::edge::{Who, WhoSlot, request_context};
 use crate::error::SecurityMark;
+use crate::security_throttle::{AuditLog, Suppressed, Verdict};
 
 /// Longest client message copied into a row's detail.
 const MAX_MESSAGE: usize = 200;
+
+/// The actor of the summary rows this middleware writes.
+const SUMMARY_ACTOR: &str = "system:audit";
+
+/// The outcome of a summary row.
+const SUMMARY_OUTCOME: &str = "SUPPRESSED";
 
 pub(crate) async fn audit_security_events(
     State(state): State<AppState>,
@@ -49,16 +64,28 @@ pub(crate) async fn audit_security_events(
             actor: "anonymous".into(),
             ..Who::default()
         });
+    let (tenant, log) = audit_log_of(&state, &who);
+    let now = now_millis();
+    let Verdict::Record(suppressed) = state.security.admit(log, mark.action, Instant::now(), now)
+    else {
+        return response;
+    };
+    if let Some(s) = &suppressed {
+        log_summary(mark.action, tenant.as_ref(), s);
+    }
+    let message: String = mark.message.chars().take(MAX_MESSAGE).collect();
+    log_event(&mark, tenant.as_ref(), &who, &route, &message);
     let mut detail = json!({
         "method": method,
         "route": route,
-        "message": mark.message.chars().take(MAX_MESSAGE).collect::<String>(),
+        "message": message,
     });
     if let Some(reason) = who.reason {
         detail["reason"] = Value::String(reason.to_owned());
     }
+    let summary = suppressed.map(|s| summary_event(mark.action, tenant.clone(), &s));
     let event = AuditEvent {
-        tenant: who.tenant,
+        tenant,
         actor: who.actor,
         action: mark.action.to_owned(),
         outcome: mark.code.to_owned(),
@@ -66,22 +93,11 @@ pub(crate) async fn audit_security_events(
         request_id: context.request_id,
         detail,
     };
-    let claimed_key = who.claimed_key;
-    let auth = Arc::clone(&state.auth);
     let recorded = state
         .run(move |engine| {
-            let mut event = event;
-            // A refused API key still names its row: file the failure in that tenant's log, so
-            // the tenant can see its keys being tried. An unknown id goes to the server's log.
-            if event.tenant.is_none()
-                && let Some(id) = claimed_key
-            {
-                let op = auth.system_operator("audit");
-                if let Ok(info) = strata_auth::key(engine.credentials(), &op, &id)
-                    && let KeyTenant::Tenant(t) = info.tenant
-                {
-                    event.tenant = Some(t);
-                }
+            // The summary first: its events happened before this one.
+            if let Some(summary) = summary {
+                engine.record_audit(summary)?;
             }
             Ok(engine.record_audit(event)?)
         })
@@ -91,4 +107,97 @@ pub(crate) async fn audit_security_events(
         tracing::error!(target: "security", error = ?e, action = mark.action, "audit row not recorded");
     }
     response
+}
+
+/// The tenant an event is filed under, and its log: the credential's tenant; for a refused
+/// API key whose id names a stored key, that key's tenant, so the tenant can see its keys
+/// being tried; otherwise none, and the server's own log.
+fn audit_log_of(state: &AppState, who: &Who) -> (Option<TenantId>, AuditLog) {
+    if let (Some(t), Some(key)) = (&who.tenant, who.tenant_key) {
+        return (Some(t.clone()), AuditLog::Tenant(key));
+    }
+    if let Some(id) = &who.claimed_key {
+        // Inline, like authentication itself: two reads of memory-mapped storage. A failed
+        // read files the event in the server's log rather than losing it.
+        let creds = state.engine.credentials();
+        let op = state.auth.system_operator("audit");
+        if let Ok(info) = strata_auth::key(creds, &op, id)
+            && let KeyTenant::Tenant(t) = info.tenant
+            && let Ok(Some(meta)) = creds.tenant(&t)
+        {
+            return (Some(t), AuditLog::Tenant(meta.key));
+        }
+    }
+    (None, AuditLog::Server)
+}
+
+/// The row standing for the events of one kind that were suppressed before this one.
+fn summary_event(action: &'static str, tenant: Option<TenantId>, s: &Suppressed) -> AuditEvent {
+    AuditEvent {
+        tenant,
+        actor: SUMMARY_ACTOR.to_owned(),
+        action: action.to_owned(),
+        outcome: SUMMARY_OUTCOME.to_owned(),
+        client: None,
+        request_id: None,
+        detail: json!({
+            "suppressed": s.count,
+            "since": s.since,
+            "until": s.until,
+            "message": summary_text(action, s),
+        }),
+    }
+}
+
+fn summary_text(action: &str, s: &Suppressed) -> String {
+    format!(
+        "{} more {action} events suppressed since {} (ms since the epoch)",
+        s.count, s.since
+    )
+}
+
+fn log_summary(action: &str, tenant: Option<&TenantId>, s: &Suppressed) {
+    let tenant = tenant.map_or("-", TenantId::as_str);
+    let (since, until): (Millis, Millis) = (s.since, s.until);
+    tracing::warn!(
+        target: "security",
+        action,
+        tenant,
+        suppressed = s.count,
+        since,
+        until,
+        "{}",
+        summary_text(action, s)
+    );
+}
+
+/// The WARN line of an admitted event. Only names the edge learned and the client's message
+/// (which names a field or a source, never a secret) go into it.
+fn log_event(
+    mark: &SecurityMark,
+    tenant: Option<&TenantId>,
+    who: &Who,
+    route: &str,
+    message: &str,
+) {
+    let tenant = tenant.map_or("-", TenantId::as_str);
+    let actor = who.actor.as_str();
+    let reason = who.reason.unwrap_or("-");
+    match mark.action {
+        "auth.failure" => {
+            tracing::warn!(target: "security", tenant, actor, reason, route, "credential refused")
+        }
+        "security.tenant_mismatch" => {
+            tracing::warn!(target: "security", tenant, actor, route, message, "tenant mismatch")
+        }
+        _ => tracing::warn!(
+            target: "security",
+            action = mark.action,
+            tenant,
+            actor,
+            route,
+            message,
+            "security event"
+        ),
+    }
 }

@@ -11,6 +11,7 @@ use strata_sched::Demotable;
 use crate::ApiError;
 use crate::admission::{Admitted, Gate, PoolConfig};
 use crate::metrics::{Metrics, MetricsConfig};
+use crate::security_throttle::{SecurityEventLimits, SecurityThrottle};
 use crate::tenant_bodies::TenantBodies;
 
 /// Settings of the HTTP layer.
@@ -41,6 +42,8 @@ pub struct ApiConfig {
     pub max_uri_bytes: usize,
     /// Who may scrape `/metrics` and how many tenants get their own label there.
     pub metrics: MetricsConfig,
+    /// How many security events each audit log records (`security_throttle`).
+    pub security_events: SecurityEventLimits,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +59,7 @@ impl Default for ApiConfig {
             body_min_bytes_per_sec: 16 * 1024,
             max_uri_bytes: 8 * 1024,
             metrics: MetricsConfig::default(),
+            security_events: SecurityEventLimits::default(),
         }
     }
 }
@@ -71,11 +75,14 @@ pub struct AppState {
     gate: Arc<Gate>,
     /// Each tenant's bodies in memory, against `max_body_bytes_per_tenant`.
     pub(crate) bodies: Arc<TenantBodies>,
+    /// Bounds the audit rows and log lines of security events.
+    pub(crate) security: Arc<SecurityThrottle>,
     ready: Arc<AtomicBool>,
 }
 
 impl AppState {
-    /// Fails only if the worker threads cannot be started.
+    /// Fails if the worker threads cannot be started or the security-event limits cannot be a
+    /// token bucket.
     pub fn new(
         engine: Arc<Engine>,
         auth: Arc<Authenticator>,
@@ -87,8 +94,11 @@ impl AppState {
             0 => max_body.saturating_mul(4),
             n => n,
         };
+        let security = SecurityThrottle::new(config.security_events)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         Ok(AppState {
             bodies: TenantBodies::new(per_tenant, max_body),
+            security: Arc::new(security),
             engine,
             auth,
             gate: Arc::new(Gate::new(config.pool, Arc::clone(&metrics))?),

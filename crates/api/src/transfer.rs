@@ -119,8 +119,11 @@ impl Iterator for Lines {
 
     fn next(&mut self) -> Option<Self::Item> {
         match self.rx.blocking_recv()? {
+            // Read with unique keys first (an object with a repeated key is refused, as in
+            // every request body), then typed from the value, moving its strings.
             Feed::Line(n, bytes) => Some(
-                serde_json::from_slice(&bytes)
+                crate::unique_keys::from_slice(&bytes)
+                    .and_then(serde_json::from_value)
                     .map_err(|e| EngineError::BadRequest(format!("import line {n}: {e}"))),
             ),
             Feed::Fail(e) => {

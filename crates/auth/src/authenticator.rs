@@ -13,6 +13,9 @@ use crate::{AuthError, Grant, OperatorScope, Permission, Permissions, TenantScop
 /// cannot leave a fleet guarded by a guessable secret.
 const MIN_ENV_OPERATOR_KEY: usize = 24;
 
+/// Longest JWT `sub` accepted, in bytes.
+const MAX_JWT_SUBJECT: usize = 256;
+
 /// Authentication settings (the `[auth]` section of the server config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -155,6 +158,15 @@ impl Authenticator {
         }
         let claims = self.jwt.verify(token)?;
         let permissions = claims.permissions.unwrap_or_else(Permissions::read_write);
+        // The subject becomes the actor of every audit row and log line the token causes: a
+        // long or multi-line one would bloat them or forge lines, so it is a bad credential.
+        if let Some(sub) = &claims.sub
+            && (sub.len() > MAX_JWT_SUBJECT || sub.chars().any(char::is_control))
+        {
+            return Err(AuthError::Unauthorized(
+                "jwt sub is too long or has control characters",
+            ));
+        }
         let actor = format!("jwt:{}", claims.sub.as_deref().unwrap_or("-"));
         // Claims come from a trusted issuer but are still names from outside: parse them, and
         // treat a bad one as a bad credential rather than a bad request.
@@ -225,9 +237,12 @@ enum Incarnation {
     /// An API key's row names the storage key of the incarnation it was minted for; storage
     /// keys are never reused.
     Key(TenantKey),
-    /// A JWT's `iat` (seconds): it must not predate the incarnation's creation. Compared at
-    /// the second (`iat`'s own resolution) and without leeway, so a token minted for a tenant
-    /// deleted more than a second before it was created again never matches the new one.
+    /// A JWT's `iat` (seconds): it must fall in a second that began after the incarnation was
+    /// created. `iat` says only which second a token was minted in, so a token of the creation
+    /// second may have been minted for the incarnation before it (deleted and re-created within
+    /// that second): it is refused, as is everything earlier, and without leeway. The cost: a
+    /// client that mints a token in the very second its tenant is created must mint again in
+    /// the next one.
     IssuedAt(i64),
 }
 
@@ -235,7 +250,8 @@ impl Incarnation {
     fn matches(&self, key: TenantKey, created_at: Millis) -> bool {
         match *self {
             Incarnation::Key(owner) => owner == key,
-            Incarnation::IssuedAt(iat) => iat >= created_at.div_euclid(1000),
+            // `iat * 1000 > created_at`, without the multiplication that could overflow.
+            Incarnation::IssuedAt(iat) => iat > created_at.div_euclid(1000),
         }
     }
 }

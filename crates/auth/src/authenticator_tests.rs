@@ -357,7 +357,8 @@ fn credentials_never_outlive_their_tenant_incarnation() {
     old_claims["iat"] = json!(jsonwebtoken::get_current_timestamp() - 2);
     let old_jwt = hs(&old_claims, HS_SECRET.as_bytes());
     assert!(f.auth.authenticate(f.store.credentials(), &old_jwt).is_ok());
-    recreate_acme(&f, strata_types::now_millis());
+    // Created again a second ago, so a token minted now is of a later second.
+    recreate_acme(&f, strata_types::now_millis() - 1000);
     // Erasing the tenant erased its key's row; the old JWT predates the new incarnation.
     assert_eq!(
         unauthorized(f.auth.authenticate(f.store.credentials(), &key.secret)),
@@ -423,6 +424,61 @@ fn legacy_key_rows_are_upgraded_to_the_current_incarnation_at_start() {
     assert!(
         f.auth
             .authenticate(f.store.credentials(), &key.secret)
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_jwt_of_the_second_its_tenant_was_created_in_is_refused() {
+    let f = fixture();
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    let token = |iat: i64| {
+        let mut c = claims(600);
+        c["iat"] = json!(iat);
+        hs(&c, HS_SECRET.as_bytes())
+    };
+    // Created half-way through a second, and exactly at the start of one.
+    for created_at in [(now - 10) * 1000 + 500, (now - 10) * 1000] {
+        recreate_acme(&f, created_at);
+        for iat in [now - 11, now - 10] {
+            // `now - 10` may have been minted for the incarnation deleted in that second.
+            assert_eq!(
+                unauthorized(f.auth.authenticate(f.store.credentials(), &token(iat))),
+                "credential was issued for a deleted tenant of the same id",
+                "iat {iat}, created at {created_at}"
+            );
+        }
+        assert!(
+            f.auth
+                .authenticate(f.store.credentials(), &token(now - 9))
+                .is_ok()
+        );
+    }
+    // An absurd `iat` is compared without overflow (and refused as from the future).
+    assert!(
+        f.auth
+            .authenticate(f.store.credentials(), &token(i64::MAX))
+            .is_err()
+    );
+}
+
+#[test]
+fn a_jwt_subject_is_bounded_and_has_no_control_characters() {
+    let f = fixture();
+    let with_sub = |sub: &str| {
+        let mut c = claims(600);
+        c["sub"] = json!(sub);
+        hs(&c, HS_SECRET.as_bytes())
+    };
+    for sub in ["a\nb", "a\u{7f}", &"s".repeat(257)] {
+        assert_eq!(
+            unauthorized(f.auth.authenticate(f.store.credentials(), &with_sub(sub))),
+            "jwt sub is too long or has control characters"
+        );
+    }
+    assert!(
+        f.auth
+            .authenticate(f.store.credentials(), &with_sub(&"s".repeat(256)))
             .is_ok()
     );
 }

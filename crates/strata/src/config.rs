@@ -26,6 +26,50 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsSection,
     pub scheduler: SchedulerSection,
+    pub audit: AuditSection,
+}
+
+/// `[audit]`: how many security events (authentication failures, tenant mismatches, scope
+/// refusals) are written to each audit log and the server log. Per log (the server's own, and
+/// each tenant's) and kind of event, `security_events_burst` at once, then
+/// `security_events_per_sec`; the events past that are counted, and the count is written as one
+/// summary row and log line when the next event is admitted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSection {
+    pub security_events_burst: u32,
+    pub security_events_per_sec: f64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        let d = strata_api::SecurityEventLimits::default();
+        AuditSection {
+            security_events_burst: d.burst,
+            security_events_per_sec: d.per_sec,
+        }
+    }
+}
+
+impl AuditSection {
+    /// The limits for the HTTP layer.
+    pub fn api(&self) -> strata_api::SecurityEventLimits {
+        strata_api::SecurityEventLimits {
+            burst: self.security_events_burst,
+            per_sec: self.security_events_per_sec,
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.security_events_burst == 0 {
+            bail!("audit.security_events_burst: at least 1");
+        }
+        let rate = self.security_events_per_sec;
+        if !(rate.is_finite() && rate > 0.0) {
+            bail!("audit.security_events_per_sec: a number above 0");
+        }
+        Ok(())
+    }
 }
 
 /// `[scheduler]`: capacity of the worker pool set aside for `dedicated` tenants, and the
@@ -306,6 +350,7 @@ impl Config {
         }
         config.server.validate_connections()?;
         config.metrics.validate()?;
+        config.audit.validate()?;
         if config.scheduler.reserved_workers > MAX_RESERVED_WORKERS {
             bail!("scheduler.reserved_workers: at most {MAX_RESERVED_WORKERS}");
         }
@@ -478,6 +523,8 @@ mod tests {
             ("STRATA__SERVER__MAX_HEADER_BYTES", "4096"),
             ("STRATA__SERVER__MAX_URI_BYTES", "100"),
             ("STRATA__SERVER__MAX_URI_BYTES", "1000000"),
+            ("STRATA__AUDIT__SECURITY_EVENTS_BURST", "0"),
+            ("STRATA__AUDIT__SECURITY_EVENTS_PER_SEC", "0"),
         ] {
             assert!(Config::load(None, env(&[bad])).is_err(), "{bad:?}");
         }

@@ -76,6 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             body_min_bytes_per_sec: config.server.body_min_bytes_per_sec,
             max_uri_bytes: config.server.max_uri_bytes,
             metrics: config.metrics.api(),
+            security_events: config.audit.api(),
         },
     )
     .context("starting the worker pool")?;

@@ -250,3 +250,114 @@ fn each_kind_of_event_produces_exactly_one_row_with_its_fields() {
     let (s, v) = server.get("/v1/audit", &domain_key);
     assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
 }
+
+/// A server whose security events are bounded tightly: 20 at once, then one every 2 s.
+fn tightly_bounded() -> Server {
+    Server::start_with(&[
+        ("STRATA__AUDIT__SECURITY_EVENTS_BURST", "20"),
+        ("STRATA__AUDIT__SECURITY_EVENTS_PER_SEC", "0.5"),
+    ])
+}
+
+/// The rows of `action` in one log, split into events written one by one and the number of
+/// events the summary rows stand for.
+fn written_and_summarised(server: &Server, action: &str, tenant: Option<&str>) -> (usize, u64) {
+    let all: Vec<Value> = rows(server, action, tenant)
+        .into_iter()
+        .filter(|r| r["tenant"] == tenant.map_or(Value::Null, |t| json!(t)))
+        .collect();
+    let summaries: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["outcome"] == "SUPPRESSED")
+        .collect();
+    for s in &summaries {
+        assert_eq!(s["actor"], "system:audit", "{s}");
+        let text = s["detail"]["message"].as_str().unwrap_or("");
+        assert!(
+            text.contains(&format!("more {action} events suppressed since")),
+            "{s}"
+        );
+    }
+    let summarised = summaries
+        .iter()
+        .map(|s| s["detail"]["suppressed"].as_u64().expect("count"))
+        .sum();
+    (all.len() - summaries.len(), summarised)
+}
+
+/// The events the bound lets through in `secs`: the burst, the refill, one in flight.
+fn bound(secs: f64) -> usize {
+    20 + (secs * 0.5).ceil() as usize + 1
+}
+
+#[test]
+fn unauthenticated_floods_are_recorded_within_bounds_counted_and_summarised() {
+    let server = tightly_bounded();
+    let started = std::time::Instant::now();
+    for _ in 0..2_000 {
+        let (s, _) = server.call("GET", "/v1/memories/x", None, &[], None);
+        assert_eq!(s, 401);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (written, _) = written_and_summarised(&server, "auth.failure", None);
+    assert!(
+        (20..=bound(secs)).contains(&written),
+        "{written} rows for 2000 refusals in {secs:.1} s"
+    );
+    // The next event a token admits carries the count of everything suppressed before it.
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    assert_eq!(server.call("GET", "/v1/memories/x", None, &[], None).0, 401);
+    let (written, summarised) = written_and_summarised(&server, "auth.failure", None);
+    assert_eq!(
+        written as u64 + summarised,
+        2_001,
+        "every event is accounted for"
+    );
+    assert!(summarised > 0);
+    // The log is bounded alike: one line per row, one summary line per summary row.
+    let log = server.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("credential refused"))
+        .count();
+    assert_eq!(lines, written, "one WARN line per written row");
+    assert!(
+        log.contains("more auth.failure events suppressed since"),
+        "{log}"
+    );
+    let (s, text) = server.send_raw("GET", "/metrics", OPERATOR_KEY, "text/plain", Vec::new());
+    assert_eq!(s, 200);
+    assert!(
+        text.contains(&format!(
+            "strata_security_events_suppressed_total{{action=\"auth.failure\"}} {summarised}\n"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_tenants_log_is_bounded_apart_and_failed_keys_do_not_spend_its_rate() {
+    let server = tightly_bounded();
+    server.tenant("acme");
+    server.limit("acme", json!({"max_qps": 2}));
+    let key = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let id = &key_id(&key)[4..];
+    let wrong = format!("sk_{id}_{}", "0".repeat(64));
+    let started = std::time::Instant::now();
+    for _ in 0..500 {
+        let (s, v) = server.get("/v1/memories/list", &wrong);
+        assert_eq!((s, code(&v)), (401, "UNAUTHORIZED"));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (written, _) = written_and_summarised(&server, "auth.failure", Some("acme"));
+    assert!(
+        (20..=bound(secs)).contains(&written),
+        "{written} rows in acme's log for 500 refusals in {secs:.1} s"
+    );
+    // The server's own log has its own bucket: an anonymous failure is still written.
+    let (_, _, rid) = server.call_with_id("GET", "/v1/memories/list", Some("nope"), &[], None);
+    the_row(&server, "auth.failure", None, &rid, "anonymous");
+    // Nobody without acme's key could spend its 2 requests a second.
+    let (s, v) = server.get("/v1/memories/list", &key);
+    assert_eq!(s, 200, "{v}");
+}

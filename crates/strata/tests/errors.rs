@@ -320,3 +320,143 @@ fn vectors_beyond_the_bound_are_refused_and_scores_are_numbers() {
     );
     assert!(body.contains("line 2"), "{body}");
 }
+
+/// The audit rows of `action` in `tenant`'s log, as the operator sees them.
+fn audit_rows(server: &Server, tenant: &str, action: &str) -> usize {
+    let (s, v) = server.get(
+        &format!("/v1/admin/audit?tenant={tenant}&action={action}&limit=1000"),
+        OPERATOR_KEY,
+    );
+    assert_eq!(s, 200, "{v}");
+    v["rows"].as_array().expect("rows").len()
+}
+
+fn message(v: &serde_json::Value) -> &str {
+    v["error"]["message"].as_str().unwrap_or("")
+}
+
+#[test]
+fn a_header_given_twice_is_refused_and_a_foreign_tenant_in_any_copy_is_a_mismatch() {
+    let server = Server::start();
+    server.tenant("ta");
+    server.tenant("tb");
+    let key = server.key("ta", json!({}));
+    // Another tenant in either copy: 403 and a security event, whichever comes first.
+    for headers in [
+        [("x-tenant-id", "ta"), ("x-tenant-id", "tb")],
+        [("x-tenant-id", "tb"), ("x-tenant-id", "ta")],
+    ] {
+        let (s, v) = server.call("GET", "/v1/memories/list", Some(&key), &headers, None);
+        assert_eq!((s, code(&v)), (403, "TENANT_MISMATCH"), "{headers:?}: {v}");
+    }
+    assert_eq!(audit_rows(&server, "ta", "security.tenant_mismatch"), 2);
+    // Every copy right, or a repeated domain or credential: 400 naming the header.
+    for (headers, name) in [
+        (
+            vec![("x-tenant-id", "ta"), ("x-tenant-id", "ta")],
+            "X-Tenant-ID",
+        ),
+        (
+            vec![("x-strata-domain", "a"), ("x-strata-domain", "b")],
+            "X-Strata-Domain",
+        ),
+        (
+            vec![("x-strata-domain", "a"), ("x-strata-domain", "a")],
+            "X-Strata-Domain",
+        ),
+    ] {
+        let (s, v) = server.call("GET", "/v1/memories/list", Some(&key), &headers, None);
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{headers:?}: {v}");
+        assert!(message(&v).contains(name), "{v}");
+    }
+    let bearer = format!("Bearer {key}");
+    for headers in [
+        [
+            ("authorization", bearer.as_str()),
+            ("authorization", "Bearer x"),
+        ],
+        [
+            ("authorization", "Bearer x"),
+            ("authorization", bearer.as_str()),
+        ],
+    ] {
+        let (s, v) = server.call("GET", "/v1/memories/list", None, &headers, None);
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+        assert!(message(&v).contains("Authorization"), "{v}");
+    }
+    // One of each still works.
+    let one = [("x-tenant-id", "ta"), ("x-strata-domain", "a")];
+    assert_eq!(
+        server
+            .call("GET", "/v1/memories/list", Some(&key), &one, None)
+            .0,
+        200
+    );
+}
+
+#[test]
+fn a_foreign_tenant_anywhere_is_a_mismatch_even_when_the_sources_also_disagree() {
+    let server = Server::start();
+    server.tenant("ta");
+    let key = server.key("ta", json!({}));
+    let body = |tenant: &str| json!({"query": "x", "tenant_id": tenant});
+    for (query, tenant) in [("tv", "tb"), ("ta", "tb"), ("tb", "ta")] {
+        let path = format!("/v1/search?tenant_id={query}");
+        let (s, v) = server.post(&path, &key, body(tenant));
+        assert_eq!(
+            (s, code(&v)),
+            (403, "TENANT_MISMATCH"),
+            "{path} {tenant}: {v}"
+        );
+    }
+    for query in ["tenant_id=ta&tenant_id=tb", "tenant_id=tb&tenant_id=ta"] {
+        let (s, v) = server.get(&format!("/v1/memories/list?{query}"), &key);
+        assert_eq!((s, code(&v)), (403, "TENANT_MISMATCH"), "{query}: {v}");
+    }
+    assert_eq!(audit_rows(&server, "ta", "security.tenant_mismatch"), 5);
+    let (s, v) = server.get("/v1/memories/list?tenant_id=ta&tenant_id=ta", &key);
+    assert_eq!((s, message(&v)), (400, "tenant_id: given twice"), "{v}");
+    let (s, v) = server.get("/v1/memories/list?tenant_id=ta", &key);
+    assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn a_body_with_a_repeated_key_at_any_depth_is_refused_naming_it() {
+    let server = Server::start();
+    server.tenant("ta");
+    let key = server.key("ta", json!({"permissions": ["read", "write", "admin"]}));
+    for (body, name) in [
+        (
+            r#"{"content":"dup","user_tokens":["u:alice"],"user_tokens":[]}"#,
+            "user_tokens",
+        ),
+        (r#"{"content":"dup","metadata":{"a":{"b":1,"b":2}}}"#, "b"),
+        (
+            r#"{"records":[{"content":"ok"},{"content":"a","content":"b"}]}"#,
+            "content",
+        ),
+    ] {
+        let (s, text) = server.send_raw(
+            "POST",
+            "/v1/memories",
+            &key,
+            "application/json",
+            body.as_bytes().to_vec(),
+        );
+        assert_eq!(s, 400, "{body}: {text}");
+        assert!(text.contains(&format!("duplicate key `{name}`")), "{text}");
+    }
+    let (s, v) = server.get("/v1/memories/list", &key);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["records"], json!([]), "nothing was written: {v}");
+}
+
+#[test]
+fn a_route_parameter_given_twice_is_refused() {
+    let server = Server::start();
+    server.tenant("ta");
+    let key = server.key("ta", json!({}));
+    let (s, v) = server.get("/v1/memories/list?limit=2&limit=3", &key);
+    assert_eq!((s, message(&v)), (400, "limit: given twice"), "{v}");
+    assert_eq!(server.get("/v1/memories/list?limit=2", &key).0, 200);
+}

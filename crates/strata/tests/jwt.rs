@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ED_OTHER_PRIVATE, ED_PRIVATE, ED_PUBLIC, HS_SECRET, Server, code};
+use common::{ED_OTHER_PRIVATE, ED_PRIVATE, ED_PUBLIC, HS_SECRET, Server, code, into_next_second};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
@@ -58,6 +58,8 @@ fn base64_helper_is_right() {
 fn signed_tokens_of_both_algorithms_are_accepted() {
     let server = Server::start();
     server.tenant("acme");
+    // A token minted in the second its tenant was created in is refused.
+    into_next_second();
     assert_eq!(
         status(&server, &hs(&claims(600), HS_SECRET.as_bytes())).0,
         200
@@ -69,6 +71,8 @@ fn signed_tokens_of_both_algorithms_are_accepted() {
 fn forged_tokens_are_rejected() {
     let server = Server::start();
     server.tenant("acme");
+    // A token minted in the second its tenant was created in is refused.
+    into_next_second();
     let good = hs(&claims(600), HS_SECRET.as_bytes());
     let parts: Vec<&str> = good.split('.').collect();
     let payload = b64(claims(600).to_string().as_bytes());
@@ -164,4 +168,55 @@ fn forged_tokens_are_rejected() {
             "{name} was not rejected"
         );
     }
+}
+
+#[test]
+fn a_token_of_the_second_a_tenant_was_recreated_in_does_not_reach_the_new_tenant() {
+    let server = Server::start();
+    server.tenant("acme");
+    // Start at the top of a second so that the mint, the erasure and the re-creation most
+    // likely share it (if they do not, the token is refused for predating the new tenant).
+    into_next_second();
+    let old = hs(&claims(600), HS_SECRET.as_bytes());
+    assert_eq!(status(&server, &old).0, 200);
+    let (s, v) = server.call(
+        "DELETE",
+        "/v1/admin/tenants/acme?hard=true",
+        Some(common::OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    server.tenant("acme");
+    assert_eq!(status(&server, &old), (401, "UNAUTHORIZED".into()));
+    let (s, v) = server.post(
+        "/v1/memories",
+        &old,
+        json!({"content": "into the new tenant"}),
+    );
+    assert_eq!((s, code(&v)), (401, "UNAUTHORIZED"), "{v}");
+    // A token minted in a later second works.
+    into_next_second();
+    assert_eq!(
+        status(&server, &hs(&claims(600), HS_SECRET.as_bytes())).0,
+        200
+    );
+}
+
+#[test]
+fn a_subject_with_control_characters_or_too_long_is_refused() {
+    let server = Server::start();
+    server.tenant("acme");
+    into_next_second();
+    for sub in ["svc\nforged line".to_owned(), "s".repeat(40_000)] {
+        let mut c = claims(600);
+        c["sub"] = json!(sub);
+        assert_eq!(
+            status(&server, &hs(&c, HS_SECRET.as_bytes())),
+            (401, "UNAUTHORIZED".into())
+        );
+    }
+    let mut c = claims(600);
+    c["sub"] = json!("s".repeat(256));
+    assert_eq!(status(&server, &hs(&c, HS_SECRET.as_bytes())).0, 200);
 }

@@ -178,6 +178,16 @@ fn a_bad_line_is_refused_by_number_and_leaves_nothing() {
     // The first line must be the tenant line.
     let (s, v) = import(&server, "broken", "{\"type\": \"collection\"}\n");
     assert_eq!(s, 400, "{v}");
+    // A line with a repeated key, at any depth, is refused naming it, like a request body.
+    let mut lines: Vec<String> = ndjson.lines().map(str::to_owned).collect();
+    lines[6] = lines[6].replacen('{', "{\"zz\":{\"dup\":1,\"dup\":2},", 1);
+    let (s, v) = import(&server, "broken", &lines.join("\n"));
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        message.contains("line 7") && message.contains("duplicate key `dup`"),
+        "{message}"
+    );
 }
 
 fn strata(server: &Server, args: &[&str]) -> (bool, String, String) {

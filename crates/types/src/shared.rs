@@ -71,8 +71,8 @@ impl SharedRef {
             )),
             None => {
                 // Share ids are names too: the same alphabet, so they never contain a `/`.
-                let id =
-                    crate::RecordId::parse_field("include_shared", s).map_err(|e| e.to_string())?;
+                // The reason alone: the caller prefixes the field (`include_shared: `) once.
+                let id = crate::RecordId::parse_field("include_shared", s).map_err(|e| e.reason)?;
                 Ok(SharedRef::Id(id.as_str().to_owned()))
             }
         }
@@ -150,8 +150,11 @@ mod tests {
             json!({"all": true}),
         ] {
             let e = SharedSelector::parse(&bad).unwrap_err();
-            assert!(e.starts_with("include_shared"), "{bad}: {e}");
+            assert!(e.starts_with("include_shared: "), "{bad}: {e}");
+            assert_eq!(e.matches("include_shared").count(), 1, "named once: {e}");
         }
+        let e = SharedSelector::parse(&json!([""])).unwrap_err();
+        assert!(e.starts_with("include_shared: must be 1 to"), "{e}");
         let many: Vec<String> = (0..=MAX_SHARED_SELECTORS)
             .map(|i| format!("s{i}"))
             .collect();

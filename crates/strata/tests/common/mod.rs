@@ -261,6 +261,17 @@ impl Server {
     }
 }
 
+/// Waits until the wall clock is in a later second than when called (at most a second). A
+/// tenant JWT's `iat` must fall in a second after its tenant was created, so a test that
+/// creates a tenant and mints a token for it at once waits this in between, as a client would.
+pub fn into_next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    let rest = 1_000 - u64::from(now.subsec_millis());
+    std::thread::sleep(Duration::from_millis(rest + 10));
+}
+
 /// Sets its flag when dropped: load threads that loop until told to stop are told so even
 /// when the test body panics, so the scope joining them ends and the panic fails the test
 /// (instead of the test hanging on threads that never stop).

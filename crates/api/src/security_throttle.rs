@@ -1,0 +1,255 @@
+//! Bounds what security events cost: each audit log (the server's own, and each tenant's) gets
+//! a token bucket per kind of event, so refusals keep being recorded and logged, but at most a
+//! burst and then a steady rate of rows and WARN lines. Events over the bucket are counted, not
+//! written: the count becomes one summary row and line (`N more auth.failure events suppressed
+//! since …`) when the bucket next admits one, and the Prometheus counter
+//! `strata_security_events_suppressed_total{action}` holds every one.
+//!
+//! Why: without it every `401` was a durable audit row and a log line, so anyone able to reach
+//! the port could grow the disk without limit (and, naming a tenant's key id, flood that
+//! tenant's log), at no cost to any rate limit. A suppressed event costs a bucket check and a
+//! counter: no storage write, no log line.
+//!
+//! The buckets are `strata_sched`'s rate limiter, so idle ones are evicted and memory follows
+//! the logs active within a bucket's refill time. A pending count lives until its bucket next
+//! admits an event; their number is capped, and past the cap only the counter records them.
+//! A tenant's buckets are keyed by its incarnation, so a re-created tenant starts afresh.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use strata_sched::{Limits, RateLimiter};
+use strata_store::TenantKey;
+use strata_types::Millis;
+
+/// The events throttled, in the order of their counters. The first three are audited; the
+/// last is only logged (a tenant credential on an operator route).
+pub(crate) const THROTTLED_ACTIONS: [&str; 4] = [
+    "auth.failure",
+    "security.tenant_mismatch",
+    "security.scope_forbidden",
+    "security.operator_route",
+];
+
+/// Logs with suppressed events waiting for their summary, at most. Each tenant that exists
+/// can hold a few, so this is reached only by a server with very many attacked tenants; past
+/// it, new suppressions are counted by the metric alone.
+const MAX_PENDING: usize = 65_536;
+
+/// The security-event limits of `[audit]`: per log and kind of event, `burst` events at once
+/// and then `per_sec` a second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SecurityEventLimits {
+    pub burst: u32,
+    pub per_sec: f64,
+}
+
+impl Default for SecurityEventLimits {
+    fn default() -> Self {
+        SecurityEventLimits {
+            burst: 100,
+            per_sec: 10.0,
+        }
+    }
+}
+
+/// Which audit log an event belongs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum AuditLog {
+    /// The server's own: events that name no tenant (operators read it).
+    Server,
+    /// One tenant incarnation's.
+    Tenant(TenantKey),
+}
+
+/// One bucket's key: a log and a kind of event. Kinds have separate buckets so that, say, a
+/// stranger trying keys against a tenant cannot crowd out the tenant's own clients' mismatches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Stream {
+    log: AuditLog,
+    action: usize,
+}
+
+/// Events of one stream that were not written, since the first of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Suppressed {
+    pub count: u64,
+    /// When the first and the last of them happened (ms since the epoch).
+    pub since: Millis,
+    pub until: Millis,
+}
+
+/// What to do with one event.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Write it (row and line), after a summary of the events suppressed before it, if any.
+    Record(Option<Suppressed>),
+    /// Count it only.
+    Suppress,
+}
+
+pub(crate) struct SecurityThrottle {
+    limits: Limits,
+    buckets: RateLimiter<Stream>,
+    pending: Mutex<HashMap<Stream, Suppressed>>,
+    suppressed: [AtomicU64; THROTTLED_ACTIONS.len()],
+}
+
+impl SecurityThrottle {
+    /// Fails on limits a bucket cannot have (a zero burst, a rate not above 0).
+    pub fn new(limits: SecurityEventLimits) -> Result<Self, String> {
+        let limits = Limits::new(limits.per_sec, Some(limits.burst))
+            .map_err(|e| format!("audit.security_events: {e}"))?;
+        Ok(SecurityThrottle {
+            limits,
+            buckets: RateLimiter::new(),
+            pending: Mutex::new(HashMap::new()),
+            suppressed: Default::default(),
+        })
+    }
+
+    /// Decides about one `action` event for `log`, at `now` (`now_ms` on the wall clock, for
+    /// the summary). An action not in [`THROTTLED_ACTIONS`] is a bug; it is recorded.
+    pub fn admit(&self, log: AuditLog, action: &str, now: Instant, now_ms: Millis) -> Verdict {
+        let Some(index) = THROTTLED_ACTIONS.iter().position(|a| *a == action) else {
+            return Verdict::Record(None);
+        };
+        let stream = Stream { log, action: index };
+        let admitted = self.buckets.check(&stream, &self.limits, now).is_ok();
+        // A poisoned lock only means another thread panicked while holding it; the map of
+        // counts is still whole, and refusing to record would be worse.
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if admitted {
+            return Verdict::Record(pending.remove(&stream));
+        }
+        self.suppressed[index].fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = pending.get_mut(&stream) {
+            s.count += 1;
+            s.until = s.until.max(now_ms);
+        } else if pending.len() < MAX_PENDING {
+            pending.insert(
+                stream,
+                Suppressed {
+                    count: 1,
+                    since: now_ms,
+                    until: now_ms,
+                },
+            );
+        }
+        Verdict::Suppress
+    }
+
+    /// Events suppressed since start, by action, for `/metrics`.
+    pub fn suppressed_counts(&self) -> Vec<(&'static str, u64)> {
+        THROTTLED_ACTIONS
+            .iter()
+            .zip(&self.suppressed)
+            .map(|(a, n)| (*a, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn throttle(burst: u32, per_sec: f64) -> SecurityThrottle {
+        SecurityThrottle::new(SecurityEventLimits { burst, per_sec }).unwrap()
+    }
+
+    fn key(n: u64) -> AuditLog {
+        AuditLog::Tenant(TenantKey::for_tests(n))
+    }
+
+    #[test]
+    fn a_burst_is_recorded_then_counted_then_summarised_once() {
+        let t = throttle(3, 10.0);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(
+                t.admit(AuditLog::Server, "auth.failure", t0, 1_000),
+                Verdict::Record(None)
+            );
+        }
+        for ms in 1_001..1_101 {
+            assert_eq!(
+                t.admit(AuditLog::Server, "auth.failure", t0, ms),
+                Verdict::Suppress
+            );
+        }
+        // 10/s: one token 100 ms later, carrying the summary of what came before it.
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(
+            t.admit(AuditLog::Server, "auth.failure", later, 2_000),
+            Verdict::Record(Some(Suppressed {
+                count: 100,
+                since: 1_001,
+                until: 1_100,
+            }))
+        );
+        assert_eq!(
+            t.admit(AuditLog::Server, "auth.failure", later, 2_000),
+            Verdict::Suppress
+        );
+        let after = t0 + Duration::from_millis(200);
+        assert_eq!(
+            t.admit(AuditLog::Server, "auth.failure", after, 2_100),
+            Verdict::Record(Some(Suppressed {
+                count: 1,
+                since: 2_000,
+                until: 2_000,
+            }))
+        );
+        assert_eq!(t.suppressed_counts()[0], ("auth.failure", 101));
+    }
+
+    #[test]
+    fn logs_and_kinds_of_event_have_their_own_buckets() {
+        let t = throttle(1, 1.0);
+        let t0 = Instant::now();
+        assert_eq!(
+            t.admit(key(1), "auth.failure", t0, 0),
+            Verdict::Record(None)
+        );
+        assert_eq!(t.admit(key(1), "auth.failure", t0, 0), Verdict::Suppress);
+        // Another tenant, the server's log, and the same tenant's other events are untouched.
+        for (log, action) in [
+            (key(2), "auth.failure"),
+            (AuditLog::Server, "auth.failure"),
+            (key(1), "security.tenant_mismatch"),
+            (key(1), "security.scope_forbidden"),
+        ] {
+            assert_eq!(
+                t.admit(log, action, t0, 0),
+                Verdict::Record(None),
+                "{log:?}"
+            );
+        }
+        let counts = t.suppressed_counts();
+        assert_eq!(counts[0], ("auth.failure", 1));
+        assert_eq!(counts[1], ("security.tenant_mismatch", 0));
+    }
+
+    #[test]
+    fn an_unknown_action_is_recorded_unthrottled() {
+        let t = throttle(1, 1.0);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(
+                t.admit(AuditLog::Server, "something.else", t0, 0),
+                Verdict::Record(None)
+            );
+        }
+    }
+
+    #[test]
+    fn limits_that_cannot_be_a_bucket_are_refused() {
+        for (burst, per_sec) in [(0, 10.0), (100, 0.0), (100, f64::NAN)] {
+            assert!(SecurityThrottle::new(SecurityEventLimits { burst, per_sec }).is_err());
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! JSON read with every object's keys unique.
+//!
+//! `serde_json` keeps the last of a repeated key, while many proxies, firewalls and other
+//! parsers keep the first: `{"user_tokens":["u:alice"],"user_tokens":[]}` would pass a filter
+//! that reads Alice's token and then write a tenant-shared record here. A body that says two
+//! things is refused rather than guessed at, so a repeated key, in any object at any depth, is
+//! an error naming the key. The check happens while the value is built, in the one parse.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+/// Longest key quoted back in the error (a key can be as long as the body).
+const MAX_QUOTED_KEY: usize = 64;
+
+/// A JSON value whose objects, at every depth, have no repeated key.
+pub(crate) struct UniqueKeys(pub Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor).map(UniqueKeys)
+    }
+}
+
+/// Builds a [`Value`] as `serde_json`'s own visitor does, except that a repeated key fails.
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // JSON text has no NaN or infinity; this is what `serde_json` does with them too.
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        UniqueKeys::deserialize(d).map(|UniqueKeys(v)| v)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(UniqueKeys(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            if map.contains_key(&key) {
+                let quoted: String = key.chars().take(MAX_QUOTED_KEY).collect();
+                return Err(de::Error::custom(format_args!("duplicate key `{quoted}`")));
+            }
+            let UniqueKeys(value) = access.next_value()?;
+            map.insert(key, value);
+        }
+        Ok(Value::Object(map))
+    }
+}
+
+/// Parses JSON text with unique keys; the error is `serde_json`'s, with its line and column.
+pub(crate) fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<UniqueKeys>(bytes).map(|UniqueKeys(v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_key_at_any_depth_is_refused_and_named() {
+        for (text, key) in [
+            (
+                r#"{"content":"x","user_tokens":["u:a"],"user_tokens":[]}"#,
+                "user_tokens",
+            ),
+            (r#"{"records":[{"a":1},{"b":1,"b":2}]}"#, "b"),
+            (r#"{"m":{"k":{"deep":1,"deep":1}}}"#, "deep"),
+            // Keys are compared after unescaping, as every parser reads them.
+            (r#"{"ab":1,"a\u0062":2}"#, "ab"),
+        ] {
+            let e = from_slice(text.as_bytes()).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("duplicate key `{key}`")),
+                "{text}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_read_exactly_as_serde_json_reads_them() {
+        let text = br#"{"s":"\u00e9\n","i":-7,"u":18446744073709551615,"f":1.5e-7,
+            "n":null,"b":[true,false,[],{}],"same":{"x":1},"other":{"x":2}}"#;
+        let ours = from_slice(text).unwrap();
+        let theirs: Value = serde_json::from_slice(text).unwrap();
+        assert_eq!(ours, theirs);
+        assert!(from_slice(b"{\"a\":").is_err());
+        assert!(from_slice(b"[1,2]").unwrap().is_array());
+    }
+
+    #[test]
+    fn nesting_stays_bounded_by_the_parser() {
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert!(from_slice(deep.as_bytes()).is_err());
+    }
+}
