@@ -41,7 +41,8 @@ use crate::client::ClientModel;
 use crate::model::{Failures, Rng, Shared, TENANTS, tenant_id};
 use crate::operator::OperatorModel;
 
-/// Kill rounds: each runs the load, kills the server, restarts it and checks everything.
+/// Kill rounds: each runs the load, kills the server, restarts it and checks everything
+/// (`CRASH_ROUNDS=<n>` runs more, or fewer).
 const ROUNDS: u64 = 16;
 /// Client threads per tenant, each owning its own record ids, so each knows exactly what its
 /// acknowledged writes left behind.
@@ -57,7 +58,11 @@ fn sigkill_under_a_mixed_workload_loses_and_half_applies_nothing() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
         });
-    println!("crash_mixed: CRASH_SEED={seed}");
+    let rounds = std::env::var("CRASH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(ROUNDS);
+    println!("crash_mixed: CRASH_SEED={seed}, {rounds} rounds");
     let started = Instant::now();
     let mut server = Server::start();
     let keys: Vec<String> = (0..TENANTS)
@@ -83,8 +88,11 @@ fn sigkill_under_a_mixed_workload_loses_and_half_applies_nothing() {
     let mut operator = OperatorModel::new();
     let shared = Shared::new();
     let mut master = Rng::new(seed);
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let failures = Failures::new(seed, round);
+        let round_began = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
         let kill_after = Duration::from_millis(200 + master.below(2300) as u64);
         let kill_soon = master.below(20) as u64;
         let when = if round % 2 == 0 {
@@ -141,6 +149,7 @@ fn sigkill_under_a_mixed_workload_loses_and_half_applies_nothing() {
             &mut operator,
             &shared,
             &failures,
+            round_began,
         );
         let log = server.log();
         if let Some(line) = log.lines().find(|l| l.contains("panicked")) {

@@ -11,9 +11,9 @@ use std::ops::DerefMut;
 use crate::client::{ClientModel, Pending, scope};
 use crate::common::{OPERATOR_KEY, Server};
 use crate::model::{
-    COLLECTION, COMMON_WORD, DOMAINS, Failures, Rec, Shared, TENANTS, send_idempotent, tenant_id,
+    COLLECTION, COMMON_WORD, DOMAINS, Failures, Rec, Shared, TENANTS, send_with, tenant_id,
 };
-use crate::operator::{OperatorModel, export};
+use crate::operator::{OperatorModel, export, profile_of};
 
 /// A migration a crash cut short is resumed after the start; this bounds the wait for it.
 const SETTLE_WITHIN: Duration = Duration::from_secs(90);
@@ -39,6 +39,8 @@ pub struct Tally {
     pub levels: BTreeMap<String, usize>,
 }
 
+/// `round_began`: when the round's load began, in milliseconds since the epoch; its
+/// acknowledged operations' audit rows are looked for from then on.
 pub fn after_restart(
     server: &Server,
     keys: &[String],
@@ -46,6 +48,7 @@ pub fn after_restart(
     operator: &mut OperatorModel,
     shared: &Shared,
     failures: &Failures,
+    round_began: u128,
 ) -> Tally {
     let mut tally = Tally::default();
     for t in 0..TENANTS {
@@ -56,6 +59,7 @@ pub fn after_restart(
             .entry(operator.level[t][0].clone())
             .or_default() += 1;
     }
+    audit(server, clients, operator, round_began, failures);
     for new in &operator.created {
         let (s, v) = server.get(&format!("/v1/admin/tenants/{new}"), OPERATOR_KEY);
         if s != 200 || v["status"] != "active" {
@@ -150,6 +154,14 @@ fn tenant(
     }
     let (_, info) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
     let level = info["isolation"].as_str().unwrap_or("").to_owned();
+    let profile = profile_of(&info);
+    if !operator.profile[t].contains(&profile) {
+        failures.push(format!(
+            "tenant {id}: profile {profile}, expected one of {:?}",
+            operator.profile[t]
+        ));
+    }
+    operator.profile[t] = vec![profile];
     if cancelled && let Some(from) = migration["from"].as_str() {
         // Cancelled: the tenant stays whole at the level the move started from.
         operator.level[t].push(from.to_owned());
@@ -311,13 +323,13 @@ fn retry(
 ) {
     let Some(r) = &p.retry else { return };
     let url = format!("{}{}", server.url, r.path);
-    let answer = send_idempotent(
+    let answer = send_with(
         &crate::model::http(),
         "POST",
         &url,
         key,
         Some(&r.body),
-        Some(&r.key),
+        &[("idempotency-key", r.key.as_str())],
     );
     match answer {
         Ok((s, _, replayed)) if (200..300).contains(&s) && replayed == applied => {}
@@ -344,7 +356,87 @@ fn reqwest_client() -> reqwest::blocking::Client {
     crate::model::http()
 }
 
-/// `GET` agrees with the listing, record by record, in every domain.
+/// Every acknowledged operation of the round left its audit row, naming the request and the
+/// action, with the outcome `ok`: a mutation and its row are committed together.
+fn audit(
+    server: &Server,
+    clients: &[ClientModel],
+    operator: &OperatorModel,
+    since: u128,
+    failures: &Failures,
+) {
+    let mut wanted: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
+    for c in clients {
+        for (request_id, action) in &c.audited {
+            wanted
+                .entry(tenant_id(c.tenant))
+                .or_default()
+                .push((request_id, action));
+        }
+    }
+    for (tenant, request_id, action) in &operator.audited {
+        wanted
+            .entry(tenant.clone())
+            .or_default()
+            .push((request_id, action));
+    }
+    for (tenant, wanted) in wanted {
+        let rows = audit_rows(server, &tenant, since, failures);
+        for (request_id, action) in wanted {
+            let found = rows.values().any(|r| {
+                r["request_id"] == request_id && r["action"] == action && r["outcome"] == "ok"
+            });
+            if !found {
+                let same: Vec<&Value> = rows
+                    .values()
+                    .filter(|r| r["request_id"] == request_id)
+                    .collect();
+                failures.push(format!(
+                    "tenant {tenant}: acknowledged {action} (request {request_id}) has no audit \
+                     row with outcome ok; rows of the request: {same:?}"
+                ));
+            }
+        }
+    }
+}
+
+/// A tenant's audit rows at or after `since` (ms), by sequence number, page by page.
+fn audit_rows(
+    server: &Server,
+    tenant: &str,
+    since: u128,
+    failures: &Failures,
+) -> BTreeMap<u64, Value> {
+    const PAGE: usize = 1000;
+    let mut rows = BTreeMap::new();
+    let mut until: Option<i64> = None;
+    loop {
+        let mut path = format!("/v1/admin/audit?tenant={tenant}&since={since}&limit={PAGE}");
+        if let Some(until) = until {
+            path.push_str(&format!("&until={until}"));
+        }
+        let (s, v) = server.get(&path, OPERATOR_KEY);
+        let page = v["rows"].as_array().cloned().unwrap_or_default();
+        if s != 200 {
+            failures.push(format!("tenant {tenant}: audit rows: {s}: {v}"));
+            return rows;
+        }
+        let before = rows.len();
+        let oldest = page.iter().filter_map(|r| r["at"].as_i64()).min();
+        for r in page.iter() {
+            rows.insert(r["seq"].as_u64().unwrap_or(u64::MAX), r.clone());
+        }
+        // The next page ends just after the oldest row's millisecond (`until` is exclusive),
+        // so rows sharing it are read again rather than skipped.
+        match oldest {
+            Some(oldest) if page.len() == PAGE && rows.len() > before => until = Some(oldest + 1),
+            _ => return rows,
+        }
+    }
+}
+
+/// `GET` agrees with the listing, record by record: each record in its own domain, and every
+/// third one as absent from the other domain.
 fn gets(
     server: &Server,
     key: &str,
@@ -352,9 +444,12 @@ fn gets(
     observed: &BTreeMap<String, Rec>,
     failures: &Failures,
 ) {
-    for (i, rid) in observed.keys().enumerate().filter(|(i, _)| i % 3 == 0) {
+    for (i, rid) in observed.keys().enumerate() {
         let rec = &observed[rid];
-        for domain in DOMAINS {
+        for domain in DOMAINS
+            .into_iter()
+            .filter(|d| *d == rec.domain || i % 3 == 0)
+        {
             let (s, v) = server.get(&format!("/v1/memories/{rid}?{}", scope(domain)), key);
             let right = if rec.domain == domain {
                 s == 200 && Rec::from_json(&v).as_ref() == Some(rec)

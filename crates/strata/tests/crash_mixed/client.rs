@@ -1,18 +1,20 @@
 //! A client thread: a seeded mix of record operations on ids of its own, so that it knows
 //! exactly what each acknowledged operation left behind.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value, json};
 
 use crate::model::{
-    COLLECTION, COMMON_WORD, DOMAINS, Failures, Rec, Rng, Shared, TOKEN_SETS, http, overloaded,
-    send, send_idempotent, tenant_id,
+    COLLECTION, COMMON_WORD, Carried, DOMAINS, Failures, INITIAL_CONFIDENCE, Rec, Rng, Shared,
+    TOKEN_SETS, billionths, http, overloaded, send, send_with, tenant_id, tenant_refusal,
 };
 
 /// Ids per client: few enough that operations keep meeting records written before.
 const IDS: usize = 30;
+/// Hits asked of a search during the load: fewer than a tenant's records in a domain can be.
+const SEARCH_K: usize = 20;
 
 /// The one operation of a client whose answer never arrived: after the restart the records it
 /// touched are either all as `before` or all as `after`.
@@ -46,8 +48,11 @@ pub struct ClientModel {
     acknowledged_last: bool,
     /// The `Idempotency-Key` of the next write, when it is a record write.
     idempotency_key: Option<String>,
-    /// Writes sent so far, naming their idempotency keys.
+    /// Writes sent so far, naming their idempotency keys and request ids.
     writes: u64,
+    /// This round's acknowledged writes, by the `X-Request-Id` they were sent with, and the
+    /// audit action each must have left a row of.
+    pub audited: Vec<(String, &'static str)>,
 }
 
 /// What the loop does after an operation.
@@ -72,6 +77,7 @@ impl ClientModel {
             acknowledged_last: false,
             idempotency_key: None,
             writes: 0,
+            audited: Vec::new(),
         }
     }
 
@@ -93,6 +99,7 @@ impl ClientModel {
         failures: &Failures,
     ) {
         self.acknowledged = 0;
+        self.audited.clear();
         let mut ctx = Ctx {
             http: http(),
             url,
@@ -143,16 +150,21 @@ impl ClientModel {
             metadata,
             corroborations: 0,
             contradictions: 0,
+            evidence_count: 0,
+            confidence: billionths(INITIAL_CONFIDENCE),
+            exact_confidence: Carried(INITIAL_CONFIDENCE),
+            modality: COLLECTION.to_owned(),
+            kind: None,
+            expires_at: None,
         }
     }
 
     fn next_idempotency_key(&mut self) -> String {
-        self.writes += 1;
         format!(
             "{}-c{}-w{}",
             tenant_id(self.tenant),
             self.client,
-            self.writes
+            self.writes + 1
         )
     }
 
@@ -346,11 +358,11 @@ impl ClientModel {
     fn evidence(&mut self, rng: &mut Rng, ctx: &mut Ctx) -> Next {
         let route = ("POST", "/evidence");
         self.change(rng, ctx, "evidence on", route, |rng, rec| {
-            if rng.below(2) == 0 {
-                rec.corroborations += 1;
+            let corroborate = rng.below(2) == 0;
+            rec.add_evidence(corroborate);
+            if corroborate {
                 json!({"corroborate": true})
             } else {
-                rec.contradictions += 1;
                 json!({"contradict": true})
             }
         })
@@ -425,6 +437,7 @@ impl ClientModel {
         let path = format!("/v1/links?{}", scope(&s.domain));
         let body =
             json!({"source": source, "target": target, "relation": "related", "weight": 0.5});
+        let (source_id, target_id) = (source.clone(), target.clone());
         let next = self.write(
             ctx,
             format!("link {source} -> {target}"),
@@ -432,10 +445,15 @@ impl ClientModel {
             &path,
             Some(body),
             Vec::new(),
-            |s, v| {
-                (s == 201)
+            move |s, v| {
+                let right = s == 201
+                    && v["source"] == source_id.as_str()
+                    && v["target"] == target_id.as_str()
+                    && v["relation"] == "related"
+                    && v["weight"] == 0.5;
+                right
                     .then_some(())
-                    .ok_or(format!("expected 201, got {s}: {v}"))
+                    .ok_or(format!("expected 201 naming the link, got {s}: {v}"))
             },
         );
         self.remember_link((source, target), true);
@@ -464,7 +482,12 @@ impl ClientModel {
             &path,
             Some(body),
             Vec::new(),
-            |_, _| Ok(()),
+            // The link was acknowledged and neither end written since: exactly one removed.
+            |s, v| {
+                (s == 200 && *v == json!({"deleted": 1}))
+                    .then_some(())
+                    .ok_or(format!("expected 200 {{\"deleted\": 1}}, got {s}: {v}"))
+            },
         );
         self.remember_link((source, target), false);
         next
@@ -501,7 +524,7 @@ impl ClientModel {
             _ => json!({"vector": rng.vector(), "query": "cloud tide", "mode": "hybrid"}),
         };
         body["modality"] = json!(COLLECTION);
-        body["k"] = json!(20);
+        body["k"] = json!(SEARCH_K);
         let own = rng.below(2) == 0;
         if own {
             body["filter"] = json!({"owner": self.owner()});
@@ -510,10 +533,37 @@ impl ClientModel {
         let mine = format!("{}-c{}-", tenant_id(self.tenant), self.client);
         let path = format!("/v1/search?{}", scope(&domain));
         let state = self.state.clone();
+        // This client's records in the domain are settled (its one request in flight is this
+        // search), every one matches (all carry the common word, all have vectors, the request
+        // sees every principal), and other clients' records only add to them: so at least
+        // this many hits, and exactly this many when the filter names this client.
+        let settled = state
+            .values()
+            .filter(|r| r.as_ref().is_some_and(|r| r.domain == domain))
+            .count();
+        let at_least = settled.min(SEARCH_K);
         self.read(ctx, "POST", &path, Some(body.clone()), move |s, v| {
             let Some(hits) = v["hits"].as_array().filter(|_| s == 200) else {
                 return Err(format!("search {body}: expected hits, got {s}: {v}"));
             };
+            let ids: BTreeSet<&str> = hits.iter().filter_map(|h| h["id"].as_str()).collect();
+            if ids.len() != hits.len()
+                || hits.len() < at_least
+                || hits.len() > SEARCH_K
+                || (own && hits.len() != at_least)
+            {
+                return Err(format!(
+                    "search {body} in {domain}: {} hits ({} distinct), expected {} \
+                     ({settled} records of this client match): {v}",
+                    hits.len(),
+                    ids.len(),
+                    if own {
+                        format!("exactly {at_least}")
+                    } else {
+                        format!("{at_least} to {SEARCH_K}")
+                    },
+                ));
+            }
             for hit in hits {
                 let id = hit["id"].as_str().unwrap_or("");
                 if !id.starts_with(&prefix) {
@@ -528,6 +578,16 @@ impl ClientModel {
                     return Err(format!(
                         "search {body} in {domain}: hit {id} is not a live record of this \
                          client in the domain ({known:?}): {v}"
+                    ));
+                }
+                // A record of this client is answered as its last acknowledged write left it.
+                if let Some(Some(rec)) = state.get(id)
+                    && (rec.domain != domain
+                        || hit["content"] != rec.content.as_str()
+                        || hit["metadata"].as_object() != Some(&rec.metadata))
+                {
+                    return Err(format!(
+                        "search {body} in {domain}: hit {hit} differs from {rec:?}"
                     ));
                 }
             }
@@ -559,15 +619,14 @@ impl ClientModel {
         let url = format!("{}{path}", ctx.url);
         let tenant = tenant_id(self.tenant);
         let idempotency_key = self.idempotency_key.take();
-        let answer = send_idempotent(
-            &ctx.http,
-            method,
-            &url,
-            ctx.key,
-            body.as_ref(),
-            idempotency_key.as_deref(),
-        )
-        .map(|(s, v, _)| (s, v));
+        self.writes += 1;
+        let request_id = format!("{tenant}-c{}-w{}", self.client, self.writes);
+        let mut headers = vec![("x-request-id", request_id.as_str())];
+        if let Some(k) = &idempotency_key {
+            headers.push(("idempotency-key", k.as_str()));
+        }
+        let answer = send_with(&ctx.http, method, &url, ctx.key, body.as_ref(), &headers)
+            .map(|(s, v, _)| (s, v));
         match answer {
             Err(_) => {
                 let retry = idempotency_key.zip(body).map(|(key, body)| Retry {
@@ -589,12 +648,15 @@ impl ClientModel {
                     return Next::Stop;
                 }
                 self.state.extend(changes);
+                self.audited.push((request_id, audit_action(method, path)));
                 self.acknowledged += 1;
                 self.acknowledged_last = true;
                 Next::Go
             }
             Ok((s, _)) if overloaded(s) => Next::Go,
-            Ok((s, _)) if (400..500).contains(&s) && ctx.shared.may_refuse(self.tenant, mark) => {
+            Ok((s, v))
+                if tenant_refusal(s, &v, &tenant) && ctx.shared.may_refuse(self.tenant, mark) =>
+            {
                 Next::Go
             }
             Ok((s, v)) => {
@@ -619,7 +681,10 @@ impl ClientModel {
         match send(&ctx.http, method, &url, ctx.key, body.as_ref()) {
             Err(_) => Next::Stop,
             Ok((s, _)) if overloaded(s) => Next::Go,
-            Ok((s, _)) if (400..500).contains(&s) && ctx.shared.may_refuse(self.tenant, mark) => {
+            Ok((s, v))
+                if tenant_refusal(s, &v, &tenant_id(self.tenant))
+                    && ctx.shared.may_refuse(self.tenant, mark) =>
+            {
                 Next::Go
             }
             Ok((s, v)) => match check(s, &v) {
@@ -646,4 +711,19 @@ struct Ctx<'a> {
 /// The query string of a request in `domain` that sees every principal's records.
 pub fn scope(domain: &str) -> String {
     format!("memory_domain={domain}&user_tokens=*")
+}
+
+/// The audit action an acknowledged write of `method` on `path` leaves a row of.
+fn audit_action(method: &str, path: &str) -> &'static str {
+    let route = path.split('?').next().unwrap_or(path);
+    match (method, route) {
+        ("POST", "/v1/memories") => "memory.put",
+        ("POST", "/v1/memories/delete") => "memory.delete_where",
+        ("POST", "/v1/links") => "link.put",
+        ("POST", "/v1/links/delete") => "link.delete",
+        ("POST", r) if r.ends_with("/evidence") => "memory.evidence",
+        ("PATCH", _) => "memory.patch",
+        ("DELETE", _) => "memory.delete",
+        _ => "unknown",
+    }
 }
