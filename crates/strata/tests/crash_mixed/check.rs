@@ -589,8 +589,8 @@ fn totals(server: &Server, key: &str, id: &str, records: usize, failures: &Failu
     }
 }
 
-/// Each acknowledged link whose ends were not written since is still there, and each
-/// acknowledged removal of one still holds.
+/// Each acknowledged link whose ends were not written since is still there, seen from both
+/// ends with the weight it was made with, and each acknowledged removal of one still holds.
 fn links(
     server: &Server,
     key: &str,
@@ -600,20 +600,35 @@ fn links(
     failures: &Failures,
 ) {
     for ((source, target), made) in &c.links {
-        let Some(rec) = observed.get(source) else {
-            continue;
-        };
-        let path = format!("/v1/memories/{source}/links?{}", scope(&rec.domain));
-        let (s, v) = server.get(&path, key);
-        let found = v["outgoing"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|l| l["target"] == target.as_str()));
-        if s != 200 || found != *made {
-            failures.push(format!(
-                "tenant {id}: link {source} -> {target} acknowledged as {}, found {found} \
-                 ({s}): {v}",
-                if *made { "made" } else { "removed" }
-            ));
+        for (end, side, other, other_field) in [
+            (source, "outgoing", target, "target"),
+            (target, "incoming", source, "source"),
+        ] {
+            let Some(rec) = observed.get(end) else {
+                continue;
+            };
+            let path = format!("/v1/memories/{end}/links?{}", scope(&rec.domain));
+            let (s, v) = server.get(&path, key);
+            let found: Vec<&Value> = v[side]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter(|l| l[other_field] == other.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let right = if *made {
+                matches!(found.as_slice(), [l] if l["relation"] == "related" && l["weight"] == 0.5)
+            } else {
+                found.is_empty()
+            };
+            if s != 200 || !right {
+                failures.push(format!(
+                    "tenant {id}: link {source} -> {target} acknowledged as {}, {side} links of \
+                     {end} ({s}): {v}",
+                    if *made { "made" } else { "removed" }
+                ));
+            }
         }
     }
 }
