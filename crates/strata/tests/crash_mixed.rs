@@ -9,12 +9,19 @@
 //!   write of a client whose answer never arrived is either wholly applied or not at all (a
 //!   batch or a delete by filter is all or nothing, a patch is the old or the new record), and
 //!   a record write sent again with its `Idempotency-Key` is replayed exactly when it was kept;
-//! - `verify` is clean, and the usage, stats, count, list, `GET`, exact searches (vector, text,
-//!   hybrid, filtered, narrowed to a principal or a run) and export all name exactly the same
-//!   records, with the same content, and nothing of another tenant;
-//! - acknowledged links and link removals, tenant states, isolation levels and new tenants
-//!   survive;
+//! - `verify` is clean, and the usage, stats, count, list, `GET` (of every record), exact
+//!   searches (vector, text, hybrid, filtered, narrowed to a principal or a run) and export all
+//!   name exactly the same records, with the same fields (content, vector, scope fields,
+//!   metadata, confidence and its evidence, no kind, no expiry), and nothing of another tenant;
+//! - acknowledged links (seen from both ends) and link removals, tenant states, isolation
+//!   levels, profiles (name, limits, weight) and new tenants survive, and every acknowledged
+//!   operation but a migration (whose row is written when it lands) has its audit row;
 //! - the server log never says "panicked".
+//!
+//! During the load every answer is checked too: a write's answer is the record (or link, or
+//! count) it promises, a refusal is only the one the API documents for a tenant the operator
+//! paused, and a search returns at least as many hits as the asking client's own records that
+//! match it (exactly as many when it filters by them), up to `k`.
 //!
 //! `CRASH_SEED=<n>` replays a seed's operation mix and kill moments (the interleaving of the
 //! threads is the machine's); a failure names the seed, the round, the tenant and the record.

@@ -492,6 +492,12 @@ fn searches(
             in_domain(&|_| true),
         ),
         (
+            "ids only",
+            all.clone(),
+            json!({"vector": query, "mode": "vector", "include": []}),
+            in_domain(&|_| true),
+        ),
+        (
             "text",
             all.clone(),
             json!({"query": COMMON_WORD, "mode": "text"}),
@@ -539,7 +545,7 @@ fn searches(
             ));
             continue;
         }
-        for hit in &hits {
+        for hit in hits.iter().filter(|_| name != "ids only") {
             let rid = hit["id"].as_str().unwrap_or("");
             let rec = &observed[rid];
             if hit["content"] != rec.content.as_str()
