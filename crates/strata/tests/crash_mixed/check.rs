@@ -51,6 +51,17 @@ pub fn after_restart(
     round_began: u128,
 ) -> Tally {
     let mut tally = Tally::default();
+    // Read at once, while a move the crash cut short may be resuming: nothing writes until
+    // the checks are done, so this must be what is read once the move has settled.
+    let at_once: Vec<Option<BTreeMap<String, Rec>>> = keys
+        .iter()
+        .enumerate()
+        .map(|(t, key)| {
+            let id = tenant_id(t);
+            let (s, info) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
+            (s == 200 && info["status"] == "active").then(|| listed(server, key, &id, failures))
+        })
+        .collect();
     for t in 0..TENANTS {
         tenant(server, t, operator, failures, &mut tally);
         shared.set_disturbed(t, false);
@@ -68,7 +79,22 @@ pub fn after_restart(
     }
     for (t, key) in keys.iter().enumerate() {
         let mine: Vec<&mut ClientModel> = clients.iter_mut().filter(|c| c.tenant == t).collect();
-        records(server, key, t, mine, failures, &mut tally);
+        let observed = records(server, key, t, mine, failures, &mut tally);
+        if let Some(early) = &at_once[t]
+            && *early != observed
+        {
+            let ids = |m: &BTreeMap<String, Rec>| m.keys().cloned().collect::<BTreeSet<_>>();
+            failures.push(format!(
+                "tenant {}: listed right after the restart, before its moves settled, \
+                 {} records ({:?} differ), and {} after",
+                tenant_id(t),
+                early.len(),
+                ids(early)
+                    .symmetric_difference(&ids(&observed))
+                    .collect::<Vec<_>>(),
+                observed.len()
+            ));
+        }
     }
     tally
 }
@@ -210,7 +236,7 @@ fn records(
     clients: Vec<&mut ClientModel>,
     failures: &Failures,
     tally: &mut Tally,
-) {
+) -> BTreeMap<String, Rec> {
     let id = tenant_id(t);
     let observed = listed(server, key, &id, failures);
     tally.records += observed.len();
@@ -307,6 +333,7 @@ fn records(
             failures,
         );
     }
+    observed
 }
 
 /// Sends an unanswered record write again with its `Idempotency-Key`, as its client would:

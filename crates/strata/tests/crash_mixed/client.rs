@@ -44,8 +44,8 @@ pub struct ClientModel {
     pub links: BTreeMap<(String, String), bool>,
     pub pending: Option<Pending>,
     acknowledged: usize,
-    /// Whether the last write was acknowledged (a link is remembered only then).
-    acknowledged_last: bool,
+    /// What became of the last write (a link's state is remembered from it).
+    last: Outcome,
     /// The `Idempotency-Key` of the next write, when it is a record write.
     idempotency_key: Option<String>,
     /// Writes sent so far, naming their idempotency keys and request ids.
@@ -53,6 +53,16 @@ pub struct ClientModel {
     /// This round's acknowledged writes, by the `X-Request-Id` they were sent with, and the
     /// audit action each must have left a row of.
     pub audited: Vec<(String, &'static str)>,
+}
+
+/// What became of a write.
+#[derive(Clone, Copy, PartialEq)]
+enum Outcome {
+    Acknowledged,
+    /// Refused as the API documents (overload, a paused tenant): nothing was applied.
+    Refused,
+    /// No answer, or an answer that failed its check.
+    Unknown,
 }
 
 /// What the loop does after an operation.
@@ -74,7 +84,7 @@ impl ClientModel {
             links: BTreeMap::new(),
             pending: None,
             acknowledged: 0,
-            acknowledged_last: false,
+            last: Outcome::Unknown,
             idempotency_key: None,
             writes: 0,
             audited: Vec::new(),
@@ -493,12 +503,17 @@ impl ClientModel {
         next
     }
 
-    /// After a link or unlink: what it was acknowledged to do, or nothing known.
+    /// After a link or unlink: what it was acknowledged to do, what held before a refusal,
+    /// or nothing known.
     fn remember_link(&mut self, link: (String, String), made: bool) {
-        if self.acknowledged_last {
-            self.links.insert(link, made);
-        } else {
-            self.links.remove(&link);
+        match self.last {
+            Outcome::Acknowledged => {
+                self.links.insert(link, made);
+            }
+            Outcome::Refused => {}
+            Outcome::Unknown => {
+                self.links.remove(&link);
+            }
         }
     }
 
@@ -618,14 +633,11 @@ impl ClientModel {
         changes: Vec<(String, Option<Rec>)>,
         check: impl FnOnce(u16, &Value) -> Result<(), String>,
     ) -> Next {
-        self.acknowledged_last = false;
+        self.last = Outcome::Unknown;
         let before: Vec<(String, Option<Rec>)> = changes
             .iter()
             .map(|(id, _)| (id.clone(), self.state[id].clone()))
             .collect();
-        // A write of either end may drop or hide a link: only untouched links are checked.
-        self.links
-            .retain(|(s, t), _| !changes.iter().any(|(id, _)| id == s || id == t));
         let mark = ctx.shared.mark(self.tenant);
         let url = format!("{}{path}", ctx.url);
         let tenant = tenant_id(self.tenant);
@@ -638,6 +650,12 @@ impl ClientModel {
         }
         let answer = send_with(&ctx.http, method, &url, ctx.key, body.as_ref(), &headers)
             .map(|(s, v, _)| (s, v));
+        let paused = ctx.shared.may_refuse(self.tenant, mark);
+        if !matches!(&answer, Ok((s, v)) if refused(*s, v, &tenant, paused)) {
+            // A write of either end may drop or hide a link: only untouched links are checked.
+            self.links
+                .retain(|(s, t), _| !changes.iter().any(|(id, _)| id == s || id == t));
+        }
         match answer {
             Err(_) => {
                 let retry = idempotency_key.zip(body).map(|(key, body)| Retry {
@@ -661,13 +679,11 @@ impl ClientModel {
                 self.state.extend(changes);
                 self.audited.push((request_id, audit_action(method, path)));
                 self.acknowledged += 1;
-                self.acknowledged_last = true;
+                self.last = Outcome::Acknowledged;
                 Next::Go
             }
-            Ok((s, _)) if overloaded(s) => Next::Go,
-            Ok((s, v))
-                if tenant_refusal(s, &v, &tenant) && ctx.shared.may_refuse(self.tenant, mark) =>
-            {
+            Ok((s, v)) if refused(s, &v, &tenant, paused) => {
+                self.last = Outcome::Refused;
                 Next::Go
             }
             Ok((s, v)) => {
@@ -691,10 +707,13 @@ impl ClientModel {
         let url = format!("{}{path}", ctx.url);
         match send(&ctx.http, method, &url, ctx.key, body.as_ref()) {
             Err(_) => Next::Stop,
-            Ok((s, _)) if overloaded(s) => Next::Go,
             Ok((s, v))
-                if tenant_refusal(s, &v, &tenant_id(self.tenant))
-                    && ctx.shared.may_refuse(self.tenant, mark) =>
+                if refused(
+                    s,
+                    &v,
+                    &tenant_id(self.tenant),
+                    ctx.shared.may_refuse(self.tenant, mark),
+                ) =>
             {
                 Next::Go
             }
@@ -737,4 +756,10 @@ fn audit_action(method: &str, path: &str) -> &'static str {
         ("DELETE", _) => "memory.delete",
         _ => "unknown",
     }
+}
+
+/// Whether an answer is a refusal that applied nothing: an overload, or the refusal of a
+/// paused tenant while the operator may have paused it (`paused`).
+fn refused(status: u16, v: &Value, tenant: &str, paused: bool) -> bool {
+    overloaded(status) || (paused && tenant_refusal(status, v, tenant))
 }
