@@ -130,7 +130,8 @@ impl ClientModel {
                 75..=77 => self.link(&mut rng, &mut ctx),
                 78..=79 => self.unlink(&mut rng, &mut ctx),
                 80..=83 => self.evidence(&mut rng, &mut ctx),
-                84..=88 => self.get(&mut rng, &mut ctx),
+                84..=87 => self.get(&mut rng, &mut ctx),
+                88..=90 => self.list_own(&mut rng, &mut ctx),
                 _ => self.search(&mut rng, &mut ctx),
             };
             if let Next::Stop = next {
@@ -528,6 +529,45 @@ impl ClientModel {
             Some(rec) if s == 200 && Rec::from_json(v).as_ref() == Some(rec) => Ok(()),
             None if s == 404 => Ok(()),
             _ => Err(format!("GET {id}: expected {current:?}, got {s}: {v}")),
+        })
+    }
+
+    /// Lists or counts this client's own records in a domain: exactly the records its
+    /// acknowledged writes left there (no other thread writes them), each as it left it.
+    fn list_own(&mut self, rng: &mut Rng, ctx: &mut Ctx) -> Next {
+        let domain = rng.pick(&DOMAINS).to_string();
+        let filter = json!({"owner": self.owner()});
+        let expected: BTreeMap<String, Rec> = self
+            .state
+            .iter()
+            .filter_map(|(id, r)| Some((id.clone(), r.clone()?)))
+            .filter(|(_, r)| r.domain == domain)
+            .collect();
+        if rng.below(2) == 0 {
+            let path = format!("/v1/memories/count?{}", scope(&domain));
+            let n = expected.len();
+            let body = json!({ "filter": filter });
+            return self.read(ctx, "POST", &path, Some(body), move |s, v| {
+                (s == 200 && v["count"] == n).then_some(()).ok_or(format!(
+                    "count of own in {domain}: expected {n}, got {s}: {v}"
+                ))
+            });
+        }
+        let path = format!("/v1/memories/list?{}", scope(&domain));
+        let body = json!({"filter": filter, "limit": 1000});
+        self.read(ctx, "POST", &path, Some(body), move |s, v| {
+            let listed: Option<BTreeMap<String, Rec>> = v["records"].as_array().and_then(|l| {
+                l.iter()
+                    .map(|r| Some((r["id"].as_str()?.to_owned(), Rec::from_json(r)?)))
+                    .collect()
+            });
+            if s == 200 && v["next"].is_null() && listed.as_ref() == Some(&expected) {
+                return Ok(());
+            }
+            Err(format!(
+                "list of own in {domain}: expected {:?}, got {s}: {v}",
+                expected.keys().collect::<Vec<_>>()
+            ))
         })
     }
 
