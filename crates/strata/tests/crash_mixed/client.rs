@@ -803,3 +803,23 @@ fn audit_action(method: &str, path: &str) -> &'static str {
 fn refused(status: u16, v: &Value, tenant: &str, paused: bool) -> bool {
     overloaded(status) || (paused && tenant_refusal(status, v, tenant))
 }
+
+#[test]
+fn each_write_route_names_its_audit_action() {
+    let q = "?memory_domain=default&user_tokens=*";
+    for (method, path, action) in [
+        ("POST", "/v1/memories", "memory.put"),
+        ("POST", "/v1/memories/delete", "memory.delete_where"),
+        ("POST", "/v1/links", "link.put"),
+        ("POST", "/v1/links/delete", "link.delete"),
+        (
+            "POST",
+            "/v1/memories/chaos0-c0-1/evidence",
+            "memory.evidence",
+        ),
+        ("PATCH", "/v1/memories/chaos0-c0-1", "memory.patch"),
+        ("DELETE", "/v1/memories/chaos0-c0-1", "memory.delete"),
+    ] {
+        assert_eq!(audit_action(method, &format!("{path}{q}")), action);
+    }
+}

@@ -333,3 +333,73 @@ pub fn tenant_refusal(status: u16, v: &Value, tenant: &str) -> bool {
 pub fn overloaded(status: u16) -> bool {
     status == 429 || status == 503
 }
+
+#[test]
+fn the_model_follows_the_documented_evidence_rule() {
+    let mut rec = Rec {
+        domain: DOMAINS[0].to_owned(),
+        content: COMMON_WORD.to_owned(),
+        vector: vec![0.5; DIM],
+        tokens: Vec::new(),
+        run_id: None,
+        memory_scope: None,
+        metadata: Map::new(),
+        corroborations: 0,
+        contradictions: 0,
+        evidence_count: 0,
+        confidence: billionths(INITIAL_CONFIDENCE),
+        exact_confidence: Carried(INITIAL_CONFIDENCE),
+        modality: COLLECTION.to_owned(),
+        kind: None,
+        expires_at: None,
+    };
+    // The first corroboration of a fresh memory moves it from 0.5 to 2/3, a contradiction
+    // then back to (2/3 · 3 + 0) / 4 = 1/2.
+    rec.add_evidence(true);
+    assert_eq!(rec.confidence, billionths(2.0 / 3.0));
+    rec.add_evidence(false);
+    assert_eq!(rec.confidence, billionths(0.5));
+    assert_eq!(
+        (rec.evidence_count, rec.corroborations, rec.contradictions),
+        (2, 1, 1)
+    );
+    let mut answered = rec.write_body("chaos0-c0-0");
+    answered["memory_domain"] = json!(rec.domain);
+    answered["confidence"] = json!({
+        "value": 0.5, "evidence_count": 2, "corroborations": 1, "contradictions": 1,
+    });
+    answered["kind"] = Value::Null;
+    answered["expires_at"] = Value::Null;
+    assert_eq!(Rec::from_json(&answered), Some(rec.clone()));
+    answered["expires_at"] = json!(1);
+    assert_ne!(Rec::from_json(&answered), Some(rec));
+}
+
+#[test]
+fn only_the_documented_refusals_of_a_paused_tenant_pass() {
+    let error = |code: &str, message: &str| json!({"error": {"code": code, "message": message}});
+    assert!(tenant_refusal(
+        403,
+        &error("TENANT_SUSPENDED", "tenant chaos0 is suspended"),
+        "chaos0"
+    ));
+    assert!(tenant_refusal(
+        404,
+        &error("NOT_FOUND", "tenant chaos0 does not exist"),
+        "chaos0"
+    ));
+    // A record that is not found, another tenant, another refusal: failures.
+    assert!(!tenant_refusal(
+        404,
+        &error("NOT_FOUND", "not found"),
+        "chaos0"
+    ));
+    assert!(!tenant_refusal(
+        404,
+        &error("NOT_FOUND", "tenant chaos1 does not exist"),
+        "chaos0"
+    ));
+    assert!(!tenant_refusal(403, &error("FORBIDDEN", "no"), "chaos0"));
+    assert!(!tenant_refusal(409, &error("CONFLICT", "moving"), "chaos0"));
+    assert!(!tenant_refusal(401, &error("UNAUTHORIZED", "no"), "chaos0"));
+}
