@@ -73,7 +73,7 @@ pub fn after_restart(
     audit(server, clients, operator, round_began, failures);
     for new in &operator.created {
         let (s, v) = server.get(&format!("/v1/admin/tenants/{new}"), OPERATOR_KEY);
-        if s != 200 || v["status"] != "active" {
+        if s != 200 || v["status"] != "active" || v["isolation"] != "shared" {
             failures.push(format!("tenant {new}, created with 201, is now {s}: {v}"));
         }
     }

@@ -163,7 +163,8 @@ impl OperatorModel {
                 self.status[t] = vec!["active", off_status];
                 return false;
             }
-            Ok((s, _)) if (200..300).contains(&s) => {
+            // Answered with the tenant in its new state.
+            Ok((200, v)) if v["id"] == id.as_str() && v["status"] == off_status => {
                 *self.acknowledged.entry(off_status).or_default() += 1;
                 let action = if off == "suspend" {
                     "tenant.suspend"
@@ -190,7 +191,7 @@ impl OperatorModel {
                 self.status[t] = vec![off_status, "active"];
                 false
             }
-            Ok((s, _)) if (200..300).contains(&s) => {
+            Ok((200, v)) if v["id"] == id.as_str() && v["status"] == "active" => {
                 let action = if on == "resume" {
                     "tenant.resume"
                 } else {
@@ -287,6 +288,11 @@ impl OperatorModel {
             Some(json!({ "target": target })),
             &request_id,
         );
+        let moving_answer = if current == "dedicated" || target == "dedicated" {
+            202
+        } else {
+            200
+        };
         // Kept in the test's output, which a failure shows: the story of each level.
         eprintln!("operator: migrate {id} {current} -> {target}: {answer:?}");
         match answer {
@@ -294,7 +300,10 @@ impl OperatorModel {
                 self.level[t] = vec![current, target];
                 false
             }
-            Ok((s, _)) if (200..300).contains(&s) => {
+            // `202` exactly when data moves (to or from `dedicated`): the move runs on.
+            Ok((s, v))
+                if s == moving_answer && v["from"] == current.as_str() && v["to"] == target =>
+            {
                 *self.acknowledged.entry("migrate").or_default() += 1;
                 self.level[t] = vec![target];
                 shared.migrations.fetch_add(1, Ordering::SeqCst);
