@@ -596,7 +596,11 @@ impl ClientModel {
         // This client's records in the domain are settled (its one request in flight is this
         // search), every one matches (all carry the common word, all have vectors, the request
         // sees every principal), and other clients' records only add to them: so at least
-        // this many hits, and exactly this many when the filter names this client.
+        // this many hits, and exactly this many when the filter names this client. (Without
+        // the filter the engine's guarantee has one documented exception: writes committing
+        // just before its last try that hide more candidates than it ranks beyond k; other
+        // clients' writes could in principle do that, with a delete by filter of many of
+        // their records in that instant. A failure names the search and its hits.)
         let settled = state
             .values()
             .filter(|r| r.as_ref().is_some_and(|r| r.domain == domain))
