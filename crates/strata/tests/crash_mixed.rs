@@ -1,8 +1,8 @@
 //! Chaos over HTTP: client threads of several tenants run a seeded mix of what users do (single
 //! and batch puts with every scope field, patches of content, metadata, principals, vector and
-//! domain, evidence, deletes one by one and by filter, links made and removed, reads and
-//! searches of every mode) while an operator thread suspends, resumes, soft-deletes, restores,
-//! migrates, exports and creates tenants; the server is killed with SIGKILL at a seeded moment
+//! domain, evidence, deletes one by one and by filter, links made and removed, reads, lists,
+//! counts and searches of every mode) while an operator thread suspends, resumes, soft-deletes,
+//! restores, migrates, updates, exports and creates tenants; the server is killed with SIGKILL at a seeded moment
 //! (every other round within milliseconds of a migration's answer), restarted, and then has to
 //! agree with what it acknowledged:
 //! - every record is as its last acknowledged write left it (a delete stays deleted); the one

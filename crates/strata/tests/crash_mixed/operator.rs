@@ -1,6 +1,6 @@
 //! The operator thread: suspends and resumes, soft-deletes and restores, migrates between
-//! isolation levels, exports and creates tenants, remembering what each acknowledged answer
-//! promised.
+//! isolation levels, changes names, limits and weights, exports and creates tenants,
+//! remembering what each acknowledged answer promised.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
