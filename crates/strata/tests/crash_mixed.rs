@@ -16,6 +16,8 @@
 //! - acknowledged links (seen from both ends) and link removals, tenant states, isolation
 //!   levels, profiles (name, limits, weight) and new tenants survive, and every acknowledged
 //!   operation but a migration (whose row is written when it lands) has its audit row;
+//! - no search dropped a hit in its defensive re-check on resident state
+//!   (`strata_search_recheck_drops_total` stays 0, under the load and after the checks);
 //! - the server log never says "panicked".
 //!
 //! During the load every answer is checked too: a write's answer is the record (or link, or
@@ -122,6 +124,7 @@ fn sigkill_under_a_mixed_workload_loses_and_half_applies_nothing() {
             s.spawn(move || op.run(rng, round, url, shared, stop, failures));
             if round % 2 == 0 {
                 std::thread::sleep(kill_after);
+                check::no_recheck_drops(url, failures, "under the load, before the kill");
             } else {
                 // Within a few milliseconds of a migration's answer: while it copies, flips
                 // or rebuilds, so the restart has a move to resume or clean up.
@@ -158,6 +161,7 @@ fn sigkill_under_a_mixed_workload_loses_and_half_applies_nothing() {
             &failures,
             round_began,
         );
+        check::no_recheck_drops(&server.url, &failures, "after the checks");
         let log = server.log();
         if let Some(line) = log.lines().find(|l| l.contains("panicked")) {
             failures.push(format!("the server log has a panic: {line}"));

@@ -665,3 +665,35 @@ fn links(
         }
     }
 }
+
+/// No search of this server process dropped a hit on resident state in its defensive re-check
+/// (`strata_search_recheck_drops_total`): such a drop is an index that disagrees with storage,
+/// which the searches' answers may hide by searching again. `when` names the moment.
+pub fn no_recheck_drops(url: &str, failures: &Failures, when: &str) {
+    const SERIES: &str = "strata_search_recheck_drops_total ";
+    let scraped = crate::model::http()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(OPERATOR_KEY)
+        .send()
+        .map_err(|e| e.to_string())
+        .and_then(|r| Ok((r.status().as_u16(), r.text().map_err(|e| e.to_string())?)));
+    let drops = match &scraped {
+        Ok((200, text)) => text
+            .lines()
+            .find_map(|l| l.strip_prefix(SERIES))
+            .and_then(|n| n.trim().parse::<f64>().ok()),
+        _ => None,
+    };
+    if drops != Some(0.0) {
+        let answer = scraped.map(|(s, text)| {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(SERIES))
+                .map(str::to_owned);
+            (s, line)
+        });
+        failures.push(format!(
+            "{when}: search re-check drops on resident state (an index bug): {answer:?}"
+        ));
+    }
+}
