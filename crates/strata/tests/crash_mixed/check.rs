@@ -11,9 +11,9 @@ use std::ops::DerefMut;
 use crate::client::{ClientModel, Pending, scope};
 use crate::common::{OPERATOR_KEY, Server};
 use crate::model::{
-    COLLECTION, COMMON_WORD, DOMAINS, Failures, Rec, Shared, TENANTS, send_idempotent, tenant_id,
+    COLLECTION, COMMON_WORD, DOMAINS, Failures, Rec, Shared, TENANTS, send_with, tenant_id,
 };
-use crate::operator::{OperatorModel, export};
+use crate::operator::{OperatorModel, export, profile_of};
 
 /// A migration a crash cut short is resumed after the start; this bounds the wait for it.
 const SETTLE_WITHIN: Duration = Duration::from_secs(90);
@@ -39,6 +39,8 @@ pub struct Tally {
     pub levels: BTreeMap<String, usize>,
 }
 
+/// `round_began`: when the round's load began, in milliseconds since the epoch; its
+/// acknowledged operations' audit rows are looked for from then on.
 pub fn after_restart(
     server: &Server,
     keys: &[String],
@@ -46,8 +48,20 @@ pub fn after_restart(
     operator: &mut OperatorModel,
     shared: &Shared,
     failures: &Failures,
+    round_began: u128,
 ) -> Tally {
     let mut tally = Tally::default();
+    // Read at once, while a move the crash cut short may be resuming: nothing writes until
+    // the checks are done, so this must be what is read once the move has settled.
+    let at_once: Vec<Option<BTreeMap<String, Rec>>> = keys
+        .iter()
+        .enumerate()
+        .map(|(t, key)| {
+            let id = tenant_id(t);
+            let (s, info) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
+            (s == 200 && info["status"] == "active").then(|| listed(server, key, &id, failures))
+        })
+        .collect();
     for t in 0..TENANTS {
         tenant(server, t, operator, failures, &mut tally);
         shared.set_disturbed(t, false);
@@ -56,15 +70,31 @@ pub fn after_restart(
             .entry(operator.level[t][0].clone())
             .or_default() += 1;
     }
+    audit(server, clients, operator, round_began, failures);
     for new in &operator.created {
         let (s, v) = server.get(&format!("/v1/admin/tenants/{new}"), OPERATOR_KEY);
-        if s != 200 || v["status"] != "active" {
+        if s != 200 || v["status"] != "active" || v["isolation"] != "shared" {
             failures.push(format!("tenant {new}, created with 201, is now {s}: {v}"));
         }
     }
     for (t, key) in keys.iter().enumerate() {
         let mine: Vec<&mut ClientModel> = clients.iter_mut().filter(|c| c.tenant == t).collect();
-        records(server, key, t, mine, failures, &mut tally);
+        let observed = records(server, key, t, mine, failures, &mut tally);
+        if let Some(early) = &at_once[t]
+            && *early != observed
+        {
+            let ids = |m: &BTreeMap<String, Rec>| m.keys().cloned().collect::<BTreeSet<_>>();
+            failures.push(format!(
+                "tenant {}: listed right after the restart, before its moves settled, \
+                 {} records ({:?} differ), and {} after",
+                tenant_id(t),
+                early.len(),
+                ids(early)
+                    .symmetric_difference(&ids(&observed))
+                    .collect::<Vec<_>>(),
+                observed.len()
+            ));
+        }
     }
     tally
 }
@@ -150,6 +180,14 @@ fn tenant(
     }
     let (_, info) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
     let level = info["isolation"].as_str().unwrap_or("").to_owned();
+    let profile = profile_of(&info);
+    if !operator.profile[t].contains(&profile) {
+        failures.push(format!(
+            "tenant {id}: profile {profile}, expected one of {:?}",
+            operator.profile[t]
+        ));
+    }
+    operator.profile[t] = vec![profile];
     if cancelled && let Some(from) = migration["from"].as_str() {
         // Cancelled: the tenant stays whole at the level the move started from.
         operator.level[t].push(from.to_owned());
@@ -198,7 +236,7 @@ fn records(
     clients: Vec<&mut ClientModel>,
     failures: &Failures,
     tally: &mut Tally,
-) {
+) -> BTreeMap<String, Rec> {
     let id = tenant_id(t);
     let observed = listed(server, key, &id, failures);
     tally.records += observed.len();
@@ -295,6 +333,7 @@ fn records(
             failures,
         );
     }
+    observed
 }
 
 /// Sends an unanswered record write again with its `Idempotency-Key`, as its client would:
@@ -311,13 +350,13 @@ fn retry(
 ) {
     let Some(r) = &p.retry else { return };
     let url = format!("{}{}", server.url, r.path);
-    let answer = send_idempotent(
+    let answer = send_with(
         &crate::model::http(),
         "POST",
         &url,
         key,
         Some(&r.body),
-        Some(&r.key),
+        &[("idempotency-key", r.key.as_str())],
     );
     match answer {
         Ok((s, _, replayed)) if (200..300).contains(&s) && replayed == applied => {}
@@ -344,7 +383,87 @@ fn reqwest_client() -> reqwest::blocking::Client {
     crate::model::http()
 }
 
-/// `GET` agrees with the listing, record by record, in every domain.
+/// Every acknowledged operation of the round left its audit row, naming the request and the
+/// action, with the outcome `ok`: a mutation and its row are committed together.
+fn audit(
+    server: &Server,
+    clients: &[ClientModel],
+    operator: &OperatorModel,
+    since: u128,
+    failures: &Failures,
+) {
+    let mut wanted: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
+    for c in clients {
+        for (request_id, action) in &c.audited {
+            wanted
+                .entry(tenant_id(c.tenant))
+                .or_default()
+                .push((request_id, action));
+        }
+    }
+    for (tenant, request_id, action) in &operator.audited {
+        wanted
+            .entry(tenant.clone())
+            .or_default()
+            .push((request_id, action));
+    }
+    for (tenant, wanted) in wanted {
+        let rows = audit_rows(server, &tenant, since, failures);
+        for (request_id, action) in wanted {
+            let found = rows.values().any(|r| {
+                r["request_id"] == request_id && r["action"] == action && r["outcome"] == "ok"
+            });
+            if !found {
+                let same: Vec<&Value> = rows
+                    .values()
+                    .filter(|r| r["request_id"] == request_id)
+                    .collect();
+                failures.push(format!(
+                    "tenant {tenant}: acknowledged {action} (request {request_id}) has no audit \
+                     row with outcome ok; rows of the request: {same:?}"
+                ));
+            }
+        }
+    }
+}
+
+/// A tenant's audit rows at or after `since` (ms), by sequence number, page by page.
+fn audit_rows(
+    server: &Server,
+    tenant: &str,
+    since: u128,
+    failures: &Failures,
+) -> BTreeMap<u64, Value> {
+    const PAGE: usize = 1000;
+    let mut rows = BTreeMap::new();
+    let mut until: Option<i64> = None;
+    loop {
+        let mut path = format!("/v1/admin/audit?tenant={tenant}&since={since}&limit={PAGE}");
+        if let Some(until) = until {
+            path.push_str(&format!("&until={until}"));
+        }
+        let (s, v) = server.get(&path, OPERATOR_KEY);
+        let page = v["rows"].as_array().cloned().unwrap_or_default();
+        if s != 200 {
+            failures.push(format!("tenant {tenant}: audit rows: {s}: {v}"));
+            return rows;
+        }
+        let before = rows.len();
+        let oldest = page.iter().filter_map(|r| r["at"].as_i64()).min();
+        for r in page.iter() {
+            rows.insert(r["seq"].as_u64().unwrap_or(u64::MAX), r.clone());
+        }
+        // The next page ends just after the oldest row's millisecond (`until` is exclusive),
+        // so rows sharing it are read again rather than skipped.
+        match oldest {
+            Some(oldest) if page.len() == PAGE && rows.len() > before => until = Some(oldest + 1),
+            _ => return rows,
+        }
+    }
+}
+
+/// `GET` agrees with the listing, record by record: each record in its own domain, and every
+/// third one as absent from the other domain.
 fn gets(
     server: &Server,
     key: &str,
@@ -352,9 +471,12 @@ fn gets(
     observed: &BTreeMap<String, Rec>,
     failures: &Failures,
 ) {
-    for (i, rid) in observed.keys().enumerate().filter(|(i, _)| i % 3 == 0) {
+    for (i, rid) in observed.keys().enumerate() {
         let rec = &observed[rid];
-        for domain in DOMAINS {
+        for domain in DOMAINS
+            .into_iter()
+            .filter(|d| *d == rec.domain || i % 3 == 0)
+        {
             let (s, v) = server.get(&format!("/v1/memories/{rid}?{}", scope(domain)), key);
             let right = if rec.domain == domain {
                 s == 200 && Rec::from_json(&v).as_ref() == Some(rec)
@@ -394,6 +516,12 @@ fn searches(
             "vector",
             all.clone(),
             json!({"vector": query, "mode": "vector"}),
+            in_domain(&|_| true),
+        ),
+        (
+            "ids only",
+            all.clone(),
+            json!({"vector": query, "mode": "vector", "include": []}),
             in_domain(&|_| true),
         ),
         (
@@ -444,7 +572,7 @@ fn searches(
             ));
             continue;
         }
-        for hit in &hits {
+        for hit in hits.iter().filter(|_| name != "ids only") {
             let rid = hit["id"].as_str().unwrap_or("");
             let rec = &observed[rid];
             if hit["content"] != rec.content.as_str()
@@ -494,8 +622,8 @@ fn totals(server: &Server, key: &str, id: &str, records: usize, failures: &Failu
     }
 }
 
-/// Each acknowledged link whose ends were not written since is still there, and each
-/// acknowledged removal of one still holds.
+/// Each acknowledged link whose ends were not written since is still there, seen from both
+/// ends with the weight it was made with, and each acknowledged removal of one still holds.
 fn links(
     server: &Server,
     key: &str,
@@ -505,20 +633,67 @@ fn links(
     failures: &Failures,
 ) {
     for ((source, target), made) in &c.links {
-        let Some(rec) = observed.get(source) else {
-            continue;
-        };
-        let path = format!("/v1/memories/{source}/links?{}", scope(&rec.domain));
-        let (s, v) = server.get(&path, key);
-        let found = v["outgoing"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|l| l["target"] == target.as_str()));
-        if s != 200 || found != *made {
-            failures.push(format!(
-                "tenant {id}: link {source} -> {target} acknowledged as {}, found {found} \
-                 ({s}): {v}",
-                if *made { "made" } else { "removed" }
-            ));
+        for (end, side, other, other_field) in [
+            (source, "outgoing", target, "target"),
+            (target, "incoming", source, "source"),
+        ] {
+            let Some(rec) = observed.get(end) else {
+                continue;
+            };
+            let path = format!("/v1/memories/{end}/links?{}", scope(&rec.domain));
+            let (s, v) = server.get(&path, key);
+            let found: Vec<&Value> = v[side]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter(|l| l[other_field] == other.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let right = if *made {
+                matches!(found.as_slice(), [l] if l["relation"] == "related" && l["weight"] == 0.5)
+            } else {
+                found.is_empty()
+            };
+            if s != 200 || !right {
+                failures.push(format!(
+                    "tenant {id}: link {source} -> {target} acknowledged as {}, {side} links of \
+                     {end} ({s}): {v}",
+                    if *made { "made" } else { "removed" }
+                ));
+            }
         }
+    }
+}
+
+/// No search of this server process dropped a hit on resident state in its defensive re-check
+/// (`strata_search_recheck_drops_total`): such a drop is an index that disagrees with storage,
+/// which the searches' answers may hide by searching again. `when` names the moment.
+pub fn no_recheck_drops(url: &str, failures: &Failures, when: &str) {
+    const SERIES: &str = "strata_search_recheck_drops_total ";
+    let scraped = crate::model::http()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(OPERATOR_KEY)
+        .send()
+        .map_err(|e| e.to_string())
+        .and_then(|r| Ok((r.status().as_u16(), r.text().map_err(|e| e.to_string())?)));
+    let drops = match &scraped {
+        Ok((200, text)) => text
+            .lines()
+            .find_map(|l| l.strip_prefix(SERIES))
+            .and_then(|n| n.trim().parse::<f64>().ok()),
+        _ => None,
+    };
+    if drops != Some(0.0) {
+        let answer = scraped.map(|(s, text)| {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(SERIES))
+                .map(str::to_owned);
+            (s, line)
+        });
+        failures.push(format!(
+            "{when}: search re-check drops on resident state (an index bug): {answer:?}"
+        ));
     }
 }

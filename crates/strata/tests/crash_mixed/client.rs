@@ -1,18 +1,20 @@
 //! A client thread: a seeded mix of record operations on ids of its own, so that it knows
 //! exactly what each acknowledged operation left behind.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value, json};
 
 use crate::model::{
-    COLLECTION, COMMON_WORD, DOMAINS, Failures, Rec, Rng, Shared, TOKEN_SETS, http, overloaded,
-    send, send_idempotent, tenant_id,
+    COLLECTION, COMMON_WORD, Carried, DOMAINS, Failures, INITIAL_CONFIDENCE, Rec, Rng, Shared,
+    TOKEN_SETS, billionths, http, overloaded, send, send_with, tenant_id, tenant_refusal,
 };
 
 /// Ids per client: few enough that operations keep meeting records written before.
 const IDS: usize = 30;
+/// Hits asked of a search during the load: fewer than a tenant's records in a domain can be.
+const SEARCH_K: usize = 20;
 
 /// The one operation of a client whose answer never arrived: after the restart the records it
 /// touched are either all as `before` or all as `after`.
@@ -42,12 +44,25 @@ pub struct ClientModel {
     pub links: BTreeMap<(String, String), bool>,
     pub pending: Option<Pending>,
     acknowledged: usize,
-    /// Whether the last write was acknowledged (a link is remembered only then).
-    acknowledged_last: bool,
+    /// What became of the last write (a link's state is remembered from it).
+    last: Outcome,
     /// The `Idempotency-Key` of the next write, when it is a record write.
     idempotency_key: Option<String>,
-    /// Writes sent so far, naming their idempotency keys.
+    /// Writes sent so far, naming their idempotency keys and request ids.
     writes: u64,
+    /// This round's acknowledged writes, by the `X-Request-Id` they were sent with, and the
+    /// audit action each must have left a row of.
+    pub audited: Vec<(String, &'static str)>,
+}
+
+/// What became of a write.
+#[derive(Clone, Copy, PartialEq)]
+enum Outcome {
+    Acknowledged,
+    /// Refused as the API documents (overload, a paused tenant): nothing was applied.
+    Refused,
+    /// No answer, or an answer that failed its check.
+    Unknown,
 }
 
 /// What the loop does after an operation.
@@ -69,9 +84,10 @@ impl ClientModel {
             links: BTreeMap::new(),
             pending: None,
             acknowledged: 0,
-            acknowledged_last: false,
+            last: Outcome::Unknown,
             idempotency_key: None,
             writes: 0,
+            audited: Vec::new(),
         }
     }
 
@@ -93,6 +109,7 @@ impl ClientModel {
         failures: &Failures,
     ) {
         self.acknowledged = 0;
+        self.audited.clear();
         let mut ctx = Ctx {
             http: http(),
             url,
@@ -113,7 +130,8 @@ impl ClientModel {
                 75..=77 => self.link(&mut rng, &mut ctx),
                 78..=79 => self.unlink(&mut rng, &mut ctx),
                 80..=83 => self.evidence(&mut rng, &mut ctx),
-                84..=88 => self.get(&mut rng, &mut ctx),
+                84..=87 => self.get(&mut rng, &mut ctx),
+                88..=90 => self.list_own(&mut rng, &mut ctx),
                 _ => self.search(&mut rng, &mut ctx),
             };
             if let Next::Stop = next {
@@ -143,16 +161,21 @@ impl ClientModel {
             metadata,
             corroborations: 0,
             contradictions: 0,
+            evidence_count: 0,
+            confidence: billionths(INITIAL_CONFIDENCE),
+            exact_confidence: Carried(INITIAL_CONFIDENCE),
+            modality: COLLECTION.to_owned(),
+            kind: None,
+            expires_at: None,
         }
     }
 
     fn next_idempotency_key(&mut self) -> String {
-        self.writes += 1;
         format!(
             "{}-c{}-w{}",
             tenant_id(self.tenant),
             self.client,
-            self.writes
+            self.writes + 1
         )
     }
 
@@ -346,11 +369,11 @@ impl ClientModel {
     fn evidence(&mut self, rng: &mut Rng, ctx: &mut Ctx) -> Next {
         let route = ("POST", "/evidence");
         self.change(rng, ctx, "evidence on", route, |rng, rec| {
-            if rng.below(2) == 0 {
-                rec.corroborations += 1;
+            let corroborate = rng.below(2) == 0;
+            rec.add_evidence(corroborate);
+            if corroborate {
                 json!({"corroborate": true})
             } else {
-                rec.contradictions += 1;
                 json!({"contradict": true})
             }
         })
@@ -425,6 +448,7 @@ impl ClientModel {
         let path = format!("/v1/links?{}", scope(&s.domain));
         let body =
             json!({"source": source, "target": target, "relation": "related", "weight": 0.5});
+        let (source_id, target_id) = (source.clone(), target.clone());
         let next = self.write(
             ctx,
             format!("link {source} -> {target}"),
@@ -432,10 +456,15 @@ impl ClientModel {
             &path,
             Some(body),
             Vec::new(),
-            |s, v| {
-                (s == 201)
+            move |s, v| {
+                let right = s == 201
+                    && v["source"] == source_id.as_str()
+                    && v["target"] == target_id.as_str()
+                    && v["relation"] == "related"
+                    && v["weight"] == 0.5;
+                right
                     .then_some(())
-                    .ok_or(format!("expected 201, got {s}: {v}"))
+                    .ok_or(format!("expected 201 naming the link, got {s}: {v}"))
             },
         );
         self.remember_link((source, target), true);
@@ -464,18 +493,28 @@ impl ClientModel {
             &path,
             Some(body),
             Vec::new(),
-            |_, _| Ok(()),
+            // The link was acknowledged and neither end written since: exactly one removed.
+            |s, v| {
+                (s == 200 && *v == json!({"deleted": 1}))
+                    .then_some(())
+                    .ok_or(format!("expected 200 {{\"deleted\": 1}}, got {s}: {v}"))
+            },
         );
         self.remember_link((source, target), false);
         next
     }
 
-    /// After a link or unlink: what it was acknowledged to do, or nothing known.
+    /// After a link or unlink: what it was acknowledged to do, what held before a refusal,
+    /// or nothing known.
     fn remember_link(&mut self, link: (String, String), made: bool) {
-        if self.acknowledged_last {
-            self.links.insert(link, made);
-        } else {
-            self.links.remove(&link);
+        match self.last {
+            Outcome::Acknowledged => {
+                self.links.insert(link, made);
+            }
+            Outcome::Refused => {}
+            Outcome::Unknown => {
+                self.links.remove(&link);
+            }
         }
     }
 
@@ -493,6 +532,45 @@ impl ClientModel {
         })
     }
 
+    /// Lists or counts this client's own records in a domain: exactly the records its
+    /// acknowledged writes left there (no other thread writes them), each as it left it.
+    fn list_own(&mut self, rng: &mut Rng, ctx: &mut Ctx) -> Next {
+        let domain = rng.pick(&DOMAINS).to_string();
+        let filter = json!({"owner": self.owner()});
+        let expected: BTreeMap<String, Rec> = self
+            .state
+            .iter()
+            .filter_map(|(id, r)| Some((id.clone(), r.clone()?)))
+            .filter(|(_, r)| r.domain == domain)
+            .collect();
+        if rng.below(2) == 0 {
+            let path = format!("/v1/memories/count?{}", scope(&domain));
+            let n = expected.len();
+            let body = json!({ "filter": filter });
+            return self.read(ctx, "POST", &path, Some(body), move |s, v| {
+                (s == 200 && v["count"] == n).then_some(()).ok_or(format!(
+                    "count of own in {domain}: expected {n}, got {s}: {v}"
+                ))
+            });
+        }
+        let path = format!("/v1/memories/list?{}", scope(&domain));
+        let body = json!({"filter": filter, "limit": 1000});
+        self.read(ctx, "POST", &path, Some(body), move |s, v| {
+            let listed: Option<BTreeMap<String, Rec>> = v["records"].as_array().and_then(|l| {
+                l.iter()
+                    .map(|r| Some((r["id"].as_str()?.to_owned(), Rec::from_json(r)?)))
+                    .collect()
+            });
+            if s == 200 && v["next"].is_null() && listed.as_ref() == Some(&expected) {
+                return Ok(());
+            }
+            Err(format!(
+                "list of own in {domain}: expected {:?}, got {s}: {v}",
+                expected.keys().collect::<Vec<_>>()
+            ))
+        })
+    }
+
     fn search(&mut self, rng: &mut Rng, ctx: &mut Ctx) -> Next {
         let domain = rng.pick(&DOMAINS).to_string();
         let mut body = match rng.below(3) {
@@ -501,19 +579,61 @@ impl ClientModel {
             _ => json!({"vector": rng.vector(), "query": "cloud tide", "mode": "hybrid"}),
         };
         body["modality"] = json!(COLLECTION);
-        body["k"] = json!(20);
+        body["k"] = json!(SEARCH_K);
         let own = rng.below(2) == 0;
         if own {
             body["filter"] = json!({"owner": self.owner()});
+        }
+        // Ids and scores only: the path that may answer from the index's resident part alone.
+        let ids_only = rng.below(3) == 0;
+        if ids_only {
+            body["include"] = json!([]);
         }
         let prefix = format!("{}-", tenant_id(self.tenant));
         let mine = format!("{}-c{}-", tenant_id(self.tenant), self.client);
         let path = format!("/v1/search?{}", scope(&domain));
         let state = self.state.clone();
+        // This client's records in the domain are settled (its one request in flight is this
+        // search), every one matches (all carry the common word, all have vectors, the request
+        // sees every principal), and other clients' records only add to them: so at least
+        // this many hits, and exactly this many when the filter names this client. (Without
+        // the filter the engine's guarantee has one documented exception: writes committing
+        // just before its last try that hide more candidates than it ranks beyond k; other
+        // clients' writes could in principle do that, with a delete by filter of many of
+        // their records in that instant. A failure names the search and its hits.)
+        let settled = state
+            .values()
+            .filter(|r| r.as_ref().is_some_and(|r| r.domain == domain))
+            .count();
+        let at_least = settled.min(SEARCH_K);
         self.read(ctx, "POST", &path, Some(body.clone()), move |s, v| {
             let Some(hits) = v["hits"].as_array().filter(|_| s == 200) else {
                 return Err(format!("search {body}: expected hits, got {s}: {v}"));
             };
+            let ids: BTreeSet<&str> = hits.iter().filter_map(|h| h["id"].as_str()).collect();
+            let scores: Vec<f64> = hits.iter().filter_map(|h| h["score"].as_f64()).collect();
+            if scores.len() != hits.len() || scores.windows(2).any(|w| w[0] < w[1]) {
+                return Err(format!(
+                    "search {body} in {domain}: hits not best first by score: {v}"
+                ));
+            }
+            if ids.len() != hits.len()
+                || hits.len() < at_least
+                || hits.len() > SEARCH_K
+                || (own && hits.len() != at_least)
+            {
+                return Err(format!(
+                    "search {body} in {domain}: {} hits ({} distinct), expected {} \
+                     ({settled} records of this client match): {v}",
+                    hits.len(),
+                    ids.len(),
+                    if own {
+                        format!("exactly {at_least}")
+                    } else {
+                        format!("{at_least} to {SEARCH_K}")
+                    },
+                ));
+            }
             for hit in hits {
                 let id = hit["id"].as_str().unwrap_or("");
                 if !id.starts_with(&prefix) {
@@ -528,6 +648,16 @@ impl ClientModel {
                     return Err(format!(
                         "search {body} in {domain}: hit {id} is not a live record of this \
                          client in the domain ({known:?}): {v}"
+                    ));
+                }
+                // A record of this client is answered as its last acknowledged write left it.
+                if let Some(Some(rec)) = state.get(id).filter(|_| !ids_only)
+                    && (rec.domain != domain
+                        || hit["content"] != rec.content.as_str()
+                        || hit["metadata"].as_object() != Some(&rec.metadata))
+                {
+                    return Err(format!(
+                        "search {body} in {domain}: hit {hit} differs from {rec:?}"
                     ));
                 }
             }
@@ -547,27 +677,29 @@ impl ClientModel {
         changes: Vec<(String, Option<Rec>)>,
         check: impl FnOnce(u16, &Value) -> Result<(), String>,
     ) -> Next {
-        self.acknowledged_last = false;
+        self.last = Outcome::Unknown;
         let before: Vec<(String, Option<Rec>)> = changes
             .iter()
             .map(|(id, _)| (id.clone(), self.state[id].clone()))
             .collect();
-        // A write of either end may drop or hide a link: only untouched links are checked.
-        self.links
-            .retain(|(s, t), _| !changes.iter().any(|(id, _)| id == s || id == t));
         let mark = ctx.shared.mark(self.tenant);
         let url = format!("{}{path}", ctx.url);
         let tenant = tenant_id(self.tenant);
         let idempotency_key = self.idempotency_key.take();
-        let answer = send_idempotent(
-            &ctx.http,
-            method,
-            &url,
-            ctx.key,
-            body.as_ref(),
-            idempotency_key.as_deref(),
-        )
-        .map(|(s, v, _)| (s, v));
+        self.writes += 1;
+        let request_id = format!("{tenant}-c{}-w{}", self.client, self.writes);
+        let mut headers = vec![("x-request-id", request_id.as_str())];
+        if let Some(k) = &idempotency_key {
+            headers.push(("idempotency-key", k.as_str()));
+        }
+        let answer = send_with(&ctx.http, method, &url, ctx.key, body.as_ref(), &headers)
+            .map(|(s, v, _)| (s, v));
+        let paused = ctx.shared.may_refuse(self.tenant, mark);
+        if !matches!(&answer, Ok((s, v)) if refused(*s, v, &tenant, paused)) {
+            // A write of either end may drop or hide a link: only untouched links are checked.
+            self.links
+                .retain(|(s, t), _| !changes.iter().any(|(id, _)| id == s || id == t));
+        }
         match answer {
             Err(_) => {
                 let retry = idempotency_key.zip(body).map(|(key, body)| Retry {
@@ -589,12 +721,13 @@ impl ClientModel {
                     return Next::Stop;
                 }
                 self.state.extend(changes);
+                self.audited.push((request_id, audit_action(method, path)));
                 self.acknowledged += 1;
-                self.acknowledged_last = true;
+                self.last = Outcome::Acknowledged;
                 Next::Go
             }
-            Ok((s, _)) if overloaded(s) => Next::Go,
-            Ok((s, _)) if (400..500).contains(&s) && ctx.shared.may_refuse(self.tenant, mark) => {
+            Ok((s, v)) if refused(s, &v, &tenant, paused) => {
+                self.last = Outcome::Refused;
                 Next::Go
             }
             Ok((s, v)) => {
@@ -618,8 +751,14 @@ impl ClientModel {
         let url = format!("{}{path}", ctx.url);
         match send(&ctx.http, method, &url, ctx.key, body.as_ref()) {
             Err(_) => Next::Stop,
-            Ok((s, _)) if overloaded(s) => Next::Go,
-            Ok((s, _)) if (400..500).contains(&s) && ctx.shared.may_refuse(self.tenant, mark) => {
+            Ok((s, v))
+                if refused(
+                    s,
+                    &v,
+                    &tenant_id(self.tenant),
+                    ctx.shared.may_refuse(self.tenant, mark),
+                ) =>
+            {
                 Next::Go
             }
             Ok((s, v)) => match check(s, &v) {
@@ -646,4 +785,45 @@ struct Ctx<'a> {
 /// The query string of a request in `domain` that sees every principal's records.
 pub fn scope(domain: &str) -> String {
     format!("memory_domain={domain}&user_tokens=*")
+}
+
+/// The audit action an acknowledged write of `method` on `path` leaves a row of.
+fn audit_action(method: &str, path: &str) -> &'static str {
+    let route = path.split('?').next().unwrap_or(path);
+    match (method, route) {
+        ("POST", "/v1/memories") => "memory.put",
+        ("POST", "/v1/memories/delete") => "memory.delete_where",
+        ("POST", "/v1/links") => "link.put",
+        ("POST", "/v1/links/delete") => "link.delete",
+        ("POST", r) if r.ends_with("/evidence") => "memory.evidence",
+        ("PATCH", _) => "memory.patch",
+        ("DELETE", _) => "memory.delete",
+        _ => "unknown",
+    }
+}
+
+/// Whether an answer is a refusal that applied nothing: an overload, or the refusal of a
+/// paused tenant while the operator may have paused it (`paused`).
+fn refused(status: u16, v: &Value, tenant: &str, paused: bool) -> bool {
+    overloaded(status) || (paused && tenant_refusal(status, v, tenant))
+}
+
+#[test]
+fn each_write_route_names_its_audit_action() {
+    let q = "?memory_domain=default&user_tokens=*";
+    for (method, path, action) in [
+        ("POST", "/v1/memories", "memory.put"),
+        ("POST", "/v1/memories/delete", "memory.delete_where"),
+        ("POST", "/v1/links", "link.put"),
+        ("POST", "/v1/links/delete", "link.delete"),
+        (
+            "POST",
+            "/v1/memories/chaos0-c0-1/evidence",
+            "memory.evidence",
+        ),
+        ("PATCH", "/v1/memories/chaos0-c0-1", "memory.patch"),
+        ("DELETE", "/v1/memories/chaos0-c0-1", "memory.delete"),
+    ] {
+        assert_eq!(audit_action(method, &format!("{path}{q}")), action);
+    }
 }

@@ -79,6 +79,38 @@ pub struct Rec {
     /// Evidence counted in its confidence: a write of the whole record starts both at 0.
     pub corroborations: u64,
     pub contradictions: u64,
+    /// Pieces of evidence so far (this test gives only corroborations and contradictions).
+    pub evidence_count: u64,
+    /// The confidence value in billionths, so that a float parsed from JSON compares exactly.
+    pub confidence: i64,
+    /// The value itself, which the next piece of evidence starts from.
+    pub exact_confidence: Carried<f64>,
+    /// The record's collection and kind, and its expiry: the writes set none of the last two,
+    /// so a value here is a field the server made up or mixed up.
+    pub modality: String,
+    pub kind: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+/// A value a record carries along for the model's own arithmetic and never compares: what
+/// is compared is derived from it (the confidence in billionths).
+#[derive(Debug, Clone, Copy)]
+pub struct Carried<T>(pub T);
+
+impl<T> PartialEq for Carried<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// A fresh record's confidence (the collection's default initial value).
+pub const INITIAL_CONFIDENCE: f64 = 0.5;
+/// The weight of the prior in the server's Beta-Bernoulli update, in observations.
+const PRIOR_STRENGTH: f64 = 2.0;
+
+/// A confidence value in billionths.
+pub fn billionths(value: f64) -> i64 {
+    (value * 1e9).round() as i64
 }
 
 impl Rec {
@@ -111,7 +143,32 @@ impl Rec {
             metadata: v["metadata"].as_object()?.clone(),
             corroborations: v["confidence"]["corroborations"].as_u64()?,
             contradictions: v["confidence"]["contradictions"].as_u64()?,
+            evidence_count: v["confidence"]["evidence_count"].as_u64()?,
+            confidence: billionths(v["confidence"]["value"].as_f64()?),
+            exact_confidence: Carried(v["confidence"]["value"].as_f64()?),
+            modality: v["modality"].as_str()?.to_owned(),
+            kind: optional(&v["kind"])?,
+            expires_at: match &v["expires_at"] {
+                Value::Null => None,
+                x => Some(x.as_i64()?),
+            },
         })
+    }
+
+    /// The record after one more piece of evidence, by the server's documented rule:
+    /// `value' = (value · (n₀ + n) + x) / (n₀ + n + 1)`.
+    pub fn add_evidence(&mut self, corroborate: bool) {
+        let x = if corroborate { 1.0 } else { 0.0 };
+        let weight = PRIOR_STRENGTH + self.evidence_count as f64;
+        let value = ((self.exact_confidence.0 * weight + x) / (weight + 1.0)).clamp(0.0, 1.0);
+        self.exact_confidence = Carried(value);
+        self.confidence = billionths(value);
+        self.evidence_count += 1;
+        if corroborate {
+            self.corroborations += 1;
+        } else {
+            self.contradictions += 1;
+        }
     }
 
     /// The record's body in a write (its domain travels in the request scope).
@@ -224,23 +281,23 @@ pub fn send(
     key: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), String> {
-    send_idempotent(http, method, url, key, body, None).map(|(s, v, _)| (s, v))
+    send_with(http, method, url, key, body, &[]).map(|(s, v, _)| (s, v))
 }
 
-/// Like [`send`], with an `Idempotency-Key` when one is given; also says whether the answer
-/// was a replay (`Idempotent-Replayed: true`).
-pub fn send_idempotent(
+/// Like [`send`], with extra headers (an `Idempotency-Key`, an `X-Request-Id` the audit row
+/// names); also says whether the answer was a replay (`Idempotent-Replayed: true`).
+pub fn send_with(
     http: &reqwest::blocking::Client,
     method: &str,
     url: &str,
     key: &str,
     body: Option<&Value>,
-    idempotency_key: Option<&str>,
+    headers: &[(&str, &str)],
 ) -> Result<(u16, Value, bool), String> {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let mut req = http.request(method, url).bearer_auth(key);
-    if let Some(k) = idempotency_key {
-        req = req.header("idempotency-key", k);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     if let Some(b) = body {
         req = req.json(b);
@@ -259,7 +316,90 @@ pub fn send_idempotent(
     ))
 }
 
+/// Whether an answer is the refusal the API documents for a tenant the operator suspended
+/// (`403 TENANT_SUSPENDED`) or soft-deleted (`404 NOT_FOUND` naming the tenant): the only
+/// refusals a pause may cause. Any other `4xx` is a failure even while the tenant is paused.
+pub fn tenant_refusal(status: u16, v: &Value, tenant: &str) -> bool {
+    let code = v["error"]["code"].as_str().unwrap_or("");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    match status {
+        403 => code == "TENANT_SUSPENDED",
+        404 => code == "NOT_FOUND" && message == format!("tenant {tenant} does not exist"),
+        _ => false,
+    }
+}
+
 /// A refusal the server may give any request under load: it applied nothing.
 pub fn overloaded(status: u16) -> bool {
     status == 429 || status == 503
+}
+
+#[test]
+fn the_model_follows_the_documented_evidence_rule() {
+    let mut rec = Rec {
+        domain: DOMAINS[0].to_owned(),
+        content: COMMON_WORD.to_owned(),
+        vector: vec![0.5; DIM],
+        tokens: Vec::new(),
+        run_id: None,
+        memory_scope: None,
+        metadata: Map::new(),
+        corroborations: 0,
+        contradictions: 0,
+        evidence_count: 0,
+        confidence: billionths(INITIAL_CONFIDENCE),
+        exact_confidence: Carried(INITIAL_CONFIDENCE),
+        modality: COLLECTION.to_owned(),
+        kind: None,
+        expires_at: None,
+    };
+    // The first corroboration of a fresh memory moves it from 0.5 to 2/3, a contradiction
+    // then back to (2/3 · 3 + 0) / 4 = 1/2.
+    rec.add_evidence(true);
+    assert_eq!(rec.confidence, billionths(2.0 / 3.0));
+    rec.add_evidence(false);
+    assert_eq!(rec.confidence, billionths(0.5));
+    assert_eq!(
+        (rec.evidence_count, rec.corroborations, rec.contradictions),
+        (2, 1, 1)
+    );
+    let mut answered = rec.write_body("chaos0-c0-0");
+    answered["memory_domain"] = json!(rec.domain);
+    answered["confidence"] = json!({
+        "value": 0.5, "evidence_count": 2, "corroborations": 1, "contradictions": 1,
+    });
+    answered["kind"] = Value::Null;
+    answered["expires_at"] = Value::Null;
+    assert_eq!(Rec::from_json(&answered), Some(rec.clone()));
+    answered["expires_at"] = json!(1);
+    assert_ne!(Rec::from_json(&answered), Some(rec));
+}
+
+#[test]
+fn only_the_documented_refusals_of_a_paused_tenant_pass() {
+    let error = |code: &str, message: &str| json!({"error": {"code": code, "message": message}});
+    assert!(tenant_refusal(
+        403,
+        &error("TENANT_SUSPENDED", "tenant chaos0 is suspended"),
+        "chaos0"
+    ));
+    assert!(tenant_refusal(
+        404,
+        &error("NOT_FOUND", "tenant chaos0 does not exist"),
+        "chaos0"
+    ));
+    // A record that is not found, another tenant, another refusal: failures.
+    assert!(!tenant_refusal(
+        404,
+        &error("NOT_FOUND", "not found"),
+        "chaos0"
+    ));
+    assert!(!tenant_refusal(
+        404,
+        &error("NOT_FOUND", "tenant chaos1 does not exist"),
+        "chaos0"
+    ));
+    assert!(!tenant_refusal(403, &error("FORBIDDEN", "no"), "chaos0"));
+    assert!(!tenant_refusal(409, &error("CONFLICT", "moving"), "chaos0"));
+    assert!(!tenant_refusal(401, &error("UNAUTHORIZED", "no"), "chaos0"));
 }
