@@ -91,7 +91,8 @@ fn cosine() -> Metric {
 }
 
 /// Creates a collection (`name`, `dim`, `metric`: cosine, dot or l2; `analyzer`: standard,
-/// english or none).
+/// english or none). Needs `admin` and a credential bound to neither domains nor user tokens
+/// (a collection serves every domain and principal); a bound one is `403 SCOPE_FORBIDDEN`.
 #[utoipa::path(post, path = "/v1/collections", tag = "collections", operation_id = "create_collection",
     request_body = NewCollectionBody,
     responses((status = 201, description = "The collection", body = Collection)),
@@ -125,7 +126,9 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(c)))
 }
 
-/// Deletes a collection and every record in it.
+/// Deletes a collection and every record in it, of every domain and principal. Needs `admin`
+/// and a credential bound to neither domains nor user tokens; a bound one is
+/// `403 SCOPE_FORBIDDEN` and deletes nothing.
 #[utoipa::path(delete, path = "/v1/collections/{name}", tag = "collections", operation_id = "delete_collection",
     params(("name" = CollectionName, Path, description = "collection name")),
     responses((status = 200, description = "How many records went with it", body = CollectionDeleted)),

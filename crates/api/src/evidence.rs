@@ -23,7 +23,9 @@ struct EvidenceBody {
 
 /// Adds evidence about a memory: `{"signal": x}` with x in [0, 1], `{"corroborate": true}` or
 /// `{"contradict": true}`. Answers the record with its new confidence. A foreign or
-/// invisible id is `404` like a missing one.
+/// invisible id is `404` like a missing one; a credential bound to user tokens may give
+/// evidence only on a record whose tokens are a non-empty subset of its own (a tenant-shared or
+/// co-owned one is `403 SCOPE_FORBIDDEN`).
 #[utoipa::path(post, path = "/v1/memories/{id}/evidence", tag = "memories",
     operation_id = "add_evidence",
     params(("id" = RecordId, Path, description = "record id")),

@@ -25,7 +25,9 @@ struct NewLinkBody {
 
 /// Links two records the request can see (`source` → `target`, a `relation` label, a `weight`
 /// in (0, 1]); linking them again with the same relation replaces the weight. An end that is
-/// missing, foreign or invisible is `404`.
+/// missing, foreign or invisible is `404`. A credential bound to user tokens must be able to
+/// write one end at least (its tokens a non-empty subset of the credential's): a link between
+/// two tenant-shared or co-owned records is `403 SCOPE_FORBIDDEN`.
 #[utoipa::path(post, path = "/v1/links", tag = "links", operation_id = "create_link",
     request_body = NewLinkBody,
     responses((status = 201, description = "The link", body = Link)),
@@ -56,7 +58,8 @@ struct LinkRefBody {
 }
 
 /// Removes the link `source` → `target` with `relation`. A missing link, or an end the
-/// request cannot see, is `404`.
+/// request cannot see, is `404`; for a credential bound to user tokens, a link neither end of
+/// which it may write is `403 SCOPE_FORBIDDEN`.
 #[utoipa::path(post, path = "/v1/links/delete", tag = "links", operation_id = "delete_link",
     request_body = LinkRefBody,
     responses((status = 200, description = "Removed (`deleted` is 1)", body = Deleted)),

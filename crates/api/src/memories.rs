@@ -69,7 +69,10 @@ enum WriteBody {
     Batch(BatchWrite),
 }
 
-/// Writes one record, or a batch as `{"records": [...]}`, atomically.
+/// Writes one record, or a batch as `{"records": [...]}`, atomically. A client id that names an
+/// existing record replaces it; a credential bound to user tokens may replace only a record
+/// whose tokens are a non-empty subset of its own (`403 SCOPE_FORBIDDEN` for a tenant-shared or
+/// co-owned one).
 #[utoipa::path(post, path = "/v1/memories", tag = "memories", operation_id = "write_memories",
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Names this write (1 to 255 visible ASCII characters, e.g. a UUID): a retry with the same key and request within 24 hours gets the first answer back, with `Idempotent-Replayed: true`, and writes nothing; the same key with another request is `409 CONFLICT`.")),
@@ -200,7 +203,9 @@ struct PatchBody {
     scope: RecordScopeFields,
 }
 
-/// Changes a record; `metadata` merges as a JSON merge patch.
+/// Changes a record; `metadata` merges as a JSON merge patch. A credential bound to user tokens
+/// may change only a record whose tokens are a non-empty subset of its own: a tenant-shared or
+/// co-owned record it can see is `403 SCOPE_FORBIDDEN`, one it cannot see `404`.
 #[utoipa::path(patch, path = "/v1/memories/{id}", tag = "memories", operation_id = "update_memory",
     params(("id" = RecordId, Path, description = "record id")),
     request_body = PatchBody,
@@ -228,7 +233,9 @@ pub async fn patch(
     Ok(Json(record))
 }
 
-/// Deletes a record by id.
+/// Deletes a record by id. A credential bound to user tokens may delete only a record whose
+/// tokens are a non-empty subset of its own: a tenant-shared or co-owned record it can see is
+/// `403 SCOPE_FORBIDDEN`, one it cannot see `404`.
 #[utoipa::path(delete, path = "/v1/memories/{id}", tag = "memories", operation_id = "delete_memory",
     params(("id" = RecordId, Path, description = "record id")),
     responses((status = 200, description = "Deleted (`deleted` is 1)", body = Deleted)),
@@ -266,7 +273,9 @@ struct DeleteWhereBody {
     scope: ScopeFields,
 }
 
-/// Deletes every visible record matching `filter` (`{}` matches all), in one transaction.
+/// Deletes every visible record matching `filter` (`{}` matches all), in one transaction. For a
+/// credential bound to user tokens, only those whose tokens are a non-empty subset of its own:
+/// tenant-shared and co-owned records are left, and not counted in `deleted`.
 #[utoipa::path(post, path = "/v1/memories/delete", tag = "memories", operation_id = "delete_memories_where",
     request_body = DeleteWhereBody,
     responses((status = 200, description = "How many records were deleted", body = Deleted)),

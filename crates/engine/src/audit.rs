@@ -14,6 +14,7 @@ use strata_store::codec::{decode_json, encode_json};
 use strata_store::{Reads, StoreError, TenantKey, Writer};
 use strata_types::{Millis, TenantId, now_millis};
 
+use crate::whole_tenant::require_whole_tenant;
 use crate::{Engine, EngineError};
 
 /// The most rows one query returns.
@@ -235,7 +236,8 @@ impl Engine {
         Ok(newest(rows, limit))
     }
 
-    /// A tenant's own rows, newest first; needs the `admin` permission.
+    /// A tenant's own rows, newest first; needs an unbound `admin` credential: rows are about
+    /// every domain and principal and name their record ids (`crate::whole_tenant`).
     pub fn own_audit_rows(
         &self,
         scope: &TenantScope,
@@ -246,6 +248,7 @@ impl Engine {
                 "tenant: a tenant reads only its own audit rows".into(),
             ));
         }
+        require_whole_tenant(scope, Permission::Admin, "reading the audit log")?;
         let limit = q.limit()?;
         self.read_tenant(scope, Permission::Admin, |r| {
             let mut rows = Vec::new();

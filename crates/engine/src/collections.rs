@@ -6,15 +6,8 @@ use strata_types::{Collection, CollectionName, MemoryDefaults, Metric, TextAnaly
 
 use crate::tenant_index::Change;
 use crate::tenants::check_live;
+use crate::whole_tenant::require_whole_tenant;
 use crate::{Engine, EngineError};
-
-fn require(scope: &TenantScope, p: Permission) -> Result<(), EngineError> {
-    if scope.grant().permissions.has(p) {
-        Ok(())
-    } else {
-        Err(EngineError::PermissionDenied(p))
-    }
-}
 
 impl Engine {
     pub fn collections(&self, scope: &TenantScope) -> Result<Vec<Collection>, EngineError> {
@@ -62,7 +55,8 @@ impl Engine {
         analyzer: TextAnalyzer,
         memory: MemoryDefaults,
     ) -> Result<Collection, EngineError> {
-        require(scope, Permission::Admin)?;
+        // A collection is one object for every domain and principal of the tenant.
+        require_whole_tenant(scope, Permission::Admin, "creating a collection")?;
         memory.validate()?;
         if dim == 0 || dim > self.config.limits.max_dim {
             return Err(EngineError::BadRequest(format!(
@@ -106,13 +100,14 @@ impl Engine {
         })
     }
 
-    /// Deletes a collection and every record in it, in one transaction.
+    /// Deletes a collection and every record in it, of every domain and principal, in one
+    /// transaction; so it needs an unbound `admin` credential.
     pub fn delete_collection(
         &self,
         scope: &TenantScope,
         name: &CollectionName,
     ) -> Result<u64, EngineError> {
-        require(scope, Permission::Admin)?;
+        require_whole_tenant(scope, Permission::Admin, "deleting a collection")?;
         self.write_tenant(scope, "collection.delete", |w, changes| {
             if !w.delete_collection(scope.key(), name)? {
                 return Err(EngineError::CollectionNotFound(name.clone()));

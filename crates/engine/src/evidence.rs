@@ -5,14 +5,15 @@ use strata_auth::{Permission, TenantScope};
 use strata_store::Reads;
 use strata_types::{Evidence, Record, RecordId, RequestScope, now_millis};
 
-use crate::records::store_record;
+use crate::records::{store_record, writable};
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
 
 impl Engine {
-    /// Applies one piece of evidence to a record the request can see and returns the record
-    /// with its new confidence. Needs `write`; a missing, foreign or invisible id is
-    /// [`EngineError::NotFound`]. The update and the audit row (`memory.evidence`) commit
+    /// Applies one piece of evidence to a record the request can see and may write
+    /// (`Visibility::check_writable`) and returns the record with its new confidence. Needs
+    /// `write`; a missing, foreign or invisible id is [`EngineError::NotFound`], a visible
+    /// record the credential may not write is [`EngineError::ScopeForbidden`]. The update and the audit row (`memory.evidence`) commit
     /// together, so concurrent evidence is never lost: each reads the value the previous one
     /// wrote.
     pub fn add_evidence(
@@ -25,10 +26,8 @@ impl Engine {
         let now = now_millis();
         let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
         self.write_tenant(scope, "memory.evidence", |w, changes| {
-            let mut record = w
-                .record(scope.key(), id)?
-                .filter(|r| vis.sees(r))
-                .ok_or(EngineError::NotFound)?;
+            // Evidence rewrites the record's confidence, so it is a write of the record.
+            let mut record = writable(w.record(scope.key(), id)?, &vis)?;
             record.confidence = record.confidence.with_evidence(evidence);
             record.updated_at = now;
             store_record(w, changes, scope, &record)?;

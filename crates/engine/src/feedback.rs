@@ -19,6 +19,7 @@ use crate::embedding::{embed, embeds, text_collection};
 use crate::registry::lock;
 use crate::tenant_index::Change;
 use crate::visibility::Visibility;
+use crate::whole_tenant::require_whole_tenant;
 use crate::{Engine, EngineError};
 
 /// Most ids a feedback may name in `ids` and in `shown`.
@@ -219,6 +220,12 @@ impl Engine {
         &self,
         scope: &TenantScope,
     ) -> Result<Vec<AdaptiveNamespaceStats>, EngineError> {
+        // Every domain's figures: a credential bound to some of them may not read them all.
+        require_whole_tenant(
+            scope,
+            Permission::Read,
+            "the adaptive state of every domain",
+        )?;
         let rows = self.read_tenant(scope, Permission::Read, |r| {
             Ok(r.adaptive_rows(scope.key(), None)?)
         })?;

@@ -11,6 +11,8 @@ mod admission;
 mod audit;
 #[cfg(test)]
 mod boost_pool_tests;
+#[cfg(test)]
+mod bound_credential_tests;
 mod collection_index;
 mod collections;
 mod config;
@@ -73,6 +75,7 @@ mod transfer;
 mod transfer_tests;
 mod verify;
 mod visibility;
+mod whole_tenant;
 mod write_memo;
 #[cfg(test)]
 mod write_window_tests;
@@ -319,6 +322,8 @@ impl Engine {
 
     /// What the engine holds in memory for the caller's tenant, per collection.
     pub fn index_stats(&self, scope: &TenantScope) -> Result<Vec<IndexStats>, EngineError> {
+        // Counts of every domain's and principal's records.
+        whole_tenant::require_whole_tenant(scope, Permission::Read, "the index figures")?;
         self.read_tenant(scope, Permission::Read, |_| Ok(()))?;
         self.indexes
             .with_index(&self.store, scope.key(), scope.tenant(), |ti| {

@@ -5,7 +5,7 @@
 
 use strata_auth::{Permission, TenantScope};
 use strata_store::{LinkReads, Reads, TenantKey, Writer};
-use strata_types::{Link, LinkRef, NewLink, RecordId, RequestScope, now_millis};
+use strata_types::{Link, LinkRef, NewLink, Record, RecordId, RequestScope, now_millis};
 
 use crate::lifecycle;
 use crate::visibility::Visibility;
@@ -33,8 +33,9 @@ pub struct RecordLinks {
 }
 
 impl Engine {
-    /// Links two records the request can see (`write`), or replaces the weight of the same
-    /// link. Either end missing, foreign or invisible is [`EngineError::NotFound`].
+    /// Links two records the request can see (`write`), at least one of which it may write
+    /// (see `check_link_ends`), or replaces the weight of the same link. Either end missing,
+    /// foreign or invisible is [`EngineError::NotFound`].
     pub fn link(
         &self,
         scope: &TenantScope,
@@ -67,9 +68,7 @@ impl Engine {
             let mut added = 0i64;
             let mut out = Vec::with_capacity(batch.len());
             for new in batch {
-                for id in [&new.source, &new.target] {
-                    visible_record(w, key, &vis, id)?;
-                }
+                check_link_ends(w, key, &vis, &new.source, &new.target)?;
                 let link = Link {
                     source: new.source,
                     target: new.target,
@@ -98,8 +97,9 @@ impl Engine {
         })
     }
 
-    /// Removes a link between two records the request can see (`write`). A missing link, or
-    /// an end the request cannot see, is [`EngineError::NotFound`].
+    /// Removes a link between two records the request can see (`write`), at least one of which
+    /// it may write. A missing link, or an end the request cannot see, is
+    /// [`EngineError::NotFound`].
     pub fn unlink(
         &self,
         scope: &TenantScope,
@@ -109,9 +109,7 @@ impl Engine {
         let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
         self.write_tenant(scope, "link.delete", |w, _changes| {
             let key = scope.key();
-            for id in [&which.source, &which.target] {
-                visible_record(w, key, &vis, id)?;
-            }
+            check_link_ends(w, key, &vis, &which.source, &which.target)?;
             let gone = w
                 .delete_link(key, &which.source, &which.target, &which.relation)?
                 .ok_or(EngineError::NotFound)?;
@@ -157,11 +155,31 @@ fn visible_record(
     key: TenantKey,
     vis: &Visibility,
     id: &RecordId,
-) -> Result<(), EngineError> {
+) -> Result<Record, EngineError> {
     match r.record(key, id)? {
-        Some(rec) if vis.sees(&rec) => Ok(()),
+        Some(rec) if vis.sees(&rec) => Ok(rec),
         _ => Err(EngineError::NotFound),
     }
+}
+
+/// The ends of a link a request creates or removes: both must be visible (else `NotFound`),
+/// and at least one writable by the request (`Visibility::check_writable`). A link between two
+/// records the request may only read is shared structure — recall walks it for everyone who
+/// sees both ends — which a credential bound to user tokens may not change
+/// (`ScopeForbidden`); a link from one of its principals' own records it may.
+fn check_link_ends(
+    r: &impl Reads,
+    key: TenantKey,
+    vis: &Visibility,
+    source: &RecordId,
+    target: &RecordId,
+) -> Result<(), EngineError> {
+    let source = visible_record(r, key, vis, source)?;
+    let target = visible_record(r, key, vis, target)?;
+    if vis.may_write(&target) {
+        return Ok(());
+    }
+    vis.check_writable(&source)
 }
 
 /// Links a new record of a run from the run's previous record (relation `next`), when the

@@ -95,7 +95,8 @@ impl Engine {
         })
     }
 
-    /// Applies `patch` to a visible record and returns the new version.
+    /// Applies `patch` to a visible record the request may write (`Visibility::check_writable`)
+    /// and returns the new version.
     pub fn patch(
         &self,
         scope: &TenantScope,
@@ -107,7 +108,7 @@ impl Engine {
         let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
         patch.validate(&self.config.limits)?;
         self.write_tenant(scope, "memory.patch", |w, changes| {
-            let mut record = visible(w.record(scope.key(), id)?, &vis)?;
+            let mut record = writable(w.record(scope.key(), id)?, &vis)?;
             if let Some(v) = patch.vector {
                 let c = collection_of(w, scope, &record)?;
                 check_vector(&v, &c)?;
@@ -156,7 +157,7 @@ impl Engine {
         })
     }
 
-    /// Deletes a visible record by id.
+    /// Deletes a visible record the request may write, by id.
     pub fn delete(
         &self,
         scope: &TenantScope,
@@ -165,12 +166,15 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
         self.write_tenant(scope, "memory.delete", |w, changes| {
-            visible(w.record(scope.key(), id)?, &vis)?;
+            writable(w.record(scope.key(), id)?, &vis)?;
             delete_record(w, changes, scope, id)
         })
     }
 
-    /// Deletes every visible record that matches `filter`, in one transaction. Returns how many.
+    /// Deletes every visible record that matches `filter` and that the request may write, in
+    /// one transaction. Returns how many. A record the request sees but may not write (a
+    /// tenant-shared one, for a credential bound to user tokens) is left alone like one it
+    /// cannot see: the scope of a delete narrows what it deletes, as on every channel.
     pub fn delete_where(
         &self,
         scope: &TenantScope,
@@ -181,7 +185,9 @@ impl Engine {
         self.write_tenant(scope, "memory.delete_where", |w, changes| {
             let mut doomed = Vec::new();
             for_each_visible(w, scope.key(), &vis, Some(filter), None, |r| {
-                doomed.push(r.id);
+                if vis.may_write(&r) {
+                    doomed.push(r.id);
+                }
                 true
             })?;
             for id in &doomed {
@@ -286,6 +292,14 @@ fn visible(record: Option<Record>, vis: &Visibility) -> Result<Record, EngineErr
     record.filter(|r| vis.sees(r)).ok_or(EngineError::NotFound)
 }
 
+/// A record the request sees and may write: one it cannot see is `NotFound` (a foreign id looks
+/// like a missing one), one it sees but may not write is `ScopeForbidden`.
+pub(crate) fn writable(record: Option<Record>, vis: &Visibility) -> Result<Record, EngineError> {
+    let record = visible(record, vis)?;
+    vis.check_writable(&record)?;
+    Ok(record)
+}
+
 fn collection_of(
     w: &Writer<'_>,
     scope: &TenantScope,
@@ -354,6 +368,9 @@ fn put_one(
             if !vis.sees(&existing) {
                 return Err(EngineError::IdConflict(record.id.to_string()));
             }
+            // Replacing a record is writing it: a tenant-shared or co-owned record stays out of
+            // reach of a credential bound to user tokens, whatever the new tokens.
+            vis.check_writable(&existing)?;
             record.created_at = existing.created_at;
             store_record(w, changes, scope, &record)?;
             return Ok(PutOutcome {

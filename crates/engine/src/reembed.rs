@@ -20,12 +20,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 use strata_auth::{Permission, TenantScope};
-use strata_store::{Reads, TenantKey};
+use strata_store::{Reader, Reads, TenantKey};
 use strata_types::{Collection, CollectionName, EmbedderRef, Millis, RecordId, now_millis};
 
 use crate::embedding::embed;
 use crate::records::store_record;
 use crate::tenant_index::Change;
+use crate::whole_tenant::require_whole_tenant;
 use crate::{Engine, EngineError};
 
 /// Texts embedded per step: one step is one job on the fair pool, short enough (well under a
@@ -219,6 +220,18 @@ fn find(r: &impl Reads, key: TenantKey, name: &CollectionName) -> Result<Collect
 }
 
 impl Engine {
+    /// Every read of a re-embed (dry run, start, steps, switch, status): a re-embed reads and
+    /// rewrites every record of the collection, of every domain and principal, so it needs an
+    /// unbound `admin` credential (`crate::whole_tenant`).
+    fn read_for_reembed<R>(
+        &self,
+        scope: &TenantScope,
+        f: impl FnOnce(&Reader) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        require_whole_tenant(scope, Permission::Admin, "re-embedding a collection")?;
+        self.read_tenant(scope, Permission::Admin, f)
+    }
+
     fn loaded_for_reembed(&self) -> Result<(&strata_embed::Embedder, EmbedderRef), EngineError> {
         self.loaded_embedder().ok_or_else(|| {
             conflict(
@@ -235,7 +248,7 @@ impl Engine {
         scope: &TenantScope,
         name: &CollectionName,
     ) -> Result<ReembedPlan, EngineError> {
-        let (c, found) = self.read_tenant(scope, Permission::Admin, |r| {
+        let (c, found) = self.read_for_reembed(scope, |r| {
             let c = find(r, scope.key(), name)?;
             Ok((c, survey(r, scope.key(), name, CALIBRATION_TEXTS)?))
         })?;
@@ -273,7 +286,7 @@ impl Engine {
         scope: &TenantScope,
         name: &CollectionName,
     ) -> Result<ReembedStatus, EngineError> {
-        let (c, found) = self.read_tenant(scope, Permission::Admin, |r| {
+        let (c, found) = self.read_for_reembed(scope, |r| {
             let c = find(r, scope.key(), name)?;
             Ok((c, survey(r, scope.key(), name, 0)?))
         })?;
@@ -347,7 +360,7 @@ impl Engine {
         job: u64,
     ) -> Result<bool, EngineError> {
         let cursor = self.running_job(scope.key(), name, job, |j| j.cursor.clone())?;
-        let Scan { texts, last, .. } = self.read_tenant(scope, Permission::Admin, |r| {
+        let Scan { texts, last, .. } = self.read_for_reembed(scope, |r| {
             texts_of(r, scope.key(), name, cursor.as_ref(), STEP_TEXTS)
         })?;
         let vectors = self.embed_for_reembed(&texts)?;
@@ -481,9 +494,8 @@ impl Engine {
         name: &CollectionName,
         job: u64,
     ) -> Result<Vec<(RecordId, String)>, EngineError> {
-        let Scan { texts, .. } = self.read_tenant(scope, Permission::Admin, |r| {
-            texts_of(r, scope.key(), name, None, usize::MAX)
-        })?;
+        let Scan { texts, .. } =
+            self.read_for_reembed(scope, |r| texts_of(r, scope.key(), name, None, usize::MAX))?;
         self.running_job(scope.key(), name, job, |j| {
             texts
                 .into_iter()
@@ -498,7 +510,7 @@ impl Engine {
         scope: &TenantScope,
         name: &CollectionName,
     ) -> Result<ReembedStatus, EngineError> {
-        let c = self.read_tenant(scope, Permission::Admin, |r| find(r, scope.key(), name))?;
+        let c = self.read_for_reembed(scope, |r| find(r, scope.key(), name))?;
         let jobs = self.reembeds.lock();
         Ok(match jobs.get(&(scope.key(), name.clone())) {
             Some(j) if j.created_at == c.created_at => j.status.clone(),

@@ -14,6 +14,7 @@ use crate::integrity::IntegrityState;
 use crate::lifecycle::usage;
 use crate::residency::TenantResidency;
 use crate::tenants::{TenantInfo, TenantUsage};
+use crate::whole_tenant::require_whole_tenant;
 use crate::{Engine, EngineError};
 
 /// One tenant's figures, tied to its incarnation (`key`), so a tenant deleted and re-created
@@ -103,8 +104,10 @@ impl Engine {
     }
 
     /// The caller's own tenant with its usage, limits, residency and integrity state; needs
-    /// the `admin` permission.
+    /// an unbound `admin` credential: the figures count every domain and principal
+    /// (`crate::whole_tenant`).
     pub fn own_usage(&self, scope: &TenantScope) -> Result<TenantFigures, EngineError> {
+        require_whole_tenant(scope, Permission::Admin, "the tenant's usage figures")?;
         self.read_tenant(scope, Permission::Admin, |r| {
             let meta = r
                 .tenant(scope.tenant())?

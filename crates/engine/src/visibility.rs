@@ -203,6 +203,22 @@ impl Visibility {
         }
         Ok(tokens.into_iter().collect())
     }
+
+    /// Whether this request may change or delete `record`, which it already sees: a credential
+    /// bound to user tokens speaks for those principals, not for the tenant, so it may touch
+    /// only a record it could have written itself under [`Visibility::write_tokens`]'s rule —
+    /// one whose tokens are a non-empty subset of its own. A tenant-shared record, or one
+    /// co-owned with a principal outside the binding, it may read but not rewrite, hide, move
+    /// or delete. Refused the way `write_tokens` refuses (`ScopeForbidden`).
+    pub fn check_writable(&self, record: &Record) -> Result<(), EngineError> {
+        self.write_tokens(Some(&record.user_tokens)).map(|_| ())
+    }
+
+    /// [`Visibility::check_writable`] as a yes or no, for scans that skip what they may not
+    /// touch (a delete by filter).
+    pub fn may_write(&self, record: &Record) -> bool {
+        self.bound_tokens.is_none() || self.check_writable(record).is_ok()
+    }
 }
 
 /// Principals by token id (see [`Visibility::for_slots`]).

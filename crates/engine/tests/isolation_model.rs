@@ -190,6 +190,15 @@ impl MVis {
         }
         Ok(t)
     }
+
+    /// Whether the request may change `r` (docs/isolation.md, "What a bound credential may
+    /// change"): a credential bound to tokens only a record whose tokens are a non-empty subset
+    /// of its own.
+    fn may_write(&self, r: &MRec) -> bool {
+        self.bound
+            .as_ref()
+            .is_none_or(|b| !r.tokens.is_empty() && r.tokens.is_subset(b))
+    }
 }
 
 type DedupKey = (String, String, Option<String>, BTreeSet<String>, String);
@@ -648,6 +657,9 @@ fn random_operations_never_cross_the_visibility_boundary() {
                                 Some(existing) if !vis.sees(existing) => {
                                     return Err(Fail::Conflict);
                                 }
+                                Some(existing) if !vis.may_write(existing) => {
+                                    return Err(Fail::Scope);
+                                }
                                 Some(_) => {
                                     tm.put(r.clone());
                                     out.push((Some(r.id), false, false));
@@ -767,6 +779,9 @@ fn random_operations_never_cross_the_visibility_boundary() {
                         .filter(|r| vis.sees(r))
                         .cloned()
                         .ok_or(Fail::NotFound)?;
+                    if !vis.may_write(&r) {
+                        return Err(Fail::Scope);
+                    }
                     if let Some(nt) = &new_tokens {
                         r.tokens = vis.write_tokens(Some(nt))?;
                     }
@@ -798,12 +813,16 @@ fn random_operations_never_cross_the_visibility_boundary() {
             "delete" => {
                 let id = target_id.clone();
                 let expected = resolve(&cred, &req, true).and_then(|vis| {
-                    model[t]
+                    let r = model[t]
                         .records
                         .get(&id)
                         .filter(|r| vis.sees(r))
-                        .map(|_| ())
-                        .ok_or(Fail::NotFound)
+                        .ok_or(Fail::NotFound)?;
+                    if vis.may_write(r) {
+                        Ok(())
+                    } else {
+                        Err(Fail::Scope)
+                    }
                 });
                 let actual = engine
                     .delete(&scope, &rs, &RecordId::parse(id.as_str()).unwrap())
@@ -820,7 +839,7 @@ fn random_operations_never_cross_the_visibility_boundary() {
                     let doomed: Vec<String> = model[t]
                         .records
                         .values()
-                        .filter(|r| vis.sees(r) && r.n < below)
+                        .filter(|r| vis.sees(r) && vis.may_write(r) && r.n < below)
                         .map(|r| r.id.clone())
                         .collect();
                     doomed
@@ -1061,14 +1080,16 @@ fn link_step(
         0 if target_id != other_id => {
             let relation = pick(rng, RELATIONS).to_string();
             let expected = resolve(cred, req, true).and_then(|vis| {
+                let mut writable = false;
                 for id in [target_id, other_id] {
-                    model
+                    let r = model
                         .records
                         .get(id)
                         .filter(|r| vis.sees(r))
                         .ok_or(Fail::NotFound)?;
+                    writable |= vis.may_write(r);
                 }
-                Ok(())
+                if writable { Ok(()) } else { Err(Fail::Scope) }
             });
             let new = NewLink {
                 source: RecordId::parse(target_id).unwrap(),

@@ -420,3 +420,199 @@ fn a_patch_moves_a_record_between_domains_and_clears_fields() {
     assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
     assert!(v.to_string().contains("move_to_domain"), "{v}");
 }
+
+/// The count of every record of `domain`, as an unbound key with `all_principals` sees it.
+fn count_all(server: &Server, full: &str, domain: &str) -> u64 {
+    let body = json!({"user_tokens": ["*"], "memory_domain": domain});
+    let (s, v) = server.post("/v1/memories/count", full, body);
+    assert_eq!(s, 200, "{v}");
+    v["count"].as_u64().expect("count")
+}
+
+/// An `admin` key bound to domains or to user tokens cannot act on, or read figures of, the
+/// whole tenant: deleting or creating a collection, re-embedding, the audit log and the usage
+/// figures are `403 SCOPE_FORBIDDEN`, and nothing is deleted.
+#[test]
+fn a_bound_admin_key_cannot_act_on_the_whole_tenant() {
+    let server = Server::start();
+    server.tenant("tw");
+    let full = server.key(
+        "tw",
+        json!({"permissions": ["read", "write", "admin", "all_principals"]}),
+    );
+    let domain_admin = server.key(
+        "tw",
+        json!({"permissions": ["read", "admin"], "domains": ["public"]}),
+    );
+    let token_admin = server.key(
+        "tw",
+        json!({"permissions": ["read", "admin"], "user_tokens": ["u:carol"]}),
+    );
+    for body in [
+        json!({"records": [{"id": "hr-1", "content": "salary"}], "memory_domain": "hr"}),
+        json!({"records": [{"id": "hr-dave", "content": "review", "user_tokens": ["u:dave"]}],
+               "memory_domain": "hr"}),
+        json!({"id": "d-1", "content": "default note"}),
+        json!({"records": [{"id": "pub-1", "content": "public note"}], "memory_domain": "public"}),
+    ] {
+        let (s, v) = server.post("/v1/memories", &full, body);
+        assert_eq!(s, 201, "{v}");
+    }
+    for key in [&domain_admin, &token_admin] {
+        let refused: Vec<Attempt> = vec![
+            ("DELETE", "/v1/collections/text".into(), vec![], None),
+            (
+                "POST",
+                "/v1/collections".into(),
+                vec![],
+                Some(json!({"name": "c2", "dim": 4})),
+            ),
+            (
+                "POST",
+                "/v1/collections/text/reembed".into(),
+                vec![],
+                Some(json!({"dry_run": true})),
+            ),
+            (
+                "POST",
+                "/v1/collections/text/reembed".into(),
+                vec![],
+                Some(json!({})),
+            ),
+            ("GET", "/v1/collections/text/reembed".into(), vec![], None),
+            ("GET", "/v1/audit".into(), vec![], None),
+            ("GET", "/v1/audit?action=memory.put".into(), vec![], None),
+            ("GET", "/v1/stats".into(), vec![], None),
+        ];
+        expect_forbidden(&server, key, refused);
+    }
+    // Every record is still there, in every domain.
+    assert_eq!(count_all(&server, &full, "hr"), 2);
+    assert_eq!(count_all(&server, &full, "default"), 1);
+    assert_eq!(count_all(&server, &full, "public"), 1);
+    // The domain-bound key still reads its own domain.
+    let (s, v) = server.post("/v1/memories/count", &domain_admin, json!({}));
+    assert_eq!((s, v["count"].as_u64()), (200, Some(1)), "{v}");
+    // An unbound admin key keeps the tenant-wide view.
+    let (s, v) = server.get("/v1/audit?action=memory.put", &full);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["rows"].as_array().map(Vec::len), Some(4), "{v}");
+    let (s, v) = server.get("/v1/stats", &full);
+    assert_eq!((s, v["usage"]["records"].as_u64()), (200, Some(4)), "{v}");
+    let (s, v) = server.call("DELETE", "/v1/collections/text", Some(&full), &[], None);
+    assert_eq!((s, v["deleted_records"].as_u64()), (200, Some(4)), "{v}");
+}
+
+/// A key bound to `u:alice` reads tenant-shared and co-owned records but cannot rewrite, hide,
+/// move, take over or delete them (`403 SCOPE_FORBIDDEN`); a delete by filter deletes only
+/// Alice's own records; one it cannot see stays `404`.
+#[test]
+fn a_token_bound_key_cannot_rewrite_or_delete_records_it_may_only_read() {
+    let server = Server::start();
+    server.tenant("acme");
+    let full = server.key(
+        "acme",
+        json!({"permissions": ["read", "write", "all_principals"]}),
+    );
+    let alice = server.key(
+        "acme",
+        json!({"permissions": ["read", "write"], "user_tokens": ["u:alice"]}),
+    );
+    let records = json!({"records": [
+        {"id": "sh-a", "content": "shared a"},
+        {"id": "shared-3", "content": "shared three"},
+        {"id": "co", "content": "co-owned", "user_tokens": ["u:alice", "u:bob"]},
+        {"id": "al", "content": "alice's", "user_tokens": ["u:alice"]},
+        {"id": "bo", "content": "bob's", "user_tokens": ["u:bob"]},
+    ]});
+    let (s, v) = server.post("/v1/memories", &full, records);
+    assert_eq!(s, 201, "{v}");
+    // It sees the shared and co-owned records.
+    let (s, v) = server.get("/v1/memories/sh-a", &alice);
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = server.get("/v1/memories/co", &alice);
+    assert_eq!(s, 200, "{v}");
+
+    let refused: Vec<Attempt> = vec![
+        (
+            "PATCH",
+            "/v1/memories/sh-a".into(),
+            vec![],
+            Some(json!({"content": "rewritten"})),
+        ),
+        (
+            "PATCH",
+            "/v1/memories/sh-a".into(),
+            vec![],
+            Some(json!({"user_tokens": ["u:alice"]})),
+        ),
+        (
+            "PATCH",
+            "/v1/memories/sh-a".into(),
+            vec![],
+            Some(json!({"move_to_domain": "alicedom"})),
+        ),
+        (
+            "PATCH",
+            "/v1/memories/co".into(),
+            vec![],
+            Some(json!({"user_tokens": ["u:alice"]})),
+        ),
+        ("DELETE", "/v1/memories/sh-a".into(), vec![], None),
+        ("DELETE", "/v1/memories/co".into(), vec![], None),
+        (
+            "POST",
+            "/v1/memories".into(),
+            vec![],
+            Some(json!({"id": "shared-3", "content": "mine", "user_tokens": ["u:alice"]})),
+        ),
+        (
+            "POST",
+            "/v1/memories".into(),
+            vec![],
+            Some(json!({"id": "co", "content": "mine", "user_tokens": ["u:alice"]})),
+        ),
+        (
+            "POST",
+            "/v1/memories/sh-a/evidence".into(),
+            vec![],
+            Some(json!({"contradict": true})),
+        ),
+        (
+            "POST",
+            "/v1/links".into(),
+            vec![],
+            Some(json!({"source": "sh-a", "target": "shared-3"})),
+        ),
+    ];
+    expect_forbidden(&server, &alice, refused);
+    // A record it cannot see is a missing id, as before.
+    let (s, v) = server.call(
+        "PATCH",
+        "/v1/memories/bo",
+        Some(&alice),
+        &[],
+        Some(&json!({"content": "x"})),
+    );
+    assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
+    // A delete by filter deletes Alice's own record only, and says so.
+    let (s, v) = server.post("/v1/memories/delete", &alice, json!({"filter": {}}));
+    assert_eq!((s, v["deleted"].as_u64()), (200, Some(1)), "{v}");
+
+    // Nothing else moved: the shared records are intact and shared, Bob keeps the co-owned one.
+    let (s, v) = server.get("/v1/memories/sh-a", &full);
+    assert_eq!((s, v["content"].as_str()), (200, Some("shared a")), "{v}");
+    assert_eq!(
+        (&v["user_tokens"], &v["memory_domain"]),
+        (&json!([]), &json!("default"))
+    );
+    let (s, v) = server.get("/v1/memories/shared-3", &full);
+    assert_eq!((s, &v["user_tokens"]), (200, &json!([])), "{v}");
+    let (s, v) = server.get("/v1/memories/co?user_tokens=u:bob", &full);
+    assert_eq!(
+        (s, &v["user_tokens"]),
+        (200, &json!(["u:alice", "u:bob"])),
+        "{v}"
+    );
+    assert_eq!(count_all(&server, &full, "default"), 4);
+}

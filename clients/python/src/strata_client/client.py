@@ -499,7 +499,8 @@ class Strata(DataCalls):
         user_match: Optional[UserMatch] = None,
     ) -> int:
         """Deletes every memory the scope sees that matches ``filter`` (``{}``: all of them),
-        in one transaction; returns how many."""
+        in one transaction; returns how many. A key bound to user tokens deletes only records
+        of its own principals, never tenant-shared or co-owned ones."""
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return self._transport.run(self._delete_where(filter, scope))
 
@@ -566,9 +567,10 @@ class Strata(DataCalls):
         until: Optional[Millis] = None,
         limit: Optional[int] = None,
     ) -> List[AuditRow]:
-        """The tenant's audit log, newest first (needs a key with ``admin``): every write,
-        delete and admin action, with its actor and request id. Filter by ``action`` (e.g.
-        ``memory.delete``) and time; at most ``limit`` rows (100 by default, up to 1000)."""
+        """The tenant's audit log, newest first (needs a key with ``admin``, bound to neither
+        domains nor user tokens): every write, delete and admin action, with its actor and
+        request id. Filter by ``action`` (e.g. ``memory.delete``) and time; at most ``limit``
+        rows (100 by default, up to 1000)."""
         return self._transport.run(self._history(action, since, until, limit))
 
     # Collections: tenant-wide vector spaces with a fixed dimension.
@@ -602,7 +604,8 @@ class Strata(DataCalls):
         return self._transport.run(self._create_collection(name, dim, metric, options))
 
     def delete_collection(self, name: str) -> int:
-        """Deletes a collection and every record in it (needs ``admin``); returns how many."""
+        """Deletes a collection and every record in it (needs ``admin``, bound to neither
+        domains nor user tokens); returns how many."""
         return self._transport.run(self._delete_collection(name))
 
     def create_share(
