@@ -291,30 +291,38 @@ impl SearchAnswer {
             .hits
             .into_iter()
             .map(|hit| {
-                let mut record = hit.record;
-                let id = record.id.clone();
-                let (c, m, v) = if whole {
-                    (
-                        content.then(|| record.content.clone()),
-                        metadata.then(|| record.metadata.clone()),
-                        vector.then(|| record.vector.clone()),
-                    )
-                } else {
-                    (
-                        content.then(|| record.content.take()),
-                        metadata.then(|| std::mem::take(&mut record.metadata)),
-                        vector.then(|| record.vector.take()),
-                    )
+                // The engine's hits carry their records exactly when `include` names a field of
+                // them (`SearchRequest::needs_records`); without one there is nothing to
+                // project beyond the id and score.
+                let (c, m, v, record) = match hit.record {
+                    Some(record) => {
+                        let mut record = *record;
+                        let (c, m, v) = if whole {
+                            (
+                                content.then(|| record.content.clone()),
+                                metadata.then(|| record.metadata.clone()),
+                                vector.then(|| record.vector.clone()),
+                            )
+                        } else {
+                            (
+                                content.then(|| record.content.take()),
+                                metadata.then(|| std::mem::take(&mut record.metadata)),
+                                vector.then(|| record.vector.take()),
+                            )
+                        };
+                        (c, m, v, whole.then_some(record))
+                    }
+                    None => (None, None, None, None),
                 };
                 HitBody {
-                    id,
+                    id: hit.id,
                     score: hit.score,
-                    explain: hit.explain,
+                    explain: hit.explain.map(|e| *e),
                     content: c,
                     metadata: m,
                     vector: v,
-                    record: whole.then_some(record),
-                    source: hit.source,
+                    record,
+                    source: hit.source.map(|s| *s),
                 }
             })
             .collect();
@@ -363,9 +371,10 @@ impl RecallAnswer {
             .map(|h| {
                 rest.push((h.activation, h.search_score, h.via));
                 strata_types::SearchHit {
-                    record: h.record,
+                    id: h.record.id.clone(),
+                    record: Some(Box::new(h.record)),
                     score: h.activation,
-                    explain: h.explain,
+                    explain: h.explain.map(Box::new),
                     // Recall stays inside the caller's tenant.
                     source: None,
                 }
@@ -396,5 +405,70 @@ impl RecallAnswer {
             depth: r.depth,
             depth_capped: r.depth_capped,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use strata_types::{CollectionName, Confidence, SearchHit};
+
+    fn stored(id: &str) -> Record {
+        Record {
+            id: RecordId::parse(id).unwrap(),
+            modality: CollectionName::parse("text").unwrap(),
+            kind: None,
+            content: Some("tea".into()),
+            vector: None,
+            user_tokens: Vec::new(),
+            memory_domain: Domain::default_domain(),
+            run_id: None,
+            memory_scope: None,
+            metadata: serde_json::Map::new(),
+            created_at: 1,
+            updated_at: 1,
+            expires_at: None,
+            confidence: Confidence::initial(0.5),
+        }
+    }
+
+    fn answer(record: Option<Record>, include: Option<Vec<Include>>) -> serde_json::Value {
+        let hit = SearchHit {
+            id: RecordId::parse("r1").unwrap(),
+            record: record.map(Box::new),
+            score: 0.5,
+            explain: None,
+            source: None,
+        };
+        let search = SearchRequest {
+            include,
+            ..SearchRequest::default()
+        };
+        let response = SearchResponse {
+            hits: vec![hit],
+            mode: SearchMode::Vector,
+            exact: false,
+        };
+        serde_json::to_value(SearchAnswer::project(response, &search)).unwrap()
+    }
+
+    #[test]
+    fn a_hit_without_its_record_answers_its_id_and_score() {
+        assert_eq!(
+            answer(None, Some(vec![])),
+            json!({"hits": [{"id": "r1", "score": 0.5}], "mode": "vector", "exact": false})
+        );
+    }
+
+    #[test]
+    fn a_hit_with_its_record_answers_what_include_names() {
+        assert_eq!(
+            answer(Some(stored("r1")), None)["hits"][0],
+            json!({"id": "r1", "score": 0.5, "content": "tea", "metadata": {}})
+        );
+        let whole = answer(Some(stored("r1")), Some(vec![Include::Record]));
+        assert_eq!(whole["hits"][0]["record"]["content"], "tea");
+        assert!(whole["hits"][0].get("content").is_none());
     }
 }

@@ -104,7 +104,7 @@ fn main() {
             .search(&scope, &req, &search(q, 10, None))
             .expect("search")
             .hits;
-        let shown: Vec<RecordId> = hits.iter().map(|h| h.record.id.clone()).collect();
+        let shown: Vec<RecordId> = hits.iter().map(|h| h.id.clone()).collect();
         let f = FeedbackRequest {
             ids: shown.iter().skip(n % 3).take(5).cloned().collect(),
             shown,

@@ -53,10 +53,7 @@ fn answers(engine: &Engine, scope: &TenantScope, lat: &mut Vec<Duration>) -> Vec
                 .search(scope, &RequestScope::default(), q)
                 .expect("search");
             lat.push(t.elapsed());
-            r.hits
-                .into_iter()
-                .map(|h| h.record.id.to_string())
-                .collect()
+            r.hits.into_iter().map(|h| h.id.to_string()).collect()
         })
         .collect()
 }

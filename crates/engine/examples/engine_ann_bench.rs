@@ -300,7 +300,7 @@ fn measure(
         found += r
             .hits
             .iter()
-            .filter_map(|h| row_of(&h.record.id))
+            .filter_map(|h| row_of(&h.id))
             .filter(|row| gt.iter().take(K).any(|g| g == row))
             .count();
     }

@@ -175,7 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 found += r
                     .hits
                     .iter()
-                    .filter_map(|h| h.record.id.as_str().strip_prefix('r')?.parse::<u32>().ok())
+                    .filter_map(|h| h.id.as_str().strip_prefix('r')?.parse::<u32>().ok())
                     .filter(|row| gt.contains(row))
                     .count();
             }

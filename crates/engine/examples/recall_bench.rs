@@ -119,7 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (q, answer, hops) in &m.questions {
         let found = engine.search(&m.scope, &req, &search(q))?;
         per_hop[*hops as usize - 1] += 1;
-        by_search[*hops as usize - 1] += found.hits.iter().any(|h| &h.record.id == answer) as usize;
+        by_search[*hops as usize - 1] += found.hits.iter().any(|h| &h.id == answer) as usize;
     }
     let rate = |hits: [usize; 3]| -> Vec<f64> {
         hits.iter()

@@ -53,5 +53,5 @@ fn a_confident_record_below_a_large_k_rises_into_it() {
     let found = engine.search(&scope, &RequestScope::default(), &s).unwrap();
     assert_eq!(found.hits.len(), K);
     // A pool cut at k would never have held p62.
-    assert_eq!(found.hits[0].record.id.to_string(), "p62");
+    assert_eq!(found.hits[0].id.to_string(), "p62");
 }

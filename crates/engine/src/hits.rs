@@ -11,8 +11,9 @@
 //! A search whose `include` needs nothing of the stored record (`[]`: ids and scores) and
 //! whose filter the field index answered exactly (or that has none) reads no record at all
 //! ([`answers_from_index`]): each hit is decided by `Visibility::sees_slot` on its resident
-//! part and named from it. That answer is the one storage would give, because the resident
-//! state never differs from storage in a way a caller could see:
+//! part and answered with the id it holds (such a hit carries no record). That answer is the
+//! one storage would give, because the resident state never differs from storage in a way a
+//! caller could see:
 //! - a search holds the tenant's index under its read lock from the walk to the last hit, and
 //!   every write applies its changes to the loaded index under the write lock, after its
 //!   commit and before it returns, in commit order (`crate::registry`: `write` holds the
@@ -78,24 +79,17 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use strata_store::{Reader, Reads, TenantKey};
-use strata_types::{CollectionName, Filter, Include, Record, SearchRequest};
+use strata_types::{CollectionName, Filter, Record, RecordId, SearchRequest};
 
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
-use crate::hit_names::HitNames;
 use crate::visibility::{SlotVisibility, Visibility};
 
 /// Whether the hits of `s` can be named from the index's resident state without reading a
 /// record (see the module docs): its `include` asks for nothing of the stored record, and the
 /// field index answered its filter exactly (`filter_exact`, true without a filter).
 pub(crate) fn answers_from_index(s: &SearchRequest, filter_exact: bool) -> bool {
-    const STORED: [Include; 4] = [
-        Include::Content,
-        Include::Metadata,
-        Include::Vector,
-        Include::Record,
-    ];
-    filter_exact && !STORED.iter().any(|&f| s.includes(f))
+    filter_exact && !s.needs_records()
 }
 
 /// One collection's records in one storage snapshot.
@@ -151,13 +145,9 @@ pub(crate) struct HitChecks<'a> {
     /// The search's storage snapshot; none for a search named from the index alone
     /// ([`answers_from_index`] without a filter), which reads no record.
     stored: Option<&'a StoredRecords<'a>>,
-    collection: &'a CollectionName,
     /// Answers of the filter on stored records, by slot: a graph search asks about a node
     /// again when it widens its beam.
     filtered: RefCell<HashMap<u32, bool>>,
-    /// The search's own copies of the scope names its hits named from the index carry
-    /// (`crate::hit_names`), so that they do not count references on the shared tables.
-    hit_names: RefCell<HitNames>,
     /// The first storage error met inside a predicate (which can only answer yes or no);
     /// [`HitChecks::finish`] returns it.
     error: RefCell<Option<EngineError>>,
@@ -170,7 +160,6 @@ impl<'a> HitChecks<'a> {
         filter: Option<&'a Filter>,
         filter_exact: bool,
         stored: Option<&'a StoredRecords<'a>>,
-        collection: &'a CollectionName,
     ) -> Self {
         HitChecks {
             ci,
@@ -179,9 +168,7 @@ impl<'a> HitChecks<'a> {
             filter,
             filter_exact,
             stored,
-            collection,
             filtered: RefCell::new(HashMap::new()),
-            hit_names: RefCell::new(HitNames::default()),
             error: RefCell::new(None),
         }
     }
@@ -225,24 +212,18 @@ impl<'a> HitChecks<'a> {
             .filter(|r| self.vis.sees(r) && self.filter.is_none_or(|f| f.matches(r))))
     }
 
-    /// A hit named from its resident part alone (`SlotDoc::resident_record`). Only for
-    /// searches [`answers_from_index`] allows (the filter, if any, was answered exactly by the
-    /// candidates), and only for a slot [`HitChecks::sees`] just accepted under the same hold
-    /// of the index, so visibility is decided once per hit. A resident part whose scope ids
-    /// its collection's names do not hold is a broken index: an error, never a hit passed
-    /// over in silence.
-    pub fn resident(&self, slot: u32) -> Result<Option<Record>, EngineError> {
-        let Some(doc) = self.ci.docs.get(slot as usize).and_then(Option::as_ref) else {
-            return Ok(None);
-        };
-        let mut own = self.hit_names.borrow_mut();
-        match doc.resident_record(self.collection, &self.ci.names, &mut own) {
-            Some(record) => Ok(Some(record)),
-            None => Err(EngineError::Index(format!(
-                "slot {slot} of collection {} names scope ids its collection does not hold",
-                self.collection
-            ))),
-        }
+    /// The id of a hit named from its resident part alone: a hit of a search whose `include`
+    /// is empty carries its id and score and nothing else (`SearchHit::record` is `None`).
+    /// Only for searches [`answers_from_index`] allows (the filter, if any, was answered
+    /// exactly by the candidates), and only for a slot [`HitChecks::sees`] just accepted under
+    /// the same hold of the index, so visibility is decided once per hit. `None` for an empty
+    /// slot, which `sees` never accepts.
+    pub fn resident_id(&self, slot: u32) -> Option<RecordId> {
+        self.ci
+            .docs
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .map(|doc| doc.id.clone())
     }
 
     /// The snapshot, or an error for a search that was given none yet needs a record: a

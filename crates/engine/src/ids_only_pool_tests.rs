@@ -35,7 +35,7 @@ fn ids_only_and_default_include_rank_the_same_top_k_on_a_graph() {
             let ids: Vec<(String, u32)> = found
                 .hits
                 .iter()
-                .map(|h| (h.record.id.to_string(), h.score.to_bits()))
+                .map(|h| (h.id.to_string(), h.score.to_bits()))
                 .collect();
             (ids, found.exact)
         };
@@ -73,7 +73,7 @@ fn an_unfiltered_ids_only_search_is_the_graphs_own_answer_at_the_same_ef() {
         };
         let found = engine.search(&scope, &RequestScope::default(), &s).unwrap();
         assert!(!found.exact, "the graph answers, not an exact scan");
-        let engine_ids: Vec<String> = found.hits.iter().map(|h| h.record.id.to_string()).collect();
+        let engine_ids: Vec<String> = found.hits.iter().map(|h| h.id.to_string()).collect();
         let (graph_ids, wider_ids) = engine
             .indexes
             .with_index(&engine.store, scope.key(), scope.tenant(), |ti| {

@@ -28,7 +28,6 @@ mod feedback;
 mod graph_build;
 mod graph_file;
 mod hierarchy;
-mod hit_names;
 mod hits;
 mod idempotency;
 #[cfg(test)]

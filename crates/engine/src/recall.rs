@@ -89,11 +89,19 @@ impl Engine {
                 filter: s.filter.as_ref(),
                 seen: HashMap::new(),
             };
-            let seeds: Vec<(Record, f32, Option<strata_types::HitExplain>)> = found
+            // The seed search includes the whole record, so every seed carries it; one
+            // without is a broken search, answered as an error rather than spread from less.
+            let seeds = found
                 .hits
                 .into_iter()
-                .map(|h| (h.record, h.score, h.explain))
-                .collect();
+                .map(|h| match h.record {
+                    Some(record) => Ok((*record, h.score, h.explain.map(|e| *e))),
+                    None => Err(EngineError::Index(format!(
+                        "recall: the seed search answered {} without its record",
+                        h.id
+                    ))),
+                })
+                .collect::<Result<Vec<(Record, f32, Option<strata_types::HitExplain>)>, _>>()?;
             let mut hits = spread.run(seeds, p, depth)?;
             hits.sort_by(|a, b| {
                 b.activation

@@ -331,7 +331,7 @@ impl ScopeNames {
 
     /// The names behind `ids`; `None` if an id is not in the tables (never for ids this
     /// table gave out and still holds). Each name is a clone of the table's (a reference
-    /// count); a search naming its hits uses its own copies instead (`crate::hit_names`).
+    /// count).
     pub fn names(&self, ids: ScopeIds) -> Option<ScopeFields> {
         let mut user_tokens = self
             .token_set(ids.tokens)?

@@ -67,13 +67,16 @@ impl Engine {
     ) -> Result<(SearchResponse, Arc<TenantSlot>), EngineError> {
         let now = now_millis();
         let vis = Visibility::resolve(scope, req, Permission::Read, now)?;
-        // The search's own copy of the name (`CollectionName::unshared`): each hit named from
-        // the index clones it, and a copy shared with other threads' searches (the credential's,
-        // a client's request reused) would make every clone a write to one shared cache line.
-        let name = s
-            .modality
-            .as_ref()
-            .map_or_else(text_collection, CollectionName::unshared);
+        // Borrowed from the request: no hit carries the name (a hit is named by its id, and a
+        // stored record carries its own), so the search needs no copy of it.
+        let default_name;
+        let name = match &s.modality {
+            Some(name) => name,
+            None => {
+                default_name = text_collection();
+                &default_name
+            }
+        };
         // A query the engine may embed needs its collection before the index is held (an
         // embedding is slow and must not hold up the tenant's writes); every other search
         // reads the collection from the snapshot its hits are read from, so it begins one
@@ -81,7 +84,7 @@ impl Engine {
         let embeds = s.vector.is_none() && s.query.is_some() && s.mode != Some(SearchMode::Text);
         let early = if embeds {
             Some(self.read_tenant(scope, Permission::Read, |r| {
-                r.collection(scope.key(), &name)?
+                r.collection(scope.key(), name)?
                     .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))
             })?)
         } else {
@@ -129,7 +132,7 @@ impl Engine {
                     let pending = ti.write_pending();
                     // A collection the index does not hold yet (created after the tenant was
                     // loaded, no record written to it since) is answered from storage below.
-                    if lean && !pending && ti.collections.contains_key(&name) {
+                    if lean && !pending && ti.collections.contains_key(name) {
                         // Named from the index alone: the tenant's liveness and permission
                         // checked again while the index is held (`read_tenant`'s checks, from
                         // memory while the tenant is known live), the collection's defaults
@@ -137,7 +140,7 @@ impl Engine {
                         self.check_readable(scope, Permission::Read)?;
                         let ci = ti
                             .collections
-                            .get(&name)
+                            .get(name)
                             .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
                         let half_life = s
                             .recency_half_life_secs
@@ -145,7 +148,7 @@ impl Engine {
                         let boost = crate::ranking::Boost::of(s, half_life, vis.now);
                         let searched = search_collection(
                             ci,
-                            &name,
+                            name,
                             &vis,
                             s,
                             mode,
@@ -165,12 +168,12 @@ impl Engine {
                             Some(c) => c,
                             None => {
                                 read = r
-                                    .collection(scope.key(), &name)?
+                                    .collection(scope.key(), name)?
                                     .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
                                 &read
                             }
                         };
-                        let Some(ci) = ti.collections.get(&name) else {
+                        let Some(ci) = ti.collections.get(name) else {
                             // Created after the tenant's index was loaded, and no record
                             // applied to it since: it holds nothing this index could rank.
                             let searched = empty_collection(collection, s, mode)?;
@@ -188,10 +191,10 @@ impl Engine {
                             Some(_) => None,
                             None => crate::ranking::Boost::of(s, half_life, vis.now),
                         };
-                        let stored = StoredRecords::new(r, scope.key(), &name);
+                        let stored = StoredRecords::new(r, scope.key(), name);
                         let searched = search_collection(
                             ci,
-                            &name,
+                            name,
                             &vis,
                             s,
                             mode,
@@ -441,7 +444,7 @@ pub(crate) fn search_collection(
     // record is looked at only for what bitmaps cannot say: its TTL or `all` principal
     // matching, by the same rules every channel uses (`SlotVisibility::sees_slot`); the stored
     // record is read only for the rest of a filter (`crate::hits`).
-    let checks = HitChecks::new(ci, vis, s.filter.as_ref(), filter_exact, stored, name);
+    let checks = HitChecks::new(ci, vis, s.filter.as_ref(), filter_exact, stored);
     let match_all = vis.matches_all_tokens();
     let needs_doc =
         |slot: u32| ci.with_expiry.contains(slot) || (match_all && !ci.shared.contains(slot));
@@ -524,27 +527,34 @@ pub(crate) fn search_collection(
     }
     // The hits' whole records, from storage, each checked once more on the record itself; one
     // a concurrent write took out of sight is passed over for the next candidate. Or, when
-    // the request needs nothing stored, the hits as the index holds them, which the caller
-    // was just found to see (`ranked.retain` above) under the same read lock.
+    // the request needs nothing stored, the hits' ids as the index holds them, which the
+    // caller was just found to see (`ranked.retain` above) under the same read lock. A hit
+    // carries its record only when the request includes something of it: an `include: []`
+    // hit is its id and score, whichever way it was found.
     let with_vector = s.includes(Include::Vector);
+    let keep_records = s.needs_records();
     let mut hits = Vec::with_capacity(s.k.min(ranked.len()));
     for r in ranked {
         if hits.len() == s.k {
             break;
         }
-        let record = if from_index {
-            checks.resident(r.slot)?
+        let found = if from_index {
+            checks.resident_id(r.slot).map(|id| (id, None))
         } else {
-            checks.record(r.slot, with_vector)?
+            checks.record(r.slot, with_vector)?.map(|record| {
+                let id = record.id.clone();
+                (id, keep_records.then(|| Box::new(record)))
+            })
         };
-        let Some(record) = record else {
+        let Some((id, record)) = found else {
             lost += 1;
             continue;
         };
         hits.push(SearchHit {
+            id,
             record,
             score: r.score,
-            explain: s.explain.then_some(r.explain),
+            explain: s.explain.then(|| Box::new(r.explain)),
             source: None,
         });
     }
@@ -579,17 +589,15 @@ pub(crate) struct Searched {
 }
 
 /// Loads the resident part and the id of each of `ranked` into the cache, all at once: each
-/// lies at its own place in memory, and the re-check and the naming of the hits below would
-/// otherwise wait for one cache miss after another (the id's copy was 10.5–11.7 % of a
-/// 128-d `include: []` search's CPU in a profile, 4.6 % with this pass; docs/benchmarks.md,
-/// issue 15). The loads here are independent of each other,
-/// so the CPU overlaps them; the sum only keeps them from being optimised away.
+/// lies at its own place in memory, and the re-check and the hits' ids below would otherwise
+/// wait for one cache miss after another (the id's copy was 10.5–11.7 % of a 128-d
+/// `include: []` search's CPU in a profile, 4.6 % with this pass; docs/benchmarks.md,
+/// issue 15). The loads here are independent of each other, so the CPU overlaps them; the sum
+/// only keeps them from being optimised away.
 ///
-/// Every field the re-check and the naming read is loaded, not only the id: a resident part
-/// that spans two cache lines (every one did at 72 bytes; `SlotDoc` is now one line) would
-/// otherwise miss on its second line once per hit in `SlotDoc::resident_record`, one hit
-/// after another; loading every field here keeps those misses overlapped whatever the
-/// layout (docs/benchmarks.md, issue 15, 1 Dec).
+/// Every field the re-check reads is loaded, not only the id, so that its reads of expiry,
+/// scope and times hit the cache too whatever `SlotDoc`'s layout (docs/benchmarks.md,
+/// issue 15, 1 Dec).
 fn touch_resident(ci: &CollectionIndex, ranked: &[Ranked]) {
     let mut sum = 0u64;
     for r in ranked {

@@ -64,7 +64,7 @@ fn a_commit_hiding_more_than_the_spares_still_leaves_k_hits() {
     let doomed: Vec<String> = search(&ids_only(hidden, &query))
         .hits
         .iter()
-        .map(|h| h.record.id.to_string())
+        .map(|h| h.id.to_string())
         .collect();
     assert_eq!(doomed.len(), hidden);
     let filter = Filter::In(
@@ -84,7 +84,7 @@ fn a_commit_hiding_more_than_the_spares_still_leaves_k_hits() {
                 ..ids_only(K, &query)
             });
             let tried = ATTEMPTS.with(|n| n.get()) - at;
-            let ids: Vec<String> = found.hits.iter().map(|h| h.record.id.to_string()).collect();
+            let ids: Vec<String> = found.hits.iter().map(|h| h.id.to_string()).collect();
             assert_eq!(ids.len(), K, "{ids:?}");
             assert!(ids.iter().all(|id| !doomed.contains(id)), "{ids:?}");
             assert!(
@@ -108,7 +108,6 @@ fn waiting_for_the_apply_waits_for_the_write_in_flight() {
         .search(&scope, &RequestScope::default(), &ids_only(1, &query))
         .unwrap()
         .hits[0]
-        .record
         .id
         .clone();
     let (reached, release) = pause_next_write(&engine);
@@ -186,7 +185,7 @@ fn a_recheck_that_disagrees_with_its_bitmap_is_counted() {
     };
     let ids = |engine: &Engine| -> Vec<String> {
         let found = engine.search(&scope, &RequestScope::default(), &s).unwrap();
-        found.hits.iter().map(|h| h.record.id.to_string()).collect()
+        found.hits.iter().map(|h| h.id.to_string()).collect()
     };
     assert_eq!(ids(&engine), ["m0", "m1", "m2"]);
     assert_eq!(engine.search_recheck_drops(), 0);

@@ -507,12 +507,14 @@ impl Engine {
             for mut hit in part.hits {
                 // The index holds vectors normalised for its metric, not the owner's stored
                 // ones; shared hits carry none.
-                hit.record.vector = None;
-                hit.source = Some(HitSource {
+                if let Some(record) = &mut hit.record {
+                    record.vector = None;
+                }
+                hit.source = Some(Box::new(HitSource {
                     tenant: g.owner.clone(),
                     domain: g.domain.clone(),
                     share: g.share.clone(),
-                });
+                }));
                 hits.push(hit);
             }
         }

@@ -9,10 +9,9 @@
 //! from the search's own storage snapshot (`crate::hits`). Keeping whole records resident cost
 //! 2.3 × the raw vectors for 200,000 records (`docs/benchmarks.md`).
 
-use strata_types::{CollectionName, Confidence, Millis, Record, RecordId};
+use strata_types::{Millis, Record, RecordId};
 
 use crate::EngineError;
-use crate::hit_names::HitNames;
 use crate::scope_names::{ScopeIds, ScopeNames};
 
 /// The resident part of one record (see the module docs). Its scope fields are ids into its
@@ -112,40 +111,6 @@ impl SlotDoc {
         self.expires_at().is_some_and(|t| t <= now)
     }
 
-    /// A hit's record as far as this resident part holds it, for a search whose `include`
-    /// needs nothing of the stored record (`crate::hits::answers_from_index`): its id,
-    /// `collection`, scope fields, `created_at` (also as `updated_at`, which is not kept),
-    /// `expires_at` and confidence value. No content, metadata, kind or vector; the API
-    /// projects such a hit to its id and score.
-    /// `None` if its scope ids are not in `names` (never for a slot of that collection).
-    /// Its scope names are the search's own copies (`own`, `crate::hit_names`); the id is a
-    /// clone of the slot's (a reference count, `strata_types::name`), and `collection` should
-    /// be the search's own copy too.
-    pub fn resident_record(
-        &self,
-        collection: &CollectionName,
-        names: &ScopeNames,
-        own: &mut HitNames,
-    ) -> Option<Record> {
-        let scope = own.names(names, self.scope)?;
-        Some(Record {
-            id: self.id.clone(),
-            modality: collection.clone(),
-            kind: None,
-            content: None,
-            vector: None,
-            user_tokens: scope.user_tokens,
-            memory_domain: scope.domain,
-            run_id: scope.run_id,
-            memory_scope: scope.memory_scope,
-            metadata: serde_json::Map::new(),
-            created_at: self.created_at,
-            updated_at: self.created_at,
-            expires_at: self.expires_at(),
-            confidence: Confidence::initial(self.confidence),
-        })
-    }
-
     /// Estimated heap bytes this slot holds: its id (with its reference counts and an
     /// allocator header) and its index entries. The inline part is counted by the slot table's
     /// capacity, the scope names by their tables (`ScopeNames::heap_bytes`).
@@ -188,7 +153,7 @@ fn json_bytes(map: &serde_json::Map<String, serde_json::Value>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_types::{Domain, RunId, UserToken};
+    use strata_types::{CollectionName, Confidence, Domain, RunId, UserToken};
 
     fn record() -> Record {
         Record {
@@ -261,10 +226,6 @@ mod tests {
             let d = SlotDoc::of(&r, &mut names).unwrap();
             assert_eq!(d.expires_at(), expires_at);
             assert!(d.describes(&r, &names));
-            let lean = d
-                .resident_record(&r.modality, &names, &mut HitNames::default())
-                .unwrap();
-            assert_eq!(lean.expires_at, expires_at);
         }
         // No expiry never expires; one at 0 has expired at any time from 0.
         r.expires_at = None;
@@ -272,41 +233,5 @@ mod tests {
         r.expires_at = Some(0);
         let d = SlotDoc::of(&r, &mut names).unwrap();
         assert!(d.is_expired(0) && !d.is_expired(-1));
-    }
-
-    #[test]
-    fn resident_record_holds_the_id_and_scope_and_nothing_stored() {
-        let r = record();
-        let mut names = ScopeNames::default();
-        let lean = SlotDoc::of(&r, &mut names)
-            .unwrap()
-            .resident_record(&r.modality, &names, &mut HitNames::default())
-            .unwrap();
-        assert_eq!(lean.id, r.id);
-        assert_eq!(lean.modality, r.modality);
-        assert_eq!(lean.memory_domain, r.memory_domain);
-        assert_eq!((lean.run_id, lean.user_tokens), (r.run_id, r.user_tokens));
-        assert_eq!((lean.created_at, lean.expires_at), (5, Some(10)));
-        assert_eq!(lean.confidence.value, 0.75);
-        assert!(lean.content.is_none() && lean.vector.is_none() && lean.metadata.is_empty());
-    }
-
-    #[test]
-    fn a_hit_is_named_with_the_searchs_copies_and_the_slots_id() {
-        let r = record();
-        let mut names = ScopeNames::default();
-        let doc = SlotDoc::of(&r, &mut names).unwrap();
-        let mut own = HitNames::default();
-        let first = doc.resident_record(&r.modality, &names, &mut own).unwrap();
-        let again = doc.resident_record(&r.modality, &names, &mut own).unwrap();
-        assert_eq!(first.memory_domain, r.memory_domain);
-        let table = names.domains.get(doc.scope.domain).unwrap();
-        assert!(!std::ptr::eq(first.memory_domain.as_str(), table.as_str()));
-        assert!(std::ptr::eq(
-            first.memory_domain.as_str(),
-            again.memory_domain.as_str()
-        ));
-        // The id is the slot's own, shared rather than copied.
-        assert!(std::ptr::eq(first.id.as_str(), doc.id.as_str()));
     }
 }

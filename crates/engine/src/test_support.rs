@@ -40,10 +40,7 @@ pub(crate) fn answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> 
                 ..Default::default()
             };
             let r = engine.search(scope, &RequestScope::default(), &s).unwrap();
-            r.hits
-                .into_iter()
-                .map(|h| h.record.id.to_string())
-                .collect()
+            r.hits.into_iter().map(|h| h.id.to_string()).collect()
         })
         .collect()
 }

@@ -60,7 +60,7 @@ fn search_ids(engine: &Engine, scope: &TenantScope, include: Option<Vec<Include>
         ..Default::default()
     };
     let found = engine.search(scope, &RequestScope::default(), &s).unwrap();
-    found.hits.iter().map(|h| h.record.id.to_string()).collect()
+    found.hits.iter().map(|h| h.id.to_string()).collect()
 }
 
 fn loaded_now(engine: &Engine, scope: &TenantScope) -> bool {
@@ -230,7 +230,7 @@ fn a_graph_search_that_loses_a_hit_after_the_walk_still_answers_k() {
     assert_eq!(tried, 1, "nothing races this search: one try");
     assert!(!before.exact, "the graph answers, not an exact scan");
     assert_eq!(before.hits.len(), K);
-    let nearest = before.hits[0].record.id.clone();
+    let nearest = before.hits[0].id.clone();
 
     let (reached_tx, reached) = mpsc::channel::<()>();
     let (release, release_rx) = mpsc::channel::<()>();
@@ -268,7 +268,7 @@ fn a_graph_search_that_loses_a_hit_after_the_walk_still_answers_k() {
             "a short first try, then a full one"
         );
         let ids = |r: &SearchResponse| -> Vec<String> {
-            r.hits.iter().map(|h| h.record.id.to_string()).collect()
+            r.hits.iter().map(|h| h.id.to_string()).collect()
         };
         assert_eq!(ids(&lean), ids(&full));
         assert_eq!(lean.exact, full.exact);

@@ -111,12 +111,7 @@ type Ranking = Vec<(String, i64)>;
 
 fn ranking(hits: &[SearchHit]) -> Ranking {
     hits.iter()
-        .map(|h| {
-            (
-                h.record.id.to_string(),
-                (f64::from(h.score) * 1e5).round() as i64,
-            )
-        })
+        .map(|h| (h.id.to_string(), (f64::from(h.score) * 1e5).round() as i64))
         .collect()
 }
 
@@ -242,8 +237,8 @@ proptest! {
                 for principal in PRINCIPALS {
                     for hit in adaptive_search(&engine, s, &req(domain, principal), common::vector(DIM, 5), 10) {
                         let e = hit.explain.unwrap().adaptive.unwrap();
-                        let reinforced = model.get(&(t, d)).is_some_and(|m| m.contains(hit.record.id.as_str()));
-                        prop_assert_eq!(e.pheromone > 0.0, reinforced, "{}", hit.record.id);
+                        let reinforced = model.get(&(t, d)).is_some_and(|m| m.contains(hit.id.as_str()));
+                        prop_assert_eq!(e.pheromone > 0.0, reinforced, "{}", hit.id);
                     }
                 }
             }
@@ -300,7 +295,7 @@ fn ranked_corpus(engine: &Engine, scope: &TenantScope) {
 
 fn rank_of(hits: &[SearchHit], name: &str) -> Option<usize> {
     hits.iter()
-        .position(|h| h.record.id.as_str() == name)
+        .position(|h| h.id.as_str() == name)
         .map(|p| p + 1)
 }
 
@@ -376,11 +371,7 @@ fn repeated_feedback_raises_a_record_and_time_brings_it_back() {
     std::thread::sleep(std::time::Duration::from_secs_f64(half_life * 8.0));
     let decayed = adaptive_search(&engine, &scope, &req("d1", None), q.clone(), 5);
     assert_eq!(rank_of(&decayed, "target"), None, "{:?}", ranking(&decayed));
-    let ids = |h: &[SearchHit]| {
-        h.iter()
-            .map(|h| h.record.id.to_string())
-            .collect::<Vec<_>>()
-    };
+    let ids = |h: &[SearchHit]| h.iter().map(|h| h.id.to_string()).collect::<Vec<_>>();
     assert_eq!(ids(&decayed), ids(&plain.hits));
 }
 
@@ -401,7 +392,7 @@ fn exposure_without_use_wears_a_pheromone_down() {
     let strength = |engine: &Engine| {
         let hits = adaptive_search(engine, &scope, &req("d1", None), axis(0), 20);
         hits.iter()
-            .find(|h| h.record.id.as_str() == "target")
+            .find(|h| h.id.as_str() == "target")
             .and_then(|h| h.explain.as_ref()?.adaptive)
             .unwrap()
             .pheromone

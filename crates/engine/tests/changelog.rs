@@ -122,7 +122,7 @@ fn answers(engine: &Engine) -> Vec<Vec<(String, u32)>> {
                 .unwrap()
                 .hits
                 .into_iter()
-                .map(|h| (h.record.id.to_string(), h.score.to_bits()))
+                .map(|h| (h.id.to_string(), h.score.to_bits()))
                 .collect();
             hits.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             hits

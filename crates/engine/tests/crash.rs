@@ -380,7 +380,7 @@ fn crash_rounds(writers: u64, tenants: u64, failing: bool) {
                 .expect("search")
                 .hits;
             assert_eq!(
-                hits.first().map(|h| h.record.id.as_str()),
+                hits.first().map(|h| h.id.as_str()),
                 Some(id.as_str()),
                 "round {round}: acknowledged {id} not found by search (indexes from the image: \
                  {all_from_image})"

@@ -92,7 +92,7 @@ fn text_only_writes_are_embedded_and_patches_re_embed() {
         )
         .unwrap();
     assert_eq!(s.mode, SearchMode::Hybrid);
-    assert_eq!(&s.hits[0].record.id, id);
+    assert_eq!(&s.hits[0].id, id);
 }
 
 #[test]
@@ -295,7 +295,7 @@ fn a_reembed_catches_up_writes_made_while_it_ran() {
             },
         )
         .unwrap();
-    assert_eq!(hits.hits[0].record.id, id("n00"));
+    assert_eq!(hits.hits[0].id, id("n00"));
     // And a step of a job that is over is refused, not silently re-run.
     assert!(matches!(
         engine.reembed_step(&scope, &notes, job),

@@ -441,7 +441,7 @@ fn check_search(
         .chain(&by_text)
         .map(|r| r.id.as_str())
         .collect();
-    let got: Vec<&str> = resp.hits.iter().map(|h| h.record.id.as_str()).collect();
+    let got: Vec<&str> = resp.hits.iter().map(|h| h.id.as_str()).collect();
     assert_eq!(
         got.len(),
         k.min(eligible.len()),
@@ -468,19 +468,16 @@ fn check_search(
             .collect();
         scores.sort_by(|a, b| b.total_cmp(a));
         for (h, want) in resp.hits.iter().zip(&scores) {
-            let model_score = cosine(
-                q,
-                &vec_of(model.records[h.record.id.as_str()].vector.unwrap()),
-            );
+            let model_score = cosine(q, &vec_of(model.records[h.id.as_str()].vector.unwrap()));
             assert!(
                 (f64::from(h.score) - model_score).abs() < 1e-4,
                 "{ctx}: score of {}",
-                h.record.id
+                h.id
             );
             assert!(
                 (f64::from(h.score) - want).abs() < 1e-4,
                 "{ctx}: exact top-k differs at {}",
-                h.record.id
+                h.id
             );
         }
     }
@@ -1642,7 +1639,7 @@ fn check_shared_search(
                 .source
                 .as_ref()
                 .map(|s| (s.tenant.to_string(), s.domain.to_string()));
-            (h.record.id.to_string(), src)
+            (h.id.to_string(), src)
         })
         .collect();
     assert_eq!(actual.len(), got.hits.len(), "{ctx}: duplicate hits");

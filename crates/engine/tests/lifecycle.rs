@@ -455,7 +455,7 @@ fn export_then_import_into_a_new_tenant_reproduces_search_results() {
     let strip = |r: &SearchResponse| {
         r.hits
             .iter()
-            .map(|h| (h.record.id.clone(), h.score, h.record.created_at))
+            .map(|h| (h.id.clone(), h.score, h.record.as_ref().unwrap().created_at))
             .collect::<Vec<_>>()
     };
     for q in 0..5 {
@@ -693,7 +693,7 @@ fn an_import_ends_at_the_exported_isolation_level_with_its_graph_parameters() {
             k: 5,
             ..Default::default()
         };
-        let ids = |r: SearchResponse| r.hits.into_iter().map(|h| h.record.id).collect::<Vec<_>>();
+        let ids = |r: SearchResponse| r.hits.into_iter().map(|h| h.id).collect::<Vec<_>>();
         assert_eq!(
             ids(engine.search(&scope, &req(), &s).unwrap()),
             ids(engine.search(&copy_scope, &req(), &s).unwrap())

@@ -181,7 +181,7 @@ fn check_search(
         assert!(pair[0].score >= pair[1].score, "ranked best first");
     }
     for hit in &vector.hits {
-        let id = hit.record.id.to_string();
+        let id = hit.id.to_string();
         let (_, v) = stored
             .iter()
             .find(|(i, _)| format!("r{i}") == id)

@@ -72,7 +72,7 @@ fn search(engine: &Engine, t: usize) -> Vec<(String, u32)> {
         .unwrap()
         .hits
         .iter()
-        .map(|h| (h.record.id.to_string(), h.score.to_bits()))
+        .map(|h| (h.id.to_string(), h.score.to_bits()))
         .collect()
 }
 

@@ -26,7 +26,7 @@ fn measure(engine: &Engine, m: &multihop::MultiHop, p: &RecallParams) -> [(f64, 
     for (q, answer, hops) in &m.questions {
         let s = search(m, q);
         let found = engine.search(&m.scope, &req, &s).expect("search");
-        let by_search = found.hits.iter().any(|h| &h.record.id == answer);
+        let by_search = found.hits.iter().any(|h| &h.id == answer);
         let recalled = engine.recall(&m.scope, &req, &s, p).expect("recall");
         let by_recall = recalled.hits.iter().any(|h| &h.record.id == answer);
         let h = &mut hits[*hops as usize - 1];

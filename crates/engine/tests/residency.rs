@@ -120,7 +120,7 @@ fn answers(engine: &Engine, t: usize) -> Vec<Vec<(String, u32)>> {
                 .unwrap()
                 .hits
                 .into_iter()
-                .map(|h| (h.record.id.to_string(), h.score.to_bits()))
+                .map(|h| (h.id.to_string(), h.score.to_bits()))
                 .collect()
         })
         .collect()

@@ -115,7 +115,7 @@ fn search(
 }
 
 fn ids(r: &SearchResponse) -> Vec<String> {
-    r.hits.iter().map(|h| h.record.id.to_string()).collect()
+    r.hits.iter().map(|h| h.id.to_string()).collect()
 }
 
 fn overlap(got: &[String], want: &[String]) -> usize {
@@ -167,7 +167,10 @@ fn filters_of_every_selectivity_return_exactly_k() {
             });
             for h in &r.hits {
                 assert!(
-                    h.record.metadata["bucket"].as_u64().unwrap() < buckets,
+                    h.record.as_ref().unwrap().metadata["bucket"]
+                        .as_u64()
+                        .unwrap()
+                        < buckets,
                     "hit outside the filter"
                 );
             }
@@ -203,7 +206,11 @@ fn filters_of_every_selectivity_return_exactly_k() {
         Some(json!({"parity": {"$ne": "odd"}})),
     );
     assert_eq!(r.hits.len(), 10);
-    assert!(r.hits.iter().all(|h| h.record.metadata["parity"] == "even"));
+    assert!(
+        r.hits
+            .iter()
+            .all(|h| h.record.as_ref().unwrap().metadata["parity"] == "even")
+    );
     // Fewer matches than k, through a filter the field index cannot narrow: all, no more.
     let r = search(
         &engine,
@@ -248,12 +255,17 @@ fn scope_is_applied_before_top_k_on_the_graph() {
     let as_bob = engine.search(&scope, &bob, &s).unwrap();
     assert_eq!(as_bob.hits.len(), 10);
     assert!(!as_bob.exact, "planned on the graph");
-    assert!(as_bob.hits.iter().all(|h| h.record.user_tokens.is_empty()));
+    assert!(
+        as_bob
+            .hits
+            .iter()
+            .all(|h| h.record.as_ref().unwrap().user_tokens.is_empty())
+    );
     let as_alice = engine.search(&scope, &alice, &s).unwrap();
     let secrets = as_alice.hits.iter().filter(|h| {
         h.record
-            .content
-            .as_deref()
+            .as_ref()
+            .and_then(|r| r.content.as_deref())
             .is_some_and(|c| c.starts_with("alice secret"))
     });
     assert!(secrets.count() >= 9, "alice sees her own records first");
@@ -343,7 +355,7 @@ fn bm25_statistics_never_mix_tenants() {
     let scores = |r: &SearchResponse| {
         r.hits
             .iter()
-            .map(|h| (h.record.id.to_string(), h.score))
+            .map(|h| (h.id.to_string(), h.score))
             .collect::<Vec<_>>()
     };
     assert_eq!(scores(&before), scores(&after));
@@ -396,7 +408,7 @@ fn hybrid_fuses_channels_and_explains() {
     };
     let r = engine.search(&scope, &req(), &s).unwrap();
     assert_eq!(r.mode, SearchMode::Hybrid);
-    assert_eq!(r.hits[0].record.id.as_str(), "both");
+    assert_eq!(r.hits[0].id.as_str(), "both");
     let e = r.hits[0].explain.as_ref().unwrap();
     assert!(e.vector_score.is_some() && e.text_score.is_some());
     assert_eq!(r.hits.len(), 3);
@@ -606,14 +618,14 @@ fn hits_carry_their_whole_stored_record_before_and_after_an_image_load() {
         let plain = query(engine, scope, None);
         assert_eq!(ids(&plain), ["r8", "r6", "r9"]);
         for hit in &plain.hits {
-            let mut stored = engine.get(scope, &req(), &hit.record.id).unwrap();
+            let mut stored = engine.get(scope, &req(), &hit.id).unwrap();
             stored.vector = None;
-            assert_eq!(hit.record, stored);
-            assert!(hit.record.content.is_some() && hit.record.metadata.contains_key("tags"));
+            assert_eq!(hit.record.as_deref(), Some(&stored));
+            assert!(stored.content.is_some() && stored.metadata.contains_key("tags"));
         }
         let with_vector = query(engine, scope, Some(vec![Include::Vector]));
         assert_eq!(
-            with_vector.hits[0].record.vector,
+            with_vector.hits[0].record.as_ref().unwrap().vector,
             Some(vec![8.0, 1.0, -0.5])
         );
     };
@@ -644,7 +656,7 @@ fn searches_racing_deletes_of_their_hits_still_answer_k() {
     let order: Vec<String> = search(&engine, &scope, &query, 300, None)
         .hits
         .iter()
-        .map(|h| h.record.id.to_string())
+        .map(|h| h.id.to_string())
         .collect();
     std::thread::scope(|s| {
         let writer = s.spawn(|| {

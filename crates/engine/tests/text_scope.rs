@@ -64,7 +64,7 @@ fn bits(r: &SearchResponse) -> Vec<Bits> {
         .map(|h| {
             let e = h.explain.clone().unwrap_or_default();
             (
-                h.record.id.to_string(),
+                h.id.to_string(),
                 h.score.to_bits(),
                 e.text_score.map(f32::to_bits),
                 e.vector_score.map(f32::to_bits),
@@ -283,7 +283,7 @@ fn a_filter_narrows_the_ranking_not_the_statistics() {
             .unwrap()
             .hits
             .into_iter()
-            .map(|h| (h.record.id.to_string(), h.score.to_bits()))
+            .map(|h| (h.id.to_string(), h.score.to_bits()))
             .collect::<BTreeMap<_, _>>()
     };
     let all = search(None);
@@ -410,7 +410,7 @@ fn channel_scores(
         .map(|h| {
             let e = h.explain.clone().unwrap_or_default();
             (
-                h.record.id.to_string(),
+                h.id.to_string(),
                 (
                     (!fused).then_some(h.score.to_bits()),
                     [

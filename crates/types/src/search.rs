@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CollectionName, Filter, HitSource, Record, SharedSelector};
+use crate::{CollectionName, Filter, HitSource, Record, RecordId, SharedSelector};
 
 /// Which channels a search uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -68,6 +68,14 @@ pub enum Include {
 }
 
 impl Include {
+    /// Whether a hit carrying this field needs its stored record. Every field does today; a
+    /// new one (say, a resident field) must decide here.
+    fn is_stored(self) -> bool {
+        match self {
+            Include::Content | Include::Metadata | Include::Vector | Include::Record => true,
+        }
+    }
+
     const ALL: [(&'static str, Include); 4] = [
         ("content", Include::Content),
         ("metadata", Include::Metadata),
@@ -160,6 +168,17 @@ impl SearchRequest {
             .unwrap_or(DEFAULT_INCLUDE)
             .contains(&field)
     }
+
+    /// Whether hits carry their stored records: `include` names any of `content`,
+    /// `metadata`, `vector` and `record`. Without them a hit is its id and score
+    /// ([`SearchHit::record`] is `None`).
+    pub fn needs_records(&self) -> bool {
+        self.include
+            .as_deref()
+            .unwrap_or(DEFAULT_INCLUDE)
+            .iter()
+            .any(|f| f.is_stored())
+    }
 }
 
 impl Default for SearchRequest {
@@ -211,27 +230,36 @@ pub struct HitExplain {
     pub adaptive: Option<crate::AdaptiveExplain>,
 }
 
-/// One result.
+/// One result: its id and score always; the stored record only when the search's `include`
+/// names one of `content`, `metadata`, `vector` or `record`.
+///
+/// A search with `include: []` answers ids and scores, as the bare index does, so its hits
+/// carry no record: naming each hit's scope fields and writing a whole `Record` (416 bytes)
+/// per hit was about 5 % of a 128-d `ef = 8` search's CPU (docs/benchmarks.md, issue 15).
+/// The record, the explanation and the source are boxed, so that a hit without them is small
+/// to move (48 bytes, against 416 with a record inline).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SearchHit {
-    /// The stored record. When the search's `include` names none of `content`, `metadata`,
-    /// `vector` and `record`, the engine usually reads no record and this holds only what its
-    /// index keeps resident: id, collection, scope fields and `expires_at` are the stored
-    /// ones, while `updated_at` (set to `created_at`), the confidence counts (only the value
-    /// is kept) and `kind` (none) are placeholders, and there is no content, metadata or
-    /// vector. The HTTP API projects such a hit to its id and score, so only in-process
-    /// callers see the placeholders. With a filter the field index cannot answer exactly, or
-    /// while a write of the tenant is being applied, the hits are read from storage and carry
-    /// the stored record.
-    pub record: Record,
+    /// The record's id (the same as `record.id` when the record is there).
+    #[schema(value_type = String)]
+    pub id: RecordId,
+    /// The stored record, read from the search's storage snapshot and checked on itself once
+    /// more, when the search's `include` names any of `content`, `metadata`, `vector` and
+    /// `record` ([`SearchRequest::needs_records`]); its vector only when `vector` is named.
+    /// `None` exactly when it names none of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<Box<Record>>,
     /// Higher is better: cosine similarity, dot product, negative L2 distance, BM25, or the
     /// fused score in hybrid mode.
     pub score: f32,
+    /// With `explain`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub explain: Option<HitExplain>,
+    #[schema(value_type = Option<HitExplain>)]
+    pub explain: Option<Box<HitExplain>>,
     /// Set on hits from a granted shared domain of another tenant; own hits carry none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<HitSource>,
+    #[schema(value_type = Option<HitSource>)]
+    pub source: Option<Box<HitSource>>,
 }
 
 /// The results of a search, best first.
@@ -247,5 +275,53 @@ impl<'de> Deserialize<'de> for Filter {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = serde_json::Value::deserialize(d)?;
         Filter::parse(&v).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_include(include: Option<Vec<Include>>) -> SearchRequest {
+        SearchRequest {
+            include,
+            ..SearchRequest::default()
+        }
+    }
+
+    #[test]
+    fn hits_carry_records_unless_include_is_empty() {
+        assert!(with_include(None).needs_records(), "the default include");
+        assert!(!with_include(Some(vec![])).needs_records());
+        for field in [
+            Include::Content,
+            Include::Metadata,
+            Include::Vector,
+            Include::Record,
+        ] {
+            assert!(with_include(Some(vec![field])).needs_records(), "{field:?}");
+        }
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_hit_without_a_record_is_small() {
+        // Moved into the response once per hit; the record inline made it 416 bytes.
+        assert_eq!(std::mem::size_of::<SearchHit>(), 48);
+    }
+
+    #[test]
+    fn a_hit_without_a_record_serialises_as_its_id_and_score() {
+        let hit = SearchHit {
+            id: RecordId::parse("r1").unwrap(),
+            record: None,
+            score: 0.5,
+            explain: None,
+            source: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&hit).unwrap(),
+            serde_json::json!({"id": "r1", "score": 0.5})
+        );
     }
 }
