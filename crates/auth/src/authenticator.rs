@@ -16,6 +16,16 @@ const MIN_ENV_OPERATOR_KEY: usize = 24;
 /// Longest JWT `sub` accepted, in bytes.
 const MAX_JWT_SUBJECT: usize = 256;
 
+/// Characters that can forge or hide text where a JWT's subject is shown (log lines, audit
+/// rows, a dashboard): control characters, line and paragraph separators, zero-width and
+/// bidirectional formatting characters, the byte-order mark.
+fn forges_text(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{2028}' | '\u{2029}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// Authentication settings (the `[auth]` section of the server config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -161,7 +171,7 @@ impl Authenticator {
         // The subject becomes the actor of every audit row and log line the token causes: a
         // long or multi-line one would bloat them or forge lines, so it is a bad credential.
         if let Some(sub) = &claims.sub
-            && (sub.len() > MAX_JWT_SUBJECT || sub.chars().any(char::is_control))
+            && (sub.len() > MAX_JWT_SUBJECT || sub.chars().any(forges_text))
         {
             return Err(AuthError::Unauthorized(
                 "jwt sub is too long or has control characters",
@@ -237,12 +247,11 @@ enum Incarnation {
     /// An API key's row names the storage key of the incarnation it was minted for; storage
     /// keys are never reused.
     Key(TenantKey),
-    /// A JWT's `iat` (seconds): it must fall in a second that began after the incarnation was
-    /// created. `iat` says only which second a token was minted in, so a token of the creation
-    /// second may have been minted for the incarnation before it (deleted and re-created within
-    /// that second): it is refused, as is everything earlier, and without leeway. The cost: a
-    /// client that mints a token in the very second its tenant is created must mint again in
-    /// the next one.
+    /// A JWT's `iat` (seconds): it must not predate the second the incarnation was created
+    /// in, without leeway, so a client may mint a token right after creating its tenant. A
+    /// token of an earlier incarnation carries at latest the second its purge ended in, and the
+    /// engine creates an id again only in a later second than that (`recent_purges`), so the
+    /// two never meet.
     IssuedAt(i64),
 }
 
@@ -250,8 +259,7 @@ impl Incarnation {
     fn matches(&self, key: TenantKey, created_at: Millis) -> bool {
         match *self {
             Incarnation::Key(owner) => owner == key,
-            // `iat * 1000 > created_at`, without the multiplication that could overflow.
-            Incarnation::IssuedAt(iat) => iat > created_at.div_euclid(1000),
+            Incarnation::IssuedAt(iat) => iat >= created_at.div_euclid(1000),
         }
     }
 }

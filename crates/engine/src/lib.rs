@@ -45,6 +45,7 @@ mod name_bitmaps;
 mod plan;
 mod ranking;
 mod recall;
+mod recent_purges;
 mod records;
 mod reembed;
 mod registry;
@@ -187,6 +188,9 @@ pub struct Engine {
     live: liveness::LiveTenants,
     /// Decoded registry rows and collections of recent writes (see `write_memo`).
     memos: write_memo::WriteMemos,
+    /// Ids purged moments ago: creating one again waits for a new second (see
+    /// `recent_purges`).
+    recent_purges: recent_purges::RecentPurges,
 }
 
 impl Engine {
@@ -229,6 +233,7 @@ impl Engine {
             adaptive,
             live: liveness::LiveTenants::default(),
             memos: Default::default(),
+            recent_purges: Default::default(),
         })
     }
 

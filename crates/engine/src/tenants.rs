@@ -275,6 +275,8 @@ impl Engine {
             .transpose()?;
         let metadata = metadata.unwrap_or_default();
         tenant_metadata::check(&metadata)?;
+        // A JWT minted for an incarnation purged just before must not match this one.
+        self.recent_purges.wait_to_create(id);
         let now = now_millis();
         let create = |w: &mut Writer<'_>| {
             if w.tenant(id)?.is_some() {
@@ -488,6 +490,8 @@ impl Engine {
         id: &TenantId,
         key: TenantKey,
     ) -> Result<(), EngineError> {
+        // Until it ends, and within the second it ends in, `id` is not created again.
+        let _under_way = self.recent_purges.begin(id);
         let key = self
             .migrations
             .excluding(key, id, || self.purge_txn(op, id, key))?;

@@ -261,9 +261,8 @@ impl Server {
     }
 }
 
-/// Waits until the wall clock is in a later second than when called (at most a second). A
-/// tenant JWT's `iat` must fall in a second after its tenant was created, so a test that
-/// creates a tenant and mints a token for it at once waits this in between, as a client would.
+/// Waits until the wall clock is in a later second than when called (at most a second): a
+/// test that wants several steps to share one second of JWT `iat` starts with it.
 pub fn into_next_second() {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
