@@ -630,6 +630,12 @@ mod tests {
         assert_eq!((q.get("limit"), q.get("after")), (Some("2"), Some("x")));
     }
 
+    fn single(key: &str, value: &str) -> Result<ScopeParts, ApiError> {
+        let mut p = ScopeParts::default();
+        p.set(key, value.to_owned())?;
+        Ok(p)
+    }
+
     #[test]
     fn disagreeing_sources_are_refused() {
         let a = single("memory_domain", "a").unwrap();
