@@ -30,9 +30,6 @@ pub struct PoolConfig {
     /// Workers, on top of `workers`, that run only `dedicated` tenants' jobs (the reserved
     /// lane); 0 disables the lane.
     pub reserved_workers: usize,
-    /// The OS time slice the reserved workers ask for, in microseconds (0: the kernel's
-    /// default; `SchedulerConfig::reserved_slice_us`).
-    pub reserved_slice_us: u64,
     /// Low-priority workers, on top of `workers`, that run the jobs of tenants over their
     /// share of recent CPU while others are active (`SchedulerConfig::background_workers`);
     /// 0 (the default) disables the split.
@@ -48,7 +45,6 @@ impl Default for PoolConfig {
             max_queue: 10_000,
             max_queue_per_tenant: 1_000,
             reserved_workers: 1,
-            reserved_slice_us: 0,
             background_workers: 0,
             background_priority: BackgroundPriority::Nice19,
         }
@@ -97,7 +93,6 @@ impl Gate {
             max_queue: config.max_queue,
             max_queue_per_tenant: config.max_queue_per_tenant,
             reserved_workers: config.reserved_workers,
-            reserved_slice_us: config.reserved_slice_us,
             background_workers: config.background_workers,
             background_priority: config.background_priority,
             // A background worker runs at the lowest priority: a storage write there could

@@ -36,7 +36,6 @@ pub mod rate;
 pub mod scheduler;
 mod shard;
 pub mod shares;
-pub mod thread_slice;
 
 pub use cpu::{adjust_job_cpu, take_job_cpu_adjustment, thread_cpu_ns};
 pub use error::{Busy, LimitsError, RetryAfter, SchedError};

@@ -58,12 +58,6 @@ pub struct SchedulerConfig {
     /// workers are. They idle (no CPU) while no such job waits. 0 disables the lane: its jobs
     /// then run on the shared workers like any other.
     pub reserved_workers: usize,
-    /// The OS time slice, in microseconds, the reserved workers ask for
-    /// ([`crate::thread_slice`]); 0 keeps the kernel's default. A short one lets a reserved
-    /// worker woken for a job preempt a busy shared worker at once instead of after that
-    /// worker's slice, which is what "its latency does not depend on the others" needs on a
-    /// machine whose cores the shared workers keep busy.
-    pub reserved_slice_us: u64,
     /// Background worker threads, on top of `workers`, at the lowest OS priority
     /// (`background_priority`). While they exist, the jobs of a tenant that used more than its
     /// fair share of the pool's recent CPU (see [`crate::shares`]) run only on them, and the
@@ -110,7 +104,6 @@ impl Default for SchedulerConfig {
         Self {
             workers: std::thread::available_parallelism().map_or(2, usize::from),
             reserved_workers: 0,
-            reserved_slice_us: 0,
             background_workers: 0,
             background_priority: BackgroundPriority::Nice19,
             background_thread_start: None,
@@ -322,7 +315,6 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             };
             let priority = config.background_priority;
             let thread_start = config.background_thread_start;
-            let reserved_slice_us = config.reserved_slice_us;
             let lowered_tx = lowered_tx.clone();
             let spawned = std::thread::Builder::new().name(name).spawn(move || {
                 if kind == Kind::Background {
@@ -331,11 +323,6 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                         start();
                     }
                     let _ = lowered_tx.send(lowered);
-                }
-                if kind == Kind::Reserved && reserved_slice_us > 0 {
-                    // Best effort: where the OS takes no slice the worker runs with its
-                    // default, as the server's async threads do (which log the refusal).
-                    let _ = crate::thread_slice::set_current_thread_slice(reserved_slice_us);
                 }
                 drop(lowered_tx);
                 worker(&shared, kind)

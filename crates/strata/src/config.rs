@@ -100,10 +100,6 @@ pub struct SchedulerSection {
     /// (docs/benchmarks.md). Otherwise 100–100,000, the kernel's range; where the OS does not
     /// take it, the server says so once and runs with the default.
     pub io_thread_slice_us: u64,
-    /// The same for the reserved workers, which run only `dedicated` tenants' jobs: with a
-    /// short slice, one woken for a job preempts a busy shared worker at once instead of after
-    /// that worker's slice. 0 leaves the kernel's default; otherwise 100–100,000.
-    pub reserved_worker_slice_us: u64,
 }
 
 /// `[scheduler] background_priority`.
@@ -132,7 +128,6 @@ impl Default for SchedulerSection {
             background_workers: 0,
             background_priority: BackgroundPrioritySetting::Nice19,
             io_thread_slice_us: crate::io_threads::DEFAULT_SLICE_US,
-            reserved_worker_slice_us: crate::io_threads::DEFAULT_SLICE_US,
         }
     }
 }
@@ -371,16 +366,11 @@ impl Config {
                  got {background}"
             );
         }
-        for (name, slice) in [
-            ("io_thread_slice_us", config.scheduler.io_thread_slice_us),
-            (
-                "reserved_worker_slice_us",
-                config.scheduler.reserved_worker_slice_us,
-            ),
-        ] {
-            if slice != 0 && !crate::io_threads::SLICE_RANGE_US.contains(&slice) {
-                bail!("scheduler.{name}: 0 (the kernel's default) or 100-100000, got {slice}");
-            }
+        let slice = config.scheduler.io_thread_slice_us;
+        if slice != 0 && !crate::io_threads::SLICE_RANGE_US.contains(&slice) {
+            bail!(
+                "scheduler.io_thread_slice_us: 0 (the kernel's default) or 100-100000, got {slice}"
+            );
         }
         if config.embedder.threads == 0 {
             bail!("embedder.threads: at least 1");
@@ -565,16 +555,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("io_thread_slice_us"), "{err:#}");
-        assert_eq!(c.scheduler.reserved_worker_slice_us, 100);
-        let err = Config::load(
-            None,
-            env(&[("STRATA__SCHEDULER__RESERVED_WORKER_SLICE_US", "99")]),
-        )
-        .unwrap_err();
-        assert!(
-            format!("{err:#}").contains("reserved_worker_slice_us"),
-            "{err:#}"
-        );
     }
 
     #[test]

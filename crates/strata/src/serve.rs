@@ -68,7 +68,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 max_queue: config.server.max_queue,
                 max_queue_per_tenant: config.server.max_queue_per_tenant,
                 reserved_workers: config.scheduler.reserved_workers,
-                reserved_slice_us: config.scheduler.reserved_worker_slice_us,
                 background_workers: config.scheduler.background_workers,
                 background_priority: config.scheduler.background_priority.api(),
             },
