@@ -32,12 +32,15 @@ pub(crate) fn of_request(
     let key = value.to_str().map_err(|_| {
         ApiError::BadRequest("Idempotency-Key: expected visible ASCII characters".into())
     })?;
+    let grant = format!("{:?}", auth.scope.grant());
+    // Keys are kept per grant: another principal's use of a key neither shows nor blocks.
+    let namespace = Sha256::digest(grant.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
     let mut hash = Sha256::new();
-    for part in [
-        route,
-        query.unwrap_or(""),
-        &format!("{:?}", auth.scope.grant()),
-    ] {
+    for part in [route, query.unwrap_or(""), &grant] {
         hash.update(part.as_bytes());
         hash.update([0]);
     }
@@ -53,7 +56,7 @@ pub(crate) fn of_request(
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect::<String>();
-    Ok(Some(Idempotency::new(key, fingerprint)?))
+    Ok(Some(Idempotency::new(key, fingerprint)?.among(&namespace)))
 }
 
 /// The kept answer of an earlier request with the same key, as it was, marked as replayed.

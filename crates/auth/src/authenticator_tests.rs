@@ -497,3 +497,36 @@ fn a_jwt_subject_is_bounded_and_has_no_control_characters() {
             .is_ok()
     );
 }
+
+#[test]
+fn a_jwt_with_a_misspelt_claim_strata_reads_is_refused() {
+    let f = fixture();
+    // Meant to bind the token to a domain; ignored, it would act for the whole tenant.
+    for (name, value) in [
+        ("Domains", json!(["support"])),
+        ("userTokens", json!(["u:bob"])),
+        ("user-tokens", json!(["u:bob"])),
+        ("PERMISSIONS", json!(["read"])),
+    ] {
+        let mut c = claims(600);
+        c[name] = value;
+        assert!(
+            unauthorized(
+                f.auth
+                    .authenticate(f.store.credentials(), &hs(&c, HS_SECRET.as_bytes()))
+            )
+            .contains("spelled like one Strata reads"),
+            "{name}"
+        );
+    }
+    // Claims of other meanings are ignored, as issuers add their own.
+    let mut c = claims(600);
+    c["azp"] = json!("client-1");
+    c["scope"] = json!("openid");
+    c["nbf"] = json!(0);
+    assert!(
+        f.auth
+            .authenticate(f.store.credentials(), &hs(&c, HS_SECRET.as_bytes()))
+            .is_ok()
+    );
+}

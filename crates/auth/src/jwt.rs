@@ -16,7 +16,8 @@ use crate::{AuthConfig, AuthError, Permissions};
 /// Shortest HS256 secret accepted: RFC 7518 asks for a key at least as long as the hash.
 const MIN_HS256_SECRET: usize = 32;
 
-/// The claims Strata reads. Unknown claims are ignored (issuers add their own).
+/// The claims Strata reads. Unknown claims are ignored (issuers add their own), except one
+/// spelled like a claim Strata reads but not exactly (see [`misspelt_claim`]).
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct Claims {
     /// Tenant id, or `*` for an operator token (which also needs `admin`).
@@ -29,6 +30,36 @@ pub(crate) struct Claims {
     /// Issued-at, in seconds. Required for tenant tokens: it ties the token to the tenant
     /// incarnation that existed when it was issued.
     pub iat: Option<i64>,
+    /// Every other claim, by name only.
+    #[serde(flatten)]
+    others: std::collections::HashMap<String, serde::de::IgnoredAny>,
+}
+
+/// The claims Strata reads, by name.
+const READ_CLAIMS: [&str; 6] = [
+    "tenant",
+    "sub",
+    "permissions",
+    "user_tokens",
+    "domains",
+    "iat",
+];
+
+/// A claim named like one Strata reads but spelled otherwise (`Domains`, `userTokens`,
+/// `user-tokens`): ignoring it would fail open — a binding the issuer meant to set would be
+/// missing, and the token would act for the whole tenant — so the token is refused.
+fn misspelt_claim(claims: &Claims) -> Option<&str> {
+    let folded = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    claims
+        .others
+        .keys()
+        .find(|k| READ_CLAIMS.iter().any(|read| folded(k) == folded(read)))
+        .map(String::as_str)
 }
 
 /// The configured JWT keys.
@@ -113,6 +144,12 @@ impl JwtVerifier {
                     _ => "invalid jwt",
                 })
             })?;
+        if misspelt_claim(&claims).is_some() {
+            return Err(AuthError::Unauthorized(
+                "jwt has a claim spelled like one Strata reads but not exactly (claims are \
+                 case-sensitive: tenant, sub, permissions, user_tokens, domains, iat)",
+            ));
+        }
         // A token issued in the future would match every later incarnation of its tenant.
         let now = (now_millis() / 1000).saturating_add(self.leeway_secs as i64);
         if claims.iat.is_some_and(|iat| iat > now) {

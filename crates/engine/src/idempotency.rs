@@ -23,6 +23,8 @@ const MAX_KEY_LEN: usize = 255;
 pub struct Idempotency {
     key: String,
     fingerprint: String,
+    /// Whose keys these are (see [`Idempotency::among`]); empty: the tenant's.
+    namespace: String,
 }
 
 impl Idempotency {
@@ -37,7 +39,26 @@ impl Idempotency {
         Ok(Idempotency {
             key: key.to_owned(),
             fingerprint,
+            namespace: String::new(),
         })
+    }
+
+    /// Keeps the key among those of `namespace` only (the API passes a digest of the
+    /// credential's grant): the same key sent by a caller of another grant — another principal
+    /// of the tenant — is a different key, so nobody learns whether another used a key, nor
+    /// blocks another's writes by taking its keys first.
+    pub fn among(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.to_owned();
+        self
+    }
+
+    /// The key as stored.
+    fn stored(&self) -> String {
+        if self.namespace.is_empty() {
+            self.key.clone()
+        } else {
+            format!("{}/{}", self.namespace, self.key)
+        }
     }
 }
 
@@ -62,9 +83,10 @@ impl Engine {
         shape: impl FnOnce(&[PutOutcome]) -> (u16, Value),
     ) -> Result<Answered<Vec<PutOutcome>>, EngineError> {
         let batch = self.prepare_put(scope, req, records)?;
+        let stored = idem.stored();
         self.write_tenant(scope, "memory.put", |w, changes| {
             let now = now_millis();
-            if let Some(row) = w.idempotency_row(scope.key(), &idem.key)?
+            if let Some(row) = w.idempotency_row(scope.key(), &stored)?
                 && row.at > now - IDEMPOTENCY_RETENTION_MS
             {
                 if row.fingerprint != idem.fingerprint {
@@ -83,7 +105,7 @@ impl Engine {
                 status,
                 answer,
             };
-            w.put_idempotency_row(scope.key(), &idem.key, &row)?;
+            w.put_idempotency_row(scope.key(), &stored, &row)?;
             Ok(Answered::Fresh(outcomes))
         })
     }
@@ -169,6 +191,17 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, EngineError::IdempotencyKeyReused(_)), "{err}");
         assert_eq!(engine.count(&scope, &req, None).unwrap(), 1);
+
+        // Among another namespace (another grant), the same key is another key: it writes.
+        let elsewhere = Idempotency::new("retry-1", "f2".into())
+            .unwrap()
+            .among("other-grant");
+        fresh_id(
+            engine
+                .put_idempotent(&scope, &req, note("another note"), &elsewhere, shape)
+                .unwrap(),
+        );
+        assert_eq!(engine.count(&scope, &req, None).unwrap(), 2);
 
         // Another key writes.
         let next = Idempotency::new("retry-2", "f1".into()).unwrap();

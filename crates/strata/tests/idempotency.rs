@@ -73,6 +73,18 @@ fn a_retried_write_is_answered_once_and_written_once() {
     assert_eq!(replay, kept);
     assert_eq!(count(&server, &key), 3);
 
+    // Keys are kept per grant: another principal's key of the same name neither shows that
+    // it was used (no 409) nor blocks the write.
+    let alice = server.key(
+        "acme",
+        json!({"permissions": ["read", "write"], "user_tokens": ["u:alice"]}),
+    );
+    let hers = json!({"content": "alice's note", "user_tokens": ["u:alice"],
+                      "vector": vec![0.5f32; 384]});
+    let (status, v, replayed) = write(&server, &alice, "7d3f-retry-1", &hers);
+    assert_eq!((status, replayed), (201, false), "{v}");
+    assert_ne!(v["id"], first["id"]);
+
     // Another tenant's identical key and body is its own write.
     server.tenant("globex");
     let globex = server.key("globex", json!({"permissions": ["read", "write"]}));
