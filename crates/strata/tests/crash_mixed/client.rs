@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::{Map, Value, json};
 
 use crate::model::{
-    COLLECTION, COMMON_WORD, Carried, DOMAINS, Failures, INITIAL_CONFIDENCE, Rec, Rng, Shared,
-    TOKEN_SETS, billionths, http, overloaded, send, send_with, tenant_id, tenant_refusal,
+    COLLECTION, COMMON_WORD, DOMAINS, Failures, Rec, Rng, Shared, TOKEN_SETS, http, overloaded,
+    send, send_with, tenant_id, tenant_refusal,
 };
 
 /// Ids per client: few enough that operations keep meeting records written before.
@@ -147,10 +147,9 @@ impl ClientModel {
         if rng.below(2) == 0 {
             metadata.insert("note".into(), json!(rng.words()));
         }
+        // Drawn in this order, so that a seed keeps its mix.
+        let (content, vector) = (rng.words(), rng.vector());
         Rec {
-            domain: domain.to_owned(),
-            content: rng.words(),
-            vector: rng.vector(),
             tokens: rng
                 .pick(&TOKEN_SETS)
                 .iter()
@@ -159,14 +158,7 @@ impl ClientModel {
             run_id: (rng.below(2) == 0).then(|| format!("run{}", rng.below(3))),
             memory_scope: (rng.below(3) == 0).then(|| "scope-a".to_owned()),
             metadata,
-            corroborations: 0,
-            contradictions: 0,
-            evidence_count: 0,
-            confidence: billionths(INITIAL_CONFIDENCE),
-            exact_confidence: Carried(INITIAL_CONFIDENCE),
-            modality: COLLECTION.to_owned(),
-            kind: None,
-            expires_at: None,
+            ..Rec::fresh(domain, content, vector)
         }
     }
 

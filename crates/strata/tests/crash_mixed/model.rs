@@ -114,6 +114,28 @@ pub fn billionths(value: f64) -> i64 {
 }
 
 impl Rec {
+    /// A record as a first write of `content` leaves it: no tokens, run, scope or metadata
+    /// (callers set theirs), no evidence yet, the initial confidence.
+    pub fn fresh(domain: &str, content: String, vector: Vec<f32>) -> Rec {
+        Rec {
+            domain: domain.to_owned(),
+            content,
+            vector,
+            tokens: Vec::new(),
+            run_id: None,
+            memory_scope: None,
+            metadata: Map::new(),
+            corroborations: 0,
+            contradictions: 0,
+            evidence_count: 0,
+            confidence: billionths(INITIAL_CONFIDENCE),
+            exact_confidence: Carried(INITIAL_CONFIDENCE),
+            modality: COLLECTION.to_owned(),
+            kind: None,
+            expires_at: None,
+        }
+    }
+
     /// A record as the server answers it; `None` when a field is missing or mistyped.
     pub fn from_json(v: &Value) -> Option<Rec> {
         let strings = |v: &Value| -> Option<Vec<String>> {
@@ -336,23 +358,7 @@ pub fn overloaded(status: u16) -> bool {
 
 #[test]
 fn the_model_follows_the_documented_evidence_rule() {
-    let mut rec = Rec {
-        domain: DOMAINS[0].to_owned(),
-        content: COMMON_WORD.to_owned(),
-        vector: vec![0.5; DIM],
-        tokens: Vec::new(),
-        run_id: None,
-        memory_scope: None,
-        metadata: Map::new(),
-        corroborations: 0,
-        contradictions: 0,
-        evidence_count: 0,
-        confidence: billionths(INITIAL_CONFIDENCE),
-        exact_confidence: Carried(INITIAL_CONFIDENCE),
-        modality: COLLECTION.to_owned(),
-        kind: None,
-        expires_at: None,
-    };
+    let mut rec = Rec::fresh(DOMAINS[0], COMMON_WORD.to_owned(), vec![0.5; DIM]);
     // The first corroboration of a fresh memory moves it from 0.5 to 2/3, a contradiction
     // then back to (2/3 · 3 + 0) / 4 = 1/2.
     rec.add_evidence(true);
