@@ -297,6 +297,7 @@ impl FromRequestParts<AppState> for OperatorAuth {
                 // Logged within the tenant's bounds, like the audited security events.
                 let verdict = state.security.admit(
                     AuditLog::Tenant(scope.key()),
+                    Some(scope.tenant()),
                     "security.operator_route",
                     std::time::Instant::now(),
                     strata_types::now_millis(),

@@ -60,6 +60,7 @@ pub use error::{ApiError, ERROR_CODES};
 pub use metrics::MetricsConfig;
 pub use openapi::document as openapi_document;
 pub use router::{openapi, router, served_routes};
+pub use security::flush_security_summaries;
 pub use security_throttle::SecurityEventLimits;
 pub use server::{ServerLimits, serve};
 pub use state::{ApiConfig, AppState};

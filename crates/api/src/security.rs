@@ -66,12 +66,15 @@ pub(crate) async fn audit_security_events(
         });
     let (tenant, log) = audit_log_of(&state, &who);
     let now = now_millis();
-    let Verdict::Record(suppressed) = state.security.admit(log, mark.action, Instant::now(), now)
+    let Verdict::Record(suppressed) =
+        state
+            .security
+            .admit(log, tenant.as_ref(), mark.action, Instant::now(), now)
     else {
         return response;
     };
     if let Some(s) = &suppressed {
-        log_summary(mark.action, tenant.as_ref(), s);
+        log_summary(mark.action, s);
     }
     let message: String = mark.message.chars().take(MAX_MESSAGE).collect();
     log_event(&mark, tenant.as_ref(), &who, &route, &message);
@@ -83,7 +86,7 @@ pub(crate) async fn audit_security_events(
     if let Some(reason) = who.reason {
         detail["reason"] = Value::String(reason.to_owned());
     }
-    let summary = suppressed.map(|s| summary_event(mark.action, tenant.clone(), &s));
+    let summary = suppressed.map(|s| summary_event(mark.action, s));
     let event = AuditEvent {
         tenant,
         actor: who.actor,
@@ -131,21 +134,51 @@ fn audit_log_of(state: &AppState, who: &Who) -> (Option<TenantId>, AuditLog) {
     (None, AuditLog::Server)
 }
 
+/// Writes (row and line) the summaries of suppressed events that no later event carried: those
+/// whose bucket admits again, or with `drain` every one (at shutdown). The server runs it
+/// periodically, so a flood's last count reaches its tenant's log soon after the flood ends.
+pub async fn flush_security_summaries(state: &AppState, drain: bool) {
+    let due = state.security.due(Instant::now(), drain);
+    if due.is_empty() {
+        return;
+    }
+    let mut rows = Vec::new();
+    for (action, s) in due {
+        log_summary(action, &s);
+        // Only logged, never audited (a tenant credential on an operator route).
+        if action != "security.operator_route" {
+            rows.push(summary_event(action, s));
+        }
+    }
+    let recorded = state
+        .run(move |engine| {
+            for row in rows {
+                engine.record_audit(row)?;
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = recorded {
+        tracing::error!(target: "security", error = ?e, "summary audit rows not recorded");
+    }
+}
+
 /// The row standing for the events of one kind that were suppressed before this one.
-fn summary_event(action: &'static str, tenant: Option<TenantId>, s: &Suppressed) -> AuditEvent {
+fn summary_event(action: &'static str, s: Suppressed) -> AuditEvent {
+    let detail = json!({
+        "suppressed": s.count,
+        "since": s.since,
+        "until": s.until,
+        "message": summary_text(action, &s),
+    });
     AuditEvent {
-        tenant,
+        tenant: s.tenant,
         actor: SUMMARY_ACTOR.to_owned(),
         action: action.to_owned(),
         outcome: SUMMARY_OUTCOME.to_owned(),
         client: None,
         request_id: None,
-        detail: json!({
-            "suppressed": s.count,
-            "since": s.since,
-            "until": s.until,
-            "message": summary_text(action, s),
-        }),
+        detail,
     }
 }
 
@@ -156,8 +189,8 @@ fn summary_text(action: &str, s: &Suppressed) -> String {
     )
 }
 
-fn log_summary(action: &str, tenant: Option<&TenantId>, s: &Suppressed) {
-    let tenant = tenant.map_or("-", TenantId::as_str);
+fn log_summary(action: &str, s: &Suppressed) {
+    let tenant = s.tenant.as_ref().map_or("-", TenantId::as_str);
     let (since, until): (Millis, Millis) = (s.since, s.until);
     tracing::warn!(
         target: "security",

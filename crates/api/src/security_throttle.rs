@@ -11,8 +11,10 @@
 //! counter: no storage write, no log line.
 //!
 //! The buckets are `strata_sched`'s rate limiter, so idle ones are evicted and memory follows
-//! the logs active within a bucket's refill time. A pending count lives until its bucket next
-//! admits an event; their number is capped, and past the cap only the counter records them.
+//! the logs active within a bucket's refill time. A pending count is written with the next
+//! event its bucket admits, or by the server's periodic flush ([`SecurityThrottle::due`]) once
+//! the bucket admits again, and at shutdown; their number is capped, and past the cap only the
+//! counter records them.
 //! A tenant's buckets are keyed by its incarnation, so a re-created tenant starts afresh.
 
 use std::collections::HashMap;
@@ -22,7 +24,7 @@ use std::time::Instant;
 
 use strata_sched::{Limits, RateLimiter};
 use strata_store::TenantKey;
-use strata_types::Millis;
+use strata_types::{Millis, TenantId};
 
 /// The events throttled, in the order of their counters. The first three are audited; the
 /// last is only logged (a tenant credential on an operator route).
@@ -73,8 +75,10 @@ struct Stream {
 }
 
 /// Events of one stream that were not written, since the first of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Suppressed {
+    /// The tenant whose log they belong in (none: the server's).
+    pub tenant: Option<TenantId>,
     pub count: u64,
     /// When the first and the last of them happened (ms since the epoch).
     pub since: Millis,
@@ -110,9 +114,17 @@ impl SecurityThrottle {
         })
     }
 
-    /// Decides about one `action` event for `log`, at `now` (`now_ms` on the wall clock, for
-    /// the summary). An action not in [`THROTTLED_ACTIONS`] is a bug; it is recorded.
-    pub fn admit(&self, log: AuditLog, action: &str, now: Instant, now_ms: Millis) -> Verdict {
+    /// Decides about one `action` event for `log` (tenant `tenant`'s, or the server's), at
+    /// `now` (`now_ms` on the wall clock, for the summary). An action not in
+    /// [`THROTTLED_ACTIONS`] is a bug; it is recorded.
+    pub fn admit(
+        &self,
+        log: AuditLog,
+        tenant: Option<&TenantId>,
+        action: &str,
+        now: Instant,
+        now_ms: Millis,
+    ) -> Verdict {
         let Some(index) = THROTTLED_ACTIONS.iter().position(|a| *a == action) else {
             return Verdict::Record(None);
         };
@@ -132,6 +144,7 @@ impl SecurityThrottle {
             pending.insert(
                 stream,
                 Suppressed {
+                    tenant: tenant.cloned(),
                     count: 1,
                     since: now_ms,
                     until: now_ms,
@@ -139,6 +152,23 @@ impl SecurityThrottle {
             );
         }
         Verdict::Suppress
+    }
+
+    /// The pending summaries whose bucket admits an event again at `now` (each takes that
+    /// event's place), taken out to be written: so a count reaches its log within a refill
+    /// time of the flood's end even if no event of its kind comes after it. `drain` takes every
+    /// one whatever its bucket says (at shutdown, when nothing would write them later).
+    pub fn due(&self, now: Instant, drain: bool) -> Vec<(&'static str, Suppressed)> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let ready: Vec<Stream> = pending
+            .keys()
+            .filter(|s| drain || self.buckets.check(s, &self.limits, now).is_ok())
+            .copied()
+            .collect();
+        ready
+            .into_iter()
+            .filter_map(|s| Some((THROTTLED_ACTIONS[s.action], pending.remove(&s)?)))
+            .collect()
     }
 
     /// Events suppressed since start, by action, for `/metrics`.
@@ -171,34 +201,36 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..3 {
             assert_eq!(
-                t.admit(AuditLog::Server, "auth.failure", t0, 1_000),
+                t.admit(AuditLog::Server, None, "auth.failure", t0, 1_000),
                 Verdict::Record(None)
             );
         }
         for ms in 1_001..1_101 {
             assert_eq!(
-                t.admit(AuditLog::Server, "auth.failure", t0, ms),
+                t.admit(AuditLog::Server, None, "auth.failure", t0, ms),
                 Verdict::Suppress
             );
         }
         // 10/s: one token 100 ms later, carrying the summary of what came before it.
         let later = t0 + Duration::from_millis(100);
         assert_eq!(
-            t.admit(AuditLog::Server, "auth.failure", later, 2_000),
+            t.admit(AuditLog::Server, None, "auth.failure", later, 2_000),
             Verdict::Record(Some(Suppressed {
+                tenant: None,
                 count: 100,
                 since: 1_001,
                 until: 1_100,
             }))
         );
         assert_eq!(
-            t.admit(AuditLog::Server, "auth.failure", later, 2_000),
+            t.admit(AuditLog::Server, None, "auth.failure", later, 2_000),
             Verdict::Suppress
         );
         let after = t0 + Duration::from_millis(200);
         assert_eq!(
-            t.admit(AuditLog::Server, "auth.failure", after, 2_100),
+            t.admit(AuditLog::Server, None, "auth.failure", after, 2_100),
             Verdict::Record(Some(Suppressed {
+                tenant: None,
                 count: 1,
                 since: 2_000,
                 until: 2_000,
@@ -212,10 +244,13 @@ mod tests {
         let t = throttle(1, 1.0);
         let t0 = Instant::now();
         assert_eq!(
-            t.admit(key(1), "auth.failure", t0, 0),
+            t.admit(key(1), None, "auth.failure", t0, 0),
             Verdict::Record(None)
         );
-        assert_eq!(t.admit(key(1), "auth.failure", t0, 0), Verdict::Suppress);
+        assert_eq!(
+            t.admit(key(1), None, "auth.failure", t0, 0),
+            Verdict::Suppress
+        );
         // Another tenant, the server's log, and the same tenant's other events are untouched.
         for (log, action) in [
             (key(2), "auth.failure"),
@@ -224,7 +259,7 @@ mod tests {
             (key(1), "security.scope_forbidden"),
         ] {
             assert_eq!(
-                t.admit(log, action, t0, 0),
+                t.admit(log, None, action, t0, 0),
                 Verdict::Record(None),
                 "{log:?}"
             );
@@ -240,7 +275,7 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..5 {
             assert_eq!(
-                t.admit(AuditLog::Server, "something.else", t0, 0),
+                t.admit(AuditLog::Server, None, "something.else", t0, 0),
                 Verdict::Record(None)
             );
         }
@@ -251,5 +286,60 @@ mod tests {
         for (burst, per_sec) in [(0, 10.0), (100, 0.0), (100, f64::NAN)] {
             assert!(SecurityThrottle::new(SecurityEventLimits { burst, per_sec }).is_err());
         }
+    }
+
+    #[test]
+    fn a_pending_count_is_due_once_its_bucket_admits_again() {
+        let t = throttle(1, 10.0);
+        let t0 = Instant::now();
+        let tenant = TenantId::parse("acme").unwrap();
+        let log = AuditLog::Tenant(TenantKey::for_tests(7));
+        assert_eq!(
+            t.admit(log, Some(&tenant), "auth.failure", t0, 0),
+            Verdict::Record(None)
+        );
+        for ms in 1..4 {
+            assert_eq!(
+                t.admit(log, Some(&tenant), "auth.failure", t0, ms),
+                Verdict::Suppress
+            );
+        }
+        // Not yet: the bucket is empty.
+        assert!(t.due(t0, false).is_empty());
+        let due = t.due(t0 + Duration::from_millis(100), false);
+        assert_eq!(
+            due,
+            vec![(
+                "auth.failure",
+                Suppressed {
+                    tenant: Some(tenant.clone()),
+                    count: 3,
+                    since: 1,
+                    until: 3,
+                }
+            )]
+        );
+        // Taken once; the next event is not a summary's carrier any more.
+        assert!(t.due(t0 + Duration::from_secs(1), false).is_empty());
+        // A drain takes a count whatever its bucket says.
+        assert_eq!(
+            t.admit(
+                log,
+                Some(&tenant),
+                "auth.failure",
+                t0 + Duration::from_secs(1),
+                5
+            ),
+            Verdict::Record(None)
+        );
+        t.admit(
+            log,
+            Some(&tenant),
+            "auth.failure",
+            t0 + Duration::from_secs(1),
+            6,
+        );
+        assert!(t.due(t0 + Duration::from_secs(1), false).is_empty());
+        assert_eq!(t.due(t0 + Duration::from_secs(1), true).len(), 1);
     }
 }

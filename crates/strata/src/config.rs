@@ -33,7 +33,8 @@ pub struct Config {
 /// refusals) are written to each audit log and the server log. Per log (the server's own, and
 /// each tenant's) and kind of event, `security_events_burst` at once, then
 /// `security_events_per_sec`; the events past that are counted, and the count is written as one
-/// summary row and log line when the next event is admitted.
+/// summary row and log line with the next event admitted (or, without one, once the bucket
+/// has refilled, and at shutdown).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditSection {

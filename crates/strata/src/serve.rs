@@ -117,6 +117,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         ))
     });
+    // Suppressed security events whose summary no later event carried reach their log once
+    // their bucket refills (`[audit]`), and the rest at shutdown below.
+    let summaries = tokio::spawn(summary_flush(state.clone(), stop_rx.clone()));
     let limits = strata_api::ServerLimits {
         max_connections: connection_cap(config.server.max_connections, fd_limit()),
         max_connections_per_tenant: config.server.max_connections_per_tenant,
@@ -139,6 +142,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tokio::time::sleep(timeout).await;
         } => tracing::warn!("shutdown timeout reached; dropping remaining connections"),
     }
+    let _ = summaries.await;
+    strata_api::flush_security_summaries(&state, true).await;
     drop(state);
     if let Some(sweeper) = sweeper {
         // It holds the engine; it ends at the stop signal (or after a purge in progress).
@@ -187,6 +192,23 @@ fn fd_limit() -> Option<u64> {
 #[cfg(not(unix))]
 fn fd_limit() -> Option<u64> {
     None
+}
+
+/// How often pending summaries of suppressed security events are looked at.
+const SUMMARY_FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+/// Writes the summaries of suppressed security events whose bucket admits again, every
+/// [`SUMMARY_FLUSH_EVERY`], until stop.
+async fn summary_flush(state: strata_api::AppState, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(SUMMARY_FLUSH_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        strata_api::flush_security_summaries(&state, false).await;
+    }
 }
 
 /// Purges soft-deleted tenants whose retention period is over, every `every`, until stop.

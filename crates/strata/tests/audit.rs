@@ -335,6 +335,41 @@ fn unauthenticated_floods_are_recorded_within_bounds_counted_and_summarised() {
     );
 }
 
+/// A flood's last count reaches the log without a later event to carry it: the periodic
+/// flush writes it once the bucket refills, and a shutdown writes whatever is left.
+#[test]
+fn suppressed_counts_are_written_without_a_later_event_and_at_shutdown() {
+    let mut server = tightly_bounded();
+    let flood = |server: &Server| {
+        for _ in 0..200 {
+            assert_eq!(server.call("GET", "/v1/memories/x", None, &[], None).0, 401);
+        }
+    };
+    flood(&server);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (written, summarised) = written_and_summarised(&server, "auth.failure", None);
+        if written as u64 + summarised == 200 {
+            assert!(summarised > 0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{written} written, {summarised} summarised of 200 after 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    // A second flood, then an orderly stop at once: its count is written on the way out.
+    flood(&server);
+    server.restart();
+    let (written, summarised) = written_and_summarised(&server, "auth.failure", None);
+    assert_eq!(
+        written as u64 + summarised,
+        400,
+        "every event is accounted for"
+    );
+}
+
 #[test]
 fn a_tenants_log_is_bounded_apart_and_failed_keys_do_not_spend_its_rate() {
     let server = tightly_bounded();
