@@ -142,6 +142,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tokio::time::sleep(timeout).await;
         } => tracing::warn!("shutdown timeout reached; dropping remaining connections"),
     }
+    // Stopped even if the server ended without the stop signal; a flush it was writing
+    // completes on its blocking thread.
+    summaries.abort();
     let _ = summaries.await;
     strata_api::flush_security_summaries(&state, true).await;
     drop(state);
