@@ -69,6 +69,13 @@ fn crash_mid_copy(engine: &Engine, id: &TenantId, target: IsolationLevel) {
     drop(job);
 }
 
+/// What a restart does: the engine closed, then opened again on the same directory, with
+/// resumption configured as `resume`.
+fn restart(engine: Engine, dir: &std::path::Path, resume: bool) -> Engine {
+    drop(engine);
+    Engine::open(dir, config(1, resume)).unwrap()
+}
+
 fn state(engine: &Engine, id: &TenantId) -> MigrationStatus {
     engine.migration(&OperatorScope::for_tests(), id).unwrap()
 }
@@ -90,9 +97,8 @@ fn a_move_cut_short_by_a_crash_is_resumed_after_the_restart() {
     let before = answers(&engine, &admin_scope(&engine, "a"));
     crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
     crash_mid_copy(&engine, &b, IsolationLevel::Dedicated);
-    drop(engine);
 
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     assert_eq!(state(&engine, &a).state, MigrationState::Interrupted);
     let op = OperatorScope::for_tests();
     let mut ended = engine.resume_interrupted_migrations(&op).unwrap();
@@ -122,8 +128,7 @@ fn a_move_cut_short_by_a_crash_is_resumed_after_the_restart() {
 
     // Out of the file, cut short and resumed the same way; switched off, it stays cut short.
     crash_mid_copy(&engine, &a, IsolationLevel::Partition);
-    drop(engine);
-    let engine = Engine::open(dir.path(), config(1, false)).unwrap();
+    let engine = restart(engine, dir.path(), false);
     assert!(
         engine
             .resume_interrupted_migrations(&op)
@@ -132,8 +137,7 @@ fn a_move_cut_short_by_a_crash_is_resumed_after_the_restart() {
     );
     assert_eq!(state(&engine, &a).state, MigrationState::Interrupted);
     assert_eq!(state(&engine, &a).level, IsolationLevel::Dedicated);
-    drop(engine);
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     assert_eq!(
         engine.resume_interrupted_migrations(&op).unwrap(),
         vec![(a.clone(), Resumed::Done)]
@@ -151,8 +155,7 @@ fn resumption_waits_for_a_free_move_slot() {
     let engine = Engine::open(dir.path(), config(1, true)).unwrap();
     let (a, b) = (fill(&engine, "a", 100), fill(&engine, "b", 100));
     crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
-    drop(engine);
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     let holder = start(&engine, &b, IsolationLevel::Dedicated);
     let op = OperatorScope::for_tests();
     std::thread::scope(|s| {
@@ -182,8 +185,7 @@ fn a_cancelled_interrupted_move_is_not_resumed() {
         Err(EngineError::IdConflict(_))
     ));
     crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
-    drop(engine);
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     let s = engine.cancel_migration(&op, &a).unwrap();
     assert_eq!(s.state, MigrationState::Cancelled, "{s:?}");
     assert_eq!(s.level, IsolationLevel::Shared);
@@ -198,8 +200,7 @@ fn a_cancelled_interrupted_move_is_not_resumed() {
         engine.cancel_migration(&op, &a),
         Err(EngineError::IdConflict(_))
     ));
-    drop(engine);
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     assert_eq!(state(&engine, &a).state, MigrationState::Cancelled);
     assert!(!verify_clean(&engine, &a).dedicated_file);
     assert!(matches!(
@@ -219,9 +220,8 @@ fn a_deleted_tenants_cut_short_move_resumes_once_it_is_restored() {
     let op = OperatorScope::for_tests();
     crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
     engine.delete_tenant(&op, &a).unwrap();
-    drop(engine);
 
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     assert_eq!(
         engine.resume_interrupted_migrations(&op).unwrap(),
         vec![(a.clone(), Resumed::Skipped)]
@@ -245,8 +245,7 @@ fn a_deleted_tenants_cut_short_move_resumes_once_it_is_restored() {
 
     // Switched off, a restore leaves the cut-short move as it is.
     crash_mid_copy(&engine, &a, IsolationLevel::Partition);
-    drop(engine);
-    let engine = Engine::open(dir.path(), config(1, false)).unwrap();
+    let engine = restart(engine, dir.path(), false);
     assert_eq!(engine.resume_migration_of(&op, &a).unwrap(), None);
     assert_eq!(state(&engine, &a).state, MigrationState::Interrupted);
     assert_eq!(state(&engine, &a).level, IsolationLevel::Dedicated);
@@ -351,8 +350,7 @@ fn old_rows_are_not_resumed_and_a_crash_loop_gives_up_after_three_runs() {
 
     // Left by a version that did not resume moves (its users were told to ask again).
     edit_row(&engine, &a, |r| r.attempt = 0);
-    drop(engine);
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     assert!(!state(&engine, &a).will_resume);
     assert!(
         engine
@@ -385,8 +383,7 @@ fn old_rows_are_not_resumed_and_a_crash_loop_gives_up_after_three_runs() {
     // Its second run crashed: resumed as the third, which the row records.
     crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
     edit_row(&engine, &a, |r| r.attempt = 2);
-    drop(engine);
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     assert!(state(&engine, &a).will_resume);
     assert_eq!(
         engine.resume_interrupted_migrations(&op).unwrap(),
@@ -403,8 +400,7 @@ fn old_rows_are_not_resumed_and_a_crash_loop_gives_up_after_three_runs() {
         r.state = StoredMigrationState::Interrupted;
         r.finished_at = Some(r.started_at);
     });
-    drop(engine);
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     assert!(state(&engine, &a).will_resume);
     assert_eq!(
         engine.resume_interrupted_migrations(&op).unwrap(),
@@ -428,8 +424,7 @@ fn a_cancel_wins_over_a_shutdown_that_stops_the_same_copy() {
     assert!(!s.will_resume);
     assert_eq!(s.level, IsolationLevel::Shared);
     assert!(!verify_clean(&engine, &a).dedicated_file);
-    drop(engine);
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     assert!(
         engine
             .resume_interrupted_migrations(&OperatorScope::for_tests())
@@ -467,9 +462,8 @@ fn a_resumed_move_keeps_the_graph_parameters_it_was_asked_for() {
     job.copy.end(Phase::Failed, None);
     drop(job);
     assert_eq!(engine.tenant(&op, &a).unwrap().index_params, None);
-    drop(engine);
 
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     assert_eq!(
         engine.resume_interrupted_migrations(&op).unwrap(),
         vec![(a.clone(), Resumed::Done)]
@@ -508,8 +502,7 @@ fn a_resumed_move_keeps_the_graph_parameters_it_was_asked_for() {
     edit_row(&engine, &a, |row| row.index_params = None);
     let v2 = stored_row(&engine, &a);
     assert_eq!(strata_store::codec::encode_migration(&v2).unwrap()[0], 2);
-    drop(engine);
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     assert_eq!(
         engine.resume_interrupted_migrations(&op).unwrap(),
         vec![(a.clone(), Resumed::Done)]
@@ -538,9 +531,8 @@ fn a_cut_move_whose_row_keeps_parameters_out_of_range_is_not_resumed() {
     assert!(!will_resume(&damaged, true));
     let e = crate::migration_status::params_of(&damaged).unwrap_err();
     assert!(e.to_string().contains("index_params.m"), "{e}");
-    drop(engine);
 
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     let before = state(&engine, &a);
     assert_eq!(before.state, MigrationState::Interrupted);
     assert!(!before.will_resume, "{before:?}");
@@ -646,8 +638,7 @@ fn a_migration_to_the_level_a_pending_resumption_leaves_is_refused_until_cancell
     let a = fill(&engine, "a", 100);
     let op = OperatorScope::for_tests();
     crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
-    drop(engine);
-    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let engine = restart(engine, dir.path(), true);
     assert!(state(&engine, &a).will_resume);
     let stay = || migrate(&engine, &a, IsolationLevel::Shared);
     assert!(matches!(stay(), Err(EngineError::IdConflict(_))));
@@ -663,8 +654,7 @@ fn a_migration_to_the_current_level_answers_when_nothing_will_resume() {
     let engine = Engine::open(dir.path(), config(1, false)).unwrap();
     let a = fill(&engine, "a", 100);
     crash_mid_copy(&engine, &a, IsolationLevel::Dedicated);
-    drop(engine);
-    let engine = Engine::open(dir.path(), config(1, false)).unwrap();
+    let engine = restart(engine, dir.path(), false);
     assert!(
         migrate(&engine, &a, IsolationLevel::Shared)
             .unwrap()
