@@ -143,7 +143,15 @@ pub async fn flush_security_summaries(state: &AppState, drain: bool) {
         return;
     }
     let mut rows = Vec::new();
-    for (action, s) in due {
+    for (log, action, mut s) in due {
+        // Written late, a tenant's summary must not land in a later incarnation of its id (a
+        // row is filed by tenant id): one whose tenant was purged or re-created since goes to
+        // the server's log, which operators read.
+        if let (AuditLog::Tenant(key), Some(id)) = (log, &s.tenant)
+            && !matches!(state.engine.credentials().tenant(id), Ok(Some(meta)) if meta.key == key)
+        {
+            s.tenant = None;
+        }
         log_summary(action, &s);
         // Only logged, never audited (a tenant credential on an operator route).
         if action != "security.operator_route" {

@@ -158,7 +158,7 @@ impl SecurityThrottle {
     /// event's place), taken out to be written: so a count reaches its log within a refill
     /// time of the flood's end even if no event of its kind comes after it. `drain` takes every
     /// one whatever its bucket says (at shutdown, when nothing would write them later).
-    pub fn due(&self, now: Instant, drain: bool) -> Vec<(&'static str, Suppressed)> {
+    pub fn due(&self, now: Instant, drain: bool) -> Vec<(AuditLog, &'static str, Suppressed)> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let ready: Vec<Stream> = pending
             .keys()
@@ -167,7 +167,7 @@ impl SecurityThrottle {
             .collect();
         ready
             .into_iter()
-            .filter_map(|s| Some((THROTTLED_ACTIONS[s.action], pending.remove(&s)?)))
+            .filter_map(|s| Some((s.log, THROTTLED_ACTIONS[s.action], pending.remove(&s)?)))
             .collect()
     }
 
@@ -310,6 +310,7 @@ mod tests {
         assert_eq!(
             due,
             vec![(
+                log,
                 "auth.failure",
                 Suppressed {
                     tenant: Some(tenant.clone()),

@@ -396,3 +396,38 @@ fn a_tenants_log_is_bounded_apart_and_failed_keys_do_not_spend_its_rate() {
     let (s, v) = server.get("/v1/memories/list", &key);
     assert_eq!(s, 200, "{v}");
 }
+
+/// A summary written late never lands in a later tenant of the same id: the count of
+/// failures against a purged tenant's key goes to the server's log.
+#[test]
+fn a_late_summary_of_a_purged_tenant_goes_to_the_servers_log() {
+    let server = tightly_bounded();
+    server.tenant("acme");
+    let key = server.key("acme", json!({"permissions": ["read"]}));
+    let wrong = format!("sk_{}_{}", &key_id(&key)[4..], "0".repeat(64));
+    for _ in 0..100 {
+        assert_eq!(server.get("/v1/memories/list", &wrong).0, 401);
+    }
+    let (s, v) = server.call(
+        "DELETE",
+        "/v1/admin/tenants/acme?hard=true",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    server.tenant("acme");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, summarised) = written_and_summarised(&server, "auth.failure", None);
+        if summarised > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no summary after 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(
+        rows(&server, "auth.failure", Some("acme")).is_empty(),
+        "the new acme's log holds nothing of the old one's"
+    );
+}
