@@ -423,7 +423,10 @@ fn a_late_summary_of_a_purged_tenant_goes_to_the_servers_log() {
         if summarised > 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no summary after 20 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no summary after 20 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     assert!(
