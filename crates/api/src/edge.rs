@@ -212,7 +212,16 @@ pub(crate) fn check_tenant(
     claimed: &str,
     source: &str,
 ) -> Result<(), ApiError> {
-    if claimed == scope.tenant().as_str() {
+    check_tenant_id(scope.tenant(), claimed, source)
+}
+
+/// [`check_tenant`] against a credential's tenant id.
+pub(crate) fn check_tenant_id(
+    tenant: &TenantId,
+    claimed: &str,
+    source: &str,
+) -> Result<(), ApiError> {
+    if claimed == tenant.as_str() {
         return Ok(());
     }
     Err(ApiError::TenantMismatch(format!(
@@ -273,6 +282,7 @@ impl FromRequestParts<AppState> for TenantAuth {
         // Its body, if it has one, is counted against the tenant's share of body memory for as
         // long as the admission lives (the whole handler).
         parts.extensions.insert(crate::tenant_bodies::BodyTenant {
+            tenant: scope.tenant().clone(),
             key: scope.key(),
             slot: std::sync::Arc::clone(&admitted.body),
         });

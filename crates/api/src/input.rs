@@ -10,9 +10,9 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use strata_auth::TenantScope;
-use strata_types::{Domain, MemoryScope, RequestScope, RunId, TokenSelector, UserMatch};
+use strata_types::{Domain, MemoryScope, RequestScope, RunId, TenantId, TokenSelector, UserMatch};
 
-use crate::edge::{TenantAuth, check_tenant};
+use crate::edge::{TenantAuth, check_tenant, check_tenant_id};
 use crate::tenant_bodies::{BodyTenant, Reservation};
 use crate::{ApiError, AppState};
 
@@ -23,13 +23,17 @@ impl FromRequest<AppState> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let tenant = req
+            .extensions()
+            .get::<BodyTenant>()
+            .map(|t| t.tenant.clone());
         let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
-        parse_object(&bytes).map(JsonObject)
+        parse_object_of(&bytes, tenant.as_ref()).map(JsonObject)
     }
 }
 
 /// A body read whole (within `max_body_bytes`) but not yet parsed: a handler parses it with
-/// [`parse_object`] inside its pool job, so the parsing of a flooding tenant's bodies is
+/// [`parse_object_of`] inside its pool job, so the parsing of a flooding tenant's bodies is
 /// charged to that tenant's fair share instead of delaying every tenant on the async threads.
 pub struct JsonBytes(pub Bytes);
 
@@ -87,8 +91,14 @@ fn reserve(state: &AppState, t: &BodyTenant, bytes: u64) -> Result<Reservation, 
     })
 }
 
-/// Parses a body as a JSON object; an empty body reads as `{}`.
-pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+/// Parses the body of a request by a credential of `tenant` as a JSON object; an empty body
+/// reads as `{}`. A body that
+/// repeats `tenant_id` is refused like any repeated key, except that a copy naming another
+/// tenant is `TENANT_MISMATCH` (a security event), as it would be if given once.
+pub(crate) fn parse_object_of(
+    bytes: &[u8],
+    tenant: Option<&TenantId>,
+) -> Result<Map<String, Value>, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -96,7 +106,16 @@ pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError>
     match crate::unique_keys::from_slice(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::BadRequest("body: expected a JSON object".into())),
-        Err(e) => Err(ApiError::BadRequest(format!("body: invalid JSON: {e}"))),
+        Err(e) => {
+            if let Some(tenant) = tenant
+                && crate::unique_keys::is_repeated(&e, "tenant_id")
+            {
+                for named in crate::unique_keys::every_string_of(bytes, "tenant_id") {
+                    check_tenant_id(tenant, &named, "body field tenant_id")?;
+                }
+            }
+            Err(ApiError::BadRequest(format!("body: invalid JSON: {e}")))
+        }
     }
 }
 
@@ -574,7 +593,7 @@ mod tests {
     fn every_named_tenant_is_checked_before_the_sources_are_compared() {
         let scope = scope_of("ta");
         let run = |body: &str, query: &str| {
-            let mut map = parse_object(body.as_bytes()).unwrap();
+            let mut map = parse_object_of(body.as_bytes(), None).unwrap();
             scope_of_body_for(&scope, None, Some(query), &mut map)
         };
         // A foreign tenant in either source, even with the sources also disagreeing.
@@ -614,12 +633,12 @@ mod tests {
 
     #[test]
     fn a_body_with_a_repeated_key_is_refused() {
-        let m = message(parse_object(br#"{"a":1,"b":{"c":1,"c":2}}"#));
+        let m = message(parse_object_of(br#"{"a":1,"b":{"c":1,"c":2}}"#, None));
         assert!(
             m.starts_with("body: invalid JSON: duplicate key `c`"),
             "{m}"
         );
-        assert!(parse_object(br#"{"a":1,"b":{"c":1},"c":2}"#).is_ok());
+        assert!(parse_object_of(br#"{"a":1,"b":{"c":1},"c":2}"#, None).is_ok());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::bodies::{ScopeFields, SearchAnswer};
 use crate::edge::TenantAuth;
-use crate::input::{JsonBytes, from_map, parse_object, scope_of_body_for};
+use crate::input::{JsonBytes, from_map, parse_object_of, scope_of_body_for};
 use crate::{ApiError, AppState};
 
 /// A search with the request's scope fields.
@@ -47,7 +47,7 @@ pub async fn search(
     // while holding the write lock; the body is not parsed yet, so decide conservatively.
     let read_only = !may_search_shared(&body);
     let run = move |e: &Engine| {
-        let mut body = parse_object(&body)?;
+        let mut body = parse_object_of(&body, Some(scope.tenant()))?;
         let req = scope_of_body_for(&scope, header_domain.as_ref(), q.as_deref(), &mut body)?;
         let search: SearchRequest = from_map(body)?;
         let response = e.search(&scope, &req, &search)?;

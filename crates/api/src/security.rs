@@ -128,7 +128,7 @@ fn audit_log_of(state: &AppState, who: &Who) -> (Option<TenantId>, AuditLog) {
             && let KeyTenant::Tenant(t) = info.tenant
             && let Ok(Some(meta)) = creds.tenant(&t)
         {
-            return (Some(t), AuditLog::Tenant(meta.key));
+            return (Some(t), AuditLog::key_tried(meta.key, id));
         }
     }
     (None, AuditLog::Server)
@@ -147,7 +147,7 @@ pub async fn flush_security_summaries(state: &AppState, drain: bool) {
         // Written late, a tenant's summary must not land in a later incarnation of its id (a
         // row is filed by tenant id): one whose tenant was purged or re-created since goes to
         // the server's log, which operators read.
-        if let (AuditLog::Tenant(key), Some(id)) = (log, &s.tenant)
+        if let (Some(key), Some(id)) = (log.tenant(), &s.tenant)
             && !matches!(state.engine.credentials().tenant(id), Ok(Some(meta)) if meta.key == key)
         {
             s.tenant = None;

@@ -1,5 +1,5 @@
-//! Bounds what security events cost: each audit log (the server's own, and each tenant's) gets
-//! a token bucket per kind of event, so refusals keep being recorded and logged, but at most a
+//! Bounds what security events cost: each audit log (the server's own, and each tenant's, with
+//! the refused tries of each of its key ids apart) gets a token bucket per kind of event, so refusals keep being recorded and logged, but at most a
 //! burst and then a steady rate of rows and WARN lines. Events over the bucket are counted, not
 //! written: the count becomes one summary row and line (`N more auth.failure events suppressed
 //! since …`) when the bucket next admits one, and the Prometheus counter
@@ -57,13 +57,36 @@ impl Default for SecurityEventLimits {
     }
 }
 
-/// Which audit log an event belongs in.
+/// Which audit log an event belongs in, and for a tenant's, whose events they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum AuditLog {
     /// The server's own: events that name no tenant (operators read it).
     Server,
-    /// One tenant incarnation's.
+    /// One tenant incarnation's, for its own credentials' events.
     Tenant(TenantKey),
+    /// One tenant incarnation's, for refused tokens that name one of its keys (by a hash of the
+    /// key id). Each key has buckets of its own, so a stranger flooding with one key id cannot
+    /// bury the refusals of another key's tries, or of the tenant's own clients, in a count.
+    /// Their number is bounded by the tenant's stored keys.
+    KeyTried(TenantKey, u64),
+}
+
+impl AuditLog {
+    /// The log of refused tokens naming `key_id`, a stored key of the tenant `tenant`.
+    pub fn key_tried(tenant: TenantKey, key_id: &str) -> AuditLog {
+        // SipHash with fixed keys: a collision only shares a bucket, never moves a row.
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(key_id, &mut h);
+        AuditLog::KeyTried(tenant, std::hash::Hasher::finish(&h))
+    }
+
+    /// The tenant incarnation whose log this is, if a tenant's.
+    pub fn tenant(self) -> Option<TenantKey> {
+        match self {
+            AuditLog::Server => None,
+            AuditLog::Tenant(key) | AuditLog::KeyTried(key, _) => Some(key),
+        }
+    }
 }
 
 /// One bucket's key: a log and a kind of event. Kinds have separate buckets so that, say, a
@@ -267,6 +290,36 @@ mod tests {
         let counts = t.suppressed_counts();
         assert_eq!(counts[0], ("auth.failure", 1));
         assert_eq!(counts[1], ("security.tenant_mismatch", 0));
+    }
+
+    #[test]
+    fn each_key_tried_has_its_own_buckets() {
+        let t = throttle(1, 1.0);
+        let t0 = Instant::now();
+        let tenant = TenantKey::for_tests(1);
+        let tried = AuditLog::key_tried(tenant, "k1");
+        assert_eq!(tried, AuditLog::key_tried(tenant, "k1"));
+        assert_eq!(tried.tenant(), Some(tenant));
+        assert_eq!(
+            t.admit(tried, None, "auth.failure", t0, 0),
+            Verdict::Record(None)
+        );
+        assert_eq!(
+            t.admit(tried, None, "auth.failure", t0, 0),
+            Verdict::Suppress
+        );
+        // Tries of another key, and the tenant's own credentials' refusals, are still written.
+        for log in [
+            AuditLog::key_tried(tenant, "k2"),
+            AuditLog::Tenant(tenant),
+            AuditLog::key_tried(TenantKey::for_tests(2), "k1"),
+        ] {
+            assert_eq!(
+                t.admit(log, None, "auth.failure", t0, 0),
+                Verdict::Record(None),
+                "{log:?}"
+            );
+        }
     }
 
     #[test]

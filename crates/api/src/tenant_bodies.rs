@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use strata_store::TenantKey;
+use strata_types::TenantId;
 
 /// Where a request's body reservation is kept while the request is handled.
 pub(crate) type BodySlot = Arc<Mutex<Option<Reservation>>>;
@@ -23,6 +24,8 @@ pub(crate) type BodySlot = Arc<Mutex<Option<Reservation>>>;
 /// reservation; put in the request by authentication.
 #[derive(Debug, Clone)]
 pub(crate) struct BodyTenant {
+    /// The credential's tenant, which any `tenant_id` the body names is checked against.
+    pub tenant: TenantId,
     pub key: TenantKey,
     pub slot: BodySlot,
 }
@@ -160,6 +163,7 @@ mod tests {
         r.shrink_to(30);
         assert_eq!(budget.held_by(key(1)), 30);
         let request = BodyTenant {
+            tenant: TenantId::parse("t1").unwrap(),
             key: key(1),
             slot: BodySlot::default(),
         };

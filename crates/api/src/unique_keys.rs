@@ -97,6 +97,103 @@ pub(crate) fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     serde_json::from_slice::<UniqueKeys>(bytes).map(|UniqueKeys(v)| v)
 }
 
+/// Whether `e` is the refusal of a repeated `key`.
+pub(crate) fn is_repeated(e: &serde_json::Error, key: &str) -> bool {
+    e.to_string().starts_with(&format!("duplicate key `{key}`"))
+}
+
+/// Every string value of `key`, at any depth and with its repeats. A body that repeats
+/// `tenant_id` is refused, but a copy naming another tenant must make that refusal the security
+/// event it is, whichever copy a parser would have kept.
+pub(crate) fn every_string_of(bytes: &[u8], key: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let seed = Collect {
+        key,
+        found: &mut found,
+        take: false,
+    };
+    // Text that does not parse has no tenant to check; its error is reported elsewhere.
+    let _ =
+        de::DeserializeSeed::deserialize(seed, &mut serde_json::Deserializer::from_slice(bytes));
+    found
+}
+
+/// Walks a JSON value, keeping the strings found under `key`, every copy of it.
+struct Collect<'a> {
+    key: &'a str,
+    found: &'a mut Vec<String>,
+    /// Whether the value walked is `key`'s.
+    take: bool,
+}
+
+impl<'de> de::DeserializeSeed<'de> for Collect<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Collect<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        if self.take {
+            self.found.push(v.to_owned());
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let (key, found) = (self.key, self.found);
+        while seq
+            .next_element_seed(Collect {
+                key,
+                found: &mut *found,
+                take: false,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
+        let (key, found) = (self.key, self.found);
+        while let Some(k) = access.next_key::<String>()? {
+            access.next_value_seed(Collect {
+                key,
+                found: &mut *found,
+                take: k == key,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +227,17 @@ mod tests {
         assert_eq!(ours, theirs);
         assert!(from_slice(b"{\"a\":").is_err());
         assert!(from_slice(b"[1,2]").unwrap().is_array());
+    }
+
+    #[test]
+    fn every_copy_of_a_repeated_key_is_found_at_any_depth() {
+        let text = br#"{"tenant_id":"a","x":{"tenant_id":"b","tenant_id":7},
+            "records":[{"tenant_id":"c"}],"tenant_id":"d","other":"e"}"#;
+        let e = from_slice(text).unwrap_err();
+        assert!(is_repeated(&e, "tenant_id"), "{e}");
+        assert!(!is_repeated(&e, "tenant"), "{e}");
+        assert_eq!(every_string_of(text, "tenant_id"), ["a", "b", "c", "d"]);
+        assert!(every_string_of(b"{\"tenant_id\":", "tenant_id").is_empty());
     }
 
     #[test]

@@ -392,6 +392,14 @@ fn a_tenants_log_is_bounded_apart_and_failed_keys_do_not_spend_its_rate() {
     // The server's own log has its own bucket: an anonymous failure is still written.
     let (_, _, rid) = server.call_with_id("GET", "/v1/memories/list", Some("nope"), &[], None);
     the_row(&server, "auth.failure", None, &rid, "anonymous");
+    // So has each key id tried: the flood naming one key hides no try of another.
+    let other = server.key("acme", json!({}));
+    let other_id = &key_id(&other)[4..];
+    let wrong_other = format!("sk_{other_id}_{}", "0".repeat(64));
+    let (s, _, rid) =
+        server.call_with_id("GET", "/v1/memories/list", Some(&wrong_other), &[], None);
+    assert_eq!(s, 401);
+    the_row(&server, "auth.failure", Some("acme"), &rid, &key_id(&other));
     // Nobody without acme's key could spend its 2 requests a second.
     let (s, v) = server.get("/v1/memories/list", &key);
     assert_eq!(s, 200, "{v}");

@@ -452,6 +452,57 @@ fn a_body_with_a_repeated_key_at_any_depth_is_refused_naming_it() {
 }
 
 #[test]
+fn a_body_repeating_tenant_id_is_a_mismatch_if_any_copy_names_another_tenant() {
+    let server = Server::start();
+    server.tenant("ta");
+    let key = server.key("ta", json!({}));
+    // Either copy, on a route whose body is parsed before its handler and on search, whose
+    // body is parsed inside its job.
+    for (path, body) in [
+        (
+            "/v1/memories",
+            r#"{"content":"x","tenant_id":"ta","tenant_id":"tb"}"#,
+        ),
+        (
+            "/v1/memories",
+            r#"{"content":"x","tenant_id":"tb","tenant_id":"ta"}"#,
+        ),
+        (
+            "/v1/search",
+            r#"{"query":"x","tenant_id":"tb","tenant_id":"ta"}"#,
+        ),
+    ] {
+        let (s, text) = server.send_raw(
+            "POST",
+            path,
+            &key,
+            "application/json",
+            body.as_bytes().to_vec(),
+        );
+        assert_eq!(s, 403, "{path} {body}: {text}");
+        assert!(text.contains("TENANT_MISMATCH"), "{text}");
+    }
+    assert_eq!(audit_rows(&server, "ta", "security.tenant_mismatch"), 3);
+    // Both copies right: a repeated key like any other.
+    let body = r#"{"content":"x","tenant_id":"ta","tenant_id":"ta"}"#;
+    let (s, text) = server.send_raw(
+        "POST",
+        "/v1/memories",
+        &key,
+        "application/json",
+        body.into(),
+    );
+    assert_eq!(s, 400, "{text}");
+    assert!(text.contains("duplicate key `tenant_id`"), "{text}");
+    let (s, v) = server.get("/v1/memories/list", &key);
+    assert_eq!(
+        (s, &v["records"]),
+        (200, &json!([])),
+        "nothing was written: {v}"
+    );
+}
+
+#[test]
 fn a_route_parameter_given_twice_is_refused() {
     let server = Server::start();
     server.tenant("ta");
