@@ -81,6 +81,10 @@ pub enum ApiError {
     NotImplemented(String),
     #[error("the server is not ready")]
     Unavailable,
+    /// The data directory failed (a full disk, an I/O error); the message says how, never
+    /// anything of a tenant's.
+    #[error("{0}")]
+    StorageUnavailable(String),
     /// Something below the API failed. The detail is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -199,7 +203,9 @@ impl ApiError {
             ),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
             ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            ApiError::Unavailable | ApiError::StorageUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+            }
         }
     }
 
@@ -237,6 +243,10 @@ impl ApiError {
             ApiError::Internal(detail) => {
                 tracing::error!(detail = %detail, "internal error");
                 "internal error".to_owned()
+            }
+            ApiError::StorageUnavailable(why) => {
+                tracing::error!(detail = %why, "storage unavailable");
+                why.clone()
             }
             other => other.to_string(),
         }
@@ -372,11 +382,22 @@ impl From<EngineError> for ApiError {
             EngineError::IntegrityPolicyDamaged(..) => {
                 ApiError::IntegrityPolicyDamaged(e.to_string())
             }
-            EngineError::Store(s) => ApiError::Internal(s.to_string()),
+            EngineError::Store(s) => ApiError::from(s),
             EngineError::Index(m) => ApiError::Internal(format!("index: {m}")),
             EngineError::Embedding(m) => ApiError::Internal(format!("embedding: {m}")),
             EngineError::Unsupported(_) => ApiError::NotImplemented(e.to_string()),
             EngineError::ShuttingDown(_) => ApiError::Unavailable,
+        }
+    }
+}
+
+impl From<strata_store::StoreError> for ApiError {
+    fn from(e: strata_store::StoreError) -> Self {
+        match e {
+            // Said to the client: a full disk is not the client's fault, but it is worth
+            // knowing that retrying will not help until the operator acts.
+            strata_store::StoreError::Unavailable(_) => ApiError::StorageUnavailable(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }
@@ -392,7 +413,7 @@ impl From<AuthError> for ApiError {
             AuthError::TenantNotFound(_) => ApiError::NotFound(e.to_string()),
             AuthError::KeyNotFound => ApiError::NotFound("key not found".into()),
             AuthError::Config(m) => ApiError::Internal(m),
-            AuthError::Store(s) => ApiError::Internal(s.to_string()),
+            AuthError::Store(s) => ApiError::from(s),
         }
     }
 }
@@ -479,6 +500,20 @@ mod tests {
             EngineError::Store(strata_store::StoreError::Engine("disk".into())),
             500,
             "INTERNAL",
+        );
+        // A failed data file is said, not hidden: retrying will not help until an operator acts.
+        let full = ApiError::from(EngineError::Store(strata_store::StoreError::Unavailable(
+            "the disk is full".into(),
+        )));
+        assert_eq!(full.status_and_code().1, "UNAVAILABLE");
+        assert_eq!(
+            full.public_message(),
+            "storage unavailable: the disk is full"
+        );
+        check(
+            AuthError::Store(strata_store::StoreError::Unavailable("x".into())),
+            503,
+            "UNAVAILABLE",
         );
     }
 

@@ -23,13 +23,14 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
     if !state.is_ready() {
         return Err(ApiError::Unavailable);
     }
+    // A failed data file says why (a full disk), so that an operator's probe shows it.
     state
-        .run(|e| {
-            e.check_storage()
-                .map_err(|err| ApiError::Internal(err.to_string()))
-        })
+        .run(|e| Ok(e.check_storage()?))
         .await
-        .map_err(|_| ApiError::Unavailable)?;
+        .map_err(|e| match e {
+            ApiError::StorageUnavailable(_) => e,
+            _ => ApiError::Unavailable,
+        })?;
     Ok(Json(Status { status: "ready" }))
 }
 

@@ -269,6 +269,12 @@ impl Engine {
 
     /// Whether storage answers, for readiness probes.
     pub fn check_storage(&self) -> Result<(), EngineError> {
+        if let Some(why) = self.store.failure() {
+            return Err(strata_store::StoreError::Unavailable(format!(
+                "{why}; writes are refused until the server is restarted"
+            ))
+            .into());
+        }
         self.store.read()?;
         Ok(())
     }

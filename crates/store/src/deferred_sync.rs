@@ -24,8 +24,8 @@
 //! file at all and run freely during the fsync; the next durable commit's first write waits for
 //! it (in practice it is over by then: a group commits one sync at a time).
 //!
-//! A sync that fails poisons the backend: every later write and sync fails, so redb refuses
-//! further commits until the file is reopened (the kernel may have dropped the pages that did
+//! A sync or write that fails (a full disk, an I/O error) poisons the backend: every later
+//! write and sync fails, so redb refuses further commits until the file is reopened (the kernel may have dropped the pages that did
 //! not reach the disk, and retrying the sync would falsely report them durable). A commit
 //! without syncing may not touch the file at all, so the store also asks
 //! [`FileSync::failed`] before each write and its commit.
@@ -97,14 +97,15 @@ struct Inner {
     /// Set (under `state`) when a deferred sync is owed; read without the lock on every write,
     /// so that a write takes no lock when no sync is owed (two atomic loads).
     owed: AtomicBool,
-    /// Set (under `state`, beside its reason) once a sync failed; read without the lock.
+    /// Set (under `state`, beside its reason) once a sync or write failed; read without the
+    /// lock.
     failed: AtomicBool,
     state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Why a sync failed; the file then accepts no more writes.
+    /// Why a sync or write failed; the file then accepts no more writes.
     failed: Option<String>,
 }
 
@@ -158,11 +159,27 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                st.failed = Some(e.to_string());
-                self.failed.store(true, Ordering::Release);
+                Self::latch(&mut st, &self.failed, &e);
                 Err(e)
             }
         }
+    }
+
+    /// Records the first failure of the file; every later write and sync fails with it.
+    fn latch(st: &mut State, failed: &AtomicBool, e: &BackendIoError) {
+        if st.failed.is_none() {
+            st.failed = Some(crate::error::describe_io(e));
+        }
+        failed.store(true, Ordering::Release);
+    }
+
+    /// A change to the file that failed fails every later one: redb itself refuses further
+    /// commits after it, and the store must refuse its non-durable ones too.
+    fn failing(&self, result: Result<(), BackendIoError>) -> Result<(), BackendIoError> {
+        if let Err(e) = &result {
+            Self::latch(&mut self.lock(), &self.failed, e);
+        }
+        result
     }
 
     /// What every change to the file does first: pay the sync a deferred commit owes, if this
@@ -193,7 +210,9 @@ impl Inner {
 }
 
 fn poisoned(why: &str) -> BackendIoError {
-    std::io::Error::other(format!("an earlier sync of this file failed: {why}"))
+    std::io::Error::other(format!(
+        "an earlier write or sync of this file failed: {why}"
+    ))
 }
 
 impl FileSync {
@@ -233,11 +252,19 @@ impl FileSync {
         self.0.failed.store(true, Ordering::Release);
     }
 
-    /// Whether a sync of this file has failed: nothing written since is known to reach the
-    /// disk, so the store refuses further writes, even non-durable ones (which redb would
-    /// commit and make visible without touching the file, so without seeing the failure).
+    /// Whether a sync or write of this file has failed: nothing written since is known to
+    /// reach the disk, so the store refuses further writes, even non-durable ones (which redb
+    /// would commit and make visible without touching the file, so without seeing the failure).
     pub(crate) fn failed(&self) -> bool {
         self.0.failed.load(Ordering::Acquire)
+    }
+
+    /// Why the file failed, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        if !self.failed() {
+            return None;
+        }
+        self.0.lock().failed.clone()
     }
 }
 
@@ -252,7 +279,7 @@ impl StorageBackend for DeferredSyncBackend {
 
     fn set_len(&self, len: u64) -> Result<(), BackendIoError> {
         self.0.barrier()?;
-        self.0.file.set_len(len)
+        self.0.failing(self.0.file.set_len(len))
     }
 
     fn sync_data(&self) -> Result<(), BackendIoError> {
@@ -269,7 +296,7 @@ impl StorageBackend for DeferredSyncBackend {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendIoError> {
         self.0.barrier()?;
-        self.0.file.write(offset, data)
+        self.0.failing(self.0.file.write(offset, data))
     }
 
     fn close(&self) -> Result<(), BackendIoError> {
@@ -325,12 +352,14 @@ mod tests {
         Sync,
     }
 
-    /// An in-memory file that logs what reaches it, and can be told to fail its syncs.
+    /// An in-memory file that logs what reaches it, and can be told to fail its syncs, or its
+    /// writes as a full disk does.
     #[derive(Debug, Default)]
     struct Recording {
         mem: InMemoryBackend,
         log: Arc<Mutex<Vec<Op>>>,
         fail_syncs: Arc<AtomicBool>,
+        disk_full: Arc<AtomicBool>,
     }
 
     impl StorageBackend for Recording {
@@ -352,6 +381,9 @@ mod tests {
             Ok(())
         }
         fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendIoError> {
+            if self.disk_full.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
             self.log.lock().unwrap().push(Op::Write);
             self.mem.write(offset, data)
         }
@@ -464,6 +496,36 @@ mod tests {
         assert!(backend.sync_data().is_err());
         assert!(backend.write(0, &[0; 8]).is_err());
         assert!(sync.deferring(|| backend.sync_data()).is_err());
+    }
+
+    /// A write that fails (a full disk) poisons the file as a failed sync does, and says why:
+    /// redb refuses further commits after it, and so must the store's non-durable ones.
+    #[test]
+    fn a_failed_write_poisons_the_file_and_names_a_full_disk() {
+        let file = Recording::default();
+        let full = Arc::clone(&file.disk_full);
+        let (backend, sync) = wrap(Box::new(file));
+        let _writing = write_path();
+        backend.set_len(8).unwrap();
+        backend.write(0, &[0; 8]).unwrap();
+        assert_eq!(sync.failure(), None);
+        full.store(true, Ordering::SeqCst);
+        assert!(backend.write(0, &[0; 8]).is_err());
+        let why = sync.failure().expect("latched");
+        assert!(why.contains("disk is full"), "{why}");
+        // Space coming back does not make the file writable again: what the failed write
+        // left unknown stays unknown until the file is reopened.
+        full.store(false, Ordering::SeqCst);
+        assert!(backend.write(0, &[0; 8]).is_err());
+        assert!(backend.sync_data().is_err());
+        // A reader's refused write-back is not a failure of the file.
+        let (backend, sync, _, _) = recording();
+        backend.set_len(8).unwrap();
+        sync.deferring(|| backend.sync_data()).unwrap();
+        drop(_writing);
+        let refused = backend.write(0, &[0; 8]).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::WouldBlock);
+        assert_eq!(sync.failure(), None);
     }
 
     /// With redb itself on top: grouped writes (non-durable commits, then a durable commit

@@ -67,7 +67,8 @@ struct State {
     entered_since_sync: u64,
     /// A sync that failed, with the last `Seq` it was meant to cover: those writes are not
     /// known to be durable, and storage refuses further writes until it is reopened.
-    failure: Option<(u64, String)>,
+    /// Whether it failed for the file (`StoreError::Unavailable`) is kept with it.
+    failure: Option<(u64, String, bool)>,
 }
 
 pub(crate) struct GroupCommit {
@@ -148,11 +149,15 @@ impl GroupCommit {
             if st.durable >= seq.0 {
                 return (st, Ok(()));
             }
-            if let Some((upto, why)) = &st.failure
+            if let Some((upto, why, unavailable)) = &st.failure
                 && *upto >= seq.0
             {
                 let why = format!("commit not known to be durable: {why}");
-                return (st, Err(StoreError::Engine(why)));
+                let e = match unavailable {
+                    true => StoreError::Unavailable(why),
+                    false => StoreError::Engine(why),
+                };
+                return (st, Err(e));
             }
             if st.syncing {
                 st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -202,7 +207,12 @@ impl GroupCommit {
                 }
                 Err(e) => {
                     st.last_took = Duration::ZERO;
-                    st.failure = Some((target, e.to_string()));
+                    let unavailable = matches!(e, StoreError::Unavailable(_));
+                    let why = match e {
+                        StoreError::Unavailable(why) => why,
+                        other => other.to_string(),
+                    };
+                    st.failure = Some((target, why, unavailable));
                 }
             }
             self.changed.notify_all();

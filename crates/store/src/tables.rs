@@ -57,6 +57,15 @@ pub struct Store {
     registry_epoch: std::sync::atomic::AtomicU64,
 }
 
+impl Store {
+    /// Why the main data file failed (a full disk, an I/O error), if it did: every write is
+    /// then refused until the server restarts, and reads go on. (A dedicated tenant's file that
+    /// fails refuses that tenant's writes alone.)
+    pub fn failure(&self) -> Option<String> {
+        self.file.failure()
+    }
+}
+
 /// A write that has committed and is visible to readers, but is not yet known to be durable.
 /// [`Pending::wait_durable`] blocks until it is; acknowledge the write only after that. It owns
 /// what it needs, so the wait can happen on another thread than the write.
@@ -112,23 +121,22 @@ fn sync(
     }
     let syncing = std::time::Instant::now();
     file.sync_owed()
-        .map_err(|e| StoreError::Engine(format!("sync: {e}")))?;
+        .map_err(|e| StoreError::Unavailable(crate::error::describe_io(&e)))?;
     let took = syncing.elapsed();
     commits.observe(started.elapsed());
     Ok(took)
 }
 
-/// Refuses a write to a file whose sync has failed: redb never sees that failure when it
-/// commits with `Durability::None`, so without this check later writes would commit and become
-/// visible although nothing written to the file since is known to reach the disk.
+/// Refuses a write to a file whose sync or write has failed: redb never sees a failed sync
+/// when it commits with `Durability::None`, so without this check later writes would commit
+/// and become visible although nothing written to the file since is known to reach the disk.
 pub(crate) fn refuse_after_failed_sync(file: &FileSync) -> Result<(), StoreError> {
-    if file.failed() {
-        return Err(StoreError::Engine(
-            "an earlier sync of this file failed; storage refuses writes until it is reopened"
-                .into(),
-        ));
+    match file.failure() {
+        Some(why) => Err(StoreError::Unavailable(format!(
+            "{why}; writes are refused until the server is restarted"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The store's page cache when not configured: enough for the pages a few cold-tenant loads
@@ -1433,8 +1441,10 @@ mod tests {
         });
         assert!(during.is_err());
         let after = store.write_pending(|w| w.put_blob(t, "after", b"3"));
-        let err = after.err().unwrap().to_string();
-        assert!(err.contains("earlier sync of this file failed"), "{err}");
+        let err = after.err().unwrap();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+        assert_eq!(store.failure().as_deref(), Some("disk on fire"));
         let r = store.read().unwrap();
         assert_eq!(r.blob(t, "before").unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(r.blob(t, "during").unwrap(), None);

@@ -39,7 +39,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     http: reqwest::blocking::Client,
     env: Vec<(String, String)>,
-    fd_limit: Option<u32>,
+    /// Shell commands run before the server is `exec`ed (`ulimit`s), kept for restarts.
+    limits: Option<String>,
 }
 
 impl Server {
@@ -55,16 +56,33 @@ impl Server {
     /// Starts the server with its soft limit on open file descriptors set to `limit` (through
     /// the shell's `ulimit`, which then `exec`s the server, so the pid stays the server's).
     pub fn start_with_fd_limit(limit: u32, env: &[(&str, &str)]) -> Server {
-        Server::launch(Some(limit), env)
+        Server::launch(Some(format!("ulimit -n {limit}")), env)
     }
 
-    fn launch(fd_limit: Option<u32>, env: &[(&str, &str)]) -> Server {
+    /// Starts the server unable to grow any file past `bytes` (the shell's `ulimit -f`, with
+    /// `SIGXFSZ` ignored so that a write past it fails with `EFBIG` as a full disk fails with
+    /// `ENOSPC`, instead of killing the process). The limit holds across restarts until
+    /// [`Server::lift_limits`].
+    pub fn start_with_file_size_limit(bytes: u64, env: &[(&str, &str)]) -> Server {
+        // `ulimit -f` counts 512-byte blocks in POSIX shells.
+        Server::launch(
+            Some(format!("trap '' XFSZ && ulimit -f {}", bytes.div_ceil(512))),
+            env,
+        )
+    }
+
+    /// Starts the next [`Server::restart`] without the limits it was started with.
+    pub fn lift_limits(&mut self) {
+        self.limits = None;
+    }
+
+    fn launch(limits: Option<String>, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, url) = spawn(dir.path(), fd_limit, &env);
+        let (child, url) = spawn(dir.path(), limits.as_deref(), &env);
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -75,7 +93,7 @@ impl Server {
             dir,
             http,
             env,
-            fd_limit,
+            limits,
         }
     }
 
@@ -102,7 +120,7 @@ impl Server {
     /// Stops the server cleanly and starts it again on the same data directory.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, url) = spawn(self.dir.path(), self.fd_limit, &self.env);
+        let (child, url) = spawn(self.dir.path(), self.limits.as_deref(), &self.env);
         self.child = child;
         self.url = url;
     }
@@ -293,22 +311,18 @@ impl Drop for Server {
 
 /// Runs the binary on `dir` (its data in `dir/data`, its log appended to `dir/server.log`) and
 /// returns it with the address it printed.
-fn spawn(
-    dir: &std::path::Path,
-    fd_limit: Option<u32>,
-    env: &[(String, String)],
-) -> (Child, String) {
+fn spawn(dir: &std::path::Path, limits: Option<&str>, env: &[(String, String)]) -> (Child, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("server.log"))
         .expect("log file");
-    let mut command = match fd_limit {
+    let mut command = match limits {
         None => Command::new(env!("CARGO_BIN_EXE_strata")),
-        Some(limit) => {
+        Some(limits) => {
             let mut sh = Command::new("sh");
             sh.arg("-c")
-                .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                .arg(format!("{limits} && exec \"$0\" \"$@\""))
                 .arg(env!("CARGO_BIN_EXE_strata"));
             sh
         }
