@@ -51,6 +51,8 @@ pub struct Exposition<'a> {
     /// Storage writes attempted on threads that must not write (background workers) since
     /// start: 0 unless a job that writes was sent to one (a bug).
     pub forbidden_writes: u64,
+    /// Whether the main data file failed (a full disk, an I/O error) and refuses writes.
+    pub storage_failed: bool,
     /// Hits searches' re-checks dropped on resident state since start: 0 unless the index
     /// disagrees with its own bitmaps (a bug).
     pub search_recheck_drops: u64,
@@ -551,6 +553,14 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
     );
     help(
         out,
+        "strata_storage_failed",
+        "gauge",
+        "1 once a write to the main data file failed (a full disk, an I/O error): writes are \
+         refused until the server restarts.",
+    );
+    let _ = writeln!(out, "strata_storage_failed {}", u8::from(x.storage_failed));
+    help(
+        out,
         "strata_search_recheck_drops_total",
         "counter",
         "Search hits the final re-check dropped after their channel passed them (an index bug).",
@@ -685,6 +695,7 @@ mod tests {
             workers: 2,
             background_workers: 0,
             forbidden_writes: 0,
+            storage_failed: false,
             search_recheck_drops: 0,
             security_events_suppressed: &[],
             commits: HistogramSnapshot::default(),
@@ -699,6 +710,7 @@ mod tests {
         let mut x = exposition(&[], 10, &[]);
         x.background_workers = 3;
         x.forbidden_writes = 2;
+        x.storage_failed = true;
         x.search_recheck_drops = 4;
         x.security_events_suppressed = &[("auth.failure", 7), ("security.tenant_mismatch", 0)];
         let text = render(&x);
@@ -710,6 +722,7 @@ mod tests {
             text.contains("\nstrata_search_recheck_drops_total 4\n"),
             "{text}"
         );
+        assert!(text.contains("\nstrata_storage_failed 1\n"), "{text}");
         assert!(
             text.contains("\nstrata_pool_background_workers 3\n"),
             "{text}"

@@ -82,6 +82,7 @@ pub async fn metrics(
         workers: state.pool_workers(),
         background_workers: state.pool_background_workers(),
         forbidden_writes: strata_engine::storage_writes_on_forbidden_threads(),
+        storage_failed: state.engine.storage_failure().is_some(),
         search_recheck_drops: state.engine.search_recheck_drops(),
         security_events_suppressed: &suppressed,
         commits: state.engine.commit_latency(),

@@ -268,6 +268,11 @@ impl Engine {
     }
 
     /// Whether storage answers, for readiness probes.
+    /// Why the main data file failed, if it did (see `StoreError::Unavailable`).
+    pub fn storage_failure(&self) -> Option<String> {
+        self.store.failure()
+    }
+
     pub fn check_storage(&self) -> Result<(), EngineError> {
         if let Some(why) = self.store.failure() {
             return Err(strata_store::StoreError::Unavailable(format!(

@@ -51,6 +51,15 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_loses_nothing() {
     let (s, v) = server.call("GET", "/readyz", None, &[], None);
     assert_eq!((s, code(&v)), (503, "UNAVAILABLE"), "{v}");
     assert!(message(&v).contains("storage unavailable"), "{v}");
+    let (s, text) = server.send_raw(
+        "GET",
+        "/metrics",
+        common::OPERATOR_KEY,
+        "text/plain",
+        vec![],
+    );
+    assert_eq!(s, 200);
+    assert!(text.contains("\nstrata_storage_failed 1\n"), "{text}");
     // Reads go on.
     let (s, v) = server.get(&format!("/v1/memories/{}", acked[0]), &key);
     assert_eq!(s, 200, "{v}");
