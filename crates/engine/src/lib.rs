@@ -222,6 +222,7 @@ impl Engine {
             )));
         }
         let adaptive = adaptive_cache::AdaptiveCache::new(config.adaptive.max_namespaces);
+        let last_purge = store.last_purge_at()?;
         Ok(Engine {
             store,
             config,
@@ -233,7 +234,7 @@ impl Engine {
             adaptive,
             live: liveness::LiveTenants::default(),
             memos: Default::default(),
-            recent_purges: Default::default(),
+            recent_purges: recent_purges::RecentPurges::after_restart(last_purge),
         })
     }
 

@@ -5,8 +5,8 @@
 //! accepted from the second its tenant was created in (`strata_auth`, so that a client may
 //! mint a token right after creating its tenant). A token minted for a purged incarnation
 //! carries at latest the second of the purge; a re-created tenant that starts in a later second
-//! therefore never accepts it. Kept in memory only: a purge, a restart and a re-creation all
-//! within one second is the case left open (documented in docs/isolation.md).
+//! therefore never accepts it. The ids are kept in memory; across a restart, the store keeps
+//! when the last purge committed, and no tenant at all is created in that second.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,6 +26,9 @@ const REMEMBERED_MS: Millis = 2_000;
 #[derive(Default)]
 pub(crate) struct RecentPurges {
     ended_at: Mutex<HashMap<TenantId, Millis>>,
+    /// When the last purge before this start committed (its ids are not known): creating
+    /// any id waits for a later second.
+    before_start: Option<Millis>,
 }
 
 /// Held while a purge runs; its drop records when the purge ended, whatever its outcome.
@@ -41,6 +44,14 @@ impl Drop for PurgeUnderWay<'_> {
 }
 
 impl RecentPurges {
+    /// Starts with the last purge the store recorded before this start, if any.
+    pub(crate) fn after_restart(last_purge: Option<Millis>) -> RecentPurges {
+        RecentPurges {
+            before_start: last_purge,
+            ..RecentPurges::default()
+        }
+    }
+
     /// Called before a purge of `id` begins: until the returned guard drops, creating `id`
     /// waits (see [`RecentPurges::wait_to_create`]).
     pub(crate) fn begin(&self, id: &TenantId) -> PurgeUnderWay<'_> {
@@ -59,11 +70,11 @@ impl RecentPurges {
             let wait = {
                 let mut ended = lock(&self.ended_at);
                 ended.retain(|_, at| *at == UNDER_WAY || now - *at < REMEMBERED_MS);
-                match ended.get(id) {
+                match ended.get(id).copied().or(self.before_start) {
                     None => return,
-                    Some(&UNDER_WAY) => 1,
-                    Some(&at) if now.div_euclid(1000) > at.div_euclid(1000) => return,
-                    Some(&at) => (at.div_euclid(1000) + 1) * 1000 - now,
+                    Some(UNDER_WAY) => 1,
+                    Some(at) if now.div_euclid(1000) > at.div_euclid(1000) => return,
+                    Some(at) => (at.div_euclid(1000) + 1) * 1000 - now,
                 }
             };
             std::thread::sleep(Duration::from_millis(wait.clamp(1, 1000) as u64));
@@ -91,6 +102,19 @@ mod tests {
         purges.wait_to_create(&id);
         assert!(before.elapsed() < Duration::from_millis(500));
         assert!(lock(&purges.ended_at).is_empty(), "old entries are dropped");
+    }
+
+    #[test]
+    fn after_a_restart_no_id_is_created_in_the_second_of_the_last_purge() {
+        let at = now_millis();
+        let purges = RecentPurges::after_restart(Some(at));
+        purges.wait_to_create(&TenantId::parse("any").unwrap());
+        assert!(now_millis().div_euclid(1000) > at.div_euclid(1000));
+        // A purge long before the start costs nothing.
+        let purges = RecentPurges::after_restart(Some(at - 5_000));
+        let before = std::time::Instant::now();
+        purges.wait_to_create(&TenantId::parse("any").unwrap());
+        assert!(before.elapsed() < Duration::from_millis(500));
     }
 
     #[test]

@@ -521,6 +521,7 @@ impl Engine {
                 )));
             }
             w.erase_tenant(&meta)?;
+            w.note_purge(now_millis())?;
             hierarchy::orphan_children(w, id)?;
             // The tenant's own log is erased with it, and so are the server log's rows about
             // it; the purge itself, which names only the id, is the server's to keep.

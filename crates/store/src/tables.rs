@@ -29,6 +29,8 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 /// Credentials by id (API keys and the like), as opaque bytes owned by the auth crate.
 pub(crate) const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
 const NEXT_TENANT_KEY: &str = "next_tenant_key";
+/// When the last tenant purge committed (ms since the epoch).
+const LAST_PURGE_MS: &str = "last_purge_ms";
 
 /// The database. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Store {
@@ -58,6 +60,17 @@ pub struct Store {
 }
 
 impl Store {
+    /// When the last tenant purge committed, if any ever did: the engine creates no tenant in
+    /// that second after a restart, so a token minted for a purged tenant never meets a new one
+    /// of the same id (see the engine's `recent_purges`).
+    pub fn last_purge_at(&self) -> Result<Option<Millis>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta
+            .get(LAST_PURGE_MS)?
+            .map(|v| Millis::try_from(v.value()).unwrap_or(Millis::MAX)))
+    }
+
     /// Why the main data file failed (a full disk, an I/O error), if it did: every write is
     /// then refused until the server restarts, and reads go on. (A dedicated tenant's file that
     /// fails refuses that tenant's writes alone.)
@@ -1004,6 +1017,14 @@ fn registry_rows(
 }
 
 impl<'txn> Writer<'txn> {
+    /// Records that a tenant purge commits with this write, at `at` (see
+    /// [`Store::last_purge_at`]).
+    pub fn note_purge(&mut self, at: Millis) -> Result<(), StoreError> {
+        self.meta
+            .insert(LAST_PURGE_MS, u64::try_from(at).unwrap_or(0))?;
+        Ok(())
+    }
+
     /// Registers a tenant under a fresh, never reused storage key.
     pub fn create_tenant(
         &mut self,
