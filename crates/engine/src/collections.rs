@@ -113,9 +113,13 @@ impl Engine {
                 return Err(EngineError::CollectionNotFound(name.clone()));
             }
             let mut doomed = Vec::new();
+            // What the records counted in the tenant's usage goes with them: they leave
+            // without one `Change::Remove` each, which is what usually gives it back.
+            let mut gone = crate::lifecycle::Usage::default();
             for r in w.records(scope.key(), None)? {
                 let r = r?;
                 if &r.modality == name {
+                    gone.add(&r);
                     doomed.push(r.id);
                 }
             }
@@ -123,6 +127,7 @@ impl Engine {
                 w.delete_record(scope.key(), id)?;
                 crate::links::remove_links_of(w, scope, id)?;
             }
+            crate::lifecycle::release(w, scope.key(), gone)?;
             crate::snapshot::delete(w, scope.key(), name)?;
             crate::search_image::delete(w, scope.key(), name)?;
             w.delete_change_mark(scope.key(), name)?;

@@ -271,6 +271,54 @@ fn storage_and_collection_quotas_name_their_resource() {
     );
 }
 
+/// A deleted collection's records give back their usage: the counters equal a recount, and
+/// the quota they took is free again.
+#[test]
+fn deleting_a_collection_gives_back_its_records_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = limited(
+        dir.path(),
+        TenantLimits {
+            max_vectors: Some(3),
+            ..Default::default()
+        },
+    );
+    let name = CollectionName::parse("v4").unwrap();
+    let put = |content: &str| {
+        engine.put(
+            &scope,
+            &req(),
+            vec![rec(
+                json!({"modality": "v4", "content": content, "vector": [1.0, 0.0, 0.0, 0.0]}),
+            )],
+        )
+    };
+    for round in 0..2 {
+        engine
+            .create_collection(&scope, &name, 4, Metric::Cosine)
+            .unwrap();
+        for i in 0..3 {
+            put(&format!("round {round} record {i}")).unwrap();
+        }
+        assert!(matches!(
+            put("one too many"),
+            Err(EngineError::QuotaExceeded {
+                resource: "max_vectors",
+                ..
+            })
+        ));
+        assert_eq!(engine.delete_collection(&scope, &name).unwrap(), 3);
+        let usage = engine.tenant(&op(), scope.tenant()).unwrap().usage.unwrap();
+        assert_eq!(
+            (usage.records, usage.vectors, usage.storage_bytes),
+            (0, 0, 0),
+            "round {round}"
+        );
+        let report = engine.verify_tenant(&op(), scope.tenant()).unwrap();
+        assert!(report.ok, "round {round}: {report:?}");
+    }
+}
+
 const CANARY: &str = "CANARY-7f3a9c2e-only-ever-written-by-acme-tenant";
 
 fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
