@@ -42,6 +42,7 @@ mod liveness;
 mod migration_resume;
 mod migration_status;
 mod name_bitmaps;
+mod owed_compaction;
 mod plan;
 mod ranking;
 mod recall;
@@ -191,6 +192,8 @@ pub struct Engine {
     /// Ids purged moments ago: creating one again waits for a new second (see
     /// `recent_purges`).
     recent_purges: recent_purges::RecentPurges,
+    /// A compaction an erasure could not run at once (see `owed_compaction`).
+    owed_compaction: owed_compaction::OwedCompaction,
 }
 
 impl Engine {
@@ -235,6 +238,7 @@ impl Engine {
             live: liveness::LiveTenants::default(),
             memos: Default::default(),
             recent_purges: recent_purges::RecentPurges::after_restart(last_purge),
+            owed_compaction: Default::default(),
         })
     }
 
@@ -563,5 +567,6 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.indexes.builder.shutdown();
         self.indexes.evictor.shutdown();
+        self.owed_compaction.stop();
     }
 }

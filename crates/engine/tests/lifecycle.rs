@@ -421,6 +421,59 @@ fn hard_delete_leaves_no_byte_of_the_tenant_in_the_data_directory() {
     );
 }
 
+/// An export streaming (of any tenant) holds a read snapshot, so compaction cannot run during
+/// it. A purge then still succeeds, and its bytes leave the data directory once the export ends.
+#[test]
+fn a_purge_during_a_long_export_succeeds_and_its_bytes_go_when_the_export_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    drop(engine);
+    let (engine, other) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
+    let acme = TenantScope::for_tests(
+        &engine.tenant_meta(acme.tenant()).unwrap(),
+        common::full_grant(),
+    );
+    let records = (0..200)
+        .map(|i| rec(json!({"content": format!("{CANARY} memory {i}")})))
+        .collect();
+    engine.put(&acme, &req(), records).unwrap();
+    engine
+        .put(&other, &req(), vec![rec(json!({"content": "globex"}))])
+        .unwrap();
+    let (started_tx, started) = std::sync::mpsc::channel::<()>();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let (engine, other) = (&engine, &other);
+        let exporting = s.spawn(move || {
+            let mut first = true;
+            engine.export_tenant(&op(), other.tenant(), |_| {
+                if std::mem::take(&mut first) {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                }
+                Ok(())
+            })
+        });
+        started.recv().unwrap();
+        engine.purge_tenant(&op(), acme.tenant()).unwrap();
+        assert!(matches!(
+            engine.tenant_meta(acme.tenant()),
+            Err(EngineError::TenantNotFound(_))
+        ));
+        release.send(()).unwrap();
+        exporting.join().unwrap().unwrap();
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !files_containing(dir.path(), &CANARY.as_bytes()[..20]).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the purged tenant's bytes stayed after the export ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(engine.count(&other, &req(), None).unwrap(), 1);
+}
+
 #[test]
 fn export_then_import_into_a_new_tenant_reproduces_search_results() {
     let dir = tempfile::tempdir().unwrap();
