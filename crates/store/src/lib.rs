@@ -23,6 +23,7 @@ mod group_commit;
 mod idempotency;
 mod keys;
 mod links;
+mod main_file_guard;
 mod migration_row;
 mod opened;
 mod placement;

@@ -357,6 +357,14 @@ impl Store {
                 path.display()
             )));
         }
+        // The storage engine would make an empty file a new, empty database: the tenant would
+        // serve as if it had no data.
+        if std::fs::metadata(&path).map_err(|e| io(&path, e))?.len() == 0 {
+            return Err(StoreError::Corrupt(format!(
+                "dedicated tenant file {} is empty; restore it from a backup",
+                path.display()
+            )));
+        }
         let db = open_database(&path, self.placement.cache_bytes)?;
         Arc::make_mut(&mut self.placement.lock_write()).insert(t, open_file(dir, db));
         Ok(())
@@ -977,6 +985,17 @@ mod tests {
         let store = Store::open(&dir.path().join("main.redb")).unwrap();
         store.attach_dedicated(b).unwrap();
         assert_eq!(blobs(&store, b).len(), 2);
+        // A file found empty or missing is refused, never opened as a new, empty tenant.
+        let file = store.placement.dir_of(b).join(DEDICATED_FILE);
+        drop(store);
+        assert!(file.is_file(), "{}", file.display());
+        std::fs::File::create(&file).unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let err = store.attach_dedicated(b).unwrap_err().to_string();
+        assert!(err.contains("is empty"), "{err}");
+        std::fs::remove_file(&file).unwrap();
+        let err = store.attach_dedicated(b).unwrap_err().to_string();
+        assert!(err.contains("is missing"), "{err}");
     }
 
     fn migrate_in(store: &Store, t: TenantKey) {

@@ -205,7 +205,9 @@ impl Store {
     /// [`Store::open`] with a page cache of at most `cache_bytes` for the main file; each
     /// dedicated tenant's file gets a quarter of it (at least 4 MiB, at most all of it).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+        crate::main_file_guard::check_before_open(path)?;
         let (db, file) = open_database(path, cache_bytes)?;
+        crate::main_file_guard::mark_after_open(path)?;
         Ok(Store {
             db: Arc::new(RwLock::new(db)),
             file,
