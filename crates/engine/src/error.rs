@@ -46,8 +46,10 @@ pub enum EngineError {
     /// A write would take the tenant past a quota; nothing of it was applied.
     #[error("quota exceeded: {resource} is {limit}")]
     QuotaExceeded { resource: &'static str, limit: u64 },
-    /// A client id names a record the caller cannot see (another principal's, domain's or run's).
-    #[error("id {0} is taken by a record outside this request's scope")]
+    /// A conflict with the state of the data: a client id naming a record the caller cannot
+    /// see (another principal's, domain's or run's), or a migration or import in the way. The
+    /// message says which.
+    #[error("{0}")]
     IdConflict(String),
     /// A merge patch of a tenant's metadata whose stored row is damaged: there is nothing
     /// sound to merge into. The operator replaces it with `null` first (which never reads it).

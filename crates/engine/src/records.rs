@@ -366,7 +366,10 @@ fn put_one(
     if new.id.is_some() {
         if let Some(existing) = w.record(key, &record.id)? {
             if !vis.sees(&existing) {
-                return Err(EngineError::IdConflict(record.id.to_string()));
+                return Err(EngineError::IdConflict(format!(
+                    "id {} is taken by a record outside this request's scope",
+                    record.id
+                )));
             }
             // Replacing a record is writing it: a tenant-shared or co-owned record stays out of
             // reach of a credential bound to user tokens, whatever the new tokens.

@@ -104,6 +104,10 @@ fn client_ids_of_another_principal_conflict_and_stay_untouched() {
         )
         .unwrap_err();
     assert!(matches!(err, EngineError::IdConflict(_)));
+    assert_eq!(
+        err.to_string(),
+        "id m is taken by a record outside this request's scope"
+    );
     let id = RecordId::parse("m").unwrap();
     assert!(matches!(
         engine.get(&scope, &bob, &id),
