@@ -33,6 +33,7 @@ mod idempotency;
 #[cfg(test)]
 mod ids_only_pool_tests;
 mod image_check;
+mod import_recovery;
 mod index_lock;
 mod integrity;
 mod isolation;

@@ -84,6 +84,11 @@ pub struct TenantProfile {
     /// which read as their creation time (`TenantInfo::updated_at`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Millis>,
+    /// Set while an import is creating the tenant (which stays suspended meanwhile) and cleared
+    /// by the transaction that completes it: a tenant found so at start was cut short by a
+    /// crash or shutdown and is discarded (`crate::import_recovery`). Written only when set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub importing: bool,
 }
 
 impl Default for TenantProfile {
@@ -99,6 +104,7 @@ impl Default for TenantProfile {
             parent: None,
             integrity_policy: None,
             updated_at: None,
+            importing: false,
         }
     }
 }

@@ -435,6 +435,10 @@ impl Engine {
     ) -> Result<TenantInfo, EngineError> {
         self.change_profile(op, id, "tenant.resume", |p| match p.status {
             TenantStatus::Deleted => Err(EngineError::TenantNotFound(id.clone())),
+            // Half its data may be missing: it becomes active when its import completes.
+            _ if p.importing => Err(EngineError::IdConflict(format!(
+                "tenant {id} is being imported; it becomes active when the import completes"
+            ))),
             _ => {
                 p.status = TenantStatus::Active;
                 Ok(())

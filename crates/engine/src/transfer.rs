@@ -184,9 +184,11 @@ impl Engine {
             if w.tenant(id)?.is_some() {
                 return Err(EngineError::TenantExists(id.clone()));
             }
-            // Created suspended: nobody can use it until the import is complete.
+            // Created suspended: nobody can use it until the import is complete; marked, so
+            // that a start after a crash discards what an import cut short left.
             let profile = TenantProfile {
                 status: TenantStatus::Suspended,
+                importing: true,
                 ..TenantProfile::default()
             };
             let key = w.create_tenant(id, now, profile.to_map_at(now))?.key;

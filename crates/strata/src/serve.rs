@@ -42,6 +42,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let auth = Arc::new(Authenticator::new(&config.auth, env_key.as_deref())?);
     let sweeper_op = auth.system_operator("retention");
     let resume_op = auth.system_operator("resume");
+    // An import is all or nothing: what one cut short by a crash or shutdown left goes before
+    // anything is served.
+    let discarder = (Arc::clone(&engine), auth.system_operator("import"));
+    tokio::task::spawn_blocking(move || discarder.0.discard_interrupted_imports(&discarder.1))
+        .await?
+        .context("discarding imports cut short")?;
     // Bind before the first-start operator key is created and shown: a start that cannot
     // listen must not consume the one showing of that key.
     let listener = TcpListener::bind(&config.server.listen)
