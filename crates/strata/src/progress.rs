@@ -45,7 +45,8 @@ impl<W: Write> Progress<W> {
             self.open = true;
             write!(self.out, "\r{line}")
         } else {
-            writeln!(self.out, "{line}")
+            // The padding that wipes a longer previous line on a terminal is noise here.
+            writeln!(self.out, "{}", line.trim_end())
         };
         let _ = self.out.flush();
     }
@@ -65,7 +66,7 @@ mod tests {
 
     fn shown(live: bool) -> String {
         let mut p = Progress::new(Vec::new(), live);
-        p.show("  1 s");
+        p.show("  1 s   ");
         p.show("  2 s");
         p.finish();
         p.finish();
@@ -74,7 +75,7 @@ mod tests {
 
     #[test]
     fn a_terminal_redraws_one_line_in_place() {
-        assert_eq!(shown(true), "\r  1 s\r  2 s\n");
+        assert_eq!(shown(true), "\r  1 s   \r  2 s\n");
     }
 
     #[test]
