@@ -3,12 +3,27 @@ reserves), filters, scope fields, collections, relevance scores, MMR and retriev
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
-from strata_client import AsyncStrata, PermissionDeniedError, Strata, StrataAdmin
-from strata_client.langchain import METADATA_KEY, StrataVectorStore, mmr_select, translate_filter
+from strata_client import (
+    AsyncStrata,
+    BadRequestError,
+    PermissionDeniedError,
+    Strata,
+    StrataAdmin,
+)
+from strata_client.langchain import (
+    METADATA_KEY,
+    StrataVectorStore,
+    mmr_select,
+    relevance,
+    translate_filter,
+)
 
 from .conftest import NewTenant, Server, TenantKey, unique
 
@@ -193,3 +208,52 @@ def test_an_existing_collections_metric_is_used(
     assert doc.page_content == "near" and score == pytest.approx(0.0, abs=1e-4)
     [(_, relevance)] = store.similarity_search_with_relevance_scores("near", k=1)
     assert relevance == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("metric", ["l2", "dot", "cosine"])
+def test_relevance_scores_stay_in_0_1_for_vectors_of_any_length(
+    client: Strata, embedding: DeterministicFakeEmbedding, metric: str
+) -> None:
+    # The fake embedding's vectors are far from unit length (norm about 2.8 at 8 dimensions):
+    # LangChain's own mapping gave -3.92 here for l2, and warned.
+    store = StrataVectorStore.from_texts(
+        ["p", "q"], embedding, client=client, collection=unique("docs" + metric), metric=metric
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # LangChain warns about scores outside [0, 1]
+        scored = store.similarity_search_with_relevance_scores("p", k=2)
+    raw = store.similarity_search_with_score("p", k=2)
+    assert [d.page_content for d, _ in scored] == [d.page_content for d, _ in raw]
+    assert scored[0][0].page_content == "p"
+    assert all(0.0 <= s <= 1.0 for _, s in scored), scored
+    assert scored[0][1] >= scored[1][1]
+    assert [s for _, s in scored] == pytest.approx([relevance(metric, s) for _, s in raw])
+    if metric == "l2":
+        distance = -raw[1][1]
+        assert distance > 1.5  # far beyond what the unit-vector mapping allows
+        assert scored[0][1] == pytest.approx(1.0, abs=1e-4)
+        assert scored[1][1] == pytest.approx(1 / (1 + distance))
+
+
+def test_the_relevance_mapping_is_bounded_and_monotonic() -> None:
+    scores = [-1e30, -1e4, -50.0, -3.92, -1.0, -0.5, 0.0, 0.5, 1.0, 3.92, 50.0, 1e4, 1e30]
+    for metric, usable in [
+        ("l2", [s for s in scores if s <= 0]),  # a negative distance
+        ("dot", scores),
+        ("cosine", [s for s in scores if -1 <= s <= 1]),
+    ]:
+        mapped = [relevance(metric, s) for s in usable]
+        assert all(0.0 <= m <= 1.0 and math.isfinite(m) for m in mapped), (metric, mapped)
+        assert mapped == sorted(mapped), (metric, mapped)
+    assert relevance("l2", 0.0) == 1.0 and relevance("l2", -1.0) == 0.5
+    assert relevance("dot", 0.0) == 0.5
+    assert relevance("cosine", 1.0) == 1.0 and relevance("cosine", -1.0) == 0.0
+    assert relevance("cosine", 1.0000001) == 1.0
+
+
+def test_blank_texts_are_the_servers_bad_request(store: StrataVectorStore) -> None:
+    for blank in ["", "   "]:
+        with pytest.raises(BadRequestError, match="content: is empty or whitespace only"):
+            store.add_texts(["fine", blank])
+    # Nothing of the refused batches was written.
+    assert store.similarity_search("fine", k=5) == []

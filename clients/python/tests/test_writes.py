@@ -149,3 +149,17 @@ def test_expired_records_are_invisible(client: Strata) -> None:
     with pytest.raises(NotFoundError):
         client.get(w.id)
     assert client.count() == 0
+
+
+def test_blank_text_is_a_bad_request_naming_the_field(client: Strata) -> None:
+    w = client.add("kept", id="kept")
+    for blank in ["", "   "]:
+        with pytest.raises(BadRequestError, match=r"content: is empty or whitespace only"):
+            client.add(blank)
+        with pytest.raises(BadRequestError, match=r"records\[1\]\.content: is empty"):
+            client.add([{"content": "fine"}, {"content": blank}])
+        with pytest.raises(BadRequestError, match=r"content: is empty"):
+            client.update(w.id, content=blank)
+        with pytest.raises(BadRequestError, match=r"query: is empty or whitespace only"):
+            client.search(blank)
+    assert client.count() == 1 and client.get("kept").content == "kept"

@@ -12,8 +12,9 @@ use strata_engine::{
     TenantUsage,
 };
 use strata_types::{
-    Collection, Domain, HitExplain, Include, MemoryScope, Record, RecordId, RunId, SearchMode,
-    SearchRequest, SearchResponse, TenantId, TokenSelector, UserMatch,
+    Collection, CollectionName, Domain, EmbedderRef, HitExplain, Include, MemoryDefaults,
+    MemoryScope, Metric, Millis, Record, RecordId, RunId, SearchMode, SearchRequest,
+    SearchResponse, TenantId, TextAnalyzer, TokenSelector, UserMatch,
 };
 use utoipa::ToSchema;
 
@@ -77,7 +78,52 @@ pub struct Counted {
 
 #[derive(Serialize, ToSchema)]
 pub struct Collections {
-    pub collections: Vec<Collection>,
+    pub collections: Vec<CollectionView>,
+}
+
+/// A collection as the API answers it. Unlike its stored form, which leaves out a `standard`
+/// analyzer (collections stored before analyzers existed have none and analyse as
+/// `standard`), it always names the analyzer in effect.
+#[derive(Serialize, ToSchema)]
+pub struct CollectionView {
+    #[schema(value_type = String)]
+    pub name: CollectionName,
+    pub dim: u32,
+    pub metric: Metric,
+    /// Milliseconds since the Unix epoch.
+    #[schema(value_type = i64)]
+    pub created_at: Millis,
+    /// The model that embeds this collection's text, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<EmbedderRef>,
+    /// How its text is analysed for keyword search: `standard`, `english` or `none`.
+    pub analyzer: TextAnalyzer,
+    #[serde(flatten)]
+    pub memory: MemoryDefaults,
+}
+
+impl From<Collection> for CollectionView {
+    fn from(c: Collection) -> Self {
+        // Destructured whole, so a field added to `Collection` must be decided on here.
+        let Collection {
+            name,
+            dim,
+            metric,
+            created_at,
+            embedder,
+            analyzer,
+            memory,
+        } = c;
+        CollectionView {
+            name,
+            dim,
+            metric,
+            created_at,
+            embedder,
+            analyzer,
+            memory,
+        }
+    }
 }
 
 /// How many records went with a deleted collection.

@@ -5,10 +5,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
-use strata_types::{Collection, CollectionName, MemoryDefaults, Metric, TenantId, TextAnalyzer};
+use strata_types::{CollectionName, MemoryDefaults, Metric, TenantId, TextAnalyzer};
 use utoipa::ToSchema;
 
-use crate::bodies::{CollectionDeleted, Collections};
+use crate::bodies::{CollectionDeleted, CollectionView, Collections};
 use crate::edge::TenantAuth;
 use crate::input::{JsonObject, PathParam, QueryInput, ScopeParts, from_map};
 use crate::{ApiError, AppState};
@@ -45,7 +45,9 @@ pub async fn list(
     let list = state
         .run_tenant(&auth.admitted, move |e| Ok(e.collections(&scope)?))
         .await?;
-    Ok(Json(Collections { collections: list }))
+    Ok(Json(Collections {
+        collections: list.into_iter().map(CollectionView::from).collect(),
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -95,14 +97,14 @@ fn cosine() -> Metric {
 /// (a collection serves every domain and principal); a bound one is `403 SCOPE_FORBIDDEN`.
 #[utoipa::path(post, path = "/v1/collections", tag = "collections", operation_id = "create_collection",
     request_body = NewCollectionBody,
-    responses((status = 201, description = "The collection", body = Collection)),
+    responses((status = 201, description = "The collection", body = CollectionView)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
-) -> Result<(StatusCode, Json<Collection>), ApiError> {
+) -> Result<(StatusCode, Json<CollectionView>), ApiError> {
     check_scope(&auth, Some(&mut body), q.as_deref())?;
     let new: NewCollection = from_map(body)?;
     let name = CollectionName::parse_field("name", new.name).map_err(bad)?;
@@ -123,7 +125,7 @@ pub async fn create(
             )?)
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(c)))
+    Ok((StatusCode::CREATED, Json(CollectionView::from(c))))
 }
 
 /// Deletes a collection and every record in it, of every domain and principal. Needs `admin`

@@ -2,11 +2,11 @@
 //! node. Many tenants (`mixed-0000`, …, created and filled on first use), activity spread over
 //! them by a Zipf law (a few hot tenants, a long cold tail, as on a shared deployment), each
 //! operation a write or a search. Closed loop: `clients` workers each send their next request
-//! as soon as the last one is answered. Prints a live progress line on stderr and a summary
-//! table (throughput, p50/p99 per operation and per tenant class) on stdout.
+//! as soon as the last one is answered. Prints a live progress line on stderr (a line a second
+//! when stderr is not a terminal) and a summary table (throughput, p50/p99 per operation and
+//! per tenant class) on stdout.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::bench::{percentile, prepare, vector};
 use crate::client::Client;
+use crate::progress::Progress;
 
 /// Settings of one run.
 #[derive(Debug, Clone, clap::Args)]
@@ -99,6 +100,7 @@ pub async fn mixed(admin: Client, args: MixedArgs) -> anyhow::Result<()> {
         "preparing {} tenants (mixed-0000…, {} records each)…",
         args.tenants, args.records
     );
+    let mut progress = Progress::stderr();
     let mut tenants = Vec::with_capacity(args.tenants);
     for i in 0..args.tenants {
         let id = format!("mixed-{i:04}");
@@ -113,9 +115,13 @@ pub async fn mixed(admin: Client, args: MixedArgs) -> anyhow::Result<()> {
             )
             .await?;
         tenants.push(client);
-        eprint!("\r  {}/{} tenants ready", i + 1, args.tenants);
+        // Off a terminal every line stays: one per tenant would be too many.
+        let ready = i + 1;
+        if progress.is_live() || ready % 10 == 0 || ready == args.tenants {
+            progress.show(&format!("  {ready}/{} tenants ready", args.tenants));
+        }
     }
-    eprintln!();
+    progress.finish();
     let tenants = Arc::new(tenants);
     let cdf = Arc::new(zipf_cdf(args.tenants, args.zipf));
     let results: Arc<Results> = Arc::default();
@@ -172,22 +178,21 @@ pub async fn mixed(admin: Client, args: MixedArgs) -> anyhow::Result<()> {
         let ops = done.load(Ordering::Relaxed);
         let rate = (ops - last.1) as f64 / (now - last.0).as_secs_f64().max(1e-9);
         last = (now, ops);
-        eprint!(
-            "\r  {:>4.0} s / {} s  {:>9} ops  {:>8.0} ops/s now  {} failed   ",
+        progress.show(&format!(
+            "  {:>4.0} s / {} s  {:>9} ops  {:>8.0} ops/s now  {} failed   ",
             started.elapsed().as_secs_f64(),
             args.seconds,
             ops,
             rate,
             failed.load(Ordering::Relaxed)
-        );
-        let _ = std::io::stderr().flush();
+        ));
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    eprintln!();
+    progress.finish();
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let r = results.lock().unwrap_or_else(|e| e.into_inner());

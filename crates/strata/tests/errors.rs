@@ -511,3 +511,66 @@ fn a_route_parameter_given_twice_is_refused() {
     assert_eq!((s, message(&v)), (400, "limit: given twice"), "{v}");
     assert_eq!(server.get("/v1/memories/list?limit=2", &key).0, 200);
 }
+
+/// Blank text carries nothing to match: stored, it would be embedded (every blank string to
+/// the same vector) and rank first for unrelated queries. Empty or whitespace-only `content`
+/// and `query` are refused with the field named, on every path that takes them, and nothing
+/// is written.
+#[test]
+fn blank_content_and_queries_are_refused_naming_the_field() {
+    let server = Server::start();
+    server.tenant("acme");
+    let k = server.key("acme", json!({"permissions": ["read", "write"]}));
+    let (s, v) = server.post(
+        "/v1/memories",
+        &k,
+        json!({"id": "kept", "content": "oat milk"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    for (method, path, body, named) in [
+        ("POST", "/v1/memories", json!({"content": ""}), "content: "),
+        (
+            "POST",
+            "/v1/memories",
+            json!({"content": "   "}),
+            "content: ",
+        ),
+        (
+            "POST",
+            "/v1/memories",
+            json!({"id": "kept", "content": " \n"}),
+            "content: ",
+        ),
+        (
+            "POST",
+            "/v1/memories",
+            json!({"records": [{"content": "a"}, {"content": "\t"}]}),
+            "records[1].content: ",
+        ),
+        (
+            "PATCH",
+            "/v1/memories/kept",
+            json!({"content": ""}),
+            "content: ",
+        ),
+        ("POST", "/v1/search", json!({"query": ""}), "query: "),
+        (
+            "POST",
+            "/v1/search",
+            json!({"query": "  ", "k": 3}),
+            "query: ",
+        ),
+        ("POST", "/v1/recall", json!({"query": " "}), "query: "),
+    ] {
+        let (s, v) = server.call(method, path, Some(&k), &[], Some(&body));
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{body}: {v}");
+        assert!(message(&v).starts_with(named), "{body}: {v}");
+        assert!(message(&v).contains("whitespace"), "{body}: {v}");
+    }
+    let (s, v) = server.post("/v1/memories/count", &k, json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["count"], 1, "only the first record was stored: {v}");
+    let (s, v) = server.get("/v1/memories/kept", &k);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["content"], "oat milk", "{v}");
+}

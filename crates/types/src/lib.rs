@@ -16,6 +16,7 @@ mod schema;
 mod scope;
 mod search;
 mod shared;
+mod text;
 mod vector;
 
 pub use adaptive::{

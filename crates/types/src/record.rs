@@ -181,6 +181,9 @@ pub struct NewRecord {
     /// Collection name; `text` when absent.
     pub modality: Option<CollectionName>,
     pub kind: Option<Kind>,
+    /// The record's text: not empty or whitespace only (leave it out for a record without
+    /// text).
+    #[serde(deserialize_with = "crate::text::content")]
     pub content: Option<String>,
     pub vector: Option<Vec<f32>>,
     /// The model `vector` came from, e.g. `sentence-transformers/all-MiniLM-L6-v2`. Optional;
@@ -207,6 +210,8 @@ pub struct RecordPatch {
     #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, nullable)]
     pub kind: Option<Option<Kind>>,
+    /// The new text: not empty or whitespace only.
+    #[serde(deserialize_with = "crate::text::content")]
     pub content: Option<String>,
     pub vector: Option<Vec<f32>>,
     pub user_tokens: Option<Vec<UserToken>>,
@@ -607,6 +612,52 @@ mod tests {
             big.validate(&limits),
             Err(RecordError::ContentTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn blank_content_is_refused_where_it_is_parsed() {
+        for blank in ["", "   ", "\n\t"] {
+            let body = json!({ "content": blank });
+            let e = serde_json::from_value::<NewRecord>(body.clone()).unwrap_err();
+            assert!(e.to_string().starts_with("content: is empty"), "{e}");
+            let e = serde_json::from_value::<RecordPatch>(body).unwrap_err();
+            assert!(e.to_string().starts_with("content: is empty"), "{e}");
+            // Not by `validate`, which an import runs on every record: a record stored with
+            // blank content before it was refused must still move with its tenant.
+            let stored = NewRecord {
+                content: Some(blank.into()),
+                ..Default::default()
+            };
+            assert_eq!(stored.validate(&RecordLimits::default()), Ok(()));
+        }
+        // Absent or null content stays allowed: a record of a vector alone.
+        let r: NewRecord =
+            serde_json::from_value(json!({"content": null, "vector": [1.0]})).unwrap();
+        assert_eq!(r.content, None);
+        let r: NewRecord = serde_json::from_value(json!({"content": " x "})).unwrap();
+        assert_eq!(r.content.as_deref(), Some(" x "));
+        // A stored record is not a write: its blank content still decodes.
+        let mut stored = serde_json::to_value(Record {
+            id: RecordId::parse("r").unwrap(),
+            modality: CollectionName::parse("text").unwrap(),
+            kind: None,
+            content: Some(String::new()),
+            vector: None,
+            user_tokens: vec![],
+            memory_domain: Domain::parse("default").unwrap(),
+            run_id: None,
+            memory_scope: None,
+            metadata: Map::new(),
+            created_at: 1,
+            updated_at: 1,
+            expires_at: None,
+            confidence: Confidence::default(),
+        })
+        .unwrap();
+        assert_eq!(stored["content"], "");
+        stored["content"] = json!("  ");
+        let back: Record = serde_json::from_value(stored).unwrap();
+        assert_eq!(back.content.as_deref(), Some("  "));
     }
 
     #[test]

@@ -117,6 +117,8 @@ pub const MAX_K: usize = 1000;
 #[serde(default, deny_unknown_fields)]
 pub struct SearchRequest {
     pub vector: Option<Vec<f32>>,
+    /// Words to search for: not empty or whitespace only.
+    #[serde(deserialize_with = "crate::text::query")]
     pub query: Option<String>,
     /// How many hits, 1 to 1000; 10 when absent.
     #[schema(minimum = 1, maximum = 1000)]
@@ -301,6 +303,21 @@ mod tests {
         ] {
             assert!(with_include(Some(vec![field])).needs_records(), "{field:?}");
         }
+    }
+
+    #[test]
+    fn a_blank_query_is_refused() {
+        for blank in ["", "  ", "\n"] {
+            let e = serde_json::from_value::<SearchRequest>(serde_json::json!({ "query": blank }))
+                .unwrap_err();
+            assert!(e.to_string().starts_with("query: is empty"), "{e}");
+        }
+        let s: SearchRequest =
+            serde_json::from_value(serde_json::json!({"query": "tea", "k": 3})).unwrap();
+        assert_eq!(s.query.as_deref(), Some("tea"));
+        let s: SearchRequest =
+            serde_json::from_value(serde_json::json!({"vector": [1.0]})).unwrap();
+        assert_eq!(s.query, None);
     }
 
     #[test]

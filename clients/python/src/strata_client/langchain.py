@@ -123,6 +123,28 @@ def mmr_select(
     return chosen
 
 
+
+def relevance(metric: str, score: float) -> float:
+    """Strata's search score mapped into [0, 1], never decreasing as the score rises.
+
+    - ``cosine``: the similarity, in [-1, 1], as ``(1 + score) / 2``.
+    - ``l2``: the score is the negative euclidean distance ``-d``, so ``1 / (1 + d)``: 1 for
+      the same vector, towards 0 as the distance grows, whatever the vectors' lengths.
+    - ``dot``: the dot product, unbounded for vectors that are not unit length, through the
+      logistic function ``1 / (1 + exp(-score))``: 0.5 for orthogonal vectors.
+    """
+    if metric == "l2":
+        return 1.0 / (1.0 + max(-score, 0.0))
+    if metric == "dot":
+        # Written so that exp never overflows: exp of a non-positive number is at most 1.
+        if score >= 0:
+            return 1.0 / (1.0 + math.exp(-score))
+        e = math.exp(score)
+        return e / (1.0 + e)
+    # Cosine; clamped, as rounding may put a similarity a hair outside [-1, 1].
+    return min(max((1.0 + score) / 2.0, 0.0), 1.0)
+
+
 class StrataVectorStore(VectorStore):
     """LangChain vector store over one Strata collection.
 
@@ -531,14 +553,11 @@ class StrataVectorStore(VectorStore):
         return [d for d, _ in pairs]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
-        """Scores in [0, 1] for ``similarity_search_with_relevance_scores``."""
-        if self.metric == "l2":
-            # Strata scores L2 as the negative distance.
-            return lambda score: self._euclidean_relevance_score_fn(-score)
-        if self.metric == "dot":
-            return lambda score: self._max_inner_product_relevance_score_fn(-score)
-        # Cosine similarity in [-1, 1], mapped to [0, 1].
-        return lambda score: (1.0 + score) / 2.0
+        """Scores in [0, 1] for ``similarity_search_with_relevance_scores``, rising with
+        Strata's score, for vectors of any length (LangChain's own functions assume unit
+        vectors): see :func:`relevance`."""
+        metric = self.metric
+        return lambda score: relevance(metric, score)
 
     # Maximal marginal relevance: search fetch_k by vector, with the candidates' stored
     # vectors included, and pick k.

@@ -1,0 +1,59 @@
+//! Text fields that must hold text: a record's `content` and a search's `query`.
+//!
+//! An empty or whitespace-only string carries nothing to match, yet it would be embedded like
+//! any other (every blank string gets the same vector, which then ranks high for unrelated
+//! queries) or searched for (matching nothing by text). So it is refused where a request is
+//! parsed; a record without text leaves `content` out instead. Stored records, and the
+//! records of an import (an export of records stored before this rule), are not requests:
+//! they keep whatever content they have.
+
+use serde::Deserialize;
+
+/// Whether `s` holds no text: empty, or whitespace only (Unicode whitespace).
+fn is_blank(s: &str) -> bool {
+    s.trim().is_empty()
+}
+
+/// Reads an optional string field named `field`, refusing a blank one. `null` reads as absent.
+fn non_blank<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    field: &str,
+    instead: &str,
+) -> Result<Option<String>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    match s {
+        Some(s) if is_blank(&s) => Err(serde::de::Error::custom(format!(
+            "{field}: is empty or whitespace only; {instead}"
+        ))),
+        s => Ok(s),
+    }
+}
+
+/// `content` of a record write or patch.
+pub(crate) fn content<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    non_blank(d, "content", "leave content out for a record without text")
+}
+
+/// `query` of a search or recall.
+pub(crate) fn query<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    non_blank(
+        d,
+        "query",
+        "give words to search for, or search by vector alone",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_is_empty_or_whitespace_only() {
+        for blank in ["", " ", "   ", "\t\n", "\u{3000}"] {
+            assert!(is_blank(blank), "{blank:?}");
+        }
+        for text in ["a", " a ", "\u{3000}x"] {
+            assert!(!is_blank(text), "{text:?}");
+        }
+    }
+}
