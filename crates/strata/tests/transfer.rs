@@ -258,3 +258,70 @@ fn imports_larger_than_max_import_bytes_are_refused() {
     let (s, _) = server.get("/v1/admin/tenants/big", OPERATOR_KEY);
     assert_eq!(s, 404, "a refused import left a tenant behind");
 }
+
+/// An import cut short by `SIGKILL` (its body still arriving) leaves nothing once the server
+/// is back: the partial tenant is discarded at start, and the import can be sent again.
+#[test]
+fn an_import_killed_midway_leaves_nothing_after_a_restart() {
+    use std::io::Write;
+
+    let mut server = Server::start();
+    seed(&server, "acme");
+    let ndjson = export(&server, "acme");
+    let lines: Vec<&str> = ndjson.lines().collect();
+    let half = lines.len() / 2;
+    // The first half of the body in one chunk of a chunked request that never ends.
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+    let chunk = lines[..half].join("\n") + "\n";
+    write!(
+        stream,
+        "POST /v1/admin/tenants/acme-copy/import HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {OPERATOR_KEY}\r\nContent-Type: application/x-ndjson\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n",
+        chunk.len()
+    )
+    .expect("send half the body");
+    stream.flush().expect("flush");
+    // Wait until the import has created its tenant (suspended), then kill the server.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (s, v) = server.call(
+            "GET",
+            "/v1/admin/tenants/acme-copy",
+            Some(OPERATOR_KEY),
+            &[],
+            None,
+        );
+        if s == 200 {
+            assert_eq!(v["status"], "suspended", "{v}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import never began"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    drop(stream);
+    server.restart();
+    let (s, v) = server.call(
+        "GET",
+        "/v1/admin/tenants/acme-copy",
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(s, 404, "an import cut short left a tenant behind: {v}");
+    assert!(
+        server.log().contains("discarded an import cut short"),
+        "the discard is logged"
+    );
+    let (s, v) = import(&server, "acme-copy", &ndjson);
+    assert_eq!(s, 201, "{v}");
+}
