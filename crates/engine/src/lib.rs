@@ -171,6 +171,14 @@ pub struct IndexStats {
 /// (which lives in `tenants/<key>/data.redb` beside it).
 pub const DB_FILE: &str = "strata.redb";
 
+pub use strata_store::{FileCheck, FileState};
+
+/// Checks every page of the data files in the data directory `dir` (the server stopped), for
+/// `strata check`.
+pub fn check_data_dir(dir: &Path) -> Result<Vec<FileCheck>, EngineError> {
+    Ok(strata_store::check_files(&dir.join(DB_FILE))?)
+}
+
 /// The engine over one data directory.
 pub struct Engine {
     /// Shared with the background graph builder, which `Drop` stops first.
