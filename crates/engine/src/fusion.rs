@@ -29,8 +29,9 @@ use crate::search::Ranked;
 /// The BM25 score at which the text channel's part is one half. The best BM25 hit of a question
 /// from the recall set scored 3.4–13.1 tenant-wide (median 5.5) and 0.04–5.4 among one user's
 /// memories (median 2.0); an off-topic question's best, matching only words such as "what" or
-/// "the", scored up to 6.6 tenant-wide. Pivots of 3 to 6 ranked the same on the set (recall@5
-/// within 0.01); 4 separated the off-topic questions best (`docs/benchmarks.md`).
+/// "the", scored up to 6.6 tenant-wide. Pivots of 3 to 6 ranked alike on the set (recall@5
+/// within 0.02) and separated the off-topic questions alike; 4 is the smallest with the best
+/// recall@5, so the text channel keeps the most weight (`docs/benchmarks.md`).
 pub(crate) const BM25_PIVOT: f64 = 4.0;
 
 /// Fuses the two channels' rankings; ties break by slot, so results are deterministic. Each
