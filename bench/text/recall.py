@@ -10,7 +10,14 @@ Every configuration is measured twice: tenant-wide (all 24 people's memories are
 and scoped to the question's user (memories carry `user_tokens: ["u:<user>"]`, the question
 searches with that token, as an agent serving one user does). Finally the server's defaults:
 the questions against the tenant's `text` collection with no `mode` or `fusion` given.
-Standard library only; recall does not depend on the build profile.
+
+For the defaults it also measures whether `min_score` can tell "no relevant memory": the
+top-1 score of every real question beside the top-1 score of the set's `off_topic` questions
+(about domains its memories never mention, each asked tenant-wide and scoped to one of the
+set's users in turn). It prints their median and 10th percentile (real) or 90th percentile and
+maximum (off-topic), and the share of real questions whose top-1 score is above every
+off-topic one. `--defaults-only` skips the analyzer and fusion grid. Standard library only;
+recall does not depend on the build profile.
 
     python3 bench/text/recall.py --binary target/debug/strata
 """
@@ -18,6 +25,7 @@ Standard library only; recall does not depend on the build profile.
 import argparse
 import json
 import os
+import statistics
 import time
 
 from strata_local import OPERATOR_KEY, call, serve
@@ -34,6 +42,36 @@ CONFIGS = [
 ]
 
 
+
+def percentile(xs, p):
+    """Linear interpolation between the closest ranks, as numpy's default."""
+    xs = sorted(xs)
+    at = (len(xs) - 1) * p
+    lo, hi = int(at), min(int(at) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (at - lo)
+
+
+def top_score(url, key, question, user, scoped):
+    """The default search's best score for one question (0 when it has no hit)."""
+    scope = {"user_tokens": [f"u:{user}"]} if scoped else {"user_tokens": ["*"]}
+    hits = call(url, key, "/v1/search", {"query": question, "k": 10, "include": [], **scope})["hits"]
+    return hits[0]["score"] if hits else 0.0
+
+
+def separation(url, key, questions, off_topic, users):
+    print()
+    print("| default search | top-1 score: real median | real p10 | off-topic median | "
+          "off-topic p90 | off-topic max | real above every off-topic |")
+    print("|---|---|---|---|---|---|---|")
+    for scoped in (False, True):
+        real = [top_score(url, key, q["question"], q["user"], scoped) for q in questions]
+        off = [top_score(url, key, text, users[i % len(users)], scoped)
+               for i, text in enumerate(off_topic)]
+        above = sum(s > max(off) for s in real) / len(real)
+        label = "per user" if scoped else "tenant-wide"
+        print(f"| {label} | {statistics.median(real):.3f} | {percentile(real, 0.1):.3f} | "
+              f"{statistics.median(off):.3f} | {percentile(off, 0.9):.3f} | {max(off):.3f} | "
+              f"{above:.2f} |", flush=True)
 
 
 def recall(url, key, questions, extra, prefix="", scoped=False):
@@ -54,6 +92,8 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--model-dir", default=os.path.abspath("models/all-MiniLM-L6-v2"))
     ap.add_argument("--set", default=os.path.join(HERE, "recall_set.json"))
+    ap.add_argument("--defaults-only", action="store_true",
+                    help="only the server's defaults: recall and the top-1 score separation")
     args = ap.parse_args()
     data = json.load(open(args.set))
     memories, questions = data["memories"], data["questions"]
@@ -65,7 +105,7 @@ def main():
         print(f"{len(memories)} memories, {len(questions)} questions, k = 10")
         print("| analyzer | search | tenant-wide recall@5 | @10 | per-user recall@5 | @10 |")
         print("|---|---|---|---|---|---|")
-        for analyzer in ("standard", "english"):
+        for analyzer in () if args.defaults_only else ("standard", "english"):
             name = f"set-{analyzer}"
             call(url, key, "/v1/collections", {"name": name, "dim": 384, "analyzer": analyzer})
             # Record ids are per tenant: each collection gets its own.
@@ -88,6 +128,7 @@ def main():
         r5, r10 = recall(url, key, questions, {})
         u5, u10 = recall(url, key, questions, {}, scoped=True)
         print(f"| `text` collection | server default | {r5:.2f} | {r10:.2f} | {u5:.2f} | {u10:.2f} |")
+        separation(url, key, questions, data["off_topic"], sorted({m["user"] for m in memories}))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ mod error;
 mod evictor;
 mod evidence;
 mod feedback;
+mod fusion;
 mod graph_build;
 mod graph_file;
 mod hierarchy;

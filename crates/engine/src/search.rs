@@ -3,13 +3,13 @@
 //! Nothing the caller cannot see feeds a score. Vector scores depend on the query and the
 //! record alone. BM25 statistics (document count, document frequencies, average length) are
 //! computed over exactly the records the request may see (`plan::visible_slots`). Fusion
-//! normalises each channel over its own hits, which are all visible records.
+//! (`crate::fusion`) scales each channel by a fixed rule or over its own hits, which are all
+//! visible records.
 //!
 //! A first try ranks exactly k (the graph's beam is `max(ef, k)`); only a try that lost hits
 //! after the graph is run again with spare candidates (the beam policy, `crate::hits`).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use strata_auth::{Permission, TenantScope};
@@ -501,7 +501,7 @@ pub(crate) fn search_collection(
 
     let (vector_hits, text_hits) = (vector_hits.map(finite_hits), text_hits.map(finite_hits));
     let mut ranked = match (vector_hits, text_hits) {
-        (Some(v), Some(t)) => fuse(&v, &t, s.fusion),
+        (Some(v), Some(t)) => crate::fusion::fuse(&v, &t, s.fusion, ci.metric),
         (Some(v), None) => single(&v, true),
         (None, Some(t)) => single(&t, false),
         (None, None) => Vec::new(),
@@ -697,62 +697,6 @@ fn single(hits: &[Hit], vector: bool) -> Vec<Ranked> {
         .collect()
 }
 
-/// Fuses the two channels' rankings; ties break by slot, so results are deterministic.
-fn fuse(vector: &[Hit], text: &[Hit], fusion: Fusion) -> Vec<Ranked> {
-    let mut by_slot: HashMap<u32, HitExplain> = HashMap::new();
-    for (i, h) in vector.iter().enumerate() {
-        let e = by_slot.entry(h.slot).or_default();
-        (e.vector_score, e.vector_rank) = (Some(h.score), Some(i + 1));
-    }
-    for (i, h) in text.iter().enumerate() {
-        let e = by_slot.entry(h.slot).or_default();
-        (e.text_score, e.text_rank) = (Some(h.score), Some(i + 1));
-    }
-    // Min-max normalisation in f64: with f32 scores near ±f32::MAX, `max - min` would
-    // overflow to infinity in f32 and the quotient collapse to 0 or NaN.
-    let norm = |hits: &[Hit]| {
-        let max = hits
-            .iter()
-            .map(|h| f64::from(h.score))
-            .fold(f64::NEG_INFINITY, f64::max);
-        let min = hits
-            .iter()
-            .map(|h| f64::from(h.score))
-            .fold(f64::INFINITY, f64::min);
-        move |score: f32| {
-            if max > min {
-                ((f64::from(score) - min) / (max - min)) as f32
-            } else {
-                1.0
-            }
-        }
-    };
-    let (vnorm, tnorm) = (norm(vector), norm(text));
-    let mut out: Vec<Ranked> = by_slot
-        .into_iter()
-        .map(|(slot, explain)| {
-            let score = match fusion {
-                Fusion::Rrf { k } => {
-                    let rrf =
-                        |rank: Option<usize>| rank.map_or(0.0, |r| 1.0 / (k as f32 + r as f32));
-                    rrf(explain.vector_rank) + rrf(explain.text_rank)
-                }
-                Fusion::Weighted { alpha } => {
-                    alpha * explain.vector_score.map_or(0.0, &vnorm)
-                        + (1.0 - alpha) * explain.text_score.map_or(0.0, &tnorm)
-                }
-            };
-            Ranked {
-                slot,
-                score,
-                explain,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.slot.cmp(&b.slot)));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -762,44 +706,8 @@ mod tests {
     }
 
     #[test]
-    fn rrf_rewards_agreement() {
-        let fused = fuse(
-            &hits(&[(1, 0.9), (2, 0.8)]),
-            &hits(&[(2, 5.0), (3, 4.0)]),
-            Fusion::Rrf { k: 60 },
-        );
-        assert_eq!(fused[0].slot, 2);
-        assert_eq!(fused[0].explain.vector_rank, Some(2));
-        assert_eq!(fused[0].explain.text_rank, Some(1));
-        assert!((fused[0].score - (1.0 / 62.0 + 1.0 / 61.0)).abs() < 1e-6);
-    }
-
-    #[test]
-    fn weighted_fusion_stays_finite_at_the_extremes() {
-        let fused = fuse(
-            &hits(&[(1, f32::MAX), (2, f32::MIN), (3, 0.0)]),
-            &hits(&[(2, 3.0), (3, 1.0)]),
-            Fusion::Weighted { alpha: 0.5 },
-        );
-        let scores: Vec<(u32, f32)> = fused.iter().map(|r| (r.slot, r.score)).collect();
-        assert_eq!(scores, vec![(1, 0.5), (2, 0.5), (3, 0.25)]);
-    }
-
-    #[test]
     fn non_finite_scores_rank_last_and_are_kept() {
         let guarded = finite_hits(hits(&[(1, f32::NAN), (2, f32::INFINITY), (3, -0.5)]));
         assert_eq!(guarded, hits(&[(2, f32::MAX), (3, -0.5), (1, f32::MIN)]));
-    }
-
-    #[test]
-    fn weighted_sum_normalises_each_channel() {
-        let fused = fuse(
-            &hits(&[(1, 0.9), (2, 0.1)]),
-            &hits(&[(2, 10.0), (1, 0.0)]),
-            Fusion::Weighted { alpha: 0.75 },
-        );
-        assert_eq!(fused[0].slot, 1);
-        assert!((fused[0].score - 0.75).abs() < 1e-6);
-        assert!((fused[1].score - 0.25).abs() < 1e-6);
     }
 }

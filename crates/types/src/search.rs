@@ -23,7 +23,12 @@ pub enum Fusion {
         #[serde(default = "default_rrf_k")]
         k: u32,
     },
-    /// `alpha · vector + (1 − alpha) · text`, each min-max normalised over its candidates.
+    /// `alpha · vector + (1 − alpha) · text`, each channel in [0, 1] first. On a `cosine`
+    /// collection the scale is absolute: the vector part is the cosine similarity clamped to
+    /// [0, 1] and the text part BM25 saturated as `bm25 / (bm25 + 4)`, so a score says how well
+    /// a record matches and `min_score` can drop weak matches. On `dot` and `l2` collections,
+    /// whose vector scores have no scale, each channel is min-max normalised over its
+    /// candidates: the scores rank one search's hits and do not compare across searches.
     Weighted {
         #[serde(default = "default_alpha")]
         #[schema(default = 0.7)]
@@ -127,10 +132,17 @@ pub struct SearchRequest {
     pub modality: Option<CollectionName>,
     #[schema(default = json!(null))]
     pub filter: Option<Filter>,
+    /// Hits scoring below this are dropped (before confidence and recency apply). The score is
+    /// the channel's own in `vector` (cosine, dot product, negative distance) and `text` (BM25)
+    /// mode; in `hybrid` mode with weighted fusion on a `cosine` collection it is absolute, in
+    /// [0, 1], so a threshold can tell a weak best match from a relevant one; with `rrf`, or on
+    /// a `dot` or `l2` collection, hybrid scores are relative to the search (see `fusion`).
     pub min_score: Option<f32>,
     /// Absent: `hybrid` when both `vector` and `query` are given, otherwise the one given.
     pub mode: Option<SearchMode>,
-    /// How `hybrid` fuses its channels; weighted normalised fusion with alpha 0.7 when absent.
+    /// How `hybrid` fuses its channels; weighted fusion with alpha 0.7 when absent. Its scores
+    /// are absolute on `cosine` collections (the scale is in `Fusion::Weighted`); `rrf` scores
+    /// are sums of `1 / (k + rank)`, ranks only.
     #[schema(default = json!({"method": "weighted", "alpha": 0.7}))]
     pub fusion: Fusion,
     /// Return per-channel scores with each hit.
@@ -206,7 +218,9 @@ impl Default for SearchRequest {
     }
 }
 
-/// Per-channel detail of one hit, returned with `explain`.
+/// Per-channel detail of one hit, returned with `explain`. The channel scores are the
+/// channels' own (cosine, dot product or negative distance; BM25), before fusion: a hybrid
+/// hit's score follows from them and its ranks by the rules of its `fusion`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HitExplain {
     /// With `confidence_weight` or recency: the score before them (the channel's or the
