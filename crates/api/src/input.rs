@@ -92,9 +92,9 @@ fn reserve(state: &AppState, t: &BodyTenant, bytes: u64) -> Result<Reservation, 
 }
 
 /// Parses the body of a request by a credential of `tenant` as a JSON object; an empty body
-/// reads as `{}`. A body that
-/// repeats `tenant_id` is refused like any repeated key, except that a copy naming another
-/// tenant is `TENANT_MISMATCH` (a security event), as it would be if given once.
+/// reads as `{}`. A body with a repeated key is refused, except that one in which any
+/// `tenant_id` (any copy, at any depth) names another tenant is `TENANT_MISMATCH` (a security
+/// event), as it would be if the body had no repeat.
 pub(crate) fn parse_object_of(
     bytes: &[u8],
     tenant: Option<&TenantId>,
@@ -107,8 +107,9 @@ pub(crate) fn parse_object_of(
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::BadRequest("body: expected a JSON object".into())),
         Err(e) => {
+            // Whichever key is repeated: the refusal must not hide a tenant named anywhere.
             if let Some(tenant) = tenant
-                && crate::unique_keys::is_repeated(&e, "tenant_id")
+                && crate::unique_keys::is_repeated_key(&e)
             {
                 for named in crate::unique_keys::every_string_of(bytes, "tenant_id") {
                     check_tenant_id(tenant, &named, "body field tenant_id")?;

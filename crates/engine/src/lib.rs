@@ -236,7 +236,7 @@ impl Engine {
         }
         let adaptive = adaptive_cache::AdaptiveCache::new(config.adaptive.max_namespaces);
         let last_purge = store.last_purge_at()?;
-        Ok(Engine {
+        let engine = Engine {
             store,
             config,
             indexes,
@@ -249,7 +249,13 @@ impl Engine {
             memos: Default::default(),
             recent_purges: recent_purges::RecentPurges::after_restart(last_purge),
             owed_compaction: Default::default(),
-        })
+        };
+        // An erasure's compaction that a long read kept from running before the last stop:
+        // run now (or owed again, if a reader already holds a snapshot).
+        if engine.store.compaction_owed()? {
+            engine.compact()?;
+        }
+        Ok(engine)
     }
 
     /// Installs the built-in embedder: default collections marked `embed` are created with it

@@ -4,17 +4,20 @@
 //! compacted, and compaction needs a moment with no read transaction in flight. A long reader
 //! (an export streaming any tenant) can hold one for minutes. Failing the purge then would
 //! report an erasure that did happen as failed and leave nobody to finish it, so the compaction
-//! is owed instead: one thread retries it every [`RETRY`] until it runs, and stops with the
-//! engine.
+//! is owed instead: the store records it (so a restart before it runs compacts at start), and
+//! one thread retries it, every [`FIRST_RETRY`] at first and less often while it keeps failing,
+//! until it runs; the engine's drop tries it a last time.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use strata_store::Store;
+use strata_store::{Store, StoreError};
 
-/// How often an owed compaction is tried again.
-const RETRY: Duration = Duration::from_secs(1);
+/// How soon an owed compaction is tried again, doubled after each failure up to [`LAST_RETRY`]
+/// (a lasting cause, such as a failed file, must not take the database's lock every second).
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct State {
@@ -28,60 +31,84 @@ struct State {
 pub(crate) struct OwedCompaction {
     state: Arc<(Mutex<State>, Condvar)>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The store the owed compaction is of, for the last try at the engine's drop.
+    store: Mutex<Option<Weak<Store>>>,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    // Two flags set in single statements; a panic cannot leave them half-made.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Flags and handles set in single statements; a panic cannot leave them half-made.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Compacts `store` and clears its record of an owed compaction.
+fn compact_now(store: &Store) -> Result<(), StoreError> {
+    store.compact()?;
+    store.write(|w| w.set_compaction_owed(false))
+}
+
 impl OwedCompaction {
-    /// Owes a compaction of `store`: a thread tries it until it runs. Holding only a weak
-    /// reference, it never keeps the store (and its file lock) alive.
+    /// Owes a compaction of `store`: recorded in it, and tried by a thread until it runs.
+    /// Holding only a weak reference, the thread never keeps the store (and its file lock)
+    /// alive.
     pub(crate) fn owe(&self, store: &Arc<Store>) {
+        if let Err(e) = store.write(|w| w.set_compaction_owed(true)) {
+            tracing::warn!(error = %e, "an owed compaction could not be recorded; it is still \
+                tried until the server stops");
+        }
+        *lock(&self.store) = Some(Arc::downgrade(store));
         let mut st = lock(&self.state.0);
         if st.owed || st.stop {
             return;
         }
         st.owed = true;
         drop(st);
-        let (state, store) = (Arc::clone(&self.state), Arc::downgrade(store));
+        let (state, weak) = (Arc::clone(&self.state), Arc::downgrade(store));
         let spawned = std::thread::Builder::new()
             .name("strata-compact".into())
-            .spawn(move || retry(&state, &store));
+            .spawn(move || retry(&state, &weak));
         match spawned {
             Ok(handle) => {
-                let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
                 // A thread that ended (its compaction ran) is joined before it is replaced.
-                if let Some(old) = thread.replace(handle) {
+                if let Some(old) = lock(&self.thread).replace(handle) {
                     let _ = old.join();
                 }
             }
             Err(e) => {
                 lock(&self.state.0).owed = false;
-                tracing::warn!(error = %e, "cannot start the compaction thread; freed pages \
-                    keep their bytes until the next compaction");
+                tracing::warn!(error = %e, "cannot start the compaction thread; the next \
+                    start compacts");
             }
         }
     }
 
-    /// Ends the thread (at the engine's drop); an owed compaction is left for the next start's
-    /// next erasure.
+    /// Ends the thread (at the engine's drop) and tries an owed compaction a last time, now
+    /// that no reader of this engine is left; if it still cannot run, the next start runs it.
     pub(crate) fn stop(&self) {
-        lock(&self.state.0).stop = true;
+        let owed = {
+            let mut st = lock(&self.state.0);
+            st.stop = true;
+            st.owed
+        };
         self.state.1.notify_all();
-        if let Some(handle) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(handle) = lock(&self.thread).take() {
             let _ = handle.join();
+        }
+        let store = lock(&self.store).take().and_then(|w| w.upgrade());
+        if let (true, Some(store)) = (owed, store)
+            && let Err(e) = compact_now(&store)
+        {
+            tracing::warn!(error = %e, "owed compaction left for the next start");
         }
     }
 }
 
 fn retry(state: &(Mutex<State>, Condvar), store: &Weak<Store>) {
+    let mut wait = FIRST_RETRY;
     let mut st = lock(&state.0);
     loop {
         st = state
             .1
-            .wait_timeout(st, RETRY)
+            .wait_timeout(st, wait)
             .unwrap_or_else(|e| e.into_inner())
             .0;
         if st.stop {
@@ -92,17 +119,20 @@ fn retry(state: &(Mutex<State>, Condvar), store: &Weak<Store>) {
             return;
         };
         drop(st);
-        let result = store.compact();
+        let result = compact_now(&store);
         drop(store);
         st = lock(&state.0);
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 tracing::info!("owed compaction done: erased data has left the data file");
                 st.owed = false;
                 return;
             }
-            // Most often a reader still in flight; tried again.
-            Err(e) => tracing::debug!(error = %e, "owed compaction not possible yet"),
+            // Most often a reader still in flight; tried again, less often each time.
+            Err(e) => {
+                tracing::debug!(error = %e, "owed compaction not possible yet");
+                wait = (wait * 2).min(LAST_RETRY);
+            }
         }
     }
 }

@@ -70,7 +70,13 @@ impl RecentPurges {
             let wait = {
                 let mut ended = lock(&self.ended_at);
                 ended.retain(|_, at| *at == UNDER_WAY || now - *at < REMEMBERED_MS);
-                match ended.get(id).copied().or(self.before_start) {
+                // The last purge before the start matters only within its own second: one
+                // further back has passed, and one in the future (the clock stepped back)
+                // would stall every creation, so it is ignored.
+                let before_start = self
+                    .before_start
+                    .filter(|&at| at <= now && now - at < REMEMBERED_MS);
+                match ended.get(id).copied().or(before_start) {
                     None => return,
                     Some(UNDER_WAY) => 1,
                     Some(at) if now.div_euclid(1000) > at.div_euclid(1000) => return,
@@ -110,11 +116,13 @@ mod tests {
         let purges = RecentPurges::after_restart(Some(at));
         purges.wait_to_create(&TenantId::parse("any").unwrap());
         assert!(now_millis().div_euclid(1000) > at.div_euclid(1000));
-        // A purge long before the start costs nothing.
-        let purges = RecentPurges::after_restart(Some(at - 5_000));
-        let before = std::time::Instant::now();
-        purges.wait_to_create(&TenantId::parse("any").unwrap());
-        assert!(before.elapsed() < Duration::from_millis(500));
+        // A purge long before the start costs nothing, and neither does one in the future.
+        for at in [at - 5_000, at + 3_600_000, Millis::MAX] {
+            let purges = RecentPurges::after_restart(Some(at));
+            let before = std::time::Instant::now();
+            purges.wait_to_create(&TenantId::parse("any").unwrap());
+            assert!(before.elapsed() < Duration::from_millis(500), "{at}");
+        }
     }
 
     #[test]

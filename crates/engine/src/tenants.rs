@@ -468,6 +468,11 @@ impl Engine {
         id: &TenantId,
     ) -> Result<TenantInfo, EngineError> {
         self.change_profile(op, id, "tenant.restore", |p| match p.status {
+            // A delete made during an import wins (the import fails and discards it); bringing
+            // the tenant back would serve its half-loaded data.
+            TenantStatus::Deleted if p.importing => Err(EngineError::IdConflict(format!(
+                "tenant {id} was deleted while being imported; import it again"
+            ))),
             TenantStatus::Deleted => {
                 p.status = TenantStatus::Active;
                 p.deleted_at = None;
@@ -503,7 +508,13 @@ impl Engine {
         // (`erase_tenant` leaves it untouched, so that a crash cannot leave a registered
         // tenant without its data).
         self.forget_erased(key);
-        self.compact()
+        self.compact()?;
+        // The purge's transaction recorded its time before it committed; the end is later,
+        // perhaps in the next second, which a restart must also not create the id in.
+        if let Err(e) = self.store.write(|w| w.note_purge(now_millis())) {
+            tracing::warn!(tenant = %id, error = %e, "the purge's end time was not recorded");
+        }
+        Ok(())
     }
 
     /// The purge's one transaction: the tenant's data, its registry entry and the server
@@ -580,7 +591,14 @@ impl Engine {
         let mut last = None;
         for _ in 0..50 {
             match self.store.compact() {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    // One owed earlier (an erasure during a long read, before a restart) has
+                    // run with this one.
+                    if self.store.compaction_owed()? {
+                        self.store.write(|w| w.set_compaction_owed(false))?;
+                    }
+                    return Ok(());
+                }
                 // A failed data file will not compact later either.
                 Err(e @ strata_store::StoreError::Unavailable(_)) => return Err(e.into()),
                 Err(e) => last = Some(e),

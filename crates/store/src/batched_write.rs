@@ -67,8 +67,9 @@ pub(crate) enum Outcome {
     Committed(Seq),
     /// Its closure failed or panicked: nothing of it was committed; its caller holds why.
     Failed,
-    /// Storage failed the batch: nothing of it is known to be committed.
-    Store(String),
+    /// Storage failed the batch: nothing of it is known to be committed. `true`: the file
+    /// failed (`StoreError::Unavailable`), which its callers are told as such.
+    Store(String, bool),
 }
 
 /// A transaction of a batch commits once its writes reach this many bytes of keys and values
@@ -152,7 +153,7 @@ impl Store {
         let outcome = self.batch.submit(
             Job { tenant: t, run },
             |jobs| self.run_batch(&jobs),
-            || Outcome::Store("a batch of writes panicked in storage".into()),
+            || Outcome::Store("a batch of writes panicked in storage".into(), false),
         );
         // On the caller's thread: its job is charged its write's CPU time, wherever it ran.
         strata_sched::adjust_job_cpu(cpu_ns);
@@ -176,7 +177,8 @@ impl Store {
                 ))
             }
             (Outcome::Failed, Some(Err(e))) => Err(e),
-            (Outcome::Store(why), _) => Err(StoreError::Engine(why).into()),
+            (Outcome::Store(why, true), _) => Err(StoreError::Unavailable(why).into()),
+            (Outcome::Store(why, false), _) => Err(StoreError::Engine(why).into()),
             (outcome, _) => Err(StoreError::Engine(format!(
                 "a batched write lost its result ({outcome:?})"
             ))
@@ -225,9 +227,13 @@ impl Store {
                     todo = rest.into_iter().chain(todo).collect();
                 }
                 Err(e) => {
-                    let why = e.to_string();
+                    let unavailable = matches!(e, StoreError::Unavailable(_));
+                    let why = match e {
+                        StoreError::Unavailable(why) => why,
+                        other => other.to_string(),
+                    };
                     for o in outcomes.iter_mut().filter(|o| o.is_none()) {
-                        *o = Some(Outcome::Store(why.clone()));
+                        *o = Some(Outcome::Store(why.clone(), unavailable));
                     }
                     break;
                 }
@@ -235,7 +241,9 @@ impl Store {
         }
         outcomes
             .into_iter()
-            .map(|o| o.unwrap_or_else(|| Outcome::Store("a batched write was not run".into())))
+            .map(|o| {
+                o.unwrap_or_else(|| Outcome::Store("a batched write was not run".into(), false))
+            })
             .collect()
     }
 
@@ -458,6 +466,27 @@ mod tests {
             let want = (![1, 3, 5].contains(&i)).then(|| vec![i as u8]);
             assert_eq!(got, want, "writer {i}");
         }
+    }
+
+    /// A file that fails while a batch runs fails the batch's writes as `Unavailable`, the
+    /// class the API answers `503` for, not as an engine error.
+    #[test]
+    fn a_file_failing_during_a_batch_fails_its_writes_as_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let t = TenantKey::from_raw(7);
+        let got = store.write_batched_for(t, |w| {
+            w.put_blob(t, "a", b"1")?;
+            store.file.fail_for_test();
+            Ok::<_, StoreError>(())
+        });
+        assert!(
+            matches!(got, Err(StoreError::Unavailable(_))),
+            "{:?}",
+            got.err()
+        );
+        let later = store.write_batched_for(t, |w| w.put_blob(t, "b", b"2"));
+        assert!(matches!(later, Err(StoreError::Unavailable(_))));
     }
 
     #[test]

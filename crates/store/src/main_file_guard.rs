@@ -16,7 +16,8 @@ use crate::placement::TENANTS_DIR;
 /// What the marker says, for whoever finds it.
 const MARKER_TEXT: &str = "This directory holds a Strata data file. While this marker exists, \
 the server refuses to start if the data file beside it is missing or empty; restore the file \
-from a backup, or delete this marker to start with an empty database.\n";
+from a backup, or delete this marker (and the tenants directory beside it, if any) to start \
+with an empty database.\n";
 
 /// The marker of the main file at `path`: `<file name>.created` beside it.
 fn marker_of(path: &Path) -> PathBuf {
@@ -48,7 +49,8 @@ pub(crate) fn check_before_open(path: &Path) -> Result<(), StoreError> {
     if marker.exists() {
         return Err(StoreError::Corrupt(format!(
             "data file {} is {state}, but this data directory held data ({} exists); restore \
-             the file from a backup, or delete that marker to start with an empty database",
+             the file from a backup, or delete that marker (and the tenants directory beside \
+             it, if any) to start with an empty database",
             path.display(),
             marker.display()
         )));

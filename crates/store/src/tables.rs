@@ -31,6 +31,8 @@ pub(crate) const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::ne
 const NEXT_TENANT_KEY: &str = "next_tenant_key";
 /// When the last tenant purge committed (ms since the epoch).
 const LAST_PURGE_MS: &str = "last_purge_ms";
+/// 1 while an erasure's compaction has not run yet (see the engine's `owed_compaction`).
+const COMPACTION_OWED: &str = "compaction_owed";
 
 /// The database. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Store {
@@ -66,9 +68,29 @@ impl Store {
     pub fn last_purge_at(&self) -> Result<Option<Millis>, StoreError> {
         let txn = self.db().begin_read()?;
         let meta = txn.open_table(META)?;
-        Ok(meta
-            .get(LAST_PURGE_MS)?
-            .map(|v| Millis::try_from(v.value()).unwrap_or(Millis::MAX)))
+        meta.get(LAST_PURGE_MS)?
+            .map(|v| {
+                Millis::try_from(v.value()).map_err(|_| {
+                    StoreError::Corrupt(format!(
+                        "meta {LAST_PURGE_MS}: {} is out of range",
+                        v.value()
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    /// Whether an erasure's compaction is still owed (see [`Writer::set_compaction_owed`]).
+    pub fn compaction_owed(&self) -> Result<bool, StoreError> {
+        let txn = self.db().begin_read()?;
+        let meta = txn.open_table(META)?;
+        match meta.get(COMPACTION_OWED)?.map(|v| v.value()) {
+            None | Some(0) => Ok(false),
+            Some(1) => Ok(true),
+            Some(other) => Err(StoreError::Corrupt(format!(
+                "meta {COMPACTION_OWED}: {other} is neither 0 nor 1"
+            ))),
+        }
     }
 
     /// Why the main data file failed (a full disk, an I/O error), if it did: every write is
@@ -1024,6 +1046,13 @@ impl<'txn> Writer<'txn> {
     pub fn note_purge(&mut self, at: Millis) -> Result<(), StoreError> {
         self.meta
             .insert(LAST_PURGE_MS, u64::try_from(at).unwrap_or(0))?;
+        Ok(())
+    }
+
+    /// Records that an erasure's compaction could not run yet (or, `false`, that it has run),
+    /// so that a restart before it runs compacts at start.
+    pub fn set_compaction_owed(&mut self, owed: bool) -> Result<(), StoreError> {
+        self.meta.insert(COMPACTION_OWED, u64::from(owed))?;
         Ok(())
     }
 

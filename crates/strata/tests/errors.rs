@@ -471,6 +471,11 @@ fn a_body_repeating_tenant_id_is_a_mismatch_if_any_copy_names_another_tenant() {
             "/v1/search",
             r#"{"query":"x","tenant_id":"tb","tenant_id":"ta"}"#,
         ),
+        // Another key repeated first: the tenant named after it still counts.
+        (
+            "/v1/memories",
+            r#"{"x":1,"x":2,"content":"x","tenant_id":"tb"}"#,
+        ),
     ] {
         let (s, text) = server.send_raw(
             "POST",
@@ -482,7 +487,7 @@ fn a_body_repeating_tenant_id_is_a_mismatch_if_any_copy_names_another_tenant() {
         assert_eq!(s, 403, "{path} {body}: {text}");
         assert!(text.contains("TENANT_MISMATCH"), "{text}");
     }
-    assert_eq!(audit_rows(&server, "ta", "security.tenant_mismatch"), 3);
+    assert_eq!(audit_rows(&server, "ta", "security.tenant_mismatch"), 4);
     // Both copies right: a repeated key like any other.
     let body = r#"{"content":"x","tenant_id":"ta","tenant_id":"ta"}"#;
     let (s, text) = server.send_raw(
