@@ -14,7 +14,7 @@ use strata_store::codec::{decode_json, encode_json};
 use strata_store::{Reads, StoreError, TenantKey, Writer};
 use strata_types::{Millis, TenantId, now_millis};
 
-use crate::whole_tenant::require_whole_tenant;
+use crate::whole_tenant::{Reach, require_whole_tenant};
 use crate::{Engine, EngineError};
 
 /// The most rows one query returns.
@@ -236,8 +236,9 @@ impl Engine {
         Ok(newest(rows, limit))
     }
 
-    /// A tenant's own rows, newest first; needs an unbound `admin` credential: rows are about
-    /// every domain and principal and name their record ids (`crate::whole_tenant`).
+    /// A tenant's own rows, newest first; needs an unbound `admin` credential with
+    /// `all_principals`: rows are about every domain and principal and name their record ids
+    /// (`crate::whole_tenant`).
     pub fn own_audit_rows(
         &self,
         scope: &TenantScope,
@@ -248,7 +249,12 @@ impl Engine {
                 "tenant: a tenant reads only its own audit rows".into(),
             ));
         }
-        require_whole_tenant(scope, Permission::Admin, "reading the audit log")?;
+        require_whole_tenant(
+            scope,
+            Permission::Admin,
+            Reach::EveryPrincipal,
+            "reading the audit log",
+        )?;
         let limit = q.limit()?;
         self.read_tenant(scope, Permission::Admin, |r| {
             let mut rows = Vec::new();
