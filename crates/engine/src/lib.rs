@@ -85,7 +85,7 @@ use std::sync::Arc;
 
 pub use adaptive::AdaptiveConfig;
 pub use admission::Admission;
-pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
+pub use audit::{AuditEvent, AuditQuery, AuditRow, ImportedFrom, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
 pub use dedicated::MigrationJob;
 pub use durability::Durable;
