@@ -384,10 +384,7 @@ fn permissions_in_the_table_are_enforced() {
     server.tenant("acme");
     let read_only = server.key("acme", json!({"permissions": ["read"]}));
     let write_only = server.key("acme", json!({"permissions": ["write"]}));
-    let admin_only = server.key(
-        "acme",
-        json!({"permissions": ["read", "write", "admin"]}),
-    );
+    let admin_only = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
     for (method, path, perm) in ROUTES {
         let p = concrete(path);
         // A well-formed body, so the permission is what fails.
@@ -452,7 +449,8 @@ fn shares_from_every_side() {
             json!({"id": id, "parent": parent}),
         );
     }
-    let full = json!({"permissions": ["read", "write", "admin"]});
+    // `all_principals` too: the test reads both sides' audit logs.
+    let full = json!({"permissions": ["read", "write", "admin", "all_principals"]});
     let org = server.key("org", full.clone());
     let keys: Vec<(&str, String)> = ["team-a", "partner", "stranger", "other-child"]
         .into_iter()

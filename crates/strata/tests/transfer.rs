@@ -294,7 +294,10 @@ fn an_import_past_its_own_quota_is_refused_and_leaves_nothing() {
     let (s, v) = import(&server, "over", &with_limits(&ndjson, fits));
     assert_eq!(s, 201, "{v}");
     assert_eq!(
-        (v["usage"]["vectors"].as_u64(), v["limits"]["max_vectors"].as_u64()),
+        (
+            v["usage"]["vectors"].as_u64(),
+            v["limits"]["max_vectors"].as_u64()
+        ),
         (Some(60), Some(60)),
         "{v}"
     );
@@ -345,7 +348,12 @@ fn imported_audit_rows_carry_no_foreign_identity() {
     assert_eq!(put["imported"]["actor"], source_actor.as_str(), "{put}");
     // No imported row names the source's tenant or key as its own, nor its client address.
     for row in &imported {
-        let own = json!([row["tenant"], row["actor"], row["client"], row["request_id"]]);
+        let own = json!([
+            row["tenant"],
+            row["actor"],
+            row["client"],
+            row["request_id"]
+        ]);
         let text = own.to_string();
         assert!(
             !text.contains("\"acme\"") && !text.contains(&source_actor),
