@@ -35,8 +35,10 @@ def sentence(rng):
 
 def tenant(url, name):
     call(url, OPERATOR_KEY, "/v1/admin/tenants", {"id": name})
+    # A re-embed reaches every principal's records: it needs `all_principals` too.
+    permissions = ["read", "write", "admin", "all_principals"]
     return call(url, OPERATOR_KEY, "/v1/admin/keys",
-                {"tenant": name, "permissions": ["read", "write", "admin"]})["key"]
+                {"tenant": name, "permissions": permissions})["key"]
 
 
 def searches(url, key, rng, n, out, stop=None):

@@ -169,11 +169,13 @@ NewTenant = Callable[..., TenantKey]
 
 @pytest.fixture
 def new_tenant(admin: StrataAdmin) -> NewTenant:
-    """Makes a tenant and one key for it (``admin`` included unless other permissions are
-    given); further keyword arguments go to ``create_key``."""
+    """Makes a tenant and one key for it that speaks for the whole tenant (``admin`` and
+    ``all_principals`` included: deleting a collection and the audit log need both) unless
+    other permissions are given; further keyword arguments go to ``create_key``."""
 
     def make(
-        permissions: Sequence[str] = ("read", "write", "admin"), **key_args: object
+        permissions: Sequence[str] = ("read", "write", "admin", "all_principals"),
+        **key_args: object
     ) -> TenantKey:
         tenant = unique("t")
         admin.create_tenant(tenant)

@@ -196,6 +196,13 @@ def test_export_and_import(
         with Strata(server.url, admin.create_key(copy).key) as c:
             assert c.count() == 3
             assert c.count(user_tokens=["u:alice"]) == 4
+        # The audit history comes along as the copy's own rows, marked as imported.
+        whole = admin.create_key(copy, permissions=["read", "admin", "all_principals"])
+        with Strata(server.url, whole.key) as c:
+            rows = [r for r in c.history(limit=1000) if r.imported is not None]
+            assert rows and all(r.tenant == copy and r.actor == "imported" for r in rows)
+            assert all(r.client is None and r.request_id is None for r in rows)
+            assert {(r.imported or {}).get("tenant") for r in rows} == {tenant.id}
 
 
 def test_audit_logs(server: Server, admin: StrataAdmin, new_tenant: NewTenant) -> None:

@@ -65,9 +65,9 @@ pub async fn admin_audit(
 }
 
 /// The tenant's own audit rows, newest first, with the same filters (a `tenant` other than
-/// the credential's is refused). Needs `admin` and a credential bound to neither domains nor
-/// user tokens: rows are about every domain and principal and name record ids; a bound one is
-/// `403 SCOPE_FORBIDDEN`.
+/// the credential's is refused). Needs `admin` and `all_principals` and a credential bound to
+/// neither domains nor user tokens: rows are about every domain and principal and name record
+/// ids; a bound one is `403 SCOPE_FORBIDDEN`, one without `all_principals` `403 FORBIDDEN`.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", operation_id = "own_audit",
     params(("action" = Option<String>, Query, description = "e.g. memory.put"),
         ("since" = Option<i64>, Query, description = "rows at or after this time (ms)"),

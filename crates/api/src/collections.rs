@@ -129,8 +129,9 @@ pub async fn create(
 }
 
 /// Deletes a collection and every record in it, of every domain and principal. Needs `admin`
-/// and a credential bound to neither domains nor user tokens; a bound one is
-/// `403 SCOPE_FORBIDDEN` and deletes nothing.
+/// and `all_principals` and a credential bound to neither domains nor user tokens; a bound one
+/// is `403 SCOPE_FORBIDDEN`, one without `all_principals` (which cannot see the principals'
+/// private records it would delete) `403 FORBIDDEN`, and either deletes nothing.
 #[utoipa::path(delete, path = "/v1/collections/{name}", tag = "collections", operation_id = "delete_collection",
     params(("name" = CollectionName, Path, description = "collection name")),
     responses((status = 200, description = "How many records went with it", body = CollectionDeleted)),

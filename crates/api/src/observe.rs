@@ -201,9 +201,10 @@ fn tenant_stats(row: TenantRow) -> TenantStats {
     }
 }
 
-/// The calling tenant's own usage, limits and traffic; needs the `admin` permission and a
-/// credential bound to neither domains nor user tokens (the figures count every domain and
-/// principal); a bound one is `403 SCOPE_FORBIDDEN`.
+/// The calling tenant's own usage, limits and traffic; needs the `admin` and `all_principals`
+/// permissions and a credential bound to neither domains nor user tokens (the figures count
+/// every domain and principal); a bound one is `403 SCOPE_FORBIDDEN`, one without
+/// `all_principals` `403 FORBIDDEN`.
 #[utoipa::path(get, path = "/v1/stats", tag = "observability", operation_id = "own_stats",
     responses((status = 200, description = "The tenant's figures", body = TenantStats)),
     security(("bearer" = [])))]

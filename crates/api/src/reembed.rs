@@ -39,9 +39,10 @@ fn collection(name: String) -> Result<CollectionName, ApiError> {
 /// with the plan (records, text bytes, estimated duration, old and new model). Otherwise starts
 /// the re-embed and answers `202` at once: reads and writes keep working on the old vectors
 /// until the collection switches to the new model in one transaction. Follow it with `GET`.
-/// Needs `admin` and a credential bound to neither domains nor user tokens (a re-embed and its
-/// counts cover every record of the collection); a bound one is `403 SCOPE_FORBIDDEN`, dry
-/// run included.
+/// Needs `admin` and `all_principals` and a credential bound to neither domains nor user tokens
+/// (a re-embed and its counts cover every record of the collection, private ones included); a
+/// bound one is `403 SCOPE_FORBIDDEN`, one without `all_principals` `403 FORBIDDEN`, dry run
+/// included.
 #[utoipa::path(post, path = "/v1/collections/{name}/reembed", tag = "collections",
     operation_id = "reembed_collection",
     params(("name" = CollectionName, Path, description = "collection name")),
@@ -141,8 +142,8 @@ fn abandon(state: &AppState, scope: &TenantScope, name: &CollectionName, job: u6
 }
 
 /// The progress of a collection's re-embed (`none` if none ran since the server started).
-/// Needs `admin` and a credential bound to neither domains nor user tokens; a bound one is
-/// `403 SCOPE_FORBIDDEN`.
+/// Needs `admin` and `all_principals` and a credential bound to neither domains nor user
+/// tokens; a bound one is `403 SCOPE_FORBIDDEN`, one without `all_principals` `403 FORBIDDEN`.
 #[utoipa::path(get, path = "/v1/collections/{name}/reembed", tag = "collections",
     operation_id = "reembed_status",
     params(("name" = CollectionName, Path, description = "collection name")),

@@ -60,7 +60,12 @@ fn main() {
         .create_tenant(&OperatorScope::for_tests(), &tenant, None)
         .expect("tenant");
     let grant = Grant {
-        permissions: Permissions::of(&[Permission::Read, Permission::Write]),
+        // `all_principals`: the index and adaptive figures count every principal's records.
+        permissions: Permissions::of(&[
+            Permission::Read,
+            Permission::Write,
+            Permission::AllPrincipals,
+        ]),
         user_tokens: None,
         domains: None,
     };

@@ -111,7 +111,13 @@ fn main() {
     let id = TenantId::parse("acme").expect("id");
     engine.create_tenant(&op, &id, None).expect("tenant");
     let grant = Grant {
-        permissions: Permissions::of(&[Permission::Read, Permission::Write, Permission::Admin]),
+        // `all_principals`: the index and adaptive figures count every principal's records.
+        permissions: Permissions::of(&[
+            Permission::Read,
+            Permission::Write,
+            Permission::Admin,
+            Permission::AllPrincipals,
+        ]),
         user_tokens: None,
         domains: None,
     };

@@ -37,7 +37,12 @@ fn open(dir: &std::path::Path, budget: u64) -> Engine {
 
 fn scope(engine: &Engine, t: usize) -> TenantScope {
     let grant = Grant {
-        permissions: Permissions::of(&[Permission::Read, Permission::Write]),
+        // `all_principals`: the index and adaptive figures count every principal's records.
+        permissions: Permissions::of(&[
+            Permission::Read,
+            Permission::Write,
+            Permission::AllPrincipals,
+        ]),
         user_tokens: None,
         domains: None,
     };

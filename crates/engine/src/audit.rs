@@ -14,7 +14,7 @@ use strata_store::codec::{decode_json, encode_json};
 use strata_store::{Reads, StoreError, TenantKey, Writer};
 use strata_types::{Millis, TenantId, now_millis};
 
-use crate::whole_tenant::require_whole_tenant;
+use crate::whole_tenant::{Reach, require_whole_tenant};
 use crate::{Engine, EngineError};
 
 /// The most rows one query returns.
@@ -40,6 +40,60 @@ pub struct AuditRow {
     /// Small, action-specific facts (counts, ids); never record content.
     #[serde(default)]
     pub detail: Value,
+    /// Set on a row that came with an import: the tenant and actor it named where it was
+    /// written. Such a row's `tenant` is the importing tenant and its `actor` is `imported`; it
+    /// keeps no client address or request id (see [`AuditRow::imported_into`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<ImportedFrom>,
+}
+
+/// Who an imported audit row named on the server that wrote it. Kept apart from the row's own
+/// `tenant` and `actor`, which always name this server's tenant and identities: a key id of the
+/// exported tenant names nothing here, and may one day name someone else's key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedFrom {
+    /// The tenant the row named where it was written (the exported tenant's id).
+    pub tenant: Option<TenantId>,
+    /// Its actor there: a key id or JWT subject of that server.
+    pub actor: String,
+}
+
+/// The actor of every imported row: what it records was done elsewhere, by a credential that
+/// does not exist here.
+pub(crate) const IMPORTED_ACTOR: &str = "imported";
+
+impl AuditRow {
+    /// This row of an export as a row of tenant `into`'s log. What happened, when, how it ended
+    /// and its details are kept: they are the history of the imported data. The identities are
+    /// not copied as the row's own: the tenant becomes `into`, the actor `imported`, the source
+    /// tenant and actor move to `imported` (the first source is kept when a row is imported
+    /// again), and the client address and request id, which describe a request to another
+    /// server, are dropped.
+    pub(crate) fn imported_into(self, into: &TenantId) -> AuditRow {
+        let AuditRow {
+            at,
+            tenant,
+            actor,
+            action,
+            outcome,
+            detail,
+            imported,
+            ..
+        } = self;
+        AuditRow {
+            seq: 0,
+            at,
+            tenant: Some(into.clone()),
+            actor: IMPORTED_ACTOR.to_owned(),
+            action,
+            outcome,
+            client: None,
+            request_id: None,
+            detail,
+            imported: Some(imported.unwrap_or(ImportedFrom { tenant, actor })),
+        }
+    }
 }
 
 /// An event to record; `at` and `seq` are filled in.
@@ -99,12 +153,13 @@ impl AuditEvent {
             client: self.client,
             request_id: self.request_id,
             detail: self.detail,
+            imported: None,
         }
     }
 }
 
-/// Appends an existing row (from an import) to the log under `key`; it gets a new sequence
-/// number and keeps everything else.
+/// Appends an existing row (from an import, already made this tenant's by
+/// [`AuditRow::imported_into`]) to the log under `key`; it gets a new sequence number.
 pub(crate) fn append_row(
     w: &mut Writer<'_>,
     key: TenantKey,
@@ -236,8 +291,9 @@ impl Engine {
         Ok(newest(rows, limit))
     }
 
-    /// A tenant's own rows, newest first; needs an unbound `admin` credential: rows are about
-    /// every domain and principal and name their record ids (`crate::whole_tenant`).
+    /// A tenant's own rows, newest first; needs an unbound `admin` credential with
+    /// `all_principals`: rows are about every domain and principal and name their record ids
+    /// (`crate::whole_tenant`).
     pub fn own_audit_rows(
         &self,
         scope: &TenantScope,
@@ -248,7 +304,12 @@ impl Engine {
                 "tenant: a tenant reads only its own audit rows".into(),
             ));
         }
-        require_whole_tenant(scope, Permission::Admin, "reading the audit log")?;
+        require_whole_tenant(
+            scope,
+            Permission::Admin,
+            Reach::EveryPrincipal,
+            "reading the audit log",
+        )?;
         let limit = q.limit()?;
         self.read_tenant(scope, Permission::Admin, |r| {
             let mut rows = Vec::new();

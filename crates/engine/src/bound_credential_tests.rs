@@ -260,3 +260,56 @@ fn a_bound_admin_credential_cannot_act_on_the_whole_tenant() {
     engine.own_usage(&unbound).unwrap();
     assert_eq!(engine.delete_collection(&unbound, &c).unwrap(), 4);
 }
+
+/// An unbound `admin` credential without `all_principals` never sees a principal's private
+/// records, so it may not delete them with their collection, re-embed them, read the audit rows
+/// that name them, nor count them (docs/isolation.md, rules 3 and 4); it may still create a
+/// collection, which changes and counts no record.
+#[test]
+fn an_unbound_admin_without_all_principals_cannot_reach_every_principals_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, unbound, _) = tenant(dir.path());
+    let meta = engine
+        .tenant_meta(&TenantId::parse("acme").unwrap())
+        .unwrap();
+    let admin = TenantScope::for_tests(
+        &meta,
+        Grant {
+            permissions: Permissions::of(&[Permission::Read, Permission::Write, Permission::Admin]),
+            user_tokens: None,
+            domains: None,
+        },
+    );
+    let c = CollectionName::parse("c").unwrap();
+    fn lacks_all_principals<T: std::fmt::Debug>(got: Result<T, EngineError>) {
+        assert!(
+            matches!(
+                got,
+                Err(EngineError::PermissionDenied(Permission::AllPrincipals))
+            ),
+            "{got:?}"
+        );
+    }
+    lacks_all_principals(engine.delete_collection(&admin, &c));
+    lacks_all_principals(engine.own_audit_rows(&admin, &AuditQuery::default()));
+    lacks_all_principals(engine.own_usage(&admin));
+    lacks_all_principals(engine.adaptive_stats(&admin));
+    lacks_all_principals(engine.index_stats(&admin));
+    lacks_all_principals(engine.reembed_plan(&admin, &c));
+    lacks_all_principals(engine.reembed_start(&admin, &c));
+    lacks_all_principals(engine.reembed_status(&admin, &c));
+    // The collection and every principal's records in it are still there.
+    assert_eq!(ids(&engine, &unbound).len(), 4);
+    assert!(
+        engine
+            .collections(&unbound)
+            .unwrap()
+            .iter()
+            .any(|col| col.name == c)
+    );
+    // A new collection holds no record: `admin` alone creates it.
+    let other = CollectionName::parse("other").unwrap();
+    engine
+        .create_collection(&admin, &other, 2, Metric::L2)
+        .unwrap();
+}

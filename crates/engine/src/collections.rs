@@ -6,7 +6,7 @@ use strata_types::{Collection, CollectionName, MemoryDefaults, Metric, TextAnaly
 
 use crate::tenant_index::Change;
 use crate::tenants::check_live;
-use crate::whole_tenant::require_whole_tenant;
+use crate::whole_tenant::{Reach, require_whole_tenant};
 use crate::{Engine, EngineError};
 
 impl Engine {
@@ -55,8 +55,14 @@ impl Engine {
         analyzer: TextAnalyzer,
         memory: MemoryDefaults,
     ) -> Result<Collection, EngineError> {
-        // A collection is one object for every domain and principal of the tenant.
-        require_whole_tenant(scope, Permission::Admin, "creating a collection")?;
+        // A collection is one object for every domain and principal of the tenant; a new one
+        // holds no record, so `all_principals` is not needed.
+        require_whole_tenant(
+            scope,
+            Permission::Admin,
+            Reach::NoRecord,
+            "creating a collection",
+        )?;
         memory.validate()?;
         if dim == 0 || dim > self.config.limits.max_dim {
             return Err(EngineError::BadRequest(format!(
@@ -101,13 +107,18 @@ impl Engine {
     }
 
     /// Deletes a collection and every record in it, of every domain and principal, in one
-    /// transaction; so it needs an unbound `admin` credential.
+    /// transaction; so it needs an unbound `admin` credential with `all_principals`.
     pub fn delete_collection(
         &self,
         scope: &TenantScope,
         name: &CollectionName,
     ) -> Result<u64, EngineError> {
-        require_whole_tenant(scope, Permission::Admin, "deleting a collection")?;
+        require_whole_tenant(
+            scope,
+            Permission::Admin,
+            Reach::EveryPrincipal,
+            "deleting a collection",
+        )?;
         self.write_tenant(scope, "collection.delete", |w, changes| {
             if !w.delete_collection(scope.key(), name)? {
                 return Err(EngineError::CollectionNotFound(name.clone()));

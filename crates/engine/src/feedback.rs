@@ -19,7 +19,7 @@ use crate::embedding::{embed, embeds, text_collection};
 use crate::registry::lock;
 use crate::tenant_index::Change;
 use crate::visibility::Visibility;
-use crate::whole_tenant::require_whole_tenant;
+use crate::whole_tenant::{Reach, require_whole_tenant};
 use crate::{Engine, EngineError};
 
 /// Most ids a feedback may name in `ids` and in `shown`.
@@ -221,9 +221,12 @@ impl Engine {
         scope: &TenantScope,
     ) -> Result<Vec<AdaptiveNamespaceStats>, EngineError> {
         // Every domain's figures: a credential bound to some of them may not read them all.
+        // Pheromones are one per record used, private ones included: counting them needs
+        // `all_principals`.
         require_whole_tenant(
             scope,
             Permission::Read,
+            Reach::EveryPrincipal,
             "the adaptive state of every domain",
         )?;
         let rows = self.read_tenant(scope, Permission::Read, |r| {

@@ -88,7 +88,7 @@ use std::sync::Arc;
 
 pub use adaptive::AdaptiveConfig;
 pub use admission::Admission;
-pub use audit::{AuditEvent, AuditQuery, AuditRow, MAX_AUDIT_ROWS};
+pub use audit::{AuditEvent, AuditQuery, AuditRow, ImportedFrom, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
 pub use dedicated::MigrationJob;
 pub use durability::Durable;
@@ -356,10 +356,16 @@ impl Engine {
         self.indexes.summary()
     }
 
-    /// What the engine holds in memory for the caller's tenant, per collection.
+    /// What the engine holds in memory for the caller's tenant, per collection; needs an unbound
+    /// credential with `read` and `all_principals` (`crate::whole_tenant`).
     pub fn index_stats(&self, scope: &TenantScope) -> Result<Vec<IndexStats>, EngineError> {
         // Counts of every domain's and principal's records.
-        whole_tenant::require_whole_tenant(scope, Permission::Read, "the index figures")?;
+        whole_tenant::require_whole_tenant(
+            scope,
+            Permission::Read,
+            whole_tenant::Reach::EveryPrincipal,
+            "the index figures",
+        )?;
         self.read_tenant(scope, Permission::Read, |_| Ok(()))?;
         self.indexes
             .with_index(&self.store, scope.key(), scope.tenant(), |ti| {

@@ -26,7 +26,7 @@ use strata_types::{Collection, CollectionName, EmbedderRef, Millis, RecordId, no
 use crate::embedding::embed;
 use crate::records::store_record;
 use crate::tenant_index::Change;
-use crate::whole_tenant::require_whole_tenant;
+use crate::whole_tenant::{Reach, require_whole_tenant};
 use crate::{Engine, EngineError};
 
 /// Texts embedded per step: one step is one job on the fair pool, short enough (well under a
@@ -222,13 +222,18 @@ fn find(r: &impl Reads, key: TenantKey, name: &CollectionName) -> Result<Collect
 impl Engine {
     /// Every read of a re-embed (dry run, start, steps, switch, status): a re-embed reads and
     /// rewrites every record of the collection, of every domain and principal, so it needs an
-    /// unbound `admin` credential (`crate::whole_tenant`).
+    /// unbound `admin` credential with `all_principals` (`crate::whole_tenant`).
     fn read_for_reembed<R>(
         &self,
         scope: &TenantScope,
         f: impl FnOnce(&Reader) -> Result<R, EngineError>,
     ) -> Result<R, EngineError> {
-        require_whole_tenant(scope, Permission::Admin, "re-embedding a collection")?;
+        require_whole_tenant(
+            scope,
+            Permission::Admin,
+            Reach::EveryPrincipal,
+            "re-embedding a collection",
+        )?;
         self.read_tenant(scope, Permission::Admin, f)
     }
 

@@ -14,7 +14,7 @@ use crate::integrity::IntegrityState;
 use crate::lifecycle::usage;
 use crate::residency::TenantResidency;
 use crate::tenants::{TenantInfo, TenantUsage};
-use crate::whole_tenant::require_whole_tenant;
+use crate::whole_tenant::{Reach, require_whole_tenant};
 use crate::{Engine, EngineError};
 
 /// One tenant's figures, tied to its incarnation (`key`), so a tenant deleted and re-created
@@ -104,10 +104,15 @@ impl Engine {
     }
 
     /// The caller's own tenant with its usage, limits, residency and integrity state; needs
-    /// an unbound `admin` credential: the figures count every domain and principal
-    /// (`crate::whole_tenant`).
+    /// an unbound `admin` credential with `all_principals`: the figures count every domain and
+    /// principal (`crate::whole_tenant`).
     pub fn own_usage(&self, scope: &TenantScope) -> Result<TenantFigures, EngineError> {
-        require_whole_tenant(scope, Permission::Admin, "the tenant's usage figures")?;
+        require_whole_tenant(
+            scope,
+            Permission::Admin,
+            Reach::EveryPrincipal,
+            "the tenant's usage figures",
+        )?;
         self.read_tenant(scope, Permission::Admin, |r| {
             let meta = r
                 .tenant(scope.tenant())?

@@ -6,10 +6,16 @@ use strata_types::{CollectionName, NewRecord, RecordId, RequestScope, SearchRequ
 
 use crate::Engine;
 
-/// A read/write/admin scope of tenant `id`, which must exist.
+/// A scope of tenant `id` (which must exist) that speaks for the whole tenant: read, write,
+/// admin and all_principals, bound to nothing (the index figures count every principal).
 pub(crate) fn admin_scope(engine: &Engine, id: &str) -> TenantScope {
     let grant = Grant {
-        permissions: Permissions::of(&[Permission::Read, Permission::Write, Permission::Admin]),
+        permissions: Permissions::of(&[
+            Permission::Read,
+            Permission::Write,
+            Permission::Admin,
+            Permission::AllPrincipals,
+        ]),
         user_tokens: None,
         domains: None,
     };

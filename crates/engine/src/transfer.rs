@@ -59,7 +59,9 @@ pub enum ExportLine {
     /// A link between two records of the export (after every record).
     Link(Link),
     Record(Box<Record>),
-    /// A row of the tenant's audit log, kept as history by the importing tenant.
+    /// A row of the tenant's audit log, kept as history by the importing tenant: as its own
+    /// row, marked `imported`, with the source's tenant and actor moved into that mark and no
+    /// client address or request id (`AuditRow::imported_into`).
     Audit(Box<crate::AuditRow>),
     /// A record's pheromone in one (tenant, domain) namespace (adaptive reranking).
     Pheromone {
@@ -328,8 +330,11 @@ impl Engine {
         let mut metadata = serde_json::Map::new();
         let mut collections = HashMap::new();
         let mut batch: Vec<Record> = Vec::with_capacity(IMPORT_BATCH);
+        // Usage is counted, and the quotas checked, as a write counts them, against the limits
+        // the imported tenant will have: an import never leaves a tenant past its own quota.
         let flush = |batch: &mut Vec<Record>,
-                     collections: &HashMap<CollectionName, Collection>|
+                     collections: &HashMap<CollectionName, Collection>,
+                     limits: &TenantLimits|
          -> Result<(), EngineError> {
             if batch.is_empty() {
                 return Ok(());
@@ -348,7 +353,7 @@ impl Engine {
                     }
                     changes.push(Change::Upsert(r));
                 }
-                account(w, key, &TenantLimits::default(), &changes)
+                account(w, key, limits, &changes)
             })
         };
         // Adaptive state refers to records, so it is written once they all are.
@@ -433,6 +438,16 @@ impl Engine {
                             c.dim
                         )));
                     }
+                    // Counted as creating a collection counts them.
+                    if let Some(max) = profile.limits.max_collections
+                        && !collections.contains_key(&c.name)
+                        && collections.len() as u64 >= max
+                    {
+                        return Err(EngineError::QuotaExceeded {
+                            resource: "max_collections",
+                            limit: max,
+                        });
+                    }
                     self.store.write(|w| {
                         still_importing(w, id, key)?;
                         Ok::<_, EngineError>(w.put_collection(key, &c)?)
@@ -440,6 +455,7 @@ impl Engine {
                     collections.insert(c.name.clone(), c);
                 }
                 ExportLine::Audit(row) => {
+                    let row = row.imported_into(id);
                     self.store.write(|w| {
                         still_importing(w, id, key)?;
                         Ok::<_, EngineError>(crate::audit::append_row(w, key, &row)?)
@@ -471,15 +487,15 @@ impl Engine {
                         .map_err(|e| at(e.into()))?;
                     batch.push(r);
                     if batch.len() == IMPORT_BATCH {
-                        flush(&mut batch, &collections)?;
+                        flush(&mut batch, &collections, &profile.limits)?;
                     }
                 }
             }
         }
-        flush(&mut batch, &collections)?;
+        flush(&mut batch, &collections, &profile.limits)?;
         flush_audit(&mut audit_rows)?;
         self.import_adaptive(id, key, &collections, adaptive)?;
-        self.import_links(id, key, links)?;
+        self.import_links(id, key, &profile.limits, links)?;
         Ok((profile, metadata))
     }
 
@@ -489,6 +505,7 @@ impl Engine {
         &self,
         id: &TenantId,
         key: strata_store::TenantKey,
+        limits: &TenantLimits,
         links: Vec<(usize, Link)>,
     ) -> Result<(), EngineError> {
         for chunk in links.chunks(IMPORT_BATCH) {
@@ -523,7 +540,7 @@ impl Engine {
                     }
                     bytes += crate::links::link_bytes(l) as i64;
                 }
-                crate::lifecycle::charge_bytes(w, key, &TenantLimits::default(), bytes)
+                crate::lifecycle::charge_bytes(w, key, limits, bytes)
             })?;
         }
         Ok(())

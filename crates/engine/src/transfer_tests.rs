@@ -1,14 +1,15 @@
 //! An import against a tenant purged and created again while it ran: it fails, the new
 //! tenant is left intact, and nothing the import wrote stays under its own storage key (the
-//! purge that replaced it erased only what had been written by then).
+//! purge that replaced it erased only what had been written by then). An import past its own
+//! quotas is refused; imported audit rows carry no foreign identity as their own.
 
 use strata_auth::OperatorScope;
 use strata_types::{NewRecord, RequestScope, TenantId};
 
 use crate::test_support::admin_scope;
 use crate::{
-    Engine, EngineConfig, EngineError, ExportLine, IsolationLevel, MigrateRequest, MigrationState,
-    NewTenantSpec,
+    AuditQuery, AuditRow, Engine, EngineConfig, EngineError, ExportLine, IsolationLevel,
+    MigrateRequest, MigrationState, NewTenantSpec, TenantLimits,
 };
 
 #[test]
@@ -184,4 +185,152 @@ fn exported_tenant_with_three_records(engine: &Engine, id: &str) -> Vec<ExportLi
         })
         .unwrap();
     lines
+}
+
+/// `lines` with the tenant line's limits replaced by `limits`.
+fn with_limits(mut lines: Vec<ExportLine>, limits: TenantLimits) -> Vec<ExportLine> {
+    match &mut lines[0] {
+        ExportLine::Tenant { limits: l, .. } => *l = limits,
+        other => panic!("the first line is not the tenant: {other:?}"),
+    }
+    lines
+}
+
+/// An export whose records exceed the limits its own tenant line gives is refused with the
+/// quota it breaks, counted as writes count it, and leaves no tenant behind; within them it
+/// imports.
+#[test]
+fn an_import_past_its_own_quota_is_refused_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let lines = exported_tenant_with_three_records(&engine, "acme");
+    // A tenant's default collections are in its export, and count, as they do for writes.
+    let collections = lines
+        .iter()
+        .filter(|l| matches!(l, ExportLine::Collection(_)))
+        .count() as u64;
+    assert!(collections > 1, "{lines:?}");
+    let copy = TenantId::parse("copy").unwrap();
+    for (limits, resource) in [
+        (
+            TenantLimits {
+                max_vectors: Some(2),
+                ..Default::default()
+            },
+            "max_vectors",
+        ),
+        (
+            TenantLimits {
+                max_storage_bytes: Some(100),
+                ..Default::default()
+            },
+            "max_storage_bytes",
+        ),
+        (
+            TenantLimits {
+                max_collections: Some(collections - 1),
+                ..Default::default()
+            },
+            "max_collections",
+        ),
+    ] {
+        let got = engine.import_tenant(
+            &op,
+            &copy,
+            with_limits(lines.clone(), limits).into_iter().map(Ok),
+        );
+        assert!(
+            matches!(got, Err(EngineError::QuotaExceeded { resource: r, .. }) if r == resource),
+            "{resource}: {got:?}"
+        );
+        assert!(
+            engine.tenant_meta(&copy).is_err(),
+            "{resource}: a tenant was left"
+        );
+    }
+    // Exactly at the limits, it imports.
+    let exact = TenantLimits {
+        max_vectors: Some(3),
+        max_collections: Some(collections),
+        ..Default::default()
+    };
+    let info = engine
+        .import_tenant(&op, &copy, with_limits(lines, exact).into_iter().map(Ok))
+        .unwrap();
+    assert_eq!(info.usage.map(|u| u.vectors), Some(3));
+}
+
+/// Imported audit rows stay as history, but as the importing tenant's rows: marked imported,
+/// the source's tenant and actor kept only in that mark, no client address or request id.
+#[test]
+fn imported_audit_rows_carry_no_foreign_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let mut lines = exported_tenant_with_three_records(&engine, "acme");
+    let mut source_actors = Vec::new();
+    for line in &mut lines {
+        if let ExportLine::Audit(row) = line {
+            row.client = Some("203.0.113.7:5000".into());
+            row.request_id = Some("req-at-the-source".into());
+            source_actors.push((row.action.clone(), row.actor.clone()));
+        }
+    }
+    assert!(
+        source_actors.iter().any(|(a, _)| a == "memory.put"),
+        "{source_actors:?}"
+    );
+    let copy = TenantId::parse("copy").unwrap();
+    engine
+        .import_tenant(&op, &copy, lines.into_iter().map(Ok))
+        .unwrap();
+    let rows = engine
+        .own_audit_rows(&admin_scope(&engine, "copy"), &AuditQuery::default())
+        .unwrap();
+    let imported: Vec<&AuditRow> = rows.iter().filter(|r| r.imported.is_some()).collect();
+    assert_eq!(imported.len(), source_actors.len(), "{rows:?}");
+    let acme = TenantId::parse("acme").unwrap();
+    for row in &imported {
+        assert_eq!(row.tenant.as_ref(), Some(&copy), "{row:?}");
+        assert_eq!(row.actor, "imported", "{row:?}");
+        assert_eq!((&row.client, &row.request_id), (&None, &None), "{row:?}");
+        let from = row.imported.as_ref().unwrap();
+        assert_eq!(from.tenant.as_ref(), Some(&acme), "{row:?}");
+        assert!(
+            source_actors.contains(&(row.action.clone(), from.actor.clone())),
+            "{row:?}"
+        );
+    }
+    // The import's own row is this server's, unmarked.
+    assert!(
+        rows.iter()
+            .any(|r| r.action == "tenant.import" && r.imported.is_none()),
+        "{rows:?}"
+    );
+
+    // Imported again, a row keeps its first source.
+    let mut again = Vec::new();
+    engine
+        .export_tenant(&op, &copy, |l| {
+            again.push(l.clone());
+            Ok(())
+        })
+        .unwrap();
+    let third = TenantId::parse("third").unwrap();
+    engine
+        .import_tenant(&op, &third, again.into_iter().map(Ok))
+        .unwrap();
+    let rows = engine
+        .own_audit_rows(&admin_scope(&engine, "third"), &AuditQuery::default())
+        .unwrap();
+    let put = rows
+        .iter()
+        .find(|r| r.action == "memory.put")
+        .expect("the memory.put row");
+    assert_eq!(put.tenant.as_ref(), Some(&third));
+    assert_eq!(
+        put.imported.as_ref().and_then(|f| f.tenant.as_ref()),
+        Some(&acme)
+    );
 }

@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 
 fn setup(server: &Server) -> String {
     server.tenant("acme");
-    let key = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let key = server.key(
+        "acme",
+        json!({"permissions": ["read", "write", "admin", "all_principals"]}),
+    );
     let (s, v) = server.post("/v1/collections", &key, json!({"name": "v", "dim": 3}));
     assert_eq!(s, 201, "{v}");
     for (domain, prefix) in [("dialog", ""), ("support", "s-")] {

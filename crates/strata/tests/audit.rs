@@ -68,12 +68,18 @@ fn each_kind_of_event_produces_exactly_one_row_with_its_fields() {
     let server = Server::start();
     server.tenant("acme");
     server.tenant("globex");
-    let key = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let key = server.key(
+        "acme",
+        json!({"permissions": ["read", "write", "admin", "all_principals"]}),
+    );
     let domain_key = server.key(
         "acme",
         json!({"permissions": ["read"], "domains": ["support"]}),
     );
-    let globex = server.key("globex", json!({"permissions": ["read", "write", "admin"]}));
+    let globex = server.key(
+        "globex",
+        json!({"permissions": ["read", "write", "admin", "all_principals"]}),
+    );
 
     // A mutation.
     let (s, v, rid) = server.call_with_id(

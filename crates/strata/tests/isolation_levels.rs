@@ -118,7 +118,10 @@ fn migrate_under_load(
 /// Tenant `acme` with `RECORDS` vectors and its graph built; its key and reference answers.
 fn setup(server: &Server) -> (String, Vec<Value>) {
     server.tenant("acme");
-    let key = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let key = server.key(
+        "acme",
+        json!({"permissions": ["read", "write", "admin", "all_principals"]}),
+    );
     let (s, v) = server.post("/v1/collections", &key, json!({"name": "vec", "dim": DIM}));
     assert_eq!(s, 201, "{v}");
     for chunk in (0..RECORDS).collect::<Vec<_>>().chunks(300) {

@@ -201,7 +201,10 @@ fn a_tenant_reads_its_own_stats_and_no_one_elses() {
     let server = Server::start();
     server.tenant("acme");
     server.tenant("other");
-    let admin = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let admin = server.key(
+        "acme",
+        json!({"permissions": ["read", "write", "admin", "all_principals"]}),
+    );
     let reader = server.key("acme", json!({"permissions": ["read", "write"]}));
     for i in 0..3 {
         let (s, v) = server.post(

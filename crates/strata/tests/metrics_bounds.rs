@@ -93,7 +93,10 @@ fn a_recreated_tenant_starts_from_zero_and_a_purged_one_leaves_metrics() {
     );
 
     server.tenant("acme");
-    let new = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let new = server.key(
+        "acme",
+        json!({"permissions": ["read", "write", "admin", "all_principals"]}),
+    );
     let (s, v) = server.get("/v1/stats", &new);
     assert_eq!(s, 200, "{v}");
     assert_eq!(

@@ -26,7 +26,10 @@ fn start_with_embedder() -> Server {
 /// an 8-dimensional client vector of the client's own model (`TARGET` is `note-0`).
 fn seeded(server: &Server, n: usize) -> String {
     server.tenant("acme");
-    let key = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let key = server.key(
+        "acme",
+        json!({"permissions": ["read", "write", "admin", "all_principals"]}),
+    );
     let (s, v) = server.post(
         "/v1/collections",
         &key,

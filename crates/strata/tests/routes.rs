@@ -331,7 +331,7 @@ fn tenant_b_gets_nothing_of_tenant_a() {
             other => panic!("route {other:?} has no cross-tenant probe: add one"),
         }
         // Naming tenant A explicitly is refused on every tenant route.
-        if matches!(perm, Read | Write | Admin) {
+        if matches!(perm, Read | Write | Admin | AdminAllPrincipals) {
             let header = [("x-tenant-id", "tenant-a")];
             let (s, v) = server.call(method, p, Some(&b), &header, probe_body(method).as_ref());
             assert_eq!((s, code(&v)), (403, "TENANT_MISMATCH"), "{method} {p}: {v}");
@@ -365,7 +365,7 @@ fn tenant_b_gets_nothing_of_tenant_a() {
 fn operator_key_cannot_touch_tenant_data_routes() {
     let server = Server::start();
     for (method, path, perm) in ROUTES {
-        if matches!(perm, Read | Write | Admin) {
+        if matches!(perm, Read | Write | Admin | AdminAllPrincipals) {
             let (s, v) = server.call(
                 method,
                 &concrete(path),
@@ -384,12 +384,24 @@ fn permissions_in_the_table_are_enforced() {
     server.tenant("acme");
     let read_only = server.key("acme", json!({"permissions": ["read"]}));
     let write_only = server.key("acme", json!({"permissions": ["write"]}));
+    let admin_only = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
     for (method, path, perm) in ROUTES {
         let p = concrete(path);
         // A well-formed body, so the permission is what fails.
         let body = valid_body(method, path);
         let probe = |key: &str| server.call(method, &p, Some(key), &[], body.as_ref());
         match perm {
+            AdminAllPrincipals => {
+                for (key, lacks) in [(&read_only, "admin"), (&admin_only, "all_principals")] {
+                    let (s, v) = probe(key);
+                    assert_eq!(
+                        (s, code(&v)),
+                        (403, "FORBIDDEN"),
+                        "{method} {p} without {lacks}: {v}"
+                    );
+                    assert!(v.to_string().contains(lacks), "{method} {p}: {v}");
+                }
+            }
             Write | Admin => {
                 let (s, v) = probe(&read_only);
                 assert_eq!(
@@ -437,7 +449,8 @@ fn shares_from_every_side() {
             json!({"id": id, "parent": parent}),
         );
     }
-    let full = json!({"permissions": ["read", "write", "admin"]});
+    // `all_principals` too: the test reads both sides' audit logs.
+    let full = json!({"permissions": ["read", "write", "admin", "all_principals"]});
     let org = server.key("org", full.clone());
     let keys: Vec<(&str, String)> = ["team-a", "partner", "stranger", "other-child"]
         .into_iter()

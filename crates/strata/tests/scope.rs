@@ -503,6 +503,77 @@ fn a_bound_admin_key_cannot_act_on_the_whole_tenant() {
     assert_eq!((s, v["deleted_records"].as_u64()), (200, Some(4)), "{v}");
 }
 
+/// An unbound `admin` key without `all_principals` never sees a principal's private records,
+/// so it may not delete them with their collection, re-embed them, read the audit rows that
+/// name them, nor count them: each is `403 FORBIDDEN` naming `all_principals`, and nothing
+/// changes. It still creates a collection (no record in it); with `all_principals` the rest
+/// works.
+#[test]
+fn an_unbound_admin_key_without_all_principals_cannot_reach_private_records() {
+    let server = Server::start();
+    server.tenant("tp");
+    let full = server.key(
+        "tp",
+        json!({"permissions": ["read", "write", "admin", "all_principals"]}),
+    );
+    let admin = server.key("tp", json!({"permissions": ["read", "write", "admin"]}));
+    let (s, v) = server.post(
+        "/v1/memories",
+        &full,
+        json!({"records": [
+            {"id": "shared-1", "content": "tenant-wide note"},
+            {"id": "dave-private", "content": "dave's review", "user_tokens": ["u:dave"]},
+        ]}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let refused: [(&str, &str, Option<Value>); 6] = [
+        ("DELETE", "/v1/collections/text", None),
+        (
+            "POST",
+            "/v1/collections/text/reembed",
+            Some(json!({"dry_run": true})),
+        ),
+        ("POST", "/v1/collections/text/reembed", Some(json!({}))),
+        ("GET", "/v1/collections/text/reembed", None),
+        ("GET", "/v1/audit", None),
+        ("GET", "/v1/stats", None),
+    ];
+    for (method, path, body) in &refused {
+        let (s, v) = server.call(method, path, Some(&admin), &[], body.as_ref());
+        assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{method} {path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("all_principals")),
+            "{method} {path}: {v}"
+        );
+        assert!(!v.to_string().contains("dave"), "{method} {path}: {v}");
+    }
+    // Nothing changed: the collection and both records, the private one included, are there.
+    let (s, v) = server.get("/v1/collections", &full);
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["collections"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["name"] == "text")),
+        "{v}"
+    );
+    assert_eq!(count_all(&server, &full, "default"), 2);
+    let (s, v) = server.get("/v1/memories/dave-private?user_tokens=u:dave", &full);
+    assert_eq!(s, 200, "{v}");
+    // Creating a collection changes and counts no record: `admin` alone does it.
+    let (s, v) = server.post("/v1/collections", &admin, json!({"name": "c2", "dim": 4}));
+    assert_eq!(s, 201, "{v}");
+    // With `all_principals` the same key's tenant-wide view works.
+    let (s, v) = server.get("/v1/audit?action=memory.put", &full);
+    assert_eq!(s, 200, "{v}");
+    assert!(v.to_string().contains("dave-private"), "{v}");
+    let (s, v) = server.get("/v1/stats", &full);
+    assert_eq!((s, v["usage"]["records"].as_u64()), (200, Some(2)), "{v}");
+    let (s, v) = server.call("DELETE", "/v1/collections/text", Some(&full), &[], None);
+    assert_eq!((s, v["deleted_records"].as_u64()), (200, Some(2)), "{v}");
+}
+
 /// A key bound to `u:alice` reads tenant-shared and co-owned records but cannot rewrite, hide,
 /// move, take over or delete them (`403 SCOPE_FORBIDDEN`); a delete by filter deletes only
 /// Alice's own records; one it cannot see stays `404`.

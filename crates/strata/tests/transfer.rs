@@ -325,3 +325,113 @@ fn an_import_killed_midway_leaves_nothing_after_a_restart() {
     let (s, v) = import(&server, "acme-copy", &ndjson);
     assert_eq!(s, 201, "{v}");
 }
+
+/// `ndjson` with its tenant line's limits replaced by `limits`.
+fn with_limits(ndjson: &str, limits: Value) -> String {
+    let mut lines: Vec<String> = ndjson.lines().map(str::to_owned).collect();
+    let mut tenant: Value = serde_json::from_str(&lines[0]).expect("tenant line");
+    assert_eq!(tenant["type"], "tenant");
+    tenant["limits"] = limits;
+    lines[0] = tenant.to_string();
+    lines.join("\n")
+}
+
+/// An export whose records exceed the limits its own tenant line gives the imported tenant is
+/// `403 QUOTA_EXCEEDED` naming the quota, counted as writes count it, and leaves no tenant.
+#[test]
+fn an_import_past_its_own_quota_is_refused_and_leaves_nothing() {
+    let server = Server::start();
+    seed(&server, "acme");
+    let ndjson = export(&server, "acme");
+    // 60 vectors, 4 collections (3 default and `small`), 61 records of some KiB.
+    for (limits, quota) in [
+        (json!({"max_vectors": 2}), "max_vectors"),
+        (json!({"max_collections": 3}), "max_collections"),
+        (json!({"max_storage_bytes": 1000}), "max_storage_bytes"),
+    ] {
+        let (s, v) = import(&server, "over", &with_limits(&ndjson, limits));
+        assert_eq!((s, code(&v)), (403, "QUOTA_EXCEEDED"), "{quota}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(quota), "{quota}: {message}");
+        let (s, _) = server.get("/v1/admin/tenants/over", OPERATOR_KEY);
+        assert_eq!(s, 404, "{quota}: a refused import left a tenant behind");
+    }
+    // Within its limits the same export imports, under the same id.
+    let fits = json!({"max_vectors": 60, "max_collections": 4});
+    let (s, v) = import(&server, "over", &with_limits(&ndjson, fits));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (
+            v["usage"]["vectors"].as_u64(),
+            v["limits"]["max_vectors"].as_u64()
+        ),
+        (Some(60), Some(60)),
+        "{v}"
+    );
+}
+
+/// Imported audit rows are kept as the importing tenant's history, marked `imported`: their
+/// tenant is the new one, their actor `imported`, the source's tenant and actor only in the
+/// mark, and no client address or request id of the source's requests.
+#[test]
+fn imported_audit_rows_carry_no_foreign_identity() {
+    let server = Server::start();
+    seed(&server, "acme");
+    let ndjson = export(&server, "acme");
+    let source_rows: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .filter(|l| l["type"] == "audit")
+        .collect();
+    let put = source_rows
+        .iter()
+        .find(|r| r["action"] == "memory.put")
+        .expect("a memory.put row");
+    let source_actor = put["actor"].as_str().expect("actor").to_owned();
+    let source_client = put["client"].as_str().expect("client").to_owned();
+    assert!(source_actor.starts_with("key:"), "{put}");
+
+    let (s, v) = import(&server, "acme-copy", &ndjson);
+    assert_eq!(s, 201, "{v}");
+    let copy = server.key("acme-copy", json!({ "permissions": ALL }));
+    let (s, v) = server.get("/v1/audit?limit=1000", &copy);
+    assert_eq!(s, 200, "{v}");
+    let rows = v["rows"].as_array().expect("rows");
+    let imported: Vec<&Value> = rows.iter().filter(|r| !r["imported"].is_null()).collect();
+    assert_eq!(imported.len(), source_rows.len(), "{v}");
+    for row in &imported {
+        assert_eq!(row["tenant"], "acme-copy", "{row}");
+        assert_eq!(row["actor"], "imported", "{row}");
+        assert!(
+            row["client"].is_null() && row["request_id"].is_null(),
+            "{row}"
+        );
+        assert_eq!(row["imported"]["tenant"], "acme", "{row}");
+    }
+    let put = imported
+        .iter()
+        .find(|r| r["action"] == "memory.put")
+        .expect("the imported memory.put row");
+    assert_eq!(put["imported"]["actor"], source_actor.as_str(), "{put}");
+    // No imported row names the source's tenant or key as its own, nor its client address.
+    for row in &imported {
+        let own = json!([
+            row["tenant"],
+            row["actor"],
+            row["client"],
+            row["request_id"]
+        ]);
+        let text = own.to_string();
+        assert!(
+            !text.contains("\"acme\"") && !text.contains(&source_actor),
+            "{row}"
+        );
+        assert!(!row.to_string().contains(&source_client), "{row}");
+    }
+    // The import itself is this server's row, unmarked.
+    assert!(
+        rows.iter()
+            .any(|r| r["action"] == "tenant.import" && r["imported"].is_null()),
+        "{v}"
+    );
+}

@@ -565,9 +565,9 @@ class AsyncStrata(DataCalls):
         until: Optional[Millis] = None,
         limit: Optional[int] = None,
     ) -> List[AuditRow]:
-        """The tenant's audit log, newest first (needs a key with ``admin``, bound to neither
-        domains nor user tokens): every write, delete and admin action, with its actor and
-        request id. Filter by ``action`` (e.g. ``memory.delete``) and time; at most ``limit``
+        """The tenant's audit log, newest first (needs a key with ``admin`` and
+        ``all_principals``, bound to neither domains nor user tokens): every write, delete and
+        admin action, with its actor and request id. Filter by ``action`` (e.g. ``memory.delete``) and time; at most ``limit``
         rows (100 by default, up to 1000)."""
         return await self._transport.run(self._history(action, since, until, limit))
 
@@ -602,8 +602,8 @@ class AsyncStrata(DataCalls):
         return await self._transport.run(self._create_collection(name, dim, metric, options))
 
     async def delete_collection(self, name: str) -> int:
-        """Deletes a collection and every record in it (needs ``admin``, bound to neither
-        domains nor user tokens); returns how many."""
+        """Deletes a collection and every record in it, every principal's (needs ``admin`` and
+        ``all_principals``, bound to neither domains nor user tokens); returns how many."""
         return await self._transport.run(self._delete_collection(name))
 
     async def create_share(

@@ -523,6 +523,9 @@ class AuditRow:
     #: The ``x-request-id`` of the request, as the client saw it.
     request_id: Optional[str] = None
     detail: Any = None
+    #: On a row an import brought (``actor`` is then ``imported``): the ``tenant`` and
+    #: ``actor`` it named on the server that wrote it.
+    imported: Optional[Dict[str, Any]] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> AuditRow:
@@ -536,6 +539,7 @@ class AuditRow:
             client=d.get("client"),
             request_id=d.get("request_id"),
             detail=d.get("detail"),
+            imported=d.get("imported"),
         )
 
 

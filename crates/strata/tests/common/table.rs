@@ -9,6 +9,9 @@ pub enum Perm {
     Read,
     Write,
     Admin,
+    /// `admin` and `all_principals`: the route changes, names or counts the records of every
+    /// principal (docs/isolation.md).
+    AdminAllPrincipals,
     Operator,
 }
 
@@ -36,10 +39,10 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("POST", "/v1/feedback", Write),
     ("GET", "/v1/collections", Read),
     ("POST", "/v1/collections", Admin),
-    ("DELETE", "/v1/collections/{name}", Admin),
-    ("POST", "/v1/collections/{name}/reembed", Admin),
-    ("GET", "/v1/collections/{name}/reembed", Admin),
-    ("GET", "/v1/audit", Admin),
+    ("DELETE", "/v1/collections/{name}", AdminAllPrincipals),
+    ("POST", "/v1/collections/{name}/reembed", AdminAllPrincipals),
+    ("GET", "/v1/collections/{name}/reembed", AdminAllPrincipals),
+    ("GET", "/v1/audit", AdminAllPrincipals),
     ("POST", "/v1/shares", Admin),
     ("GET", "/v1/shares", Admin),
     ("DELETE", "/v1/shares/{id}", Admin),
@@ -68,7 +71,7 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("GET", "/v1/admin/keys", Operator),
     ("DELETE", "/v1/admin/keys/{id}", Operator),
     ("GET", "/v1/admin/stats", Operator),
-    ("GET", "/v1/stats", Admin),
+    ("GET", "/v1/stats", AdminAllPrincipals),
     ("GET", "/metrics", Operator),
     ("GET", "/dashboard", Public),
 ];
@@ -78,7 +81,7 @@ pub fn data_routes() -> impl Iterator<Item = (&'static str, &'static str, Perm)>
     ROUTES
         .iter()
         .copied()
-        .filter(|(_, _, p)| matches!(p, Read | Write | Admin))
+        .filter(|(_, _, p)| matches!(p, Read | Write | Admin | AdminAllPrincipals))
 }
 
 /// A concrete path for a templated one.
