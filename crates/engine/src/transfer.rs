@@ -372,8 +372,17 @@ impl Engine {
             })
         };
         let mut links: Vec<(usize, Link)> = Vec::new();
+        let mut read = 0;
         for (n, line) in lines.into_iter().enumerate() {
-            match line? {
+            let line = line?;
+            read += 1;
+            // Without it the tenant's limits, level and policy would silently be defaults.
+            if n == 0 && !matches!(line, ExportLine::Tenant { .. }) {
+                return Err(EngineError::BadRequest(
+                    "import line 1: an export begins with its tenant line".into(),
+                ));
+            }
+            match line {
                 ExportLine::Link(l) => links.push((n, l)),
                 ExportLine::Tenant {
                     display_name,
@@ -491,6 +500,11 @@ impl Engine {
                     }
                 }
             }
+        }
+        if read == 0 {
+            return Err(EngineError::BadRequest(
+                "import: the body is empty; an export begins with its tenant line".into(),
+            ));
         }
         flush(&mut batch, &collections, &profile.limits)?;
         flush_audit(&mut audit_rows)?;

@@ -175,9 +175,19 @@ fn a_bad_line_is_refused_by_number_and_leaves_nothing() {
                 .contains("line 3"),
         "{v}"
     );
-    // The first line must be the tenant line.
+    // The first line must be the tenant line, and there must be one.
     let (s, v) = import(&server, "broken", "{\"type\": \"collection\"}\n");
     assert_eq!(s, 400, "{v}");
+    let collection = ndjson.lines().nth(1).expect("a collection line");
+    assert!(collection.contains("\"collection\""), "{collection}");
+    let (s, v) = import(&server, "broken", collection);
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().contains("begins with its tenant line"), "{v}");
+    let (s, v) = import(&server, "broken", "");
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().contains("the body is empty"), "{v}");
+    let (s, _) = server.get("/v1/admin/tenants/broken", OPERATOR_KEY);
+    assert_eq!(s, 404, "a refused import left a tenant behind");
     // A line with a repeated key, at any depth, is refused naming it, like a request body.
     let mut lines: Vec<String> = ndjson.lines().map(str::to_owned).collect();
     lines[6] = lines[6].replacen('{', "{\"zz\":{\"dup\":1,\"dup\":2},", 1);
@@ -308,6 +318,11 @@ fn an_import_killed_midway_leaves_nothing_after_a_restart() {
         .status()
         .expect("kill");
     assert!(killed.success());
+    assert!(
+        server
+            .wait_exit(std::time::Duration::from_secs(30))
+            .is_some()
+    );
     drop(stream);
     server.restart();
     let (s, v) = server.call(
