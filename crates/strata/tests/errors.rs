@@ -298,7 +298,11 @@ fn vectors_beyond_the_bound_are_refused_and_scores_are_numbers() {
     assert_eq!((s, v["count"].as_u64()), (200, Some(written)), "{v}");
 
     // Import applies the same rule, naming the line and the field.
+    let limits = json!({"max_vectors": null, "max_storage_bytes": null, "max_collections": null,
+        "max_qps": null, "burst": null, "max_concurrent": null, "max_spreading_depth": null});
     let ndjson = [
+        json!({"type": "tenant", "id": "copy", "display_name": null, "created_at": 0,
+               "limits": limits, "weight": 1}),
         json!({"type": "collection", "name": "v", "dim": 4, "metric": "dot", "created_at": 0}),
         json!({"type": "record", "id": "x", "modality": "v", "kind": null, "content": null,
                "vector": finding, "user_tokens": [], "memory_domain": "default",
@@ -318,7 +322,7 @@ fn vectors_beyond_the_bound_are_refused_and_scores_are_numbers() {
         (s, serde_json::from_str(&body).unwrap_or_default()),
         "vector[0]",
     );
-    assert!(body.contains("line 2"), "{body}");
+    assert!(body.contains("line 3"), "{body}");
 }
 
 /// The audit rows of `action` in `tenant`'s log, as the operator sees them.

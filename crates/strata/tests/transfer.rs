@@ -296,13 +296,7 @@ fn an_import_killed_midway_leaves_nothing_after_a_restart() {
     // Wait until the import has created its tenant (suspended), then kill the server.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let (s, v) = server.call(
-            "GET",
-            "/v1/admin/tenants/acme-copy",
-            Some(OPERATOR_KEY),
-            &[],
-            None,
-        );
+        let (s, v) = server.get("/v1/admin/tenants/acme-copy", OPERATOR_KEY);
         if s == 200 {
             assert_eq!(v["status"], "suspended", "{v}");
             break;
@@ -325,13 +319,7 @@ fn an_import_killed_midway_leaves_nothing_after_a_restart() {
     );
     drop(stream);
     server.restart();
-    let (s, v) = server.call(
-        "GET",
-        "/v1/admin/tenants/acme-copy",
-        Some(OPERATOR_KEY),
-        &[],
-        None,
-    );
+    let (s, v) = server.get("/v1/admin/tenants/acme-copy", OPERATOR_KEY);
     assert_eq!(s, 404, "an import cut short left a tenant behind: {v}");
     assert!(
         server.log().contains("discarded an import cut short"),
