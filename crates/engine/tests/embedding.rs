@@ -116,7 +116,20 @@ fn a_collection_of_another_model_refuses_embedding_work() {
         .import_tenant(
             &OperatorScope::for_tests(),
             &id,
-            vec![Ok(ExportLine::Collection(foreign))],
+            vec![
+                Ok(ExportLine::Tenant {
+                    id: TenantId::parse("old").unwrap(),
+                    display_name: None,
+                    created_at: 0,
+                    limits: Default::default(),
+                    weight: 1,
+                    isolation: Default::default(),
+                    index_params: None,
+                    metadata: None,
+                    integrity_policy: None,
+                }),
+                Ok(ExportLine::Collection(foreign)),
+            ],
         )
         .unwrap();
     let scope = TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), full_grant());

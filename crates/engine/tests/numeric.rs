@@ -353,6 +353,17 @@ fn import_refuses_out_of_range_vectors() {
         (json!([6e14, 6e14, 6e14, 6e14]), "vector: "),
     ] {
         let lines = vec![
+            Ok(ExportLine::Tenant {
+                id: TenantId::parse("copy").unwrap(),
+                display_name: None,
+                created_at: 0,
+                limits: Default::default(),
+                weight: 1,
+                isolation: Default::default(),
+                index_params: None,
+                metadata: None,
+                integrity_policy: None,
+            }),
             Ok(ExportLine::Collection(Collection {
                 name: name(),
                 dim: 4,
@@ -374,7 +385,7 @@ fn import_refuses_out_of_range_vectors() {
         let err = engine.import_tenant(&op, &copy, lines).unwrap_err();
         let message = err.to_string();
         assert!(
-            message.starts_with(&format!("import line 2: {field}")),
+            message.starts_with(&format!("import line 3: {field}")),
             "{message}"
         );
         assert!(matches!(
