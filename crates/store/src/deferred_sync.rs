@@ -145,11 +145,13 @@ impl Inner {
     /// Syncs the file if a sync is owed (or always, with `force`); fails once any sync failed.
     fn sync(&self, force: bool) -> Result<(), BackendIoError> {
         let mut st = self.lock();
-        if let Some(why) = &st.failed {
-            return Err(poisoned(why));
-        }
+        // Nothing owed: the last deferred commit's sync was paid, and succeeded (a failed one
+        // stays owed), so its group is durable even if a later write failed the file.
         if !force && !self.owed.load(Ordering::Acquire) {
             return Ok(());
+        }
+        if let Some(why) = &st.failed {
+            return Err(poisoned(why));
         }
         // The lock is held through the fsync: a write waiting for the owed sync must not pass
         // before it has finished.
@@ -518,6 +520,20 @@ mod tests {
         full.store(false, Ordering::SeqCst);
         assert!(backend.write(0, &[0; 8]).is_err());
         assert!(backend.sync_data().is_err());
+        // A group whose owed sync a write paid before the failure is durable: its leader is
+        // told so, not that the file failed.
+        let (backend, sync) = wrap(Box::new(Recording {
+            disk_full: Arc::clone(&full),
+            ..Recording::default()
+        }));
+        backend.set_len(8).unwrap();
+        sync.deferring(|| backend.sync_data()).unwrap();
+        backend.write(0, &[0; 8]).unwrap(); // pays the owed sync first
+        full.store(true, Ordering::SeqCst);
+        assert!(backend.write(0, &[0; 8]).is_err());
+        assert!(sync.failed());
+        sync.sync_owed().unwrap();
+        full.store(false, Ordering::SeqCst);
         // A reader's refused write-back is not a failure of the file.
         let (backend, sync, _, _) = recording();
         backend.set_len(8).unwrap();
