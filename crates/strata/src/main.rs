@@ -275,7 +275,10 @@ fn init_logging(config: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log that cannot be written (its disk full) loses lines; reporting that on stderr,
+        // which is the log, would panic (`eprintln!`) and take the server down with it.
+        .log_internal_errors(false);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
