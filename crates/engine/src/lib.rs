@@ -175,9 +175,38 @@ pub const DB_FILE: &str = "strata.redb";
 pub use strata_store::{FileCheck, FileState};
 
 /// Checks every page of the data files in the data directory `dir` (the server stopped), for
-/// `strata check`.
+/// `strata check`; then, if the main file is usable, that every tenant it registers at
+/// `dedicated` has its own file (only the registry knows which should be there).
 pub fn check_data_dir(dir: &Path) -> Result<Vec<FileCheck>, EngineError> {
-    Ok(strata_store::check_files(&dir.join(DB_FILE))?)
+    let main = dir.join(DB_FILE);
+    let mut checks = strata_store::check_files(&main)?;
+    if !matches!(
+        checks.first().map(|c| &c.state),
+        Some(FileState::Sound | FileState::Repaired)
+    ) {
+        return Ok(checks);
+    }
+    let store = Store::open(&main)?;
+    for (_, meta) in strata_store::Reads::tenants_page(&store.read()?, None, usize::MAX)? {
+        let Ok(meta) = meta else { continue };
+        if !matches!(
+            lifecycle::TenantProfile::of(&meta).map(|p| p.isolation),
+            Ok(IsolationLevel::Dedicated)
+        ) {
+            continue;
+        }
+        let path = store.dedicated_file(meta.key);
+        if !path.is_file() {
+            checks.push(FileCheck {
+                path,
+                state: FileState::Unusable(format!(
+                    "missing: tenant {} is dedicated and its data file is not there",
+                    meta.id
+                )),
+            });
+        }
+    }
+    Ok(checks)
 }
 
 /// The engine over one data directory.

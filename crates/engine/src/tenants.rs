@@ -537,6 +537,9 @@ impl Engine {
             }
             w.erase_tenant(&meta)?;
             w.note_purge(now_millis())?;
+            // Owed until the compaction after this commit has run: a crash in between leaves
+            // the erased bytes in free pages, and the next start compacts them away.
+            w.set_compaction_owed(true)?;
             hierarchy::orphan_children(w, id)?;
             // The tenant's own log is erased with it, and so are the server log's rows about
             // it; the purge itself, which names only the id, is the server's to keep.

@@ -288,8 +288,11 @@ impl Engine {
     /// Erases what is left under storage key `key` after its tenant was purged, and the
     /// in-memory state kept for it; never a registered tenant's (`erase_unregistered`).
     fn erase_abandoned(&self, key: strata_store::TenantKey) -> Result<(), EngineError> {
-        self.store
-            .write(|w| Ok::<_, EngineError>(w.erase_unregistered(key)?))?;
+        self.store.write(|w| {
+            w.erase_unregistered(key)?;
+            // As a purge's: compacted after this commit, or at the next start.
+            Ok::<_, EngineError>(w.set_compaction_owed(true)?)
+        })?;
         self.forget_erased(key);
         Ok(())
     }

@@ -9,7 +9,7 @@ pub enum StoreError {
     Corrupt(String),
     /// Writing the data directory failed (a full disk, an I/O error): the file refuses every
     /// later write until the server reopens it, because what the kernel dropped cannot be
-    /// known; reads go on. What was acknowledged before stays durable.
+    /// known; reads of cached pages go on. What was acknowledged before stays durable.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     #[error("data directory {path}: {source}")]

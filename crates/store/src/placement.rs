@@ -482,6 +482,11 @@ impl Store {
         Ok(n)
     }
 
+    /// Where tenant `t`'s own file is, when it is `dedicated`.
+    pub fn dedicated_file(&self, t: TenantKey) -> PathBuf {
+        self.placement.dir_of(t).join(DEDICATED_FILE)
+    }
+
     /// Whether a directory for tenant `t`'s own file exists on disk.
     pub fn has_dedicated_dir(&self, t: TenantKey) -> bool {
         self.placement.dir_of(t).exists()

@@ -94,8 +94,8 @@ impl Store {
     }
 
     /// Why the main data file failed (a full disk, an I/O error), if it did: every write is
-    /// then refused until the server restarts, and reads go on. (A dedicated tenant's file that
-    /// fails refuses that tenant's writes alone.)
+    /// then refused until the server restarts; reads of cached pages go on. (A dedicated
+    /// tenant's file that fails refuses that tenant's writes alone.)
     pub fn failure(&self) -> Option<String> {
         self.file.failure()
     }

@@ -321,7 +321,8 @@ fn check(data_dir: &std::path::Path) -> anyhow::Result<()> {
     }
     if unusable > 0 {
         anyhow::bail!(
-            "{unusable} of {} data files cannot be used; restore them from a backup",
+            "{unusable} of {} data files cannot be used (see above: stop a server that holds \
+             them; restore damaged or missing ones from a backup)",
             checks.len()
         );
     }

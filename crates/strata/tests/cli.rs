@@ -365,15 +365,31 @@ fn the_operator_key_is_shown_only_by_a_start_that_listens() {
 }
 
 /// `strata check` walks every page of the data files with the server stopped: a sound
-/// directory checks out, one in use is refused, and damage is named with a failing exit.
+/// directory checks out, one in use is refused, and damage, or a dedicated tenant's file gone
+/// missing, is named with a failing exit.
 #[test]
 fn check_finds_damage_in_a_stopped_servers_files() {
     let mut server = Server::start();
     server.tenant("acme");
+    server.tenant("solo");
     let key = server.key("acme", serde_json::json!({}));
     for i in 0..300 {
         let body = serde_json::json!({"content": format!("memory {i} {}", "x".repeat(300))});
         assert_eq!(server.post("/v1/memories", &key, body).0, 201);
+    }
+    // A dedicated tenant (an empty one moves at once).
+    let (s, v) = server.call(
+        "POST",
+        "/v1/admin/tenants/solo/migrate",
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&serde_json::json!({"target": "dedicated"})),
+    );
+    assert!(s == 200 || s == 202, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while server.get("/v1/admin/tenants/solo", OPERATOR_KEY).1["isolation"] != "dedicated" {
+        assert!(std::time::Instant::now() < deadline, "never dedicated");
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let data = server.dir.path().join("data");
     let check = || {
@@ -392,7 +408,17 @@ fn check_finds_damage_in_a_stopped_servers_files() {
     assert!(!ok && out.contains("in use"), "{out}");
     server.stop();
     let (ok, out) = check();
-    assert!(ok && out.starts_with("ok "), "{out}");
+    assert!(
+        ok && out.starts_with("ok ") && out.lines().count() == 2,
+        "{out}"
+    );
+    // The dedicated tenant's directory gone: only the registry knows it should be there.
+    let tenants = data.join("tenants");
+    let moved = tenants.with_file_name("tenants.away");
+    std::fs::rename(&tenants, &moved).unwrap();
+    let (ok, out) = check();
+    assert!(!ok && out.contains("tenant solo is dedicated"), "{out}");
+    std::fs::rename(&moved, &tenants).unwrap();
     let file = data.join("strata.redb");
     let mut bytes = std::fs::read(&file).unwrap();
     let n = bytes.len();
