@@ -117,17 +117,7 @@ fn a_collection_of_another_model_refuses_embedding_work() {
             &OperatorScope::for_tests(),
             &id,
             vec![
-                Ok(ExportLine::Tenant {
-                    id: TenantId::parse("old").unwrap(),
-                    display_name: None,
-                    created_at: 0,
-                    limits: Default::default(),
-                    weight: 1,
-                    isolation: Default::default(),
-                    index_params: None,
-                    metadata: None,
-                    integrity_policy: None,
-                }),
+                Ok(common::tenant_line("old")),
                 Ok(ExportLine::Collection(foreign)),
             ],
         )

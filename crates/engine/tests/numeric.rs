@@ -353,17 +353,7 @@ fn import_refuses_out_of_range_vectors() {
         (json!([6e14, 6e14, 6e14, 6e14]), "vector: "),
     ] {
         let lines = vec![
-            Ok(ExportLine::Tenant {
-                id: TenantId::parse("copy").unwrap(),
-                display_name: None,
-                created_at: 0,
-                limits: Default::default(),
-                weight: 1,
-                isolation: Default::default(),
-                index_params: None,
-                metadata: None,
-                integrity_policy: None,
-            }),
+            Ok(common::tenant_line("copy")),
             Ok(ExportLine::Collection(Collection {
                 name: name(),
                 dim: 4,

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
-use strata_engine::{Engine, EngineConfig, Page};
+use strata_engine::{Engine, EngineConfig, ExportLine, Page};
 use strata_types::{Domain, Record, RequestScope, TenantId, TokenSelector};
 
 /// Opens an engine on `dir` and returns it with a scope for `tenant`, creating the tenant if
@@ -80,5 +80,20 @@ pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The tenant line an export begins with: tenant `id` with default limits and level.
+pub fn tenant_line(id: &str) -> ExportLine {
+    ExportLine::Tenant {
+        id: TenantId::parse(id).expect("tenant id"),
+        display_name: None,
+        created_at: 0,
+        limits: Default::default(),
+        weight: 1,
+        isolation: Default::default(),
+        index_params: None,
+        metadata: None,
+        integrity_policy: None,
     }
 }
