@@ -55,10 +55,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.server.listen))?;
     if let Some(created) = auth.bootstrap_operator(engine.credentials())? {
         // Shown once: only its hash is stored. stdout, so it is not mixed into the log stream.
-        println!(
+        // Unshown it is useless, so a stdout that cannot take it stops the start, saying how
+        // to administer the server anyway.
+        let mut out = std::io::stdout();
+        writeln!(
+            out,
             "operator key (shown once, keep it safe): {}",
             created.secret
-        );
+        )
+        .and_then(|()| out.flush())
+        .context(
+            "showing the first-start operator key on stdout; start with STRATA_OPERATOR_KEY \
+             set to administer this server",
+        )?;
     }
 
     let state = AppState::new(
@@ -87,9 +96,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .context("starting the worker pool")?;
     let app = strata_api::router(state.clone());
     let addr = listener.local_addr()?;
-    // A fixed, parseable line: scripts and tests read the bound port from it.
-    println!("listening on http://{addr}");
-    std::io::stdout().flush()?;
+    // A fixed, parseable line: scripts and tests read the bound port from it. A stdout that
+    // cannot take it (a full disk) must not stop the server: the log says the same.
+    let mut out = std::io::stdout();
+    if let Err(e) = writeln!(out, "listening on http://{addr}").and_then(|()| out.flush()) {
+        tracing::warn!(error = %e, "stdout cannot be written; the address is in this log only");
+    }
     tracing::info!(%addr, data_dir = %config.server.data_dir.display(), "serving");
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
