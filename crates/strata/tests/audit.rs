@@ -430,13 +430,7 @@ fn a_late_summary_of_a_purged_tenant_goes_to_the_servers_log() {
     for _ in 0..100 {
         assert_eq!(server.get("/v1/memories/list", &wrong).0, 401);
     }
-    let (s, v) = server.call(
-        "DELETE",
-        "/v1/admin/tenants/acme?hard=true",
-        Some(OPERATOR_KEY),
-        &[],
-        None,
-    );
+    let (s, v) = server.hard_delete("acme");
     assert_eq!(s, 200, "{v}");
     server.tenant("acme");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

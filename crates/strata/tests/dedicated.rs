@@ -331,13 +331,7 @@ fn a_tenant_created_dedicated_serves_and_is_purged_with_its_file() {
     assert_eq!(verify(&server, "big")["dedicated_file"], true);
     let tenants = server.dir.path().join("data").join("tenants");
     assert_eq!(tenants.read_dir().unwrap().count(), 1);
-    let (s, v) = server.call(
-        "DELETE",
-        "/v1/admin/tenants/big?hard=true",
-        Some(OPERATOR_KEY),
-        &[],
-        None,
-    );
+    let (s, v) = server.hard_delete("big");
     assert_eq!((s, &v["purged"]), (200, &json!(true)), "{v}");
     assert_eq!(tenants.read_dir().unwrap().count(), 0);
 }
@@ -753,13 +747,7 @@ fn a_shutdown_during_a_background_move_stops_it_cleanly() {
     assert_eq!(answers(&server, &key), reference);
 
     // A hard delete erases the status with the tenant: a tenant of the same name starts anew.
-    let (s, v) = server.call(
-        "DELETE",
-        "/v1/admin/tenants/acme?hard=true",
-        Some(OPERATOR_KEY),
-        &[],
-        None,
-    );
+    let (s, v) = server.hard_delete("acme");
     assert_eq!((s, &v["purged"]), (200, &json!(true)), "{v}");
     server.tenant("acme");
     let (s, st) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);

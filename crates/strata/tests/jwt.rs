@@ -177,13 +177,7 @@ fn a_token_of_the_second_a_tenant_was_recreated_in_does_not_reach_the_new_tenant
     into_next_second();
     let old = hs(&claims(600), HS_SECRET.as_bytes());
     assert_eq!(status(&server, &old).0, 200);
-    let (s, v) = server.call(
-        "DELETE",
-        "/v1/admin/tenants/acme?hard=true",
-        Some(common::OPERATOR_KEY),
-        &[],
-        None,
-    );
+    let (s, v) = server.hard_delete("acme");
     assert_eq!(s, 200, "{v}");
     server.tenant("acme");
     assert_eq!(status(&server, &old), (401, "UNAUTHORIZED".into()));

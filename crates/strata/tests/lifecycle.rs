@@ -233,13 +233,7 @@ fn hard_delete_erases_every_byte_at_once_and_for_good() {
     let data = server.dir.path().join("data");
     assert!(!files_containing(&data, CANARY.as_bytes()).is_empty());
 
-    let (s, v) = server.call(
-        "DELETE",
-        "/v1/admin/tenants/acme?hard=true",
-        Some(OPERATOR_KEY),
-        &[],
-        None,
-    );
+    let (s, v) = server.hard_delete("acme");
     assert_eq!((s, &v), (200, &json!({"id": "acme", "purged": true})));
     let (s, v) = server.get("/v1/memories/list", &key);
     assert_eq!((s, code(&v)), (401, "UNAUTHORIZED"), "{v}");
@@ -294,13 +288,7 @@ fn recreate_with_old_credentials(hard: bool) {
     // `iat` has second resolution: the next incarnation must be created in a later second.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     if hard {
-        let (s, v) = server.call(
-            "DELETE",
-            "/v1/admin/tenants/acme?hard=true",
-            Some(OPERATOR_KEY),
-            &[],
-            None,
-        );
+        let (s, v) = server.hard_delete("acme");
         assert_eq!(s, 200, "{v}");
     } else {
         admin(&server, "DELETE", "/v1/admin/tenants/acme", None);

@@ -78,13 +78,7 @@ fn a_recreated_tenant_starts_from_zero_and_a_purged_one_leaves_metrics() {
         assert_eq!(s, 201, "{v}");
     }
     assert!(scrape(&server).contains("strata_tenant_records{tenant=\"acme\"} 5\n"));
-    let (s, v) = server.call(
-        "DELETE",
-        "/v1/admin/tenants/acme?hard=true",
-        Some(OPERATOR_KEY),
-        &[],
-        None,
-    );
+    let (s, v) = server.hard_delete("acme");
     assert_eq!(s, 200, "{v}");
     let text = scrape(&server);
     assert!(

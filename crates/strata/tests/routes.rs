@@ -713,13 +713,7 @@ fn shares_from_every_side() {
     );
     assert_eq!(s, 201, "{v}");
     let ghost_share = v["id"].as_str().expect("share id").to_owned();
-    let (s, v) = server.call(
-        "DELETE",
-        "/v1/admin/tenants/ghost?hard=true",
-        Some(OPERATOR_KEY),
-        &[],
-        None,
-    );
+    let (s, v) = server.hard_delete("ghost");
     assert_eq!(s, 200, "{v}");
     op("POST", "/v1/admin/tenants", json!({"id": "ghost"}));
     let ghost = server.key("ghost", full.clone());

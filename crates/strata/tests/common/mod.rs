@@ -217,6 +217,17 @@ impl Server {
         assert_eq!(s, 201, "{v}");
     }
 
+    /// Hard-deletes tenant `id` as the operator; the status and the answer.
+    pub fn hard_delete(&self, id: &str) -> (u16, Value) {
+        self.call(
+            "DELETE",
+            &format!("/v1/admin/tenants/{id}?hard=true"),
+            Some(OPERATOR_KEY),
+            &[],
+            None,
+        )
+    }
+
     /// Sets a tenant's limits (a merge patch); panics on failure.
     pub fn limit(&self, tenant: &str, limits: Value) {
         let (s, v) = self.call(
