@@ -1,0 +1,338 @@
+use super::*;
+use strata_engine::{TenantLimits, TenantUsage};
+use strata_types::TenantId;
+
+fn info(id: &str, records: u64) -> TenantInfo {
+    TenantInfo {
+        id: TenantId::parse(id).expect("id"),
+        display_name: None,
+        created_at: 0,
+        updated_at: 0,
+        status: TenantStatus::Active,
+        deleted_at: None,
+        limits: TenantLimits {
+            max_vectors: Some(100),
+            ..TenantLimits::default()
+        },
+        weight: 1,
+        isolation: Default::default(),
+        index_params: None,
+        usage: Some(TenantUsage {
+            records,
+            vectors: records,
+            storage_bytes: records * 10,
+            collections: 1,
+        }),
+        parent: None,
+        metadata: None,
+        children: None,
+        integrity_policy: None,
+    }
+}
+
+fn residency(bytes: u64) -> TenantResidency {
+    TenantResidency {
+        resident: bytes > 0,
+        resident_bytes: bytes,
+        loads: 1,
+        evictions: 2,
+        pinned: false,
+        graph_builds_pending: 0,
+    }
+}
+
+fn row(id: &str, records: u64, live: TenantSnapshot) -> TenantRow {
+    TenantRow {
+        info: info(id, records),
+        live,
+        residency: residency(records),
+        integrity: IntegrityState::Normal,
+    }
+}
+
+fn exposition<'a>(tenants: &'a [TenantRow], cap: usize, pinned: &'a [String]) -> Exposition<'a> {
+    Exposition {
+        routes: &[],
+        tenants,
+        unreadable: 0,
+        cap,
+        pinned,
+        server: ServerSnapshot::default(),
+        workers: 2,
+        background_workers: 0,
+        forbidden_writes: 0,
+        storage_failed: false,
+        search_recheck_drops: 0,
+        security_events_suppressed: &[],
+        commits: HistogramSnapshot::default(),
+        resident_bytes: None,
+        residency_budget_bytes: 0,
+        residency_resident_bytes: 0,
+    }
+}
+
+#[test]
+fn the_background_worker_count_is_exported() {
+    let mut x = exposition(&[], 10, &[]);
+    x.background_workers = 3;
+    x.forbidden_writes = 2;
+    x.storage_failed = true;
+    x.search_recheck_drops = 4;
+    x.security_events_suppressed = &[("auth.failure", 7), ("security.tenant_mismatch", 0)];
+    let text = render(&x);
+    assert!(
+        text.contains("\nstrata_security_events_suppressed_total{action=\"auth.failure\"} 7\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nstrata_search_recheck_drops_total 4\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nstrata_storage_failed 1\n"), "{text}");
+    assert!(
+        text.contains("\nstrata_pool_background_workers 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nstrata_storage_writes_on_background_workers_total 2\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn partition_tenants_keep_their_label_and_info_names_the_level() {
+    let quiet = TenantSnapshot::default();
+    let mut rows: Vec<TenantRow> = (0..10)
+        .map(|i| row(&format!("t{i:02}"), 1, quiet))
+        .collect();
+    rows[7].info.isolation = IsolationLevel::Partition;
+    // A cap of 1 and no traffic: only t00 (by id) would get a label, but the partition
+    // tenant is pinned by its level.
+    let chosen = labelled(&rows, 1, &[]);
+    assert!(chosen.contains("t07"), "{chosen:?}");
+    assert_eq!(chosen.len(), 2, "{chosen:?}");
+    let text = render(&exposition(&rows, 1, &[]));
+    assert!(
+        text.contains(
+            "strata_tenant_info{tenant=\"t07\",status=\"active\",isolation=\"partition\"} 1"
+        ),
+        "{text}"
+    );
+}
+
+/// Values of `name{…tenant="X"…}` lines by tenant.
+fn by_tenant(text: &str, name: &str, extra: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(&format!("{name}{{tenant=\"")) else {
+            continue;
+        };
+        let (tenant, tail) = rest.split_once('"').expect("closing quote");
+        if !tail.starts_with(&format!("{extra}}}")) {
+            continue;
+        }
+        let value: f64 = tail
+            .rsplit(' ')
+            .next()
+            .expect("value")
+            .parse()
+            .expect("number");
+        out.insert(tenant.to_owned(), value);
+    }
+    out
+}
+
+#[test]
+fn five_thousand_tenants_under_a_cap_of_100_sum_exactly() {
+    let n = 5_000u64;
+    let mut rows = Vec::new();
+    for i in 0..n {
+        let id = format!("t{i:04}");
+        let mut s = TenantSnapshot::default();
+        // Activity rises with i, so the top 100 are t4900..t4999; t0007 is pinned.
+        for _ in 0..=(i % 7) {
+            s.latency.buckets[(i % 16) as usize] += 1;
+        }
+        s.classes[1] = s.latency.count();
+        s.recent = i;
+        s.refusals[0] = i % 3;
+        s.cpu_nanos = i * 1000;
+        let mut r = row(&id, i, s);
+        r.integrity = INTEGRITY_STATES[(i % 3) as usize];
+        rows.push(r);
+    }
+    let pinned = vec!["t0007".to_owned()];
+    let text = render(&exposition(&rows, 100, &pinned));
+    let counts = by_tenant(&text, "strata_tenant_request_duration_seconds_count", "");
+    assert_eq!(counts.len(), 102, "100 + pinned + (other)");
+    assert!(counts.contains_key("t4999") && counts.contains_key("t4900"));
+    assert!(counts.contains_key("t0007") && !counts.contains_key("t4899"));
+    let total: u64 = rows.iter().map(|r| r.live.requests()).sum();
+    assert_eq!(counts.values().sum::<f64>() as u64, total);
+    // Every label value's +Inf bucket equals its _count.
+    let inf = by_tenant(
+        &text,
+        "strata_tenant_request_duration_seconds_bucket",
+        ",le=\"+Inf\"",
+    );
+    assert_eq!(inf, counts);
+    let records = by_tenant(&text, "strata_tenant_records", "");
+    assert_eq!(records.values().sum::<f64>() as u64, (0..n).sum::<u64>());
+    let resident = by_tenant(&text, "strata_tenant_resident_bytes", "");
+    assert_eq!(resident.values().sum::<f64>() as u64, (0..n).sum::<u64>());
+    assert_eq!(resident["t4999"], 4999.0);
+    let evictions = by_tenant(&text, "strata_tenant_index_evictions_total", "");
+    assert_eq!(evictions.values().sum::<f64>() as u64, 2 * n);
+    let rl = by_tenant(
+        &text,
+        "strata_tenant_refusals_total",
+        ",code=\"RATE_LIMITED\"",
+    );
+    assert_eq!(
+        rl.values().sum::<f64>() as u64,
+        (0..n).map(|i| i % 3).sum::<u64>()
+    );
+    assert!(text.contains("strata_metrics_tenants_folded 4899\n"));
+    // Ratios only for labelled tenants.
+    let ratios = by_tenant(
+        &text,
+        "strata_tenant_quota_usage_ratio",
+        ",quota=\"vectors\"",
+    );
+    assert_eq!(ratios.len(), 101);
+    assert_eq!(ratios["t4999"], 49.99);
+    // A labelled tenant is 1 in its own state; (other) counts its tenants per state; the
+    // sum over labels per state is the server-wide count.
+    let stress = by_tenant(&text, "strata_tenant_integrity_state", ",state=\"stress\"");
+    assert_eq!(stress["t4998"], 0.0, "4998 % 3 == 0");
+    assert_eq!(stress["t4900"], 1.0, "4900 % 3 == 1");
+    let total_stress = (0..n).filter(|i| i % 3 == 1).count();
+    assert_eq!(stress.values().sum::<f64>() as usize, total_stress);
+    assert!(text.contains(&format!(
+        "strata_tenants_by_integrity_state{{state=\"stress\"}} {total_stress}\n"
+    )));
+}
+
+#[test]
+fn recorded_traffic_of_5000_tenants_under_cap_100_has_101_label_values() {
+    use crate::metrics::Metrics;
+    use std::time::Duration;
+    use strata_store::TenantKey;
+    let m = Metrics::default();
+    let mut expected_requests = 0u64;
+    let mut expected_429 = 0u64;
+    let mut ids = Vec::new();
+    for i in 0..5_000u64 {
+        let id = TenantId::parse(format!("tenant-{i}")).expect("id");
+        for j in 0..(1 + i % 5) {
+            let limited = j == 1 && i % 2 == 0;
+            let status = if limited { 429 } else { 200 };
+            let code = limited.then_some("RATE_LIMITED");
+            let key = ("POST", "/v1/search".to_owned(), status);
+            m.record(
+                key,
+                Some((TenantKey::for_tests(i + 1), &id)),
+                Duration::from_micros(100 + i),
+                code,
+            );
+            expected_requests += 1;
+            expected_429 += u64::from(limited);
+        }
+        ids.push(id);
+    }
+    let live = m.tenants();
+    let rows: Vec<TenantRow> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let l = live[&TenantKey::for_tests(i as u64 + 1)];
+            row(id.as_str(), 0, l)
+        })
+        .collect();
+    let routes = m.routes();
+    let mut x = exposition(&rows, 100, &[]);
+    x.routes = &routes;
+    let text = render(&x);
+    let values: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split("tenant=\"").nth(1))
+        .filter_map(|r| r.split('"').next())
+        .collect();
+    assert_eq!(values.len(), 101, "100 tenants and (other)");
+    assert!(values.contains(OTHER));
+    let counts = by_tenant(&text, "strata_tenant_request_duration_seconds_count", "");
+    assert_eq!(counts.values().sum::<f64>() as u64, expected_requests);
+    let inf = by_tenant(
+        &text,
+        "strata_tenant_request_duration_seconds_bucket",
+        ",le=\"+Inf\"",
+    );
+    assert_eq!(inf, counts);
+    let limited = by_tenant(
+        &text,
+        "strata_tenant_refusals_total",
+        ",code=\"RATE_LIMITED\"",
+    );
+    assert_eq!(limited.values().sum::<f64>() as u64, expected_429);
+    // The labelled ones are among the most active (5 requests each).
+    assert!(
+        counts.iter().all(|(t, n)| t == OTHER || *n == 5.0),
+        "{counts:?}"
+    );
+    let route_total: u64 = routes.iter().map(|(_, h)| h.count()).sum();
+    assert_eq!(route_total, expected_requests);
+}
+
+#[test]
+fn an_idle_tenant_gives_its_label_up_whatever_its_past_traffic() {
+    let mut busy_once = TenantSnapshot::default();
+    busy_once.latency.buckets[0] = 1_000_000;
+    let mut active_now = TenantSnapshot::default();
+    active_now.latency.buckets[0] = 1;
+    active_now.recent = 1;
+    let rows = [row("old", 0, busy_once), row("new", 0, active_now)];
+    let chosen = labelled(&rows, 1, &[]);
+    assert_eq!(chosen, BTreeSet::from(["new".to_owned()]));
+}
+
+#[test]
+fn only_registered_tenants_are_rendered_and_nothing_is_folded_without_the_cap_binding() {
+    let rows = vec![
+        row("a", 1, TenantSnapshot::default()),
+        row("b", 2, TenantSnapshot::default()),
+    ];
+    let routes = [(
+        ("GET", "/v1/x".to_owned(), 200),
+        HistogramSnapshot::default(),
+    )];
+    let mut x = exposition(&rows, 5, &[]);
+    x.routes = &routes;
+    x.unreadable = 1;
+    x.residency_budget_bytes = 1000;
+    x.residency_resident_bytes = 3;
+    let text = render(&x);
+    assert!(!text.contains(&format!("{{tenant=\"{OTHER}\"")));
+    assert!(text.contains("strata_metrics_tenants_folded 0\n"));
+    assert!(text.contains("strata_tenants_unreadable 1\n"));
+    assert!(text.contains("strata_residency_budget_bytes 1000\n"));
+    assert!(text.contains("strata_residency_resident_bytes 3\n"));
+    assert!(
+        text.contains(
+            "strata_http_requests_total{method=\"GET\",route=\"/v1/x\",status=\"200\"} 0\n"
+        )
+    );
+    let labels: BTreeSet<String> = by_tenant(&text, "strata_tenant_records", "")
+        .into_keys()
+        .collect();
+    assert_eq!(labels, BTreeSet::from(["a".to_owned(), "b".to_owned()]));
+    // Every sample line is `name{labels} value` or `name value`.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().expect("value");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+}
+
+#[test]
+fn label_values_are_escaped() {
+    assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+}
