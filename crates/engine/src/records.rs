@@ -364,7 +364,15 @@ fn put_one(
     }
     let key = scope.key();
     if new.id.is_some() {
-        if let Some(existing) = w.record(key, &record.id)? {
+        let mut existing = w.record(key, &record.id)?;
+        if existing.as_ref().is_some_and(|e| e.is_expired(vis.now)) {
+            // An expired record is gone for every reader and waits only for the sweep: its id
+            // is free. It goes now, with its links, as the sweep would take it; the write
+            // then creates a record, which no expired link or field survives into.
+            delete_record(w, changes, scope, &record.id)?;
+            existing = None;
+        }
+        if let Some(existing) = existing {
             if !vis.sees(&existing) {
                 return Err(EngineError::IdConflict(format!(
                     "id {} is taken by a record outside this request's scope",
@@ -382,13 +390,19 @@ fn put_one(
                 deduplicated: false,
             });
         }
-    } else if let Some(existing) = w.dedup_target(key, &record)? {
+    } else if let Some(existing) = w.dedup_target(key, &record)?
+        && w.record(key, &existing)?
+            .is_some_and(|e| !e.is_expired(vis.now))
+    {
         return Ok(PutOutcome {
             id: existing,
             created: false,
             deduplicated: true,
         });
     }
+    // A dedup entry naming an expired copy falls through: the write creates a record, and the
+    // entry moves to it (the expired copy's sweep leaves an entry that is no longer its own).
+
     store_record(w, changes, scope, &record)?;
     if collection.memory.link_runs == Some(true) {
         crate::links::link_to_run(w, scope, &record, vis.now)?;

@@ -285,3 +285,85 @@ fn data_survives_reopen() {
         Some("durable")
     );
 }
+
+/// An expired record is gone for every reader, so writing the same content into its run again
+/// must store a new record, not answer "deduplicated" with the id of a record nobody can read
+/// (the write would be acknowledged and lost).
+#[test]
+fn an_expired_copy_does_not_deduplicate_a_new_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let req = scope_json(json!({"run_id": "run-1"}));
+    let soon = now_millis() + 50;
+    let first = engine
+        .put(
+            &scope,
+            &req,
+            vec![rec(
+                json!({"content": "call the plumber", "expires_at": soon}),
+            )],
+        )
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    for batch in [1, 2] {
+        let again = engine
+            .put(
+                &scope,
+                &req,
+                vec![rec(json!({"content": "call the plumber"})); batch],
+            )
+            .unwrap();
+        assert!(again[0].created && !again[0].deduplicated, "{again:?}");
+        assert_ne!(again[0].id, first[0].id);
+        // The new record deduplicates what follows it, in the same batch too.
+        assert!(again.iter().skip(1).all(|o| o.deduplicated));
+        assert_eq!(
+            engine
+                .get(&scope, &req, &again[0].id)
+                .unwrap()
+                .content
+                .as_deref(),
+            Some("call the plumber")
+        );
+        engine.delete(&scope, &req, &again[0].id).unwrap();
+    }
+    assert!(matches!(
+        engine.get(&scope, &req, &first[0].id),
+        Err(EngineError::NotFound)
+    ));
+}
+
+/// A client id whose record has expired is free: the write creates a record under it (not
+/// `409`, not an update of the expired one), with nothing of the expired record kept.
+#[test]
+fn a_client_id_of_an_expired_record_is_written_as_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let req = RequestScope::default();
+    let bob = scope_json(json!({"user_tokens": ["u:bob"]}));
+    let soon = now_millis() + 50;
+    engine
+        .put(
+            &scope,
+            &bob,
+            vec![rec(
+                json!({"id": "note-1", "content": "old", "expires_at": soon,
+                            "user_tokens": ["u:bob"], "metadata": {"old": true}}),
+            )],
+        )
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    let out = engine
+        .put(
+            &scope,
+            &req,
+            vec![rec(json!({"id": "note-1", "content": "new"}))],
+        )
+        .unwrap();
+    assert!(out[0].created && !out[0].deduplicated, "{out:?}");
+    let got = engine.get(&scope, &req, &out[0].id).unwrap();
+    assert_eq!(got.content.as_deref(), Some("new"));
+    assert!(got.user_tokens.is_empty() && got.expires_at.is_none());
+    assert!(got.metadata.get("old").is_none());
+    assert_eq!(engine.count(&scope, &req, None).unwrap(), 1);
+}
