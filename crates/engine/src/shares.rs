@@ -265,31 +265,52 @@ fn audit_grantees(
     s: &StoredShare,
     action: &str,
 ) -> Result<(), EngineError> {
-    let mut reached: Vec<TenantKey> = Vec::new();
+    let mut reached: Vec<(TenantKey, TenantId)> = Vec::new();
     for t in &s.tenants {
         if let Some(m) = w.tenant(t)?
             && w.blob(m.key, &in_name(scope.tenant(), &s.id))?.is_some()
         {
-            reached.push(m.key);
+            reached.push((m.key, m.id));
         }
     }
     if s.children {
         for m in w.tenants()? {
             if TenantProfile::of(&m)?.parent.as_ref() == Some(scope.tenant()) {
-                reached.push(m.key);
+                reached.push((m.key, m.id));
             }
         }
     }
-    reached.sort();
-    reached.dedup();
+    reached.sort_by_key(|(key, _)| *key);
+    reached.dedup_by_key(|(key, _)| *key);
     let detail = serde_json::json!({"share": s.id, "owner": scope.tenant(), "domain": s.domain});
-    for key in reached {
-        let mut event = tenant_event(scope, action, detail.clone());
-        // The row is the grantee's; the actor is the owner's credential, named with its tenant.
-        event.actor = format!("{}:{}", scope.tenant(), scope.actor());
-        audit::append(w, key, event)?;
+    for (key, grantee) in reached {
+        audit::append(
+            w,
+            key,
+            foreign_event(scope, Some(grantee), action, detail.clone()),
+        )?;
     }
     Ok(())
+}
+
+/// An audit row that `scope`'s request writes into another tenant's log (`row_tenant`'s): it
+/// names the other side by its tenant alone. The caller's key id or JWT subject, client
+/// address and request id are its own tenant's business, and stay in its own log's row.
+fn foreign_event(
+    scope: &TenantScope,
+    row_tenant: Option<TenantId>,
+    action: &str,
+    detail: serde_json::Value,
+) -> audit::AuditEvent {
+    audit::AuditEvent {
+        tenant: row_tenant,
+        actor: format!("tenant:{}", scope.tenant()),
+        action: action.to_owned(),
+        outcome: "ok".into(),
+        client: None,
+        request_id: None,
+        detail,
+    }
 }
 
 impl Engine {
@@ -387,6 +408,16 @@ impl Engine {
                 .blob(scope.key(), &out_name(id))?
                 .ok_or(EngineError::NotFound)?;
             let stored: StoredShare = decode_json(&bytes)?;
+            // A share of a domain the credential is not bound to is one it cannot see: it
+            // looks missing, as it does in the credential's list of shares.
+            if scope
+                .grant()
+                .domains
+                .as_ref()
+                .is_some_and(|bound| !bound.contains(&stored.domain))
+            {
+                return Err(EngineError::NotFound);
+            }
             require_publisher(scope, Some(&stored.domain))?;
             // Tell the grantees while their pointer rows still say who they are.
             audit_grantees(w, scope, &stored, "share.revoked")?;
@@ -559,9 +590,8 @@ impl Engine {
                         "share": g.share, "domain": g.domain,
                         "reader": scope.tenant(), "hits": n,
                     });
-                    let mut event = tenant_event(scope, "share.read_by", detail);
-                    event.tenant = Some(g.owner.clone());
-                    event.actor = format!("{}:{}", scope.tenant(), scope.actor());
+                    let event =
+                        foreign_event(scope, Some(g.owner.clone()), "share.read_by", detail);
                     audit::append(w, g.owner_key, event)?;
                 }
             }

@@ -515,6 +515,20 @@ fn shares_from_every_side() {
     );
     let (s, v) = server.get("/v1/shares", &no_admin);
     assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
+    // A credential bound to other domains neither lists the share nor learns its domain from
+    // a revoke: it looks like a missing one.
+    let (s, v) = server.get("/v1/shares", &domain_bound);
+    assert_eq!((s, &v["shares"]), (200, &json!([])), "{v}");
+    let missing = server.call("DELETE", "/v1/shares/nope", Some(&domain_bound), &[], None);
+    let hidden = server.call(
+        "DELETE",
+        &format!("/v1/shares/{id}"),
+        Some(&domain_bound),
+        &[],
+        None,
+    );
+    assert_eq!(missing.0, 404, "{}", missing.1);
+    assert_eq!(hidden, missing);
 
     // Who holds it.
     let incoming = |t: &str| {
@@ -658,6 +672,29 @@ fn shares_from_every_side() {
     );
     let team_rows = actions(&key_of("team-a"));
     assert!(team_rows.iter().any(|r| r["action"] == "share.granted"));
+    // A row written into the other tenant's log names that tenant alone: never its key id,
+    // client address or request id.
+    let foreign = |rows: &[Value], action: &str, other: &str| {
+        let of_action: Vec<&Value> = rows.iter().filter(|r| r["action"] == action).collect();
+        assert!(
+            of_action
+                .iter()
+                .any(|r| r["actor"] == json!(format!("tenant:{other}"))),
+            "{action}: {rows:?}"
+        );
+        for row in of_action {
+            assert!(
+                row["actor"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("tenant:"))
+            );
+            for field in ["client", "request_id"] {
+                assert!(row.get(field).is_none_or(Value::is_null), "{row}");
+            }
+        }
+    };
+    foreign(&org_rows, "share.read_by", "team-a");
+    foreign(&team_rows, "share.granted", "org");
     assert!(
         team_rows
             .iter()
