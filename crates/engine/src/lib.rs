@@ -109,7 +109,7 @@ pub use isolation::{
     MigrationStatus,
 };
 pub use lifecycle::{TenantLimits, TenantStatus};
-pub use links::{MAX_LINKS_PER_RECORD, RecordLinks};
+pub use links::{MAX_LINKS_PER_RECORD, MAX_STORED_LINKS_PER_RECORD, RecordLinks};
 pub use migration_resume::Resumed;
 pub use records::PutOutcome;
 pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};

@@ -11,10 +11,16 @@ use crate::lifecycle;
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
 
-/// The most links one record may have going out, and coming in: recall reads every link of a
-/// node it expands, both ways, so an unbounded fan-out would make one record as expensive as a
-/// scan.
+/// The most links one record may have going out, and coming in, among those whose other end
+/// the request can see: recall reads every link of a node it expands, both ways, so an
+/// unbounded fan-out would make one record as expensive as a scan. Counted over what the
+/// request sees, as every channel counts: links from another principal's private records
+/// neither show in the count nor use up a tenant-shared record's room for everyone else.
 pub const MAX_LINKS_PER_RECORD: usize = 1000;
+
+/// The most links one record may hold each way, whoever can see their other ends: the bound
+/// on recall's reads of one node when many principals each link to one shared record.
+pub const MAX_STORED_LINKS_PER_RECORD: usize = 20 * MAX_LINKS_PER_RECORD;
 
 /// Bytes a link is charged against `max_storage_bytes`: its two entries (by source and by
 /// target), each the two ids, the relation, the 13-byte value and key overhead.
@@ -78,13 +84,13 @@ impl Engine {
                 };
                 if w.put_link(key, &link)?.is_none() {
                     // Both ways: recall and deletes walk a record's incoming links too.
-                    if w.links_of(key, &link.source, false)?.len() > MAX_LINKS_PER_RECORD
-                        || w.links_of(key, &link.target, true)?.len() > MAX_LINKS_PER_RECORD
-                    {
-                        return Err(EngineError::QuotaExceeded {
-                            resource: "links_per_record",
-                            limit: MAX_LINKS_PER_RECORD as u64,
-                        });
+                    for (end, incoming) in [(&link.source, false), (&link.target, true)] {
+                        if let Some(limit) = over_link_cap(w, key, &vis, end, incoming)? {
+                            return Err(EngineError::QuotaExceeded {
+                                resource: "links_per_record",
+                                limit: limit as u64,
+                            });
+                        }
                     }
                     added += link_bytes(&link) as i64;
                 }
@@ -187,6 +193,37 @@ fn check_link_ends(
 /// was deleted, or already has the most outgoing links, gets no link; neither fails the write.
 /// Links are tenant structure: whether a request may see either end is decided when it reads
 /// them, as for every link.
+/// The cap that `id`'s links one way (`incoming` or outgoing) now exceed, if any: more than
+/// [`MAX_LINKS_PER_RECORD`] whose other ends `vis` sees, or more than
+/// [`MAX_STORED_LINKS_PER_RECORD`] in all. The other ends are read only past the first cap,
+/// so a record with few links pays nothing for the visibility count.
+fn over_link_cap(
+    w: &Writer<'_>,
+    key: TenantKey,
+    vis: &Visibility,
+    id: &RecordId,
+    incoming: bool,
+) -> Result<Option<usize>, EngineError> {
+    let links = w.links_of(key, id, incoming)?;
+    if links.len() <= MAX_LINKS_PER_RECORD {
+        return Ok(None);
+    }
+    if links.len() > MAX_STORED_LINKS_PER_RECORD {
+        return Ok(Some(MAX_STORED_LINKS_PER_RECORD));
+    }
+    let mut seen = 0;
+    for l in &links {
+        let other = if incoming { &l.source } else { &l.target };
+        if w.record(key, other)?.is_some_and(|r| vis.sees(&r)) {
+            seen += 1;
+            if seen > MAX_LINKS_PER_RECORD {
+                return Ok(Some(MAX_LINKS_PER_RECORD));
+            }
+        }
+    }
+    Ok(None)
+}
+
 pub(crate) fn link_to_run(
     w: &mut Writer<'_>,
     scope: &TenantScope,

@@ -549,7 +549,8 @@ impl Engine {
                     if w.put_link(key, l)?.is_some() {
                         return Err(at("appears twice".into()));
                     }
-                    let cap = crate::links::MAX_LINKS_PER_RECORD;
+                    // Whole-tenant: every principal's links count, up to the stored bound.
+                    let cap = crate::links::MAX_STORED_LINKS_PER_RECORD;
                     if w.links_of(key, &l.source, false)?.len() > cap
                         || w.links_of(key, &l.target, true)?.len() > cap
                     {
