@@ -62,7 +62,11 @@ pub struct ReembedPlan {
     pub measured_texts_per_sec: f64,
     /// `text_bytes` at the measured bytes per second, on one core, with the pool otherwise idle.
     pub estimated_seconds: f64,
-    /// The collection already declares the loaded model: there is nothing to do.
+    /// Records with content and no vector (written while the server ran without its
+    /// embedder): a re-embed gives them one, even when the collection is already current.
+    pub records_without_vector: u64,
+    /// The collection already declares the loaded model and every record with content has its
+    /// vector: there is nothing to do.
     pub already_current: bool,
 }
 
@@ -132,6 +136,8 @@ struct Survey {
     records: u64,
     text_bytes: u64,
     vector_only: u64,
+    /// Records with content and no vector.
+    without_vector: u64,
     /// The first few texts, to measure the embedding rate on.
     sample: Vec<String>,
 }
@@ -146,6 +152,7 @@ fn survey(
         records: 0,
         text_bytes: 0,
         vector_only: 0,
+        without_vector: 0,
         sample: Vec::new(),
     };
     for record in r.records(key, None)? {
@@ -156,6 +163,7 @@ fn survey(
         match record.content {
             Some(content) => {
                 out.records += 1;
+                out.without_vector += u64::from(record.vector.is_none());
                 out.text_bytes += content.len() as u64;
                 if out.sample.len() < sample {
                     out.sample.push(content);
@@ -271,7 +279,8 @@ impl Engine {
         }
         Ok(ReembedPlan {
             collection: c.name.clone(),
-            already_current: c.embedder.as_ref() == Some(&loaded),
+            records_without_vector: found.without_vector,
+            already_current: c.embedder.as_ref() == Some(&loaded) && found.without_vector == 0,
             from_model: c.embedder,
             to_model: loaded,
             from_dim: c.dim,
@@ -297,9 +306,13 @@ impl Engine {
         })?;
         let (texts, vector_only) = (found.records, found.vector_only);
         let (_, loaded) = self.loaded_for_reembed()?;
-        if c.embedder.as_ref() == Some(&loaded) {
+        // On the loaded model already, a re-embed still gives a vector to the records written
+        // while the server ran without its embedder (it embeds every text again: the same
+        // model gives the same vectors).
+        if c.embedder.as_ref() == Some(&loaded) && found.without_vector == 0 {
             return Err(conflict(format!(
-                "collection {name} is already embedded by {}",
+                "collection {name} is already embedded by {}, and every record with content \
+                 has its vector",
                 loaded.model_id
             )));
         }

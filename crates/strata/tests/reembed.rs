@@ -305,3 +305,75 @@ fn a_sigkill_mid_reembed_leaves_the_collection_whole_on_one_model() {
     wait_done(&server, &key);
     all_vectors_have_dim(&server, &key, n + 1, 384);
 }
+
+/// Records written while the server ran without its embedder have no vector; once the model
+/// is back, the dry run counts them and a re-embed of the (current) collection gives them one,
+/// so vector search finds them.
+#[test]
+fn a_reembed_gives_vectors_to_text_written_while_the_embedder_was_off() {
+    let mut server = start_with_embedder();
+    server.tenant("acme");
+    let key = server.key(
+        "acme",
+        json!({"permissions": ["read", "write", "admin", "all_principals"]}),
+    );
+    let (s, v) = server.post(
+        "/v1/memories",
+        &key,
+        json!({"id": "with-model", "content": "the kettle is in the kitchen"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    server.set_env("STRATA__EMBEDDER__ENABLED", "false");
+    server.restart();
+    let (s, v) = server.post(
+        "/v1/memories",
+        &key,
+        json!({"id": "without-model", "content": TARGET}),
+    );
+    assert_eq!(s, 201, "{v}");
+    server.set_env("STRATA__EMBEDDER__ENABLED", "true");
+    server.restart();
+    let (s, plan) = server.post(
+        "/v1/collections/text/reembed",
+        &key,
+        json!({"dry_run": true}),
+    );
+    assert_eq!(s, 200, "{plan}");
+    assert_eq!(
+        (&plan["already_current"], &plan["records_without_vector"]),
+        (&json!(false), &json!(1)),
+        "{plan}"
+    );
+    let (s, v) = server.post("/v1/collections/text/reembed", &key, json!({}));
+    assert!(s == 200 || s == 202, "{s} {v}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, v) = server.get("/v1/collections/text/reembed", &key);
+        match v["state"].as_str() {
+            Some("done") => break,
+            Some("running") if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            _ => panic!("re-embed did not finish: {v}"),
+        }
+    }
+    let (s, v) = server.get("/v1/memories/without-model", &key);
+    assert_eq!(
+        (s, v["vector"].as_array().map(Vec::len)),
+        (200, Some(384)),
+        "{v}"
+    );
+    let (s, v) = server.post(
+        "/v1/search",
+        &key,
+        json!({"query": "which drink does she prefer?", "mode": "vector", "k": 1}),
+    );
+    assert_eq!(
+        (s, &v["hits"][0]["id"]),
+        (200, &json!("without-model")),
+        "{v}"
+    );
+    // Now there is nothing left to do.
+    let (s, v) = server.post("/v1/collections/text/reembed", &key, json!({}));
+    assert_eq!((s, code(&v)), (409, "CONFLICT"), "{v}");
+}
