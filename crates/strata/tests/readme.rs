@@ -95,3 +95,19 @@ fn readme_quickstart_runs_verbatim() {
         "private memory leaked into the support search:\n{support}"
     );
 }
+
+/// The README's list of metadata keys that shadow a built-in field is the server's own.
+#[test]
+fn readme_lists_the_reserved_metadata_keys() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+    let readme = std::fs::read_to_string(path).expect("README.md");
+    let start = readme
+        .find("may not shadow a built-in field")
+        .expect("the reserved-keys sentence");
+    let sentence = &readme[start..];
+    let sentence = &sentence[..sentence.find(".\n").expect("its end")];
+    let listed: Vec<&str> = sentence.split('`').skip(1).step_by(2).collect();
+    // The first quoted word is the error code's status text, the rest the keys.
+    let listed: Vec<&str> = listed.into_iter().skip(1).collect();
+    assert_eq!(listed, strata_types::RESERVED_FIELDS);
+}
