@@ -32,7 +32,8 @@ fn bar(len: Option<u64>, template: &str) -> ProgressBar {
 /// Writes tenant `id`'s export to `out` (stdout when `None`); returns the number of lines.
 pub async fn export(client: &Client, id: &str, out: Option<&Path>) -> anyhow::Result<u64> {
     // The tenant's usage gives the number of lines to expect: a header, its collections and
-    // its records. Only for the bar: the export itself is a consistent snapshot of its own.
+    // its records. Only for the bar, which grows past it when the export also carries links,
+    // audit rows and adaptive state: the export itself is a consistent snapshot of its own.
     let info = client
         .call(Method::GET, &format!("/v1/admin/tenants/{id}"), None)
         .await?;
@@ -60,6 +61,9 @@ pub async fn export(client: &Client, id: &str, out: Option<&Path>) -> anyhow::Re
         lines += n;
         bytes += chunk.len() as u64;
         pb.inc(n);
+        if pb.length().is_some_and(|len| lines > len) {
+            pb.set_length(lines);
+        }
         pb.set_message(indicatif::HumanBytes(bytes).to_string());
     }
     sink.flush().context("writing the export")?;
