@@ -62,15 +62,23 @@ fn seeded(server: &Server, n: usize) -> String {
 }
 
 fn status(server: &Server, key: &str) -> Value {
-    let (s, v) = server.get("/v1/collections/notes/reembed", key);
+    status_of(server, key, "notes")
+}
+
+fn status_of(server: &Server, key: &str, collection: &str) -> Value {
+    let (s, v) = server.get(&format!("/v1/collections/{collection}/reembed"), key);
     assert_eq!(s, 200, "{v}");
     v
 }
 
 fn wait_done(server: &Server, key: &str) -> Value {
+    wait_done_of(server, key, "notes")
+}
+
+fn wait_done_of(server: &Server, key: &str, collection: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let v = status(server, key);
+        let v = status_of(server, key, collection);
         match v["state"].as_str() {
             Some("done") => return v,
             Some("running") if Instant::now() < deadline => {
@@ -346,17 +354,7 @@ fn a_reembed_gives_vectors_to_text_written_while_the_embedder_was_off() {
     );
     let (s, v) = server.post("/v1/collections/text/reembed", &key, json!({}));
     assert!(s == 200 || s == 202, "{s} {v}");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, v) = server.get("/v1/collections/text/reembed", &key);
-        match v["state"].as_str() {
-            Some("done") => break,
-            Some("running") if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            _ => panic!("re-embed did not finish: {v}"),
-        }
-    }
+    wait_done_of(&server, &key, "text");
     let (s, v) = server.get("/v1/memories/without-model", &key);
     assert_eq!(
         (s, v["vector"].as_array().map(Vec::len)),
