@@ -13,7 +13,9 @@
 //! small and arrives promptly, and the connection stays usable; otherwise the response says
 //! `Connection: close`, which hyper honours.
 //!
-//! The same middleware refuses request targets over `max_uri_bytes` with `414 URI_TOO_LONG`.
+//! The same middleware refuses request targets over `max_uri_bytes` with `414 URI_TOO_LONG`,
+//! and a request whose `Content-Encoding` is anything but `identity` with
+//! `415 UNSUPPORTED_MEDIA_TYPE`, before a byte of its body is read.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -195,6 +197,31 @@ impl Drop for Guarded {
     }
 }
 
+/// Longest part of an unsupported coding's name quoted back to the client.
+const MAX_QUOTED_CODING: usize = 32;
+
+/// The refusal of a body in a coding the server does not decode: every `Content-Encoding`
+/// other than `identity` (in any case, in any copy of the header, in any item of a list).
+/// Such a body would otherwise be read as if plain: a compressed one fails as invalid JSON,
+/// and one labelled compressed but sent plain is stored, so a client and a proxy in front
+/// could disagree on what was written.
+fn unsupported_coding(headers: &axum::http::HeaderMap) -> Option<ApiError> {
+    let coding = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))?;
+    let shown: String = String::from_utf8_lossy(coding)
+        .escape_debug()
+        .take(MAX_QUOTED_CODING)
+        .collect();
+    Some(ApiError::UnsupportedMediaType(format!(
+        "Content-Encoding \"{shown}\": request bodies are read only as sent, without a \
+         content coding; send the body uncompressed"
+    )))
+}
+
 /// The middleware: see the module documentation.
 pub(crate) async fn guard_requests(
     State(state): State<AppState>,
@@ -203,11 +230,13 @@ pub(crate) async fn guard_requests(
 ) -> Response {
     let max_uri = state.config.max_uri_bytes;
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-    let too_long = (uri_len > max_uri).then(|| {
-        ApiError::UriTooLong(format!(
-            "the request target is {uri_len} bytes; at most {max_uri} (server.max_uri_bytes)"
-        ))
-    });
+    let too_long = (uri_len > max_uri)
+        .then(|| {
+            ApiError::UriTooLong(format!(
+                "the request target is {uri_len} bytes; at most {max_uri} (server.max_uri_bytes)"
+            ))
+        })
+        .or_else(|| unsupported_coding(req.headers()));
     if req.body().is_end_stream() {
         return match too_long {
             Some(e) => e.into_response(),
@@ -348,5 +377,39 @@ mod tests {
         assert!(!polled);
         assert!(drain(rest).await, "a small body that is all there drains");
         assert!(!drain(stalled()).await, "a stalled one does not");
+    }
+
+    #[test]
+    fn only_identity_content_encoding_is_read() {
+        let refused = |values: &[&str]| {
+            let mut h = axum::http::HeaderMap::new();
+            for v in values {
+                h.append(header::CONTENT_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            unsupported_coding(&h).map(|e| {
+                assert_eq!(e.status_and_code().1, "UNSUPPORTED_MEDIA_TYPE");
+                e.to_string()
+            })
+        };
+        for ok in [
+            &[][..],
+            &["identity"],
+            &["IDENTITY"],
+            &[" identity , identity"],
+        ] {
+            assert_eq!(refused(ok), None, "{ok:?}");
+        }
+        for (values, named) in [
+            (&["gzip"][..], "\"gzip\""),
+            (&["br"], "\"br\""),
+            (&["identity, deflate"], "\"deflate\""),
+            (&["identity", "zstd"], "\"zstd\""),
+            (&["x-gzip"], "\"x-gzip\""),
+        ] {
+            let m = refused(values).unwrap_or_else(|| panic!("{values:?} was read"));
+            assert!(m.contains(named), "{m}");
+        }
+        let long = "z".repeat(500);
+        assert!(refused(&[&long]).unwrap().len() < 200);
     }
 }

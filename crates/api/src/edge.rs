@@ -40,7 +40,7 @@ pub(crate) struct Who {
     /// Key id (`key:<id>`), JWT subject (`jwt:<sub>`), or `anonymous`.
     pub actor: String,
     /// Why a credential was refused (the authenticator's log-only reason).
-    pub reason: Option<&'static str>,
+    pub reason: Option<std::borrow::Cow<'static, str>>,
     /// The key id a refused token claims, if it is shaped like an API key.
     pub claimed_key: Option<String>,
 }
@@ -96,6 +96,8 @@ pub struct TenantAuth {
     pub header_domain: Option<Domain>,
     /// Admission: the tenant's pool share and, while the request lives, its in-flight slot.
     pub admitted: Admitted,
+    /// Most user tokens the request may name (`engine.limits.max_user_tokens`).
+    pub max_user_tokens: usize,
 }
 
 /// A request authenticated with an operator credential.
@@ -143,7 +145,7 @@ pub(crate) async fn principal(parts: &Parts, state: &AppState) -> Result<Princip
                 &parts.extensions,
                 Who {
                     actor: "anonymous".into(),
-                    reason: Some("missing or malformed authorization header"),
+                    reason: Some("missing or malformed authorization header".into()),
                     ..Who::default()
                 },
             );
@@ -185,7 +187,7 @@ pub(crate) async fn principal(parts: &Parts, state: &AppState) -> Result<Princip
         }
         Err(e) => {
             let reason = match &e {
-                AuthError::Unauthorized(r) => Some(*r),
+                AuthError::Unauthorized(r) => Some(r.clone()),
                 _ => None,
             };
             note(
@@ -290,6 +292,7 @@ impl FromRequestParts<AppState> for TenantAuth {
             scope,
             header_domain,
             admitted,
+            max_user_tokens: state.engine.config().limits.max_user_tokens,
         })
     }
 }

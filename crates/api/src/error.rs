@@ -75,6 +75,10 @@ pub enum ApiError {
     /// The request line and headers together are larger than the server accepts.
     #[error("{0}")]
     HeadersTooLarge(String),
+    /// The body is in a form the server does not read: a `Content-Encoding` other than
+    /// `identity`. The message names the coding.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -136,6 +140,7 @@ pub enum ErrorCode {
     RequestTimeout,
     UriTooLong,
     HeadersTooLarge,
+    UnsupportedMediaType,
     Internal,
     NotImplemented,
     Unavailable,
@@ -164,6 +169,7 @@ pub const ERROR_CODES: &[(u16, &str)] = &[
     (408, "REQUEST_TIMEOUT"),
     (414, "URI_TOO_LONG"),
     (431, "HEADERS_TOO_LARGE"),
+    (415, "UNSUPPORTED_MEDIA_TYPE"),
     (500, "INTERNAL"),
     (501, "NOT_IMPLEMENTED"),
     (503, "UNAVAILABLE"),
@@ -201,6 +207,9 @@ impl ApiError {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "HEADERS_TOO_LARGE",
             ),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
             ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
             ApiError::Unavailable | ApiError::StorageUnavailable(_) => {
@@ -519,7 +528,7 @@ mod tests {
 
     #[test]
     fn auth_errors_map_to_stable_codes() {
-        check(AuthError::Unauthorized("why"), 401, "UNAUTHORIZED");
+        check(AuthError::Unauthorized("why".into()), 401, "UNAUTHORIZED");
         check(AuthError::KeyNotFound, 404, "NOT_FOUND");
         check(AuthError::BadRequest("x".into()), 400, "BAD_REQUEST");
         check(AuthError::Config("x".into()), 500, "INTERNAL");

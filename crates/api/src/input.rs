@@ -396,21 +396,41 @@ impl TenantAuth {
         body: ScopeParts,
         query: ScopeParts,
     ) -> Result<RequestScope, ApiError> {
-        request_scope_of(&self.scope, self.header_domain.as_ref(), body, query)
+        request_scope_of(
+            &self.scope,
+            self.header_domain.as_ref(),
+            self.max_user_tokens,
+            body,
+            query,
+        )
     }
+}
+
+/// What a request's scope is read from besides its body, for a handler that has moved the
+/// credential's scope and domain header into its pool job (to parse the body there).
+pub(crate) struct ScopeSources<'a> {
+    pub header_domain: Option<&'a Domain>,
+    pub raw_query: Option<&'a str>,
+    /// Most user tokens the request may name (`engine.limits.max_user_tokens`).
+    pub max_user_tokens: usize,
 }
 
 /// [`TenantAuth::scope_of_body`] for a handler that has moved the credential's scope and
 /// domain header into its pool job (to parse the body there).
 pub(crate) fn scope_of_body_for(
     scope: &TenantScope,
-    header_domain: Option<&Domain>,
-    raw_query: Option<&str>,
+    sources: ScopeSources<'_>,
     body: &mut Map<String, Value>,
 ) -> Result<RequestScope, ApiError> {
-    let q = QueryInput::parse(raw_query, &[])?;
+    let q = QueryInput::parse(sources.raw_query, &[])?;
     let parts = ScopeParts::take_from_body(body, SCOPE_KEYS)?;
-    request_scope_of(scope, header_domain, parts, q.scope)
+    request_scope_of(
+        scope,
+        sources.header_domain,
+        sources.max_user_tokens,
+        parts,
+        q.scope,
+    )
 }
 
 /// Joins the scope fields of the body, the query string and the domain header, checks any named
@@ -418,6 +438,7 @@ pub(crate) fn scope_of_body_for(
 fn request_scope_of(
     scope: &TenantScope,
     header_domain: Option<&Domain>,
+    max_user_tokens: usize,
     body: ScopeParts,
     query: ScopeParts,
 ) -> Result<RequestScope, ApiError> {
@@ -437,6 +458,15 @@ fn request_scope_of(
             ..ScopeParts::default()
         };
         parts = parts.merge(from_header, "X-Strata-Domain and the request")?;
+    }
+    // The records' limit holds for requests too: every token named is matched against every
+    // candidate record, so an unbounded list is unbounded work per record (and memory).
+    if let Some(n) = parts.user_tokens.as_ref().map(Vec::len)
+        && n > max_user_tokens
+    {
+        return Err(bad(format!(
+            "user_tokens: {n} tokens, at most {max_user_tokens} (engine.limits.max_user_tokens)"
+        )));
     }
     Ok(RequestScope {
         user_tokens: parts
@@ -591,11 +621,41 @@ mod tests {
     }
 
     #[test]
+    fn a_request_names_at_most_max_user_tokens() {
+        let scope = scope_of("ta");
+        let run = |n: usize, query: &str| {
+            let tokens: Vec<String> = (0..n).map(|i| format!("u:{i}")).collect();
+            let body = match n {
+                0 => "{}".to_owned(),
+                _ => json!({ "user_tokens": tokens }).to_string(),
+            };
+            let mut map = parse_object_of(body.as_bytes(), None).unwrap();
+            let sources = ScopeSources {
+                header_domain: None,
+                raw_query: Some(query),
+                max_user_tokens: 3,
+            };
+            scope_of_body_for(&scope, sources, &mut map)
+        };
+        assert_eq!(code(run(3, "")), "ok");
+        for (n, query) in [(4, ""), (200_000, ""), (0, "user_tokens=u:a,u:b,u:c,u:d")] {
+            let m = message(run(n, query));
+            assert!(m.starts_with("user_tokens: 4 tokens") || n > 4, "{m}");
+            assert!(m.contains("at most 3"), "{m}");
+        }
+    }
+
+    #[test]
     fn every_named_tenant_is_checked_before_the_sources_are_compared() {
         let scope = scope_of("ta");
         let run = |body: &str, query: &str| {
             let mut map = parse_object_of(body.as_bytes(), None).unwrap();
-            scope_of_body_for(&scope, None, Some(query), &mut map)
+            let sources = ScopeSources {
+                header_domain: None,
+                raw_query: Some(query),
+                max_user_tokens: 32,
+            };
+            scope_of_body_for(&scope, sources, &mut map)
         };
         // A foreign tenant in either source, even with the sources also disagreeing.
         assert_eq!(

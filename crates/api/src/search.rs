@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::bodies::{ScopeFields, SearchAnswer};
 use crate::edge::TenantAuth;
-use crate::input::{JsonBytes, from_map, parse_object_of, scope_of_body_for};
+use crate::input::{JsonBytes, ScopeSources, from_map, parse_object_of, scope_of_body_for};
 use crate::{ApiError, AppState};
 
 /// A search with the request's scope fields.
@@ -42,13 +42,19 @@ pub async fn search(
         scope,
         header_domain,
         admitted,
+        max_user_tokens,
     } = auth;
     // A search across share grants writes audit rows, so it must not run at low priority
     // while holding the write lock; the body is not parsed yet, so decide conservatively.
     let read_only = !may_search_shared(&body);
     let run = move |e: &Engine| {
         let mut body = parse_object_of(&body, Some(scope.tenant()))?;
-        let req = scope_of_body_for(&scope, header_domain.as_ref(), q.as_deref(), &mut body)?;
+        let sources = ScopeSources {
+            header_domain: header_domain.as_ref(),
+            raw_query: q.as_deref(),
+            max_user_tokens,
+        };
+        let req = scope_of_body_for(&scope, sources, &mut body)?;
         let search: SearchRequest = from_map(body)?;
         let response = e.search(&scope, &req, &search)?;
         // Serialised here, on the tenant's job, not on the async threads after it: a flooding

@@ -83,8 +83,8 @@ pub(crate) async fn audit_security_events(
         "route": route,
         "message": message,
     });
-    if let Some(reason) = who.reason {
-        detail["reason"] = Value::String(reason.to_owned());
+    if let Some(reason) = &who.reason {
+        detail["reason"] = Value::String(reason.to_string());
     }
     let summary = suppressed.map(|s| summary_event(mark.action, s));
     let event = AuditEvent {
@@ -223,7 +223,7 @@ fn log_event(
 ) {
     let tenant = tenant.map_or("-", TenantId::as_str);
     let actor = who.actor.as_str();
-    let reason = who.reason.unwrap_or("-");
+    let reason = who.reason.as_deref().unwrap_or("-");
     match mark.action {
         "auth.failure" => {
             tracing::warn!(target: "security", tenant, actor, reason, route, "credential refused")

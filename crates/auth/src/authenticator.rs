@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use strata_store::{CredentialStore, TenantKey};
-use strata_types::{Domain, Millis, TenantId, UserToken, now_millis};
+use strata_types::{Domain, Millis, RecordLimits, TenantId, UserToken, now_millis};
 
 use crate::jwt::{JwtVerifier, looks_like_jwt};
 use crate::keys::{self, CreatedKey, KeyInfo, KeyTenant, NewKey, ct_eq, hash_token};
@@ -68,6 +68,9 @@ pub struct Authenticator {
     jwt: JwtVerifier,
     /// SHA-256 of `STRATA_OPERATOR_KEY`, when the operator key comes from the environment.
     env_operator: Option<[u8; 32]>,
+    /// Most user tokens a credential may be bound to: the records' and requests' limit
+    /// (`engine.limits.max_user_tokens`), since a bound credential's tokens are its requests'.
+    max_user_tokens: usize,
 }
 
 impl Authenticator {
@@ -85,7 +88,15 @@ impl Authenticator {
         Ok(Authenticator {
             jwt: JwtVerifier::new(config)?,
             env_operator,
+            max_user_tokens: RecordLimits::default().max_user_tokens,
         })
+    }
+
+    /// The most user tokens a key or a JWT may be bound to (by default the records' default
+    /// limit). A key binding more is refused at creation; a JWT binding more is refused.
+    pub fn with_max_user_tokens(mut self, max: usize) -> Self {
+        self.max_user_tokens = max;
+        self
     }
 
     /// Prepares the credentials at start: gives key rows from older versions the tenant
@@ -133,7 +144,7 @@ impl Authenticator {
         token: &str,
     ) -> Result<Principal, AuthError> {
         if token.is_empty() {
-            return Err(AuthError::Unauthorized("empty bearer token"));
+            return Err(AuthError::Unauthorized("empty bearer token".into()));
         }
         if let Some(expected) = &self.env_operator
             && ct_eq(&hash_token(token), expected)
@@ -151,7 +162,9 @@ impl Authenticator {
             KeyTenant::Operator if info.permissions.has(Permission::Admin) => {
                 Ok(Principal::Operator(OperatorScope::new(actor)))
             }
-            KeyTenant::Operator => Err(AuthError::Unauthorized("operator key without admin")),
+            KeyTenant::Operator => {
+                Err(AuthError::Unauthorized("operator key without admin".into()))
+            }
             KeyTenant::Tenant(t) => {
                 tenant_scope(creds, t, Incarnation::Key(owner), info.grant(), actor)
             }
@@ -164,7 +177,7 @@ impl Authenticator {
         token: &str,
     ) -> Result<Principal, AuthError> {
         if !self.jwt.enabled() {
-            return Err(AuthError::Unauthorized("no jwt keys configured"));
+            return Err(AuthError::Unauthorized("no jwt keys configured".into()));
         }
         let claims = self.jwt.verify(token)?;
         let permissions = claims.permissions.unwrap_or_else(Permissions::read_write);
@@ -174,13 +187,25 @@ impl Authenticator {
             && (sub.len() > MAX_JWT_SUBJECT || sub.chars().any(forges_text))
         {
             return Err(AuthError::Unauthorized(
-                "jwt sub is too long or has control characters",
+                "jwt sub is too long or has control characters".into(),
             ));
         }
         let actor = format!("jwt:{}", claims.sub.as_deref().unwrap_or("-"));
         // Claims come from a trusted issuer but are still names from outside: parse them, and
         // treat a bad one as a bad credential rather than a bad request.
-        let bad = |_| AuthError::Unauthorized("jwt claim is not a valid name");
+        let bad = |_| AuthError::Unauthorized("jwt claim is not a valid name".into());
+        // Checked before parsing: the token's own size is the only other bound on the list.
+        if let Some(n) = claims.user_tokens.as_ref().map(Vec::len)
+            && n > self.max_user_tokens
+        {
+            return Err(AuthError::Unauthorized(
+                format!(
+                    "jwt user_tokens binds {n} tokens, more than max_user_tokens ({})",
+                    self.max_user_tokens
+                )
+                .into(),
+            ));
+        }
         let user_tokens = claims
             .user_tokens
             .map(|v| v.into_iter().map(UserToken::parse).collect())
@@ -195,7 +220,7 @@ impl Authenticator {
             return if permissions.has(Permission::Admin) {
                 Ok(Principal::Operator(OperatorScope::new(actor)))
             } else {
-                Err(AuthError::Unauthorized("operator jwt without admin"))
+                Err(AuthError::Unauthorized("operator jwt without admin".into()))
             };
         }
         let tenant = TenantId::parse(claims.tenant).map_err(bad)?;
@@ -207,7 +232,7 @@ impl Authenticator {
         // A tenant token must say when it was issued, so it can be tied to one incarnation.
         let iat = claims
             .iat
-            .ok_or(AuthError::Unauthorized("jwt lacks a required claim"))?;
+            .ok_or(AuthError::Unauthorized("jwt lacks a required claim".into()))?;
         tenant_scope(creds, &tenant, Incarnation::IssuedAt(iat), grant, actor)
     }
 
@@ -218,6 +243,14 @@ impl Authenticator {
         op: &OperatorScope,
         new: NewKey,
     ) -> Result<CreatedKey, AuthError> {
+        if let Some(n) = new.user_tokens.as_ref().map(Vec::len)
+            && n > self.max_user_tokens
+        {
+            return Err(AuthError::BadRequest(format!(
+                "user_tokens: {n} tokens, at most {} (engine.limits.max_user_tokens)",
+                self.max_user_tokens
+            )));
+        }
         keys::create_key(store, op, new)
     }
 
@@ -275,11 +308,11 @@ fn tenant_scope(
     actor: String,
 ) -> Result<Principal, AuthError> {
     let meta = creds.tenant(tenant)?.ok_or(AuthError::Unauthorized(
-        "credential names an unknown tenant",
+        "credential names an unknown tenant".into(),
     ))?;
     if !incarnation.matches(meta.key, meta.created_at) {
         return Err(AuthError::Unauthorized(
-            "credential was issued for a deleted tenant of the same id",
+            "credential was issued for a deleted tenant of the same id".into(),
         ));
     }
     Ok(Principal::Tenant(TenantScope::new(&meta, grant, actor)))

@@ -67,9 +67,9 @@ fn tenant_key(f: &Fixture, expires_at: Option<i64>) -> CreatedKey {
         .unwrap()
 }
 
-fn unauthorized(r: Result<Principal, AuthError>) -> &'static str {
+fn unauthorized(r: Result<Principal, AuthError>) -> String {
     match r {
-        Err(AuthError::Unauthorized(why)) => why,
+        Err(AuthError::Unauthorized(why)) => why.into_owned(),
         other => panic!("expected Unauthorized, got {other:?}"),
     }
 }
@@ -529,4 +529,44 @@ fn a_jwt_with_a_misspelt_claim_strata_reads_is_refused() {
             .authenticate(f.store.credentials(), &hs(&c, HS_SECRET.as_bytes()))
             .is_ok()
     );
+}
+
+#[test]
+fn bindings_to_more_user_tokens_than_the_limit_are_refused() {
+    let mut f = fixture();
+    f.auth = f.auth.with_max_user_tokens(3);
+    let tokens = |n: usize| (0..n).map(|i| format!("u:{i}")).collect::<Vec<_>>();
+    // A JWT: a bad credential, with the reason in the log.
+    for (n, ok) in [(3, true), (4, false), (2000, false)] {
+        let mut c = claims(600);
+        c["user_tokens"] = json!(tokens(n));
+        let r = f
+            .auth
+            .authenticate(f.store.credentials(), &hs(&c, HS_SECRET.as_bytes()));
+        if ok {
+            assert!(r.is_ok(), "{n}: {r:?}");
+        } else {
+            assert!(unauthorized(r).contains("max_user_tokens"), "{n}");
+        }
+    }
+    // A key: a bad request at creation.
+    let new = |n: usize| NewKey {
+        tenant: KeyTenant::Tenant(TenantId::parse("acme").unwrap()),
+        name: None,
+        permissions: Permissions::of(&[Permission::Read]),
+        user_tokens: Some(
+            tokens(n)
+                .iter()
+                .map(|t| UserToken::parse(t).unwrap())
+                .collect(),
+        ),
+        domains: None,
+        expires_at: None,
+    };
+    let creds = f.store.credentials();
+    assert!(f.auth.create_key(creds, &operator(), new(3)).is_ok());
+    match f.auth.create_key(creds, &operator(), new(1000)) {
+        Err(AuthError::BadRequest(m)) => assert!(m.starts_with("user_tokens:"), "{m}"),
+        other => panic!("expected a bad request, got {other:?}"),
+    }
 }

@@ -1,5 +1,7 @@
 //! Authentication and credential-management errors.
 
+use std::borrow::Cow;
+
 use strata_store::StoreError;
 use strata_types::{InvalidName, TenantId};
 
@@ -8,8 +10,9 @@ use strata_types::{InvalidName, TenantId};
 pub enum AuthError {
     /// Missing, malformed, unknown, wrong, expired or revoked credential. The reason is for the
     /// server's log only: clients get one message for all of them, so a probe learns nothing.
+    /// Mostly a fixed sentence; owned when it names the claim at fault.
     #[error("unauthorized: {0}")]
-    Unauthorized(&'static str),
+    Unauthorized(Cow<'static, str>),
     #[error(transparent)]
     InvalidName(#[from] InvalidName),
     #[error("{0}")]

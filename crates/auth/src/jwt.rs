@@ -4,7 +4,10 @@
 //! The verifying key is chosen by the token's `alg` header, and each key accepts exactly one
 //! algorithm, so a token cannot pick how it is checked: `none` does not parse, an HS256 token
 //! signed with the public key is checked against the HMAC secret (and fails), and any other
-//! algorithm is refused. `exp` is required.
+//! algorithm is refused. `exp` is required, and so are `iss` and `aud` when an issuer or an
+//! audience is configured.
+
+use std::borrow::Cow;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -45,21 +48,43 @@ const READ_CLAIMS: [&str; 6] = [
     "iat",
 ];
 
+/// Longest part of a refused claim's name quoted in the log reason: the name is the issuer's
+/// (or an attacker's) text, of any length.
+const MAX_QUOTED_CLAIM: usize = 64;
+
+/// A claim name reduced to what a near miss keeps of it: ASCII letters and digits only, lower
+/// case (so case, `_`, `-`, spaces, zero-width and other unicode characters, punctuation all
+/// vanish), without a leading `memory` (`memory_domains` is what Strata calls a domain in
+/// requests) and without a plural `s` (`user_token`, `domain`, `permission`).
+fn near_miss_form(name: &str) -> String {
+    let folded: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let rest = folded.strip_prefix("memory").unwrap_or(&folded);
+    rest.strip_suffix('s').unwrap_or(rest).to_owned()
+}
+
 /// A claim named like one Strata reads but spelled otherwise (`Domains`, `userTokens`,
-/// `user-tokens`): ignoring it would fail open — a binding the issuer meant to set would be
-/// missing, and the token would act for the whole tenant — so the token is refused.
+/// `user_tokens ` with a trailing space, `user_token`, `memory_domains`): ignoring it would
+/// fail open — a binding the issuer meant to set would be missing, and the token would act for
+/// the whole tenant — so the token is refused. Claims of other meanings (`email`, `name`,
+/// `scope`, `groups`) reduce to other forms and are ignored.
 fn misspelt_claim(claims: &Claims) -> Option<&str> {
-    let folded = |s: &str| -> String {
-        s.chars()
-            .filter(|c| *c != '_' && *c != '-')
-            .map(|c| c.to_ascii_lowercase())
-            .collect()
-    };
+    let read: Vec<String> = READ_CLAIMS.iter().map(|r| near_miss_form(r)).collect();
     claims
         .others
         .keys()
-        .find(|k| READ_CLAIMS.iter().any(|read| folded(k) == folded(read)))
+        .find(|k| read.contains(&near_miss_form(k)))
         .map(String::as_str)
+}
+
+/// A claim's name as the log may show it: escaped (so a control or invisible character is
+/// seen, not obeyed) and cut to [`MAX_QUOTED_CLAIM`] characters.
+fn quoted(name: &str) -> String {
+    let escaped: String = name.escape_debug().take(MAX_QUOTED_CLAIM).collect();
+    format!("\"{escaped}\"")
 }
 
 /// The configured JWT keys.
@@ -105,18 +130,18 @@ impl JwtVerifier {
     /// Verifies signature, algorithm and time claims, and returns the claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| AuthError::Unauthorized("malformed jwt or unsupported alg"))?;
+            .map_err(|_| AuthError::Unauthorized("malformed jwt or unsupported alg".into()))?;
         let (key, alg) = match header.alg {
             Algorithm::HS256 => (self.hs256.as_ref(), Algorithm::HS256),
             Algorithm::EdDSA => (self.eddsa.as_ref(), Algorithm::EdDSA),
             _ => (None, header.alg),
         };
-        let key = key.ok_or(AuthError::Unauthorized("jwt alg not accepted"))?;
+        let key = key.ok_or(AuthError::Unauthorized("jwt alg not accepted".into()))?;
         // RFC 7515 section 4.1.11: a recipient that does not understand a `crit` extension
         // must reject the token. Strata understands none.
         if header.crit.is_some() {
             return Err(AuthError::Unauthorized(
-                "jwt crit names an unknown extension",
+                "jwt crit names an unknown extension".into(),
             ));
         }
         let mut v = Validation::new(alg);
@@ -124,36 +149,54 @@ impl JwtVerifier {
         v.leeway = self.leeway_secs;
         v.validate_exp = true;
         v.validate_nbf = true;
-        v.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience is required, not merely checked when present: the
+        // library skips the check of a claim that is absent, `null` or not a string, so a
+        // token without one would pass as if it named the right one.
+        let mut required = vec!["exp"];
         match &self.audience {
-            Some(aud) => v.set_audience(&[aud]),
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => v.validate_aud = false,
         }
         if let Some(iss) = &self.issuer {
             v.set_issuer(&[iss]);
+            required.push("iss");
         }
+        v.set_required_spec_claims(&required);
         let claims = jsonwebtoken::decode::<Claims>(token, key, &v)
             .map(|d| d.claims)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
-                AuthError::Unauthorized(match e.kind() {
+                AuthError::Unauthorized(Cow::Borrowed(match e.kind() {
                     ErrorKind::ExpiredSignature => "expired jwt",
                     ErrorKind::InvalidSignature => "jwt signature does not verify",
-                    ErrorKind::MissingRequiredClaim(_) => "jwt lacks a required claim",
+                    ErrorKind::MissingRequiredClaim(c) => match c.as_str() {
+                        "iss" => "jwt lacks the configured issuer (claim iss absent or not a string)",
+                        "aud" => "jwt lacks the configured audience (claim aud absent or not a string or list)",
+                        _ => "jwt lacks a required claim (exp)",
+                    },
+                    ErrorKind::InvalidIssuer => "jwt iss is not the configured issuer",
+                    ErrorKind::InvalidAudience => "jwt aud does not name the configured audience",
                     ErrorKind::InvalidAlgorithm => "jwt alg not accepted",
                     _ => "invalid jwt",
-                })
+                }))
             })?;
-        if misspelt_claim(&claims).is_some() {
+        if let Some(name) = misspelt_claim(&claims) {
             return Err(AuthError::Unauthorized(
-                "jwt has a claim spelled like one Strata reads but not exactly (claims are \
-                 case-sensitive: tenant, sub, permissions, user_tokens, domains, iat)",
+                format!(
+                    "jwt claim {} is spelled like one Strata reads but not exactly (claims are \
+                     case-sensitive: tenant, sub, permissions, user_tokens, domains, iat)",
+                    quoted(name)
+                )
+                .into(),
             ));
         }
         // A token issued in the future would match every later incarnation of its tenant.
         let now = (now_millis() / 1000).saturating_add(self.leeway_secs as i64);
         if claims.iat.is_some_and(|iat| iat > now) {
-            return Err(AuthError::Unauthorized("jwt issued in the future"));
+            return Err(AuthError::Unauthorized("jwt issued in the future".into()));
         }
         Ok(claims)
     }
@@ -163,3 +206,7 @@ impl JwtVerifier {
 pub(crate) fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
 }
+
+#[cfg(test)]
+#[path = "jwt_tests.rs"]
+mod tests;

@@ -159,26 +159,26 @@ pub(crate) fn verify(
     token: &str,
     now: Millis,
 ) -> Result<(KeyInfo, TenantKey), AuthError> {
-    let id = key_id(token).ok_or(AuthError::Unauthorized("malformed api key"))?;
+    let id = key_id(token).ok_or(AuthError::Unauthorized("malformed api key".into()))?;
     let Some(row) = creds.get(id)? else {
-        return Err(AuthError::Unauthorized("unknown api key"));
+        return Err(AuthError::Unauthorized("unknown api key".into()));
     };
     let stored = decode(&row.body)?;
     let expected = unhex(&stored.sha256)
         .ok_or_else(|| StoreError::Corrupt(format!("credential {id}: bad hash")))?;
     if !ct_eq(&hash_token(token), &expected) {
-        return Err(AuthError::Unauthorized("wrong api key secret"));
+        return Err(AuthError::Unauthorized("wrong api key secret".into()));
     }
     // Rows are given owners at start-up (`upgrade_legacy`); one without is refused, never
     // guessed.
-    let owner = row
-        .owner
-        .ok_or(AuthError::Unauthorized("api key has no tenant incarnation"))?;
+    let owner = row.owner.ok_or(AuthError::Unauthorized(
+        "api key has no tenant incarnation".into(),
+    ))?;
     if stored.info.revoked_at.is_some() {
-        return Err(AuthError::Unauthorized("revoked api key"));
+        return Err(AuthError::Unauthorized("revoked api key".into()));
     }
     if stored.info.expires_at.is_some_and(|t| t <= now) {
-        return Err(AuthError::Unauthorized("expired api key"));
+        return Err(AuthError::Unauthorized("expired api key".into()));
     }
     Ok((stored.info, owner))
 }

@@ -38,8 +38,8 @@ pub struct TenantLimits {
     pub max_vectors: Option<u64>,
     pub max_storage_bytes: Option<u64>,
     pub max_collections: Option<u64>,
-    /// Sustained requests per second (token bucket rate).
-    #[schema(exclusive_minimum = 0.0)]
+    /// Sustained requests per second (token bucket rate), 0.001 to 1,000,000,000.
+    #[schema(minimum = 0.001, maximum = 1_000_000_000.0)]
     pub max_qps: Option<f64>,
     /// Token bucket size; defaults to one second's worth of `max_qps`.
     #[schema(minimum = 1)]

@@ -168,6 +168,11 @@ pub struct NewTenantSpec {
     pub integrity_policy: Option<IntegrityPolicyInput>,
 }
 
+/// Lowest `limits.max_qps`: one request in about 17 minutes.
+const MIN_QPS: f64 = 0.001;
+/// Highest `limits.max_qps`.
+const MAX_QPS: f64 = 1e9;
+
 /// The checks a profile's operator-given fields pass, at creation and on update alike.
 fn check_profile_fields(
     display_name: Option<&str>,
@@ -182,13 +187,16 @@ fn check_profile_fields(
     if weight == Some(0) {
         return Err(EngineError::BadRequest("weight: must be at least 1".into()));
     }
+    // Bounded both ways: a subnormal rate would make one request's wait overflow every
+    // clock, and a rate past any server's reach is no limit at all (`null` says that).
     if limits
         .and_then(|l| l.max_qps)
-        .is_some_and(|q| !(q > 0.0 && q.is_finite()))
+        .is_some_and(|q| !(MIN_QPS..=MAX_QPS).contains(&q))
     {
-        return Err(EngineError::BadRequest(
-            "limits.max_qps: must be a positive number".into(),
-        ));
+        return Err(EngineError::BadRequest(format!(
+            "limits.max_qps: must be between {MIN_QPS} and {MAX_QPS} requests per second \
+             (null removes the limit)"
+        )));
     }
     // Zero would not mean "no limit" but "nothing, ever": every request of the tenant refused.
     // A limit is removed with `null`.

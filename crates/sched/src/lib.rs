@@ -42,6 +42,6 @@ pub use error::{Busy, LimitsError, RetryAfter, SchedError};
 pub use fair_queue::{Charge, DEFAULT_COST_NS, Discipline, FairQueue, Lane, QueueFull};
 pub use inflight::{InFlight, Permit};
 pub use priority::BackgroundPriority;
-pub use rate::{Limits, RateLimiter};
+pub use rate::{Limits, MAX_RETRY_AFTER_MS, RateLimiter};
 pub use scheduler::{Charging, Demotable, FairScheduler, JobHandle, SchedulerConfig};
 pub use shares::{CpuShares, Placement};

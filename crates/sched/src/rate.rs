@@ -40,6 +40,11 @@ const MIN_SWEEP: usize = 64;
 /// elapsed intervals may land a hair below a whole token when exactly one has accrued.
 const EPSILON: f64 = 1e-9;
 
+/// Longest wait a refusal quotes: one day. A rate so low that one token takes longer is
+/// quoted as this, so no arithmetic on the wait (milliseconds, the `Retry-After` seconds, a
+/// client's own sums) can overflow.
+pub const MAX_RETRY_AFTER_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// A tenant's rate limit: `max_qps` tokens per second, at most `burst` stored.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
@@ -118,12 +123,20 @@ impl Bucket {
             self.tokens = (self.tokens - 1.0).max(0.0);
             Ok(())
         } else {
-            let secs = (1.0 - self.tokens) / self.rate;
-            // Round up so waiting exactly `millis` is enough; `as` saturates absurd waits.
-            let millis = ((secs * 1000.0).ceil() as u64).max(1);
-            Err(RetryAfter { millis })
+            Err(RetryAfter {
+                millis: wait_millis(1.0 - self.tokens, self.rate),
+            })
         }
     }
+}
+
+/// Milliseconds until `missing` tokens accrue at `rate` per second, rounded up so that waiting
+/// exactly that long is enough, at least 1 and at most [`MAX_RETRY_AFTER_MS`] (a subnormal
+/// rate makes the quotient infinite).
+fn wait_millis(missing: f64, rate: f64) -> u64 {
+    let millis = (missing / rate * 1000.0).ceil();
+    // `min` also turns a NaN into the cap; the cast is then exact.
+    millis.min(MAX_RETRY_AFTER_MS as f64).max(1.0) as u64
 }
 
 /// One shard: its buckets and the size at which it is next swept.
@@ -211,6 +224,25 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_tiny_rate_quotes_at_most_a_day() {
+        let rl = RateLimiter::new();
+        let now = Instant::now();
+        for qps in [1e-9, 1e-300, 5e-324, f64::MIN_POSITIVE] {
+            let lim = Limits::new(qps, Some(1)).unwrap();
+            let key = qps.to_bits();
+            assert!(rl.check(&key, &lim, now).is_ok());
+            let wait = rl.check(&key, &lim, now).unwrap_err();
+            assert_eq!(wait.millis, MAX_RETRY_AFTER_MS, "{qps}");
+            assert_eq!(wait.secs_ceil(), 24 * 60 * 60);
+        }
+        // A day's wait itself is quoted exactly; the cap only bounds.
+        assert_eq!(wait_millis(1.0, 1.0 / 86_400.0), MAX_RETRY_AFTER_MS);
+        assert_eq!(wait_millis(1.0, 0.5), 2000);
+        assert_eq!(wait_millis(1e-12, 1e12), 1);
+        assert_eq!(wait_millis(1.0, f64::NAN), MAX_RETRY_AFTER_MS);
     }
 
     /// Runs `n` checks at `now` and returns how many were admitted.

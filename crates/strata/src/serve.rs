@@ -39,7 +39,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let env_key = std::env::var(OPERATOR_KEY_ENV)
         .ok()
         .filter(|k| !k.is_empty());
-    let auth = Arc::new(Authenticator::new(&config.auth, env_key.as_deref())?);
+    let auth = Arc::new(
+        Authenticator::new(&config.auth, env_key.as_deref())?
+            .with_max_user_tokens(engine.config().limits.max_user_tokens),
+    );
     let sweeper_op = auth.system_operator("retention");
     let resume_op = auth.system_operator("resume");
     // An import is all or nothing: what one cut short by a crash or shutdown left goes before

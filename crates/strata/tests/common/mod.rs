@@ -190,15 +190,27 @@ impl Server {
         content_type: &str,
         body: Vec<u8>,
     ) -> (u16, String) {
+        self.send_raw_with(method, path, key, &[("content-type", content_type)], body)
+    }
+
+    /// Sends a raw body with the given headers; returns the status and the body as text.
+    pub fn send_raw_with(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, String) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let res = self
+        let mut req = self
             .http
             .request(method, format!("{}{path}", self.url))
-            .header("authorization", format!("Bearer {key}"))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .expect("request");
+            .header("authorization", format!("Bearer {key}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.body(body).send().expect("request");
         let status = res.status().as_u16();
         (status, res.text().expect("body"))
     }
