@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::json;
 use strata_auth::{OperatorScope, TenantScope};
 use strata_engine::{
-    AuditQuery, Engine, EngineError, ExportLine, IntegrityPolicyInput, TenantLimits, TenantStatus,
-    TenantUpdate,
+    AuditQuery, Engine, EngineError, ExportLine, IntegrityPolicyInput, IsolationLevel,
+    MigrateRequest, TenantLimits, TenantStatus, TenantUpdate,
 };
 use strata_types::*;
 
@@ -428,6 +428,63 @@ fn hard_delete_leaves_no_byte_of_the_tenant_in_the_data_directory() {
             .as_deref(),
         Some("globex stays")
     );
+}
+
+/// A dedicated tenant's own file goes whole with it, but its registry row (metadata included)
+/// lives in the main file, rewritten at every profile change and every step of its
+/// migration: none of those copies may outlive the purge in pages that compaction left free
+/// among other tenants' data.
+#[test]
+fn a_purged_dedicated_tenant_leaves_no_copy_of_its_registry_row_in_the_main_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    drop(engine);
+    let (engine, other) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
+    // Other tenants' data around acme's rows, so that freed pages sit among live ones.
+    for batch in 0..4 {
+        let records = (0..300)
+            .map(|i| rec(json!({"content": format!("globex {batch} {i} {}", "pad ".repeat(40))})))
+            .collect();
+        engine.put(&other, &req(), records).unwrap();
+    }
+    let id = acme.tenant().clone();
+    for round in 0..3 {
+        let update: TenantUpdate =
+            serde_json::from_value(json!({"metadata": {"team": format!("{CANARY} {round}")}}))
+                .unwrap();
+        engine.update_tenant(&op(), &id, update).unwrap();
+    }
+    let acme = TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), common::full_grant());
+    let records = (0..50)
+        .map(|i| rec(json!({"content": format!("acme {i}")})))
+        .collect();
+    engine.put(&acme, &req(), records).unwrap();
+    engine
+        .migrate_tenant(
+            &op(),
+            &id,
+            MigrateRequest {
+                target: IsolationLevel::Dedicated,
+                index_params: None,
+                dry_run: false,
+            },
+        )
+        .unwrap();
+    assert!(!files_containing(dir.path(), CANARY.as_bytes()).is_empty());
+    engine.purge_tenant(&op(), &id).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left = files_containing(dir.path(), &CANARY.as_bytes()[..20]);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "canary bytes remain after the purge: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(engine.count(&other, &req(), None).unwrap(), 1200);
 }
 
 /// Purges acme while an export of globex streams (holding a read snapshot, so compaction
