@@ -9,7 +9,15 @@ use strata_types::{
 
 use crate::StoreError;
 
+/// Records written before checksums: `1 | postcard`. Still read.
 const RECORD_V1: u8 = 1;
+/// `2 | postcard | crc32 (little-endian) of the postcard bytes`. The storage engine checks its
+/// pages' checksums only when it repairs or checks a file, not when it reads one; a byte that
+/// changed on disk inside a record would otherwise be served (or counted by `verify`) as if
+/// it had been written so. With the checksum such a record is `StoreError::Corrupt` wherever
+/// it is read.
+const RECORD_V2: u8 = 2;
+const CHECKSUM_BYTES: usize = 4;
 
 /// A stored record; `V` is its vector as decoded: `Vec<f32>`, or [`SkippedVector`] for a
 /// read that does not return it (the bytes are the same either way).
@@ -57,8 +65,11 @@ pub fn encode_record(r: &Record) -> Result<Vec<u8>, StoreError> {
             c.contradictions,
         ),
     };
-    let out = vec![RECORD_V1];
-    postcard::to_extend(&stored, out).map_err(|e| StoreError::Corrupt(e.to_string()))
+    let mut out = postcard::to_extend(&stored, vec![RECORD_V2])
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let sum = crc32fast::hash(&out[1..]);
+    out.extend_from_slice(&sum.to_le_bytes());
+    Ok(out)
 }
 
 /// Decodes [`encode_record`]'s bytes, closed: anything else is `StoreError::Corrupt`.
@@ -103,9 +114,24 @@ fn decode_record_as<V: for<'de> Deserialize<'de>>(
 ) -> Result<Record, StoreError> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("record: {e}"));
     let (version, body) = bytes.split_first().ok_or_else(|| corrupt(&"empty value"))?;
-    if *version != RECORD_V1 {
-        return Err(corrupt(&format!("unknown version {version}")));
-    }
+    let body = match *version {
+        RECORD_V1 => body,
+        RECORD_V2 => {
+            let at = body
+                .len()
+                .checked_sub(CHECKSUM_BYTES)
+                .ok_or_else(|| corrupt(&"shorter than its checksum"))?;
+            let (body, sum) = body.split_at(at);
+            let stored = u32::from_le_bytes(sum.try_into().expect("invariant: 4 bytes"));
+            if crc32fast::hash(body) != stored {
+                return Err(corrupt(
+                    &"checksum mismatch: its bytes changed after it was written",
+                ));
+            }
+            body
+        }
+        other => return Err(corrupt(&format!("unknown version {other}"))),
+    };
     // `from_bytes` would ignore bytes left after the record; a value longer than what it
     // decodes to is not a record this code wrote.
     let (s, rest): (StoredRecord<V>, _) =
@@ -686,6 +712,24 @@ mod tests {
         assert_eq!(decode_record_without_vector(&without).unwrap(), r);
     }
 
+    /// A byte changed anywhere in a stored record, content included, is refused by both
+    /// decoders: never served as if it had been written so.
+    #[test]
+    fn a_record_with_any_byte_changed_is_corrupt_in_both_decoders() {
+        let bytes = encode_record(&golden::record()).unwrap();
+        for at in 0..bytes.len() {
+            for flip in [0x01u8, 0x80] {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= flip;
+                assert!(decode_record(&damaged).is_err(), "byte {at} ^ {flip:#x}");
+                assert!(
+                    decode_record_without_vector(&damaged).is_err(),
+                    "byte {at} ^ {flip:#x}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_record_with_bytes_after_it_is_corrupt_in_both_decoders() {
         for r in [golden::record(), {
@@ -750,7 +794,11 @@ mod golden {
         }
     }
 
-    const RECORD_GOLDEN: &str = "0102723104746578740108657069736f6469630102686901020000803f000000bf0103753a610764656661756c74010372756e00077b226b223a317d80a0abfef96282a0abfef96200000000000000e03f010000";
+    /// A record as written before checksums (`RECORD_V1`): still read.
+    const RECORD_V1_GOLDEN: &str = "0102723104746578740108657069736f6469630102686901020000803f000000bf0103753a610764656661756c74010372756e00077b226b223a317d80a0abfef96282a0abfef96200000000000000e03f010000";
+    /// The same record as written today: format byte 2, the same body, its CRC-32 (IEEE, the
+    /// one of zlib and crc32fast) in little-endian order.
+    const RECORD_GOLDEN: &str = "0202723104746578740108657069736f6469630102686901020000803f000000bf0103753a610764656661756c74010372756e00077b226b223a317d80a0abfef96282a0abfef96200000000000000e03f010000119b0ec7";
     const COLLECTION_GOLDEN: &str = "017b226e616d65223a2274657874222c2264696d223a342c226d6574726963223a22636f73696e65222c22637265617465645f6174223a313730303030303030303030307d";
     const REGISTRY_GOLDEN: &str = "017b226b6579223a372c22637265617465645f6174223a313730303030303030303030302c2270726f66696c65223a7b22737461747573223a2273757370656e646564222c22776569676874223a327d7d";
     const CREDENTIAL_GOLDEN: &str = "0100000000000000077b226b223a317d";
@@ -841,9 +889,12 @@ mod golden {
     fn a_record_with_a_memory_scope_is_pinned() {
         let mut r = record();
         r.memory_scope = Some(MemoryScope::parse("s1").unwrap());
-        let golden = RECORD_GOLDEN.replace("010372756e00077b", "010372756e01027331077b");
-        assert_eq!(hex(&encode_record(&r).unwrap()), golden);
+        let golden = RECORD_V1_GOLDEN.replace("010372756e00077b", "010372756e01027331077b");
         assert_eq!(decode_record(&unhex(&golden)).unwrap(), r);
+        assert_eq!(
+            hex(&encode_record(&r).unwrap()),
+            "0202723104746578740108657069736f6469630102686901020000803f000000bf0103753a610764656661756c74010372756e01027331077b226b223a317d80a0abfef96282a0abfef96200000000000000e03f0100008e41db0b"
+        );
     }
 
     proptest::proptest! {
@@ -872,6 +923,7 @@ mod golden {
     #[test]
     fn pinned_bytes_still_decode() {
         assert_eq!(decode_record(&unhex(RECORD_GOLDEN)).unwrap(), record());
+        assert_eq!(decode_record(&unhex(RECORD_V1_GOLDEN)).unwrap(), record());
         let c: Collection = decode_json(&unhex(COLLECTION_GOLDEN)).unwrap();
         assert_eq!(c, collection());
         let m: StoredMeta = decode_json(&unhex(REGISTRY_GOLDEN)).unwrap();
