@@ -16,6 +16,8 @@ use crate::bodies::{
 use crate::edge::TenantAuth;
 use crate::idempotency;
 use crate::input::{JsonObject, PathParam, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
+use crate::keys_in_flight::Claim;
+use crate::put_steps::put_in_steps;
 use crate::{ApiError, AppState};
 
 /// Page size of a list when the request names none.
@@ -112,27 +114,50 @@ pub async fn create(
     let req = speak_for_the_record(&auth, req, &records, batch);
     let scope = auth.scope;
     let Some(idem) = idem else {
-        let outcomes = state
-            .run_tenant(&auth.admitted, move |e| Ok(e.put(&scope, &req, records)?))
-            .await?;
+        let outcomes = put_in_steps(&state, &auth.admitted, scope, req, records, |e, s, r, p| {
+            Ok(e.finish_put(s, r, p)?)
+        })
+        .await?;
         let (status, body) = write_answer(batch, outcomes);
         return Ok((status, Json(body)).into_response());
     };
-    let answered = state
-        .run_tenant(&auth.admitted, move |e| {
-            Ok(e.put_idempotent(&scope, &req, records, &idem, |outcomes| {
+    // A retry of this request while it still runs is answered with its answer; past the
+    // wait's bound, or when it ended without one, the retry runs (and writes at most once).
+    let leader = match state.keys_in_flight.claim(scope.key(), &idem).await? {
+        Claim::First(leader) => Some(leader),
+        Claim::Waited(Some((status, answer))) => return Ok(idempotency::replay(status, answer)),
+        Claim::Waited(None) => None,
+    };
+    let answered = put_in_steps(
+        &state,
+        &auth.admitted,
+        scope,
+        req,
+        records,
+        move |e, s, r, p| {
+            Ok(e.finish_put_idempotent(s, r, p, &idem, |outcomes| {
                 let (status, body) = write_answer(batch, outcomes.to_vec());
                 let body = serde_json::to_value(body).unwrap_or(Value::Null);
                 (status.as_u16(), body)
             })?)
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(match answered {
         Answered::Fresh(outcomes) => {
             let (status, body) = write_answer(batch, outcomes);
+            if let Some(leader) = &leader {
+                let shared = serde_json::to_value(&body).unwrap_or(Value::Null);
+                leader.answered(status.as_u16(), &shared);
+            }
             (status, Json(body)).into_response()
         }
-        Answered::Replayed { status, answer } => idempotency::replay(status, answer),
+        Answered::Replayed { status, answer } => {
+            if let Some(leader) = &leader {
+                leader.answered(status, &answer);
+            }
+            idempotency::replay(status, answer)
+        }
     })
 }
 
