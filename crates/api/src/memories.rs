@@ -128,36 +128,38 @@ pub async fn create(
         Claim::Waited(Some((status, answer))) => return Ok(idempotency::replay(status, answer)),
         Claim::Waited(None) => None,
     };
-    let answered = put_in_steps(
-        &state,
-        &auth.admitted,
-        scope,
-        req,
-        records,
-        move |e, s, r, p| {
+    // On a task of its own, so that a client that times out and retries leaves it running:
+    // the retry waits for its answer above instead of embedding the batch again.
+    let admitted = auth.admitted;
+    let answered = tokio::spawn(async move {
+        let answered = put_in_steps(&state, &admitted, scope, req, records, move |e, s, r, p| {
             Ok(e.finish_put_idempotent(s, r, p, &idem, |outcomes| {
                 let (status, body) = write_answer(batch, outcomes.to_vec());
                 let body = serde_json::to_value(body).unwrap_or(Value::Null);
                 (status.as_u16(), body)
             })?)
-        },
-    )
-    .await?;
+        })
+        .await?;
+        if let Some(leader) = &leader {
+            match &answered {
+                Answered::Fresh(outcomes) => {
+                    let (status, body) = write_answer(batch, outcomes.clone());
+                    let body = serde_json::to_value(body).unwrap_or(Value::Null);
+                    leader.answered(status.as_u16(), &body);
+                }
+                Answered::Replayed { status, answer } => leader.answered(*status, answer),
+            }
+        }
+        Ok::<_, ApiError>(answered)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("write task: {e}")))??;
     Ok(match answered {
         Answered::Fresh(outcomes) => {
             let (status, body) = write_answer(batch, outcomes);
-            if let Some(leader) = &leader {
-                let shared = serde_json::to_value(&body).unwrap_or(Value::Null);
-                leader.answered(status.as_u16(), &shared);
-            }
             (status, Json(body)).into_response()
         }
-        Answered::Replayed { status, answer } => {
-            if let Some(leader) = &leader {
-                leader.answered(status, &answer);
-            }
-            idempotency::replay(status, answer)
-        }
+        Answered::Replayed { status, answer } => idempotency::replay(status, answer),
     })
 }
 

@@ -18,12 +18,12 @@ use crate::{Engine, EngineError, PutOutcome};
 /// Word pieces embedded per step: about one long paragraph (the model reads at most 256),
 /// a few tens of milliseconds of one core. Short texts are batched up to it, which keeps most
 /// of a batch's throughput.
-const STEP_TOKENS: usize = 256;
+pub(crate) const STEP_TOKENS: usize = 256;
 
 /// A text's cost in word pieces, estimated from its length without tokenising it twice: a
 /// word piece of English is about four bytes, so three over-counts it a little, and the model
 /// reads no more than [`MAX_TOKENS`] of any text.
-fn estimated_tokens(text: &str) -> usize {
+pub(crate) fn estimated_tokens(text: &str) -> usize {
     (text.len() / 3 + 2).min(MAX_TOKENS)
 }
 

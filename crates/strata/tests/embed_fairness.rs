@@ -116,16 +116,29 @@ fn cpu_seconds(server: &Server, tenant: &str) -> f64 {
 
 /// Sends a write under `key`; returns the status, whether it was a replay, and the body.
 fn write(server: &Server, api_key: &str, idem: &str, body: &Value) -> (u16, bool, Value) {
-    let res = reqwest::blocking::Client::new()
+    send(server, api_key, idem, body, None).expect("write")
+}
+
+/// [`write`] that gives up after `timeout`, as a client with a short timeout does.
+fn send(
+    server: &Server,
+    api_key: &str,
+    idem: &str,
+    body: &Value,
+    timeout: Option<Duration>,
+) -> reqwest::Result<(u16, bool, Value)> {
+    let mut req = reqwest::blocking::Client::new()
         .post(format!("{}/v1/memories", server.url))
         .header("authorization", format!("Bearer {api_key}"))
         .header("idempotency-key", idem)
-        .json(body)
-        .send()
-        .expect("write");
+        .json(body);
+    if let Some(t) = timeout {
+        req = req.timeout(t);
+    }
+    let res = req.send()?;
     let status = res.status().as_u16();
     let replayed = res.headers().get("idempotent-replayed").is_some();
-    (status, replayed, res.json().expect("json"))
+    Ok((status, replayed, res.json()?))
 }
 
 #[test]
@@ -159,4 +172,29 @@ fn a_retry_of_a_write_in_flight_waits_for_its_answer_instead_of_embedding_again(
     assert_eq!(s, 409, "{v}");
     let (s, count) = server.post("/v1/memories/count", &key, json!({}));
     assert_eq!((s, &count["count"]), (200, &json!(60)), "{count}");
+}
+
+#[test]
+fn a_write_whose_client_timed_out_runs_on_and_its_retry_gets_the_answer() {
+    let server = start();
+    let key = tenant(&server, "acme");
+    let body = batch(0, 20);
+    // The client gives up long before the batch is embedded; the server carries on.
+    let gave_up = send(
+        &server,
+        &key,
+        "timed-out",
+        &body,
+        Some(Duration::from_millis(300)),
+    );
+    assert!(gave_up.is_err(), "the batch was answered within 300 ms");
+    let (status, replayed, answer) = write(&server, &key, "timed-out", &body);
+    assert_eq!((status, replayed), (201, true), "{answer}");
+    assert_eq!(
+        answer["results"].as_array().map(Vec::len),
+        Some(20),
+        "{answer}"
+    );
+    let (s, count) = server.post("/v1/memories/count", &key, json!({}));
+    assert_eq!((s, &count["count"]), (200, &json!(20)), "{count}");
 }
