@@ -77,7 +77,7 @@ enum WriteBody {
 /// co-owned one).
 #[utoipa::path(post, path = "/v1/memories", tag = "memories", operation_id = "write_memories",
     params(("Idempotency-Key" = Option<String>, Header,
-        description = "Names this write (1 to 255 visible ASCII characters, e.g. a UUID): a retry with the same key and request within 24 hours gets the first answer back, with `Idempotent-Replayed: true`, and writes nothing; the same key with another request is `409 CONFLICT`.")),
+        description = "Names this write (1 to 255 visible ASCII characters, e.g. a UUID): a retry with the same key and request within 24 hours gets the first answer back, with `Idempotent-Replayed: true`, and writes nothing; a retry sent while the first still runs waits for its answer; the same key with another request is `409 CONFLICT`.")),
     request_body = WriteBody,
     responses(
         (status = 201, description = "Written; at least one record is new", body = WriteResponse),
