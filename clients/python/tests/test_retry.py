@@ -133,3 +133,33 @@ def test_a_write_without_ids_is_answered_once_when_repeated(client: Strata) -> N
     # A new call is a new write, under a new key.
     client.add("written once however often it is sent", run_id="another-run")
     assert client.count() == 2
+
+
+def test_writes_the_server_embeds_wait_longer_than_other_calls() -> None:
+    # No request is sent: only the timeout each call would be sent with is looked at.
+    c = Strata("http://127.0.0.1:9", "sk_unused", timeout=5, write_timeout=50)
+    scope = Scope.of(None, None, None, None, None)
+
+    def timeout_of(content: object, vector: object = None) -> object:
+        call = c._add(
+            content,  # type: ignore[arg-type]
+            scope,
+            vector=vector,  # type: ignore[arg-type]
+            metadata=None,
+            id=None,
+            collection=None,
+            kind=None,
+            expires_at=None,
+            confidence=None,
+        )
+        return c._transport._request_args(call)["timeout"]
+
+    assert timeout_of("embedded by the server") == 50
+    assert timeout_of("brings its own vector", vector=[0.5, 0.5]) == 5
+    assert timeout_of([{"content": "a"}, {"content": "b", "vector": [0.5, 0.5]}]) == 50
+    assert timeout_of([{"content": "b", "vector": [0.5, 0.5]}]) == 5
+    # By default a batch of 1,000 long texts (half a minute or more to embed) fits.
+    d = Strata("http://127.0.0.1:9", "sk_unused")
+    assert d._transport.timeout == 30 and d._transport.write_timeout == 180
+    c.close()
+    d.close()

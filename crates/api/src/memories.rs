@@ -16,6 +16,8 @@ use crate::bodies::{
 use crate::edge::TenantAuth;
 use crate::idempotency;
 use crate::input::{JsonObject, PathParam, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
+use crate::keys_in_flight::Claim;
+use crate::put_steps::put_in_steps;
 use crate::{ApiError, AppState};
 
 /// Page size of a list when the request names none.
@@ -75,7 +77,7 @@ enum WriteBody {
 /// co-owned one).
 #[utoipa::path(post, path = "/v1/memories", tag = "memories", operation_id = "write_memories",
     params(("Idempotency-Key" = Option<String>, Header,
-        description = "Names this write (1 to 255 visible ASCII characters, e.g. a UUID): a retry with the same key and request within 24 hours gets the first answer back, with `Idempotent-Replayed: true`, and writes nothing; the same key with another request is `409 CONFLICT`.")),
+        description = "Names this write (1 to 255 visible ASCII characters, e.g. a UUID): a retry with the same key and request within 24 hours gets the first answer back, with `Idempotent-Replayed: true`, and writes nothing; a retry sent while the first still runs waits for its answer; the same key with another request is `409 CONFLICT`.")),
     request_body = WriteBody,
     responses(
         (status = 201, description = "Written; at least one record is new", body = WriteResponse),
@@ -112,21 +114,46 @@ pub async fn create(
     let req = speak_for_the_record(&auth, req, &records, batch);
     let scope = auth.scope;
     let Some(idem) = idem else {
-        let outcomes = state
-            .run_tenant(&auth.admitted, move |e| Ok(e.put(&scope, &req, records)?))
-            .await?;
+        let outcomes = put_in_steps(&state, &auth.admitted, scope, req, records, |e, s, r, p| {
+            Ok(e.finish_put(s, r, p)?)
+        })
+        .await?;
         let (status, body) = write_answer(batch, outcomes);
         return Ok((status, Json(body)).into_response());
     };
-    let answered = state
-        .run_tenant(&auth.admitted, move |e| {
-            Ok(e.put_idempotent(&scope, &req, records, &idem, |outcomes| {
+    // A retry of this request while it still runs is answered with its answer; past the
+    // wait's bound, or when it ended without one, the retry runs (and writes at most once).
+    let leader = match state.keys_in_flight.claim(scope.key(), &idem).await? {
+        Claim::First(leader) => Some(leader),
+        Claim::Waited(Some((status, answer))) => return Ok(idempotency::replay(status, answer)),
+        Claim::Waited(None) => None,
+    };
+    // On a task of its own, so that a client that times out and retries leaves it running:
+    // the retry waits for its answer above instead of embedding the batch again.
+    let admitted = auth.admitted;
+    let answered = tokio::spawn(async move {
+        let answered = put_in_steps(&state, &admitted, scope, req, records, move |e, s, r, p| {
+            Ok(e.finish_put_idempotent(s, r, p, &idem, |outcomes| {
                 let (status, body) = write_answer(batch, outcomes.to_vec());
                 let body = serde_json::to_value(body).unwrap_or(Value::Null);
                 (status.as_u16(), body)
             })?)
         })
         .await?;
+        if let Some(leader) = &leader {
+            match &answered {
+                Answered::Fresh(outcomes) => {
+                    let (status, body) = write_answer(batch, outcomes.clone());
+                    let body = serde_json::to_value(body).unwrap_or(Value::Null);
+                    leader.answered(status.as_u16(), &body);
+                }
+                Answered::Replayed { status, answer } => leader.answered(*status, answer),
+            }
+        }
+        Ok::<_, ApiError>(answered)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("write task: {e}")))??;
     Ok(match answered {
         Answered::Fresh(outcomes) => {
             let (status, body) = write_answer(batch, outcomes);

@@ -10,6 +10,7 @@ use strata_sched::Demotable;
 
 use crate::ApiError;
 use crate::admission::{Admitted, Gate, PoolConfig};
+use crate::keys_in_flight::KeysInFlight;
 use crate::metrics::{Metrics, MetricsConfig};
 use crate::security_throttle::{SecurityEventLimits, SecurityThrottle};
 use crate::tenant_bodies::TenantBodies;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub(crate) bodies: Arc<TenantBodies>,
     /// Bounds the audit rows and log lines of security events.
     pub(crate) security: Arc<SecurityThrottle>,
+    /// Writes running under an `Idempotency-Key`, which a retry of them waits for.
+    pub(crate) keys_in_flight: Arc<KeysInFlight>,
     ready: Arc<AtomicBool>,
 }
 
@@ -99,6 +102,7 @@ impl AppState {
         Ok(AppState {
             bodies: TenantBodies::new(per_tenant, max_body),
             security: Arc::new(security),
+            keys_in_flight: Arc::default(),
             engine,
             auth,
             gate: Arc::new(Gate::new(config.pool, Arc::clone(&metrics))?),

@@ -3,9 +3,10 @@
 //!
 //! A collection declares its model ([`Collection::embedder`]). The server's loaded embedder
 //! embeds for it only when the two identities match exactly (model id and weights hash).
-//! Embedding runs inside the engine call, which `strata-api` runs on the fair-queueing pool
+//! Embedding runs inside engine calls, which `strata-api` runs on the fair-queueing pool
 //! charged to the calling tenant, and before a write's transaction opens, so the tenant's write
-//! lock is never held during a forward pass (except for a patch, one text).
+//! lock is never held during a forward pass (except for a patch, one text). A write's texts are
+//! embedded in steps of a bounded cost (`crate::put_steps`), each its own pool job.
 
 use strata_auth::{Permission, TenantScope};
 use strata_embed::{EmbedError, Embedder};
@@ -49,12 +50,18 @@ fn describe(r: &EmbedderRef) -> String {
 
 /// Embeds `texts` in one call, mapping the embedder's errors to the engine's.
 pub(crate) fn embed(e: &Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>, EngineError> {
-    e.embed(texts).map_err(|err| match err {
+    e.embed(texts).map_err(|err| embed_error(err, |i| i))
+}
+
+/// The engine's error for an embedder's, naming a refused text by `record(index of the text
+/// in the call)`.
+pub(crate) fn embed_error(err: EmbedError, record: impl Fn(usize) -> usize) -> EngineError {
+    match err {
         EmbedError::Input { index, message } => {
-            EngineError::BadRequest(format!("content of record {index}: {message}"))
+            EngineError::BadRequest(format!("content of record {}: {message}", record(index)))
         }
         other => EngineError::Embedding(other.to_string()),
-    })
+    }
 }
 
 pub(crate) fn text_collection() -> CollectionName {
@@ -67,16 +74,17 @@ impl Engine {
         self.embedder.as_deref().map(|e| (e, identity(e)))
     }
 
-    /// Gives each record that has content, no vector, and a collection embedded by the loaded
-    /// model its vector, with one `embed` call for the whole batch. Returns which records were
-    /// embedded, so the write can check their collection did not change in between.
-    pub(crate) fn embed_records(
+    /// Which records of a write the loaded model is to embed: those with content, no vector,
+    /// and a collection that declares the loaded model. Embeds nothing itself: the write's
+    /// steps do (`crate::put_steps`), so the write can also check at commit that those
+    /// collections did not change in between.
+    pub(crate) fn records_to_embed(
         &self,
         scope: &TenantScope,
-        records: &mut [NewRecord],
+        records: &[NewRecord],
     ) -> Result<Vec<bool>, EngineError> {
         let mut embedded = vec![false; records.len()];
-        let Some((embedder, loaded)) = self.loaded_embedder() else {
+        let Some((_, loaded)) = self.loaded_embedder() else {
             return Ok(embedded);
         };
         if !records
@@ -91,9 +99,8 @@ impl Engine {
                 Permission::Write,
                 |r| Ok(r.collections(scope.key())?),
             )?;
-        let mut texts = Vec::new();
         for (i, r) in records.iter().enumerate() {
-            let (None, Some(content)) = (&r.vector, &r.content) else {
+            let (None, Some(_)) = (&r.vector, &r.content) else {
                 continue;
             };
             let name = r.modality.clone().unwrap_or_else(text_collection);
@@ -101,17 +108,7 @@ impl Engine {
             let Some(c) = collections.iter().find(|c| c.name == name) else {
                 continue;
             };
-            if embeds(Some(&loaded), c)? {
-                texts.push(content.as_str());
-                embedded[i] = true;
-            }
-        }
-        if texts.is_empty() {
-            return Ok(embedded);
-        }
-        let mut vectors = embed(embedder, &texts)?.into_iter();
-        for (r, _) in records.iter_mut().zip(&embedded).filter(|(_, e)| **e) {
-            r.vector = vectors.next();
+            embedded[i] = embeds(Some(&loaded), c)?;
         }
         Ok(embedded)
     }

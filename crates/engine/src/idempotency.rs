@@ -10,7 +10,7 @@ use strata_auth::{OperatorScope, TenantScope};
 use strata_store::{IdempotencyRow, Reads, has_stale_idempotency_rows};
 use strata_types::{Millis, NewRecord, RequestScope, now_millis};
 
-use crate::{Engine, EngineError, PutOutcome};
+use crate::{Engine, EngineError, PendingPut, PutOutcome};
 
 /// How long a kept answer stays: a day, as long as clients reasonably retry.
 pub const IDEMPOTENCY_RETENTION_MS: Millis = 24 * 60 * 60 * 1000;
@@ -52,8 +52,19 @@ impl Idempotency {
         self
     }
 
-    /// The key as stored.
-    fn stored(&self) -> String {
+    /// The key as the client sent it.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// What identifies the request the key names: equal for a retry of it, different for
+    /// another request.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The key as stored: unique within the tenant, across namespaces.
+    pub fn stored(&self) -> String {
         if self.namespace.is_empty() {
             self.key.clone()
         } else {
@@ -82,7 +93,22 @@ impl Engine {
         idem: &Idempotency,
         shape: impl FnOnce(&[PutOutcome]) -> (u16, Value),
     ) -> Result<Answered<Vec<PutOutcome>>, EngineError> {
-        let batch = self.prepare_put(scope, req, records)?;
+        let pending = self.begin_put(scope, req, records)?;
+        self.finish_put_idempotent(scope, req, pending, idem, shape)
+    }
+
+    /// [`Engine::finish_put`] under an `Idempotency-Key`: the last step of
+    /// [`Engine::put_idempotent`]. The key is looked up in the write's own transaction, so a
+    /// request that embedded alongside another with the same key still writes only once.
+    pub fn finish_put_idempotent(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        pending: PendingPut,
+        idem: &Idempotency,
+        shape: impl FnOnce(&[PutOutcome]) -> (u16, Value),
+    ) -> Result<Answered<Vec<PutOutcome>>, EngineError> {
+        let batch = self.embedded(pending)?;
         let stored = idem.stored();
         self.write_tenant(scope, "memory.put", |w, changes| {
             let now = now_millis();

@@ -46,6 +46,7 @@ mod migration_status;
 mod name_bitmaps;
 mod owed_compaction;
 mod plan;
+mod put_steps;
 mod ranking;
 mod recall;
 mod recent_purges;
@@ -111,6 +112,7 @@ pub use isolation::{
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use links::{MAX_LINKS_PER_RECORD, MAX_STORED_LINKS_PER_RECORD, RecordLinks};
 pub use migration_resume::Resumed;
+pub use put_steps::PendingPut;
 pub use records::PutOutcome;
 pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};

@@ -29,14 +29,26 @@ impl Engine {
     /// Writes a batch atomically: all records or none, durable before this returns.
     ///
     /// Records with content and no vector, in a collection the loaded embedder embeds, get their
-    /// vectors here, in one `embed` call for the batch, before the transaction opens.
+    /// vectors here, before the transaction opens. This runs the whole write in one call; a
+    /// caller on a shared pool runs [`Engine::begin_put`], its embedding steps and
+    /// [`Engine::finish_put`] as separate jobs instead.
     pub fn put(
         &self,
         scope: &TenantScope,
         req: &RequestScope,
         records: Vec<NewRecord>,
     ) -> Result<Vec<PutOutcome>, EngineError> {
-        let batch = self.prepare_put(scope, req, records)?;
+        let pending = self.begin_put(scope, req, records)?;
+        self.finish_put(scope, req, pending)
+    }
+
+    /// Writes a prepared batch whose texts are embedded.
+    pub(crate) fn write_prepared(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        batch: PreparedPut,
+    ) -> Result<Vec<PutOutcome>, EngineError> {
         if batch.records.len() <= SHARED_TRANSACTION_RECORDS {
             // May run more than once (see `write_tenant_batched`), so it applies copies.
             return self.write_tenant_batched(scope, "memory.put", |w, changes| {
@@ -48,13 +60,13 @@ impl Engine {
         })
     }
 
-    /// Everything of a write that happens before its transaction: the credential, then the
-    /// input, then the embeddings.
+    /// Everything of a write that happens before its transaction, but the embedding: the
+    /// credential, then the input, then which records the loaded model embeds.
     pub(crate) fn prepare_put(
         &self,
         scope: &TenantScope,
         req: &RequestScope,
-        mut records: Vec<NewRecord>,
+        records: Vec<NewRecord>,
     ) -> Result<PreparedPut, EngineError> {
         // The credential is checked before the input, so a refused caller learns nothing about
         // what a valid request would look like.
@@ -71,7 +83,7 @@ impl Engine {
         for r in &records {
             r.validate(limits)?;
         }
-        let embedded = self.embed_records(scope, &mut records)?;
+        let embedded = self.records_to_embed(scope, &records)?;
         let model = self.loaded_embedder().map(|(_, id)| id);
         Ok(PreparedPut {
             vis,
@@ -198,12 +210,13 @@ impl Engine {
     }
 }
 
-/// A validated, embedded batch, ready to be written in a transaction.
+/// A validated batch, ready to be written in a transaction once the records marked `embedded`
+/// have their vectors (`crate::put_steps`).
 pub(crate) struct PreparedPut {
     vis: Visibility,
-    records: Vec<NewRecord>,
-    /// Which records got their vectors from the loaded embedder.
-    embedded: Vec<bool>,
+    pub(crate) records: Vec<NewRecord>,
+    /// Which records get their vectors from the loaded embedder.
+    pub(crate) embedded: Vec<bool>,
     model: Option<EmbedderRef>,
     /// The engine's decoded collections (see `write_memo`).
     collections: Arc<DecodeMemo<Collection>>,

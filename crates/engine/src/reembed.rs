@@ -24,13 +24,15 @@ use strata_store::{Reader, Reads, TenantKey};
 use strata_types::{Collection, CollectionName, EmbedderRef, Millis, RecordId, now_millis};
 
 use crate::embedding::embed;
+use crate::put_steps::{STEP_TOKENS, estimated_tokens};
 use crate::records::store_record;
 use crate::tenant_index::Change;
 use crate::whole_tenant::{Reach, require_whole_tenant};
 use crate::{Engine, EngineError};
 
-/// Texts embedded per step: one step is one job on the fair pool, short enough (well under a
-/// second on one core) that other tenants' work interleaves with a long re-embed.
+/// Texts embedded per step, at most: one step is one job on the fair pool, short enough that
+/// other tenants' work interleaves with a long re-embed. Long texts end a step sooner, at
+/// about the word pieces of one write's embedding step (`crate::put_steps::STEP_TOKENS`).
 const STEP_TEXTS: usize = 32;
 /// Texts the dry run embeds to measure this machine's throughput on this collection's text.
 const CALIBRATION_TEXTS: usize = 16;
@@ -198,16 +200,27 @@ fn texts_of(
     name: &CollectionName,
     after: Option<&RecordId>,
     limit: usize,
+    max_tokens: usize,
 ) -> Result<Scan, EngineError> {
     let mut scan = Scan {
         texts: Vec::new(),
         vector_only: 0,
         last: None,
     };
+    let mut tokens = 0;
     for record in r.records(key, after)? {
         let record = record?;
         if scan.texts.len() == limit {
             break;
+        }
+        if &record.modality == name
+            && let Some(content) = &record.content
+        {
+            let n = estimated_tokens(content);
+            if !scan.texts.is_empty() && tokens + n > max_tokens {
+                break;
+            }
+            tokens += n;
         }
         scan.last = Some(record.id.clone());
         if &record.modality != name {
@@ -379,7 +392,14 @@ impl Engine {
     ) -> Result<bool, EngineError> {
         let cursor = self.running_job(scope.key(), name, job, |j| j.cursor.clone())?;
         let Scan { texts, last, .. } = self.read_for_reembed(scope, |r| {
-            texts_of(r, scope.key(), name, cursor.as_ref(), STEP_TEXTS)
+            texts_of(
+                r,
+                scope.key(),
+                name,
+                cursor.as_ref(),
+                STEP_TEXTS,
+                STEP_TOKENS,
+            )
         })?;
         let vectors = self.embed_for_reembed(&texts)?;
         self.running_job(scope.key(), name, job, |j| {
@@ -512,8 +532,9 @@ impl Engine {
         name: &CollectionName,
         job: u64,
     ) -> Result<Vec<(RecordId, String)>, EngineError> {
-        let Scan { texts, .. } =
-            self.read_for_reembed(scope, |r| texts_of(r, scope.key(), name, None, usize::MAX))?;
+        let Scan { texts, .. } = self.read_for_reembed(scope, |r| {
+            texts_of(r, scope.key(), name, None, usize::MAX, usize::MAX)
+        })?;
         self.running_job(scope.key(), name, job, |j| {
             texts
                 .into_iter()

@@ -355,3 +355,50 @@ fn a_stale_reembed_job_never_acts_on_a_later_one() {
         (strata_engine::ReembedState::Done, 10)
     );
 }
+
+/// A paragraph near the model's 256 word pieces, different for each `i`.
+fn paragraph(i: usize) -> String {
+    (0..40)
+        .map(|w| format!("note{i} word{w} about topic{}", (i * 7 + w) % 13))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn a_batch_is_embedded_in_steps_of_bounded_cost_with_the_vectors_of_one_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, e) = open_embedding(dir.path(), "acme");
+    let req = RequestScope::default();
+    let texts: Vec<String> = (0..5).map(paragraph).collect();
+    let mut records: Vec<NewRecord> = texts.iter().map(|t| text(t)).collect();
+    // A record with its own vector is written as sent, between embedded ones.
+    let own = common::vector(384, 3);
+    records.insert(
+        2,
+        NewRecord {
+            vector: Some(own.clone()),
+            ..text("brings its own vector")
+        },
+    );
+    let mut pending = engine.begin_put(&scope, &req, records).unwrap();
+    let mut steps = 0;
+    while !pending.is_embedded() {
+        engine.embed_put_step(&mut pending).unwrap();
+        steps += 1;
+    }
+    // Each long paragraph is a step of its own: no step embeds the whole batch.
+    assert_eq!(steps, 5);
+    let out = engine.finish_put(&scope, &req, pending).unwrap();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut want = e.embed(&refs).unwrap();
+    want.insert(2, own);
+    for (o, want) in out.iter().zip(&want) {
+        let got = engine.get(&scope, &req, &o.id).unwrap().vector.unwrap();
+        assert!(cosine(&got, want) > 0.9999);
+    }
+    // Short texts share a step.
+    let short: Vec<NewRecord> = (0..20).map(|i| text(&format!("short {i}"))).collect();
+    let mut pending = engine.begin_put(&scope, &req, short).unwrap();
+    engine.embed_put_step(&mut pending).unwrap();
+    assert!(pending.is_embedded());
+}

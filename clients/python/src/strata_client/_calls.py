@@ -197,6 +197,9 @@ class DataCalls:
         self, body: Dict[str, Any], parse: Any, scope: Scope, records: List[Dict[str, Any]]
     ) -> Call[Any]:
         call = self._call("POST", "/v1/memories", parse, scope, json=body)
+        # Texts without vectors are embedded by the server: the call may take much longer.
+        embeds = any(r.get("content") is not None and r.get("vector") is None for r in records)
+        call = dataclasses.replace(call, embeds=embeds)
         if all(r.get("id") is not None for r in records):
             return call  # Upserts by id are idempotent as they are.
         # A record without an id could be stored twice by a retry after a lost answer; under an

@@ -39,6 +39,11 @@ logger = logging.getLogger("strata_client")
 
 USER_AGENT = f"strata-client-python/{__version__}"
 DEFAULT_TIMEOUT = 30.0
+#: Seconds to wait for a write the server embeds (records with ``content`` and no ``vector``).
+#: The server embeds a long paragraph in tens of milliseconds of one core, so a full batch of
+#: 1,000 takes half a minute or more on a small machine; a shorter wait would report a write
+#: that succeeded as failed.
+DEFAULT_WRITE_TIMEOUT = 180.0
 
 Params = Sequence[Tuple[str, str]]
 Body = Union[bytes, Iterator[bytes], AsyncIterator[bytes]]
@@ -65,6 +70,8 @@ class Call(Generic[T]):
     content: Optional[Body] = None
     #: Safe to repeat after a lost answer; see :mod:`strata_client.retry`.
     idempotent: bool = True
+    #: The server may embed texts for it: it waits ``write_timeout``, not ``timeout``.
+    embeds: bool = False
 
     @property
     def replayable(self) -> bool:
@@ -116,6 +123,7 @@ class _Base:
         *,
         timeout: Optional[float],
         retries: Union[int, RetryPolicy],
+        write_timeout: Optional[float] = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
         if not url:
             raise ValueError("url is required, e.g. http://127.0.0.1:7700")
@@ -123,6 +131,7 @@ class _Base:
             raise ValueError("an API key is required")
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.write_timeout = write_timeout
         self.retry = RetryPolicy.of(retries)
         self._auth = {"authorization": f"Bearer {token}", "user-agent": USER_AGENT}
 
@@ -134,7 +143,7 @@ class _Base:
             "url": self.url + call.path,
             "params": list(call.params) or None,
             "headers": headers,
-            "timeout": self.timeout,
+            "timeout": self.write_timeout if call.embeds else self.timeout,
         }
         if not isinstance(call.json, _NoJson):
             args["json"] = call.json
@@ -170,8 +179,11 @@ class SyncTransport(_Base):
         timeout: Optional[float] = DEFAULT_TIMEOUT,
         retries: Union[int, RetryPolicy] = 3,
         http_client: Optional[httpx.Client] = None,
+        write_timeout: Optional[float] = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
-        super().__init__(url, token, timeout=timeout, retries=retries)
+        super().__init__(
+            url, token, timeout=timeout, retries=retries, write_timeout=write_timeout
+        )
         self._owns_http = http_client is None
         self.http = http_client if http_client is not None else httpx.Client()
 
@@ -227,8 +239,11 @@ class AsyncTransport(_Base):
         timeout: Optional[float] = DEFAULT_TIMEOUT,
         retries: Union[int, RetryPolicy] = 3,
         http_client: Optional[httpx.AsyncClient] = None,
+        write_timeout: Optional[float] = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
-        super().__init__(url, token, timeout=timeout, retries=retries)
+        super().__init__(
+            url, token, timeout=timeout, retries=retries, write_timeout=write_timeout
+        )
         self._owns_http = http_client is None
         self.http = http_client if http_client is not None else httpx.AsyncClient()
 

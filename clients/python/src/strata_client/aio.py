@@ -19,7 +19,7 @@ from typing import (
 import httpx
 
 from ._calls import DataCalls, Filter, RecordInput
-from ._http import DEFAULT_TIMEOUT, AsyncTransport, from_env
+from ._http import DEFAULT_TIMEOUT, DEFAULT_WRITE_TIMEOUT, AsyncTransport, from_env
 from ._scope import Scope, UserMatch
 from .models import (
     AuditRow,
@@ -67,6 +67,7 @@ class AsyncStrata(DataCalls):
         retries: Union[int, RetryPolicy] = 3,
         timeout: Optional[float] = DEFAULT_TIMEOUT,
         http_client: Optional[httpx.AsyncClient] = None,
+        write_timeout: Optional[float] = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
         self._transport = AsyncTransport(
             from_env(url, "STRATA_URL"),
@@ -74,6 +75,7 @@ class AsyncStrata(DataCalls):
             timeout=timeout,
             retries=retries,
             http_client=http_client,
+            write_timeout=write_timeout,
         )
         self._scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         self._owns_transport = True

@@ -19,7 +19,7 @@ from typing import (
 import httpx
 
 from ._calls import DataCalls, Filter, RecordInput
-from ._http import DEFAULT_TIMEOUT, SyncTransport, from_env
+from ._http import DEFAULT_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SyncTransport, from_env
 from ._scope import Scope, UserMatch
 from .models import (
     AuditRow,
@@ -53,8 +53,10 @@ class Strata(DataCalls):
 
     ``url`` and ``api_key`` default to the ``STRATA_URL`` and ``STRATA_API_KEY`` environment
     variables. ``retries`` is a count or a :class:`RetryPolicy` (see :mod:`strata_client.retry`
-    for what is retried); ``timeout`` is in seconds. Pass ``http_client`` to configure proxies
-    or TLS yourself; it is then yours to close.
+    for what is retried); ``timeout`` is in seconds (``None``: no limit), except for writes the
+    server embeds (records with ``content`` and no ``vector``), which wait ``write_timeout``
+    (180 s by default: a full batch of long texts takes half a minute or more to embed). Pass
+    ``http_client`` to configure proxies or TLS yourself; it is then yours to close.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class Strata(DataCalls):
         retries: Union[int, RetryPolicy] = 3,
         timeout: Optional[float] = DEFAULT_TIMEOUT,
         http_client: Optional[httpx.Client] = None,
+        write_timeout: Optional[float] = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
         self._transport = SyncTransport(
             from_env(url, "STRATA_URL"),
@@ -77,6 +80,7 @@ class Strata(DataCalls):
             timeout=timeout,
             retries=retries,
             http_client=http_client,
+            write_timeout=write_timeout,
         )
         self._scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         self._owns_transport = True
