@@ -70,7 +70,7 @@ pub async fn create_tenant(
     let mut body = body;
     let (isolation, index_params) = crate::isolation::level_fields(&mut body)?;
     let new: NewTenant = from_map(body)?;
-    let id = TenantId::parse_field("id", new.id).map_err(bad)?;
+    let id = crate::tenant_ids::new_tenant_id(new.id)?;
     let parent = crate::lifecycle::parent_field(new.parent)?;
     let metadata = match new.metadata {
         None | Some(serde_json::Value::Null) => None,
@@ -170,6 +170,10 @@ pub async fn create_key(
         (Some(_), Some(_)) => {
             return Err(bad("expires_at, expires_in_secs: give at most one"));
         }
+        // A key that could never authenticate is a mistake, not a request.
+        (Some(t), None) if t <= now_millis() => {
+            return Err(bad("expires_at: must be in the future"));
+        }
         (Some(t), None) => Some(t),
         (None, Some(secs)) => Some(
             now_millis()
@@ -190,9 +194,8 @@ pub async fn create_key(
     };
     let auth = state.auth.clone();
     let created = state
-        .run(move |e| Ok(auth.create_key(e.credentials(), &op, new)?))
+        .run(move |e| Ok(auth.create_key(e.credentials(), &op, new, &e.key_audit(&op))?))
         .await?;
-    tracing::info!(target: "audit", key = %created.info.id, "api key created");
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {
@@ -236,8 +239,7 @@ pub async fn revoke_key(
 ) -> Result<Json<KeyInfo>, ApiError> {
     let auth = state.auth.clone();
     let info = state
-        .run(move |e| Ok(auth.revoke_key(e.credentials(), &op, &id)?))
+        .run(move |e| Ok(auth.revoke_key(e.credentials(), &op, &id, &e.key_audit(&op))?))
         .await?;
-    tracing::info!(target: "audit", key = %info.id, "api key revoked");
     Ok(Json(info))
 }

@@ -46,7 +46,7 @@ pub enum ApiError {
     /// The tenant is suspended by its operator; its data is kept.
     #[error("{0}")]
     TenantSuspended(String),
-    /// The tenant is under stress: this (expensive) search is shed; retry smaller or later.
+    /// The tenant is under stress or critical: this (expensive) search is shed; retry smaller or later.
     #[error("{0}")]
     TenantStressed(String),
     /// The tenant is in a critical state: its writes are refused until it recovers.

@@ -53,6 +53,7 @@ mod shares;
 mod state;
 mod tenant_bodies;
 mod tenant_connections;
+mod tenant_ids;
 mod timing;
 mod transfer;
 mod unique_keys;

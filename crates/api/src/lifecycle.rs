@@ -161,7 +161,8 @@ pub async fn resume_tenant(
     transition(&state, op, id, Engine::resume_tenant).await
 }
 
-/// Undoes a soft delete, within the retention period. A data move that a crash or shutdown
+/// Undoes a soft delete, within the retention period: the tenant gets back the status it had
+/// when deleted (`suspended` stays suspended). A data move that a crash or shutdown
 /// cut short while the tenant was deleted (start-up resumes only live tenants' moves) resumes
 /// in the background: `GET .../migration` follows it.
 #[utoipa::path(post, path = "/v1/admin/tenants/{id}/restore", tag = "admin", operation_id = "restore_tenant",

@@ -214,7 +214,7 @@ pub async fn import_tenant(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<strata_engine::TenantInfo>), ApiError> {
-    let id = tenant_id(id)?;
+    let id = crate::tenant_ids::new_tenant_id(id)?;
     let max_total = state.config.max_import_bytes;
     if declared_length(&headers).is_some_and(|len| len > max_total) {
         return Err(ApiError::PayloadTooLarge(format!(

@@ -6,7 +6,7 @@ use strata_store::{CredentialStore, TenantKey};
 use strata_types::{Domain, Millis, RecordLimits, TenantId, UserToken, now_millis};
 
 use crate::jwt::{JwtVerifier, looks_like_jwt};
-use crate::keys::{self, CreatedKey, KeyInfo, KeyTenant, NewKey, ct_eq, hash_token};
+use crate::keys::{self, CreatedKey, KeyAudit, KeyInfo, KeyTenant, NewKey, ct_eq, hash_token};
 use crate::{AuthError, Grant, OperatorScope, Permission, Permissions, TenantScope};
 
 /// Shortest operator key accepted from the environment, so a typo like `STRATA_OPERATOR_KEY=1`
@@ -127,7 +127,9 @@ impl Authenticator {
             domains: None,
             expires_at: None,
         };
-        keys::create_unchecked(creds, new).map(Some)
+        // No audit row: no operator acted (the server's own start, before any operator
+        // exists), and the start is in the server's log.
+        keys::create_unchecked(creds, new, &|_, _, _, _| Ok(())).map(Some)
     }
 
     /// An operator scope for the server's own scheduled work (the retention sweep), which runs
@@ -236,12 +238,13 @@ impl Authenticator {
         tenant_scope(creds, &tenant, Incarnation::IssuedAt(iat), grant, actor)
     }
 
-    /// Mints a key (see [`keys::create_key`]).
+    /// Mints a key (see [`keys::create_key`]), writing `audit`'s row with it.
     pub fn create_key(
         &self,
         store: CredentialStore<'_>,
         op: &OperatorScope,
         new: NewKey,
+        audit: &KeyAudit<'_>,
     ) -> Result<CreatedKey, AuthError> {
         if let Some(n) = new.user_tokens.as_ref().map(Vec::len)
             && n > self.max_user_tokens
@@ -251,7 +254,7 @@ impl Authenticator {
                 self.max_user_tokens
             )));
         }
-        keys::create_key(store, op, new)
+        keys::create_key(store, op, new, audit)
     }
 
     pub fn list_keys(
@@ -263,13 +266,15 @@ impl Authenticator {
         keys::list_keys(store, op, tenant)
     }
 
+    /// Revokes a key (see [`keys::revoke_key`]), writing `audit`'s row with it.
     pub fn revoke_key(
         &self,
         store: CredentialStore<'_>,
         op: &OperatorScope,
         id: &str,
+        audit: &KeyAudit<'_>,
     ) -> Result<KeyInfo, AuthError> {
-        keys::revoke_key(store, op, id)
+        keys::revoke_key(store, op, id, audit)
     }
 }
 

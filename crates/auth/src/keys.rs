@@ -9,7 +9,7 @@
 use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use strata_store::{CredentialStore, Owner, StoreError, TenantKey};
+use strata_store::{CredentialStore, Owner, StoreError, TenantKey, Writer};
 use strata_types::{Domain, Millis, TenantId, UserToken, now_millis};
 
 use crate::{AuthError, Grant, OperatorScope, Permission, Permissions};
@@ -76,6 +76,13 @@ pub struct KeyInfo {
     #[schema(value_type = Option<i64>)]
     pub revoked_at: Option<Millis>,
 }
+
+/// What a key's creation (`key.create`) or revocation (`key.revoke`) writes in the change's
+/// own transaction: its audit row, given the action, the key's owner (its tenant's storage
+/// key, or [`TenantKey::SERVER`] for an operator key) and the key as it is now. The engine
+/// builds it (the audit format is the engine's); it never sees the secret.
+pub type KeyAudit<'a> =
+    dyn Fn(&mut Writer<'_>, &'static str, TenantKey, &KeyInfo) -> Result<(), StoreError> + 'a;
 
 /// What to mint.
 #[derive(Debug, Clone)]
@@ -218,8 +225,9 @@ pub fn create_key(
     creds: CredentialStore<'_>,
     _op: &OperatorScope,
     new: NewKey,
+    audit: &KeyAudit<'_>,
 ) -> Result<CreatedKey, AuthError> {
-    create_unchecked(creds, new)
+    create_unchecked(creds, new, audit)
 }
 
 /// Mints a key without an operator scope. Private because only the server's first start may
@@ -227,6 +235,7 @@ pub fn create_key(
 pub(crate) fn create_unchecked(
     creds: CredentialStore<'_>,
     new: NewKey,
+    audit: &KeyAudit<'_>,
 ) -> Result<CreatedKey, AuthError> {
     if new.name.as_ref().is_some_and(|n| n.len() > MAX_KEY_NAME) {
         return Err(AuthError::BadRequest(format!(
@@ -275,8 +284,9 @@ pub(crate) fn create_unchecked(
         KeyTenant::Operator => Owner::Server,
         KeyTenant::Tenant(t) => Owner::Tenant(t),
     };
-    if !creds.insert(&id, owner, &bytes)?
-        && let KeyTenant::Tenant(t) = stored.info.tenant
+    if !creds.insert(&id, owner, &bytes, |w, key| {
+        audit(w, "key.create", key, &info)
+    })? && let KeyTenant::Tenant(t) = stored.info.tenant
     {
         return Err(AuthError::TenantNotFound(t));
     }
@@ -316,15 +326,21 @@ pub fn revoke_key(
     creds: CredentialStore<'_>,
     _op: &OperatorScope,
     id: &str,
+    audit: &KeyAudit<'_>,
 ) -> Result<KeyInfo, AuthError> {
-    let row = creds.update(id, |body| {
-        let mut stored = decode(body)?;
-        if stored.info.revoked_at.is_some() {
-            return Ok(None);
-        }
-        stored.info.revoked_at = Some(now_millis());
-        encode(&stored).map(Some)
-    })?;
+    let row = creds.update(
+        id,
+        |body| {
+            let mut stored = decode(body)?;
+            if stored.info.revoked_at.is_some() {
+                return Ok(None);
+            }
+            stored.info.revoked_at = Some(now_millis());
+            encode(&stored).map(Some)
+        },
+        // Only a revocation that changed the row is audited: revoking again changes nothing.
+        |w, owner, body| Ok(audit(w, "key.revoke", owner, &decode(body)?.info)?),
+    )?;
     let row = row.ok_or(AuthError::KeyNotFound)?;
     Ok(decode(&row.body)?.info)
 }

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use strata_auth::{OperatorScope, Permission, TenantScope};
+use strata_auth::{KeyInfo, KeyTenant, OperatorScope, Permission, TenantScope};
 use strata_store::codec::{decode_json, encode_json};
 use strata_store::{Reads, StoreError, TenantKey, Writer};
 use strata_types::{Millis, TenantId, now_millis};
@@ -216,6 +216,39 @@ pub(crate) fn operator_event(op: &OperatorScope, tenant: &TenantId, action: &str
     }
 }
 
+/// The audit row of an API key's creation or revocation, written in the change's own
+/// transaction by the credential store ([`strata_auth::KeyAudit`]): in the key's tenant's log,
+/// or the server's for an operator key, where the operator's other actions are. It names the
+/// key's id, permissions and bindings; the key's secret never reaches it.
+pub(crate) fn key_audit(
+    op: &OperatorScope,
+) -> impl Fn(&mut Writer<'_>, &'static str, TenantKey, &KeyInfo) -> Result<(), StoreError> + '_ {
+    move |w, action, owner, info| {
+        let tenant = match &info.tenant {
+            KeyTenant::Tenant(t) => Some(t.clone()),
+            KeyTenant::Operator => None,
+        };
+        let detail = serde_json::json!({
+            "key": info.id,
+            "name": info.name,
+            "permissions": info.permissions,
+            "user_tokens": info.user_tokens,
+            "domains": info.domains,
+            "expires_at": info.expires_at,
+        });
+        let event = AuditEvent {
+            tenant,
+            actor: op.actor().to_owned(),
+            action: action.to_owned(),
+            outcome: "ok".into(),
+            client: op.context().client.clone(),
+            request_id: op.context().request_id.clone(),
+            detail,
+        };
+        append(w, owner, event)
+    }
+}
+
 pub(crate) fn read_log(
     r: &impl Reads,
     key: TenantKey,
@@ -246,6 +279,16 @@ fn newest(mut rows: Vec<AuditRow>, limit: usize) -> Vec<AuditRow> {
 }
 
 impl Engine {
+    /// What API key changes write with them: their audit rows (see [`key_audit`]). Pass it to
+    /// `Authenticator::create_key` and `revoke_key`.
+    pub fn key_audit<'a>(
+        &self,
+        op: &'a OperatorScope,
+    ) -> impl Fn(&mut Writer<'_>, &'static str, TenantKey, &KeyInfo) -> Result<(), StoreError> + 'a
+    {
+        key_audit(op)
+    }
+
     /// Records an event that is not part of a write (authentication failures, security
     /// events). It goes to the tenant's log if the tenant exists, else to the server's.
     pub fn record_audit(&self, event: AuditEvent) -> Result<(), EngineError> {

@@ -32,9 +32,10 @@ pub enum EngineError {
     TenantNotFound(TenantId),
     #[error("tenant {0} is suspended")]
     TenantSuspended(TenantId),
-    /// The tenant is in integrity state `stress`: its most expensive searches are shed.
+    /// The tenant is in integrity state `stress` or `critical`: its most expensive searches
+    /// are shed.
     #[error(
-        "tenant {0} is under stress: searches with k above {max_k} or ef above {max_ef} are \
+        "tenant {0} is under integrity stress: searches with k above {max_k} or ef above {max_ef} are \
          shed until it recovers; retry smaller or later",
         max_k = crate::integrity::STRESS_MAX_K,
         max_ef = crate::integrity::STRESS_MAX_EF

@@ -58,6 +58,11 @@ pub struct TenantProfile {
     pub display_name: Option<String>,
     pub status: TenantStatus,
     pub deleted_at: Option<Millis>,
+    /// The status a soft delete found (`active` or `suspended`), which a restore brings back:
+    /// a suspended tenant deleted and restored is still suspended. Written only while deleted;
+    /// absent in a profile deleted before it existed, which restores as `active`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_before_delete: Option<TenantStatus>,
     pub limits: TenantLimits,
     /// Fair-share weight in scheduling; at least 1.
     pub weight: u32,
@@ -97,6 +102,7 @@ impl Default for TenantProfile {
             display_name: None,
             status: TenantStatus::Active,
             deleted_at: None,
+            status_before_delete: None,
             limits: TenantLimits::default(),
             weight: 1,
             isolation: IsolationLevel::Shared,

@@ -93,8 +93,9 @@ impl Engine {
         };
         let tenant = self.indexes.slot(scope.key(), scope.tenant());
         // After the permission and liveness checks, so that a refusal for those is not
-        // masked; before any work.
-        if tenant.integrity_state() == IntegrityState::Stress
+        // masked; before any work. `critical` is a worse state than `stress`, so it sheds at
+        // least as much: every state but `normal` caps k and ef.
+        if tenant.integrity_state() != IntegrityState::Normal
             && (s.k > STRESS_MAX_K || s.ef.is_some_and(|ef| ef > STRESS_MAX_EF))
         {
             return Err(EngineError::TenantStressed(scope.tenant().clone()));

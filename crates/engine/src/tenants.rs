@@ -463,13 +463,18 @@ impl Engine {
     ) -> Result<TenantInfo, EngineError> {
         let now = now_millis();
         self.change_profile(op, id, "tenant.delete", |p| {
+            // Deleting again keeps what the first delete found.
+            if p.status != TenantStatus::Deleted {
+                p.status_before_delete = Some(p.status);
+            }
             p.status = TenantStatus::Deleted;
             p.deleted_at.get_or_insert(now);
             Ok(())
         })
     }
 
-    /// Undoes a soft delete.
+    /// Undoes a soft delete: the tenant comes back with the status it had when deleted, so a
+    /// suspension survives a delete and restore.
     pub fn restore_tenant(
         &self,
         op: &OperatorScope,
@@ -482,7 +487,11 @@ impl Engine {
                 "tenant {id} was deleted while being imported; import it again"
             ))),
             TenantStatus::Deleted => {
-                p.status = TenantStatus::Active;
+                p.status = match p.status_before_delete.take() {
+                    Some(TenantStatus::Suspended) => TenantStatus::Suspended,
+                    // Deleted before the status was kept: it was most likely active.
+                    _ => TenantStatus::Active,
+                };
                 p.deleted_at = None;
                 Ok(())
             }

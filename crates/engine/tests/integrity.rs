@@ -105,12 +105,16 @@ fn a_tenant_under_pressure_is_gated_alone() {
     assert_eq!(search(&engine, &stressed, 10).unwrap().hits.len(), 10);
     write(&engine, &stressed, 100).unwrap();
 
-    // Critical refuses writes; reads go on.
+    // Critical refuses writes; reads go on, and it sheds the expensive ones as stress does.
     assert!(matches!(
         write(&engine, &critical, 100),
         Err(EngineError::TenantCritical(_))
     ));
     assert_eq!(search(&engine, &critical, 10).unwrap().hits.len(), 10);
+    assert!(matches!(
+        search(&engine, &critical, 100),
+        Err(EngineError::TenantStressed(_))
+    ));
 
     // The calm tenant is served in full, and stays normal.
     assert_eq!(search(&engine, &calm, 100).unwrap().hits.len(), 60);

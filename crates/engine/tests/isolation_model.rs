@@ -972,7 +972,8 @@ fn mint_key(engine: &Engine, auth: &Authenticator, tenant: &TenantId) -> String 
         domains: None,
         expires_at: None,
     };
-    auth.create_key(engine.credentials(), &OperatorScope::for_tests(), new)
+    let op = OperatorScope::for_tests();
+    auth.create_key(engine.credentials(), &op, new, &engine.key_audit(&op))
         .unwrap()
         .secret
 }

@@ -12,7 +12,7 @@ use strata_types::TenantId;
 use crate::codec::{decode_credential, encode_credential};
 use crate::registry::TenantMeta;
 use crate::tables::sealed::Tables;
-use crate::tables::{Reads, Store};
+use crate::tables::{Reads, Store, Writer};
 use crate::{StoreError, TenantKey};
 
 /// Names in the `meta` table that keep the server's start, and a tenant's erasure,
@@ -153,9 +153,17 @@ impl CredentialStore<'_> {
     }
 
     /// Stores a new credential for `owner`, in one transaction with the check that the tenant
-    /// exists. Returns `Ok(false)`, storing nothing, when it does not. An id already stored is
-    /// an error: a credential is never overwritten by another.
-    pub fn insert(&self, id: &str, owner: Owner<'_>, body: &[u8]) -> Result<bool, StoreError> {
+    /// exists and with `audit` (given the owner's storage key), so the credential and its audit
+    /// row are durable together or not at all. Returns `Ok(false)`, storing nothing, when the
+    /// tenant does not exist. An id already stored is an error: a credential is never
+    /// overwritten by another.
+    pub fn insert(
+        &self,
+        id: &str,
+        owner: Owner<'_>,
+        body: &[u8],
+        audit: impl FnOnce(&mut Writer<'_>, TenantKey) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
         self.store.write(|w| {
             if w.credentials.get(id)?.is_some() {
                 return Err(StoreError::Engine(format!(
@@ -172,6 +180,7 @@ impl CredentialStore<'_> {
             w.credentials
                 .insert(id, encode_credential(key.raw(), body).as_slice())?;
             index_owner(&mut w.meta, key, id)?;
+            audit(w, key)?;
             Ok(true)
         })
     }
@@ -210,12 +219,14 @@ impl CredentialStore<'_> {
     }
 
     /// Rewrites the body of credential `id` with `f` (which may return `None` to leave it as
-    /// it is), keeping its owner, in one transaction. Returns the body as it is afterwards, or
-    /// `None` when there is no such credential.
+    /// it is), keeping its owner, in one transaction; when `f` changed it, `audit` runs in that
+    /// transaction too, given the owner's storage key and the new body. Returns the body as it
+    /// is afterwards, or `None` when there is no such credential.
     pub fn update<E: From<StoreError>>(
         &self,
         id: &str,
         f: impl FnOnce(&[u8]) -> Result<Option<Vec<u8>>, E>,
+        audit: impl FnOnce(&mut Writer<'_>, TenantKey, &[u8]) -> Result<(), E>,
     ) -> Result<Option<StoredCredential>, E> {
         self.store.write(|w| {
             let row = match w.credentials_table().get(id).map_err(StoreError::from)? {
@@ -230,6 +241,7 @@ impl CredentialStore<'_> {
                 w.credentials
                     .insert(id, encode_credential(owner.raw(), &body).as_slice())
                     .map_err(StoreError::from)?;
+                audit(w, owner, &body)?;
                 row.body = body;
             }
             Ok(Some(row))
@@ -311,6 +323,10 @@ impl CredentialStore<'_> {
 mod tests {
     use super::*;
 
+    fn no_audit(_: &mut Writer<'_>, _: TenantKey) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("main.redb")).unwrap();
@@ -334,13 +350,37 @@ mod tests {
         let (_dir, store) = store();
         let acme = acme(&store);
         let creds = store.credentials();
-        assert!(creds.insert("op1", Owner::Server, b"{}").unwrap());
-        assert!(creds.insert("t1", Owner::Tenant(&acme), b"{}").unwrap());
-        assert!(creds.insert("op2", Owner::Server, b"{}").unwrap());
+        assert!(creds.insert("op1", Owner::Server, b"{}", no_audit).unwrap());
+        assert!(
+            creds
+                .insert("t1", Owner::Tenant(&acme), b"{}", no_audit)
+                .unwrap()
+        );
+        assert!(creds.insert("op2", Owner::Server, b"{}", no_audit).unwrap());
         assert_eq!(ids(creds.operator_credentials().unwrap()), ["op1", "op2"]);
         // An id is never reused for another credential.
-        assert!(creds.insert("t1", Owner::Server, b"{}").is_err());
+        assert!(creds.insert("t1", Owner::Server, b"{}", no_audit).is_err());
         assert_eq!(ids(creds.operator_credentials().unwrap()), ["op1", "op2"]);
+    }
+
+    /// A credential change and its audit row commit together: an audit that fails leaves the
+    /// credential as it was.
+    #[test]
+    fn a_failing_audit_undoes_its_credential_change() {
+        let (_dir, store) = store();
+        let creds = store.credentials();
+        let refuse = || StoreError::Engine("audit refused".into());
+        assert!(
+            creds
+                .insert("op1", Owner::Server, b"{}", |_, _| Err(refuse()))
+                .is_err()
+        );
+        assert!(creds.get("op1").unwrap().is_none());
+        assert!(creds.insert("op1", Owner::Server, b"{}", no_audit).unwrap());
+        let changed: Result<_, StoreError> =
+            creds.update("op1", |_| Ok(Some(b"[]".to_vec())), |_, _, _| Err(refuse()));
+        assert!(changed.is_err());
+        assert_eq!(creds.get("op1").unwrap().unwrap().body, b"{}");
     }
 
     #[test]
@@ -349,9 +389,13 @@ mod tests {
         let acme = acme(&store);
         let creds = store.credentials();
         creds.operator_credentials().unwrap(); // as at start: the index is complete
-        creds.insert("op1", Owner::Server, b"{}").unwrap();
-        creds.insert("t1", Owner::Tenant(&acme), b"{}").unwrap();
-        creds.insert("t2", Owner::Tenant(&acme), b"{}").unwrap();
+        creds.insert("op1", Owner::Server, b"{}", no_audit).unwrap();
+        creds
+            .insert("t1", Owner::Tenant(&acme), b"{}", no_audit)
+            .unwrap();
+        creds
+            .insert("t2", Owner::Tenant(&acme), b"{}", no_audit)
+            .unwrap();
         let meta = creds.tenant(&acme).unwrap().unwrap();
         store
             .write(|w| {
@@ -370,7 +414,7 @@ mod tests {
     fn a_directory_without_the_operator_index_gets_it_built_once() {
         let (_dir, store) = store();
         let creds = store.credentials();
-        creds.insert("op1", Owner::Server, b"{}").unwrap();
+        creds.insert("op1", Owner::Server, b"{}", no_audit).unwrap();
         // As an older version left it: the row, no index entry, no completion mark.
         store
             .write(|w| {

@@ -125,6 +125,21 @@ pub fn metadata_arg(s: &str) -> Result<Value, String> {
     }
 }
 
+/// `--server` (or `STRATA_SERVER`): an `http` or `https` URL with a host, checked here so that
+/// a value that is no URL at all is reported as such, not as a server that cannot be reached.
+pub fn server_arg(s: &str) -> Result<String, String> {
+    const EXAMPLE: &str = "e.g. http://127.0.0.1:7700";
+    match reqwest::Url::parse(s) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(s.to_owned()),
+        Ok(url) => Err(format!(
+            "not a valid server URL: it must be http:// or https:// with a host ({EXAMPLE}), \
+             and this one's scheme is {:?}",
+            url.scheme()
+        )),
+        Err(e) => Err(format!("not a valid server URL ({e}); {EXAMPLE}")),
+    }
+}
+
 /// `--integrity-policy` of `tenant create`: a JSON object, checked for shape here so that a
 /// typo fails before a request is sent; the server checks the thresholds.
 pub fn integrity_policy_arg(s: &str) -> Result<Value, String> {
@@ -218,6 +233,28 @@ pub fn new_key_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_flag_is_an_http_url_with_a_host() {
+        for good in [
+            "http://127.0.0.1:7700",
+            "https://strata.example.com/",
+            "http://h",
+        ] {
+            assert_eq!(server_arg(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "notaurl",
+            "127.0.0.1:7700",
+            "localhost:7700",
+            "ftp://h",
+            "file:///x",
+            "",
+        ] {
+            let e = server_arg(bad).expect_err(bad);
+            assert!(e.starts_with("not a valid server URL"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn a_rate_flag_is_a_positive_finite_number() {

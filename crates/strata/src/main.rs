@@ -44,7 +44,8 @@ struct Remote {
         long,
         env = "STRATA_SERVER",
         default_value = "http://127.0.0.1:7700",
-        global = true
+        global = true,
+        value_parser = client::server_arg
     )]
     server: String,
     /// Operator API key.
@@ -60,8 +61,11 @@ enum Command {
         #[arg(long, env = "STRATA_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Check every page of the data directory's files (the server must be stopped); exits
-    /// non-zero if a file is damaged, missing or in use.
+    /// Check every page of the data directory's files (the server must be stopped).
+    ///
+    /// Prints `ok`, `repaired`, `DAMAGED` or `IN USE` per file. Exit status: 0 when every file
+    /// checked out, 1 when a file is damaged or missing, 3 when none is damaged but a running
+    /// server holds a file, which is then not checked (stop it and check again).
     Check {
         /// Config file (see strata.example.toml); its data directory is checked.
         #[arg(long, env = "STRATA_CONFIG")]
@@ -178,7 +182,7 @@ enum TenantAction {
     /// Show one tenant, with its usage.
     Show { id: String },
     /// Change a tenant's name, limits (only those given), scheduling weight, parent,
-    /// integrity policy (replaced) or metadata (merged).
+    /// integrity policy (merged: fields left out keep their values) or metadata (merged).
     Update {
         id: String,
         /// Display name.
@@ -216,7 +220,8 @@ enum TenantAction {
         #[arg(long)]
         hard: bool,
     },
-    /// Undo a soft delete.
+    /// Undo a soft delete: the tenant gets back the status it had when deleted (a suspended
+    /// one stays suspended).
     Restore { id: String },
     /// Purge soft-deleted tenants deleted at least this long ago.
     PurgeDeleted {
@@ -304,15 +309,28 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(cli.command))
 }
 
-/// `strata check`: every data file's pages, one line each; fails if any file is unusable.
+/// `strata check`'s exit status when no file is damaged but a running server holds one: not
+/// 1 (damage, or any other failure) nor 2 (a usage error, from the argument parser), so a
+/// script can tell "stop the server first" from "restore from a backup".
+const CHECK_IN_USE_EXIT: i32 = 3;
+
+/// `strata check`: every data file's pages, one line each; fails if any file is unusable, and
+/// exits with [`CHECK_IN_USE_EXIT`] if none is but one is held by a running server.
 fn check(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let checks = strata_engine::check_data_dir(data_dir)
         .with_context(|| format!("checking {}", data_dir.display()))?;
-    let mut unusable = 0;
+    let (mut unusable, mut in_use) = (0, 0);
     for c in &checks {
         match &c.state {
             strata_engine::FileState::Sound => println!("ok        {}", c.path.display()),
             strata_engine::FileState::Repaired => println!("repaired  {}", c.path.display()),
+            strata_engine::FileState::InUse => {
+                in_use += 1;
+                println!(
+                    "IN USE    {}: held by a running server, not checked",
+                    c.path.display()
+                );
+            }
             strata_engine::FileState::Unusable(why) => {
                 unusable += 1;
                 println!("DAMAGED   {}: {why}", c.path.display());
@@ -321,10 +339,18 @@ fn check(data_dir: &std::path::Path) -> anyhow::Result<()> {
     }
     if unusable > 0 {
         anyhow::bail!(
-            "{unusable} of {} data files cannot be used (see above: stop a server that holds \
-             them; restore damaged or missing ones from a backup)",
+            "{unusable} of {} data files cannot be used (see above: restore damaged or missing \
+             ones from a backup)",
             checks.len()
         );
+    }
+    if in_use > 0 {
+        eprintln!(
+            "{in_use} of {} data files are in use by a running server: stop it first, then \
+             check again",
+            checks.len()
+        );
+        std::process::exit(CHECK_IN_USE_EXIT);
     }
     Ok(())
 }

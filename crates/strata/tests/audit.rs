@@ -450,3 +450,76 @@ fn a_late_summary_of_a_purged_tenant_goes_to_the_servers_log() {
         "the new acme's log holds nothing of the old one's"
     );
 }
+
+#[test]
+fn creating_and_revoking_keys_write_one_row_each_without_the_secret() {
+    let server = Server::start();
+    server.tenant("acme");
+    let (s, created, rid) = server.call_with_id(
+        "POST",
+        "/v1/admin/keys",
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&json!({
+            "tenant": "acme",
+            "permissions": ["read"],
+            "user_tokens": ["alice"],
+            "domains": ["support"],
+        })),
+    );
+    assert_eq!(s, 201, "{created}");
+    let (id, secret) = (
+        created["id"].as_str().expect("id"),
+        created["key"].as_str().expect("key"),
+    );
+    // In the key's tenant's log, naming the key, its permissions and its bindings.
+    let row = the_row(&server, "key.create", Some("acme"), &rid, "operator:env");
+    assert_eq!(row["outcome"], "ok");
+    assert_eq!(row["detail"]["key"], id, "{row}");
+    assert_eq!(row["detail"]["permissions"], json!(["read"]), "{row}");
+    assert_eq!(row["detail"]["user_tokens"], json!(["alice"]), "{row}");
+    assert_eq!(row["detail"]["domains"], json!(["support"]), "{row}");
+    let (s, v, rid) = server.call_with_id(
+        "DELETE",
+        &format!("/v1/admin/keys/{id}"),
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let row = the_row(&server, "key.revoke", Some("acme"), &rid, "operator:env");
+    assert_eq!(row["detail"]["key"], id, "{row}");
+    // Revoking again changes nothing and writes nothing.
+    let (s, v) = server.call(
+        "DELETE",
+        &format!("/v1/admin/keys/{id}"),
+        Some(OPERATOR_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(rows(&server, "key.revoke", Some("acme")).len(), 1);
+
+    // An operator key's rows go to the server's log, where the operator's other actions are.
+    let (s, created, rid) = server.call_with_id(
+        "POST",
+        "/v1/admin/keys",
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&json!({"tenant": "*", "permissions": ["admin"]})),
+    );
+    assert_eq!(s, 201, "{created}");
+    let row = the_row(&server, "key.create", None, &rid, "operator:env");
+    assert_eq!(row["detail"]["key"], created["id"], "{row}");
+
+    // No row anywhere holds a secret.
+    let (s, all) = server.get("/v1/admin/audit?limit=1000", OPERATOR_KEY);
+    assert_eq!(s, 200, "{all}");
+    let text = all.to_string();
+    for secret in [secret, created["key"].as_str().expect("key")] {
+        assert!(
+            !text.contains(&secret[3..]),
+            "a secret in the audit log: {text}"
+        );
+    }
+}

@@ -197,6 +197,44 @@ fn a_bad_operator_key_is_reported() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("UNAUTHORIZED"));
 }
 
+/// A `--server` that is no URL is a usage error that says so, before any request; one that
+/// parses but answers nothing is "cannot reach". And `tenant update --help` says what the
+/// server does with a partial integrity policy: it merges it.
+#[test]
+fn a_server_that_is_no_url_is_told_apart_from_one_that_cannot_be_reached() {
+    let run = |server: &str| {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["tenant", "list", "--server", server])
+            .env("STRATA_KEY", OPERATOR_KEY)
+            .output()
+            .expect("run strata")
+    };
+    let out = run("notaurl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not a valid server URL") && !stderr.contains("cannot reach"),
+        "{stderr}"
+    );
+    // Nothing listens on port 9 (discard) on a test machine.
+    let out = run("http://127.0.0.1:9");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("cannot reach http://127.0.0.1:9"),
+        "{stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["tenant", "update", "--help"])
+        .output()
+        .expect("run strata");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("integrity policy (merged") && !help.contains("replaced"),
+        "{help}"
+    );
+}
+
 #[test]
 fn lifecycle_and_audit_commands_work() {
     let server = Server::start();
@@ -404,8 +442,24 @@ fn check_finds_damage_in_a_stopped_servers_files() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
-    let (ok, out) = check();
-    assert!(!ok && out.contains("in use"), "{out}");
+    // Held by the running server: not checked, and said so, with its own exit status; not
+    // reported as damage.
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("check")
+        .env("STRATA__SERVER__DATA_DIR", &data)
+        .env_remove("STRATA_CONFIG")
+        .output()
+        .expect("run strata check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.starts_with("IN USE ") && !stdout.contains("DAMAGED"),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stop it first"),
+        "{out:?}"
+    );
     server.stop();
     let (ok, out) = check();
     assert!(
@@ -424,6 +478,13 @@ fn check_finds_damage_in_a_stopped_servers_files() {
     let n = bytes.len();
     bytes[n / 4..3 * n / 4].fill(0xA5);
     std::fs::write(&file, bytes).unwrap();
-    let (ok, out) = check();
-    assert!(!ok && out.contains("DAMAGED"), "{out}");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("check")
+        .env("STRATA__SERVER__DATA_DIR", &data)
+        .env_remove("STRATA_CONFIG")
+        .output()
+        .expect("run strata check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("DAMAGED"), "{stdout}");
 }

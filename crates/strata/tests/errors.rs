@@ -136,15 +136,59 @@ fn body_errors_name_the_field_by_its_path() {
             json!({"tenant": "acme", "permissions": ["reed"]}),
             "permissions[0]: ",
         ),
+        // A key that could never authenticate.
+        (
+            "/v1/admin/keys",
+            OPERATOR_KEY,
+            json!({"tenant": "acme", "expires_at": 1_000}),
+            "expires_at: ",
+        ),
+        // Ids no admin route could name afterwards: dot segments, which clients remove from
+        // a URL, and the literal segment of `POST /v1/admin/tenants/purge-deleted`; creating
+        // one by import is refused the same way.
+        (
+            "/v1/admin/tenants",
+            OPERATOR_KEY,
+            json!({"id": "."}),
+            "id: ",
+        ),
+        (
+            "/v1/admin/tenants",
+            OPERATOR_KEY,
+            json!({"id": ".."}),
+            "id: ",
+        ),
+        (
+            "/v1/admin/tenants",
+            OPERATOR_KEY,
+            json!({"id": "purge-deleted"}),
+            "id: ",
+        ),
+        (
+            "/v1/admin/tenants/purge-deleted/import",
+            OPERATOR_KEY,
+            json!({}),
+            "id: ",
+        ),
     ] {
         let (s, v) = server.post(path, key, body.clone());
         assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{body}: {v}");
         let message = v["error"]["message"].as_str().unwrap_or("");
         assert!(message.starts_with(named), "{body}: {message}");
     }
-    // The refused tenant was not created.
-    let (s, _) = server.get("/v1/admin/tenants/b", OPERATOR_KEY);
-    assert_eq!(s, 404);
+    // The refused tenants were not created, nor the key.
+    let (s, v) = server.get("/v1/admin/tenants", OPERATOR_KEY);
+    assert_eq!(s, 200, "{v}");
+    let ids: Vec<&str> = v["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["acme"], "{v}");
+    let (s, v) = server.get("/v1/admin/keys?tenant=acme", OPERATOR_KEY);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["keys"].as_array().map(Vec::len), Some(1), "{v}");
 }
 
 /// A tenant created with its limits and weight has them from its first request.

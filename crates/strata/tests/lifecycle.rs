@@ -97,6 +97,35 @@ fn suspended_keys_and_jwts_can_do_nothing_until_resumed() {
 }
 
 #[test]
+fn a_suspension_survives_a_soft_delete_and_restore() {
+    let server = Server::start();
+    let (key, token) = seeded(&server);
+    admin(&server, "POST", "/v1/admin/tenants/acme/suspend", None);
+    let v = admin(&server, "DELETE", "/v1/admin/tenants/acme", None);
+    assert_eq!(v["status"], "deleted", "{v}");
+    // A second delete must not forget what the first one found.
+    admin(&server, "DELETE", "/v1/admin/tenants/acme", None);
+    // Restore brings back the status the delete found, not `active`: restoring is no way to
+    // lift a suspension.
+    let v = admin(&server, "POST", "/v1/admin/tenants/acme/restore", None);
+    assert_eq!(
+        (v["status"].as_str(), &v["deleted_at"]),
+        (Some("suspended"), &Value::Null),
+        "{v}"
+    );
+    every_data_route_answers(&server, &[&key, &token], 403, "TENANT_SUSPENDED");
+    let v = admin(&server, "POST", "/v1/admin/tenants/acme/resume", None);
+    assert_eq!(v["status"], "active", "{v}");
+    reads_back(&server, &key);
+
+    // An active tenant deleted and restored is active again.
+    admin(&server, "DELETE", "/v1/admin/tenants/acme", None);
+    let v = admin(&server, "POST", "/v1/admin/tenants/acme/restore", None);
+    assert_eq!(v["status"], "active", "{v}");
+    reads_back(&server, &token);
+}
+
+#[test]
 fn soft_deleted_tenants_are_hidden_restorable_and_purged() {
     let server = Server::start();
     let (key, token) = seeded(&server);

@@ -147,9 +147,30 @@ fn a_stressed_tenant_sheds_its_expensive_searches_alone() {
         ),
         ("STRATA__ENGINE__INTEGRITY__TENANTS__HOT__CONSECUTIVE", "2"),
         ("STRATA__ENGINE__INTEGRITY__TENANTS__HOT__COOLDOWN_MS", "0"),
+        // `burning` goes past stress to critical, which must shed at least as much.
+        (
+            "STRATA__ENGINE__INTEGRITY__TENANTS__BURNING__LATENCY_CONTRACT_MS",
+            "0.000001",
+        ),
+        (
+            "STRATA__ENGINE__INTEGRITY__TENANTS__BURNING__CRITICAL_ENTER",
+            "4.0",
+        ),
+        (
+            "STRATA__ENGINE__INTEGRITY__TENANTS__BURNING__CRITICAL_EXIT",
+            "2.5",
+        ),
+        (
+            "STRATA__ENGINE__INTEGRITY__TENANTS__BURNING__CONSECUTIVE",
+            "2",
+        ),
+        (
+            "STRATA__ENGINE__INTEGRITY__TENANTS__BURNING__COOLDOWN_MS",
+            "0",
+        ),
     ]);
     let mut keys = Vec::new();
-    for t in ["hot", "calm"] {
+    for t in ["hot", "calm", "burning"] {
         server.tenant(t);
         let key = server.key(t, json!({}));
         let records: Vec<Value> = (0..60)
@@ -187,7 +208,20 @@ fn a_stressed_tenant_sheds_its_expensive_searches_alone() {
     assert!(v["error"]["retry_after_ms"].is_u64(), "{v}");
     let (s, v) = server.post("/v1/search", &keys[0], json!({"query": "weather", "k": 5}));
     assert_eq!(s, 200, "{v}");
-    let (s, v) = server.post("/v1/search", &keys[1], big);
+    let (s, v) = server.post("/v1/search", &keys[1], big.clone());
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["hits"].as_array().expect("hits").len(), 60);
+
+    // Critical is worse than stress: the same k and ef caps, the same refusal; small
+    // searches still go on.
+    let (s, burning) = server.get("/v1/admin/tenants/burning/integrity", OPERATOR_KEY);
+    assert_eq!(s, 200, "{burning}");
+    assert_eq!(burning["state"], "critical", "{burning}");
+    let wide = json!({"query": "weather", "k": 5, "ef": 300});
+    for body in [big, wide] {
+        let (s, v) = server.post("/v1/search", &keys[2], body);
+        assert_eq!((s, code(&v)), (503, "TENANT_STRESSED"), "{v}");
+    }
+    let (s, v) = server.post("/v1/search", &keys[2], json!({"query": "weather", "k": 5}));
+    assert_eq!(s, 200, "{v}");
 }
