@@ -111,8 +111,26 @@ def test_unreachable_server_is_a_connection_error(tenant: TenantKey) -> None:
 
 def test_missing_configuration_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STRATA_URL", raising=False)
-    with pytest.raises(ValueError, match="STRATA_URL"):
+    monkeypatch.delenv("STRATA_SERVER", raising=False)
+    with pytest.raises(ValueError, match="STRATA_URL or STRATA_SERVER"):
         Strata(api_key="sk_x")
+
+
+def test_the_clis_variables_serve_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from strata_client.admin import StrataAdmin
+
+    monkeypatch.delenv("STRATA_URL", raising=False)
+    monkeypatch.delenv("STRATA_OPERATOR_KEY", raising=False)
+    monkeypatch.setenv("STRATA_SERVER", "http://127.0.0.1:9")
+    monkeypatch.setenv("STRATA_KEY", "sk_operator")
+    with Strata(api_key="sk_x") as c:
+        assert c.url.startswith("http://127.0.0.1:9")
+    with StrataAdmin() as admin:
+        assert admin._transport.url.startswith("http://127.0.0.1:9")
+    # The client's own names win over the CLI's.
+    monkeypatch.setenv("STRATA_URL", "http://127.0.0.1:8")
+    with Strata(api_key="sk_x") as c:
+        assert c.url.startswith("http://127.0.0.1:8")
 
 
 @pytest.mark.parametrize("code", ["METADATA_DAMAGED", "INTEGRITY_POLICY_DAMAGED"])

@@ -78,11 +78,17 @@ class Call(Generic[T]):
         return self.content is None or isinstance(self.content, bytes)
 
 
-def from_env(value: Optional[str], name: str) -> str:
-    """``value``, or the environment variable ``name`` when ``value`` is ``None``."""
-    found = value if value is not None else os.environ.get(name)
+def from_env(value: Optional[str], name: str, *also: str) -> str:
+    """``value``, or, when it is ``None``, the first of the environment variables ``name``
+    and then ``also`` that is set (the ``strata`` CLI's names come second, so one set of
+    variables serves both)."""
+    found = value
+    for var in (name, *also):
+        if found is None:
+            found = os.environ.get(var)
     if not found:
-        raise ValueError(f"no {name}: pass the value, or set the environment variable")
+        names = " or ".join((name, *also))
+        raise ValueError(f"no {names}: pass the value, or set the environment variable")
     return found
 
 

@@ -356,8 +356,8 @@ class StrataAdmin(_AdminCalls):
         http_client: Optional[httpx.Client] = None,
     ) -> None:
         self._transport = SyncTransport(
-            from_env(url, "STRATA_URL"),
-            from_env(operator_key, "STRATA_OPERATOR_KEY"),
+            from_env(url, "STRATA_URL", "STRATA_SERVER"),
+            from_env(operator_key, "STRATA_OPERATOR_KEY", "STRATA_KEY"),
             timeout=timeout,
             retries=retries,
             http_client=http_client,
@@ -632,8 +632,8 @@ class AsyncStrataAdmin(_AdminCalls):
         http_client: Optional[httpx.AsyncClient] = None,
     ) -> None:
         self._transport = AsyncTransport(
-            from_env(url, "STRATA_URL"),
-            from_env(operator_key, "STRATA_OPERATOR_KEY"),
+            from_env(url, "STRATA_URL", "STRATA_SERVER"),
+            from_env(operator_key, "STRATA_OPERATOR_KEY", "STRATA_KEY"),
             timeout=timeout,
             retries=retries,
             http_client=http_client,

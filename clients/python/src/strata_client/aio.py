@@ -70,7 +70,7 @@ class AsyncStrata(DataCalls):
         write_timeout: Optional[float] = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
         self._transport = AsyncTransport(
-            from_env(url, "STRATA_URL"),
+            from_env(url, "STRATA_URL", "STRATA_SERVER"),
             from_env(api_key, "STRATA_API_KEY"),
             timeout=timeout,
             retries=retries,

@@ -75,7 +75,7 @@ class Strata(DataCalls):
         write_timeout: Optional[float] = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
         self._transport = SyncTransport(
-            from_env(url, "STRATA_URL"),
+            from_env(url, "STRATA_URL", "STRATA_SERVER"),
             from_env(api_key, "STRATA_API_KEY"),
             timeout=timeout,
             retries=retries,
