@@ -175,6 +175,7 @@ pub async fn create_key(
             return Err(bad("expires_at: must be in the future"));
         }
         (Some(t), None) => Some(t),
+        (None, Some(0)) => return Err(bad("expires_in_secs: must be at least 1")),
         (None, Some(secs)) => Some(
             now_millis()
                 .saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)),

@@ -39,8 +39,9 @@ struct Running {
 pub(crate) enum Claim {
     /// No request with its key runs: it runs, and shares its answer through the guard.
     First(Leader),
-    /// The same request runs already: its answer, or `None` when it ended without one (it
-    /// failed, its client left, or the wait ran out), and this request runs itself.
+    /// The same request ran: its answer, or `None` when the wait ran out, and this request
+    /// runs itself, unregistered (a request that ended without an answer hands the key to
+    /// one of its waiters instead).
     Waited(Option<(u16, Value)>),
 }
 
@@ -83,40 +84,46 @@ impl KeysInFlight {
         idem: &Idempotency,
     ) -> Result<Claim, ApiError> {
         let slot = (tenant, idem.stored());
-        let mut answer = {
-            let mut running = self.lock();
-            match running.get(&slot) {
-                Some(r) if r.fingerprint != idem.fingerprint() => {
-                    return Err(EngineError::IdempotencyKeyReused(idem.key().to_owned()).into());
-                }
-                Some(r) => r.answer.clone(),
-                None => {
-                    let id = self
-                        .next_id
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let (tx, rx) = watch::channel(None);
-                    running.insert(
-                        slot.clone(),
-                        Running {
+        let deadline = tokio::time::Instant::now() + MAX_WAIT;
+        loop {
+            let mut answer = {
+                let mut running = self.lock();
+                match running.get(&slot) {
+                    Some(r) if r.fingerprint != idem.fingerprint() => {
+                        return Err(EngineError::IdempotencyKeyReused(idem.key().to_owned()).into());
+                    }
+                    Some(r) => r.answer.clone(),
+                    None => {
+                        let id = self
+                            .next_id
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let (tx, rx) = watch::channel(None);
+                        running.insert(
+                            slot.clone(),
+                            Running {
+                                id,
+                                fingerprint: idem.fingerprint().to_owned(),
+                                answer: rx,
+                            },
+                        );
+                        return Ok(Claim::First(Leader {
+                            keys: Arc::clone(self),
+                            slot,
                             id,
-                            fingerprint: idem.fingerprint().to_owned(),
-                            answer: rx,
-                        },
-                    );
-                    return Ok(Claim::First(Leader {
-                        keys: Arc::clone(self),
-                        slot,
-                        id,
-                        answer: tx,
-                    }));
+                            answer: tx,
+                        }));
+                    }
                 }
+            };
+            match tokio::time::timeout_at(deadline, answer.wait_for(Option::is_some)).await {
+                Ok(Ok(a)) => return Ok(Claim::Waited(a.clone())),
+                // The running request ended without an answer (it failed, or its task was
+                // dropped), and freed its key first: claim again, so that one waiter runs
+                // the write and the others wait for it, rather than all running at once.
+                Ok(Err(_)) => continue,
+                Err(_) => return Ok(Claim::Waited(None)),
             }
-        };
-        let waited = tokio::time::timeout(MAX_WAIT, answer.wait_for(Option::is_some)).await;
-        Ok(Claim::Waited(match waited {
-            Ok(Ok(a)) => a.clone(),
-            _ => None,
-        }))
+        }
     }
 }
 
@@ -160,22 +167,39 @@ mod tests {
         ));
     }
 
+    /// A request that ends without an answer hands its key to one waiter, which runs the
+    /// write; the other waiters wait for that one instead of all running at once.
     #[tokio::test]
-    async fn a_retry_of_a_request_that_ended_without_an_answer_runs_itself() {
+    async fn a_request_that_ended_without_an_answer_hands_its_key_to_one_waiter() {
         let keys = Arc::new(KeysInFlight::default());
         let Claim::First(first) = keys.claim(tenant(), &idem("k", "f")).await.expect("claim")
         else {
             panic!("nothing runs under the key yet");
         };
-        let waiter = {
-            let keys = Arc::clone(&keys);
-            tokio::spawn(async move { keys.claim(tenant(), &idem("k", "f")).await })
-        };
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let keys = Arc::clone(&keys);
+                tokio::spawn(async move {
+                    match keys.claim(tenant(), &idem("k", "f")).await {
+                        Ok(Claim::First(leader)) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            leader.answered(201, &json!({"id": "r1"}));
+                            "ran"
+                        }
+                        Ok(Claim::Waited(Some(_))) => "replayed",
+                        Ok(Claim::Waited(None)) => "ran unregistered",
+                        Err(_) => "refused",
+                    }
+                })
+            })
+            .collect();
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(first);
-        assert!(matches!(
-            waiter.await.expect("join"),
-            Ok(Claim::Waited(None))
-        ));
+        let mut outcomes = Vec::new();
+        for w in waiters {
+            outcomes.push(w.await.expect("join"));
+        }
+        outcomes.sort();
+        assert_eq!(outcomes, ["ran", "replayed", "replayed"]);
     }
 }

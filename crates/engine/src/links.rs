@@ -73,6 +73,7 @@ impl Engine {
             let key = scope.key();
             let mut added = 0i64;
             let mut out = Vec::with_capacity(batch.len());
+            let mut counts = LinkCounts::default();
             for new in batch {
                 check_link_ends(w, key, &vis, &new.source, &new.target)?;
                 let link = Link {
@@ -85,7 +86,7 @@ impl Engine {
                 if w.put_link(key, &link)?.is_none() {
                     // Both ways: recall and deletes walk a record's incoming links too.
                     for (end, incoming) in [(&link.source, false), (&link.target, true)] {
-                        if let Some(limit) = over_link_cap(w, key, &vis, end, incoming)? {
+                        if let Some(limit) = counts.add(w, key, &vis, end, incoming)? {
                             return Err(EngineError::QuotaExceeded {
                                 resource: "links_per_record",
                                 limit: limit as u64,
@@ -193,35 +194,69 @@ fn check_link_ends(
 /// was deleted, or already has the most outgoing links, gets no link; neither fails the write.
 /// Links are tenant structure: whether a request may see either end is decided when it reads
 /// them, as for every link.
-/// The cap that `id`'s links one way (`incoming` or outgoing) now exceed, if any: more than
-/// [`MAX_LINKS_PER_RECORD`] whose other ends `vis` sees, or more than
-/// [`MAX_STORED_LINKS_PER_RECORD`] in all. The other ends are read only past the first cap,
-/// so a record with few links pays nothing for the visibility count.
-fn over_link_cap(
-    w: &Writer<'_>,
-    key: TenantKey,
-    vis: &Visibility,
-    id: &RecordId,
-    incoming: bool,
-) -> Result<Option<usize>, EngineError> {
-    let links = w.links_of(key, id, incoming)?;
-    if links.len() <= MAX_LINKS_PER_RECORD {
-        return Ok(None);
-    }
-    if links.len() > MAX_STORED_LINKS_PER_RECORD {
-        return Ok(Some(MAX_STORED_LINKS_PER_RECORD));
-    }
-    let mut seen = 0;
-    for l in &links {
-        let other = if incoming { &l.source } else { &l.target };
-        if w.record(key, other)?.is_some_and(|r| vis.sees(&r)) {
-            seen += 1;
-            if seen > MAX_LINKS_PER_RECORD {
-                return Ok(Some(MAX_LINKS_PER_RECORD));
+/// How many links each end of a batch's new links has one way, all of them and those whose
+/// other end the request sees, counted once per end and batch and then kept up to date as the
+/// batch adds links: a batch of many links to one heavily linked record reads its links once,
+/// not once per link.
+#[derive(Default)]
+struct LinkCounts {
+    /// By (end, incoming): every link, and (once `all` passed [`MAX_LINKS_PER_RECORD`]) the
+    /// visible ones.
+    known: std::collections::HashMap<(RecordId, bool), (usize, Option<usize>)>,
+}
+
+impl LinkCounts {
+    /// Counts the link just added at `id` (one way) and returns the cap it now exceeds, if
+    /// any: more than [`MAX_LINKS_PER_RECORD`] whose other ends `vis` sees, or more than
+    /// [`MAX_STORED_LINKS_PER_RECORD`] in all. The other ends are read only past the first
+    /// cap, so a record with few links pays nothing for the visibility count.
+    fn add(
+        &mut self,
+        w: &Writer<'_>,
+        key: TenantKey,
+        vis: &Visibility,
+        id: &RecordId,
+        incoming: bool,
+    ) -> Result<Option<usize>, EngineError> {
+        let entry = match self.known.entry((id.clone(), incoming)) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let counts = e.into_mut();
+                // The link just added, which the counts do not hold yet: the request sees both
+                // of its ends.
+                counts.0 += 1;
+                counts.1 = counts.1.map(|seen| seen + 1);
+                counts
             }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                // The first look at this end in the batch reads its links, the new one included.
+                let all = w.links_of(key, id, incoming)?.len();
+                e.insert((all, None))
+            }
+        };
+        if entry.0 <= MAX_LINKS_PER_RECORD {
+            return Ok(None);
         }
+        if entry.0 > MAX_STORED_LINKS_PER_RECORD {
+            return Ok(Some(MAX_STORED_LINKS_PER_RECORD));
+        }
+        let seen = match entry.1 {
+            Some(seen) => seen,
+            None => {
+                let mut seen = 0;
+                for l in w.links_of(key, id, incoming)? {
+                    let other = if incoming { &l.source } else { &l.target };
+                    if w.record_without_vector(key, other)?
+                        .is_some_and(|r| vis.sees(&r))
+                    {
+                        seen += 1;
+                    }
+                }
+                entry.1 = Some(seen);
+                seen
+            }
+        };
+        Ok((seen > MAX_LINKS_PER_RECORD).then_some(MAX_LINKS_PER_RECORD))
     }
-    Ok(None)
 }
 
 pub(crate) fn link_to_run(

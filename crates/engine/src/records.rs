@@ -228,6 +228,16 @@ pub(crate) struct PreparedPut {
 const SHARED_TRANSACTION_RECORDS: usize = 8;
 
 impl PreparedPut {
+    /// The request's visibility as of now, in the write's transaction: the embedding before
+    /// it may have taken minutes (each step queued in the tenant's fair share), and what has
+    /// expired, and the new records' times, are those of the commit, not of the request's
+    /// arrival.
+    fn vis_at_commit(&self) -> Visibility {
+        let mut vis = self.vis.clone();
+        vis.now = now_millis().max(vis.now);
+        vis
+    }
+
     /// [`PreparedPut::apply`] of copies of the records, so that it can run again.
     pub(crate) fn apply_copies(
         &self,
@@ -236,7 +246,7 @@ impl PreparedPut {
         scope: &TenantScope,
         req: &RequestScope,
     ) -> Result<Vec<PutOutcome>, EngineError> {
-        let (vis, model) = (&self.vis, self.model.as_ref());
+        let (vis, model) = (&self.vis_at_commit(), self.model.as_ref());
         self.records
             .iter()
             .zip(&self.embedded)
@@ -255,13 +265,14 @@ impl PreparedPut {
         scope: &TenantScope,
         req: &RequestScope,
     ) -> Result<Vec<PutOutcome>, EngineError> {
-        let (vis, model) = (&self.vis, self.model.as_ref());
+        let vis = self.vis_at_commit();
+        let model = self.model.as_ref();
         self.records
             .into_iter()
             .zip(self.embedded)
             .map(|(r, embedded)| {
                 let model = model.filter(|_| embedded);
-                put_one(w, changes, scope, vis, req, r, model, &self.collections)
+                put_one(w, changes, scope, &vis, req, r, model, &self.collections)
             })
             .collect()
     }

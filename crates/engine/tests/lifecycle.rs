@@ -338,6 +338,24 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
+/// Waits until no file under `dir` holds the canary: at once after a purge, unless a
+/// background reader (an index save) held a snapshot just then, when the compaction is owed
+/// and runs within moments.
+fn no_canary_left(dir: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left = files_containing(dir, &CANARY.as_bytes()[..20]);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "canary bytes remain after the purge: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn hard_delete_leaves_no_byte_of_the_tenant_in_the_data_directory() {
     let dir = tempfile::tempdir().unwrap();
@@ -405,20 +423,7 @@ fn hard_delete_leaves_no_byte_of_the_tenant_in_the_data_directory() {
     );
 
     engine.purge_tenant(&op(), acme.tenant()).unwrap();
-    // At once, unless a background reader (an index save) held a snapshot just then: the
-    // compaction is then owed and runs within moments.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let left = files_containing(dir.path(), &CANARY.as_bytes()[..20]);
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "canary bytes remain after hard delete: {left:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    no_canary_left(dir.path());
     assert_eq!(engine.count(&other, &req(), None).unwrap(), 1);
     drop(engine);
     let (engine, other) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
@@ -472,18 +477,7 @@ fn a_purged_dedicated_tenant_leaves_no_copy_of_its_registry_row_in_the_main_file
         .unwrap();
     assert!(!files_containing(dir.path(), CANARY.as_bytes()).is_empty());
     engine.purge_tenant(&op(), &id).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let left = files_containing(dir.path(), &CANARY.as_bytes()[..20]);
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "canary bytes remain after the purge: {left:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    no_canary_left(dir.path());
     assert_eq!(engine.count(&other, &req(), None).unwrap(), 1200);
 }
 

@@ -367,3 +367,35 @@ fn a_client_id_of_an_expired_record_is_written_as_new() {
     assert!(got.metadata.get("old").is_none());
     assert_eq!(engine.count(&scope, &req, None).unwrap(), 1);
 }
+
+/// A write's expiry checks and times are those of its commit: a copy that expires while the
+/// write is being embedded (each step queued in the tenant's fair share) does not
+/// deduplicate it, and the new record is stamped when it is written.
+#[test]
+fn a_copy_that_expires_while_a_write_is_embedded_does_not_deduplicate_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let req = scope_json(json!({"run_id": "run-1"}));
+    let soon = now_millis() + 100;
+    engine
+        .put(
+            &scope,
+            &req,
+            vec![rec(
+                json!({"content": "water the plants", "expires_at": soon}),
+            )],
+        )
+        .unwrap();
+    let pending = engine
+        .begin_put(
+            &scope,
+            &req,
+            vec![rec(json!({"content": "water the plants"}))],
+        )
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let out = engine.finish_put(&scope, &req, pending).unwrap();
+    assert!(out[0].created && !out[0].deduplicated, "{out:?}");
+    let got = engine.get(&scope, &req, &out[0].id).unwrap();
+    assert!(got.created_at >= soon, "stamped at its commit: {got:?}");
+}

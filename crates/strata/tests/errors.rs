@@ -143,6 +143,12 @@ fn body_errors_name_the_field_by_its_path() {
             json!({"tenant": "acme", "expires_at": 1_000}),
             "expires_at: ",
         ),
+        (
+            "/v1/admin/keys",
+            OPERATOR_KEY,
+            json!({"tenant": "acme", "expires_in_secs": 0}),
+            "expires_in_secs: ",
+        ),
         // Ids no admin route could name afterwards: dot segments, which clients remove from
         // a URL, and the literal segment of `POST /v1/admin/tenants/purge-deleted`; creating
         // one by import is refused the same way.
