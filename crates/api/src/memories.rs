@@ -128,6 +128,19 @@ pub async fn create(
         Claim::Waited(Some((status, answer))) => return Ok(idempotency::replay(status, answer)),
         Claim::Waited(None) => None,
     };
+    // A retry of a write that has ended gets its kept answer before anything is embedded.
+    let kept = {
+        let (scope, idem) = (scope.clone(), idem.clone());
+        state
+            .run_tenant_read(&auth.admitted, move |e| Ok(e.kept_answer(&scope, &idem)?))
+            .await?
+    };
+    if let Some((status, answer)) = kept {
+        if let Some(leader) = &leader {
+            leader.answered(status, &answer);
+        }
+        return Ok(idempotency::replay(status, answer));
+    }
     // On a task of its own, so that a client that times out and retries leaves it running:
     // the retry waits for its answer above instead of embedding the batch again.
     let admitted = auth.admitted;

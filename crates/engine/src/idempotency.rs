@@ -6,7 +6,7 @@
 //! [`IDEMPOTENCY_RETENTION_MS`].
 
 use serde_json::Value;
-use strata_auth::{OperatorScope, TenantScope};
+use strata_auth::{OperatorScope, Permission, TenantScope};
 use strata_store::{IdempotencyRow, Reads, has_stale_idempotency_rows};
 use strata_types::{Millis, NewRecord, RequestScope, now_millis};
 
@@ -95,6 +95,29 @@ impl Engine {
     ) -> Result<Answered<Vec<PutOutcome>>, EngineError> {
         let pending = self.begin_put(scope, req, records)?;
         self.finish_put_idempotent(scope, req, pending, idem, shape)
+    }
+
+    /// The answer kept for an earlier write under `idem`, if any, read before a write embeds
+    /// anything: a retry of a write that has ended costs a read, not the batch's embedding
+    /// again. The same key under another request is `IdempotencyKeyReused`. The write's own
+    /// transaction checks again ([`Engine::finish_put_idempotent`]), so this is only a shortcut.
+    pub fn kept_answer(
+        &self,
+        scope: &TenantScope,
+        idem: &Idempotency,
+    ) -> Result<Option<(u16, Value)>, EngineError> {
+        let now = now_millis();
+        self.read_tenant(scope, Permission::Write, |r| {
+            match r.idempotency_row(scope.key(), &idem.stored())? {
+                Some(row) if row.at > now - IDEMPOTENCY_RETENTION_MS => {
+                    if row.fingerprint != idem.fingerprint {
+                        return Err(EngineError::IdempotencyKeyReused(idem.key.clone()));
+                    }
+                    Ok(Some((row.status, row.answer)))
+                }
+                _ => Ok(None),
+            }
+        })
     }
 
     /// [`Engine::finish_put`] under an `Idempotency-Key`: the last step of

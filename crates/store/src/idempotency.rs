@@ -59,6 +59,26 @@ fn stale(value: &[u8], cutoff: Millis) -> bool {
     IdempotencyRow::decode(value).map_or(true, |row| row.at < cutoff)
 }
 
+/// The row kept under `key` for tenant `t`, if any, in a write's or a snapshot's tables.
+fn row_of(r: &impl Tables, t: TenantKey, key: &str) -> Result<Option<IdempotencyRow>, StoreError> {
+    match r.data_table(t)?.get(keys::idempotency(t, key).as_slice())? {
+        Some(v) => IdempotencyRow::decode(v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+impl crate::Reader {
+    /// The row kept under `key` for tenant `t`, if any: a look before a write's slow part
+    /// (its embedding), which the write's own transaction checks again.
+    pub fn idempotency_row(
+        &self,
+        t: TenantKey,
+        key: &str,
+    ) -> Result<Option<IdempotencyRow>, StoreError> {
+        row_of(self, t, key)
+    }
+}
+
 impl Writer<'_> {
     /// The row kept under `key` for tenant `t`, if any.
     pub fn idempotency_row(
@@ -66,13 +86,7 @@ impl Writer<'_> {
         t: TenantKey,
         key: &str,
     ) -> Result<Option<IdempotencyRow>, StoreError> {
-        match self
-            .data_table(t)?
-            .get(keys::idempotency(t, key).as_slice())?
-        {
-            Some(v) => IdempotencyRow::decode(v.value()).map(Some),
-            None => Ok(None),
-        }
+        row_of(self, t, key)
     }
 
     pub fn put_idempotency_row(

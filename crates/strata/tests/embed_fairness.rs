@@ -167,6 +167,15 @@ fn a_retry_of_a_write_in_flight_waits_for_its_answer_instead_of_embedding_again(
         twice < alone * 1.5,
         "the pair cost {twice:.2} CPU-seconds, one batch {alone:.2}"
     );
+    // A retry after the write ended gets the kept answer without embedding anything.
+    let before = cpu_seconds(&server, "acme");
+    let late = write(&server, &key, "slow-1", &body);
+    let after_the_end = cpu_seconds(&server, "acme") - before;
+    assert_eq!((late.0, late.1, &late.2), (201, true, &first.2));
+    assert!(
+        after_the_end < alone / 4.0,
+        "a late retry cost {after_the_end:.2} CPU-seconds, one batch {alone:.2}"
+    );
     // Another request under the key is still refused.
     let (s, _, v) = write(&server, &key, "slow-1", &batch(200, 1));
     assert_eq!(s, 409, "{v}");
