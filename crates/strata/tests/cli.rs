@@ -434,6 +434,7 @@ fn check_finds_damage_in_a_stopped_servers_files() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let data = server.dir.path().join("data");
+    // Its exit status, stdout and stderr.
     let check = || {
         let out = Command::new(env!("CARGO_BIN_EXE_strata"))
             .arg("check")
@@ -442,53 +443,42 @@ fn check_finds_damage_in_a_stopped_servers_files() {
             .output()
             .expect("run strata check");
         (
-            out.status.success(),
+            out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
     // Held by the running server: not checked, and said so, with its own exit status; not
     // reported as damage.
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("check")
-        .env("STRATA__SERVER__DATA_DIR", &data)
-        .env_remove("STRATA_CONFIG")
-        .output()
-        .expect("run strata check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let (code, stdout, stderr) = check();
+    assert_eq!(code, Some(3), "{stdout}");
     assert!(
         stdout.starts_with("IN USE ") && !stdout.contains("DAMAGED"),
         "{stdout}"
     );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("stop it first"),
-        "{out:?}"
-    );
+    assert!(stderr.contains("stop it first"), "{stderr}");
     server.stop();
-    let (ok, out) = check();
+    let (code, out, _) = check();
     assert!(
-        ok && out.starts_with("ok ") && out.lines().count() == 2,
+        code == Some(0) && out.starts_with("ok ") && out.lines().count() == 2,
         "{out}"
     );
     // The dedicated tenant's directory gone: only the registry knows it should be there.
     let tenants = data.join("tenants");
     let moved = tenants.with_file_name("tenants.away");
     std::fs::rename(&tenants, &moved).unwrap();
-    let (ok, out) = check();
-    assert!(!ok && out.contains("tenant solo is dedicated"), "{out}");
+    let (code, out, _) = check();
+    assert!(
+        code != Some(0) && out.contains("tenant solo is dedicated"),
+        "{out}"
+    );
     std::fs::rename(&moved, &tenants).unwrap();
     let file = data.join("strata.redb");
     let mut bytes = std::fs::read(&file).unwrap();
     let n = bytes.len();
     bytes[n / 4..3 * n / 4].fill(0xA5);
     std::fs::write(&file, bytes).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("check")
-        .env("STRATA__SERVER__DATA_DIR", &data)
-        .env_remove("STRATA_CONFIG")
-        .output()
-        .expect("run strata check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let (code, stdout, _) = check();
+    assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("DAMAGED"), "{stdout}");
 }
