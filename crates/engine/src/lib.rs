@@ -116,7 +116,7 @@ pub use put_steps::PendingPut;
 pub use records::PutOutcome;
 pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};
-pub use scan::{Page, ScanPage};
+pub use scan::{Page, ScanPage, Vectors};
 pub use shares::{IncomingShare, NewShare, Share};
 pub use stats::{IntegrityCounts, TenantFigures, UsageReport};
 pub use strata_auth::{OperatorScope, TenantScope};

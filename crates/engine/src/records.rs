@@ -10,7 +10,7 @@ use strata_types::{
     RequestScope, check_vector, merge_patch, now_millis, validate_metadata,
 };
 
-use crate::scan::for_each_visible;
+use crate::scan::{Vectors, for_each_visible};
 use crate::tenant_index::Change;
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
@@ -94,16 +94,28 @@ impl Engine {
         })
     }
 
-    /// A record by id. Missing, foreign and invisible records are all [`EngineError::NotFound`].
+    /// A record by id, with its vector. Missing, foreign and invisible records are all
+    /// [`EngineError::NotFound`].
     pub fn get(
         &self,
         scope: &TenantScope,
         req: &RequestScope,
         id: &RecordId,
     ) -> Result<Record, EngineError> {
+        self.get_with(scope, req, id, Vectors::Read)
+    }
+
+    /// [`Engine::get`], the record's vector read or skipped (`vector: None`).
+    pub fn get_with(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        id: &RecordId,
+        vectors: Vectors,
+    ) -> Result<Record, EngineError> {
         let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
         self.read_tenant(scope, Permission::Read, |r| {
-            visible(r.record(scope.key(), id)?, &vis)
+            visible(vectors.record(r, scope.key(), id)?, &vis)
         })
     }
 
@@ -196,12 +208,21 @@ impl Engine {
         let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
         self.write_tenant(scope, "memory.delete_where", |w, changes| {
             let mut doomed = Vec::new();
-            for_each_visible(w, scope.key(), &vis, Some(filter), None, |r| {
-                if vis.may_write(&r) {
-                    doomed.push(r.id);
-                }
-                true
-            })?;
+            // Only ids and scope fields are read here: no vector is copied.
+            for_each_visible(
+                w,
+                scope.key(),
+                &vis,
+                Some(filter),
+                None,
+                Vectors::Skip,
+                |r| {
+                    if vis.may_write(&r) {
+                        doomed.push(r.id);
+                    }
+                    true
+                },
+            )?;
             for id in &doomed {
                 delete_record(w, changes, scope, id)?;
             }

@@ -4,7 +4,7 @@ mod common;
 
 use serde_json::json;
 use strata_auth::{Grant, Permission, Permissions, TenantScope};
-use strata_engine::{EngineError, Page};
+use strata_engine::{EngineError, Page, Vectors};
 use strata_types::*;
 
 fn rec(v: serde_json::Value) -> NewRecord {
@@ -216,6 +216,74 @@ fn permissions_are_checked() {
         ),
         Err(EngineError::PermissionDenied(Permission::Admin))
     ));
+}
+
+/// A read that skips vectors answers the same records, with `vector: None`, and the same
+/// pages; one that reads them answers the stored vector.
+#[test]
+fn reads_skip_vectors_when_asked_and_change_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let name = CollectionName::parse("tiny").unwrap();
+    engine
+        .create_collection(&scope, &name, 2, Metric::L2)
+        .unwrap();
+    let req = RequestScope::default();
+    engine
+        .put(
+            &scope,
+            &req,
+            vec![
+                rec(json!({"id": "a", "modality": "tiny", "vector": [1.0, 2.0], "content": "x"})),
+                rec(json!({"id": "b", "content": "no vector"})),
+                rec(json!({"id": "c", "modality": "tiny", "vector": [3.0, 4.0]})),
+            ],
+        )
+        .unwrap();
+    let a = RecordId::parse("a").unwrap();
+    let full = engine.get_with(&scope, &req, &a, Vectors::Read).unwrap();
+    assert_eq!(full.vector, Some(vec![1.0, 2.0]));
+    assert_eq!(engine.get(&scope, &req, &a).unwrap(), full);
+    let lean = engine.get_with(&scope, &req, &a, Vectors::Skip).unwrap();
+    assert_eq!(lean.vector, None);
+    assert_eq!(
+        Record {
+            vector: full.vector.clone(),
+            ..lean
+        },
+        full
+    );
+    assert!(matches!(
+        engine.get_with(&scope, &req, &RecordId::parse("zz").unwrap(), Vectors::Skip),
+        Err(EngineError::NotFound)
+    ));
+
+    let page = |after: Option<&str>, vectors| {
+        let page = Page {
+            after: after.map(|a| RecordId::parse(a).unwrap()),
+            limit: 2,
+        };
+        engine.scan_with(&scope, &req, None, page, vectors).unwrap()
+    };
+    let (read, skipped) = (page(None, Vectors::Read), page(None, Vectors::Skip));
+    assert_eq!(read.next, skipped.next);
+    assert_eq!(read.next.as_ref().map(RecordId::as_str), Some("b"));
+    assert_eq!(read.records[0].vector, Some(vec![1.0, 2.0]));
+    for (r, s) in read.records.iter().zip(&skipped.records) {
+        assert_eq!(s.vector, None);
+        assert_eq!(
+            &Record {
+                vector: r.vector.clone(),
+                ..s.clone()
+            },
+            r
+        );
+    }
+    let rest = page(Some("b"), Vectors::Skip);
+    assert_eq!(rest.records.len(), 1);
+    assert_eq!(rest.records[0].id.as_str(), "c");
+    assert_eq!(rest.records[0].vector, None);
+    assert_eq!(rest.next, None);
 }
 
 #[test]

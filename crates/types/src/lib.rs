@@ -41,7 +41,7 @@ pub use record::{
 pub use scope::{RequestScope, TokenSelector, UserMatch};
 pub use search::{
     DEFAULT_INCLUDE, Fusion, HitExplain, Include, MAX_K, SearchHit, SearchMode, SearchRequest,
-    SearchResponse,
+    SearchResponse, UnknownInclude,
 };
 pub use shared::{HitSource, MAX_SHARED_SELECTORS, SharedRef, SharedSelector};
 pub use vector::{MAX_VECTOR_NORM, check_vector_values};

@@ -89,18 +89,30 @@ impl Include {
     ];
 }
 
-impl<'de> Deserialize<'de> for Include {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
+/// A name that is none of [`Include`]'s; its message names the ones there are.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown field `{0}`; expected content, metadata, vector or record")]
+pub struct UnknownInclude(pub String);
+
+impl std::str::FromStr for Include {
+    type Err = UnknownInclude;
+
+    /// One name as JSON bodies and query strings spell it (`content`, `metadata`, `vector`,
+    /// `record`).
+    fn from_str(name: &str) -> Result<Include, UnknownInclude> {
         Include::ALL
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, i)| *i)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "unknown field `{name}`; expected content, metadata, vector or record"
-                ))
-            })
+            .ok_or_else(|| UnknownInclude(name.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Include {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -317,6 +329,21 @@ mod tests {
         ] {
             assert!(with_include(Some(vec![field])).needs_records(), "{field:?}");
         }
+    }
+
+    #[test]
+    fn include_names_parse_and_an_unknown_one_names_the_known_ones() {
+        for (name, field) in Include::ALL {
+            assert_eq!(name.parse::<Include>(), Ok(field));
+        }
+        let e = "vectors".parse::<Include>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unknown field `vectors`; expected content, metadata, vector or record"
+        );
+        // Names are exact: no case folding, no blanks trimmed.
+        assert!("Vector".parse::<Include>().is_err());
+        assert!(" vector".parse::<Include>().is_err());
     }
 
     #[test]
