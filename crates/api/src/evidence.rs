@@ -3,12 +3,14 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use strata_types::{EvidenceRequest, Record, RecordId};
+use strata_types::{EvidenceRequest, Include, RecordId};
 use utoipa::ToSchema;
 
 use crate::bodies::ScopeFields;
 use crate::edge::TenantAuth;
-use crate::input::{JsonObject, PathParam, from_map};
+use crate::input::{JsonObject, PathParam, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
+use crate::memories::INCLUDE;
+use crate::record_body::{INCLUDE_DOC, RecordBody, RecordFields};
 use crate::{ApiError, AppState};
 
 /// Evidence with the request's scope fields.
@@ -22,15 +24,19 @@ struct EvidenceBody {
 }
 
 /// Adds evidence about a memory: `{"signal": x}` with x in [0, 1], `{"corroborate": true}` or
-/// `{"contradict": true}`. Answers the record with its new confidence. A foreign or
-/// invisible id is `404` like a missing one; a credential bound to user tokens may give
-/// evidence only on a record whose tokens are a non-empty subset of its own (a tenant-shared or
-/// co-owned one is `403 SCOPE_FORBIDDEN`).
+/// `{"contradict": true}`. Answers the record with its new confidence, like `GET` does: by
+/// default the whole record without its vector (`include=record,vector` for the vector too).
+/// A foreign or invisible id is `404` like a missing one; a credential bound to user tokens may
+/// give evidence only on a record whose tokens are a non-empty subset of its own (a
+/// tenant-shared or co-owned one is `403 SCOPE_FORBIDDEN`).
 #[utoipa::path(post, path = "/v1/memories/{id}/evidence", tag = "memories",
     operation_id = "add_evidence",
-    params(("id" = RecordId, Path, description = "record id")),
+    params(("id" = RecordId, Path, description = "record id"),
+        ("include" = Option<Vec<Include>>, Query, style = Form, explode = false,
+            description = INCLUDE_DOC)),
     request_body = EvidenceBody,
-    responses((status = 200, description = "The record with its updated confidence", body = Record)),
+    responses((status = 200, body = RecordBody,
+        description = "The record with its updated confidence, with what `include` names")),
     security(("bearer" = [])))]
 pub async fn add(
     State(state): State<AppState>,
@@ -38,9 +44,12 @@ pub async fn add(
     PathParam(id): PathParam,
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
-) -> Result<Json<Record>, ApiError> {
+) -> Result<Json<RecordBody>, ApiError> {
     let id = RecordId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
+    let q = QueryInput::parse(q.as_deref(), &[INCLUDE])?;
+    let fields = RecordFields::from_query(q.get(INCLUDE))?;
+    let parts = ScopeParts::take_from_body(&mut body, SCOPE_KEYS)?;
+    let req = auth.request_scope(parts, q.scope)?;
     let evidence = from_map::<EvidenceRequest>(body)?
         .evidence()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -50,5 +59,5 @@ pub async fn add(
             Ok(e.add_evidence(&scope, &req, &id, evidence)?)
         })
         .await?;
-    Ok(Json(record))
+    Ok(Json(RecordBody::project(record, fields)))
 }

@@ -42,6 +42,7 @@ pub mod metrics;
 mod observe;
 mod openapi;
 mod put_steps;
+mod record_body;
 mod reembed;
 mod residency;
 mod router;

@@ -6,8 +6,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
-use strata_engine::{Answered, Page, PutOutcome, ScanPage};
-use strata_types::{Filter, NewRecord, Record, RecordId, RecordPatch, RequestScope, TokenSelector};
+use strata_engine::{Answered, Page, PutOutcome};
+use strata_types::{
+    Filter, Include, NewRecord, RecordId, RecordPatch, RequestScope, TokenSelector,
+};
 use utoipa::ToSchema;
 
 use crate::bodies::{
@@ -18,6 +20,7 @@ use crate::idempotency;
 use crate::input::{JsonObject, PathParam, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
 use crate::keys_in_flight::Claim;
 use crate::put_steps::put_in_steps;
+use crate::record_body::{INCLUDE_DOC, RecordBody, RecordFields, RecordPage};
 use crate::{ApiError, AppState};
 
 /// Page size of a list when the request names none.
@@ -212,26 +215,36 @@ fn speak_for_the_record(
     req
 }
 
-/// A record by id; a foreign or invisible id is `404` like a missing one.
+/// A record by id, with what `include` names: by default the whole record without its vector
+/// (`include=record,vector` for the vector too). A foreign or invisible id is `404` like a
+/// missing one.
 #[utoipa::path(get, path = "/v1/memories/{id}", tag = "memories", operation_id = "get_memory",
-    params(("id" = RecordId, Path, description = "record id")),
-    responses((status = 200, description = "The record", body = Record)),
+    params(("id" = RecordId, Path, description = "record id"),
+        ("include" = Option<Vec<Include>>, Query, style = Form, explode = false,
+            description = INCLUDE_DOC)),
+    responses((status = 200, description = "The record, with what `include` names", body = RecordBody)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     auth: TenantAuth,
     PathParam(id): PathParam,
     RawQuery(q): RawQuery,
-) -> Result<Json<Record>, ApiError> {
+) -> Result<Json<RecordBody>, ApiError> {
     let id = record_id(id)?;
-    let q = QueryInput::parse(q.as_deref(), &[])?;
+    let q = QueryInput::parse(q.as_deref(), &[INCLUDE])?;
+    let fields = RecordFields::from_query(q.get(INCLUDE))?;
     let req = auth.request_scope(ScopeParts::default(), q.scope)?;
     let scope = auth.scope;
     let record = state
-        .run_tenant_read(&auth.admitted, move |e| Ok(e.get(&scope, &req, &id)?))
+        .run_tenant_read(&auth.admitted, move |e| {
+            Ok(e.get_with(&scope, &req, &id, fields.vectors())?)
+        })
         .await?;
-    Ok(Json(record))
+    Ok(Json(RecordBody::project(record, fields)))
 }
+
+/// The query parameter that names what a record answer carries.
+pub(crate) const INCLUDE: &str = "include";
 
 /// Fields to change, with the request's scope fields.
 #[derive(ToSchema)]
@@ -243,13 +256,17 @@ struct PatchBody {
     scope: RecordScopeFields,
 }
 
-/// Changes a record; `metadata` merges as a JSON merge patch. A credential bound to user tokens
-/// may change only a record whose tokens are a non-empty subset of its own: a tenant-shared or
-/// co-owned record it can see is `403 SCOPE_FORBIDDEN`, one it cannot see `404`.
+/// Changes a record; `metadata` merges as a JSON merge patch. Answers the new version like
+/// `GET` does: by default the whole record without its vector (`include=record,vector` for the
+/// vector too). A credential bound to user tokens may change only a record whose tokens are a
+/// non-empty subset of its own: a tenant-shared or co-owned record it can see is
+/// `403 SCOPE_FORBIDDEN`, one it cannot see `404`.
 #[utoipa::path(patch, path = "/v1/memories/{id}", tag = "memories", operation_id = "update_memory",
-    params(("id" = RecordId, Path, description = "record id")),
+    params(("id" = RecordId, Path, description = "record id"),
+        ("include" = Option<Vec<Include>>, Query, style = Form, explode = false,
+            description = INCLUDE_DOC)),
     request_body = PatchBody,
-    responses((status = 200, description = "The new version", body = Record)),
+    responses((status = 200, description = "The new version, with what `include` names", body = RecordBody)),
     security(("bearer" = [])))]
 pub async fn patch(
     State(state): State<AppState>,
@@ -257,9 +274,10 @@ pub async fn patch(
     PathParam(id): PathParam,
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
-) -> Result<Json<Record>, ApiError> {
+) -> Result<Json<RecordBody>, ApiError> {
     let id = record_id(id)?;
-    let q = QueryInput::parse(q.as_deref(), &[])?;
+    let q = QueryInput::parse(q.as_deref(), &[INCLUDE])?;
+    let fields = RecordFields::from_query(q.get(INCLUDE))?;
     // `user_tokens`, `run_id` and `memory_scope` in the body are the record's new values.
     let parts = ScopeParts::take_from_body(&mut body, RECORD_BODY_SCOPE_KEYS)?;
     let req = auth.request_scope(parts, q.scope)?;
@@ -270,7 +288,8 @@ pub async fn patch(
             Ok(e.patch(&scope, &req, &id, patch)?)
         })
         .await?;
-    Ok(Json(record))
+    // The patch read the vector anyway, to write the record again.
+    Ok(Json(RecordBody::project(record, fields)))
 }
 
 /// Deletes a record by id. A credential bound to user tokens may delete only a record whose
@@ -347,6 +366,11 @@ struct ListBody {
     /// Page size, 1 to 1000; 100 when absent.
     #[schema(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// What each record carries besides its `id`: `content`, `metadata`, `vector`, `record`
+    /// (every field but the vector). Absent: `["record"]`, the whole record without its vector;
+    /// `["record", "vector"]` for all of it; `[]` for ids only.
+    #[schema(default = json!(["record"]))]
+    include: Option<Vec<Include>>,
 }
 
 /// A listing, with the request's scope fields.
@@ -360,20 +384,24 @@ struct ListRequest {
 }
 
 /// Lists visible records matching a filter, in id order, a page at a time (`after` = the
-/// previous page's `next`). Query: scope fields, `filter` (JSON), `after`, `limit`.
+/// previous page's `next`), each with what `include` names: by default the whole record
+/// without its vector. Query: scope fields, `filter` (JSON), `after`, `limit`, `include`.
 #[utoipa::path(get, path = "/v1/memories/list", tag = "memories", operation_id = "list_memories",
     params(
         ("filter" = Option<String>, Query, description = "a filter as JSON text"),
         ("after" = Option<RecordId>, Query, description = "the previous page's `next`"),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "page size; 100 when absent")),
-    responses((status = 200, description = "One page of records", body = ScanPage)),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "page size; 100 when absent"),
+        ("include" = Option<Vec<Include>>, Query, style = Form, explode = false,
+            description = INCLUDE_DOC)),
+    responses((status = 200, description = "One page of records", body = RecordPage)),
     security(("bearer" = [])))]
 pub async fn list_get(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-) -> Result<Json<ScanPage>, ApiError> {
-    let q = QueryInput::parse(q.as_deref(), &["filter", "after", "limit"])?;
+) -> Result<Json<RecordPage>, ApiError> {
+    let q = QueryInput::parse(q.as_deref(), &["filter", "after", "limit", INCLUDE])?;
+    let fields = RecordFields::from_query(q.get(INCLUDE))?;
     let list = ListBody {
         filter: q
             .get("filter")
@@ -391,25 +419,28 @@ pub async fn list_get(
             .get("limit")
             .map(|l| l.parse().map_err(|_| bad("limit: expected a number")))
             .transpose()?,
+        // Read above, as `fields`.
+        include: None,
     };
     let req = auth.request_scope(ScopeParts::default(), q.scope)?;
-    list_records(state, auth, req, list).await
+    list_records(state, auth, req, list, fields).await
 }
 
-/// Like `GET /v1/memories/list`, with everything in the body.
+/// Like `GET /v1/memories/list`, with everything in the body (`include` as a JSON array).
 #[utoipa::path(post, path = "/v1/memories/list", tag = "memories", operation_id = "list_memories_post",
     request_body = ListRequest,
-    responses((status = 200, description = "One page of records", body = ScanPage)),
+    responses((status = 200, description = "One page of records", body = RecordPage)),
     security(("bearer" = [])))]
 pub async fn list_post(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
     JsonObject(mut body): JsonObject,
-) -> Result<Json<ScanPage>, ApiError> {
+) -> Result<Json<RecordPage>, ApiError> {
     let req = auth.scope_of_body(q.as_deref(), &mut body)?;
     let list: ListBody = from_map(body)?;
-    list_records(state, auth, req, list).await
+    let fields = RecordFields::named(list.include.as_deref());
+    list_records(state, auth, req, list, fields).await
 }
 
 async fn list_records(
@@ -417,7 +448,8 @@ async fn list_records(
     auth: TenantAuth,
     req: strata_types::RequestScope,
     list: ListBody,
-) -> Result<Json<ScanPage>, ApiError> {
+    fields: RecordFields,
+) -> Result<Json<RecordPage>, ApiError> {
     let page = Page {
         after: list.after,
         limit: list.limit.unwrap_or(DEFAULT_LIMIT),
@@ -425,10 +457,11 @@ async fn list_records(
     let scope = auth.scope;
     let page = state
         .run_tenant_read(&auth.admitted, move |e| {
-            Ok(e.scan(&scope, &req, list.filter.as_ref(), page)?)
+            let vectors = fields.vectors();
+            Ok(e.scan_with(&scope, &req, list.filter.as_ref(), page, vectors)?)
         })
         .await?;
-    Ok(Json(page))
+    Ok(Json(RecordPage::project(page, fields)))
 }
 
 #[derive(Deserialize, Default, ToSchema)]

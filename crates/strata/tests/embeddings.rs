@@ -72,7 +72,10 @@ fn a_text_only_record_is_found_by_a_paraphrase_sharing_no_word() {
     let ids = put(&server, &key, records);
     let target = &ids[2];
 
-    let (s, stored) = server.get(&format!("/v1/memories/{target}"), &key);
+    let (s, stored) = server.get(
+        &format!("/v1/memories/{target}?include=record,vector"),
+        &key,
+    );
     assert_eq!(s, 200, "{stored}");
     assert_eq!(
         stored["vector"].as_array().map(Vec::len),
@@ -176,7 +179,10 @@ fn without_the_model_the_server_runs_bm25_only_and_says_how_to_fix_it() {
     assert_eq!(s, 200, "{v}");
     let key = tenant(&server, "acme");
     let ids = put(&server, &key, vec![json!({"content": TARGET})]);
-    let (_, stored) = server.get(&format!("/v1/memories/{}", ids[0]), &key);
+    let (_, stored) = server.get(
+        &format!("/v1/memories/{}?include=record,vector", ids[0]),
+        &key,
+    );
     assert_eq!(stored["vector"], Value::Null, "{stored}");
     let v = search(&server, &key, json!({"query": "oat milk"}));
     assert_eq!(v["mode"], "text", "{v}");
@@ -212,7 +218,10 @@ fn a_model_dir_one_level_too_high_is_found_and_a_foreign_directory_is_not_fetche
     let server = Server::start_with(&env);
     let key = tenant(&server, "acme");
     let ids = put(&server, &key, vec![json!({"content": TARGET})]);
-    let (_, stored) = server.get(&format!("/v1/memories/{}", ids[0]), &key);
+    let (_, stored) = server.get(
+        &format!("/v1/memories/{}?include=record,vector", ids[0]),
+        &key,
+    );
     assert_eq!(
         stored["vector"].as_array().map(Vec::len),
         Some(384),
@@ -257,7 +266,7 @@ fn a_batch_of_text_only_records_is_embedded_whole() {
     let ids = put(&server, &key, records);
     assert_eq!(ids.len(), 40);
     for id in &ids {
-        let (_, r) = server.get(&format!("/v1/memories/{id}"), &key);
+        let (_, r) = server.get(&format!("/v1/memories/{id}?include=record,vector"), &key);
         assert_eq!(r["vector"].as_array().map(Vec::len), Some(384), "{r}");
     }
     // The embedded vectors count against the tenant's quota like client vectors.
@@ -331,7 +340,11 @@ fn imported_text_only_records_are_embedded_and_found_by_a_paraphrase() {
     assert_eq!(s, 201, "{v}");
 
     let copy = server.key("copy", json!({"permissions": ["read", "write"]}));
-    let (_, list) = server.post("/v1/memories/list", &copy, json!({}));
+    let (_, list) = server.post(
+        "/v1/memories/list",
+        &copy,
+        json!({"include": ["record", "vector"]}),
+    );
     let listed = list["records"].as_array().expect("records");
     assert_eq!(listed.len(), 6, "{list}");
     for r in listed {

@@ -104,7 +104,7 @@ fn notes(server: &Server, key: &str) -> Value {
 /// Every record `note-0..n` is there with its content and a vector of dimension `dim`.
 fn all_vectors_have_dim(server: &Server, key: &str, n: usize, dim: usize) {
     for i in 0..n {
-        let (s, v) = server.get(&format!("/v1/memories/note-{i}"), key);
+        let (s, v) = server.get(&format!("/v1/memories/note-{i}?include=record,vector"), key);
         assert_eq!(s, 200, "note-{i}: {v}");
         assert!(v["content"].is_string(), "{v}");
         assert_eq!(
@@ -225,7 +225,7 @@ fn a_client_vector_collection_is_planned_then_reembedded_online_to_the_built_in_
         json!({"id": "new", "modality": "notes", "content": "Carol is allergic to peanuts"}),
     );
     assert_eq!(s, 201, "{v}");
-    let (_, v) = server.get("/v1/memories/new", &key);
+    let (_, v) = server.get("/v1/memories/new?include=record,vector", &key);
     assert_eq!(v["vector"].as_array().map(Vec::len), Some(384), "{v}");
     let (s, v) = server.post(
         "/v1/search",
@@ -355,7 +355,7 @@ fn a_reembed_gives_vectors_to_text_written_while_the_embedder_was_off() {
     let (s, v) = server.post("/v1/collections/text/reembed", &key, json!({}));
     assert!(s == 200 || s == 202, "{s} {v}");
     wait_done_of(&server, &key, "text");
-    let (s, v) = server.get("/v1/memories/without-model", &key);
+    let (s, v) = server.get("/v1/memories/without-model?include=record,vector", &key);
     assert_eq!(
         (s, v["vector"].as_array().map(Vec::len)),
         (200, Some(384)),

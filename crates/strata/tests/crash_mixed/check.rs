@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use std::ops::DerefMut;
 
-use crate::client::{ClientModel, Pending, scope};
+use crate::client::{ClientModel, Pending, scope, whole_record_scope};
 use crate::common::{OPERATOR_KEY, Server};
 use crate::model::{
     COLLECTION, COMMON_WORD, DOMAINS, Failures, Rec, Shared, TENANTS, send_with, tenant_id,
@@ -206,7 +206,8 @@ fn listed(server: &Server, key: &str, id: &str, failures: &Failures) -> BTreeMap
     let mut out = BTreeMap::new();
     for domain in DOMAINS {
         let path = format!("/v1/memories/list?{}", scope(domain));
-        let (s, v) = server.post(&path, key, json!({"limit": 1000}));
+        let body = json!({"limit": 1000, "include": ["record", "vector"]});
+        let (s, v) = server.post(&path, key, body);
         let records = v["records"].as_array().cloned().unwrap_or_default();
         if s != 200 || !v["next"].is_null() {
             failures.push(format!("tenant {id}: list in {domain}: {s}: {v}"));
@@ -368,7 +369,8 @@ fn retry(
     }
     for (rid, rec) in p.after {
         let Some(rec) = rec else { continue };
-        let (s, v) = server.get(&format!("/v1/memories/{rid}?{}", scope(&rec.domain)), key);
+        let path = format!("/v1/memories/{rid}?{}", whole_record_scope(&rec.domain));
+        let (s, v) = server.get(&path, key);
         if s != 200 || Rec::from_json(&v).as_ref() != Some(&rec) {
             failures.push(format!(
                 "tenant {id}: {rid} after {} was sent again: {s}: {v}, expected {rec:?}",
@@ -477,7 +479,8 @@ fn gets(
             .into_iter()
             .filter(|d| *d == rec.domain || i % 3 == 0)
         {
-            let (s, v) = server.get(&format!("/v1/memories/{rid}?{}", scope(domain)), key);
+            let path = format!("/v1/memories/{rid}?{}", whole_record_scope(domain));
+            let (s, v) = server.get(&path, key);
             let right = if rec.domain == domain {
                 s == 200 && Rec::from_json(&v).as_ref() == Some(rec)
             } else {

@@ -296,7 +296,10 @@ impl ClientModel {
         };
         let mut after = before.clone();
         let body = change(rng, &mut after);
-        let path = format!("/v1/memories/{id}{route}?{}", scope(&before.domain));
+        let path = format!(
+            "/v1/memories/{id}{route}?{}",
+            whole_record_scope(&before.domain)
+        );
         let expected = after.clone();
         self.write(
             ctx,
@@ -516,7 +519,7 @@ impl ClientModel {
         let domain = current
             .as_ref()
             .map_or_else(|| rng.pick(&DOMAINS).to_string(), |r| r.domain.clone());
-        let path = format!("/v1/memories/{id}?{}", scope(&domain));
+        let path = format!("/v1/memories/{id}?{}", whole_record_scope(&domain));
         self.read(ctx, "GET", &path, None, move |s, v| match &current {
             Some(rec) if s == 200 && Rec::from_json(v).as_ref() == Some(rec) => Ok(()),
             None if s == 404 => Ok(()),
@@ -546,7 +549,7 @@ impl ClientModel {
             });
         }
         let path = format!("/v1/memories/list?{}", scope(&domain));
-        let body = json!({"filter": filter, "limit": 1000});
+        let body = json!({"filter": filter, "limit": 1000, "include": ["record", "vector"]});
         self.read(ctx, "POST", &path, Some(body), move |s, v| {
             let listed: Option<BTreeMap<String, Rec>> = v["records"].as_array().and_then(|l| {
                 l.iter()
@@ -777,6 +780,12 @@ struct Ctx<'a> {
 /// The query string of a request in `domain` that sees every principal's records.
 pub fn scope(domain: &str) -> String {
     format!("memory_domain={domain}&user_tokens=*")
+}
+
+/// [`scope`] for a route that answers a record, asking for all of it: without `include`, a
+/// record is answered without its vector.
+pub fn whole_record_scope(domain: &str) -> String {
+    format!("{}&include=record,vector", scope(domain))
 }
 
 /// The audit action an acknowledged write of `method` on `path` leaves a row of.
