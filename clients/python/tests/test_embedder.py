@@ -45,7 +45,7 @@ def test_text_only_add_is_embedded_and_found_by_a_paraphrase(eclient: Strata) ->
     assert text.embedder is not None and text.dim == DIM
     results = eclient.add([{"content": c} for c in DISTRACTORS[:2] + [TARGET] + DISTRACTORS[2:]])
     target = results[2].id
-    stored = eclient.get(target)
+    stored = eclient.get(target, include=["record", "vector"])
     assert stored.vector is not None and len(stored.vector) == DIM
 
     found = eclient.search(PARAPHRASE, k=3)
@@ -71,7 +71,7 @@ def test_langchain_store_without_client_embeddings(eclient: Strata) -> None:
         [TARGET] + DISTRACTORS, metadatas=[{"n": i} for i in range(len(DISTRACTORS) + 1)]
     )
     # Stored as text by the client, embedded by the server.
-    record = eclient.get(ids[0], user_tokens=["u:alice"])
+    record = eclient.get(ids[0], include=["vector"], user_tokens=["u:alice"])
     assert record.vector is not None and len(record.vector) == DIM
 
     [(doc, score)] = store.similarity_search_with_score(PARAPHRASE, k=1)

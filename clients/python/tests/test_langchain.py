@@ -47,7 +47,7 @@ def test_metadata_round_trips_under_any_name(store: StrataVectorStore, client: S
         Document(id="doc-1", page_content="reserved names", metadata=metadata)
     ]
     # Stored under one key, so the server's reserved field names cannot clash.
-    record = client.get("doc-1")
+    record = client.get("doc-1", include=["record", "vector"])
     assert record.metadata == {METADATA_KEY: metadata}
     assert record.collection == store.collection and record.vector is not None
 

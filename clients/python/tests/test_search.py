@@ -61,7 +61,7 @@ def test_vector_search_finds_the_nearest(axes: Strata) -> None:
     assert result.mode == "vector"
     assert [h.record.id for h in result] == ["x", "xy", "y"]
     assert result[0].score == pytest.approx(0.9939, abs=1e-3)
-    # Search hits do not carry vectors; `get` does.
+    # Search hits do not carry vectors unless `include` names them (a test below).
     assert result[0].record.vector is None
 
 

@@ -59,6 +59,16 @@ def record_json(r: RecordInput) -> Dict[str, Any]:
     return out
 
 
+def _with_include(call: Call[Any], include: Optional[Sequence[str]]) -> Call[Any]:
+    """``call`` with ``include`` in its query string (comma-separated; ``[]`` asks for ids
+    only). ``None`` leaves it out: the server then answers whole records without vectors."""
+    if include is None:
+        return call
+    if isinstance(include, str):
+        raise TypeError("include must be a list of field names")
+    return dataclasses.replace(call, params=[*call.params, ("include", ",".join(include))])
+
+
 def _results(d: Any) -> List[WriteResult]:
     return [WriteResult.from_json(x) for x in d["results"]]
 
@@ -287,9 +297,15 @@ class DataCalls:
         body.update({key: v for key, v in options.items() if v is not None})
         return self._call("POST", "/v1/recall", RecallResult.from_json, scope, json=body)
 
-    def _add_evidence(self, id: str, scope: Scope, body: Dict[str, Any]) -> Call[Record]:
+    def _add_evidence(
+        self,
+        id: str,
+        scope: Scope,
+        body: Dict[str, Any],
+        include: Optional[Sequence[str]] = None,
+    ) -> Call[Record]:
         # Not idempotent: a repeat after a lost answer would count the evidence twice.
-        return self._call(
+        call = self._call(
             "POST",
             f"/v1/memories/{_segment(id)}/evidence",
             Record.from_json,
@@ -297,6 +313,7 @@ class DataCalls:
             json=body,
             idempotent=False,
         )
+        return _with_include(call, include)
 
     def _link(
         self, source: str, target: str, scope: Scope, *, relation: str, weight: float
@@ -314,8 +331,11 @@ class DataCalls:
             "GET", f"/v1/memories/{_segment(id)}/links", RecordLinks.from_json, scope
         )
 
-    def _get(self, id: str, scope: Scope) -> Call[Record]:
-        return self._call("GET", f"/v1/memories/{_segment(id)}", Record.from_json, scope)
+    def _get(
+        self, id: str, scope: Scope, include: Optional[Sequence[str]] = None
+    ) -> Call[Record]:
+        call = self._call("GET", f"/v1/memories/{_segment(id)}", Record.from_json, scope)
+        return _with_include(call, include)
 
     def _update(
         self,
@@ -333,6 +353,7 @@ class DataCalls:
         new_memory_scope: Optional[str],
         move_to_domain: Optional[str] = None,
         clear: Sequence[str] = (),
+        include: Optional[Sequence[str]] = None,
     ) -> Call[Record]:
         if isinstance(new_user_tokens, str):
             raise TypeError("new_user_tokens must be a list of strings")
@@ -360,9 +381,10 @@ class DataCalls:
             patch[name] = None
         if move_to_domain is not None:
             patch["move_to_domain"] = move_to_domain
-        return self._call(
+        call = self._call(
             "PATCH", f"/v1/memories/{_segment(id)}", Record.from_json, scope, json=patch
         )
+        return _with_include(call, include)
 
     def _delete(self, id: str, scope: Scope) -> Call[None]:
         return self._call("DELETE", f"/v1/memories/{_segment(id)}", no_answer, scope)
@@ -383,8 +405,13 @@ class DataCalls:
         filter: Optional[Filter],
         after: Optional[str],
         limit: Optional[int],
+        include: Optional[Sequence[str]] = None,
     ) -> Call[Page]:
         body: Dict[str, Any] = {}
+        if include is not None:
+            if isinstance(include, str):
+                raise TypeError("include must be a list of field names")
+            body["include"] = list(include)
         if filter is not None:
             body["filter"] = dict(filter)
         if after is not None:

@@ -343,6 +343,7 @@ class AsyncStrata(DataCalls):
         signal: Optional[float] = None,
         corroborate: bool = False,
         contradict: bool = False,
+        include: Optional[Sequence[str]] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -350,7 +351,8 @@ class AsyncStrata(DataCalls):
         user_match: Optional[UserMatch] = None,
     ) -> Record:
         """Adds one piece of evidence about a memory (exactly one of ``signal`` in [0, 1],
-        ``corroborate=True`` or ``contradict=True``) and returns it with its new confidence."""
+        ``corroborate=True`` or ``contradict=True``) and returns it with its new confidence,
+        without its vector unless ``include`` names it (as in :meth:`get`)."""
         body: Dict[str, Any] = {}
         if signal is not None:
             body["signal"] = signal
@@ -359,7 +361,7 @@ class AsyncStrata(DataCalls):
         if contradict:
             body["contradict"] = True
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
-        return await self._transport.run(self._add_evidence(id, scope, body))
+        return await self._transport.run(self._add_evidence(id, scope, body, include))
 
     async def link(
         self,
@@ -415,15 +417,21 @@ class AsyncStrata(DataCalls):
         self,
         id: str,
         *,
+        include: Optional[Sequence[str]] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
         memory_scope: Optional[str] = None,
         user_match: Optional[UserMatch] = None,
     ) -> Record:
-        """A memory by id; :class:`NotFoundError` when missing *or invisible to the scope*."""
+        """A memory by id; :class:`NotFoundError` when missing *or invisible to the scope*.
+
+        ``include`` names what it carries besides its id: ``content``, ``metadata``,
+        ``vector``, ``record`` (every field but the vector). ``None`` (the default): the whole
+        record without its vector (``vector`` is ``None``); ``["record", "vector"]`` for all of
+        it; ``[]`` for its id only."""
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
-        return await self._transport.run(self._get(id, scope))
+        return await self._transport.run(self._get(id, scope, include))
 
     async def update(
         self,
@@ -440,6 +448,7 @@ class AsyncStrata(DataCalls):
         new_memory_scope: Optional[str] = None,
         move_to_domain: Optional[str] = None,
         clear: Sequence[str] = (),
+        include: Optional[Sequence[str]] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -452,7 +461,8 @@ class AsyncStrata(DataCalls):
         ``user_tokens`` etc. are, as everywhere, the scope the request is made in.
         ``clear`` names fields to remove (``kind``, ``run_id``, ``memory_scope``,
         ``expires_at``). ``move_to_domain`` moves the memory to another memory domain; it keeps
-        its id, metadata, confidence and links.
+        its id, metadata, confidence and links. The new version comes without its vector unless
+        ``include`` names it (as in :meth:`get`).
         """
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return await self._transport.run(
@@ -470,6 +480,7 @@ class AsyncStrata(DataCalls):
                 new_memory_scope=new_memory_scope,
                 move_to_domain=move_to_domain,
                 clear=clear,
+                include=include,
             )
         )
 
@@ -509,6 +520,7 @@ class AsyncStrata(DataCalls):
         filter: Optional[Filter] = None,
         after: Optional[str] = None,
         limit: Optional[int] = None,
+        include: Optional[Sequence[str]] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -517,27 +529,32 @@ class AsyncStrata(DataCalls):
     ) -> Page:
         """One page of the memories the scope sees, in id order (``limit`` up to 1000, 100 by
         default). Pass the page's ``next`` as ``after`` for the following page, or use
-        :meth:`iter_all`."""
+        :meth:`iter_all`. Records come without their vectors unless ``include`` names them
+        (as in :meth:`get`; ``[]`` lists ids only)."""
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
-        return await self._transport.run(self._list(scope, filter=filter, after=after, limit=limit))
+        return await self._transport.run(
+            self._list(scope, filter=filter, after=after, limit=limit, include=include)
+        )
 
     async def iter_all(
         self,
         *,
         filter: Optional[Filter] = None,
         page_size: Optional[int] = None,
+        include: Optional[Sequence[str]] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
         memory_scope: Optional[str] = None,
         user_match: Optional[UserMatch] = None,
     ) -> AsyncIterator[Record]:
-        """Every memory the scope sees that matches ``filter``, fetching pages as needed."""
+        """Every memory the scope sees that matches ``filter``, fetching pages as needed;
+        without vectors unless ``include`` names them (as in :meth:`get`)."""
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         after: Optional[str] = None
         while True:
             page = await self._transport.run(
-                self._list(scope, filter=filter, after=after, limit=page_size)
+                self._list(scope, filter=filter, after=after, limit=page_size, include=include)
             )
             for record in page.records:
                 yield record

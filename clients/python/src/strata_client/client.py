@@ -348,6 +348,7 @@ class Strata(DataCalls):
         signal: Optional[float] = None,
         corroborate: bool = False,
         contradict: bool = False,
+        include: Optional[Sequence[str]] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -355,7 +356,8 @@ class Strata(DataCalls):
         user_match: Optional[UserMatch] = None,
     ) -> Record:
         """Adds one piece of evidence about a memory (exactly one of ``signal`` in [0, 1],
-        ``corroborate=True`` or ``contradict=True``) and returns it with its new confidence."""
+        ``corroborate=True`` or ``contradict=True``) and returns it with its new confidence,
+        without its vector unless ``include`` names it (as in :meth:`get`)."""
         body: Dict[str, Any] = {}
         if signal is not None:
             body["signal"] = signal
@@ -364,7 +366,7 @@ class Strata(DataCalls):
         if contradict:
             body["contradict"] = True
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
-        return self._transport.run(self._add_evidence(id, scope, body))
+        return self._transport.run(self._add_evidence(id, scope, body, include))
 
     def link(
         self,
@@ -420,15 +422,21 @@ class Strata(DataCalls):
         self,
         id: str,
         *,
+        include: Optional[Sequence[str]] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
         memory_scope: Optional[str] = None,
         user_match: Optional[UserMatch] = None,
     ) -> Record:
-        """A memory by id; :class:`NotFoundError` when missing *or invisible to the scope*."""
+        """A memory by id; :class:`NotFoundError` when missing *or invisible to the scope*.
+
+        ``include`` names what it carries besides its id: ``content``, ``metadata``,
+        ``vector``, ``record`` (every field but the vector). ``None`` (the default): the whole
+        record without its vector (``vector`` is ``None``); ``["record", "vector"]`` for all of
+        it; ``[]`` for its id only."""
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
-        return self._transport.run(self._get(id, scope))
+        return self._transport.run(self._get(id, scope, include))
 
     def update(
         self,
@@ -445,6 +453,7 @@ class Strata(DataCalls):
         new_memory_scope: Optional[str] = None,
         move_to_domain: Optional[str] = None,
         clear: Sequence[str] = (),
+        include: Optional[Sequence[str]] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -457,7 +466,8 @@ class Strata(DataCalls):
         ``user_tokens`` etc. are, as everywhere, the scope the request is made in.
         ``clear`` names fields to remove (``kind``, ``run_id``, ``memory_scope``,
         ``expires_at``). ``move_to_domain`` moves the memory to another memory domain; it keeps
-        its id, metadata, confidence and links.
+        its id, metadata, confidence and links. The new version comes without its vector unless
+        ``include`` names it (as in :meth:`get`).
         """
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return self._transport.run(
@@ -475,6 +485,7 @@ class Strata(DataCalls):
                 new_memory_scope=new_memory_scope,
                 move_to_domain=move_to_domain,
                 clear=clear,
+                include=include,
             )
         )
 
@@ -514,6 +525,7 @@ class Strata(DataCalls):
         filter: Optional[Filter] = None,
         after: Optional[str] = None,
         limit: Optional[int] = None,
+        include: Optional[Sequence[str]] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -522,27 +534,32 @@ class Strata(DataCalls):
     ) -> Page:
         """One page of the memories the scope sees, in id order (``limit`` up to 1000, 100 by
         default). Pass the page's ``next`` as ``after`` for the following page, or use
-        :meth:`iter_all`."""
+        :meth:`iter_all`. Records come without their vectors unless ``include`` names them
+        (as in :meth:`get`; ``[]`` lists ids only)."""
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
-        return self._transport.run(self._list(scope, filter=filter, after=after, limit=limit))
+        return self._transport.run(
+            self._list(scope, filter=filter, after=after, limit=limit, include=include)
+        )
 
     def iter_all(
         self,
         *,
         filter: Optional[Filter] = None,
         page_size: Optional[int] = None,
+        include: Optional[Sequence[str]] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
         memory_scope: Optional[str] = None,
         user_match: Optional[UserMatch] = None,
     ) -> Iterator[Record]:
-        """Every memory the scope sees that matches ``filter``, fetching pages as needed."""
+        """Every memory the scope sees that matches ``filter``, fetching pages as needed;
+        without vectors unless ``include`` names them (as in :meth:`get`)."""
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         after: Optional[str] = None
         while True:
             page = self._transport.run(
-                self._list(scope, filter=filter, after=after, limit=page_size)
+                self._list(scope, filter=filter, after=after, limit=page_size, include=include)
             )
             yield from page.records
             if page.next is None:

@@ -85,6 +85,10 @@ def translate_filter(filter: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     return out
 
 
+#: What a document is made of: the records' vectors and other fields are not read.
+DOCUMENT_FIELDS = ("content", "metadata")
+
+
 def _document(record: Union[Record, SearchHit]) -> Document:
     metadata = (record.metadata or {}).get(METADATA_KEY)
     return Document(
@@ -419,7 +423,11 @@ class StrataVectorStore(VectorStore):
         for start in range(0, len(ids), BATCH):
             chunk = {"id": {"$in": list(ids[start : start + BATCH])}}
             found.extend(
-                self.client.iter_all(filter=self._in_collection(chunk), **self._scope_args())
+                self.client.iter_all(
+                    filter=self._in_collection(chunk),
+                    include=DOCUMENT_FIELDS,
+                    **self._scope_args(),
+                )
             )
         return self._in_order(ids, found)
 
@@ -430,7 +438,7 @@ class StrataVectorStore(VectorStore):
         for start in range(0, len(ids), BATCH):
             chunk = {"id": {"$in": list(ids[start : start + BATCH])}}
             async for r in self._async_client.iter_all(
-                filter=self._in_collection(chunk), **self._scope_args()
+                filter=self._in_collection(chunk), include=DOCUMENT_FIELDS, **self._scope_args()
             ):
                 found.append(r)
         return self._in_order(ids, found)

@@ -83,7 +83,9 @@ class Record:
     #: The collection it lives in (the server's ``modality`` field).
     modality: str
     content: Optional[str] = None
-    #: ``None`` when the record has none, and in search hits, which do not carry vectors.
+    #: ``None`` when the record has none, and when not asked for: ``get``, ``list`` and the
+    #: other record answers carry it only with ``include`` naming ``vector``, search hits
+    #: never.
     vector: Optional[List[float]] = None
     metadata: Dict[str, Any] = field(default_factory=dict)
     #: Principals who may read it; empty means everyone in the tenant.
