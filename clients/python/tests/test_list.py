@@ -54,6 +54,9 @@ def test_records_come_without_vectors_unless_include_names_them(client: Strata) 
     assert client.get("p1", include=["record", "vector"]).vector == [1, 0]
     only = client.get("p1", include=["content"])
     assert (only.id, only.content, only.metadata, only.vector) == ("p1", "one", {}, None)
+    # The empty metadata is a placeholder, and the record says so.
+    assert only.fields == {"id", "content"} and "metadata" in lean.fields
+    assert "vector" not in lean.fields
 
     page = client.list()
     assert [(r.id, r.content, r.vector) for r in page] == [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Union
 
 __all__ = [
     "Confidence",
@@ -98,6 +98,11 @@ class Record:
     updated_at: int = 0
     expires_at: Optional[int] = None
     confidence: Confidence = field(default_factory=Confidence)
+    #: The fields the server sent. A record answer carries only what ``include`` named, and a
+    #: field not sent holds its placeholder default here (``metadata`` ``{}``, ``confidence``
+    #: 0.5, ``created_at`` 0...), not the stored value: check ``"metadata" in r.fields``
+    #: before trusting one that the call may not have asked for.
+    fields: FrozenSet[str] = field(default_factory=frozenset, compare=False, repr=False)
 
     @property
     def collection(self) -> str:
@@ -121,6 +126,7 @@ class Record:
             updated_at=int(d.get("updated_at", 0)),
             expires_at=d.get("expires_at"),
             confidence=Confidence.from_json(d.get("confidence")),
+            fields=frozenset(d.keys()),
         )
 
 
