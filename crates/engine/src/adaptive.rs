@@ -379,9 +379,8 @@ mod tests {
     fn the_narrative_cap_drops_the_least_recently_updated_of_the_others() {
         let c = cfg();
         let text = CollectionName::parse("text").unwrap();
-        let who = |s: &str| {
-            NarrativePrincipal::of_tokens([strata_types::UserToken::parse(s).unwrap()])
-        };
+        let who =
+            |s: &str| NarrativePrincipal::of_tokens([strata_types::UserToken::parse(s).unwrap()]);
         let mut ns = Namespace::default();
         for (i, p) in ["u:a", "u:b", "u:c"].iter().enumerate() {
             let n = c.absorb(None, &[1.0, 0.0], 10 - i as Millis).unwrap();

@@ -164,7 +164,10 @@ fn bobs_feedback_does_not_move_alices_narrative_scores_and_his_own_search_sees_i
     // A bound credential naming no tokens (sees only shared records) still speaks for its
     // binding: it reads Bob's narrative, not the namespace-wide one.
     let narrowed = naming(Some(&[]));
-    assert_eq!(narratives(&engine, &bob, &narrowed)["lawyers"], his["lawyers"]);
+    assert_eq!(
+        narratives(&engine, &bob, &narrowed)["lawyers"],
+        his["lawyers"]
+    );
     // The same holds after the namespace is reloaded from storage.
     drop(engine);
     let engine = Engine::open(
@@ -238,7 +241,10 @@ fn a_credential_bound_to_no_tokens_has_no_narrative() {
     context(&engine, &unbound, &plain, [0.0, 0.0, 1.0]);
     // It reads none (not the namespace-wide one it would share with every such credential) …
     let seen = narratives(&engine, &nobody, &plain);
-    assert!(!seen.is_empty() && seen.values().all(|n| *n == 0), "{seen:?}");
+    assert!(
+        !seen.is_empty() && seen.values().all(|n| *n == 0),
+        "{seen:?}"
+    );
     // … and a context from it is refused; ids alone are still feedback.
     let f = FeedbackRequest {
         vector: Some(vec![0.0, 0.0, 1.0]),
@@ -253,7 +259,12 @@ fn a_credential_bound_to_no_tokens_has_no_narrative() {
         ids: vec![RecordId::parse("lawyers").unwrap()],
         ..Default::default()
     };
-    assert!(!engine.feedback(&nobody, &plain, &ids).unwrap().narrative_updated);
+    assert!(
+        !engine
+            .feedback(&nobody, &plain, &ids)
+            .unwrap()
+            .narrative_updated
+    );
 }
 
 #[test]
@@ -378,7 +389,10 @@ fn export_and_import_carry_each_narratives_principal() {
         .unwrap();
     let got = prints(&engine, &scope(&engine, "old", None));
     for id in ["lawyers", "faq"] {
-        assert_eq!(got[0][id], want[3][id], "{id}: Bob's context, now namespace-wide");
+        assert_eq!(
+            got[0][id], want[3][id],
+            "{id}: Bob's context, now namespace-wide"
+        );
     }
     assert!(got[1..].iter().all(|n| n.values().all(|b| *b == 0)));
 }

@@ -298,10 +298,10 @@ mod tests {
         let value = encode_narrative(&narrative()).unwrap();
         for bad in [
             &b"d\0u\0text\0u:bob\0u:alice"[..], // not ascending: another spelling of a set
-            b"d\0u\0text\0u:bob\0u:bob",         // a token twice
-            b"d\0u\0text\0u bob",                 // not a token
-            b"d\0u\0text",                        // no token
-            b"d\0a\0text\0u:bob",                 // `["*"]` takes no tokens
+            b"d\0u\0text\0u:bob\0u:bob",        // a token twice
+            b"d\0u\0text\0u bob",               // not a token
+            b"d\0u\0text",                      // no token
+            b"d\0a\0text\0u:bob",               // `["*"]` takes no tokens
         ] {
             assert!(
                 matches!(decode_row(bad, &value), Err(StoreError::Corrupt(_))),

@@ -583,9 +583,11 @@ mod tests {
                 }) => match principal {
                     KeyPrincipal::Shared => (collection.to_vec(), vec![], b'n'),
                     KeyPrincipal::AllPrincipals => (collection.to_vec(), vec![], b'a'),
-                    KeyPrincipal::Tokens(ts) => {
-                        (collection.to_vec(), ts.iter().map(|t| t.to_vec()).collect(), b'u')
-                    }
+                    KeyPrincipal::Tokens(ts) => (
+                        collection.to_vec(),
+                        ts.iter().map(|t| t.to_vec()).collect(),
+                        b'u',
+                    ),
                 },
                 _ => panic!("not a narrative"),
             }
@@ -612,7 +614,12 @@ mod tests {
         let all = adaptive_narrative(t, &d("x"), &NarrativePrincipal::AllPrincipals, &c);
         assert_eq!(parsed(&all), (b"text".to_vec(), vec![], b'a'));
         // Every principal's narrative is inside the namespace, and they are distinct keys.
-        let keys = [old.clone(), k, all, adaptive_narrative(t, &d("x"), &bob(), &c)];
+        let keys = [
+            old.clone(),
+            k,
+            all,
+            adaptive_narrative(t, &d("x"), &bob(), &c),
+        ];
         for k in &keys {
             assert!(k.starts_with(&adaptive_namespace(t, &d("x"))));
         }

@@ -191,7 +191,10 @@ fn one_users_feedback_context_is_not_readable_through_another_users_scores() {
         json!({"permissions": ["read", "write", "admin", "all_principals"]}),
     );
     let rw = json!(["read", "write"]);
-    let alice = server.key("acme", json!({"permissions": rw, "user_tokens": ["u:alice"]}));
+    let alice = server.key(
+        "acme",
+        json!({"permissions": rw, "user_tokens": ["u:alice"]}),
+    );
     let bob = server.key("acme", json!({"permissions": rw, "user_tokens": ["u:bob"]}));
     let (s, v) = server.post("/v1/collections", &admin, json!({"name": "v", "dim": 3}));
     assert_eq!(s, 201, "{v}");
@@ -209,9 +212,24 @@ fn one_users_feedback_context_is_not_readable_through_another_users_scores() {
             [0.2, 0.1, 1.0],
             Some("u:alice"),
         ),
-        record("recipes", "grandma's recipes", [1.0, 0.3, 0.0], Some("u:alice")),
-        record("garden", "tomatoes need sun", [1.0, 0.0, 0.1], Some("u:alice")),
-        record("bob-notes", "dentist on friday", [1.0, 0.2, 0.2], Some("u:bob")),
+        record(
+            "recipes",
+            "grandma's recipes",
+            [1.0, 0.3, 0.0],
+            Some("u:alice"),
+        ),
+        record(
+            "garden",
+            "tomatoes need sun",
+            [1.0, 0.0, 0.1],
+            Some("u:alice"),
+        ),
+        record(
+            "bob-notes",
+            "dentist on friday",
+            [1.0, 0.2, 0.2],
+            Some("u:bob"),
+        ),
         record("legal-aid", "legal aid office hours", [0.3, 0.0, 1.0], None),
     ];
     let (s, v) = server.post(
@@ -239,7 +257,11 @@ fn one_users_feedback_context_is_not_readable_through_another_users_scores() {
         );
         assert_eq!((s, &v["narrative_updated"]), (200, &json!(true)), "{v}");
     }
-    assert_eq!(narrative_of(&server, &alice), before, "Alice's scores moved");
+    assert_eq!(
+        narrative_of(&server, &alice),
+        before,
+        "Alice's scores moved"
+    );
     // Bob's own searches do follow his context.
     let legal = |n: &[(String, Value)]| {
         n.iter()
