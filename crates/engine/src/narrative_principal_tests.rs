@@ -396,3 +396,65 @@ fn export_and_import_carry_each_narratives_principal() {
     }
     assert!(got[1..].iter().all(|n| n.values().all(|b| *b == 0)));
 }
+
+/// Narratives of every principal, as the tenant's stats count them.
+fn narrative_count(engine: &Engine, tenant: &str) -> u64 {
+    let unbound = scope(engine, tenant, None);
+    engine
+        .adaptive_stats(&unbound)
+        .unwrap()
+        .iter()
+        .map(|s| s.narratives)
+        .sum()
+}
+
+/// Gives a narrative to the namespace-wide principal, `["*"]`, Alice and Bob.
+fn every_principal_feeds(engine: &Engine) {
+    let unbound = scope(engine, "acme", None);
+    let plain = RequestScope::default();
+    context(engine, &unbound, &plain, [0.0, 1.0, 0.0]);
+    context(engine, &unbound, &everyone(), [0.0, 1.0, 0.0]);
+    for u in ["u:alice", "u:bob"] {
+        context(
+            engine,
+            &scope(engine, "acme", Some(&[u])),
+            &plain,
+            [0.0, 1.0, 0.0],
+        );
+    }
+    assert_eq!(narrative_count(engine, "acme"), 4);
+}
+
+#[test]
+fn the_sweep_a_collection_drop_and_a_purge_erase_every_principals_narratives() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with(
+        dir.path(),
+        AdaptiveConfig {
+            narrative_retention_secs: 0,
+            ..AdaptiveConfig::default()
+        },
+    );
+    let op = OperatorScope::for_tests();
+    every_principal_feeds(&engine);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(engine.sweep_adaptive(&op).unwrap().narratives, 4);
+    assert_eq!(narrative_count(&engine, "acme"), 0);
+    let alice = scope(&engine, "acme", Some(&["u:alice"]));
+    let left = narratives(&engine, &alice, &RequestScope::default());
+    assert!(left.values().all(|n| *n == 0), "{left:?}");
+
+    every_principal_feeds(&engine);
+    let unbound = scope(&engine, "acme", None);
+    engine.delete_collection(&unbound, &collection()).unwrap();
+    assert_eq!(narrative_count(&engine, "acme"), 0);
+
+    engine
+        .create_collection(&unbound, &collection(), 3, Metric::Cosine)
+        .unwrap();
+    every_principal_feeds(&engine);
+    let acme = TenantId::parse("acme").unwrap();
+    engine.purge_tenant(&op, &acme).unwrap();
+    engine.create_tenant(&op, &acme, None).unwrap();
+    assert_eq!(narrative_count(&engine, "acme"), 0);
+}
