@@ -388,6 +388,27 @@ fn export_and_import_carry_each_narratives_principal() {
         )
         .unwrap();
     let got = prints(&engine, &scope(&engine, "old", None));
+    // A principal of more tokens than a credential may be bound to is refused.
+    let many: Vec<String> = (0..33).map(|i| format!("u:{i}")).collect();
+    let crowded: Vec<ExportLine> = lines
+        .iter()
+        .map(|l| {
+            let mut v = serde_json::to_value(l).unwrap();
+            if v["type"] == "narrative" {
+                v["user_tokens"] = serde_json::json!(many);
+            }
+            serde_json::from_value(v).unwrap()
+        })
+        .collect();
+    let refused = engine.import_tenant(
+        &op,
+        &TenantId::parse("crowded").unwrap(),
+        crowded.into_iter().map(Ok::<_, EngineError>),
+    );
+    assert!(
+        matches!(&refused, Err(EngineError::BadRequest(m)) if m.contains("user_tokens")),
+        "{refused:?}"
+    );
     for id in ["lawyers", "faq"] {
         assert_eq!(
             got[0][id], want[3][id],

@@ -656,6 +656,15 @@ impl Engine {
                         let principal = match user_tokens {
                             None => NarrativePrincipal::Shared,
                             Some(TokenSelector::AllPrincipals) => NarrativePrincipal::AllPrincipals,
+                            // As many as a credential may be bound to: no caller speaks for more.
+                            Some(TokenSelector::Tokens(t))
+                                if t.len() > self.config.limits.max_user_tokens =>
+                            {
+                                return Err(bad(format!(
+                                    "narrative user_tokens: at most {} tokens",
+                                    self.config.limits.max_user_tokens
+                                )));
+                            }
                             Some(TokenSelector::Tokens(t)) => NarrativePrincipal::of_tokens(t),
                         };
                         w.put_narrative(key, &memory_domain, &principal, &collection, &v)?;
