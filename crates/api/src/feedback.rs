@@ -22,8 +22,10 @@ struct FeedbackBody {
 }
 
 /// Reinforces the records an agent used (`ids`), wears down those it was shown and did not use
-/// (`shown`), and moves the domain's narrative vector toward the context (`vector` or
-/// `query`). Ids the caller cannot see are ignored like missing ones. Needs `write`.
+/// (`shown`), and moves the caller's own narrative vector in the domain toward the context
+/// (`vector` or `query`): the narrative of its principal (its user tokens after binding), which
+/// only searches speaking for the same principal read. Ids the caller cannot see are ignored
+/// like missing ones. Needs `write`.
 #[utoipa::path(post, path = "/v1/feedback", tag = "search", operation_id = "feedback",
     request_body = FeedbackBody,
     responses((status = 200, description = "Feedback recorded", body = FeedbackAnswer)),

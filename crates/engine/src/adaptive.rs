@@ -1,6 +1,6 @@
 //! Adaptive reranking state of one (tenant, domain) namespace and its arithmetic: a narrative
-//! vector per collection (an exponential moving average of feedback contexts) and a pheromone
-//! per reinforced record (reinforced by use, decaying with time and with exposure). The
+//! vector per principal and collection (an exponential moving average of the feedback contexts
+//! of callers speaking for that principal) and a pheromone per reinforced record (reinforced by use, decaying with time and with exposure). The
 //! formulas are documented for users in `docs/adaptive-reranking.md`; storage is
 //! `crates/store/src/adaptive.rs`, the in-memory cache `adaptive_cache.rs`, feedback and
 //! upkeep `feedback.rs`, and the re-scoring of search candidates `rerank.rs`.
@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use strata_store::AdaptiveItem;
 use strata_store::codec::{StoredNarrative, StoredPheromone};
+use strata_store::{AdaptiveItem, NarrativePrincipal};
 use strata_types::{CollectionName, Millis, RecordId};
 
 /// `[engine.adaptive]`: adaptive reranking settings.
@@ -34,6 +34,9 @@ pub struct AdaptiveConfig {
     pub narrative_retention_secs: u64,
     /// Pheromones kept per namespace: feedback beyond it drops the weakest.
     pub max_pheromones: usize,
+    /// Narrative vectors kept per namespace, over all its principals and collections: feedback
+    /// that starts one beyond it drops the least recently updated.
+    pub max_narratives: usize,
 }
 
 impl Default for AdaptiveConfig {
@@ -48,6 +51,7 @@ impl Default for AdaptiveConfig {
             min_strength: 0.01,
             narrative_retention_secs: 90 * 24 * 3600,
             max_pheromones: 10_000,
+            max_narratives: 1_000,
         }
     }
 }
@@ -79,6 +83,9 @@ impl AdaptiveConfig {
         }
         if self.max_pheromones == 0 {
             return Err("engine.adaptive.max_pheromones: must be at least 1".into());
+        }
+        if self.max_narratives == 0 {
+            return Err("engine.adaptive.max_narratives: must be at least 1".into());
         }
         Ok(())
     }
@@ -180,10 +187,14 @@ pub(crate) fn pheromone_signal(strength: f64) -> f32 {
     (s / (1.0 + s)) as f32
 }
 
+/// One principal's narrative vectors, by collection.
+pub(crate) type Narratives = HashMap<CollectionName, StoredNarrative>;
+
 /// One namespace's state, as loaded from storage and kept in step with its feedback.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Namespace {
-    pub narratives: HashMap<CollectionName, StoredNarrative>,
+    /// By principal first: a search finds its caller's narrative with two map look-ups.
+    pub narratives: HashMap<NarrativePrincipal, Narratives>,
     pub pheromones: HashMap<RecordId, StoredPheromone>,
 }
 
@@ -192,8 +203,8 @@ impl Namespace {
         let mut ns = Namespace::default();
         for item in items {
             match item {
-                AdaptiveItem::Narrative(c, n) => {
-                    ns.narratives.insert(c, n);
+                AdaptiveItem::Narrative(p, c, n) => {
+                    ns.narratives.entry(p).or_default().insert(c, n);
                 }
                 AdaptiveItem::Pheromone(id, p) => {
                     ns.pheromones.insert(id, p);
@@ -203,6 +214,73 @@ impl Namespace {
         ns
     }
 
+    /// The narrative `principal` reads and feeds for `collection`, if it has one.
+    pub(crate) fn narrative(
+        &self,
+        principal: &NarrativePrincipal,
+        collection: &CollectionName,
+    ) -> Option<&StoredNarrative> {
+        self.narratives.get(principal)?.get(collection)
+    }
+
+    /// Narrative vectors over every principal.
+    pub(crate) fn narrative_count(&self) -> usize {
+        self.narratives.values().map(HashMap::len).sum()
+    }
+
+    pub(crate) fn set_narrative(
+        &mut self,
+        principal: NarrativePrincipal,
+        collection: CollectionName,
+        n: StoredNarrative,
+    ) {
+        self.narratives
+            .entry(principal)
+            .or_default()
+            .insert(collection, n);
+    }
+
+    pub(crate) fn remove_narrative(
+        &mut self,
+        principal: &NarrativePrincipal,
+        collection: &CollectionName,
+    ) {
+        if let Some(of) = self.narratives.get_mut(principal) {
+            of.remove(collection);
+            if of.is_empty() {
+                self.narratives.remove(principal);
+            }
+        }
+    }
+
+    /// The narratives to drop so that, with `principal`'s for `collection` written, the
+    /// namespace keeps at most `max_narratives`: the least recently updated of the others
+    /// (ties by principal and collection, so every replica of the state picks the same).
+    pub(crate) fn stalest_beyond_cap(
+        &self,
+        principal: &NarrativePrincipal,
+        collection: &CollectionName,
+        cap: usize,
+    ) -> Vec<(NarrativePrincipal, CollectionName)> {
+        let new = usize::from(self.narrative(principal, collection).is_none());
+        let total = self.narrative_count() + new;
+        if total <= cap {
+            return Vec::new();
+        }
+        let mut others: Vec<(Millis, &NarrativePrincipal, &CollectionName)> = self
+            .narratives
+            .iter()
+            .flat_map(|(p, of)| of.iter().map(move |(c, n)| (n.updated_at, p, c)))
+            .filter(|(_, p, c)| (*p, *c) != (principal, collection))
+            .collect();
+        others.sort();
+        others
+            .into_iter()
+            .take(total - cap)
+            .map(|(_, p, c)| (p.clone(), c.clone()))
+            .collect()
+    }
+
     /// Estimated bytes in memory: vectors, names (each with its allocation, `heap_bytes`) and
     /// hash-map entries.
     pub(crate) fn bytes(&self) -> u64 {
@@ -210,11 +288,17 @@ impl Namespace {
         let narratives: usize = self
             .narratives
             .iter()
-            .map(|(c, n)| {
-                ENTRY
-                    + c.heap_bytes()
-                    + std::mem::size_of::<StoredNarrative>()
-                    + n.vector.capacity() * 4
+            .map(|(p, of)| {
+                let vectors: usize = of
+                    .iter()
+                    .map(|(c, n)| {
+                        ENTRY
+                            + c.heap_bytes()
+                            + std::mem::size_of::<StoredNarrative>()
+                            + n.vector.capacity() * 4
+                    })
+                    .sum();
+                ENTRY + p.heap_bytes() + std::mem::size_of::<Narratives>() + vectors
             })
             .sum();
         let pheromones: usize = self
@@ -292,12 +376,51 @@ mod tests {
     }
 
     #[test]
+    fn the_narrative_cap_drops_the_least_recently_updated_of_the_others() {
+        let c = cfg();
+        let text = CollectionName::parse("text").unwrap();
+        let who =
+            |s: &str| NarrativePrincipal::of_tokens([strata_types::UserToken::parse(s).unwrap()]);
+        let mut ns = Namespace::default();
+        for (i, p) in ["u:a", "u:b", "u:c"].iter().enumerate() {
+            let n = c.absorb(None, &[1.0, 0.0], 10 - i as Millis).unwrap();
+            ns.set_narrative(who(p), text.clone(), n);
+        }
+        ns.set_narrative(
+            NarrativePrincipal::Shared,
+            text.clone(),
+            c.absorb(None, &[0.0, 1.0], 20).unwrap(),
+        );
+        assert_eq!(ns.narrative_count(), 4);
+        // Updating an existing narrative at the cap drops nothing.
+        assert!(ns.stalest_beyond_cap(&who("u:a"), &text, 4).is_empty());
+        // A new one drops the stalest (u:c, updated at 8), never the one being written.
+        assert_eq!(
+            ns.stalest_beyond_cap(&who("u:d"), &text, 4),
+            vec![(who("u:c"), text.clone())]
+        );
+        assert_eq!(
+            ns.stalest_beyond_cap(&who("u:c"), &text, 2),
+            vec![(who("u:b"), text.clone()), (who("u:a"), text.clone())]
+        );
+        ns.remove_narrative(&who("u:c"), &text);
+        assert!(ns.narrative(&who("u:c"), &text).is_none());
+        assert!(!ns.narratives.contains_key(&who("u:c")));
+        assert_eq!(ns.narrative_count(), 3);
+    }
+
+    #[test]
     fn bad_settings_are_refused_with_their_name() {
         let bad = AdaptiveConfig {
             half_life_secs: 0.0,
             ..AdaptiveConfig::default()
         };
         assert!(bad.validate().unwrap_err().contains("half_life_secs"));
+        let bad = AdaptiveConfig {
+            max_narratives: 0,
+            ..AdaptiveConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("max_narratives"));
         assert!(AdaptiveConfig::default().validate().is_ok());
     }
 }

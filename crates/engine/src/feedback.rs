@@ -1,5 +1,6 @@
 //! `POST /v1/feedback` and the upkeep of adaptive reranking state: feedback reinforces and
-//! exposes pheromones and moves the narrative vector of the caller's (tenant, domain); record
+//! exposes pheromones of the caller's (tenant, domain) and moves the narrative vector of the
+//! caller's principal there (`Visibility::narrative_principal`); record
 //! deletions take their pheromones with them; the retention sweep purges what has decayed;
 //! per-namespace figures for the tenant's stats.
 
@@ -71,7 +72,8 @@ impl Engine {
     /// Records feedback in the caller's (tenant, domain): each id in `ids` the caller can see
     /// is reinforced, each id in `shown` (and not in `ids`) the caller can see and that has a
     /// pheromone is exposed, and the context (vector, or embedded query) moves the
-    /// collection's narrative vector. Ids the caller cannot see are ignored exactly like
+    /// collection's narrative vector of the caller's principal, which only searches speaking
+    /// for the same principal read. Ids the caller cannot see are ignored exactly like
     /// missing ones, and the answer does not say which were used. Needs `write`: feedback
     /// changes what every search of the namespace ranks first, which a read-only credential
     /// must not be able to steer. One transaction, audited as `adaptive.feedback`.
@@ -84,6 +86,14 @@ impl Engine {
         check_feedback(f)?;
         let now = now_millis();
         let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
+        let principal = vis.narrative_principal();
+        if principal.is_none() && (f.vector.is_some() || f.query.is_some()) {
+            return Err(EngineError::ScopeForbidden(
+                "a credential bound to no user tokens speaks for no principal, so it has no \
+                 narrative for a feedback's vector or query to move"
+                    .into(),
+            ));
+        }
         let name = f.modality.clone().unwrap_or_else(text_collection);
         let context = match (&f.vector, &f.query) {
             (Some(v), _) => Some(v.clone()),
@@ -95,7 +105,7 @@ impl Engine {
         let cfg = &self.config.adaptive;
         let key = scope.key();
         let used: HashSet<&RecordId> = f.ids.iter().collect();
-        let (pheromones, dropped, narrative) =
+        let (pheromones, dropped, narrative, stale) =
             self.write_tenant_state(scope, "adaptive.feedback", |w| {
                 let sees = |w: &Writer<'_>, id: &RecordId| -> Result<bool, EngineError> {
                     Ok(w.record(key, id)?.is_some_and(|r| vis.sees(&r)))
@@ -125,8 +135,9 @@ impl Engine {
                 for id in &dropped {
                     w.delete_pheromone(key, &vis.domain, id)?;
                 }
-                let narrative = match &context {
-                    Some(c) => {
+                let mut stale = Vec::new();
+                let narrative = match (&context, &principal) {
+                    (Some(c), Some(principal)) => {
                         let collection = w
                             .collection(key, &name)?
                             .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
@@ -137,13 +148,22 @@ impl Engine {
                                 c.len()
                             )));
                         }
-                        let n = cfg.absorb(lock(&held).narratives.get(&name), c, now);
+                        let ns = lock(&held);
+                        let n = cfg.absorb(ns.narrative(principal, &name), c, now);
+                        if n.is_some() {
+                            stale = ns.stalest_beyond_cap(principal, &name, cfg.max_narratives);
+                        }
+                        drop(ns);
                         if let Some(n) = &n {
-                            w.put_narrative(key, &vis.domain, &name, n)?;
+                            w.put_narrative(key, &vis.domain, principal, &name, n)?;
+                        }
+                        for (p, c) in &stale {
+                            w.delete_narrative(key, &vis.domain, p, c)?;
                         }
                         n
                     }
-                    None => None,
+                    // No principal has no context (refused above).
+                    _ => None,
                 };
                 // What was asked, not what it found: the audit log is readable by the
                 // tenant's admins, whose own sight may be narrower than this caller's, so
@@ -154,7 +174,7 @@ impl Engine {
                     "shown": f.shown.len(),
                     "narrative": narrative.is_some(),
                 });
-                Ok(((out, dropped, narrative), detail))
+                Ok(((out, dropped, narrative, stale), detail))
             })?;
         // Committed: the cache follows storage.
         let mut ns = lock(&held);
@@ -163,8 +183,11 @@ impl Engine {
             ns.pheromones.remove(&id);
         }
         let narrative_updated = narrative.is_some();
-        if let Some(n) = narrative {
-            ns.narratives.insert(name, n);
+        if let (Some(n), Some(principal)) = (narrative, principal) {
+            ns.set_narrative(principal, name, n);
+        }
+        for (p, c) in &stale {
+            ns.remove_narrative(p, c);
         }
         drop(ns);
         // A deletion or sweep may have dropped this copy meanwhile and a search reloaded the
@@ -249,7 +272,7 @@ impl Engine {
                 AdaptiveNamespaceStats {
                     loaded: loaded.contains(&domain),
                     memory_domain: domain,
-                    narratives: ns.narratives.len() as u64,
+                    narratives: ns.narrative_count() as u64,
                     pheromones: ns.pheromones.len() as u64,
                     bytes: ns.bytes(),
                 }
@@ -282,7 +305,7 @@ impl Engine {
                     AdaptiveItem::Pheromone(id, p) => {
                         cfg.strength_at(p, now) < cfg.min_strength || r.record(key, id)?.is_none()
                     }
-                    AdaptiveItem::Narrative(_, n) => now.saturating_sub(n.updated_at) > keep_ms,
+                    AdaptiveItem::Narrative(_, _, n) => now.saturating_sub(n.updated_at) > keep_ms,
                 };
                 if gone {
                     doomed.push(row);
@@ -299,8 +322,9 @@ impl Engine {
                         AdaptiveItem::Pheromone(id, _) => {
                             s.pheromones += u64::from(w.delete_pheromone(key, &row.domain, id)?);
                         }
-                        AdaptiveItem::Narrative(c, _) => {
-                            s.narratives += u64::from(w.delete_narrative(key, &row.domain, c)?);
+                        AdaptiveItem::Narrative(p, c, _) => {
+                            s.narratives +=
+                                u64::from(w.delete_narrative(key, &row.domain, p, c)?);
                         }
                     }
                 }
@@ -389,8 +413,8 @@ pub(crate) fn forget_removed(
     if !dropped.is_empty() {
         for row in w.adaptive_rows(key, None)? {
             match &row.item {
-                AdaptiveItem::Narrative(c, _) if dropped.contains(&c) => {
-                    w.delete_narrative(key, &row.domain, c)?;
+                AdaptiveItem::Narrative(p, c, _) if dropped.contains(&c) => {
+                    w.delete_narrative(key, &row.domain, p, c)?;
                     touched.all = true;
                 }
                 // The dropped collection's records went without one `Remove` each: their

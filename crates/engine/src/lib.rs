@@ -44,6 +44,8 @@ mod liveness;
 mod migration_resume;
 mod migration_status;
 mod name_bitmaps;
+#[cfg(test)]
+mod narrative_principal_tests;
 mod owed_compaction;
 mod plan;
 mod put_steps;

@@ -10,12 +10,15 @@
 //!
 //! where `base` is its retrieval score min-max normalised over the pool (1 when all are
 //! equal), `narrative` the cosine similarity (clamped to [0, 1]) of its vector to the
-//! collection's narrative vector in the caller's (tenant, domain), 0 without either, and
+//! collection's narrative vector of the caller's principal in the caller's (tenant, domain)
+//! (`Visibility::narrative_principal`: another end user's contexts never move it), 0 without
+//! either, and
 //! `pheromone` its pheromone strength `s` now as `s / (1 + s)`, 0 without one. Ties keep the
 //! retrieval order. Then the pool is cut to `k`.
 
 use std::sync::Mutex;
 
+use strata_store::NarrativePrincipal;
 use strata_types::{AdaptiveExplain, CollectionName, Millis, RerankWeights};
 
 use crate::adaptive::{AdaptiveConfig, Namespace, pheromone_signal, similarity};
@@ -31,6 +34,8 @@ pub(crate) fn pool_size(k: usize) -> usize {
 /// What reranking needs besides the candidates.
 pub(crate) struct Adaptive<'a> {
     pub ns: &'a Mutex<Namespace>,
+    /// Whose narrative the caller reads; `None` reads none.
+    pub principal: Option<&'a NarrativePrincipal>,
     pub config: &'a AdaptiveConfig,
     pub weights: RerankWeights,
     pub now: Millis,
@@ -50,7 +55,10 @@ pub(crate) fn rerank(
             (lo.min(s), hi.max(s))
         });
     let ns = lock(a.ns);
-    let narrative = ns.narratives.get(collection).map(|n| n.vector.as_slice());
+    let narrative = a
+        .principal
+        .and_then(|p| ns.narrative(p, collection))
+        .map(|n| n.vector.as_slice());
     let w = a.weights;
     for (i, r) in ranked.iter_mut().enumerate() {
         let base = if max > min {

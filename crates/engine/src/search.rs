@@ -106,7 +106,9 @@ impl Engine {
         };
         let s = embedded.as_ref().unwrap_or(s);
         let mode = check_mode(s)?;
-        // The caller's own (tenant, domain) namespace, and no other.
+        // The caller's own (tenant, domain) namespace, and no other; in it, only the narrative
+        // of the principal the caller speaks for.
+        let narrative_principal = vis.narrative_principal();
         let ns = match s.rerank {
             Some(Rerank::Adaptive) => {
                 Some(self.adaptive_namespace(scope, &vis.domain, Permission::Read)?)
@@ -115,6 +117,7 @@ impl Engine {
         };
         let adaptive = ns.as_deref().map(|ns| crate::rerank::Adaptive {
             ns,
+            principal: narrative_principal.as_ref(),
             config: &self.config.adaptive,
             weights: s.rerank_weights.unwrap_or_default(),
             now,

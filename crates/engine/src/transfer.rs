@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use strata_auth::OperatorScope;
 use strata_store::codec::{StoredNarrative, StoredPheromone};
-use strata_store::{AdaptiveItem, AdaptiveReads, LinkReads, Reads};
+use strata_store::{AdaptiveItem, AdaptiveReads, LinkReads, NarrativePrincipal, Reads};
 
 use strata_types::{
     Collection, CollectionName, Domain, Link, Millis, NewLink, Record, RecordId, TenantId,
-    check_vector, check_vector_values, now_millis,
+    TokenSelector, check_vector, check_vector_values, now_millis,
 };
 
 use crate::isolation::{IndexParams, IsolationLevel, MigrateRequest};
@@ -73,9 +73,16 @@ pub enum ExportLine {
         reinforcements: u64,
         exposures: u64,
     },
-    /// A collection's narrative vector in one (tenant, domain) namespace.
+    /// A collection's narrative vector of one principal in one (tenant, domain) namespace.
     Narrative {
         memory_domain: Domain,
+        /// The principal whose feedback moves it and whose searches read it: its exact user
+        /// tokens, `["*"]` for callers with `user_tokens: ["*"]`, absent (or empty) for callers
+        /// without user tokens. Absent in exports of earlier versions, whose narratives were
+        /// one per namespace: that namespace-wide one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<Vec<String>>)]
+        user_tokens: Option<TokenSelector>,
         collection: CollectionName,
         vector: Vec<f32>,
         updates: u64,
@@ -95,8 +102,15 @@ impl ExportLine {
                 reinforcements: p.reinforcements,
                 exposures: p.exposures,
             },
-            AdaptiveItem::Narrative(collection, n) => ExportLine::Narrative {
+            AdaptiveItem::Narrative(principal, collection, n) => ExportLine::Narrative {
                 memory_domain: domain,
+                user_tokens: match principal {
+                    NarrativePrincipal::Shared => None,
+                    NarrativePrincipal::AllPrincipals => Some(TokenSelector::AllPrincipals),
+                    NarrativePrincipal::Tokens(t) => {
+                        Some(TokenSelector::Tokens(t.as_slice().to_vec()))
+                    }
+                },
                 collection,
                 vector: n.vector,
                 updates: n.updates,
@@ -617,6 +631,7 @@ impl Engine {
                     }
                     ExportLine::Narrative {
                         memory_domain,
+                        user_tokens,
                         collection,
                         vector,
                         updates,
@@ -638,7 +653,21 @@ impl Engine {
                             updates,
                             updated_at,
                         };
-                        w.put_narrative(key, &memory_domain, &collection, &v)?;
+                        let principal = match user_tokens {
+                            None => NarrativePrincipal::Shared,
+                            Some(TokenSelector::AllPrincipals) => NarrativePrincipal::AllPrincipals,
+                            // As many as a credential may be bound to: no caller speaks for more.
+                            Some(TokenSelector::Tokens(t))
+                                if t.len() > self.config.limits.max_user_tokens =>
+                            {
+                                return Err(bad(format!(
+                                    "narrative user_tokens: at most {} tokens",
+                                    self.config.limits.max_user_tokens
+                                )));
+                            }
+                            Some(TokenSelector::Tokens(t)) => NarrativePrincipal::of_tokens(t),
+                        };
+                        w.put_narrative(key, &memory_domain, &principal, &collection, &v)?;
                     }
                     _ => {}
                 }

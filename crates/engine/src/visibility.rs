@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 
 use strata_auth::{Permission, TenantScope};
+use strata_store::NarrativePrincipal;
 use strata_types::{
     Domain, MemoryScope, Millis, Record, RequestScope, RunId, TokenSelector, UserMatch, UserToken,
 };
@@ -110,6 +111,26 @@ impl Visibility {
             default_write_tokens: Vec::new(),
             bound_tokens: None,
             now,
+        }
+    }
+
+    /// Whose narrative vector this request feeds and reads (adaptive reranking,
+    /// docs/adaptive-reranking.md): the principal it speaks for, never merely what it sees.
+    /// The request's tokens after binding; `["*"]` is a principal of its own; no tokens is the
+    /// namespace-wide principal only for an unbound credential — a bound credential naming none
+    /// still speaks for its binding. `None` for a credential bound to no tokens at all, which
+    /// speaks for nobody and so has no narrative.
+    pub fn narrative_principal(&self) -> Option<NarrativePrincipal> {
+        match (&self.principals, &self.bound_tokens) {
+            (Principals::All, _) => Some(NarrativePrincipal::AllPrincipals),
+            (Principals::Set(set, _), _) if !set.is_empty() => {
+                Some(NarrativePrincipal::of_tokens(set.iter().cloned()))
+            }
+            (Principals::Set(..), None) => Some(NarrativePrincipal::Shared),
+            (Principals::Set(..), Some(bound)) if !bound.is_empty() => {
+                Some(NarrativePrincipal::of_tokens(bound.iter().cloned()))
+            }
+            (Principals::Set(..), Some(_)) => None,
         }
     }
 

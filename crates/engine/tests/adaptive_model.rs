@@ -115,11 +115,12 @@ fn ranking(hits: &[SearchHit]) -> Ranking {
         .collect()
 }
 
-/// Every (tenant, domain, principal)'s adaptive ranking for a fixed query.
+/// Every (tenant, domain, principal)'s adaptive ranking for a fixed query, and the bits of each
+/// hit's narrative contribution.
 fn all_rankings(
     engine: &Engine,
     scopes: &[TenantScope],
-) -> BTreeMap<(usize, usize, usize), Ranking> {
+) -> BTreeMap<(usize, usize, usize), (Ranking, Vec<u32>)> {
     let mut out = BTreeMap::new();
     for (t, scope) in scopes.iter().enumerate() {
         for (d, domain) in DOMAINS.iter().enumerate() {
@@ -131,7 +132,14 @@ fn all_rankings(
                     common::vector(DIM, 999),
                     4,
                 );
-                out.insert((t, d, p), ranking(&hits));
+                let narratives = hits
+                    .iter()
+                    .map(|h| {
+                        let e = h.explain.as_ref().and_then(|e| e.adaptive);
+                        e.map_or(u32::MAX, |a| a.narrative.to_bits())
+                    })
+                    .collect();
+                out.insert((t, d, p), (ranking(&hits), narratives));
             }
         }
     }
@@ -185,7 +193,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     /// Random feedback across two tenants, two domains and three principals: after each, every
-    /// other (tenant, domain)'s rankings are unchanged, for every principal; and the records
+    /// other (tenant, domain)'s rankings are unchanged, for every principal, and so is every
+    /// other principal's narrative contribution in its own (tenant, domain); and the records
     /// with pheromones are exactly those reinforced by a caller who could see them.
     #[test]
     fn feedback_stays_in_its_namespace_and_on_visible_records(ops in prop::collection::vec(op(), 1..8)) {
@@ -217,9 +226,20 @@ proptest! {
             let answer = engine.feedback(scope, &r, &f).unwrap();
             prop_assert_eq!(answer.narrative_updated, op.context.is_some());
             let after = all_rankings(&engine, &scopes);
-            for (key, ranking) in &after {
+            for (key, (ranking, narratives)) in &after {
                 if (key.0, key.1) != (op.tenant, op.domain) {
-                    prop_assert_eq!(ranking, &before[key], "{:?} moved by feedback in {:?}", key, op);
+                    prop_assert_eq!(ranking, &before[key].0, "{:?} moved by feedback in {:?}", key, op);
+                } else if key.2 != op.principal {
+                    // Pheromones may reorder hits: compare each id's narrative, not positions.
+                    let by_id = |r: &Ranking, n: &[u32]| -> BTreeMap<String, u32> {
+                        r.iter().map(|(id, _)| id.clone()).zip(n.iter().copied()).collect()
+                    };
+                    let (was_r, was_n) = &before[key];
+                    prop_assert_eq!(
+                        by_id(ranking, narratives),
+                        by_id(was_r, was_n),
+                        "{:?}'s narrative moved by another principal's feedback {:?}", key, op
+                    );
                 }
             }
             before = after;

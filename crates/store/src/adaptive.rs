@@ -1,23 +1,102 @@
 //! Adaptive reranking state in storage: per (tenant, domain) namespace, one narrative vector
-//! per collection and one pheromone per reinforced record, each its own key (built in
-//! `keys.rs`) so that feedback rewrites only what it touched and deleting a record deletes its
-//! pheromone with one key. Values are encoded in `codec.rs`.
+//! per principal and collection and one pheromone per reinforced record, each its own key
+//! (built in `keys.rs`) so that feedback rewrites only what it touched and deleting a record
+//! deletes its pheromone with one key. Values are encoded in `codec.rs`.
 
 use redb::ReadableTable;
-use strata_types::{CollectionName, Domain, RecordId};
+use strata_types::{CollectionName, Domain, RecordId, UserToken};
 
 use crate::StoreError;
 use crate::codec::{
     StoredNarrative, StoredPheromone, decode_narrative, decode_pheromone, encode_narrative,
     encode_pheromone,
 };
-use crate::keys::{self, AdaptiveKey, TenantKey};
+use crate::keys::{self, AdaptiveKey, KeyPrincipal, TenantKey};
 use crate::tables::{Reads, Writer, prefix_range};
+
+/// Whose narrative vector: the callers that move it with their feedback and read it in their
+/// searches are exactly the callers speaking for the same principal, so one end user's contexts
+/// never move another's scores.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NarrativePrincipal {
+    /// Callers without user tokens (credentials bound to none, naming none). Narratives stored
+    /// before narratives had principals read as this one: they mixed every caller's contexts,
+    /// so only callers who may speak for the whole tenant keep reading them.
+    Shared,
+    /// Callers with `user_tokens: ["*"]`.
+    AllPrincipals,
+    /// Callers speaking for exactly these user tokens.
+    Tokens(PrincipalTokens),
+}
+
+/// A non-empty set of user tokens in ascending order, each once: one spelling per set, so that
+/// it names one key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PrincipalTokens(Box<[UserToken]>);
+
+impl PrincipalTokens {
+    pub fn as_slice(&self) -> &[UserToken] {
+        &self.0
+    }
+}
+
+impl NarrativePrincipal {
+    /// The principal of callers speaking for exactly `tokens` (in any order, repeats allowed);
+    /// [`NarrativePrincipal::Shared`] when there are none.
+    pub fn of_tokens(tokens: impl IntoIterator<Item = UserToken>) -> NarrativePrincipal {
+        let set: std::collections::BTreeSet<UserToken> = tokens.into_iter().collect();
+        if set.is_empty() {
+            NarrativePrincipal::Shared
+        } else {
+            NarrativePrincipal::Tokens(PrincipalTokens(set.into_iter().collect()))
+        }
+    }
+
+    /// The tokens, none for [`Shared`](NarrativePrincipal::Shared) and
+    /// [`AllPrincipals`](NarrativePrincipal::AllPrincipals).
+    pub fn tokens(&self) -> &[UserToken] {
+        match self {
+            NarrativePrincipal::Tokens(t) => t.as_slice(),
+            _ => &[],
+        }
+    }
+
+    /// Estimated heap bytes of this principal as a map key (for memory estimates).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            NarrativePrincipal::Tokens(t) => t
+                .as_slice()
+                .iter()
+                .map(|t| std::mem::size_of::<UserToken>() + t.heap_bytes())
+                .sum(),
+            _ => 0,
+        }
+    }
+
+    /// Decodes a key's principal, closed: tokens must be valid and in strictly ascending order
+    /// (the one spelling [`keys::adaptive_narrative`] writes).
+    fn from_key(p: KeyPrincipal<'_>) -> Result<NarrativePrincipal, StoreError> {
+        match p {
+            KeyPrincipal::Shared => Ok(NarrativePrincipal::Shared),
+            KeyPrincipal::AllPrincipals => Ok(NarrativePrincipal::AllPrincipals),
+            KeyPrincipal::Tokens(raw) => {
+                let tokens = raw
+                    .into_iter()
+                    .map(|t| name(t, UserToken::parse))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if tokens.is_empty() || !tokens.windows(2).all(|w| w[0] < w[1]) {
+                    return Err(corrupt("narrative tokens not in ascending order"));
+                }
+                Ok(NarrativePrincipal::Tokens(PrincipalTokens(tokens.into())))
+            }
+        }
+    }
+}
 
 /// One stored piece of adaptive state.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdaptiveItem {
-    Narrative(CollectionName, StoredNarrative),
+    Narrative(NarrativePrincipal, CollectionName, StoredNarrative),
     Pheromone(RecordId, StoredPheromone),
 }
 
@@ -43,9 +122,14 @@ fn name<T>(
 /// Decodes one adaptive key (its bytes after the tag) and value; closed.
 pub(crate) fn decode_row(rest: &[u8], value: &[u8]) -> Result<AdaptiveRow, StoreError> {
     match keys::parse_adaptive(rest).ok_or_else(|| corrupt("malformed"))? {
-        AdaptiveKey::Narrative { domain, collection } => Ok(AdaptiveRow {
+        AdaptiveKey::Narrative {
+            domain,
+            collection,
+            principal,
+        } => Ok(AdaptiveRow {
             domain: name(domain, Domain::parse)?,
             item: AdaptiveItem::Narrative(
+                NarrativePrincipal::from_key(principal)?,
                 name(collection, CollectionName::parse)?,
                 decode_narrative(value)?,
             ),
@@ -98,10 +182,11 @@ impl Writer<'_> {
         &mut self,
         t: TenantKey,
         domain: &Domain,
+        principal: &NarrativePrincipal,
         c: &CollectionName,
         n: &StoredNarrative,
     ) -> Result<(), StoreError> {
-        let k = keys::adaptive_narrative(t, domain, c);
+        let k = keys::adaptive_narrative(t, domain, principal, c);
         self.table_mut(t)?
             .insert(k.as_slice(), encode_narrative(n)?.as_slice())?;
         Ok(())
@@ -111,9 +196,10 @@ impl Writer<'_> {
         &mut self,
         t: TenantKey,
         domain: &Domain,
+        principal: &NarrativePrincipal,
         c: &CollectionName,
     ) -> Result<bool, StoreError> {
-        let k = keys::adaptive_narrative(t, domain, c);
+        let k = keys::adaptive_narrative(t, domain, principal, c);
         Ok(self.table_mut(t)?.remove(k.as_slice())?.is_some())
     }
 
@@ -139,5 +225,88 @@ impl Writer<'_> {
     ) -> Result<bool, StoreError> {
         let k = keys::adaptive_pheromone(t, domain, id);
         Ok(self.table_mut(t)?.remove(k.as_slice())?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode_narrative;
+
+    fn narrative() -> StoredNarrative {
+        StoredNarrative {
+            vector: vec![0.6, 0.8],
+            updates: 3,
+            updated_at: 42,
+        }
+    }
+
+    fn token(s: &str) -> UserToken {
+        UserToken::parse(s).unwrap()
+    }
+
+    /// A row's key bytes after the tag, as `keys::adaptive_narrative` builds them.
+    fn rest(principal: &NarrativePrincipal) -> Vec<u8> {
+        let t = TenantKey::from_raw(7);
+        let k = keys::adaptive_narrative(
+            t,
+            &Domain::parse("d").unwrap(),
+            principal,
+            &CollectionName::parse("text").unwrap(),
+        );
+        k[keys::adaptive_all(t).len()..].to_vec()
+    }
+
+    #[test]
+    fn a_narrative_written_before_principals_decodes_as_the_namespace_wide_one() {
+        // The exact key bytes of the earlier format: `domain \0 n \0 collection`.
+        let value = encode_narrative(&narrative()).unwrap();
+        let row = decode_row(b"d\0n\0text", &value).unwrap();
+        assert_eq!(
+            row.item,
+            AdaptiveItem::Narrative(
+                NarrativePrincipal::Shared,
+                CollectionName::parse("text").unwrap(),
+                narrative()
+            )
+        );
+        assert_eq!(rest(&NarrativePrincipal::Shared), b"d\0n\0text");
+    }
+
+    #[test]
+    fn every_principal_round_trips_through_its_key() {
+        let value = encode_narrative(&narrative()).unwrap();
+        for p in [
+            NarrativePrincipal::Shared,
+            NarrativePrincipal::AllPrincipals,
+            NarrativePrincipal::of_tokens([token("u:bob")]),
+            NarrativePrincipal::of_tokens([token("u:bob"), token("u:alice"), token("u:bob")]),
+        ] {
+            match decode_row(&rest(&p), &value).unwrap().item {
+                AdaptiveItem::Narrative(q, _, n) => assert_eq!((q, n), (p, narrative())),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            NarrativePrincipal::of_tokens(Vec::new()),
+            NarrativePrincipal::Shared
+        );
+    }
+
+    #[test]
+    fn token_narrative_keys_decode_closed() {
+        let value = encode_narrative(&narrative()).unwrap();
+        for bad in [
+            &b"d\0u\0text\0u:bob\0u:alice"[..], // not ascending: another spelling of a set
+            b"d\0u\0text\0u:bob\0u:bob",        // a token twice
+            b"d\0u\0text\0u bob",               // not a token
+            b"d\0u\0text",                      // no token
+            b"d\0a\0text\0u:bob",               // `["*"]` takes no tokens
+        ] {
+            assert!(
+                matches!(decode_row(bad, &value), Err(StoreError::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -6,6 +6,8 @@
 
 use strata_types::{CollectionName, Domain, RecordId};
 
+use crate::adaptive::NarrativePrincipal;
+
 /// A tenant's storage prefix: a number assigned once at creation and never reused, so a
 /// re-created tenant of the same name can never meet the old one's bytes.
 ///
@@ -51,7 +53,12 @@ const TAG_RUN_TAIL: u8 = 9;
 /// that tags added meanwhile for other state (7, 8, ...) cannot collide with it.
 const TAG_ADAPTIVE: u8 = 16;
 /// Second part of an adaptive key: a collection's narrative vector, or a record's pheromone.
+/// `n` is the narrative of callers without user tokens (the only narrative before narratives
+/// were kept per principal, so keys written then still read as that one); `u` one of callers
+/// speaking for exactly some user tokens; `a` one of callers with `user_tokens: ["*"]`.
 const ADAPTIVE_NARRATIVE: &[u8] = b"n";
+const ADAPTIVE_NARRATIVE_TOKENS: &[u8] = b"u";
+const ADAPTIVE_NARRATIVE_ALL: &[u8] = b"a";
 const ADAPTIVE_PHEROMONE: &[u8] = b"p";
 /// Far from the others so that tags added for other state never meet it.
 const TAG_IDEMPOTENCY: u8 = 20;
@@ -189,17 +196,27 @@ pub fn adaptive_namespace(tenant: TenantKey, domain: &Domain) -> Vec<u8> {
     k
 }
 
-/// A collection's narrative vector in a namespace: `domain \0 n \0 collection`.
-pub fn adaptive_narrative(tenant: TenantKey, domain: &Domain, c: &CollectionName) -> Vec<u8> {
-    key(
-        tenant,
-        TAG_ADAPTIVE,
-        &[
-            domain.as_str().as_bytes(),
-            ADAPTIVE_NARRATIVE,
-            c.as_str().as_bytes(),
-        ],
-    )
+/// A collection's narrative vector of one principal in a namespace: `domain \0 n \0 collection`
+/// for callers without user tokens, `domain \0 a \0 collection` for `["*"]`, and
+/// `domain \0 u \0 collection \0 token (\0 token)*` for exact user tokens, in ascending order.
+pub fn adaptive_narrative(
+    tenant: TenantKey,
+    domain: &Domain,
+    principal: &NarrativePrincipal,
+    c: &CollectionName,
+) -> Vec<u8> {
+    let (d, c) = (domain.as_str().as_bytes(), c.as_str().as_bytes());
+    match principal {
+        NarrativePrincipal::Shared => key(tenant, TAG_ADAPTIVE, &[d, ADAPTIVE_NARRATIVE, c]),
+        NarrativePrincipal::AllPrincipals => {
+            key(tenant, TAG_ADAPTIVE, &[d, ADAPTIVE_NARRATIVE_ALL, c])
+        }
+        NarrativePrincipal::Tokens(tokens) => {
+            let mut parts: Vec<&[u8]> = vec![d, ADAPTIVE_NARRATIVE_TOKENS, c];
+            parts.extend(tokens.as_slice().iter().map(|t| t.as_str().as_bytes()));
+            key(tenant, TAG_ADAPTIVE, &parts)
+        }
+    }
 }
 
 /// A record's pheromone in a namespace: `domain \0 p \0 id`.
@@ -220,6 +237,7 @@ pub enum AdaptiveKey<'a> {
     Narrative {
         domain: &'a [u8],
         collection: &'a [u8],
+        principal: KeyPrincipal<'a>,
     },
     Pheromone {
         domain: &'a [u8],
@@ -227,18 +245,46 @@ pub enum AdaptiveKey<'a> {
     },
 }
 
+/// Whose narrative a key names (see [`adaptive_narrative`]); tokens as stored, not yet checked
+/// to be valid names in ascending order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyPrincipal<'a> {
+    Shared,
+    AllPrincipals,
+    Tokens(Vec<&'a [u8]>),
+}
+
 /// Splits the `rest` of an adaptive key; `None` if it is not well formed.
 pub fn parse_adaptive(rest: &[u8]) -> Option<AdaptiveKey<'_>> {
     let mut parts = rest.splitn(3, |b| *b == 0);
     let (domain, kind, name) = (parts.next()?, parts.next()?, parts.next()?);
-    if domain.is_empty() || name.is_empty() || name.contains(&0) {
+    if domain.is_empty() || name.is_empty() {
         return None;
     }
-    match kind {
-        ADAPTIVE_NARRATIVE => Some(AdaptiveKey::Narrative {
+    if kind == ADAPTIVE_NARRATIVE_TOKENS {
+        let mut names = name.split(|b| *b == 0);
+        let collection = names.next()?;
+        let tokens: Vec<&[u8]> = names.collect();
+        if collection.is_empty() || tokens.is_empty() || tokens.iter().any(|t| t.is_empty()) {
+            return None;
+        }
+        return Some(AdaptiveKey::Narrative {
             domain,
-            collection: name,
-        }),
+            collection,
+            principal: KeyPrincipal::Tokens(tokens),
+        });
+    }
+    if name.contains(&0) {
+        return None;
+    }
+    let narrative = |principal| AdaptiveKey::Narrative {
+        domain,
+        collection: name,
+        principal,
+    };
+    match kind {
+        ADAPTIVE_NARRATIVE => Some(narrative(KeyPrincipal::Shared)),
+        ADAPTIVE_NARRATIVE_ALL => Some(narrative(KeyPrincipal::AllPrincipals)),
         ADAPTIVE_PHEROMONE => Some(AdaptiveKey::Pheromone { domain, id: name }),
         _ => None,
     }
@@ -456,7 +502,9 @@ mod tests {
             dedup(t, &d("x"), "run", b"h"),
             blob(t, "hnsw"),
             idempotency(t, "retry-1"),
-            adaptive_narrative(t, &d("x"), &c),
+            adaptive_narrative(t, &d("x"), &NarrativePrincipal::Shared, &c),
+            adaptive_narrative(t, &d("x"), &NarrativePrincipal::AllPrincipals, &c),
+            adaptive_narrative(t, &d("x"), &bob(), &c),
             adaptive_pheromone(t, &d("x"), &id),
             change_entry(t, 7),
             change_head(t),
@@ -499,7 +547,7 @@ mod tests {
             })
         ));
         let c = CollectionName::parse("text").unwrap();
-        let n = adaptive_narrative(t, &d("ab"), &c);
+        let n = adaptive_narrative(t, &d("ab"), &NarrativePrincipal::Shared, &c);
         let Some(KeyKind::Adaptive(rest)) = classify(t, &n) else {
             panic!("not adaptive")
         };
@@ -507,11 +555,83 @@ mod tests {
             parse_adaptive(rest),
             Some(AdaptiveKey::Narrative {
                 domain: b"ab",
-                collection: b"text"
+                collection: b"text",
+                principal: KeyPrincipal::Shared,
             })
         ));
         assert!(parse_adaptive(b"ab\0x\0r").is_none());
         assert!(parse_adaptive(b"ab\0p").is_none());
+    }
+
+    fn bob() -> NarrativePrincipal {
+        NarrativePrincipal::of_tokens([strata_types::UserToken::parse("u:bob").unwrap()])
+    }
+
+    #[test]
+    fn narrative_keys_name_their_principal_and_old_keys_read_as_namespace_wide() {
+        let t = TenantKey(1);
+        let c = CollectionName::parse("text").unwrap();
+        let parsed = |k: &[u8]| -> (Vec<u8>, Vec<Vec<u8>>, u8) {
+            let Some(KeyKind::Adaptive(rest)) = classify(t, k) else {
+                panic!("not adaptive")
+            };
+            match parse_adaptive(rest) {
+                Some(AdaptiveKey::Narrative {
+                    collection,
+                    principal,
+                    ..
+                }) => match principal {
+                    KeyPrincipal::Shared => (collection.to_vec(), vec![], b'n'),
+                    KeyPrincipal::AllPrincipals => (collection.to_vec(), vec![], b'a'),
+                    KeyPrincipal::Tokens(ts) => (
+                        collection.to_vec(),
+                        ts.iter().map(|t| t.to_vec()).collect(),
+                        b'u',
+                    ),
+                },
+                _ => panic!("not a narrative"),
+            }
+        };
+        // The key written before narratives had principals: `domain \0 n \0 collection`.
+        let mut old = key(t, TAG_ADAPTIVE, &[b"x", b"n", b"text"]);
+        assert_eq!(
+            adaptive_narrative(t, &d("x"), &NarrativePrincipal::Shared, &c),
+            old
+        );
+        assert_eq!(parsed(&old), (b"text".to_vec(), vec![], b'n'));
+        let pair = NarrativePrincipal::of_tokens(
+            ["u:bob", "u:alice"].map(|s| strata_types::UserToken::parse(s).unwrap()),
+        );
+        let k = adaptive_narrative(t, &d("x"), &pair, &c);
+        assert_eq!(
+            parsed(&k),
+            (
+                b"text".to_vec(),
+                vec![b"u:alice".to_vec(), b"u:bob".to_vec()],
+                b'u'
+            )
+        );
+        let all = adaptive_narrative(t, &d("x"), &NarrativePrincipal::AllPrincipals, &c);
+        assert_eq!(parsed(&all), (b"text".to_vec(), vec![], b'a'));
+        // Every principal's narrative is inside the namespace, and they are distinct keys.
+        let keys = [
+            old.clone(),
+            k,
+            all,
+            adaptive_narrative(t, &d("x"), &bob(), &c),
+        ];
+        for k in &keys {
+            assert!(k.starts_with(&adaptive_namespace(t, &d("x"))));
+        }
+        let distinct: std::collections::BTreeSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
+        // A token narrative needs a collection and at least one non-empty token.
+        assert!(parse_adaptive(b"x\0u\0text").is_none());
+        assert!(parse_adaptive(b"x\0u\0text\0").is_none());
+        assert!(parse_adaptive(b"x\0u\0\0u:bob").is_none());
+        assert!(parse_adaptive(b"x\0a\0text\0u:bob").is_none());
+        old.push(0);
+        assert!(parse_adaptive(&old[9..]).is_none());
     }
 
     #[test]

@@ -36,7 +36,7 @@ mod thread_writes;
 mod tracking;
 mod verify;
 
-pub use adaptive::{AdaptiveItem, AdaptiveReads, AdaptiveRow};
+pub use adaptive::{AdaptiveItem, AdaptiveReads, AdaptiveRow, NarrativePrincipal, PrincipalTokens};
 pub use changelog::{ChangeLogReads, DEFAULT_CHANGE_LOG_CAP};
 pub use codec::{
     ChangeEntry, ChangeHead, ChangeMark, ChangeOp, StoredIndexParams, StoredLevel, StoredMigration,

@@ -1,6 +1,7 @@
 //! Adaptive reranking over HTTP: `POST /v1/feedback` raises a used record in its domain's
 //! `rerank: "adaptive"` searches, `explain` shows the channels, the state survives a restart,
-//! the tenant's stats show it per domain, and bad input is a 400 naming the field.
+//! the tenant's stats show it per domain, bad input is a 400 naming the field, and one end
+//! user's feedback context never shows in another's scores.
 
 mod common;
 
@@ -153,4 +154,131 @@ fn bad_feedback_and_rerank_input_is_a_400_naming_the_field() {
             "{body}: {v}"
         );
     }
+}
+
+/// Each hit's id and narrative contribution under an adaptive search with `explain`.
+fn narrative_of(server: &Server, key: &str) -> Vec<(String, Value)> {
+    let (s, v) = server.post(
+        "/v1/search",
+        key,
+        json!({"modality": "v", "vector": [1.0, 0.0, 0.0], "k": 10, "rerank": "adaptive",
+               "explain": true, "include": [], "memory_domain": "family"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let mut out: Vec<(String, Value)> = v["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|h| {
+            let id = h["id"].as_str().unwrap_or("?").to_owned();
+            (id, h["explain"]["adaptive"]["narrative"].clone())
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The black-box finding this guards against: Bob's feedback context (about a divorce) moved
+/// the narrative score of Alice's record about her cousin the divorce lawyer, so Alice could
+/// read what Bob had been asking through her own records. Narratives are per principal now:
+/// Alice's scores stay bit-identical, and Bob's own searches follow his context.
+#[test]
+fn one_users_feedback_context_is_not_readable_through_another_users_scores() {
+    let server = Server::start();
+    server.tenant("acme");
+    let admin = server.key(
+        "acme",
+        json!({"permissions": ["read", "write", "admin", "all_principals"]}),
+    );
+    let rw = json!(["read", "write"]);
+    let alice = server.key(
+        "acme",
+        json!({"permissions": rw, "user_tokens": ["u:alice"]}),
+    );
+    let bob = server.key("acme", json!({"permissions": rw, "user_tokens": ["u:bob"]}));
+    let (s, v) = server.post("/v1/collections", &admin, json!({"name": "v", "dim": 3}));
+    assert_eq!(s, 201, "{v}");
+    let record = |id: &str, content: &str, vector: [f64; 3], owner: Option<&str>| {
+        let mut r = json!({"id": id, "modality": "v", "content": content, "vector": vector});
+        if let Some(o) = owner {
+            r["user_tokens"] = json!([o]);
+        }
+        r
+    };
+    let records = [
+        record(
+            "cousin",
+            "my cousin is a family lawyer handling divorces",
+            [0.2, 0.1, 1.0],
+            Some("u:alice"),
+        ),
+        record(
+            "recipes",
+            "grandma's recipes",
+            [1.0, 0.3, 0.0],
+            Some("u:alice"),
+        ),
+        record(
+            "garden",
+            "tomatoes need sun",
+            [1.0, 0.0, 0.1],
+            Some("u:alice"),
+        ),
+        record(
+            "bob-notes",
+            "dentist on friday",
+            [1.0, 0.2, 0.2],
+            Some("u:bob"),
+        ),
+        record("legal-aid", "legal aid office hours", [0.3, 0.0, 1.0], None),
+    ];
+    let (s, v) = server.post(
+        "/v1/memories",
+        &admin,
+        json!({"records": records, "memory_domain": "family", "user_tokens": ["*"]}),
+    );
+    assert_eq!(s, 201, "{v}");
+    // Alice has a narrative of her own, far from Bob's context.
+    let (s, v) = server.post(
+        "/v1/feedback",
+        &alice,
+        json!({"modality": "v", "vector": [1.0, 0.0, 0.0], "memory_domain": "family"}),
+    );
+    assert_eq!((s, &v["narrative_updated"]), (200, &json!(true)), "{v}");
+    let before = narrative_of(&server, &alice);
+    assert!(before.iter().any(|(id, _)| id == "cousin"), "{before:?}");
+    let bobs_before = narrative_of(&server, &bob);
+    for _ in 0..5 {
+        let (s, v) = server.post(
+            "/v1/feedback",
+            &bob,
+            json!({"modality": "v", "vector": [0.0, 0.0, 1.0], "memory_domain": "family",
+                   "query": "I want a divorce, how do I find a lawyer for child custody"}),
+        );
+        assert_eq!((s, &v["narrative_updated"]), (200, &json!(true)), "{v}");
+    }
+    assert_eq!(
+        narrative_of(&server, &alice),
+        before,
+        "Alice's scores moved"
+    );
+    // Bob's own searches do follow his context.
+    let legal = |n: &[(String, Value)]| {
+        n.iter()
+            .find(|(id, _)| id == "legal-aid")
+            .and_then(|(_, v)| v.as_f64())
+            .expect("legal-aid hit")
+    };
+    let bobs_after = narrative_of(&server, &bob);
+    assert!(
+        legal(&bobs_after) > legal(&bobs_before) + 0.05,
+        "{bobs_before:?} → {bobs_after:?}"
+    );
+    // An unbound admin without tokens reads the namespace-wide narrative, which no bound
+    // user's feedback moved.
+    let wide = narrative_of(&server, &admin);
+    assert!(
+        wide.iter().all(|(_, v)| v.as_f64() == Some(0.0)),
+        "{wide:?}"
+    );
 }

@@ -9,8 +9,8 @@ use crate::{CollectionName, RecordId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Rerank {
-    /// Re-score a pool of visible candidates with the (tenant, domain)'s narrative vector and
-    /// pheromones (`docs/adaptive-reranking.md`).
+    /// Re-score a pool of visible candidates with the (tenant, domain)'s pheromones and the
+    /// narrative vector of the caller's own principal there (`docs/adaptive-reranking.md`).
     Adaptive,
 }
 
@@ -76,8 +76,10 @@ pub struct FeedbackRequest {
     pub ids: Vec<RecordId>,
     /// Records the agent was shown; those not in `ids` lose a little pheromone (exposure).
     pub shown: Vec<RecordId>,
-    /// The context the feedback was given in, moving the collection's narrative vector: a
-    /// vector, or a query that the server embeds (when it runs an embedder for the collection).
+    /// The context the feedback was given in, moving the collection's narrative vector of the
+    /// caller's principal (its user tokens after binding), which only that principal's searches
+    /// read: a vector, or a query that the server embeds (when it runs an embedder for the
+    /// collection).
     pub vector: Option<Vec<f32>>,
     pub query: Option<String>,
     /// The collection whose narrative the context moves; `text` when absent.
@@ -98,7 +100,7 @@ pub struct FeedbackAnswer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AdaptiveNamespaceStats {
     pub memory_domain: crate::Domain,
-    /// Collections with a narrative vector, and records with a pheromone.
+    /// Narrative vectors (one per principal and collection), and records with a pheromone.
     pub narratives: u64,
     pub pheromones: u64,
     /// Estimated bytes the namespace takes in memory when loaded.

@@ -175,7 +175,8 @@ pub struct SearchRequest {
     /// counted from `created_at`, in seconds. Absent: the collection's default, if any.
     #[schema(exclusive_minimum = 0.0)]
     pub recency_half_life_secs: Option<f64>,
-    /// Re-rank the candidates with the (tenant, domain)'s adaptive state; none when absent.
+    /// Re-rank the candidates with the (tenant, domain)'s adaptive state (its pheromones, and
+    /// the narrative of the caller's own principal there); none when absent.
     pub rerank: Option<crate::Rerank>,
     /// Weights of `rerank: "adaptive"`; `{"base": 1, "narrative": 0.15, "pheromone": 0.3}`
     /// when absent.
