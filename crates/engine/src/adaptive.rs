@@ -51,7 +51,7 @@ impl Default for AdaptiveConfig {
             min_strength: 0.01,
             narrative_retention_secs: 90 * 24 * 3600,
             max_pheromones: 10_000,
-            max_narratives: 1_000,
+            max_narratives: 256,
         }
     }
 }
