@@ -108,7 +108,7 @@ impl Engine {
         let mode = check_mode(s)?;
         // The caller's own (tenant, domain) namespace, and no other; in it, only the narrative
         // of the principal the caller speaks for.
-        let narrative_principal = vis.narrative_principal();
+        let narrative_principal = s.rerank.and_then(|_| vis.narrative_principal());
         let ns = match s.rerank {
             Some(Rerank::Adaptive) => {
                 Some(self.adaptive_namespace(scope, &vis.domain, Permission::Read)?)

@@ -116,21 +116,22 @@ impl Visibility {
 
     /// Whose narrative vector this request feeds and reads (adaptive reranking,
     /// docs/adaptive-reranking.md): the principal it speaks for, never merely what it sees.
-    /// The request's tokens after binding; `["*"]` is a principal of its own; no tokens is the
-    /// namespace-wide principal only for an unbound credential — a bound credential naming none
-    /// still speaks for its binding. `None` for a credential bound to no tokens at all, which
-    /// speaks for nobody and so has no narrative.
+    /// A bound credential speaks for its whole binding, whichever subset of it a request names:
+    /// a key bound to n tokens has one narrative, not 2^n - 1 it could mint to push everyone
+    /// else's out of the namespace's cap. An unbound credential speaks for the tokens it names;
+    /// `["*"]` is a principal of its own, and none is the namespace-wide principal. `None` for a
+    /// credential bound to no tokens at all, which speaks for nobody and so has no narrative.
     pub fn narrative_principal(&self) -> Option<NarrativePrincipal> {
         match (&self.principals, &self.bound_tokens) {
             (Principals::All, _) => Some(NarrativePrincipal::AllPrincipals),
-            (Principals::Set(set, _), _) if !set.is_empty() => {
+            (_, Some(bound)) if !bound.is_empty() => {
+                Some(NarrativePrincipal::of_tokens(bound.iter().cloned()))
+            }
+            (_, Some(_)) => None,
+            (Principals::Set(set, _), None) if !set.is_empty() => {
                 Some(NarrativePrincipal::of_tokens(set.iter().cloned()))
             }
             (Principals::Set(..), None) => Some(NarrativePrincipal::Shared),
-            (Principals::Set(..), Some(bound)) if !bound.is_empty() => {
-                Some(NarrativePrincipal::of_tokens(bound.iter().cloned()))
-            }
-            (Principals::Set(..), Some(_)) => None,
         }
     }
 
