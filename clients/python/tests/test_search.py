@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from strata_client import BadRequestError, NewRecord, Strata
+from strata_client import AdaptiveExplain, BadRequestError, NewRecord, Strata
 
 
 @pytest.fixture
@@ -164,6 +164,9 @@ def test_feedback_raises_a_used_memory_in_adaptive_search(axes: Strata) -> None:
     )
     assert hits[0].id == "y"
     assert hits[0].explain is not None and hits[0].explain.adaptive is not None
-    assert hits[0].explain.adaptive["pheromone"] > 0
+    adaptive = hits[0].explain.adaptive
+    assert isinstance(adaptive, AdaptiveExplain)
+    assert adaptive.pheromone > 0 and adaptive.base_rank >= 1
+    assert adaptive["pheromone"] == adaptive.pheromone  # as when it was a dict
     with pytest.raises(BadRequestError):
         axes.search(vector=[1, 0, 0], collection="axes", rerank_weights={"base": 1})

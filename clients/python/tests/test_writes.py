@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from strata_client import BadRequestError, NewRecord, NotFoundError, Strata
+from strata_client import BadRequestError, Confidence, NewRecord, NotFoundError, Strata
 
 
 def test_single_write_and_read_back(client: Strata) -> None:
@@ -129,8 +129,49 @@ def test_delete_by_id_and_by_filter(client: Strata) -> None:
     client.add([{"content": f"n{i}", "metadata": {"n": i}} for i in range(5)])
     assert client.delete_where({"n": {"$gte": 3}}) == 2
     assert client.count() == 3
-    assert client.delete_where({}) == 3
+    # An empty or missing filter deletes nothing: "everything" is said with `all=True`.
+    for by_mistake in ({}, None):
+        with pytest.raises(BadRequestError, match="all"):
+            client.delete_where(by_mistake)
+    with pytest.raises(BadRequestError):
+        client.delete_where({"n": 1}, all=True)
+    assert client.count() == 3
+    assert client.delete_where(all=True) == 3
     assert client.count() == 0
+
+
+def test_confidence_is_a_number_or_a_confidence(client: Strata) -> None:
+    w = client.add("Bob is allergic to nuts", confidence=0.8)
+    assert client.get(w.id).confidence.value == pytest.approx(0.8)
+    assert client.update(w.id, confidence=0.9).confidence.value == pytest.approx(0.9)
+    assert client.update(w.id, confidence=Confidence(value=0.3)).confidence.value == pytest.approx(
+        0.3
+    )
+    [r] = client.add([NewRecord(content="Carol likes tea", confidence=1)])
+    assert client.get(r.id).confidence.value == 1.0
+    with pytest.raises(TypeError):
+        client.update(w.id, confidence=True)  # type: ignore[arg-type]
+    with pytest.raises(BadRequestError, match="confidence"):
+        client.update(w.id, confidence=1.5)
+
+
+def test_metadata_is_cleared_by_null(client: Strata) -> None:
+    w = client.add("note", metadata={"a": 1, "b": 2})
+    assert client.update(w.id, metadata={"a": None}).metadata == {"b": 2}
+    assert client.update(w.id, clear=["metadata"]).metadata == {}
+    assert client.get(w.id).metadata == {}
+
+
+def test_a_past_or_seconds_expiry_is_refused(client: Strata) -> None:
+    now_ms = int(time.time() * 1000)
+    with pytest.raises(BadRequestError, match="looks like seconds"):
+        client.add("soon", expires_at=int(time.time()) + 3600)
+    with pytest.raises(BadRequestError, match=r"records\[1\]\.expires_at"):
+        client.add([{"content": "a"}, {"content": "b", "expires_at": now_ms - 1000}])
+    w = client.add("later", expires_at=now_ms + 3_600_000)
+    with pytest.raises(BadRequestError, match="expires_at"):
+        client.update(w.id, expires_at=now_ms - 1)
+    assert client.count() == 1
 
 
 def test_vectors_need_a_collection_of_their_dimension(client: Strata) -> None:
@@ -146,8 +187,8 @@ def test_vectors_need_a_collection_of_their_dimension(client: Strata) -> None:
 
 
 def test_expired_records_are_invisible(client: Strata) -> None:
-    past = int(time.time() * 1000) - 1000
-    w = client.add("stale", expires_at=past)
+    w = client.add("stale", expires_at=int(time.time() * 1000) + 1000)
+    time.sleep(1.2)
     with pytest.raises(NotFoundError):
         client.get(w.id)
     assert client.count() == 0

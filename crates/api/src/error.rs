@@ -367,6 +367,7 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound => ApiError::not_found(),
             EngineError::InvalidName(_)
             | EngineError::InvalidRecord(_)
+            | EngineError::InvalidRecordAt { .. }
             | EngineError::InvalidFilter(_)
             | EngineError::BadRequest(_) => ApiError::BadRequest(e.to_string()),
             EngineError::ScopeForbidden(m) => ApiError::ScopeForbidden(m),

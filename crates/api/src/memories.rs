@@ -117,9 +117,15 @@ pub async fn create(
     let req = speak_for_the_record(&auth, req, &records, batch);
     let scope = auth.scope;
     let Some(idem) = idem else {
-        let outcomes = put_in_steps(&state, &auth.admitted, scope, req, records, |e, s, r, p| {
-            Ok(e.finish_put(s, r, p)?)
-        })
+        let outcomes = put_in_steps(
+            &state,
+            &auth.admitted,
+            scope,
+            req,
+            records,
+            batch,
+            |e, s, r, p| Ok(e.finish_put(s, r, p)?),
+        )
         .await?;
         let (status, body) = write_answer(batch, outcomes);
         return Ok((status, Json(body)).into_response());
@@ -148,13 +154,21 @@ pub async fn create(
     // the retry waits for its answer above instead of embedding the batch again.
     let admitted = auth.admitted;
     let answered = tokio::spawn(async move {
-        let answered = put_in_steps(&state, &admitted, scope, req, records, move |e, s, r, p| {
-            Ok(e.finish_put_idempotent(s, r, p, &idem, |outcomes| {
-                let (status, body) = write_answer(batch, outcomes.to_vec());
-                let body = serde_json::to_value(body).unwrap_or(Value::Null);
-                (status.as_u16(), body)
-            })?)
-        })
+        let answered = put_in_steps(
+            &state,
+            &admitted,
+            scope,
+            req,
+            records,
+            batch,
+            move |e, s, r, p| {
+                Ok(e.finish_put_idempotent(s, r, p, &idem, |outcomes| {
+                    let (status, body) = write_answer(batch, outcomes.to_vec());
+                    let body = serde_json::to_value(body).unwrap_or(Value::Null);
+                    (status.as_u16(), body)
+                })?)
+            },
+        )
         .await?;
         if let Some(leader) = &leader {
             match &answered {
@@ -315,11 +329,35 @@ pub async fn delete(
     Ok(Json(Deleted { deleted: 1 }))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(default, deny_unknown_fields)]
 struct DeleteWhere {
-    /// `{}` matches every visible record.
-    filter: Filter,
+    /// Which visible records to delete: required, and not `{}`, unless `all` is `true`.
+    #[schema(default = json!(null))]
+    filter: Option<Filter>,
+    /// `true` deletes every visible record the request's scope reaches: the one way to mean
+    /// it. A missing or empty `filter` without it is `400`, so a client that lost its filter
+    /// deletes nothing.
+    all: bool,
+}
+
+impl DeleteWhere {
+    /// The filter to delete by, once the request said plainly what it means.
+    fn filter(self) -> Result<Filter, ApiError> {
+        let filter = self.filter.filter(|f| *f != Filter::all());
+        match (filter, self.all) {
+            (Some(f), false) => Ok(f),
+            (None, true) => Ok(Filter::all()),
+            (Some(_), true) => Err(bad(
+                "all: true deletes every visible record in scope; leave filter out, or send \
+                 the filter without all",
+            )),
+            (None, false) => Err(bad(
+                "filter: a missing or empty filter would delete every visible record in scope; \
+                 send a filter, or \"all\": true to mean every record",
+            )),
+        }
+    }
 }
 
 /// A delete by filter, with the request's scope fields.
@@ -332,7 +370,8 @@ struct DeleteWhereBody {
     scope: ScopeFields,
 }
 
-/// Deletes every visible record matching `filter` (`{}` matches all), in one transaction. For a
+/// Deletes every visible record matching `filter`, in one transaction; a missing or empty
+/// filter is refused unless `"all": true` says to delete every visible record in scope. For a
 /// credential bound to user tokens, only those whose tokens are a non-empty subset of its own:
 /// tenant-shared and co-owned records are left, and not counted in `deleted`.
 #[utoipa::path(post, path = "/v1/memories/delete", tag = "memories", operation_id = "delete_memories_where",
@@ -346,7 +385,7 @@ pub async fn delete_where(
     JsonObject(mut body): JsonObject,
 ) -> Result<Json<Deleted>, ApiError> {
     let req = auth.scope_of_body(q.as_deref(), &mut body)?;
-    let DeleteWhere { filter } = from_map(body)?;
+    let filter = from_map::<DeleteWhere>(body)?.filter()?;
     let scope = auth.scope;
     let n = state
         .run_tenant(&auth.admitted, move |e| {

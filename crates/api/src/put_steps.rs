@@ -18,13 +18,15 @@ enum Step<T, F> {
 
 /// Checks and embeds `records`, then runs `finish` (the write) on the prepared batch, each
 /// step its own pool job. The last embedding step and `finish` share a job, so a write of a
-/// few short texts is still one job.
+/// few short texts is still one job. `batch`: the records came as `{"records": [...]}`, so a
+/// record's error names it by its place (`records[i]`).
 pub(crate) async fn put_in_steps<T, F>(
     state: &AppState,
     admitted: &Admitted,
     scope: TenantScope,
     req: RequestScope,
     records: Vec<NewRecord>,
+    batch: bool,
     finish: F,
 ) -> Result<T, ApiError>
 where
@@ -36,7 +38,11 @@ where
     let (s, r) = (scope.clone(), req.clone());
     let mut step = state
         .run_tenant(admitted, move |e| {
-            let pending = e.begin_put(&s, &r, records)?;
+            let pending = if batch {
+                e.begin_put_batch(&s, &r, records)?
+            } else {
+                e.begin_put(&s, &r, records)?
+            };
             embed_step(e, &s, &r, pending, finish)
         })
         .await?;

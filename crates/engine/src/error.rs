@@ -13,6 +13,10 @@ pub enum EngineError {
     InvalidName(#[from] InvalidName),
     #[error(transparent)]
     InvalidRecord(#[from] RecordError),
+    /// One record of a batch written in the `{"records": [...]}` form cannot be stored; the
+    /// message starts with its path (`records[5].metadata: ...`).
+    #[error("{}", error.at_record(*index))]
+    InvalidRecordAt { index: usize, error: RecordError },
     #[error(transparent)]
     InvalidFilter(#[from] FilterError),
     #[error("{0}")]

@@ -216,19 +216,12 @@ pub(crate) fn filter_candidates(filter: &Filter, ci: &CollectionIndex) -> Option
                 exact: all_exact,
             })
         }
-        Filter::Eq(field, v) if is_scalar(v) => exact(ci.fields.eq(&field_path(field)?, v)),
-        // One lookup for the whole list: a column path is scanned once, not once per value.
-        Filter::In(field, vs) if vs.iter().all(is_scalar) => {
-            exact(ci.fields.eq_many(&field_path(field)?, vs))
-        }
+        Filter::Eq(field, v) => exact(equal_slots(ci, field, std::slice::from_ref(v))?),
+        Filter::In(field, vs) => exact(equal_slots(ci, field, vs)?),
         // The complements of the two above, as the filter defines them (`!Eq`, `!In`): a
         // record without the field matches, so do records whose value is not a scalar.
-        Filter::Ne(field, v) if is_scalar(v) => {
-            exact(&ci.live - &ci.fields.eq(&field_path(field)?, v))
-        }
-        Filter::Nin(field, vs) if vs.iter().all(is_scalar) => {
-            exact(&ci.live - &ci.fields.eq_many(&field_path(field)?, vs))
-        }
+        Filter::Ne(field, v) => exact(&ci.live - &equal_slots(ci, field, std::slice::from_ref(v))?),
+        Filter::Nin(field, vs) => exact(&ci.live - &equal_slots(ci, field, vs)?),
         Filter::Range(field, ord, or_equal, bound) => {
             let path = field_path(field)?;
             match bound {
@@ -245,6 +238,31 @@ pub(crate) fn filter_candidates(filter: &Filter, ci: &CollectionIndex) -> Option
         }
         _ => None,
     }
+}
+
+/// The slots whose `field` equals one of `values`, as `Filter::matches` decides it: one
+/// lookup for the whole list (a column path is scanned once, not once per value), and `null`,
+/// on a built-in field a record may lack, is every live slot without it. `None` when the
+/// index cannot say (an operand that is not a scalar, `null` on metadata).
+fn equal_slots(ci: &CollectionIndex, field: &FieldRef, values: &[Value]) -> Option<RoaringBitmap> {
+    let path = field_path(field)?;
+    let (nulls, scalars): (Vec<&Value>, Vec<&Value>) = values.iter().partition(|v| v.is_null());
+    if !scalars.iter().all(|v| is_scalar(v)) || (!nulls.is_empty() && !field.is_optional_builtin())
+    {
+        return None;
+    }
+    let mut slots = if nulls.len() == values.len() {
+        RoaringBitmap::new()
+    } else if nulls.is_empty() {
+        ci.fields.eq_many(&path, values)
+    } else {
+        let scalars: Vec<Value> = scalars.into_iter().cloned().collect();
+        ci.fields.eq_many(&path, &scalars)
+    };
+    if !nulls.is_empty() {
+        slots |= &ci.live - &ci.fields.exists(&path);
+    }
+    Some(slots)
 }
 
 fn is_scalar(v: &Value) -> bool {

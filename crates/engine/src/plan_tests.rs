@@ -279,7 +279,7 @@ mod complements {
 }
 
 /// `$eq`, `$in` and ranges, on metadata (scalars, arrays, other types, missing) and on built-in
-/// fields: whatever the field index answers exactly is exactly what `Filter::matches` decides
+/// fields (`null` on those a record may lack): whatever the field index answers exactly is exactly what `Filter::matches` decides
 /// on the records, and an inexact answer never leaves out a matching record.
 mod lookups {
     use proptest::prelude::*;
@@ -329,6 +329,16 @@ mod lookups {
             json!({"created_at": {"$in": [n, n + 1]}}),
             json!({"$or": [{"f": a}, {"created_at": {"$lt": n}}]}),
             json!({"$and": [{"f": {"$in": p}}, {"confidence": {"$gte": 0.5}}]}),
+            // `null` on a built-in field a record may lack: the records without it.
+            json!({"expires_at": null}),
+            json!({"expires_at": {"$ne": null}}),
+            json!({"expires_at": {"$in": [null, n]}}),
+            json!({"expires_at": {"$nin": [null, n + 1]}}),
+            json!({"expires_at": n}),
+            json!({"kind": null}),
+            json!({"kind": {"$in": [null, "k1"]}}),
+            json!({"kind": {"$nin": [null]}}),
+            json!({"$or": [{"kind": null}, {"expires_at": null}]}),
         ];
         for op in ["$gt", "$gte", "$lt", "$lte"] {
             for bound in [json!(n), json!(2.5), json!("b")] {
@@ -338,6 +348,7 @@ mod lookups {
             out.push(json!({"updated_at": {op: n * 2}}));
             out.push(json!({"confidence": {op: 0.5}}));
             out.push(json!({"kind": {op: "k1"}}));
+            out.push(json!({"expires_at": {op: n}}));
         }
         out
     }
@@ -346,7 +357,12 @@ mod lookups {
         #[test]
         fn eq_in_and_ranges_match_the_records(
             rows in proptest::collection::vec(
-                (proptest::option::of(0u8..9), 0u8..4, proptest::option::of(0u8..3)),
+                (
+                    proptest::option::of(0u8..9),
+                    0u8..4,
+                    proptest::option::of(0u8..3),
+                    proptest::option::of(0u8..3),
+                ),
                 1..40,
             ),
             probes in proptest::collection::vec(0u8..6, 2..4),
@@ -363,7 +379,7 @@ mod lookups {
                 memory: Default::default(),
             });
             let mut records = Vec::new();
-            for (i, (v, at, kind)) in rows.iter().enumerate() {
+            for (i, (v, at, kind, expires)) in rows.iter().enumerate() {
                 let mut r = record(i, &(0, None, None, vec![]));
                 if let Some(v) = v {
                     r.metadata.insert("f".into(), value(*v));
@@ -372,6 +388,7 @@ mod lookups {
                 r.updated_at = i64::from(*at) * 2 + 1;
                 r.confidence = Confidence::initial(f64::from(*at) / 4.0);
                 r.kind = kind.map(|k| Kind::parse(format!("k{k}")).unwrap());
+                r.expires_at = expires.map(i64::from);
                 ci.upsert(&r, false).unwrap();
                 records.push(Some(r));
             }

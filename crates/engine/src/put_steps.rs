@@ -51,14 +51,37 @@ impl PendingPut {
 
 impl Engine {
     /// Checks a write (credential, input, which records the loaded model embeds) and returns it
-    /// ready for its embedding steps. Embeds nothing.
+    /// ready for its embedding steps. Embeds nothing. A record's error names it by its place
+    /// (`records[i]`) when there are several.
     pub fn begin_put(
         &self,
         scope: &TenantScope,
         req: &RequestScope,
         records: Vec<NewRecord>,
     ) -> Result<PendingPut, EngineError> {
-        let batch = self.prepare_put(scope, req, records)?;
+        let indexed = records.len() > 1;
+        self.begin_put_indexed(scope, req, records, indexed)
+    }
+
+    /// [`Engine::begin_put`] of a batch sent in the `{"records": [...]}` form: a record's error
+    /// names it by its place, even in a batch of one.
+    pub fn begin_put_batch(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        records: Vec<NewRecord>,
+    ) -> Result<PendingPut, EngineError> {
+        self.begin_put_indexed(scope, req, records, true)
+    }
+
+    fn begin_put_indexed(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        records: Vec<NewRecord>,
+        indexed: bool,
+    ) -> Result<PendingPut, EngineError> {
+        let batch = self.prepare_put(scope, req, records, indexed)?;
         let mut pending = PendingPut { batch, next: 0 };
         pending.skip_done();
         Ok(pending)

@@ -7,7 +7,7 @@ use strata_auth::{Permission, TenantScope};
 use strata_store::{DecodeMemo, MemoReads, Reads, Writer};
 use strata_types::{
     Collection, EmbedderRef, Filter, NewRecord, Record, RecordError, RecordId, RecordPatch,
-    RequestScope, check_vector, merge_patch, now_millis, validate_metadata,
+    RequestScope, check_expiry, check_vector, merge_patch, now_millis, validate_metadata,
 };
 
 use crate::scan::{Vectors, for_each_visible};
@@ -62,11 +62,14 @@ impl Engine {
 
     /// Everything of a write that happens before its transaction, but the embedding: the
     /// credential, then the input, then which records the loaded model embeds.
+    ///
+    /// `indexed`: a record's error says which record failed (`records[i]`).
     pub(crate) fn prepare_put(
         &self,
         scope: &TenantScope,
         req: &RequestScope,
         records: Vec<NewRecord>,
+        indexed: bool,
     ) -> Result<PreparedPut, EngineError> {
         // The credential is checked before the input, so a refused caller learns nothing about
         // what a valid request would look like.
@@ -80,13 +83,19 @@ impl Engine {
             }
             .into());
         }
-        for r in &records {
-            r.validate(limits)?;
+        let at = RecordAt { indexed };
+        for (i, r) in records.iter().enumerate() {
+            // Imports skip the expiry check (see `strata_types::check_expiry`), so it is not
+            // part of `validate`.
+            r.validate(limits)
+                .and_then(|()| check_expiry(r.expires_at, now))
+                .map_err(|e| at.error(i, e.into()))?;
         }
         let embedded = self.records_to_embed(scope, &records)?;
         let model = self.loaded_embedder().map(|(_, id)| id);
         Ok(PreparedPut {
             vis,
+            at,
             records,
             embedded,
             model,
@@ -131,6 +140,7 @@ impl Engine {
         let now = now_millis();
         let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
         patch.validate(&self.config.limits)?;
+        check_expiry(patch.expires_at.flatten(), now)?;
         self.write_tenant(scope, "memory.patch", |w, changes| {
             let mut record = writable(w.record(scope.key(), id)?, &vis)?;
             if let Some(v) = patch.vector {
@@ -155,9 +165,15 @@ impl Engine {
             if let Some(tokens) = patch.user_tokens {
                 record.user_tokens = vis.write_tokens(Some(&tokens))?;
             }
-            if let Some(m) = &patch.metadata {
-                merge_patch(&mut record.metadata, m);
-                validate_metadata(&record.metadata, &self.config.limits)?;
+            match &patch.metadata {
+                // `"metadata": null`: a merge patch that is not an object replaces the target
+                // (RFC 7396); a record's metadata is always an object, so it becomes `{}`.
+                Some(None) => record.metadata.clear(),
+                Some(Some(m)) => {
+                    merge_patch(&mut record.metadata, m);
+                    validate_metadata(&record.metadata, &self.config.limits)?;
+                }
+                None => {}
             }
             if let Some(target) = &patch.move_to_domain {
                 // The credential must be allowed to write in the target domain too.
@@ -235,6 +251,7 @@ impl Engine {
 /// have their vectors (`crate::put_steps`).
 pub(crate) struct PreparedPut {
     vis: Visibility,
+    at: RecordAt,
     pub(crate) records: Vec<NewRecord>,
     /// Which records get their vectors from the loaded embedder.
     pub(crate) embedded: Vec<bool>,
@@ -271,10 +288,12 @@ impl PreparedPut {
         self.records
             .iter()
             .zip(&self.embedded)
-            .map(|(r, embedded)| {
+            .enumerate()
+            .map(|(i, (r, embedded))| {
                 let model = model.filter(|_| *embedded);
                 let new = r.clone();
                 put_one(w, changes, scope, vis, req, new, model, &self.collections)
+                    .map_err(|e| self.at.error(i, e))
             })
             .collect()
     }
@@ -287,15 +306,35 @@ impl PreparedPut {
         req: &RequestScope,
     ) -> Result<Vec<PutOutcome>, EngineError> {
         let vis = self.vis_at_commit();
-        let model = self.model.as_ref();
+        let (model, at) = (self.model.as_ref(), self.at);
         self.records
             .into_iter()
             .zip(self.embedded)
-            .map(|(r, embedded)| {
+            .enumerate()
+            .map(|(i, (r, embedded))| {
                 let model = model.filter(|_| embedded);
                 put_one(w, changes, scope, &vis, req, r, model, &self.collections)
+                    .map_err(|e| at.error(i, e))
             })
             .collect()
+    }
+}
+
+/// Whether a write's record errors say which record of the batch failed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordAt {
+    indexed: bool,
+}
+
+impl RecordAt {
+    /// `e`, of the record at `index`: a record's own fault gets its place in the batch.
+    fn error(self, index: usize, e: EngineError) -> EngineError {
+        match e {
+            EngineError::InvalidRecord(error) if self.indexed => {
+                EngineError::InvalidRecordAt { index, error }
+            }
+            other => other,
+        }
     }
 }
 

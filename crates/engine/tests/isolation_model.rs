@@ -786,7 +786,7 @@ fn random_operations_never_cross_the_visibility_boundary() {
                     Ok(r)
                 });
                 let patch = RecordPatch {
-                    metadata: Some(json!({"n": new_n}).as_object().unwrap().clone()),
+                    metadata: Some(Some(json!({"n": new_n}).as_object().unwrap().clone())),
                     user_tokens: new_tokens.as_ref().map(|t| {
                         t.iter()
                             .map(|s| UserToken::parse(s.as_str()).unwrap())

@@ -253,7 +253,13 @@ proptest! {
             assert_refused(err, field);
             if let Some((j, ok)) = stored.first() {
                 let both = vec![record(*i, v), record(*j + 1000, ok)];
-                assert_refused(engine.put(&scope, &req(), both).unwrap_err(), field);
+                let err = engine.put(&scope, &req(), both).unwrap_err();
+                assert!(err.to_string().starts_with("records[0]."), "{err}");
+                // A batch's refusal names the record first (`records[0].vector[3]: ...`).
+                let EngineError::InvalidRecordAt { index: 0, error } = err else {
+                    panic!("not the first record's validation error: {err:?}");
+                };
+                assert_refused(EngineError::InvalidRecord(error), field);
                 let patch = RecordPatch { vector: Some(v.clone()), ..Default::default() };
                 let id = RecordId::parse(format!("r{j}")).unwrap();
                 assert_refused(engine.patch(&scope, &req(), &id, patch).unwrap_err(), field);

@@ -165,17 +165,18 @@ fn expired_records_are_invisible() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
     let req = RequestScope::default();
-    let past = now_millis() - 1;
+    let soon = common::expiring_soon();
     let out = engine
         .put(
             &scope,
             &req,
             vec![
-                rec(json!({"content": "old", "expires_at": past})),
+                rec(json!({"content": "old", "expires_at": soon})),
                 rec(json!({"content": "new"})),
             ],
         )
         .unwrap();
+    common::wait_past(soon);
     assert!(matches!(
         engine.get(&scope, &req, &out[0].id),
         Err(EngineError::NotFound)
@@ -466,4 +467,112 @@ fn a_copy_that_expires_while_a_write_is_embedded_does_not_deduplicate_it() {
     assert!(out[0].created && !out[0].deduplicated, "{out:?}");
     let got = engine.get(&scope, &req, &out[0].id).unwrap();
     assert!(got.created_at >= soon, "stamped at its commit: {got:?}");
+}
+
+#[test]
+fn a_past_expiry_is_refused_and_a_batch_names_the_record_at_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let req = RequestScope::default();
+    let past = now_millis() - 1;
+    let err = engine
+        .put(
+            &scope,
+            &req,
+            vec![rec(json!({"content": "x", "expires_at": past}))],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::InvalidRecord(RecordError::ExpiryNotAhead { at, .. }) if at == past
+        ),
+        "{err}"
+    );
+    // Several records: the error says which; a batch of one says so when asked.
+    let mut batch: Vec<NewRecord> = (0..5)
+        .map(|i| rec(json!({"content": format!("r{i}")})))
+        .collect();
+    batch.push(rec(json!({"content": "x", "metadata": {"created_at": 1}})));
+    let err = engine.put(&scope, &req, batch).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            EngineError::InvalidRecordAt {
+                index: 5,
+                error: RecordError::ShadowedField { .. }
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with("records[5].metadata: "),
+        "{err}"
+    );
+    // Found only in the transaction (the collection's dimension): named the same way.
+    let batch = vec![
+        rec(json!({"content": "fine"})),
+        rec(json!({"vector": [1.0, 2.0]})),
+    ];
+    let err = engine.put(&scope, &req, batch).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            EngineError::InvalidRecordAt {
+                index: 1,
+                error: RecordError::DimensionMismatch { .. }
+            }
+        ),
+        "{err}"
+    );
+    let one = vec![rec(json!({"content": "x", "expires_at": past}))];
+    let err = engine.begin_put_batch(&scope, &req, one).err().unwrap();
+    assert!(
+        err.to_string().starts_with("records[0].expires_at: "),
+        "{err}"
+    );
+    assert_eq!(engine.count(&scope, &req, None).unwrap(), 0);
+    // The same expiry ahead is written, and a patch may not move it into the past.
+    let ahead = now_millis() + 60_000;
+    let out = engine
+        .put(
+            &scope,
+            &req,
+            vec![rec(json!({"content": "x", "expires_at": ahead}))],
+        )
+        .unwrap();
+    let patch: RecordPatch = serde_json::from_value(json!({"expires_at": past})).unwrap();
+    let err = engine.patch(&scope, &req, &out[0].id, patch).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::InvalidRecord(RecordError::ExpiryNotAhead { .. })
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_null_metadata_patch_clears_the_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let req = RequestScope::default();
+    let out = engine
+        .put(
+            &scope,
+            &req,
+            vec![rec(json!({"content": "x", "metadata": {"a": 1, "b": 2}}))],
+        )
+        .unwrap();
+    let id = &out[0].id;
+    let patch = |body| serde_json::from_value::<RecordPatch>(body).unwrap();
+    let r = engine
+        .patch(&scope, &req, id, patch(json!({"metadata": {"a": null}})))
+        .unwrap();
+    assert_eq!(r.metadata, *json!({"b": 2}).as_object().unwrap());
+    let r = engine
+        .patch(&scope, &req, id, patch(json!({"metadata": null})))
+        .unwrap();
+    assert!(r.metadata.is_empty());
+    assert!(engine.get(&scope, &req, id).unwrap().metadata.is_empty());
 }

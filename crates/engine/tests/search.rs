@@ -530,12 +530,12 @@ fn expired_records_and_all_matching_are_decided_per_record_before_top_k() {
     let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
     let q = common::vector(384, 1);
     let near = |i: u64| q.iter().map(|x| x + i as f32 * 1e-4).collect::<Vec<f32>>();
-    let past = now_millis() - 1;
+    let soon = common::expiring_soon();
     let records: Vec<NewRecord> = (0..5)
         .map(|i| NewRecord {
             id: Some(RecordId::parse(format!("expired{i}")).unwrap()),
             vector: Some(near(i)),
-            expires_at: Some(past),
+            expires_at: Some(soon),
             ..Default::default()
         })
         .chain((0..5).map(|i| NewRecord {
@@ -545,6 +545,7 @@ fn expired_records_and_all_matching_are_decided_per_record_before_top_k() {
         }))
         .collect();
     engine.put(&scope, &req(), records).unwrap();
+    common::wait_past(soon);
     let both: RequestScope =
         serde_json::from_value(json!({"user_tokens": ["u:a", "u:b"]})).unwrap();
     engine

@@ -161,7 +161,8 @@ fn invisible_records_never_move_a_score() {
         .collect();
     assert!(before.iter().all(|o| o[0].len() >= 3), "{before:?}");
 
-    let past = now_millis() - 1;
+    // Set to a moment after its batch's write, as it is written: a write refuses a past one.
+    let expiring = 0;
     let flood = |prefix: &str, n: usize| -> Vec<NewRecord> {
         (0..n)
             .map(|i| {
@@ -176,7 +177,7 @@ fn invisible_records_never_move_a_score() {
         flood(prefix, 30)
             .into_iter()
             .map(|r| NewRecord {
-                expires_at: Some(past),
+                expires_at: Some(expiring),
                 ..r
             })
             .collect()
@@ -241,8 +242,18 @@ fn invisible_records_never_move_a_score() {
             &[0, 1, 2, 3],
         ),
     ];
-    for (what, writer, req, records, blind) in batches {
+    for (what, writer, req, mut records, blind) in batches {
+        let soon = common::expiring_soon();
+        let expires: Vec<_> = records
+            .iter_mut()
+            .filter_map(|r| r.expires_at.as_mut())
+            .collect();
+        let expires_any = !expires.is_empty();
+        expires.into_iter().for_each(|t| *t = soon);
         engine.put(writer, &req, records).unwrap();
+        if expires_any {
+            common::wait_past(soon);
+        }
         for (i, (name, s, r)) in observers.iter().enumerate() {
             let now = observe(&engine, s, r);
             if blind.contains(&i) {
@@ -365,8 +376,9 @@ fn domain(dialog: bool) -> Domain {
 
 /// Writes `specs` (record `i` gets id `r{i}`), one batch per domain.
 fn write(engine: &Engine, scope: &TenantScope, specs: &[(usize, &Spec)]) {
-    let past = now_millis() - 1;
     for dialog in [false, true] {
+        // A moment ahead (a write refuses a past expiry), then waited out below.
+        let soon = common::expiring_soon();
         let records: Vec<NewRecord> = specs
             .iter()
             .filter(|(_, s)| s.dialog == dialog)
@@ -378,7 +390,7 @@ fn write(engine: &Engine, scope: &TenantScope, specs: &[(usize, &Spec)]) {
                         .collect(),
                 ),
                 run_id: s.run.map(|r| RunId::parse(RUNS[r]).unwrap()),
-                expires_at: s.expired.then_some(past),
+                expires_at: s.expired.then_some(soon),
                 ..record(
                     &format!("r{i}"),
                     &s.words
@@ -395,6 +407,9 @@ fn write(engine: &Engine, scope: &TenantScope, specs: &[(usize, &Spec)]) {
                 ..Default::default()
             };
             engine.put(scope, &req, records).unwrap();
+        }
+        if specs.iter().any(|(_, s)| s.expired && s.dialog == dialog) {
+            common::wait_past(soon);
         }
     }
 }

@@ -34,7 +34,7 @@ fn every_request_names_at_most_max_user_tokens() {
             ("/v1/memories/list", json!({"user_tokens": list})),
             (
                 "/v1/memories/delete",
-                json!({"filter": {}, "user_tokens": list}),
+                json!({"all": true, "user_tokens": list}),
             ),
         ];
         for (path, body) in calls {

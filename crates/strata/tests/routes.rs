@@ -168,7 +168,7 @@ fn tenant_b_gets_nothing_of_tenant_a() {
                 assert_eq!(s, 201, "{v}");
             }
             ("POST", "/v1/memories/delete") => {
-                let (s, v) = server.post(p, &b, json!({"filter": {}, "user_tokens": ["*"]}));
+                let (s, v) = server.post(p, &b, json!({"all": true, "user_tokens": ["*"]}));
                 assert_eq!(s, 200, "{v}");
             }
             (_, "/v1/memories/list") => {

@@ -92,7 +92,7 @@ fn domain_limited_key_stays_in_its_domains() {
             "POST",
             "/v1/memories/delete".into(),
             vec![],
-            Some(json!({"filter": {}, "memory_domain": "billing"})),
+            Some(json!({"all": true, "memory_domain": "billing"})),
         ),
         (
             "POST",
@@ -245,7 +245,7 @@ fn principal_bound_key_cannot_speak_for_others() {
             "POST",
             "/v1/memories/delete".into(),
             vec![],
-            Some(json!({"filter": {}, "user_tokens": bob()})),
+            Some(json!({"all": true, "user_tokens": bob()})),
         ),
         // Writing records for someone else, or shared with the whole tenant.
         (
@@ -667,7 +667,7 @@ fn a_token_bound_key_cannot_rewrite_or_delete_records_it_may_only_read() {
     );
     assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
     // A delete by filter deletes Alice's own record only, and says so.
-    let (s, v) = server.post("/v1/memories/delete", &alice, json!({"filter": {}}));
+    let (s, v) = server.post("/v1/memories/delete", &alice, json!({"all": true}));
     assert_eq!((s, v["deleted"].as_u64()), (200, Some(1)), "{v}");
 
     // Nothing else moved: the shared records are intact and shared, Bob keeps the co-owned one.

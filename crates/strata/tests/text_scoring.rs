@@ -116,17 +116,20 @@ fn invisible_records_do_not_move_text_or_hybrid_scores() {
         before,
         "after u:alice's records in the support domain"
     );
+    // A moment ahead (a write refuses a past expiry), then waited out.
+    let soon = common::expiring_soon();
     let expired = |prefix: &str| -> Vec<Value> {
         flood(prefix)
             .into_iter()
             .map(|mut r| {
-                r["expires_at"] = json!(1);
+                r["expires_at"] = json!(soon);
                 r
             })
             .collect()
     };
     put(&server, &shared, &[], expired("expired"));
     put(&server, &support, &[], expired("expired-support"));
+    common::wait_past(soon);
     assert_eq!(observe(), before, "after expired records");
 
     // A record bob can see does change his scores: the comparison can see a leak.

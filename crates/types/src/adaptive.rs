@@ -81,6 +81,8 @@ pub struct FeedbackRequest {
     /// read: a vector, or a query that the server embeds (when it runs an embedder for the
     /// collection).
     pub vector: Option<Vec<f32>>,
+    /// At most 4096 bytes of UTF-8.
+    #[schema(max_length = 4096)]
     pub query: Option<String>,
     /// The collection whose narrative the context moves; `text` when absent.
     pub modality: Option<CollectionName>,

@@ -86,6 +86,31 @@ impl FieldRef {
         Ok(builtin)
     }
 
+    /// A built-in field a record may lack: GET shows it as `null`, and a filter's `null`
+    /// matches a record without it.
+    pub fn is_optional_builtin(&self) -> bool {
+        matches!(
+            self,
+            FieldRef::Kind
+                | FieldRef::Content
+                | FieldRef::RunId
+                | FieldRef::MemoryScope
+                | FieldRef::ExpiresAt
+        )
+    }
+
+    /// What a built-in field holds, which a filter must compare it with; `None` for metadata,
+    /// which holds any JSON.
+    fn holds(&self) -> Option<Holds> {
+        Some(match self {
+            FieldRef::CreatedAt | FieldRef::UpdatedAt | FieldRef::ExpiresAt => Holds::Millis,
+            FieldRef::Confidence => Holds::Number,
+            FieldRef::UserTokens => Holds::Tokens,
+            FieldRef::Metadata(_) => return None,
+            _ => Holds::Text,
+        })
+    }
+
     /// The value this field has on `record`, or `None` when absent.
     pub fn resolve<'r>(&self, record: &'r Record) -> Option<Resolved<'r>> {
         use Resolved::*;
@@ -124,6 +149,63 @@ impl FieldRef {
             FieldRef::Metadata(path) => lookup(&record.metadata, path).map(Borrowed),
         }
     }
+}
+
+/// The type of a built-in field's values.
+#[derive(Clone, Copy)]
+enum Holds {
+    Millis,
+    Number,
+    Text,
+    /// `user_tokens`: a string matches a record holding it, an array the exact list.
+    Tokens,
+}
+
+impl Holds {
+    fn accepts(self, v: &Value) -> bool {
+        match (self, v) {
+            (Holds::Millis | Holds::Number, Value::Number(_)) => true,
+            (Holds::Text | Holds::Tokens, Value::String(_)) => true,
+            (Holds::Tokens, Value::Array(items)) => items.iter().all(Value::is_string),
+            _ => false,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Holds::Millis => "a number (milliseconds since the Unix epoch)",
+            Holds::Number => "a number",
+            Holds::Text => "a string",
+            Holds::Tokens => "a string (a user token)",
+        }
+    }
+}
+
+/// Refuses an operand that a built-in field's values can never equal or order with: such a
+/// filter would match nothing, silently (`{"created_at": {"$gte": "2026-01-01"}}`). `null`
+/// is an operand of equality on a field a record may lack.
+fn check_operand(
+    field: &FieldRef,
+    path: &str,
+    op: &str,
+    v: &Value,
+    equality: bool,
+) -> Result<(), FilterError> {
+    let Some(holds) = field.holds() else {
+        return Ok(());
+    };
+    if holds.accepts(v) || (equality && v.is_null() && field.is_optional_builtin()) {
+        return Ok(());
+    }
+    let null = if equality && field.is_optional_builtin() {
+        " or null (a record without it)"
+    } else {
+        ""
+    };
+    Err(FilterError(format!(
+        "{path}: {op} takes {}{null}, not {v}",
+        holds.describe()
+    )))
 }
 
 /// A resolved field value: borrowed from metadata or computed from a built-in field.
@@ -165,18 +247,10 @@ impl Filter {
         match self {
             Filter::And(all) => all.iter().all(|f| f.matches(record)),
             Filter::Or(any) => any.iter().any(|f| f.matches(record)),
-            Filter::Eq(field, v) => field
-                .resolve(record)
-                .is_some_and(|r| eq_or_contains(r.get(), v)),
-            Filter::Ne(field, v) => !field
-                .resolve(record)
-                .is_some_and(|r| eq_or_contains(r.get(), v)),
-            Filter::In(field, vs) => field
-                .resolve(record)
-                .is_some_and(|r| vs.iter().any(|v| eq_or_contains(r.get(), v))),
-            Filter::Nin(field, vs) => !field
-                .resolve(record)
-                .is_some_and(|r| vs.iter().any(|v| eq_or_contains(r.get(), v))),
+            Filter::Eq(field, v) => equals_any(field, record, std::slice::from_ref(v)),
+            Filter::Ne(field, v) => !equals_any(field, record, std::slice::from_ref(v)),
+            Filter::In(field, vs) => equals_any(field, record, vs),
+            Filter::Nin(field, vs) => !equals_any(field, record, vs),
             Filter::Range(field, ord, or_equal, bound) => field.resolve(record).is_some_and(|r| {
                 any_element(r.get(), |x| {
                     compare(x, bound)
@@ -226,7 +300,7 @@ fn parse_object(value: &Value, depth: usize, clauses: &mut usize) -> Result<Filt
             k if k.starts_with('$') => {
                 return Err(FilterError(format!("unknown top-level operator {k}")));
             }
-            path => parts.extend(parse_field(FieldRef::parse(path)?, operand, clauses)?),
+            path => parts.extend(parse_field(path, FieldRef::parse(path)?, operand, clauses)?),
         }
     }
     Ok(if parts.len() == 1 {
@@ -237,13 +311,17 @@ fn parse_object(value: &Value, depth: usize, clauses: &mut usize) -> Result<Filt
 }
 
 fn parse_field(
+    path: &str,
     field: FieldRef,
     operand: &Value,
     clauses: &mut usize,
 ) -> Result<Vec<Filter>, FilterError> {
     let ops = match operand {
         Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => m,
-        literal => return Ok(vec![Filter::Eq(field, literal.clone())]),
+        literal => {
+            check_operand(&field, path, "$eq", literal, true)?;
+            return Ok(vec![Filter::Eq(field, literal.clone())]);
+        }
     };
     let mut out = Vec::with_capacity(ops.len());
     for (op, v) in ops {
@@ -259,6 +337,17 @@ fn parse_field(
             _ => Err(FilterError(format!("{op} takes a number or a string"))),
         };
         let f = field.clone();
+        let typed = |v: &Value, equality: bool| check_operand(&field, path, op, v, equality);
+        match (op.as_str(), v) {
+            ("$eq" | "$ne", v) => typed(v, true)?,
+            ("$in" | "$nin", Value::Array(items)) => {
+                items.iter().try_for_each(|v| typed(v, true))?
+            }
+            ("$gt" | "$gte" | "$lt" | "$lte", v @ (Value::Number(_) | Value::String(_))) => {
+                typed(v, false)?
+            }
+            _ => {}
+        }
         out.push(match op.as_str() {
             "$eq" => Filter::Eq(f, v.clone()),
             "$ne" => Filter::Ne(f, v.clone()),
@@ -276,6 +365,16 @@ fn parse_field(
         });
     }
     Ok(out)
+}
+
+/// Whether `field` of `record` equals (or, an array, holds) one of `operands`. A record
+/// without a built-in optional field equals `null`, as GET shows it; a metadata key that is
+/// absent equals nothing (a key stored as `null` equals `null`).
+fn equals_any(field: &FieldRef, record: &Record, operands: &[Value]) -> bool {
+    match field.resolve(record) {
+        Some(r) => operands.iter().any(|v| eq_or_contains(r.get(), v)),
+        None => field.is_optional_builtin() && operands.iter().any(Value::is_null),
+    }
 }
 
 /// Mongo's rule: a scalar operand matches an array field when any element equals it.
@@ -392,6 +491,89 @@ mod tests {
         ] {
             assert!(Filter::parse(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn built_in_fields_refuse_operands_of_another_type() {
+        for (bad, names) in [
+            (
+                json!({"created_at": {"$gte": "2026-01-01"}}),
+                "created_at: $gte takes a number",
+            ),
+            (
+                json!({"updated_at": "yesterday"}),
+                "updated_at: $eq takes a number",
+            ),
+            (
+                json!({"expires_at": {"$lt": "x"}}),
+                "expires_at: $lt takes a number",
+            ),
+            (
+                json!({"expires_at": {"$in": [1, "x"]}}),
+                "expires_at: $in takes a number",
+            ),
+            (
+                json!({"confidence": {"$gt": "high"}}),
+                "confidence: $gt takes a number",
+            ),
+            (
+                json!({"confidence.value": true}),
+                "confidence.value: $eq takes a number",
+            ),
+            (
+                json!({"created_at": null}),
+                "created_at: $eq takes a number",
+            ),
+            (json!({"kind": 3}), "kind: $eq takes a string or null"),
+            (json!({"id": {"$in": [1]}}), "id: $in takes a string"),
+            (json!({"run_id": {"$gt": 2}}), "run_id: $gt takes a string"),
+            (json!({"user_tokens": 1}), "user_tokens: $eq takes a string"),
+            (
+                json!({"expires_at": {"$gt": null}}),
+                "$gt takes a number or a string",
+            ),
+        ] {
+            let e = Filter::parse(&bad).unwrap_err().to_string();
+            assert!(e.contains(names), "{bad}: {e}");
+        }
+        // Metadata holds any JSON: any operand is fine.
+        check(json!({"topic": {"$gte": 3}}), false);
+        check(json!({"user_tokens": ["u:a"]}), true);
+    }
+
+    #[test]
+    fn null_matches_a_built_in_field_the_record_lacks() {
+        check(json!({"expires_at": null}), true);
+        check(json!({"expires_at": {"$eq": null}}), true);
+        check(json!({"expires_at": {"$ne": null}}), false);
+        check(json!({"expires_at": {"$in": [null, 5]}}), true);
+        check(json!({"expires_at": {"$nin": [null]}}), false);
+        check(json!({"kind": null}), true);
+        check(json!({"run_id": null}), true);
+        check(json!({"memory_scope": {"$eq": null}}), true);
+        check(json!({"content": null}), false);
+        let mut expiring = record();
+        expiring.expires_at = Some(5000);
+        for (filter, want) in [
+            (json!({"expires_at": null}), false),
+            (json!({"expires_at": {"$ne": null}}), true),
+            (json!({"expires_at": {"$in": [null, 5000]}}), true),
+        ] {
+            assert_eq!(
+                Filter::parse(&filter).unwrap().matches(&expiring),
+                want,
+                "{filter}"
+            );
+        }
+        // An absent metadata key is not null; one stored as null is.
+        check(json!({"missing": null}), false);
+        let mut nulled = record();
+        nulled.metadata.insert("gone".into(), Value::Null);
+        assert!(
+            Filter::parse(&json!({"gone": null}))
+                .unwrap()
+                .matches(&nulled)
+        );
     }
 
     #[test]

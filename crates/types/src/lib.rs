@@ -6,6 +6,7 @@
 
 mod adaptive;
 mod confidence;
+mod expiry;
 mod filter;
 mod limits;
 mod link;
@@ -23,6 +24,7 @@ pub use adaptive::{
     AdaptiveExplain, AdaptiveNamespaceStats, FeedbackAnswer, FeedbackRequest, Rerank, RerankWeights,
 };
 pub use confidence::{Evidence, EvidenceError, EvidenceRequest, PRIOR_STRENGTH, check_confidence};
+pub use expiry::check_expiry;
 pub use filter::{FieldRef, Filter, FilterError};
 pub use limits::RecordLimits;
 pub use link::{Link, LinkError, LinkRef, NewLink, related};

@@ -195,6 +195,8 @@ pub struct NewRecord {
     /// Free-form JSON; keys may not shadow record or scope fields.
     #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
+    /// When the record expires, in milliseconds since the Unix epoch: after the request's
+    /// arrival (a past one, or one in seconds, is `400`).
     #[schema(value_type = Option<i64>)]
     pub expires_at: Option<Millis>,
     pub confidence: Option<Confidence>,
@@ -202,7 +204,7 @@ pub struct NewRecord {
 
 /// Changes to a record. Absent fields stay as they are; `kind`, `run_id`, `memory_scope` and
 /// `expires_at` given as `null` are cleared; `metadata` is merged as an RFC 7396 JSON merge
-/// patch (a `null` value removes the key).
+/// patch (a `null` value removes the key; `"metadata": null` clears it to `{}`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecordPatch {
@@ -232,10 +234,13 @@ pub struct RecordPatch {
     )]
     #[schema(value_type = Option<String>)]
     pub move_to_domain: Option<Domain>,
-    /// An RFC 7396 merge patch of the metadata: a `null` value removes the key.
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Map<String, Value>>,
-    /// `null` clears it (the record no longer expires).
+    /// An RFC 7396 merge patch of the metadata: a `null` value removes the key, and
+    /// `"metadata": null` removes them all (the metadata becomes `{}`).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable)]
+    pub metadata: Option<Option<Map<String, Value>>>,
+    /// In milliseconds since the Unix epoch, after the request's arrival (a past one is
+    /// `400`); `null` clears it (the record no longer expires).
     #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<i64>, nullable)]
     pub expires_at: Option<Option<Millis>>,
@@ -343,6 +348,37 @@ pub enum RecordError {
     /// names the field.
     #[error("{0}")]
     BadConfidence(String),
+    /// A write's `expires_at` at or before the request's arrival: the record would be gone
+    /// at once (`crate::expiry`).
+    #[error("{}", crate::expiry::not_ahead_message(*at, *now))]
+    ExpiryNotAhead { at: Millis, now: Millis },
+}
+
+impl RecordError {
+    /// The message as one record's of a batch: it starts with the record's path and the field
+    /// at fault (`records[5].metadata: ...`, `records[5].vector[7]: ...`), as a body's parse
+    /// errors do.
+    pub fn at_record(&self, index: usize) -> String {
+        use RecordError::*;
+        let field = match self {
+            // These messages begin with their own field path already.
+            NonFiniteVector { .. }
+            | VectorComponentTooLarge { .. }
+            | VectorNormTooLarge { .. }
+            | BadConfidence(_)
+            | ExpiryNotAhead { .. } => return format!("records[{index}].{self}"),
+            ShadowedField { .. }
+            | BadMetadataKey { .. }
+            | MetadataTooLarge { .. }
+            | MetadataTooDeep { .. } => "metadata",
+            ContentTooLarge { .. } => "content",
+            TooManyTokens { .. } => "user_tokens",
+            DimensionMismatch { .. } | ZeroVector { .. } => "vector",
+            VectorModelWithoutVector | VectorModelMismatch { .. } => "vector_model",
+            Empty | BatchTooLarge { .. } => return format!("records[{index}]: {self}"),
+        };
+        format!("records[{index}].{field}: {self}")
+    }
 }
 
 impl NewRecord {
@@ -372,7 +408,7 @@ impl RecordPatch {
             self.content.as_deref(),
             self.vector.as_deref(),
             self.user_tokens.as_deref(),
-            self.metadata.as_ref(),
+            self.metadata.as_ref().and_then(Option::as_ref),
             limits,
         )
     }
@@ -612,6 +648,19 @@ mod tests {
             big.validate(&limits),
             Err(RecordError::ContentTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_null_metadata_patch_is_told_from_an_absent_one() {
+        let p: RecordPatch = serde_json::from_value(json!({"metadata": null})).unwrap();
+        assert_eq!(p.metadata, Some(None));
+        let p: RecordPatch = serde_json::from_value(json!({"content": "x"})).unwrap();
+        assert_eq!(p.metadata, None);
+        let p: RecordPatch = serde_json::from_value(json!({"metadata": {"a": null}})).unwrap();
+        assert_eq!(
+            p.metadata,
+            Some(Some(json!({"a": null}).as_object().cloned().unwrap()))
+        );
     }
 
     #[test]

@@ -134,8 +134,9 @@ pub const MAX_K: usize = 1000;
 #[serde(default, deny_unknown_fields)]
 pub struct SearchRequest {
     pub vector: Option<Vec<f32>>,
-    /// Words to search for: not empty or whitespace only.
+    /// Words to search for: not empty or whitespace only, at most 4096 bytes of UTF-8.
     #[serde(deserialize_with = "crate::text::query")]
+    #[schema(max_length = 4096)]
     pub query: Option<String>,
     /// How many hits, 1 to 1000; 10 when absent.
     #[schema(minimum = 1, maximum = 1000)]

@@ -31,10 +31,12 @@ from .errors import (
     TenantSuspendedError,
 )
 from .models import (
+    AdaptiveExplain,
     ApiKey,
     AuditRow,
     Collection,
     Confidence,
+    ConfidenceInput,
     CreatedKey,
     Explain,
     MigrationReport,
@@ -68,10 +70,12 @@ __all__ = [
     "Scope",
     "UserMatch",
     # Models.
+    "AdaptiveExplain",
     "ApiKey",
     "AuditRow",
     "Collection",
     "Confidence",
+    "ConfidenceInput",
     "CreatedKey",
     "Explain",
     "MigrationReport",

@@ -16,7 +16,7 @@ from ._scope import Scope
 from .models import (
     AuditRow,
     Collection,
-    Confidence,
+    ConfidenceInput,
     Link,
     Millis,
     NewRecord,
@@ -27,6 +27,7 @@ from .models import (
     SearchResult,
     Share,
     WriteResult,
+    confidence_json,
     to_millis,
 )
 
@@ -54,8 +55,8 @@ def record_json(r: RecordInput) -> Dict[str, Any]:
         out["vector"] = [float(x) for x in out["vector"]]
     if out.get("expires_at") is not None:
         out["expires_at"] = to_millis(out["expires_at"])
-    if isinstance(out.get("confidence"), Confidence):
-        out["confidence"] = out["confidence"].to_json()
+    if out.get("confidence") is not None and not isinstance(out["confidence"], Mapping):
+        out["confidence"] = confidence_json(out["confidence"])
     return out
 
 
@@ -129,7 +130,7 @@ def _search_body(
 
 
 #: Record fields that ``update(clear=[...])`` may clear (sent as ``null``).
-CLEARABLE_FIELDS = ("kind", "run_id", "memory_scope", "expires_at")
+CLEARABLE_FIELDS = ("kind", "run_id", "memory_scope", "expires_at", "metadata")
 
 class DataCalls:
     """Builds the tenant API's requests under a default scope (see :mod:`._scope`)."""
@@ -168,7 +169,7 @@ class DataCalls:
         collection: Optional[str],
         kind: Optional[str],
         expires_at: Optional[Millis],
-        confidence: Optional[Confidence],
+        confidence: Optional[ConfidenceInput],
     ) -> Call[Any]:
         if content is None or isinstance(content, str):
             record = NewRecord(
@@ -347,7 +348,7 @@ class DataCalls:
         metadata: Optional[Mapping[str, Any]],
         kind: Optional[str],
         expires_at: Optional[Millis],
-        confidence: Optional[Confidence],
+        confidence: Optional[ConfidenceInput],
         new_user_tokens: Optional[Sequence[str]],
         new_run_id: Optional[str],
         new_memory_scope: Optional[str],
@@ -389,13 +390,18 @@ class DataCalls:
     def _delete(self, id: str, scope: Scope) -> Call[None]:
         return self._call("DELETE", f"/v1/memories/{_segment(id)}", no_answer, scope)
 
-    def _delete_where(self, filter: Filter, scope: Scope) -> Call[int]:
+    def _delete_where(self, filter: Optional[Filter], all: bool, scope: Scope) -> Call[int]:
+        body: Dict[str, Any] = {}
+        if filter is not None:
+            body["filter"] = dict(filter)
+        if all:
+            body["all"] = True
         return self._call(
             "POST",
             "/v1/memories/delete",
             lambda d: int(d["deleted"]),
             scope,
-            json={"filter": dict(filter)},
+            json=body,
         )
 
     def _list(

@@ -24,7 +24,7 @@ from ._scope import Scope, UserMatch
 from .models import (
     AuditRow,
     Collection,
-    Confidence,
+    ConfidenceInput,
     Link,
     Millis,
     Page,
@@ -138,7 +138,7 @@ class AsyncStrata(DataCalls):
         collection: Optional[str] = None,
         kind: Optional[str] = None,
         expires_at: Optional[Millis] = None,
-        confidence: Optional[Confidence] = None,
+        confidence: Optional[ConfidenceInput] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -168,7 +168,7 @@ class AsyncStrata(DataCalls):
         collection: Optional[str] = None,
         kind: Optional[str] = None,
         expires_at: Optional[Millis] = None,
-        confidence: Optional[Confidence] = None,
+        confidence: Optional[ConfidenceInput] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -442,7 +442,7 @@ class AsyncStrata(DataCalls):
         metadata: Optional[Mapping[str, Any]] = None,
         kind: Optional[str] = None,
         expires_at: Optional[Millis] = None,
-        confidence: Optional[Confidence] = None,
+        confidence: Optional[ConfidenceInput] = None,
         new_user_tokens: Optional[Sequence[str]] = None,
         new_run_id: Optional[str] = None,
         new_memory_scope: Optional[str] = None,
@@ -460,8 +460,10 @@ class AsyncStrata(DataCalls):
         ``new_run_id`` and ``new_memory_scope`` change the record's own scope fields, while
         ``user_tokens`` etc. are, as everywhere, the scope the request is made in.
         ``clear`` names fields to remove (``kind``, ``run_id``, ``memory_scope``,
-        ``expires_at``). ``move_to_domain`` moves the memory to another memory domain; it keeps
-        its id, metadata, confidence and links. The new version comes without its vector unless
+        ``expires_at``, or ``metadata``: all of its keys). ``confidence`` is a
+        :class:`Confidence` or a number (``0.9`` means ``Confidence(value=0.9)``).
+        ``move_to_domain`` moves the memory to another memory domain; it keeps its id,
+        metadata, confidence and links. The new version comes without its vector unless
         ``include`` names it (as in :meth:`get`).
         """
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
@@ -500,19 +502,22 @@ class AsyncStrata(DataCalls):
 
     async def delete_where(
         self,
-        filter: Filter,
+        filter: Optional[Filter] = None,
         *,
+        all: bool = False,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
         memory_scope: Optional[str] = None,
         user_match: Optional[UserMatch] = None,
     ) -> int:
-        """Deletes every memory the scope sees that matches ``filter`` (``{}``: all of them),
-        in one transaction; returns how many. A key bound to user tokens deletes only records
-        of its own principals, never tenant-shared or co-owned ones."""
+        """Deletes every memory the scope sees that matches ``filter``, in one transaction;
+        returns how many. An empty or missing ``filter`` is refused (``BadRequestError``)
+        unless ``all=True`` says to delete every memory the scope sees. A key bound to user
+        tokens deletes only records of its own principals, never tenant-shared or co-owned
+        ones."""
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
-        return await self._transport.run(self._delete_where(filter, scope))
+        return await self._transport.run(self._delete_where(filter, all, scope))
 
     async def list(
         self,

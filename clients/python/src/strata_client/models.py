@@ -13,9 +13,11 @@ from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequ
 
 __all__ = [
     "Confidence",
+    "ConfidenceInput",
     "Record",
     "NewRecord",
     "WriteResult",
+    "AdaptiveExplain",
     "Explain",
     "SearchHit",
     "SearchResult",
@@ -73,6 +75,21 @@ class Confidence:
             "corroborations": self.corroborations,
             "contradictions": self.contradictions,
         }
+
+
+#: A confidence to write: a :class:`Confidence`, or a number in [0, 1] meaning
+#: ``Confidence(value=x)`` with no evidence yet.
+ConfidenceInput = Union[Confidence, float]
+
+
+def confidence_json(c: ConfidenceInput) -> Dict[str, Any]:
+    """The JSON form of a confidence given as a :class:`Confidence` or a number."""
+    if isinstance(c, Confidence):
+        return c.to_json()
+    # `bool` is an `int` to Python; `True` is no confidence value.
+    if isinstance(c, (int, float)) and not isinstance(c, bool):
+        return {"value": float(c)}
+    raise TypeError(f"confidence must be a Confidence or a number, not {type(c).__name__}")
 
 
 @dataclass
@@ -150,7 +167,8 @@ class NewRecord:
     run_id: Optional[str] = None
     memory_scope: Optional[str] = None
     expires_at: Optional[Millis] = None
-    confidence: Optional[Confidence] = None
+    #: A :class:`Confidence`, or a number in [0, 1] (``0.9`` is ``Confidence(value=0.9)``).
+    confidence: Optional[ConfidenceInput] = None
 
     def to_json(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
@@ -175,7 +193,7 @@ class NewRecord:
         if self.expires_at is not None:
             out["expires_at"] = to_millis(self.expires_at)
         if self.confidence is not None:
-            out["confidence"] = self.confidence.to_json()
+            out["confidence"] = confidence_json(self.confidence)
         return out
 
 
@@ -199,6 +217,36 @@ class WriteResult:
 
 
 @dataclass
+class AdaptiveExplain:
+    """How adaptive reranking scored a hit (search with ``rerank="adaptive"`` and
+    ``explain=True``): its score and rank before reranking, and the weighted contributions
+    whose sum is the hit's score."""
+
+    base_score: float = 0.0
+    #: 1-based, in the candidate pool.
+    base_rank: int = 0
+    base: float = 0.0
+    narrative: float = 0.0
+    pheromone: float = 0.0
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> AdaptiveExplain:
+        return cls(
+            base_score=float(d.get("base_score", 0.0)),
+            base_rank=int(d.get("base_rank", 0)),
+            base=float(d.get("base", 0.0)),
+            narrative=float(d.get("narrative", 0.0)),
+            pheromone=float(d.get("pheromone", 0.0)),
+        )
+
+    def __getitem__(self, name: str) -> float:
+        """``explain.adaptive["pheromone"]``, as when this was a ``dict``."""
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return float(getattr(self, name))
+
+
+@dataclass
 class Explain:
     """Per-channel scores and ranks of a hit (search with ``explain=True``)."""
 
@@ -206,9 +254,8 @@ class Explain:
     vector_rank: Optional[int] = None
     text_score: Optional[float] = None
     text_rank: Optional[int] = None
-    #: With ``rerank="adaptive"``: ``base_score``, ``base_rank`` and the weighted ``base``,
-    #: ``narrative`` and ``pheromone`` contributions (their sum is the hit's score).
-    adaptive: Optional[Dict[str, float]] = None
+    #: With ``rerank="adaptive"``: see :class:`AdaptiveExplain`.
+    adaptive: Optional[AdaptiveExplain] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Explain:
@@ -218,7 +265,7 @@ class Explain:
             vector_rank=d.get("vector_rank"),
             text_score=d.get("text_score"),
             text_rank=d.get("text_rank"),
-            adaptive=dict(a) if isinstance(a, dict) else None,
+            adaptive=AdaptiveExplain.from_json(a) if isinstance(a, Mapping) else None,
         )
 
 

@@ -97,3 +97,16 @@ pub fn tenant_line(id: &str) -> ExportLine {
         integrity_policy: None,
     }
 }
+
+/// An expiry a moment ahead, for a record a test wants expired: a write refuses an
+/// `expires_at` that is already past. [`wait_past`] it before looking.
+pub fn expiring_soon() -> strata_types::Millis {
+    strata_types::now_millis() + 50
+}
+
+/// Returns once `t` has passed.
+pub fn wait_past(t: strata_types::Millis) {
+    while strata_types::now_millis() <= t {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

@@ -312,6 +312,27 @@ pub fn into_next_second() {
     std::thread::sleep(Duration::from_millis(rest + 10));
 }
 
+/// Milliseconds since the Unix epoch, as `expires_at` takes them.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(now.as_millis()).expect("a time in range")
+}
+
+/// An expiry a moment ahead, for records a test wants expired: a write refuses an
+/// `expires_at` that is already past. [`wait_past`] it before looking.
+pub fn expiring_soon() -> i64 {
+    now_ms() + 1_000
+}
+
+/// Returns once `t` (milliseconds since the epoch) has passed.
+pub fn wait_past(t: i64) {
+    while now_ms() <= t {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Sets its flag when dropped: load threads that loop until told to stop are told so even
 /// when the test body panics, so the scope joining them ends and the panic fails the test
 /// (instead of the test hanging on threads that never stop).

@@ -97,7 +97,7 @@ pub fn probe_body(method: &str) -> Option<Value> {
 pub fn valid_body(method: &str, path: &str) -> Option<Value> {
     match (method, path) {
         ("POST", "/v1/memories") | ("PATCH", "/v1/memories/{id}") => Some(json!({"content": "x"})),
-        ("POST", "/v1/memories/delete") => Some(json!({"filter": {}})),
+        ("POST", "/v1/memories/delete") => Some(json!({"all": true})),
         ("POST", "/v1/search") | ("POST", "/v1/recall") => Some(json!({"query": "x"})),
         ("POST", "/v1/memories/{id}/evidence") => Some(json!({"corroborate": true})),
         ("POST", "/v1/links") | ("POST", "/v1/links/delete") => {

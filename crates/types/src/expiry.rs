@@ -1,0 +1,84 @@
+//! A write's `expires_at` must lie ahead of the request: a past one would store a record that
+//! is gone at once, which a client never means (most often it sent seconds, not milliseconds).
+//!
+//! Imports are exempt on purpose: an export holds records that expired but were not swept
+//! yet, and importing it must give the same records back.
+
+use crate::{Millis, RecordError};
+
+/// Below this, an `expires_at` reads as seconds since the epoch (1e11 ms is March 1973; 1e11 s
+/// is the year 5138), so the refusal says which unit the field takes.
+const LOOKS_LIKE_SECONDS: Millis = 100_000_000_000;
+
+/// Refuses an `expires_at` that is not after `now`, the request's arrival.
+pub fn check_expiry(expires_at: Option<Millis>, now: Millis) -> Result<(), RecordError> {
+    match expires_at {
+        Some(at) if at <= now => Err(RecordError::ExpiryNotAhead { at, now }),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn not_ahead_message(at: Millis, now: Millis) -> String {
+    let unit = if (0..LOOKS_LIKE_SECONDS).contains(&at) {
+        format!(
+            "; it takes milliseconds since the Unix epoch, and {at} looks like seconds (send {})",
+            at.saturating_mul(1000)
+        )
+    } else {
+        "; it takes milliseconds since the Unix epoch".to_string()
+    };
+    format!(
+        "expires_at: {at} is not after the time the request arrived ({now}): the record would \
+         expire at once{unit}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Millis = 1_780_000_000_000;
+
+    #[test]
+    fn only_a_future_expiry_passes() {
+        assert_eq!(check_expiry(None, NOW), Ok(()));
+        assert_eq!(check_expiry(Some(NOW + 1), NOW), Ok(()));
+        for past in [NOW, NOW - 1, 0, -5] {
+            assert_eq!(
+                check_expiry(Some(past), NOW),
+                Err(RecordError::ExpiryNotAhead { at: past, now: NOW })
+            );
+        }
+    }
+
+    #[test]
+    fn the_message_names_the_field_and_spots_seconds() {
+        let secs = NOW / 1000 + 3600;
+        let m = check_expiry(Some(secs), NOW).unwrap_err().to_string();
+        assert!(m.starts_with("expires_at: "), "{m}");
+        assert!(m.contains("milliseconds since the Unix epoch"), "{m}");
+        assert!(m.contains("looks like seconds"), "{m}");
+        let m = check_expiry(Some(NOW - 1), NOW).unwrap_err().to_string();
+        assert!(m.contains("milliseconds"), "{m}");
+        assert!(!m.contains("looks like seconds"), "{m}");
+        let m = check_expiry(Some(-1), NOW).unwrap_err().to_string();
+        assert!(!m.contains("looks like seconds"), "{m}");
+    }
+
+    #[test]
+    fn a_batch_message_starts_with_the_record_and_its_field() {
+        let e = check_expiry(Some(1), NOW).unwrap_err();
+        assert!(e.at_record(5).starts_with("records[5].expires_at: "));
+        let shadow = RecordError::ShadowedField {
+            key: "created_at".into(),
+        };
+        assert!(shadow.at_record(5).starts_with("records[5].metadata: "));
+        assert!(
+            RecordError::Empty
+                .at_record(0)
+                .starts_with("records[0]: a record needs")
+        );
+        let v = RecordError::NonFiniteVector { position: 7 };
+        assert_eq!(v.at_record(2), "records[2].vector[7]: not a finite number");
+    }
+}
