@@ -168,5 +168,7 @@ def test_feedback_raises_a_used_memory_in_adaptive_search(axes: Strata) -> None:
     assert isinstance(adaptive, AdaptiveExplain)
     assert adaptive.pheromone > 0 and adaptive.base_rank >= 1
     assert adaptive["pheromone"] == adaptive.pheromone  # as when it was a dict
+    assert adaptive["base_rank"] == adaptive.base_rank and isinstance(adaptive["base_rank"], int)
+    assert adaptive.get("nothing", 1) == 1 and adaptive.to_dict()["narrative"] == adaptive.narrative
     with pytest.raises(BadRequestError):
         axes.search(vector=[1, 0, 0], collection="axes", rerank_weights={"base": 1})

@@ -344,7 +344,7 @@ struct DeleteWhere {
 impl DeleteWhere {
     /// The filter to delete by, once the request said plainly what it means.
     fn filter(self) -> Result<Filter, ApiError> {
-        let filter = self.filter.filter(|f| *f != Filter::all());
+        let filter = self.filter.filter(|f| !f.matches_everything());
         match (filter, self.all) {
             (Some(f), false) => Ok(f),
             (None, true) => Ok(Filter::all()),

@@ -87,7 +87,15 @@ fn load(engine: &Engine, scope: &TenantScope, n: usize) -> Result<(), BoxError> 
     let mut rng = StdRng::seed_from_u64(42);
     let now = now_millis();
     let mut pending: Vec<Vec<NewRecord>> = vec![Vec::new(); DOMAINS.len()];
-    let flush = |d: usize, records: Vec<NewRecord>| -> Result<(), BoxError> {
+    // The records drawn to be expired are written a second ahead of their batch (a write
+    // refuses a past expiry), and the load waits that out at its end.
+    let last_expiry = std::cell::Cell::new(0);
+    let flush = |d: usize, mut records: Vec<NewRecord>| -> Result<(), BoxError> {
+        let soon = now_millis() + 1_000;
+        for r in records.iter_mut().filter(|r| r.expires_at == Some(EXPIRED)) {
+            r.expires_at = Some(soon);
+            last_expiry.set(soon);
+        }
         let req = RequestScope {
             memory_domain: Some(Domain::parse(DOMAINS[d].0)?),
             ..Default::default()
@@ -112,7 +120,7 @@ fn load(engine: &Engine, scope: &TenantScope, n: usize) -> Result<(), BoxError> 
         };
         let ttl: f64 = rng.random();
         let expires_at = match ttl {
-            x if x < 0.05 => Some(now - 1),
+            x if x < 0.05 => Some(EXPIRED),
             x if x < 0.10 => Some(now + 86_400_000),
             _ => None,
         };
@@ -133,8 +141,14 @@ fn load(engine: &Engine, scope: &TenantScope, n: usize) -> Result<(), BoxError> 
             flush(d, records)?;
         }
     }
+    while now_millis() <= last_expiry.get() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     Ok(())
 }
+
+/// Marks a drawn record as one to be expired when measured (see `load`).
+const EXPIRED: strata_types::Millis = 0;
 
 fn main() -> Result<(), BoxError> {
     let args = parse_args()?;

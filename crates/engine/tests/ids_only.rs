@@ -93,13 +93,13 @@ fn hide(engine: &Engine, scope: &TenantScope, i: usize) {
         }),
         _ => patch(RecordPatch {
             // A moment ahead (a patch refuses a past expiry), then waited out.
-            expires_at: Some(Some(now_millis() + 20)),
+            expires_at: Some(Some(common::expiring_soon())),
             ..Default::default()
         }),
     }
     .unwrap();
     if i % 4 == 3 {
-        common::wait_past(now_millis() + 20);
+        common::wait_past(now_millis() + 250);
     }
 }
 

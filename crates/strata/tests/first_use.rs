@@ -282,6 +282,8 @@ fn a_delete_by_filter_says_what_it_deletes() {
         json!({"filter": {}}),
         json!({"filter": null}),
         json!({"filter": {"$and": []}}),
+        json!({"filter": {"$and": [{}]}}),
+        json!({"filter": {"$or": [{"i": 0}, {"$and": [{}]}]}}),
         json!({"all": false}),
     ] {
         let (s, v) = server.post("/v1/memories/delete", &key, body.clone());

@@ -28,7 +28,7 @@ pub(crate) fn not_ahead_message(at: Millis, now: Millis) -> String {
         "; it takes milliseconds since the Unix epoch".to_string()
     };
     format!(
-        "expires_at: {at} is not after the time the request arrived ({now}): the record would \
+        "expires_at: {at} is not after the time the write was checked ({now}): the record would \
          expire at once{unit}"
     )
 }

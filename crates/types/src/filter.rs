@@ -265,6 +265,16 @@ impl Filter {
     pub fn all() -> Filter {
         Filter::And(Vec::new())
     }
+
+    /// Whether the filter matches every record by its shape alone, as `{}`, `{"$and": [{}]}`
+    /// or `{"$or": [{}, ...]}` do: a delete by such a filter means "everything" and must say so.
+    pub fn matches_everything(&self) -> bool {
+        match self {
+            Filter::And(all) => all.iter().all(Filter::matches_everything),
+            Filter::Or(any) => any.iter().any(Filter::matches_everything),
+            _ => false,
+        }
+    }
 }
 
 fn parse_object(value: &Value, depth: usize, clauses: &mut usize) -> Result<Filter, FilterError> {
@@ -420,6 +430,25 @@ mod tests {
     use super::*;
     use crate::{CollectionName, Confidence, Domain, RecordId, UserToken};
     use serde_json::json;
+
+    #[test]
+    fn a_filter_that_matches_everything_by_its_shape_says_so() {
+        for f in [
+            json!({}),
+            json!({"$and": [{}]}),
+            json!({"$and": [{"$and": []}, {}]}),
+            json!({"$or": [{"n": 1}, {}]}),
+        ] {
+            assert!(Filter::parse(&f).unwrap().matches_everything(), "{f}");
+        }
+        for f in [
+            json!({"n": 1}),
+            json!({"$and": [{}, {"n": 1}]}),
+            json!({"$or": [{"n": 1}, {"n": 2}]}),
+        ] {
+            assert!(!Filter::parse(&f).unwrap().matches_everything(), "{f}");
+        }
+    }
 
     fn record() -> Record {
         Record {

@@ -239,11 +239,19 @@ class AdaptiveExplain:
             pheromone=float(d.get("pheromone", 0.0)),
         )
 
-    def __getitem__(self, name: str) -> float:
+    def __getitem__(self, name: str) -> Any:
         """``explain.adaptive["pheromone"]``, as when this was a ``dict``."""
         if name not in self.__dataclass_fields__:
             raise KeyError(name)
-        return float(getattr(self, name))
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """``explain.adaptive.get("pheromone")``, as when this was a ``dict``."""
+        return self[name] if name in self.__dataclass_fields__ else default
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The server's JSON object, for code that wants the ``dict`` this used to be."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 @dataclass

@@ -101,7 +101,9 @@ pub fn tenant_line(id: &str) -> ExportLine {
 /// An expiry a moment ahead, for a record a test wants expired: a write refuses an
 /// `expires_at` that is already past. [`wait_past`] it before looking.
 pub fn expiring_soon() -> strata_types::Millis {
-    strata_types::now_millis() + 50
+    // Ahead by more than a preempted test thread on a busy machine can lose before the write
+    // reads the clock.
+    strata_types::now_millis() + 250
 }
 
 /// Returns once `t` has passed.
