@@ -44,6 +44,8 @@ pub struct Store {
     pub(crate) path: std::path::PathBuf,
     /// The main file's page cache, which a vacuum's new database gets too.
     cache_bytes: usize,
+    /// Vacuums that rewrote the main file since the store opened.
+    pub(crate) vacuums: std::sync::atomic::AtomicU64,
     /// Concurrent writes share fsyncs (see `group_commit`); on by default.
     grouped: AtomicBool,
     pub(crate) group: Arc<GroupCommit>,
@@ -236,6 +238,7 @@ impl Store {
             db: Arc::new(RwLock::new(db)),
             path: path.to_path_buf(),
             cache_bytes,
+            vacuums: 0.into(),
             grouped: AtomicBool::new(true),
             group: Arc::default(),
             batch: Default::default(),

@@ -123,7 +123,14 @@ impl Store {
         // Closing the old database writes to the old file only.
         drop(old);
         dir_synced.map_err(|e| io(&self.path, e))?;
+        self.vacuums
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Vacuumed::Done)
+    }
+
+    /// How many vacuums rewrote the main file since the store opened.
+    pub fn vacuums(&self) -> u64 {
+        self.vacuums.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Copies every table of `old` into a new database at `path`, durably.

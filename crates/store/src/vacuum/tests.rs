@@ -90,6 +90,7 @@ fn a_vacuum_keeps_every_row_and_later_writes_reach_the_new_file() {
         .write_pending(|w| w.create_tenant(&id, 0, Default::default()))
         .unwrap();
     assert_eq!(store.vacuum().unwrap(), Vacuumed::Done);
+    assert_eq!(store.vacuums(), 1);
     #[cfg(unix)]
     assert_ne!(inode(&path), before, "the main file is a new one");
     assert!(!new_file_of(&path).exists());
@@ -173,6 +174,7 @@ fn a_vacuum_waits_for_readers_in_flight() {
     let reader = store.read().unwrap();
     assert_eq!(store.vacuum().unwrap(), Vacuumed::ReadersInFlight);
     assert!(!new_file_of(&path).exists());
+    assert_eq!(store.vacuums(), 0);
     drop(reader);
     assert_eq!(store.vacuum().unwrap(), Vacuumed::Done);
     all_there(&store, 1);
