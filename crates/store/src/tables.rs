@@ -100,9 +100,15 @@ impl Store {
 
     /// Why the main data file failed (a full disk, an I/O error), if it did: every write is
     /// then refused until the server restarts; reads of cached pages go on. (A dedicated
-    /// tenant's file that fails refuses that tenant's writes alone.)
+    /// tenant's file that fails refuses that tenant's writes alone.) Does not wait for a
+    /// compaction or vacuum holding the database's write lock (a metrics scrape must not hang
+    /// for the length of one): neither runs on a failed file, so the answer is then `None`.
     pub fn failure(&self) -> Option<String> {
-        self.db().sync.failure()
+        match self.db.try_read() {
+            Ok(db) => db.sync.failure(),
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().sync.failure(),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 }
 

@@ -217,6 +217,18 @@ fn a_vacuum_cut_short_before_its_rename_leaves_the_main_file_whole() {
     all_there(&Store::open(&path).unwrap(), 51);
 }
 
+/// Asking whether the file failed does not wait out a vacuum (or compaction) in progress.
+#[test]
+fn the_failure_check_does_not_wait_for_the_write_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("main.redb")).unwrap();
+    let held = store.db.write().unwrap();
+    assert_eq!(store.failure(), None);
+    drop(held);
+    read_db(&store.db).sync.fail_for_test();
+    assert!(store.failure().is_some());
+}
+
 /// A file whose syncs failed is not rewritten: what reached its disk is unknown.
 #[test]
 fn a_failed_file_is_not_vacuumed() {
