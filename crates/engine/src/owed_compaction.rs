@@ -1,20 +1,21 @@
-//! Compaction that could not run when an erasure asked for it.
+//! A vacuum that could not run when an erasure asked for it.
 //!
 //! A purge's erasure commits at once, but its bytes leave the data file only when the file is
-//! compacted, and compaction needs a moment with no read transaction in flight. A long reader
-//! (an export streaming any tenant) can hold one for minutes. Failing the purge then would
-//! report an erasure that did happen as failed and leave nobody to finish it, so the compaction
-//! is owed instead: the store records it (so a restart before it runs compacts at start), and
-//! one thread retries it, every [`FIRST_RETRY`] at first and less often while it keeps failing,
-//! until it runs; the engine's drop tries it a last time.
+//! rewritten into a new one (`Store::vacuum`), which needs a moment with no read transaction in
+//! flight. A long reader (an export streaming any tenant) can hold one for minutes. Failing the
+//! purge then would report an erasure that did happen as failed and leave nobody to finish it,
+//! so the vacuum is owed instead: the store records it (so a restart before it runs vacuums at
+//! start), and one thread retries it, every [`FIRST_RETRY`] at first and less often while it
+//! keeps failing, until it runs; the engine's drop tries it a last time. (Named for the
+//! compaction it was before the vacuum replaced it; the stored flag keeps that name.)
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use strata_store::{Store, StoreError};
+use strata_store::{Store, StoreError, Vacuumed};
 
-/// How soon an owed compaction is tried again, doubled after each failure up to [`LAST_RETRY`]
+/// How soon an owed vacuum is tried again, doubled after each failure up to [`LAST_RETRY`]
 /// (a lasting cause, such as a failed file, must not take the database's lock every second).
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(60);
@@ -40,10 +41,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Compacts `store` and clears its record of an owed compaction.
+/// Vacuums `store` and clears its record of an owed vacuum.
 fn compact_now(store: &Store) -> Result<(), StoreError> {
-    store.compact()?;
-    store.write(|w| w.set_compaction_owed(false))
+    match store.vacuum()? {
+        Vacuumed::Done => store.write(|w| w.set_compaction_owed(false)),
+        Vacuumed::ReadersInFlight => Err(StoreError::Engine(
+            "a read transaction is in flight; the vacuum waits for it".into(),
+        )),
+    }
 }
 
 impl OwedCompaction {
@@ -97,7 +102,7 @@ impl OwedCompaction {
         if let (true, Some(store)) = (owed, store)
             && let Err(e) = compact_now(&store)
         {
-            tracing::warn!(error = %e, "owed compaction left for the next start");
+            tracing::warn!(error = %e, "owed vacuum left for the next start");
         }
     }
 }
@@ -124,13 +129,13 @@ fn retry(state: &(Mutex<State>, Condvar), store: &Weak<Store>) {
         st = lock(&state.0);
         match result {
             Ok(()) => {
-                tracing::info!("owed compaction done: erased data has left the data file");
+                tracing::info!("owed vacuum done: erased data has left the data file");
                 st.owed = false;
                 return;
             }
             // Most often a reader still in flight; tried again, less often each time.
             Err(e) => {
-                tracing::debug!(error = %e, "owed compaction not possible yet");
+                tracing::debug!(error = %e, "owed vacuum not possible yet");
                 wait = (wait * 2).min(LAST_RETRY);
             }
         }

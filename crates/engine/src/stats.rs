@@ -144,6 +144,11 @@ impl Engine {
         self.store.commit_latency()
     }
 
+    /// How many times a purge's vacuum rewrote the main data file since the server started.
+    pub fn vacuums(&self) -> u64 {
+        self.store.vacuums()
+    }
+
     /// How many shared storage transactions small writes have been batched into since the
     /// server started, and how many writes they held (`docs/durability.md`).
     pub fn write_batches(&self) -> (u64, u64) {

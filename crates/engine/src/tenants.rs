@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use strata_auth::{OperatorScope, TenantScope};
-use strata_store::{Reads, TenantKey, TenantMeta, Writer};
+use strata_store::{Reads, TenantKey, TenantMeta, Vacuumed, Writer};
 use strata_types::{Collection, Millis, TenantId, now_millis};
 
 use crate::integrity::{IntegrityPolicy, IntegrityPolicyInput};
@@ -502,7 +502,7 @@ impl Engine {
     }
 
     /// Hard delete: erases every byte of the tenant's data and its registry entry, then
-    /// compacts the database file so none of it remains on disk.
+    /// rewrites the main data file into a new one (a vacuum) so none of it remains on disk.
     pub fn purge_tenant(&self, op: &OperatorScope, id: &TenantId) -> Result<(), EngineError> {
         let key = self.tenant_meta(id)?.key;
         self.purge_incarnation(op, id, key)
@@ -518,6 +518,19 @@ impl Engine {
     ) -> Result<(), EngineError> {
         // Until it ends, and within the second it ends in, `id` is not created again.
         let _under_way = self.recent_purges.begin(id);
+        self.erase_incarnation(op, id, key)?;
+        self.vacuum()?;
+        self.note_purge_end(id);
+        Ok(())
+    }
+
+    /// A purge without its vacuum, for a caller that purges several tenants and vacuums once.
+    fn erase_incarnation(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        key: TenantKey,
+    ) -> Result<(), EngineError> {
         let key = self
             .migrations
             .excluding(key, id, || self.purge_txn(op, id, key))?;
@@ -525,13 +538,15 @@ impl Engine {
         // (`erase_tenant` leaves it untouched, so that a crash cannot leave a registered
         // tenant without its data).
         self.forget_erased(key);
-        self.compact()?;
-        // The purge's transaction recorded its time before it committed; the end is later,
-        // perhaps in the next second, which a restart must also not create the id in.
+        Ok(())
+    }
+
+    /// The purge's transaction recorded its time before it committed; the end is later,
+    /// perhaps in the next second, which a restart must also not create the id in.
+    fn note_purge_end(&self, id: &TenantId) {
         if let Err(e) = self.store.write(|w| w.note_purge(now_millis())) {
             tracing::warn!(tenant = %id, error = %e, "the purge's end time was not recorded");
         }
-        Ok(())
     }
 
     /// The purge's one transaction: the tenant's data, its registry entry and the server
@@ -554,8 +569,8 @@ impl Engine {
             }
             w.erase_tenant(&meta)?;
             w.note_purge(now_millis())?;
-            // Owed until the compaction after this commit has run: a crash in between leaves
-            // the erased bytes in free pages, and the next start compacts them away.
+            // Owed until the vacuum after this commit has run: a crash in between leaves the
+            // erased bytes in the file, and the next start rewrites it without them.
             w.set_compaction_owed(true)?;
             hierarchy::orphan_children(w, id)?;
             // The tenant's own log is erased with it, and so are the server log's rows about
@@ -572,7 +587,8 @@ impl Engine {
 
     /// Purges every soft-deleted tenant whose deletion is older than `retention_ms`; returns
     /// those purged. One that cannot be purged now (a migration moves its data, or an error)
-    /// is logged and left for the next run; the others are purged regardless.
+    /// is logged and left for the next run; the others are purged regardless. The main file
+    /// is rewritten once, after the last of them, not once per tenant.
     pub fn purge_deleted_tenants(
         &self,
         op: &OperatorScope,
@@ -589,11 +605,18 @@ impl Engine {
                 due.push(m.id);
             }
         }
+        // Until the vacuum has run, and within the second it ends in, no purged id is created
+        // again.
+        let mut under_way = Vec::new();
         // A tenant whose data a migration is moving answers 409: skipped until the next run,
         // the others purged regardless.
         let mut purged = Vec::new();
         for id in due {
-            match self.purge_tenant(op, &id) {
+            under_way.push(self.recent_purges.begin(&id));
+            let erased = self
+                .tenant_meta(&id)
+                .and_then(|m| self.erase_incarnation(op, &id, m.key));
+            match erased {
                 Ok(()) => purged.push(id),
                 Err(EngineError::IdConflict(why)) => {
                     tracing::info!(tenant = %id, %why, "purge skipped until the next run");
@@ -603,31 +626,44 @@ impl Engine {
                 }
             }
         }
+        if let Some(last) = purged.last() {
+            self.vacuum()?;
+            self.note_purge_end(last);
+        }
+        drop(under_way);
         Ok(purged)
     }
 
-    pub(crate) fn compact(&self) -> Result<(), EngineError> {
-        // Compaction needs a moment with no transaction in flight; readers are short.
-        let mut last = None;
+    /// Rewrites the main file without what erasures left in it (`Store::vacuum`), or owes
+    /// that to a thread that retries it (`owed_compaction`). Errors only when the file failed.
+    pub(crate) fn vacuum(&self) -> Result<(), EngineError> {
+        // A vacuum needs a moment with no read transaction in flight; readers are short.
         for _ in 0..50 {
-            match self.store.compact() {
-                Ok(_) => {
-                    // One owed earlier (an erasure during a long read, before a restart) has
-                    // run with this one.
+            match self.store.vacuum() {
+                Ok(Vacuumed::Done) => {
+                    // The erasure's record (and one owed earlier, before a restart) is settled.
                     if self.store.compaction_owed()? {
                         self.store.write(|w| w.set_compaction_owed(false))?;
                     }
                     return Ok(());
                 }
-                // A failed data file will not compact later either.
+                Ok(Vacuumed::ReadersInFlight) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                // A failed data file will not vacuum later either.
                 Err(e @ strata_store::StoreError::Unavailable(_)) => return Err(e.into()),
-                Err(e) => last = Some(e),
+                // Anything else (no room for the new file, say) is not retried at once: each
+                // try copies the whole file.
+                Err(e) => {
+                    tracing::warn!(error = %e, "vacuum failed; it is tried again later");
+                    self.owed_compaction.owe(&self.store);
+                    return Ok(());
+                }
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         // A long reader (an export streaming) holds a snapshot. What called this has committed
-        // its erasure; only free pages still hold the bytes, until the owed compaction runs.
-        tracing::warn!(error = ?last, "compaction deferred until no reader is in flight");
+        // its erasure; the old file still holds its bytes, until the owed vacuum runs.
+        tracing::warn!("vacuum deferred until no reader is in flight");
         self.owed_compaction.owe(&self.store);
         Ok(())
     }

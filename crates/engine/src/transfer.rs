@@ -291,11 +291,11 @@ impl Engine {
                 "failed import: its rows could not be erased after its tenant was purged");
             return;
         }
-        // The erase has committed; compaction only returns the freed pages to the disk.
-        if let Err(e) = self.compact() {
+        // The erase has committed; the vacuum only rewrites the file without its bytes.
+        if let Err(e) = self.vacuum() {
             tracing::warn!(tenant = %id, error = %e,
-                "failed import: its rows were erased, but compacting the database failed; \
-                 their bytes may stay in free pages until the next compaction");
+                "failed import: its rows were erased, but rewriting the data file failed; \
+                 their bytes may stay in it until the next vacuum");
         }
     }
 
@@ -304,7 +304,7 @@ impl Engine {
     fn erase_abandoned(&self, key: strata_store::TenantKey) -> Result<(), EngineError> {
         self.store.write(|w| {
             w.erase_unregistered(key)?;
-            // As a purge's: compacted after this commit, or at the next start.
+            // As a purge's: vacuumed after this commit, or at the next start.
             Ok::<_, EngineError>(w.set_compaction_owed(true)?)
         })?;
         self.forget_erased(key);

@@ -117,6 +117,41 @@ fn soft_delete_hides_restore_brings_back_and_retention_purges() {
     ));
 }
 
+/// Each purge rewrites the main file into a new one (a vacuum, which blocks every request for
+/// a time that grows with the file), so a sweep rewrites it once, after its last purge.
+#[test]
+fn a_sweep_that_purges_many_tenants_rewrites_the_main_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    engine
+        .put(&scope, &req(), vec![rec(json!({"content": "acme's"}))])
+        .unwrap();
+    let ids: Vec<TenantId> = ["acme", "globex", "initech"]
+        .iter()
+        .map(|id| TenantId::parse(id).unwrap())
+        .collect();
+    for id in &ids[1..] {
+        engine.create_tenant(&op(), id, None).unwrap();
+    }
+    for id in &ids {
+        engine.delete_tenant(&op(), id).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let before = engine.vacuums();
+    let mut purged = engine.purge_deleted_tenants(&op(), 1).unwrap();
+    purged.sort();
+    assert_eq!(purged, ids);
+    assert_eq!(engine.vacuums(), before + 1);
+    // Nothing to purge: no rewrite.
+    assert!(engine.purge_deleted_tenants(&op(), 1).unwrap().is_empty());
+    assert_eq!(engine.vacuums(), before + 1);
+    // A hard delete rewrites it too.
+    let solo = TenantId::parse("solo").unwrap();
+    engine.create_tenant(&op(), &solo, None).unwrap();
+    engine.purge_tenant(&op(), &solo).unwrap();
+    assert_eq!(engine.vacuums(), before + 2);
+}
+
 fn limited(dir: &std::path::Path, limits: TenantLimits) -> (Engine, TenantScope) {
     let (engine, scope) = common::open_with_tenant(dir, "acme", common::full_grant());
     engine

@@ -114,7 +114,7 @@ impl Store {
         // On the caller's own thread, before queueing: a background worker's write is caught
         // where it was made, never in the leader running the batch.
         crate::thread_writes::check_write_allowed();
-        refuse_after_failed_sync(&self.file)?;
+        refuse_after_failed_sync(&self.db().sync)?;
         let mut out: Option<Result<R, E>> = None;
         let mut panicked: Option<Box<dyn Any + Send>> = None;
         // CPU time the leader's thread spent on this write, every run of it.
@@ -165,7 +165,6 @@ impl Store {
                 let waiting = Waiting {
                     seq,
                     db: Arc::clone(&self.db),
-                    file: self.file.clone(),
                     group: Arc::clone(&self.group),
                     commits: Arc::clone(&self.commits),
                 };
@@ -257,7 +256,7 @@ impl Store {
         alone: bool,
         outcomes: &mut [Option<Outcome>],
     ) -> Result<Round, StoreError> {
-        refuse_after_failed_sync(&self.file)?;
+        refuse_after_failed_sync(&self.db().sync)?;
         // This transaction is the one thing between these writes and their commit: a sync
         // starting now waits for it (and not for writes still queued for later batches).
         let entered = self.group.enter();
@@ -319,7 +318,7 @@ impl Store {
             });
         }
         // Again: a sync may have failed while the closures ran.
-        refuse_after_failed_sync(&self.file)?;
+        refuse_after_failed_sync(&db.sync)?;
         let committed = txn.commit();
         if registry_written {
             self.registry_committed();
@@ -477,7 +476,7 @@ mod tests {
         let t = TenantKey::from_raw(7);
         let got = store.write_batched_for(t, |w| {
             w.put_blob(t, "a", b"1")?;
-            store.file.fail_for_test();
+            store.db().sync.fail_for_test();
             Ok::<_, StoreError>(())
         });
         assert!(

@@ -247,6 +247,13 @@ impl FileSync {
         }
     }
 
+    /// Fails the file as a failed sync would: every later write and sync is refused, until the
+    /// file is reopened. For a failure around the file that the backend cannot see (a
+    /// vacuum's directory sync).
+    pub(crate) fn fail(&self, e: &std::io::Error) {
+        Inner::latch(&mut self.0.lock(), &self.0.failed, e);
+    }
+
     /// What a failed sync leaves behind, for tests of the store above this backend.
     #[cfg(test)]
     pub(crate) fn fail_for_test(&self) {

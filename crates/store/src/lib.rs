@@ -15,6 +15,7 @@ mod batched_write;
 mod changelog;
 pub mod codec;
 mod credentials;
+mod db;
 mod decode_memo;
 mod deferred_sync;
 mod derived;
@@ -34,6 +35,7 @@ mod tables;
 mod tenant_metadata;
 mod thread_writes;
 mod tracking;
+mod vacuum;
 mod verify;
 
 pub use adaptive::{AdaptiveItem, AdaptiveReads, AdaptiveRow, NarrativePrincipal, PrincipalTokens};
@@ -65,6 +67,7 @@ pub use thread_writes::{
     NoWrites, forbid_writes_on_this_thread, writes_allowed_here, writes_on_forbidden_threads,
 };
 pub use tracking::WriteTracker;
+pub use vacuum::Vacuumed;
 pub use verify::{KeyCheck, check_tenant};
 
 /// A fresh store holding one live tenant, for the unit tests of rows in a tenant's range.

@@ -28,6 +28,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
 
+use crate::db::Db;
 use crate::group_commit::GroupCommit;
 use crate::keys::{self, TenantKey};
 use crate::opened::Opened;
@@ -56,18 +57,10 @@ pub(crate) fn dedicated_cache_bytes(main: usize) -> usize {
 
 /// One dedicated tenant's open file, with its own group commit.
 pub(crate) struct FileDb {
-    pub(crate) db: Arc<RwLock<Database>>,
-    /// The file's syncs (see `deferred_sync`).
-    pub(crate) sync: crate::deferred_sync::FileSync,
+    /// The database with its file's syncs (see `deferred_sync`).
+    pub(crate) db: Arc<RwLock<Db>>,
     pub(crate) group: Arc<GroupCommit>,
     dir: PathBuf,
-}
-
-impl Drop for FileDb {
-    /// See `FileSync::settle_before_close`.
-    fn drop(&mut self) {
-        self.sync.settle_before_close();
-    }
 }
 
 /// The routing table: which tenants live in their own file.
@@ -212,10 +205,9 @@ pub(crate) fn tenant_dir_key(name: &std::ffi::OsStr) -> Option<TenantKey> {
         .map(TenantKey::from_raw)
 }
 
-fn open_file(dir: PathBuf, (db, sync): (Database, crate::deferred_sync::FileSync)) -> Arc<FileDb> {
+fn open_file(dir: PathBuf, db: Db) -> Arc<FileDb> {
     Arc::new(FileDb {
         db: Arc::new(RwLock::new(db)),
-        sync,
         group: Arc::default(),
         dir,
     })

@@ -16,6 +16,7 @@ use strata_types::{Collection, CollectionName, Domain, Millis, Record, RecordId,
 
 use crate::StoreError;
 use crate::codec::{ChangeOp, decode_json, decode_record, encode_json, encode_record};
+use crate::db::Db;
 use crate::deferred_sync::{FileSync, write_path};
 use crate::group_commit::{GroupCommit, Seq};
 use crate::keys::{self, ScopeField, TenantKey};
@@ -36,11 +37,15 @@ const COMPACTION_OWED: &str = "compaction_owed";
 
 /// The database. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Store {
-    /// Transactions begin under the read lock; compaction, which needs no transaction in
-    /// flight, takes the write lock.
-    pub(crate) db: Arc<RwLock<Database>>,
-    /// The main file's syncs (see `deferred_sync`).
-    pub(crate) file: FileSync,
+    /// Transactions begin under the read lock; compaction and a vacuum, which need no
+    /// transaction in flight, take the write lock (a vacuum swaps the database and its file).
+    pub(crate) db: Arc<RwLock<Db>>,
+    /// The main file, which a vacuum rewrites (see `vacuum`).
+    pub(crate) path: std::path::PathBuf,
+    /// The main file's page cache, which a vacuum's new database gets too.
+    cache_bytes: usize,
+    /// Vacuums that rewrote the main file since the store opened.
+    pub(crate) vacuums: std::sync::atomic::AtomicU64,
     /// Concurrent writes share fsyncs (see `group_commit`); on by default.
     grouped: AtomicBool,
     pub(crate) group: Arc<GroupCommit>,
@@ -95,9 +100,15 @@ impl Store {
 
     /// Why the main data file failed (a full disk, an I/O error), if it did: every write is
     /// then refused until the server restarts; reads of cached pages go on. (A dedicated
-    /// tenant's file that fails refuses that tenant's writes alone.)
+    /// tenant's file that fails refuses that tenant's writes alone.) Does not wait for a
+    /// compaction or vacuum holding the database's write lock (a metrics scrape must not hang
+    /// for the length of one): neither runs on a failed file, so the answer is then `None`.
     pub fn failure(&self) -> Option<String> {
-        self.file.failure()
+        match self.db.try_read() {
+            Ok(db) => db.sync.failure(),
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().sync.failure(),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 }
 
@@ -113,8 +124,9 @@ pub struct Pending {
 /// What a pending write needs to wait for, or lead, a sync.
 pub(crate) struct Waiting {
     pub(crate) seq: Seq,
-    pub(crate) db: Arc<RwLock<Database>>,
-    pub(crate) file: FileSync,
+    /// The database and its file's syncs, read together under one guard: a vacuum may have
+    /// swapped them since the write committed.
+    pub(crate) db: Arc<RwLock<Db>>,
     pub(crate) group: Arc<GroupCommit>,
     pub(crate) commits: Arc<crate::stats::LatencyHistogram>,
 }
@@ -125,14 +137,12 @@ impl Pending {
     pub fn wait_durable(self) -> Result<(), StoreError> {
         match self.waiting {
             None => Ok(()),
-            Some(w) => w
-                .group
-                .wait_durable(w.seq, || sync(&w.db, &w.file, &w.commits)),
+            Some(w) => w.group.wait_durable(w.seq, || sync(&w.db, &w.commits)),
         }
     }
 }
 
-pub(crate) fn read_db(db: &RwLock<Database>) -> RwLockReadGuard<'_, Database> {
+pub(crate) fn read_db(db: &RwLock<Db>) -> RwLockReadGuard<'_, Db> {
     // A panic while holding the lock cannot leave the database half-changed: redb's own
     // transactions guarantee that.
     db.read().unwrap_or_else(|e| e.into_inner())
@@ -143,17 +153,19 @@ pub(crate) fn read_db(db: &RwLock<Database>) -> RwLockReadGuard<'_, Database> {
 /// the next group's writes commit while the disk syncs this one's. Returns how long the fsync
 /// itself took (not the wait for the write lock before it), which paces the next group.
 fn sync(
-    db: &RwLock<Database>,
-    file: &FileSync,
+    db: &RwLock<Db>,
     commits: &crate::stats::LatencyHistogram,
 ) -> Result<std::time::Duration, StoreError> {
     let _writing = write_path();
     let started = std::time::Instant::now();
-    {
+    // The file this commit went to, whatever a vacuum swaps in after the guard is released (a
+    // vacuum's own commit is durable, and covers every commit before it).
+    let file = {
         let db = read_db(db);
         let txn = db.begin_write()?;
-        file.deferring(|| txn.commit())?;
-    }
+        db.sync.deferring(|| txn.commit())?;
+        db.sync.clone()
+    };
     let syncing = std::time::Instant::now();
     file.sync_owed()
         .map_err(|e| StoreError::Unavailable(crate::error::describe_io(&e)))?;
@@ -192,10 +204,7 @@ pub(crate) fn init_tables(db: &Database) -> Result<(), StoreError> {
 /// Opens or creates a database file with a page cache of at most `cache_bytes` (redb's own
 /// default is 1 GiB, which would sit outside every memory figure the server reports).
 /// Its [`FileSync`] takes a group commit's fsync outside redb's write lock.
-pub(crate) fn open_database(
-    path: &Path,
-    cache_bytes: usize,
-) -> Result<(Database, FileSync), StoreError> {
+pub(crate) fn open_database(path: &Path, cache_bytes: usize) -> Result<Db, StoreError> {
     // As redb's own `create` opens it, behind the backend that can defer a commit's fsync.
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -212,7 +221,7 @@ pub(crate) fn open_database(
         .set_cache_size(cache_bytes)
         .create_with_backend(backend)?;
     init_tables(&db)?;
-    Ok((db, sync))
+    Ok(Db::new(db, sync))
 }
 
 impl Store {
@@ -228,11 +237,14 @@ impl Store {
     /// dedicated tenant's file gets a quarter of it (at least 4 MiB, at most all of it).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         crate::main_file_guard::check_before_open(path)?;
-        let (db, file) = open_database(path, cache_bytes)?;
+        crate::vacuum::remove_leftover(path)?;
+        let db = open_database(path, cache_bytes)?;
         crate::main_file_guard::mark_after_open(path)?;
         Ok(Store {
             db: Arc::new(RwLock::new(db)),
-            file,
+            path: path.to_path_buf(),
+            cache_bytes,
+            vacuums: 0.into(),
             grouped: AtomicBool::new(true),
             group: Arc::default(),
             batch: Default::default(),
@@ -283,7 +295,11 @@ impl Store {
         self.commits.snapshot()
     }
 
-    pub(crate) fn db(&self) -> RwLockReadGuard<'_, Database> {
+    pub(crate) fn cache_bytes(&self) -> usize {
+        self.cache_bytes
+    }
+
+    pub(crate) fn db(&self) -> RwLockReadGuard<'_, Db> {
         read_db(&self.db)
     }
 
@@ -386,7 +402,7 @@ impl Store {
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, Pending), E> {
         let _writing = write_path();
-        refuse_after_failed_sync(&self.file)?;
+        refuse_after_failed_sync(&self.db().sync)?;
         let entered = self.grouped().then(|| self.group.enter());
         let db = self.db();
         let mut txn = db.begin_write().map_err(StoreError::from)?;
@@ -440,7 +456,7 @@ impl Store {
         let r = result?;
         // Again: a sync may have failed while `f` ran. Before any file commits, so a refusal
         // applies nothing.
-        refuse_after_failed_sync(&self.file)?;
+        refuse_after_failed_sync(&db.sync)?;
         for (key, ftxn) in txns.into_entries() {
             if dirty.contains(&key) {
                 ftxn.commit().map_err(StoreError::from)?;
@@ -461,7 +477,6 @@ impl Store {
         let waiting = entered.map(|e| Waiting {
             seq: e.committed(),
             db: Arc::clone(&self.db),
-            file: self.file.clone(),
             group: Arc::clone(&self.group),
             commits: Arc::clone(&self.commits),
         });
@@ -476,7 +491,7 @@ impl Store {
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, Pending), E> {
         let _writing = write_path();
-        refuse_after_failed_sync(&file.sync)?;
+        refuse_after_failed_sync(&read_db(&file.db).sync)?;
         let entered = self.grouped().then(|| file.group.enter());
         // The registry `f` checks liveness against is a snapshot of the main file, taken
         // before this file's write lock is held (lock order: main, then file; and this write
@@ -524,7 +539,7 @@ impl Store {
         };
         let r = result?;
         // Again: a sync may have failed while `f` ran.
-        refuse_after_failed_sync(&file.sync)?;
+        refuse_after_failed_sync(&db.sync)?;
         let started = std::time::Instant::now();
         txn.commit().map_err(StoreError::from)?;
         if entered.is_none() {
@@ -534,19 +549,10 @@ impl Store {
         let waiting = entered.map(|e| Waiting {
             seq: e.committed(),
             db: Arc::clone(&file.db),
-            file: file.sync.clone(),
             group: Arc::clone(&file.group),
             commits: Arc::clone(&self.commits),
         });
         Ok((r, Pending { waiting }))
-    }
-}
-
-impl Drop for Store {
-    /// The main database closes when its last handle goes, usually this one; see
-    /// [`FileSync::settle_before_close`].
-    fn drop(&mut self) {
-        self.file.settle_before_close();
     }
 }
 
@@ -1488,7 +1494,7 @@ mod tests {
         // The failure comes while a write runs: its commit is refused.
         let during = store.write_pending(|w| {
             w.put_blob(t, "during", b"2")?;
-            store.file.fail_for_test();
+            store.db().sync.fail_for_test();
             Ok::<_, StoreError>(())
         });
         assert!(during.is_err());

@@ -58,7 +58,9 @@ fn a_failed_sync_of_a_dedicated_file_refuses_its_writes() {
     let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
     store.route_dedicated(store.create_dedicated(b).unwrap());
     put(&store, b, "x", b"b1");
-    store.placement.get(b).unwrap().sync.fail_for_test();
+    crate::tables::read_db(&store.placement.get(b).unwrap().db)
+        .sync
+        .fail_for_test();
     let refused = store.write_pending_for(b, |w| w.put_blob(b, "y", b"b2"));
     assert!(refused.is_err());
     put(&store, a, "x", b"a1");
