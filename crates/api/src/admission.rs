@@ -60,9 +60,10 @@ pub(crate) struct Gate {
     metrics: Arc<Metrics>,
 }
 
-/// What a request was admitted with: its tenant's place in the pool, and (while it lives) its
-/// in-flight slot.
-pub struct Admitted {
+/// A tenant's place in the pool: what running a job in its fair share needs. Cloned into the
+/// request by authentication, so the body extractor can parse the body in the tenant's share.
+#[derive(Clone)]
+pub(crate) struct Share {
     key: TenantKey,
     weight: u32,
     /// `dedicated` tenants run in the reserved lane (see `PoolConfig::reserved_workers`).
@@ -71,6 +72,12 @@ pub struct Admitted {
     series: Arc<TenantSeries>,
     /// Whose integrity state its queue depth and wait feed (`Engine::observe_queue`).
     scope: TenantScope,
+}
+
+/// What a request was admitted with: its tenant's place in the pool, and (while it lives) its
+/// in-flight slot.
+pub struct Admitted {
+    pub(crate) share: Share,
     _permit: Option<Permit<TenantKey>>,
     /// The request body's share of the tenant's body budget (`tenant_bodies`), given back
     /// when the request's admission ends.
@@ -142,11 +149,13 @@ impl Gate {
             None => None,
         };
         Ok(Admitted {
-            key,
-            weight: admission.weight,
-            lane: lane_of(&admission),
-            series: self.metrics.tenant(scope.key(), scope.tenant()),
-            scope: scope.clone(),
+            share: Share {
+                key,
+                weight: admission.weight,
+                lane: lane_of(&admission),
+                series: self.metrics.tenant(scope.key(), scope.tenant()),
+                scope: scope.clone(),
+            },
             _permit: permit,
             body: BodySlot::default(),
         })
@@ -160,11 +169,13 @@ impl Gate {
     ) -> Result<Admitted, ApiError> {
         let admission = engine.admission(scope)?;
         Ok(Admitted {
-            key: scope.key(),
-            weight: admission.weight,
-            lane: lane_of(&admission),
-            series: self.metrics.tenant(scope.key(), scope.tenant()),
-            scope: scope.clone(),
+            share: Share {
+                key: scope.key(),
+                weight: admission.weight,
+                lane: lane_of(&admission),
+                series: self.metrics.tenant(scope.key(), scope.tenant()),
+                scope: scope.clone(),
+            },
             _permit: None,
             body: BodySlot::default(),
         })
@@ -178,6 +189,22 @@ impl Gate {
     pub async fn run<T, F>(
         &self,
         admitted: &Admitted,
+        engine: Arc<Engine>,
+        demotable: Demotable,
+        f: F,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.run_in(&admitted.share, engine, demotable, f).await
+    }
+
+    /// [`run`](Self::run) in a tenant's share, for work of a request before its handler has
+    /// its admission (the body's parse, `crate::input`).
+    pub(crate) async fn run_in<T, F>(
+        &self,
+        admitted: &Share,
         engine: Arc<Engine>,
         demotable: Demotable,
         f: F,
@@ -234,6 +261,12 @@ impl Gate {
         result
     }
 
+    /// Jobs of the tenant of `share` waiting in the pool.
+    #[cfg(test)]
+    pub(crate) fn queued_in(&self, share: &Share) -> usize {
+        self.pool.queued_for(&share.key)
+    }
+
     /// Shared worker threads of the pool (the reserved ones not counted).
     pub fn workers(&self) -> usize {
         self.workers
@@ -282,11 +315,13 @@ mod tests {
         };
         let scope = TenantScope::for_tests(&meta, grant);
         Admitted {
-            key: meta.key,
-            weight: 1,
-            lane,
-            series: gate.metrics.tenant(meta.key, &id),
-            scope,
+            share: Share {
+                key: meta.key,
+                weight: 1,
+                lane,
+                series: gate.metrics.tenant(meta.key, &id),
+                scope,
+            },
             _permit: None,
             body: BodySlot::default(),
         }

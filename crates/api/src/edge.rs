@@ -106,7 +106,7 @@ pub struct OperatorAuth(pub OperatorScope);
 /// The one value of a header that may be given at most once. A repeated one is refused, not
 /// resolved: a proxy in front may read the other copy than we would, and a request that says
 /// two things is refused rather than guessed at (as a query parameter given twice is).
-fn single_header<'a>(
+pub(crate) fn single_header<'a>(
     headers: &'a HeaderMap,
     name: &str,
     label: &str,
@@ -288,6 +288,8 @@ impl FromRequestParts<AppState> for TenantAuth {
             key: scope.key(),
             slot: std::sync::Arc::clone(&admitted.body),
         });
+        // Its body is parsed in the tenant's share of the pool (`crate::input::JsonObject`).
+        parts.extensions.insert(admitted.share.clone());
         Ok(TenantAuth {
             scope,
             header_domain,

@@ -16,6 +16,17 @@ use crate::edge::TenantAuth;
 pub(crate) const HEADER: &str = "idempotency-key";
 const REPLAYED: &str = "idempotent-replayed";
 
+/// The request's `Idempotency-Key`, if it has one. Two copies are refused, even equal ones: a
+/// proxy in front may read the other copy than we would, so the write could be applied twice.
+fn key_of(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = crate::edge::single_header(headers, HEADER, "Idempotency-Key")? else {
+        return Ok(None);
+    };
+    value.to_str().map(Some).map_err(|_| {
+        ApiError::BadRequest("Idempotency-Key: expected visible ASCII characters".into())
+    })
+}
+
 /// The request's key with the fingerprint of what it asks: its route and query, the body,
 /// and the credential's grant — so a retry matches only the same request from an equally
 /// entitled caller. `None` without the header.
@@ -26,12 +37,9 @@ pub(crate) fn of_request(
     query: Option<&str>,
     body: &Map<String, Value>,
 ) -> Result<Option<Idempotency>, ApiError> {
-    let Some(value) = headers.get(HEADER) else {
+    let Some(key) = key_of(headers)? else {
         return Ok(None);
     };
-    let key = value.to_str().map_err(|_| {
-        ApiError::BadRequest("Idempotency-Key: expected visible ASCII characters".into())
-    })?;
     let grant = format!("{:?}", auth.scope.grant());
     // Keys are kept per grant: another principal's use of a key neither shows nor blocks.
     let namespace = Sha256::digest(grant.as_bytes())
@@ -67,4 +75,25 @@ pub(crate) fn replay(status: u16, answer: Value) -> Response {
         .headers_mut()
         .insert(REPLAYED, HeaderValue::from_static("true"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_idempotency_key_is_refused() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(key_of(&headers).expect("none"), None);
+        headers.append(HEADER, HeaderValue::from_static("k1"));
+        assert_eq!(key_of(&headers).expect("one"), Some("k1"));
+        // Even the same key twice: the request is refused, not resolved to either copy.
+        headers.append(HEADER, HeaderValue::from_static("k1"));
+        match key_of(&headers) {
+            Err(ApiError::BadRequest(m)) => {
+                assert_eq!(m, "header Idempotency-Key: given more than once");
+            }
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
 }

@@ -12,11 +12,14 @@ use serde_json::{Map, Value};
 use strata_auth::TenantScope;
 use strata_types::{Domain, MemoryScope, RequestScope, RunId, TenantId, TokenSelector, UserMatch};
 
+use crate::admission::Share;
 use crate::edge::{TenantAuth, check_tenant, check_tenant_id};
 use crate::tenant_bodies::{BodyTenant, Reservation};
 use crate::{ApiError, AppState};
 
-/// A JSON object body. An empty body reads as `{}`.
+/// A JSON object body. An empty body reads as `{}`. It is parsed off the async threads, in
+/// the sending tenant's fair share of the pool (`AppState::parse_body`): its cheap refusals
+/// (credential, admission, size) come first, from the headers.
 pub struct JsonObject(pub Map<String, Value>);
 
 impl FromRequest<AppState> for JsonObject {
@@ -27,13 +30,20 @@ impl FromRequest<AppState> for JsonObject {
             .extensions()
             .get::<BodyTenant>()
             .map(|t| t.tenant.clone());
+        let share = req.extensions().get::<Share>().cloned();
         let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
-        parse_object_of(&bytes, tenant.as_ref()).map(JsonObject)
+        if bytes.is_empty() {
+            return Ok(JsonObject(Map::new()));
+        }
+        state
+            .parse_body(share.as_ref(), tenant, bytes)
+            .await
+            .map(JsonObject)
     }
 }
 
 /// A body read whole (within `max_body_bytes`) but not yet parsed: a handler parses it with
-/// [`parse_object_of`] inside its pool job, so the parsing of a flooding tenant's bodies is
+/// [`parse_object_within`] inside its pool job, so the parsing of a flooding tenant's bodies is
 /// charged to that tenant's fair share instead of delaying every tenant on the async threads.
 pub struct JsonBytes(pub Bytes);
 
@@ -91,19 +101,43 @@ fn reserve(state: &AppState, t: &BodyTenant, bytes: u64) -> Result<Reservation, 
     })
 }
 
+/// Most keys of one object in a request body, at least. The largest objects a request may
+/// carry are a record's metadata (by default at most 16,384 bytes as JSON, so fewer than 3,000
+/// keys) and a filter (1,024 clauses); a body of one object of a million keys took seconds to
+/// parse before its metadata was refused as too large.
+const MIN_OBJECT_KEYS: usize = 16_384;
+
+/// Most keys of one object in a request body under `limits`: never fewer than a record's
+/// largest metadata can hold (each key takes at least four bytes of it: `"k":0,`).
+pub(crate) fn max_object_keys(limits: &strata_types::RecordLimits) -> usize {
+    (limits.max_metadata_bytes / 4).max(MIN_OBJECT_KEYS)
+}
+
 /// Parses the body of a request by a credential of `tenant` as a JSON object; an empty body
 /// reads as `{}`. A body with a repeated key is refused, except that one in which any
 /// `tenant_id` (any copy, at any depth) names another tenant is `TENANT_MISMATCH` (a security
-/// event), as it would be if the body had no repeat.
+/// event), as it would be if the body had no repeat. (Requests use [`parse_object_within`].)
+#[cfg(test)]
 pub(crate) fn parse_object_of(
     bytes: &[u8],
     tenant: Option<&TenantId>,
 ) -> Result<Map<String, Value>, ApiError> {
+    parse_object_within(bytes, tenant, MIN_OBJECT_KEYS)
+}
+
+/// `parse_object_of` (its rules above) with an object of more than `max_keys` keys refused as soon as its key
+/// too many is read (`max_object_keys`).
+pub(crate) fn parse_object_within(
+    bytes: &[u8],
+    tenant: Option<&TenantId>,
+    max_keys: usize,
+) -> Result<Map<String, Value>, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    // Repeated keys are refused in the same pass (`unique_keys`).
-    match crate::unique_keys::from_slice(bytes) {
+    // Repeated keys are refused in the same pass (`unique_keys`), and so is an object of more
+    // keys than any request has a use for, as soon as its first key too many is read.
+    match crate::unique_keys::from_slice_bounded(bytes, max_keys) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::BadRequest("body: expected a JSON object".into())),
         Err(e) => {
@@ -700,6 +734,25 @@ mod tests {
             "{m}"
         );
         assert!(parse_object_of(br#"{"a":1,"b":{"c":1},"c":2}"#, None).is_ok());
+    }
+
+    #[test]
+    fn a_body_object_of_too_many_keys_is_refused() {
+        let object = |n: usize| {
+            let keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\":1")).collect();
+            format!("{{\"metadata\":{{{}}}}}", keys.join(","))
+        };
+        assert!(parse_object_within(object(10).as_bytes(), None, 10).is_ok());
+        let m = message(parse_object_within(object(11).as_bytes(), None, 10));
+        assert!(
+            m.starts_with("body: invalid JSON: an object has more than 10 keys"),
+            "{m}"
+        );
+        // The bound follows the metadata limit, and is never below its floor.
+        let mut limits = strata_types::RecordLimits::default();
+        assert_eq!(max_object_keys(&limits), MIN_OBJECT_KEYS);
+        limits.max_metadata_bytes = 1 << 20;
+        assert_eq!(max_object_keys(&limits), 1 << 18);
     }
 
     #[test]

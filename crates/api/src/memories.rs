@@ -1,7 +1,7 @@
 //! Memory routes: write (single or batch), get, patch, delete by id or filter, list, count.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequest, FromRequestParts, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -10,6 +10,7 @@ use strata_engine::{Answered, Page, PutOutcome};
 use strata_types::{
     Filter, Include, NewRecord, RecordId, RecordPatch, RequestScope, TokenSelector,
 };
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 use crate::bodies::{
@@ -80,18 +81,45 @@ enum WriteBody {
 /// co-owned one).
 #[utoipa::path(post, path = "/v1/memories", tag = "memories", operation_id = "write_memories",
     params(("Idempotency-Key" = Option<String>, Header,
-        description = "Names this write (1 to 255 visible ASCII characters, e.g. a UUID): a retry with the same key and request within 24 hours gets the first answer back, with `Idempotent-Replayed: true`, and writes nothing; a retry sent while the first still runs waits for its answer; the same key with another request is `409 CONFLICT`.")),
+        description = "Names this write (1 to 255 visible ASCII characters, e.g. a UUID): a retry with the same key and request within 24 hours gets the first answer back, with `Idempotent-Replayed: true`, and writes nothing; a retry sent while the first still runs waits for its answer; the same key with another request is `409 CONFLICT`; two copies of the header are `400 BAD_REQUEST`. Once the whole request has reached the server, the write runs to its end even if the client hangs up.")),
     request_body = WriteBody,
     responses(
         (status = 201, description = "Written; at least one record is new", body = WriteResponse),
         (status = 200, description = "Written; every record replaced or deduplicated an existing one", body = WriteResponse)),
     security(("bearer" = [])))]
-pub async fn create(
-    State(state): State<AppState>,
+pub async fn create(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    // A keyed write runs to its end even when its client has gone (a retry then finds its
+    // answer): the whole request, its authentication and body included, runs on a task of its
+    // own, so no await a hang-up would cancel (a small body can be read whole, and the hang-up
+    // seen, while the credential is still being checked) drops it.
+    if !req.headers().contains_key(idempotency::HEADER) {
+        return create_request(state, req).await;
+    }
+    let write = create_request(state, req).instrument(tracing::Span::current());
+    tokio::spawn(write)
+        .await
+        .map_err(|e| ApiError::Internal(format!("write task: {e}")))?
+}
+
+/// [`create`]'s extractors and handler, in order: credential and admission, the body read
+/// whole, its parse in the tenant's pool share, then the write.
+async fn create_request(state: AppState, req: Request) -> Result<Response, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let auth = TenantAuth::from_request_parts(&mut parts, &state).await?;
+    let headers = parts.headers.clone();
+    let raw_query = parts.uri.query().map(str::to_owned);
+    let JsonObject(body) =
+        JsonObject::from_request(Request::from_parts(parts, body), &state).await?;
+    create_parsed(state, auth, headers, raw_query, body).await
+}
+
+/// [`create`] once its body is parsed.
+async fn create_parsed(
+    state: AppState,
     auth: TenantAuth,
     headers: HeaderMap,
-    RawQuery(raw_query): RawQuery,
-    JsonObject(mut body): JsonObject,
+    raw_query: Option<String>,
+    mut body: serde_json::Map<String, Value>,
 ) -> Result<Response, ApiError> {
     let idem = idempotency::of_request(
         &headers,

@@ -7,9 +7,10 @@ use std::time::Duration;
 use strata_auth::{Authenticator, TenantScope};
 use strata_engine::Engine;
 use strata_sched::Demotable;
+use strata_types::TenantId;
 
 use crate::ApiError;
-use crate::admission::{Admitted, Gate, PoolConfig};
+use crate::admission::{Admitted, Gate, PoolConfig, Share};
 use crate::keys_in_flight::KeysInFlight;
 use crate::metrics::{Metrics, MetricsConfig};
 use crate::security_throttle::{SecurityEventLimits, SecurityThrottle};
@@ -152,6 +153,30 @@ impl AppState {
             .await
     }
 
+    /// Parses a request body as a JSON object off the async threads: in the tenant's fair share
+    /// of the pool when a tenant sent it (parsing writes nothing, so it may be demoted like a
+    /// read), on the blocking pool for an operator's. A body of a few megabytes can take
+    /// seconds to parse; on the async threads that stalled every tenant's requests.
+    pub(crate) async fn parse_body(
+        &self,
+        share: Option<&Share>,
+        tenant: Option<TenantId>,
+        bytes: axum::body::Bytes,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+        let max_keys = crate::input::max_object_keys(&self.engine.config().limits);
+        let parse =
+            move |_: &Engine| crate::input::parse_object_within(&bytes, tenant.as_ref(), max_keys);
+        match share {
+            Some(share) => {
+                let engine = Arc::clone(&self.engine);
+                self.gate
+                    .run_in(share, engine, Demotable::ReadOnly, parse)
+                    .await
+            }
+            None => self.run(parse).await,
+        }
+    }
+
     /// Worker threads of the shared pool.
     pub fn pool_workers(&self) -> usize {
         self.gate.workers()
@@ -189,3 +214,7 @@ impl AppState {
             .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
     }
 }
+
+#[cfg(test)]
+#[path = "state/body_parse_tests.rs"]
+mod body_parse_tests;

@@ -19,12 +19,27 @@ pub(crate) struct UniqueKeys(pub Value);
 
 impl<'de> Deserialize<'de> for UniqueKeys {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ValueVisitor).map(UniqueKeys)
+        let unbounded = ValueVisitor {
+            max_keys: usize::MAX,
+        };
+        d.deserialize_any(unbounded).map(UniqueKeys)
     }
 }
 
-/// Builds a [`Value`] as `serde_json`'s own visitor does, except that a repeated key fails.
-struct ValueVisitor;
+/// Builds a [`Value`] as `serde_json`'s own visitor does, except that a repeated key fails, and
+/// so does an object of more than `max_keys` keys (as soon as its next key is read).
+#[derive(Clone, Copy)]
+struct ValueVisitor {
+    max_keys: usize,
+}
+
+impl<'de> de::DeserializeSeed<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
 
 impl<'de> Visitor<'de> for ValueVisitor {
     type Value = Value;
@@ -72,7 +87,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(UniqueKeys(v)) = seq.next_element()? {
+        while let Some(v) = seq.next_element_seed(self)? {
             items.push(v);
         }
         Ok(Value::Array(items))
@@ -85,7 +100,13 @@ impl<'de> Visitor<'de> for ValueVisitor {
                 let quoted: String = key.chars().take(MAX_QUOTED_KEY).collect();
                 return Err(de::Error::custom(format_args!("duplicate key `{quoted}`")));
             }
-            let UniqueKeys(value) = access.next_value()?;
+            if map.len() == self.max_keys {
+                return Err(de::Error::custom(format_args!(
+                    "an object has more than {} keys",
+                    self.max_keys
+                )));
+            }
+            let value = access.next_value_seed(self)?;
             map.insert(key, value);
         }
         Ok(Value::Object(map))
@@ -95,6 +116,18 @@ impl<'de> Visitor<'de> for ValueVisitor {
 /// Parses JSON text with unique keys; the error is `serde_json`'s, with its line and column.
 pub(crate) fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     serde_json::from_slice::<UniqueKeys>(bytes).map(|UniqueKeys(v)| v)
+}
+
+/// [`from_slice`] for a request body: an object of more than `max_keys` keys fails as soon as
+/// its next key is read, so a body of one huge object is refused at a fraction of its parse.
+pub(crate) fn from_slice_bounded(
+    bytes: &[u8],
+    max_keys: usize,
+) -> Result<Value, serde_json::Error> {
+    let mut d = serde_json::Deserializer::from_slice(bytes);
+    let value = de::DeserializeSeed::deserialize(ValueVisitor { max_keys }, &mut d)?;
+    d.end()?;
+    Ok(value)
 }
 
 /// Whether `e` is the refusal of a repeated key (any key).
@@ -238,6 +271,29 @@ mod tests {
         assert!(!is_repeated_key(&from_slice(b"{\"a\":").unwrap_err()));
         assert_eq!(every_string_of(text, "tenant_id"), ["a", "b", "c", "d"]);
         assert!(every_string_of(b"{\"tenant_id\":", "tenant_id").is_empty());
+    }
+
+    #[test]
+    fn an_object_past_the_bound_of_keys_is_refused_at_any_depth() {
+        let object = |n: usize| {
+            let keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\":1")).collect();
+            format!("{{{}}}", keys.join(","))
+        };
+        assert!(from_slice_bounded(object(4).as_bytes(), 4).is_ok());
+        let e = from_slice_bounded(object(5).as_bytes(), 4).unwrap_err();
+        assert!(
+            e.to_string().starts_with("an object has more than 4 keys"),
+            "{e}"
+        );
+        let nested = format!("{{\"a\":[{}]}}", object(5));
+        assert!(from_slice_bounded(nested.as_bytes(), 4).is_err());
+        // Trailing text is refused as by `from_slice`; the unbounded reader takes any object.
+        assert!(from_slice_bounded(b"{} x", 4).is_err());
+        assert!(from_slice(object(5).as_bytes()).is_ok());
+        assert_eq!(
+            from_slice_bounded(br#"{"a":{"b":[1,{"c":null}]}}"#, 4).unwrap(),
+            from_slice(br#"{"a":{"b":[1,{"c":null}]}}"#).unwrap()
+        );
     }
 
     #[test]

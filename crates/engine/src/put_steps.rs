@@ -5,9 +5,12 @@
 //! [`PendingPut::is_embedded`], then [`Engine::finish_put`], each as its own job in the
 //! tenant's fair share, so other tenants' jobs run between the steps. The write itself is one
 //! transaction as before; it refuses records whose collection changed model since
-//! `begin_put` (`put_one` checks the collection against the model that embedded them).
+//! `begin_put` (`put_one` checks the collection against the model that embedded them). Each
+//! step first checks that the tenant is still live: a batch whose tenant was suspended or
+//! deleted meanwhile stops at its next step with the error its commit would give, instead of
+//! embedding on for minutes only to be refused at the end.
 
-use strata_auth::TenantScope;
+use strata_auth::{Permission, TenantScope};
 use strata_embed::MAX_TOKENS;
 use strata_types::{NewRecord, RequestScope};
 
@@ -30,6 +33,8 @@ pub(crate) fn estimated_tokens(text: &str) -> usize {
 /// A validated write whose texts are being embedded, step by step.
 pub struct PendingPut {
     batch: PreparedPut,
+    /// Whose write it is: each step checks the tenant is still live.
+    scope: TenantScope,
     /// The first record not yet looked at by a step.
     next: usize,
 }
@@ -82,14 +87,22 @@ impl Engine {
         indexed: bool,
     ) -> Result<PendingPut, EngineError> {
         let batch = self.prepare_put(scope, req, records, indexed)?;
-        let mut pending = PendingPut { batch, next: 0 };
+        let mut pending = PendingPut {
+            batch,
+            scope: scope.clone(),
+            next: 0,
+        };
         pending.skip_done();
         Ok(pending)
     }
 
     /// Embeds the next texts of `pending`, about [`STEP_TOKENS`] word pieces of them by
     /// [`estimated_tokens`] (at least one text). Does nothing once [`PendingPut::is_embedded`].
+    /// Fails as the write's commit would (`TenantSuspended`, `TenantNotFound`) once its tenant
+    /// is no longer live, before embedding anything more.
     pub fn embed_put_step(&self, pending: &mut PendingPut) -> Result<(), EngineError> {
+        // From memory while no registry row changed (`liveness`): a few atomic reads a step.
+        self.check_readable(&pending.scope, Permission::Write)?;
         if pending.is_embedded() {
             return Ok(());
         }
@@ -151,6 +164,56 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::EngineConfig;
+    use strata_auth::OperatorScope;
+    use strata_types::TenantId;
+
+    /// A write prepared for tenant `id`, then its tenant suspended (or deleted): its next step
+    /// fails with the commit's own error, so nothing more is embedded for it.
+    fn a_step_after(id: &str, stop: impl Fn(&Engine, &TenantId)) -> EngineError {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let tenant = TenantId::parse(id).unwrap();
+        engine
+            .create_tenant(&OperatorScope::for_tests(), &tenant, None)
+            .unwrap();
+        let scope = crate::test_support::admin_scope(&engine, id);
+        let req = RequestScope::default();
+        let record = || NewRecord {
+            content: Some("a note".into()),
+            vector: Some(vec![0.5, 0.5]),
+            ..Default::default()
+        };
+        let mut pending = engine.begin_put(&scope, &req, vec![record()]).unwrap();
+        engine.embed_put_step(&mut pending).unwrap();
+        stop(&engine, &tenant);
+        let step = engine.embed_put_step(&mut pending).unwrap_err();
+        // What the write's own transaction says, its steps' check left out.
+        let commit = engine
+            .write_prepared(&scope, &req, pending.batch)
+            .unwrap_err();
+        assert_eq!(step.to_string(), commit.to_string());
+        step
+    }
+
+    #[test]
+    fn a_step_stops_once_its_tenant_is_suspended_or_deleted() {
+        let op = OperatorScope::for_tests();
+        let suspended = a_step_after("acme", |e, id| {
+            e.suspend_tenant(&op, id).unwrap();
+        });
+        assert!(
+            matches!(suspended, EngineError::TenantSuspended(_)),
+            "{suspended:?}"
+        );
+        let deleted = a_step_after("acme", |e, id| {
+            e.delete_tenant(&op, id).unwrap();
+        });
+        assert!(
+            matches!(deleted, EngineError::TenantNotFound(_)),
+            "{deleted:?}"
+        );
+    }
 
     #[test]
     fn a_step_holds_one_long_paragraph_or_many_short_texts() {

@@ -120,3 +120,59 @@ fn bad_keys_are_refused_naming_the_header() {
     }
     assert_eq!(count(&server, &key), 0);
 }
+
+/// A keyed write whose client hangs up the moment it has sent the whole request still runs to
+/// its end (`docs/durability.md`): it detaches once its body is read, before the parse or any
+/// other wait a hang-up could cancel.
+#[test]
+fn a_keyed_write_whose_client_hangs_up_at_once_is_still_written() {
+    use std::io::Write;
+    let server = Server::start();
+    server.tenant("acme");
+    let key = server.key("acme", json!({"permissions": ["read", "write"]}));
+    let body = json!({"records": (0..50)
+        .map(|i| json!({"content": format!("note {i}"), "vector": vec![0.1f32; 384]}))
+        .collect::<Vec<_>>()})
+    .to_string();
+    let request = format!(
+        "POST /v1/memories HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\
+         Idempotency-Key: gone-at-once-1\r\n\r\n{body}",
+        body.len()
+    );
+    let mut socket = std::net::TcpStream::connect(server.addr()).expect("connect");
+    socket.write_all(request.as_bytes()).expect("send");
+    drop(socket);
+    // Written in the end, however long that takes; a dropped write never is.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while count(&server, &key) < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the keyed write was dropped with its client"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(count(&server, &key), 50);
+}
+
+#[test]
+fn two_idempotency_keys_are_refused() {
+    let server = Server::start();
+    server.tenant("acme");
+    let key = server.key("acme", json!({"permissions": ["read", "write"]}));
+    let res = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/memories", server.url))
+        .bearer_auth(&key)
+        .header("idempotency-key", "k-1")
+        .header("idempotency-key", "k-2")
+        .json(&json!({"content": "x", "vector": vec![0.1f32; 384]}))
+        .send()
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 400);
+    let err: Value = res.json().expect("json");
+    assert_eq!(
+        err["error"]["message"],
+        "header Idempotency-Key: given more than once"
+    );
+    assert_eq!(count(&server, &key), 0);
+}

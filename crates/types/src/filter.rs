@@ -13,10 +13,18 @@ use serde_json::{Map, Value};
 
 use crate::Record;
 
+mod value_set;
+pub use value_set::ValueSet;
+
 /// Filters nest at most this deep, so a hostile filter cannot exhaust the stack.
 const MAX_DEPTH: usize = 32;
 /// And at most this many clauses in all.
 const MAX_CLAUSES: usize = 1024;
+/// And at most this many values compared in all: each comparison operand one, each value of
+/// an `$in` or `$nin` one. A record is matched against every one of them in the worst case, so
+/// this bounds a filter's cost per record (400 clauses of 1000 `$in` values each held a worker
+/// for seconds over a few thousand records).
+pub const MAX_FILTER_VALUES: usize = 1024;
 
 /// A filter that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,8 +38,8 @@ pub enum Filter {
     Or(Vec<Filter>),
     Eq(FieldRef, Value),
     Ne(FieldRef, Value),
-    In(FieldRef, Vec<Value>),
-    Nin(FieldRef, Vec<Value>),
+    In(FieldRef, ValueSet),
+    Nin(FieldRef, ValueSet),
     Range(FieldRef, Ordering, bool, Value),
     Exists(FieldRef, bool),
 }
@@ -238,8 +246,8 @@ fn lookup<'m>(map: &'m Map<String, Value>, path: &[String]) -> Option<&'m Value>
 impl Filter {
     /// Parses a filter from its JSON form.
     pub fn parse(value: &Value) -> Result<Filter, FilterError> {
-        let mut clauses = 0;
-        parse_object(value, 0, &mut clauses)
+        let mut count = Count::default();
+        parse_object(value, 0, &mut count)
     }
 
     /// Whether `record` matches.
@@ -249,8 +257,8 @@ impl Filter {
             Filter::Or(any) => any.iter().any(|f| f.matches(record)),
             Filter::Eq(field, v) => equals_any(field, record, std::slice::from_ref(v)),
             Filter::Ne(field, v) => !equals_any(field, record, std::slice::from_ref(v)),
-            Filter::In(field, vs) => equals_any(field, record, vs),
-            Filter::Nin(field, vs) => !equals_any(field, record, vs),
+            Filter::In(field, vs) => in_set(field, record, vs),
+            Filter::Nin(field, vs) => !in_set(field, record, vs),
             Filter::Range(field, ord, or_equal, bound) => field.resolve(record).is_some_and(|r| {
                 any_element(r.get(), |x| {
                     compare(x, bound)
@@ -277,7 +285,35 @@ impl Filter {
     }
 }
 
-fn parse_object(value: &Value, depth: usize, clauses: &mut usize) -> Result<Filter, FilterError> {
+/// What a filter being parsed has used of its bounds so far.
+#[derive(Default)]
+struct Count {
+    clauses: usize,
+    values: usize,
+}
+
+impl Count {
+    fn clause(&mut self) -> Result<(), FilterError> {
+        self.clauses += 1;
+        if self.clauses > MAX_CLAUSES {
+            return Err(FilterError(format!("more than {MAX_CLAUSES} clauses")));
+        }
+        Ok(())
+    }
+
+    fn values(&mut self, n: usize) -> Result<(), FilterError> {
+        self.values += n;
+        if self.values > MAX_FILTER_VALUES {
+            return Err(FilterError(format!(
+                "more than {MAX_FILTER_VALUES} values in all (each comparison counts one, each \
+                 value of an $in or $nin one)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn parse_object(value: &Value, depth: usize, count: &mut Count) -> Result<Filter, FilterError> {
     if depth > MAX_DEPTH {
         return Err(FilterError(format!(
             "nested deeper than {MAX_DEPTH} levels"
@@ -288,10 +324,7 @@ fn parse_object(value: &Value, depth: usize, clauses: &mut usize) -> Result<Filt
     };
     let mut parts = Vec::with_capacity(map.len());
     for (key, operand) in map {
-        *clauses += 1;
-        if *clauses > MAX_CLAUSES {
-            return Err(FilterError(format!("more than {MAX_CLAUSES} clauses")));
-        }
+        count.clause()?;
         match key.as_str() {
             "$and" | "$or" => {
                 let Value::Array(items) = operand else {
@@ -299,18 +332,18 @@ fn parse_object(value: &Value, depth: usize, clauses: &mut usize) -> Result<Filt
                 };
                 let subs = items
                     .iter()
-                    .map(|v| parse_object(v, depth + 1, clauses))
+                    .map(|v| parse_object(v, depth + 1, count))
                     .collect::<Result<Vec<_>, _>>()?;
                 parts.push(if key == "$and" {
                     Filter::And(subs)
                 } else {
-                    Filter::Or(subs)
+                    Filter::Or(merge_equalities(subs))
                 });
             }
             k if k.starts_with('$') => {
                 return Err(FilterError(format!("unknown top-level operator {k}")));
             }
-            path => parts.extend(parse_field(path, FieldRef::parse(path)?, operand, clauses)?),
+            path => parts.extend(parse_field(path, FieldRef::parse(path)?, operand, count)?),
         }
     }
     Ok(if parts.len() == 1 {
@@ -324,20 +357,27 @@ fn parse_field(
     path: &str,
     field: FieldRef,
     operand: &Value,
-    clauses: &mut usize,
+    count: &mut Count,
 ) -> Result<Vec<Filter>, FilterError> {
     let ops = match operand {
         Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => m,
         literal => {
             check_operand(&field, path, "$eq", literal, true)?;
+            count.values(1)?;
             return Ok(vec![Filter::Eq(field, literal.clone())]);
         }
     };
     let mut out = Vec::with_capacity(ops.len());
     for (op, v) in ops {
-        *clauses += 1;
-        let list = |v: &Value| match v {
-            Value::Array(items) if items.len() <= MAX_CLAUSES => Ok(items.clone()),
+        count.clause()?;
+        if !matches!(op.as_str(), "$in" | "$nin") {
+            count.values(1)?;
+        }
+        let mut list = |v: &Value| match v {
+            Value::Array(items) if items.len() <= MAX_CLAUSES => {
+                count.values(items.len())?;
+                Ok(ValueSet::from(items.clone()))
+            }
             _ => Err(FilterError(format!(
                 "{op} takes an array of at most {MAX_CLAUSES} values"
             ))),
@@ -387,6 +427,64 @@ fn equals_any(field: &FieldRef, record: &Record, operands: &[Value]) -> bool {
     }
 }
 
+/// Like [`equals_any`], with the operands' hashed set: one look-up of the field's value.
+fn in_set(field: &FieldRef, record: &Record, set: &ValueSet) -> bool {
+    match field.resolve(record) {
+        Some(r) => set.matches(r.get()),
+        None => field.is_optional_builtin() && set.iter().any(Value::is_null),
+    }
+}
+
+/// An `$or`'s equalities on one metadata path (`$eq` or `$in`), joined into one `$in` where
+/// the field is looked up once and its value hashed once, instead of once per clause: an `$or`
+/// of a thousand `$eq` on one field cost a thousand look-ups and comparisons per record. Exact:
+/// `$in` is defined as the `$or` of its values' `$eq`. Built-in fields are left as written
+/// (their own equality rules are theirs to keep).
+fn merge_equalities(parts: Vec<Filter>) -> Vec<Filter> {
+    let mergeable = |f: &Filter| match f {
+        Filter::Eq(field @ FieldRef::Metadata(_), _)
+        | Filter::In(field @ FieldRef::Metadata(_), _) => Some(field.clone()),
+        _ => None,
+    };
+    let mut per_field: std::collections::HashMap<FieldRef, usize> = Default::default();
+    for part in &parts {
+        if let Some(field) = mergeable(part) {
+            *per_field.entry(field).or_default() += 1;
+        }
+    }
+    if per_field.values().all(|&n| n < 2) {
+        return parts;
+    }
+    // Each merged field's values, gathered where its first clause stood.
+    let mut out: Vec<Filter> = Vec::with_capacity(parts.len());
+    let mut gathered: std::collections::HashMap<FieldRef, (usize, Vec<Value>)> = Default::default();
+    let merged = |field: &FieldRef| per_field.get(field).is_some_and(|&n| n > 1);
+    for part in parts {
+        let (field, values) = match part {
+            Filter::Eq(field @ FieldRef::Metadata(_), v) if merged(&field) => (field, vec![v]),
+            Filter::In(field @ FieldRef::Metadata(_), set) if merged(&field) => {
+                (field, set.into_values())
+            }
+            other => {
+                out.push(other);
+                continue;
+            }
+        };
+        match gathered.get_mut(&field) {
+            Some((_, all)) => all.extend(values),
+            None => {
+                gathered.insert(field.clone(), (out.len(), values));
+                // A placeholder, replaced by the field's `$in` below.
+                out.push(Filter::In(field, ValueSet::default()));
+            }
+        }
+    }
+    for (field, (at, values)) in gathered {
+        out[at] = Filter::In(field, ValueSet::from(values));
+    }
+    out
+}
+
 /// Mongo's rule: a scalar operand matches an array field when any element equals it.
 fn eq_or_contains(field: &Value, operand: &Value) -> bool {
     values_equal(field, operand)
@@ -429,6 +527,8 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
 mod tests {
     use super::*;
     use crate::{CollectionName, Confidence, Domain, RecordId, UserToken};
+    use proptest::prelude::Strategy;
+    use proptest::prop_oneof;
     use serde_json::json;
 
     #[test]
@@ -603,6 +703,93 @@ mod tests {
                 .unwrap()
                 .matches(&nulled)
         );
+    }
+
+    #[test]
+    fn the_values_of_a_whole_filter_are_bounded() {
+        let list =
+            |n: usize, tag: &str| -> Vec<String> { (0..n).map(|i| format!("{tag}{i}")).collect() };
+        // One list of the most values, and values spread over clauses up to the bound, pass.
+        assert!(Filter::parse(&json!({"s": {"$in": list(1024, "a")}})).is_ok());
+        assert!(
+            Filter::parse(&json!({"$or": [
+                {"s": {"$in": list(1000, "a")}},
+                {"t": {"$nin": list(20, "b")}},
+                {"n": {"$gte": 1, "$lt": 9}},
+                {"u": "x", "v": {"$exists": true}}
+            ]}))
+            .is_ok()
+        );
+        // Past it, however they are spread, the filter is refused naming the bound.
+        let over = [
+            json!({"$or": [{"s": {"$in": list(600, "a")}}, {"s": {"$in": list(600, "b")}}]}),
+            json!({"s": {"$in": list(1024, "a")}, "t": 1}),
+            json!({"$or": (0..400).map(|i| json!({"s": {"$in": list(1000, &format!("x{i}_"))}})).collect::<Vec<_>>()}),
+        ];
+        for filter in over {
+            let e = Filter::parse(&filter).expect_err("over the bound");
+            assert!(e.0.starts_with("more than 1024 values in all"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_or_of_equalities_on_one_metadata_path_is_one_in() {
+        let f = Filter::parse(&json!({"$or": [{"s": "a"}, {"n": 3}, {"s": {"$in": ["b", 1]}}, {"kind": "k"}, {"s": "c"}]}))
+            .expect("parse");
+        let path = |p: &str| FieldRef::Metadata(vec![p.to_owned()]);
+        let expected = Filter::Or(vec![
+            Filter::In(
+                path("s"),
+                ValueSet::from(vec![json!("a"), json!("b"), json!(1), json!("c")]),
+            ),
+            Filter::Eq(path("n"), json!(3)),
+            Filter::Eq(FieldRef::Kind, json!("k")),
+        ]);
+        assert_eq!(f, expected);
+    }
+
+    fn metadata_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            (0i64..4).prop_map(|n| json!(n)),
+            (0i64..4).prop_map(|n| json!(n as f64)),
+            "[ab]".prop_map(Value::String),
+            proptest::collection::vec((0i64..4).prop_map(|n| json!(n)), 0..3)
+                .prop_map(Value::Array),
+        ]
+    }
+
+    proptest::proptest! {
+        /// A parsed `$or` (its equalities joined into `$in`s) matches exactly the records the
+        /// clauses as written, evaluated one by one, match.
+        #[test]
+        fn joining_equalities_keeps_the_meaning(
+            clauses in proptest::collection::vec((0usize..3, proptest::bool::ANY, proptest::collection::vec(metadata_value(), 1..3)), 1..8),
+            fields in proptest::collection::vec(proptest::option::of(metadata_value()), 3),
+        ) {
+            let paths = ["p", "q", "o.r"];
+            let mut written = Vec::new();
+            let mut json_clauses = Vec::new();
+            for (p, as_in, values) in &clauses {
+                let field = FieldRef::parse(paths[*p]).expect("path");
+                if *as_in {
+                    written.push(Filter::In(field, ValueSet::from(values.clone())));
+                    json_clauses.push(json!({ (paths[*p]): {"$in": values} }));
+                } else {
+                    written.push(Filter::Eq(field, values[0].clone()));
+                    json_clauses.push(json!({ (paths[*p]): {"$eq": values[0]} }));
+                }
+            }
+            let parsed = Filter::parse(&json!({"$or": json_clauses})).expect("parse");
+            let mut r = record();
+            let mut metadata = Map::new();
+            let mut nested = Map::new();
+            if let Some(v) = &fields[0] { metadata.insert("p".into(), v.clone()); }
+            if let Some(v) = &fields[1] { metadata.insert("q".into(), v.clone()); }
+            if let Some(v) = &fields[2] { nested.insert("r".into(), v.clone()); }
+            metadata.insert("o".into(), Value::Object(nested));
+            r.metadata = metadata;
+            proptest::prop_assert_eq!(parsed.matches(&r), Filter::Or(written).matches(&r));
+        }
     }
 
     #[test]

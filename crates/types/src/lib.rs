@@ -25,7 +25,7 @@ pub use adaptive::{
 };
 pub use confidence::{Evidence, EvidenceError, EvidenceRequest, PRIOR_STRENGTH, check_confidence};
 pub use expiry::check_expiry;
-pub use filter::{FieldRef, Filter, FilterError};
+pub use filter::{FieldRef, Filter, FilterError, MAX_FILTER_VALUES, ValueSet};
 pub use limits::RecordLimits;
 pub use link::{Link, LinkError, LinkRef, NewLink, related};
 pub use name::{

@@ -75,7 +75,9 @@ impl PartialSchema for Filter {
                  `updated_at`, `expires_at`, `kind`, `confidence`, …): `{\"field\": value}`, \
                  `{\"field\": {\"$eq\"|\"$ne\"|\"$gt\"|\"$gte\"|\"$lt\"|\"$lte\": v}}`, \
                  `{\"field\": {\"$in\"|\"$nin\": [...]}}`, `{\"field\": {\"$exists\": bool}}`, \
-                 `{\"$and\"|\"$or\": [filters]}`.",
+                 `{\"$and\"|\"$or\": [filters]}`. At most 1024 clauses, nested at most 32 \
+                 deep, and at most 1024 values compared in all (each comparison counts one, each \
+                 value of an `$in` or `$nin` one); past that, `400 BAD_REQUEST`.",
             ))
             .into()
     }
