@@ -102,9 +102,14 @@ impl Store {
                 // The main file is untouched; the partial copy goes (or, if even that fails,
                 // at the next vacuum or start).
                 let _ = std::fs::remove_file(&new_path);
-                return Err(e);
+                return Err(copy_failed(e));
             }
         };
+        // The new file holds every tenant's data and the credentials: it keeps the access the
+        // operator gave the old one (created anew, it would have the default mode).
+        if let Ok(meta) = std::fs::metadata(&self.path) {
+            let _ = std::fs::set_permissions(&new_path, meta.permissions());
+        }
         if let Err(e) = std::fs::rename(&new_path, &self.path) {
             drop(fresh);
             let _ = std::fs::remove_file(&new_path);
@@ -122,7 +127,13 @@ impl Store {
         drop(db);
         // Closing the old database writes to the old file only.
         drop(old);
-        dir_synced.map_err(|e| io(&self.path, e))?;
+        // The file now refuses writes until a restart (above): a retry could not help.
+        dir_synced.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "syncing the data directory after the vacuum: {}",
+                crate::error::describe_io(&e)
+            ))
+        })?;
         self.vacuums
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Vacuumed::Done)
@@ -170,6 +181,18 @@ impl Store {
         let mut fresh = fresh;
         while fresh.compact()? {}
         Ok(fresh)
+    }
+}
+
+/// A failed copy leaves the main file as it was: even a full disk or an I/O error while writing
+/// the new file is not a failure of the main file ([`StoreError::Unavailable`] would refuse
+/// every later write, and stop the next start), only a vacuum to try again later.
+fn copy_failed(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(why) => {
+            StoreError::Engine(format!("vacuum: writing the new data file: {why}"))
+        }
+        other => other,
     }
 }
 

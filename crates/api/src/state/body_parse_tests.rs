@@ -43,8 +43,12 @@ fn scope_of(state: &AppState, tenant: &str) -> TenantScope {
 }
 
 /// A tenant's body, as authentication leaves the request: with its tenant and its share.
-fn request_of(scope: &TenantScope, share: &crate::admission::Share, body: &'static str) -> Request {
-    let mut req = Request::new(Body::from(body));
+fn request_of(
+    scope: &TenantScope,
+    share: &crate::admission::Share,
+    body: impl Into<String>,
+) -> Request {
+    let mut req = Request::new(Body::from(body.into()));
     req.extensions_mut().insert(BodyTenant {
         tenant: scope.tenant().clone(),
         key: scope.key(),
@@ -54,9 +58,9 @@ fn request_of(scope: &TenantScope, share: &crate::admission::Share, body: &'stat
     req
 }
 
-/// With the pool's only worker held by another tenant, a tenant's body waits in that tenant's
-/// own queue to be parsed, and is parsed once the worker is free: the parse is a job in its
-/// share (on the old code it ran at once, on the async thread, and never queued).
+/// With the pool's only worker held by another tenant, a tenant's large body waits in that
+/// tenant's own queue to be parsed, and is parsed once the worker is free: the parse is a job
+/// in its share (on the old code it ran at once, on the async thread, and never queued).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_body_is_parsed_in_its_share_of_the_pool() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -81,7 +85,15 @@ async fn a_tenants_body_is_parsed_in_its_share_of_the_pool() {
     };
     held.await.expect("the holder's job started");
 
-    let req = request_of(&sender_scope, &sender.share, r#"{"a":{"b":[1,2]}}"#);
+    // A small body is parsed at once, with no job: its size bounds its cost.
+    let small = request_of(&sender_scope, &sender.share, r#"{"a":1}"#);
+    let JsonObject(map) = JsonObject::from_request(small, &state)
+        .await
+        .expect("small");
+    assert_eq!(map["a"], 1);
+    let pad = "x".repeat(crate::input::PARSE_INLINE_BYTES);
+    let large = format!(r#"{{"a":{{"b":[1,2]}},"pad":"{pad}"}}"#);
+    let req = request_of(&sender_scope, &sender.share, large);
     let parse = {
         let state = state.clone();
         tokio::spawn(async move { JsonObject::from_request(req, &state).await })
@@ -128,7 +140,7 @@ async fn a_body_parsed_in_the_pool_is_refused_as_before() {
     let req = request_of(&scope, &admitted.share, "");
     let JsonObject(map) = JsonObject::from_request(req, &state).await.expect("empty");
     assert!(map.is_empty());
-    // An operator's body (no tenant share) is parsed too, off the async threads.
+    // An operator's body (no tenant share) is parsed too.
     let JsonObject(map) = JsonObject::from_request(Request::new(Body::from(r#"{"k":1}"#)), &state)
         .await
         .expect("operator body");

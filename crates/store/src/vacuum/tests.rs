@@ -240,3 +240,28 @@ fn a_failed_file_is_not_vacuumed() {
     assert!(matches!(store.vacuum(), Err(StoreError::Unavailable(_))));
     assert!(!new_file_of(&path).exists());
 }
+
+/// The new file keeps the access the operator gave the old one: it holds every tenant's data.
+#[cfg(unix)]
+#[test]
+fn a_vacuum_keeps_the_main_files_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    put(&store, 1);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+/// A copy that fails (the new file's disk full, say) is not a failure of the main file: it
+/// must not read as `Unavailable`, which refuses every later write and stops the next start.
+#[test]
+fn a_failed_copy_is_not_a_failed_main_file() {
+    let full = StoreError::Unavailable("the data directory's disk is full".into());
+    assert!(matches!(copy_failed(full), StoreError::Engine(m) if m.contains("disk is full")));
+    let other = StoreError::Corrupt("x".into());
+    assert!(matches!(copy_failed(other), StoreError::Corrupt(_)));
+}
