@@ -38,8 +38,7 @@ use crate::group_commit::Seq;
 use crate::keys::TenantKey;
 use crate::opened::Opened;
 use crate::tables::{
-    CREDENTIALS, DATA, META, Pending, REGISTRY, Registry, Route, Waiting, Writer,
-    refuse_after_failed_sync,
+    MainTables, Pending, Registry, Route, Waiting, Writer, refuse_after_failed_sync,
 };
 use crate::{Store, StoreError};
 
@@ -270,14 +269,15 @@ impl Store {
         let mut next = list.len();
         let registry_written = {
             let first = jobs[list[0]].tenant;
+            let tables = MainTables::open(&txn, &self.file_writes)?;
             let mut writer = Writer {
-                data: txn.open_table(DATA)?,
+                data: tables.data,
                 dedicated: Opened::default(),
                 lazy: None,
                 route: Route::Main(first, files.contains_key(&first)),
-                registry: Registry::Write(txn.open_table(REGISTRY)?),
-                meta: txn.open_table(META)?,
-                credentials: txn.open_table(CREDENTIALS)?,
+                registry: Registry::Write(tables.registry),
+                meta: tables.meta,
+                credentials: tables.credentials,
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
                 registry_written: false,

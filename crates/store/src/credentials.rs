@@ -46,7 +46,7 @@ fn owner_entry(owner: TenantKey, id: &str) -> String {
 
 /// Adds credential `id` of `owner` to the owner index.
 pub(crate) fn index_owner(
-    meta: &mut redb::Table<'_, &'static str, u64>,
+    meta: &mut crate::file_writes::Tracked<'_, &'static str, u64>,
     owner: TenantKey,
     id: &str,
 ) -> Result<(), StoreError> {
@@ -75,7 +75,7 @@ pub(crate) fn owned_ids(
 
 /// Removes `owner`'s credential `id` from the owner index.
 pub(crate) fn unindex_owner(
-    meta: &mut redb::Table<'_, &'static str, u64>,
+    meta: &mut crate::file_writes::Tracked<'_, &'static str, u64>,
     owner: TenantKey,
     id: &str,
 ) -> Result<(), StoreError> {
@@ -203,7 +203,7 @@ impl CredentialStore<'_> {
                 }
                 w.meta.insert(OWNER_INDEX_COMPLETE, 1)?;
             }
-            let ids = owned_ids(&w.meta, TenantKey::SERVER)?.unwrap_or_default();
+            let ids = owned_ids(&*w.meta, TenantKey::SERVER)?.unwrap_or_default();
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 // An index entry without its row would be a bug; the row is what counts.
@@ -399,9 +399,12 @@ mod tests {
         let meta = creds.tenant(&acme).unwrap().unwrap();
         store
             .write(|w| {
-                assert_eq!(owned_ids(&w.meta, meta.key)?.unwrap(), ["t1", "t2"]);
+                assert_eq!(owned_ids(&*w.meta, meta.key)?.unwrap(), ["t1", "t2"]);
                 w.erase_tenant(&meta)?;
-                assert_eq!(owned_ids(&w.meta, meta.key)?.unwrap(), Vec::<String>::new());
+                assert_eq!(
+                    owned_ids(&*w.meta, meta.key)?.unwrap(),
+                    Vec::<String>::new()
+                );
                 Ok::<_, StoreError>(())
             })
             .unwrap();

@@ -3,14 +3,24 @@
 //! They are one value behind one lock, so whoever holds a database's guard syncs that very
 //! file: a vacuum (see `vacuum`) swaps the main file's database for one over a new file, and
 //! every commit and fsync after it must reach the new file, never the one it replaced.
+//!
+//! A [`Db`] is a shared handle: a read snapshot keeps one, so that the database it reads stays
+//! open after a vacuum swapped it out (closing it would end the snapshot's reads with an
+//! error); the database closes when its last handle goes.
 
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
+use std::sync::Arc;
 
 use redb::Database;
 
 use crate::deferred_sync::FileSync;
 
+#[derive(Clone)]
 pub(crate) struct Db {
+    open: Arc<Open>,
+}
+
+pub(crate) struct Open {
     database: Database,
     /// The file's syncs (see `deferred_sync`).
     pub(crate) sync: FileSync,
@@ -18,11 +28,27 @@ pub(crate) struct Db {
 
 impl Db {
     pub(crate) fn new(database: Database, sync: FileSync) -> Db {
-        Db { database, sync }
+        Db {
+            open: Arc::new(Open { database, sync }),
+        }
+    }
+
+    /// The database for what needs it alone (compaction); `None` while another handle (a read
+    /// snapshot's) shares it.
+    pub(crate) fn only_handle(&mut self) -> Option<&mut Database> {
+        Arc::get_mut(&mut self.open).map(|o| &mut o.database)
     }
 }
 
 impl Deref for Db {
+    type Target = Open;
+
+    fn deref(&self) -> &Open {
+        &self.open
+    }
+}
+
+impl Deref for Open {
     type Target = Database;
 
     fn deref(&self) -> &Database {
@@ -30,13 +56,7 @@ impl Deref for Db {
     }
 }
 
-impl DerefMut for Db {
-    fn deref_mut(&mut self) -> &mut Database {
-        &mut self.database
-    }
-}
-
-impl Drop for Db {
+impl Drop for Open {
     /// The database closes when this, its last handle, goes (the fields drop after this runs);
     /// see [`FileSync::settle_before_close`].
     fn drop(&mut self) {

@@ -20,6 +20,7 @@ mod decode_memo;
 mod deferred_sync;
 mod derived;
 mod error;
+mod file_writes;
 mod group_commit;
 mod idempotency;
 mod integrity_check;

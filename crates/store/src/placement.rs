@@ -26,13 +26,16 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
 use crate::db::Db;
+use crate::file_writes::{FileWrites, TableTag, Tracked};
 use crate::group_commit::GroupCommit;
 use crate::keys::{self, TenantKey};
 use crate::opened::Opened;
-use crate::tables::{DATA, Registry, Route, Writer, open_database, prefix_range, read_db};
+use crate::tables::{
+    DATA, MainTables, Registry, Route, Writer, open_database, prefix_range, read_db, untracked,
+};
 use crate::tracking::{WriteTracker, catch_up_keys};
 use crate::{Store, StoreError};
 
@@ -217,13 +220,13 @@ fn open_file(dir: PathBuf, db: Db) -> Arc<FileDb> {
 /// returns how many keys it wrote or removed.
 pub(crate) fn catch_up(
     src: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    dst: &mut Table<'_, &'static [u8], &'static [u8]>,
+    dst: &mut crate::tables::DataTable<'_>,
     prefix: &[u8],
 ) -> Result<u64, StoreError> {
     let mut ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     {
         let mut a = prefix_range(src, prefix)?;
-        let mut b = prefix_range(&*dst, prefix)?;
+        let mut b = prefix_range(&**dst, prefix)?;
         let (mut x, mut y) = (a.next().transpose()?, b.next().transpose()?);
         loop {
             match (x.take(), y.take()) {
@@ -273,7 +276,7 @@ fn catch_up_since(
     since: Option<&WriteTracker<'_>>,
     t: TenantKey,
     src: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    dst: &mut Table<'_, &'static [u8], &'static [u8]>,
+    dst: &mut crate::tables::DataTable<'_>,
 ) -> Result<u64, StoreError> {
     let prefix = keys::tenant_all(t);
     match since.map(|s| s.take_keys_of(t)).transpose()?.flatten() {
@@ -449,7 +452,7 @@ impl Store {
                 txn.set_durability(Durability::None)?;
             }
             {
-                let mut table = txn.open_table(DATA)?;
+                let mut table = MainTables::open(&txn, &self.file_writes)?.data;
                 for k in &doomed {
                     table.remove(k.as_slice())?;
                 }
@@ -465,7 +468,9 @@ impl Store {
     /// How many keys of tenant `t` the main file holds (none for a dedicated tenant, whose
     /// data lives only in its own file, once a move in has erased its old main range).
     pub fn main_keys(&self, t: TenantKey) -> Result<u64, StoreError> {
-        let table = self.db().begin_read()?.open_table(DATA)?;
+        // A handle on the database, so that a vacuum's swap leaves it open for this read.
+        let main = self.db().clone();
+        let table = main.begin_read()?.open_table(DATA)?;
         let mut n = 0;
         for entry in prefix_range(&table, &keys::tenant_all(t))? {
             entry?;
@@ -552,12 +557,13 @@ impl Store {
         let Some(last) = chunk.last().map(|(k, _)| k.clone()) else {
             return Ok((None, 0));
         };
-        let write = |db: &Database| -> Result<(), StoreError> {
+        // Into the main file, the keys are recorded for a vacuum under way (see `file_writes`).
+        let write = |db: &Database, file: Option<&FileWrites>| -> Result<(), StoreError> {
             let _writing = crate::deferred_sync::write_path();
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::None)?;
             {
-                let mut table = txn.open_table(DATA)?;
+                let mut table = Tracked::new(txn.open_table(DATA)?, TableTag::Data, file);
                 for (k, v) in &chunk {
                     table.insert(k.as_slice(), v.as_slice())?;
                 }
@@ -566,8 +572,8 @@ impl Store {
             Ok(())
         };
         match to {
-            CopyTarget::File(f) => write(&read_db(&f.file.db))?,
-            CopyTarget::Main => write(&self.db())?,
+            CopyTarget::File(f) => write(&read_db(&f.file.db), None)?,
+            CopyTarget::Main => write(&self.db(), Some(&self.file_writes))?,
         }
         Ok((Some(last), chunk.len() as u64))
     }
@@ -596,24 +602,15 @@ impl Store {
             let fdb = read_db(&file.file.db);
             let ftxn = fdb.begin_write().map_err(StoreError::from)?;
             let r = {
+                let tables = MainTables::open(&txn, &self.file_writes)?;
                 let mut writer = Writer {
-                    data: txn.open_table(DATA).map_err(StoreError::from)?,
-                    dedicated: Opened::one(
-                        next,
-                        (ftxn.open_table(DATA).map_err(StoreError::from)?, true),
-                    ),
+                    data: tables.data,
+                    dedicated: Opened::one(next, (untracked(&ftxn, DATA, TableTag::Data)?, true)),
                     lazy: None,
                     route: Route::Main(TenantKey::SERVER, false),
-                    registry: Registry::Write(
-                        txn.open_table(crate::tables::REGISTRY)
-                            .map_err(StoreError::from)?,
-                    ),
-                    meta: txn
-                        .open_table(crate::tables::META)
-                        .map_err(StoreError::from)?,
-                    credentials: txn
-                        .open_table(crate::tables::CREDENTIALS)
-                        .map_err(StoreError::from)?,
+                    registry: Registry::Write(tables.registry),
+                    meta: tables.meta,
+                    credentials: tables.credentials,
                     log_cap: self.change_log_cap(),
                     tracking: &self.tracking,
                     registry_written: false,
@@ -685,24 +682,17 @@ impl Store {
         let fdb = read_db(&file.file.db);
         let ftxn = fdb.begin_write().map_err(StoreError::from)?;
         let (r, caught) = {
-            let data = txn.open_table(DATA).map_err(StoreError::from)?;
-            let mut ftable = ftxn.open_table(DATA).map_err(StoreError::from)?;
-            let caught = catch_up_since(since, t, &data, &mut ftable)?;
+            let tables = MainTables::open(&txn, &self.file_writes)?;
+            let mut ftable = untracked(&ftxn, DATA, TableTag::Data)?;
+            let caught = catch_up_since(since, t, &*tables.data, &mut ftable)?;
             let mut writer = Writer {
-                data,
+                data: tables.data,
                 dedicated: Opened::one(t, (ftable, true)),
                 lazy: None,
                 route: Route::Main(TenantKey::SERVER, false),
-                registry: Registry::Write(
-                    txn.open_table(crate::tables::REGISTRY)
-                        .map_err(StoreError::from)?,
-                ),
-                meta: txn
-                    .open_table(crate::tables::META)
-                    .map_err(StoreError::from)?,
-                credentials: txn
-                    .open_table(crate::tables::CREDENTIALS)
-                    .map_err(StoreError::from)?,
+                registry: Registry::Write(tables.registry),
+                meta: tables.meta,
+                credentials: tables.credentials,
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
                 registry_written: false,
@@ -763,24 +753,17 @@ impl Store {
                 .map_err(StoreError::from)?
                 .open_table(DATA)
                 .map_err(StoreError::from)?;
-            let mut data = txn.open_table(DATA).map_err(StoreError::from)?;
-            let caught = catch_up_since(since, t, &src, &mut data)?;
+            let mut tables = MainTables::open(&txn, &self.file_writes)?;
+            let caught = catch_up_since(since, t, &src, &mut tables.data)?;
             let mut writer = Writer {
-                data,
+                data: tables.data,
                 dedicated: Opened::default(),
                 lazy: None,
                 // The tenant's keys go to the main file in this write.
                 route: Route::Main(t, false),
-                registry: Registry::Write(
-                    txn.open_table(crate::tables::REGISTRY)
-                        .map_err(StoreError::from)?,
-                ),
-                meta: txn
-                    .open_table(crate::tables::META)
-                    .map_err(StoreError::from)?,
-                credentials: txn
-                    .open_table(crate::tables::CREDENTIALS)
-                    .map_err(StoreError::from)?,
+                registry: Registry::Write(tables.registry),
+                meta: tables.meta,
+                credentials: tables.credentials,
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
                 registry_written: false,

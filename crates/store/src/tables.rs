@@ -18,6 +18,7 @@ use crate::StoreError;
 use crate::codec::{ChangeOp, decode_json, decode_record, encode_json, encode_record};
 use crate::db::Db;
 use crate::deferred_sync::{FileSync, write_path};
+use crate::file_writes::{FileWrites, TableTag, Tracked};
 use crate::group_commit::{GroupCommit, Seq};
 use crate::keys::{self, ScopeField, TenantKey};
 use crate::opened::Opened;
@@ -62,6 +63,10 @@ pub struct Store {
     change_log_cap: std::sync::atomic::AtomicU64,
     /// Tenants whose written keys are recorded for a migration's catch-up (see `tracking`).
     pub(crate) tracking: crate::tracking::Tracking,
+    /// The main file's written keys, recorded while a vacuum copies it (see `file_writes`).
+    pub(crate) file_writes: FileWrites,
+    /// One vacuum at a time: the written keys are recorded for one.
+    pub(crate) vacuuming: std::sync::Mutex<()>,
     /// Bumped after every commit that wrote the registry (see [`Store::registry_epoch`]).
     registry_epoch: std::sync::atomic::AtomicU64,
 }
@@ -71,7 +76,9 @@ impl Store {
     /// that second after a restart, so a token minted for a purged tenant never meets a new one
     /// of the same id (see the engine's `recent_purges`).
     pub fn last_purge_at(&self) -> Result<Option<Millis>, StoreError> {
-        let txn = self.db().begin_read()?;
+        // A handle on the database, so that a vacuum's swap leaves it open for this read.
+        let main = self.db().clone();
+        let txn = main.begin_read()?;
         let meta = txn.open_table(META)?;
         meta.get(LAST_PURGE_MS)?
             .map(|v| {
@@ -87,7 +94,9 @@ impl Store {
 
     /// Whether an erasure's compaction is still owed (see [`Writer::set_compaction_owed`]).
     pub fn compaction_owed(&self) -> Result<bool, StoreError> {
-        let txn = self.db().begin_read()?;
+        // A handle on the database, so that a vacuum's swap leaves it open for this read.
+        let main = self.db().clone();
+        let txn = main.begin_read()?;
         let meta = txn.open_table(META)?;
         match meta.get(COMPACTION_OWED)?.map(|v| v.value()) {
             None | Some(0) => Ok(false),
@@ -174,6 +183,42 @@ fn sync(
     Ok(took)
 }
 
+/// The four tables of a main-file write transaction, each recording its written keys for a
+/// vacuum under way (see `file_writes`).
+pub(crate) struct MainTables<'txn> {
+    pub(crate) data: DataTable<'txn>,
+    pub(crate) registry: Tracked<'txn, &'static str, &'static [u8]>,
+    pub(crate) meta: Tracked<'txn, &'static str, u64>,
+    pub(crate) credentials: Tracked<'txn, &'static str, &'static [u8]>,
+}
+
+impl<'txn> MainTables<'txn> {
+    pub(crate) fn open(
+        txn: &'txn WriteTransaction,
+        file: &'txn FileWrites,
+    ) -> Result<MainTables<'txn>, StoreError> {
+        Ok(MainTables {
+            data: Tracked::new(txn.open_table(DATA)?, TableTag::Data, Some(file)),
+            registry: Tracked::new(txn.open_table(REGISTRY)?, TableTag::Registry, Some(file)),
+            meta: Tracked::new(txn.open_table(META)?, TableTag::Meta, Some(file)),
+            credentials: Tracked::new(
+                txn.open_table(CREDENTIALS)?,
+                TableTag::Credentials,
+                Some(file),
+            ),
+        })
+    }
+}
+
+/// A table of a dedicated tenant's file, which no vacuum copies: its writes are not recorded.
+pub(crate) fn untracked<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &'txn WriteTransaction,
+    def: TableDefinition<K, V>,
+    tag: TableTag,
+) -> Result<Tracked<'txn, K, V>, StoreError> {
+    Ok(Tracked::new(txn.open_table(def)?, tag, None))
+}
+
 /// Refuses a write to a file whose sync or write has failed: redb never sees a failed sync
 /// when it commits with `Durability::None`, so without this check later writes would commit
 /// and become visible although nothing written to the file since is known to reach the disk.
@@ -253,6 +298,8 @@ impl Store {
             placement: crate::placement::Placement::beside(path, cache_bytes),
             change_log_cap: crate::changelog::DEFAULT_CHANGE_LOG_CAP.into(),
             tracking: Default::default(),
+            file_writes: Default::default(),
+            vacuuming: Default::default(),
             registry_epoch: 0.into(),
         })
     }
@@ -313,8 +360,12 @@ impl Store {
         let _writing = write_path();
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
         let mut compacted = false;
+        // A read snapshot holding the database would make redb refuse too.
+        let Some(database) = db.only_handle() else {
+            return Err(redb::CompactionError::TransactionInProgress.into());
+        };
         // redb compacts in steps; repeat until a pass moves nothing.
-        while db.compact()? {
+        while database.compact()? {
             compacted = true;
         }
         Ok(compacted)
@@ -338,8 +389,10 @@ impl Store {
         // file that a flip out has left since is still open, and still holds the data.)
         let files = Arc::clone(&routing);
         drop(routing);
+        let main = db.clone();
         drop(db);
         Ok(Reader {
+            _main: main,
             data: txn.open_table(DATA)?,
             files,
             opened: Opened::default(),
@@ -429,14 +482,15 @@ impl Store {
             ),
         };
         let (result, dirty, registry_written) = {
+            let tables = MainTables::open(&txn, &self.file_writes)?;
             let mut writer = Writer {
-                data: txn.open_table(DATA).map_err(StoreError::from)?,
+                data: tables.data,
                 dedicated: Opened::default(),
                 lazy,
                 route,
-                registry: Registry::Write(txn.open_table(REGISTRY).map_err(StoreError::from)?),
-                meta: txn.open_table(META).map_err(StoreError::from)?,
-                credentials: txn.open_table(CREDENTIALS).map_err(StoreError::from)?,
+                registry: Registry::Write(tables.registry),
+                meta: tables.meta,
+                credentials: tables.credentials,
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
                 registry_written: false,
@@ -501,10 +555,11 @@ impl Store {
         // a write whose transaction begins after such a change returned always sees it. Each
         // retry needs a registry commit inside its short window, and those are operator
         // actions and tenant creations, so the loop ends.
-        let (registry, db, mut txn) = loop {
+        let (registry, _main, db, mut txn) = loop {
             let before = self.registry_epoch();
-            let registry = self
-                .db()
+            // Kept for as long as the snapshot: a vacuum's swap leaves this database open.
+            let main = self.db().clone();
+            let registry = main
                 .begin_read()
                 .map_err(StoreError::from)?
                 .open_table(REGISTRY)
@@ -512,7 +567,7 @@ impl Store {
             let db = read_db(&file.db);
             let txn = db.begin_write().map_err(StoreError::from)?;
             if self.registry_epoch() == before {
-                break (registry, db, txn);
+                break (registry, main, db, txn);
             }
             // Nothing written yet.
             txn.abort().map_err(StoreError::from)?;
@@ -522,14 +577,15 @@ impl Store {
                 .map_err(StoreError::from)?;
         }
         let result = {
+            // A dedicated tenant's file: no vacuum copies it, nothing to record.
             let mut writer = Writer {
-                data: txn.open_table(DATA).map_err(StoreError::from)?,
+                data: untracked(&txn, DATA, TableTag::Data)?,
                 dedicated: Opened::default(),
                 lazy: None,
                 route: Route::Home(t),
                 registry: Registry::Read(registry),
-                meta: txn.open_table(META).map_err(StoreError::from)?,
-                credentials: txn.open_table(CREDENTIALS).map_err(StoreError::from)?,
+                meta: untracked(&txn, META, TableTag::Meta)?,
+                credentials: untracked(&txn, CREDENTIALS, TableTag::Credentials)?,
                 log_cap: self.change_log_cap(),
                 tracking: &self.tracking,
                 registry_written: false,
@@ -558,6 +614,9 @@ impl Store {
 
 /// A read snapshot.
 pub struct Reader {
+    /// The main database this snapshot reads: kept open by this handle after a vacuum swapped
+    /// it out (an older snapshot, as any other).
+    _main: Db,
     data: ReadOnlyTable<&'static [u8], &'static [u8]>,
     /// Dedicated tenants' files, as routed when the snapshot began.
     files: Arc<Files>,
@@ -581,11 +640,11 @@ pub(crate) enum Route {
 /// The registry as a writer sees it: its own table in the main file, or, for a dedicated
 /// tenant's write in its own file, a snapshot of the main file's (read-only).
 pub(crate) enum Registry<'txn> {
-    Write(Table<'txn, &'static str, &'static [u8]>),
+    Write(Tracked<'txn, &'static str, &'static [u8]>),
     Read(ReadOnlyTable<&'static str, &'static [u8]>),
 }
 
-pub(crate) type DataTable<'txn> = Table<'txn, &'static [u8], &'static [u8]>;
+pub(crate) type DataTable<'txn> = Tracked<'txn, &'static [u8], &'static [u8]>;
 
 /// Dedicated files' write transactions begun by a server-wide write. A file's guard is held
 /// only while its transaction begins: nothing takes a dedicated file's write lock (only the
@@ -600,15 +659,16 @@ pub(crate) struct LazyFiles<'txn> {
 
 /// The inside of a write transaction.
 pub struct Writer<'txn> {
-    pub(crate) data: Table<'txn, &'static [u8], &'static [u8]>,
+    /// The tables are [`Tracked`]: a vacuum copying the main file learns every key written.
+    pub(crate) data: DataTable<'txn>,
     /// Joined dedicated files' `data` tables, with whether this write wrote to them.
     pub(crate) dedicated: Opened<TenantKey, (DataTable<'txn>, bool)>,
     /// For a server-wide write: the dedicated files it joins on first access.
     pub(crate) lazy: Option<LazyFiles<'txn>>,
     pub(crate) route: Route,
     pub(crate) registry: Registry<'txn>,
-    pub(crate) meta: Table<'txn, &'static str, u64>,
-    pub(crate) credentials: Table<'txn, &'static str, &'static [u8]>,
+    pub(crate) meta: Tracked<'txn, &'static str, u64>,
+    pub(crate) credentials: Tracked<'txn, &'static str, &'static [u8]>,
     /// The store's change log cap when this write began.
     pub(crate) log_cap: u64,
     /// Records the keys written to tenants that are migrating.
@@ -669,7 +729,7 @@ impl<'txn> Writer<'txn> {
             let txns: &'txn FileTxns = lazy.txns;
             let txn = txns
                 .get_or_try_insert(t, || Ok::<_, StoreError>(read_db(&file.db).begin_write()?))?;
-            let table = txn.open_table(DATA)?;
+            let table = untracked(txn, DATA, TableTag::Data)?;
             let (table, _) = self
                 .dedicated
                 .get_or_try_insert(t, || Ok::<_, StoreError>((table, false)))?;
@@ -686,7 +746,7 @@ impl<'txn> Writer<'txn> {
 impl<'txn> Writer<'txn> {
     fn registry_write(
         &mut self,
-    ) -> Result<&mut Table<'txn, &'static str, &'static [u8]>, StoreError> {
+    ) -> Result<&mut Tracked<'txn, &'static str, &'static [u8]>, StoreError> {
         self.registry_written = true;
         match &mut self.registry {
             Registry::Write(t) => Ok(t),
@@ -726,10 +786,7 @@ impl<'txn> Writer<'txn> {
         })
     }
 
-    fn untracked_table_mut(
-        &mut self,
-        t: TenantKey,
-    ) -> Result<&mut Table<'txn, &'static [u8], &'static [u8]>, StoreError> {
+    fn untracked_table_mut(&mut self, t: TenantKey) -> Result<&mut DataTable<'txn>, StoreError> {
         if self.dedicated.get(t).is_some() || self.joins_lazily(t) {
             // Joins the file if this write has not yet.
             self.table(t)?;
@@ -1010,7 +1067,7 @@ impl Tables for Writer<'_> {
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         match &self.registry {
-            Registry::Write(t) => registry_rows(t, after, limit),
+            Registry::Write(t) => registry_rows(&**t, after, limit),
             Registry::Read(t) => registry_rows(t, after, limit),
         }
     }
@@ -1022,12 +1079,12 @@ impl Tables for Writer<'_> {
     }
     fn registry_len(&self) -> Result<u64, StoreError> {
         Ok(match &self.registry {
-            Registry::Write(t) => redb::ReadableTableMetadata::len(t)?,
+            Registry::Write(t) => redb::ReadableTableMetadata::len(&**t)?,
             Registry::Read(t) => redb::ReadableTableMetadata::len(t)?,
         })
     }
     fn credentials_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]> {
-        &self.credentials
+        &*self.credentials
     }
 }
 
@@ -1069,7 +1126,7 @@ impl<'txn> Writer<'txn> {
         created_at: Millis,
         profile: serde_json::Map<String, serde_json::Value>,
     ) -> Result<TenantMeta, StoreError> {
-        let next = next_tenant_key(&self.meta)?.raw();
+        let next = next_tenant_key(&*self.meta)?.raw();
         self.registry_write()?;
         self.meta.insert(NEXT_TENANT_KEY, next + 1)?;
         let meta = TenantMeta {
@@ -1110,7 +1167,7 @@ impl<'txn> Writer<'txn> {
     /// after the commit leaves an orphan file, deleted at the next start.
     pub fn erase_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
         self.registry_write()?.remove(meta.id.as_str())?;
-        let owned = match crate::credentials::owned_ids(&self.meta, meta.key)? {
+        let owned = match crate::credentials::owned_ids(&*self.meta, meta.key)? {
             Some(ids) => ids,
             // A data directory whose owner index is not built yet: find them by a scan.
             None => {

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use redb::{AccessGuard, ReadableTable, StorageError, Table};
 
 use crate::StoreError;
+use crate::file_writes::Tracked;
 use crate::keys::TenantKey;
 
 /// Memory the keys of one tracked tenant may take (with a set entry's overhead, about 64
@@ -38,7 +39,7 @@ pub(crate) struct Written {
 }
 
 impl Written {
-    fn new() -> Written {
+    pub(crate) fn new() -> Written {
         Written {
             keys: Mutex::new(Some((BTreeSet::new(), 0))),
         }
@@ -49,7 +50,7 @@ impl Written {
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, key: &[u8]) {
+    pub(crate) fn record(&self, key: &[u8]) {
         let mut keys = self.lock();
         if let Some((set, bytes)) = keys.as_mut()
             && !set.contains(key)
@@ -158,7 +159,7 @@ impl Drop for WriteTracker<'_> {
 /// A tenant's `data` table inside a write transaction: writes go through it so that a
 /// tracked tenant's changed keys are recorded. Reads go to the table itself (`Deref`).
 pub(crate) struct TenantTable<'a, 'txn> {
-    pub(crate) table: &'a mut Table<'txn, &'static [u8], &'static [u8]>,
+    pub(crate) table: &'a mut Tracked<'txn, &'static [u8], &'static [u8]>,
     pub(crate) written: Option<Arc<Written>>,
     /// The writer's count of bytes written (see `Writer::wrote`).
     pub(crate) wrote: &'a mut u64,
@@ -225,7 +226,7 @@ impl TenantTable<'_, '_> {
 /// tenant's range `prefix`.
 pub(crate) fn catch_up_keys(
     src: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    dst: &mut Table<'_, &'static [u8], &'static [u8]>,
+    dst: &mut crate::tables::DataTable<'_>,
     prefix: &[u8],
     keys: &[Vec<u8>],
 ) -> Result<u64, StoreError> {

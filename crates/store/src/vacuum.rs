@@ -27,11 +27,13 @@
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, Durability, Key, MultimapTableHandle, ReadTransaction, ReadableDatabase,
-    ReadableTable, TableDefinition, TableHandle, Value,
+    Database, Durability, Key, MultimapTableHandle, ReadOnlyTable, ReadTransaction,
+    ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle, Value,
 };
 
+use crate::db::Db;
 use crate::deferred_sync::write_path;
+use crate::file_writes::{Recording, TableTag};
 use crate::tables::{CREDENTIALS, DATA, META, REGISTRY, open_database, refuse_after_failed_sync};
 use crate::{Store, StoreError};
 
@@ -77,26 +79,33 @@ pub(crate) fn remove_leftover(path: &Path) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Rewrites the main file into a new one (see the module's documentation). Blocks every
-    /// transaction of the main file meanwhile, for a time proportional to its size; dedicated
-    /// tenants' files are not touched.
+    /// Rewrites the main file into a new one (see the module's documentation). Reads and
+    /// writes of the main file go on while it copies; they pause only for the swap, which
+    /// applies the keys written during the copy. Dedicated tenants' files are not touched.
     pub fn vacuum(&self) -> Result<Vacuumed, StoreError> {
+        self.vacuum_with(|| {}, |_, _| {})
+    }
+
+    /// [`Store::vacuum`], running `during_copy` once the copy of the snapshot is written and
+    /// before its catch-up, and `before_swap` with the old and the new database once the new
+    /// one is complete, under the lock: what tests use to write while the copy is under way
+    /// and to compare both files.
+    pub(crate) fn vacuum_with(
+        &self,
+        during_copy: impl FnOnce(),
+        before_swap: impl FnOnce(&Database, &Database),
+    ) -> Result<Vacuumed, StoreError> {
+        // One at a time: the written keys are recorded for one vacuum. A purge that erased
+        // rows while another vacuum copied waits here, and its own vacuum then copies from a
+        // snapshot without them.
+        let _one = self.vacuuming.lock().unwrap_or_else(|e| e.into_inner());
         let _writing = write_path();
-        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
-        refuse_after_failed_sync(&db.sync)?;
-        // redb tells whether a read transaction is in flight only through compaction, which
-        // refuses while one is; one step of it is the check (and leaves less to copy).
-        match db.compact() {
-            Ok(_) => {}
-            Err(redb::CompactionError::TransactionInProgress) => {
-                return Ok(Vacuumed::ReadersInFlight);
-            }
-            Err(e) => return Err(e.into()),
-        }
+        refuse_after_failed_sync(&self.db().sync)?;
         let new_path = new_file_of(&self.path);
         // A leftover of an earlier vacuum that failed: never data.
         remove_leftover(&self.path)?;
-        let fresh = match self.write_new_file(&db, &new_path) {
+        let recording = self.file_writes.start();
+        let fresh = match self.copy_and_catch_up(&new_path, &recording, during_copy) {
             Ok(fresh) => fresh,
             Err(e) => {
                 // The main file is untouched; the partial copy goes (or, if even that fails,
@@ -105,6 +114,34 @@ impl Store {
                 return Err(copy_failed(e));
             }
         };
+        // The swap: no transaction of the main file begins until the new database is in place.
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = refuse_after_failed_sync(&db.sync) {
+            drop(fresh);
+            let _ = std::fs::remove_file(&new_path);
+            return Err(e);
+        }
+        // The keys written since the last catch-up, by transactions that have all ended (each
+        // holds the database's guard until its commit).
+        let fresh = match (fresh, recording.written.take()) {
+            (Some(fresh), Some(keys)) => catch_up(&db.begin_read()?, &fresh, &keys).map(|_| fresh),
+            // Too many keys were written during the copy to keep them: the whole file is
+            // copied again, under the lock, as every vacuum once did.
+            (fresh, _) => {
+                drop(fresh);
+                let _ = std::fs::remove_file(&new_path);
+                self.write_new_file(&db, &new_path)
+            }
+        };
+        drop(recording);
+        let fresh = match fresh {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                let _ = std::fs::remove_file(&new_path);
+                return Err(copy_failed(e));
+            }
+        };
+        before_swap(&db, &fresh);
         // The new file holds every tenant's data and the credentials: it keeps the access the
         // operator gave the old one (created anew, it would have the default mode).
         if let Ok(meta) = std::fs::metadata(&self.path) {
@@ -125,7 +162,8 @@ impl Store {
             db.sync.fail(e);
         }
         drop(db);
-        // Closing the old database writes to the old file only.
+        // Closing the old database writes to the old file only. A snapshot begun on it before
+        // the swap keeps reading it (an older snapshot, as any other) until it ends.
         drop(old);
         // The file now refuses writes until a restart (above): a retry could not help.
         dir_synced.map_err(|e| {
@@ -144,44 +182,177 @@ impl Store {
         self.vacuums.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Copies every table of `old` into a new database at `path`, durably.
-    fn write_new_file(&self, old: &Database, path: &Path) -> Result<crate::db::Db, StoreError> {
-        let fresh = open_database(path, self.cache_bytes())?;
-        let src = old.begin_read()?;
-        // The tables the main file holds; a file holding any other is refused, as the copy
-        // would lose it.
-        let known = [
-            DATA.name(),
-            REGISTRY.name(),
-            META.name(),
-            CREDENTIALS.name(),
-        ];
-        for table in src.list_tables()? {
-            if !known.contains(&table.name()) {
-                return Err(StoreError::Corrupt(format!(
-                    "the data file holds a table this version does not know, {:?}; not \
-                     vacuumed, so as not to lose it",
-                    table.name()
-                )));
-            }
-        }
-        if let Some(table) = src.list_multimap_tables()?.next() {
+    /// The unlocked part of a vacuum: the new file at `path` written from a snapshot of the
+    /// main file, then caught up with the keys written meanwhile, while every reader and
+    /// writer goes on. `None` when too many keys were written to keep them (the swap then
+    /// copies the whole file).
+    fn copy_and_catch_up(
+        &self,
+        path: &Path,
+        recording: &Recording<'_>,
+        during_copy: impl FnOnce(),
+    ) -> Result<Option<Db>, StoreError> {
+        // The snapshot begins once every write transaction under way has ended: one that
+        // recorded nothing (it wrote before the recording began) is in the snapshot.
+        self.wait_for_writes_under_way()?;
+        let src = self.db().begin_read()?;
+        let mut fresh = open_database(path, self.cache_bytes())?;
+        copy_tables(&src, &fresh)?;
+        during_copy();
+        drop(src);
+        // A first catch-up without the lock, so that the swap applies only what was written
+        // during this one. The keys are taken before the snapshot is: a write that recorded a
+        // key before it was taken commits before the snapshot begins (the wait), one that
+        // records it after is caught up at the swap.
+        let Some(keys) = recording.written.take() else {
+            return Ok(None);
+        };
+        self.wait_for_writes_under_way()?;
+        let src = self.db().begin_read()?;
+        catch_up(&src, &fresh, &keys)?;
+        drop(src);
+        compact_new(&mut fresh)?;
+        Ok(Some(fresh))
+    }
+
+    /// Returns once every write transaction of the main file begun before it has ended (a
+    /// write transaction begins only once the previous one has ended).
+    fn wait_for_writes_under_way(&self) -> Result<(), StoreError> {
+        let _writing = write_path();
+        self.db().begin_write()?.abort()?;
+        Ok(())
+    }
+
+    /// Copies every table of `old` into a new database at `path`, durably: the whole copy,
+    /// under the caller's lock.
+    fn write_new_file(&self, old: &Database, path: &Path) -> Result<Db, StoreError> {
+        let mut fresh = open_database(path, self.cache_bytes())?;
+        copy_tables(&old.begin_read()?, &fresh)?;
+        compact_new(&mut fresh)?;
+        Ok(fresh)
+    }
+}
+
+/// Compacts the new file, which nothing else reads yet: the copy's own transactions leave free
+/// pages and regions grown ahead of need.
+fn compact_new(fresh: &mut Db) -> Result<(), StoreError> {
+    let Some(database) = fresh.only_handle() else {
+        return Err(StoreError::Engine(
+            "a vacuum's new database is shared before its swap".into(),
+        ));
+    };
+    while database.compact()? {}
+    Ok(())
+}
+
+/// Copies every table of snapshot `src` into `fresh`.
+fn copy_tables(src: &ReadTransaction, fresh: &Database) -> Result<(), StoreError> {
+    // The tables the main file holds; a file holding any other is refused, as the copy would
+    // lose it.
+    let known = [
+        DATA.name(),
+        REGISTRY.name(),
+        META.name(),
+        CREDENTIALS.name(),
+    ];
+    for table in src.list_tables()? {
+        if !known.contains(&table.name()) {
             return Err(StoreError::Corrupt(format!(
-                "the data file holds a multimap table, {:?}; not vacuumed, so as not to lose it",
+                "the data file holds a table this version does not know, {:?}; not \
+                 vacuumed, so as not to lose it",
                 table.name()
             )));
         }
-        copy_table(&src, &fresh, DATA)?;
-        copy_table(&src, &fresh, REGISTRY)?;
-        copy_table(&src, &fresh, META)?;
-        copy_table(&src, &fresh, CREDENTIALS)?;
-        drop(src);
-        // The copy's own transactions leave free pages and regions grown ahead of need; a
-        // compaction of the new file (nothing reads it yet) returns them.
-        let mut fresh = fresh;
-        while fresh.compact()? {}
-        Ok(fresh)
     }
+    if let Some(table) = src.list_multimap_tables()?.next() {
+        return Err(StoreError::Corrupt(format!(
+            "the data file holds a multimap table, {:?}; not vacuumed, so as not to lose it",
+            table.name()
+        )));
+    }
+    copy_table(src, fresh, DATA)?;
+    copy_table(src, fresh, REGISTRY)?;
+    copy_table(src, fresh, META)?;
+    copy_table(src, fresh, CREDENTIALS)?;
+    Ok(())
+}
+
+/// Makes `fresh`'s rows of `keys` (each tagged with its table, see `file_writes`) what they
+/// are in snapshot `src`: written, or removed when `src` lacks them; returns how many changed.
+/// One durable transaction.
+fn catch_up(src: &ReadTransaction, fresh: &Database, keys: &[Vec<u8>]) -> Result<u64, StoreError> {
+    let mut txn = fresh.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    let mut changed = 0;
+    {
+        let from = (
+            src.open_table(DATA)?,
+            src.open_table(REGISTRY)?,
+            src.open_table(META)?,
+            src.open_table(CREDENTIALS)?,
+        );
+        let mut to = (
+            txn.open_table(DATA)?,
+            txn.open_table(REGISTRY)?,
+            txn.open_table(META)?,
+            txn.open_table(CREDENTIALS)?,
+        );
+        for tagged in keys {
+            let Some((&tag, key)) = tagged.split_first() else {
+                return Err(StoreError::Engine("a vacuum recorded an empty key".into()));
+            };
+            // The text keys were recorded from `&str`s; checked, as decoding them unchecked
+            // would panic on anything else.
+            let text = || {
+                std::str::from_utf8(key).map_err(|_| {
+                    StoreError::Engine("a vacuum recorded a text key that is not UTF-8".into())
+                })
+            };
+            let wrote = match TableTag::of_byte(tag) {
+                Some(TableTag::Data) => same_as(&from.0, &mut to.0, key)?,
+                Some(TableTag::Registry) => same_as(&from.1, &mut to.1, text()?.as_bytes())?,
+                Some(TableTag::Meta) => same_as(&from.2, &mut to.2, text()?.as_bytes())?,
+                Some(TableTag::Credentials) => same_as(&from.3, &mut to.3, text()?.as_bytes())?,
+                None => {
+                    return Err(StoreError::Engine(format!(
+                        "a vacuum recorded a key of an unknown table, tag {tag}"
+                    )));
+                }
+            };
+            changed += u64::from(wrote);
+        }
+    }
+    txn.commit()?;
+    Ok(changed)
+}
+
+/// Makes `dst`'s row of `key` (as its table encodes it) what `src`'s is; returns whether that
+/// changed `dst`.
+fn same_as<K: Key + 'static, V: Value + 'static>(
+    src: &ReadOnlyTable<K, V>,
+    dst: &mut Table<'_, K, V>,
+    key: &[u8],
+) -> Result<bool, StoreError> {
+    let k = K::from_bytes(key);
+    let have = dst
+        .get(&k)?
+        .map(|v| V::as_bytes(&v.value()).as_ref().to_vec());
+    match src.get(&k)? {
+        Some(want) => {
+            let want = want.value();
+            if have.as_deref() == Some(V::as_bytes(&want).as_ref()) {
+                return Ok(false);
+            }
+            dst.insert(&k, &want)?;
+        }
+        None => {
+            if have.is_none() {
+                return Ok(false);
+            }
+            dst.remove(&k)?;
+        }
+    }
+    Ok(true)
 }
 
 /// A failed copy leaves the main file as it was: even a full disk or an I/O error while writing
@@ -238,3 +409,6 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod online_tests;

@@ -528,7 +528,11 @@ fn catch_up_writes_only_the_differences() {
             src.insert(k(n).as_slice(), v.as_bytes()).unwrap();
         }
         let dst_def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("dst");
-        let mut dst = txn.open_table(dst_def).unwrap();
+        let mut dst = crate::file_writes::Tracked::new(
+            txn.open_table(dst_def).unwrap(),
+            crate::file_writes::TableTag::Data,
+            None,
+        );
         for (n, v) in [("a", "1"), ("b", "x"), ("c", "3")] {
             dst.insert(k(n).as_slice(), v.as_bytes()).unwrap();
         }

@@ -1,0 +1,376 @@
+//! A vacuum's copy runs while the store reads and writes: every write made meanwhile reaches
+//! the new file, and what was erased meanwhile does not stay in it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use redb::{ReadableDatabase, ReadableTable};
+use strata_types::TenantId;
+
+use super::*;
+use crate::{CopyTarget, Owner, Reads, TenantKey, TenantMeta};
+
+/// Long enough for any step of these tests on a busy machine, short beside a hang.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+type Dump = Vec<(u8, Vec<u8>, Vec<u8>)>;
+
+/// Every row of the four tables of `db`, tagged by table.
+fn dump(db: &Database) -> Dump {
+    let txn = db.begin_read().unwrap();
+    let mut out = Vec::new();
+    for entry in txn.open_table(DATA).unwrap().iter().unwrap() {
+        let (k, v) = entry.unwrap();
+        out.push((0, k.value().to_vec(), v.value().to_vec()));
+    }
+    for (tag, def) in [(1, REGISTRY), (3, CREDENTIALS)] {
+        for entry in txn.open_table(def).unwrap().iter().unwrap() {
+            let (k, v) = entry.unwrap();
+            out.push((tag, k.value().as_bytes().to_vec(), v.value().to_vec()));
+        }
+    }
+    for entry in txn.open_table(META).unwrap().iter().unwrap() {
+        let (k, v) = entry.unwrap();
+        out.push((
+            2,
+            k.value().as_bytes().to_vec(),
+            v.value().to_be_bytes().to_vec(),
+        ));
+    }
+    out
+}
+
+fn tenant(store: &Store, name: &str) -> TenantMeta {
+    let id = TenantId::parse(name).unwrap();
+    store
+        .write(|w| w.create_tenant(&id, 0, Default::default()))
+        .unwrap()
+}
+
+fn put_blob(store: &Store, t: TenantKey, name: &str, bytes: &[u8]) {
+    store.write(|w| w.put_blob(t, name, bytes)).unwrap();
+}
+
+fn no_audit(_: &mut crate::Writer<'_>, _: TenantKey) -> Result<(), StoreError> {
+    Ok(())
+}
+
+fn contains(path: &Path, needle: &[u8]) -> bool {
+    std::fs::read(path)
+        .unwrap()
+        .windows(needle.len())
+        .any(|w| w == needle)
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Another tenant's read and write complete while the copy is under way (the copy waits for
+/// them to finish, so a vacuum that held the lock through its copy would never see them).
+#[test]
+fn reads_and_writes_go_on_while_the_copy_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let a = tenant(&store, "a");
+    let b = tenant(&store, "b");
+    put_blob(&store, a.key, "x", b"of a");
+    put_blob(&store, b.key, "y", b"of b, before");
+    let mut during = None;
+    let done = store
+        .vacuum_with(
+            || {
+                let (tx, rx) = mpsc::channel();
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let read = store.read().unwrap();
+                        let got = read.blob(b.key, "y").unwrap();
+                        let found = read.tenant(&a.id).unwrap().is_some();
+                        drop(read);
+                        put_blob(&store, b.key, "y", b"of b, during the copy");
+                        let _ = tx.send((got, found));
+                    });
+                    during = Some(rx.recv_timeout(PATIENCE));
+                });
+            },
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(done, Vacuumed::Done);
+    let (got, found) = during
+        .expect("the hook ran")
+        .expect("a read and a write finished while the copy was under way");
+    assert_eq!(got.as_deref(), Some(b"of b, before".as_slice()));
+    assert!(found);
+    // The write made during the copy is in the new file, and survives a restart.
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    let read = store.read().unwrap();
+    assert_eq!(
+        read.blob(b.key, "y").unwrap().as_deref(),
+        Some(b"of b, during the copy".as_slice())
+    );
+    assert_eq!(
+        read.blob(a.key, "x").unwrap().as_deref(),
+        Some(b"of a".as_slice())
+    );
+}
+
+/// Writers of every kind (records and blobs, batched writes, tenant creation and erasure,
+/// credentials and their owner index, meta counters, a migration's copy, flip and main-range
+/// erasure) run throughout a vacuum; at the swap the new file holds exactly the old file's
+/// latest state, in all four tables.
+#[test]
+fn every_write_during_the_vacuum_reaches_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let a = tenant(&store, "a");
+    let b = tenant(&store, "b");
+    let doomed = tenant(&store, "doomed");
+    let moving = tenant(&store, "moving");
+    for i in 0..200 {
+        put_blob(&store, a.key, &format!("a{i}"), &[b'a'; 300]);
+        put_blob(&store, doomed.key, &format!("d{i}"), &[b'd'; 300]);
+        put_blob(&store, moving.key, &format!("m{i}"), &[b'm'; 300]);
+    }
+    let creds = store.credentials();
+    assert!(creds.insert("op", Owner::Server, b"{}", no_audit).unwrap());
+    assert!(
+        creds
+            .insert("doomed-key", Owner::Tenant(&doomed.id), b"{}", no_audit)
+            .unwrap()
+    );
+    let stop = AtomicBool::new(false);
+    let compared = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // The writers stop however the vacuum ends (a failed comparison panics).
+        let _stop = StopOnDrop(&stop);
+        // Blobs written and removed, one transaction each.
+        s.spawn(|| {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                put_blob(&store, a.key, &format!("w{}", i % 50), &i.to_be_bytes());
+                store
+                    .write(|w| w.delete_blob(a.key, &format!("a{}", i % 200)))
+                    .unwrap();
+                i += 1;
+            }
+        });
+        // Batched writes of another tenant.
+        s.spawn(|| {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let (_, pending) = store
+                    .write_batched_for(b.key, |w| {
+                        w.put_blob(b.key, &format!("b{}", i % 30), &i.to_be_bytes())
+                    })
+                    .unwrap();
+                pending.wait_durable().unwrap();
+                i += 1;
+            }
+        });
+        // Tenants created (registry, the next key) with a credential (credentials, the owner
+        // index), then erased; meta flags toggled.
+        s.spawn(|| {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let t = tenant(&store, &format!("churn-{i}"));
+                assert!(
+                    creds
+                        .insert(&format!("key-{i}"), Owner::Tenant(&t.id), b"{}", no_audit)
+                        .unwrap()
+                );
+                if i % 2 == 0 {
+                    store.write(|w| w.erase_tenant(&t)).unwrap();
+                }
+                store
+                    .write(|w| {
+                        w.set_compaction_owed(i % 2 == 0)?;
+                        w.note_purge(i as i64)
+                    })
+                    .unwrap();
+                i += 1;
+            }
+        });
+        let done = store
+            .vacuum_with(
+                || {
+                    // Certainly after the snapshot: an erasure of rows the copy holds, and a
+                    // migration in of a tenant (copy, flip, main range erased) and one chunk
+                    // copied back into the main file.
+                    store.write(|w| w.erase_tenant(&doomed)).unwrap();
+                    let file = store.create_dedicated(moving.key).unwrap();
+                    let mut after = None;
+                    while let (Some(last), _) = store
+                        .copy_chunk(moving.key, CopyTarget::File(&file), after.as_deref(), 64)
+                        .unwrap()
+                    {
+                        after = Some(last);
+                    }
+                    store
+                        .flip_in(file, None, |w| w.put_blob(moving.key, "flip", b"in"))
+                        .map_err(|e: StoreError| e)
+                        .unwrap();
+                    store.erase_main_range(moving.key).unwrap();
+                    store
+                        .copy_chunk(moving.key, CopyTarget::Main, None, 10)
+                        .unwrap();
+                    put_blob(&store, a.key, "during", b"the copy");
+                },
+                |old, fresh| {
+                    let (old, fresh) = (dump(old), dump(fresh));
+                    assert!(
+                        old.iter().any(|(_, _, v)| v == b"the copy"),
+                        "the old file holds the rows written during the copy"
+                    );
+                    if old != fresh {
+                        let missing: Vec<_> = old.iter().filter(|r| !fresh.contains(r)).collect();
+                        let extra: Vec<_> = fresh.iter().filter(|r| !old.contains(r)).collect();
+                        panic!("the new file differs: missing {missing:?}, extra {extra:?}");
+                    }
+                    compared.store(true, Ordering::SeqCst);
+                },
+            )
+            .unwrap();
+        assert_eq!(done, Vacuumed::Done);
+        stop.store(true, Ordering::SeqCst);
+    });
+    assert!(compared.load(Ordering::SeqCst));
+    // The erasure made during the copy holds in the new file.
+    let read = store.read().unwrap();
+    assert!(read.tenant(&doomed.id).unwrap().is_none());
+    assert_eq!(read.blob(doomed.key, "d0").unwrap(), None);
+    assert!(creds.get("doomed-key").unwrap().is_none());
+    assert_eq!(
+        read.blob(a.key, "during").unwrap().as_deref(),
+        Some(b"the copy".as_slice())
+    );
+    drop(read);
+    drop(store);
+    // And the file is whole after a restart.
+    let store = Store::open(&path).unwrap();
+    assert!(store.read().unwrap().tenant(&a.id).unwrap().is_some());
+}
+
+/// Rows a purge erases while another vacuum copies: that vacuum's catch-up removes them from
+/// its new file, and the purge's own vacuum, which waits for it, leaves no byte of them.
+#[test]
+fn rows_erased_during_the_copy_leave_no_bytes_once_their_purge_vacuums() {
+    const SECRET: &[u8] = b"SECRET-row-erased-while-the-copy-runs";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let keep = tenant(&store, "keep");
+    let doomed = tenant(&store, "doomed");
+    for i in 0..50 {
+        put_blob(&store, keep.key, &format!("k{i}"), &[b'k'; 500]);
+        put_blob(&store, doomed.key, &format!("s{i}"), SECRET);
+    }
+    let (erased_tx, erased_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let store = &store;
+        let purge = s.spawn(move || {
+            // The purge: its erasure once the first vacuum's copy holds the rows, then its own
+            // vacuum, which waits for the first.
+            erased_rx.recv_timeout(PATIENCE).unwrap();
+            store.vacuum().unwrap()
+        });
+        store
+            .vacuum_with(
+                || {
+                    store.write(|w| w.erase_tenant(&doomed)).unwrap();
+                    erased_tx.send(()).unwrap();
+                },
+                |_, fresh| {
+                    let txn = fresh.begin_read().unwrap();
+                    let data = txn.open_table(DATA).unwrap();
+                    for entry in data.iter().unwrap() {
+                        let (_, v) = entry.unwrap();
+                        assert_ne!(v.value(), SECRET, "an erased row is in the new file");
+                    }
+                },
+            )
+            .unwrap();
+        assert_eq!(purge.join().unwrap(), Vacuumed::Done);
+    });
+    assert_eq!(store.vacuums(), 2);
+    assert!(
+        !contains(&path, SECRET),
+        "the erased rows' bytes outlived the purge's vacuum"
+    );
+    let read = store.read().unwrap();
+    assert!(read.tenant(&doomed.id).unwrap().is_none());
+    assert_eq!(
+        read.blob(keep.key, "k7").unwrap().as_deref(),
+        Some([b'k'; 500].as_slice())
+    );
+}
+
+/// A read transaction begun before the swap goes on reading its snapshot of the old file;
+/// the vacuum does not wait for it, and later reads see the new file.
+#[test]
+fn a_reader_in_flight_keeps_its_snapshot_through_the_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let a = tenant(&store, "a");
+    for i in 0..100 {
+        put_blob(&store, a.key, &format!("x{i}"), &[b'x'; 400]);
+    }
+    let reader = store.read().unwrap();
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done);
+    put_blob(&store, a.key, "x0", b"after");
+    for i in 0..100 {
+        let got = reader.blob(a.key, &format!("x{i}")).unwrap();
+        assert_eq!(got.as_deref(), Some([b'x'; 400].as_slice()));
+    }
+    drop(reader);
+    let read = store.read().unwrap();
+    assert_eq!(
+        read.blob(a.key, "x0").unwrap().as_deref(),
+        Some(b"after".as_slice())
+    );
+    assert_eq!(
+        read.blob(a.key, "x99").unwrap().as_deref(),
+        Some([b'x'; 400].as_slice())
+    );
+}
+
+/// Past the memory a recording may take, the swap copies the whole file again, under the
+/// lock: slower, never a lost write.
+#[test]
+fn too_many_writes_during_the_copy_fall_back_to_a_whole_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let a = tenant(&store, "a");
+    put_blob(&store, a.key, "before", b"1");
+    store
+        .vacuum_with(
+            || {
+                put_blob(&store, a.key, "during", b"2");
+                // What a recording past its cap keeps: nothing.
+                let key = vec![0u8; crate::tracking::MAX_BYTES];
+                store.file_writes.record(TableTag::Data, &key);
+            },
+            |old, fresh| assert_eq!(dump(old), dump(fresh)),
+        )
+        .unwrap();
+    let read = store.read().unwrap();
+    assert_eq!(
+        read.blob(a.key, "during").unwrap().as_deref(),
+        Some(b"2".as_slice())
+    );
+    assert_eq!(
+        read.blob(a.key, "before").unwrap().as_deref(),
+        Some(b"1".as_slice())
+    );
+}
