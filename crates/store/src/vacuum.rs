@@ -9,20 +9,40 @@
 //! cache: every page it writes is built from zeros or from its own writes of the rows alive
 //! when it is written, so an erased row reaches it through no path.
 //!
-//! Under the main database's write lock (no transaction begins meanwhile), and only when no
-//! read transaction is in flight (a long export holds one: the vacuum then reports
-//! [`Vacuumed::ReadersInFlight`] and is tried again later, as compaction is):
-//! 1. every table is copied into `<main file>.vacuum` beside it, in a fresh database, its
-//!    commits durable (fsync);
-//! 2. that file is renamed over the main file, and the directory synced;
-//! 3. the new database takes the old one's place under the lock; the old one closes (what it
-//!    writes while closing reaches the old file, which no name reaches any more).
+//! The copy runs while every tenant reads and writes; only the swap stops them, for a time
+//! that grows with what was written during the copy, not with the file:
+//! 1. the written keys of every table begin to be recorded (`file_writes`: every write path of
+//!    the main file goes through a table that records them), and once the write transactions
+//!    under way have ended a read snapshot is copied into `<main file>.vacuum` beside it, in
+//!    a fresh database, its commits durable (fsync);
+//! 2. without the lock, the keys written meanwhile are brought to their current value (or
+//!    removed) in the new file from a newer snapshot, and the new file is compacted;
+//! 3. under the main database's write lock (no transaction begins meanwhile, none is under
+//!    way), the keys written since step 2 are brought up to date the same way; then the new
+//!    file is renamed over the main file, the directory synced, and the new database takes
+//!    the old one's place. Past the recording's memory cap (a copy during which about a
+//!    million keys were written) step 3 copies the whole file instead, as every vacuum once
+//!    did: slower, never a lost write.
+//!
+//! A read snapshot keeps a handle on the database it reads (`db`): one begun before the swap
+//! goes on reading the old file, as an older snapshot, and the old database closes with the
+//! last of them (its file, which no name reaches any more, with it). So the vacuum waits for
+//! no reader, and no longer compacts the old file only to learn whether one is in flight;
+//! [`Vacuumed::ReadersInFlight`] is not returned any more.
+//!
+//! What the new file holds: the rows alive in the snapshot, and the later writes. A row erased
+//! before the vacuum began (a purge's, which vacuums after its erasure) is in no snapshot, so
+//! no byte of it reaches the new file. A row erased while the copy runs is removed from the
+//! new file by the catch-up, but the new database may keep its old bytes in a freed page or a
+//! page's unused tail; such an erasure, when it is a purge's, is followed by that purge's own
+//! vacuum, which waits for this one (vacuums run one at a time) and copies from a snapshot
+//! without the row.
 //!
 //! A crash before the rename leaves the main file whole, and perhaps a partial new file, which
 //! the next open deletes without reading it ([`remove_leftover`]); after the rename the main
-//! file is the complete new one. Every write committed before the vacuum is in the new file,
-//! even one whose group's fsync had not run yet: the copy reads the latest commit, and its own
-//! commits are durable.
+//! file is the complete new one. Every write committed before the swap is in the new file,
+//! even one whose group's fsync had not run yet: the copy and the catch-ups read the latest
+//! commits, and their own commits are durable.
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +69,8 @@ const CHUNK_BYTES: usize = 32 << 20;
 pub enum Vacuumed {
     /// The main file is a new one, holding the live rows and nothing else.
     Done,
-    /// A read transaction was in flight (a long export): nothing changed; try again later.
+    /// Nothing changed; try again later. Returned by earlier versions, which needed a moment
+    /// with no read transaction in flight; this one does not wait for readers.
     ReadersInFlight,
 }
 
@@ -124,7 +145,11 @@ impl Store {
         // The keys written since the last catch-up, by transactions that have all ended (each
         // holds the database's guard until its commit).
         let fresh = match (fresh, recording.written.take()) {
-            (Some(fresh), Some(keys)) => catch_up(&db.begin_read()?, &fresh, &keys).map(|_| fresh),
+            (Some(fresh), Some(keys)) => db
+                .begin_read()
+                .map_err(StoreError::from)
+                .and_then(|src| catch_up(&src, &fresh, &keys))
+                .map(|_| fresh),
             // Too many keys were written during the copy to keep them: the whole file is
             // copied again, under the lock, as every vacuum once did.
             (fresh, _) => {
