@@ -188,12 +188,12 @@ fn every_write_during_the_vacuum_reaches_the_new_file() {
                         .insert(&format!("key-{i}"), Owner::Tenant(&t.id), b"{}", no_audit)
                         .unwrap()
                 );
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     store.write(|w| w.erase_tenant(&t)).unwrap();
                 }
                 store
                     .write(|w| {
-                        w.set_compaction_owed(i % 2 == 0)?;
+                        w.set_compaction_owed(i.is_multiple_of(2))?;
                         w.note_purge(i as i64)
                     })
                     .unwrap();
