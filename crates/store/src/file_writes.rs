@@ -62,9 +62,14 @@ impl FileWrites {
         }
     }
 
+    /// Whether a vacuum records the written keys now.
+    fn recording(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
     /// Records that `key` of table `tag` is written, if a vacuum is copying.
     pub(crate) fn record(&self, tag: TableTag, key: &[u8]) {
-        if !self.active.load(Ordering::SeqCst) {
+        if !self.recording() {
             return;
         }
         let written = self.written.read().unwrap_or_else(|e| e.into_inner());
@@ -140,11 +145,17 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Tracked<'txn, K, V> {
     where
         KR: Borrow<K::SelfType<'a>> + 'a,
     {
-        let (file, tag) = (self.file, self.tag);
+        let tag = self.tag;
+        // Checked once, before the first key is read: a vacuum whose recording begins
+        // meanwhile waits for this transaction before its snapshot, which then holds the
+        // removals.
+        let Some(file) = self.file.filter(|f| f.recording()) else {
+            return self.table.retain_in(range, keep);
+        };
         self.table.retain_in(range, |k, v| {
             let bytes = K::as_bytes(&k).as_ref().to_vec();
             let kept = keep(k, v);
-            if !kept && let Some(file) = file {
+            if !kept {
                 file.record(tag, &bytes);
             }
             kept
