@@ -482,3 +482,22 @@ fn stepped_operations_can_move_between_pool_threads() {
     movable::<crate::PendingPage>();
     movable::<PendingDelete>();
 }
+
+#[test]
+fn a_delete_by_filter_that_matches_nothing_still_leaves_its_audit_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, _) = tenant(dir.path(), 20, 17);
+    let rows = |e: &Engine| {
+        e.own_audit_rows(&scope, &crate::audit::AuditQuery::default())
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.action == "memory.delete_where")
+            .count()
+    };
+    let nothing = Filter::parse(&json!({"g": "nowhere"})).unwrap();
+    assert_eq!(
+        engine.delete_where(&scope, &everyone(), &nothing).unwrap(),
+        0
+    );
+    assert_eq!(rows(&engine), 1);
+}
