@@ -406,8 +406,8 @@ struct DeleteWhereBody {
 /// snapshot taken when the request starts, then deleted in transactions of up to 1,000
 /// records, each record checked again as it is deleted: records written after the request
 /// started are not deleted, nor is one changed meanwhile so that it no longer matches. An error
-/// part-way leaves the records of the transactions before it deleted; the same request again
-/// deletes the rest.
+/// part-way, or a client that hangs up before the answer, leaves the records of the
+/// transactions before it deleted; the same request again deletes the rest.
 #[utoipa::path(post, path = "/v1/memories/delete", tag = "memories", operation_id = "delete_memories_where",
     request_body = DeleteWhereBody,
     responses((status = 200, description = "How many records were deleted", body = Deleted)),

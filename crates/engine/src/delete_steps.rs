@@ -10,8 +10,9 @@
 //!
 //! So the write lock is held for time proportional to the matches, a chunk at a time, never
 //! to the tenant. What it means for a caller: records written after the scan began are not
-//! deleted by it; a failure part-way (a full disk, a suspended tenant) leaves the chunks before
-//! it deleted and the rest in place, and a retry of the same request deletes the rest (what
+//! deleted by it; a failure part-way (a full disk, a suspended tenant, or a caller that stops
+//! running the steps, as the API does when its client hangs up) leaves the chunks before it
+//! deleted and the rest in place, and a retry of the same request deletes the rest (what
 //! was deleted no longer matches anything).
 
 use strata_auth::{Permission, TenantScope};
