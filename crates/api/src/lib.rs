@@ -46,6 +46,7 @@ mod record_body;
 mod reembed;
 mod residency;
 mod router;
+mod scan_steps;
 mod search;
 mod security;
 mod security_throttle;

@@ -22,6 +22,7 @@ use crate::input::{JsonObject, PathParam, QueryInput, SCOPE_KEYS, ScopeParts, fr
 use crate::keys_in_flight::Claim;
 use crate::put_steps::put_in_steps;
 use crate::record_body::{INCLUDE_DOC, RecordBody, RecordFields, RecordPage};
+use crate::scan_steps::run_in_steps;
 use crate::{ApiError, AppState};
 
 /// Page size of a list when the request names none.
@@ -398,10 +399,15 @@ struct DeleteWhereBody {
     scope: ScopeFields,
 }
 
-/// Deletes every visible record matching `filter`, in one transaction; a missing or empty
-/// filter is refused unless `"all": true` says to delete every visible record in scope. For a
-/// credential bound to user tokens, only those whose tokens are a non-empty subset of its own:
-/// tenant-shared and co-owned records are left, and not counted in `deleted`.
+/// Deletes every visible record matching `filter`; a missing or empty filter is refused unless
+/// `"all": true` says to delete every visible record in scope. For a credential bound to user
+/// tokens, only those whose tokens are a non-empty subset of its own: tenant-shared and
+/// co-owned records are left, and not counted in `deleted`. The matches are found on one
+/// snapshot taken when the request starts, then deleted in transactions of up to 1,000
+/// records, each record checked again as it is deleted: records written after the request
+/// started are not deleted, nor is one changed meanwhile so that it no longer matches. An error
+/// part-way, or a client that hangs up before the answer, leaves the records of the
+/// transactions before it deleted; the same request again deletes the rest.
 #[utoipa::path(post, path = "/v1/memories/delete", tag = "memories", operation_id = "delete_memories_where",
     request_body = DeleteWhereBody,
     responses((status = 200, description = "How many records were deleted", body = Deleted)),
@@ -415,11 +421,10 @@ pub async fn delete_where(
     let req = auth.scope_of_body(q.as_deref(), &mut body)?;
     let filter = from_map::<DeleteWhere>(body)?.filter()?;
     let scope = auth.scope;
-    let n = state
-        .run_tenant(&auth.admitted, move |e| {
-            Ok(e.delete_where(&scope, &req, &filter)?)
-        })
-        .await?;
+    let n = run_in_steps(&state, &auth.admitted, move |e| {
+        e.begin_delete_where(&scope, &req, filter)
+    })
+    .await?;
     Ok(Json(Deleted { deleted: n }))
 }
 
@@ -452,7 +457,8 @@ struct ListRequest {
 
 /// Lists visible records matching a filter, in id order, a page at a time (`after` = the
 /// previous page's `next`), each with what `include` names: by default the whole record
-/// without its vector. Query: scope fields, `filter` (JSON), `after`, `limit`, `include`.
+/// without its vector. Query: scope fields, `filter` (JSON), `after`, `limit`, `include`. A
+/// page is read from one snapshot; pages are not one snapshot with each other.
 #[utoipa::path(get, path = "/v1/memories/list", tag = "memories", operation_id = "list_memories",
     params(
         ("filter" = Option<String>, Query, description = "a filter as JSON text"),
@@ -522,12 +528,11 @@ async fn list_records(
         limit: list.limit.unwrap_or(DEFAULT_LIMIT),
     };
     let scope = auth.scope;
-    let page = state
-        .run_tenant_read(&auth.admitted, move |e| {
-            let vectors = fields.vectors();
-            Ok(e.scan_with(&scope, &req, list.filter.as_ref(), page, vectors)?)
-        })
-        .await?;
+    let vectors = fields.vectors();
+    let page = run_in_steps(&state, &auth.admitted, move |e| {
+        e.begin_page(&scope, &req, list.filter, page, vectors)
+    })
+    .await?;
     Ok(Json(RecordPage::project(page, fields)))
 }
 
@@ -548,7 +553,8 @@ struct CountRequest {
     scope: ScopeFields,
 }
 
-/// Counts visible records matching a filter.
+/// Counts visible records matching a filter, on one snapshot taken when the request starts:
+/// a record written while it counts is not counted, and one deleted meanwhile still is.
 #[utoipa::path(post, path = "/v1/memories/count", tag = "memories", operation_id = "count_memories",
     request_body = CountRequest,
     responses((status = 200, description = "How many visible records match", body = Counted)),
@@ -562,10 +568,9 @@ pub async fn count(
     let req = auth.scope_of_body(q.as_deref(), &mut body)?;
     let CountBody { filter } = from_map(body)?;
     let scope = auth.scope;
-    let n = state
-        .run_tenant_read(&auth.admitted, move |e| {
-            Ok(e.count(&scope, &req, filter.as_ref())?)
-        })
-        .await?;
+    let n = run_in_steps(&state, &auth.admitted, move |e| {
+        e.begin_count(&scope, &req, filter)
+    })
+    .await?;
     Ok(Json(Counted { count: n }))
 }

@@ -18,6 +18,7 @@ mod collections;
 mod config;
 mod connectivity;
 mod dedicated;
+mod delete_steps;
 mod durability;
 mod embedding;
 mod epoch_map;
@@ -59,6 +60,9 @@ mod replay;
 mod rerank;
 mod residency;
 mod scan;
+mod scan_steps;
+#[cfg(test)]
+mod scan_steps_tests;
 mod scope_names;
 mod search;
 mod search_image;
@@ -94,6 +98,7 @@ pub use admission::Admission;
 pub use audit::{AuditEvent, AuditQuery, AuditRow, ImportedFrom, MAX_AUDIT_ROWS};
 pub use config::{DefaultCollection, EngineConfig};
 pub use dedicated::MigrationJob;
+pub use delete_steps::PendingDelete;
 pub use durability::Durable;
 pub use error::EngineError;
 pub use evictor::{
@@ -119,6 +124,7 @@ pub use records::PutOutcome;
 pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};
 pub use scan::{Page, ScanPage, Vectors};
+pub use scan_steps::{PendingCount, PendingPage, Stepped};
 pub use shares::{IncomingShare, NewShare, Share};
 pub use stats::{IntegrityCounts, TenantFigures, UsageReport};
 pub use strata_auth::{OperatorScope, TenantScope};
@@ -430,6 +436,16 @@ impl Engine {
         permission: Permission,
         f: impl FnOnce(&Reader) -> Result<R, EngineError>,
     ) -> Result<R, EngineError> {
+        f(&self.tenant_snapshot(scope, permission)?)
+    }
+
+    /// [`Engine::read_tenant`]'s checks, then its storage snapshot, for a caller that keeps it
+    /// across steps (`crate::scan_steps`).
+    pub(crate) fn tenant_snapshot(
+        &self,
+        scope: &TenantScope,
+        permission: Permission,
+    ) -> Result<Reader, EngineError> {
         if !scope.grant().permissions.has(permission) {
             return Err(EngineError::PermissionDenied(permission));
         }
@@ -443,7 +459,7 @@ impl Engine {
             tenants::check_live(&r, scope)?;
             self.live.remember(before, scope);
         }
-        f(&r)
+        Ok(r)
     }
 
     /// [`Engine::read_tenant`]'s checks alone: from memory while the tenant is known live

@@ -10,7 +10,8 @@ use strata_types::{
     RequestScope, check_expiry, check_vector, merge_patch, now_millis, validate_metadata,
 };
 
-use crate::scan::{Vectors, for_each_visible};
+use crate::scan::Vectors;
+use crate::scan_steps::Stepped;
 use crate::tenant_index::Change;
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
@@ -211,39 +212,24 @@ impl Engine {
         })
     }
 
-    /// Deletes every visible record that matches `filter` and that the request may write, in
-    /// one transaction. Returns how many. A record the request sees but may not write (a
-    /// tenant-shared one, for a credential bound to user tokens) is left alone like one it
-    /// cannot see: the scope of a delete narrows what it deletes, as on every channel.
+    /// Deletes every visible record that matches `filter` and that the request may write.
+    /// Returns how many. Runs every step of [`Engine::begin_delete_where`] in this call (its
+    /// semantics are there: a scan outside the write transaction, then transactions of at most
+    /// a thousand records, each record checked again in its own); a caller on the shared pool
+    /// runs them as separate jobs instead.
     pub fn delete_where(
         &self,
         scope: &TenantScope,
         req: &RequestScope,
         filter: &Filter,
     ) -> Result<u64, EngineError> {
-        let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
-        self.write_tenant(scope, "memory.delete_where", |w, changes| {
-            let mut doomed = Vec::new();
-            // Only ids and scope fields are read here: no vector is copied.
-            for_each_visible(
-                w,
-                scope.key(),
-                &vis,
-                Some(filter),
-                None,
-                Vectors::Skip,
-                |r| {
-                    if vis.may_write(&r) {
-                        doomed.push(r.id);
-                    }
-                    true
-                },
-            )?;
-            for id in &doomed {
-                delete_record(w, changes, scope, id)?;
+        let mut pending = self.begin_delete_where(scope, req, filter.clone())?;
+        loop {
+            match self.delete_where_step(pending)? {
+                Stepped::Done(n) => return Ok(n),
+                Stepped::More(p) => pending = *p,
             }
-            Ok(doomed.len() as u64)
-        })
+        }
     }
 }
 

@@ -1,13 +1,15 @@
-//! Listing and counting visible records, driven by the per-tenant scope indexes.
+//! Listing and counting visible records, driven by the per-tenant scope indexes, in steps of
+//! bounded cost (`crate::scan_steps`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use serde::Serialize;
-use strata_auth::{Permission, TenantScope};
+use strata_auth::TenantScope;
 use strata_store::{Reads, ScopeField, StoreError, TenantKey};
-use strata_types::{Filter, Record, RecordId, RequestScope, now_millis};
+use strata_types::{Filter, Record, RecordId, RequestScope};
 
+use crate::scan_steps::{Budget, Stepped};
 use crate::visibility::{Principals, Visibility};
 use crate::{Engine, EngineError};
 
@@ -68,7 +70,9 @@ impl Engine {
     }
 
     /// [`Engine::scan`], the records' vectors read or skipped (`vector: None`). A filter never
-    /// reads vectors (`vector` cannot be filtered on), so skipping them changes no page.
+    /// reads vectors (`vector` cannot be filtered on), so skipping them changes no page. Runs
+    /// every step of [`Engine::begin_page`] in this call; a caller on the shared pool runs
+    /// them as separate jobs instead.
     pub fn scan_with(
         &self,
         scope: &TenantScope,
@@ -77,65 +81,59 @@ impl Engine {
         page: Page,
         vectors: Vectors,
     ) -> Result<ScanPage, EngineError> {
-        if page.limit == 0 || page.limit > MAX_PAGE {
-            return Err(EngineError::BadRequest(format!(
-                "limit: must be 1 to {MAX_PAGE}"
-            )));
+        let mut pending = self.begin_page(scope, req, filter.cloned(), page, vectors)?;
+        loop {
+            match self.page_step(pending)? {
+                Stepped::Done(page) => return Ok(page),
+                Stepped::More(p) => pending = *p,
+            }
         }
-        let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
-        let mut records = Vec::with_capacity(page.limit.min(64));
-        let mut more = false;
-        self.read_tenant(scope, Permission::Read, |r| {
-            let after = page.after.as_ref();
-            for_each_visible(r, scope.key(), &vis, filter, after, vectors, |rec| {
-                if records.len() == page.limit {
-                    more = true;
-                    return false;
-                }
-                records.push(rec);
-                true
-            })
-        })?;
-        let next = if more {
-            records.last().map(|r| r.id.clone())
-        } else {
-            None
-        };
-        Ok(ScanPage { records, next })
     }
 
-    /// How many visible records match `filter`.
+    /// How many visible records match `filter`. Runs every step of [`Engine::begin_count`] in
+    /// this call.
     pub fn count(
         &self,
         scope: &TenantScope,
         req: &RequestScope,
         filter: Option<&Filter>,
     ) -> Result<u64, EngineError> {
-        let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
-        let mut n = 0;
-        self.read_tenant(scope, Permission::Read, |r| {
-            // Counting reads no vector.
-            for_each_visible(r, scope.key(), &vis, filter, None, Vectors::Skip, |_| {
-                n += 1;
-                true
-            })
-        })?;
-        Ok(n)
+        let mut pending = self.begin_count(scope, req, filter.cloned())?;
+        loop {
+            match self.count_step(pending)? {
+                Stepped::Done(n) => return Ok(n),
+                Stepped::More(p) => pending = *p,
+            }
+        }
     }
 }
 
+/// How far a walk over the candidates got.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Walk {
+    /// Every candidate was read.
+    Ended,
+    /// The visitor asked to stop.
+    Stopped,
+    /// The step's budget ran out; the walk resumes after this candidate.
+    Paused(RecordId),
+}
+
 /// Calls `f` with every record visible to `vis` and matching `filter`, in id order, after
-/// `after`, until `f` returns `false`, each with its vector or without (`vectors`). Reads only
-/// the narrowest scope-index lists that can hold visible records, never the whole tenant.
-pub(crate) fn for_each_visible(
+/// `after`, until `f` returns `false` or `budget` runs out, each with its vector or without
+/// (`vectors`). Reads only the narrowest scope-index lists that can hold visible records,
+/// never the whole tenant. At least one candidate is read, so every walk moves on.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn walk_visible(
     r: &impl Reads,
     key: TenantKey,
     vis: &Visibility,
     filter: Option<&Filter>,
     after: Option<&RecordId>,
     vectors: Vectors,
+    budget: &mut Budget,
     mut f: impl FnMut(Record) -> bool,
-) -> Result<(), EngineError> {
+) -> Result<Walk, EngineError> {
     for id in candidate_ids(r, key, vis, after)? {
         let id = id?;
         let Some(record) = vectors.record(r, key, &id)? else {
@@ -144,10 +142,13 @@ pub(crate) fn for_each_visible(
             );
         };
         if vis.sees(&record) && filter.is_none_or(|f| f.matches(&record)) && !f(record) {
-            break;
+            return Ok(Walk::Stopped);
+        }
+        if budget.charge() {
+            return Ok(Walk::Paused(id));
         }
     }
-    Ok(())
+    Ok(Walk::Ended)
 }
 
 type IdIter<'a> = Box<dyn Iterator<Item = Result<RecordId, StoreError>> + 'a>;

@@ -284,3 +284,32 @@ fn background_workers_run_when_asked_for() {
     // Nor did any search's re-check disagree with its index.
     assert_eq!(sample(&text, "strata_search_recheck_drops_total"), 0.0);
 }
+
+/// A count over more records than one step reads runs as several pool jobs in its tenant's
+/// share (other tenants' jobs run between them), and answers as one job did.
+#[test]
+fn a_count_of_many_records_runs_as_several_pool_jobs() {
+    let server = Server::start_with(&[("STRATA__METRICS__TOKEN", TOKEN)]);
+    server.tenant("big");
+    let key = server.key("big", json!({"permissions": ["read", "write"]}));
+    for batch in 0..5 {
+        let records: Vec<_> = (0..1000)
+            .map(|i| json!({"content": format!("note {batch} {i}"), "metadata": {"s": format!("v{i}")}}))
+            .collect();
+        let (s, v) = server.post("/v1/memories", &key, json!({ "records": records }));
+        assert_eq!(s, 201, "{v}");
+    }
+    let jobs = || {
+        let (status, text) = scrape(&server, Some(TOKEN));
+        assert_eq!(status, 200, "{text}");
+        by_tenant(&text, "strata_tenant_queue_wait_seconds_count", &[])["big"]
+    };
+    // A step reads at most 1,024 records (fewer under a filter, or when it runs long).
+    for (filter, expected) in [(json!({}), 5000), (json!({"s": "v7"}), 5)] {
+        let before = jobs();
+        let (s, v) = server.post("/v1/memories/count", &key, json!({ "filter": filter }));
+        assert_eq!((s, &v["count"]), (200, &json!(expected)), "{v}");
+        let steps = jobs() - before;
+        assert!(steps >= 5.0, "{filter}: {steps} pool jobs");
+    }
+}

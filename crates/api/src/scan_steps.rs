@@ -1,0 +1,80 @@
+//! A count, a listing or a delete by filter run on the pool in steps of bounded cost
+//! (`strata_engine::Engine::count_step`, `page_step`, `delete_where_step`), each step its own
+//! job in the tenant's fair share: a tenant's scan of many records queues behind its own
+//! requests, step by step, while other tenants' jobs run between its steps, instead of holding
+//! a worker for the whole scan.
+
+use strata_engine::Stepped::{Done, More};
+use strata_engine::{
+    Engine, EngineError, PendingCount, PendingDelete, PendingPage, ScanPage, Stepped,
+};
+
+use crate::admission::Admitted;
+use crate::{ApiError, AppState};
+
+/// An engine operation that runs in steps.
+pub(crate) trait Steps: Sized + Send + 'static {
+    type Answer: Send + 'static;
+
+    /// Whether the next step writes (it then needs a worker that may take the write lock).
+    fn writes_next(&self) -> bool {
+        false
+    }
+
+    fn step(self, e: &Engine) -> Result<Stepped<Self, Self::Answer>, EngineError>;
+}
+
+impl Steps for PendingCount {
+    type Answer = u64;
+
+    fn step(self, e: &Engine) -> Result<Stepped<Self, u64>, EngineError> {
+        e.count_step(self)
+    }
+}
+
+impl Steps for PendingPage {
+    type Answer = ScanPage;
+
+    fn step(self, e: &Engine) -> Result<Stepped<Self, ScanPage>, EngineError> {
+        e.page_step(self)
+    }
+}
+
+impl Steps for PendingDelete {
+    type Answer = u64;
+
+    fn writes_next(&self) -> bool {
+        PendingDelete::writes_next(self)
+    }
+
+    fn step(self, e: &Engine) -> Result<Stepped<Self, u64>, EngineError> {
+        e.delete_where_step(self)
+    }
+}
+
+/// Runs `begin` and the first step in one job (a scan that fits in a step is one job, as
+/// before), then each further step as its own job: a read one that may be demoted while the
+/// tenant is over its share, or a normal one when the step writes.
+pub(crate) async fn run_in_steps<S: Steps>(
+    state: &AppState,
+    admitted: &Admitted,
+    begin: impl FnOnce(&Engine) -> Result<S, EngineError> + Send + 'static,
+) -> Result<S::Answer, ApiError> {
+    // Every operation's first step reads (a delete scans before it deletes).
+    let mut next = state
+        .run_tenant_read(admitted, move |e| Ok(begin(e)?.step(e)?))
+        .await?;
+    loop {
+        let pending = match next {
+            Done(answer) => return Ok(answer),
+            More(pending) => *pending,
+        };
+        let writes = pending.writes_next();
+        let step = move |e: &Engine| Ok(pending.step(e)?);
+        next = if writes {
+            state.run_tenant(admitted, step).await?
+        } else {
+            state.run_tenant_read(admitted, step).await?
+        };
+    }
+}

@@ -1,0 +1,192 @@
+//! A delete by filter in steps. Finding what a filter matches reads every candidate record of
+//! the request's scope; inside the write transaction that held the tenant's write lock (and,
+//! for a shared tenant, every shared tenant's writes) for as long as the scan. Instead:
+//! 1. the matching ids are found by a read scan in steps (`crate::scan_steps`, one storage
+//!    snapshot), outside any transaction;
+//! 2. they are deleted in transactions of at most [`DELETE_CHUNK`] records, each its own step,
+//!    and each record is checked again in the transaction that deletes it: it still exists,
+//!    the request still sees it and may write it, and it still matches the filter. A record
+//!    changed meanwhile so that it no longer matches is left.
+//!
+//! So the write lock is held for time proportional to the matches, a chunk at a time, never
+//! to the tenant. What it means for a caller: records written after the scan began are not
+//! deleted by it; a failure part-way (a full disk, a suspended tenant, or a caller that stops
+//! running the steps, as the API does when its client hangs up) leaves the chunks before it
+//! deleted and the rest in place, and a retry of the same request deletes the rest (what
+//! was deleted no longer matches anything).
+
+use strata_auth::{Permission, TenantScope};
+use strata_types::{Filter, RecordId, RequestScope, now_millis};
+
+use crate::records::delete_record;
+use crate::scan::Vectors;
+use crate::scan_steps::{Cursor, Stepped};
+use crate::visibility::Visibility;
+use crate::{Engine, EngineError};
+
+/// Records deleted per transaction: as many as the largest write batch (the default
+/// `max_batch`), so a delete by filter holds the write lock no longer than a write may.
+pub(crate) const DELETE_CHUNK: usize = 1000;
+
+/// A delete by filter under way (see [`Engine::begin_delete_where`]).
+pub struct PendingDelete {
+    scope: TenantScope,
+    /// Checked again against each record in the transaction that deletes it.
+    filter: Filter,
+    phase: Phase,
+    pub(crate) chunk: usize,
+    deleted: u64,
+}
+
+enum Phase {
+    /// Finding the visible, writable records that match.
+    Scanning {
+        cursor: Box<Cursor>,
+        doomed: Vec<RecordId>,
+    },
+    /// Deleting the records found, `next` the first not yet tried.
+    Deleting {
+        vis: Visibility,
+        doomed: Vec<RecordId>,
+        next: usize,
+    },
+}
+
+impl PendingDelete {
+    /// Whether the next step writes (deletes a chunk) rather than reads: it needs a worker
+    /// that may take the write lock.
+    pub fn writes_next(&self) -> bool {
+        matches!(self.phase, Phase::Deleting { .. })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn cursor_mut(&mut self) -> Option<&mut Cursor> {
+        match &mut self.phase {
+            Phase::Scanning { cursor, .. } => Some(&mut **cursor),
+            Phase::Deleting { .. } => None,
+        }
+    }
+}
+
+impl Engine {
+    /// Checks a delete by filter (credential, tenant) and takes the snapshot its scan reads.
+    /// Deletes nothing: [`Engine::delete_where_step`] does. A record the request sees but may
+    /// not write (a tenant-shared one, for a credential bound to user tokens) is left alone
+    /// like one it cannot see: the scope of a delete narrows what it deletes.
+    pub fn begin_delete_where(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        filter: Filter,
+    ) -> Result<PendingDelete, EngineError> {
+        let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
+        // Only ids and scope fields are read: no vector is copied.
+        let cursor = Cursor::open(
+            self,
+            scope,
+            Permission::Write,
+            vis,
+            Some(filter.clone()),
+            None,
+            Vectors::Skip,
+        )?;
+        Ok(PendingDelete {
+            scope: scope.clone(),
+            filter,
+            phase: Phase::Scanning {
+                cursor: Box::new(cursor),
+                doomed: Vec::new(),
+            },
+            chunk: DELETE_CHUNK,
+            deleted: 0,
+        })
+    }
+
+    /// The next step of `pending`: a step of its scan, or one transaction deleting the next
+    /// chunk of what the scan found. Done with how many records were deleted.
+    pub fn delete_where_step(
+        &self,
+        pending: PendingDelete,
+    ) -> Result<Stepped<PendingDelete, u64>, EngineError> {
+        let PendingDelete {
+            scope,
+            filter,
+            phase,
+            chunk,
+            mut deleted,
+        } = pending;
+        let phase = match phase {
+            Phase::Scanning {
+                mut cursor,
+                mut doomed,
+            } => {
+                let vis = cursor.vis.clone();
+                let over = cursor.step(self, |r| {
+                    if vis.may_write(&r) {
+                        doomed.push(r.id);
+                    }
+                    true
+                })?;
+                if !over {
+                    Phase::Scanning { cursor, doomed }
+                } else {
+                    // The scan's snapshot is let go here, before any transaction. A delete
+                    // that matched nothing still runs one (empty) transaction: every
+                    // acknowledged write leaves its audit row, and a paused tenant refuses it.
+                    Phase::Deleting {
+                        vis,
+                        doomed,
+                        next: 0,
+                    }
+                }
+            }
+            Phase::Deleting { vis, doomed, next } => {
+                let end = doomed.len().min(next + chunk.max(1));
+                deleted += self.delete_still_matching(&scope, &vis, &filter, &doomed[next..end])?;
+                if end == doomed.len() {
+                    return Ok(Stepped::Done(deleted));
+                }
+                Phase::Deleting {
+                    vis,
+                    doomed,
+                    next: end,
+                }
+            }
+        };
+        Ok(Stepped::More(Box::new(PendingDelete {
+            scope,
+            filter,
+            phase,
+            chunk,
+            deleted,
+        })))
+    }
+
+    /// Deletes those of `ids` that, in this transaction, still exist, are visible to and
+    /// writable by the request, and match `filter`. Returns how many.
+    fn delete_still_matching(
+        &self,
+        scope: &TenantScope,
+        vis: &Visibility,
+        filter: &Filter,
+        ids: &[RecordId],
+    ) -> Result<u64, EngineError> {
+        // What has expired is judged now, as any write judges it (the sweep takes the rest).
+        let mut vis = vis.clone();
+        vis.now = now_millis().max(vis.now);
+        let key = scope.key();
+        self.write_tenant(scope, "memory.delete_where", |w, changes| {
+            let mut n = 0;
+            for id in ids {
+                let Some(record) = Vectors::Skip.record(w, key, id)? else {
+                    continue;
+                };
+                if vis.sees(&record) && vis.may_write(&record) && filter.matches(&record) {
+                    delete_record(w, changes, scope, id)?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+}
