@@ -22,7 +22,7 @@ pub enum Erasure {
     Pending,
 }
 
-/// Vacuums since the engine opened, and whether one is owed; see [`crate::Engine::vacuum_figures`].
+/// Vacuums of the main data file since the server started, and whether one is owed now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct VacuumFigures {
     /// Vacuums that rewrote the main file.
