@@ -159,7 +159,13 @@ pub struct Tenants {
 #[derive(Serialize, ToSchema)]
 pub struct HardDeleted {
     pub id: TenantId,
+    /// Always `true`: the erasure has committed, no request reads the tenant's data again.
     pub purged: bool,
+    /// `done`: the data file was rewritten without the tenant's bytes. `pending`: a long read
+    /// (an export) kept the rewrite from running now; it is owed and retried, and the bytes
+    /// stay in the file until it runs (`erasure_pending` in `GET /v1/admin/stats` and
+    /// `strata_erasure_pending` in `/metrics` go back to false/0 then).
+    pub erasure: strata_engine::Erasure,
 }
 
 /// The answer to a tenant delete: the soft-deleted tenant, or `{id, purged: true}`.
@@ -261,6 +267,10 @@ pub struct ServerStats {
     pub resident_bytes: Option<u64>,
     /// Durable commits of the store, fsync included.
     pub commits: LatencySummary,
+    /// Vacuums (rewrites of the main data file after erasures) since the server started, and
+    /// whether one is owed: while `erasure_pending`, a purged tenant's bytes are still in the
+    /// data file.
+    pub vacuums: strata_engine::VacuumFigures,
     /// The memory budget for loaded tenant indexes (0: none), and their estimated bytes now.
     pub residency_budget_bytes: u64,
     pub residency_resident_bytes: u64,

@@ -71,8 +71,8 @@ pub(crate) struct Tracker {
     finished: AtomicU64,
     /// Set while the socket waits for the first byte of a request, nothing half-read.
     waiting: AtomicBool,
-    /// Present when the server answers stage timings (`timing.rs`): only then are the moments
-    /// below read from the clock, so a server without them pays nothing per request.
+    /// Where requests start: the request metrics time each from its head's first byte, and
+    /// stage timings (`timing.rs`) start there. Absent only in tests of the socket alone.
     clock: Option<StageClock>,
 }
 
@@ -103,10 +103,10 @@ impl StageClock {
 }
 
 impl Tracker {
-    /// A tracker that also records where requests start when `stage_timing` is on.
-    pub(crate) fn new(stage_timing: bool) -> Tracker {
+    /// A tracker that also records where requests start (two clock reads per request).
+    pub(crate) fn new() -> Tracker {
         Tracker {
-            clock: stage_timing.then(|| StageClock {
+            clock: Some(StageClock {
                 base: std::time::Instant::now(),
                 head_at: AtomicU64::new(0),
                 done_at: AtomicU64::new(0),
@@ -132,7 +132,7 @@ impl Tracker {
 
     /// Where the request now beginning started: the first byte of its head, or, when it
     /// was read along with an earlier request (pipelined), the end of that request. `None`
-    /// when the server does not record it (stage timing off) or nothing was read yet.
+    /// when the tracker has no clock or nothing was read yet.
     pub(crate) fn request_started(&self) -> Option<std::time::Instant> {
         let clock = self.clock.as_ref()?;
         let head = clock.read(&clock.head_at);
@@ -659,9 +659,9 @@ mod tests {
         check("{\"x\": \"HTTP/1.1 400 \"}\r\n\r\n", None);
     }
 
-    /// Stage timing off: nothing is read from the clock, no request has a start.
+    /// A tracker without a clock: nothing is read from it, no request has a start.
     #[test]
-    fn without_stage_timing_no_start_is_recorded() {
+    fn without_a_clock_no_start_is_recorded() {
         let tracker = Arc::new(Tracker::default());
         drop(tracker.begin());
         assert_eq!(tracker.request_started(), None);
@@ -672,7 +672,7 @@ mod tests {
     /// previous one's first byte.
     #[test]
     fn a_pipelined_request_starts_when_the_previous_one_ended() {
-        let tracker = Arc::new(Tracker::new(true));
+        let tracker = Arc::new(Tracker::new());
         let clock = tracker.clock.as_ref().expect("on");
         assert_eq!(tracker.request_started(), None);
         clock.stamp(&clock.head_at);

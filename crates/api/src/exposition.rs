@@ -59,6 +59,8 @@ pub struct Exposition<'a> {
     /// Security events counted but not written one by one, by action, since start.
     pub security_events_suppressed: &'a [(&'static str, u64)],
     pub commits: HistogramSnapshot,
+    /// Vacuums of the main data file since start, and whether an erasure's one is owed.
+    pub vacuums: strata_engine::VacuumFigures,
     pub resident_bytes: Option<u64>,
     /// `[engine.residency] memory_budget_bytes` (0: none) and the index bytes loaded now.
     pub residency_budget_bytes: u64,
@@ -522,6 +524,7 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
         "Durable commits, fsync included.",
     );
     histogram(out, "strata_store_commit_duration_seconds", "", &x.commits);
+    vacuums(out, &x.vacuums);
     help(
         out,
         "strata_pool_workers",
@@ -624,6 +627,47 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
         "Seconds since the server started.",
     );
     let _ = writeln!(out, "strata_uptime_seconds {}", x.server.uptime_secs);
+}
+
+/// The vacuums' series: how many ran and how long they took (a summary without quantiles,
+/// so `rate(_sum) / rate(_count)` is their mean), the latest one's duration, and whether a
+/// purged tenant's bytes are still in the data file (an owed vacuum).
+fn vacuums(out: &mut String, v: &strata_engine::VacuumFigures) {
+    help(
+        out,
+        "strata_vacuum_duration_seconds",
+        "summary",
+        "Rewrites of the main data file after erasures (purges), and their duration; every \
+         transaction of the main file waits while one runs.",
+    );
+    let _ = writeln!(
+        out,
+        "strata_vacuum_duration_seconds_sum {}\nstrata_vacuum_duration_seconds_count {}",
+        v.seconds_total, v.runs
+    );
+    help(
+        out,
+        "strata_vacuum_last_duration_seconds",
+        "gauge",
+        "Duration of the latest vacuum (0 before the first).",
+    );
+    let _ = writeln!(
+        out,
+        "strata_vacuum_last_duration_seconds {}",
+        v.last_seconds
+    );
+    help(
+        out,
+        "strata_erasure_pending",
+        "gauge",
+        "1 while an erasure's vacuum is owed (a long read kept it from running): erased bytes \
+         are still in the data file; 0 once it ran.",
+    );
+    let _ = writeln!(
+        out,
+        "strata_erasure_pending {}",
+        u8::from(v.erasure_pending)
+    );
 }
 
 #[cfg(test)]

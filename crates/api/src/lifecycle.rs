@@ -195,7 +195,7 @@ pub async fn restore_tenant(
 #[utoipa::path(delete, path = "/v1/admin/tenants/{id}", tag = "admin", operation_id = "delete_tenant",
     params(("id" = TenantId, Path, description = "tenant id"),
         ("hard" = Option<bool>, Query, description = "erase now instead of soft-deleting")),
-    responses((status = 200, description = "The soft-deleted tenant, or `{id, purged: true}`", body = TenantDeleted)),
+    responses((status = 200, description = "The soft-deleted tenant, or `{id, purged: true, erasure: \"done\" | \"pending\"}`", body = TenantDeleted)),
     security(("bearer" = [])))]
 pub async fn delete_tenant(
     State(state): State<AppState>,
@@ -216,12 +216,13 @@ pub async fn delete_tenant(
     let id = tenant_id(id)?;
     let shown = id.clone();
     let asof = std::time::Instant::now();
-    state.run(move |e| Ok(e.purge_tenant(&op, &id)?)).await?;
+    let erasure = state.run(move |e| Ok(e.purge_tenant(&op, &id)?)).await?;
     // Its figures go with it; a tenant re-created under the id since keeps its own.
     state.metrics.forget(asof, |_, t| *t != shown);
     Ok(Json(TenantDeleted::Hard(HardDeleted {
         id: shown,
         purged: true,
+        erasure,
     })))
 }
 

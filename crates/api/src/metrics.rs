@@ -445,14 +445,25 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096))
 }
 
+/// When a request arrived: the first byte of its head (or, pipelined, the end of the request
+/// before it), as the connection saw it. Set by the server for every request it serves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestArrived(pub(crate) Instant);
+
 /// Records every response: per route and status, and per tenant when a tenant credential
 /// was presented. Runs inside the security middleware, so it reads the same [`WhoSlot`].
+/// Each is timed from its arrival ([`RequestArrived`]; now, for a request that did not come
+/// through the server's connections), so the time before authentication and admission, and
+/// before the router ran at all, is in it: what the caller waited.
 pub(crate) async fn record_requests(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
-    let started = Instant::now();
+    let started = req
+        .extensions()
+        .get::<RequestArrived>()
+        .map_or_else(Instant::now, |a| a.0);
     let method = method_label(req.method());
     // The route template, never the path: paths carry ids, which would explode cardinality.
     let route = req

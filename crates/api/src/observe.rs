@@ -86,6 +86,7 @@ pub async fn metrics(
         search_recheck_drops: state.engine.search_recheck_drops(),
         security_events_suppressed: &suppressed,
         commits: state.engine.commit_latency(),
+        vacuums: state.engine.vacuum_figures(),
         resident_bytes: resident_bytes(),
     });
     Ok((
@@ -284,6 +285,7 @@ pub async fn admin_stats(
         open_connections: server.open_connections,
         resident_bytes: resident_bytes(),
         commits: summary(&state.engine.commit_latency()),
+        vacuums: state.engine.vacuum_figures(),
         residency_budget_bytes: residency.memory_budget_bytes,
         residency_resident_bytes: residency.resident_bytes,
         adaptive_namespaces,

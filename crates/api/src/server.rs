@@ -313,7 +313,7 @@ async fn serve_connection(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
     }
-    let tracker = Arc::new(Tracker::new(limits.stage_timing));
+    let tracker = Arc::new(Tracker::new());
     let io = TokioIo::new(GuardedIo::new(stream, peer, Arc::clone(&tracker), limits));
     let service = ConnService {
         app,
@@ -366,13 +366,20 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         req.extensions_mut().insert(ConnectInfo(self.peer));
         req.extensions_mut().insert(Arc::clone(&self.tenant));
         let tenant = Arc::clone(&self.tenant);
+        // The request metrics time it from here, not from when the router's middleware first
+        // runs: a request whose head was read while the async threads were held up (a stall
+        // that holds up everything) waited from its first byte, and its caller saw that wait.
+        let arrived = self.tracker.request_started();
+        req.extensions_mut().insert(crate::metrics::RequestArrived(
+            arrived.unwrap_or_else(std::time::Instant::now),
+        ));
         let in_flight = self.tracker.begin();
         // The router is always ready (`poll_ready` is a no-op), so it can be called directly.
         let mut app = self.app.clone();
         // When the server allows it, an authenticated caller that asks gets each stage's
         // duration back (`timing.rs`), from the first byte of this request's head.
         let timeline = (self.stage_timing && crate::timing::asked(req.headers()))
-            .then(|| crate::timing::Timeline::starting(self.tracker.request_started()));
+            .then(|| crate::timing::Timeline::starting(arrived));
         let response = tower::Service::call(&mut app, req.map(Body::new));
         Box::pin(async move {
             let mut response = match timeline {

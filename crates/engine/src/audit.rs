@@ -272,6 +272,35 @@ pub(crate) fn read_log(
     }
 }
 
+/// Adds the server log's `server` rows to the tenants' `rows`, but not a row whose copy is in
+/// its tenant's log: an action written to both logs (a level change, a tenant created at a
+/// level other than shared) is one action, and the operator's listing shows it once (the
+/// tenant's copy). Rows alike but for their position are copies; nothing else is dropped.
+fn add_server_rows(rows: &mut Vec<AuditRow>, server: Vec<AuditRow>) {
+    use std::collections::HashMap;
+    let mut by_moment: HashMap<(Millis, &str), Vec<&AuditRow>> = HashMap::new();
+    for row in rows.iter() {
+        by_moment
+            .entry((row.at, row.action.as_str()))
+            .or_default()
+            .push(row);
+    }
+    let is_copy = |s: &AuditRow| {
+        by_moment
+            .get(&(s.at, s.action.as_str()))
+            .is_some_and(|same| {
+                same.iter().any(|t| {
+                    AuditRow {
+                        seq: t.seq,
+                        ..s.clone()
+                    } == **t
+                })
+            })
+    };
+    let kept: Vec<AuditRow> = server.into_iter().filter(|s| !is_copy(s)).collect();
+    rows.extend(kept);
+}
+
 fn newest(mut rows: Vec<AuditRow>, limit: usize) -> Vec<AuditRow> {
     rows.sort_by(|a, b| b.at.cmp(&a.at).then(b.seq.cmp(&a.seq)));
     rows.truncate(limit);
@@ -318,17 +347,16 @@ impl Engine {
                 // Events about the tenant that reached the server log (e.g. after a purge).
                 let mut server = Vec::new();
                 read_log(&r, TenantKey::SERVER, q, &mut server)?;
-                rows.extend(
-                    server
-                        .into_iter()
-                        .filter(|row| row.tenant.as_ref() == Some(t)),
-                );
+                server.retain(|row| row.tenant.as_ref() == Some(t));
+                add_server_rows(&mut rows, server);
             }
             None => {
                 for meta in r.tenants()? {
                     read_log(&r, meta.key, q, &mut rows)?;
                 }
-                read_log(&r, TenantKey::SERVER, q, &mut rows)?;
+                let mut server = Vec::new();
+                read_log(&r, TenantKey::SERVER, q, &mut server)?;
+                add_server_rows(&mut rows, server);
             }
         }
         Ok(newest(rows, limit))
@@ -359,5 +387,61 @@ impl Engine {
             read_log(r, scope.key(), q, &mut rows)?;
             Ok(newest(rows, limit))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: u64, at: Millis, action: &str, detail: Value) -> AuditRow {
+        AuditRow {
+            seq,
+            at,
+            tenant: Some(TenantId::parse("acme").expect("id")),
+            actor: "operator".into(),
+            action: action.into(),
+            outcome: "ok".into(),
+            client: None,
+            request_id: Some("r1".into()),
+            detail,
+            imported: None,
+        }
+    }
+
+    #[test]
+    fn a_row_written_to_both_logs_is_listed_once_and_other_server_rows_stay() {
+        let migrate = |seq| {
+            row(
+                seq,
+                10,
+                "tenant.migrate",
+                serde_json::json!({"to": "partition"}),
+            )
+        };
+        let mut rows = vec![migrate(4)];
+        let other_detail = row(
+            9,
+            10,
+            "tenant.migrate",
+            serde_json::json!({"to": "dedicated"}),
+        );
+        let other_moment = row(
+            10,
+            11,
+            "tenant.migrate",
+            serde_json::json!({"to": "partition"}),
+        );
+        let purge = row(11, 12, "tenant.purge", Value::Null);
+        add_server_rows(
+            &mut rows,
+            vec![
+                migrate(8),
+                other_detail.clone(),
+                other_moment.clone(),
+                purge.clone(),
+            ],
+        );
+        assert_eq!(rows, vec![migrate(4), other_detail, other_moment, purge]);
     }
 }

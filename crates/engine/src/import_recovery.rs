@@ -34,7 +34,7 @@ impl Engine {
         let mut discarded = Vec::new();
         for (id, key) in cut_short {
             match self.purge_incarnation(op, &id, key) {
-                Ok(()) => {
+                Ok(_) => {
                     tracing::warn!(tenant = %id, "discarded an import cut short by a crash or \
                         shutdown; import the export again");
                     discarded.push(id);

@@ -201,7 +201,8 @@ pub struct MigrationStatus {
     /// Whether the last migration moved stored data (to or from `dedicated`).
     pub moves_data: bool,
     /// Storage keys copied so far by the last data migration, of `keys_total` (counted when
-    /// the copy began: the tenant's writes meanwhile can take `keys_copied` past it).
+    /// the copy began, and grown with the copy when the catch-up copies the tenant's writes
+    /// made meanwhile: `keys_copied` never exceeds it).
     pub keys_copied: u64,
     pub keys_total: u64,
     /// Why the last data migration failed.

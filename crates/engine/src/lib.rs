@@ -83,6 +83,7 @@ mod test_support;
 mod transfer;
 #[cfg(test)]
 mod transfer_tests;
+mod vacuum_record;
 mod verify;
 mod visibility;
 mod whole_tenant;
@@ -131,6 +132,7 @@ pub use strata_auth::{OperatorScope, TenantScope};
 pub use strata_embed::Embedder;
 pub use tenants::{NewTenantSpec, TenantInfo, TenantUpdate, TenantUsage};
 pub use transfer::ExportLine;
+pub use vacuum_record::{Erasure, VacuumFigures};
 pub use verify::{UsageCounts, VerifyReport};
 
 use registry::IndexRegistry;
@@ -287,7 +289,7 @@ impl Engine {
             live: liveness::LiveTenants::default(),
             memos: Default::default(),
             recent_purges: recent_purges::RecentPurges::after_restart(last_purge),
-            owed_compaction: Default::default(),
+            owed_compaction: owed_compaction::OwedCompaction::new(dir.join(DB_FILE)),
         };
         // An erasure's vacuum that a long read kept from running before the last stop (or a
         // crash cut short): run now (or owed again, if a reader already holds a snapshot).

@@ -64,6 +64,14 @@ pub(crate) fn params_of(row: &StoredMigration) -> Result<Option<Option<IndexPara
     Ok(Some((!p.is_empty()).then_some(p)))
 }
 
+/// A move's progress as it is shown: keys copied, and of how many. The total is counted when
+/// the copy begins; the catch-up copies what the tenant wrote meanwhile too (and a count taken
+/// from the usage row can be off by the odd key), so the total grows with the copy rather than
+/// ever showing more keys copied than there are.
+fn progress(copied: u64, total: u64) -> (u64, u64) {
+    (copied, total.max(copied))
+}
+
 /// The row of a data move that keeps graph parameters `params` (`None`: those the tenant has
 /// stored): running (`state: None`) or ended now in `state`.
 pub(crate) fn row(
@@ -72,14 +80,15 @@ pub(crate) fn row(
     state: Option<StoredMigrationState>,
     error: Option<String>,
 ) -> StoredMigration {
+    let (keys_copied, keys_total) = progress(copy.copied.load(Ordering::Relaxed), copy.total);
     StoredMigration {
         from: stored_level(copy.from),
         to: stored_level(copy.to),
         state: state.unwrap_or(StoredMigrationState::Running),
         started_at: copy.started_at,
         finished_at: state.map(|_| now_millis().max(copy.started_at)),
-        keys_copied: copy.copied.load(Ordering::Relaxed),
-        keys_total: copy.total,
+        keys_copied,
+        keys_total,
         error,
         attempt: copy.attempt,
         index_params: params,
@@ -121,6 +130,7 @@ pub(crate) fn status(
         Phase::Done | Phase::Failed | Phase::Interrupted | Phase::Cancelled => None,
     });
     if let Some((c, state)) = running {
+        let (keys_copied, keys_total) = progress(c.copied.load(Ordering::Relaxed), c.total);
         return MigrationStatus {
             level: level_now,
             state,
@@ -130,8 +140,8 @@ pub(crate) fn status(
             finished_at: None,
             graph_builds_pending: pending,
             moves_data: true,
-            keys_copied: c.copied.load(Ordering::Relaxed),
-            keys_total: c.total,
+            keys_copied,
+            keys_total,
             error: lock(&c.error).clone(),
             will_resume: false,
         };
@@ -181,6 +191,8 @@ pub(crate) fn status(
         };
     };
     let (from, to) = (level(row.from), level(row.to));
+    // A row written before totals grew with the copy may say more copied than its total.
+    let (keys_copied, keys_total) = progress(row.keys_copied, row.keys_total);
     let (state, error) = match row.state {
         StoredMigrationState::Done if pending > 0 => (MigrationState::Rebuilding, row.error),
         StoredMigrationState::Done => (MigrationState::Done, row.error),
@@ -208,8 +220,8 @@ pub(crate) fn status(
         finished_at: row.finished_at,
         graph_builds_pending: pending,
         moves_data: moves_data(from, to),
-        keys_copied: row.keys_copied,
-        keys_total: row.keys_total,
+        keys_copied,
+        keys_total,
         error,
         will_resume: false,
     }
@@ -255,10 +267,13 @@ mod tests {
         assert_eq!(s.state, MigrationState::Rebuilding);
         let s = status(IsolationLevel::Dedicated, 0, None, Some(row));
         assert_eq!(s.state, MigrationState::Done);
+        // The row says 5 of 4 (a catch-up copied more than the count at the start): the
+        // total grows with the copy, never fewer than copied.
         assert_eq!(
             (s.keys_copied, s.keys_total, s.finished_at),
-            (5, 4, Some(20))
+            (5, 5, Some(20))
         );
+        assert_eq!(progress(3, 10), (3, 10));
         let none = status(IsolationLevel::Shared, 0, None, None);
         assert_eq!(none.state, MigrationState::None);
     }

@@ -9,11 +9,14 @@
 //! keeps failing, until it runs; the engine's drop tries it a last time. (Named for the
 //! compaction it was before the vacuum replaced it; the stored flag keeps that name.)
 
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use strata_store::{Store, StoreError, Vacuumed};
+
+use crate::vacuum_record::{VacuumFigures, VacuumRecord};
 
 /// How soon an owed vacuum is tried again, doubled after each failure up to [`LAST_RETRY`]
 /// (a lasting cause, such as a failed file, must not take the database's lock every second).
@@ -28,9 +31,10 @@ struct State {
     stop: bool,
 }
 
-#[derive(Default)]
 pub(crate) struct OwedCompaction {
     state: Arc<(Mutex<State>, Condvar)>,
+    /// Every vacuum of the main file runs through it (this thread's and the engine's).
+    pub(crate) record: Arc<VacuumRecord>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The store the owed compaction is of, for the last try at the engine's drop.
     store: Mutex<Option<Weak<Store>>>,
@@ -42,8 +46,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Vacuums `store` and clears its record of an owed vacuum.
-fn compact_now(store: &Store) -> Result<(), StoreError> {
-    match store.vacuum()? {
+fn compact_now(store: &Store, record: &VacuumRecord) -> Result<(), StoreError> {
+    match record.vacuum(store, "owed")? {
         Vacuumed::Done => store.write(|w| w.set_compaction_owed(false)),
         Vacuumed::ReadersInFlight => Err(StoreError::Engine(
             "a read transaction is in flight; the vacuum waits for it".into(),
@@ -52,6 +56,21 @@ fn compact_now(store: &Store) -> Result<(), StoreError> {
 }
 
 impl OwedCompaction {
+    /// Owes nothing yet; `file` is the main file its vacuums rewrite.
+    pub(crate) fn new(file: PathBuf) -> OwedCompaction {
+        OwedCompaction {
+            state: Arc::default(),
+            record: Arc::new(VacuumRecord::new(file)),
+            thread: Mutex::default(),
+            store: Mutex::default(),
+        }
+    }
+
+    /// The vacuums run so far, and whether one is owed now (erased bytes still in the file).
+    pub(crate) fn figures(&self) -> VacuumFigures {
+        self.record.figures(lock(&self.state.0).owed)
+    }
+
     /// Owes a compaction of `store`: recorded in it, and tried by a thread until it runs.
     /// Holding only a weak reference, the thread never keeps the store (and its file lock)
     /// alive.
@@ -68,9 +87,10 @@ impl OwedCompaction {
         st.owed = true;
         drop(st);
         let (state, weak) = (Arc::clone(&self.state), Arc::downgrade(store));
+        let record = Arc::clone(&self.record);
         let spawned = std::thread::Builder::new()
             .name("strata-compact".into())
-            .spawn(move || retry(&state, &weak));
+            .spawn(move || retry(&state, &weak, &record));
         match spawned {
             Ok(handle) => {
                 // A thread that ended (its compaction ran) is joined before it is replaced.
@@ -100,14 +120,14 @@ impl OwedCompaction {
         }
         let store = lock(&self.store).take().and_then(|w| w.upgrade());
         if let (true, Some(store)) = (owed, store)
-            && let Err(e) = compact_now(&store)
+            && let Err(e) = compact_now(&store, &self.record)
         {
             tracing::warn!(error = %e, "owed vacuum left for the next start");
         }
     }
 }
 
-fn retry(state: &(Mutex<State>, Condvar), store: &Weak<Store>) {
+fn retry(state: &(Mutex<State>, Condvar), store: &Weak<Store>, record: &VacuumRecord) {
     let mut wait = FIRST_RETRY;
     let mut st = lock(&state.0);
     loop {
@@ -124,7 +144,7 @@ fn retry(state: &(Mutex<State>, Condvar), store: &Weak<Store>) {
             return;
         };
         drop(st);
-        let result = compact_now(&store);
+        let result = compact_now(&store, record);
         drop(store);
         st = lock(&state.0);
         match result {

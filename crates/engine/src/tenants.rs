@@ -9,6 +9,7 @@ use strata_types::{Collection, Millis, TenantId, now_millis};
 use crate::integrity::{IntegrityPolicy, IntegrityPolicyInput};
 use crate::isolation::{IndexParams, IsolationLevel};
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, init_usage, usage};
+use crate::vacuum_record::{Erasure, VacuumFigures};
 use crate::{Engine, EngineError};
 use crate::{audit, hierarchy, tenant_metadata};
 
@@ -503,7 +504,9 @@ impl Engine {
 
     /// Hard delete: erases every byte of the tenant's data and its registry entry, then
     /// rewrites the main data file into a new one (a vacuum) so none of it remains on disk.
-    pub fn purge_tenant(&self, op: &OperatorScope, id: &TenantId) -> Result<(), EngineError> {
+    /// Answers whether that rewrite ran ([`Erasure::Done`]) or is owed ([`Erasure::Pending`]:
+    /// a long read kept it from running; the erasure itself has committed either way).
+    pub fn purge_tenant(&self, op: &OperatorScope, id: &TenantId) -> Result<Erasure, EngineError> {
         let key = self.tenant_meta(id)?.key;
         self.purge_incarnation(op, id, key)
     }
@@ -515,13 +518,13 @@ impl Engine {
         op: &OperatorScope,
         id: &TenantId,
         key: TenantKey,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Erasure, EngineError> {
         // Until it ends, and within the second it ends in, `id` is not created again.
         let _under_way = self.recent_purges.begin(id);
         self.erase_incarnation(op, id, key)?;
-        self.vacuum()?;
+        let erasure = self.vacuum()?;
         self.note_purge_end(id);
-        Ok(())
+        Ok(erasure)
     }
 
     /// A purge without its vacuum, for a caller that purges several tenants and vacuums once.
@@ -567,6 +570,9 @@ impl Engine {
                     "tenant {id} was replaced during its purge; try again"
                 )));
             }
+            // What the row says was erased; a usage row that does not decode leaves the figures
+            // out (null), it does not stop the erasure.
+            let erased = usage(w, meta.key).ok();
             w.erase_tenant(&meta)?;
             w.note_purge(now_millis())?;
             // Owed until the vacuum after this commit has run: a crash in between leaves the
@@ -576,11 +582,15 @@ impl Engine {
             // The tenant's own log is erased with it, and so are the server log's rows about
             // it; the purge itself, which names only the id, is the server's to keep.
             audit::erase_server_rows_about(w, id)?;
-            audit::append(
-                w,
-                strata_store::TenantKey::SERVER,
-                audit::operator_event(op, id, "tenant.purge"),
-            )?;
+            let mut event = audit::operator_event(op, id, "tenant.purge");
+            // The rewrite of the data file runs after this commit: the purge's answer, the
+            // log and `/metrics` say whether it ran or is owed.
+            event.detail = serde_json::json!({
+                "records": erased.as_ref().map(|u| u.records),
+                "storage_bytes": erased.as_ref().map(|u| u.storage_bytes),
+                "file_rewrite": "after_commit",
+            });
+            audit::append(w, strata_store::TenantKey::SERVER, event)?;
             Ok::<_, EngineError>(meta.key)
         })
     }
@@ -635,17 +645,19 @@ impl Engine {
     }
 
     /// Rewrites the main file without what erasures left in it (`Store::vacuum`), or owes
-    /// that to a thread that retries it (`owed_compaction`). Errors only when the file failed.
-    pub(crate) fn vacuum(&self) -> Result<(), EngineError> {
+    /// that to a thread that retries it (`owed_compaction`): answers which. Errors only when
+    /// the file failed.
+    pub(crate) fn vacuum(&self) -> Result<Erasure, EngineError> {
+        let record = &self.owed_compaction.record;
         // A vacuum needs a moment with no read transaction in flight; readers are short.
         for _ in 0..50 {
-            match self.store.vacuum() {
+            match record.vacuum(&self.store, "erasure") {
                 Ok(Vacuumed::Done) => {
                     // The erasure's record (and one owed earlier, before a restart) is settled.
                     if self.store.compaction_owed()? {
                         self.store.write(|w| w.set_compaction_owed(false))?;
                     }
-                    return Ok(());
+                    return Ok(Erasure::Done);
                 }
                 Ok(Vacuumed::ReadersInFlight) => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -657,7 +669,7 @@ impl Engine {
                 Err(e) => {
                     tracing::warn!(error = %e, "vacuum failed; it is tried again later");
                     self.owed_compaction.owe(&self.store);
-                    return Ok(());
+                    return Ok(Erasure::Pending);
                 }
             }
         }
@@ -665,7 +677,12 @@ impl Engine {
         // its erasure; the old file still holds its bytes, until the owed vacuum runs.
         tracing::warn!("vacuum deferred until no reader is in flight");
         self.owed_compaction.owe(&self.store);
-        Ok(())
+        Ok(Erasure::Pending)
+    }
+
+    /// Vacuums since the engine opened, and whether an erasure's rewrite is owed now.
+    pub fn vacuum_figures(&self) -> VacuumFigures {
+        self.owed_compaction.figures()
     }
 
     fn change_profile(

@@ -485,9 +485,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     Some(serde_json::json!({ "retention_secs": retention_secs })),
                 ),
                 TenantAction::Export { id, output } => {
-                    let lines = transfer::export(&client, &id, output.as_deref()).await?;
+                    let done = transfer::export(&client, &id, output.as_deref()).await?;
                     // stdout may be the export itself: the summary goes to stderr.
-                    eprintln!("exported {lines} lines of tenant {id}");
+                    eprintln!(
+                        "exported {} lines of tenant {id} ({} records)",
+                        done.lines, done.records
+                    );
                     return Ok(());
                 }
                 TenantAction::Import { id, file } => {

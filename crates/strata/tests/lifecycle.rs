@@ -263,7 +263,21 @@ fn hard_delete_erases_every_byte_at_once_and_for_good() {
     assert!(!files_containing(&data, CANARY.as_bytes()).is_empty());
 
     let (s, v) = server.hard_delete("acme");
-    assert_eq!((s, &v), (200, &json!({"id": "acme", "purged": true})));
+    // No read was in flight: the data file was rewritten before the answer.
+    assert_eq!(
+        (s, &v),
+        (
+            200,
+            &json!({"id": "acme", "purged": true, "erasure": "done"})
+        )
+    );
+    let stats = admin(&server, "GET", "/v1/admin/stats", None);
+    assert_eq!(stats["vacuums"]["erasure_pending"], json!(false), "{stats}");
+    assert!(stats["vacuums"]["runs"].as_u64() >= Some(1), "{stats}");
+    let purge = admin(&server, "GET", "/v1/admin/audit?action=tenant.purge", None);
+    let detail = &purge["rows"][0]["detail"];
+    assert_eq!(detail["records"], json!(1), "{purge}");
+    assert!(detail["storage_bytes"].as_u64() > Some(0), "{purge}");
     let (s, v) = server.get("/v1/memories/list", &key);
     assert_eq!((s, code(&v)), (401, "UNAUTHORIZED"), "{v}");
     let (s, _) = server.get("/v1/admin/tenants/acme", OPERATOR_KEY);

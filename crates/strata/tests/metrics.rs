@@ -313,3 +313,43 @@ fn a_count_of_many_records_runs_as_several_pool_jobs() {
         assert!(steps >= 5.0, "{filter}: {steps} pool jobs");
     }
 }
+
+/// A request is timed from its head's first byte, not from when the router first ran: a wait
+/// before authentication and admission (here a head held back for 600 ms, as a stall of the
+/// server's async threads holds a head that has arrived) is in its route's and its tenant's
+/// histograms, as its caller saw it.
+#[test]
+fn a_request_is_timed_from_the_first_byte_of_its_head() {
+    use std::io::{Read, Write};
+    let server = Server::start();
+    server.tenant("acme");
+    let key = server.key("acme", json!({"permissions": ["read"]}));
+    let mut conn = std::net::TcpStream::connect(server.addr()).expect("connect");
+    let head = format!(
+        "GET /v1/collections HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\nconnection: close\r\n\r\n"
+    );
+    conn.write_all(&head.as_bytes()[..4]).expect("first bytes");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    conn.write_all(&head.as_bytes()[4..]).expect("the rest");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (_, text) = scrape(&server, Some(OPERATOR_KEY));
+    let route = "strata_http_request_duration_seconds";
+    let labels = "method=\"GET\",route=\"/v1/collections\",status=\"200\"";
+    assert_eq!(sample(&text, &format!("{route}_count{{{labels}}}")), 1.0);
+    assert!(
+        sample(&text, &format!("{route}_sum{{{labels}}}")) >= 0.6,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("{route}_bucket{{{labels},le=\"0.5\"}}")),
+        0.0
+    );
+    let tenant = "strata_tenant_request_duration_seconds";
+    assert_eq!(
+        sample(&text, &format!("{tenant}_count{{tenant=\"acme\"}}")),
+        1.0
+    );
+    assert!(sample(&text, &format!("{tenant}_sum{{tenant=\"acme\"}}")) >= 0.6);
+}

@@ -228,6 +228,14 @@ fn cli_export_and_import_round_trip() {
         .count();
     assert!(written > 66, "records and audit rows: {written}");
     assert!(err.contains(&format!("exported {written} lines")), "{err}");
+    // The bar counts records (the only lines known in advance); the summary says how many.
+    let records = std::fs::read_to_string(&file)
+        .expect("export file")
+        .lines()
+        .filter(|l| l.starts_with(r#"{"type":"record""#))
+        .count();
+    assert!(records > 0 && records < written, "{records} of {written}");
+    assert!(err.contains(&format!("({records} records)")), "{err}");
     // Not a terminal: no progress bar escape codes.
     assert!(!err.contains('\u{1b}'), "{err:?}");
     let (ok, out, err) = strata(&server, &["tenant", "import", "acme-cli", path]);

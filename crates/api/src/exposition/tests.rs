@@ -65,10 +65,33 @@ fn exposition<'a>(tenants: &'a [TenantRow], cap: usize, pinned: &'a [String]) ->
         search_recheck_drops: 0,
         security_events_suppressed: &[],
         commits: HistogramSnapshot::default(),
+        vacuums: strata_engine::VacuumFigures::default(),
         resident_bytes: None,
         residency_budget_bytes: 0,
         residency_resident_bytes: 0,
     }
+}
+
+#[test]
+fn vacuums_and_an_owed_erasure_are_exported() {
+    let mut x = exposition(&[], 10, &[]);
+    x.vacuums = strata_engine::VacuumFigures {
+        runs: 3,
+        seconds_total: 1.5,
+        last_seconds: 0.25,
+        erasure_pending: true,
+    };
+    let text = render(&x);
+    for line in [
+        "strata_vacuum_duration_seconds_sum 1.5\n",
+        "strata_vacuum_duration_seconds_count 3\n",
+        "strata_vacuum_last_duration_seconds 0.25\n",
+        "strata_erasure_pending 1\n",
+    ] {
+        assert!(text.contains(line), "{line} missing in {text}");
+    }
+    x.vacuums.erasure_pending = false;
+    assert!(render(&x).contains("strata_erasure_pending 0\n"));
 }
 
 #[test]
