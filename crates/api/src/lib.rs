@@ -34,6 +34,7 @@ mod health;
 mod idempotency;
 pub mod input;
 mod isolation;
+mod json_body;
 mod keys_in_flight;
 mod lifecycle;
 mod links;

@@ -153,19 +153,33 @@ impl AppState {
             .await
     }
 
-    /// Parses a request body as a JSON object off the async threads: in the tenant's fair share
-    /// of the pool when a tenant sent it (parsing writes nothing, so it may be demoted like a
-    /// read), on the blocking pool for an operator's. A body of a few megabytes can take
-    /// seconds to parse; on the async threads that stalled every tenant's requests.
-    pub(crate) async fn parse_body(
+    /// Parses a request body as a JSON object and converts it with `convert`, in one job off
+    /// the async threads: in the tenant's fair share of the pool when a tenant sent it (parsing
+    /// and converting write nothing, so the job may be demoted like a read), on the blocking
+    /// pool for an operator's. A body of a few megabytes can take seconds to parse, and as long
+    /// again to convert to typed values; on the async threads that stalled every tenant's
+    /// requests.
+    pub(crate) async fn parse_body<T, F>(
         &self,
         share: Option<&Share>,
         tenant: Option<TenantId>,
         bytes: axum::body::Bytes,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
-        let max_keys = crate::input::max_object_keys(&self.engine.config().limits);
-        let parse =
-            move |_: &Engine| crate::input::parse_object_within(&bytes, tenant.as_ref(), max_keys);
+        convert: F,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(serde_json::Map<String, serde_json::Value>) -> Result<T, ApiError>
+            + Send
+            + 'static,
+    {
+        let bounds = crate::input::body_bounds(&self.engine.config().limits);
+        let parse = move |_: &Engine| {
+            convert(crate::input::parse_object_within(
+                &bytes,
+                tenant.as_ref(),
+                bounds,
+            )?)
+        };
         match share {
             Some(share) => {
                 let engine = Arc::clone(&self.engine);
