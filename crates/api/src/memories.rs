@@ -96,8 +96,9 @@ pub async fn create(State(state): State<AppState>, req: Request) -> Result<Respo
     if !req.headers().contains_key(idempotency::HEADER) {
         return create_request(state, req).await;
     }
+    // Its timeline (`X-Strata-Timing`) goes with it, and comes back with its answer.
     let write = create_request(state, req).instrument(tracing::Span::current());
-    tokio::spawn(write)
+    crate::timing::spawn_carrying(write)
         .await
         .map_err(|e| ApiError::Internal(format!("write task: {e}")))?
 }
@@ -213,7 +214,7 @@ async fn create_parsed(
     // On a task of its own, so that a client that times out and retries leaves it running:
     // the retry waits for its answer above instead of embedding the batch again.
     let admitted = auth.admitted;
-    let answered = tokio::spawn(async move {
+    let answered = crate::timing::spawn_carrying(async move {
         let answered = put_in_steps(
             &state,
             &admitted,
