@@ -200,8 +200,7 @@ async fn a_large_body_is_converted_on_a_pool_worker() {
             Err(crate::ApiError::BadRequest("no".into()))
         })
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(refused.status_and_code().1, "BAD_REQUEST");
     drop(admitted);
     let s = state.clone();
@@ -239,7 +238,7 @@ async fn a_body_past_the_bound_of_values_is_refused() {
     };
     let map = parse(max - 2).await.expect("at the bound");
     assert_eq!(map["a"].as_array().map(Vec::len), Some(max - 2));
-    let refused = parse(max - 1).await.err().expect("refused");
+    let refused = parse(max - 1).await.expect_err("refused");
     let (status, code) = refused.status_and_code();
     assert_eq!((status.as_u16(), code), (400, "BAD_REQUEST"));
     let message = refused.to_string();
