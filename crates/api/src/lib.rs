@@ -42,6 +42,7 @@ mod memories;
 pub mod metrics;
 mod observe;
 mod openapi;
+mod parse_slots;
 mod put_steps;
 mod record_body;
 mod reembed;
