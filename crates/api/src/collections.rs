@@ -4,13 +4,13 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::Value;
 use strata_types::{CollectionName, MemoryDefaults, Metric, TenantId, TextAnalyzer};
 use utoipa::ToSchema;
 
 use crate::bodies::{CollectionDeleted, CollectionView, Collections};
 use crate::edge::TenantAuth;
-use crate::input::{JsonObject, PathParam, QueryInput, ScopeParts, from_map};
+use crate::input::{PathParam, QueryInput, ScopeParts};
+use crate::json_body::JsonBody;
 use crate::{ApiError, AppState};
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
@@ -20,16 +20,16 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
 /// Collections are tenant-wide, so of the scope fields only `tenant_id` (checked) matters.
 pub(crate) fn check_scope(
     auth: &TenantAuth,
-    body: Option<&mut serde_json::Map<String, Value>>,
+    body: Option<ScopeParts>,
     q: Option<&str>,
 ) -> Result<(), ApiError> {
     let q = QueryInput::parse(q, &[])?;
-    let parts = match body {
-        Some(b) => ScopeParts::take_from_body(b, &["tenant_id"])?,
-        None => ScopeParts::default(),
-    };
-    auth.request_scope(parts, q.scope).map(|_| ())
+    auth.request_scope(body.unwrap_or_default(), q.scope)
+        .map(|_| ())
 }
+
+/// The only scope field a body of these routes may carry: `tenant_id`, which is checked.
+pub(crate) const TENANT_KEY: &[&str] = &["tenant_id"];
 
 /// The tenant's collections.
 #[utoipa::path(get, path = "/v1/collections", tag = "collections", operation_id = "list_collections",
@@ -103,10 +103,11 @@ pub async fn create(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-    JsonObject(mut body): JsonObject,
+    body: JsonBody,
 ) -> Result<(StatusCode, Json<CollectionView>), ApiError> {
-    check_scope(&auth, Some(&mut body), q.as_deref())?;
-    let new: NewCollection = from_map(body)?;
+    let body = body.scoped::<NewCollection>(&state, TENANT_KEY).await?;
+    check_scope(&auth, Some(body.scope), q.as_deref())?;
+    let new = body.rest?;
     let name = CollectionName::parse_field("name", new.name).map_err(bad)?;
     let scope = auth.scope;
     let c = state

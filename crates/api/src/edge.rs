@@ -288,7 +288,7 @@ impl FromRequestParts<AppState> for TenantAuth {
             key: scope.key(),
             slot: std::sync::Arc::clone(&admitted.body),
         });
-        // Its body is parsed in the tenant's share of the pool (`crate::input::JsonObject`).
+        // Its body is parsed in the tenant's share of the pool (`crate::json_body::JsonBody`).
         parts.extensions.insert(admitted.share.clone());
         Ok(TenantAuth {
             scope,

@@ -8,7 +8,8 @@ use utoipa::ToSchema;
 
 use crate::bodies::ScopeFields;
 use crate::edge::TenantAuth;
-use crate::input::{JsonObject, PathParam, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
+use crate::input::{PathParam, QueryInput, SCOPE_KEYS};
+use crate::json_body::JsonBody;
 use crate::memories::INCLUDE;
 use crate::record_body::{INCLUDE_DOC, RecordBody, RecordFields};
 use crate::{ApiError, AppState};
@@ -43,14 +44,15 @@ pub async fn add(
     auth: TenantAuth,
     PathParam(id): PathParam,
     RawQuery(q): RawQuery,
-    JsonObject(mut body): JsonObject,
+    body: JsonBody,
 ) -> Result<Json<RecordBody>, ApiError> {
     let id = RecordId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let q = QueryInput::parse(q.as_deref(), &[INCLUDE])?;
     let fields = RecordFields::from_query(q.get(INCLUDE))?;
-    let parts = ScopeParts::take_from_body(&mut body, SCOPE_KEYS)?;
-    let req = auth.request_scope(parts, q.scope)?;
-    let evidence = from_map::<EvidenceRequest>(body)?
+    let body = body.scoped::<EvidenceRequest>(&state, SCOPE_KEYS).await?;
+    let req = auth.request_scope(body.scope, q.scope)?;
+    let evidence = body
+        .rest?
         .evidence()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let scope = auth.scope;

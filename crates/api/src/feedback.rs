@@ -8,7 +8,8 @@ use utoipa::ToSchema;
 
 use crate::bodies::ScopeFields;
 use crate::edge::TenantAuth;
-use crate::input::{JsonObject, from_map};
+use crate::input::SCOPE_KEYS;
+use crate::json_body::JsonBody;
 use crate::{ApiError, AppState};
 
 /// Feedback with the request's scope fields.
@@ -34,10 +35,11 @@ pub async fn feedback(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-    JsonObject(mut body): JsonObject,
+    body: JsonBody,
 ) -> Result<Json<FeedbackAnswer>, ApiError> {
-    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
-    let feedback: FeedbackRequest = from_map(body)?;
+    let body = body.scoped::<FeedbackRequest>(&state, SCOPE_KEYS).await?;
+    let req = auth.scope_of_parts(q.as_deref(), body.scope)?;
+    let feedback = body.rest?;
     let scope = auth.scope;
     let answer = state
         .run_tenant(&auth.admitted, move |e| {

@@ -27,44 +27,68 @@ fn key_of(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     })
 }
 
-/// The request's key with the fingerprint of what it asks: its route and query, the body,
-/// and the credential's grant — so a retry matches only the same request from an equally
-/// entitled caller. `None` without the header.
-pub(crate) fn of_request(
-    headers: &HeaderMap,
-    auth: &TenantAuth,
-    route: &str,
-    query: Option<&str>,
-    body: &Map<String, Value>,
-) -> Result<Option<Idempotency>, ApiError> {
-    let Some(key) = key_of(headers)? else {
-        return Ok(None);
-    };
-    let grant = format!("{:?}", auth.scope.grant());
-    // Keys are kept per grant: another principal's use of a key neither shows nor blocks.
-    let namespace = Sha256::digest(grant.as_bytes())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
-    let mut hash = Sha256::new();
-    for part in [route, query.unwrap_or(""), &grant] {
-        hash.update(part.as_bytes());
-        hash.update([0]);
+/// What a keyed request's fingerprint is made of besides its body, read from its headers and
+/// credential: the body is hashed later, where it is converted (`Fingerprint::of_body`), off
+/// the async threads for a large one.
+pub(crate) struct Fingerprint {
+    key: String,
+    /// The credential's grant, which keys are kept per.
+    grant: String,
+    /// The hash of everything but the body.
+    head: Sha256,
+}
+
+impl Fingerprint {
+    /// The request's key with what its fingerprint covers besides the body: its route and
+    /// query, the credential's grant and the domain header — so a retry matches only the same
+    /// request from an equally entitled caller. `None` without the header.
+    pub(crate) fn of_request(
+        headers: &HeaderMap,
+        auth: &TenantAuth,
+        route: &str,
+        query: Option<&str>,
+    ) -> Result<Option<Fingerprint>, ApiError> {
+        let Some(key) = key_of(headers)? else {
+            return Ok(None);
+        };
+        // A malformed key is refused before the body is read further.
+        Idempotency::new(key, String::new())?;
+        let grant = format!("{:?}", auth.scope.grant());
+        let mut head = Sha256::new();
+        for part in [route, query.unwrap_or(""), &grant] {
+            head.update(part.as_bytes());
+            head.update([0]);
+        }
+        if let Some(domain) = &auth.header_domain {
+            head.update(domain.as_str().as_bytes());
+        }
+        head.update([0]);
+        Ok(Some(Fingerprint {
+            key: key.to_owned(),
+            grant,
+            head,
+        }))
     }
-    if let Some(domain) = &auth.header_domain {
-        hash.update(domain.as_str().as_bytes());
+
+    /// The request's key with the fingerprint of what it asks, its body included.
+    pub(crate) fn of_body(self, body: &Map<String, Value>) -> Result<Idempotency, ApiError> {
+        // Keys are kept per grant: another principal's use of a key neither shows nor blocks.
+        let namespace = Sha256::digest(self.grant.as_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        let mut hash = self.head;
+        // `Map` keeps keys sorted, so equal bodies serialise to equal bytes.
+        let body = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.to_string()))?;
+        hash.update(&body);
+        let fingerprint = hash
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        Ok(Idempotency::new(&self.key, fingerprint)?.among(&namespace))
     }
-    hash.update([0]);
-    // `Map` keeps keys sorted, so equal bodies serialise to equal bytes.
-    let body = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.to_string()))?;
-    hash.update(&body);
-    let fingerprint = hash
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
-    Ok(Some(Idempotency::new(key, fingerprint)?.among(&namespace)))
 }
 
 /// The kept answer of an earlier request with the same key, as it was, marked as replayed.

@@ -12,42 +12,11 @@ use serde_json::{Map, Value};
 use strata_auth::TenantScope;
 use strata_types::{Domain, MemoryScope, RequestScope, RunId, TenantId, TokenSelector, UserMatch};
 
-use crate::admission::Share;
 use crate::edge::{TenantAuth, check_tenant, check_tenant_id};
 use crate::tenant_bodies::{BodyTenant, Reservation};
+
+pub use crate::json_body::JsonObject;
 use crate::{ApiError, AppState};
-
-/// A JSON object body. An empty body reads as `{}`. It is parsed off the async threads, in
-/// the sending tenant's fair share of the pool (`AppState::parse_body`): its cheap refusals
-/// (credential, admission, size) come first, from the headers.
-pub struct JsonObject(pub Map<String, Value>);
-
-impl FromRequest<AppState> for JsonObject {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let tenant = req
-            .extensions()
-            .get::<BodyTenant>()
-            .map(|t| t.tenant.clone());
-        let share = req.extensions().get::<Share>().cloned();
-        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
-        if bytes.is_empty() {
-            return Ok(JsonObject(Map::new()));
-        }
-        // A small body parses in microseconds whatever its shape (its size bounds its keys and
-        // depth): parsed here, it saves every ordinary request a second trip through its
-        // tenant's queue. Only a large one, which can cost seconds, is worth that trip.
-        if bytes.len() <= PARSE_INLINE_BYTES {
-            let max_keys = max_object_keys(&state.engine.config().limits);
-            return parse_object_within(&bytes, tenant.as_ref(), max_keys).map(JsonObject);
-        }
-        state
-            .parse_body(share.as_ref(), tenant, bytes)
-            .await
-            .map(JsonObject)
-    }
-}
 
 /// A body read whole (within `max_body_bytes`) but not yet parsed: a handler parses it with
 /// [`parse_object_within`] inside its pool job, so the parsing of a flooding tenant's bodies is
@@ -114,13 +83,52 @@ fn reserve(state: &AppState, t: &BodyTenant, bytes: u64) -> Result<Reservation, 
 /// parse before its metadata was refused as too large.
 const MIN_OBJECT_KEYS: usize = 16_384;
 
-/// Most keys of one object in a request body under `limits`: never fewer than a record's
-/// largest metadata can hold (each key takes at least four bytes of it: `"k":0,`).
-/// Bodies up to this size are parsed on the async thread that read them (see `JsonObject`).
+/// Bodies up to this size are parsed on the async thread that read them (see `JsonBody`).
 pub(crate) const PARSE_INLINE_BYTES: usize = 64 * 1024;
 
+/// Most keys of one object in a request body under `limits`: never fewer than a record's
+/// largest metadata can hold (each key takes at least four bytes of it: `"k":0,`).
 pub(crate) fn max_object_keys(limits: &strata_types::RecordLimits) -> usize {
     (limits.max_metadata_bytes / 4).max(MIN_OBJECT_KEYS)
+}
+
+/// Fewest JSON values a body may hold, whatever the limits.
+const MIN_BODY_VALUES: usize = 1 << 20;
+
+/// Values one record may hold besides its vector, metadata and user tokens: its other fields,
+/// with room to spare.
+const RECORD_OTHER_VALUES: usize = 64;
+
+/// Most JSON values (every scalar, array and object; keys are not counted) in one request
+/// body under `limits`: a full batch of records each carrying the largest vector, the largest
+/// metadata (a value takes two bytes of it at least: `0,`) and every user token. No request
+/// body has a use for more; a parse past it is refused as soon as its value too many is read.
+pub(crate) fn max_body_values(limits: &strata_types::RecordLimits) -> usize {
+    let per_record = (limits.max_dim as usize)
+        .saturating_add(limits.max_metadata_bytes / 2)
+        .saturating_add(limits.max_user_tokens)
+        .saturating_add(RECORD_OTHER_VALUES);
+    limits
+        .max_batch
+        .saturating_mul(per_record)
+        .max(MIN_BODY_VALUES)
+}
+
+/// What the parse of one request body may build.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyBounds {
+    /// Most keys of one object (`max_object_keys`).
+    pub max_keys: usize,
+    /// Most values in the whole body (`max_body_values`).
+    pub max_values: usize,
+}
+
+/// The bounds of a request body's parse under `limits`.
+pub(crate) fn body_bounds(limits: &strata_types::RecordLimits) -> BodyBounds {
+    BodyBounds {
+        max_keys: max_object_keys(limits),
+        max_values: max_body_values(limits),
+    }
 }
 
 /// Parses the body of a request by a credential of `tenant` as a JSON object; an empty body
@@ -132,24 +140,34 @@ pub(crate) fn parse_object_of(
     bytes: &[u8],
     tenant: Option<&TenantId>,
 ) -> Result<Map<String, Value>, ApiError> {
-    parse_object_within(bytes, tenant, MIN_OBJECT_KEYS)
+    let bounds = BodyBounds {
+        max_keys: MIN_OBJECT_KEYS,
+        max_values: usize::MAX,
+    };
+    parse_object_within(bytes, tenant, bounds)
 }
 
-/// `parse_object_of` (its rules above) with an object of more than `max_keys` keys refused as soon as its key
-/// too many is read (`max_object_keys`).
+/// `parse_object_of` (its rules above) with an object of more than `bounds.max_keys` keys
+/// refused as soon as its key too many is read, and a body of more than `bounds.max_values`
+/// values as soon as its value too many is.
 pub(crate) fn parse_object_within(
     bytes: &[u8],
     tenant: Option<&TenantId>,
-    max_keys: usize,
+    bounds: BodyBounds,
 ) -> Result<Map<String, Value>, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
     // Repeated keys are refused in the same pass (`unique_keys`), and so is an object of more
     // keys than any request has a use for, as soon as its first key too many is read.
-    match crate::unique_keys::from_slice_bounded(bytes, max_keys) {
+    match crate::unique_keys::from_slice_bounded(bytes, bounds.max_keys, bounds.max_values) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::BadRequest("body: expected a JSON object".into())),
+        Err(e) if crate::unique_keys::is_too_many_values(&e) => Err(ApiError::BadRequest(format!(
+            "body: more than {} JSON values, the most one request body may hold (a full \
+                 batch of records at the largest vector and metadata the engine.limits allow)",
+            bounds.max_values
+        ))),
         Err(e) => {
             // Whichever key is repeated: the refusal must not hide a tenant named anywhere.
             if let Some(tenant) = tenant
@@ -422,15 +440,15 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
 
 impl TenantAuth {
     /// The request scope of a route whose JSON body carries scope fields next to its own
-    /// (`SCOPE_KEYS`): takes them out of `body` and joins them with the query string's.
-    pub(crate) fn scope_of_body(
+    /// (`SCOPE_KEYS`), taken out of the body where it was converted (`JsonBody::scoped`):
+    /// joins them with the query string's.
+    pub(crate) fn scope_of_parts(
         &self,
         raw_query: Option<&str>,
-        body: &mut serde_json::Map<String, serde_json::Value>,
+        body: ScopeParts,
     ) -> Result<RequestScope, ApiError> {
         let q = QueryInput::parse(raw_query, &[])?;
-        let parts = ScopeParts::take_from_body(body, SCOPE_KEYS)?;
-        self.request_scope(parts, q.scope)
+        self.request_scope(body, q.scope)
     }
 
     /// Joins the scope fields of the body, the query string and the domain header, checks any
@@ -459,7 +477,7 @@ pub(crate) struct ScopeSources<'a> {
     pub max_user_tokens: usize,
 }
 
-/// [`TenantAuth::scope_of_body`] for a handler that has moved the credential's scope and
+/// [`TenantAuth::scope_of_parts`] for a handler that has moved the credential's scope and
 /// domain header into its pool job (to parse the body there).
 pub(crate) fn scope_of_body_for(
     scope: &TenantScope,
@@ -752,8 +770,12 @@ mod tests {
             let keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\":1")).collect();
             format!("{{\"metadata\":{{{}}}}}", keys.join(","))
         };
-        assert!(parse_object_within(object(10).as_bytes(), None, 10).is_ok());
-        let m = message(parse_object_within(object(11).as_bytes(), None, 10));
+        let ten_keys = BodyBounds {
+            max_keys: 10,
+            max_values: usize::MAX,
+        };
+        assert!(parse_object_within(object(10).as_bytes(), None, ten_keys).is_ok());
+        let m = message(parse_object_within(object(11).as_bytes(), None, ten_keys));
         assert!(
             m.starts_with("body: invalid JSON: an object has more than 10 keys"),
             "{m}"
@@ -763,6 +785,27 @@ mod tests {
         assert_eq!(max_object_keys(&limits), MIN_OBJECT_KEYS);
         limits.max_metadata_bytes = 1 << 20;
         assert_eq!(max_object_keys(&limits), 1 << 18);
+    }
+
+    #[test]
+    fn a_body_of_too_many_values_is_refused_naming_the_bound() {
+        let bounds = BodyBounds {
+            max_keys: 100,
+            max_values: 4,
+        };
+        // The object, the array and two numbers: four values.
+        assert!(parse_object_within(br#"{"a":[1,2]}"#, None, bounds).is_ok());
+        let m = message(parse_object_within(br#"{"a":[1,2,3]}"#, None, bounds));
+        assert!(
+            m.starts_with("body: more than 4 JSON values, the most one request body may hold"),
+            "{m}"
+        );
+        // The default bound holds a full batch of the largest records, and is never below
+        // its floor.
+        let mut limits = strata_types::RecordLimits::default();
+        assert_eq!(max_body_values(&limits), 1000 * (4096 + 8192 + 32 + 64));
+        limits.max_batch = 1;
+        assert_eq!(max_body_values(&limits), MIN_BODY_VALUES);
     }
 
     #[test]

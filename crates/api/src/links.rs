@@ -10,7 +10,8 @@ use utoipa::ToSchema;
 
 use crate::bodies::{Deleted, RecallAnswer, ScopeFields};
 use crate::edge::TenantAuth;
-use crate::input::{JsonObject, PathParam, QueryInput, ScopeParts, from_map};
+use crate::input::{PathParam, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
+use crate::json_body::{JsonBody, Scoped};
 use crate::{ApiError, AppState};
 
 /// A new link with the request's scope fields.
@@ -36,10 +37,11 @@ pub async fn create(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-    JsonObject(mut body): JsonObject,
+    body: JsonBody,
 ) -> Result<(StatusCode, Json<Link>), ApiError> {
-    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
-    let new: NewLink = from_map(body)?;
+    let body = body.scoped::<NewLink>(&state, SCOPE_KEYS).await?;
+    let req = auth.scope_of_parts(q.as_deref(), body.scope)?;
+    let new = body.rest?;
     let scope = auth.scope;
     let link = state
         .run_tenant(&auth.admitted, move |e| Ok(e.link(&scope, &req, new)?))
@@ -68,10 +70,11 @@ pub async fn delete(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-    JsonObject(mut body): JsonObject,
+    body: JsonBody,
 ) -> Result<Json<Deleted>, ApiError> {
-    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
-    let which: LinkRef = from_map(body)?;
+    let body = body.scoped::<LinkRef>(&state, SCOPE_KEYS).await?;
+    let req = auth.scope_of_parts(q.as_deref(), body.scope)?;
+    let which = body.rest?;
     let scope = auth.scope;
     state
         .run_tenant(&auth.admitted, move |e| Ok(e.unlink(&scope, &req, &which)?))
@@ -125,17 +128,24 @@ pub async fn recall(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-    JsonObject(mut body): JsonObject,
+    body: JsonBody,
 ) -> Result<Json<RecallAnswer>, ApiError> {
-    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
-    let mut spreading = serde_json::Map::new();
-    for key in RECALL_KEYS {
-        if let Some(v) = body.remove(*key) {
-            spreading.insert((*key).to_owned(), v);
-        }
-    }
-    let params: RecallParams = from_map(spreading)?;
-    let search: SearchRequest = from_map(body)?;
+    let body = body
+        .convert(&state, |mut body| {
+            let scope = ScopeParts::take_from_body(&mut body, SCOPE_KEYS)?;
+            let mut spreading = serde_json::Map::new();
+            for key in RECALL_KEYS {
+                if let Some(v) = body.remove(*key) {
+                    spreading.insert((*key).to_owned(), v);
+                }
+            }
+            let rest = from_map::<RecallParams>(spreading)
+                .and_then(|params| Ok((params, from_map::<SearchRequest>(body)?)));
+            Ok(Scoped { scope, rest })
+        })
+        .await?;
+    let req = auth.scope_of_parts(q.as_deref(), body.scope)?;
+    let (params, search) = body.rest?;
     let scope = auth.scope;
     // Like search: the whole recall, seed search and spreading, runs on the fair pool in the
     // tenant's share, and hits are projected to `include` there.

@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
-use strata_engine::{Answered, Page, PutOutcome};
+use strata_engine::{Answered, Idempotency, Page, PutOutcome};
 use strata_types::{
     Filter, Include, NewRecord, RecordId, RecordPatch, RequestScope, TokenSelector,
 };
@@ -18,7 +18,8 @@ use crate::bodies::{
 };
 use crate::edge::TenantAuth;
 use crate::idempotency;
-use crate::input::{JsonObject, PathParam, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
+use crate::input::{PathParam, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
+use crate::json_body::JsonBody;
 use crate::keys_in_flight::Claim;
 use crate::put_steps::put_in_steps;
 use crate::record_body::{INCLUDE_DOC, RecordBody, RecordFields, RecordPage};
@@ -96,53 +97,85 @@ pub async fn create(State(state): State<AppState>, req: Request) -> Result<Respo
     if !req.headers().contains_key(idempotency::HEADER) {
         return create_request(state, req).await;
     }
+    // Its timeline (`X-Strata-Timing`) goes with it, and comes back with its answer.
     let write = create_request(state, req).instrument(tracing::Span::current());
-    tokio::spawn(write)
+    crate::timing::spawn_carrying(write)
         .await
         .map_err(|e| ApiError::Internal(format!("write task: {e}")))?
 }
 
 /// [`create`]'s extractors and handler, in order: credential and admission, the body read
-/// whole, its parse in the tenant's pool share, then the write.
+/// whole, its parse and conversion (in the tenant's pool share when large), then the write.
 async fn create_request(state: AppState, req: Request) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     let auth = TenantAuth::from_request_parts(&mut parts, &state).await?;
     let headers = parts.headers.clone();
     let raw_query = parts.uri.query().map(str::to_owned);
-    let JsonObject(body) =
-        JsonObject::from_request(Request::from_parts(parts, body), &state).await?;
+    let body = JsonBody::from_request(Request::from_parts(parts, body), &state).await?;
     create_parsed(state, auth, headers, raw_query, body).await
 }
 
-/// [`create`] once its body is parsed.
-async fn create_parsed(
-    state: AppState,
-    auth: TenantAuth,
-    headers: HeaderMap,
-    raw_query: Option<String>,
+/// A write's body converted: its key with the fingerprint, its scope fields, its records.
+struct WriteInput {
+    idem: Option<Idempotency>,
+    batch: bool,
+    scope: ScopeParts,
+    /// Handed back unchecked: the request's scope is checked first.
+    records: Result<Vec<NewRecord>, ApiError>,
+}
+
+/// Converts a write's body, where it is parsed: the fingerprint hashes the whole body, and a
+/// batch's records carry up to its whole size in metadata.
+fn convert_write(
+    fingerprint: Option<idempotency::Fingerprint>,
     mut body: serde_json::Map<String, Value>,
-) -> Result<Response, ApiError> {
-    let idem = idempotency::of_request(
-        &headers,
-        &auth,
-        "POST /v1/memories",
-        raw_query.as_deref(),
-        &body,
-    )?;
-    let q = QueryInput::parse(raw_query.as_deref(), &[])?;
+) -> Result<WriteInput, ApiError> {
+    let idem = fingerprint.map(|f| f.of_body(&body)).transpose()?;
     let batch = body.contains_key("records");
     let keys = if batch {
         SCOPE_KEYS
     } else {
         RECORD_BODY_SCOPE_KEYS
     };
-    let parts = ScopeParts::take_from_body(&mut body, keys)?;
-    let req = auth.request_scope(parts, q.scope)?;
+    let scope = ScopeParts::take_from_body(&mut body, keys)?;
     let records = if batch {
-        from_map::<Batch>(body)?.records
+        from_map::<Batch>(body).map(|b| b.records)
     } else {
-        vec![from_map::<NewRecord>(body)?]
+        from_map::<NewRecord>(body).map(|r| vec![r])
     };
+    Ok(WriteInput {
+        idem,
+        batch,
+        scope,
+        records,
+    })
+}
+
+/// [`create`] once its body is read.
+async fn create_parsed(
+    state: AppState,
+    auth: TenantAuth,
+    headers: HeaderMap,
+    raw_query: Option<String>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let fingerprint = idempotency::Fingerprint::of_request(
+        &headers,
+        &auth,
+        "POST /v1/memories",
+        raw_query.as_deref(),
+    )?;
+    let q = QueryInput::parse(raw_query.as_deref(), &[])?;
+    let WriteInput {
+        idem,
+        batch,
+        scope: parts,
+        records,
+    } = body
+        .convert(&state, move |body| convert_write(fingerprint, body))
+        .await?;
+    let req = auth.request_scope(parts, q.scope)?;
+    let records = records?;
     let req = speak_for_the_record(&auth, req, &records, batch);
     let scope = auth.scope;
     let Some(idem) = idem else {
@@ -182,7 +215,7 @@ async fn create_parsed(
     // On a task of its own, so that a client that times out and retries leaves it running:
     // the retry waits for its answer above instead of embedding the batch again.
     let admitted = auth.admitted;
-    let answered = tokio::spawn(async move {
+    let answered = crate::timing::spawn_carrying(async move {
         let answered = put_in_steps(
             &state,
             &admitted,
@@ -316,15 +349,17 @@ pub async fn patch(
     auth: TenantAuth,
     PathParam(id): PathParam,
     RawQuery(q): RawQuery,
-    JsonObject(mut body): JsonObject,
+    body: JsonBody,
 ) -> Result<Json<RecordBody>, ApiError> {
     let id = record_id(id)?;
     let q = QueryInput::parse(q.as_deref(), &[INCLUDE])?;
     let fields = RecordFields::from_query(q.get(INCLUDE))?;
     // `user_tokens`, `run_id` and `memory_scope` in the body are the record's new values.
-    let parts = ScopeParts::take_from_body(&mut body, RECORD_BODY_SCOPE_KEYS)?;
-    let req = auth.request_scope(parts, q.scope)?;
-    let patch: RecordPatch = from_map(body)?;
+    let body = body
+        .scoped::<RecordPatch>(&state, RECORD_BODY_SCOPE_KEYS)
+        .await?;
+    let req = auth.request_scope(body.scope, q.scope)?;
+    let patch = body.rest?;
     let scope = auth.scope;
     let record = state
         .run_tenant(&auth.admitted, move |e| {
@@ -416,10 +451,11 @@ pub async fn delete_where(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-    JsonObject(mut body): JsonObject,
+    body: JsonBody,
 ) -> Result<Json<Deleted>, ApiError> {
-    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
-    let filter = from_map::<DeleteWhere>(body)?.filter()?;
+    let body = body.scoped::<DeleteWhere>(&state, SCOPE_KEYS).await?;
+    let req = auth.scope_of_parts(q.as_deref(), body.scope)?;
+    let filter = body.rest?.filter()?;
     let scope = auth.scope;
     let n = run_in_steps(&state, &auth.admitted, move |e| {
         e.begin_delete_where(&scope, &req, filter)
@@ -508,10 +544,11 @@ pub async fn list_post(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-    JsonObject(mut body): JsonObject,
+    body: JsonBody,
 ) -> Result<Json<RecordPage>, ApiError> {
-    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
-    let list: ListBody = from_map(body)?;
+    let body = body.scoped::<ListBody>(&state, SCOPE_KEYS).await?;
+    let req = auth.scope_of_parts(q.as_deref(), body.scope)?;
+    let list = body.rest?;
     let fields = RecordFields::named(list.include.as_deref());
     list_records(state, auth, req, list, fields).await
 }
@@ -563,10 +600,11 @@ pub async fn count(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-    JsonObject(mut body): JsonObject,
+    body: JsonBody,
 ) -> Result<Json<Counted>, ApiError> {
-    let req = auth.scope_of_body(q.as_deref(), &mut body)?;
-    let CountBody { filter } = from_map(body)?;
+    let body = body.scoped::<CountBody>(&state, SCOPE_KEYS).await?;
+    let req = auth.scope_of_parts(q.as_deref(), body.scope)?;
+    let CountBody { filter } = body.rest?;
     let scope = auth.scope;
     let n = run_in_steps(&state, &auth.admitted, move |e| {
         e.begin_count(&scope, &req, filter)

@@ -87,7 +87,11 @@ pub fn document() -> Value {
     doc.info.description = Some(
         "Multi-tenant memory server for AI agents. The tenant always comes from the \
          credential; scope fields (`user_tokens`, `memory_domain`, `run_id`, `memory_scope`) \
-         only narrow what it grants."
+         only narrow what it grants. A JSON request body holds at most 16,384 keys in one \
+         object (or a quarter of `engine.limits.max_metadata_bytes`, if larger) and a bounded \
+         number of JSON values in all (every scalar, array and object: a full batch of records \
+         at the largest vector, metadata and user tokens the limits allow, 12,384,000 by \
+         default); past either, `400 BAD_REQUEST` naming the bound."
             .into(),
     );
     let components = doc.components.get_or_insert_with(Default::default);

@@ -12,9 +12,10 @@ use strata_types::{CollectionName, TenantId};
 use utoipa::ToSchema;
 
 use crate::admission::Admitted;
-use crate::collections::check_scope;
+use crate::collections::{TENANT_KEY, check_scope};
 use crate::edge::TenantAuth;
-use crate::input::{JsonObject, PathParam, from_map};
+use crate::input::{PathParam, ScopeParts, from_map};
+use crate::json_body::{JsonBody, Scoped};
 use crate::{ApiError, AppState};
 
 /// What `POST /v1/collections/{name}/reembed` is asked to do.
@@ -56,16 +57,24 @@ pub async fn start(
     auth: TenantAuth,
     PathParam(name): PathParam,
     RawQuery(q): RawQuery,
-    JsonObject(mut body): JsonObject,
+    body: JsonBody,
 ) -> Result<Response, ApiError> {
-    check_scope(&auth, Some(&mut body), q.as_deref())?;
-    // Read by hand so a bad value names its field (serde's message does not).
-    if body.get("dry_run").is_some_and(|v| !v.is_boolean()) {
-        return Err(ApiError::BadRequest(
-            "dry_run: expected true or false".into(),
-        ));
-    }
-    let req: ReembedRequest = from_map(body)?;
+    let body = body
+        .convert(&state, |mut body| {
+            let scope = ScopeParts::take_from_body(&mut body, TENANT_KEY)?;
+            // Read by hand so a bad value names its field (serde's message does not).
+            let rest = if body.get("dry_run").is_some_and(|v| !v.is_boolean()) {
+                Err(ApiError::BadRequest(
+                    "dry_run: expected true or false".into(),
+                ))
+            } else {
+                from_map::<ReembedRequest>(body)
+            };
+            Ok(Scoped { scope, rest })
+        })
+        .await?;
+    check_scope(&auth, Some(body.scope), q.as_deref())?;
+    let req = body.rest?;
     let name = collection(name)?;
     let scope = auth.scope;
     if req.dry_run {

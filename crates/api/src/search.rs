@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use crate::bodies::{ScopeFields, SearchAnswer};
 use crate::edge::TenantAuth;
 use crate::input::{
-    JsonBytes, ScopeSources, from_map, max_object_keys, parse_object_within, scope_of_body_for,
+    JsonBytes, ScopeSources, body_bounds, from_map, parse_object_within, scope_of_body_for,
 };
 use crate::{ApiError, AppState};
 
@@ -49,9 +49,9 @@ pub async fn search(
     // A search across share grants writes audit rows, so it must not run at low priority
     // while holding the write lock; the body is not parsed yet, so decide conservatively.
     let read_only = !may_search_shared(&body);
-    let max_keys = max_object_keys(&state.engine.config().limits);
+    let bounds = body_bounds(&state.engine.config().limits);
     let run = move |e: &Engine| {
-        let mut body = parse_object_within(&body, Some(scope.tenant()), max_keys)?;
+        let mut body = parse_object_within(&body, Some(scope.tenant()), bounds)?;
         let sources = ScopeSources {
             header_domain: header_domain.as_ref(),
             raw_query: q.as_deref(),

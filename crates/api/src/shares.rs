@@ -10,9 +10,10 @@ use strata_engine::{IncomingShare, NewShare, Share};
 use strata_types::RecordId;
 
 use crate::bodies::{IncomingShares, Shares};
-use crate::collections::check_scope;
+use crate::collections::{TENANT_KEY, check_scope};
 use crate::edge::TenantAuth;
-use crate::input::{JsonObject, PathParam, from_map};
+use crate::input::PathParam;
+use crate::json_body::JsonBody;
 use crate::{ApiError, AppState};
 
 /// Publishes one of the caller's domains read-only to named tenants and/or all its children.
@@ -24,10 +25,11 @@ pub async fn create(
     State(state): State<AppState>,
     auth: TenantAuth,
     RawQuery(q): RawQuery,
-    JsonObject(mut body): JsonObject,
+    body: JsonBody,
 ) -> Result<(StatusCode, Json<Share>), ApiError> {
-    check_scope(&auth, Some(&mut body), q.as_deref())?;
-    let new: NewShare = from_map(body)?;
+    let body = body.scoped::<NewShare>(&state, TENANT_KEY).await?;
+    check_scope(&auth, Some(body.scope), q.as_deref())?;
+    let new = body.rest?;
     let scope = auth.scope;
     let share = state
         .run_tenant(&auth.admitted, move |e| Ok(e.create_share(&scope, &new)?))

@@ -13,6 +13,7 @@ use crate::ApiError;
 use crate::admission::{Admitted, Gate, PoolConfig, Share};
 use crate::keys_in_flight::KeysInFlight;
 use crate::metrics::{Metrics, MetricsConfig};
+use crate::parse_slots::ParseSlots;
 use crate::security_throttle::{SecurityEventLimits, SecurityThrottle};
 use crate::tenant_bodies::TenantBodies;
 
@@ -81,6 +82,8 @@ pub struct AppState {
     pub(crate) security: Arc<SecurityThrottle>,
     /// Writes running under an `Idempotency-Key`, which a retry of them waits for.
     pub(crate) keys_in_flight: Arc<KeysInFlight>,
+    /// Large bodies parsing at once (`parse_slots`).
+    parse_slots: Arc<ParseSlots>,
     ready: Arc<AtomicBool>,
 }
 
@@ -100,13 +103,15 @@ impl AppState {
         };
         let security = SecurityThrottle::new(config.security_events)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let gate = Arc::new(Gate::new(config.pool, Arc::clone(&metrics))?);
         Ok(AppState {
             bodies: TenantBodies::new(per_tenant, max_body),
             security: Arc::new(security),
             keys_in_flight: Arc::default(),
             engine,
             auth,
-            gate: Arc::new(Gate::new(config.pool, Arc::clone(&metrics))?),
+            parse_slots: Arc::new(ParseSlots::new(gate.workers())),
+            gate,
             metrics,
             config,
             ready: Arc::new(AtomicBool::new(true)),
@@ -153,21 +158,41 @@ impl AppState {
             .await
     }
 
-    /// Parses a request body as a JSON object off the async threads: in the tenant's fair share
-    /// of the pool when a tenant sent it (parsing writes nothing, so it may be demoted like a
-    /// read), on the blocking pool for an operator's. A body of a few megabytes can take
-    /// seconds to parse; on the async threads that stalled every tenant's requests.
-    pub(crate) async fn parse_body(
+    /// Parses a request body as a JSON object and converts it with `convert`, in one job off
+    /// the async threads: in the tenant's fair share of the pool when a tenant sent it (parsing
+    /// and converting write nothing, so the job may be demoted like a read), on the blocking
+    /// pool for an operator's. A body of a few megabytes can take seconds to parse, and as long
+    /// again to convert to typed values; on the async threads that stalled every tenant's
+    /// requests. A tenant's body first waits for a parse slot (`parse_slots`), so such jobs
+    /// never hold every worker.
+    pub(crate) async fn parse_body<T, F>(
         &self,
         share: Option<&Share>,
         tenant: Option<TenantId>,
         bytes: axum::body::Bytes,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
-        let max_keys = crate::input::max_object_keys(&self.engine.config().limits);
-        let parse =
-            move |_: &Engine| crate::input::parse_object_within(&bytes, tenant.as_ref(), max_keys);
+        convert: F,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(serde_json::Map<String, serde_json::Value>) -> Result<T, ApiError>
+            + Send
+            + 'static,
+    {
+        let bounds = crate::input::body_bounds(&self.engine.config().limits);
+        let tenant_of_slot = tenant.clone();
+        let parse = move |_: &Engine| {
+            convert(crate::input::parse_object_within(
+                &bytes,
+                tenant.as_ref(),
+                bounds,
+            )?)
+        };
         match share {
             Some(share) => {
+                let _slot = match &tenant_of_slot {
+                    Some(tenant) => Some(self.parse_slots.acquire(tenant).await?),
+                    None => None,
+                };
                 let engine = Arc::clone(&self.engine);
                 self.gate
                     .run_in(share, engine, Demotable::ReadOnly, parse)

@@ -130,6 +130,28 @@ pub(crate) async fn timed<F: std::future::Future>(
         .await
 }
 
+/// Runs `fut` on a task of its own (a write that must run to its end even if its caller goes)
+/// with the current request's timeline carried into it and back: what `fut` marks counts as
+/// the request's, as if it had run in place. A task-local does not follow a spawn by itself,
+/// and a keyed write's answer lost its timings to that. A request without a timeline spawns
+/// plainly; a caller gone before the task ends only loses the marks.
+pub(crate) async fn spawn_carrying<F>(fut: F) -> Result<F::Output, tokio::task::JoinError>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let Ok(timeline) = TIMELINE.try_with(Cell::get) else {
+        return tokio::spawn(fut).await;
+    };
+    let carried = TIMELINE.scope(Cell::new(timeline), async move {
+        let out = fut.await;
+        (out, TIMELINE.with(Cell::get))
+    });
+    let (out, timeline) = tokio::spawn(carried).await?;
+    let _ = TIMELINE.try_with(|t| t.set(timeline));
+    Ok(out)
+}
+
 /// Records that the current request's credential was accepted (nothing if it did not ask).
 pub(crate) fn authenticated() {
     let _ = TIMELINE.try_with(|t| {
@@ -212,6 +234,30 @@ mod tests {
         ] {
             assert!(v.contains(name), "{v}");
         }
+    }
+
+    #[tokio::test]
+    async fn marks_made_on_a_spawned_task_come_back_to_the_request() {
+        let (out, value) = timed(Timeline::starting(None), async {
+            spawn_carrying(async {
+                authenticated();
+                mark(Stage::Queued);
+                tokio::task::yield_now().await;
+                mark(Stage::Done);
+                5
+            })
+            .await
+            .expect("join")
+        })
+        .await;
+        assert_eq!(out, 5);
+        let value = value.expect("the task's authentication came back");
+        let v = value.to_str().expect("ascii");
+        for name in ["prepare;dur=", "job;dur=", "reply;dur="] {
+            assert!(v.contains(name), "{v}");
+        }
+        // Outside a timed request it is a plain spawn.
+        assert_eq!(spawn_carrying(async { 3 }).await.expect("join"), 3);
     }
 
     #[tokio::test]

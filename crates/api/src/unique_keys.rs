@@ -6,6 +6,7 @@
 //! things is refused rather than guessed at, so a repeated key, in any object at any depth, is
 //! an error naming the key. The check happens while the value is built, in the one parse.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -19,21 +20,56 @@ pub(crate) struct UniqueKeys(pub Value);
 
 impl<'de> Deserialize<'de> for UniqueKeys {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let unbounded = ValueVisitor {
-            max_keys: usize::MAX,
-        };
-        d.deserialize_any(unbounded).map(UniqueKeys)
+        let unbounded = Bounds::new(usize::MAX, usize::MAX);
+        d.deserialize_any(ValueVisitor { bounds: &unbounded })
+            .map(UniqueKeys)
     }
 }
 
-/// Builds a [`Value`] as `serde_json`'s own visitor does, except that a repeated key fails, and
-/// so does an object of more than `max_keys` keys (as soon as its next key is read).
-#[derive(Clone, Copy)]
-struct ValueVisitor {
+/// What one parse may build: keys per object, and values in all (every scalar, array and
+/// object counts one, keys do not). Counted as the values are read, so a body past either
+/// bound is refused at a fraction of its parse.
+struct Bounds {
     max_keys: usize,
+    max_values: usize,
+    values: Cell<usize>,
 }
 
-impl<'de> de::DeserializeSeed<'de> for ValueVisitor {
+impl Bounds {
+    fn new(max_keys: usize, max_values: usize) -> Self {
+        Bounds {
+            max_keys,
+            max_values,
+            values: Cell::new(0),
+        }
+    }
+
+    /// Counts one more value, or fails past `max_values`.
+    fn count_one<E: de::Error>(&self) -> Result<(), E> {
+        let n = self.values.get() + 1;
+        if n > self.max_values {
+            return Err(E::custom(format_args!(
+                "{VALUES_REFUSAL} {} values",
+                self.max_values
+            )));
+        }
+        self.values.set(n);
+        Ok(())
+    }
+}
+
+/// How the refusal of a body of too many values starts (the bound follows it).
+pub(crate) const VALUES_REFUSAL: &str = "the body has more than";
+
+/// Builds a [`Value`] as `serde_json`'s own visitor does, except that a repeated key fails, and
+/// so does an object of more than `max_keys` keys (as soon as its next key is read) or a value
+/// past `max_values`.
+#[derive(Clone, Copy)]
+struct ValueVisitor<'a> {
+    bounds: &'a Bounds,
+}
+
+impl<'de> de::DeserializeSeed<'de> for ValueVisitor<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
@@ -41,51 +77,60 @@ impl<'de> de::DeserializeSeed<'de> for ValueVisitor {
     }
 }
 
-impl<'de> Visitor<'de> for ValueVisitor {
+impl<'de> Visitor<'de> for ValueVisitor<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        self.bounds.count_one()?;
         Ok(Value::Bool(v))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        self.bounds.count_one()?;
         Ok(Value::Number(v.into()))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        self.bounds.count_one()?;
         Ok(Value::Number(v.into()))
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        self.bounds.count_one()?;
         // JSON text has no NaN or infinity; this is what `serde_json` does with them too.
         Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        self.bounds.count_one()?;
         Ok(Value::String(v.to_owned()))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        self.bounds.count_one()?;
         Ok(Value::String(v))
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        self.bounds.count_one()?;
         Ok(Value::Null)
     }
 
-    fn visit_none<E>(self) -> Result<Value, E> {
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        self.bounds.count_one()?;
         Ok(Value::Null)
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        UniqueKeys::deserialize(d).map(|UniqueKeys(v)| v)
+        d.deserialize_any(self)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.bounds.count_one()?;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
         while let Some(v) = seq.next_element_seed(self)? {
             items.push(v);
@@ -94,16 +139,17 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        self.bounds.count_one()?;
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
             if map.contains_key(&key) {
                 let quoted: String = key.chars().take(MAX_QUOTED_KEY).collect();
                 return Err(de::Error::custom(format_args!("duplicate key `{quoted}`")));
             }
-            if map.len() == self.max_keys {
+            if map.len() == self.bounds.max_keys {
                 return Err(de::Error::custom(format_args!(
                     "an object has more than {} keys",
-                    self.max_keys
+                    self.bounds.max_keys
                 )));
             }
             let value = access.next_value_seed(self)?;
@@ -119,15 +165,24 @@ pub(crate) fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
 }
 
 /// [`from_slice`] for a request body: an object of more than `max_keys` keys fails as soon as
-/// its next key is read, so a body of one huge object is refused at a fraction of its parse.
+/// its next key is read, and a body of more than `max_values` values (`Bounds`) as soon as its
+/// value too many is, so a body of one huge object, or of a great many values, is refused at a
+/// fraction of its parse.
 pub(crate) fn from_slice_bounded(
     bytes: &[u8],
     max_keys: usize,
+    max_values: usize,
 ) -> Result<Value, serde_json::Error> {
+    let bounds = Bounds::new(max_keys, max_values);
     let mut d = serde_json::Deserializer::from_slice(bytes);
-    let value = de::DeserializeSeed::deserialize(ValueVisitor { max_keys }, &mut d)?;
+    let value = de::DeserializeSeed::deserialize(ValueVisitor { bounds: &bounds }, &mut d)?;
     d.end()?;
     Ok(value)
+}
+
+/// Whether `e` is the refusal of a body of too many values.
+pub(crate) fn is_too_many_values(e: &serde_json::Error) -> bool {
+    e.to_string().starts_with(VALUES_REFUSAL)
 }
 
 /// Whether `e` is the refusal of a repeated key (any key).
@@ -279,21 +334,40 @@ mod tests {
             let keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\":1")).collect();
             format!("{{{}}}", keys.join(","))
         };
-        assert!(from_slice_bounded(object(4).as_bytes(), 4).is_ok());
-        let e = from_slice_bounded(object(5).as_bytes(), 4).unwrap_err();
+        assert!(from_slice_bounded(object(4).as_bytes(), 4, usize::MAX).is_ok());
+        let e = from_slice_bounded(object(5).as_bytes(), 4, usize::MAX).unwrap_err();
         assert!(
             e.to_string().starts_with("an object has more than 4 keys"),
             "{e}"
         );
         let nested = format!("{{\"a\":[{}]}}", object(5));
-        assert!(from_slice_bounded(nested.as_bytes(), 4).is_err());
+        assert!(from_slice_bounded(nested.as_bytes(), 4, usize::MAX).is_err());
         // Trailing text is refused as by `from_slice`; the unbounded reader takes any object.
-        assert!(from_slice_bounded(b"{} x", 4).is_err());
+        assert!(from_slice_bounded(b"{} x", 4, usize::MAX).is_err());
         assert!(from_slice(object(5).as_bytes()).is_ok());
         assert_eq!(
-            from_slice_bounded(br#"{"a":{"b":[1,{"c":null}]}}"#, 4).unwrap(),
+            from_slice_bounded(br#"{"a":{"b":[1,{"c":null}]}}"#, 4, usize::MAX).unwrap(),
             from_slice(br#"{"a":{"b":[1,{"c":null}]}}"#).unwrap()
         );
+    }
+
+    #[test]
+    fn a_body_past_the_bound_of_values_is_refused() {
+        // Six values: the object, the array, its three numbers and the string.
+        let text = br#"{"a":[1,2,3],"b":"x"}"#;
+        assert!(from_slice_bounded(text, 8, 6).is_ok());
+        let e = from_slice_bounded(text, 8, 5).unwrap_err();
+        assert!(is_too_many_values(&e), "{e}");
+        assert!(
+            e.to_string().starts_with("the body has more than 5 values"),
+            "{e}"
+        );
+        assert!(!is_too_many_values(
+            &from_slice_bounded(text, 1, 6).unwrap_err()
+        ));
+        // Nulls and empty containers count too: each is a value the parse builds.
+        assert!(from_slice_bounded(br#"[null,[],{}]"#, 8, 3).is_err());
+        assert!(from_slice_bounded(br#"[null,[],{}]"#, 8, 4).is_ok());
     }
 
     #[test]

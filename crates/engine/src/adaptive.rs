@@ -310,6 +310,27 @@ impl Namespace {
     }
 }
 
+/// One namespace's narratives, by principal and collection.
+pub(crate) type NarrativesOf =
+    std::collections::BTreeMap<(NarrativePrincipal, CollectionName), StoredNarrative>;
+
+/// Of one namespace's narratives (an import's), those its cap keeps: every one when at most
+/// `cap`, else the `cap` most recently updated, by the rule feedback follows
+/// (`Namespace::stalest_beyond_cap`: the least recently updated go first, ties by principal
+/// and collection).
+pub(crate) fn newest_within_cap(
+    narratives: NarrativesOf,
+    cap: usize,
+) -> Vec<((NarrativePrincipal, CollectionName), StoredNarrative)> {
+    let mut all: Vec<_> = narratives.into_iter().collect();
+    let beyond = all.len().saturating_sub(cap);
+    if beyond == 0 {
+        return all;
+    }
+    all.sort_by(|(a, na), (b, nb)| (na.updated_at, a).cmp(&(nb.updated_at, b)));
+    all.split_off(beyond)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

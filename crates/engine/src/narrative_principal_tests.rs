@@ -515,3 +515,77 @@ fn a_bound_key_naming_subsets_of_its_binding_feeds_one_narrative() {
         "alice and the binding {{a, b, c, d}}"
     );
 }
+
+/// An import keeps a namespace within `max_narratives` as feedback does: of more narratives
+/// than the cap, the least recently updated are left out.
+#[test]
+fn an_import_keeps_the_narrative_cap_dropping_the_least_recently_updated() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = AdaptiveConfig {
+        half_life_secs: 1e9,
+        max_narratives: 2,
+        ..AdaptiveConfig::default()
+    };
+    let engine = engine_with(dir.path(), cfg);
+    let plain = RequestScope::default();
+    for u in ["u:alice", "u:bob"] {
+        context(
+            &engine,
+            &scope(&engine, "acme", Some(&[u])),
+            &plain,
+            [0.0, 0.0, 1.0],
+        );
+    }
+    let op = OperatorScope::for_tests();
+    let mut lines = Vec::new();
+    engine
+        .export_tenant(&op, &TenantId::parse("acme").unwrap(), |l| {
+            lines.push(serde_json::to_value(l).unwrap());
+            Ok(())
+        })
+        .unwrap();
+    let is_narrative = |v: &serde_json::Value| v["type"] == "narrative";
+    let times: Vec<i64> = lines
+        .iter()
+        .filter(|v| is_narrative(v))
+        .map(|v| v["updated_at"].as_i64().unwrap())
+        .collect();
+    assert_eq!(times.len(), 2);
+    let (oldest, newest) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
+    // Two more principals' narratives: one older than both, one newer than both.
+    let template = lines.iter().find(|v| is_narrative(v)).unwrap().clone();
+    for (who, at) in [("u:old", oldest - 1000), ("u:new", newest + 1000)] {
+        let mut extra = template.clone();
+        extra["user_tokens"] = serde_json::json!([who]);
+        extra["updated_at"] = serde_json::json!(at);
+        lines.push(extra);
+    }
+    let lines: Vec<ExportLine> = lines
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    engine
+        .import_tenant(
+            &op,
+            &TenantId::parse("copy").unwrap(),
+            lines.into_iter().map(Ok::<_, EngineError>),
+        )
+        .unwrap();
+    let copy = scope(&engine, "copy", None);
+    assert_eq!(engine.adaptive_stats(&copy).unwrap()[0].narratives, 2);
+    let mut kept = Vec::new();
+    engine
+        .export_tenant(&op, &TenantId::parse("copy").unwrap(), |l| {
+            let v = serde_json::to_value(l).unwrap();
+            if is_narrative(&v) {
+                kept.push((v["updated_at"].as_i64().unwrap(), v["user_tokens"].clone()));
+            }
+            Ok(())
+        })
+        .unwrap();
+    kept.sort_by_key(|(at, _)| *at);
+    // The newest two: the later of Alice's and Bob's, and the new one.
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(kept[0].0, newest, "{kept:?}");
+    assert_eq!(kept[1].1, serde_json::json!(["u:new"]), "{kept:?}");
+}

@@ -313,12 +313,20 @@ pub(crate) struct RecordAt {
 }
 
 impl RecordAt {
-    /// `e`, of the record at `index`: a record's own fault gets its place in the batch.
+    /// `e`, of the record at `index`: a record's own fault gets its place in the batch, whatever
+    /// its status (a 403 or 409 as well as a 400), as a message that starts with `records[i]: `.
+    /// Errors that are not one record's (storage, a shutdown) and those without a message of
+    /// their own (a missing collection, which names itself) stay as they are.
     fn error(self, index: usize, e: EngineError) -> EngineError {
+        if !self.indexed {
+            return e;
+        }
+        let at = |m: String| format!("records[{index}]: {m}");
         match e {
-            EngineError::InvalidRecord(error) if self.indexed => {
-                EngineError::InvalidRecordAt { index, error }
-            }
+            EngineError::InvalidRecord(error) => EngineError::InvalidRecordAt { index, error },
+            EngineError::BadRequest(m) => EngineError::BadRequest(at(m)),
+            EngineError::ScopeForbidden(m) => EngineError::ScopeForbidden(at(m)),
+            EngineError::IdConflict(m) => EngineError::IdConflict(at(m)),
             other => other,
         }
     }

@@ -9,7 +9,7 @@
 //! one.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use strata_auth::OperatorScope;
 use strata_store::codec::{StoredNarrative, StoredPheromone};
 use strata_store::{AdaptiveItem, AdaptiveReads, LinkReads, NarrativePrincipal, Reads};
@@ -19,6 +19,7 @@ use strata_types::{
     TokenSelector, check_vector, check_vector_values, now_millis,
 };
 
+use crate::adaptive::{NarrativesOf, newest_within_cap};
 use crate::isolation::{IndexParams, IsolationLevel, MigrateRequest};
 use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus, account};
 use crate::tenant_index::Change;
@@ -594,6 +595,9 @@ impl Engine {
         let cfg = &self.config.adaptive;
         self.store.write(|w| {
             still_importing(w, tenant, key)?;
+            // Narratives are written once every line is read: a namespace keeps at most
+            // `max_narratives` of them, the most recently updated, as feedback keeps it.
+            let mut narratives: BTreeMap<Domain, NarrativesOf> = BTreeMap::new();
             for (n, line) in lines {
                 let bad = |what: String| {
                     EngineError::BadRequest(format!("import line {}: {what}", n + 1))
@@ -667,9 +671,17 @@ impl Engine {
                             }
                             Some(TokenSelector::Tokens(t)) => NarrativePrincipal::of_tokens(t),
                         };
-                        w.put_narrative(key, &memory_domain, &principal, &collection, &v)?;
+                        narratives
+                            .entry(memory_domain)
+                            .or_default()
+                            .insert((principal, collection), v);
                     }
                     _ => {}
+                }
+            }
+            for (domain, of) in narratives {
+                for ((principal, collection), v) in newest_within_cap(of, cfg.max_narratives) {
+                    w.put_narrative(key, &domain, &principal, &collection, &v)?;
                 }
             }
             Ok::<_, EngineError>(())

@@ -184,6 +184,70 @@ fn expired_records_are_invisible() {
     assert_eq!(engine.count(&scope, &req, None).unwrap(), 1);
 }
 
+/// A batch's refusal of one record names it whatever its status: a 409 (an id taken outside
+/// the request's scope) and a 403 (a record shared tenant-wide, which a bound credential may
+/// not replace) start with `records[i]: ` as a 400 does; a single-record write names none.
+#[test]
+fn a_batch_names_the_record_of_a_conflict_or_a_forbidden_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let alice = scope_json(json!({"user_tokens": ["u:alice"]}));
+    let bob = scope_json(json!({"user_tokens": ["u:bob"]}));
+    let plain = RequestScope::default();
+    engine
+        .put(
+            &scope,
+            &alice,
+            vec![rec(json!({"id": "m", "content": "alice's"}))],
+        )
+        .unwrap();
+    engine
+        .put(
+            &scope,
+            &plain,
+            vec![rec(json!({"id": "s", "content": "shared"}))],
+        )
+        .unwrap();
+    let batch = vec![
+        rec(json!({"content": "fine"})),
+        rec(json!({"id": "m", "content": "bob's"})),
+    ];
+    let err = engine.put(&scope, &bob, batch).unwrap_err();
+    assert!(matches!(err, EngineError::IdConflict(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "records[1]: id m is taken by a record outside this request's scope"
+    );
+    let meta = engine.tenant_meta(scope.tenant()).unwrap();
+    let bound = TenantScope::for_tests(
+        &meta,
+        Grant {
+            permissions: Permissions::read_write(),
+            user_tokens: Some(vec![UserToken::parse("u:bob").unwrap()]),
+            domains: None,
+        },
+    );
+    let batch = vec![
+        rec(json!({"content": "fine"})),
+        rec(json!({"content": "fine too"})),
+        rec(json!({"id": "s", "content": "taken over"})),
+    ];
+    let err = engine.put(&bound, &plain, batch).unwrap_err();
+    assert!(matches!(err, EngineError::ScopeForbidden(_)), "{err:?}");
+    assert!(err.to_string().contains("records[2]: "), "{err}");
+    // Nothing of either batch was written.
+    assert_eq!(engine.count(&scope, &plain, None).unwrap(), 1);
+    // One record alone is not a batch: its refusal names no record.
+    let err = engine
+        .put(
+            &scope,
+            &bob,
+            vec![rec(json!({"id": "m", "content": "bob's"}))],
+        )
+        .unwrap_err();
+    assert!(!err.to_string().contains("records["), "{err}");
+}
+
 #[test]
 fn permissions_are_checked() {
     let dir = tempfile::tempdir().unwrap();

@@ -140,6 +140,48 @@ fn a_write_that_asks_sees_its_wait_for_durability_apart_from_the_reply() {
     );
 }
 
+/// A write under an `Idempotency-Key` runs on a task of its own (to its end even if its
+/// client goes); its answer carries the same stages as an unkeyed write's, and so does the
+/// replay of its answer to a retry.
+#[test]
+fn a_keyed_write_that_asks_gets_its_stages_like_an_unkeyed_one() {
+    let server = Server::start_with(TIMING_ON);
+    let key = acme(&server);
+    let send = || {
+        let res = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/memories", server.url))
+            .header("x-strata-timing", "1")
+            .header("idempotency-key", "keyed-write-1")
+            .bearer_auth(&key)
+            .json(&json!({"records": [{"modality": "v", "content": "k", "vector": [0.5, 0.5]}]}))
+            .send()
+            .expect("request");
+        let header = res
+            .headers()
+            .get("server-timing")
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        (res.status().as_u16(), header)
+    };
+    let (status, header) = send();
+    assert_eq!(status, 201);
+    let header = header.expect("a keyed write's timings");
+    let names: Vec<String> = stages(&header).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "parse", "admit", "body", "prepare", "queue", "job", "durable", "reply", "total"
+        ],
+        "{header}"
+    );
+    let (status, header) = send();
+    assert_eq!(status, 201, "the replayed answer");
+    let header = header.expect("a replay's timings");
+    assert!(
+        header.contains("admit;dur=") && header.contains("total;dur="),
+        "{header}"
+    );
+}
+
 #[test]
 fn a_server_without_the_setting_sends_no_timings() {
     let server = Server::start();

@@ -384,7 +384,15 @@ fn parse_field(
         };
         let scalar = |v: &Value| match v {
             Value::Number(_) | Value::String(_) => Ok(v.clone()),
-            _ => Err(FilterError(format!("{op} takes a number or a string"))),
+            // Nothing orders with null: say so, and what finds a record without the field.
+            Value::Null => Err(FilterError(format!(
+                "{path}: {op} takes a number or a string, not null (nothing is ordered against \
+                 null; {{\"{path}\": {{\"$exists\": false}}}} finds records without it)"
+            ))),
+            _ => Err(FilterError(format!(
+                "{path}: {op} takes a number or a string, not {}",
+                kind_of(v)
+            ))),
         };
         let f = field.clone();
         let typed = |v: &Value, equality: bool| check_operand(&field, path, op, v, equality);
@@ -415,6 +423,18 @@ fn parse_field(
         });
     }
     Ok(out)
+}
+
+/// What kind of JSON value `v` is, for an error about it.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Whether `field` of `record` equals (or, an array, holds) one of `operands`. A record
@@ -623,6 +643,25 @@ mod tests {
     }
 
     #[test]
+    fn a_range_with_a_null_operand_names_its_path_and_operator() {
+        for op in ["$gt", "$gte", "$lt", "$lte"] {
+            let bad = json!({"$or": [{"a": 1}, {"meta.score": {op: null}}]});
+            let e = Filter::parse(&bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "filter: meta.score: {op} takes a number or a string, not null"
+                )),
+                "{bad}: {e}"
+            );
+            assert!(e.contains(r#"{"meta.score": {"$exists": false}}"#), "{e}");
+        }
+        let e = Filter::parse(&json!({"n": {"$lt": [1]}}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "filter: n: $lt takes a number or a string, not an array");
+    }
+
+    #[test]
     fn built_in_fields_refuse_operands_of_another_type() {
         for (bad, names) in [
             (
@@ -659,7 +698,7 @@ mod tests {
             (json!({"user_tokens": 1}), "user_tokens: $eq takes a string"),
             (
                 json!({"expires_at": {"$gt": null}}),
-                "$gt takes a number or a string",
+                "expires_at: $gt takes a number or a string, not null",
             ),
         ] {
             let e = Filter::parse(&bad).unwrap_err().to_string();

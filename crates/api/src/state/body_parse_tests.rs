@@ -13,6 +13,7 @@ use strata_types::TenantId;
 use super::{ApiConfig, AppState};
 use crate::admission::PoolConfig;
 use crate::input::JsonObject;
+use crate::json_body::JsonBody;
 use crate::tenant_bodies::{BodySlot, BodyTenant};
 
 fn state_with_one_worker(dir: &std::path::Path) -> AppState {
@@ -145,4 +146,104 @@ async fn a_body_parsed_in_the_pool_is_refused_as_before() {
         .await
         .expect("operator body");
     assert_eq!(map["k"], 1);
+}
+
+/// The name of the thread a conversion ran on.
+fn converted_on(map: serde_json::Map<String, serde_json::Value>) -> (usize, String) {
+    let name = std::thread::current().name().unwrap_or("").to_owned();
+    (map.len(), name)
+}
+
+/// A large body is converted to its typed values in the same pool job as its parse (on a pool
+/// worker, in the sender's share), never on the async thread that read it; a small one is
+/// parsed and converted where it was read, with no job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_is_converted_on_a_pool_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = state_with_one_worker(dir.path());
+    let scope = scope_of(&state, "sender");
+    let admitted = state.admit(&scope).expect("admit");
+    let small = request_of(&scope, &admitted.share, r#"{"a":1}"#);
+    let body = JsonBody::from_request(small, &state).await.expect("small");
+    let (keys, thread) = body
+        .convert(&state, |m| Ok(converted_on(m)))
+        .await
+        .expect("small");
+    assert_eq!(keys, 1);
+    assert!(
+        !thread.starts_with("strata-worker"),
+        "a small body took a job: {thread}"
+    );
+
+    let pad = "x".repeat(crate::input::PARSE_INLINE_BYTES);
+    let large = request_of(
+        &scope,
+        &admitted.share,
+        format!(r#"{{"a":1,"pad":"{pad}"}}"#),
+    );
+    let body = JsonBody::from_request(large, &state).await.expect("large");
+    let (keys, thread) = body
+        .convert(&state, |m| Ok(converted_on(m)))
+        .await
+        .expect("large");
+    assert_eq!(keys, 2);
+    assert!(
+        thread.starts_with("strata-worker"),
+        "converted on {thread:?}"
+    );
+    // A refusal of the conversion is the request's answer, as it was on the async thread.
+    let pad = "x".repeat(crate::input::PARSE_INLINE_BYTES);
+    let large = request_of(&scope, &admitted.share, format!(r#"{{"pad":"{pad}"}}"#));
+    let body = JsonBody::from_request(large, &state).await.expect("large");
+    let refused = body
+        .convert(&state, |_| -> Result<(), _> {
+            Err(crate::ApiError::BadRequest("no".into()))
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.status_and_code().1, "BAD_REQUEST");
+    drop(admitted);
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || s.shutdown_pool(Duration::from_secs(5)))
+        .await
+        .expect("join");
+}
+
+/// A body of more values than any request has a use for is refused by its parse, in the pool
+/// for a large one, with a 400 naming the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_past_the_bound_of_values_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine_config = EngineConfig {
+        limits: strata_types::RecordLimits {
+            max_batch: 1,
+            ..Default::default()
+        },
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Engine::open(dir.path(), engine_config).expect("engine"));
+    let auth = Arc::new(Authenticator::new(&Default::default(), None).expect("auth"));
+    let state = AppState::new(engine, auth, ApiConfig::default()).expect("state");
+    let scope = scope_of(&state, "sender");
+    let admitted = state.admit(&scope).expect("admit");
+    let max = crate::input::max_body_values(&state.engine.config().limits);
+    // `{"a":[0,0,…]}`: the object, the array and its items.
+    let body_of = |items: usize| format!(r#"{{"a":[{}]}}"#, vec!["0"; items].join(","));
+    // Parsed as a large body is, in the sender's share (the extractor's own 2 MB default
+    // limit, which the router lifts, would refuse these bodies first).
+    let parse = |items: usize| {
+        let bytes = axum::body::Bytes::from(body_of(items));
+        let tenant = Some(scope.tenant().clone());
+        state.parse_body(Some(&admitted.share), tenant, bytes, Ok)
+    };
+    let map = parse(max - 2).await.expect("at the bound");
+    assert_eq!(map["a"].as_array().map(Vec::len), Some(max - 2));
+    let refused = parse(max - 1).await.expect_err("refused");
+    let (status, code) = refused.status_and_code();
+    assert_eq!((status.as_u16(), code), (400, "BAD_REQUEST"));
+    let message = refused.to_string();
+    assert!(
+        message.contains(&format!("more than {max} JSON values")),
+        "{message}"
+    );
 }

@@ -1,0 +1,131 @@
+//! A tenant's JSON body, read whole and converted to its handler's typed values where it is
+//! parsed: a small body on the async thread that read it, a large one in one job in the
+//! sender's fair share of the pool, its parse and its conversion together.
+//!
+//! Parsing a large body off the async threads is not enough: turning its map into typed values
+//! (a batch's records with their metadata, a filter, the fingerprint of a keyed write) walks the
+//! whole body again, and a body of 80 objects of 16k keys each cost seconds of it. With two
+//! async threads, every tenant's requests stalled meanwhile.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use strata_types::TenantId;
+
+use crate::admission::Share;
+use crate::input::{
+    JsonBytes, PARSE_INLINE_BYTES, ScopeParts, body_bounds, from_map, parse_object_within,
+};
+use crate::tenant_bodies::BodyTenant;
+use crate::{ApiError, AppState};
+
+/// A JSON object body, not yet converted. An empty body reads as `{}`. Its cheap refusals
+/// (credential, admission, size) come first, from the headers; [`JsonBody::convert`] then
+/// parses and converts it.
+pub struct JsonBody(Held);
+
+enum Held {
+    /// Parsed where it was read: small enough that its parse and conversion cost
+    /// microseconds whatever its shape (its size bounds its keys and depth).
+    Parsed(Map<String, Value>),
+    /// Left as bytes, parsed and converted in one job (`AppState::parse_body`).
+    Large {
+        bytes: Bytes,
+        share: Option<Share>,
+        tenant: Option<TenantId>,
+    },
+}
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let tenant = req
+            .extensions()
+            .get::<BodyTenant>()
+            .map(|t| t.tenant.clone());
+        let share = req.extensions().get::<Share>().cloned();
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(JsonBody(Held::Parsed(Map::new())));
+        }
+        // Parsed here, a small body saves every ordinary request a second trip through its
+        // tenant's queue. Only a large one, which can cost seconds, is worth that trip.
+        if bytes.len() <= PARSE_INLINE_BYTES {
+            let bounds = body_bounds(&state.engine.config().limits);
+            let map = parse_object_within(&bytes, tenant.as_ref(), bounds)?;
+            return Ok(JsonBody(Held::Parsed(map)));
+        }
+        Ok(JsonBody(Held::Large {
+            bytes,
+            share,
+            tenant,
+        }))
+    }
+}
+
+impl JsonBody {
+    /// The body converted by `convert`: at once for a body parsed where it was read, else in
+    /// the same pool job as its parse, in the sender's share. Everything that walks the body
+    /// belongs in `convert`, which also drops what it does not keep.
+    pub(crate) async fn convert<T, F>(self, state: &AppState, convert: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Map<String, Value>) -> Result<T, ApiError> + Send + 'static,
+    {
+        match self.0 {
+            Held::Parsed(map) => convert(map),
+            Held::Large {
+                bytes,
+                share,
+                tenant,
+            } => {
+                state
+                    .parse_body(share.as_ref(), tenant, bytes, convert)
+                    .await
+            }
+        }
+    }
+
+    /// The scope fields named in `keys`, taken out of the body, and the rest of it read as
+    /// `T`. A failure to read `T` is handed back, not returned: the handler checks the
+    /// request's scope first, so a body naming another tenant is the security event it is
+    /// whatever else is wrong with it.
+    pub(crate) async fn scoped<T>(
+        self,
+        state: &AppState,
+        keys: &'static [&'static str],
+    ) -> Result<Scoped<T>, ApiError>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        self.convert(state, move |mut body| {
+            let scope = ScopeParts::take_from_body(&mut body, keys)?;
+            Ok(Scoped {
+                scope,
+                rest: from_map(body),
+            })
+        })
+        .await
+    }
+}
+
+/// A body's scope fields and the rest of it, read as `T` (or why it could not be).
+pub(crate) struct Scoped<T> {
+    pub scope: ScopeParts,
+    pub rest: Result<T, ApiError>,
+}
+
+/// A JSON object body, parsed (in the sender's share when large) but not converted: for the
+/// routes whose bodies are read by hand, such as the operator's.
+pub struct JsonObject(pub Map<String, Value>);
+
+impl FromRequest<AppState> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let body = JsonBody::from_request(req, state).await?;
+        body.convert(state, Ok).await.map(JsonObject)
+    }
+}
