@@ -91,7 +91,7 @@ pub fn document() -> Value {
          object (or a quarter of `engine.limits.max_metadata_bytes`, if larger) and a bounded \
          number of JSON values in all (every scalar, array and object: a full batch of records \
          at the largest vector, metadata and user tokens the limits allow, 12,384,000 by \
-         default); past either, `400 BAD_REQUEST` naming the bound."
+         default, which a body within the default 16 MiB cannot reach: it bounds bodies          when `server.max_body_bytes` is raised); past either, `400 BAD_REQUEST` naming the          bound."
             .into(),
     );
     let components = doc.components.get_or_insert_with(Default::default);

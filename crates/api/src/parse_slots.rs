@@ -70,7 +70,7 @@ impl ParseSlots {
 
     /// Slots free over all tenants (for tests).
     #[cfg(test)]
-    fn free(&self) -> usize {
+    pub(crate) fn free(&self) -> usize {
         self.any.available_permits()
     }
 }

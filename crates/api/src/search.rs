@@ -50,7 +50,10 @@ pub async fn search(
     // while holding the write lock; the body is not parsed yet, so decide conservatively.
     let read_only = !may_search_shared(&body);
     let bounds = body_bounds(&state.engine.config().limits);
+    // A large body waits for a parse slot like every route's (`parse_slots`); its job owns it.
+    let slot = state.parse_slot(scope.tenant(), body.len()).await?;
     let run = move |e: &Engine| {
+        let _slot = slot;
         let mut body = parse_object_within(&body, Some(scope.tenant()), bounds)?;
         let sources = ScopeSources {
             header_domain: header_domain.as_ref(),

@@ -13,7 +13,7 @@ use crate::ApiError;
 use crate::admission::{Admitted, Gate, PoolConfig, Share};
 use crate::keys_in_flight::KeysInFlight;
 use crate::metrics::{Metrics, MetricsConfig};
-use crate::parse_slots::ParseSlots;
+use crate::parse_slots::{ParseSlot, ParseSlots};
 use crate::security_throttle::{SecurityEventLimits, SecurityThrottle};
 use crate::tenant_bodies::TenantBodies;
 
@@ -179,8 +179,14 @@ impl AppState {
             + 'static,
     {
         let bounds = crate::input::body_bounds(&self.engine.config().limits);
-        let tenant_of_slot = tenant.clone();
+        let slot = match (&tenant, share) {
+            (Some(tenant), Some(_)) => self.parse_slot(tenant, bytes.len()).await?,
+            _ => None,
+        };
         let parse = move |_: &Engine| {
+            // The slot is the job's: held until the parse ends (or the job is dropped unrun),
+            // not until the client stops waiting for it.
+            let _slot = slot;
             convert(crate::input::parse_object_within(
                 &bytes,
                 tenant.as_ref(),
@@ -189,10 +195,6 @@ impl AppState {
         };
         match share {
             Some(share) => {
-                let _slot = match &tenant_of_slot {
-                    Some(tenant) => Some(self.parse_slots.acquire(tenant).await?),
-                    None => None,
-                };
                 let engine = Arc::clone(&self.engine);
                 self.gate
                     .run_in(share, engine, Demotable::ReadOnly, parse)
@@ -200,6 +202,21 @@ impl AppState {
             }
             None => self.run(parse).await,
         }
+    }
+
+    /// A parse slot (`parse_slots`) for a body of `len` bytes sent by `tenant`, when it is
+    /// large enough to be parsed in a job of its own; `None` for one parsed where it was read.
+    /// The caller moves it into the job that parses the body.
+    pub(crate) async fn parse_slot(
+        &self,
+        tenant: &TenantId,
+        len: usize,
+    ) -> Result<Option<ParseSlot>, ApiError> {
+        if len <= crate::input::PARSE_INLINE_BYTES {
+            return Ok(None);
+        }
+        // The wait shows in Server-Timing's `prepare` span (body read to job queued).
+        self.parse_slots.acquire(tenant).await.map(Some)
     }
 
     /// Worker threads of the shared pool.

@@ -247,3 +247,53 @@ async fn a_body_past_the_bound_of_values_is_refused() {
         "{message}"
     );
 }
+
+/// A large body's parse slot is its job's: a client that hangs up while its body is parsed
+/// does not free the slot for another multi-second parse while the first still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parse_slot_is_held_until_its_job_ends_even_when_the_client_leaves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = state_with_one_worker(dir.path());
+    let scope = scope_of(&state, "sender");
+    let admitted = state.admit(&scope).expect("admit");
+    assert_eq!(state.parse_slots.free(), 1);
+    let pad = "x".repeat(crate::input::PARSE_INLINE_BYTES);
+    let large = request_of(&scope, &admitted.share, format!(r#"{{"pad":"{pad}"}}"#));
+    let body = JsonBody::from_request(large, &state).await.expect("large");
+    let (started, running) = tokio::sync::oneshot::channel();
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let (ended, job_ended) = tokio::sync::oneshot::channel();
+    let client = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            body.convert(&state, move |_| {
+                let _ = started.send(());
+                let _ = wait.recv();
+                let _ = ended.send(());
+                Ok(())
+            })
+            .await
+        })
+    };
+    running.await.expect("the parse job started");
+    // The client hangs up: its request's future is dropped while the job runs.
+    client.abort();
+    let _ = client.await;
+    assert_eq!(
+        state.parse_slots.free(),
+        0,
+        "the running parse still holds its slot"
+    );
+    drop(release);
+    job_ended.await.expect("the job ended");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state.parse_slots.free() == 0 {
+        assert!(Instant::now() < deadline, "the slot never came back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(admitted);
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || s.shutdown_pool(Duration::from_secs(5)))
+        .await
+        .expect("join");
+}
