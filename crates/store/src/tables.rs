@@ -34,7 +34,7 @@ const NEXT_TENANT_KEY: &str = "next_tenant_key";
 /// When the last tenant purge committed (ms since the epoch).
 const LAST_PURGE_MS: &str = "last_purge_ms";
 /// 1 while an erasure's compaction has not run yet (see the engine's `owed_compaction`).
-const COMPACTION_OWED: &str = "compaction_owed";
+pub(crate) const COMPACTION_OWED: &str = "compaction_owed";
 
 /// The database. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Store {
@@ -1112,8 +1112,10 @@ impl<'txn> Writer<'txn> {
         Ok(())
     }
 
-    /// Records that an erasure's compaction could not run yet (or, `false`, that it has run),
-    /// so that a restart before it runs compacts at start.
+    /// Records that an erasure's vacuum has not run yet, so that a restart before it runs
+    /// vacuums at start. Set in the erasure's own transaction; the vacuum that follows it
+    /// clears it at its swap (`Store::vacuum`), which alone knows whether its new file could
+    /// still hold the erased bytes.
     pub fn set_compaction_owed(&mut self, owed: bool) -> Result<(), StoreError> {
         self.meta.insert(COMPACTION_OWED, u64::from(owed))?;
         Ok(())

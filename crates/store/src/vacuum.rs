@@ -27,8 +27,7 @@
 //! A read snapshot keeps a handle on the database it reads (`db`): one begun before the swap
 //! goes on reading the old file, as an older snapshot, and the old database closes with the
 //! last of them (its file, which no name reaches any more, with it). So the vacuum waits for
-//! no reader, and no longer compacts the old file only to learn whether one is in flight;
-//! [`Vacuumed::ReadersInFlight`] is not returned any more.
+//! no reader.
 //!
 //! What the new file holds: the rows alive in the snapshot, and the later writes. A row erased
 //! before the vacuum began (a purge's, which vacuums after its erasure) is in no snapshot, so
@@ -37,6 +36,13 @@
 //! page's unused tail; such an erasure, when it is a purge's, is followed by that purge's own
 //! vacuum, which waits for this one (vacuums run one at a time) and copies from a snapshot
 //! without the row.
+//!
+//! The record of a vacuum owed (`Writer::set_compaction_owed`, set by an erasure in its own
+//! transaction) is settled here, at the swap, and only when no write of it was recorded during
+//! the copy: the new file then holds it cleared. One set during the copy is an erasure whose
+//! bytes may be in the new file's free pages; it stays set, for that erasure's own vacuum (or
+//! the next start) to settle ([`Vacuumed::Done`]'s `settled`). A caller that cleared it after
+//! the vacuum instead could clear an erasure's record before the erasure's own vacuum ran.
 //!
 //! A crash before the rename leaves the main file whole, and perhaps a partial new file, which
 //! the next open deletes without reading it ([`remove_leftover`]); after the rename the main
@@ -54,7 +60,9 @@ use redb::{
 use crate::db::Db;
 use crate::deferred_sync::write_path;
 use crate::file_writes::{Recording, TableTag};
-use crate::tables::{CREDENTIALS, DATA, META, REGISTRY, open_database, refuse_after_failed_sync};
+use crate::tables::{
+    COMPACTION_OWED, CREDENTIALS, DATA, META, REGISTRY, open_database, refuse_after_failed_sync,
+};
 use crate::{Store, StoreError};
 
 /// The new file's name is the main file's with this appended.
@@ -68,10 +76,11 @@ const CHUNK_BYTES: usize = 32 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Vacuumed {
     /// The main file is a new one, holding the live rows and nothing else.
-    Done,
-    /// Nothing changed; try again later. Returned by earlier versions, which needed a moment
-    /// with no read transaction in flight; this one does not wait for readers.
-    ReadersInFlight,
+    Done {
+        /// Whether the new file holds no vacuum owed: true unless an erasure recorded one
+        /// while the copy ran (see the module's documentation), which its own vacuum settles.
+        settled: bool,
+    },
 }
 
 /// The new file a vacuum of the main file at `path` writes.
@@ -126,8 +135,8 @@ impl Store {
         // A leftover of an earlier vacuum that failed: never data.
         remove_leftover(&self.path)?;
         let recording = self.file_writes.start();
-        let fresh = match self.copy_and_catch_up(&new_path, &recording, during_copy) {
-            Ok(fresh) => fresh,
+        let copied = match self.copy_and_catch_up(&new_path, &recording, during_copy) {
+            Ok(copied) => copied,
             Err(e) => {
                 // The main file is untouched; the partial copy goes (or, if even that fails,
                 // at the next vacuum or start).
@@ -138,28 +147,35 @@ impl Store {
         // The swap: no transaction of the main file begins until the new database is in place.
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = refuse_after_failed_sync(&db.sync) {
-            drop(fresh);
+            drop(copied);
             let _ = std::fs::remove_file(&new_path);
             return Err(e);
         }
         // The keys written since the last catch-up, by transactions that have all ended (each
         // holds the database's guard until its commit).
-        let fresh = match (fresh, recording.written.take()) {
-            (Some(fresh), Some(keys)) => db
-                .begin_read()
-                .map_err(StoreError::from)
-                .and_then(|src| catch_up(&src, &fresh, &keys))
-                .map(|_| fresh),
+        let fresh = match (copied, recording.written.take()) {
+            (Some((fresh, owed_written)), Some(keys)) => {
+                // Settled only if no erasure set the record since the snapshot: one that did
+                // may have left bytes in the new file's free pages.
+                let settled = !owed_written && !keys.contains(&owed_key());
+                db.begin_read()
+                    .map_err(StoreError::from)
+                    .and_then(|src| catch_up(&src, &fresh, &keys, settled))
+                    .map(|_| (fresh, settled))
+            }
             // Too many keys were written during the copy to keep them: the whole file is
-            // copied again, under the lock, as every vacuum once did.
-            (fresh, _) => {
-                drop(fresh);
+            // copied again, under the lock, as every vacuum once did; its snapshot holds
+            // every erasure, so the record is settled.
+            (copied, _) => {
+                drop(copied);
                 let _ = std::fs::remove_file(&new_path);
-                self.write_new_file(&db, &new_path)
+                self.write_new_file(&db, &new_path).and_then(|fresh| {
+                    catch_up(&db.begin_read()?, &fresh, &[], true).map(|_| (fresh, true))
+                })
             }
         };
         drop(recording);
-        let fresh = match fresh {
+        let (fresh, settled) = match fresh {
             Ok(fresh) => fresh,
             Err(e) => {
                 let _ = std::fs::remove_file(&new_path);
@@ -199,7 +215,7 @@ impl Store {
         })?;
         self.vacuums
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Vacuumed::Done)
+        Ok(Vacuumed::Done { settled })
     }
 
     /// How many vacuums rewrote the main file since the store opened.
@@ -209,14 +225,15 @@ impl Store {
 
     /// The unlocked part of a vacuum: the new file at `path` written from a snapshot of the
     /// main file, then caught up with the keys written meanwhile, while every reader and
-    /// writer goes on. `None` when too many keys were written to keep them (the swap then
-    /// copies the whole file).
+    /// writer goes on. With the new database, whether the record of a vacuum owed was written
+    /// meanwhile. `None` when too many keys were written to keep them (the swap then copies
+    /// the whole file).
     fn copy_and_catch_up(
         &self,
         path: &Path,
         recording: &Recording<'_>,
         during_copy: impl FnOnce(),
-    ) -> Result<Option<Db>, StoreError> {
+    ) -> Result<Option<(Db, bool)>, StoreError> {
         // The snapshot begins once every write transaction under way has ended: one that
         // recorded nothing (it wrote before the recording began) is in the snapshot.
         self.wait_for_writes_under_way()?;
@@ -234,10 +251,10 @@ impl Store {
         };
         self.wait_for_writes_under_way()?;
         let src = self.db().begin_read()?;
-        catch_up(&src, &fresh, &keys)?;
+        catch_up(&src, &fresh, &keys, false)?;
         drop(src);
         compact_new(&mut fresh)?;
-        Ok(Some(fresh))
+        Ok(Some((fresh, keys.contains(&owed_key()))))
     }
 
     /// Returns once every write transaction of the main file begun before it has ended (a
@@ -302,10 +319,22 @@ fn copy_tables(src: &ReadTransaction, fresh: &Database) -> Result<(), StoreError
     Ok(())
 }
 
+/// The record of a vacuum owed as the file's writes record it (tagged, see `file_writes`).
+fn owed_key() -> Vec<u8> {
+    let mut key = vec![TableTag::Meta as u8];
+    key.extend_from_slice(COMPACTION_OWED.as_bytes());
+    key
+}
+
 /// Makes `fresh`'s rows of `keys` (each tagged with its table, see `file_writes`) what they
-/// are in snapshot `src`: written, or removed when `src` lacks them; returns how many changed.
-/// One durable transaction.
-fn catch_up(src: &ReadTransaction, fresh: &Database, keys: &[Vec<u8>]) -> Result<u64, StoreError> {
+/// are in snapshot `src`: written, or removed when `src` lacks them; with `settle`, clears the
+/// record of a vacuum owed in `fresh`. Returns how many rows changed. One durable transaction.
+fn catch_up(
+    src: &ReadTransaction,
+    fresh: &Database,
+    keys: &[Vec<u8>],
+    settle: bool,
+) -> Result<u64, StoreError> {
     let mut txn = fresh.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     let mut changed = 0;
@@ -345,6 +374,11 @@ fn catch_up(src: &ReadTransaction, fresh: &Database, keys: &[Vec<u8>]) -> Result
                 }
             };
             changed += u64::from(wrote);
+        }
+        // Written only when set, so that a file which never owed one stays as it was.
+        if settle && to.2.get(COMPACTION_OWED)?.is_some_and(|v| v.value() != 0) {
+            to.2.insert(COMPACTION_OWED, 0)?;
+            changed += 1;
         }
     }
     txn.commit()?;

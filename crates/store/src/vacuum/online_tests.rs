@@ -103,7 +103,7 @@ fn reads_and_writes_go_on_while_the_copy_runs() {
             |_, _| {},
         )
         .unwrap();
-    assert_eq!(done, Vacuumed::Done);
+    assert_eq!(done, Vacuumed::Done { settled: true });
     let (got, found) = during
         .expect("the hook ran")
         .expect("a read and a write finished while the copy was under way");
@@ -240,7 +240,7 @@ fn every_write_during_the_vacuum_reaches_the_new_file() {
                 },
             )
             .unwrap();
-        assert_eq!(done, Vacuumed::Done);
+        assert!(matches!(done, Vacuumed::Done { .. }));
         stop.store(true, Ordering::SeqCst);
     });
     assert!(compared.load(Ordering::SeqCst));
@@ -299,7 +299,7 @@ fn rows_erased_during_the_copy_leave_no_bytes_once_their_purge_vacuums() {
                 },
             )
             .unwrap();
-        assert_eq!(purge.join().unwrap(), Vacuumed::Done);
+        assert_eq!(purge.join().unwrap(), Vacuumed::Done { settled: true });
     });
     assert_eq!(store.vacuums(), 2);
     assert!(
@@ -326,7 +326,7 @@ fn a_reader_in_flight_keeps_its_snapshot_through_the_swap() {
         put_blob(&store, a.key, &format!("x{i}"), &[b'x'; 400]);
     }
     let reader = store.read().unwrap();
-    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done);
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
     put_blob(&store, a.key, "x0", b"after");
     for i in 0..100 {
         let got = reader.blob(a.key, &format!("x{i}")).unwrap();
@@ -373,4 +373,82 @@ fn too_many_writes_during_the_copy_fall_back_to_a_whole_copy() {
         read.blob(a.key, "before").unwrap().as_deref(),
         Some(b"1".as_slice())
     );
+}
+
+/// The flag of `db` that a vacuum is owed, as the file holds it.
+fn owed_in(db: &Database) -> Option<u64> {
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    meta.get(COMPACTION_OWED).unwrap().map(|v| v.value())
+}
+
+/// An erasure that commits while another vacuum copies sets the record of a vacuum owed: that
+/// vacuum's new file may keep the erased bytes in a free page, so it keeps the record set
+/// (and says so), for the erasure's own vacuum to settle.
+#[test]
+fn a_vacuum_owed_by_an_erasure_during_the_copy_stays_owed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let doomed = tenant(&store, "doomed");
+    put_blob(&store, doomed.key, "x", b"erased during the copy");
+    let mut in_new_file = None;
+    let done = store
+        .vacuum_with(
+            || {
+                store
+                    .write(|w| {
+                        w.erase_tenant(&doomed)?;
+                        w.set_compaction_owed(true)
+                    })
+                    .unwrap();
+            },
+            |_, fresh| in_new_file = Some(owed_in(fresh)),
+        )
+        .unwrap();
+    assert_eq!(done, Vacuumed::Done { settled: false });
+    assert_eq!(
+        in_new_file,
+        Some(Some(1)),
+        "the new file holds the record set"
+    );
+    assert!(store.compaction_owed().unwrap());
+    // The erasure's own vacuum, from a snapshot without its rows, settles it, durably.
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
+    assert!(!store.compaction_owed().unwrap());
+    drop(store);
+    assert!(!Store::open(&path).unwrap().compaction_owed().unwrap());
+}
+
+/// A record set before the vacuum began (its erasure is in no snapshot the copy reads) is
+/// settled in the new file, at the swap; a file that never owed one is left as it was.
+#[test]
+fn a_vacuum_owed_before_the_copy_is_settled_at_the_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let mut in_new_file = None;
+    let done = store
+        .vacuum_with(|| {}, |_, fresh| in_new_file = Some(owed_in(fresh)))
+        .unwrap();
+    assert_eq!(done, Vacuumed::Done { settled: true });
+    assert_eq!(in_new_file, Some(None), "no record written where none was");
+    let doomed = tenant(&store, "doomed");
+    store
+        .write(|w| {
+            w.erase_tenant(&doomed)?;
+            w.set_compaction_owed(true)
+        })
+        .unwrap();
+    let done = store
+        .vacuum_with(|| {}, |_, fresh| in_new_file = Some(owed_in(fresh)))
+        .unwrap();
+    assert_eq!(done, Vacuumed::Done { settled: true });
+    assert_eq!(
+        in_new_file,
+        Some(Some(0)),
+        "settled before the swap, not after"
+    );
+    drop(store);
+    assert!(!Store::open(&path).unwrap().compaction_owed().unwrap());
 }
