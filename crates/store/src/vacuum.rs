@@ -113,18 +113,27 @@ impl Store {
     /// writes of the main file go on while it copies; they pause only for the swap, which
     /// applies the keys written during the copy. Dedicated tenants' files are not touched.
     pub fn vacuum(&self) -> Result<Vacuumed, StoreError> {
-        self.vacuum_with(|| {}, |_, _| {})
+        self.vacuum_hooked(Hooks::default())
     }
 
     /// [`Store::vacuum`], running `during_copy` once the copy of the snapshot is written and
     /// before its catch-up, and `before_swap` with the old and the new database once the new
     /// one is complete, under the lock: what tests use to write while the copy is under way
     /// and to compare both files.
+    #[cfg(test)]
     pub(crate) fn vacuum_with(
         &self,
         during_copy: impl FnOnce(),
         before_swap: impl FnOnce(&Database, &Database),
     ) -> Result<Vacuumed, StoreError> {
+        self.vacuum_hooked(Hooks {
+            during_copy: Some(Box::new(during_copy)),
+            before_swap: Some(Box::new(before_swap)),
+            ..Hooks::default()
+        })
+    }
+
+    fn vacuum_hooked(&self, mut hooks: Hooks<'_>) -> Result<Vacuumed, StoreError> {
         // One at a time: the written keys are recorded for one vacuum. A purge that erased
         // rows while another vacuum copied waits here, and its own vacuum then copies from a
         // snapshot without them.
@@ -135,7 +144,8 @@ impl Store {
         // A leftover of an earlier vacuum that failed: never data.
         remove_leftover(&self.path)?;
         let recording = self.file_writes.start();
-        let copied = match self.copy_and_catch_up(&new_path, &recording, during_copy) {
+        run(&mut hooks.after_start);
+        let copied = match self.copy_and_catch_up(&new_path, &recording, &mut hooks) {
             Ok(copied) => copied,
             Err(e) => {
                 // The main file is untouched; the partial copy goes (or, if even that fails,
@@ -144,6 +154,7 @@ impl Store {
                 return Err(copy_failed(e));
             }
         };
+        run(&mut hooks.before_lock);
         // The swap: no transaction of the main file begins until the new database is in place.
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = refuse_after_failed_sync(&db.sync) {
@@ -182,7 +193,9 @@ impl Store {
                 return Err(copy_failed(e));
             }
         };
-        before_swap(&db, &fresh);
+        if let Some(before_swap) = hooks.before_swap.take() {
+            before_swap(&db, &fresh);
+        }
         // The new file holds every tenant's data and the credentials: it keeps the access the
         // operator gave the old one (created anew, it would have the default mode).
         if let Ok(meta) = std::fs::metadata(&self.path) {
@@ -232,7 +245,7 @@ impl Store {
         &self,
         path: &Path,
         recording: &Recording<'_>,
-        during_copy: impl FnOnce(),
+        hooks: &mut Hooks<'_>,
     ) -> Result<Option<(Db, bool)>, StoreError> {
         // The snapshot begins once every write transaction under way has ended: one that
         // recorded nothing (it wrote before the recording began) is in the snapshot.
@@ -240,7 +253,7 @@ impl Store {
         let src = self.db().begin_read()?;
         let mut fresh = open_database(path, self.cache_bytes())?;
         copy_tables(&src, &fresh)?;
-        during_copy();
+        run(&mut hooks.during_copy);
         drop(src);
         // A first catch-up without the lock, so that the swap applies only what was written
         // during this one. The keys are taken before the snapshot is: a write that recorded a
@@ -272,6 +285,27 @@ impl Store {
         copy_tables(&old.begin_read()?, &fresh)?;
         compact_new(&mut fresh)?;
         Ok(fresh)
+    }
+}
+
+/// What tests run at the steps of a vacuum (none, outside tests): to write while it copies,
+/// and to compare the old and the new file before the swap.
+#[derive(Default)]
+pub(crate) struct Hooks<'h> {
+    /// Once the keys are recorded, before the snapshot is taken.
+    pub(crate) after_start: Option<Box<dyn FnOnce() + 'h>>,
+    /// Once the snapshot is copied, before the first catch-up.
+    pub(crate) during_copy: Option<Box<dyn FnOnce() + 'h>>,
+    /// After the first catch-up, before the lock is taken.
+    pub(crate) before_lock: Option<Box<dyn FnOnce() + 'h>>,
+    /// With the old and the new database, under the lock, before the rename.
+    pub(crate) before_swap: Option<Box<dyn FnOnce(&Database, &Database) + 'h>>,
+}
+
+/// Runs `hook`, if there is one, once.
+fn run(hook: &mut Option<Box<dyn FnOnce() + '_>>) {
+    if let Some(hook) = hook.take() {
+        hook();
     }
 }
 

@@ -452,3 +452,117 @@ fn a_vacuum_owed_before_the_copy_is_settled_at_the_swap() {
     drop(store);
     assert!(!Store::open(&path).unwrap().compaction_owed().unwrap());
 }
+
+/// A write transaction under way when the recording starts (its keys written before, so not
+/// recorded) commits during the copy: the snapshot waits for it, so the new file holds it.
+#[test]
+fn a_write_under_way_when_the_recording_starts_reaches_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let a = tenant(&store, "a");
+    for i in 0..100 {
+        put_blob(&store, a.key, &format!("x{i}"), &[b'x'; 400]);
+    }
+    let (opened_tx, opened) = mpsc::channel();
+    let release = std::sync::Barrier::new(2);
+    let mut compared = false;
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            store
+                .write(|w| {
+                    w.put_blob(a.key, "under way", b"written before the recording")?;
+                    w.delete_blob(a.key, "x7")?;
+                    opened_tx.send(()).unwrap();
+                    release.wait();
+                    Ok::<_, StoreError>(())
+                })
+                .unwrap()
+        });
+        opened.recv_timeout(PATIENCE).unwrap();
+        let done = store
+            .vacuum_hooked(Hooks {
+                after_start: Some(Box::new(|| {
+                    release.wait();
+                })),
+                before_swap: Some(Box::new(|old, fresh| {
+                    assert_eq!(dump(old), dump(fresh));
+                    compared = true;
+                })),
+                ..Hooks::default()
+            })
+            .unwrap();
+        assert_eq!(done, Vacuumed::Done { settled: true });
+        writer.join().unwrap();
+    });
+    assert!(compared);
+    let read = store.read().unwrap();
+    assert_eq!(
+        read.blob(a.key, "under way").unwrap().as_deref(),
+        Some(b"written before the recording".as_slice())
+    );
+    assert_eq!(read.blob(a.key, "x7").unwrap(), None);
+}
+
+/// Writes and erasures in all four tables after the first catch-up, before the lock: the
+/// catch-up under the lock brings them to the new file.
+#[test]
+fn writes_after_the_first_catch_up_reach_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let a = tenant(&store, "a");
+    let doomed = tenant(&store, "doomed");
+    for i in 0..50 {
+        put_blob(&store, a.key, &format!("x{i}"), &[b'x'; 400]);
+        put_blob(&store, doomed.key, &format!("d{i}"), &[b'd'; 400]);
+    }
+    let creds = store.credentials();
+    assert!(
+        creds
+            .insert("doomed-key", Owner::Tenant(&doomed.id), b"{}", no_audit)
+            .unwrap()
+    );
+    let mut compared = false;
+    let mut late = None;
+    let done = store
+        .vacuum_hooked(Hooks {
+            before_lock: Some(Box::new(|| {
+                put_blob(&store, a.key, "late", b"after the first catch-up");
+                store.write(|w| w.delete_blob(a.key, "x3")).unwrap();
+                let t = tenant(&store, "late");
+                assert!(
+                    creds
+                        .insert("late-key", Owner::Tenant(&t.id), b"{}", no_audit)
+                        .unwrap()
+                );
+                store.write(|w| w.erase_tenant(&doomed)).unwrap();
+                store.write(|w| w.note_purge(42)).unwrap();
+                late = Some(t);
+            })),
+            before_swap: Some(Box::new(|old, fresh| {
+                assert_eq!(dump(old), dump(fresh));
+                compared = true;
+            })),
+            ..Hooks::default()
+        })
+        .unwrap();
+    assert_eq!(done, Vacuumed::Done { settled: true });
+    assert!(compared);
+    let late = late.expect("the hook ran");
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    let read = store.read().unwrap();
+    assert_eq!(
+        read.blob(a.key, "late").unwrap().as_deref(),
+        Some(b"after the first catch-up".as_slice())
+    );
+    assert_eq!(read.blob(a.key, "x3").unwrap(), None);
+    assert!(read.tenant(&late.id).unwrap().is_some());
+    assert!(read.tenant(&doomed.id).unwrap().is_none());
+    assert_eq!(read.blob(doomed.key, "d0").unwrap(), None);
+    assert_eq!(store.last_purge_at().unwrap(), Some(42));
+    let creds = store.credentials();
+    assert!(creds.get("late-key").unwrap().is_some());
+    assert!(creds.get("doomed-key").unwrap().is_none());
+}
