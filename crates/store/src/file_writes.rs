@@ -4,8 +4,13 @@
 //!
 //! Every write to a table of the main file goes through a [`Tracked`] table (the
 //! [`crate::Writer`]'s four tables) or records its keys itself (a migration's chunk copied into
-//! the main file, the erasure of a moved tenant's main range). [`Tracked`] gives no mutable
-//! access to the table it wraps, so a new write path that skips the record does not compile.
+//! the main file, the erasure of a moved tenant's main range). Nothing enforces it: a write
+//! transaction of the main file still opens a writable table directly, and [`Tracked::new`]
+//! takes no recording (`None`, meant for a dedicated file) as readily for the main file. A new
+//! write path of the main file must record its keys the same way; the vacuum tests that write
+//! through every path while a copy runs and compare both files at the swap are what catch one
+//! that does not. [`Tracked`] itself gives no mutable access to the table it wraps, so a write
+//! through one is always recorded.
 //! While a vacuum copies, each written key is recorded with its table's tag; a key recorded
 //! more than needed only costs the vacuum one look-up (the catch-up copies the key's current
 //! value, or its absence, from the main file), a key missed would be a lost write.

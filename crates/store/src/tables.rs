@@ -555,7 +555,9 @@ impl Store {
         // a write whose transaction begins after such a change returned always sees it. Each
         // retry needs a registry commit inside its short window, and those are operator
         // actions and tenant creations, so the loop ends.
-        let (registry, _main, db, mut txn) = loop {
+        // Bindings drop in reverse order: the main database's handle after the registry
+        // snapshot read from it.
+        let (_main, registry, db, mut txn) = loop {
             let before = self.registry_epoch();
             // Kept for as long as the snapshot: a vacuum's swap leaves this database open.
             let main = self.db().clone();
@@ -567,7 +569,7 @@ impl Store {
             let db = read_db(&file.db);
             let txn = db.begin_write().map_err(StoreError::from)?;
             if self.registry_epoch() == before {
-                break (registry, main, db, txn);
+                break (main, registry, db, txn);
             }
             // Nothing written yet.
             txn.abort().map_err(StoreError::from)?;
@@ -614,9 +616,6 @@ impl Store {
 
 /// A read snapshot.
 pub struct Reader {
-    /// The main database this snapshot reads: kept open by this handle after a vacuum swapped
-    /// it out (an older snapshot, as any other).
-    _main: Db,
     data: ReadOnlyTable<&'static [u8], &'static [u8]>,
     /// Dedicated tenants' files, as routed when the snapshot began.
     files: Arc<Files>,
@@ -624,6 +623,10 @@ pub struct Reader {
     opened: Opened<TenantKey, ReadOnlyTable<&'static [u8], &'static [u8]>>,
     registry: ReadOnlyTable<&'static str, &'static [u8]>,
     credentials: ReadOnlyTable<&'static str, &'static [u8]>,
+    /// The main database this snapshot reads: kept open by this handle after a vacuum swapped
+    /// it out (an older snapshot, as any other). Declared last, so that it drops after the
+    /// tables read from it (fields drop in declaration order).
+    _main: Db,
 }
 
 /// Which tenants' data a [`Writer`] may touch in its own `data` table.
