@@ -17,7 +17,7 @@
 
 use std::borrow::Borrow;
 use std::ops::RangeBounds;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use redb::{AccessGuard, Key, StorageError, Table, Value};
@@ -52,19 +52,31 @@ pub(crate) struct FileWrites {
     /// Whether a vacuum records now: writes skip the lock while it is false.
     active: AtomicBool,
     written: RwLock<Option<Arc<Written>>>,
+    /// The memory a recording's keys may take; 0 for the default (`tracking::MAX_BYTES`).
+    /// Lowered only by tests, to reach the vacuum's fallback.
+    cap: AtomicUsize,
 }
 
 impl FileWrites {
     /// Starts recording; the set is handed to the one vacuum that runs (the store runs one at
     /// a time). Recording stops when the returned guard drops.
     pub(crate) fn start(&self) -> Recording<'_> {
-        let written = Arc::new(Written::new());
+        let written = Arc::new(match self.cap.load(Ordering::Relaxed) {
+            0 => Written::new(),
+            cap => Written::with_cap(cap),
+        });
         *self.written.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&written));
         self.active.store(true, Ordering::SeqCst);
         Recording {
             file: self,
             written,
         }
+    }
+
+    /// Makes later recordings give up past `cap` bytes of keys.
+    #[cfg(test)]
+    pub(crate) fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
     }
 
     /// Whether a vacuum records the written keys now.

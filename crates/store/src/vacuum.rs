@@ -21,8 +21,9 @@
 //!    way), the keys written since step 2 are brought up to date the same way; then the new
 //!    file is renamed over the main file, the directory synced, and the new database takes
 //!    the old one's place. Past the recording's memory cap (a copy during which about a
-//!    million keys were written) step 3 copies the whole file instead, as every vacuum once
-//!    did: slower, never a lost write.
+//!    million keys were written) steps 1 and 2 are tried again with a fresh recording, up to
+//!    three copies in all; after that step 3 copies the whole file instead, as every vacuum
+//!    once did (logged as a warning): slower, never a lost write.
 //!
 //! A read snapshot keeps a handle on the database it reads (`db`): one begun before the swap
 //! goes on reading the old file, as an older snapshot, and the old database closes with the
@@ -64,6 +65,10 @@ use crate::tables::{
     COMPACTION_OWED, CREDENTIALS, DATA, META, REGISTRY, open_database, refuse_after_failed_sync,
 };
 use crate::{Store, StoreError};
+
+/// Online copies tried before a vacuum copies the whole file under the write lock, when each
+/// one saw more keys written than its recording keeps.
+const ONLINE_TRIES: u32 = 3;
 
 /// The new file's name is the main file's with this appended.
 const SUFFIX: &str = ".vacuum";
@@ -117,7 +122,7 @@ impl Store {
     }
 
     /// [`Store::vacuum`], running `during_copy` once the copy of the snapshot is written and
-    /// before its catch-up, and `before_swap` with the old and the new database once the new
+    /// before its catch-up (in the first online copy only), and `before_swap` with the old and the new database once the new
     /// one is complete, under the lock: what tests use to write while the copy is under way
     /// and to compare both files.
     #[cfg(test)]
@@ -126,8 +131,13 @@ impl Store {
         during_copy: impl FnOnce(),
         before_swap: impl FnOnce(&Database, &Database),
     ) -> Result<Vacuumed, StoreError> {
+        let mut during_copy = Some(during_copy);
         self.vacuum_hooked(Hooks {
-            during_copy: Some(Box::new(during_copy)),
+            during_copy: Some(Box::new(move || {
+                if let Some(hook) = during_copy.take() {
+                    hook();
+                }
+            })),
             before_swap: Some(Box::new(before_swap)),
             ..Hooks::default()
         })
@@ -143,15 +153,27 @@ impl Store {
         let new_path = new_file_of(&self.path);
         // A leftover of an earlier vacuum that failed: never data.
         remove_leftover(&self.path)?;
-        let recording = self.file_writes.start();
-        run(&mut hooks.after_start);
-        let copied = match self.copy_and_catch_up(&new_path, &recording, &mut hooks) {
-            Ok(copied) => copied,
-            Err(e) => {
-                // The main file is untouched; the partial copy goes (or, if even that fails,
-                // at the next vacuum or start).
-                let _ = std::fs::remove_file(&new_path);
-                return Err(copy_failed(e));
+        let mut tries = 0;
+        let (recording, copied) = loop {
+            tries += 1;
+            let recording = self.file_writes.start();
+            run(&mut hooks.after_start);
+            match self.copy_and_catch_up(&new_path, &recording, &mut hooks) {
+                Ok(Some(copied)) => break (recording, Some(copied)),
+                // Too many keys written during this copy (a burst of writes, most often):
+                // another online copy, with a fresh recording, before the whole copy under
+                // the lock that stops every tenant.
+                Ok(None) if tries < ONLINE_TRIES => {
+                    drop(recording);
+                    remove_leftover(&self.path)?;
+                }
+                Ok(None) => break (recording, None),
+                Err(e) => {
+                    // The main file is untouched; the partial copy goes (or, if even that
+                    // fails, at the next vacuum or start).
+                    let _ = std::fs::remove_file(&new_path);
+                    return Err(copy_failed(e));
+                }
             }
         };
         run(&mut hooks.before_lock);
@@ -178,6 +200,12 @@ impl Store {
             // copied again, under the lock, as every vacuum once did; its snapshot holds
             // every erasure, so the record is settled.
             (copied, _) => {
+                tracing::warn!(
+                    tries,
+                    "vacuum: too many keys written during each online copy to keep them; \
+                     copying the whole file under the write lock (every tenant waits)"
+                );
+                run(&mut hooks.whole_copy);
                 drop(copied);
                 let _ = std::fs::remove_file(&new_path);
                 self.write_new_file(&db, &new_path).and_then(|fresh| {
@@ -253,7 +281,9 @@ impl Store {
         let src = self.db().begin_read()?;
         let mut fresh = open_database(path, self.cache_bytes())?;
         copy_tables(&src, &fresh)?;
-        run(&mut hooks.during_copy);
+        if let Some(during_copy) = hooks.during_copy.as_mut() {
+            during_copy();
+        }
         drop(src);
         // A first catch-up without the lock, so that the swap applies only what was written
         // during this one. The keys are taken before the snapshot is: a write that recorded a
@@ -294,10 +324,12 @@ impl Store {
 pub(crate) struct Hooks<'h> {
     /// Once the keys are recorded, before the snapshot is taken.
     pub(crate) after_start: Option<Box<dyn FnOnce() + 'h>>,
-    /// Once the snapshot is copied, before the first catch-up.
-    pub(crate) during_copy: Option<Box<dyn FnOnce() + 'h>>,
+    /// Once the snapshot is copied, before the first catch-up: in each online copy.
+    pub(crate) during_copy: Option<Box<dyn FnMut() + 'h>>,
     /// After the first catch-up, before the lock is taken.
     pub(crate) before_lock: Option<Box<dyn FnOnce() + 'h>>,
+    /// When the whole file is copied under the lock (every online copy saw too many writes).
+    pub(crate) whole_copy: Option<Box<dyn FnOnce() + 'h>>,
     /// With the old and the new database, under the lock, before the rename.
     pub(crate) before_swap: Option<Box<dyn FnOnce(&Database, &Database) + 'h>>,
 }

@@ -344,30 +344,79 @@ fn a_reader_in_flight_keeps_its_snapshot_through_the_swap() {
     );
 }
 
-/// Past the memory a recording may take, the swap copies the whole file again, under the
-/// lock: slower, never a lost write.
+/// Past the memory a recording may take, the copy is tried again online with a fresh
+/// recording: one burst of writes does not stop every tenant for a whole copy.
 #[test]
-fn too_many_writes_during_the_copy_fall_back_to_a_whole_copy() {
+fn too_many_writes_during_one_copy_copy_again_online() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("main.redb");
     let store = Store::open(&path).unwrap();
     let a = tenant(&store, "a");
     put_blob(&store, a.key, "before", b"1");
-    store
-        .vacuum_with(
-            || {
+    let mut whole_copy = false;
+    let mut first = true;
+    let done = store
+        .vacuum_hooked(Hooks {
+            during_copy: Some(Box::new(|| {
+                if !std::mem::take(&mut first) {
+                    return;
+                }
                 put_blob(&store, a.key, "during", b"2");
                 // What a recording past its cap keeps: nothing.
                 let key = vec![0u8; crate::tracking::MAX_BYTES];
                 store.file_writes.record(TableTag::Data, &key);
-            },
-            |old, fresh| assert_eq!(dump(old), dump(fresh)),
-        )
+            })),
+            whole_copy: Some(Box::new(|| whole_copy = true)),
+            before_swap: Some(Box::new(|old, fresh| assert_eq!(dump(old), dump(fresh)))),
+            ..Hooks::default()
+        })
         .unwrap();
+    assert_eq!(done, Vacuumed::Done { settled: true });
+    assert!(!whole_copy, "the second online copy kept its keys");
     let read = store.read().unwrap();
     assert_eq!(
         read.blob(a.key, "during").unwrap().as_deref(),
         Some(b"2".as_slice())
+    );
+    assert_eq!(
+        read.blob(a.key, "before").unwrap().as_deref(),
+        Some(b"1".as_slice())
+    );
+}
+
+/// When every online copy sees more writes than its recording keeps (a tiny cap here), the
+/// swap copies the whole file again, under the lock: slower, never a lost write.
+#[test]
+fn too_many_writes_during_every_copy_fall_back_to_a_whole_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let a = tenant(&store, "a");
+    put_blob(&store, a.key, "before", b"1");
+    // Room for a key or two: every copy, during which five are written, overflows.
+    store.file_writes.set_cap(200);
+    let mut whole_copy = false;
+    let mut copies = 0;
+    let done = store
+        .vacuum_hooked(Hooks {
+            during_copy: Some(Box::new(|| {
+                copies += 1;
+                for i in 0..5 {
+                    put_blob(&store, a.key, &format!("d{i}"), &[copies]);
+                }
+            })),
+            whole_copy: Some(Box::new(|| whole_copy = true)),
+            before_swap: Some(Box::new(|old, fresh| assert_eq!(dump(old), dump(fresh)))),
+            ..Hooks::default()
+        })
+        .unwrap();
+    assert_eq!(done, Vacuumed::Done { settled: true });
+    assert_eq!(copies, ONLINE_TRIES as u8, "each online copy was tried");
+    assert!(whole_copy);
+    let read = store.read().unwrap();
+    assert_eq!(
+        read.blob(a.key, "d4").unwrap().as_deref(),
+        Some([ONLINE_TRIES as u8].as_slice())
     );
     assert_eq!(
         read.blob(a.key, "before").unwrap().as_deref(),
