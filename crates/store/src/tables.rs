@@ -67,6 +67,8 @@ pub struct Store {
     pub(crate) file_writes: FileWrites,
     /// One vacuum at a time: the written keys are recorded for one.
     pub(crate) vacuuming: std::sync::Mutex<()>,
+    /// Main databases a vacuum swapped out, until no snapshot reads them (see `retired`).
+    pub(crate) retired: crate::retired::Retired,
     /// Bumped after every commit that wrote the registry (see [`Store::registry_epoch`]).
     registry_epoch: std::sync::atomic::AtomicU64,
 }
@@ -300,6 +302,7 @@ impl Store {
             tracking: Default::default(),
             file_writes: Default::default(),
             vacuuming: Default::default(),
+            retired: Default::default(),
             registry_epoch: 0.into(),
         })
     }
@@ -528,6 +531,8 @@ impl Store {
             self.commits.observe(started.elapsed());
         }
         drop(db);
+        // A commit path, not a reader's: where a database a vacuum swapped out closes.
+        self.retired.close_unread();
         let waiting = entered.map(|e| Waiting {
             seq: e.committed(),
             db: Arc::clone(&self.db),

@@ -153,6 +153,9 @@ impl Store {
         let new_path = new_file_of(&self.path);
         // A leftover of an earlier vacuum that failed: never data.
         remove_leftover(&self.path)?;
+        // An old file whose last reader has ended since: its disk blocks go before this copy
+        // needs room.
+        self.retired.close_unread();
         let mut tries = 0;
         let (recording, copied) = loop {
             tries += 1;
@@ -244,9 +247,11 @@ impl Store {
             db.sync.fail(e);
         }
         drop(db);
-        // Closing the old database writes to the old file only. A snapshot begun on it before
-        // the swap keeps reading it (an older snapshot, as any other) until it ends.
-        drop(old);
+        // A snapshot begun on the old database before the swap keeps reading it (an older
+        // snapshot, as any other) until it ends. Closed here when none does (closing writes
+        // to the old file only), else by a later commit once they have ended (`retired`).
+        self.retired.park(old);
+        self.retired.close_unread();
         // The file now refuses writes until a restart (above): a retry could not help.
         dir_synced.map_err(|e| {
             StoreError::Unavailable(format!(

@@ -615,3 +615,57 @@ fn writes_after_the_first_catch_up_reach_the_new_file() {
     assert!(creds.get("late-key").unwrap().is_some());
     assert!(creds.get("doomed-key").unwrap().is_none());
 }
+
+/// The old database of a vacuum that a reader still held closes on a write path once that
+/// reader has ended (a commit, plain or batched), never on the reader's own thread; with no
+/// reader, the vacuum closes it itself.
+#[test]
+fn an_old_database_closes_on_a_write_path_once_its_last_reader_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let a = tenant(&store, "a");
+    put_blob(&store, a.key, "x", b"before");
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
+    assert_eq!(
+        store.retired.parked(),
+        0,
+        "closed by the vacuum: no reader held it"
+    );
+    let reader = store.read().unwrap();
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
+    assert_eq!(store.retired.parked(), 1);
+    put_blob(&store, a.key, "x", b"after");
+    assert_eq!(
+        store.retired.parked(),
+        1,
+        "a commit does not close what a reader holds"
+    );
+    assert_eq!(
+        reader.blob(a.key, "x").unwrap().as_deref(),
+        Some(b"before".as_slice())
+    );
+    drop(reader);
+    assert_eq!(
+        store.retired.parked(),
+        1,
+        "the reader's drop did not close it"
+    );
+    put_blob(&store, a.key, "y", b"a plain commit");
+    assert_eq!(store.retired.parked(), 0, "the next commit closed it");
+    // The same through a batched write.
+    let reader = store.read().unwrap();
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
+    drop(reader);
+    assert_eq!(store.retired.parked(), 1);
+    let (_, pending) = store
+        .write_batched_for(a.key, |w| w.put_blob(a.key, "z", b"batched"))
+        .unwrap();
+    pending.wait_durable().unwrap();
+    assert_eq!(store.retired.parked(), 0, "the batched commit closed it");
+    let read = store.read().unwrap();
+    assert_eq!(
+        read.blob(a.key, "x").unwrap().as_deref(),
+        Some(b"after".as_slice())
+    );
+}
