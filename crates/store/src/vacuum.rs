@@ -26,9 +26,9 @@
 //!    once did (logged as a warning): slower, never a lost write.
 //!
 //! A read snapshot keeps a handle on the database it reads (`db`): one begun before the swap
-//! goes on reading the old file, as an older snapshot, and the old database closes with the
-//! last of them (its file, which no name reaches any more, with it). So the vacuum waits for
-//! no reader.
+//! goes on reading the old file, as an older snapshot; the old database (and its file, which no
+//! name reaches any more) is closed after the last of them has ended, by the next commit or
+//! vacuum (`retired`), never on a reader's thread. So the vacuum waits for no reader.
 //!
 //! What the new file holds: the rows alive in the snapshot, and the later writes. A row erased
 //! before the vacuum began (a purge's, which vacuums after its erasure) is in no snapshot, so
