@@ -124,8 +124,9 @@ fn reads_and_writes_go_on_while_the_copy_runs() {
 }
 
 /// Writers of every kind (records and blobs, batched writes, tenant creation and erasure,
-/// credentials and their owner index, meta counters, a migration's copy, flip and main-range
-/// erasure) run throughout a vacuum; at the swap the new file holds exactly the old file's
+/// credentials and their owner index, meta counters, a migration's copy, flip in, main-range
+/// erasure and flip out, a server-wide write joining a dedicated file, a tenant created in its
+/// own file and moved out with its file retired) run throughout a vacuum; at the swap the new file holds exactly the old file's
 /// latest state, in all four tables.
 #[test]
 fn every_write_during_the_vacuum_reaches_the_new_file() {
@@ -220,9 +221,33 @@ fn every_write_during_the_vacuum_reaches_the_new_file() {
                         .map_err(|e: StoreError| e)
                         .unwrap();
                     store.erase_main_range(moving.key).unwrap();
+                    // A server-wide write that joins the dedicated file's transaction.
+                    store
+                        .write(|w| {
+                            w.put_blob(moving.key, "joined", b"in its file")?;
+                            w.put_blob(a.key, "server-wide", b"in the main file")
+                        })
+                        .unwrap();
                     store
                         .copy_chunk(moving.key, CopyTarget::Main, None, 10)
                         .unwrap();
+                    // And back out: the main range caught up with the file.
+                    store
+                        .flip_out(moving.key, None, |w| w.put_blob(moving.key, "flip", b"out"))
+                        .unwrap();
+                    // A tenant created in its own file, then moved out, its file deleted later.
+                    let born = store
+                        .write_creating_dedicated(|w| {
+                            let id = TenantId::parse("born-dedicated").unwrap();
+                            let m = w.create_tenant(&id, 0, Default::default())?;
+                            w.put_blob(m.key, "own", b"from its first write")?;
+                            Ok::<_, StoreError>((m.key, m.key))
+                        })
+                        .unwrap();
+                    let (_, _, retired) = store
+                        .flip_out_retiring(born, None, |w| w.put_blob(born, "out", b"retiring"))
+                        .unwrap();
+                    store.delete_retired(retired).unwrap();
                     put_blob(&store, a.key, "during", b"the copy");
                 },
                 |old, fresh| {
@@ -252,6 +277,25 @@ fn every_write_during_the_vacuum_reaches_the_new_file() {
     assert_eq!(
         read.blob(a.key, "during").unwrap().as_deref(),
         Some(b"the copy".as_slice())
+    );
+    for (t, name, want) in [
+        (moving.key, "joined", b"in its file".as_slice()),
+        (moving.key, "flip", b"out"),
+        (a.key, "server-wide", b"in the main file"),
+    ] {
+        assert_eq!(read.blob(t, name).unwrap().as_deref(), Some(want), "{name}");
+    }
+    let born = read
+        .tenant(&TenantId::parse("born-dedicated").unwrap())
+        .unwrap()
+        .expect("the tenant born dedicated is in the new file's registry");
+    assert_eq!(
+        read.blob(born.key, "own").unwrap().as_deref(),
+        Some(b"from its first write".as_slice())
+    );
+    assert_eq!(
+        read.blob(born.key, "out").unwrap().as_deref(),
+        Some(b"retiring".as_slice())
     );
     drop(read);
     drop(store);
@@ -503,15 +547,17 @@ fn a_vacuum_owed_before_the_copy_is_settled_at_the_swap() {
 }
 
 /// A write transaction under way when the recording starts (its keys written before, so not
-/// recorded) commits during the copy: the snapshot waits for it, so the new file holds it.
+/// recorded, and a range removal that found no recording) commits during the copy: the snapshot waits for it, so the new file holds it.
 #[test]
 fn a_write_under_way_when_the_recording_starts_reaches_the_new_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("main.redb");
     let store = Store::open(&path).unwrap();
     let a = tenant(&store, "a");
+    let doomed = tenant(&store, "doomed");
     for i in 0..100 {
         put_blob(&store, a.key, &format!("x{i}"), &[b'x'; 400]);
+        put_blob(&store, doomed.key, &format!("d{i}"), &[b'd'; 400]);
     }
     let (opened_tx, opened) = mpsc::channel();
     let release = std::sync::Barrier::new(2);
@@ -522,6 +568,8 @@ fn a_write_under_way_when_the_recording_starts_reaches_the_new_file() {
                 .write(|w| {
                     w.put_blob(a.key, "under way", b"written before the recording")?;
                     w.delete_blob(a.key, "x7")?;
+                    // A range removal that checked for a recording before there was one.
+                    w.erase_tenant(&doomed)?;
                     opened_tx.send(()).unwrap();
                     release.wait();
                     Ok::<_, StoreError>(())
@@ -551,6 +599,8 @@ fn a_write_under_way_when_the_recording_starts_reaches_the_new_file() {
         Some(b"written before the recording".as_slice())
     );
     assert_eq!(read.blob(a.key, "x7").unwrap(), None);
+    assert!(read.tenant(&doomed.id).unwrap().is_none());
+    assert_eq!(read.blob(doomed.key, "d0").unwrap(), None);
 }
 
 /// Writes and erasures in all four tables after the first catch-up, before the lock: the
