@@ -336,8 +336,11 @@ pub(crate) struct Hooks<'h> {
     /// When the whole file is copied under the lock (every online copy saw too many writes).
     pub(crate) whole_copy: Option<Box<dyn FnOnce() + 'h>>,
     /// With the old and the new database, under the lock, before the rename.
-    pub(crate) before_swap: Option<Box<dyn FnOnce(&Database, &Database) + 'h>>,
+    pub(crate) before_swap: Option<Box<Compare<'h>>>,
 }
+
+/// A test's look at the old and the new database before the swap.
+type Compare<'h> = dyn FnOnce(&Database, &Database) + 'h;
 
 /// Runs `hook`, if there is one, once.
 fn run(hook: &mut Option<Box<dyn FnOnce() + '_>>) {
