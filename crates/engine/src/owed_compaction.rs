@@ -1,13 +1,13 @@
 //! A vacuum that could not run when an erasure asked for it.
 //!
 //! A purge's erasure commits at once, but its bytes leave the data file only when the file is
-//! rewritten into a new one (`Store::vacuum`), which needs a moment with no read transaction in
-//! flight. A long reader (an export streaming any tenant) can hold one for minutes. Failing the
-//! purge then would report an erasure that did happen as failed and leave nobody to finish it,
-//! so the vacuum is owed instead: the store records it (so a restart before it runs vacuums at
-//! start), and one thread retries it, every [`FIRST_RETRY`] at first and less often while it
-//! keeps failing, until it runs; the engine's drop tries it a last time. (Named for the
-//! compaction it was before the vacuum replaced it; the stored flag keeps that name.)
+//! rewritten into a new one (`Store::vacuum`), which can fail (no room for the new file, an
+//! I/O error while writing it). Failing the purge then would report an erasure that did happen
+//! as failed and leave nobody to finish it, so the vacuum is owed instead: the store records
+//! it (so a restart before it runs vacuums at start), and one thread retries it, every
+//! [`FIRST_RETRY`] at first and less often while it keeps failing, until it runs; the engine's
+//! drop tries it a last time. (Named for the compaction it was before the vacuum replaced it;
+//! the stored flag keeps that name.)
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -45,12 +45,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Vacuums `store` and clears its record of an owed vacuum.
+/// Vacuums `store`, which settles its record of an owed vacuum at the swap unless an erasure
+/// set it again during the copy (then tried again: that erasure's bytes may be in the file).
 fn compact_now(store: &Store, record: &VacuumRecord) -> Result<(), StoreError> {
     match record.vacuum(store, "owed")? {
-        Vacuumed::Done => store.write(|w| w.set_compaction_owed(false)),
-        Vacuumed::ReadersInFlight => Err(StoreError::Engine(
-            "a read transaction is in flight; the vacuum waits for it".into(),
+        Vacuumed::Done { settled: true } => Ok(()),
+        Vacuumed::Done { settled: false } => Err(StoreError::Engine(
+            "an erasure committed during the vacuum's copy; it is vacuumed again".into(),
         )),
     }
 }
@@ -106,8 +107,8 @@ impl OwedCompaction {
         }
     }
 
-    /// Ends the thread (at the engine's drop) and tries an owed compaction a last time, now
-    /// that no reader of this engine is left; if it still cannot run, the next start runs it.
+    /// Ends the thread (at the engine's drop) and tries an owed compaction a last time; if it
+    /// still cannot run, the next start runs it.
     pub(crate) fn stop(&self) {
         let owed = {
             let mut st = lock(&self.state.0);
@@ -153,7 +154,7 @@ fn retry(state: &(Mutex<State>, Condvar), store: &Weak<Store>, record: &VacuumRe
                 st.owed = false;
                 return;
             }
-            // Most often a reader still in flight; tried again, less often each time.
+            // Tried again, less often each time: a lasting cause must not copy the file often.
             Err(e) => {
                 tracing::debug!(error = %e, "owed vacuum not possible yet");
                 wait = (wait * 2).min(LAST_RETRY);

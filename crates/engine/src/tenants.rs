@@ -646,38 +646,22 @@ impl Engine {
 
     /// Rewrites the main file without what erasures left in it (`Store::vacuum`), or owes
     /// that to a thread that retries it (`owed_compaction`): answers which. Errors only when
-    /// the file failed.
+    /// the file failed. The store settles the record of a vacuum owed itself, at its swap:
+    /// clearing it here could clear the record of an erasure that committed during the copy,
+    /// before that erasure's own vacuum (which follows this one) has run.
     pub(crate) fn vacuum(&self) -> Result<Erasure, EngineError> {
-        let record = &self.owed_compaction.record;
-        // A vacuum needs a moment with no read transaction in flight; readers are short.
-        for _ in 0..50 {
-            match record.vacuum(&self.store, "erasure") {
-                Ok(Vacuumed::Done) => {
-                    // The erasure's record (and one owed earlier, before a restart) is settled.
-                    if self.store.compaction_owed()? {
-                        self.store.write(|w| w.set_compaction_owed(false))?;
-                    }
-                    return Ok(Erasure::Done);
-                }
-                Ok(Vacuumed::ReadersInFlight) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                // A failed data file will not vacuum later either.
-                Err(e @ strata_store::StoreError::Unavailable(_)) => return Err(e.into()),
-                // Anything else (no room for the new file, say) is not retried at once: each
-                // try copies the whole file.
-                Err(e) => {
-                    tracing::warn!(error = %e, "vacuum failed; it is tried again later");
-                    self.owed_compaction.owe(&self.store);
-                    return Ok(Erasure::Pending);
-                }
+        match self.owed_compaction.record.vacuum(&self.store, "erasure") {
+            Ok(Vacuumed::Done { .. }) => Ok(Erasure::Done),
+            // A failed data file will not vacuum later either.
+            Err(e @ strata_store::StoreError::Unavailable(_)) => Err(e.into()),
+            // Anything else (no room for the new file, say) is not retried at once: each try
+            // copies the whole file.
+            Err(e) => {
+                tracing::warn!(error = %e, "vacuum failed; it is tried again later");
+                self.owed_compaction.owe(&self.store);
+                Ok(Erasure::Pending)
             }
         }
-        // A long reader (an export streaming) holds a snapshot. What called this has committed
-        // its erasure; the old file still holds its bytes, until the owed vacuum runs.
-        tracing::warn!("vacuum deferred until no reader is in flight");
-        self.owed_compaction.owe(&self.store);
-        Ok(Erasure::Pending)
     }
 
     /// Vacuums since the engine opened, and whether an erasure's rewrite is owed now.

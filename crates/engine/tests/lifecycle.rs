@@ -516,12 +516,16 @@ fn a_purged_dedicated_tenant_leaves_no_copy_of_its_registry_row_in_the_main_file
     assert_eq!(engine.count(&other, &req(), None).unwrap(), 1200);
 }
 
-/// Purges acme while an export of globex streams (holding a read snapshot, so compaction
-/// cannot run meanwhile); returns once the export has ended, with globex's scope.
-fn purge_acme_during_an_export(dir: &std::path::Path) -> (Engine, TenantScope) {
+/// Purges acme while an export of globex streams (holding a read snapshot) and while its
+/// vacuum cannot write its new file (a directory stands where it would be created, so the
+/// vacuum is owed); returns once the export has ended, with globex's scope and the directory,
+/// whose removal lets the owed vacuum run.
+fn purge_acme_during_an_export(dir: &std::path::Path) -> (Engine, TenantScope, std::path::PathBuf) {
     let (engine, acme) = common::open_with_tenant(dir, "acme", common::full_grant());
     drop(engine);
     let (engine, other) = common::open_with_tenant(dir, "globex", common::full_grant());
+    let blocker = dir.join(format!("{}.vacuum", strata_engine::DB_FILE));
+    std::fs::create_dir(&blocker).unwrap();
     let acme = TenantScope::for_tests(
         &engine.tenant_meta(acme.tenant()).unwrap(),
         common::full_grant(),
@@ -556,15 +560,18 @@ fn purge_acme_during_an_export(dir: &std::path::Path) -> (Engine, TenantScope) {
         release.send(()).unwrap();
         exporting.join().unwrap().unwrap();
     });
-    (engine, other)
+    // The vacuum failed: the purge is done, its bytes are still in the file, the vacuum owed.
+    assert!(!files_containing(dir, &CANARY.as_bytes()[..20]).is_empty());
+    (engine, other, blocker)
 }
 
-/// A purge during a long export succeeds, and its bytes leave the data directory once the
-/// export has ended (the owed compaction's retries).
+/// A purge during a long export whose vacuum fails succeeds, and its bytes leave the data
+/// directory once the vacuum can run (the owed vacuum's retries).
 #[test]
 fn a_purge_during_a_long_export_succeeds_and_its_bytes_go_when_the_export_ends() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, other) = purge_acme_during_an_export(dir.path());
+    let (engine, other, blocker) = purge_acme_during_an_export(dir.path());
+    std::fs::remove_dir(&blocker).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !files_containing(dir.path(), &CANARY.as_bytes()[..20]).is_empty() {
         assert!(
@@ -581,10 +588,21 @@ fn a_purge_during_a_long_export_succeeds_and_its_bytes_go_when_the_export_ends()
 #[test]
 fn a_compaction_still_owed_runs_when_the_engine_closes() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, _) = purge_acme_during_an_export(dir.path());
+    let (engine, _, blocker) = purge_acme_during_an_export(dir.path());
+    // Past the retry thread's first try (which fails), so that the close's try is the one
+    // that runs.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(!files_containing(dir.path(), &CANARY.as_bytes()[..20]).is_empty());
+    std::fs::remove_dir(&blocker).unwrap();
     drop(engine);
     let left = files_containing(dir.path(), &CANARY.as_bytes()[..20]);
     assert!(left.is_empty(), "canary bytes remain after close: {left:?}");
+    let store = strata_store::Store::open(&dir.path().join(strata_engine::DB_FILE)).unwrap();
+    assert!(
+        !store.compaction_owed().unwrap(),
+        "the close's vacuum settled what was owed"
+    );
+    drop(store);
     let (engine, other) = common::open_with_tenant(dir.path(), "globex", common::full_grant());
     assert_eq!(engine.count(&other, &req(), None).unwrap(), 1);
 }

@@ -324,6 +324,9 @@ impl Store {
             self.registry_committed();
         }
         committed?;
+        drop(db);
+        // A commit path, not a reader's: where a database a vacuum swapped out closes.
+        self.retired.close_unread();
         Ok(Round::Committed {
             seq: entered.committed(),
             ran,

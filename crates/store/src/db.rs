@@ -6,7 +6,8 @@
 //!
 //! A [`Db`] is a shared handle: a read snapshot keeps one, so that the database it reads stays
 //! open after a vacuum swapped it out (closing it would end the snapshot's reads with an
-//! error); the database closes when its last handle goes.
+//! error); the database closes when its last handle goes, which for one a vacuum swapped out
+//! is the store's (see `retired`), so that a reader's thread never closes it.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -31,6 +32,11 @@ impl Db {
         Db {
             open: Arc::new(Open { database, sync }),
         }
+    }
+
+    /// Whether this is the database's only handle (no read snapshot holds it).
+    pub(crate) fn is_last_handle(&self) -> bool {
+        Arc::strong_count(&self.open) == 1
     }
 
     /// The database for what needs it alone (compaction); `None` while another handle (a read

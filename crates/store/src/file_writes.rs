@@ -4,15 +4,20 @@
 //!
 //! Every write to a table of the main file goes through a [`Tracked`] table (the
 //! [`crate::Writer`]'s four tables) or records its keys itself (a migration's chunk copied into
-//! the main file, the erasure of a moved tenant's main range). [`Tracked`] gives no mutable
-//! access to the table it wraps, so a new write path that skips the record does not compile.
+//! the main file, the erasure of a moved tenant's main range). Nothing enforces it: a write
+//! transaction of the main file still opens a writable table directly, and [`Tracked::new`]
+//! takes no recording (`None`, meant for a dedicated file) as readily for the main file. A new
+//! write path of the main file must record its keys the same way; the vacuum tests that write
+//! through every path while a copy runs and compare both files at the swap are what catch one
+//! that does not. [`Tracked`] itself gives no mutable access to the table it wraps, so a write
+//! through one is always recorded.
 //! While a vacuum copies, each written key is recorded with its table's tag; a key recorded
 //! more than needed only costs the vacuum one look-up (the catch-up copies the key's current
 //! value, or its absence, from the main file), a key missed would be a lost write.
 
 use std::borrow::Borrow;
 use std::ops::RangeBounds;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use redb::{AccessGuard, Key, StorageError, Table, Value};
@@ -47,19 +52,31 @@ pub(crate) struct FileWrites {
     /// Whether a vacuum records now: writes skip the lock while it is false.
     active: AtomicBool,
     written: RwLock<Option<Arc<Written>>>,
+    /// The memory a recording's keys may take; 0 for the default (`tracking::MAX_BYTES`).
+    /// Lowered only by tests, to reach the vacuum's fallback.
+    cap: AtomicUsize,
 }
 
 impl FileWrites {
     /// Starts recording; the set is handed to the one vacuum that runs (the store runs one at
     /// a time). Recording stops when the returned guard drops.
     pub(crate) fn start(&self) -> Recording<'_> {
-        let written = Arc::new(Written::new());
+        let written = Arc::new(match self.cap.load(Ordering::Relaxed) {
+            0 => Written::new(),
+            cap => Written::with_cap(cap),
+        });
         *self.written.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&written));
         self.active.store(true, Ordering::SeqCst);
         Recording {
             file: self,
             written,
         }
+    }
+
+    /// Makes later recordings give up past `cap` bytes of keys.
+    #[cfg(test)]
+    pub(crate) fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
     }
 
     /// Whether a vacuum records the written keys now.

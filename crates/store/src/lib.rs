@@ -31,6 +31,7 @@ mod migration_row;
 mod opened;
 mod placement;
 mod registry;
+mod retired;
 pub mod stats;
 mod tables;
 mod tenant_metadata;

@@ -34,7 +34,7 @@ const NEXT_TENANT_KEY: &str = "next_tenant_key";
 /// When the last tenant purge committed (ms since the epoch).
 const LAST_PURGE_MS: &str = "last_purge_ms";
 /// 1 while an erasure's compaction has not run yet (see the engine's `owed_compaction`).
-const COMPACTION_OWED: &str = "compaction_owed";
+pub(crate) const COMPACTION_OWED: &str = "compaction_owed";
 
 /// The database. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Store {
@@ -67,6 +67,8 @@ pub struct Store {
     pub(crate) file_writes: FileWrites,
     /// One vacuum at a time: the written keys are recorded for one.
     pub(crate) vacuuming: std::sync::Mutex<()>,
+    /// Main databases a vacuum swapped out, until no snapshot reads them (see `retired`).
+    pub(crate) retired: crate::retired::Retired,
     /// Bumped after every commit that wrote the registry (see [`Store::registry_epoch`]).
     registry_epoch: std::sync::atomic::AtomicU64,
 }
@@ -300,6 +302,7 @@ impl Store {
             tracking: Default::default(),
             file_writes: Default::default(),
             vacuuming: Default::default(),
+            retired: Default::default(),
             registry_epoch: 0.into(),
         })
     }
@@ -528,6 +531,8 @@ impl Store {
             self.commits.observe(started.elapsed());
         }
         drop(db);
+        // A commit path, not a reader's: where a database a vacuum swapped out closes.
+        self.retired.close_unread();
         let waiting = entered.map(|e| Waiting {
             seq: e.committed(),
             db: Arc::clone(&self.db),
@@ -555,7 +560,9 @@ impl Store {
         // a write whose transaction begins after such a change returned always sees it. Each
         // retry needs a registry commit inside its short window, and those are operator
         // actions and tenant creations, so the loop ends.
-        let (registry, _main, db, mut txn) = loop {
+        // Bindings drop in reverse order: the main database's handle after the registry
+        // snapshot read from it.
+        let (_main, registry, db, mut txn) = loop {
             let before = self.registry_epoch();
             // Kept for as long as the snapshot: a vacuum's swap leaves this database open.
             let main = self.db().clone();
@@ -567,7 +574,7 @@ impl Store {
             let db = read_db(&file.db);
             let txn = db.begin_write().map_err(StoreError::from)?;
             if self.registry_epoch() == before {
-                break (registry, main, db, txn);
+                break (main, registry, db, txn);
             }
             // Nothing written yet.
             txn.abort().map_err(StoreError::from)?;
@@ -614,9 +621,6 @@ impl Store {
 
 /// A read snapshot.
 pub struct Reader {
-    /// The main database this snapshot reads: kept open by this handle after a vacuum swapped
-    /// it out (an older snapshot, as any other).
-    _main: Db,
     data: ReadOnlyTable<&'static [u8], &'static [u8]>,
     /// Dedicated tenants' files, as routed when the snapshot began.
     files: Arc<Files>,
@@ -624,6 +628,10 @@ pub struct Reader {
     opened: Opened<TenantKey, ReadOnlyTable<&'static [u8], &'static [u8]>>,
     registry: ReadOnlyTable<&'static str, &'static [u8]>,
     credentials: ReadOnlyTable<&'static str, &'static [u8]>,
+    /// The main database this snapshot reads: kept open by this handle after a vacuum swapped
+    /// it out (an older snapshot, as any other). Declared last, so that it drops after the
+    /// tables read from it (fields drop in declaration order).
+    _main: Db,
 }
 
 /// Which tenants' data a [`Writer`] may touch in its own `data` table.
@@ -1112,8 +1120,10 @@ impl<'txn> Writer<'txn> {
         Ok(())
     }
 
-    /// Records that an erasure's compaction could not run yet (or, `false`, that it has run),
-    /// so that a restart before it runs compacts at start.
+    /// Records that an erasure's vacuum has not run yet, so that a restart before it runs
+    /// vacuums at start. Set in the erasure's own transaction; the vacuum that follows it
+    /// clears it at its swap (`Store::vacuum`), which alone knows whether its new file could
+    /// still hold the erased bytes.
     pub fn set_compaction_owed(&mut self, owed: bool) -> Result<(), StoreError> {
         self.meta.insert(COMPACTION_OWED, u64::from(owed))?;
         Ok(())

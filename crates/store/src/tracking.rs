@@ -36,12 +36,20 @@ const ENTRY_OVERHEAD: usize = 64;
 #[derive(Default)]
 pub(crate) struct Written {
     keys: Mutex<Option<(BTreeSet<Vec<u8>>, usize)>>,
+    /// The memory the keys may take ([`MAX_BYTES`] but in tests).
+    cap: usize,
 }
 
 impl Written {
     pub(crate) fn new() -> Written {
+        Written::with_cap(MAX_BYTES)
+    }
+
+    /// A set that gives up past `cap` bytes of keys.
+    pub(crate) fn with_cap(cap: usize) -> Written {
         Written {
             keys: Mutex::new(Some((BTreeSet::new(), 0))),
+            cap,
         }
     }
 
@@ -56,7 +64,7 @@ impl Written {
             && !set.contains(key)
         {
             *bytes += key.len() + ENTRY_OVERHEAD;
-            if *bytes > MAX_BYTES {
+            if *bytes > self.cap {
                 *keys = None;
             } else {
                 set.insert(key.to_vec());

@@ -21,14 +21,14 @@
 //!    way), the keys written since step 2 are brought up to date the same way; then the new
 //!    file is renamed over the main file, the directory synced, and the new database takes
 //!    the old one's place. Past the recording's memory cap (a copy during which about a
-//!    million keys were written) step 3 copies the whole file instead, as every vacuum once
-//!    did: slower, never a lost write.
+//!    million keys were written) steps 1 and 2 are tried again with a fresh recording, up to
+//!    three copies in all; after that step 3 copies the whole file instead, as every vacuum
+//!    once did (logged as a warning): slower, never a lost write.
 //!
 //! A read snapshot keeps a handle on the database it reads (`db`): one begun before the swap
-//! goes on reading the old file, as an older snapshot, and the old database closes with the
-//! last of them (its file, which no name reaches any more, with it). So the vacuum waits for
-//! no reader, and no longer compacts the old file only to learn whether one is in flight;
-//! [`Vacuumed::ReadersInFlight`] is not returned any more.
+//! goes on reading the old file, as an older snapshot; the old database (and its file, which no
+//! name reaches any more) is closed after the last of them has ended, by the next commit or
+//! vacuum (`retired`), never on a reader's thread. So the vacuum waits for no reader.
 //!
 //! What the new file holds: the rows alive in the snapshot, and the later writes. A row erased
 //! before the vacuum began (a purge's, which vacuums after its erasure) is in no snapshot, so
@@ -37,6 +37,13 @@
 //! page's unused tail; such an erasure, when it is a purge's, is followed by that purge's own
 //! vacuum, which waits for this one (vacuums run one at a time) and copies from a snapshot
 //! without the row.
+//!
+//! The record of a vacuum owed (`Writer::set_compaction_owed`, set by an erasure in its own
+//! transaction) is settled here, at the swap, and only when no write of it was recorded during
+//! the copy: the new file then holds it cleared. One set during the copy is an erasure whose
+//! bytes may be in the new file's free pages; it stays set, for that erasure's own vacuum (or
+//! the next start) to settle ([`Vacuumed::Done`]'s `settled`). A caller that cleared it after
+//! the vacuum instead could clear an erasure's record before the erasure's own vacuum ran.
 //!
 //! A crash before the rename leaves the main file whole, and perhaps a partial new file, which
 //! the next open deletes without reading it ([`remove_leftover`]); after the rename the main
@@ -54,8 +61,14 @@ use redb::{
 use crate::db::Db;
 use crate::deferred_sync::write_path;
 use crate::file_writes::{Recording, TableTag};
-use crate::tables::{CREDENTIALS, DATA, META, REGISTRY, open_database, refuse_after_failed_sync};
+use crate::tables::{
+    COMPACTION_OWED, CREDENTIALS, DATA, META, REGISTRY, open_database, refuse_after_failed_sync,
+};
 use crate::{Store, StoreError};
+
+/// Online copies tried before a vacuum copies the whole file under the write lock, when each
+/// one saw more keys written than its recording keeps.
+const ONLINE_TRIES: u32 = 3;
 
 /// The new file's name is the main file's with this appended.
 const SUFFIX: &str = ".vacuum";
@@ -68,10 +81,11 @@ const CHUNK_BYTES: usize = 32 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Vacuumed {
     /// The main file is a new one, holding the live rows and nothing else.
-    Done,
-    /// Nothing changed; try again later. Returned by earlier versions, which needed a moment
-    /// with no read transaction in flight; this one does not wait for readers.
-    ReadersInFlight,
+    Done {
+        /// Whether the new file holds no vacuum owed: true unless an erasure recorded one
+        /// while the copy ran (see the module's documentation), which its own vacuum settles.
+        settled: bool,
+    },
 }
 
 /// The new file a vacuum of the main file at `path` writes.
@@ -104,18 +118,32 @@ impl Store {
     /// writes of the main file go on while it copies; they pause only for the swap, which
     /// applies the keys written during the copy. Dedicated tenants' files are not touched.
     pub fn vacuum(&self) -> Result<Vacuumed, StoreError> {
-        self.vacuum_with(|| {}, |_, _| {})
+        self.vacuum_hooked(Hooks::default())
     }
 
     /// [`Store::vacuum`], running `during_copy` once the copy of the snapshot is written and
-    /// before its catch-up, and `before_swap` with the old and the new database once the new
+    /// before its catch-up (in the first online copy only), and `before_swap` with the old and the new database once the new
     /// one is complete, under the lock: what tests use to write while the copy is under way
     /// and to compare both files.
+    #[cfg(test)]
     pub(crate) fn vacuum_with(
         &self,
         during_copy: impl FnOnce(),
         before_swap: impl FnOnce(&Database, &Database),
     ) -> Result<Vacuumed, StoreError> {
+        let mut during_copy = Some(during_copy);
+        self.vacuum_hooked(Hooks {
+            during_copy: Some(Box::new(move || {
+                if let Some(hook) = during_copy.take() {
+                    hook();
+                }
+            })),
+            before_swap: Some(Box::new(before_swap)),
+            ..Hooks::default()
+        })
+    }
+
+    fn vacuum_hooked(&self, mut hooks: Hooks<'_>) -> Result<Vacuumed, StoreError> {
         // One at a time: the written keys are recorded for one vacuum. A purge that erased
         // rows while another vacuum copied waits here, and its own vacuum then copies from a
         // snapshot without them.
@@ -125,48 +153,80 @@ impl Store {
         let new_path = new_file_of(&self.path);
         // A leftover of an earlier vacuum that failed: never data.
         remove_leftover(&self.path)?;
-        let recording = self.file_writes.start();
-        let fresh = match self.copy_and_catch_up(&new_path, &recording, during_copy) {
-            Ok(fresh) => fresh,
-            Err(e) => {
-                // The main file is untouched; the partial copy goes (or, if even that fails,
-                // at the next vacuum or start).
-                let _ = std::fs::remove_file(&new_path);
-                return Err(copy_failed(e));
+        // An old file whose last reader has ended since: its disk blocks go before this copy
+        // needs room.
+        self.retired.close_unread();
+        let mut tries = 0;
+        let (recording, copied) = loop {
+            tries += 1;
+            let recording = self.file_writes.start();
+            run(&mut hooks.after_start);
+            match self.copy_and_catch_up(&new_path, &recording, &mut hooks) {
+                Ok(Some(copied)) => break (recording, Some(copied)),
+                // Too many keys written during this copy (a burst of writes, most often):
+                // another online copy, with a fresh recording, before the whole copy under
+                // the lock that stops every tenant.
+                Ok(None) if tries < ONLINE_TRIES => {
+                    drop(recording);
+                    remove_leftover(&self.path)?;
+                }
+                Ok(None) => break (recording, None),
+                Err(e) => {
+                    // The main file is untouched; the partial copy goes (or, if even that
+                    // fails, at the next vacuum or start).
+                    let _ = std::fs::remove_file(&new_path);
+                    return Err(copy_failed(e));
+                }
             }
         };
+        run(&mut hooks.before_lock);
         // The swap: no transaction of the main file begins until the new database is in place.
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = refuse_after_failed_sync(&db.sync) {
-            drop(fresh);
+            drop(copied);
             let _ = std::fs::remove_file(&new_path);
             return Err(e);
         }
         // The keys written since the last catch-up, by transactions that have all ended (each
         // holds the database's guard until its commit).
-        let fresh = match (fresh, recording.written.take()) {
-            (Some(fresh), Some(keys)) => db
-                .begin_read()
-                .map_err(StoreError::from)
-                .and_then(|src| catch_up(&src, &fresh, &keys))
-                .map(|_| fresh),
+        let fresh = match (copied, recording.written.take()) {
+            (Some((fresh, owed_written)), Some(keys)) => {
+                // Settled only if no erasure set the record since the snapshot: one that did
+                // may have left bytes in the new file's free pages.
+                let settled = !owed_written && !keys.contains(&owed_key());
+                db.begin_read()
+                    .map_err(StoreError::from)
+                    .and_then(|src| catch_up(&src, &fresh, &keys, settled))
+                    .map(|_| (fresh, settled))
+            }
             // Too many keys were written during the copy to keep them: the whole file is
-            // copied again, under the lock, as every vacuum once did.
-            (fresh, _) => {
-                drop(fresh);
+            // copied again, under the lock, as every vacuum once did; its snapshot holds
+            // every erasure, so the record is settled.
+            (copied, _) => {
+                tracing::warn!(
+                    tries,
+                    "vacuum: too many keys written during each online copy to keep them; \
+                     copying the whole file under the write lock (every tenant waits)"
+                );
+                run(&mut hooks.whole_copy);
+                drop(copied);
                 let _ = std::fs::remove_file(&new_path);
-                self.write_new_file(&db, &new_path)
+                self.write_new_file(&db, &new_path).and_then(|fresh| {
+                    catch_up(&db.begin_read()?, &fresh, &[], true).map(|_| (fresh, true))
+                })
             }
         };
         drop(recording);
-        let fresh = match fresh {
+        let (fresh, settled) = match fresh {
             Ok(fresh) => fresh,
             Err(e) => {
                 let _ = std::fs::remove_file(&new_path);
                 return Err(copy_failed(e));
             }
         };
-        before_swap(&db, &fresh);
+        if let Some(before_swap) = hooks.before_swap.take() {
+            before_swap(&db, &fresh);
+        }
         // The new file holds every tenant's data and the credentials: it keeps the access the
         // operator gave the old one (created anew, it would have the default mode).
         if let Ok(meta) = std::fs::metadata(&self.path) {
@@ -187,9 +247,11 @@ impl Store {
             db.sync.fail(e);
         }
         drop(db);
-        // Closing the old database writes to the old file only. A snapshot begun on it before
-        // the swap keeps reading it (an older snapshot, as any other) until it ends.
-        drop(old);
+        // A snapshot begun on the old database before the swap keeps reading it (an older
+        // snapshot, as any other) until it ends. Closed here when none does (closing writes
+        // to the old file only), else by a later commit once they have ended (`retired`).
+        self.retired.park(old);
+        self.retired.close_unread();
         // The file now refuses writes until a restart (above): a retry could not help.
         dir_synced.map_err(|e| {
             StoreError::Unavailable(format!(
@@ -199,7 +261,7 @@ impl Store {
         })?;
         self.vacuums
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Vacuumed::Done)
+        Ok(Vacuumed::Done { settled })
     }
 
     /// How many vacuums rewrote the main file since the store opened.
@@ -209,21 +271,24 @@ impl Store {
 
     /// The unlocked part of a vacuum: the new file at `path` written from a snapshot of the
     /// main file, then caught up with the keys written meanwhile, while every reader and
-    /// writer goes on. `None` when too many keys were written to keep them (the swap then
-    /// copies the whole file).
+    /// writer goes on. With the new database, whether the record of a vacuum owed was written
+    /// meanwhile. `None` when too many keys were written to keep them (the swap then copies
+    /// the whole file).
     fn copy_and_catch_up(
         &self,
         path: &Path,
         recording: &Recording<'_>,
-        during_copy: impl FnOnce(),
-    ) -> Result<Option<Db>, StoreError> {
+        hooks: &mut Hooks<'_>,
+    ) -> Result<Option<(Db, bool)>, StoreError> {
         // The snapshot begins once every write transaction under way has ended: one that
         // recorded nothing (it wrote before the recording began) is in the snapshot.
         self.wait_for_writes_under_way()?;
         let src = self.db().begin_read()?;
         let mut fresh = open_database(path, self.cache_bytes())?;
         copy_tables(&src, &fresh)?;
-        during_copy();
+        if let Some(during_copy) = hooks.during_copy.as_mut() {
+            during_copy();
+        }
         drop(src);
         // A first catch-up without the lock, so that the swap applies only what was written
         // during this one. The keys are taken before the snapshot is: a write that recorded a
@@ -234,10 +299,10 @@ impl Store {
         };
         self.wait_for_writes_under_way()?;
         let src = self.db().begin_read()?;
-        catch_up(&src, &fresh, &keys)?;
+        catch_up(&src, &fresh, &keys, false)?;
         drop(src);
         compact_new(&mut fresh)?;
-        Ok(Some(fresh))
+        Ok(Some((fresh, keys.contains(&owed_key()))))
     }
 
     /// Returns once every write transaction of the main file begun before it has ended (a
@@ -255,6 +320,32 @@ impl Store {
         copy_tables(&old.begin_read()?, &fresh)?;
         compact_new(&mut fresh)?;
         Ok(fresh)
+    }
+}
+
+/// What tests run at the steps of a vacuum (none, outside tests): to write while it copies,
+/// and to compare the old and the new file before the swap.
+#[derive(Default)]
+pub(crate) struct Hooks<'h> {
+    /// Once the keys are recorded, before the snapshot is taken.
+    pub(crate) after_start: Option<Box<dyn FnOnce() + 'h>>,
+    /// Once the snapshot is copied, before the first catch-up: in each online copy.
+    pub(crate) during_copy: Option<Box<dyn FnMut() + 'h>>,
+    /// After the first catch-up, before the lock is taken.
+    pub(crate) before_lock: Option<Box<dyn FnOnce() + 'h>>,
+    /// When the whole file is copied under the lock (every online copy saw too many writes).
+    pub(crate) whole_copy: Option<Box<dyn FnOnce() + 'h>>,
+    /// With the old and the new database, under the lock, before the rename.
+    pub(crate) before_swap: Option<Box<Compare<'h>>>,
+}
+
+/// A test's look at the old and the new database before the swap.
+type Compare<'h> = dyn FnOnce(&Database, &Database) + 'h;
+
+/// Runs `hook`, if there is one, once.
+fn run(hook: &mut Option<Box<dyn FnOnce() + '_>>) {
+    if let Some(hook) = hook.take() {
+        hook();
     }
 }
 
@@ -302,10 +393,22 @@ fn copy_tables(src: &ReadTransaction, fresh: &Database) -> Result<(), StoreError
     Ok(())
 }
 
+/// The record of a vacuum owed as the file's writes record it (tagged, see `file_writes`).
+fn owed_key() -> Vec<u8> {
+    let mut key = vec![TableTag::Meta as u8];
+    key.extend_from_slice(COMPACTION_OWED.as_bytes());
+    key
+}
+
 /// Makes `fresh`'s rows of `keys` (each tagged with its table, see `file_writes`) what they
-/// are in snapshot `src`: written, or removed when `src` lacks them; returns how many changed.
-/// One durable transaction.
-fn catch_up(src: &ReadTransaction, fresh: &Database, keys: &[Vec<u8>]) -> Result<u64, StoreError> {
+/// are in snapshot `src`: written, or removed when `src` lacks them; with `settle`, clears the
+/// record of a vacuum owed in `fresh`. Returns how many rows changed. One durable transaction.
+fn catch_up(
+    src: &ReadTransaction,
+    fresh: &Database,
+    keys: &[Vec<u8>],
+    settle: bool,
+) -> Result<u64, StoreError> {
     let mut txn = fresh.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     let mut changed = 0;
@@ -345,6 +448,11 @@ fn catch_up(src: &ReadTransaction, fresh: &Database, keys: &[Vec<u8>]) -> Result
                 }
             };
             changed += u64::from(wrote);
+        }
+        // Written only when set, so that a file which never owed one stays as it was.
+        if settle && to.2.get(COMPACTION_OWED)?.is_some_and(|v| v.value() != 0) {
+            to.2.insert(COMPACTION_OWED, 0)?;
+            changed += 1;
         }
     }
     txn.commit()?;

@@ -103,7 +103,7 @@ fn reads_and_writes_go_on_while_the_copy_runs() {
             |_, _| {},
         )
         .unwrap();
-    assert_eq!(done, Vacuumed::Done);
+    assert_eq!(done, Vacuumed::Done { settled: true });
     let (got, found) = during
         .expect("the hook ran")
         .expect("a read and a write finished while the copy was under way");
@@ -124,8 +124,9 @@ fn reads_and_writes_go_on_while_the_copy_runs() {
 }
 
 /// Writers of every kind (records and blobs, batched writes, tenant creation and erasure,
-/// credentials and their owner index, meta counters, a migration's copy, flip and main-range
-/// erasure) run throughout a vacuum; at the swap the new file holds exactly the old file's
+/// credentials and their owner index, meta counters, a migration's copy, flip in, main-range
+/// erasure and flip out, a server-wide write joining a dedicated file, a tenant created in its
+/// own file and moved out with its file retired) run throughout a vacuum; at the swap the new file holds exactly the old file's
 /// latest state, in all four tables.
 #[test]
 fn every_write_during_the_vacuum_reaches_the_new_file() {
@@ -220,9 +221,33 @@ fn every_write_during_the_vacuum_reaches_the_new_file() {
                         .map_err(|e: StoreError| e)
                         .unwrap();
                     store.erase_main_range(moving.key).unwrap();
+                    // A server-wide write that joins the dedicated file's transaction.
+                    store
+                        .write(|w| {
+                            w.put_blob(moving.key, "joined", b"in its file")?;
+                            w.put_blob(a.key, "server-wide", b"in the main file")
+                        })
+                        .unwrap();
                     store
                         .copy_chunk(moving.key, CopyTarget::Main, None, 10)
                         .unwrap();
+                    // And back out: the main range caught up with the file.
+                    store
+                        .flip_out(moving.key, None, |w| w.put_blob(moving.key, "flip", b"out"))
+                        .unwrap();
+                    // A tenant created in its own file, then moved out, its file deleted later.
+                    let born = store
+                        .write_creating_dedicated(|w| {
+                            let id = TenantId::parse("born-dedicated").unwrap();
+                            let m = w.create_tenant(&id, 0, Default::default())?;
+                            w.put_blob(m.key, "own", b"from its first write")?;
+                            Ok::<_, StoreError>((m.key, m.key))
+                        })
+                        .unwrap();
+                    let (_, _, retired) = store
+                        .flip_out_retiring(born, None, |w| w.put_blob(born, "out", b"retiring"))
+                        .unwrap();
+                    store.delete_retired(retired).unwrap();
                     put_blob(&store, a.key, "during", b"the copy");
                 },
                 |old, fresh| {
@@ -240,7 +265,7 @@ fn every_write_during_the_vacuum_reaches_the_new_file() {
                 },
             )
             .unwrap();
-        assert_eq!(done, Vacuumed::Done);
+        assert!(matches!(done, Vacuumed::Done { .. }));
         stop.store(true, Ordering::SeqCst);
     });
     assert!(compared.load(Ordering::SeqCst));
@@ -252,6 +277,25 @@ fn every_write_during_the_vacuum_reaches_the_new_file() {
     assert_eq!(
         read.blob(a.key, "during").unwrap().as_deref(),
         Some(b"the copy".as_slice())
+    );
+    for (t, name, want) in [
+        (moving.key, "joined", b"in its file".as_slice()),
+        (moving.key, "flip", b"out"),
+        (a.key, "server-wide", b"in the main file"),
+    ] {
+        assert_eq!(read.blob(t, name).unwrap().as_deref(), Some(want), "{name}");
+    }
+    let born = read
+        .tenant(&TenantId::parse("born-dedicated").unwrap())
+        .unwrap()
+        .expect("the tenant born dedicated is in the new file's registry");
+    assert_eq!(
+        read.blob(born.key, "own").unwrap().as_deref(),
+        Some(b"from its first write".as_slice())
+    );
+    assert_eq!(
+        read.blob(born.key, "out").unwrap().as_deref(),
+        Some(b"retiring".as_slice())
     );
     drop(read);
     drop(store);
@@ -299,7 +343,7 @@ fn rows_erased_during_the_copy_leave_no_bytes_once_their_purge_vacuums() {
                 },
             )
             .unwrap();
-        assert_eq!(purge.join().unwrap(), Vacuumed::Done);
+        assert_eq!(purge.join().unwrap(), Vacuumed::Done { settled: true });
     });
     assert_eq!(store.vacuums(), 2);
     assert!(
@@ -326,7 +370,7 @@ fn a_reader_in_flight_keeps_its_snapshot_through_the_swap() {
         put_blob(&store, a.key, &format!("x{i}"), &[b'x'; 400]);
     }
     let reader = store.read().unwrap();
-    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done);
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
     put_blob(&store, a.key, "x0", b"after");
     for i in 0..100 {
         let got = reader.blob(a.key, &format!("x{i}")).unwrap();
@@ -344,26 +388,35 @@ fn a_reader_in_flight_keeps_its_snapshot_through_the_swap() {
     );
 }
 
-/// Past the memory a recording may take, the swap copies the whole file again, under the
-/// lock: slower, never a lost write.
+/// Past the memory a recording may take, the copy is tried again online with a fresh
+/// recording: one burst of writes does not stop every tenant for a whole copy.
 #[test]
-fn too_many_writes_during_the_copy_fall_back_to_a_whole_copy() {
+fn too_many_writes_during_one_copy_copy_again_online() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("main.redb");
     let store = Store::open(&path).unwrap();
     let a = tenant(&store, "a");
     put_blob(&store, a.key, "before", b"1");
-    store
-        .vacuum_with(
-            || {
+    let mut whole_copy = false;
+    let mut first = true;
+    let done = store
+        .vacuum_hooked(Hooks {
+            during_copy: Some(Box::new(|| {
+                if !std::mem::take(&mut first) {
+                    return;
+                }
                 put_blob(&store, a.key, "during", b"2");
                 // What a recording past its cap keeps: nothing.
                 let key = vec![0u8; crate::tracking::MAX_BYTES];
                 store.file_writes.record(TableTag::Data, &key);
-            },
-            |old, fresh| assert_eq!(dump(old), dump(fresh)),
-        )
+            })),
+            whole_copy: Some(Box::new(|| whole_copy = true)),
+            before_swap: Some(Box::new(|old, fresh| assert_eq!(dump(old), dump(fresh)))),
+            ..Hooks::default()
+        })
         .unwrap();
+    assert_eq!(done, Vacuumed::Done { settled: true });
+    assert!(!whole_copy, "the second online copy kept its keys");
     let read = store.read().unwrap();
     assert_eq!(
         read.blob(a.key, "during").unwrap().as_deref(),
@@ -372,5 +425,297 @@ fn too_many_writes_during_the_copy_fall_back_to_a_whole_copy() {
     assert_eq!(
         read.blob(a.key, "before").unwrap().as_deref(),
         Some(b"1".as_slice())
+    );
+}
+
+/// When every online copy sees more writes than its recording keeps (a tiny cap here), the
+/// swap copies the whole file again, under the lock: slower, never a lost write.
+#[test]
+fn too_many_writes_during_every_copy_fall_back_to_a_whole_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let a = tenant(&store, "a");
+    put_blob(&store, a.key, "before", b"1");
+    // Room for a key or two: every copy, during which five are written, overflows.
+    store.file_writes.set_cap(200);
+    let mut whole_copy = false;
+    let mut copies = 0;
+    let done = store
+        .vacuum_hooked(Hooks {
+            during_copy: Some(Box::new(|| {
+                copies += 1;
+                for i in 0..5 {
+                    put_blob(&store, a.key, &format!("d{i}"), &[copies]);
+                }
+            })),
+            whole_copy: Some(Box::new(|| whole_copy = true)),
+            before_swap: Some(Box::new(|old, fresh| assert_eq!(dump(old), dump(fresh)))),
+            ..Hooks::default()
+        })
+        .unwrap();
+    assert_eq!(done, Vacuumed::Done { settled: true });
+    assert_eq!(copies, ONLINE_TRIES as u8, "each online copy was tried");
+    assert!(whole_copy);
+    let read = store.read().unwrap();
+    assert_eq!(
+        read.blob(a.key, "d4").unwrap().as_deref(),
+        Some([ONLINE_TRIES as u8].as_slice())
+    );
+    assert_eq!(
+        read.blob(a.key, "before").unwrap().as_deref(),
+        Some(b"1".as_slice())
+    );
+}
+
+/// The flag of `db` that a vacuum is owed, as the file holds it.
+fn owed_in(db: &Database) -> Option<u64> {
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    meta.get(COMPACTION_OWED).unwrap().map(|v| v.value())
+}
+
+/// An erasure that commits while another vacuum copies sets the record of a vacuum owed: that
+/// vacuum's new file may keep the erased bytes in a free page, so it keeps the record set
+/// (and says so), for the erasure's own vacuum to settle.
+#[test]
+fn a_vacuum_owed_by_an_erasure_during_the_copy_stays_owed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let doomed = tenant(&store, "doomed");
+    put_blob(&store, doomed.key, "x", b"erased during the copy");
+    let mut in_new_file = None;
+    let done = store
+        .vacuum_with(
+            || {
+                store
+                    .write(|w| {
+                        w.erase_tenant(&doomed)?;
+                        w.set_compaction_owed(true)
+                    })
+                    .unwrap();
+            },
+            |_, fresh| in_new_file = Some(owed_in(fresh)),
+        )
+        .unwrap();
+    assert_eq!(done, Vacuumed::Done { settled: false });
+    assert_eq!(
+        in_new_file,
+        Some(Some(1)),
+        "the new file holds the record set"
+    );
+    assert!(store.compaction_owed().unwrap());
+    // The erasure's own vacuum, from a snapshot without its rows, settles it, durably.
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
+    assert!(!store.compaction_owed().unwrap());
+    drop(store);
+    assert!(!Store::open(&path).unwrap().compaction_owed().unwrap());
+}
+
+/// A record set before the vacuum began (its erasure is in no snapshot the copy reads) is
+/// settled in the new file, at the swap; a file that never owed one is left as it was.
+#[test]
+fn a_vacuum_owed_before_the_copy_is_settled_at_the_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let mut in_new_file = None;
+    let done = store
+        .vacuum_with(|| {}, |_, fresh| in_new_file = Some(owed_in(fresh)))
+        .unwrap();
+    assert_eq!(done, Vacuumed::Done { settled: true });
+    assert_eq!(in_new_file, Some(None), "no record written where none was");
+    let doomed = tenant(&store, "doomed");
+    store
+        .write(|w| {
+            w.erase_tenant(&doomed)?;
+            w.set_compaction_owed(true)
+        })
+        .unwrap();
+    let done = store
+        .vacuum_with(|| {}, |_, fresh| in_new_file = Some(owed_in(fresh)))
+        .unwrap();
+    assert_eq!(done, Vacuumed::Done { settled: true });
+    assert_eq!(
+        in_new_file,
+        Some(Some(0)),
+        "settled before the swap, not after"
+    );
+    drop(store);
+    assert!(!Store::open(&path).unwrap().compaction_owed().unwrap());
+}
+
+/// A write transaction under way when the recording starts (its keys written before, so not
+/// recorded, and a range removal that found no recording) commits during the copy: the snapshot waits for it, so the new file holds it.
+#[test]
+fn a_write_under_way_when_the_recording_starts_reaches_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let a = tenant(&store, "a");
+    let doomed = tenant(&store, "doomed");
+    for i in 0..100 {
+        put_blob(&store, a.key, &format!("x{i}"), &[b'x'; 400]);
+        put_blob(&store, doomed.key, &format!("d{i}"), &[b'd'; 400]);
+    }
+    let (opened_tx, opened) = mpsc::channel();
+    let release = std::sync::Barrier::new(2);
+    let mut compared = false;
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            store
+                .write(|w| {
+                    w.put_blob(a.key, "under way", b"written before the recording")?;
+                    w.delete_blob(a.key, "x7")?;
+                    // A range removal that checked for a recording before there was one.
+                    w.erase_tenant(&doomed)?;
+                    opened_tx.send(()).unwrap();
+                    release.wait();
+                    Ok::<_, StoreError>(())
+                })
+                .unwrap()
+        });
+        opened.recv_timeout(PATIENCE).unwrap();
+        let done = store
+            .vacuum_hooked(Hooks {
+                after_start: Some(Box::new(|| {
+                    release.wait();
+                })),
+                before_swap: Some(Box::new(|old, fresh| {
+                    assert_eq!(dump(old), dump(fresh));
+                    compared = true;
+                })),
+                ..Hooks::default()
+            })
+            .unwrap();
+        assert_eq!(done, Vacuumed::Done { settled: true });
+        writer.join().unwrap();
+    });
+    assert!(compared);
+    let read = store.read().unwrap();
+    assert_eq!(
+        read.blob(a.key, "under way").unwrap().as_deref(),
+        Some(b"written before the recording".as_slice())
+    );
+    assert_eq!(read.blob(a.key, "x7").unwrap(), None);
+    assert!(read.tenant(&doomed.id).unwrap().is_none());
+    assert_eq!(read.blob(doomed.key, "d0").unwrap(), None);
+}
+
+/// Writes and erasures in all four tables after the first catch-up, before the lock: the
+/// catch-up under the lock brings them to the new file.
+#[test]
+fn writes_after_the_first_catch_up_reach_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let a = tenant(&store, "a");
+    let doomed = tenant(&store, "doomed");
+    for i in 0..50 {
+        put_blob(&store, a.key, &format!("x{i}"), &[b'x'; 400]);
+        put_blob(&store, doomed.key, &format!("d{i}"), &[b'd'; 400]);
+    }
+    let creds = store.credentials();
+    assert!(
+        creds
+            .insert("doomed-key", Owner::Tenant(&doomed.id), b"{}", no_audit)
+            .unwrap()
+    );
+    let mut compared = false;
+    let mut late = None;
+    let done = store
+        .vacuum_hooked(Hooks {
+            before_lock: Some(Box::new(|| {
+                put_blob(&store, a.key, "late", b"after the first catch-up");
+                store.write(|w| w.delete_blob(a.key, "x3")).unwrap();
+                let t = tenant(&store, "late");
+                assert!(
+                    creds
+                        .insert("late-key", Owner::Tenant(&t.id), b"{}", no_audit)
+                        .unwrap()
+                );
+                store.write(|w| w.erase_tenant(&doomed)).unwrap();
+                store.write(|w| w.note_purge(42)).unwrap();
+                late = Some(t);
+            })),
+            before_swap: Some(Box::new(|old, fresh| {
+                assert_eq!(dump(old), dump(fresh));
+                compared = true;
+            })),
+            ..Hooks::default()
+        })
+        .unwrap();
+    assert_eq!(done, Vacuumed::Done { settled: true });
+    assert!(compared);
+    let late = late.expect("the hook ran");
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    let read = store.read().unwrap();
+    assert_eq!(
+        read.blob(a.key, "late").unwrap().as_deref(),
+        Some(b"after the first catch-up".as_slice())
+    );
+    assert_eq!(read.blob(a.key, "x3").unwrap(), None);
+    assert!(read.tenant(&late.id).unwrap().is_some());
+    assert!(read.tenant(&doomed.id).unwrap().is_none());
+    assert_eq!(read.blob(doomed.key, "d0").unwrap(), None);
+    assert_eq!(store.last_purge_at().unwrap(), Some(42));
+    let creds = store.credentials();
+    assert!(creds.get("late-key").unwrap().is_some());
+    assert!(creds.get("doomed-key").unwrap().is_none());
+}
+
+/// The old database of a vacuum that a reader still held closes on a write path once that
+/// reader has ended (a commit, plain or batched), never on the reader's own thread; with no
+/// reader, the vacuum closes it itself.
+#[test]
+fn an_old_database_closes_on_a_write_path_once_its_last_reader_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let a = tenant(&store, "a");
+    put_blob(&store, a.key, "x", b"before");
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
+    assert_eq!(
+        store.retired.parked(),
+        0,
+        "closed by the vacuum: no reader held it"
+    );
+    let reader = store.read().unwrap();
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
+    assert_eq!(store.retired.parked(), 1);
+    put_blob(&store, a.key, "x", b"after");
+    assert_eq!(
+        store.retired.parked(),
+        1,
+        "a commit does not close what a reader holds"
+    );
+    assert_eq!(
+        reader.blob(a.key, "x").unwrap().as_deref(),
+        Some(b"before".as_slice())
+    );
+    drop(reader);
+    assert_eq!(
+        store.retired.parked(),
+        1,
+        "the reader's drop did not close it"
+    );
+    put_blob(&store, a.key, "y", b"a plain commit");
+    assert_eq!(store.retired.parked(), 0, "the next commit closed it");
+    // The same through a batched write.
+    let reader = store.read().unwrap();
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
+    drop(reader);
+    assert_eq!(store.retired.parked(), 1);
+    let (_, pending) = store
+        .write_batched_for(a.key, |w| w.put_blob(a.key, "z", b"batched"))
+        .unwrap();
+    pending.wait_durable().unwrap();
+    assert_eq!(store.retired.parked(), 0, "the batched commit closed it");
+    let read = store.read().unwrap();
+    assert_eq!(
+        read.blob(a.key, "x").unwrap().as_deref(),
+        Some(b"after".as_slice())
     );
 }

@@ -89,7 +89,7 @@ fn a_vacuum_keeps_every_row_and_later_writes_reach_the_new_file() {
     let (_, pending) = store
         .write_pending(|w| w.create_tenant(&id, 0, Default::default()))
         .unwrap();
-    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done);
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
     assert_eq!(store.vacuums(), 1);
     #[cfg(unix)]
     assert_ne!(inode(&path), before, "the main file is a new one");
@@ -153,7 +153,7 @@ fn stale_bytes_in_a_live_page_leave_with_the_vacuum() {
         contains(&path, STALE),
         "compaction does not reach a live page's unused part"
     );
-    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done);
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
     assert!(
         !contains(&path, STALE),
         "the stale bytes outlived the vacuum"
@@ -172,7 +172,7 @@ fn a_vacuum_does_not_wait_for_readers_in_flight() {
     put(&store, 0);
     // An export streaming holds a snapshot: it keeps reading the old file's snapshot.
     let reader = store.read().unwrap();
-    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done);
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
     assert!(!new_file_of(&path).exists());
     assert_eq!(store.vacuums(), 1);
     drop(reader);
@@ -211,7 +211,7 @@ fn a_vacuum_cut_short_before_its_rename_leaves_the_main_file_whole() {
     assert!(!new_file_of(&path).exists());
     all_there(&store, 51);
     // A vacuum after it works as ever.
-    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done);
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
     drop(store);
     all_there(&Store::open(&path).unwrap(), 51);
 }
@@ -250,7 +250,7 @@ fn a_vacuum_keeps_the_main_files_permissions() {
     let store = Store::open(&path).unwrap();
     put(&store, 1);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done);
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
