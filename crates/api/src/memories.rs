@@ -404,10 +404,11 @@ struct DeleteWhereBody {
 /// tokens, only those whose tokens are a non-empty subset of its own: tenant-shared and
 /// co-owned records are left, and not counted in `deleted`. The matches are found on one
 /// snapshot taken when the request starts, then deleted in transactions of up to 1,000
-/// records, each record checked again as it is deleted: records written after the request
-/// started are not deleted, nor is one changed meanwhile so that it no longer matches. An error
-/// part-way, or a client that hangs up before the answer, leaves the records of the
-/// transactions before it deleted; the same request again deletes the rest.
+/// records, each record checked again as it is deleted: records written (or written again)
+/// after the request started are not deleted, nor is one changed meanwhile so that it no
+/// longer matches. An error part-way, or a client that hangs up before the answer, leaves the
+/// records of the transactions before it deleted; the error's answer does not say how many
+/// those were, and the same request again deletes the rest (counting only those).
 #[utoipa::path(post, path = "/v1/memories/delete", tag = "memories", operation_id = "delete_memories_where",
     request_body = DeleteWhereBody,
     responses((status = 200, description = "How many records were deleted", body = Deleted)),

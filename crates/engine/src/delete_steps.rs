@@ -5,18 +5,21 @@
 //!    snapshot), outside any transaction;
 //! 2. they are deleted in transactions of at most [`DELETE_CHUNK`] records, each its own step,
 //!    and each record is checked again in the transaction that deletes it: it still exists,
-//!    the request still sees it and may write it, and it still matches the filter. A record
-//!    changed meanwhile so that it no longer matches is left.
+//!    the request still sees it and may write it, it still matches the filter, and it was
+//!    not written again after the request began. A record changed meanwhile so that it no longer
+//!    matches is left, and so is one written again since (replaced by a put with its id, or
+//!    patched): its writer did not know of this delete.
 //!
 //! So the write lock is held for time proportional to the matches, a chunk at a time, never
 //! to the tenant. What it means for a caller: records written after the scan began are not
 //! deleted by it; a failure part-way (a full disk, a suspended tenant, or a caller that stops
 //! running the steps, as the API does when its client hangs up) leaves the chunks before it
-//! deleted and the rest in place, and a retry of the same request deletes the rest (what
-//! was deleted no longer matches anything).
+//! deleted and the rest in place, and answers with the error alone (how many were deleted
+//! is then unknown to the caller); a retry of the same request deletes the rest (what was
+//! deleted no longer matches anything) and counts only those.
 
 use strata_auth::{Permission, TenantScope};
-use strata_types::{Filter, RecordId, RequestScope, now_millis};
+use strata_types::{Filter, Millis, Record, RecordId, RequestScope, now_millis};
 
 use crate::records::delete_record;
 use crate::scan::Vectors;
@@ -25,7 +28,9 @@ use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
 
 /// Records deleted per transaction: as many as the largest write batch (the default
-/// `max_batch`), so a delete by filter holds the write lock no longer than a write may.
+/// `max_batch`). The bound is in records, not work: each record deleted takes its stored
+/// links with it (up to the per-record link limit), so a chunk of heavily linked records holds
+/// the write lock longer than a batch of puts of as many records.
 pub(crate) const DELETE_CHUNK: usize = 1000;
 
 /// A delete by filter under way (see [`Engine::begin_delete_where`]).
@@ -33,6 +38,10 @@ pub struct PendingDelete {
     scope: TenantScope,
     /// Checked again against each record in the transaction that deletes it.
     filter: Filter,
+    /// When the request began: a record last written in a later millisecond is not deleted.
+    /// One written in the same millisecond is: a write acknowledged before the request was
+    /// sent may carry it, and deleting a concurrent one orders it before the delete.
+    pub(crate) started: Millis,
     phase: Phase,
     pub(crate) chunk: usize,
     deleted: u64,
@@ -79,7 +88,8 @@ impl Engine {
         req: &RequestScope,
         filter: Filter,
     ) -> Result<PendingDelete, EngineError> {
-        let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
+        let started = now_millis();
+        let vis = Visibility::resolve(scope, req, Permission::Write, started)?;
         // Only ids and scope fields are read: no vector is copied.
         let cursor = Cursor::open(
             self,
@@ -93,6 +103,7 @@ impl Engine {
         Ok(PendingDelete {
             scope: scope.clone(),
             filter,
+            started,
             phase: Phase::Scanning {
                 cursor: Box::new(cursor),
                 doomed: Vec::new(),
@@ -111,6 +122,7 @@ impl Engine {
         let PendingDelete {
             scope,
             filter,
+            started,
             phase,
             chunk,
             mut deleted,
@@ -142,7 +154,15 @@ impl Engine {
             }
             Phase::Deleting { vis, doomed, next } => {
                 let end = doomed.len().min(next + chunk.max(1));
-                deleted += self.delete_still_matching(&scope, &vis, &filter, &doomed[next..end])?;
+                let doomed_now = Doomed {
+                    vis: &vis,
+                    filter: &filter,
+                    started,
+                };
+                // Numbered from 0, so a chunk's audit row says where it stands in the request.
+                let index = next / chunk.max(1);
+                deleted +=
+                    self.delete_still_matching(&scope, &doomed_now, &doomed[next..end], index)?;
                 if end == doomed.len() {
                     return Ok(Stepped::Done(deleted));
                 }
@@ -156,37 +176,61 @@ impl Engine {
         Ok(Stepped::More(Box::new(PendingDelete {
             scope,
             filter,
+            started,
             phase,
             chunk,
             deleted,
         })))
     }
 
-    /// Deletes those of `ids` that, in this transaction, still exist, are visible to and
-    /// writable by the request, and match `filter`. Returns how many.
+    /// Deletes those of `ids` that, in this transaction, still exist and are still doomed
+    /// ([`Doomed::still`]). Returns how many.
     fn delete_still_matching(
         &self,
         scope: &TenantScope,
-        vis: &Visibility,
-        filter: &Filter,
+        doomed: &Doomed<'_>,
         ids: &[RecordId],
+        index: usize,
     ) -> Result<u64, EngineError> {
         // What has expired is judged now, as any write judges it (the sweep takes the rest).
-        let mut vis = vis.clone();
+        let mut vis = doomed.vis.clone();
         vis.now = now_millis().max(vis.now);
+        let doomed = Doomed { vis: &vis, ..*doomed };
         let key = scope.key();
-        self.write_tenant(scope, "memory.delete_where", |w, changes| {
+        self.write_tenant_inner(scope, "memory.delete_where", true, |w, changes| {
             let mut n = 0;
             for id in ids {
                 let Some(record) = Vectors::Skip.record(w, key, id)? else {
                     continue;
                 };
-                if vis.sees(&record) && vis.may_write(&record) && filter.matches(&record) {
+                if doomed.still(&record) {
                     delete_record(w, changes, scope, id)?;
                     n += 1;
                 }
             }
-            Ok(n)
+            // The usual summary (records removed, their first ids), and which chunk it was.
+            let mut detail = crate::change_summary(changes);
+            detail["chunk"] = index.into();
+            Ok((n, Some(detail)))
         })
+    }
+}
+
+/// What a record must still be, in the transaction that deletes it, to be deleted.
+#[derive(Clone, Copy)]
+struct Doomed<'a> {
+    vis: &'a Visibility,
+    filter: &'a Filter,
+    started: Millis,
+}
+
+impl Doomed<'_> {
+    /// Visible to and writable by the request, matching its filter, and not written since the
+    /// request began.
+    fn still(&self, record: &Record) -> bool {
+        record.updated_at <= self.started
+            && self.vis.sees(record)
+            && self.vis.may_write(record)
+            && self.filter.matches(record)
     }
 }

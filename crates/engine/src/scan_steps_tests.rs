@@ -501,3 +501,170 @@ fn a_delete_by_filter_that_matches_nothing_still_leaves_its_audit_row() {
     );
     assert_eq!(rows(&engine), 1);
 }
+
+/// Runs a count's steps to its end; with how many fresh snapshots its last step had taken.
+fn finish_count(e: &Engine, mut pending: crate::PendingCount) -> (u64, u64) {
+    loop {
+        let renewed = pending.cursor.renewed;
+        match e.count_step(pending).unwrap() {
+            // A last step that renewed its snapshot is not seen here; the tests renew earlier.
+            Stepped::Done(n) => return (n, renewed),
+            Stepped::More(p) => pending = *p,
+        }
+    }
+}
+
+#[test]
+fn a_scan_takes_a_fresh_snapshot_once_the_main_file_was_vacuumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, _) = tenant(dir.path(), 100, 21);
+    let mut pending = engine.begin_count(&scope, &everyone(), None).unwrap();
+    pending.cursor.size = size(10);
+    let Stepped::More(pending) = engine.count_step(pending).unwrap() else {
+        panic!("100 records take more than one step of 10");
+    };
+    assert_eq!(pending.cursor.renewed, 0);
+    // The vacuum a purge runs: the snapshot under way reads the replaced file from now on.
+    let before = engine.vacuums();
+    engine.vacuum().unwrap();
+    assert_eq!(engine.vacuums(), before + 1);
+    let Stepped::More(pending) = engine.count_step(*pending).unwrap() else {
+        panic!("80 records left");
+    };
+    assert_eq!(pending.cursor.renewed, 1, "the step after the vacuum renews");
+    let (n, renewed) = finish_count(&engine, *pending);
+    assert_eq!(renewed, 1, "once only");
+    assert_eq!(n, 100, "every record seen once across the two snapshots");
+}
+
+#[test]
+fn a_scan_takes_a_fresh_snapshot_once_its_snapshot_is_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, model) = tenant(dir.path(), 100, 23);
+    let filter = Shape::NBelow(3);
+    let expected = model.iter().filter(|r| filter.matches(r)).count() as u64;
+    let mut pending = engine
+        .begin_count(&scope, &everyone(), filter.filter())
+        .unwrap();
+    pending.cursor.size = size(10);
+    pending.cursor.max_age = Duration::ZERO;
+    let (n, renewed) = finish_count(&engine, pending);
+    assert_eq!(n, expected);
+    assert!(renewed >= 9, "every step renews an expired snapshot: {renewed}");
+}
+
+/// Scans `pending` until its next step deletes.
+fn scan_for_delete(e: &Engine, mut pending: PendingDelete) -> PendingDelete {
+    while !pending.writes_next() {
+        match e.delete_where_step(pending).unwrap() {
+            Stepped::More(p) => pending = *p,
+            Stepped::Done(n) => panic!("the scan found {n} records to delete, and deleted them"),
+        }
+    }
+    pending
+}
+
+#[test]
+fn a_record_written_again_after_a_delete_by_filter_began_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, model) = tenant(dir.path(), 120, 25);
+    let in_a: Vec<&Modelled> = model.iter().filter(|r| r.g == "a").collect();
+    assert!(in_a.len() > 10);
+    let filter = Filter::parse(&json!({"g": "a"})).unwrap();
+    let pending = scan_for_delete(
+        &engine,
+        begin_delete(&engine, &scope, &everyone(), filter, 7, 4),
+    );
+    // Written in a later millisecond than the request began, and still matching: one
+    // replaced by a put with its id, one patched.
+    std::thread::sleep(Duration::from_millis(3));
+    engine
+        .put(&scope, &everyone(), vec![new_record(in_a[0])])
+        .unwrap();
+    let patched = RecordId::parse(in_a[1].id.as_str()).unwrap();
+    let patch: RecordPatch =
+        serde_json::from_value(json!({"metadata": {"g": "a", "note": "kept"}})).unwrap();
+    engine.patch(&scope, &everyone(), &patched, patch).unwrap();
+
+    assert_eq!(
+        finish_delete(&engine, pending).unwrap(),
+        in_a.len() as u64 - 2
+    );
+    let left = all_ids(&engine, &scope);
+    assert!(left.contains(&in_a[0].id), "replaced after the start: kept");
+    assert!(left.contains(&in_a[1].id), "patched after the start: kept");
+    assert_eq!(left.len(), model.len() - in_a.len() + 2);
+}
+
+#[test]
+fn a_delete_by_filter_rechecks_visibility_and_expiry_when_it_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, model) = tenant(dir.path(), 120, 27);
+    // A credential bound to user token u:a: it deletes the records bearing u:a alone (a
+    // tenant-shared one, or one co-owned with u:b, it sees but may not write).
+    let grant = strata_auth::Grant {
+        permissions: strata_auth::Permissions::read_write(),
+        user_tokens: Some(vec![UserToken::parse("u:a").unwrap()]),
+        domains: None,
+    };
+    let meta = engine.tenant_meta(&TenantId::parse("acme").unwrap()).unwrap();
+    let bound_scope = TenantScope::for_tests(&meta, grant);
+    let mine: Vec<&Modelled> = model.iter().filter(|r| r.tokens == ["u:a"]).collect();
+    assert!(mine.len() > 10);
+    let filter = Filter::parse(&json!({"n": {"$gte": 0}})).unwrap();
+    let mut pending = scan_for_delete(
+        &engine,
+        begin_delete(&engine, &bound_scope, &RequestScope::default(), filter, 7, 4),
+    );
+    // The written-since check is set aside: this test is about the other ones.
+    pending.started = i64::MAX;
+    // Between the scan and the deletes: one match given to another principal alone, one
+    // given an expiry that passes before the delete.
+    let moved = RecordId::parse(mine[0].id.as_str()).unwrap();
+    let to_b: RecordPatch = serde_json::from_value(json!({"user_tokens": ["u:b"]})).unwrap();
+    engine.patch(&scope, &everyone(), &moved, to_b).unwrap();
+    let expiring = RecordId::parse(mine[1].id.as_str()).unwrap();
+    let soon = strata_types::now_millis() + 20;
+    let expiry: RecordPatch = serde_json::from_value(json!({"expires_at": soon})).unwrap();
+    engine.patch(&scope, &everyone(), &expiring, expiry).unwrap();
+    std::thread::sleep(Duration::from_millis(40));
+
+    assert_eq!(
+        finish_delete(&engine, pending).unwrap(),
+        mine.len() as u64 - 2,
+        "neither the record out of sight nor the expired one is counted"
+    );
+    let left = all_ids(&engine, &scope);
+    assert!(left.contains(&mine[0].id), "now another principal's: kept");
+    for r in &model {
+        let kept = left.contains(&r.id);
+        if r.tokens != ["u:a"] {
+            assert!(kept, "{} is not the credential's to write", r.id);
+        } else if r.id != mine[0].id && r.id != mine[1].id {
+            assert!(!kept, "{} was the credential's: deleted", r.id);
+        }
+    }
+}
+
+#[test]
+fn each_chunk_of_a_delete_by_filter_names_its_chunk_and_count_in_its_audit_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, model) = tenant(dir.path(), 60, 29);
+    let in_a = model.iter().filter(|r| r.g == "a").count();
+    let filter = Filter::parse(&json!({"g": "a"})).unwrap();
+    let pending = begin_delete(&engine, &scope, &everyone(), filter, 1 << 20, 5);
+    assert_eq!(finish_delete(&engine, pending).unwrap(), in_a as u64);
+    let rows: Vec<Value> = engine
+        .own_audit_rows(&scope, &crate::audit::AuditQuery::default())
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "memory.delete_where")
+        .map(|r| r.detail)
+        .collect();
+    assert_eq!(rows.len(), in_a.div_ceil(5));
+    let mut chunks: Vec<u64> = rows.iter().map(|d| d["chunk"].as_u64().unwrap()).collect();
+    chunks.sort();
+    assert_eq!(chunks, (0..rows.len() as u64).collect::<Vec<_>>());
+    let removed: u64 = rows.iter().map(|d| d["removed"].as_u64().unwrap()).sum();
+    assert_eq!(removed, in_a as u64);
+}

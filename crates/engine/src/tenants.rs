@@ -649,7 +649,7 @@ impl Engine {
     /// the file failed.
     pub(crate) fn vacuum(&self) -> Result<Erasure, EngineError> {
         let record = &self.owed_compaction.record;
-        // A vacuum needs a moment with no read transaction in flight; readers are short.
+        // Readers do not hold a vacuum back (`Store::vacuum`); `ReadersInFlight` is not returned.
         for _ in 0..50 {
             match record.vacuum(&self.store, "erasure") {
                 Ok(Vacuumed::Done) => {
