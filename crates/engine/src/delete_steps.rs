@@ -195,7 +195,10 @@ impl Engine {
         // What has expired is judged now, as any write judges it (the sweep takes the rest).
         let mut vis = doomed.vis.clone();
         vis.now = now_millis().max(vis.now);
-        let doomed = Doomed { vis: &vis, ..*doomed };
+        let doomed = Doomed {
+            vis: &vis,
+            ..*doomed
+        };
         let key = scope.key();
         self.write_tenant_inner(scope, "memory.delete_where", true, |w, changes| {
             let mut n = 0;

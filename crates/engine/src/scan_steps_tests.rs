@@ -1,8 +1,9 @@
 //! Counts, listings and deletes by filter in steps (`crate::scan_steps`, `crate::delete_steps`)
-//! against a simple model of the tenant, over random records, filters, request scopes and step
-//! sizes: a stepped answer is the one-call answer, whatever the step size; a step reads no more
-//! than its budget; one snapshot serves every step; a delete checks each record again in the
-//! transaction that deletes it.
+//! against a simple model of the tenant, over random records, filters, request scopes
+//! (principals, domain, run) and step sizes: a stepped answer is the one-call answer, whatever
+//! the step size; a step reads no more than its budget; one snapshot serves every step until a
+//! vacuum or its age renews it; a delete checks each record again in the transaction that
+//! deletes it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -12,8 +13,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use strata_auth::{OperatorScope, TenantScope};
 use strata_types::{
-    CollectionName, Filter, Metric, NewRecord, RecordId, RecordPatch, RequestScope, TenantId,
-    TokenSelector, UserToken,
+    CollectionName, Domain, Filter, Metric, NewRecord, RecordId, RecordPatch, RequestScope, RunId,
+    TenantId, TokenSelector, UserToken,
 };
 
 use crate::scan::{Page, ScanPage, Vectors};
@@ -28,7 +29,14 @@ struct Modelled {
     n: i64,
     g: &'static str,
     tokens: Vec<&'static str>,
+    /// Its memory domain; `None` the default one.
+    domain: Option<&'static str>,
+    run: Option<&'static str>,
 }
+
+/// The domains and runs of a tenant made with scopes ([`scoped_tenant`]).
+const DOMAINS: [Option<&str>; 2] = [None, Some("d2")];
+const RUNS: [Option<&str>; 3] = [None, Some("run1"), Some("run2")];
 
 const GROUPS: [&str; 3] = ["a", "b", "c"];
 const TOKEN_SETS: [&[&str]; 4] = [&[], &["u:a"], &["u:b"], &["u:a", "u:b"]];
@@ -59,6 +67,30 @@ impl Principals {
             Principals::All => true,
             Principals::Some(t) => r.tokens.is_empty() || r.tokens.iter().any(|x| t.contains(x)),
         }
+    }
+}
+
+/// A request's scope: its principals, domain and run.
+#[derive(Debug, Clone)]
+struct Who {
+    principals: Principals,
+    domain: Option<&'static str>,
+    run: Option<&'static str>,
+}
+
+impl Who {
+    fn request(&self) -> RequestScope {
+        RequestScope {
+            memory_domain: self.domain.map(|d| Domain::parse(d).unwrap()),
+            run_id: self.run.map(|r| RunId::parse(r).unwrap()),
+            ..self.principals.request()
+        }
+    }
+
+    fn sees(&self, r: &Modelled) -> bool {
+        self.principals.sees(r)
+            && r.domain == self.domain
+            && self.run.is_none_or(|run| r.run == Some(run))
     }
 }
 
@@ -124,8 +156,27 @@ fn everyone() -> RequestScope {
     Principals::All.request()
 }
 
-/// Tenant `acme` holding `n` random records in collection `c`, and the model of them.
+/// Tenant `acme` holding `n` random records in collection `c`, all in the default domain and
+/// in no run, and the model of them.
 fn tenant(dir: &std::path::Path, n: usize, seed: u64) -> (Engine, TenantScope, Vec<Modelled>) {
+    make_tenant(dir, n, seed, false)
+}
+
+/// [`tenant`], its records spread over [`DOMAINS`] and [`RUNS`] at random.
+fn scoped_tenant(
+    dir: &std::path::Path,
+    n: usize,
+    seed: u64,
+) -> (Engine, TenantScope, Vec<Modelled>) {
+    make_tenant(dir, n, seed, true)
+}
+
+fn make_tenant(
+    dir: &std::path::Path,
+    n: usize,
+    seed: u64,
+    scoped: bool,
+) -> (Engine, TenantScope, Vec<Modelled>) {
     let engine = Engine::open(dir, EngineConfig::default()).unwrap();
     engine
         .create_tenant(
@@ -145,11 +196,17 @@ fn tenant(dir: &std::path::Path, n: usize, seed: u64) -> (Engine, TenantScope, V
             n: rng.random_range(0..7),
             g: GROUPS[rng.random_range(0..3)],
             tokens: TOKEN_SETS[rng.random_range(0..4)].to_vec(),
+            domain: scoped.then(|| DOMAINS[rng.random_range(0..2)]).flatten(),
+            run: scoped.then(|| RUNS[rng.random_range(0..3)]).flatten(),
         })
         .collect();
-    for part in model.chunks(500) {
-        let records = part.iter().map(new_record).collect();
-        engine.put(&scope, &everyone(), records).unwrap();
+    for domain in DOMAINS {
+        let req = in_domain(domain);
+        let here: Vec<&Modelled> = model.iter().filter(|m| m.domain == domain).collect();
+        for part in here.chunks(500) {
+            let records = part.iter().map(|m| new_record(m)).collect();
+            engine.put(&scope, &req, records).unwrap();
+        }
     }
     (engine, scope, model)
 }
@@ -160,6 +217,7 @@ fn new_record(m: &Modelled) -> NewRecord {
         modality: Some(c()),
         vector: Some(vec![0.5, 0.5]),
         metadata: serde_json::from_value(json!({"n": m.n, "g": m.g})).unwrap(),
+        run_id: m.run.map(|r| RunId::parse(r).unwrap()),
         user_tokens: Some(
             m.tokens
                 .iter()
@@ -265,24 +323,45 @@ fn finish_delete(e: &Engine, mut pending: PendingDelete) -> Result<u64, EngineEr
     }
 }
 
-fn random_principals(rng: &mut StdRng) -> Principals {
-    match rng.random_range(0..4) {
+fn random_who(rng: &mut StdRng) -> Who {
+    let principals = match rng.random_range(0..4) {
         0 => Principals::All,
         i => Principals::Some(TOKEN_SETS[i - 1].to_vec()),
+    };
+    Who {
+        principals,
+        domain: DOMAINS[rng.random_range(0..2)],
+        run: RUNS[rng.random_range(0..3)],
     }
 }
 
+/// Every principal's records in `domain` (`None`: the default one), any run.
+fn in_domain(domain: Option<&'static str>) -> RequestScope {
+    Who {
+        principals: Principals::All,
+        domain,
+        run: None,
+    }
+    .request()
+}
+
+/// Every record of the tenant, in id order.
 fn all_ids(e: &Engine, scope: &TenantScope) -> Vec<String> {
-    list_all(e, scope, &everyone(), None, 1000, 1 << 20).concat()
+    let mut ids: Vec<String> = DOMAINS
+        .into_iter()
+        .flat_map(|d| list_all(e, scope, &in_domain(d), None, 1000, 1 << 20).concat())
+        .collect();
+    ids.sort();
+    ids
 }
 
 #[test]
 fn stepped_counts_and_listings_are_the_one_call_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, scope, model) = tenant(dir.path(), 400, 7);
+    let (engine, scope, model) = scoped_tenant(dir.path(), 400, 7);
     let mut rng = StdRng::seed_from_u64(11);
     for case in 0..60 {
-        let who = random_principals(&mut rng);
+        let who = random_who(&mut rng);
         let shape = Shape::random(&mut rng);
         let reads = [1, 2, 3, 7, 50, 100_000][rng.random_range(0..6)];
         let limit = [1, 3, 7, 64, 1000][rng.random_range(0..5)];
@@ -320,8 +399,8 @@ fn stepped_deletes_by_filter_delete_what_the_model_says() {
     let mut rng = StdRng::seed_from_u64(23);
     for case in 0..10 {
         let dir = tempfile::tempdir().unwrap();
-        let (engine, scope, model) = tenant(dir.path(), 150, case);
-        let who = random_principals(&mut rng);
+        let (engine, scope, model) = scoped_tenant(dir.path(), 150, case);
+        let who = random_who(&mut rng);
         let shape = match Shape::random(&mut rng) {
             Shape::None => Shape::NBelow(3),
             s => s,
@@ -390,6 +469,8 @@ fn every_step_of_a_scan_reads_the_snapshot_it_began_on() {
         n: 1,
         g: "a",
         tokens: vec![],
+        domain: None,
+        run: None,
     };
     engine
         .put(&scope, &everyone(), vec![new_record(&later)])
@@ -453,6 +534,8 @@ fn a_delete_by_filter_checks_each_record_again_when_it_deletes_it() {
         n: 0,
         g: "a",
         tokens: vec![],
+        domain: None,
+        run: None,
     };
     engine
         .put(&scope, &everyone(), vec![new_record(&later)])
@@ -531,7 +614,10 @@ fn a_scan_takes_a_fresh_snapshot_once_the_main_file_was_vacuumed() {
     let Stepped::More(pending) = engine.count_step(*pending).unwrap() else {
         panic!("80 records left");
     };
-    assert_eq!(pending.cursor.renewed, 1, "the step after the vacuum renews");
+    assert_eq!(
+        pending.cursor.renewed, 1,
+        "the step after the vacuum renews"
+    );
     let (n, renewed) = finish_count(&engine, *pending);
     assert_eq!(renewed, 1, "once only");
     assert_eq!(n, 100, "every record seen once across the two snapshots");
@@ -550,7 +636,10 @@ fn a_scan_takes_a_fresh_snapshot_once_its_snapshot_is_old() {
     pending.cursor.max_age = Duration::ZERO;
     let (n, renewed) = finish_count(&engine, pending);
     assert_eq!(n, expected);
-    assert!(renewed >= 9, "every step renews an expired snapshot: {renewed}");
+    assert!(
+        renewed >= 9,
+        "every step renews an expired snapshot: {renewed}"
+    );
 }
 
 /// Scans `pending` until its next step deletes.
@@ -607,14 +696,23 @@ fn a_delete_by_filter_rechecks_visibility_and_expiry_when_it_deletes() {
         user_tokens: Some(vec![UserToken::parse("u:a").unwrap()]),
         domains: None,
     };
-    let meta = engine.tenant_meta(&TenantId::parse("acme").unwrap()).unwrap();
+    let meta = engine
+        .tenant_meta(&TenantId::parse("acme").unwrap())
+        .unwrap();
     let bound_scope = TenantScope::for_tests(&meta, grant);
     let mine: Vec<&Modelled> = model.iter().filter(|r| r.tokens == ["u:a"]).collect();
     assert!(mine.len() > 10);
     let filter = Filter::parse(&json!({"n": {"$gte": 0}})).unwrap();
     let mut pending = scan_for_delete(
         &engine,
-        begin_delete(&engine, &bound_scope, &RequestScope::default(), filter, 7, 4),
+        begin_delete(
+            &engine,
+            &bound_scope,
+            &RequestScope::default(),
+            filter,
+            7,
+            4,
+        ),
     );
     // The written-since check is set aside: this test is about the other ones.
     pending.started = i64::MAX;
@@ -626,7 +724,9 @@ fn a_delete_by_filter_rechecks_visibility_and_expiry_when_it_deletes() {
     let expiring = RecordId::parse(mine[1].id.as_str()).unwrap();
     let soon = strata_types::now_millis() + 20;
     let expiry: RecordPatch = serde_json::from_value(json!({"expires_at": soon})).unwrap();
-    engine.patch(&scope, &everyone(), &expiring, expiry).unwrap();
+    engine
+        .patch(&scope, &everyone(), &expiring, expiry)
+        .unwrap();
     std::thread::sleep(Duration::from_millis(40));
 
     assert_eq!(
