@@ -421,8 +421,9 @@ pub async fn delete_where(
 ) -> Result<Json<Deleted>, ApiError> {
     let req = auth.scope_of_body(q.as_deref(), &mut body)?;
     let filter = from_map::<DeleteWhere>(body)?.filter()?;
+    let recheck = auth.recheck();
     let scope = auth.scope;
-    let n = run_in_steps(&state, &auth.admitted, move |e| {
+    let n = run_in_steps(&state, &auth.admitted, recheck, move |e| {
         e.begin_delete_where(&scope, &req, filter)
     })
     .await?;
@@ -528,9 +529,10 @@ async fn list_records(
         after: list.after,
         limit: list.limit.unwrap_or(DEFAULT_LIMIT),
     };
+    let recheck = auth.recheck();
     let scope = auth.scope;
     let vectors = fields.vectors();
-    let page = run_in_steps(&state, &auth.admitted, move |e| {
+    let page = run_in_steps(&state, &auth.admitted, recheck, move |e| {
         e.begin_page(&scope, &req, list.filter, page, vectors)
     })
     .await?;
@@ -568,8 +570,9 @@ pub async fn count(
 ) -> Result<Json<Counted>, ApiError> {
     let req = auth.scope_of_body(q.as_deref(), &mut body)?;
     let CountBody { filter } = from_map(body)?;
+    let recheck = auth.recheck();
     let scope = auth.scope;
-    let n = run_in_steps(&state, &auth.admitted, move |e| {
+    let n = run_in_steps(&state, &auth.admitted, recheck, move |e| {
         e.begin_count(&scope, &req, filter)
     })
     .await?;
