@@ -722,12 +722,12 @@ fn a_delete_by_filter_rechecks_visibility_and_expiry_when_it_deletes() {
     let to_b: RecordPatch = serde_json::from_value(json!({"user_tokens": ["u:b"]})).unwrap();
     engine.patch(&scope, &everyone(), &moved, to_b).unwrap();
     let expiring = RecordId::parse(mine[1].id.as_str()).unwrap();
-    let soon = strata_types::now_millis() + 20;
+    let soon = strata_types::now_millis() + 300;
     let expiry: RecordPatch = serde_json::from_value(json!({"expires_at": soon})).unwrap();
     engine
         .patch(&scope, &everyone(), &expiring, expiry)
         .unwrap();
-    std::thread::sleep(Duration::from_millis(40));
+    std::thread::sleep(Duration::from_millis(400));
 
     assert_eq!(
         finish_delete(&engine, pending).unwrap(),
