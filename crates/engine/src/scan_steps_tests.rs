@@ -768,3 +768,41 @@ fn each_chunk_of_a_delete_by_filter_names_its_chunk_and_count_in_its_audit_row()
     let removed: u64 = rows.iter().map(|d| d["removed"].as_u64().unwrap()).sum();
     assert_eq!(removed, in_a as u64);
 }
+
+#[test]
+fn a_delete_chunk_ends_once_its_records_links_reach_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, model) = tenant(dir.path(), 40, 31);
+    let in_a: Vec<&Modelled> = model.iter().filter(|r| r.g == "a").collect();
+    assert!(in_a.len() > 6);
+    // The first match carries three links, the others none.
+    let hub = in_a[0].id.as_str();
+    let links = model
+        .iter()
+        .filter(|r| r.id != hub)
+        .take(3)
+        .map(|r| serde_json::from_value(json!({"source": hub, "target": r.id})).unwrap());
+    engine
+        .link_batch(&scope, &everyone(), links.collect())
+        .unwrap();
+    let filter = Filter::parse(&json!({"g": "a"})).unwrap();
+    let mut pending = begin_delete(&engine, &scope, &everyone(), filter, 1 << 20, 1000);
+    pending.chunk_links = 2;
+    assert_eq!(finish_delete(&engine, pending).unwrap(), in_a.len() as u64);
+    let chunks: Vec<Value> = engine
+        .own_audit_rows(&scope, &crate::audit::AuditQuery::default())
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "memory.delete_where")
+        .map(|r| r.detail)
+        .collect();
+    // The hub's chunk ended after it; the rest went in one more.
+    assert_eq!(chunks.len(), 2, "{chunks:?}");
+    let mut removed: Vec<u64> = chunks
+        .iter()
+        .map(|d| d["removed"].as_u64().unwrap())
+        .collect();
+    removed.sort();
+    assert_eq!(removed, vec![1, in_a.len() as u64 - 1]);
+    assert_eq!(all_ids(&engine, &scope).len(), model.len() - in_a.len());
+}
