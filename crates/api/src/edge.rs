@@ -16,6 +16,7 @@ use strata_auth::{AuthError, OperatorScope, Principal, RequestContext, TenantSco
 use strata_types::{Domain, TenantId};
 
 use crate::admission::Admitted;
+use crate::credential_check::Credential;
 use crate::security_throttle::{AuditLog, Verdict};
 use crate::{ApiError, AppState};
 
@@ -98,6 +99,17 @@ pub struct TenantAuth {
     pub admitted: Admitted,
     /// Most user tokens the request may name (`engine.limits.max_user_tokens`).
     pub max_user_tokens: usize,
+    /// Checked again before each further step of a request that runs in steps.
+    pub(crate) credential: Credential,
+}
+
+impl TenantAuth {
+    /// What a stepped request runs before each of its steps after the first
+    /// (`crate::scan_steps::run_in_steps`): its credential checked again.
+    pub(crate) fn recheck(&self) -> impl Fn(&AppState) -> Result<(), ApiError> + use<> {
+        let (credential, scope) = (self.credential.clone(), self.scope.clone());
+        move |state| credential.check(state, &scope)
+    }
 }
 
 /// A request authenticated with an operator credential.
@@ -290,11 +302,14 @@ impl FromRequestParts<AppState> for TenantAuth {
         });
         // Its body is parsed in the tenant's share of the pool (`crate::json_body::JsonBody`).
         parts.extensions.insert(admitted.share.clone());
+        // `principal` accepted this header's token.
+        let credential = Credential::new(bearer(&parts.headers)?);
         Ok(TenantAuth {
             scope,
             header_domain,
             admitted,
             max_user_tokens: state.engine.config().limits.max_user_tokens,
+            credential,
         })
     }
 }

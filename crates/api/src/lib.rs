@@ -25,6 +25,7 @@ mod bodies;
 mod body_guard;
 mod collections;
 mod conn_io;
+mod credential_check;
 pub mod edge;
 pub mod error;
 mod evidence;

@@ -437,12 +437,13 @@ struct DeleteWhereBody {
 /// Deletes every visible record matching `filter`; a missing or empty filter is refused unless
 /// `"all": true` says to delete every visible record in scope. For a credential bound to user
 /// tokens, only those whose tokens are a non-empty subset of its own: tenant-shared and
-/// co-owned records are left, and not counted in `deleted`. The matches are found on one
-/// snapshot taken when the request starts, then deleted in transactions of up to 1,000
-/// records, each record checked again as it is deleted: records written after the request
-/// started are not deleted, nor is one changed meanwhile so that it no longer matches. An error
-/// part-way, or a client that hangs up before the answer, leaves the records of the
-/// transactions before it deleted; the same request again deletes the rest.
+/// co-owned records are left, and not counted in `deleted`. The matches are found on a
+/// snapshot taken when the request starts (renewed as a count's is), then deleted in transactions of up to 1,000
+/// records, each record checked again as it is deleted: records written (or written again)
+/// after the request started are not deleted, nor is one changed meanwhile so that it no
+/// longer matches. An error part-way, or a client that hangs up before the answer, leaves the
+/// records of the transactions before it deleted; the error's answer does not say how many
+/// those were, and the same request again deletes the rest (counting only those).
 #[utoipa::path(post, path = "/v1/memories/delete", tag = "memories", operation_id = "delete_memories_where",
     request_body = DeleteWhereBody,
     responses((status = 200, description = "How many records were deleted", body = Deleted)),
@@ -456,8 +457,9 @@ pub async fn delete_where(
     let body = body.scoped::<DeleteWhere>(&state, SCOPE_KEYS).await?;
     let req = auth.scope_of_parts(q.as_deref(), body.scope)?;
     let filter = body.rest?.filter()?;
+    let recheck = auth.recheck();
     let scope = auth.scope;
-    let n = run_in_steps(&state, &auth.admitted, move |e| {
+    let n = run_in_steps(&state, &auth.admitted, recheck, move |e| {
         e.begin_delete_where(&scope, &req, filter)
     })
     .await?;
@@ -494,7 +496,8 @@ struct ListRequest {
 /// Lists visible records matching a filter, in id order, a page at a time (`after` = the
 /// previous page's `next`), each with what `include` names: by default the whole record
 /// without its vector. Query: scope fields, `filter` (JSON), `after`, `limit`, `include`. A
-/// page is read from one snapshot; pages are not one snapshot with each other.
+/// page is read from one snapshot (renewed, as a count's is, past 30 s or across a rewrite of
+/// the data file); pages are not one snapshot with each other.
 #[utoipa::path(get, path = "/v1/memories/list", tag = "memories", operation_id = "list_memories",
     params(
         ("filter" = Option<String>, Query, description = "a filter as JSON text"),
@@ -564,9 +567,10 @@ async fn list_records(
         after: list.after,
         limit: list.limit.unwrap_or(DEFAULT_LIMIT),
     };
+    let recheck = auth.recheck();
     let scope = auth.scope;
     let vectors = fields.vectors();
-    let page = run_in_steps(&state, &auth.admitted, move |e| {
+    let page = run_in_steps(&state, &auth.admitted, recheck, move |e| {
         e.begin_page(&scope, &req, list.filter, page, vectors)
     })
     .await?;
@@ -591,7 +595,9 @@ struct CountRequest {
 }
 
 /// Counts visible records matching a filter, on one snapshot taken when the request starts:
-/// a record written while it counts is not counted, and one deleted meanwhile still is.
+/// a record written while it counts is not counted, and one deleted meanwhile still is. A
+/// count running past 30 s, or across a rewrite of the data file (a purge's vacuum), goes on
+/// on a fresh snapshot: a record created or deleted meanwhile may then be counted or not.
 #[utoipa::path(post, path = "/v1/memories/count", tag = "memories", operation_id = "count_memories",
     request_body = CountRequest,
     responses((status = 200, description = "How many visible records match", body = Counted)),
@@ -605,8 +611,9 @@ pub async fn count(
     let body = body.scoped::<CountBody>(&state, SCOPE_KEYS).await?;
     let req = auth.scope_of_parts(q.as_deref(), body.scope)?;
     let CountBody { filter } = body.rest?;
+    let recheck = auth.recheck();
     let scope = auth.scope;
-    let n = run_in_steps(&state, &auth.admitted, move |e| {
+    let n = run_in_steps(&state, &auth.admitted, recheck, move |e| {
         e.begin_count(&scope, &req, filter)
     })
     .await?;

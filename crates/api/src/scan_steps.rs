@@ -54,10 +54,13 @@ impl Steps for PendingDelete {
 
 /// Runs `begin` and the first step in one job (a scan that fits in a step is one job, as
 /// before), then each further step as its own job: a read one that may be demoted while the
-/// tenant is over its share, or a normal one when the step writes.
+/// tenant is over its share, or a normal one when the step writes. Before each further step
+/// `recheck` runs (the request's credential checked again, `TenantAuth::recheck`): its error
+/// ends the request there.
 pub(crate) async fn run_in_steps<S: Steps>(
     state: &AppState,
     admitted: &Admitted,
+    recheck: impl Fn(&AppState) -> Result<(), ApiError>,
     begin: impl FnOnce(&Engine) -> Result<S, EngineError> + Send + 'static,
 ) -> Result<S::Answer, ApiError> {
     // Every operation's first step reads (a delete scans before it deletes).
@@ -69,6 +72,7 @@ pub(crate) async fn run_in_steps<S: Steps>(
             Done(answer) => return Ok(answer),
             More(pending) => *pending,
         };
+        recheck(state)?;
         let writes = pending.writes_next();
         let step = move |e: &Engine| Ok(pending.step(e)?);
         next = if writes {

@@ -45,6 +45,8 @@ pub async fn search(
         header_domain,
         admitted,
         max_user_tokens,
+        // A search is one job: authentication judged its credential.
+        credential: _,
     } = auth;
     // A search across share grants writes audit rows, so it must not run at low priority
     // while holding the write lock; the body is not parsed yet, so decide conservatively.

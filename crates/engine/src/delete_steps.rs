@@ -3,38 +3,54 @@
 //! for a shared tenant, every shared tenant's writes) for as long as the scan. Instead:
 //! 1. the matching ids are found by a read scan in steps (`crate::scan_steps`, one storage
 //!    snapshot), outside any transaction;
-//! 2. they are deleted in transactions of at most [`DELETE_CHUNK`] records, each its own step,
-//!    and each record is checked again in the transaction that deletes it: it still exists,
-//!    the request still sees it and may write it, and it still matches the filter. A record
-//!    changed meanwhile so that it no longer matches is left.
+//! 2. they are deleted in transactions of at most [`DELETE_CHUNK`] records (fewer when their
+//!    links reach [`DELETE_CHUNK_LINKS`]), each its own step, and each record is checked
+//!    again in the transaction that deletes it: it still exists, the request still sees it
+//!    and may write it, it still matches the filter, and it was not written again after the
+//!    request began. A record changed meanwhile so that it no longer matches is left, and so
+//!    is one written again since (replaced by a put with its id, or patched): its writer did
+//!    not know of this delete.
 //!
 //! So the write lock is held for time proportional to the matches, a chunk at a time, never
 //! to the tenant. What it means for a caller: records written after the scan began are not
 //! deleted by it; a failure part-way (a full disk, a suspended tenant, or a caller that stops
 //! running the steps, as the API does when its client hangs up) leaves the chunks before it
-//! deleted and the rest in place, and a retry of the same request deletes the rest (what
-//! was deleted no longer matches anything).
+//! deleted and the rest in place, and answers with the error alone (how many were deleted
+//! is then unknown to the caller); a retry of the same request deletes the rest (what was
+//! deleted no longer matches anything) and counts only those.
 
 use strata_auth::{Permission, TenantScope};
-use strata_types::{Filter, RecordId, RequestScope, now_millis};
+use strata_types::{Filter, Millis, Record, RecordId, RequestScope, now_millis};
 
-use crate::records::delete_record;
+use crate::records::delete_record_and_links;
 use crate::scan::Vectors;
 use crate::scan_steps::{Cursor, Stepped};
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
 
 /// Records deleted per transaction: as many as the largest write batch (the default
-/// `max_batch`), so a delete by filter holds the write lock no longer than a write may.
+/// `max_batch`), so a delete by filter holds the write lock about as long as a write may.
 pub(crate) const DELETE_CHUNK: usize = 1000;
+
+/// Each record deleted takes its stored links with it (up to 20,000 of them), so a chunk also
+/// ends once its records' links reach this many rows: a chunk of heavily linked records would
+/// otherwise remove millions of rows under the write lock. Twenty records at the link limit;
+/// a thousand with twenty links each.
+pub(crate) const DELETE_CHUNK_LINKS: usize = 20_000;
 
 /// A delete by filter under way (see [`Engine::begin_delete_where`]).
 pub struct PendingDelete {
     scope: TenantScope,
     /// Checked again against each record in the transaction that deletes it.
     filter: Filter,
+    /// When the request began: a record last written in a later millisecond is not deleted.
+    /// One written in the same millisecond is: a write acknowledged before the request was
+    /// sent may carry it, and deleting a concurrent one orders it before the delete.
+    pub(crate) started: Millis,
     phase: Phase,
     pub(crate) chunk: usize,
+    /// Link rows after which a chunk ends ([`DELETE_CHUNK_LINKS`]; tests lower it).
+    pub(crate) chunk_links: usize,
     deleted: u64,
 }
 
@@ -44,11 +60,13 @@ enum Phase {
         cursor: Box<Cursor>,
         doomed: Vec<RecordId>,
     },
-    /// Deleting the records found, `next` the first not yet tried.
+    /// Deleting the records found, `next` the first not yet tried, in chunks numbered from 0
+    /// (`index` the next one's), so each chunk's audit row says where it stands.
     Deleting {
         vis: Visibility,
         doomed: Vec<RecordId>,
         next: usize,
+        index: usize,
     },
 }
 
@@ -79,7 +97,8 @@ impl Engine {
         req: &RequestScope,
         filter: Filter,
     ) -> Result<PendingDelete, EngineError> {
-        let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
+        let started = now_millis();
+        let vis = Visibility::resolve(scope, req, Permission::Write, started)?;
         // Only ids and scope fields are read: no vector is copied.
         let cursor = Cursor::open(
             self,
@@ -93,11 +112,13 @@ impl Engine {
         Ok(PendingDelete {
             scope: scope.clone(),
             filter,
+            started,
             phase: Phase::Scanning {
                 cursor: Box::new(cursor),
                 doomed: Vec::new(),
             },
             chunk: DELETE_CHUNK,
+            chunk_links: DELETE_CHUNK_LINKS,
             deleted: 0,
         })
     }
@@ -111,8 +132,10 @@ impl Engine {
         let PendingDelete {
             scope,
             filter,
+            started,
             phase,
             chunk,
+            chunk_links,
             mut deleted,
         } = pending;
         let phase = match phase {
@@ -137,12 +160,27 @@ impl Engine {
                         vis,
                         doomed,
                         next: 0,
+                        index: 0,
                     }
                 }
             }
-            Phase::Deleting { vis, doomed, next } => {
+            Phase::Deleting {
+                vis,
+                doomed,
+                next,
+                index,
+            } => {
                 let end = doomed.len().min(next + chunk.max(1));
-                deleted += self.delete_still_matching(&scope, &vis, &filter, &doomed[next..end])?;
+                let doomed_now = Doomed {
+                    vis: &vis,
+                    filter: &filter,
+                    started,
+                };
+                let ids = &doomed[next..end];
+                let (n, tried) =
+                    self.delete_still_matching(&scope, &doomed_now, ids, chunk_links, index)?;
+                deleted += n;
+                let end = next + tried;
                 if end == doomed.len() {
                     return Ok(Stepped::Done(deleted));
                 }
@@ -150,43 +188,78 @@ impl Engine {
                     vis,
                     doomed,
                     next: end,
+                    index: index + 1,
                 }
             }
         };
         Ok(Stepped::More(Box::new(PendingDelete {
             scope,
             filter,
+            started,
             phase,
             chunk,
+            chunk_links,
             deleted,
         })))
     }
 
-    /// Deletes those of `ids` that, in this transaction, still exist, are visible to and
-    /// writable by the request, and match `filter`. Returns how many.
+    /// Deletes those of `ids` that, in this transaction, still exist and are still doomed
+    /// ([`Doomed::still`]), stopping after the record whose links reach `chunk_links`.
+    /// Returns how many were deleted and how many of `ids` were tried (at least one).
     fn delete_still_matching(
         &self,
         scope: &TenantScope,
-        vis: &Visibility,
-        filter: &Filter,
+        doomed: &Doomed<'_>,
         ids: &[RecordId],
-    ) -> Result<u64, EngineError> {
+        chunk_links: usize,
+        index: usize,
+    ) -> Result<(u64, usize), EngineError> {
         // What has expired is judged now, as any write judges it (the sweep takes the rest).
-        let mut vis = vis.clone();
+        let mut vis = doomed.vis.clone();
         vis.now = now_millis().max(vis.now);
+        let doomed = Doomed {
+            vis: &vis,
+            ..*doomed
+        };
         let key = scope.key();
-        self.write_tenant(scope, "memory.delete_where", |w, changes| {
-            let mut n = 0;
+        self.write_tenant_inner(scope, "memory.delete_where", true, |w, changes| {
+            let (mut n, mut links, mut tried) = (0, 0, 0);
             for id in ids {
+                tried += 1;
                 let Some(record) = Vectors::Skip.record(w, key, id)? else {
                     continue;
                 };
-                if vis.sees(&record) && vis.may_write(&record) && filter.matches(&record) {
-                    delete_record(w, changes, scope, id)?;
+                if doomed.still(&record) {
+                    links += delete_record_and_links(w, changes, scope, id)?;
                     n += 1;
+                    if links >= chunk_links {
+                        break;
+                    }
                 }
             }
-            Ok(n)
+            // The usual summary (records removed, their first ids), and which chunk it was.
+            let mut detail = crate::change_summary(changes);
+            detail["chunk"] = index.into();
+            Ok(((n, tried), Some(detail)))
         })
+    }
+}
+
+/// What a record must still be, in the transaction that deletes it, to be deleted.
+#[derive(Clone, Copy)]
+struct Doomed<'a> {
+    vis: &'a Visibility,
+    filter: &'a Filter,
+    started: Millis,
+}
+
+impl Doomed<'_> {
+    /// Visible to and writable by the request, matching its filter, and not written since the
+    /// request began.
+    fn still(&self, record: &Record) -> bool {
+        record.updated_at <= self.started
+            && self.vis.sees(record)
+            && self.vis.may_write(record)
+            && self.filter.matches(record)
     }
 }

@@ -297,17 +297,18 @@ fn charge(w: &mut Writer<'_>, scope: &TenantScope, delta: i64) -> Result<(), Eng
     lifecycle::charge_bytes(w, scope.key(), &profile.limits, delta)
 }
 
-/// Removes every link of a record being deleted and gives their bytes back. Every path that
-/// deletes a record calls this in the same transaction.
+/// Removes every link of a record being deleted and gives their bytes back; how many links.
+/// Every path that deletes a record calls this in the same transaction.
 pub(crate) fn remove_links_of(
     w: &mut Writer<'_>,
     scope: &TenantScope,
     id: &RecordId,
-) -> Result<(), EngineError> {
+) -> Result<usize, EngineError> {
     let gone = w.delete_links_of(scope.key(), id)?;
     if gone.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let bytes: u64 = gone.iter().map(link_bytes).sum();
-    charge(w, scope, -(bytes as i64))
+    charge(w, scope, -(bytes as i64))?;
+    Ok(gone.len())
 }

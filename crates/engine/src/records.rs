@@ -353,11 +353,22 @@ pub(crate) fn delete_record(
     scope: &TenantScope,
     id: &RecordId,
 ) -> Result<(), EngineError> {
-    if let Some(old) = w.delete_record(scope.key(), id)? {
-        changes.push(Change::Remove(old));
-        crate::links::remove_links_of(w, scope, id)?;
-    }
-    Ok(())
+    delete_record_and_links(w, changes, scope, id).map(|_| ())
+}
+
+/// [`delete_record`], answering how many stored links went with the record (a delete by
+/// filter bounds a transaction's work by them).
+pub(crate) fn delete_record_and_links(
+    w: &mut Writer<'_>,
+    changes: &mut Vec<Change>,
+    scope: &TenantScope,
+    id: &RecordId,
+) -> Result<usize, EngineError> {
+    let Some(old) = w.delete_record(scope.key(), id)? else {
+        return Ok(0);
+    };
+    changes.push(Change::Remove(old));
+    crate::links::remove_links_of(w, scope, id)
 }
 
 /// A fresh server-assigned id (UUIDv7, hyphenated), formatted on the stack and copied once.

@@ -119,21 +119,31 @@ pub(crate) enum Walk {
     Paused(RecordId),
 }
 
-/// Calls `f` with every record visible to `vis` and matching `filter`, in id order, after
-/// `after`, until `f` returns `false` or `budget` runs out, each with its vector or without
-/// (`vectors`). Reads only the narrowest scope-index lists that can hold visible records,
-/// never the whole tenant. At least one candidate is read, so every walk moves on.
-#[allow(clippy::too_many_arguments)]
+/// Which records a walk hands on, and how it reads them.
+pub(crate) struct Selection<'a> {
+    pub vis: &'a Visibility,
+    pub filter: Option<&'a Filter>,
+    /// Each record with its vector or without.
+    pub vectors: Vectors,
+}
+
+/// Calls `f` with every record visible to `sel.vis` and matching `sel.filter`, in id order,
+/// after `after`, until `f` returns `false` or `budget` runs out. Reads only the narrowest
+/// scope-index lists that can hold visible records, never the whole tenant. At least one
+/// candidate is read, so every walk moves on.
 pub(crate) fn walk_visible(
     r: &impl Reads,
     key: TenantKey,
-    vis: &Visibility,
-    filter: Option<&Filter>,
+    sel: &Selection<'_>,
     after: Option<&RecordId>,
-    vectors: Vectors,
     budget: &mut Budget,
     mut f: impl FnMut(Record) -> bool,
 ) -> Result<Walk, EngineError> {
+    let Selection {
+        vis,
+        filter,
+        vectors,
+    } = sel;
     for id in candidate_ids(r, key, vis, after)? {
         let id = id?;
         let Some(record) = vectors.record(r, key, &id)? else {

@@ -6,14 +6,21 @@
 //! is [`Stepped::Done`], each step its own job in the tenant's fair share, so other tenants'
 //! jobs run between the steps and a tenant's large scan queues behind its own requests.
 //!
-//! One storage snapshot serves every step of a scan (a [`Reader`] owns its read transaction),
-//! so a stepped answer is exactly the one-call answer as of the scan's start: records written
-//! or deleted meanwhile are not seen, and expiry is judged at the start. The walk resumes after
+//! One storage snapshot serves the steps of a scan (a [`Reader`] owns its read transaction),
+//! so a stepped answer is the one-call answer as of the scan's start: records written or
+//! deleted meanwhile are not seen, and expiry is judged at the start. The walk resumes after
 //! the last candidate id it read; the scope lists are in id order. Each step first checks that
 //! the tenant is still live (from memory, `liveness`), so a suspended or deleted tenant's scan
-//! stops at its next step. A kept snapshot holds back the storage engine's reuse of pages
-//! freed meanwhile, and a vacuum waits for it (as for an export), for as long as the scan
-//! runs: a step is bounded, and so is the number of steps (the tenant's records).
+//! stops at its next step.
+//!
+//! A kept snapshot is not free. It holds back the storage engine's reuse of pages freed after
+//! it began, and one begun before a vacuum's swap keeps the replaced main file open (every
+//! tenant's bytes, a purged tenant's too, its disk space and a second page cache) until it
+//! ends; a vacuum does not wait for it. So a scan takes a fresh snapshot at its next step once
+//! the main file was vacuumed since its snapshot began, or once its snapshot is
+//! [`MAX_SNAPSHOT_AGE`] old, and goes on after the last candidate it read. Its answer is then
+//! no longer as of one instant: a record created or deleted (or changed) after the scan began
+//! may or may not be seen; every record that existed throughout is seen once.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +28,7 @@ use strata_auth::{Permission, TenantScope};
 use strata_store::Reader;
 use strata_types::{Filter, Record, RecordId, RequestScope, now_millis};
 
-use crate::scan::{MAX_PAGE, Page, ScanPage, Vectors, Walk, walk_visible};
+use crate::scan::{MAX_PAGE, Page, ScanPage, Selection, Vectors, Walk, walk_visible};
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
 
@@ -54,9 +61,14 @@ pub(crate) const STEP_SIZE: StepSize = StepSize {
     time: Duration::from_millis(10),
 };
 
+/// How long a scan keeps one storage snapshot: past it, its next step takes a fresh one. Pages
+/// freed after the oldest snapshot began are not reused while it lives, so a long scan beside
+/// busy writers would grow the file.
+pub(crate) const MAX_SNAPSHOT_AGE: Duration = Duration::from_secs(30);
+
 /// Checking this many clauses of a filter costs about as much as reading and decoding one
-/// record without its vector (measured against the release build; the time bound covers
-/// the rest).
+/// record without its vector (an estimate from the relative costs of a decode and a
+/// comparison, not a measured figure; the time bound covers an error in it).
 const CLAUSES_PER_READ: u64 = 32;
 
 /// What is left of one step's [`StepSize`].
@@ -105,12 +117,21 @@ pub(crate) struct Cursor {
     pub(crate) vis: Visibility,
     pub(crate) filter: Option<Filter>,
     snapshot: Reader,
+    /// The store's vacuum count read before `snapshot` began: once it changed, `snapshot`
+    /// reads a replaced file.
+    vacuums: u64,
+    /// When `snapshot` began.
+    taken: Instant,
+    /// How long a snapshot is kept ([`MAX_SNAPSHOT_AGE`]; tests shorten it).
+    pub(crate) max_age: Duration,
     /// The last candidate read; `None` before the first step.
     after: Option<RecordId>,
     vectors: Vectors,
     pub(crate) size: StepSize,
     /// Candidates the last step read (tests bound a step's cost with it).
     pub(crate) last_reads: u64,
+    /// Fresh snapshots taken after the first (tests check a vacuum or age causes one).
+    pub(crate) renewed: u64,
 }
 
 impl Cursor {
@@ -123,8 +144,15 @@ impl Cursor {
         after: Option<RecordId>,
         vectors: Vectors,
     ) -> Result<Cursor, EngineError> {
+        // Read before the snapshot begins: a vacuum between the two renews it needlessly,
+        // never leaves a replaced file unnoticed.
+        let vacuums = engine.store.vacuums();
         Ok(Cursor {
             snapshot: engine.tenant_snapshot(scope, permission)?,
+            vacuums,
+            taken: Instant::now(),
+            max_age: MAX_SNAPSHOT_AGE,
+            renewed: 0,
             scope: scope.clone(),
             permission,
             vis,
@@ -144,16 +172,28 @@ impl Cursor {
         engine: &Engine,
         f: impl FnMut(Record) -> bool,
     ) -> Result<bool, EngineError> {
-        // From memory while no registry row changed (`liveness`): a few atomic reads a step.
-        engine.check_readable(&self.scope, self.permission)?;
+        let vacuums = engine.store.vacuums();
+        if vacuums != self.vacuums || self.taken.elapsed() >= self.max_age {
+            // Checks the tenant and the credential's grant as `check_readable` does.
+            self.snapshot = engine.tenant_snapshot(&self.scope, self.permission)?;
+            self.vacuums = vacuums;
+            self.taken = Instant::now();
+            self.renewed += 1;
+        } else {
+            // From memory while no registry row changed (`liveness`): a few atomic reads.
+            engine.check_readable(&self.scope, self.permission)?;
+        }
         let mut budget = Budget::new(self.size, self.filter.as_ref());
+        let selection = Selection {
+            vis: &self.vis,
+            filter: self.filter.as_ref(),
+            vectors: self.vectors,
+        };
         let walk = walk_visible(
             &self.snapshot,
             self.scope.key(),
-            &self.vis,
-            self.filter.as_ref(),
+            &selection,
             self.after.as_ref(),
-            self.vectors,
             &mut budget,
             f,
         );

@@ -1,8 +1,9 @@
 //! Counts, listings and deletes by filter in steps (`crate::scan_steps`, `crate::delete_steps`)
-//! against a simple model of the tenant, over random records, filters, request scopes and step
-//! sizes: a stepped answer is the one-call answer, whatever the step size; a step reads no more
-//! than its budget; one snapshot serves every step; a delete checks each record again in the
-//! transaction that deletes it.
+//! against a simple model of the tenant, over random records, filters, request scopes
+//! (principals, domain, run) and step sizes: a stepped answer is the one-call answer, whatever
+//! the step size; a step reads no more than its budget; one snapshot serves every step until a
+//! vacuum or its age renews it; a delete checks each record again in the transaction that
+//! deletes it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -12,8 +13,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use strata_auth::{OperatorScope, TenantScope};
 use strata_types::{
-    CollectionName, Filter, Metric, NewRecord, RecordId, RecordPatch, RequestScope, TenantId,
-    TokenSelector, UserToken,
+    CollectionName, Domain, Filter, Metric, NewRecord, RecordId, RecordPatch, RequestScope, RunId,
+    TenantId, TokenSelector, UserToken,
 };
 
 use crate::scan::{Page, ScanPage, Vectors};
@@ -28,7 +29,14 @@ struct Modelled {
     n: i64,
     g: &'static str,
     tokens: Vec<&'static str>,
+    /// Its memory domain; `None` the default one.
+    domain: Option<&'static str>,
+    run: Option<&'static str>,
 }
+
+/// The domains and runs of a tenant made with scopes ([`scoped_tenant`]).
+const DOMAINS: [Option<&str>; 2] = [None, Some("d2")];
+const RUNS: [Option<&str>; 3] = [None, Some("run1"), Some("run2")];
 
 const GROUPS: [&str; 3] = ["a", "b", "c"];
 const TOKEN_SETS: [&[&str]; 4] = [&[], &["u:a"], &["u:b"], &["u:a", "u:b"]];
@@ -59,6 +67,30 @@ impl Principals {
             Principals::All => true,
             Principals::Some(t) => r.tokens.is_empty() || r.tokens.iter().any(|x| t.contains(x)),
         }
+    }
+}
+
+/// A request's scope: its principals, domain and run.
+#[derive(Debug, Clone)]
+struct Who {
+    principals: Principals,
+    domain: Option<&'static str>,
+    run: Option<&'static str>,
+}
+
+impl Who {
+    fn request(&self) -> RequestScope {
+        RequestScope {
+            memory_domain: self.domain.map(|d| Domain::parse(d).unwrap()),
+            run_id: self.run.map(|r| RunId::parse(r).unwrap()),
+            ..self.principals.request()
+        }
+    }
+
+    fn sees(&self, r: &Modelled) -> bool {
+        self.principals.sees(r)
+            && r.domain == self.domain
+            && self.run.is_none_or(|run| r.run == Some(run))
     }
 }
 
@@ -124,8 +156,27 @@ fn everyone() -> RequestScope {
     Principals::All.request()
 }
 
-/// Tenant `acme` holding `n` random records in collection `c`, and the model of them.
+/// Tenant `acme` holding `n` random records in collection `c`, all in the default domain and
+/// in no run, and the model of them.
 fn tenant(dir: &std::path::Path, n: usize, seed: u64) -> (Engine, TenantScope, Vec<Modelled>) {
+    make_tenant(dir, n, seed, false)
+}
+
+/// [`tenant`], its records spread over [`DOMAINS`] and [`RUNS`] at random.
+fn scoped_tenant(
+    dir: &std::path::Path,
+    n: usize,
+    seed: u64,
+) -> (Engine, TenantScope, Vec<Modelled>) {
+    make_tenant(dir, n, seed, true)
+}
+
+fn make_tenant(
+    dir: &std::path::Path,
+    n: usize,
+    seed: u64,
+    scoped: bool,
+) -> (Engine, TenantScope, Vec<Modelled>) {
     let engine = Engine::open(dir, EngineConfig::default()).unwrap();
     engine
         .create_tenant(
@@ -145,11 +196,17 @@ fn tenant(dir: &std::path::Path, n: usize, seed: u64) -> (Engine, TenantScope, V
             n: rng.random_range(0..7),
             g: GROUPS[rng.random_range(0..3)],
             tokens: TOKEN_SETS[rng.random_range(0..4)].to_vec(),
+            domain: scoped.then(|| DOMAINS[rng.random_range(0..2)]).flatten(),
+            run: scoped.then(|| RUNS[rng.random_range(0..3)]).flatten(),
         })
         .collect();
-    for part in model.chunks(500) {
-        let records = part.iter().map(new_record).collect();
-        engine.put(&scope, &everyone(), records).unwrap();
+    for domain in DOMAINS {
+        let req = in_domain(domain);
+        let here: Vec<&Modelled> = model.iter().filter(|m| m.domain == domain).collect();
+        for part in here.chunks(500) {
+            let records = part.iter().map(|m| new_record(m)).collect();
+            engine.put(&scope, &req, records).unwrap();
+        }
     }
     (engine, scope, model)
 }
@@ -160,6 +217,7 @@ fn new_record(m: &Modelled) -> NewRecord {
         modality: Some(c()),
         vector: Some(vec![0.5, 0.5]),
         metadata: serde_json::from_value(json!({"n": m.n, "g": m.g})).unwrap(),
+        run_id: m.run.map(|r| RunId::parse(r).unwrap()),
         user_tokens: Some(
             m.tokens
                 .iter()
@@ -265,24 +323,45 @@ fn finish_delete(e: &Engine, mut pending: PendingDelete) -> Result<u64, EngineEr
     }
 }
 
-fn random_principals(rng: &mut StdRng) -> Principals {
-    match rng.random_range(0..4) {
+fn random_who(rng: &mut StdRng) -> Who {
+    let principals = match rng.random_range(0..4) {
         0 => Principals::All,
         i => Principals::Some(TOKEN_SETS[i - 1].to_vec()),
+    };
+    Who {
+        principals,
+        domain: DOMAINS[rng.random_range(0..2)],
+        run: RUNS[rng.random_range(0..3)],
     }
 }
 
+/// Every principal's records in `domain` (`None`: the default one), any run.
+fn in_domain(domain: Option<&'static str>) -> RequestScope {
+    Who {
+        principals: Principals::All,
+        domain,
+        run: None,
+    }
+    .request()
+}
+
+/// Every record of the tenant, in id order.
 fn all_ids(e: &Engine, scope: &TenantScope) -> Vec<String> {
-    list_all(e, scope, &everyone(), None, 1000, 1 << 20).concat()
+    let mut ids: Vec<String> = DOMAINS
+        .into_iter()
+        .flat_map(|d| list_all(e, scope, &in_domain(d), None, 1000, 1 << 20).concat())
+        .collect();
+    ids.sort();
+    ids
 }
 
 #[test]
 fn stepped_counts_and_listings_are_the_one_call_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, scope, model) = tenant(dir.path(), 400, 7);
+    let (engine, scope, model) = scoped_tenant(dir.path(), 400, 7);
     let mut rng = StdRng::seed_from_u64(11);
     for case in 0..60 {
-        let who = random_principals(&mut rng);
+        let who = random_who(&mut rng);
         let shape = Shape::random(&mut rng);
         let reads = [1, 2, 3, 7, 50, 100_000][rng.random_range(0..6)];
         let limit = [1, 3, 7, 64, 1000][rng.random_range(0..5)];
@@ -320,8 +399,8 @@ fn stepped_deletes_by_filter_delete_what_the_model_says() {
     let mut rng = StdRng::seed_from_u64(23);
     for case in 0..10 {
         let dir = tempfile::tempdir().unwrap();
-        let (engine, scope, model) = tenant(dir.path(), 150, case);
-        let who = random_principals(&mut rng);
+        let (engine, scope, model) = scoped_tenant(dir.path(), 150, case);
+        let who = random_who(&mut rng);
         let shape = match Shape::random(&mut rng) {
             Shape::None => Shape::NBelow(3),
             s => s,
@@ -390,6 +469,8 @@ fn every_step_of_a_scan_reads_the_snapshot_it_began_on() {
         n: 1,
         g: "a",
         tokens: vec![],
+        domain: None,
+        run: None,
     };
     engine
         .put(&scope, &everyone(), vec![new_record(&later)])
@@ -453,6 +534,8 @@ fn a_delete_by_filter_checks_each_record_again_when_it_deletes_it() {
         n: 0,
         g: "a",
         tokens: vec![],
+        domain: None,
+        run: None,
     };
     engine
         .put(&scope, &everyone(), vec![new_record(&later)])
@@ -500,4 +583,226 @@ fn a_delete_by_filter_that_matches_nothing_still_leaves_its_audit_row() {
         0
     );
     assert_eq!(rows(&engine), 1);
+}
+
+/// Runs a count's steps to its end; with how many fresh snapshots its last step had taken.
+fn finish_count(e: &Engine, mut pending: crate::PendingCount) -> (u64, u64) {
+    loop {
+        let renewed = pending.cursor.renewed;
+        match e.count_step(pending).unwrap() {
+            // A last step that renewed its snapshot is not seen here; the tests renew earlier.
+            Stepped::Done(n) => return (n, renewed),
+            Stepped::More(p) => pending = *p,
+        }
+    }
+}
+
+#[test]
+fn a_scan_takes_a_fresh_snapshot_once_the_main_file_was_vacuumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, _) = tenant(dir.path(), 100, 21);
+    let mut pending = engine.begin_count(&scope, &everyone(), None).unwrap();
+    pending.cursor.size = size(10);
+    let Stepped::More(pending) = engine.count_step(pending).unwrap() else {
+        panic!("100 records take more than one step of 10");
+    };
+    assert_eq!(pending.cursor.renewed, 0);
+    // The vacuum a purge runs: the snapshot under way reads the replaced file from now on.
+    let before = engine.vacuums();
+    engine.vacuum().unwrap();
+    assert_eq!(engine.vacuums(), before + 1);
+    let Stepped::More(pending) = engine.count_step(*pending).unwrap() else {
+        panic!("80 records left");
+    };
+    assert_eq!(
+        pending.cursor.renewed, 1,
+        "the step after the vacuum renews"
+    );
+    let (n, renewed) = finish_count(&engine, *pending);
+    assert_eq!(renewed, 1, "once only");
+    assert_eq!(n, 100, "every record seen once across the two snapshots");
+}
+
+#[test]
+fn a_scan_takes_a_fresh_snapshot_once_its_snapshot_is_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, model) = tenant(dir.path(), 100, 23);
+    let filter = Shape::NBelow(3);
+    let expected = model.iter().filter(|r| filter.matches(r)).count() as u64;
+    let mut pending = engine
+        .begin_count(&scope, &everyone(), filter.filter())
+        .unwrap();
+    pending.cursor.size = size(10);
+    pending.cursor.max_age = Duration::ZERO;
+    let (n, renewed) = finish_count(&engine, pending);
+    assert_eq!(n, expected);
+    assert!(
+        renewed >= 9,
+        "every step renews an expired snapshot: {renewed}"
+    );
+}
+
+/// Scans `pending` until its next step deletes.
+fn scan_for_delete(e: &Engine, mut pending: PendingDelete) -> PendingDelete {
+    while !pending.writes_next() {
+        match e.delete_where_step(pending).unwrap() {
+            Stepped::More(p) => pending = *p,
+            Stepped::Done(n) => panic!("the scan found {n} records to delete, and deleted them"),
+        }
+    }
+    pending
+}
+
+#[test]
+fn a_record_written_again_after_a_delete_by_filter_began_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, model) = tenant(dir.path(), 120, 25);
+    let in_a: Vec<&Modelled> = model.iter().filter(|r| r.g == "a").collect();
+    assert!(in_a.len() > 10);
+    let filter = Filter::parse(&json!({"g": "a"})).unwrap();
+    let pending = scan_for_delete(
+        &engine,
+        begin_delete(&engine, &scope, &everyone(), filter, 7, 4),
+    );
+    // Written in a later millisecond than the request began, and still matching: one
+    // replaced by a put with its id, one patched.
+    std::thread::sleep(Duration::from_millis(3));
+    engine
+        .put(&scope, &everyone(), vec![new_record(in_a[0])])
+        .unwrap();
+    let patched = RecordId::parse(in_a[1].id.as_str()).unwrap();
+    let patch: RecordPatch =
+        serde_json::from_value(json!({"metadata": {"g": "a", "note": "kept"}})).unwrap();
+    engine.patch(&scope, &everyone(), &patched, patch).unwrap();
+
+    assert_eq!(
+        finish_delete(&engine, pending).unwrap(),
+        in_a.len() as u64 - 2
+    );
+    let left = all_ids(&engine, &scope);
+    assert!(left.contains(&in_a[0].id), "replaced after the start: kept");
+    assert!(left.contains(&in_a[1].id), "patched after the start: kept");
+    assert_eq!(left.len(), model.len() - in_a.len() + 2);
+}
+
+#[test]
+fn a_delete_by_filter_rechecks_visibility_and_expiry_when_it_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, model) = tenant(dir.path(), 120, 27);
+    // A credential bound to user token u:a: it deletes the records bearing u:a alone (a
+    // tenant-shared one, or one co-owned with u:b, it sees but may not write).
+    let grant = strata_auth::Grant {
+        permissions: strata_auth::Permissions::read_write(),
+        user_tokens: Some(vec![UserToken::parse("u:a").unwrap()]),
+        domains: None,
+    };
+    let meta = engine
+        .tenant_meta(&TenantId::parse("acme").unwrap())
+        .unwrap();
+    let bound_scope = TenantScope::for_tests(&meta, grant);
+    let mine: Vec<&Modelled> = model.iter().filter(|r| r.tokens == ["u:a"]).collect();
+    assert!(mine.len() > 10);
+    let filter = Filter::parse(&json!({"n": {"$gte": 0}})).unwrap();
+    let mut pending = scan_for_delete(
+        &engine,
+        begin_delete(
+            &engine,
+            &bound_scope,
+            &RequestScope::default(),
+            filter,
+            7,
+            4,
+        ),
+    );
+    // The written-since check is set aside: this test is about the other ones.
+    pending.started = i64::MAX;
+    // Between the scan and the deletes: one match given to another principal alone, one
+    // given an expiry that passes before the delete.
+    let moved = RecordId::parse(mine[0].id.as_str()).unwrap();
+    let to_b: RecordPatch = serde_json::from_value(json!({"user_tokens": ["u:b"]})).unwrap();
+    engine.patch(&scope, &everyone(), &moved, to_b).unwrap();
+    let expiring = RecordId::parse(mine[1].id.as_str()).unwrap();
+    let soon = strata_types::now_millis() + 300;
+    let expiry: RecordPatch = serde_json::from_value(json!({"expires_at": soon})).unwrap();
+    engine
+        .patch(&scope, &everyone(), &expiring, expiry)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+
+    assert_eq!(
+        finish_delete(&engine, pending).unwrap(),
+        mine.len() as u64 - 2,
+        "neither the record out of sight nor the expired one is counted"
+    );
+    let left = all_ids(&engine, &scope);
+    assert!(left.contains(&mine[0].id), "now another principal's: kept");
+    for r in &model {
+        let kept = left.contains(&r.id);
+        if r.tokens != ["u:a"] {
+            assert!(kept, "{} is not the credential's to write", r.id);
+        } else if r.id != mine[0].id && r.id != mine[1].id {
+            assert!(!kept, "{} was the credential's: deleted", r.id);
+        }
+    }
+}
+
+#[test]
+fn each_chunk_of_a_delete_by_filter_names_its_chunk_and_count_in_its_audit_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, model) = tenant(dir.path(), 60, 29);
+    let in_a = model.iter().filter(|r| r.g == "a").count();
+    let filter = Filter::parse(&json!({"g": "a"})).unwrap();
+    let pending = begin_delete(&engine, &scope, &everyone(), filter, 1 << 20, 5);
+    assert_eq!(finish_delete(&engine, pending).unwrap(), in_a as u64);
+    let rows: Vec<Value> = engine
+        .own_audit_rows(&scope, &crate::audit::AuditQuery::default())
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "memory.delete_where")
+        .map(|r| r.detail)
+        .collect();
+    assert_eq!(rows.len(), in_a.div_ceil(5));
+    let mut chunks: Vec<u64> = rows.iter().map(|d| d["chunk"].as_u64().unwrap()).collect();
+    chunks.sort();
+    assert_eq!(chunks, (0..rows.len() as u64).collect::<Vec<_>>());
+    let removed: u64 = rows.iter().map(|d| d["removed"].as_u64().unwrap()).sum();
+    assert_eq!(removed, in_a as u64);
+}
+
+#[test]
+fn a_delete_chunk_ends_once_its_records_links_reach_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, model) = tenant(dir.path(), 40, 31);
+    let in_a: Vec<&Modelled> = model.iter().filter(|r| r.g == "a").collect();
+    assert!(in_a.len() > 6);
+    // The first match carries three links, the others none.
+    let hub = in_a[0].id.as_str();
+    let links = model
+        .iter()
+        .filter(|r| r.id != hub)
+        .take(3)
+        .map(|r| serde_json::from_value(json!({"source": hub, "target": r.id})).unwrap());
+    engine
+        .link_batch(&scope, &everyone(), links.collect())
+        .unwrap();
+    let filter = Filter::parse(&json!({"g": "a"})).unwrap();
+    let mut pending = begin_delete(&engine, &scope, &everyone(), filter, 1 << 20, 1000);
+    pending.chunk_links = 2;
+    assert_eq!(finish_delete(&engine, pending).unwrap(), in_a.len() as u64);
+    let chunks: Vec<Value> = engine
+        .own_audit_rows(&scope, &crate::audit::AuditQuery::default())
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "memory.delete_where")
+        .map(|r| r.detail)
+        .collect();
+    // The hub's chunk ended after it; the rest went in one more.
+    assert_eq!(chunks.len(), 2, "{chunks:?}");
+    let mut removed: Vec<u64> = chunks
+        .iter()
+        .map(|d| d["removed"].as_u64().unwrap())
+        .collect();
+    removed.sort();
+    assert_eq!(removed, vec![1, in_a.len() as u64 - 1]);
+    assert_eq!(all_ids(&engine, &scope).len(), model.len() - in_a.len());
 }
