@@ -55,8 +55,10 @@ pub async fn search(
     // A large body waits for a parse slot like every route's (`parse_slots`); its job owns it.
     let slot = state.parse_slot(scope.tenant(), body.len()).await?;
     let run = move |e: &Engine| {
-        let _slot = slot;
-        let mut body = parse_object_within(&body, Some(scope.tenant()), bounds)?;
+        let parsed = parse_object_within(&body, Some(scope.tenant()), bounds);
+        // The slot bounds parsing only; the search itself is the pool's to schedule.
+        drop(slot);
+        let mut body = parsed?;
         let sources = ScopeSources {
             header_domain: header_domain.as_ref(),
             raw_query: q.as_deref(),

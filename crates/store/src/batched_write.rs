@@ -325,10 +325,13 @@ impl Store {
         }
         committed?;
         drop(db);
+        // Out of the group's open set first: a sync starting meanwhile need not wait for the
+        // close below.
+        let seq = entered.committed();
         // A commit path, not a reader's: where a database a vacuum swapped out closes.
         self.retired.close_unread();
         Ok(Round::Committed {
-            seq: entered.committed(),
+            seq,
             ran,
             rest: list[next..].to_vec(),
         })

@@ -531,14 +531,16 @@ impl Store {
             self.commits.observe(started.elapsed());
         }
         drop(db);
-        // A commit path, not a reader's: where a database a vacuum swapped out closes.
-        self.retired.close_unread();
+        // Out of the group's open set first: a sync starting meanwhile need not wait for the
+        // close below.
         let waiting = entered.map(|e| Waiting {
             seq: e.committed(),
             db: Arc::clone(&self.db),
             group: Arc::clone(&self.group),
             commits: Arc::clone(&self.commits),
         });
+        // A commit path, not a reader's: where a database a vacuum swapped out closes.
+        self.retired.close_unread();
         Ok((r, Pending { waiting }))
     }
 

@@ -260,13 +260,13 @@ impl Store {
             ))
         })?;
         self.vacuums
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(Vacuumed::Done { settled })
     }
 
     /// How many vacuums rewrote the main file since the store opened.
     pub fn vacuums(&self) -> u64 {
-        self.vacuums.load(std::sync::atomic::Ordering::Relaxed)
+        self.vacuums.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The unlocked part of a vacuum: the new file at `path` written from a snapshot of the
