@@ -649,6 +649,7 @@ impl Engine {
     /// the file failed.
     pub(crate) fn vacuum(&self) -> Result<Erasure, EngineError> {
         let record = &self.owed_compaction.record;
+        let ticket = self.owed_compaction.ticket();
         // A vacuum needs a moment with no read transaction in flight; readers are short.
         for _ in 0..50 {
             match record.vacuum(&self.store, "erasure") {
@@ -657,6 +658,7 @@ impl Engine {
                     if self.store.compaction_owed()? {
                         self.store.write(|w| w.set_compaction_owed(false))?;
                     }
+                    self.owed_compaction.settled(ticket);
                     return Ok(Erasure::Done);
                 }
                 Ok(Vacuumed::ReadersInFlight) => {
