@@ -317,9 +317,10 @@ impl Engine {
                     "isolation": isolation,
                     "index_params": profile.index_params,
                 });
-                audit::append(w, strata_store::TenantKey::SERVER, event.clone())?;
+                audit::append_to_both(w, meta.key, event)?;
+            } else {
+                audit::append(w, meta.key, event)?;
             }
-            audit::append(w, meta.key, event)?;
             for c in &self.config.default_collections {
                 let collection = Collection {
                     name: c.name.clone(),
