@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use strata_auth::{OperatorScope, TenantScope};
-use strata_store::{Reads, TenantKey, TenantMeta, Vacuumed, Writer};
+use strata_store::{Reads, StoreError, TenantKey, TenantMeta, Vacuumed, Writer};
 use strata_types::{Collection, Millis, TenantId, now_millis};
 
 use crate::integrity::{IntegrityPolicy, IntegrityPolicyInput};
@@ -571,9 +571,7 @@ impl Engine {
                     "tenant {id} was replaced during its purge; try again"
                 )));
             }
-            // What the row says was erased; a usage row that does not decode leaves the figures
-            // out (null), it does not stop the erasure.
-            let erased = usage(w, meta.key).ok();
+            let erased = erased_figures(w, id, meta.key)?;
             w.erase_tenant(&meta)?;
             w.note_purge(now_millis())?;
             // Owed until the vacuum after this commit has run: a crash in between leaves the
@@ -584,13 +582,7 @@ impl Engine {
             // it; the purge itself, which names only the id, is the server's to keep.
             audit::erase_server_rows_about(w, id)?;
             let mut event = audit::operator_event(op, id, "tenant.purge");
-            // The rewrite of the data file runs after this commit: the purge's answer, the
-            // log and `/metrics` say whether it ran or is owed.
-            event.detail = serde_json::json!({
-                "records": erased.as_ref().map(|u| u.records),
-                "storage_bytes": erased.as_ref().map(|u| u.storage_bytes),
-                "file_rewrite": "after_commit",
-            });
+            event.detail = erased;
             audit::append(w, strata_store::TenantKey::SERVER, event)?;
             Ok::<_, EngineError>(meta.key)
         })
@@ -777,5 +769,28 @@ impl Engine {
         self.admissions.invalidate(key);
         let _ = self.store.remove_dedicated(key);
         let _ = self.store.remove_derived(key);
+    }
+}
+
+/// What a purge's audit row says was erased: the records and storage bytes of the tenant's
+/// usage. A usage row that does not decode does not stop the erasure (it is part of what is
+/// erased): the row says `"usage": "unreadable"` and the log warns. Any other error (the file
+/// failed) stops the purge.
+fn erased_figures(
+    w: &Writer<'_>,
+    id: &TenantId,
+    key: TenantKey,
+) -> Result<serde_json::Value, EngineError> {
+    match usage(w, key) {
+        Ok(u) => Ok(serde_json::json!({
+            "records": u.records,
+            "storage_bytes": u.storage_bytes,
+        })),
+        Err(StoreError::Corrupt(why)) => {
+            tracing::warn!(tenant = %id, %why, "a purged tenant's usage did not decode; its \
+                audit row says so");
+            Ok(serde_json::json!({"usage": "unreadable"}))
+        }
+        Err(e) => Err(e.into()),
     }
 }
