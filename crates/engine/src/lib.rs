@@ -293,8 +293,8 @@ impl Engine {
             recent_purges: recent_purges::RecentPurges::after_restart(last_purge),
             owed_compaction: owed_compaction::OwedCompaction::new(dir.join(DB_FILE)),
         };
-        // An erasure's vacuum that a long read kept from running before the last stop (or a
-        // crash cut short): run now (or owed again, if a reader already holds a snapshot).
+        // An erasure's vacuum that failed before the last stop (or that a crash cut short): run
+        // now (or owed again, if it fails again).
         if engine.store.compaction_owed()? {
             engine.vacuum()?;
         }

@@ -506,7 +506,8 @@ impl Engine {
     /// Hard delete: erases every byte of the tenant's data and its registry entry, then
     /// rewrites the main data file into a new one (a vacuum) so none of it remains on disk.
     /// Answers whether that rewrite ran ([`Erasure::Done`]) or is owed ([`Erasure::Pending`]:
-    /// a long read kept it from running; the erasure itself has committed either way).
+    /// the rewrite failed, a full disk say, and is retried; the erasure itself has committed
+    /// either way).
     pub fn purge_tenant(&self, op: &OperatorScope, id: &TenantId) -> Result<Erasure, EngineError> {
         let key = self.tenant_meta(id)?.key;
         self.purge_incarnation(op, id, key)

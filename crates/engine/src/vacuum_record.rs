@@ -14,11 +14,13 @@ use strata_store::{Store, StoreError, Vacuumed};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Erasure {
-    /// Committed, and the main data file was rewritten without the erased bytes.
+    /// Committed, and the main data file was rewritten without the erased bytes. A read begun
+    /// before the rewrite's swap finishes on the old file, unlinked, which holds them until
+    /// that read ends.
     Done,
     /// Committed (no read sees the data again), but the file still holds the bytes until the
-    /// owed vacuum runs: a long read (an export) kept it from running now. `/metrics`
-    /// (`strata_erasure_pending`) and the admin stats say when it has.
+    /// owed vacuum runs: the rewrite failed (a full disk, an I/O error) and is retried.
+    /// `/metrics` (`strata_erasure_pending`) and the admin stats say when it has run.
     Pending,
 }
 
