@@ -580,7 +580,7 @@ impl Engine {
             w.set_compaction_owed(true)?;
             hierarchy::orphan_children(w, id)?;
             // The tenant's own log is erased with it, and so are the server log's rows about
-            // it; the purge itself, which names only the id, is the server's to keep.
+            // it; the purge itself (the id and how much was erased) is the server's to keep.
             audit::erase_server_rows_about(w, id)?;
             let mut event = audit::operator_event(op, id, "tenant.purge");
             event.detail = erased;
