@@ -161,10 +161,12 @@ pub struct HardDeleted {
     pub id: TenantId,
     /// Always `true`: the erasure has committed, no request reads the tenant's data again.
     pub purged: bool,
-    /// `done`: the data file was rewritten without the tenant's bytes. `pending`: a long read
-    /// (an export) kept the rewrite from running now; it is owed and retried, and the bytes
-    /// stay in the file until it runs (`erasure_pending` in `GET /v1/admin/stats` and
-    /// `strata_erasure_pending` in `/metrics` go back to false/0 then).
+    /// `done`: the data file was rewritten without the tenant's bytes (a read begun before the
+    /// rewrite's swap finishes on the old, unlinked file, which holds them until that read
+    /// ends). `pending`: the rewrite failed (a full disk, an I/O error); it is owed and retried,
+    /// and the bytes stay in the file until it runs (`erasure_pending` in
+    /// `GET /v1/admin/stats` and `strata_erasure_pending` in `/metrics` go back to false/0
+    /// then).
     pub erasure: strata_engine::Erasure,
 }
 

@@ -637,8 +637,8 @@ fn vacuums(out: &mut String, v: &strata_engine::VacuumFigures) {
         out,
         "strata_vacuum_duration_seconds",
         "summary",
-        "Rewrites of the main data file after erasures (purges), and their duration; every \
-         transaction of the main file waits while one runs.",
+        "Rewrites of the main data file after erasures (purges), and their duration; reads and \
+         writes of the main file go on while one copies and pause only for its final swap.",
     );
     let _ = writeln!(
         out,
@@ -660,7 +660,7 @@ fn vacuums(out: &mut String, v: &strata_engine::VacuumFigures) {
         out,
         "strata_erasure_pending",
         "gauge",
-        "1 while an erasure's vacuum is owed (a long read kept it from running): erased bytes \
+        "1 while an erasure's vacuum is owed (its rewrite failed and is retried): erased bytes \
          are still in the data file; 0 once it ran.",
     );
     let _ = writeln!(

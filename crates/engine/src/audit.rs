@@ -143,9 +143,13 @@ impl AuditQuery {
 
 impl AuditEvent {
     fn into_row(self) -> AuditRow {
+        self.into_row_at(now_millis())
+    }
+
+    fn into_row_at(self, at: Millis) -> AuditRow {
         AuditRow {
             seq: 0,
-            at: now_millis(),
+            at,
             tenant: self.tenant,
             actor: self.actor,
             action: self.action,
@@ -187,6 +191,30 @@ pub(crate) fn append(
     event: AuditEvent,
 ) -> Result<(), StoreError> {
     w.append_audit(key, &encode_json(&event.into_row())?)?;
+    Ok(())
+}
+
+/// Appends `event` to the log under `key` and to the server's, inside the caller's
+/// transaction: one row, made once, so the two copies are equal in every field (their time
+/// too, whichever millisecond each append falls in) and the operator's listing shows it once.
+pub(crate) fn append_to_both(
+    w: &mut Writer<'_>,
+    key: TenantKey,
+    event: AuditEvent,
+) -> Result<(), StoreError> {
+    append_to_both_by(w, key, event, now_millis)
+}
+
+/// [`append_to_both`], reading the time from `clock`.
+fn append_to_both_by(
+    w: &mut Writer<'_>,
+    key: TenantKey,
+    event: AuditEvent,
+    mut clock: impl FnMut() -> Millis,
+) -> Result<(), StoreError> {
+    let bytes = encode_json(&event.into_row_at(clock()))?;
+    w.append_audit(key, &bytes)?;
+    w.append_audit(TenantKey::SERVER, &bytes)?;
     Ok(())
 }
 
@@ -275,7 +303,9 @@ pub(crate) fn read_log(
 /// Adds the server log's `server` rows to the tenants' `rows`, but not a row whose copy is in
 /// its tenant's log: an action written to both logs (a level change, a tenant created at a
 /// level other than shared) is one action, and the operator's listing shows it once (the
-/// tenant's copy). Rows alike but for their position are copies; nothing else is dropped.
+/// tenant's copy). Rows alike in every field but their position are copies (written once by
+/// [`append_to_both`], so their times are equal too); nothing else is dropped. A row names its
+/// tenant, so a row of one tenant never matches another's.
 fn add_server_rows(rows: &mut Vec<AuditRow>, server: Vec<AuditRow>) {
     use std::collections::HashMap;
     let mut by_moment: HashMap<(Millis, &str), Vec<&AuditRow>> = HashMap::new();
@@ -443,5 +473,47 @@ mod tests {
             ],
         );
         assert_eq!(rows, vec![migrate(4), other_detail, other_moment, purge]);
+    }
+
+    /// The two copies are one row, even when the clock's millisecond turns between the
+    /// appends: here a clock that moves at every reading.
+    #[test]
+    fn a_row_appended_to_both_logs_is_the_same_row_in_each() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = strata_store::Store::open(&dir.path().join("db.redb")).expect("store");
+        let acme = TenantId::parse("acme").expect("id");
+        let key = store
+            .write(|w| Ok::<_, StoreError>(w.create_tenant(&acme, 0, Default::default())?.key))
+            .expect("tenant");
+        let mut ticks = 0;
+        let clock = || {
+            ticks += 1;
+            ticks
+        };
+        let event = AuditEvent {
+            tenant: Some(acme),
+            actor: "operator".into(),
+            action: "tenant.migrate".into(),
+            outcome: "ok".into(),
+            client: None,
+            request_id: None,
+            detail: Value::Null,
+        };
+        store
+            .write(|w| append_to_both_by(w, key, event, clock))
+            .expect("append");
+        let r = store.read().expect("read");
+        let tenant = r.audit_rows(key, 0, 10).expect("rows");
+        let server = r.audit_rows(TenantKey::SERVER, 0, 10).expect("rows");
+        assert_eq!(tenant.len(), 1);
+        assert_eq!(server.len(), 1);
+        assert_eq!(tenant[0].1, server[0].1);
+        let row: AuditRow = decode_json(&tenant[0].1).expect("row");
+        let mut listed = vec![AuditRow {
+            seq: 1,
+            ..row.clone()
+        }];
+        add_server_rows(&mut listed, vec![AuditRow { seq: 2, ..row }]);
+        assert_eq!(listed.len(), 1, "listed once");
     }
 }

@@ -480,8 +480,7 @@ impl Engine {
             "to": profile.isolation,
             "index_params": profile.index_params,
         });
-        audit::append(w, meta.key, event.clone())?;
-        audit::append(w, TenantKey::SERVER, event)?;
+        audit::append_to_both(w, meta.key, event)?;
         w.put_last_migration(meta.key, row)?;
         Ok(meta.key)
     }

@@ -49,6 +49,8 @@ mod name_bitmaps;
 mod narrative_principal_tests;
 mod owed_compaction;
 mod plan;
+#[cfg(test)]
+mod purge_detail_tests;
 mod put_steps;
 mod ranking;
 mod recall;

@@ -29,7 +29,17 @@ struct State {
     owed: bool,
     /// The engine is closing: the thread ends.
     stop: bool,
+    /// Counts [`OwedCompaction::owe`] calls: a vacuum that began after the last of them has
+    /// done the owed work (see [`OwedCompaction::settled`]).
+    owes: u64,
+    /// Bumped when a vacuum other than the thread's settled what was owed: the thread started
+    /// before it ends.
+    generation: u64,
 }
+
+/// What was owed when a vacuum began ([`OwedCompaction::ticket`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket(u64);
 
 pub(crate) struct OwedCompaction {
     state: Arc<(Mutex<State>, Condvar)>,
@@ -82,16 +92,18 @@ impl OwedCompaction {
         }
         *lock(&self.store) = Some(Arc::downgrade(store));
         let mut st = lock(&self.state.0);
+        st.owes += 1;
         if st.owed || st.stop {
             return;
         }
         st.owed = true;
+        let generation = st.generation;
         drop(st);
         let (state, weak) = (Arc::clone(&self.state), Arc::downgrade(store));
         let record = Arc::clone(&self.record);
         let spawned = std::thread::Builder::new()
             .name("strata-compact".into())
-            .spawn(move || retry(&state, &weak, &record));
+            .spawn(move || retry(&state, &weak, &record, generation));
         match spawned {
             Ok(handle) => {
                 // A thread that ended (its compaction ran) is joined before it is replaced.
@@ -105,6 +117,25 @@ impl OwedCompaction {
                     start compacts");
             }
         }
+    }
+
+    /// Taken before a vacuum begins, for [`OwedCompaction::settled`] once it has run.
+    pub(crate) fn ticket(&self) -> Ticket {
+        Ticket(lock(&self.state.0).owes)
+    }
+
+    /// A vacuum that began when `ticket` was taken has run: it rewrote the file after every
+    /// erasure owed until then, so nothing is owed any more, unless an erasure owed its vacuum
+    /// since (that one's bytes may be in the new file). The thread retrying stops.
+    pub(crate) fn settled(&self, ticket: Ticket) {
+        let mut st = lock(&self.state.0);
+        if st.owes != ticket.0 || !st.owed {
+            return;
+        }
+        st.owed = false;
+        st.generation += 1;
+        drop(st);
+        self.state.1.notify_all();
     }
 
     /// Ends the thread (at the engine's drop) and tries an owed compaction a last time; if it
@@ -128,7 +159,12 @@ impl OwedCompaction {
     }
 }
 
-fn retry(state: &(Mutex<State>, Condvar), store: &Weak<Store>, record: &VacuumRecord) {
+fn retry(
+    state: &(Mutex<State>, Condvar),
+    store: &Weak<Store>,
+    record: &VacuumRecord,
+    generation: u64,
+) {
     let mut wait = FIRST_RETRY;
     let mut st = lock(&state.0);
     loop {
@@ -137,7 +173,8 @@ fn retry(state: &(Mutex<State>, Condvar), store: &Weak<Store>, record: &VacuumRe
             .wait_timeout(st, wait)
             .unwrap_or_else(|e| e.into_inner())
             .0;
-        if st.stop {
+        // Stopping, or another vacuum settled what this thread was started for.
+        if st.stop || st.generation != generation {
             return;
         }
         let Some(store) = store.upgrade() else {
@@ -151,7 +188,10 @@ fn retry(state: &(Mutex<State>, Condvar), store: &Weak<Store>, record: &VacuumRe
         match result {
             Ok(()) => {
                 tracing::info!("owed vacuum done: erased data has left the data file");
-                st.owed = false;
+                // Unless settled meanwhile (a later owe then has its own thread).
+                if st.generation == generation {
+                    st.owed = false;
+                }
                 return;
             }
             // Tried again, less often each time: a lasting cause must not copy the file often.
@@ -160,5 +200,53 @@ fn retry(state: &(Mutex<State>, Condvar), store: &Weak<Store>, record: &VacuumRe
                 wait = (wait * 2).min(LAST_RETRY);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose vacuums fail until the returned obstacle (a non-empty directory where the
+    /// vacuum's new file goes) is removed.
+    fn blocked_store(dir: &std::path::Path) -> (Arc<Store>, PathBuf, PathBuf) {
+        let file = dir.join("main.redb");
+        let store = Arc::new(Store::open(&file).expect("store"));
+        let obstacle = dir.join("main.redb.vacuum");
+        std::fs::create_dir_all(obstacle.join("inside")).expect("obstacle");
+        (store, file, obstacle)
+    }
+
+    #[test]
+    fn a_later_vacuum_that_ran_settles_what_was_owed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, file, obstacle) = blocked_store(dir.path());
+        let owed = OwedCompaction::new(file);
+        owed.owe(&store);
+        assert!(owed.figures().erasure_pending);
+        let ticket = owed.ticket();
+        std::fs::remove_dir_all(&obstacle).expect("obstacle removed");
+        assert!(matches!(
+            owed.record.vacuum(&store, "test").unwrap(),
+            Vacuumed::Done { .. }
+        ));
+        owed.settled(ticket);
+        // At once, not when the thread next retries.
+        assert!(!owed.figures().erasure_pending);
+        owed.stop();
+        assert_eq!(owed.figures().runs, 1, "the thread did not vacuum again");
+    }
+
+    #[test]
+    fn a_vacuum_begun_before_an_owe_settles_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, file, obstacle) = blocked_store(dir.path());
+        let owed = OwedCompaction::new(file);
+        let ticket = owed.ticket();
+        owed.owe(&store);
+        owed.settled(ticket);
+        assert!(owed.figures().erasure_pending);
+        std::fs::remove_dir_all(&obstacle).expect("obstacle removed");
+        owed.stop();
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use strata_auth::{OperatorScope, TenantScope};
-use strata_store::{Reads, TenantKey, TenantMeta, Vacuumed, Writer};
+use strata_store::{Reads, StoreError, TenantKey, TenantMeta, Vacuumed, Writer};
 use strata_types::{Collection, Millis, TenantId, now_millis};
 
 use crate::integrity::{IntegrityPolicy, IntegrityPolicyInput};
@@ -317,9 +317,10 @@ impl Engine {
                     "isolation": isolation,
                     "index_params": profile.index_params,
                 });
-                audit::append(w, strata_store::TenantKey::SERVER, event.clone())?;
+                audit::append_to_both(w, meta.key, event)?;
+            } else {
+                audit::append(w, meta.key, event)?;
             }
-            audit::append(w, meta.key, event)?;
             for c in &self.config.default_collections {
                 let collection = Collection {
                     name: c.name.clone(),
@@ -505,7 +506,8 @@ impl Engine {
     /// Hard delete: erases every byte of the tenant's data and its registry entry, then
     /// rewrites the main data file into a new one (a vacuum) so none of it remains on disk.
     /// Answers whether that rewrite ran ([`Erasure::Done`]) or is owed ([`Erasure::Pending`]:
-    /// a long read kept it from running; the erasure itself has committed either way).
+    /// the rewrite failed, a full disk say, and is retried; the erasure itself has committed
+    /// either way).
     pub fn purge_tenant(&self, op: &OperatorScope, id: &TenantId) -> Result<Erasure, EngineError> {
         let key = self.tenant_meta(id)?.key;
         self.purge_incarnation(op, id, key)
@@ -570,9 +572,7 @@ impl Engine {
                     "tenant {id} was replaced during its purge; try again"
                 )));
             }
-            // What the row says was erased; a usage row that does not decode leaves the figures
-            // out (null), it does not stop the erasure.
-            let erased = usage(w, meta.key).ok();
+            let erased = erased_figures(w, id, meta.key)?;
             w.erase_tenant(&meta)?;
             w.note_purge(now_millis())?;
             // Owed until the vacuum after this commit has run: a crash in between leaves the
@@ -580,16 +580,10 @@ impl Engine {
             w.set_compaction_owed(true)?;
             hierarchy::orphan_children(w, id)?;
             // The tenant's own log is erased with it, and so are the server log's rows about
-            // it; the purge itself, which names only the id, is the server's to keep.
+            // it; the purge itself (the id and how much was erased) is the server's to keep.
             audit::erase_server_rows_about(w, id)?;
             let mut event = audit::operator_event(op, id, "tenant.purge");
-            // The rewrite of the data file runs after this commit: the purge's answer, the
-            // log and `/metrics` say whether it ran or is owed.
-            event.detail = serde_json::json!({
-                "records": erased.as_ref().map(|u| u.records),
-                "storage_bytes": erased.as_ref().map(|u| u.storage_bytes),
-                "file_rewrite": "after_commit",
-            });
+            event.detail = erased;
             audit::append(w, strata_store::TenantKey::SERVER, event)?;
             Ok::<_, EngineError>(meta.key)
         })
@@ -650,8 +644,16 @@ impl Engine {
     /// clearing it here could clear the record of an erasure that committed during the copy,
     /// before that erasure's own vacuum (which follows this one) has run.
     pub(crate) fn vacuum(&self) -> Result<Erasure, EngineError> {
+        let ticket = self.owed_compaction.ticket();
         match self.owed_compaction.record.vacuum(&self.store, "erasure") {
-            Ok(Vacuumed::Done { .. }) => Ok(Erasure::Done),
+            Ok(Vacuumed::Done { settled }) => {
+                // The store cleared its record of a vacuum owed (unless an erasure during the
+                // copy set it again, whose own vacuum follows): so does the retrying thread.
+                if settled {
+                    self.owed_compaction.settled(ticket);
+                }
+                Ok(Erasure::Done)
+            }
             // A failed data file will not vacuum later either.
             Err(e @ strata_store::StoreError::Unavailable(_)) => Err(e.into()),
             // Anything else (no room for the new file, say) is not retried at once: each try
@@ -758,5 +760,28 @@ impl Engine {
         self.admissions.invalidate(key);
         let _ = self.store.remove_dedicated(key);
         let _ = self.store.remove_derived(key);
+    }
+}
+
+/// What a purge's audit row says was erased: the records and storage bytes of the tenant's
+/// usage. A usage row that does not decode does not stop the erasure (it is part of what is
+/// erased): the row says `"usage": "unreadable"` and the log warns. Any other error (the file
+/// failed) stops the purge.
+fn erased_figures(
+    w: &Writer<'_>,
+    id: &TenantId,
+    key: TenantKey,
+) -> Result<serde_json::Value, EngineError> {
+    match usage(w, key) {
+        Ok(u) => Ok(serde_json::json!({
+            "records": u.records,
+            "storage_bytes": u.storage_bytes,
+        })),
+        Err(StoreError::Corrupt(why)) => {
+            tracing::warn!(tenant = %id, %why, "a purged tenant's usage did not decode; its \
+                audit row says so");
+            Ok(serde_json::json!({"usage": "unreadable"}))
+        }
+        Err(e) => Err(e.into()),
     }
 }

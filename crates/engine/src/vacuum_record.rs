@@ -14,11 +14,13 @@ use strata_store::{Store, StoreError, Vacuumed};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Erasure {
-    /// Committed, and the main data file was rewritten without the erased bytes.
+    /// Committed, and the main data file was rewritten without the erased bytes. A read begun
+    /// before the rewrite's swap finishes on the old file, unlinked, which holds them until
+    /// that read ends.
     Done,
     /// Committed (no read sees the data again), but the file still holds the bytes until the
-    /// owed vacuum runs: a long read (an export) kept it from running now. `/metrics`
-    /// (`strata_erasure_pending`) and the admin stats say when it has.
+    /// owed vacuum runs: the rewrite failed (a full disk, an I/O error) and is retried.
+    /// `/metrics` (`strata_erasure_pending`) and the admin stats say when it has run.
     Pending,
 }
 
@@ -122,11 +124,12 @@ mod tests {
         assert!(f.erasure_pending);
     }
 
-    /// A purge while a long read holds a snapshot answers `Pending` and the figures say an
-    /// erasure is owed; once the read ends, the owed vacuum runs and they say so.
+    /// A purge whose vacuum fails (here: its new file cannot be created, a directory holds the
+    /// name) answers `Pending` and the figures say an erasure is owed; once the cause is gone,
+    /// the owed vacuum runs and they say so.
     #[test]
-    fn a_purge_kept_from_its_rewrite_by_a_reader_is_pending_until_the_owed_vacuum_runs() {
-        use crate::{Engine, EngineConfig, OperatorScope};
+    fn a_purge_whose_rewrite_fails_is_pending_until_the_owed_vacuum_runs() {
+        use crate::{DB_FILE, Engine, EngineConfig, OperatorScope};
         use strata_types::TenantId;
         let dir = tempfile::tempdir().expect("dir");
         let engine = Engine::open(dir.path(), EngineConfig::default()).expect("engine");
@@ -137,11 +140,15 @@ mod tests {
         assert_eq!(engine.purge_tenant(&op, &a).unwrap(), Erasure::Done);
         let done = engine.vacuum_figures();
         assert!(done.runs >= 1 && !done.erasure_pending, "{done:?}");
-        let export = engine.store.read().expect("a long read");
+        // The vacuum's new file is `<main file>.vacuum`; a non-empty directory there can be
+        // neither removed as a leftover nor created over.
+        let obstacle = dir.path().join(format!("{DB_FILE}.vacuum"));
+        std::fs::create_dir_all(obstacle.join("inside")).expect("obstacle");
         assert_eq!(engine.purge_tenant(&op, &b).unwrap(), Erasure::Pending);
         assert!(engine.vacuum_figures().erasure_pending);
         assert_eq!(engine.vacuum_figures().runs, done.runs);
-        drop(export);
+        assert!(engine.store.compaction_owed().unwrap());
+        std::fs::remove_dir_all(&obstacle).expect("obstacle removed");
         let deadline = Instant::now() + Duration::from_secs(60);
         while engine.vacuum_figures().erasure_pending {
             assert!(Instant::now() < deadline, "the owed vacuum never ran");

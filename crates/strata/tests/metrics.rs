@@ -353,3 +353,63 @@ fn a_request_is_timed_from_the_first_byte_of_its_head() {
     );
     assert!(sample(&text, &format!("{tenant}_sum{{tenant=\"acme\"}}")) >= 0.6);
 }
+
+/// The next request on a kept-alive connection is timed from its own head's first byte, not
+/// from the end of the previous one: two quick requests 600 ms apart on one connection are
+/// both under half a second.
+#[test]
+fn a_kept_alive_connections_next_request_is_timed_from_its_own_first_byte() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let server = Server::start();
+    server.tenant("acme");
+    let key = server.key("acme", json!({"permissions": ["read"]}));
+    let conn = std::net::TcpStream::connect(server.addr()).expect("connect");
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut writer = conn;
+    // One answer, read to its end by its content-length (the connection stays open).
+    let mut answer = || {
+        let mut status = String::new();
+        reader.read_line(&mut status).expect("status line");
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("header");
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().expect("length");
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("body");
+    };
+    let head =
+        format!("GET /v1/collections HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\r\n");
+    writer.write_all(head.as_bytes()).expect("first request");
+    answer();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    writer.write_all(head.as_bytes()).expect("second request");
+    answer();
+    let (_, text) = scrape(&server, Some(OPERATOR_KEY));
+    let route = "strata_http_request_duration_seconds";
+    let labels = "method=\"GET\",route=\"/v1/collections\",status=\"200\"";
+    assert_eq!(sample(&text, &format!("{route}_count{{{labels}}}")), 2.0);
+    assert_eq!(
+        sample(&text, &format!("{route}_bucket{{{labels},le=\"0.5\"}}")),
+        2.0,
+        "{text}"
+    );
+    let tenant = "strata_tenant_request_duration_seconds";
+    assert_eq!(
+        sample(
+            &text,
+            &format!("{tenant}_bucket{{tenant=\"acme\",le=\"0.5\"}}")
+        ),
+        2.0,
+        "{text}"
+    );
+}
