@@ -45,7 +45,9 @@ pub(crate) struct OwedCompaction {
     state: Arc<(Mutex<State>, Condvar)>,
     /// Every vacuum of the main file runs through it (this thread's and the engine's).
     pub(crate) record: Arc<VacuumRecord>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Retry threads not yet joined: one runs at a time, but one a settled vacuum ended may
+    /// still be finishing a vacuum of its own, which no request waits for.
+    threads: Mutex<Vec<JoinHandle<()>>>,
     /// The store the owed compaction is of, for the last try at the engine's drop.
     store: Mutex<Option<Weak<Store>>>,
 }
@@ -72,7 +74,7 @@ impl OwedCompaction {
         OwedCompaction {
             state: Arc::default(),
             record: Arc::new(VacuumRecord::new(file)),
-            thread: Mutex::default(),
+            threads: Mutex::default(),
             store: Mutex::default(),
         }
     }
@@ -106,10 +108,16 @@ impl OwedCompaction {
             .spawn(move || retry(&state, &weak, &record, generation));
         match spawned {
             Ok(handle) => {
-                // A thread that ended (its compaction ran) is joined before it is replaced.
-                if let Some(old) = lock(&self.thread).replace(handle) {
+                // Threads that ended are joined; one still finishing its vacuum is kept, not
+                // waited for: this runs on a purge's request.
+                let mut threads = lock(&self.threads);
+                let (ended, running): (Vec<_>, Vec<_>) =
+                    threads.drain(..).partition(JoinHandle::is_finished);
+                for old in ended {
                     let _ = old.join();
                 }
+                threads.extend(running);
+                threads.push(handle);
             }
             Err(e) => {
                 lock(&self.state.0).owed = false;
@@ -147,7 +155,8 @@ impl OwedCompaction {
             st.owed
         };
         self.state.1.notify_all();
-        if let Some(handle) = lock(&self.thread).take() {
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for handle in threads {
             let _ = handle.join();
         }
         let store = lock(&self.store).take().and_then(|w| w.upgrade());
@@ -168,9 +177,11 @@ fn retry(
     let mut wait = FIRST_RETRY;
     let mut st = lock(&state.0);
     loop {
+        // Woken early by a stop or a settling vacuum; the condition is checked under the lock
+        // before waiting, so a notice given while this thread was vacuuming is not lost.
         st = state
             .1
-            .wait_timeout(st, wait)
+            .wait_timeout_while(st, wait, |s| !s.stop && s.generation == generation)
             .unwrap_or_else(|e| e.into_inner())
             .0;
         // Stopping, or another vacuum settled what this thread was started for.
@@ -181,11 +192,17 @@ fn retry(
             st.owed = false;
             return;
         };
+        let owes = st.owes;
         drop(st);
         let result = compact_now(&store, record);
         drop(store);
         st = lock(&state.0);
         match result {
+            // An erasure owed its vacuum while this one ran: its bytes may be in the new file,
+            // so this thread (still the one trying) goes on.
+            Ok(()) if st.generation == generation && st.owes != owes => {
+                wait = FIRST_RETRY;
+            }
             Ok(()) => {
                 tracing::info!("owed vacuum done: erased data has left the data file");
                 // Unless settled meanwhile (a later owe then has its own thread).

@@ -777,11 +777,15 @@ fn erased_figures(
             "records": u.records,
             "storage_bytes": u.storage_bytes,
         })),
-        Err(StoreError::Corrupt(why)) => {
-            tracing::warn!(tenant = %id, %why, "a purged tenant's usage did not decode; its \
-                audit row says so");
+        // A figure of the audit row never stops a purge, the operator's way out of a damaged
+        // tenant: a usage row that does not decode, or a dedicated tenant's own file that
+        // failed (which the purge deletes whole). A failure of the main file surfaces in the
+        // erasure's own writes.
+        Err(e) => {
+            let corrupt = matches!(e, StoreError::Corrupt(_));
+            tracing::warn!(tenant = %id, error = %e, corrupt, "a purged tenant's usage could \
+                not be read; its audit row says so");
             Ok(serde_json::json!({"usage": "unreadable"}))
         }
-        Err(e) => Err(e.into()),
     }
 }
