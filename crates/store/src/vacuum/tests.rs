@@ -308,7 +308,10 @@ fn after_a_vacuum_the_files_length_is_its_contents() {
     assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
     let after = std::fs::metadata(&path).unwrap().len();
     // The 100 rows left take about 400 KB.
-    assert!(after < 2 << 20, "{after} bytes after the vacuum, {before} before");
+    assert!(
+        after < 2 << 20,
+        "{after} bytes after the vacuum, {before} before"
+    );
     #[cfg(unix)]
     {
         let on_disk = allocated(&path);
