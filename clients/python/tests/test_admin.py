@@ -15,6 +15,7 @@ from strata_client import (
     MigrationStatus,
     NotFoundError,
     PermissionDeniedError,
+    PurgedTenant,
     QuotaExceededError,
     Strata,
     StrataAdmin,
@@ -48,7 +49,11 @@ def test_tenant_lifecycle(server: Server, admin: StrataAdmin) -> None:
         assert admin.restore_tenant(tid).status == "active"
         assert c.get("m1").content == "kept through everything"
 
-        assert admin.delete_tenant(tid, hard=True) is None
+        # The answer says whether the data file was rewritten without the tenant already:
+        # on a healthy disk, it was.
+        purged = admin.delete_tenant(tid, hard=True)
+        assert isinstance(purged, PurgedTenant)
+        assert (purged.id, purged.erasure, purged.erased) == (tid, "done", True)
         with pytest.raises(AuthenticationError):
             c.count()
     with pytest.raises(NotFoundError):
@@ -305,3 +310,13 @@ def test_an_interrupted_move_the_server_resumes_is_still_pending() -> None:
     for state in ("done", "failed", "cancelled"):
         assert not MigrationStatus.from_json({**base, "state": state}).pending
     assert MigrationStatus.from_json({**base, "state": "copying"}).pending
+
+
+def test_a_hard_delete_answer_without_an_erasure_state_is_refused() -> None:
+    # Read closed: an answer that does not say whether the bytes are gone is never taken as
+    # an erasure done.
+    owed = PurgedTenant.from_json({"id": "t", "purged": True, "erasure": "pending"})
+    assert (owed.erasure, owed.erased) == ("pending", False)
+    for answer in ({"id": "t", "purged": True}, {"id": "t", "purged": True, "erasure": "maybe"}):
+        with pytest.raises(ValueError):
+            PurgedTenant.from_json(answer)

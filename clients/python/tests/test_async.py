@@ -97,7 +97,7 @@ async def test_async_admin(server: Server, tenant: TenantKey) -> None:
         assert len(rows) == 1
         assert (await admin.update_tenant(tid, weight=3)).weight == 3
         assert (await admin.revoke_key(key.id)).revoked_at is not None
-        await admin.delete_tenant(copy, hard=True)
+        assert (await admin.delete_tenant(copy, hard=True)).erasure == "done"
         with pytest.raises(NotFoundError):
             await admin.get_tenant(copy)
         assert (await admin.get_tenant(tid)).usage is not None

@@ -51,7 +51,8 @@ impl Fingerprint {
         let Some(key) = key_of(headers)? else {
             return Ok(None);
         };
-        // A malformed key is refused before the body is read further.
+        // A malformed key is an error here; the write refuses it after its body's tenant
+        // check (`JsonBody`'s order), so a body naming another tenant is still that event.
         Idempotency::new(key, String::new())?;
         let grant = format!("{:?}", auth.scope.grant());
         let mut head = Sha256::new();

@@ -182,6 +182,21 @@ pub(crate) fn parse_object_within(
     }
 }
 
+/// Refuses a body whose `tenant_id` names a tenant other than the credential's `tenant`, with
+/// the refusal the request's scope check gives it (`request_scope_of`, whose `check_tenant`
+/// words it the same): a conversion calls it first, so a large body naming another tenant is
+/// not converted (its records, its fingerprint) only to be refused. A `tenant_id` that is not a
+/// string is left to that check too.
+pub(crate) fn check_body_tenant(
+    body: &Map<String, Value>,
+    tenant: &TenantId,
+) -> Result<(), ApiError> {
+    match body.get("tenant_id") {
+        Some(Value::String(named)) => check_tenant_id(tenant, named, "tenant_id"),
+        _ => Ok(()),
+    }
+}
+
 /// The body length a request declares in `Content-Length`, if it declares one.
 pub(crate) fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
     headers

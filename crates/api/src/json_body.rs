@@ -15,7 +15,8 @@ use strata_types::TenantId;
 
 use crate::admission::Share;
 use crate::input::{
-    JsonBytes, PARSE_INLINE_BYTES, ScopeParts, body_bounds, from_map, parse_object_within,
+    JsonBytes, PARSE_INLINE_BYTES, ScopeParts, body_bounds, check_body_tenant, from_map,
+    parse_object_within,
 };
 use crate::tenant_bodies::BodyTenant;
 use crate::{ApiError, AppState};
@@ -23,18 +24,36 @@ use crate::{ApiError, AppState};
 /// A JSON object body, not yet converted. An empty body reads as `{}`. Its cheap refusals
 /// (credential, admission, size) come first, from the headers; [`JsonBody::convert`] then
 /// parses and converts it.
-pub struct JsonBody(Held);
+///
+/// Whatever its size, a body meets its refusals in one order (a small body is parsed where it
+/// was read, a large one in a pool job, and neither may change which refusal a client gets, nor
+/// whether it is recorded as a security event):
+/// 1. its parse: not JSON, or not an object, is `400`; a repeated key is `400` too, unless any
+///    `tenant_id` in the body names another tenant, which is `403 TENANT_MISMATCH`;
+/// 2. a body's `tenant_id` naming another tenant is `403 TENANT_MISMATCH`, whatever else is
+///    wrong with the request (its other fields, its query string, its `Idempotency-Key`): a
+///    security event is never hidden behind a malformed request;
+/// 3. the query string (`400` when malformed, `403 TENANT_MISMATCH` when its `tenant_id`
+///    names another tenant), the scope fields' values and agreement, then the route's own
+///    headers (`Idempotency-Key`) and fields, each `400`;
+/// 4. the engine's checks, among them a scope outside the credential's binding (`403
+///    SCOPE_FORBIDDEN`).
+///
+/// What is judged before the body is parsed (its credential and admission, its path, its
+/// size) does not depend on how the body is parsed; and a body naming another tenant is
+/// refused before the rest of it is converted (`scoped`, the write's conversion).
+pub struct JsonBody {
+    held: Held,
+    /// The credential's tenant, which the body's `tenant_id` is checked against.
+    tenant: Option<TenantId>,
+}
 
 enum Held {
     /// Parsed where it was read: small enough that its parse and conversion cost
     /// microseconds whatever its shape (its size bounds its keys and depth).
     Parsed(Map<String, Value>),
     /// Left as bytes, parsed and converted in one job (`AppState::parse_body`).
-    Large {
-        bytes: Bytes,
-        share: Option<Share>,
-        tenant: Option<TenantId>,
-    },
+    Large { bytes: Bytes, share: Option<Share> },
 }
 
 impl FromRequest<AppState> for JsonBody {
@@ -48,20 +67,25 @@ impl FromRequest<AppState> for JsonBody {
         let share = req.extensions().get::<Share>().cloned();
         let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
         if bytes.is_empty() {
-            return Ok(JsonBody(Held::Parsed(Map::new())));
+            return Ok(JsonBody {
+                held: Held::Parsed(Map::new()),
+                tenant,
+            });
         }
         // Parsed here, a small body saves every ordinary request a second trip through its
         // tenant's queue. Only a large one, which can cost seconds, is worth that trip.
         if bytes.len() <= PARSE_INLINE_BYTES {
             let bounds = body_bounds(&state.engine.config().limits);
             let map = parse_object_within(&bytes, tenant.as_ref(), bounds)?;
-            return Ok(JsonBody(Held::Parsed(map)));
+            return Ok(JsonBody {
+                held: Held::Parsed(map),
+                tenant,
+            });
         }
-        Ok(JsonBody(Held::Large {
-            bytes,
-            share,
+        Ok(JsonBody {
+            held: Held::Large { bytes, share },
             tenant,
-        }))
+        })
     }
 }
 
@@ -74,24 +98,27 @@ impl JsonBody {
         T: Send + 'static,
         F: FnOnce(Map<String, Value>) -> Result<T, ApiError> + Send + 'static,
     {
-        match self.0 {
+        match self.held {
             Held::Parsed(map) => convert(map),
-            Held::Large {
-                bytes,
-                share,
-                tenant,
-            } => {
+            Held::Large { bytes, share } => {
                 state
-                    .parse_body(share.as_ref(), tenant, bytes, convert)
+                    .parse_body(share.as_ref(), self.tenant, bytes, convert)
                     .await
             }
         }
     }
 
+    /// The credential's tenant, for a conversion that checks the body's `tenant_id` before
+    /// converting the rest (`check_body_tenant`); `None` on an operator's route.
+    pub(crate) fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
+    }
+
     /// The scope fields named in `keys`, taken out of the body, and the rest of it read as
     /// `T`. A failure to read `T` is handed back, not returned: the handler checks the
     /// request's scope first, so a body naming another tenant is the security event it is
-    /// whatever else is wrong with it.
+    /// whatever else is wrong with it. A body whose `tenant_id` names another tenant is
+    /// refused before anything of it is converted, with the refusal that check would give.
     pub(crate) async fn scoped<T>(
         self,
         state: &AppState,
@@ -100,7 +127,11 @@ impl JsonBody {
     where
         T: DeserializeOwned + Send + 'static,
     {
+        let tenant = self.tenant.clone().filter(|_| keys.contains(&"tenant_id"));
         self.convert(state, move |mut body| {
+            if let Some(tenant) = &tenant {
+                check_body_tenant(&body, tenant)?;
+            }
             let scope = ScopeParts::take_from_body(&mut body, keys)?;
             Ok(Scoped {
                 scope,

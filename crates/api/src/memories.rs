@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use strata_engine::{Answered, Idempotency, Page, PutOutcome};
 use strata_types::{
-    Filter, Include, NewRecord, RecordId, RecordPatch, RequestScope, TokenSelector,
+    Filter, Include, NewRecord, RecordId, RecordPatch, RequestScope, TenantId, TokenSelector,
 };
 use tracing::Instrument;
 use utoipa::ToSchema;
@@ -18,7 +18,7 @@ use crate::bodies::{
 };
 use crate::edge::TenantAuth;
 use crate::idempotency;
-use crate::input::{PathParam, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
+use crate::input::{PathParam, QueryInput, SCOPE_KEYS, ScopeParts, check_body_tenant, from_map};
 use crate::json_body::JsonBody;
 use crate::keys_in_flight::Claim;
 use crate::put_steps::put_in_steps;
@@ -117,7 +117,8 @@ async fn create_request(state: AppState, req: Request) -> Result<Response, ApiEr
 
 /// A write's body converted: its key with the fingerprint, its scope fields, its records.
 struct WriteInput {
-    idem: Option<Idempotency>,
+    /// Handed back unchecked, like `records`: the request's scope is checked first.
+    idem: Result<Option<Idempotency>, ApiError>,
     batch: bool,
     scope: ScopeParts,
     /// Handed back unchecked: the request's scope is checked first.
@@ -125,12 +126,18 @@ struct WriteInput {
 }
 
 /// Converts a write's body, where it is parsed: the fingerprint hashes the whole body, and a
-/// batch's records carry up to its whole size in metadata.
+/// batch's records carry up to its whole size in metadata. A body naming another tenant is
+/// refused before either (`check_body_tenant`); a malformed `Idempotency-Key` (the
+/// fingerprint's error) is handed back, to be refused after the request's scope is checked.
 fn convert_write(
-    fingerprint: Option<idempotency::Fingerprint>,
+    tenant: Option<TenantId>,
+    fingerprint: Result<Option<idempotency::Fingerprint>, ApiError>,
     mut body: serde_json::Map<String, Value>,
 ) -> Result<WriteInput, ApiError> {
-    let idem = fingerprint.map(|f| f.of_body(&body)).transpose()?;
+    if let Some(tenant) = &tenant {
+        check_body_tenant(&body, tenant)?;
+    }
+    let idem = fingerprint.and_then(|f| f.map(|f| f.of_body(&body)).transpose());
     let batch = body.contains_key("records");
     let keys = if batch {
         SCOPE_KEYS
@@ -159,22 +166,26 @@ async fn create_parsed(
     raw_query: Option<String>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
+    // Refusals come in `JsonBody`'s order whatever the body's size: its parse, a tenant it
+    // names, the query string and scope, the `Idempotency-Key`, the records, then the engine's.
     let fingerprint = idempotency::Fingerprint::of_request(
         &headers,
         &auth,
         "POST /v1/memories",
         raw_query.as_deref(),
-    )?;
-    let q = QueryInput::parse(raw_query.as_deref(), &[])?;
+    );
+    let tenant = body.tenant().cloned();
     let WriteInput {
         idem,
         batch,
         scope: parts,
         records,
     } = body
-        .convert(&state, move |body| convert_write(fingerprint, body))
+        .convert(&state, move |body| convert_write(tenant, fingerprint, body))
         .await?;
+    let q = QueryInput::parse(raw_query.as_deref(), &[])?;
     let req = auth.request_scope(parts, q.scope)?;
+    let idem = idem?;
     let records = records?;
     let req = speak_for_the_record(&auth, req, &records, batch);
     let scope = auth.scope;
@@ -619,3 +630,7 @@ pub async fn count(
     .await?;
     Ok(Json(Counted { count: n }))
 }
+
+#[cfg(test)]
+#[path = "memories/write_order_tests.rs"]
+mod write_order_tests;

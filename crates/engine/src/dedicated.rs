@@ -389,10 +389,12 @@ impl Engine {
     ) -> Result<MigrationJob, EngineError> {
         let max_moves = self.config.isolation.max_concurrent_moves;
         let mut stored_params = None;
+        // The total counts the row this move writes below as its copy will: done equals the
+        // total at the end of a move no write overlapped.
         let copy = self.migrations.start(
             key,
             id,
-            size.keys,
+            size.keys_to_move(),
             (from, next.isolation),
             max_moves,
             attempt,

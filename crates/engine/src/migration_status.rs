@@ -65,8 +65,8 @@ pub(crate) fn params_of(row: &StoredMigration) -> Result<Option<Option<IndexPara
 }
 
 /// A move's progress as it is shown: keys copied, and of how many. The total is counted when
-/// the copy begins; the catch-up copies what the tenant wrote meanwhile too (and a count taken
-/// from the usage row can be off by the odd key), so the total grows with the copy rather than
+/// the move starts (`RangeSize::keys_to_move`, its own migration row included); keys the
+/// tenant writes during the copy are copied too, so the total grows with the copy rather than
 /// ever showing more keys copied than there are.
 fn progress(copied: u64, total: u64) -> (u64, u64) {
     (copied, total.max(copied))

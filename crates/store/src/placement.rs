@@ -144,6 +144,18 @@ pub enum CopyTarget<'a> {
 pub struct RangeSize {
     pub keys: u64,
     pub bytes: u64,
+    /// Whether the range holds the tenant's last-migration row (`migration_row`).
+    pub migration_row: bool,
+}
+
+impl RangeSize {
+    /// The keys a data move of this range copies: the range's, and the move's own
+    /// last-migration row when the range has none yet. A move writes that row in the tenant's
+    /// range as it starts, after its size was counted and before its copy, so without it a
+    /// tenant's first move copied one key more than its total.
+    pub fn keys_to_move(&self) -> u64 {
+        self.keys + u64::from(!self.migration_row)
+    }
 }
 
 fn already_dedicated(t: TenantKey) -> StoreError {
@@ -493,6 +505,7 @@ impl Store {
     pub fn range_size(&self, t: TenantKey) -> Result<RangeSize, StoreError> {
         let r = self.read()?;
         let mut size = RangeSize::default();
+        let migration_row = keys::last_migration(t);
         for entry in prefix_range(
             crate::tables::sealed::Tables::data_table(&r, t)?,
             &keys::tenant_all(t),
@@ -500,6 +513,7 @@ impl Store {
             let (k, v) = entry?;
             size.keys += 1;
             size.bytes += (k.len() + v.len()) as u64;
+            size.migration_row |= k.as_slice() == migration_row.as_slice();
         }
         Ok(size)
     }

@@ -39,6 +39,7 @@ from .models import (
     MigrationReport,
     MigrationStatus,
     Millis,
+    PurgedTenant,
     Tenant,
     TenantResidency,
     VerifyReport,
@@ -87,9 +88,10 @@ def _purged(d: Any) -> List[str]:
     return [str(t) for t in d["purged"]]
 
 
-def _maybe_tenant(d: Any) -> Optional[Tenant]:
-    # A hard delete answers `{id, purged: true}`: nothing is left to describe.
-    return None if d.get("purged") else Tenant.from_json(d)
+def _deleted(d: Any) -> Union[Tenant, PurgedTenant]:
+    # A hard delete answers `{id, purged: true, erasure}`: the tenant is gone, its erasure
+    # done or owed.
+    return PurgedTenant.from_json(d) if d.get("purged") else Tenant.from_json(d)
 
 
 class MigrationFailedError(StrataError):
@@ -182,9 +184,9 @@ class _AdminCalls:
         return Call("POST", f"/v1/admin/tenants/{_segment(id)}/{action}", Tenant.from_json)
 
     @staticmethod
-    def _delete_tenant(id: str, hard: bool) -> Call[Optional[Tenant]]:
+    def _delete_tenant(id: str, hard: bool) -> Call[Union[Tenant, PurgedTenant]]:
         params = [("hard", "true")] if hard else []
-        return Call("DELETE", f"/v1/admin/tenants/{_segment(id)}", _maybe_tenant, params=params)
+        return Call("DELETE", f"/v1/admin/tenants/{_segment(id)}", _deleted, params=params)
 
     @staticmethod
     def _purge_deleted(retention_secs: Optional[int]) -> Call[List[str]]:
@@ -461,11 +463,13 @@ class StrataAdmin(_AdminCalls):
     def delete_tenant(self, id: str, *, hard: Literal[False] = False) -> Tenant: ...
 
     @overload
-    def delete_tenant(self, id: str, *, hard: Literal[True]) -> None: ...
+    def delete_tenant(self, id: str, *, hard: Literal[True]) -> PurgedTenant: ...
 
-    def delete_tenant(self, id: str, *, hard: bool = False) -> Optional[Tenant]:
+    def delete_tenant(self, id: str, *, hard: bool = False) -> Union[Tenant, PurgedTenant]:
         """Soft-deletes a tenant (restorable until the retention period ends) and returns it;
-        with ``hard=True`` erases it and its keys at once, irrevocably, and returns ``None``."""
+        with ``hard=True`` erases it and its keys at once, irrevocably, and returns a
+        :class:`PurgedTenant` whose ``erasure`` says whether its bytes are gone from the data
+        file already (``"done"``) or the file's rewrite is owed (``"pending"``)."""
         return self._transport.run(self._delete_tenant(id, hard))
 
     def purge_deleted(self, *, retention_secs: Optional[int] = None) -> List[str]:
@@ -715,9 +719,9 @@ class AsyncStrataAdmin(_AdminCalls):
     async def delete_tenant(self, id: str, *, hard: Literal[False] = False) -> Tenant: ...
 
     @overload
-    async def delete_tenant(self, id: str, *, hard: Literal[True]) -> None: ...
+    async def delete_tenant(self, id: str, *, hard: Literal[True]) -> PurgedTenant: ...
 
-    async def delete_tenant(self, id: str, *, hard: bool = False) -> Optional[Tenant]:
+    async def delete_tenant(self, id: str, *, hard: bool = False) -> Union[Tenant, PurgedTenant]:
         return await self._transport.run(self._delete_tenant(id, hard))
 
     async def purge_deleted(self, *, retention_secs: Optional[int] = None) -> List[str]:

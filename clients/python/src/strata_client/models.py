@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import (
+    Any,
+    Dict,
+    FrozenSet,
+    Iterator,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    Union,
+    cast,
+)
 
 __all__ = [
     "Confidence",
@@ -26,6 +38,7 @@ __all__ = [
     "TenantLimits",
     "TenantUsage",
     "Tenant",
+    "PurgedTenant",
     "ApiKey",
     "CreatedKey",
     "AuditRow",
@@ -519,6 +532,33 @@ class Tenant:
             ),
             children=list(d["children"]) if isinstance(d.get("children"), list) else None,
         )
+
+
+@dataclass
+class PurgedTenant:
+    """What :meth:`StrataAdmin.delete_tenant` with ``hard=True`` answers: the tenant is gone,
+    and whether its bytes are gone from the server's data file too."""
+
+    id: str
+    #: ``"done"``: the data file was rewritten without the tenant's data before the answer
+    #: (a read begun before still holds the old file until it ends). ``"pending"``: the erasure
+    #: has committed (no request reads the data again) but the rewrite failed and is owed; the
+    #: server retries it. It is complete once :meth:`StrataAdmin.stats` shows
+    #: ``vacuums.erasure_pending`` false (or ``/metrics`` ``strata_erasure_pending 0``).
+    erasure: Literal["done", "pending"]
+
+    @property
+    def erased(self) -> bool:
+        """Whether none of the tenant's bytes remain in the data file (``erasure == "done"``)."""
+        return self.erasure == "done"
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PurgedTenant:
+        erasure = d.get("erasure")
+        # Read closed: an answer that does not say the erasure's state is not taken as done.
+        if erasure not in ("done", "pending"):
+            raise ValueError(f"a hard delete's answer has no erasure state: {dict(d)!r}")
+        return cls(id=str(d["id"]), erasure=cast(Literal["done", "pending"], erasure))
 
 
 @dataclass

@@ -452,3 +452,39 @@ fn the_last_migration_survives_a_restart_and_a_shutdown_interrupts_cleanly() {
             .is_none()
     );
 }
+
+/// A move no write overlaps copies exactly the keys its total counted, the row it writes in
+/// the tenant's range as it starts included: on a tenant's first move (no row yet) and on a
+/// later one (its row replaced). The status caps the copied count at the total, so the move's
+/// own figures are compared.
+#[test]
+fn a_move_without_concurrent_writes_copies_exactly_its_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let id = TenantId::parse("acme").unwrap();
+    engine.create_tenant(&op, &id, None).unwrap();
+    let scope = admin_scope(&engine, "acme");
+    engine
+        .create_collection(
+            &scope,
+            &vec_name(),
+            crate::test_support::DIM,
+            Metric::Cosine,
+        )
+        .unwrap();
+    put_clustered(&engine, &scope, 45);
+    for target in [IsolationLevel::Dedicated, IsolationLevel::Shared] {
+        let job = start(&engine, &id, target);
+        let copy = Arc::clone(&job.copy);
+        std::thread::scope(|s| s.spawn(|| job.run(&engine)).join().unwrap()).unwrap();
+        let copied = copy.copied.load(Ordering::Relaxed);
+        assert_eq!(copied, copy.total, "to {target:?}: copied of total");
+        let status = engine.migration(&op, &id).unwrap();
+        assert_eq!(
+            (status.keys_copied, status.keys_total),
+            (copied, copied),
+            "to {target:?}"
+        );
+    }
+}

@@ -264,3 +264,65 @@ fn a_failed_copy_is_not_a_failed_main_file() {
     let other = StoreError::Corrupt("x".into());
     assert!(matches!(copy_failed(other), StoreError::Corrupt(_)));
 }
+
+/// Bytes the file at `path` has on disk (its allocated blocks), where the platform says.
+#[cfg(unix)]
+fn allocated(path: &Path) -> u64 {
+    std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(path).unwrap()) * 512
+}
+
+/// A vacuum after an erasure of most of the file leaves a file whose length is its content's:
+/// no stretch grown ahead of need at its end (a hole: no disk used, yet `ls -l` shows it), as
+/// the locked catch-up's commit left when it settled the record of the vacuum owed.
+#[test]
+fn after_a_vacuum_the_files_length_is_its_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let big = "b".repeat(4096);
+    let write_rows = |range: std::ops::Range<u32>, remove: bool| {
+        let _writing = write_path();
+        let db = store.db();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut data = txn.open_table(DATA).unwrap();
+            for n in range {
+                let key = format!("big-{n:05}");
+                if remove {
+                    data.remove(key.as_bytes()).unwrap();
+                } else {
+                    data.insert(key.as_bytes(), big.as_bytes()).unwrap();
+                }
+            }
+        }
+        txn.commit().unwrap();
+    };
+    write_rows(0..4_000, false);
+    // Most of it erased, as a purge does: with the record of a vacuum owed, which the vacuum
+    // settles in its catch-up under the lock (a write into the new file).
+    write_rows(100..4_000, true);
+    store.write(|w| w.set_compaction_owed(true)).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    assert!(before > 16 << 20, "the file held 16 MB: {before}");
+
+    assert_eq!(store.vacuum().unwrap(), Vacuumed::Done { settled: true });
+    let after = std::fs::metadata(&path).unwrap().len();
+    // The 100 rows left take about 400 KB.
+    assert!(
+        after < 2 << 20,
+        "{after} bytes after the vacuum, {before} before"
+    );
+    #[cfg(unix)]
+    {
+        let on_disk = allocated(&path);
+        assert!(
+            on_disk >= after / 10 * 9,
+            "a hole at the end: {after} bytes long, {on_disk} on disk"
+        );
+    }
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    let read = store.db().begin_read().unwrap();
+    let data = read.open_table(DATA).unwrap();
+    assert_eq!(data.iter().unwrap().count(), 100);
+}
