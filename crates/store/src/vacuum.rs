@@ -194,12 +194,10 @@ impl Store {
                 // Settled only if no erasure set the record since the snapshot: one that did
                 // may have left bytes in the new file's free pages.
                 let settled = !owed_written && !keys.contains(&owed_key());
-                let compacted = file_len(&new_path);
                 db.begin_read()
                     .map_err(StoreError::from)
                     .and_then(|src| catch_up(&src, &fresh, &keys, settled))
-                    .and_then(|_| trim_growth(fresh, &new_path, compacted?))
-                    .map(|fresh| (fresh, settled))
+                    .map(|_| (fresh, settled))
             }
             // Too many keys were written during the copy to keep them: the whole file is
             // copied again, under the lock, as every vacuum once did; its snapshot holds
@@ -214,9 +212,7 @@ impl Store {
                 drop(copied);
                 let _ = std::fs::remove_file(&new_path);
                 self.write_new_file(&db, &new_path).and_then(|fresh| {
-                    let compacted = file_len(&new_path)?;
-                    catch_up(&db.begin_read()?, &fresh, &[], true)?;
-                    trim_growth(fresh, &new_path, compacted).map(|fresh| (fresh, true))
+                    catch_up(&db.begin_read()?, &fresh, &[], true).map(|_| (fresh, true))
                 })
             }
         };
@@ -363,27 +359,6 @@ fn compact_new(fresh: &mut Db) -> Result<(), StoreError> {
     };
     while database.compact()? {}
     Ok(())
-}
-
-/// The length of the file at `path`.
-fn file_len(path: &Path) -> Result<u64, StoreError> {
-    std::fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|e| io(path, e))
-}
-
-/// Compacts the new file at `path` again if the catch-up under the lock made it longer than
-/// the `compacted` length it had. Its commit writes into a file compacted to its content, so
-/// the storage engine grows the file ahead of need (a small file to twice its size, a large
-/// one to a whole region) and its next commits would trim that only a step at a time: the
-/// main file kept a stretch at its end that no page uses, a hole (no disk used, but `ls -l`
-/// showed it). Compaction commits with the most trimming. Under the lock, so run only when the
-/// file grew: a catch-up that wrote nothing, or fitted, adds nothing to the pause.
-fn trim_growth(mut fresh: Db, path: &Path, compacted: u64) -> Result<Db, StoreError> {
-    if file_len(path)? > compacted {
-        compact_new(&mut fresh)?;
-    }
-    Ok(fresh)
 }
 
 /// Copies every table of snapshot `src` into `fresh`.
