@@ -569,6 +569,19 @@ mod tests {
         assert_eq!(r.validate(&RecordLimits::default()), expect);
     }
 
+    /// Like every other body object, a confidence refuses a field it does not know, rather
+    /// than dropping it unnoticed.
+    #[test]
+    fn a_confidence_refuses_unknown_fields() {
+        let known: Confidence = serde_json::from_value(json!({"value": 0.7})).expect("known");
+        assert_eq!(known.value, 0.7);
+        let err = serde_json::from_value::<Confidence>(json!({"value": 0.5, "bogus": 1}))
+            .expect_err("an unknown field");
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let patch = serde_json::from_value::<RecordPatch>(json!({"confidence": {"valu": 0.5}}));
+        assert!(patch.is_err(), "{patch:?}");
+    }
+
     #[test]
     fn metadata_rules() {
         check(json!({"topic": "a", "n": {"deep": [1, 2]}}), Ok(()));
