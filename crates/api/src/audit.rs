@@ -47,7 +47,7 @@ fn audit_query(q: &QueryInput) -> Result<AuditQuery, ApiError> {
         ("action" = Option<String>, Query, description = "e.g. memory.put, tenant.suspend, auth.failure"),
         ("since" = Option<i64>, Query, description = "rows at or after this time (ms)"),
         ("until" = Option<i64>, Query, description = "rows before this time (ms)"),
-        ("limit" = Option<usize>, Query, description = "at most this many (default 100)")),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "at most this many, 1 to 1000 (default 100)")),
     responses((status = 200, description = "Audit rows, newest first", body = AuditRows)),
     security(("bearer" = [])))]
 pub async fn admin_audit(
@@ -72,7 +72,7 @@ pub async fn admin_audit(
     params(("action" = Option<String>, Query, description = "e.g. memory.put"),
         ("since" = Option<i64>, Query, description = "rows at or after this time (ms)"),
         ("until" = Option<i64>, Query, description = "rows before this time (ms)"),
-        ("limit" = Option<usize>, Query, description = "at most this many (default 100)")),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "at most this many, 1 to 1000 (default 100)")),
     responses((status = 200, description = "The tenant's audit rows, newest first", body = AuditRows)),
     security(("bearer" = [])))]
 pub async fn own_audit(

@@ -14,7 +14,8 @@
 //! `Connection: close`, which hyper honours.
 //!
 //! The same middleware refuses request targets over `max_uri_bytes` with `414 URI_TOO_LONG`,
-//! and a request whose `Content-Encoding` is anything but `identity` with
+//! and a request whose `Content-Encoding` is anything but `identity`, or whose route reads a
+//! JSON body but whose `Content-Type` is not JSON (`media_type.rs`), with
 //! `415 UNSUPPORTED_MEDIA_TYPE`, before a byte of its body is read.
 
 use std::pin::Pin;
@@ -236,7 +237,8 @@ pub(crate) async fn guard_requests(
                 "the request target is {uri_len} bytes; at most {max_uri} (server.max_uri_bytes)"
             ))
         })
-        .or_else(|| unsupported_coding(req.headers()));
+        .or_else(|| unsupported_coding(req.headers()))
+        .or_else(|| crate::media_type::unsupported_type(&req));
     if req.body().is_end_stream() {
         return match too_long {
             Some(e) => e.into_response(),

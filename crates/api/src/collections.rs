@@ -55,8 +55,9 @@ pub async fn list(
 struct NewCollection {
     #[schema(value_type = CollectionName)]
     name: String,
-    /// The dimension of every vector in it.
-    #[schema(minimum = 1)]
+    /// The dimension of every vector in it, 1 to `engine.limits.max_dim` (4096 unless the
+    /// operator changed it).
+    #[schema(minimum = 1, maximum = 4096)]
     dim: u32,
     #[serde(default = "cosine")]
     #[schema(default = "cosine")]

@@ -28,8 +28,35 @@ pub(crate) fn new_request_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// Longest request id copied into audit rows; a client may send its own, of any length.
-const MAX_REQUEST_ID: usize = 128;
+/// Longest request id a client may choose (the OpenAPI document says the same).
+pub(crate) const MAX_REQUEST_ID: usize = 200;
+/// The pattern of a client's request id in the OpenAPI document: what [`usable_request_id`]
+/// accepts, 1 to [`MAX_REQUEST_ID`] visible ASCII characters.
+pub(crate) const REQUEST_ID_PATTERN: &str = "^[!-~]{1,200}$";
+
+/// Whether a client's request id can be kept: 1 to [`MAX_REQUEST_ID`] visible ASCII
+/// characters. Anything else (empty, too long, spaces, bytes outside ASCII) could not be
+/// echoed, logged and recorded as the same text, so it is replaced, never refused: a request
+/// id is advisory.
+pub(crate) fn usable_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    (1..=MAX_REQUEST_ID).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)
+}
+
+/// Keeps a client's request id only if it is usable, and only its first copy; otherwise
+/// removes it, so the router makes one exactly as for a request that sent none. Runs before
+/// anything reads the id, so the echoed header, the log lines and the audit row agree.
+pub(crate) async fn keep_usable_request_id(
+    mut req: axum::extract::Request,
+) -> axum::extract::Request {
+    let headers = req.headers_mut();
+    let first = headers.get(REQUEST_ID_HEADER).cloned();
+    headers.remove(REQUEST_ID_HEADER);
+    if let Some(id) = first.filter(usable_request_id) {
+        headers.insert(REQUEST_ID_HEADER, id);
+    }
+    req
+}
 
 /// Who a request's credential is, as far as the edge learned it.
 #[derive(Debug, Clone, Default)]
@@ -62,8 +89,9 @@ fn note(extensions: &Extensions, who: Who) {
 pub(crate) fn request_context(headers: &HeaderMap, extensions: &Extensions) -> RequestContext {
     let request_id = headers
         .get(REQUEST_ID_HEADER)
+        .filter(|v| usable_request_id(v))
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(MAX_REQUEST_ID).collect());
+        .map(str::to_owned);
     // In-process tests serve without connection info; their rows simply have no client.
     let client = extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -375,6 +403,49 @@ mod tests {
     fn refusal<T: std::fmt::Debug>(r: Result<T, ApiError>) -> (&'static str, String) {
         let e = r.unwrap_err();
         (e.status_and_code().1, e.to_string())
+    }
+
+    #[test]
+    fn a_request_id_is_usable_only_as_1_to_200_visible_ascii_characters() {
+        let usable = |b: &[u8]| usable_request_id(&HeaderValue::from_bytes(b).expect("value"));
+        assert!(usable(b"a"));
+        assert!(usable(b"ops-ticket-42:{x}~"));
+        assert!(usable("r".repeat(MAX_REQUEST_ID).as_bytes()));
+        assert!(!usable("r".repeat(MAX_REQUEST_ID + 1).as_bytes()));
+        assert!(!usable(b""));
+        assert!(!usable(b"two words"));
+        assert!(!usable(b"tab\there"));
+        assert!(!usable("caf\u{e9}-r1".as_bytes()));
+        // The document's pattern states the same bound.
+        assert!(REQUEST_ID_PATTERN.contains(&format!("{{1,{MAX_REQUEST_ID}}}")));
+    }
+
+    #[tokio::test]
+    async fn an_unusable_request_id_is_removed_and_a_usable_one_kept_once() {
+        let with = |values: &[&[u8]]| {
+            let mut req = axum::extract::Request::new(axum::body::Body::empty());
+            for v in values {
+                req.headers_mut().append(
+                    REQUEST_ID_HEADER,
+                    HeaderValue::from_bytes(v).expect("value"),
+                );
+            }
+            req
+        };
+        let ids = |req: &axum::extract::Request| -> Vec<Vec<u8>> {
+            req.headers()
+                .get_all(REQUEST_ID_HEADER)
+                .iter()
+                .map(|v| v.as_bytes().to_vec())
+                .collect()
+        };
+        let kept = keep_usable_request_id(with(&[b"trace-1", b"trace-2"])).await;
+        assert_eq!(ids(&kept), vec![b"trace-1".to_vec()]);
+        for bad in [&b""[..], b"a b", "caf\u{e9}".as_bytes()] {
+            let gone = keep_usable_request_id(with(&[bad, b"trace-2"])).await;
+            assert!(ids(&gone).is_empty(), "{bad:?}");
+        }
+        assert!(ids(&keep_usable_request_id(with(&[])).await).is_empty());
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::edge::TenantAuth;
 
 pub(crate) const HEADER: &str = "idempotency-key";
 const REPLAYED: &str = "idempotent-replayed";
+/// A key as the engine accepts it (1 to 255 visible ASCII characters), for the OpenAPI
+/// document.
+pub(crate) const KEY_PATTERN: &str = "^[!-~]{1,255}$";
 
 /// The request's `Idempotency-Key`, if it has one. Two copies are refused, even equal ones: a
 /// proxy in front may read the other copy than we would, so the write could be applied twice.

@@ -39,6 +39,7 @@ mod json_body;
 mod keys_in_flight;
 mod lifecycle;
 mod links;
+mod media_type;
 mod memories;
 pub mod metrics;
 mod observe;

@@ -240,7 +240,7 @@ pub async fn own_stats(
 /// the dashboard). `next_after` is the `after` of the next page.
 #[utoipa::path(get, path = "/v1/admin/stats", tag = "admin", operation_id = "admin_stats",
     params(
-        ("limit" = Option<usize>, Query, description = "tenants per page, 1 to 10000 (default 1000)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "tenants per page, 1 to 10000 (default 1000)"),
         ("after" = Option<TenantId>, Query, description = "start after this tenant id (a previous page's `next_after`)")),
     responses((status = 200, description = "Server and per-tenant figures", body = ServerStats)),
     security(("bearer" = [])))]

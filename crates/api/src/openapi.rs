@@ -39,6 +39,13 @@ const ERRORS: &[(&str, &str, bool)] = &[
     ("413", "Body too large", false),
     ("414", "Request target too long", false),
     (
+        "415",
+        "A `Content-Encoding` other than `identity`, or a body whose `Content-Type` is not JSON \
+         (`application/json` or `application/…+json`; an import also takes \
+         `application/x-ndjson`). A body without a `Content-Type` is read as JSON",
+        false,
+    ),
+    (
         "429",
         "Rate or concurrency limit; see `Retry-After` and `retry_after_ms`",
         true,
@@ -91,9 +98,19 @@ pub fn document() -> Value {
          object (or a quarter of `engine.limits.max_metadata_bytes`, if larger) and a bounded \
          number of JSON values in all (every scalar, array and object: a full batch of records \
          at the largest vector, metadata and user tokens the limits allow, 12,384,000 by \
-         default, which a body within the default 16 MiB cannot reach: it bounds bodies          when `server.max_body_bytes` is raised); past either, `400 BAD_REQUEST` naming the          bound."
+         default, which a body within the default 16 MiB cannot reach: it bounds bodies when \
+         `server.max_body_bytes` is raised); past either, `400 BAD_REQUEST` naming the bound."
             .into(),
     );
+    // utoipa fills these from the crate's manifest fields as utoipa itself was built; the
+    // served document states the workspace's own license and no personal contact.
+    doc.info.license = Some(
+        utoipa::openapi::LicenseBuilder::new()
+            .name(env!("CARGO_PKG_LICENSE"))
+            .identifier(Some(env!("CARGO_PKG_LICENSE")))
+            .build(),
+    );
+    doc.info.contact = None;
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "bearer",
@@ -204,6 +221,7 @@ fn complete_operations(doc: &mut Value) {
                 || path == "/v1/search"
                 || path == "/v1/recall"
                 || path == "/v1/feedback";
+            let keyed = constrain_idempotency_key(op);
             if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
                 for (status, description, needs_auth) in ERRORS {
                     if *needs_auth && !authenticated {
@@ -217,10 +235,8 @@ fn complete_operations(doc: &mut Value) {
                         })
                     });
                 }
-                for response in responses.values_mut() {
-                    response["headers"] = json!({"x-request-id": {
-                        "description": "The request's id, also in the server's log and audit rows",
-                        "schema": {"type": "string"}}});
+                for (status, response) in responses.iter_mut() {
+                    response["headers"] = response_headers(status, keyed);
                 }
             }
             let params = op
@@ -252,11 +268,53 @@ fn complete_operations(doc: &mut Value) {
             }
             params.push(json!({
                 "name": "x-request-id", "in": "header", "required": false,
-                "description": "Your own id for this request; echoed back, or one is made",
-                "schema": {"type": "string", "maxLength": 200},
+                "description": "Your own id for this request (1 to 200 visible ASCII characters), \
+                    echoed back and recorded in the log and audit rows; when absent or not of \
+                    that form, one is made",
+                "schema": {"type": "string", "minLength": 1,
+                    "maxLength": crate::edge::MAX_REQUEST_ID,
+                    "pattern": crate::edge::REQUEST_ID_PATTERN},
             }));
         }
     }
+}
+
+/// Gives an operation's `Idempotency-Key` header the form the engine accepts; whether the
+/// operation takes one.
+fn constrain_idempotency_key(op: &mut Value) -> bool {
+    let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let mut keyed = false;
+    for param in params {
+        if param["in"] == "header" && param["name"] == "Idempotency-Key" {
+            param["schema"] = json!({"type": "string", "minLength": 1, "maxLength": 255,
+                "pattern": crate::idempotency::KEY_PATTERN});
+            keyed = true;
+        }
+    }
+    keyed
+}
+
+/// The headers a response with `status` may carry: always the request id; `Retry-After` on a
+/// refusal to retry later; `Idempotent-Replayed` on a keyed write's success.
+fn response_headers(status: &str, keyed: bool) -> Value {
+    let mut headers = json!({"x-request-id": {
+        "description": "The request's id, also in the server's log and audit rows",
+        "schema": {"type": "string", "minLength": 1, "maxLength": crate::edge::MAX_REQUEST_ID,
+            "pattern": crate::edge::REQUEST_ID_PATTERN}}});
+    if status == "429" || status == "503" {
+        headers["Retry-After"] = json!({
+            "description": "Seconds to wait before retrying (also `retry_after_ms` in the body)",
+            "schema": {"type": "integer", "minimum": 0}});
+    }
+    if keyed && status.starts_with('2') {
+        headers["Idempotent-Replayed"] = json!({
+            "description": "`true` when this is the answer of an earlier write with the same \
+                `Idempotency-Key`, replayed: nothing was written this time",
+            "schema": {"type": "string", "enum": ["true"]}});
+    }
+    headers
 }
 
 fn scope_param(name: &str, description: &str, schema: &str) -> Value {
@@ -299,5 +357,143 @@ mod tests {
         // The API's own policy shows `"inf"` the same way.
         let shown = schemas["IntegrityPolicy"]["properties"]["critical_enter"].to_string();
         assert!(shown.contains("\"inf\""), "{shown}");
+    }
+
+    fn param<'a>(doc: &'a Value, path: &str, method: &str, name: &str) -> &'a Value {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))
+    }
+
+    /// The document is as strict as the server: every bound the server enforces is stated, so
+    /// a value the document admits is one the server takes.
+    #[test]
+    fn the_document_states_the_bounds_the_server_enforces() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        for (path, max) in [
+            ("/v1/audit", 1000),
+            ("/v1/admin/audit", 1000),
+            ("/v1/admin/stats", 10_000),
+        ] {
+            let limit = &param(&doc, path, "get", "limit")["schema"];
+            assert_eq!(
+                (&limit["minimum"], &limit["maximum"]),
+                (&json!(1), &json!(max)),
+                "{path}"
+            );
+        }
+        let ef = &schemas["SearchRequest"]["properties"]["ef"];
+        assert_eq!(
+            (&ef["minimum"], &ef["maximum"]),
+            (&json!(1), &json!(4096)),
+            "{ef}"
+        );
+        let dim = &schemas["NewCollection"]["properties"]["dim"];
+        assert_eq!(
+            (&dim["minimum"], &dim["maximum"]),
+            (&json!(1), &json!(4096)),
+            "{dim}"
+        );
+        let confidence = &schemas["Confidence"];
+        let value = &confidence["properties"]["value"];
+        let bound = |b: &str| value[b].as_f64();
+        assert_eq!(
+            (bound("minimum"), bound("maximum")),
+            (Some(0.0), Some(1.0)),
+            "{value}"
+        );
+        assert_eq!(
+            confidence["additionalProperties"],
+            json!(false),
+            "{confidence}"
+        );
+
+        // Names take the same constrained schemas wherever they appear.
+        let refers = |v: &Value, to: &str| {
+            v.to_string()
+                .contains(&format!("#/components/schemas/{to}\""))
+        };
+        let share = &schemas["NewShare"]["properties"];
+        assert!(refers(&share["domain"], "Domain"), "{share}");
+        assert!(refers(&share["tenants"]["items"], "TenantId"), "{share}");
+        let id = &param(&doc, "/v1/shares/{id}", "delete", "id")["schema"];
+        assert!(refers(id, "RecordId"), "{id}");
+        for body in ["RecordPatch", "PatchBody"] {
+            let fields = &schemas[body]["properties"];
+            for (field, schema) in [
+                ("kind", "Kind"),
+                ("run_id", "RunId"),
+                ("memory_scope", "MemoryScope"),
+                ("move_to_domain", "Domain"),
+            ] {
+                assert!(
+                    refers(&fields[field], schema),
+                    "{body}.{field}: {}",
+                    fields[field]
+                );
+                assert!(
+                    fields[field].to_string().contains("null"),
+                    "{body}.{field} may be null"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn headers_are_described_as_the_server_reads_and_writes_them() {
+        let doc = document();
+        let key = &param(&doc, "/v1/memories", "post", "Idempotency-Key")["schema"];
+        assert_eq!(key["pattern"], crate::idempotency::KEY_PATTERN, "{key}");
+        assert_eq!(key["maxLength"], 255, "{key}");
+        let id = &param(&doc, "/healthz", "get", "x-request-id")["schema"];
+        assert_eq!(id["pattern"], crate::edge::REQUEST_ID_PATTERN, "{id}");
+        assert_eq!(
+            (&id["minLength"], &id["maxLength"]),
+            (&json!(1), &json!(200)),
+            "{id}"
+        );
+
+        let write = &doc["paths"]["/v1/memories"]["post"]["responses"];
+        for status in ["200", "201"] {
+            assert!(
+                write[status]["headers"]["Idempotent-Replayed"].is_object(),
+                "{status}"
+            );
+        }
+        assert!(write["400"]["headers"].get("Idempotent-Replayed").is_none());
+        let search = &doc["paths"]["/v1/search"]["post"]["responses"];
+        assert!(search["429"]["headers"]["Retry-After"].is_object());
+        assert!(
+            search["200"]["headers"]
+                .get("Idempotent-Replayed")
+                .is_none()
+        );
+    }
+
+    /// Every operation may answer 415 (a `Content-Encoding`), so every one documents it.
+    #[test]
+    fn every_operation_documents_415() {
+        let doc = document();
+        let mut operations = 0;
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                operations += 1;
+                assert!(op["responses"]["415"].is_object(), "{method} {path}");
+            }
+        }
+        assert!(operations > 40, "{operations}");
+    }
+
+    #[test]
+    fn the_info_block_is_the_projects() {
+        let doc = document();
+        let info = &doc["info"];
+        assert_eq!(info["license"]["identifier"], "Apache-2.0", "{info}");
+        assert_eq!(info["license"]["name"], "Apache-2.0", "{info}");
+        assert!(info.get("contact").is_none(), "{info}");
+        let description = info["description"].as_str().expect("description");
+        assert!(!description.contains("  "), "runs of spaces: {description}");
     }
 }

@@ -106,7 +106,7 @@ pub fn served_routes() -> Vec<(String, String)> {
     out
 }
 
-/// A UUIDv7 for each request that arrives without an `x-request-id`.
+/// A UUIDv7 for each request that arrives without a usable `x-request-id`.
 #[derive(Clone, Copy, Default)]
 struct MakeUuid;
 
@@ -182,5 +182,9 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(span_for))
         .layer(SetRequestIdLayer::new(request_id, MakeUuid))
+        // Outermost, so an unusable client id is gone before an id is made, echoed or logged.
+        .layer(axum::middleware::map_request(
+            crate::edge::keep_usable_request_id,
+        ))
         .with_state(state)
 }

@@ -56,7 +56,7 @@ pub async fn list(
 
 /// Revokes one of the caller's shares; its grantees' next request sees nothing of it.
 #[utoipa::path(delete, path = "/v1/shares/{id}", tag = "shares", operation_id = "revoke_share",
-    params(("id" = String, Path, description = "share id")),
+    params(("id" = RecordId, Path, description = "share id")),
     responses((status = 200, description = "The revoked share", body = Share)),
     security(("bearer" = [])))]
 pub async fn revoke(

@@ -250,7 +250,29 @@ fn empty_collection(
         }
         .into());
     }
+    if let Some(v) = &s.vector
+        && mode != SearchMode::Text
+    {
+        let cosine = collection.metric == strata_types::Metric::Cosine;
+        check_query_direction(v, cosine, &collection.name)?;
+    }
     Ok(Searched::empty(mode))
+}
+
+/// A zero query vector on a cosine collection has no direction, so every score would be 0:
+/// refused like a zero stored vector, naming the search's `vector` field.
+fn check_query_direction(
+    v: &[f32],
+    cosine: bool,
+    collection: &CollectionName,
+) -> Result<(), EngineError> {
+    if cosine && v.iter().all(|x| *x == 0.0) {
+        let why = RecordError::ZeroVector {
+            collection: collection.clone(),
+        };
+        return Err(EngineError::BadRequest(format!("vector: {why}")));
+    }
+    Ok(())
 }
 
 /// Adds hits from shared domains to the caller's own, best first (own hits first on equal
@@ -472,6 +494,7 @@ pub(crate) fn search_collection(
                 }
                 .into());
             }
+            check_query_direction(v, ci.metric == strata_index::Metric::Cosine, name)?;
             // Every vector is a candidate when nothing narrows: `with_vector` is then borrowed
             // and whether records must be read is decided without touching it.
             let with_vector: Cow<'_, RoaringBitmap> = match &candidates {
@@ -713,5 +736,19 @@ mod tests {
     fn non_finite_scores_rank_last_and_are_kept() {
         let guarded = finite_hits(hits(&[(1, f32::NAN), (2, f32::INFINITY), (3, -0.5)]));
         assert_eq!(guarded, hits(&[(2, f32::MAX), (3, -0.5), (1, f32::MIN)]));
+    }
+
+    #[test]
+    fn a_zero_query_vector_is_refused_on_cosine_only() {
+        let name = CollectionName::parse("img").expect("name");
+        let err = check_query_direction(&[0.0, -0.0, 0.0], true, &name).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("vector: a zero vector has no direction"),
+            "{message}"
+        );
+        assert!(matches!(err, EngineError::BadRequest(_)), "{err:?}");
+        assert!(check_query_direction(&[0.0, 0.0, 0.0], false, &name).is_ok());
+        assert!(check_query_direction(&[0.0, 1e-30, 0.0], true, &name).is_ok());
     }
 }

@@ -69,11 +69,11 @@ pub struct Share {
 #[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewShare {
-    #[schema(value_type = String)]
+    #[schema(value_type = Domain)]
     pub domain: Domain,
     /// Grantees by id (at most 100); each must exist.
     #[serde(default)]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<TenantId>)]
     pub tenants: Vec<TenantId>,
     /// Grant every tenant whose parent is the owner, now and later, while it stays a child.
     #[serde(default)]

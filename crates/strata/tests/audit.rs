@@ -523,3 +523,61 @@ fn creating_and_revoking_keys_write_one_row_each_without_the_secret() {
         );
     }
 }
+
+/// A client's request id is kept when it is 1 to 200 visible ASCII characters; any other one
+/// (empty, too long, with a space, with bytes outside ASCII) is replaced by a made one, which
+/// is the id echoed back and the id of the audit row alike.
+#[test]
+fn an_unusable_request_id_is_replaced_and_the_audit_row_carries_the_echoed_one() {
+    let server = Server::start();
+    server.tenant("acme");
+    let longest = "r".repeat(200);
+    let too_long = "r".repeat(201);
+    let http = reqwest::blocking::Client::new();
+    let cases: [(&[u8], bool); 6] = [
+        (longest.as_bytes(), true),
+        (b"ops-ticket-7", true),
+        (too_long.as_bytes(), false),
+        (b"", false),
+        (b"two words", false),
+        ("caf\u{e9}-r1".as_bytes(), false),
+    ];
+    for (round, (sent, kept)) in cases.into_iter().enumerate() {
+        let action = if round % 2 == 0 { "suspend" } else { "resume" };
+        let res = http
+            .post(format!("{}/v1/admin/tenants/acme/{action}", server.url))
+            .header("authorization", format!("Bearer {OPERATOR_KEY}"))
+            .header(
+                "x-request-id",
+                reqwest::header::HeaderValue::from_bytes(sent).expect("a header value"),
+            )
+            .send()
+            .expect("request");
+        assert_eq!(res.status().as_u16(), 200);
+        let echoed: Vec<&str> = res
+            .headers()
+            .get_all("x-request-id")
+            .iter()
+            .map(|v| v.to_str().expect("visible ASCII"))
+            .collect();
+        assert_eq!(echoed.len(), 1, "{echoed:?}");
+        let echoed = echoed[0].to_owned();
+        if kept {
+            assert_eq!(echoed.as_bytes(), sent);
+        } else {
+            assert_ne!(echoed.as_bytes(), sent);
+            assert!(uuid_shaped(&echoed), "a made id: {echoed}");
+        }
+        the_row(
+            &server,
+            &format!("tenant.{action}"),
+            Some("acme"),
+            &echoed,
+            "operator:env",
+        );
+    }
+}
+
+fn uuid_shaped(id: &str) -> bool {
+    id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}

@@ -1,6 +1,6 @@
 //! Bounds on what one request may ask, against the real server: the user tokens a request
-//! names (`max_user_tokens`), the content coding of its body, and the rate limit an operator
-//! may set (`limits.max_qps`) with the wait a refusal quotes.
+//! names (`max_user_tokens`), the content coding and media type of its body, and the rate
+//! limit an operator may set (`limits.max_qps`) with the wait a refusal quotes.
 
 mod common;
 
@@ -137,4 +137,72 @@ fn max_qps_is_bounded_and_the_quoted_wait_is_sane() {
     assert_eq!((s, code(&v)), (429, "RATE_LIMITED"), "{v}");
     let wait = v["error"]["retry_after_ms"].as_u64().unwrap();
     assert!((990_000..=1_000_000).contains(&wait), "{v}");
+}
+
+#[test]
+fn a_json_route_refuses_a_body_labelled_as_another_type_unread() {
+    let server = Server::start();
+    server.tenant("acme");
+    let key = server.key("acme", json!({}));
+    let body = br#"{"content": "stored despite its label"}"#.to_vec();
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+        "application/x-ndjson",
+    ] {
+        let (s, text) = server.send_raw_with(
+            "POST",
+            "/v1/memories",
+            &key,
+            &[("content-type", ct)],
+            body.clone(),
+        );
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        assert_eq!(
+            (s, code(&v)),
+            (415, "UNSUPPORTED_MEDIA_TYPE"),
+            "{ct}: {text}"
+        );
+        assert!(message(&v).contains(&format!("\"{ct}\"")), "{text}");
+    }
+    let (_, v) = server.post("/v1/memories/count", &key, json!({}));
+    assert_eq!(v["count"], 0, "{v}");
+    // JSON types with parameters or a `+json` suffix, and no type at all, are read.
+    for headers in [
+        vec![("content-type", "Application/JSON; charset=utf-8")],
+        vec![("content-type", "application/merge-patch+json")],
+        vec![],
+    ] {
+        let (s, text) = server.send_raw_with("POST", "/v1/memories", &key, &headers, body.clone());
+        assert_eq!(s, 201, "{headers:?}: {text}");
+    }
+    // An import reads JSON lines, labelled as such or not labelled.
+    let export = |id: &str| {
+        let (s, text) = server.send_raw(
+            "GET",
+            &format!("/v1/admin/tenants/{id}/export"),
+            OPERATOR_KEY,
+            "application/json",
+            Vec::new(),
+        );
+        assert_eq!(s, 200, "{text}");
+        text
+    };
+    let lines = export("acme");
+    let import = |id: &str, headers: &[(&str, &str)]| {
+        server.send_raw_with(
+            "POST",
+            &format!("/v1/admin/tenants/{id}/import"),
+            OPERATOR_KEY,
+            headers,
+            lines.clone().into_bytes(),
+        )
+    };
+    let (s, text) = import("copy-a", &[("content-type", "text/csv")]);
+    assert_eq!(s, 415, "{text}");
+    let (s, text) = import("copy-a", &[("content-type", "application/x-ndjson")]);
+    assert_eq!(s, 201, "{text}");
+    let (s, text) = import("copy-b", &[]);
+    assert_eq!(s, 201, "{text}");
 }

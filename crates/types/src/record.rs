@@ -117,8 +117,10 @@ pub struct EmbedderRef {
 
 /// Popoto-style confidence in a memory, updated by evidence.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Confidence {
+    /// 0 to 1.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub value: f64,
     pub evidence_count: u32,
     pub corroborations: u32,
@@ -210,7 +212,7 @@ pub struct NewRecord {
 pub struct RecordPatch {
     /// `null` clears it.
     #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(value_type = Option<Kind>, nullable)]
     pub kind: Option<Option<Kind>>,
     /// The new text: not empty or whitespace only.
     #[serde(deserialize_with = "crate::text::content")]
@@ -219,11 +221,11 @@ pub struct RecordPatch {
     pub user_tokens: Option<Vec<UserToken>>,
     /// `null` clears it.
     #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(value_type = Option<RunId>, nullable)]
     pub run_id: Option<Option<RunId>>,
     /// `null` clears it.
     #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(value_type = Option<MemoryScope>, nullable)]
     pub memory_scope: Option<Option<MemoryScope>>,
     /// Moves the record to another memory domain of the tenant (the credential must be allowed
     /// to write there). The record keeps its id, metadata, confidence, links and timestamps;
@@ -232,7 +234,7 @@ pub struct RecordPatch {
         deserialize_with = "target_domain",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Domain>, nullable)]
     pub move_to_domain: Option<Domain>,
     /// An RFC 7396 merge patch of the metadata: a `null` value removes the key, and
     /// `"metadata": null` removes them all (the metadata becomes `{}`).
@@ -565,6 +567,19 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(r.validate(&RecordLimits::default()), expect);
+    }
+
+    /// Like every other body object, a confidence refuses a field it does not know, rather
+    /// than dropping it unnoticed.
+    #[test]
+    fn a_confidence_refuses_unknown_fields() {
+        let known: Confidence = serde_json::from_value(json!({"value": 0.7})).expect("known");
+        assert_eq!(known.value, 0.7);
+        let err = serde_json::from_value::<Confidence>(json!({"value": 0.5, "bogus": 1}))
+            .expect_err("an unknown field");
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let patch = serde_json::from_value::<RecordPatch>(json!({"confidence": {"valu": 0.5}}));
+        assert!(patch.is_err(), "{patch:?}");
     }
 
     #[test]

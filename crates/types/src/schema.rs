@@ -77,7 +77,11 @@ impl PartialSchema for Filter {
                  `{\"field\": {\"$in\"|\"$nin\": [...]}}`, `{\"field\": {\"$exists\": bool}}`, \
                  `{\"$and\"|\"$or\": [filters]}`. At most 1024 clauses, nested at most 32 \
                  deep, and at most 1024 values compared in all (each comparison counts one, each \
-                 value of an `$in` or `$nin` one); past that, `400 BAD_REQUEST`.",
+                 value of an `$in` or `$nin` one); past that, `400 BAD_REQUEST`. An \
+                 array-valued field matches element by element, as in MongoDB: \
+                 `{\"tags\": \"b\"}` matches `[\"a\", \"b\"]` (so does the whole array), a \
+                 range matches if any element is in it, and `$ne`/`$nin` exclude an array that \
+                 contains the value.",
             ))
             .into()
     }

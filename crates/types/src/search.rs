@@ -160,7 +160,8 @@ pub struct SearchRequest {
     pub fusion: Fusion,
     /// Return per-channel scores with each hit.
     pub explain: bool,
-    /// HNSW beam width for this search; larger is slower and more exact.
+    /// HNSW beam width for this search, 1 to 4096; larger is slower and more exact.
+    #[schema(minimum = 1, maximum = 4096)]
     pub ef: Option<usize>,
     /// What each hit carries besides `id` and `score`; `["content", "metadata"]` when absent,
     /// `[]` for ids and scores only (the cheapest: no record is read from storage unless the

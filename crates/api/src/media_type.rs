@@ -1,0 +1,201 @@
+//! The media type of request bodies: a route that reads a JSON body refuses a body labelled as
+//! something else with `415 UNSUPPORTED_MEDIA_TYPE`, before a byte of it is read.
+//!
+//! Why: a body sent as `text/plain` or a form and read as JSON anyway means a client and a
+//! proxy in front could disagree on what the request was. A body without any `Content-Type`
+//! is still read (many clients omit it). Which routes read which kind of body comes from the
+//! route registrations themselves (their OpenAPI request bodies), so a new route cannot be
+//! forgotten here.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderMap, Method, header};
+use utoipa::openapi::RefOr;
+
+use crate::ApiError;
+use crate::transfer::NDJSON;
+
+/// What a route reads its body as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    /// One JSON document: `application/json` or `application/<anything>+json`.
+    Json,
+    /// JSON lines (an import): `application/x-ndjson`, or a JSON type.
+    JsonLines,
+}
+
+/// Longest part of a refused media type quoted back to the client.
+const MAX_QUOTED_TYPE: usize = 64;
+
+/// The body kind of every `(method, route)` that reads a body.
+fn body_kinds() -> &'static HashMap<(Method, String), BodyKind> {
+    static KINDS: OnceLock<HashMap<(Method, String), BodyKind>> = OnceLock::new();
+    KINDS.get_or_init(|| {
+        let mut kinds = HashMap::new();
+        for (path, item) in &crate::router::openapi().paths.paths {
+            let ops = [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+                (Method::DELETE, &item.delete),
+            ];
+            for (method, op) in ops {
+                let Some(body) = op.as_ref().and_then(|op| op.request_body.as_ref()) else {
+                    continue;
+                };
+                let lines = matches!(body, RefOr::T(b) if b.content.contains_key(NDJSON));
+                let kind = if lines {
+                    BodyKind::JsonLines
+                } else {
+                    BodyKind::Json
+                };
+                kinds.insert((method, path.clone()), kind);
+            }
+        }
+        kinds
+    })
+}
+
+/// The refusal of a request whose route reads a JSON body but whose `Content-Type` names
+/// another type; `None` for every other request (no body route, no `Content-Type`, JSON).
+pub(crate) fn unsupported_type(req: &Request) -> Option<ApiError> {
+    let route = req.extensions().get::<MatchedPath>()?;
+    let kind = *body_kinds().get(&(req.method().clone(), route.as_str().to_owned()))?;
+    refusal(kind, req.headers())
+}
+
+fn refusal(kind: BodyKind, headers: &HeaderMap) -> Option<ApiError> {
+    // Every copy must be acceptable: a client and a proxy may read different ones.
+    let refused = headers
+        .get_all(header::CONTENT_TYPE)
+        .iter()
+        .find(|v| !accepted(kind, essence(v.as_bytes())))?;
+    let shown: String = String::from_utf8_lossy(refused.as_bytes())
+        .escape_debug()
+        .take(MAX_QUOTED_TYPE)
+        .collect();
+    let wanted = match kind {
+        BodyKind::Json => "application/json",
+        BodyKind::JsonLines => "application/x-ndjson",
+    };
+    Some(ApiError::UnsupportedMediaType(format!(
+        "Content-Type \"{shown}\": this route reads a JSON body; send it as {wanted}"
+    )))
+}
+
+/// The type and subtype of a media type, without its parameters (`; charset=utf-8`).
+fn essence(value: &[u8]) -> &[u8] {
+    let end = value.iter().position(|b| *b == b';').unwrap_or(value.len());
+    value[..end].trim_ascii()
+}
+
+fn accepted(kind: BodyKind, essence: &[u8]) -> bool {
+    is_json(essence)
+        || (kind == BodyKind::JsonLines && essence.eq_ignore_ascii_case(NDJSON.as_bytes()))
+}
+
+/// `application/json`, or a structured suffix `application/<something>+json`, in any case.
+fn is_json(essence: &[u8]) -> bool {
+    const APPLICATION: &[u8] = b"application/";
+    const SUFFIX: &[u8] = b"+json";
+    if essence.eq_ignore_ascii_case(b"application/json") {
+        return true;
+    }
+    let Some(subtype) = essence
+        .get(..APPLICATION.len())
+        .filter(|t| t.eq_ignore_ascii_case(APPLICATION))
+        .map(|_| &essence[APPLICATION.len()..])
+    else {
+        return false;
+    };
+    subtype.len() > SUFFIX.len()
+        && subtype[subtype.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX)
+        && !subtype.contains(&b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(kind: BodyKind, types: &[&'static str]) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        for t in types {
+            headers.append(header::CONTENT_TYPE, t.parse().expect("header value"));
+        }
+        refusal(kind, &headers).map(|e| {
+            assert_eq!(e.status_and_code().1, "UNSUPPORTED_MEDIA_TYPE");
+            e.to_string()
+        })
+    }
+
+    #[test]
+    fn json_types_in_any_case_and_with_parameters_are_accepted() {
+        for t in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            " application/json ;charset=UTF-8",
+            "application/merge-patch+json",
+            "application/vnd.strata+JSON; v=1",
+        ] {
+            assert_eq!(refused(BodyKind::Json, &[t]), None, "{t}");
+            assert_eq!(refused(BodyKind::JsonLines, &[t]), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn a_missing_type_is_accepted() {
+        assert_eq!(refused(BodyKind::Json, &[]), None);
+        assert_eq!(refused(BodyKind::JsonLines, &[]), None);
+    }
+
+    #[test]
+    fn other_types_are_refused_naming_the_type() {
+        for t in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/xml",
+            "multipart/form-data; boundary=x",
+            "text/json",
+            "application/+json",
+            "application/jsonp",
+            "",
+        ] {
+            let message = refused(BodyKind::Json, &[t]).unwrap_or_else(|| panic!("{t}"));
+            assert!(message.contains(&format!("\"{t}\"")), "{message}");
+        }
+        // An import's JSON lines are only for the import.
+        assert!(refused(BodyKind::Json, &["application/x-ndjson"]).is_some());
+        assert_eq!(
+            refused(BodyKind::JsonLines, &["application/x-ndjson"]),
+            None
+        );
+        assert!(refused(BodyKind::JsonLines, &["text/csv"]).is_some());
+    }
+
+    #[test]
+    fn every_copy_of_the_header_must_be_json() {
+        let two = ["application/json", "text/plain"];
+        assert!(refused(BodyKind::Json, &two).is_some());
+    }
+
+    #[test]
+    fn the_body_routes_come_from_the_registrations() {
+        let kinds = body_kinds();
+        let kind = |method: Method, path: &str| kinds.get(&(method, path.to_owned())).copied();
+        assert_eq!(kind(Method::POST, "/v1/search"), Some(BodyKind::Json));
+        assert_eq!(
+            kind(Method::PATCH, "/v1/memories/{id}"),
+            Some(BodyKind::Json)
+        );
+        assert_eq!(
+            kind(Method::POST, "/v1/admin/tenants/{id}/import"),
+            Some(BodyKind::JsonLines)
+        );
+        assert_eq!(kind(Method::GET, "/v1/memories/{id}"), None);
+        assert_eq!(kind(Method::GET, "/metrics"), None);
+    }
+}
