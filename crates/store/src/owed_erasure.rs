@@ -40,7 +40,11 @@ fn owed_key(row: &str, value: u64) -> Result<TenantKey, StoreError> {
         return Err(corrupt());
     }
     let raw = row.strip_prefix(OWED_PREFIX).ok_or_else(corrupt)?;
-    if raw.len() != 16 || !raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if raw.len() != 16
+        || !raw
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(corrupt());
     }
     match u64::from_str_radix(raw, 16) {

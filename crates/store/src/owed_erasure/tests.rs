@@ -27,7 +27,11 @@ fn dump(store: &Store) -> Dump {
     }
     for entry in txn.open_table(META).unwrap().iter().unwrap() {
         let (k, v) = entry.unwrap();
-        out.push((2, k.value().as_bytes().to_vec(), v.value().to_be_bytes().to_vec()));
+        out.push((
+            2,
+            k.value().as_bytes().to_vec(),
+            v.value().to_be_bytes().to_vec(),
+        ));
     }
     out
 }
@@ -103,7 +107,10 @@ fn a_vacuum_finishes_an_erasure_a_restart_cut_short() {
     assert_eq!(store.owed_erasures().unwrap(), []);
     assert_eq!(store.main_keys(acme.key).unwrap(), 0);
     let r = store.read().unwrap();
-    assert_eq!(r.blob(globex, "note").unwrap().as_deref(), Some(&b"kept"[..]));
+    assert_eq!(
+        r.blob(globex, "note").unwrap().as_deref(),
+        Some(&b"kept"[..])
+    );
 }
 
 /// Another tenant writes between two chunks: from the eraser's own thread, which would wait

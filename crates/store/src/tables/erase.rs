@@ -3,8 +3,8 @@
 //! ([`Writer::erase_unregistered`]).
 
 use super::{Reads, Route, Writer};
-use crate::{StoreError, TenantMeta};
 use crate::keys::{self, TenantKey};
+use crate::{StoreError, TenantMeta};
 
 impl Writer<'_> {
     /// Removes the tenant from the registry with every credential issued for it, and owes the
