@@ -51,6 +51,8 @@ mod owed_compaction;
 mod plan;
 #[cfg(test)]
 mod purge_detail_tests;
+#[cfg(test)]
+mod purge_erasure_tests;
 mod put_steps;
 mod ranking;
 mod recall;
@@ -293,9 +295,10 @@ impl Engine {
             recent_purges: recent_purges::RecentPurges::after_restart(last_purge),
             owed_compaction: owed_compaction::OwedCompaction::new(dir.join(DB_FILE)),
         };
-        // An erasure's vacuum that failed before the last stop (or that a crash cut short):
-        // run now (or owed again, if it fails again).
-        if engine.store.compaction_owed()? {
+        // An erasure's vacuum that failed before the last stop (or that a crash cut short),
+        // or a purged range whose erasure was cut short: run now, the vacuum erasing the range
+        // first (or owed again, if it fails again).
+        if engine.store.compaction_owed()? || !engine.store.owed_erasures()?.is_empty() {
             engine.vacuum()?;
         }
         Ok(engine)

@@ -503,8 +503,9 @@ impl Engine {
         })
     }
 
-    /// Hard delete: erases every byte of the tenant's data and its registry entry, then
-    /// rewrites the main data file into a new one (a vacuum) so none of it remains on disk.
+    /// Hard delete: erases its registry entry, then every byte of the tenant's data (in short
+    /// transactions, at the start of the vacuum), and rewrites the main data file into a new
+    /// one (the vacuum) so none of it remains on disk.
     /// Answers whether that rewrite ran ([`Erasure::Done`]) or is owed ([`Erasure::Pending`]:
     /// the rewrite failed, a full disk say, and is retried; the erasure itself has committed
     /// either way).
@@ -554,9 +555,11 @@ impl Engine {
         }
     }
 
-    /// The purge's one transaction: the tenant's data, its registry entry and the server
-    /// log's rows about it go; the purge itself is logged. Returns its storage key, which
-    /// must still be `key` (the incarnation the caller excluded migrations of).
+    /// The purge's one transaction: the tenant's registry entry, its credentials and the
+    /// server log's rows about it go, and its data range is owed an erasure, which the vacuum
+    /// after this commit runs in short transactions; the purge itself is logged. Returns its
+    /// storage key, which must still be `key` (the incarnation the caller excluded migrations
+    /// of).
     fn purge_txn(
         &self,
         op: &OperatorScope,
@@ -573,7 +576,11 @@ impl Engine {
                 )));
             }
             let erased = erased_figures(w, id, meta.key)?;
-            w.erase_tenant(&meta)?;
+            // Its data range is erased after this commits, in short transactions, by the
+            // vacuum that follows (`Store::erase_owed_ranges`): nothing reaches it once its
+            // registry row and credentials are gone, and the other tenants' writes do not
+            // wait for the whole range under the write lock.
+            w.unregister_tenant_owing_erasure(&meta)?;
             w.note_purge(now_millis())?;
             // Owed until the vacuum after this commit has run: a crash in between leaves the
             // erased bytes in the file, and the next start rewrites it without them.

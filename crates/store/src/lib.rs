@@ -29,6 +29,7 @@ mod links;
 mod main_file_guard;
 mod migration_row;
 mod opened;
+mod owed_erasure;
 mod placement;
 mod registry;
 mod retired;

@@ -1178,6 +1178,13 @@ impl<'txn> Writer<'txn> {
     /// tenant with no data, and the erase would hold the main write lock meanwhile. A crash
     /// after the commit leaves an orphan file, deleted at the next start.
     pub fn erase_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
+        self.unregister_tenant(meta)?;
+        self.erase_range(meta.key)
+    }
+
+    /// Removes the tenant's registry row and every credential issued for it: what makes its
+    /// data reachable.
+    fn unregister_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
         self.registry_write()?.remove(meta.id.as_str())?;
         let owned = match crate::credentials::owned_ids(&*self.meta, meta.key)? {
             Some(ids) => ids,
@@ -1207,7 +1214,7 @@ impl<'txn> Writer<'txn> {
                 self.credentials.remove(id.as_str())?;
             }
         }
-        self.erase_range(meta.key)
+        Ok(())
     }
 
     pub fn put_collection(&mut self, t: TenantKey, c: &Collection) -> Result<(), StoreError> {

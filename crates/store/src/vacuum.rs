@@ -38,6 +38,10 @@
 //! vacuum, which waits for this one (vacuums run one at a time) and copies from a snapshot
 //! without the row.
 //!
+//! A purge erases its tenant's range after its own transaction, in short transactions
+//! (`owed_erasure`); a vacuum first finishes every such erasure still owed, before it copies,
+//! so that its new file holds none of a purged range whatever cut the erasure short.
+//!
 //! The record of a vacuum owed (`Writer::set_compaction_owed`, set by an erasure in its own
 //! transaction) is settled here, at the swap, and only when no write of it was recorded during
 //! the copy: the new file then holds it cleared. One set during the copy is an erasure whose
@@ -148,6 +152,9 @@ impl Store {
         // rows while another vacuum copied waits here, and its own vacuum then copies from a
         // snapshot without them.
         let _one = self.vacuuming.lock().unwrap_or_else(|e| e.into_inner());
+        // A purge's range still owed its erasure (a crash or failure cut it short) is erased
+        // first, in short transactions: the new file must hold none of it.
+        self.erase_owed_ranges()?;
         let _writing = write_path();
         refuse_after_failed_sync(&self.db().sync)?;
         let new_path = new_file_of(&self.path);

@@ -3,10 +3,25 @@
 //! ([`Writer::erase_unregistered`]).
 
 use super::{Reads, Route, Writer};
-use crate::StoreError;
 use crate::keys::{self, TenantKey};
+use crate::{StoreError, TenantMeta};
 
 impl Writer<'_> {
+    /// Removes the tenant from the registry with every credential issued for it, and owes the
+    /// erasure of its data range to [`crate::Store::erase_owed_ranges`], which erases it in
+    /// short transactions (`crate::owed_erasure`). A dedicated tenant's data is left in its
+    /// own file, as [`Writer::erase_tenant`] leaves it; what a migration may have left of it
+    /// in the main file (never live data, and little) is erased here.
+    pub fn unregister_tenant_owing_erasure(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
+        self.unregister_tenant(meta)?;
+        if self.in_own_file(meta.key) {
+            return self.erase_range(meta.key);
+        }
+        self.meta
+            .insert(crate::owed_erasure::owed_row(meta.key).as_str(), 1)?;
+        Ok(())
+    }
+
     /// Erases every key of storage key `t`, which no registry row may name: the rows a writer
     /// that still held `t` (an import) wrote after its tenant was purged, perhaps with its id
     /// given to a new tenant since. Storage keys are never reused, so `t` belongs to that

@@ -1,0 +1,142 @@
+//! A purged tenant's range, erased in short transactions after its purge has committed.
+//!
+//! Erasing a large tenant's every key in the purge's own transaction held the main file's one
+//! write lock for as long as the erasure, and every other tenant's writes waited for it. So
+//! the purge's transaction (`Writer::unregister_tenant_owing_erasure`) removes what makes the
+//! tenant reachable (its registry row and credentials) and records the erasure as owed, a
+//! `meta` row per storage key; [`Store::erase_owed_ranges`] then erases the range in chunks,
+//! each its own transaction, and removes the row in the last. Nothing reads the range once the
+//! registry no longer names its key (every read and write checks the tenant's registry row in
+//! its own snapshot, and storage keys are never reused), so a half-erased range is never seen.
+//!
+//! A crash between chunks leaves the row: the next vacuum (the start-up one, since the purge
+//! also recorded a vacuum owed) finishes the erasure before it copies the file, so the new file
+//! holds none of the range ([`Store::vacuum`] begins with [`Store::erase_owed_ranges`]).
+//! Erasing a chunk is idempotent: two erasers of one range (a purge's vacuum and a retry's)
+//! only share the work.
+
+use redb::{Durability, ReadableDatabase, ReadableTable};
+
+use crate::keys::{self, TenantKey};
+use crate::tables::{DATA, META, MainTables, prefix_range};
+use crate::{Store, StoreError};
+
+/// Keys erased per transaction: about what a batch of a thousand small records writes, so an
+/// erasure holds the write lock about as long as a large write does.
+pub(crate) const ERASE_CHUNK_KEYS: usize = 4_096;
+
+/// Prefix of the `meta` rows that mark a storage key's range as owed an erasure:
+/// `erasure.owed:<storage key, 16 hex digits>`, valued 1.
+const OWED_PREFIX: &str = "erasure.owed:";
+
+pub(crate) fn owed_row(t: TenantKey) -> String {
+    format!("{OWED_PREFIX}{:016x}", t.raw())
+}
+
+/// The storage key an owed-erasure row names; a row that does not parse is corrupt.
+fn owed_key(row: &str, value: u64) -> Result<TenantKey, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("meta {row}: {value} is not an owed erasure"));
+    if value != 1 {
+        return Err(corrupt());
+    }
+    let raw = row.strip_prefix(OWED_PREFIX).ok_or_else(corrupt)?;
+    if raw.len() != 16
+        || !raw
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(corrupt());
+    }
+    match u64::from_str_radix(raw, 16) {
+        Ok(n) if n != TenantKey::SERVER.raw() => Ok(TenantKey::from_raw(n)),
+        _ => Err(corrupt()),
+    }
+}
+
+impl Store {
+    /// Storage keys whose ranges are owed an erasure.
+    pub fn owed_erasures(&self) -> Result<Vec<TenantKey>, StoreError> {
+        let main = self.db().clone();
+        let txn = main.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let mut owed = Vec::new();
+        for entry in meta.range(OWED_PREFIX..)? {
+            let (k, v) = entry?;
+            if !k.value().starts_with(OWED_PREFIX) {
+                break;
+            }
+            owed.push(owed_key(k.value(), v.value())?);
+        }
+        Ok(owed)
+    }
+
+    /// Erases every range owed an erasure, in transactions of at most [`ERASE_CHUNK_KEYS`]
+    /// keys; returns how many keys were erased.
+    pub fn erase_owed_ranges(&self) -> Result<u64, StoreError> {
+        self.erase_owed_ranges_in(ERASE_CHUNK_KEYS)
+    }
+
+    /// [`Store::erase_owed_ranges`] with chunks of `chunk` keys (tests use small ones).
+    pub fn erase_owed_ranges_in(&self, chunk: usize) -> Result<u64, StoreError> {
+        let mut erased = 0;
+        for t in self.owed_erasures()? {
+            erased += self.erase_owed_range_with(t, chunk.max(1), &mut || {})?;
+        }
+        Ok(erased)
+    }
+
+    /// Erases storage key `t`'s range while it is owed an erasure, a chunk per transaction;
+    /// the last chunk's transaction, which finds fewer than `chunk` keys, removes the row.
+    /// `between` runs after each chunk but the last, holding nothing (tests write there).
+    pub(crate) fn erase_owed_range_with(
+        &self,
+        t: TenantKey,
+        chunk: usize,
+        between: &mut dyn FnMut(),
+    ) -> Result<u64, StoreError> {
+        let _writing = crate::deferred_sync::write_path();
+        let prefix = keys::tenant_all(t);
+        let row = owed_row(t);
+        let mut erased = 0;
+        loop {
+            let db = self.db();
+            let mut txn = db.begin_write()?;
+            let doomed = {
+                // Another eraser finished it (this one then has nothing left to do).
+                if txn.open_table(META)?.get(row.as_str())?.is_none() {
+                    return Ok(erased);
+                }
+                let table = txn.open_table(DATA)?;
+                prefix_range(&table, &prefix)?
+                    .take(chunk)
+                    .map(|e| e.map(|(k, _)| k))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            let last = doomed.len() < chunk;
+            if !last {
+                // The last chunk's durable commit syncs the earlier ones; a crash before it
+                // leaves the row, and the next vacuum erases the rest.
+                txn.set_durability(Durability::None)?;
+            }
+            {
+                let mut tables = MainTables::open(&txn, &self.file_writes)?;
+                for k in &doomed {
+                    tables.data.remove(k.as_slice())?;
+                }
+                if last {
+                    tables.meta.remove(row.as_str())?;
+                }
+            }
+            txn.commit()?;
+            drop(db);
+            erased += doomed.len() as u64;
+            if last {
+                return Ok(erased);
+            }
+            between();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
