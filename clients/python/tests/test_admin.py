@@ -19,6 +19,7 @@ from strata_client import (
     QuotaExceededError,
     Strata,
     StrataAdmin,
+    StrataError,
     TenantSuspendedError,
 )
 
@@ -318,5 +319,9 @@ def test_a_hard_delete_answer_without_an_erasure_state_is_refused() -> None:
     owed = PurgedTenant.from_json({"id": "t", "purged": True, "erasure": "pending"})
     assert (owed.erasure, owed.erased) == ("pending", False)
     for answer in ({"id": "t", "purged": True}, {"id": "t", "purged": True, "erasure": "maybe"}):
-        with pytest.raises(ValueError):
+        # Like the client's other bad answers, and saying the tenant is gone all the same.
+        with pytest.raises(StrataError) as refused:
             PurgedTenant.from_json(answer)
+        assert refused.value.code == "UNEXPECTED_RESPONSE"
+        assert "already deleted" in refused.value.message
+        assert refused.value.body == answer

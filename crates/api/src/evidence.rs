@@ -46,10 +46,12 @@ pub async fn add(
     RawQuery(q): RawQuery,
     body: JsonBody,
 ) -> Result<Json<RecordBody>, ApiError> {
+    // Split first: a body naming another tenant is refused before the id and the query
+    // string are judged, whatever the body's size (`JsonBody`).
+    let body = body.scoped::<EvidenceRequest>(&state, SCOPE_KEYS).await?;
     let id = RecordId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let q = QueryInput::parse(q.as_deref(), &[INCLUDE])?;
     let fields = RecordFields::from_query(q.get(INCLUDE))?;
-    let body = body.scoped::<EvidenceRequest>(&state, SCOPE_KEYS).await?;
     let req = auth.request_scope(body.scope, q.scope)?;
     let evidence = body
         .rest?

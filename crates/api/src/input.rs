@@ -499,6 +499,9 @@ pub(crate) fn scope_of_body_for(
     sources: ScopeSources<'_>,
     body: &mut Map<String, Value>,
 ) -> Result<RequestScope, ApiError> {
+    // A body naming another tenant is refused before the query string and the body's scope
+    // fields are judged, as on every body route (`JsonBody`).
+    check_body_tenant(body, scope.tenant())?;
     let q = QueryInput::parse(sources.raw_query, &[])?;
     let parts = ScopeParts::take_from_body(body, SCOPE_KEYS)?;
     request_scope_of(

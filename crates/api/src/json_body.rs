@@ -31,17 +31,20 @@ use crate::{ApiError, AppState};
 /// 1. its parse: not JSON, or not an object, is `400`; a repeated key is `400` too, unless any
 ///    `tenant_id` in the body names another tenant, which is `403 TENANT_MISMATCH`;
 /// 2. a body's `tenant_id` naming another tenant is `403 TENANT_MISMATCH`, whatever else is
-///    wrong with the request (its other fields, its query string, its `Idempotency-Key`): a
-///    security event is never hidden behind a malformed request;
+///    wrong with the request (its other fields and their values, the id in its path, its query
+///    string, its `Idempotency-Key`): a security event is never hidden behind a malformed
+///    request;
 /// 3. the query string (`400` when malformed, `403 TENANT_MISMATCH` when its `tenant_id`
 ///    names another tenant), the scope fields' values and agreement, then the route's own
 ///    headers (`Idempotency-Key`) and fields, each `400`;
 /// 4. the engine's checks, among them a scope outside the credential's binding (`403
 ///    SCOPE_FORBIDDEN`).
 ///
-/// What is judged before the body is parsed (its credential and admission, its path, its
-/// size) does not depend on how the body is parsed; and a body naming another tenant is
-/// refused before the rest of it is converted (`scoped`, the write's conversion).
+/// What is judged before the body is parsed (its credential and admission, its size) does not
+/// depend on how the body is parsed; and a body naming another tenant is refused before the
+/// rest of it is converted (`scoped`, `convert_own`, the write's conversion, the search's
+/// `scope_of_body_for`). A handler therefore splits its body before it judges its path's id
+/// or its query string.
 pub struct JsonBody {
     held: Held,
     /// The credential's tenant, which the body's `tenant_id` is checked against.
@@ -114,6 +117,24 @@ impl JsonBody {
         self.tenant.as_ref()
     }
 
+    /// [`JsonBody::convert`] for a body that may name its tenant: a `tenant_id` naming another
+    /// tenant is refused (`check_body_tenant`) before `convert` judges any field, so the
+    /// security event is not hidden behind a malformed scope field or the rest of the body.
+    pub(crate) async fn convert_own<T, F>(self, state: &AppState, convert: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Map<String, Value>) -> Result<T, ApiError> + Send + 'static,
+    {
+        let tenant = self.tenant.clone();
+        self.convert(state, move |body| {
+            if let Some(tenant) = &tenant {
+                check_body_tenant(&body, tenant)?;
+            }
+            convert(body)
+        })
+        .await
+    }
+
     /// The scope fields named in `keys`, taken out of the body, and the rest of it read as
     /// `T`. A failure to read `T` is handed back, not returned: the handler checks the
     /// request's scope first, so a body naming another tenant is the security event it is
@@ -127,18 +148,18 @@ impl JsonBody {
     where
         T: DeserializeOwned + Send + 'static,
     {
-        let tenant = self.tenant.clone().filter(|_| keys.contains(&"tenant_id"));
-        self.convert(state, move |mut body| {
-            if let Some(tenant) = &tenant {
-                check_body_tenant(&body, tenant)?;
-            }
+        let split = move |mut body: Map<String, Value>| {
             let scope = ScopeParts::take_from_body(&mut body, keys)?;
             Ok(Scoped {
                 scope,
                 rest: from_map(body),
             })
-        })
-        .await
+        };
+        if keys.contains(&"tenant_id") {
+            self.convert_own(state, split).await
+        } else {
+            self.convert(state, split).await
+        }
     }
 }
 

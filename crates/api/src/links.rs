@@ -131,7 +131,7 @@ pub async fn recall(
     body: JsonBody,
 ) -> Result<Json<RecallAnswer>, ApiError> {
     let body = body
-        .convert(&state, |mut body| {
+        .convert_own(&state, |mut body| {
             let scope = ScopeParts::take_from_body(&mut body, SCOPE_KEYS)?;
             let mut spreading = serde_json::Map::new();
             for key in RECALL_KEYS {

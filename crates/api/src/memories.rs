@@ -362,13 +362,15 @@ pub async fn patch(
     RawQuery(q): RawQuery,
     body: JsonBody,
 ) -> Result<Json<RecordBody>, ApiError> {
-    let id = record_id(id)?;
-    let q = QueryInput::parse(q.as_deref(), &[INCLUDE])?;
-    let fields = RecordFields::from_query(q.get(INCLUDE))?;
     // `user_tokens`, `run_id` and `memory_scope` in the body are the record's new values.
+    // Split first: a body naming another tenant is refused before the id and the query
+    // string are judged, whatever the body's size (`JsonBody`).
     let body = body
         .scoped::<RecordPatch>(&state, RECORD_BODY_SCOPE_KEYS)
         .await?;
+    let id = record_id(id)?;
+    let q = QueryInput::parse(q.as_deref(), &[INCLUDE])?;
+    let fields = RecordFields::from_query(q.get(INCLUDE))?;
     let req = auth.request_scope(body.scope, q.scope)?;
     let patch = body.rest?;
     let scope = auth.scope;

@@ -42,7 +42,8 @@ const ERRORS: &[(&str, &str, bool)] = &[
         "415",
         "A `Content-Encoding` other than `identity`, or a body whose `Content-Type` is not JSON \
          (`application/json` or `application/…+json`; an import also takes \
-         `application/x-ndjson`). A body without a `Content-Type` is read as JSON",
+         `application/x-ndjson`, `application/jsonl` or `application/x-jsonlines`). A body \
+         without a `Content-Type` is read as JSON, and an empty body whatever its label",
         false,
     ),
     (

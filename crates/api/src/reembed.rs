@@ -60,7 +60,7 @@ pub async fn start(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let body = body
-        .convert(&state, |mut body| {
+        .convert_own(&state, |mut body| {
             let scope = ScopeParts::take_from_body(&mut body, TENANT_KEY)?;
             // Read by hand so a bad value names its field (serde's message does not).
             let rest = if body.get("dry_run").is_some_and(|v| !v.is_boolean()) {

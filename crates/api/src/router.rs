@@ -154,6 +154,7 @@ async fn method_not_allowed() -> ApiError {
 /// The complete application.
 pub fn router(state: AppState) -> Router {
     let doc = Arc::new(crate::openapi::document());
+    crate::media_type::build_body_kinds();
     let (router, _) = api().split_for_parts();
     let request_id = HeaderName::from_static(REQUEST_ID);
     let max_body = state.config.max_body_bytes;

@@ -635,14 +635,15 @@ fn blank_content_and_queries_are_refused_naming_the_field() {
 }
 
 /// A zero query vector on a cosine collection is refused like a zero stored vector, naming the
-/// field, in a search and a recall, on an empty collection and on one with records; on another
-/// metric it is a query like any other.
+/// field, in a search and a recall (a hybrid one too, whose text alone would have been a
+/// query), on an empty collection and on one with records; on another metric (`dot`, `l2`) it
+/// is a query like any other.
 #[test]
 fn a_zero_query_vector_on_a_cosine_collection_is_refused() {
     let server = Server::start();
     server.tenant("acme");
     let k = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
-    for (name, metric) in [("img", "cosine"), ("raw", "dot")] {
+    for (name, metric) in [("img", "cosine"), ("raw", "dot"), ("geo", "l2")] {
         let (s, v) = server.post(
             "/v1/collections",
             &k,
@@ -651,23 +652,34 @@ fn a_zero_query_vector_on_a_cosine_collection_is_refused() {
         assert_eq!(s, 201, "{v}");
     }
     let zero = json!({"vector": [0.0, 0.0, 0.0], "modality": "img"});
-    let on_raw = json!({"vector": [0.0, 0.0, 0.0], "modality": "raw"});
+    let hybrid = json!({
+        "vector": [0.0, 0.0, 0.0], "query": "note", "mode": "hybrid", "modality": "img",
+    });
+    let others = ["raw", "geo"].map(|name| json!({"vector": [0.0, 0.0, 0.0], "modality": name}));
     for round in ["empty", "with a record"] {
         for path in ["/v1/search", "/v1/recall"] {
-            let (s, v) = server.post(path, &k, zero.clone());
-            assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{round} {path}: {v}");
-            assert!(
-                message(&v).starts_with("vector: a zero vector has no direction"),
-                "{round} {path}: {v}"
-            );
-            let (s, v) = server.post(path, &k, on_raw.clone());
-            assert_eq!(s, 200, "{round} {path}: {v}");
+            for refused in [&zero, &hybrid] {
+                let (s, v) = server.post(path, &k, refused.clone());
+                assert_eq!(
+                    (s, code(&v)),
+                    (400, "BAD_REQUEST"),
+                    "{round} {path} {refused}: {v}"
+                );
+                assert!(
+                    message(&v).starts_with("vector: a zero vector has no direction"),
+                    "{round} {path} {refused}: {v}"
+                );
+            }
+            for other in &others {
+                let (s, v) = server.post(path, &k, other.clone());
+                assert_eq!(s, 200, "{round} {path} {other}: {v}");
+            }
         }
-        for name in ["img", "raw"] {
+        for name in ["img", "raw", "geo"] {
             let (s, v) = server.post(
                 "/v1/memories",
                 &k,
-                json!({"modality": name, "vector": [1.0, 0.0, 0.0]}),
+                json!({"modality": name, "vector": [1.0, 0.0, 0.0], "content": "a note"}),
             );
             assert_eq!(s, 201, "{v}");
         }

@@ -177,6 +177,14 @@ fn a_json_route_refuses_a_body_labelled_as_another_type_unread() {
         let (s, text) = server.send_raw_with("POST", "/v1/memories", &key, &headers, body.clone());
         assert_eq!(s, 201, "{headers:?}: {text}");
     }
+    // No body at all has no type to refuse, whatever its label: `curl -X POST -d ''` and
+    // Java's HttpURLConnection label an empty body as a form (read as `{}`).
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let (s, text) = server.send_raw_with("POST", "/v1/memories/count", &key, &[form], Vec::new());
+    assert_eq!(s, 200, "{text}");
+    let (s, text) =
+        server.send_raw_with("POST", "/v1/memories/count", &key, &[form], b"{}".to_vec());
+    assert_eq!(s, 415, "{text}");
     // An import reads JSON lines, labelled as such or not labelled.
     let export = |id: &str| {
         let (s, text) = server.send_raw(
@@ -204,5 +212,8 @@ fn a_json_route_refuses_a_body_labelled_as_another_type_unread() {
     let (s, text) = import("copy-a", &[("content-type", "application/x-ndjson")]);
     assert_eq!(s, 201, "{text}");
     let (s, text) = import("copy-b", &[]);
+    assert_eq!(s, 201, "{text}");
+    // JSON lines go by other names too.
+    let (s, text) = import("copy-c", &[("content-type", "application/jsonl")]);
     assert_eq!(s, 201, "{text}");
 }

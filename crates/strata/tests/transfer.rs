@@ -446,3 +446,50 @@ fn imported_audit_rows_carry_no_foreign_identity() {
         "{v}"
     );
 }
+
+/// A record's confidence, evidence included (its value, its counts of corroborations and
+/// contradictions), comes back from an export and an import exactly as it was: an import
+/// that recomputed it from the collection's initial confidence would lose what was learnt.
+#[test]
+fn an_imported_record_keeps_its_confidence_and_evidence_exactly() {
+    let server = Server::start();
+    server.tenant("ev");
+    let key = server.key("ev", json!({ "permissions": ALL }));
+    let (s, v) = server.post(
+        "/v1/collections",
+        &key,
+        json!({"name": "c", "dim": 4, "initial_confidence": 0.7}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server.post(
+        "/v1/memories",
+        &key,
+        json!({"id": "m", "modality": "c", "vector": [1.0, 0.5, 0.0, 0.25], "content": "a note"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    for evidence in [
+        json!({"corroborate": true}),
+        json!({"corroborate": true}),
+        json!({"contradict": true}),
+        json!({"signal": 0.3}),
+    ] {
+        let (s, v) = server.post("/v1/memories/m/evidence", &key, evidence.clone());
+        assert_eq!(s, 200, "{evidence}: {v}");
+    }
+    let (s, original) = server.get("/v1/memories/m", &key);
+    assert_eq!(s, 200, "{original}");
+    let confidence = &original["confidence"];
+    assert!(
+        confidence["corroborations"].as_u64() > Some(0)
+            && confidence["contradictions"].as_u64() > Some(0),
+        "evidence of both kinds: {confidence}"
+    );
+    assert_ne!(confidence["value"], 0.7, "{confidence}");
+
+    let (s, v) = import(&server, "ev-copy", &export(&server, "ev"));
+    assert_eq!(s, 201, "{v}");
+    let copy = server.key("ev-copy", json!({ "permissions": ALL }));
+    let (s, imported) = server.get("/v1/memories/m", &copy);
+    assert_eq!(s, 200, "{imported}");
+    assert_eq!(imported["confidence"], original["confidence"]);
+}

@@ -469,7 +469,9 @@ class StrataAdmin(_AdminCalls):
         """Soft-deletes a tenant (restorable until the retention period ends) and returns it;
         with ``hard=True`` erases it and its keys at once, irrevocably, and returns a
         :class:`PurgedTenant` whose ``erasure`` says whether its bytes are gone from the data
-        file already (``"done"``) or the file's rewrite is owed (``"pending"``)."""
+        file already (``"done"``) or the file's rewrite is owed (``"pending"``). An answer
+        without that state raises :class:`StrataError` (``UNEXPECTED_RESPONSE``) though the
+        tenant is already erased."""
         return self._transport.run(self._delete_tenant(id, hard))
 
     def purge_deleted(self, *, retention_secs: Optional[int] = None) -> List[str]:

@@ -23,6 +23,8 @@ from typing import (
     cast,
 )
 
+from .errors import StrataError
+
 __all__ = [
     "Confidence",
     "ConfidenceInput",
@@ -554,10 +556,22 @@ class PurgedTenant:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> PurgedTenant:
+        """Reads a hard delete's answer.
+
+        Raises :class:`StrataError` with code ``UNEXPECTED_RESPONSE`` when the answer does not
+        say the erasure's state. The tenant is already gone then: the server answered after the
+        irreversible delete succeeded, so do not retry the delete; check the erasure with
+        :meth:`StrataAdmin.stats` instead.
+        """
         erasure = d.get("erasure")
         # Read closed: an answer that does not say the erasure's state is not taken as done.
         if erasure not in ("done", "pending"):
-            raise ValueError(f"a hard delete's answer has no erasure state: {dict(d)!r}")
+            raise StrataError(
+                "a hard delete's answer has no erasure state; the tenant is already deleted: "
+                f"{dict(d)!r}",
+                code="UNEXPECTED_RESPONSE",
+                body=dict(d),
+            )
         return cls(id=str(d["id"]), erasure=cast(Literal["done", "pending"], erasure))
 
 
