@@ -1169,6 +1169,13 @@ impl<'txn> Writer<'txn> {
         Ok(())
     }
 
+    /// Writes the `meta` row `row` as the value given, for tests of damaged rows.
+    #[cfg(feature = "test-support")]
+    pub fn put_meta_for_tests(&mut self, row: &str, value: u64) -> Result<(), StoreError> {
+        self.meta.insert(row, value)?;
+        Ok(())
+    }
+
     pub fn put_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
         let row = encode_json(&meta.to_stored())?;
         self.registry_write()?
