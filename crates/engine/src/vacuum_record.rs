@@ -18,8 +18,9 @@ pub enum Erasure {
     /// before the rewrite's swap finishes on the old file, unlinked, which holds them until
     /// that read ends.
     Done,
-    /// Committed (no read sees the data again), but the file still holds the bytes until the
-    /// owed vacuum runs: the rewrite failed (a full disk, an I/O error) and is retried.
+    /// Committed (no read sees the data again), but the file may still hold its rows, not yet
+    /// erased, or their bytes, until the owed vacuum runs: the erasure or the rewrite failed
+    /// (a full disk, an I/O error) and is retried.
     /// `/metrics` (`strata_erasure_pending`) and the admin stats say when it has run.
     Pending,
 }
