@@ -273,3 +273,31 @@ fn a_malformed_owed_row_is_reported_and_the_others_erased() {
     let owed = store.owed_erasures().unwrap();
     assert_eq!((owed.keys.len(), owed.malformed.len()), (0, 1));
 }
+
+/// A second eraser of the same range (a retry, another purge's vacuum) that runs between two
+/// chunks of the first finishes it; the first then stops, and the end state is the one-shot one.
+#[test]
+fn two_erasers_of_one_range_finish_it_together() {
+    let (_a, one_shot, acme, _) = store_with(30);
+    one_shot.write(|w| w.erase_tenant(&acme)).unwrap();
+    let (_b, store, acme, _) = store_with(30);
+    store
+        .write(|w| w.unregister_tenant_owing_erasure(&acme))
+        .unwrap();
+    let mut second = None;
+    let first = store
+        .erase_owed_range_with(acme.key, 4, &mut || {
+            if second.is_none() {
+                second = Some(
+                    store
+                        .erase_owed_range_with(acme.key, 4, &mut || {})
+                        .unwrap(),
+                );
+            }
+        })
+        .unwrap();
+    assert_eq!(first, 4, "the first stops once the second finished");
+    assert!(second.unwrap() > 26, "{second:?}");
+    assert_eq!(store.owed_erasures().unwrap().keys, []);
+    assert_eq!(dump(&store), dump(&one_shot));
+}
