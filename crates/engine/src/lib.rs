@@ -298,7 +298,13 @@ impl Engine {
         // An erasure's vacuum that failed before the last stop (or that a crash cut short),
         // or a purged range whose erasure was cut short: run now, the vacuum erasing the range
         // first (or owed again, if it fails again).
-        if engine.store.compaction_owed()? || !engine.store.owed_erasures()?.is_empty() {
+        // An owed row that does not decode is logged and counted, not fatal: the server opens
+        // and the other ranges are erased.
+        engine
+            .owed_compaction
+            .record
+            .note_malformed_owed(&engine.store)?;
+        if engine.store.compaction_owed()? || !engine.store.owed_erasures()?.keys.is_empty() {
             engine.vacuum()?;
         }
         Ok(engine)

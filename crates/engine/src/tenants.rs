@@ -507,8 +507,8 @@ impl Engine {
     /// transactions, at the start of the vacuum), and rewrites the main data file into a new
     /// one (the vacuum) so none of it remains on disk.
     /// Answers whether that rewrite ran ([`Erasure::Done`]) or is owed ([`Erasure::Pending`]:
-    /// the rewrite failed, a full disk say, and is retried; the erasure itself has committed
-    /// either way).
+    /// the erasure or the rewrite failed, a full disk say, and is retried; the tenant is
+    /// unreachable either way, though its rows may still be in the file, not yet erased).
     pub fn purge_tenant(&self, op: &OperatorScope, id: &TenantId) -> Result<Erasure, EngineError> {
         let key = self.tenant_meta(id)?.key;
         self.purge_incarnation(op, id, key)

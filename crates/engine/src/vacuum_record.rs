@@ -18,8 +18,9 @@ pub enum Erasure {
     /// before the rewrite's swap finishes on the old file, unlinked, which holds them until
     /// that read ends.
     Done,
-    /// Committed (no read sees the data again), but the file still holds the bytes until the
-    /// owed vacuum runs: the rewrite failed (a full disk, an I/O error) and is retried.
+    /// Committed (no read sees the data again), but the file may still hold its rows, not yet
+    /// erased, or their bytes, until the owed vacuum runs: the erasure or the rewrite failed
+    /// (a full disk, an I/O error) and is retried.
     /// `/metrics` (`strata_erasure_pending`) and the admin stats say when it has run.
     Pending,
 }
@@ -33,7 +34,9 @@ pub struct VacuumFigures {
     pub seconds_total: f64,
     /// The latest one's duration, in seconds (0 before the first).
     pub last_seconds: f64,
-    /// An erasure's rewrite is owed: erased bytes are still in the data file.
+    /// An erasure is not finished: a purged tenant's rows (unreachable) or erased bytes may
+    /// still be in the data file, until its vacuum runs; or an owed erasure's row does not
+    /// decode (logged as an error), and an operator must look.
     pub erasure_pending: bool,
 }
 
@@ -45,6 +48,9 @@ pub(crate) struct VacuumRecord {
     runs: AtomicU64,
     micros_total: AtomicU64,
     last_micros: AtomicU64,
+    /// Owed-erasure rows that do not decode, as last counted: while any is left, an erasure
+    /// counts as pending.
+    malformed_owed: AtomicU64,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -58,6 +64,7 @@ impl VacuumRecord {
             runs: AtomicU64::new(0),
             micros_total: AtomicU64::new(0),
             last_micros: AtomicU64::new(0),
+            malformed_owed: AtomicU64::new(0),
         }
     }
 
@@ -70,6 +77,7 @@ impl VacuumRecord {
         // A purged range owed its erasure is erased first (the vacuum would erase it anyway),
         // outside the figures: they time the rewrite, as they always have.
         store.erase_owed_ranges()?;
+        self.note_malformed_owed(store)?;
         let before = self.file_bytes();
         let started = Instant::now();
         let out = store.vacuum();
@@ -86,6 +94,23 @@ impl VacuumRecord {
         out
     }
 
+    /// Logs each owed-erasure row that does not decode, and keeps their count for the figures:
+    /// such a row names no range that can be trusted, so it is left for an operator rather
+    /// than stopping the erasure of the others or the server's start.
+    pub(crate) fn note_malformed_owed(&self, store: &Store) -> Result<(), StoreError> {
+        let malformed = store.owed_erasures()?.malformed;
+        for row in &malformed {
+            tracing::error!(
+                error = %row,
+                "an owed erasure's row does not decode: nothing erased for it; the data file \
+                 may still hold a purged tenant's rows (erasure pending until it is removed)"
+            );
+        }
+        self.malformed_owed
+            .store(malformed.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn ran(&self, took: Duration) {
         self.runs.fetch_add(1, Ordering::Relaxed);
         self.micros_total.fetch_add(micros(took), Ordering::Relaxed);
@@ -98,7 +123,7 @@ impl VacuumRecord {
             runs: self.runs.load(Ordering::Relaxed),
             seconds_total: secs(self.micros_total.load(Ordering::Relaxed)),
             last_seconds: secs(self.last_micros.load(Ordering::Relaxed)),
-            erasure_pending,
+            erasure_pending: erasure_pending || self.malformed_owed.load(Ordering::Relaxed) > 0,
         }
     }
 }

@@ -15,10 +15,14 @@
 //! Erasing a chunk is idempotent: two erasers of one range (a purge's vacuum and a retry's)
 //! only share the work.
 
-use redb::{Durability, ReadableDatabase, ReadableTable};
+use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::keys::{self, TenantKey};
-use crate::tables::{DATA, META, MainTables, prefix_range};
+use crate::tables::erase::tenant_naming;
+use crate::tables::{
+    DATA, META, MainTables, REGISTRY, decode_registry_rows, next_tenant_key, prefix_range,
+    refuse_after_failed_sync, registry_rows,
+};
 use crate::{Store, StoreError};
 
 /// Keys erased per transaction: about what a batch of a thousand small records writes, so an
@@ -53,34 +57,73 @@ fn owed_key(row: &str, value: u64) -> Result<TenantKey, StoreError> {
     }
 }
 
-impl Store {
+/// What the `erasure.owed:` rows hold: the ranges owed an erasure, and the rows that do not
+/// decode. A malformed row names no range that can be trusted, so nothing is erased for it;
+/// it is reported (and left for an operator) rather than stopping the erasure of the others,
+/// or the server's start.
+#[derive(Debug, Default, PartialEq)]
+pub struct OwedErasures {
     /// Storage keys whose ranges are owed an erasure.
-    pub fn owed_erasures(&self) -> Result<Vec<TenantKey>, StoreError> {
+    pub keys: Vec<TenantKey>,
+    /// Each malformed row, as the error that says why it does not decode.
+    pub malformed: Vec<String>,
+}
+
+impl Store {
+    /// The ranges owed an erasure, and the owed rows that do not decode.
+    pub fn owed_erasures(&self) -> Result<OwedErasures, StoreError> {
         let main = self.db().clone();
         let txn = main.begin_read()?;
         let meta = txn.open_table(META)?;
-        let mut owed = Vec::new();
+        let mut owed = OwedErasures::default();
         for entry in meta.range(OWED_PREFIX..)? {
             let (k, v) = entry?;
             if !k.value().starts_with(OWED_PREFIX) {
                 break;
             }
-            owed.push(owed_key(k.value(), v.value())?);
+            match owed_key(k.value(), v.value()) {
+                Ok(t) => owed.keys.push(t),
+                Err(e) => owed.malformed.push(e.to_string()),
+            }
         }
         Ok(owed)
     }
 
     /// Erases every range owed an erasure, in transactions of at most [`ERASE_CHUNK_KEYS`]
-    /// keys; returns how many keys were erased.
+    /// keys; returns how many keys were erased. A malformed owed row is skipped (see
+    /// [`OwedErasures`]). Waits for a vacuum under way, and holds off the next one until done.
     pub fn erase_owed_ranges(&self) -> Result<u64, StoreError> {
         self.erase_owed_ranges_in(ERASE_CHUNK_KEYS)
     }
 
     /// [`Store::erase_owed_ranges`] with chunks of `chunk` keys (tests use small ones).
     pub fn erase_owed_ranges_in(&self, chunk: usize) -> Result<u64, StoreError> {
+        self.erase_owed_ranges_hooked(chunk, &mut || {})
+    }
+
+    /// [`Store::erase_owed_ranges_in`], with `between` run after each chunk but a range's last.
+    pub(crate) fn erase_owed_ranges_hooked(
+        &self,
+        chunk: usize,
+        between: &mut dyn FnMut(),
+    ) -> Result<u64, StoreError> {
+        // The vacuums' guard: a vacuum's online copy records every key written meanwhile, up
+        // to a cap, and a large range erased during it would overflow the recording and force
+        // the whole copy under the write lock, which stops every tenant. Other writes still
+        // run between chunks.
+        let _one = self.vacuuming.lock().unwrap_or_else(|e| e.into_inner());
+        self.erase_owed_ranges_holding_guard(chunk, between)
+    }
+
+    /// The erasure itself; the caller holds the vacuums' guard (`Store::vacuuming`).
+    pub(crate) fn erase_owed_ranges_holding_guard(
+        &self,
+        chunk: usize,
+        between: &mut dyn FnMut(),
+    ) -> Result<u64, StoreError> {
         let mut erased = 0;
-        for t in self.owed_erasures()? {
-            erased += self.erase_owed_range_with(t, chunk.max(1), &mut || {})?;
+        for t in self.owed_erasures()?.keys {
+            erased += self.erase_owed_range_with(t, chunk.max(1), between)?;
         }
         Ok(erased)
     }
@@ -95,16 +138,29 @@ impl Store {
         between: &mut dyn FnMut(),
     ) -> Result<u64, StoreError> {
         let _writing = crate::deferred_sync::write_path();
+        // Readers trust their in-memory view of which tenants are live until the registry
+        // epoch moves; the purge moved it after its commit, but this erasure may have started
+        // before that bump (another eraser, a retry). Moved again before any chunk, so no
+        // reader goes on trusting a view that names this range once part of it is gone.
+        self.registry_committed();
         let prefix = keys::tenant_all(t);
         let row = owed_row(t);
         let mut erased = 0;
+        let mut first = true;
         loop {
+            // As every write of the main file: after a failed sync nothing written since is
+            // known to reach the disk, and a commit without durability would not notice.
+            refuse_after_failed_sync(&self.db().sync)?;
             let db = self.db();
             let mut txn = db.begin_write()?;
             let doomed = {
                 // Another eraser finished it (this one then has nothing left to do).
                 if txn.open_table(META)?.get(row.as_str())?.is_none() {
                     return Ok(erased);
+                }
+                if first {
+                    refuse_live_key(&txn, t)?;
+                    first = false;
                 }
                 let table = txn.open_table(DATA)?;
                 prefix_range(&table, &prefix)?
@@ -127,8 +183,12 @@ impl Store {
                     tables.meta.remove(row.as_str())?;
                 }
             }
+            // Again: a sync may have failed while this chunk was gathered.
+            refuse_after_failed_sync(&db.sync)?;
             txn.commit()?;
             drop(db);
+            // An old file whose last reader has ended since closes, as after every commit.
+            self.retired.close_unread();
             erased += doomed.len() as u64;
             if last {
                 return Ok(erased);
@@ -136,6 +196,31 @@ impl Store {
             between();
         }
     }
+}
+
+/// Refuses to erase storage key `t` unless it is a purged tenant's: a registry row that names
+/// it (or that does not decode, and so might), or a key no tenant has been given yet, says
+/// the owed row is wrong, and erasing on its word could wipe a live tenant.
+fn refuse_live_key(txn: &WriteTransaction, t: TenantKey) -> Result<(), StoreError> {
+    let next = next_tenant_key(&txn.open_table(META)?)?;
+    if t.raw() >= next.raw() {
+        return Err(StoreError::Corrupt(format!(
+            "meta {}: storage key {} was never given to a tenant (next is {}): not erased",
+            owed_row(t),
+            t.raw(),
+            next.raw()
+        )));
+    }
+    let registry = txn.open_table(REGISTRY)?;
+    let rows = decode_registry_rows(registry_rows(&registry, None, usize::MAX)?);
+    if let Some(raw) = tenant_naming(rows, t)? {
+        return Err(StoreError::Corrupt(format!(
+            "meta {}: storage key {} is tenant {raw}'s: not erased",
+            owed_row(t),
+            t.raw()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-mod erase;
+pub(crate) mod erase;
 
 use redb::{
     Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition,
@@ -875,14 +875,9 @@ pub trait Reads: Tables {
         after: Option<&TenantId>,
         limit: usize,
     ) -> Result<Vec<RegistryRow>, StoreError> {
-        let mut out = Vec::new();
-        for (raw, v) in self.registry_rows(after.map(|a| a.as_str()), limit)? {
-            let meta = TenantId::parse(&raw)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))
-                .and_then(|id| Ok(TenantMeta::from_stored(id, decode_json(&v)?)));
-            out.push((raw, meta));
-        }
-        Ok(out)
+        Ok(decode_registry_rows(
+            self.registry_rows(after.map(|a| a.as_str()), limit)?,
+        ))
     }
 
     /// How many tenants are registered (soft-deleted ones included); reads keys only.
@@ -1098,7 +1093,19 @@ impl Tables for Writer<'_> {
     }
 }
 
-fn registry_rows(
+/// Registry rows as stored (id, bytes), each decoded on its own.
+pub(crate) fn decode_registry_rows(rows: Vec<(String, Vec<u8>)>) -> Vec<RegistryRow> {
+    rows.into_iter()
+        .map(|(raw, v)| {
+            let meta = TenantId::parse(&raw)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+                .and_then(|id| Ok(TenantMeta::from_stored(id, decode_json(&v)?)));
+            (raw, meta)
+        })
+        .collect()
+}
+
+pub(crate) fn registry_rows(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     after: Option<&str>,
     limit: usize,
@@ -1159,6 +1166,13 @@ impl<'txn> Writer<'txn> {
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         self.registry_write()?.insert(id.as_str(), bytes)?;
+        Ok(())
+    }
+
+    /// Writes the `meta` row `row` as the value given, for tests of damaged rows.
+    #[cfg(feature = "test-support")]
+    pub fn put_meta_for_tests(&mut self, row: &str, value: u64) -> Result<(), StoreError> {
+        self.meta.insert(row, value)?;
         Ok(())
     }
 

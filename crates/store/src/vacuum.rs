@@ -154,7 +154,7 @@ impl Store {
         let _one = self.vacuuming.lock().unwrap_or_else(|e| e.into_inner());
         // A purge's range still owed its erasure (a crash or failure cut it short) is erased
         // first, in short transactions: the new file must hold none of it.
-        self.erase_owed_ranges()?;
+        self.erase_owed_ranges_holding_guard(crate::owed_erasure::ERASE_CHUNK_KEYS, &mut || {})?;
         let _writing = write_path();
         refuse_after_failed_sync(&self.db().sync)?;
         let new_path = new_file_of(&self.path);

@@ -81,12 +81,12 @@ fn chunked_erasure_ends_in_the_state_of_the_one_shot_one() {
         chunked
             .write(|w| w.unregister_tenant_owing_erasure(&acme))
             .unwrap();
-        assert_eq!(chunked.owed_erasures().unwrap(), [acme.key]);
+        assert_eq!(chunked.owed_erasures().unwrap().keys, [acme.key]);
         // Registry row and credentials go with the purge's transaction; the data waits.
         assert!(chunked.main_keys(acme.key).unwrap() > 50);
         let erased = chunked.erase_owed_ranges_in(chunk).unwrap();
         assert!(erased > 50, "chunk {chunk}: {erased}");
-        assert_eq!(chunked.owed_erasures().unwrap(), []);
+        assert_eq!(chunked.owed_erasures().unwrap().keys, []);
         assert_eq!(dump(&chunked), dump(&one_shot), "chunk {chunk}");
         // Again: nothing owed, nothing erased.
         assert_eq!(chunked.erase_owed_ranges_in(chunk).unwrap(), 0);
@@ -102,9 +102,9 @@ fn a_vacuum_finishes_an_erasure_a_restart_cut_short() {
     // The crash: the purge committed, none of its chunks ran.
     drop(store);
     let store = Store::open(&dir.path().join("main.redb")).unwrap();
-    assert_eq!(store.owed_erasures().unwrap(), [acme.key]);
+    assert_eq!(store.owed_erasures().unwrap().keys, [acme.key]);
     store.vacuum().unwrap();
-    assert_eq!(store.owed_erasures().unwrap(), []);
+    assert_eq!(store.owed_erasures().unwrap().keys, []);
     assert_eq!(store.main_keys(acme.key).unwrap(), 0);
     let r = store.read().unwrap();
     assert_eq!(
@@ -129,7 +129,7 @@ fn another_tenant_writes_between_chunks() {
                 .write(|w| w.put_blob(globex, &format!("w{between}"), b"x"))
                 .unwrap();
             // Still under way: the range is partly erased, the row still owed.
-            assert_eq!(store.owed_erasures().unwrap(), [acme.key]);
+            assert_eq!(store.owed_erasures().unwrap().keys, [acme.key]);
         })
         .unwrap();
     assert!(between >= 7, "{between} chunks");
@@ -155,4 +155,149 @@ fn an_owed_row_that_does_not_parse_is_corrupt() {
         owed_key("erasure.owed:00000000000000ab", 1).unwrap(),
         TenantKey::from_raw(0xab)
     );
+}
+
+/// Writes the `meta` row `row` = `value` directly, as a damaged or forged file would hold it.
+fn put_meta(store: &Store, row: &str, value: u64) {
+    let db = store.db().clone();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(META).unwrap().insert(row, value).unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn an_erasure_after_a_failed_sync_is_refused() {
+    let (_dir, store, acme, _) = store_with(20);
+    store
+        .write(|w| w.unregister_tenant_owing_erasure(&acme))
+        .unwrap();
+    let before = store.main_keys(acme.key).unwrap();
+    store.db().sync.fail_for_test();
+    let e = store.erase_owed_ranges_in(4).unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert_eq!(store.main_keys(acme.key).unwrap(), before);
+    assert_eq!(store.owed_erasures().unwrap().keys, [acme.key]);
+}
+
+/// A sync that fails between two chunks: the next chunk is refused before it commits.
+#[test]
+fn a_sync_failing_between_chunks_stops_the_erasure() {
+    let (_dir, store, acme, _) = store_with(20);
+    store
+        .write(|w| w.unregister_tenant_owing_erasure(&acme))
+        .unwrap();
+    let before = store.main_keys(acme.key).unwrap();
+    let e = store
+        .erase_owed_range_with(acme.key, 4, &mut || store.db().sync.fail_for_test())
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert_eq!(store.main_keys(acme.key).unwrap(), before - 4);
+}
+
+/// Chunks run under the vacuums' guard, so no vacuum's online copy records their deletions.
+#[test]
+fn no_vacuum_runs_while_a_range_is_erased() {
+    let (_dir, store, acme, _) = store_with(20);
+    store
+        .write(|w| w.unregister_tenant_owing_erasure(&acme))
+        .unwrap();
+    let mut between = 0;
+    store
+        .erase_owed_ranges_hooked(4, &mut || {
+            between += 1;
+            assert!(store.vacuuming.try_lock().is_err(), "the guard is free");
+        })
+        .unwrap();
+    assert!(between >= 5, "{between} chunks");
+    assert_eq!(store.main_keys(acme.key).unwrap(), 0);
+}
+
+#[test]
+fn the_registry_epoch_moves_before_the_first_chunk() {
+    let (_dir, store, acme, _) = store_with(20);
+    store
+        .write(|w| w.unregister_tenant_owing_erasure(&acme))
+        .unwrap();
+    let purged = store.registry_epoch();
+    let mut seen = Vec::new();
+    store
+        .erase_owed_range_with(acme.key, 4, &mut || seen.push(store.registry_epoch()))
+        .unwrap();
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|&e| e > purged), "{purged} then {seen:?}");
+}
+
+/// An owed row naming a live tenant's key, or one never given out, erases nothing.
+#[test]
+fn an_owed_row_naming_a_live_or_unborn_key_is_refused() {
+    let (_dir, store, _, globex) = store_with(5);
+    let unborn = TenantKey::from_raw(1 << 40);
+    for t in [globex, unborn] {
+        put_meta(&store, &owed_row(t), 1);
+        let e = store.erase_owed_ranges_in(4).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
+        assert_eq!(store.owed_erasures().unwrap().keys, [t]);
+        let db = store.db().clone();
+        db.begin_write()
+            .map(|txn| {
+                txn.open_table(META)
+                    .unwrap()
+                    .remove(owed_row(t).as_str())
+                    .unwrap();
+                txn.commit().unwrap();
+            })
+            .unwrap();
+    }
+    let r = store.read().unwrap();
+    assert_eq!(
+        r.blob(globex, "note").unwrap().as_deref(),
+        Some(&b"kept"[..])
+    );
+}
+
+/// A malformed owed row is reported beside the good ones, which are still erased.
+#[test]
+fn a_malformed_owed_row_is_reported_and_the_others_erased() {
+    let (_dir, store, acme, _) = store_with(10);
+    store
+        .write(|w| w.unregister_tenant_owing_erasure(&acme))
+        .unwrap();
+    put_meta(&store, "erasure.owed:zz", 1);
+    let owed = store.owed_erasures().unwrap();
+    assert_eq!(owed.keys, [acme.key]);
+    assert_eq!(owed.malformed.len(), 1, "{owed:?}");
+    assert!(owed.malformed[0].contains("erasure.owed:zz"), "{owed:?}");
+    assert!(store.erase_owed_ranges_in(4).unwrap() > 10);
+    assert_eq!(store.main_keys(acme.key).unwrap(), 0);
+    store.vacuum().unwrap();
+    let owed = store.owed_erasures().unwrap();
+    assert_eq!((owed.keys.len(), owed.malformed.len()), (0, 1));
+}
+
+/// A second eraser of the same range (a retry, another purge's vacuum) that runs between two
+/// chunks of the first finishes it; the first then stops, and the end state is the one-shot one.
+#[test]
+fn two_erasers_of_one_range_finish_it_together() {
+    let (_a, one_shot, acme, _) = store_with(30);
+    one_shot.write(|w| w.erase_tenant(&acme)).unwrap();
+    let (_b, store, acme, _) = store_with(30);
+    store
+        .write(|w| w.unregister_tenant_owing_erasure(&acme))
+        .unwrap();
+    let mut second = None;
+    let first = store
+        .erase_owed_range_with(acme.key, 4, &mut || {
+            if second.is_none() {
+                second = Some(
+                    store
+                        .erase_owed_range_with(acme.key, 4, &mut || {})
+                        .unwrap(),
+                );
+            }
+        })
+        .unwrap();
+    assert_eq!(first, 4, "the first stops once the second finished");
+    assert!(second.unwrap() > 26, "{second:?}");
+    assert_eq!(store.owed_erasures().unwrap().keys, []);
+    assert_eq!(dump(&store), dump(&one_shot));
 }

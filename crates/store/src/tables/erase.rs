@@ -2,7 +2,7 @@
 //! what a writer that still held a purged tenant's key wrote after the purge
 //! ([`Writer::erase_unregistered`]).
 
-use super::{Reads, Route, Writer};
+use super::{Reads, RegistryRow, Route, Writer};
 use crate::keys::{self, TenantKey};
 use crate::{StoreError, TenantMeta};
 
@@ -28,22 +28,11 @@ impl Writer<'_> {
     /// purged incarnation alone; a registry row that names it, or one that does not decode
     /// (and so might), refuses the erasure.
     pub fn erase_unregistered(&mut self, t: TenantKey) -> Result<(), StoreError> {
-        for (raw, row) in self.tenants_page(None, usize::MAX)? {
-            match row {
-                Ok(meta) if meta.key == t => {
-                    return Err(StoreError::Engine(format!(
-                        "storage key {} is tenant {raw}'s: not erased",
-                        t.raw()
-                    )));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "registry row {raw:?} does not decode ({e}): storage key {} not erased",
-                        t.raw()
-                    )));
-                }
-            }
+        if let Some(raw) = tenant_naming(self.tenants_page(None, usize::MAX)?, t)? {
+            return Err(StoreError::Engine(format!(
+                "storage key {} is tenant {raw}'s: not erased",
+                t.raw()
+            )));
         }
         self.erase_range(t)
     }
@@ -78,6 +67,27 @@ impl Writer<'_> {
         }
         Ok(())
     }
+}
+
+/// The id of the registry row among `rows` that names storage key `t`, if any. A row that does
+/// not decode might name it: an erasure on its word is refused, as corrupt.
+pub(crate) fn tenant_naming(
+    rows: Vec<RegistryRow>,
+    t: TenantKey,
+) -> Result<Option<String>, StoreError> {
+    for (raw, row) in rows {
+        match row {
+            Ok(meta) if meta.key == t => return Ok(Some(raw)),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(StoreError::Corrupt(format!(
+                    "registry row {raw:?} does not decode ({e}): storage key {} not erased",
+                    t.raw()
+                )));
+            }
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
