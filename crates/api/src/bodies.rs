@@ -163,8 +163,9 @@ pub struct HardDeleted {
     pub purged: bool,
     /// `done`: the data file was rewritten without the tenant's bytes (a read begun before the
     /// rewrite's swap finishes on the old, unlinked file, which holds them until that read
-    /// ends). `pending`: the rewrite failed (a full disk, an I/O error); it is owed and retried,
-    /// and the bytes stay in the file until it runs (`erasure_pending` in
+    /// ends). `pending`: the erasure of its rows or the rewrite failed (a full disk, an I/O
+    /// error); it is owed and retried, and the tenant's rows, or their bytes, stay in the file
+    /// (unreachable) until it runs (`erasure_pending` in
     /// `GET /v1/admin/stats` and `strata_erasure_pending` in `/metrics` go back to false/0
     /// then).
     pub erasure: strata_engine::Erasure,
@@ -270,8 +271,8 @@ pub struct ServerStats {
     /// Durable commits of the store, fsync included.
     pub commits: LatencySummary,
     /// Vacuums (rewrites of the main data file after erasures) since the server started, and
-    /// whether one is owed: while `erasure_pending`, a purged tenant's bytes are still in the
-    /// data file.
+    /// whether one is owed: while `erasure_pending`, a purged tenant's rows, or their bytes,
+    /// are still in the data file (no request reaches them).
     pub vacuums: strata_engine::VacuumFigures,
     /// The memory budget for loaded tenant indexes (0: none), and their estimated bytes now.
     pub residency_budget_bytes: u64,
