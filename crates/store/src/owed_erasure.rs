@@ -15,13 +15,13 @@
 //! Erasing a chunk is idempotent: two erasers of one range (a purge's vacuum and a retry's)
 //! only share the work.
 
-use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Durability, ReadableDatabase, ReadableTable};
 
 use crate::keys::{self, TenantKey};
 use crate::tables::erase::tenant_naming;
 use crate::tables::{
-    DATA, META, MainTables, REGISTRY, decode_registry_rows, next_tenant_key, prefix_range,
-    refuse_after_failed_sync, registry_rows,
+    DATA, META, MainTables, REGISTRY, RegistryRow, decode_registry_rows, next_tenant_key,
+    prefix_range, refuse_after_failed_sync, registry_rows,
 };
 use crate::{Store, StoreError};
 
@@ -70,19 +70,35 @@ pub struct OwedErasures {
 }
 
 impl Store {
-    /// The ranges owed an erasure, and the owed rows that do not decode.
+    /// The ranges owed an erasure, and the owed rows that do not decode or that name a key
+    /// which cannot be a purged tenant's (see [`refuse_live_key`]). The registry is read in
+    /// this snapshot, not under the write lock: storage keys are never reused, so a key no
+    /// registry row names now is never named again.
     pub fn owed_erasures(&self) -> Result<OwedErasures, StoreError> {
         let main = self.db().clone();
         let txn = main.begin_read()?;
         let meta = txn.open_table(META)?;
         let mut owed = OwedErasures::default();
+        let mut parsed = Vec::new();
         for entry in meta.range(OWED_PREFIX..)? {
             let (k, v) = entry?;
             if !k.value().starts_with(OWED_PREFIX) {
                 break;
             }
             match owed_key(k.value(), v.value()) {
-                Ok(t) => owed.keys.push(t),
+                Ok(t) => parsed.push(t),
+                Err(e) => owed.malformed.push(e.to_string()),
+            }
+        }
+        if parsed.is_empty() {
+            return Ok(owed);
+        }
+        let next = next_tenant_key(&meta)?;
+        let registry = txn.open_table(REGISTRY)?;
+        let rows = decode_registry_rows(registry_rows(&registry, None, usize::MAX)?);
+        for t in parsed {
+            match refuse_live_key(next, &rows, t) {
+                Ok(()) => owed.keys.push(t),
                 Err(e) => owed.malformed.push(e.to_string()),
             }
         }
@@ -146,7 +162,6 @@ impl Store {
         let prefix = keys::tenant_all(t);
         let row = owed_row(t);
         let mut erased = 0;
-        let mut first = true;
         loop {
             // As every write of the main file: after a failed sync nothing written since is
             // known to reach the disk, and a commit without durability would not notice.
@@ -157,10 +172,6 @@ impl Store {
                 // Another eraser finished it (this one then has nothing left to do).
                 if txn.open_table(META)?.get(row.as_str())?.is_none() {
                     return Ok(erased);
-                }
-                if first {
-                    refuse_live_key(&txn, t)?;
-                    first = false;
                 }
                 let table = txn.open_table(DATA)?;
                 prefix_range(&table, &prefix)?
@@ -199,10 +210,11 @@ impl Store {
 }
 
 /// Refuses to erase storage key `t` unless it is a purged tenant's: a registry row that names
-/// it (or that does not decode, and so might), or a key no tenant has been given yet, says
-/// the owed row is wrong, and erasing on its word could wipe a live tenant.
-fn refuse_live_key(txn: &WriteTransaction, t: TenantKey) -> Result<(), StoreError> {
-    let next = next_tenant_key(&txn.open_table(META)?)?;
+/// it (or that does not decode, and so might), or a key no tenant has been given yet (`next`
+/// is the next one to give), says the owed row is wrong, and erasing on its word could wipe a
+/// live tenant. Such a row is reported with the malformed ones, and the other ranges are still
+/// erased.
+fn refuse_live_key(next: TenantKey, rows: &[RegistryRow], t: TenantKey) -> Result<(), StoreError> {
     if t.raw() >= next.raw() {
         return Err(StoreError::Corrupt(format!(
             "meta {}: storage key {} was never given to a tenant (next is {}): not erased",
@@ -211,8 +223,6 @@ fn refuse_live_key(txn: &WriteTransaction, t: TenantKey) -> Result<(), StoreErro
             next.raw()
         )));
     }
-    let registry = txn.open_table(REGISTRY)?;
-    let rows = decode_registry_rows(registry_rows(&registry, None, usize::MAX)?);
     if let Some(raw) = tenant_naming(rows, t)? {
         return Err(StoreError::Corrupt(format!(
             "meta {}: storage key {} is tenant {raw}'s: not erased",

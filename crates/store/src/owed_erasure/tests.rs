@@ -227,32 +227,41 @@ fn the_registry_epoch_moves_before_the_first_chunk() {
     assert!(seen.iter().all(|&e| e > purged), "{purged} then {seen:?}");
 }
 
-/// An owed row naming a live tenant's key, or one never given out, erases nothing.
+/// An owed row naming a live tenant's key, or one never given out, erases nothing: it is
+/// reported with the malformed rows, and a real purge's range beside it is still erased (one
+/// wrong row must not stop every later erasure and vacuum).
 #[test]
 fn an_owed_row_naming_a_live_or_unborn_key_is_refused() {
-    let (_dir, store, _, globex) = store_with(5);
+    let (_dir, store, acme, globex) = store_with(5);
     let unborn = TenantKey::from_raw(1 << 40);
     for t in [globex, unborn] {
         put_meta(&store, &owed_row(t), 1);
-        let e = store.erase_owed_ranges_in(4).unwrap_err();
-        assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
-        assert_eq!(store.owed_erasures().unwrap().keys, [t]);
-        let db = store.db().clone();
-        db.begin_write()
-            .map(|txn| {
-                txn.open_table(META)
-                    .unwrap()
-                    .remove(owed_row(t).as_str())
-                    .unwrap();
-                txn.commit().unwrap();
-            })
-            .unwrap();
     }
+    store
+        .write(|w| w.unregister_tenant_owing_erasure(&acme))
+        .unwrap();
+    let owed = store.owed_erasures().unwrap();
+    assert_eq!(owed.keys, [acme.key]);
+    assert_eq!(owed.malformed.len(), 2, "{owed:?}");
+    assert!(
+        owed.malformed
+            .iter()
+            .any(|m| m.contains("is tenant globex's")),
+        "{owed:?}"
+    );
+    assert!(
+        owed.malformed.iter().any(|m| m.contains("never given")),
+        "{owed:?}"
+    );
+    assert!(store.erase_owed_ranges_in(4).unwrap() > 0);
+    assert_eq!(store.main_keys(acme.key).unwrap(), 0);
+    assert!(matches!(store.vacuum(), Ok(_)));
     let r = store.read().unwrap();
     assert_eq!(
         r.blob(globex, "note").unwrap().as_deref(),
         Some(&b"kept"[..])
     );
+    assert_eq!(store.owed_erasures().unwrap().malformed.len(), 2);
 }
 
 /// A malformed owed row is reported beside the good ones, which are still erased.

@@ -28,7 +28,7 @@ impl Writer<'_> {
     /// purged incarnation alone; a registry row that names it, or one that does not decode
     /// (and so might), refuses the erasure.
     pub fn erase_unregistered(&mut self, t: TenantKey) -> Result<(), StoreError> {
-        if let Some(raw) = tenant_naming(self.tenants_page(None, usize::MAX)?, t)? {
+        if let Some(raw) = tenant_naming(&self.tenants_page(None, usize::MAX)?, t)? {
             return Err(StoreError::Engine(format!(
                 "storage key {} is tenant {raw}'s: not erased",
                 t.raw()
@@ -72,12 +72,12 @@ impl Writer<'_> {
 /// The id of the registry row among `rows` that names storage key `t`, if any. A row that does
 /// not decode might name it: an erasure on its word is refused, as corrupt.
 pub(crate) fn tenant_naming(
-    rows: Vec<RegistryRow>,
+    rows: &[RegistryRow],
     t: TenantKey,
 ) -> Result<Option<String>, StoreError> {
     for (raw, row) in rows {
         match row {
-            Ok(meta) if meta.key == t => return Ok(Some(raw)),
+            Ok(meta) if meta.key == t => return Ok(Some(raw.clone())),
             Ok(_) => {}
             Err(e) => {
                 return Err(StoreError::Corrupt(format!(
