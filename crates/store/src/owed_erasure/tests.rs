@@ -255,7 +255,7 @@ fn an_owed_row_naming_a_live_or_unborn_key_is_refused() {
     );
     assert!(store.erase_owed_ranges_in(4).unwrap() > 0);
     assert_eq!(store.main_keys(acme.key).unwrap(), 0);
-    assert!(matches!(store.vacuum(), Ok(_)));
+    store.vacuum().unwrap();
     let r = store.read().unwrap();
     assert_eq!(
         r.blob(globex, "note").unwrap().as_deref(),
