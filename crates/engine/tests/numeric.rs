@@ -269,24 +269,57 @@ proptest! {
         prop_assert_eq!(count, stored.len() as u64, "only accepted records are stored");
 
         for seed in queries {
-            let q = extreme_vector(dim as usize, seed);
-            match refusal(&q, false) {
-                Some(field) => {
-                    let s = SearchRequest {
-                        vector: Some(q.clone()),
-                        k,
-                        modality: Some(name()),
-                        ..Default::default()
-                    };
-                    assert_refused(engine.search(&scope, &req(), &s).unwrap_err(), &field);
-                }
-                None if !stored.is_empty() => {
-                    check_search(&engine, &scope, metric, &stored, &q, k);
-                }
-                None => {}
-            }
+            check_query(&engine, &scope, metric, &stored, &extreme_vector(dim as usize, seed), k);
         }
     }
+}
+
+/// Searches with one extreme query: a vector past the edges is refused naming its field; a
+/// zero query on a cosine collection has no direction and is refused as a bad request (as a
+/// zero stored vector is); any other query keeps the contract of `check_search`.
+fn check_query(
+    engine: &Engine,
+    scope: &TenantScope,
+    metric: Metric,
+    stored: &[(usize, Vec<f32>)],
+    q: &[f32],
+    k: usize,
+) {
+    let s = SearchRequest {
+        vector: Some(q.to_vec()),
+        k,
+        modality: Some(name()),
+        ..Default::default()
+    };
+    match refusal(q, false) {
+        Some(field) => assert_refused(engine.search(scope, &req(), &s).unwrap_err(), &field),
+        None if metric == Metric::Cosine && q.iter().all(|x| *x == 0.0) => {
+            let err = engine.search(scope, &req(), &s).unwrap_err();
+            assert!(
+                matches!(&err, EngineError::BadRequest(m)
+                    if m.starts_with("vector: a zero vector has no direction")),
+                "{err:?}"
+            );
+        }
+        None if !stored.is_empty() => check_search(engine, scope, metric, stored, q, k),
+        None => {}
+    }
+}
+
+/// The case that found the zero cosine query (a 1-dimensional query whose only component
+/// is 0), kept as a fixed test so it is tried on every run, not only when the random
+/// cases happen to draw it.
+#[test]
+fn a_zero_query_on_a_cosine_collection_is_refused() {
+    let (_dir, engine, scope) = setup(1, Metric::Cosine);
+    let stored = vec![(0, vec![0.5f32])];
+    engine
+        .put(&scope, &req(), vec![record(0, &stored[0].1)])
+        .unwrap();
+    let q = extreme_vector(1, 7292143071361391793);
+    assert_eq!(q, vec![0.0], "the seed draws the zero query");
+    check_query(&engine, &scope, Metric::Cosine, &stored, &q, 14);
+    check_query(&engine, &scope, Metric::Cosine, &stored, &[0.25], 14);
 }
 
 /// A collection large enough to be searched on the HNSW graph, holding vectors from subnormal
