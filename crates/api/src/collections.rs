@@ -56,7 +56,7 @@ struct NewCollection {
     #[schema(value_type = CollectionName)]
     name: String,
     /// The dimension of every vector in it, 1 to `engine.limits.max_dim` (4096 unless the
-    /// operator changed it).
+    /// operator changed it; the served document states the configured bound).
     #[schema(minimum = 1, maximum = 4096)]
     dim: u32,
     #[serde(default = "cosine")]

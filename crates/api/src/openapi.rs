@@ -12,6 +12,8 @@ use serde_json::{Map, Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{PartialSchema, ToSchema};
 
+use strata_types::RecordLimits;
+
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
 
 /// Error statuses any operation may answer, with what they mean. Routes without a credential
@@ -134,6 +136,18 @@ pub fn document() -> Value {
     let mut doc = serde_json::to_value(&doc).unwrap_or(Value::Null);
     flatten_all_of(&mut doc);
     complete_operations(&mut doc);
+    doc
+}
+
+/// The document as this server serves it: [`document`] with the bounds an operator may
+/// configure stated as configured (today a collection's largest `dim`,
+/// `engine.limits.max_dim`), so a client that validates against the document accepts what
+/// this server accepts and no more.
+pub fn document_for(limits: &RecordLimits) -> Value {
+    let mut doc = document();
+    if let Some(dim) = doc.pointer_mut("/components/schemas/NewCollection/properties/dim") {
+        dim["maximum"] = limits.max_dim.into();
+    }
     doc
 }
 
@@ -440,6 +454,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_served_document_states_the_configured_largest_dimension() {
+        let dim_of = |doc: &Value| {
+            doc["components"]["schemas"]["NewCollection"]["properties"]["dim"]["maximum"].clone()
+        };
+        let limits = RecordLimits {
+            max_dim: 8192,
+            ..RecordLimits::default()
+        };
+        assert_eq!(dim_of(&document_for(&limits)), json!(8192));
+        assert_eq!(dim_of(&document_for(&RecordLimits::default())), json!(4096));
+        // Nothing else moves.
+        let mut raised = document_for(&limits);
+        raised["components"]["schemas"]["NewCollection"]["properties"]["dim"]["maximum"] =
+            json!(4096);
+        assert_eq!(raised, document());
     }
 
     #[test]

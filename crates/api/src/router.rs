@@ -153,7 +153,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// The complete application.
 pub fn router(state: AppState) -> Router {
-    let doc = Arc::new(crate::openapi::document());
+    let doc = Arc::new(crate::openapi::document_for(&state.engine.config().limits));
     crate::media_type::build_body_kinds();
     let (router, _) = api().split_for_parts();
     let request_id = HeaderName::from_static(REQUEST_ID);

@@ -35,6 +35,16 @@ fn table_lists_exactly_the_served_routes() {
     assert_eq!(table(), live, "route table and /openapi.json disagree");
 }
 
+/// The served document states the operator's configured largest dimension, not the default.
+#[test]
+fn the_served_document_states_the_configured_largest_dimension() {
+    let server = Server::start_with(&[("STRATA__ENGINE__LIMITS__MAX_DIM", "8192")]);
+    let (s, doc) = server.call("GET", "/openapi.json", None, &[], None);
+    assert_eq!(s, 200);
+    let dim = &doc["components"]["schemas"]["NewCollection"]["properties"]["dim"];
+    assert_eq!(dim["maximum"], 8192, "{dim}");
+}
+
 #[test]
 fn every_route_rejects_missing_and_bad_credentials() {
     let server = Server::start();
