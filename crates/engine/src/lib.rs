@@ -299,13 +299,15 @@ impl Engine {
         // or a purged range whose erasure was cut short: run now, the vacuum erasing the range
         // first (or owed again, if it fails again).
         // An owed row that does not decode is logged and counted, not fatal: the server opens
-        // and the other ranges are erased.
-        engine
-            .owed_compaction
-            .record
-            .note_malformed_owed(&engine.store)?;
-        if engine.store.compaction_owed()? || !engine.store.owed_erasures()?.keys.is_empty() {
+        // and the other ranges are erased. The vacuum notes such rows itself (once).
+        let owed = engine.store.owed_erasures()?;
+        if engine.store.compaction_owed()? || !owed.keys.is_empty() {
             engine.vacuum()?;
+        } else {
+            engine
+                .owed_compaction
+                .record
+                .note_malformed_owed(&owed.malformed);
         }
         Ok(engine)
     }

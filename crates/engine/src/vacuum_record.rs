@@ -76,8 +76,8 @@ impl VacuumRecord {
     pub(crate) fn vacuum(&self, store: &Store, why: &'static str) -> Result<Vacuumed, StoreError> {
         // A purged range owed its erasure is erased first (the vacuum would erase it anyway),
         // outside the figures: they time the rewrite, as they always have.
-        store.erase_owed_ranges()?;
-        self.note_malformed_owed(store)?;
+        let pass = store.erase_owed_ranges()?;
+        self.note_malformed_owed(&pass.malformed);
         let before = self.file_bytes();
         let started = Instant::now();
         let out = store.vacuum();
@@ -94,21 +94,21 @@ impl VacuumRecord {
         out
     }
 
-    /// Logs each owed-erasure row that does not decode, and keeps their count for the figures:
-    /// such a row names no range that can be trusted, so it is left for an operator rather
-    /// than stopping the erasure of the others or the server's start.
-    pub(crate) fn note_malformed_owed(&self, store: &Store) -> Result<(), StoreError> {
-        let malformed = store.owed_erasures()?.malformed;
-        for row in &malformed {
+    /// Logs each owed-erasure row that was skipped (it does not decode, or it names a storage
+    /// key that cannot be a purged tenant's), and keeps their count for the figures: such a
+    /// row names no range that can be trusted, so it is left for an operator rather than
+    /// stopping the erasure of the others or the server's start.
+    pub(crate) fn note_malformed_owed(&self, malformed: &[String]) {
+        for row in malformed {
             tracing::error!(
                 error = %row,
-                "an owed erasure's row does not decode: nothing erased for it; the data file \
-                 may still hold a purged tenant's rows (erasure pending until it is removed)"
+                "an owed erasure's row was skipped (it does not decode, or names a live or \
+                 never-given storage key): nothing erased for it; the data file may still hold \
+                 a purged tenant's rows (erasure pending until the row is removed)"
             );
         }
         self.malformed_owed
             .store(malformed.len() as u64, Ordering::Relaxed);
-        Ok(())
     }
 
     fn ran(&self, took: Duration) {

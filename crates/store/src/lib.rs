@@ -30,7 +30,7 @@ mod main_file_guard;
 mod migration_row;
 mod opened;
 mod owed_erasure;
-pub use owed_erasure::OwedErasures;
+pub use owed_erasure::{ErasurePass, OwedErasures};
 mod placement;
 mod registry;
 mod retired;

@@ -69,6 +69,16 @@ pub struct OwedErasures {
     pub malformed: Vec<String>,
 }
 
+/// What one pass over the owed erasures did: how many keys it erased, and the owed rows it
+/// left because they are malformed or name a key that cannot be a purged tenant's (as
+/// [`OwedErasures::malformed`], read in the same pass, so a caller need not read the rows,
+/// and the registry, again to report them).
+#[derive(Debug, Default, PartialEq)]
+pub struct ErasurePass {
+    pub erased: u64,
+    pub malformed: Vec<String>,
+}
+
 impl Store {
     /// The ranges owed an erasure, and the owed rows that do not decode or that name a key
     /// which cannot be a purged tenant's (see [`refuse_live_key`]). The registry is read in
@@ -106,14 +116,14 @@ impl Store {
     }
 
     /// Erases every range owed an erasure, in transactions of at most [`ERASE_CHUNK_KEYS`]
-    /// keys; returns how many keys were erased. A malformed owed row is skipped (see
-    /// [`OwedErasures`]). Waits for a vacuum under way, and holds off the next one until done.
-    pub fn erase_owed_ranges(&self) -> Result<u64, StoreError> {
+    /// keys; returns how many keys were erased and the rows it skipped (see [`OwedErasures`]).
+    /// Waits for a vacuum under way, and holds off the next one until done.
+    pub fn erase_owed_ranges(&self) -> Result<ErasurePass, StoreError> {
         self.erase_owed_ranges_in(ERASE_CHUNK_KEYS)
     }
 
     /// [`Store::erase_owed_ranges`] with chunks of `chunk` keys (tests use small ones).
-    pub fn erase_owed_ranges_in(&self, chunk: usize) -> Result<u64, StoreError> {
+    pub fn erase_owed_ranges_in(&self, chunk: usize) -> Result<ErasurePass, StoreError> {
         self.erase_owed_ranges_hooked(chunk, &mut || {})
     }
 
@@ -122,7 +132,7 @@ impl Store {
         &self,
         chunk: usize,
         between: &mut dyn FnMut(),
-    ) -> Result<u64, StoreError> {
+    ) -> Result<ErasurePass, StoreError> {
         // The vacuums' guard: a vacuum's online copy records every key written meanwhile, up
         // to a cap, and a large range erased during it would overflow the recording and force
         // the whole copy under the write lock, which stops every tenant. Other writes still
@@ -136,12 +146,16 @@ impl Store {
         &self,
         chunk: usize,
         between: &mut dyn FnMut(),
-    ) -> Result<u64, StoreError> {
+    ) -> Result<ErasurePass, StoreError> {
+        let owed = self.owed_erasures()?;
         let mut erased = 0;
-        for t in self.owed_erasures()?.keys {
+        for t in owed.keys {
             erased += self.erase_owed_range_with(t, chunk.max(1), between)?;
         }
-        Ok(erased)
+        Ok(ErasurePass {
+            erased,
+            malformed: owed.malformed,
+        })
     }
 
     /// Erases storage key `t`'s range while it is owed an erasure, a chunk per transaction;

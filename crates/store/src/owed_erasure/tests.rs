@@ -84,12 +84,12 @@ fn chunked_erasure_ends_in_the_state_of_the_one_shot_one() {
         assert_eq!(chunked.owed_erasures().unwrap().keys, [acme.key]);
         // Registry row and credentials go with the purge's transaction; the data waits.
         assert!(chunked.main_keys(acme.key).unwrap() > 50);
-        let erased = chunked.erase_owed_ranges_in(chunk).unwrap();
+        let erased = chunked.erase_owed_ranges_in(chunk).unwrap().erased;
         assert!(erased > 50, "chunk {chunk}: {erased}");
         assert_eq!(chunked.owed_erasures().unwrap().keys, []);
         assert_eq!(dump(&chunked), dump(&one_shot), "chunk {chunk}");
         // Again: nothing owed, nothing erased.
-        assert_eq!(chunked.erase_owed_ranges_in(chunk).unwrap(), 0);
+        assert_eq!(chunked.erase_owed_ranges_in(chunk).unwrap().erased, 0);
     }
 }
 
@@ -253,7 +253,12 @@ fn an_owed_row_naming_a_live_or_unborn_key_is_refused() {
         owed.malformed.iter().any(|m| m.contains("never given")),
         "{owed:?}"
     );
-    assert!(store.erase_owed_ranges_in(4).unwrap() > 0);
+    let pass = store.erase_owed_ranges_in(4).unwrap();
+    assert!(pass.erased > 0);
+    assert_eq!(
+        pass.malformed, owed.malformed,
+        "the pass reports what it skipped"
+    );
     assert_eq!(store.main_keys(acme.key).unwrap(), 0);
     store.vacuum().unwrap();
     let r = store.read().unwrap();
@@ -276,7 +281,12 @@ fn a_malformed_owed_row_is_reported_and_the_others_erased() {
     assert_eq!(owed.keys, [acme.key]);
     assert_eq!(owed.malformed.len(), 1, "{owed:?}");
     assert!(owed.malformed[0].contains("erasure.owed:zz"), "{owed:?}");
-    assert!(store.erase_owed_ranges_in(4).unwrap() > 10);
+    let pass = store.erase_owed_ranges_in(4).unwrap();
+    assert!(pass.erased > 10);
+    assert_eq!(
+        pass.malformed, owed.malformed,
+        "the pass reports what it skipped"
+    );
     assert_eq!(store.main_keys(acme.key).unwrap(), 0);
     store.vacuum().unwrap();
     let owed = store.owed_erasures().unwrap();
