@@ -573,12 +573,15 @@ impl CollectionIndex {
     /// Installs a graph built in the background from the vectors the collection had when the
     /// build began, after replaying the slots changed since (`building`): each is taken out
     /// of the graph and put back if it still holds a vector, so the graph ends up holding
-    /// exactly `with_vector`.
-    pub fn install_graph(&mut self, mut g: HnswIndex) -> Result<(), EngineError> {
+    /// exactly `with_vector`. `removed`: the tombstones the build's catch-up rounds already
+    /// left in `g` (`crate::graph_build`).
+    /// Returns how many logged slots it replayed.
+    pub fn install_graph(&mut self, mut g: HnswIndex, removed: u64) -> Result<usize, EngineError> {
         let mut touched = self.building.take().unwrap_or_default();
         touched.sort_unstable();
         touched.dedup();
-        let mut g_deleted = 0;
+        let replayed = touched.len();
+        let mut g_deleted = removed;
         for slot in touched {
             g_deleted += u64::from(g.remove(slot).map_err(index_error)?);
             if self.with_vector.contains(slot) {
@@ -600,7 +603,7 @@ impl CollectionIndex {
         self.graph = Some(g);
         self.restored = false;
         self.drop_vector_copy();
-        Ok(())
+        Ok(replayed)
     }
 
     /// A new, empty graph with this collection's dimension and metric.

@@ -7,9 +7,17 @@
 //!    changed slot is logged in `CollectionIndex::building`) and list its vector slots;
 //! 2. copy vectors in chunks, each under a short read lock, and insert them into a new graph
 //!    with no lock held: the tenant's searches and writes go on meanwhile;
-//! 3. under the index lock again, replay the logged slots and install the graph
+//! 3. catch up with the slots logged meanwhile in rounds: each takes the log under a short
+//!    write lock and replays it into the new graph with no lock held (copying vectors under
+//!    short read locks), until what is logged is at most [`REPLAY_UNDER_LOCK`] slots;
+//! 4. under the index lock again, replay that remainder and install the graph
 //!    (`CollectionIndex::install_graph`), then save the tenant's snapshot so the next load
 //!    restores the graph instead of building it.
+//!
+//! Step 3 is why a tenant writing fast while its graph is built does not stall the server:
+//! replaying everything it wrote during the build (tens of thousands of inserts) under its
+//! index lock held its writes and searches for seconds, and the pool workers running them,
+//! so every other tenant's requests waited too.
 //!
 //! If the tenant is evicted or the collection dropped meanwhile, the build is abandoned: the
 //! collection will be queued again by its next load.
@@ -30,6 +38,11 @@ use crate::registry::{IndexRegistry, TenantSlot, lock, save_slot};
 /// Vectors copied per read lock.
 const CHUNK: usize = 2048;
 
+/// Logged slots a build replays under the tenant's index write lock when it installs its
+/// graph; more are caught up first with no lock held (step 3). A few hundred inserts: a few
+/// milliseconds to tens of them, the order of one write batch's own index work.
+pub(crate) const REPLAY_UNDER_LOCK: usize = 256;
+
 /// The queue of tenants waiting for a graph build, and the thread that builds.
 pub(crate) struct GraphBuilder {
     tx: Mutex<Option<Sender<TenantKey>>>,
@@ -43,6 +56,12 @@ pub(crate) struct GraphBuilder {
     /// Work done (vectors × m × ef_construction of each build: an insert's cost grows about
     /// with both) and seconds spent by finished builds, for migration estimates.
     measured: Mutex<(f64, f64)>,
+    /// Run after a build's bulk insert, before its catch-up (tests write there).
+    #[cfg(test)]
+    pub(crate) after_bulk: Mutex<Option<Box<dyn FnMut() + Send>>>,
+    /// The last install's figures: catch-up rounds, and slots replayed under the lock (what
+    /// the tests check the catch-up by).
+    pub(crate) last_install: Mutex<(usize, usize)>,
 }
 
 impl GraphBuilder {
@@ -57,6 +76,9 @@ impl GraphBuilder {
             thread: Mutex::new(None),
             rx: Mutex::new(Some(rx)),
             measured: Mutex::new((0.0, 0.0)),
+            #[cfg(test)]
+            after_bulk: Mutex::default(),
+            last_install: Mutex::default(),
         }
     }
 
@@ -204,20 +226,47 @@ fn build_collection(
             .insert_batch(&refs, 1)
             .map_err(|e| EngineError::Index(e.to_string()))?;
     }
-    let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+    #[cfg(test)]
+    if let Some(hook) = lock(&registry.builder.after_bulk).as_mut() {
+        hook();
+    }
+    // Removals replayed by the catch-up rounds: tombstones in the new graph.
+    let (mut removed, mut rounds) = (0, 0);
+    let mut guard = loop {
+        if registry.builder.stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+        let Some(ci) = guard.as_mut().and_then(|i| i.collections.get_mut(name)) else {
+            return Ok(false);
+        };
+        let logged = match &mut ci.building {
+            None => return Ok(false),
+            Some(log) if log.len() <= REPLAY_UNDER_LOCK => break guard,
+            // Logging goes on into the emptied log while this round replays.
+            Some(log) => std::mem::take(log),
+        };
+        drop(guard);
+        match catch_up(slot, name, &mut graph, logged)? {
+            Some(n) => removed += n,
+            None => return Ok(false),
+        }
+        rounds += 1;
+    };
     let Some(index) = guard.as_mut() else {
         return Ok(false);
     };
     let Some(ci) = index.collections.get_mut(name) else {
         return Ok(false);
     };
-    if ci.building.is_none() {
-        return Ok(false);
-    }
-    if let Err(e) = ci.install_graph(graph) {
-        ci.building = None;
-        return Err(e);
-    }
+    let replayed = match ci.install_graph(graph, removed) {
+        Ok(replayed) => replayed,
+        Err(e) => {
+            ci.building = None;
+            return Err(e);
+        }
+    };
+    *lock(&registry.builder.last_install) = (rounds, replayed);
     index.dirty = true;
     registry.account(slot, guard.as_ref());
     let p = built_with;
@@ -226,3 +275,45 @@ fn build_collection(
     m.1 += started.elapsed().as_secs_f64();
     Ok(true)
 }
+
+/// Replays `logged` slots (written while the graph was built) into `graph` with no lock held:
+/// each slot is removed, then inserted again with the vector it holds now, copied under a
+/// short read lock a chunk at a time. A slot written again after its copy is logged again and
+/// replayed by a later round or by the install. Returns how many removals left a tombstone,
+/// or `None` if the build was abandoned meanwhile.
+fn catch_up(
+    slot: &TenantSlot,
+    name: &CollectionName,
+    graph: &mut HnswIndex,
+    mut logged: Vec<u32>,
+) -> Result<Option<u64>, EngineError> {
+    logged.sort_unstable();
+    logged.dedup();
+    let mut removed = 0;
+    for chunk in logged.chunks(CHUNK) {
+        let items = {
+            let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref().and_then(|i| i.collections.get(name)) {
+                Some(ci) if ci.building.is_some() => ci.vectors_of(chunk)?,
+                _ => return Ok(None),
+            }
+        };
+        for &s in chunk {
+            removed += u64::from(
+                graph
+                    .remove(s)
+                    .map_err(|e| EngineError::Index(e.to_string()))?,
+            );
+        }
+        for (s, v) in &items {
+            graph
+                .insert(*s, v)
+                .map_err(|e| EngineError::Index(e.to_string()))?;
+        }
+    }
+    Ok(Some(removed))
+}
+
+#[cfg(test)]
+#[path = "graph_build_tests.rs"]
+mod tests;

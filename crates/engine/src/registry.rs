@@ -263,6 +263,17 @@ impl IndexRegistry {
     /// Brings the slot's byte count (and the total) in line with `index`. Call with the
     /// slot's index lock held.
     pub fn account(&self, slot: &TenantSlot, index: Option<&TenantIndex>) {
+        let c = &slot.counters;
+        c.resident.store(index.is_some(), Ordering::Relaxed);
+        let pending = index.map_or(0, |i| i.graphs_wanted().len());
+        c.graphs_pending.store(
+            u32::try_from(pending).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
+        c.graph_vectors.store(
+            index.map_or(0, TenantIndex::graph_vectors),
+            Ordering::Relaxed,
+        );
         let now = index.map_or(0, crate::residency::accounted_bytes);
         let before = slot.counters.bytes.swap(now, Ordering::Relaxed);
         if now >= before {
@@ -486,17 +497,19 @@ impl IndexRegistry {
                     self.builder.request(key);
                 }
             }
+            self.account(&slot, guard.as_ref());
         }
         if !pinned {
             self.enforce_budget(store, None);
         }
     }
 
-    /// Vectors in the tenant's graphs, if it is loaded.
+    /// Vectors in the tenant's graphs, if it is loaded (from its counters: no lock waited for).
     pub fn graph_vectors(&self, key: TenantKey) -> Option<u64> {
-        let slot = self.get(key)?;
-        let guard = self.read_index(&slot);
-        guard.as_ref().map(TenantIndex::graph_vectors)
+        let c = &self.get(key)?.counters;
+        c.resident
+            .load(Ordering::Relaxed)
+            .then(|| c.graph_vectors.load(Ordering::Relaxed))
     }
 
     fn over_budget(&self) -> bool {
@@ -637,17 +650,16 @@ impl IndexRegistry {
         }
     }
 
-    /// One tenant's residency.
+    /// One tenant's residency, from its counters: never waits for the tenant's index lock, so
+    /// the metrics and the admin figures answer while a tenant's graph is installed or saved.
     pub fn residency(&self, key: TenantKey, id: &TenantId) -> TenantResidency {
         let pinned = self.pinned.contains(id);
         match self.get(key) {
             Some(slot) => {
                 let pinned = pinned || slot.level_pinned.load(Ordering::Relaxed);
-                let guard = self.read_index(&slot);
-                let pending = guard.as_ref().map_or(0, |i| i.graphs_wanted().len() as u32);
-                slot.counters.snapshot(guard.is_some(), pinned, pending)
+                slot.counters.snapshot(pinned)
             }
-            None => SlotCounters::default().snapshot(false, pinned, 0),
+            None => SlotCounters::default().snapshot(pinned),
         }
     }
 

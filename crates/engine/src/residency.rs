@@ -8,7 +8,7 @@
 //! their indexes are dropped. The next request of an evicted tenant loads it again.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use strata_types::TenantId;
@@ -95,11 +95,17 @@ pub struct TenantResidencyRow {
     pub residency: TenantResidency,
 }
 
-/// Counters of one tenant's registry slot. `bytes` changes only under the slot's index lock,
-/// so it always matches the loaded indexes.
+/// Counters of one tenant's registry slot. `bytes`, `resident`, `graphs_pending` and
+/// `graph_vectors` change only under the slot's index write lock (`IndexRegistry::account`),
+/// so they match the loaded indexes as of their last change; they are read without that
+/// lock, so a scrape of the figures never waits for a tenant's index work (a graph install,
+/// a save).
 #[derive(Default)]
 pub(crate) struct SlotCounters {
     pub bytes: AtomicU64,
+    pub resident: AtomicBool,
+    pub graphs_pending: AtomicU32,
+    pub graph_vectors: AtomicU64,
     pub loads: AtomicU64,
     pub evictions: AtomicU64,
     /// A logical clock value of the last use: larger is more recent.
@@ -107,14 +113,14 @@ pub(crate) struct SlotCounters {
 }
 
 impl SlotCounters {
-    pub fn snapshot(&self, resident: bool, pinned: bool, pending: u32) -> TenantResidency {
+    pub fn snapshot(&self, pinned: bool) -> TenantResidency {
         TenantResidency {
-            resident,
+            resident: self.resident.load(Ordering::Relaxed),
             resident_bytes: self.bytes.load(Ordering::Relaxed),
             loads: self.loads.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
             pinned,
-            graph_builds_pending: pending,
+            graph_builds_pending: self.graphs_pending.load(Ordering::Relaxed),
         }
     }
 }
