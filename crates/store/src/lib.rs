@@ -13,6 +13,7 @@ mod adaptive;
 mod batch;
 mod batched_write;
 mod changelog;
+mod collection_deleting;
 pub mod codec;
 mod credentials;
 mod db;
@@ -44,6 +45,7 @@ mod verify;
 
 pub use adaptive::{AdaptiveItem, AdaptiveReads, AdaptiveRow, NarrativePrincipal, PrincipalTokens};
 pub use changelog::{ChangeLogReads, DEFAULT_CHANGE_LOG_CAP};
+pub use collection_deleting::DeletingReads;
 pub use codec::{
     ChangeEntry, ChangeHead, ChangeMark, ChangeOp, StoredIndexParams, StoredLevel, StoredMigration,
     StoredMigrationState,
