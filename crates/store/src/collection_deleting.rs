@@ -189,7 +189,10 @@ mod tests {
         let a = RecordId::parse("a").unwrap();
         assert_eq!(r.collection(t, &doomed).unwrap(), None);
         assert_eq!(r.collections(t).unwrap(), vec![collection(&kept)]);
-        assert_eq!(r.collections_deleting(t).unwrap(), vec![collection(&doomed)]);
+        assert_eq!(
+            r.collections_deleting(t).unwrap(),
+            vec![collection(&doomed)]
+        );
         assert_eq!(r.record(t, &a).unwrap(), None);
         assert_eq!(r.record_without_vector(t, &a).unwrap(), None);
         let listed: Vec<_> = r.records(t, None).unwrap().map(|x| x.unwrap().id).collect();
@@ -198,7 +201,10 @@ mod tests {
         assert!(r.stored_record(t, &a).unwrap().is_some());
         assert_eq!(r.stored_records(t, None).unwrap().count(), 2);
         // A key check takes the marker for the collection of the records it still holds.
-        assert_eq!(crate::check_tenant(&r, t).unwrap().problems, Vec::<String>::new());
+        assert_eq!(
+            crate::check_tenant(&r, t).unwrap().problems,
+            Vec::<String>::new()
+        );
         drop(r);
         store
             .write(|w| -> Result<(), StoreError> {
@@ -209,7 +215,10 @@ mod tests {
             .unwrap();
         let r = store.read().unwrap();
         assert_eq!(r.collections_deleting(t).unwrap(), Vec::new());
-        assert_eq!(crate::check_tenant(&r, t).unwrap().problems, Vec::<String>::new());
+        assert_eq!(
+            crate::check_tenant(&r, t).unwrap().problems,
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ mod adaptive;
 mod batch;
 mod batched_write;
 mod changelog;
-mod collection_deleting;
 pub mod codec;
+mod collection_deleting;
 mod credentials;
 mod db;
 mod decode_memo;
@@ -45,11 +45,11 @@ mod verify;
 
 pub use adaptive::{AdaptiveItem, AdaptiveReads, AdaptiveRow, NarrativePrincipal, PrincipalTokens};
 pub use changelog::{ChangeLogReads, DEFAULT_CHANGE_LOG_CAP};
-pub use collection_deleting::DeletingReads;
 pub use codec::{
     ChangeEntry, ChangeHead, ChangeMark, ChangeOp, StoredIndexParams, StoredLevel, StoredMigration,
     StoredMigrationState,
 };
+pub use collection_deleting::DeletingReads;
 pub use credentials::{CredentialStore, Owner, StoredCredential};
 pub use decode_memo::{DecodeMemo, MemoReads};
 pub use derived::DERIVED_DIR;

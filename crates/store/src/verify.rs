@@ -84,9 +84,7 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                 ) {
                     (Some(Ok(n)), Ok(col)) if col.name == n => {
                         if collections.contains(&n) {
-                            c.problem(format!(
-                                "collection {n}: both live and being deleted"
-                            ));
+                            c.problem(format!("collection {n}: both live and being deleted"));
                         }
                         deleting.insert(n);
                     }
