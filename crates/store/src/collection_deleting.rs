@@ -18,6 +18,7 @@ use strata_types::{Collection, CollectionName, Record};
 use crate::StoreError;
 use crate::codec::{decode_json, encode_json};
 use crate::keys::{self, TenantKey};
+use crate::opened::Opened;
 use crate::tables::{Reads, Writer, prefix_range};
 
 /// Reads of the marker rows.
@@ -48,13 +49,27 @@ pub trait DeletingReads: Reads {
 
 impl<R: Reads + ?Sized> DeletingReads for R {}
 
-/// Whether `name` is being deleted: its records are hidden. A key probe, no decode: the
-/// marker's value is decoded (closed) by `collection_deleting` and by verify.
+/// A read snapshot's memo of each tenant's collections being deleted, read once per tenant
+/// on the snapshot's first record read of it: a snapshot never changes, so every later record
+/// read asks memory, not storage (a search reads each of its hits). A write transaction has
+/// none: it sees its own marks come and go, so it probes the marker key each time.
+#[derive(Default)]
+pub struct DeletingMemo(Opened<TenantKey, Vec<CollectionName>>);
+
+/// Whether `name` is being deleted: its records are hidden. A key probe, or the snapshot's
+/// memo of the tenant's markers (whose values are decoded, closed).
 pub(crate) fn is_deleting(
     r: &(impl Reads + ?Sized),
     t: TenantKey,
     name: &CollectionName,
 ) -> Result<bool, StoreError> {
+    if let Some(memo) = r.deleting_memo() {
+        let names = memo.0.get_or_try_insert(t, || {
+            r.collections_deleting(t)
+                .map(|cs| cs.into_iter().map(|c| c.name).collect::<Vec<_>>())
+        })?;
+        return Ok(names.contains(name));
+    }
     Ok(r.data_table(t)?
         .get(keys::collection_deleting(t, name).as_slice())?
         .is_some())
@@ -219,6 +234,27 @@ mod tests {
             crate::check_tenant(&r, t).unwrap().problems,
             Vec::<String>::new()
         );
+    }
+
+    /// A write transaction has no memo: it sees its own marks come and go.
+    #[test]
+    fn a_write_sees_its_own_mark_and_unmark() {
+        let (_dir, store, t) = store_with_tenant("acme");
+        let doomed = CollectionName::parse("doomed").unwrap();
+        let a = RecordId::parse("a").unwrap();
+        store
+            .write(|w| -> Result<(), StoreError> {
+                w.put_collection(t, &collection(&doomed))?;
+                w.put_record(t, &record("a", &doomed))?;
+                assert!(w.record(t, &a)?.is_some());
+                w.mark_collection_deleting(t, &doomed)?;
+                assert_eq!(w.record(t, &a)?, None);
+                assert_eq!(w.records(t, None)?.count(), 0);
+                w.unmark_collection_deleting(t, &doomed)?;
+                assert!(w.record(t, &a)?.is_some());
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]

@@ -401,6 +401,7 @@ impl Store {
             opened: Opened::default(),
             registry: txn.open_table(REGISTRY)?,
             credentials: txn.open_table(CREDENTIALS)?,
+            deleting: Default::default(),
         })
     }
 
@@ -630,6 +631,7 @@ pub struct Reader {
     opened: Opened<TenantKey, ReadOnlyTable<&'static [u8], &'static [u8]>>,
     registry: ReadOnlyTable<&'static str, &'static [u8]>,
     credentials: ReadOnlyTable<&'static str, &'static [u8]>,
+    deleting: crate::collection_deleting::DeletingMemo,
     /// The main database this snapshot reads: kept open by this handle after a vacuum swapped
     /// it out (an older snapshot, as any other). Declared last, so that it drops after the
     /// tables read from it (fields drop in declaration order).
@@ -839,6 +841,11 @@ pub(crate) mod sealed {
         fn registry_get(&self, id: &str) -> Result<Option<Vec<u8>>, super::StoreError>;
         fn registry_len(&self) -> Result<u64, super::StoreError>;
         fn credentials_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]>;
+        /// A snapshot's memo of the collections being deleted; none in a write transaction,
+        /// whose own writes may change them.
+        fn deleting_memo(&self) -> Option<&crate::collection_deleting::DeletingMemo> {
+            None
+        }
     }
 }
 
@@ -1084,6 +1091,9 @@ impl Tables for Reader {
     }
     fn credentials_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]> {
         &self.credentials
+    }
+    fn deleting_memo(&self) -> Option<&crate::collection_deleting::DeletingMemo> {
+        Some(&self.deleting)
     }
 }
 
