@@ -160,10 +160,12 @@ impl Engine {
                     }
                 }
             }
-            Phase::Deleting { vis, mut chunks } => {
+            Phase::Deleting {
+                mut vis,
+                mut chunks,
+            } => {
                 // What has expired is judged now, as any write judges it (the sweep takes
                 // the rest).
-                let mut vis = vis;
                 vis.now = now_millis().max(vis.now);
                 let doomed = Doomed {
                     vis: &vis,
