@@ -11,6 +11,7 @@ use crate::bodies::{CollectionDeleted, CollectionView, Collections};
 use crate::edge::TenantAuth;
 use crate::input::{PathParam, QueryInput, ScopeParts};
 use crate::json_body::JsonBody;
+use crate::scan_steps::run_in_steps;
 use crate::{ApiError, AppState};
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
@@ -134,9 +135,17 @@ pub async fn create(
 /// and `all_principals` and a credential bound to neither domains nor user tokens; a bound one
 /// is `403 SCOPE_FORBIDDEN`, one without `all_principals` (which cannot see the principals'
 /// private records it would delete) `403 FORBIDDEN`, and either deletes nothing.
+///
+/// It runs in steps, so other tenants' writes go on meanwhile: first the collection is marked
+/// as being deleted, and from then on it is missing (writes and searches naming it are
+/// `404 COLLECTION_NOT_FOUND`, listings leave it out, its records are neither returned,
+/// counted nor exported); then its records are deleted in transactions of up to 1,000 (with
+/// their links); then the mark goes. An error part-way, a crash or a client that hangs up
+/// leaves it marked, its name refused to a create (`409`), until the same `DELETE` is sent
+/// again: that finishes it, answering only the records it deleted itself.
 #[utoipa::path(delete, path = "/v1/collections/{name}", tag = "collections", operation_id = "delete_collection",
     params(("name" = CollectionName, Path, description = "collection name")),
-    responses((status = 200, description = "How many records went with it", body = CollectionDeleted)),
+    responses((status = 200, description = "How many records this request deleted", body = CollectionDeleted)),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -146,11 +155,11 @@ pub async fn delete(
 ) -> Result<Json<CollectionDeleted>, ApiError> {
     check_scope(&auth, None, q.as_deref())?;
     let name = CollectionName::parse_field("name", name).map_err(bad)?;
+    let recheck = auth.recheck();
     let scope = auth.scope;
-    let n = state
-        .run_tenant(&auth.admitted, move |e| {
-            Ok(e.delete_collection(&scope, &name)?)
-        })
-        .await?;
+    let n = run_in_steps(&state, &auth.admitted, recheck, move |e| {
+        e.begin_delete_collection(&scope, &name)
+    })
+    .await?;
     Ok(Json(CollectionDeleted { deleted_records: n }))
 }

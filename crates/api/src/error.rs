@@ -383,6 +383,7 @@ impl From<EngineError> for ApiError {
             EngineError::TenantCritical(_) => ApiError::TenantCritical(e.to_string()),
             EngineError::QuotaExceeded { .. } => ApiError::QuotaExceeded(e.to_string()),
             EngineError::CollectionExists(_)
+            | EngineError::CollectionDeleteUnfinished(_)
             | EngineError::TenantExists(_)
             | EngineError::IdConflict(_)
             | EngineError::IdempotencyKeyReused(_)
@@ -465,6 +466,13 @@ mod tests {
             "FORBIDDEN",
         );
         check(EngineError::TenantExists(tenant()), 409, "CONFLICT");
+        check(
+            EngineError::CollectionDeleteUnfinished(
+                strata_types::CollectionName::parse("c").unwrap(),
+            ),
+            409,
+            "CONFLICT",
+        );
         check(
             EngineError::TenantSuspended(tenant()),
             403,

@@ -1,12 +1,14 @@
-//! A count, a listing or a delete by filter run on the pool in steps of bounded cost
-//! (`strata_engine::Engine::count_step`, `page_step`, `delete_where_step`), each step its own
+//! A count, a listing, a delete by filter or a collection's delete run on the pool in steps of
+//! bounded cost (`strata_engine::Engine::count_step`, `page_step`, `delete_where_step`,
+//! `delete_collection_step`), each step its own
 //! job in the tenant's fair share: a tenant's scan of many records queues behind its own
 //! requests, step by step, while other tenants' jobs run between its steps, instead of holding
 //! a worker for the whole scan.
 
 use strata_engine::Stepped::{Done, More};
 use strata_engine::{
-    Engine, EngineError, PendingCount, PendingDelete, PendingPage, ScanPage, Stepped,
+    Engine, EngineError, PendingCollectionDelete, PendingCount, PendingDelete, PendingPage,
+    ScanPage, Stepped,
 };
 
 use crate::admission::Admitted;
@@ -15,6 +17,10 @@ use crate::{ApiError, AppState};
 /// An engine operation that runs in steps.
 pub(crate) trait Steps: Sized + Send + 'static {
     type Answer: Send + 'static;
+
+    /// Whether beginning the operation writes (a collection's delete writes its mark first):
+    /// the first job then needs a worker that may take the write lock.
+    const BEGIN_WRITES: bool = false;
 
     /// Whether the next step writes (it then needs a worker that may take the write lock).
     fn writes_next(&self) -> bool {
@@ -52,6 +58,20 @@ impl Steps for PendingDelete {
     }
 }
 
+impl Steps for PendingCollectionDelete {
+    type Answer = u64;
+
+    const BEGIN_WRITES: bool = true;
+
+    fn writes_next(&self) -> bool {
+        PendingCollectionDelete::writes_next(self)
+    }
+
+    fn step(self, e: &Engine) -> Result<Stepped<Self, u64>, EngineError> {
+        e.delete_collection_step(self)
+    }
+}
+
 /// Runs `begin` and the first step in one job (a scan that fits in a step is one job, as
 /// before), then each further step as its own job: a read one that may be demoted while the
 /// tenant is over its share, or a normal one when the step writes. Before each further step
@@ -63,10 +83,14 @@ pub(crate) async fn run_in_steps<S: Steps>(
     recheck: impl Fn(&AppState) -> Result<(), ApiError>,
     begin: impl FnOnce(&Engine) -> Result<S, EngineError> + Send + 'static,
 ) -> Result<S::Answer, ApiError> {
-    // Every operation's first step reads (a delete scans before it deletes).
-    let mut next = state
-        .run_tenant_read(admitted, move |e| Ok(begin(e)?.step(e)?))
-        .await?;
+    // Every operation's first step reads (a delete scans before it deletes), but a begin may
+    // write.
+    let first = move |e: &Engine| Ok(begin(e)?.step(e)?);
+    let mut next = if S::BEGIN_WRITES {
+        state.run_tenant(admitted, first).await?
+    } else {
+        state.run_tenant_read(admitted, first).await?
+    };
     loop {
         let pending = match next {
             Done(answer) => return Ok(answer),

@@ -1,10 +1,10 @@
 //! A tenant's collections: vector spaces with a fixed dimension and metric.
 
 use strata_auth::{Permission, TenantScope};
-use strata_store::Reads;
+use strata_store::{DeletingReads, Reads};
 use strata_types::{Collection, CollectionName, MemoryDefaults, Metric, TextAnalyzer, now_millis};
 
-use crate::tenant_index::Change;
+use crate::scan_steps::Stepped;
 use crate::tenants::check_live;
 use crate::whole_tenant::{Reach, require_whole_tenant};
 use crate::{Engine, EngineError};
@@ -75,6 +75,10 @@ impl Engine {
             if w.collection(scope.key(), name)?.is_some() {
                 return Err(EngineError::CollectionExists(name.clone()));
             }
+            // Its records would show again under the new collection: the delete must end first.
+            if w.collection_deleting(scope.key(), name)?.is_some() {
+                return Err(EngineError::CollectionDeleteUnfinished(name.clone()));
+            }
             if let Some(max) = profile.limits.max_collections
                 && w.collections(scope.key())?.len() as u64 >= max
             {
@@ -106,51 +110,21 @@ impl Engine {
         })
     }
 
-    /// Deletes a collection and every record in it, of every domain and principal, in one
-    /// transaction; so it needs an unbound `admin` credential with `all_principals`.
+    /// Deletes a collection and every record in it, of every domain and principal, running
+    /// every step of [`Engine::begin_delete_collection`] in this call (a caller on the shared
+    /// pool runs them as separate jobs instead); so it needs an unbound `admin` credential
+    /// with `all_principals`. Resumes an unfinished delete of it. How many records it deleted.
     pub fn delete_collection(
         &self,
         scope: &TenantScope,
         name: &CollectionName,
     ) -> Result<u64, EngineError> {
-        require_whole_tenant(
-            scope,
-            Permission::Admin,
-            Reach::EveryPrincipal,
-            "deleting a collection",
-        )?;
-        self.write_tenant(scope, "collection.delete", |w, changes| {
-            if !w.delete_collection(scope.key(), name)? {
-                return Err(EngineError::CollectionNotFound(name.clone()));
+        let mut pending = self.begin_delete_collection(scope, name)?;
+        loop {
+            match self.delete_collection_step(pending)? {
+                Stepped::Done(n) => return Ok(n),
+                Stepped::More(p) => pending = *p,
             }
-            let mut doomed = Vec::new();
-            // What the records counted in the tenant's usage goes with them: they leave
-            // without one `Change::Remove` each, which is what usually gives it back.
-            let mut gone = crate::lifecycle::Usage::default();
-            for r in w.records(scope.key(), None)? {
-                let r = r?;
-                if &r.modality == name {
-                    gone.add(&r);
-                    doomed.push(r.id);
-                }
-            }
-            for id in &doomed {
-                w.delete_record(scope.key(), id)?;
-                crate::links::remove_links_of(w, scope, id)?;
-            }
-            crate::lifecycle::release(w, scope.key(), gone)?;
-            crate::snapshot::delete(w, scope.key(), name)?;
-            crate::search_image::delete(w, scope.key(), name)?;
-            w.delete_change_mark(scope.key(), name)?;
-            changes.push(Change::DropCollection(name.clone()));
-            Ok(doomed.len() as u64)
-        })
-        .inspect(|_| {
-            // Its graph files: no snapshot names them now (best effort; a file left behind is
-            // deleted by the tenant's next save or purge).
-            let _ = self
-                .store
-                .retain_derived(scope.key(), |n| !crate::graph_file::is_of(n, name));
-        })
+        }
     }
 }

@@ -20,6 +20,7 @@
 //! deleted no longer matches anything) and counts only those.
 
 use strata_auth::{Permission, TenantScope};
+use strata_store::{StoreError, TenantKey, Writer};
 use strata_types::{Filter, Millis, Record, RecordId, RequestScope, now_millis};
 
 use crate::records::delete_record_and_links;
@@ -60,13 +61,10 @@ enum Phase {
         cursor: Box<Cursor>,
         doomed: Vec<RecordId>,
     },
-    /// Deleting the records found, `next` the first not yet tried, in chunks numbered from 0
-    /// (`index` the next one's), so each chunk's audit row says where it stands.
+    /// Deleting the records found, a chunk a step.
     Deleting {
         vis: Visibility,
-        doomed: Vec<RecordId>,
-        next: usize,
-        index: usize,
+        chunks: DeleteChunks,
     },
 }
 
@@ -158,38 +156,34 @@ impl Engine {
                     // acknowledged write leaves its audit row, and a paused tenant refuses it.
                     Phase::Deleting {
                         vis,
-                        doomed,
-                        next: 0,
-                        index: 0,
+                        chunks: DeleteChunks::new(doomed, chunk, chunk_links),
                     }
                 }
             }
             Phase::Deleting {
-                vis,
-                doomed,
-                next,
-                index,
+                mut vis,
+                mut chunks,
             } => {
-                let end = doomed.len().min(next + chunk.max(1));
-                let doomed_now = Doomed {
+                // What has expired is judged now, as any write judges it (the sweep takes
+                // the rest).
+                vis.now = now_millis().max(vis.now);
+                let doomed = Doomed {
                     vis: &vis,
                     filter: &filter,
                     started,
                 };
-                let ids = &doomed[next..end];
-                let (n, tried) =
-                    self.delete_still_matching(&scope, &doomed_now, ids, chunk_links, index)?;
+                let (n, over) = chunks.delete_next(
+                    self,
+                    &scope,
+                    "memory.delete_where",
+                    |w, key, id| Vectors::Skip.record(w, key, id),
+                    |r| doomed.still(r),
+                )?;
                 deleted += n;
-                let end = next + tried;
-                if end == doomed.len() {
+                if over {
                     return Ok(Stepped::Done(deleted));
                 }
-                Phase::Deleting {
-                    vis,
-                    doomed,
-                    next: end,
-                    index: index + 1,
-                }
+                Phase::Deleting { vis, chunks }
             }
         };
         Ok(Stepped::More(Box::new(PendingDelete {
@@ -202,34 +196,56 @@ impl Engine {
             deleted,
         })))
     }
+}
 
-    /// Deletes those of `ids` that, in this transaction, still exist and are still doomed
-    /// ([`Doomed::still`]), stopping after the record whose links reach `chunk_links`.
-    /// Returns how many were deleted and how many of `ids` were tried (at least one).
-    fn delete_still_matching(
-        &self,
+/// Records found to delete, deleted a chunk at a time, each chunk one transaction of at most
+/// `chunk` records, ending early once its records' links reach `chunk_links` rows. Shared by
+/// the delete by filter and the delete of a collection (`crate::collection_delete`).
+pub(crate) struct DeleteChunks {
+    doomed: Vec<RecordId>,
+    /// The first not yet tried.
+    next: usize,
+    /// Chunks are numbered from 0, so each chunk's audit row says where it stands.
+    index: usize,
+    chunk: usize,
+    chunk_links: usize,
+}
+
+impl DeleteChunks {
+    pub(crate) fn new(doomed: Vec<RecordId>, chunk: usize, chunk_links: usize) -> DeleteChunks {
+        DeleteChunks {
+            doomed,
+            next: 0,
+            index: 0,
+            chunk,
+            chunk_links,
+        }
+    }
+
+    /// In one transaction audited as `action`, deletes those of the next chunk's ids that
+    /// `fetch` still finds and `still` still accepts, with their links (their usage goes back
+    /// with each `Change::Remove`). How many were deleted, and whether every id is now tried.
+    /// With no ids left it still runs one (empty) transaction: every acknowledged write leaves
+    /// its audit row, and a paused tenant refuses it.
+    pub(crate) fn delete_next(
+        &mut self,
+        engine: &Engine,
         scope: &TenantScope,
-        doomed: &Doomed<'_>,
-        ids: &[RecordId],
-        chunk_links: usize,
-        index: usize,
-    ) -> Result<(u64, usize), EngineError> {
-        // What has expired is judged now, as any write judges it (the sweep takes the rest).
-        let mut vis = doomed.vis.clone();
-        vis.now = now_millis().max(vis.now);
-        let doomed = Doomed {
-            vis: &vis,
-            ..*doomed
-        };
-        let key = scope.key();
-        self.write_tenant_inner(scope, "memory.delete_where", true, |w, changes| {
+        action: &str,
+        fetch: impl Fn(&Writer<'_>, TenantKey, &RecordId) -> Result<Option<Record>, StoreError>,
+        still: impl Fn(&Record) -> bool,
+    ) -> Result<(u64, bool), EngineError> {
+        let end = self.doomed.len().min(self.next + self.chunk.max(1));
+        let ids = &self.doomed[self.next..end];
+        let (chunk_links, index, key) = (self.chunk_links, self.index, scope.key());
+        let (n, tried) = engine.write_tenant_inner(scope, action, true, |w, changes| {
             let (mut n, mut links, mut tried) = (0, 0, 0);
             for id in ids {
                 tried += 1;
-                let Some(record) = Vectors::Skip.record(w, key, id)? else {
+                let Some(record) = fetch(w, key, id)? else {
                     continue;
                 };
-                if doomed.still(&record) {
+                if still(&record) {
                     links += delete_record_and_links(w, changes, scope, id)?;
                     n += 1;
                     if links >= chunk_links {
@@ -241,7 +257,10 @@ impl Engine {
             let mut detail = crate::change_summary(changes);
             detail["chunk"] = index.into();
             Ok(((n, tried), Some(detail)))
-        })
+        })?;
+        self.next += tried;
+        self.index += 1;
+        Ok((n, self.next == self.doomed.len()))
     }
 }
 

@@ -30,6 +30,12 @@ pub enum EngineError {
     CollectionNotFound(CollectionName),
     #[error("collection {0} already exists")]
     CollectionExists(CollectionName),
+    /// A delete of the collection began and did not finish (a crash, or its client hung up):
+    /// its name is taken until it does.
+    #[error(
+        "collection {0} has an unfinished delete; repeating the DELETE of collection {0} finishes it"
+    )]
+    CollectionDeleteUnfinished(CollectionName),
     #[error("tenant {0} already exists")]
     TenantExists(TenantId),
     #[error("tenant {0} does not exist")]

@@ -13,6 +13,7 @@ mod audit;
 mod boost_pool_tests;
 #[cfg(test)]
 mod bound_credential_tests;
+mod collection_delete;
 mod collection_index;
 mod collections;
 mod config;
@@ -101,6 +102,7 @@ use std::sync::Arc;
 pub use adaptive::AdaptiveConfig;
 pub use admission::Admission;
 pub use audit::{AuditEvent, AuditQuery, AuditRow, ImportedFrom, MAX_AUDIT_ROWS};
+pub use collection_delete::PendingCollectionDelete;
 pub use config::{DefaultCollection, EngineConfig};
 pub use dedicated::MigrationJob;
 pub use delete_steps::PendingDelete;

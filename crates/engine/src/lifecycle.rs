@@ -193,7 +193,8 @@ pub(crate) fn record_bytes(r: &Record) -> u64 {
 pub(crate) fn usage(r: &impl Reads, key: TenantKey) -> Result<Usage, StoreError> {
     match r.blob(key, USAGE_BLOB)? {
         Some(bytes) => decode_json(&bytes),
-        None if r.records(key, None)?.next().is_none() => Ok(Usage::default()),
+        // Every stored record, those of a collection being deleted too: they are charged.
+        None if r.stored_records(key, None)?.next().is_none() => Ok(Usage::default()),
         None => Err(StoreError::Corrupt(
             "usage: missing for a tenant with records".into(),
         )),
@@ -253,30 +254,6 @@ pub(crate) fn account(
         });
     }
     Ok(w.put_blob(key, USAGE_BLOB, &encode_json(&new)?)?)
-}
-
-/// Gives back what `gone` (records a write deleted without one `Change::Remove` each: a
-/// dropped collection's) counted in the tenant's usage, in the write's transaction.
-pub(crate) fn release(w: &mut Writer<'_>, key: TenantKey, gone: Usage) -> Result<(), EngineError> {
-    if gone == Usage::default() {
-        return Ok(());
-    }
-    let old = usage(w, key)?;
-    let new = Usage {
-        records: old.records.saturating_sub(gone.records),
-        vectors: old.vectors.saturating_sub(gone.vectors),
-        storage_bytes: old.storage_bytes.saturating_sub(gone.storage_bytes),
-    };
-    Ok(w.put_blob(key, USAGE_BLOB, &encode_json(&new)?)?)
-}
-
-impl Usage {
-    /// Counts `r` in, as a write of it is charged.
-    pub(crate) fn add(&mut self, r: &Record) {
-        self.records += 1;
-        self.vectors += u64::from(r.vector.is_some());
-        self.storage_bytes += record_bytes(r);
-    }
 }
 
 /// Adds `delta` bytes that are not records' (links) to the tenant's usage, in the write's

@@ -454,6 +454,12 @@ fn put_one(
     let key = scope.key();
     if new.id.is_some() {
         let mut existing = w.record(key, &record.id)?;
+        if existing.is_none() && w.stored_record(key, &record.id)?.is_some() {
+            // A record of a collection being deleted holds the id, hidden from every read: it
+            // goes now, with its links, as that delete would take it, and the write creates a
+            // record that none of them survives into.
+            delete_record(w, changes, scope, &record.id)?;
+        }
         if existing.as_ref().is_some_and(|e| e.is_expired(vis.now)) {
             // An expired record is gone for every reader and waits only for the sweep: its id
             // is free. It goes now, with its links, as the sweep would take it; the write

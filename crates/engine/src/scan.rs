@@ -146,13 +146,20 @@ pub(crate) fn walk_visible(
     } = sel;
     for id in candidate_ids(r, key, vis, after)? {
         let id = id?;
-        let Some(record) = vectors.record(r, key, &id)? else {
-            return Err(
-                StoreError::Corrupt(format!("scope index names missing record {id}")).into(),
-            );
-        };
-        if vis.sees(&record) && filter.is_none_or(|f| f.matches(&record)) && !f(record) {
-            return Ok(Walk::Stopped);
+        match vectors.record(r, key, &id)? {
+            Some(record) => {
+                if vis.sees(&record) && filter.is_none_or(|f| f.matches(&record)) && !f(record) {
+                    return Ok(Walk::Stopped);
+                }
+            }
+            // Hidden by the store: a record of a collection being deleted keeps its scope
+            // entries until the delete takes it.
+            None if r.stored_record(key, &id)?.is_some() => {}
+            None => {
+                return Err(
+                    StoreError::Corrupt(format!("scope index names missing record {id}")).into(),
+                );
+            }
         }
         if budget.charge() {
             return Ok(Walk::Paused(id));

@@ -108,30 +108,79 @@ fn weight(filter: &Filter) -> u64 {
     }
 }
 
-/// A walk over a tenant's visible candidates in id order, one step at a time, on one storage
-/// snapshot kept across the steps.
-pub(crate) struct Cursor {
+/// One storage snapshot kept across the steps of an operation, renewed at a step once the main
+/// file was vacuumed since it began or once it is [`MAX_SNAPSHOT_AGE`] old (module docs). Each
+/// step first checks the tenant and the credential's grant again.
+pub(crate) struct KeptSnapshot {
     scope: TenantScope,
     /// What the operation needs of the credential; checked again at every step.
     permission: Permission,
-    pub(crate) vis: Visibility,
-    pub(crate) filter: Option<Filter>,
-    snapshot: Reader,
-    /// The store's vacuum count read before `snapshot` began: once it changed, `snapshot`
-    /// reads a replaced file.
+    reader: Reader,
+    /// The store's vacuum count read before `reader` began: once it changed, `reader` reads a
+    /// replaced file.
     vacuums: u64,
-    /// When `snapshot` began.
+    /// When `reader` began.
     taken: Instant,
     /// How long a snapshot is kept ([`MAX_SNAPSHOT_AGE`]; tests shorten it).
     pub(crate) max_age: Duration,
+    /// Fresh snapshots taken after the first (tests check a vacuum or age causes one).
+    pub(crate) renewed: u64,
+}
+
+impl KeptSnapshot {
+    pub(crate) fn take(
+        engine: &Engine,
+        scope: &TenantScope,
+        permission: Permission,
+    ) -> Result<KeptSnapshot, EngineError> {
+        // Read before the snapshot begins: a vacuum between the two renews it needlessly,
+        // never leaves a replaced file unnoticed.
+        let vacuums = engine.store.vacuums();
+        Ok(KeptSnapshot {
+            reader: engine.tenant_snapshot(scope, permission)?,
+            vacuums,
+            taken: Instant::now(),
+            max_age: MAX_SNAPSHOT_AGE,
+            renewed: 0,
+            scope: scope.clone(),
+            permission,
+        })
+    }
+
+    pub(crate) fn scope(&self) -> &TenantScope {
+        &self.scope
+    }
+
+    /// The snapshot a step reads: a fresh one when this one is due for renewal, after the
+    /// tenant and the credential are checked again either way.
+    pub(crate) fn for_step(&mut self, engine: &Engine) -> Result<&Reader, EngineError> {
+        let vacuums = engine.store.vacuums();
+        if vacuums != self.vacuums || self.taken.elapsed() >= self.max_age {
+            // Checks the tenant and the credential's grant as `check_readable` does.
+            self.reader = engine.tenant_snapshot(&self.scope, self.permission)?;
+            self.vacuums = vacuums;
+            self.taken = Instant::now();
+            self.renewed += 1;
+        } else {
+            // From memory while no registry row changed (`liveness`): a few atomic reads.
+            engine.check_readable(&self.scope, self.permission)?;
+        }
+        Ok(&self.reader)
+    }
+}
+
+/// A walk over a tenant's visible candidates in id order, one step at a time, on one storage
+/// snapshot kept across the steps.
+pub(crate) struct Cursor {
+    pub(crate) kept: KeptSnapshot,
+    pub(crate) vis: Visibility,
+    pub(crate) filter: Option<Filter>,
     /// The last candidate read; `None` before the first step.
     after: Option<RecordId>,
     vectors: Vectors,
     pub(crate) size: StepSize,
     /// Candidates the last step read (tests bound a step's cost with it).
     pub(crate) last_reads: u64,
-    /// Fresh snapshots taken after the first (tests check a vacuum or age causes one).
-    pub(crate) renewed: u64,
 }
 
 impl Cursor {
@@ -144,17 +193,8 @@ impl Cursor {
         after: Option<RecordId>,
         vectors: Vectors,
     ) -> Result<Cursor, EngineError> {
-        // Read before the snapshot begins: a vacuum between the two renews it needlessly,
-        // never leaves a replaced file unnoticed.
-        let vacuums = engine.store.vacuums();
         Ok(Cursor {
-            snapshot: engine.tenant_snapshot(scope, permission)?,
-            vacuums,
-            taken: Instant::now(),
-            max_age: MAX_SNAPSHOT_AGE,
-            renewed: 0,
-            scope: scope.clone(),
-            permission,
+            kept: KeptSnapshot::take(engine, scope, permission)?,
             vis,
             filter,
             after,
@@ -172,17 +212,8 @@ impl Cursor {
         engine: &Engine,
         f: impl FnMut(Record) -> bool,
     ) -> Result<bool, EngineError> {
-        let vacuums = engine.store.vacuums();
-        if vacuums != self.vacuums || self.taken.elapsed() >= self.max_age {
-            // Checks the tenant and the credential's grant as `check_readable` does.
-            self.snapshot = engine.tenant_snapshot(&self.scope, self.permission)?;
-            self.vacuums = vacuums;
-            self.taken = Instant::now();
-            self.renewed += 1;
-        } else {
-            // From memory while no registry row changed (`liveness`): a few atomic reads.
-            engine.check_readable(&self.scope, self.permission)?;
-        }
+        let key = self.kept.scope().key();
+        let snapshot = self.kept.for_step(engine)?;
         let mut budget = Budget::new(self.size, self.filter.as_ref());
         let selection = Selection {
             vis: &self.vis,
@@ -190,8 +221,8 @@ impl Cursor {
             vectors: self.vectors,
         };
         let walk = walk_visible(
-            &self.snapshot,
-            self.scope.key(),
+            snapshot,
+            key,
             &selection,
             self.after.as_ref(),
             &mut budget,

@@ -588,7 +588,7 @@ fn a_delete_by_filter_that_matches_nothing_still_leaves_its_audit_row() {
 /// Runs a count's steps to its end; with how many fresh snapshots its last step had taken.
 fn finish_count(e: &Engine, mut pending: crate::PendingCount) -> (u64, u64) {
     loop {
-        let renewed = pending.cursor.renewed;
+        let renewed = pending.cursor.kept.renewed;
         match e.count_step(pending).unwrap() {
             // A last step that renewed its snapshot is not seen here; the tests renew earlier.
             Stepped::Done(n) => return (n, renewed),
@@ -606,7 +606,7 @@ fn a_scan_takes_a_fresh_snapshot_once_the_main_file_was_vacuumed() {
     let Stepped::More(pending) = engine.count_step(pending).unwrap() else {
         panic!("100 records take more than one step of 10");
     };
-    assert_eq!(pending.cursor.renewed, 0);
+    assert_eq!(pending.cursor.kept.renewed, 0);
     // The vacuum a purge runs: the snapshot under way reads the replaced file from now on.
     let before = engine.vacuums();
     engine.vacuum().unwrap();
@@ -615,7 +615,7 @@ fn a_scan_takes_a_fresh_snapshot_once_the_main_file_was_vacuumed() {
         panic!("80 records left");
     };
     assert_eq!(
-        pending.cursor.renewed, 1,
+        pending.cursor.kept.renewed, 1,
         "the step after the vacuum renews"
     );
     let (n, renewed) = finish_count(&engine, *pending);
@@ -633,7 +633,7 @@ fn a_scan_takes_a_fresh_snapshot_once_its_snapshot_is_old() {
         .begin_count(&scope, &everyone(), filter.filter())
         .unwrap();
     pending.cursor.size = size(10);
-    pending.cursor.max_age = Duration::ZERO;
+    pending.cursor.kept.max_age = Duration::ZERO;
     let (n, renewed) = finish_count(&engine, pending);
     assert_eq!(n, expected);
     assert!(

@@ -9,10 +9,12 @@
 //! one.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use strata_auth::OperatorScope;
 use strata_store::codec::{StoredNarrative, StoredPheromone};
-use strata_store::{AdaptiveItem, AdaptiveReads, LinkReads, NarrativePrincipal, Reads};
+use strata_store::{
+    AdaptiveItem, AdaptiveReads, DeletingReads, LinkReads, NarrativePrincipal, Reads,
+};
 
 use strata_types::{
     Collection, CollectionName, Domain, Link, Millis, NewLink, Record, RecordId, TenantId,
@@ -121,6 +123,30 @@ impl ExportLine {
     }
 }
 
+/// The ids of the records of the tenant's collections being deleted (none, reading nothing
+/// more, while no delete is unfinished).
+fn hidden_records(
+    r: &impl Reads,
+    key: strata_store::TenantKey,
+) -> Result<HashSet<RecordId>, EngineError> {
+    let deleting: Vec<CollectionName> = r
+        .collections_deleting(key)?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    let mut hidden = HashSet::new();
+    if deleting.is_empty() {
+        return Ok(hidden);
+    }
+    for record in r.stored_records(key, None)? {
+        let record = record?;
+        if deleting.contains(&record.modality) {
+            hidden.insert(record.id);
+        }
+    }
+    Ok(hidden)
+}
+
 /// Records are imported in transactions of this many.
 const IMPORT_BATCH: usize = 1000;
 /// Text-only imported records are embedded this many per call: batched for throughput, small
@@ -168,12 +194,22 @@ impl Engine {
             sink(&ExportLine::Record(Box::new(record?)))?;
             lines += 1;
         }
+        // The records of a collection being deleted are not exported (the store hides them),
+        // so neither is what names them: their pheromones and links.
+        let hidden = hidden_records(&r, meta.key)?;
         for row in r.adaptive_rows(meta.key, None)? {
+            if matches!(&row.item, AdaptiveItem::Pheromone(id, _) if hidden.contains(id)) {
+                continue;
+            }
             sink(&ExportLine::adaptive(row.domain, row.item))?;
             lines += 1;
         }
         for link in strata_store::LinkReads::all_links(&r, meta.key)? {
-            sink(&ExportLine::Link(link?))?;
+            let link = link?;
+            if hidden.contains(&link.source) || hidden.contains(&link.target) {
+                continue;
+            }
+            sink(&ExportLine::Link(link))?;
             lines += 1;
         }
         let mut rows = Vec::new();

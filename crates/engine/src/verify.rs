@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use strata_auth::OperatorScope;
-use strata_store::{Reader, Reads, Store, StoreError, TenantKey};
+use strata_store::{DeletingReads, Reader, Reads, Store, StoreError, TenantKey};
 use strata_types::{CollectionName, Record, TenantId};
 
 use crate::lifecycle::{self, TenantProfile, USAGE_BLOB, Usage};
@@ -187,14 +187,22 @@ fn verify(
     }
     check_blobs(store, r, key, &keys.blobs, &mut report);
 
-    // Records, by collection; the recount of usage.
+    // Records, by collection; the recount of usage. A collection being deleted keeps its
+    // records charged until they go, but has no index to check them against.
+    let deleting: Vec<CollectionName> = match r.collections_deleting(key) {
+        Ok(d) => d.into_iter().map(|c| c.name).collect(),
+        Err(_) => Vec::new(), // reported by the key check
+    };
     let mut by_collection: HashMap<CollectionName, Vec<Record>> = HashMap::new();
     let mut recount = Usage::default();
-    for rec in r.records(key, None)? {
+    for rec in r.stored_records(key, None)? {
         let Ok(rec) = rec else { continue }; // reported by the key check
         recount.records += 1;
         recount.vectors += u64::from(rec.vector.is_some());
         recount.storage_bytes += lifecycle::record_bytes(&rec);
+        if deleting.contains(&rec.modality) {
+            continue;
+        }
         by_collection
             .entry(rec.modality.clone())
             .or_default()

@@ -49,6 +49,10 @@ const TAG_LINK_OUT: u8 = 7;
 const TAG_LINK_IN: u8 = 8;
 /// The last record written to each run of a domain, for automatic `next` links.
 const TAG_RUN_TAIL: u8 = 9;
+/// A collection whose delete has begun and not finished, holding the collection as it was
+/// (`Writer::mark_collection_deleting`): its records are still stored and are hidden from
+/// every read until the delete removes them and then this row.
+const TAG_COLLECTION_DELETING: u8 = 10;
 /// Adaptive reranking state (`crates/store/src/adaptive.rs`). A tag well above the others, so
 /// that tags added meanwhile for other state (7, 8, ...) cannot collide with it.
 const TAG_ADAPTIVE: u8 = 16;
@@ -125,6 +129,16 @@ pub fn collection(tenant: TenantKey, name: &CollectionName) -> Vec<u8> {
 
 pub fn collections(tenant: TenantKey) -> Vec<u8> {
     key(tenant, TAG_COLLECTION, &[])
+}
+
+/// The row marking collection `name` as being deleted.
+pub fn collection_deleting(tenant: TenantKey, name: &CollectionName) -> Vec<u8> {
+    key(tenant, TAG_COLLECTION_DELETING, &[name.as_str().as_bytes()])
+}
+
+/// Every row marking a collection of the tenant as being deleted.
+pub fn collections_deleting(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_COLLECTION_DELETING, &[])
 }
 
 pub fn record(tenant: TenantKey, id: &RecordId) -> Vec<u8> {
@@ -411,6 +425,8 @@ pub fn link_rest(tenant: TenantKey, key: &[u8]) -> Option<&[u8]> {
 /// the tag are `rest`); `None` for a key too short or with an unknown tag.
 pub enum KeyKind<'a> {
     Collection(&'a [u8]),
+    /// A collection being deleted; the rest is its name.
+    CollectionDeleting(&'a [u8]),
     Record(&'a [u8]),
     /// A scope index entry (`domain \0 field-tag value \0 id`).
     Scope,
@@ -445,6 +461,7 @@ pub fn classify(tenant: TenantKey, key: &[u8]) -> Option<KeyKind<'_>> {
     let (&tag, rest) = rest.split_first()?;
     Some(match tag {
         TAG_COLLECTION => KeyKind::Collection(rest),
+        TAG_COLLECTION_DELETING => KeyKind::CollectionDeleting(rest),
         TAG_RECORD => KeyKind::Record(rest),
         TAG_SCOPE => KeyKind::Scope,
         TAG_LINK_OUT => KeyKind::LinkOut,

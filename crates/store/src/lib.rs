@@ -14,6 +14,7 @@ mod batch;
 mod batched_write;
 mod changelog;
 pub mod codec;
+mod collection_deleting;
 mod credentials;
 mod db;
 mod decode_memo;
@@ -48,6 +49,7 @@ pub use codec::{
     ChangeEntry, ChangeHead, ChangeMark, ChangeOp, StoredIndexParams, StoredLevel, StoredMigration,
     StoredMigrationState,
 };
+pub use collection_deleting::DeletingReads;
 pub use credentials::{CredentialStore, Owner, StoredCredential};
 pub use decode_memo::{DecodeMemo, MemoReads};
 pub use derived::DERIVED_DIR;

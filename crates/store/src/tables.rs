@@ -401,6 +401,7 @@ impl Store {
             opened: Opened::default(),
             registry: txn.open_table(REGISTRY)?,
             credentials: txn.open_table(CREDENTIALS)?,
+            deleting: Default::default(),
         })
     }
 
@@ -630,6 +631,7 @@ pub struct Reader {
     opened: Opened<TenantKey, ReadOnlyTable<&'static [u8], &'static [u8]>>,
     registry: ReadOnlyTable<&'static str, &'static [u8]>,
     credentials: ReadOnlyTable<&'static str, &'static [u8]>,
+    deleting: crate::collection_deleting::DeletingMemo,
     /// The main database this snapshot reads: kept open by this handle after a vacuum swapped
     /// it out (an older snapshot, as any other). Declared last, so that it drops after the
     /// tables read from it (fields drop in declaration order).
@@ -839,6 +841,11 @@ pub(crate) mod sealed {
         fn registry_get(&self, id: &str) -> Result<Option<Vec<u8>>, super::StoreError>;
         fn registry_len(&self) -> Result<u64, super::StoreError>;
         fn credentials_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]>;
+        /// A snapshot's memo of the collections being deleted; none in a write transaction,
+        /// whose own writes may change them.
+        fn deleting_memo(&self) -> Option<&crate::collection_deleting::DeletingMemo> {
+            None
+        }
     }
 }
 
@@ -906,9 +913,10 @@ pub trait Reads: Tables {
         Ok(out)
     }
 
+    /// Record `id`, unless its collection is being deleted (`crate::collection_deleting`).
     fn record(&self, t: TenantKey, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let v = self.data_table(t)?.get(keys::record(t, id).as_slice())?;
-        v.map(|v| decode_record(v.value())).transpose()
+        let record = self.stored_record(t, id)?;
+        crate::collection_deleting::unless_hidden(self, t, record)
     }
 
     /// [`Reads::record`] without the record's vector (`vector: None`), which it skips
@@ -919,12 +927,39 @@ pub trait Reads: Tables {
         id: &RecordId,
     ) -> Result<Option<Record>, StoreError> {
         let v = self.data_table(t)?.get(keys::record(t, id).as_slice())?;
-        v.map(|v| crate::codec::decode_record_without_vector(v.value()))
-            .transpose()
+        let record = v
+            .map(|v| crate::codec::decode_record_without_vector(v.value()))
+            .transpose()?;
+        crate::collection_deleting::unless_hidden(self, t, record)
     }
 
-    /// Every record of the tenant in id order, starting after `after`.
+    /// Every record of the tenant in id order, starting after `after`, but those of a
+    /// collection being deleted.
     fn records<'a>(
+        &'a self,
+        t: TenantKey,
+        after: Option<&RecordId>,
+    ) -> Result<Box<dyn Iterator<Item = Result<Record, StoreError>> + 'a>, StoreError> {
+        let mut memo = crate::collection_deleting::HiddenMemo::default();
+        Ok(Box::new(self.stored_records(t, after)?.filter_map(
+            move |r| match r.and_then(|rec| Ok((memo.hides(self, t, &rec)?, rec))) {
+                Ok((true, _)) => None,
+                Ok((false, rec)) => Some(Ok(rec)),
+                Err(e) => Some(Err(e)),
+            },
+        )))
+    }
+
+    /// Record `id` as stored, even one of a collection being deleted: for that delete and for
+    /// the checks of every stored byte. Every other read goes through [`Reads::record`].
+    fn stored_record(&self, t: TenantKey, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let v = self.data_table(t)?.get(keys::record(t, id).as_slice())?;
+        v.map(|v| decode_record(v.value())).transpose()
+    }
+
+    /// Every record of the tenant as stored, in id order after `after`, even those of a
+    /// collection being deleted (see [`Reads::stored_record`]).
+    fn stored_records<'a>(
         &'a self,
         t: TenantKey,
         after: Option<&RecordId>,
@@ -1056,6 +1091,9 @@ impl Tables for Reader {
     }
     fn credentials_table(&self) -> &impl ReadableTable<&'static str, &'static [u8]> {
         &self.credentials
+    }
+    fn deleting_memo(&self) -> Option<&crate::collection_deleting::DeletingMemo> {
+        Some(&self.deleting)
     }
 }
 

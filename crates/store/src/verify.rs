@@ -51,6 +51,7 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
     let mut c = KeyCheck::default();
     let mut records: Vec<Record> = Vec::new();
     let mut collections: HashSet<CollectionName> = HashSet::new();
+    let mut deleting: HashSet<CollectionName> = HashSet::new();
     let mut scope_keys: HashSet<Vec<u8>> = HashSet::new();
     let mut dedup: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut links_out: Vec<Link> = Vec::new();
@@ -73,6 +74,24 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                     }
                     (_, Err(e)) => c.problem(format!("collection {name:?}: {e}")),
                     _ => c.problem(format!("collection {name:?}: key and value disagree")),
+                }
+            }
+            // A collection being deleted: its records may still be stored.
+            Some(KeyKind::CollectionDeleting(name)) => {
+                match (
+                    text(name).map(CollectionName::parse),
+                    decode_json::<Collection>(&v),
+                ) {
+                    (Some(Ok(n)), Ok(col)) if col.name == n => {
+                        if collections.contains(&n) {
+                            c.problem(format!("collection {n}: both live and being deleted"));
+                        }
+                        deleting.insert(n);
+                    }
+                    (_, Err(e)) => c.problem(format!("collection being deleted {name:?}: {e}")),
+                    _ => c.problem(format!(
+                        "collection being deleted {name:?}: key and value disagree"
+                    )),
                 }
             }
             Some(KeyKind::Record(id)) => {
@@ -199,7 +218,7 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
     let ids: HashSet<&RecordId> = records.iter().map(|r| &r.id).collect();
     let mut expected_scope = 0usize;
     for rec in &records {
-        if !collections.contains(&rec.modality) {
+        if !collections.contains(&rec.modality) && !deleting.contains(&rec.modality) {
             c.problem(format!(
                 "record {}: collection {} missing",
                 rec.id, rec.modality

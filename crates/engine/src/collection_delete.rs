@@ -1,0 +1,222 @@
+//! The delete of a collection, in steps. Deleting a collection and every record of it in one
+//! transaction read all the tenant's records under the write lock: with 100,000 records that
+//! held it for seconds, and every shared tenant's writes waited. Instead:
+//! 1. one short transaction moves the collection's row to a marker row
+//!    (`Writer::mark_collection_deleting`) and drops its in-memory index: from its commit on,
+//!    the collection is missing to every write, search and listing, and the store's record
+//!    reads hide its records still stored (`strata_store::DeletingReads`), so no read returns,
+//!    counts or exports one;
+//! 2. its records are found by a read scan in steps on one storage snapshot (renewed as a
+//!    count's is, `crate::scan_steps::KeptSnapshot`), outside any transaction; the snapshot
+//!    begins after the mark committed and nothing can write into a marked collection, so the
+//!    scan finds every record it holds;
+//! 3. they are deleted in transactions of at most `DELETE_CHUNK` records (fewer when their
+//!    links reach `DELETE_CHUNK_LINKS`), with their links, usage given back, each chunk audited
+//!    (`crate::delete_steps::DeleteChunks`);
+//! 4. a last short transaction removes the marker, the collection's index snapshot, search
+//!    image and change-log mark; its graph files go after it.
+//!
+//! A crash, an error or a caller that stops running the steps part-way leaves the collection
+//! marked: still missing to everyone, its name refused to a create (409, saying a repeated
+//! delete finishes it), its remaining records hidden and still counted in the tenant's usage.
+//! The same delete again resumes from step 2 and answers only what it deleted itself. Nothing
+//! finishes one on its own: the delete is the operator's or client's to repeat.
+
+use strata_auth::{Permission, TenantScope};
+use strata_store::{DeletingReads, Reads};
+use strata_types::{CollectionName, RecordId};
+
+use crate::delete_steps::{DELETE_CHUNK, DELETE_CHUNK_LINKS, DeleteChunks};
+use crate::scan_steps::{Budget, KeptSnapshot, STEP_SIZE, StepSize, Stepped};
+use crate::tenant_index::Change;
+use crate::whole_tenant::{Reach, require_whole_tenant};
+use crate::{Engine, EngineError};
+
+/// Every step is audited under this action, as the one-transaction delete was.
+const ACTION: &str = "collection.delete";
+
+/// A collection delete under way (see [`Engine::begin_delete_collection`]).
+pub struct PendingCollectionDelete {
+    scope: TenantScope,
+    name: CollectionName,
+    phase: Phase,
+    /// Records a chunk deletes at most ([`DELETE_CHUNK`]; tests lower it).
+    pub(crate) chunk: usize,
+    /// Link rows after which a chunk ends ([`DELETE_CHUNK_LINKS`]; tests lower it).
+    pub(crate) chunk_links: usize,
+    /// What one step of the scan may spend ([`STEP_SIZE`]; tests lower it).
+    pub(crate) size: StepSize,
+    deleted: u64,
+}
+
+enum Phase {
+    /// Finding the collection's records, in id order after `after`.
+    Scanning {
+        kept: Box<KeptSnapshot>,
+        after: Option<RecordId>,
+        doomed: Vec<RecordId>,
+    },
+    Deleting(DeleteChunks),
+    /// Removing the marker and what the collection kept beside its records.
+    Finishing,
+}
+
+impl PendingCollectionDelete {
+    /// Whether the next step writes (deletes a chunk, or finishes) rather than reads.
+    pub fn writes_next(&self) -> bool {
+        !matches!(self.phase, Phase::Scanning { .. })
+    }
+}
+
+impl Engine {
+    /// Begins (or resumes) the delete of collection `name` and every record in it, of every
+    /// domain and principal; so it needs an unbound `admin` credential with `all_principals`.
+    /// Writes the mark (module docs, step 1) in its own transaction, or finds it already
+    /// there; `CollectionNotFound` when there is neither collection nor mark. Deletes no
+    /// record: [`Engine::delete_collection_step`] does.
+    pub fn begin_delete_collection(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+    ) -> Result<PendingCollectionDelete, EngineError> {
+        require_whole_tenant(
+            scope,
+            Permission::Admin,
+            Reach::EveryPrincipal,
+            "deleting a collection",
+        )?;
+        let key = scope.key();
+        self.write_tenant_inner(scope, ACTION, true, |w, changes| {
+            let step = if w.mark_collection_deleting(key, name)?.is_some() {
+                changes.push(Change::DropCollection(name.clone()));
+                "begun"
+            } else if w.collection_deleting(key, name)?.is_some() {
+                "resumed"
+            } else {
+                return Err(EngineError::CollectionNotFound(name.clone()));
+            };
+            let detail = serde_json::json!({"collection": name, "step": step});
+            Ok(((), Some(detail)))
+        })?;
+        // Taken after the mark committed: it holds every record the collection will ever hold.
+        let kept = KeptSnapshot::take(self, scope, Permission::Admin)?;
+        Ok(PendingCollectionDelete {
+            scope: scope.clone(),
+            name: name.clone(),
+            phase: Phase::Scanning {
+                kept: Box::new(kept),
+                after: None,
+                doomed: Vec::new(),
+            },
+            chunk: DELETE_CHUNK,
+            chunk_links: DELETE_CHUNK_LINKS,
+            size: STEP_SIZE,
+            deleted: 0,
+        })
+    }
+
+    /// The next step of `pending`: a step of its scan, one transaction deleting the next chunk
+    /// of what the scan found, or the last transaction. Done with how many records it deleted.
+    pub fn delete_collection_step(
+        &self,
+        mut pending: PendingCollectionDelete,
+    ) -> Result<Stepped<PendingCollectionDelete, u64>, EngineError> {
+        let (scope, name) = (&pending.scope, &pending.name);
+        pending.phase = match pending.phase {
+            Phase::Scanning {
+                mut kept,
+                after,
+                mut doomed,
+            } => {
+                let key = scope.key();
+                let r = kept.for_step(self)?;
+                let mut budget = Budget::new(pending.size, None);
+                let mut paused = None;
+                // Every record of the tenant is read (a collection has no index of its own
+                // in storage), a step's budget at a time, outside any transaction.
+                for record in r.stored_records(key, after.as_ref())? {
+                    let record = record?;
+                    if &record.modality == name {
+                        doomed.push(record.id.clone());
+                    }
+                    if budget.charge() {
+                        paused = Some(record.id);
+                        break;
+                    }
+                }
+                match paused {
+                    Some(after) => Phase::Scanning {
+                        kept,
+                        after: Some(after),
+                        doomed,
+                    },
+                    // The scan's snapshot is let go here, before any transaction.
+                    None if doomed.is_empty() => Phase::Finishing,
+                    None => Phase::Deleting(DeleteChunks::new(
+                        doomed,
+                        pending.chunk,
+                        pending.chunk_links,
+                    )),
+                }
+            }
+            Phase::Deleting(mut chunks) => {
+                // Read as stored: the store's other reads hide a marked collection's records.
+                // One that left the collection since the scan (its id taken by a write into
+                // another collection) is not this delete's.
+                let (n, over) = chunks.delete_next(
+                    self,
+                    scope,
+                    ACTION,
+                    |w, key, id| w.stored_record(key, id),
+                    |r| &r.modality == name,
+                )?;
+                pending.deleted += n;
+                if over {
+                    Phase::Finishing
+                } else {
+                    Phase::Deleting(chunks)
+                }
+            }
+            Phase::Finishing => {
+                self.finish_delete_collection(scope, name, pending.deleted)?;
+                return Ok(Stepped::Done(pending.deleted));
+            }
+        };
+        Ok(Stepped::More(Box::new(pending)))
+    }
+
+    /// Step 4 (module docs): the marker and what the collection kept beside its records, then
+    /// its graph files.
+    fn finish_delete_collection(
+        &self,
+        scope: &TenantScope,
+        name: &CollectionName,
+        deleted: u64,
+    ) -> Result<(), EngineError> {
+        let key = scope.key();
+        self.write_tenant_inner(scope, ACTION, true, |w, changes| {
+            // Absent when a concurrent delete of the same collection finished first.
+            w.unmark_collection_deleting(key, name)?;
+            crate::snapshot::delete(w, key, name)?;
+            crate::search_image::delete(w, key, name)?;
+            w.delete_change_mark(key, name)?;
+            changes.push(Change::DropCollection(name.clone()));
+            let detail = serde_json::json!({
+                "collection": name,
+                "step": "finished",
+                "records_deleted": deleted,
+            });
+            Ok(((), Some(detail)))
+        })?;
+        // Its graph files: no snapshot names them now (best effort; a file left behind is
+        // deleted by the tenant's next save or purge).
+        let _ = self
+            .store
+            .retain_derived(key, |n| !crate::graph_file::is_of(n, name));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "collection_delete_tests.rs"]
+mod tests;

@@ -1,0 +1,432 @@
+//! The delete of a collection in steps (`crate::collection_delete`): what it leaves, what a
+//! marked collection refuses and hides, and a delete resumed after it was cut short.
+
+use std::time::Duration;
+
+use strata_auth::{OperatorScope, TenantScope};
+use strata_store::{DeletingReads, Reads};
+use strata_types::{
+    CollectionName, Metric, NewLink, NewRecord, RecordId, RequestScope, SearchRequest, TenantId,
+    TokenSelector, UserToken, related,
+};
+
+use super::PendingCollectionDelete;
+use crate::scan::{Page, Vectors};
+use crate::scan_steps::{StepSize, Stepped};
+use crate::test_support::admin_scope;
+use crate::{Engine, EngineConfig, EngineError, ExportLine};
+
+fn doomed() -> CollectionName {
+    CollectionName::parse("doomed").unwrap()
+}
+
+fn kept() -> CollectionName {
+    CollectionName::parse("kept").unwrap()
+}
+
+fn acme() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+/// Every principal's records of the default domain.
+fn everyone() -> RequestScope {
+    RequestScope {
+        user_tokens: Some(TokenSelector::AllPrincipals),
+        ..Default::default()
+    }
+}
+
+fn id(s: &str) -> RecordId {
+    RecordId::parse(s).unwrap()
+}
+
+fn records(c: &CollectionName, prefix: &str, n: usize) -> Vec<NewRecord> {
+    (0..n)
+        .map(|i| NewRecord {
+            id: Some(id(&format!("{prefix}{i:03}"))),
+            modality: Some(c.clone()),
+            vector: Some(vec![1.0, i as f32]),
+            content: Some(format!("note {i} of {prefix}")),
+            // Some records of a principal, some tenant-shared.
+            user_tokens: Some(if i % 2 == 0 {
+                vec![UserToken::parse("u:a").unwrap()]
+            } else {
+                Vec::new()
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn link(source: &str, target: &str) -> NewLink {
+    NewLink {
+        source: id(source),
+        target: id(target),
+        relation: related(),
+        weight: 1.0,
+    }
+}
+
+/// Tenant `acme` with collection `kept` (10 records, `k000`…, linked in a chain) and nothing
+/// else; its admin scope.
+fn tenant(dir: &std::path::Path) -> (Engine, TenantScope) {
+    let engine = Engine::open(dir, EngineConfig::default()).unwrap();
+    engine
+        .create_tenant(&OperatorScope::for_tests(), &acme(), None)
+        .unwrap();
+    let scope = admin_scope(&engine, "acme");
+    engine
+        .create_collection(&scope, &kept(), 2, Metric::Cosine)
+        .unwrap();
+    engine
+        .put(&scope, &everyone(), records(&kept(), "k", 10))
+        .unwrap();
+    let chain = (1..10).map(|i| link(&format!("k{:03}", i - 1), &format!("k{i:03}")));
+    engine
+        .link_batch(&scope, &everyone(), chain.collect())
+        .unwrap();
+    (engine, scope)
+}
+
+/// Adds collection `doomed` with `n` records (`d000`…), each linked to the next and the first
+/// few to records of `kept`, so deleting it removes links in both collections' records.
+fn add_doomed(engine: &Engine, scope: &TenantScope, n: usize) {
+    engine
+        .create_collection(scope, &doomed(), 2, Metric::Cosine)
+        .unwrap();
+    for part in records(&doomed(), "d", n).chunks(100) {
+        engine.put(scope, &everyone(), part.to_vec()).unwrap();
+    }
+    let mut links: Vec<NewLink> = (1..n)
+        .map(|i| link(&format!("d{:03}", i - 1), &format!("d{i:03}")))
+        .collect();
+    links.extend((0..3).map(|i| link(&format!("d{i:03}"), &format!("k{i:03}"))));
+    links.push(link("k009", "d000"));
+    engine.link_batch(scope, &everyone(), links).unwrap();
+}
+
+/// What a test compares of the tenant before and after: every visible record of every
+/// collection, each record's links, the collections, and the stored usage.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    records: Vec<strata_types::Record>,
+    links: Vec<(String, Vec<String>, Vec<String>)>,
+    collections: Vec<CollectionName>,
+    usage: crate::verify::UsageCounts,
+}
+
+fn seen(engine: &Engine, scope: &TenantScope) -> Seen {
+    let page = Page {
+        after: None,
+        limit: 1000,
+    };
+    let records = engine
+        .scan_with(scope, &everyone(), None, page, Vectors::Read)
+        .unwrap()
+        .records;
+    let links = records
+        .iter()
+        .map(|r| {
+            let l = engine.record_links(scope, &everyone(), &r.id).unwrap();
+            let ends = |v: Vec<strata_types::Link>, out: bool| {
+                v.into_iter()
+                    .map(|l| if out { l.target } else { l.source }.to_string())
+                    .collect()
+            };
+            (
+                r.id.to_string(),
+                ends(l.outgoing, true),
+                ends(l.incoming, false),
+            )
+        })
+        .collect();
+    let collections = engine
+        .collections(scope)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    let report = engine
+        .verify_tenant(&OperatorScope::for_tests(), &acme())
+        .unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    Seen {
+        records,
+        links,
+        collections,
+        usage: report.usage_stored,
+    }
+}
+
+fn begin(
+    engine: &Engine,
+    scope: &TenantScope,
+    reads: u64,
+    chunk: usize,
+) -> PendingCollectionDelete {
+    let mut pending = engine.begin_delete_collection(scope, &doomed()).unwrap();
+    pending.size = StepSize {
+        reads,
+        time: Duration::from_secs(3600),
+    };
+    pending.chunk = chunk;
+    pending
+}
+
+/// Runs every step; the answer and how many steps wrote.
+fn finish(engine: &Engine, mut pending: PendingCollectionDelete) -> (u64, usize) {
+    let mut writes = 0;
+    loop {
+        writes += usize::from(pending.writes_next());
+        match engine.delete_collection_step(pending).unwrap() {
+            Stepped::Done(n) => return (n, writes),
+            Stepped::More(p) => pending = *p,
+        }
+    }
+}
+
+fn stored_of_doomed(engine: &Engine, scope: &TenantScope) -> usize {
+    let r = engine.store.read().unwrap();
+    r.stored_records(scope.key(), None)
+        .unwrap()
+        .filter(|rec| rec.as_ref().unwrap().modality == doomed())
+        .count()
+}
+
+fn search(engine: &Engine, scope: &TenantScope, c: CollectionName) -> Result<usize, EngineError> {
+    let s = SearchRequest {
+        vector: Some(vec![1.0, 0.5]),
+        k: 5,
+        modality: Some(c),
+        ..Default::default()
+    };
+    engine.search(scope, &everyone(), &s).map(|r| r.hits.len())
+}
+
+#[test]
+fn a_delete_of_many_chunks_leaves_nothing_of_it_and_every_other_collection_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    // The index is loaded, so the drop of the collection's index is seen too.
+    assert_eq!(search(&engine, &scope, kept()).unwrap(), 5);
+    let before = seen(&engine, &scope);
+    add_doomed(&engine, &scope, 45);
+    assert_eq!(search(&engine, &scope, doomed()).unwrap(), 5);
+    // Scan steps of 7 reads over 55 records, chunks of 10 records.
+    let (n, writes) = finish(&engine, begin(&engine, &scope, 7, 10));
+    assert_eq!(n, 45);
+    // Five chunks and the last transaction.
+    assert_eq!(writes, 6);
+    assert_eq!(stored_of_doomed(&engine, &scope), 0);
+    let r = engine.store.read().unwrap();
+    assert_eq!(r.collections_deleting(scope.key()).unwrap(), Vec::new());
+    drop(r);
+    // Records, links, usage, the verify of keys and indexes: as before the collection existed.
+    assert_eq!(seen(&engine, &scope), before);
+    assert_eq!(search(&engine, &scope, kept()).unwrap(), 5);
+    assert!(matches!(
+        search(&engine, &scope, doomed()),
+        Err(EngineError::CollectionNotFound(_))
+    ));
+    // Its name is free again.
+    engine
+        .create_collection(&scope, &doomed(), 3, Metric::L2)
+        .unwrap();
+    assert!(
+        engine
+            .verify_tenant(&OperatorScope::for_tests(), &acme())
+            .unwrap()
+            .ok
+    );
+}
+
+#[test]
+fn a_marked_collection_refuses_writes_and_searches_and_hides_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    let before = seen(&engine, &scope);
+    add_doomed(&engine, &scope, 30);
+    let mut pending = begin(&engine, &scope, 7, 10);
+    // Scanned, then one chunk deleted, then stopped: the collection stays marked.
+    while !pending.writes_next() {
+        let Stepped::More(p) = engine.delete_collection_step(pending).unwrap() else {
+            panic!("done before deleting")
+        };
+        pending = *p;
+    }
+    let Stepped::More(_) = engine.delete_collection_step(pending).unwrap() else {
+        panic!("done after one chunk")
+    };
+    assert_eq!(stored_of_doomed(&engine, &scope), 20);
+    let req = everyone();
+    // Reads: get, list, count, links, export.
+    assert!(matches!(
+        engine.get(&scope, &req, &id("d020")),
+        Err(EngineError::NotFound)
+    ));
+    assert_eq!(engine.count(&scope, &req, None).unwrap(), 10);
+    let seen_now = seen(&engine, &scope);
+    assert_eq!(seen_now.records, before.records);
+    assert_eq!(seen_now.links, before.links);
+    assert_eq!(seen_now.collections, before.collections);
+    let mut exported = Vec::new();
+    engine
+        .export_tenant(&OperatorScope::for_tests(), &acme(), |l| {
+            exported.push(l.clone());
+            Ok(())
+        })
+        .unwrap();
+    let of_doomed = |l: &ExportLine| match l {
+        ExportLine::Collection(c) => c.name == doomed(),
+        ExportLine::Record(r) => r.modality == doomed(),
+        ExportLine::Link(l) => {
+            l.source.as_str().starts_with('d') || l.target.as_str().starts_with('d')
+        }
+        _ => false,
+    };
+    assert!(!exported.iter().any(of_doomed), "{exported:?}");
+    assert!(exported.iter().any(|l| matches!(l, ExportLine::Record(_))));
+    // Writes and searches naming it: as for a missing collection.
+    let into_doomed = records(&doomed(), "x", 1);
+    assert!(matches!(
+        engine.put(&scope, &req, into_doomed),
+        Err(EngineError::CollectionNotFound(_))
+    ));
+    assert!(matches!(
+        search(&engine, &scope, doomed()),
+        Err(EngineError::CollectionNotFound(_))
+    ));
+    // A hidden record can be neither patched nor deleted by id (a patch cannot move a record
+    // to another collection).
+    let patch = strata_types::RecordPatch {
+        content: Some("changed".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        engine.patch(&scope, &req, &id("d020"), patch),
+        Err(EngineError::NotFound)
+    ));
+    assert!(matches!(
+        engine.delete(&scope, &req, &id("d020")),
+        Err(EngineError::NotFound)
+    ));
+    // Its name is taken, saying how to free it.
+    match engine.create_collection(&scope, &doomed(), 2, Metric::Cosine) {
+        Err(e @ EngineError::CollectionDeleteUnfinished(_)) => {
+            assert!(e.to_string().contains("repeating the DELETE"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A write into another collection with a hidden record's id takes the id: the hidden
+    // record goes, with its links.
+    let mut taken = records(&kept(), "k", 1);
+    taken[0].id = Some(id("d025"));
+    engine.put(&scope, &req, taken).unwrap();
+    assert_eq!(
+        engine.get(&scope, &req, &id("d025")).unwrap().modality,
+        kept()
+    );
+    let links = engine.record_links(&scope, &req, &id("d025")).unwrap();
+    assert!(links.outgoing.is_empty() && links.incoming.is_empty());
+    // A verify while marked: no problem (the remaining records still count in the usage).
+    let report = engine
+        .verify_tenant(&OperatorScope::for_tests(), &acme())
+        .unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(report.usage_stored.records, 10 + 1 + 19);
+}
+
+#[test]
+fn a_delete_cut_short_is_finished_by_the_next_one_which_counts_only_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    let before = seen(&engine, &scope);
+    add_doomed(&engine, &scope, 30);
+    // Stopped right after the mark, then after two chunks.
+    drop(begin(&engine, &scope, 7, 10));
+    assert_eq!(stored_of_doomed(&engine, &scope), 30);
+    let mut pending = begin(&engine, &scope, 7, 10);
+    let mut chunks = 0;
+    while chunks < 2 {
+        chunks += usize::from(pending.writes_next());
+        let Stepped::More(p) = engine.delete_collection_step(pending).unwrap() else {
+            panic!("done too soon")
+        };
+        pending = *p;
+    }
+    drop(pending);
+    assert_eq!(stored_of_doomed(&engine, &scope), 10);
+    // Reopened, as after a crash: still marked, still hidden, and the repeat finishes it.
+    drop(engine);
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let scope = admin_scope(&engine, "acme");
+    assert!(matches!(
+        search(&engine, &scope, doomed()),
+        Err(EngineError::CollectionNotFound(_))
+    ));
+    assert_eq!(engine.count(&scope, &everyone(), None).unwrap(), 10);
+    assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 10);
+    assert_eq!(stored_of_doomed(&engine, &scope), 0);
+    assert_eq!(seen(&engine, &scope), before);
+    // Once finished, a repeat is a missing collection.
+    assert!(matches!(
+        engine.delete_collection(&scope, &doomed()),
+        Err(EngineError::CollectionNotFound(_))
+    ));
+}
+
+/// Export and import, and moves between isolation levels, take a marked collection as they
+/// find it: the import holds none of it, the moves carry the mark, and verify finds no problem
+/// anywhere on the way.
+#[test]
+fn a_marked_collection_survives_export_import_and_moves_between_levels() {
+    use crate::{IsolationLevel, MigrateRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    let before = seen(&engine, &scope);
+    add_doomed(&engine, &scope, 30);
+    let mut pending = begin(&engine, &scope, 7, 10);
+    while !pending.writes_next() {
+        let Stepped::More(p) = engine.delete_collection_step(pending).unwrap() else {
+            panic!("done before deleting")
+        };
+        pending = *p;
+    }
+    drop(pending);
+    let op = OperatorScope::for_tests();
+    let ok = |id: &TenantId| {
+        let report = engine.verify_tenant(&op, id).unwrap();
+        assert!(report.ok, "{id}: {:?}", report.problems);
+    };
+    ok(&acme());
+    let mut lines = Vec::new();
+    engine
+        .export_tenant(&op, &acme(), |l| {
+            lines.push(Ok(l.clone()));
+            Ok(())
+        })
+        .unwrap();
+    let copy = TenantId::parse("copy").unwrap();
+    engine.import_tenant(&op, &copy, lines).unwrap();
+    ok(&copy);
+    let copied = admin_scope(&engine, "copy");
+    assert_eq!(seen(&engine, &copied).records, before.records);
+    let migrate = |target| {
+        let req = MigrateRequest {
+            target,
+            index_params: None,
+            dry_run: false,
+        };
+        engine.migrate_tenant(&op, &acme(), req).unwrap();
+    };
+    migrate(IsolationLevel::Dedicated);
+    ok(&acme());
+    let scope = admin_scope(&engine, "acme");
+    assert_eq!(engine.count(&scope, &everyone(), None).unwrap(), 10);
+    assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 30);
+    ok(&acme());
+    migrate(IsolationLevel::Shared);
+    ok(&acme());
+    let scope = admin_scope(&engine, "acme");
+    assert_eq!(seen(&engine, &scope), before);
+}

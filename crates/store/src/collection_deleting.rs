@@ -1,0 +1,284 @@
+//! Collections being deleted. A collection's delete runs in steps (the engine's
+//! `collection_delete`): one short transaction moves its row to a marker row (this module), then
+//! its records go in transactions of bounded size, then a last one removes the marker. While
+//! the marker lives, the collection does not exist for any lookup (`Reads::collection` finds no
+//! row, so writes and searches naming it fail as for a missing one), and its records still
+//! stored are hidden here, by the store's record reads (`Reads::record`,
+//! `Reads::record_without_vector`, `Reads::records`): the one place every read of a record
+//! goes through, so no read path returns, counts or exports one. Only the delete itself and
+//! the checks that must see every stored byte (usage recount, verify) read them, through the
+//! `stored_*` reads.
+//!
+//! The marker holds the collection as it was, in the collection row's format, decoded closed:
+//! a marker that does not decode is `StoreError::Corrupt`, never "not being deleted".
+
+use redb::ReadableTable;
+use strata_types::{Collection, CollectionName, Record};
+
+use crate::StoreError;
+use crate::codec::{decode_json, encode_json};
+use crate::keys::{self, TenantKey};
+use crate::opened::Opened;
+use crate::tables::{Reads, Writer, prefix_range};
+
+/// Reads of the marker rows.
+pub trait DeletingReads: Reads {
+    /// The collection `name` as it was when its delete began, if that delete is unfinished.
+    fn collection_deleting(
+        &self,
+        t: TenantKey,
+        name: &CollectionName,
+    ) -> Result<Option<Collection>, StoreError> {
+        let v = self
+            .data_table(t)?
+            .get(keys::collection_deleting(t, name).as_slice())?;
+        v.map(|v| decode_json(v.value())).transpose()
+    }
+
+    /// Every collection of the tenant whose delete is unfinished, by name.
+    fn collections_deleting(&self, t: TenantKey) -> Result<Vec<Collection>, StoreError> {
+        let prefix = keys::collections_deleting(t);
+        let mut out = Vec::new();
+        for entry in prefix_range(self.data_table(t)?, &prefix)? {
+            let (_, v) = entry?;
+            out.push(decode_json(&v)?);
+        }
+        Ok(out)
+    }
+}
+
+impl<R: Reads + ?Sized> DeletingReads for R {}
+
+/// A read snapshot's memo of each tenant's collections being deleted, read once per tenant
+/// on the snapshot's first record read of it: a snapshot never changes, so every later record
+/// read asks memory, not storage (a search reads each of its hits). A write transaction has
+/// none: it sees its own marks come and go, so it probes the marker key each time.
+#[derive(Default)]
+pub struct DeletingMemo(Opened<TenantKey, Vec<CollectionName>>);
+
+/// Whether `name` is being deleted: its records are hidden. A key probe, or the snapshot's
+/// memo of the tenant's markers (whose values are decoded, closed).
+pub(crate) fn is_deleting(
+    r: &(impl Reads + ?Sized),
+    t: TenantKey,
+    name: &CollectionName,
+) -> Result<bool, StoreError> {
+    if let Some(memo) = r.deleting_memo() {
+        let names = memo.0.get_or_try_insert(t, || {
+            r.collections_deleting(t)
+                .map(|cs| cs.into_iter().map(|c| c.name).collect::<Vec<_>>())
+        })?;
+        return Ok(names.contains(name));
+    }
+    Ok(r.data_table(t)?
+        .get(keys::collection_deleting(t, name).as_slice())?
+        .is_some())
+}
+
+/// `record` unless its collection is being deleted.
+pub(crate) fn unless_hidden(
+    r: &(impl Reads + ?Sized),
+    t: TenantKey,
+    record: Option<Record>,
+) -> Result<Option<Record>, StoreError> {
+    match record {
+        Some(rec) if is_deleting(r, t, &rec.modality)? => Ok(None),
+        other => Ok(other),
+    }
+}
+
+/// Remembers, for one walk over many records, which collections are being deleted: one key
+/// probe per collection name met, not one per record.
+#[derive(Default)]
+pub(crate) struct HiddenMemo {
+    seen: Vec<(CollectionName, bool)>,
+}
+
+impl HiddenMemo {
+    pub(crate) fn hides(
+        &mut self,
+        r: &(impl Reads + ?Sized),
+        t: TenantKey,
+        record: &Record,
+    ) -> Result<bool, StoreError> {
+        if let Some((_, hidden)) = self.seen.iter().find(|(n, _)| n == &record.modality) {
+            return Ok(*hidden);
+        }
+        let hidden = is_deleting(r, t, &record.modality)?;
+        self.seen.push((record.modality.clone(), hidden));
+        Ok(hidden)
+    }
+}
+
+impl Writer<'_> {
+    /// Begins the delete of collection `name`: its row becomes a marker row holding it, so
+    /// from this transaction's commit on the collection is missing to every lookup and its
+    /// records are hidden. `None` (and nothing written) when it has no row.
+    pub fn mark_collection_deleting(
+        &mut self,
+        t: TenantKey,
+        name: &CollectionName,
+    ) -> Result<Option<Collection>, StoreError> {
+        let Some(c) = self.collection(t, name)? else {
+            return Ok(None);
+        };
+        self.delete_collection(t, name)?;
+        self.table_mut(t)?.insert(
+            keys::collection_deleting(t, name).as_slice(),
+            encode_json(&c)?.as_slice(),
+        )?;
+        Ok(Some(c))
+    }
+
+    /// Ends the delete of collection `name` (its records must be gone): removes its marker.
+    /// Whether there was one.
+    pub fn unmark_collection_deleting(
+        &mut self,
+        t: TenantKey,
+        name: &CollectionName,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .table_mut(t)?
+            .remove(keys::collection_deleting(t, name).as_slice())?
+            .is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_tenant::store_with_tenant;
+    use strata_types::{Confidence, Domain, Metric, RecordId, TextAnalyzer};
+
+    fn collection(name: &CollectionName) -> Collection {
+        Collection {
+            name: name.clone(),
+            dim: 2,
+            metric: Metric::Cosine,
+            created_at: 1,
+            embedder: None,
+            analyzer: TextAnalyzer::Standard,
+            memory: Default::default(),
+        }
+    }
+
+    fn record(id: &str, c: &CollectionName) -> Record {
+        Record {
+            id: RecordId::parse(id).unwrap(),
+            modality: c.clone(),
+            kind: None,
+            content: Some("hi".into()),
+            vector: None,
+            user_tokens: Vec::new(),
+            memory_domain: Domain::parse("default").unwrap(),
+            run_id: None,
+            memory_scope: None,
+            metadata: Default::default(),
+            created_at: 1,
+            updated_at: 1,
+            expires_at: None,
+            confidence: Confidence::default(),
+        }
+    }
+
+    #[test]
+    fn a_marked_collection_is_missing_and_hides_its_records_until_unmarked() {
+        let (_dir, store, t) = store_with_tenant("acme");
+        let doomed = CollectionName::parse("doomed").unwrap();
+        let kept = CollectionName::parse("kept").unwrap();
+        store
+            .write(|w| -> Result<(), StoreError> {
+                for c in [&doomed, &kept] {
+                    w.put_collection(t, &collection(c))?;
+                }
+                w.put_record(t, &record("a", &doomed))?;
+                w.put_record(t, &record("b", &kept))?;
+                Ok(())
+            })
+            .unwrap();
+        let marked = store
+            .write(|w| w.mark_collection_deleting(t, &doomed))
+            .unwrap();
+        assert_eq!(marked, Some(collection(&doomed)));
+        let r = store.read().unwrap();
+        let a = RecordId::parse("a").unwrap();
+        assert_eq!(r.collection(t, &doomed).unwrap(), None);
+        assert_eq!(r.collections(t).unwrap(), vec![collection(&kept)]);
+        assert_eq!(
+            r.collections_deleting(t).unwrap(),
+            vec![collection(&doomed)]
+        );
+        assert_eq!(r.record(t, &a).unwrap(), None);
+        assert_eq!(r.record_without_vector(t, &a).unwrap(), None);
+        let listed: Vec<_> = r.records(t, None).unwrap().map(|x| x.unwrap().id).collect();
+        assert_eq!(listed, vec![RecordId::parse("b").unwrap()]);
+        // What the delete itself and the usage recount read.
+        assert!(r.stored_record(t, &a).unwrap().is_some());
+        assert_eq!(r.stored_records(t, None).unwrap().count(), 2);
+        // A key check takes the marker for the collection of the records it still holds.
+        assert_eq!(
+            crate::check_tenant(&r, t).unwrap().problems,
+            Vec::<String>::new()
+        );
+        drop(r);
+        store
+            .write(|w| -> Result<(), StoreError> {
+                w.delete_record(t, &a)?;
+                assert!(w.unmark_collection_deleting(t, &doomed)?);
+                Ok(())
+            })
+            .unwrap();
+        let r = store.read().unwrap();
+        assert_eq!(r.collections_deleting(t).unwrap(), Vec::new());
+        assert_eq!(
+            crate::check_tenant(&r, t).unwrap().problems,
+            Vec::<String>::new()
+        );
+    }
+
+    /// A write transaction has no memo: it sees its own marks come and go.
+    #[test]
+    fn a_write_sees_its_own_mark_and_unmark() {
+        let (_dir, store, t) = store_with_tenant("acme");
+        let doomed = CollectionName::parse("doomed").unwrap();
+        let a = RecordId::parse("a").unwrap();
+        store
+            .write(|w| -> Result<(), StoreError> {
+                w.put_collection(t, &collection(&doomed))?;
+                w.put_record(t, &record("a", &doomed))?;
+                assert!(w.record(t, &a)?.is_some());
+                w.mark_collection_deleting(t, &doomed)?;
+                assert_eq!(w.record(t, &a)?, None);
+                assert_eq!(w.records(t, None)?.count(), 0);
+                w.unmark_collection_deleting(t, &doomed)?;
+                assert!(w.record(t, &a)?.is_some());
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_marker_that_does_not_decode_is_corrupt() {
+        let (_dir, store, t) = store_with_tenant("acme");
+        let name = CollectionName::parse("doomed").unwrap();
+        store
+            .write(|w| -> Result<(), StoreError> {
+                w.table_mut(t)?.insert(
+                    keys::collection_deleting(t, &name).as_slice(),
+                    b"\xffjunk".as_slice(),
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let r = store.read().unwrap();
+        assert!(matches!(
+            r.collection_deleting(t, &name),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            r.collections_deleting(t),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(crate::check_tenant(&r, t).unwrap().problem_count, 1);
+    }
+}
