@@ -582,11 +582,13 @@ impl CollectionIndex {
         touched.dedup();
         let replayed = touched.len();
         let mut g_deleted = removed;
+        let mut held = vec![0.0; self.dim];
         for slot in touched {
-            g_deleted += u64::from(g.remove(slot).map_err(index_error)?);
-            if self.with_vector.contains(slot) {
-                g.insert(slot, &self.vector(slot)?).map_err(index_error)?;
-            }
+            let now = match self.with_vector.contains(slot) {
+                true => Some(self.vector(slot)?),
+                false => None,
+            };
+            g_deleted += u64::from(replay_slot(&mut g, slot, now.as_deref(), &mut held)?);
         }
         if g.len() as u64 != self.with_vector.len() {
             return Err(EngineError::Index(format!(
@@ -714,6 +716,31 @@ fn index_metadata(
         }
         prefix.pop();
     }
+}
+
+/// Replays one slot changed while a graph was built in the background into that graph `g`:
+/// `now` is the vector the slot holds now, if any. A slot whose vector did not change (its
+/// text or metadata was written) keeps its node, as no tombstone is needed for it: a write
+/// flood replayed in rounds (`crate::graph_build`) would otherwise leave one per round, and
+/// enough of them ask for a compaction right after the install. Returns whether a node
+/// became a tombstone. `held` is scratch space of the graph's dimension.
+pub(crate) fn replay_slot(
+    g: &mut HnswIndex,
+    slot: u32,
+    now: Option<&[f32]>,
+    held: &mut [f32],
+) -> Result<bool, EngineError> {
+    if let Some(v) = now
+        && g.get(slot, held).map_err(index_error)?
+        && held == v
+    {
+        return Ok(false);
+    }
+    let tombstone = g.remove(slot).map_err(index_error)?;
+    if let Some(v) = now {
+        g.insert(slot, v).map_err(index_error)?;
+    }
+    Ok(tombstone)
 }
 
 #[cfg(test)]

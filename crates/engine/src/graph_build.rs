@@ -17,13 +17,16 @@
 //! Step 3 is why a tenant writing fast while its graph is built does not stall the server:
 //! replaying everything it wrote during the build (tens of thousands of inserts) under its
 //! index lock held its writes and searches for seconds, and the pool workers running them,
-//! so every other tenant's requests waited too.
+//! so every other tenant's requests waited too. A tenant that writes faster than the rounds
+//! replay (its writes are cheap while it has no graph) would keep this one thread on it: after
+//! [`MAX_ROUNDS_NOT_SHRINKING`] rounds whose log did not shrink, the build gives way and the
+//! tenant is queued again behind the others, its collection searched exactly meanwhile.
 //!
 //! If the tenant is evicted or the collection dropped meanwhile, the build is abandoned: the
 //! collection will be queued again by its next load.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -33,6 +36,7 @@ use strata_store::{Store, TenantKey};
 use strata_types::CollectionName;
 
 use crate::EngineError;
+use crate::collection_index::replay_slot;
 use crate::registry::{IndexRegistry, TenantSlot, lock, save_slot};
 
 /// Vectors copied per read lock.
@@ -42,6 +46,10 @@ const CHUNK: usize = 2048;
 /// graph; more are caught up first with no lock held (step 3). A few hundred inserts: a few
 /// milliseconds to tens of them, the order of one write batch's own index work.
 pub(crate) const REPLAY_UNDER_LOCK: usize = 256;
+
+/// Catch-up rounds in a row whose log did not shrink after which a build gives way (see
+/// `build_and_install`).
+const MAX_ROUNDS_NOT_SHRINKING: usize = 3;
 
 /// The queue of tenants waiting for a graph build, and the thread that builds.
 pub(crate) struct GraphBuilder {
@@ -56,9 +64,15 @@ pub(crate) struct GraphBuilder {
     /// Work done (vectors × m × ef_construction of each build: an insert's cost grows about
     /// with both) and seconds spent by finished builds, for migration estimates.
     measured: Mutex<(f64, f64)>,
-    /// Run after a build's bulk insert, before its catch-up (tests write there).
+    /// Run after a build's bulk insert, before its catch-up, and after each catch-up round
+    /// (tests write there).
     #[cfg(test)]
     pub(crate) after_bulk: Mutex<Option<Box<dyn FnMut() + Send>>>,
+    #[cfg(test)]
+    pub(crate) after_round: Mutex<Option<Box<dyn FnMut() + Send>>>,
+    /// Builds that gave way to other tenants' because their tenant wrote faster than they
+    /// caught up (see `build_and_install`).
+    pub(crate) gave_way: AtomicU64,
     /// The last install's figures: catch-up rounds, and slots replayed under the lock (what
     /// the tests check the catch-up by).
     pub(crate) last_install: Mutex<(usize, usize)>,
@@ -78,6 +92,9 @@ impl GraphBuilder {
             measured: Mutex::new((0.0, 0.0)),
             #[cfg(test)]
             after_bulk: Mutex::default(),
+            #[cfg(test)]
+            after_round: Mutex::default(),
+            gave_way: AtomicU64::new(0),
             last_install: Mutex::default(),
         }
     }
@@ -179,7 +196,7 @@ fn build_tenant(
     };
     let mut built = false;
     for name in wanted {
-        built |= build_collection(registry, slot, &name)?;
+        built |= build_collection(registry, key, slot, &name)?;
     }
     if built {
         save_slot(store, key, slot)?;
@@ -187,9 +204,28 @@ fn build_tenant(
     Ok(())
 }
 
-/// Builds and installs one collection's graph; `false` if abandoned.
+/// Builds and installs one collection's graph; `false` if abandoned. A build that does not
+/// install stops the collection's log of changed slots, which would otherwise grow with every
+/// write and keep the next build from starting.
 fn build_collection(
     registry: &IndexRegistry,
+    key: TenantKey,
+    slot: &TenantSlot,
+    name: &CollectionName,
+) -> Result<bool, EngineError> {
+    let out = build_and_install(registry, key, slot, name);
+    if !matches!(out, Ok(true)) {
+        let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(ci) = guard.as_mut().and_then(|i| i.collections.get_mut(name)) {
+            ci.building = None;
+        }
+    }
+    out
+}
+
+fn build_and_install(
+    registry: &IndexRegistry,
+    key: TenantKey,
     slot: &TenantSlot,
     name: &CollectionName,
 ) -> Result<bool, EngineError> {
@@ -232,6 +268,7 @@ fn build_collection(
     }
     // Removals replayed by the catch-up rounds: tombstones in the new graph.
     let (mut removed, mut rounds) = (0, 0);
+    let (mut last_len, mut not_shrinking) = (usize::MAX, 0);
     let mut guard = loop {
         if registry.builder.stop.load(Ordering::Relaxed) {
             return Ok(false);
@@ -243,15 +280,36 @@ fn build_collection(
         let logged = match &mut ci.building {
             None => return Ok(false),
             Some(log) if log.len() <= REPLAY_UNDER_LOCK => break guard,
-            // Logging goes on into the emptied log while this round replays.
-            Some(log) => std::mem::take(log),
+            Some(log) => {
+                // The tenant writes faster than one thread replays (its writes are cheap
+                // while it has no graph): give way to the other tenants' builds, and try
+                // again from the back of the queue, the collection searched exactly meanwhile.
+                not_shrinking = if log.len() >= last_len {
+                    not_shrinking + 1
+                } else {
+                    0
+                };
+                if not_shrinking >= MAX_ROUNDS_NOT_SHRINKING {
+                    drop(guard);
+                    registry.builder.gave_way.fetch_add(1, Ordering::Relaxed);
+                    registry.builder.request(key);
+                    return Ok(false);
+                }
+                last_len = log.len();
+                // Logging goes on into the emptied log while this round replays.
+                std::mem::take(log)
+            }
         };
         drop(guard);
-        match catch_up(slot, name, &mut graph, logged)? {
+        match catch_up(registry, slot, name, &mut graph, logged)? {
             Some(n) => removed += n,
             None => return Ok(false),
         }
         rounds += 1;
+        #[cfg(test)]
+        if let Some(hook) = lock(&registry.builder.after_round).as_mut() {
+            hook();
+        }
     };
     let Some(index) = guard.as_mut() else {
         return Ok(false);
@@ -282,6 +340,7 @@ fn build_collection(
 /// replayed by a later round or by the install. Returns how many removals left a tombstone,
 /// or `None` if the build was abandoned meanwhile.
 fn catch_up(
+    registry: &IndexRegistry,
     slot: &TenantSlot,
     name: &CollectionName,
     graph: &mut HnswIndex,
@@ -290,7 +349,11 @@ fn catch_up(
     logged.sort_unstable();
     logged.dedup();
     let mut removed = 0;
+    let mut held = vec![0.0; graph.dim()];
     for chunk in logged.chunks(CHUNK) {
+        if registry.builder.stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let items = {
             let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
             match guard.as_ref().and_then(|i| i.collections.get(name)) {
@@ -298,17 +361,11 @@ fn catch_up(
                 _ => return Ok(None),
             }
         };
+        // In slot order, as `chunk`.
+        let mut items = items.into_iter().peekable();
         for &s in chunk {
-            removed += u64::from(
-                graph
-                    .remove(s)
-                    .map_err(|e| EngineError::Index(e.to_string()))?,
-            );
-        }
-        for (s, v) in &items {
-            graph
-                .insert(*s, v)
-                .map_err(|e| EngineError::Index(e.to_string()))?;
+            let now = items.next_if(|(i, _)| *i == s).map(|(_, v)| v);
+            removed += u64::from(replay_slot(graph, s, now.as_deref(), &mut held)?);
         }
     }
     Ok(Some(removed))

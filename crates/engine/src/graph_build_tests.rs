@@ -14,6 +14,55 @@ use super::REPLAY_UNDER_LOCK;
 use crate::registry::lock;
 use crate::test_support::{DIM, admin_scope, put_clustered, vec_name};
 
+/// An engine on `dir` with tenant `acme` and its `vec` collection filled past the graph
+/// threshold, the builder's hooks set before the first build begins.
+fn tenant_with_hooks(
+    dir: &std::path::Path,
+    after_bulk: Box<dyn FnMut() + Send>,
+    after_round: Option<Box<dyn FnMut() + Send>>,
+) -> (crate::Engine, strata_auth::TenantScope) {
+    let engine = crate::Engine::open(dir, crate::EngineConfig::default()).unwrap();
+    *lock(&engine.indexes.builder.after_bulk) = Some(after_bulk);
+    *lock(&engine.indexes.builder.after_round) = after_round;
+    let id = TenantId::parse("acme").unwrap();
+    engine
+        .create_tenant(&OperatorScope::for_tests(), &id, None)
+        .unwrap();
+    let scope = admin_scope(&engine, "acme");
+    engine
+        .create_collection(&scope, &vec_name(), DIM, Metric::Cosine)
+        .unwrap();
+    // Loaded first, so the writes that cross the threshold queue the build.
+    engine.index_stats(&scope).unwrap();
+    put_clustered(&engine, &scope, 1_100);
+    (engine, scope)
+}
+
+/// `n` new records `{prefix}0`, `{prefix}1`, … of seeded vectors, in one batch; their vectors.
+fn put_new(
+    engine: &crate::Engine,
+    scope: &strata_auth::TenantScope,
+    prefix: &str,
+    n: usize,
+    seed: u64,
+) -> Vec<Vec<f32>> {
+    let vectors = strata_index::testdata::clustered(n, DIM as usize, 10, seed);
+    let records = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| NewRecord {
+            id: Some(RecordId::parse(format!("{prefix}{i}")).unwrap()),
+            modality: Some(vec_name()),
+            vector: Some(v.clone()),
+            ..Default::default()
+        })
+        .collect();
+    engine
+        .put(scope, &RequestScope::default(), records)
+        .unwrap();
+    vectors
+}
+
 fn top_hit(engine: &crate::Engine, scope: &strata_auth::TenantScope, v: &[f32]) -> String {
     let s = SearchRequest {
         vector: Some(v.to_vec()),
@@ -32,41 +81,22 @@ fn writes_during_a_build_are_caught_up_outside_the_lock() {
     // installed before the data crosses the graph threshold.
     let (bulk_done, at_bulk) = channel();
     let (writes_done, wait_writes) = channel::<()>();
-    let engine = crate::Engine::open(dir.path(), crate::EngineConfig::default()).unwrap();
-    *lock(&engine.indexes.builder.after_bulk) = Some(Box::new(move || {
-        let _ = bulk_done.send(());
-        let _ = wait_writes.recv();
-    }));
-    let id = TenantId::parse("acme").unwrap();
-    engine
-        .create_tenant(&OperatorScope::for_tests(), &id, None)
-        .unwrap();
-    let scope = admin_scope(&engine, "acme");
-    engine
-        .create_collection(&scope, &vec_name(), DIM, Metric::Cosine)
-        .unwrap();
-    // Loaded first, so the writes that cross the threshold queue the build.
-    engine.index_stats(&scope).unwrap();
-    put_clustered(&engine, &scope, 1_100);
+    let (engine, scope) = tenant_with_hooks(
+        dir.path(),
+        Box::new(move || {
+            let _ = bulk_done.send(());
+            let _ = wait_writes.recv();
+        }),
+        None,
+    );
     at_bulk
         .recv_timeout(Duration::from_secs(120))
         .expect("the build reached its catch-up");
 
     // More than the lock's share: 400 new records, 50 deleted, 50 given new vectors.
-    let extra = strata_index::testdata::clustered(450, DIM as usize, 10, 7);
-    let (new, moved) = extra.split_at(400);
-    let records = new
-        .iter()
-        .enumerate()
-        .map(|(i, v)| NewRecord {
-            id: Some(RecordId::parse(format!("n{i}")).unwrap()),
-            modality: Some(vec_name()),
-            vector: Some(v.clone()),
-            ..Default::default()
-        })
-        .collect();
+    let new = put_new(&engine, &scope, "n", 400, 7);
+    let moved = strata_index::testdata::clustered(50, DIM as usize, 10, 8);
     let req = RequestScope::default();
-    engine.put(&scope, &req, records).unwrap();
     for i in 0..50 {
         let id = RecordId::parse(format!("r{i}")).unwrap();
         engine.delete(&scope, &req, &id).unwrap();
@@ -75,6 +105,15 @@ fn writes_during_a_build_are_caught_up_outside_the_lock() {
         let id = RecordId::parse(format!("r{}", 100 + i)).unwrap();
         let patch = RecordPatch {
             vector: Some(v.clone()),
+            ..Default::default()
+        };
+        engine.patch(&scope, &req, &id, patch).unwrap();
+    }
+    // Text only: their nodes stay (no tombstone).
+    for i in 200..250 {
+        let id = RecordId::parse(format!("r{i}")).unwrap();
+        let patch = RecordPatch {
+            content: Some(format!("note {i}")),
             ..Default::default()
         };
         engine.patch(&scope, &req, &id, patch).unwrap();
@@ -92,7 +131,8 @@ fn writes_during_a_build_are_caught_up_outside_the_lock() {
     let vec = stats.iter().find(|s| s.collection == vec_name()).unwrap();
     assert!(vec.graph, "{vec:?}");
     assert_eq!(vec.vectors, 1_100 - 50 + 400, "{vec:?}");
-    // The deleted and the moved vectors' old nodes are tombstones, as when replayed at once.
+    // The deleted and the moved vectors' old nodes are tombstones, as when replayed at once;
+    // the records whose text alone changed kept theirs.
     assert_eq!(vec.graph_deleted, 100, "{vec:?}");
 
     // The graph answers with the data as it is now.
@@ -144,4 +184,76 @@ fn residency_figures_do_not_wait_for_the_index_lock() {
     assert_eq!(vectors, Some(0));
     drop(held);
     reader.join().unwrap();
+}
+
+enum Hook {
+    Bulk,
+    Round,
+}
+
+/// A tenant that writes more in each round than the round replayed: after three rounds whose
+/// log did not shrink the build gives way and is queued again; the next build, with the writes
+/// over, installs a graph holding everything.
+#[test]
+fn a_build_outrun_by_its_tenant_gives_way_and_finishes_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (event, events) = channel();
+    let (go, wait_go) = channel::<()>();
+    let wait_go = std::sync::Arc::new(std::sync::Mutex::new(wait_go));
+    let hook = |kind: fn() -> Hook| -> Box<dyn FnMut() + Send> {
+        let (event, wait_go) = (event.clone(), wait_go.clone());
+        Box::new(move || {
+            let _ = event.send(kind());
+            let _ = lock(&wait_go).recv();
+        })
+    };
+    let (engine, scope) =
+        tenant_with_hooks(dir.path(), hook(|| Hook::Bulk), Some(hook(|| Hook::Round)));
+    let mut written = Vec::new();
+    let (mut bulks, mut rounds) = (0, 0);
+    while bulks < 2 {
+        match events
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a hook")
+        {
+            Hook::Bulk => bulks += 1,
+            Hook::Round => rounds += 1,
+        }
+        // Each write logs as many slots as the last round took: the log never shrinks.
+        if bulks == 1 {
+            let prefix = format!("w{rounds}_");
+            let n = REPLAY_UNDER_LOCK + 10;
+            let vectors = put_new(&engine, &scope, &prefix, n, 100 + rounds as u64);
+            written.extend(
+                vectors
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("{prefix}{i}"), v)),
+            );
+        }
+        go.send(()).unwrap();
+    }
+    drop(go);
+    engine.wait_for_graph_builds();
+    assert_eq!(
+        engine
+            .indexes
+            .builder
+            .gave_way
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Three whose log did not shrink; one more when the first log also held the end of
+    // the initial fill (the build may begin before its last batch).
+    assert!(
+        (3..=4).contains(&rounds),
+        "{rounds} rounds before giving way"
+    );
+    let stats = engine.index_stats(&scope).unwrap();
+    let vec = stats.iter().find(|s| s.collection == vec_name()).unwrap();
+    assert!(vec.graph, "{vec:?}");
+    assert_eq!(vec.vectors, 1_100 + written.len() as u64, "{vec:?}");
+    for (id, v) in written.iter().step_by(97) {
+        assert_eq!(&top_hit(&engine, &scope, v), id);
+    }
 }
