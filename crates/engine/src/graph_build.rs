@@ -291,6 +291,13 @@ fn build_and_install(
                 };
                 if not_shrinking >= MAX_ROUNDS_NOT_SHRINKING {
                     drop(guard);
+                    tracing::info!(
+                        tenant = %slot.id,
+                        collection = %name,
+                        logged = last_len,
+                        "graph build gave way: the tenant writes faster than the build catches \
+                         up; queued again, its collection searched exactly meanwhile"
+                    );
                     registry.builder.gave_way.fetch_add(1, Ordering::Relaxed);
                     registry.builder.request(key);
                     return Ok(false);
