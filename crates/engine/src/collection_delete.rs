@@ -21,10 +21,16 @@
 //! delete finishes it), its remaining records hidden and still counted in the tenant's usage.
 //! The same delete again resumes from step 2 and answers only what it deleted itself. Nothing
 //! finishes one on its own: the delete is the operator's or client's to repeat.
+//!
+//! Two deletes of one name may overlap (the second resumes the first's mark). Once one has
+//! finished, the name is free and a client may create the collection again and write records
+//! with the same ids: so every write of the other one first checks, in its own transaction,
+//! that the marker it began with is still there, the same incarnation of the collection (the
+//! whole row, creation time included), and stops without writing anything when it is not.
 
 use strata_auth::{Permission, TenantScope};
-use strata_store::{DeletingReads, Reads};
-use strata_types::{CollectionName, RecordId};
+use strata_store::{DeletingReads, Reads, TenantKey, Writer};
+use strata_types::{Collection, CollectionName, RecordId};
 
 use crate::delete_steps::{DELETE_CHUNK, DELETE_CHUNK_LINKS, DeleteChunks};
 use crate::scan_steps::{Budget, KeptSnapshot, STEP_SIZE, StepSize, Stepped};
@@ -39,6 +45,8 @@ const ACTION: &str = "collection.delete";
 pub struct PendingCollectionDelete {
     scope: TenantScope,
     name: CollectionName,
+    /// The collection as its marker holds it: the incarnation this delete deletes.
+    marked: Collection,
     phase: Phase,
     /// Records a chunk deletes at most ([`DELETE_CHUNK`]; tests lower it).
     pub(crate) chunk: usize,
@@ -86,23 +94,24 @@ impl Engine {
             "deleting a collection",
         )?;
         let key = scope.key();
-        self.write_tenant_inner(scope, ACTION, true, |w, changes| {
-            let step = if w.mark_collection_deleting(key, name)?.is_some() {
+        let marked = self.write_tenant_inner(scope, ACTION, true, |w, changes| {
+            let (marked, step) = if let Some(c) = w.mark_collection_deleting(key, name)? {
                 changes.push(Change::DropCollection(name.clone()));
-                "begun"
-            } else if w.collection_deleting(key, name)?.is_some() {
-                "resumed"
+                (c, "begun")
+            } else if let Some(c) = w.collection_deleting(key, name)? {
+                (c, "resumed")
             } else {
                 return Err(EngineError::CollectionNotFound(name.clone()));
             };
             let detail = serde_json::json!({"collection": name, "step": step});
-            Ok(((), Some(detail)))
+            Ok((marked, Some(detail)))
         })?;
         // Taken after the mark committed: it holds every record the collection will ever hold.
         let kept = KeptSnapshot::take(self, scope, Permission::Admin)?;
         Ok(PendingCollectionDelete {
             scope: scope.clone(),
             name: name.clone(),
+            marked,
             phase: Phase::Scanning {
                 kept: Box::new(kept),
                 after: None,
@@ -121,7 +130,7 @@ impl Engine {
         &self,
         mut pending: PendingCollectionDelete,
     ) -> Result<Stepped<PendingCollectionDelete, u64>, EngineError> {
-        let (scope, name) = (&pending.scope, &pending.name);
+        let (scope, name, marked) = (&pending.scope, &pending.name, &pending.marked);
         pending.phase = match pending.phase {
             Phase::Scanning {
                 mut kept,
@@ -163,13 +172,19 @@ impl Engine {
                 // Read as stored: the store's other reads hide a marked collection's records.
                 // One that left the collection since the scan (its id taken by a write into
                 // another collection) is not this delete's.
-                let (n, over) = chunks.delete_next(
+                let Some((n, over)) = chunks.delete_next_while(
                     self,
                     scope,
                     ACTION,
+                    |w, key| still_marked(w, key, marked),
                     |w, key, id| w.stored_record(key, id),
                     |r| &r.modality == name,
-                )?;
+                )?
+                else {
+                    // Another delete of it finished first: the collection of that name now,
+                    // if any, is a new one, not this delete's.
+                    return Ok(Stepped::Done(pending.deleted));
+                };
                 pending.deleted += n;
                 if over {
                     Phase::Finishing
@@ -178,7 +193,7 @@ impl Engine {
                 }
             }
             Phase::Finishing => {
-                self.finish_delete_collection(scope, name, pending.deleted)?;
+                self.finish_delete_collection(scope, marked, pending.deleted)?;
                 return Ok(Stepped::Done(pending.deleted));
             }
         };
@@ -186,28 +201,40 @@ impl Engine {
     }
 
     /// Step 4 (module docs): the marker and what the collection kept beside its records, then
-    /// its graph files.
+    /// its graph files. Nothing, when another delete of it finished first (see the module
+    /// docs): what bears its name now is a new collection's.
     fn finish_delete_collection(
         &self,
         scope: &TenantScope,
-        name: &CollectionName,
+        marked: &Collection,
         deleted: u64,
     ) -> Result<(), EngineError> {
-        let key = scope.key();
-        self.write_tenant_inner(scope, ACTION, true, |w, changes| {
-            // Absent when a concurrent delete of the same collection finished first.
-            w.unmark_collection_deleting(key, name)?;
+        let (key, name) = (scope.key(), &marked.name);
+        let superseded = std::cell::Cell::new(false);
+        let done = self.write_tenant_inner(scope, ACTION, true, |w, changes| {
+            if !still_marked(w, key, marked)? {
+                // An error rolls the transaction back; `superseded` tells it from a real one.
+                superseded.set(true);
+                return Err(EngineError::CollectionNotFound(name.clone()));
+            }
+            let unmarked = w.unmark_collection_deleting(key, name)?;
             crate::snapshot::delete(w, key, name)?;
             crate::search_image::delete(w, key, name)?;
             w.delete_change_mark(key, name)?;
-            changes.push(Change::DropCollection(name.clone()));
+            if unmarked {
+                changes.push(Change::DropCollection(name.clone()));
+            }
             let detail = serde_json::json!({
                 "collection": name,
                 "step": "finished",
                 "records_deleted": deleted,
             });
             Ok(((), Some(detail)))
-        })?;
+        });
+        match done {
+            Err(_) if superseded.get() => return Ok(()),
+            done => done?,
+        }
         // Its graph files: no snapshot names them now (best effort; a file left behind is
         // deleted by the tenant's next save or purge).
         let _ = self
@@ -215,6 +242,11 @@ impl Engine {
             .retain_derived(key, |n| !crate::graph_file::is_of(n, name));
         Ok(())
     }
+}
+
+/// Whether the marker of `marked`'s name still holds this very incarnation of it.
+fn still_marked(w: &Writer<'_>, key: TenantKey, marked: &Collection) -> Result<bool, EngineError> {
+    Ok(w.collection_deleting(key, &marked.name)?.as_ref() == Some(marked))
 }
 
 #[cfg(test)]

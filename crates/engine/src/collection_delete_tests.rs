@@ -430,3 +430,60 @@ fn a_marked_collection_survives_export_import_and_moves_between_levels() {
     let scope = admin_scope(&engine, "acme");
     assert_eq!(seen(&engine, &scope), before);
 }
+
+/// Two overlapping deletes of one name: the second resumed the first's mark; the first
+/// finished, and a client created the collection again with a record of an id the second had
+/// found. The second then stops, writing nothing: the new record, the new collection and its
+/// loaded index stay.
+#[test]
+fn a_delete_overtaken_by_another_of_the_same_name_leaves_the_collection_created_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    add_doomed(&engine, &scope, 30);
+    let first = begin(&engine, &scope, 7, 10);
+    let mut second = begin(&engine, &scope, 7, 10);
+    // The second has found its records and is about to delete them.
+    while !second.writes_next() {
+        let Stepped::More(p) = engine.delete_collection_step(second).unwrap() else {
+            panic!("done before deleting")
+        };
+        second = *p;
+    }
+    assert_eq!(finish(&engine, first).0, 30);
+    // A collection's incarnation is told by its row, whose creation time is in milliseconds.
+    std::thread::sleep(Duration::from_millis(2));
+    engine
+        .create_collection(&scope, &doomed(), 2, Metric::Cosine)
+        .unwrap();
+    engine
+        .put(&scope, &everyone(), records(&doomed(), "d", 1))
+        .unwrap();
+    // The index of the new collection is loaded, so a drop of it would be seen.
+    assert_eq!(search(&engine, &scope, doomed()).unwrap(), 1);
+    let delete_rows = |e: &Engine| {
+        e.own_audit_rows(&scope, &crate::audit::AuditQuery::default())
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.action == "collection.delete")
+            .count()
+    };
+    let rows_before = delete_rows(&engine);
+    let (n, _) = finish(&engine, second);
+    assert_eq!(n, 0);
+    assert_eq!(delete_rows(&engine), rows_before, "it wrote nothing");
+    assert_eq!(
+        engine
+            .get(&scope, &everyone(), &id("d000"))
+            .unwrap()
+            .modality,
+        doomed()
+    );
+    assert_eq!(search(&engine, &scope, doomed()).unwrap(), 1);
+    assert_eq!(stored_of_doomed(&engine, &scope), 1);
+    assert!(
+        engine
+            .verify_tenant(&OperatorScope::for_tests(), &acme())
+            .unwrap()
+            .ok
+    );
+}
