@@ -193,6 +193,29 @@ fn stored_of_doomed(engine: &Engine, scope: &TenantScope) -> usize {
         .count()
 }
 
+/// Feedback with a context on record `on` of collection `c`: it writes a narrative of `c`.
+fn feedback_on(engine: &Engine, scope: &TenantScope, c: &CollectionName, on: &str) {
+    let f = strata_types::FeedbackRequest {
+        ids: vec![id(on)],
+        shown: Vec::new(),
+        vector: Some(vec![1.0, 0.5]),
+        query: None,
+        modality: Some(c.clone()),
+    };
+    let answer = engine.feedback(scope, &everyone(), &f).unwrap();
+    assert!(answer.narrative_updated);
+}
+
+/// How many narratives of collection `c` the tenant stores, of any namespace and principal.
+fn narratives_of(engine: &Engine, scope: &TenantScope, c: &CollectionName) -> usize {
+    use strata_store::{AdaptiveItem, AdaptiveReads};
+    let r = engine.store.read().unwrap();
+    let rows = r.adaptive_rows(scope.key(), None).unwrap();
+    rows.iter()
+        .filter(|row| matches!(&row.item, AdaptiveItem::Narrative(_, n, _) if n == c))
+        .count()
+}
+
 fn search(engine: &Engine, scope: &TenantScope, c: CollectionName) -> Result<usize, EngineError> {
     let s = SearchRequest {
         vector: Some(vec![1.0, 0.5]),
@@ -385,6 +408,10 @@ fn a_marked_collection_survives_export_import_and_moves_between_levels() {
     let (engine, scope) = tenant(dir.path());
     let before = seen(&engine, &scope);
     add_doomed(&engine, &scope, 30);
+    // Narratives of both collections: the marked one's went with its mark, so the export,
+    // which holds no collection of it, holds none of them either (the import would refuse one).
+    feedback_on(&engine, &scope, &kept(), "k000");
+    feedback_on(&engine, &scope, &doomed(), "d000");
     let mut pending = begin(&engine, &scope, 7, 10);
     while !pending.writes_next() {
         let Stepped::More(p) = engine.delete_collection_step(pending).unwrap() else {
@@ -411,6 +438,8 @@ fn a_marked_collection_survives_export_import_and_moves_between_levels() {
     ok(&copy);
     let copied = admin_scope(&engine, "copy");
     assert_eq!(seen(&engine, &copied).records, before.records);
+    assert_eq!(narratives_of(&engine, &copied, &kept()), 1);
+    assert_eq!(narratives_of(&engine, &copied, &doomed()), 0);
     let migrate = |target| {
         let req = MigrateRequest {
             target,
@@ -424,6 +453,7 @@ fn a_marked_collection_survives_export_import_and_moves_between_levels() {
     let scope = admin_scope(&engine, "acme");
     assert_eq!(engine.count(&scope, &everyone(), None).unwrap(), 10);
     assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 30);
+    assert_eq!(narratives_of(&engine, &scope, &doomed()), 0);
     ok(&acme());
     migrate(IsolationLevel::Shared);
     ok(&acme());
@@ -480,6 +510,33 @@ fn a_delete_overtaken_by_another_of_the_same_name_leaves_the_collection_created_
     );
     assert_eq!(search(&engine, &scope, doomed()).unwrap(), 1);
     assert_eq!(stored_of_doomed(&engine, &scope), 1);
+    assert!(
+        engine
+            .verify_tenant(&OperatorScope::for_tests(), &acme())
+            .unwrap()
+            .ok
+    );
+}
+
+/// A delete takes the collection's narratives with it (the mark's drop of the collection
+/// removes them, `feedback::forget_removed`); the other collections keep theirs.
+#[test]
+fn a_finished_delete_leaves_no_narrative_of_its_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    add_doomed(&engine, &scope, 5);
+    feedback_on(&engine, &scope, &kept(), "k000");
+    feedback_on(&engine, &scope, &doomed(), "d000");
+    assert_eq!(narratives_of(&engine, &scope, &doomed()), 1);
+    drop(begin(&engine, &scope, 7, 10));
+    assert_eq!(
+        narratives_of(&engine, &scope, &doomed()),
+        0,
+        "gone with the mark"
+    );
+    assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 5);
+    assert_eq!(narratives_of(&engine, &scope, &doomed()), 0);
+    assert_eq!(narratives_of(&engine, &scope, &kept()), 1);
     assert!(
         engine
             .verify_tenant(&OperatorScope::for_tests(), &acme())
