@@ -2,7 +2,9 @@
 //! transaction read all the tenant's records under the write lock: with 100,000 records that
 //! held it for seconds, and every shared tenant's writes waited. Instead:
 //! 1. one short transaction moves the collection's row to a marker row
-//!    (`Writer::mark_collection_deleting`) and drops its in-memory index: from its commit on,
+//!    (`Writer::mark_collection_deleting`), deletes what its index kept beside its records
+//!    (index snapshot, search image, change-log mark: nothing loads or checks an index of a
+//!    collection that is missing) and drops its in-memory index: from its commit on,
 //!    the collection is missing to every write, search and listing, and the store's record
 //!    reads hide its records still stored (`strata_store::DeletingReads`), so no read returns,
 //!    counts or exports one;
@@ -13,8 +15,8 @@
 //! 3. they are deleted in transactions of at most `DELETE_CHUNK` records (fewer when their
 //!    links reach `DELETE_CHUNK_LINKS`), with their links, usage given back, each chunk audited
 //!    (`crate::delete_steps::DeleteChunks`);
-//! 4. a last short transaction removes the marker, the collection's index snapshot, search
-//!    image and change-log mark; its graph files go after it.
+//! 4. a last short transaction removes the marker; its graph files go after it (no snapshot
+//!    names them since the mark: a save of the tenant meanwhile deletes them too).
 //!
 //! A crash, an error or a caller that stops running the steps part-way leaves the collection
 //! marked: still missing to everyone, its name refused to a create (409, saying a repeated
@@ -96,6 +98,9 @@ impl Engine {
         let key = scope.key();
         let marked = self.write_tenant_inner(scope, ACTION, true, |w, changes| {
             let (marked, step) = if let Some(c) = w.mark_collection_deleting(key, name)? {
+                crate::snapshot::delete(w, key, name)?;
+                crate::search_image::delete(w, key, name)?;
+                w.delete_change_mark(key, name)?;
                 changes.push(Change::DropCollection(name.clone()));
                 (c, "begun")
             } else if let Some(c) = w.collection_deleting(key, name)? {
@@ -200,9 +205,9 @@ impl Engine {
         Ok(Stepped::More(Box::new(pending)))
     }
 
-    /// Step 4 (module docs): the marker and what the collection kept beside its records, then
-    /// its graph files. Nothing, when another delete of it finished first (see the module
-    /// docs): what bears its name now is a new collection's.
+    /// Step 4 (module docs): the marker, then the collection's graph files. Nothing, when
+    /// another delete of it finished first (see the module docs): what bears its name now is
+    /// a new collection's.
     fn finish_delete_collection(
         &self,
         scope: &TenantScope,
@@ -218,9 +223,6 @@ impl Engine {
                 return Err(EngineError::CollectionNotFound(name.clone()));
             }
             let unmarked = w.unmark_collection_deleting(key, name)?;
-            crate::snapshot::delete(w, key, name)?;
-            crate::search_image::delete(w, key, name)?;
-            w.delete_change_mark(key, name)?;
             if unmarked {
                 changes.push(Change::DropCollection(name.clone()));
             }

@@ -544,3 +544,46 @@ fn a_finished_delete_leaves_no_narrative_of_its_collection() {
             .ok
     );
 }
+
+/// What the collection's index kept beside its records (index snapshot, search image,
+/// change-log mark) goes with the mark, so nothing names an index of a missing collection
+/// while its delete is unfinished; the other collections' stay, and a load after the mark
+/// serves them.
+#[test]
+fn the_mark_deletes_what_its_index_kept_beside_its_records() {
+    use strata_store::ChangeLogReads;
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    add_doomed(&engine, &scope, 5);
+    assert_eq!(search(&engine, &scope, doomed()).unwrap(), 5);
+    assert_eq!(engine.persist_indexes().unwrap(), 1);
+    let kept_beside = |e: &Engine, c: &CollectionName| {
+        let r = e.store.read().unwrap();
+        let key = scope.key();
+        [
+            r.blob(key, &format!("{}{c}", crate::snapshot::BLOB_PREFIX))
+                .unwrap()
+                .is_some(),
+            r.blob(key, &format!("{}{c}", crate::search_image::BLOB_PREFIX))
+                .unwrap()
+                .is_some(),
+            r.change_mark(key, c).unwrap().is_some(),
+        ]
+    };
+    assert_eq!(kept_beside(&engine, &doomed()), [true; 3]);
+    drop(begin(&engine, &scope, 7, 10));
+    assert_eq!(kept_beside(&engine, &doomed()), [false; 3]);
+    assert_eq!(kept_beside(&engine, &kept()), [true; 3]);
+    // Loaded again while marked: the other collection is served, verify warns of nothing.
+    drop(engine);
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let scope = admin_scope(&engine, "acme");
+    assert_eq!(search(&engine, &scope, kept()).unwrap(), 5);
+    let report = engine
+        .verify_tenant(&OperatorScope::for_tests(), &acme())
+        .unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 5);
+    assert_eq!(kept_beside(&engine, &kept()), [true; 3]);
+}
