@@ -147,8 +147,9 @@ impl Engine {
                 let mut budget = Budget::new(pending.size, None);
                 let mut paused = None;
                 // Every record of the tenant is read (a collection has no index of its own
-                // in storage), a step's budget at a time, outside any transaction.
-                for record in r.stored_records(key, after.as_ref())? {
+                // in storage), a step's budget at a time, outside any transaction; only its
+                // id and collection are needed, so its vector is skipped, not copied.
+                for record in r.stored_records_without_vector(key, after.as_ref())? {
                     let record = record?;
                     if &record.modality == name {
                         doomed.push(record.id.clone());

@@ -168,7 +168,7 @@ mod tests {
             modality: c.clone(),
             kind: None,
             content: Some("hi".into()),
-            vector: None,
+            vector: Some(vec![1.0, 0.5]),
             user_tokens: Vec::new(),
             memory_domain: Domain::parse("default").unwrap(),
             run_id: None,
@@ -215,6 +215,22 @@ mod tests {
         // What the delete itself and the usage recount read.
         assert!(r.stored_record(t, &a).unwrap().is_some());
         assert_eq!(r.stored_records(t, None).unwrap().count(), 2);
+        // The same walk without the vectors, as the delete's scan reads it.
+        let walked: Vec<_> = r
+            .stored_records_without_vector(t, None)
+            .unwrap()
+            .map(|x| x.unwrap())
+            .collect();
+        let mut expected = vec![record("a", &doomed), record("b", &kept)];
+        expected.iter_mut().for_each(|x| x.vector = None);
+        assert_eq!(walked, expected);
+        assert_eq!(
+            r.stored_records_without_vector(t, Some(&a))
+                .unwrap()
+                .map(|x| x.unwrap().id)
+                .collect::<Vec<_>>(),
+            vec![RecordId::parse("b").unwrap()]
+        );
         // A key check takes the marker for the collection of the records it still holds.
         assert_eq!(
             crate::check_tenant(&r, t).unwrap().problems,
