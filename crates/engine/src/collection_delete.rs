@@ -15,8 +15,9 @@
 //! 3. they are deleted in transactions of at most `DELETE_CHUNK` records (fewer when their
 //!    links reach `DELETE_CHUNK_LINKS`), with their links, usage given back, each chunk audited
 //!    (`crate::delete_steps::DeleteChunks`);
-//! 4. a last short transaction removes the marker; its graph files go after it (no snapshot
-//!    names them since the mark: a save of the tenant meanwhile deletes them too).
+//! 4. a last short transaction removes the marker (and a saved index a mark from an older
+//!    build left); its graph files go after it (no snapshot names them since the mark: a
+//!    save of the tenant meanwhile deletes them too).
 //!
 //! A crash, an error or a caller that stops running the steps part-way leaves the collection
 //! marked: still missing to everyone, its name refused to a create (409, saying a repeated
@@ -224,6 +225,13 @@ impl Engine {
                 return Err(EngineError::CollectionNotFound(name.clone()));
             }
             let unmarked = w.unmark_collection_deleting(key, name)?;
+            // The mark took the saved index; a mark written by a build from before it did is
+            // finished here, so no saved index outlives its collection (for one created again
+            // under its name to load). Nothing writes one for a marked collection meanwhile
+            // (a save writes only the collections that exist), so this deletes nothing else.
+            crate::snapshot::delete(w, key, name)?;
+            crate::search_image::delete(w, key, name)?;
+            w.delete_change_mark(key, name)?;
             if unmarked {
                 changes.push(Change::DropCollection(name.clone()));
             }

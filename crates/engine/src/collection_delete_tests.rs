@@ -586,4 +586,16 @@ fn the_mark_deletes_what_its_index_kept_beside_its_records() {
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 5);
     assert_eq!(kept_beside(&engine, &kept()), [true; 3]);
+    // A mark written by an older build left the saved index: the last transaction takes it.
+    add_doomed(&engine, &scope, 5);
+    assert_eq!(search(&engine, &scope, doomed()).unwrap(), 5);
+    engine.persist_indexes().unwrap();
+    assert_eq!(kept_beside(&engine, &doomed()), [true; 3]);
+    let key = scope.key();
+    engine
+        .store
+        .write(|w| w.mark_collection_deleting(key, &doomed()))
+        .unwrap();
+    assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 5);
+    assert_eq!(kept_beside(&engine, &doomed()), [false; 3]);
 }
