@@ -2,7 +2,9 @@
 //! transaction read all the tenant's records under the write lock: with 100,000 records that
 //! held it for seconds, and every shared tenant's writes waited. Instead:
 //! 1. one short transaction moves the collection's row to a marker row
-//!    (`Writer::mark_collection_deleting`) and drops its in-memory index: from its commit on,
+//!    (`Writer::mark_collection_deleting`), deletes what its index kept beside its records
+//!    (index snapshot, search image, change-log mark: nothing loads or checks an index of a
+//!    collection that is missing) and drops its in-memory index: from its commit on,
 //!    the collection is missing to every write, search and listing, and the store's record
 //!    reads hide its records still stored (`strata_store::DeletingReads`), so no read returns,
 //!    counts or exports one;
@@ -13,18 +15,25 @@
 //! 3. they are deleted in transactions of at most `DELETE_CHUNK` records (fewer when their
 //!    links reach `DELETE_CHUNK_LINKS`), with their links, usage given back, each chunk audited
 //!    (`crate::delete_steps::DeleteChunks`);
-//! 4. a last short transaction removes the marker, the collection's index snapshot, search
-//!    image and change-log mark; its graph files go after it.
+//! 4. a last short transaction removes the marker (and a saved index a mark from an older
+//!    build left); its graph files go after it (no snapshot names them since the mark: a
+//!    save of the tenant meanwhile deletes them too).
 //!
 //! A crash, an error or a caller that stops running the steps part-way leaves the collection
 //! marked: still missing to everyone, its name refused to a create (409, saying a repeated
 //! delete finishes it), its remaining records hidden and still counted in the tenant's usage.
 //! The same delete again resumes from step 2 and answers only what it deleted itself. Nothing
 //! finishes one on its own: the delete is the operator's or client's to repeat.
+//!
+//! Two deletes of one name may overlap (the second resumes the first's mark). Once one has
+//! finished, the name is free and a client may create the collection again and write records
+//! with the same ids: so every write of the other one first checks, in its own transaction,
+//! that the marker it began with is still there, the same incarnation of the collection (the
+//! whole row, creation time included), and stops without writing anything when it is not.
 
 use strata_auth::{Permission, TenantScope};
-use strata_store::{DeletingReads, Reads};
-use strata_types::{CollectionName, RecordId};
+use strata_store::{DeletingReads, Reads, TenantKey, Writer};
+use strata_types::{Collection, CollectionName, RecordId};
 
 use crate::delete_steps::{DELETE_CHUNK, DELETE_CHUNK_LINKS, DeleteChunks};
 use crate::scan_steps::{Budget, KeptSnapshot, STEP_SIZE, StepSize, Stepped};
@@ -39,6 +48,8 @@ const ACTION: &str = "collection.delete";
 pub struct PendingCollectionDelete {
     scope: TenantScope,
     name: CollectionName,
+    /// The collection as its marker holds it: the incarnation this delete deletes.
+    marked: Collection,
     phase: Phase,
     /// Records a chunk deletes at most ([`DELETE_CHUNK`]; tests lower it).
     pub(crate) chunk: usize,
@@ -86,23 +97,27 @@ impl Engine {
             "deleting a collection",
         )?;
         let key = scope.key();
-        self.write_tenant_inner(scope, ACTION, true, |w, changes| {
-            let step = if w.mark_collection_deleting(key, name)?.is_some() {
+        let marked = self.write_tenant_inner(scope, ACTION, true, |w, changes| {
+            let (marked, step) = if let Some(c) = w.mark_collection_deleting(key, name)? {
+                crate::snapshot::delete(w, key, name)?;
+                crate::search_image::delete(w, key, name)?;
+                w.delete_change_mark(key, name)?;
                 changes.push(Change::DropCollection(name.clone()));
-                "begun"
-            } else if w.collection_deleting(key, name)?.is_some() {
-                "resumed"
+                (c, "begun")
+            } else if let Some(c) = w.collection_deleting(key, name)? {
+                (c, "resumed")
             } else {
                 return Err(EngineError::CollectionNotFound(name.clone()));
             };
             let detail = serde_json::json!({"collection": name, "step": step});
-            Ok(((), Some(detail)))
+            Ok((marked, Some(detail)))
         })?;
         // Taken after the mark committed: it holds every record the collection will ever hold.
         let kept = KeptSnapshot::take(self, scope, Permission::Admin)?;
         Ok(PendingCollectionDelete {
             scope: scope.clone(),
             name: name.clone(),
+            marked,
             phase: Phase::Scanning {
                 kept: Box::new(kept),
                 after: None,
@@ -121,7 +136,7 @@ impl Engine {
         &self,
         mut pending: PendingCollectionDelete,
     ) -> Result<Stepped<PendingCollectionDelete, u64>, EngineError> {
-        let (scope, name) = (&pending.scope, &pending.name);
+        let (scope, name, marked) = (&pending.scope, &pending.name, &pending.marked);
         pending.phase = match pending.phase {
             Phase::Scanning {
                 mut kept,
@@ -133,8 +148,9 @@ impl Engine {
                 let mut budget = Budget::new(pending.size, None);
                 let mut paused = None;
                 // Every record of the tenant is read (a collection has no index of its own
-                // in storage), a step's budget at a time, outside any transaction.
-                for record in r.stored_records(key, after.as_ref())? {
+                // in storage), a step's budget at a time, outside any transaction; only its
+                // id and collection are needed, so its vector is skipped, not copied.
+                for record in r.stored_records_without_vector(key, after.as_ref())? {
                     let record = record?;
                     if &record.modality == name {
                         doomed.push(record.id.clone());
@@ -163,13 +179,19 @@ impl Engine {
                 // Read as stored: the store's other reads hide a marked collection's records.
                 // One that left the collection since the scan (its id taken by a write into
                 // another collection) is not this delete's.
-                let (n, over) = chunks.delete_next(
+                let Some((n, over)) = chunks.delete_next_while(
                     self,
                     scope,
                     ACTION,
+                    |w, key| still_marked(w, key, marked),
                     |w, key, id| w.stored_record(key, id),
                     |r| &r.modality == name,
-                )?;
+                )?
+                else {
+                    // Another delete of it finished first: the collection of that name now,
+                    // if any, is a new one, not this delete's.
+                    return Ok(Stepped::Done(pending.deleted));
+                };
                 pending.deleted += n;
                 if over {
                     Phase::Finishing
@@ -178,36 +200,52 @@ impl Engine {
                 }
             }
             Phase::Finishing => {
-                self.finish_delete_collection(scope, name, pending.deleted)?;
+                self.finish_delete_collection(scope, marked, pending.deleted)?;
                 return Ok(Stepped::Done(pending.deleted));
             }
         };
         Ok(Stepped::More(Box::new(pending)))
     }
 
-    /// Step 4 (module docs): the marker and what the collection kept beside its records, then
-    /// its graph files.
+    /// Step 4 (module docs): the marker, then the collection's graph files. Nothing, when
+    /// another delete of it finished first (see the module docs): what bears its name now is
+    /// a new collection's.
     fn finish_delete_collection(
         &self,
         scope: &TenantScope,
-        name: &CollectionName,
+        marked: &Collection,
         deleted: u64,
     ) -> Result<(), EngineError> {
-        let key = scope.key();
-        self.write_tenant_inner(scope, ACTION, true, |w, changes| {
-            // Absent when a concurrent delete of the same collection finished first.
-            w.unmark_collection_deleting(key, name)?;
+        let (key, name) = (scope.key(), &marked.name);
+        let superseded = std::cell::Cell::new(false);
+        let done = self.write_tenant_inner(scope, ACTION, true, |w, changes| {
+            if !still_marked(w, key, marked)? {
+                // An error rolls the transaction back; `superseded` tells it from a real one.
+                superseded.set(true);
+                return Err(EngineError::CollectionNotFound(name.clone()));
+            }
+            let unmarked = w.unmark_collection_deleting(key, name)?;
+            // The mark took the saved index; a mark written by a build from before it did is
+            // finished here, so no saved index outlives its collection (for one created again
+            // under its name to load). Nothing writes one for a marked collection meanwhile
+            // (a save writes only the collections that exist), so this deletes nothing else.
             crate::snapshot::delete(w, key, name)?;
             crate::search_image::delete(w, key, name)?;
             w.delete_change_mark(key, name)?;
-            changes.push(Change::DropCollection(name.clone()));
+            if unmarked {
+                changes.push(Change::DropCollection(name.clone()));
+            }
             let detail = serde_json::json!({
                 "collection": name,
                 "step": "finished",
                 "records_deleted": deleted,
             });
             Ok(((), Some(detail)))
-        })?;
+        });
+        match done {
+            Err(_) if superseded.get() => return Ok(()),
+            done => done?,
+        }
         // Its graph files: no snapshot names them now (best effort; a file left behind is
         // deleted by the tenant's next save or purge).
         let _ = self
@@ -215,6 +253,11 @@ impl Engine {
             .retain_derived(key, |n| !crate::graph_file::is_of(n, name));
         Ok(())
     }
+}
+
+/// Whether the marker of `marked`'s name still holds this very incarnation of it.
+fn still_marked(w: &Writer<'_>, key: TenantKey, marked: &Collection) -> Result<bool, EngineError> {
+    Ok(w.collection_deleting(key, &marked.name)?.as_ref() == Some(marked))
 }
 
 #[cfg(test)]

@@ -193,6 +193,29 @@ fn stored_of_doomed(engine: &Engine, scope: &TenantScope) -> usize {
         .count()
 }
 
+/// Feedback with a context on record `on` of collection `c`: it writes a narrative of `c`.
+fn feedback_on(engine: &Engine, scope: &TenantScope, c: &CollectionName, on: &str) {
+    let f = strata_types::FeedbackRequest {
+        ids: vec![id(on)],
+        shown: Vec::new(),
+        vector: Some(vec![1.0, 0.5]),
+        query: None,
+        modality: Some(c.clone()),
+    };
+    let answer = engine.feedback(scope, &everyone(), &f).unwrap();
+    assert!(answer.narrative_updated);
+}
+
+/// How many narratives of collection `c` the tenant stores, of any namespace and principal.
+fn narratives_of(engine: &Engine, scope: &TenantScope, c: &CollectionName) -> usize {
+    use strata_store::{AdaptiveItem, AdaptiveReads};
+    let r = engine.store.read().unwrap();
+    let rows = r.adaptive_rows(scope.key(), None).unwrap();
+    rows.iter()
+        .filter(|row| matches!(&row.item, AdaptiveItem::Narrative(_, n, _) if n == c))
+        .count()
+}
+
 fn search(engine: &Engine, scope: &TenantScope, c: CollectionName) -> Result<usize, EngineError> {
     let s = SearchRequest {
         vector: Some(vec![1.0, 0.5]),
@@ -385,6 +408,10 @@ fn a_marked_collection_survives_export_import_and_moves_between_levels() {
     let (engine, scope) = tenant(dir.path());
     let before = seen(&engine, &scope);
     add_doomed(&engine, &scope, 30);
+    // Narratives of both collections: the marked one's went with its mark, so the export,
+    // which holds no collection of it, holds none of them either (the import would refuse one).
+    feedback_on(&engine, &scope, &kept(), "k000");
+    feedback_on(&engine, &scope, &doomed(), "d000");
     let mut pending = begin(&engine, &scope, 7, 10);
     while !pending.writes_next() {
         let Stepped::More(p) = engine.delete_collection_step(pending).unwrap() else {
@@ -411,6 +438,8 @@ fn a_marked_collection_survives_export_import_and_moves_between_levels() {
     ok(&copy);
     let copied = admin_scope(&engine, "copy");
     assert_eq!(seen(&engine, &copied).records, before.records);
+    assert_eq!(narratives_of(&engine, &copied, &kept()), 1);
+    assert_eq!(narratives_of(&engine, &copied, &doomed()), 0);
     let migrate = |target| {
         let req = MigrateRequest {
             target,
@@ -424,9 +453,149 @@ fn a_marked_collection_survives_export_import_and_moves_between_levels() {
     let scope = admin_scope(&engine, "acme");
     assert_eq!(engine.count(&scope, &everyone(), None).unwrap(), 10);
     assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 30);
+    assert_eq!(narratives_of(&engine, &scope, &doomed()), 0);
     ok(&acme());
     migrate(IsolationLevel::Shared);
     ok(&acme());
     let scope = admin_scope(&engine, "acme");
     assert_eq!(seen(&engine, &scope), before);
+}
+
+/// Two overlapping deletes of one name: the second resumed the first's mark; the first
+/// finished, and a client created the collection again with a record of an id the second had
+/// found. The second then stops, writing nothing: the new record, the new collection and its
+/// loaded index stay.
+#[test]
+fn a_delete_overtaken_by_another_of_the_same_name_leaves_the_collection_created_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    add_doomed(&engine, &scope, 30);
+    let first = begin(&engine, &scope, 7, 10);
+    let mut second = begin(&engine, &scope, 7, 10);
+    // The second has found its records and is about to delete them.
+    while !second.writes_next() {
+        let Stepped::More(p) = engine.delete_collection_step(second).unwrap() else {
+            panic!("done before deleting")
+        };
+        second = *p;
+    }
+    assert_eq!(finish(&engine, first).0, 30);
+    // A collection's incarnation is told by its row, whose creation time is in milliseconds.
+    std::thread::sleep(Duration::from_millis(2));
+    engine
+        .create_collection(&scope, &doomed(), 2, Metric::Cosine)
+        .unwrap();
+    engine
+        .put(&scope, &everyone(), records(&doomed(), "d", 1))
+        .unwrap();
+    // The index of the new collection is loaded, so a drop of it would be seen.
+    assert_eq!(search(&engine, &scope, doomed()).unwrap(), 1);
+    let delete_rows = |e: &Engine| {
+        e.own_audit_rows(&scope, &crate::audit::AuditQuery::default())
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.action == "collection.delete")
+            .count()
+    };
+    let rows_before = delete_rows(&engine);
+    let (n, _) = finish(&engine, second);
+    assert_eq!(n, 0);
+    assert_eq!(delete_rows(&engine), rows_before, "it wrote nothing");
+    assert_eq!(
+        engine
+            .get(&scope, &everyone(), &id("d000"))
+            .unwrap()
+            .modality,
+        doomed()
+    );
+    assert_eq!(search(&engine, &scope, doomed()).unwrap(), 1);
+    assert_eq!(stored_of_doomed(&engine, &scope), 1);
+    assert!(
+        engine
+            .verify_tenant(&OperatorScope::for_tests(), &acme())
+            .unwrap()
+            .ok
+    );
+}
+
+/// A delete takes the collection's narratives with it (the mark's drop of the collection
+/// removes them, `feedback::forget_removed`); the other collections keep theirs.
+#[test]
+fn a_finished_delete_leaves_no_narrative_of_its_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    add_doomed(&engine, &scope, 5);
+    feedback_on(&engine, &scope, &kept(), "k000");
+    feedback_on(&engine, &scope, &doomed(), "d000");
+    assert_eq!(narratives_of(&engine, &scope, &doomed()), 1);
+    drop(begin(&engine, &scope, 7, 10));
+    assert_eq!(
+        narratives_of(&engine, &scope, &doomed()),
+        0,
+        "gone with the mark"
+    );
+    assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 5);
+    assert_eq!(narratives_of(&engine, &scope, &doomed()), 0);
+    assert_eq!(narratives_of(&engine, &scope, &kept()), 1);
+    assert!(
+        engine
+            .verify_tenant(&OperatorScope::for_tests(), &acme())
+            .unwrap()
+            .ok
+    );
+}
+
+/// What the collection's index kept beside its records (index snapshot, search image,
+/// change-log mark) goes with the mark, so nothing names an index of a missing collection
+/// while its delete is unfinished; the other collections' stay, and a load after the mark
+/// serves them.
+#[test]
+fn the_mark_deletes_what_its_index_kept_beside_its_records() {
+    use strata_store::ChangeLogReads;
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    add_doomed(&engine, &scope, 5);
+    assert_eq!(search(&engine, &scope, doomed()).unwrap(), 5);
+    assert_eq!(engine.persist_indexes().unwrap(), 1);
+    let kept_beside = |e: &Engine, c: &CollectionName| {
+        let r = e.store.read().unwrap();
+        let key = scope.key();
+        [
+            r.blob(key, &format!("{}{c}", crate::snapshot::BLOB_PREFIX))
+                .unwrap()
+                .is_some(),
+            r.blob(key, &format!("{}{c}", crate::search_image::BLOB_PREFIX))
+                .unwrap()
+                .is_some(),
+            r.change_mark(key, c).unwrap().is_some(),
+        ]
+    };
+    assert_eq!(kept_beside(&engine, &doomed()), [true; 3]);
+    drop(begin(&engine, &scope, 7, 10));
+    assert_eq!(kept_beside(&engine, &doomed()), [false; 3]);
+    assert_eq!(kept_beside(&engine, &kept()), [true; 3]);
+    // Loaded again while marked: the other collection is served, verify warns of nothing.
+    drop(engine);
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let scope = admin_scope(&engine, "acme");
+    assert_eq!(search(&engine, &scope, kept()).unwrap(), 5);
+    let report = engine
+        .verify_tenant(&OperatorScope::for_tests(), &acme())
+        .unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 5);
+    assert_eq!(kept_beside(&engine, &kept()), [true; 3]);
+    // A mark written by an older build left the saved index: the last transaction takes it.
+    add_doomed(&engine, &scope, 5);
+    assert_eq!(search(&engine, &scope, doomed()).unwrap(), 5);
+    engine.persist_indexes().unwrap();
+    assert_eq!(kept_beside(&engine, &doomed()), [true; 3]);
+    let key = scope.key();
+    engine
+        .store
+        .write(|w| w.mark_collection_deleting(key, &doomed()))
+        .unwrap();
+    assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 5);
+    assert_eq!(kept_beside(&engine, &doomed()), [false; 3]);
 }

@@ -235,10 +235,35 @@ impl DeleteChunks {
         fetch: impl Fn(&Writer<'_>, TenantKey, &RecordId) -> Result<Option<Record>, StoreError>,
         still: impl Fn(&Record) -> bool,
     ) -> Result<(u64, bool), EngineError> {
+        let always = |_: &Writer<'_>, _: TenantKey| Ok(true);
+        // With a guard that always holds, the chunk is never refused.
+        Ok(self
+            .delete_next_while(engine, scope, action, always, fetch, still)?
+            .unwrap_or((0, true)))
+    }
+
+    /// [`DeleteChunks::delete_next`], first asking `guard` in the chunk's own transaction
+    /// whether the delete still stands: when it does not, the transaction is rolled back, so
+    /// nothing is written (not even an audit row), and the answer is `None`.
+    pub(crate) fn delete_next_while(
+        &mut self,
+        engine: &Engine,
+        scope: &TenantScope,
+        action: &str,
+        guard: impl Fn(&Writer<'_>, TenantKey) -> Result<bool, EngineError>,
+        fetch: impl Fn(&Writer<'_>, TenantKey, &RecordId) -> Result<Option<Record>, StoreError>,
+        still: impl Fn(&Record) -> bool,
+    ) -> Result<Option<(u64, bool)>, EngineError> {
         let end = self.doomed.len().min(self.next + self.chunk.max(1));
         let ids = &self.doomed[self.next..end];
         let (chunk_links, index, key) = (self.chunk_links, self.index, scope.key());
-        let (n, tried) = engine.write_tenant_inner(scope, action, true, |w, changes| {
+        let refused = std::cell::Cell::new(false);
+        let done = engine.write_tenant_inner(scope, action, true, |w, changes| {
+            if !guard(w, key)? {
+                // An error rolls the transaction back; `refused` tells it from a real one.
+                refused.set(true);
+                return Err(EngineError::NotFound);
+            }
             let (mut n, mut links, mut tried) = (0, 0, 0);
             for id in ids {
                 tried += 1;
@@ -257,10 +282,14 @@ impl DeleteChunks {
             let mut detail = crate::change_summary(changes);
             detail["chunk"] = index.into();
             Ok(((n, tried), Some(detail)))
-        })?;
+        });
+        let (n, tried) = match done {
+            Err(_) if refused.get() => return Ok(None),
+            done => done?,
+        };
         self.next += tried;
         self.index += 1;
-        Ok((n, self.next == self.doomed.len()))
+        Ok(Some((n, self.next == self.doomed.len())))
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use strata_auth::{Permission, TenantScope};
-use strata_store::{DecodeMemo, MemoReads, Reads, Writer};
+use strata_store::{DecodeMemo, DeletingReads, MemoReads, Reads, Writer};
 use strata_types::{
     Collection, EmbedderRef, Filter, NewRecord, Record, RecordError, RecordId, RecordPatch,
     RequestScope, check_expiry, check_vector, merge_patch, now_millis, validate_metadata,
@@ -453,13 +453,17 @@ fn put_one(
     }
     let key = scope.key();
     if new.id.is_some() {
-        let mut existing = w.record(key, &record.id)?;
-        if existing.is_none() && w.stored_record(key, &record.id)?.is_some() {
-            // A record of a collection being deleted holds the id, hidden from every read: it
-            // goes now, with its links, as that delete would take it, and the write creates a
-            // record that none of them survives into.
-            delete_record(w, changes, scope, &record.id)?;
-        }
+        // Read once as stored, then hidden as the store's record reads hide it.
+        let mut existing = match w.stored_record(key, &record.id)? {
+            Some(stored) if w.hides(key, &stored)? => {
+                // A record of a collection being deleted holds the id, hidden from every
+                // read: it goes now, with its links, as that delete would take it, and the
+                // write creates a record that none of them survives into.
+                delete_record(w, changes, scope, &record.id)?;
+                None
+            }
+            stored => stored,
+        };
         if existing.as_ref().is_some_and(|e| e.is_expired(vis.now)) {
             // An expired record is gone for every reader and waits only for the sweep: its id
             // is free. It goes now, with its links, as the sweep would take it; the write

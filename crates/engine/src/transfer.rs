@@ -138,7 +138,7 @@ fn hidden_records(
     if deleting.is_empty() {
         return Ok(hidden);
     }
-    for record in r.stored_records(key, None)? {
+    for record in r.stored_records_without_vector(key, None)? {
         let record = record?;
         if deleting.contains(&record.modality) {
             hidden.insert(record.id);

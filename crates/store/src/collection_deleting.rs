@@ -45,6 +45,13 @@ pub trait DeletingReads: Reads {
         }
         Ok(out)
     }
+
+    /// Whether the store's record reads hide `record`, one read as stored
+    /// ([`Reads::stored_record`]): its collection is being deleted. So a caller that needs both
+    /// the stored record and whether it is hidden reads it once.
+    fn hides(&self, t: TenantKey, record: &Record) -> Result<bool, StoreError> {
+        is_deleting(self, t, &record.modality)
+    }
 }
 
 impl<R: Reads + ?Sized> DeletingReads for R {}
@@ -168,7 +175,7 @@ mod tests {
             modality: c.clone(),
             kind: None,
             content: Some("hi".into()),
-            vector: None,
+            vector: Some(vec![1.0, 0.5]),
             user_tokens: Vec::new(),
             memory_domain: Domain::parse("default").unwrap(),
             run_id: None,
@@ -213,8 +220,27 @@ mod tests {
         let listed: Vec<_> = r.records(t, None).unwrap().map(|x| x.unwrap().id).collect();
         assert_eq!(listed, vec![RecordId::parse("b").unwrap()]);
         // What the delete itself and the usage recount read.
-        assert!(r.stored_record(t, &a).unwrap().is_some());
+        let stored = r.stored_record(t, &a).unwrap().unwrap();
+        assert!(r.hides(t, &stored).unwrap());
+        let b = r.stored_record(t, &RecordId::parse("b").unwrap()).unwrap();
+        assert!(!r.hides(t, &b.unwrap()).unwrap());
         assert_eq!(r.stored_records(t, None).unwrap().count(), 2);
+        // The same walk without the vectors, as the delete's scan reads it.
+        let walked: Vec<_> = r
+            .stored_records_without_vector(t, None)
+            .unwrap()
+            .map(|x| x.unwrap())
+            .collect();
+        let mut expected = vec![record("a", &doomed), record("b", &kept)];
+        expected.iter_mut().for_each(|x| x.vector = None);
+        assert_eq!(walked, expected);
+        assert_eq!(
+            r.stored_records_without_vector(t, Some(&a))
+                .unwrap()
+                .map(|x| x.unwrap().id)
+                .collect::<Vec<_>>(),
+            vec![RecordId::parse("b").unwrap()]
+        );
         // A key check takes the marker for the collection of the records it still holds.
         assert_eq!(
             crate::check_tenant(&r, t).unwrap().problems,
@@ -247,8 +273,11 @@ mod tests {
                 w.put_collection(t, &collection(&doomed))?;
                 w.put_record(t, &record("a", &doomed))?;
                 assert!(w.record(t, &a)?.is_some());
+                let stored = w.stored_record(t, &a)?.unwrap();
+                assert!(!w.hides(t, &stored)?);
                 w.mark_collection_deleting(t, &doomed)?;
                 assert_eq!(w.record(t, &a)?, None);
+                assert!(w.hides(t, &stored)?);
                 assert_eq!(w.records(t, None)?.count(), 0);
                 w.unmark_collection_deleting(t, &doomed)?;
                 assert!(w.record(t, &a)?.is_some());

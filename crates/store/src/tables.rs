@@ -975,6 +975,24 @@ pub trait Reads: Tables {
         ))
     }
 
+    /// [`Reads::stored_records`] without the records' vectors (`vector: None`), which it
+    /// skips instead of copying: for a walk that needs only each record's id and fields.
+    fn stored_records_without_vector<'a>(
+        &'a self,
+        t: TenantKey,
+        after: Option<&RecordId>,
+    ) -> Result<Box<dyn Iterator<Item = Result<Record, StoreError>> + 'a>, StoreError> {
+        let prefix = keys::records(t);
+        let start = match after {
+            Some(id) => successor(keys::record(t, id)),
+            None => prefix.clone(),
+        };
+        let iter = bounded_range(self.data_table(t)?, &start, &prefix)?;
+        Ok(Box::new(iter.map(|e| {
+            e.and_then(|(_, v)| crate::codec::decode_record_without_vector(&v))
+        })))
+    }
+
     /// Ids in one scope-index list, in id order, starting after `after`.
     fn scope_ids<'a>(
         &'a self,
