@@ -16,10 +16,10 @@ use redb::ReadableTable;
 use strata_types::{Collection, CollectionName, Record};
 
 use crate::StoreError;
-use crate::codec::{decode_json, encode_json};
+use crate::codec::encode_json;
 use crate::keys::{self, TenantKey};
 use crate::opened::Opened;
-use crate::tables::{Reads, Writer, prefix_range};
+use crate::tables::{Reads, Writer, json_row, json_rows};
 
 /// Reads of the marker rows.
 pub trait DeletingReads: Reads {
@@ -29,21 +29,12 @@ pub trait DeletingReads: Reads {
         t: TenantKey,
         name: &CollectionName,
     ) -> Result<Option<Collection>, StoreError> {
-        let v = self
-            .data_table(t)?
-            .get(keys::collection_deleting(t, name).as_slice())?;
-        v.map(|v| decode_json(v.value())).transpose()
+        json_row(self.data_table(t)?, &keys::collection_deleting(t, name))
     }
 
     /// Every collection of the tenant whose delete is unfinished, by name.
     fn collections_deleting(&self, t: TenantKey) -> Result<Vec<Collection>, StoreError> {
-        let prefix = keys::collections_deleting(t);
-        let mut out = Vec::new();
-        for entry in prefix_range(self.data_table(t)?, &prefix)? {
-            let (_, v) = entry?;
-            out.push(decode_json(&v)?);
-        }
-        Ok(out)
+        json_rows(self.data_table(t)?, &keys::collections_deleting(t))
     }
 
     /// Whether the store's record reads hide `record`, one read as stored

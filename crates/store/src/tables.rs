@@ -897,20 +897,11 @@ pub trait Reads: Tables {
         t: TenantKey,
         name: &CollectionName,
     ) -> Result<Option<Collection>, StoreError> {
-        let v = self
-            .data_table(t)?
-            .get(keys::collection(t, name).as_slice())?;
-        v.map(|v| decode_json(v.value())).transpose()
+        json_row(self.data_table(t)?, &keys::collection(t, name))
     }
 
     fn collections(&self, t: TenantKey) -> Result<Vec<Collection>, StoreError> {
-        let prefix = keys::collections(t);
-        let mut out = Vec::new();
-        for entry in prefix_range(self.data_table(t)?, &prefix)? {
-            let (_, v) = entry?;
-            out.push(decode_json(&v)?);
-        }
-        Ok(out)
+        json_rows(self.data_table(t)?, &keys::collections(t))
     }
 
     /// Record `id`, unless its collection is being deleted (`crate::collection_deleting`).
@@ -964,11 +955,7 @@ pub trait Reads: Tables {
         t: TenantKey,
         after: Option<&RecordId>,
     ) -> Result<Box<dyn Iterator<Item = Result<Record, StoreError>> + 'a>, StoreError> {
-        let prefix = keys::records(t);
-        let start = match after {
-            Some(id) => successor(keys::record(t, id)),
-            None => prefix.clone(),
-        };
+        let (start, prefix) = record_bounds(t, after);
         let iter = bounded_range(self.data_table(t)?, &start, &prefix)?;
         Ok(Box::new(
             iter.map(|e| e.and_then(|(_, v)| decode_record(&v))),
@@ -982,11 +969,7 @@ pub trait Reads: Tables {
         t: TenantKey,
         after: Option<&RecordId>,
     ) -> Result<Box<dyn Iterator<Item = Result<Record, StoreError>> + 'a>, StoreError> {
-        let prefix = keys::records(t);
-        let start = match after {
-            Some(id) => successor(keys::record(t, id)),
-            None => prefix.clone(),
-        };
+        let (start, prefix) = record_bounds(t, after);
         let iter = bounded_range(self.data_table(t)?, &start, &prefix)?;
         Ok(Box::new(iter.map(|e| {
             e.and_then(|(_, v)| crate::codec::decode_record_without_vector(&v))
@@ -1534,6 +1517,36 @@ pub(crate) fn prefix_range<'a>(
     prefix: &[u8],
 ) -> Result<impl Iterator<Item = Entry> + 'a, StoreError> {
     bounded_range(table, prefix, prefix)
+}
+
+/// Where tenant `t`'s record rows after `after` (all of them if `None`) begin, and the prefix
+/// they share: the bounds of a [`bounded_range`] over them, in id order.
+fn record_bounds(t: TenantKey, after: Option<&RecordId>) -> (Vec<u8>, Vec<u8>) {
+    let prefix = keys::records(t);
+    let start = match after {
+        Some(id) => successor(keys::record(t, id)),
+        None => prefix.clone(),
+    };
+    (start, prefix)
+}
+
+/// A row of `table` holding JSON, decoded (closed: a row that does not decode is an error).
+pub(crate) fn json_row<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    let v = table.get(key)?;
+    v.map(|v| decode_json(v.value())).transpose()
+}
+
+/// Every row of `table` under `prefix`, each holding JSON, decoded in key order.
+pub(crate) fn json_rows<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    prefix: &[u8],
+) -> Result<Vec<T>, StoreError> {
+    prefix_range(table, prefix)?
+        .map(|e| e.and_then(|(_, v)| decode_json(&v)))
+        .collect()
 }
 
 /// Entries from `start` on while their key starts with `prefix`.
