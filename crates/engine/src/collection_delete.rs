@@ -98,15 +98,19 @@ impl Engine {
         )?;
         let key = scope.key();
         let marked = self.write_tenant_inner(scope, ACTION, true, |w, changes| {
-            let (marked, step) = if let Some(c) = w.mark_collection_deleting(key, name)? {
+            let step = if w.mark_collection_deleting(key, name)?.is_some() {
                 crate::snapshot::delete(w, key, name)?;
                 crate::search_image::delete(w, key, name)?;
                 w.delete_change_mark(key, name)?;
                 changes.push(Change::DropCollection(name.clone()));
-                (c, "begun")
-            } else if let Some(c) = w.collection_deleting(key, name)? {
-                (c, "resumed")
+                "begun"
             } else {
+                "resumed"
+            };
+            // The marker as stored, which is what every later step decodes and compares
+            // with: the collection decoded from its own row may not survive one more
+            // encoding bit for bit (a float in its memory defaults).
+            let Some(marked) = w.collection_deleting(key, name)? else {
                 return Err(EngineError::CollectionNotFound(name.clone()));
             };
             let detail = serde_json::json!({"collection": name, "step": step});

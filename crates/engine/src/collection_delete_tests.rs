@@ -599,3 +599,39 @@ fn the_mark_deletes_what_its_index_kept_beside_its_records() {
     assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 5);
     assert_eq!(kept_beside(&engine, &doomed()), [false; 3]);
 }
+
+/// A collection whose memory defaults hold a float that does not survive a second encoding bit
+/// for bit (serde_json's default parser may round such a value differently once re-encoded) is
+/// deleted whole by its first delete: the steps compare with the marker as stored.
+#[test]
+fn a_collection_with_an_unstable_float_is_deleted_by_its_first_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    let memory = strata_types::MemoryDefaults {
+        initial_confidence: Some(5.740227352895624e-09),
+        ..Default::default()
+    };
+    engine
+        .create_collection_full(
+            &scope,
+            &doomed(),
+            2,
+            Metric::Cosine,
+            strata_types::TextAnalyzer::Standard,
+            memory,
+        )
+        .unwrap();
+    engine
+        .put(&scope, &everyone(), records(&doomed(), "d", 25))
+        .unwrap();
+    let (deleted, _) = finish(&engine, begin(&engine, &scope, 7, 10));
+    assert_eq!(deleted, 25);
+    assert_eq!(stored_of_doomed(&engine, &scope), 0);
+    let r = engine.store.read().unwrap();
+    assert!(
+        r.collection_deleting(scope.key(), &doomed())
+            .unwrap()
+            .is_none()
+    );
+    assert!(r.collection(scope.key(), &doomed()).unwrap().is_none());
+}
