@@ -246,15 +246,8 @@ fn build_and_install(
         .reserve(slots.len())
         .map_err(|e| EngineError::Index(e.to_string()))?;
     for chunk in slots.chunks(CHUNK) {
-        if registry.builder.stop.load(Ordering::Relaxed) {
+        let Some(items) = copy_chunk(registry, slot, name, chunk)? else {
             return Ok(false);
-        }
-        let items = {
-            let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
-            match guard.as_ref().and_then(|i| i.collections.get(name)) {
-                Some(ci) if ci.building.is_some() => ci.vectors_of(chunk)?,
-                _ => return Ok(false),
-            }
         };
         let refs: Vec<(u32, &[f32])> = items.iter().map(|(s, v)| (*s, v.as_slice())).collect();
         // One thread: the build shares the machine with the requests it must not slow.
@@ -358,15 +351,8 @@ fn catch_up(
     let mut removed = 0;
     let mut held = vec![0.0; graph.dim()];
     for chunk in logged.chunks(CHUNK) {
-        if registry.builder.stop.load(Ordering::Relaxed) {
+        let Some(items) = copy_chunk(registry, slot, name, chunk)? else {
             return Ok(None);
-        }
-        let items = {
-            let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
-            match guard.as_ref().and_then(|i| i.collections.get(name)) {
-                Some(ci) if ci.building.is_some() => ci.vectors_of(chunk)?,
-                _ => return Ok(None),
-            }
         };
         // In slot order, as `chunk`.
         let mut items = items.into_iter().peekable();
@@ -376,6 +362,28 @@ fn catch_up(
         }
     }
     Ok(Some(removed))
+}
+
+/// Slots with copies of their vectors.
+type Copied = Vec<(u32, Vec<f32>)>;
+
+/// Copies of the vectors `chunk`'s slots hold now (those that hold one, in `chunk`'s order),
+/// under a short read lock; `None` when the build is to stop: the server is shutting down, or
+/// the build was abandoned (the tenant evicted, the collection dropped).
+fn copy_chunk(
+    registry: &IndexRegistry,
+    slot: &TenantSlot,
+    name: &CollectionName,
+    chunk: &[u32],
+) -> Result<Option<Copied>, EngineError> {
+    if registry.builder.stop.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+    match guard.as_ref().and_then(|i| i.collections.get(name)) {
+        Some(ci) if ci.building.is_some() => ci.vectors_of(chunk).map(Some),
+        _ => Ok(None),
+    }
 }
 
 #[cfg(test)]
