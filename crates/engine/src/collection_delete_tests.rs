@@ -146,16 +146,22 @@ fn seen(engine: &Engine, scope: &TenantScope) -> Seen {
         .into_iter()
         .map(|c| c.name)
         .collect();
-    let report = engine
-        .verify_tenant(&OperatorScope::for_tests(), &acme())
-        .unwrap();
-    assert!(report.ok, "{:?}", report.problems);
+    let report = assert_verified(engine);
     Seen {
         records,
         links,
         collections,
         usage: report.usage_stored,
     }
+}
+
+/// Verifies tenant `acme`: it must have no problem; the report.
+fn assert_verified(engine: &Engine) -> crate::VerifyReport {
+    let report = engine
+        .verify_tenant(&OperatorScope::for_tests(), &acme())
+        .unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    report
 }
 
 fn begin(
@@ -255,12 +261,7 @@ fn a_delete_of_many_chunks_leaves_nothing_of_it_and_every_other_collection_as_it
     engine
         .create_collection(&scope, &doomed(), 3, Metric::L2)
         .unwrap();
-    assert!(
-        engine
-            .verify_tenant(&OperatorScope::for_tests(), &acme())
-            .unwrap()
-            .ok
-    );
+    assert_verified(&engine);
 }
 
 #[test]
@@ -352,10 +353,7 @@ fn a_marked_collection_refuses_writes_and_searches_and_hides_its_records() {
     let links = engine.record_links(&scope, &req, &id("d025")).unwrap();
     assert!(links.outgoing.is_empty() && links.incoming.is_empty());
     // A verify while marked: no problem (the remaining records still count in the usage).
-    let report = engine
-        .verify_tenant(&OperatorScope::for_tests(), &acme())
-        .unwrap();
-    assert!(report.ok, "{:?}", report.problems);
+    let report = assert_verified(&engine);
     assert_eq!(report.usage_stored.records, 10 + 1 + 19);
 }
 
@@ -510,12 +508,7 @@ fn a_delete_overtaken_by_another_of_the_same_name_leaves_the_collection_created_
     );
     assert_eq!(search(&engine, &scope, doomed()).unwrap(), 1);
     assert_eq!(stored_of_doomed(&engine, &scope), 1);
-    assert!(
-        engine
-            .verify_tenant(&OperatorScope::for_tests(), &acme())
-            .unwrap()
-            .ok
-    );
+    assert_verified(&engine);
 }
 
 /// A delete takes the collection's narratives with it (the mark's drop of the collection
@@ -537,12 +530,7 @@ fn a_finished_delete_leaves_no_narrative_of_its_collection() {
     assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 5);
     assert_eq!(narratives_of(&engine, &scope, &doomed()), 0);
     assert_eq!(narratives_of(&engine, &scope, &kept()), 1);
-    assert!(
-        engine
-            .verify_tenant(&OperatorScope::for_tests(), &acme())
-            .unwrap()
-            .ok
-    );
+    assert_verified(&engine);
 }
 
 /// What the collection's index kept beside its records (index snapshot, search image,
@@ -579,10 +567,7 @@ fn the_mark_deletes_what_its_index_kept_beside_its_records() {
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     let scope = admin_scope(&engine, "acme");
     assert_eq!(search(&engine, &scope, kept()).unwrap(), 5);
-    let report = engine
-        .verify_tenant(&OperatorScope::for_tests(), &acme())
-        .unwrap();
-    assert!(report.ok, "{:?}", report.problems);
+    let report = assert_verified(&engine);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     assert_eq!(engine.delete_collection(&scope, &doomed()).unwrap(), 5);
     assert_eq!(kept_beside(&engine, &kept()), [true; 3]);

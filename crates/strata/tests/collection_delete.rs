@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{OPERATOR_KEY, Server, code};
+use common::{Server, code};
 use serde_json::{Value, json};
 
 const RECORDS: usize = 6_000;
@@ -60,17 +60,6 @@ fn collections(server: &Server, key: &str) -> Vec<String> {
         .iter()
         .map(|c| c["name"].as_str().expect("name").to_owned())
         .collect()
-}
-
-fn verify_clean(server: &Server, id: &str) {
-    let (s, v) = server.post(
-        &format!("/v1/admin/tenants/{id}/verify"),
-        OPERATOR_KEY,
-        json!({}),
-    );
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["ok"], true, "{v}");
-    assert_eq!(v["usage_stored"], v["usage_recounted"], "{v}");
 }
 
 /// What a marked collection answers, then the repeated DELETE that finishes it.
@@ -186,8 +175,8 @@ fn sigkill_during_a_collection_delete_leaves_it_whole_gone_or_marked_and_a_repea
         assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "round {round}: {v}");
         assert_eq!(count(&server, &key), KEPT as u64, "round {round}");
         assert_eq!(count(&server, &other), KEPT as u64, "round {round}");
-        verify_clean(&server, "acme");
-        verify_clean(&server, "other");
+        server.verify_clean("acme");
+        server.verify_clean("other");
         println!(
             "round {round}: killed after {:?} of {took:?}: {state}",
             took * round / 4

@@ -35,17 +35,6 @@ fn fill(server: &Server, id: &str) -> String {
     key
 }
 
-fn verify_clean(server: &Server, id: &str) {
-    let (s, v) = server.post(
-        &format!("/v1/admin/tenants/{id}/verify"),
-        OPERATOR_KEY,
-        json!({}),
-    );
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["ok"], true, "{v}");
-    assert_eq!(v["usage_stored"], v["usage_recounted"], "{v}");
-}
-
 fn main_file_holds(server: &Server, needle: &str) -> bool {
     let bytes =
         std::fs::read(server.dir.path().join("data").join("strata.redb")).expect("main file");
@@ -82,7 +71,7 @@ fn sigkill_during_a_purge_leaves_the_tenant_whole_or_gone() {
         match s {
             200 => {
                 assert_eq!(v["count"], json!(RECORDS), "round {round}: {v}");
-                verify_clean(&server, &id);
+                server.verify_clean(&id);
             }
             401 => {
                 gone += 1;
@@ -93,7 +82,7 @@ fn sigkill_during_a_purge_leaves_the_tenant_whole_or_gone() {
             }
             _ => panic!("round {round}: {s} {v}"),
         }
-        verify_clean(&server, "kept");
+        server.verify_clean("kept");
         println!("round {round}: killed after {delay_ms} ms, tenant {id}: {s}");
     }
     println!("{gone} of 4 purges had committed");

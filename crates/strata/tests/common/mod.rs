@@ -229,6 +229,18 @@ impl Server {
         assert_eq!(s, 201, "{v}");
     }
 
+    /// Verifies tenant `id` as the operator: no problem, and its stored usage equals a recount.
+    pub fn verify_clean(&self, id: &str) {
+        let (s, v) = self.post(
+            &format!("/v1/admin/tenants/{id}/verify"),
+            OPERATOR_KEY,
+            json!({}),
+        );
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["usage_stored"], v["usage_recounted"], "{v}");
+    }
+
     /// Hard-deletes tenant `id` as the operator; the status and the answer.
     pub fn hard_delete(&self, id: &str) -> (u16, Value) {
         self.call(
