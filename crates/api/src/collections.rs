@@ -5,6 +5,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use strata_types::{CollectionName, MemoryDefaults, Metric, TenantId, TextAnalyzer};
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 use crate::bodies::{CollectionDeleted, CollectionView, Collections};
@@ -140,9 +141,10 @@ pub async fn create(
 /// as being deleted, and from then on it is missing (writes and searches naming it are
 /// `404 COLLECTION_NOT_FOUND`, listings leave it out, its records are neither returned,
 /// counted nor exported); then its records are deleted in transactions of up to 1,000 (with
-/// their links); then the mark goes. An error part-way, a crash or a client that hangs up
-/// leaves it marked, its name refused to a create (`409`), until the same `DELETE` is sent
-/// again: that finishes it, answering only the records it deleted itself.
+/// their links); then the mark goes. Once begun it runs to its end even if the client hangs
+/// up. An error part-way or a crash leaves it marked, its name refused to a create (`409`),
+/// until the same `DELETE` is sent again: that finishes it, answering only the records it
+/// deleted itself.
 #[utoipa::path(delete, path = "/v1/collections/{name}", tag = "collections", operation_id = "delete_collection",
     params(("name" = CollectionName, Path, description = "collection name")),
     responses((status = 200, description = "How many records this request deleted", body = CollectionDeleted)),
@@ -156,10 +158,19 @@ pub async fn delete(
     check_scope(&auth, None, q.as_deref())?;
     let name = CollectionName::parse_field("name", name).map_err(bad)?;
     let recheck = auth.recheck();
-    let scope = auth.scope;
-    let n = run_in_steps(&state, &auth.admitted, recheck, move |e| {
-        e.begin_delete_collection(&scope, &name)
-    })
-    .await?;
+    let (scope, admitted) = (auth.scope, auth.admitted);
+    // On a task of its own, which a client that hangs up does not cancel: a delete begun runs
+    // to its end (a client's timeout on a large collection would otherwise leave it marked,
+    // still counted in the usage, until someone repeated the DELETE). The task keeps the
+    // request's admission, so the tenant's in-flight count still holds it meanwhile.
+    let steps = async move {
+        run_in_steps(&state, &admitted, recheck, move |e| {
+            e.begin_delete_collection(&scope, &name)
+        })
+        .await
+    };
+    let n = crate::timing::spawn_carrying(steps.instrument(tracing::Span::current()))
+        .await
+        .map_err(|e| ApiError::Internal(format!("collection delete task: {e}")))??;
     Ok(Json(CollectionDeleted { deleted_records: n }))
 }

@@ -19,8 +19,8 @@
 //!    build left); its graph files go after it (no snapshot names them since the mark: a
 //!    save of the tenant meanwhile deletes them too).
 //!
-//! A crash, an error or a caller that stops running the steps part-way leaves the collection
-//! marked: still missing to everyone, its name refused to a create (409, saying a repeated
+//! A crash, an error or a caller that stops running the steps part-way (the HTTP route runs
+//! them to the end even when its client hangs up) leaves the collection marked: still missing to everyone, its name refused to a create (409, saying a repeated
 //! delete finishes it), its remaining records hidden and still counted in the tenant's usage.
 //! The same delete again resumes from step 2 and answers only what it deleted itself. Nothing
 //! finishes one on its own: the delete is the operator's or client's to repeat.

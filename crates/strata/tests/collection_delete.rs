@@ -185,3 +185,57 @@ fn sigkill_during_a_collection_delete_leaves_it_whole_gone_or_marked_and_a_repea
     // The kills fall a quarter, a half and three quarters into a delete's time.
     assert!(marked >= 1, "no kill fell inside a delete");
 }
+
+/// A client that hangs up once its delete has begun (the collection has left the listings)
+/// does not stop it: the delete runs to its end, the name becomes free and nothing of the
+/// collection stays counted, with no second DELETE.
+#[test]
+fn a_delete_whose_client_hangs_up_runs_to_its_end() {
+    use std::io::Write;
+
+    let server = Server::start();
+    let grant = json!({"permissions": ["read", "write", "admin", "all_principals"]});
+    server.tenant("acme");
+    let key = server.key("acme", grant);
+    fill(&server, &key, "kept", KEPT);
+    fill(&server, &key, "big", RECORDS);
+
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(
+        conn,
+        "DELETE /v1/collections/big HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\r\n"
+    )
+    .expect("send");
+    let began = Instant::now();
+    while collections(&server, &key).contains(&"big".to_owned()) {
+        assert!(began.elapsed() < Duration::from_secs(30), "never marked");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(conn);
+    let create = || {
+        server.post(
+            "/v1/collections",
+            &key,
+            json!({"name": "big", "dim": 4, "metric": "l2"}),
+        )
+    };
+    // Still under way when the client went (else this test would show nothing).
+    let (s, v) = create();
+    assert_eq!((s, code(&v)), (409, "CONFLICT"), "{v}");
+    let gone = Instant::now();
+    loop {
+        let (s, v) = create();
+        if s == 201 {
+            break;
+        }
+        assert_eq!(s, 409, "{v}");
+        assert!(
+            gone.elapsed() < Duration::from_secs(60),
+            "still marked a minute after the client went"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(count(&server, &key), KEPT as u64);
+    server.verify_clean("acme");
+}

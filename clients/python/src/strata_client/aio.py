@@ -627,8 +627,9 @@ class AsyncStrata(DataCalls):
 
     async def delete_collection(self, name: str) -> int:
         """Deletes a collection and every record in it, every principal's (needs ``admin`` and
-        ``all_principals``, bound to neither domains nor user tokens); returns how many. One
-        cut short (a crash, a dropped connection) leaves the collection missing and its name
+        ``all_principals``, bound to neither domains nor user tokens); returns how many. Once
+        begun it runs to its end on the server even if this call times out or its connection
+        drops. One cut short by a crash or an error leaves the collection missing and its name
         taken (a create is a conflict) until this is called again, which finishes it and
         returns how many that call deleted."""
         return await self._transport.run(self._delete_collection(name))
