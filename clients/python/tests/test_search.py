@@ -151,8 +151,8 @@ def test_feedback_raises_a_used_memory_in_adaptive_search(axes: Strata) -> None:
     for _ in range(5):
         answer = axes.feedback(["y", "no-such-memory"], shown=["x"], collection="axes")
         assert answer == {"memory_domain": "default", "narrative_updated": False}
-    # With the default weights one record's pheromone (at most 0.3) cannot beat a base-score
-    # gap of 1, the whole range here; a heavier pheromone weight can.
+    # With the default weights one record's pheromone (at most 0.3) cannot beat the base-score
+    # gap of a record far from the query (y: about 0.8 here); a heavier pheromone weight can.
     hits = axes.search(
         vector=[1, 0.2, 0],
         k=3,
@@ -172,3 +172,25 @@ def test_feedback_raises_a_used_memory_in_adaptive_search(axes: Strata) -> None:
     assert adaptive.get("nothing", 1) == 1 and adaptive.to_dict()["narrative"] == adaptive.narrative
     with pytest.raises(BadRequestError):
         axes.search(vector=[1, 0, 0], collection="axes", rerank_weights={"base": 1})
+
+
+def test_confidence_and_recency_fold_into_the_score_and_are_explained(axes: Strata) -> None:
+    axes.add_evidence("y", contradict=True)
+    hits = axes.search(
+        vector=[1, 0.2, 0],
+        k=3,
+        collection="axes",
+        confidence_weight=0.5,
+        recency_half_life_secs=3600,
+        explain=True,
+        include=[],
+    )
+    by_id = {h.id: h for h in hits}
+    y = by_id["y"].explain
+    assert y is not None and y.base_score is not None
+    assert y.confidence == pytest.approx(axes.get("y").confidence.value)
+    assert y.confidence < 0.5
+    # Just written: no decay to speak of.
+    assert y.recency_factor is not None and 0.99 < y.recency_factor <= 1.0
+    with pytest.raises(BadRequestError, match="confidence_weight"):
+        axes.search(vector=[1, 0, 0], collection="axes", confidence_weight=2.0)

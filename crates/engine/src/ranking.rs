@@ -8,7 +8,7 @@
 //! candidates into [0.5, 1] (1 when they all tie): the weakest candidate keeps half the
 //! relevance of the best rather than none, so confidence and recency can lift it, `c` the record's confidence, `w` the request's
 //! `confidence_weight` (0 when absent), `age` the time since the record's `created_at` (never
-//! negative) and `h` the recency half-life (the request's, else the collection's; no decay
+//! negative; `r` never below 2^-126, see [`RECENCY_FLOOR`]) and `h` the recency half-life (the request's, else the collection's; no decay
 //! when neither is set). The candidates are at least 50 per channel, so a confident or recent
 //! record a little below the top `k` can rise into it. Only visible records are candidates, so
 //! nothing the caller cannot see moves the normalisation.
@@ -16,6 +16,10 @@
 use strata_types::{Millis, SearchRequest};
 
 use crate::EngineError;
+
+/// The smallest recency factor (2^-126, ~1.2e-38): records older than ~126 half-lives share
+/// it.
+pub(crate) const RECENCY_FLOOR: f32 = f32::MIN_POSITIVE;
 
 /// What to fold into a search's ranking.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,7 +71,11 @@ impl Boost {
         let relevance = (1.0 - w) * n + w * confidence.unwrap_or(0.0);
         let recency = self.half_life_ms.map(|h| {
             let age = self.now.saturating_sub(created_at).max(0) as f64;
-            0.5f64.powf(age / h) as f32
+            // Floored at the smallest normal `f32`: past ~126 half-lives the factor would
+            // reach 0 (or lose its precision), every old record would score 0 and they would
+            // come back in slot order. Floored, they rank below every newer record and by
+            // relevance among themselves.
+            (0.5f64.powf(age / h) as f32).max(RECENCY_FLOOR)
         });
         Boosted {
             score: relevance * recency.unwrap_or(1.0),
@@ -115,6 +123,13 @@ mod tests {
         // A record from the future is not boosted above a fresh one.
         assert_eq!(b.apply(1.0, 1.0, 200_000).recency, Some(1.0));
         assert!(Boost::of(&SearchRequest::default(), None, 0).is_none());
+        // Older than ~126 half-lives: the floor, and relevance still orders such records.
+        let (old, older) = (b.apply(1.0, 0.9, -3_000_000), b.apply(0.6, 0.9, -3_000_000));
+        assert_eq!(old.recency, Some(RECENCY_FLOOR));
+        assert!(
+            old.score > older.score && older.score > 0.0,
+            "{old:?} {older:?}"
+        );
         assert_eq!(Boost::normalise(3.0, 1.0, 5.0), 0.75);
         assert_eq!(Boost::normalise(1.0, 1.0, 5.0), 0.5);
         assert_eq!(Boost::normalise(3.0, 3.0, 3.0), 1.0);

@@ -550,7 +550,7 @@ pub(crate) fn search_collection(
     }
     ranked.truncate(want);
     if let Some(a) = adaptive {
-        crate::rerank::rerank(&mut ranked, ci, name, a);
+        crate::rerank::rerank(&mut ranked, want, ci, name, a);
     }
     // The hits' whole records, from storage, each checked once more on the record itself; one
     // a concurrent write took out of sight is passed over for the next candidate. Or, when

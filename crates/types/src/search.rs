@@ -245,7 +245,8 @@ pub struct HitExplain {
     /// With `confidence_weight`: the record's confidence as it entered the score.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f32>,
-    /// With recency: `0.5^(age / half-life)`, the factor the score was multiplied by.
+    /// With recency: `0.5^(age / half-life)` (never below 2^-126), the factor the score was
+    /// multiplied by.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recency_factor: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -237,6 +237,8 @@ class DataCalls:
         rerank: Optional[str] = None,
         rerank_weights: Optional[Mapping[str, float]] = None,
         include_shared: Union[str, Sequence[str], None] = None,
+        confidence_weight: Optional[float] = None,
+        recency_half_life_secs: Optional[float] = None,
     ) -> Call[SearchResult]:
         body = _search_body(k, include, query, vector, collection, filter, mode)
         if include_shared is not None:
@@ -255,6 +257,10 @@ class DataCalls:
             body["rerank"] = rerank
         if rerank_weights is not None:
             body["rerank_weights"] = dict(rerank_weights)
+        if confidence_weight is not None:
+            body["confidence_weight"] = confidence_weight
+        if recency_half_life_secs is not None:
+            body["recency_half_life_secs"] = recency_half_life_secs
         return self._call("POST", "/v1/search", SearchResult.from_json, scope, json=body)
 
     def _feedback(

@@ -220,6 +220,8 @@ class Strata(DataCalls):
         rerank: Optional[str] = None,
         rerank_weights: Optional[Mapping[str, float]] = None,
         include_shared: Union[str, Sequence[str], None] = None,
+        confidence_weight: Optional[float] = None,
+        recency_half_life_secs: Optional[float] = None,
         user_tokens: Optional[Sequence[str]] = None,
         memory_domain: Optional[str] = None,
         run_id: Optional[str] = None,
@@ -239,6 +241,9 @@ class Strata(DataCalls):
         (``rerank_weights``: ``base``, ``narrative``, ``pheromone``).
         ``include_shared`` adds other tenants' domains this tenant was granted: ``"all"``, or
         share ids and ``"owner/domain"`` strings; their hits carry ``source``.
+        ``confidence_weight`` (0 to 1) folds each record's confidence into its score and
+        ``recency_half_life_secs`` decays older records' scores (default: the collection's);
+        with ``explain`` each hit shows ``base_score``, ``confidence`` and ``recency_factor``.
         """
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return self._transport.run(
@@ -258,6 +263,8 @@ class Strata(DataCalls):
                 rerank=rerank,
                 rerank_weights=rerank_weights,
                 include_shared=include_shared,
+                confidence_weight=confidence_weight,
+                recency_half_life_secs=recency_half_life_secs,
             )
         )
 

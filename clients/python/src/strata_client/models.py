@@ -279,6 +279,12 @@ class Explain:
     text_rank: Optional[int] = None
     #: With ``rerank="adaptive"``: see :class:`AdaptiveExplain`.
     adaptive: Optional[AdaptiveExplain] = None
+    #: With ``confidence_weight`` or a recency half-life: the score before them.
+    base_score: Optional[float] = None
+    #: With ``confidence_weight``: the record's confidence as it entered the score.
+    confidence: Optional[float] = None
+    #: With a recency half-life: the factor the score was multiplied by.
+    recency_factor: Optional[float] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Explain:
@@ -289,6 +295,9 @@ class Explain:
             text_score=d.get("text_score"),
             text_rank=d.get("text_rank"),
             adaptive=AdaptiveExplain.from_json(a) if isinstance(a, Mapping) else None,
+            base_score=d.get("base_score"),
+            confidence=d.get("confidence"),
+            recency_factor=d.get("recency_factor"),
         )
 
 
