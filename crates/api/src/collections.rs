@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
+use strata_engine::CollectionSpec;
 use strata_types::{CollectionName, MemoryDefaults, Metric, TenantId, TextAnalyzer};
 use tracing::Instrument;
 use utoipa::ToSchema;
@@ -80,6 +81,11 @@ struct NewCollection {
     /// `true`: each new record written to a `run_id` of this collection is linked from the
     /// run's previous record (relation `next`, weight 1). Absent: no automatic links.
     link_runs: Option<bool>,
+    /// `true`: the server's built-in model embeds this collection's text, as it does the
+    /// default `text` collection's: a record with `content` and no `vector` is embedded, and a
+    /// search with a `query` alone is embedded and runs hybrid. Needs the server's embedder and
+    /// `dim` equal to its model's (384). Absent: the collection takes client vectors only.
+    embed: Option<bool>,
 }
 
 /// A new collection; `tenant_id`, if given, is checked against the credential.
@@ -115,18 +121,18 @@ pub async fn create(
     let scope = auth.scope;
     let c = state
         .run_tenant(&auth.admitted, move |e| {
-            Ok(e.create_collection_full(
-                &scope,
-                &name,
-                new.dim,
-                new.metric,
-                new.analyzer,
-                MemoryDefaults {
+            let spec = CollectionSpec {
+                dim: new.dim,
+                metric: new.metric,
+                analyzer: new.analyzer,
+                memory: MemoryDefaults {
                     initial_confidence: new.initial_confidence,
                     recency_half_life_secs: new.recency_half_life_secs,
                     link_runs: new.link_runs,
                 },
-            )?)
+                embed: new.embed.unwrap_or(false),
+            };
+            Ok(e.create_collection_full(&scope, &name, spec)?)
         })
         .await?;
     Ok((StatusCode::CREATED, Json(CollectionView::from(c))))

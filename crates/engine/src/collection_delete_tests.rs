@@ -600,10 +600,13 @@ fn a_collection_with_an_unstable_float_is_deleted_by_its_first_delete() {
         .create_collection_full(
             &scope,
             &doomed(),
-            2,
-            Metric::Cosine,
-            strata_types::TextAnalyzer::Standard,
-            memory,
+            crate::CollectionSpec {
+                dim: 2,
+                metric: Metric::Cosine,
+                analyzer: strata_types::TextAnalyzer::Standard,
+                memory,
+                embed: false,
+            },
         )
         .unwrap();
     engine

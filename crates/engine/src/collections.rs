@@ -9,6 +9,17 @@ use crate::tenants::check_live;
 use crate::whole_tenant::{Reach, require_whole_tenant};
 use crate::{Engine, EngineError};
 
+/// What a new collection is: its vectors' dimension and metric, how its text is analysed,
+/// its memory-intelligence defaults, and whether the built-in model embeds its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionSpec {
+    pub dim: u32,
+    pub metric: Metric,
+    pub analyzer: TextAnalyzer,
+    pub memory: MemoryDefaults,
+    pub embed: bool,
+}
+
 impl Engine {
     pub fn collections(&self, scope: &TenantScope) -> Result<Vec<Collection>, EngineError> {
         self.read_tenant(scope, Permission::Read, |r| Ok(r.collections(scope.key())?))
@@ -37,24 +48,33 @@ impl Engine {
         self.create_collection_full(
             scope,
             name,
-            dim,
-            metric,
-            analyzer,
-            MemoryDefaults::default(),
+            CollectionSpec {
+                dim,
+                metric,
+                analyzer,
+                memory: MemoryDefaults::default(),
+                embed: false,
+            },
         )
     }
 
     /// Creates a collection with the given text analyzer and memory-intelligence defaults
-    /// (initial confidence, recency half-life).
+    /// (initial confidence, recency half-life); with `embed`, one whose text (records' and
+    /// queries') the server's built-in model embeds, which needs that model loaded and `dim`
+    /// its dimension.
     pub fn create_collection_full(
         &self,
         scope: &TenantScope,
         name: &CollectionName,
-        dim: u32,
-        metric: Metric,
-        analyzer: TextAnalyzer,
-        memory: MemoryDefaults,
+        spec: CollectionSpec,
     ) -> Result<Collection, EngineError> {
+        let CollectionSpec {
+            dim,
+            metric,
+            analyzer,
+            memory,
+            embed,
+        } = spec;
         // A collection is one object for every domain and principal of the tenant; a new one
         // holds no record, so `all_principals` is not needed.
         require_whole_tenant(
@@ -70,6 +90,21 @@ impl Engine {
                 self.config.limits.max_dim
             )));
         }
+        let embedder = match (embed, &self.embedder) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(EngineError::BadRequest(
+                    "embed: this server runs without its built-in embedder".into(),
+                ));
+            }
+            (true, Some(e)) if e.dim() != dim as usize => {
+                return Err(EngineError::BadRequest(format!(
+                    "dim: a collection the built-in model embeds needs dim {}, the model's",
+                    e.dim()
+                )));
+            }
+            (true, Some(e)) => Some(crate::embedding::identity(e)),
+        };
         self.store.write(|w| {
             let profile = check_live(w, scope)?;
             if w.collection(scope.key(), name)?.is_some() {
@@ -101,7 +136,7 @@ impl Engine {
                 dim,
                 metric,
                 created_at: now_millis(),
-                embedder: None,
+                embedder,
                 analyzer,
                 memory,
             };

@@ -103,6 +103,7 @@ pub use adaptive::AdaptiveConfig;
 pub use admission::Admission;
 pub use audit::{AuditEvent, AuditQuery, AuditRow, ImportedFrom, MAX_AUDIT_ROWS};
 pub use collection_delete::PendingCollectionDelete;
+pub use collections::CollectionSpec;
 pub use config::{DefaultCollection, EngineConfig};
 pub use dedicated::MigrationJob;
 pub use delete_steps::PendingDelete;

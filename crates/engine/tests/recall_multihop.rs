@@ -130,10 +130,13 @@ fn link_runs_chains_a_sessions_turns_for_recall() {
         .create_collection_full(
             &scope,
             &turns,
-            2,
-            Metric::Cosine,
-            TextAnalyzer::Standard,
-            memory,
+            strata_engine::CollectionSpec {
+                dim: 2,
+                metric: Metric::Cosine,
+                analyzer: TextAnalyzer::Standard,
+                memory,
+                embed: false,
+            },
         )
         .unwrap();
     let req = RequestScope::default();

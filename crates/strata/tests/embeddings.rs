@@ -167,6 +167,70 @@ fn a_collection_refuses_a_vector_from_another_model() {
     assert_eq!(info["usage"]["records"], 2, "{info}");
 }
 
+/// A collection created with `embed: true` is embedded by the built-in model as the default
+/// `text` collection is: a text-only record gets a vector and a paraphrase finds it. The
+/// model's dimension is required, and a server without the model refuses it.
+#[test]
+fn a_collection_created_with_embed_is_embedded_by_the_built_in_model() {
+    let server = start_with_embedder();
+    server.tenant("acme");
+    let admin = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let (s, v) = server.post(
+        "/v1/collections",
+        &admin,
+        json!({"name": "notes", "dim": 128, "embed": true}),
+    );
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("dim 384"),
+        "{v}"
+    );
+    let (s, v) = server.post(
+        "/v1/collections",
+        &admin,
+        json!({"name": "notes", "dim": 384, "embed": true}),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["embedder"]["model_id"], MODEL, "{v}");
+    let mut records: Vec<Value> = DISTRACTORS
+        .iter()
+        .map(|c| json!({ "content": c, "modality": "notes" }))
+        .collect();
+    records.push(json!({ "content": TARGET, "modality": "notes" }));
+    let ids = put(&server, &admin, records);
+    let v = search(
+        &server,
+        &admin,
+        json!({"query": PARAPHRASE, "k": 3, "modality": "notes"}),
+    );
+    assert_eq!(v["mode"], "hybrid", "{v}");
+    assert_eq!(
+        hit_ids(&v).first().copied(),
+        ids.last().map(String::as_str),
+        "{v}"
+    );
+
+    let plain = Server::start();
+    plain.tenant("acme");
+    let admin = plain.key("acme", json!({"permissions": ["admin"]}));
+    let (s, v) = plain.post(
+        "/v1/collections",
+        &admin,
+        json!({"name": "notes", "dim": 384, "embed": true}),
+    );
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("embed:"),
+        "{v}"
+    );
+}
+
 #[test]
 fn without_the_model_the_server_runs_bm25_only_and_says_how_to_fix_it() {
     let missing = tempfile::tempdir().expect("temp dir");

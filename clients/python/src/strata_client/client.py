@@ -621,18 +621,22 @@ class Strata(DataCalls):
         initial_confidence: Optional[float] = None,
         recency_half_life_secs: Optional[float] = None,
         link_runs: Optional[bool] = None,
+        embed: Optional[bool] = None,
     ) -> Collection:
         """Creates a collection (needs ``admin``); ``metric`` is ``cosine``, ``dot`` or ``l2``.
         ``analyzer`` (``standard``, ``english``, ``none``) is how its text is searched;
         ``initial_confidence`` the confidence of records that give none (0.5);
         ``recency_half_life_secs`` the recency decay of searches that name none; with
         ``link_runs=True`` each new record of a ``run_id`` is linked (``next``) from the run's
-        previous one, for :meth:`recall`."""
+        previous one, for :meth:`recall`. With ``embed=True`` the server's built-in model
+        embeds its text as it does the ``text`` collection's (``dim`` must be the model's,
+        384)."""
         options = dict(
             analyzer=analyzer,
             initial_confidence=initial_confidence,
             recency_half_life_secs=recency_half_life_secs,
             link_runs=link_runs,
+            embed=embed,
         )
         return self._transport.run(self._create_collection(name, dim, metric, options))
 
