@@ -11,7 +11,8 @@ pub enum EngineError {
     NotFound,
     #[error(transparent)]
     InvalidName(#[from] InvalidName),
-    #[error(transparent)]
+    /// One record (or patch) cannot be stored; the message starts with the field at fault.
+    #[error("{}", .0.in_body())]
     InvalidRecord(#[from] RecordError),
     /// One record of a batch written in the `{"records": [...]}` form cannot be stored; the
     /// message starts with its path (`records[5].metadata: ...`).

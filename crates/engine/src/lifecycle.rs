@@ -47,6 +47,8 @@ pub struct TenantLimits {
     /// Requests in flight at once.
     #[schema(minimum = 1)]
     pub max_concurrent: Option<u32>,
+    /// The deepest a recall of the tenant spreads, 0 to 10; 3 when absent.
+    #[schema(minimum = 0, maximum = 10)]
     pub max_spreading_depth: Option<u32>,
 }
 

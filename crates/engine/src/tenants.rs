@@ -211,6 +211,18 @@ fn check_profile_fields(
             )));
         }
     }
+    // No recall spreads further than this, whatever the limit says: a larger one would be
+    // stored and shown, yet never hold.
+    if let Some(depth) = limits.and_then(|l| l.max_spreading_depth)
+        && depth > strata_types::MAX_RECALL_DEPTH
+    {
+        return Err(EngineError::BadRequest(format!(
+            "limits.max_spreading_depth: at most {} hops, the deepest any recall spreads \
+             (null: the default, {})",
+            strata_types::MAX_RECALL_DEPTH,
+            strata_types::DEFAULT_MAX_SPREADING_DEPTH
+        )));
+    }
     Ok(())
 }
 

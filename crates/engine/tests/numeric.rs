@@ -96,7 +96,7 @@ fn refusal(v: &[f32], cosine_record: bool) -> Option<String> {
         return Some("vector: ".into());
     }
     if cosine_record && v.iter().all(|x| *x == 0.0) {
-        return Some("a zero vector".into());
+        return Some("vector: a zero vector".into());
     }
     None
 }

@@ -94,6 +94,13 @@ fn body_errors_name_the_field_by_its_path() {
             json!({"records": [{"content": "a"}, {"content": "b", "expires_at": "soon"}]}),
             "records[1].expires_at: ",
         ),
+        // A single record's refusal names its field too, as a batch's does.
+        (
+            "/v1/memories",
+            k.as_str(),
+            json!({"content": "z", "vector": [0.0, 0.5, 0.25]}),
+            "vector: ",
+        ),
         (
             "/v1/collections",
             k.as_str(),
@@ -129,6 +136,18 @@ fn body_errors_name_the_field_by_its_path() {
             OPERATOR_KEY,
             json!({"id": "b", "limits": {"max_concurrent": 0}}),
             "limits.max_concurrent: ",
+        ),
+        (
+            "/v1/admin/tenants",
+            OPERATOR_KEY,
+            json!({"id": "b", "limits": {"max_spreading_depth": 4_000_000_000u32}}),
+            "limits.max_spreading_depth: ",
+        ),
+        (
+            "/v1/feedback",
+            k.as_str(),
+            json!({"ids": ["a"], "query": "  "}),
+            "query: ",
         ),
         (
             "/v1/admin/keys",

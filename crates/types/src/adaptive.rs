@@ -81,7 +81,9 @@ pub struct FeedbackRequest {
     /// read: a vector, or a query that the server embeds (when it runs an embedder for the
     /// collection).
     pub vector: Option<Vec<f32>>,
-    /// At most 4096 bytes of UTF-8.
+    /// Not empty or whitespace only (a blank context would move the narrative towards the
+    /// vector every blank text gets), at most 4096 bytes of UTF-8.
+    #[serde(deserialize_with = "crate::text::feedback_query")]
     #[schema(max_length = 4096)]
     pub query: Option<String>,
     /// The collection whose narrative the context moves; `text` when absent.

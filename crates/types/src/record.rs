@@ -356,30 +356,55 @@ pub enum RecordError {
     ExpiryNotAhead { at: Millis, now: Millis },
 }
 
+/// Where a [`RecordError`]'s message names its field.
+enum Field {
+    Named(&'static str),
+    /// The message begins with its own field path.
+    InMessage,
+    /// The error is about the record (or batch) as a whole.
+    Whole,
+}
+
 impl RecordError {
     /// The message as one record's of a batch: it starts with the record's path and the field
     /// at fault (`records[5].metadata: ...`, `records[5].vector[7]: ...`), as a body's parse
     /// errors do.
     pub fn at_record(&self, index: usize) -> String {
+        match self.field() {
+            Field::Named(field) => format!("records[{index}].{field}: {self}"),
+            Field::InMessage => format!("records[{index}].{self}"),
+            Field::Whole => format!("records[{index}]: {self}"),
+        }
+    }
+
+    /// The message as a single record's (or a patch's): it starts with the field at fault
+    /// (`vector: ...`, `metadata: ...`), as a body's parse errors and a batch's do.
+    pub fn in_body(&self) -> String {
+        match self.field() {
+            Field::Named(field) => format!("{field}: {self}"),
+            Field::InMessage | Field::Whole => self.to_string(),
+        }
+    }
+
+    fn field(&self) -> Field {
         use RecordError::*;
-        let field = match self {
+        match self {
             // These messages begin with their own field path already.
             NonFiniteVector { .. }
             | VectorComponentTooLarge { .. }
             | VectorNormTooLarge { .. }
             | BadConfidence(_)
-            | ExpiryNotAhead { .. } => return format!("records[{index}].{self}"),
+            | ExpiryNotAhead { .. } => Field::InMessage,
             ShadowedField { .. }
             | BadMetadataKey { .. }
             | MetadataTooLarge { .. }
-            | MetadataTooDeep { .. } => "metadata",
-            ContentTooLarge { .. } => "content",
-            TooManyTokens { .. } => "user_tokens",
-            DimensionMismatch { .. } | ZeroVector { .. } => "vector",
-            VectorModelWithoutVector | VectorModelMismatch { .. } => "vector_model",
-            Empty | BatchTooLarge { .. } => return format!("records[{index}]: {self}"),
-        };
-        format!("records[{index}].{field}: {self}")
+            | MetadataTooDeep { .. } => Field::Named("metadata"),
+            ContentTooLarge { .. } => Field::Named("content"),
+            TooManyTokens { .. } => Field::Named("user_tokens"),
+            DimensionMismatch { .. } | ZeroVector { .. } => Field::Named("vector"),
+            VectorModelWithoutVector | VectorModelMismatch { .. } => Field::Named("vector_model"),
+            Empty | BatchTooLarge { .. } => Field::Whole,
+        }
     }
 }
 

@@ -43,6 +43,13 @@ pub(crate) fn query<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str
     )
 }
 
+/// `query` of a feedback: the context it was given in.
+pub(crate) fn feedback_query<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    non_blank(d, "query", "give the context's words, or leave query out")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +62,15 @@ mod tests {
         for text in ["a", " a ", "\u{3000}x"] {
             assert!(!is_blank(text), "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_blank_feedback_context_is_refused_naming_query() {
+        let err = serde_json::from_str::<crate::FeedbackRequest>(r#"{"query": " "}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("query:"), "{err}");
+        let ok: crate::FeedbackRequest = serde_json::from_str(r#"{"ids": ["a"]}"#).unwrap();
+        assert_eq!(ok.query, None);
     }
 }
