@@ -37,7 +37,8 @@ use strata_types::CollectionName;
 
 use crate::EngineError;
 use crate::collection_index::replay_slot;
-use crate::registry::{IndexRegistry, TenantSlot, lock, save_slot};
+use crate::index_save::save_slot;
+use crate::registry::{IndexRegistry, TenantSlot, lock};
 
 /// Vectors copied per read lock.
 const CHUNK: usize = 2048;
@@ -325,7 +326,7 @@ fn build_and_install(
         }
     };
     *lock(&registry.builder.last_install) = (rounds, replayed);
-    index.dirty = true;
+    index.mark_dirty();
     registry.account(slot, guard.as_ref());
     let p = built_with;
     let mut m = lock(&registry.builder.measured);

@@ -8,7 +8,7 @@
 //! another length, fails its checksum or does not decode closed is an error here, and the
 //! caller rebuilds from the records: never an error to the user, never a wrong answer.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -59,25 +59,21 @@ fn file_name(collection: &CollectionName, version: u64) -> String {
     format!("{}{version}-{nanos:016x}{SUFFIX}", prefix(collection))
 }
 
-/// Writes `graph` to a new derived file of tenant `key`, durably; returns what the snapshot
-/// records of it.
-pub(crate) fn save(
+/// Writes a graph's bytes (`HnswIndex::to_bytes`, copied out under the tenant's index lock)
+/// to a new derived file of tenant `key`, durably, with no lock held; returns what the
+/// snapshot records of it.
+pub(crate) fn save_bytes(
     store: &Store,
     key: TenantKey,
     collection: &CollectionName,
     version: u64,
-    graph: &HnswIndex,
+    bytes: &[u8],
 ) -> Result<GraphFile, EngineError> {
     let name = file_name(collection, version);
     let mut checksum = Checksum::new();
-    let len = store.write_derived(key, &name, |w| {
-        let mut w = Summing {
-            inner: w,
-            sum: &mut checksum,
-        };
-        graph.write_to(&mut w)
-    })?;
-    if len != graph.encoded_len() as u64 {
+    checksum.update(bytes);
+    let len = store.write_derived(key, &name, |w| w.write_all(bytes))?;
+    if len != bytes.len() as u64 {
         return Err(corrupt(format!("{name}: wrote {len} bytes")));
     }
     Ok(GraphFile {
@@ -136,18 +132,6 @@ impl<T: Read> Read for Summing<'_, T> {
         let n = self.inner.read(buf)?;
         self.sum.update(&buf[..n]);
         Ok(n)
-    }
-}
-
-impl<T: Write> Write for Summing<'_, T> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sum.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 

@@ -38,6 +38,7 @@ mod ids_only_pool_tests;
 mod image_check;
 mod import_recovery;
 mod index_lock;
+mod index_save;
 mod integrity;
 mod isolation;
 mod lifecycle;

@@ -51,9 +51,29 @@ pub(crate) struct TenantSlot {
     /// Pinned by its isolation level (`partition`, `dedicated`): never evicted. Learnt from
     /// the profile at each load and set by level changes.
     pub level_pinned: AtomicBool,
+    /// Held through a whole save of the tenant's indexes (`crate::index_save`), which holds
+    /// `apply` and the index lock only for its capture: one save at a time, taken before
+    /// either of those.
+    pub saving: Mutex<()>,
+    /// Run at each stage of a save (`crate::index_save::SaveStage`); an error fails the save
+    /// there, as a crash would cut it short.
+    #[cfg(test)]
+    #[allow(clippy::type_complexity)]
+    pub save_hook: Mutex<
+        Option<Box<dyn FnMut(crate::index_save::SaveStage) -> Result<(), EngineError> + Send>>,
+    >,
 }
 
 impl TenantSlot {
+    /// Runs the save hook, if a test set one.
+    #[cfg(test)]
+    pub fn run_save_hook(&self, stage: crate::index_save::SaveStage) -> Result<(), EngineError> {
+        match lock(&self.save_hook).as_mut() {
+            Some(hook) => hook(stage),
+            None => Ok(()),
+        }
+    }
+
     /// The tenant's integrity state as of its tracker's last change, read without its lock.
     pub fn integrity_state(&self) -> IntegrityState {
         self.integrity.state()
@@ -157,6 +177,9 @@ impl IndexRegistry {
                     counters: SlotCounters::default(),
                     integrity: SlotIntegrity::default(),
                     level_pinned: AtomicBool::new(false),
+                    saving: Mutex::new(()),
+                    #[cfg(test)]
+                    save_hook: Mutex::new(None),
                 })
             })
             .clone()
@@ -565,11 +588,16 @@ impl IndexRegistry {
     }
 
     /// Saves the tenant's snapshot if it changed, then drops its indexes; does nothing if the
-    /// tenant is busy (false). A failed save still evicts: the next load rebuilds from
-    /// storage. The indexes are taken out under the locks and freed after they are released,
-    /// so freeing a large tenant holds nobody up.
+    /// tenant is busy (false), a save of it included. A failed save still evicts: the next
+    /// load rebuilds from storage. The indexes are taken out under the locks and freed after
+    /// they are released, so freeing a large tenant holds nobody up.
     fn try_evict(&self, store: &Store, key: TenantKey, slot: &TenantSlot) -> bool {
         let dropped = {
+            let _saving = match slot.saving.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => return false,
+            };
             let _order = match slot.apply.try_lock() {
                 Ok(g) => g,
                 Err(TryLockError::Poisoned(e)) => e.into_inner(),
@@ -583,9 +611,9 @@ impl IndexRegistry {
             let Some(index) = guard.as_mut() else {
                 return true;
             };
-            if index.dirty {
+            if index.is_dirty() {
                 // Best effort: a snapshot that is missing or stale is rebuilt at the next load.
-                let _ = index.save(store, key);
+                let _ = index.save_locked(store, key);
             }
             let dropped = guard.take();
             slot.counters.evictions.fetch_add(1, Ordering::Relaxed);
@@ -602,7 +630,7 @@ impl IndexRegistry {
             self.slots().iter().map(|(k, v)| (*k, v.clone())).collect();
         let mut saved = 0;
         for (key, slot) in loaded {
-            if save_slot(store, key, &slot)? {
+            if crate::index_save::save_slot(store, key, &slot)? {
                 saved += 1;
             }
         }
@@ -753,26 +781,6 @@ impl Drop for WriteWindow<'_> {
         }
     }
 }
-/// Saves the slot's snapshot if it is loaded and changed; whether it saved.
-pub(crate) fn save_slot(
-    store: &Store,
-    key: TenantKey,
-    slot: &TenantSlot,
-) -> Result<bool, EngineError> {
-    let _order = lock(&slot.apply);
-    // A poisoned index is left for the next reader to drop (`IndexRegistry::read_index`).
-    let Ok(mut guard) = slot.index.write() else {
-        return Ok(false);
-    };
-    match guard.as_mut() {
-        Some(index) if index.dirty => {
-            index.save(store, key)?;
-            Ok(true)
-        }
-        _ => Ok(false),
-    }
-}
-
 #[cfg(test)]
 #[path = "registry_slot_tests.rs"]
 mod tests;

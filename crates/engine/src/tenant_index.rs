@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use strata_index::HnswParams;
-use strata_store::{ChangeLogReads, ChangeMark, Reads, Store, TenantKey};
+use strata_store::{Reads, Store, TenantKey};
 use strata_types::{CollectionName, Record, RecordId};
 
 use crate::EngineError;
@@ -24,8 +24,10 @@ pub(crate) enum Change {
 #[derive(Default)]
 pub(crate) struct TenantIndex {
     pub collections: HashMap<CollectionName, CollectionIndex>,
-    /// Changed since loaded or last saved: worth a snapshot.
-    pub dirty: bool,
+    /// Changed since loaded or last captured for a save: worth a snapshot. Atomic so that a
+    /// save clears it under the read lock (`crate::index_save`), and a change made after that
+    /// capture, under the write lock, sets it again.
+    pub dirty: std::sync::atomic::AtomicBool,
     /// Graph parameters of the tenant's isolation level, given to every collection.
     pub params: HnswParams,
     /// A write of this tenant is between the start of its transaction and the apply of its
@@ -204,7 +206,7 @@ impl TenantIndex {
             || collections.values().any(|c| c.wants_graph());
         Ok(Some(TenantIndex {
             collections,
-            dirty,
+            dirty: dirty.into(),
             params,
             write_pending: Default::default(),
         }))
@@ -281,7 +283,7 @@ impl TenantIndex {
         }
         Ok(TenantIndex {
             collections,
-            dirty,
+            dirty: dirty.into(),
             params,
             write_pending: Default::default(),
         })
@@ -293,7 +295,7 @@ impl TenantIndex {
         key: TenantKey,
         changes: Vec<Change>,
     ) -> Result<(), EngineError> {
-        self.dirty = true;
+        self.mark_dirty();
         for change in changes {
             match change {
                 Change::Upsert(record) => {
@@ -324,99 +326,6 @@ impl TenantIndex {
         }
         Ok(())
     }
-
-    /// Writes a snapshot of every collection, tagged with the tenant's current data version
-    /// and change log sequence, and trims the log entries every image now reflects. Graphs go
-    /// to new derived files first, each synced before the transaction that names it commits;
-    /// the files no snapshot names any more are deleted after it. A crash between the steps
-    /// leaves the old snapshot naming its old file, and unnamed files the next save deletes.
-    pub fn save(&mut self, store: &Store, key: TenantKey) -> Result<(), EngineError> {
-        // The tenant's writes are held back meanwhile (its order lock), so this is the
-        // version the transaction below reads too; it only names the files.
-        let version = snapshot::data_version(&store.read()?, key)?;
-        // Files an earlier save wrote and then failed to name would otherwise pile up, one
-        // whole graph per failed save.
-        if let Some(named) = committed_graph_files(store, key)? {
-            let _ = store.retain_derived(key, |name| named.iter().any(|n| n == name));
-        }
-        let mut files = HashMap::new();
-        for (name, ci) in &self.collections {
-            if let Some(g) = &ci.graph {
-                files.insert(
-                    name.clone(),
-                    graph_file::save(store, key, name, version, g)?,
-                );
-            }
-        }
-        // The files the committed snapshots name: all the tenant's derived files keep.
-        let mut named = Vec::new();
-        store.write(|w| {
-            let version = snapshot::data_version(w, key)?;
-            let logged = w.change_head(key)?.next - 1;
-            for c in w.collections(key)? {
-                match self.collections.get(&c.name) {
-                    Some(ci) => {
-                        let slots = ci
-                            .slot_ids()
-                            .into_iter()
-                            .map(|id| id.map(|id| id.to_string()))
-                            .collect();
-                        let graph = files.remove(&c.name);
-                        named.extend(graph.as_ref().map(|f| f.name.clone()));
-                        snapshot::save(
-                            w,
-                            key,
-                            &c.name,
-                            &snapshot::Snapshot::new(version, c.dim, slots, graph),
-                        )?;
-                        search_image::save(w, key, &c.name, &search_image::encode(ci, version)?)?;
-                        w.put_change_mark(
-                            key,
-                            &c.name,
-                            ChangeMark {
-                                version,
-                                seq: logged,
-                            },
-                        )?;
-                    }
-                    None => {
-                        snapshot::delete(w, key, &c.name)?;
-                        search_image::delete(w, key, &c.name)?;
-                        w.delete_change_mark(key, &c.name)?;
-                    }
-                }
-            }
-            // Every image of the tenant reflects the log up to `logged` now.
-            w.trim_change_log(key, logged)?;
-            Ok::<_, EngineError>(())
-        })?;
-        self.dirty = false;
-        // Best effort: a file left behind is deleted by the next save, or with the tenant.
-        let _ = store.retain_derived(key, |name| named.iter().any(|n| n == name));
-        Ok(())
-    }
-}
-
-/// The graph files the tenant's committed snapshots name; `None` when a snapshot does not
-/// decode (then nothing may be deleted: it may name one).
-fn committed_graph_files(
-    store: &Store,
-    key: TenantKey,
-) -> Result<Option<Vec<String>>, EngineError> {
-    let r = store.read()?;
-    let mut named = Vec::new();
-    for c in r.collections(key)? {
-        match snapshot::load(&r, key, &c.name)? {
-            None => {}
-            Some(Err(_)) => return Ok(None),
-            Some(Ok(s)) => {
-                if let Some(SavedGraph::File(f)) = s.graph {
-                    named.push(f.name);
-                }
-            }
-        }
-    }
-    Ok(Some(named))
 }
 
 /// Restores `ci`'s graph from a snapshot's: inline bytes, or its derived file. `false` (and

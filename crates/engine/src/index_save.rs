@@ -1,0 +1,358 @@
+//! Saving a tenant's indexes (graph snapshots, search images and their change marks) without
+//! holding the tenant's locks while the files reach the disk.
+//!
+//! A save has three steps:
+//! 1. [`TenantIndex::capture`], under the tenant's write order (`apply`) and its index read
+//!    lock: the data version and change-log sequence the indexes reflect, every collection's
+//!    search image and slots, and each graph's bytes, copied into memory (`to_bytes`: one
+//!    `memcpy` of its arrays);
+//! 2. with no lock held, each graph's bytes are written to a new derived file and synced;
+//! 3. [`Captured::commit`]: one short transaction writes the snapshot rows, tagged with the
+//!    captured version, and the change marks with the captured sequence, and trims the log
+//!    up to that sequence only.
+//!
+//! Why the copy: writing the bytes into a file under the locks and syncing it after was tried
+//! first, and the write alone (into the page cache, 190 MB) held the locks 0.8–1.4 s on a busy
+//! machine, most of the whole save; the copy is a transient second copy of the graph (the
+//! size of its file) for the time of the save, which the residency budget does not count.
+//!
+//! Why: the tenant's write jobs wait for `apply` inside the shared pool's workers, so a save
+//! that held it while a large graph was written and synced (a second and more for a graph of
+//! a few hundred megabytes) held every other tenant's jobs too. The tenant's writes during
+//! steps 2 and 3 are in storage and in its change log after the captured sequence, so a load
+//! from these snapshots replays them (`crate::replay`), and they leave the index `dirty`
+//! (cleared at the capture), so the next save captures them.
+//!
+//! One save of a tenant runs at a time (`TenantSlot::saving`): a save deletes the derived
+//! files no committed snapshot names, which would otherwise include another save's files
+//! between their write and their commit.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use strata_store::{ChangeLogReads, ChangeMark, Reads, Store, TenantKey};
+use strata_types::{Collection, CollectionName, TenantId};
+
+use crate::EngineError;
+use crate::graph_file::{self, GraphFile};
+use crate::registry::{TenantSlot, lock};
+use crate::snapshot::SavedGraph;
+use crate::tenant_index::TenantIndex;
+use crate::{search_image, snapshot};
+
+/// What a save took from the tenant's indexes under its locks, all as of one data version.
+pub(crate) struct Captured {
+    version: u64,
+    /// The last change-log entry the indexes reflect.
+    seq: u64,
+    collections: HashMap<CollectionName, CapturedCollection>,
+    /// Time spent copying the graphs out and encoding the images (under the locks), and the
+    /// graphs' bytes, for the save's log line.
+    graphs_time: std::time::Duration,
+    images_time: std::time::Duration,
+    graph_bytes: u64,
+}
+
+/// One collection's part of a [`Captured`] save.
+struct CapturedCollection {
+    /// Which collection of that name it is (a collection deleted and created again meanwhile
+    /// must not get the old one's image).
+    incarnation: Incarnation,
+    slots: Vec<Option<String>>,
+    image: Vec<u8>,
+    /// The graph's bytes (`HnswIndex::to_bytes`), when it has one.
+    graph: Option<Vec<u8>>,
+}
+
+/// What tells two collections of one name apart: created at another time, or changed in
+/// dimension or metric (a re-embed), an image of one does not fit the other.
+#[derive(PartialEq, Eq)]
+struct Incarnation {
+    created_at: strata_types::Millis,
+    dim: u32,
+    metric: strata_types::Metric,
+}
+
+impl Incarnation {
+    fn of(c: &Collection) -> Self {
+        Incarnation {
+            created_at: c.created_at,
+            dim: c.dim,
+            metric: c.metric,
+        }
+    }
+}
+
+/// Where a save stands, for the test hook (`TenantSlot::save_hook`).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SaveStage {
+    /// Captured, the tenant's locks released, no file written yet.
+    Captured,
+    /// Every graph file written, synced and named, the transaction not begun.
+    FilesDurable,
+}
+
+impl TenantIndex {
+    /// Whether the indexes changed since loaded or last captured for a save.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::SeqCst)
+    }
+
+    /// Marks the indexes changed: worth a snapshot.
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    /// Step 1 of a save (see the module docs). The caller holds the tenant's write order, so
+    /// storage holds exactly the commits these indexes reflect, and the index lock (read is
+    /// enough: nothing here changes the indexes but the `dirty` flag, which a change made after
+    /// this sets again).
+    pub fn capture(&self, store: &Store, key: TenantKey) -> Result<Captured, EngineError> {
+        let r = store.read()?;
+        let version = snapshot::data_version(&r, key)?;
+        let seq = r.change_head(key)?.next - 1;
+        let mut collections = HashMap::new();
+        let (mut graphs_time, mut images_time, mut graph_bytes) = Default::default();
+        for c in r.collections(key)? {
+            let Some(ci) = self.collections.get(&c.name) else {
+                continue;
+            };
+            let started = std::time::Instant::now();
+            let graph = match &ci.graph {
+                Some(g) => Some(
+                    g.to_bytes()
+                        .map_err(|e| EngineError::Index(e.to_string()))?,
+                ),
+                None => None,
+            };
+            graph_bytes += graph.as_ref().map_or(0, |g| g.len() as u64);
+            graphs_time += started.elapsed();
+            let started = std::time::Instant::now();
+            let image = search_image::encode(ci, version)?;
+            images_time += started.elapsed();
+            let slots = ci
+                .slot_ids()
+                .into_iter()
+                .map(|id| id.map(|id| id.to_string()))
+                .collect();
+            collections.insert(
+                c.name.clone(),
+                CapturedCollection {
+                    incarnation: Incarnation::of(&c),
+                    slots,
+                    image,
+                    graph,
+                },
+            );
+        }
+        self.dirty.store(false, Ordering::SeqCst);
+        Ok(Captured {
+            version,
+            seq,
+            collections,
+            graphs_time,
+            images_time,
+            graph_bytes,
+        })
+    }
+
+    /// A whole save while the caller holds the tenant's write order and index lock (an
+    /// eviction, which drops the indexes right after and only tries the locks).
+    pub fn save_locked(&self, store: &Store, key: TenantKey) -> Result<(), EngineError> {
+        delete_unnamed_files(store, key)?;
+        let captured = self.capture(store, key);
+        let saved = captured.and_then(|c| c.commit(store, key, None));
+        if saved.is_err() {
+            self.mark_dirty();
+        }
+        saved
+    }
+}
+
+impl Captured {
+    /// Steps 2 and 3 (see the module docs): writes the graph files, then commits the rows
+    /// naming them and deletes the files no snapshot names. `tenant`: the tenant the rows
+    /// are for, checked in the transaction so that a save overtaken by a purge writes
+    /// nothing into the erased range.
+    pub fn commit(
+        mut self,
+        store: &Store,
+        key: TenantKey,
+        tenant: Option<&TenantId>,
+    ) -> Result<(), EngineError> {
+        let files = self.write_files(store, key)?;
+        self.commit_rows(store, key, tenant, files)
+    }
+
+    /// Step 2: writes each graph to a new derived file, durably (synced and renamed into
+    /// place), and lets its bytes go.
+    fn write_files(
+        &mut self,
+        store: &Store,
+        key: TenantKey,
+    ) -> Result<HashMap<CollectionName, GraphFile>, EngineError> {
+        let mut files = HashMap::new();
+        for (name, c) in &mut self.collections {
+            if let Some(bytes) = c.graph.take() {
+                let file = graph_file::save_bytes(store, key, name, self.version, &bytes)?;
+                files.insert(name.clone(), file);
+            }
+        }
+        Ok(files)
+    }
+
+    /// Step 3: the rows naming `files` and the images, in one short transaction.
+    fn commit_rows(
+        mut self,
+        store: &Store,
+        key: TenantKey,
+        tenant: Option<&TenantId>,
+        mut files: HashMap<CollectionName, GraphFile>,
+    ) -> Result<(), EngineError> {
+        // The files the committed snapshots name: all the tenant's derived files keep.
+        let mut named = Vec::new();
+        let (version, seq) = (self.version, self.seq);
+        store.write(|w| {
+            if let Some(id) = tenant
+                && w.tenant(id)?.map(|meta| meta.key) != Some(key)
+            {
+                return Err(EngineError::TenantNotFound(id.clone()));
+            }
+            for c in w.collections(key)? {
+                match self.collections.remove(&c.name) {
+                    Some(saved) if saved.incarnation == Incarnation::of(&c) => {
+                        let graph = files.remove(&c.name);
+                        named.extend(graph.as_ref().map(|f| f.name.clone()));
+                        snapshot::save(
+                            w,
+                            key,
+                            &c.name,
+                            &snapshot::Snapshot::new(version, c.dim, saved.slots, graph),
+                        )?;
+                        search_image::save(w, key, &c.name, &saved.image)?;
+                        w.put_change_mark(key, &c.name, ChangeMark { version, seq })?;
+                    }
+                    // Created after the capture (or without records yet): no image, and the
+                    // next load rebuilds.
+                    _ => {
+                        snapshot::delete(w, key, &c.name)?;
+                        search_image::delete(w, key, &c.name)?;
+                        w.delete_change_mark(key, &c.name)?;
+                    }
+                }
+            }
+            // Every image of the tenant reflects the log up to `seq` now; the entries after it
+            // (writes made since the capture) stay, for the load to replay.
+            w.trim_change_log(key, seq)?;
+            Ok::<_, EngineError>(())
+        })?;
+        // Best effort: a file left behind is deleted by the next save, or with the tenant.
+        let _ = store.retain_derived(key, |name| named.iter().any(|n| n == name));
+        Ok(())
+    }
+}
+
+/// Saves the slot's indexes if they are loaded and changed, holding the tenant's locks only
+/// for the capture (see the module docs); whether it saved.
+pub(crate) fn save_slot(
+    store: &Store,
+    key: TenantKey,
+    slot: &TenantSlot,
+) -> Result<bool, EngineError> {
+    let _saving = lock(&slot.saving);
+    let started = std::time::Instant::now();
+    // Files an earlier save wrote and then failed to name would otherwise pile up, one whole
+    // graph per failed save.
+    delete_unnamed_files(store, key)?;
+    let (captured, locked) = {
+        let _order = lock(&slot.apply);
+        // A poisoned index is left for the next reader to drop (`IndexRegistry::read_index`).
+        let Ok(guard) = slot.index.read() else {
+            return Ok(false);
+        };
+        let held = std::time::Instant::now();
+        match guard.as_ref() {
+            Some(index) if index.is_dirty() => (index.capture(store, key)?, held.elapsed()),
+            _ => return Ok(false),
+        }
+    };
+    let (graphs_time, images_time, graph_bytes) = (
+        captured.graphs_time,
+        captured.images_time,
+        captured.graph_bytes,
+    );
+    let saved = finish(store, key, slot, captured);
+    if saved.is_err() {
+        // The capture cleared the flag; what it captured is not saved after all.
+        if let Ok(guard) = slot.index.read()
+            && let Some(index) = guard.as_ref()
+        {
+            index.mark_dirty();
+        }
+    }
+    saved?;
+    let total = started.elapsed();
+    if total.as_millis() >= 100 {
+        tracing::info!(
+            tenant = %slot.id,
+            locked_ms = locked.as_millis() as u64,
+            graphs_copied_ms = graphs_time.as_millis() as u64,
+            images_encoded_ms = images_time.as_millis() as u64,
+            graph_bytes,
+            total_ms = total.as_millis() as u64,
+            "index snapshot saved"
+        );
+    }
+    Ok(true)
+}
+
+/// Steps 2 and 3 of `save_slot`, with no lock of the tenant held.
+fn finish(
+    store: &Store,
+    key: TenantKey,
+    slot: &TenantSlot,
+    mut captured: Captured,
+) -> Result<(), EngineError> {
+    #[cfg(test)]
+    slot.run_save_hook(SaveStage::Captured)?;
+    let files = captured.write_files(store, key)?;
+    #[cfg(test)]
+    slot.run_save_hook(SaveStage::FilesDurable)?;
+    captured.commit_rows(store, key, Some(&slot.id), files)
+}
+
+/// Deletes the tenant's derived files no committed snapshot names (and temporary ones): the
+/// caller holds the tenant's save order, so no other save is writing one.
+fn delete_unnamed_files(store: &Store, key: TenantKey) -> Result<(), EngineError> {
+    if let Some(named) = committed_graph_files(store, key)? {
+        let _ = store.retain_derived(key, |name| named.iter().any(|n| n == name));
+    }
+    Ok(())
+}
+
+/// The graph files the tenant's committed snapshots name; `None` when a snapshot does not
+/// decode (then nothing may be deleted: it may name one).
+fn committed_graph_files(
+    store: &Store,
+    key: TenantKey,
+) -> Result<Option<Vec<String>>, EngineError> {
+    let r = store.read()?;
+    let mut named = Vec::new();
+    for c in r.collections(key)? {
+        match snapshot::load(&r, key, &c.name)? {
+            None => {}
+            Some(Err(_)) => return Ok(None),
+            Some(Ok(s)) => {
+                if let Some(SavedGraph::File(f)) = s.graph {
+                    named.push(f.name);
+                }
+            }
+        }
+    }
+    Ok(Some(named))
+}
+
+#[cfg(test)]
+#[path = "index_save_tests.rs"]
+mod tests;

@@ -1,0 +1,176 @@
+//! A save holds the tenant's locks only for its capture: the tenant writes while the files
+//! are synced and the rows committed, those writes are found after a reload from the snapshot
+//! and the change log, and a save cut short between its files and its rows leaves a tenant
+//! that loads.
+
+use std::sync::mpsc::channel;
+use std::time::Duration;
+
+use strata_auth::{OperatorScope, TenantScope};
+use strata_types::{Metric, NewRecord, RecordId, RequestScope, SearchRequest, TenantId};
+
+use super::SaveStage;
+use crate::registry::lock;
+use crate::test_support::{DIM, answers, clustered_tenant, vec_name};
+use crate::{Engine, EngineConfig, EngineError};
+
+/// Tenant `acme` with a graph past the threshold, built and saved by the builder.
+fn tenant_with_graph(dir: &std::path::Path) -> (Engine, TenantScope) {
+    let (engine, scope) = clustered_tenant(dir, Metric::Cosine, 1_100);
+    engine.index_stats(&scope).unwrap();
+    engine.wait_for_graph_builds();
+    assert!(has_graph(&engine, &scope));
+    (engine, scope)
+}
+
+fn has_graph(engine: &Engine, scope: &TenantScope) -> bool {
+    let stats = engine.index_stats(scope).unwrap();
+    stats.iter().any(|s| s.collection == vec_name() && s.graph)
+}
+
+fn put_one(engine: &Engine, scope: &TenantScope, id: &str, v: &[f32]) {
+    let record = NewRecord {
+        id: Some(RecordId::parse(id).unwrap()),
+        modality: Some(vec_name()),
+        vector: Some(v.to_vec()),
+        ..Default::default()
+    };
+    engine
+        .put(scope, &RequestScope::default(), vec![record])
+        .unwrap();
+}
+
+fn top_hit(engine: &Engine, scope: &TenantScope, v: &[f32]) -> String {
+    let s = SearchRequest {
+        vector: Some(v.to_vec()),
+        k: 1,
+        modality: Some(vec_name()),
+        ..Default::default()
+    };
+    let r = engine.search(scope, &RequestScope::default(), &s).unwrap();
+    r.hits[0].id.to_string()
+}
+
+fn is_dirty(engine: &Engine, scope: &TenantScope) -> bool {
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    let guard = slot.index.read().unwrap();
+    guard.as_ref().unwrap().is_dirty()
+}
+
+fn verify_clean(engine: &Engine) {
+    let report = engine
+        .verify_tenant(
+            &OperatorScope::for_tests(),
+            &TenantId::parse("acme").unwrap(),
+        )
+        .unwrap();
+    assert!(report.ok && report.indexes_loaded, "{report:?}");
+}
+
+fn derived_files(engine: &Engine, scope: &TenantScope) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(engine.store.derived_dir(scope.key()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn load_from_image(engine: &Engine, scope: &TenantScope) -> bool {
+    let stats = engine.index_stats(scope).unwrap();
+    stats.iter().all(|s| s.loaded_from_image)
+}
+
+#[test]
+fn the_tenant_writes_while_its_save_syncs_and_the_writes_survive_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant_with_graph(dir.path());
+    let q = strata_index::testdata::queries(2, DIM as usize, 10, 1, 2);
+    put_one(&engine, &scope, "before", &q[0]);
+    // The save stops once it has captured (its locks released, no file synced yet) until
+    // the write below is done.
+    let (captured_tx, captured) = channel();
+    let (go, go_rx) = channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    *lock(&slot.save_hook) = Some(Box::new(move |stage| {
+        if stage == SaveStage::Captured {
+            captured_tx.send(()).unwrap();
+            let _ = lock(&go_rx).recv_timeout(Duration::from_secs(60));
+        }
+        Ok(())
+    }));
+    std::thread::scope(|s| {
+        let saver = s.spawn(|| engine.persist_indexes());
+        captured.recv_timeout(Duration::from_secs(60)).unwrap();
+        let (done_tx, done) = channel();
+        let (engine, scope, q) = (&engine, &scope, &q);
+        s.spawn(move || {
+            put_one(engine, scope, "during", &q[1]);
+            done_tx.send(()).unwrap();
+        });
+        // Before the fix the save held the tenant's write order through its files and
+        // transaction: this write waited for it, and here for ever.
+        let written = done.recv_timeout(Duration::from_secs(30));
+        go.send(()).unwrap();
+        assert!(written.is_ok(), "the write waited for the save");
+        assert_eq!(saver.join().unwrap().unwrap(), 1);
+    });
+    *lock(&slot.save_hook) = None;
+    // Written after the capture: not in the snapshot, so the index is still worth saving.
+    assert!(is_dirty(&engine, &scope));
+    let expected = answers(&engine, &scope);
+    drop(slot);
+    drop(engine);
+
+    // No save after the write: the load replays it from the change log over the snapshot.
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let scope = crate::test_support::admin_scope(&engine, "acme");
+    assert!(load_from_image(&engine, &scope));
+    assert!(has_graph(&engine, &scope));
+    assert_eq!(top_hit(&engine, &scope, &q[0]), "before");
+    assert_eq!(top_hit(&engine, &scope, &q[1]), "during");
+    assert_eq!(answers(&engine, &scope), expected);
+    verify_clean(&engine);
+}
+
+#[test]
+fn a_save_cut_short_between_its_files_and_its_rows_leaves_a_tenant_that_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant_with_graph(dir.path());
+    let named = derived_files(&engine, &scope);
+    assert_eq!(named.len(), 1, "{named:?}");
+    let q = strata_index::testdata::queries(1, DIM as usize, 10, 1, 2);
+    put_one(&engine, &scope, "later", &q[0]);
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    *lock(&slot.save_hook) = Some(Box::new(|stage| match stage {
+        SaveStage::FilesDurable => Err(EngineError::Index("cut short".into())),
+        SaveStage::Captured => Ok(()),
+    }));
+    assert!(engine.persist_indexes().is_err());
+    *lock(&slot.save_hook) = None;
+    // The new graph file is on disk, named by no row; the old one is still named.
+    let files = derived_files(&engine, &scope);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.contains(&named[0]));
+    // Nothing captured was saved: still worth a save.
+    assert!(is_dirty(&engine, &scope));
+    let expected = answers(&engine, &scope);
+    drop(slot);
+    drop(engine);
+
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let scope = crate::test_support::admin_scope(&engine, "acme");
+    // The old snapshot and the log after it.
+    assert!(load_from_image(&engine, &scope));
+    assert_eq!(top_hit(&engine, &scope, &q[0]), "later");
+    assert_eq!(answers(&engine, &scope), expected);
+    verify_clean(&engine);
+    // The next save deletes the file no row names.
+    engine.wait_for_graph_builds();
+    assert_eq!(engine.persist_indexes().unwrap(), 1);
+    let files = derived_files(&engine, &scope);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(!files.contains(&named[0]));
+    verify_clean(&engine);
+}
