@@ -83,13 +83,18 @@ impl Engine {
         now: Millis,
     ) -> Result<(u64, bool), EngineError> {
         let key = meta.key;
-        if !self.store.read()?.expiry_built(key)? {
-            self.enter_older_expiries(meta)?;
-        }
-        let due = self
-            .store
-            .read()?
-            .expired_entries(key, now, SWEEP_PER_PASS)?;
+        // One snapshot for both looks, the usual case (nothing due) being one key read.
+        let due = {
+            let r = self.store.read()?;
+            if r.expiry_built(key)? {
+                r.expired_entries(key, now, SWEEP_PER_PASS)?
+            } else {
+                drop(r);
+                self.enter_older_expiries(meta)?;
+                let r = self.store.read()?;
+                r.expired_entries(key, now, SWEEP_PER_PASS)?
+            }
+        };
         if due.is_empty() {
             return Ok((0, false));
         }
