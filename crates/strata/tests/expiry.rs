@@ -117,3 +117,57 @@ fn forgetting_a_user_takes_their_expired_records_before_any_sweep() {
     assert_eq!(usage_records(&server, &key), 0);
     server.verify_clean("acme");
 }
+
+/// SIGKILL while the sweep removes records: each chunk is one transaction, so after a restart
+/// the stored usage equals a recount (`verify` clean), and the sweep goes on to the end.
+#[test]
+fn sigkill_during_the_expiry_sweep_leaves_a_clean_tenant() {
+    let mut server = Server::start_with(&[("STRATA__SERVER__EXPIRY_SWEEP_INTERVAL_SECS", "0")]);
+    let key = tenant(&server);
+    let at = expiring_soon() + 2_000;
+    for part in 0..6 {
+        let records: Vec<Value> = (0..500)
+            .map(|i| {
+                json!({
+                    "id": format!("r{part}-{i}"),
+                    "vector": [1.0, i as f32, part as f32, 0.5],
+                    "modality": "v",
+                    "expires_at": at,
+                })
+            })
+            .collect();
+        let (s, v) = server.post("/v1/memories", &key, json!({ "records": records }));
+        assert_eq!(s, 201, "{v}");
+    }
+    wait_past(at);
+    for delay_ms in [0, 40, 120] {
+        // The first pass runs as the server starts.
+        server.set_env("STRATA__SERVER__EXPIRY_SWEEP_INTERVAL_SECS", "1");
+        server.restart();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &server.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+        server.set_env("STRATA__SERVER__EXPIRY_SWEEP_INTERVAL_SECS", "0");
+        server.restart();
+        server.verify_clean("acme");
+        println!(
+            "killed after {delay_ms} ms: {} records left",
+            usage_records(&server, &key)
+        );
+    }
+    server.set_env("STRATA__SERVER__EXPIRY_SWEEP_INTERVAL_SECS", "1");
+    server.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while usage_records(&server, &key) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep never finished"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.verify_clean("acme");
+}
