@@ -125,7 +125,7 @@ fn sigkill_during_the_expiry_sweep_leaves_a_clean_tenant() {
     let mut server = Server::start_with(&[("STRATA__SERVER__EXPIRY_SWEEP_INTERVAL_SECS", "0")]);
     let key = tenant(&server);
     let at = expiring_soon() + 2_000;
-    for part in 0..6 {
+    for part in 0..12 {
         let records: Vec<Value> = (0..500)
             .map(|i| {
                 json!({
@@ -140,7 +140,11 @@ fn sigkill_during_the_expiry_sweep_leaves_a_clean_tenant() {
         assert_eq!(s, 201, "{v}");
     }
     wait_past(at);
-    for delay_ms in [0, 40, 120] {
+    let total = usage_records(&server, &key);
+    let mut cut_short = false;
+    for delay_ms in [
+        0, 30, 60, 100, 150, 220, 300, 400, 520, 660, 820, 1000, 1400,
+    ] {
         // The first pass runs as the server starts.
         server.set_env("STRATA__SERVER__EXPIRY_SWEEP_INTERVAL_SECS", "1");
         server.restart();
@@ -154,11 +158,17 @@ fn sigkill_during_the_expiry_sweep_leaves_a_clean_tenant() {
         server.set_env("STRATA__SERVER__EXPIRY_SWEEP_INTERVAL_SECS", "0");
         server.restart();
         server.verify_clean("acme");
-        println!(
-            "killed after {delay_ms} ms: {} records left",
-            usage_records(&server, &key)
-        );
+        let left = usage_records(&server, &key);
+        println!("killed after {delay_ms} ms: {left} records left");
+        cut_short |= left > 0 && left < total;
+        if left == 0 {
+            break;
+        }
     }
+    assert!(
+        cut_short,
+        "no kill landed while the sweep ran; the delays need tuning"
+    );
     server.set_env("STRATA__SERVER__EXPIRY_SWEEP_INTERVAL_SECS", "1");
     server.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
