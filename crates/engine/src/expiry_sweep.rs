@@ -55,8 +55,16 @@ impl Engine {
         let tenants = self.store.read()?.tenants()?;
         let mut total = ExpirySweep::default();
         for meta in tenants {
-            if TenantProfile::of(&meta)?.status != TenantStatus::Active {
-                continue;
+            let active = TenantProfile::of(&meta).map(|p| p.status == TenantStatus::Active);
+            match active {
+                Ok(true) => {}
+                Ok(false) => continue,
+                // A profile that does not decode blocks only its own tenant's sweep.
+                Err(e) => {
+                    total.failed += 1;
+                    tracing::warn!(tenant = %meta.id, error = %e, "expiry sweep skipped a tenant");
+                    continue;
+                }
             }
             match self.sweep_tenant(op, &meta, now) {
                 Ok((0, _)) => {}

@@ -11,7 +11,7 @@ use strata_types::{
 
 use crate::lifecycle::{TenantLimits, usage};
 use crate::test_support::admin_scope;
-use crate::{Engine, EngineConfig, EngineError, TenantUpdate};
+use crate::{Engine, EngineConfig, EngineError, IsolationLevel, TenantUpdate};
 
 /// How long the expiring records of these tests live.
 const TTL_MS: i64 = 300;
@@ -57,9 +57,14 @@ fn record(name: &str, expires: bool) -> NewRecord {
 
 /// Tenant `acme` with a two-dimensional `notes` collection; its admin scope.
 fn tenant(dir: &std::path::Path) -> (Engine, TenantScope) {
+    tenant_at(dir, IsolationLevel::Shared)
+}
+
+/// [`tenant`] at isolation level `level`.
+fn tenant_at(dir: &std::path::Path, level: IsolationLevel) -> (Engine, TenantScope) {
     let engine = Engine::open(dir, EngineConfig::default()).unwrap();
     engine
-        .create_tenant(&OperatorScope::for_tests(), &acme(), None)
+        .create_tenant_at(&OperatorScope::for_tests(), &acme(), None, level, None)
         .unwrap();
     let scope = admin_scope(&engine, "acme");
     engine
@@ -316,4 +321,29 @@ fn the_sweep_skips_a_suspended_tenant_until_it_is_resumed() {
     engine.resume_tenant(&op, &acme()).unwrap();
     assert_eq!(sweep(&engine).records, 1);
     assert_eq!(stored_records(&engine, &scope), 0);
+}
+
+#[test]
+fn the_sweep_reaches_a_dedicated_tenants_own_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant_at(dir.path(), IsolationLevel::Dedicated);
+    assert!(engine.store.is_dedicated(scope.key()));
+    let batch = vec![record("a", true), record("keep", false)];
+    engine.put(&scope, &everyone(), batch).unwrap();
+    engine
+        .store
+        .write(|w| w.forget_expiry_index_for_tests(scope.key()))
+        .unwrap();
+    wait_past_ttl();
+    assert_eq!(sweep(&engine).records, 1);
+    assert_eq!(stored_records(&engine, &scope), 1);
+    assert!(
+        engine
+            .store
+            .read()
+            .unwrap()
+            .expiry_built(scope.key())
+            .unwrap()
+    );
+    assert_verified(&engine);
 }
