@@ -214,10 +214,10 @@ impl Engine {
     }
 
     /// Deletes every visible record that matches `filter` and that the request may write,
-    /// those past their `expires_at` included. Returns how many. Runs every step of [`Engine::begin_delete_where`] in this call (its
-    /// semantics are there: a scan outside the write transaction, then transactions of at most
-    /// a thousand records, each record checked again in its own); a caller on the shared pool
-    /// runs them as separate jobs instead.
+    /// those past their `expires_at` included. Returns how many. Runs every step of
+    /// [`Engine::begin_delete_where`] in this call (its semantics are there: a scan outside the
+    /// write transaction, then transactions of at most a thousand records, each record checked
+    /// again in its own); a caller on the shared pool runs them as separate jobs instead.
     pub fn delete_where(
         &self,
         scope: &TenantScope,
