@@ -17,8 +17,8 @@
 //! (its purge erases everything); their expired records are swept once they are active again.
 //!
 //! Records stored before the index existed have no entry: the first sweep of each tenant
-//! enters them (a read of its records, then short transactions) and marks its index complete;
-//! a tenant is read whole once, never again.
+//! enters them (its records read a page at a time, each page's entries written in a short
+//! transaction) and marks its index complete; a tenant is read whole once, never again.
 
 use strata_auth::OperatorScope;
 use strata_store::{ExpiryReads, Reads, TenantMeta};
@@ -156,50 +156,71 @@ impl Engine {
     }
 
     /// Enters `meta`'s records stored before the expiry index existed, then marks its index
-    /// complete: their ids by one read of its records, outside any transaction, then entered in
-    /// transactions of at most [`DELETE_CHUNK`] records, each checking the record as it is then
-    /// (one deleted or rewritten since gets no entry, or its own from its write), the last
-    /// writing the mark. A crash before the mark leaves entries that are right, and the next
-    /// sweep enters them again. How many were entered.
+    /// complete. How many were entered. See [`Engine::enter_older_expiries_by`].
     pub(crate) fn enter_older_expiries(&self, meta: &TenantMeta) -> Result<u64, EngineError> {
-        let key = meta.key;
-        let mut ids: Vec<RecordId> = Vec::new();
-        {
-            let r = self.store.read()?;
-            for record in r.stored_records_without_vector(key, None)? {
-                let record = record?;
-                if record.expires_at.is_some() {
-                    ids.push(record.id);
+        self.enter_older_expiries_by(meta, DELETE_CHUNK)
+    }
+
+    /// [`Engine::enter_older_expiries`] in pages of `page` records, in id order: each page is
+    /// read on a snapshot of its own, outside any transaction, and its records with an expiry
+    /// entered in one short transaction that checks each as it is then (one deleted or
+    /// rewritten since gets no entry, or its own from its write); the last page's transaction
+    /// writes the mark. Memory and each transaction stay bounded by the page, whatever the
+    /// tenant's size. A crash before the mark leaves entries that are right, and the next sweep
+    /// enters the records again. A record written meanwhile behind the page gets its entry
+    /// from its own write.
+    pub(crate) fn enter_older_expiries_by(
+        &self,
+        meta: &TenantMeta,
+        page: usize,
+    ) -> Result<u64, EngineError> {
+        let (key, page) = (meta.key, page.max(1));
+        let (mut after, mut entered): (Option<RecordId>, u64) = (None, 0);
+        loop {
+            let (ids, read, last) = {
+                let r = self.store.read()?;
+                let (mut ids, mut read, mut last) = (Vec::new(), 0, None);
+                for record in r
+                    .stored_records_without_vector(key, after.as_ref())?
+                    .take(page)
+                {
+                    let record = record?;
+                    read += 1;
+                    if record.expires_at.is_some() {
+                        ids.push(record.id.clone());
+                    }
+                    last = Some(record.id);
+                }
+                (ids, read, last)
+            };
+            // A page shorter than asked is the last one.
+            let done = read < page;
+            if !ids.is_empty() || done {
+                let n = self.store.write(|w| {
+                    // A tenant purged since the read (and maybe created again under a new
+                    // key) gets no rows: nothing may be written into a range being erased.
+                    if !still_registered(w, meta)? {
+                        return Ok(None);
+                    }
+                    let mut n = 0;
+                    for id in &ids {
+                        n += u64::from(w.enter_expiry(key, id)?);
+                    }
+                    if done {
+                        w.mark_expiry_built(key)?;
+                    }
+                    Ok::<_, EngineError>(Some(n))
+                })?;
+                match n {
+                    Some(n) => entered += n,
+                    None => return Ok(entered),
                 }
             }
-        }
-        let mut parts: Vec<&[RecordId]> = ids.chunks(DELETE_CHUNK).collect();
-        if parts.is_empty() {
-            parts.push(&[]);
-        }
-        let (last, mut entered) = (parts.len() - 1, 0);
-        for (i, part) in parts.into_iter().enumerate() {
-            let done = self.store.write(|w| {
-                // A tenant purged since the read (and maybe created again under a new key)
-                // gets no rows: nothing may be written into a range being erased.
-                if !still_registered(w, meta)? {
-                    return Ok(None);
-                }
-                let mut n = 0;
-                for id in part {
-                    n += u64::from(w.enter_expiry(key, id)?);
-                }
-                if i == last {
-                    w.mark_expiry_built(key)?;
-                }
-                Ok::<_, EngineError>(Some(n))
-            })?;
-            match done {
-                Some(n) => entered += n,
-                None => break,
+            if done {
+                return Ok(entered);
             }
+            after = last;
         }
-        Ok(entered)
     }
 }
 

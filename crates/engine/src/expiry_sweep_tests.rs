@@ -347,3 +347,44 @@ fn the_sweep_reaches_a_dedicated_tenants_own_file() {
     );
     assert_verified(&engine);
 }
+
+#[test]
+fn older_records_are_entered_page_by_page_to_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    // Five records, three with an expiry; pages of two end with a page of one.
+    let batch = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|n| record(n, *n != "b" && *n != "d"))
+        .collect();
+    engine.put(&scope, &everyone(), batch).unwrap();
+    engine
+        .store
+        .write(|w| w.forget_expiry_index_for_tests(scope.key()))
+        .unwrap();
+    let meta = engine.tenant_meta(&acme()).unwrap();
+    assert_eq!(engine.enter_older_expiries_by(&meta, 2).unwrap(), 3);
+    let r = engine.store.read().unwrap();
+    assert!(r.expiry_built(scope.key()).unwrap());
+    assert_eq!(
+        r.expired_entries(scope.key(), i64::MAX, 10).unwrap().len(),
+        3
+    );
+    drop(r);
+    assert_verified(&engine);
+    // Pages that end exactly at the last record still mark the index complete.
+    engine
+        .store
+        .write(|w| w.forget_expiry_index_for_tests(scope.key()))
+        .unwrap();
+    assert_eq!(engine.enter_older_expiries_by(&meta, 5).unwrap(), 3);
+    assert!(
+        engine
+            .store
+            .read()
+            .unwrap()
+            .expiry_built(scope.key())
+            .unwrap()
+    );
+    assert_verified(&engine);
+}
