@@ -99,6 +99,23 @@ impl OperatorScope {
         &self.actor
     }
 
+    /// The operator acting inside tenant `meta`, for the server's own scheduled work on its
+    /// records (the expiry sweep): unbound read and write over every principal, audited under
+    /// this operator's actor. Only an operator scope, itself the proof of an operator
+    /// credential or of the server's own work, makes one.
+    pub fn acting_in(&self, meta: &TenantMeta) -> TenantScope {
+        let grant = Grant {
+            permissions: crate::Permissions::of(&[
+                crate::Permission::Read,
+                crate::Permission::Write,
+                crate::Permission::AllPrincipals,
+            ]),
+            user_tokens: None,
+            domains: None,
+        };
+        TenantScope::new(meta, grant, self.actor.clone()).with_context(self.context.clone())
+    }
+
     /// Attaches where the request came from, for audit rows.
     pub fn with_context(mut self, context: RequestContext) -> Self {
         self.context = context;

@@ -96,7 +96,9 @@ impl Engine {
         filter: Filter,
     ) -> Result<PendingDelete, EngineError> {
         let started = now_millis();
-        let vis = Visibility::resolve(scope, req, Permission::Write, started)?;
+        // Records past their `expires_at` are deleted too: forgetting an end user must not
+        // leave the records that merely expired, and not yet swept, on disk.
+        let vis = Visibility::resolve(scope, req, Permission::Write, started)?.with_expired();
         // Only ids and scope fields are read: no vector is copied.
         let cursor = Cursor::open(
             self,
@@ -160,13 +162,7 @@ impl Engine {
                     }
                 }
             }
-            Phase::Deleting {
-                mut vis,
-                mut chunks,
-            } => {
-                // What has expired is judged now, as any write judges it (the sweep takes
-                // the rest).
-                vis.now = now_millis().max(vis.now);
+            Phase::Deleting { vis, mut chunks } => {
                 let doomed = Doomed {
                     vis: &vis,
                     filter: &filter,

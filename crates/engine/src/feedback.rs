@@ -399,8 +399,12 @@ pub(crate) fn forget_removed(
             Change::Remove(r) => {
                 // A record replaced in place (a patch, an upsert, evidence) keeps what feedback
                 // taught about it; one deleted, or moved to another domain, leaves it behind.
+                // So does one an expired record's id was written over: that write creates a
+                // record (its own `created_at`), which learns from scratch.
                 let replaced = changes.iter().any(|c| {
-                    matches!(c, Change::Upsert(u) if u.id == r.id && u.memory_domain == r.memory_domain)
+                    matches!(c, Change::Upsert(u) if u.id == r.id
+                        && u.memory_domain == r.memory_domain
+                        && u.created_at == r.created_at)
                 });
                 if !replaced && w.delete_pheromone(key, &r.memory_domain, &r.id)? {
                     touched.domains.insert(r.memory_domain.clone());

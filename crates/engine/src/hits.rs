@@ -34,8 +34,9 @@
 //!   drops its index, so a patch that moves a record to another collection, domain, run,
 //!   memory scope or set of user tokens, or changes its expiry, replaces its resident part,
 //!   which copies exactly the fields `Visibility` reads (`SlotDoc::of`);
-//! - TTL: expired records are never swept, only hidden, by `Visibility::sees_slot` with the
-//!   request's `now`, the rule `Record::is_expired` applies to the stored record;
+//! - TTL: an expired record is hidden from its `expires_at` on by `Visibility::sees_slot` with
+//!   the request's `now`, the rule `Record::is_expired` applies to the stored record, until the
+//!   expiry sweep deletes it (`crate::expiry_sweep`), which updates the index like any delete;
 //! - tenant suspension, deletion and purge are checked by `Engine::read_tenant` /
 //!   `check_readable` before the index is searched, as for every search (reading the records
 //!   never re-checked them); a purge forgets the index and a new incarnation has another key;

@@ -26,6 +26,7 @@ mod epoch_map;
 mod error;
 mod evictor;
 mod evidence;
+mod expiry_sweep;
 mod feedback;
 mod fusion;
 mod graph_build;
@@ -114,6 +115,7 @@ pub use evictor::{
     forbid_storage_writes_on_this_thread, storage_writes_allowed_here,
     storage_writes_on_forbidden_threads,
 };
+pub use expiry_sweep::ExpirySweep;
 pub use feedback::{AdaptiveSweep, MAX_FEEDBACK_IDS};
 pub use hierarchy::TenantNode;
 pub use idempotency::{Answered, IDEMPOTENCY_RETENTION_MS, Idempotency};

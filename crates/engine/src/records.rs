@@ -198,25 +198,26 @@ impl Engine {
         })
     }
 
-    /// Deletes a visible record the request may write, by id.
+    /// Deletes a visible record the request may write, by id; one past its `expires_at` too
+    /// (`Visibility::with_expired`: it is still the caller's until the sweep takes it).
     pub fn delete(
         &self,
         scope: &TenantScope,
         req: &RequestScope,
         id: &RecordId,
     ) -> Result<(), EngineError> {
-        let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
+        let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?.with_expired();
         self.write_tenant(scope, "memory.delete", |w, changes| {
             writable(w.record(scope.key(), id)?, &vis)?;
             delete_record(w, changes, scope, id)
         })
     }
 
-    /// Deletes every visible record that matches `filter` and that the request may write.
-    /// Returns how many. Runs every step of [`Engine::begin_delete_where`] in this call (its
-    /// semantics are there: a scan outside the write transaction, then transactions of at most
-    /// a thousand records, each record checked again in its own); a caller on the shared pool
-    /// runs them as separate jobs instead.
+    /// Deletes every visible record that matches `filter` and that the request may write,
+    /// those past their `expires_at` included. Returns how many. Runs every step of
+    /// [`Engine::begin_delete_where`] in this call (its semantics are there: a scan outside the
+    /// write transaction, then transactions of at most a thousand records, each record checked
+    /// again in its own); a caller on the shared pool runs them as separate jobs instead.
     pub fn delete_where(
         &self,
         scope: &TenantScope,

@@ -686,7 +686,7 @@ fn a_record_written_again_after_a_delete_by_filter_began_is_kept() {
 }
 
 #[test]
-fn a_delete_by_filter_rechecks_visibility_and_expiry_when_it_deletes() {
+fn a_delete_by_filter_rechecks_visibility_when_it_deletes_and_takes_what_expired_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, scope, model) = tenant(dir.path(), 120, 27);
     // A credential bound to user token u:a: it deletes the records bearing u:a alone (a
@@ -731,16 +731,23 @@ fn a_delete_by_filter_rechecks_visibility_and_expiry_when_it_deletes() {
 
     assert_eq!(
         finish_delete(&engine, pending).unwrap(),
-        mine.len() as u64 - 2,
-        "neither the record out of sight nor the expired one is counted"
+        mine.len() as u64 - 1,
+        "the record out of sight is not counted; the expired one, still the credential's, is"
     );
     let left = all_ids(&engine, &scope);
     assert!(left.contains(&mine[0].id), "now another principal's: kept");
+    let stored = engine.store.read().unwrap();
+    let gone = strata_store::Reads::stored_record(&stored, scope.key(), &expiring).unwrap();
+    assert!(
+        gone.is_none(),
+        "expired, and deleted: not left on disk for the sweep"
+    );
+    drop(stored);
     for r in &model {
         let kept = left.contains(&r.id);
         if r.tokens != ["u:a"] {
             assert!(kept, "{} is not the credential's to write", r.id);
-        } else if r.id != mine[0].id && r.id != mine[1].id {
+        } else if r.id != mine[0].id {
             assert!(!kept, "{} was the credential's: deleted", r.id);
         }
     }

@@ -9,7 +9,8 @@
 //!   none). A bound credential may name only a subset; `["*"]` needs `all_principals` and an
 //!   unbound credential;
 //! - a record is visible when it is in the domain, matches `run_id` / `memory_scope` if the
-//!   request names them, has not expired, and either has no tokens (tenant-shared memory) or
+//!   request names them, has not expired (a delete sees expired records too:
+//!   `Visibility::with_expired`), and either has no tokens (tenant-shared memory) or
 //!   matches the request's tokens (`any`: they intersect; `all`: the request holds them all).
 
 use std::collections::BTreeSet;
@@ -44,6 +45,8 @@ pub(crate) struct Visibility {
     default_write_tokens: Vec<UserToken>,
     bound_tokens: Option<BTreeSet<UserToken>>,
     pub now: Millis,
+    /// Whether records past their `expires_at` are seen too ([`Visibility::with_expired`]).
+    expired_seen: bool,
 }
 
 impl Visibility {
@@ -95,6 +98,7 @@ impl Visibility {
             default_write_tokens,
             bound_tokens: bound,
             now,
+            expired_seen: false,
         })
     }
 
@@ -111,7 +115,17 @@ impl Visibility {
             default_write_tokens: Vec::new(),
             bound_tokens: None,
             now,
+            expired_seen: false,
         }
+    }
+
+    /// This visibility for a delete: it also sees the records past their `expires_at`. Expiry
+    /// hides a record from reads because of the time, not because it stopped being the
+    /// caller's: until the expiry sweep removes it, a delete within the caller's scope (by id,
+    /// or by a filter, such as forgetting an end user) takes it, and its bytes, with it.
+    pub fn with_expired(mut self) -> Visibility {
+        self.expired_seen = true;
+        self
     }
 
     /// Whose narrative vector this request feeds and reads (adaptive reranking,
@@ -179,6 +193,7 @@ impl Visibility {
             scope: scope.flatten(),
             principals,
             now: self.now,
+            expired_seen: self.expired_seen,
         }
     }
 
@@ -193,7 +208,7 @@ impl Visibility {
                 .memory_scope
                 .as_ref()
                 .is_none_or(|s| record.memory_scope == Some(s))
-            && !record.expired
+            && (self.expired_seen || !record.expired)
             && self.sees_tokens(record.user_tokens)
     }
 
@@ -260,6 +275,7 @@ pub(crate) struct SlotVisibility<'a> {
     scope: Option<NameId>,
     principals: SlotPrincipals,
     now: Millis,
+    expired_seen: bool,
 }
 
 impl SlotVisibility<'_> {
@@ -271,7 +287,7 @@ impl SlotVisibility<'_> {
             && s.domain == self.domain
             && self.run.is_none_or(|r| s.run == Some(r))
             && self.scope.is_none_or(|m| s.scope == Some(m))
-            && !doc.is_expired(self.now)
+            && (self.expired_seen || !doc.is_expired(self.now))
             && self.sees_tokens(s.tokens)
     }
 

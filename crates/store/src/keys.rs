@@ -4,7 +4,7 @@
 //! a NUL byte (see `strata_types::name`), so `\0` separates variable-length parts without
 //! ambiguity, and a prefix that ends in `\0` never matches a longer name.
 
-use strata_types::{CollectionName, Domain, RecordId};
+use strata_types::{CollectionName, Domain, Millis, RecordId};
 
 use crate::adaptive::NarrativePrincipal;
 
@@ -53,6 +53,13 @@ const TAG_RUN_TAIL: u8 = 9;
 /// (`Writer::mark_collection_deleting`): its records are still stored and are hidden from
 /// every read until the delete removes them and then this row.
 const TAG_COLLECTION_DELETING: u8 = 10;
+/// The expiry index (`crates/store/src/expiry.rs`): one empty row per record with an
+/// `expires_at`, `expires_at (8, order-preserving) | id`, so the records due are a prefix of
+/// the range.
+const TAG_EXPIRY: u8 = 11;
+/// The tenant's one row saying its expiry index covers every record: records written before
+/// the index existed are entered by a one-time backfill, which writes this row last.
+const TAG_EXPIRY_BUILT: u8 = 12;
 /// Adaptive reranking state (`crates/store/src/adaptive.rs`). A tag well above the others, so
 /// that tags added meanwhile for other state (7, 8, ...) cannot collide with it.
 const TAG_ADAPTIVE: u8 = 16;
@@ -244,6 +251,53 @@ pub fn adaptive_pheromone(tenant: TenantKey, domain: &Domain, id: &RecordId) -> 
             id.as_str().as_bytes(),
         ],
     )
+}
+
+/// Every expiry index entry of the tenant, earliest expiry first.
+pub fn expiry_list(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_EXPIRY, &[])
+}
+
+/// The expiry index entry of record `id`, which expires at `at`.
+pub fn expiry_entry(tenant: TenantKey, at: Millis, id: &RecordId) -> Vec<u8> {
+    let mut k = expiry_list(tenant);
+    k.extend_from_slice(&ordered_millis(at));
+    k.extend_from_slice(id.as_str().as_bytes());
+    k
+}
+
+/// The first key after every expiry entry of the tenant with an expiry at or before `at`.
+pub fn expiry_after(tenant: TenantKey, at: Millis) -> Vec<u8> {
+    let mut k = expiry_list(tenant);
+    match at.checked_add(1) {
+        Some(next) => k.extend_from_slice(&ordered_millis(next)),
+        // Nothing sorts after the largest time but the end of the list.
+        None => return prefix_end(&k).unwrap_or(k),
+    }
+    k
+}
+
+/// Splits the rest of an expiry entry (after tenant and tag) into its time and record id;
+/// `None` if it is not well formed.
+pub fn parse_expiry(rest: &[u8]) -> Option<(Millis, &[u8])> {
+    let (at, id) = rest.split_first_chunk::<8>()?;
+    if id.is_empty() {
+        return None;
+    }
+    Some(((u64::from_be_bytes(*at) ^ SIGN) as Millis, id))
+}
+
+/// The tenant's row saying its expiry index is complete.
+pub fn expiry_built(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_EXPIRY_BUILT, &[])
+}
+
+/// Flips the sign bit, so that big-endian byte order is numeric order for negative times too
+/// (an import may carry any `expires_at`).
+const SIGN: u64 = 1 << 63;
+
+fn ordered_millis(at: Millis) -> [u8; 8] {
+    ((at as u64) ^ SIGN).to_be_bytes()
 }
 
 /// What an adaptive key names, parsed back from the bytes after its tag.
@@ -452,6 +506,10 @@ pub enum KeyKind<'a> {
     LastMigration(&'a [u8]),
     /// The operator's metadata of the tenant (the rest is empty).
     TenantMetadata(&'a [u8]),
+    /// An expiry index entry (see [`parse_expiry`]).
+    Expiry(&'a [u8]),
+    /// The row saying the expiry index is complete (the rest is empty).
+    ExpiryBuilt(&'a [u8]),
 }
 
 /// Splits a `data` key of `tenant` into its kind; `None` if it is not one of this tenant's
@@ -477,6 +535,8 @@ pub fn classify(tenant: TenantKey, key: &[u8]) -> Option<KeyKind<'_>> {
         TAG_CHANGE_MARK => KeyKind::ChangeMark(rest),
         TAG_LAST_MIGRATION => KeyKind::LastMigration(rest),
         TAG_TENANT_METADATA => KeyKind::TenantMetadata(rest),
+        TAG_EXPIRY => KeyKind::Expiry(rest),
+        TAG_EXPIRY_BUILT => KeyKind::ExpiryBuilt(rest),
         _ => return None,
     })
 }
@@ -528,6 +588,8 @@ mod tests {
             change_mark(t, &c),
             last_migration(t),
             tenant_metadata(t),
+            expiry_entry(t, 5, &id),
+            expiry_built(t),
         ] {
             assert!(k.starts_with(&tenant_all(t)));
             assert!(!k.starts_with(&tenant_all(TenantKey(0x0103))));
@@ -697,5 +759,30 @@ mod tests {
         assert_eq!(prefix_end(&[1, 2]), Some(vec![1, 3]));
         assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
         assert_eq!(prefix_end(&[0xff]), None);
+    }
+
+    #[test]
+    fn expiry_entries_sort_by_time_and_parse_back() {
+        let t = TenantKey(1);
+        let (a, b) = (RecordId::parse("a").unwrap(), RecordId::parse("b").unwrap());
+        let times = [Millis::MIN, -5, 0, 1, 1_700_000_000_000, Millis::MAX];
+        let keys: Vec<Vec<u8>> = times.iter().map(|at| expiry_entry(t, *at, &b)).collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "time order is key order"
+        );
+        for (at, k) in times.iter().zip(&keys) {
+            let Some(KeyKind::Expiry(rest)) = classify(t, k) else {
+                panic!("not an expiry entry")
+            };
+            assert_eq!(parse_expiry(rest), Some((*at, &b"b"[..])));
+            // Everything due at `at` is before `expiry_after(at)`, nothing later is.
+            assert!(k.as_slice() < expiry_after(t, *at).as_slice());
+            assert!(expiry_entry(t, *at, &a).as_slice() < expiry_after(t, *at).as_slice());
+        }
+        assert!(expiry_after(t, 0).as_slice() <= expiry_entry(t, 1, &a).as_slice());
+        assert!(expiry_after(t, Millis::MAX) > expiry_entry(t, Millis::MAX, &b));
+        assert!(parse_expiry(&[0; 8]).is_none(), "an entry names a record");
+        assert!(parse_expiry(&[0; 3]).is_none());
     }
 }

@@ -1289,8 +1289,8 @@ impl<'txn> Writer<'txn> {
             .is_some())
     }
 
-    /// Stores `record`, replacing any record with its id, and keeps the scope index and the
-    /// dedup entry in step. Returns the record it replaced.
+    /// Stores `record`, replacing any record with its id, and keeps the scope index, the
+    /// expiry index and the dedup entry in step. Returns the record it replaced.
     pub fn put_record(
         &mut self,
         t: TenantKey,
@@ -1312,6 +1312,9 @@ impl<'txn> Writer<'txn> {
         }
         self.log_change(t, ChangeOp::Upsert, &record.modality, &record.id)?;
         for key in scope_entries(t, record) {
+            self.table_mut(t)?.insert(key.as_slice(), [].as_slice())?;
+        }
+        if let Some(key) = crate::expiry::entry(t, record) {
             self.table_mut(t)?.insert(key.as_slice(), [].as_slice())?;
         }
         if let Some(key) = dedup_key(t, record) {
@@ -1350,11 +1353,14 @@ impl<'txn> Writer<'txn> {
         Ok(Some(old))
     }
 
-    /// Removes the scope-index entries of a record whose row is gone or replaced, and its
-    /// dedup entry if that still points to it.
+    /// Removes the scope-index and expiry-index entries of a record whose row is gone or
+    /// replaced, and its dedup entry if that still points to it.
     fn remove_record_entries(&mut self, t: TenantKey, old: &Record) -> Result<(), StoreError> {
         let id = &old.id;
         for key in scope_entries(t, old) {
+            self.table_mut(t)?.remove(key.as_slice())?;
+        }
+        if let Some(key) = crate::expiry::entry(t, old) {
             self.table_mut(t)?.remove(key.as_slice())?;
         }
         if let Some(key) = dedup_key(t, old) {

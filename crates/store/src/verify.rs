@@ -1,11 +1,11 @@
 //! Tenant verification at the storage level: every key in the tenant's range is one of its
-//! well-formed keys, every value decodes, and the secondary entries (scope index, dedup) agree
-//! with the records. The engine adds what only it knows (usage, indexes); see
+//! well-formed keys, every value decodes, and the secondary entries (scope index, expiry
+//! index, dedup) agree with the records. The engine adds what only it knows (usage, indexes); see
 //! `Engine::verify_tenant`.
 
 use std::collections::HashSet;
 
-use strata_types::{Collection, CollectionName, Link, Record, RecordId};
+use strata_types::{Collection, CollectionName, Link, Millis, Record, RecordId};
 
 use crate::codec::{decode_json, decode_record};
 use crate::keys::{self, KeyKind, TenantKey};
@@ -58,6 +58,8 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
     let mut links_in: HashSet<(RecordId, RecordId, String)> = HashSet::new();
     let mut change_seqs: Vec<u64> = Vec::new();
     let mut change_head = None;
+    let mut expiry: Vec<(Millis, RecordId)> = Vec::new();
+    let mut expiry_built = false;
     for entry in prefix_range(r.data_table(t)?, &keys::tenant_all(t))? {
         let (k, v) = entry?;
         c.keys += 1;
@@ -197,6 +199,24 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                     }
                 }
             }
+            Some(KeyKind::Expiry(rest)) => {
+                if !v.is_empty() {
+                    c.problem(format!("expiry index entry {k:02x?}: value not empty"));
+                }
+                match crate::expiry::parse_entry(rest) {
+                    Ok(e) => expiry.push(e),
+                    Err(e) => c.problem(e.to_string()),
+                }
+            }
+            Some(KeyKind::ExpiryBuilt(rest)) => {
+                if !rest.is_empty() {
+                    c.problem(format!("expiry index mark {k:02x?}: not a well-formed key"));
+                } else if let Err(e) = crate::expiry::check_built(&v) {
+                    c.problem(e.to_string());
+                } else {
+                    expiry_built = true;
+                }
+            }
             Some(KeyKind::Idempotency(name)) => {
                 if let Err(e) = IdempotencyRow::decode(&v) {
                     c.problem(format!("idempotency key {:?}: {e}", text(name)));
@@ -235,6 +255,26 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
         c.problem(format!(
             "scope index: {} entries, the records need {expected_scope}",
             scope_keys.len()
+        ));
+    }
+    // Every expiry entry names a record that expires at its time; once the index is complete,
+    // every record with an expiry has its entry.
+    let expires: std::collections::HashMap<&RecordId, Millis> = records
+        .iter()
+        .filter_map(|r| r.expires_at.map(|at| (&r.id, at)))
+        .collect();
+    for (at, id) in &expiry {
+        if expires.get(id) != Some(at) {
+            c.problem(format!(
+                "expiry index entry of {id} at {at}: no record of that id expires then"
+            ));
+        }
+    }
+    if expiry_built && expiry.len() != expires.len() {
+        c.problem(format!(
+            "expiry index: {} entries, the records need {}",
+            expiry.len(),
+            expires.len()
         ));
     }
     // Every link joins two records of the tenant and has its mirror, and no mirror is alone.

@@ -198,6 +198,9 @@ pub struct ServerConfig {
     pub retention_secs: u64,
     /// How often the retention sweep runs, in seconds; 0 turns it off.
     pub purge_interval_secs: u64,
+    /// How often the expiry sweep removes the records past their `expires_at`, in seconds; 0
+    /// turns it off (expired records are then only hidden, and keep their quota).
+    pub expiry_sweep_interval_secs: u64,
     /// Worker threads running engine work with fair queueing across tenants; 0 means one
     /// per CPU.
     pub workers: usize,
@@ -245,6 +248,7 @@ impl Default for ServerConfig {
             max_import_bytes: strata_api::ApiConfig::default().max_import_bytes,
             retention_secs: strata_api::ApiConfig::default().retention_secs,
             purge_interval_secs: 3600,
+            expiry_sweep_interval_secs: 60,
             workers: strata_api::PoolConfig::default().workers,
             max_queue: strata_api::PoolConfig::default().max_queue,
             max_queue_per_tenant: strata_api::PoolConfig::default().max_queue_per_tenant,

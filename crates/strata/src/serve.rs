@@ -44,6 +44,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_max_user_tokens(engine.config().limits.max_user_tokens),
     );
     let sweeper_op = auth.system_operator("retention");
+    let expiry_op = auth.system_operator("expiry");
     let resume_op = auth.system_operator("resume");
     // An import is all or nothing: what one cut short by a crash or shutdown left goes before
     // anything is served.
@@ -138,6 +139,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         ))
     });
+    let expirer = (config.server.expiry_sweep_interval_secs > 0).then(|| {
+        tokio::spawn(expiry_sweep(
+            Arc::clone(&engine),
+            expiry_op,
+            Duration::from_secs(config.server.expiry_sweep_interval_secs),
+            stop_rx.clone(),
+        ))
+    });
     // Suppressed security events whose summary no later event carried reach their log once
     // their bucket refills (`[audit]`), and the rest at shutdown below.
     let summaries = tokio::spawn(summary_flush(state.clone(), stop_rx.clone()));
@@ -172,6 +181,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(sweeper) = sweeper {
         // It holds the engine; it ends at the stop signal (or after a purge in progress).
         let _ = sweeper.await;
+    }
+    if let Some(expirer) = expirer {
+        // Likewise, after the pass in progress (at most `SWEEP_PER_PASS` records a tenant).
+        let _ = expirer.await;
     }
     close(engine, resumer).await;
     tracing::info!("stopped");
@@ -295,6 +308,53 @@ async fn purge_sweep(
             }
             Ok(Err(e)) => tracing::error!(error = %e, "promotion sweep failed"),
             Err(e) => tracing::error!(error = %e, "promotion sweep panicked"),
+        }
+    }
+}
+
+/// Removes the records past their `expires_at` (`Engine::sweep_expired`), every `every`,
+/// until stop: a record is gone at most about one interval after it expired. A pass that
+/// left a tenant with more records due is followed by another at once.
+async fn expiry_sweep(
+    engine: Arc<Engine>,
+    op: strata_auth::OperatorScope,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        loop {
+            let (sweeper, sweep_op) = (Arc::clone(&engine), op.clone());
+            let more =
+                match tokio::task::spawn_blocking(move || sweeper.sweep_expired(&sweep_op)).await {
+                    Ok(Ok(swept)) => {
+                        if swept.records > 0 || swept.failed > 0 {
+                            tracing::info!(
+                                records = swept.records,
+                                tenants = swept.tenants,
+                                failed = swept.failed,
+                                "expiry sweep removed expired records"
+                            );
+                        }
+                        swept.more
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "expiry sweep failed");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "expiry sweep panicked");
+                        false
+                    }
+                };
+            if !more || *stop.borrow() {
+                break;
+            }
         }
     }
 }

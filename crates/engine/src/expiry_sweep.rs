@@ -1,0 +1,234 @@
+//! The expiry sweep: removes the records past their `expires_at`, which every read already
+//! hides, so that they stop holding their tenant's quota and leave the disk.
+//!
+//! The server runs it every `server.expiry_sweep_interval_secs` (`Engine::sweep_expired`). It
+//! reads only the records due: the store's expiry index (`crates/store/src/expiry.rs`) orders
+//! each tenant's records with a TTL by their expiry, so a tenant with nothing due costs one key
+//! look-up, never a scan of its records. A record due is deleted as a delete by filter deletes
+//! (`crate::delete_steps::DeleteChunks`): in transactions of at most a thousand records, each
+//! audited as `memory.expire` with its chunk number, each checking the record again (still
+//! stored, still expired: one written again since with a later `expires_at`, or none, stays),
+//! and taking with it what a delete takes (links, pheromones, index entries, usage and quota,
+//! a change log entry). Each chunk is one transaction, so a crash leaves every record either
+//! swept with all of that or not at all, and the next sweep goes on.
+//!
+//! Which tenants: active ones, shared, partition or dedicated alike. A suspended tenant is
+//! skipped (its data is frozen: every write of it is refused), and so is a soft-deleted one
+//! (its purge erases everything); their expired records are swept once they are active again.
+//!
+//! Records stored before the index existed have no entry: the first sweep of each tenant
+//! enters them (its records read a page at a time, each page's entries written in a short
+//! transaction) and marks its index complete; a tenant is read whole once, never again.
+
+use strata_auth::OperatorScope;
+use strata_store::{ExpiryReads, Reads, TenantMeta};
+use strata_types::{Millis, RecordId, now_millis};
+
+use crate::delete_steps::{DELETE_CHUNK, DELETE_CHUNK_LINKS, DeleteChunks};
+use crate::lifecycle::{TenantProfile, TenantStatus};
+use crate::{Engine, EngineError};
+
+/// Records due that one pass takes from one tenant; a tenant with more is taken up again by
+/// the next pass, which the server runs at once (`ExpirySweep::more`), so one tenant's backlog
+/// neither delays the other tenants' sweep nor holds a shutdown for long.
+pub(crate) const SWEEP_PER_PASS: usize = 10 * DELETE_CHUNK;
+
+/// What one pass of the expiry sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExpirySweep {
+    /// Records removed.
+    pub records: u64,
+    /// Tenants that had records removed.
+    pub tenants: u64,
+    /// Tenants whose sweep failed this pass (logged; tried again by the next pass).
+    pub failed: u64,
+    /// Whether a tenant had more records due than one pass takes: run another pass now.
+    pub more: bool,
+}
+
+impl Engine {
+    /// One pass of the expiry sweep over every active tenant (module docs). A tenant whose
+    /// sweep fails (a full disk, a tenant in the critical integrity state) is logged and
+    /// counted, and the pass goes on with the next.
+    pub fn sweep_expired(&self, op: &OperatorScope) -> Result<ExpirySweep, EngineError> {
+        let now = now_millis();
+        let tenants = self.store.read()?.tenants()?;
+        let mut total = ExpirySweep::default();
+        for meta in tenants {
+            let active = TenantProfile::of(&meta).map(|p| p.status == TenantStatus::Active);
+            match active {
+                Ok(true) => {}
+                Ok(false) => continue,
+                // A profile that does not decode blocks only its own tenant's sweep.
+                Err(e) => {
+                    total.failed += 1;
+                    tracing::warn!(tenant = %meta.id, error = %e, "expiry sweep skipped a tenant");
+                    continue;
+                }
+            }
+            match self.sweep_tenant(op, &meta, now) {
+                Ok((0, _)) => {}
+                Ok((n, more)) => {
+                    total.records += n;
+                    total.tenants += 1;
+                    total.more |= more;
+                }
+                Err(e) => {
+                    total.failed += 1;
+                    tracing::warn!(tenant = %meta.id, error = %e, "expiry sweep of a tenant failed");
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Removes up to [`SWEEP_PER_PASS`] of `meta`'s records due at `now`: how many, and
+    /// whether more may be due.
+    fn sweep_tenant(
+        &self,
+        op: &OperatorScope,
+        meta: &TenantMeta,
+        now: Millis,
+    ) -> Result<(u64, bool), EngineError> {
+        let key = meta.key;
+        // One snapshot for both looks, the usual case (nothing due) being one key read.
+        let due = {
+            let r = self.store.read()?;
+            if r.expiry_built(key)? {
+                r.expired_entries(key, now, SWEEP_PER_PASS)?
+            } else {
+                drop(r);
+                self.enter_older_expiries(meta)?;
+                let r = self.store.read()?;
+                r.expired_entries(key, now, SWEEP_PER_PASS)?
+            }
+        };
+        if due.is_empty() {
+            return Ok((0, false));
+        }
+        let more = due.len() == SWEEP_PER_PASS;
+        let ids: Vec<RecordId> = due.iter().map(|(_, id)| id.clone()).collect();
+        let scope = op.acting_in(meta);
+        let mut chunks = DeleteChunks::new(ids, DELETE_CHUNK, DELETE_CHUNK_LINKS);
+        let mut swept = 0;
+        loop {
+            let (n, over) = chunks.delete_next(
+                self,
+                &scope,
+                "memory.expire",
+                // As stored: a record of a collection being deleted goes now, as that delete
+                // would take it.
+                |w, key, id| w.stored_record(key, id),
+                |r| r.is_expired(now),
+            )?;
+            swept += n;
+            if over {
+                break;
+            }
+        }
+        if swept < due.len() as u64 {
+            self.drop_stale_expiry_entries(meta, &due)?;
+        }
+        Ok((swept, more))
+    }
+
+    /// Removes the entries of `due` whose record is gone or expires at another time. Writes
+    /// keep the index in step, so only a damaged file leaves such an entry; without this, the
+    /// sweep would read it again on every pass.
+    fn drop_stale_expiry_entries(
+        &self,
+        meta: &TenantMeta,
+        due: &[(Millis, RecordId)],
+    ) -> Result<(), EngineError> {
+        let key = meta.key;
+        self.store.write(|w| {
+            if !still_registered(w, meta)? {
+                return Ok(());
+            }
+            for (at, id) in due {
+                let stored = w.stored_record(key, id)?;
+                if stored.is_none_or(|r| r.expires_at != Some(*at)) {
+                    w.remove_expiry_entry(key, *at, id)?;
+                }
+            }
+            Ok::<_, EngineError>(())
+        })
+    }
+
+    /// Enters `meta`'s records stored before the expiry index existed, then marks its index
+    /// complete. How many were entered. See [`Engine::enter_older_expiries_by`].
+    pub(crate) fn enter_older_expiries(&self, meta: &TenantMeta) -> Result<u64, EngineError> {
+        self.enter_older_expiries_by(meta, DELETE_CHUNK)
+    }
+
+    /// [`Engine::enter_older_expiries`] in pages of `page` records, in id order: each page is
+    /// read on a snapshot of its own, outside any transaction, and its records with an expiry
+    /// entered in one short transaction that checks each as it is then (one deleted or
+    /// rewritten since gets no entry, or its own from its write); the last page's transaction
+    /// writes the mark. Memory and each transaction stay bounded by the page, whatever the
+    /// tenant's size. A crash before the mark leaves entries that are right, and the next sweep
+    /// enters the records again. A record written meanwhile behind the page gets its entry
+    /// from its own write.
+    pub(crate) fn enter_older_expiries_by(
+        &self,
+        meta: &TenantMeta,
+        page: usize,
+    ) -> Result<u64, EngineError> {
+        let (key, page) = (meta.key, page.max(1));
+        let (mut after, mut entered): (Option<RecordId>, u64) = (None, 0);
+        loop {
+            let (ids, read, last) = {
+                let r = self.store.read()?;
+                let (mut ids, mut read, mut last) = (Vec::new(), 0, None);
+                for record in r
+                    .stored_records_without_vector(key, after.as_ref())?
+                    .take(page)
+                {
+                    let record = record?;
+                    read += 1;
+                    if record.expires_at.is_some() {
+                        ids.push(record.id.clone());
+                    }
+                    last = Some(record.id);
+                }
+                (ids, read, last)
+            };
+            // A page shorter than asked is the last one.
+            let done = read < page;
+            if !ids.is_empty() || done {
+                let n = self.store.write(|w| {
+                    // A tenant purged since the read (and maybe created again under a new
+                    // key) gets no rows: nothing may be written into a range being erased.
+                    if !still_registered(w, meta)? {
+                        return Ok(None);
+                    }
+                    let mut n = 0;
+                    for id in &ids {
+                        n += u64::from(w.enter_expiry(key, id)?);
+                    }
+                    if done {
+                        w.mark_expiry_built(key)?;
+                    }
+                    Ok::<_, EngineError>(Some(n))
+                })?;
+                match n {
+                    Some(n) => entered += n,
+                    None => return Ok(entered),
+                }
+            }
+            if done {
+                return Ok(entered);
+            }
+            after = last;
+        }
+    }
+}
+
+/// Whether tenant `meta` is still registered under its storage key.
+fn still_registered(r: &impl Reads, meta: &TenantMeta) -> Result<bool, EngineError> {
+    Ok(r.tenant(&meta.id)?.is_some_and(|m| m.key == meta.key))
+}
+
+#[cfg(test)]
+#[path = "expiry_sweep_tests.rs"]
+mod tests;
