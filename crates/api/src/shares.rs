@@ -109,8 +109,12 @@ pub async fn accept(
     auth: TenantAuth,
     PathParam(id): PathParam,
     RawQuery(q): RawQuery,
+    body: JsonBody,
 ) -> Result<Json<IncomingShare>, ApiError> {
-    consent(state, auth, id, q, |e, scope, id| e.accept_share(scope, id)).await
+    consent(state, auth, id, q, body, |e, scope, id| {
+        e.accept_share(scope, id)
+    })
+    .await
 }
 
 /// Declines a share offered to the caller's tenant by name, or gives up one it accepted: its
@@ -127,26 +131,36 @@ pub async fn decline(
     auth: TenantAuth,
     PathParam(id): PathParam,
     RawQuery(q): RawQuery,
+    body: JsonBody,
 ) -> Result<Json<IncomingShare>, ApiError> {
-    consent(state, auth, id, q, |e, scope, id| {
+    consent(state, auth, id, q, body, |e, scope, id| {
         e.decline_share(scope, id)
     })
     .await
 }
 
-/// What accepting and declining share: the checks, the share id, the engine call.
+/// The body of accepting and declining: none, or `{}`, or only the checked `tenant_id`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
+/// What accepting and declining share: the checks (the body's `tenant_id` first, like every
+/// route's), the share id, the engine call.
 async fn consent(
     state: AppState,
     auth: TenantAuth,
     id: String,
     q: Option<String>,
+    body: JsonBody,
     act: fn(
         &strata_engine::Engine,
         &strata_auth::TenantScope,
         &str,
     ) -> Result<IncomingShare, strata_engine::EngineError>,
 ) -> Result<Json<IncomingShare>, ApiError> {
-    check_scope(&auth, None, q.as_deref())?;
+    let body = body.scoped::<NoFields>(&state, TENANT_KEY).await?;
+    check_scope(&auth, Some(body.scope), q.as_deref())?;
+    body.rest?;
     let id = RecordId::parse_field("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let scope = auth.scope;
     let share = state

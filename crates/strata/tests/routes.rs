@@ -233,6 +233,19 @@ fn tenant_b_gets_nothing_of_tenant_a() {
                     assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{path}: {v}");
                 }
             }
+            ("POST", "/v1/shares/incoming/{id}/accept" | "/v1/shares/incoming/{id}/decline") => {
+                // A's share was never offered to B: consenting to it is the 404 of a made-up
+                // id, and changes nothing of A's (compared below).
+                let a_share = before["shares"][0]["id"].as_str().expect("A's share");
+                let verb = path.rsplit('/').next().expect("verb");
+                for path in [
+                    p.to_owned(),
+                    format!("/v1/shares/incoming/{a_share}/{verb}"),
+                ] {
+                    let (s, v) = server.post(&path, &b, json!({}));
+                    assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{path}: {v}");
+                }
+            }
             ("POST", "/v1/feedback") => {
                 // A's ids are ignored exactly like missing ones, and A's state is untouched.
                 let (s, v) = server.post(p, &b, json!({"ids": ["a-rec", "a-private"], "shown": ["a-rec"], "user_tokens": ["*"]}));
