@@ -101,6 +101,7 @@ pub async fn incoming(
 /// searches may include it. Needs `admin`, bound to neither user tokens nor domains.
 #[utoipa::path(post, path = "/v1/shares/incoming/{id}/accept", tag = "shares",
     operation_id = "accept_share",
+    request_body(content = ConsentBody, description = "Optional: no body, or `{}`"),
     params(("id" = RecordId, Path, description = "share id")),
     responses((status = 200, description = "The accepted share", body = IncomingShare)),
     security(("bearer" = [])))]
@@ -123,6 +124,7 @@ pub async fn accept(
 /// bound to neither user tokens nor domains.
 #[utoipa::path(post, path = "/v1/shares/incoming/{id}/decline", tag = "shares",
     operation_id = "decline_share",
+    request_body(content = ConsentBody, description = "Optional: no body, or `{}`"),
     params(("id" = RecordId, Path, description = "share id")),
     responses((status = 200, description = "The declined share, as it stood", body = IncomingShare)),
     security(("bearer" = [])))]
@@ -139,10 +141,11 @@ pub async fn decline(
     .await
 }
 
-/// The body of accepting and declining: none, or `{}`, or only the checked `tenant_id`.
-#[derive(serde::Deserialize)]
+/// The body of accepting and declining: none, or `{}` (a `tenant_id` in it must be the
+/// caller's, as on every route).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NoFields {}
+pub struct ConsentBody {}
 
 /// What accepting and declining share: the checks (the body's `tenant_id` first, like every
 /// route's), the share id, the engine call.
@@ -158,7 +161,7 @@ async fn consent(
         &str,
     ) -> Result<IncomingShare, strata_engine::EngineError>,
 ) -> Result<Json<IncomingShare>, ApiError> {
-    let body = body.scoped::<NoFields>(&state, TENANT_KEY).await?;
+    let body = body.scoped::<ConsentBody>(&state, TENANT_KEY).await?;
     check_scope(&auth, Some(body.scope), q.as_deref())?;
     body.rest?;
     let id = RecordId::parse_field("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))?;

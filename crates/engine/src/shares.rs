@@ -18,8 +18,9 @@
 //! and the only function that makes one is [`verify`], which checks, on one snapshot, that the
 //! grantee is live, the owner is live (same incarnation, neither suspended nor deleted), the
 //! share row still exists, and the grantee is named in it (with its pointer and its
-//! acceptance) or is a child of the owner while the share is for children. Nothing is cached: every request verifies
-//! again, so a revoke, suspension, deletion or parent change is seen by the next request.
+//! acceptance) or is a child of the owner while the share is for children. Nothing is cached:
+//! every request verifies again, so a revoke, decline, suspension, deletion or parent change
+//! is seen by the next request.
 //! A `SharedDomain` has no write method, and its visibility (`Visibility::shared_domain`)
 //! sees only the domain's tenant-shared records.
 
