@@ -40,3 +40,34 @@ def test_publish_search_and_revoke(server: Server, admin: StrataAdmin) -> None:
             raise AssertionError("a revoked share was revoked again")
         except NotFoundError:
             pass
+
+
+def test_a_named_share_is_searched_only_once_accepted(server: Server, admin: StrataAdmin) -> None:
+    org, partner = unique("org"), unique("partner")
+    admin.create_tenant(org)
+    admin.create_tenant(partner)
+    org_key = admin.create_key(org, permissions=["read", "write", "admin"]).key
+    partner_key = admin.create_key(partner, permissions=["read", "admin"]).key
+    with Strata(server.url, org_key) as owner, Strata(server.url, partner_key) as grantee:
+        owner.add("the kettle descales monthly", memory_domain="kb")
+        share = owner.create_share("kb", tenants=[partner])
+        assert (share.tenants, share.accepted) == ([partner], [])
+        assert [(s.id, s.via, s.state) for s in grantee.incoming_shares()] == [
+            (share.id, "named", "offered")
+        ]
+        assert len(grantee.search("kettle", include_shared="all")) == 0
+
+        assert grantee.accept_share(share.id).state == "accepted"
+        assert owner.list_shares()[0].accepted == [partner]
+        hits = grantee.search("kettle", include_shared="all").hits
+        assert [h.source for h in hits] == [{"tenant": org, "domain": "kb", "share": share.id}]
+
+        assert grantee.decline_share(share.id).id == share.id
+        assert len(grantee.search("kettle", include_shared="all")) == 0
+        assert grantee.incoming_shares() == []
+        assert owner.list_shares()[0].tenants == []
+        try:
+            grantee.accept_share(share.id)
+            raise AssertionError("a declined share was accepted")
+        except NotFoundError:
+            pass

@@ -138,7 +138,7 @@ pub struct Shares {
     pub shares: Vec<strata_engine::Share>,
 }
 
-/// The live grants a tenant holds.
+/// The live grants a tenant holds, and the shares offered to it by name.
 #[derive(Serialize, ToSchema)]
 pub struct IncomingShares {
     pub shares: Vec<strata_engine::IncomingShare>,

@@ -44,6 +44,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(shares::create, shares::list))
         .routes(routes!(shares::revoke))
         .routes(routes!(shares::incoming))
+        .routes(routes!(shares::accept))
+        .routes(routes!(shares::decline))
         .routes(routes!(admin::tenant_tree))
         .routes(routes!(collections::list, collections::create))
         .routes(routes!(collections::delete))

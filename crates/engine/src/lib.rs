@@ -76,6 +76,7 @@ mod search_image;
 mod search_retry;
 #[cfg(test)]
 mod search_retry_tests;
+mod share_consent;
 mod shares;
 mod slot_doc;
 mod slot_integrity;
@@ -136,7 +137,7 @@ pub use reembed::{ReembedPlan, ReembedState, ReembedStatus};
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};
 pub use scan::{Page, ScanPage, Vectors};
 pub use scan_steps::{PendingCount, PendingPage, Stepped};
-pub use shares::{IncomingShare, NewShare, Share};
+pub use shares::{GrantVia, IncomingShare, NewShare, Share, ShareState};
 pub use stats::{IntegrityCounts, TenantFigures, UsageReport};
 pub use strata_auth::{OperatorScope, TenantScope};
 pub use strata_embed::Embedder;

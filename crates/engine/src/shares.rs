@@ -7,12 +7,20 @@
 //! re-created with the same id has a fresh range and no pointer. Children need no pointer:
 //! a child is whoever names the owner as `parent` now.
 //!
+//! Consent: a pointer alone is an *offer*. A named grantee reads the domain only once it has
+//! accepted (`crate::share_consent`, an acceptance row `share:accepted:<owner>/<id>` beside
+//! the pointer); until then the offer is listed to it and nothing more: no search, no count
+//! toward any of its limits. Pointers stored before consent existed have no acceptance row,
+//! so they are offers. Children's grants need no acceptance: the operator, who sets the
+//! hierarchy, consented for them.
+//!
 //! The invariant: code can read another tenant's records only through a [`SharedDomain`],
 //! and the only function that makes one is [`verify`], which checks, on one snapshot, that the
 //! grantee is live, the owner is live (same incarnation, neither suspended nor deleted), the
-//! share row still exists, and the grantee is named in it (with its pointer) or is a child of
-//! the owner while the share is for children. Nothing is cached: every request verifies
-//! again, so a revoke, suspension, deletion or parent change is seen by the next request.
+//! share row still exists, and the grantee is named in it (with its pointer and its
+//! acceptance) or is a child of the owner while the share is for children. Nothing is cached:
+//! every request verifies again, so a revoke, decline, suspension, deletion or parent change
+//! is seen by the next request.
 //! A `SharedDomain` has no write method, and its visibility (`Visibility::shared_domain`)
 //! sees only the domain's tenant-shared records.
 
@@ -31,6 +39,7 @@ use crate::audit::{self, tenant_event};
 use crate::hits::StoredRecords;
 use crate::lifecycle::{TenantProfile, TenantStatus};
 use crate::search::{Searched, search_collection};
+use crate::share_consent;
 use crate::tenants::check_live;
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
@@ -42,7 +51,7 @@ const SHARED_READ_SYNC_EVERY: u64 = 64;
 static SHARED_READS: AtomicU64 = AtomicU64::new(0);
 
 const OUT_PREFIX: &str = "share:out:";
-const IN_PREFIX: &str = "share:in:";
+pub(crate) const IN_PREFIX: &str = "share:in:";
 /// Shares one owner may have at once.
 pub const MAX_SHARES: usize = 100;
 /// Named grantees of one share.
@@ -56,9 +65,13 @@ pub struct Share {
     pub owner: TenantId,
     #[schema(value_type = String)]
     pub domain: Domain,
-    /// Tenants it is granted to by name.
+    /// Tenants it is offered to by name, while they hold the offer: one that declined it, or
+    /// was deleted for good, is no longer listed.
     #[schema(value_type = Vec<String>)]
     pub tenants: Vec<TenantId>,
+    /// The named tenants that accepted it (a subset of `tenants`); only they can read it.
+    #[schema(value_type = Vec<String>)]
+    pub accepted: Vec<TenantId>,
     /// Whether every current child of the owner is a grantee too.
     pub children: bool,
     #[schema(value_type = i64)]
@@ -90,7 +103,17 @@ pub enum GrantVia {
     Children,
 }
 
-/// A live grant, as its grantee sees it (never the owner's other grantees).
+/// Whether a grantee consented to a share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareState {
+    /// Offered by name and not accepted yet: its grantee's searches do not see it.
+    Offered,
+    /// Accepted by its named grantee, or held as a child: searches may include it.
+    Accepted,
+}
+
+/// A live grant or offer, as its grantee sees it (never the owner's other grantees).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct IncomingShare {
     pub id: String,
@@ -99,6 +122,7 @@ pub struct IncomingShare {
     #[schema(value_type = String)]
     pub domain: Domain,
     pub via: GrantVia,
+    pub state: ShareState,
     #[schema(value_type = i64)]
     pub created_at: Millis,
 }
@@ -115,19 +139,19 @@ struct StoredShare {
     created_by: String,
 }
 
-/// The pointer row in a named grantee's range.
+/// The pointer row in a named grantee's range: the offer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Pointer {
-    owner: TenantId,
-    share: String,
+pub(crate) struct Pointer {
+    pub(crate) owner: TenantId,
+    pub(crate) share: String,
 }
 
-fn out_name(id: &str) -> String {
+pub(crate) fn out_name(id: &str) -> String {
     format!("{OUT_PREFIX}{id}")
 }
 
-fn in_name(owner: &TenantId, id: &str) -> String {
+pub(crate) fn in_name(owner: &TenantId, id: &str) -> String {
     format!("{IN_PREFIX}{owner}/{id}")
 }
 
@@ -138,12 +162,12 @@ pub(crate) fn check_blob(name: &str, bytes: &[u8]) -> Option<Result<(), StoreErr
     } else if name.starts_with(IN_PREFIX) {
         Some(decode_json::<Pointer>(bytes).map(|_| ()))
     } else {
-        None
+        share_consent::check_blob(name, bytes)
     }
 }
 
-/// A verified, read-only handle on one owner's shared domain, for one request. Fields are
-/// private and [`verify`] is its only constructor.
+/// A verified, read-only handle on one owner's shared domain, for one request, that the grantee
+/// consented to. Fields are private and [`verify`] is its only constructor.
 #[derive(Debug)]
 pub(crate) struct SharedDomain {
     share: String,
@@ -154,14 +178,44 @@ pub(crate) struct SharedDomain {
     created_at: Millis,
 }
 
+impl SharedDomain {
+    fn incoming(&self, state: ShareState) -> IncomingShare {
+        IncomingShare {
+            id: self.share.clone(),
+            owner: self.owner.clone(),
+            domain: self.domain.clone(),
+            via: self.via,
+            state,
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// What [`verify`] finds of one share for one grantee.
+pub(crate) enum Standing {
+    /// A grant the grantee may read: accepted by name, or held as a child.
+    Usable(SharedDomain),
+    /// A live offer by name, not accepted: listed to the grantee, never read.
+    Offered(IncomingShare),
+}
+
+impl Standing {
+    pub(crate) fn incoming(&self) -> IncomingShare {
+        match self {
+            Standing::Usable(g) => g.incoming(ShareState::Accepted),
+            Standing::Offered(o) => o.clone(),
+        }
+    }
+}
+
 /// The one check of a grant (see the module docs): `Some` only if `scope`'s tenant is live and
-/// holds a live grant `share` of the live `owner`.
-fn verify(
+/// holds a live grant or offer `share` of the live `owner`.
+pub(crate) fn verify(
     r: &impl Reads,
     scope: &TenantScope,
     owner: &TenantId,
     share: &str,
-) -> Result<Option<SharedDomain>, EngineError> {
+) -> Result<Option<Standing>, EngineError> {
     let grantee = check_live(r, scope)?;
     if owner == scope.tenant() {
         return Ok(None);
@@ -176,42 +230,63 @@ fn verify(
         return Ok(None);
     };
     let stored: StoredShare = decode_json(&bytes)?;
-    let named = stored.tenants.contains(scope.tenant())
-        && r.blob(scope.key(), &in_name(owner, share))?.is_some();
-    let child = stored.children && grantee.parent.as_ref() == Some(owner);
-    let via = match (named, child) {
-        (true, _) => GrantVia::Named,
-        (false, true) => GrantVia::Children,
-        (false, false) => return Ok(None),
+    let named = if stored.tenants.contains(scope.tenant()) {
+        share_consent::named_state(r, scope.key(), owner, share)?
+    } else {
+        None
     };
-    Ok(Some(SharedDomain {
+    let child = stored.children && grantee.parent.as_ref() == Some(owner);
+    let (via, usable) = match (named, child) {
+        (Some(ShareState::Accepted), _) => (GrantVia::Named, true),
+        (_, true) => (GrantVia::Children, true),
+        (Some(ShareState::Offered), false) => (GrantVia::Named, false),
+        (None, false) => return Ok(None),
+    };
+    let grant = SharedDomain {
         share: stored.id,
         owner: meta.id,
         owner_key: meta.key,
         domain: stored.domain,
         via,
         created_at: stored.created_at,
+    };
+    Ok(Some(if usable {
+        Standing::Usable(grant)
+    } else {
+        Standing::Offered(grant.incoming(ShareState::Offered))
     }))
 }
 
-/// Every live grant `scope`'s tenant holds, verified one by one, in (owner, share) order.
-fn live_grants(r: &impl Reads, scope: &TenantScope) -> Result<Vec<SharedDomain>, EngineError> {
-    let profile = check_live(r, scope)?;
-    let mut candidates: Vec<(TenantId, String)> = Vec::new();
-    for (_, bytes) in r.blobs_named(scope.key(), IN_PREFIX)? {
-        let p: Pointer = decode_json(&bytes)?;
-        candidates.push((p.owner, p.share));
-    }
-    if let Some(parent) = &profile.parent
+/// The shares of `scope`'s parent that are for children, as (owner, share) candidates.
+fn children_candidates(
+    r: &impl Reads,
+    parent: Option<&TenantId>,
+) -> Result<Vec<(TenantId, String)>, EngineError> {
+    let mut out = Vec::new();
+    if let Some(parent) = parent
         && let Some(meta) = r.tenant(parent)?
     {
         for (_, bytes) in r.blobs_named(meta.key, OUT_PREFIX)? {
             let s: StoredShare = decode_json(&bytes)?;
             if s.children {
-                candidates.push((parent.clone(), s.id));
+                out.push((parent.clone(), s.id));
             }
         }
     }
+    Ok(out)
+}
+
+/// Every share `scope`'s tenant stands in, verified one by one, in (owner, share) order:
+/// its offers and acceptances by name (`named_prefix` picks which rows to start from) and
+/// its grants as a child.
+fn standings(
+    r: &impl Reads,
+    scope: &TenantScope,
+    named_prefix: &str,
+) -> Result<Vec<Standing>, EngineError> {
+    let profile = check_live(r, scope)?;
+    let mut candidates = share_consent::named_candidates(r, scope.key(), named_prefix)?;
+    candidates.extend(children_candidates(r, profile.parent.as_ref())?);
     candidates.sort();
     candidates.dedup();
     let mut out = Vec::new();
@@ -221,6 +296,18 @@ fn live_grants(r: &impl Reads, scope: &TenantScope) -> Result<Vec<SharedDomain>,
         }
     }
     Ok(out)
+}
+
+/// Every grant `scope`'s tenant may read: the accepted ones and its children's grants. Starts
+/// from the acceptance rows, so offers cost a search nothing.
+fn live_grants(r: &impl Reads, scope: &TenantScope) -> Result<Vec<SharedDomain>, EngineError> {
+    Ok(standings(r, scope, share_consent::ACCEPTED_PREFIX)?
+        .into_iter()
+        .filter_map(|s| match s {
+            Standing::Usable(g) => Some(g),
+            Standing::Offered(_) => None,
+        })
+        .collect())
 }
 
 /// The owner-side checks: `admin`, a credential not bound to user tokens (it speaks for
@@ -245,45 +332,64 @@ fn require_publisher(scope: &TenantScope, domain: Option<&Domain>) -> Result<(),
     Ok(())
 }
 
-fn to_share(owner: &TenantId, s: StoredShare) -> Share {
-    Share {
+/// The owner's view of `s`: its named grantees as they stand now. A grantee that declined, or
+/// whose incarnation is gone (purged, perhaps re-created under its id), holds no pointer and
+/// is left out.
+fn to_share(r: &impl Reads, owner: &TenantId, s: StoredShare) -> Result<Share, EngineError> {
+    let (mut tenants, mut accepted) = (Vec::new(), Vec::new());
+    for t in s.tenants {
+        let Some(m) = r.tenant(&t)? else { continue };
+        match share_consent::named_state(r, m.key, owner, &s.id)? {
+            Some(ShareState::Accepted) => {
+                accepted.push(t.clone());
+                tenants.push(t);
+            }
+            Some(ShareState::Offered) => tenants.push(t),
+            None => {}
+        }
+    }
+    Ok(Share {
         id: s.id,
         owner: owner.clone(),
         domain: s.domain,
-        tenants: s.tenants,
+        tenants,
+        accepted,
         children: s.children,
         created_at: s.created_at,
-    }
+    })
 }
 
-/// Appends `action` to the log of every tenant `s` reaches now: the named grantees holding its
-/// pointer row (so a tenant re-created under a grantee's id, which never held the grant, hears
-/// nothing of it) and the owner's current children.
+/// Appends a row to the log of every tenant `s` reaches now: `named_action` for the named
+/// grantees holding its pointer row (so a tenant re-created under a grantee's id, which never
+/// held the offer, hears nothing of it), `children_action` for the owner's current children
+/// (a tenant that is both hears the children's one).
 fn audit_grantees(
     w: &mut Writer<'_>,
     scope: &TenantScope,
     s: &StoredShare,
-    action: &str,
+    named_action: &str,
+    children_action: &str,
 ) -> Result<(), EngineError> {
-    let mut reached: Vec<(TenantKey, TenantId)> = Vec::new();
+    let mut reached: Vec<(TenantKey, TenantId, &str)> = Vec::new();
+    if s.children {
+        for m in w.tenants()? {
+            if TenantProfile::of(&m)?.parent.as_ref() == Some(scope.tenant()) {
+                reached.push((m.key, m.id, children_action));
+            }
+        }
+    }
     for t in &s.tenants {
         if let Some(m) = w.tenant(t)?
             && w.blob(m.key, &in_name(scope.tenant(), &s.id))?.is_some()
         {
-            reached.push((m.key, m.id));
+            reached.push((m.key, m.id, named_action));
         }
     }
-    if s.children {
-        for m in w.tenants()? {
-            if TenantProfile::of(&m)?.parent.as_ref() == Some(scope.tenant()) {
-                reached.push((m.key, m.id));
-            }
-        }
-    }
-    reached.sort_by_key(|(key, _)| *key);
-    reached.dedup_by_key(|(key, _)| *key);
+    // Stable: a child named too keeps its children's row, pushed first.
+    reached.sort_by_key(|(key, _, _)| *key);
+    reached.dedup_by_key(|(key, _, _)| *key);
     let detail = serde_json::json!({"share": s.id, "owner": scope.tenant(), "domain": s.domain});
-    for (key, grantee) in reached {
+    for (key, grantee, action) in reached {
         audit::append(
             w,
             key,
@@ -296,7 +402,7 @@ fn audit_grantees(
 /// An audit row that `scope`'s request writes into another tenant's log (`row_tenant`'s): it
 /// names the other side by its tenant alone. The caller's key id or JWT subject, client
 /// address and request id are its own tenant's business, and stay in its own log's row.
-fn foreign_event(
+pub(crate) fn foreign_event(
     scope: &TenantScope,
     row_tenant: Option<TenantId>,
     action: &str,
@@ -375,8 +481,8 @@ impl Engine {
                 "tenants": stored.tenants, "children": stored.children,
             });
             audit::append(w, scope.key(), tenant_event(scope, "share.create", detail))?;
-            audit_grantees(w, scope, &stored, "share.granted")?;
-            Ok(to_share(scope.tenant(), stored.clone()))
+            audit_grantees(w, scope, &stored, "share.offered", "share.granted")?;
+            to_share(w, scope.tenant(), stored.clone())
         })
     }
 
@@ -390,7 +496,7 @@ impl Engine {
                 let s: StoredShare = decode_json(&bytes)?;
                 let bound = scope.grant().domains.as_ref();
                 if bound.is_none_or(|d| d.contains(&s.domain)) {
-                    out.push(to_share(scope.tenant(), s));
+                    out.push(to_share(r, scope.tenant(), s)?);
                 }
             }
             out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
@@ -419,32 +525,28 @@ impl Engine {
                 return Err(EngineError::NotFound);
             }
             require_publisher(scope, Some(&stored.domain))?;
-            // Tell the grantees while their pointer rows still say who they are.
-            audit_grantees(w, scope, &stored, "share.revoked")?;
+            // Tell the grantees, and answer with who held it, while their pointer rows still
+            // say who they are.
+            audit_grantees(w, scope, &stored, "share.revoked", "share.revoked")?;
+            let answer = to_share(w, scope.tenant(), stored.clone())?;
             w.delete_blob(scope.key(), &out_name(id))?;
             for t in &stored.tenants {
                 if let Some(m) = w.tenant(t)? {
-                    w.delete_blob(m.key, &in_name(scope.tenant(), id))?;
+                    share_consent::delete_named(w, m.key, scope.tenant(), id)?;
                 }
             }
             let detail = serde_json::json!({"share": stored.id, "domain": stored.domain});
             audit::append(w, scope.key(), tenant_event(scope, "share.revoke", detail))?;
-            Ok(to_share(scope.tenant(), stored))
+            Ok(answer)
         })
     }
 
-    /// The live grants the caller's tenant holds (needs `read`).
+    /// The live grants and offers the caller's tenant holds (needs `read`).
     pub fn incoming_shares(&self, scope: &TenantScope) -> Result<Vec<IncomingShare>, EngineError> {
         self.read_tenant(scope, Permission::Read, |r| {
-            Ok(live_grants(r, scope)?
-                .into_iter()
-                .map(|g| IncomingShare {
-                    id: g.share,
-                    owner: g.owner,
-                    domain: g.domain,
-                    via: g.via,
-                    created_at: g.created_at,
-                })
+            Ok(standings(r, scope, IN_PREFIX)?
+                .iter()
+                .map(Standing::incoming)
                 .collect())
         })
     }
@@ -555,8 +657,10 @@ impl Engine {
         Ok((hits, exact))
     }
 
-    /// One row in the grantee's log listing what it used, and one per owner saying who read
-    /// its shared domain and how many hits it got.
+    /// One row in the grantee's log listing what it used, with hit counts, and one per owner
+    /// saying who read its shared domain, without them: the hits a grant gave one search say
+    /// what the grantee's query was about (an owner with a domain per topic would learn which
+    /// topic matched), so the owner learns that its domain was searched, never how it answered.
     ///
     /// Committed, visible at once, but mostly not waited on to be durable: a read
     /// acknowledges no write, so it need not pay for an fsync of its own (it took a search
@@ -582,13 +686,12 @@ impl Engine {
                 scope.key(),
                 tenant_event(scope, "share.read", serde_json::json!({"used": used})),
             )?;
-            for (g, n) in reads {
+            for (g, _) in reads {
                 // The owner may have been purged meanwhile: never write into a range that is
                 // no longer its incarnation's.
                 if w.tenant(&g.owner)?.is_some_and(|m| m.key == g.owner_key) {
                     let detail = serde_json::json!({
-                        "share": g.share, "domain": g.domain,
-                        "reader": scope.tenant(), "hits": n,
+                        "share": g.share, "domain": g.domain, "reader": scope.tenant(),
                     });
                     let event =
                         foreign_event(scope, Some(g.owner.clone()), "share.read_by", detail);

@@ -1266,7 +1266,10 @@ struct MShare {
     id: String,
     owner: usize,
     domain: String,
+    /// Named grantees holding the offer (not declined).
     named: BTreeSet<usize>,
+    /// Those of `named` that accepted it.
+    accepted: BTreeSet<usize>,
     children: bool,
 }
 
@@ -1284,11 +1287,17 @@ struct ShareModel {
 }
 
 impl ShareModel {
-    /// Whether `g` holds share `s` right now.
+    /// Whether `g` may read share `s` right now: accepted by name, or held as a child.
     fn grants(&self, s: &MShare, g: usize) -> bool {
         s.owner != g
             && self.status[s.owner] == MStatus::Active
-            && (s.named.contains(&g) || (s.children && self.parent[g] == Some(s.owner)))
+            && (s.accepted.contains(&g) || (s.children && self.parent[g] == Some(s.owner)))
+    }
+
+    /// Whether `g` lists share `s` among its incoming ones: a grant, or an offer by name.
+    fn lists(&self, s: &MShare, g: usize) -> bool {
+        self.grants(s, g)
+            || (s.owner != g && self.status[s.owner] == MStatus::Active && s.named.contains(&g))
     }
 
     /// Whether `parent` may become `child`'s parent.
@@ -1389,7 +1398,7 @@ fn random_shares_never_cross_the_grant_boundary() {
                     m.records[t].insert(id, (domain, tokens, content));
                 }
             }
-            30..=39 => {
+            30..=35 => {
                 let domain = pick(&mut rng, DOMAINS).to_string();
                 let named: BTreeSet<usize> = (0..n).filter(|_| rng.random_bool(0.3)).collect();
                 let children = rng.random_bool(0.5);
@@ -1417,8 +1426,40 @@ fn random_shares_never_cross_the_grant_boundary() {
                         owner: t,
                         domain,
                         named,
+                        accepted: BTreeSet::new(),
                         children,
                     });
+                }
+            }
+            36..=39 => {
+                // t accepts or declines a share, offered to it by name or not.
+                let Some(pos) = (!m.shares.is_empty()).then(|| rng.random_range(0..m.shares.len()))
+                else {
+                    continue;
+                };
+                let s = &m.shares[pos];
+                let expected =
+                    m.status[t] == MStatus::Active && s.named.contains(&t) && m.lists(s, t);
+                let scope = share_scope(&engine, t);
+                let accept = rng.random_bool(0.7);
+                let got = if accept {
+                    engine.accept_share(&scope, &s.id).map(|_| ())
+                } else {
+                    engine.decline_share(&scope, &s.id).map(|_| ())
+                };
+                assert_eq!(
+                    got.is_ok(),
+                    expected,
+                    "{ctx}: accept {accept} {s:?}: {got:?}"
+                );
+                if got.is_ok() {
+                    let s = &mut m.shares[pos];
+                    if accept {
+                        s.accepted.insert(t);
+                    } else {
+                        s.named.remove(&t);
+                        s.accepted.remove(&t);
+                    }
                 }
             }
             40..=45 => {
@@ -1616,13 +1657,14 @@ fn check_shared_search(
         .map(|(id, _)| (id.clone(), None))
         .collect();
     let mut live: Vec<(String, String, String)> = Vec::new();
-    for s in m.shares.iter().filter(|s| m.grants(s, t)) {
+    for s in m.shares.iter().filter(|s| m.lists(s, t)) {
         let owner = TenantId::parse(SHARE_TENANTS[s.owner]).unwrap();
         let d = Domain::parse(s.domain.as_str()).unwrap();
         live.push((s.id.clone(), owner.to_string(), s.domain.clone()));
-        if !selector
-            .as_ref()
-            .is_some_and(|sel| sel.selects(&s.id, &owner, &d))
+        if !m.grants(s, t)
+            || !selector
+                .as_ref()
+                .is_some_and(|sel| sel.selects(&s.id, &owner, &d))
         {
             continue;
         }

@@ -489,6 +489,14 @@ class DataCalls:
         )
 
     @staticmethod
+    def _accept_share(id: str) -> Call[Share]:
+        return Call("POST", f"/v1/shares/incoming/{_segment(id)}/accept", Share.from_json)
+
+    @staticmethod
+    def _decline_share(id: str) -> Call[Share]:
+        return Call("POST", f"/v1/shares/incoming/{_segment(id)}/decline", Share.from_json)
+
+    @staticmethod
     def _history(
         action: Optional[str],
         since: Optional[Millis],

@@ -662,5 +662,17 @@ class AsyncStrata(DataCalls):
         return await self._transport.run(self._revoke_share(id))
 
     async def incoming_shares(self) -> List[Share]:
-        """The live grants this tenant holds: other tenants' domains ``search`` may include."""
+        """The shares this tenant holds (``state="accepted"``: other tenants' domains
+        ``search`` may include) or is offered by name (``state="offered"``: not searched until
+        accepted)."""
         return await self._transport.run(self._incoming_shares())
+
+    async def accept_share(self, id: str) -> Share:
+        """Accepts a share offered to this tenant by name (needs ``admin``, bound to neither
+        domains nor user tokens): from the next call, ``include_shared`` may include it."""
+        return await self._transport.run(self._accept_share(id))
+
+    async def decline_share(self, id: str) -> Share:
+        """Declines a share offered to this tenant by name, or gives up one it accepted (needs
+        ``admin``, unbound): searches see nothing of it from the next call."""
+        return await self._transport.run(self._decline_share(id))

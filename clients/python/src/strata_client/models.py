@@ -338,16 +338,20 @@ class SearchHit:
 
 @dataclass
 class Share:
-    """A published domain: read-only to the named ``tenants`` and, with ``children``, to
-    every child tenant of the owner. As a grantee sees it (:meth:`Strata.incoming_shares`),
-    ``via`` says how it holds it (``named`` or ``children``) and ``tenants`` is empty."""
+    """A published domain: read-only to the named ``tenants`` that accepted it (``accepted``)
+    and, with ``children``, to every child tenant of the owner. As a grantee sees it
+    (:meth:`Strata.incoming_shares`), ``via`` says how it holds it (``named`` or
+    ``children``), ``state`` whether it is ``offered`` (searches do not see it until
+    :meth:`Strata.accept_share`) or ``accepted``, and ``tenants`` is empty."""
 
     id: str
     owner: str
     domain: str
     tenants: List[str] = field(default_factory=list)
+    accepted: List[str] = field(default_factory=list)
     children: bool = False
     via: Optional[str] = None
+    state: Optional[str] = None
     created_at: int = 0
 
     @classmethod
@@ -357,8 +361,10 @@ class Share:
             owner=d["owner"],
             domain=d["domain"],
             tenants=list(d.get("tenants") or []),
+            accepted=list(d.get("accepted") or []),
             children=bool(d.get("children", False)),
             via=d.get("via"),
+            state=d.get("state"),
             created_at=int(d.get("created_at", 0)),
         )
 

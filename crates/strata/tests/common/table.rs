@@ -47,6 +47,8 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("GET", "/v1/shares", Admin),
     ("DELETE", "/v1/shares/{id}", Admin),
     ("GET", "/v1/shares/incoming", Read),
+    ("POST", "/v1/shares/incoming/{id}/accept", Admin),
+    ("POST", "/v1/shares/incoming/{id}/decline", Admin),
     ("GET", "/v1/admin/tenant-tree", Operator),
     ("POST", "/v1/admin/tenants", Operator),
     ("GET", "/v1/admin/tenants", Operator),
