@@ -282,7 +282,12 @@ pub(crate) fn save_slot(
         captured.images_time,
         captured.graph_bytes,
     );
-    let saved = finish(store, key, slot, captured);
+    let saved = match finish(store, key, slot, captured) {
+        // Purged meanwhile (its purge waits for this save, then deletes its files): there is
+        // nothing left to save, which is not a failure.
+        Err(EngineError::TenantNotFound(_)) => return Ok(false),
+        saved => saved,
+    };
     if saved.is_err() {
         // The capture cleared the flag; what it captured is not saved after all.
         if let Ok(guard) = slot.index.read()

@@ -174,3 +174,46 @@ fn a_save_cut_short_between_its_files_and_its_rows_leaves_a_tenant_that_loads() 
     assert!(!files.contains(&named[0]));
     verify_clean(&engine);
 }
+
+/// A purge that overtakes a save between its capture and its commit waits for it, so no graph
+/// file of the erased tenant is written after its files were deleted: the save fails its
+/// commit (the tenant is gone) without error, and the tenant's directory stays gone.
+#[test]
+fn a_purge_during_a_save_leaves_no_file_of_the_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant_with_graph(dir.path());
+    let q = strata_index::testdata::queries(1, DIM as usize, 10, 1, 2);
+    put_one(&engine, &scope, "later", &q[0]);
+    let derived = engine.store.derived_dir(scope.key());
+    assert!(derived.exists());
+    let (captured_tx, captured) = channel();
+    let (purged_tx, purged) = channel::<()>();
+    let purged = std::sync::Mutex::new(purged);
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    // The save waits at its capture until the purge has ended, or half a second: a purge
+    // that waits for the save (as it must) cannot end first.
+    *lock(&slot.save_hook) = Some(Box::new(move |stage| {
+        if stage == SaveStage::Captured {
+            captured_tx.send(()).unwrap();
+            let _ = lock(&purged).recv_timeout(Duration::from_millis(500));
+        }
+        Ok(())
+    }));
+    std::thread::scope(|s| {
+        let saver = s.spawn(|| engine.persist_indexes());
+        captured.recv_timeout(Duration::from_secs(60)).unwrap();
+        let purge = engine.purge_tenant(
+            &OperatorScope::for_tests(),
+            &TenantId::parse("acme").unwrap(),
+        );
+        let _ = purged_tx.send(());
+        assert!(purge.is_ok(), "{purge:?}");
+        // Overtaken by the purge: nothing saved, and no error.
+        assert_eq!(saver.join().unwrap().unwrap(), 0);
+    });
+    assert!(
+        !derived.exists(),
+        "the erased tenant's graph file was written after its purge: {:?}",
+        std::fs::read_dir(&derived).map(|d| d.count())
+    );
+}

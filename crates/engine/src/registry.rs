@@ -628,13 +628,23 @@ impl IndexRegistry {
     pub fn persist(&self, store: &Store) -> Result<usize, EngineError> {
         let loaded: Vec<(TenantKey, Arc<TenantSlot>)> =
             self.slots().iter().map(|(k, v)| (*k, v.clone())).collect();
-        let mut saved = 0;
+        // One tenant's failed save does not keep the others' from being saved (at shutdown,
+        // the last chance): the first error is returned once all were tried.
+        let (mut saved, mut first_error) = (0, None);
         for (key, slot) in loaded {
-            if crate::index_save::save_slot(store, key, &slot)? {
-                saved += 1;
+            match crate::index_save::save_slot(store, key, &slot) {
+                Ok(true) => saved += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(tenant = %slot.id, error = %e, "saving a tenant's indexes failed");
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(saved)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(saved),
+        }
     }
 
     /// Runs `f` with one storage snapshot and the tenant's loaded indexes (if loaded), with
@@ -666,12 +676,18 @@ impl IndexRegistry {
         out
     }
 
-    /// Forgets a tenant's indexes, after its data was erased.
+    /// Forgets a tenant's indexes, after its data was erased. Returns once no save of them is
+    /// under way, so the caller may delete the tenant's files: a save between its capture and
+    /// its commit holds no index lock, and would otherwise write its graph file into the
+    /// erased tenant's directory after the caller deleted it.
     pub fn forget(&self, key: TenantKey) {
-        // The map's lock is released before waiting for the tenant's index (a save in
-        // progress may hold it), so other tenants' look-ups do not wait too.
+        // The map's lock is released before waiting for the tenant's save and index, so other
+        // tenants' look-ups do not wait too.
         let removed = self.slots_mut().remove(&key);
         if let Some(slot) = removed {
+            // A later save of the slot (its `Arc` taken before the removal) then finds no
+            // index and writes nothing.
+            let _saving = lock(&slot.saving);
             let mut guard = self.write_index(&slot);
             *guard = None;
             self.account(&slot, None);
