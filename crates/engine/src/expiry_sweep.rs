@@ -49,12 +49,21 @@ pub struct ExpirySweep {
 impl Engine {
     /// One pass of the expiry sweep over every active tenant (module docs). A tenant whose
     /// sweep fails (a full disk, a tenant in the critical integrity state) is logged and
-    /// counted, and the pass goes on with the next.
-    pub fn sweep_expired(&self, op: &OperatorScope) -> Result<ExpirySweep, EngineError> {
+    /// counted, and the pass goes on with the next. `stop` is asked before each tenant: a
+    /// server shutting down ends the pass there rather than after every tenant (the tenants
+    /// left wait for the next start's pass).
+    pub fn sweep_expired(
+        &self,
+        op: &OperatorScope,
+        stop: impl Fn() -> bool,
+    ) -> Result<ExpirySweep, EngineError> {
         let now = now_millis();
         let tenants = self.store.read()?.tenants()?;
         let mut total = ExpirySweep::default();
         for meta in tenants {
+            if stop() {
+                break;
+            }
             let active = TenantProfile::of(&meta).map(|p| p.status == TenantStatus::Active);
             match active {
                 Ok(true) => {}

@@ -106,7 +106,9 @@ fn assert_verified(engine: &Engine) {
 }
 
 fn sweep(engine: &Engine) -> crate::ExpirySweep {
-    engine.sweep_expired(&OperatorScope::for_tests()).unwrap()
+    engine
+        .sweep_expired(&OperatorScope::for_tests(), || false)
+        .unwrap()
 }
 
 #[test]
@@ -387,4 +389,23 @@ fn older_records_are_entered_page_by_page_to_the_last() {
             .unwrap()
     );
     assert_verified(&engine);
+}
+
+/// A pass asked to stop (a server shutting down) ends before its next tenant, leaving the
+/// records for a later pass.
+#[test]
+fn a_pass_asked_to_stop_ends_before_its_next_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    engine
+        .put(&scope, &everyone(), vec![record("a", true)])
+        .unwrap();
+    wait_past_ttl();
+    let stopped = engine
+        .sweep_expired(&OperatorScope::for_tests(), || true)
+        .unwrap();
+    assert_eq!(stopped.records, 0);
+    assert_eq!(stored_records(&engine, &scope), 1);
+    assert_eq!(sweep(&engine).records, 1);
+    assert_eq!(stored_records(&engine, &scope), 0);
 }

@@ -183,7 +183,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = sweeper.await;
     }
     if let Some(expirer) = expirer {
-        // Likewise, after the pass in progress (at most `SWEEP_PER_PASS` records a tenant).
+        // Likewise, after the tenant its pass is sweeping (at most `SWEEP_PER_PASS` records).
         let _ = expirer.await;
     }
     close(engine, resumer).await;
@@ -329,29 +329,29 @@ async fn expiry_sweep(
             _ = stop.wait_for(|s| *s) => return,
         }
         loop {
-            let (sweeper, sweep_op) = (Arc::clone(&engine), op.clone());
-            let more =
-                match tokio::task::spawn_blocking(move || sweeper.sweep_expired(&sweep_op)).await {
-                    Ok(Ok(swept)) => {
-                        if swept.records > 0 || swept.failed > 0 {
-                            tracing::info!(
-                                records = swept.records,
-                                tenants = swept.tenants,
-                                failed = swept.failed,
-                                "expiry sweep removed expired records"
-                            );
-                        }
-                        swept.more
+            let (sweeper, sweep_op, stopping) = (Arc::clone(&engine), op.clone(), stop.clone());
+            let pass = move || sweeper.sweep_expired(&sweep_op, || *stopping.borrow());
+            let more = match tokio::task::spawn_blocking(pass).await {
+                Ok(Ok(swept)) => {
+                    if swept.records > 0 || swept.failed > 0 {
+                        tracing::info!(
+                            records = swept.records,
+                            tenants = swept.tenants,
+                            failed = swept.failed,
+                            "expiry sweep removed expired records"
+                        );
                     }
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "expiry sweep failed");
-                        false
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "expiry sweep panicked");
-                        false
-                    }
-                };
+                    swept.more
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "expiry sweep failed");
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "expiry sweep panicked");
+                    false
+                }
+            };
             if !more || *stop.borrow() {
                 break;
             }
