@@ -23,7 +23,8 @@ use strata_types::{Millis, TenantId, now_millis};
 
 use crate::audit::{self, tenant_event};
 use crate::shares::{
-    IN_PREFIX, IncomingShare, Pointer, ShareState, foreign_event, in_name, out_name, verify,
+    IN_PREFIX, IncomingShare, OwnerMust, Pointer, ShareState, foreign_event, in_name, out_name,
+    standing, verify,
 };
 use crate::tenants::check_live;
 use crate::{Engine, EngineError};
@@ -202,8 +203,9 @@ impl Engine {
             check_live(w, scope)?;
             let owner = offering_owner(w, scope, id)?;
             // A pointer whose share is gone (its owner purged, say) is listed nowhere and
-            // read by nothing: not found, like an unknown id.
-            let answer = verify(w, scope, &owner, id)?
+            // read by nothing: not found, like an unknown id. An owner suspended or deleted
+            // (restorable) still holds it: consent is withdrawn whatever the owner's state.
+            let answer = standing(w, scope, &owner, id, OwnerMust::Exist)?
                 .map(|standing| standing.incoming())
                 .ok_or(EngineError::NotFound)?;
             delete_named(w, scope.key(), &owner, id)?;

@@ -296,3 +296,27 @@ fn the_acceptance_row_is_pinned_and_decodes_closed() {
     }
     assert!(check_blob("share:in:org/sh-1", &bytes).is_none());
 }
+
+/// A grantee withdraws its consent while the owner is suspended (its shares read by nothing
+/// meanwhile): the share does not come back when the owner is resumed. Accepting needs an
+/// active owner.
+#[test]
+fn consent_is_withdrawn_whatever_the_owners_state() {
+    let (_dir, engine) = engine();
+    let id = offer(&engine, "owner", "kb", &["victim"], false);
+    let victim = admin_scope(&engine, "victim");
+    engine.accept_share(&victim, &id).unwrap();
+    assert_eq!(search_all(&engine, "victim").unwrap(), ["kb-1"]);
+    let op = OperatorScope::for_tests();
+    engine.suspend_tenant(&op, &tid("owner")).unwrap();
+    assert_eq!(search_all(&engine, "victim").unwrap(), Vec::<String>::new());
+    assert!(matches!(
+        engine.accept_share(&victim, &id),
+        Err(EngineError::NotFound)
+    ));
+    let declined = engine.decline_share(&victim, &id).unwrap();
+    assert_eq!(declined.state, ShareState::Accepted, "what it gave up");
+    engine.resume_tenant(&op, &tid("owner")).unwrap();
+    assert_eq!(search_all(&engine, "victim").unwrap(), Vec::<String>::new());
+    assert!(incoming(&engine, "victim").is_empty());
+}

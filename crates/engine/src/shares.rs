@@ -216,6 +216,27 @@ pub(crate) fn verify(
     owner: &TenantId,
     share: &str,
 ) -> Result<Option<Standing>, EngineError> {
+    standing(r, scope, owner, share, OwnerMust::BeActive)
+}
+
+/// Whether [`standing`] requires the owner to be active, or only registered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnerMust {
+    /// For every read of a grant: a suspended or deleted owner shares nothing.
+    BeActive,
+    /// For a grantee giving up a share: its consent is its own to withdraw whatever state
+    /// the owner is in (else an accepted share would come back with the owner's resumption).
+    Exist,
+}
+
+/// [`verify`], with the owner's state as `owner_must` says.
+pub(crate) fn standing(
+    r: &impl Reads,
+    scope: &TenantScope,
+    owner: &TenantId,
+    share: &str,
+    owner_must: OwnerMust,
+) -> Result<Option<Standing>, EngineError> {
     let grantee = check_live(r, scope)?;
     if owner == scope.tenant() {
         return Ok(None);
@@ -223,7 +244,8 @@ pub(crate) fn verify(
     let Some(meta) = r.tenant(owner)? else {
         return Ok(None);
     };
-    if TenantProfile::of(&meta)?.status != TenantStatus::Active {
+    if owner_must == OwnerMust::BeActive && TenantProfile::of(&meta)?.status != TenantStatus::Active
+    {
         return Ok(None);
     }
     let Some(bytes) = r.blob(meta.key, &out_name(share))? else {
