@@ -3,7 +3,7 @@
 //! and the change log, and a save cut short between its files and its rows leaves a tenant
 //! that loads.
 
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Duration;
 
 use strata_auth::{OperatorScope, TenantScope};
@@ -81,6 +81,25 @@ fn load_from_image(engine: &Engine, scope: &TenantScope) -> bool {
     stats.iter().all(|s| s.loaded_from_image)
 }
 
+/// Makes the slot's next save stop once it has captured: the first receiver hears that it
+/// did, and it goes on when the returned sender sends (or is dropped), or after `at_most`.
+fn pause_at_capture(
+    slot: &crate::registry::TenantSlot,
+    at_most: Duration,
+) -> (Receiver<()>, Sender<()>) {
+    let (captured_tx, captured) = channel();
+    let (go, go_rx) = channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    *lock(&slot.save_hook) = Some(Box::new(move |stage| {
+        if stage == SaveStage::Captured {
+            captured_tx.send(()).unwrap();
+            let _ = lock(&go_rx).recv_timeout(at_most);
+        }
+        Ok(())
+    }));
+    (captured, go)
+}
+
 #[test]
 fn the_tenant_writes_while_its_save_syncs_and_the_writes_survive_a_reload() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,17 +108,8 @@ fn the_tenant_writes_while_its_save_syncs_and_the_writes_survive_a_reload() {
     put_one(&engine, &scope, "before", &q[0]);
     // The save stops once it has captured (its locks released, no file synced yet) until
     // the write below is done.
-    let (captured_tx, captured) = channel();
-    let (go, go_rx) = channel::<()>();
-    let go_rx = std::sync::Mutex::new(go_rx);
     let slot = engine.indexes.get(scope.key()).unwrap();
-    *lock(&slot.save_hook) = Some(Box::new(move |stage| {
-        if stage == SaveStage::Captured {
-            captured_tx.send(()).unwrap();
-            let _ = lock(&go_rx).recv_timeout(Duration::from_secs(60));
-        }
-        Ok(())
-    }));
+    let (captured, go) = pause_at_capture(&slot, Duration::from_secs(60));
     std::thread::scope(|s| {
         let saver = s.spawn(|| engine.persist_indexes());
         captured.recv_timeout(Duration::from_secs(60)).unwrap();
@@ -186,19 +196,10 @@ fn a_purge_during_a_save_leaves_no_file_of_the_tenant() {
     put_one(&engine, &scope, "later", &q[0]);
     let derived = engine.store.derived_dir(scope.key());
     assert!(derived.exists());
-    let (captured_tx, captured) = channel();
-    let (purged_tx, purged) = channel::<()>();
-    let purged = std::sync::Mutex::new(purged);
     let slot = engine.indexes.get(scope.key()).unwrap();
     // The save waits at its capture until the purge has ended, or half a second: a purge
     // that waits for the save (as it must) cannot end first.
-    *lock(&slot.save_hook) = Some(Box::new(move |stage| {
-        if stage == SaveStage::Captured {
-            captured_tx.send(()).unwrap();
-            let _ = lock(&purged).recv_timeout(Duration::from_millis(500));
-        }
-        Ok(())
-    }));
+    let (captured, purged_tx) = pause_at_capture(&slot, Duration::from_millis(500));
     std::thread::scope(|s| {
         let saver = s.spawn(|| engine.persist_indexes());
         captured.recv_timeout(Duration::from_secs(60)).unwrap();
