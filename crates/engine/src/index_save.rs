@@ -7,7 +7,7 @@
 //!    search image and slots, and each graph's bytes, copied into memory (`to_bytes`: one
 //!    `memcpy` of its arrays);
 //! 2. with no lock held, each graph's bytes are written to a new derived file and synced;
-//! 3. [`Captured::commit`]: one short transaction writes the snapshot rows, tagged with the
+//! 3. `Captured::commit_rows`: one short transaction writes the snapshot rows, tagged with the
 //!    captured version, and the change marks with the captured sequence, and trims the log
 //!    up to that sequence only.
 //!
@@ -29,6 +29,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use strata_store::{ChangeLogReads, ChangeMark, Reads, Store, TenantKey};
 use strata_types::{Collection, CollectionName, TenantId};
@@ -156,35 +157,9 @@ impl TenantIndex {
             graph_bytes,
         })
     }
-
-    /// A whole save while the caller holds the tenant's write order and index lock (an
-    /// eviction, which drops the indexes right after and only tries the locks).
-    pub fn save_locked(&self, store: &Store, key: TenantKey) -> Result<(), EngineError> {
-        delete_unnamed_files(store, key)?;
-        let captured = self.capture(store, key);
-        let saved = captured.and_then(|c| c.commit(store, key, None));
-        if saved.is_err() {
-            self.mark_dirty();
-        }
-        saved
-    }
 }
 
 impl Captured {
-    /// Steps 2 and 3 (see the module docs): writes the graph files, then commits the rows
-    /// naming them and deletes the files no snapshot names. `tenant`: the tenant the rows
-    /// are for, checked in the transaction so that a save overtaken by a purge writes
-    /// nothing into the erased range.
-    pub fn commit(
-        mut self,
-        store: &Store,
-        key: TenantKey,
-        tenant: Option<&TenantId>,
-    ) -> Result<(), EngineError> {
-        let files = self.write_files(store, key)?;
-        self.commit_rows(store, key, tenant, files)
-    }
-
     /// Step 2: writes each graph to a new derived file, durably (synced and renamed into
     /// place), and lets its bytes go.
     fn write_files(
@@ -202,22 +177,22 @@ impl Captured {
         Ok(files)
     }
 
-    /// Step 3: the rows naming `files` and the images, in one short transaction.
+    /// Step 3: the rows naming `files` and the images, in one short transaction. `tenant`
+    /// is checked in it, so that a save overtaken by a purge writes nothing into the erased
+    /// range.
     fn commit_rows(
         mut self,
         store: &Store,
         key: TenantKey,
-        tenant: Option<&TenantId>,
+        tenant: &TenantId,
         mut files: HashMap<CollectionName, GraphFile>,
     ) -> Result<(), EngineError> {
         // The files the committed snapshots name: all the tenant's derived files keep.
         let mut named = Vec::new();
         let (version, seq) = (self.version, self.seq);
         store.write(|w| {
-            if let Some(id) = tenant
-                && w.tenant(id)?.map(|meta| meta.key) != Some(key)
-            {
-                return Err(EngineError::TenantNotFound(id.clone()));
+            if w.tenant(tenant)?.map(|meta| meta.key) != Some(key) {
+                return Err(EngineError::TenantNotFound(tenant.clone()));
             }
             for c in w.collections(key)? {
                 match self.collections.remove(&c.name) {
@@ -260,21 +235,58 @@ pub(crate) fn save_slot(
     key: TenantKey,
     slot: &TenantSlot,
 ) -> Result<bool, EngineError> {
-    let _saving = lock(&slot.saving);
+    let saving = lock(&slot.saving);
+    save_holding(store, key, slot, saving, |apply| Some(lock(apply)))
+        .map(|saved| saved.unwrap_or(false))
+}
+
+/// [`save_slot`] that waits for nothing: `None` when another save of the tenant or one of its
+/// writes holds a lock the save needs. For an eviction, which chooses another victim rather
+/// than wait on a busy tenant.
+pub(crate) fn try_save_slot(
+    store: &Store,
+    key: TenantKey,
+    slot: &TenantSlot,
+) -> Option<Result<bool, EngineError>> {
+    let saving = try_lock(&slot.saving)?;
+    save_holding(store, key, slot, saving, try_lock).transpose()
+}
+
+/// A mutex's guard if it is free now (a poisoned one too: nothing these guard can be left
+/// half-done), `None` if it is held.
+pub(crate) fn try_lock(m: &Mutex<()>) -> Option<MutexGuard<'_, ()>> {
+    match m.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+/// The body of [`save_slot`], with the tenant's `saving` lock held and the write order taken by
+/// `take_apply`; `Ok(None)` when `take_apply` found it held.
+fn save_holding<'s>(
+    store: &Store,
+    key: TenantKey,
+    slot: &'s TenantSlot,
+    _saving: MutexGuard<'s, ()>,
+    take_apply: impl FnOnce(&'s Mutex<()>) -> Option<MutexGuard<'s, ()>>,
+) -> Result<Option<bool>, EngineError> {
     let started = std::time::Instant::now();
     // Files an earlier save wrote and then failed to name would otherwise pile up, one whole
     // graph per failed save.
     delete_unnamed_files(store, key)?;
     let (captured, locked) = {
-        let _order = lock(&slot.apply);
+        let Some(_order) = take_apply(&slot.apply) else {
+            return Ok(None);
+        };
         // A poisoned index is left for the next reader to drop (`IndexRegistry::read_index`).
         let Ok(guard) = slot.index.read() else {
-            return Ok(false);
+            return Ok(Some(false));
         };
         let held = std::time::Instant::now();
         match guard.as_ref() {
             Some(index) if index.is_dirty() => (index.capture(store, key)?, held.elapsed()),
-            _ => return Ok(false),
+            _ => return Ok(Some(false)),
         }
     };
     let (graphs_time, images_time, graph_bytes) = (
@@ -285,7 +297,7 @@ pub(crate) fn save_slot(
     let saved = match finish(store, key, slot, captured) {
         // Purged meanwhile (its purge waits for this save, then deletes its files): there is
         // nothing left to save, which is not a failure.
-        Err(EngineError::TenantNotFound(_)) => return Ok(false),
+        Err(EngineError::TenantNotFound(_)) => return Ok(Some(false)),
         saved => saved,
     };
     if saved.is_err() {
@@ -309,7 +321,7 @@ pub(crate) fn save_slot(
             "index snapshot saved"
         );
     }
-    Ok(true)
+    Ok(Some(true))
 }
 
 /// Steps 2 and 3 of `save_slot`, with no lock of the tenant held.
@@ -324,7 +336,7 @@ fn finish(
     let files = captured.write_files(store, key)?;
     #[cfg(test)]
     slot.run_save_hook(SaveStage::FilesDurable)?;
-    captured.commit_rows(store, key, Some(&slot.id), files)
+    captured.commit_rows(store, key, &slot.id, files)
 }
 
 /// Deletes the tenant's derived files no committed snapshot names (and temporary ones): the

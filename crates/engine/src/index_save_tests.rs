@@ -218,3 +218,50 @@ fn a_purge_during_a_save_leaves_no_file_of_the_tenant() {
         std::fs::read_dir(&derived).map(|d| d.count())
     );
 }
+
+/// An eviction saves as any save does: the tenant's locks only for the capture. Its writes
+/// go on while the evicted indexes' files reach the disk, and the index changed again by them
+/// is still dropped (the change log holds them): the next load replays them.
+#[test]
+fn the_tenant_writes_while_its_eviction_saves_and_the_writes_survive_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant_with_graph(dir.path());
+    let q = strata_index::testdata::queries(2, DIM as usize, 10, 1, 2);
+    put_one(&engine, &scope, "before", &q[0]);
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    let (captured, go) = pause_at_capture(&slot, Duration::from_secs(60));
+    std::thread::scope(|s| {
+        let evicter = s.spawn(|| engine.indexes.try_evict(&engine.store, scope.key(), &slot));
+        captured.recv_timeout(Duration::from_secs(60)).unwrap();
+        let (done_tx, done) = channel();
+        let (engine, scope, q) = (&engine, &scope, &q);
+        s.spawn(move || {
+            put_one(engine, scope, "during", &q[1]);
+            done_tx.send(()).unwrap();
+        });
+        // Before, the eviction saved under the tenant's write order: this write waited for
+        // the whole save.
+        let written = done.recv_timeout(Duration::from_secs(30));
+        go.send(()).unwrap();
+        assert!(written.is_ok(), "the write waited for the eviction's save");
+        assert!(evicter.join().unwrap(), "the eviction gave up");
+    });
+    *lock(&slot.save_hook) = None;
+    assert!(
+        slot.index.read().unwrap().is_none(),
+        "the indexes are still loaded"
+    );
+    assert_eq!(
+        slot.counters
+            .evictions
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    drop(slot);
+    // Loaded again from the saved image, with the write made during the save replayed.
+    assert_eq!(top_hit(&engine, &scope, &q[1]), "during");
+    assert!(load_from_image(&engine, &scope));
+    assert_eq!(top_hit(&engine, &scope, &q[0]), "before");
+    // The reloaded indexes agree with storage, record for record.
+    verify_clean(&engine);
+}

@@ -588,32 +588,35 @@ impl IndexRegistry {
     }
 
     /// Saves the tenant's snapshot if it changed, then drops its indexes; does nothing if the
-    /// tenant is busy (false), a save of it included. A failed save still evicts: the next
-    /// load rebuilds from storage. The indexes are taken out under the locks and freed after
-    /// they are released, so freeing a large tenant holds nobody up.
-    fn try_evict(&self, store: &Store, key: TenantKey, slot: &TenantSlot) -> bool {
+    /// tenant is busy (false), a save of it included. The save is `save_slot`'s: the tenant's
+    /// locks are held only while it captures, not while the files reach the disk (an eviction
+    /// that saved under them held the victim's writes, and so the pool's workers, for the whole
+    /// save). A write between the save and the drop leaves the index changed again, and is in
+    /// the change log after the saved sequence, which the next load replays; a failed save
+    /// still evicts: the next load rebuilds from storage. The indexes are taken out under the
+    /// locks and freed after they are released, so freeing a large tenant holds nobody up.
+    pub(crate) fn try_evict(&self, store: &Store, key: TenantKey, slot: &TenantSlot) -> bool {
+        match crate::index_save::try_save_slot(store, key, slot) {
+            None => return false,
+            Some(Err(e)) => {
+                tracing::warn!(tenant = %slot.id, error = %e, "saving an evicted tenant's indexes failed; its next load rebuilds them");
+            }
+            Some(Ok(_)) => {}
+        }
         let dropped = {
-            let _saving = match slot.saving.try_lock() {
-                Ok(g) => g,
-                Err(TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(TryLockError::WouldBlock) => return false,
+            let Some(_saving) = crate::index_save::try_lock(&slot.saving) else {
+                return false;
             };
-            let _order = match slot.apply.try_lock() {
-                Ok(g) => g,
-                Err(TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(TryLockError::WouldBlock) => return false,
+            let Some(_order) = crate::index_save::try_lock(&slot.apply) else {
+                return false;
             };
             let mut guard = match slot.index.try_write() {
                 Ok(g) => g,
                 Err(TryLockError::Poisoned(e)) => e.into_inner(),
                 Err(TryLockError::WouldBlock) => return false,
             };
-            let Some(index) = guard.as_mut() else {
+            if guard.is_none() {
                 return true;
-            };
-            if index.is_dirty() {
-                // Best effort: a snapshot that is missing or stale is rebuilt at the next load.
-                let _ = index.save_locked(store, key);
             }
             let dropped = guard.take();
             slot.counters.evictions.fetch_add(1, Ordering::Relaxed);
