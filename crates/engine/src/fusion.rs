@@ -37,7 +37,15 @@ pub(crate) const BM25_PIVOT: f64 = 4.0;
 /// Fuses the two channels' rankings; ties break by slot, so results are deterministic. Each
 /// hit's explanation carries the channels' own scores (cosine, dot product, negative distance
 /// or BM25) and ranks, from which its fused score follows by the rules in the module docs.
-pub(crate) fn fuse(vector: &[Hit], text: &[Hit], fusion: Fusion, metric: Metric) -> Vec<Ranked> {
+/// `completion`: the scores a channel gives the other channel's candidates that its own list
+/// left out (see [`Completion`]); they enter a weighted fusion on the absolute scale only.
+pub(crate) fn fuse(
+    vector: &[Hit],
+    text: &[Hit],
+    completion: &Completion,
+    fusion: Fusion,
+    metric: Metric,
+) -> Vec<Ranked> {
     let mut by_slot: HashMap<u32, HitExplain> = HashMap::new();
     for (i, h) in vector.iter().enumerate() {
         let e = by_slot.entry(h.slot).or_default();
@@ -46,6 +54,18 @@ pub(crate) fn fuse(vector: &[Hit], text: &[Hit], fusion: Fusion, metric: Metric)
     for (i, h) in text.iter().enumerate() {
         let e = by_slot.entry(h.slot).or_default();
         (e.text_score, e.text_rank) = (Some(h.score), Some(i + 1));
+    }
+    if completion.applies(fusion, metric) {
+        for h in &completion.vector {
+            if let Some(e) = by_slot.get_mut(&h.slot) {
+                e.vector_score.get_or_insert(h.score);
+            }
+        }
+        for h in &completion.text {
+            if let Some(e) = by_slot.get_mut(&h.slot) {
+                e.text_score.get_or_insert(h.score);
+            }
+        }
     }
     let (vnorm, tnorm) = match metric {
         Metric::Cosine => (Scale::Cosine, Scale::Saturated),
@@ -79,6 +99,65 @@ pub(crate) fn fuse(vector: &[Hit], text: &[Hit], fusion: Fusion, metric: Metric)
         .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.slot.cmp(&b.slot)));
     out
+}
+
+/// The scores each channel gives the candidates only the other channel found.
+///
+/// Each channel hands fusion its best few dozen candidates (`HYBRID_DEPTH`, or more for a
+/// larger `k`). A record in one list and not the other used to get 0 for the other channel,
+/// so its fused score depended on how long the lists were, that is on `k`: a record fifth by
+/// vector and 60th by text was left out of a `k = 10` answer that the same search at
+/// `k = 100` scored above the tenth hit, and a `min_score` cut kept it or not by `k`. On the
+/// absolute scale a channel's score means something alone, so the missing one is computed
+/// exactly (a cosine against the record's vector, the record's BM25 for the query under the
+/// same statistics), and a record's fused score is the same whatever `k` asked for. Min-max
+/// scales (`dot`, `l2`) and RRF rank within the lists by design: a record below a list's
+/// lowest candidate would scale to 0 there anyway, so they take no completion.
+#[derive(Debug, Default)]
+pub(crate) struct Completion {
+    /// Vector scores of text candidates outside the vector list (records with a vector).
+    pub vector: Vec<Hit>,
+    /// BM25 scores of vector candidates outside the text list (records sharing a term).
+    pub text: Vec<Hit>,
+}
+
+impl Completion {
+    /// Whether a fusion uses completed scores: weighted, on the absolute scale.
+    pub fn applies(&self, fusion: Fusion, metric: Metric) -> bool {
+        matches!(fusion, Fusion::Weighted { .. }) && metric == Metric::Cosine
+    }
+
+    /// Scores what each list left out of the other's candidates. `vector_score` gives the
+    /// vector channel's score of the listed slots (skipping those without a vector),
+    /// `text_score` the text channel's of one slot.
+    pub fn compute(
+        vector: &[Hit],
+        text: &[Hit],
+        vector_score: impl FnOnce(&[u32]) -> Result<Vec<Hit>, crate::EngineError>,
+        text_score: impl Fn(u32) -> Option<f32>,
+    ) -> Result<Self, crate::EngineError> {
+        let in_vector: std::collections::HashSet<u32> = vector.iter().map(|h| h.slot).collect();
+        let in_text: std::collections::HashSet<u32> = text.iter().map(|h| h.slot).collect();
+        let only_text: Vec<u32> = text
+            .iter()
+            .map(|h| h.slot)
+            .filter(|s| !in_vector.contains(s))
+            .collect();
+        let text = vector
+            .iter()
+            .filter(|h| !in_text.contains(&h.slot))
+            .filter_map(|h| {
+                text_score(h.slot).map(|score| Hit {
+                    slot: h.slot,
+                    score,
+                })
+            })
+            .collect();
+        Ok(Self {
+            vector: vector_score(&only_text)?,
+            text,
+        })
+    }
 }
 
 /// How one channel's scores are brought into [0, 1]. In f64: with f32 scores near ±f32::MAX,
@@ -133,6 +212,7 @@ mod tests {
             let fused = fuse(
                 &hits(&[(1, 0.9), (2, 0.8)]),
                 &hits(&[(2, 5.0), (3, 4.0)]),
+                &Completion::default(),
                 Fusion::Rrf { k: 60 },
                 metric,
             );
@@ -151,6 +231,7 @@ mod tests {
         let fused = fuse(
             &hits(&[(1, 0.164), (2, 0.10), (3, 0.02)]),
             &[],
+            &Completion::default(),
             DEFAULT,
             Metric::Cosine,
         );
@@ -170,12 +251,14 @@ mod tests {
         let weak = fuse(
             &hits(&[(1, 0.2)]),
             &hits(&[(1, 1.0)]),
+            &Completion::default(),
             DEFAULT,
             Metric::Cosine,
         );
         let strong = fuse(
             &hits(&[(1, 0.7)]),
             &hits(&[(1, 8.0)]),
+            &Completion::default(),
             DEFAULT,
             Metric::Cosine,
         );
@@ -201,12 +284,14 @@ mod tests {
         let alone = fuse(
             &hits(&[(1, 0.5)]),
             &hits(&[(1, 2.0)]),
+            &Completion::default(),
             DEFAULT,
             Metric::Cosine,
         );
         let beside = fuse(
             &hits(&[(2, 0.9), (1, 0.5)]),
             &hits(&[(2, 9.0), (1, 2.0)]),
+            &Completion::default(),
             DEFAULT,
             Metric::Cosine,
         );
@@ -221,6 +306,7 @@ mod tests {
         let fused = fuse(
             &hits(&[(1, 1.0), (2, -1.0)]),
             &hits(&[(1, f32::MAX), (2, 0.0)]),
+            &Completion::default(),
             Fusion::Weighted { alpha: 0.5 },
             Metric::Cosine,
         );
@@ -234,6 +320,7 @@ mod tests {
             let fused = fuse(
                 &hits(&[(1, f32::MAX), (2, f32::MIN), (3, 0.0)]),
                 &hits(&[(2, 3.0), (3, 1.0)]),
+                &Completion::default(),
                 Fusion::Weighted { alpha: 0.5 },
                 metric,
             );
@@ -250,6 +337,7 @@ mod tests {
             let fused = fuse(
                 &hits(&[(1, 0.9), (2, 0.1)]),
                 &hits(&[(2, 10.0), (1, 0.0)]),
+                &Completion::default(),
                 Fusion::Weighted { alpha: 0.75 },
                 metric,
             );
@@ -265,6 +353,7 @@ mod tests {
         let fused = fuse(
             &hits(&[(1, 0.42)]),
             &hits(&[(1, 6.5)]),
+            &Completion::default(),
             DEFAULT,
             Metric::Cosine,
         );

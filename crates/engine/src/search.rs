@@ -23,6 +23,7 @@ use strata_types::{
 
 use crate::collection_index::CollectionIndex;
 use crate::embedding::{embed, embeds, text_collection};
+use crate::fusion::Completion;
 use crate::hits::{HitChecks, StoredRecords, answers_from_index};
 use crate::integrity::{IntegrityState, STRESS_MAX_EF, STRESS_MAX_K};
 use crate::plan::{Candidates, filter_candidates, scope_candidates, vector_top, visible_slots};
@@ -514,21 +515,44 @@ pub(crate) fn search_collection(
         }
         _ => None,
     };
-    let text_hits = match (&s.query, mode) {
-        (Some(q), SearchMode::Text | SearchMode::Hybrid) => {
-            // Statistics over exactly the records this request may see, so that no invisible
-            // record moves a score; the filter only narrows which of them are ranked.
-            let visible = visible_slots(ci, vis, scope.bitmap(ci), ci.bm25.doc_slots());
-            let query = ci.bm25.query(q, &visible);
-            let candidates = candidates.bitmap(ci);
-            Some(query.search(depth, |slot| candidates.contains(slot) && passes(slot)))
-        }
+    // Statistics over exactly the records this request may see, so that no invisible record
+    // moves a score; the filter only narrows which of them are ranked.
+    let visible_docs = match (&s.query, mode) {
+        (Some(_), SearchMode::Text | SearchMode::Hybrid) => Some(visible_slots(
+            ci,
+            vis,
+            scope.bitmap(ci),
+            ci.bm25.doc_slots(),
+        )),
         _ => None,
     };
+    let text_query = s
+        .query
+        .as_deref()
+        .zip(visible_docs.as_ref())
+        .map(|(q, visible)| ci.bm25.query(q, visible));
+    let text_hits = text_query.as_ref().map(|query| {
+        let candidates = candidates.bitmap(ci);
+        query.search(depth, |slot| candidates.contains(slot) && passes(slot))
+    });
 
     let (vector_hits, text_hits) = (vector_hits.map(finite_hits), text_hits.map(finite_hits));
     let mut ranked = match (vector_hits, text_hits) {
-        (Some(v), Some(t)) => crate::fusion::fuse(&v, &t, s.fusion, ci.metric),
+        (Some(v), Some(t)) => {
+            let mut completion = Completion::default();
+            if let (Some(query_vector), Some(query)) = (&s.vector, &text_query)
+                && completion.applies(s.fusion, ci.metric)
+            {
+                // Both lists' candidates passed the scope and the filter in their channel.
+                completion = Completion::compute(
+                    &v,
+                    &t,
+                    |slots| exact_scores(ci, query_vector, slots),
+                    |slot| query.score_of(slot).map(finite),
+                )?;
+            }
+            crate::fusion::fuse(&v, &t, &completion, s.fusion, ci.metric)
+        }
         (Some(v), None) => single(&v, true),
         (None, Some(t)) => single(&t, false),
         (None, None) => Vec::new(),
@@ -680,6 +704,29 @@ pub(crate) struct Ranked {
     pub slot: u32,
     pub score: f32,
     pub explain: HitExplain,
+}
+
+/// The vector channel's exact scores of `slots`, leaving out those without a vector: for the
+/// candidates only the text channel found (`crate::fusion::Completion`).
+fn exact_scores(
+    ci: &CollectionIndex,
+    query: &[f32],
+    slots: &[u32],
+) -> Result<Vec<Hit>, EngineError> {
+    let slots: Vec<u32> = slots
+        .iter()
+        .copied()
+        .filter(|s| ci.with_vector.contains(*s))
+        .collect();
+    let flat = ci.gather_vectors(&slots)?;
+    Ok(slots
+        .iter()
+        .zip(flat.chunks_exact(ci.dim))
+        .map(|(&slot, v)| Hit {
+            slot,
+            score: finite(ci.metric.score(query, v)),
+        })
+        .collect())
 }
 
 /// The last guard before ranking and the response: every channel score is a finite number

@@ -451,6 +451,80 @@ fn hybrid_fuses_channels_and_explains() {
     }
 }
 
+/// A hybrid search's answer does not depend on `k`: each channel hands fusion a few dozen
+/// candidates, and a record that only one list held used to get 0 for the other channel at a
+/// small `k` and its real score at a large one, so a `k = 10` answer could leave out a record
+/// that the same search at a larger `k` scored above its tenth hit, and `min_score` cut by `k`.
+#[test]
+fn a_hybrid_answer_and_its_scores_do_not_depend_on_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = text_tenant(dir.path(), "acme");
+    let name = CollectionName::parse("mixed").unwrap();
+    const D: usize = 8;
+    engine
+        .create_collection(&scope, &name, D as u32, Metric::Cosine)
+        .unwrap();
+    // Seeded pseudo-random vectors; "tea" in most records, repeated a varying number of
+    // times among other words, so the text channel's order differs from the vector's and
+    // more records match than one list holds.
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) as f32 / (1u64 << 31) as f32 - 0.5
+    };
+    let n = 400;
+    let records: Vec<NewRecord> = (0..n)
+        .map(|i| {
+            let vector: Vec<f32> = (0..D).map(|_| next()).collect();
+            let teas = if i % 3 == 0 { 0 } else { 1 + i % 4 };
+            let filler = ["milk", "sugar", "cup", "pot", "leaf"][i % 5];
+            let mut words = vec!["tea"; teas];
+            words.extend(std::iter::repeat_n(filler, 1 + i % 7));
+            NewRecord {
+                id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+                modality: Some(name.clone()),
+                content: Some(words.join(" ")),
+                vector: Some(vector),
+                ..Default::default()
+            }
+        })
+        .collect();
+    engine.put(&scope, &req(), records).unwrap();
+    for q in 0..8 {
+        let vector: Vec<f32> = (0..D).map(|_| next()).collect();
+        let at = |k: usize| {
+            let s = SearchRequest {
+                vector: Some(vector.clone()),
+                query: Some("tea".into()),
+                k,
+                modality: Some(name.clone()),
+                ..Default::default()
+            };
+            let r = engine.search(&scope, &req(), &s).unwrap();
+            assert_eq!(r.mode, SearchMode::Hybrid);
+            r.hits
+                .iter()
+                .map(|h| (h.id.to_string(), h.score))
+                .collect::<Vec<_>>()
+        };
+        // k = n: every candidate is in both lists, so these are the fused scores in full.
+        let all = at(n);
+        let scores: std::collections::HashMap<&str, f32> =
+            all.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+        let top = at(10);
+        for (id, score) in &top {
+            let full = scores[id.as_str()];
+            assert!(
+                (score - full).abs() <= 1e-5,
+                "query {q}: {id} scored {score} at k = 10 and {full} at k = {n}"
+            );
+        }
+        let top_ids: Vec<&str> = top.iter().map(|(id, _)| id.as_str()).collect();
+        let all_ids: Vec<&str> = all[..10].iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(top_ids, all_ids, "query {q}");
+    }
+}
+
 #[test]
 fn search_survives_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -249,12 +249,18 @@ pub struct HitExplain {
     /// multiplied by.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recency_factor: Option<f32>,
+    /// The vector channel's own score (cosine, dot product or negative distance).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vector_score: Option<f32>,
+    /// The rank among the vector channel's candidates; absent with a score when the record
+    /// was only the text channel's candidate and its vector was scored for the fusion.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vector_rank: Option<usize>,
+    /// The text channel's BM25 score.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text_score: Option<f32>,
+    /// The rank among the text channel's candidates; absent with a score when the record was
+    /// only the vector channel's candidate and its text was scored for the fusion.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text_rank: Option<usize>,
     /// With `rerank: "adaptive"`: base, narrative and pheromone contributions.
