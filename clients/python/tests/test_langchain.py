@@ -97,6 +97,22 @@ def test_scope_fields_make_documents_private(
     assert len(alice.get_by_ids([doc_id])) == 1
 
 
+def test_delete_without_ids_needs_delete_all(
+    client: Strata, store: StrataVectorStore, embedding: DeterministicFakeEmbedding
+) -> None:
+    # The collection holds a record written through the API beside the store's document:
+    # a bare delete() must not take both.
+    [doc_id] = store.add_texts(["a document"])
+    memory = client.add(
+        "an agent's memory", vector=embedding.embed_query("memory"), collection=store.collection
+    )
+    with pytest.raises(ValueError, match="delete_all=True"):
+        store.delete()
+    assert len(store.get_by_ids([doc_id, memory.id])) == 2
+    store.delete(delete_all=True)
+    assert store.get_by_ids([doc_id, memory.id]) == []
+
+
 def test_collection_is_created_with_the_embedding_dimension(
     client: Strata, embedding: DeterministicFakeEmbedding
 ) -> None:
@@ -190,7 +206,10 @@ async def test_async_methods_use_the_async_client(
         assert [d.id for d in await store.aget_by_ids(["x2", "missing", "x1"])] == ["x2", "x1"]
         await store.adelete(["x1"])
         assert [d.id for d in await store.aget_by_ids(["x1", "x2"])] == ["x2"]
-        await store.adelete()
+        with pytest.raises(ValueError, match="delete_all=True"):
+            await store.adelete()
+        assert [d.id for d in await store.aget_by_ids(["x2"])] == ["x2"]
+        await store.adelete(delete_all=True)
         assert await store.aget_by_ids(["x2"]) == []
         with pytest.raises(ValueError, match="async"):
             store.similarity_search("sync needs a sync client")

@@ -265,6 +265,40 @@ fn cli_export_and_import_round_trip() {
     assert!(!ok && err.contains("CONFLICT"), "{err}");
 }
 
+/// `strata tenant export acme | head`: the reader leaves early, and the CLI stops quietly
+/// with success, as a Unix filter does, instead of failing with "Broken pipe".
+#[test]
+fn an_export_piped_into_a_reader_that_leaves_early_ends_quietly() {
+    use std::io::BufRead;
+    let server = Server::start();
+    let key = seed(&server, "acme");
+    // More than a pipe's buffer, so the export is still writing when its reader leaves.
+    for batch in 0..4 {
+        let records: Vec<Value> = (0..500)
+            .map(|i| json!({"content": format!("filler {batch} {i} {}", "x".repeat(300))}))
+            .collect();
+        let (s, v) = server.post("/v1/memories", &key, json!({"records": records}));
+        assert_eq!(s, 201, "{v}");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["tenant", "export", "acme", "--server", &server.url])
+        .env("STRATA_KEY", OPERATOR_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run strata");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("first line");
+    assert!(first.starts_with('{'), "{first}");
+    // The reader is dropped here: the pipe's read end is closed.
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("Broken pipe"), "{err}");
+}
+
 #[test]
 fn imports_larger_than_max_import_bytes_are_refused() {
     let server = Server::start_with(&[("STRATA__SERVER__MAX_IMPORT_BYTES", "4096")]);

@@ -194,7 +194,8 @@ pub struct NewRecord {
     pub user_tokens: Option<Vec<UserToken>>,
     pub run_id: Option<RunId>,
     pub memory_scope: Option<MemoryScope>,
-    /// Free-form JSON; keys may not shadow record or scope fields.
+    /// Free-form JSON object. Top-level keys may not shadow record or scope fields; no key at
+    /// any depth may be empty, start with `$` or contain `.` (filters use dotted paths).
     #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
     /// When the record expires, in milliseconds since the Unix epoch: after the request's
@@ -295,10 +296,13 @@ pub const RESERVED_FIELDS: &[&str] = &[
 pub enum RecordError {
     #[error("metadata key {key:?} shadows the built-in field of the same name")]
     ShadowedField { key: String },
+    /// `at`: the path of the object holding the key (`metadata`, `metadata.files`,
+    /// `metadata.items[2]`), so that a key deep inside a document can be found.
     #[error(
-        "metadata key {key:?} is not allowed: keys may not be empty, start with '$' or contain '.'"
+        "metadata key {key:?} in {at} is not allowed: keys may not be empty, start with '$' or \
+         contain '.' (filters name nested keys by dotted paths)"
     )]
-    BadMetadataKey { key: String },
+    BadMetadataKey { key: String, at: String },
     #[error("metadata is {size} bytes as JSON; the limit is {max}")]
     MetadataTooLarge { size: usize, max: usize },
     #[error("metadata nests deeper than {max} levels")]
@@ -493,7 +497,7 @@ pub fn validate_metadata(
     {
         return Err(RecordError::ShadowedField { key: key.clone() });
     }
-    check_keys(metadata, 1, limits.max_metadata_depth)?;
+    check_keys(metadata, "metadata", 1, limits.max_metadata_depth)?;
     let size = serde_json::to_vec(metadata)
         .map(|v| v.len())
         .unwrap_or(usize::MAX);
@@ -506,29 +510,41 @@ pub fn validate_metadata(
     Ok(())
 }
 
-fn check_keys(map: &Map<String, Value>, depth: usize, max: usize) -> Result<(), RecordError> {
+fn check_keys(
+    map: &Map<String, Value>,
+    at: &str,
+    depth: usize,
+    max: usize,
+) -> Result<(), RecordError> {
     if depth > max {
         return Err(RecordError::MetadataTooDeep { max });
     }
     for (key, value) in map {
         if key.is_empty() || key.starts_with('$') || key.contains('.') {
-            return Err(RecordError::BadMetadataKey { key: key.clone() });
+            return Err(RecordError::BadMetadataKey {
+                key: key.clone(),
+                at: at.to_owned(),
+            });
         }
-        check_value(value, depth, max)?;
+        if matches!(value, Value::Object(_) | Value::Array(_)) {
+            check_value(value, &format!("{at}.{key}"), depth, max)?;
+        }
     }
     Ok(())
 }
 
-fn check_value(value: &Value, depth: usize, max: usize) -> Result<(), RecordError> {
+fn check_value(value: &Value, at: &str, depth: usize, max: usize) -> Result<(), RecordError> {
     match value {
-        Value::Object(m) => check_keys(m, depth + 1, max),
+        Value::Object(m) => check_keys(m, at, depth + 1, max),
         Value::Array(items) => {
             if depth + 1 > max {
                 return Err(RecordError::MetadataTooDeep { max });
             }
             items
                 .iter()
-                .try_for_each(|v| check_value(v, depth + 1, max))
+                .enumerate()
+                .filter(|(_, v)| matches!(v, Value::Object(_) | Value::Array(_)))
+                .try_for_each(|(i, v)| check_value(v, &format!("{at}[{i}]"), depth + 1, max))
         }
         _ => Ok(()),
     }
@@ -630,11 +646,24 @@ mod tests {
         );
         check(
             json!({"a": {"$gt": 1}}),
-            Err(RecordError::BadMetadataKey { key: "$gt".into() }),
+            Err(RecordError::BadMetadataKey {
+                key: "$gt".into(),
+                at: "metadata.a".into(),
+            }),
         );
         check(
             json!({"a.b": 1}),
-            Err(RecordError::BadMetadataKey { key: "a.b".into() }),
+            Err(RecordError::BadMetadataKey {
+                key: "a.b".into(),
+                at: "metadata".into(),
+            }),
+        );
+        check(
+            json!({"files": [{"ok": 1}, {"report.pdf": 2}]}),
+            Err(RecordError::BadMetadataKey {
+                key: "report.pdf".into(),
+                at: "metadata.files[1]".into(),
+            }),
         );
         check(
             json!({"big": "x".repeat(20_000)}),

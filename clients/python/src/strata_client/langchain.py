@@ -389,9 +389,12 @@ class StrataVectorStore(VectorStore):
         return out
 
     def delete(self, ids: Optional[List[str]] = None, **kwargs: Any) -> Optional[bool]:
-        """Deletes these documents (missing ids are ignored), or with no ids every document
-        of the collection that the store's scope sees."""
+        """Deletes these documents (missing ids are ignored). With no ids, and only with
+        ``delete_all=True``, every record of the collection that the store's scope sees:
+        records written by other means too (the tenant's ``text`` collection also holds the
+        memories an agent wrote through the API), so it is never the default."""
         if ids is None:
+            self._check_delete_all(kwargs)
             self.client.delete_where(self._in_collection(), **self._scope_args())
             return True
         for start in range(0, len(ids), BATCH):
@@ -403,12 +406,21 @@ class StrataVectorStore(VectorStore):
         if self._async_client is None:
             return await super().adelete(ids, **kwargs)
         if ids is None:
+            self._check_delete_all(kwargs)
             await self._async_client.delete_where(self._in_collection(), **self._scope_args())
             return True
         for start in range(0, len(ids), BATCH):
             chunk = {"id": {"$in": list(ids[start : start + BATCH])}}
             await self._async_client.delete_where(self._in_collection(chunk), **self._scope_args())
         return True
+
+    def _check_delete_all(self, kwargs: Dict[str, Any]) -> None:
+        if kwargs.get("delete_all") is not True:
+            raise ValueError(
+                f"delete() without ids would delete every record of collection "
+                f"{self.collection!r} in this store's scope, including records not written "
+                "through this store; pass delete_all=True to do that"
+            )
 
     # Reading by id.
 
