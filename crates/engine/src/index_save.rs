@@ -35,7 +35,7 @@ use strata_types::{Collection, CollectionName, TenantId};
 
 use crate::EngineError;
 use crate::graph_file::{self, GraphFile};
-use crate::registry::{TenantSlot, lock};
+use crate::registry::{TenantSlot, lock_slot};
 use crate::snapshot::SavedGraph;
 use crate::tenant_index::TenantIndex;
 use crate::{search_image, snapshot};
@@ -260,13 +260,13 @@ pub(crate) fn save_slot(
     key: TenantKey,
     slot: &TenantSlot,
 ) -> Result<bool, EngineError> {
-    let _saving = lock(&slot.saving);
+    let _saving = lock_slot(&slot.saving);
     let started = std::time::Instant::now();
     // Files an earlier save wrote and then failed to name would otherwise pile up, one whole
     // graph per failed save.
     delete_unnamed_files(store, key)?;
     let (captured, locked) = {
-        let _order = lock(&slot.apply);
+        let _order = lock_slot(&slot.apply);
         // A poisoned index is left for the next reader to drop (`IndexRegistry::read_index`).
         let Ok(guard) = slot.index.read() else {
             return Ok(false);
