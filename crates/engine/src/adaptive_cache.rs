@@ -121,7 +121,7 @@ impl AdaptiveCache {
         if let Some(ns) = slot.loaded.get() {
             return Ok(Arc::clone(ns));
         }
-        let _loading = lock(&slot.loading);
+        let _loading = crate::registry::lock_slot(&slot.loading);
         if let Some(ns) = slot.loaded.get() {
             return Ok(Arc::clone(ns));
         }

@@ -6,7 +6,9 @@
 //! instead of taking the read lock again: one shared lock word fewer written per search.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LockResult, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockResult};
+use std::sync::{
+    LockResult, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError, TryLockResult,
+};
 
 use crate::tenant_index::TenantIndex;
 
@@ -20,14 +22,30 @@ pub(crate) struct IndexLock {
 }
 
 impl IndexLock {
+    /// Takes the read lock; a wait for it (a load, a write's apply or a save's capture holds
+    /// it) is declared to the worker pool (`strata_sched::blocking`), which meanwhile lets
+    /// another thread run other tenants' jobs. An uncontended read costs one try.
     pub fn read(&self) -> LockResult<RwLockReadGuard<'_, Option<TenantIndex>>> {
-        self.lock.read()
+        match self.lock.try_read() {
+            Ok(guard) => Ok(guard),
+            Err(TryLockError::Poisoned(e)) => Err(e),
+            Err(TryLockError::WouldBlock) => strata_sched::blocking(|| self.lock.read()),
+        }
     }
 
+    /// Takes the write lock, declaring a wait for it as [`IndexLock::read`] does.
     pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, Option<TenantIndex>>> {
-        let guard = self.lock.write();
+        let guard = match self.lock.try_write() {
+            Ok(guard) => Ok(guard),
+            Err(TryLockError::Poisoned(e)) => Err(e),
+            Err(TryLockError::WouldBlock) => strata_sched::blocking(|| self.lock.write()),
+        };
         self.writes.fetch_add(1, Ordering::AcqRel);
         guard
+    }
+
+    pub fn try_read(&self) -> TryLockResult<RwLockReadGuard<'_, Option<TenantIndex>>> {
+        self.lock.try_read()
     }
 
     pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, Option<TenantIndex>>> {

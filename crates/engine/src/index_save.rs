@@ -36,7 +36,7 @@ use strata_types::{Collection, CollectionName, TenantId};
 
 use crate::EngineError;
 use crate::graph_file::{self, GraphFile};
-use crate::registry::{TenantSlot, lock};
+use crate::registry::{TenantSlot, lock_slot};
 use crate::snapshot::SavedGraph;
 use crate::tenant_index::TenantIndex;
 use crate::{search_image, snapshot};
@@ -235,21 +235,20 @@ pub(crate) fn save_slot(
     key: TenantKey,
     slot: &TenantSlot,
 ) -> Result<bool, EngineError> {
-    let saving = lock(&slot.saving);
-    save_holding(store, key, slot, saving, |apply| Some(lock(apply)))
-        .map(|saved| saved.unwrap_or(false))
+    let saving = lock_slot(&slot.saving);
+    save_holding(store, key, slot, saving, Wait::Block).map(|saved| saved.unwrap_or(false))
 }
 
-/// [`save_slot`] that waits for nothing: `None` when another save of the tenant or one of its
-/// writes holds a lock the save needs. For an eviction, which chooses another victim rather
-/// than wait on a busy tenant.
+/// [`save_slot`] that waits for nothing: `None` when another save of the tenant, one of its
+/// writes or a graph install holds a lock the save needs. For an eviction, which chooses
+/// another victim rather than wait on a busy tenant.
 pub(crate) fn try_save_slot(
     store: &Store,
     key: TenantKey,
     slot: &TenantSlot,
 ) -> Option<Result<bool, EngineError>> {
     let saving = try_lock(&slot.saving)?;
-    save_holding(store, key, slot, saving, try_lock).transpose()
+    save_holding(store, key, slot, saving, Wait::Try).transpose()
 }
 
 /// A mutex's guard if it is free now (a poisoned one too: nothing these guard can be left
@@ -262,25 +261,42 @@ pub(crate) fn try_lock(m: &Mutex<()>) -> Option<MutexGuard<'_, ()>> {
     }
 }
 
-/// The body of [`save_slot`], with the tenant's `saving` lock held and the write order taken by
-/// `take_apply`; `Ok(None)` when `take_apply` found it held.
-fn save_holding<'s>(
+/// Whether a save waits for the tenant's locks or gives up when one is held.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Block,
+    Try,
+}
+
+/// The body of [`save_slot`], with the tenant's `saving` lock held; `Ok(None)` when `wait`
+/// is [`Wait::Try`] and the write order or the index lock is held.
+fn save_holding(
     store: &Store,
     key: TenantKey,
-    slot: &'s TenantSlot,
-    _saving: MutexGuard<'s, ()>,
-    take_apply: impl FnOnce(&'s Mutex<()>) -> Option<MutexGuard<'s, ()>>,
+    slot: &TenantSlot,
+    _saving: MutexGuard<'_, ()>,
+    wait: Wait,
 ) -> Result<Option<bool>, EngineError> {
     let started = std::time::Instant::now();
     // Files an earlier save wrote and then failed to name would otherwise pile up, one whole
     // graph per failed save.
     delete_unnamed_files(store, key)?;
     let (captured, locked) = {
-        let Some(_order) = take_apply(&slot.apply) else {
-            return Ok(None);
+        let (_order, index) = match wait {
+            Wait::Block => (lock_slot(&slot.apply), slot.index.read()),
+            Wait::Try => {
+                let Some(order) = try_lock(&slot.apply) else {
+                    return Ok(None);
+                };
+                match slot.index.try_read() {
+                    Ok(guard) => (order, Ok(guard)),
+                    Err(TryLockError::Poisoned(e)) => (order, Err(e)),
+                    Err(TryLockError::WouldBlock) => return Ok(None),
+                }
+            }
         };
         // A poisoned index is left for the next reader to drop (`IndexRegistry::read_index`).
-        let Ok(guard) = slot.index.read() else {
+        let Ok(guard) = index else {
             return Ok(Some(false));
         };
         let held = std::time::Instant::now();

@@ -10,6 +10,8 @@ mod adaptive_cache;
 mod admission;
 mod audit;
 #[cfg(test)]
+mod blocking_pool_tests;
+#[cfg(test)]
 mod boost_pool_tests;
 #[cfg(test)]
 mod bound_credential_tests;

@@ -90,13 +90,26 @@ impl TenantSlot {
     /// releasing that lock waits for one write at most (`crate::search_retry`). On the slot
     /// the caller holds: a look-up by key could make an empty slot for a purged tenant.
     pub fn wait_for_apply(&self) {
-        drop(lock(&self.apply));
+        drop(lock_slot(&self.apply));
     }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing guarded by these mutexes can be left half-done by a panic.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// [`lock`] for a lock of one tenant's that may be held for long: its slot's `apply` and
+/// `saving` (held by a load, a save's capture, an eviction, a level change) and an adaptive
+/// namespace's load (`crate::adaptive_cache`). A wait for them is declared to the worker pool
+/// (`strata_sched::blocking`), so that a tenant's jobs queued on its own lock do not hold every
+/// pool worker while other tenants' requests wait. The uncontended case costs one try.
+pub(crate) fn lock_slot<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.try_lock() {
+        Ok(guard) => guard,
+        Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(TryLockError::WouldBlock) => strata_sched::blocking(|| lock(m)),
+    }
 }
 
 /// The registry's slots by storage key.
@@ -327,7 +340,7 @@ impl IndexRegistry {
     ) -> Result<R, EngineError> {
         let slot = self.slot(key, id);
         let (result, loaded) = {
-            let _order = lock(&slot.apply);
+            let _order = lock_slot(&slot.apply);
             let mut window = WriteWindow::open(self, &slot);
             let stage = CommitStage::default();
             let (result, changes) = match f(&stage) {
@@ -422,7 +435,7 @@ impl IndexRegistry {
             }
         }
         let loaded_now = {
-            let _order = lock(&slot.apply);
+            let _order = lock_slot(&slot.apply);
             let mut guard = self.write_index(slot);
             if guard.is_none() {
                 let index = self.load(store, key, slot)?;
@@ -448,7 +461,7 @@ impl IndexRegistry {
             None => {
                 drop(guard);
                 let (result, reloaded) = {
-                    let _order = lock(&slot.apply);
+                    let _order = lock_slot(&slot.apply);
                     let mut guard = self.write_index(slot);
                     let reloaded = guard.is_none();
                     if reloaded {
@@ -511,7 +524,7 @@ impl IndexRegistry {
     ) {
         let slot = self.slot(key, id);
         {
-            let _order = lock(&slot.apply);
+            let _order = lock_slot(&slot.apply);
             slot.level_pinned.store(pinned, Ordering::Relaxed);
             let mut guard = self.write_index(&slot);
             if let Some(ti) = guard.as_mut() {
@@ -661,7 +674,7 @@ impl IndexRegistry {
         let Some(slot) = self.get(key) else {
             return f(&store.read()?, None);
         };
-        let _order = lock(&slot.apply);
+        let _order = lock_slot(&slot.apply);
         let guard = self.read_index(&slot);
         f(&store.read()?, guard.as_ref())
     }
@@ -690,7 +703,7 @@ impl IndexRegistry {
         if let Some(slot) = removed {
             // A later save of the slot (its `Arc` taken before the removal) then finds no
             // index and writes nothing.
-            let _saving = lock(&slot.saving);
+            let _saving = lock_slot(&slot.saving);
             let mut guard = self.write_index(&slot);
             *guard = None;
             self.account(&slot, None);

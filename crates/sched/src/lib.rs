@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod blocking;
 mod cpu;
 mod error;
 pub mod fair_queue;
@@ -37,6 +38,7 @@ pub mod scheduler;
 mod shard;
 pub mod shares;
 
+pub use blocking::blocking;
 pub use cpu::{adjust_job_cpu, take_job_cpu_adjustment, thread_cpu_ns};
 pub use error::{Busy, LimitsError, RetryAfter, SchedError};
 pub use fair_queue::{Charge, DEFAULT_COST_NS, Discipline, FairQueue, Lane, QueueFull};

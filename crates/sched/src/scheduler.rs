@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::blocking::{Pool, set_worker};
 use crate::cpu::{take_job_cpu_adjustment, thread_cpu_ns};
 use crate::error::SchedError;
 use crate::fair_queue::{Charge, Discipline, FairQueue, Lane, QueueFull};
@@ -124,6 +125,9 @@ struct State<K> {
     accepting: bool,
     paused: bool,
     live_workers: usize,
+    /// Threads of each kind (indexed by `Kind as usize`): how many there are, and how many may
+    /// run jobs at once (see `crate::blocking`).
+    lanes: [Threads; 3],
     /// Shared workers of each set asleep waiting for work: a submit whose set has none awake
     /// to take its job also wakes the other set (see `FairScheduler::submit`).
     idle_foreground: usize,
@@ -132,6 +136,19 @@ struct State<K> {
     has_reserved: bool,
     /// Recent CPU per tenant, when background workers exist: where each job should run.
     shares: Option<Shares<K>>,
+}
+
+/// One kind of worker thread's counts.
+#[derive(Debug, Clone, Copy, Default)]
+struct Threads {
+    /// Configured threads: at most this many run a job outside a declared wait.
+    size: usize,
+    /// Threads alive, spares included (at most twice `size`).
+    threads: usize,
+    /// Running a job, not in a declared wait.
+    running: usize,
+    /// Running a job, in a declared wait.
+    waiting: usize,
 }
 
 /// The CPU shares and when their window last turned.
@@ -214,7 +231,7 @@ impl<K: Hash + Eq + Clone> Shares<K> {
 
 /// The kind of a worker thread: which jobs it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     /// Shared, normal priority: the fair order (only tenants within their share while
     /// background workers exist).
     Foreground,
@@ -235,6 +252,13 @@ struct Shared<K> {
     background_work: Condvar,
     /// Signalled when a worker exits.
     exited: Condvar,
+    /// Every thread started, joined at shutdown (spares are started by workers).
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    /// How to start a spare thread.
+    thread_name: String,
+    background_priority: BackgroundPriority,
+    background_thread_start: Option<fn()>,
+    spares_started: std::sync::atomic::AtomicUsize,
 }
 
 impl<K> Shared<K> {
@@ -243,6 +267,100 @@ impl<K> Shared<K> {
     fn lock(&self) -> MutexGuard<'_, State<K>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn signal(&self, kind: Kind) -> &Condvar {
+        match kind {
+            Kind::Foreground => &self.work,
+            Kind::Background => &self.background_work,
+            Kind::Reserved => &self.reserved_work,
+        }
+    }
+
+    fn lock_handles(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.handles.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
+    fn wait_begins(self: Arc<Self>, kind: Kind) {
+        let spare = {
+            let mut state = self.lock();
+            let accepting = state.accepting;
+            let lane = &mut state.lanes[kind as usize];
+            lane.running -= 1;
+            lane.waiting += 1;
+            let asleep = lane.threads - lane.running - lane.waiting;
+            // A thread asleep takes the freed place when woken; with none, a spare is started
+            // (it stays for later waits), unless the kind has all the threads it may have.
+            let spare = asleep == 0 && lane.threads < 2 * lane.size && accepting;
+            if spare {
+                lane.threads += 1;
+                state.live_workers += 1;
+            }
+            spare
+        };
+        if !spare {
+            self.signal(kind).notify_one();
+            return;
+        }
+        let n = self
+            .spares_started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{}-s{n}", self.thread_name);
+        if start_thread(&self, kind, name, None).is_err() {
+            // The OS refused a thread: the wait goes on without a spare, as before there were.
+            let mut state = self.lock();
+            state.lanes[kind as usize].threads -= 1;
+            state.live_workers -= 1;
+        }
+    }
+
+    fn wait_ends(&self, kind: Kind) {
+        let mut state = self.lock();
+        let lane = &mut state.lanes[kind as usize];
+        lane.waiting -= 1;
+        lane.running += 1;
+    }
+}
+
+/// Starts a worker thread of `kind` for `shared`, counted already in its state. A background
+/// thread lowers its priority first and reports how that went on `lowered` (the first ones,
+/// whose failure turns the split off); a spare whose priority could not be lowered exits.
+fn start_thread<K: Hash + Eq + Clone + Send + 'static>(
+    shared: &Arc<Shared<K>>,
+    kind: Kind,
+    name: String,
+    lowered: Option<std::sync::mpsc::Sender<std::io::Result<()>>>,
+) -> std::io::Result<()> {
+    let thread_shared = Arc::clone(shared);
+    let handle = std::thread::Builder::new().name(name).spawn(move || {
+        let shared = thread_shared;
+        if kind == Kind::Background {
+            let result = lower_current_thread(shared.background_priority);
+            if let (Ok(()), Some(start)) = (&result, shared.background_thread_start) {
+                start();
+            }
+            let failed = result.is_err();
+            match lowered {
+                Some(tx) => {
+                    let _ = tx.send(result);
+                }
+                None if failed => {
+                    let mut state = shared.lock();
+                    state.lanes[kind as usize].threads -= 1;
+                    state.live_workers -= 1;
+                    drop(state);
+                    shared.exited.notify_all();
+                    return;
+                }
+                None => {}
+            }
+        }
+        set_worker(Arc::clone(&shared) as Arc<dyn Pool>, kind);
+        worker(&shared, kind);
+    })?;
+    shared.lock_handles().push(handle);
+    Ok(())
 }
 
 /// A fixed pool of worker threads with weighted fair queueing across tenants.
@@ -251,7 +369,6 @@ impl<K> Shared<K> {
 /// queued jobs have run: drop it from a blocking context, never from a job.
 pub struct FairScheduler<K> {
     shared: Arc<Shared<K>>,
-    handles: Mutex<Vec<JoinHandle<()>>>,
     /// Why the background workers' priority could not be lowered, if it could not.
     priority_error: Option<String>,
     /// Background workers running (0 when off or when their priority could not be lowered).
@@ -275,6 +392,23 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 accepting: true,
                 paused: config.start_paused,
                 live_workers: workers,
+                lanes: [
+                    Threads {
+                        size: shared_workers,
+                        threads: shared_workers,
+                        ..Threads::default()
+                    },
+                    Threads {
+                        size: background,
+                        threads: background,
+                        ..Threads::default()
+                    },
+                    Threads {
+                        size: config.reserved_workers,
+                        threads: config.reserved_workers,
+                        ..Threads::default()
+                    },
+                ],
                 idle_foreground: 0,
                 idle_background: 0,
                 has_reserved: config.reserved_workers > 0,
@@ -284,10 +418,14 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             reserved_work: Condvar::new(),
             background_work: Condvar::new(),
             exited: Condvar::new(),
+            handles: Mutex::new(Vec::with_capacity(workers)),
+            thread_name: config.thread_name.clone(),
+            background_priority: config.background_priority,
+            background_thread_start: config.background_thread_start,
+            spares_started: Default::default(),
         });
         let mut this = Self {
             shared,
-            handles: Mutex::new(Vec::with_capacity(workers)),
             priority_error: None,
             background_workers: background,
         };
@@ -295,7 +433,6 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         // work, so the caller learns of a failure from `new` and can log it its own way.
         let (lowered_tx, lowered) = std::sync::mpsc::channel();
         for i in 0..workers {
-            let shared = Arc::clone(&this.shared);
             let (name, kind) = if i < shared_workers {
                 (format!("{}-{i}", config.thread_name), Kind::Foreground)
             } else if i < shared_workers + background {
@@ -313,28 +450,12 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                     Kind::Reserved,
                 )
             };
-            let priority = config.background_priority;
-            let thread_start = config.background_thread_start;
-            let lowered_tx = lowered_tx.clone();
-            let spawned = std::thread::Builder::new().name(name).spawn(move || {
-                if kind == Kind::Background {
-                    let lowered = lower_current_thread(priority);
-                    if let (Ok(()), Some(start)) = (&lowered, thread_start) {
-                        start();
-                    }
-                    let _ = lowered_tx.send(lowered);
-                }
-                drop(lowered_tx);
-                worker(&shared, kind)
-            });
-            match spawned {
-                Ok(handle) => this.lock_handles().push(handle),
-                Err(e) => {
-                    // The threads that did start would wait for work forever; count the
-                    // missing ones as exited, then dropping `this` shuts the rest down.
-                    this.shared.lock().live_workers -= workers - i;
-                    return Err(e);
-                }
+            let lowered_tx = (kind == Kind::Background).then(|| lowered_tx.clone());
+            if let Err(e) = start_thread(&this.shared, kind, name, lowered_tx) {
+                // The threads that did start would wait for work forever; count the
+                // missing ones as exited, then dropping `this` shuts the rest down.
+                this.shared.lock().live_workers -= workers - i;
+                return Err(e);
             }
         }
         drop(lowered_tx);
@@ -361,6 +482,12 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
     /// Background workers running: 0 when off or when their priority could not be lowered.
     pub fn background_workers(&self) -> usize {
         self.background_workers
+    }
+
+    /// Worker threads alive, the spares started for declared waits included
+    /// ([`crate::blocking`]): at most twice the configured ones.
+    pub fn threads(&self) -> usize {
+        self.shared.lock().live_workers
     }
 
     /// Queues `f` for tenant `key` with fair-share `weight` (≥ 1; 0 counts as 1). Rejections
@@ -591,16 +718,13 @@ impl<K> FairScheduler<K> {
             };
         }
         drop(state);
-        for handle in self.lock_handles().drain(..) {
+        let handles: Vec<_> = self.shared.lock_handles().drain(..).collect();
+        for handle in handles {
             // Workers catch job panics, so a join error would be a bug in `worker` itself;
             // there is nothing left to clean up either way.
             let _ = handle.join();
         }
         true
-    }
-
-    fn lock_handles(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.handles.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -616,19 +740,20 @@ impl<K> Drop for FairScheduler<K> {
 /// (wall-clock time where the platform cannot tell), repeat; exit once shutdown has begun and
 /// there is nothing left it may run.
 fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
-    let signal = match kind {
-        Kind::Foreground => &shared.work,
-        Kind::Background => &shared.background_work,
-        Kind::Reserved => &shared.reserved_work,
-    };
+    let signal = shared.signal(kind);
     let mut state = shared.lock();
     loop {
-        let popped = if state.paused {
+        // Full while as many jobs of this kind run outside a declared wait as it has
+        // configured threads: this thread is a spare then, or a waiter woke while a spare ran.
+        let lane = state.lanes[kind as usize];
+        let full = lane.running >= lane.size;
+        let popped = if state.paused || full {
             None
         } else {
             pop(&mut state, kind)
         };
         if let Some((charge, job)) = popped {
+            state.lanes[kind as usize].running += 1;
             // Shares are of the shared workers' CPU: what a reserved worker spends is the
             // dedicated tenant's own and must not make the shared tenants look small.
             let running = match state.shares.as_mut() {
@@ -652,6 +777,7 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
                 _ => u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX),
             };
             state = shared.lock();
+            state.lanes[kind as usize].running -= 1;
             let cost = match state.charging {
                 Charging::CpuTime => cost,
                 Charging::PerJob => charge.estimate_ns,
@@ -668,9 +794,25 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
         let split_off = kind == Kind::Background && state.shares.is_none();
         if split_off || (!state.accepting && (kind == Kind::Reserved || state.queue.is_empty())) {
             state.live_workers -= 1;
+            state.lanes[kind as usize].threads -= 1;
+            let shutting_down = !state.accepting;
             drop(state);
             shared.exited.notify_all();
+            if shutting_down {
+                // A thread asleep because its kind was full would not look again: the ones
+                // still running drain the queue, and each exit lets the sleepers see it empty.
+                shared.work.notify_all();
+                shared.reserved_work.notify_all();
+                shared.background_work.notify_all();
+            }
             return;
+        }
+        if full {
+            // Not idle: a free place is taken by the thread that frees it (its next loop) or,
+            // when a job's wait begins, by a thread woken then (`Pool::wait_begins`). Waking
+            // the other set from here would ping-pong with it while the queue is not empty.
+            state = signal.wait(state).unwrap_or_else(|p| p.into_inner());
+            continue;
         }
         let others_waiting = state.shares.is_some() && !state.paused && !state.queue.is_empty();
         let idle = match kind {

@@ -1,0 +1,77 @@
+//! Managed blocking: a pool job about to wait for something another job of its own tenant holds
+//! (a lock of the tenant's, a load of its indexes) declares the wait with [`blocking`], and
+//! while it waits the pool lets another thread of the same kind run jobs in its place. Without
+//! this, a tenant with as many such jobs as the pool has workers puts every worker to sleep on
+//! its own lock, and every other tenant's requests queue until the lock is released.
+//!
+//! The pool stays at its size in *running* jobs: a worker takes a job only while fewer than
+//! the configured number of its kind run outside a declared wait. A waiter that wakes goes on
+//! with its job at once (nothing is preempted), so for as long as the spare's job lasts the
+//! pool runs one job more than its size; then the spare finds the pool full and sleeps. Spare
+//! threads are started only when a wait begins and no thread of the kind is asleep, at most as
+//! many as the kind's configured count (so a pool never has more than twice its threads), and
+//! stay, asleep, until shutdown: a tenant whose writes contend all the time would otherwise
+//! start a thread per wait.
+//!
+//! The hook is a thread-local set by the pool on its own threads: code that may run on a pool
+//! worker or anywhere else (the engine, its tests, a maintenance thread) calls [`blocking`]
+//! without knowing the pool, and off a pool thread it only runs the closure.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use crate::scheduler::Kind;
+
+/// What [`blocking`] tells the pool that runs the calling thread.
+pub(crate) trait Pool: Send + Sync {
+    /// A job of a `kind` thread starts waiting: another thread may run in its place.
+    fn wait_begins(self: Arc<Self>, kind: Kind);
+    /// The wait is over: the job counts as running again.
+    fn wait_ends(&self, kind: Kind);
+}
+
+thread_local! {
+    /// The pool this thread is a worker of, and which kind.
+    static WORKER: RefCell<Option<(Arc<dyn Pool>, Kind)>> = const { RefCell::new(None) };
+    /// Inside a declared wait: a wait nested in it is already counted.
+    static WAITING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the calling thread as a worker of `pool`.
+pub(crate) fn set_worker(pool: Arc<dyn Pool>, kind: Kind) {
+    WORKER.with(|w| *w.borrow_mut() = Some((pool, kind)));
+}
+
+/// Runs `f`, a wait for something another job may hold for long, as a declared wait: on a
+/// worker of a [`crate::FairScheduler`], the pool runs other jobs meanwhile on another thread
+/// (see the module docs); anywhere else, and inside another declared wait, it just runs `f`.
+///
+/// Costs a turn on the pool's lock at each end, so declare only waits that block: try the
+/// lock first and call this only when it is taken. Do not declare waits that a spare thread
+/// would only join (a lock every tenant shares): it would add a thread to the queue, not work.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    if WAITING.get() {
+        return f();
+    }
+    let Some((pool, kind)) = WORKER.with(|w| w.borrow().clone()) else {
+        return f();
+    };
+    /// Ends the wait however `f` ends, a panic included (the pool catches job panics, and the
+    /// worker must count as running again when it returns to it).
+    struct Ends(Arc<dyn Pool>, Kind);
+    impl Drop for Ends {
+        fn drop(&mut self) {
+            WAITING.set(false);
+            self.0.wait_ends(self.1);
+        }
+    }
+    Arc::clone(&pool).wait_begins(kind);
+    WAITING.set(true);
+    let _ends = Ends(pool, kind);
+    f()
+}
+
+/// Whether the calling thread is inside a declared wait (for tests of the callers).
+pub fn in_blocking_wait() -> bool {
+    WAITING.get()
+}
