@@ -278,9 +278,6 @@ fn save_holding(
     wait: Wait,
 ) -> Result<Option<bool>, EngineError> {
     let started = std::time::Instant::now();
-    // Files an earlier save wrote and then failed to name would otherwise pile up, one whole
-    // graph per failed save.
-    delete_unnamed_files(store, key)?;
     let (captured, locked) = {
         let (_order, index) = match wait {
             Wait::Block => (lock_slot(&slot.apply), slot.index.read()),
@@ -317,10 +314,14 @@ fn save_holding(
         saved => saved,
     };
     if saved.is_err() {
-        // The capture cleared the flag; what it captured is not saved after all.
-        if let Ok(guard) = slot.index.read()
-            && let Some(index) = guard.as_ref()
-        {
+        // The capture cleared the flag; what it captured is not saved after all. An eviction
+        // waits for no lock of its victim: if the index is busy, its holder is a write or a
+        // graph install, which leaves it changed (dirty) itself.
+        let guard = match wait {
+            Wait::Block => slot.index.read().ok(),
+            Wait::Try => slot.index.try_read().ok(),
+        };
+        if let Some(index) = guard.as_ref().and_then(|g| g.as_ref()) {
             index.mark_dirty();
         }
     }
@@ -349,6 +350,10 @@ fn finish(
 ) -> Result<(), EngineError> {
     #[cfg(test)]
     slot.run_save_hook(SaveStage::Captured)?;
+    // Files an earlier save wrote and then failed to name would otherwise pile up, one whole
+    // graph per failed save. Only once there is something to save: an eviction tries every
+    // candidate, and a clean one must cost no storage read.
+    delete_unnamed_files(store, key)?;
     let files = captured.write_files(store, key)?;
     #[cfg(test)]
     slot.run_save_hook(SaveStage::FilesDurable)?;

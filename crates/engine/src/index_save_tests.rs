@@ -265,3 +265,27 @@ fn the_tenant_writes_while_its_eviction_saves_and_the_writes_survive_it() {
     // The reloaded indexes agree with storage, record for record.
     verify_clean(&engine);
 }
+
+/// An eviction waits for no lock of its victim: with the victim's index held (a graph
+/// install, a write's apply), it gives up at once rather than wait, changed index or not.
+#[test]
+fn an_eviction_gives_up_on_a_victim_whose_index_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant_with_graph(dir.path());
+    let q = strata_index::testdata::queries(1, DIM as usize, 10, 1, 2);
+    put_one(&engine, &scope, "changed", &q[0]);
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    let held = slot.index.write().unwrap();
+    let (done_tx, done) = channel();
+    std::thread::scope(|s| {
+        let (engine, scope, slot) = (&engine, &scope, &slot);
+        s.spawn(move || {
+            let evicted = engine.indexes.try_evict(&engine.store, scope.key(), slot);
+            done_tx.send(evicted).unwrap();
+        });
+        let answer = done.recv_timeout(Duration::from_secs(30));
+        drop(held);
+        assert_eq!(answer, Ok(false), "the eviction waited for the held index");
+    });
+    assert!(slot.index.read().unwrap().is_some(), "evicted while busy");
+}

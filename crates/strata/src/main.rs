@@ -307,21 +307,13 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let done = runtime.block_on(run(cli.command));
-    if done.as_ref().is_err_and(broken_pipe) {
-        // The reader of our output went away (`strata tenant export acme | head`): what it
-        // read is what it wanted, as for any Unix filter, so stop quietly.
+    if done
+        .as_ref()
+        .is_err_and(|e| e.is::<transfer::StdoutClosed>())
+    {
         std::process::exit(0);
     }
     done
-}
-
-/// Whether an error comes from writing to a pipe whose reader has closed it.
-fn broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 /// `strata check`'s exit status when no file is damaged but a running server holds one: not

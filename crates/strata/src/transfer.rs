@@ -59,6 +59,21 @@ impl LineCount {
     }
 }
 
+/// The reader of our standard output closed it (`strata tenant export acme | head`): what it
+/// read is what it wanted, as for any Unix filter, so the command ends quietly with success.
+/// Only writes to standard output become this error: a broken pipe anywhere else (a server
+/// closing the connection while an import is sent) is a failure like any other.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
 /// What an export wrote: all its lines, and how many were records.
 pub struct Exported {
     pub lines: u64,
@@ -90,8 +105,16 @@ pub async fn export(client: &Client, id: &str, out: Option<&Path>) -> anyhow::Re
     );
     pb.set_prefix(id.to_owned());
     let (mut count, mut bytes) = (LineCount::default(), 0u64);
+    // Only a write to our own standard output may end the command quietly (see `StdoutClosed`).
+    let written = |e: std::io::Error| -> anyhow::Error {
+        if out.is_none() && e.kind() == std::io::ErrorKind::BrokenPipe {
+            StdoutClosed.into()
+        } else {
+            anyhow::Error::new(e).context("writing the export")
+        }
+    };
     while let Some(chunk) = res.chunk().await.context("reading the export")? {
-        sink.write_all(&chunk).context("writing the export")?;
+        sink.write_all(&chunk).map_err(written)?;
         count.feed(&chunk);
         bytes += chunk.len() as u64;
         if pb.length().is_some_and(|len| count.records > len) {
@@ -100,7 +123,7 @@ pub async fn export(client: &Client, id: &str, out: Option<&Path>) -> anyhow::Re
         pb.set_position(count.records);
         pb.set_message(indicatif::HumanBytes(bytes).to_string());
     }
-    sink.flush().context("writing the export")?;
+    sink.flush().map_err(written)?;
     pb.finish_and_clear();
     Ok(Exported {
         lines: count.lines,
