@@ -144,9 +144,11 @@ struct NewKeyBody {
     name: Option<String>,
     /// Absent: `read` and `write`.
     permissions: Option<Vec<Permission>>,
-    /// Bind the key to these principals: requests may name only a subset.
+    /// Bind the key to these principals: requests may name only a subset. At most
+    /// `max_user_tokens` (32 by default), none twice.
     user_tokens: Option<Vec<UserToken>>,
-    /// Bind the key to these domains.
+    /// Bind the key to these domains: at most 32, none twice.
+    #[schema(max_items = 32)]
     domains: Option<Vec<Domain>>,
     /// Expiry in milliseconds since the Unix epoch; give at most one of the two.
     #[schema(value_type = Option<i64>)]

@@ -7,7 +7,7 @@ use strata_engine::AuditQuery;
 use strata_types::{RequestScope, TenantId};
 
 use crate::bodies::AuditRows;
-use crate::edge::{OperatorAuth, TenantAuth};
+use crate::edge::{OperatorAuth, TenantAuth, check_tenant};
 use crate::input::{QueryInput, ScopeParts};
 use crate::{ApiError, AppState};
 
@@ -65,7 +65,7 @@ pub async fn admin_audit(
 }
 
 /// The tenant's own audit rows, newest first, with the same filters (a `tenant` other than
-/// the credential's is refused). Needs `admin` and `all_principals` and a credential bound to
+/// the credential's is `403 TENANT_MISMATCH`, like a `tenant_id`). Needs `admin` and `all_principals` and a credential bound to
 /// neither domains nor user tokens: rows are about every domain and principal and name record
 /// ids; a bound one is `403 SCOPE_FORBIDDEN`, one without `all_principals` `403 FORBIDDEN`.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", operation_id = "own_audit",
@@ -81,6 +81,11 @@ pub async fn own_audit(
     RawQuery(q): RawQuery,
 ) -> Result<Json<AuditRows>, ApiError> {
     let q = QueryInput::parse(q.as_deref(), PARAMS)?;
+    // A `tenant` naming another tenant is a request for another tenant's data: refused as
+    // every route refuses one (and recorded as a security event), before anything else.
+    if let Some(t) = q.get("tenant") {
+        check_tenant(&auth.scope, t, "the query string's tenant")?;
+    }
     // `tenant_id` is checked against the credential like on every tenant route; the other
     // scope fields mean nothing here, and a field silently ignored would mislead.
     let scope = auth.request_scope(ScopeParts::default(), q.scope.clone())?;

@@ -402,7 +402,8 @@ pub(crate) struct QueryInput {
 }
 
 impl QueryInput {
-    /// Parses a raw query string. `user_tokens` may repeat or be comma-separated; parameters
+    /// Parses a raw query string. `user_tokens` may repeat or be comma-separated (an empty
+    /// value names none, an empty token among others is refused); parameters
     /// other than scope fields must be in `allowed`.
     pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
         let uri = format!("/?{}", raw.unwrap_or(""));
@@ -417,7 +418,18 @@ impl QueryInput {
         for (k, v) in pairs {
             if k == "user_tokens" {
                 let list = out.scope.user_tokens.get_or_insert_with(Vec::new);
-                list.extend(v.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
+                // An empty value names no principals; an empty token between commas is a
+                // mistake, refused as an empty token in a body's list is.
+                if !v.is_empty() {
+                    if v.split(',').any(str::is_empty) {
+                        return Err(ApiError::BadRequest(
+                            "user_tokens: an empty token in the comma-separated list (name \
+                             each token, or send user_tokens= alone for none)"
+                                .into(),
+                        ));
+                    }
+                    list.extend(v.split(',').map(str::to_owned));
+                }
             } else if k == "tenant_id" {
                 // Kept with its repeats: they are checked against the credential first.
                 out.scope.set(&k, v)?;
@@ -669,6 +681,14 @@ mod tests {
             Some(vec!["u:a".into(), "u:b".into(), "u:c".into()])
         );
         assert_eq!(q.get("limit"), Some("5"));
+        // An empty value names none; an empty token among others is refused, as in a body.
+        let q = QueryInput::parse(Some("user_tokens="), &[]).unwrap();
+        assert_eq!(q.scope.user_tokens, Some(vec![]));
+        for bad in ["u:a,,u:b", "u:a,", ",u:a", ","] {
+            let m =
+                message(QueryInput::parse(Some(&format!("user_tokens={bad}")), &[]).map(|_| ()));
+            assert!(m.starts_with("user_tokens: an empty token"), "{bad}: {m}");
+        }
         assert!(QueryInput::parse(Some("nope=1"), &[]).is_err());
         assert!(QueryInput::parse(Some("run_id=a&run_id=b"), &[]).is_err());
         // Even with the same value, like a route's own parameters.

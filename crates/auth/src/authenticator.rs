@@ -16,6 +16,42 @@ const MIN_ENV_OPERATOR_KEY: usize = 24;
 /// Longest JWT `sub` accepted, in bytes.
 const MAX_JWT_SUBJECT: usize = 256;
 
+/// Most domains a key or a JWT may be bound to, as many as user tokens by default: a longer
+/// list only makes every request's check longer, and a credential that needs more domains
+/// is better bound to a parent domain (a binding covers the domains below it).
+pub const MAX_BOUND_DOMAINS: usize = 32;
+
+/// Why a credential's bound list (`field`) is refused: more than `max` entries (the limit
+/// named `limit`), or an entry listed twice, which an issuer or operator did not mean.
+fn binding_problem<T: AsRef<str>>(
+    field: &str,
+    list: Option<&[T]>,
+    max: usize,
+    limit: &str,
+) -> Option<String> {
+    let list = list?;
+    let field_noun = if field == "domains" {
+        "domains"
+    } else {
+        "tokens"
+    };
+    if list.len() > max {
+        return Some(format!(
+            "{field}: {} {field_noun}, at most {max} ({limit})",
+            list.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    list.iter()
+        .map(AsRef::as_ref)
+        .find(|x| !seen.insert(*x))
+        // Cut: a JWT's entries are not yet validated names, of any length.
+        .map(|x| {
+            let x: String = x.chars().take(64).collect();
+            format!("{field}: {x:?} is listed more than once")
+        })
+}
+
 /// Characters that can forge or hide text where a JWT's subject is shown (log lines, audit
 /// rows, a dashboard): control characters, line and paragraph separators, zero-width and
 /// bidirectional formatting characters, the byte-order mark.
@@ -196,17 +232,24 @@ impl Authenticator {
         // Claims come from a trusted issuer but are still names from outside: parse them, and
         // treat a bad one as a bad credential rather than a bad request.
         let bad = |_| AuthError::Unauthorized("jwt claim is not a valid name".into());
-        // Checked before parsing: the token's own size is the only other bound on the list.
-        if let Some(n) = claims.user_tokens.as_ref().map(Vec::len)
-            && n > self.max_user_tokens
-        {
-            return Err(AuthError::Unauthorized(
-                format!(
-                    "jwt user_tokens binds {n} tokens, more than max_user_tokens ({})",
-                    self.max_user_tokens
-                )
-                .into(),
-            ));
+        // Checked before parsing: the token's own size is the only other bound on the lists.
+        // (A repeated name that is not a valid one is refused as invalid by the parse.)
+        let max_user_tokens = self.max_user_tokens;
+        if let Some(why) = binding_problem(
+            "user_tokens",
+            claims.user_tokens.as_deref(),
+            max_user_tokens,
+            "engine.limits.max_user_tokens",
+        )
+        .or_else(|| {
+            binding_problem(
+                "domains",
+                claims.domains.as_deref(),
+                MAX_BOUND_DOMAINS,
+                "the most domains a credential binds",
+            )
+        }) {
+            return Err(AuthError::Unauthorized(format!("jwt {why}").into()));
         }
         let user_tokens = claims
             .user_tokens
@@ -246,13 +289,21 @@ impl Authenticator {
         new: NewKey,
         audit: &KeyAudit<'_>,
     ) -> Result<CreatedKey, AuthError> {
-        if let Some(n) = new.user_tokens.as_ref().map(Vec::len)
-            && n > self.max_user_tokens
-        {
-            return Err(AuthError::BadRequest(format!(
-                "user_tokens: {n} tokens, at most {} (engine.limits.max_user_tokens)",
-                self.max_user_tokens
-            )));
+        if let Some(why) = binding_problem(
+            "user_tokens",
+            new.user_tokens.as_deref(),
+            self.max_user_tokens,
+            "engine.limits.max_user_tokens",
+        )
+        .or_else(|| {
+            binding_problem(
+                "domains",
+                new.domains.as_deref(),
+                MAX_BOUND_DOMAINS,
+                "the most domains a credential binds",
+            )
+        }) {
+            return Err(AuthError::BadRequest(why));
         }
         keys::create_key(store, op, new, audit)
     }

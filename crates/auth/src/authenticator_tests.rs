@@ -578,3 +578,62 @@ fn bindings_to_more_user_tokens_than_the_limit_are_refused() {
         other => panic!("expected a bad request, got {other:?}"),
     }
 }
+
+#[test]
+fn bindings_with_repeats_or_too_many_domains_are_refused() {
+    let f = fixture();
+    let domains = |n: usize| (0..n).map(|i| format!("d{i}")).collect::<Vec<_>>();
+    // A JWT: a bad credential, the reason naming the claim.
+    for (claim, list, ok) in [
+        ("domains", json!(domains(MAX_BOUND_DOMAINS)), true),
+        ("domains", json!(domains(MAX_BOUND_DOMAINS + 1)), false),
+        ("domains", json!(vec!["d1"; 5000]), false),
+        ("domains", json!(["d1", "d2", "d1"]), false),
+        ("user_tokens", json!(["u:a", "u:a"]), false),
+        ("user_tokens", json!(["u:a", "u:b"]), true),
+    ] {
+        let mut c = claims(600);
+        c[claim] = list.clone();
+        let r = f
+            .auth
+            .authenticate(f.store.credentials(), &hs(&c, HS_SECRET.as_bytes()));
+        if ok {
+            assert!(r.is_ok(), "{claim} {list}: {r:?}");
+        } else {
+            assert!(unauthorized(r).contains(claim), "{claim} {list}");
+        }
+    }
+    // A key: a bad request at creation, naming the field.
+    let new = |tokens: &[&str], domains: &[String]| NewKey {
+        tenant: KeyTenant::Tenant(TenantId::parse("acme").unwrap()),
+        name: None,
+        permissions: Permissions::of(&[Permission::Read]),
+        user_tokens: Some(
+            tokens
+                .iter()
+                .map(|t| UserToken::parse(t).unwrap())
+                .collect(),
+        ),
+        domains: Some(domains.iter().map(|d| Domain::parse(d).unwrap()).collect()),
+        expires_at: None,
+    };
+    let creds = f.store.credentials();
+    let refused = |k: NewKey, field: &str| match f.auth.create_key(creds, &operator(), k, NO_AUDIT)
+    {
+        Err(AuthError::BadRequest(m)) => assert!(m.starts_with(field), "{m}"),
+        other => panic!("expected a bad request, got {other:?}"),
+    };
+    refused(new(&["u:a", "u:a"], &domains(1)), "user_tokens:");
+    refused(new(&["u:a"], &vec!["d1".to_owned(); 5000]), "domains:");
+    refused(new(&["u:a"], &domains(MAX_BOUND_DOMAINS + 1)), "domains:");
+    assert!(
+        f.auth
+            .create_key(
+                creds,
+                &operator(),
+                new(&["u:a", "u:b"], &domains(MAX_BOUND_DOMAINS)),
+                NO_AUDIT
+            )
+            .is_ok()
+    );
+}

@@ -25,18 +25,44 @@ const MIN_HS256_SECRET: usize = 32;
 pub(crate) struct Claims {
     /// Tenant id, or `*` for an operator token (which also needs `admin`).
     pub tenant: String,
+    // Each optional claim is `None` only when absent: a present `null` is refused (see
+    // [`present`]), since an unbound `user_tokens` or `domains` grants every principal.
+    #[serde(default, deserialize_with = "present")]
     pub sub: Option<String>,
     /// Absent: `read` and `write`, like a plain key.
+    #[serde(default, deserialize_with = "present")]
     pub permissions: Option<Permissions>,
+    #[serde(default, deserialize_with = "present")]
     pub user_tokens: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     pub domains: Option<Vec<String>>,
     /// Issued-at, in seconds. Required for tenant tokens: it ties the token to the tenant
     /// incarnation that existed when it was issued.
+    #[serde(default, deserialize_with = "present")]
     pub iat: Option<i64>,
     /// Every other claim, by name only.
     #[serde(flatten)]
     others: std::collections::HashMap<String, serde::de::IgnoredAny>,
 }
+
+/// Decodes a claim that is present, refusing `null`: serde would read a `null` as `None`, the
+/// same as an absent claim, and an absent `user_tokens` or `domains` leaves a token unbound.
+/// An absent claim never reaches this (`#[serde(default)]` makes it `None`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    match Option::<T>::deserialize(d)? {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom(NULL_CLAIM)),
+    }
+}
+
+/// The reason logged for a token with a `null` claim.
+const NULL_CLAIM: &str = "jwt has a claim set to null (sub, permissions, user_tokens, domains \
+                          and iat must be left out or hold a value; a null binding is not \
+                          read as unbound)";
 
 /// The claims Strata reads, by name.
 const READ_CLAIMS: [&str; 6] = [
@@ -170,6 +196,7 @@ impl JwtVerifier {
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
                 AuthError::Unauthorized(Cow::Borrowed(match e.kind() {
+                    ErrorKind::Json(j) if j.to_string().contains(NULL_CLAIM) => NULL_CLAIM,
                     ErrorKind::ExpiredSignature => "expired jwt",
                     ErrorKind::InvalidSignature => "jwt signature does not verify",
                     ErrorKind::MissingRequiredClaim(c) => match c.as_str() {

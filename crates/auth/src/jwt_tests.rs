@@ -181,3 +181,24 @@ fn near_miss_forms() {
         assert_eq!(near_miss_form(name), form, "{name:?}");
     }
 }
+
+#[test]
+fn a_null_optional_claim_is_refused_not_read_as_absent() {
+    let v = verifier(Some(ISSUER), Some(AUDIENCE));
+    // A null binding would otherwise leave the token unbound: every principal's records.
+    for claim in ["user_tokens", "domains", "permissions", "sub", "iat"] {
+        let mut c = claims();
+        c[claim] = Value::Null;
+        let why = refusal(&v, &c, claim);
+        assert!(why.contains("null"), "{claim}: {why}");
+    }
+    // Absent and empty lists still decode as before.
+    let mut c = claims();
+    c["user_tokens"] = json!([]);
+    c["domains"] = json!([]);
+    let got = v.verify(&token(&c)).unwrap();
+    assert_eq!(got.user_tokens, Some(vec![]));
+    assert_eq!(got.domains, Some(vec![]));
+    let got = v.verify(&token(&claims())).unwrap();
+    assert!(got.user_tokens.is_none() && got.domains.is_none() && got.permissions.is_none());
+}

@@ -79,6 +79,7 @@ mod search_retry;
 #[cfg(test)]
 mod search_retry_tests;
 mod share_consent;
+mod share_read_memo;
 mod shares;
 mod slot_doc;
 mod slot_integrity;
@@ -258,6 +259,9 @@ pub struct Engine {
     recent_purges: recent_purges::RecentPurges,
     /// A compaction an erasure could not run at once (see `owed_compaction`).
     owed_compaction: owed_compaction::OwedCompaction,
+    /// When each grantee's reads of a share last wrote to its owner's log (see
+    /// `share_read_memo`).
+    read_by: share_read_memo::ReadByMemo<(strata_store::TenantKey, strata_types::TenantId, String)>,
 }
 
 impl Engine {
@@ -303,6 +307,7 @@ impl Engine {
             memos: Default::default(),
             recent_purges: recent_purges::RecentPurges::after_restart(last_purge),
             owed_compaction: owed_compaction::OwedCompaction::new(dir.join(DB_FILE)),
+            read_by: Default::default(),
         };
         // An erasure's vacuum that failed before the last stop (or that a crash cut short),
         // or a purged range whose erasure was cut short: run now, the vacuum erasing the range

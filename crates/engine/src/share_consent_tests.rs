@@ -216,6 +216,11 @@ fn the_owner_learns_that_its_domain_was_read_never_how_many_hits() {
             .own_audit_rows(&admin_scope(&engine, tenant), &q)
             .unwrap()
     };
+    // More searches within the minute: the grantee's log gets a row each, the owner's none.
+    for _ in 0..3 {
+        assert_eq!(search_all(&engine, "victim").unwrap(), ["kb-1"]);
+    }
+    assert_eq!(rows("victim", "share.read").len(), 4);
     let read_by = rows("owner", "share.read_by");
     assert_eq!(read_by.len(), 1, "{read_by:?}");
     assert!(read_by[0].detail.get("hits").is_none(), "{:?}", read_by[0]);

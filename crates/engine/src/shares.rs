@@ -680,7 +680,8 @@ impl Engine {
     }
 
     /// One row in the grantee's log listing what it used, with hit counts, and one per owner
-    /// saying who read its shared domain, without them: the hits a grant gave one search say
+    /// saying who read its shared domain (at most one a minute per grantee and share), without
+    /// them: the hits a grant gave one search say
     /// what the grantee's query was about (an owner with a domain per topic would learn which
     /// topic matched), so the owner learns that its domain was searched, never how it answered.
     ///
@@ -696,6 +697,17 @@ impl Engine {
         scope: &TenantScope,
         reads: &[(&SharedDomain, usize)],
     ) -> Result<(), EngineError> {
+        // Decided before the write (whose closure may run again): a grantee searching in a
+        // loop writes one `share.read_by` row per share a minute into each owner's log, not
+        // one per search (see `share_read_memo`). Its own `share.read` rows stay per search.
+        let now = now_millis();
+        let read_by: Vec<bool> = reads
+            .iter()
+            .map(|(g, _)| {
+                let key = (g.owner_key, scope.tenant().clone(), g.share.clone());
+                self.read_by.should_write(key, now)
+            })
+            .collect();
         let ((), pending) = self.store.write_pending(|w| {
             let used: Vec<serde_json::Value> = reads
                 .iter()
@@ -708,7 +720,7 @@ impl Engine {
                 scope.key(),
                 tenant_event(scope, "share.read", serde_json::json!({"used": used})),
             )?;
-            for (g, _) in reads {
+            for ((g, _), _) in reads.iter().zip(&read_by).filter(|(_, due)| **due) {
                 // The owner may have been purged meanwhile: never write into a range that is
                 // no longer its incarnation's.
                 if w.tenant(&g.owner)?.is_some_and(|m| m.key == g.owner_key) {

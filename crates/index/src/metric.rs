@@ -33,7 +33,7 @@ impl Metric {
     }
 
     /// Brings a raw score into the metric's finite range: cosine into `[-1, 1]`, others into
-    /// `[f32::MIN, f32::MAX]` (an overflow saturates), and NaN to the lowest score.
+    /// `[f32::MIN, f32::MAX]` (an overflow saturates), NaN to the lowest score, and `-0.0` to `0.0`.
     ///
     /// Why not drop non-finite scores: a dropped candidate makes a search return fewer than
     /// `k` hits while `k` records exist. Vectors that pass `strata-types` validation never
@@ -46,6 +46,10 @@ impl Metric {
         };
         if raw.is_nan() {
             lowest
+        } else if raw == 0.0 {
+            // An exact l2 match scores `-sqrt(0)`, which is `-0.0` and would be written as
+            // such in a response: every zero score is the one zero.
+            0.0
         } else {
             raw.clamp(lowest, highest)
         }
@@ -180,6 +184,18 @@ mod tests {
     fn l2_score_is_negative_distance() {
         assert_eq!(Metric::L2.score(&[0.0, 0.0], &[3.0, 4.0]), -5.0);
         assert_eq!(Metric::L2.score(&[1.0, 1.0], &[1.0, 1.0]), 0.0);
+    }
+
+    #[test]
+    fn an_exact_match_scores_positive_zero() {
+        // `-0.0 == 0.0`, so the sign is checked: it shows in a response as `-0.0`.
+        let s = Metric::L2.score(&[1.0, 2.0], &[1.0, 2.0]);
+        assert!(s == 0.0 && s.is_sign_positive(), "{s}");
+        for m in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            assert!(m.finite_score(-0.0).is_sign_positive(), "{m}");
+        }
+        let s = Metric::Dot.score(&[1.0, 0.0], &[0.0, 1.0]);
+        assert!(s.is_sign_positive(), "{s}");
     }
 
     #[test]

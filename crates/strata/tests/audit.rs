@@ -251,8 +251,19 @@ fn each_kind_of_event_produces_exactly_one_row_with_its_fields() {
     assert_eq!(theirs.len(), 1, "{v}");
     assert!(!v.to_string().contains("acme"), "{v}");
     // Reading another tenant's log is refused; reading one's own needs `admin`.
+    // A `tenant` naming another is a tenant mismatch, filed in the caller's own log.
     let (s, v) = server.get("/v1/audit?tenant=acme", &globex);
-    assert_eq!((s, code(&v)), (403, "SCOPE_FORBIDDEN"), "{v}");
+    assert_eq!((s, code(&v)), (403, "TENANT_MISMATCH"), "{v}");
+    assert_eq!(
+        rows(&server, "security.tenant_mismatch", Some("globex")).len(),
+        1
+    );
+    let (s, v) = server.get("/v1/audit?tenant=globex&action=memory.put", &globex);
+    assert_eq!(
+        (s, v["rows"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{v}"
+    );
     let (s, v) = server.get("/v1/audit", &domain_key);
     assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
 }

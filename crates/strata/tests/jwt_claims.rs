@@ -160,7 +160,11 @@ fn a_token_bound_to_more_than_max_user_tokens_is_refused() {
     for n in [33, 2000] {
         assert_eq!(count(&server, &bound(n)), refused(), "{n}");
     }
-    assert!(server.log().contains("more than max_user_tokens (32)"));
+    assert!(
+        server
+            .log()
+            .contains("jwt user_tokens: 2000 tokens, at most 32 (engine.limits.max_user_tokens)")
+    );
     // The same limit for a key, refused when it is minted.
     let tokens: Vec<String> = (0..1000).map(|i| format!("u:{i}")).collect();
     let (s, v) = server.post(

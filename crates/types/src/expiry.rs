@@ -19,10 +19,22 @@ pub fn check_expiry(expires_at: Option<Millis>, now: Millis) -> Result<(), Recor
 }
 
 pub(crate) fn not_ahead_message(at: Millis, now: Millis) -> String {
-    let unit = if (0..LOOKS_LIKE_SECONDS).contains(&at) {
+    let as_millis = at.saturating_mul(1000);
+    // Each hint says what to send instead. A 0 is most often meant as "never expires"
+    // (converting it as seconds would still give 0); seconds already past stay past.
+    let unit = if at == 0 {
+        "; it takes milliseconds since the Unix epoch: for a record that never expires, leave \
+         expires_at out (in a patch, send null to clear an expiry)"
+            .to_string()
+    } else if (1..LOOKS_LIKE_SECONDS).contains(&at) && as_millis > now {
         format!(
-            "; it takes milliseconds since the Unix epoch, and {at} looks like seconds (send {})",
-            at.saturating_mul(1000)
+            "; it takes milliseconds since the Unix epoch, and {at} looks like seconds: send \
+             {as_millis} for that time"
+        )
+    } else if (1..LOOKS_LIKE_SECONDS).contains(&at) {
+        format!(
+            "; it takes milliseconds since the Unix epoch, and {at} looks like seconds, but even \
+             as seconds it has passed: send a later time in milliseconds"
         )
     } else {
         "; it takes milliseconds since the Unix epoch".to_string()
@@ -63,6 +75,25 @@ mod tests {
         assert!(!m.contains("looks like seconds"), "{m}");
         let m = check_expiry(Some(-1), NOW).unwrap_err().to_string();
         assert!(!m.contains("looks like seconds"), "{m}");
+    }
+
+    #[test]
+    fn each_hint_says_what_to_send_instead() {
+        // Seconds ahead: the same time in milliseconds.
+        let secs = NOW / 1000 + 3600;
+        let m = check_expiry(Some(secs), NOW).unwrap_err().to_string();
+        assert!(
+            m.contains(&format!("send {} for that time", secs * 1000)),
+            "{m}"
+        );
+        // 0: never "send 0", which is refused again; how to have no expiry instead.
+        let m = check_expiry(Some(0), NOW).unwrap_err().to_string();
+        assert!(!m.contains("send 0"), "{m}");
+        assert!(m.contains("leave expires_at out"), "{m}");
+        // Seconds already past: no conversion offered that would be refused again.
+        let m = check_expiry(Some(5), NOW).unwrap_err().to_string();
+        assert!(!m.contains("send 5000"), "{m}");
+        assert!(m.contains("even as seconds it has passed"), "{m}");
     }
 
     #[test]

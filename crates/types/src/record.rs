@@ -183,8 +183,8 @@ pub struct NewRecord {
     /// Collection name; `text` when absent.
     pub modality: Option<CollectionName>,
     pub kind: Option<Kind>,
-    /// The record's text: not empty or whitespace only (leave it out for a record without
-    /// text).
+    /// The record's text: not empty or whitespace only, zero-width characters counted as
+    /// whitespace (leave it out for a record without text).
     #[serde(deserialize_with = "crate::text::content")]
     pub content: Option<String>,
     pub vector: Option<Vec<f32>>,
@@ -215,7 +215,7 @@ pub struct RecordPatch {
     #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Kind>, nullable)]
     pub kind: Option<Option<Kind>>,
-    /// The new text: not empty or whitespace only.
+    /// The new text: not empty or whitespace only (zero-width characters count as whitespace).
     #[serde(deserialize_with = "crate::text::content")]
     pub content: Option<String>,
     pub vector: Option<Vec<f32>>,
@@ -734,7 +734,7 @@ mod tests {
 
     #[test]
     fn blank_content_is_refused_where_it_is_parsed() {
-        for blank in ["", "   ", "\n\t"] {
+        for blank in ["", "   ", "\n\t", "\u{200b}\u{200b}\u{200b}"] {
             let body = json!({ "content": blank });
             let e = serde_json::from_value::<NewRecord>(body.clone()).unwrap_err();
             assert!(e.to_string().starts_with("content: is empty"), "{e}");

@@ -358,7 +358,7 @@ mod tests {
 
     #[test]
     fn a_blank_query_is_refused() {
-        for blank in ["", "  ", "\n"] {
+        for blank in ["", "  ", "\n", "\u{feff}\u{200b}"] {
             let e = serde_json::from_value::<SearchRequest>(serde_json::json!({ "query": blank }))
                 .unwrap_err();
             assert!(e.to_string().starts_with("query: is empty"), "{e}");

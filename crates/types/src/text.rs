@@ -9,9 +9,14 @@
 
 use serde::Deserialize;
 
-/// Whether `s` holds no text: empty, or whitespace only (Unicode whitespace).
+/// Whether `s` holds no text: empty, or only whitespace (Unicode whitespace) and invisible
+/// characters that Rust does not count as whitespace: the zero-width space, non-joiner and
+/// joiner (U+200B to U+200D), the word joiner (U+2060) and the byte-order mark (U+FEFF).
+/// Content of only those would be embedded and stored like a blank string.
 fn is_blank(s: &str) -> bool {
-    s.trim().is_empty()
+    s.chars().all(|c| {
+        c.is_whitespace() || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+    })
 }
 
 /// Reads an optional string field named `field`, refusing a blank one. `null` reads as absent.
@@ -23,7 +28,8 @@ fn non_blank<'de, D: serde::Deserializer<'de>>(
     let s = Option::<String>::deserialize(d)?;
     match s {
         Some(s) if is_blank(&s) => Err(serde::de::Error::custom(format!(
-            "{field}: is empty or whitespace only; {instead}"
+            "{field}: is empty or whitespace only (zero-width characters count as whitespace); \
+             {instead}"
         ))),
         s => Ok(s),
     }
@@ -56,10 +62,24 @@ mod tests {
 
     #[test]
     fn blank_is_empty_or_whitespace_only() {
-        for blank in ["", " ", "   ", "\t\n", "\u{3000}"] {
+        for blank in [
+            "",
+            " ",
+            "   ",
+            "\t\n",
+            "\u{3000}",
+            "\u{200b}\u{200b}\u{200b}",
+            " \u{200c}\u{200d}\u{2060}\u{feff}\n",
+        ] {
             assert!(is_blank(blank), "{blank:?}");
         }
-        for text in ["a", " a ", "\u{3000}x"] {
+        for text in [
+            "a",
+            " a ",
+            "\u{3000}x",
+            "\u{200b}x\u{200b}",
+            "\u{200d}\u{1F600}",
+        ] {
             assert!(!is_blank(text), "{text:?}");
         }
     }
