@@ -25,10 +25,12 @@ const MIN_HS256_SECRET: usize = 32;
 pub(crate) struct Claims {
     /// Tenant id, or `*` for an operator token (which also needs `admin`).
     pub tenant: String,
-    // Each optional claim is `None` only when absent: a present `null` is refused (see
-    // [`present`]), since an unbound `user_tokens` or `domains` grants every principal.
-    #[serde(default, deserialize_with = "present")]
+    /// Absent or `null`: none (a label for the audit log only).
+    #[serde(default)]
     pub sub: Option<String>,
+    // The grants are `None` only when absent: a present `null` is refused (see [`present`]),
+    // since an unbound `user_tokens` or `domains` grants every principal, and absent
+    // `permissions` grant read and write.
     /// Absent: `read` and `write`, like a plain key.
     #[serde(default, deserialize_with = "present")]
     pub permissions: Option<Permissions>,
@@ -37,8 +39,8 @@ pub(crate) struct Claims {
     #[serde(default, deserialize_with = "present")]
     pub domains: Option<Vec<String>>,
     /// Issued-at, in seconds. Required for tenant tokens: it ties the token to the tenant
-    /// incarnation that existed when it was issued.
-    #[serde(default, deserialize_with = "present")]
+    /// incarnation that existed when it was issued (a `null` one is then missing).
+    #[serde(default)]
     pub iat: Option<i64>,
     /// Every other claim, by name only.
     #[serde(flatten)]
@@ -60,9 +62,9 @@ where
 }
 
 /// The reason logged for a token with a `null` claim.
-const NULL_CLAIM: &str = "jwt has a claim set to null (sub, permissions, user_tokens, domains \
-                          and iat must be left out or hold a value; a null binding is not \
-                          read as unbound)";
+const NULL_CLAIM: &str = "jwt has a grant set to null (permissions, user_tokens and domains \
+                          must be left out or hold a value; a null binding is not read as \
+                          unbound)";
 
 /// The claims Strata reads, by name.
 const READ_CLAIMS: [&str; 6] = [

@@ -261,7 +261,8 @@ pub struct Engine {
     owed_compaction: owed_compaction::OwedCompaction,
     /// When each grantee's reads of a share last wrote to its owner's log (see
     /// `share_read_memo`).
-    read_by: share_read_memo::ReadByMemo<(strata_store::TenantKey, strata_types::TenantId, String)>,
+    read_by:
+        share_read_memo::ReadByMemo<(strata_store::TenantKey, strata_store::TenantKey, String)>,
 }
 
 impl Engine {

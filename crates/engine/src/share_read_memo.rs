@@ -20,15 +20,21 @@ use crate::registry::lock;
 /// At most one `share.read_by` row per (grantee, share) in this long.
 pub(crate) const READ_BY_EVERY_MS: Millis = 60_000;
 
-/// Most (owner, grantee, share) entries kept. Reaching it drops the entries older than
-/// [`READ_BY_EVERY_MS`]; if every entry is recent, a read writes its row without being
+/// Most entries remembered per window. Beyond it a read writes its row without being
 /// remembered: the log may get more rows, never fewer.
 const MAX_ENTRIES: usize = 65_536;
 
-/// Last time a row was written, by (owner key, grantee, share).
+/// When each key last had its row written, in the current and the previous window.
 pub(crate) struct ReadByMemo<K> {
-    last: Mutex<HashMap<K, Millis>>,
+    windows: Mutex<Windows<K>>,
     max: usize,
+}
+
+struct Windows<K> {
+    /// Start of the current window.
+    start: Millis,
+    current: HashMap<K, Millis>,
+    previous: HashMap<K, Millis>,
 }
 
 impl<K: Hash + Eq> Default for ReadByMemo<K> {
@@ -37,31 +43,60 @@ impl<K: Hash + Eq> Default for ReadByMemo<K> {
     }
 }
 
+impl<K: Hash + Eq> Windows<K> {
+    /// Turns the windows so that `now` is in the current one; an entry written within
+    /// [`READ_BY_EVERY_MS`] of `now` is then in one of the two maps.
+    fn turn(&mut self, now: Millis) {
+        if now < self.start {
+            // The clock stepped back: forget, so that no key is silenced.
+            self.start = now;
+            self.current.clear();
+            self.previous.clear();
+        } else if now - self.start >= 2 * READ_BY_EVERY_MS {
+            self.start = now;
+            self.current.clear();
+            self.previous.clear();
+        } else if now - self.start >= READ_BY_EVERY_MS {
+            self.start += READ_BY_EVERY_MS;
+            self.previous = std::mem::take(&mut self.current);
+        }
+    }
+}
+
 impl<K: Hash + Eq> ReadByMemo<K> {
     fn with_capacity(max: usize) -> Self {
         ReadByMemo {
-            last: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Windows {
+                start: 0,
+                current: HashMap::new(),
+                previous: HashMap::new(),
+            }),
             max,
         }
     }
 
-    /// Whether a read at `now` writes its row: yes when none was written for `key` in the
-    /// last [`READ_BY_EVERY_MS`], and then `now` is remembered as the last.
-    pub(crate) fn should_write(&self, key: K, now: Millis) -> bool {
-        let mut last = lock(&self.last);
-        let due = |t: Millis| now.saturating_sub(t) >= READ_BY_EVERY_MS || t > now;
-        if let Some(t) = last.get(&key) {
-            if !due(*t) {
-                return false;
-            }
-        } else if last.len() >= self.max {
-            last.retain(|_, t| !due(*t));
-            if last.len() >= self.max {
-                return true;
-            }
+    /// Whether a read at `now` should write its row: yes unless one was written for `key`
+    /// within the last [`READ_BY_EVERY_MS`] (or later than `now`, by a clock stepped back).
+    pub(crate) fn due(&self, key: &K, now: Millis) -> bool {
+        let mut w = lock(&self.windows);
+        w.turn(now);
+        let recent = |t: &Millis| *t <= now && now - *t < READ_BY_EVERY_MS;
+        !(w.current.get(key).is_some_and(recent) || w.previous.get(key).is_some_and(recent))
+    }
+
+    /// The row for `key` was committed at `now`.
+    pub(crate) fn wrote(&self, key: K, now: Millis) {
+        let mut w = lock(&self.windows);
+        w.turn(now);
+        if w.current.len() < self.max {
+            w.current.insert(key, now);
         }
-        last.insert(key, now);
-        true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let w = lock(&self.windows);
+        w.current.len() + w.previous.len()
     }
 }
 
@@ -69,35 +104,68 @@ impl<K: Hash + Eq> ReadByMemo<K> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_row_per_key_per_window() {
-        let memo = ReadByMemo::default();
-        assert!(memo.should_write((1u64, "team-a", "sh-1"), 1_000));
-        assert!(!memo.should_write((1, "team-a", "sh-1"), 1_001));
-        assert!(!memo.should_write((1, "team-a", "sh-1"), 1_000 + READ_BY_EVERY_MS - 1));
-        // Another grantee, share or owner incarnation has its own entry.
-        assert!(memo.should_write((1, "team-b", "sh-1"), 1_001));
-        assert!(memo.should_write((1, "team-a", "sh-2"), 1_001));
-        assert!(memo.should_write((2, "team-a", "sh-1"), 1_001));
-        // A window later, the next read writes again, and starts a new window.
-        assert!(memo.should_write((1, "team-a", "sh-1"), 1_000 + READ_BY_EVERY_MS));
-        assert!(!memo.should_write((1, "team-a", "sh-1"), 1_000 + READ_BY_EVERY_MS + 1));
-        // A clock stepped back does not silence a key.
-        assert!(memo.should_write((1, "team-a", "sh-1"), 10));
+    /// `due` then, if due, `wrote`: what a read whose row commits does.
+    fn read(
+        memo: &ReadByMemo<(u64, &'static str, &'static str)>,
+        key: (u64, &'static str, &'static str),
+        now: Millis,
+    ) -> bool {
+        let due = memo.due(&key, now);
+        if due {
+            memo.wrote(key, now);
+        }
+        due
     }
 
     #[test]
-    fn a_full_memo_stays_bounded_and_errs_toward_writing() {
+    fn one_row_per_key_per_window() {
+        let memo = ReadByMemo::default();
+        let now = 10 * READ_BY_EVERY_MS;
+        assert!(read(&memo, (1, "team-a", "sh-1"), now));
+        assert!(!read(&memo, (1, "team-a", "sh-1"), now + 1));
+        assert!(!read(
+            &memo,
+            (1, "team-a", "sh-1"),
+            now + READ_BY_EVERY_MS - 1
+        ));
+        // Another grantee, share or owner incarnation has its own entry.
+        assert!(read(&memo, (1, "team-b", "sh-1"), now + 1));
+        assert!(read(&memo, (1, "team-a", "sh-2"), now + 1));
+        assert!(read(&memo, (2, "team-a", "sh-1"), now + 1));
+        // A full period later, the next read writes again.
+        assert!(read(&memo, (1, "team-a", "sh-1"), now + READ_BY_EVERY_MS));
+        assert!(!read(
+            &memo,
+            (1, "team-a", "sh-1"),
+            now + READ_BY_EVERY_MS + 1
+        ));
+        // A clock stepped back does not silence a key.
+        assert!(read(&memo, (1, "team-a", "sh-1"), 10));
+    }
+
+    #[test]
+    fn a_read_whose_row_failed_does_not_silence_the_next() {
+        let memo = ReadByMemo::default();
+        let key = (1u64, "team-a", "sh-1");
+        assert!(memo.due(&key, 1_000));
+        // The write failed: nothing remembered, so the retry writes.
+        assert!(memo.due(&key, 1_001));
+        memo.wrote(key, 1_001);
+        assert!(!memo.due(&key, 1_002));
+    }
+
+    #[test]
+    fn entries_live_two_windows_at_most_and_a_full_window_errs_toward_writing() {
         let memo = ReadByMemo::with_capacity(2);
-        assert!(memo.should_write(1u64, 0));
-        assert!(memo.should_write(2, 0));
-        // Full of recent entries: a new key writes, unremembered.
-        assert!(memo.should_write(3, 1));
-        assert!(memo.should_write(3, 2));
-        assert_eq!(lock(&memo.last).len(), 2);
-        // Once the old entries are due they are dropped and the new key is remembered.
-        assert!(memo.should_write(3, READ_BY_EVERY_MS));
-        assert!(!memo.should_write(3, READ_BY_EVERY_MS + 1));
-        assert_eq!(lock(&memo.last).len(), 1);
+        for k in 1..=3u64 {
+            assert!(read(&memo, (k, "g", "s"), 5));
+        }
+        // The third was not remembered: it writes again.
+        assert!(read(&memo, (3, "g", "s"), 6));
+        assert!(!read(&memo, (1, "g", "s"), 7));
+        assert_eq!(memo.len(), 2);
+        // Two windows later everything is forgotten at once.
+        assert!(read(&memo, (9, "g", "s"), 5 + 2 * READ_BY_EVERY_MS));
+        assert_eq!(memo.len(), 1);
     }
 }

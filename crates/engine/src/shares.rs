@@ -701,12 +701,10 @@ impl Engine {
         // loop writes one `share.read_by` row per share a minute into each owner's log, not
         // one per search (see `share_read_memo`). Its own `share.read` rows stay per search.
         let now = now_millis();
+        let memo_key = |g: &SharedDomain| (g.owner_key, scope.key(), g.share.clone());
         let read_by: Vec<bool> = reads
             .iter()
-            .map(|(g, _)| {
-                let key = (g.owner_key, scope.tenant().clone(), g.share.clone());
-                self.read_by.should_write(key, now)
-            })
+            .map(|(g, _)| self.read_by.due(&memo_key(g), now))
             .collect();
         let ((), pending) = self.store.write_pending(|w| {
             let used: Vec<serde_json::Value> = reads
@@ -734,6 +732,11 @@ impl Engine {
             }
             Ok::<_, EngineError>(())
         })?;
+        // Remembered only now that the rows are committed: a failed write leaves the next
+        // read due.
+        for ((g, _), _) in reads.iter().zip(&read_by).filter(|(_, due)| **due) {
+            self.read_by.wrote(memo_key(g), now);
+        }
         if SHARED_READS
             .fetch_add(1, Ordering::Relaxed)
             .is_multiple_of(SHARED_READ_SYNC_EVERY)
