@@ -100,33 +100,45 @@ fn pause_at_capture(
     (captured, go)
 }
 
+/// Runs `save` (a save or an eviction of the tenant) on its own thread, pauses it once it has
+/// captured, writes record `during` meanwhile, and lets it go on: panics if the write waited
+/// for the save. Returns what `save` returned.
+fn write_during_a_paused_save<T: Send>(
+    engine: &Engine,
+    scope: &TenantScope,
+    during: &[f32],
+    save: impl FnOnce() -> T + Send,
+) -> T {
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    let (captured, go) = pause_at_capture(&slot, Duration::from_secs(60));
+    let saved = std::thread::scope(|s| {
+        let saver = s.spawn(save);
+        captured.recv_timeout(Duration::from_secs(60)).unwrap();
+        let (done_tx, done) = channel();
+        s.spawn(move || {
+            put_one(engine, scope, "during", during);
+            done_tx.send(()).unwrap();
+        });
+        // Before the fix a save held the tenant's write order through its files and
+        // transaction: this write waited for it, and here for ever.
+        let written = done.recv_timeout(Duration::from_secs(30));
+        go.send(()).unwrap();
+        assert!(written.is_ok(), "the write waited for the save");
+        saver.join().unwrap()
+    });
+    *lock(&slot.save_hook) = None;
+    saved
+}
+
 #[test]
 fn the_tenant_writes_while_its_save_syncs_and_the_writes_survive_a_reload() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, scope) = tenant_with_graph(dir.path());
     let q = strata_index::testdata::queries(2, DIM as usize, 10, 1, 2);
     put_one(&engine, &scope, "before", &q[0]);
-    // The save stops once it has captured (its locks released, no file synced yet) until
-    // the write below is done.
+    let saved = write_during_a_paused_save(&engine, &scope, &q[1], || engine.persist_indexes());
+    assert_eq!(saved.unwrap(), 1);
     let slot = engine.indexes.get(scope.key()).unwrap();
-    let (captured, go) = pause_at_capture(&slot, Duration::from_secs(60));
-    std::thread::scope(|s| {
-        let saver = s.spawn(|| engine.persist_indexes());
-        captured.recv_timeout(Duration::from_secs(60)).unwrap();
-        let (done_tx, done) = channel();
-        let (engine, scope, q) = (&engine, &scope, &q);
-        s.spawn(move || {
-            put_one(engine, scope, "during", &q[1]);
-            done_tx.send(()).unwrap();
-        });
-        // Before the fix the save held the tenant's write order through its files and
-        // transaction: this write waited for it, and here for ever.
-        let written = done.recv_timeout(Duration::from_secs(30));
-        go.send(()).unwrap();
-        assert!(written.is_ok(), "the write waited for the save");
-        assert_eq!(saver.join().unwrap().unwrap(), 1);
-    });
-    *lock(&slot.save_hook) = None;
     // Written after the capture: not in the snapshot, so the index is still worth saving.
     assert!(is_dirty(&engine, &scope));
     let expected = answers(&engine, &scope);
@@ -229,24 +241,10 @@ fn the_tenant_writes_while_its_eviction_saves_and_the_writes_survive_it() {
     let q = strata_index::testdata::queries(2, DIM as usize, 10, 1, 2);
     put_one(&engine, &scope, "before", &q[0]);
     let slot = engine.indexes.get(scope.key()).unwrap();
-    let (captured, go) = pause_at_capture(&slot, Duration::from_secs(60));
-    std::thread::scope(|s| {
-        let evicter = s.spawn(|| engine.indexes.try_evict(&engine.store, scope.key(), &slot));
-        captured.recv_timeout(Duration::from_secs(60)).unwrap();
-        let (done_tx, done) = channel();
-        let (engine, scope, q) = (&engine, &scope, &q);
-        s.spawn(move || {
-            put_one(engine, scope, "during", &q[1]);
-            done_tx.send(()).unwrap();
-        });
-        // Before, the eviction saved under the tenant's write order: this write waited for
-        // the whole save.
-        let written = done.recv_timeout(Duration::from_secs(30));
-        go.send(()).unwrap();
-        assert!(written.is_ok(), "the write waited for the eviction's save");
-        assert!(evicter.join().unwrap(), "the eviction gave up");
+    let evicted = write_during_a_paused_save(&engine, &scope, &q[1], || {
+        engine.indexes.try_evict(&engine.store, scope.key(), &slot)
     });
-    *lock(&slot.save_hook) = None;
+    assert!(evicted, "the eviction gave up");
     assert!(
         slot.index.read().unwrap().is_none(),
         "the indexes are still loaded"
