@@ -326,7 +326,7 @@ fn tenant_b_gets_nothing_of_tenant_a() {
                     "B's audit view: {v}"
                 );
                 let (s, v) = server.get(&format!("{p}?tenant=tenant-a"), &b);
-                assert_eq!((s, code(&v)), (403, "SCOPE_FORBIDDEN"), "{v}");
+                assert_eq!((s, code(&v)), (403, "TENANT_MISMATCH"), "{v}");
             }
             ("GET", "/v1/stats") => {
                 // B's own figures only.
