@@ -338,8 +338,11 @@ fn a_request_is_timed_from_the_first_byte_of_its_head() {
     let route = "strata_http_request_duration_seconds";
     let labels = "method=\"GET\",route=\"/v1/collections\",status=\"200\"";
     assert_eq!(sample(&text, &format!("{route}_count{{{labels}}}")), 1.0);
+    // The server sees the first bytes a moment after the client wrote them, so the measured
+    // wait may be a hair under the 600 ms the client slept; a timer started at routing would
+    // read a few milliseconds.
     assert!(
-        sample(&text, &format!("{route}_sum{{{labels}}}")) >= 0.6,
+        sample(&text, &format!("{route}_sum{{{labels}}}")) >= 0.55,
         "{text}"
     );
     assert_eq!(
@@ -351,7 +354,7 @@ fn a_request_is_timed_from_the_first_byte_of_its_head() {
         sample(&text, &format!("{tenant}_count{{tenant=\"acme\"}}")),
         1.0
     );
-    assert!(sample(&text, &format!("{tenant}_sum{{tenant=\"acme\"}}")) >= 0.6);
+    assert!(sample(&text, &format!("{tenant}_sum{{tenant=\"acme\"}}")) >= 0.55);
 }
 
 /// The next request on a kept-alive connection is timed from its own head's first byte, not
