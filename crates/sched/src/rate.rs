@@ -109,12 +109,19 @@ impl Bucket {
 
     fn take(&mut self, limits: &Limits, now: Instant) -> Result<(), RetryAfter> {
         // The interval since the last check accrued at the limits in force during it; new
-        // limits apply from this check on: a lowered burst clamps at once, the retry-after
-        // uses the new rate. Crediting the old rate is also what makes eviction (judged on the
-        // stored limits) never change a decision.
+        // limits apply from this check on: a lowered burst clamps at once, a raised one adds
+        // its increase at once (an operator raising a throttled tenant's limit expects its
+        // next request through, not a wait at the old rate), the retry-after uses the new
+        // rate. Crediting the old rate, and adding only the burst's increase, is also what
+        // makes eviction (judged on the stored limits) never change a decision: a full bucket
+        // of the old burst plus the increase is a full bucket of the new one.
         self.tokens = self.level_at(now);
         self.rate = limits.max_qps;
-        self.cap = f64::from(limits.burst);
+        let cap = f64::from(limits.burst);
+        if cap > self.cap {
+            self.tokens += cap - self.cap;
+        }
+        self.cap = cap;
         self.tokens = self.tokens.min(self.cap);
         // Threads may pass slightly out-of-order `now`s; never move the clock backwards or a
         // later check would refill the same interval twice.
@@ -310,20 +317,28 @@ mod tests {
         let slow = Limits::new(1.0, Some(1)).unwrap();
         let fast = Limits::new(100.0, Some(10)).unwrap();
         assert!(rl.check(&1, &slow, t0).is_ok());
-        // Raised: the next refusal already quotes the new rate (0.99 token at 100/s)...
-        assert_eq!(rl.check(&1, &fast, t0 + ms(10)).unwrap_err().millis, 10);
-        // ...and from that check on tokens accrue at it.
+        // Raised: the burst's increase (9) is there at once; the next refusal quotes the new
+        // rate (0.5 token accrued in 5 ms at 100/s, the missing 0.5 takes 5 ms)...
+        assert_eq!(admitted(&rl, 1, &fast, t0, 20), 9);
+        assert_eq!(rl.check(&1, &fast, t0 + ms(5)).unwrap_err().millis, 5);
+        // ...and from that check on tokens accrue at it (2 by 20 ms: one spent, one left).
         assert!(rl.check(&1, &fast, t0 + ms(20)).is_ok());
-        // Lowered again: 0.5 token accrued at 100/s, the missing 0.49 takes 490 ms at 1/s.
-        assert_eq!(rl.check(&1, &slow, t0 + ms(25)).unwrap_err().millis, 490);
-        // Raised again: the idle second accrued under the 1/s plan (capped at its burst 1)...
-        assert_eq!(admitted(&rl, 1, &fast, t0 + ms(1_000), 20), 1);
-        // ...and the next interval refills up to the new, larger burst.
+        // Lowered again: the token left is clamped to the burst 1 and spent; then 0.5 token
+        // accrues at 1/s by 520 ms, and the missing 0.5 takes 500 ms.
+        assert!(rl.check(&1, &slow, t0 + ms(20)).is_ok());
+        assert_eq!(rl.check(&1, &slow, t0 + ms(520)).unwrap_err().millis, 500);
+        // Raised again: the idle second accrued under the 1/s plan (capped at its burst 1),
+        // plus the increase to the new burst: 1 + 9...
+        assert_eq!(admitted(&rl, 1, &fast, t0 + ms(1_520), 20), 10);
+        // ...and the next interval refills up to the new burst.
         assert_eq!(admitted(&rl, 1, &fast, t0 + ms(2_000), 20), 10);
+
         // Lowered burst clamps stored tokens at once.
         let t1 = t0 + ms(5_000);
         let tight = Limits::new(100.0, Some(2)).unwrap();
         assert_eq!(admitted(&rl, 1, &tight, t1, 20), 2);
+        // A raised burst on an empty bucket adds exactly the increase, not a full bucket.
+        assert_eq!(admitted(&rl, 1, &fast, t1, 20), 8);
     }
 
     #[test]

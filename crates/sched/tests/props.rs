@@ -42,7 +42,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 /// The model bucket in exact integers: tokens scaled by 1e6, refilled by `dt_us * qps` at the
-/// limits stored by the previous check.
+/// limits stored by the previous check, plus the increase of the burst when a check raises it.
 #[derive(Debug, Clone, Copy)]
 struct ModelBucket {
     scaled: u64,
@@ -79,7 +79,8 @@ proptest! {
             let cap = u64::from(s.burst) * SCALE;
             let fresh = ModelBucket { scaled: cap, last_us: now_us, qps: s.qps, cap };
             let b = model.entry(s.key).or_insert(fresh);
-            b.scaled = b.level(now_us).min(cap);
+            // A raised burst adds its increase at once; a lowered one clamps.
+            b.scaled = (b.level(now_us) + cap.saturating_sub(b.cap)).min(cap);
             (b.last_us, b.qps, b.cap) = (now_us, s.qps, cap);
             let expected = if b.scaled >= SCALE {
                 b.scaled -= SCALE;
