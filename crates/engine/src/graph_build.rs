@@ -31,7 +31,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 
-use strata_index::{HnswIndex, HnswParams};
+use strata_index::{Calibration, CalibrationSettings, HnswIndex, HnswParams};
 use strata_store::{Store, TenantKey};
 use strata_types::CollectionName;
 
@@ -202,7 +202,75 @@ fn build_tenant(
     if built {
         save_slot(store, key, slot)?;
     }
+    let grown = {
+        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+        guard
+            .as_ref()
+            .map(|i| i.calibrations_wanted())
+            .unwrap_or_default()
+    };
+    for name in grown {
+        calibrate_collection(registry, slot, &name);
+    }
     Ok(())
+}
+
+/// Calibrates a graph that grew since its last calibration (or was saved without one). The
+/// measurement runs under the tenant's read lock (searches go on; writes wait for it: about
+/// `queries × n` distance evaluations, once per doubling of the graph), and is kept under a
+/// short write lock. Only this thread installs graphs, so the graph it is kept in is the one
+/// measured or (after an eviction and reload meanwhile) one restored from the same vectors'
+/// snapshot. The next save persists it.
+fn calibrate_collection(registry: &IndexRegistry, slot: &TenantSlot, name: &CollectionName) {
+    let measured = {
+        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+        let Some(ci) = guard.as_ref().and_then(|i| i.collections.get(name)) else {
+            return;
+        };
+        let Some(g) = ci.graph.as_ref().filter(|_| ci.wants_calibration()) else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let len = g.len();
+        g.measure(CalibrationSettings::default())
+            .map(|c| (c, len, started.elapsed()))
+    };
+    let Some((c, len, took)) = measured else {
+        return;
+    };
+    let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+    let Some(index) = guard.as_mut() else {
+        return;
+    };
+    if let Some(g) = index
+        .collections
+        .get_mut(name)
+        .and_then(|ci| ci.graph.as_mut())
+    {
+        g.set_calibration(c, len);
+        index.mark_dirty();
+        registry.account(slot, guard.as_ref());
+        log_calibration(slot, name, &c, len, took);
+    }
+}
+
+fn log_calibration(
+    slot: &TenantSlot,
+    name: &CollectionName,
+    c: &Calibration,
+    len: usize,
+    took: std::time::Duration,
+) {
+    tracing::info!(
+        tenant = %slot.id,
+        collection = %name,
+        vectors = len,
+        ef = c.ef,
+        recall = c.recall,
+        steps = c.steps,
+        ms = took.as_millis() as u64,
+        "graph calibrated: default search beam for the target recall"
+    );
 }
 
 /// Builds and installs one collection's graph; `false` if abandoned. A build that does not
@@ -255,6 +323,12 @@ fn build_and_install(
         graph
             .insert_batch(&refs, 1)
             .map_err(|e| EngineError::Index(e.to_string()))?;
+    }
+    // The graph's default beam for the target recall, measured on the vectors just built
+    // with no lock held (see `strata_index::hnsw_calibrate`); a rebuild measures again.
+    let calibrating = std::time::Instant::now();
+    if let Some(c) = graph.calibrate(CalibrationSettings::default()) {
+        log_calibration(slot, name, &c, graph.len(), calibrating.elapsed());
     }
     #[cfg(test)]
     if let Some(hook) = lock(&registry.builder.after_bulk).as_mut() {
