@@ -210,51 +210,12 @@ fn build_tenant(
             .unwrap_or_default()
     };
     for name in grown {
-        calibrate_collection(registry, slot, &name);
+        crate::calibrate::calibrate_collection(registry, slot, &name);
     }
     Ok(())
 }
 
-/// Calibrates a graph that grew since its last calibration (or was saved without one). The
-/// measurement runs under the tenant's read lock (searches go on; writes wait for it: about
-/// `queries × n` distance evaluations, once per doubling of the graph), and is kept under a
-/// short write lock. Only this thread installs graphs, so the graph it is kept in is the one
-/// measured or (after an eviction and reload meanwhile) one restored from the same vectors'
-/// snapshot. The next save persists it.
-fn calibrate_collection(registry: &IndexRegistry, slot: &TenantSlot, name: &CollectionName) {
-    let measured = {
-        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
-        let Some(ci) = guard.as_ref().and_then(|i| i.collections.get(name)) else {
-            return;
-        };
-        let Some(g) = ci.graph.as_ref().filter(|_| ci.wants_calibration()) else {
-            return;
-        };
-        let started = std::time::Instant::now();
-        let len = g.len();
-        g.measure(CalibrationSettings::default())
-            .map(|c| (c, len, started.elapsed()))
-    };
-    let Some((c, len, took)) = measured else {
-        return;
-    };
-    let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
-    let Some(index) = guard.as_mut() else {
-        return;
-    };
-    if let Some(g) = index
-        .collections
-        .get_mut(name)
-        .and_then(|ci| ci.graph.as_mut())
-    {
-        g.set_calibration(c, len);
-        index.mark_dirty();
-        registry.account(slot, guard.as_ref());
-        log_calibration(slot, name, &c, len, took);
-    }
-}
-
-fn log_calibration(
+pub(crate) fn log_calibration(
     slot: &TenantSlot,
     name: &CollectionName,
     c: &Calibration,

@@ -15,6 +15,7 @@ mod blocking_pool_tests;
 mod boost_pool_tests;
 #[cfg(test)]
 mod bound_credential_tests;
+mod calibrate;
 mod collection_delete;
 mod collection_index;
 mod collections;

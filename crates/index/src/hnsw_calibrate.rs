@@ -93,6 +93,52 @@ pub struct Calibration {
     pub steps: usize,
 }
 
+/// The beams a calibration tries from the configured `base`: `base` itself, the [`LADDER`]'s
+/// steps above it and below the cap, then the cap (`cap` is clamped to [`MAX_CALIBRATED_EF`]).
+pub fn beams(base: usize, cap: usize) -> Vec<usize> {
+    let cap = cap.clamp(1, MAX_CALIBRATED_EF);
+    let mut efs = vec![base];
+    efs.extend(LADDER.iter().copied().filter(|&ef| ef > base && ef < cap));
+    if cap > base {
+        efs.push(cap);
+    }
+    efs
+}
+
+/// Tries [`beams`] in order, measuring each with `recall_at`, and stops at the first that
+/// reaches `settings.target` (or at the last). Callers that cannot hold the graph for the
+/// whole measurement (the engine, which measures a live graph in short locked steps) bring
+/// their own `recall_at`.
+pub fn climb(
+    base: usize,
+    settings: &CalibrationSettings,
+    mut recall_at: impl FnMut(usize) -> f64,
+) -> Calibration {
+    let mut last = Calibration {
+        ef: base,
+        recall: 0.0,
+        steps: 0,
+    };
+    for (i, ef) in beams(base, settings.cap).into_iter().enumerate() {
+        let recall = recall_at(ef);
+        last = Calibration {
+            ef,
+            recall,
+            steps: i + 1,
+        };
+        if recall >= settings.target {
+            break;
+        }
+    }
+    last
+}
+
+/// `count` distinct positions in `0..len`, fixed by `seed` (the sampled queries).
+pub fn sample_positions(len: usize, count: usize, seed: u64) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    sample(&mut rng, len, count.min(len)).into_vec()
+}
+
 impl HnswIndex {
     /// Measures the `ef` at which this graph reaches `settings.target` mean recall@k on a
     /// sample of its own vectors, starting at the configured default and never below it, and
@@ -124,37 +170,15 @@ impl HnswIndex {
         if settings.queries == 0 || live.len() < settings.queries + k {
             return None;
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
-        let picked: Vec<u32> = sample(&mut rng, live.len(), settings.queries)
+        let picked: Vec<u32> = sample_positions(live.len(), settings.queries, settings.seed)
             .into_iter()
             .map(|i| live[i])
             .collect();
         let exact: Vec<Vec<u32>> = picked.iter().map(|&q| self.exact(q, &live, k)).collect();
-        // The configured default, then the ladder's wider steps, then the cap.
         let base = self.params().ef_search;
-        let cap = settings.cap.clamp(1, MAX_CALIBRATED_EF);
-        let mut efs = vec![base];
-        efs.extend(LADDER.iter().copied().filter(|&ef| ef > base && ef < cap));
-        if cap > base && efs.last() != Some(&cap) {
-            efs.push(cap);
-        }
-        let mut last = Calibration {
-            ef: base,
-            recall: 0.0,
-            steps: 0,
-        };
-        for (i, &ef) in efs.iter().enumerate() {
-            let recall = self.recall_at(ef, k, &picked, &exact);
-            last = Calibration {
-                ef,
-                recall,
-                steps: i + 1,
-            };
-            if recall >= settings.target {
-                break;
-            }
-        }
-        Some(last)
+        Some(climb(base, &settings, |ef| {
+            self.recall_at(ef, k, &picked, &exact)
+        }))
     }
 
     /// The `k` nearest live nodes to node `q` by brute force, `q` itself left out.
