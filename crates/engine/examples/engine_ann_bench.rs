@@ -5,7 +5,11 @@
 //!
 //! Usage: `cargo run --release -p strata-engine --example engine_ann_bench -- [--n 100000]
 //! [--dim 128] [--clusters 100] [--queries 1000] [--efs 16,32,64,128] [--data DIR]
-//! [--include both|ids|records]`.
+//! [--include both|ids|records] [--kind clustered|uniform]`.
+//! In `--efs`, `default` searches with no `ef`: the graph's default beam (its configured
+//! `ef_search`, raised by its calibration where the data needs it); its line reports that beam.
+//! `--kind uniform` generates uniformly random vectors in [-1, 1) instead (seeded, queries
+//! from another seed), the data on which HNSW needs the widest beam.
 //! With `--data DIR` holding `base.fvecs`, `query.fvecs` and `gt.ivecs` (as written by
 //! `ann_bench --out DIR`) those exact files are used; otherwise the data set is generated with
 //! `testdata::clustered(n, dim, clusters, 42)` / `testdata::queries(.., 42, 43)` and the ground
@@ -38,8 +42,11 @@ struct Args {
     dim: usize,
     clusters: usize,
     queries: usize,
-    efs: Vec<usize>,
+    /// `None`: no `ef` in the request (the graph's default).
+    efs: Vec<Option<usize>>,
     data: Option<String>,
+    /// Generated data: `clustered` (default) or `uniform`.
+    kind: String,
     /// Which requests are timed: `both` (default), `ids` (`include: []` alone, e.g. under a
     /// profiler) or `records`.
     include: String,
@@ -51,8 +58,9 @@ fn parse_args() -> Result<Args, String> {
         dim: 128,
         clusters: 100,
         queries: 1000,
-        efs: vec![16, 32, 64, 128],
+        efs: vec![Some(16), Some(32), Some(64), Some(128)],
         data: None,
+        kind: "clustered".into(),
         include: "both".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -67,9 +75,14 @@ fn parse_args() -> Result<Args, String> {
             "--efs" => {
                 args.efs = value
                     .split(',')
-                    .map(|s| s.parse().map_err(|e| format!("--efs: {e}")))
+                    .map(|s| match s {
+                        "default" => Ok(None),
+                        s => s.parse().map(Some).map_err(|e| format!("--efs: {e}")),
+                    })
                     .collect::<Result<_, _>>()?
             }
+            "--kind" if ["clustered", "uniform"].contains(&value.as_str()) => args.kind = value,
+            "--kind" => return Err("--kind: clustered or uniform".into()),
             "--data" => args.data = Some(value),
             "--include" if ["both", "ids", "records"].contains(&value.as_str()) => {
                 args.include = value
@@ -161,8 +174,16 @@ fn data_set(args: &Args) -> Result<DataSet, Box<dyn std::error::Error>> {
         }
         return Ok((base, queries, truth));
     }
-    let base = testdata::clustered(args.n, args.dim, args.clusters, SEED);
-    let queries = testdata::queries(args.queries, args.dim, args.clusters, SEED, SEED + 1);
+    let (base, queries) = match args.kind.as_str() {
+        "uniform" => (
+            uniform(args.n, args.dim, SEED),
+            uniform(args.queries, args.dim, SEED + 1),
+        ),
+        _ => (
+            testdata::clustered(args.n, args.dim, args.clusters, SEED),
+            testdata::queries(args.queries, args.dim, args.clusters, SEED, SEED + 1),
+        ),
+    };
     let (truth, _) = parallel(&queries, 2, |q| {
         let rows = base
             .iter()
@@ -174,6 +195,15 @@ fn data_set(args: &Args) -> Result<DataSet, Box<dyn std::error::Error>> {
             .collect()
     });
     Ok((base, queries, truth))
+}
+
+/// `n` vectors with components uniform in [-1, 1), fixed by `seed`.
+fn uniform(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .collect()
 }
 
 /// The row number a record id `r<row>` stands for.
@@ -249,6 +279,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         base.len(),
         args.dim
     );
+    // The beam a search without `ef` uses (the configured default or the calibrated one).
+    // Index figures span every principal: read with a scope of their own, so the timed
+    // searches keep the benchmark's grant.
+    let figures = Grant {
+        permissions: Permissions::of(&[Permission::Read, Permission::AllPrincipals]),
+        user_tokens: None,
+        domains: None,
+    };
+    let default_ef = engine
+        .index_stats(&TenantScope::for_tests(
+            &engine.tenant_meta(&tenant)?,
+            figures,
+        ))?
+        .into_iter()
+        .find(|s| s.collection == collection)
+        .and_then(|s| s.ef_search)
+        .unwrap_or(0);
 
     let variants: [(&str, Option<Vec<Include>>); 2] = [
         ("strata-engine", Some(Vec::new())),
@@ -265,8 +312,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if !wanted {
                     continue;
                 }
-                measure(lib, &queries, &truth, ef, threads, |q| {
-                    search(q, Some(ef), include)
+                let label = match ef {
+                    Some(ef) => ef.to_string(),
+                    None => format!("\"default\",\"default_ef\":{default_ef}"),
+                };
+                measure(lib, &queries, &truth, &label, threads, |q| {
+                    search(q, ef, include)
                 });
             }
         }
@@ -280,7 +331,7 @@ fn measure(
     lib: &str,
     queries: &[Vec<f32>],
     truth: &[Vec<u32>],
-    ef: usize,
+    ef: &str,
     threads: usize,
     search: impl Fn(&Vec<f32>) -> SearchResponse + Sync,
 ) {

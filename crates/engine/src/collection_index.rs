@@ -36,6 +36,12 @@ pub(crate) fn graph_pays(vectors: u64, dim: usize) -> bool {
 /// still walks through them.
 pub(crate) const COMPACT_DELETED_FRACTION: f64 = 0.2;
 
+/// A graph whose live vectors have grown to this many times those it was calibrated at is
+/// calibrated again (`strata_index::hnsw_calibrate`): the `ef` a target recall needs grows
+/// with the graph, and a graph built at its first few thousand vectors then grows by inserts.
+/// Doubling bounds the measurements to one per doubling, their cost to about twice the last.
+pub(crate) const RECALIBRATE_GROWTH: usize = 2;
+
 pub(crate) fn index_metric(m: Metric) -> strata_index::Metric {
     match m {
         Metric::Cosine => strata_index::Metric::Cosine,
@@ -160,6 +166,24 @@ impl CollectionIndex {
                     || (nodes > 0
                         && self.graph_deleted as f64 / nodes as f64 > COMPACT_DELETED_FRACTION)
             }
+        }
+    }
+
+    /// Whether the graph's default beam should be calibrated (again): never calibrated (a
+    /// graph saved before calibrations were kept), or grown [`RECALIBRATE_GROWTH`] times since.
+    /// Not while a build runs (it calibrates the graph it installs), nor where an operator
+    /// chose `ef_search`.
+    pub fn wants_calibration(&self) -> bool {
+        let Some(g) = &self.graph else {
+            return false;
+        };
+        if !g.params().auto_ef || self.building.is_some() {
+            return false;
+        }
+        let s = strata_index::CalibrationSettings::default();
+        match g.calibrated() {
+            None => g.len() >= s.queries + s.k,
+            Some(c) => g.len() >= c.at_len.saturating_mul(RECALIBRATE_GROWTH),
         }
     }
 
@@ -519,7 +543,7 @@ impl CollectionIndex {
     pub fn set_params(&mut self, params: HnswParams) {
         self.params = params;
         if let Some(g) = self.graph.as_mut() {
-            g.set_ef_search(params.ef_search);
+            g.set_ef_search(params.ef_search, params.auto_ef);
             let built = g.params();
             self.rebuild = built.m != params.m || built.ef_construction != params.ef_construction;
         }

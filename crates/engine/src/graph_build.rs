@@ -31,7 +31,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 
-use strata_index::{HnswIndex, HnswParams};
+use strata_index::{Calibration, CalibrationSettings, HnswIndex, HnswParams};
 use strata_store::{Store, TenantKey};
 use strata_types::CollectionName;
 
@@ -202,7 +202,36 @@ fn build_tenant(
     if built {
         save_slot(store, key, slot)?;
     }
+    let grown = {
+        let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+        guard
+            .as_ref()
+            .map(|i| i.calibrations_wanted())
+            .unwrap_or_default()
+    };
+    for name in grown {
+        crate::calibrate::calibrate_collection(registry, slot, &name);
+    }
     Ok(())
+}
+
+pub(crate) fn log_calibration(
+    slot: &TenantSlot,
+    name: &CollectionName,
+    c: &Calibration,
+    len: usize,
+    took: std::time::Duration,
+) {
+    tracing::info!(
+        tenant = %slot.id,
+        collection = %name,
+        vectors = len,
+        ef = c.ef,
+        recall = c.recall,
+        steps = c.steps,
+        ms = took.as_millis() as u64,
+        "graph calibrated: default search beam for the target recall"
+    );
 }
 
 /// Builds and installs one collection's graph; `false` if abandoned. A build that does not
@@ -255,6 +284,12 @@ fn build_and_install(
         graph
             .insert_batch(&refs, 1)
             .map_err(|e| EngineError::Index(e.to_string()))?;
+    }
+    // The graph's default beam for the target recall, measured on the vectors just built
+    // with no lock held (see `strata_index::hnsw_calibrate`); a rebuild measures again.
+    let calibrating = std::time::Instant::now();
+    if let Some(c) = graph.calibrate(CalibrationSettings::default()) {
+        log_calibration(slot, name, &c, graph.len(), calibrating.elapsed());
     }
     #[cfg(test)]
     if let Some(hook) = lock(&registry.builder.after_bulk).as_mut() {

@@ -93,6 +93,9 @@ impl IndexParams {
                 .ef_construction
                 .map_or(d.ef_construction, |v| v as usize),
             ef_search: self.ef_search.map_or(d.ef_search, |v| v as usize),
+            // An operator's `ef_search` is used exactly; the default may be raised by the
+            // graph's calibration (`strata_index::hnsw_calibrate`).
+            auto_ef: self.ef_search.is_none(),
         }
     }
 }

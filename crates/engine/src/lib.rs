@@ -15,6 +15,7 @@ mod blocking_pool_tests;
 mod boost_pool_tests;
 #[cfg(test)]
 mod bound_credential_tests;
+mod calibrate;
 mod collection_delete;
 mod collection_index;
 mod collections;
@@ -192,6 +193,10 @@ pub struct IndexStats {
     /// Vectors deleted from the graph since it was built or restored (tombstones it still
     /// holds); past a fifth of its nodes the graph is rebuilt without them in the background.
     pub graph_deleted: u64,
+    /// The beam a query that gives no `ef` is searched with on the graph: the configured
+    /// `ef_search`, raised by the graph's calibration where it misses the target recall;
+    /// `None` without a graph.
+    pub ef_search: Option<usize>,
 }
 
 /// The file inside the data directory that holds everything but dedicated tenants' data
@@ -449,6 +454,7 @@ impl Engine {
                         restored_from_snapshot: ci.restored,
                         loaded_from_image: ci.from_image,
                         graph_deleted: ci.graph_deleted,
+                        ef_search: ci.graph.as_ref().map(|g| g.default_ef()),
                     })
                     .collect();
                 stats.sort_by(|a, b| a.collection.cmp(&b.collection));

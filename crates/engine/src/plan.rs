@@ -335,7 +335,7 @@ pub(crate) fn vector_top(
         Some(g) if candidates.len() * ci.dim as u64 > EXACT_BUDGET => g,
         _ => return exact(()),
     };
-    let mut ef = ef.unwrap_or(graph.params().ef_search).max(n);
+    let mut ef = ef.unwrap_or_else(|| graph.default_ef()).max(n);
     loop {
         let hits = if unrestricted {
             graph.search(query, n, Some(ef))

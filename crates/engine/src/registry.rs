@@ -306,6 +306,10 @@ impl IndexRegistry {
             u32::try_from(pending).unwrap_or(u32::MAX),
             Ordering::Relaxed,
         );
+        c.graph_ef_search.store(
+            index.map_or(0, TenantIndex::graph_ef_search),
+            Ordering::Relaxed,
+        );
         c.graph_vectors.store(
             index.map_or(0, TenantIndex::graph_vectors),
             Ordering::Relaxed,
@@ -363,7 +367,7 @@ impl IndexRegistry {
             {
                 if ti.apply(store, key, changes).is_err() {
                     *index = None;
-                } else if !ti.graphs_wanted().is_empty() {
+                } else if ti.wants_builder() {
                     self.builder.request(key);
                 }
             }
@@ -439,7 +443,7 @@ impl IndexRegistry {
             let mut guard = self.write_index(slot);
             if guard.is_none() {
                 let index = self.load(store, key, slot)?;
-                if !index.graphs_wanted().is_empty() {
+                if index.wants_builder() {
                     self.builder.request(key);
                 }
                 *guard = Some(index);
@@ -529,7 +533,7 @@ impl IndexRegistry {
             let mut guard = self.write_index(&slot);
             if let Some(ti) = guard.as_mut() {
                 ti.set_params(params);
-                if !ti.graphs_wanted().is_empty() {
+                if ti.wants_builder() {
                     self.builder.request(key);
                 }
             }

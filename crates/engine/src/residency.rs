@@ -69,6 +69,10 @@ pub struct TenantResidency {
     pub pinned: bool,
     /// Collections waiting for a background graph build (searched exactly meanwhile).
     pub graph_builds_pending: u32,
+    /// The search beam (`ef`) its loaded graphs use for a query that gives none, the widest
+    /// if several: the configured `ef_search`, raised where the graph's calibration found
+    /// that it misses the target recall on the data stored; 0 when no graph is loaded.
+    pub graph_ef_search: u32,
 }
 
 /// The whole server's residency (`Engine::residency_summary`).
@@ -95,8 +99,8 @@ pub struct TenantResidencyRow {
     pub residency: TenantResidency,
 }
 
-/// Counters of one tenant's registry slot. `bytes`, `resident`, `graphs_pending` and
-/// `graph_vectors` change only under the slot's index write lock (`IndexRegistry::account`),
+/// Counters of one tenant's registry slot. `bytes`, `resident`, `graphs_pending`,
+/// `graph_vectors` and `graph_ef_search` change only under the slot's index write lock (`IndexRegistry::account`),
 /// so they match the loaded indexes as of their last change; they are read without that
 /// lock, so a scrape of the figures never waits for a tenant's index work (a graph install,
 /// a save).
@@ -106,6 +110,7 @@ pub(crate) struct SlotCounters {
     pub resident: AtomicBool,
     pub graphs_pending: AtomicU32,
     pub graph_vectors: AtomicU64,
+    pub graph_ef_search: AtomicU32,
     pub loads: AtomicU64,
     pub evictions: AtomicU64,
     /// A logical clock value of the last use: larger is more recent.
@@ -121,6 +126,7 @@ impl SlotCounters {
             evictions: self.evictions.load(Ordering::Relaxed),
             pinned,
             graph_builds_pending: self.graphs_pending.load(Ordering::Relaxed),
+            graph_ef_search: self.graph_ef_search.load(Ordering::Relaxed),
         }
     }
 }

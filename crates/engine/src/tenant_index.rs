@@ -57,6 +57,14 @@ impl TenantIndex {
         }
     }
 
+    /// The widest default search beam of the tenant's graphs (`HnswIndex::default_ef`);
+    /// 0 without a graph.
+    pub fn graph_ef_search(&self) -> u32 {
+        let graphs = self.collections.values().filter_map(|c| c.graph.as_ref());
+        let widest = graphs.map(|g| g.default_ef()).max().unwrap_or(0);
+        u32::try_from(widest).unwrap_or(u32::MAX)
+    }
+
     /// Vectors held by the tenant's graphs.
     pub fn graph_vectors(&self) -> u64 {
         let graphs = self.collections.values().filter_map(|c| c.graph.as_ref());
@@ -73,6 +81,23 @@ impl TenantIndex {
                 (nodes > 0).then(|| c.graph_deleted as f64 / nodes as f64)
             })
             .fold(0.0, f64::max)
+    }
+
+    /// Collections whose graph's default beam wants calibrating (see
+    /// `CollectionIndex::wants_calibration`).
+    pub fn calibrations_wanted(&self) -> Vec<CollectionName> {
+        self.collections
+            .iter()
+            .filter(|(_, c)| c.wants_calibration())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Whether the background builder has work here: a graph to build or to calibrate.
+    pub fn wants_builder(&self) -> bool {
+        self.collections
+            .values()
+            .any(|c| c.wants_graph() || c.wants_calibration())
     }
 
     /// Collections that want a graph and have none yet.

@@ -180,6 +180,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{{\"lib\":\"strata-index\",\"event\":\"build\",\"n\":{},\"dim\":{},\"m\":{},\"ef_construction\":{},\"build_threads\":{},\"build_s\":{build_s:.3},\"build_cpu_s\":{build_cpu_s:.3}}}",
         args.n, args.dim, params.m, params.ef_construction, args.build_threads
     );
+    // What a calibration of the default beam costs on this graph (measured, not kept: the
+    // searches below give their own `ef`).
+    let t = Instant::now();
+    let c = index.measure(strata_index::CalibrationSettings::default());
+    println!(
+        "{{\"lib\":\"strata-index\",\"event\":\"calibrate\",\"calibrate_s\":{:.3},\"ef\":{},\"recall_at_10\":{:.4},\"steps\":{}}}",
+        t.elapsed().as_secs_f64(),
+        c.map_or(0, |c| c.ef),
+        c.map_or(0.0, |c| c.recall),
+        c.map_or(0, |c| c.steps)
+    );
     // What a cold load of the tenant pays for its graph: decoding the persisted bytes.
     let t = Instant::now();
     let bytes = index.to_bytes()?;

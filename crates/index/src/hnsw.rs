@@ -34,10 +34,15 @@ use crate::kernels::Kernel;
 use crate::metric::Metric;
 
 /// Magic bytes and format version at the start of [`HnswIndex::to_bytes`]. Version 1 was
-/// usearch's serialisation; it is refused (and the engine rebuilds such a graph).
-const MAGIC: &[u8; 8] = b"STRHNSW2";
-/// Header: magic, dimension (u32 LE), metric code (u8).
-const HEADER_LEN: usize = MAGIC.len() + 4 + 1;
+/// usearch's serialisation; it is refused (and the engine rebuilds such a graph). Version 2
+/// had no calibration; it still loads, uncalibrated (see `hnsw_calibrate.rs`).
+const MAGIC: &[u8; 8] = b"STRHNSW3";
+const MAGIC_V2: &[u8; 8] = b"STRHNSW2";
+/// Version 2 header: magic, dimension (u32 LE), metric code (u8).
+const HEADER_V2_LEN: usize = MAGIC.len() + 4 + 1;
+/// Version 3 adds the calibration: its `ef` (u32 LE, 0 for none) and the live vectors the
+/// graph held when it was measured (u32 LE).
+const HEADER_LEN: usize = HEADER_V2_LEN + 4 + 4;
 
 /// Smallest batch [`HnswIndex::insert_batch`] spreads over threads: below it, starting the
 /// threads costs more than they save.
@@ -54,6 +59,10 @@ pub struct HnswParams {
     pub ef_construction: usize,
     /// Default candidate list size while searching, when a query gives none. Default 64.
     pub ef_search: usize,
+    /// Whether a calibration ([`HnswIndex::calibrate`]) may raise the search default above
+    /// `ef_search` (never lower it). `false` when an operator chose `ef_search`: it is then
+    /// used exactly. Default `true`.
+    pub auto_ef: bool,
 }
 
 impl Default for HnswParams {
@@ -62,6 +71,7 @@ impl Default for HnswParams {
             m: 16,
             ef_construction: 128,
             ef_search: 64,
+            auto_ef: true,
         }
     }
 }
@@ -110,9 +120,11 @@ fn space_of(metric: Metric) -> (Space, Kernel) {
 
 /// An HNSW index of `f32` vectors keyed by `u32` slot. See the module docs for concurrency.
 pub struct HnswIndex {
-    graph: Graph,
+    pub(crate) graph: Graph,
     metric: Metric,
     params: HnswParams,
+    /// The last calibration's result (persisted with the graph), if any.
+    calibrated: Option<crate::hnsw_calibrate::Calibrated>,
 }
 
 impl std::fmt::Debug for HnswIndex {
@@ -121,6 +133,7 @@ impl std::fmt::Debug for HnswIndex {
             .field("dim", &self.graph.dim)
             .field("metric", &self.metric)
             .field("params", &self.params)
+            .field("calibrated", &self.calibrated)
             .field("len", &self.len())
             .finish()
     }
@@ -142,6 +155,7 @@ impl HnswIndex {
             graph: Graph::new(dim, params.m, space, kernel),
             metric,
             params,
+            calibrated: None,
         })
     }
 
@@ -171,9 +185,29 @@ impl HnswIndex {
         self.params
     }
 
-    /// Changes the default search beam (`ef` of queries that give none); no rebuild needed.
-    pub fn set_ef_search(&mut self, ef_search: usize) {
+    /// Changes the default search beam (`ef` of queries that give none) and whether a
+    /// calibration may raise it (`auto_ef`); no rebuild needed.
+    pub fn set_ef_search(&mut self, ef_search: usize, auto_ef: bool) {
         self.params.ef_search = ef_search.max(1);
+        self.params.auto_ef = auto_ef;
+    }
+
+    /// The beam of a query that gives no `ef`: `ef_search`, raised to the calibrated `ef`
+    /// when `auto_ef` allows it (see `hnsw_calibrate.rs`).
+    pub fn default_ef(&self) -> usize {
+        match self.calibrated {
+            Some(c) if self.params.auto_ef => self.params.ef_search.max(c.ef),
+            _ => self.params.ef_search,
+        }
+    }
+
+    /// The last calibration's result (kept with the graph's bytes), if any.
+    pub fn calibrated(&self) -> Option<crate::hnsw_calibrate::Calibrated> {
+        self.calibrated
+    }
+
+    pub(crate) fn set_calibrated(&mut self, c: Option<crate::hnsw_calibrate::Calibrated>) {
+        self.calibrated = c;
     }
 
     /// Number of live (not deleted) vectors.
@@ -375,7 +409,7 @@ impl HnswIndex {
         if k == 0 || self.is_empty() {
             return Ok(Vec::new());
         }
-        let ef = k.max(ef.unwrap_or(self.params.ef_search));
+        let ef = k.max(ef.unwrap_or_else(|| self.default_ef()));
         let g = &self.graph;
         let found = g.search(&q, ef, |node| {
             g.deleted[node as usize] == 0 && predicate(g.labels[node as usize])
@@ -408,6 +442,11 @@ impl HnswIndex {
         out.write_all(MAGIC)?;
         out.write_all(&dim.to_le_bytes())?;
         out.write_all(&[self.metric.code()])?;
+        let (ef, at) = self
+            .calibrated
+            .map_or((0, 0), |c| (c.ef as u32, c.at_len as u32));
+        out.write_all(&ef.to_le_bytes())?;
+        out.write_all(&at.to_le_bytes())?;
         crate::hnsw_format::write_to(&self.graph, out)
     }
 
@@ -439,14 +478,33 @@ impl HnswIndex {
             reason: reason.to_string(),
         };
         let mut header = [0u8; HEADER_LEN];
-        if len < HEADER_LEN as u64
-            || r.read_exact(&mut header).is_err()
-            || &header[..MAGIC.len()] != MAGIC
-        {
+        if len < HEADER_V2_LEN as u64 || r.read_exact(&mut header[..HEADER_V2_LEN]).is_err() {
             return Err(corrupt(
-                "missing STRHNSW2 header (another format or version)",
+                "missing STRHNSW3 header (another format or version)",
             ));
         }
+        let header_len = match &header[..MAGIC.len()] {
+            m if m == MAGIC => HEADER_LEN,
+            m if m == MAGIC_V2 => HEADER_V2_LEN,
+            _ => {
+                return Err(corrupt(
+                    "missing STRHNSW3 header (another format or version)",
+                ));
+            }
+        };
+        if len < header_len as u64
+            || r.read_exact(&mut header[HEADER_V2_LEN..header_len])
+                .is_err()
+        {
+            return Err(corrupt("truncated STRHNSW3 header"));
+        }
+        let calibrated = match header_len {
+            HEADER_LEN => {
+                crate::hnsw_calibrate::Calibrated::decode(&header[HEADER_V2_LEN..HEADER_LEN])
+                    .map_err(&corrupt)?
+            }
+            _ => None,
+        };
         let mut dim_bytes = [0u8; 4];
         dim_bytes.copy_from_slice(&header[MAGIC.len()..MAGIC.len() + 4]);
         let stored_dim = u32::from_le_bytes(dim_bytes) as usize;
@@ -465,7 +523,8 @@ impl HnswIndex {
             });
         }
         let mut index = Self::new(dim, metric, params)?;
-        crate::hnsw_format::read_from(r, len - HEADER_LEN as u64, &mut index.graph)?;
+        crate::hnsw_format::read_from(r, len - header_len as u64, &mut index.graph)?;
+        index.calibrated = calibrated;
         // The graph's links were laid out with the connectivity it was built with.
         index.params.m = index.graph.m;
         Ok(index)

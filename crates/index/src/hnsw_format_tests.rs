@@ -25,8 +25,8 @@ fn hex(bytes: &[u8]) -> String {
 /// The exact bytes of `tiny()`. If this test fails, the format changed: bump the version in
 /// `MAGIC` (old graphs are then rebuilt by the engine) and update these bytes.
 const GOLDEN: &str = concat!(
-    // header: STRHNSW2, dim 2, metric l2
-    "535452484e5357320200000003",
+    // header: STRHNSW3, dim 2, metric l2, not calibrated (ef 0, 0 vectors)
+    "535452484e53573302000000030000000000000000",
     // m 2, 3 nodes, entry node 2, max level 5, stride 16
     "0200000003000000020000000500000010000000",
     // labels 10 20 30
@@ -76,9 +76,9 @@ fn the_golden_bytes_load_and_answer() {
     assert_eq!(slots, vec![10, 30]);
 }
 
-/// Offset of the first level-0 link count in `tiny()`'s bytes: header (13), graph header
+/// Offset of the first level-0 link count in `tiny()`'s bytes: header (21), graph header
 /// (20), labels (12), levels (3), tombstones (3), then the first row's 2-float vector.
-const FIRST_COUNT: usize = 13 + 20 + 12 + 3 + 3 + 8;
+const FIRST_COUNT: usize = 21 + 20 + 12 + 3 + 3 + 8;
 
 #[test]
 fn damaged_bodies_are_refused() {
@@ -104,11 +104,11 @@ fn damaged_bodies_are_refused() {
     assert!(corrupt(&link));
     // A node count far beyond the bytes present is refused before anything is allocated.
     let mut nodes = good.clone();
-    nodes[13 + 4..13 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    nodes[21 + 4..21 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(corrupt(&nodes));
     // A tombstone flag that is neither 0 nor 1.
     let mut flag = good.clone();
-    flag[13 + 20 + 12 + 3] = 2;
+    flag[21 + 20 + 12 + 3] = 2;
     assert!(corrupt(&flag));
 }
 

@@ -688,6 +688,10 @@ class TenantResidency:
     pinned: bool
     #: Graphs still being built in the background (searched exactly meanwhile).
     graph_builds_pending: int = 0
+    #: The search beam (``ef``) its loaded graphs use for a query that gives none: the
+    #: configured ``ef_search``, raised where a graph's calibration found the data needs it;
+    #: 0 without a loaded graph.
+    graph_ef_search: int = 0
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TenantResidency:
@@ -698,6 +702,7 @@ class TenantResidency:
             evictions=int(d.get("evictions", 0)),
             pinned=bool(d.get("pinned")),
             graph_builds_pending=int(d.get("graph_builds_pending", 0)),
+            graph_ef_search=int(d.get("graph_ef_search", 0)),
         )
 
 

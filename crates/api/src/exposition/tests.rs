@@ -38,6 +38,7 @@ fn residency(bytes: u64) -> TenantResidency {
         evictions: 2,
         pinned: false,
         graph_builds_pending: 0,
+        graph_ef_search: 0,
     }
 }
 

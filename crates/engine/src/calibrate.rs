@@ -1,0 +1,132 @@
+//! Calibrating a live graph's default search beam again: one that grew to
+//! `RECALIBRATE_GROWTH` times the vectors it was calibrated at (built at a collection's first
+//! few thousand vectors, then grown by inserts), or was saved before calibrations were kept.
+//!
+//! The measurement is the index crate's (`strata_index::hnsw_calibrate`), but done in short
+//! steps, each under the tenant's index read lock, as a graph build copies its vectors: the
+//! sampled queries and then the vectors, a chunk at a time, are copied under the lock and the
+//! brute force runs with no lock held; each graph search of the ladder takes the read lock for
+//! itself. So the tenant's writes never wait for the whole measurement (about 64 × vectors
+//! distance computations), only for one step of it. Writes made meanwhile only blur the
+//! measurement a little (a vector changed between its copy and a search); the result is a
+//! tuning of the default beam, not an answer.
+
+use strata_index::hnsw_calibrate::{Calibration, CalibrationSettings, climb, sample_positions};
+use strata_index::{Hit, exact::sort_hits, exact_top_k};
+use strata_types::CollectionName;
+
+use crate::collection_index::CollectionIndex;
+use crate::registry::{IndexRegistry, TenantSlot};
+use crate::tenant_index::TenantIndex;
+
+/// Vectors copied per read lock.
+const CHUNK: usize = 2048;
+
+/// Runs `f` on the collection under a short read lock; `None` if the tenant was evicted or
+/// the collection dropped meanwhile.
+fn with_collection<T>(
+    slot: &TenantSlot,
+    name: &CollectionName,
+    f: impl FnOnce(&CollectionIndex) -> Option<T>,
+) -> Option<T> {
+    let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+    guard
+        .as_ref()
+        .and_then(|i: &TenantIndex| i.collections.get(name))
+        .and_then(f)
+}
+
+/// Measures the collection's graph again and keeps the result (see the module docs); does
+/// nothing if the graph no longer wants it or goes away meanwhile.
+pub(crate) fn calibrate_collection(
+    registry: &IndexRegistry,
+    slot: &TenantSlot,
+    name: &CollectionName,
+) {
+    let started = std::time::Instant::now();
+    let settings = CalibrationSettings::default();
+    let k = settings.k;
+    let Some((slots, queries, base, len, metric)) = with_collection(slot, name, |ci| {
+        let g = ci.graph.as_ref().filter(|_| ci.wants_calibration())?;
+        let slots: Vec<u32> = ci.with_vector.iter().collect();
+        if slots.len() < settings.queries + k {
+            return None;
+        }
+        let picked: Vec<u32> = sample_positions(slots.len(), settings.queries, settings.seed)
+            .into_iter()
+            .map(|i| slots[i])
+            .collect();
+        let queries = ci.vectors_of(&picked).ok()?;
+        Some((slots, queries, g.params().ef_search, g.len(), ci.metric))
+    }) else {
+        return;
+    };
+    // The exact top-k of each query, the query itself left out.
+    let mut truth: Vec<Vec<Hit>> = vec![Vec::new(); queries.len()];
+    for chunk in slots.chunks(CHUNK) {
+        let Some(items) = with_collection(slot, name, |ci| ci.vectors_of(chunk).ok()) else {
+            return;
+        };
+        for ((q_slot, q), best) in queries.iter().zip(truth.iter_mut()) {
+            let others = items
+                .iter()
+                .filter(|(s, _)| s != q_slot)
+                .map(|(s, v)| (*s, v.as_slice()));
+            best.extend(exact_top_k(metric, q, others, k));
+            sort_hits(best);
+            best.truncate(k);
+        }
+    }
+    let mut gone = false;
+    let c = climb(base, &settings, |ef| {
+        let mut found = 0;
+        for ((q_slot, q), best) in queries.iter().zip(&truth) {
+            let hits = with_collection(slot, name, |ci| {
+                ci.graph.as_ref()?.search(q, k + 1, Some(ef)).ok()
+            });
+            let Some(hits) = hits else {
+                gone = true;
+                return 0.0;
+            };
+            let got = hits.iter().filter(|h| h.slot != *q_slot).take(k);
+            found += got
+                .filter(|h| best.iter().any(|b| b.slot == h.slot))
+                .count();
+        }
+        found as f64 / (k * queries.len()).max(1) as f64
+    });
+    if gone {
+        return;
+    }
+    keep(registry, slot, name, c, len, started.elapsed());
+}
+
+/// Keeps `c` in the collection's graph under a short write lock; the next save persists it.
+fn keep(
+    registry: &IndexRegistry,
+    slot: &TenantSlot,
+    name: &CollectionName,
+    c: Calibration,
+    len: usize,
+    took: std::time::Duration,
+) {
+    let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+    let Some(index) = guard.as_mut() else {
+        return;
+    };
+    let Some(g) = index
+        .collections
+        .get_mut(name)
+        .and_then(|ci| ci.graph.as_mut())
+    else {
+        return;
+    };
+    g.set_calibration(c, len);
+    index.mark_dirty();
+    registry.account(slot, guard.as_ref());
+    crate::graph_build::log_calibration(slot, name, &c, len, took);
+}
+
+#[cfg(test)]
+#[path = "calibrate_tests.rs"]
+mod tests;

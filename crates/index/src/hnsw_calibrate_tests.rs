@@ -1,0 +1,151 @@
+//! Unit tests of `hnsw_calibrate.rs`: where the ladder stops, that it never lowers the
+//! configured beam, that an operator's `ef_search` wins, and how the result is persisted.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+use crate::error::IndexError;
+use crate::hnsw::HnswParams;
+use crate::metric::Metric;
+use crate::testdata;
+
+fn uniform(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| (0..dim).map(|_| rng.random::<f32>()).collect())
+        .collect()
+}
+
+fn build(vectors: &[Vec<f32>], params: HnswParams) -> HnswIndex {
+    let mut g = HnswIndex::new(vectors[0].len(), Metric::L2, params).expect("new");
+    let items: Vec<(u32, &[f32])> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u32, v.as_slice()))
+        .collect();
+    g.insert_batch(&items, 2).expect("insert_batch");
+    g
+}
+
+/// A sparse graph (`m` 4, narrow construction beam) on uniform 32-d data: hard enough that
+/// the default beam misses the target, small enough for a debug build.
+fn hard() -> HnswIndex {
+    let params = HnswParams {
+        m: 4,
+        ef_construction: 16,
+        ef_search: 16,
+        ..HnswParams::default()
+    };
+    build(&uniform(3_000, 32, 7), params)
+}
+
+#[test]
+fn hard_data_raises_the_default_beam() {
+    let mut g = hard();
+    assert_eq!(g.default_ef(), 16);
+    let c = g
+        .calibrate(CalibrationSettings::default())
+        .expect("calibrated");
+    assert!(c.ef > 16 && c.steps > 1, "{c:?}");
+    assert_eq!(g.default_ef(), c.ef);
+    assert_eq!(g.calibrated().map(|c| c.at_len), Some(3_000));
+}
+
+#[test]
+fn an_unreachable_target_stops_at_the_cap() {
+    let mut g = hard();
+    let settings = CalibrationSettings {
+        target: 1.01,
+        cap: 200,
+        ..CalibrationSettings::default()
+    };
+    let c = g.calibrate(settings).expect("calibrated");
+    // 16, then the ladder's steps above it and below the cap (64 96 128 192), then the cap.
+    assert_eq!((c.ef, c.steps), (200, 6), "{c:?}");
+    assert!(c.recall < 1.01);
+    assert_eq!(g.default_ef(), 200);
+}
+
+#[test]
+fn easy_data_keeps_the_configured_beam_and_none_is_lowered() {
+    let vectors = testdata::clustered(3_000, 32, 20, 3);
+    let mut g = build(&vectors, HnswParams::default());
+    let c = g
+        .calibrate(CalibrationSettings::default())
+        .expect("calibrated");
+    assert_eq!((c.ef, c.steps), (64, 1), "{c:?}");
+    assert!(c.recall >= 0.95, "{c:?}");
+    assert_eq!(g.default_ef(), 64);
+    // A wider configured beam is where the calibration starts: it is never lowered.
+    g.set_ef_search(300, true);
+    let c = g
+        .calibrate(CalibrationSettings::default())
+        .expect("calibrated");
+    assert_eq!((c.ef, c.steps), (300, 1), "{c:?}");
+    g.set_ef_search(100, true);
+    assert_eq!(g.default_ef(), 300);
+}
+
+#[test]
+fn an_operator_chosen_beam_is_used_exactly() {
+    let mut g = hard();
+    let c = g
+        .calibrate(CalibrationSettings::default())
+        .expect("calibrated");
+    assert!(c.ef > 16);
+    g.set_ef_search(16, false);
+    assert_eq!(g.default_ef(), 16);
+    g.set_ef_search(16, true);
+    assert_eq!(g.default_ef(), c.ef);
+}
+
+#[test]
+fn too_few_vectors_are_not_calibrated() {
+    let mut g = build(&uniform(70, 8, 1), HnswParams::default());
+    assert_eq!(g.calibrate(CalibrationSettings::default()), None);
+    assert_eq!(g.calibrated(), None);
+    assert_eq!(g.default_ef(), 64);
+}
+
+#[test]
+fn the_calibration_is_persisted_and_decoded_closed() {
+    let mut g = hard();
+    let c = g
+        .calibrate(CalibrationSettings::default())
+        .expect("calibrated");
+    let bytes = g.to_bytes().expect("to_bytes");
+    let params = g.params();
+    let back = HnswIndex::from_bytes(&bytes, 32, Metric::L2, params).expect("load");
+    assert_eq!(back.calibrated(), g.calibrated());
+    assert_eq!(back.default_ef(), c.ef);
+    // An ef above the cap, or a count without an ef, was never written.
+    let corrupt = |bytes: &[u8]| {
+        matches!(
+            HnswIndex::from_bytes(bytes, 32, Metric::L2, params),
+            Err(IndexError::Corrupt { .. })
+        )
+    };
+    let mut above = bytes.clone();
+    above[13..17].copy_from_slice(&(MAX_CALIBRATED_EF as u32 + 1).to_le_bytes());
+    assert!(corrupt(&above));
+    let mut no_ef = bytes.clone();
+    no_ef[13..17].copy_from_slice(&0u32.to_le_bytes());
+    assert!(corrupt(&no_ef));
+}
+
+#[test]
+fn a_version_2_graph_loads_uncalibrated() {
+    let mut g = hard();
+    g.calibrate(CalibrationSettings::default())
+        .expect("calibrated");
+    let v3 = g.to_bytes().expect("to_bytes");
+    // Version 2: the same bytes without the calibration's 8 header bytes.
+    let mut v2 = v3[..13].to_vec();
+    v2[..8].copy_from_slice(b"STRHNSW2");
+    v2.extend_from_slice(&v3[21..]);
+    let back = HnswIndex::from_bytes(&v2, 32, Metric::L2, g.params()).expect("load v2");
+    assert_eq!(back.calibrated(), None);
+    assert_eq!(back.default_ef(), 16);
+    assert_eq!(back.len(), g.len());
+}
