@@ -31,10 +31,11 @@ fn tenant_id(id: String) -> Result<TenantId, ApiError> {
     TenantId::parse_field("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-/// Streams a tenant's export: a tenant line, its collections, then its records.
+/// Streams a tenant's export: a tenant line, its collections, records, adaptive state, links
+/// and audit rows, then the end line that counts them.
 #[utoipa::path(get, path = "/v1/admin/tenants/{id}/export", tag = "admin", operation_id = "export_tenant",
     params(("id" = TenantId, Path, description = "tenant id")),
-    responses((status = 200, description = "One JSON object per line: the tenant, its collections, its records, its audit rows", body = ExportLine, content_type = "application/x-ndjson")),
+    responses((status = 200, description = "One JSON object per line: the tenant, its collections, records, adaptive state, links and audit rows, then an end line counting them", body = ExportLine, content_type = "application/x-ndjson")),
     security(("bearer" = [])))]
 pub async fn export_tenant(
     State(state): State<AppState>,

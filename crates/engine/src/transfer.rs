@@ -3,7 +3,7 @@
 //! An export is a header line with the tenant's profile, one line per collection, one line per
 //! record (with its vector, timestamps and confidence), one line per link, the adaptive
 //! reranking state of each (tenant, domain) namespace (pheromones and narrative vectors), then
-//! the tenant's audit rows, oldest first. That is every piece of per-tenant state that is not derived: indexes, snapshots and
+//! the tenant's audit rows, oldest first, and an end line counting the lines of each kind. That is every piece of per-tenant state that is not derived: indexes, snapshots and
 //! usage are rebuilt from it.
 //! Credentials are deliberately not exported: a key of the old tenant must never open the new
 //! one.
@@ -57,6 +57,11 @@ pub enum ExportLine {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schema(value_type = Option<crate::StoredIntegrityPolicy>)]
         integrity_policy: Option<serde_json::Value>,
+        /// `true` when the export ends with an `end` line (every export since it was
+        /// introduced): an import then refuses the file without it, as cut short. Absent in
+        /// exports of earlier versions, which have none and import as before.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        end_line: bool,
     },
     Collection(Collection),
     /// A link between two records of the export (after every record).
@@ -92,6 +97,56 @@ pub enum ExportLine {
         #[schema(value_type = i64)]
         updated_at: Millis,
     },
+    /// The last line: how many lines of each kind came before it, so that an import tells a
+    /// complete export from one cut after a complete line (disk full, an interrupted copy).
+    End(LineCounts),
+}
+
+/// The number of lines of each kind in an export, besides its tenant line and end line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineCounts {
+    pub collections: u64,
+    pub records: u64,
+    pub pheromones: u64,
+    pub narratives: u64,
+    pub links: u64,
+    pub audit: u64,
+}
+
+impl LineCounts {
+    /// Counts `line`.
+    fn add(&mut self, line: &ExportLine) {
+        match line {
+            ExportLine::Collection(_) => self.collections += 1,
+            ExportLine::Record(_) => self.records += 1,
+            ExportLine::Pheromone { .. } => self.pheromones += 1,
+            ExportLine::Narrative { .. } => self.narratives += 1,
+            ExportLine::Link(_) => self.links += 1,
+            ExportLine::Audit(_) => self.audit += 1,
+            ExportLine::Tenant { .. } | ExportLine::End(_) => {}
+        }
+    }
+
+    /// The kinds whose counts differ between `self` (read) and `said` (the end line's), as
+    /// "records: the end line says 200, the file has 99".
+    fn differences(&self, said: &LineCounts) -> Vec<String> {
+        let pairs = [
+            ("collections", self.collections, said.collections),
+            ("records", self.records, said.records),
+            ("pheromones", self.pheromones, said.pheromones),
+            ("narratives", self.narratives, said.narratives),
+            ("links", self.links, said.links),
+            ("audit", self.audit, said.audit),
+        ];
+        pairs
+            .into_iter()
+            .filter(|(_, read, said)| read != said)
+            .map(|(kind, read, said)| {
+                format!("{kind}: the end line says {said}, the file has {read}")
+            })
+            .collect()
+    }
 }
 
 impl ExportLine {
@@ -174,6 +229,14 @@ impl Engine {
             .own_integrity_policy(id)?
             .as_ref()
             .map(crate::integrity::encode_stored);
+        // Every line is counted as it is sent, for the end line.
+        let counts = std::cell::Cell::new(LineCounts::default());
+        let mut sink = |line: &ExportLine| {
+            let mut c = counts.get();
+            c.add(line);
+            counts.set(c);
+            sink(line)
+        };
         sink(&ExportLine::Tenant {
             id: meta.id.clone(),
             display_name: p.display_name,
@@ -184,6 +247,7 @@ impl Engine {
             index_params: p.index_params,
             metadata: Some(strata_store::tenant_metadata(&r, meta.key)?).filter(|m| !m.is_empty()),
             integrity_policy,
+            end_line: true,
         })?;
         let mut lines = 1;
         for c in r.collections(meta.key)? {
@@ -218,7 +282,8 @@ impl Engine {
             sink(&ExportLine::Audit(Box::new(row)))?;
             lines += 1;
         }
-        Ok(lines)
+        sink(&ExportLine::End(counts.get()))?;
+        Ok(lines + 1)
     }
 
     /// Creates tenant `id` from an export (of any tenant). The export's own tenant id is only
@@ -427,6 +492,11 @@ impl Engine {
         };
         let mut links: Vec<(usize, Link)> = Vec::new();
         let mut read = 0;
+        // What the file holds, checked against its end line; whether its tenant line says it
+        // has one (exports of earlier versions have none); where it was.
+        let mut counts = LineCounts::default();
+        let mut expects_end = false;
+        let mut end_at: Option<usize> = None;
         for (n, line) in lines.into_iter().enumerate() {
             let line = line?;
             read += 1;
@@ -436,7 +506,27 @@ impl Engine {
                     "import line 1: an export begins with its tenant line".into(),
                 ));
             }
+            if let Some(end) = end_at {
+                return Err(EngineError::BadRequest(format!(
+                    "import line {}: a line after the end line (line {}); the end line is last",
+                    n + 1,
+                    end + 1
+                )));
+            }
+            counts.add(&line);
             match line {
+                ExportLine::End(said) => {
+                    let differences = counts.differences(&said);
+                    if !differences.is_empty() {
+                        return Err(EngineError::BadRequest(format!(
+                            "import line {}: the end line's counts disagree with the file ({}): \
+                             it is incomplete or was altered",
+                            n + 1,
+                            differences.join("; ")
+                        )));
+                    }
+                    end_at = Some(n);
+                }
                 ExportLine::Link(l) => links.push((n, l)),
                 ExportLine::Tenant {
                     display_name,
@@ -446,8 +536,10 @@ impl Engine {
                     index_params,
                     metadata: m,
                     integrity_policy,
+                    end_line,
                     ..
                 } if n == 0 => {
+                    expects_end = end_line;
                     if let Some(p) = &index_params {
                         p.validate()
                             .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
@@ -559,6 +651,13 @@ impl Engine {
             return Err(EngineError::BadRequest(
                 "import: the body is empty; an export begins with its tenant line".into(),
             ));
+        }
+        // A file cut after a complete line (disk full, an interrupted copy) would otherwise
+        // import as a complete tenant, silently short of what followed.
+        if expects_end && end_at.is_none() {
+            return Err(EngineError::BadRequest(format!(
+                "import: the file ends after line {read} without its end line: it is incomplete"
+            )));
         }
         flush(&mut batch, &collections, &profile.limits)?;
         flush_audit(&mut audit_rows)?;

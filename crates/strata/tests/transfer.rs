@@ -126,8 +126,14 @@ fn export_then_import_gives_the_same_search_results() {
         count("audit") >= 3,
         "the tenant's audit rows are exported too"
     );
-    assert_eq!(lines.len(), 1 + 4 + 61 + count("audit"));
+    assert_eq!(lines.len(), 1 + 4 + 61 + count("audit") + 1);
     assert_eq!(lines[0]["type"], "tenant");
+    assert_eq!(lines[0]["end_line"], true);
+    assert_eq!(
+        lines.last().unwrap(),
+        &json!({"type": "end", "collections": 4, "records": 61, "pheromones": 0,
+                "narratives": 0, "links": 0, "audit": count("audit")})
+    );
 
     let (s, v) = import(&server, "acme-copy", &ndjson);
     assert_eq!(s, 201, "{v}");
@@ -245,12 +251,15 @@ fn cli_export_and_import_round_trip() {
     assert!(!err.contains('\u{1b}'), "{err:?}");
     let copy = server.key("acme-cli", json!({ "permissions": ALL }));
     assert_eq!(results(&server, &copy), results(&server, &key));
-    // Export to stdout is the same export (the audit log has grown by the first export).
+    // Export to stdout is the same export (the audit log, and the end line's count of it,
+    // have grown by the first export).
     let (ok, out, err) = strata(&server, &["tenant", "export", "acme"]);
     assert!(ok, "{err}");
     let data = |s: &str| {
         s.lines()
-            .filter(|l| !l.starts_with("{\"type\":\"audit\""))
+            .filter(|l| {
+                !l.starts_with("{\"type\":\"audit\"") && !l.starts_with("{\"type\":\"end\"")
+            })
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
@@ -369,6 +378,60 @@ fn an_import_killed_midway_leaves_nothing_after_a_restart() {
     );
     let (s, v) = import(&server, "acme-copy", &ndjson);
     assert_eq!(s, 201, "{v}");
+}
+
+/// An export cut after a complete line (disk full, an interrupted copy, `head`) is refused
+/// naming the line it ends after, and leaves nothing; so is one whose end line is not last or
+/// whose counts disagree with the file. An export of an earlier version (no end line, none
+/// announced in its tenant line) imports as before.
+#[test]
+fn a_truncated_export_is_refused_and_leaves_nothing() {
+    let server = Server::start();
+    seed(&server, "acme");
+    let ndjson = export(&server, "acme");
+    let lines: Vec<&str> = ndjson.lines().collect();
+    let refused = |body: String, expected: &str| {
+        let (s, v) = import(&server, "cut", &body);
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{expected}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(expected), "{expected}: {message}");
+        let (s, _) = server.get("/v1/admin/tenants/cut", OPERATOR_KEY);
+        assert_eq!(s, 404, "{expected}: a refused import left a tenant behind");
+    };
+    for keep in [1, 30, lines.len() - 1] {
+        refused(
+            lines[..keep].join("\n") + "\n",
+            &format!("the file ends after line {keep} without its end line: it is incomplete"),
+        );
+    }
+    // A line after the end line (its counts right for what came before).
+    let mut after = lines.clone();
+    after.push(lines[lines.len() - 2]);
+    refused(
+        after.join("\n"),
+        &format!(
+            "import line {}: a line after the end line (line {})",
+            lines.len() + 1,
+            lines.len()
+        ),
+    );
+    // A record line left out (lines 6 to 66 are the records).
+    let mut short = lines.clone();
+    short.remove(10);
+    refused(
+        short.join("\n"),
+        "the end line's counts disagree with the file (records: the end line says 61, the file has 60)",
+    );
+    // As an earlier version exported it: no end line, none announced.
+    let mut tenant: Value = serde_json::from_str(lines[0]).unwrap();
+    tenant.as_object_mut().unwrap().remove("end_line");
+    let earlier = std::iter::once(tenant.to_string())
+        .chain(lines[1..lines.len() - 1].iter().map(|l| l.to_string()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (s, v) = import(&server, "cut", &earlier);
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["usage"]["records"], 61, "{v}");
 }
 
 /// `ndjson` with its tenant line's limits replaced by `limits`.
