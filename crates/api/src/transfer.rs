@@ -121,10 +121,12 @@ impl Iterator for Lines {
     fn next(&mut self) -> Option<Self::Item> {
         match self.rx.blocking_recv()? {
             // Read with unique keys first (an object with a repeated key is refused, as in
-            // every request body), then typed from the value, moving its strings.
+            // every request body), then typed from the value, moving its strings, refusing a
+            // field no line of its kind has.
             Feed::Line(n, bytes) => Some(
                 crate::unique_keys::from_slice(&bytes)
-                    .and_then(serde_json::from_value)
+                    .map_err(|e| e.to_string())
+                    .and_then(ExportLine::from_value_closed)
                     .map_err(|e| EngineError::BadRequest(format!("import line {n}: {e}"))),
             ),
             Feed::Fail(e) => {

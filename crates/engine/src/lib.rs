@@ -92,6 +92,7 @@ mod tenants;
 #[cfg(test)]
 mod test_support;
 mod transfer;
+mod transfer_line;
 #[cfg(test)]
 mod transfer_tests;
 mod vacuum_record;

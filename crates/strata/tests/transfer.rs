@@ -434,6 +434,42 @@ fn a_truncated_export_is_refused_and_leaves_nothing() {
     assert_eq!(v["usage"]["records"], 61, "{v}");
 }
 
+/// A field no line of its kind has is refused on every kind of line, naming the line and the
+/// field, as the API refuses unknown fields: a hand-edited backup never loses data silently.
+#[test]
+fn an_unknown_field_is_refused_on_every_line_naming_it() {
+    let server = Server::start();
+    seed(&server, "acme");
+    let ndjson = export(&server, "acme");
+    let lines: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = |kind: &str| lines.iter().position(|l| l["type"] == kind).unwrap();
+    for (kind, field) in [
+        ("tenant", "colour"),
+        ("collection", "analyser"),
+        ("record", "colour"),
+        ("audit", "colour"),
+        ("end", "colour"),
+    ] {
+        let at = first(kind);
+        let mut edited = lines.clone();
+        edited[at][field] = json!("english");
+        let body: Vec<String> = edited.iter().map(Value::to_string).collect();
+        let (s, v) = import(&server, "edited", &body.join("\n"));
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{kind}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.starts_with(&format!("import line {}: ", at + 1))
+                && message.contains(&format!("unknown field `{field}`")),
+            "{kind}: {message}"
+        );
+        let (s, _) = server.get("/v1/admin/tenants/edited", OPERATOR_KEY);
+        assert_eq!(s, 404, "{kind}: a refused import left a tenant behind");
+    }
+}
+
 /// `ndjson` with its tenant line's limits replaced by `limits`.
 fn with_limits(ndjson: &str, limits: Value) -> String {
     let mut lines: Vec<String> = ndjson.lines().map(str::to_owned).collect();
