@@ -175,7 +175,7 @@ const MIN_QPS: f64 = 0.001;
 const MAX_QPS: f64 = 1e9;
 
 /// The checks a profile's operator-given fields pass, at creation and on update alike.
-fn check_profile_fields(
+pub(crate) fn check_profile_fields(
     display_name: Option<&str>,
     weight: Option<u32>,
     limits: Option<&TenantLimits>,
@@ -184,6 +184,13 @@ fn check_profile_fields(
         return Err(EngineError::BadRequest(format!(
             "display_name: at most {MAX_DISPLAY_NAME} bytes"
         )));
+    }
+    // Shown in listings, logs and the dashboard: as a JWT's subject, nothing that could
+    // forge or hide text there (a newline, a NUL, a bidirectional override).
+    if display_name.is_some_and(|n| n.chars().any(strata_types::forges_text)) {
+        return Err(EngineError::BadRequest(
+            "display_name: no control, zero-width or bidirectional formatting characters".into(),
+        ));
     }
     if weight == Some(0) {
         return Err(EngineError::BadRequest("weight: must be at least 1".into()));

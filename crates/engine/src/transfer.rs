@@ -540,6 +540,13 @@ impl Engine {
                     ..
                 } if n == 0 => {
                     expects_end = end_line;
+                    // As a create checks them: an export is operator input like any other.
+                    crate::tenants::check_profile_fields(
+                        display_name.as_deref(),
+                        None,
+                        Some(&limits),
+                    )
+                    .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
                     if let Some(p) = &index_params {
                         p.validate()
                             .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
