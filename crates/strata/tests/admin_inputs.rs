@@ -73,3 +73,29 @@ fn a_display_name_with_control_characters_is_refused() {
     assert_eq!(s, 400, "{text}");
     assert!(text.contains("import line 1: display_name"), "{text}");
 }
+
+/// Listing the keys of a tenant that does not exist is `404` naming it, as every other admin
+/// route naming a tenant answers, never an empty list that reads as "no keys".
+#[test]
+fn the_keys_of_a_tenant_that_does_not_exist_are_not_found() {
+    let server = Server::start();
+    let (s, v) = admin(&server, "GET", "/v1/admin/keys?tenant=nope", None);
+    assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
+    assert_eq!(v["error"]["message"], "tenant nope does not exist", "{v}");
+    server.tenant("acme");
+    let (s, v) = admin(&server, "GET", "/v1/admin/keys?tenant=acme", None);
+    assert_eq!((s, v["keys"].clone()), (200, json!([])), "{v}");
+    let key = server.key("acme", json!({"permissions": ["read"]}));
+    assert!(!key.is_empty());
+    let (s, v) = admin(&server, "GET", "/v1/admin/keys?tenant=acme", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["keys"].as_array().map(Vec::len), Some(1), "{v}");
+    // A soft-deleted tenant still exists (restorable): its keys are listed.
+    let (s, v) = admin(&server, "DELETE", "/v1/admin/tenants/acme", None);
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = admin(&server, "GET", "/v1/admin/keys?tenant=acme", None);
+    assert_eq!(s, 200, "{v}");
+    // The operator's own keys are listed with `*`.
+    let (s, v) = admin(&server, "GET", "/v1/admin/keys?tenant=*", None);
+    assert_eq!(s, 200, "{v}");
+}
