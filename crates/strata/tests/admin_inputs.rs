@@ -99,3 +99,40 @@ fn the_keys_of_a_tenant_that_does_not_exist_are_not_found() {
     let (s, v) = admin(&server, "GET", "/v1/admin/keys?tenant=*", None);
     assert_eq!(s, 200, "{v}");
 }
+
+/// Resuming an active tenant (or suspending a suspended one) changes nothing, so it answers
+/// `200` and keeps `updated_at`; a real change moves it.
+#[test]
+fn a_resume_that_changes_nothing_keeps_updated_at() {
+    let server = Server::start();
+    server.tenant("acme");
+    let updated_at = |v: &Value| v["updated_at"].as_i64().expect("updated_at");
+    // Each step waits for the clock to move past the last change, so a change that touches
+    // `updated_at` cannot leave it equal by chance.
+    let later = || std::thread::sleep(std::time::Duration::from_millis(5));
+    let (_, created) = admin(&server, "GET", "/v1/admin/tenants/acme", None);
+    later();
+    let (s, v) = admin(&server, "POST", "/v1/admin/tenants/acme/resume", None);
+    assert_eq!((s, v["status"].as_str()), (200, Some("active")), "{v}");
+    assert_eq!(updated_at(&v), updated_at(&created), "{v}");
+    let (s, suspended) = admin(&server, "POST", "/v1/admin/tenants/acme/suspend", None);
+    assert_eq!(s, 200, "{suspended}");
+    assert!(updated_at(&suspended) > updated_at(&created), "{suspended}");
+    later();
+    let (s, v) = admin(&server, "POST", "/v1/admin/tenants/acme/suspend", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(updated_at(&v), updated_at(&suspended), "{v}");
+    let (s, resumed) = admin(&server, "POST", "/v1/admin/tenants/acme/resume", None);
+    assert_eq!(
+        (s, resumed["status"].as_str()),
+        (200, Some("active")),
+        "{resumed}"
+    );
+    assert!(updated_at(&resumed) > updated_at(&suspended), "{resumed}");
+    later();
+    let (s, v) = admin(&server, "POST", "/v1/admin/tenants/acme/resume", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(updated_at(&v), updated_at(&resumed), "{v}");
+    let (_, v) = admin(&server, "GET", "/v1/admin/tenants/acme", None);
+    assert_eq!(updated_at(&v), updated_at(&resumed), "{v}");
+}
