@@ -451,7 +451,19 @@ impl Engine {
         let mut batch: Vec<Record> = Vec::with_capacity(IMPORT_BATCH);
         // Usage is counted, and the quotas checked, as a write counts them, against the limits
         // the imported tenant will have: an import never leaves a tenant past its own quota.
+        // The line each record id was first given on, by a hash of the id (a few bytes a
+        // record, where the ids themselves could take hundreds of megabytes): only to name
+        // both lines when the store finds an id twice, which it alone decides.
+        let mut first_lines: HashMap<u64, usize> = HashMap::new();
+        let id_hash = |id: &RecordId| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            id.hash(&mut h);
+            h.finish()
+        };
         let flush = |batch: &mut Vec<Record>,
+                     batch_lines: &mut Vec<usize>,
+                     first_lines: &HashMap<u64, usize>,
                      collections: &HashMap<CollectionName, Collection>,
                      limits: &TenantLimits|
          -> Result<(), EngineError> {
@@ -463,11 +475,15 @@ impl Engine {
                 still_importing(w, id, key)?;
                 snapshot::bump_version(w, key)?;
                 let mut changes = Vec::with_capacity(batch.len());
-                for r in batch.drain(..) {
+                for (r, n) in batch.drain(..).zip(batch_lines.drain(..)) {
                     if w.put_record(key, &r)?.is_some() {
+                        let first = first_lines.get(&id_hash(&r.id)).copied().unwrap_or(n);
                         return Err(EngineError::BadRequest(format!(
-                            "import: record {} appears twice",
-                            r.id
+                            "import line {}: record {} appears twice, on lines {} and {}",
+                            n + 1,
+                            r.id,
+                            first + 1,
+                            n + 1
                         )));
                     }
                     changes.push(Change::Upsert(r));
@@ -475,6 +491,7 @@ impl Engine {
                 account(w, key, limits, &changes)
             })
         };
+        let mut batch_lines: Vec<usize> = Vec::with_capacity(IMPORT_BATCH);
         // Adaptive state refers to records, so it is written once they all are.
         let mut adaptive: Vec<(usize, ExportLine)> = Vec::new();
         let mut audit_rows: Vec<crate::AuditRow> = Vec::new();
@@ -594,10 +611,12 @@ impl Engine {
                 ExportLine::Collection(c) => {
                     if c.dim == 0 || c.dim > self.config.limits.max_dim {
                         return Err(EngineError::BadRequest(format!(
-                            "import line {}: collection {} has dim {}",
+                            "import line {}: collection {} has dim {}; this server takes 1 to {} \
+                             (engine.limits.max_dim)",
                             n + 1,
                             c.name,
-                            c.dim
+                            c.dim,
+                            self.config.limits.max_dim
                         )));
                     }
                     // Counted as creating a collection counts them.
@@ -647,9 +666,17 @@ impl Engine {
                     };
                     new.validate(&self.config.limits)
                         .map_err(|e| at(e.into()))?;
+                    first_lines.entry(id_hash(&r.id)).or_insert(n);
                     batch.push(r);
+                    batch_lines.push(n);
                     if batch.len() == IMPORT_BATCH {
-                        flush(&mut batch, &collections, &profile.limits)?;
+                        flush(
+                            &mut batch,
+                            &mut batch_lines,
+                            &first_lines,
+                            &collections,
+                            &profile.limits,
+                        )?;
                     }
                 }
             }
@@ -666,7 +693,13 @@ impl Engine {
                 "import: the file ends after line {read} without its end line: it is incomplete"
             )));
         }
-        flush(&mut batch, &collections, &profile.limits)?;
+        flush(
+            &mut batch,
+            &mut batch_lines,
+            &first_lines,
+            &collections,
+            &profile.limits,
+        )?;
         flush_audit(&mut audit_rows)?;
         self.import_adaptive(id, key, &collections, adaptive)?;
         self.import_links(id, key, &profile.limits, links)?;

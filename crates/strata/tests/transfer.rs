@@ -470,6 +470,56 @@ fn an_unknown_field_is_refused_on_every_line_naming_it() {
     }
 }
 
+/// A record id given twice is refused naming both its lines; a collection wider than the
+/// server takes names the limit and the setting.
+#[test]
+fn import_messages_name_the_lines_and_the_limit() {
+    let server = Server::start();
+    seed(&server, "acme");
+    let ndjson = export(&server, "acme");
+    let mut lines: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Lines 7 and 40 are records (6 to 66); the second takes the first's id.
+    assert_eq!(
+        (&lines[6]["type"], &lines[39]["type"]),
+        (&json!("record"), &json!("record"))
+    );
+    lines[39]["id"] = lines[6]["id"].clone();
+    let body: Vec<String> = lines.iter().map(Value::to_string).collect();
+    let (s, v) = import(&server, "twice", &body.join("\n"));
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    let id = lines[6]["id"].as_str().unwrap();
+    assert_eq!(
+        message,
+        format!("import line 40: record {id} appears twice, on lines 7 and 40"),
+        "{v}"
+    );
+
+    let mut lines: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[1]["type"], "collection");
+    lines[1]["dim"] = json!(5000);
+    let body: Vec<String> = lines.iter().map(Value::to_string).collect();
+    let (s, v) = import(&server, "wide", &body.join("\n"));
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.starts_with("import line 2: ")
+            && message
+                .contains("has dim 5000; this server takes 1 to 4096 (engine.limits.max_dim)"),
+        "{message}"
+    );
+    for id in ["twice", "wide"] {
+        let (s, _) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
+        assert_eq!(s, 404, "{id}: a refused import left a tenant behind");
+    }
+}
+
 /// `ndjson` with its tenant line's limits replaced by `limits`.
 fn with_limits(ndjson: &str, limits: Value) -> String {
     let mut lines: Vec<String> = ndjson.lines().map(str::to_owned).collect();
