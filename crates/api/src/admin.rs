@@ -210,7 +210,7 @@ pub async fn create_key(
 
 /// Every key (never their secrets), or one tenant's with `?tenant=`.
 #[utoipa::path(get, path = "/v1/admin/keys", tag = "admin", operation_id = "list_keys",
-    params(("tenant" = Option<KeyTenant>, Query, description = "only this tenant's keys")),
+    params(("tenant" = Option<KeyTenant>, Query, description = "only this tenant's keys (`*`: the operator's); a tenant that does not exist is 404")),
     responses((status = 200, description = "The keys, revoked ones included", body = Keys)),
     security(("bearer" = [])))]
 pub async fn list_keys(

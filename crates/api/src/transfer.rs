@@ -31,10 +31,11 @@ fn tenant_id(id: String) -> Result<TenantId, ApiError> {
     TenantId::parse_field("id", id).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-/// Streams a tenant's export: a tenant line, its collections, then its records.
+/// Streams a tenant's export: a tenant line, its collections, records, adaptive state, links
+/// and audit rows, then the end line that counts them.
 #[utoipa::path(get, path = "/v1/admin/tenants/{id}/export", tag = "admin", operation_id = "export_tenant",
     params(("id" = TenantId, Path, description = "tenant id")),
-    responses((status = 200, description = "One JSON object per line: the tenant, its collections, its records, its audit rows", body = ExportLine, content_type = "application/x-ndjson")),
+    responses((status = 200, description = "One JSON object per line: the tenant, its collections, records, adaptive state, links and audit rows, then an end line counting them", body = ExportLine, content_type = "application/x-ndjson")),
     security(("bearer" = [])))]
 pub async fn export_tenant(
     State(state): State<AppState>,
@@ -120,10 +121,12 @@ impl Iterator for Lines {
     fn next(&mut self) -> Option<Self::Item> {
         match self.rx.blocking_recv()? {
             // Read with unique keys first (an object with a repeated key is refused, as in
-            // every request body), then typed from the value, moving its strings.
+            // every request body), then typed from the value, moving its strings, refusing a
+            // field no line of its kind has.
             Feed::Line(n, bytes) => Some(
                 crate::unique_keys::from_slice(&bytes)
-                    .and_then(serde_json::from_value)
+                    .map_err(|e| e.to_string())
+                    .and_then(ExportLine::from_value_closed)
                     .map_err(|e| EngineError::BadRequest(format!("import line {n}: {e}"))),
             ),
             Feed::Fail(e) => {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use strata_store::{CredentialStore, TenantKey};
-use strata_types::{Domain, Millis, RecordLimits, TenantId, UserToken, now_millis};
+use strata_types::{Domain, Millis, RecordLimits, TenantId, UserToken, forges_text, now_millis};
 
 use crate::jwt::{JwtVerifier, looks_like_jwt};
 use crate::keys::{self, CreatedKey, KeyAudit, KeyInfo, KeyTenant, NewKey, ct_eq, hash_token};
@@ -50,16 +50,6 @@ fn binding_problem<T: AsRef<str>>(
             let x: String = x.chars().take(64).collect();
             format!("{field}: {x:?} is listed more than once")
         })
-}
-
-/// Characters that can forge or hide text where a JWT's subject is shown (log lines, audit
-/// rows, a dashboard): control characters, line and paragraph separators, zero-width and
-/// bidirectional formatting characters, the byte-order mark.
-fn forges_text(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{2028}' | '\u{2029}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Authentication settings (the `[auth]` section of the server config).

@@ -293,12 +293,19 @@ pub(crate) fn create_unchecked(
     Ok(CreatedKey { info, secret })
 }
 
-/// Every key, or one tenant's keys, revoked ones included (for audit).
+/// Every key, or one tenant's keys, revoked ones included (for audit); a tenant that does not
+/// exist is `TenantNotFound`.
 pub fn list_keys(
     creds: CredentialStore<'_>,
     _op: &OperatorScope,
     tenant: Option<&KeyTenant>,
 ) -> Result<Vec<KeyInfo>, AuthError> {
+    // As every other admin route naming a tenant: an empty list would read as "no keys".
+    if let Some(KeyTenant::Tenant(t)) = tenant
+        && creds.tenant(t)?.is_none()
+    {
+        return Err(AuthError::TenantNotFound(t.clone()));
+    }
     let mut out = Vec::new();
     for (_, row) in creds.all()? {
         let info = decode(&row.body)?.info;

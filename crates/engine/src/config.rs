@@ -93,6 +93,7 @@ impl EngineConfig {
     pub fn validate(&self) -> Result<(), EngineError> {
         self.integrity.validate().map_err(EngineError::BadRequest)?;
         self.adaptive.validate().map_err(EngineError::BadRequest)?;
+        self.limits.validate().map_err(EngineError::BadRequest)?;
         if self.storage_cache_bytes < MIN_STORAGE_CACHE_BYTES {
             return Err(EngineError::BadRequest(format!(
                 "storage_cache_bytes must be at least {MIN_STORAGE_CACHE_BYTES}, not {}",
@@ -104,7 +105,17 @@ impl EngineConfig {
                 "change_log_cap must be at least 1".into(),
             ));
         }
-        for c in &self.default_collections {
+        for (i, c) in self.default_collections.iter().enumerate() {
+            // A copy-paste mistake, never meant: one of them would silently be lost.
+            if self.default_collections[..i]
+                .iter()
+                .any(|d| d.name == c.name)
+            {
+                return Err(EngineError::BadRequest(format!(
+                    "default_collections: {} is named twice",
+                    c.name
+                )));
+            }
             if c.dim == 0 || c.dim > self.limits.max_dim {
                 return Err(EngineError::BadRequest(format!(
                     "default collection {}: dim must be 1 to {}",
@@ -132,6 +143,19 @@ mod tests {
         let err = tiny.validate().unwrap_err().to_string();
         assert!(
             err.contains("storage_cache_bytes must be at least 1048576, not 4096"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_default_collection_named_twice_is_refused() {
+        let mut config = EngineConfig::default();
+        let mut again = config.default_collections[1].clone();
+        again.dim = 8;
+        config.default_collections.push(again);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("default_collections: image is named twice"),
             "{err}"
         );
     }

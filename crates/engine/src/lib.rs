@@ -93,6 +93,7 @@ mod tenants;
 #[cfg(test)]
 mod test_support;
 mod transfer;
+mod transfer_line;
 #[cfg(test)]
 mod transfer_tests;
 mod vacuum_record;
@@ -146,7 +147,7 @@ pub use stats::{IntegrityCounts, TenantFigures, UsageReport};
 pub use strata_auth::{OperatorScope, TenantScope};
 pub use strata_embed::Embedder;
 pub use tenants::{NewTenantSpec, TenantInfo, TenantUpdate, TenantUsage};
-pub use transfer::ExportLine;
+pub use transfer::{ExportLine, LineCounts};
 pub use vacuum_record::{Erasure, VacuumFigures};
 pub use verify::{UsageCounts, VerifyReport};
 

@@ -366,11 +366,18 @@ fn export_and_import_carry_each_narratives_principal() {
         .unwrap();
     assert_eq!(prints(&engine, &scope(&engine, "copy", None)), want);
 
-    // A line of an earlier version, without `user_tokens`, imports as the namespace-wide one.
+    // A line of an earlier version, without `user_tokens`, imports as the namespace-wide one
+    // (in an export of that version: no end line, none announced).
     let old: Vec<ExportLine> = lines
         .iter()
-        .filter(|l| !matches!(l, ExportLine::Narrative { .. }))
+        .filter(|l| !matches!(l, ExportLine::Narrative { .. } | ExportLine::End(_)))
         .cloned()
+        .map(|mut l| {
+            if let ExportLine::Tenant { end_line, .. } = &mut l {
+                *end_line = false;
+            }
+            l
+        })
         .chain(lines.iter().filter_map(|l| {
             let mut v = serde_json::to_value(l).unwrap();
             let bob = v["user_tokens"] == serde_json::json!(["u:bob"]);
@@ -558,7 +565,12 @@ fn an_import_keeps_the_narrative_cap_dropping_the_least_recently_updated() {
         let mut extra = template.clone();
         extra["user_tokens"] = serde_json::json!([who]);
         extra["updated_at"] = serde_json::json!(at);
-        lines.push(extra);
+        // Before the end line, which counts them.
+        let end = lines.len() - 1;
+        assert_eq!(lines[end]["type"], "end");
+        lines[end]["narratives"] =
+            serde_json::json!(lines[end]["narratives"].as_u64().unwrap() + 1);
+        lines.insert(end, extra);
     }
     let lines: Vec<ExportLine> = lines
         .into_iter()

@@ -175,7 +175,7 @@ const MIN_QPS: f64 = 0.001;
 const MAX_QPS: f64 = 1e9;
 
 /// The checks a profile's operator-given fields pass, at creation and on update alike.
-fn check_profile_fields(
+pub(crate) fn check_profile_fields(
     display_name: Option<&str>,
     weight: Option<u32>,
     limits: Option<&TenantLimits>,
@@ -184,6 +184,13 @@ fn check_profile_fields(
         return Err(EngineError::BadRequest(format!(
             "display_name: at most {MAX_DISPLAY_NAME} bytes"
         )));
+    }
+    // Shown in listings, logs and the dashboard: as a JWT's subject, nothing that could
+    // forge or hide text there (a newline, a NUL, a bidirectional override).
+    if display_name.is_some_and(|n| n.chars().any(strata_types::forges_text)) {
+        return Err(EngineError::BadRequest(
+            "display_name: no control, zero-width or bidirectional formatting characters".into(),
+        ));
     }
     if weight == Some(0) {
         return Err(EngineError::BadRequest("weight: must be at least 1".into()));
@@ -391,44 +398,47 @@ impl Engine {
             update.weight,
             update.limits.as_ref(),
         )?;
-        let (mut info, info_key) = self.change_profile_keyed(op, id, "tenant.update", |w, p| {
-            if let Some(parent) = &update.parent {
-                if let Some(parent) = parent {
-                    hierarchy::check_parent(w, id, parent)?;
+        // A `PATCH` moves `updated_at` even when it changes only the metadata, stored beside
+        // the profile.
+        let (mut info, info_key) =
+            self.change_profile_keyed(op, id, "tenant.update", true, |w, p| {
+                if let Some(parent) = &update.parent {
+                    if let Some(parent) = parent {
+                        hierarchy::check_parent(w, id, parent)?;
+                    }
+                    p.parent = parent.clone();
                 }
-                p.parent = parent.clone();
-            }
-            if let Some(n) = update.display_name {
-                p.display_name = Some(n);
-            }
-            if let Some(l) = update.limits {
-                p.limits = l;
-            }
-            if let Some(weight) = update.weight {
-                p.weight = weight;
-            }
-            match update.integrity_policy {
-                None => {}
-                // Removed without being read: the repair of an unreadable one.
-                Some(None) => p.integrity_policy = None,
-                Some(Some(input)) => {
-                    // Completed from the policy in force; from the configuration's when the
-                    // tenant's own is unreadable (this change replaces it).
-                    let current = p.own_integrity_policy(id).ok().flatten();
-                    let configured = self.config.integrity.configured(id);
-                    let base = current.as_ref().unwrap_or(configured);
-                    p.integrity_policy = Some(own_policy(&input, base)?);
+                if let Some(n) = update.display_name {
+                    p.display_name = Some(n);
                 }
-            }
-            if let Some(patch) = update.metadata {
-                let key = w
-                    .tenant(id)?
-                    .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?
-                    .key;
-                tenant_metadata::patch_stored(w, id, key, patch)?;
-            }
-            Ok(())
-        })?;
+                if let Some(l) = update.limits {
+                    p.limits = l;
+                }
+                if let Some(weight) = update.weight {
+                    p.weight = weight;
+                }
+                match update.integrity_policy {
+                    None => {}
+                    // Removed without being read: the repair of an unreadable one.
+                    Some(None) => p.integrity_policy = None,
+                    Some(Some(input)) => {
+                        // Completed from the policy in force; from the configuration's when the
+                        // tenant's own is unreadable (this change replaces it).
+                        let current = p.own_integrity_policy(id).ok().flatten();
+                        let configured = self.config.integrity.configured(id);
+                        let base = current.as_ref().unwrap_or(configured);
+                        p.integrity_policy = Some(own_policy(&input, base)?);
+                    }
+                }
+                if let Some(patch) = update.metadata {
+                    let key = w
+                        .tenant(id)?
+                        .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?
+                        .key;
+                    tenant_metadata::patch_stored(w, id, key, patch)?;
+                }
+                Ok(())
+            })?;
         info.metadata = tenant_metadata::read_for_display(&self.store.read()?, id, info_key)?;
         Ok(info)
     }
@@ -697,12 +707,16 @@ impl Engine {
         action: &str,
         f: impl FnOnce(&mut TenantProfile) -> Result<(), EngineError>,
     ) -> Result<TenantInfo, EngineError> {
-        self.change_profile_keyed(op, id, action, |_, p| f(p))
+        // A status change that changes nothing (resuming an active tenant, suspending a
+        // suspended one) is idempotent: it keeps `updated_at`.
+        self.change_profile_keyed(op, id, action, false, |_, p| f(p))
             .map(|(info, _)| info)
     }
 
     /// [`Engine::change_profile`] with the transaction, for changes checked against other
     /// tenants (a new parent) or beside the profile (metadata); also returns the storage key.
+    /// A profile `f` leaves as it was is not written again (its `updated_at` kept) unless
+    /// `touch_unchanged`.
     /// Reads nothing but the registry row: a damaged row beside it (metadata) must not block
     /// a suspension, a deletion or a limits change.
     fn change_profile_keyed(
@@ -710,6 +724,7 @@ impl Engine {
         op: &OperatorScope,
         id: &TenantId,
         action: &str,
+        touch_unchanged: bool,
         f: impl FnOnce(&mut Writer<'_>, &mut TenantProfile) -> Result<(), EngineError>,
     ) -> Result<(TenantInfo, TenantKey), EngineError> {
         self.store
@@ -717,10 +732,13 @@ impl Engine {
                 let mut meta = w
                     .tenant(id)?
                     .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
-                let mut profile = TenantProfile::of(&meta)?;
+                let before = TenantProfile::of(&meta)?;
+                let mut profile = before.clone();
                 f(w, &mut profile)?;
-                meta.profile = profile.to_map_at(now_millis());
-                w.put_tenant(&meta)?;
+                if touch_unchanged || profile != before {
+                    meta.profile = profile.to_map_at(now_millis());
+                    w.put_tenant(&meta)?;
+                }
                 audit::append(w, meta.key, audit::operator_event(op, id, action))?;
                 Ok((TenantInfo::try_from(&meta)?, meta.key))
             })

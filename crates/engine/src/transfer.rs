@@ -3,7 +3,7 @@
 //! An export is a header line with the tenant's profile, one line per collection, one line per
 //! record (with its vector, timestamps and confidence), one line per link, the adaptive
 //! reranking state of each (tenant, domain) namespace (pheromones and narrative vectors), then
-//! the tenant's audit rows, oldest first. That is every piece of per-tenant state that is not derived: indexes, snapshots and
+//! the tenant's audit rows, oldest first, and an end line counting the lines of each kind. That is every piece of per-tenant state that is not derived: indexes, snapshots and
 //! usage are rebuilt from it.
 //! Credentials are deliberately not exported: a key of the old tenant must never open the new
 //! one.
@@ -57,6 +57,11 @@ pub enum ExportLine {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schema(value_type = Option<crate::StoredIntegrityPolicy>)]
         integrity_policy: Option<serde_json::Value>,
+        /// `true` when the export ends with an `end` line (every export since it was
+        /// introduced): an import then refuses the file without it, as cut short. Absent in
+        /// exports of earlier versions, which have none and import as before.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        end_line: bool,
     },
     Collection(Collection),
     /// A link between two records of the export (after every record).
@@ -92,6 +97,56 @@ pub enum ExportLine {
         #[schema(value_type = i64)]
         updated_at: Millis,
     },
+    /// The last line: how many lines of each kind came before it, so that an import tells a
+    /// complete export from one cut after a complete line (disk full, an interrupted copy).
+    End(LineCounts),
+}
+
+/// The number of lines of each kind in an export, besides its tenant line and end line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineCounts {
+    pub collections: u64,
+    pub records: u64,
+    pub pheromones: u64,
+    pub narratives: u64,
+    pub links: u64,
+    pub audit: u64,
+}
+
+impl LineCounts {
+    /// Counts `line`.
+    fn add(&mut self, line: &ExportLine) {
+        match line {
+            ExportLine::Collection(_) => self.collections += 1,
+            ExportLine::Record(_) => self.records += 1,
+            ExportLine::Pheromone { .. } => self.pheromones += 1,
+            ExportLine::Narrative { .. } => self.narratives += 1,
+            ExportLine::Link(_) => self.links += 1,
+            ExportLine::Audit(_) => self.audit += 1,
+            ExportLine::Tenant { .. } | ExportLine::End(_) => {}
+        }
+    }
+
+    /// The kinds whose counts differ between `self` (read) and `said` (the end line's), as
+    /// "records: the end line says 200, the file has 99".
+    fn differences(&self, said: &LineCounts) -> Vec<String> {
+        let pairs = [
+            ("collections", self.collections, said.collections),
+            ("records", self.records, said.records),
+            ("pheromones", self.pheromones, said.pheromones),
+            ("narratives", self.narratives, said.narratives),
+            ("links", self.links, said.links),
+            ("audit", self.audit, said.audit),
+        ];
+        pairs
+            .into_iter()
+            .filter(|(_, read, said)| read != said)
+            .map(|(kind, read, said)| {
+                format!("{kind}: the end line says {said}, the file has {read}")
+            })
+            .collect()
+    }
 }
 
 impl ExportLine {
@@ -174,6 +229,14 @@ impl Engine {
             .own_integrity_policy(id)?
             .as_ref()
             .map(crate::integrity::encode_stored);
+        // Every line is counted as it is sent, for the end line.
+        let counts = std::cell::Cell::new(LineCounts::default());
+        let mut sink = |line: &ExportLine| {
+            let mut c = counts.get();
+            c.add(line);
+            counts.set(c);
+            sink(line)
+        };
         sink(&ExportLine::Tenant {
             id: meta.id.clone(),
             display_name: p.display_name,
@@ -184,6 +247,7 @@ impl Engine {
             index_params: p.index_params,
             metadata: Some(strata_store::tenant_metadata(&r, meta.key)?).filter(|m| !m.is_empty()),
             integrity_policy,
+            end_line: true,
         })?;
         let mut lines = 1;
         for c in r.collections(meta.key)? {
@@ -218,7 +282,8 @@ impl Engine {
             sink(&ExportLine::Audit(Box::new(row)))?;
             lines += 1;
         }
-        Ok(lines)
+        sink(&ExportLine::End(counts.get()))?;
+        Ok(lines + 1)
     }
 
     /// Creates tenant `id` from an export (of any tenant). The export's own tenant id is only
@@ -386,7 +451,19 @@ impl Engine {
         let mut batch: Vec<Record> = Vec::with_capacity(IMPORT_BATCH);
         // Usage is counted, and the quotas checked, as a write counts them, against the limits
         // the imported tenant will have: an import never leaves a tenant past its own quota.
+        // The line each record id was first given on, by a hash of the id (a few bytes a
+        // record, where the ids themselves could take hundreds of megabytes): only to name
+        // both lines when the store finds an id twice, which it alone decides.
+        let mut first_lines: HashMap<u64, usize> = HashMap::new();
+        let id_hash = |id: &RecordId| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            id.hash(&mut h);
+            h.finish()
+        };
         let flush = |batch: &mut Vec<Record>,
+                     batch_lines: &mut Vec<usize>,
+                     first_lines: &HashMap<u64, usize>,
                      collections: &HashMap<CollectionName, Collection>,
                      limits: &TenantLimits|
          -> Result<(), EngineError> {
@@ -398,11 +475,15 @@ impl Engine {
                 still_importing(w, id, key)?;
                 snapshot::bump_version(w, key)?;
                 let mut changes = Vec::with_capacity(batch.len());
-                for r in batch.drain(..) {
+                for (r, n) in batch.drain(..).zip(batch_lines.drain(..)) {
                     if w.put_record(key, &r)?.is_some() {
+                        let first = first_lines.get(&id_hash(&r.id)).copied().unwrap_or(n);
                         return Err(EngineError::BadRequest(format!(
-                            "import: record {} appears twice",
-                            r.id
+                            "import line {}: record {} appears twice, on lines {} and {}",
+                            n + 1,
+                            r.id,
+                            first + 1,
+                            n + 1
                         )));
                     }
                     changes.push(Change::Upsert(r));
@@ -410,6 +491,7 @@ impl Engine {
                 account(w, key, limits, &changes)
             })
         };
+        let mut batch_lines: Vec<usize> = Vec::with_capacity(IMPORT_BATCH);
         // Adaptive state refers to records, so it is written once they all are.
         let mut adaptive: Vec<(usize, ExportLine)> = Vec::new();
         let mut audit_rows: Vec<crate::AuditRow> = Vec::new();
@@ -427,6 +509,11 @@ impl Engine {
         };
         let mut links: Vec<(usize, Link)> = Vec::new();
         let mut read = 0;
+        // What the file holds, checked against its end line; whether its tenant line says it
+        // has one (exports of earlier versions have none); where it was.
+        let mut counts = LineCounts::default();
+        let mut expects_end = false;
+        let mut end_at: Option<usize> = None;
         for (n, line) in lines.into_iter().enumerate() {
             let line = line?;
             read += 1;
@@ -436,7 +523,27 @@ impl Engine {
                     "import line 1: an export begins with its tenant line".into(),
                 ));
             }
+            if let Some(end) = end_at {
+                return Err(EngineError::BadRequest(format!(
+                    "import line {}: a line after the end line (line {}); the end line is last",
+                    n + 1,
+                    end + 1
+                )));
+            }
+            counts.add(&line);
             match line {
+                ExportLine::End(said) => {
+                    let differences = counts.differences(&said);
+                    if !differences.is_empty() {
+                        return Err(EngineError::BadRequest(format!(
+                            "import line {}: the end line's counts disagree with the file ({}): \
+                             it is incomplete or was altered",
+                            n + 1,
+                            differences.join("; ")
+                        )));
+                    }
+                    end_at = Some(n);
+                }
                 ExportLine::Link(l) => links.push((n, l)),
                 ExportLine::Tenant {
                     display_name,
@@ -446,8 +553,17 @@ impl Engine {
                     index_params,
                     metadata: m,
                     integrity_policy,
+                    end_line,
                     ..
                 } if n == 0 => {
+                    expects_end = end_line;
+                    // As a create checks them: an export is operator input like any other.
+                    crate::tenants::check_profile_fields(
+                        display_name.as_deref(),
+                        None,
+                        Some(&limits),
+                    )
+                    .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
                     if let Some(p) = &index_params {
                         p.validate()
                             .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
@@ -495,10 +611,12 @@ impl Engine {
                 ExportLine::Collection(c) => {
                     if c.dim == 0 || c.dim > self.config.limits.max_dim {
                         return Err(EngineError::BadRequest(format!(
-                            "import line {}: collection {} has dim {}",
+                            "import line {}: collection {} has dim {}; this server takes 1 to {} \
+                             (engine.limits.max_dim)",
                             n + 1,
                             c.name,
-                            c.dim
+                            c.dim,
+                            self.config.limits.max_dim
                         )));
                     }
                     // Counted as creating a collection counts them.
@@ -548,9 +666,17 @@ impl Engine {
                     };
                     new.validate(&self.config.limits)
                         .map_err(|e| at(e.into()))?;
+                    first_lines.entry(id_hash(&r.id)).or_insert(n);
                     batch.push(r);
+                    batch_lines.push(n);
                     if batch.len() == IMPORT_BATCH {
-                        flush(&mut batch, &collections, &profile.limits)?;
+                        flush(
+                            &mut batch,
+                            &mut batch_lines,
+                            &first_lines,
+                            &collections,
+                            &profile.limits,
+                        )?;
                     }
                 }
             }
@@ -560,7 +686,20 @@ impl Engine {
                 "import: the body is empty; an export begins with its tenant line".into(),
             ));
         }
-        flush(&mut batch, &collections, &profile.limits)?;
+        // A file cut after a complete line (disk full, an interrupted copy) would otherwise
+        // import as a complete tenant, silently short of what followed.
+        if expects_end && end_at.is_none() {
+            return Err(EngineError::BadRequest(format!(
+                "import: the file ends after line {read} without its end line: it is incomplete"
+            )));
+        }
+        flush(
+            &mut batch,
+            &mut batch_lines,
+            &first_lines,
+            &collections,
+            &profile.limits,
+        )?;
         flush_audit(&mut audit_rows)?;
         self.import_adaptive(id, key, &collections, adaptive)?;
         self.import_links(id, key, &profile.limits, links)?;

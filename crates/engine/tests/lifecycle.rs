@@ -670,9 +670,9 @@ fn export_then_import_into_a_new_tenant_reproduces_search_results() {
             Ok(())
         })
         .unwrap();
-    // The tenant line, 4 collections, 1501 records, and the audit rows of tenant.create,
-    // tenant.update, collection.create, the 4 writes and the export itself.
-    assert_eq!(lines, 1 + 4 + 1501 + 8);
+    // The tenant line, 4 collections, 1501 records, the audit rows of tenant.create,
+    // tenant.update, collection.create, the 4 writes and the export itself, and the end line.
+    assert_eq!(lines, 1 + 4 + 1501 + 8 + 1);
 
     let copy = TenantId::parse("acme-copy").unwrap();
     let parsed = jsonl

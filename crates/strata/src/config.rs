@@ -349,6 +349,19 @@ impl Config {
             bail!("server.max_import_bytes: at least 1024");
         }
         config.server.validate_connections()?;
+        // 0 would answer every data request 503 OVERLOADED.
+        for (name, value) in [
+            ("max_queue", config.server.max_queue),
+            ("max_queue_per_tenant", config.server.max_queue_per_tenant),
+        ] {
+            if value == 0 {
+                bail!("server.{name}: at least 1");
+            }
+        }
+        // Refused here rather than ignored with a log line the operator may never read.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.filter) {
+            bail!("log.filter: {e}");
+        }
         config.metrics.validate()?;
         config.audit.validate()?;
         if config.scheduler.reserved_workers > MAX_RESERVED_WORKERS {
@@ -522,6 +535,61 @@ mod tests {
             ("STRATA__AUDIT__SECURITY_EVENTS_PER_SEC", "0"),
         ] {
             assert!(Config::load(None, env(&[bad])).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A setting that would make the server unusable (every write, every request refused)
+    /// is refused at start-up, naming it.
+    #[test]
+    fn impossible_limits_are_refused_at_start_up_by_name() {
+        for (var, value, expected) in [
+            (
+                "STRATA__ENGINE__LIMITS__MAX_BATCH",
+                "0",
+                "limits.max_batch: at least 1",
+            ),
+            (
+                "STRATA__ENGINE__LIMITS__MAX_CONTENT_BYTES",
+                "0",
+                "limits.max_content_bytes",
+            ),
+            (
+                "STRATA__ENGINE__LIMITS__MAX_METADATA_BYTES",
+                "0",
+                "limits.max_metadata_bytes",
+            ),
+            (
+                "STRATA__ENGINE__LIMITS__MAX_METADATA_DEPTH",
+                "0",
+                "limits.max_metadata_depth",
+            ),
+            (
+                "STRATA__ENGINE__LIMITS__MAX_USER_TOKENS",
+                "0",
+                "limits.max_user_tokens",
+            ),
+            (
+                "STRATA__SERVER__MAX_QUEUE",
+                "0",
+                "server.max_queue: at least 1",
+            ),
+            (
+                "STRATA__SERVER__MAX_QUEUE_PER_TENANT",
+                "0",
+                "server.max_queue_per_tenant",
+            ),
+            ("STRATA__LOG__FILTER", "info,[[[[", "log.filter"),
+        ] {
+            let err = Config::load(None, env(&[(var, value)])).unwrap_err();
+            assert!(format!("{err:#}").contains(expected), "{var}: {err:#}");
+        }
+        for (var, value) in [
+            ("STRATA__ENGINE__LIMITS__MAX_BATCH", "1"),
+            ("STRATA__ENGINE__LIMITS__MAX_METADATA_BYTES", "2"),
+            ("STRATA__SERVER__MAX_QUEUE_PER_TENANT", "1"),
+            ("STRATA__LOG__FILTER", "strata_api=debug,info"),
+        ] {
+            Config::load(None, env(&[(var, value)])).unwrap();
         }
     }
 

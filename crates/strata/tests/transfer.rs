@@ -126,8 +126,14 @@ fn export_then_import_gives_the_same_search_results() {
         count("audit") >= 3,
         "the tenant's audit rows are exported too"
     );
-    assert_eq!(lines.len(), 1 + 4 + 61 + count("audit"));
+    assert_eq!(lines.len(), 1 + 4 + 61 + count("audit") + 1);
     assert_eq!(lines[0]["type"], "tenant");
+    assert_eq!(lines[0]["end_line"], true);
+    assert_eq!(
+        lines.last().unwrap(),
+        &json!({"type": "end", "collections": 4, "records": 61, "pheromones": 0,
+                "narratives": 0, "links": 0, "audit": count("audit")})
+    );
 
     let (s, v) = import(&server, "acme-copy", &ndjson);
     assert_eq!(s, 201, "{v}");
@@ -245,12 +251,15 @@ fn cli_export_and_import_round_trip() {
     assert!(!err.contains('\u{1b}'), "{err:?}");
     let copy = server.key("acme-cli", json!({ "permissions": ALL }));
     assert_eq!(results(&server, &copy), results(&server, &key));
-    // Export to stdout is the same export (the audit log has grown by the first export).
+    // Export to stdout is the same export (the audit log, and the end line's count of it,
+    // have grown by the first export).
     let (ok, out, err) = strata(&server, &["tenant", "export", "acme"]);
     assert!(ok, "{err}");
     let data = |s: &str| {
         s.lines()
-            .filter(|l| !l.starts_with("{\"type\":\"audit\""))
+            .filter(|l| {
+                !l.starts_with("{\"type\":\"audit\"") && !l.starts_with("{\"type\":\"end\"")
+            })
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
@@ -369,6 +378,146 @@ fn an_import_killed_midway_leaves_nothing_after_a_restart() {
     );
     let (s, v) = import(&server, "acme-copy", &ndjson);
     assert_eq!(s, 201, "{v}");
+}
+
+/// An export cut after a complete line (disk full, an interrupted copy, `head`) is refused
+/// naming the line it ends after, and leaves nothing; so is one whose end line is not last or
+/// whose counts disagree with the file. An export of an earlier version (no end line, none
+/// announced in its tenant line) imports as before.
+#[test]
+fn a_truncated_export_is_refused_and_leaves_nothing() {
+    let server = Server::start();
+    seed(&server, "acme");
+    let ndjson = export(&server, "acme");
+    let lines: Vec<&str> = ndjson.lines().collect();
+    let refused = |body: String, expected: &str| {
+        let (s, v) = import(&server, "cut", &body);
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{expected}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(expected), "{expected}: {message}");
+        let (s, _) = server.get("/v1/admin/tenants/cut", OPERATOR_KEY);
+        assert_eq!(s, 404, "{expected}: a refused import left a tenant behind");
+    };
+    for keep in [1, 30, lines.len() - 1] {
+        refused(
+            lines[..keep].join("\n") + "\n",
+            &format!("the file ends after line {keep} without its end line: it is incomplete"),
+        );
+    }
+    // A line after the end line (its counts right for what came before).
+    let mut after = lines.clone();
+    after.push(lines[lines.len() - 2]);
+    refused(
+        after.join("\n"),
+        &format!(
+            "import line {}: a line after the end line (line {})",
+            lines.len() + 1,
+            lines.len()
+        ),
+    );
+    // A record line left out (lines 6 to 66 are the records).
+    let mut short = lines.clone();
+    short.remove(10);
+    refused(
+        short.join("\n"),
+        "the end line's counts disagree with the file (records: the end line says 61, the file has 60)",
+    );
+    // As an earlier version exported it: no end line, none announced.
+    let mut tenant: Value = serde_json::from_str(lines[0]).unwrap();
+    tenant.as_object_mut().unwrap().remove("end_line");
+    let earlier = std::iter::once(tenant.to_string())
+        .chain(lines[1..lines.len() - 1].iter().map(|l| l.to_string()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (s, v) = import(&server, "cut", &earlier);
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["usage"]["records"], 61, "{v}");
+}
+
+/// A field no line of its kind has is refused on every kind of line, naming the line and the
+/// field, as the API refuses unknown fields: a hand-edited backup never loses data silently.
+#[test]
+fn an_unknown_field_is_refused_on_every_line_naming_it() {
+    let server = Server::start();
+    seed(&server, "acme");
+    let ndjson = export(&server, "acme");
+    let lines: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = |kind: &str| lines.iter().position(|l| l["type"] == kind).unwrap();
+    for (kind, field) in [
+        ("tenant", "colour"),
+        ("collection", "analyser"),
+        ("record", "colour"),
+        ("audit", "colour"),
+        ("end", "colour"),
+    ] {
+        let at = first(kind);
+        let mut edited = lines.clone();
+        edited[at][field] = json!("english");
+        let body: Vec<String> = edited.iter().map(Value::to_string).collect();
+        let (s, v) = import(&server, "edited", &body.join("\n"));
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{kind}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.starts_with(&format!("import line {}: ", at + 1))
+                && message.contains(&format!("unknown field `{field}`")),
+            "{kind}: {message}"
+        );
+        let (s, _) = server.get("/v1/admin/tenants/edited", OPERATOR_KEY);
+        assert_eq!(s, 404, "{kind}: a refused import left a tenant behind");
+    }
+}
+
+/// A record id given twice is refused naming both its lines; a collection wider than the
+/// server takes names the limit and the setting.
+#[test]
+fn import_messages_name_the_lines_and_the_limit() {
+    let server = Server::start();
+    seed(&server, "acme");
+    let ndjson = export(&server, "acme");
+    let mut lines: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Lines 7 and 40 are records (6 to 66); the second takes the first's id.
+    assert_eq!(
+        (&lines[6]["type"], &lines[39]["type"]),
+        (&json!("record"), &json!("record"))
+    );
+    lines[39]["id"] = lines[6]["id"].clone();
+    let body: Vec<String> = lines.iter().map(Value::to_string).collect();
+    let (s, v) = import(&server, "twice", &body.join("\n"));
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    let id = lines[6]["id"].as_str().unwrap();
+    assert_eq!(
+        message,
+        format!("import line 40: record {id} appears twice, on lines 7 and 40"),
+        "{v}"
+    );
+
+    let mut lines: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[1]["type"], "collection");
+    lines[1]["dim"] = json!(5000);
+    let body: Vec<String> = lines.iter().map(Value::to_string).collect();
+    let (s, v) = import(&server, "wide", &body.join("\n"));
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.starts_with("import line 2: ")
+            && message
+                .contains("has dim 5000; this server takes 1 to 4096 (engine.limits.max_dim)"),
+        "{message}"
+    );
+    for id in ["twice", "wide"] {
+        let (s, _) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
+        assert_eq!(s, 404, "{id}: a refused import left a tenant behind");
+    }
 }
 
 /// `ndjson` with its tenant line's limits replaced by `limits`.

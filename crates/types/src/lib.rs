@@ -46,6 +46,7 @@ pub use search::{
     SearchResponse, UnknownInclude,
 };
 pub use shared::{HitSource, MAX_SHARED_SELECTORS, SharedRef, SharedSelector};
+pub use text::forges_text;
 pub use vector::{MAX_VECTOR_NORM, check_vector_values};
 
 /// Milliseconds since the Unix epoch, the one time unit of the data model.

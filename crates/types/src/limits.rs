@@ -32,3 +32,63 @@ impl Default for RecordLimits {
         }
     }
 }
+
+impl RecordLimits {
+    /// Refuses a limit no write could meet, naming it as the configuration does
+    /// (`limits.max_batch`): each is at least the smallest value of what it bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        let least = [
+            // 0 would refuse every write, even of one record.
+            ("max_batch", self.max_batch, 1),
+            ("max_content_bytes", self.max_content_bytes, 1),
+            // Every record's metadata is checked, an absent one as `{}`: 2 bytes, 1 level.
+            ("max_metadata_bytes", self.max_metadata_bytes, 2),
+            ("max_metadata_depth", self.max_metadata_depth, 1),
+            ("max_user_tokens", self.max_user_tokens, 1),
+            ("max_dim", self.max_dim as usize, 1),
+        ];
+        for (name, value, min) in least {
+            if value < min {
+                return Err(format!("limits.{name}: at least {min}, not {value}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecordLimits;
+
+    #[test]
+    fn a_limit_no_write_could_meet_is_refused_by_name() {
+        RecordLimits::default().validate().unwrap();
+        type Set = fn(&mut RecordLimits);
+        let cases: [(Set, &str); 6] = [
+            (|l| l.max_batch = 0, "limits.max_batch: at least 1, not 0"),
+            (
+                |l| l.max_content_bytes = 0,
+                "limits.max_content_bytes: at least 1",
+            ),
+            (
+                |l| l.max_metadata_bytes = 1,
+                "limits.max_metadata_bytes: at least 2, not 1",
+            ),
+            (
+                |l| l.max_metadata_depth = 0,
+                "limits.max_metadata_depth: at least 1",
+            ),
+            (
+                |l| l.max_user_tokens = 0,
+                "limits.max_user_tokens: at least 1",
+            ),
+            (|l| l.max_dim = 0, "limits.max_dim: at least 1"),
+        ];
+        for (set, expected) in cases {
+            let mut limits = RecordLimits::default();
+            set(&mut limits);
+            let err = limits.validate().unwrap_err();
+            assert!(err.starts_with(expected), "{err}");
+        }
+    }
+}

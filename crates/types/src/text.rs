@@ -9,6 +9,17 @@
 
 use serde::Deserialize;
 
+/// Characters that can forge or hide text where a label is shown (log lines, audit rows, a
+/// dashboard): control characters, line and paragraph separators, zero-width and
+/// bidirectional formatting characters, the byte-order mark. Refused in a JWT's subject and in
+/// a tenant's display name.
+pub fn forges_text(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{2028}' | '\u{2029}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// Whether `s` holds no text: empty, or only whitespace (Unicode whitespace) and invisible
 /// characters that Rust does not count as whitespace: the zero-width space, non-joiner and
 /// joiner (U+200B to U+200D), the word joiner (U+2060) and the byte-order mark (U+FEFF).

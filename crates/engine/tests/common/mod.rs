@@ -95,6 +95,7 @@ pub fn tenant_line(id: &str) -> ExportLine {
         index_params: None,
         metadata: None,
         integrity_policy: None,
+        end_line: false,
     }
 }
 

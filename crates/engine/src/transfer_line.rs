@@ -1,0 +1,132 @@
+//! Reading one line of an import closed: a field no line of its kind has is refused, naming
+//! it, as the API refuses unknown fields of a request and the tenant line refuses its own.
+//!
+//! The tenant, pheromone, narrative and end lines are refused by their derive already. The
+//! collection, record, link and audit lines hold types the store also decodes (where a
+//! derive cannot refuse unknown fields: a collection's memory defaults are flattened into
+//! it), so they are checked here instead: a key the decoded line does not write back is
+//! either a field left at its default (kept out of the export) or one the line does not
+//! have, and only the first refuses a value of the wrong type.
+
+use serde_json::Value;
+
+use crate::ExportLine;
+
+impl ExportLine {
+    /// Parses one line of an import, refusing a field its kind of line does not have.
+    pub fn from_value_closed(value: Value) -> Result<ExportLine, String> {
+        let given: Vec<String> = match &value {
+            Value::Object(m) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let line: ExportLine = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let Ok(Value::Object(written)) = serde_json::to_value(&line) else {
+            return Ok(line);
+        };
+        for key in given.iter().filter(|k| !written.contains_key(*k)) {
+            // Every known field left out of `written` (an absent option, a default analyzer)
+            // refuses `true` or `""` (none of them is free JSON); a field the line does not
+            // have takes both.
+            let takes = |probe: Value| {
+                let mut line = written.clone();
+                line.insert(key.clone(), probe);
+                serde_json::from_value::<ExportLine>(Value::Object(line)).is_ok()
+            };
+            if takes(Value::Bool(true)) && takes(Value::String(String::new())) {
+                let kind = written
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("export");
+                return Err(format!("{kind} line: unknown field `{key}`"));
+            }
+        }
+        Ok(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::ExportLine;
+
+    fn parse(v: Value) -> Result<ExportLine, String> {
+        ExportLine::from_value_closed(v)
+    }
+
+    fn collection() -> Value {
+        json!({"type": "collection", "name": "notes", "dim": 3, "metric": "cosine",
+               "created_at": 1})
+    }
+
+    fn record() -> Value {
+        json!({"type": "record", "id": "r1", "modality": "notes", "kind": null,
+               "content": "hello", "vector": null, "user_tokens": [], "memory_domain": "default",
+               "run_id": null, "memory_scope": null, "metadata": {}, "created_at": 1,
+               "updated_at": 1, "expires_at": null,
+               "confidence": {"value": 0.5, "evidence_count": 0, "corroborations": 0,
+                              "contradictions": 0}})
+    }
+
+    fn link() -> Value {
+        json!({"type": "link", "source": "r1", "target": "r2", "relation": "supports",
+               "weight": 0.5, "created_at": 1})
+    }
+
+    fn audit() -> Value {
+        json!({"type": "audit", "seq": 1, "at": 1, "tenant": "acme", "actor": "key:k",
+               "action": "memory.put", "outcome": "ok", "client": null, "request_id": null,
+               "detail": {}})
+    }
+
+    fn with(mut v: Value, key: &str, value: Value) -> Value {
+        v[key] = value;
+        v
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_on_every_kind_of_line_naming_it() {
+        for (kind, line) in [
+            ("collection", collection()),
+            ("record", record()),
+            ("link", link()),
+            ("audit", audit()),
+        ] {
+            assert!(parse(line.clone()).is_ok(), "{kind}");
+            for value in [json!("english"), json!(true), json!(null), json!({"a": 1})] {
+                let got = parse(with(line.clone(), "colour", value.clone()));
+                assert_eq!(
+                    got,
+                    Err(format!("{kind} line: unknown field `colour`")),
+                    "{kind} {value}"
+                );
+            }
+        }
+        // The struct kinds refuse theirs by their derive.
+        let end = json!({"type": "end", "collections": 0, "records": 0, "pheromones": 0,
+                         "narratives": 0, "links": 0, "audit": 0, "colour": 1});
+        let got = parse(end).unwrap_err();
+        assert!(got.contains("unknown field `colour`"), "{got}");
+    }
+
+    /// A field the export leaves out when it holds its default may still be given, with that
+    /// default or any other value of its type: it is known.
+    #[test]
+    fn every_field_a_line_may_leave_out_is_known() {
+        let collection = with(
+            with(
+                with(collection(), "analyzer", json!("standard")),
+                "embedder",
+                json!({"model_id": "m", "weights_hash": "00"}),
+            ),
+            "initial_confidence",
+            json!(0.7),
+        );
+        let collection = with(collection, "recency_half_life_secs", json!(null));
+        let collection = with(collection, "link_runs", json!(null));
+        assert!(parse(collection).is_ok());
+        assert!(parse(with(audit(), "imported", json!(null))).is_ok());
+        let imported = json!({"tenant": "other", "actor": "key:k"});
+        assert!(parse(with(audit(), "imported", imported)).is_ok());
+    }
+}
