@@ -175,16 +175,22 @@ const MIN_QPS: f64 = 0.001;
 const MAX_QPS: f64 = 1e9;
 
 /// The checks a profile's operator-given fields pass, at creation and on update alike.
-pub(crate) fn check_profile_fields(
-    display_name: Option<&str>,
-    weight: Option<u32>,
-    limits: Option<&TenantLimits>,
-) -> Result<(), EngineError> {
+/// A display name fits its bound (the one check an import makes of it, see `transfer`).
+pub(crate) fn check_display_name_length(display_name: Option<&str>) -> Result<(), EngineError> {
     if display_name.is_some_and(|n| n.len() > MAX_DISPLAY_NAME) {
         return Err(EngineError::BadRequest(format!(
             "display_name: at most {MAX_DISPLAY_NAME} bytes"
         )));
     }
+    Ok(())
+}
+
+pub(crate) fn check_profile_fields(
+    display_name: Option<&str>,
+    weight: Option<u32>,
+    limits: Option<&TenantLimits>,
+) -> Result<(), EngineError> {
+    check_display_name_length(display_name)?;
     // Shown in listings, logs and the dashboard: as a JWT's subject, nothing that could
     // forge or hide text there (a newline, a NUL, a bidirectional override).
     if display_name.is_some_and(|n| n.chars().any(strata_types::forges_text)) {

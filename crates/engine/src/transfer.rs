@@ -223,6 +223,13 @@ impl Engine {
             .tenant(id)?
             .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
         let p = TenantProfile::of(&meta)?;
+        // Half its lines may not be written yet: such an export would be a valid-looking file
+        // short of records (its end line counts what it holds, not what the import will).
+        if p.importing {
+            return Err(EngineError::IdConflict(format!(
+                "tenant {id} is being imported; export it when the import completes"
+            )));
+        }
         // Decoded closed: an unreadable policy fails the export (naming the repair) rather
         // than being carried to another server.
         let integrity_policy = p
@@ -451,19 +458,8 @@ impl Engine {
         let mut batch: Vec<Record> = Vec::with_capacity(IMPORT_BATCH);
         // Usage is counted, and the quotas checked, as a write counts them, against the limits
         // the imported tenant will have: an import never leaves a tenant past its own quota.
-        // The line each record id was first given on, by a hash of the id (a few bytes a
-        // record, where the ids themselves could take hundreds of megabytes): only to name
-        // both lines when the store finds an id twice, which it alone decides.
-        let mut first_lines: HashMap<u64, usize> = HashMap::new();
-        let id_hash = |id: &RecordId| {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::hash::DefaultHasher::new();
-            id.hash(&mut h);
-            h.finish()
-        };
         let flush = |batch: &mut Vec<Record>,
                      batch_lines: &mut Vec<usize>,
-                     first_lines: &HashMap<u64, usize>,
                      collections: &HashMap<CollectionName, Collection>,
                      limits: &TenantLimits|
          -> Result<(), EngineError> {
@@ -476,14 +472,13 @@ impl Engine {
                 snapshot::bump_version(w, key)?;
                 let mut changes = Vec::with_capacity(batch.len());
                 for (r, n) in batch.drain(..).zip(batch_lines.drain(..)) {
+                    // The earlier line is not named: remembering every id's line would make
+                    // an import's memory grow with its records, which it otherwise does not.
                     if w.put_record(key, &r)?.is_some() {
-                        let first = first_lines.get(&id_hash(&r.id)).copied().unwrap_or(n);
                         return Err(EngineError::BadRequest(format!(
-                            "import line {}: record {} appears twice, on lines {} and {}",
+                            "import line {}: record {} appears twice (an earlier line has it)",
                             n + 1,
                             r.id,
-                            first + 1,
-                            n + 1
                         )));
                     }
                     changes.push(Change::Upsert(r));
@@ -557,13 +552,14 @@ impl Engine {
                     ..
                 } if n == 0 => {
                     expects_end = end_line;
-                    // As a create checks them: an export is operator input like any other.
-                    crate::tenants::check_profile_fields(
-                        display_name.as_deref(),
-                        None,
-                        Some(&limits),
-                    )
-                    .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
+                    // As a create checks them: an export is operator input like any other. Not
+                    // the display name's characters, though: earlier versions stored names with
+                    // tabs or newlines, and their backups must still restore (the name is only
+                    // shown, escaped, never parsed).
+                    crate::tenants::check_profile_fields(None, None, Some(&limits))
+                        .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
+                    crate::tenants::check_display_name_length(display_name.as_deref())
+                        .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
                     if let Some(p) = &index_params {
                         p.validate()
                             .map_err(|e| EngineError::BadRequest(format!("import line 1: {e}")))?;
@@ -666,17 +662,10 @@ impl Engine {
                     };
                     new.validate(&self.config.limits)
                         .map_err(|e| at(e.into()))?;
-                    first_lines.entry(id_hash(&r.id)).or_insert(n);
                     batch.push(r);
                     batch_lines.push(n);
                     if batch.len() == IMPORT_BATCH {
-                        flush(
-                            &mut batch,
-                            &mut batch_lines,
-                            &first_lines,
-                            &collections,
-                            &profile.limits,
-                        )?;
+                        flush(&mut batch, &mut batch_lines, &collections, &profile.limits)?;
                     }
                 }
             }
@@ -693,13 +682,7 @@ impl Engine {
                 "import: the file ends after line {read} without its end line: it is incomplete"
             )));
         }
-        flush(
-            &mut batch,
-            &mut batch_lines,
-            &first_lines,
-            &collections,
-            &profile.limits,
-        )?;
+        flush(&mut batch, &mut batch_lines, &collections, &profile.limits)?;
         flush_audit(&mut audit_rows)?;
         self.import_adaptive(id, key, &collections, adaptive)?;
         self.import_links(id, key, &profile.limits, links)?;

@@ -334,3 +334,26 @@ fn imported_audit_rows_carry_no_foreign_identity() {
         Some(&acme)
     );
 }
+
+/// A tenant whose import is still running is not exported: its file would look whole (its end
+/// line counts what it holds) while short of the lines still to come.
+#[test]
+fn a_tenant_being_imported_is_not_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let lines = exported_tenant_with_three_records(&engine, "source");
+    let copy = TenantId::parse("copy").unwrap();
+    let mut during = None;
+    let feed = lines.into_iter().map(|l| {
+        if matches!(l, ExportLine::Record(_)) && during.is_none() {
+            during = Some(engine.export_tenant(&op, &copy, |_| Ok(())));
+        }
+        Ok(l)
+    });
+    engine.import_tenant(&op, &copy, feed).unwrap();
+    let e = during.expect("a record line was read").unwrap_err();
+    assert!(matches!(e, EngineError::IdConflict(_)), "{e:?}");
+    // Once imported, it exports.
+    engine.export_tenant(&op, &copy, |_| Ok(())).unwrap();
+}

@@ -358,12 +358,22 @@ impl Config {
                 bail!("server.{name}: at least 1");
             }
         }
-        // Refused here rather than ignored with a log line the operator may never read.
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.filter) {
+        // Refused here rather than ignored with a log line the operator may never read; not
+        // when a `RUST_LOG` that parses replaces it at start-up (see `main`).
+        let overridden = tracing_subscriber::EnvFilter::try_from_default_env().is_ok();
+        if let (false, Err(e)) = (
+            overridden,
+            tracing_subscriber::EnvFilter::try_new(&config.log.filter),
+        ) {
             bail!("log.filter: {e}");
         }
         config.metrics.validate()?;
         config.audit.validate()?;
+        // Each worker is an OS thread (and may get as many spares): 100,000 of them aborted
+        // the process at start-up when the OS ran out of memory for their stacks.
+        if config.server.workers > MAX_RESERVED_WORKERS {
+            bail!("server.workers: at most {MAX_RESERVED_WORKERS} (0: one per CPU)");
+        }
         if config.scheduler.reserved_workers > MAX_RESERVED_WORKERS {
             bail!("scheduler.reserved_workers: at most {MAX_RESERVED_WORKERS}");
         }
@@ -549,11 +559,6 @@ mod tests {
                 "limits.max_batch: at least 1",
             ),
             (
-                "STRATA__ENGINE__LIMITS__MAX_CONTENT_BYTES",
-                "0",
-                "limits.max_content_bytes",
-            ),
-            (
                 "STRATA__ENGINE__LIMITS__MAX_METADATA_BYTES",
                 "0",
                 "limits.max_metadata_bytes",
@@ -564,9 +569,9 @@ mod tests {
                 "limits.max_metadata_depth",
             ),
             (
-                "STRATA__ENGINE__LIMITS__MAX_USER_TOKENS",
-                "0",
-                "limits.max_user_tokens",
+                "STRATA__SERVER__WORKERS",
+                "100000",
+                "server.workers: at most 256",
             ),
             (
                 "STRATA__SERVER__MAX_QUEUE",
@@ -578,12 +583,20 @@ mod tests {
                 "0",
                 "server.max_queue_per_tenant",
             ),
-            ("STRATA__LOG__FILTER", "info,[[[[", "log.filter"),
         ] {
             let err = Config::load(None, env(&[(var, value)])).unwrap_err();
             assert!(format!("{err:#}").contains(expected), "{var}: {err:#}");
         }
+        // A `RUST_LOG` that parses replaces the configured filter, which is then not checked.
+        if tracing_subscriber::EnvFilter::try_from_default_env().is_err() {
+            let err = Config::load(None, env(&[("STRATA__LOG__FILTER", "info,[[[[")]));
+            assert!(format!("{:#}", err.unwrap_err()).contains("log.filter"));
+        }
         for (var, value) in [
+            // Vectors only, and no per-principal tokens: working servers.
+            ("STRATA__ENGINE__LIMITS__MAX_CONTENT_BYTES", "0"),
+            ("STRATA__ENGINE__LIMITS__MAX_USER_TOKENS", "0"),
+            ("STRATA__SERVER__WORKERS", "256"),
             ("STRATA__ENGINE__LIMITS__MAX_BATCH", "1"),
             ("STRATA__ENGINE__LIMITS__MAX_METADATA_BYTES", "2"),
             ("STRATA__SERVER__MAX_QUEUE_PER_TENANT", "1"),

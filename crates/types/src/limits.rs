@@ -40,12 +40,12 @@ impl RecordLimits {
         let least = [
             // 0 would refuse every write, even of one record.
             ("max_batch", self.max_batch, 1),
-            ("max_content_bytes", self.max_content_bytes, 1),
             // Every record's metadata is checked, an absent one as `{}`: 2 bytes, 1 level.
             ("max_metadata_bytes", self.max_metadata_bytes, 2),
             ("max_metadata_depth", self.max_metadata_depth, 1),
-            ("max_user_tokens", self.max_user_tokens, 1),
             ("max_dim", self.max_dim as usize, 1),
+            // Not `max_content_bytes` nor `max_user_tokens`: 0 is a working server that takes
+            // no text (vectors only) or no per-principal tokens, as records without them pass.
         ];
         for (name, value, min) in least {
             if value < min {
@@ -64,12 +64,8 @@ mod tests {
     fn a_limit_no_write_could_meet_is_refused_by_name() {
         RecordLimits::default().validate().unwrap();
         type Set = fn(&mut RecordLimits);
-        let cases: [(Set, &str); 6] = [
+        let cases: [(Set, &str); 4] = [
             (|l| l.max_batch = 0, "limits.max_batch: at least 1, not 0"),
-            (
-                |l| l.max_content_bytes = 0,
-                "limits.max_content_bytes: at least 1",
-            ),
             (
                 |l| l.max_metadata_bytes = 1,
                 "limits.max_metadata_bytes: at least 2, not 1",
@@ -77,10 +73,6 @@ mod tests {
             (
                 |l| l.max_metadata_depth = 0,
                 "limits.max_metadata_depth: at least 1",
-            ),
-            (
-                |l| l.max_user_tokens = 0,
-                "limits.max_user_tokens: at least 1",
             ),
             (|l| l.max_dim = 0, "limits.max_dim: at least 1"),
         ];
@@ -90,5 +82,9 @@ mod tests {
             let err = limits.validate().unwrap_err();
             assert!(err.starts_with(expected), "{err}");
         }
+        // A server of vectors only, or without per-principal tokens, works: both stand.
+        let mut limits = RecordLimits::default();
+        (limits.max_content_bytes, limits.max_user_tokens) = (0, 0);
+        limits.validate().unwrap();
     }
 }
