@@ -316,6 +316,15 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         self.pop_from(Lane::Reserved, false, |_, _| true)
     }
 
+    /// Like [`pop_reserved`](Self::pop_reserved), among the tenants whose head-of-line job
+    /// `allowed` accepts (as [`pop_charged_where`](Self::pop_charged_where)).
+    pub fn pop_reserved_where(
+        &mut self,
+        allowed: impl FnMut(&K, &T) -> bool,
+    ) -> Option<(Charge<K>, T)> {
+        self.pop_from(Lane::Reserved, false, allowed)
+    }
+
     /// The next job of an `allowed` tenant from the shared order (every tenant) or the
     /// reserved one. Only a pop in the shared order (`in_order`) moves the virtual time, and
     /// it first lifts a chosen head that fell behind the virtual time (while its tenant was

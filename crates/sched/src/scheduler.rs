@@ -25,6 +25,7 @@ use crate::blocking::{Pool, set_worker};
 use crate::cpu::{take_job_cpu_adjustment, thread_cpu_ns};
 use crate::error::SchedError;
 use crate::fair_queue::{Charge, Discipline, FairQueue, Lane, QueueFull};
+use crate::long_jobs::{self, LongJobs};
 use crate::priority::{BackgroundPriority, lower_current_thread};
 use crate::shares::{CpuShares, Placement, SHARE_WINDOW};
 
@@ -86,7 +87,15 @@ pub struct SchedulerConfig {
     pub thread_name: String,
     /// What a job is charged against its tenant's share.
     pub charging: Charging,
+    /// A job running longer than this while another tenant's job waits for its kind of thread
+    /// gives up its place to a spare thread ([`crate::long_jobs`]); zero turns it off.
+    pub long_job_after: Duration,
 }
+
+/// The default [`SchedulerConfig::long_job_after`]: well above a typical search (under 1 ms)
+/// and a short embedding, so only the jobs that would make others wait for tens of
+/// milliseconds give way, and short enough that a waiting tenant's latency stays near it.
+pub const DEFAULT_LONG_JOB_AFTER: Duration = Duration::from_millis(10);
 
 /// What a job is charged against its tenant's share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,6 +123,7 @@ impl Default for SchedulerConfig {
             start_paused: false,
             thread_name: "strata-sched".to_owned(),
             charging: Charging::CpuTime,
+            long_job_after: DEFAULT_LONG_JOB_AFTER,
         }
     }
 }
@@ -136,6 +146,8 @@ struct State<K> {
     has_reserved: bool,
     /// Recent CPU per tenant, when background workers exist: where each job should run.
     shares: Option<Shares<K>>,
+    /// Running jobs, for the watchdog that lets long ones give way (`crate::long_jobs`).
+    long_jobs: LongJobs<K>,
 }
 
 /// One kind of worker thread's counts.
@@ -149,6 +161,15 @@ struct Threads {
     running: usize,
     /// Running a job, in a declared wait.
     waiting: usize,
+    /// Running a job that ran long and gave up its place (`crate::long_jobs`), not in a wait.
+    long: usize,
+}
+
+impl Threads {
+    /// Threads asleep (waiting for work or for a free place).
+    fn asleep(&self) -> usize {
+        self.threads - self.running - self.waiting - self.long
+    }
 }
 
 /// The CPU shares and when their window last turned.
@@ -229,6 +250,17 @@ impl<K: Hash + Eq + Clone> Shares<K> {
     }
 }
 
+/// Jobs that ran long and gave up their place, by the kind of thread they ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LongJobSpares {
+    /// On the shared, normal-priority workers.
+    pub shared: u64,
+    /// On the background workers.
+    pub background: u64,
+    /// On the reserved lane's workers.
+    pub reserved: u64,
+}
+
 /// The kind of a worker thread: which jobs it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -252,6 +284,8 @@ struct Shared<K> {
     background_work: Condvar,
     /// Signalled when a worker exits.
     exited: Condvar,
+    /// Wakes the long-job watchdog: a job may have to be timed, or shutdown began.
+    watch: Condvar,
     /// Every thread started, joined at shutdown (spares are started by workers).
     handles: Mutex<Vec<JoinHandle<()>>>,
     /// How to start a spare thread.
@@ -281,24 +315,24 @@ impl<K> Shared<K> {
     }
 }
 
-impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
-    fn wait_begins(self: Arc<Self>, kind: Kind) {
-        let spare = {
-            let mut state = self.lock();
-            let accepting = state.accepting;
-            let lane = &mut state.lanes[kind as usize];
-            lane.running -= 1;
-            lane.waiting += 1;
-            let asleep = lane.threads - lane.running - lane.waiting;
-            // A thread asleep takes the freed place when woken; with none, a spare is started
-            // (it stays for later waits), unless the kind has all the threads it may have.
-            let spare = asleep == 0 && lane.threads < 2 * lane.size && accepting;
-            if spare {
-                lane.threads += 1;
-                state.live_workers += 1;
-            }
-            spare
-        };
+/// A job of `kind` gave up its place (a declared wait, or a job that ran long): whether a
+/// spare must start to take it, counted already. A thread asleep takes the freed place when
+/// woken; with none, a spare is started (it stays for later ones), unless the kind has all the
+/// threads it may have.
+fn place_freed<K>(state: &mut State<K>, kind: Kind) -> bool {
+    let accepting = state.accepting;
+    let lane = &mut state.lanes[kind as usize];
+    let spare = lane.asleep() == 0 && lane.threads < 2 * lane.size && accepting;
+    if spare {
+        lane.threads += 1;
+        state.live_workers += 1;
+    }
+    spare
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> Shared<K> {
+    /// After [`place_freed`]: wakes a thread of `kind` or starts the spare.
+    fn fill_place(self: &Arc<Self>, kind: Kind, spare: bool) {
         if !spare {
             self.signal(kind).notify_one();
             return;
@@ -307,19 +341,102 @@ impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
             .spares_started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("{}-s{n}", self.thread_name);
-        if start_thread(&self, kind, name, None).is_err() {
-            // The OS refused a thread: the wait goes on without a spare, as before there were.
+        if start_thread(self, kind, name, None).is_err() {
+            // The OS refused a thread: the job goes on without a spare, as before there were.
             let mut state = self.lock();
             state.lanes[kind as usize].threads -= 1;
             state.live_workers -= 1;
         }
     }
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
+    fn wait_begins(self: Arc<Self>, kind: Kind) {
+        let spare = {
+            let mut state = self.lock();
+            // A job that ran long gave its place already: its wait frees nothing more.
+            let was_long = state.long_jobs.set_waiting(long_jobs::current(), true);
+            let lane = &mut state.lanes[kind as usize];
+            lane.waiting += 1;
+            if was_long {
+                lane.long -= 1;
+                return;
+            }
+            lane.running -= 1;
+            place_freed(&mut state, kind)
+        };
+        self.fill_place(kind, spare);
+    }
 
     fn wait_ends(&self, kind: Kind) {
         let mut state = self.lock();
+        let was_long = state.long_jobs.set_waiting(long_jobs::current(), false);
+        let wake_watchdog = !was_long && state.long_jobs.parked && !state.queue.is_empty();
         let lane = &mut state.lanes[kind as usize];
         lane.waiting -= 1;
-        lane.running += 1;
+        if was_long {
+            lane.long += 1;
+        } else {
+            lane.running += 1;
+        }
+        drop(state);
+        if wake_watchdog {
+            // It runs again: it may run long while others wait.
+            self.watch.notify_one();
+        }
+    }
+}
+
+/// The watchdog of long jobs (see `crate::long_jobs`): sleeps until the earliest moment a
+/// running job can pass the threshold while jobs are queued, then lets each job past it give
+/// up its place if a job of another tenant waits. Exits when shutdown begins (no spare starts
+/// after that anyway).
+fn watchdog<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>) {
+    let mut state = shared.lock();
+    loop {
+        if !state.accepting {
+            return;
+        }
+        let now = Instant::now();
+        let mut freed = Vec::new();
+        let next = if state.paused || state.queue.is_empty() {
+            None
+        } else {
+            let State {
+                queue, long_jobs, ..
+            } = &mut *state;
+            long_jobs.scan(
+                now,
+                |key| queue.len() > queue.tenant_len(key),
+                |kind| freed.push(kind),
+            )
+        };
+        state.long_jobs.parked = next.is_none();
+        if !freed.is_empty() {
+            let mut fills = Vec::with_capacity(freed.len());
+            for kind in freed {
+                let lane = &mut state.lanes[kind as usize];
+                lane.running -= 1;
+                lane.long += 1;
+                fills.push((kind, place_freed(&mut state, kind)));
+            }
+            drop(state);
+            for (kind, spare) in fills {
+                shared.fill_place(kind, spare);
+            }
+            state = shared.lock();
+            continue;
+        }
+        state = match next {
+            None => shared.watch.wait(state).unwrap_or_else(|p| p.into_inner()),
+            Some(at) => {
+                shared
+                    .watch
+                    .wait_timeout(state, at.saturating_duration_since(now))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+        };
     }
 }
 
@@ -413,11 +530,13 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 idle_background: 0,
                 has_reserved: config.reserved_workers > 0,
                 shares: (background > 0).then(|| Shares::new(config.charging)),
+                long_jobs: LongJobs::new(config.long_job_after),
             }),
             work: Condvar::new(),
             reserved_work: Condvar::new(),
             background_work: Condvar::new(),
             exited: Condvar::new(),
+            watch: Condvar::new(),
             handles: Mutex::new(Vec::with_capacity(workers)),
             thread_name: config.thread_name.clone(),
             background_priority: config.background_priority,
@@ -459,6 +578,14 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             }
         }
         drop(lowered_tx);
+        if !config.long_job_after.is_zero() {
+            // Not counted in `live_workers`: it runs no job, and exits as shutdown begins.
+            let shared = Arc::clone(&this.shared);
+            let handle = std::thread::Builder::new()
+                .name(format!("{}-watch", config.thread_name))
+                .spawn(move || watchdog(&shared))?;
+            this.shared.lock_handles().push(handle);
+        }
         this.priority_error = lowered
             .iter()
             .find_map(Result::err)
@@ -488,6 +615,17 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
     /// ([`crate::blocking`]): at most twice the configured ones.
     pub fn threads(&self) -> usize {
         self.shared.lock().live_workers
+    }
+
+    /// Jobs that ran long and gave up their place to another tenant's job
+    /// ([`crate::long_jobs`]) since the pool started.
+    pub fn long_job_spares(&self) -> LongJobSpares {
+        let [shared, background, reserved] = self.shared.lock().long_jobs.given_way();
+        LongJobSpares {
+            shared,
+            background,
+            reserved,
+        }
     }
 
     /// Queues `f` for tenant `key` with fair-share `weight` (≥ 1; 0 counts as 1). Rejections
@@ -580,6 +718,12 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 state.idle_foreground
             };
             let wake_both = state.shares.is_some() && (was_empty || target_idle == 0);
+            // A running job may now have another tenant's job waiting behind it: the
+            // watchdog, asleep without a deadline, must time it.
+            if state.long_jobs.parked && state.long_jobs.any_timed() {
+                state.long_jobs.parked = false;
+                self.shared.watch.notify_one();
+            }
             (lane == Lane::Reserved, placement, wake_both)
         };
         // Wake one worker of the set the job belongs to now. Waking the other set too, on
@@ -697,6 +841,7 @@ impl<K> FairScheduler<K> {
         self.shared.work.notify_all();
         self.shared.reserved_work.notify_all();
         self.shared.background_work.notify_all();
+        self.shared.watch.notify_all();
         while state.live_workers > 0 {
             state = match deadline {
                 None => self
@@ -747,27 +892,40 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
         // configured threads: this thread is a spare then, or a waiter woke while a spare ran.
         let lane = state.lanes[kind as usize];
         let full = lane.running >= lane.size;
+        // The free place is one a long job gave up: not for its tenant (`crate::long_jobs`).
+        let given = lane.running + lane.long >= lane.size;
         let popped = if state.paused || full {
             None
         } else {
-            pop(&mut state, kind)
+            pop(&mut state, kind, given)
         };
         if let Some((charge, job)) = popped {
             state.lanes[kind as usize].running += 1;
+            let now = Instant::now();
+            let long_id = state.long_jobs.started(&charge.key, kind, now);
+            // Others wait and the watchdog has no deadline: this job needs one.
+            let wake_watchdog =
+                long_id.is_some() && state.long_jobs.parked && !state.queue.is_empty();
+            if wake_watchdog {
+                state.long_jobs.parked = false;
+            }
             // Shares are of the shared workers' CPU: what a reserved worker spends is the
             // dedicated tenant's own and must not make the shared tenants look small.
             let running = match state.shares.as_mut() {
-                Some(shares) if kind != Kind::Reserved => {
-                    shares.started(&charge.key, Instant::now())
-                }
+                Some(shares) if kind != Kind::Reserved => shares.started(&charge.key, now),
                 _ => None,
             };
             drop(state);
+            if wake_watchdog {
+                shared.watch.notify_one();
+            }
             let (cpu, wall) = (thread_cpu_ns(), Instant::now());
             // Whatever an earlier job (or code outside any job) left is not this job's.
             take_job_cpu_adjustment();
+            let current = long_jobs::Running::set(long_id);
             // Panics are caught inside the job, so this cannot unwind.
             (job.run)();
+            drop(current);
             let cost = match (cpu, thread_cpu_ns()) {
                 // CPU time another thread spent for this job counts as its own, and time this
                 // thread spent for other jobs does not (see `adjust_job_cpu`).
@@ -777,7 +935,11 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
                 _ => u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX),
             };
             state = shared.lock();
-            state.lanes[kind as usize].running -= 1;
+            if state.long_jobs.ended(long_id) {
+                state.lanes[kind as usize].long -= 1;
+            } else {
+                state.lanes[kind as usize].running -= 1;
+            }
             let cost = match state.charging {
                 Charging::CpuTime => cost,
                 Charging::PerJob => charge.estimate_ns,
@@ -848,32 +1010,41 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
     }
 }
 
-/// The job `kind` of worker runs next, if any.
-fn pop<K: Hash + Eq + Clone>(state: &mut State<K>, kind: Kind) -> Option<(Charge<K>, Job)> {
+/// The job `kind` of worker runs next, if any; in a place a long job `given` up, none of that
+/// job's tenant.
+fn pop<K: Hash + Eq + Clone>(
+    state: &mut State<K>,
+    kind: Kind,
+    given: bool,
+) -> Option<(Charge<K>, Job)> {
     let State {
         queue,
         shares,
         accepting,
+        long_jobs,
         ..
     } = state;
+    let may = |key: &K| !given || !long_jobs.is_long(kind, key);
     let Some(shares) = shares.as_mut().filter(|_| *accepting) else {
         // No split (or shutting down: everyone drains whatever is left). Background workers
         // without a split were turned off (their priority could not be lowered) and exit.
         // While draining, background workers still take only read-only jobs.
         return match (kind, shares.is_some()) {
-            (Kind::Reserved, _) => queue.pop_reserved(),
+            (Kind::Reserved, _) => queue.pop_reserved_where(|key, _| may(key)),
             (Kind::Background, false) => None,
-            (Kind::Background, true) => queue.pop_charged_aside(|_, job| job.demotable),
-            (Kind::Foreground, _) => queue.pop_charged(),
+            (Kind::Background, true) => {
+                queue.pop_charged_aside(|key, job| job.demotable && may(key))
+            }
+            (Kind::Foreground, _) => queue.pop_charged_where(|key, _| may(key)),
         };
     };
     shares.tick(Instant::now());
     let background =
         |key: &K, job: &Job| job.demotable && shares.usage.placement(key) == Placement::Background;
     match kind {
-        Kind::Reserved => queue.pop_reserved(),
-        Kind::Foreground => queue.pop_charged_where(|key, job| !background(key, job)),
-        Kind::Background => queue.pop_charged_aside(background),
+        Kind::Reserved => queue.pop_reserved_where(|key, _| may(key)),
+        Kind::Foreground => queue.pop_charged_where(|key, job| !background(key, job) && may(key)),
+        Kind::Background => queue.pop_charged_aside(|key, job| background(key, job) && may(key)),
     }
 }
 

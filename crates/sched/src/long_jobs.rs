@@ -1,0 +1,230 @@
+//! Long jobs give way: a job that has run longer than `long_job_after` while a job of another
+//! tenant waits for its kind of thread stops counting against the pool's size, so a spare
+//! thread of that kind (the ones [`crate::blocking`] starts for declared waits) runs the
+//! waiting job. Nothing is preempted: the long job goes on, and for as long as the spare's job
+//! lasts the kind runs one job more than its size, as after a declared wait.
+//!
+//! Why: the pool has as many workers as cores, and a job of one tenant can take 50–100 ms (an
+//! embedding of a long query, a large search or count). Two such jobs on a 2-core pool made
+//! every other tenant's 0.3 ms search wait for one of them to end: hundreds of milliseconds of
+//! queue wait. With this, another tenant's job waits at most about the threshold, and shares
+//! the core with the long job through the OS scheduler instead of waiting behind it.
+//!
+//! A flooding tenant gains nothing from it: the place a long job gave up goes only to jobs of
+//! tenants with no long job of that kind running (see [`LongJobs::is_long`]), so a tenant
+//! whose long jobs fill every worker still runs on as many workers as before, and its own
+//! queued jobs wait for them. Each job is marked long at most once.
+//!
+//! The long job calls nothing while it runs, so a watchdog thread per pool notices it: it
+//! sleeps on a condvar until the earliest moment a running job can pass the threshold, and
+//! only while the queue is not empty; with an empty queue (or nothing running) it sleeps until
+//! a submit or a job start wakes it, so an idle or lightly loaded pool pays nothing for it.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::scheduler::Kind;
+
+thread_local! {
+    /// The job this pool thread is running, when long jobs are tracked: a declared wait
+    /// (`crate::blocking`) must know whether its job already gave up its place.
+    static CURRENT: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// The job the calling thread runs, if it is a tracked pool job.
+pub(crate) fn current() -> Option<u64> {
+    CURRENT.get()
+}
+
+/// Marks the calling thread as running job `id` until dropped. Jobs catch their panics, but a
+/// guard clears it on any way out all the same: a stale id would make a later declared wait
+/// act on another job's record.
+pub(crate) struct Running(());
+
+impl Running {
+    pub(crate) fn set(id: Option<u64>) -> Self {
+        CURRENT.set(id);
+        Running(())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        CURRENT.set(None);
+    }
+}
+
+/// A running job, as the watchdog sees it.
+struct Active<K> {
+    key: K,
+    kind: Kind,
+    since: Instant,
+    /// It gave up its place (counted in `Threads::long`, not `running`): never again.
+    long: bool,
+    /// In a declared wait: its place is given up already (`Threads::waiting`).
+    waiting: bool,
+}
+
+/// The pool's running jobs of every kind, for the watchdog, under the pool's lock.
+pub(crate) struct LongJobs<K> {
+    /// `None`: off, nothing is tracked.
+    after: Option<Duration>,
+    active: HashMap<u64, Active<K>>,
+    next_id: u64,
+    /// The watchdog sleeps with no deadline: a submit or a job start that may give it one
+    /// must wake it.
+    pub(crate) parked: bool,
+    /// Jobs that gave up their place, by kind (`Kind as usize`).
+    given_way: [u64; 3],
+}
+
+impl<K: Eq + Clone> LongJobs<K> {
+    /// `after` zero turns it off.
+    pub(crate) fn new(after: Duration) -> Self {
+        Self {
+            after: (!after.is_zero()).then_some(after),
+            active: HashMap::new(),
+            next_id: 0,
+            parked: true,
+            given_way: [0; 3],
+        }
+    }
+
+    /// A `kind` thread starts a job of `key`: its number for [`Self::ended`] (`None` when off).
+    pub(crate) fn started(&mut self, key: &K, kind: Kind, now: Instant) -> Option<u64> {
+        self.after?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let job = Active {
+            key: key.clone(),
+            kind,
+            since: now,
+            long: false,
+            waiting: false,
+        };
+        self.active.insert(id, job);
+        Some(id)
+    }
+
+    /// Job `id` ended: whether it had given up its place.
+    pub(crate) fn ended(&mut self, id: Option<u64>) -> bool {
+        id.and_then(|id| self.active.remove(&id))
+            .is_some_and(|job| job.long)
+    }
+
+    /// Job `id` begins (`true`) or ends a declared wait: whether it had given up its place
+    /// already (then the wait frees nothing, and its end takes nothing back).
+    pub(crate) fn set_waiting(&mut self, id: Option<u64>, waiting: bool) -> bool {
+        match id.and_then(|id| self.active.get_mut(&id)) {
+            Some(job) => {
+                job.waiting = waiting;
+                job.long
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `key` has a job of `kind` that gave up its place: a thread taking that place
+    /// must not run `key`'s jobs, or a flooding tenant would gain threads.
+    pub(crate) fn is_long(&self, kind: Kind, key: &K) -> bool {
+        self.active
+            .values()
+            .any(|job| job.long && job.kind == kind && job.key == *key)
+    }
+
+    /// Whether a job not yet long nor waiting runs: something the watchdog may have to time.
+    pub(crate) fn any_timed(&self) -> bool {
+        self.active.values().any(|job| !job.long && !job.waiting)
+    }
+
+    /// Marks long every job that has run `after` or more, outside a declared wait, while
+    /// `others_queued(key)` (a job of another tenant waits); calls `gave_way(kind)` for each.
+    /// Returns when the next job can pass the threshold, if one can (a job past it with only
+    /// its own tenant's jobs queued waits for a submit to be looked at again).
+    pub(crate) fn scan(
+        &mut self,
+        now: Instant,
+        mut others_queued: impl FnMut(&K) -> bool,
+        mut gave_way: impl FnMut(Kind),
+    ) -> Option<Instant> {
+        let after = self.after?;
+        let mut next: Option<Instant> = None;
+        for job in self.active.values_mut() {
+            if job.long || job.waiting {
+                continue;
+            }
+            let due = job.since + after;
+            if due > now {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            } else if others_queued(&job.key) {
+                job.long = true;
+                self.given_way[job.kind as usize] += 1;
+                gave_way(job.kind);
+            }
+        }
+        next
+    }
+
+    /// Jobs that gave up their place so far, by kind.
+    pub(crate) fn given_way(&self) -> [u64; 3] {
+        self.given_way
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn off_tracks_nothing() {
+        let mut jobs = LongJobs::new(Duration::ZERO);
+        assert_eq!(jobs.started(&1, Kind::Foreground, Instant::now()), None);
+        assert!(!jobs.ended(None));
+    }
+
+    #[test]
+    fn a_job_gives_way_once_only_when_another_tenant_waits() {
+        let mut jobs = LongJobs::new(10 * MS);
+        let t0 = Instant::now();
+        let a = jobs.started(&"a", Kind::Foreground, t0);
+        let mut gave = Vec::new();
+        // Not due yet: the deadline is its start plus the threshold.
+        let next = jobs.scan(t0 + 5 * MS, |_| true, |k| gave.push(k));
+        assert_eq!(next, Some(t0 + 10 * MS));
+        // Due, but only its own tenant waits: no deadline left, nothing given.
+        assert_eq!(jobs.scan(t0 + 11 * MS, |_| false, |k| gave.push(k)), None);
+        assert!(gave.is_empty() && jobs.any_timed());
+        // Another tenant waits: it gives way, once.
+        jobs.scan(t0 + 12 * MS, |k| *k == "a", |k| gave.push(k));
+        jobs.scan(t0 + 13 * MS, |k| *k == "a", |k| gave.push(k));
+        assert_eq!(gave, [Kind::Foreground]);
+        assert!(jobs.is_long(Kind::Foreground, &"a"));
+        assert!(!jobs.is_long(Kind::Reserved, &"a") && !jobs.is_long(Kind::Foreground, &"b"));
+        assert_eq!(jobs.given_way(), [1, 0, 0]);
+        assert!(jobs.ended(a));
+        assert!(!jobs.is_long(Kind::Foreground, &"a"));
+    }
+
+    #[test]
+    fn a_waiting_job_is_not_timed_and_keeps_its_mark() {
+        let mut jobs = LongJobs::new(10 * MS);
+        let t0 = Instant::now();
+        let a = jobs.started(&"a", Kind::Foreground, t0);
+        assert!(!jobs.set_waiting(a, true));
+        assert_eq!(
+            jobs.scan(t0 + 20 * MS, |_| true, |_| panic!("waiting")),
+            None
+        );
+        assert!(!jobs.set_waiting(a, false));
+        let mut gave = 0;
+        jobs.scan(t0 + 20 * MS, |_| true, |_| gave += 1);
+        assert_eq!(gave, 1);
+        // A wait of a job that gave way frees nothing and takes nothing back.
+        assert!(jobs.set_waiting(a, true));
+        assert!(jobs.set_waiting(a, false));
+        assert!(jobs.ended(a));
+    }
+}

@@ -1,0 +1,177 @@
+//! Long jobs give way (`strata_sched::long_jobs`): while every worker runs a long job of one
+//! tenant, another tenant's job runs on a spare thread; the long jobs' own tenant gains no
+//! thread from it; shutdown joins every thread while jobs run long.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use strata_sched::{FairScheduler, JobHandle, SchedulerConfig};
+
+const WORKERS: usize = 2;
+
+/// How long a spinning job spins at most if nothing releases it: far beyond any dispatch
+/// delay on a loaded machine, so reaching it means the pool never ran the releasing job.
+const GIVE_UP: Duration = Duration::from_secs(10);
+
+fn pool(long_job_after: Duration) -> Arc<FairScheduler<&'static str>> {
+    Arc::new(
+        FairScheduler::new(SchedulerConfig {
+            workers: WORKERS,
+            long_job_after,
+            ..SchedulerConfig::default()
+        })
+        .unwrap(),
+    )
+}
+
+/// What the spinning jobs share with the test.
+#[derive(Default)]
+struct Spin {
+    /// Set by the job that releases the spinners.
+    release: AtomicBool,
+    /// Spinners started, and spinning now.
+    started: AtomicUsize,
+    spinning: AtomicUsize,
+}
+
+/// A job of `key` that busy-loops (no declared wait, nothing the pool sees) until released or
+/// `GIVE_UP` passes; returns whether it was released.
+fn spinner(
+    pool: &FairScheduler<&'static str>,
+    key: &'static str,
+    spin: &Arc<Spin>,
+) -> JobHandle<bool> {
+    let spin = Arc::clone(spin);
+    pool.submit(&key, 1, move || {
+        spin.spinning.fetch_add(1, Ordering::SeqCst);
+        spin.started.fetch_add(1, Ordering::SeqCst);
+        let end = Instant::now() + GIVE_UP;
+        while !spin.release.load(Ordering::SeqCst) && Instant::now() < end {
+            std::hint::spin_loop();
+        }
+        spin.spinning.fetch_sub(1, Ordering::SeqCst);
+        spin.release.load(Ordering::SeqCst)
+    })
+    .unwrap()
+}
+
+/// Submits two spinners of "a" and waits until both run.
+fn two_spinning(pool: &FairScheduler<&'static str>, spin: &Arc<Spin>) -> Vec<JobHandle<bool>> {
+    let jobs = (0..WORKERS).map(|_| spinner(pool, "a", spin)).collect();
+    let end = Instant::now() + GIVE_UP;
+    while spin.started.load(Ordering::SeqCst) < WORKERS {
+        assert!(Instant::now() < end, "the spinners never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    jobs
+}
+
+#[test]
+fn another_tenants_job_runs_while_every_worker_runs_a_long_job() {
+    let pool = pool(Duration::from_millis(10));
+    let spin = Arc::new(Spin::default());
+    let a = two_spinning(&pool, &spin);
+    let s = Arc::clone(&spin);
+    let b = pool
+        .submit(&"b", 1, move || {
+            let spinning = s.spinning.load(Ordering::SeqCst);
+            s.release.store(true, Ordering::SeqCst);
+            spinning
+        })
+        .unwrap();
+    assert_eq!(
+        b.wait_blocking(),
+        Ok(WORKERS),
+        "b ran only once a's jobs ended"
+    );
+    for h in a {
+        assert_eq!(
+            h.wait_blocking(),
+            Ok(true),
+            "a's job gave up before b's job ran"
+        );
+    }
+    let spares = pool.long_job_spares();
+    assert!((1..=2).contains(&spares.shared), "{spares:?}");
+    assert_eq!((spares.background, spares.reserved), (0, 0));
+}
+
+#[test]
+fn the_long_jobs_tenant_gains_no_thread() {
+    let pool = pool(Duration::from_millis(10));
+    let spin = Arc::new(Spin::default());
+    let a = two_spinning(&pool, &spin);
+    // a's third job, queued before b's: it must wait for one of a's workers (it says whether
+    // they were released when it started) even though b's job gets a spare.
+    let s = Arc::clone(&spin);
+    let a3 = pool
+        .submit(&"a", 1, move || s.release.load(Ordering::SeqCst))
+        .unwrap();
+    let (ran, b_ran) = mpsc::channel();
+    let b = pool.submit(&"b", 1, move || ran.send(()).unwrap()).unwrap();
+    b_ran.recv_timeout(GIVE_UP).expect("b's job never ran");
+    b.wait_blocking().unwrap();
+    // Room for a wrongly started a3 to run on the thread b's job left (it would see both
+    // spinners running); a pool that works keeps it queued whatever the delay.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        pool.queued_for(&"a"),
+        1,
+        "a's third job started beside its two"
+    );
+    spin.release.store(true, Ordering::SeqCst);
+    assert_eq!(
+        a3.wait_blocking(),
+        Ok(true),
+        "a's third job ran beside its two"
+    );
+    for h in a {
+        assert_eq!(h.wait_blocking(), Ok(true));
+    }
+}
+
+#[test]
+fn shutdown_joins_every_thread_while_jobs_run_long() {
+    let pool = pool(Duration::from_millis(10));
+    let spin = Arc::new(Spin::default());
+    let a = two_spinning(&pool, &spin);
+    let (ran, b_ran) = mpsc::channel();
+    let b = pool.submit(&"b", 1, move || ran.send(()).unwrap()).unwrap();
+    b_ran.recv_timeout(GIVE_UP).expect("b's job never ran");
+    assert!(pool.threads() > WORKERS && pool.threads() <= 2 * WORKERS);
+    let stopper = {
+        let pool = Arc::clone(&pool);
+        std::thread::spawn(move || pool.shutdown())
+    };
+    spin.release.store(true, Ordering::SeqCst);
+    stopper.join().unwrap();
+    assert_eq!(pool.threads(), 0);
+    b.wait_blocking().unwrap();
+    for h in a {
+        assert_eq!(h.wait_blocking(), Ok(true));
+    }
+}
+
+#[test]
+fn a_tenant_alone_runs_long_jobs_without_spares() {
+    let pool = pool(Duration::from_millis(10));
+    let spin = Arc::new(Spin::default());
+    let a = two_spinning(&pool, &spin);
+    let s = Arc::clone(&spin);
+    let a3 = pool
+        .submit(&"a", 1, move || s.release.load(Ordering::SeqCst))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        pool.threads(),
+        WORKERS,
+        "a spare started with no other tenant waiting"
+    );
+    spin.release.store(true, Ordering::SeqCst);
+    assert_eq!(a3.wait_blocking(), Ok(true));
+    for h in a {
+        assert_eq!(h.wait_blocking(), Ok(true));
+    }
+    assert_eq!(pool.long_job_spares().shared, 0);
+}
