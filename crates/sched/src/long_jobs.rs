@@ -13,7 +13,10 @@
 //! A flooding tenant gains nothing from it: the place a long job gave up goes only to jobs of
 //! tenants with no long job of that kind running (see [`LongJobs::is_long`]), so a tenant
 //! whose long jobs fill every worker still runs on as many workers as before, and its own
-//! queued jobs wait for them. Each job is marked long at most once.
+//! queued jobs wait for them. The normal places (the kind's size less its long jobs) stay open
+//! to every tenant, whatever runs in the given ones: a tenant with one long job is not shut
+//! out of them by another tenant's jobs in the place it gave up. Each job is marked long at
+//! most once.
 //!
 //! The long job calls nothing while it runs, so a watchdog thread per pool notices it: it
 //! sleeps on a condvar until the earliest moment a running job can pass the threshold, and
@@ -64,6 +67,18 @@ struct Active<K> {
     long: bool,
     /// In a declared wait: its place is given up already (`Threads::waiting`).
     waiting: bool,
+    /// It runs in a place a long job gave up (counted in `Threads::given` while it counts as
+    /// running): the places left are the normal ones, open to every tenant.
+    given: bool,
+}
+
+/// What a job's record says when it ends or a declared wait of it begins or ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Place {
+    /// It gave up its place (ran long): counted in `Threads::long`.
+    pub(crate) long: bool,
+    /// It runs in a place a long job gave up: counted in `Threads::given` too.
+    pub(crate) given: bool,
 }
 
 /// The pool's running jobs of every kind, for the watchdog, under the pool's lock.
@@ -91,8 +106,15 @@ impl<K: Eq + Clone> LongJobs<K> {
         }
     }
 
-    /// A `kind` thread starts a job of `key`: its number for [`Self::ended`] (`None` when off).
-    pub(crate) fn started(&mut self, key: &K, kind: Kind, now: Instant) -> Option<u64> {
+    /// A `kind` thread starts a job of `key`, in a place a long job gave up if `given`: its
+    /// number for [`Self::ended`] (`None` when off).
+    pub(crate) fn started(
+        &mut self,
+        key: &K,
+        kind: Kind,
+        now: Instant,
+        given: bool,
+    ) -> Option<u64> {
         self.after?;
         let id = self.next_id;
         self.next_id += 1;
@@ -102,31 +124,40 @@ impl<K: Eq + Clone> LongJobs<K> {
             since: now,
             long: false,
             waiting: false,
+            given,
         };
         self.active.insert(id, job);
         Some(id)
     }
 
-    /// Job `id` ended: whether it had given up its place.
-    pub(crate) fn ended(&mut self, id: Option<u64>) -> bool {
+    /// Job `id` ended: whether it had given up its place, or ran in a given one.
+    pub(crate) fn ended(&mut self, id: Option<u64>) -> Place {
         id.and_then(|id| self.active.remove(&id))
-            .is_some_and(|job| job.long)
+            .map_or_else(Place::default, |job| Place {
+                long: job.long,
+                given: job.given,
+            })
     }
 
     /// Job `id` begins (`true`) or ends a declared wait: whether it had given up its place
-    /// already (then the wait frees nothing, and its end takes nothing back).
-    pub(crate) fn set_waiting(&mut self, id: Option<u64>, waiting: bool) -> bool {
+    /// already (then the wait frees nothing, and its end takes nothing back), and whether it
+    /// runs in a given place.
+    pub(crate) fn set_waiting(&mut self, id: Option<u64>, waiting: bool) -> Place {
         match id.and_then(|id| self.active.get_mut(&id)) {
             Some(job) => {
                 job.waiting = waiting;
-                job.long
+                Place {
+                    long: job.long,
+                    given: job.given,
+                }
             }
-            None => false,
+            None => Place::default(),
         }
     }
 
     /// Whether `key` has a job of `kind` that gave up its place: a thread taking that place
-    /// must not run `key`'s jobs, or a flooding tenant would gain threads.
+    /// must not run `key`'s jobs, or a flooding tenant would gain threads. The normal places
+    /// stay open to it.
     pub(crate) fn is_long(&self, kind: Kind, key: &K) -> bool {
         self.active
             .values()
@@ -139,14 +170,15 @@ impl<K: Eq + Clone> LongJobs<K> {
     }
 
     /// Marks long every job that has run `after` or more, outside a declared wait, while
-    /// `others_queued(key)` (a job of another tenant waits); calls `gave_way(kind)` for each.
+    /// `others_queued(key)` (a job of another tenant waits); calls `gave_way(kind, given)` for
+    /// each (`given`: it ran in a place a long job gave up, which it gives back now).
     /// Returns when the next job can pass the threshold, if one can (a job past it with only
     /// its own tenant's jobs queued waits for a submit to be looked at again).
     pub(crate) fn scan(
         &mut self,
         now: Instant,
         mut others_queued: impl FnMut(&K) -> bool,
-        mut gave_way: impl FnMut(Kind),
+        mut gave_way: impl FnMut(Kind, bool),
     ) -> Option<Instant> {
         let after = self.after?;
         let mut next: Option<Instant> = None;
@@ -159,8 +191,9 @@ impl<K: Eq + Clone> LongJobs<K> {
                 next = Some(next.map_or(due, |n| n.min(due)));
             } else if others_queued(&job.key) {
                 job.long = true;
+                let given = std::mem::take(&mut job.given);
                 self.given_way[job.kind as usize] += 1;
-                gave_way(job.kind);
+                gave_way(job.kind, given);
             }
         }
         next
@@ -181,30 +214,36 @@ mod tests {
     #[test]
     fn off_tracks_nothing() {
         let mut jobs = LongJobs::new(Duration::ZERO);
-        assert_eq!(jobs.started(&1, Kind::Foreground, Instant::now()), None);
-        assert!(!jobs.ended(None));
+        assert_eq!(
+            jobs.started(&1, Kind::Foreground, Instant::now(), false),
+            None
+        );
+        assert_eq!(jobs.ended(None), Place::default());
     }
 
     #[test]
     fn a_job_gives_way_once_only_when_another_tenant_waits() {
         let mut jobs = LongJobs::new(10 * MS);
         let t0 = Instant::now();
-        let a = jobs.started(&"a", Kind::Foreground, t0);
+        let a = jobs.started(&"a", Kind::Foreground, t0, false);
         let mut gave = Vec::new();
         // Not due yet: the deadline is its start plus the threshold.
-        let next = jobs.scan(t0 + 5 * MS, |_| true, |k| gave.push(k));
+        let next = jobs.scan(t0 + 5 * MS, |_| true, |k, _| gave.push(k));
         assert_eq!(next, Some(t0 + 10 * MS));
         // Due, but only its own tenant waits: no deadline left, nothing given.
-        assert_eq!(jobs.scan(t0 + 11 * MS, |_| false, |k| gave.push(k)), None);
+        assert_eq!(
+            jobs.scan(t0 + 11 * MS, |_| false, |k, _| gave.push(k)),
+            None
+        );
         assert!(gave.is_empty() && jobs.any_timed());
         // Another tenant waits: it gives way, once.
-        jobs.scan(t0 + 12 * MS, |k| *k == "a", |k| gave.push(k));
-        jobs.scan(t0 + 13 * MS, |k| *k == "a", |k| gave.push(k));
+        jobs.scan(t0 + 12 * MS, |k| *k == "a", |k, _| gave.push(k));
+        jobs.scan(t0 + 13 * MS, |k| *k == "a", |k, _| gave.push(k));
         assert_eq!(gave, [Kind::Foreground]);
         assert!(jobs.is_long(Kind::Foreground, &"a"));
         assert!(!jobs.is_long(Kind::Reserved, &"a") && !jobs.is_long(Kind::Foreground, &"b"));
         assert_eq!(jobs.given_way(), [1, 0, 0]);
-        assert!(jobs.ended(a));
+        assert!(jobs.ended(a).long);
         assert!(!jobs.is_long(Kind::Foreground, &"a"));
     }
 
@@ -212,19 +251,19 @@ mod tests {
     fn a_waiting_job_is_not_timed_and_keeps_its_mark() {
         let mut jobs = LongJobs::new(10 * MS);
         let t0 = Instant::now();
-        let a = jobs.started(&"a", Kind::Foreground, t0);
-        assert!(!jobs.set_waiting(a, true));
+        let a = jobs.started(&"a", Kind::Foreground, t0, false);
+        assert!(!jobs.set_waiting(a, true).long);
         assert_eq!(
-            jobs.scan(t0 + 20 * MS, |_| true, |_| panic!("waiting")),
+            jobs.scan(t0 + 20 * MS, |_| true, |_, _| panic!("waiting")),
             None
         );
-        assert!(!jobs.set_waiting(a, false));
+        assert!(!jobs.set_waiting(a, false).long);
         let mut gave = 0;
-        jobs.scan(t0 + 20 * MS, |_| true, |_| gave += 1);
+        jobs.scan(t0 + 20 * MS, |_| true, |_, _| gave += 1);
         assert_eq!(gave, 1);
         // A wait of a job that gave way frees nothing and takes nothing back.
-        assert!(jobs.set_waiting(a, true));
-        assert!(jobs.set_waiting(a, false));
-        assert!(jobs.ended(a));
+        assert!(jobs.set_waiting(a, true).long);
+        assert!(jobs.set_waiting(a, false).long);
+        assert!(jobs.ended(a).long);
     }
 }

@@ -163,12 +163,21 @@ struct Threads {
     waiting: usize,
     /// Running a job that ran long and gave up its place (`crate::long_jobs`), not in a wait.
     long: usize,
+    /// Of `running`, the jobs that started in a place a long job gave up (closed to that
+    /// job's tenant): the others fill the normal places, `size - long` of them.
+    given: usize,
 }
 
 impl Threads {
     /// Threads asleep (waiting for work or for a free place).
     fn asleep(&self) -> usize {
         self.threads - self.running - self.waiting - self.long
+    }
+
+    /// Whether every normal place is taken, so a free place is one a long job gave up: not
+    /// for the tenant of a long job of this kind (`crate::long_jobs`).
+    fn only_given_free(&self) -> bool {
+        self.running - self.given + self.long >= self.size
     }
 }
 
@@ -355,14 +364,17 @@ impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
         let spare = {
             let mut state = self.lock();
             // A job that ran long gave its place already: its wait frees nothing more.
-            let was_long = state.long_jobs.set_waiting(long_jobs::current(), true);
+            let place = state.long_jobs.set_waiting(long_jobs::current(), true);
             let lane = &mut state.lanes[kind as usize];
             lane.waiting += 1;
-            if was_long {
+            if place.long {
                 lane.long -= 1;
                 return;
             }
             lane.running -= 1;
+            if place.given {
+                lane.given -= 1;
+            }
             place_freed(&mut state, kind)
         };
         self.fill_place(kind, spare);
@@ -370,14 +382,17 @@ impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
 
     fn wait_ends(&self, kind: Kind) {
         let mut state = self.lock();
-        let was_long = state.long_jobs.set_waiting(long_jobs::current(), false);
-        let wake_watchdog = !was_long && state.long_jobs.parked && !state.queue.is_empty();
+        let place = state.long_jobs.set_waiting(long_jobs::current(), false);
+        let wake_watchdog = !place.long && state.long_jobs.parked && !state.queue.is_empty();
         let lane = &mut state.lanes[kind as usize];
         lane.waiting -= 1;
-        if was_long {
+        if place.long {
             lane.long += 1;
         } else {
             lane.running += 1;
+            if place.given {
+                lane.given += 1;
+            }
         }
         drop(state);
         if wake_watchdog {
@@ -408,16 +423,19 @@ fn watchdog<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>) {
             long_jobs.scan(
                 now,
                 |key| queue.len() > queue.tenant_len(key),
-                |kind| freed.push(kind),
+                |kind, given| freed.push((kind, given)),
             )
         };
         state.long_jobs.parked = next.is_none();
         if !freed.is_empty() {
             let mut fills = Vec::with_capacity(freed.len());
-            for kind in freed {
+            for (kind, given) in freed {
                 let lane = &mut state.lanes[kind as usize];
                 lane.running -= 1;
                 lane.long += 1;
+                if given {
+                    lane.given -= 1;
+                }
                 fills.push((kind, place_freed(&mut state, kind)));
             }
             drop(state);
@@ -893,16 +911,21 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
         let lane = state.lanes[kind as usize];
         let full = lane.running >= lane.size;
         // The free place is one a long job gave up: not for its tenant (`crate::long_jobs`).
-        let given = lane.running + lane.long >= lane.size;
+        // Jobs running in such places do not make the normal places look given.
+        let given = lane.only_given_free();
         let popped = if state.paused || full {
             None
         } else {
             pop(&mut state, kind, given)
         };
         if let Some((charge, job)) = popped {
-            state.lanes[kind as usize].running += 1;
+            let lane = &mut state.lanes[kind as usize];
+            lane.running += 1;
+            if given {
+                lane.given += 1;
+            }
             let now = Instant::now();
-            let long_id = state.long_jobs.started(&charge.key, kind, now);
+            let long_id = state.long_jobs.started(&charge.key, kind, now, given);
             // Others wait and the watchdog has no deadline: this job needs one.
             let wake_watchdog =
                 long_id.is_some() && state.long_jobs.parked && !state.queue.is_empty();
@@ -935,10 +958,15 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
                 _ => u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX),
             };
             state = shared.lock();
-            if state.long_jobs.ended(long_id) {
-                state.lanes[kind as usize].long -= 1;
+            let place = state.long_jobs.ended(long_id);
+            let lane = &mut state.lanes[kind as usize];
+            if place.long {
+                lane.long -= 1;
             } else {
-                state.lanes[kind as usize].running -= 1;
+                lane.running -= 1;
+                if place.given {
+                    lane.given -= 1;
+                }
             }
             let cost = match state.charging {
                 Charging::CpuTime => cost,

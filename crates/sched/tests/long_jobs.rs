@@ -175,3 +175,74 @@ fn a_tenant_alone_runs_long_jobs_without_spares() {
     }
     assert_eq!(pool.long_job_spares().shared, 0);
 }
+
+/// Submits short jobs of `key` (about a millisecond each), keeping many queued, until `done`
+/// is set or `for_at_most` passes.
+fn flood(
+    pool: &FairScheduler<&'static str>,
+    key: &'static str,
+    done: &AtomicBool,
+    for_at_most: Duration,
+) -> Vec<JobHandle<()>> {
+    let end = Instant::now() + for_at_most;
+    let mut jobs = Vec::new();
+    while !done.load(Ordering::SeqCst) && Instant::now() < end {
+        while pool.queued_for(&key) < 64 {
+            jobs.push(
+                pool.submit(&key, 1, || {
+                    let end = Instant::now() + Duration::from_millis(1);
+                    while Instant::now() < end {
+                        std::hint::spin_loop();
+                    }
+                })
+                .unwrap(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    jobs
+}
+
+#[test]
+fn a_tenant_with_a_long_job_keeps_its_normal_place_while_another_floods() {
+    // Far above b's jobs (1 ms), so only a's first job gives way: one of b's giving way too
+    // would reopen the places for a whenever it ended.
+    let pool = pool(Duration::from_millis(50));
+    let spin = Arc::new(Spin::default());
+    let a1 = spinner(&pool, "a", &spin);
+    let end = Instant::now() + GIVE_UP;
+    while spin.started.load(Ordering::SeqCst) < 1 {
+        assert!(Instant::now() < end, "a's first job never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // b floods: a's first job gives way, and b's jobs fill the other worker and the spare.
+    // a's second job, queued then, needs only the normal place b's jobs take turns on: it
+    // must get it in the fair order, not wait for a's first job to end (after the flood).
+    let done = Arc::new(AtomicBool::new(false));
+    let flooder = {
+        let (pool, done) = (Arc::clone(&pool), Arc::clone(&done));
+        std::thread::spawn(move || flood(&pool, "b", &done, Duration::from_secs(3)))
+    };
+    while pool.long_job_spares().shared < 1 {
+        assert!(Instant::now() < end, "a's first job never gave way");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (s, d) = (Arc::clone(&spin), Arc::clone(&done));
+    let a2 = pool
+        .submit(&"a", 1, move || {
+            d.store(true, Ordering::SeqCst);
+            !s.release.load(Ordering::SeqCst)
+        })
+        .unwrap();
+    let b = flooder.join().unwrap();
+    spin.release.store(true, Ordering::SeqCst);
+    assert_eq!(
+        a2.wait_blocking(),
+        Ok(true),
+        "a's short job waited for its long one while b flooded"
+    );
+    assert_eq!(a1.wait_blocking(), Ok(true));
+    for h in b {
+        h.wait_blocking().unwrap();
+    }
+}
