@@ -21,7 +21,9 @@
 //! The long job calls nothing while it runs, so a watchdog thread per pool notices it: it
 //! sleeps on a condvar until the earliest moment a running job can pass the threshold, and
 //! only while the queue is not empty; with an empty queue (or nothing running) it sleeps until
-//! a submit or a job start wakes it, so an idle or lightly loaded pool pays nothing for it.
+//! a submit of a job that cannot start at once (its kind has no free place or no thread asleep)
+//! or a job start that leaves jobs queued wakes it, so an idle or lightly loaded pool (a job
+//! at a time, each taken by an idle worker) pays nothing for it.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -90,6 +92,8 @@ pub(crate) struct LongJobs<K> {
     /// The watchdog sleeps with no deadline: a submit or a job start that may give it one
     /// must wake it.
     pub(crate) parked: bool,
+    /// Times a parked watchdog was woken ([`Self::unpark`]): what a lightly loaded pool pays.
+    pub(crate) unparked: u64,
     /// Jobs that gave up their place, by kind (`Kind as usize`).
     given_way: [u64; 3],
 }
@@ -102,6 +106,7 @@ impl<K: Eq + Clone> LongJobs<K> {
             active: HashMap::new(),
             next_id: 0,
             parked: true,
+            unparked: 0,
             given_way: [0; 3],
         }
     }
@@ -197,6 +202,17 @@ impl<K: Eq + Clone> LongJobs<K> {
             }
         }
         next
+    }
+
+    /// The watchdog must look at the running jobs: whether it is parked and must be notified
+    /// (then it counts as awake from now on).
+    pub(crate) fn unpark(&mut self) -> bool {
+        if !self.parked {
+            return false;
+        }
+        self.parked = false;
+        self.unparked += 1;
+        true
     }
 
     /// Jobs that gave up their place so far, by kind.

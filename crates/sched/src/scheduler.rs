@@ -383,7 +383,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
     fn wait_ends(&self, kind: Kind) {
         let mut state = self.lock();
         let place = state.long_jobs.set_waiting(long_jobs::current(), false);
-        let wake_watchdog = !place.long && state.long_jobs.parked && !state.queue.is_empty();
+        let wake_watchdog = !place.long && !state.queue.is_empty() && state.long_jobs.unpark();
         let lane = &mut state.lanes[kind as usize];
         lane.waiting -= 1;
         if place.long {
@@ -737,9 +737,22 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             };
             let wake_both = state.shares.is_some() && (was_empty || target_idle == 0);
             // A running job may now have another tenant's job waiting behind it: the
-            // watchdog, asleep without a deadline, must time it.
-            if state.long_jobs.parked && state.long_jobs.any_timed() {
-                state.long_jobs.parked = false;
+            // watchdog, asleep without a deadline, must time it. Only when this job cannot
+            // start at once (its kind has no free place or no thread asleep): one that can is
+            // taken by a worker, and a start that leaves jobs queued wakes the watchdog
+            // itself (see `worker`), so a lightly loaded pool pays no wake-up per job.
+            let target = if background {
+                Kind::Background
+            } else {
+                Kind::Foreground
+            };
+            let can_start = |kind: Kind| {
+                let lane = state.lanes[kind as usize];
+                lane.running < lane.size && lane.asleep() > 0
+            };
+            let starts = !state.paused
+                && (can_start(target) || (lane == Lane::Reserved && can_start(Kind::Reserved)));
+            if !starts && state.long_jobs.any_timed() && state.long_jobs.unpark() {
                 self.shared.watch.notify_one();
             }
             (lane == Lane::Reserved, placement, wake_both)
@@ -928,10 +941,7 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             let long_id = state.long_jobs.started(&charge.key, kind, now, given);
             // Others wait and the watchdog has no deadline: this job needs one.
             let wake_watchdog =
-                long_id.is_some() && state.long_jobs.parked && !state.queue.is_empty();
-            if wake_watchdog {
-                state.long_jobs.parked = false;
-            }
+                long_id.is_some() && !state.queue.is_empty() && state.long_jobs.unpark();
             // Shares are of the shared workers' CPU: what a reserved worker spends is the
             // dedicated tenant's own and must not make the shared tenants look small.
             let running = match state.shares.as_mut() {
@@ -1109,5 +1119,58 @@ impl<R> Future for JobHandle<R> {
         Pin::new(&mut self.rx)
             .poll(cx)
             .map(|r| r.unwrap_or(Err(SchedError::Dropped)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A job that can start at once does not wake the watchdog, even while another job runs.
+    #[test]
+    fn a_job_that_starts_at_once_does_not_wake_the_watchdog() {
+        let pool = FairScheduler::new(SchedulerConfig {
+            workers: 2,
+            long_job_after: Duration::from_secs(60),
+            ..SchedulerConfig::default()
+        })
+        .unwrap();
+        let (started, release) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (s, r) = (Arc::clone(&started), Arc::clone(&release));
+        let a = pool
+            .submit(&"a", 1, move || {
+                s.store(true, Ordering::SeqCst);
+                while !r.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+            .unwrap();
+        while !started.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let before = pool.shared.lock().long_jobs.unparked;
+        for _ in 0..10 {
+            // A job's result arrives a moment before its worker frees the place: a submit
+            // in between could not start at once (and rightly wakes the watchdog).
+            while pool.shared.lock().lanes[Kind::Foreground as usize].running > 1 {
+                std::thread::yield_now();
+            }
+            pool.submit(&"b", 1, || ())
+                .unwrap()
+                .wait_blocking()
+                .unwrap();
+        }
+        let after = pool.shared.lock().long_jobs.unparked;
+        release.store(true, Ordering::SeqCst);
+        a.wait_blocking().unwrap();
+        assert_eq!(
+            after, before,
+            "short jobs beside a running one woke the watchdog"
+        );
     }
 }
