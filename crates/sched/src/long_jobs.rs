@@ -18,6 +18,10 @@
 //! out of them by another tenant's jobs in the place it gave up. Each job is marked long at
 //! most once.
 //!
+//! The threshold is wall time, less the time in declared waits: a job kept off the CPU by
+//! the OS, or blocked in an fsync or on the storage write lock without declaring it, counts
+//! as running. (A CPU clock per job thread would not count those; it is not done.)
+//!
 //! The long job calls nothing while it runs, so a watchdog thread per pool notices it: it
 //! sleeps on a condvar until the earliest moment a running job can pass the threshold, and
 //! only while the queue is not empty; with an empty queue (or nothing running) it sleeps until
@@ -64,7 +68,10 @@ impl Drop for Running {
 struct Active<K> {
     key: K,
     kind: Kind,
+    /// When it started, less the time it spent in declared waits: it has run `now - since`.
     since: Instant,
+    /// In a wait: how long it had run when the wait began.
+    ran: Duration,
     /// It gave up its place (counted in `Threads::long`, not `running`): never again.
     long: bool,
     /// In a declared wait: its place is given up already (`Threads::waiting`).
@@ -127,6 +134,7 @@ impl<K: Eq + Clone> LongJobs<K> {
             key: key.clone(),
             kind,
             since: now,
+            ran: Duration::ZERO,
             long: false,
             waiting: false,
             given,
@@ -146,10 +154,15 @@ impl<K: Eq + Clone> LongJobs<K> {
 
     /// Job `id` begins (`true`) or ends a declared wait: whether it had given up its place
     /// already (then the wait frees nothing, and its end takes nothing back), and whether it
-    /// runs in a given place.
-    pub(crate) fn set_waiting(&mut self, id: Option<u64>, waiting: bool) -> Place {
+    /// runs in a given place. The time in the wait does not count toward the threshold.
+    pub(crate) fn set_waiting(&mut self, id: Option<u64>, waiting: bool, now: Instant) -> Place {
         match id.and_then(|id| self.active.get_mut(&id)) {
             Some(job) => {
+                if waiting {
+                    job.ran = now.saturating_duration_since(job.since);
+                } else if job.waiting {
+                    job.since = now.checked_sub(job.ran).unwrap_or(now);
+                }
                 job.waiting = waiting;
                 Place {
                     long: job.long,
@@ -268,18 +281,33 @@ mod tests {
         let mut jobs = LongJobs::new(10 * MS);
         let t0 = Instant::now();
         let a = jobs.started(&"a", Kind::Foreground, t0, false);
-        assert!(!jobs.set_waiting(a, true).long);
+        assert!(!jobs.set_waiting(a, true, t0).long);
         assert_eq!(
             jobs.scan(t0 + 20 * MS, |_| true, |_, _| panic!("waiting")),
             None
         );
-        assert!(!jobs.set_waiting(a, false).long);
+        assert!(!jobs.set_waiting(a, false, t0).long);
         let mut gave = 0;
         jobs.scan(t0 + 20 * MS, |_| true, |_, _| gave += 1);
         assert_eq!(gave, 1);
         // A wait of a job that gave way frees nothing and takes nothing back.
-        assert!(jobs.set_waiting(a, true).long);
-        assert!(jobs.set_waiting(a, false).long);
+        assert!(jobs.set_waiting(a, true, t0).long);
+        assert!(jobs.set_waiting(a, false, t0).long);
         assert!(jobs.ended(a).long);
+    }
+
+    #[test]
+    fn time_in_a_declared_wait_does_not_count() {
+        let mut jobs = LongJobs::new(10 * MS);
+        let t0 = Instant::now();
+        let a = jobs.started(&"a", Kind::Foreground, t0, false);
+        jobs.set_waiting(a, true, t0 + 8 * MS);
+        jobs.set_waiting(a, false, t0 + 30 * MS);
+        // It has run 9 ms of the 31: due 1 ms from now, not past the threshold.
+        let next = jobs.scan(t0 + 31 * MS, |_| true, |_, _| panic!("gave way"));
+        assert_eq!(next, Some(t0 + 32 * MS));
+        let mut gave = 0;
+        jobs.scan(t0 + 32 * MS, |_| true, |_, _| gave += 1);
+        assert_eq!(gave, 1);
     }
 }

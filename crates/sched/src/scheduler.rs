@@ -364,7 +364,9 @@ impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
         let spare = {
             let mut state = self.lock();
             // A job that ran long gave its place already: its wait frees nothing more.
-            let place = state.long_jobs.set_waiting(long_jobs::current(), true);
+            let place = state
+                .long_jobs
+                .set_waiting(long_jobs::current(), true, Instant::now());
             let lane = &mut state.lanes[kind as usize];
             lane.waiting += 1;
             if place.long {
@@ -382,7 +384,9 @@ impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
 
     fn wait_ends(&self, kind: Kind) {
         let mut state = self.lock();
-        let place = state.long_jobs.set_waiting(long_jobs::current(), false);
+        let place = state
+            .long_jobs
+            .set_waiting(long_jobs::current(), false, Instant::now());
         let wake_watchdog = !place.long && !state.queue.is_empty() && state.long_jobs.unpark();
         let lane = &mut state.lanes[kind as usize];
         lane.waiting -= 1;
