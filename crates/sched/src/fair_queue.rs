@@ -509,6 +509,26 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         self.len == 0
     }
 
+    /// Whether a tenant other than `key` has a job queued whose head-of-line job `allowed`
+    /// accepts, among every tenant ([`Lane::Shared`]) or the reserved lane's only: what a pop
+    /// of that lane with that filter could take. Walks the tenants, so it suits occasional
+    /// checks (the pool's watchdog, when a running job passes its threshold).
+    pub fn others_queued_where(
+        &self,
+        key: &K,
+        lane: Lane,
+        mut allowed: impl FnMut(&K, &T) -> bool,
+    ) -> bool {
+        self.tenants.iter().any(|(k, tenant)| {
+            k != key
+                && (lane == Lane::Shared || tenant.lane == Lane::Reserved)
+                && tenant
+                    .jobs
+                    .front()
+                    .is_some_and(|entry| allowed(k, &entry.item))
+        })
+    }
+
     /// Jobs queued for `key`.
     pub fn tenant_len(&self, key: &K) -> usize {
         self.tenants.get(key).map_or(0, |t| t.jobs.len())

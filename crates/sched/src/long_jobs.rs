@@ -188,14 +188,15 @@ impl<K: Eq + Clone> LongJobs<K> {
     }
 
     /// Marks long every job that has run `after` or more, outside a declared wait, while
-    /// `others_queued(key)` (a job of another tenant waits); calls `gave_way(kind, given)` for
+    /// `others_queued(kind, key)` (a job of another tenant waits that a thread of the job's
+    /// kind could run); calls `gave_way(kind, given)` for
     /// each (`given`: it ran in a place a long job gave up, which it gives back now).
     /// Returns when the next job can pass the threshold, if one can (a job past it with only
     /// its own tenant's jobs queued waits for a submit to be looked at again).
     pub(crate) fn scan(
         &mut self,
         now: Instant,
-        mut others_queued: impl FnMut(&K) -> bool,
+        mut others_queued: impl FnMut(Kind, &K) -> bool,
         mut gave_way: impl FnMut(Kind, bool),
     ) -> Option<Instant> {
         let after = self.after?;
@@ -207,7 +208,7 @@ impl<K: Eq + Clone> LongJobs<K> {
             let due = job.since + after;
             if due > now {
                 next = Some(next.map_or(due, |n| n.min(due)));
-            } else if others_queued(&job.key) {
+            } else if others_queued(job.kind, &job.key) {
                 job.long = true;
                 let given = std::mem::take(&mut job.given);
                 self.given_way[job.kind as usize] += 1;
@@ -257,17 +258,17 @@ mod tests {
         let a = jobs.started(&"a", Kind::Foreground, t0, false);
         let mut gave = Vec::new();
         // Not due yet: the deadline is its start plus the threshold.
-        let next = jobs.scan(t0 + 5 * MS, |_| true, |k, _| gave.push(k));
+        let next = jobs.scan(t0 + 5 * MS, |_, _| true, |k, _| gave.push(k));
         assert_eq!(next, Some(t0 + 10 * MS));
         // Due, but only its own tenant waits: no deadline left, nothing given.
         assert_eq!(
-            jobs.scan(t0 + 11 * MS, |_| false, |k, _| gave.push(k)),
+            jobs.scan(t0 + 11 * MS, |_, _| false, |k, _| gave.push(k)),
             None
         );
         assert!(gave.is_empty() && jobs.any_timed());
         // Another tenant waits: it gives way, once.
-        jobs.scan(t0 + 12 * MS, |k| *k == "a", |k, _| gave.push(k));
-        jobs.scan(t0 + 13 * MS, |k| *k == "a", |k, _| gave.push(k));
+        jobs.scan(t0 + 12 * MS, |_, k| *k == "a", |k, _| gave.push(k));
+        jobs.scan(t0 + 13 * MS, |_, k| *k == "a", |k, _| gave.push(k));
         assert_eq!(gave, [Kind::Foreground]);
         assert!(jobs.is_long(Kind::Foreground, &"a"));
         assert!(!jobs.is_long(Kind::Reserved, &"a") && !jobs.is_long(Kind::Foreground, &"b"));
@@ -283,12 +284,12 @@ mod tests {
         let a = jobs.started(&"a", Kind::Foreground, t0, false);
         assert!(!jobs.set_waiting(a, true, t0).long);
         assert_eq!(
-            jobs.scan(t0 + 20 * MS, |_| true, |_, _| panic!("waiting")),
+            jobs.scan(t0 + 20 * MS, |_, _| true, |_, _| panic!("waiting")),
             None
         );
         assert!(!jobs.set_waiting(a, false, t0).long);
         let mut gave = 0;
-        jobs.scan(t0 + 20 * MS, |_| true, |_, _| gave += 1);
+        jobs.scan(t0 + 20 * MS, |_, _| true, |_, _| gave += 1);
         assert_eq!(gave, 1);
         // A wait of a job that gave way frees nothing and takes nothing back.
         assert!(jobs.set_waiting(a, true, t0).long);
@@ -304,10 +305,10 @@ mod tests {
         jobs.set_waiting(a, true, t0 + 8 * MS);
         jobs.set_waiting(a, false, t0 + 30 * MS);
         // It has run 9 ms of the 31: due 1 ms from now, not past the threshold.
-        let next = jobs.scan(t0 + 31 * MS, |_| true, |_, _| panic!("gave way"));
+        let next = jobs.scan(t0 + 31 * MS, |_, _| true, |_, _| panic!("gave way"));
         assert_eq!(next, Some(t0 + 32 * MS));
         let mut gave = 0;
-        jobs.scan(t0 + 32 * MS, |_| true, |_, _| gave += 1);
+        jobs.scan(t0 + 32 * MS, |_, _| true, |_, _| gave += 1);
         assert_eq!(gave, 1);
     }
 }

@@ -422,11 +422,29 @@ fn watchdog<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>) {
             None
         } else {
             let State {
-                queue, long_jobs, ..
+                queue,
+                long_jobs,
+                shares,
+                ..
             } = &mut *state;
+            // Only a job the long one's kind of thread could run makes it give way: a
+            // reserved worker's job gives way for the reserved lane's jobs only, and with
+            // background workers the foreground and background ones for their own tenants.
+            let background = |key: &K, job: &Job| {
+                job.demotable
+                    && shares
+                        .as_ref()
+                        .is_some_and(|s| s.usage.placement(key) == Placement::Background)
+            };
             long_jobs.scan(
                 now,
-                |key| queue.len() > queue.tenant_len(key),
+                |kind, key| match kind {
+                    Kind::Reserved => queue.others_queued_where(key, Lane::Reserved, |_, _| true),
+                    Kind::Foreground => {
+                        queue.others_queued_where(key, Lane::Shared, |k, job| !background(k, job))
+                    }
+                    Kind::Background => queue.others_queued_where(key, Lane::Shared, background),
+                },
                 |kind, given| freed.push((kind, given)),
             )
         };

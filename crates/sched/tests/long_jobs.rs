@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use strata_sched::{FairScheduler, JobHandle, SchedulerConfig};
+use strata_sched::{FairScheduler, JobHandle, Lane, SchedulerConfig};
 
 const WORKERS: usize = 2;
 
@@ -245,4 +245,50 @@ fn a_tenant_with_a_long_job_keeps_its_normal_place_while_another_floods() {
     for h in b {
         h.wait_blocking().unwrap();
     }
+}
+
+#[test]
+fn a_reserved_workers_long_job_does_not_give_way_for_a_shared_lane_job() {
+    let pool = Arc::new(
+        FairScheduler::new(SchedulerConfig {
+            workers: 1,
+            reserved_workers: 1,
+            long_job_after: Duration::from_millis(10),
+            ..SchedulerConfig::default()
+        })
+        .unwrap(),
+    );
+    let spin = Arc::new(Spin::default());
+    // x's job on the shared worker, then r's (reserved lane) on the reserved one.
+    let x = spinner(&pool, "x", &spin);
+    let end = Instant::now() + GIVE_UP;
+    while spin.started.load(Ordering::SeqCst) < 1 {
+        assert!(Instant::now() < end, "x's job never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let s = Arc::clone(&spin);
+    let r = pool
+        .submit_in(&"r", 1, Lane::Reserved, move || {
+            s.started.fetch_add(1, Ordering::SeqCst);
+            while !s.release.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        })
+        .unwrap();
+    while spin.started.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < end, "r's job never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Both are past the threshold when b's shared-lane job is queued: x's gives way to it,
+    // r's must not (no reserved worker could run b's job).
+    std::thread::sleep(Duration::from_millis(30));
+    let (ran, b_ran) = mpsc::channel();
+    let b = pool.submit(&"b", 1, move || ran.send(()).unwrap()).unwrap();
+    b_ran.recv_timeout(GIVE_UP).expect("b's job never ran");
+    b.wait_blocking().unwrap();
+    spin.release.store(true, Ordering::SeqCst);
+    assert_eq!(x.wait_blocking(), Ok(true));
+    r.wait_blocking().unwrap();
+    let spares = pool.long_job_spares();
+    assert_eq!((spares.shared, spares.reserved), (1, 0), "{spares:?}");
 }
