@@ -857,7 +857,14 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
 
     /// Resumes dispatching after [`pause`](Self::pause) or `start_paused`.
     pub fn resume(&self) {
-        self.shared.lock().paused = false;
+        let mut state = self.shared.lock();
+        state.paused = false;
+        // The watchdog parks while paused: jobs queued meanwhile behind long ones need it.
+        let wake_watchdog = state.long_jobs.unpark();
+        drop(state);
+        if wake_watchdog {
+            self.shared.watch.notify_one();
+        }
         self.shared.work.notify_all();
         self.shared.reserved_work.notify_all();
         self.shared.background_work.notify_all();
@@ -1146,7 +1153,7 @@ impl<R> Future for JobHandle<R> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::*;
 
@@ -1194,5 +1201,57 @@ mod tests {
             after, before,
             "short jobs beside a running one woke the watchdog"
         );
+    }
+
+    /// A job queued while paused, behind long jobs on every worker, gets a place once
+    /// dispatch resumes: the watchdog parked while paused must look again.
+    #[test]
+    fn resume_wakes_the_watchdog() {
+        let pool = FairScheduler::new(SchedulerConfig {
+            workers: 2,
+            long_job_after: Duration::from_millis(10),
+            ..SchedulerConfig::default()
+        })
+        .unwrap();
+        let (started, release) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let spinners: Vec<_> = (0..2)
+            .map(|_| {
+                let (s, r) = (Arc::clone(&started), Arc::clone(&release));
+                pool.submit(&"a", 1, move || {
+                    s.fetch_add(1, Ordering::SeqCst);
+                    while !r.load(Ordering::SeqCst) && Instant::now() < give_up {
+                        std::hint::spin_loop();
+                    }
+                    s.fetch_sub(1, Ordering::SeqCst);
+                    r.load(Ordering::SeqCst)
+                })
+                .unwrap()
+            })
+            .collect();
+        while started.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        pool.pause();
+        let (r, s) = (Arc::clone(&release), Arc::clone(&started));
+        let b = pool
+            .submit(&"b", 1, move || {
+                let spinning = s.load(Ordering::SeqCst);
+                r.store(true, Ordering::SeqCst);
+                spinning
+            })
+            .unwrap();
+        // The watchdog looked while paused, and parked.
+        while !pool.shared.lock().long_jobs.parked {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        pool.resume();
+        assert_eq!(b.wait_blocking(), Ok(2), "b ran only once a's jobs ended");
+        for h in spinners {
+            assert_eq!(h.wait_blocking(), Ok(true));
+        }
     }
 }
