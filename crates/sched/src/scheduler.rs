@@ -490,6 +490,10 @@ fn start_thread<K: Hash + Eq + Clone + Send + 'static>(
     lowered: Option<std::sync::mpsc::Sender<std::io::Result<()>>>,
 ) -> std::io::Result<()> {
     let thread_shared = Arc::clone(shared);
+    // Held until the handle is in the list: the thread, counted live already, may run and
+    // exit at once (a spare finding its job taken), and shutdown takes the list only once
+    // every live thread exited, so it must find this one's handle there to join it.
+    let mut handles = shared.lock_handles();
     let handle = std::thread::Builder::new().name(name).spawn(move || {
         let shared = thread_shared;
         if kind == Kind::Background {
@@ -516,7 +520,7 @@ fn start_thread<K: Hash + Eq + Clone + Send + 'static>(
         set_worker(Arc::clone(&shared) as Arc<dyn Pool>, kind);
         worker(&shared, kind);
     })?;
-    shared.lock_handles().push(handle);
+    handles.push(handle);
     Ok(())
 }
 
