@@ -327,11 +327,13 @@ impl<K> Shared<K> {
 /// A job of `kind` gave up its place (a declared wait, or a job that ran long): whether a
 /// spare must start to take it, counted already. A thread asleep takes the freed place when
 /// woken; with none, a spare is started (it stays for later ones), unless the kind has all the
-/// threads it may have.
-fn place_freed<K>(state: &mut State<K>, kind: Kind) -> bool {
+/// threads it may have. `filled` places of the kind were freed just before in the same turn
+/// of the lock, each handed to a thread asleep (or a spare) that does not run yet: those
+/// threads are not there for this place.
+fn place_freed<K>(state: &mut State<K>, kind: Kind, filled: usize) -> bool {
     let accepting = state.accepting;
     let lane = &mut state.lanes[kind as usize];
-    let spare = lane.asleep() == 0 && lane.threads < 2 * lane.size && accepting;
+    let spare = lane.asleep() <= filled && lane.threads < 2 * lane.size && accepting;
     if spare {
         lane.threads += 1;
         state.live_workers += 1;
@@ -377,7 +379,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
             if place.given {
                 lane.given -= 1;
             }
-            place_freed(&mut state, kind)
+            place_freed(&mut state, kind, 0)
         };
         self.fill_place(kind, spare);
     }
@@ -458,7 +460,8 @@ fn watchdog<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>) {
                 if given {
                     lane.given -= 1;
                 }
-                fills.push((kind, place_freed(&mut state, kind)));
+                let filled = fills.iter().filter(|(k, _)| *k == kind).count();
+                fills.push((kind, place_freed(&mut state, kind, filled)));
             }
             drop(state);
             for (kind, spare) in fills {
@@ -975,6 +978,12 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             // Others wait and the watchdog has no deadline: this job needs one.
             let wake_watchdog =
                 long_id.is_some() && !state.queue.is_empty() && state.long_jobs.unpark();
+            // Places freed together (two long jobs in one scan) each woke a thread, but a
+            // thread woken and not yet running still looks asleep, so fewer may have been
+            // woken than places freed: pass the turn on while a place and a sleeper remain.
+            let lane = state.lanes[kind as usize];
+            let wake_another =
+                lane.running < lane.size && lane.asleep() > 0 && !state.queue.is_empty();
             // Shares are of the shared workers' CPU: what a reserved worker spends is the
             // dedicated tenant's own and must not make the shared tenants look small.
             let running = match state.shares.as_mut() {
@@ -984,6 +993,9 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             drop(state);
             if wake_watchdog {
                 shared.watch.notify_one();
+            }
+            if wake_another {
+                signal.notify_one();
             }
             let (cpu, wall) = (thread_cpu_ns(), Instant::now());
             // Whatever an earlier job (or code outside any job) left is not this job's.

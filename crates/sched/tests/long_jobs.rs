@@ -292,3 +292,46 @@ fn a_reserved_workers_long_job_does_not_give_way_for_a_shared_lane_job() {
     let spares = pool.long_job_spares();
     assert_eq!((spares.shared, spares.reserved), (1, 0), "{spares:?}");
 }
+
+#[test]
+fn two_long_jobs_giving_way_at_once_free_two_places() {
+    // Far above the time a spare takes to start: only a's jobs are long enough to give way.
+    let after = Duration::from_millis(200);
+    let pool = pool(after);
+    let spin = Arc::new(Spin::default());
+    let a = two_spinning(&pool, &spin);
+    // Both of a's jobs are past the threshold when b's job is queued: they give way in the
+    // same scan, and b's and c's jobs must run side by side on the two places, not one
+    // after the other once b's gave way in turn.
+    std::thread::sleep(after + Duration::from_millis(50));
+    let c_started = Arc::new(AtomicBool::new(false));
+    let cs = Arc::clone(&c_started);
+    let b = pool
+        .submit(&"b", 1, move || {
+            let end = Instant::now() + GIVE_UP;
+            while !cs.load(Ordering::SeqCst) && Instant::now() < end {
+                std::hint::spin_loop();
+            }
+        })
+        .unwrap();
+    let (p, s, cs) = (Arc::clone(&pool), Arc::clone(&spin), Arc::clone(&c_started));
+    let c = pool
+        .submit(&"c", 1, move || {
+            cs.store(true, Ordering::SeqCst);
+            (
+                p.long_job_spares().shared,
+                s.spinning.load(Ordering::SeqCst),
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        c.wait_blocking(),
+        Ok((2, WORKERS)),
+        "c's job ran only once b's gave way (or once a's ended)"
+    );
+    b.wait_blocking().unwrap();
+    spin.release.store(true, Ordering::SeqCst);
+    for h in a {
+        assert_eq!(h.wait_blocking(), Ok(true));
+    }
+}
