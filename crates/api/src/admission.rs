@@ -8,8 +8,8 @@ use std::time::Instant;
 use strata_auth::TenantScope;
 use strata_engine::Engine;
 use strata_sched::{
-    BackgroundPriority, Demotable, FairScheduler, InFlight, Lane, Limits, Permit, RateLimiter,
-    SchedError, SchedulerConfig,
+    BackgroundPriority, DEFAULT_LONG_JOB_AFTER, Demotable, FairScheduler, InFlight, Lane, Limits,
+    LongJobSpares, Permit, RateLimiter, SchedError, SchedulerConfig,
 };
 use strata_store::TenantKey;
 
@@ -36,6 +36,9 @@ pub struct PoolConfig {
     pub background_workers: usize,
     /// How low the background workers run.
     pub background_priority: BackgroundPriority,
+    /// A job running longer than this while another tenant's job waits gives up its place to
+    /// a spare thread (`SchedulerConfig::long_job_after`); zero turns it off.
+    pub long_job_after: std::time::Duration,
 }
 
 impl Default for PoolConfig {
@@ -47,6 +50,7 @@ impl Default for PoolConfig {
             reserved_workers: 1,
             background_workers: 0,
             background_priority: BackgroundPriority::Nice19,
+            long_job_after: DEFAULT_LONG_JOB_AFTER,
         }
     }
 }
@@ -102,6 +106,7 @@ impl Gate {
             reserved_workers: config.reserved_workers,
             background_workers: config.background_workers,
             background_priority: config.background_priority,
+            long_job_after: config.long_job_after,
             // A background worker runs at the lowest priority: a storage write there could
             // hold the write lock while normal threads keep it off the CPU. Routes send only
             // read-only work there (`Demotable`), and the store checks it on every write.
@@ -278,6 +283,11 @@ impl Gate {
         self.pool.background_workers()
     }
 
+    /// Jobs that ran long and gave up their place to another tenant's job, by kind of worker.
+    pub fn long_job_spares(&self) -> LongJobSpares {
+        self.pool.long_job_spares()
+    }
+
     /// Stops taking work and waits (up to `timeout`) for queued work to finish.
     pub fn shutdown(&self, timeout: std::time::Duration) -> bool {
         self.pool.shutdown_timeout(timeout)
@@ -341,6 +351,8 @@ mod tests {
                 PoolConfig {
                     workers: 1,
                     reserved_workers: 1,
+                    // The held worker must not give its place to the shared tenant's job.
+                    long_job_after: Duration::ZERO,
                     ..PoolConfig::default()
                 },
                 Arc::new(Metrics::default()),
@@ -485,6 +497,8 @@ mod tests {
                 PoolConfig {
                     workers: 1,
                     reserved_workers: 0,
+                    // `b` must wait behind the holder, not take its place once it ran long.
+                    long_job_after: Duration::ZERO,
                     ..PoolConfig::default()
                 },
                 Arc::new(Metrics::default()),

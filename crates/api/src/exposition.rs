@@ -48,6 +48,8 @@ pub struct Exposition<'a> {
     pub workers: usize,
     /// Background (lower-priority) workers running: 0 when off or not possible here.
     pub background_workers: usize,
+    /// Jobs that ran long and gave up their place to another tenant's job, by kind of worker.
+    pub long_job_spares: strata_sched::LongJobSpares,
     /// Storage writes attempted on threads that must not write (background workers) since
     /// start: 0 unless a job that writes was sent to one (a bug).
     pub forbidden_writes: u64,
@@ -543,6 +545,24 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
         "strata_pool_background_workers {}",
         x.background_workers
     );
+    help(
+        out,
+        "strata_pool_long_job_spares_total",
+        "counter",
+        "Jobs that ran past [scheduler] long_job_after_ms while another tenant's job waited, \
+         and gave their worker's place to a spare thread.",
+    );
+    let spares = &x.long_job_spares;
+    for (kind, n) in [
+        ("shared", spares.shared),
+        ("background", spares.background),
+        ("reserved", spares.reserved),
+    ] {
+        let _ = writeln!(
+            out,
+            "strata_pool_long_job_spares_total{{kind=\"{kind}\"}} {n}"
+        );
+    }
     help(
         out,
         "strata_storage_writes_on_background_workers_total",

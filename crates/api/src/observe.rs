@@ -81,6 +81,7 @@ pub async fn metrics(
         server: m.server(),
         workers: state.pool_workers(),
         background_workers: state.pool_background_workers(),
+        long_job_spares: state.pool_long_job_spares(),
         forbidden_writes: strata_engine::storage_writes_on_forbidden_threads(),
         storage_failed: state.engine.storage_failure().is_some(),
         search_recheck_drops: state.engine.search_recheck_drops(),

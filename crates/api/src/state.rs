@@ -224,6 +224,11 @@ impl AppState {
         self.gate.workers()
     }
 
+    /// Jobs that ran long and gave up their place in the pool to another tenant's job.
+    pub fn pool_long_job_spares(&self) -> strata_sched::LongJobSpares {
+        self.gate.long_job_spares()
+    }
+
     /// Background worker threads of the pool running (0: off, or the OS priority could not
     /// be lowered).
     pub fn pool_background_workers(&self) -> usize {

@@ -13,6 +13,10 @@
 //! stay, asleep, until shutdown: a tenant whose writes contend all the time would otherwise
 //! start a thread per wait.
 //!
+//! A job that runs long without waiting gives up its place the same way, through a watchdog
+//! instead of a call of its own (see [`crate::long_jobs`]); a declared wait of such a job frees
+//! nothing more.
+//!
 //! The hook is a thread-local set by the pool on its own threads: code that may run on a pool
 //! worker or anywhere else (the engine, its tests, a maintenance thread) calls [`blocking`]
 //! without knowing the pool, and off a pool thread it only runs the closure.

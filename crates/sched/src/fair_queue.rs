@@ -316,6 +316,15 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         self.pop_from(Lane::Reserved, false, |_, _| true)
     }
 
+    /// Like [`pop_reserved`](Self::pop_reserved), among the tenants whose head-of-line job
+    /// `allowed` accepts (as [`pop_charged_where`](Self::pop_charged_where)).
+    pub fn pop_reserved_where(
+        &mut self,
+        allowed: impl FnMut(&K, &T) -> bool,
+    ) -> Option<(Charge<K>, T)> {
+        self.pop_from(Lane::Reserved, false, allowed)
+    }
+
     /// The next job of an `allowed` tenant from the shared order (every tenant) or the
     /// reserved one. Only a pop in the shared order (`in_order`) moves the virtual time, and
     /// it first lifts a chosen head that fell behind the virtual time (while its tenant was
@@ -498,6 +507,26 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether a tenant other than `key` has a job queued whose head-of-line job `allowed`
+    /// accepts, among every tenant ([`Lane::Shared`]) or the reserved lane's only: what a pop
+    /// of that lane with that filter could take. Walks the tenants, so it suits occasional
+    /// checks (the pool's watchdog, when a running job passes its threshold).
+    pub fn others_queued_where(
+        &self,
+        key: &K,
+        lane: Lane,
+        mut allowed: impl FnMut(&K, &T) -> bool,
+    ) -> bool {
+        self.tenants.iter().any(|(k, tenant)| {
+            k != key
+                && (lane == Lane::Shared || tenant.lane == Lane::Reserved)
+                && tenant
+                    .jobs
+                    .front()
+                    .is_some_and(|entry| allowed(k, &entry.item))
+        })
     }
 
     /// Jobs queued for `key`.

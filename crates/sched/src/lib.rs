@@ -32,6 +32,7 @@ mod cpu;
 mod error;
 pub mod fair_queue;
 pub mod inflight;
+pub mod long_jobs;
 mod priority;
 pub mod rate;
 pub mod scheduler;
@@ -45,5 +46,8 @@ pub use fair_queue::{Charge, DEFAULT_COST_NS, Discipline, FairQueue, Lane, Queue
 pub use inflight::{InFlight, Permit};
 pub use priority::BackgroundPriority;
 pub use rate::{Limits, MAX_RETRY_AFTER_MS, RateLimiter};
-pub use scheduler::{Charging, Demotable, FairScheduler, JobHandle, SchedulerConfig};
+pub use scheduler::{
+    Charging, DEFAULT_LONG_JOB_AFTER, Demotable, FairScheduler, JobHandle, LongJobSpares,
+    SchedulerConfig,
+};
 pub use shares::{CpuShares, Placement};

@@ -25,6 +25,7 @@ use crate::blocking::{Pool, set_worker};
 use crate::cpu::{take_job_cpu_adjustment, thread_cpu_ns};
 use crate::error::SchedError;
 use crate::fair_queue::{Charge, Discipline, FairQueue, Lane, QueueFull};
+use crate::long_jobs::{self, LongJobs};
 use crate::priority::{BackgroundPriority, lower_current_thread};
 use crate::shares::{CpuShares, Placement, SHARE_WINDOW};
 
@@ -86,7 +87,15 @@ pub struct SchedulerConfig {
     pub thread_name: String,
     /// What a job is charged against its tenant's share.
     pub charging: Charging,
+    /// A job running longer than this while another tenant's job waits for its kind of thread
+    /// gives up its place to a spare thread ([`crate::long_jobs`]); zero turns it off.
+    pub long_job_after: Duration,
 }
+
+/// The default [`SchedulerConfig::long_job_after`]: well above a typical search (under 1 ms)
+/// and a short embedding, so only the jobs that would make others wait for tens of
+/// milliseconds give way, and short enough that a waiting tenant's latency stays near it.
+pub const DEFAULT_LONG_JOB_AFTER: Duration = Duration::from_millis(10);
 
 /// What a job is charged against its tenant's share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,6 +123,7 @@ impl Default for SchedulerConfig {
             start_paused: false,
             thread_name: "strata-sched".to_owned(),
             charging: Charging::CpuTime,
+            long_job_after: DEFAULT_LONG_JOB_AFTER,
         }
     }
 }
@@ -136,6 +146,8 @@ struct State<K> {
     has_reserved: bool,
     /// Recent CPU per tenant, when background workers exist: where each job should run.
     shares: Option<Shares<K>>,
+    /// Running jobs, for the watchdog that lets long ones give way (`crate::long_jobs`).
+    long_jobs: LongJobs<K>,
 }
 
 /// One kind of worker thread's counts.
@@ -149,6 +161,24 @@ struct Threads {
     running: usize,
     /// Running a job, in a declared wait.
     waiting: usize,
+    /// Running a job that ran long and gave up its place (`crate::long_jobs`), not in a wait.
+    long: usize,
+    /// Of `running`, the jobs that started in a place a long job gave up (closed to that
+    /// job's tenant): the others fill the normal places, `size - long` of them.
+    given: usize,
+}
+
+impl Threads {
+    /// Threads asleep (waiting for work or for a free place).
+    fn asleep(&self) -> usize {
+        self.threads - self.running - self.waiting - self.long
+    }
+
+    /// Whether every normal place is taken, so a free place is one a long job gave up: not
+    /// for the tenant of a long job of this kind (`crate::long_jobs`).
+    fn only_given_free(&self) -> bool {
+        self.running - self.given + self.long >= self.size
+    }
 }
 
 /// The CPU shares and when their window last turned.
@@ -229,6 +259,17 @@ impl<K: Hash + Eq + Clone> Shares<K> {
     }
 }
 
+/// Jobs that ran long and gave up their place, by the kind of thread they ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LongJobSpares {
+    /// On the shared, normal-priority workers.
+    pub shared: u64,
+    /// On the background workers.
+    pub background: u64,
+    /// On the reserved lane's workers.
+    pub reserved: u64,
+}
+
 /// The kind of a worker thread: which jobs it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -252,6 +293,8 @@ struct Shared<K> {
     background_work: Condvar,
     /// Signalled when a worker exits.
     exited: Condvar,
+    /// Wakes the long-job watchdog: a job may have to be timed, or shutdown began.
+    watch: Condvar,
     /// Every thread started, joined at shutdown (spares are started by workers).
     handles: Mutex<Vec<JoinHandle<()>>>,
     /// How to start a spare thread.
@@ -281,24 +324,26 @@ impl<K> Shared<K> {
     }
 }
 
-impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
-    fn wait_begins(self: Arc<Self>, kind: Kind) {
-        let spare = {
-            let mut state = self.lock();
-            let accepting = state.accepting;
-            let lane = &mut state.lanes[kind as usize];
-            lane.running -= 1;
-            lane.waiting += 1;
-            let asleep = lane.threads - lane.running - lane.waiting;
-            // A thread asleep takes the freed place when woken; with none, a spare is started
-            // (it stays for later waits), unless the kind has all the threads it may have.
-            let spare = asleep == 0 && lane.threads < 2 * lane.size && accepting;
-            if spare {
-                lane.threads += 1;
-                state.live_workers += 1;
-            }
-            spare
-        };
+/// A job of `kind` gave up its place (a declared wait, or a job that ran long): whether a
+/// spare must start to take it, counted already. A thread asleep takes the freed place when
+/// woken; with none, a spare is started (it stays for later ones), unless the kind has all the
+/// threads it may have. `filled` places of the kind were freed just before in the same turn
+/// of the lock, each handed to a thread asleep (or a spare) that does not run yet: those
+/// threads are not there for this place.
+fn place_freed<K>(state: &mut State<K>, kind: Kind, filled: usize) -> bool {
+    let accepting = state.accepting;
+    let lane = &mut state.lanes[kind as usize];
+    let spare = lane.asleep() <= filled && lane.threads < 2 * lane.size && accepting;
+    if spare {
+        lane.threads += 1;
+        state.live_workers += 1;
+    }
+    spare
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> Shared<K> {
+    /// After [`place_freed`]: wakes a thread of `kind` or starts the spare.
+    fn fill_place(self: &Arc<Self>, kind: Kind, spare: bool) {
         if !spare {
             self.signal(kind).notify_one();
             return;
@@ -307,19 +352,134 @@ impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
             .spares_started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("{}-s{n}", self.thread_name);
-        if start_thread(&self, kind, name, None).is_err() {
-            // The OS refused a thread: the wait goes on without a spare, as before there were.
+        if start_thread(self, kind, name, None).is_err() {
+            // The OS refused a thread: the job goes on without a spare, as before there were.
             let mut state = self.lock();
             state.lanes[kind as usize].threads -= 1;
             state.live_workers -= 1;
         }
     }
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
+    fn wait_begins(self: Arc<Self>, kind: Kind) {
+        let spare = {
+            let mut state = self.lock();
+            // A job that ran long gave its place already: its wait frees nothing more.
+            let place = state
+                .long_jobs
+                .set_waiting(long_jobs::current(), true, Instant::now());
+            let lane = &mut state.lanes[kind as usize];
+            lane.waiting += 1;
+            if place.long {
+                lane.long -= 1;
+                return;
+            }
+            lane.running -= 1;
+            if place.given {
+                lane.given -= 1;
+            }
+            place_freed(&mut state, kind, 0)
+        };
+        self.fill_place(kind, spare);
+    }
 
     fn wait_ends(&self, kind: Kind) {
         let mut state = self.lock();
+        let place = state
+            .long_jobs
+            .set_waiting(long_jobs::current(), false, Instant::now());
+        let wake_watchdog = !place.long && !state.queue.is_empty() && state.long_jobs.unpark();
         let lane = &mut state.lanes[kind as usize];
         lane.waiting -= 1;
-        lane.running += 1;
+        if place.long {
+            lane.long += 1;
+        } else {
+            lane.running += 1;
+            if place.given {
+                lane.given += 1;
+            }
+        }
+        drop(state);
+        if wake_watchdog {
+            // It runs again: it may run long while others wait.
+            self.watch.notify_one();
+        }
+    }
+}
+
+/// The watchdog of long jobs (see `crate::long_jobs`): sleeps until the earliest moment a
+/// running job can pass the threshold while jobs are queued, then lets each job past it give
+/// up its place if a job of another tenant waits. Exits when shutdown begins (no spare starts
+/// after that anyway).
+fn watchdog<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>) {
+    let mut state = shared.lock();
+    loop {
+        if !state.accepting {
+            return;
+        }
+        let now = Instant::now();
+        let mut freed = Vec::new();
+        let next = if state.paused || state.queue.is_empty() {
+            None
+        } else {
+            let State {
+                queue,
+                long_jobs,
+                shares,
+                ..
+            } = &mut *state;
+            // Only a job the long one's kind of thread could run makes it give way: a
+            // reserved worker's job gives way for the reserved lane's jobs only, and with
+            // background workers the foreground and background ones for their own tenants.
+            let background = |key: &K, job: &Job| {
+                job.demotable
+                    && shares
+                        .as_ref()
+                        .is_some_and(|s| s.usage.placement(key) == Placement::Background)
+            };
+            long_jobs.scan(
+                now,
+                |kind, key| match kind {
+                    Kind::Reserved => queue.others_queued_where(key, Lane::Reserved, |_, _| true),
+                    Kind::Foreground => {
+                        queue.others_queued_where(key, Lane::Shared, |k, job| !background(k, job))
+                    }
+                    Kind::Background => queue.others_queued_where(key, Lane::Shared, background),
+                },
+                |kind, given| freed.push((kind, given)),
+            )
+        };
+        state.long_jobs.parked = next.is_none();
+        if !freed.is_empty() {
+            let mut fills = Vec::with_capacity(freed.len());
+            for (kind, given) in freed {
+                let lane = &mut state.lanes[kind as usize];
+                lane.running -= 1;
+                lane.long += 1;
+                if given {
+                    lane.given -= 1;
+                }
+                let filled = fills.iter().filter(|(k, _)| *k == kind).count();
+                fills.push((kind, place_freed(&mut state, kind, filled)));
+            }
+            drop(state);
+            for (kind, spare) in fills {
+                shared.fill_place(kind, spare);
+            }
+            state = shared.lock();
+            continue;
+        }
+        state = match next {
+            None => shared.watch.wait(state).unwrap_or_else(|p| p.into_inner()),
+            Some(at) => {
+                shared
+                    .watch
+                    .wait_timeout(state, at.saturating_duration_since(now))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+        };
     }
 }
 
@@ -333,6 +493,10 @@ fn start_thread<K: Hash + Eq + Clone + Send + 'static>(
     lowered: Option<std::sync::mpsc::Sender<std::io::Result<()>>>,
 ) -> std::io::Result<()> {
     let thread_shared = Arc::clone(shared);
+    // Held until the handle is in the list: the thread, counted live already, may run and
+    // exit at once (a spare finding its job taken), and shutdown takes the list only once
+    // every live thread exited, so it must find this one's handle there to join it.
+    let mut handles = shared.lock_handles();
     let handle = std::thread::Builder::new().name(name).spawn(move || {
         let shared = thread_shared;
         if kind == Kind::Background {
@@ -359,7 +523,7 @@ fn start_thread<K: Hash + Eq + Clone + Send + 'static>(
         set_worker(Arc::clone(&shared) as Arc<dyn Pool>, kind);
         worker(&shared, kind);
     })?;
-    shared.lock_handles().push(handle);
+    handles.push(handle);
     Ok(())
 }
 
@@ -413,11 +577,13 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 idle_background: 0,
                 has_reserved: config.reserved_workers > 0,
                 shares: (background > 0).then(|| Shares::new(config.charging)),
+                long_jobs: LongJobs::new(config.long_job_after),
             }),
             work: Condvar::new(),
             reserved_work: Condvar::new(),
             background_work: Condvar::new(),
             exited: Condvar::new(),
+            watch: Condvar::new(),
             handles: Mutex::new(Vec::with_capacity(workers)),
             thread_name: config.thread_name.clone(),
             background_priority: config.background_priority,
@@ -459,6 +625,14 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             }
         }
         drop(lowered_tx);
+        if !config.long_job_after.is_zero() {
+            // Not counted in `live_workers`: it runs no job, and exits as shutdown begins.
+            let shared = Arc::clone(&this.shared);
+            let handle = std::thread::Builder::new()
+                .name(format!("{}-watch", config.thread_name))
+                .spawn(move || watchdog(&shared))?;
+            this.shared.lock_handles().push(handle);
+        }
         this.priority_error = lowered
             .iter()
             .find_map(Result::err)
@@ -488,6 +662,17 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
     /// ([`crate::blocking`]): at most twice the configured ones.
     pub fn threads(&self) -> usize {
         self.shared.lock().live_workers
+    }
+
+    /// Jobs that ran long and gave up their place to another tenant's job
+    /// ([`crate::long_jobs`]) since the pool started.
+    pub fn long_job_spares(&self) -> LongJobSpares {
+        let [shared, background, reserved] = self.shared.lock().long_jobs.given_way();
+        LongJobSpares {
+            shared,
+            background,
+            reserved,
+        }
     }
 
     /// Queues `f` for tenant `key` with fair-share `weight` (≥ 1; 0 counts as 1). Rejections
@@ -580,6 +765,25 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 state.idle_foreground
             };
             let wake_both = state.shares.is_some() && (was_empty || target_idle == 0);
+            // A running job may now have another tenant's job waiting behind it: the
+            // watchdog, asleep without a deadline, must time it. Only when this job cannot
+            // start at once (its kind has no free place or no thread asleep): one that can is
+            // taken by a worker, and a start that leaves jobs queued wakes the watchdog
+            // itself (see `worker`), so a lightly loaded pool pays no wake-up per job.
+            let target = if background {
+                Kind::Background
+            } else {
+                Kind::Foreground
+            };
+            let can_start = |kind: Kind| {
+                let lane = state.lanes[kind as usize];
+                lane.running < lane.size && lane.asleep() > 0
+            };
+            let starts = !state.paused
+                && (can_start(target) || (lane == Lane::Reserved && can_start(Kind::Reserved)));
+            if !starts && state.long_jobs.any_timed() && state.long_jobs.unpark() {
+                self.shared.watch.notify_one();
+            }
             (lane == Lane::Reserved, placement, wake_both)
         };
         // Wake one worker of the set the job belongs to now. Waking the other set too, on
@@ -660,7 +864,14 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
 
     /// Resumes dispatching after [`pause`](Self::pause) or `start_paused`.
     pub fn resume(&self) {
-        self.shared.lock().paused = false;
+        let mut state = self.shared.lock();
+        state.paused = false;
+        // The watchdog parks while paused: jobs queued meanwhile behind long ones need it.
+        let wake_watchdog = state.long_jobs.unpark();
+        drop(state);
+        if wake_watchdog {
+            self.shared.watch.notify_one();
+        }
         self.shared.work.notify_all();
         self.shared.reserved_work.notify_all();
         self.shared.background_work.notify_all();
@@ -697,6 +908,7 @@ impl<K> FairScheduler<K> {
         self.shared.work.notify_all();
         self.shared.reserved_work.notify_all();
         self.shared.background_work.notify_all();
+        self.shared.watch.notify_all();
         while state.live_workers > 0 {
             state = match deadline {
                 None => self
@@ -747,27 +959,51 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
         // configured threads: this thread is a spare then, or a waiter woke while a spare ran.
         let lane = state.lanes[kind as usize];
         let full = lane.running >= lane.size;
+        // The free place is one a long job gave up: not for its tenant (`crate::long_jobs`).
+        // Jobs running in such places do not make the normal places look given.
+        let given = lane.only_given_free();
         let popped = if state.paused || full {
             None
         } else {
-            pop(&mut state, kind)
+            pop(&mut state, kind, given)
         };
         if let Some((charge, job)) = popped {
-            state.lanes[kind as usize].running += 1;
+            let lane = &mut state.lanes[kind as usize];
+            lane.running += 1;
+            if given {
+                lane.given += 1;
+            }
+            let now = Instant::now();
+            let long_id = state.long_jobs.started(&charge.key, kind, now, given);
+            // Others wait and the watchdog has no deadline: this job needs one.
+            let wake_watchdog =
+                long_id.is_some() && !state.queue.is_empty() && state.long_jobs.unpark();
+            // Places freed together (two long jobs in one scan) each woke a thread, but a
+            // thread woken and not yet running still looks asleep, so fewer may have been
+            // woken than places freed: pass the turn on while a place and a sleeper remain.
+            let lane = state.lanes[kind as usize];
+            let wake_another =
+                lane.running < lane.size && lane.asleep() > 0 && !state.queue.is_empty();
             // Shares are of the shared workers' CPU: what a reserved worker spends is the
             // dedicated tenant's own and must not make the shared tenants look small.
             let running = match state.shares.as_mut() {
-                Some(shares) if kind != Kind::Reserved => {
-                    shares.started(&charge.key, Instant::now())
-                }
+                Some(shares) if kind != Kind::Reserved => shares.started(&charge.key, now),
                 _ => None,
             };
             drop(state);
+            if wake_watchdog {
+                shared.watch.notify_one();
+            }
+            if wake_another {
+                signal.notify_one();
+            }
             let (cpu, wall) = (thread_cpu_ns(), Instant::now());
             // Whatever an earlier job (or code outside any job) left is not this job's.
             take_job_cpu_adjustment();
+            let current = long_jobs::Running::set(long_id);
             // Panics are caught inside the job, so this cannot unwind.
             (job.run)();
+            drop(current);
             let cost = match (cpu, thread_cpu_ns()) {
                 // CPU time another thread spent for this job counts as its own, and time this
                 // thread spent for other jobs does not (see `adjust_job_cpu`).
@@ -777,7 +1013,16 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
                 _ => u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX),
             };
             state = shared.lock();
-            state.lanes[kind as usize].running -= 1;
+            let place = state.long_jobs.ended(long_id);
+            let lane = &mut state.lanes[kind as usize];
+            if place.long {
+                lane.long -= 1;
+            } else {
+                lane.running -= 1;
+                if place.given {
+                    lane.given -= 1;
+                }
+            }
             let cost = match state.charging {
                 Charging::CpuTime => cost,
                 Charging::PerJob => charge.estimate_ns,
@@ -848,32 +1093,41 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
     }
 }
 
-/// The job `kind` of worker runs next, if any.
-fn pop<K: Hash + Eq + Clone>(state: &mut State<K>, kind: Kind) -> Option<(Charge<K>, Job)> {
+/// The job `kind` of worker runs next, if any; in a place a long job `given` up, none of that
+/// job's tenant.
+fn pop<K: Hash + Eq + Clone>(
+    state: &mut State<K>,
+    kind: Kind,
+    given: bool,
+) -> Option<(Charge<K>, Job)> {
     let State {
         queue,
         shares,
         accepting,
+        long_jobs,
         ..
     } = state;
+    let may = |key: &K| !given || !long_jobs.is_long(kind, key);
     let Some(shares) = shares.as_mut().filter(|_| *accepting) else {
         // No split (or shutting down: everyone drains whatever is left). Background workers
         // without a split were turned off (their priority could not be lowered) and exit.
         // While draining, background workers still take only read-only jobs.
         return match (kind, shares.is_some()) {
-            (Kind::Reserved, _) => queue.pop_reserved(),
+            (Kind::Reserved, _) => queue.pop_reserved_where(|key, _| may(key)),
             (Kind::Background, false) => None,
-            (Kind::Background, true) => queue.pop_charged_aside(|_, job| job.demotable),
-            (Kind::Foreground, _) => queue.pop_charged(),
+            (Kind::Background, true) => {
+                queue.pop_charged_aside(|key, job| job.demotable && may(key))
+            }
+            (Kind::Foreground, _) => queue.pop_charged_where(|key, _| may(key)),
         };
     };
     shares.tick(Instant::now());
     let background =
         |key: &K, job: &Job| job.demotable && shares.usage.placement(key) == Placement::Background;
     match kind {
-        Kind::Reserved => queue.pop_reserved(),
-        Kind::Foreground => queue.pop_charged_where(|key, job| !background(key, job)),
-        Kind::Background => queue.pop_charged_aside(background),
+        Kind::Reserved => queue.pop_reserved_where(|key, _| may(key)),
+        Kind::Foreground => queue.pop_charged_where(|key, job| !background(key, job) && may(key)),
+        Kind::Background => queue.pop_charged_aside(|key, job| background(key, job) && may(key)),
     }
 }
 
@@ -910,5 +1164,110 @@ impl<R> Future for JobHandle<R> {
         Pin::new(&mut self.rx)
             .poll(cx)
             .map(|r| r.unwrap_or(Err(SchedError::Dropped)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A job that can start at once does not wake the watchdog, even while another job runs.
+    #[test]
+    fn a_job_that_starts_at_once_does_not_wake_the_watchdog() {
+        let pool = FairScheduler::new(SchedulerConfig {
+            workers: 2,
+            long_job_after: Duration::from_secs(60),
+            ..SchedulerConfig::default()
+        })
+        .unwrap();
+        let (started, release) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (s, r) = (Arc::clone(&started), Arc::clone(&release));
+        let a = pool
+            .submit(&"a", 1, move || {
+                s.store(true, Ordering::SeqCst);
+                while !r.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+            .unwrap();
+        while !started.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let before = pool.shared.lock().long_jobs.unparked;
+        for _ in 0..10 {
+            // A job's result arrives a moment before its worker frees the place: a submit
+            // in between could not start at once (and rightly wakes the watchdog).
+            while pool.shared.lock().lanes[Kind::Foreground as usize].running > 1 {
+                std::thread::yield_now();
+            }
+            pool.submit(&"b", 1, || ())
+                .unwrap()
+                .wait_blocking()
+                .unwrap();
+        }
+        let after = pool.shared.lock().long_jobs.unparked;
+        release.store(true, Ordering::SeqCst);
+        a.wait_blocking().unwrap();
+        assert_eq!(
+            after, before,
+            "short jobs beside a running one woke the watchdog"
+        );
+    }
+
+    /// A job queued while paused, behind long jobs on every worker, gets a place once
+    /// dispatch resumes: the watchdog parked while paused must look again.
+    #[test]
+    fn resume_wakes_the_watchdog() {
+        let pool = FairScheduler::new(SchedulerConfig {
+            workers: 2,
+            long_job_after: Duration::from_millis(10),
+            ..SchedulerConfig::default()
+        })
+        .unwrap();
+        let (started, release) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let spinners: Vec<_> = (0..2)
+            .map(|_| {
+                let (s, r) = (Arc::clone(&started), Arc::clone(&release));
+                pool.submit(&"a", 1, move || {
+                    s.fetch_add(1, Ordering::SeqCst);
+                    while !r.load(Ordering::SeqCst) && Instant::now() < give_up {
+                        std::hint::spin_loop();
+                    }
+                    s.fetch_sub(1, Ordering::SeqCst);
+                    r.load(Ordering::SeqCst)
+                })
+                .unwrap()
+            })
+            .collect();
+        while started.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        pool.pause();
+        let (r, s) = (Arc::clone(&release), Arc::clone(&started));
+        let b = pool
+            .submit(&"b", 1, move || {
+                let spinning = s.load(Ordering::SeqCst);
+                r.store(true, Ordering::SeqCst);
+                spinning
+            })
+            .unwrap();
+        // The watchdog looked while paused, and parked.
+        while !pool.shared.lock().long_jobs.parked {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        pool.resume();
+        assert_eq!(b.wait_blocking(), Ok(2), "b ran only once a's jobs ended");
+        for h in spinners {
+            assert_eq!(h.wait_blocking(), Ok(true));
+        }
     }
 }

@@ -264,6 +264,9 @@ fn reserved_vs_blocked_pool(reserved_workers: usize, wait: Duration) -> (bool, b
     let s = FairScheduler::new(SchedulerConfig {
         workers: 2,
         reserved_workers,
+        // Lanes alone: the flood's jobs run long, and would give their places to the others'
+        // jobs (`crates/sched/tests/long_jobs.rs` tests that).
+        long_job_after: Duration::ZERO,
         ..SchedulerConfig::default()
     })
     .unwrap();

@@ -395,6 +395,8 @@ fn a_long_running_job_is_charged_while_it_runs() {
         workers: 1,
         background_workers: 1,
         reserved_workers: 0,
+        // B must stay queued behind A's job: off, A's job would give its place to B's.
+        long_job_after: Duration::ZERO,
         ..SchedulerConfig::default()
     })
     .unwrap();

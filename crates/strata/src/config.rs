@@ -15,6 +15,8 @@ const ENV_PREFIX: &str = "STRATA__";
 
 /// More reserved threads than this is a typo, not a plan: each is an OS thread.
 const MAX_RESERVED_WORKERS: usize = 256;
+/// Beyond ten seconds a job giving way no longer protects anyone's latency.
+const MAX_LONG_JOB_AFTER_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -101,6 +103,12 @@ pub struct SchedulerSection {
     /// (docs/benchmarks.md). Otherwise 100–100,000, the kernel's range; where the OS does not
     /// take it, the server says so once and runs with the default.
     pub io_thread_slice_us: u64,
+    /// Milliseconds a pool job may run while another tenant's job waits for a worker before it
+    /// gives up its worker's place to a spare thread (at most as many spares as workers), so
+    /// a tenant's long jobs (embedding long texts, large searches) on every worker do not make
+    /// the others' short requests wait for them to end. The long job goes on; the flooding
+    /// tenant gets no extra thread. 0 turns it off; otherwise at most 10,000.
+    pub long_job_after_ms: u64,
 }
 
 /// `[scheduler] background_priority`.
@@ -129,6 +137,10 @@ impl Default for SchedulerSection {
             background_workers: 0,
             background_priority: BackgroundPrioritySetting::Nice19,
             io_thread_slice_us: crate::io_threads::DEFAULT_SLICE_US,
+            long_job_after_ms: u64::try_from(
+                strata_api::PoolConfig::default().long_job_after.as_millis(),
+            )
+            .unwrap_or(u64::MAX),
         }
     }
 }
@@ -400,6 +412,12 @@ impl Config {
                 "scheduler.io_thread_slice_us: 0 (the kernel's default) or 100-100000, got {slice}"
             );
         }
+        if config.scheduler.long_job_after_ms > MAX_LONG_JOB_AFTER_MS {
+            bail!(
+                "scheduler.long_job_after_ms: 0 (off) or at most {MAX_LONG_JOB_AFTER_MS}, got {}",
+                config.scheduler.long_job_after_ms
+            );
+        }
         if config.embedder.threads == 0 {
             bail!("embedder.threads: at least 1");
         }
@@ -622,6 +640,19 @@ mod tests {
             "{err:#}"
         );
         assert!(Config::load(None, env(&[("STRATA__SCHEDULER__RESERVED", "1")])).is_err());
+    }
+
+    #[test]
+    fn long_job_after_defaults_to_ten_ms_and_is_bounded() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.scheduler.long_job_after_ms, 10);
+        for (value, ok) in [("0", true), ("10000", true), ("10001", false)] {
+            let got = Config::load(
+                None,
+                env(&[("STRATA__SCHEDULER__LONG_JOB_AFTER_MS", value)]),
+            );
+            assert_eq!(got.is_ok(), ok, "{value}: {got:?}");
+        }
     }
 
     #[test]

@@ -89,6 +89,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 reserved_workers: config.scheduler.reserved_workers,
                 background_workers: config.scheduler.background_workers,
                 background_priority: config.scheduler.background_priority.api(),
+                long_job_after: Duration::from_millis(config.scheduler.long_job_after_ms),
             },
             body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
             body_min_bytes_per_sec: config.server.body_min_bytes_per_sec,

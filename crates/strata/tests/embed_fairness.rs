@@ -207,3 +207,65 @@ fn a_write_whose_client_timed_out_runs_on_and_its_retry_gets_the_answer() {
     let (s, count) = server.post("/v1/memories/count", &key, json!({}));
     assert_eq!((s, &count["count"]), (200, &json!(20)), "{count}");
 }
+
+/// The value of `strata_pool_long_job_spares_total{kind="shared"}`.
+fn long_job_spares(server: &Server) -> f64 {
+    let text = reqwest::blocking::Client::new()
+        .get(format!("{}/metrics", server.url))
+        .header("authorization", format!("Bearer {OPERATOR_KEY}"))
+        .send()
+        .expect("scrape")
+        .text()
+        .expect("body");
+    text.lines()
+        .find_map(|l| l.strip_prefix("strata_pool_long_job_spares_total{kind=\"shared\"} "))
+        .map(|v| v.parse().expect("number"))
+        .expect("no strata_pool_long_job_spares_total in /metrics")
+}
+
+/// A tenant whose searches embed long queries keeps both workers busy with jobs of tens of
+/// milliseconds each; another tenant's searches queued meanwhile run on a spare thread as soon
+/// as a running embedding has passed `[scheduler] long_job_after_ms`, and `/metrics` counts it.
+/// (How much sooner they are answered is a figure for the benchmarks, not an assertion.)
+#[test]
+fn long_embedding_queries_give_their_place_to_another_tenants_searches() {
+    let server = start();
+    let flooder = tenant(&server, "flooder");
+    let victim = tenant(&server, "victim");
+    let (s, v) = server.post(
+        "/v1/memories",
+        &victim,
+        json!({"content": "floor division"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let search = json!({"query": "floor division", "k": 5, "mode": "text", "include": []});
+    assert_eq!(server.post("/v1/search", &victim, search.clone()).0, 200);
+    assert_eq!(long_job_spares(&server), 0.0);
+    std::thread::scope(|s| {
+        let flooders: Vec<_> = (0..4)
+            .map(|c| {
+                let (server, key) = (&server, &flooder);
+                s.spawn(move || {
+                    for i in 0..3 {
+                        // About 3 KB: far longer to embed than the threshold.
+                        let mut query = paragraph(c * 10 + i) + " " + &paragraph(c * 10 + i + 5);
+                        query.truncate(3000);
+                        let body = json!({"query": query, "k": 5, "mode": "vector"});
+                        let (status, v) = server.post("/v1/search", key, body);
+                        assert_eq!(status, 200, "{v}");
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        while flooders.iter().any(|f| !f.is_finished()) {
+            let (status, v) = server.post("/v1/search", &victim, search.clone());
+            assert_eq!(status, 200, "{v}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for f in flooders {
+            f.join().expect("flooder");
+        }
+    });
+    assert!(long_job_spares(&server) >= 1.0);
+}

@@ -61,6 +61,7 @@ fn exposition<'a>(tenants: &'a [TenantRow], cap: usize, pinned: &'a [String]) ->
         server: ServerSnapshot::default(),
         workers: 2,
         background_workers: 0,
+        long_job_spares: Default::default(),
         forbidden_writes: 0,
         storage_failed: false,
         search_recheck_drops: 0,
@@ -99,6 +100,7 @@ fn vacuums_and_an_owed_erasure_are_exported() {
 fn the_background_worker_count_is_exported() {
     let mut x = exposition(&[], 10, &[]);
     x.background_workers = 3;
+    x.long_job_spares.shared = 5;
     x.forbidden_writes = 2;
     x.storage_failed = true;
     x.search_recheck_drops = 4;
@@ -115,6 +117,14 @@ fn the_background_worker_count_is_exported() {
     assert!(text.contains("\nstrata_storage_failed 1\n"), "{text}");
     assert!(
         text.contains("\nstrata_pool_background_workers 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nstrata_pool_long_job_spares_total{kind=\"shared\"} 5\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nstrata_pool_long_job_spares_total{kind=\"reserved\"} 0\n"),
         "{text}"
     );
     assert!(
