@@ -100,6 +100,30 @@ fn an_operator_chosen_beam_is_used_exactly() {
     assert_eq!(g.default_ef(), c.ef);
 }
 
+/// 150 distinct vectors, each stored 20 times (identical texts embed identically): every
+/// query has 19 exact duplicates, so its true top-10 is any 10 of them. Counted by id, the
+/// brute force's 10 (the lowest ids) are rarely the graph's, and the ladder climbed to the cap.
+#[test]
+fn duplicates_keep_the_configured_beam() {
+    let distinct = uniform(150, 16, 11);
+    let vectors: Vec<Vec<f32>> = (0..20).flat_map(|_| distinct.iter().cloned()).collect();
+    let mut g = build(&vectors, HnswParams::default());
+    let c = g
+        .calibrate(CalibrationSettings::default())
+        .expect("calibrated");
+    assert_eq!((c.ef, c.steps), (64, 1), "{c:?}");
+    assert_eq!(g.default_ef(), 64);
+}
+
+#[test]
+fn within_counts_ties_and_nothing_farther() {
+    assert!(within(0.0, 0.0));
+    assert!(within(2.0, 2.0));
+    assert!(within(2.0 + 1e-6, 2.0));
+    assert!(!within(2.1, 2.0));
+    assert!(!within(0.01, 0.0));
+}
+
 #[test]
 fn too_few_vectors_are_not_calibrated() {
     let mut g = build(&uniform(70, 8, 1), HnswParams::default());
