@@ -46,7 +46,7 @@ pub(crate) fn calibrate_collection(
     let started = std::time::Instant::now();
     let settings = CalibrationSettings::default();
     let k = settings.k;
-    let Some((slots, queries, base, len, metric)) = with_collection(slot, name, |ci| {
+    let Some((slots, queries, len, metric)) = with_collection(slot, name, |ci| {
         let g = ci.graph.as_ref().filter(|_| ci.wants_calibration())?;
         let slots: Vec<u32> = ci.with_vector.iter().collect();
         if slots.len() < settings.queries + k {
@@ -57,7 +57,7 @@ pub(crate) fn calibrate_collection(
             .map(|i| slots[i])
             .collect();
         let queries = ci.vectors_of(&picked).ok()?;
-        Some((slots, queries, g.params().ef_search, g.len(), ci.metric))
+        Some((slots, queries, g.len(), ci.metric))
     }) else {
         return;
     };
@@ -77,6 +77,8 @@ pub(crate) fn calibrate_collection(
             best.truncate(k);
         }
     }
+    // From the built-in default, as the index's own measurement does.
+    let base = strata_index::HnswParams::default().ef_search;
     let mut gone = false;
     let c = climb(base, &settings, |ef| {
         let mut found = 0;

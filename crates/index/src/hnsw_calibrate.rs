@@ -141,9 +141,9 @@ pub fn sample_positions(len: usize, count: usize, seed: u64) -> Vec<usize> {
 
 impl HnswIndex {
     /// Measures the `ef` at which this graph reaches `settings.target` mean recall@k on a
-    /// sample of its own vectors, starting at the configured default and never below it, and
-    /// remembers it (see the module docs). `None` (nothing remembered) when the graph holds
-    /// too few live vectors for a sample (`queries + k` of them).
+    /// sample of its own vectors, starting at the built-in default (64), and remembers it (see
+    /// the module docs). `None` (nothing remembered) when the graph holds too few live vectors
+    /// for a sample (`queries + k` of them), or an operator chose `ef_search` (`auto_ef` off).
     pub fn calibrate(&mut self, settings: CalibrationSettings) -> Option<Calibration> {
         let found = self.measure(settings)?;
         // A default above the cap is kept by `default_ef` anyway; the bytes record at most it.
@@ -162,6 +162,10 @@ impl HnswIndex {
     /// [`Self::calibrate`]'s measurement, without remembering it (it takes `&self`, so a
     /// caller may measure under a read lock and store the result later).
     pub fn measure(&self, settings: CalibrationSettings) -> Option<Calibration> {
+        // An operator's `ef_search` is used exactly: nothing to measure.
+        if !self.params().auto_ef {
+            return None;
+        }
         let g = &self.graph;
         let k = settings.k.max(1);
         let live: Vec<u32> = (0..g.nodes() as u32)
@@ -175,7 +179,10 @@ impl HnswIndex {
             .map(|i| live[i])
             .collect();
         let exact: Vec<f32> = picked.iter().map(|&q| self.kth(q, &live, k)).collect();
-        let base = self.params().ef_search;
+        // From the built-in default, not the configured one: the result is kept with the
+        // graph and outlives a change of `ef_search`, and `default_ef` never goes below the
+        // configured beam anyway.
+        let base = crate::hnsw::HnswParams::default().ef_search;
         Some(climb(base, &settings, |ef| {
             self.recall_at(ef, k, &picked, &exact)
         }))

@@ -61,8 +61,9 @@ fn an_unreachable_target_stops_at_the_cap() {
         ..CalibrationSettings::default()
     };
     let c = g.calibrate(settings).expect("calibrated");
-    // 16, then the ladder's steps above it and below the cap (64 96 128 192), then the cap.
-    assert_eq!((c.ef, c.steps), (200, 6), "{c:?}");
+    // 64 (the built-in default, whatever is configured), then the ladder's steps above it
+    // and below the cap (96 128 192), then the cap.
+    assert_eq!((c.ef, c.steps), (200, 5), "{c:?}");
     assert!(c.recall < 1.01);
     assert_eq!(g.default_ef(), 200);
 }
@@ -77,14 +78,16 @@ fn easy_data_keeps_the_configured_beam_and_none_is_lowered() {
     assert_eq!((c.ef, c.steps), (64, 1), "{c:?}");
     assert!(c.recall >= 0.95, "{c:?}");
     assert_eq!(g.default_ef(), 64);
-    // A wider configured beam is where the calibration starts: it is never lowered.
+    // A wider configured beam is never lowered; the measurement starts from 64 whatever is
+    // configured, so it stays true once the configured beam changes again.
     g.set_ef_search(300, true);
     let c = g
         .calibrate(CalibrationSettings::default())
         .expect("calibrated");
-    assert_eq!((c.ef, c.steps), (300, 1), "{c:?}");
-    g.set_ef_search(100, true);
+    assert_eq!((c.ef, c.steps), (64, 1), "{c:?}");
     assert_eq!(g.default_ef(), 300);
+    g.set_ef_search(100, true);
+    assert_eq!(g.default_ef(), 100);
 }
 
 #[test]
@@ -96,8 +99,29 @@ fn an_operator_chosen_beam_is_used_exactly() {
     assert!(c.ef > 16);
     g.set_ef_search(16, false);
     assert_eq!(g.default_ef(), 16);
+    // Switched back to automatic: the calibration kept is forgotten, to be measured again.
     g.set_ef_search(16, true);
+    assert_eq!(g.calibrated(), None);
+    assert_eq!(g.default_ef(), 16);
+    assert_eq!(g.calibrate(CalibrationSettings::default()), Some(c));
     assert_eq!(g.default_ef(), c.ef);
+}
+
+/// With an operator's `ef_search` nothing is measured, so nothing stale is kept for when the
+/// operator clears it; a ladder that started from the operator's beam (1000 here) would have
+/// kept 1000 as the default once the operator went back to automatic.
+#[test]
+fn an_operator_chosen_beam_is_not_calibrated() {
+    let mut g = hard();
+    g.set_ef_search(1000, false);
+    assert_eq!(g.calibrate(CalibrationSettings::default()), None);
+    assert_eq!(g.calibrated(), None);
+    g.set_ef_search(16, true);
+    assert_eq!(g.default_ef(), 16);
+    let c = g
+        .calibrate(CalibrationSettings::default())
+        .expect("calibrated");
+    assert!(c.ef < 1000, "{c:?}");
 }
 
 /// 15 distinct vectors, each stored 200 times (identical texts embed identically): every
