@@ -529,6 +529,12 @@ impl HnswIndex {
         }
         let mut index = Self::new(dim, metric, params)?;
         crate::hnsw_format::read_from(r, len - header_len as u64, &mut index.graph)?;
+        // A calibration measured more live vectors than the graph has nodes: never written.
+        if calibrated.is_some_and(|c| c.at_len > index.graph.nodes()) {
+            return Err(corrupt(
+                "calibration: more vectors measured than the graph holds",
+            ));
+        }
         index.calibrated = calibrated;
         // The graph's links were laid out with the connectivity it was built with.
         index.params.m = index.graph.m;

@@ -78,6 +78,8 @@ impl Calibrated {
         match (word(0), word(4)) {
             (0, 0) => Ok(None),
             (0, _) => Err("calibration: a vector count without an ef"),
+            // A calibration needs a sample of live vectors: it never measured none.
+            (_, 0) => Err("calibration: an ef without a vector count"),
             (ef, _) if ef > MAX_CALIBRATED_EF => Err("calibration: ef above the cap"),
             (ef, at_len) => Ok(Some(Calibrated { ef, at_len })),
         }

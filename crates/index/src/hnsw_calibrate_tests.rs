@@ -181,6 +181,13 @@ fn the_calibration_is_persisted_and_decoded_closed() {
     let mut no_ef = bytes.clone();
     no_ef[13..17].copy_from_slice(&0u32.to_le_bytes());
     assert!(corrupt(&no_ef));
+    // Nor an ef without a count, or a count above the graph's 3,000 nodes.
+    let mut no_count = bytes.clone();
+    no_count[17..21].copy_from_slice(&0u32.to_le_bytes());
+    assert!(corrupt(&no_count));
+    let mut too_many = bytes.clone();
+    too_many[17..21].copy_from_slice(&3_001u32.to_le_bytes());
+    assert!(corrupt(&too_many));
 }
 
 #[test]
