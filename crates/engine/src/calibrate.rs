@@ -46,7 +46,7 @@ pub(crate) fn calibrate_collection(
     let started = std::time::Instant::now();
     let settings = CalibrationSettings::default();
     let k = settings.k;
-    let Some((slots, queries, base, len, metric)) = with_collection(slot, name, |ci| {
+    let Some((slots, queries, len, metric)) = with_collection(slot, name, |ci| {
         let g = ci.graph.as_ref().filter(|_| ci.wants_calibration())?;
         let slots: Vec<u32> = ci.with_vector.iter().collect();
         if slots.len() < settings.queries + k {
@@ -57,7 +57,7 @@ pub(crate) fn calibrate_collection(
             .map(|i| slots[i])
             .collect();
         let queries = ci.vectors_of(&picked).ok()?;
-        Some((slots, queries, g.params().ef_search, g.len(), ci.metric))
+        Some((slots, queries, g.len(), ci.metric))
     }) else {
         return;
     };
@@ -77,6 +77,8 @@ pub(crate) fn calibrate_collection(
             best.truncate(k);
         }
     }
+    // From the built-in default, as the index's own measurement does.
+    let base = strata_index::HnswParams::default().ef_search;
     let mut gone = false;
     let c = climb(base, &settings, |ef| {
         let mut found = 0;
@@ -88,10 +90,11 @@ pub(crate) fn calibrate_collection(
                 gone = true;
                 return 0.0;
             };
+            // A hit counts by its score, not its slot: among duplicates of equal score the
+            // true top-k is any k of them (see `strata_index::hnsw_calibrate::within`).
+            let kth = best.last().map_or(f32::NEG_INFINITY, |b| b.score);
             let got = hits.iter().filter(|h| h.slot != *q_slot).take(k);
-            found += got
-                .filter(|h| best.iter().any(|b| b.slot == h.slot))
-                .count();
+            found += got.filter(|h| as_near(h.score, kth)).count();
         }
         found as f64 / (k * queries.len()).max(1) as f64
     });
@@ -99,6 +102,12 @@ pub(crate) fn calibrate_collection(
         return;
     }
     keep(registry, slot, name, c, len, started.elapsed());
+}
+
+/// Whether a hit scoring `score` is as near as the `k`-th true neighbour scoring `kth`
+/// (higher is nearer), within the rounding of scores computed in another order.
+fn as_near(score: f32, kth: f32) -> bool {
+    score >= kth - 1e-5 * kth.abs().max(1.0)
 }
 
 /// Keeps `c` in the collection's graph under a short write lock; the next save persists it.

@@ -96,7 +96,8 @@ fn sample(c: &CollectionIndex) -> f64 {
                     && (hits[0].score - hits[K - 1].score).abs()
                         <= 1e-6 * hits[0].score.abs().max(1.0))
         };
-        if g.search(&buf, K, None)
+        // At ef 64, the beam this check was tuned at, not the graph's calibrated default.
+        if g.search(&buf, K, Some(64))
             .is_ok_and(|hits| found_or_tied(&hits))
         {
             found += 1;

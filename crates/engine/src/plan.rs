@@ -332,7 +332,7 @@ pub(crate) fn vector_top(
         Ok((hits, true))
     };
     let graph = match &ci.graph {
-        Some(g) if candidates.len() * ci.dim as u64 > EXACT_BUDGET => g,
+        Some(g) if graph_pays(candidates.len(), ci.dim, ef, g.default_ef()) => g,
         _ => return exact(()),
     };
     let mut ef = ef.unwrap_or_else(|| graph.default_ef()).max(n);
@@ -354,6 +354,28 @@ pub(crate) fn vector_top(
         }
         ef = (ef * 4).min(MAX_EF);
     }
+}
+
+/// The `ef` at which [`EXACT_BUDGET`] was tuned.
+const BUDGET_EF: usize = 64;
+
+/// Whether a graph search is chosen over an exact scan of `candidates` vectors of `dim`.
+/// A graph search's work grows about linearly with its beam, and [`EXACT_BUDGET`] is where the
+/// graph beats the scan at `ef` 64. A graph calibrated to a wider default beam (256–1024 on
+/// hard data) does 4–16 times that work, so without a request `ef` the budget grows with the
+/// default beam: below it the exact scan (recall 1.0) is also the cheaper one. A request that
+/// names its `ef` chose its trade-off, and keeps the budget tuned at 64.
+pub(crate) fn graph_pays(
+    candidates: u64,
+    dim: usize,
+    ef: Option<usize>,
+    default_ef: usize,
+) -> bool {
+    let scale = match ef {
+        Some(_) => 1,
+        None => (default_ef / BUDGET_EF).max(1) as u64,
+    };
+    candidates * dim as u64 > EXACT_BUDGET.saturating_mul(scale)
 }
 
 #[cfg(test)]

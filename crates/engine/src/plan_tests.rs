@@ -414,3 +414,20 @@ mod lookups {
         }
     }
 }
+
+/// 20k candidates of 128 dimensions (2.56M multiply-adds) are past the budget tuned at `ef`
+/// 64, so the graph is chosen there; a graph calibrated to `ef` 512 would do eight times that
+/// walk, so without a request `ef` the exact scan is chosen; a request `ef` keeps the budget.
+#[test]
+fn a_calibrated_default_ef_widens_the_exact_scan_budget() {
+    use super::graph_pays;
+    let (n, dim) = (20_000, 128);
+    assert!(graph_pays(n, dim, None, 64));
+    assert!(!graph_pays(n, dim, None, 512));
+    assert!(graph_pays(n, dim, Some(64), 512));
+    assert!(graph_pays(n, dim, Some(512), 512));
+    // Far enough past the widened budget, the graph is chosen again.
+    assert!(graph_pays(200_000, dim, None, 512));
+    // A default below 64 never narrows the budget.
+    assert!(!graph_pays(10_000, dim, None, 16));
+}

@@ -186,8 +186,13 @@ impl HnswIndex {
     }
 
     /// Changes the default search beam (`ef` of queries that give none) and whether a
-    /// calibration may raise it (`auto_ef`); no rebuild needed.
+    /// calibration may raise it (`auto_ef`); no rebuild needed. Switching `auto_ef` on forgets
+    /// the calibration: none is measured while an operator's `ef_search` holds, so one kept
+    /// from before may be stale, and the builder measures again (`calibrated` is `None`).
     pub fn set_ef_search(&mut self, ef_search: usize, auto_ef: bool) {
+        if auto_ef && !self.params.auto_ef {
+            self.calibrated = None;
+        }
         self.params.ef_search = ef_search.max(1);
         self.params.auto_ef = auto_ef;
     }
@@ -524,6 +529,12 @@ impl HnswIndex {
         }
         let mut index = Self::new(dim, metric, params)?;
         crate::hnsw_format::read_from(r, len - header_len as u64, &mut index.graph)?;
+        // A calibration measured more live vectors than the graph has nodes: never written.
+        if calibrated.is_some_and(|c| c.at_len > index.graph.nodes()) {
+            return Err(corrupt(
+                "calibration: more vectors measured than the graph holds",
+            ));
+        }
         index.calibrated = calibrated;
         // The graph's links were laid out with the connectivity it was built with.
         index.params.m = index.graph.m;

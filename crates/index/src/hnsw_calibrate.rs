@@ -78,6 +78,8 @@ impl Calibrated {
         match (word(0), word(4)) {
             (0, 0) => Ok(None),
             (0, _) => Err("calibration: a vector count without an ef"),
+            // A calibration needs a sample of live vectors: it never measured none.
+            (_, 0) => Err("calibration: an ef without a vector count"),
             (ef, _) if ef > MAX_CALIBRATED_EF => Err("calibration: ef above the cap"),
             (ef, at_len) => Ok(Some(Calibrated { ef, at_len })),
         }
@@ -141,9 +143,9 @@ pub fn sample_positions(len: usize, count: usize, seed: u64) -> Vec<usize> {
 
 impl HnswIndex {
     /// Measures the `ef` at which this graph reaches `settings.target` mean recall@k on a
-    /// sample of its own vectors, starting at the configured default and never below it, and
-    /// remembers it (see the module docs). `None` (nothing remembered) when the graph holds
-    /// too few live vectors for a sample (`queries + k` of them).
+    /// sample of its own vectors, starting at the built-in default (64), and remembers it (see
+    /// the module docs). `None` (nothing remembered) when the graph holds too few live vectors
+    /// for a sample (`queries + k` of them), or an operator chose `ef_search` (`auto_ef` off).
     pub fn calibrate(&mut self, settings: CalibrationSettings) -> Option<Calibration> {
         let found = self.measure(settings)?;
         // A default above the cap is kept by `default_ef` anyway; the bytes record at most it.
@@ -162,6 +164,10 @@ impl HnswIndex {
     /// [`Self::calibrate`]'s measurement, without remembering it (it takes `&self`, so a
     /// caller may measure under a read lock and store the result later).
     pub fn measure(&self, settings: CalibrationSettings) -> Option<Calibration> {
+        // An operator's `ef_search` is used exactly: nothing to measure.
+        if !self.params().auto_ef {
+            return None;
+        }
         let g = &self.graph;
         let k = settings.k.max(1);
         let live: Vec<u32> = (0..g.nodes() as u32)
@@ -174,48 +180,63 @@ impl HnswIndex {
             .into_iter()
             .map(|i| live[i])
             .collect();
-        let exact: Vec<Vec<u32>> = picked.iter().map(|&q| self.exact(q, &live, k)).collect();
-        let base = self.params().ef_search;
+        let exact: Vec<f32> = picked.iter().map(|&q| self.kth(q, &live, k)).collect();
+        // From the built-in default, not the configured one: the result is kept with the
+        // graph and outlives a change of `ef_search`, and `default_ef` never goes below the
+        // configured beam anyway.
+        let base = crate::hnsw::HnswParams::default().ef_search;
         Some(climb(base, &settings, |ef| {
             self.recall_at(ef, k, &picked, &exact)
         }))
     }
 
-    /// The `k` nearest live nodes to node `q` by brute force, `q` itself left out.
-    fn exact(&self, q: u32, live: &[u32], k: usize) -> Vec<u32> {
+    /// The distance from node `q` to its `k`-th nearest live node by brute force, `q` itself
+    /// left out.
+    fn kth(&self, q: u32, live: &[u32], k: usize) -> f32 {
         let g = &self.graph;
         let query = g.vector(q);
-        let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+        let mut best: Vec<f32> = Vec::with_capacity(k + 1);
         for &n in live {
             if n == q {
                 continue;
             }
             let d = g.distance(query, g.vector(n));
-            if best.len() == k && d >= best[k - 1].0 {
+            if best.len() == k && d >= best[k - 1] {
                 continue;
             }
-            let at = best.partition_point(|&(bd, bn)| (bd, bn) < (d, n));
-            best.insert(at, (d, n));
+            let at = best.partition_point(|&bd| bd <= d);
+            best.insert(at, d);
             best.truncate(k);
         }
-        best.into_iter().map(|(_, n)| n).collect()
+        best.last().copied().unwrap_or(f32::INFINITY)
     }
 
-    /// Mean recall@k of graph searches at `ef` for the sampled nodes against `exact`.
-    fn recall_at(&self, ef: usize, k: usize, picked: &[u32], exact: &[Vec<u32>]) -> f64 {
+    /// Mean recall@k of graph searches at `ef` for the sampled nodes, against the distance
+    /// `kth` of each one's `k`-th true neighbour.
+    fn recall_at(&self, ef: usize, k: usize, picked: &[u32], kth: &[f32]) -> f64 {
         let g = &self.graph;
         let mut found_total = 0usize;
-        let mut wanted_total = 0usize;
-        for (&q, truth) in picked.iter().zip(exact) {
+        for (&q, &limit) in picked.iter().zip(kth) {
             let near = g.search(g.vector(q), ef.max(k), |n| {
                 g.deleted[n as usize] == 0 && n != q
             });
-            let got: Vec<u32> = near.iter().take(k).map(|n| n.node).collect();
-            found_total += truth.iter().filter(|t| got.contains(t)).count();
-            wanted_total += truth.len();
+            found_total += near
+                .iter()
+                .take(k)
+                .filter(|n| within(n.dist, limit))
+                .count();
         }
-        found_total as f64 / wanted_total.max(1) as f64
+        found_total as f64 / (k * picked.len()).max(1) as f64
     }
+}
+
+/// Whether a hit at distance `d` is as near as the `k`-th true neighbour at `limit`. A hit
+/// counts by its distance, not its id: among equally near vectors (duplicates: identical
+/// texts embed identically) the true top-k is any k of them, and counting ids would hold a
+/// query with more than k duplicates below the target at every beam, up to the cap. The
+/// tolerance absorbs the rounding of distances computed in another order.
+pub fn within(d: f32, limit: f32) -> bool {
+    d <= limit + 1e-5 * limit.abs().max(1.0)
 }
 
 #[cfg(test)]

@@ -61,8 +61,9 @@ fn an_unreachable_target_stops_at_the_cap() {
         ..CalibrationSettings::default()
     };
     let c = g.calibrate(settings).expect("calibrated");
-    // 16, then the ladder's steps above it and below the cap (64 96 128 192), then the cap.
-    assert_eq!((c.ef, c.steps), (200, 6), "{c:?}");
+    // 64 (the built-in default, whatever is configured), then the ladder's steps above it
+    // and below the cap (96 128 192), then the cap.
+    assert_eq!((c.ef, c.steps), (200, 5), "{c:?}");
     assert!(c.recall < 1.01);
     assert_eq!(g.default_ef(), 200);
 }
@@ -77,14 +78,16 @@ fn easy_data_keeps_the_configured_beam_and_none_is_lowered() {
     assert_eq!((c.ef, c.steps), (64, 1), "{c:?}");
     assert!(c.recall >= 0.95, "{c:?}");
     assert_eq!(g.default_ef(), 64);
-    // A wider configured beam is where the calibration starts: it is never lowered.
+    // A wider configured beam is never lowered; the measurement starts from 64 whatever is
+    // configured, so it stays true once the configured beam changes again.
     g.set_ef_search(300, true);
     let c = g
         .calibrate(CalibrationSettings::default())
         .expect("calibrated");
-    assert_eq!((c.ef, c.steps), (300, 1), "{c:?}");
-    g.set_ef_search(100, true);
+    assert_eq!((c.ef, c.steps), (64, 1), "{c:?}");
     assert_eq!(g.default_ef(), 300);
+    g.set_ef_search(100, true);
+    assert_eq!(g.default_ef(), 100);
 }
 
 #[test]
@@ -96,8 +99,54 @@ fn an_operator_chosen_beam_is_used_exactly() {
     assert!(c.ef > 16);
     g.set_ef_search(16, false);
     assert_eq!(g.default_ef(), 16);
+    // Switched back to automatic: the calibration kept is forgotten, to be measured again.
     g.set_ef_search(16, true);
+    assert_eq!(g.calibrated(), None);
+    assert_eq!(g.default_ef(), 16);
+    assert_eq!(g.calibrate(CalibrationSettings::default()), Some(c));
     assert_eq!(g.default_ef(), c.ef);
+}
+
+/// With an operator's `ef_search` nothing is measured, so nothing stale is kept for when the
+/// operator clears it; a ladder that started from the operator's beam (1000 here) would have
+/// kept 1000 as the default once the operator went back to automatic.
+#[test]
+fn an_operator_chosen_beam_is_not_calibrated() {
+    let mut g = hard();
+    g.set_ef_search(1000, false);
+    assert_eq!(g.calibrate(CalibrationSettings::default()), None);
+    assert_eq!(g.calibrated(), None);
+    g.set_ef_search(16, true);
+    assert_eq!(g.default_ef(), 16);
+    let c = g
+        .calibrate(CalibrationSettings::default())
+        .expect("calibrated");
+    assert!(c.ef < 1000, "{c:?}");
+}
+
+/// 15 distinct vectors, each stored 200 times (identical texts embed identically): every
+/// query has 199 exact duplicates, more than the beam holds, so its true top-10 is any 10 of
+/// them. Counted by id, the brute force's 10 (the lowest ids) are rarely the ones the beam
+/// kept, and the ladder climbed to the cap (1024, recall 0.83).
+#[test]
+fn duplicates_keep_the_configured_beam() {
+    let distinct = uniform(15, 16, 11);
+    let vectors: Vec<Vec<f32>> = (0..200).flat_map(|_| distinct.iter().cloned()).collect();
+    let mut g = build(&vectors, HnswParams::default());
+    let c = g
+        .calibrate(CalibrationSettings::default())
+        .expect("calibrated");
+    assert_eq!((c.ef, c.steps), (64, 1), "{c:?}");
+    assert_eq!(g.default_ef(), 64);
+}
+
+#[test]
+fn within_counts_ties_and_nothing_farther() {
+    assert!(within(0.0, 0.0));
+    assert!(within(2.0, 2.0));
+    assert!(within(2.0 + 1e-6, 2.0));
+    assert!(!within(2.1, 2.0));
+    assert!(!within(0.01, 0.0));
 }
 
 #[test]
@@ -132,6 +181,13 @@ fn the_calibration_is_persisted_and_decoded_closed() {
     let mut no_ef = bytes.clone();
     no_ef[13..17].copy_from_slice(&0u32.to_le_bytes());
     assert!(corrupt(&no_ef));
+    // Nor an ef without a count, or a count above the graph's 3,000 nodes.
+    let mut no_count = bytes.clone();
+    no_count[17..21].copy_from_slice(&0u32.to_le_bytes());
+    assert!(corrupt(&no_count));
+    let mut too_many = bytes.clone();
+    too_many[17..21].copy_from_slice(&3_001u32.to_le_bytes());
+    assert!(corrupt(&too_many));
 }
 
 #[test]
