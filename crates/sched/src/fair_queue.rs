@@ -519,6 +519,11 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         lane: Lane,
         mut allowed: impl FnMut(&K, &T) -> bool,
     ) -> bool {
+        // The common case under a flood, only `key`'s own jobs queued, costs no walk: the map
+        // also holds every tenant served in the current round, thousands on a busy server.
+        if self.len == self.tenant_len(key) {
+            return false;
+        }
         self.tenants.iter().any(|(k, tenant)| {
             k != key
                 && (lane == Lane::Shared || tenant.lane == Lane::Reserved)

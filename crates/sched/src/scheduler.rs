@@ -357,6 +357,8 @@ impl<K: Hash + Eq + Clone + Send + 'static> Shared<K> {
             let mut state = self.lock();
             state.lanes[kind as usize].threads -= 1;
             state.live_workers -= 1;
+            // A shutdown may be waiting for the live count to reach zero.
+            self.exited.notify_all();
         }
     }
 }
