@@ -361,9 +361,13 @@ fn extreme_vectors_on_the_graph_path() {
         engine.index_stats(&scope).unwrap();
         engine.wait_for_graph_builds();
         for q in &queries {
+            // A request's own `ef` keeps the planner's exact-scan budget at its base: a
+            // calibrated default beam (these norms are hard data) would widen it past this
+            // collection and answer exactly.
             let s = SearchRequest {
                 vector: Some(q.clone()),
                 k: 10,
+                ef: Some(64),
                 modality: Some(name()),
                 ..Default::default()
             };
