@@ -41,7 +41,8 @@ pub struct TenantLimits {
     /// Sustained requests per second (token bucket rate), 0.001 to 1,000,000,000.
     #[schema(minimum = 0.001, maximum = 1_000_000_000.0)]
     pub max_qps: Option<f64>,
-    /// Token bucket size; defaults to one second's worth of `max_qps`.
+    /// Token bucket size; defaults to one second's worth of `max_qps`. Needs `max_qps`: a
+    /// create or update with a burst alone is refused (imports keep one, still without effect).
     #[schema(minimum = 1)]
     pub burst: Option<u32>,
     /// Requests in flight at once.

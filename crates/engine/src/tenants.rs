@@ -185,6 +185,23 @@ pub(crate) fn check_display_name_length(display_name: Option<&str>) -> Result<()
     Ok(())
 }
 
+/// A `burst` is the size of the `max_qps` token bucket: without a rate there is no bucket
+/// (`crates/api/src/admission.rs` admits every request), so a burst alone would be stored and
+/// shown, yet never hold. An update's limits are whole (the API merges a `PATCH` into the
+/// limits in force first), so one that removes `max_qps` while a burst stays is refused here
+/// too: clearing the burst behind the operator's back would surprise more than a 400 that says
+/// to remove both.
+/// Imports skip this check (`transfer`): exports of earlier versions may carry such limits,
+/// which are kept as they were, still without effect.
+fn check_burst_has_rate(limits: Option<&TenantLimits>) -> Result<(), EngineError> {
+    if limits.is_some_and(|l| l.burst.is_some() && l.max_qps.is_none()) {
+        return Err(EngineError::BadRequest(
+            "limits.burst: needs limits.max_qps (a burst is the size of its token bucket)".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_profile_fields(
     display_name: Option<&str>,
     weight: Option<u32>,
@@ -304,6 +321,7 @@ impl Engine {
             p.validate()?;
         }
         check_profile_fields(display_name.as_deref(), weight, limits.as_ref())?;
+        check_burst_has_rate(limits.as_ref())?;
         let integrity_policy = integrity_policy
             .map(|input| own_policy(&input, self.config.integrity.configured(id)))
             .transpose()?;
@@ -404,6 +422,7 @@ impl Engine {
             update.weight,
             update.limits.as_ref(),
         )?;
+        check_burst_has_rate(update.limits.as_ref())?;
         // A `PATCH` moves `updated_at` even when it changes only the metadata, stored beside
         // the profile.
         let (mut info, info_key) =

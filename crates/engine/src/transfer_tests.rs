@@ -357,3 +357,26 @@ fn a_tenant_being_imported_is_not_exported() {
     // Once imported, it exports.
     engine.export_tenant(&op, &copy, |_| Ok(())).unwrap();
 }
+
+/// Exports of versions that accepted a burst without `max_qps` still import: the limits are
+/// kept as they were (the burst still without effect), though a create or `PATCH` refuses them.
+#[test]
+fn an_import_keeps_a_burst_without_a_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let lines = exported_tenant_with_three_records(&engine, "acme");
+    let old = TenantLimits {
+        burst: Some(7),
+        ..Default::default()
+    };
+    let copy = TenantId::parse("copy").unwrap();
+    let info = engine
+        .import_tenant(
+            &op,
+            &copy,
+            with_limits(lines, old.clone()).into_iter().map(Ok),
+        )
+        .unwrap();
+    assert_eq!(info.limits, old);
+}

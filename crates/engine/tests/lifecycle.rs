@@ -1783,3 +1783,56 @@ fn an_infinite_enter_threshold_is_stored_shown_and_exported() {
         }
     }
 }
+
+/// A burst is the size of the `max_qps` bucket: alone it would be stored and never hold, so
+/// creation and `PATCH` refuse it, naming the field, and a change that drops the rate under a
+/// burst is refused too, leaving the limits in force as they were.
+#[test]
+fn a_burst_without_a_rate_is_refused_at_create_and_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let burst_alone = TenantLimits {
+        burst: Some(5),
+        ..Default::default()
+    };
+    let refused = |e: EngineError| matches!(&e, EngineError::BadRequest(m) if m.starts_with("limits.burst: needs limits.max_qps"));
+    let new = TenantId::parse("solo").unwrap();
+    let e = engine
+        .create_tenant_with(
+            &op(),
+            &new,
+            strata_engine::NewTenantSpec {
+                limits: Some(burst_alone.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(refused(e));
+    assert!(engine.tenant(&op(), &new).is_err(), "nothing was created");
+    let with_rate = TenantLimits {
+        max_qps: Some(5.0),
+        burst: Some(5),
+        ..Default::default()
+    };
+    let update = |limits: TenantLimits| {
+        engine.update_tenant(
+            &op(),
+            scope.tenant(),
+            TenantUpdate {
+                limits: Some(limits),
+                ..Default::default()
+            },
+        )
+    };
+    assert!(refused(update(burst_alone.clone()).unwrap_err()));
+    update(with_rate.clone()).unwrap();
+    // Dropping the rate while the burst stays: refused, the bucket left as it was.
+    assert!(refused(update(burst_alone).unwrap_err()));
+    assert_eq!(engine.admission(&scope).unwrap().limits, with_rate);
+    // Dropping both removes the bucket.
+    update(TenantLimits::default()).unwrap();
+    assert_eq!(
+        engine.admission(&scope).unwrap().limits,
+        TenantLimits::default()
+    );
+}

@@ -131,6 +131,13 @@ fn body_errors_name_the_field_by_its_path() {
             json!({"id": "b", "limits": {"max_qps": 10, "burst": 0}}),
             "limits.burst: ",
         ),
+        // A burst sizes the max_qps bucket: alone it would never hold.
+        (
+            "/v1/admin/tenants",
+            OPERATOR_KEY,
+            json!({"id": "b", "limits": {"burst": 5}}),
+            "limits.burst: needs limits.max_qps",
+        ),
         (
             "/v1/admin/tenants",
             OPERATOR_KEY,

@@ -139,6 +139,49 @@ fn max_qps_is_bounded_and_the_quoted_wait_is_sane() {
     assert!((990_000..=1_000_000).contains(&wait), "{v}");
 }
 
+/// A burst alone is refused, naming the field; so is a `PATCH` (a merge into the limits in
+/// force) that removes `max_qps` while the burst stays, and the bucket in force stays as it was.
+#[test]
+fn a_patch_that_leaves_a_burst_without_a_rate_is_refused() {
+    let server = Server::start();
+    server.tenant("acme");
+    let patch = |limits: Value| {
+        server.call(
+            "PATCH",
+            "/v1/admin/tenants/acme",
+            Some(OPERATOR_KEY),
+            &[],
+            Some(&json!({ "limits": limits })),
+        )
+    };
+    let (s, v) = patch(json!({"burst": 3}));
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    assert!(
+        message(&v).starts_with("limits.burst: needs limits.max_qps"),
+        "{v}"
+    );
+    let (s, v) = patch(json!({"max_qps": 0.01, "burst": 1}));
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = patch(json!({"max_qps": null}));
+    assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    assert!(
+        message(&v).starts_with("limits.burst: needs limits.max_qps"),
+        "{v}"
+    );
+    // The rate still holds: one request, then 429.
+    let key = server.key("acme", json!({}));
+    assert_eq!(server.post("/v1/memories/count", &key, json!({})).0, 200);
+    let (s, v) = server.post("/v1/memories/count", &key, json!({}));
+    assert_eq!((s, code(&v)), (429, "RATE_LIMITED"), "{v}");
+    // Both removed together: no bucket.
+    let (s, v) = patch(json!({"max_qps": null, "burst": null}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (&v["limits"]["max_qps"], &v["limits"]["burst"]),
+        (&Value::Null, &Value::Null)
+    );
+}
+
 #[test]
 fn a_json_route_refuses_a_body_labelled_as_another_type_unread() {
     let server = Server::start();
