@@ -74,8 +74,3 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     let _ends = Ends(pool, kind);
     f()
 }
-
-/// Whether the calling thread is inside a declared wait (for tests of the callers).
-pub fn in_blocking_wait() -> bool {
-    WAITING.get()
-}
