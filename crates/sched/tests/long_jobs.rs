@@ -14,15 +14,17 @@ const WORKERS: usize = 2;
 /// delay on a loaded machine, so reaching it means the pool never ran the releasing job.
 const GIVE_UP: Duration = Duration::from_secs(10);
 
+fn pool_of(config: SchedulerConfig) -> Arc<FairScheduler<&'static str>> {
+    Arc::new(FairScheduler::new(config).unwrap())
+}
+
+/// A pool of `WORKERS` shared workers whose jobs give way after `long_job_after`.
 fn pool(long_job_after: Duration) -> Arc<FairScheduler<&'static str>> {
-    Arc::new(
-        FairScheduler::new(SchedulerConfig {
-            workers: WORKERS,
-            long_job_after,
-            ..SchedulerConfig::default()
-        })
-        .unwrap(),
-    )
+    pool_of(SchedulerConfig {
+        workers: WORKERS,
+        long_job_after,
+        ..SchedulerConfig::default()
+    })
 }
 
 /// What the spinning jobs share with the test.
@@ -56,22 +58,42 @@ fn spinner(
     .unwrap()
 }
 
-/// Submits two spinners of "a" and waits until both run.
-fn two_spinning(pool: &FairScheduler<&'static str>, spin: &Arc<Spin>) -> Vec<JobHandle<bool>> {
-    let jobs = (0..WORKERS).map(|_| spinner(pool, "a", spin)).collect();
+/// Waits until `n` spinners (or jobs counting themselves in `spin.started`) have started;
+/// fails the test, naming `what`, if they have not within `GIVE_UP`.
+fn wait_started(spin: &Spin, n: usize, what: &str) {
     let end = Instant::now() + GIVE_UP;
-    while spin.started.load(Ordering::SeqCst) < WORKERS {
-        assert!(Instant::now() < end, "the spinners never started");
+    while spin.started.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < end, "{what} never started");
         std::thread::sleep(Duration::from_millis(1));
     }
-    jobs
+}
+
+/// A [`pool`] with a spinner of "a" running on every worker: the set-up of most tests here.
+fn a_spinning_on_every_worker(
+    long_job_after: Duration,
+) -> (
+    Arc<FairScheduler<&'static str>>,
+    Arc<Spin>,
+    Vec<JobHandle<bool>>,
+) {
+    let pool = pool(long_job_after);
+    let spin = Arc::new(Spin::default());
+    let jobs = (0..WORKERS).map(|_| spinner(&pool, "a", &spin)).collect();
+    wait_started(&spin, WORKERS, "the spinners");
+    (pool, spin, jobs)
+}
+
+/// Releases the spinners and checks each was released, not given up on.
+fn release(spin: &Spin, jobs: Vec<JobHandle<bool>>) {
+    spin.release.store(true, Ordering::SeqCst);
+    for h in jobs {
+        assert_eq!(h.wait_blocking(), Ok(true), "a spinner gave up");
+    }
 }
 
 #[test]
 fn another_tenants_job_runs_while_every_worker_runs_a_long_job() {
-    let pool = pool(Duration::from_millis(10));
-    let spin = Arc::new(Spin::default());
-    let a = two_spinning(&pool, &spin);
+    let (pool, spin, a) = a_spinning_on_every_worker(Duration::from_millis(10));
     let s = Arc::clone(&spin);
     let b = pool
         .submit(&"b", 1, move || {
@@ -99,9 +121,7 @@ fn another_tenants_job_runs_while_every_worker_runs_a_long_job() {
 
 #[test]
 fn the_long_jobs_tenant_gains_no_thread() {
-    let pool = pool(Duration::from_millis(10));
-    let spin = Arc::new(Spin::default());
-    let a = two_spinning(&pool, &spin);
+    let (pool, spin, a) = a_spinning_on_every_worker(Duration::from_millis(10));
     // a's third job, queued before b's: it must wait for one of a's workers (it says whether
     // they were released when it started) even though b's job gets a spare.
     let s = Arc::clone(&spin);
@@ -126,16 +146,12 @@ fn the_long_jobs_tenant_gains_no_thread() {
         Ok(true),
         "a's third job ran beside its two"
     );
-    for h in a {
-        assert_eq!(h.wait_blocking(), Ok(true));
-    }
+    release(&spin, a);
 }
 
 #[test]
 fn shutdown_joins_every_thread_while_jobs_run_long() {
-    let pool = pool(Duration::from_millis(10));
-    let spin = Arc::new(Spin::default());
-    let a = two_spinning(&pool, &spin);
+    let (pool, spin, a) = a_spinning_on_every_worker(Duration::from_millis(10));
     let (ran, b_ran) = mpsc::channel();
     let b = pool.submit(&"b", 1, move || ran.send(()).unwrap()).unwrap();
     b_ran.recv_timeout(GIVE_UP).expect("b's job never ran");
@@ -155,9 +171,7 @@ fn shutdown_joins_every_thread_while_jobs_run_long() {
 
 #[test]
 fn a_tenant_alone_runs_long_jobs_without_spares() {
-    let pool = pool(Duration::from_millis(10));
-    let spin = Arc::new(Spin::default());
-    let a = two_spinning(&pool, &spin);
+    let (pool, spin, a) = a_spinning_on_every_worker(Duration::from_millis(10));
     let s = Arc::clone(&spin);
     let a3 = pool
         .submit(&"a", 1, move || s.release.load(Ordering::SeqCst))
@@ -170,9 +184,7 @@ fn a_tenant_alone_runs_long_jobs_without_spares() {
     );
     spin.release.store(true, Ordering::SeqCst);
     assert_eq!(a3.wait_blocking(), Ok(true));
-    for h in a {
-        assert_eq!(h.wait_blocking(), Ok(true));
-    }
+    release(&spin, a);
     assert_eq!(pool.long_job_spares().shared, 0);
 }
 
@@ -210,11 +222,8 @@ fn a_tenant_with_a_long_job_keeps_its_normal_place_while_another_floods() {
     let pool = pool(Duration::from_millis(50));
     let spin = Arc::new(Spin::default());
     let a1 = spinner(&pool, "a", &spin);
+    wait_started(&spin, 1, "a's first job");
     let end = Instant::now() + GIVE_UP;
-    while spin.started.load(Ordering::SeqCst) < 1 {
-        assert!(Instant::now() < end, "a's first job never started");
-        std::thread::sleep(Duration::from_millis(1));
-    }
     // b floods: a's first job gives way, and b's jobs fill the other worker and the spare.
     // a's second job, queued then, needs only the normal place b's jobs take turns on: it
     // must get it in the fair order, not wait for a's first job to end (after the flood).
@@ -249,23 +258,16 @@ fn a_tenant_with_a_long_job_keeps_its_normal_place_while_another_floods() {
 
 #[test]
 fn a_reserved_workers_long_job_does_not_give_way_for_a_shared_lane_job() {
-    let pool = Arc::new(
-        FairScheduler::new(SchedulerConfig {
-            workers: 1,
-            reserved_workers: 1,
-            long_job_after: Duration::from_millis(10),
-            ..SchedulerConfig::default()
-        })
-        .unwrap(),
-    );
+    let pool = pool_of(SchedulerConfig {
+        workers: 1,
+        reserved_workers: 1,
+        long_job_after: Duration::from_millis(10),
+        ..SchedulerConfig::default()
+    });
     let spin = Arc::new(Spin::default());
     // x's job on the shared worker, then r's (reserved lane) on the reserved one.
     let x = spinner(&pool, "x", &spin);
-    let end = Instant::now() + GIVE_UP;
-    while spin.started.load(Ordering::SeqCst) < 1 {
-        assert!(Instant::now() < end, "x's job never started");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_started(&spin, 1, "x's job");
     let s = Arc::clone(&spin);
     let r = pool
         .submit_in(&"r", 1, Lane::Reserved, move || {
@@ -275,10 +277,7 @@ fn a_reserved_workers_long_job_does_not_give_way_for_a_shared_lane_job() {
             }
         })
         .unwrap();
-    while spin.started.load(Ordering::SeqCst) < 2 {
-        assert!(Instant::now() < end, "r's job never started");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_started(&spin, 2, "r's job");
     // Both are past the threshold when b's shared-lane job is queued: x's gives way to it,
     // r's must not (no reserved worker could run b's job).
     std::thread::sleep(Duration::from_millis(30));
@@ -297,9 +296,7 @@ fn a_reserved_workers_long_job_does_not_give_way_for_a_shared_lane_job() {
 fn two_long_jobs_giving_way_at_once_free_two_places() {
     // Far above the time a spare takes to start: only a's jobs are long enough to give way.
     let after = Duration::from_millis(200);
-    let pool = pool(after);
-    let spin = Arc::new(Spin::default());
-    let a = two_spinning(&pool, &spin);
+    let (pool, spin, a) = a_spinning_on_every_worker(after);
     // Both of a's jobs are past the threshold when b's job is queued: they give way in the
     // same scan, and b's and c's jobs must run side by side on the two places, not one
     // after the other once b's gave way in turn.
@@ -330,8 +327,5 @@ fn two_long_jobs_giving_way_at_once_free_two_places() {
         "c's job ran only once b's gave way (or once a's ended)"
     );
     b.wait_blocking().unwrap();
-    spin.release.store(true, Ordering::SeqCst);
-    for h in a {
-        assert_eq!(h.wait_blocking(), Ok(true));
-    }
+    release(&spin, a);
 }
