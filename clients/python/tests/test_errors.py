@@ -96,7 +96,8 @@ def test_quota_and_conflict(admin: StrataAdmin, client: Strata, tenant: TenantKe
     client.add("one", vector=[1, 0], collection="q")
     with pytest.raises(QuotaExceededError) as q:
         client.add("two", vector=[0, 1], collection="q")
-    assert q.value.code == "QUOTA_EXCEEDED" and "max_vectors" in q.value.message
+    assert q.value.code == "QUOTA_EXCEEDED"
+    assert q.value.message == "quota exceeded: max_vectors: 1 used of 1"
     assert isinstance(q.value, PermissionDeniedError)
 
 

@@ -492,6 +492,7 @@ mod tests {
             EngineError::QuotaExceeded {
                 resource: "max_vectors",
                 limit: 1,
+                used: 1,
             },
             403,
             "QUOTA_EXCEEDED",

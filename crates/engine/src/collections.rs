@@ -114,13 +114,15 @@ impl Engine {
             if w.collection_deleting(scope.key(), name)?.is_some() {
                 return Err(EngineError::CollectionDeleteUnfinished(name.clone()));
             }
-            if let Some(max) = profile.limits.max_collections
-                && w.collections(scope.key())?.len() as u64 >= max
-            {
-                return Err(EngineError::QuotaExceeded {
-                    resource: "max_collections",
-                    limit: max,
-                });
+            if let Some(max) = profile.limits.max_collections {
+                let used = w.collections(scope.key())?.len() as u64;
+                if used >= max {
+                    return Err(EngineError::QuotaExceeded {
+                        resource: "max_collections",
+                        limit: max,
+                        used,
+                    });
+                }
             }
             crate::audit::append(
                 w,

@@ -55,9 +55,14 @@ pub enum EngineError {
     /// The tenant is in integrity state `critical`: its writes are refused until it recovers.
     #[error("tenant {0} is in a critical state: writes are refused until it recovers")]
     TenantCritical(TenantId),
-    /// A write would take the tenant past a quota; nothing of it was applied.
-    #[error("quota exceeded: {resource} is {limit}")]
-    QuotaExceeded { resource: &'static str, limit: u64 },
+    /// A write would take the tenant past a quota; nothing of it was applied. `used` is the
+    /// usage before the write, so the message tells how much room was left.
+    #[error("quota exceeded: {resource}: {used} used of {limit}")]
+    QuotaExceeded {
+        resource: &'static str,
+        limit: u64,
+        used: u64,
+    },
     /// A conflict with the state of the data: a client id naming a record the caller cannot
     /// see (another principal's, domain's or run's), or a migration or import in the way. The
     /// message says which.

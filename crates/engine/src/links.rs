@@ -86,10 +86,11 @@ impl Engine {
                 if w.put_link(key, &link)?.is_none() {
                     // Both ways: recall and deletes walk a record's incoming links too.
                     for (end, incoming) in [(&link.source, false), (&link.target, true)] {
-                        if let Some(limit) = counts.add(w, key, &vis, end, incoming)? {
+                        if let Some((limit, used)) = counts.add(w, key, &vis, end, incoming)? {
                             return Err(EngineError::QuotaExceeded {
                                 resource: "links_per_record",
                                 limit: limit as u64,
+                                used: used as u64,
                             });
                         }
                     }
@@ -207,7 +208,7 @@ struct LinkCounts {
 
 impl LinkCounts {
     /// Counts the link just added at `id` (one way) and returns the cap it now exceeds, if
-    /// any: more than [`MAX_LINKS_PER_RECORD`] whose other ends `vis` sees, or more than
+    /// any, with the links counted against that cap before this one: more than [`MAX_LINKS_PER_RECORD`] whose other ends `vis` sees, or more than
     /// [`MAX_STORED_LINKS_PER_RECORD`] in all. The other ends are read only past the first
     /// cap, so a record with few links pays nothing for the visibility count.
     fn add(
@@ -217,7 +218,7 @@ impl LinkCounts {
         vis: &Visibility,
         id: &RecordId,
         incoming: bool,
-    ) -> Result<Option<usize>, EngineError> {
+    ) -> Result<Option<(usize, usize)>, EngineError> {
         let entry = match self.known.entry((id.clone(), incoming)) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 let counts = e.into_mut();
@@ -237,7 +238,7 @@ impl LinkCounts {
             return Ok(None);
         }
         if entry.0 > MAX_STORED_LINKS_PER_RECORD {
-            return Ok(Some(MAX_STORED_LINKS_PER_RECORD));
+            return Ok(Some((MAX_STORED_LINKS_PER_RECORD, entry.0 - 1)));
         }
         let seen = match entry.1 {
             Some(seen) => seen,
@@ -255,7 +256,7 @@ impl LinkCounts {
                 seen
             }
         };
-        Ok((seen > MAX_LINKS_PER_RECORD).then_some(MAX_LINKS_PER_RECORD))
+        Ok((seen > MAX_LINKS_PER_RECORD).then_some((MAX_LINKS_PER_RECORD, seen - 1)))
     }
 }
 

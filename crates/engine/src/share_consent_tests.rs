@@ -1,6 +1,6 @@
 //! Consent to shares: an offer by name is read by nothing until its grantee accepts; declining
 //! ends it; offers count toward no limit of the grantee; the owner's audit learns no hit
-//! counts; pointers stored before consent existed are offers.
+//! counts; pointers stored before consent existed are offers; an owner's shares are bounded.
 
 use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
 use strata_types::{
@@ -324,4 +324,22 @@ fn consent_is_withdrawn_whatever_the_owners_state() {
     engine.resume_tenant(&op, &tid("owner")).unwrap();
     assert_eq!(search_all(&engine, "victim").unwrap(), Vec::<String>::new());
     assert!(incoming(&engine, "victim").is_empty());
+}
+
+/// An owner publishes at most `MAX_SHARES` shares, and the refusal says how many it has.
+#[test]
+fn an_owners_shares_are_bounded_and_the_refusal_shows_the_count() {
+    let (_dir, engine) = engine();
+    for i in 0..crate::shares::MAX_SHARES {
+        offer(&engine, "owner", &format!("d{i}"), &["victim"], false);
+    }
+    let new = NewShare {
+        domain: Domain::parse("one-more").unwrap(),
+        tenants: vec![tid("victim")],
+        children: false,
+    };
+    let err = engine
+        .create_share(&admin_scope(&engine, "owner"), &new)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "quota exceeded: shares: 100 used of 100");
 }

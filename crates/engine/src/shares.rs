@@ -473,10 +473,12 @@ impl Engine {
         };
         self.store.write(|w| {
             check_live(w, scope)?;
-            if w.blobs_named(scope.key(), OUT_PREFIX)?.len() >= MAX_SHARES {
+            let used = w.blobs_named(scope.key(), OUT_PREFIX)?.len();
+            if used >= MAX_SHARES {
                 return Err(EngineError::QuotaExceeded {
                     resource: "shares",
                     limit: MAX_SHARES as u64,
+                    used: used as u64,
                 });
             }
             let mut grantees = Vec::with_capacity(stored.tenants.len());

@@ -192,6 +192,7 @@ fn concurrent_writers_never_overshoot_the_vector_quota() {
                         Err(EngineError::QuotaExceeded {
                             resource: "max_vectors",
                             limit: 50,
+                            used: 50,
                         }) => refused.fetch_add(1, Ordering::Relaxed),
                         Err(e) => panic!("{e}"),
                     };
@@ -210,10 +211,11 @@ fn concurrent_writers_never_overshoot_the_vector_quota() {
             ..Default::default()
         })
         .collect();
-    assert!(matches!(
-        engine.put(&scope, &req(), batch),
-        Err(EngineError::QuotaExceeded { .. })
-    ));
+    // The refusal says how much room was left: none.
+    assert_eq!(
+        engine.put(&scope, &req(), batch).unwrap_err().to_string(),
+        "quota exceeded: max_vectors: 50 used of 50"
+    );
     let one = common::all_records(&engine, &scope, "default")[0]
         .id
         .clone();
@@ -252,6 +254,12 @@ fn storage_and_collection_quotas_name_their_resource() {
             vec![rec(json!({"content": "x".repeat(1000)}))],
         )
         .unwrap();
+    let used = engine
+        .tenant(&op(), scope.tenant())
+        .unwrap()
+        .usage
+        .unwrap()
+        .storage_bytes;
     let err = engine
         .put(
             &scope,
@@ -264,10 +272,15 @@ fn storage_and_collection_quotas_name_their_resource() {
             err,
             EngineError::QuotaExceeded {
                 resource: "max_storage_bytes",
-                limit: 2000
-            }
+                limit: 2000,
+                used: u,
+            } if u == used
         ),
         "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("quota exceeded: max_storage_bytes: {used} used of 2000")
     );
     engine
         .create_collection(
@@ -290,10 +303,15 @@ fn storage_and_collection_quotas_name_their_resource() {
             err,
             EngineError::QuotaExceeded {
                 resource: "max_collections",
-                limit: 4
+                limit: 4,
+                used: 4,
             }
         ),
         "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "quota exceeded: max_collections: 4 used of 4"
     );
     assert_eq!(
         engine

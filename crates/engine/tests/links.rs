@@ -54,13 +54,25 @@ fn a_principals_private_links_do_not_use_up_a_shared_records_room() {
         engine.link_batch(&scope, &alice, batch).unwrap();
     }
     // Alice herself is at the cap.
-    assert!(matches!(
-        engine.link(&scope, &alice, link(&over[0], "policy")),
-        Err(EngineError::QuotaExceeded {
-            resource: "links_per_record",
-            ..
-        })
-    ));
+    let err = engine
+        .link(&scope, &alice, link(&over[0], "policy"))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::QuotaExceeded {
+                resource: "links_per_record",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "quota exceeded: links_per_record: {MAX_LINKS_PER_RECORD} used of {MAX_LINKS_PER_RECORD}"
+        )
+    );
     let bob = scope_json(json!({"user_tokens": ["u:bob"]}));
     let mine = engine
         .put(

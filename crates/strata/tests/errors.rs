@@ -241,6 +241,11 @@ fn a_tenant_is_created_with_its_limits_and_weight() {
     // Its three default collections fill the quota already.
     let (s, v) = server.post("/v1/collections", &k, json!({"name": "c", "dim": 4}));
     assert_eq!((s, code(&v)), (403, "QUOTA_EXCEEDED"), "{v}");
+    // The refusal shows the limit and what is used of it.
+    assert_eq!(
+        v["error"]["message"], "quota exceeded: max_collections: 3 used of 3",
+        "{v}"
+    );
     let (s, v) = server.post(
         "/v1/admin/tenants",
         OPERATOR_KEY,
