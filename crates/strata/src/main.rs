@@ -10,6 +10,7 @@ mod config;
 mod io_threads;
 mod loadgen;
 mod model;
+mod partial_file;
 mod progress;
 mod serve;
 mod transfer;

@@ -10,6 +10,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::client::Client;
+use crate::partial_file::PartialFile;
 
 /// Bytes read from the import file per chunk sent.
 const CHUNK: usize = 256 * 1024;
@@ -31,6 +32,8 @@ fn bar(len: Option<u64>, template: &str) -> ProgressBar {
 
 /// How an export's record lines begin: every line is an object whose `type` comes first.
 const RECORD_LINE: &[u8] = br#"{"type":"record""#;
+/// How its end line begins (then `,` or `}`): the last line of a whole export.
+const END_LINE: &[u8] = br#"{"type":"end""#;
 
 /// Counts the lines of an export as its chunks arrive (a line may span chunks), and which of
 /// them are records: the only lines whose number is known before the export (the tenant's
@@ -39,6 +42,9 @@ const RECORD_LINE: &[u8] = br#"{"type":"record""#;
 struct LineCount {
     lines: u64,
     records: u64,
+    /// The last complete line is the end line: the export is whole (so far as the stream
+    /// goes; a line after it would clear this).
+    ended: bool,
     /// The first bytes of the line under way, up to the length of [`RECORD_LINE`].
     start: Vec<u8>,
 }
@@ -51,6 +57,8 @@ impl LineCount {
                 if self.start == RECORD_LINE {
                     self.records += 1;
                 }
+                self.ended = self.start.starts_with(END_LINE)
+                    && matches!(self.start.get(END_LINE.len()), Some(b',' | b'}'));
                 self.start.clear();
             } else if self.start.len() < RECORD_LINE.len() {
                 self.start.push(b);
@@ -80,7 +88,33 @@ pub struct Exported {
     pub records: u64,
 }
 
-/// Writes tenant `id`'s export to `out` (stdout when `None`).
+/// Where an export goes: standard output as it arrives, or a file that appears only whole.
+enum Sink<'a> {
+    Stdout(std::io::BufWriter<std::io::StdoutLock<'a>>),
+    File(PartialFile),
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Stdout(w) => w.write(buf),
+            Sink::File(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout(w) => w.flush(),
+            Sink::File(w) => w.flush(),
+        }
+    }
+}
+
+/// Writes tenant `id`'s export to `out` (stdout when `None`). A file is written as
+/// `out.partial` and renamed to `out` once the export's end line arrived and it is synced
+/// (`crate::partial_file`): an export cut short (a server error, a lost connection, Ctrl-C)
+/// leaves no file, and an earlier file at `out` as it was. On stdout what arrived is written
+/// as it arrives, and a missing end line fails the command all the same.
 pub async fn export(client: &Client, id: &str, out: Option<&Path>) -> anyhow::Result<Exported> {
     // The bar counts records, of the tenant's usage: the export also carries a header, its
     // collections, links, audit rows and adaptive state, whose number is not known before
@@ -93,11 +127,9 @@ pub async fn export(client: &Client, id: &str, out: Option<&Path>) -> anyhow::Re
     let mut res = client
         .send(client.request(Method::GET, &format!("/v1/admin/tenants/{id}/export")))
         .await?;
-    let mut sink: Box<dyn Write> = match out {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    let mut sink = match out {
+        Some(path) => Sink::File(PartialFile::create(path)?),
+        None => Sink::Stdout(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let pb = bar(
         Some(expected),
@@ -113,18 +145,44 @@ pub async fn export(client: &Client, id: &str, out: Option<&Path>) -> anyhow::Re
             anyhow::Error::new(e).context("writing the export")
         }
     };
-    while let Some(chunk) = res.chunk().await.context("reading the export")? {
-        sink.write_all(&chunk).map_err(written)?;
-        count.feed(&chunk);
-        bytes += chunk.len() as u64;
-        if pb.length().is_some_and(|len| count.records > len) {
-            pb.set_length(count.records);
+    let stream = async {
+        while let Some(chunk) = res.chunk().await.context("reading the export")? {
+            sink.write_all(&chunk).map_err(written)?;
+            count.feed(&chunk);
+            bytes += chunk.len() as u64;
+            if pb.length().is_some_and(|len| count.records > len) {
+                pb.set_length(count.records);
+            }
+            pb.set_position(count.records);
+            pb.set_message(indicatif::HumanBytes(bytes).to_string());
         }
-        pb.set_position(count.records);
-        pb.set_message(indicatif::HumanBytes(bytes).to_string());
-    }
-    sink.flush().map_err(written)?;
+        anyhow::Ok(())
+    };
+    // Ctrl-C ends the stream as an error, so the partial file is removed as on any other
+    // (the handler stays for the rest of the process, which ends with this command).
+    let streamed = tokio::select! {
+        streamed = stream => streamed,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     pb.finish_and_clear();
+    // On an error the sink is dropped, and a file's temporary with it.
+    streamed?;
+    if !count.ended {
+        anyhow::bail!(
+            "the export of tenant {id} ended before its end line ({} lines arrived): the \
+             connection was cut or the server failed{}",
+            count.lines,
+            if out.is_some() {
+                "; no file was written"
+            } else {
+                ""
+            }
+        );
+    }
+    match sink {
+        Sink::Stdout(mut w) => w.flush().map_err(written)?,
+        Sink::File(f) => f.commit()?,
+    }
     Ok(Exported {
         lines: count.lines,
         records: count.records,
@@ -200,6 +258,35 @@ mod tests {
                 count.feed(chunk);
             }
             assert_eq!((count.lines, count.records), (5, 2), "chunks of {size}");
+            assert!(!count.ended, "no end line");
         }
+    }
+
+    #[test]
+    fn only_an_end_line_that_comes_last_makes_the_export_whole() {
+        let feed = |text: &str, size: usize| {
+            let mut count = LineCount::default();
+            for chunk in text.as_bytes().chunks(size) {
+                count.feed(chunk);
+            }
+            count.ended
+        };
+        let whole = concat!(
+            r#"{"type":"tenant","id":"acme"}"#,
+            "\n",
+            r#"{"type":"end","records":0}"#,
+            "\n",
+        );
+        for size in [1, 5, whole.len()] {
+            assert!(feed(whole, size), "chunks of {size}");
+            // Cut inside the end line: it never completed.
+            assert!(!feed(&whole[..whole.len() - 1], size), "chunks of {size}");
+            assert!(!feed(&whole[..whole.len() - 5], size), "chunks of {size}");
+            // A line after it: not the end.
+            let more = format!("{whole}{}\n", r#"{"type":"record","id":"r"}"#);
+            assert!(!feed(&more, size), "chunks of {size}");
+        }
+        // A type that only begins like it.
+        assert!(!feed("{\"type\":\"endless\"}\n", 3));
     }
 }

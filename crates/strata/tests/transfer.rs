@@ -228,6 +228,17 @@ fn cli_export_and_import_round_trip() {
     let path = file.to_str().expect("utf-8 path");
     let (ok, _, err) = strata(&server, &["tenant", "export", "acme", "-o", path]);
     assert!(ok, "{err}");
+    // Written aside and renamed over the file: no temporary is left.
+    assert!(!server.dir.path().join("acme.ndjson.partial").exists());
+    // A tenant that does not exist: no file at all.
+    let none = server.dir.path().join("nobody.ndjson");
+    let (ok, _, refused) = strata(
+        &server,
+        &["tenant", "export", "nobody", "-o", none.to_str().unwrap()],
+    );
+    assert!(!ok && refused.contains("NOT_FOUND"), "{refused}");
+    assert!(!none.exists(), "{refused}");
+    assert!(!server.dir.path().join("nobody.ndjson.partial").exists());
     let written = std::fs::read_to_string(&file)
         .expect("export file")
         .lines()
