@@ -150,7 +150,9 @@ fn abandon(state: &AppState, scope: &TenantScope, name: &CollectionName, job: u6
         .reembed_abandon(scope, name, job, &format!("stopped: {e}"));
 }
 
-/// The progress of a collection's re-embed (`none` if none ran since the server started).
+/// The progress of a collection's re-embed, or the result of its last one, kept across restarts
+/// (one the server stopped while it ran reads `failed`, its error beginning `interrupted`;
+/// `none` if none is known).
 /// Needs `admin` and `all_principals` and a credential bound to neither domains nor user
 /// tokens; a bound one is `403 SCOPE_FORBIDDEN`, one without `all_principals` `403 FORBIDDEN`.
 #[utoipa::path(get, path = "/v1/collections/{name}/reembed", tag = "collections",

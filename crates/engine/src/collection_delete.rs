@@ -101,6 +101,7 @@ impl Engine {
             let step = if w.mark_collection_deleting(key, name)?.is_some() {
                 crate::snapshot::delete(w, key, name)?;
                 crate::search_image::delete(w, key, name)?;
+                crate::reembed_record::delete(w, key, name)?;
                 w.delete_change_mark(key, name)?;
                 changes.push(Change::DropCollection(name.clone()));
                 "begun"
@@ -235,6 +236,7 @@ impl Engine {
             // (a save writes only the collections that exist), so this deletes nothing else.
             crate::snapshot::delete(w, key, name)?;
             crate::search_image::delete(w, key, name)?;
+            crate::reembed_record::delete(w, key, name)?;
             w.delete_change_mark(key, name)?;
             if unmarked {
                 changes.push(Change::DropCollection(name.clone()));

@@ -65,6 +65,7 @@ mod recall;
 mod recent_purges;
 mod records;
 mod reembed;
+mod reembed_record;
 mod registry;
 mod replay;
 mod rerank;

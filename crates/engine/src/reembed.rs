@@ -7,7 +7,9 @@
 //! model (and dimension) together. Records written or changed during the job are caught up
 //! before that transaction, the last few inside it, so nothing acknowledged is left on the old
 //! model. A crash before the switch leaves the collection whole on its old model (the staged
-//! vectors are lost and the job must be started again); after it, whole on the new one.
+//! vectors are lost and the job must be started again); after it, whole on the new one. The
+//! status of each collection's last job is stored (`crate::reembed_record`), so that after a
+//! restart it reads as it ended, or as interrupted.
 //!
 //! The engine does the work in steps ([`Engine::reembed_step`], then
 //! [`Engine::reembed_finish`]); `strata-api` runs each step on the fair-queueing pool in the
@@ -18,7 +20,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use strata_auth::{Permission, TenantScope};
 use strata_store::{Reader, Reads, TenantKey};
 use strata_types::{Collection, CollectionName, EmbedderRef, Millis, RecordId, now_millis};
@@ -26,6 +28,7 @@ use strata_types::{Collection, CollectionName, EmbedderRef, Millis, RecordId, no
 use crate::embedding::embed;
 use crate::put_steps::{STEP_TOKENS, estimated_tokens};
 use crate::records::store_record;
+use crate::reembed_record::{self, Stored};
 use crate::tenant_index::Change;
 use crate::whole_tenant::{Reach, require_whole_tenant};
 use crate::{Engine, EngineError};
@@ -73,10 +76,11 @@ pub struct ReembedPlan {
 }
 
 /// Where a collection's re-embed stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReembedState {
-    /// No re-embed of this collection since the server started.
+    /// No re-embed of this collection is known: none ran since it was created, or only
+    /// before re-embed statuses were stored.
     None,
     Running,
     Done,
@@ -84,7 +88,8 @@ pub enum ReembedState {
 }
 
 /// A re-embed's progress.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReembedStatus {
     pub collection: CollectionName,
     pub state: ReembedState,
@@ -100,7 +105,9 @@ pub struct ReembedStatus {
     pub started_at: Option<Millis>,
     #[schema(value_type = Option<i64>)]
     pub finished_at: Option<Millis>,
-    /// Why it failed; the collection is then unchanged, on its old model.
+    /// Why it failed; the collection is then unchanged, on its old model. A job the server
+    /// stopped while it ran reads as failed after the restart, with an error that begins
+    /// `interrupted` (it is not resumed).
     pub error: Option<String>,
     /// The job's id (absent in state `none`): each start gets a new one, so the steps of an
     /// earlier job can never act on a later one.
@@ -119,11 +126,24 @@ struct Job {
 }
 
 /// Re-embed jobs by tenant and collection. In memory on purpose: the staged vectors are
-/// derived, and a job lost in a crash never touched the collection.
-#[derive(Default)]
+/// derived, and a job lost in a crash never touched the collection. Only each job's status is
+/// stored as well (`crate::reembed_record`).
 pub(crate) struct Jobs {
     jobs: Mutex<HashMap<(TenantKey, CollectionName), Job>>,
     next_id: AtomicU64,
+    /// This engine instance, in the status rows it writes: a row still `running` from another
+    /// instance was cut short by a restart.
+    boot: String,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Jobs {
+            jobs: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            boot: uuid::Uuid::now_v7().simple().to_string(),
+        }
+    }
 }
 
 impl Jobs {
@@ -369,7 +389,45 @@ impl Engine {
                 cursor: None,
             },
         );
+        drop(jobs);
+        // Stored as running, so that a restart before it ends reads as an interruption; a job
+        // whose start cannot be stored does not run.
+        let stored = self.store_status(scope, id, c.created_at, &status);
+        self.fail_on_error(scope, name, id, stored)?;
         Ok(status)
+    }
+
+    /// Stores `status` as collection `status.collection`'s last re-embed, unless a later job
+    /// of this engine instance stored its own meanwhile (the writes of two jobs may cross).
+    fn store_status(
+        &self,
+        scope: &TenantScope,
+        job: u64,
+        created_at: Millis,
+        status: &ReembedStatus,
+    ) -> Result<(), EngineError> {
+        let boot = &self.reembeds.boot;
+        self.store.write(|w| {
+            crate::tenants::check_live(w, scope)?;
+            // Nothing is kept for a collection deleted since (its delete removed the row).
+            if w.collection(scope.key(), &status.collection)?
+                .is_none_or(|c| c.created_at != created_at)
+            {
+                return Ok(());
+            }
+            if let Some(row) = reembed_record::load(w, scope.key(), &status.collection)?
+                && row.boot == *boot
+                && row.status.job.is_some_and(|j| j > job)
+            {
+                return Ok(());
+            }
+            let row = Stored {
+                collection_created_at: created_at,
+                boot: boot.clone(),
+                status: status.clone(),
+            };
+            Ok::<_, EngineError>(reembed_record::save(w, scope.key(), &row)?)
+        })
     }
 
     /// Embeds the next few records of a running re-embed into its staging area. Returns whether
@@ -381,7 +439,7 @@ impl Engine {
         job: u64,
     ) -> Result<bool, EngineError> {
         let result = self.stage_next(scope, name, job);
-        self.fail_on_error(scope.key(), name, job, result)
+        self.fail_on_error(scope, name, job, result)
     }
 
     fn stage_next(
@@ -421,7 +479,7 @@ impl Engine {
         job: u64,
     ) -> Result<ReembedStatus, EngineError> {
         let result = self.switch(scope, name, job);
-        self.fail_on_error(scope.key(), name, job, result)?;
+        self.fail_on_error(scope, name, job, result)?;
         self.reembed_status(scope, name)
     }
 
@@ -446,10 +504,15 @@ impl Engine {
             })?;
         }
         let (embedder, loaded) = self.loaded_for_reembed()?;
-        let (mut staged, created_at) = self.running_job(key, name, job, |j| {
-            (std::mem::take(&mut j.staged), j.created_at)
+        let (mut staged, created_at, mut status) = self.running_job(key, name, job, |j| {
+            (
+                std::mem::take(&mut j.staged),
+                j.created_at,
+                j.status.clone(),
+            )
         })?;
-        let embedded_inside = self.write_tenant(scope, "collection.reembed", |w, changes| {
+        let boot = self.reembeds.boot.clone();
+        let status = self.write_tenant(scope, "collection.reembed", |w, changes| {
             let mut c = find(w, key, name)?;
             if c.created_at != created_at {
                 return Err(conflict(format!(
@@ -514,14 +577,21 @@ impl Engine {
                 };
                 store_record(w, changes, scope, &r)?;
             }
-            Ok(inside)
+            // Its result is stored in the switch itself: a restart finds the collection and
+            // its status in step, whenever it comes.
+            status.records_embedded += inside;
+            status.state = ReembedState::Done;
+            status.model = Some(loaded.clone());
+            status.finished_at = Some(now_millis());
+            let row = Stored {
+                collection_created_at: created_at,
+                boot,
+                status,
+            };
+            reembed_record::save(w, key, &row)?;
+            Ok(row.status)
         })?;
-        self.running_job(key, name, job, |j| {
-            j.status.records_embedded += embedded_inside;
-            j.status.state = ReembedState::Done;
-            j.status.model = Some(loaded.clone());
-            j.status.finished_at = Some(now_millis());
-        })?;
+        self.running_job(key, name, job, |j| j.status = status)?;
         Ok(())
     }
 
@@ -543,34 +613,47 @@ impl Engine {
         })
     }
 
-    /// Where the re-embed of `name` stands (state `none` when none ran since the start).
+    /// Where the re-embed of `name` stands: the job this engine runs or ran, else the stored
+    /// status of the collection's last one (one still `running` there was interrupted by a
+    /// restart, and reads as failed), else state `none`.
     pub fn reembed_status(
         &self,
         scope: &TenantScope,
         name: &CollectionName,
     ) -> Result<ReembedStatus, EngineError> {
-        let c = self.read_for_reembed(scope, |r| find(r, scope.key(), name))?;
+        let (c, stored) = self.read_for_reembed(scope, |r| {
+            let c = find(r, scope.key(), name)?;
+            let stored = reembed_record::load(r, scope.key(), name)?;
+            Ok((c, stored))
+        })?;
         let jobs = self.reembeds.lock();
         Ok(match jobs.get(&(scope.key(), name.clone())) {
             Some(j) if j.created_at == c.created_at => j.status.clone(),
-            _ => ReembedStatus {
-                collection: name.clone(),
-                state: ReembedState::None,
-                model: c.embedder,
-                target_model: None,
-                records_total: 0,
-                records_embedded: 0,
-                started_at: None,
-                finished_at: None,
-                error: None,
-                job: None,
+            _ => match stored {
+                Some(row) if row.collection_created_at == c.created_at => {
+                    let mut status = row.status_seen_by(&self.reembeds.boot);
+                    status.model = c.embedder;
+                    status
+                }
+                _ => ReembedStatus {
+                    collection: name.clone(),
+                    state: ReembedState::None,
+                    model: c.embedder,
+                    target_model: None,
+                    records_total: 0,
+                    records_embedded: 0,
+                    started_at: None,
+                    finished_at: None,
+                    error: None,
+                    job: None,
+                },
             },
         })
     }
 
     /// Marks a running job failed for a reason outside the engine (e.g. the pool shut down).
     pub fn reembed_abandon(&self, scope: &TenantScope, name: &CollectionName, job: u64, why: &str) {
-        let _ = self.fail_on_error::<()>(scope.key(), name, job, Err(conflict(why)));
+        let _ = self.fail_on_error::<()>(scope, name, job, Err(conflict(why)));
     }
 
     fn embed_for_reembed(
@@ -603,23 +686,35 @@ impl Engine {
         }
     }
 
+    /// Marks the job failed when `result` is an error, and stores that status. Not storing
+    /// it (the tenant suspended or deleted since, a storage error) is logged, not returned:
+    /// the job has failed either way, and after a restart its stored `running` reads as
+    /// interrupted, failed too.
     fn fail_on_error<R>(
         &self,
-        key: TenantKey,
+        scope: &TenantScope,
         name: &CollectionName,
         job: u64,
         result: Result<R, EngineError>,
     ) -> Result<R, EngineError> {
         if let Err(e) = &result {
-            let mut jobs = self.reembeds.lock();
-            if let Some(j) = jobs.get_mut(&(key, name.clone()))
-                && j.id == job
-                && j.status.state == ReembedState::Running
+            let failed = {
+                let mut jobs = self.reembeds.lock();
+                match jobs.get_mut(&(scope.key(), name.clone())) {
+                    Some(j) if j.id == job && j.status.state == ReembedState::Running => {
+                        j.status.state = ReembedState::Failed;
+                        j.status.error = Some(e.to_string());
+                        j.status.finished_at = Some(now_millis());
+                        j.staged = HashMap::new();
+                        Some((j.created_at, j.status.clone()))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some((created_at, status)) = failed
+                && let Err(e) = self.store_status(scope, job, created_at, &status)
             {
-                j.status.state = ReembedState::Failed;
-                j.status.error = Some(e.to_string());
-                j.status.finished_at = Some(now_millis());
-                j.staged = HashMap::new();
+                tracing::warn!(collection = %name, error = %e, "re-embed failure not stored");
             }
         }
         result

@@ -269,6 +269,10 @@ fn check_blobs(
             if let Err(e) = decoded {
                 report.problem(format!("share row {name:?}: {e}"));
             }
+        } else if let Some(collection) = name.strip_prefix(crate::reembed_record::BLOB_PREFIX) {
+            if let Err(e) = crate::reembed_record::check(&bytes) {
+                report.problem(format!("re-embed status of {collection}: {e}"));
+            }
         } else if let Some(collection) = name.strip_prefix(crate::search_image::BLOB_PREFIX) {
             if let Err(e) = crate::search_image::check(&bytes) {
                 report.warnings.push(format!(

@@ -402,3 +402,106 @@ fn a_batch_is_embedded_in_steps_of_bounded_cost_with_the_vectors_of_one_call() {
     engine.embed_put_step(&mut pending).unwrap();
     assert!(pending.is_embedded());
 }
+
+/// Opens the engine at `dir` again with the embedder, as a restart does, and `tenant`'s scope.
+fn reopen(dir: &Path, tenant: &str) -> (Engine, TenantScope) {
+    let mut engine = Engine::open(dir, EngineConfig::default()).expect("reopen");
+    engine.set_embedder(embedder()).expect("set embedder");
+    let id = TenantId::parse(tenant).unwrap();
+    let scope = TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), full_grant());
+    (engine, scope)
+}
+
+/// A re-embed's status survives a restart: one that finished shows its result, one that was
+/// running shows as failed, interrupted, on the old model, and can be started again; one
+/// that failed keeps its error; a collection never re-embedded reads `none`.
+#[test]
+fn a_reembed_status_tells_the_truth_after_a_restart() {
+    use strata_engine::ReembedState;
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, _) = open_embedding(dir.path(), "acme");
+    let req = RequestScope::default();
+    let names = ["done", "cut", "failed", "never"].map(|n| CollectionName::parse(n).unwrap());
+    for name in &names {
+        engine
+            .create_collection(&scope, name, 4, Metric::Cosine)
+            .unwrap();
+        // More than one step's texts, so a job can be cut between two steps.
+        let records = (0..40)
+            .map(|i| NewRecord {
+                modality: Some(name.clone()),
+                content: Some(format!("{name} note {i}")),
+                vector: Some(vec![1.0, 0.0, 0.0, 0.0]),
+                ..Default::default()
+            })
+            .collect();
+        engine.put(&scope, &req, records).unwrap();
+    }
+    let [done, cut, failed, never] = &names;
+    let job = engine.reembed_start(&scope, done).unwrap().job.unwrap();
+    while engine.reembed_step(&scope, done, job).unwrap() {}
+    let finished = engine.reembed_finish(&scope, done, job).unwrap();
+    assert_eq!(finished.state, ReembedState::Done);
+    let running = engine.reembed_start(&scope, cut).unwrap().job.unwrap();
+    assert!(engine.reembed_step(&scope, cut, running).unwrap());
+    let before_cut = engine.reembed_status(&scope, cut).unwrap();
+    let job = engine.reembed_start(&scope, failed).unwrap().job.unwrap();
+    engine.reembed_abandon(&scope, failed, job, "stopped: the pool shut down");
+    let failure = engine.reembed_status(&scope, failed).unwrap();
+    assert_eq!(failure.state, ReembedState::Failed);
+    drop(engine);
+
+    let (engine, scope) = reopen(dir.path(), "acme");
+    assert_eq!(engine.reembed_status(&scope, done).unwrap(), finished);
+    assert_eq!(engine.reembed_status(&scope, failed).unwrap(), failure);
+    let status = engine.reembed_status(&scope, cut).unwrap();
+    assert_eq!(status.state, ReembedState::Failed, "{status:?}");
+    assert!(
+        status
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("interrupted")),
+        "{status:?}"
+    );
+    // The job as it was started (its progress lived in memory), on the collection's old
+    // model (none: client vectors).
+    assert_eq!(
+        (
+            status.job,
+            status.records_total,
+            status.started_at,
+            &status.model
+        ),
+        (
+            before_cut.job,
+            before_cut.records_total,
+            before_cut.started_at,
+            &None
+        )
+    );
+    assert_eq!(
+        engine.reembed_status(&scope, never).unwrap().state,
+        ReembedState::None
+    );
+    // Started again, it runs to its end.
+    let job = engine.reembed_start(&scope, cut).unwrap().job.unwrap();
+    while engine.reembed_step(&scope, cut, job).unwrap() {}
+    let again = engine.reembed_finish(&scope, cut, job).unwrap();
+    assert_eq!((again.state, again.records_total), (ReembedState::Done, 40));
+    // A deleted collection's status goes with it: one created again under its name has none.
+    engine.delete_collection(&scope, done).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    engine
+        .create_collection(&scope, done, 4, Metric::Cosine)
+        .unwrap();
+    drop(engine);
+    let (engine, scope) = reopen(dir.path(), "acme");
+    assert_eq!(
+        engine.reembed_status(&scope, done).unwrap().state,
+        ReembedState::None
+    );
+    assert_eq!(
+        engine.reembed_status(&scope, cut).unwrap().state,
+        ReembedState::Done
+    );
+}

@@ -305,13 +305,30 @@ fn a_sigkill_mid_reembed_leaves_the_collection_whole_on_one_model() {
         "{c}"
     );
     all_vectors_have_dim(&server, &key, n + 1, OLD_DIM);
-    assert_eq!(status(&server, &key)["state"], "none");
+    // The status says what happened to the job: interrupted, not resumed, nothing changed.
+    let v = status(&server, &key);
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("interrupted")),
+        "{v}"
+    );
+    assert_eq!(
+        (&v["records_total"], &v["model"]),
+        (&json!(n), &Value::Null),
+        "{v}"
+    );
 
     // Started again, it completes: whole on the new model.
     let (s, v) = server.post("/v1/collections/notes/reembed", &key, json!({}));
     assert_eq!(s, 202, "{v}");
     wait_done(&server, &key);
     all_vectors_have_dim(&server, &key, n + 1, 384);
+    // Its result outlives a restart too.
+    let done = status(&server, &key);
+    server.restart();
+    assert_eq!(status(&server, &key), done);
 }
 
 /// Records written while the server ran without its embedder have no vector; once the model
