@@ -127,6 +127,8 @@ pub async fn export(client: &Client, id: &str, out: Option<&Path>) -> anyhow::Re
     let mut res = client
         .send(client.request(Method::GET, &format!("/v1/admin/tenants/{id}/export")))
         .await?;
+    // Before the file exists, so that no signal can leave it behind.
+    let stop = stop_signal();
     let mut sink = match out {
         Some(path) => Sink::File(PartialFile::create(path)?),
         None => Sink::Stdout(std::io::BufWriter::new(std::io::stdout().lock())),
@@ -158,11 +160,12 @@ pub async fn export(client: &Client, id: &str, out: Option<&Path>) -> anyhow::Re
         }
         anyhow::Ok(())
     };
-    // Ctrl-C ends the stream as an error, so the partial file is removed as on any other
-    // (the handler stays for the rest of the process, which ends with this command).
+    // Ctrl-C (or a polite kill) ends the stream as an error, so the partial file is removed
+    // as on any other (the handlers stay for the rest of the process, which ends with this
+    // command).
     let streamed = tokio::select! {
         streamed = stream => streamed,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        signal = stop => Err(anyhow::anyhow!("interrupted by {signal}")),
     };
     pb.finish_and_clear();
     // On an error the sink is dropped, and a file's temporary with it.
@@ -187,6 +190,43 @@ pub async fn export(client: &Client, id: &str, out: Option<&Path>) -> anyhow::Re
         lines: count.lines,
         records: count.records,
     })
+}
+
+/// Waits for the first of SIGINT (Ctrl-C) and SIGTERM. The handlers are set when this is
+/// called, not when it is first awaited: from then on neither signal kills the process
+/// before the export's temporary file is removed.
+#[cfg(unix)]
+fn stop_signal() -> impl std::future::Future<Output = &'static str> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn recv(s: Option<Signal>) {
+        match s {
+            Some(mut s) => {
+                s.recv().await;
+            }
+            // No handler could be set: the signal keeps its default action.
+            None => std::future::pending().await,
+        }
+    }
+    let (int, term) = (
+        signal(SignalKind::interrupt()).ok(),
+        signal(SignalKind::terminate()).ok(),
+    );
+    async move {
+        tokio::select! {
+            _ = recv(int) => "Ctrl-C",
+            _ = recv(term) => "SIGTERM",
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn stop_signal() -> impl std::future::Future<Output = &'static str> {
+    async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Ctrl-C",
+            Err(_) => std::future::pending().await,
+        }
+    }
 }
 
 /// Creates tenant `id` on the server from the export in `file`; returns the server's answer.

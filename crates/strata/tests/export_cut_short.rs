@@ -2,12 +2,14 @@
 //! answers the tenant look-up, then sends the first lines of an export and either drops the
 //! connection (a server killed mid-stream) or ends the stream cleanly without the end line.
 //! The command fails, writes no `FILE` (and keeps an earlier one as it was), and leaves no
-//! temporary file.
+//! temporary file; so does one interrupted by Ctrl-C or SIGTERM while the stream is open.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// The first lines of an export: the tenant and one record, no end line.
 const CUT: &str = concat!(
@@ -31,10 +33,21 @@ fn request_path(conn: &TcpStream) -> String {
     first.split(' ').nth(1).unwrap_or("").to_owned()
 }
 
+/// How the stand-in's export stream ends.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    /// Dropped mid-chunk: a server killed mid-stream.
+    Cut,
+    /// As a whole response ends, but without the export's end line.
+    Clean,
+    /// Not before the test says so: the export is still under way.
+    Held,
+}
+
 /// A stand-in server on loopback for the two requests of one export; returns its URL. With
-/// `clean_end`, the export's stream ends as a whole response does (without its end line);
-/// otherwise the connection is dropped mid-chunk.
-fn stand_in(clean_end: bool) -> (String, std::thread::JoinHandle<()>) {
+/// `End::Held`, the stream stays open until `release` is sent (or dropped).
+fn stand_in(end: End) -> (String, std::thread::JoinHandle<()>, mpsc::Sender<()>) {
+    let (release, held) = mpsc::channel::<()>();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = std::thread::spawn(move || {
@@ -46,14 +59,17 @@ fn stand_in(clean_end: bool) -> (String, std::thread::JoinHandle<()>) {
                      transfer-encoding: chunked\r\nconnection: close\r\n\r\n",
                 );
                 out.push_str(&format!("{:x}\r\n{CUT}\r\n", CUT.len()));
-                if clean_end {
-                    out.push_str("0\r\n\r\n");
-                } else {
+                match end {
+                    End::Clean => out.push_str("0\r\n\r\n"),
                     // A chunk announced longer than what follows: cut inside it.
-                    out.push_str("400\r\n{\"type\":\"rec");
+                    End::Cut => out.push_str("400\r\n{\"type\":\"rec"),
+                    End::Held => {}
                 }
                 conn.write_all(out.as_bytes()).unwrap();
                 conn.flush().unwrap();
+                if let End::Held = end {
+                    let _ = held.recv_timeout(Duration::from_secs(30));
+                }
                 return;
             }
             let body = r#"{"id":"acme","usage":{"records":1}}"#;
@@ -66,17 +82,20 @@ fn stand_in(clean_end: bool) -> (String, std::thread::JoinHandle<()>) {
             conn.write_all(body.as_bytes()).unwrap();
         }
     });
-    (url, server)
+    (url, server, release)
+}
+
+fn export_command(url: &str, file: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.args(["tenant", "export", "acme", "-o"])
+        .arg(file)
+        .args(["--server", url])
+        .env("STRATA_KEY", "stand-in-operator-key-0123456789abcdef");
+    cmd
 }
 
 fn export_to(url: &str, file: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["tenant", "export", "acme", "-o"])
-        .arg(file)
-        .args(["--server", url])
-        .env("STRATA_KEY", "stand-in-operator-key-0123456789abcdef")
-        .output()
-        .expect("run strata");
+    let out = export_command(url, file).output().expect("run strata");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -88,7 +107,7 @@ fn an_export_cut_short_writes_no_file_and_keeps_an_earlier_one() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("acme.ndjson");
     let partial = dir.path().join("acme.ndjson.partial");
-    for clean_end in [false, true] {
+    for end in [End::Cut, End::Clean] {
         for earlier in [None, Some("an earlier export\n")] {
             match earlier {
                 Some(text) => std::fs::write(&file, text).unwrap(),
@@ -96,10 +115,10 @@ fn an_export_cut_short_writes_no_file_and_keeps_an_earlier_one() {
                     let _ = std::fs::remove_file(&file);
                 }
             }
-            let (url, server) = stand_in(clean_end);
+            let (url, server, _) = stand_in(end);
             let (ok, err) = export_to(&url, &file);
             server.join().unwrap();
-            let case = format!("clean end {clean_end}, earlier file {}", earlier.is_some());
+            let case = format!("{end:?}, earlier file {}", earlier.is_some());
             assert!(!ok, "{case}: the command succeeded: {err}");
             assert!(
                 !partial.exists(),
@@ -110,9 +129,44 @@ fn an_export_cut_short_writes_no_file_and_keeps_an_earlier_one() {
                 earlier,
                 "{case}: {err}"
             );
-            if clean_end {
+            if let End::Clean = end {
                 assert!(err.contains("ended before its end line"), "{case}: {err}");
             }
         }
+    }
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM while the export streams: the command fails and removes its
+/// temporary file, and no file appears.
+#[test]
+fn an_export_interrupted_by_a_signal_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("acme.ndjson");
+    let partial = dir.path().join("acme.ndjson.partial");
+    for signal in ["-INT", "-TERM"] {
+        let (url, server, release) = stand_in(End::Held);
+        let child = export_command(&url, &file)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run strata");
+        // The first lines arrived and are being written aside.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !partial.exists() {
+            assert!(Instant::now() < deadline, "{signal}: no temporary file");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let out = child.wait_with_output().expect("wait");
+        let _ = release.send(());
+        server.join().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{signal}: {err}");
+        assert!(err.contains("interrupted"), "{signal}: {err}");
+        assert!(!partial.exists(), "{signal}: the temporary file was left");
+        assert!(!file.exists(), "{signal}: a file appeared");
     }
 }
