@@ -115,7 +115,10 @@ pub(crate) fn calibrate_collection(
             // Leave one out, as the index's own measurement does: the query's node is never
             // entered nor expanded, so it is found as a fresh query's neighbours are.
             let hits = began.with_collection(name, |ci| {
-                ci.graph.as_ref()?.search_without(q, k, Some(ef), *q_slot).ok()
+                ci.graph
+                    .as_ref()?
+                    .search_without(q, k, Some(ef), *q_slot)
+                    .ok()
             })?;
             // A hit counts by its score, not its slot: among duplicates of equal score the
             // true top-k is any k of them (see `strata_index::hnsw_calibrate::within`).

@@ -95,12 +95,20 @@ fn a_stop_keeps_the_graph_as_it_was() {
         };
         let started = std::time::Instant::now();
         super::calibrate_collection(&engine.indexes, &slot, &vec_name(), &stop);
-        assert_eq!(calls.get(), n + 1, "stopped at the first check that said so");
+        assert_eq!(
+            calls.get(),
+            n + 1,
+            "stopped at the first check that said so"
+        );
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         assert_eq!(calibrated(&engine, &scope), before, "stop after {n} checks");
     }
     // The builder's own flag, set at shutdown, stops it the same way.
-    engine.indexes.builder.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    engine
+        .indexes
+        .builder
+        .stop
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     crate::graph_build::calibrate_grown(&engine.indexes, &slot);
     assert_eq!(calibrated(&engine, &scope), before);
 }
@@ -112,7 +120,11 @@ fn an_eviction_meanwhile_keeps_nothing() {
     let (_dir, engine, scope) = grown();
     let slot = engine.indexes.get(scope.key()).unwrap();
     // The builder measures a reloaded graph that wants it: not in this test.
-    engine.indexes.builder.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    engine
+        .indexes
+        .builder
+        .stop
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let before = calibrated(&engine, &scope);
     let calls = std::cell::Cell::new(0usize);
     let evict_once = || {
@@ -124,7 +136,11 @@ fn an_eviction_meanwhile_keeps_nothing() {
         false
     };
     super::calibrate_collection(&engine.indexes, &slot, &vec_name(), &evict_once);
-    assert_eq!(calls.get(), 2, "the measurement ended at the next look at the index");
+    assert_eq!(
+        calls.get(),
+        2,
+        "the measurement ended at the next look at the index"
+    );
     let residency = engine.indexes.residency(scope.key(), scope.tenant());
     assert_eq!(residency.evictions, 1);
     // The eviction saved the stale calibration, and the reload restored it; kept, the new

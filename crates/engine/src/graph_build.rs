@@ -298,9 +298,7 @@ fn build_and_install(
     // down or the build is abandoned (the tenant evicted or purged, the collection dropped),
     // which the catch-up below then sees, so nothing of it is kept.
     let calibrating = std::time::Instant::now();
-    let abandoned = || {
-        registry.builder.stop.load(Ordering::Relaxed) || !still_building(slot, name)
-    };
+    let abandoned = || registry.builder.stop.load(Ordering::Relaxed) || !still_building(slot, name);
     if let Some(c) = graph.calibrate_until(CalibrationSettings::default(), &abandoned) {
         log_calibration(slot, name, &c, graph.len(), calibrating.elapsed());
     }

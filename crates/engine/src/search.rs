@@ -515,8 +515,7 @@ pub(crate) fn search_collection(
                 && (!match_all
                     || ci.shared.len() == ci.live.len()
                     || with_vector.is_subset(&ci.shared));
-            let (hits, was_exact) =
-                vector_top(
+            let (hits, was_exact) = vector_top(
                 ci,
                 &with_vector,
                 unrestricted,

@@ -36,8 +36,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let truth: Vec<Vec<u32>> = fresh
         .iter()
         .map(|q| {
-            let all = data.iter().enumerate().map(|(i, v)| (i as u32, v.as_slice()));
-            exact_top_k(metric, q, all, K).iter().map(|h| h.slot).collect()
+            let all = data
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u32, v.as_slice()));
+            exact_top_k(metric, q, all, K)
+                .iter()
+                .map(|h| h.slot)
+                .collect()
         })
         .collect();
     let mut index = HnswIndex::new(dim, metric, HnswParams::default())?;
@@ -80,7 +86,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .enumerate()
                 .filter(|&(i, _)| i != p)
                 .map(|(i, v)| (i as u32, v.as_slice()));
-            exact_top_k(metric, &data[p], others, K).iter().map(|h| h.slot).collect()
+            exact_top_k(metric, &data[p], others, K)
+                .iter()
+                .map(|h| h.slot)
+                .collect()
         })
         .collect();
     let sampled = |ef: usize, leave_out: bool| -> Result<f64, Box<dyn std::error::Error>> {

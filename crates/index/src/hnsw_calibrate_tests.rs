@@ -220,20 +220,37 @@ fn a_stop_keeps_nothing() {
         }
     };
     // Before: asked once, at the first chunk.
-    assert_eq!(g.calibrate_until(CalibrationSettings::default(), &after(0)), None);
+    assert_eq!(
+        g.calibrate_until(CalibrationSettings::default(), &after(0)),
+        None
+    );
     assert_eq!(calls.get(), 1);
     // During the brute force (3,000 vectors: three chunks), and at the first graph search.
     for n in [1, 3] {
         calls.set(0);
-        assert_eq!(g.calibrate_until(CalibrationSettings::default(), &after(n)), None);
-        assert_eq!(calls.get(), n + 1, "stopped at the first check that said so");
+        assert_eq!(
+            g.calibrate_until(CalibrationSettings::default(), &after(n)),
+            None
+        );
+        assert_eq!(
+            calls.get(),
+            n + 1,
+            "stopped at the first check that said so"
+        );
     }
     assert_eq!(g.calibrated(), None);
     assert_eq!(g.default_ef(), 16);
     // Never asked to stop: the same graph is calibrated.
     calls.set(0);
-    assert!(g.calibrate_until(CalibrationSettings::default(), &after(usize::MAX)).is_some());
-    assert!(calls.get() > 3, "asked between chunks and searches: {}", calls.get());
+    assert!(
+        g.calibrate_until(CalibrationSettings::default(), &after(usize::MAX))
+            .is_some()
+    );
+    assert!(
+        calls.get() > 3,
+        "asked between chunks and searches: {}",
+        calls.get()
+    );
     assert!(g.calibrated().is_some());
 }
 
@@ -261,17 +278,26 @@ fn sampled_queries_leave_their_own_node_out() {
         .into_iter()
         .map(|i| live[i])
         .collect();
-    let kth = g.kth_all(&picked, &live, 10, &|| false).expect("not stopped");
+    let kth = g
+        .kth_all(&picked, &live, 10, &|| false)
+        .expect("not stopped");
     let through_itself = |ef: usize| {
         let gr = &g.graph;
         let mut found = 0;
         for (&q, &limit) in picked.iter().zip(&kth) {
             let near = gr.search(gr.vector(q), ef, |n| n != q);
-            found += near.iter().take(10).filter(|n| within(n.dist, limit)).count();
+            found += near
+                .iter()
+                .take(10)
+                .filter(|n| within(n.dist, limit))
+                .count();
         }
         found as f64 / (10 * picked.len()) as f64
     };
-    let left_out = |ef: usize| g.recall_at(ef, 10, &picked, &kth, &|| false).expect("measured");
+    let left_out = |ef: usize| {
+        g.recall_at(ef, 10, &picked, &kth, &|| false)
+            .expect("measured")
+    };
     for ef in [16, 32] {
         assert!(
             left_out(ef) < through_itself(ef),

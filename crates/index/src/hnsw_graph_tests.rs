@@ -103,5 +103,9 @@ fn leaving_out_the_entry_point_starts_below_it() {
     let found = g.search_without(&[0.0, 0.0], 4, entry, |_| true);
     let nodes: Vec<u32> = found.iter().map(|n| n.node).collect();
     assert!(!nodes.contains(&entry), "{nodes:?}");
-    assert_eq!(nodes.first(), Some(&4), "the true nearest is still found: {nodes:?}");
+    assert_eq!(
+        nodes.first(),
+        Some(&4),
+        "the true nearest is still found: {nodes:?}"
+    );
 }
