@@ -59,7 +59,7 @@ pub(crate) struct GraphBuilder {
     /// Jobs queued or running, for `wait_idle`.
     busy: Mutex<usize>,
     idle: Condvar,
-    stop: AtomicBool,
+    pub(crate) stop: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     rx: Mutex<Option<Receiver<TenantKey>>>,
     /// Work done (vectors × m × ef_construction of each build: an insert's cost grows about
@@ -202,6 +202,13 @@ fn build_tenant(
     if built {
         save_slot(store, key, slot)?;
     }
+    calibrate_grown(registry, slot);
+    Ok(())
+}
+
+/// Measures again the tenant's graphs that want it (`TenantIndex::calibrations_wanted`); a
+/// shutdown does not wait for a measurement (seconds on a large graph).
+pub(crate) fn calibrate_grown(registry: &IndexRegistry, slot: &TenantSlot) {
     let grown = {
         let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
         guard
@@ -209,10 +216,10 @@ fn build_tenant(
             .map(|i| i.calibrations_wanted())
             .unwrap_or_default()
     };
+    let stopping = || registry.builder.stop.load(Ordering::Relaxed);
     for name in grown {
-        crate::calibrate::calibrate_collection(registry, slot, &name);
+        crate::calibrate::calibrate_collection(registry, slot, &name, &stopping);
     }
-    Ok(())
 }
 
 pub(crate) fn log_calibration(
@@ -286,9 +293,13 @@ fn build_and_install(
             .map_err(|e| EngineError::Index(e.to_string()))?;
     }
     // The graph's default beam for the target recall, measured on the vectors just built
-    // with no lock held (see `strata_index::hnsw_calibrate`); a rebuild measures again.
+    // with no lock held (see `strata_index::hnsw_calibrate`); a rebuild measures again. Its
+    // brute force takes seconds on a large graph: given up at once when the server shuts
+    // down or the build is abandoned (the tenant evicted or purged, the collection dropped),
+    // which the catch-up below then sees, so nothing of it is kept.
     let calibrating = std::time::Instant::now();
-    if let Some(c) = graph.calibrate(CalibrationSettings::default()) {
+    let abandoned = || registry.builder.stop.load(Ordering::Relaxed) || !still_building(slot, name);
+    if let Some(c) = graph.calibrate_until(CalibrationSettings::default(), &abandoned) {
         log_calibration(slot, name, &c, graph.len(), calibrating.elapsed());
     }
     #[cfg(test)]
@@ -368,6 +379,17 @@ fn build_and_install(
     m.0 += (slots.len() * p.m * p.ef_construction) as f64;
     m.1 += started.elapsed().as_secs_f64();
     Ok(true)
+}
+
+/// Whether the collection's build is still wanted: the tenant's index (the one the build
+/// began in: an eviction or a purge drops it, and its build log with it) still holds the
+/// collection with a build log.
+fn still_building(slot: &TenantSlot, name: &CollectionName) -> bool {
+    let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+    guard
+        .as_ref()
+        .and_then(|i| i.collections.get(name))
+        .is_some_and(|ci| ci.building.is_some())
 }
 
 /// Replays `logged` slots (written while the graph was built) into `graph` with no lock held:

@@ -80,6 +80,8 @@ mod search_image;
 mod search_retry;
 #[cfg(test)]
 mod search_retry_tests;
+#[cfg(test)]
+mod search_stress_tests;
 mod share_consent;
 mod share_read_memo;
 mod shares;

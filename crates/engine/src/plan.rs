@@ -300,7 +300,11 @@ fn field_path(field: &FieldRef) -> Option<String> {
 /// only while fewer than `need` are found, so between `need` and `n` hits the graph's answer
 /// stands.
 /// `unrestricted` says that the candidates are every vector of the collection and all pass,
-/// so the graph can be searched without a per-node predicate.
+/// so the graph can be searched without a per-node predicate. `beam_cap` caps the graph's
+/// default beam for a search that names no `ef` (a tenant in integrity `stress` or
+/// `critical` sheds a calibrated 512 or 1024, `crate::integrity::STRESS_MAX_EF`); the budget
+/// and the first walk use the capped beam, and the widening that keeps "never fewer than
+/// `need`" is not capped.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn vector_top(
     ci: &CollectionIndex,
@@ -310,6 +314,7 @@ pub(crate) fn vector_top(
     n: usize,
     need: usize,
     ef: Option<usize>,
+    beam_cap: Option<usize>,
     passes: &dyn Fn(u32) -> bool,
 ) -> Result<(Vec<Hit>, bool), EngineError> {
     let exact = |_: ()| -> Result<(Vec<Hit>, bool), EngineError> {
@@ -331,12 +336,18 @@ pub(crate) fn vector_top(
         hits.truncate(n);
         Ok((hits, true))
     };
+    let default_ef = |g: &strata_index::HnswIndex| {
+        let ef = g.default_ef();
+        beam_cap.map_or(ef, |cap| ef.min(cap))
+    };
     let graph = match &ci.graph {
-        Some(g) if graph_pays(candidates.len(), ci.dim, ef, g.default_ef()) => g,
+        Some(g) if graph_pays(candidates.len(), ci.dim, ef, default_ef(g)) => g,
         _ => return exact(()),
     };
-    let mut ef = ef.unwrap_or_else(|| graph.default_ef()).max(n);
+    let mut ef = ef.unwrap_or_else(|| default_ef(graph)).max(n);
     loop {
+        #[cfg(test)]
+        BEAMS.with(|b| b.borrow_mut().push(ef));
         let hits = if unrestricted {
             graph.search(query, n, Some(ef))
         } else {
@@ -354,6 +365,13 @@ pub(crate) fn vector_top(
         }
         ef = (ef * 4).min(MAX_EF);
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The beams of this thread's graph walks in `vector_top`, in order (what tests check the
+    /// effective `ef` by).
+    pub(crate) static BEAMS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The `ef` at which [`EXACT_BUDGET`] was tuned.

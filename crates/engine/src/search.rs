@@ -96,11 +96,13 @@ impl Engine {
         // After the permission and liveness checks, so that a refusal for those is not
         // masked; before any work. `critical` is a worse state than `stress`, so it sheds at
         // least as much: every state but `normal` caps k and ef.
-        if tenant.integrity_state() != IntegrityState::Normal
-            && (s.k > STRESS_MAX_K || s.ef.is_some_and(|ef| ef > STRESS_MAX_EF))
-        {
+        let shedding = tenant.integrity_state() != IntegrityState::Normal;
+        if shedding && (s.k > STRESS_MAX_K || s.ef.is_some_and(|ef| ef > STRESS_MAX_EF)) {
             return Err(EngineError::TenantStressed(scope.tenant().clone()));
         }
+        // Nor does a search without `ef` walk a wider default beam (a graph calibrated to 512
+        // or 1024 on hard data): its most expensive searches are the ones to shed.
+        let beam_cap = shedding.then_some(STRESS_MAX_EF);
         let embedded = match &early {
             Some(collection) => self.embed_query(collection, s)?,
             None => None,
@@ -162,6 +164,7 @@ impl Engine {
                             None,
                             false,
                             extra,
+                            beam_cap,
                         )?;
                         return Ok((searched, None));
                     }
@@ -208,6 +211,7 @@ impl Engine {
                             Some(&stored),
                             pending,
                             extra,
+                            beam_cap,
                         )?;
                         // Shared domains are searched after the index is released, against
                         // this collection's definition.
@@ -226,7 +230,8 @@ impl Engine {
         if let Some(selector) = &s.include_shared
             && let Some(collection) = early.as_ref().or(for_shared.as_ref())
         {
-            let (shared, exact) = self.search_shared(scope, req, s, mode, collection, selector)?;
+            let (shared, exact) =
+                self.search_shared(scope, req, s, mode, collection, selector, beam_cap)?;
             merge_shared(&mut response, shared, exact, s.k);
         }
         Ok((response, tenant))
@@ -417,7 +422,8 @@ fn check_mode(s: &SearchRequest) -> Result<SearchMode, EngineError> {
 /// (`TenantIndex::write_pending`), so the hits are read from `stored` even when the request
 /// needs nothing stored. `extra`: candidates to rank beyond k, for a search run again because
 /// an earlier try lost hits after the graph ([`Searched::short`], `crate::search_retry`); 0
-/// on a first try.
+/// on a first try. `beam_cap`: the widest default graph beam a search without `ef` walks
+/// (`plan::vector_top`), set while the searching tenant sheds load.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn search_collection(
     ci: &CollectionIndex,
@@ -430,6 +436,7 @@ pub(crate) fn search_collection(
     stored: Option<&StoredRecords<'_>>,
     write_pending: bool,
     extra: usize,
+    beam_cap: Option<usize>,
 ) -> Result<Searched, EngineError> {
     let scope = scope_candidates(ci, vis);
     // The scope's candidates unless a filter narrows them: then the field index's slots,
@@ -508,8 +515,17 @@ pub(crate) fn search_collection(
                 && (!match_all
                     || ci.shared.len() == ci.live.len()
                     || with_vector.is_subset(&ci.shared));
-            let (hits, was_exact) =
-                vector_top(ci, &with_vector, unrestricted, v, depth, s.k, s.ef, &passes)?;
+            let (hits, was_exact) = vector_top(
+                ci,
+                &with_vector,
+                unrestricted,
+                v,
+                depth,
+                s.k,
+                s.ef,
+                beam_cap,
+                &passes,
+            )?;
             exact = was_exact;
             Some(hits)
         }

@@ -227,6 +227,7 @@ fn the_graph_is_not_widened_to_fill_spares() {
                     200,
                     need,
                     Some(K),
+                    None,
                     &passes,
                 )
             };

@@ -580,7 +580,9 @@ impl Engine {
     /// grantee's share. A grant whose owner has no collection of that name, or one with
     /// another dimension, metric or embedding model, adds nothing (its scores would not be
     /// comparable). BM25 statistics come from the shared domain's visible records alone.
-    /// Each read is audited in both tenants' logs, with counts.
+    /// Each read is audited in both tenants' logs, with counts. `beam_cap`: the searching
+    /// tenant's cap on a default graph beam while it sheds load (its search does the work).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn search_shared(
         &self,
         scope: &TenantScope,
@@ -589,6 +591,7 @@ impl Engine {
         mode: SearchMode,
         collection: &Collection,
         selector: &SharedSelector,
+        beam_cap: Option<usize>,
     ) -> Result<(Vec<SearchHit>, bool), EngineError> {
         let name: &CollectionName = &collection.name;
         let grants = self.read_tenant(scope, Permission::Read, |r| {
@@ -651,6 +654,7 @@ impl Engine {
                             Some(&stored),
                             ti.write_pending(),
                             extra,
+                            beam_cap,
                         )?;
                         Ok((searched, true))
                     })

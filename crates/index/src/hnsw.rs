@@ -422,6 +422,30 @@ impl HnswIndex {
         Ok(self.collect(found, k))
     }
 
+    /// [`Self::search`] as if `slot`'s vector were not in the graph: its node is never entered
+    /// nor expanded, so a query by a stored vector finds its neighbours the way a fresh query
+    /// would (a calibration's leave-one-out; see `Graph::search_without`). A slot that holds
+    /// no vector is searched for as by [`Self::search`], and never returned.
+    pub fn search_without(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: Option<usize>,
+        slot: u32,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let Some(&node) = self.graph.slot_node.get(&slot) else {
+            return self.search_filtered(query, k, ef, |s| s != slot);
+        };
+        let q = self.prepare(query)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let ef = k.max(ef.unwrap_or_else(|| self.default_ef()));
+        let g = &self.graph;
+        let found = g.search_without(&q, ef, node, |n| g.deleted[n as usize] == 0);
+        Ok(self.collect(found, k))
+    }
+
     /// Serialises the index (graph and vectors) into a byte buffer; see [`Self::from_bytes`]
     /// and `hnsw_format.rs` for the layout.
     pub fn to_bytes(&self) -> Result<Vec<u8>, IndexError> {

@@ -7,7 +7,8 @@
 //! and a user who does not know HNSW just sees wrong neighbours. So after a graph is built,
 //! a seeded sample of its own vectors is used as queries, their exact top-k is found by brute
 //! force over the graph's vectors (the query itself left out), and the beam is widened along
-//! [`LADDER`] until the mean recall reaches the target. The result only ever raises the
+//! [`LADDER`] until the mean recall reaches the target. Each query's graph search leaves its
+//! own node out (never entered nor expanded), so it finds its neighbours as a fresh query does. The result only ever raises the
 //! configured default (never lowers it) and is ignored where an operator chose `ef_search`
 //! (`HnswParams::auto_ef`).
 //!
@@ -110,19 +111,20 @@ pub fn beams(base: usize, cap: usize) -> Vec<usize> {
 /// Tries [`beams`] in order, measuring each with `recall_at`, and stops at the first that
 /// reaches `settings.target` (or at the last). Callers that cannot hold the graph for the
 /// whole measurement (the engine, which measures a live graph in short locked steps) bring
-/// their own `recall_at`.
+/// their own `recall_at`, which answers `None` when the measurement is to stop (the server
+/// shuts down, the graph went away): then nothing was measured, and `None` is returned.
 pub fn climb(
     base: usize,
     settings: &CalibrationSettings,
-    mut recall_at: impl FnMut(usize) -> f64,
-) -> Calibration {
+    mut recall_at: impl FnMut(usize) -> Option<f64>,
+) -> Option<Calibration> {
     let mut last = Calibration {
         ef: base,
         recall: 0.0,
         steps: 0,
     };
     for (i, ef) in beams(base, settings.cap).into_iter().enumerate() {
-        let recall = recall_at(ef);
+        let recall = recall_at(ef)?;
         last = Calibration {
             ef,
             recall,
@@ -132,7 +134,7 @@ pub fn climb(
             break;
         }
     }
-    last
+    Some(last)
 }
 
 /// `count` distinct positions in `0..len`, fixed by `seed` (the sampled queries).
@@ -141,13 +143,27 @@ pub fn sample_positions(len: usize, count: usize, seed: u64) -> Vec<usize> {
     sample(&mut rng, len, count.min(len)).into_vec()
 }
 
+/// Vectors of the brute force between two checks of a calibration's stop predicate: 64
+/// queries × 1,024 vectors, a few milliseconds at 768 dimensions.
+const STOP_CHECK_VECTORS: usize = 1024;
+
 impl HnswIndex {
     /// Measures the `ef` at which this graph reaches `settings.target` mean recall@k on a
     /// sample of its own vectors, starting at the built-in default (64), and remembers it (see
     /// the module docs). `None` (nothing remembered) when the graph holds too few live vectors
     /// for a sample (`queries + k` of them), or an operator chose `ef_search` (`auto_ef` off).
     pub fn calibrate(&mut self, settings: CalibrationSettings) -> Option<Calibration> {
-        let found = self.measure(settings)?;
+        self.calibrate_until(settings, &|| false)
+    }
+
+    /// [`Self::calibrate`], given up (nothing remembered, `None`) as soon as `stop` answers
+    /// `true`; it is asked between chunks of the brute force and before each graph search.
+    pub fn calibrate_until(
+        &mut self,
+        settings: CalibrationSettings,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Calibration> {
+        let found = self.measure_until(settings, stop)?;
         // A default above the cap is kept by `default_ef` anyway; the bytes record at most it.
         self.set_calibration(found, self.len());
         Some(found)
@@ -164,6 +180,17 @@ impl HnswIndex {
     /// [`Self::calibrate`]'s measurement, without remembering it (it takes `&self`, so a
     /// caller may measure under a read lock and store the result later).
     pub fn measure(&self, settings: CalibrationSettings) -> Option<Calibration> {
+        self.measure_until(settings, &|| false)
+    }
+
+    /// [`Self::measure`], given up (`None`) as soon as `stop` answers `true`. Why: the brute
+    /// force is `queries × n` distances (10–20 s at 1M × 768) on the engine's one builder
+    /// thread, and a shutdown, or the tenant's eviction, must not wait for it.
+    pub fn measure_until(
+        &self,
+        settings: CalibrationSettings,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Calibration> {
         // An operator's `ef_search` is used exactly: nothing to measure.
         if !self.params().auto_ef {
             return None;
@@ -180,53 +207,83 @@ impl HnswIndex {
             .into_iter()
             .map(|i| live[i])
             .collect();
-        let exact: Vec<f32> = picked.iter().map(|&q| self.kth(q, &live, k)).collect();
+        let exact = self.kth_all(&picked, &live, k, stop)?;
         // From the built-in default, not the configured one: the result is kept with the
         // graph and outlives a change of `ef_search`, and `default_ef` never goes below the
         // configured beam anyway.
         let base = crate::hnsw::HnswParams::default().ef_search;
-        Some(climb(base, &settings, |ef| {
-            self.recall_at(ef, k, &picked, &exact)
-        }))
+        climb(base, &settings, |ef| {
+            self.recall_at(ef, k, &picked, &exact, stop)
+        })
     }
 
-    /// The distance from node `q` to its `k`-th nearest live node by brute force, `q` itself
-    /// left out.
-    fn kth(&self, q: u32, live: &[u32], k: usize) -> f32 {
+    /// For each node of `picked`, the distance to its `k`-th nearest live node by brute
+    /// force, itself left out; `None` if `stop` answered `true`. The live nodes are walked a
+    /// chunk at a time for all the queries, so each chunk's vectors are read from memory once.
+    fn kth_all(
+        &self,
+        picked: &[u32],
+        live: &[u32],
+        k: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Vec<f32>> {
         let g = &self.graph;
-        let query = g.vector(q);
-        let mut best: Vec<f32> = Vec::with_capacity(k + 1);
-        for &n in live {
-            if n == q {
-                continue;
+        let mut best: Vec<Vec<f32>> = vec![Vec::with_capacity(k + 1); picked.len()];
+        for chunk in live.chunks(STOP_CHECK_VECTORS) {
+            if stop() {
+                return None;
             }
-            let d = g.distance(query, g.vector(n));
-            if best.len() == k && d >= best[k - 1] {
-                continue;
+            for (&q, best) in picked.iter().zip(best.iter_mut()) {
+                let query = g.vector(q);
+                for &n in chunk {
+                    if n == q {
+                        continue;
+                    }
+                    let d = g.distance(query, g.vector(n));
+                    if best.len() == k && d >= best[k - 1] {
+                        continue;
+                    }
+                    let at = best.partition_point(|&bd| bd <= d);
+                    best.insert(at, d);
+                    best.truncate(k);
+                }
             }
-            let at = best.partition_point(|&bd| bd <= d);
-            best.insert(at, d);
-            best.truncate(k);
         }
-        best.last().copied().unwrap_or(f32::INFINITY)
+        Some(
+            best.iter()
+                .map(|b| b.last().copied().unwrap_or(f32::INFINITY))
+                .collect(),
+        )
     }
 
     /// Mean recall@k of graph searches at `ef` for the sampled nodes, against the distance
-    /// `kth` of each one's `k`-th true neighbour.
-    fn recall_at(&self, ef: usize, k: usize, picked: &[u32], kth: &[f32]) -> f64 {
+    /// `kth` of each one's `k`-th true neighbour; `None` if `stop` answered `true`. Each
+    /// search leaves its own node out of the graph (`Graph::search_without`): walking
+    /// through it, whose links lead straight to its neighbours, overstated the recall fresh
+    /// queries get (on 20k uniform 128-d cosine vectors: 0.95 measured at `ef` 256, where
+    /// fresh queries got 0.87; `docs/benchmarks.md`).
+    fn recall_at(
+        &self,
+        ef: usize,
+        k: usize,
+        picked: &[u32],
+        kth: &[f32],
+        stop: &dyn Fn() -> bool,
+    ) -> Option<f64> {
         let g = &self.graph;
         let mut found_total = 0usize;
         for (&q, &limit) in picked.iter().zip(kth) {
-            let near = g.search(g.vector(q), ef.max(k), |n| {
-                g.deleted[n as usize] == 0 && n != q
-            });
+            if stop() {
+                return None;
+            }
+            let near = g.search_without(g.vector(q), ef.max(k), q, |n| g.deleted[n as usize] == 0);
             found_total += near
                 .iter()
                 .take(k)
                 .filter(|n| within(n.dist, limit))
                 .count();
         }
-        found_total as f64 / (k * picked.len()).max(1) as f64
+        Some(found_total as f64 / (k * picked.len()).max(1) as f64)
     }
 }
 

@@ -205,3 +205,105 @@ fn a_version_2_graph_loads_uncalibrated() {
     assert_eq!(back.default_ef(), 16);
     assert_eq!(back.len(), g.len());
 }
+
+/// A stop asked for before the measurement, or during it (here: after the brute force's
+/// first chunk, or at the first graph search), keeps nothing and returns at once.
+#[test]
+fn a_stop_keeps_nothing() {
+    let mut g = hard();
+    let calls = std::cell::Cell::new(0usize);
+    let after = |n: usize| {
+        let calls = &calls;
+        move || {
+            calls.set(calls.get() + 1);
+            calls.get() > n
+        }
+    };
+    // Before: asked once, at the first chunk.
+    assert_eq!(
+        g.calibrate_until(CalibrationSettings::default(), &after(0)),
+        None
+    );
+    assert_eq!(calls.get(), 1);
+    // During the brute force (3,000 vectors: three chunks), and at the first graph search.
+    for n in [1, 3] {
+        calls.set(0);
+        assert_eq!(
+            g.calibrate_until(CalibrationSettings::default(), &after(n)),
+            None
+        );
+        assert_eq!(
+            calls.get(),
+            n + 1,
+            "stopped at the first check that said so"
+        );
+    }
+    assert_eq!(g.calibrated(), None);
+    assert_eq!(g.default_ef(), 16);
+    // Never asked to stop: the same graph is calibrated.
+    calls.set(0);
+    assert!(
+        g.calibrate_until(CalibrationSettings::default(), &after(usize::MAX))
+            .is_some()
+    );
+    assert!(
+        calls.get() > 3,
+        "asked between chunks and searches: {}",
+        calls.get()
+    );
+    assert!(g.calibrated().is_some());
+}
+
+/// The climb stops, measuring nothing more, when a step is refused.
+#[test]
+fn a_refused_step_ends_the_climb_with_nothing() {
+    let mut asked = Vec::new();
+    let c = climb(64, &CalibrationSettings::default(), |ef| {
+        asked.push(ef);
+        (ef < 128).then_some(0.5)
+    });
+    assert_eq!(c, None);
+    assert_eq!(asked, [64, 96, 128]);
+}
+
+/// The sampled queries leave their own node out of the graph: on the hard graph, the recall
+/// measured walking through the query's node (only dropped from the hits, as before) is above
+/// what the same queries get with it left out, which is what a fresh query sees.
+#[test]
+fn sampled_queries_leave_their_own_node_out() {
+    let g = hard();
+    let settings = CalibrationSettings::default();
+    let live: Vec<u32> = (0..g.len() as u32).collect();
+    let picked: Vec<u32> = sample_positions(live.len(), settings.queries, settings.seed)
+        .into_iter()
+        .map(|i| live[i])
+        .collect();
+    let kth = g
+        .kth_all(&picked, &live, 10, &|| false)
+        .expect("not stopped");
+    let through_itself = |ef: usize| {
+        let gr = &g.graph;
+        let mut found = 0;
+        for (&q, &limit) in picked.iter().zip(&kth) {
+            let near = gr.search(gr.vector(q), ef, |n| n != q);
+            found += near
+                .iter()
+                .take(10)
+                .filter(|n| within(n.dist, limit))
+                .count();
+        }
+        found as f64 / (10 * picked.len()) as f64
+    };
+    let left_out = |ef: usize| {
+        g.recall_at(ef, 10, &picked, &kth, &|| false)
+            .expect("measured")
+    };
+    for ef in [16, 32] {
+        assert!(
+            left_out(ef) < through_itself(ef),
+            "ef {ef}: left out {} against {}",
+            left_out(ef),
+            through_itself(ef)
+        );
+    }
+}

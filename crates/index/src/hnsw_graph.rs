@@ -17,7 +17,7 @@
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
-use crate::hnsw_scratch::{Near, Scratch, with_scratch};
+use crate::hnsw_scratch::{Near, Scratch, Visited, with_scratch};
 use crate::kernels::Kernel;
 
 /// Words (u32) per cache line.
@@ -275,9 +275,27 @@ impl Graph {
         ef: usize,
         level: usize,
         s: &mut Scratch,
+        keep: impl FnMut(u32) -> bool,
+    ) {
+        self.walk_marked(q, entries, ef, level, s, |_| {}, keep);
+    }
+
+    /// [`Self::walk_from`] with the nodes `mark` marks visited before the walk starts: they are
+    /// never entered, scored nor expanded, as if absent from the graph. A generic closure, so
+    /// the ordinary walk (`|_| {}`) compiles to exactly what it was without it.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_marked(
+        &self,
+        q: &[f32],
+        entries: &[Near],
+        ef: usize,
+        level: usize,
+        s: &mut Scratch,
+        mark: impl FnOnce(&mut Visited),
         mut keep: impl FnMut(u32) -> bool,
     ) {
         s.begin(self.nodes());
+        mark(&mut s.visited);
         let Scratch {
             visited,
             candidates,
@@ -354,24 +372,86 @@ impl Graph {
         let Some(entry) = self.entry else {
             return Vec::new();
         };
-        // Entry points for level 0: the `UPPER_EF` closest nodes a narrow beam finds on each
-        // upper level, instead of the single node a greedy descent ends at (see `UPPER_EF`).
-        let mut entries = [Near {
+        let start = [Near {
             dist: self.distance_to(q, entry),
             node: entry,
-        }; UPPER_EF];
-        let mut len = 1;
+        }];
+        self.search_from(q, &start, self.max_level, ef, |_: &mut Visited| {}, keep)
+    }
+
+    /// [`Self::search`] as if `absent` were not in the graph: it is never entered nor
+    /// expanded on any level, so its own links (which lead straight to its neighbours) do not
+    /// guide the walk. A calibration queries the graph with its own vectors through this, so
+    /// that each sampled vector is found like a fresh query's neighbours are (leave one out).
+    /// The links other nodes hold to `absent` were still chosen with it in the graph.
+    pub fn search_without(
+        &self,
+        q: &[f32],
+        ef: usize,
+        absent: u32,
+        keep: impl FnMut(u32) -> bool,
+    ) -> Vec<Near> {
+        let Some(entry) = self.entry else {
+            return Vec::new();
+        };
+        let near = |node: u32| Near {
+            dist: self.distance_to(q, node),
+            node,
+        };
+        let (start, top) = if entry != absent {
+            (vec![near(entry)], self.max_level)
+        } else {
+            // The entry point itself is left out: start from all its neighbours on the
+            // highest level where it has any (each of them is on that level). None: it is
+            // alone in the graph.
+            let found = (0..=self.max_level).rev().find_map(|level| {
+                let links = self.links(absent, level);
+                (!links.is_empty()).then(|| (links.iter().map(|&n| near(n)).collect(), level))
+            });
+            match found {
+                Some(start) => start,
+                None => return Vec::new(),
+            }
+        };
+        let mark = |v: &mut Visited| {
+            v.visit(absent);
+        };
+        self.search_from(q, &start, top, ef, mark, keep)
+    }
+
+    /// The search of [`Self::search`] from the nodes `start` (on level `top`, with their
+    /// distances), with the nodes `mark` marks visited at the start of each level's walk.
+    fn search_from(
+        &self,
+        q: &[f32],
+        start: &[Near],
+        top: usize,
+        ef: usize,
+        mark: impl Fn(&mut Visited),
+        keep: impl FnMut(u32) -> bool,
+    ) -> Vec<Near> {
+        // Entry points for level 0: the `UPPER_EF` closest nodes a narrow beam finds on each
+        // upper level, instead of the single node a greedy descent ends at (see `UPPER_EF`).
+        let Some(&first) = start.first() else {
+            return Vec::new();
+        };
+        let mut entries = [first; UPPER_EF];
+        // `None` until the first level's walk fills `entries`.
+        let mut len = None;
         with_scratch(|s| {
-            for level in (1..=self.max_level).rev() {
-                self.walk_from(q, &entries[..len], UPPER_EF, level, s, |_| true);
-                len = 0;
+            for level in (1..=top).rev() {
+                let from = len.map_or(start, |len| &entries[..len]);
+                self.walk_marked(q, from, UPPER_EF, level, s, &mark, |_| true);
+                let mut filled = 0;
                 // The beam keeps at most `UPPER_EF` results, so none is left out.
                 for (slot, near) in entries.iter_mut().zip(s.results.drain()) {
                     *slot = near;
-                    len += 1;
+                    filled += 1;
                 }
+                len = Some(filled);
             }
-            self.walk_from(q, &entries[..len], ef, 0, s, keep);
+            let from = len.map_or(start, |len| &entries[..len]);
+            self.walk_marked(q, from, ef, 0, s, &mark, keep);
             let mut found: Vec<Near> = s.results.drain().collect();
             found.sort_unstable();
             found

@@ -70,3 +70,42 @@ fn walk_from_several_entries_keeps_the_best_and_routes_through_rejected_ones() {
         assert_eq!(found, vec![1, 4]);
     });
 }
+
+/// A path `E — A — T` on level 0: `T` is reachable only through `A`. A search by `A`'s own
+/// vector that merely drops `A` from its results still walks through `A` and finds `T`;
+/// leaving `A` out of the graph (a calibration's leave-one-out) never enters or expands it,
+/// so `T` is out of reach, as it would be for a fresh query with no node of its own.
+#[test]
+fn a_node_left_out_is_never_entered_nor_expanded() {
+    const E: u32 = 0;
+    const A: u32 = 1;
+    const T: u32 = 2;
+    let points = [[10.0, 0.0], [0.0, 0.0], [1.0, 0.0]];
+    let links = vec![vec![vec![A]], vec![vec![E, T]], vec![vec![A]]];
+    let g = hand_built(&points, &links, E);
+    let q = [0.0, 0.0];
+    let nodes = |found: Vec<Near>| found.iter().map(|n| n.node).collect::<Vec<_>>();
+    assert_eq!(nodes(g.search(&q, 3, |n| n != A)), [T, E]);
+    assert_eq!(nodes(g.search_without(&q, 3, A, |_| true)), [E]);
+    // The entry point left out: the walk starts from its neighbours instead.
+    assert_eq!(nodes(g.search_without(&q, 3, E, |_| true)), [A, T]);
+    // A graph of one node, left out: nothing to search.
+    let one = hand_built(&[[0.0, 0.0]], &[vec![vec![]]], 0);
+    assert!(one.search_without(&q, 3, 0, |_| true).is_empty());
+}
+
+/// The entry point left out on a graph with upper levels: the walk starts from its
+/// neighbours on the highest level where it has any, and still finds the rest.
+#[test]
+fn leaving_out_the_entry_point_starts_below_it() {
+    let g = trap();
+    let entry = g.entry.unwrap();
+    let found = g.search_without(&[0.0, 0.0], 4, entry, |_| true);
+    let nodes: Vec<u32> = found.iter().map(|n| n.node).collect();
+    assert!(!nodes.contains(&entry), "{nodes:?}");
+    assert_eq!(
+        nodes.first(),
+        Some(&4),
+        "the true nearest is still found: {nodes:?}"
+    );
+}

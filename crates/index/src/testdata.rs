@@ -124,6 +124,17 @@ pub fn queries(n: usize, dim: usize, clusters: usize, seed: u64, query_seed: u64
     ClusterSpec::new(dim, clusters, seed).sample(n, point_seed(query_seed) ^ 0x5155_4552_5953)
 }
 
+/// `n` points with components uniform in `[-1, 1)` in `dim` dimensions, fixed by `seed`: no
+/// structure at all (intrinsic dimension as high as the ambient one), the hardest data for an
+/// HNSW graph, on which its default search beam is calibrated (`hnsw_calibrate`). Queries are
+/// the same call with another seed.
+pub fn uniform(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(point_seed(seed) ^ 0x554e_4946);
+    (0..n)
+        .map(|_| (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .collect()
+}
+
 /// Derives the point stream's seed from the spec's seed so the two streams differ.
 fn point_seed(seed: u64) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1)
@@ -146,6 +157,17 @@ mod tests {
         let q = queries(10, 16, 4, 7, 99);
         assert_eq!(q, queries(10, 16, 4, 7, 99));
         assert!(q.iter().all(|v| !a.contains(v)));
+    }
+
+    #[test]
+    fn uniform_is_seeded_and_in_range() {
+        let a = uniform(40, 8, 3);
+        assert_eq!(a, uniform(40, 8, 3));
+        assert_ne!(a, uniform(40, 8, 4));
+        assert!(
+            a.iter()
+                .all(|v| v.len() == 8 && v.iter().all(|x| (-1.0..1.0).contains(x)))
+        );
     }
 
     #[test]

@@ -160,7 +160,10 @@ pub struct SearchRequest {
     pub fusion: Fusion,
     /// Return per-channel scores with each hit.
     pub explain: bool,
-    /// HNSW beam width for this search, 1 to 4096; larger is slower and more exact.
+    /// HNSW beam width for this search, 1 to 4096; larger is slower and more exact. Without
+    /// it, the graph's default beam (calibrated per graph, 64 to 1024). While the tenant is in
+    /// integrity `stress` or `critical`, an `ef` above 256 is refused and the default beam is
+    /// capped at 256.
     #[schema(minimum = 1, maximum = 4096)]
     pub ef: Option<usize>,
     /// What each hit carries besides `id` and `score`; `["content", "metadata"]` when absent,
