@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
-use strata_types::RecordLimits;
+use strata_types::{Include, RecordLimits, SearchRequest};
 
 use crate::ApiError;
 
@@ -89,6 +89,19 @@ const JSON_BYTES_PER_DIM: u64 = 16;
 const RECORD_OVERHEAD: u64 = 1024;
 /// A hit or record that carries its id (at most 128 bytes) and score only.
 const ID_BYTES: u64 = 256;
+
+impl Shape {
+    /// What a search's (or recall's) hits carry.
+    pub(crate) fn of_search(search: &SearchRequest) -> Shape {
+        if search.includes(Include::Vector) {
+            Shape::Vectors
+        } else if search.needs_records() {
+            Shape::Records
+        } else {
+            Shape::Ids
+        }
+    }
+}
 
 impl AnswerBudget {
     /// `per_tenant` and `server` in bytes, 0 for none; `limits` bound a record, for the

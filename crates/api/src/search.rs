@@ -6,7 +6,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use strata_engine::Engine;
-use strata_types::{Include, SearchRequest};
+use strata_types::SearchRequest;
 use utoipa::ToSchema;
 
 use crate::answer_budget::Shape;
@@ -72,7 +72,7 @@ pub async fn search(
         let search: SearchRequest = from_map(body)?;
         // The answer's memory is reserved once `k` and `include` are known, before the search
         // (`answer_budget`): k hits with their vectors can be megabytes.
-        let shape = shape_of(&search);
+        let shape = Shape::of_search(&search);
         let (budget, tenant) = answers;
         let hold = budget.reserve(&tenant, tenant.estimate(&budget, search.k, shape))?;
         let response = e.search(&scope, &req, &search)?;
@@ -90,17 +90,6 @@ pub async fn search(
         state.run_tenant(&admitted, run).await
     };
     answer.map(|bytes| ([(CONTENT_TYPE, "application/json")], bytes).into_response())
-}
-
-/// What a search's hits carry, for the estimate of its answer's size.
-fn shape_of(search: &SearchRequest) -> Shape {
-    if search.includes(Include::Vector) {
-        Shape::Vectors
-    } else if search.needs_records() {
-        Shape::Records
-    } else {
-        Shape::Ids
-    }
 }
 
 /// Whether a search body might ask for `include_shared` (which writes audit rows): it names

@@ -177,7 +177,7 @@ fn one_tenants_unread_answers_never_refuse_another_tenants() {
 }
 
 #[test]
-fn a_hung_up_reader_gives_its_answer_back_and_searches_are_bounded_too() {
+fn a_hung_up_reader_gives_its_answer_back_and_searches_and_recalls_are_bounded_too() {
     let server = Server::start_with(&[
         (
             "STRATA__SERVER__MAX_ANSWER_BYTES_PER_TENANT",
@@ -198,12 +198,18 @@ fn a_hung_up_reader_gives_its_answer_back_and_searches_are_bounded_too() {
         "include": ["content", "vector"]});
     let (s, v) = server.post("/v1/search", &slow, search.clone());
     assert_eq!((s, code(&v)), (429, "ANSWER_MEMORY_LIMITED"), "{v}");
+    // And a recall's, whose hits are a search's.
+    let (s, v) = server.post("/v1/recall", &slow, search.clone());
+    assert_eq!((s, code(&v)), (429, "ANSWER_MEMORY_LIMITED"), "{v}");
     // Readers that hang up free what they held, without reading it.
     drop(readers);
     wait_for("the answers to be given back", || {
         figures(&server, "slow").0 == 0
     });
-    let (s, v) = server.post("/v1/search", &slow, search);
+    let (s, v) = server.post("/v1/search", &slow, search.clone());
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["hits"].as_array().map(Vec::len), Some(RECORDS));
+    let (s, v) = server.post("/v1/recall", &slow, search);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(figures(&server, "slow").0, 0);
 }
