@@ -138,13 +138,12 @@ impl AnswerBudget {
                 self.per_tenant
             )));
         }
-        if let Err(held) = try_add(&self.held, bytes, self.server) {
+        if try_add(&self.held, bytes, self.server).is_err() {
             tenant.held.fetch_sub(bytes, Ordering::AcqRel);
-            return Err(ApiError::Overloaded(format!(
-                "unread answers hold {held} bytes; one of about {bytes} more would pass the \
-                 server's limit of {} bytes; retry later",
-                self.server
-            )));
+            // No figure: what all tenants' answers hold would tell this one of the others'.
+            return Err(ApiError::Overloaded(
+                "the server's memory for unread answers is full; retry later".into(),
+            ));
         }
         Ok(AnswerHold {
             budget: Arc::clone(self),
@@ -298,6 +297,10 @@ mod tests {
         let _a = b.reserve(&t1, 100).unwrap();
         let e = b.reserve(&t2, 60).unwrap_err();
         assert_eq!(e.status_and_code().0.as_u16(), 503);
+        assert_eq!(
+            e.to_string(),
+            "the server's memory for unread answers is full; retry later"
+        );
         assert_eq!(code(e), "OVERLOADED");
         assert_eq!(t2.held(), 0);
         assert!(b.reserve(&t2, 50).is_ok());
