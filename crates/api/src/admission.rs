@@ -88,6 +88,13 @@ pub struct Admitted {
     pub(crate) body: BodySlot,
 }
 
+impl Admitted {
+    /// What the tenant's answers hold (`answer_budget`).
+    pub(crate) fn answers(&self) -> &Arc<crate::answer_budget::TenantAnswers> {
+        &self.share.series.answers
+    }
+}
+
 impl Gate {
     pub fn new(config: PoolConfig, metrics: Arc<Metrics>) -> std::io::Result<Gate> {
         let defaults = SchedulerConfig::default();

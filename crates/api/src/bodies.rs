@@ -238,8 +238,11 @@ pub struct TenantStats {
     /// Responses by status class (`2xx`, `4xx`, …).
     pub responses: BTreeMap<String, u64>,
     /// Refusals by error code (`RATE_LIMITED`, `CONCURRENCY_LIMITED`, `QUOTA_EXCEEDED`,
-    /// `OVERLOADED`).
+    /// `OVERLOADED`, `ANSWER_MEMORY_LIMITED`).
     pub refusals: BTreeMap<String, u64>,
+    /// Bytes its answers hold now, until its clients read them (against
+    /// `server.max_answer_bytes_per_tenant`).
+    pub answer_bytes_held: u64,
     pub latency: LatencySummary,
     /// Time its jobs waited for a worker of the shared pool.
     pub queue_wait: LatencySummary,

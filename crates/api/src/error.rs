@@ -61,6 +61,10 @@ pub enum ApiError {
     /// The tenant already has `max_concurrent` requests in flight.
     #[error("{0}")]
     ConcurrencyLimited(String),
+    /// The tenant's unread answers hold `max_answer_bytes_per_tenant` bytes
+    /// (`answer_budget`); retry once its clients have read them.
+    #[error("{0}")]
+    AnswerMemoryLimited(String),
     /// The shared worker pool's queue is full; retry shortly.
     #[error("{0}")]
     Overloaded(String),
@@ -130,6 +134,7 @@ pub enum ErrorCode {
     QuotaExceeded,
     RateLimited,
     ConcurrencyLimited,
+    AnswerMemoryLimited,
     Overloaded,
     NotFound,
     MethodNotAllowed,
@@ -159,6 +164,7 @@ pub const ERROR_CODES: &[(u16, &str)] = &[
     (403, "QUOTA_EXCEEDED"),
     (429, "RATE_LIMITED"),
     (429, "CONCURRENCY_LIMITED"),
+    (429, "ANSWER_MEMORY_LIMITED"),
     (503, "OVERLOADED"),
     (404, "NOT_FOUND"),
     (405, "METHOD_NOT_ALLOWED"),
@@ -199,6 +205,11 @@ impl ApiError {
             ApiError::ConcurrencyLimited(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, "CONCURRENCY_LIMITED")
             }
+            // 429, not 503: the tenant's own clients hold the memory, and reading their answers
+            // frees it; other tenants are served meanwhile.
+            ApiError::AnswerMemoryLimited(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "ANSWER_MEMORY_LIMITED")
+            }
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
@@ -233,7 +244,9 @@ impl ApiError {
         // Refusals that a client should simply retry say when, in the header and the body.
         let retry_after_ms = match self {
             ApiError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
-            ApiError::ConcurrencyLimited(_) | ApiError::Overloaded(_) => Some(1000),
+            ApiError::ConcurrencyLimited(_)
+            | ApiError::AnswerMemoryLimited(_)
+            | ApiError::Overloaded(_) => Some(1000),
             ApiError::TenantStressed(_) | ApiError::TenantCritical(_) => Some(5000),
             _ => None,
         };

@@ -268,7 +268,8 @@ fn tenant_series(out: &mut String, blocks: &BTreeMap<&str, Block>) {
         out,
         "strata_tenant_refusals_total",
         "counter",
-        "A tenant's requests refused by rate limit, in-flight cap, quota or a full pool.",
+        "A tenant's requests refused by rate limit, in-flight cap, quota, a full pool or its \
+         unread answers' memory.",
     );
     for (id, b) in blocks {
         for (code, n) in REFUSALS.iter().zip(b.live.refusals) {
@@ -321,7 +322,7 @@ fn tenant_series(out: &mut String, blocks: &BTreeMap<&str, Block>) {
             secs(b.live.cpu_nanos)
         );
     }
-    let gauges: [(&str, &str, Amount); 9] = [
+    let gauges: [(&str, &str, Amount); 10] = [
         ("strata_tenant_records", "Records a tenant holds.", |b| {
             b.records
         }),
@@ -342,6 +343,11 @@ fn tenant_series(out: &mut String, blocks: &BTreeMap<&str, Block>) {
             "strata_tenant_resident_bytes",
             "Estimated bytes of a tenant's indexes loaded in memory now.",
             |b| b.resident_bytes,
+        ),
+        (
+            "strata_tenant_answer_bytes_held",
+            "Bytes a tenant's answers hold until its clients read them (capacity of the buffers).",
+            |b| b.live.answer_bytes,
         ),
         (
             "strata_tenant_resident",

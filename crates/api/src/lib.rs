@@ -20,6 +20,7 @@
 
 mod admin;
 pub mod admission;
+mod answer_budget;
 mod audit;
 mod bodies;
 mod body_guard;

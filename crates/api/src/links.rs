@@ -4,10 +4,13 @@
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use strata_engine::RecordLinks;
 use strata_types::{Link, LinkRef, NewLink, RECALL_KEYS, RecallParams, RecordId, SearchRequest};
 use utoipa::ToSchema;
 
+use crate::answer_budget::Shape;
 use crate::bodies::{Deleted, RecallAnswer, ScopeFields};
 use crate::edge::TenantAuth;
 use crate::input::{PathParam, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
@@ -129,7 +132,7 @@ pub async fn recall(
     auth: TenantAuth,
     RawQuery(q): RawQuery,
     body: JsonBody,
-) -> Result<Json<RecallAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     let body = body
         .convert_own(&state, |mut body| {
             let scope = ScopeParts::take_from_body(&mut body, SCOPE_KEYS)?;
@@ -146,14 +149,21 @@ pub async fn recall(
         .await?;
     let req = auth.scope_of_parts(q.as_deref(), body.scope)?;
     let (params, search) = body.rest?;
+    // Up to `k` hits, with their vectors when asked: reserved in the tenant's answer budget
+    // before the recall runs (`answer_budget`), as a search's answer is.
+    let shape = Shape::of_search(&search);
+    let hold = state.reserve_answer(&auth.admitted, search.k, shape)?;
     let scope = auth.scope;
     // Like search: the whole recall, seed search and spreading, runs on the fair pool in the
-    // tenant's share, and hits are projected to `include` there.
-    let answer = state
+    // tenant's share, and hits are projected to `include` and serialised there.
+    let bytes = state
         .run_tenant_read(&auth.admitted, move |e| {
             let response = e.recall(&scope, &req, &search, &params)?;
-            Ok(RecallAnswer::project(response, &search))
+            let hits = response.hits.len();
+            let buf = serde_json::to_vec(&RecallAnswer::project(response, &search))
+                .map_err(|e| ApiError::Internal(format!("serialising a recall answer: {e}")))?;
+            Ok(hold.into_body(buf, hits, shape))
         })
         .await?;
-    Ok(Json(answer))
+    Ok(([(CONTENT_TYPE, "application/json")], bytes).into_response())
 }

@@ -24,6 +24,7 @@ use strata_store::stats::{HistogramSnapshot, LatencyHistogram};
 use strata_types::TenantId;
 
 use crate::AppState;
+use crate::answer_budget::TenantAnswers;
 use crate::edge::WhoSlot;
 use crate::error::AnsweredCode;
 
@@ -51,11 +52,12 @@ impl Default for MetricsConfig {
 }
 
 /// Refusals counted per tenant, by the error code the client got.
-pub(crate) const REFUSALS: [&str; 4] = [
+pub(crate) const REFUSALS: [&str; 5] = [
     "RATE_LIMITED",
     "CONCURRENCY_LIMITED",
     "QUOTA_EXCEEDED",
     "OVERLOADED",
+    "ANSWER_MEMORY_LIMITED",
 ];
 
 /// Activity is ranked over the current and the previous window of this length.
@@ -79,6 +81,8 @@ pub(crate) struct TenantSeries {
     queue_wait: LatencyHistogram,
     /// CPU time the pool's threads spent on this tenant's jobs.
     cpu_nanos: AtomicU64,
+    /// Bytes the tenant's answers hold until their clients read them (`answer_budget`).
+    pub(crate) answers: Arc<TenantAnswers>,
     activity: Mutex<Activity>,
 }
 
@@ -113,6 +117,8 @@ pub struct TenantSnapshot {
     pub queued: i64,
     pub queue_wait: HistogramSnapshot,
     pub cpu_nanos: u64,
+    /// Bytes the tenant's unread answers hold now.
+    pub answer_bytes: u64,
     /// Requests in the last one to two activity windows; ranks tenants for their own label.
     pub recent: u64,
 }
@@ -134,6 +140,7 @@ impl TenantSnapshot {
         self.queued += o.queued;
         self.queue_wait.add(&o.queue_wait);
         self.cpu_nanos += o.cpu_nanos;
+        self.answer_bytes += o.answer_bytes;
         self.recent += o.recent;
     }
 }
@@ -178,6 +185,7 @@ impl TenantSeries {
             queued: AtomicI64::new(0),
             queue_wait: LatencyHistogram::default(),
             cpu_nanos: AtomicU64::new(0),
+            answers: Arc::default(),
             activity: Mutex::default(),
         }
     }
@@ -209,6 +217,7 @@ impl TenantSeries {
             queued: self.queued.load(Ordering::Relaxed),
             queue_wait: self.queue_wait.snapshot(),
             cpu_nanos: self.cpu_nanos.load(Ordering::Relaxed),
+            answer_bytes: self.answers.held(),
             recent: a.current + a.previous,
         }
     }
@@ -520,7 +529,7 @@ mod tests {
         let s = m.tenant_snapshot(k);
         assert_eq!(s.requests(), 2);
         assert_eq!(s.classes, [0, 1, 0, 1, 0]);
-        assert_eq!(s.refusals, [1, 0, 0, 0]);
+        assert_eq!(s.refusals, [1, 0, 0, 0, 0]);
         assert_eq!(s.recent, 2);
         let routes = m.routes();
         assert_eq!(routes.len(), 3);

@@ -193,6 +193,7 @@ fn tenant_stats(row: TenantRow) -> TenantStats {
             .zip(s.refusals)
             .map(|(c, n)| ((*c).to_owned(), n))
             .collect(),
+        answer_bytes_held: s.answer_bytes,
         latency: summary(&s.latency),
         queue_wait: summary(&s.queue_wait),
         queue_depth: s.queued,

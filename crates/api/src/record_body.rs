@@ -63,6 +63,18 @@ impl RecordFields {
         Ok(RecordFields::named(Some(include.as_slice())))
     }
 
+    /// What the answer's records carry, for the estimate of its size (`answer_budget`).
+    pub(crate) fn shape(self) -> crate::answer_budget::Shape {
+        use crate::answer_budget::Shape;
+        if self.vector {
+            Shape::Vectors
+        } else if self.content || self.metadata || self.whole {
+            Shape::Records
+        } else {
+            Shape::Ids
+        }
+    }
+
     /// Whether storage reads must return vectors: only when the answer carries them.
     pub fn vectors(self) -> Vectors {
         if self.vector {

@@ -1,5 +1,7 @@
 //! `POST /v1/search`: the scope fields and a search request in one body.
 
+use std::sync::Arc;
+
 use axum::extract::{RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -7,6 +9,7 @@ use strata_engine::Engine;
 use strata_types::SearchRequest;
 use utoipa::ToSchema;
 
+use crate::answer_budget::Shape;
 use crate::bodies::{ScopeFields, SearchAnswer};
 use crate::edge::TenantAuth;
 use crate::input::{
@@ -54,6 +57,7 @@ pub async fn search(
     let bounds = body_bounds(&state.engine.config().limits);
     // A large body waits for a parse slot like every route's (`parse_slots`); its job owns it.
     let slot = state.parse_slot(scope.tenant(), body.len()).await?;
+    let answers = (Arc::clone(&state.answers), Arc::clone(admitted.answers()));
     let run = move |e: &Engine| {
         let parsed = parse_object_within(&body, Some(scope.tenant()), bounds);
         // The slot bounds parsing only; the search itself is the pool's to schedule.
@@ -66,12 +70,19 @@ pub async fn search(
         };
         let req = scope_of_body_for(&scope, sources, &mut body)?;
         let search: SearchRequest = from_map(body)?;
+        // The answer's memory is reserved once `k` and `include` are known, before the search
+        // (`answer_budget`): k hits with their vectors can be megabytes.
+        let shape = Shape::of_search(&search);
+        let (budget, tenant) = answers;
+        let hold = budget.reserve(&tenant, tenant.estimate(&budget, search.k, shape))?;
         let response = e.search(&scope, &req, &search)?;
+        let hits = response.hits.len();
         // Serialised here, on the tenant's job, not on the async threads after it: a flooding
         // tenant's answers are then written in its own share (and at its priority) instead of
         // delaying every other tenant's requests on the threads that read them.
-        serde_json::to_vec(&SearchAnswer::project(response, &search))
-            .map_err(|e| ApiError::Internal(format!("serialising a search answer: {e}")))
+        let buf = serde_json::to_vec(&SearchAnswer::project(response, &search))
+            .map_err(|e| ApiError::Internal(format!("serialising a search answer: {e}")))?;
+        Ok(hold.into_body(buf, hits, shape))
     };
     let answer = if read_only {
         state.run_tenant_read(&admitted, run).await

@@ -11,6 +11,7 @@ use strata_types::TenantId;
 
 use crate::ApiError;
 use crate::admission::{Admitted, Gate, PoolConfig, Share};
+use crate::answer_budget::{AnswerBudget, AnswerHold, Shape};
 use crate::keys_in_flight::KeysInFlight;
 use crate::metrics::{Metrics, MetricsConfig};
 use crate::parse_slots::{ParseSlot, ParseSlots};
@@ -47,6 +48,12 @@ pub struct ApiConfig {
     pub metrics: MetricsConfig,
     /// How many security events each audit log records (`security_throttle`).
     pub security_events: SecurityEventLimits,
+    /// Bytes one tenant's answers may hold until their clients read them (`answer_budget`);
+    /// a request past it is refused before its answer is fetched, `429 ANSWER_MEMORY_LIMITED`.
+    /// 0: no limit.
+    pub max_answer_bytes_per_tenant: u64,
+    /// Bytes all tenants' answers may hold together; past it, `503 OVERLOADED`. 0: no limit.
+    pub max_answer_bytes: u64,
 }
 
 impl Default for ApiConfig {
@@ -63,6 +70,10 @@ impl Default for ApiConfig {
             max_uri_bytes: 8 * 1024,
             metrics: MetricsConfig::default(),
             security_events: SecurityEventLimits::default(),
+            // Six pages of 1,000 records with 4,096-dimension vectors (~43 MB each) per tenant,
+            // four tenants' worth for the server.
+            max_answer_bytes_per_tenant: 256 * 1024 * 1024,
+            max_answer_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -78,6 +89,8 @@ pub struct AppState {
     gate: Arc<Gate>,
     /// Each tenant's bodies in memory, against `max_body_bytes_per_tenant`.
     pub(crate) bodies: Arc<TenantBodies>,
+    /// Each tenant's answers in memory until read, against `max_answer_bytes_per_tenant`.
+    pub(crate) answers: Arc<AnswerBudget>,
     /// Bounds the audit rows and log lines of security events.
     pub(crate) security: Arc<SecurityThrottle>,
     /// Writes running under an `Idempotency-Key`, which a retry of them waits for.
@@ -104,8 +117,14 @@ impl AppState {
         let security = SecurityThrottle::new(config.security_events)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let gate = Arc::new(Gate::new(config.pool, Arc::clone(&metrics))?);
+        let answers = AnswerBudget::new(
+            config.max_answer_bytes_per_tenant,
+            config.max_answer_bytes,
+            &engine.config().limits,
+        );
         Ok(AppState {
             bodies: TenantBodies::new(per_tenant, max_body),
+            answers,
             security: Arc::new(security),
             keys_in_flight: Arc::default(),
             engine,
@@ -217,6 +236,19 @@ impl AppState {
         }
         // The wait shows in Server-Timing's `prepare` span (body read to job queued).
         self.parse_slots.acquire(tenant).await.map(Some)
+    }
+
+    /// Reserves the estimate of an answer of `records` records of `shape` in the tenant's
+    /// answer budget (`answer_budget`), or refuses the request before its answer is fetched.
+    pub(crate) fn reserve_answer(
+        &self,
+        admitted: &Admitted,
+        records: usize,
+        shape: Shape,
+    ) -> Result<AnswerHold, ApiError> {
+        let tenant = admitted.answers();
+        let bytes = tenant.estimate(&self.answers, records, shape);
+        self.answers.reserve(tenant, bytes)
     }
 
     /// Worker threads of the shared pool.

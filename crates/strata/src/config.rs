@@ -202,6 +202,13 @@ pub struct ServerConfig {
     /// Bytes of request bodies one tenant may hold in memory at once; a body past it is
     /// refused unread with 429 CONCURRENCY_LIMITED. 0 means four times `max_body_bytes`.
     pub max_body_bytes_per_tenant: u64,
+    /// Bytes one tenant's answers may hold in memory until its clients read them; a request
+    /// whose answer would pass it is refused before its answer is fetched, with 429
+    /// ANSWER_MEMORY_LIMITED. 0: no limit.
+    pub max_answer_bytes_per_tenant: u64,
+    /// Bytes all tenants' unread answers may hold together; past it, 503 OVERLOADED. 0: no
+    /// limit.
+    pub max_answer_bytes: u64,
     /// How long shutdown waits for in-flight requests before dropping them.
     pub shutdown_timeout_secs: u64,
     /// Largest tenant import body, in bytes (imports are streamed, not buffered).
@@ -256,6 +263,9 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             max_body_bytes: strata_api::ApiConfig::default().max_body_bytes,
             max_body_bytes_per_tenant: 0,
+            max_answer_bytes_per_tenant: strata_api::ApiConfig::default()
+                .max_answer_bytes_per_tenant,
+            max_answer_bytes: strata_api::ApiConfig::default().max_answer_bytes,
             shutdown_timeout_secs: 30,
             max_import_bytes: strata_api::ApiConfig::default().max_import_bytes,
             retention_secs: strata_api::ApiConfig::default().retention_secs,
@@ -296,6 +306,17 @@ impl ServerConfig {
         }
         if !(256..=self.max_header_bytes).contains(&self.max_uri_bytes) {
             bail!("server.max_uri_bytes: at least 256 and at most server.max_header_bytes");
+        }
+        // A tenant's budget above the server's would let one tenant's answers refuse every
+        // other tenant's (503) before its own are refused: the isolation the budget is for.
+        if self.max_answer_bytes != 0
+            && (self.max_answer_bytes_per_tenant == 0
+                || self.max_answer_bytes_per_tenant > self.max_answer_bytes)
+        {
+            bail!(
+                "server.max_answer_bytes_per_tenant: at most server.max_answer_bytes (0 turns \
+                 the server's limit off)"
+            );
         }
         Ok(())
     }
@@ -484,6 +505,13 @@ mod tests {
         assert_eq!(c.server.data_dir, PathBuf::from("./data"));
         assert_eq!(c.server.retention_secs, 7 * 24 * 3600);
         assert_eq!(c.server.max_import_bytes, 1 << 30);
+        assert_eq!(
+            (
+                c.server.max_answer_bytes_per_tenant,
+                c.server.max_answer_bytes
+            ),
+            (256 << 20, 1 << 30)
+        );
         assert!(c.embedder.enabled && c.embedder.auto_fetch);
         assert_eq!(
             c.embedder.model_dir,
@@ -555,6 +583,8 @@ mod tests {
         assert_eq!(c.server.header_read_timeout_secs, 2);
         assert_eq!(c.server.max_connections, 8);
         for bad in [
+            ("STRATA__SERVER__MAX_ANSWER_BYTES_PER_TENANT", "0"),
+            ("STRATA__SERVER__MAX_ANSWER_BYTES", "1000"),
             ("STRATA__SERVER__IDLE_TIMEOUT_SECS", "0"),
             ("STRATA__SERVER__MAX_HEADER_BYTES", "4096"),
             ("STRATA__SERVER__MAX_URI_BYTES", "100"),

@@ -96,6 +96,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             max_uri_bytes: config.server.max_uri_bytes,
             metrics: config.metrics.api(),
             security_events: config.audit.api(),
+            max_answer_bytes_per_tenant: config.server.max_answer_bytes_per_tenant,
+            max_answer_bytes: config.server.max_answer_bytes,
         },
     )
     .context("starting the worker pool")?;

@@ -130,7 +130,8 @@ class PayloadTooLargeError(StrataError):
 
 
 class RateLimitError(StrataError):
-    """429 ``RATE_LIMITED`` or ``CONCURRENCY_LIMITED``; ``retry_after`` says when to retry."""
+    """429 ``RATE_LIMITED``, ``CONCURRENCY_LIMITED`` or ``ANSWER_MEMORY_LIMITED`` (the tenant's
+    unread answers hold its budget of server memory); ``retry_after`` says when to retry."""
 
 
 class ServerError(StrataError):
@@ -156,6 +157,7 @@ _BY_CODE: Dict[str, Type[StrataError]] = {
     "PAYLOAD_TOO_LARGE": PayloadTooLargeError,
     "RATE_LIMITED": RateLimitError,
     "CONCURRENCY_LIMITED": RateLimitError,
+    "ANSWER_MEMORY_LIMITED": RateLimitError,
     "OVERLOADED": OverloadedError,
 }
 

@@ -1,8 +1,9 @@
 """When the client retries a request by itself, and how long it waits first.
 
 Strata refuses work it will not do *before* doing any of it: a tenant over its rate
-(``429 RATE_LIMITED``) or concurrency limit (``429 CONCURRENCY_LIMITED``), or a full worker
-queue (``503 OVERLOADED``), is answered before the request touches storage, with the wait in
+(``429 RATE_LIMITED``) or concurrency limit (``429 CONCURRENCY_LIMITED``), a tenant whose
+unread answers hold its memory budget (``429 ANSWER_MEMORY_LIMITED``), or a full worker queue
+(``503 OVERLOADED``), is answered before the request touches storage, with the wait in
 ``retry_after_ms`` and ``Retry-After``. Retrying those is therefore safe for every request,
 writes included, and the client does so by default, waiting as long as the server asked.
 
