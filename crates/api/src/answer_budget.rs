@@ -13,8 +13,10 @@
 //!   the memory is taken (`429 ANSWER_MEMORY_LIMITED` for the tenant's budget,
 //!   `503 OVERLOADED` for the server's);
 //! - the reservation is moved to the real size once the buffer exists, counting its capacity
-//!   (spare capacity is held memory too), and can then pass the budget: the bytes exist, and
-//!   the next reservation is refused instead;
+//!   (spare capacity is held memory too); an answer larger than its estimate is checked
+//!   again at its real size and refused (its buffer freed) when that does not fit, so a
+//!   tenant that taught the estimate small records cannot pass its budget with a burst of
+//!   large ones;
 //! - it is given back only when the buffer is freed: the buffer's owner in the response body
 //!   ([`AnswerHold::into_body`], `Bytes::from_owner`) holds it, and every slice of the body
 //!   (hyper may keep a chunk after the handler and the body are done) keeps that owner alive.
@@ -130,20 +132,12 @@ impl AnswerBudget {
         tenant: &Arc<TenantAnswers>,
         bytes: u64,
     ) -> Result<AnswerHold, ApiError> {
-        if let Err(held) = try_add(&tenant.held, bytes, self.per_tenant) {
-            return Err(ApiError::AnswerMemoryLimited(format!(
-                "this tenant's unread answers hold {held} bytes; one of about {bytes} more would \
-                 pass its limit of {} bytes (server.max_answer_bytes_per_tenant); read the \
-                 answers already asked for, or retry later",
-                self.per_tenant
-            )));
+        if let Err(held) = try_add(&tenant.held, 0, bytes, self.per_tenant) {
+            return Err(self.tenant_refusal(held, bytes));
         }
-        if try_add(&self.held, bytes, self.server).is_err() {
+        if try_add(&self.held, 0, bytes, self.server).is_err() {
             tenant.held.fetch_sub(bytes, Ordering::AcqRel);
-            // No figure: what all tenants' answers hold would tell this one of the others'.
-            return Err(ApiError::Overloaded(
-                "the server's memory for unread answers is full; retry later".into(),
-            ));
+            return Err(server_refusal());
         }
         Ok(AnswerHold {
             budget: Arc::clone(self),
@@ -152,18 +146,35 @@ impl AnswerBudget {
         })
     }
 
+    /// The tenant's own refusal (429): its unread answers hold `held` bytes, and one of
+    /// `bytes` more would pass its budget.
+    fn tenant_refusal(&self, held: u64, bytes: u64) -> ApiError {
+        ApiError::AnswerMemoryLimited(format!(
+            "this tenant's unread answers hold {held} bytes; one of about {bytes} more would \
+             pass its limit of {} bytes (server.max_answer_bytes_per_tenant); read the \
+             answers already asked for, or retry later",
+            self.per_tenant
+        ))
+    }
+
     #[cfg(test)]
     pub(crate) fn held(&self) -> u64 {
         self.held.load(Ordering::Acquire)
     }
 }
 
-/// Adds `bytes` to `counter` unless that passes `max` (0: no max) while something is held;
-/// else the bytes held.
-fn try_add(counter: &AtomicU64, bytes: u64, max: u64) -> Result<(), u64> {
+/// The server's refusal (503). No figure: what all tenants' answers hold would tell one
+/// tenant of the others'.
+fn server_refusal() -> ApiError {
+    ApiError::Overloaded("the server's memory for unread answers is full; retry later".into())
+}
+
+/// Adds `bytes` to `counter` unless that passes `max` (0: no max) while anything besides
+/// `own` (the caller's reservation, already counted in it) is held; else the bytes held.
+fn try_add(counter: &AtomicU64, own: u64, bytes: u64, max: u64) -> Result<(), u64> {
     counter
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-            let fits = max == 0 || held == 0 || held.saturating_add(bytes) <= max;
+            let fits = max == 0 || held <= own || held.saturating_add(bytes) <= max;
             fits.then(|| held.saturating_add(bytes))
         })
         .map(drop)
@@ -220,18 +231,47 @@ impl AnswerHold {
         self.bytes = bytes;
     }
 
+    /// Grows the reservation to `bytes`, the real size, or refuses the answer as a
+    /// reservation of that size would be: an estimate learned from a tenant's small records
+    /// must not let a burst of large answers pass its budget (the bytes are freed when the
+    /// refused answer is dropped, so what unread answers hold stays within the budget, past
+    /// it by one answer at most). A lone answer always fits.
+    fn grow_to(&mut self, bytes: u64) -> Result<(), ApiError> {
+        if bytes <= self.bytes {
+            self.adjust(bytes);
+            return Ok(());
+        }
+        let more = bytes - self.bytes;
+        if let Err(held) = try_add(&self.tenant.held, self.bytes, more, self.budget.per_tenant) {
+            return Err(self.budget.tenant_refusal(held - self.bytes, bytes));
+        }
+        if try_add(&self.budget.held, self.bytes, more, self.budget.server).is_err() {
+            self.tenant.held.fetch_sub(more, Ordering::AcqRel);
+            return Err(server_refusal());
+        }
+        self.bytes = bytes;
+        Ok(())
+    }
+
     /// The encoded answer of `records` records of one shape as a response body that holds
-    /// its bytes, counted by capacity, until the last slice of it is dropped.
-    pub(crate) fn into_body(mut self, mut buf: Vec<u8>, records: usize, shape: Shape) -> Bytes {
+    /// its bytes, counted by capacity, until the last slice of it is dropped; refused (and
+    /// freed) if its real size does not fit where its estimate did ([`Self::grow_to`]).
+    pub(crate) fn into_body(
+        mut self,
+        mut buf: Vec<u8>,
+        records: usize,
+        shape: Shape,
+    ) -> Result<Bytes, ApiError> {
         // A buffer grown by doubling can hold twice its length; given back in place (no copy)
         // when that is more than an eighth.
         if buf.capacity() - buf.len() > buf.len() / 8 {
             buf.shrink_to_fit();
         }
         let bytes = buf.capacity() as u64;
+        // Learned even from a refused answer: the next estimate is its real size.
         self.tenant.learn(records, shape, bytes);
-        self.adjust(bytes);
-        Bytes::from_owner(HeldAnswer { buf, _hold: self })
+        self.grow_to(bytes)?;
+        Ok(Bytes::from_owner(HeldAnswer { buf, _hold: self }))
     }
 }
 
@@ -281,6 +321,43 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_larger_than_its_estimate_is_checked_again_at_its_real_size() {
+        let b = budget(100, 1000);
+        let (t, other) = (Arc::<TenantAnswers>::default(), Arc::default());
+        let held = b.reserve(&t, 60).unwrap();
+        // Estimated small (a tenant that taught the estimate small records), encoded large.
+        let small = b.reserve(&t, 10).unwrap();
+        let e = small
+            .into_body(vec![b'x'; 200], 1, Shape::Records)
+            .unwrap_err();
+        assert_eq!(code(e), "ANSWER_MEMORY_LIMITED");
+        assert_eq!(
+            (t.held(), b.held()),
+            (60, 60),
+            "the refused answer is freed"
+        );
+        // Growing within the budget passes.
+        let fits = b.reserve(&t, 10).unwrap();
+        let body = fits.into_body(vec![b'x'; 40], 1, Shape::Records).unwrap();
+        assert_eq!(t.held(), 100);
+        drop((body, held));
+        // A lone answer always fits, however large.
+        let lone = b.reserve(&t, 10).unwrap();
+        let body = lone.into_body(vec![b'x'; 500], 1, Shape::Records).unwrap();
+        assert_eq!(t.held(), 500);
+        // The server's budget is checked again too, and refuses with 503.
+        let b = budget(1000, 100);
+        let _theirs = b.reserve(&other, 90).unwrap();
+        let mine = b.reserve(&t, 5).unwrap();
+        let e = mine
+            .into_body(vec![b'x'; 50], 1, Shape::Records)
+            .unwrap_err();
+        assert_eq!(code(e), "OVERLOADED");
+        assert_eq!(b.held(), 90);
+        drop(body);
+    }
+
+    #[test]
     fn one_answer_always_fits_when_none_is_held() {
         let b = budget(10, 20);
         let t = Arc::<TenantAnswers>::default();
@@ -325,7 +402,7 @@ mod tests {
         let hold = b.reserve(&t, 500).unwrap();
         let mut buf = Vec::with_capacity(1100);
         buf.extend_from_slice(&[b'x'; 1000]);
-        let body = hold.into_body(buf, 10, Shape::Records);
+        let body = hold.into_body(buf, 10, Shape::Records).unwrap();
         assert_eq!(body.len(), 1000);
         assert_eq!(t.held(), 1100, "capacity, not length");
         // What hyper may do: keep a chunk of the body after the body itself is gone.
@@ -340,7 +417,11 @@ mod tests {
         // Spare capacity past an eighth of the length is given back first.
         let mut buf = Vec::with_capacity(4096);
         buf.extend_from_slice(&[b'x'; 1000]);
-        let body = b.reserve(&t, 0).unwrap().into_body(buf, 10, Shape::Records);
+        let body = b
+            .reserve(&t, 0)
+            .unwrap()
+            .into_body(buf, 10, Shape::Records)
+            .unwrap();
         assert!((1000..1125).contains(&t.held()), "{}", t.held());
         drop(body);
         assert_eq!(t.held(), 0);
@@ -359,7 +440,7 @@ mod tests {
         let cold_vectors = t.estimate(&b, 10, Shape::Vectors);
         assert!(cold_vectors >= cold + 10 * u64::from(limits.max_dim) * 10);
         let body = b.reserve(&t, 0).unwrap();
-        drop(body.into_body(vec![0; 40_000], 10, Shape::Vectors));
+        drop(body.into_body(vec![0; 40_000], 10, Shape::Vectors).unwrap());
         assert_eq!(t.estimate(&b, 1000, Shape::Vectors), 4_000_000);
         assert_eq!(
             t.estimate(&b, 10, Shape::Records),
@@ -368,7 +449,7 @@ mod tests {
         );
         // Smaller records lower it by half at most per answer.
         let body = b.reserve(&t, 0).unwrap();
-        drop(body.into_body(vec![0; 100], 10, Shape::Vectors));
+        drop(body.into_body(vec![0; 100], 10, Shape::Vectors).unwrap());
         assert_eq!(t.estimate(&b, 1, Shape::Vectors), 2_000);
         assert_eq!(t.held(), 0);
         // Never more than the tenant's budget: past it, only a tenant holding nothing passes.

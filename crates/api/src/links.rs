@@ -162,7 +162,7 @@ pub async fn recall(
             let hits = response.hits.len();
             let buf = serde_json::to_vec(&RecallAnswer::project(response, &search))
                 .map_err(|e| ApiError::Internal(format!("serialising a recall answer: {e}")))?;
-            Ok(hold.into_body(buf, hits, shape))
+            hold.into_body(buf, hits, shape)
         })
         .await?;
     Ok(([(CONTENT_TYPE, "application/json")], bytes).into_response())

@@ -605,7 +605,7 @@ async fn list_records(
             let records = page.records.len();
             let buf = serde_json::to_vec(&RecordPage::project(page, fields))
                 .map_err(|e| ApiError::Internal(format!("serialising a page of records: {e}")))?;
-            Ok(hold.into_body(buf, records, shape))
+            hold.into_body(buf, records, shape)
         })
         .await?;
     Ok(([(CONTENT_TYPE, "application/json")], bytes).into_response())

@@ -82,7 +82,7 @@ pub async fn search(
         // delaying every other tenant's requests on the threads that read them.
         let buf = serde_json::to_vec(&SearchAnswer::project(response, &search))
             .map_err(|e| ApiError::Internal(format!("serialising a search answer: {e}")))?;
-        Ok(hold.into_body(buf, hits, shape))
+        hold.into_body(buf, hits, shape)
     };
     let answer = if read_only {
         state.run_tenant_read(&admitted, run).await

@@ -3,6 +3,12 @@
 //! only by [`PartialFile::commit`]. Dropped uncommitted (an error, a lost connection, Ctrl-C),
 //! it removes its temporary file and leaves `FILE` as it was: an export cut short must never
 //! look like a backup.
+//!
+//! A destination that is a link is written through it (the file it names is replaced, the
+//! link stays), and one that is not a regular file (`/dev/stdout`, a pipe, a device) is
+//! written directly, as before: renaming over it would replace a device or a link with a
+//! plain file. The temporary file is created readable by its owner only (an export is a
+//! tenant's data), and takes an existing destination's permissions before the rename.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -12,7 +18,8 @@ use anyhow::Context;
 
 pub struct PartialFile {
     dest: PathBuf,
-    tmp: PathBuf,
+    /// `None` when the destination is written directly (not a regular file).
+    tmp: Option<PathBuf>,
     /// `None` once a commit began.
     file: Option<BufWriter<File>>,
     /// Renamed over `dest`: nothing to remove.
@@ -31,28 +38,56 @@ impl PartialFile {
     /// another export writing the same file, or to one killed outright (nothing can clean up
     /// after `SIGKILL`), and is never written over.
     pub fn create(dest: &Path) -> anyhow::Result<PartialFile> {
-        let tmp = partial_path(dest);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .with_context(|| {
-                if tmp.exists() {
-                    format!(
-                        "creating {}: it exists (another export is writing it, or one was \
-                         killed; remove it if none runs)",
-                        tmp.display()
-                    )
-                } else {
-                    format!("creating {}", tmp.display())
-                }
-            })?;
-        Ok(PartialFile {
-            dest: dest.to_owned(),
-            tmp,
+        let is_link = std::fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_symlink());
+        // A dangling link is replaced like a missing file.
+        let dest = match is_link {
+            true => std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_owned()),
+            false => dest.to_owned(),
+        };
+        if std::fs::metadata(&dest).is_ok_and(|m| !m.is_file()) {
+            let file = OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&dest)
+                .with_context(|| format!("opening {}", dest.display()))?;
+            return Ok(PartialFile {
+                dest,
+                tmp: None,
+                file: Some(BufWriter::new(file)),
+                committed: false,
+            });
+        }
+        let tmp = partial_path(&dest);
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&tmp).with_context(|| {
+            if tmp.exists() {
+                format!(
+                    "creating {}: it exists (another export is writing it, or one was \
+                     killed; remove it if none runs)",
+                    tmp.display()
+                )
+            } else {
+                format!("creating {}", tmp.display())
+            }
+        })?;
+        let partial = PartialFile {
+            dest,
+            tmp: Some(tmp),
             file: Some(BufWriter::new(file)),
             committed: false,
-        })
+        };
+        // The file it replaces keeps its permissions (after the file exists, so that a failure
+        // here removes it).
+        if let Ok(m) = std::fs::metadata(&partial.dest)
+            && let Some(tmp) = &partial.tmp
+        {
+            std::fs::set_permissions(tmp, m.permissions())
+                .with_context(|| format!("setting the permissions of {}", tmp.display()))?;
+        }
+        Ok(partial)
     }
 
     fn writer(&mut self) -> std::io::Result<&mut BufWriter<File>> {
@@ -68,13 +103,18 @@ impl PartialFile {
         let file = writer
             .into_inner()
             .map_err(|e| e.into_error())
-            .with_context(|| format!("writing {}", self.tmp.display()))?;
+            .with_context(|| format!("writing {}", self.dest.display()))?;
+        let Some(tmp) = self.tmp.clone() else {
+            // Written directly: a device or a pipe may not sync, and has nothing to rename.
+            let _ = file.sync_all();
+            self.committed = true;
+            return Ok(());
+        };
         file.sync_all()
-            .with_context(|| format!("syncing {}", self.tmp.display()))?;
+            .with_context(|| format!("syncing {}", tmp.display()))?;
         drop(file);
-        std::fs::rename(&self.tmp, &self.dest).with_context(|| {
-            format!("renaming {} to {}", self.tmp.display(), self.dest.display())
-        })?;
+        std::fs::rename(&tmp, &self.dest)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), self.dest.display()))?;
         self.committed = true;
         // The rename is in the directory's entries: synced with it. Only where a directory can
         // be opened and synced (not every platform allows it); the file itself is whole anyway.
@@ -104,7 +144,9 @@ impl Drop for PartialFile {
         if !self.committed {
             // Not committed, or the commit failed before its rename: the temporary file goes.
             drop(self.file.take());
-            let _ = std::fs::remove_file(&self.tmp);
+            if let Some(tmp) = &self.tmp {
+                let _ = std::fs::remove_file(tmp);
+            }
         }
     }
 }
@@ -153,5 +195,45 @@ mod tests {
             std::fs::read_to_string(partial_path(&dest)).unwrap(),
             "another export's"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_is_written_through_and_a_device_directly() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("backup-1.ndjson");
+        std::fs::write(&target, "old").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let link = dir.path().join("latest.ndjson");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut f = PartialFile::create(&link).unwrap();
+        f.write_all(b"new").unwrap();
+        f.commit().unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o640,
+            "the replaced file's permissions are kept"
+        );
+        // A new file is its owner's only: an export is a tenant's data.
+        let fresh = dir.path().join("fresh.ndjson");
+        PartialFile::create(&fresh).unwrap().commit().unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Not a regular file: written directly, never renamed over.
+        let mut f = PartialFile::create(Path::new("/dev/null")).unwrap();
+        f.write_all(b"discarded").unwrap();
+        f.commit().unwrap();
+        let null = std::fs::metadata("/dev/null").unwrap();
+        assert!(!null.is_file());
+        assert!(!Path::new("/dev/null.partial").exists());
     }
 }
