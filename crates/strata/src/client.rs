@@ -164,6 +164,16 @@ pub fn integrity_policy_patch_arg(s: &str) -> Result<Value, String> {
     }
 }
 
+/// `--index-params` of `tenant migrate`: a JSON object, checked here so that a typo fails
+/// before a migration is asked for.
+pub fn json_object_arg(s: &str) -> Result<Value, String> {
+    match serde_json::from_str::<Value>(s) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err("index params must be a JSON object, e.g. '{\"m\":32}'".into()),
+        Err(e) => Err(format!("index params are not JSON: {e}")),
+    }
+}
+
 /// The body of `PATCH /v1/admin/tenants/{id}` from CLI flags. Limits go as a merge patch.
 pub fn update_body(name: Option<String>, limits: &LimitFlags, weight: Option<u32>) -> Value {
     let mut l = serde_json::Map::new();

@@ -10,6 +10,7 @@ mod config;
 mod io_threads;
 mod loadgen;
 mod model;
+mod operate;
 mod partial_file;
 mod progress;
 mod serve;
@@ -239,6 +240,38 @@ enum TenantAction {
     },
     /// Create a new tenant from an export.
     Import { id: String, file: PathBuf },
+    /// Move a tenant to another isolation level, online. A data move (to or from `dedicated`)
+    /// is followed on a progress line until it ends; the command fails unless it ends `done`.
+    Migrate {
+        id: String,
+        /// The level to move to.
+        #[arg(long, value_parser = ["shared", "partition", "dedicated"])]
+        to: String,
+        /// Its own graph parameters at the new level, a JSON object, e.g.
+        /// '{"m":32,"ef_search":128}'; absent: keep the ones it has.
+        #[arg(long, value_parser = client::json_object_arg)]
+        index_params: Option<serde_json::Value>,
+        /// Only report what would move and how long it would take.
+        #[arg(long)]
+        dry_run: bool,
+        /// Return once a data move has started instead of following it (see `migration`).
+        #[arg(long)]
+        detach: bool,
+    },
+    /// A tenant's level and its last migration's progress or outcome.
+    Migration {
+        id: String,
+        /// Cancel its data move (the tenant stays whole at its old level).
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Check that every stored key of a tenant decodes and is its own, that its loaded indexes
+    /// agree with storage and its usage with a recount. Fails when a problem is found.
+    Verify { id: String },
+    /// A tenant's integrity state (normal, stress, critical), its signals and transitions.
+    Integrity { id: String },
+    /// A tenant's memory residency, or without an id the server's summary.
+    Residency { id: Option<String> },
 }
 
 #[derive(Subcommand)]
@@ -503,8 +536,34 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 TenantAction::Import { id, file } => {
                     let answer = transfer::import(&client, &id, file).await?;
-                    println!("{}", serde_json::to_string_pretty(&answer)?);
-                    return Ok(());
+                    return print_json(&answer);
+                }
+                TenantAction::Migrate {
+                    id,
+                    to,
+                    index_params,
+                    dry_run,
+                    detach,
+                } => {
+                    let args = operate::MigrateArgs {
+                        target: to,
+                        index_params,
+                        dry_run,
+                        detach,
+                    };
+                    return print_json(&operate::migrate(&client, &id, args).await?);
+                }
+                TenantAction::Migration { id, cancel } => {
+                    return print_json(&operate::migration(&client, &id, cancel).await?);
+                }
+                TenantAction::Verify { id } => {
+                    return print_json(&operate::verify(&client, &id).await?);
+                }
+                TenantAction::Integrity { id } => {
+                    return print_json(&operate::integrity(&client, &id).await?);
+                }
+                TenantAction::Residency { id } => {
+                    return print_json(&operate::residency(&client, id.as_deref()).await?);
                 }
             }
         }
@@ -564,8 +623,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         }
     };
-    let answer = client.call(method, &path, body).await?;
-    println!("{}", serde_json::to_string_pretty(&answer)?);
+    print_json(&client.call(method, &path, body).await?)
+}
+
+/// Prints an answer for a reader and for `jq` alike.
+fn print_json(answer: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(answer)?);
     Ok(())
 }
 

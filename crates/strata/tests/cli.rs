@@ -482,3 +482,99 @@ fn check_finds_damage_in_a_stopped_servers_files() {
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("DAMAGED"), "{stdout}");
 }
+
+/// `tenant migrate` follows a data move to its end (the tenant's records and answers come
+/// along), `migration`, `verify`, `integrity` and `residency` print the operator API's
+/// answers, and a migration that cannot start fails the command.
+#[test]
+fn isolation_commands_migrate_and_report() {
+    let server = Server::start();
+    server.tenant("acme");
+    let key = server.key(
+        "acme",
+        serde_json::json!({"permissions": ["read", "write", "admin"]}),
+    );
+    let (s, v) = server.post(
+        "/v1/collections",
+        &key,
+        serde_json::json!({"name": "vec", "dim": 4}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let records: Vec<Value> = (0..300)
+        .map(|i| {
+            let x = i as f32;
+            serde_json::json!({"id": format!("r{i}"), "modality": "vec",
+                "vector": [1.0 + x, 2.0, 3.0 - x / 300.0, 0.5]})
+        })
+        .collect();
+    let (s, v) = server.post(
+        "/v1/memories",
+        &key,
+        serde_json::json!({ "records": records }),
+    );
+    assert_eq!(s, 201, "{v}");
+    let run = |args: &[&str]| {
+        let (ok, v, err) = strata(&server, args);
+        assert!(ok, "{args:?}: {err}");
+        v
+    };
+    let v = run(&[
+        "tenant",
+        "migrate",
+        "acme",
+        "--to",
+        "dedicated",
+        "--dry-run",
+    ]);
+    assert_eq!(
+        (v["dry_run"].as_bool(), v["records"].as_u64()),
+        (Some(true), Some(300)),
+        "{v}"
+    );
+    assert_eq!(run(&["tenant", "show", "acme"])["isolation"], "shared");
+    // Followed to its end: the command answers the final status, the move done.
+    let v = run(&["tenant", "migrate", "acme", "--to", "dedicated"]);
+    assert_eq!(
+        (v["state"].as_str(), v["level"].as_str()),
+        (Some("done"), Some("dedicated")),
+        "{v}"
+    );
+    assert_eq!(v["keys_copied"], v["keys_total"], "{v}");
+    let v = run(&["tenant", "migration", "acme"]);
+    assert_eq!(v["level"], "dedicated", "{v}");
+    let v = run(&["tenant", "verify", "acme"]);
+    assert_eq!(
+        (v["ok"].as_bool(), v["records"].as_u64()),
+        (Some(true), Some(300)),
+        "{v}"
+    );
+    assert_eq!(v["dedicated_file"], true, "{v}");
+    for id in ["r0", "r299"] {
+        let (s, v) = server.get(&format!("/v1/memories/{id}"), &key);
+        assert_eq!((s, v["id"].as_str()), (200, Some(id)), "{v}");
+    }
+    let v = run(&["tenant", "integrity", "acme"]);
+    assert_eq!(v["state"], "normal", "{v}");
+    assert!(run(&["tenant", "residency", "acme"]).is_object());
+    assert!(run(&["tenant", "residency"]).is_object());
+    // Back without data moving, and a bad request refused by the server or the parser.
+    let v = run(&[
+        "tenant",
+        "migrate",
+        "acme",
+        "--to",
+        "partition",
+        "--index-params",
+        r#"{"m":8}"#,
+    ]);
+    assert_eq!(v["to"], "partition", "{v}");
+    let (ok, _, err) = strata(&server, &["tenant", "migrate", "ghost", "--to", "shared"]);
+    assert!(!ok && err.contains("NOT_FOUND"), "{err}");
+    let (ok, _, err) = strata(&server, &["tenant", "migrate", "acme", "--to", "nowhere"]);
+    assert!(!ok && err.contains("nowhere"), "{err}");
+    let (ok, _, err) = strata(&server, &["tenant", "verify", "a/b"]);
+    assert!(
+        !ok && err.contains("400"),
+        "an id with a slash stays one segment: {err}"
+    );
+}
