@@ -63,7 +63,11 @@ pub(crate) async fn prepare(
     records: usize,
 ) -> anyhow::Result<String> {
     let exists = admin
-        .call(Method::GET, &format!("/v1/admin/tenants/{tenant}"), None)
+        .call(
+            Method::GET,
+            &format!("/v1/admin/tenants/{}", crate::client::segment(tenant)),
+            None,
+        )
         .await
         .is_ok();
     if !exists {

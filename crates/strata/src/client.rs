@@ -83,6 +83,21 @@ impl Client {
     }
 }
 
+/// A tenant id as one path segment: an id the server would refuse (`a/b`, `x?y`) must reach
+/// it as that id and be refused, not become another path or a query (`tenant delete
+/// 'acme?hard=true'` must not erase `acme`).
+pub fn segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Limits given as CLI flags; only the ones given are sent, so the others stay as they are.
 #[derive(Debug, Default, clap::Args)]
 pub struct LimitFlags {
@@ -243,6 +258,14 @@ pub fn new_key_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_stays_one_path_segment() {
+        assert_eq!(segment("acme-team_1.x"), "acme-team_1.x");
+        assert_eq!(segment("acme?hard=true"), "acme%3Fhard%3Dtrue");
+        assert_eq!(segment("a/b#c"), "a%2Fb%23c");
+        assert_eq!(segment("é"), "%C3%A9");
+    }
 
     #[test]
     fn a_server_flag_is_an_http_url_with_a_host() {

@@ -483,9 +483,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 TenantAction::List => (client, Method::GET, "/v1/admin/tenants".into(), None),
                 TenantAction::Tree => (client, Method::GET, "/v1/admin/tenant-tree".into(), None),
-                TenantAction::Show { id } => {
-                    (client, Method::GET, format!("/v1/admin/tenants/{id}"), None)
-                }
+                TenantAction::Show { id } => (
+                    client,
+                    Method::GET,
+                    format!("/v1/admin/tenants/{}", client::segment(&id)),
+                    None,
+                ),
                 TenantAction::Update {
                     id,
                     name,
@@ -508,7 +511,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     } else if no_parent {
                         body["parent"] = serde_json::Value::Null;
                     }
-                    let path = format!("/v1/admin/tenants/{id}");
+                    let path = format!("/v1/admin/tenants/{}", client::segment(&id));
                     (client, Method::PATCH, path, Some(body))
                 }
                 TenantAction::Suspend { id } => transition(client, &id, "suspend"),
@@ -516,7 +519,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 TenantAction::Restore { id } => transition(client, &id, "restore"),
                 TenantAction::Delete { id, hard } => {
                     let query = if hard { "?hard=true" } else { "" };
-                    let path = format!("/v1/admin/tenants/{id}{query}");
+                    let path = format!("/v1/admin/tenants/{}{query}", client::segment(&id));
                     (client, Method::DELETE, path, None)
                 }
                 TenantAction::PurgeDeleted { retention_secs } => (
@@ -612,14 +615,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 KeyAction::List { tenant } => {
                     let path = match tenant {
-                        Some(t) => format!("/v1/admin/keys?tenant={t}"),
+                        Some(t) => format!("/v1/admin/keys?tenant={}", client::segment(&t)),
                         None => "/v1/admin/keys".into(),
                     };
                     (client, Method::GET, path, None)
                 }
-                KeyAction::Revoke { id } => {
-                    (client, Method::DELETE, format!("/v1/admin/keys/{id}"), None)
-                }
+                KeyAction::Revoke { id } => (
+                    client,
+                    Method::DELETE,
+                    format!("/v1/admin/keys/{}", client::segment(&id)),
+                    None,
+                ),
             }
         }
     };
@@ -638,6 +644,6 @@ fn transition(
     id: &str,
     action: &str,
 ) -> (Client, Method, String, Option<serde_json::Value>) {
-    let path = format!("/v1/admin/tenants/{id}/{action}");
+    let path = format!("/v1/admin/tenants/{}/{action}", client::segment(id));
     (client, Method::POST, path, None)
 }

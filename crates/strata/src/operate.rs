@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::client::Client;
+use crate::client::{Client, segment};
 use crate::progress::Progress;
 
 /// How often a followed move's status is read: often enough for a live line, rarely enough
@@ -146,30 +146,9 @@ fn migration_path(id: &str) -> String {
     format!("/v1/admin/tenants/{}/migration", segment(id))
 }
 
-/// A tenant id as one path segment: an id the server would refuse (`a/b`, `x?y`) must reach
-/// it as that id and be refused, not become another path or a query.
-fn segment(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_id_stays_one_path_segment() {
-        assert_eq!(segment("acme-team_1.x"), "acme-team_1.x");
-        assert_eq!(segment("a/b?c"), "a%2Fb%3Fc");
-        assert_eq!(segment("é"), "%C3%A9");
-    }
 
     #[test]
     fn a_move_succeeds_only_when_done() {
