@@ -182,6 +182,22 @@ def test_keys_are_minted_listed_and_revoked(
         with pytest.raises(AuthenticationError):
             c.count()
 
+    # Rotation: the successor carries the grant; the old key works until its grace ends.
+    old = admin.create_key(tenant.id, name="rotated", user_tokens=["u:bob"])
+    new = admin.rotate_key(old.id, grace_secs=600)
+    assert new.key.startswith("sk_") and new.key not in repr(new) and new.id != old.id
+    assert (new.name, new.user_tokens) == ("rotated", ["u:bob"])
+    assert new.replaces is not None and new.replaces.id == old.id
+    assert new.replaces.expires_at is not None
+    with Strata(server.url, old.key) as c_old, Strata(server.url, new.key) as c_new:
+        assert c_old.count() == 0 and c_new.count() == 0
+        again = admin.rotate_key(new.id, grace_secs=0)
+        assert again.replaces is not None and again.replaces.revoked_at is not None
+        with pytest.raises(AuthenticationError):
+            c_new.count()
+        with pytest.raises(ConflictError):
+            admin.rotate_key(new.id)
+
 
 def test_export_and_import(
     server: Server, admin: StrataAdmin, client: Strata, tenant: TenantKey, tmp_path: Path

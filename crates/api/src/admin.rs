@@ -5,14 +5,14 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use strata_auth::{KeyInfo, KeyTenant, NewKey, Permission, Permissions};
+use strata_auth::{KeyInfo, KeyTenant, NewKey, Permission, Permissions, Rotation};
 use strata_engine::{
     IndexParams, IntegrityPolicyInput, IsolationLevel, NewTenantSpec, TenantInfo, TenantLimits,
 };
 use strata_types::{Domain, Millis, TenantId, UserToken, now_millis};
 use utoipa::ToSchema;
 
-use crate::bodies::{CreatedKey, Keys, TenantTree, Tenants};
+use crate::bodies::{CreatedKey, Keys, RotatedKey, TenantTree, Tenants};
 use crate::edge::OperatorAuth;
 use crate::input::{JsonObject, PathParam, QueryInput, from_map};
 use crate::{ApiError, AppState};
@@ -156,6 +156,23 @@ struct NewKeyBody {
     expires_in_secs: Option<u64>,
 }
 
+/// A new key's expiry from `expires_at` or `expires_in_secs` (at most one).
+fn key_expiry(at: Option<Millis>, in_secs: Option<u64>) -> Result<Option<Millis>, ApiError> {
+    match (at, in_secs) {
+        (Some(_), Some(_)) => Err(bad("expires_at, expires_in_secs: give at most one")),
+        // A key that could never authenticate is a mistake, not a request.
+        (Some(t), None) if t <= now_millis() => Err(bad("expires_at: must be in the future")),
+        (Some(t), None) => Ok(Some(t)),
+        (None, Some(0)) => Err(bad("expires_in_secs: must be at least 1")),
+        (None, Some(secs)) => Ok(Some(now_millis().saturating_add(secs_to_millis(secs)))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn secs_to_millis(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
 /// Mints an API key. The secret (`key`) is in this response only.
 #[utoipa::path(post, path = "/v1/admin/keys", tag = "admin", operation_id = "create_key",
     request_body = NewKeyBody,
@@ -168,22 +185,7 @@ pub async fn create_key(
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let b: NewKeyBody = from_map(body)?;
     let tenant = KeyTenant::try_from(b.tenant)?;
-    let expires_at = match (b.expires_at, b.expires_in_secs) {
-        (Some(_), Some(_)) => {
-            return Err(bad("expires_at, expires_in_secs: give at most one"));
-        }
-        // A key that could never authenticate is a mistake, not a request.
-        (Some(t), None) if t <= now_millis() => {
-            return Err(bad("expires_at: must be in the future"));
-        }
-        (Some(t), None) => Some(t),
-        (None, Some(0)) => return Err(bad("expires_in_secs: must be at least 1")),
-        (None, Some(secs)) => Some(
-            now_millis()
-                .saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)),
-        ),
-        (None, None) => None,
-    };
+    let expires_at = key_expiry(b.expires_at, b.expires_in_secs)?;
     let new = NewKey {
         tenant,
         name: b.name,
@@ -228,6 +230,61 @@ pub async fn list_keys(
         .run(move |e| Ok(auth.list_keys(e.credentials(), &op, tenant.as_ref())?))
         .await?;
     Ok(Json(Keys { keys }))
+}
+
+/// How long a rotated key keeps working by default: long enough to roll the new key out to
+/// a fleet of clients, short enough that a leaked key does not live on for days.
+const DEFAULT_ROTATION_GRACE_SECS: u64 = 3600;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RotateKeyBody {
+    /// How long the old key keeps working, in seconds (default 3600); `0` revokes it at once.
+    /// Never beyond the old key's own expiry.
+    grace_secs: Option<u64>,
+    /// The new key's expiry in milliseconds since the Unix epoch; give at most one of the two.
+    /// Absent: the old key's expiry (none if it had none).
+    #[schema(value_type = Option<i64>)]
+    expires_at: Option<Millis>,
+    expires_in_secs: Option<u64>,
+}
+
+/// Rotates an API key: mints its successor, with the same tenant, name, permissions and
+/// bindings (the secret, `key`, is in this response only), and lets the old key work for
+/// `grace_secs` more (default 3600; `0` revokes it at once), so clients can move over without
+/// an outage. One transaction, audited `key.rotate` (the old key with its new expiry) and
+/// `key.create`. A revoked or expired key is `409 CONFLICT`.
+#[utoipa::path(post, path = "/v1/admin/keys/{id}/rotate", tag = "admin", operation_id = "rotate_key",
+    params(("id" = String, Path, description = "key id")),
+    request_body = RotateKeyBody,
+    responses((status = 201, description = "The new key's info plus `key`, the secret, shown once, and `replaces`, the old key as it is now", body = RotatedKey)),
+    security(("bearer" = [])))]
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+    PathParam(id): PathParam,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<RotatedKey>), ApiError> {
+    let b: RotateKeyBody = from_map(body)?;
+    let grace = b.grace_secs.unwrap_or(DEFAULT_ROTATION_GRACE_SECS);
+    let rotation = Rotation {
+        old_until: (grace > 0).then(|| now_millis().saturating_add(secs_to_millis(grace))),
+        expires_at: key_expiry(b.expires_at, b.expires_in_secs)?,
+    };
+    let auth = state.auth.clone();
+    let rotated = state
+        .run(move |e| {
+            Ok(auth.rotate_key(e.credentials(), &op, &id, rotation, &e.key_audit(&op))?)
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RotatedKey {
+            info: rotated.created.info,
+            key: rotated.created.secret,
+            replaces: rotated.old,
+        }),
+    ))
 }
 
 /// Revokes a key at once.

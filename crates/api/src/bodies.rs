@@ -200,6 +200,17 @@ pub struct CreatedKey {
     pub key: String,
 }
 
+/// A rotated key's successor, with its secret, and the old key as it is now.
+#[derive(Serialize, ToSchema)]
+pub struct RotatedKey {
+    #[serde(flatten)]
+    pub info: KeyInfo,
+    /// The new bearer token (`sk_…`). Only its hash is stored.
+    pub key: String,
+    /// The old key, with the expiry (or revocation) the rotation gave it.
+    pub replaces: KeyInfo,
+}
+
 /// Audit rows, newest first.
 #[derive(Serialize, ToSchema)]
 pub struct AuditRows {

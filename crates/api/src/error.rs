@@ -436,6 +436,7 @@ impl From<AuthError> for ApiError {
             }
             AuthError::TenantNotFound(_) => ApiError::NotFound(e.to_string()),
             AuthError::KeyNotFound => ApiError::NotFound("key not found".into()),
+            AuthError::Conflict(m) => ApiError::Conflict(m),
             AuthError::Config(m) => ApiError::Internal(m),
             AuthError::Store(s) => ApiError::from(s),
         }

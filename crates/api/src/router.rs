@@ -72,6 +72,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(isolation::status, isolation::cancel))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
+        .routes(routes!(admin::rotate_key))
         .routes(routes!(observe::metrics))
         .routes(routes!(observe::own_stats))
         .routes(routes!(observe::admin_stats))

@@ -317,6 +317,18 @@ impl Authenticator {
     ) -> Result<KeyInfo, AuthError> {
         keys::revoke_key(store, op, id, audit)
     }
+
+    /// Rotates a key (see [`keys::rotate_key`]), writing `audit`'s rows with it.
+    pub fn rotate_key(
+        &self,
+        store: CredentialStore<'_>,
+        op: &OperatorScope,
+        id: &str,
+        rotation: keys::Rotation,
+        audit: &KeyAudit<'_>,
+    ) -> Result<keys::RotatedKey, AuthError> {
+        keys::rotate_key(store, op, id, rotation, audit)
+    }
 }
 
 /// What ties a credential to one incarnation of its tenant (docs/isolation.md, rule 8): a tenant

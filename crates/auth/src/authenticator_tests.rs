@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::KEY_PREFIX;
+use crate::keys::{RotatedKey, Rotation};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use strata_store::{Reads, Store};
@@ -141,6 +142,94 @@ fn wrong_secret_revoked_and_expired_keys_are_refused() {
         unauthorized(f.auth.authenticate(f.store.credentials(), &expired.secret)),
         "expired api key"
     );
+}
+
+fn rotate(f: &Fixture, id: &str, rotation: Rotation) -> Result<RotatedKey, AuthError> {
+    f.auth
+        .rotate_key(f.store.credentials(), &operator(), id, rotation, NO_AUDIT)
+}
+
+#[test]
+fn a_rotated_key_has_a_successor_with_its_grant_and_works_until_its_deadline() {
+    let f = fixture();
+    let later = now_millis() + 3_600_000;
+    let old = tenant_key(&f, Some(later + 1_000));
+    let rotation = Rotation {
+        old_until: Some(now_millis() + 60_000),
+        expires_at: None,
+    };
+    let r = rotate(&f, &old.info.id, rotation).unwrap();
+    assert_ne!(r.created.info.id, old.info.id);
+    // The successor: same tenant, permissions and bindings, the old key's expiry.
+    let Principal::Tenant(scope) = f
+        .auth
+        .authenticate(f.store.credentials(), &r.created.secret)
+        .unwrap()
+    else {
+        panic!("expected a tenant scope");
+    };
+    assert_eq!(scope.tenant().as_str(), "acme");
+    assert_eq!(scope.grant(), &old.info.grant());
+    assert_eq!(r.created.info.expires_at, Some(later + 1_000));
+    // The old key: still working, until the grace deadline (earlier than its own expiry).
+    assert_eq!(r.old.expires_at, rotation.old_until);
+    assert!(
+        f.auth
+            .authenticate(f.store.credentials(), &old.secret)
+            .is_ok()
+    );
+    let stored = crate::key(f.store.credentials(), &operator(), &old.info.id);
+    assert_eq!(stored.unwrap().expires_at, rotation.old_until);
+    // A deadline later than the key's own expiry does not lengthen its life.
+    let short = tenant_key(&f, Some(now_millis() + 5_000));
+    let r = rotate(
+        &f,
+        &short.info.id,
+        Rotation {
+            old_until: Some(later),
+            expires_at: Some(later),
+        },
+    )
+    .unwrap();
+    assert_eq!(r.old.expires_at, short.info.expires_at);
+    assert_eq!(r.created.info.expires_at, Some(later));
+}
+
+#[test]
+fn rotating_without_grace_revokes_and_a_dead_key_is_not_rotated() {
+    let f = fixture();
+    let old = tenant_key(&f, None);
+    let now = Rotation {
+        old_until: None,
+        expires_at: None,
+    };
+    let r = rotate(&f, &old.info.id, now).unwrap();
+    assert!(r.old.revoked_at.is_some());
+    assert_eq!(r.created.info.expires_at, None);
+    assert_eq!(
+        unauthorized(f.auth.authenticate(f.store.credentials(), &old.secret)),
+        "revoked api key"
+    );
+    assert!(matches!(
+        rotate(&f, &old.info.id, now),
+        Err(AuthError::Conflict(_))
+    ));
+    let expired = tenant_key(&f, Some(1));
+    assert!(matches!(
+        rotate(&f, &expired.info.id, now),
+        Err(AuthError::Conflict(_))
+    ));
+    assert!(matches!(
+        rotate(&f, "0123456789abcdef", now),
+        Err(AuthError::KeyNotFound)
+    ));
+    // Nothing was written by the refusals: the tenant has the two keys of the rotation and
+    // the expired one.
+    let keys = f
+        .auth
+        .list_keys(f.store.credentials(), &operator(), None)
+        .unwrap();
+    assert_eq!(keys.len(), 3, "{keys:?}");
 }
 
 #[test]

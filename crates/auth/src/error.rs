@@ -21,6 +21,9 @@ pub enum AuthError {
     TenantNotFound(TenantId),
     #[error("key not found")]
     KeyNotFound,
+    /// The key is in a state the operation does not apply to (rotating a revoked key).
+    #[error("{0}")]
+    Conflict(String),
     /// The authentication settings are unusable; the server refuses to start.
     #[error("auth configuration: {0}")]
     Config(String),

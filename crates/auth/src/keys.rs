@@ -352,6 +352,92 @@ pub fn revoke_key(
     Ok(decode(&row.body)?.info)
 }
 
+/// How a key is rotated.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotation {
+    /// When the old key stops working; `None`: at once (it is revoked). A deadline later than
+    /// the old key's own expiry keeps that expiry: rotating never lengthens a key's life.
+    pub old_until: Option<Millis>,
+    /// The new key's expiry; `None` gives it the old key's (a rotation does not turn a
+    /// temporary key into a lasting one unless asked).
+    pub expires_at: Option<Millis>,
+}
+
+/// A rotated key: its successor (with the secret, shown once) and the old key as it is now.
+#[derive(Debug, Clone)]
+pub struct RotatedKey {
+    pub created: CreatedKey,
+    pub old: KeyInfo,
+}
+
+/// Replaces key `id` by a new key with the same tenant (incarnation), name, permissions and
+/// bindings, and lets the old one work until `rotation.old_until`, in one transaction audited
+/// `key.rotate` (the old key, its new expiry or revocation) and `key.create` (the new one).
+/// A revoked or expired key is not rotated (`Conflict`): nothing of it is in use any more.
+pub fn rotate_key(
+    creds: CredentialStore<'_>,
+    _op: &OperatorScope,
+    id: &str,
+    rotation: Rotation,
+    audit: &KeyAudit<'_>,
+) -> Result<RotatedKey, AuthError> {
+    let new_id = random_hex(ID_BYTES)?;
+    let secret = format!("{KEY_PREFIX}{new_id}_{}", random_hex(SECRET_BYTES)?);
+    let now = now_millis();
+    let mut made = None;
+    let rotated = creds.rotate(
+        id,
+        &new_id,
+        |body| {
+            let mut old = decode(body)?;
+            if old.info.revoked_at.is_some() {
+                return Err(AuthError::Conflict(
+                    "the key is revoked: create a new key instead".into(),
+                ));
+            }
+            if old.info.expires_at.is_some_and(|t| t <= now) {
+                return Err(AuthError::Conflict(
+                    "the key has expired: create a new key instead".into(),
+                ));
+            }
+            let info = KeyInfo {
+                id: new_id.clone(),
+                tenant: old.info.tenant.clone(),
+                name: old.info.name.clone(),
+                permissions: old.info.permissions,
+                user_tokens: old.info.user_tokens.clone(),
+                domains: old.info.domains.clone(),
+                created_at: now,
+                expires_at: rotation.expires_at.or(old.info.expires_at),
+                revoked_at: None,
+            };
+            match rotation.old_until {
+                None => old.info.revoked_at = Some(now),
+                Some(until) => {
+                    old.info.expires_at = Some(old.info.expires_at.map_or(until, |t| t.min(until)))
+                }
+            }
+            let new = StoredKey {
+                info: info.clone(),
+                sha256: hex(&hash_token(&secret)),
+            };
+            let bodies = (encode(&old)?, encode(&new)?);
+            made = Some((info, old.info));
+            Ok(bodies)
+        },
+        |w, owner, old, new| {
+            audit(w, "key.rotate", owner, &decode(old)?.info)?;
+            Ok(audit(w, "key.create", owner, &decode(new)?.info)?)
+        },
+    )?;
+    rotated.ok_or(AuthError::KeyNotFound)?;
+    let (info, old) = made.ok_or(AuthError::KeyNotFound)?;
+    Ok(RotatedKey {
+        created: CreatedKey { info, secret },
+        old,
+    })
+}
+
 /// Whether some live operator key is stored (then first start has already happened). Reads
 /// only the operator's credentials, so a start does not grow with the tenants' keys.
 pub(crate) fn has_operator_key(creds: CredentialStore<'_>) -> Result<bool, AuthError> {

@@ -17,7 +17,7 @@ pub use authenticator::{AuthConfig, Authenticator, Principal};
 pub use error::AuthError;
 pub use grant::{Grant, Permission, Permissions};
 pub use keys::{
-    CreatedKey, KEY_PREFIX, KeyAudit, KeyInfo, KeyTenant, NewKey, create_key, key, list_keys,
-    revoke_key,
+    CreatedKey, KEY_PREFIX, KeyAudit, KeyInfo, KeyTenant, NewKey, RotatedKey, Rotation, create_key,
+    key, list_keys, revoke_key, rotate_key,
 };
 pub use scope::{OperatorScope, RequestContext, TenantScope};

@@ -248,6 +248,48 @@ impl CredentialStore<'_> {
         })
     }
 
+    /// Rotates credential `id`: `f` gets its body and returns its new body and the body of a
+    /// new credential `new_id`, which gets the same owner (the same tenant incarnation); both
+    /// are written, and `audit` runs given the owner and the two new bodies (old, new), in one
+    /// transaction, so a crash leaves either the old credential alone or both. `Ok(None)` when
+    /// there is no credential `id`.
+    pub fn rotate<E: From<StoreError>>(
+        &self,
+        id: &str,
+        new_id: &str,
+        f: impl FnOnce(&[u8]) -> Result<(Vec<u8>, Vec<u8>), E>,
+        audit: impl FnOnce(&mut Writer<'_>, TenantKey, &[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<Option<()>, E> {
+        self.store.write(|w| {
+            let row = match w.credentials_table().get(id).map_err(StoreError::from)? {
+                Some(v) => decode_row(v.value())?,
+                None => return Ok(None),
+            };
+            let Some(owner) = row.owner else {
+                return Err(StoreError::Corrupt(format!("credential {id}: no owner")).into());
+            };
+            if w.credentials
+                .get(new_id)
+                .map_err(StoreError::from)?
+                .is_some()
+            {
+                return Err(
+                    StoreError::Engine(format!("credential id {new_id} is already taken")).into(),
+                );
+            }
+            let (old_body, new_body) = f(&row.body)?;
+            w.credentials
+                .insert(id, encode_credential(owner.raw(), &old_body).as_slice())
+                .map_err(StoreError::from)?;
+            w.credentials
+                .insert(new_id, encode_credential(owner.raw(), &new_body).as_slice())
+                .map_err(StoreError::from)?;
+            index_owner(&mut w.meta, owner, new_id)?;
+            audit(w, owner, &old_body, &new_body)?;
+            Ok(Some(()))
+        })
+    }
+
     /// Gives every row written before rows had owners the owner that `owner_of` names for its
     /// body: the tenant registered under that id now (the only incarnation the row can have
     /// been meant for), or the server. Rows whose tenant no longer exists are erased. Returns

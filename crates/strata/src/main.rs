@@ -304,6 +304,17 @@ enum KeyAction {
     },
     /// Revoke a key by id.
     Revoke { id: String },
+    /// Mint a key's successor (same tenant, permissions and bindings; its secret is printed
+    /// once) and let the old key work for a grace period.
+    Rotate {
+        id: String,
+        /// Seconds the old key keeps working (default 3600); 0 revokes it at once.
+        #[arg(long)]
+        grace_secs: Option<u64>,
+        /// Expire the new key after this many seconds (default: the old key's expiry).
+        #[arg(long)]
+        expires_in_secs: Option<u64>,
+    },
 }
 
 fn init_logging(config: &Config) {
@@ -619,6 +630,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                         None => "/v1/admin/keys".into(),
                     };
                     (client, Method::GET, path, None)
+                }
+                KeyAction::Rotate {
+                    id,
+                    grace_secs,
+                    expires_in_secs,
+                } => {
+                    let path = format!("/v1/admin/keys/{}/rotate", client::segment(&id));
+                    let body = serde_json::json!({
+                        "grace_secs": grace_secs,
+                        "expires_in_secs": expires_in_secs,
+                    });
+                    (client, Method::POST, path, Some(body))
                 }
                 KeyAction::Revoke { id } => (
                     client,

@@ -578,6 +578,9 @@ fn isolation_commands_migrate_and_report() {
         "an id with a slash stays one segment: {err}"
     );
     let (ok, _, err) = strata(&server, &["tenant", "delete", "acme?hard=true"]);
-    assert!(!ok, "an id with a query is not a hard delete of acme: {err}");
+    assert!(
+        !ok,
+        "an id with a query is not a hard delete of acme: {err}"
+    );
     assert_eq!(run(&["tenant", "show", "acme"])["status"], "active");
 }

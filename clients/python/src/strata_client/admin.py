@@ -36,6 +36,7 @@ from .models import (
     ApiKey,
     AuditRow,
     CreatedKey,
+    RotatedKey,
     MigrationReport,
     MigrationStatus,
     Millis,
@@ -244,6 +245,29 @@ class _AdminCalls:
     @staticmethod
     def _revoke_key(id: str) -> Call[ApiKey]:
         return Call("DELETE", f"/v1/admin/keys/{_segment(id)}", ApiKey.from_json)
+
+    @staticmethod
+    def _rotate_key(
+        id: str,
+        grace_secs: Optional[int],
+        expires_at: Optional[Millis],
+        expires_in_secs: Optional[int],
+    ) -> Call[RotatedKey]:
+        body: Dict[str, Any] = {}
+        if grace_secs is not None:
+            body["grace_secs"] = grace_secs
+        if expires_at is not None:
+            body["expires_at"] = to_millis(expires_at)
+        if expires_in_secs is not None:
+            body["expires_in_secs"] = expires_in_secs
+        # Each attempt mints a new successor: never repeat one whose answer was lost.
+        return Call(
+            "POST",
+            f"/v1/admin/keys/{_segment(id)}/rotate",
+            RotatedKey.from_json,
+            json=body,
+            idempotent=False,
+        )
 
     @staticmethod
     def _audit(
@@ -527,6 +551,21 @@ class StrataAdmin(_AdminCalls):
         """Revokes a key at once (by its id, not its secret)."""
         return self._transport.run(self._revoke_key(id))
 
+    def rotate_key(
+        self,
+        id: str,
+        *,
+        grace_secs: Optional[int] = None,
+        expires_at: Optional[Millis] = None,
+        expires_in_secs: Optional[int] = None,
+    ) -> RotatedKey:
+        """Mints the successor of key ``id`` (same tenant, permissions and bindings; its
+        secret is in the answer only) and lets the old key work ``grace_secs`` more (server
+        default 3600; 0 revokes it at once). The new key's expiry defaults to the old one's."""
+        return self._transport.run(
+            self._rotate_key(id, grace_secs, expires_at, expires_in_secs)
+        )
+
     # The audit log.
 
     def audit(
@@ -765,6 +804,18 @@ class AsyncStrataAdmin(_AdminCalls):
 
     async def revoke_key(self, id: str) -> ApiKey:
         return await self._transport.run(self._revoke_key(id))
+
+    async def rotate_key(
+        self,
+        id: str,
+        *,
+        grace_secs: Optional[int] = None,
+        expires_at: Optional[Millis] = None,
+        expires_in_secs: Optional[int] = None,
+    ) -> RotatedKey:
+        return await self._transport.run(
+            self._rotate_key(id, grace_secs, expires_at, expires_in_secs)
+        )
 
     async def audit(
         self,

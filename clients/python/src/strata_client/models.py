@@ -43,6 +43,7 @@ __all__ = [
     "PurgedTenant",
     "ApiKey",
     "CreatedKey",
+    "RotatedKey",
     "AuditRow",
     "TenantResidency",
     "VerifyReport",
@@ -637,6 +638,18 @@ class CreatedKey(ApiKey):
     def __repr__(self) -> str:
         # Keep the secret out of logs and tracebacks.
         return f"CreatedKey(id={self.id!r}, tenant={self.tenant!r}, key='sk_…')"
+
+
+@dataclass(repr=False)
+class RotatedKey(CreatedKey):
+    """A rotated key's successor (``key`` is its secret, shown in this answer only) and
+    ``replaces``, the old key with the expiry (or revocation) the rotation gave it."""
+
+    replaces: Optional[ApiKey] = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RotatedKey:
+        return cls(key=d["key"], replaces=ApiKey.from_json(d["replaces"]), **cls._fields(d))
 
 
 @dataclass

@@ -72,6 +72,7 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("POST", "/v1/admin/keys", Operator),
     ("GET", "/v1/admin/keys", Operator),
     ("DELETE", "/v1/admin/keys/{id}", Operator),
+    ("POST", "/v1/admin/keys/{id}/rotate", Operator),
     ("GET", "/v1/admin/stats", Operator),
     ("GET", "/v1/stats", AdminAllPrincipals),
     ("GET", "/metrics", Operator),
