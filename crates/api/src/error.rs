@@ -506,7 +506,7 @@ mod tests {
             EngineError::QuotaExceeded {
                 resource: "max_vectors",
                 limit: 1,
-                used: 1,
+                used: Some(1),
             },
             403,
             "QUOTA_EXCEEDED",

@@ -120,7 +120,7 @@ impl Engine {
                     return Err(EngineError::QuotaExceeded {
                         resource: "max_collections",
                         limit: max,
-                        used,
+                        used: Some(used),
                     });
                 }
             }

@@ -56,12 +56,13 @@ pub enum EngineError {
     #[error("tenant {0} is in a critical state: writes are refused until it recovers")]
     TenantCritical(TenantId),
     /// A write would take the tenant past a quota; nothing of it was applied. `used` is the
-    /// usage before the write, so the message tells how much room was left.
-    #[error("quota exceeded: {resource}: {used} used of {limit}")]
+    /// usage before the write, so the message tells how much room was left; `None` when the
+    /// caller may not read it (see [`EngineError::seen_by`]).
+    #[error("quota exceeded: {resource}: {}", quota_usage(*limit, *used))]
     QuotaExceeded {
         resource: &'static str,
         limit: u64,
-        used: u64,
+        used: Option<u64>,
     },
     /// A conflict with the state of the data: a client id naming a record the caller cannot
     /// see (another principal's, domain's or run's), or a migration or import in the way. The
@@ -117,4 +118,34 @@ pub enum EngineError {
     /// An in-memory index failed; storage is intact and the index is rebuilt.
     #[error("index: {0}")]
     Index(String),
+}
+
+/// The figures of a quota refusal's message.
+fn quota_usage(limit: u64, used: Option<u64>) -> String {
+    match used {
+        Some(used) => format!("{used} used of {limit}"),
+        None => format!("the limit of {limit} is reached"),
+    }
+}
+
+impl EngineError {
+    /// The error as `scope`'s caller may read it. A quota's usage counts the records (and
+    /// links) of every principal and domain of the tenant, so a refusal shows it only to a
+    /// credential that may read the tenant's usage figures (`GET /v1/stats`: `admin` and
+    /// `all_principals`, bound to no domain or user token); anyone else would learn, from the
+    /// count and how it moves, about records it cannot see. They get the limit alone.
+    pub(crate) fn seen_by(self, scope: &strata_auth::TenantScope) -> Self {
+        match self {
+            EngineError::QuotaExceeded {
+                resource,
+                limit,
+                used: Some(_),
+            } if !crate::whole_tenant::may_read_usage(scope) => EngineError::QuotaExceeded {
+                resource,
+                limit,
+                used: None,
+            },
+            e => e,
+        }
+    }
 }

@@ -610,13 +610,14 @@ impl Engine {
     ) -> Result<R, EngineError> {
         self.refuse_critical(scope)?;
         let mut touched = feedback::Touched::default();
-        let (result, pending) =
-            self.indexes
-                .write(&self.store, scope.key(), scope.tenant(), |stage| {
-                    let mut changes = Vec::new();
-                    let committed = commit(stage, &mut changes, &mut touched)?;
-                    Ok((committed, changes))
-                })?;
+        let (result, pending) = self
+            .indexes
+            .write(&self.store, scope.key(), scope.tenant(), |stage| {
+                let mut changes = Vec::new();
+                let committed = commit(stage, &mut changes, &mut touched)?;
+                Ok((committed, changes))
+            })
+            .map_err(|e| e.seen_by(scope))?;
         self.adaptive_forget(scope.key(), &touched);
         durability::wait_or_defer(pending)?;
         Ok(result)

@@ -245,7 +245,7 @@ pub(crate) fn account(
         return Err(EngineError::QuotaExceeded {
             resource: "max_vectors",
             limit: max,
-            used: old.vectors,
+            used: Some(old.vectors),
         });
     }
     if bytes > 0
@@ -255,7 +255,7 @@ pub(crate) fn account(
         return Err(EngineError::QuotaExceeded {
             resource: "max_storage_bytes",
             limit: max,
-            used: old.storage_bytes,
+            used: Some(old.storage_bytes),
         });
     }
     Ok(w.put_blob(key, USAGE_BLOB, &encode_json(&new)?)?)
@@ -281,7 +281,7 @@ pub(crate) fn charge_bytes(
         return Err(EngineError::QuotaExceeded {
             resource: "max_storage_bytes",
             limit: max,
-            used: old.storage_bytes,
+            used: Some(old.storage_bytes),
         });
     }
     Ok(w.put_blob(key, USAGE_BLOB, &encode_json(&new)?)?)

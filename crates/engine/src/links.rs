@@ -90,7 +90,7 @@ impl Engine {
                             return Err(EngineError::QuotaExceeded {
                                 resource: "links_per_record",
                                 limit: limit as u64,
-                                used: used as u64,
+                                used: Some(used as u64),
                             });
                         }
                     }

@@ -478,7 +478,7 @@ impl Engine {
                 return Err(EngineError::QuotaExceeded {
                     resource: "shares",
                     limit: MAX_SHARES as u64,
-                    used: used as u64,
+                    used: Some(used as u64),
                 });
             }
             let mut grantees = Vec::with_capacity(stored.tenants.len());

@@ -623,7 +623,7 @@ impl Engine {
                         return Err(EngineError::QuotaExceeded {
                             resource: "max_collections",
                             limit: max,
-                            used: collections.len() as u64,
+                            used: Some(collections.len() as u64),
                         });
                     }
                     self.store.write(|w| {

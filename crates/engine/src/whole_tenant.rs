@@ -60,6 +60,11 @@ pub(crate) fn require_whole_tenant(
     Ok(())
 }
 
+/// Whether `scope` may read the tenant's usage figures: what `own_usage` requires.
+pub(crate) fn may_read_usage(scope: &TenantScope) -> bool {
+    require_whole_tenant(scope, Permission::Admin, Reach::EveryPrincipal, "usage").is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

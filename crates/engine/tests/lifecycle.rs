@@ -192,7 +192,7 @@ fn concurrent_writers_never_overshoot_the_vector_quota() {
                         Err(EngineError::QuotaExceeded {
                             resource: "max_vectors",
                             limit: 50,
-                            used: 50,
+                            used: Some(50),
                         }) => refused.fetch_add(1, Ordering::Relaxed),
                         Err(e) => panic!("{e}"),
                     };
@@ -273,7 +273,7 @@ fn storage_and_collection_quotas_name_their_resource() {
             EngineError::QuotaExceeded {
                 resource: "max_storage_bytes",
                 limit: 2000,
-                used: u,
+                used: Some(u),
             } if u == used
         ),
         "{err}"
@@ -304,7 +304,7 @@ fn storage_and_collection_quotas_name_their_resource() {
             EngineError::QuotaExceeded {
                 resource: "max_collections",
                 limit: 4,
-                used: 4,
+                used: Some(4),
             }
         ),
         "{err}"

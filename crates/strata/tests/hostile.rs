@@ -272,6 +272,7 @@ fn base_body(method: &str, path: &str) -> Option<Value> {
         ("POST", "/v1/admin/tenants") => json!({"id": "fresh"}),
         ("PATCH", "/v1/admin/tenants/{id}") => json!({"weight": 2}),
         ("POST", "/v1/admin/keys") => json!({"tenant": "other"}),
+        ("POST", "/v1/admin/keys/{id}/rotate") => json!({"grace_secs": 60}),
         ("POST", "/v1/admin/tenants/{id}/migrate") => json!({"target": "partition"}),
         ("POST", "/v1/collections/{name}/reembed") => json!({"dry_run": true}),
         ("POST", "/v1/admin/tenants/purge-deleted") => json!({"retention_secs": 86_400}),
@@ -536,7 +537,13 @@ fn hostile_input_never_gets_a_5xx_or_an_unshaped_error() {
             serde_json::from_str(&text).expect("still JSON")
         };
         let base_body = |m: &str, path: &str| base_body(m, path).map(records);
-        let good = good_path(&op.path, &format!("r1-{n}"));
+        let mut good = good_path(&op.path, &format!("r1-{n}"));
+        if op.path == "/v1/admin/keys/{id}/rotate" {
+            // A rotation needs a live key of its own: the sound body rotates it.
+            let (s, v) = server.post("/v1/admin/keys", OPERATOR_KEY, json!({"tenant": "other"}));
+            assert_eq!(s, 201, "{v}");
+            good = op.path.replace("{id}", v["id"].as_str().expect("key id"));
+        }
         let m = op.method.as_str();
 
         // The sound body first: it must be accepted, or the fuzzing over it would only

@@ -656,6 +656,50 @@ fn concurrent_writers_over_http_never_overshoot_the_vector_quota() {
     assert!(v["usage"]["storage_bytes"].as_u64().unwrap_or(0) > 0, "{v}");
 }
 
+/// A quota's usage counts every principal's records, so a refusal tells it only to a key that
+/// may read the tenant's usage; a key bound to a user token learns the limit alone.
+#[test]
+fn a_quota_refusal_shows_the_usage_only_to_whom_may_read_it() {
+    let server = Server::start();
+    server.tenant("acme");
+    let whole = server.key("acme", json!({ "permissions": ALL }));
+    let alice = server.key(
+        "acme",
+        json!({"permissions": ["read", "write"], "user_tokens": ["u:alice"]}),
+    );
+    admin(
+        &server,
+        "PATCH",
+        "/v1/admin/tenants/acme",
+        Some(json!({"limits": {"max_vectors": 2}})),
+    );
+    for (i, cred) in [&whole, &whole].into_iter().enumerate() {
+        let (s, v) = server.post(
+            "/v1/memories",
+            cred,
+            json!({"content": format!("kept {i}"), "vector": vector(i)}),
+        );
+        assert_eq!(s, 201, "{v}");
+    }
+    let refusal = |cred: &str| {
+        let (s, v) = server.post(
+            "/v1/memories",
+            cred,
+            json!({"content": "one more", "vector": vector(9)}),
+        );
+        assert_eq!((s, code(&v)), (403, "QUOTA_EXCEEDED"), "{v}");
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        refusal(&alice),
+        "quota exceeded: max_vectors: the limit of 2 is reached"
+    );
+    assert_eq!(refusal(&whole), "quota exceeded: max_vectors: 2 used of 2");
+}
+
 /// A `PATCH` of the tenant `acme`, answered with `(status, body)`.
 fn patch(server: &Server, body: Value) -> (u16, Value) {
     server.call(

@@ -111,7 +111,8 @@ class TenantSuspendedError(PermissionDeniedError):
 
 class QuotaExceededError(PermissionDeniedError):
     """403 ``QUOTA_EXCEEDED``: the write would pass a quota; the message names it, its limit
-    and the usage before the write (``quota exceeded: max_vectors: 1000 used of 1000``)."""
+    and, for a key that may read the tenant's usage, the usage before the write
+    (``quota exceeded: max_vectors: 1000 used of 1000``)."""
 
 
 class NotFoundError(StrataError):
