@@ -180,7 +180,8 @@ impl Threads {
         self.running - self.given + self.long >= self.size
     }
 
-    /// Places free: at most `size` jobs run outside a wait and a long job's place.
+    /// Places free: `size` less the jobs running outside a wait that kept their place (those
+    /// in given places included; a long job's place is the given one).
     fn free(&self) -> usize {
         self.size.saturating_sub(self.running)
     }
@@ -540,7 +541,9 @@ fn watchdog<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>) {
 /// past `limit` (see [`FairQueue::queued_where`]): jobs of its lane, in the set of shared
 /// workers their tenant's placement sends them to, not of `except`'s tenant and, when
 /// `given_place`, not of a tenant with a long job of that kind (the place a long job gave up
-/// is closed to them).
+/// is closed to them). So a reserved worker's long job gives way for the reserved lane's
+/// jobs only, and with background workers the foreground and background ones for their own
+/// tenants.
 fn takers<K: Hash + Eq + Clone>(
     state: &State<K>,
     kind: Kind,
