@@ -509,29 +509,40 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         self.len == 0
     }
 
-    /// Whether a tenant other than `key` has a job queued whose head-of-line job `allowed`
-    /// accepts, among every tenant ([`Lane::Shared`]) or the reserved lane's only: what a pop
-    /// of that lane with that filter could take. Walks the tenants, so it suits occasional
-    /// checks (the pool's watchdog, when a running job passes its threshold).
-    pub fn others_queued_where(
+    /// Jobs queued by tenants other than `except` whose next job `allowed` accepts, among
+    /// every tenant ([`Lane::Shared`]) or the reserved lane's only: what pops of that lane
+    /// with that filter could take (a tenant's whole queue is judged by its next job, the one
+    /// a pop would take). Stops counting once past `limit`, since the caller only asks
+    /// whether there are more than that. Walks the tenants, so it suits occasional checks
+    /// (the pool's watchdog, when a running job passes its threshold).
+    pub fn queued_where(
         &self,
-        key: &K,
+        except: Option<&K>,
         lane: Lane,
+        limit: usize,
         mut allowed: impl FnMut(&K, &T) -> bool,
-    ) -> bool {
-        // The common case under a flood, only `key`'s own jobs queued, costs no walk: the map
-        // also holds every tenant served in the current round, thousands on a busy server.
-        if self.len == self.tenant_len(key) {
-            return false;
+    ) -> usize {
+        // The common case under a flood, only `except`'s own jobs queued, costs no walk: the
+        // map also holds every tenant served in the current round, thousands on a busy server.
+        if except.is_some_and(|key| self.len == self.tenant_len(key)) {
+            return 0;
         }
-        self.tenants.iter().any(|(k, tenant)| {
-            k != key
+        let mut n = 0;
+        for (k, tenant) in &self.tenants {
+            if except != Some(k)
                 && (lane == Lane::Shared || tenant.lane == Lane::Reserved)
                 && tenant
                     .jobs
                     .front()
                     .is_some_and(|entry| allowed(k, &entry.item))
-        })
+            {
+                n += tenant.jobs.len();
+                if n > limit {
+                    break;
+                }
+            }
+        }
+        n
     }
 
     /// Jobs queued for `key`.
@@ -737,5 +748,40 @@ mod tests {
             "{}",
             q.reserved.len()
         );
+    }
+
+    #[test]
+    fn queued_where_counts_other_tenants_jobs_a_pop_could_take() {
+        let mut q = FairQueue::new(Discipline::Fair, usize::MAX, usize::MAX);
+        for (key, lane, item) in [
+            (1u32, Lane::Shared, 10),
+            (1, Lane::Shared, 11),
+            (2, Lane::Shared, 20),
+            (2, Lane::Shared, 21),
+            (2, Lane::Shared, 22),
+            (3, Lane::Reserved, 30),
+        ] {
+            q.push_in(&key, 1, lane, item).unwrap();
+        }
+        let all = |_: &u32, _: &u32| true;
+        assert_eq!(q.queued_where(None, Lane::Shared, usize::MAX, all), 6);
+        assert_eq!(q.queued_where(Some(&2), Lane::Shared, usize::MAX, all), 3);
+        assert_eq!(q.queued_where(None, Lane::Reserved, usize::MAX, all), 1);
+        // A tenant counts by its next job only, whatever follows it.
+        let not_20 = |_: &u32, item: &u32| *item != 20;
+        assert_eq!(
+            q.queued_where(Some(&1), Lane::Shared, usize::MAX, not_20),
+            1
+        );
+        // Only `except`'s own jobs queued: none.
+        let mut alone = FairQueue::new(Discipline::Fair, usize::MAX, usize::MAX);
+        alone.push(&1u32, 1, 0u32).unwrap();
+        assert_eq!(
+            alone.queued_where(Some(&1), Lane::Shared, usize::MAX, all),
+            0
+        );
+        // Counting stops once past the limit.
+        assert!(q.queued_where(None, Lane::Shared, 0, all) > 0);
+        assert!(q.queued_where(None, Lane::Shared, 2, all) <= 5);
     }
 }

@@ -18,16 +18,34 @@
 //! out of them by another tenant's jobs in the place it gave up. Each job is marked long at
 //! most once.
 //!
+//! A job gives way only for a job that can take its place: while more queued jobs of other
+//! tenants with no long job of its kind (of its lane, and of its set of shared workers) wait
+//! than its kind has places free. A place freed earlier and not yet taken, or one that only
+//! a long job's tenant would take, is not given again: a second spare would start for
+//! nothing. A job past the threshold that did not give way is looked at again on the next job
+//! start, resume from a wait or submit that cannot start at once.
+//!
+//! The counts of a kind's places (`Threads` in the scheduler) change in one function only,
+//! `move_job`, after the job's record here: debug builds check after every change that they
+//! are what the records say, and that the places given never outnumber the long jobs (when a
+//! long job ends or begins a wait, a job that took the place it gave now fills a normal one).
+//! A place freed while the threads woken for earlier ones are still on their way is taken by
+//! the first of them to start a job: with a place still free, a job queued for it and no
+//! thread asleep, it starts a spare for it.
+//!
 //! The threshold is wall time, less the time in declared waits: a job kept off the CPU by
 //! the OS, or blocked in an fsync or on the storage write lock without declaring it, counts
 //! as running. (A CPU clock per job thread would not count those; it is not done.)
 //!
 //! The long job calls nothing while it runs, so a watchdog thread per pool notices it: it
 //! sleeps on a condvar until the earliest moment a running job can pass the threshold, and
-//! only while the queue is not empty; with an empty queue (or nothing running) it sleeps until
-//! a submit of a job that cannot start at once (its kind has no free place or no thread asleep)
-//! or a job start that leaves jobs queued wakes it, so an idle or lightly loaded pool (a job
-//! at a time, each taken by an idle worker) pays nothing for it.
+//! only while the queue is not empty ([`Watch`] says which, under the pool's lock). A job
+//! that starts with jobs queued, or resumes after a declared wait (its deadline is then its
+//! resume less the time it had run), wakes it only if its deadline comes before the one the
+//! watchdog sleeps until; with an empty queue (or nothing running) it sleeps until a submit
+//! of a job that cannot start at once (its kind has no free place or no thread asleep) or a
+//! job start that leaves jobs queued wakes it, so an idle or lightly loaded pool (a job at a
+//! time, each taken by an idle worker) pays nothing for it.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -90,16 +108,28 @@ pub(crate) struct Place {
     pub(crate) given: bool,
 }
 
+/// What the watchdog is doing, for whoever may have to wake it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Watch {
+    /// Asleep with no deadline: a job that may have to be timed must wake it.
+    Parked,
+    /// Asleep until then: only a job due earlier must wake it.
+    Until(Instant),
+    /// Looking at the jobs (or woken and about to): it will see every change made meanwhile.
+    Awake,
+}
+
 /// The pool's running jobs of every kind, for the watchdog, under the pool's lock.
 pub(crate) struct LongJobs<K> {
     /// `None`: off, nothing is tracked.
     after: Option<Duration>,
     active: HashMap<u64, Active<K>>,
     next_id: u64,
-    /// The watchdog sleeps with no deadline: a submit or a job start that may give it one
-    /// must wake it.
-    pub(crate) parked: bool,
-    /// Times a parked watchdog was woken ([`Self::unpark`]): what a lightly loaded pool pays.
+    pub(crate) watch: Watch,
+    /// A job past the threshold did not give way because no queued job could take its place:
+    /// any start, resume or submit may change that, and wakes the watchdog to look again.
+    pub(crate) stalled: bool,
+    /// Times a sleeping watchdog was woken ([`Self::wake`]): what a lightly loaded pool pays.
     pub(crate) unparked: u64,
     /// Jobs that gave up their place, by kind (`Kind as usize`).
     given_way: [u64; 3],
@@ -112,10 +142,16 @@ impl<K: Eq + Clone> LongJobs<K> {
             after: (!after.is_zero()).then_some(after),
             active: HashMap::new(),
             next_id: 0,
-            parked: true,
+            watch: Watch::Parked,
+            stalled: false,
             unparked: 0,
             given_way: [0; 3],
         }
+    }
+
+    /// Whether jobs are tracked at all.
+    pub(crate) fn on(&self) -> bool {
+        self.after.is_some()
     }
 
     /// A `kind` thread starts a job of `key`, in a place a long job gave up if `given`: its
@@ -173,6 +209,13 @@ impl<K: Eq + Clone> LongJobs<K> {
         }
     }
 
+    /// When job `id` passes the threshold, if it is timed (running, not long, not waiting).
+    pub(crate) fn due(&self, id: Option<u64>) -> Option<Instant> {
+        let after = self.after?;
+        let job = self.active.get(&id?)?;
+        (!job.long && !job.waiting).then(|| job.since + after)
+    }
+
     /// Whether `key` has a job of `kind` that gave up its place: a thread taking that place
     /// must not run `key`'s jobs, or a flooding tenant would gain threads. The normal places
     /// stay open to it.
@@ -182,51 +225,102 @@ impl<K: Eq + Clone> LongJobs<K> {
             .any(|job| job.long && job.kind == kind && job.key == *key)
     }
 
-    /// Whether a job not yet long nor waiting runs: something the watchdog may have to time.
-    pub(crate) fn any_timed(&self) -> bool {
-        self.active.values().any(|job| !job.long && !job.waiting)
+    /// When the first timed job (not long nor waiting) passes the threshold, if one runs.
+    pub(crate) fn earliest_due(&self) -> Option<Instant> {
+        let after = self.after?;
+        self.active
+            .values()
+            .filter(|job| !job.long && !job.waiting)
+            .map(|job| job.since + after)
+            .min()
     }
 
-    /// Marks long every job that has run `after` or more, outside a declared wait, while
-    /// `others_queued(kind, key)` (a job of another tenant waits that a thread of the job's
-    /// kind could run); calls `gave_way(kind, given)` for
-    /// each (`given`: it ran in a place a long job gave up, which it gives back now).
-    /// Returns when the next job can pass the threshold, if one can (a job past it with only
-    /// its own tenant's jobs queued waits for a submit to be looked at again).
-    pub(crate) fn scan(
-        &mut self,
-        now: Instant,
-        mut others_queued: impl FnMut(Kind, &K) -> bool,
-        mut gave_way: impl FnMut(Kind, bool),
-    ) -> Option<Instant> {
-        let after = self.after?;
+    /// The timed jobs that have run `after` or more at `now`, longest first, with their kind
+    /// and tenant; and when the next of the others passes it, if one can.
+    pub(crate) fn past(&self, now: Instant) -> (Vec<(u64, Kind, K)>, Option<Instant>) {
+        let Some(after) = self.after else {
+            return (Vec::new(), None);
+        };
+        let mut past = Vec::new();
         let mut next: Option<Instant> = None;
-        for job in self.active.values_mut() {
+        for (&id, job) in &self.active {
             if job.long || job.waiting {
                 continue;
             }
             let due = job.since + after;
             if due > now {
                 next = Some(next.map_or(due, |n| n.min(due)));
-            } else if others_queued(job.kind, &job.key) {
-                job.long = true;
-                let given = std::mem::take(&mut job.given);
-                self.given_way[job.kind as usize] += 1;
-                gave_way(job.kind, given);
+            } else {
+                past.push((job.since, id, job.kind, job.key.clone()));
             }
         }
-        next
+        past.sort_by_key(|&(since, id, ..)| (since, id));
+        let past = past
+            .into_iter()
+            .map(|(_, id, kind, key)| (id, kind, key))
+            .collect();
+        (past, next)
     }
 
-    /// The watchdog must look at the running jobs: whether it is parked and must be notified
-    /// (then it counts as awake from now on).
-    pub(crate) fn unpark(&mut self) -> bool {
-        if !self.parked {
-            return false;
+    /// Job `id` (timed, past the threshold) gives up its place, once: whether it ran in a
+    /// place a long job gave up, which it gives back now.
+    pub(crate) fn give_way(&mut self, id: u64) -> Place {
+        let Some(job) = self.active.get_mut(&id) else {
+            return Place::default();
+        };
+        debug_assert!(!job.long && !job.waiting, "only a timed job gives way");
+        job.long = true;
+        self.given_way[job.kind as usize] += 1;
+        Place {
+            long: false,
+            given: std::mem::take(&mut job.given),
         }
-        self.parked = false;
-        self.unparked += 1;
-        true
+    }
+
+    /// A long job of `kind` ended or began a wait, so one place fewer is given: a job that
+    /// started in a given place now fills a normal one. Clears one such job's mark; whether
+    /// there was one.
+    pub(crate) fn ungive(&mut self, kind: Kind) -> bool {
+        let job = self
+            .active
+            .values_mut()
+            .find(|job| job.kind == kind && job.given && !job.long && !job.waiting);
+        job.map(|job| job.given = false).is_some()
+    }
+
+    /// What the records say the counts of `kind` are: `[running, waiting, long, given]`, as
+    /// `Threads` counts them (checked in debug builds after every change).
+    pub(crate) fn counts(&self, kind: Kind) -> [usize; 4] {
+        let mut counts = [0; 4];
+        for job in self.active.values().filter(|job| job.kind == kind) {
+            match (job.waiting, job.long) {
+                (true, _) => counts[1] += 1,
+                (false, true) => counts[2] += 1,
+                (false, false) => {
+                    counts[0] += 1;
+                    counts[3] += usize::from(job.given);
+                }
+            }
+        }
+        counts
+    }
+
+    /// The watchdog must look at the running jobs because a job passes the threshold at
+    /// `due` (`None`: at once, or a queued job may now take a stalled one's place): whether it
+    /// sleeps past that and must be notified (then it counts as awake from now on).
+    pub(crate) fn wake(&mut self, due: Option<Instant>) -> bool {
+        let wake = match (self.watch, due) {
+            (Watch::Awake, _) => false,
+            (Watch::Parked, _) => true,
+            (Watch::Until(_), _) if self.stalled => true,
+            (Watch::Until(at), Some(due)) => due < at,
+            (Watch::Until(_), None) => true,
+        };
+        if wake {
+            self.watch = Watch::Awake;
+            self.unparked += 1;
+        }
+        wake
     }
 
     /// Jobs that gave up their place so far, by kind.
@@ -241,6 +335,12 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// The ids of the jobs past the threshold at `now`, and the next deadline.
+    fn past(jobs: &LongJobs<&'static str>, now: Instant) -> (Vec<u64>, Option<Instant>) {
+        let (past, next) = jobs.past(now);
+        (past.into_iter().map(|(id, ..)| id).collect(), next)
+    }
+
     #[test]
     fn off_tracks_nothing() {
         let mut jobs = LongJobs::new(Duration::ZERO);
@@ -249,32 +349,46 @@ mod tests {
             None
         );
         assert_eq!(jobs.ended(None), Place::default());
+        assert_eq!(jobs.earliest_due(), None);
     }
 
     #[test]
-    fn a_job_gives_way_once_only_when_another_tenant_waits() {
+    fn a_job_past_the_threshold_gives_way_once() {
         let mut jobs = LongJobs::new(10 * MS);
         let t0 = Instant::now();
-        let a = jobs.started(&"a", Kind::Foreground, t0, false);
-        let mut gave = Vec::new();
+        let a = jobs.started(&"a", Kind::Foreground, t0, true);
         // Not due yet: the deadline is its start plus the threshold.
-        let next = jobs.scan(t0 + 5 * MS, |_, _| true, |k, _| gave.push(k));
-        assert_eq!(next, Some(t0 + 10 * MS));
-        // Due, but only its own tenant waits: no deadline left, nothing given.
+        assert_eq!(past(&jobs, t0 + 5 * MS), (vec![], Some(t0 + 10 * MS)));
+        assert_eq!(jobs.due(a), Some(t0 + 10 * MS));
+        assert_eq!(past(&jobs, t0 + 11 * MS), (vec![a.unwrap()], None));
+        // It gives back the given place it ran in, and is timed no more.
+        let place = jobs.give_way(a.unwrap());
         assert_eq!(
-            jobs.scan(t0 + 11 * MS, |_, _| false, |k, _| gave.push(k)),
-            None
+            place,
+            Place {
+                long: false,
+                given: true
+            }
         );
-        assert!(gave.is_empty() && jobs.any_timed());
-        // Another tenant waits: it gives way, once.
-        jobs.scan(t0 + 12 * MS, |_, k| *k == "a", |k, _| gave.push(k));
-        jobs.scan(t0 + 13 * MS, |_, k| *k == "a", |k, _| gave.push(k));
-        assert_eq!(gave, [Kind::Foreground]);
+        assert_eq!(past(&jobs, t0 + 12 * MS), (vec![], None));
+        assert_eq!((jobs.due(a), jobs.earliest_due()), (None, None));
         assert!(jobs.is_long(Kind::Foreground, &"a"));
         assert!(!jobs.is_long(Kind::Reserved, &"a") && !jobs.is_long(Kind::Foreground, &"b"));
         assert_eq!(jobs.given_way(), [1, 0, 0]);
+        assert_eq!(jobs.counts(Kind::Foreground), [0, 0, 1, 0]);
         assert!(jobs.ended(a).long);
         assert!(!jobs.is_long(Kind::Foreground, &"a"));
+        assert_eq!(jobs.counts(Kind::Foreground), [0; 4]);
+    }
+
+    #[test]
+    fn the_longest_running_job_comes_first() {
+        let mut jobs = LongJobs::new(10 * MS);
+        let t0 = Instant::now();
+        let b = jobs.started(&"b", Kind::Foreground, t0 + 2 * MS, false);
+        let a = jobs.started(&"a", Kind::Foreground, t0, false);
+        let ids = [a.unwrap(), b.unwrap()];
+        assert_eq!(past(&jobs, t0 + 20 * MS), (ids.to_vec(), None));
     }
 
     #[test]
@@ -283,14 +397,11 @@ mod tests {
         let t0 = Instant::now();
         let a = jobs.started(&"a", Kind::Foreground, t0, false);
         assert!(!jobs.set_waiting(a, true, t0).long);
-        assert_eq!(
-            jobs.scan(t0 + 20 * MS, |_, _| true, |_, _| panic!("waiting")),
-            None
-        );
+        assert_eq!(past(&jobs, t0 + 20 * MS), (vec![], None));
+        assert_eq!(jobs.counts(Kind::Foreground), [0, 1, 0, 0]);
         assert!(!jobs.set_waiting(a, false, t0).long);
-        let mut gave = 0;
-        jobs.scan(t0 + 20 * MS, |_, _| true, |_, _| gave += 1);
-        assert_eq!(gave, 1);
+        assert_eq!(past(&jobs, t0 + 20 * MS).0, [a.unwrap()]);
+        jobs.give_way(a.unwrap());
         // A wait of a job that gave way frees nothing and takes nothing back.
         assert!(jobs.set_waiting(a, true, t0).long);
         assert!(jobs.set_waiting(a, false, t0).long);
@@ -305,10 +416,37 @@ mod tests {
         jobs.set_waiting(a, true, t0 + 8 * MS);
         jobs.set_waiting(a, false, t0 + 30 * MS);
         // It has run 9 ms of the 31: due 1 ms from now, not past the threshold.
-        let next = jobs.scan(t0 + 31 * MS, |_, _| true, |_, _| panic!("gave way"));
-        assert_eq!(next, Some(t0 + 32 * MS));
-        let mut gave = 0;
-        jobs.scan(t0 + 32 * MS, |_, _| true, |_, _| gave += 1);
-        assert_eq!(gave, 1);
+        assert_eq!(jobs.due(a), Some(t0 + 32 * MS));
+        assert_eq!(past(&jobs, t0 + 31 * MS), (vec![], Some(t0 + 32 * MS)));
+        assert_eq!(past(&jobs, t0 + 32 * MS).0, [a.unwrap()]);
+    }
+
+    #[test]
+    fn the_watchdog_is_woken_only_for_a_deadline_before_its_own() {
+        let mut jobs = LongJobs::<&str>::new(10 * MS);
+        let t0 = Instant::now();
+        assert!(jobs.wake(Some(t0)), "parked: any deadline wakes it");
+        assert!(!jobs.wake(None), "awake: it will see the change");
+        jobs.watch = Watch::Until(t0 + 10 * MS);
+        assert!(!jobs.wake(Some(t0 + 10 * MS)));
+        assert!(jobs.wake(Some(t0 + 9 * MS)));
+        jobs.watch = Watch::Until(t0 + 10 * MS);
+        jobs.stalled = true;
+        assert!(
+            jobs.wake(Some(t0 + 20 * MS)),
+            "a stalled job must be looked at again"
+        );
+        assert_eq!(jobs.unparked, 3);
+    }
+
+    #[test]
+    fn a_job_in_a_given_place_is_ungiven_once() {
+        let mut jobs = LongJobs::new(10 * MS);
+        let t0 = Instant::now();
+        let b = jobs.started(&"b", Kind::Foreground, t0, true);
+        assert_eq!(jobs.counts(Kind::Foreground), [1, 0, 0, 1]);
+        assert!(jobs.ungive(Kind::Foreground));
+        assert!(!jobs.ungive(Kind::Foreground));
+        assert_eq!(jobs.ended(b), Place::default());
     }
 }

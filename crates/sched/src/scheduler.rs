@@ -25,7 +25,7 @@ use crate::blocking::{Pool, set_worker};
 use crate::cpu::{take_job_cpu_adjustment, thread_cpu_ns};
 use crate::error::SchedError;
 use crate::fair_queue::{Charge, Discipline, FairQueue, Lane, QueueFull};
-use crate::long_jobs::{self, LongJobs};
+use crate::long_jobs::{self, LongJobs, Watch};
 use crate::priority::{BackgroundPriority, lower_current_thread};
 use crate::shares::{CpuShares, Placement, SHARE_WINDOW};
 
@@ -178,6 +178,76 @@ impl Threads {
     /// for the tenant of a long job of this kind (`crate::long_jobs`).
     fn only_given_free(&self) -> bool {
         self.running - self.given + self.long >= self.size
+    }
+
+    /// Places free: `size` less the jobs running outside a wait that kept their place (those
+    /// in given places included; a long job's place is the given one).
+    fn free(&self) -> usize {
+        self.size.saturating_sub(self.running)
+    }
+}
+
+/// Where a job of a kind stands in its kind's counts ([`Threads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Not a running job: before it starts, after it ends.
+    Out,
+    /// Running outside a wait, in a place a long job gave up if `given`.
+    Running { given: bool },
+    /// In a declared wait.
+    Waiting,
+    /// Ran long and gave up its place, not in a wait.
+    Long,
+}
+
+/// A job of `kind` moves between slots: the one place the counts of [`Threads`] change, so
+/// they cannot drift from the jobs really running. Its long-job record (if tracked) must say
+/// the same already; a debug build checks that they match after every move. When a long job
+/// stops counting as one (it ends or begins a wait), the place it gave is no longer there: a
+/// job that started in it fills a normal place now, so `given` never exceeds `long`.
+fn move_job<K: Eq + Clone>(state: &mut State<K>, kind: Kind, from: Slot, to: Slot) {
+    let lane = &mut state.lanes[kind as usize];
+    for (slot, add) in [(from, false), (to, true)] {
+        let (count, given) = match slot {
+            Slot::Out => continue,
+            Slot::Running { given } => (&mut lane.running, given),
+            Slot::Waiting => (&mut lane.waiting, false),
+            Slot::Long => (&mut lane.long, false),
+        };
+        if add {
+            *count += 1;
+            lane.given += usize::from(given);
+        } else {
+            *count -= 1;
+            lane.given -= usize::from(given);
+        }
+    }
+    while lane.given > lane.long && state.long_jobs.ungive(kind) {
+        lane.given -= 1;
+    }
+    debug_assert_counts(state, kind);
+}
+
+/// Debug builds: the counts of `kind` are what the long-job records say (all of them when
+/// tracked; with tracking off nothing is long nor given), and `given <= long`.
+fn debug_assert_counts<K: Eq + Clone>(state: &State<K>, kind: Kind) {
+    if cfg!(debug_assertions) {
+        let lane = state.lanes[kind as usize];
+        let counted = [lane.running, lane.waiting, lane.long, lane.given];
+        if state.long_jobs.on() {
+            assert_eq!(
+                counted,
+                state.long_jobs.counts(kind),
+                "{kind:?} counts drifted"
+            );
+        } else {
+            assert_eq!(
+                (lane.long, lane.given),
+                (0, 0),
+                "{kind:?}: long jobs are off"
+            );
+        }
+        assert!(lane.given <= lane.long, "{kind:?}: {lane:?}");
     }
 }
 
@@ -371,16 +441,12 @@ impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
             let place = state
                 .long_jobs
                 .set_waiting(long_jobs::current(), true, Instant::now());
-            let lane = &mut state.lanes[kind as usize];
-            lane.waiting += 1;
             if place.long {
-                lane.long -= 1;
+                move_job(&mut state, kind, Slot::Long, Slot::Waiting);
                 return;
             }
-            lane.running -= 1;
-            if place.given {
-                lane.given -= 1;
-            }
+            let from = Slot::Running { given: place.given };
+            move_job(&mut state, kind, from, Slot::Waiting);
             place_freed(&mut state, kind, 0)
         };
         self.fill_place(kind, spare);
@@ -388,23 +454,21 @@ impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
 
     fn wait_ends(&self, kind: Kind) {
         let mut state = self.lock();
-        let place = state
-            .long_jobs
-            .set_waiting(long_jobs::current(), false, Instant::now());
-        let wake_watchdog = !place.long && !state.queue.is_empty() && state.long_jobs.unpark();
-        let lane = &mut state.lanes[kind as usize];
-        lane.waiting -= 1;
-        if place.long {
-            lane.long += 1;
+        let id = long_jobs::current();
+        let place = state.long_jobs.set_waiting(id, false, Instant::now());
+        let to = if place.long {
+            Slot::Long
         } else {
-            lane.running += 1;
-            if place.given {
-                lane.given += 1;
-            }
-        }
+            Slot::Running { given: place.given }
+        };
+        move_job(&mut state, kind, Slot::Waiting, to);
+        // It runs again: it may run long while others wait, and sooner than the watchdog's
+        // deadline (it had run before its wait); and it takes a place back, which a stalled
+        // job may now have to give.
+        let due = state.long_jobs.due(id);
+        let wake_watchdog = due.is_some() && !state.queue.is_empty() && state.long_jobs.wake(due);
         drop(state);
         if wake_watchdog {
-            // It runs again: it may run long while others wait.
             self.watch.notify_one();
         }
     }
@@ -412,8 +476,8 @@ impl<K: Hash + Eq + Clone + Send + 'static> Pool for Shared<K> {
 
 /// The watchdog of long jobs (see `crate::long_jobs`): sleeps until the earliest moment a
 /// running job can pass the threshold while jobs are queued, then lets each job past it give
-/// up its place if a job of another tenant waits. Exits when shutdown begins (no spare starts
-/// after that anyway).
+/// up its place while more queued jobs could take a place of its kind than there are places
+/// free. Exits when shutdown begins (no spare starts after that anyway).
 fn watchdog<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>) {
     let mut state = shared.lock();
     loop {
@@ -421,50 +485,35 @@ fn watchdog<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>) {
             return;
         }
         let now = Instant::now();
-        let mut freed = Vec::new();
+        let mut fills: Vec<(Kind, bool)> = Vec::new();
+        let mut stalled = false;
         let next = if state.paused || state.queue.is_empty() {
             None
         } else {
-            let State {
-                queue,
-                long_jobs,
-                shares,
-                ..
-            } = &mut *state;
-            // Only a job the long one's kind of thread could run makes it give way: a
-            // reserved worker's job gives way for the reserved lane's jobs only, and with
-            // background workers the foreground and background ones for their own tenants.
-            let background = |key: &K, job: &Job| {
-                job.demotable
-                    && shares
-                        .as_ref()
-                        .is_some_and(|s| s.usage.placement(key) == Placement::Background)
-            };
-            long_jobs.scan(
-                now,
-                |kind, key| match kind {
-                    Kind::Reserved => queue.others_queued_where(key, Lane::Reserved, |_, _| true),
-                    Kind::Foreground => {
-                        queue.others_queued_where(key, Lane::Shared, |k, job| !background(k, job))
-                    }
-                    Kind::Background => queue.others_queued_where(key, Lane::Shared, background),
-                },
-                |kind, given| freed.push((kind, given)),
-            )
-        };
-        state.long_jobs.parked = next.is_none();
-        if !freed.is_empty() {
-            let mut fills = Vec::with_capacity(freed.len());
-            for (kind, given) in freed {
-                let lane = &mut state.lanes[kind as usize];
-                lane.running -= 1;
-                lane.long += 1;
-                if given {
-                    lane.given -= 1;
+            let (past, next) = state.long_jobs.past(now);
+            for (id, kind, key) in past {
+                // Places free already (freed in this turn, or earlier and not yet taken) go
+                // to queued jobs first: giving one more is worth it only for a job left over.
+                let free = state.lanes[kind as usize].free();
+                if takers(&state, kind, Some(&key), true, free) <= free {
+                    stalled = true;
+                    continue;
                 }
+                let place = state.long_jobs.give_way(id);
+                move_job(
+                    &mut state,
+                    kind,
+                    Slot::Running { given: place.given },
+                    Slot::Long,
+                );
                 let filled = fills.iter().filter(|(k, _)| *k == kind).count();
                 fills.push((kind, place_freed(&mut state, kind, filled)));
             }
+            next
+        };
+        state.long_jobs.stalled = stalled;
+        if !fills.is_empty() {
+            state.long_jobs.watch = Watch::Awake;
             drop(state);
             for (kind, spare) in fills {
                 shared.fill_place(kind, spare);
@@ -472,6 +521,7 @@ fn watchdog<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>) {
             state = shared.lock();
             continue;
         }
+        state.long_jobs.watch = next.map_or(Watch::Parked, Watch::Until);
         state = match next {
             None => shared.watch.wait(state).unwrap_or_else(|p| p.into_inner()),
             Some(at) => {
@@ -482,6 +532,46 @@ fn watchdog<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>) {
                     .0
             }
         };
+        // Woken or timed out: it looks at everything again before it sleeps.
+        state.long_jobs.watch = Watch::Awake;
+    }
+}
+
+/// Queued jobs a thread of `kind` could run in a free place of its kind, counted up to just
+/// past `limit` (see [`FairQueue::queued_where`]): jobs of its lane, in the set of shared
+/// workers their tenant's placement sends them to, not of `except`'s tenant and, when
+/// `given_place`, not of a tenant with a long job of that kind (the place a long job gave up
+/// is closed to them). So a reserved worker's long job gives way for the reserved lane's
+/// jobs only, and with background workers the foreground and background ones for their own
+/// tenants.
+fn takers<K: Hash + Eq + Clone>(
+    state: &State<K>,
+    kind: Kind,
+    except: Option<&K>,
+    given_place: bool,
+    limit: usize,
+) -> usize {
+    let State {
+        queue,
+        long_jobs,
+        shares,
+        ..
+    } = state;
+    let background = |key: &K, job: &Job| {
+        job.demotable
+            && shares
+                .as_ref()
+                .is_some_and(|s| s.usage.placement(key) == Placement::Background)
+    };
+    let open = |key: &K| !given_place || !long_jobs.is_long(kind, key);
+    match kind {
+        Kind::Reserved => queue.queued_where(except, Lane::Reserved, limit, |k, _| open(k)),
+        Kind::Foreground => queue.queued_where(except, Lane::Shared, limit, |k, job| {
+            !background(k, job) && open(k)
+        }),
+        Kind::Background => queue.queued_where(except, Lane::Shared, limit, |k, job| {
+            background(k, job) && open(k)
+        }),
     }
 }
 
@@ -783,8 +873,11 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             };
             let starts = !state.paused
                 && (can_start(target) || (lane == Lane::Reserved && can_start(Kind::Reserved)));
-            if !starts && state.long_jobs.any_timed() && state.long_jobs.unpark() {
-                self.shared.watch.notify_one();
+            if !starts {
+                let due = state.long_jobs.earliest_due();
+                if due.is_some() && state.long_jobs.wake(due) {
+                    self.shared.watch.notify_one();
+                }
             }
             (lane == Lane::Reserved, placement, wake_both)
         };
@@ -869,7 +962,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         let mut state = self.shared.lock();
         state.paused = false;
         // The watchdog parks while paused: jobs queued meanwhile behind long ones need it.
-        let wake_watchdog = state.long_jobs.unpark();
+        let wake_watchdog = state.long_jobs.wake(None);
         drop(state);
         if wake_watchdog {
             self.shared.watch.notify_one();
@@ -953,7 +1046,7 @@ impl<K> Drop for FairScheduler<K> {
 /// one: of a tenant over it), run it outside the lock, charge its tenant the CPU time it used
 /// (wall-clock time where the platform cannot tell), repeat; exit once shutdown has begun and
 /// there is nothing left it may run.
-fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
+fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: Kind) {
     let signal = shared.signal(kind);
     let mut state = shared.lock();
     loop {
@@ -970,22 +1063,30 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             pop(&mut state, kind, given)
         };
         if let Some((charge, job)) = popped {
-            let lane = &mut state.lanes[kind as usize];
-            lane.running += 1;
-            if given {
-                lane.given += 1;
-            }
             let now = Instant::now();
             let long_id = state.long_jobs.started(&charge.key, kind, now, given);
-            // Others wait and the watchdog has no deadline: this job needs one.
-            let wake_watchdog =
-                long_id.is_some() && !state.queue.is_empty() && state.long_jobs.unpark();
-            // Places freed together (two long jobs in one scan) each woke a thread, but a
-            // thread woken and not yet running still looks asleep, so fewer may have been
-            // woken than places freed: pass the turn on while a place and a sleeper remain.
+            move_job(&mut state, kind, Slot::Out, Slot::Running { given });
+            // Others wait: this job needs timing if the watchdog sleeps past its deadline (or
+            // a stalled job may have to give way now that this one took a free place).
+            let wake_watchdog = !state.queue.is_empty() && {
+                let due = state.long_jobs.due(long_id);
+                due.is_some() && state.long_jobs.wake(due)
+            };
+            // Places freed together (two long jobs in one scan, or a wait beginning while a
+            // woken thread is on its way) each woke a thread, but a thread woken and not yet
+            // running still looks asleep, so fewer may have been woken than places freed:
+            // pass the turn on while a place and a sleeper remain; with no sleeper left, and
+            // a queued job that may take the place, start a spare for it (the place would
+            // otherwise stay empty until a job ends). Only a kind with a job in a wait or
+            // long has a free place and no sleeper: an idle or lightly loaded pool never
+            // gets here.
             let lane = state.lanes[kind as usize];
-            let wake_another =
-                lane.running < lane.size && lane.asleep() > 0 && !state.queue.is_empty();
+            let more = lane.running < lane.size && !state.queue.is_empty();
+            let wake_another = more && lane.asleep() > 0;
+            let spare = more
+                && lane.asleep() == 0
+                && takers(&state, kind, None, lane.only_given_free(), 0) > 0
+                && place_freed(&mut state, kind, 0);
             // Shares are of the shared workers' CPU: what a reserved worker spends is the
             // dedicated tenant's own and must not make the shared tenants look small.
             let running = match state.shares.as_mut() {
@@ -998,6 +1099,9 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             }
             if wake_another {
                 signal.notify_one();
+            }
+            if spare {
+                shared.fill_place(kind, true);
             }
             let (cpu, wall) = (thread_cpu_ns(), Instant::now());
             // Whatever an earlier job (or code outside any job) left is not this job's.
@@ -1016,15 +1120,12 @@ fn worker<K: Hash + Eq + Clone>(shared: &Shared<K>, kind: Kind) {
             };
             state = shared.lock();
             let place = state.long_jobs.ended(long_id);
-            let lane = &mut state.lanes[kind as usize];
-            if place.long {
-                lane.long -= 1;
+            let from = if place.long {
+                Slot::Long
             } else {
-                lane.running -= 1;
-                if place.given {
-                    lane.given -= 1;
-                }
-            }
+                Slot::Running { given: place.given }
+            };
+            move_job(&mut state, kind, from, Slot::Out);
             let cost = match state.charging {
                 Charging::CpuTime => cost,
                 Charging::PerJob => charge.estimate_ns,
@@ -1263,7 +1364,7 @@ mod tests {
             })
             .unwrap();
         // The watchdog looked while paused, and parked.
-        while !pool.shared.lock().long_jobs.parked {
+        while pool.shared.lock().long_jobs.watch != Watch::Parked {
             std::thread::sleep(Duration::from_millis(1));
         }
         pool.resume();
@@ -1271,5 +1372,320 @@ mod tests {
         for h in spinners {
             assert_eq!(h.wait_blocking(), Ok(true));
         }
+    }
+
+    /// How long a test job waits at most for what should release it: far beyond any dispatch
+    /// delay on a loaded machine, so reaching it means the pool never ran the releasing job.
+    const GIVE_UP: Duration = Duration::from_secs(10);
+
+    /// Waits until `done` holds, failing the test (naming `what`) after `GIVE_UP`.
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let end = Instant::now() + GIVE_UP;
+        while !done() {
+            assert!(Instant::now() < end, "{what}: not within {GIVE_UP:?}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Busy-loops until `flag` is set or `GIVE_UP` passes; returns whether it was set.
+    fn spin_until(flag: &AtomicBool) -> bool {
+        let end = Instant::now() + GIVE_UP;
+        while !flag.load(Ordering::SeqCst) && Instant::now() < end {
+            std::hint::spin_loop();
+        }
+        flag.load(Ordering::SeqCst)
+    }
+
+    fn lane(pool: &FairScheduler<&'static str>) -> Threads {
+        pool.shared.lock().lanes[Kind::Foreground as usize]
+    }
+
+    /// A long job that ends takes the place it gave with it: the job that took that place
+    /// fills a normal one from then on, and `given` does not stay above `long`.
+    #[test]
+    fn a_long_job_that_ends_leaves_no_given_place_behind() {
+        let pool = FairScheduler::new(SchedulerConfig {
+            workers: 1,
+            long_job_after: Duration::from_millis(20),
+            ..SchedulerConfig::default()
+        })
+        .unwrap();
+        let (a_go, b_go) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let go = Arc::clone(&a_go);
+        let a = pool.submit(&"a", 1, move || spin_until(&go)).unwrap();
+        wait_for("a's job starts", || lane(&pool).running == 1);
+        let go = Arc::clone(&b_go);
+        let b = pool.submit(&"b", 1, move || spin_until(&go)).unwrap();
+        wait_for("b's job takes the place a's gave", || {
+            lane(&pool).given == 1
+        });
+        a_go.store(true, Ordering::SeqCst);
+        assert_eq!(a.wait_blocking(), Ok(true));
+        wait_for("a's job ends", || lane(&pool).long == 0);
+        let after = lane(&pool);
+        b_go.store(true, Ordering::SeqCst);
+        assert_eq!(b.wait_blocking(), Ok(true));
+        assert_eq!(
+            (after.running, after.long, after.given),
+            (1, 0, 0),
+            "{after:?}"
+        );
+    }
+
+    /// Two waits begin while the spare the first one started is still on its way: the
+    /// second finds the spare counted as asleep and notifies nobody. The spare, once it runs
+    /// a job, must start another for the second place, or a queued job waits for a wait to
+    /// end with a place free.
+    #[test]
+    fn a_place_freed_while_a_spare_is_on_its_way_is_filled() {
+        let pool = FairScheduler::new(SchedulerConfig {
+            workers: 2,
+            long_job_after: Duration::ZERO,
+            ..SchedulerConfig::default()
+        })
+        .unwrap();
+        let waits: [Arc<AtomicBool>; 2] = Default::default();
+        let released = Arc::new(AtomicBool::new(false));
+        let js: Vec<_> = waits
+            .iter()
+            .map(|go| {
+                let (go, released) = (Arc::clone(go), Arc::clone(&released));
+                pool.submit(&"a", 1, move || {
+                    spin_until(&go);
+                    crate::blocking::blocking(|| spin_until(&released))
+                })
+                .unwrap()
+            })
+            .collect();
+        wait_for("a's jobs start", || lane(&pool).running == 2);
+        // x runs until y ran: y needs a place of its own.
+        let y_ran = Arc::new(AtomicBool::new(false));
+        let ran = Arc::clone(&y_ran);
+        let x = pool.submit(&"b", 1, move || spin_until(&ran)).unwrap();
+        let ran = Arc::clone(&y_ran);
+        let y = pool
+            .submit(&"b", 1, move || ran.store(true, Ordering::SeqCst))
+            .unwrap();
+        // Holding the thread list keeps the first spare from starting (see `start_thread`).
+        let handles = pool.shared.lock_handles();
+        waits[0].store(true, Ordering::SeqCst);
+        wait_for("the first wait begins", || lane(&pool).threads == 3);
+        waits[1].store(true, Ordering::SeqCst);
+        wait_for("the second wait begins", || lane(&pool).waiting == 2);
+        drop(handles);
+        y.wait_blocking().unwrap();
+        assert_eq!(x.wait_blocking(), Ok(true), "x ended before y ran");
+        released.store(true, Ordering::SeqCst);
+        for j in js {
+            assert_eq!(j.wait_blocking(), Ok(true));
+        }
+    }
+
+    /// A job that ran most of the threshold, waited, and runs on is timed from its resume:
+    /// it gives way about when it passes the threshold, not at the watchdog's deadline of
+    /// before (another job's, up to a whole threshold later).
+    #[test]
+    fn a_job_resumed_after_a_wait_is_timed_at_once() {
+        let after = Duration::from_secs(1);
+        let pool = Arc::new(
+            FairScheduler::new(SchedulerConfig {
+                workers: 1,
+                long_job_after: after,
+                ..SchedulerConfig::default()
+            })
+            .unwrap(),
+        );
+        let (waiting, released, resumed_flag, b_ran) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let resumed = Arc::new(Mutex::new(None));
+        // j runs 90% of the threshold, waits until k releases it, then runs until b ran.
+        let j = {
+            let (waiting, released) = (Arc::clone(&waiting), Arc::clone(&released));
+            let (resumed, resumed_flag, b_ran) = (
+                Arc::clone(&resumed),
+                Arc::clone(&resumed_flag),
+                Arc::clone(&b_ran),
+            );
+            pool.submit(&"a", 1, move || {
+                let end = Instant::now() + after * 9 / 10;
+                while Instant::now() < end {
+                    std::hint::spin_loop();
+                }
+                crate::blocking::blocking(|| {
+                    waiting.store(true, Ordering::SeqCst);
+                    spin_until(&released)
+                });
+                *resumed.lock().unwrap() = Some(Instant::now());
+                resumed_flag.store(true, Ordering::SeqCst);
+                spin_until(&b_ran)
+            })
+            .unwrap()
+        };
+        wait_for("j's wait begins", || waiting.load(Ordering::SeqCst));
+        // k runs on the spare j's wait started, and gives the watchdog a deadline a whole
+        // threshold away once b's job is queued behind it.
+        let go = Arc::new(AtomicBool::new(false));
+        let k = {
+            let (go, released, resumed_flag) = (
+                Arc::clone(&go),
+                Arc::clone(&released),
+                Arc::clone(&resumed_flag),
+            );
+            pool.submit(&"a", 1, move || {
+                spin_until(&go);
+                released.store(true, Ordering::SeqCst);
+                spin_until(&resumed_flag)
+            })
+            .unwrap()
+        };
+        wait_for("k starts", || lane(&pool).running == 1);
+        let ran = Arc::clone(&b_ran);
+        let b = pool
+            .submit(&"b", 1, move || {
+                ran.store(true, Ordering::SeqCst);
+                Instant::now()
+            })
+            .unwrap();
+        wait_for("the watchdog sleeps until k's deadline", || {
+            matches!(pool.shared.lock().long_jobs.watch, Watch::Until(_))
+        });
+        go.store(true, Ordering::SeqCst);
+        let b_started = b.wait_blocking().unwrap();
+        let resumed = resumed.lock().unwrap().expect("j resumed");
+        assert_eq!((j.wait_blocking(), k.wait_blocking()), (Ok(true), Ok(true)));
+        // j passed the threshold a tenth of it after resuming; the old deadline was a whole
+        // threshold after k started, which was before j resumed.
+        let late = b_started.saturating_duration_since(resumed);
+        assert!(late < after / 2, "b waited {late:?} after j resumed");
+    }
+
+    /// A small seeded generator: the same jobs in the same order on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            // xorshift64*
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+        }
+    }
+
+    fn spin_for(d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Many short, long and waiting jobs of several tenants, submitted from several threads:
+    /// every move between running, waiting and long is checked against the records as it
+    /// happens (debug builds, see `move_job`); once the pool is idle again every count is
+    /// back to zero, and it runs exactly its size of jobs at once again, spares or not.
+    #[test]
+    fn counts_return_to_zero_and_the_pool_to_its_size_after_mixed_jobs() {
+        const WORKERS: usize = 2;
+        const SUBMITTERS: u64 = 3;
+        const JOBS: u64 = 120;
+        let pool = Arc::new(
+            FairScheduler::new(SchedulerConfig {
+                workers: WORKERS,
+                long_job_after: Duration::from_millis(2),
+                ..SchedulerConfig::default()
+            })
+            .unwrap(),
+        );
+        let done = Arc::new(AtomicUsize::new(0));
+        let submitters: Vec<_> = (0..SUBMITTERS)
+            .map(|seed| {
+                let (pool, done) = (Arc::clone(&pool), Arc::clone(&done));
+                std::thread::spawn(move || {
+                    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (seed + 1));
+                    let tenants = ["a", "b", "c", "d"];
+                    let mut handles = Vec::new();
+                    for _ in 0..JOBS {
+                        let key = tenants[rng.below(4) as usize];
+                        let ms = |rng: &mut Rng, n: u64| Duration::from_micros(rng.below(n * 1000));
+                        let (before, wait, after) = match rng.below(4) {
+                            0 => (ms(&mut rng, 1), None, Duration::ZERO),
+                            1 => (ms(&mut rng, 8), None, Duration::ZERO),
+                            2 => (ms(&mut rng, 1), Some(ms(&mut rng, 4)), ms(&mut rng, 1)),
+                            _ => (ms(&mut rng, 6), Some(ms(&mut rng, 3)), ms(&mut rng, 6)),
+                        };
+                        let done = Arc::clone(&done);
+                        // Kept: a handle dropped before its job starts cancels it.
+                        handles.push(
+                            pool.submit(&key, 1, move || {
+                                spin_for(before);
+                                if let Some(wait) = wait {
+                                    crate::blocking::blocking(|| std::thread::sleep(wait));
+                                }
+                                spin_for(after);
+                                done.fetch_add(1, Ordering::SeqCst);
+                            })
+                            .unwrap(),
+                        );
+                        std::thread::sleep(ms(&mut rng, 2));
+                    }
+                    handles
+                })
+            })
+            .collect();
+        let handles: Vec<_> = submitters
+            .into_iter()
+            .flat_map(|s| s.join().unwrap())
+            .collect();
+        let all = usize::try_from(SUBMITTERS * JOBS).unwrap();
+        // Polled rather than awaited: a count that drifted panics a worker (debug builds),
+        // and the test must fail, not hang.
+        wait_for("every job ran", || done.load(Ordering::SeqCst) == all);
+        for h in handles {
+            h.wait_blocking().unwrap();
+        }
+        wait_for("every job ended", || {
+            let state = pool.shared.lock();
+            state.lanes[0].running + state.lanes[0].long + state.lanes[0].waiting == 0
+        });
+        let state = pool.shared.lock();
+        let lane = state.lanes[Kind::Foreground as usize];
+        assert_eq!(
+            (lane.running, lane.waiting, lane.long, lane.given),
+            (0, 0, 0, 0),
+            "{lane:?}"
+        );
+        assert_eq!(state.long_jobs.counts(Kind::Foreground), [0; 4]);
+        assert!(state.queue.is_empty());
+        assert!(
+            lane.threads >= WORKERS && lane.threads <= 2 * WORKERS,
+            "{lane:?}"
+        );
+        drop(state);
+        // One tenant's jobs, three times the size: never more than the size at once (spares
+        // asleep stay asleep), and the size reached.
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let jobs: Vec<_> = (0..3 * WORKERS)
+            .map(|_| {
+                let (now, most) = (Arc::clone(&now), Arc::clone(&most));
+                pool.submit(&"a", 1, move || {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(30));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                })
+                .unwrap()
+            })
+            .collect();
+        for j in jobs {
+            j.wait_blocking().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), WORKERS);
     }
 }

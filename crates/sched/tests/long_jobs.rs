@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use strata_sched::{FairScheduler, JobHandle, Lane, SchedulerConfig};
+use strata_sched::{FairScheduler, JobHandle, Lane, LongJobSpares, SchedulerConfig};
 
 const WORKERS: usize = 2;
 
@@ -114,9 +114,43 @@ fn another_tenants_job_runs_while_every_worker_runs_a_long_job() {
             "a's job gave up before b's job ran"
         );
     }
-    let spares = pool.long_job_spares();
-    assert!((1..=2).contains(&spares.shared), "{spares:?}");
-    assert_eq!((spares.background, spares.reserved), (0, 0));
+    // One job queued: one place given, however many long jobs were past the threshold (a
+    // second place would have started a spare for nothing).
+    assert_eq!(
+        pool.long_job_spares(),
+        LongJobSpares {
+            shared: 1,
+            ..LongJobSpares::default()
+        }
+    );
+}
+
+#[test]
+fn no_place_is_given_for_a_tenant_that_may_not_take_it() {
+    let pool = pool_of(SchedulerConfig {
+        workers: 1,
+        long_job_after: Duration::from_millis(20),
+        ..SchedulerConfig::default()
+    });
+    let spin = Arc::new(Spin::default());
+    let a1 = spinner(&pool, "a", &spin);
+    wait_started(&spin, 1, "a's job");
+    // b's job is queued: a's gives way, and b's runs on a spare in the place a's gave up.
+    let b1 = spinner(&pool, "b", &spin);
+    wait_started(&spin, 2, "b's job");
+    assert_eq!(pool.long_job_spares().shared, 1);
+    // a's second job is queued behind b's long one: a has a long job running, so it may not
+    // take a place b's job would give up, and b's must not give way for it (the place would
+    // stay empty). Ten thresholds leave the watchdog time to do it wrong.
+    let a2 = pool.submit(&"a", 1, || ()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        pool.long_job_spares().shared,
+        1,
+        "b's job gave way for a's, which may not take its place"
+    );
+    release(&spin, vec![a1, b1]);
+    a2.wait_blocking().unwrap();
 }
 
 #[test]
