@@ -24,7 +24,7 @@ use crate::json_body::JsonBody;
 use crate::keys_in_flight::Claim;
 use crate::put_steps::put_in_steps;
 use crate::record_body::{INCLUDE_DOC, RecordBody, RecordFields, RecordPage};
-use crate::scan_steps::run_in_steps;
+use crate::scan_steps::{MeteredPage, run_in_steps};
 use crate::{ApiError, AppState};
 
 /// Page size of a list when the request names none.
@@ -586,16 +586,23 @@ async fn list_records(
     };
     // The answer's memory is reserved before its records are fetched, as an estimate: a
     // burst of requests for large pages is refused here, up front, once the tenant's unread
-    // answers would pass its budget (`answer_budget`), not after the pages are in memory.
+    // answers would pass its budget (`answer_budget`), not after the pages are in memory. The
+    // fetch then keeps to the reservation: a page of records larger than the estimate stops
+    // before the record that would pass it and comes back shorter, with its `next`.
     let shape = fields.shape();
     let hold = state.reserve_answer(&auth.admitted, page.limit.min(MAX_PAGE), shape)?;
     let recheck = auth.recheck();
     let scope = auth.scope;
     let vectors = fields.vectors();
-    let page = run_in_steps(&state, &auth.admitted, recheck, move |e| {
-        e.begin_page(&scope, &req, list.filter, page, vectors)
+    let (page, hold) = run_in_steps(&state, &auth.admitted, recheck, move |e| {
+        Ok(MeteredPage {
+            pending: e.begin_page(&scope, &req, list.filter, page, vectors)?,
+            hold,
+            fields,
+            refused: None,
+        })
     })
-    .await?;
+    .await??;
     // Serialised on a job of the tenant's, as a search answer is: a page of a thousand records
     // with their vectors is megabytes of JSON, and encoded on the async threads it delayed
     // every tenant's requests there (a black-box test saw another tenant's reads wait 0.3 s).

@@ -75,6 +75,17 @@ impl RecordFields {
         }
     }
 
+    /// An upper bound of `record`'s JSON in a page, for the answer budget (`answer_size`).
+    pub(crate) fn measure(self, record: &Record) -> u64 {
+        crate::answer_size::Carried {
+            content: self.content,
+            metadata: self.metadata,
+            vector: self.vector,
+            whole: self.whole,
+        }
+        .record(record)
+    }
+
     /// Whether storage reads must return vectors: only when the answer carries them.
     pub fn vectors(self) -> Vectors {
         if self.vector {
