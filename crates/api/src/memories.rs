@@ -490,7 +490,8 @@ struct ListBody {
     filter: Option<Filter>,
     /// The previous page's `next`.
     after: Option<RecordId>,
-    /// Page size, 1 to 1000; 100 when absent.
+    /// Page size, 1 to 1000; 100 when absent. A page of large records may hold fewer, within
+    /// the tenant's answer memory; it still has its `next`.
     #[schema(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// What each record carries besides its `id`: `content`, `metadata`, `vector`, `record`
@@ -511,15 +512,15 @@ struct ListRequest {
 }
 
 /// Lists visible records matching a filter, in id order, a page at a time (`after` = the
-/// previous page's `next`), each with what `include` names: by default the whole record
-/// without its vector. Query: scope fields, `filter` (JSON), `after`, `limit`, `include`. A
+/// previous page's `next`, until it is `null`; a page of large records may hold fewer than
+/// `limit`), each with what `include` names: by default the whole record without its vector. Query: scope fields, `filter` (JSON), `after`, `limit`, `include`. A
 /// page is read from one snapshot (renewed, as a count's is, past 30 s or across a rewrite of
 /// the data file); pages are not one snapshot with each other.
 #[utoipa::path(get, path = "/v1/memories/list", tag = "memories", operation_id = "list_memories",
     params(
         ("filter" = Option<String>, Query, description = "a filter as JSON text"),
         ("after" = Option<RecordId>, Query, description = "the previous page's `next`"),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "page size; 100 when absent"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "page size; 100 when absent. A page of large records may hold fewer, within the tenant's answer memory; it still has its `next`"),
         ("include" = Option<Vec<Include>>, Query, style = Form, explode = false,
             description = INCLUDE_DOC)),
     responses((status = 200, description = "One page of records", body = RecordPage)),
