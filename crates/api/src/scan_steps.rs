@@ -42,14 +42,6 @@ impl Steps for PendingCount {
     }
 }
 
-impl Steps for PendingPage {
-    type Answer = ScanPage;
-
-    fn step(self, e: &Engine) -> Result<Stepped<Self, ScanPage>, EngineError> {
-        e.page_step(self)
-    }
-}
-
 /// A listing's page whose records are admitted against its answer's memory
 /// (`answer_budget`): the page stops before the record that would pass its reservation or the
 /// server's budget, and comes back shorter, with its `next`.
@@ -72,10 +64,13 @@ impl Steps for MeteredPage {
             fields,
             mut refused,
         } = self;
-        let mut admit = |record: &Record, first: bool| {
+        let mut admit = |record: &mut Record, first: bool| {
             if refused.is_some() {
                 return false;
             }
+            // What the answer does not carry is dropped now, not held until the page is
+            // encoded: an ids-only page of large records holds ids, as its measure says.
+            fields.strip(record);
             match hold.admit_record(fields.measure(record), first) {
                 Ok(joins) => joins,
                 Err(e) => {

@@ -822,7 +822,7 @@ fn list_admitting(
     req: &RequestScope,
     limit: usize,
     reads: u64,
-    admit: &mut dyn FnMut(&strata_types::Record, bool) -> bool,
+    admit: &mut dyn FnMut(&mut strata_types::Record, bool) -> bool,
 ) -> Vec<Vec<String>> {
     let mut pages = Vec::new();
     let mut after = None;
@@ -864,7 +864,7 @@ fn pages_cut_short_by_admit_list_every_record_once() {
         let budget: u64 = [1, 5, 40][case % 3];
         let mut used = 0u64;
         let mut asked_first = 0usize;
-        let mut admit = |_: &strata_types::Record, first: bool| {
+        let mut admit = |_: &mut strata_types::Record, first: bool| {
             let size = rng.random_range(1..=10u64);
             if first {
                 asked_first += 1;
