@@ -1,30 +1,44 @@
-//! Each tenant's share of the memory that answers take until their clients read them.
+//! Each tenant's share of the memory that answers take from their fetch until their clients
+//! read them.
 //!
-//! A page of records or a search answer is serialised whole into one buffer before it is sent,
-//! and the buffer lives until the client has read the last byte: a tenant asking for many large
-//! pages on many connections and reading them slowly could hold gigabytes (a page of 1,000
-//! records with 4,096-dimension vectors is ~43 MB of JSON). So the answers a tenant holds,
-//! together, stay within `max_answer_bytes_per_tenant`, and all tenants' within
-//! `max_answer_bytes`:
+//! A page of records or a search answer is fetched (records cloned out of storage), then
+//! serialised whole into one buffer before it is sent, and the buffer lives until the client
+//! has read the last byte: a tenant asking for many large pages on many connections and reading
+//! them slowly could hold gigabytes (a page of 1,000 records with 4,096-dimension vectors is
+//! ~43 MB of JSON). Two figures bound it, each an atomic counter:
 //!
-//! - an answer is reserved before it exists, as an estimate (records asked for × bytes per
-//!   record, [`TenantAnswers::estimate`]), when its request is admitted to fetch it: a burst of
-//!   requests all admitted before any answer is encoded is refused there, up front, not once
-//!   the memory is taken (`429 ANSWER_MEMORY_LIMITED` for the tenant's budget,
-//!   `503 OVERLOADED` for the server's);
-//! - the reservation is moved to the real size once the buffer exists, counting its capacity
-//!   (spare capacity is held memory too); an answer larger than its estimate is checked
-//!   again at its real size and refused (its buffer freed) when that does not fit, so a
-//!   tenant that taught the estimate small records cannot pass its budget with a burst of
-//!   large ones;
-//! - it is given back only when the buffer is freed: the buffer's owner in the response body
-//!   ([`AnswerHold::into_body`], `Bytes::from_owner`) holds it, and every slice of the body
-//!   (hyper may keep a chunk after the handler and the body are done) keeps that owner alive.
+//! - the tenant's (`max_answer_bytes_per_tenant`, else `429 ANSWER_MEMORY_LIMITED`) counts
+//!   each answer's reservation: an estimate taken when its request is admitted (records asked
+//!   for × bytes per record, [`TenantAnswers::estimate`]), so a burst of requests all admitted
+//!   before any answer is fetched is refused there, up front;
+//! - the server's (`max_answer_bytes`, else `503 OVERLOADED`) counts only what exists: the
+//!   records fetched so far, measured as they are fetched (`answer_size`: an upper bound of
+//!   their JSON), then the encoded buffer. A tenant's pessimistic estimate (a fresh tenant's
+//!   are the record limits' worst case, ~85 KB a record) takes its own budget, never the
+//!   other tenants' share of the server's.
 //!
-//! One answer always fits a tenant that holds none (and the server when none is held), so an
-//! answer larger than the budget is still served, one at a time. Counting is an atomic
-//! compare-and-swap on the tenant's counter and on the server's, and a subtraction on each when
-//! the answer is freed: no lock, so a small search pays nothing measurable.
+//! The fetch keeps to the reservation: a list page stops before the record that would pass it
+//! (or pass the server's budget) and comes back shorter, with its `next`, so the client reads
+//! on ([`AnswerHold::admit_record`]); a search's or recall's `k` hits cannot be cut, so their
+//! measured size must fit, the reservation grown to it, or the answer is refused before it is
+//! encoded ([`AnswerHold::fetched`]). Once encoded, the answer is held at its buffer's
+//! capacity (spare capacity is held memory too), checked again when that is more than it
+//! held. It is given back only when the buffer is freed: the buffer's owner in the response
+//! body ([`AnswerHold::into_body`], `Bytes::from_owner`) holds it, and every slice of the body
+//! (hyper may keep a chunk after the handler and the body are done) keeps that owner alive.
+//!
+//! The invariant: every byte a tenant's answers hold, fetched or encoded, is within its
+//! reservation, and every growth of either figure is checked against its budget; so what a
+//! tenant's answers hold stays within its budget, and what all answers hold within the
+//! server's, except that one answer always fits a tenant (or the server) holding none besides
+//! it: an answer larger than the budget is still served, one at a time, and a page holds at
+//! least one record. A tenant that taught its estimate small records and then asks for pages
+//! of large ones gets short pages, not memory past its budget. Not counted: the one record a
+//! fetch has read and not yet admitted, and an answer's records while its buffer is being
+//! encoded (both for as long as a job runs, so bounded by the pool's workers).
+//!
+//! No lock, so a small search pays nothing measurable: a compare-and-swap on a counter per
+//! reservation, per record fetched and per encoded answer, a subtraction when it is freed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,12 +79,17 @@ pub(crate) struct TenantAnswers {
     per_record: [AtomicU64; 3],
 }
 
-/// Bytes of one answer, reserved or real, given back when dropped.
+/// Bytes of one answer, given back when dropped.
 #[derive(Debug)]
 pub(crate) struct AnswerHold {
     budget: Arc<AnswerBudget>,
     tenant: Arc<TenantAnswers>,
+    /// Counted in the tenant's figure: the reservation, grown to what is fetched or encoded
+    /// when that is more, then moved to the encoded buffer's capacity.
     bytes: u64,
+    /// Counted in the server's figure: what exists, the records fetched so far (measured),
+    /// then the encoded buffer's capacity. Never more than `bytes`.
+    real: u64,
 }
 
 /// An encoded answer and its hold: the owner of a response body's bytes.
@@ -125,24 +144,25 @@ impl AnswerBudget {
         })
     }
 
-    /// Reserves `bytes` for one answer of the tenant's, or refuses it: the tenant's budget
-    /// first (its own doing: 429), then the server's (everyone's: 503).
+    /// Reserves `bytes` for one answer of the tenant's, or refuses it: against the tenant's
+    /// budget (its own doing: 429); the server's (everyone's: 503) only when it is full
+    /// already, since it counts what answers really hold, which the fetch adds.
     pub(crate) fn reserve(
         self: &Arc<Self>,
         tenant: &Arc<TenantAnswers>,
         bytes: u64,
     ) -> Result<AnswerHold, ApiError> {
+        if self.server != 0 && self.held.load(Ordering::Acquire) >= self.server {
+            return Err(server_refusal());
+        }
         if let Err(held) = try_add(&tenant.held, 0, bytes, self.per_tenant) {
             return Err(self.tenant_refusal(held, bytes));
-        }
-        if try_add(&self.held, 0, bytes, self.server).is_err() {
-            tenant.held.fetch_sub(bytes, Ordering::AcqRel);
-            return Err(server_refusal());
         }
         Ok(AnswerHold {
             budget: Arc::clone(self),
             tenant: Arc::clone(tenant),
             bytes,
+            real: 0,
         })
     }
 
@@ -217,45 +237,86 @@ impl TenantAnswers {
 }
 
 impl AnswerHold {
-    /// Moves the reservation to `bytes`, the real size. Never refused: the bytes exist.
-    pub(crate) fn adjust(&mut self, bytes: u64) {
-        if bytes > self.bytes {
-            let more = bytes - self.bytes;
-            self.tenant.held.fetch_add(more, Ordering::AcqRel);
-            self.budget.held.fetch_add(more, Ordering::AcqRel);
-        } else {
-            let less = self.bytes - bytes;
-            self.tenant.held.fetch_sub(less, Ordering::AcqRel);
-            self.budget.held.fetch_sub(less, Ordering::AcqRel);
-        }
-        self.bytes = bytes;
+    /// The reservation, in the tenant's figure.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
     }
 
-    /// Grows the reservation to `bytes`, the real size, or refuses the answer as a
-    /// reservation of that size would be: an estimate learned from a tenant's small records
-    /// must not let a burst of large answers pass its budget (the bytes are freed when the
-    /// refused answer is dropped, so what unread answers hold stays within the budget, past
-    /// it by one answer at most). A lone answer always fits.
-    fn grow_to(&mut self, bytes: u64) -> Result<(), ApiError> {
-        if bytes <= self.bytes {
-            self.adjust(bytes);
-            return Ok(());
+    /// Whether a list page's next record, of `bytes` (measured), joins the page: it does
+    /// while what the page fetched stays within the reservation and the server's budget.
+    /// `Ok(false)` ends the page before it (the client reads it on the next page). The page's
+    /// `first` record must join (a page makes progress): it grows the reservation when it
+    /// is larger, checked as a reservation of that size would be, and is refused (`Err`,
+    /// the page dropped) when that, or the server's budget, does not fit.
+    pub(crate) fn admit_record(&mut self, bytes: u64, first: bool) -> Result<bool, ApiError> {
+        let total = self.real.saturating_add(bytes);
+        if total > self.bytes {
+            if !first {
+                return Ok(false);
+            }
+            self.grow_reservation(total)?;
         }
-        let more = bytes - self.bytes;
+        match self.grow_real(total) {
+            Ok(()) => Ok(true),
+            Err(_) if !first => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A search's or recall's hits were fetched, `bytes` as measured: they must fit, the
+    /// reservation grown to them when they are more, or the answer is refused (429 or 503,
+    /// as a reservation of that size would be) before it is encoded; dropping the refused
+    /// hold gives the bytes back.
+    pub(crate) fn fetched(&mut self, bytes: u64) -> Result<(), ApiError> {
+        let total = self.real.saturating_add(bytes);
+        if total > self.bytes {
+            self.grow_reservation(total)?;
+        }
+        self.grow_real(total)
+    }
+
+    /// Grows the tenant's figure to `bytes`, or refuses as a reservation of that size
+    /// would be refused (a lone answer always fits).
+    fn grow_reservation(&mut self, bytes: u64) -> Result<(), ApiError> {
+        let more = bytes.saturating_sub(self.bytes);
         if let Err(held) = try_add(&self.tenant.held, self.bytes, more, self.budget.per_tenant) {
             return Err(self.budget.tenant_refusal(held - self.bytes, bytes));
-        }
-        if try_add(&self.budget.held, self.bytes, more, self.budget.server).is_err() {
-            self.tenant.held.fetch_sub(more, Ordering::AcqRel);
-            return Err(server_refusal());
         }
         self.bytes = bytes;
         Ok(())
     }
 
+    /// Grows the server's figure to `bytes` (at most the reservation), or refuses with 503
+    /// when that passes the server's budget while other answers are held.
+    fn grow_real(&mut self, bytes: u64) -> Result<(), ApiError> {
+        let more = bytes.saturating_sub(self.real);
+        if try_add(&self.budget.held, self.real, more, self.budget.server).is_err() {
+            return Err(server_refusal());
+        }
+        self.real = bytes;
+        Ok(())
+    }
+
+    /// Moves both figures to `bytes`, an answer that exists; a growth of either is checked
+    /// as [`Self::fetched`]'s is.
+    fn move_to(&mut self, bytes: u64) -> Result<(), ApiError> {
+        if bytes > self.bytes {
+            self.grow_reservation(bytes)?;
+        }
+        if bytes > self.real {
+            self.grow_real(bytes)?;
+        }
+        let (less, less_real) = (self.bytes - bytes, self.real - bytes);
+        self.tenant.held.fetch_sub(less, Ordering::AcqRel);
+        self.budget.held.fetch_sub(less_real, Ordering::AcqRel);
+        (self.bytes, self.real) = (bytes, bytes);
+        Ok(())
+    }
+
     /// The encoded answer of `records` records of one shape as a response body that holds
     /// its bytes, counted by capacity, until the last slice of it is dropped; refused (and
-    /// freed) if its real size does not fit where its estimate did ([`Self::grow_to`]).
+    /// freed) if its real size does not fit where its reservation and what was fetched did.
     pub(crate) fn into_body(
         mut self,
         mut buf: Vec<u8>,
@@ -268,9 +329,11 @@ impl AnswerHold {
             buf.shrink_to_fit();
         }
         let bytes = buf.capacity() as u64;
-        // Learned even from a refused answer: the next estimate is its real size.
-        self.tenant.learn(records, shape, bytes);
-        self.grow_to(bytes)?;
+        // Learned even from a refused answer: the next estimate is its real size. From the
+        // fetch's measure too when that was more, so a page of `limit` records like these
+        // fits the next reservation whole and is not cut short.
+        self.tenant.learn(records, shape, bytes.max(self.real));
+        self.move_to(bytes)?;
         Ok(Bytes::from_owner(HeldAnswer { buf, _hold: self }))
     }
 }
@@ -278,7 +341,7 @@ impl AnswerHold {
 impl Drop for AnswerHold {
     fn drop(&mut self) {
         self.tenant.held.fetch_sub(self.bytes, Ordering::AcqRel);
-        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget.held.fetch_sub(self.real, Ordering::AcqRel);
     }
 }
 
@@ -295,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reservation_is_held_adjusted_and_given_back() {
+    fn a_reservation_is_held_and_given_back() {
         let b = budget(100, 1000);
         let (t1, t2) = (Arc::<TenantAnswers>::default(), Arc::default());
         let mut r = b.reserve(&t1, 60).unwrap();
@@ -304,27 +367,81 @@ mod tests {
             "ANSWER_MEMORY_LIMITED"
         );
         assert_eq!(t1.held(), 60, "a refusal leaves nothing behind");
+        assert_eq!(
+            b.held(),
+            0,
+            "the server counts what exists: nothing fetched yet"
+        );
         // Another tenant's budget is its own.
         let other = b.reserve(&t2, 100).unwrap();
-        r.adjust(30);
-        assert_eq!((t1.held(), b.held()), (30, 130));
-        let r2 = b.reserve(&t1, 50).unwrap();
-        // The real size may pass the budget: the bytes exist; the next reservation is refused.
-        r.adjust(200);
-        assert_eq!((t1.held(), b.held()), (250, 350));
-        assert!(b.reserve(&t1, 1).is_err());
+        assert!(r.admit_record(20, true).unwrap());
+        assert_eq!(
+            (t1.held(), b.held()),
+            (60, 20),
+            "a fetched record is counted"
+        );
         drop(r);
-        drop(r2);
-        assert_eq!(t1.held(), 0);
+        assert_eq!((t1.held(), b.held()), (0, 0));
         drop(other);
-        assert_eq!((t2.held(), b.held()), (0, 0));
+        assert_eq!(t2.held(), 0);
     }
 
+    /// The review's case: a tenant that taught its estimate small records asks for a page of
+    /// large ones. Its fetch stops at the reservation, so what it holds before encoding is
+    /// bounded by what it reserved; the page comes back shorter.
+    #[test]
+    fn a_page_stops_at_its_reservation_and_holds_at_least_one_record() {
+        let b = budget(1000, 10_000);
+        let (t, t2) = (
+            Arc::<TenantAnswers>::default(),
+            Arc::<TenantAnswers>::default(),
+        );
+        let mut page = b.reserve(&t, 100).unwrap();
+        assert!(page.admit_record(40, true).unwrap());
+        assert!(page.admit_record(40, false).unwrap());
+        assert!(
+            !page.admit_record(40, false).unwrap(),
+            "past the reservation"
+        );
+        assert!(
+            page.admit_record(20, false).unwrap(),
+            "a smaller one still fits"
+        );
+        assert_eq!((t.held(), b.held()), (100, 100));
+        // A first record larger than its page's reservation joins (progress), the
+        // reservation grown to it while it fits the tenant's budget...
+        let mut lone = b.reserve(&t2, 10).unwrap();
+        assert!(
+            lone.admit_record(5000, true).unwrap(),
+            "a lone answer always fits"
+        );
+        assert_eq!((t2.held(), lone.bytes()), (5000, 5000));
+        drop(lone);
+        let mut grows = b.reserve(&t, 10).unwrap();
+        assert!(grows.admit_record(300, true).unwrap());
+        assert_eq!(t.held(), 400);
+        // ...and refused as a reservation of its size would be when it does not.
+        let mut big = b.reserve(&t, 10).unwrap();
+        let e = big.admit_record(2000, true).unwrap_err();
+        assert_eq!(code(e), "ANSWER_MEMORY_LIMITED");
+        drop(big);
+        assert_eq!(
+            (t.held(), b.held()),
+            (400, 400),
+            "the refusal freed its bytes"
+        );
+        drop((page, grows));
+        assert_eq!((t.held(), b.held()), (0, 0));
+    }
+
+    /// Encoding moves both figures to the buffer's capacity; a buffer larger than what the
+    /// answer held is checked again, and refused (and freed) when it does not fit.
     #[test]
     fn an_answer_larger_than_its_estimate_is_checked_again_at_its_real_size() {
         let b = budget(100, 1000);
         let (t, other) = (Arc::<TenantAnswers>::default(), Arc::default());
-        let held = b.reserve(&t, 60).unwrap();
+        let mut held = b.reserve(&t, 60).unwrap();
+        held.fetched(60).unwrap();
         // Estimated small (a tenant that taught the estimate small records), encoded large.
         let small = b.reserve(&t, 10).unwrap();
         let e = small
@@ -339,7 +456,7 @@ mod tests {
         // Growing within the budget passes.
         let fits = b.reserve(&t, 10).unwrap();
         let body = fits.into_body(vec![b'x'; 40], 1, Shape::Records).unwrap();
-        assert_eq!(t.held(), 100);
+        assert_eq!((t.held(), b.held()), (100, 100));
         drop((body, held));
         // A lone answer always fits, however large.
         let lone = b.reserve(&t, 10).unwrap();
@@ -347,7 +464,8 @@ mod tests {
         assert_eq!(t.held(), 500);
         // The server's budget is checked again too, and refuses with 503.
         let b = budget(1000, 100);
-        let _theirs = b.reserve(&other, 90).unwrap();
+        let mut theirs = b.reserve(&other, 90).unwrap();
+        theirs.fetched(90).unwrap();
         let mine = b.reserve(&t, 5).unwrap();
         let e = mine
             .into_body(vec![b'x'; 50], 1, Shape::Records)
@@ -355,6 +473,30 @@ mod tests {
         assert_eq!(code(e), "OVERLOADED");
         assert_eq!(b.held(), 90);
         drop(body);
+    }
+
+    /// A search's `k` hits are not cut: measured at fetch, they grow the reservation or are
+    /// refused before they are encoded.
+    #[test]
+    fn a_search_larger_than_its_estimate_is_refused_at_fetch() {
+        let b = budget(100, 1000);
+        let t = Arc::<TenantAnswers>::default();
+        let mut first = b.reserve(&t, 10).unwrap();
+        first.fetched(50).unwrap();
+        assert_eq!((t.held(), b.held()), (50, 50), "grown to the measured hits");
+        let mut second = b.reserve(&t, 10).unwrap();
+        assert_eq!(
+            code(second.fetched(80).unwrap_err()),
+            "ANSWER_MEMORY_LIMITED"
+        );
+        drop(second);
+        assert_eq!((t.held(), b.held()), (50, 50));
+        // Smaller than its estimate: the reservation stays until it is encoded.
+        let mut third = b.reserve(&t, 40).unwrap();
+        third.fetched(5).unwrap();
+        assert_eq!((t.held(), b.held()), (90, 55));
+        drop((first, third));
+        assert_eq!((t.held(), b.held()), (0, 0));
     }
 
     #[test]
@@ -370,17 +512,53 @@ mod tests {
     #[test]
     fn the_server_budget_refuses_with_503_and_undoes_the_tenants_share() {
         let b = budget(100, 150);
-        let (t1, t2) = (Arc::<TenantAnswers>::default(), Arc::default());
-        let _a = b.reserve(&t1, 100).unwrap();
-        let e = b.reserve(&t2, 60).unwrap_err();
+        let (t1, t2, t3) = (
+            Arc::<TenantAnswers>::default(),
+            Arc::<TenantAnswers>::default(),
+            Arc::<TenantAnswers>::default(),
+        );
+        let mut a = b.reserve(&t1, 100).unwrap();
+        a.fetched(100).unwrap();
+        let mut h = b.reserve(&t2, 60).unwrap();
+        let e = h.fetched(60).unwrap_err();
         assert_eq!(e.status_and_code().0.as_u16(), 503);
         assert_eq!(
             e.to_string(),
             "the server's memory for unread answers is full; retry later"
         );
         assert_eq!(code(e), "OVERLOADED");
-        assert_eq!(t2.held(), 0);
+        drop(h);
+        assert_eq!((t2.held(), b.held()), (0, 100));
+        // A page stops at the server's budget too: shorter, not refused, once it holds one.
+        let mut page = b.reserve(&t2, 100).unwrap();
+        assert!(page.admit_record(30, true).unwrap());
+        assert!(!page.admit_record(30, false).unwrap());
+        // Full: refused up front, before any fetch.
+        let mut fill = b.reserve(&t3, 20).unwrap();
+        fill.fetched(20).unwrap();
+        assert_eq!(b.held(), 150);
+        assert_eq!(code(b.reserve(&t3, 1).unwrap_err()), "OVERLOADED");
+        assert_eq!(t3.held(), 20, "the refusal undid the tenant's share");
+        drop((a, page, fill));
         assert!(b.reserve(&t2, 50).is_ok());
+    }
+
+    /// The server counts what answers hold, not what they estimated: a fresh tenant's
+    /// worst-case estimates (here its whole budget, as large as the server's) refuse no other
+    /// tenant until its fetch really holds the bytes.
+    #[test]
+    fn one_tenants_pessimistic_estimates_do_not_refuse_others() {
+        let b = budget(1000, 1000);
+        let (fresh, other) = (Arc::<TenantAnswers>::default(), Arc::default());
+        let mut pessimistic = b.reserve(&fresh, 1000).unwrap();
+        assert_eq!(b.held(), 0);
+        let mut mine = b.reserve(&other, 500).unwrap();
+        mine.fetched(500).unwrap();
+        // The pessimist's page of small records holds what it fetched.
+        assert!(pessimistic.admit_record(100, true).unwrap());
+        assert_eq!(b.held(), 600);
+        drop((pessimistic, mine));
+        assert_eq!(b.held(), 0);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 mod admin;
 pub mod admission;
 mod answer_budget;
+mod answer_size;
 mod audit;
 mod bodies;
 mod body_guard;

@@ -11,6 +11,7 @@ use strata_types::{Link, LinkRef, NewLink, RECALL_KEYS, RecallParams, RecordId, 
 use utoipa::ToSchema;
 
 use crate::answer_budget::Shape;
+use crate::answer_size::Carried;
 use crate::bodies::{Deleted, RecallAnswer, ScopeFields};
 use crate::edge::TenantAuth;
 use crate::input::{PathParam, QueryInput, SCOPE_KEYS, ScopeParts, from_map};
@@ -152,7 +153,7 @@ pub async fn recall(
     // Up to `k` hits, with their vectors when asked: reserved in the tenant's answer budget
     // before the recall runs (`answer_budget`), as a search's answer is.
     let shape = Shape::of_search(&search);
-    let hold = state.reserve_answer(&auth.admitted, search.k, shape)?;
+    let mut hold = state.reserve_answer(&auth.admitted, search.k, shape)?;
     let scope = auth.scope;
     // Like search: the whole recall, seed search and spreading, runs on the fair pool in the
     // tenant's share, and hits are projected to `include` and serialised there.
@@ -160,6 +161,9 @@ pub async fn recall(
         .run_tenant_read(&auth.admitted, move |e| {
             let response = e.recall(&scope, &req, &search, &params)?;
             let hits = response.hits.len();
+            // Measured as fetched, before they are encoded, as a search's hits are.
+            let carried = Carried::of_search(&search);
+            hold.fetched(response.hits.iter().map(|h| carried.recall_hit(h)).sum())?;
             let buf = serde_json::to_vec(&RecallAnswer::project(response, &search))
                 .map_err(|e| ApiError::Internal(format!("serialising a recall answer: {e}")))?;
             hold.into_body(buf, hits, shape)

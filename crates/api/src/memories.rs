@@ -24,7 +24,7 @@ use crate::json_body::JsonBody;
 use crate::keys_in_flight::Claim;
 use crate::put_steps::put_in_steps;
 use crate::record_body::{INCLUDE_DOC, RecordBody, RecordFields, RecordPage};
-use crate::scan_steps::run_in_steps;
+use crate::scan_steps::{MeteredPage, run_in_steps};
 use crate::{ApiError, AppState};
 
 /// Page size of a list when the request names none.
@@ -490,7 +490,8 @@ struct ListBody {
     filter: Option<Filter>,
     /// The previous page's `next`.
     after: Option<RecordId>,
-    /// Page size, 1 to 1000; 100 when absent.
+    /// Page size, 1 to 1000; 100 when absent. A page of large records may hold fewer, within
+    /// the tenant's answer memory; it still has its `next`.
     #[schema(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// What each record carries besides its `id`: `content`, `metadata`, `vector`, `record`
@@ -511,15 +512,15 @@ struct ListRequest {
 }
 
 /// Lists visible records matching a filter, in id order, a page at a time (`after` = the
-/// previous page's `next`), each with what `include` names: by default the whole record
-/// without its vector. Query: scope fields, `filter` (JSON), `after`, `limit`, `include`. A
+/// previous page's `next`, until it is `null`; a page of large records may hold fewer than
+/// `limit`), each with what `include` names: by default the whole record without its vector. Query: scope fields, `filter` (JSON), `after`, `limit`, `include`. A
 /// page is read from one snapshot (renewed, as a count's is, past 30 s or across a rewrite of
 /// the data file); pages are not one snapshot with each other.
 #[utoipa::path(get, path = "/v1/memories/list", tag = "memories", operation_id = "list_memories",
     params(
         ("filter" = Option<String>, Query, description = "a filter as JSON text"),
         ("after" = Option<RecordId>, Query, description = "the previous page's `next`"),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "page size; 100 when absent"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "page size; 100 when absent. A page of large records may hold fewer, within the tenant's answer memory; it still has its `next`"),
         ("include" = Option<Vec<Include>>, Query, style = Form, explode = false,
             description = INCLUDE_DOC)),
     responses((status = 200, description = "One page of records", body = RecordPage)),
@@ -586,16 +587,23 @@ async fn list_records(
     };
     // The answer's memory is reserved before its records are fetched, as an estimate: a
     // burst of requests for large pages is refused here, up front, once the tenant's unread
-    // answers would pass its budget (`answer_budget`), not after the pages are in memory.
+    // answers would pass its budget (`answer_budget`), not after the pages are in memory. The
+    // fetch then keeps to the reservation: a page of records larger than the estimate stops
+    // before the record that would pass it and comes back shorter, with its `next`.
     let shape = fields.shape();
     let hold = state.reserve_answer(&auth.admitted, page.limit.min(MAX_PAGE), shape)?;
     let recheck = auth.recheck();
     let scope = auth.scope;
     let vectors = fields.vectors();
-    let page = run_in_steps(&state, &auth.admitted, recheck, move |e| {
-        e.begin_page(&scope, &req, list.filter, page, vectors)
+    let (page, hold) = run_in_steps(&state, &auth.admitted, recheck, move |e| {
+        Ok(MeteredPage {
+            pending: e.begin_page(&scope, &req, list.filter, page, vectors)?,
+            hold,
+            fields,
+            refused: None,
+        })
     })
-    .await?;
+    .await??;
     // Serialised on a job of the tenant's, as a search answer is: a page of a thousand records
     // with their vectors is megabytes of JSON, and encoded on the async threads it delayed
     // every tenant's requests there (a black-box test saw another tenant's reads wait 0.3 s).

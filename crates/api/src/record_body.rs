@@ -75,6 +75,34 @@ impl RecordFields {
         }
     }
 
+    /// Empties the fields of `record` that its answer does not carry, so a fetched page holds
+    /// no more than it will encode; [`RecordBody::project`] answers the same either way.
+    pub(crate) fn strip(self, record: &mut Record) {
+        if !(self.whole || self.content) {
+            record.content = None;
+        }
+        if !(self.whole || self.metadata) {
+            record.metadata = Map::new();
+        }
+        if !self.vector {
+            record.vector = None;
+        }
+        if !self.whole {
+            record.user_tokens = Vec::new();
+        }
+    }
+
+    /// An upper bound of `record`'s JSON in a page, for the answer budget (`answer_size`).
+    pub(crate) fn measure(self, record: &Record) -> u64 {
+        crate::answer_size::Carried {
+            content: self.content,
+            metadata: self.metadata,
+            vector: self.vector,
+            whole: self.whole,
+        }
+        .record(record)
+    }
+
     /// Whether storage reads must return vectors: only when the answer carries them.
     pub fn vectors(self) -> Vectors {
         if self.vector {
@@ -219,6 +247,43 @@ mod tests {
             expires_at: None,
             confidence: Confidence::initial(0.5),
         }
+    }
+
+    /// A fetched record is stripped of what its answer does not carry before it joins a
+    /// page: its answer is the same, and an ids-only page holds no text or metadata.
+    #[test]
+    fn stripping_what_is_not_carried_changes_no_answer() {
+        let mut full = stored(Some(vec![1.0, 2.0]));
+        full.user_tokens = vec![UserToken::parse("alice").unwrap()];
+        for include in [
+            None,
+            Some(""),
+            Some("content"),
+            Some("metadata"),
+            Some("vector"),
+            Some("record,vector"),
+            Some("content,vector"),
+        ] {
+            let fields = RecordFields::from_query(include).unwrap();
+            let mut stripped = full.clone();
+            fields.strip(&mut stripped);
+            assert_eq!(
+                answer(stripped, include),
+                answer(full.clone(), include),
+                "{include:?}"
+            );
+        }
+        let mut ids = full.clone();
+        RecordFields::from_query(Some("")).unwrap().strip(&mut ids);
+        assert_eq!(
+            (
+                ids.content,
+                ids.metadata.len(),
+                ids.vector,
+                ids.user_tokens.len()
+            ),
+            (None, 0, None, 0)
+        );
     }
 
     fn answer(record: Record, include: Option<&str>) -> Value {

@@ -11,7 +11,11 @@ use strata_engine::{
     ScanPage, Stepped,
 };
 
+use strata_types::Record;
+
 use crate::admission::Admitted;
+use crate::answer_budget::AnswerHold;
+use crate::record_body::RecordFields;
 use crate::{ApiError, AppState};
 
 /// An engine operation that runs in steps.
@@ -38,11 +42,55 @@ impl Steps for PendingCount {
     }
 }
 
-impl Steps for PendingPage {
-    type Answer = ScanPage;
+/// A listing's page whose records are admitted against its answer's memory
+/// (`answer_budget`): the page stops before the record that would pass its reservation or the
+/// server's budget, and comes back shorter, with its `next`.
+pub(crate) struct MeteredPage {
+    pub pending: PendingPage,
+    pub hold: AnswerHold,
+    pub fields: RecordFields,
+    /// The refusal of the page's first record (it does not fit even alone): the answer.
+    pub refused: Option<ApiError>,
+}
 
-    fn step(self, e: &Engine) -> Result<Stepped<Self, ScanPage>, EngineError> {
-        e.page_step(self)
+impl Steps for MeteredPage {
+    /// The page and its hold, grown to what the page fetched; or the first record's refusal.
+    type Answer = Result<(ScanPage, AnswerHold), ApiError>;
+
+    fn step(self, e: &Engine) -> Result<Stepped<Self, Self::Answer>, EngineError> {
+        let MeteredPage {
+            pending,
+            mut hold,
+            fields,
+            mut refused,
+        } = self;
+        let mut admit = |record: &mut Record, first: bool| {
+            if refused.is_some() {
+                return false;
+            }
+            // What the answer does not carry is dropped now, not held until the page is
+            // encoded: an ids-only page of large records holds ids, as its measure says.
+            fields.strip(record);
+            match hold.admit_record(fields.measure(record), first) {
+                Ok(joins) => joins,
+                Err(e) => {
+                    refused = Some(e);
+                    false
+                }
+            }
+        };
+        Ok(match e.page_step_admitting(pending, &mut admit)? {
+            More(pending) => More(Box::new(MeteredPage {
+                pending: *pending,
+                hold,
+                fields,
+                refused,
+            })),
+            Done(page) => Done(match refused {
+                Some(e) => Err(e),
+                None => Ok((page, hold)),
+            }),
+        })
     }
 }
 

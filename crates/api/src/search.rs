@@ -10,6 +10,7 @@ use strata_types::SearchRequest;
 use utoipa::ToSchema;
 
 use crate::answer_budget::Shape;
+use crate::answer_size::Carried;
 use crate::bodies::{ScopeFields, SearchAnswer};
 use crate::edge::TenantAuth;
 use crate::input::{
@@ -74,9 +75,13 @@ pub async fn search(
         // (`answer_budget`): k hits with their vectors can be megabytes.
         let shape = Shape::of_search(&search);
         let (budget, tenant) = answers;
-        let hold = budget.reserve(&tenant, tenant.estimate(&budget, search.k, shape))?;
+        let mut hold = budget.reserve(&tenant, tenant.estimate(&budget, search.k, shape))?;
         let response = e.search(&scope, &req, &search)?;
         let hits = response.hits.len();
+        // `k` hits cannot be cut short: measured as fetched, they must fit before they are
+        // encoded (a tenant's estimate may have been taught by smaller records).
+        let carried = Carried::of_search(&search);
+        hold.fetched(response.hits.iter().map(|h| carried.hit(h)).sum())?;
         // Serialised here, on the tenant's job, not on the async threads after it: a flooding
         // tenant's answers are then written in its own share (and at its priority) instead of
         // delaying every other tenant's requests on the threads that read them.

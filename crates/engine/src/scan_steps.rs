@@ -332,11 +332,33 @@ impl Engine {
     /// it is full, or every candidate is read.
     pub fn page_step(
         &self,
+        pending: PendingPage,
+    ) -> Result<Stepped<PendingPage, ScanPage>, EngineError> {
+        self.page_step_admitting(pending, &mut |_, _| true)
+    }
+
+    /// [`Engine::page_step`] with a say over each record besides the page's `limit`:
+    /// `admit(record, first)` is asked before a record joins the page, and a record it
+    /// refuses ends the page before it, with a `next` (so the next page begins with it:
+    /// nothing skipped, nothing repeated). The page's first record (`first`: none has joined
+    /// yet) joins whatever `admit` answers, so paging always moves on; `admit` is still asked,
+    /// to count it. `admit` may empty fields of the record that its answer does not carry,
+    /// so a page does not hold them until it is encoded. The API bounds a page's bytes this
+    /// way (`answer_budget`): records larger than the page's memory reservation make a
+    /// shorter page, not a larger one.
+    pub fn page_step_admitting(
+        &self,
         mut pending: PendingPage,
+        admit: &mut dyn FnMut(&mut Record, bool) -> bool,
     ) -> Result<Stepped<PendingPage, ScanPage>, EngineError> {
         let (records, limit, more) = (&mut pending.records, pending.limit, &mut pending.more);
-        let over = pending.cursor.step(self, |record| {
+        let over = pending.cursor.step(self, |mut record| {
             if records.len() == limit {
+                *more = true;
+                return false;
+            }
+            let first = records.is_empty();
+            if !admit(&mut record, first) && !first {
                 *more = true;
                 return false;
             }

@@ -203,11 +203,12 @@ pub struct ServerConfig {
     /// refused unread with 429 CONCURRENCY_LIMITED. 0 means four times `max_body_bytes`.
     pub max_body_bytes_per_tenant: u64,
     /// Bytes one tenant's answers may hold in memory until its clients read them; a request
-    /// whose answer would pass it is refused before its answer is fetched, with 429
-    /// ANSWER_MEMORY_LIMITED. 0: no limit.
+    /// whose estimated answer would pass it is refused before its answer is fetched, with 429
+    /// ANSWER_MEMORY_LIMITED, and a list page's fetch stops at its estimate (a shorter page).
+    /// 0: no limit.
     pub max_answer_bytes_per_tenant: u64,
-    /// Bytes all tenants' unread answers may hold together; past it, 503 OVERLOADED. 0: no
-    /// limit.
+    /// Bytes all tenants' answers may hold together, counted as fetched and encoded (not as
+    /// estimated); past it, 503 OVERLOADED. 0: no limit.
     pub max_answer_bytes: u64,
     /// How long shutdown waits for in-flight requests before dropping them.
     pub shutdown_timeout_secs: u64,

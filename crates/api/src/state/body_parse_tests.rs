@@ -16,6 +16,10 @@ use crate::input::JsonObject;
 use crate::json_body::JsonBody;
 use crate::tenant_bodies::{BodySlot, BodyTenant};
 
+/// A pool of one worker. Long jobs do not give way (`long_job_after` zero): a test that holds
+/// the worker with a job of one tenant relies on the other tenant's job waiting for it, and
+/// with the default 10 ms threshold a spare thread would run that job as soon as the holder
+/// counted as long, which on a loaded machine can happen before the test looks at the queue.
 fn state_with_one_worker(dir: &std::path::Path) -> AppState {
     let engine = Arc::new(Engine::open(dir, EngineConfig::default()).expect("engine"));
     let auth = Arc::new(Authenticator::new(&Default::default(), None).expect("auth"));
@@ -23,6 +27,7 @@ fn state_with_one_worker(dir: &std::path::Path) -> AppState {
         pool: PoolConfig {
             workers: 1,
             reserved_workers: 0,
+            long_job_after: Duration::ZERO,
             ..PoolConfig::default()
         },
         ..ApiConfig::default()
