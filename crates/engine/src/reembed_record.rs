@@ -5,8 +5,11 @@
 //! so an interrupted job is never resumed; the collection is whole on its old model and the
 //! operator starts it again.
 //!
-//! Written when a job starts, in the switching transaction itself when it is done (so the row
-//! and the collection's model can never disagree), and when it fails.
+//! Written when a job starts, after each step (so an interrupted job reports the texts it had
+//! embedded by its last step, not the zero of its start), in the switching transaction itself
+//! when it is done (so the row and the collection's model can never disagree), and when it
+//! fails. The row's job id is also the floor of the next job's (`Jobs::next_id`): the
+//! in-memory counter starts again with each instance.
 
 use serde::{Deserialize, Serialize};
 use strata_store::codec::{decode_json, encode_json};

@@ -463,18 +463,21 @@ fn a_reembed_status_tells_the_truth_after_a_restart() {
             .is_some_and(|e| e.starts_with("interrupted")),
         "{status:?}"
     );
-    // The job as it was started (its progress lived in memory), on the collection's old
-    // model (none: client vectors).
+    // The job as it stood when it was cut (its stored row follows each step: one step of
+    // texts embedded), on the collection's old model (none: client vectors).
+    assert!(before_cut.records_embedded > 0, "{before_cut:?}");
     assert_eq!(
         (
             status.job,
             status.records_total,
+            status.records_embedded,
             status.started_at,
             &status.model
         ),
         (
             before_cut.job,
             before_cut.records_total,
+            before_cut.records_embedded,
             before_cut.started_at,
             &None
         )
@@ -483,8 +486,10 @@ fn a_reembed_status_tells_the_truth_after_a_restart() {
         engine.reembed_status(&scope, never).unwrap().state,
         ReembedState::None
     );
-    // Started again, it runs to its end.
+    // Started again, it runs to its end, under a new id: ids start again with each engine
+    // instance, but never at or below the collection's last stored one.
     let job = engine.reembed_start(&scope, cut).unwrap().job.unwrap();
+    assert!(job > before_cut.job.unwrap(), "{job} reuses an earlier id");
     while engine.reembed_step(&scope, cut, job).unwrap() {}
     let again = engine.reembed_finish(&scope, cut, job).unwrap();
     assert_eq!((again.state, again.records_total), (ReembedState::Done, 40));
