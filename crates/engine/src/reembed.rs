@@ -351,8 +351,8 @@ impl Engine {
     ) -> Result<ReembedStatus, EngineError> {
         let (c, found, last_job) = self.read_for_reembed(scope, |r| {
             let c = find(r, scope.key(), name)?;
-            let last_job =
-                reembed_record::load(r, scope.key(), name)?.and_then(|row| row.status.job);
+            let last_job = reembed_record::load_replaceable(r, scope.key(), name)?
+                .and_then(|row| row.status.job);
             Ok((c, survey(r, scope.key(), name, 0)?, last_job))
         })?;
         let (texts, vector_only) = (found.records, found.vector_only);
@@ -433,7 +433,7 @@ impl Engine {
             {
                 return Ok(());
             }
-            if let Some(row) = reembed_record::load(w, scope.key(), &status.collection)?
+            if let Some(row) = reembed_record::load_replaceable(w, scope.key(), &status.collection)?
                 && row.boot == *boot
                 && row.status.job.is_some_and(|j| j > job)
             {
