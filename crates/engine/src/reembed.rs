@@ -425,7 +425,7 @@ impl Engine {
         status: &ReembedStatus,
     ) -> Result<(), EngineError> {
         let boot = &self.reembeds.boot;
-        self.store.write(|w| {
+        let ((), pending) = self.store.write_pending(|w| {
             crate::tenants::check_live(w, scope)?;
             // Nothing is kept for a collection deleted since (its delete removed the row).
             if w.collection(scope.key(), &status.collection)?
@@ -445,7 +445,11 @@ impl Engine {
                 status: status.clone(),
             };
             Ok::<_, EngineError>(reembed_record::save(w, scope.key(), &row)?)
-        })
+        })?;
+        // Run on the fair pool (each step is), the fsync is waited for off the pool's worker
+        // (`crate::durability`), before the step is answered: a step's row costs the worker
+        // its commit, and is durable before the next step begins.
+        crate::durability::wait_or_defer(pending)
     }
 
     /// Embeds the next few records of a running re-embed into its staging area. Returns whether
