@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use strata_engine::{EngineError, ExportLine};
+use strata_engine::{EngineError, ExportLine, KnownFields};
 use strata_types::TenantId;
 use tokio::sync::mpsc;
 
@@ -113,6 +113,8 @@ struct Lines {
     rx: mpsc::Receiver<Feed>,
     /// Why the body failed, kept so the response has the right status (e.g. 413), not 400.
     failure: Arc<Mutex<Option<ApiError>>>,
+    /// The fields found known on the lines so far: a line of known keys is only decoded.
+    known: KnownFields,
 }
 
 impl Iterator for Lines {
@@ -126,7 +128,7 @@ impl Iterator for Lines {
             Feed::Line(n, bytes) => Some(
                 crate::unique_keys::from_slice(&bytes)
                     .map_err(|e| e.to_string())
-                    .and_then(ExportLine::from_value_closed)
+                    .and_then(|v| ExportLine::from_value_closed_with(&mut self.known, v))
                     .map_err(|e| EngineError::BadRequest(format!("import line {n}: {e}"))),
             ),
             Feed::Fail(e) => {
@@ -229,6 +231,7 @@ pub async fn import_tenant(
     let lines = Lines {
         rx,
         failure: Arc::clone(&failure),
+        known: KnownFields::default(),
     };
     let engine = Arc::clone(&state.engine);
     let task = tokio::task::spawn_blocking(move || engine.import_tenant(&op, &id, lines));

@@ -151,6 +151,7 @@ pub use strata_auth::{OperatorScope, TenantScope};
 pub use strata_embed::Embedder;
 pub use tenants::{NewTenantSpec, TenantInfo, TenantUpdate, TenantUsage};
 pub use transfer::{ExportLine, LineCounts};
+pub use transfer_line::KnownFields;
 pub use vacuum_record::{Erasure, VacuumFigures};
 pub use verify::{UsageCounts, VerifyReport};
 

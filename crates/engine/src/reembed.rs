@@ -99,7 +99,8 @@ pub struct ReembedStatus {
     pub target_model: Option<EmbedderRef>,
     /// Records with content when the job started.
     pub records_total: u64,
-    /// Texts embedded so far (catch-up of records written during the job included).
+    /// Texts embedded so far (catch-up of records written during the job included). Stored
+    /// after each step: a job the server stopped while it ran shows its last step's figure.
     pub records_embedded: u64,
     #[schema(value_type = Option<i64>)]
     pub started_at: Option<Millis>,
@@ -109,8 +110,9 @@ pub struct ReembedStatus {
     /// stopped while it ran reads as failed after the restart, with an error that begins
     /// `interrupted` (it is not resumed).
     pub error: Option<String>,
-    /// The job's id (absent in state `none`): each start gets a new one, so the steps of an
-    /// earlier job can never act on a later one.
+    /// The job's id (absent in state `none`): each start gets a new one, above the
+    /// collection's last one even across restarts, so the steps of an earlier job can never
+    /// act on a later one and an interrupted job's id is never reused.
     pub job: Option<u64>,
 }
 
@@ -147,6 +149,20 @@ impl Default for Jobs {
 }
 
 impl Jobs {
+    /// A new job id, above every id this instance gave and above `floor`, the id of the
+    /// collection's last stored job: the counter starts again at 0 with each instance, so
+    /// without the floor a job started after a restart could take the id of the one the
+    /// restart interrupted, which its stored status still shows.
+    fn next_id(&self, floor: u64) -> u64 {
+        let before = self
+            .next_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.max(floor) + 1)
+            })
+            .unwrap_or_else(|n| n);
+        before.max(floor) + 1
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantKey, CollectionName), Job>> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
@@ -333,9 +349,11 @@ impl Engine {
         scope: &TenantScope,
         name: &CollectionName,
     ) -> Result<ReembedStatus, EngineError> {
-        let (c, found) = self.read_for_reembed(scope, |r| {
+        let (c, found, last_job) = self.read_for_reembed(scope, |r| {
             let c = find(r, scope.key(), name)?;
-            Ok((c, survey(r, scope.key(), name, 0)?))
+            let last_job = reembed_record::load_replaceable(r, scope.key(), name)?
+                .and_then(|row| row.status.job);
+            Ok((c, survey(r, scope.key(), name, 0)?, last_job))
         })?;
         let (texts, vector_only) = (found.records, found.vector_only);
         let (_, loaded) = self.loaded_for_reembed()?;
@@ -366,7 +384,7 @@ impl Engine {
                 "a re-embed of collection {name} is already running"
             )));
         }
-        let id = self.reembeds.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = self.reembeds.next_id(last_job.unwrap_or(0));
         let status = ReembedStatus {
             collection: name.clone(),
             job: Some(id),
@@ -407,7 +425,7 @@ impl Engine {
         status: &ReembedStatus,
     ) -> Result<(), EngineError> {
         let boot = &self.reembeds.boot;
-        self.store.write(|w| {
+        let ((), pending) = self.store.write_pending(|w| {
             crate::tenants::check_live(w, scope)?;
             // Nothing is kept for a collection deleted since (its delete removed the row).
             if w.collection(scope.key(), &status.collection)?
@@ -415,7 +433,7 @@ impl Engine {
             {
                 return Ok(());
             }
-            if let Some(row) = reembed_record::load(w, scope.key(), &status.collection)?
+            if let Some(row) = reembed_record::load_replaceable(w, scope.key(), &status.collection)?
                 && row.boot == *boot
                 && row.status.job.is_some_and(|j| j > job)
             {
@@ -427,7 +445,11 @@ impl Engine {
                 status: status.clone(),
             };
             Ok::<_, EngineError>(reembed_record::save(w, scope.key(), &row)?)
-        })
+        })?;
+        // Run on the fair pool (each step is), the fsync is waited for off the pool's worker
+        // (`crate::durability`), before the step is answered: a step's row costs the worker
+        // its commit, and is durable before the next step begins.
+        crate::durability::wait_or_defer(pending)
     }
 
     /// Embeds the next few records of a running re-embed into its staging area. Returns whether
@@ -460,13 +482,18 @@ impl Engine {
             )
         })?;
         let vectors = self.embed_for_reembed(&texts)?;
-        self.running_job(scope.key(), name, job, |j| {
+        let (created_at, status) = self.running_job(scope.key(), name, job, |j| {
             j.status.records_embedded += texts.len() as u64;
             for ((id, content), v) in texts.into_iter().zip(vectors) {
                 j.staged.insert(id, (content, v));
             }
             j.cursor = last.clone();
+            (j.created_at, j.status.clone())
         })?;
+        // The stored row follows each step, so a job a crash cuts short reports the texts it
+        // had embedded, exact to its last step. One small row per step of up to 32 texts,
+        // whose embedding costs far more than the write's commit.
+        self.store_status(scope, job, created_at, &status)?;
         Ok(last.is_some())
     }
 

@@ -5,8 +5,11 @@
 //! so an interrupted job is never resumed; the collection is whole on its old model and the
 //! operator starts it again.
 //!
-//! Written when a job starts, in the switching transaction itself when it is done (so the row
-//! and the collection's model can never disagree), and when it fails.
+//! Written when a job starts, after each step (so an interrupted job reports the texts it had
+//! embedded by its last step, not the zero of its start), in the switching transaction itself
+//! when it is done (so the row and the collection's model can never disagree), and when it
+//! fails. The row's job id is also the floor of the next job's (`Jobs::next_id`): the
+//! in-memory counter starts again with each instance.
 
 use serde::{Deserialize, Serialize};
 use strata_store::codec::{decode_json, encode_json};
@@ -41,14 +44,45 @@ pub(crate) fn save(w: &mut Writer<'_>, key: TenantKey, row: &Stored) -> Result<(
     w.put_blob(key, &blob_name(&row.status.collection), &encode_json(row)?)
 }
 
+/// The row, for reads: one that does not decode is `StoreError::Corrupt` naming the collection
+/// (stored state decodes closed, never to a default).
 pub(crate) fn load(
     r: &impl Reads,
     key: TenantKey,
     collection: &CollectionName,
 ) -> Result<Option<Stored>, StoreError> {
     r.blob(key, &blob_name(collection))?
-        .map(|bytes| decode_json(&bytes))
+        .map(|bytes| decode(collection, &bytes))
         .transpose()
+}
+
+/// The row, for a job about to write its own: one that does not decode reads as absent, with a
+/// warning, so that the next write replaces it. The row is only a report of a past job, not
+/// data: refusing here would block every re-embed of the collection, with no repair but
+/// deleting it. Storage errors still fail.
+pub(crate) fn load_replaceable(
+    r: &impl Reads,
+    key: TenantKey,
+    collection: &CollectionName,
+) -> Result<Option<Stored>, StoreError> {
+    let Some(bytes) = r.blob(key, &blob_name(collection))? else {
+        return Ok(None);
+    };
+    match decode(collection, &bytes) {
+        Ok(row) => Ok(Some(row)),
+        Err(e) => {
+            tracing::warn!(%collection, error = %e, "replacing a re-embed status that does not decode");
+            Ok(None)
+        }
+    }
+}
+
+fn decode(collection: &CollectionName, bytes: &[u8]) -> Result<Stored, StoreError> {
+    decode_json(bytes).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "re-embed status of collection {collection}: {e}; a new re-embed of it replaces it"
+        ))
+    })
 }
 
 /// Removed with its collection.

@@ -721,9 +721,10 @@ impl IndexRegistry {
         match self.get(key) {
             Some(slot) => {
                 let pinned = pinned || slot.level_pinned.load(Ordering::Relaxed);
-                slot.counters.snapshot(pinned)
+                let shedding = slot.integrity_state() != IntegrityState::Normal;
+                slot.counters.snapshot(pinned, shedding)
             }
-            None => SlotCounters::default().snapshot(pinned),
+            None => SlotCounters::default().snapshot(pinned, false),
         }
     }
 

@@ -69,10 +69,15 @@ pub struct TenantResidency {
     pub pinned: bool,
     /// Collections waiting for a background graph build (searched exactly meanwhile).
     pub graph_builds_pending: u32,
-    /// The search beam (`ef`) its loaded graphs use for a query that gives none, the widest
-    /// if several: the configured `ef_search`, raised where the graph's calibration found
-    /// that it misses the target recall on the data stored; 0 when no graph is loaded.
+    /// The search beam (`ef`) a search that gives none walks now on its loaded graphs, the
+    /// widest if several: `graph_ef_search_calibrated`, capped at 256 while the tenant's
+    /// integrity state is `stress` or `critical` (which shed wider beams); 0 when no graph is
+    /// loaded.
     pub graph_ef_search: u32,
+    /// The default beam its loaded graphs are calibrated to, whatever the integrity state:
+    /// the configured `ef_search`, raised where the graph's calibration found that it misses
+    /// the target recall on the data stored; 0 when no graph is loaded.
+    pub graph_ef_search_calibrated: u32,
 }
 
 /// The whole server's residency (`Engine::residency_summary`).
@@ -118,7 +123,11 @@ pub(crate) struct SlotCounters {
 }
 
 impl SlotCounters {
-    pub fn snapshot(&self, pinned: bool) -> TenantResidency {
+    /// `shedding`: the tenant's integrity state is not `normal`, so a search's default beam is
+    /// capped (`crate::integrity::STRESS_MAX_EF`, as `Engine::search` caps it).
+    pub fn snapshot(&self, pinned: bool, shedding: bool) -> TenantResidency {
+        let calibrated = self.graph_ef_search.load(Ordering::Relaxed);
+        let cap = u32::try_from(crate::integrity::STRESS_MAX_EF).unwrap_or(u32::MAX);
         TenantResidency {
             resident: self.resident.load(Ordering::Relaxed),
             resident_bytes: self.bytes.load(Ordering::Relaxed),
@@ -126,7 +135,12 @@ impl SlotCounters {
             evictions: self.evictions.load(Ordering::Relaxed),
             pinned,
             graph_builds_pending: self.graphs_pending.load(Ordering::Relaxed),
-            graph_ef_search: self.graph_ef_search.load(Ordering::Relaxed),
+            graph_ef_search: if shedding {
+                calibrated.min(cap)
+            } else {
+                calibrated
+            },
+            graph_ef_search_calibrated: calibrated,
         }
     }
 }

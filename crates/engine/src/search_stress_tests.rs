@@ -53,6 +53,7 @@ fn calibrated_wide(dir: &std::path::Path) -> (Engine, TenantScope) {
     };
     g.set_calibration(wide, N);
     assert_eq!(g.default_ef(), 1024);
+    engine.indexes.account(&slot, guard.as_ref());
     drop(guard);
     (engine, scope)
 }
@@ -131,4 +132,28 @@ fn the_capped_beam_still_widens_to_an_exact_scan() {
     assert!(exact, "settled by an exact scan");
     assert_eq!(hits.len(), 9);
     assert!(hits.iter().all(|h| passes(h.slot)));
+}
+
+/// The residency view shows the beam a search naming no `ef` walks now: the calibrated one
+/// while `normal`, capped while shedding, with the calibrated one beside it.
+#[test]
+fn the_residency_view_shows_the_default_beam_a_shedding_tenant_walks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = calibrated_wide(dir.path());
+    let op = OperatorScope::for_tests();
+    let beams = |engine: &Engine| {
+        let r = engine.residency(&op, scope.tenant()).unwrap();
+        (r.graph_ef_search, r.graph_ef_search_calibrated)
+    };
+    assert_eq!(beams(&engine), (1024, 1024));
+    engine.observe_queue(&scope, 2, Duration::ZERO);
+    assert_eq!(
+        engine.indexes.integrity_state(scope.key()),
+        IntegrityState::Stress
+    );
+    assert_eq!(beams(&engine), (STRESS_MAX_EF as u32, 1024));
+    // What the search really walks.
+    assert_eq!(search(&engine, &scope, None).2, vec![STRESS_MAX_EF]);
+    let row = engine.residency_summary(&op).tenants.remove(0);
+    assert_eq!(row.residency.graph_ef_search, STRESS_MAX_EF as u32);
 }

@@ -7,19 +7,76 @@
 //! it), so they are checked here instead: a key the decoded line does not write back is
 //! either a field left at its default (kept out of the export) or one the line does not
 //! have, and only the first refuses a value of the wrong type.
+//!
+//! Whether a kind of line has a field does not depend on the line, so an import remembers the
+//! fields it has found known ([`KnownFields`]): a line whose every key is known already is only
+//! decoded, not also encoded back to find its keys. An import's lines share their keys, so
+//! that is every line after the first few of each kind.
+
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
 use crate::ExportLine;
 
+/// Fields found known, by kind of line, over the lines of one import (at most
+/// [`KnownFields::MAX`]: each a field some kind of line has, so a cap only a flattened map
+/// could reach).
+#[derive(Debug, Default)]
+pub struct KnownFields {
+    by_kind: HashMap<String, HashSet<String>>,
+    len: usize,
+}
+
+impl KnownFields {
+    const MAX: usize = 1024;
+
+    fn contains(&self, kind: &str, key: &str) -> bool {
+        self.by_kind
+            .get(kind)
+            .is_some_and(|keys| keys.contains(key))
+    }
+
+    fn insert(&mut self, kind: &str, key: &str) {
+        if self.len < Self::MAX
+            && self
+                .by_kind
+                .entry(kind.to_owned())
+                .or_default()
+                .insert(key.to_owned())
+        {
+            self.len += 1;
+        }
+    }
+}
+
 impl ExportLine {
     /// Parses one line of an import, refusing a field its kind of line does not have.
     pub fn from_value_closed(value: Value) -> Result<ExportLine, String> {
+        Self::from_value_closed_with(&mut KnownFields::default(), value)
+    }
+
+    /// [`ExportLine::from_value_closed`] for one line of many: `known` carries the fields
+    /// found known on the lines before, and those of this one are added.
+    pub fn from_value_closed_with(
+        known: &mut KnownFields,
+        value: Value,
+    ) -> Result<ExportLine, String> {
+        // The keys not known yet (the kind as the line names it: its serde tag).
         let given: Vec<String> = match &value {
-            Value::Object(m) => m.keys().cloned().collect(),
+            Value::Object(m) => {
+                let kind = m.get("type").and_then(Value::as_str).unwrap_or_default();
+                m.keys()
+                    .filter(|k| !known.contains(kind, k))
+                    .cloned()
+                    .collect()
+            }
             _ => Vec::new(),
         };
         let line: ExportLine = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        if given.is_empty() {
+            return Ok(line);
+        }
         // The tenant, pheromone, narrative and end lines refuse unknown fields by their own
         // derive; probing them would misjudge a free-JSON field given as `null` (the tenant
         // line's `integrity_policy`), which decodes to nothing and is not written back.
@@ -35,7 +92,15 @@ impl ExportLine {
         let Ok(Value::Object(written)) = serde_json::to_value(&line) else {
             return Ok(line);
         };
-        for key in given.iter().filter(|k| !written.contains_key(*k)) {
+        let kind = written
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("export");
+        for key in &given {
+            if written.contains_key(key) {
+                known.insert(kind, key);
+                continue;
+            }
             // Every known field left out of `written` (an absent option, a default analyzer)
             // refuses `true` or `""` (none of them is free JSON); a field the line does not
             // have takes both.
@@ -45,12 +110,9 @@ impl ExportLine {
                 serde_json::from_value::<ExportLine>(Value::Object(line)).is_ok()
             };
             if takes(Value::Bool(true)) && takes(Value::String(String::new())) {
-                let kind = written
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("export");
                 return Err(format!("{kind} line: unknown field `{key}`"));
             }
+            known.insert(kind, key);
         }
         Ok(line)
     }
@@ -119,6 +181,34 @@ mod tests {
                          "narratives": 0, "links": 0, "audit": 0, "colour": 1});
         let got = parse(end).unwrap_err();
         assert!(got.contains("unknown field `colour`"), "{got}");
+    }
+
+    /// Lines read one after another, sharing what they found known, are refused exactly as
+    /// each read alone: a field known on one line does not let an unknown one through on the
+    /// next, of its kind or another.
+    #[test]
+    fn a_shared_memory_of_known_fields_refuses_what_a_fresh_one_does() {
+        let mut lines = Vec::new();
+        for line in [collection(), record(), link(), audit()] {
+            lines.push(line.clone());
+            lines.push(with(line.clone(), "colour", json!(true)));
+            lines.push(line);
+        }
+        lines.push(with(
+            with(collection(), "analyzer", json!("standard")),
+            "kind",
+            json!(""),
+        ));
+        lines.push(with(record(), "analyzer", json!("english")));
+        let mut known = crate::KnownFields::default();
+        for line in lines {
+            let fresh = parse(line.clone());
+            assert_eq!(
+                ExportLine::from_value_closed_with(&mut known, line.clone()),
+                fresh,
+                "{line}"
+            );
+        }
     }
 
     /// A field the export leaves out when it holds its default may still be given, with that

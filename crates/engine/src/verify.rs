@@ -271,7 +271,10 @@ fn check_blobs(
             }
         } else if let Some(collection) = name.strip_prefix(crate::reembed_record::BLOB_PREFIX) {
             if let Err(e) = crate::reembed_record::check(&bytes) {
-                report.problem(format!("re-embed status of {collection}: {e}"));
+                report.problem(format!(
+                    "re-embed status of {collection}: {e} (only a report: a new re-embed of \
+                     the collection replaces it)"
+                ));
             }
         } else if let Some(collection) = name.strip_prefix(crate::search_image::BLOB_PREFIX) {
             if let Err(e) = crate::search_image::check(&bytes) {

@@ -463,18 +463,21 @@ fn a_reembed_status_tells_the_truth_after_a_restart() {
             .is_some_and(|e| e.starts_with("interrupted")),
         "{status:?}"
     );
-    // The job as it was started (its progress lived in memory), on the collection's old
-    // model (none: client vectors).
+    // The job as it stood when it was cut (its stored row follows each step: one step of
+    // texts embedded), on the collection's old model (none: client vectors).
+    assert!(before_cut.records_embedded > 0, "{before_cut:?}");
     assert_eq!(
         (
             status.job,
             status.records_total,
+            status.records_embedded,
             status.started_at,
             &status.model
         ),
         (
             before_cut.job,
             before_cut.records_total,
+            before_cut.records_embedded,
             before_cut.started_at,
             &None
         )
@@ -483,8 +486,10 @@ fn a_reembed_status_tells_the_truth_after_a_restart() {
         engine.reembed_status(&scope, never).unwrap().state,
         ReembedState::None
     );
-    // Started again, it runs to its end.
+    // Started again, it runs to its end, under a new id: ids start again with each engine
+    // instance, but never at or below the collection's last stored one.
     let job = engine.reembed_start(&scope, cut).unwrap().job.unwrap();
+    assert!(job > before_cut.job.unwrap(), "{job} reuses an earlier id");
     while engine.reembed_step(&scope, cut, job).unwrap() {}
     let again = engine.reembed_finish(&scope, cut, job).unwrap();
     assert_eq!((again.state, again.records_total), (ReembedState::Done, 40));
@@ -504,4 +509,62 @@ fn a_reembed_status_tells_the_truth_after_a_restart() {
         engine.reembed_status(&scope, cut).unwrap().state,
         ReembedState::Done
     );
+}
+
+/// A stored re-embed status that does not decode is an error for every read of it (the status
+/// names the collection, `verify` reports it), but it is only a report of a past job: a new
+/// re-embed replaces it rather than being blocked by it.
+#[test]
+fn a_reembed_replaces_a_stored_status_that_does_not_decode() {
+    use strata_engine::ReembedState;
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, _) = open_embedding(dir.path(), "acme");
+    let notes = CollectionName::parse("notes").unwrap();
+    engine
+        .create_collection(&scope, &notes, 4, Metric::Cosine)
+        .unwrap();
+    let records = (0..5)
+        .map(|i| NewRecord {
+            modality: Some(notes.clone()),
+            content: Some(format!("note {i}")),
+            vector: Some(vec![1.0, 0.0, 0.0, 0.0]),
+            ..Default::default()
+        })
+        .collect();
+    engine
+        .put(&scope, &RequestScope::default(), records)
+        .unwrap();
+    drop(engine);
+    let store = strata_store::Store::open(&dir.path().join(strata_engine::DB_FILE)).unwrap();
+    store
+        .write(|w| {
+            let key = strata_store::Reads::tenant(w, scope.tenant())?.unwrap().key;
+            w.put_blob(key, "reembed:notes", b"\x01{\"not\": \"a status\"}")
+        })
+        .unwrap();
+    drop(store);
+
+    let (engine, scope) = reopen(dir.path(), "acme");
+    match engine.reembed_status(&scope, &notes) {
+        Err(EngineError::Store(strata_store::StoreError::Corrupt(why))) => {
+            assert!(why.contains("collection notes"), "{why}")
+        }
+        other => panic!("a status that does not decode read as {other:?}"),
+    }
+    let op = OperatorScope::for_tests();
+    let report = engine.verify_tenant(&op, scope.tenant()).unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert!(
+        format!("{report:?}").contains("re-embed status of notes"),
+        "{report:?}"
+    );
+    // A new re-embed is not blocked: it replaces the row, and runs to its end.
+    let job = engine.reembed_start(&scope, &notes).unwrap().job.unwrap();
+    while engine.reembed_step(&scope, &notes, job).unwrap() {}
+    let done = engine.reembed_finish(&scope, &notes, job).unwrap();
+    assert_eq!((done.state, done.records_embedded), (ReembedState::Done, 5));
+    drop(engine);
+    let (engine, scope) = reopen(dir.path(), "acme");
+    assert_eq!(engine.reembed_status(&scope, &notes).unwrap(), done);
+    assert!(engine.verify_tenant(&op, scope.tenant()).unwrap().ok);
 }

@@ -9,12 +9,22 @@
 //! written directly, as before: renaming over it would replace a device or a link with a
 //! plain file. The temporary file is created readable by its owner only (an export is a
 //! tenant's data), and takes an existing destination's permissions before the rename.
+//!
+//! The temporary file is held under an exclusive advisory lock (`flock`, std's
+//! [`File::try_lock`]) for the writer's whole life, rename included. The kernel drops it with
+//! the process, so one left by an export killed outright (`SIGKILL`, a crash: nothing can
+//! clean up after those) is free: the next export of `FILE` takes it over, truncated. One whose
+//! lock is held belongs to an export still running, and is never touched.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+
+/// Attempts at locking a temporary file that another export renames or removes just as it is
+/// opened (each such race means that export moved on; the next attempt finds the path anew).
+const LOCK_ATTEMPTS: usize = 5;
 
 pub struct PartialFile {
     dest: PathBuf,
@@ -24,6 +34,9 @@ pub struct PartialFile {
     file: Option<BufWriter<File>>,
     /// Renamed over `dest`: nothing to remove.
     committed: bool,
+    /// The temporary file's lock (a handle on the same open file, which holds it until the
+    /// last one closes), kept until this is dropped: past the rename, or past the removal.
+    _lock: Option<File>,
 }
 
 /// `FILE.partial` for `FILE`.
@@ -34,9 +47,9 @@ fn partial_path(dest: &Path) -> PathBuf {
 }
 
 impl PartialFile {
-    /// Creates `dest`'s temporary file. Created exclusively: one that exists belongs to
-    /// another export writing the same file, or to one killed outright (nothing can clean up
-    /// after `SIGKILL`), and is never written over.
+    /// Creates `dest`'s temporary file, locked. One that exists and is locked belongs to
+    /// another export writing the same file: refused, untouched. One that exists unlocked was
+    /// left by an export killed outright: taken over, truncated.
     pub fn create(dest: &Path) -> anyhow::Result<PartialFile> {
         let is_link = std::fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_symlink());
         // A dangling link is replaced like a missing file.
@@ -55,37 +68,39 @@ impl PartialFile {
                 tmp: None,
                 file: Some(BufWriter::new(file)),
                 committed: false,
+                _lock: None,
             });
         }
         let tmp = partial_path(&dest);
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(&tmp).with_context(|| {
-            if tmp.exists() {
-                format!(
-                    "creating {}: it exists (another export is writing it, or one was \
-                     killed; remove it if none runs)",
-                    tmp.display()
-                )
-            } else {
-                format!("creating {}", tmp.display())
-            }
-        })?;
+        let file = lock_temporary(&tmp)?;
+        // Ours now: a file a killed export left is emptied before anything is written.
+        file.set_len(0)
+            .with_context(|| format!("truncating {}", tmp.display()))?;
+        let lock = file
+            .try_clone()
+            .with_context(|| format!("opening {} again", tmp.display()))?;
         let partial = PartialFile {
             dest,
             tmp: Some(tmp),
             file: Some(BufWriter::new(file)),
             committed: false,
+            _lock: Some(lock),
         };
-        // The file it replaces keeps its permissions (after the file exists, so that a failure
-        // here removes it).
-        if let Ok(m) = std::fs::metadata(&partial.dest)
-            && let Some(tmp) = &partial.tmp
-        {
-            std::fs::set_permissions(tmp, m.permissions())
-                .with_context(|| format!("setting the permissions of {}", tmp.display()))?;
+        // The file it replaces keeps its permissions; a new one is its owner's only, also when
+        // a killed export's file is taken over (after the file is ours, so that a failure here
+        // removes it).
+        if let Some(tmp) = &partial.tmp {
+            let permissions = match std::fs::metadata(&partial.dest) {
+                Ok(m) => Some(m.permissions()),
+                #[cfg(unix)]
+                Err(_) => Some(std::os::unix::fs::PermissionsExt::from_mode(0o600)),
+                #[cfg(not(unix))]
+                Err(_) => None,
+            };
+            if let Some(p) = permissions {
+                std::fs::set_permissions(tmp, p)
+                    .with_context(|| format!("setting the permissions of {}", tmp.display()))?;
+            }
         }
         Ok(partial)
     }
@@ -112,6 +127,8 @@ impl PartialFile {
         };
         file.sync_all()
             .with_context(|| format!("syncing {}", tmp.display()))?;
+        // Still locked through `_lock`: released before the rename, the file could be taken
+        // over (and truncated) by another export in between.
         drop(file);
         std::fs::rename(&tmp, &self.dest)
             .with_context(|| format!("renaming {} to {}", tmp.display(), self.dest.display()))?;
@@ -139,10 +156,63 @@ impl Write for PartialFile {
     }
 }
 
+/// Opens `tmp` (created, `0600`, if missing; never truncated here) and takes its lock. The
+/// lock is on the open file, not the name: if the name no longer leads to the file locked
+/// (its export renamed or removed it between our open and our lock), that file is not the
+/// temporary one any more, and the name is opened again.
+fn lock_temporary(tmp: &Path) -> anyhow::Result<File> {
+    for _ in 0..LOCK_ATTEMPTS {
+        let mut options = OpenOptions::new();
+        options.write(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
+            .open(tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => bail!(
+                "{} is being written by another export of the same file; wait for it to \
+                 end or export to another file",
+                tmp.display()
+            ),
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", tmp.display()));
+            }
+        }
+        if still_named(&file, tmp) {
+            return Ok(file);
+        }
+    }
+    bail!(
+        "{} keeps being replaced by other exports of the same file",
+        tmp.display()
+    )
+}
+
+/// `path` leads to the open `file` itself.
+fn still_named(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        path.exists()
+    }
+}
+
 impl Drop for PartialFile {
     fn drop(&mut self) {
         if !self.committed {
-            // Not committed, or the commit failed before its rename: the temporary file goes.
+            // Not committed, or the commit failed before its rename: the temporary file goes,
+            // removed while still locked (`_lock` is dropped after this), so another export
+            // cannot take it over in between.
             drop(self.file.take());
             if let Some(tmp) = &self.tmp {
                 let _ = std::fs::remove_file(tmp);
@@ -185,16 +255,48 @@ mod tests {
     }
 
     #[test]
-    fn a_temporary_file_that_exists_is_never_written_over() {
+    fn a_temporary_file_another_export_holds_is_never_written_over() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("acme.ndjson");
-        std::fs::write(partial_path(&dest), "another export's").unwrap();
+        std::fs::write(&dest, "old").unwrap();
+        let mut first = PartialFile::create(&dest).unwrap();
+        first.write_all(b"the first export's").unwrap();
+        first.flush().unwrap();
         let e = PartialFile::create(&dest).err().expect("refused");
-        assert!(format!("{e:#}").contains("it exists"), "{e:#}");
+        assert!(format!("{e:#}").contains("another export"), "{e:#}");
+        // Neither its temporary file nor the destination was touched, and it goes on.
         assert_eq!(
             std::fs::read_to_string(partial_path(&dest)).unwrap(),
-            "another export's"
+            "the first export's"
         );
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "old");
+        first.commit().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&dest).unwrap(),
+            "the first export's"
+        );
+        // Once it is done, the file is free again.
+        PartialFile::create(&dest).unwrap().commit().unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_temporary_file_a_killed_export_left_is_taken_over() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("acme.ndjson");
+        // Left by an export killed outright: no lock held, longer than what comes next.
+        std::fs::write(partial_path(&dest), "a killed export's lines, cut short").unwrap();
+        std::fs::set_permissions(partial_path(&dest), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let mut f = PartialFile::create(&dest).unwrap();
+        f.write_all(b"whole").unwrap();
+        f.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "whole");
+        assert!(!partial_path(&dest).exists());
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "a new file is its owner's only");
     }
 
     #[cfg(unix)]

@@ -2,7 +2,9 @@
 //! answers the tenant look-up, then sends the first lines of an export and either drops the
 //! connection (a server killed mid-stream) or ends the stream cleanly without the end line.
 //! The command fails, writes no `FILE` (and keeps an earlier one as it was), and leaves no
-//! temporary file; so does one interrupted by Ctrl-C or SIGTERM while the stream is open.
+//! temporary file; so does one interrupted by Ctrl-C or SIGTERM while the stream is open. One
+//! killed outright (SIGKILL) leaves its temporary file, which a later export takes over, while
+//! an export still running keeps its own from every other export of the same file.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -42,7 +44,12 @@ enum End {
     Clean,
     /// Not before the test says so: the export is still under way.
     Held,
+    /// With its end line: a whole export.
+    Whole,
 }
+
+/// The end line [`End::Whole`] sends.
+const END: &str = concat!(r#"{"type":"end","records":1}"#, "\n");
 
 /// A stand-in server on loopback for the two requests of one export; returns its URL. With
 /// `End::Held`, the stream stays open until `release` is sent (or dropped).
@@ -64,6 +71,7 @@ fn stand_in(end: End) -> (String, std::thread::JoinHandle<()>, mpsc::Sender<()>)
                     // A chunk announced longer than what follows: cut inside it.
                     End::Cut => out.push_str("400\r\n{\"type\":\"rec"),
                     End::Held => {}
+                    End::Whole => out.push_str(&format!("{:x}\r\n{END}\r\n0\r\n\r\n", END.len())),
                 }
                 conn.write_all(out.as_bytes()).unwrap();
                 conn.flush().unwrap();
@@ -169,4 +177,61 @@ fn an_export_interrupted_by_a_signal_leaves_no_file() {
         assert!(!partial.exists(), "{signal}: the temporary file was left");
         assert!(!file.exists(), "{signal}: a file appeared");
     }
+}
+
+/// An export killed outright leaves `FILE.partial` (nothing runs after SIGKILL). While its
+/// export runs, that file is locked: a second export of the same `FILE` is refused and touches
+/// nothing. Once the process is gone the lock is too, and the next export takes the file over
+/// and completes.
+#[test]
+fn a_killed_exports_temporary_file_is_taken_over_but_a_running_ones_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("acme.ndjson");
+    let partial = dir.path().join("acme.ndjson.partial");
+    std::fs::write(&file, "an earlier export\n").unwrap();
+    let (url, server, release) = stand_in(End::Held);
+    let mut child = export_command(&url, &file)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run strata");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !partial.exists() {
+        assert!(Instant::now() < deadline, "no temporary file");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let running = std::fs::read(&partial).unwrap();
+
+    // A second export of the same file while the first runs: refused, nothing clobbered.
+    let (url2, server2, _) = stand_in(End::Whole);
+    let (ok, err) = export_to(&url2, &file);
+    server2.join().unwrap();
+    assert!(!ok, "a second export ran over the first's file: {err}");
+    assert!(err.contains("another export"), "{err}");
+    assert_eq!(std::fs::read(&partial).unwrap(), running);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "an earlier export\n"
+    );
+
+    // Killed outright: its temporary file stays behind.
+    let killed = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    child.wait().expect("wait");
+    let _ = release.send(());
+    server.join().unwrap();
+    assert!(partial.exists(), "SIGKILL cleaned up after itself?");
+
+    // The next export takes it over: the file is whole, the temporary one gone.
+    let (url, server, _) = stand_in(End::Whole);
+    let (ok, err) = export_to(&url, &file);
+    server.join().unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!("{CUT}{END}")
+    );
+    assert!(!partial.exists());
 }

@@ -270,15 +270,16 @@ fn a_sigkill_mid_reembed_leaves_the_collection_whole_on_one_model() {
     assert_eq!(s, 202, "{v}");
     // Kill once the job has staged some vectors but (with 1500 texts) long before it switches.
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let (embedded_before, job_before) = loop {
         let v = status(&server, &key);
         assert_eq!(v["state"], "running", "finished before the kill: {v}");
-        if v["records_embedded"].as_u64().unwrap_or(0) > 0 {
-            break;
+        let embedded = v["records_embedded"].as_u64().unwrap_or(0);
+        if embedded > 0 {
+            break (embedded, v["job"].as_u64().expect("a running job's id"));
         }
         assert!(Instant::now() < deadline, "no progress: {v}");
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     // A write acknowledged during the job must survive the crash.
     let (s, v) = server.post(
         "/v1/memories",
@@ -315,14 +316,22 @@ fn a_sigkill_mid_reembed_leaves_the_collection_whole_on_one_model() {
         "{v}"
     );
     assert_eq!(
-        (&v["records_total"], &v["model"]),
-        (&json!(n), &Value::Null),
+        (&v["records_total"], &v["model"], &v["job"]),
+        (&json!(n), &Value::Null, &json!(job_before)),
         "{v}"
     );
+    // With the progress it had made, not the figures of its start: at least what it reported
+    // before the kill (the write acknowledged after that made them durable), short of all.
+    let embedded = v["records_embedded"].as_u64().unwrap();
+    assert!(
+        (embedded_before..n as u64).contains(&embedded),
+        "{embedded_before} embedded before the kill: {v}"
+    );
 
-    // Started again, it completes: whole on the new model.
+    // Started again, it completes: whole on the new model, under a job id of its own.
     let (s, v) = server.post("/v1/collections/notes/reembed", &key, json!({}));
     assert_eq!(s, 202, "{v}");
+    assert!(v["job"].as_u64().unwrap() > job_before, "{v}");
     wait_done(&server, &key);
     all_vectors_have_dim(&server, &key, n + 1, 384);
     // Its result outlives a restart too.

@@ -701,10 +701,13 @@ class TenantResidency:
     pinned: bool
     #: Graphs still being built in the background (searched exactly meanwhile).
     graph_builds_pending: int = 0
-    #: The search beam (``ef``) its loaded graphs use for a query that gives none: the
-    #: configured ``ef_search``, raised where a graph's calibration found the data needs it;
-    #: 0 without a loaded graph.
+    #: The search beam (``ef``) a query that gives none walks now on its loaded graphs:
+    #: ``graph_ef_search_calibrated``, capped at 256 while the tenant's integrity state is
+    #: ``stress`` or ``critical``; 0 without a loaded graph.
     graph_ef_search: int = 0
+    #: The default beam its loaded graphs are calibrated to: the configured ``ef_search``,
+    #: raised where a graph's calibration found the data needs it; 0 without a loaded graph.
+    graph_ef_search_calibrated: int = 0
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TenantResidency:
@@ -716,6 +719,7 @@ class TenantResidency:
             pinned=bool(d.get("pinned")),
             graph_builds_pending=int(d.get("graph_builds_pending", 0)),
             graph_ef_search=int(d.get("graph_ef_search", 0)),
+            graph_ef_search_calibrated=int(d.get("graph_ef_search_calibrated", 0)),
         )
 
 

@@ -39,6 +39,7 @@ fn residency(bytes: u64) -> TenantResidency {
         pinned: false,
         graph_builds_pending: 0,
         graph_ef_search: 0,
+        graph_ef_search_calibrated: 0,
     }
 }
 
