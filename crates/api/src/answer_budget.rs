@@ -17,9 +17,10 @@
 //!   are the record limits' worst case, ~85 KB a record) takes its own budget, never the
 //!   other tenants' share of the server's.
 //!
-//! The fetch keeps to the reservation: a list page stops before the record that would pass it
-//! (or pass the server's budget) and comes back shorter, with its `next`, so the client reads
-//! on ([`AnswerHold::admit_record`]); a search's or recall's `k` hits cannot be cut, so their
+//! The fetch keeps to the budgets: a list page grows its reservation past the estimate as
+//! records arrive, and stops before the record whose growth the tenant's budget (or the
+//! server's) refuses, coming back shorter, with its `next`, so the client reads on
+//! ([`AnswerHold::admit_record`]); a search's or recall's `k` hits cannot be cut, so their
 //! measured size must fit, the reservation grown to it, or the answer is refused before it is
 //! encoded ([`AnswerHold::fetched`]). Once encoded, the answer is held at its buffer's
 //! capacity (spare capacity is held memory too), checked again when that is more than it
@@ -244,18 +245,22 @@ impl AnswerHold {
     }
 
     /// Whether a list page's next record, of `bytes` (measured), joins the page: it does
-    /// while what the page fetched stays within the reservation and the server's budget.
-    /// `Ok(false)` ends the page before it (the client reads it on the next page). The page's
-    /// `first` record must join (a page makes progress): it grows the reservation when it
-    /// is larger, checked as a reservation of that size would be, and is refused (`Err`,
-    /// the page dropped) when that, or the server's budget, does not fit.
+    /// while what the page fetched fits the tenant's and the server's budgets. Past the
+    /// reservation (an estimate: these records may be larger than the recent ones) the
+    /// reservation grows while the tenant's budget takes it, so a client sees full pages
+    /// unless memory is really held; a page can stop short, so it gets no allowance past the
+    /// budget. `Ok(false)` ends the page before the record (the client reads it on the next
+    /// page). The page's `first` record must join (a page makes progress): it grows the
+    /// reservation as a reservation of its size would be checked (a lone answer fits), and is
+    /// refused (`Err`, the page dropped) when that, or the server's budget, does not fit.
     pub(crate) fn admit_record(&mut self, bytes: u64, first: bool) -> Result<bool, ApiError> {
         let total = self.real.saturating_add(bytes);
         if total > self.bytes {
-            if !first {
+            if first {
+                self.grow_reservation(total)?;
+            } else if !self.grow_reservation_within_budget(total) {
                 return Ok(false);
             }
-            self.grow_reservation(total)?;
         }
         match self.grow_real(total) {
             Ok(()) => Ok(true),
@@ -285,6 +290,24 @@ impl AnswerHold {
         }
         self.bytes = bytes;
         Ok(())
+    }
+
+    /// Grows the tenant's figure to `bytes` only if the tenant's budget takes it: a page that
+    /// can stop short gets no lone-answer allowance past the budget. Whether it grew.
+    fn grow_reservation_within_budget(&mut self, bytes: u64) -> bool {
+        let (more, max) = (bytes.saturating_sub(self.bytes), self.budget.per_tenant);
+        let grown = self
+            .tenant
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                let fits = max == 0 || held.saturating_add(more) <= max;
+                fits.then(|| held.saturating_add(more))
+            })
+            .is_ok();
+        if grown {
+            self.bytes = bytes;
+        }
+        grown
     }
 
     /// Grows the server's figure to `bytes` (at most the reservation), or refuses with 503
@@ -386,11 +409,12 @@ mod tests {
         assert_eq!(t2.held(), 0);
     }
 
-    /// The review's case: a tenant that taught its estimate small records asks for a page of
-    /// large ones. Its fetch stops at the reservation, so what it holds before encoding is
-    /// bounded by what it reserved; the page comes back shorter.
+    /// A tenant that taught its estimate small records asks for a page of large ones: its
+    /// fetch grows the reservation while the tenant's budget allows (a page is full unless
+    /// memory is really held) and stops before the record that would pass it, so what it
+    /// holds before encoding stays within the budget; the page comes back shorter.
     #[test]
-    fn a_page_stops_at_its_reservation_and_holds_at_least_one_record() {
+    fn a_page_grows_within_the_budget_and_holds_at_least_one_record() {
         let b = budget(1000, 10_000);
         let (t, t2) = (
             Arc::<TenantAnswers>::default(),
@@ -400,14 +424,19 @@ mod tests {
         assert!(page.admit_record(40, true).unwrap());
         assert!(page.admit_record(40, false).unwrap());
         assert!(
-            !page.admit_record(40, false).unwrap(),
-            "past the reservation"
+            page.admit_record(40, false).unwrap(),
+            "past the estimate, within the budget"
+        );
+        assert_eq!((t.held(), page.bytes()), (120, 120));
+        assert!(
+            !page.admit_record(900, false).unwrap(),
+            "past the tenant's budget"
         );
         assert!(
             page.admit_record(20, false).unwrap(),
             "a smaller one still fits"
         );
-        assert_eq!((t.held(), b.held()), (100, 100));
+        assert_eq!((t.held(), b.held()), (140, 140));
         // A first record larger than its page's reservation joins (progress), the
         // reservation grown to it while it fits the tenant's budget...
         let mut lone = b.reserve(&t2, 10).unwrap();
@@ -419,7 +448,7 @@ mod tests {
         drop(lone);
         let mut grows = b.reserve(&t, 10).unwrap();
         assert!(grows.admit_record(300, true).unwrap());
-        assert_eq!(t.held(), 400);
+        assert_eq!(t.held(), 440);
         // ...and refused as a reservation of its size would be when it does not.
         let mut big = b.reserve(&t, 10).unwrap();
         let e = big.admit_record(2000, true).unwrap_err();
@@ -427,7 +456,7 @@ mod tests {
         drop(big);
         assert_eq!(
             (t.held(), b.held()),
-            (400, 400),
+            (440, 440),
             "the refusal freed its bytes"
         );
         drop((page, grows));

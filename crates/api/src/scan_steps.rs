@@ -43,8 +43,8 @@ impl Steps for PendingCount {
 }
 
 /// A listing's page whose records are admitted against its answer's memory
-/// (`answer_budget`): the page stops before the record that would pass its reservation or the
-/// server's budget, and comes back shorter, with its `next`.
+/// (`answer_budget`): the page stops before the record its reservation cannot grow to take
+/// (the tenant's or the server's budget is full), and comes back shorter, with its `next`.
 pub(crate) struct MeteredPage {
     pub pending: PendingPage,
     pub hold: AnswerHold,

@@ -344,8 +344,8 @@ impl Engine {
     /// yet) joins whatever `admit` answers, so paging always moves on; `admit` is still asked,
     /// to count it. `admit` may empty fields of the record that its answer does not carry,
     /// so a page does not hold them until it is encoded. The API bounds a page's bytes this
-    /// way (`answer_budget`): records larger than the page's memory reservation make a
-    /// shorter page, not a larger one.
+    /// way (`answer_budget`): records that its memory budget cannot take make a shorter page,
+    /// not a larger one.
     pub fn page_step_admitting(
         &self,
         mut pending: PendingPage,

@@ -120,12 +120,11 @@ pub async fn export(client: &Client, id: &str, out: Option<&Path>) -> anyhow::Re
     // collections, links, audit rows and adaptive state, whose number is not known before
     // (the export itself is a consistent snapshot of its own; records written meanwhile can
     // still take the count past the usage read here, and then the total follows).
-    let info = client
-        .call(Method::GET, &format!("/v1/admin/tenants/{id}"), None)
-        .await?;
+    let tenant = format!("/v1/admin/tenants/{}", crate::client::segment(id));
+    let info = client.call(Method::GET, &tenant, None).await?;
     let expected = info["usage"]["records"].as_u64().unwrap_or(0);
     let mut res = client
-        .send(client.request(Method::GET, &format!("/v1/admin/tenants/{id}/export")))
+        .send(client.request(Method::GET, &format!("{tenant}/export")))
         .await?;
     // Before the file exists, so that no signal can leave it behind.
     let stop = stop_signal();
@@ -265,7 +264,10 @@ pub async fn import(client: &Client, id: &str, file: PathBuf) -> anyhow::Result<
         rx.recv().await.map(|item| (item, rx))
     });
     let req = client
-        .request(Method::POST, &format!("/v1/admin/tenants/{id}/import"))
+        .request(
+            Method::POST,
+            &format!("/v1/admin/tenants/{}/import", crate::client::segment(id)),
+        )
         .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
         .body(reqwest::Body::wrap_stream(stream));
     let result = client.send(req).await;

@@ -1,6 +1,6 @@
 //! The answer budget bounds what a page's fetch holds, not only what is encoded, against the
 //! real binary: a tenant that taught its estimate small records and then sends a burst of
-//! unread requests for pages of large ones gets short pages (each within its reservation),
+//! unread requests for pages of large ones gets short pages (together within its budget),
 //! so the server's peak memory stays within the tenant's budget plus slack; another tenant
 //! is served meanwhile; and a client paging through the large records with `next` gets every
 //! record exactly once.
@@ -151,7 +151,7 @@ fn a_burst_of_pages_over_large_records_is_held_within_the_budget_and_paging_gets
     let (s, v) = server.get("/v1/memories/list?limit=1000", &other);
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["records"].as_array().map(Vec::len), Some(SMALL));
-    // The burst's pages came back short, not refused: each within its reservation.
+    // The burst's pages came back short, not refused: together within the budget.
     for (mut r, head) in readers.into_iter().zip(heads) {
         let mut buf = Vec::new();
         r.read_to_end(&mut buf).expect("read");

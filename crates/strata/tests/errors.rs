@@ -4,7 +4,7 @@
 mod common;
 
 use common::{OPERATOR_KEY, Server, code};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[test]
 fn errors_have_the_stable_shape() {
@@ -663,6 +663,43 @@ fn blank_content_and_queries_are_refused_naming_the_field() {
     let (s, v) = server.get("/v1/memories/kept", &k);
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["content"], "oat milk", "{v}");
+}
+
+/// A patch's `null` clears only the fields that can be cleared; for the others it is refused
+/// naming the field, and the record is left as it was, rather than silently kept.
+#[test]
+fn a_patch_null_for_a_field_that_cannot_be_cleared_is_refused_naming_it() {
+    let server = Server::start();
+    server.tenant("acme");
+    let k = server.key("acme", json!({"permissions": ["read", "write"]}));
+    let body = json!({"id": "kept", "content": "oat milk", "kind": "fact"});
+    let (s, v) = server.post("/v1/memories", &k, body);
+    assert_eq!(s, 201, "{v}");
+    for field in [
+        "content",
+        "vector",
+        "user_tokens",
+        "confidence",
+        "move_to_domain",
+    ] {
+        let body = json!({ field: null, "kind": null });
+        let (s, v) = server.call("PATCH", "/v1/memories/kept", Some(&k), &[], Some(&body));
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{body}: {v}");
+        assert!(
+            message(&v).starts_with(&format!("{field}: null cannot clear this field")),
+            "{body}: {v}"
+        );
+    }
+    let (s, v) = server.get("/v1/memories/kept", &k);
+    assert_eq!(
+        (s, &v["kind"]),
+        (200, &json!("fact")),
+        "nothing changed: {v}"
+    );
+    // A clearable field's null still clears it.
+    let body = json!({"kind": null});
+    let (s, v) = server.call("PATCH", "/v1/memories/kept", Some(&k), &[], Some(&body));
+    assert_eq!((s, &v["kind"]), (200, &Value::Null), "{v}");
 }
 
 /// A zero query vector on a cosine collection is refused like a zero stored vector, naming the

@@ -525,7 +525,23 @@ fn import_messages_name_the_lines_and_the_limit() {
                 .contains("has dim 5000; this server takes 1 to 4096 (engine.limits.max_dim)"),
         "{message}"
     );
-    for id in ["twice", "wide"] {
+    // A record's content is held to what a write may send: text, not blanks alone.
+    for blank in ["", " \n", "\u{200b}"] {
+        let mut lines: Vec<Value> = ndjson
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines[6]["content"] = json!(blank);
+        let body: Vec<String> = lines.iter().map(Value::to_string).collect();
+        let (s, v) = import(&server, "blank", &body.join("\n"));
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.starts_with("import line 7: content: is empty or whitespace only"),
+            "{message}"
+        );
+    }
+    for id in ["twice", "wide", "blank"] {
         let (s, _) = server.get(&format!("/v1/admin/tenants/{id}"), OPERATOR_KEY);
         assert_eq!(s, 404, "{id}: a refused import left a tenant behind");
     }

@@ -216,9 +216,14 @@ pub struct RecordPatch {
     #[schema(value_type = Option<Kind>, nullable)]
     pub kind: Option<Option<Kind>>,
     /// The new text: not empty or whitespace only (zero-width characters count as whitespace).
-    #[serde(deserialize_with = "crate::text::content")]
+    #[serde(deserialize_with = "crate::text::patch_content")]
+    #[schema(nullable = false)]
     pub content: Option<String>,
+    #[serde(deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     pub vector: Option<Vec<f32>>,
+    #[serde(deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     pub user_tokens: Option<Vec<UserToken>>,
     /// `null` clears it.
     #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
@@ -235,7 +240,7 @@ pub struct RecordPatch {
         deserialize_with = "target_domain",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<Domain>, nullable)]
+    #[schema(nullable = false)]
     pub move_to_domain: Option<Domain>,
     /// An RFC 7396 merge patch of the metadata: a `null` value removes the key, and
     /// `"metadata": null` removes them all (the metadata becomes `{}`).
@@ -247,14 +252,40 @@ pub struct RecordPatch {
     #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<i64>, nullable)]
     pub expires_at: Option<Option<Millis>>,
+    #[serde(deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     pub confidence: Option<Confidence>,
 }
 
-/// `move_to_domain`, validated as a domain but named as itself in the error.
+/// `move_to_domain`, validated as a domain but named as itself in the error; `null` is
+/// refused like the other fields a patch cannot clear.
 fn target_domain<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Domain>, D::Error> {
-    Option::<String>::deserialize(d)?
-        .map(|s| Domain::parse_field("move_to_domain", s).map_err(serde::de::Error::custom))
-        .transpose()
+    let s = Option::<String>::deserialize(d)?.ok_or_else(null_clears_nothing)?;
+    Domain::parse_field("move_to_domain", s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// A patch field that `null` cannot clear: given as `null`, it is refused rather than read as
+/// absent, so a client that meant to clear it learns that nothing was changed. (An absent
+/// field never reaches this: `#[serde(default)]` keeps it `None`.)
+fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d)?
+        .map(Some)
+        .ok_or_else(null_clears_nothing)
+}
+
+/// The refusal of a `null` for a patch field that cannot be cleared; the body's parser puts
+/// the field's path before it.
+pub(crate) fn null_clears_nothing<E: serde::de::Error>() -> E {
+    E::custom(
+        "null cannot clear this field; leave it out to keep its value (only kind, run_id, \
+         memory_scope, expires_at and metadata can be cleared)",
+    )
 }
 
 /// Tells a field given as `null` (`Some(None)`: clear it) from an absent one (`None`, through
@@ -309,6 +340,13 @@ pub enum RecordError {
     MetadataTooDeep { max: usize },
     #[error("content is {size} bytes; the limit is {max}")]
     ContentTooLarge { size: usize, max: usize },
+    /// Content with no text in it, checked here too for records that were not parsed from a
+    /// request body (an import's lines): a body's parser refuses it first, with the same words.
+    #[error(
+        "is empty or whitespace only (zero-width characters count as whitespace); leave \
+         content out for a record without text"
+    )]
+    BlankContent,
     #[error("{count} user tokens; the limit is {max}")]
     TooManyTokens { count: usize, max: usize },
     #[error("vector[{position}]: not a finite number")]
@@ -403,7 +441,7 @@ impl RecordError {
             | BadMetadataKey { .. }
             | MetadataTooLarge { .. }
             | MetadataTooDeep { .. } => Field::Named("metadata"),
-            ContentTooLarge { .. } => Field::Named("content"),
+            ContentTooLarge { .. } | BlankContent => Field::Named("content"),
             TooManyTokens { .. } => Field::Named("user_tokens"),
             DimensionMismatch { .. } | ZeroVector { .. } => Field::Named("vector"),
             VectorModelWithoutVector | VectorModelMismatch { .. } => Field::Named("vector_model"),
@@ -461,6 +499,9 @@ fn check_common(
     metadata: Option<&Map<String, Value>>,
     limits: &RecordLimits,
 ) -> Result<(), RecordError> {
+    if content.is_some_and(crate::text::is_blank) {
+        return Err(RecordError::BlankContent);
+    }
     if let Some(c) = content
         && c.len() > limits.max_content_bytes
     {
@@ -733,6 +774,33 @@ mod tests {
     }
 
     #[test]
+    fn a_patch_refuses_null_for_a_field_it_cannot_clear() {
+        for field in [
+            "content",
+            "vector",
+            "user_tokens",
+            "confidence",
+            "move_to_domain",
+        ] {
+            let e = serde_json::from_value::<RecordPatch>(json!({ field: null })).unwrap_err();
+            assert!(
+                e.to_string().starts_with("null cannot clear"),
+                "{field}: {e}"
+            );
+        }
+        // The clearable ones still read `null` as "clear", and absence as "keep".
+        let p: RecordPatch = serde_json::from_value(json!({"kind": null, "run_id": null})).unwrap();
+        assert_eq!(
+            (p.kind, p.run_id, p.content),
+            (Some(None), Some(None), None)
+        );
+        let p: RecordPatch =
+            serde_json::from_value(json!({"move_to_domain": "d2", "confidence": {"value": 0.5}}))
+                .unwrap();
+        assert_eq!(p.move_to_domain.map(|d| d.to_string()), Some("d2".into()));
+    }
+
+    #[test]
     fn blank_content_is_refused_where_it_is_parsed() {
         for blank in ["", "   ", "\n\t", "\u{200b}\u{200b}\u{200b}"] {
             let body = json!({ "content": blank });
@@ -740,13 +808,19 @@ mod tests {
             assert!(e.to_string().starts_with("content: is empty"), "{e}");
             let e = serde_json::from_value::<RecordPatch>(body).unwrap_err();
             assert!(e.to_string().starts_with("content: is empty"), "{e}");
-            // Not by `validate`, which an import runs on every record: a record stored with
-            // blank content before it was refused must still move with its tenant.
-            let stored = NewRecord {
+            // And by `validate`, which an import runs on every record it did not parse from a
+            // request body: an import holds what a write may hold, no more.
+            let imported = NewRecord {
                 content: Some(blank.into()),
+                vector: Some(vec![1.0]),
                 ..Default::default()
             };
-            assert_eq!(stored.validate(&RecordLimits::default()), Ok(()));
+            let e = imported.validate(&RecordLimits::default()).unwrap_err();
+            assert_eq!(e, RecordError::BlankContent);
+            assert!(
+                e.at_record(3).starts_with("records[3].content: is empty"),
+                "{e}"
+            );
         }
         // Absent or null content stays allowed: a record of a vector alone.
         let r: NewRecord =

@@ -24,7 +24,7 @@ pub fn forges_text(c: char) -> bool {
 /// characters that Rust does not count as whitespace: the zero-width space, non-joiner and
 /// joiner (U+200B to U+200D), the word joiner (U+2060) and the byte-order mark (U+FEFF).
 /// Content of only those would be embedded and stored like a blank string.
-fn is_blank(s: &str) -> bool {
+pub(crate) fn is_blank(s: &str) -> bool {
     s.chars().all(|c| {
         c.is_whitespace() || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
     })
@@ -49,6 +49,17 @@ fn non_blank<'de, D: serde::Deserializer<'de>>(
 /// `content` of a record write or patch.
 pub(crate) fn content<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     non_blank(d, "content", "leave content out for a record without text")
+}
+
+/// `content` of a patch: as a write's, and `null` is refused, since a record's text cannot be
+/// cleared (the record would be a vector alone, or nothing).
+pub(crate) fn patch_content<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    match content(d)? {
+        None => Err(crate::record::null_clears_nothing()),
+        s => Ok(s),
+    }
 }
 
 /// `query` of a search or recall.
