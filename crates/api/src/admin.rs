@@ -235,12 +235,14 @@ pub async fn list_keys(
 /// How long a rotated key keeps working by default: long enough to roll the new key out to
 /// a fleet of clients, short enough that a leaked key does not live on for days.
 const DEFAULT_ROTATION_GRACE_SECS: u64 = 3600;
+/// The longest grace a rotation gives the old key: past it, a rotation would not retire it.
+const MAX_ROTATION_GRACE_SECS: u64 = 30 * 86_400;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateKeyBody {
-    /// How long the old key keeps working, in seconds (default 3600); `0` revokes it at once.
-    /// Never beyond the old key's own expiry.
+    /// How long the old key keeps working, in seconds (default 3600, at most 30 days); `0`
+    /// revokes it at once. Never beyond the old key's own expiry.
     grace_secs: Option<u64>,
     /// The new key's expiry in milliseconds since the Unix epoch; give at most one of the two.
     /// Absent: the old key's expiry (none if it had none).
@@ -253,7 +255,7 @@ struct RotateKeyBody {
 /// bindings (the secret, `key`, is in this response only), and lets the old key work for
 /// `grace_secs` more (default 3600; `0` revokes it at once), so clients can move over without
 /// an outage. One transaction, audited `key.rotate` (the old key with its new expiry) and
-/// `key.create`. A revoked or expired key is `409 CONFLICT`.
+/// `key.create`. A revoked or expired key, or one already rotated, is `409 CONFLICT`.
 #[utoipa::path(post, path = "/v1/admin/keys/{id}/rotate", tag = "admin", operation_id = "rotate_key",
     params(("id" = String, Path, description = "key id")),
     request_body = RotateKeyBody,
@@ -267,6 +269,12 @@ pub async fn rotate_key(
 ) -> Result<(StatusCode, Json<RotatedKey>), ApiError> {
     let b: RotateKeyBody = from_map(body)?;
     let grace = b.grace_secs.unwrap_or(DEFAULT_ROTATION_GRACE_SECS);
+    if grace > MAX_ROTATION_GRACE_SECS {
+        return Err(ApiError::BadRequest(format!(
+            "grace_secs: at most {MAX_ROTATION_GRACE_SECS} (30 days): a rotated key stops \
+             working; to keep a key, do not rotate it"
+        )));
+    }
     let rotation = Rotation {
         old_until: (grace > 0).then(|| now_millis().saturating_add(secs_to_millis(grace))),
         expires_at: key_expiry(b.expires_at, b.expires_in_secs)?,

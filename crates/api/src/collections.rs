@@ -118,6 +118,13 @@ pub async fn create(
     check_scope(&auth, Some(body.scope), q.as_deref())?;
     let new = body.rest?;
     let name = CollectionName::parse_field("name", new.name).map_err(bad)?;
+    // Dot segments: HTTP clients resolve them, so no URL could name the collection.
+    if matches!(name.as_str(), "." | "..") {
+        return Err(ApiError::BadRequest(format!(
+            "name: {:?} is reserved: no URL path could name a collection of that name",
+            name.as_str()
+        )));
+    }
     let scope = auth.scope;
     let c = state
         .run_tenant(&auth.admitted, move |e| {

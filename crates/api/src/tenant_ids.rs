@@ -51,6 +51,29 @@ mod tests {
         assert_eq!(literal, listed);
     }
 
+    /// Record ids are reserved the same way, in `strata_types` (a write's body refuses them
+    /// as it is parsed): the literal segments at `/v1/memories/{id}` and the dot segments.
+    #[test]
+    fn the_reserved_record_ids_are_the_routers_literal_segments_and_the_dot_segments() {
+        let literal = |prefix: &str| -> BTreeSet<String> {
+            crate::router::served_routes()
+                .into_iter()
+                .filter_map(|(_, path)| {
+                    let seg = path.strip_prefix(prefix)?.split('/').next()?;
+                    (!seg.starts_with('{')).then(|| seg.to_owned())
+                })
+                .collect()
+        };
+        let listed: BTreeSet<String> = strata_types::RESERVED_RECORD_IDS
+            .iter()
+            .filter(|id| !matches!(**id, "." | ".."))
+            .map(|id| (*id).to_owned())
+            .collect();
+        assert_eq!(literal("/v1/memories/"), listed);
+        // A collection's name has no literal neighbour: only dot segments are refused.
+        assert_eq!(literal("/v1/collections/"), BTreeSet::new());
+    }
+
     #[test]
     fn reserved_ids_are_refused_naming_id_and_others_pass() {
         for id in UNROUTABLE_TENANT_IDS {

@@ -196,6 +196,30 @@ fn a_rotated_key_has_a_successor_with_its_grant_and_works_until_its_deadline() {
 }
 
 #[test]
+fn a_key_in_its_grace_is_not_rotated_again() {
+    let f = fixture();
+    let old = tenant_key(&f, None);
+    let grace = Rotation {
+        old_until: Some(now_millis() + 60_000),
+        expires_at: None,
+    };
+    let first = rotate(&f, &old.info.id, grace).unwrap();
+    assert_eq!(first.created.info.expires_at, None);
+    // A retry would have minted a second successor dying with the first one's grace.
+    match rotate(&f, &old.info.id, grace) {
+        Err(AuthError::Conflict(m)) => assert!(m.contains(&first.created.info.id), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let keys = f
+        .auth
+        .list_keys(f.store.credentials(), &operator(), None)
+        .unwrap();
+    assert_eq!(keys.len(), 2, "the refusal wrote nothing: {keys:?}");
+    // The successor itself rotates as any key.
+    assert!(rotate(&f, &first.created.info.id, grace).is_ok());
+}
+
+#[test]
 fn rotating_without_grace_revokes_and_a_dead_key_is_not_rotated() {
     let f = fixture();
     let old = tenant_key(&f, None);

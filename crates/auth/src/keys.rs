@@ -109,6 +109,10 @@ struct StoredKey {
     info: KeyInfo,
     /// SHA-256 of the whole token, hex.
     sha256: String,
+    /// The id of the key a rotation replaced this one with: a key is rotated once (absent in
+    /// rows written before rotations existed, and in every key not rotated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replaced_by: Option<String>,
 }
 
 /// SHA-256 of a bearer token.
@@ -278,6 +282,7 @@ pub(crate) fn create_unchecked(
     let stored = StoredKey {
         info: info.clone(),
         sha256: hex(&hash_token(&secret)),
+        replaced_by: None,
     };
     let bytes = encode(&stored)?;
     let owner = match &stored.info.tenant {
@@ -400,6 +405,14 @@ pub fn rotate_key(
                     "the key has expired: create a new key instead".into(),
                 ));
             }
+            // A second rotation would mint a successor expiring with the first one's grace,
+            // and leave the old key two live successors.
+            if let Some(successor) = &old.replaced_by {
+                return Err(AuthError::Conflict(format!(
+                    "the key was already rotated, to key {successor}: rotate or revoke that \
+                     one instead"
+                )));
+            }
             let info = KeyInfo {
                 id: new_id.clone(),
                 tenant: old.info.tenant.clone(),
@@ -417,9 +430,11 @@ pub fn rotate_key(
                     old.info.expires_at = Some(old.info.expires_at.map_or(until, |t| t.min(until)))
                 }
             }
+            old.replaced_by = Some(new_id.clone());
             let new = StoredKey {
                 info: info.clone(),
                 sha256: hex(&hash_token(&secret)),
+                replaced_by: None,
             };
             let bodies = (encode(&old)?, encode(&new)?);
             made = Some((info, old.info));

@@ -263,6 +263,7 @@ pub(crate) fn key_audit(
             "user_tokens": info.user_tokens,
             "domains": info.domains,
             "expires_at": info.expires_at,
+            "revoked_at": info.revoked_at,
         });
         let event = AuditEvent {
             tenant,

@@ -105,46 +105,49 @@ impl Engine {
             }
             (true, Some(e)) => Some(crate::embedding::identity(e)),
         };
-        self.store.write(|w| {
-            let profile = check_live(w, scope)?;
-            if w.collection(scope.key(), name)?.is_some() {
-                return Err(EngineError::CollectionExists(name.clone()));
-            }
-            // Its records would show again under the new collection: the delete must end first.
-            if w.collection_deleting(scope.key(), name)?.is_some() {
-                return Err(EngineError::CollectionDeleteUnfinished(name.clone()));
-            }
-            if let Some(max) = profile.limits.max_collections {
-                let used = w.collections(scope.key())?.len() as u64;
-                if used >= max {
-                    return Err(EngineError::QuotaExceeded {
-                        resource: "max_collections",
-                        limit: max,
-                        used: Some(used),
-                    });
+        self.store
+            .write(|w| {
+                let profile = check_live(w, scope)?;
+                if w.collection(scope.key(), name)?.is_some() {
+                    return Err(EngineError::CollectionExists(name.clone()));
                 }
-            }
-            crate::audit::append(
-                w,
-                scope.key(),
-                crate::audit::tenant_event(
-                    scope,
-                    "collection.create",
-                    serde_json::json!({"collection": name}),
-                ),
-            )?;
-            let c = Collection {
-                name: name.clone(),
-                dim,
-                metric,
-                created_at: now_millis(),
-                embedder,
-                analyzer,
-                memory,
-            };
-            w.put_collection(scope.key(), &c)?;
-            Ok(c)
-        })
+                // Its records would show again under the new collection: the delete must end first.
+                if w.collection_deleting(scope.key(), name)?.is_some() {
+                    return Err(EngineError::CollectionDeleteUnfinished(name.clone()));
+                }
+                if let Some(max) = profile.limits.max_collections {
+                    let used = w.collections(scope.key())?.len() as u64;
+                    if used >= max {
+                        return Err(EngineError::QuotaExceeded {
+                            resource: "max_collections",
+                            limit: max,
+                            used: Some(used),
+                        });
+                    }
+                }
+                crate::audit::append(
+                    w,
+                    scope.key(),
+                    crate::audit::tenant_event(
+                        scope,
+                        "collection.create",
+                        serde_json::json!({"collection": name}),
+                    ),
+                )?;
+                let c = Collection {
+                    name: name.clone(),
+                    dim,
+                    metric,
+                    created_at: now_millis(),
+                    embedder,
+                    analyzer,
+                    memory,
+                };
+                w.put_collection(scope.key(), &c)?;
+                Ok(c)
+            })
+            // The quota's figure as any quota refusal shows it: only to a whole-tenant credential.
+            .map_err(|e| e.seen_by(scope))
     }
 
     /// Deletes a collection and every record in it, of every domain and principal, running

@@ -433,9 +433,16 @@ impl Engine {
             {
                 return Ok(());
             }
+            // A newer job's row stays; so does this job's end (done, failed), which a step's
+            // `running` row, stored after the step left the jobs' lock, must not write over.
             if let Some(row) = reembed_record::load_replaceable(w, scope.key(), &status.collection)?
                 && row.boot == *boot
-                && row.status.job.is_some_and(|j| j > job)
+                && row.status.job.is_some_and(|j| {
+                    j > job
+                        || (j == job
+                            && row.status.state != ReembedState::Running
+                            && status.state == ReembedState::Running)
+                })
             {
                 return Ok(());
             }
@@ -745,5 +752,67 @@ impl Engine {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EngineConfig, OperatorScope};
+    use strata_types::{Metric, TenantId};
+
+    /// A step stores its `running` row after it left the jobs' lock; the job's end (here a
+    /// failure) may be stored first. The end stays: after a restart the job must read as
+    /// failed with its error, not as interrupted.
+    #[test]
+    fn a_steps_running_row_never_writes_over_its_jobs_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let tenant = TenantId::parse("acme").unwrap();
+        engine
+            .create_tenant(&OperatorScope::for_tests(), &tenant, None)
+            .unwrap();
+        let scope = crate::test_support::admin_scope(&engine, "acme");
+        let name = CollectionName::parse("notes").unwrap();
+        let c = engine
+            .create_collection(&scope, &name, 4, Metric::Cosine)
+            .unwrap();
+        let status = |state, error: Option<&str>| ReembedStatus {
+            collection: name.clone(),
+            state,
+            model: None,
+            target_model: None,
+            records_total: 10,
+            records_embedded: 4,
+            started_at: Some(1),
+            finished_at: None,
+            error: error.map(str::to_owned),
+            job: Some(7),
+        };
+        let stored = || {
+            let r = engine.store.read().unwrap();
+            reembed_record::load(&r, scope.key(), &name)
+                .unwrap()
+                .unwrap()
+                .status
+        };
+        let failed = status(ReembedState::Failed, Some("the model failed"));
+        engine
+            .store_status(&scope, 7, c.created_at, &failed)
+            .unwrap();
+        engine
+            .store_status(
+                &scope,
+                7,
+                c.created_at,
+                &status(ReembedState::Running, None),
+            )
+            .unwrap();
+        assert_eq!(stored(), failed);
+        // A later job's row replaces it, running or not.
+        let mut next = status(ReembedState::Running, None);
+        next.job = Some(8);
+        engine.store_status(&scope, 8, c.created_at, &next).unwrap();
+        assert_eq!(stored(), next);
     }
 }

@@ -155,6 +155,7 @@ enum BenchKind {
 enum TenantAction {
     /// Register a tenant.
     Create {
+        #[arg(value_parser = path_id)]
         id: String,
         /// Display name.
         #[arg(long)]
@@ -182,10 +183,14 @@ enum TenantAction {
     /// Every tenant with its parent and children.
     Tree,
     /// Show one tenant, with its usage.
-    Show { id: String },
+    Show {
+        #[arg(value_parser = path_id)]
+        id: String,
+    },
     /// Change a tenant's name, limits (only those given), scheduling weight, parent,
     /// integrity policy (merged: fields left out keep their values) or metadata (merged).
     Update {
+        #[arg(value_parser = path_id)]
         id: String,
         /// Display name.
         #[arg(long)]
@@ -212,11 +217,18 @@ enum TenantAction {
         integrity_policy: Option<serde_json::Value>,
     },
     /// Suspend a tenant: every data operation fails with TENANT_SUSPENDED, data is kept.
-    Suspend { id: String },
+    Suspend {
+        #[arg(value_parser = path_id)]
+        id: String,
+    },
     /// Lift a suspension.
-    Resume { id: String },
+    Resume {
+        #[arg(value_parser = path_id)]
+        id: String,
+    },
     /// Soft-delete a tenant (restorable until the retention period ends), or erase it now.
     Delete {
+        #[arg(value_parser = path_id)]
         id: String,
         /// Erase the tenant's data at once; this cannot be undone.
         #[arg(long)]
@@ -224,7 +236,10 @@ enum TenantAction {
     },
     /// Undo a soft delete: the tenant gets back the status it had when deleted (a suspended
     /// one stays suspended).
-    Restore { id: String },
+    Restore {
+        #[arg(value_parser = path_id)]
+        id: String,
+    },
     /// Purge soft-deleted tenants deleted at least this long ago.
     PurgeDeleted {
         /// Seconds; absent: the server's configured retention.
@@ -233,16 +248,22 @@ enum TenantAction {
     },
     /// Export a tenant as JSON lines.
     Export {
+        #[arg(value_parser = path_id)]
         id: String,
         /// Write here instead of stdout.
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
     },
     /// Create a new tenant from an export.
-    Import { id: String, file: PathBuf },
+    Import {
+        #[arg(value_parser = path_id)]
+        id: String,
+        file: PathBuf,
+    },
     /// Move a tenant to another isolation level, online. A data move (to or from `dedicated`)
     /// is followed on a progress line until it ends; the command fails unless it ends `done`.
     Migrate {
+        #[arg(value_parser = path_id)]
         id: String,
         /// The level to move to.
         #[arg(long, value_parser = ["shared", "partition", "dedicated"])]
@@ -260,6 +281,7 @@ enum TenantAction {
     },
     /// A tenant's level and its last migration's progress or outcome.
     Migration {
+        #[arg(value_parser = path_id)]
         id: String,
         /// Cancel its data move (the tenant stays whole at its old level).
         #[arg(long)]
@@ -267,11 +289,20 @@ enum TenantAction {
     },
     /// Check that every stored key of a tenant decodes and is its own, that its loaded indexes
     /// agree with storage and its usage with a recount. Fails when a problem is found.
-    Verify { id: String },
+    Verify {
+        #[arg(value_parser = path_id)]
+        id: String,
+    },
     /// A tenant's integrity state (normal, stress, critical), its signals and transitions.
-    Integrity { id: String },
+    Integrity {
+        #[arg(value_parser = path_id)]
+        id: String,
+    },
     /// A tenant's memory residency, or without an id the server's summary.
-    Residency { id: Option<String> },
+    Residency {
+        #[arg(value_parser = path_id)]
+        id: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -303,10 +334,14 @@ enum KeyAction {
         tenant: Option<String>,
     },
     /// Revoke a key by id.
-    Revoke { id: String },
+    Revoke {
+        #[arg(value_parser = path_id)]
+        id: String,
+    },
     /// Mint a key's successor (same tenant, permissions and bindings; its secret is printed
     /// once) and let the old key work for a grace period.
     Rotate {
+        #[arg(value_parser = path_id)]
         id: String,
         /// Seconds the old key keeps working (default 3600); 0 revokes it at once.
         #[arg(long)]
@@ -669,4 +704,14 @@ fn transition(
 ) -> (Client, Method, String, Option<serde_json::Value>) {
     let path = format!("/v1/admin/tenants/{}/{action}", client::segment(id));
     (client, Method::POST, path, None)
+}
+
+/// A tenant or key id for an admin path: `.` and `..` are refused here, since the HTTP client
+/// resolves them as path steps (`tenant residency ..` would read the server's summary), even
+/// percent-encoded.
+fn path_id(s: &str) -> Result<String, String> {
+    match s {
+        "." | ".." => Err(format!("{s:?} cannot name a tenant or key in a URL path")),
+        _ => Ok(s.to_owned()),
+    }
 }

@@ -29,8 +29,9 @@ pub struct MigrateArgs {
 
 /// `strata tenant migrate`: starts the migration, follows a data move to its end and prints
 /// the final status (or the report, for one that moves no data or a dry run). Fails when the
-/// move ends other than `done` (failed, interrupted, cancelled): the tenant is then whole at
-/// its old level, as the status says.
+/// move ends other than `done` or `rebuilding` (failed, cancelled, interrupted for good): the
+/// tenant is then whole at its old level, as the status says. A move interrupted by a restart
+/// that the server will resume is followed on.
 pub async fn migrate(client: &Client, id: &str, args: MigrateArgs) -> anyhow::Result<Value> {
     let mut body = json!({ "target": args.target, "dry_run": args.dry_run });
     if let Some(p) = args.index_params {
@@ -62,8 +63,7 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<Value> {
     let mut progress = Progress::stderr();
     loop {
         let status = client.call(Method::GET, &path, None).await?;
-        let state = status["state"].as_str().unwrap_or("?");
-        if !moving(state) {
+        if !moving(&status) {
             progress.finish();
             return ended(status);
         }
@@ -72,9 +72,14 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<Value> {
     }
 }
 
-/// The states of a data move still under way.
-fn moving(state: &str) -> bool {
-    matches!(state, "copying" | "catching_up" | "cleaning_up")
+/// Whether the data move is still under way: in one of its steps, or interrupted by a restart
+/// of the server that will resume it (`will_resume`), so it has not ended.
+fn moving(status: &Value) -> bool {
+    match status["state"].as_str() {
+        Some("copying" | "catching_up" | "cleaning_up") => true,
+        Some("interrupted") => status["will_resume"].as_bool() == Some(true),
+        _ => false,
+    }
 }
 
 /// A move's end as the command's outcome: `done` (or `rebuilding`: flipped, graphs building in
@@ -163,6 +168,22 @@ mod tests {
         );
         assert!(ended(json!({"state": "cancelled", "level": "shared"})).is_err());
         assert!(ended(json!({})).is_err());
+    }
+
+    #[test]
+    fn a_move_the_server_will_resume_is_still_followed() {
+        for state in ["copying", "catching_up", "cleaning_up"] {
+            assert!(moving(&json!({ "state": state })), "{state}");
+        }
+        assert!(moving(
+            &json!({"state": "interrupted", "will_resume": true})
+        ));
+        assert!(!moving(
+            &json!({"state": "interrupted", "will_resume": false})
+        ));
+        for state in ["done", "rebuilding", "failed", "cancelled"] {
+            assert!(!moving(&json!({ "state": state })), "{state}");
+        }
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //! [`File::try_lock`]) for the writer's whole life, rename included. The kernel drops it with
 //! the process, so one left by an export killed outright (`SIGKILL`, a crash: nothing can
 //! clean up after those) is free: the next export of `FILE` takes it over, truncated. One whose
-//! lock is held belongs to an export still running, and is never touched.
+//! lock is held belongs to an export still running, and is never touched. Only a plain file
+//! of the user's own is taken over: the name is opened without following a link, and a file
+//! with other names (a hard link) or another owner is refused, so a link planted at
+//! `FILE.partial` cannot have an export empty and overwrite the file it leads to.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{BufWriter, Write};
@@ -97,8 +100,9 @@ impl PartialFile {
                 #[cfg(not(unix))]
                 Err(_) => None,
             };
-            if let Some(p) = permissions {
-                std::fs::set_permissions(tmp, p)
+            if let (Some(p), Some(file)) = (permissions, &partial.file) {
+                file.get_ref()
+                    .set_permissions(p)
                     .with_context(|| format!("setting the permissions of {}", tmp.display()))?;
             }
         }
@@ -165,7 +169,10 @@ fn lock_temporary(tmp: &Path) -> anyhow::Result<File> {
         let mut options = OpenOptions::new();
         options.write(true).create(true);
         #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
         let file = options
             .open(tmp)
             .with_context(|| format!("creating {}", tmp.display()))?;
@@ -181,6 +188,13 @@ fn lock_temporary(tmp: &Path) -> anyhow::Result<File> {
             }
         }
         if still_named(&file, tmp) {
+            if !plain_file_of_ours(&file) {
+                bail!(
+                    "{} is not a plain file of yours (it has other names, or another owner): \
+                     remove it, or export to another file",
+                    tmp.display()
+                );
+            }
             return Ok(file);
         }
     }
@@ -190,12 +204,29 @@ fn lock_temporary(tmp: &Path) -> anyhow::Result<File> {
     )
 }
 
-/// `path` leads to the open `file` itself.
+/// The open `file` is a regular file with no other name, owned by this process's user: one
+/// that may be emptied and written over.
+fn plain_file_of_ours(file: &File) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        file.metadata()
+            .is_ok_and(|m| m.is_file() && m.nlink() == 1 && m.uid() == me)
+    }
+    #[cfg(not(unix))]
+    {
+        file.metadata().is_ok_and(|m| m.is_file())
+    }
+}
+
+/// `path` leads to the open `file` itself (the name is not a link to it).
 fn still_named(file: &File, path: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        match (file.metadata(), std::fs::metadata(path)) {
+        match (file.metadata(), std::fs::symlink_metadata(path)) {
             (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
             _ => false,
         }
@@ -278,6 +309,28 @@ mod tests {
         // Once it is done, the file is free again.
         PartialFile::create(&dest).unwrap().commit().unwrap();
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("acme.ndjson");
+        let victim = dir.path().join("important.db");
+        std::fs::write(&victim, "precious").unwrap();
+        let before = std::fs::metadata(&victim).unwrap().permissions();
+        // A symbolic link, then a hard link: neither is written through.
+        std::os::unix::fs::symlink(&victim, partial_path(&dest)).unwrap();
+        assert!(PartialFile::create(&dest).is_err(), "through a symlink");
+        std::fs::remove_file(partial_path(&dest)).unwrap();
+        std::fs::hard_link(&victim, partial_path(&dest)).unwrap();
+        let e = PartialFile::create(&dest)
+            .err()
+            .expect("through a hard link");
+        assert!(e.to_string().contains("not a plain file of yours"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::metadata(&victim).unwrap().permissions(), before);
+        assert!(!dest.exists());
     }
 
     #[cfg(unix)]

@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{OPERATOR_KEY, Server, code};
+use common::{Server, code, status_line};
 use serde_json::{Value, json};
 
 /// Vector components per record: with 500 records a page is ~12 MB of JSON, well past what
@@ -55,34 +55,9 @@ fn read_page(server: &Server, key: &str) -> (u16, Value) {
     server.get(PAGE, key)
 }
 
-/// Sends a request for a page on a connection of its own and reads nothing of the answer.
-fn ask_and_never_read(server: &Server, key: &str) -> TcpStream {
-    let mut s = TcpStream::connect(server.addr()).expect("connect");
-    write!(
-        s,
-        "GET {PAGE} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\nconnection: close\r\n\r\n"
-    )
-    .expect("send");
-    s
-}
-
-/// The status of the answer on `s`, from its first bytes: once it is there, the handler has
-/// returned and the body is hyper's to send. The rest stays unread.
-fn status_line(s: &mut TcpStream) -> String {
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).expect("an answer's first bytes");
-    String::from_utf8_lossy(&head).into_owned()
-}
-
 /// `strata_tenant_answer_bytes_held` and the `ANSWER_MEMORY_LIMITED` refusals of `tenant`.
 fn figures(server: &Server, tenant: &str) -> (u64, u64) {
-    let text = reqwest::blocking::Client::new()
-        .get(format!("{}/metrics", server.url))
-        .header("authorization", format!("Bearer {OPERATOR_KEY}"))
-        .send()
-        .expect("scrape")
-        .text()
-        .expect("body");
+    let text = server.metrics();
     let find = |prefix: String| {
         text.lines()
             .find_map(|l| l.strip_prefix(prefix.as_str()))
@@ -134,7 +109,9 @@ fn one_tenants_unread_answers_never_refuse_another_tenants() {
 
     // Six requests for pages, none read: the first ones are admitted and their answers held,
     // the rest refused before their pages are fetched.
-    let mut readers: Vec<TcpStream> = (0..6).map(|_| ask_and_never_read(&server, &slow)).collect();
+    let mut readers: Vec<TcpStream> = (0..6)
+        .map(|_| server.ask_and_never_read(&slow, PAGE))
+        .collect();
     let heads: Vec<String> = readers.iter_mut().map(status_line).collect();
     let answered = heads.iter().filter(|h| *h == "HTTP/1.1 200").count();
     assert!(answered >= 2, "{heads:?}");
@@ -193,7 +170,9 @@ fn a_hung_up_reader_gives_its_answer_back_and_searches_and_recalls_are_bounded_t
     let slow = tenant_with_records(&server, "slow");
     let (s, _) = read_page(&server, &slow);
     assert_eq!(s, 200);
-    let mut readers: Vec<TcpStream> = (0..4).map(|_| ask_and_never_read(&server, &slow)).collect();
+    let mut readers: Vec<TcpStream> = (0..4)
+        .map(|_| server.ask_and_never_read(&slow, PAGE))
+        .collect();
     for r in &mut readers {
         status_line(r);
     }

@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 
-use common::{OPERATOR_KEY, Server};
+use common::{Server, status_line};
 use serde_json::{Value, json};
 
 /// Large records: near the content limit (64 KiB), so a page of them all is ~18 MB of JSON.
@@ -48,13 +48,7 @@ fn reset_peak(server: &Server) {
 
 /// `strata_tenant_answer_bytes_held` of `tenant`.
 fn held(server: &Server, tenant: &str) -> u64 {
-    let text = reqwest::blocking::Client::new()
-        .get(format!("{}/metrics", server.url))
-        .header("authorization", format!("Bearer {OPERATOR_KEY}"))
-        .send()
-        .expect("scrape")
-        .text()
-        .expect("body");
+    let text = server.metrics();
     let prefix = format!("strata_tenant_answer_bytes_held{{tenant=\"{tenant}\"}}");
     text.lines()
         .find_map(|l| l.strip_prefix(prefix.as_str()))
@@ -68,24 +62,6 @@ fn write_records(server: &Server, key: &str, records: Vec<Value>) {
         let (s, v) = server.post("/v1/memories", key, json!({ "records": chunk }));
         assert_eq!(s, 201, "{v}");
     }
-}
-
-/// Sends a request for a page of the large records on a connection of its own, reading
-/// nothing of the answer.
-fn ask_and_never_read(server: &Server, key: &str, page: &str) -> TcpStream {
-    let mut s = TcpStream::connect(server.addr()).expect("connect");
-    write!(
-        s,
-        "GET {page} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\nconnection: close\r\n\r\n"
-    )
-    .expect("send");
-    s
-}
-
-fn status_line(s: &mut TcpStream) -> String {
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).expect("an answer's first bytes");
-    String::from_utf8_lossy(&head).into_owned()
 }
 
 #[test]
@@ -129,7 +105,7 @@ fn a_burst_of_pages_over_large_records_is_held_within_the_budget_and_paging_gets
     let (before, _) = rss(&server);
     reset_peak(&server);
     let mut readers: Vec<TcpStream> = (0..BURST)
-        .map(|_| ask_and_never_read(&server, &sly, BIG_PAGE))
+        .map(|_| server.ask_and_never_read(&sly, BIG_PAGE))
         .collect();
     let heads: Vec<String> = readers.iter_mut().map(status_line).collect();
     // Every handler has returned: each page was fetched, encoded and refused or answered.
@@ -170,7 +146,7 @@ fn a_burst_of_pages_over_large_records_is_held_within_the_budget_and_paging_gets
     let (before, _) = rss(&server);
     let ids_only = format!("{BIG_PAGE}&include=");
     let mut readers: Vec<TcpStream> = (0..BURST)
-        .map(|_| ask_and_never_read(&server, &sly, &ids_only))
+        .map(|_| server.ask_and_never_read(&sly, &ids_only))
         .collect();
     let heads: Vec<String> = readers.iter_mut().map(status_line).collect();
     let (_, peak) = rss(&server);

@@ -582,5 +582,13 @@ fn isolation_commands_migrate_and_report() {
         !ok,
         "an id with a query is not a hard delete of acme: {err}"
     );
+    // Dot segments would be resolved as path steps by the HTTP client: refused before.
+    for dots in [".", ".."] {
+        let (ok, out, err) = strata(&server, &["tenant", "residency", dots]);
+        assert!(
+            !ok && out.is_null() && err.contains("cannot name a tenant or key"),
+            "{dots}: {out} {err}"
+        );
+    }
     assert_eq!(run(&["tenant", "show", "acme"])["status"], "active");
 }

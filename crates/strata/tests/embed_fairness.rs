@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{OPERATOR_KEY, Server, embedder_env, model_dir};
+use common::{Server, embedder_env, model_dir};
 use serde_json::{Value, json};
 
 /// Two shared workers, as on a small machine: two batches embedded whole would hold both.
@@ -99,13 +99,7 @@ fn a_tenants_large_text_batches_do_not_stall_another_tenants_searches() {
 }
 
 fn cpu_seconds(server: &Server, tenant: &str) -> f64 {
-    let text = reqwest::blocking::Client::new()
-        .get(format!("{}/metrics", server.url))
-        .header("authorization", format!("Bearer {OPERATOR_KEY}"))
-        .send()
-        .expect("scrape")
-        .text()
-        .expect("body");
+    let text = server.metrics();
     let prefix = format!("strata_tenant_cpu_seconds_total{{tenant=\"{tenant}\"");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -210,13 +204,7 @@ fn a_write_whose_client_timed_out_runs_on_and_its_retry_gets_the_answer() {
 
 /// The value of `strata_pool_long_job_spares_total{kind="shared"}`.
 fn long_job_spares(server: &Server) -> f64 {
-    let text = reqwest::blocking::Client::new()
-        .get(format!("{}/metrics", server.url))
-        .header("authorization", format!("Bearer {OPERATOR_KEY}"))
-        .send()
-        .expect("scrape")
-        .text()
-        .expect("body");
+    let text = server.metrics();
     text.lines()
         .find_map(|l| l.strip_prefix("strata_pool_long_job_spares_total{kind=\"shared\"} "))
         .map(|v| v.parse().expect("number"))

@@ -202,6 +202,32 @@ fn body_errors_name_the_field_by_its_path() {
             json!({}),
             "id: ",
         ),
+        // Record ids and collection names no URL could name: dot segments, and the literal
+        // segments of the routes at `/v1/memories/{id}`.
+        (
+            "/v1/memories",
+            k.as_str(),
+            json!({"id": "..", "content": "x"}),
+            "id: ",
+        ),
+        (
+            "/v1/memories",
+            k.as_str(),
+            json!({"id": "list", "content": "x"}),
+            "id: ",
+        ),
+        (
+            "/v1/memories",
+            k.as_str(),
+            json!({"records": [{"id": "a", "content": "x"}, {"id": "count", "content": "y"}]}),
+            "records[1].id: ",
+        ),
+        (
+            "/v1/collections",
+            k.as_str(),
+            json!({"name": ".", "dim": 4}),
+            "name: ",
+        ),
     ] {
         let (s, v) = server.post(path, key, body.clone());
         assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{body}: {v}");
@@ -238,12 +264,23 @@ fn a_tenant_is_created_with_its_limits_and_weight() {
         (&json!(3), &json!(4))
     );
     let k = server.key("small", json!({"permissions": ["read", "write", "admin"]}));
+    let whole = server.key(
+        "small",
+        json!({"permissions": ["read", "write", "admin", "all_principals"]}),
+    );
     // Its three default collections fill the quota already.
-    let (s, v) = server.post("/v1/collections", &k, json!({"name": "c", "dim": 4}));
+    let (s, v) = server.post("/v1/collections", &whole, json!({"name": "c", "dim": 4}));
     assert_eq!((s, code(&v)), (403, "QUOTA_EXCEEDED"), "{v}");
-    // The refusal shows the limit and what is used of it.
+    // The refusal shows the limit and what is used of it, to a whole-tenant key; to one
+    // without `all_principals`, the limit alone, as every quota refusal.
     assert_eq!(
         v["error"]["message"], "quota exceeded: max_collections: 3 used of 3",
+        "{v}"
+    );
+    let (s, v) = server.post("/v1/collections", &k, json!({"name": "c", "dim": 4}));
+    assert_eq!((s, code(&v)), (403, "QUOTA_EXCEEDED"), "{v}");
+    assert_eq!(
+        v["error"]["message"], "quota exceeded: max_collections: the limit of 3 is reached",
         "{v}"
     );
     let (s, v) = server.post(

@@ -66,6 +66,11 @@ fn a_rotated_key_works_through_its_grace_and_its_successor_at_once() {
     let rotated = rows.iter().find(|r| r["action"] == "key.rotate").unwrap();
     assert_eq!(rotated["detail"]["key"], old["id"]);
     assert_eq!(rotated["detail"]["expires_at"], json!(deadline));
+    assert_eq!(
+        rotated["detail"]["revoked_at"],
+        Value::Null,
+        "a grace, not a revocation"
+    );
     assert!(!audit.to_string().contains(&new_secret[20..]));
 
     // The grace ends: the old key stops, the new one goes on.
@@ -90,6 +95,20 @@ fn a_rotated_key_works_through_its_grace_and_its_successor_at_once() {
     assert_eq!((s, common::code(&v)), (400, "BAD_REQUEST"), "{v}");
     let (s, v) = rotate(&server, new["id"].as_str().unwrap(), json!({"grace": 5}));
     assert_eq!((s, common::code(&v)), (400, "BAD_REQUEST"), "{v}");
+    // A grace is bounded: a rotated key that lived on for years would not be rotated.
+    let (s, v) = rotate(
+        &server,
+        new["id"].as_str().unwrap(),
+        json!({"grace_secs": 30 * 86_400 + 1}),
+    );
+    assert_eq!((s, common::code(&v)), (400, "BAD_REQUEST"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("grace_secs: "),
+        "{v}"
+    );
 }
 
 #[test]
@@ -118,5 +137,16 @@ fn the_cli_rotates_and_grace_zero_revokes_at_once() {
     let new: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert!(new["replaces"]["revoked_at"].is_i64(), "{new}");
     assert!(!works(&server, old["key"].as_str().unwrap()));
+    // The audit row says the old key was revoked, not given a grace.
+    let (s, audit) = server.get("/v1/admin/audit?tenant=acme&limit=100", OPERATOR_KEY);
+    assert_eq!(s, 200, "{audit}");
+    let rotated = audit["rows"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["action"] == "key.rotate"))
+        .expect("a key.rotate row");
+    assert_eq!(
+        rotated["detail"]["revoked_at"],
+        new["replaces"]["revoked_at"]
+    );
     assert!(works(&server, new["key"].as_str().unwrap()));
 }

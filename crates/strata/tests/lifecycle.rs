@@ -693,10 +693,19 @@ fn a_quota_refusal_shows_the_usage_only_to_whom_may_read_it() {
             .unwrap_or_default()
             .to_owned()
     };
-    assert_eq!(
-        refusal(&alice),
-        "quota exceeded: max_vectors: the limit of 2 is reached"
+    // Bound to a user token, to a domain, or unbound but without `all_principals`: none of
+    // them may read the tenant's usage.
+    let domain = server.key(
+        "acme",
+        json!({"permissions": ["read", "write", "admin", "all_principals"], "domains": ["default"]}),
     );
+    let own_principal = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    for cred in [&alice, &domain, &own_principal] {
+        assert_eq!(
+            refusal(cred),
+            "quota exceeded: max_vectors: the limit of 2 is reached"
+        );
+    }
     assert_eq!(refusal(&whole), "quota exceeded: max_vectors: 2 used of 2");
 }
 

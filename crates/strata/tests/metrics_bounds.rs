@@ -10,16 +10,6 @@ use std::collections::BTreeSet;
 use common::{OPERATOR_KEY, Server};
 use serde_json::json;
 
-fn scrape(server: &Server) -> String {
-    reqwest::blocking::Client::new()
-        .get(format!("{}/metrics", server.url))
-        .header("authorization", format!("Bearer {OPERATOR_KEY}"))
-        .send()
-        .expect("scrape")
-        .text()
-        .expect("body")
-}
-
 /// Distinct `(method, route)` label pairs of `strata_http_requests_total`.
 fn route_labels(text: &str) -> BTreeSet<(String, String)> {
     text.lines()
@@ -45,7 +35,7 @@ fn made_up_methods_and_paths_add_no_series() {
         server.call("GET", &format!("/v1/made-up-{i}"), None, &[], None);
         server.call(&method, "/v1/stats", Some(&key), &[], None);
     }
-    let labels = route_labels(&scrape(&server));
+    let labels = route_labels(&server.metrics());
     let methods: BTreeSet<&str> = labels.iter().map(|(m, _)| m.as_str()).collect();
     assert!(
         methods.is_subset(&BTreeSet::from([
@@ -77,10 +67,14 @@ fn a_recreated_tenant_starts_from_zero_and_a_purged_one_leaves_metrics() {
         );
         assert_eq!(s, 201, "{v}");
     }
-    assert!(scrape(&server).contains("strata_tenant_records{tenant=\"acme\"} 5\n"));
+    assert!(
+        server
+            .metrics()
+            .contains("strata_tenant_records{tenant=\"acme\"} 5\n")
+    );
     let (s, v) = server.hard_delete("acme");
     assert_eq!(s, 200, "{v}");
-    let text = scrape(&server);
+    let text = server.metrics();
     assert!(
         !text.contains("tenant=\"acme\""),
         "a purged tenant leaves /metrics"
@@ -101,7 +95,7 @@ fn a_recreated_tenant_starts_from_zero_and_a_purged_one_leaves_metrics() {
     assert_eq!(v["usage"]["records"], 0, "{v}");
     assert_eq!(v["residency"]["loads"], 0, "{v}");
     assert_eq!(v["integrity"], "normal", "{v}");
-    let text = scrape(&server);
+    let text = server.metrics();
     assert!(
         text.contains("strata_tenant_request_duration_seconds_count{tenant=\"acme\"} 1\n"),
         "only the new incarnation's one request"
@@ -132,7 +126,7 @@ fn a_tenant_whose_profile_does_not_decode_is_named_not_fatal() {
     drop(store);
     server.restart();
 
-    let text = scrape(&server);
+    let text = server.metrics();
     assert!(text.contains("strata_tenants_unreadable 1\n"), "{text}");
     assert!(text.contains("strata_tenant_records{tenant=\"acme\"} 0\n"));
     let (s, v) = server.get("/v1/admin/stats", OPERATOR_KEY);

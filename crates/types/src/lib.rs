@@ -38,7 +38,8 @@ pub use recall::{
 };
 pub use record::{
     Collection, Confidence, EmbedderRef, MemoryDefaults, Metric, NewRecord, RESERVED_FIELDS,
-    Record, RecordError, RecordPatch, TextAnalyzer, check_vector, merge_patch, validate_metadata,
+    RESERVED_RECORD_IDS, Record, RecordError, RecordPatch, TextAnalyzer, check_vector, merge_patch,
+    validate_metadata,
 };
 pub use scope::{RequestScope, TokenSelector, UserMatch};
 pub use search::{

@@ -178,7 +178,9 @@ impl Record {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewRecord {
-    /// The client's own id, for idempotent upsert. Absent: the server assigns a UUIDv7.
+    /// The client's own id, for idempotent upsert. Absent: the server assigns a UUIDv7. Not
+    /// one of [`RESERVED_RECORD_IDS`].
+    #[serde(deserialize_with = "writable_id")]
     pub id: Option<RecordId>,
     /// Collection name; `text` when absent.
     pub modality: Option<CollectionName>,
@@ -209,34 +211,49 @@ pub struct NewRecord {
 /// `expires_at` given as `null` are cleared; `metadata` is merged as an RFC 7396 JSON merge
 /// patch (a `null` value removes the key; `"metadata": null` clears it to `{}`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(default, deny_unknown_fields)]
+// Defaults field by field, not for the container: a container default would put each field's
+// `null` default in the OpenAPI schema, which is not a value of the non-nullable fields.
+#[serde(deny_unknown_fields)]
 pub struct RecordPatch {
     /// `null` clears it.
-    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Kind>, nullable)]
     pub kind: Option<Option<Kind>>,
     /// The new text: not empty or whitespace only (zero-width characters count as whitespace).
-    #[serde(deserialize_with = "crate::text::patch_content")]
+    #[serde(default, deserialize_with = "crate::text::patch_content")]
     #[schema(nullable = false)]
     pub content: Option<String>,
-    #[serde(deserialize_with = "not_null")]
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
     pub vector: Option<Vec<f32>>,
-    #[serde(deserialize_with = "not_null")]
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
     pub user_tokens: Option<Vec<UserToken>>,
     /// `null` clears it.
-    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<RunId>, nullable)]
     pub run_id: Option<Option<RunId>>,
     /// `null` clears it.
-    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<MemoryScope>, nullable)]
     pub memory_scope: Option<Option<MemoryScope>>,
     /// Moves the record to another memory domain of the tenant (the credential must be allowed
     /// to write there). The record keeps its id, metadata, confidence, links and timestamps;
     /// what adaptive reranking learned about it in the old domain is dropped.
     #[serde(
+        default,
         deserialize_with = "target_domain",
         skip_serializing_if = "Option::is_none"
     )]
@@ -244,17 +261,47 @@ pub struct RecordPatch {
     pub move_to_domain: Option<Domain>,
     /// An RFC 7396 merge patch of the metadata: a `null` value removes the key, and
     /// `"metadata": null` removes them all (the metadata becomes `{}`).
-    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Object>, nullable)]
     pub metadata: Option<Option<Map<String, Value>>>,
     /// In milliseconds since the Unix epoch, after the request's arrival (a past one is
     /// `400`); `null` clears it (the record no longer expires).
-    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<i64>, nullable)]
     pub expires_at: Option<Option<Millis>>,
-    #[serde(deserialize_with = "not_null")]
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
     pub confidence: Option<Confidence>,
+}
+
+/// Record ids a write may not give: no URL path could name the record afterwards. `.` and `..`
+/// are dot segments, which HTTP clients resolve before sending; the others are the literal
+/// segments of routes at `/v1/memories/{id}` (`GET /v1/memories/list` is the listing). The API
+/// keeps this list equal to its router's. A record stored with one (before the check) stays
+/// readable where it can be.
+pub const RESERVED_RECORD_IDS: &[&str] = &[".", "..", "count", "delete", "list"];
+
+/// A write's `id`, refusing the [`RESERVED_RECORD_IDS`]. `null` reads as absent.
+fn writable_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RecordId>, D::Error> {
+    let id = Option::<RecordId>::deserialize(d)?;
+    match &id {
+        Some(id) if RESERVED_RECORD_IDS.contains(&id.as_str()) => {
+            Err(serde::de::Error::custom(format!(
+                "{:?} is reserved: no URL path could name a record of that id (give another id, \
+                 or none for a server-assigned one)",
+                id.as_str()
+            )))
+        }
+        _ => Ok(id),
+    }
 }
 
 /// `move_to_domain`, validated as a domain but named as itself in the error; `null` is

@@ -282,6 +282,30 @@ impl Server {
         self.url.trim_start_matches("http://")
     }
 
+    /// The Prometheus text of `/metrics`, scraped with the operator key.
+    pub fn metrics(&self) -> String {
+        reqwest::blocking::Client::new()
+            .get(format!("{}/metrics", self.url))
+            .header("authorization", format!("Bearer {OPERATOR_KEY}"))
+            .send()
+            .expect("scrape")
+            .text()
+            .expect("body")
+    }
+
+    /// Sends `GET target` with `key` on a connection of its own and reads nothing of the
+    /// answer: an unread client, whose answer the server holds.
+    pub fn ask_and_never_read(&self, key: &str, target: &str) -> std::net::TcpStream {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(self.addr()).expect("connect");
+        write!(
+            s,
+            "GET {target} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\nconnection: close\r\n\r\n"
+        )
+        .expect("send");
+        s
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -450,4 +474,13 @@ pub fn embedder_env(model_dir: &str) -> Vec<(&'static str, String)> {
 /// The error code of an error body.
 pub fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
+}
+
+/// The status line's first bytes (`HTTP/1.1 200`) of the answer on `s`: once they are there,
+/// the handler has returned and the body is hyper's to send. The rest stays unread.
+pub fn status_line(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).expect("an answer's first bytes");
+    String::from_utf8_lossy(&head).into_owned()
 }
