@@ -437,20 +437,23 @@ mod tests {
         assert!(refers(id, "RecordId"), "{id}");
         for body in ["RecordPatch", "PatchBody"] {
             let fields = &schemas[body]["properties"];
-            for (field, schema) in [
-                ("kind", "Kind"),
-                ("run_id", "RunId"),
-                ("memory_scope", "MemoryScope"),
-                ("move_to_domain", "Domain"),
+            // `null` clears these; `move_to_domain` cannot be cleared, so `null` is refused.
+            for (field, schema, nullable) in [
+                ("kind", "Kind", true),
+                ("run_id", "RunId", true),
+                ("memory_scope", "MemoryScope", true),
+                ("move_to_domain", "Domain", false),
             ] {
                 assert!(
                     refers(&fields[field], schema),
                     "{body}.{field}: {}",
                     fields[field]
                 );
-                assert!(
-                    fields[field].to_string().contains("null"),
-                    "{body}.{field} may be null"
+                assert_eq!(
+                    fields[field].to_string().contains("\"null\""),
+                    nullable,
+                    "{body}.{field}: {}",
+                    fields[field]
                 );
             }
         }
