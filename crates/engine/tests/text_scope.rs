@@ -33,11 +33,13 @@ fn scope_of(v: serde_json::Value) -> RequestScope {
     serde_json::from_value(v).unwrap()
 }
 
+/// A record of `content`, or of its vector alone when `content` is empty (a write refuses
+/// blank content).
 fn record(id: &str, content: &str) -> NewRecord {
     NewRecord {
         id: Some(RecordId::parse(id).unwrap()),
         modality: Some(collection()),
-        content: Some(content.into()),
+        content: (!content.is_empty()).then(|| content.into()),
         vector: Some(common::vector(DIM, seed_of(id))),
         ..Default::default()
     }
