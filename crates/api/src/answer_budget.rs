@@ -156,7 +156,7 @@ impl AnswerBudget {
         if self.server != 0 && self.held.load(Ordering::Acquire) >= self.server {
             return Err(server_refusal());
         }
-        if let Err(held) = try_add(&tenant.held, 0, bytes, self.per_tenant) {
+        if let Err(held) = try_add(&tenant.held, Some(0), bytes, self.per_tenant) {
             return Err(self.tenant_refusal(held, bytes));
         }
         Ok(AnswerHold {
@@ -190,12 +190,14 @@ fn server_refusal() -> ApiError {
     ApiError::Overloaded("the server's memory for unread answers is full; retry later".into())
 }
 
-/// Adds `bytes` to `counter` unless that passes `max` (0: no max) while anything besides
-/// `own` (the caller's reservation, already counted in it) is held; else the bytes held.
-fn try_add(counter: &AtomicU64, own: u64, bytes: u64, max: u64) -> Result<(), u64> {
+/// Adds `bytes` to `counter` unless that passes `max` (0: no max); with `Some(own)` (the
+/// caller's reservation, already counted in it) it passes anyway when nothing besides `own`
+/// is held (a lone answer), with `None` never. Else the bytes held.
+fn try_add(counter: &AtomicU64, own: Option<u64>, bytes: u64, max: u64) -> Result<(), u64> {
     counter
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-            let fits = max == 0 || held <= own || held.saturating_add(bytes) <= max;
+            let lone = own.is_some_and(|own| held <= own);
+            let fits = max == 0 || lone || held.saturating_add(bytes) <= max;
             fits.then(|| held.saturating_add(bytes))
         })
         .map(drop)
@@ -285,7 +287,12 @@ impl AnswerHold {
     /// would be refused (a lone answer always fits).
     fn grow_reservation(&mut self, bytes: u64) -> Result<(), ApiError> {
         let more = bytes.saturating_sub(self.bytes);
-        if let Err(held) = try_add(&self.tenant.held, self.bytes, more, self.budget.per_tenant) {
+        if let Err(held) = try_add(
+            &self.tenant.held,
+            Some(self.bytes),
+            more,
+            self.budget.per_tenant,
+        ) {
             return Err(self.budget.tenant_refusal(held - self.bytes, bytes));
         }
         self.bytes = bytes;
@@ -295,15 +302,8 @@ impl AnswerHold {
     /// Grows the tenant's figure to `bytes` only if the tenant's budget takes it: a page that
     /// can stop short gets no lone-answer allowance past the budget. Whether it grew.
     fn grow_reservation_within_budget(&mut self, bytes: u64) -> bool {
-        let (more, max) = (bytes.saturating_sub(self.bytes), self.budget.per_tenant);
-        let grown = self
-            .tenant
-            .held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                let fits = max == 0 || held.saturating_add(more) <= max;
-                fits.then(|| held.saturating_add(more))
-            })
-            .is_ok();
+        let more = bytes.saturating_sub(self.bytes);
+        let grown = try_add(&self.tenant.held, None, more, self.budget.per_tenant).is_ok();
         if grown {
             self.bytes = bytes;
         }
@@ -314,7 +314,7 @@ impl AnswerHold {
     /// when that passes the server's budget while other answers are held.
     fn grow_real(&mut self, bytes: u64) -> Result<(), ApiError> {
         let more = bytes.saturating_sub(self.real);
-        if try_add(&self.budget.held, self.real, more, self.budget.server).is_err() {
+        if try_add(&self.budget.held, Some(self.real), more, self.budget.server).is_err() {
             return Err(server_refusal());
         }
         self.real = bytes;

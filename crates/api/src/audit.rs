@@ -69,7 +69,9 @@ pub async fn admin_audit(
 /// neither domains nor user tokens: rows are about every domain and principal and name record
 /// ids; a bound one is `403 SCOPE_FORBIDDEN`, one without `all_principals` `403 FORBIDDEN`.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", operation_id = "own_audit",
-    params(("action" = Option<String>, Query, description = "e.g. memory.put"),
+    params(("tenant" = Option<TenantId>, Query, description = "the credential's own tenant (any other is 403 TENANT_MISMATCH)"),
+        ("tenant_id" = Option<TenantId>, Query, description = "the same, as every tenant route takes it"),
+        ("action" = Option<String>, Query, description = "e.g. memory.put"),
         ("since" = Option<i64>, Query, description = "rows at or after this time (ms)"),
         ("until" = Option<i64>, Query, description = "rows before this time (ms)"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "at most this many, 1 to 1000 (default 100)")),

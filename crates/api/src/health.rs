@@ -36,7 +36,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
 
 /// This API's OpenAPI 3.1 document, generated from the handlers.
 #[utoipa::path(get, path = "/openapi.json", tag = "health", operation_id = "openapi",
-    responses((status = 200, description = "The OpenAPI document")))]
+    responses((status = 200, description = "The OpenAPI document", body = serde_json::Value,
+        content_type = "application/json")))]
 pub async fn openapi_json(Extension(doc): Extension<Arc<Value>>) -> Json<Value> {
     Json((*doc).clone())
 }

@@ -152,7 +152,7 @@ impl JsonBody {
             let scope = ScopeParts::take_from_body(&mut body, keys)?;
             Ok(Scoped {
                 scope,
-                rest: from_map(body),
+                rest: from_map(body).map_err(|e| naming_scope_fields_too(e, keys)),
             })
         };
         if keys.contains(&"tenant_id") {
@@ -160,6 +160,18 @@ impl JsonBody {
         } else {
             self.convert(state, split).await
         }
+    }
+}
+
+/// serde's refusal of an unknown field lists the fields of the body's own type, which lacks
+/// the scope fields taken out first: the message names them too, so that it lists every field
+/// the body may hold.
+pub(crate) fn naming_scope_fields_too(e: ApiError, keys: &[&str]) -> ApiError {
+    match e {
+        ApiError::BadRequest(m) if m.starts_with("unknown field `") && m.contains("expected ") => {
+            ApiError::BadRequest(format!("{m}, or a scope field: {}", keys.join(", ")))
+        }
+        other => other,
     }
 }
 

@@ -54,9 +54,20 @@ impl RecordFields {
         let Some(value) = value else {
             return Ok(RecordFields::named(None));
         };
+        if value.is_empty() {
+            return Ok(RecordFields::named(Some(&[])));
+        }
+        // An empty name between commas (`include=,` or `include=content,`) is a mistake, as
+        // an empty token in `user_tokens` is: refused rather than read as "ids only".
+        if value.split(',').any(str::is_empty) {
+            return Err(ApiError::BadRequest(
+                "include: an empty name in the comma-separated list (name each field, or send \
+                 include= alone for ids only)"
+                    .into(),
+            ));
+        }
         let include = value
             .split(',')
-            .filter(|name| !name.is_empty())
             .map(|name| name.parse::<Include>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ApiError::BadRequest(format!("include: {e}")))?;
@@ -359,6 +370,18 @@ mod tests {
                 "{m}"
             );
         }
+    }
+
+    #[test]
+    fn an_empty_name_between_commas_is_refused_and_an_empty_list_is_ids_only() {
+        for bad in [",", "content,", ",vector", "content,,metadata"] {
+            let Err(ApiError::BadRequest(m)) = RecordFields::from_query(Some(bad)) else {
+                panic!("{bad} was accepted");
+            };
+            assert!(m.starts_with("include: an empty name"), "{m}");
+        }
+        let ids = RecordFields::from_query(Some("")).unwrap();
+        assert_eq!(ids.shape(), crate::answer_budget::Shape::Ids);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use crate::answer_size::Carried;
 use crate::bodies::{ScopeFields, SearchAnswer};
 use crate::edge::TenantAuth;
 use crate::input::{
-    JsonBytes, ScopeSources, body_bounds, from_map, parse_object_within, scope_of_body_for,
+    JsonBytes, SCOPE_KEYS, ScopeSources, body_bounds, from_map, parse_object_within,
+    scope_of_body_for,
 };
 use crate::{ApiError, AppState};
 
@@ -70,7 +71,8 @@ pub async fn search(
             max_user_tokens,
         };
         let req = scope_of_body_for(&scope, sources, &mut body)?;
-        let search: SearchRequest = from_map(body)?;
+        let search: SearchRequest =
+            from_map(body).map_err(|e| crate::json_body::naming_scope_fields_too(e, SCOPE_KEYS))?;
         // The answer's memory is reserved once `k` and `include` are known, before the search
         // (`answer_budget`): k hits with their vectors can be megabytes.
         let shape = Shape::of_search(&search);

@@ -148,6 +148,14 @@ impl Engine {
                                 c.len()
                             )));
                         }
+                        // The narrative is a direction (reranking compares by cosine on every
+                        // metric): a zero vector has none, refused as a search refuses one.
+                        if c.iter().all(|x| *x == 0.0) {
+                            return Err(EngineError::BadRequest(
+                                "vector: a zero vector has no direction to add to the narrative"
+                                    .into(),
+                            ));
+                        }
                         let ns = lock(&held);
                         let n = cfg.absorb(ns.narrative(principal, &name), c, now);
                         if n.is_some() {
@@ -250,7 +258,7 @@ impl Engine {
             scope,
             Permission::Read,
             Reach::EveryPrincipal,
-            "the adaptive state of every domain",
+            "reading the adaptive state of every domain",
         )?;
         let rows = self.read_tenant(scope, Permission::Read, |r| {
             Ok(r.adaptive_rows(scope.key(), None)?)

@@ -307,7 +307,7 @@ impl Engine {
         }
         let profile = TenantProfile::of(&meta)?;
         if profile.status == TenantStatus::Deleted {
-            return Err(EngineError::TenantNotFound(id.clone()));
+            return Err(crate::tenants::deleted(id));
         }
         let params = req
             .index_params

@@ -443,7 +443,7 @@ impl Engine {
             scope,
             Permission::Read,
             whole_tenant::Reach::EveryPrincipal,
-            "the index figures",
+            "reading the index figures",
         )?;
         self.read_tenant(scope, Permission::Read, |_| Ok(()))?;
         self.indexes

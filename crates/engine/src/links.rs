@@ -138,8 +138,12 @@ impl Engine {
         self.read_tenant(scope, Permission::Read, |r| {
             let key = scope.key();
             visible_record(r, key, &vis, id)?;
-            let sees = |other: &RecordId| -> Result<bool, EngineError> {
-                Ok(r.record(key, other)?.is_some_and(|rec| vis.sees(&rec)))
+            // The other ends by their scope fields alone: a record many principals link to
+            // has mostly ends this request cannot see.
+            let mut memo = strata_store::HiddenMemo::default();
+            let mut sees = |other: &RecordId| -> Result<bool, EngineError> {
+                Ok(r.record_scope(key, other, &mut memo)?
+                    .is_some_and(|rec| vis.sees_scope(&rec)))
             };
             let mut outgoing = Vec::new();
             for l in r.links_of(key, id, false)? {
@@ -190,25 +194,34 @@ fn check_link_ends(
     vis.check_writable(&source)
 }
 
-/// Links a new record of a run from the run's previous record (relation `next`), when the
-/// collection asks for it (`link_runs`), and makes it the run's last. A previous record that
-/// was deleted, or already has the most outgoing links, gets no link; neither fails the write.
-/// Links are tenant structure: whether a request may see either end is decided when it reads
-/// them, as for every link.
-/// How many links each end of a batch's new links has one way, all of them and those whose
-/// other end the request sees, counted once per end and batch and then kept up to date as the
-/// batch adds links: a batch of many links to one heavily linked record reads its links once,
-/// not once per link.
+/// How many links each end of a batch's new links has one way, all of them and (past
+/// [`MAX_LINKS_PER_RECORD`]) a bound on those whose other end the request sees, counted once
+/// per end and batch and then kept up to date as the batch adds links: a batch of many links
+/// to one heavily linked record reads its links once, not once per link.
 #[derive(Default)]
 struct LinkCounts {
-    /// By (end, incoming): every link, and (once `all` passed [`MAX_LINKS_PER_RECORD`]) the
-    /// visible ones.
-    known: std::collections::HashMap<(RecordId, bool), (usize, Option<usize>)>,
+    known: std::collections::HashMap<(RecordId, bool), EndCount>,
+}
+
+struct EndCount {
+    /// Every link of the end, that way.
+    all: usize,
+    /// At least as many as the links whose other end the request sees, once counted.
+    visible_at_most: Option<usize>,
+}
+
+/// What counting an end's visible links found.
+enum Visible {
+    /// More than [`MAX_LINKS_PER_RECORD`]: the count stopped at the first past it.
+    OverCap,
+    /// No more than this many (the count stopped once the links left could not pass the cap).
+    AtMost(usize),
 }
 
 impl LinkCounts {
     /// Counts the link just added at `id` (one way) and returns the cap it now exceeds, if
-    /// any, with the links counted against that cap before this one: more than [`MAX_LINKS_PER_RECORD`] whose other ends `vis` sees, or more than
+    /// any, with the links counted against that cap before this one: more than
+    /// [`MAX_LINKS_PER_RECORD`] whose other ends `vis` sees, or more than
     /// [`MAX_STORED_LINKS_PER_RECORD`] in all. The other ends are read only past the first
     /// cap, so a record with few links pays nothing for the visibility count.
     fn add(
@@ -224,42 +237,79 @@ impl LinkCounts {
                 let counts = e.into_mut();
                 // The link just added, which the counts do not hold yet: the request sees both
                 // of its ends.
-                counts.0 += 1;
-                counts.1 = counts.1.map(|seen| seen + 1);
+                counts.all += 1;
+                counts.visible_at_most = counts.visible_at_most.map(|seen| seen + 1);
                 counts
             }
             std::collections::hash_map::Entry::Vacant(e) => {
-                // The first look at this end in the batch reads its links, the new one included.
-                let all = w.links_of(key, id, incoming)?.len();
-                e.insert((all, None))
+                // The first look at this end in the batch counts its links, the new one
+                // included.
+                let all = w.link_count(key, id, incoming)?;
+                e.insert(EndCount {
+                    all,
+                    visible_at_most: None,
+                })
             }
         };
-        if entry.0 <= MAX_LINKS_PER_RECORD {
+        if entry.all <= MAX_LINKS_PER_RECORD {
             return Ok(None);
         }
-        if entry.0 > MAX_STORED_LINKS_PER_RECORD {
-            return Ok(Some((MAX_STORED_LINKS_PER_RECORD, entry.0 - 1)));
+        if entry.all > MAX_STORED_LINKS_PER_RECORD {
+            return Ok(Some((MAX_STORED_LINKS_PER_RECORD, entry.all - 1)));
         }
-        let seen = match entry.1 {
-            Some(seen) => seen,
-            None => {
-                let mut seen = 0;
-                for l in w.links_of(key, id, incoming)? {
-                    let other = if incoming { &l.source } else { &l.target };
-                    if w.record_without_vector(key, other)?
-                        .is_some_and(|r| vis.sees(&r))
-                    {
-                        seen += 1;
-                    }
-                }
-                entry.1 = Some(seen);
-                seen
+        if entry
+            .visible_at_most
+            .is_some_and(|seen| seen <= MAX_LINKS_PER_RECORD)
+        {
+            return Ok(None);
+        }
+        match count_visible(w, key, vis, id, incoming)? {
+            Visible::OverCap => Ok(Some((MAX_LINKS_PER_RECORD, MAX_LINKS_PER_RECORD))),
+            Visible::AtMost(seen) => {
+                entry.visible_at_most = Some(seen);
+                Ok(None)
             }
-        };
-        Ok((seen > MAX_LINKS_PER_RECORD).then_some((MAX_LINKS_PER_RECORD, seen - 1)))
+        }
     }
 }
 
+/// Counts the links of `id` (one way) whose other end `vis` sees, as far as deciding the cap
+/// needs: it stops at the first visible link past [`MAX_LINKS_PER_RECORD`], or as soon as the
+/// links left could not reach it. Each other end is read by its scope fields alone: on a
+/// record many principals link to, most of the ends are records the request cannot see.
+fn count_visible(
+    w: &Writer<'_>,
+    key: TenantKey,
+    vis: &Visibility,
+    id: &RecordId,
+    incoming: bool,
+) -> Result<Visible, EngineError> {
+    let links = w.links_of(key, id, incoming)?;
+    let mut memo = strata_store::HiddenMemo::default();
+    let mut seen = 0;
+    for (i, l) in links.iter().enumerate() {
+        let left = links.len() - i;
+        if seen + left <= MAX_LINKS_PER_RECORD {
+            return Ok(Visible::AtMost(seen + left));
+        }
+        let other = if incoming { &l.source } else { &l.target };
+        if w.record_scope(key, other, &mut memo)?
+            .is_some_and(|r| vis.sees_scope(&r))
+        {
+            seen += 1;
+            if seen > MAX_LINKS_PER_RECORD {
+                return Ok(Visible::OverCap);
+            }
+        }
+    }
+    Ok(Visible::AtMost(seen))
+}
+
+/// Links a new record of a run from the run's previous record (relation `next`), when the
+/// collection asks for it (`link_runs`), and makes it the run's last. A previous record that
+/// was deleted, or already has the most outgoing links, gets no link; neither fails the write.
+/// Links are tenant structure: whether a request may see either end is decided when it reads
+/// them, as for every link.
 pub(crate) fn link_to_run(
     w: &mut Writer<'_>,
     scope: &TenantScope,
@@ -274,7 +324,7 @@ pub(crate) fn link_to_run(
     if let Some(prev) = w.run_tail(key, domain, run.as_str())?
         && prev != record.id
         && w.record(key, &prev)?.is_some()
-        && w.links_of(key, &prev, false)?.len() < MAX_LINKS_PER_RECORD
+        && w.link_count(key, &prev, false)? < MAX_LINKS_PER_RECORD
     {
         let link = Link {
             source: prev,

@@ -147,7 +147,7 @@ pub(crate) fn visible_slots(
     visible -= ci.fields.range(
         &builtin_path("expires_at"),
         Bound::Unbounded,
-        Bound::Included(vis.now as f64),
+        Bound::Included(strata_index::Num::Int(vis.now.into())),
     );
     if let Principals::Set(tokens, UserMatch::All) = &vis.principals {
         let with_tokens = &visible - &ci.shared;
@@ -226,7 +226,7 @@ pub(crate) fn filter_candidates(filter: &Filter, ci: &CollectionIndex) -> Option
             let path = field_path(field)?;
             match bound {
                 Value::Number(n) => {
-                    let (lo, hi) = bounds(*ord, *or_equal, n.as_f64()?);
+                    let (lo, hi) = bounds(*ord, *or_equal, strata_index::Num::of(n)?);
                     exact(ci.fields.range(&path, lo, hi))
                 }
                 Value::String(s) => {

@@ -88,6 +88,7 @@ impl Engine {
                 vis: &vis,
                 filter: s.filter.as_ref(),
                 seen: HashMap::new(),
+                hidden: Default::default(),
             };
             // The seed search includes the whole record, so every seed carries it; one
             // without is a broken search, answered as an error rather than spread from less.
@@ -133,6 +134,8 @@ struct Spread<'a, R: Reads> {
     filter: Option<&'a Filter>,
     /// Records looked at so far: `Some` when the request may see it, `None` when not.
     seen: HashMap<RecordId, Option<Record>>,
+    /// The collections being deleted met so far (their records are hidden).
+    hidden: strata_store::HiddenMemo,
 }
 
 /// A link as spreading follows it out of one record.
@@ -146,10 +149,19 @@ impl<R: Reads> Spread<'_, R> {
     /// The record `id` if the request may see it (and it passes the filter).
     fn visible(&mut self, id: &RecordId) -> Result<Option<&Record>, EngineError> {
         if !self.seen.contains_key(id) {
-            let rec = self
+            // The scope fields first: on a record many principals link to, most neighbours are
+            // records the request cannot see, and those are not decoded whole.
+            let sees = self
                 .r
-                .record(self.key, id)?
-                .filter(|rec| self.vis.sees(rec) && self.filter.is_none_or(|f| f.matches(rec)));
+                .record_scope(self.key, id, &mut self.hidden)?
+                .is_some_and(|s| self.vis.sees_scope(&s));
+            let rec = match sees {
+                true => self
+                    .r
+                    .record(self.key, id)?
+                    .filter(|rec| self.vis.sees(rec) && self.filter.is_none_or(|f| f.matches(rec))),
+                false => None,
+            };
             self.seen.insert(id.clone(), rec);
         }
         Ok(self.seen.get(id).and_then(Option::as_ref))

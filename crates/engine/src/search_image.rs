@@ -30,11 +30,13 @@ use crate::collection_index::CollectionIndex;
 use crate::scope_names::ScopeNames;
 use crate::slot_doc::SlotDoc;
 
+/// 5: the field index's numbers exact (`strata_types::Num`: integers as integers, so ids past
+/// 2^53 stay apart) instead of `f64` bits.
 /// 4: the field index ends with its numeric columns (`FieldIndex::with_columns`: the
 /// built-in timestamps and confidence, one value per slot).
 /// 3: each slot's resident part as columns instead of whole records (`crate::slot_doc`).
-/// 3, 2 (whole records, BM25 and field indexes by id) and 1 are rebuilt from the records.
-const FORMAT: u8 = 4;
+/// 4, 3, 2 (whole records, BM25 and field indexes by id) and 1 are rebuilt from the records.
+const FORMAT: u8 = 5;
 
 /// Marks "none" in the `runs` and `scopes` columns.
 const NONE: u32 = u32::MAX;
@@ -514,6 +516,12 @@ mod tests {
         ci.fields.insert(0, "b:created_at", &serde_json::json!(1));
         ci.fields.insert(0, "b:updated_at", &serde_json::json!(1));
         ci.fields.insert(0, "b:confidence", &serde_json::json!(0.5));
+        // A metadata id past 2^53 and a fraction: the numbers' exact stored forms.
+        ci.fields.insert(
+            0,
+            "m:msg",
+            &serde_json::json!([9_007_199_254_740_993u64, 0.25]),
+        );
         ci
     }
 
@@ -547,7 +555,7 @@ mod tests {
     /// slot's (path id, value) list); the BM25 index (analyzer, terms by id `hi`, each
     /// posting's slots {0} and repeated frequencies (none), the documents {0}, lengths [1],
     /// each slot's term ids [[0]], total length 1).
-    const GOLDEN: &str = "04070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f010200080000003f000080bf123a30000001000000000000001000000000000106623a6b696e640101046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000001010000046e6f7465030c623a637265617465645f617401000000000000f03f0c623a757064617465645f617401000000000000f03f0c623a636f6e666964656e636501000000000000e03f000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
+    const GOLDEN: &str = "05070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f010200080000003f000080bf123a30000001000000000000001000000000000206623a6b696e64056d3a6d73670201046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000000083a30000000000000083a300000000000000201000000000000d03f123a3000000100000000000000100000000000008280808080808020123a300000010000000000000010000000000001030000046e6f74650102008280808080808020010201000000000000d03f030c623a637265617465645f617401000000000000f03f0c623a757064617465645f617401000000000000f03f0c623a636f6e666964656e636501000000000000e03f000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
 
     #[test]
     fn anything_else_is_an_error() {

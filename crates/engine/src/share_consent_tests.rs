@@ -343,3 +343,28 @@ fn an_owners_shares_are_bounded_and_the_refusal_shows_the_count() {
         .unwrap_err();
     assert_eq!(err.to_string(), "quota exceeded: shares: 100 used of 100");
 }
+
+/// A tenant named twice in one share is refused, as a key's repeated binding is, rather than
+/// merged into one grant unnoticed.
+#[test]
+fn a_tenant_named_twice_is_refused() {
+    let (_dir, engine) = engine();
+    let new = NewShare {
+        domain: Domain::parse("kb").unwrap(),
+        tenants: vec![tid("victim"), tid("victim")],
+        children: false,
+    };
+    let err = engine
+        .create_share(&admin_scope(&engine, "owner"), &new)
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::BadRequest(m) if m == "tenants: a tenant is named twice"),
+        "{err:?}"
+    );
+    assert!(
+        engine
+            .shares(&admin_scope(&engine, "owner"))
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -448,6 +448,13 @@ impl Engine {
         let mut tenants = new.tenants.clone();
         tenants.sort();
         tenants.dedup();
+        // A tenant named twice is a mistake in the request (as in a key's bindings), not two
+        // grants.
+        if tenants.len() != new.tenants.len() {
+            return Err(EngineError::BadRequest(
+                "tenants: a tenant is named twice".into(),
+            ));
+        }
         if tenants.is_empty() && !new.children {
             return Err(EngineError::BadRequest(
                 "tenants: name at least one tenant, or set children: true".into(),

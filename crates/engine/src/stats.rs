@@ -111,7 +111,7 @@ impl Engine {
             scope,
             Permission::Admin,
             Reach::EveryPrincipal,
-            "the tenant's usage figures",
+            "reading the tenant's usage figures",
         )?;
         self.read_tenant(scope, Permission::Admin, |r| {
             let meta = r

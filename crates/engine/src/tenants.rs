@@ -467,7 +467,17 @@ impl Engine {
         info.metadata = tenant_metadata::read_for_display(&self.store.read()?, id, info_key)?;
         Ok(info)
     }
+}
 
+/// What changing a soft-deleted tenant's status or placement answers: it exists (listed as
+/// `deleted`, restorable), so not a 404, but it must be restored first.
+pub(crate) fn deleted(id: &TenantId) -> EngineError {
+    EngineError::IdConflict(format!(
+        "tenant {id} is deleted; restore it first (POST /v1/admin/tenants/{id}/restore)"
+    ))
+}
+
+impl Engine {
     /// Suspends a tenant: every data operation then fails with `TENANT_SUSPENDED`; its data is
     /// kept.
     pub fn suspend_tenant(
@@ -476,7 +486,7 @@ impl Engine {
         id: &TenantId,
     ) -> Result<TenantInfo, EngineError> {
         self.change_profile(op, id, "tenant.suspend", |p| match p.status {
-            TenantStatus::Deleted => Err(EngineError::TenantNotFound(id.clone())),
+            TenantStatus::Deleted => Err(deleted(id)),
             _ => {
                 p.status = TenantStatus::Suspended;
                 Ok(())
@@ -491,7 +501,7 @@ impl Engine {
         id: &TenantId,
     ) -> Result<TenantInfo, EngineError> {
         self.change_profile(op, id, "tenant.resume", |p| match p.status {
-            TenantStatus::Deleted => Err(EngineError::TenantNotFound(id.clone())),
+            TenantStatus::Deleted => Err(deleted(id)),
             // Half its data may be missing: it becomes active when its import completes.
             _ if p.importing => Err(EngineError::IdConflict(format!(
                 "tenant {id} is being imported; it becomes active when the import completes"

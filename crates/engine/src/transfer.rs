@@ -703,6 +703,7 @@ impl Engine {
             self.store.write(|w| {
                 still_importing(w, id, key)?;
                 let mut bytes = 0i64;
+                let mut memo = strata_store::HiddenMemo::default();
                 for (n, l) in chunk {
                     let at = |e: String| {
                         EngineError::BadRequest(format!("import line {}: link: {e}", n + 1))
@@ -716,7 +717,7 @@ impl Engine {
                     .validate()
                     .map_err(|e| at(e.0))?;
                     for id in [&l.source, &l.target] {
-                        if w.record(key, id)?.is_none() {
+                        if w.record_scope(key, id, &mut memo)?.is_none() {
                             return Err(at(format!("record {id} is not in the import")));
                         }
                     }
@@ -725,8 +726,8 @@ impl Engine {
                     }
                     // Whole-tenant: every principal's links count, up to the stored bound.
                     let cap = crate::links::MAX_STORED_LINKS_PER_RECORD;
-                    if w.links_of(key, &l.source, false)?.len() > cap
-                        || w.links_of(key, &l.target, true)?.len() > cap
+                    if w.link_count(key, &l.source, false)? > cap
+                        || w.link_count(key, &l.target, true)? > cap
                     {
                         return Err(at(format!("more than {cap} links of one record")));
                     }

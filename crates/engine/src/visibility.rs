@@ -166,6 +166,18 @@ impl Visibility {
         })
     }
 
+    /// [`Visibility::sees`] on a record's scope fields alone ([`strata_store::RecordScope`]),
+    /// for checks over many records that need nothing else of them.
+    pub fn sees_scope(&self, record: &strata_store::RecordScope) -> bool {
+        self.sees_fields(Fields {
+            domain: &record.memory_domain,
+            run_id: record.run_id.as_ref(),
+            memory_scope: record.memory_scope.as_ref(),
+            expired: record.expires_at.is_some_and(|t| t <= self.now),
+            user_tokens: &record.user_tokens,
+        })
+    }
+
     /// The same decisions on the resident parts of one collection's records, whose scope
     /// fields are ids into `names`: the request's names are resolved to ids once, here, and
     /// each slot is then decided by comparing ids ([`SlotVisibility::sees_slot`]).

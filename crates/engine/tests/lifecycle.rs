@@ -80,6 +80,14 @@ fn soft_delete_hides_restore_brings_back_and_retention_purges() {
         engine.get(&scope, &req(), &id),
         Err(EngineError::TenantNotFound(_))
     ));
+    // It exists, deleted: changing its status or placement asks for a restore first (409),
+    // not "does not exist".
+    let restore_first = |r: Result<(), EngineError>| match r {
+        Err(EngineError::IdConflict(m)) => assert!(m.contains("restore it first"), "{m}"),
+        other => panic!("{other:?}"),
+    };
+    restore_first(engine.suspend_tenant(&op(), &tenant).map(drop));
+    restore_first(engine.resume_tenant(&op(), &tenant).map(drop));
     // Within the retention period nothing is purged, and restore brings the data back.
     assert!(
         engine

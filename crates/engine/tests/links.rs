@@ -92,3 +92,135 @@ fn a_principals_private_links_do_not_use_up_a_shared_records_room() {
     assert_eq!(seen.incoming.len(), 1);
     assert_eq!(seen.incoming[0].source, mine);
 }
+
+/// Private records of `who`, `n` of them, written in batches; their ids.
+fn private_records(
+    engine: &strata_engine::Engine,
+    scope: &strata_auth::TenantScope,
+    who: &str,
+    n: usize,
+) -> Vec<RecordId> {
+    let req = scope_json(json!({"user_tokens": [who]}));
+    let mut ids = Vec::new();
+    for start in (0..n).step_by(500) {
+        let batch: Vec<NewRecord> = (start..(start + 500).min(n))
+            .map(|i| {
+                serde_json::from_value(json!({"id": format!("{}-{i:05}", &who[2..]),
+                    "content": format!("{who} note {i}"), "user_tokens": [who]}))
+                .unwrap()
+            })
+            .collect();
+        ids.extend(
+            engine
+                .put(scope, &req, batch)
+                .unwrap()
+                .into_iter()
+                .map(|o| o.id),
+        );
+    }
+    ids
+}
+
+fn links_to(ids: &[RecordId], target: &str) -> Vec<NewLink> {
+    ids.iter().map(|id| link(id, target)).collect()
+}
+
+/// Three principals link to one shared record, 2,600 links in all: each is held to
+/// `MAX_LINKS_PER_RECORD` of the links it can see, exactly at the boundary, whether its links
+/// come one by one or in batches that cross the count's early stops; a caller that sees every
+/// principal's links is past the cap.
+#[test]
+fn the_visible_link_cap_holds_exactly_among_many_principals_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    engine
+        .put(
+            &scope,
+            &RequestScope::default(),
+            vec![serde_json::from_value(json!({"id": "policy", "content": "the policy"})).unwrap()],
+        )
+        .unwrap();
+    let as_ = |who: &str| scope_json(json!({"user_tokens": [who]}));
+    let over = |e: EngineError| match e {
+        EngineError::QuotaExceeded {
+            resource: "links_per_record",
+            limit,
+            used,
+        } => (limit, used),
+        other => panic!("{other}"),
+    };
+    let cap = MAX_LINKS_PER_RECORD as u64;
+
+    let carol = private_records(&engine, &scope, "u:carol", 600);
+    engine
+        .link_batch(&scope, &as_("u:carol"), links_to(&carol, "policy"))
+        .unwrap();
+    let alice = private_records(&engine, &scope, "u:alice", MAX_LINKS_PER_RECORD + 1);
+    engine
+        .link_batch(&scope, &as_("u:alice"), links_to(&alice[..600], "policy"))
+        .unwrap();
+    let bob = private_records(&engine, &scope, "u:bob", MAX_LINKS_PER_RECORD + 1);
+    engine
+        .link_batch(
+            &scope,
+            &as_("u:bob"),
+            links_to(&bob[..MAX_LINKS_PER_RECORD], "policy"),
+        )
+        .unwrap();
+    let err = engine
+        .link(
+            &scope,
+            &as_("u:bob"),
+            link(&bob[MAX_LINKS_PER_RECORD], "policy"),
+        )
+        .unwrap_err();
+    assert_eq!(over(err), (cap, Some(cap)));
+
+    // Alice's next 400 one batch: her count starts from a bound, not an exact figure.
+    engine
+        .link_batch(
+            &scope,
+            &as_("u:alice"),
+            links_to(&alice[600..MAX_LINKS_PER_RECORD], "policy"),
+        )
+        .unwrap();
+    let err = engine
+        .link(
+            &scope,
+            &as_("u:alice"),
+            link(&alice[MAX_LINKS_PER_RECORD], "policy"),
+        )
+        .unwrap_err();
+    assert_eq!(over(err), (cap, Some(cap)));
+    // A refused batch adds nothing.
+    let policy = RecordId::parse("policy").unwrap();
+    let alices = engine
+        .record_links(&scope, &as_("u:alice"), &policy)
+        .unwrap();
+    assert_eq!(alices.incoming.len(), MAX_LINKS_PER_RECORD);
+    let bobs = engine.record_links(&scope, &as_("u:bob"), &policy).unwrap();
+    assert_eq!(bobs.incoming.len(), MAX_LINKS_PER_RECORD);
+    assert!(
+        bobs.incoming
+            .iter()
+            .all(|l| l.source.as_str().starts_with("bob-"))
+    );
+
+    // Carol sees her 600: room for more.
+    let more = private_records(&engine, &scope, "u:carol2", 1);
+    let carol_and_2 = scope_json(json!({"user_tokens": ["u:carol", "u:carol2"]}));
+    engine
+        .link(&scope, &carol_and_2, link(&more[0], "policy"))
+        .unwrap();
+
+    // A caller that sees every principal's records sees 2,601 links: past the cap.
+    let all = private_records(&engine, &scope, "u:dave", 1);
+    let err = engine
+        .link(
+            &scope,
+            &scope_json(json!({"user_tokens": ["*"]})),
+            link(&all[0], "policy"),
+        )
+        .unwrap_err();
+    assert_eq!(over(err), (cap, Some(cap)));
+}

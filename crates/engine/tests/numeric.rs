@@ -449,3 +449,66 @@ fn min_score_must_be_finite() {
         }
     }
 }
+
+/// Metadata ids past 2^53 (a chat platform's message ids), which `f64` cannot tell apart, are
+/// filtered exactly by search and count, equality and ranges alike, before and after the
+/// tenant is loaded again from what it stored.
+#[test]
+fn metadata_integers_past_2_pow_53_filter_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let base: u64 = 1 << 53;
+    let filter = |v: serde_json::Value| Filter::parse(&v).unwrap();
+    let check = |engine: &Engine, scope: &TenantScope| {
+        let hits = |f: Filter| -> Vec<String> {
+            let mut ids: Vec<String> = engine
+                .search(
+                    scope,
+                    &req(),
+                    &SearchRequest {
+                        vector: Some(vec![1.0, 0.0, 0.0]),
+                        modality: Some(name()),
+                        k: 10,
+                        filter: Some(f),
+                        ..Default::default()
+                    },
+                )
+                .unwrap()
+                .hits
+                .into_iter()
+                .map(|h| h.id.to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(hits(filter(json!({"msg": base + 1}))), ["m1"]);
+        assert_eq!(hits(filter(json!({"msg": {"$in": [base + 2, 7]}}))), ["m2"]);
+        assert_eq!(hits(filter(json!({"msg": {"$gt": base}}))), ["m1", "m2"]);
+        assert_eq!(
+            hits(filter(json!({"msg": {"$lte": base + 1}}))),
+            ["m0", "m1"]
+        );
+        assert_eq!(hits(filter(json!({"msg": base as f64}))), ["m0"]);
+        let count = |f: serde_json::Value| engine.count(scope, &req(), Some(&filter(f))).unwrap();
+        assert_eq!(count(json!({"msg": base + 1})), 1);
+        assert_eq!(count(json!({"msg": {"$ne": base + 1}})), 2);
+    };
+    {
+        let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+        engine
+            .create_collection(&scope, &name(), 3, Metric::Cosine)
+            .unwrap();
+        let records = (0..3u64)
+            .map(|i| {
+                serde_json::from_value(json!({
+                    "id": format!("m{i}"), "modality": "num",
+                    "vector": [1.0, i as f32 * 0.1, 0.0], "metadata": {"msg": base + i},
+                }))
+                .unwrap()
+            })
+            .collect();
+        engine.put(&scope, &req(), records).unwrap();
+        check(&engine, &scope);
+    }
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    check(&engine, &scope);
+}

@@ -1,50 +1,24 @@
 //! Candidate sets as Roaring bitmaps of slots, and [`FieldIndex`], a secondary index from
 //! JSON scalar values to the slots holding them, for one tenant-collection.
 //!
-//! Numbers are compared as `f64`, so `1` and `1.0` are equal, and `-0.0` equals `0.0`.
-//! Integers beyond ±2^53 lose precision in that conversion (a known limitation).
+//! Numbers compare exactly ([`Num`], as filters compare them): `1` and `1.0` are equal, `-0.0`
+//! equals `0`, and integers past ±2^53 stay apart.
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 pub use roaring::RoaringBitmap;
 use serde_json::Value;
+pub use strata_types::Num;
 
 use crate::field_column::Column;
-
-/// An `f64` ordered by `total_cmp`, with `-0.0` folded into `0.0`. JSON has no NaN.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-struct Num(f64);
-
-impl Num {
-    fn new(x: f64) -> Self {
-        Num(if x == 0.0 { 0.0 } else { x })
-    }
-}
-impl PartialEq for Num {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Num {}
-impl PartialOrd for Num {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Num {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
 
 /// One indexed scalar.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Scalar {
     Str(String),
     Bool(bool),
-    Num(u64),
+    Num(Num),
 }
 
 impl Scalar {
@@ -53,8 +27,7 @@ impl Scalar {
         match value {
             Value::String(s) => Some(Scalar::Str(s.clone())),
             Value::Bool(b) => Some(Scalar::Bool(*b)),
-            // Stored as bits so `Scalar` can be hashed; `Num::new` folds -0.0 first.
-            Value::Number(n) => n.as_f64().map(|x| Scalar::Num(Num::new(x).0.to_bits())),
+            Value::Number(n) => Num::of(n).map(Scalar::Num),
             _ => None,
         }
     }
@@ -65,7 +38,37 @@ impl Scalar {
 pub(crate) struct PathIndex {
     strings: BTreeMap<String, RoaringBitmap>,
     bools: [RoaringBitmap; 2],
+    #[serde(with = "number_pairs")]
     numbers: BTreeMap<Num, RoaringBitmap>,
+}
+
+/// The numbers' map as a list of (number, slots) pairs: formats whose map keys must be
+/// strings (JSON) can hold it too, and a number listed twice is an error, not a silent merge.
+mod number_pairs {
+    use std::collections::BTreeMap;
+
+    use roaring::RoaringBitmap;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use strata_types::Num;
+
+    pub(super) fn serialize<S: Serializer>(
+        map: &BTreeMap<Num, RoaringBitmap>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<Num, RoaringBitmap>, D::Error> {
+        let pairs = Vec::<(Num, RoaringBitmap)>::deserialize(d)?;
+        let listed = pairs.len();
+        let map: BTreeMap<Num, RoaringBitmap> = pairs.into_iter().collect();
+        if map.len() != listed {
+            return Err(serde::de::Error::custom("a number listed twice"));
+        }
+        Ok(map)
+    }
 }
 
 impl PathIndex {
@@ -73,7 +76,7 @@ impl PathIndex {
         match scalar {
             Scalar::Str(s) => self.strings.entry(s.clone()).or_default(),
             Scalar::Bool(b) => &mut self.bools[usize::from(*b)],
-            Scalar::Num(bits) => self.numbers.entry(Num(f64::from_bits(*bits))).or_default(),
+            Scalar::Num(n) => self.numbers.entry(*n).or_default(),
         }
     }
 
@@ -91,7 +94,7 @@ impl PathIndex {
         match scalar {
             Scalar::Str(s) => self.strings.get(s),
             Scalar::Bool(b) => Some(&self.bools[usize::from(*b)]),
-            Scalar::Num(bits) => self.numbers.get(&Num(f64::from_bits(*bits))),
+            Scalar::Num(n) => self.numbers.get(n),
         }
     }
 
@@ -109,12 +112,11 @@ impl PathIndex {
             Scalar::Bool(b) => {
                 self.bools[usize::from(*b)].remove(slot);
             }
-            Scalar::Num(bits) => {
-                let key = Num(f64::from_bits(*bits));
-                if let Some(bm) = self.numbers.get_mut(&key) {
+            Scalar::Num(n) => {
+                if let Some(bm) = self.numbers.get_mut(n) {
                     bm.remove(slot);
                     if bm.is_empty() {
-                        self.numbers.remove(&key);
+                        self.numbers.remove(n);
                     }
                 }
             }
@@ -298,8 +300,10 @@ impl FieldIndex {
         let Some(scalar) = Scalar::of(value) else {
             return;
         };
-        if let Scalar::Num(bits) = scalar
-            && self.insert_into_column(slot, path, f64::from_bits(bits))
+        // A column holds `f64`s: a number `f64` cannot hold exactly goes to the map.
+        if let Scalar::Num(n) = scalar
+            && let Some(x) = n.exact_f64()
+            && self.insert_into_column(slot, path, x)
         {
             return;
         }
@@ -355,8 +359,8 @@ impl FieldIndex {
         let mut out = RoaringBitmap::new();
         if let Some(col) = self.column(path) {
             let numbers: Vec<f64> = match value {
-                Value::Array(items) => items.iter().filter_map(Value::as_f64).collect(),
-                other => other.as_f64().into_iter().collect(),
+                Value::Array(items) => items.iter().filter_map(column_number).collect(),
+                other => column_number(other).into_iter().collect(),
             };
             out = col.eq_any(&numbers);
         }
@@ -386,7 +390,7 @@ impl FieldIndex {
             })
         };
         let mut out = match self.column(path) {
-            Some(col) => col.eq_any(&scalars().filter_map(Value::as_f64).collect::<Vec<_>>()),
+            Some(col) => col.eq_any(&scalars().filter_map(column_number).collect::<Vec<_>>()),
             None => RoaringBitmap::new(),
         };
         if let Some(pi) = self.path(path) {
@@ -397,17 +401,13 @@ impl FieldIndex {
         out
     }
 
-    /// Slots holding a number within the bounds under `path`. NaN bounds and empty ranges
-    /// match nothing.
-    pub fn range(&self, path: &str, lower: Bound<f64>, upper: Bound<f64>) -> RoaringBitmap {
-        let (Some(lower), Some(upper)) = (num_bound(lower), num_bound(upper)) else {
-            return RoaringBitmap::new();
-        };
+    /// Slots holding a number within the bounds under `path`. Empty ranges match nothing.
+    pub fn range(&self, path: &str, lower: Bound<Num>, upper: Bound<Num>) -> RoaringBitmap {
         if !valid_range(lower.as_ref(), upper.as_ref()) {
             return RoaringBitmap::new();
         }
         let in_column = self.column(path).map_or_else(RoaringBitmap::new, |col| {
-            col.range(lower.map(|n| n.0), upper.map(|n| n.0))
+            col.range(column_bound(lower, true), column_bound(upper, false))
         });
         let Some(pi) = self.path(path) else {
             return in_column;
@@ -449,13 +449,34 @@ impl FieldIndex {
     }
 }
 
-/// Converts an `f64` bound to a map bound; `None` for NaN.
-fn num_bound(b: Bound<f64>) -> Option<Bound<Num>> {
-    match b {
-        Bound::Included(x) if !x.is_nan() => Some(Bound::Included(Num::new(x))),
-        Bound::Excluded(x) if !x.is_nan() => Some(Bound::Excluded(Num::new(x))),
-        Bound::Unbounded => Some(Bound::Unbounded),
-        _ => None,
+/// A number as a column (which holds `f64`s exactly) can equal it: `None` for a value that is
+/// not a number, or a number no `f64` holds (no column value equals it).
+fn column_number(v: &Value) -> Option<f64> {
+    Num::of_value(v).and_then(Num::exact_f64)
+}
+
+/// The `f64` bound that selects exactly the column values (`f64`s) within `b`: a bound no
+/// `f64` holds becomes the nearest `f64`, included when it lies inside the range and excluded
+/// when outside (no `f64` lies between the two).
+fn column_bound(b: Bound<Num>, lower: bool) -> Bound<f64> {
+    let n = match b {
+        Bound::Unbounded => return Bound::Unbounded,
+        Bound::Included(n) | Bound::Excluded(n) => n,
+    };
+    if let Some(x) = n.exact_f64() {
+        return b.map(|_| x);
+    }
+    let x = n.nearest_f64();
+    let inside = match Num::from_f64(x) {
+        Some(near) if lower => near > n,
+        Some(near) => near < n,
+        // Past every finite f64: nothing is inside on that side.
+        None => false,
+    };
+    if inside {
+        Bound::Included(x)
+    } else {
+        Bound::Excluded(x)
     }
 }
 
@@ -524,19 +545,55 @@ mod tests {
             ix.insert(slot, "x", &x);
         }
         use Bound::*;
+        let n = |x: f64| Num::from_f64(x).unwrap();
         assert_eq!(
-            set(&ix.range("x", Included(0.0), Included(10.0))),
+            set(&ix.range("x", Included(n(0.0)), Included(n(10.0)))),
             vec![2, 3, 4]
         );
-        assert_eq!(set(&ix.range("x", Excluded(0.0), Excluded(10.0))), vec![3]);
-        assert_eq!(set(&ix.range("x", Unbounded, Excluded(0.0))), vec![1]);
-        assert_eq!(set(&ix.range("x", Included(-0.0), Included(0.0))), vec![2]);
-        assert!(ix.range("x", Included(5.0), Included(1.0)).is_empty());
-        assert!(ix.range("x", Excluded(1.0), Excluded(1.0)).is_empty());
-        assert!(ix.range("x", Included(f64::NAN), Unbounded).is_empty());
+        assert_eq!(
+            set(&ix.range("x", Excluded(n(0.0)), Excluded(n(10.0)))),
+            vec![3]
+        );
+        assert_eq!(set(&ix.range("x", Unbounded, Excluded(n(0.0)))), vec![1]);
+        assert_eq!(
+            set(&ix.range("x", Included(n(-0.0)), Included(n(0.0)))),
+            vec![2]
+        );
+        assert!(ix.range("x", Included(n(5.0)), Included(n(1.0))).is_empty());
+        assert!(ix.range("x", Excluded(n(1.0)), Excluded(n(1.0))).is_empty());
         assert_eq!(set(&ix.range_str("x", Included("5"), Unbounded)), vec![5]);
         assert!(ix.range_str("x", Included("9"), Excluded("1")).is_empty());
         assert_eq!(set(&ix.exists("x")), vec![1, 2, 3, 4, 5]);
+    }
+
+    /// Integers past 2^53, which `f64` cannot tell apart, are different values, in the map and
+    /// in a column (which holds only the numbers `f64` holds exactly) alike.
+    #[test]
+    fn integers_past_2_pow_53_stay_apart() {
+        use Bound::*;
+        let big = 1u64 << 53;
+        for mut ix in [FieldIndex::new(), FieldIndex::with_columns(&["x"])] {
+            ix.insert(1, "x", &json!(big));
+            ix.insert(2, "x", &json!(big + 1));
+            ix.insert(3, "x", &json!(big + 2));
+            ix.insert(4, "x", &json!(big as f64));
+            assert_eq!(set(&ix.eq("x", &json!(big + 1))), vec![2]);
+            assert_eq!(set(&ix.eq("x", &json!(big))), vec![1, 4]);
+            assert_eq!(
+                set(&ix.eq_many("x", &[json!(big + 1), json!(big + 2)])),
+                vec![2, 3]
+            );
+            let n = |u: u64| Num::Int(u.into());
+            assert_eq!(set(&ix.range("x", Excluded(n(big)), Unbounded)), vec![2, 3]);
+            assert_eq!(
+                set(&ix.range("x", Unbounded, Excluded(n(big + 1)))),
+                vec![1, 4]
+            );
+            assert_eq!(
+                set(&ix.range("x", Included(n(big + 1)), Included(n(big + 1)))),
+                vec![2]
+            );
+        }
     }
 
     /// Brute-force model: every (slot, path, value) ever inserted and not removed.
@@ -553,6 +610,9 @@ mod tests {
             (-3i64..3).prop_map(|i| json!(i as f64)),
             prop_oneof![Just("a"), Just("b"), Just("c")].prop_map(|s| json!(s)),
             any::<bool>().prop_map(|b| json!(b)),
+            // Neighbours past 2^53, one `f64` apart or not at all.
+            (0u64..3).prop_map(|i| json!((1u64 << 53) + i)),
+            Just(json!((1u64 << 53) as f64)),
         ];
         prop_oneof![
             4 => scalar.clone(),
@@ -576,15 +636,22 @@ mod tests {
     }
 
     fn num_eq(a: &Value, b: &Value) -> bool {
-        match (a, b) {
-            (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        match (Num::of_value(a), Num::of_value(b)) {
+            (Some(x), Some(y)) => x == y,
             _ => a == b,
         }
     }
 
+    fn bound() -> impl Strategy<Value = Num> {
+        prop_oneof![
+            3 => (-16i32..16).prop_map(|q| Num::from_f64(f64::from(q) / 4.0).unwrap()),
+            1 => (0u64..4).prop_map(|i| Num::Int(((1u64 << 53) + i).into())),
+        ]
+    }
+
     proptest! {
         #[test]
-        fn matches_brute_force_model(ops in proptest::collection::vec(op(), 0..60), probe in value(), many in proptest::collection::vec(value(), 0..6), lo in -4.0f64..4.0, width in 0.0f64..5.0, columns in any::<bool>()) {
+        fn matches_brute_force_model(ops in proptest::collection::vec(op(), 0..60), probe in value(), many in proptest::collection::vec(value(), 0..6), lo in bound(), hi in bound(), columns in any::<bool>()) {
             // With `columns`, path `p` keeps each slot's first number in a column: the
             // answers must not change.
             let mut ix = if columns { FieldIndex::with_columns(&["p"]) } else { FieldIndex::new() };
@@ -618,10 +685,9 @@ mod tests {
                     .map(|(s, _, _)| *s)
                     .collect();
                 prop_assert_eq!(ix.eq_many(path, &many), expect);
-                let hi = lo + width;
                 let expect: RoaringBitmap = model
                     .iter()
-                    .filter(|(_, p, v)| *p == path && v.as_f64().is_some_and(|x| lo <= x && x < hi))
+                    .filter(|(_, p, v)| *p == path && Num::of_value(v).is_some_and(|x| lo <= x && x < hi))
                     .map(|(s, _, _)| *s)
                     .collect();
                 prop_assert_eq!(ix.range(path, Bound::Included(lo), Bound::Excluded(hi)), expect);

@@ -158,9 +158,13 @@ mod tests {
                 out.push(ix.eq(path, &v).iter().collect());
             }
             out.push(
-                ix.range(path, Bound::Included(0.0), Bound::Excluded(2.5))
-                    .iter()
-                    .collect(),
+                ix.range(
+                    path,
+                    Bound::Included(crate::Num::Int(0)),
+                    Bound::Excluded(crate::Num::Float(2.5)),
+                )
+                .iter()
+                .collect(),
             );
             out.push(ix.exists(path).iter().collect());
         }

@@ -33,7 +33,7 @@ mod slot_set;
 pub mod testdata;
 
 pub use analyzer::Analyzer;
-pub use bitmap::{FieldIndex, RoaringBitmap};
+pub use bitmap::{FieldIndex, Num, RoaringBitmap};
 pub use bm25::{Bm25Index, Bm25Query};
 pub use error::IndexError;
 pub use exact::{Hit, exact_top_k};

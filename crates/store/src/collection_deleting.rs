@@ -86,9 +86,10 @@ pub(crate) fn unless_hidden(
 }
 
 /// Remembers, for one walk over many records, which collections are being deleted: one key
-/// probe per collection name met, not one per record.
+/// probe per collection name met, not one per record. A walk inside one transaction only: a
+/// later transaction may see other markers.
 #[derive(Default)]
-pub(crate) struct HiddenMemo {
+pub struct HiddenMemo {
     seen: Vec<(CollectionName, bool)>,
 }
 
@@ -99,11 +100,20 @@ impl HiddenMemo {
         t: TenantKey,
         record: &Record,
     ) -> Result<bool, StoreError> {
-        if let Some((_, hidden)) = self.seen.iter().find(|(n, _)| n == &record.modality) {
+        self.hides_collection(r, t, &record.modality)
+    }
+
+    pub(crate) fn hides_collection(
+        &mut self,
+        r: &(impl Reads + ?Sized),
+        t: TenantKey,
+        name: &CollectionName,
+    ) -> Result<bool, StoreError> {
+        if let Some((_, hidden)) = self.seen.iter().find(|(n, _)| n == name) {
             return Ok(*hidden);
         }
-        let hidden = is_deleting(r, t, &record.modality)?;
-        self.seen.push((record.modality.clone(), hidden));
+        let hidden = is_deleting(r, t, name)?;
+        self.seen.push((name.clone(), hidden));
         Ok(hidden)
     }
 }

@@ -47,10 +47,10 @@ mod verify;
 pub use adaptive::{AdaptiveItem, AdaptiveReads, AdaptiveRow, NarrativePrincipal, PrincipalTokens};
 pub use changelog::{ChangeLogReads, DEFAULT_CHANGE_LOG_CAP};
 pub use codec::{
-    ChangeEntry, ChangeHead, ChangeMark, ChangeOp, StoredIndexParams, StoredLevel, StoredMigration,
-    StoredMigrationState,
+    ChangeEntry, ChangeHead, ChangeMark, ChangeOp, RecordScope, StoredIndexParams, StoredLevel,
+    StoredMigration, StoredMigrationState,
 };
-pub use collection_deleting::DeletingReads;
+pub use collection_deleting::{DeletingReads, HiddenMemo};
 pub use credentials::{CredentialStore, Owner, StoredCredential};
 pub use decode_memo::{DecodeMemo, MemoReads};
 pub use derived::DERIVED_DIR;

@@ -50,6 +50,21 @@ pub trait LinkReads: Reads {
             .collect()
     }
 
+    /// How many links go out of `id` (`incoming: false`) or into it (`incoming: true`): the
+    /// entries counted, not decoded, for the per-record caps checked on every link write.
+    fn link_count(&self, t: TenantKey, id: &RecordId, incoming: bool) -> Result<usize, StoreError> {
+        let prefix = keys::links_of(t, id, incoming);
+        let mut n = 0;
+        for e in self.data_table(t)?.range(prefix.as_slice()..)? {
+            let (k, _) = e?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// One link, if it exists.
     fn link(
         &self,

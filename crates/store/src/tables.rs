@@ -924,6 +924,28 @@ pub trait Reads: Tables {
         crate::collection_deleting::unless_hidden(self, t, record)
     }
 
+    /// The fields of record `id` that decide who may see it (see
+    /// [`crate::codec::decode_record_scope`]), unless its collection is being deleted: for a
+    /// visibility check over many records, which share `memo` (one transaction's walk).
+    fn record_scope(
+        &self,
+        t: TenantKey,
+        id: &RecordId,
+        memo: &mut crate::HiddenMemo,
+    ) -> Result<Option<crate::RecordScope>, StoreError> {
+        let v = self.data_table(t)?.get(keys::record(t, id).as_slice())?;
+        let Some(scope) = v
+            .map(|v| crate::codec::decode_record_scope(v.value()))
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        if memo.hides_collection(self, t, &scope.modality)? {
+            return Ok(None);
+        }
+        Ok(Some(scope))
+    }
+
     /// Every record of the tenant in id order, starting after `after`, but those of a
     /// collection being deleted.
     fn records<'a>(

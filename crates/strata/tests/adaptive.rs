@@ -127,6 +127,11 @@ fn bad_feedback_and_rerank_input_is_a_400_naming_the_field() {
         ),
         (
             "/v1/feedback",
+            json!({"ids": ["target"], "modality": "v", "vector": [0.0, 0.0, 0.0]}),
+            "vector: a zero vector",
+        ),
+        (
+            "/v1/feedback",
             json!({"ids": ["target"], "bogus": 1}),
             "bogus",
         ),
@@ -144,6 +149,12 @@ fn bad_feedback_and_rerank_input_is_a_400_naming_the_field() {
             "/v1/search",
             json!({"vector": [1, 0, 0], "modality": "v", "rerank": "adaptive", "rerank_weights": {"pheromone": -1}}),
             "rerank_weights.pheromone",
+        ),
+        (
+            "/v1/search",
+            json!({"vector": [1, 0, 0], "modality": "v", "rerank": "adaptive",
+                   "rerank_weights": {"base": 0, "narrative": 0, "pheromone": 0}}),
+            "at least one weight",
         ),
     ];
     for (path, body, field) in cases {

@@ -234,6 +234,21 @@ fn body_errors_name_the_field_by_its_path() {
         let message = v["error"]["message"].as_str().unwrap_or("");
         assert!(message.starts_with(named), "{body}: {message}");
     }
+    // An unknown field's refusal lists every field the body may hold, the scope fields taken
+    // out of it first included.
+    for path in ["/v1/memories/list", "/v1/search", "/v1/memories/count"] {
+        let (s, v) = server.post(path, &k, json!({"bogus": 1}));
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{path}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.starts_with("unknown field `bogus`")
+                && message.ends_with(
+                    "or a scope field: tenant_id, memory_domain, user_tokens, user_match, \
+                     run_id, memory_scope"
+                ),
+            "{path}: {message}"
+        );
+    }
     // The refused tenants were not created, nor the key.
     let (s, v) = server.get("/v1/admin/tenants", OPERATOR_KEY);
     assert_eq!(s, 200, "{v}");

@@ -20,13 +20,13 @@ pub enum Rerank {
 #[serde(default, deny_unknown_fields)]
 pub struct RerankWeights {
     /// The retrieval score, min-max normalised over the candidate pool.
-    #[schema(default = 1.0)]
+    #[schema(default = 1.0, minimum = 0.0, maximum = 10.0)]
     pub base: f32,
     /// Cosine similarity (clamped to [0, 1]) of the record's vector to the narrative vector.
-    #[schema(default = 0.15)]
+    #[schema(default = 0.15, minimum = 0.0, maximum = 10.0)]
     pub narrative: f32,
     /// The record's pheromone strength `s`, as `s / (1 + s)`.
-    #[schema(default = 0.3)]
+    #[schema(default = 0.3, minimum = 0.0, maximum = 10.0)]
     pub pheromone: f32,
 }
 
@@ -51,6 +51,10 @@ impl RerankWeights {
             if !w.is_finite() || !(0.0..=10.0).contains(&w) {
                 return Err(format!("rerank_weights.{name}: must be 0 to 10"));
             }
+        }
+        // Every hit would score 0 and the order would say nothing.
+        if self.base == 0.0 && self.narrative == 0.0 && self.pheromone == 0.0 {
+            return Err("rerank_weights: at least one weight must be above 0".into());
         }
         Ok(())
     }

@@ -330,6 +330,16 @@ fn parse_object(value: &Value, depth: usize, count: &mut Count) -> Result<Filter
                 let Value::Array(items) = operand else {
                     return Err(FilterError(format!("{key} takes an array of filters")));
                 };
+                // An `$or` of no alternatives matches no record: almost always a list built
+                // from nothing on the client (every record of "any of these tags", none
+                // given). Refused, as MongoDB does, rather than silently answering nothing.
+                // An empty `$and` is no constraint, as `{}` is.
+                if items.is_empty() && key == "$or" {
+                    return Err(FilterError(
+                        "$or takes at least one filter (an $or of none would match no record)"
+                            .into(),
+                    ));
+                }
                 let subs = items
                     .iter()
                     .map(|v| parse_object(v, depth + 1, count))
@@ -518,10 +528,11 @@ fn any_element(field: &Value, pred: impl Fn(&Value) -> bool) -> bool {
     }
 }
 
-/// Equality in which `1` and `1.0` are the same number.
+/// Equality in which `1` and `1.0` are the same number, and integers compare exactly
+/// ([`crate::Num`]).
 fn values_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Number(x), Value::Number(y)) => crate::Num::of(x) == crate::Num::of(y),
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b))
         }
@@ -537,7 +548,7 @@ fn values_equal(a: &Value, b: &Value) -> bool {
 /// Orders numbers with numbers and strings with strings; anything else is incomparable.
 fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Value::Number(x), Value::Number(y)) => Some(crate::Num::of(x)?.cmp(&crate::Num::of(y)?)),
         (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
         _ => None,
     }
@@ -625,6 +636,27 @@ mod tests {
         check(json!({"expires_at": {"$exists": true}}), false);
     }
 
+    /// 64-bit ids (chat platforms' message ids, snowflakes) compare exactly: neighbours past
+    /// 2^53, equal as `f64`, do not match each other.
+    #[test]
+    fn integers_past_2_pow_53_compare_exactly() {
+        let mut r = record();
+        r.metadata
+            .insert("msg".into(), json!(1_234_567_890_123_456_789u64));
+        let f = |v: Value| Filter::parse(&v).unwrap().matches(&r);
+        assert!(f(json!({"msg": 1_234_567_890_123_456_789u64})));
+        assert!(!f(json!({"msg": 1_234_567_890_123_456_788u64})));
+        assert!(!f(json!({"msg": 1_234_567_890_123_456_790u64})));
+        assert!(!f(
+            json!({"msg": {"$in": [1_234_567_890_123_456_788u64, 1]}})
+        ));
+        assert!(f(json!({"msg": {"$gt": 1_234_567_890_123_456_788u64}})));
+        assert!(!f(json!({"msg": {"$gt": 1_234_567_890_123_456_789u64}})));
+        assert!(f(json!({"msg": {"$lte": 1_234_567_890_123_456_789u64}})));
+        assert!(!f(json!({"msg": {"$lt": 1_234_567_890_123_456_789u64}})));
+        assert!(f(json!({"msg": {"$ne": 1_234_567_890_123_456_790u64}})));
+    }
+
     #[test]
     fn bad_filters_are_errors() {
         for bad in [
@@ -637,9 +669,13 @@ mod tests {
             json!({"a..b": 1}),
             json!({"vector": 1}),
             json!({"$and": {}}),
+            json!({"$or": []}),
+            json!({"$and": [{"n": 1}, {"$or": []}]}),
         ] {
             assert!(Filter::parse(&bad).is_err(), "{bad}");
         }
+        // An empty `$and` stays "no constraint".
+        check(json!({"$and": []}), true);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod filter;
 mod limits;
 mod link;
 mod name;
+mod number;
 mod recall;
 mod record;
 mod schema;
@@ -32,6 +33,7 @@ pub use name::{
     CollectionName, Domain, InvalidName, Kind, MemoryScope, RecordId, Relation, RunId, TenantId,
     UserToken,
 };
+pub use number::Num;
 pub use recall::{
     DEFAULT_MAX_SPREADING_DEPTH, MAX_RECALL_DEPTH, PathStep, RECALL_KEYS, RecallHit, RecallParams,
     RecallResponse, SeedMark, Via,

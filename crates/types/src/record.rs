@@ -185,8 +185,8 @@ pub struct NewRecord {
     /// Collection name; `text` when absent.
     pub modality: Option<CollectionName>,
     pub kind: Option<Kind>,
-    /// The record's text: not empty or whitespace only, zero-width characters counted as
-    /// whitespace (leave it out for a record without text).
+    /// The record's text: not empty or whitespace only, invisible characters (zero-width,
+    /// soft hyphen and the like) counted as whitespace (leave it out for a record without text).
     #[serde(deserialize_with = "crate::text::content")]
     pub content: Option<String>,
     pub vector: Option<Vec<f32>>,
@@ -223,7 +223,8 @@ pub struct RecordPatch {
     )]
     #[schema(value_type = Option<Kind>, nullable)]
     pub kind: Option<Option<Kind>>,
-    /// The new text: not empty or whitespace only (zero-width characters count as whitespace).
+    /// The new text: not empty or whitespace only (invisible characters such as zero-width ones
+    /// count as whitespace).
     #[serde(default, deserialize_with = "crate::text::patch_content")]
     #[schema(nullable = false)]
     pub content: Option<String>,
@@ -390,8 +391,8 @@ pub enum RecordError {
     /// Content with no text in it, checked here too for records that were not parsed from a
     /// request body (an import's lines): a body's parser refuses it first, with the same words.
     #[error(
-        "is empty or whitespace only (zero-width characters count as whitespace); leave \
-         content out for a record without text"
+        "is empty or whitespace only (invisible characters such as zero-width ones count as \
+         whitespace); leave content out for a record without text"
     )]
     BlankContent,
     #[error("{count} user tokens; the limit is {max}")]
@@ -530,13 +531,23 @@ impl RecordPatch {
     }
 }
 
-/// A confidence given by the client must be a value in [0, 1], like every computed one.
+/// A confidence given by the client must be a value in [0, 1], like every computed one, with
+/// counters that can add up: every corroboration and contradiction is a piece of evidence
+/// (a signal is one that is neither), so together they are at most `evidence_count`.
 fn check_record_confidence(c: Option<&Confidence>) -> Result<(), RecordError> {
-    match c {
-        Some(c) => crate::confidence::check_confidence("confidence.value", c.value)
-            .map_err(|e| RecordError::BadConfidence(e.0)),
-        None => Ok(()),
+    let Some(c) = c else {
+        return Ok(());
+    };
+    crate::confidence::check_confidence("confidence.value", c.value)
+        .map_err(|e| RecordError::BadConfidence(e.0))?;
+    if u64::from(c.corroborations) + u64::from(c.contradictions) > u64::from(c.evidence_count) {
+        return Err(RecordError::BadConfidence(format!(
+            "confidence: corroborations ({}) and contradictions ({}) exceed evidence_count ({}); \
+             each is a piece of evidence",
+            c.corroborations, c.contradictions, c.evidence_count
+        )));
     }
+    Ok(())
 }
 
 fn check_common(
@@ -696,6 +707,32 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(r.validate(&RecordLimits::default()), expect);
+    }
+
+    #[test]
+    fn a_confidences_counters_must_add_up() {
+        let rec = |c: serde_json::Value| -> NewRecord {
+            serde_json::from_value(json!({"content": "x", "confidence": c})).unwrap()
+        };
+        let bad = rec(
+            json!({"value": 0.3, "evidence_count": 1, "corroborations": 5, "contradictions": 7}),
+        );
+        let err = bad
+            .validate(&RecordLimits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exceed evidence_count (1)"), "{err}");
+        // Signals are evidence that is neither: fewer is fine, as is all of it.
+        for ok in [
+            json!({"value": 0.3, "evidence_count": 3, "corroborations": 1, "contradictions": 1}),
+            json!({"value": 0.3, "evidence_count": 2, "corroborations": 1, "contradictions": 1}),
+            json!({"value": 0.5}),
+        ] {
+            assert!(
+                rec(ok.clone()).validate(&RecordLimits::default()).is_ok(),
+                "{ok}"
+            );
+        }
     }
 
     /// Like every other body object, a confidence refuses a field it does not know, rather

@@ -20,14 +20,25 @@ pub fn forges_text(c: char) -> bool {
             | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
-/// Whether `s` holds no text: empty, or only whitespace (Unicode whitespace) and invisible
-/// characters that Rust does not count as whitespace: the zero-width space, non-joiner and
-/// joiner (U+200B to U+200D), the word joiner (U+2060) and the byte-order mark (U+FEFF).
-/// Content of only those would be embedded and stored like a blank string.
+/// Whether `s` holds no text: empty, or only whitespace (Unicode whitespace) and characters
+/// that render as nothing ([`is_invisible`]). Content of only those would be embedded and
+/// stored like a blank string.
 pub(crate) fn is_blank(s: &str) -> bool {
-    s.chars().all(|c| {
-        c.is_whitespace() || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
-    })
+    s.chars().all(|c| c.is_whitespace() || is_invisible(c))
+}
+
+/// Unicode's default-ignorable code points (`Default_Ignorable_Code_Point`, Unicode 15):
+/// characters a renderer shows as nothing unless it supports them specially: the zero-width
+/// space, joiners and marks, the soft hyphen, the Mongolian vowel separator and free variation
+/// selectors, the invisible math operators, the Hangul fillers, variation selectors and tags.
+/// Listed from the standard's `DerivedCoreProperties.txt`; no crate of ours carries it.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
 }
 
 /// Reads an optional string field named `field`, refusing a blank one. `null` reads as absent.
@@ -39,8 +50,8 @@ fn non_blank<'de, D: serde::Deserializer<'de>>(
     let s = Option::<String>::deserialize(d)?;
     match s {
         Some(s) if is_blank(&s) => Err(serde::de::Error::custom(format!(
-            "{field}: is empty or whitespace only (zero-width characters count as whitespace); \
-             {instead}"
+            "{field}: is empty or whitespace only (invisible characters such as zero-width ones \
+             count as whitespace); {instead}"
         ))),
         s => Ok(s),
     }
@@ -92,6 +103,9 @@ mod tests {
             "\u{3000}",
             "\u{200b}\u{200b}\u{200b}",
             " \u{200c}\u{200d}\u{2060}\u{feff}\n",
+            // Soft hyphen, Mongolian vowel separator, invisible operators, Hangul filler,
+            // variation selector, a tag character.
+            "\u{00ad}\u{180e}\u{2061}\u{2064}\u{3164}\u{fe0f}\u{e0041}",
         ] {
             assert!(is_blank(blank), "{blank:?}");
         }
@@ -101,6 +115,8 @@ mod tests {
             "\u{3000}x",
             "\u{200b}x\u{200b}",
             "\u{200d}\u{1F600}",
+            "co\u{00ad}operate",
+            "\u{2764}\u{fe0f}",
         ] {
             assert!(!is_blank(text), "{text:?}");
         }

@@ -14,8 +14,9 @@ use super::values_equal;
 enum ScalarKey {
     Null,
     Bool(bool),
-    /// The bits of the number as `f64`, with `-0.0` read as `0.0` (they compare equal).
-    Number(u64),
+    /// The number exactly, in [`crate::Num`]'s canonical form (`1` and `1.0`, `-0.0` and `0`
+    /// are one key; integers past 2^53 stay apart).
+    Number(crate::Num),
     String(String),
 }
 
@@ -24,11 +25,7 @@ impl ScalarKey {
         Some(match v {
             Value::Null => ScalarKey::Null,
             Value::Bool(b) => ScalarKey::Bool(*b),
-            Value::Number(n) => {
-                // Without serde_json's arbitrary precision every number has an f64 form.
-                let x = n.as_f64()?;
-                ScalarKey::Number(if x == 0.0 { 0 } else { x.to_bits() })
-            }
+            Value::Number(n) => ScalarKey::Number(crate::Num::of(n)?),
             Value::String(s) => ScalarKey::String(s.clone()),
             Value::Array(_) | Value::Object(_) => return None,
         })
@@ -131,6 +128,10 @@ mod tests {
             Just(json!(0.5)),
             Just(json!(u64::MAX)),
             Just(json!(u64::MAX as f64)),
+            // Neighbours past 2^53, equal as f64, different as integers.
+            Just(json!(9_007_199_254_740_992u64)),
+            Just(json!(9_007_199_254_740_993u64)),
+            Just(json!(9_007_199_254_740_992.0)),
             "[ab]{0,2}".prop_map(Value::String),
         ];
         leaf.prop_recursive(2, 8, 3, |inner| {
