@@ -195,9 +195,10 @@ fn check_link_ends(
 }
 
 /// How many links each end of a batch's new links has one way, all of them and (past
-/// [`MAX_LINKS_PER_RECORD`]) a bound on those whose other end the request sees, counted once
-/// per end and batch and then kept up to date as the batch adds links: a batch of many links
-/// to one heavily linked record reads its links once, not once per link.
+/// [`MAX_LINKS_PER_RECORD`]) a bound on those whose other end the request sees, counted at
+/// most twice per end and batch (see [`LinkCounts::add`]) and then kept up to date as the
+/// batch adds links: a batch of many links to one heavily linked record reads its links
+/// twice at most, not once per link.
 #[derive(Default)]
 struct LinkCounts {
     known: std::collections::HashMap<(RecordId, bool), EndCount>,
@@ -206,16 +207,24 @@ struct LinkCounts {
 struct EndCount {
     /// Every link of the end, that way.
     all: usize,
-    /// At least as many as the links whose other end the request sees, once counted.
-    visible_at_most: Option<usize>,
+    /// At least as many as the links whose other end the request sees, once counted, and
+    /// whether exactly as many.
+    visible: Option<(usize, Exactness)>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Exactness {
+    Exact,
+    AtMost,
 }
 
 /// What counting an end's visible links found.
 enum Visible {
     /// More than [`MAX_LINKS_PER_RECORD`]: the count stopped at the first past it.
     OverCap,
-    /// No more than this many (the count stopped once the links left could not pass the cap).
-    AtMost(usize),
+    /// This many, or (`AtMost`) no more: the count stopped once the links left could not
+    /// pass the cap.
+    Counted(usize, Exactness),
 }
 
 impl LinkCounts {
@@ -238,17 +247,14 @@ impl LinkCounts {
                 // The link just added, which the counts do not hold yet: the request sees both
                 // of its ends.
                 counts.all += 1;
-                counts.visible_at_most = counts.visible_at_most.map(|seen| seen + 1);
+                counts.visible = counts.visible.map(|(seen, how)| (seen + 1, how));
                 counts
             }
             std::collections::hash_map::Entry::Vacant(e) => {
                 // The first look at this end in the batch counts its links, the new one
                 // included.
                 let all = w.link_count(key, id, incoming)?;
-                e.insert(EndCount {
-                    all,
-                    visible_at_most: None,
-                })
+                e.insert(EndCount { all, visible: None })
             }
         };
         if entry.all <= MAX_LINKS_PER_RECORD {
@@ -257,16 +263,22 @@ impl LinkCounts {
         if entry.all > MAX_STORED_LINKS_PER_RECORD {
             return Ok(Some((MAX_STORED_LINKS_PER_RECORD, entry.all - 1)));
         }
-        if entry
-            .visible_at_most
-            .is_some_and(|seen| seen <= MAX_LINKS_PER_RECORD)
-        {
-            return Ok(None);
+        match entry.visible {
+            Some((seen, _)) if seen <= MAX_LINKS_PER_RECORD => return Ok(None),
+            Some((seen, Exactness::Exact)) => {
+                return Ok(Some((MAX_LINKS_PER_RECORD, seen - 1)));
+            }
+            _ => {}
         }
-        match count_visible(w, key, vis, id, incoming)? {
+        // The first count may stop early under the cap; a bound that then passes the cap
+        // (the batch added links) is counted again, exactly, so that the batch's later links
+        // add to an exact figure: at most two counts per end and batch, however many links
+        // the batch adds to it.
+        let exact = entry.visible.is_some();
+        match count_visible(w, key, vis, id, incoming, exact)? {
             Visible::OverCap => Ok(Some((MAX_LINKS_PER_RECORD, MAX_LINKS_PER_RECORD))),
-            Visible::AtMost(seen) => {
-                entry.visible_at_most = Some(seen);
+            Visible::Counted(seen, how) => {
+                entry.visible = Some((seen, how));
                 Ok(None)
             }
         }
@@ -274,23 +286,27 @@ impl LinkCounts {
 }
 
 /// Counts the links of `id` (one way) whose other end `vis` sees, as far as deciding the cap
-/// needs: it stops at the first visible link past [`MAX_LINKS_PER_RECORD`], or as soon as the
-/// links left could not reach it. Each other end is read by its scope fields alone: on a
-/// record many principals link to, most of the ends are records the request cannot see.
+/// needs: it stops at the first visible link past [`MAX_LINKS_PER_RECORD`], or (unless
+/// `exact`) as soon as the links left could not reach it. Each other end is read by its scope
+/// fields alone: on a record many principals link to, most of the ends are records the
+/// request cannot see.
 fn count_visible(
     w: &Writer<'_>,
     key: TenantKey,
     vis: &Visibility,
     id: &RecordId,
     incoming: bool,
+    exact: bool,
 ) -> Result<Visible, EngineError> {
+    #[cfg(test)]
+    tests::COUNTS.with(|c| c.set(c.get() + 1));
     let links = w.links_of(key, id, incoming)?;
     let mut memo = strata_store::HiddenMemo::default();
     let mut seen = 0;
     for (i, l) in links.iter().enumerate() {
         let left = links.len() - i;
-        if seen + left <= MAX_LINKS_PER_RECORD {
-            return Ok(Visible::AtMost(seen + left));
+        if !exact && seen + left <= MAX_LINKS_PER_RECORD {
+            return Ok(Visible::Counted(seen + left, Exactness::AtMost));
         }
         let other = if incoming { &l.source } else { &l.target };
         if w.record_scope(key, other, &mut memo)?
@@ -302,7 +318,7 @@ fn count_visible(
             }
         }
     }
-    Ok(Visible::AtMost(seen))
+    Ok(Visible::Counted(seen, Exactness::Exact))
 }
 
 /// Links a new record of a run from the run's previous record (relation `next`), when the
@@ -362,4 +378,72 @@ pub(crate) fn remove_links_of(
     let bytes: u64 = gone.iter().map(link_bytes).sum();
     charge(w, scope, -(bytes as i64))?;
     Ok(gone.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use serde_json::json;
+    use strata_auth::OperatorScope;
+    use strata_types::{NewLink, NewRecord, RequestScope, TenantId};
+
+    use super::*;
+    use crate::EngineConfig;
+    use crate::test_support::admin_scope;
+
+    thread_local! {
+        /// Visible-link counts run on this thread.
+        pub(super) static COUNTS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn as_(who: &str) -> RequestScope {
+        serde_json::from_value(json!({ "user_tokens": [who] })).unwrap()
+    }
+
+    /// `n` private records of `who` linked to `hub`, in one batch each way.
+    fn linked(engine: &Engine, scope: &TenantScope, who: &str, n: usize) -> Vec<NewLink> {
+        let records: Vec<NewRecord> = (0..n)
+            .map(|i| {
+                serde_json::from_value(json!({"id": format!("{}-{i}", &who[2..]),
+                    "content": "a note", "user_tokens": [who]}))
+                .unwrap()
+            })
+            .collect();
+        let ids = engine.put(scope, &as_(who), records).unwrap();
+        ids.iter()
+            .map(|o| serde_json::from_value(json!({"source": o.id, "target": "hub"})).unwrap())
+            .collect()
+    }
+
+    /// A batch of many links into a record past the first cap counts the visible links of
+    /// that record at most twice (an early-stopped bound, then one exact count once the batch
+    /// pushes the bound past the cap), not once per link.
+    #[test]
+    fn a_batch_counts_a_heavily_linked_records_links_at_most_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        engine
+            .create_tenant(
+                &OperatorScope::for_tests(),
+                &TenantId::parse("acme").unwrap(),
+                None,
+            )
+            .unwrap();
+        let scope = admin_scope(&engine, "acme");
+        let hub: NewRecord =
+            serde_json::from_value(json!({"id": "hub", "content": "the policy"})).unwrap();
+        engine
+            .put(&scope, &RequestScope::default(), vec![hub])
+            .unwrap();
+        for who in ["u:carol", "u:dave"] {
+            let links = linked(&engine, &scope, who, 700);
+            engine.link_batch(&scope, &as_(who), links).unwrap();
+        }
+        let bobs = linked(&engine, &scope, "u:bob", 900);
+        COUNTS.with(|c| c.set(0));
+        engine.link_batch(&scope, &as_("u:bob"), bobs).unwrap();
+        let counts = COUNTS.with(Cell::get);
+        assert!((1..=2).contains(&counts), "{counts} counts for one batch");
+    }
 }

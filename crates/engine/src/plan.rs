@@ -147,7 +147,7 @@ pub(crate) fn visible_slots(
     visible -= ci.fields.range(
         &builtin_path("expires_at"),
         Bound::Unbounded,
-        Bound::Included(strata_index::Num::Int(vis.now.into())),
+        Bound::Included(strata_index::Num::Int(vis.now)),
     );
     if let Principals::Set(tokens, UserMatch::All) = &vis.principals {
         let with_tokens = &visible - &ci.shared;

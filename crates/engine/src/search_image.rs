@@ -224,6 +224,13 @@ fn decode_image(bytes: &[u8]) -> Result<Image, EngineError> {
     Ok(image)
 }
 
+/// The format of an image an earlier version wrote (1 to `FORMAT - 1`), which a load rebuilds
+/// from the records rather than reads: for the operator's check, which reports it as such
+/// rather than as damage.
+pub(crate) fn older_format(bytes: &[u8]) -> Option<u8> {
+    bytes.first().copied().filter(|f| (1..FORMAT).contains(f))
+}
+
 /// Whether `bytes` decode as an image (for the operator's tenant check).
 pub(crate) fn check(bytes: &[u8]) -> Result<(), EngineError> {
     // The columns too, as a load reads them, and the indexes against the slots: an image only
@@ -538,8 +545,18 @@ mod tests {
         assert_eq!(&*ci.vector(0).unwrap(), &[0.5, -1.0]);
         assert_eq!(ci.bm25.doc_count(), 1);
         assert_eq!(encode(&ci, 7).unwrap(), bytes);
+        // An image of the previous format is known as such (verify says so), and refused.
+        let mut older = bytes.clone();
+        older[0] = FORMAT - 1;
+        assert_eq!(older_format(&older), Some(FORMAT - 1));
+        assert!(decode_image(&older).is_err());
+        assert_eq!(older_format(&bytes), None);
     }
 
+    /// Format 5: `05`, then as format 4, but the field index's numbers are exact (`Num`): the
+    /// metadata path `m:msg` holds the integer 2^53 + 1 (`Int`, postcard's zigzag varint of an
+    /// `i64`) and the fraction 0.25 (`Float`, an `f64`).
+    ///
     /// Format 4: `04`, then as format 3 but for the index bytes, 2 (`02`: two bytes of text;
     /// the columns are counted whole, not per record — an estimate, so images saved with the
     /// earlier figure stay valid), and the field index, which ends with its columns: the three
@@ -555,7 +572,7 @@ mod tests {
     /// slot's (path id, value) list); the BM25 index (analyzer, terms by id `hi`, each
     /// posting's slots {0} and repeated frequencies (none), the documents {0}, lengths [1],
     /// each slot's term ids [[0]], total length 1).
-    const GOLDEN: &str = "05070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f010200080000003f000080bf123a30000001000000000000001000000000000206623a6b696e64056d3a6d73670201046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000000083a30000000000000083a300000000000000201000000000000d03f123a3000000100000000000000100000000000008280808080808020123a300000010000000000000010000000000001030000046e6f74650102008280808080808020010201000000000000d03f030c623a637265617465645f617401000000000000f03f0c623a757064617465645f617401000000000000f03f0c623a636f6e666964656e636501000000000000e03f000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
+    const GOLDEN: &str = "05070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f010200080000003f000080bf123a30000001000000000000001000000000000206623a6b696e64056d3a6d73670201046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000000083a30000000000000083a300000000000000202000000000000d03f123a3000000100000000000000100000000000008280808080808020123a300000010000000000000010000000000001030000046e6f74650102008280808080808020010202000000000000d03f030c623a637265617465645f617401000000000000f03f0c623a757064617465645f617401000000000000f03f0c623a636f6e666964656e636501000000000000e03f000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
 
     #[test]
     fn anything_else_is_an_error() {

@@ -653,12 +653,16 @@ impl Engine {
                     if let Some(v) = &r.vector {
                         check_vector(v, c).map_err(|e| at(e.into()))?;
                     }
+                    check_record_times(&r).map_err(at)?;
                     let new = strata_types::NewRecord {
                         content: r.content.clone(),
                         vector: r.vector.clone(),
                         user_tokens: Some(r.user_tokens.clone()),
                         metadata: r.metadata.clone(),
-                        confidence: Some(r.confidence),
+                        // The value is checked as a write's; the counters are kept as
+                        // exported: a write before 3 Dec 2026 could set counters that do not
+                        // add up, and an export must import.
+                        confidence: Some(strata_types::Confidence::initial(r.confidence.value)),
                         ..Default::default()
                     };
                     new.validate(&self.config.limits)
@@ -906,4 +910,30 @@ fn replaced_during_import(id: &TenantId) -> EngineError {
     EngineError::IdConflict(format!(
         "tenant {id} was purged and created again during its import; the import is abandoned"
     ))
+}
+
+/// The latest time a record may carry, in milliseconds since the epoch: 2^53 (the year
+/// 287,396), the largest every `f64` column of the field index holds exactly.
+const MAX_RECORD_TIME: strata_types::Millis = 1 << 53;
+
+/// An imported record's times must be times the server could have given it: from 1970 up to
+/// [`MAX_RECORD_TIME`]. Any other would be refused by the search image that holds it (which
+/// is then rebuilt at every load) or misordered by the timestamp columns.
+fn check_record_times(r: &strata_types::Record) -> Result<(), EngineError> {
+    let times = [
+        ("created_at", Some(r.created_at)),
+        ("updated_at", Some(r.updated_at)),
+        ("expires_at", r.expires_at),
+    ];
+    for (field, t) in times {
+        if let Some(t) = t
+            && !(0..=MAX_RECORD_TIME).contains(&t)
+        {
+            return Err(EngineError::BadRequest(format!(
+                "{field}: {t} is not a time in milliseconds from 1970 to the year 287,396 \
+                 (0 to 2^53)"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -277,7 +277,12 @@ fn check_blobs(
                 ));
             }
         } else if let Some(collection) = name.strip_prefix(crate::search_image::BLOB_PREFIX) {
-            if let Err(e) = crate::search_image::check(&bytes) {
+            if let Some(format) = crate::search_image::older_format(&bytes) {
+                report.warnings.push(format!(
+                    "search image of {collection} was written by an older version (format \
+                     {format}); it is rebuilt from the records at the next load"
+                ));
+            } else if let Err(e) = crate::search_image::check(&bytes) {
                 report.warnings.push(format!(
                     "search image of {collection} does not decode ({e}); it is rebuilt from \
                      the records at the next load"

@@ -1,4 +1,5 @@
-//! `SlotVisibility::sees_slot` on interned slots against `Visibility::sees` on whole records,
+//! `SlotVisibility::sees_slot` on interned slots (and `Visibility::sees_scope` on a stored
+//! record's scope fields) against `Visibility::sees` on whole records,
 //! the model: for random records (some removed, so names are dropped and ids reused) and
 //! random requests, including names no record carries, both decide alike.
 
@@ -148,6 +149,10 @@ proptest! {
                 let doc = ci.docs[slot].as_ref().unwrap();
                 prop_assert!(doc.describes(r, &ci.names));
                 prop_assert_eq!(slots.sees_slot(doc), vis.sees(r), "{:?} {:?}", req, r);
+                // The scope fields decoded from the stored bytes decide the same.
+                let stored = strata_store::codec::encode_record(r).unwrap();
+                let fields = strata_store::codec::decode_record_scope(&stored).unwrap();
+                prop_assert_eq!(vis.sees_scope(&fields), vis.sees(r), "{:?} {:?}", req, r);
                 if vis.sees(r) {
                     seen.insert(slot as u32);
                 }

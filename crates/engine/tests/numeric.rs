@@ -428,6 +428,51 @@ fn import_refuses_out_of_range_vectors() {
     }
 }
 
+/// An imported record's times must be times from 1970 to 2^53 ms: a `created_at` past what the
+/// index's timestamp columns hold exactly, or before 1970, is refused with its line and field.
+#[test]
+fn import_refuses_times_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let op = OperatorScope::for_tests();
+    for (field, value) in [
+        ("created_at", json!(9_007_199_254_740_993u64)),
+        ("updated_at", json!(i64::MAX)),
+        ("created_at", json!(-1)),
+        ("expires_at", json!(i64::MAX)),
+    ] {
+        let mut record = json!({
+            "type": "record", "id": "x", "modality": "num", "kind": null, "content": "x",
+            "vector": null, "user_tokens": [], "memory_domain": "default", "run_id": null,
+            "memory_scope": null, "metadata": {}, "created_at": 0, "updated_at": 0,
+            "expires_at": null, "confidence": {"value": 0.5}
+        });
+        record[field] = value.clone();
+        let lines = vec![
+            Ok(common::tenant_line("copy")),
+            Ok(ExportLine::Collection(Collection {
+                name: name(),
+                dim: 4,
+                metric: Metric::Dot,
+                created_at: 0,
+                embedder: None,
+                analyzer: Default::default(),
+                memory: Default::default(),
+            })),
+            Ok(serde_json::from_value(record).unwrap()),
+        ];
+        let copy = TenantId::parse("copy").unwrap();
+        let message = engine
+            .import_tenant(&op, &copy, lines)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with(&format!("import line 3: {field}: {value} is not a time")),
+            "{message}"
+        );
+    }
+}
+
 /// `min_score` is compared with every score, so it must be a number a score can be.
 #[test]
 fn min_score_must_be_finite() {

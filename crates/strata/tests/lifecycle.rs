@@ -135,9 +135,18 @@ fn soft_deleted_tenants_are_hidden_restorable_and_purged() {
     // Hidden: the credential still authenticates, but its tenant reads as missing, the same
     // `404 NOT_FOUND` on every data route, for keys and JWTs.
     every_data_route_answers(&server, &[&key, &token], 404, "NOT_FOUND");
-    // Suspending or resuming a deleted tenant does not bring it back.
-    let (s, _) = server.post("/v1/admin/tenants/acme/resume", OPERATOR_KEY, json!({}));
-    assert_eq!(s, 404);
+    // Suspending or resuming a deleted tenant does not bring it back: it exists (deleted), so
+    // not 404 but 409, naming the restore.
+    for action in ["resume", "suspend"] {
+        let (s, v) = server.post(
+            &format!("/v1/admin/tenants/acme/{action}"),
+            OPERATOR_KEY,
+            json!({}),
+        );
+        assert_eq!((s, code(&v)), (409, "CONFLICT"), "{action}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("restore it first"), "{message}");
+    }
 
     // Within the retention period nothing is purged, and restore brings everything back.
     let v = admin(

@@ -11,16 +11,20 @@ use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-/// 2^127: floats at or beyond it in magnitude are kept as floats (they exceed `i128`).
-const I128_EDGE: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
+/// 2^63 and 2^64: the ends of `i64` and `u64` as floats (both exact).
+const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+const TWO_64: f64 = 18_446_744_073_709_551_616.0;
 
-/// A JSON number in a canonical form: every integral value within `i128` is an `Int`
-/// (whether it was written `3` or `3.0`), every other value a `Float` (a value with a
-/// fraction, or a float beyond ±2^127). So two numbers are equal exactly when their forms are,
-/// and the order is the numbers' exact order. JSON has no NaN or infinity; neither is a `Num`.
+/// A JSON number in a canonical form: every integral value within `i64` is an `Int` (whether
+/// it was written `3` or `3.0`), every integral value above `i64::MAX` up to `u64::MAX` a
+/// `UInt`, every other value a `Float` (a value with a fraction, or a float beyond the two
+/// integer types). So two numbers are equal exactly when their forms are, and the order is the
+/// numbers' exact order. JSON has no NaN or infinity; neither is a `Num`. Sixteen bytes, as
+/// the field index holds one per numeric value.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub enum Num {
-    Int(i128),
+    Int(i64),
+    UInt(u64),
     Float(f64),
 }
 
@@ -28,10 +32,10 @@ impl Num {
     /// The number `n` holds, exactly for every integer JSON can carry (`i64` and `u64`).
     pub fn of(n: &serde_json::Number) -> Option<Num> {
         if let Some(i) = n.as_i64() {
-            return Some(Num::Int(i.into()));
+            return Some(Num::Int(i));
         }
         if let Some(u) = n.as_u64() {
-            return Some(Num::Int(u.into()));
+            return Some(Num::UInt(u));
         }
         n.as_f64().and_then(Num::from_f64)
     }
@@ -49,22 +53,32 @@ impl Num {
         if !x.is_finite() {
             return None;
         }
-        if x.fract() == 0.0 && x.abs() < I128_EDGE {
-            // Exact: an integral float below 2^127 is an integer `i128` holds (`-0.0` is 0).
-            Some(Num::Int(x as i128))
+        // Exact conversions: an integral float in range is an integer the type holds (`-0.0`
+        // is 0).
+        Some(if x.fract() != 0.0 {
+            Num::Float(x)
+        } else if (-TWO_63..TWO_63).contains(&x) {
+            Num::Int(x as i64)
+        } else if (TWO_63..TWO_64).contains(&x) {
+            Num::UInt(x as u64)
         } else {
-            Some(Num::Float(x))
-        }
+            Num::Float(x)
+        })
     }
 
-    /// The `f64` equal to this number, if there is one (every `Float`; an `Int` up to 2^53
+    /// The `f64` equal to this number, if there is one (every `Float`; an integer up to 2^53
     /// and the larger ones `f64` happens to hold).
     pub fn exact_f64(self) -> Option<f64> {
         match self {
             Num::Float(x) => Some(x),
             Num::Int(i) => {
                 let x = i as f64;
-                (x.abs() < I128_EDGE && x as i128 == i).then_some(x)
+                // `x` may round to 2^63, past `i64`: compare as i128 (both hold every value).
+                (x as i128 == i128::from(i)).then_some(x)
+            }
+            Num::UInt(u) => {
+                let x = u as f64;
+                (x as i128 == i128::from(u)).then_some(x)
             }
         }
     }
@@ -74,6 +88,7 @@ impl Num {
         match self {
             Num::Float(x) => x,
             Num::Int(i) => i as f64,
+            Num::UInt(u) => u as f64,
         }
     }
 
@@ -81,17 +96,27 @@ impl Num {
     fn is_canonical(self) -> bool {
         match self {
             Num::Int(_) => true,
-            Num::Float(x) => x.is_finite() && (x.fract() != 0.0 || x.abs() >= I128_EDGE),
+            Num::UInt(u) => u > i64::MAX as u64,
+            Num::Float(x) => x.is_finite() && matches!(Num::from_f64(x), Some(Num::Float(_))),
+        }
+    }
+
+    /// An integer's value, wide enough for both integer forms.
+    fn wide(self) -> Option<i128> {
+        match self {
+            Num::Int(i) => Some(i.into()),
+            Num::UInt(u) => Some(u.into()),
+            Num::Float(_) => None,
         }
     }
 }
 
 /// `i` against `x`, where `x` is a canonical `Float`: a value with a fraction (so never equal
-/// to an integer) or beyond ±2^127 (beyond every `i128`).
+/// to an integer) or beyond both integer types.
 fn int_vs_float(i: i128, x: f64) -> Ordering {
-    if x >= I128_EDGE {
+    if x >= TWO_64 {
         Ordering::Less
-    } else if x <= -I128_EDGE {
+    } else if x < -TWO_63 {
         Ordering::Greater
     } else if i <= x.floor() as i128 {
         // x has a fraction: x > floor(x) >= i.
@@ -103,11 +128,12 @@ fn int_vs_float(i: i128, x: f64) -> Ordering {
 
 impl Ord for Num {
     fn cmp(&self, other: &Self) -> Ordering {
-        match (*self, *other) {
-            (Num::Int(a), Num::Int(b)) => a.cmp(&b),
-            (Num::Float(a), Num::Float(b)) => a.total_cmp(&b),
-            (Num::Int(a), Num::Float(b)) => int_vs_float(a, b),
-            (Num::Float(a), Num::Int(b)) => int_vs_float(b, a).reverse(),
+        match (self.wide(), other.wide(), *self, *other) {
+            (Some(a), Some(b), ..) => a.cmp(&b),
+            (Some(a), None, _, Num::Float(b)) => int_vs_float(a, b),
+            (None, Some(b), Num::Float(a), _) => int_vs_float(b, a).reverse(),
+            (.., Num::Float(a), Num::Float(b)) => a.total_cmp(&b),
+            _ => unreachable!("every form is an integer or a float"),
         }
     }
 }
@@ -131,7 +157,8 @@ impl Hash for Num {
         // Canonical forms: equal numbers have equal forms, so hashing the form agrees with Eq.
         match *self {
             Num::Int(i) => (0u8, i).hash(state),
-            Num::Float(x) => (1u8, x.to_bits()).hash(state),
+            Num::UInt(u) => (1u8, u).hash(state),
+            Num::Float(x) => (2u8, x.to_bits()).hash(state),
         }
     }
 }
@@ -142,11 +169,13 @@ impl<'de> Deserialize<'de> for Num {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         enum Stored {
-            Int(i128),
+            Int(i64),
+            UInt(u64),
             Float(f64),
         }
         let n = match Stored::deserialize(d)? {
             Stored::Int(i) => Num::Int(i),
+            Stored::UInt(u) => Num::UInt(u),
             Stored::Float(x) => Num::Float(x),
         };
         if !n.is_canonical() {
@@ -193,6 +222,23 @@ mod tests {
     }
 
     #[test]
+    fn a_num_is_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<Num>(), 16);
+    }
+
+    #[test]
+    fn the_forms_meet_at_the_ends_of_the_integer_types() {
+        assert_eq!(Num::from_f64(TWO_63), Some(Num::UInt(1 << 63)));
+        assert_eq!(Num::from_f64(-TWO_63), Some(Num::Int(i64::MIN)));
+        assert_eq!(Num::from_f64(TWO_64), Some(Num::Float(TWO_64)));
+        assert!(Num::Float(TWO_64) > Num::UInt(u64::MAX));
+        assert!(Num::Float(-TWO_63 - 4096.0) < Num::Int(i64::MIN));
+        assert!(Num::UInt(1 << 63) > Num::Int(i64::MAX));
+        assert_eq!(Num::Int(i64::MAX).exact_f64(), None);
+        assert_eq!(Num::UInt(u64::MAX).exact_f64(), None);
+    }
+
+    #[test]
     fn exact_f64_is_only_for_numbers_f64_holds() {
         assert_eq!(num(json!(3)).exact_f64(), Some(3.0));
         assert_eq!(num(json!(0.25)).exact_f64(), Some(0.25));
@@ -210,13 +256,22 @@ mod tests {
         let ok: Num = serde_json::from_value(json!({"Float": 0.5})).unwrap();
         assert_eq!(ok, Num::Float(0.5));
         assert!(serde_json::from_value::<Num>(json!({"Float": 2.0})).is_err());
+        assert!(serde_json::from_value::<Num>(json!({"UInt": 5})).is_err());
+        assert_eq!(
+            serde_json::from_value::<Num>(json!({"UInt": u64::MAX})).unwrap(),
+            Num::UInt(u64::MAX)
+        );
     }
 
     fn any_num() -> impl Strategy<Value = Num> {
         prop_oneof![
-            any::<i64>().prop_map(|i| Num::Int(i.into())),
-            any::<u64>().prop_map(|u| Num::Int(u.into())),
-            (-(1i64 << 54)..(1i64 << 54)).prop_map(|i| Num::Int(i.into())),
+            any::<i64>().prop_map(Num::Int),
+            any::<u64>().prop_map(|u| Num::of(&u.into()).unwrap()),
+            (-(1i64 << 54)..(1i64 << 54)).prop_map(Num::Int),
+            // Floats around the ends of the integer types.
+            (-4i32..4).prop_map(|d| Num::from_f64(TWO_63 + f64::from(d) * 2048.0).unwrap()),
+            (-4i32..4).prop_map(|d| Num::from_f64(TWO_64 + f64::from(d) * 4096.0).unwrap()),
+            (-4i32..4).prop_map(|d| Num::from_f64(-TWO_63 + f64::from(d) * 2048.0).unwrap()),
             any::<f64>().prop_filter_map("finite", Num::from_f64),
             (-100i32..100, 0u8..4)
                 .prop_map(|(i, q)| Num::from_f64(i as f64 + q as f64 / 4.0).unwrap()),
@@ -236,8 +291,11 @@ mod tests {
     /// equal to an integer, whose fraction is 0 and whose integer part differs; ties between
     /// floats fall to their own order.
     fn model(n: Num) -> (i8, i128, u64, i64) {
+        // 2^127: past it a float's integer part does not fit the model's i128.
+        const I128_EDGE: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
         match n {
-            Num::Int(i) => (0, i, 0, 0),
+            Num::Int(i) => (0, i.into(), 0, 0),
+            Num::UInt(u) => (0, u.into(), 0, 0),
             Num::Float(x) if x.abs() >= I128_EDGE => {
                 (if x > 0.0 { 1 } else { -1 }, 0, 0, total_key(x))
             }
