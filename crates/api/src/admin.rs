@@ -199,7 +199,14 @@ pub async fn create_key(
     };
     let auth = state.auth.clone();
     let created = state
-        .run(move |e| Ok(auth.create_key(e.credentials(), &op, new, &e.key_audit(&op))?))
+        .run(move |e| {
+            // A key for a soft-deleted tenant would work only after a restore: refused, as
+            // suspending it is, rather than minted for nothing.
+            if let KeyTenant::Tenant(t) = &new.tenant {
+                e.refuse_if_deleted(&op, t)?;
+            }
+            Ok(auth.create_key(e.credentials(), &op, new, &e.key_audit(&op))?)
+        })
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -385,12 +385,10 @@ mod tests {
     use std::cell::Cell;
 
     use serde_json::json;
-    use strata_auth::OperatorScope;
-    use strata_types::{NewLink, NewRecord, RequestScope, TenantId};
+    use strata_types::{NewLink, NewRecord, RequestScope};
 
     use super::*;
-    use crate::EngineConfig;
-    use crate::test_support::admin_scope;
+    use crate::test_support::engine_with_tenant;
 
     thread_local! {
         /// Visible-link counts run on this thread.
@@ -421,16 +419,7 @@ mod tests {
     /// pushes the bound past the cap), not once per link.
     #[test]
     fn a_batch_counts_a_heavily_linked_records_links_at_most_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-        engine
-            .create_tenant(
-                &OperatorScope::for_tests(),
-                &TenantId::parse("acme").unwrap(),
-                None,
-            )
-            .unwrap();
-        let scope = admin_scope(&engine, "acme");
+        let (_dir, engine, scope) = engine_with_tenant("acme");
         let hub: NewRecord =
             serde_json::from_value(json!({"id": "hub", "content": "the policy"})).unwrap();
         engine

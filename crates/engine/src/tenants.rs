@@ -478,6 +478,16 @@ pub(crate) fn deleted(id: &TenantId) -> EngineError {
 }
 
 impl Engine {
+    /// Refuses, as [`Engine::suspend_tenant`] does, to act for a soft-deleted tenant: for an
+    /// operator's request that would otherwise quietly prepare one (a new key for it).
+    pub fn refuse_if_deleted(&self, _op: &OperatorScope, id: &TenantId) -> Result<(), EngineError> {
+        let meta = self.tenant_meta(id)?;
+        if TenantProfile::of(&meta)?.status == TenantStatus::Deleted {
+            return Err(deleted(id));
+        }
+        Ok(())
+    }
+
     /// Suspends a tenant: every data operation then fails with `TENANT_SUSPENDED`; its data is
     /// kept.
     pub fn suspend_tenant(

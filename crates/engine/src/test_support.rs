@@ -23,6 +23,21 @@ pub(crate) fn admin_scope(engine: &Engine, id: &str) -> TenantScope {
     TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), grant)
 }
 
+/// A new engine in a temporary directory with one tenant, `id`, and its [`admin_scope`].
+pub(crate) fn engine_with_tenant(id: &str) -> (tempfile::TempDir, Engine, TenantScope) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), crate::EngineConfig::default()).unwrap();
+    engine
+        .create_tenant(
+            &strata_auth::OperatorScope::for_tests(),
+            &TenantId::parse(id).unwrap(),
+            None,
+        )
+        .unwrap();
+    let scope = admin_scope(&engine, id);
+    (dir, engine, scope)
+}
+
 /// The dimension of the test collection: high, so that a graph needs few records. 1,100
 /// vectors of 2,048 dimensions pass both the graph threshold
 /// (`collection_index::GRAPH_MIN_FLOATS`) and the planner's exact-scan budget.

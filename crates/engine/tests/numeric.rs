@@ -384,6 +384,24 @@ fn extreme_vectors_on_the_graph_path() {
     }
 }
 
+/// The lines of an import of tenant `copy`: its tenant line, collection `num` (4 dimensions,
+/// dot) and one record line.
+fn import_of(record: serde_json::Value) -> Vec<Result<ExportLine, EngineError>> {
+    vec![
+        Ok(common::tenant_line("copy")),
+        Ok(ExportLine::Collection(Collection {
+            name: name(),
+            dim: 4,
+            metric: Metric::Dot,
+            created_at: 0,
+            embedder: None,
+            analyzer: Default::default(),
+            memory: Default::default(),
+        })),
+        Ok(serde_json::from_value(record).unwrap()),
+    ]
+}
+
 /// An import is checked like a write: a record line with the finding's vector is refused with
 /// its line and field named, and no tenant is left behind.
 #[test]
@@ -395,25 +413,12 @@ fn import_refuses_out_of_range_vectors() {
         (json!([3e38, -3e38, 3e38, -3e38]), "vector[0]: "),
         (json!([6e14, 6e14, 6e14, 6e14]), "vector: "),
     ] {
-        let lines = vec![
-            Ok(common::tenant_line("copy")),
-            Ok(ExportLine::Collection(Collection {
-                name: name(),
-                dim: 4,
-                metric: Metric::Dot,
-                created_at: 0,
-                embedder: None,
-                analyzer: Default::default(),
-                memory: Default::default(),
-            })),
-            Ok(serde_json::from_value(json!({
-                "type": "record", "id": "x", "modality": "num", "kind": null, "content": null,
-                "vector": vector, "user_tokens": [], "memory_domain": "default", "run_id": null,
-                "memory_scope": null, "metadata": {}, "created_at": 0, "updated_at": 0,
-                "expires_at": null, "confidence": {"value": 0.5}
-            }))
-            .unwrap()),
-        ];
+        let lines = import_of(json!({
+            "type": "record", "id": "x", "modality": "num", "kind": null, "content": null,
+            "vector": vector, "user_tokens": [], "memory_domain": "default", "run_id": null,
+            "memory_scope": null, "metadata": {}, "created_at": 0, "updated_at": 0,
+            "expires_at": null, "confidence": {"value": 0.5}
+        }));
         let copy = TenantId::parse("copy").unwrap();
         let err = engine.import_tenant(&op, &copy, lines).unwrap_err();
         let message = err.to_string();
@@ -448,19 +453,7 @@ fn import_refuses_times_out_of_range() {
             "expires_at": null, "confidence": {"value": 0.5}
         });
         record[field] = value.clone();
-        let lines = vec![
-            Ok(common::tenant_line("copy")),
-            Ok(ExportLine::Collection(Collection {
-                name: name(),
-                dim: 4,
-                metric: Metric::Dot,
-                created_at: 0,
-                embedder: None,
-                analyzer: Default::default(),
-                memory: Default::default(),
-            })),
-            Ok(serde_json::from_value(record).unwrap()),
-        ];
+        let lines = import_of(record);
         let copy = TenantId::parse("copy").unwrap();
         let message = engine
             .import_tenant(&op, &copy, lines)

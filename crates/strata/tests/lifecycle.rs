@@ -147,6 +147,13 @@ fn soft_deleted_tenants_are_hidden_restorable_and_purged() {
         let message = v["error"]["message"].as_str().unwrap_or("");
         assert!(message.contains("restore it first"), "{message}");
     }
+    // Nor is a key minted for it: it would work only after a restore.
+    let (s, v) = server.post(
+        "/v1/admin/keys",
+        OPERATOR_KEY,
+        json!({"tenant": "acme", "permissions": ["read"]}),
+    );
+    assert_eq!((s, code(&v)), (409, "CONFLICT"), "{v}");
 
     // Within the retention period nothing is purged, and restore brings everything back.
     let v = admin(
