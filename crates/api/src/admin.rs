@@ -289,6 +289,11 @@ pub async fn rotate_key(
     let auth = state.auth.clone();
     let rotated = state
         .run(move |e| {
+            // A successor for a soft-deleted tenant's key would work only after a restore:
+            // refused, as minting one is.
+            if let Some(KeyTenant::Tenant(t)) = auth.key_tenant(e.credentials(), &op, &id)? {
+                e.refuse_if_deleted(&op, &t)?;
+            }
             Ok(auth.rotate_key(e.credentials(), &op, &id, rotation, &e.key_audit(&op))?)
         })
         .await?;

@@ -329,6 +329,16 @@ impl Authenticator {
     ) -> Result<keys::RotatedKey, AuthError> {
         keys::rotate_key(store, op, id, rotation, audit)
     }
+
+    /// Whose key `id` is, if it is a key.
+    pub fn key_tenant(
+        &self,
+        store: CredentialStore<'_>,
+        _op: &OperatorScope,
+        id: &str,
+    ) -> Result<Option<KeyTenant>, AuthError> {
+        keys::key_tenant(store, id)
+    }
 }
 
 /// What ties a credential to one incarnation of its tenant (docs/isolation.md, rule 8): a tenant

@@ -379,6 +379,14 @@ pub struct RotatedKey {
 /// bindings, and lets the old one work until `rotation.old_until`, in one transaction audited
 /// `key.rotate` (the old key, its new expiry or revocation) and `key.create` (the new one).
 /// A revoked or expired key is not rotated (`Conflict`): nothing of it is in use any more.
+/// Whose key `id` is, if it is a key (for a check before acting on it).
+pub fn key_tenant(creds: CredentialStore<'_>, id: &str) -> Result<Option<KeyTenant>, AuthError> {
+    match creds.get(id)? {
+        Some(row) => Ok(Some(decode(&row.body)?.info.tenant)),
+        None => Ok(None),
+    }
+}
+
 pub fn rotate_key(
     creds: CredentialStore<'_>,
     _op: &OperatorScope,

@@ -321,9 +321,11 @@ fn count_visible(
     Ok(Visible::Counted(seen, Exactness::Exact))
 }
 
-/// Links a new record of a run from the run's previous record (relation `next`), when the
-/// collection asks for it (`link_runs`), and makes it the run's last. A previous record that
-/// was deleted, or already has the most outgoing links, gets no link; neither fails the write.
+/// Links a new record of a run from the run's previous record of the same principals
+/// (relation `next`), when the collection asks for it (`link_runs`), and makes it their run's
+/// last: each principal set's turns of a run chain on their own. A previous record that was
+/// deleted, moved, or already has the most outgoing links, gets no link; neither fails the
+/// write.
 /// Links are tenant structure: whether a request may see either end is decided when it reads
 /// them, as for every link.
 pub(crate) fn link_to_run(
@@ -337,9 +339,18 @@ pub(crate) fn link_to_run(
     };
     let key = scope.key();
     let domain = &record.memory_domain;
-    if let Some(prev) = w.run_tail(key, domain, run.as_str())?
+    let tokens = &record.user_tokens;
+    // The previous turn of the same principals: a turn of another principal set is not one of
+    // this chain (linking it would tie one principal's private records to another's, and break
+    // each one's chain), nor is a record since moved to another domain, run or principals.
+    if let Some(prev) = w.run_tail(key, domain, run.as_str(), tokens)?
         && prev != record.id
-        && w.record(key, &prev)?.is_some()
+        && w.record_scope(key, &prev, &mut strata_store::HiddenMemo::default())?
+            .is_some_and(|p| {
+                p.memory_domain == *domain
+                    && p.run_id.as_ref() == Some(run)
+                    && p.user_tokens == *tokens
+            })
         && w.link_count(key, &prev, false)? < MAX_LINKS_PER_RECORD
     {
         let link = Link {
@@ -354,7 +365,7 @@ pub(crate) fn link_to_run(
             charge(w, scope, link_bytes(&link) as i64)?;
         }
     }
-    w.put_run_tail(key, domain, run.as_str(), &record.id)?;
+    w.put_run_tail(key, domain, run.as_str(), tokens, &record.id)?;
     Ok(())
 }
 

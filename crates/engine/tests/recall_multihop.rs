@@ -116,6 +116,7 @@ fn link_runs_chains_a_sessions_turns_for_recall() {
             strata_auth::Permission::Read,
             strata_auth::Permission::Write,
             strata_auth::Permission::Admin,
+            strata_auth::Permission::AllPrincipals,
         ]),
         user_tokens: None,
         domains: None,
@@ -182,4 +183,38 @@ fn link_runs_chains_a_sessions_turns_for_recall() {
         .find(|h| h.record.id.as_str() == "t3")
         .expect("t3 reached");
     assert!(matches!(t3.via, Via::Path(_)), "{:?}", t3.via);
+
+    // Two principals taking turns in one run: each one's turns chain on their own, and no
+    // link ties one's private record to the other's.
+    let as_ = |who: &str| -> RequestScope {
+        serde_json::from_value(serde_json::json!({"user_tokens": [who]})).unwrap()
+    };
+    let write_as = |who: &str, rid: &str| {
+        let r = NewRecord {
+            id: Some(RecordId::parse(rid).unwrap()),
+            modality: Some(turns.clone()),
+            run_id: Some(RunId::parse("shared-run").unwrap()),
+            vector: Some(vec![1.0, 0.0]),
+            ..Default::default()
+        };
+        engine.put(&scope, &as_(who), vec![r]).unwrap();
+    };
+    write_as("u:x", "x1");
+    write_as("u:x", "x2");
+    write_as("u:y", "y1");
+    write_as("u:x", "x3");
+    write_as("u:y", "y2");
+    let everyone = as_("*");
+    let all_links = |rid: &str| {
+        let l = engine
+            .record_links(&scope, &everyone, &RecordId::parse(rid).unwrap())
+            .unwrap();
+        let out: Vec<String> = l.outgoing.iter().map(|l| l.target.to_string()).collect();
+        let into: Vec<String> = l.incoming.iter().map(|l| l.source.to_string()).collect();
+        (out, into)
+    };
+    assert_eq!(all_links("x1").0, ["x2"]);
+    assert_eq!(all_links("x2").0, ["x3"]);
+    assert_eq!(all_links("y1"), (vec!["y2".to_string()], vec![]));
+    assert_eq!(all_links("x3").1, ["x2"]);
 }

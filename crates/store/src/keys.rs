@@ -4,7 +4,7 @@
 //! a NUL byte (see `strata_types::name`), so `\0` separates variable-length parts without
 //! ambiguity, and a prefix that ends in `\0` never matches a longer name.
 
-use strata_types::{CollectionName, Domain, Millis, RecordId};
+use strata_types::{CollectionName, Domain, Millis, RecordId, UserToken};
 
 use crate::adaptive::NarrativePrincipal;
 
@@ -446,13 +446,15 @@ pub fn links_of(tenant: TenantKey, id: &RecordId, incoming: bool) -> Vec<u8> {
     k
 }
 
-/// The last record written to run `run` of `domain`: `domain \0 run`.
-pub fn run_tail(tenant: TenantKey, domain: &Domain, run: &str) -> Vec<u8> {
-    key(
-        tenant,
-        TAG_RUN_TAIL,
-        &[domain.as_str().as_bytes(), run.as_bytes()],
-    )
+/// The last record written to run `run` of `domain` for the principals `tokens` (a record's
+/// sorted `user_tokens`; none for tenant-shared records): `domain \0 run [\0 token]…`, so each
+/// principal set's turns chain on their own. (Rows written before 3 Dec 2026 are
+/// `domain \0 run` for every principal set, the key tenant-shared records use now: the engine
+/// links from a tail only when its record has the new record's tokens.)
+pub fn run_tail(tenant: TenantKey, domain: &Domain, run: &str, tokens: &[UserToken]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = vec![domain.as_str().as_bytes(), run.as_bytes()];
+    parts.extend(tokens.iter().map(|t| t.as_str().as_bytes()));
+    key(tenant, TAG_RUN_TAIL, &parts)
 }
 
 /// Every link of the tenant, by source.
@@ -572,7 +574,7 @@ mod tests {
             link_in(t, &id, &id, "next"),
             links_of(t, &id, true),
             links_all(t),
-            run_tail(t, &d("x"), "run"),
+            run_tail(t, &d("x"), "run", &[]),
             collection(t, &c),
             record(t, &id),
             scope_entry(t, &d("x"), ScopeField::RunId, "run", &id),

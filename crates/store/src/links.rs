@@ -3,7 +3,7 @@
 //! incoming links are one prefix scan, and deleting a record finds every link that touches it.
 
 use redb::ReadableTable;
-use strata_types::{Domain, Link, RecordId, Relation};
+use strata_types::{Domain, Link, RecordId, Relation, UserToken};
 
 use crate::StoreError;
 use crate::codec::{decode_link, encode_link};
@@ -111,10 +111,11 @@ impl Writer<'_> {
         t: TenantKey,
         domain: &Domain,
         run: &str,
+        tokens: &[UserToken],
     ) -> Result<Option<RecordId>, StoreError> {
         match self
             .table(t)?
-            .get(keys::run_tail(t, domain, run).as_slice())?
+            .get(keys::run_tail(t, domain, run, tokens).as_slice())?
         {
             Some(v) => decode_run_tail(v.value()).map(Some),
             None => Ok(None),
@@ -126,10 +127,11 @@ impl Writer<'_> {
         t: TenantKey,
         domain: &Domain,
         run: &str,
+        tokens: &[UserToken],
         id: &RecordId,
     ) -> Result<(), StoreError> {
         self.table_mut(t)?.insert(
-            keys::run_tail(t, domain, run).as_slice(),
+            keys::run_tail(t, domain, run, tokens).as_slice(),
             id.as_str().as_bytes(),
         )?;
         Ok(())

@@ -154,6 +154,19 @@ fn soft_deleted_tenants_are_hidden_restorable_and_purged() {
         json!({"tenant": "acme", "permissions": ["read"]}),
     );
     assert_eq!((s, code(&v)), (409, "CONFLICT"), "{v}");
+    // Nor a successor by rotation, which would also revoke the old key.
+    let (s, v) = server.get("/v1/admin/keys?tenant=acme", OPERATOR_KEY);
+    assert_eq!(s, 200, "{v}");
+    let key_id = v["keys"][0]["id"]
+        .as_str()
+        .expect("a key of acme")
+        .to_owned();
+    let (s, v) = server.post(
+        &format!("/v1/admin/keys/{key_id}/rotate"),
+        OPERATOR_KEY,
+        json!({"grace_secs": 0}),
+    );
+    assert_eq!((s, code(&v)), (409, "CONFLICT"), "{v}");
 
     // Within the retention period nothing is purged, and restore brings everything back.
     let v = admin(

@@ -100,15 +100,19 @@ impl Confidence {
         let prior = self.value.clamp(0.0, 1.0);
         let weight = PRIOR_STRENGTH + f64::from(self.evidence_count);
         let value = ((prior * weight + x) / (weight + 1.0)).clamp(0.0, 1.0);
+        // Past the counters' range the evidence still moves the value, but no counter does:
+        // a corroboration or contradiction counted without its piece of evidence would make
+        // the counters no longer add up.
+        let counted = u32::from(self.evidence_count < u32::MAX);
         Confidence {
             value,
-            evidence_count: self.evidence_count.saturating_add(1),
+            evidence_count: self.evidence_count + counted,
             corroborations: self
                 .corroborations
-                .saturating_add(u32::from(matches!(evidence, Evidence::Corroborate))),
+                .saturating_add(counted * u32::from(matches!(evidence, Evidence::Corroborate))),
             contradictions: self
                 .contradictions
-                .saturating_add(u32::from(matches!(evidence, Evidence::Contradict))),
+                .saturating_add(counted * u32::from(matches!(evidence, Evidence::Contradict))),
         }
     }
 }
@@ -136,6 +140,22 @@ mod tests {
             evidence_count: n,
             ..Confidence::default()
         }
+    }
+
+    #[test]
+    fn counters_at_their_end_stay_consistent() {
+        let full = Confidence {
+            value: 0.9,
+            evidence_count: u32::MAX,
+            corroborations: u32::MAX,
+            contradictions: 0,
+        };
+        let c = full.with_evidence(Evidence::Contradict);
+        assert!(c.value < 0.9);
+        assert_eq!(
+            (c.evidence_count, c.corroborations, c.contradictions),
+            (u32::MAX, u32::MAX, 0)
+        );
     }
 
     #[test]

@@ -24,16 +24,20 @@ pub fn forges_text(c: char) -> bool {
 /// that render as nothing ([`is_invisible`]). Content of only those would be embedded and
 /// stored like a blank string.
 pub(crate) fn is_blank(s: &str) -> bool {
-    s.chars().all(|c| c.is_whitespace() || is_invisible(c))
+    s.chars()
+        .all(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
 }
 
 /// Unicode's default-ignorable code points (`Default_Ignorable_Code_Point`, Unicode 15):
 /// characters a renderer shows as nothing unless it supports them specially: the zero-width
 /// space, joiners and marks, the soft hyphen, the Mongolian vowel separator and free variation
 /// selectors, the invisible math operators, the Hangul fillers, variation selectors and tags.
-/// Listed from the standard's `DerivedCoreProperties.txt`; no crate of ours carries it.
+/// Listed from the standard's `DerivedCoreProperties.txt`; no crate of ours carries it. With
+/// them, the format controls that show nothing on their own: the interlinear annotation marks
+/// (U+FFF9 to U+FFFB) and the Egyptian hieroglyph format controls (U+13430 to U+1343F).
 fn is_invisible(c: char) -> bool {
     matches!(c,
+        '\u{FFF9}'..='\u{FFFB}' | '\u{13430}'..='\u{1343F}' |
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
         | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
         | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
@@ -106,6 +110,8 @@ mod tests {
             // Soft hyphen, Mongolian vowel separator, invisible operators, Hangul filler,
             // variation selector, a tag character.
             "\u{00ad}\u{180e}\u{2061}\u{2064}\u{3164}\u{fe0f}\u{e0041}",
+            // Control characters and format controls that show nothing.
+            "\u{0}\u{7f}\u{fff9}\u{fffb}\u{13430}",
         ] {
             assert!(is_blank(blank), "{blank:?}");
         }
