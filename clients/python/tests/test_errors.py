@@ -39,8 +39,13 @@ def test_foreign_ids_are_not_found(server: Server, client: Strata, new_tenant: N
 
 def test_bad_input_names_the_field(client: Strata) -> None:
     with pytest.raises(BadRequestError) as e:
-        client.add("x", memory_domain="not a valid domain!")
+        client.add("x", run_id="not a valid run!")
     assert (e.value.code, e.value.status) == ("BAD_REQUEST", 400)
+    assert "run_id" in e.value.message
+    # A domain that could not travel in its header is refused the same way by the client.
+    with pytest.raises(BadRequestError) as e:
+        client.add("x", memory_domain="not a valid domain!")
+    assert (e.value.code, e.value.status) == ("BAD_REQUEST", None)
     assert "memory_domain" in e.value.message
     with pytest.raises(BadRequestError, match="filter"):
         client.count({"n": {"$regex": "a"}})

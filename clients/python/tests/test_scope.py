@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from strata_client import NotFoundError, ScopeForbiddenError, Strata
+from strata_client import BadRequestError, NotFoundError, ScopeForbiddenError, Strata
 
 from .conftest import NewTenant, Server
 
@@ -83,3 +83,32 @@ def test_keys_bound_to_principals_and_domains(server: Server, new_tenant: NewTen
 def test_user_tokens_must_be_a_list(client: Strata) -> None:
     with pytest.raises(TypeError, match="list"):
         client.search("x", user_tokens="u:alice")
+
+
+def test_a_token_with_a_comma_is_refused_not_split(client: Strata) -> None:
+    """Tokens travel comma-joined in the query string: a token holding a comma would reach the
+    server as two principals, so a key that is not bound to tokens could speak for another
+    user through a token built from user input."""
+    client.add("Bob's diary", user_tokens=["u:bob"], id="bob-diary")
+    for tokens in (["u:eve,u:bob"], ["u:eve", ",u:bob"], [""], ["u:" + "x" * 63], [7]):
+        with pytest.raises(BadRequestError, match="user_tokens") as refused:
+            client.search("diary", user_tokens=tokens)  # type: ignore[list-item]
+        assert refused.value.status is None  # the client refused it; nothing was sent
+        with pytest.raises(BadRequestError, match="user_tokens"):
+            client.scoped(user_tokens=tokens)  # type: ignore[list-item]
+        with pytest.raises(BadRequestError, match="user_tokens"):
+            client.add("planted", user_tokens=tokens)  # type: ignore[list-item]
+    with pytest.raises(BadRequestError, match="user_tokens"):
+        client.get("bob-diary", user_tokens=["u:eve,u:bob"])
+    assert client.count(user_tokens=["u:bob"]) == 1  # nothing was planted beside Bob's
+    # The valid forms still pass: "every principal" (the server decides) and no principal.
+    assert client.count(user_tokens=[]) == 0
+    assert client.scoped(user_tokens=["u:bob", "agent:x.y_z-1"]).count() == 1
+
+
+def test_a_domain_that_cannot_travel_in_a_header_is_refused_as_bad_input(client: Strata) -> None:
+    for domain in ("dé", "a\nb", "a b", "", "x" * 65):
+        with pytest.raises(BadRequestError, match="memory_domain"):
+            client.search("x", memory_domain=domain)
+        with pytest.raises(BadRequestError, match="memory_domain"):
+            client.scoped(memory_domain=domain)

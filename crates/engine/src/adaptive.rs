@@ -12,6 +12,8 @@ use strata_store::codec::{StoredNarrative, StoredPheromone};
 use strata_store::{AdaptiveItem, NarrativePrincipal};
 use strata_types::{CollectionName, Millis, RecordId};
 
+use crate::pheromone_cap::Owners;
+
 /// `[engine.adaptive]`: adaptive reranking settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -32,7 +34,8 @@ pub struct AdaptiveConfig {
     /// updated for `narrative_retention_secs`.
     pub min_strength: f64,
     pub narrative_retention_secs: u64,
-    /// Pheromones kept per namespace: feedback beyond it drops the weakest.
+    /// Pheromones kept per namespace and owner set (records with the same user tokens):
+    /// feedback beyond it drops that set's weakest (`crate::pheromone_cap`).
     pub max_pheromones: usize,
     /// Narrative vectors kept per namespace, over all its principals and collections: feedback
     /// that starts one beyond it drops the least recently updated.
@@ -196,6 +199,9 @@ pub(crate) struct Namespace {
     /// By principal first: a search finds its caller's narrative with two map look-ups.
     pub narratives: HashMap<NarrativePrincipal, Narratives>,
     pub pheromones: HashMap<RecordId, StoredPheromone>,
+    /// The owners of each pheromone's record, for the cap (`crate::pheromone_cap`): filled
+    /// when the namespace is loaded for use, and by feedback for the pheromones it writes.
+    pub owners: HashMap<RecordId, Owners>,
 }
 
 impl Namespace {
@@ -306,7 +312,12 @@ impl Namespace {
             .keys()
             .map(|id| ENTRY + id.heap_bytes() + std::mem::size_of::<StoredPheromone>())
             .sum();
-        (std::mem::size_of::<Namespace>() + narratives + pheromones) as u64
+        let owners: usize = self
+            .owners
+            .values()
+            .map(|o| ENTRY + std::mem::size_of::<Owners>() + o.heap_bytes())
+            .sum();
+        (std::mem::size_of::<Namespace>() + narratives + pheromones + owners) as u64
     }
 }
 

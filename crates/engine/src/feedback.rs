@@ -4,7 +4,7 @@
 //! deletions take their pheromones with them; the retention sweep purges what has decayed;
 //! per-namespace figures for the tenant's stats.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use strata_auth::{OperatorScope, Permission, TenantScope};
@@ -17,6 +17,7 @@ use strata_types::{
 
 use crate::adaptive::Namespace;
 use crate::embedding::{embed, embeds, text_collection};
+use crate::pheromone_cap::{Owners, weakest_beyond_cap};
 use crate::registry::lock;
 use crate::tenant_index::Change;
 use crate::visibility::Visibility;
@@ -105,33 +106,43 @@ impl Engine {
         let cfg = &self.config.adaptive;
         let key = scope.key();
         let used: HashSet<&RecordId> = f.ids.iter().collect();
-        let (pheromones, dropped, narrative, stale) =
+        let (pheromones, owners, dropped, narrative, stale) =
             self.write_tenant_state(scope, "adaptive.feedback", |w| {
-                let sees = |w: &Writer<'_>, id: &RecordId| -> Result<bool, EngineError> {
-                    Ok(w.record(key, id)?.is_some_and(|r| vis.sees(&r)))
+                // The owners of a record the caller sees (the cap groups pheromones by them).
+                let sees = |w: &Writer<'_>, id: &RecordId| -> Result<Option<Owners>, EngineError> {
+                    Ok(w.record(key, id)?
+                        .filter(|r| vis.sees(r))
+                        .map(|r| Owners::of(&r.user_tokens)))
                 };
                 let mut out: BTreeMap<RecordId, StoredPheromone> = BTreeMap::new();
+                let mut owners: HashMap<RecordId, Owners> = HashMap::new();
                 for id in &used {
-                    if !out.contains_key(*id) && sees(w, id)? {
+                    if out.contains_key(*id) {
+                        continue;
+                    }
+                    if let Some(o) = sees(w, id)? {
                         let old = w.pheromone(key, &vis.domain, id)?;
                         let new = cfg.reinforce(old.as_ref(), now);
                         w.put_pheromone(key, &vis.domain, id, &new)?;
                         out.insert((*id).clone(), new);
+                        owners.insert((*id).clone(), o);
                     }
                 }
                 for id in f.shown.iter().filter(|id| !used.contains(id)) {
-                    if out.contains_key(id) || !sees(w, id)? {
+                    if out.contains_key(id) {
                         continue;
                     }
+                    let Some(o) = sees(w, id)? else { continue };
                     if let Some(old) = w.pheromone(key, &vis.domain, id)? {
                         let new = cfg.expose(&old, now);
                         w.put_pheromone(key, &vis.domain, id, &new)?;
                         out.insert(id.clone(), new);
+                        owners.insert(id.clone(), o);
                     }
                 }
                 // The namespace's mutex only for reads here: this runs under the tenant's write
                 // lock (see `AdaptiveCache::feedback_order`).
-                let dropped = weakest_beyond_cap(&lock(&held), &out, cfg, now);
+                let dropped = weakest_beyond_cap(&lock(&held), &out, &owners, cfg, now);
                 for id in &dropped {
                     w.delete_pheromone(key, &vis.domain, id)?;
                 }
@@ -182,13 +193,15 @@ impl Engine {
                     "shown": f.shown.len(),
                     "narrative": narrative.is_some(),
                 });
-                Ok(((out, dropped, narrative, stale), detail))
+                Ok(((out, owners, dropped, narrative, stale), detail))
             })?;
         // Committed: the cache follows storage.
         let mut ns = lock(&held);
         ns.pheromones.extend(pheromones);
+        ns.owners.extend(owners);
         for id in dropped {
             ns.pheromones.remove(&id);
+            ns.owners.remove(&id);
         }
         let narrative_updated = narrative.is_some();
         if let (Some(n), Some(principal)) = (narrative, principal) {
@@ -357,39 +370,19 @@ impl Engine {
     }
 }
 
-/// Reads one namespace from storage.
+/// Reads one namespace from storage, with the owners of each pheromone's record (read by its
+/// scope fields alone). A pheromone whose record is gone (the sweep removes it) has none: it
+/// counts toward no owner set's cap.
 fn load(r: &impl Reads, key: TenantKey, domain: &Domain) -> Result<Namespace, EngineError> {
     let rows = r.adaptive_rows(key, Some(domain))?;
-    Ok(Namespace::from_items(rows.into_iter().map(|row| row.item)))
-}
-
-/// Pheromones to drop so the namespace keeps at most `max_pheromones`: the weakest now, of
-/// those not just written.
-fn weakest_beyond_cap(
-    ns: &Namespace,
-    written: &BTreeMap<RecordId, StoredPheromone>,
-    cfg: &crate::adaptive::AdaptiveConfig,
-    now: Millis,
-) -> Vec<RecordId> {
-    let new = written
-        .keys()
-        .filter(|id| !ns.pheromones.contains_key(*id))
-        .count();
-    let total = ns.pheromones.len() + new;
-    if total <= cfg.max_pheromones {
-        return Vec::new();
+    let mut ns = Namespace::from_items(rows.into_iter().map(|row| row.item));
+    let mut memo = strata_store::HiddenMemo::default();
+    for id in ns.pheromones.keys() {
+        if let Some(rec) = r.record_scope(key, id, &mut memo)? {
+            ns.owners.insert(id.clone(), Owners::of(&rec.user_tokens));
+        }
     }
-    let mut old: Vec<(f64, &RecordId)> = ns
-        .pheromones
-        .iter()
-        .filter(|(id, _)| !written.contains_key(*id))
-        .map(|(id, p)| (cfg.strength_at(p, now), id))
-        .collect();
-    old.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
-    old.into_iter()
-        .take(total - cfg.max_pheromones)
-        .map(|(_, id)| id.clone())
-        .collect()
+    Ok(ns)
 }
 
 /// Inside a record write's transaction: removed records take their pheromones with them, and
@@ -409,13 +402,31 @@ pub(crate) fn forget_removed(
                 // taught about it; one deleted, or moved to another domain, leaves it behind.
                 // So does one an expired record's id was written over: that write creates a
                 // record (its own `created_at`), which learns from scratch.
-                let replaced = changes.iter().any(|c| {
-                    matches!(c, Change::Upsert(u) if u.id == r.id
-                        && u.memory_domain == r.memory_domain
-                        && u.created_at == r.created_at)
+                let replaced = changes.iter().find_map(|c| match c {
+                    Change::Upsert(u)
+                        if u.id == r.id
+                            && u.memory_domain == r.memory_domain
+                            && u.created_at == r.created_at =>
+                    {
+                        Some(u)
+                    }
+                    _ => None,
                 });
-                if !replaced && w.delete_pheromone(key, &r.memory_domain, &r.id)? {
-                    touched.domains.insert(r.memory_domain.clone());
+                match replaced {
+                    None => {
+                        if w.delete_pheromone(key, &r.memory_domain, &r.id)? {
+                            touched.domains.insert(r.memory_domain.clone());
+                        }
+                    }
+                    // New owners move its pheromone to another owner set's cap: the loaded
+                    // namespace reloads them.
+                    Some(u)
+                        if Owners::of(&u.user_tokens) != Owners::of(&r.user_tokens)
+                            && w.pheromone(key, &r.memory_domain, &r.id)?.is_some() =>
+                    {
+                        touched.domains.insert(r.memory_domain.clone());
+                    }
+                    Some(_) => {}
                 }
             }
             Change::DropCollection(name) => dropped.push(name),

@@ -54,6 +54,9 @@ mod name_bitmaps;
 #[cfg(test)]
 mod narrative_principal_tests;
 mod owed_compaction;
+mod pheromone_cap;
+#[cfg(test)]
+mod pheromone_cap_tests;
 mod plan;
 #[cfg(test)]
 mod purge_detail_tests;

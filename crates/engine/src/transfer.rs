@@ -912,13 +912,10 @@ fn replaced_during_import(id: &TenantId) -> EngineError {
     ))
 }
 
-/// The latest time a record may carry, in milliseconds since the epoch: 2^53 (the year
-/// 287,396), the largest every `f64` column of the field index holds exactly.
-const MAX_RECORD_TIME: strata_types::Millis = 1 << 53;
-
 /// An imported record's times must be times the server could have given it: from 1970 up to
-/// [`MAX_RECORD_TIME`]. Any other would be refused by the search image that holds it (which
-/// is then rebuilt at every load) or misordered by the timestamp columns.
+/// [`strata_types::MAX_RECORD_TIME`] (writes hold to it too). Any other would be refused by the
+/// search image that holds it (which is then rebuilt at every load) or misordered by the
+/// timestamp columns.
 fn check_record_times(r: &strata_types::Record) -> Result<(), EngineError> {
     let times = [
         ("created_at", Some(r.created_at)),
@@ -927,7 +924,7 @@ fn check_record_times(r: &strata_types::Record) -> Result<(), EngineError> {
     ];
     for (field, t) in times {
         if let Some(t) = t
-            && !(0..=MAX_RECORD_TIME).contains(&t)
+            && !(0..=strata_types::MAX_RECORD_TIME).contains(&t)
         {
             return Err(EngineError::BadRequest(format!(
                 "{field}: {t} is not a time in milliseconds from 1970 to the year 287,396 \

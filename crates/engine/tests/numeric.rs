@@ -466,6 +466,53 @@ fn import_refuses_times_out_of_range() {
     }
 }
 
+/// A write or a patch holds `expires_at` to the bound an import holds it to, so an export
+/// of whatever writes stored can always be imported again (one record far past 2^53 made a
+/// whole tenant's export refused by line).
+#[test]
+fn writes_and_patches_refuse_an_expiry_an_import_would_refuse() {
+    let (_dir, engine, scope) = setup(2, Metric::Dot);
+    let late = |i: usize, at: i64| NewRecord {
+        expires_at: Some(at),
+        ..record(i, &[1.0, 2.0])
+    };
+    for at in [MAX_RECORD_TIME + 1, i64::MAX] {
+        let err = engine.put(&scope, &req(), vec![late(0, at)]).unwrap_err();
+        assert!(
+            matches!(err, EngineError::InvalidRecord(RecordError::ExpiryTooLate { at: a }) if a == at),
+            "{err}"
+        );
+    }
+    // The bound itself is a time a record may carry.
+    engine
+        .put(&scope, &req(), vec![late(1, MAX_RECORD_TIME)])
+        .unwrap();
+    let id = RecordId::parse("r1").unwrap();
+    let patch = RecordPatch {
+        expires_at: Some(Some(MAX_RECORD_TIME + 1)),
+        ..Default::default()
+    };
+    let err = engine.patch(&scope, &req(), &id, patch).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::InvalidRecord(RecordError::ExpiryTooLate { .. })
+        ),
+        "{err}"
+    );
+    // What was stored exports and imports again.
+    let op = OperatorScope::for_tests();
+    let mut lines = Vec::new();
+    engine
+        .export_tenant(&op, scope.tenant(), |l| {
+            lines.push(Ok(l.clone()));
+            Ok(())
+        })
+        .unwrap();
+    let copy = TenantId::parse("copy").unwrap();
+    engine.import_tenant(&op, &copy, lines).unwrap();
+}
+
 /// `min_score` is compared with every score, so it must be a number a score can be.
 #[test]
 fn min_score_must_be_finite() {

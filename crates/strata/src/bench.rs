@@ -34,7 +34,7 @@ pub struct NoisyArgs {
     pub records: usize,
     /// Isolation level of tenant B (`shared`, `partition` or `dedicated`): at `dedicated` its
     /// searches run in the worker pool's reserved lane. B is migrated to it before the run.
-    #[arg(long, default_value = "shared")]
+    #[arg(long, default_value = "shared", value_parser = ["shared", "partition", "dedicated"])]
     pub victim_isolation: String,
     /// Also run A's flood alone for the same time (a third phase) and report its throughput:
     /// what protecting B costs a tenant that has the server to itself.
@@ -139,9 +139,12 @@ async fn search_raw(client: &Client, body: String) -> anyhow::Result<()> {
 
 pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.steady_qps > 0.0 && args.seconds > 0,
-        "steady_qps and seconds must be positive"
+        args.steady_qps.is_finite() && args.steady_qps > 0.0,
+        "--steady-qps: a positive number"
     );
+    anyhow::ensure!(args.seconds > 0, "--seconds: at least 1");
+    anyhow::ensure!(args.flood_clients > 0, "--flood-clients: at least 1");
+    anyhow::ensure!(args.records > 0, "--records: at least 1");
     eprintln!(
         "preparing tenants bench-a and bench-b ({} records each)…",
         args.records

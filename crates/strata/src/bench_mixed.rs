@@ -91,7 +91,10 @@ pub async fn mixed(admin: Client, args: MixedArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.tenants > 0, "--tenants: at least 1");
     anyhow::ensure!(args.clients > 0, "--clients: at least 1");
     anyhow::ensure!(args.seconds > 0, "--seconds: at least 1");
-    anyhow::ensure!(args.zipf >= 0.0, "--zipf: not negative");
+    anyhow::ensure!(
+        args.zipf.is_finite() && args.zipf >= 0.0,
+        "--zipf: a number, not negative"
+    );
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.write_ratio),
         "--write-ratio: between 0 and 1"

@@ -81,7 +81,20 @@ pub struct WritesArgs {
 /// Distinct queries cycled through by every connection.
 pub(crate) const QUERIES: usize = 256;
 
+/// Refuses settings that would measure nothing: no connections, no time, no hits.
+fn check_run(connections: &[usize], seconds: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !connections.is_empty() && connections.iter().all(|c| *c > 0),
+        "--connections: each count at least 1"
+    );
+    anyhow::ensure!(seconds > 0, "--seconds: at least 1");
+    Ok(())
+}
+
 pub async fn search(admin: Client, args: SearchArgs) -> anyhow::Result<()> {
+    check_run(&args.connections, args.seconds)?;
+    anyhow::ensure!(args.k > 0, "--k: at least 1");
+    anyhow::ensure!(args.tenants > 0, "--tenants: at least 1");
     let include = args.include();
     let url = format!("{}/v1/search", admin.server());
     let names = args.tenant_names();
@@ -129,6 +142,7 @@ pub(crate) fn describe_tenants(names: &[String]) -> String {
 /// Single-record writes (a 384-dimensional vector and ~200 bytes of text each), every one
 /// answered only once durable.
 pub async fn writes(admin: Client, args: WritesArgs) -> anyhow::Result<()> {
+    check_run(&args.connections, args.seconds)?;
     let key = prepare(&admin, &args.tenant, 0).await?;
     let url = format!("{}/v1/memories", admin.server());
     let requests: Arc<Vec<Prepared>> = Arc::new(
@@ -175,10 +189,18 @@ pub(crate) async fn drive(
     for &c in connections {
         let phase = Phase {
             requests: Arc::clone(&requests),
-            connections: c.max(1),
+            connections: c,
         };
-        // Warm-up: connections open, the tenant's index loads.
-        phase.run(Duration::from_secs(1)).await?;
+        // Warm-up: connections open, the tenant's index loads. A run whose every request is
+        // refused (a bad setting, a revoked key) measures nothing: it stops with the reason.
+        let warm = phase.run(Duration::from_secs(1)).await?;
+        if warm.latencies.is_empty() {
+            anyhow::bail!(
+                "every request of the warm-up failed ({} of them), the first with: {}",
+                warm.errors,
+                warm.first_error.as_deref().unwrap_or("no answer")
+            );
+        }
         let cpu0 = process_cpu();
         let started = Instant::now();
         let result = phase.run(Duration::from_secs(seconds)).await?;
@@ -201,6 +223,12 @@ pub(crate) async fn drive(
             if n == 0 { 0.0 } else { cpu * 1e6 / n as f64 },
             result.errors
         );
+        if n == 0 {
+            anyhow::bail!(
+                "every request of the {c}-connection phase failed, the first with: {}",
+                result.first_error.as_deref().unwrap_or("no answer")
+            );
+        }
     }
     Ok(())
 }
@@ -213,6 +241,8 @@ struct Phase {
 struct PhaseResult {
     latencies: Vec<Duration>,
     errors: u64,
+    /// What the first failed request got, for a run that fails as a whole.
+    first_error: Option<String>,
     /// Size of the last successful answer's body.
     answer_bytes: usize,
 }
@@ -233,6 +263,7 @@ impl Phase {
                 let mut out = PhaseResult {
                     latencies: Vec::new(),
                     errors: 0,
+                    first_error: None,
                     answer_bytes: 0,
                 };
                 let mut i = conn * 7919;
@@ -247,21 +278,29 @@ impl Phase {
                     if let Some(key) = &r.bearer {
                         req = req.bearer_auth(key);
                     }
-                    let sent = req.send().await;
-                    let ok = match sent {
-                        Ok(res) if res.status().is_success() => match res.bytes().await {
-                            Ok(b) => {
-                                out.answer_bytes = b.len();
-                                true
+                    let failed = match req.send().await {
+                        Ok(res) => {
+                            let status = res.status();
+                            match res.bytes().await {
+                                Ok(b) if status.is_success() => {
+                                    out.answer_bytes = b.len();
+                                    None
+                                }
+                                Ok(b) => Some(format!(
+                                    "HTTP {status}: {}",
+                                    String::from_utf8_lossy(&b[..b.len().min(300)])
+                                )),
+                                Err(e) => Some(format!("reading the answer: {e}")),
                             }
-                            Err(_) => false,
-                        },
-                        _ => false,
+                        }
+                        Err(e) => Some(format!("sending: {e}")),
                     };
-                    if ok {
-                        out.latencies.push(started.elapsed());
-                    } else {
-                        out.errors += 1;
+                    match failed {
+                        None => out.latencies.push(started.elapsed()),
+                        Some(why) => {
+                            out.errors += 1;
+                            out.first_error.get_or_insert(why);
+                        }
                     }
                 }
                 out
@@ -272,12 +311,16 @@ impl Phase {
         let mut all = PhaseResult {
             latencies: Vec::new(),
             errors: 0,
+            first_error: None,
             answer_bytes: 0,
         };
         for t in tasks {
             let r = t.await.context("load task")?;
             all.latencies.extend(r.latencies);
             all.errors += r.errors;
+            if all.first_error.is_none() {
+                all.first_error = r.first_error;
+            }
             all.answer_bytes = all.answer_bytes.max(r.answer_bytes);
         }
         Ok(all)

@@ -258,6 +258,7 @@ enum TenantAction {
     Import {
         #[arg(value_parser = path_id)]
         id: String,
+        /// The export file (JSON lines); `-` reads standard input.
         file: PathBuf,
     },
     /// Move a tenant to another isolation level, online. A data move (to or from `dedicated`)

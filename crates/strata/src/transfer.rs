@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -228,11 +229,24 @@ fn stop_signal() -> impl std::future::Future<Output = &'static str> {
     }
 }
 
-/// Creates tenant `id` on the server from the export in `file`; returns the server's answer.
+/// Creates tenant `id` on the server from the export in `file` (`-`: standard input); returns
+/// the server's answer.
 pub async fn import(client: &Client, id: &str, file: PathBuf) -> anyhow::Result<Value> {
-    let mut reader =
-        std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
-    let len = reader.metadata().map(|m| m.len()).ok();
+    let (mut reader, len): (Box<dyn Read + Send>, Option<u64>) = if file.as_os_str() == "-" {
+        (Box::new(std::io::stdin()), None)
+    } else {
+        let f =
+            std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+        let meta = f
+            .metadata()
+            .with_context(|| format!("reading {}", file.display()))?;
+        anyhow::ensure!(
+            !meta.is_dir(),
+            "{} is a directory: give the export file (or - for standard input)",
+            file.display()
+        );
+        (Box::new(f), Some(meta.len()))
+    };
     let pb = bar(
         len,
         "importing {prefix} {wide_bar} {bytes}/{total_bytes} {elapsed_precise}",
@@ -242,6 +256,10 @@ pub async fn import(client: &Client, id: &str, file: PathBuf) -> anyhow::Result<
     // whole tenant in memory; the bar counts bytes as the upload takes them.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
     let counter = pb.clone();
+    // A read error ends the upload, which the HTTP client then reports as a failed send; the
+    // error itself is kept to say what went wrong.
+    let read_error: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
+    let seen = Arc::clone(&read_error);
     std::thread::spawn(move || {
         loop {
             let mut buf = vec![0u8; CHUNK];
@@ -252,7 +270,11 @@ pub async fn import(client: &Client, id: &str, file: PathBuf) -> anyhow::Result<
                     counter.inc(n as u64);
                     Ok(buf)
                 }
-                Err(e) => Err(e),
+                Err(e) => {
+                    let kept = std::io::Error::new(e.kind(), e.to_string());
+                    *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(kept);
+                    Err(e)
+                }
             };
             let failed = item.is_err();
             if tx.blocking_send(item).is_err() || failed {
@@ -272,6 +294,9 @@ pub async fn import(client: &Client, id: &str, file: PathBuf) -> anyhow::Result<
         .body(reqwest::Body::wrap_stream(stream));
     let result = client.send(req).await;
     pb.finish_and_clear();
+    if let Some(e) = read_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        anyhow::bail!("reading {}: {e}", file.display());
+    }
     Ok(result?.json().await.unwrap_or(Value::Null))
 }
 

@@ -115,3 +115,60 @@ fn the_search_load_generator_spreads_over_several_tenants() {
         assert_eq!(v["usage"]["records"], 20, "{t}: {v}");
     }
 }
+
+/// Settings that would measure nothing are refused before any load, and a run whose every
+/// request fails says why and exits with failure instead of printing a table of errors.
+#[test]
+fn the_load_generators_refuse_runs_that_measure_nothing() {
+    let server = Server::start();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("bench")
+            .args(args)
+            .args(["--server", &server.url])
+            .env("STRATA_KEY", OPERATOR_KEY)
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("run strata bench");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (args, says) in [
+        (
+            &["writes", "--connections", "0", "--seconds", "1"][..],
+            "--connections",
+        ),
+        (&["search", "--k", "0", "--seconds", "1"][..], "--k"),
+        (
+            &["search", "--tenants", "0", "--seconds", "1"][..],
+            "--tenants",
+        ),
+        (&["noisy", "--victim-isolation", "bogus"][..], "bogus"),
+        (&["mixed", "--zipf", "nan"][..], "--zipf"),
+    ] {
+        let (ok, err) = run(args);
+        assert!(!ok && err.contains(says), "{args:?}: {err}");
+    }
+    // Refused before anything was written: no bench tenant exists.
+    let (status, tenants) = server.get("/v1/admin/tenants", OPERATOR_KEY);
+    assert_eq!(status, 200, "{tenants}");
+    assert!(!tenants.to_string().contains("bench-"), "{tenants}");
+    let (ok, err) = run(&[
+        "search",
+        "--include",
+        "bogus",
+        "--records",
+        "10",
+        "--connections",
+        "1",
+        "--seconds",
+        "1",
+    ]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("every request") && err.contains("include"),
+        "{err}"
+    );
+}

@@ -283,6 +283,32 @@ fn cli_export_and_import_round_trip() {
     );
     let (ok, _, err) = strata(&server, &["tenant", "import", "acme-cli", path]);
     assert!(!ok && err.contains("CONFLICT"), "{err}");
+    // `-` reads the export from standard input.
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "tenant",
+            "import",
+            "acme-stdin",
+            "-",
+            "--server",
+            &server.url,
+        ])
+        .env("STRATA_KEY", OPERATOR_KEY)
+        .stdin(std::fs::File::open(&file).expect("export file"))
+        .output()
+        .expect("run strata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let piped = server.key("acme-stdin", json!({ "permissions": ALL }));
+    assert_eq!(results(&server, &piped), results(&server, &key));
+    // A directory is named as such, not reported as a server that cannot be reached.
+    let dir = server.dir.path().to_str().expect("utf-8 path");
+    let (ok, _, err) = strata(&server, &["tenant", "import", "acme-dir", dir]);
+    assert!(!ok && err.contains("is a directory"), "{err}");
+    assert!(!err.contains("cannot reach"), "{err}");
 }
 
 /// `strata tenant export acme | head`: the reader leaves early, and the CLI stops quietly

@@ -10,12 +10,27 @@ use crate::{Millis, RecordError};
 /// is the year 5138), so the refusal says which unit the field takes.
 const LOOKS_LIKE_SECONDS: Millis = 100_000_000_000;
 
-/// Refuses an `expires_at` that is not after `now`, the request's arrival.
+/// The latest time a record may carry, in milliseconds since the epoch: 2^53 (the year
+/// 287,396), the largest every `f64` column of the field index holds exactly. Writes, patches
+/// and imports hold to the same bound, so every export can be imported again.
+pub const MAX_RECORD_TIME: Millis = 1 << 53;
+
+/// Refuses an `expires_at` that is not after `now`, the request's arrival, or that is past
+/// [`MAX_RECORD_TIME`].
 pub fn check_expiry(expires_at: Option<Millis>, now: Millis) -> Result<(), RecordError> {
     match expires_at {
         Some(at) if at <= now => Err(RecordError::ExpiryNotAhead { at, now }),
+        Some(at) if at > MAX_RECORD_TIME => Err(RecordError::ExpiryTooLate { at }),
         _ => Ok(()),
     }
+}
+
+pub(crate) fn too_late_message(at: Millis) -> String {
+    format!(
+        "expires_at: {at} is past the latest time a record may carry, {MAX_RECORD_TIME} (2^53 \
+         milliseconds since the Unix epoch, the year 287,396); for a record that never expires, \
+         leave expires_at out"
+    )
 }
 
 pub(crate) fn not_ahead_message(at: Millis, now: Millis) -> String {
@@ -60,6 +75,17 @@ mod tests {
                 check_expiry(Some(past), NOW),
                 Err(RecordError::ExpiryNotAhead { at: past, now: NOW })
             );
+        }
+    }
+
+    #[test]
+    fn an_expiry_past_2_pow_53_is_refused_as_an_import_would_refuse_it() {
+        assert_eq!(check_expiry(Some(MAX_RECORD_TIME), NOW), Ok(()));
+        for late in [MAX_RECORD_TIME + 1, i64::MAX] {
+            let e = check_expiry(Some(late), NOW).unwrap_err();
+            assert_eq!(e, RecordError::ExpiryTooLate { at: late });
+            assert!(e.at_record(2).starts_with("records[2].expires_at: "), "{e}");
+            assert!(e.to_string().contains("leave expires_at out"), "{e}");
         }
     }
 

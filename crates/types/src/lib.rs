@@ -25,7 +25,7 @@ pub use adaptive::{
     AdaptiveExplain, AdaptiveNamespaceStats, FeedbackAnswer, FeedbackRequest, Rerank, RerankWeights,
 };
 pub use confidence::{Evidence, EvidenceError, EvidenceRequest, PRIOR_STRENGTH, check_confidence};
-pub use expiry::check_expiry;
+pub use expiry::{MAX_RECORD_TIME, check_expiry};
 pub use filter::{FieldRef, Filter, FilterError, MAX_FILTER_VALUES, ValueSet};
 pub use limits::RecordLimits;
 pub use link::{Link, LinkError, LinkRef, NewLink, related};

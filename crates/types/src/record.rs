@@ -201,8 +201,8 @@ pub struct NewRecord {
     #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
     /// When the record expires, in milliseconds since the Unix epoch: after the request's
-    /// arrival (a past one, or one in seconds, is `400`).
-    #[schema(value_type = Option<i64>)]
+    /// arrival (a past one, or one in seconds, is `400`) and at most 2^53.
+    #[schema(value_type = Option<i64>, maximum = 9007199254740992.0)]
     pub expires_at: Option<Millis>,
     pub confidence: Option<Confidence>,
 }
@@ -270,13 +270,13 @@ pub struct RecordPatch {
     #[schema(value_type = Option<Object>, nullable)]
     pub metadata: Option<Option<Map<String, Value>>>,
     /// In milliseconds since the Unix epoch, after the request's arrival (a past one is
-    /// `400`); `null` clears it (the record no longer expires).
+    /// `400`) and at most 2^53; `null` clears it (the record no longer expires).
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<i64>, nullable)]
+    #[schema(value_type = Option<i64>, nullable, maximum = 9007199254740992.0)]
     pub expires_at: Option<Option<Millis>>,
     #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
@@ -444,6 +444,10 @@ pub enum RecordError {
     /// at once (`crate::expiry`).
     #[error("{}", crate::expiry::not_ahead_message(*at, *now))]
     ExpiryNotAhead { at: Millis, now: Millis },
+    /// A write's `expires_at` past [`crate::expiry::MAX_RECORD_TIME`], which an import of the
+    /// tenant's export would refuse.
+    #[error("{}", crate::expiry::too_late_message(*at))]
+    ExpiryTooLate { at: Millis },
 }
 
 /// Where a [`RecordError`]'s message names its field.
@@ -484,7 +488,8 @@ impl RecordError {
             | VectorComponentTooLarge { .. }
             | VectorNormTooLarge { .. }
             | BadConfidence(_)
-            | ExpiryNotAhead { .. } => Field::InMessage,
+            | ExpiryNotAhead { .. }
+            | ExpiryTooLate { .. } => Field::InMessage,
             ShadowedField { .. }
             | BadMetadataKey { .. }
             | MetadataTooLarge { .. }

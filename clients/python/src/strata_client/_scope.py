@@ -16,14 +16,33 @@ own fields (so an upsert by id of a private record is checked against the right 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Dict, List, Literal, Optional, Sequence, Tuple
+
+from .errors import BadRequestError
 
 __all__ = ["Scope", "UserMatch"]
 
 UserMatch = Literal["any", "all"]
 
 DOMAIN_HEADER = "x-strata-domain"
+
+
+# The server's rules for names (user tokens may also contain ':'). The client checks the two
+# fields whose transport could change their meaning before the server sees them: tokens travel
+# comma-joined in one query parameter (so "u:eve,u:bob" would arrive as two principals), and
+# the domain travels in a header (where a newline or a non-ASCII character is not a value).
+_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _refuse(field: str, value: object, allowed: str) -> BadRequestError:
+    return BadRequestError(
+        f"{field}: {value!r} is not a valid name (1 to 64 characters of {allowed}); "
+        "refused by the client before sending",
+        code="BAD_REQUEST",
+    )
 
 
 def _tokens(user_tokens: Optional[Sequence[str]]) -> Optional[Tuple[str, ...]]:
@@ -35,6 +54,14 @@ def _tokens(user_tokens: Optional[Sequence[str]]) -> Optional[Tuple[str, ...]]:
     return tuple(user_tokens)
 
 
+def _check_tokens(tokens: Tuple[str, ...]) -> None:
+    if tokens == ("*",):
+        return  # every principal: the server decides whether the key may ask for it
+    for token in tokens:
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            raise _refuse("user_tokens", token, "[a-zA-Z0-9_.:-]")
+
+
 @dataclass(frozen=True)
 class Scope:
     """Scope fields; ``None`` means "not given" (then a default, or the server's, applies)."""
@@ -44,6 +71,13 @@ class Scope:
     run_id: Optional[str] = None
     memory_scope: Optional[str] = None
     user_match: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.user_tokens is not None:
+            _check_tokens(tuple(self.user_tokens))
+        domain = self.memory_domain
+        if domain is not None and (not isinstance(domain, str) or not _NAME.fullmatch(domain)):
+            raise _refuse("memory_domain", domain, "[a-zA-Z0-9_.-]")
 
     @classmethod
     def of(

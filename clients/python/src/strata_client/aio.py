@@ -518,11 +518,12 @@ class AsyncStrata(DataCalls):
         memory_scope: Optional[str] = None,
         user_match: Optional[UserMatch] = None,
     ) -> int:
-        """Deletes every memory the scope sees that matches ``filter``, in one transaction;
-        returns how many. An empty or missing ``filter`` is refused (``BadRequestError``)
-        unless ``all=True`` says to delete every memory the scope sees. A key bound to user
-        tokens deletes only records of its own principals, never tenant-shared or co-owned
-        ones."""
+        """Deletes every memory the scope sees that matches ``filter``; returns how many. The
+        server deletes the matches in transactions of at most 1,000 records, so a crash part-way
+        leaves some deleted and the rest in place: sending the call again deletes the rest. An
+        empty or missing ``filter`` is refused (``BadRequestError``) unless ``all=True`` says
+        to delete every memory the scope sees. A key bound to user tokens deletes only records
+        of its own principals, never tenant-shared or co-owned ones."""
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return await self._transport.run(self._delete_where(filter, all, scope))
 
