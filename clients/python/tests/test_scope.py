@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from strata_client import BadRequestError, NotFoundError, ScopeForbiddenError, Strata
+from strata_client import BadRequestError, NotFoundError, Scope, ScopeForbiddenError, Strata
 
 from .conftest import NewTenant, Server
 
@@ -100,6 +100,11 @@ def test_a_token_with_a_comma_is_refused_not_split(client: Strata) -> None:
             client.add("planted", user_tokens=tokens)  # type: ignore[list-item]
     with pytest.raises(BadRequestError, match="user_tokens"):
         client.get("bob-diary", user_tokens=["u:eve,u:bob"])
+    # A Scope made directly holds to the same rules, and a bare string is no list of tokens.
+    with pytest.raises(BadRequestError, match="user_tokens"):
+        Scope(user_tokens=("u:eve,u:bob",))
+    with pytest.raises(TypeError, match="list"):
+        Scope(user_tokens="u:alice")  # type: ignore[arg-type]
     assert client.count(user_tokens=["u:bob"]) == 1  # nothing was planted beside Bob's
     # The valid forms still pass: "every principal" (the server decides) and no principal.
     assert client.count(user_tokens=[]) == 0

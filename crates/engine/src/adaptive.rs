@@ -12,7 +12,7 @@ use strata_store::codec::{StoredNarrative, StoredPheromone};
 use strata_store::{AdaptiveItem, NarrativePrincipal};
 use strata_types::{CollectionName, Millis, RecordId};
 
-use crate::pheromone_cap::Owners;
+use crate::pheromone_cap::{OwnerSets, Owners};
 
 /// `[engine.adaptive]`: adaptive reranking settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,9 +199,10 @@ pub(crate) struct Namespace {
     /// By principal first: a search finds its caller's narrative with two map look-ups.
     pub narratives: HashMap<NarrativePrincipal, Narratives>,
     pub pheromones: HashMap<RecordId, StoredPheromone>,
-    /// The owners of each pheromone's record, for the cap (`crate::pheromone_cap`): filled
-    /// when the namespace is loaded for use, and by feedback for the pheromones it writes.
-    pub owners: HashMap<RecordId, Owners>,
+    /// The owners of each pheromone's record and the members of each owner set, for the cap
+    /// (`crate::pheromone_cap`): filled when the namespace is loaded for use, and by feedback
+    /// for the pheromones it writes.
+    pub owners: OwnerSets,
 }
 
 impl Namespace {
@@ -312,11 +313,11 @@ impl Namespace {
             .keys()
             .map(|id| ENTRY + id.heap_bytes() + std::mem::size_of::<StoredPheromone>())
             .sum();
-        let owners: usize = self
-            .owners
-            .values()
-            .map(|o| ENTRY + std::mem::size_of::<Owners>() + o.heap_bytes())
-            .sum();
+        // Counted for every pheromone, loaded or not (the stats read namespaces without
+        // their owners): an owner entry and a set membership each.
+        let owners = self.pheromones.len()
+            * (2 * ENTRY + std::mem::size_of::<Owners>() + std::mem::size_of::<RecordId>())
+            + self.owners.sets_heap_bytes();
         (std::mem::size_of::<Namespace>() + narratives + pheromones + owners) as u64
     }
 }

@@ -142,7 +142,14 @@ impl Engine {
                 }
                 // The namespace's mutex only for reads here: this runs under the tenant's write
                 // lock (see `AdaptiveCache::feedback_order`).
-                let dropped = weakest_beyond_cap(&lock(&held), &out, &owners, cfg, now);
+                let mut memo = strata_store::HiddenMemo::default();
+                let dropped =
+                    weakest_beyond_cap(&lock(&held), &out, &owners, cfg, now, |id, set| {
+                        Ok::<_, EngineError>(
+                            w.record_scope(key, id, &mut memo)?
+                                .is_some_and(|r| Owners::of(&r.user_tokens) == *set),
+                        )
+                    })?;
                 for id in &dropped {
                     w.delete_pheromone(key, &vis.domain, id)?;
                 }
@@ -198,7 +205,9 @@ impl Engine {
         // Committed: the cache follows storage.
         let mut ns = lock(&held);
         ns.pheromones.extend(pheromones);
-        ns.owners.extend(owners);
+        for (id, o) in owners {
+            ns.owners.insert(id, o);
+        }
         for id in dropped {
             ns.pheromones.remove(&id);
             ns.owners.remove(&id);
@@ -402,7 +411,8 @@ pub(crate) fn forget_removed(
                 // taught about it; one deleted, or moved to another domain, leaves it behind.
                 // So does one an expired record's id was written over: that write creates a
                 // record (its own `created_at`), which learns from scratch.
-                let replaced = changes.iter().find_map(|c| match c {
+                // The last write of the id counts: a batch may write one id twice.
+                let replaced = changes.iter().rev().find_map(|c| match c {
                     Change::Upsert(u)
                         if u.id == r.id
                             && u.memory_domain == r.memory_domain

@@ -12,7 +12,7 @@
 //! that every caller shares by design. The memory the cap bounds is then per owner set: at
 //! most one pheromone per record, and `max_pheromones` per set.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use strata_store::codec::StoredPheromone;
@@ -33,74 +33,130 @@ impl Owners {
         Owners(sorted.into())
     }
 
-    /// Estimated heap bytes: the token list (the names' own allocations are shared with the
-    /// namespace's other entries only by chance, so they are counted).
-    pub(crate) fn heap_bytes(&self) -> usize {
-        16 + self
-            .0
-            .iter()
-            .map(|t| std::mem::size_of::<UserToken>() + t.heap_bytes())
-            .sum::<usize>()
+    /// Estimated heap bytes of one set's allocation: the token list with its reference
+    /// counts, and each token's own text.
+    fn heap_bytes(&self) -> usize {
+        const PER_ALLOCATION: usize = 16;
+        PER_ALLOCATION
+            + 16
+            + self
+                .0
+                .iter()
+                .map(|t| std::mem::size_of::<UserToken>() + t.heap_bytes())
+                .sum::<usize>()
     }
 }
 
-/// One owner set that feedback wrote to: how many pheromones it holds with the feedback's,
-/// and its older ones (with their strength now), which may go.
-#[derive(Default)]
-struct SetCount<'a> {
-    total: usize,
-    older: Vec<(f64, &'a RecordId)>,
+/// The owners of a namespace's pheromones, both ways: each record's set, and each set's
+/// records (so the cap reads one set's members, not the whole namespace). A set is held once,
+/// however many records share it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct OwnerSets {
+    of: HashMap<RecordId, Owners>,
+    members: HashMap<Owners, HashSet<RecordId>>,
 }
 
-/// Pheromones to drop after feedback wrote `written` (each with its record's owners in
-/// `owners`), so that no owner set it wrote to holds more than `max_pheromones`: the weakest
-/// now of that set, of those not just written (ties by id, so every copy of the state picks
-/// the same). Pheromones of other owner sets are never dropped, nor counted.
-pub(crate) fn weakest_beyond_cap(
+impl OwnerSets {
+    /// Records `id` as owned by `owners`, moving it out of the set it was in.
+    pub(crate) fn insert(&mut self, id: RecordId, owners: Owners) {
+        if self.of.get(&id) == Some(&owners) {
+            return;
+        }
+        self.remove(&id);
+        // The set's one shared copy, when another record holds it already.
+        let owners = match self.members.get_key_value(&owners) {
+            Some((held, _)) => held.clone(),
+            None => owners,
+        };
+        self.members
+            .entry(owners.clone())
+            .or_default()
+            .insert(id.clone());
+        self.of.insert(id, owners);
+    }
+
+    pub(crate) fn remove(&mut self, id: &RecordId) {
+        if let Some(old) = self.of.remove(id)
+            && let Some(set) = self.members.get_mut(&old)
+        {
+            set.remove(id);
+            if set.is_empty() {
+                self.members.remove(&old);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, id: &RecordId) -> Option<&Owners> {
+        self.of.get(id)
+    }
+
+    fn members(&self, owners: &Owners) -> impl Iterator<Item = &RecordId> {
+        self.members.get(owners).into_iter().flatten()
+    }
+
+    fn len_of(&self, owners: &Owners) -> usize {
+        self.members.get(owners).map_or(0, HashSet::len)
+    }
+
+    /// Heap bytes of the distinct sets (their entries are counted per pheromone).
+    pub(crate) fn sets_heap_bytes(&self) -> usize {
+        self.members.keys().map(Owners::heap_bytes).sum()
+    }
+}
+
+/// Pheromones to drop after feedback wrote `written` (each with its record's owners, as the
+/// feedback's transaction read them, in `owners`), so that no owner set it wrote to holds more
+/// than `max_pheromones`: the weakest now of that set, of those not just written (ties by id,
+/// so every copy of the state picks the same). Pheromones of other owner sets are neither
+/// dropped nor counted.
+///
+/// The namespace's owner sets were read when it was loaded; a record whose tokens changed
+/// since (a write the cache has not caught up with yet) could stand in the wrong set there, so
+/// each pheromone about to go is first confirmed, by `still_owned`, to belong to that set in
+/// the feedback's own transaction; one that does not is passed over for the next weakest.
+pub(crate) fn weakest_beyond_cap<E>(
     ns: &Namespace,
     written: &BTreeMap<RecordId, StoredPheromone>,
     owners: &HashMap<RecordId, Owners>,
     cfg: &AdaptiveConfig,
     now: Millis,
-) -> Vec<RecordId> {
-    let new = written
-        .keys()
-        .filter(|id| !ns.pheromones.contains_key(*id))
-        .count();
-    // No set can be over the cap while the whole namespace is not.
-    if ns.pheromones.len() + new <= cfg.max_pheromones {
-        return Vec::new();
-    }
-    let mut sets: HashMap<&Owners, SetCount<'_>> = HashMap::new();
-    for id in written.keys() {
-        if let Some(o) = owners.get(id) {
-            sets.entry(o).or_default().total += 1;
-        }
-    }
-    for (id, o) in &ns.owners {
+    mut still_owned: impl FnMut(&RecordId, &Owners) -> Result<bool, E>,
+) -> Result<Vec<RecordId>, E> {
+    // Per owner set written to: the pheromones this feedback adds to it (new ones, or ones
+    // whose record came into the set since the namespace was loaded).
+    let mut added: HashMap<&Owners, usize> = HashMap::new();
+    for (id, o) in owners {
         if written.contains_key(id) {
-            continue;
-        }
-        if let (Some(set), Some(p)) = (sets.get_mut(o), ns.pheromones.get(id)) {
-            set.total += 1;
-            set.older.push((cfg.strength_at(p, now), id));
+            let joins = ns.owners.get(id) != Some(o);
+            *added.entry(o).or_default() += usize::from(joins);
         }
     }
     let mut dropped = Vec::new();
-    for SetCount { total, mut older } in sets.into_values() {
+    for (set, joining) in added {
+        let total = ns.owners.len_of(set) + joining;
         if total <= cfg.max_pheromones {
             continue;
         }
+        let mut older: Vec<(f64, &RecordId)> = ns
+            .owners
+            .members(set)
+            .filter(|id| !written.contains_key(*id))
+            .filter_map(|id| Some((cfg.strength_at(ns.pheromones.get(id)?, now), id)))
+            .collect();
         older.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
-        dropped.extend(
-            older
-                .into_iter()
-                .take(total - cfg.max_pheromones)
-                .map(|(_, id)| id.clone()),
-        );
+        let mut beyond = total - cfg.max_pheromones;
+        for (_, id) in older {
+            if beyond == 0 {
+                break;
+            }
+            if still_owned(id, set)? {
+                dropped.push(id.clone());
+                beyond -= 1;
+            }
+        }
     }
     dropped.sort();
-    dropped
+    Ok(dropped)
 }
 
 #[cfg(test)]
@@ -141,6 +197,45 @@ mod tests {
         assert_ne!(owners(&[]), owners(&["u:a"]));
     }
 
+    #[test]
+    fn a_record_is_in_one_set_and_each_set_is_held_once() {
+        let mut sets = OwnerSets::default();
+        sets.insert(id("x"), owners(&["u:a"]));
+        sets.insert(id("y"), owners(&["u:a"]));
+        assert_eq!(sets.len_of(&owners(&["u:a"])), 2);
+        assert_eq!(sets.members.len(), 1);
+        // Moving x to Bob leaves it in his set alone.
+        sets.insert(id("x"), owners(&["u:b"]));
+        assert_eq!(sets.len_of(&owners(&["u:a"])), 1);
+        assert_eq!(sets.len_of(&owners(&["u:b"])), 1);
+        assert_eq!(sets.get(&id("x")), Some(&owners(&["u:b"])));
+        sets.remove(&id("y"));
+        assert_eq!(sets.len_of(&owners(&["u:a"])), 0);
+        assert!(
+            !sets.members.contains_key(&owners(&["u:a"])),
+            "an empty set is not kept"
+        );
+    }
+
+    /// A record the loaded namespace still has in the set, but whose tokens changed since (the
+    /// feedback's transaction reads them anew), is not dropped: the next weakest goes.
+    #[test]
+    fn a_pheromone_whose_record_left_the_set_is_passed_over() {
+        let alice = owners(&["u:alice"]);
+        let mut ns = Namespace::default();
+        for (name, strength) in [("moved", 1.0), ("weak", 2.0), ("strong", 3.0)] {
+            ns.pheromones.insert(id(name), pheromone(strength));
+            ns.owners.insert(id(name), alice.clone());
+        }
+        let written = BTreeMap::from([(id("new"), pheromone(1.0))]);
+        let written_owners = HashMap::from([(id("new"), alice.clone())]);
+        let dropped = weakest_beyond_cap(&ns, &written, &written_owners, &cfg(3), 0, |id, _| {
+            Ok::<_, ()>(id.as_str() != "moved")
+        })
+        .unwrap();
+        assert_eq!(dropped, vec![id("weak")]);
+    }
+
     proptest! {
         /// Against a model: a namespace of pheromones in three owner sets and one feedback
         /// writing to some of them. Nothing of a set the feedback did not write to is dropped;
@@ -166,7 +261,10 @@ mod tests {
                 written.insert(rid.clone(), pheromone(f64::from(*strength)));
                 written_owners.insert(rid, sets[*set].clone());
             }
-            let dropped = weakest_beyond_cap(&ns, &written, &written_owners, &cfg(cap), 0);
+            let dropped = weakest_beyond_cap(&ns, &written, &written_owners, &cfg(cap), 0, |_, _| {
+                Ok::<_, ()>(true)
+            })
+            .unwrap();
             for (s, set) in sets.iter().enumerate() {
                 let wrote = new.iter().filter(|(w, _)| *w == s).count();
                 let mut olds: Vec<(u32, RecordId)> = old
@@ -178,7 +276,7 @@ mod tests {
                 olds.sort();
                 let gone: Vec<&RecordId> = dropped
                     .iter()
-                    .filter(|d| ns.owners.get(*d) == Some(set))
+                    .filter(|d| ns.owners.get(d) == Some(set))
                     .collect();
                 let expect = if wrote == 0 {
                     0

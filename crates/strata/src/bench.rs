@@ -255,6 +255,11 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
         ("B alone", &alone_samples),
         ("B with A flooding", &loaded_samples),
     ]);
+    anyhow::ensure!(
+        !alone_samples.is_empty() && !loaded_samples.is_empty(),
+        "every search of B failed in a phase ({alone_failed} alone, {loaded_failed} with A \
+         flooding): nothing was measured"
+    );
     Ok(())
 }
 

@@ -243,6 +243,11 @@ pub async fn mixed(admin: Client, args: MixedArgs) -> anyhow::Result<()> {
             ms(percentile(&lat, 0.99))
         );
     }
+    anyhow::ensure!(
+        total > 0,
+        "every operation failed ({} of them): nothing was measured",
+        failed.load(Ordering::Relaxed)
+    );
     Ok(())
 }
 

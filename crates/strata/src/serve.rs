@@ -18,14 +18,15 @@ use crate::config::Config;
 pub const OPERATOR_KEY_ENV: &str = "STRATA_OPERATOR_KEY";
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    // Bind first: an address that cannot be listened on (a typo, a port in use) is reported
-    // at once, not after opening the data directory and loading or fetching the embedding
-    // model. Connections made meanwhile wait in the socket's backlog until the server serves
-    // (`/readyz` tells when); and before the first-start operator key is created and shown,
-    // so a start that cannot listen does not consume the one showing of that key.
-    let listener = TcpListener::bind(&config.server.listen)
-        .await
-        .with_context(|| format!("binding {}", config.server.listen))?;
+    // An address that cannot be listened on (a typo, a port in use) is reported at once, not
+    // after opening the data directory and loading or fetching the embedding model. Only a
+    // probe: the listening socket itself is made once the server can answer, so clients get
+    // "connection refused" rather than an unanswered connection while it starts.
+    drop(
+        TcpListener::bind(&config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?,
+    );
     let data_dir = config.server.data_dir.clone();
     let engine_config = config.engine.clone();
     let embedder_config = config.embedder.clone();
@@ -60,6 +61,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || discarder.0.discard_interrupted_imports(&discarder.1))
         .await?
         .context("discarding imports cut short")?;
+    // Bind before the first-start operator key is created and shown: a start that cannot
+    // listen must not consume the one showing of that key.
+    let listener = TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
     if let Some(created) = auth.bootstrap_operator(engine.credentials())? {
         // Shown once: only its hash is stored. stdout, so it is not mixed into the log stream.
         // Unshown it is useless, so a stdout that cannot take it stops the start, saying how

@@ -406,6 +406,34 @@ fn the_operator_key_is_shown_only_by_a_start_that_listens() {
     );
 }
 
+/// An address that cannot be listened on is reported before the data directory is opened
+/// (and before the embedding model is loaded or fetched, which comes after it): here a data
+/// directory that is a file would fail the start too, and the port is what the start names.
+#[test]
+fn a_taken_port_is_reported_before_the_data_directory_is_opened() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"not a directory").expect("write");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("serve")
+        .env(
+            "STRATA__SERVER__LISTEN",
+            taken.local_addr().unwrap().to_string(),
+        )
+        .env("STRATA__SERVER__DATA_DIR", &not_a_dir)
+        .env("STRATA__EMBEDDER__ENABLED", "false")
+        .env("STRATA_OPERATOR_KEY", OPERATOR_KEY)
+        .env_remove("STRATA_CONFIG")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run strata serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("binding"), "{err}");
+    assert!(!err.contains("data directory"), "{err}");
+}
+
 /// `strata check` walks every page of the data files with the server stopped: a sound
 /// directory checks out, one in use is refused, and damage, or a dedicated tenant's file gone
 /// missing, is named with a failing exit.

@@ -74,7 +74,7 @@ class Scope:
 
     def __post_init__(self) -> None:
         if self.user_tokens is not None:
-            _check_tokens(tuple(self.user_tokens))
+            _check_tokens(_tokens(self.user_tokens) or ())
         domain = self.memory_domain
         if domain is not None and (not isinstance(domain, str) or not _NAME.fullmatch(domain)):
             raise _refuse("memory_domain", domain, "[a-zA-Z0-9_.-]")
