@@ -245,6 +245,29 @@ def test_audit_logs(server: Server, admin: StrataAdmin, new_tenant: NewTenant) -
     assert all(r.action == "auth.failure" for r in failures)
 
 
+def test_audit_pages_by_cursor_lose_and_repeat_nothing(
+    server: Server, admin: StrataAdmin, new_tenant: NewTenant
+) -> None:
+    t = new_tenant()
+    with Strata(server.url, t.key) as c:
+        for i in range(12):
+            c.add(f"audited {i}")
+        whole = c.history(limit=1000)
+        paged: list = []
+        before = None
+        while True:
+            page = c.history(limit=5, before=before)
+            paged.extend(page)
+            if len(page) < 5:
+                break
+            before = page[-1].cursor
+        assert [(r.at, r.seq) for r in paged] == [(r.at, r.seq) for r in whole]
+    ops = admin.audit(tenant=t.id, limit=1000)
+    first = admin.audit(tenant=t.id, limit=3)
+    rest = admin.audit(tenant=t.id, limit=1000, before=first[-1].cursor)
+    assert [(r.at, r.seq) for r in first + rest] == [(r.at, r.seq) for r in ops]
+
+
 def test_tenant_keys_cannot_administer(server: Server, tenant: TenantKey) -> None:
     with StrataAdmin(server.url, tenant.key) as not_an_operator:
         with pytest.raises(PermissionDeniedError):

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use strata_engine::AuditQuery;
+use strata_engine::{AuditCursor, AuditQuery, AuditRow};
 use strata_types::{RequestScope, TenantId};
 
 use crate::bodies::AuditRows;
@@ -11,7 +11,7 @@ use crate::edge::{OperatorAuth, TenantAuth, check_tenant};
 use crate::input::{QueryInput, ScopeParts};
 use crate::{ApiError, AppState};
 
-const PARAMS: &[&str] = &["tenant", "action", "since", "until", "limit"];
+const PARAMS: &[&str] = &["tenant", "action", "since", "until", "limit", "before"];
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(e.to_string())
@@ -37,7 +37,18 @@ fn audit_query(q: &QueryInput) -> Result<AuditQuery, ApiError> {
         since: number(q, "since")?,
         until: number(q, "until")?,
         limit: number(q, "limit")?,
+        before: q.get("before").map(AuditCursor::parse).transpose()?,
     })
+}
+
+/// A page of rows, with where the next one starts when this one is full (more may follow).
+fn page(rows: Vec<AuditRow>, query: &AuditQuery) -> AuditRows {
+    let full = rows.len() == query.limit.unwrap_or(strata_engine::DEFAULT_AUDIT_ROWS);
+    let next = rows
+        .last()
+        .filter(|_| full)
+        .map(|row| AuditCursor::of(row).to_string());
+    AuditRows { rows, next }
 }
 
 /// Audit rows of every tenant and the server, newest first; filter by `tenant`, `action`,
@@ -47,7 +58,8 @@ fn audit_query(q: &QueryInput) -> Result<AuditQuery, ApiError> {
         ("action" = Option<String>, Query, description = "e.g. memory.put, tenant.suspend, auth.failure"),
         ("since" = Option<i64>, Query, description = "rows at or after this time (ms)"),
         ("until" = Option<i64>, Query, description = "rows before this time (ms)"),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "at most this many, 1 to 1000 (default 100)")),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "at most this many, 1 to 1000 (default 100)"),
+        ("before" = Option<String>, Query, description = "the rows after this place in the listing: the `next` of the page before")),
     responses((status = 200, description = "Audit rows, newest first", body = AuditRows)),
     security(("bearer" = [])))]
 pub async fn admin_audit(
@@ -60,8 +72,9 @@ pub async fn admin_audit(
         return Err(bad("the audit log takes no scope fields"));
     }
     let query = audit_query(&q)?;
+    let asked = query.clone();
     let rows = state.run(move |e| Ok(e.audit_rows(&op, &query)?)).await?;
-    Ok(Json(AuditRows { rows }))
+    Ok(Json(page(rows, &asked)))
 }
 
 /// The tenant's own audit rows, newest first, with the same filters (a `tenant` other than
@@ -74,7 +87,8 @@ pub async fn admin_audit(
         ("action" = Option<String>, Query, description = "e.g. memory.put"),
         ("since" = Option<i64>, Query, description = "rows at or after this time (ms)"),
         ("until" = Option<i64>, Query, description = "rows before this time (ms)"),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "at most this many, 1 to 1000 (default 100)")),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "at most this many, 1 to 1000 (default 100)"),
+        ("before" = Option<String>, Query, description = "the rows after this place in the listing: the `next` of the page before")),
     responses((status = 200, description = "The tenant's audit rows, newest first", body = AuditRows)),
     security(("bearer" = [])))]
 pub async fn own_audit(
@@ -95,11 +109,12 @@ pub async fn own_audit(
         return Err(bad("the audit log takes no scope fields"));
     }
     let query = audit_query(&q)?;
+    let asked = query.clone();
     let tenant = auth.scope;
     let rows = state
         .run_tenant(&auth.admitted, move |e| {
             Ok(e.own_audit_rows(&tenant, &query)?)
         })
         .await?;
-    Ok(Json(AuditRows { rows }))
+    Ok(Json(page(rows, &asked)))
 }

@@ -215,6 +215,9 @@ pub struct RotatedKey {
 #[derive(Serialize, ToSchema)]
 pub struct AuditRows {
     pub rows: Vec<AuditRow>,
+    /// Present when the page is full: pass it as `before` for the next page (older rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// A health answer.

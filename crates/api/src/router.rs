@@ -184,7 +184,17 @@ pub fn router(state: AppState) -> Router {
             body_guard::guard_requests,
         ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(span_for))
+        // A 5xx answer is not logged as an error here: most are deliberate refusals (a tenant
+        // shed in the stress or critical state, an overloaded pool: each one request, possibly
+        // thousands a second, like a 429), and the failures an operator must see log
+        // themselves at ERROR with their cause (`ApiError::Internal`, storage unavailable).
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(span_for)
+                .on_failure(
+                    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+                ),
+        )
         .layer(SetRequestIdLayer::new(request_id, MakeUuid))
         // Outermost, so an unusable client id is gone before an id is made, echoed or logged.
         .layer(axum::middleware::map_request(

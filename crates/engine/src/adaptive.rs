@@ -213,7 +213,10 @@ impl Namespace {
                 AdaptiveItem::Narrative(p, c, n) => {
                     ns.narratives.entry(p).or_default().insert(c, n);
                 }
-                AdaptiveItem::Pheromone(id, p) => {
+                AdaptiveItem::Pheromone(id, p, owners) => {
+                    if let Some(tokens) = owners {
+                        ns.owners.insert(id.clone(), Owners::of(&tokens));
+                    }
                     ns.pheromones.insert(id, p);
                 }
             }

@@ -19,6 +19,8 @@ use crate::{Engine, EngineError};
 
 /// The most rows one query returns.
 pub const MAX_AUDIT_ROWS: usize = 1000;
+/// Rows a listing returns when it names no `limit`.
+pub const DEFAULT_AUDIT_ROWS: usize = 100;
 
 /// One audit row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -121,12 +123,80 @@ pub struct AuditQuery {
     pub until: Option<Millis>,
     /// At most this many (default 100, at most 1000).
     pub limit: Option<usize>,
+    /// Only rows after this one in the listing's order: the `next` of the page before, so a
+    /// log is read page by page without losing or repeating a row (rows of one millisecond
+    /// are told apart by their position, which `until` cannot do).
+    #[serde(skip)]
+    pub before: Option<AuditCursor>,
+}
+
+/// A place in an audit listing, which is ordered newest first by time, then position in its
+/// log, then tenant: `{at}:{seq}` or `{at}:{seq}:{tenant}`, as a page's `next` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCursor {
+    at: Millis,
+    seq: u64,
+    tenant: Option<TenantId>,
+}
+
+impl AuditCursor {
+    /// Where `row` stands in a listing.
+    pub fn of(row: &AuditRow) -> AuditCursor {
+        AuditCursor {
+            at: row.at,
+            seq: row.seq,
+            tenant: row.tenant.clone(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<AuditCursor, EngineError> {
+        let bad = || {
+            EngineError::BadRequest(format!(
+                "before: {s:?} is not a page's `next` (at:seq, or at:seq:tenant)"
+            ))
+        };
+        let mut parts = s.splitn(3, ':');
+        let at = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let tenant = parts
+            .next()
+            .map(|t| TenantId::parse_field("before", t).map_err(|_| bad()))
+            .transpose()?;
+        Ok(AuditCursor { at, seq, tenant })
+    }
+
+    /// The listing's order, newest first: larger keys come first.
+    fn key(&self) -> (Millis, u64, &str) {
+        (
+            self.at,
+            self.seq,
+            self.tenant.as_ref().map_or("", |t| t.as_str()),
+        )
+    }
+}
+
+impl std::fmt::Display for AuditCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.at, self.seq)?;
+        match &self.tenant {
+            Some(t) => write!(f, ":{t}"),
+            None => Ok(()),
+        }
+    }
+}
+
+fn listing_key(row: &AuditRow) -> (Millis, u64, &str) {
+    (
+        row.at,
+        row.seq,
+        row.tenant.as_ref().map_or("", |t| t.as_str()),
+    )
 }
 
 impl AuditQuery {
     fn limit(&self) -> Result<usize, EngineError> {
         match self.limit {
-            None => Ok(100),
+            None => Ok(DEFAULT_AUDIT_ROWS),
             Some(n) if (1..=MAX_AUDIT_ROWS).contains(&n) => Ok(n),
             Some(_) => Err(EngineError::BadRequest(format!(
                 "limit: must be 1 to {MAX_AUDIT_ROWS}"
@@ -138,6 +208,10 @@ impl AuditQuery {
         self.action.as_ref().is_none_or(|a| &row.action == a)
             && self.since.is_none_or(|t| row.at >= t)
             && self.until.is_none_or(|t| row.at < t)
+            && self
+                .before
+                .as_ref()
+                .is_none_or(|c| listing_key(row) < c.key())
     }
 }
 
@@ -333,7 +407,7 @@ fn add_server_rows(rows: &mut Vec<AuditRow>, server: Vec<AuditRow>) {
 }
 
 fn newest(mut rows: Vec<AuditRow>, limit: usize) -> Vec<AuditRow> {
-    rows.sort_by(|a, b| b.at.cmp(&a.at).then(b.seq.cmp(&a.seq)));
+    rows.sort_by(|a, b| listing_key(b).cmp(&listing_key(a)));
     rows.truncate(limit);
     rows
 }
@@ -437,6 +511,46 @@ mod tests {
             request_id: Some("r1".into()),
             detail,
             imported: None,
+        }
+    }
+
+    /// Paging with each page's `next` lists every row once, in order, even when many rows
+    /// share a millisecond (which `until`, a time, cannot split) and two logs (two tenants)
+    /// repeat positions.
+    #[test]
+    fn paging_by_cursor_loses_and_repeats_nothing() {
+        let mut all = Vec::new();
+        for seq in 1..=37u64 {
+            for tenant in ["acme", "beta"] {
+                let mut r = row(seq, 1000 + (seq / 5) as Millis, "memory.put", Value::Null);
+                r.tenant = Some(TenantId::parse(tenant).unwrap());
+                all.push(r);
+            }
+        }
+        let whole = newest(all.clone(), all.len());
+        let mut paged = Vec::new();
+        let mut q = AuditQuery {
+            limit: Some(4),
+            ..AuditQuery::default()
+        };
+        loop {
+            let page = newest(all.iter().filter(|r| q.keeps(r)).cloned().collect(), 4);
+            let Some(last) = page.last() else { break };
+            let next = AuditCursor::of(last).to_string();
+            q.before = Some(AuditCursor::parse(&next).unwrap());
+            paged.extend(page);
+        }
+        assert_eq!(paged, whole);
+        assert_eq!(
+            AuditCursor::parse("17:3:acme").unwrap(),
+            AuditCursor {
+                at: 17,
+                seq: 3,
+                tenant: Some(TenantId::parse("acme").unwrap())
+            }
+        );
+        for bad in ["", "17", "x:3", "17:3:no tenant", "17:-1"] {
+            assert!(AuditCursor::parse(bad).is_err(), "{bad}");
         }
     }
 

@@ -123,7 +123,7 @@ impl Engine {
                     if let Some(o) = sees(w, id)? {
                         let old = w.pheromone(key, &vis.domain, id)?;
                         let new = cfg.reinforce(old.as_ref(), now);
-                        w.put_pheromone(key, &vis.domain, id, &new)?;
+                        w.put_pheromone(key, &vis.domain, id, &new, o.tokens())?;
                         out.insert((*id).clone(), new);
                         owners.insert((*id).clone(), o);
                     }
@@ -135,7 +135,7 @@ impl Engine {
                     let Some(o) = sees(w, id)? else { continue };
                     if let Some(old) = w.pheromone(key, &vis.domain, id)? {
                         let new = cfg.expose(&old, now);
-                        w.put_pheromone(key, &vis.domain, id, &new)?;
+                        w.put_pheromone(key, &vis.domain, id, &new, o.tokens())?;
                         out.insert(id.clone(), new);
                         owners.insert(id.clone(), o);
                     }
@@ -332,7 +332,7 @@ impl Engine {
             let mut doomed = Vec::new();
             for row in r.adaptive_rows(key, None)? {
                 let gone = match &row.item {
-                    AdaptiveItem::Pheromone(id, p) => {
+                    AdaptiveItem::Pheromone(id, p, _) => {
                         cfg.strength_at(p, now) < cfg.min_strength || r.record(key, id)?.is_none()
                     }
                     AdaptiveItem::Narrative(_, _, n) => now.saturating_sub(n.updated_at) > keep_ms,
@@ -349,7 +349,7 @@ impl Engine {
                 let mut s = AdaptiveSweep::default();
                 for row in &doomed {
                     match &row.item {
-                        AdaptiveItem::Pheromone(id, _) => {
+                        AdaptiveItem::Pheromone(id, ..) => {
                             s.pheromones += u64::from(w.delete_pheromone(key, &row.domain, id)?);
                         }
                         AdaptiveItem::Narrative(p, c, _) => {
@@ -379,15 +379,18 @@ impl Engine {
     }
 }
 
-/// Reads one namespace from storage, with the owners of each pheromone's record (read by its
-/// scope fields alone). A pheromone whose record is gone (the sweep removes it) has none: it
+/// Reads one namespace from storage, with the owners of each pheromone's record: stored with
+/// the pheromone, or for one stored before they were kept, read from its record (by its scope
+/// fields alone). A pheromone whose record is gone (the sweep removes it) then has none: it
 /// counts toward no owner set's cap.
 fn load(r: &impl Reads, key: TenantKey, domain: &Domain) -> Result<Namespace, EngineError> {
     let rows = r.adaptive_rows(key, Some(domain))?;
     let mut ns = Namespace::from_items(rows.into_iter().map(|row| row.item));
     let mut memo = strata_store::HiddenMemo::default();
     for id in ns.pheromones.keys() {
-        if let Some(rec) = r.record_scope(key, id, &mut memo)? {
+        if ns.owners.get(id).is_none()
+            && let Some(rec) = r.record_scope(key, id, &mut memo)?
+        {
             ns.owners.insert(id.clone(), Owners::of(&rec.user_tokens));
         }
     }
@@ -430,11 +433,11 @@ pub(crate) fn forget_removed(
                     }
                     // New owners move its pheromone to another owner set's cap: the loaded
                     // namespace reloads them.
-                    Some(u)
-                        if Owners::of(&u.user_tokens) != Owners::of(&r.user_tokens)
-                            && w.pheromone(key, &r.memory_domain, &r.id)?.is_some() =>
-                    {
-                        touched.domains.insert(r.memory_domain.clone());
+                    Some(u) if Owners::of(&u.user_tokens) != Owners::of(&r.user_tokens) => {
+                        if let Some(p) = w.pheromone(key, &r.memory_domain, &r.id)? {
+                            w.put_pheromone(key, &r.memory_domain, &r.id, &p, &u.user_tokens)?;
+                            touched.domains.insert(r.memory_domain.clone());
+                        }
                     }
                     Some(_) => {}
                 }
@@ -452,7 +455,7 @@ pub(crate) fn forget_removed(
                 }
                 // The dropped collection's records went without one `Remove` each: their
                 // pheromones go here, so a later record under the same id starts afresh.
-                AdaptiveItem::Pheromone(id, _) if w.record(key, id)?.is_none() => {
+                AdaptiveItem::Pheromone(id, ..) if w.record(key, id)?.is_none() => {
                     w.delete_pheromone(key, &row.domain, id)?;
                     touched.all = true;
                 }

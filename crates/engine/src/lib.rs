@@ -115,7 +115,9 @@ use std::sync::Arc;
 
 pub use adaptive::AdaptiveConfig;
 pub use admission::Admission;
-pub use audit::{AuditEvent, AuditQuery, AuditRow, ImportedFrom, MAX_AUDIT_ROWS};
+pub use audit::{
+    AuditCursor, AuditEvent, AuditQuery, AuditRow, DEFAULT_AUDIT_ROWS, ImportedFrom, MAX_AUDIT_ROWS,
+};
 pub use collection_delete::PendingCollectionDelete;
 pub use collections::CollectionSpec;
 pub use config::{DefaultCollection, EngineConfig};

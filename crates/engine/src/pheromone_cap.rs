@@ -33,6 +33,11 @@ impl Owners {
         Owners(sorted.into())
     }
 
+    /// The tokens, as stored with a pheromone.
+    pub(crate) fn tokens(&self) -> &[UserToken] {
+        &self.0
+    }
+
     /// Estimated heap bytes of one set's allocation: the token list with its reference
     /// counts, and each token's own text.
     fn heap_bytes(&self) -> usize {

@@ -2,7 +2,7 @@
 //! on its own records never drops another's pheromones, a record whose owners change counts
 //! in its new set at once, and the sets are read again from the records after a restart.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
 use strata_store::{AdaptiveItem, AdaptiveReads};
@@ -72,8 +72,8 @@ fn used(engine: &Engine, who: Option<&[&str]>, ids: &[&str]) {
     engine.feedback(&scope(engine, who), &req, &f).unwrap();
 }
 
-/// The records holding a pheromone, as storage has them.
-fn pheromones(engine: &Engine) -> BTreeSet<String> {
+/// The records holding a pheromone, with the owners stored beside it, as storage has them.
+fn stored(engine: &Engine) -> BTreeMap<String, Vec<UserToken>> {
     let s = scope(engine, None);
     engine
         .read_tenant(&s, Permission::Read, |r| {
@@ -82,10 +82,17 @@ fn pheromones(engine: &Engine) -> BTreeSet<String> {
         .unwrap()
         .into_iter()
         .filter_map(|row| match row.item {
-            AdaptiveItem::Pheromone(id, _) => Some(id.to_string()),
+            AdaptiveItem::Pheromone(id, _, owners) => {
+                Some((id.to_string(), owners.expect("written with its owners")))
+            }
             AdaptiveItem::Narrative(..) => None,
         })
         .collect()
+}
+
+/// The records holding a pheromone, as storage has them.
+fn pheromones(engine: &Engine) -> BTreeSet<String> {
+    stored(engine).into_keys().collect()
 }
 
 fn set(ids: &[&str]) -> BTreeSet<String> {
@@ -150,6 +157,10 @@ fn one_principals_feedback_never_drops_anothers_pheromones() {
             patch,
         )
         .unwrap();
+    // The owners stored beside its pheromone moved with it.
+    assert_eq!(stored(&engine)["s2"], tokens(&["u:bob"]));
+    assert_eq!(stored(&engine)["a1"], tokens(&["u:alice"]));
+    assert_eq!(stored(&engine)["s0"], tokens(&[]));
     used(&engine, bob, &["b1"]); // Bob's set: b1 (now stronger), b2, b3, s2: b2 goes
     used(&engine, None, &["s3"]); // shared: s0, s1, s3: nothing goes
     let before_restart = set(&["a1", "b1", "b3", "s0", "s1", "s2", "s3"]);

@@ -97,7 +97,10 @@ pub struct ReembedStatus {
     pub model: Option<EmbedderRef>,
     /// The model the running (or last) re-embed switches to.
     pub target_model: Option<EmbedderRef>,
-    /// Records with content when the job started.
+    /// Texts the job has to embed, as far as known: the records with content when it
+    /// started, grown by what writes during the job added (records written meanwhile are
+    /// embedded too), so it is never below `records_embedded` and a progress bar built on the
+    /// two never passes 100 %.
     pub records_total: u64,
     /// Texts embedded so far (catch-up of records written during the job included). Stored
     /// after each step: a job the server stopped while it ran shows its last step's figure.
@@ -114,6 +117,15 @@ pub struct ReembedStatus {
     /// collection's last one even across restarts, so the steps of an earlier job can never
     /// act on a later one and an interrupted job's id is never reused.
     pub job: Option<u64>,
+}
+
+impl ReembedStatus {
+    /// Counts `n` more texts embedded; the total grows with them when the job met more texts
+    /// than it counted at its start.
+    fn embedded(&mut self, n: usize) {
+        self.records_embedded += n as u64;
+        self.records_total = self.records_total.max(self.records_embedded);
+    }
 }
 
 /// One collection's job: its status and the vectors staged so far, with the content each was
@@ -490,7 +502,7 @@ impl Engine {
         })?;
         let vectors = self.embed_for_reembed(&texts)?;
         let (created_at, status) = self.running_job(scope.key(), name, job, |j| {
-            j.status.records_embedded += texts.len() as u64;
+            j.status.embedded(texts.len());
             for ((id, content), v) in texts.into_iter().zip(vectors) {
                 j.staged.insert(id, (content, v));
             }
@@ -531,7 +543,7 @@ impl Engine {
             }
             let vectors = self.embed_for_reembed(&stale)?;
             self.running_job(key, name, job, |j| {
-                j.status.records_embedded += stale.len() as u64;
+                j.status.embedded(stale.len());
                 for ((id, content), v) in stale.into_iter().zip(vectors) {
                     j.staged.insert(id, (content, v));
                 }
@@ -613,7 +625,7 @@ impl Engine {
             }
             // Its result is stored in the switch itself: a restart finds the collection and
             // its status in step, whenever it comes.
-            status.records_embedded += inside;
+            status.embedded(inside as usize);
             status.state = ReembedState::Done;
             status.model = Some(loaded.clone());
             status.finished_at = Some(now_millis());

@@ -152,7 +152,7 @@ impl LineCounts {
 impl ExportLine {
     fn adaptive(domain: Domain, item: AdaptiveItem) -> ExportLine {
         match item {
-            AdaptiveItem::Pheromone(id, p) => ExportLine::Pheromone {
+            AdaptiveItem::Pheromone(id, p, _) => ExportLine::Pheromone {
                 memory_domain: domain,
                 id,
                 strength: p.strength,
@@ -269,7 +269,7 @@ impl Engine {
         // so neither is what names them: their pheromones and links.
         let hidden = hidden_records(&r, meta.key)?;
         for row in r.adaptive_rows(meta.key, None)? {
-            if matches!(&row.item, AdaptiveItem::Pheromone(id, _) if hidden.contains(id)) {
+            if matches!(&row.item, AdaptiveItem::Pheromone(id, ..) if hidden.contains(id)) {
                 continue;
             }
             sink(&ExportLine::adaptive(row.domain, row.item))?;
@@ -781,21 +781,21 @@ impl Engine {
                                 cfg.max_strength
                             )));
                         }
-                        match w.record(key, &id)? {
-                            Some(r) if r.memory_domain == memory_domain => {}
+                        let owners = match w.record(key, &id)? {
+                            Some(r) if r.memory_domain == memory_domain => r.user_tokens,
                             _ => {
                                 return Err(bad(format!(
                                     "pheromone for {id}: no such record in domain {memory_domain}"
                                 )));
                             }
-                        }
+                        };
                         let p = StoredPheromone {
                             strength,
                             updated_at,
                             reinforcements,
                             exposures,
                         };
-                        w.put_pheromone(key, &memory_domain, &id, &p)?;
+                        w.put_pheromone(key, &memory_domain, &id, &p, &owners)?;
                     }
                     ExportLine::Narrative {
                         memory_domain,

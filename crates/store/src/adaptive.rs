@@ -97,7 +97,9 @@ impl NarrativePrincipal {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdaptiveItem {
     Narrative(NarrativePrincipal, CollectionName, StoredNarrative),
-    Pheromone(RecordId, StoredPheromone),
+    /// A pheromone, with the user tokens of its record when it was written (`None` for one
+    /// stored before they were kept).
+    Pheromone(RecordId, StoredPheromone, Option<Vec<UserToken>>),
 }
 
 /// One stored piece with the domain of its namespace.
@@ -136,7 +138,10 @@ pub(crate) fn decode_row(rest: &[u8], value: &[u8]) -> Result<AdaptiveRow, Store
         }),
         AdaptiveKey::Pheromone { domain, id } => Ok(AdaptiveRow {
             domain: name(domain, Domain::parse)?,
-            item: AdaptiveItem::Pheromone(name(id, RecordId::parse)?, decode_pheromone(value)?),
+            item: {
+                let v = decode_pheromone(value)?;
+                AdaptiveItem::Pheromone(name(id, RecordId::parse)?, v.pheromone, v.owners)
+            },
         }),
     }
 }
@@ -171,7 +176,8 @@ pub trait AdaptiveReads: Reads {
     ) -> Result<Option<StoredPheromone>, StoreError> {
         let k = keys::adaptive_pheromone(t, domain, id);
         let v = self.data_table(t)?.get(k.as_slice())?;
-        v.map(|v| decode_pheromone(v.value())).transpose()
+        v.map(|v| decode_pheromone(v.value()).map(|v| v.pheromone))
+            .transpose()
     }
 }
 
@@ -209,10 +215,11 @@ impl Writer<'_> {
         domain: &Domain,
         id: &RecordId,
         p: &StoredPheromone,
+        owners: &[UserToken],
     ) -> Result<(), StoreError> {
         let k = keys::adaptive_pheromone(t, domain, id);
         self.table_mut(t)?
-            .insert(k.as_slice(), encode_pheromone(p)?.as_slice())?;
+            .insert(k.as_slice(), encode_pheromone(p, owners)?.as_slice())?;
         Ok(())
     }
 

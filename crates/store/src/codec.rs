@@ -320,6 +320,10 @@ pub(crate) fn decode_credential(bytes: &[u8]) -> Result<Option<(u64, &[u8])>, St
 /// [`StoreError::Corrupt`].
 const NARRATIVE_V1: u8 = 1;
 const PHEROMONE_V1: u8 = 1;
+/// A pheromone with its record's user tokens: the cap keeps pheromones per owner set, and a
+/// namespace loads without reading each record for them. Format 1 values (without) still
+/// decode; every write of a pheromone writes this one.
+const PHEROMONE_V2: u8 = 2;
 
 /// A collection's narrative vector in one (tenant, domain): the exponential moving average of
 /// the context vectors its feedback carried.
@@ -374,12 +378,31 @@ pub fn decode_narrative(bytes: &[u8]) -> Result<StoredNarrative, StoreError> {
     decode_postcard("narrative", NARRATIVE_V1, bytes)
 }
 
-pub fn encode_pheromone(p: &StoredPheromone) -> Result<Vec<u8>, StoreError> {
-    encode_postcard(PHEROMONE_V1, p)
+/// A stored pheromone and, from format 2 on, the user tokens of its record when it was
+/// written (`None` for a format 1 value, written before they were kept).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PheromoneValue {
+    pub pheromone: StoredPheromone,
+    pub owners: Option<Vec<UserToken>>,
 }
 
-pub fn decode_pheromone(bytes: &[u8]) -> Result<StoredPheromone, StoreError> {
-    decode_postcard("pheromone", PHEROMONE_V1, bytes)
+pub fn encode_pheromone(p: &StoredPheromone, owners: &[UserToken]) -> Result<Vec<u8>, StoreError> {
+    encode_postcard(PHEROMONE_V2, &(p, owners))
+}
+
+pub fn decode_pheromone(bytes: &[u8]) -> Result<PheromoneValue, StoreError> {
+    if bytes.first() == Some(&PHEROMONE_V1) {
+        let pheromone = decode_postcard("pheromone", PHEROMONE_V1, bytes)?;
+        return Ok(PheromoneValue {
+            pheromone,
+            owners: None,
+        });
+    }
+    let (pheromone, owners) = decode_postcard("pheromone", PHEROMONE_V2, bytes)?;
+    Ok(PheromoneValue {
+        pheromone,
+        owners: Some(owners),
+    })
 }
 
 const CHANGE_V1: u8 = 1;
@@ -1059,16 +1082,44 @@ mod golden {
             reinforcements: 2,
             exposures: 1,
         };
-        let (nb, pb) = (encode_narrative(&n).unwrap(), encode_pheromone(&p).unwrap());
+        let owners = vec![UserToken::parse("u:alice").unwrap()];
+        let (nb, pb) = (
+            encode_narrative(&n).unwrap(),
+            encode_pheromone(&p, &owners).unwrap(),
+        );
         assert_eq!(hex(&nb), NARRATIVE_GOLDEN);
-        assert_eq!(hex(&pb), PHEROMONE_GOLDEN);
+        assert_eq!(hex(&pb), PHEROMONE_V2_GOLDEN);
         assert_eq!(decode_narrative(&unhex(NARRATIVE_GOLDEN)).unwrap(), n);
-        assert_eq!(decode_pheromone(&unhex(PHEROMONE_GOLDEN)).unwrap(), p);
+        // A value of format 1 (no owners) still decodes.
+        assert_eq!(
+            decode_pheromone(&unhex(PHEROMONE_GOLDEN)).unwrap(),
+            PheromoneValue {
+                pheromone: p,
+                owners: None
+            }
+        );
+        assert_eq!(
+            decode_pheromone(&unhex(PHEROMONE_V2_GOLDEN)).unwrap(),
+            PheromoneValue {
+                pheromone: p,
+                owners: Some(owners)
+            }
+        );
         let mut trailing = pb.clone();
         trailing.push(0);
         let mut other_format = pb.clone();
-        other_format[0] = 2;
-        for bad in [&b""[..], &trailing, &other_format, &pb[..pb.len() - 1]] {
+        other_format[0] = 3;
+        // A token that is no valid name does not decode either.
+        let mut bad_token = pb.clone();
+        let last = bad_token.len() - 1;
+        bad_token[last] = b',';
+        for bad in [
+            &b""[..],
+            &trailing,
+            &other_format,
+            &pb[..pb.len() - 1],
+            &bad_token,
+        ] {
             assert!(
                 matches!(decode_pheromone(bad), Err(StoreError::Corrupt(_))),
                 "{bad:?}"
@@ -1240,6 +1291,7 @@ mod golden {
 
     const NARRATIVE_GOLDEN: &str = "01020000003f000080bf0380a0abfef962";
     const PHEROMONE_GOLDEN: &str = "01000000000000f83f80a0abfef9620201";
+    const PHEROMONE_V2_GOLDEN: &str = "02000000000000f83f80a0abfef96202010107753a616c696365";
 
     #[test]
     fn anything_else_is_corrupt_never_a_default() {

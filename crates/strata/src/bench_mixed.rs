@@ -90,6 +90,7 @@ type Results = Mutex<BTreeMap<(&'static str, &'static str), (Vec<Duration>, u64)
 pub async fn mixed(admin: Client, args: MixedArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.tenants > 0, "--tenants: at least 1");
     anyhow::ensure!(args.clients > 0, "--clients: at least 1");
+    anyhow::ensure!(args.records > 0, "--records: at least 1");
     anyhow::ensure!(args.seconds > 0, "--seconds: at least 1");
     anyhow::ensure!(
         args.zipf.is_finite() && args.zipf >= 0.0,

@@ -95,6 +95,7 @@ pub async fn search(admin: Client, args: SearchArgs) -> anyhow::Result<()> {
     check_run(&args.connections, args.seconds)?;
     anyhow::ensure!(args.k > 0, "--k: at least 1");
     anyhow::ensure!(args.tenants > 0, "--tenants: at least 1");
+    anyhow::ensure!(args.records > 0, "--records: at least 1");
     let include = args.include();
     let url = format!("{}/v1/search", admin.server());
     let names = args.tenant_names();

@@ -116,6 +116,9 @@ enum Command {
         /// At most this many rows (default 100, at most 1000).
         #[arg(long)]
         limit: Option<usize>,
+        /// The rows after this place in the listing: the `next` a full page ends with.
+        #[arg(long)]
+        before: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -623,6 +626,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             since,
             until,
             limit,
+            before,
             remote,
         } => {
             let client = Client::new(&remote.server, remote.key)?;
@@ -632,12 +636,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             params.extend(since.map(|v| ("since", v.to_string())));
             params.extend(until.map(|v| ("until", v.to_string())));
             params.extend(limit.map(|v| ("limit", v.to_string())));
+            params.extend(before.map(|v| ("before", v)));
             let req = client
                 .request(Method::GET, "/v1/admin/audit")
                 .query(&params);
             let answer: serde_json::Value = client.send(req).await?.json().await?;
-            println!("{}", serde_json::to_string_pretty(&answer)?);
-            return Ok(());
+            return print_json(&answer);
         }
         Command::Key { action, remote } => {
             let client = Client::new(&remote.server, remote.key)?;
@@ -691,10 +695,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
     print_json(&client.call(method, &path, body).await?)
 }
 
-/// Prints an answer for a reader and for `jq` alike.
+/// Prints an answer for a reader and for `jq` alike. A reader that leaves early (`| head`)
+/// ends the command quietly, with success (`transfer::StdoutClosed`): what was asked was done.
 fn print_json(answer: &serde_json::Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(answer)?);
-    Ok(())
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(answer)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => transfer::StdoutClosed.into(),
+            _ => anyhow::Error::new(e).context("writing the answer"),
+        })
 }
 
 /// `POST /v1/admin/tenants/{id}/{action}`.

@@ -147,6 +147,11 @@ fn the_load_generators_refuse_runs_that_measure_nothing() {
         ),
         (&["noisy", "--victim-isolation", "bogus"][..], "bogus"),
         (&["mixed", "--zipf", "nan"][..], "--zipf"),
+        (
+            &["search", "--records", "0", "--seconds", "1"][..],
+            "--records",
+        ),
+        (&["mixed", "--records", "0"][..], "--records"),
     ] {
         let (ok, err) = run(args);
         assert!(!ok && err.contains(says), "{args:?}: {err}");

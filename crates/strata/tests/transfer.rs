@@ -343,6 +343,24 @@ fn an_export_piped_into_a_reader_that_leaves_early_ends_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{:?}: {err}", out.status);
     assert!(!err.contains("Broken pipe"), "{err}");
+    // The same for a command's answer (`strata audit | head -c 10`): its stdout is closed
+    // before the answer is written; the command did what was asked and ends with success.
+    for args in [&["audit", "--limit", "1000"][..], &["tenant", "list"][..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .args(["--server", &server.url])
+            .env("STRATA_KEY", OPERATOR_KEY)
+            .env_remove("RUST_BACKTRACE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run strata");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?}: {err}", out.status);
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }
 
 #[test]

@@ -88,6 +88,7 @@ def audit_params(
     since: Optional[Millis],
     until: Optional[Millis],
     limit: Optional[int],
+    before: Optional[str] = None,
 ) -> List[Tuple[str, str]]:
     params: List[Tuple[str, str]] = []
     if tenant is not None:
@@ -100,6 +101,8 @@ def audit_params(
         params.append(("until", str(to_millis(until))))
     if limit is not None:
         params.append(("limit", str(limit)))
+    if before is not None:
+        params.append(("before", before))
     return params
 
 
@@ -502,7 +505,11 @@ class DataCalls:
         since: Optional[Millis],
         until: Optional[Millis],
         limit: Optional[int],
+        before: Optional[str] = None,
     ) -> Call[List[AuditRow]]:
         return Call(
-            "GET", "/v1/audit", _rows, params=audit_params(None, action, since, until, limit)
+            "GET",
+            "/v1/audit",
+            _rows,
+            params=audit_params(None, action, since, until, limit, before),
         )

@@ -276,12 +276,13 @@ class _AdminCalls:
         since: Optional[Millis],
         until: Optional[Millis],
         limit: Optional[int],
+        before: Optional[str] = None,
     ) -> Call[List[AuditRow]]:
         return Call(
             "GET",
             "/v1/admin/audit",
             _rows,
-            params=audit_params(tenant, action, since, until, limit),
+            params=audit_params(tenant, action, since, until, limit, before),
         )
 
     # One node's operations: residency, verification, integrity, isolation levels, stats.
@@ -576,9 +577,11 @@ class StrataAdmin(_AdminCalls):
         since: Optional[Millis] = None,
         until: Optional[Millis] = None,
         limit: Optional[int] = None,
+        before: Optional[str] = None,
     ) -> List[AuditRow]:
-        """Audit rows of every tenant and of the server, newest first."""
-        return self._transport.run(self._audit(tenant, action, since, until, limit))
+        """Audit rows of every tenant and of the server, newest first; ``before`` (the last
+        row's ``cursor``) gives the next, older page."""
+        return self._transport.run(self._audit(tenant, action, since, until, limit, before))
 
 
     # One node's operations.
@@ -825,8 +828,11 @@ class AsyncStrataAdmin(_AdminCalls):
         since: Optional[Millis] = None,
         until: Optional[Millis] = None,
         limit: Optional[int] = None,
+        before: Optional[str] = None,
     ) -> List[AuditRow]:
-        return await self._transport.run(self._audit(tenant, action, since, until, limit))
+        return await self._transport.run(
+            self._audit(tenant, action, since, until, limit, before)
+        )
 
     # One node's operations.
 

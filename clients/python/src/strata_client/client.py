@@ -601,12 +601,15 @@ class Strata(DataCalls):
         since: Optional[Millis] = None,
         until: Optional[Millis] = None,
         limit: Optional[int] = None,
+        before: Optional[str] = None,
     ) -> List[AuditRow]:
         """The tenant's audit log, newest first (needs a key with ``admin`` and
         ``all_principals``, bound to neither domains nor user tokens): every write, delete and
-        admin action, with its actor and request id. Filter by ``action`` (e.g. ``memory.delete``) and time; at most ``limit``
-        rows (100 by default, up to 1000)."""
-        return self._transport.run(self._history(action, since, until, limit))
+        admin action, with its actor and request id. Filter by ``action`` (e.g.
+        ``memory.delete``) and time; at most ``limit`` rows (100 by default, up to 1000). For
+        the next, older page pass the last row's ``cursor`` as ``before``: pages neither lose
+        nor repeat a row, even among rows of one millisecond."""
+        return self._transport.run(self._history(action, since, until, limit, before))
 
     # Collections: tenant-wide vector spaces with a fixed dimension.
 

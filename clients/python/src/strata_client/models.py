@@ -672,6 +672,12 @@ class AuditRow:
     #: ``actor`` it named on the server that wrote it.
     imported: Optional[Dict[str, Any]] = None
 
+    @property
+    def cursor(self) -> str:
+        """This row's place in a listing: pass it as ``before`` for the rows after it."""
+        tail = f":{self.tenant}" if self.tenant is not None else ""
+        return f"{self.at}:{self.seq}{tail}"
+
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> AuditRow:
         return cls(
