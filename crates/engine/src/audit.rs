@@ -47,6 +47,11 @@ pub struct AuditRow {
     /// keeps no client address or request id (see [`AuditRow::imported_into`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported: Option<ImportedFrom>,
+    /// Set when the row is listed from the server's own log (never stored): the operator's
+    /// listing merges it with the tenants' logs, whose positions (`seq`) are counted apart, so
+    /// a place in the listing (`AuditCursor`) names the log too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub server_log: bool,
 }
 
 /// Who an imported audit row named on the server that wrote it. Kept apart from the row's own
@@ -94,6 +99,7 @@ impl AuditRow {
             request_id: None,
             detail,
             imported: Some(imported.unwrap_or(ImportedFrom { tenant, actor })),
+            server_log: false,
         }
     }
 }
@@ -131,12 +137,15 @@ pub struct AuditQuery {
 }
 
 /// A place in an audit listing, which is ordered newest first by time, then position in its
-/// log, then tenant: `{at}:{seq}` or `{at}:{seq}:{tenant}`, as a page's `next` gives it.
+/// log, then tenant, then log (a tenant's before the server's): `{at}:{seq}`, with
+/// `:{tenant}` when the row names one, and `:s` after it for a row of the server's own log
+/// (`{at}:{seq}::s` when it names none), as a page's `next` gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditCursor {
     at: Millis,
     seq: u64,
     tenant: Option<TenantId>,
+    server_log: bool,
 }
 
 impl AuditCursor {
@@ -146,31 +155,43 @@ impl AuditCursor {
             at: row.at,
             seq: row.seq,
             tenant: row.tenant.clone(),
+            server_log: row.server_log,
         }
     }
 
     pub fn parse(s: &str) -> Result<AuditCursor, EngineError> {
         let bad = || {
             EngineError::BadRequest(format!(
-                "before: {s:?} is not a page's `next` (at:seq, or at:seq:tenant)"
+                "before: {s:?} is not a page's `next` (at:seq, at:seq:tenant, at:seq:tenant:s)"
             ))
         };
-        let mut parts = s.splitn(3, ':');
+        let mut parts = s.splitn(4, ':');
         let at = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        let tenant = parts
-            .next()
-            .map(|t| TenantId::parse_field("before", t).map_err(|_| bad()))
-            .transpose()?;
-        Ok(AuditCursor { at, seq, tenant })
+        let tenant = match parts.next() {
+            None | Some("") => None,
+            Some(t) => Some(TenantId::parse_field("before", t).map_err(|_| bad())?),
+        };
+        let server_log = match parts.next() {
+            None => false,
+            Some("s") => true,
+            Some(_) => return Err(bad()),
+        };
+        Ok(AuditCursor {
+            at,
+            seq,
+            tenant,
+            server_log,
+        })
     }
 
     /// The listing's order, newest first: larger keys come first.
-    fn key(&self) -> (Millis, u64, &str) {
+    fn key(&self) -> (Millis, u64, &str, bool) {
         (
             self.at,
             self.seq,
             self.tenant.as_ref().map_or("", |t| t.as_str()),
+            self.server_log,
         )
     }
 }
@@ -178,18 +199,22 @@ impl AuditCursor {
 impl std::fmt::Display for AuditCursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.at, self.seq)?;
-        match &self.tenant {
-            Some(t) => write!(f, ":{t}"),
-            None => Ok(()),
+        if self.tenant.is_some() || self.server_log {
+            write!(f, ":{}", self.tenant.as_ref().map_or("", |t| t.as_str()))?;
         }
+        if self.server_log {
+            f.write_str(":s")?;
+        }
+        Ok(())
     }
 }
 
-fn listing_key(row: &AuditRow) -> (Millis, u64, &str) {
+fn listing_key(row: &AuditRow) -> (Millis, u64, &str, bool) {
     (
         row.at,
         row.seq,
         row.tenant.as_ref().map_or("", |t| t.as_str()),
+        row.server_log,
     )
 }
 
@@ -208,10 +233,18 @@ impl AuditQuery {
         self.action.as_ref().is_none_or(|a| &row.action == a)
             && self.since.is_none_or(|t| row.at >= t)
             && self.until.is_none_or(|t| row.at < t)
-            && self
-                .before
-                .as_ref()
-                .is_none_or(|c| listing_key(row) < c.key())
+            // The cursor's own millisecond and older: the cursor itself is applied once the
+            // logs are merged and their copies dropped (`AuditQuery::page`), so a row's copy
+            // in the other log cannot come back on a later page.
+            && self.before.as_ref().is_none_or(|c| row.at <= c.at)
+    }
+
+    /// The listing's page: the rows after the cursor, newest first, at most `limit`.
+    fn page(&self, mut rows: Vec<AuditRow>, limit: usize) -> Vec<AuditRow> {
+        if let Some(c) = &self.before {
+            rows.retain(|row| listing_key(row) < c.key());
+        }
+        newest(rows, limit)
     }
 }
 
@@ -232,6 +265,7 @@ impl AuditEvent {
             request_id: self.request_id,
             detail: self.detail,
             imported: None,
+            server_log: false,
         }
     }
 }
@@ -368,6 +402,7 @@ pub(crate) fn read_log(
         for (seq, bytes) in rows {
             let mut row: AuditRow = decode_json(&bytes)?;
             row.seq = seq;
+            row.server_log = key == TenantKey::SERVER;
             if q.keeps(&row) {
                 out.push(row);
             }
@@ -397,6 +432,7 @@ fn add_server_rows(rows: &mut Vec<AuditRow>, server: Vec<AuditRow>) {
                 same.iter().any(|t| {
                     AuditRow {
                         seq: t.seq,
+                        server_log: t.server_log,
                         ..s.clone()
                     } == **t
                 })
@@ -464,7 +500,7 @@ impl Engine {
                 add_server_rows(&mut rows, server);
             }
         }
-        Ok(newest(rows, limit))
+        Ok(q.page(rows, limit))
     }
 
     /// A tenant's own rows, newest first; needs an unbound `admin` credential with
@@ -490,7 +526,7 @@ impl Engine {
         self.read_tenant(scope, Permission::Admin, |r| {
             let mut rows = Vec::new();
             read_log(r, scope.key(), q, &mut rows)?;
-            Ok(newest(rows, limit))
+            Ok(q.page(rows, limit))
         })
     }
 }
@@ -511,45 +547,95 @@ mod tests {
             request_id: Some("r1".into()),
             detail,
             imported: None,
+            server_log: false,
         }
     }
 
-    /// Paging with each page's `next` lists every row once, in order, even when many rows
-    /// share a millisecond (which `until`, a time, cannot split) and two logs (two tenants)
-    /// repeat positions.
+    /// Paging with each page's `next` lists every row once, in order, as the operator's merged
+    /// listing does: even when many rows share a millisecond (which `until`, a time, cannot
+    /// split), when two tenants' logs and the server's repeat positions and tenants, and when
+    /// a row written to both logs has its server copy at a lower position than its tenant's.
     #[test]
     fn paging_by_cursor_loses_and_repeats_nothing() {
-        let mut all = Vec::new();
+        let mut tenants = Vec::new();
+        let mut server = Vec::new();
         for seq in 1..=37u64 {
             for tenant in ["acme", "beta"] {
                 let mut r = row(seq, 1000 + (seq / 5) as Millis, "memory.put", Value::Null);
                 r.tenant = Some(TenantId::parse(tenant).unwrap());
-                all.push(r);
+                tenants.push(r);
+            }
+            // The server's own rows: some name acme at the very (at, seq) of acme's rows.
+            if seq % 3 == 0 {
+                let mut r = row(seq, 1000 + (seq / 5) as Millis, "auth.failure", Value::Null);
+                r.server_log = true;
+                server.push(r);
             }
         }
-        let whole = newest(all.clone(), all.len());
-        let mut paged = Vec::new();
-        let mut q = AuditQuery {
-            limit: Some(4),
-            ..AuditQuery::default()
+        // A level change written to both logs: the server's copy at a lower position.
+        let migrate = |seq, server_log| AuditRow {
+            server_log,
+            ..row(
+                seq,
+                1003,
+                "tenant.migrate",
+                serde_json::json!({"to": "dedicated"}),
+            )
         };
-        loop {
-            let page = newest(all.iter().filter(|r| q.keeps(r)).cloned().collect(), 4);
-            let Some(last) = page.last() else { break };
-            let next = AuditCursor::of(last).to_string();
-            q.before = Some(AuditCursor::parse(&next).unwrap());
-            paged.extend(page);
-        }
-        assert_eq!(paged, whole);
+        tenants.push(migrate(500, false));
+        server.push(migrate(2, true));
+        let listing = |q: &AuditQuery, limit: usize| {
+            let mut rows: Vec<AuditRow> = tenants.iter().filter(|r| q.keeps(r)).cloned().collect();
+            let kept = server.iter().filter(|r| q.keeps(r)).cloned().collect();
+            add_server_rows(&mut rows, kept);
+            q.page(rows, limit)
+        };
+        let whole = listing(&AuditQuery::default(), 1000);
         assert_eq!(
-            AuditCursor::parse("17:3:acme").unwrap(),
-            AuditCursor {
-                at: 17,
-                seq: 3,
-                tenant: Some(TenantId::parse("acme").unwrap())
-            }
+            whole.len(),
+            tenants.len() + server.len() - 1,
+            "the copy is listed once"
         );
-        for bad in ["", "17", "x:3", "17:3:no tenant", "17:-1"] {
+        for limit in [1, 4, 7] {
+            let mut paged = Vec::new();
+            let mut q = AuditQuery::default();
+            loop {
+                let page = listing(&q, limit);
+                let Some(last) = page.last() else { break };
+                let next = AuditCursor::of(last).to_string();
+                q.before = Some(AuditCursor::parse(&next).unwrap());
+                paged.extend(page);
+            }
+            assert_eq!(paged, whole, "pages of {limit}");
+        }
+        for (text, cursor) in [
+            ("17:3", (17, 3, None, false)),
+            ("17:3:acme", (17, 3, Some("acme"), false)),
+            ("17:3:acme:s", (17, 3, Some("acme"), true)),
+            ("17:3::s", (17, 3, None, true)),
+        ] {
+            let parsed = AuditCursor::parse(text).unwrap();
+            let (at, seq, tenant, server_log) = cursor;
+            assert_eq!(
+                parsed,
+                AuditCursor {
+                    at,
+                    seq,
+                    tenant: tenant.map(|t| TenantId::parse(t).unwrap()),
+                    server_log
+                }
+            );
+            assert_eq!(parsed.to_string(), text);
+        }
+        for bad in [
+            "",
+            "17",
+            "x:3",
+            "17:3:no tenant",
+            "17:-1",
+            "17:3:acme:x",
+            "17:3:acme:s:s",
+        ] {
             assert!(AuditCursor::parse(bad).is_err(), "{bad}");
         }
     }

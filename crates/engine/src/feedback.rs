@@ -17,7 +17,7 @@ use strata_types::{
 
 use crate::adaptive::Namespace;
 use crate::embedding::{embed, embeds, text_collection};
-use crate::pheromone_cap::{Owners, weakest_beyond_cap};
+use crate::pheromone_cap::{Owners, beyond_cap, confirm_drops};
 use crate::registry::lock;
 use crate::tenant_index::Change;
 use crate::visibility::Visibility;
@@ -140,16 +140,19 @@ impl Engine {
                         owners.insert(id.clone(), o);
                     }
                 }
-                // The namespace's mutex only for reads here: this runs under the tenant's write
-                // lock (see `AdaptiveCache::feedback_order`).
+                // The namespace's mutex only to read what is over the cap (this runs under the
+                // tenant's write lock, see `AdaptiveCache::feedback_order`); each pheromone to
+                // drop is then confirmed from storage with the mutex released, so searches of
+                // the namespace do not wait for those reads.
+                let excess = beyond_cap(&lock(&held), &out, &owners, cfg, now);
                 let mut memo = strata_store::HiddenMemo::default();
-                let dropped =
-                    weakest_beyond_cap(&lock(&held), &out, &owners, cfg, now, |id, set| {
-                        Ok::<_, EngineError>(
-                            w.record_scope(key, id, &mut memo)?
+                let dropped = confirm_drops(excess, |id, set| {
+                    Ok::<_, EngineError>(
+                        w.pheromone(key, &vis.domain, id)?.is_some()
+                            && w.record_scope(key, id, &mut memo)?
                                 .is_some_and(|r| Owners::of(&r.user_tokens) == *set),
-                        )
-                    })?;
+                    )
+                })?;
                 for id in &dropped {
                     w.delete_pheromone(key, &vis.domain, id)?;
                 }
@@ -380,9 +383,9 @@ impl Engine {
 }
 
 /// Reads one namespace from storage, with the owners of each pheromone's record: stored with
-/// the pheromone, or for one stored before they were kept, read from its record (by its scope
-/// fields alone). A pheromone whose record is gone (the sweep removes it) then has none: it
-/// counts toward no owner set's cap.
+/// the pheromone, or for one stored before they were kept (format 1), read from its record
+/// (by its scope fields alone); such a pheromone whose record is gone (the sweep removes it)
+/// has none, and counts toward no owner set's cap.
 fn load(r: &impl Reads, key: TenantKey, domain: &Domain) -> Result<Namespace, EngineError> {
     let rows = r.adaptive_rows(key, Some(domain))?;
     let mut ns = Namespace::from_items(rows.into_iter().map(|row| row.item));

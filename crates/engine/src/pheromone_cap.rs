@@ -109,24 +109,26 @@ impl OwnerSets {
     }
 }
 
-/// Pheromones to drop after feedback wrote `written` (each with its record's owners, as the
-/// feedback's transaction read them, in `owners`), so that no owner set it wrote to holds more
-/// than `max_pheromones`: the weakest now of that set, of those not just written (ties by id,
-/// so every copy of the state picks the same). Pheromones of other owner sets are neither
-/// dropped nor counted.
-///
-/// The namespace's owner sets were read when it was loaded; a record whose tokens changed
-/// since (a write the cache has not caught up with yet) could stand in the wrong set there, so
-/// each pheromone about to go is first confirmed, by `still_owned`, to belong to that set in
-/// the feedback's own transaction; one that does not is passed over for the next weakest.
-pub(crate) fn weakest_beyond_cap<E>(
+/// What the cap asks of one owner set that feedback wrote to: drop `beyond` of its older
+/// pheromones, weakest first (`candidates`, ties by id, so every copy of the state picks the
+/// same), each once [`confirm_drops`] has found it still in the set.
+pub(crate) struct Excess {
+    owners: Owners,
+    beyond: usize,
+    candidates: Vec<RecordId>,
+}
+
+/// The owner sets that feedback which wrote `written` (each with its record's owners, as the
+/// feedback's transaction read them, in `owners`) takes past `max_pheromones`, read from the
+/// loaded namespace: what is over, and which of the set's pheromones not just written may go.
+/// Pheromones of other owner sets are neither counted nor candidates.
+pub(crate) fn beyond_cap(
     ns: &Namespace,
     written: &BTreeMap<RecordId, StoredPheromone>,
     owners: &HashMap<RecordId, Owners>,
     cfg: &AdaptiveConfig,
     now: Millis,
-    mut still_owned: impl FnMut(&RecordId, &Owners) -> Result<bool, E>,
-) -> Result<Vec<RecordId>, E> {
+) -> Vec<Excess> {
     // Per owner set written to: the pheromones this feedback adds to it (new ones, or ones
     // whose record came into the set since the namespace was loaded).
     let mut added: HashMap<&Owners, usize> = HashMap::new();
@@ -136,7 +138,7 @@ pub(crate) fn weakest_beyond_cap<E>(
             *added.entry(o).or_default() += usize::from(joins);
         }
     }
-    let mut dropped = Vec::new();
+    let mut excess = Vec::new();
     for (set, joining) in added {
         let total = ns.owners.len_of(set) + joining;
         if total <= cfg.max_pheromones {
@@ -149,19 +151,56 @@ pub(crate) fn weakest_beyond_cap<E>(
             .filter_map(|id| Some((cfg.strength_at(ns.pheromones.get(id)?, now), id)))
             .collect();
         older.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
-        let mut beyond = total - cfg.max_pheromones;
-        for (_, id) in older {
+        excess.push(Excess {
+            owners: set.clone(),
+            beyond: total - cfg.max_pheromones,
+            candidates: older.into_iter().map(|(_, id)| id.clone()).collect(),
+        });
+    }
+    excess
+}
+
+/// The pheromones to drop for `excess`. The namespace's owner sets were read when it was
+/// loaded; a pheromone gone since, or whose record's tokens changed (a write the cache has not
+/// caught up with yet), would stand in the wrong set there. So each candidate is confirmed, by
+/// `still_owned`, in the feedback's own transaction: one that is no longer in the set is not
+/// dropped, and counts as one fewer over the cap (the set was that much smaller than counted).
+pub(crate) fn confirm_drops<E>(
+    excess: Vec<Excess>,
+    mut still_owned: impl FnMut(&RecordId, &Owners) -> Result<bool, E>,
+) -> Result<Vec<RecordId>, E> {
+    let mut dropped = Vec::new();
+    for Excess {
+        owners,
+        mut beyond,
+        candidates,
+    } in excess
+    {
+        for id in candidates {
             if beyond == 0 {
                 break;
             }
-            if still_owned(id, set)? {
-                dropped.push(id.clone());
-                beyond -= 1;
+            if still_owned(&id, &owners)? {
+                dropped.push(id);
             }
+            beyond -= 1;
         }
     }
     dropped.sort();
     Ok(dropped)
+}
+
+/// [`beyond_cap`] then [`confirm_drops`], for a caller that may confirm under the lock.
+#[cfg(test)]
+fn weakest_beyond_cap<E>(
+    ns: &Namespace,
+    written: &BTreeMap<RecordId, StoredPheromone>,
+    owners: &HashMap<RecordId, Owners>,
+    cfg: &AdaptiveConfig,
+    now: Millis,
+    still_owned: impl FnMut(&RecordId, &Owners) -> Result<bool, E>,
+) -> Result<Vec<RecordId>, E> {
+    confirm_drops(beyond_cap(ns, written, owners, cfg, now), still_owned)
 }
 
 #[cfg(test)]
@@ -223,7 +262,7 @@ mod tests {
     }
 
     /// A record the loaded namespace still has in the set, but whose tokens changed since (the
-    /// feedback's transaction reads them anew), is not dropped: the next weakest goes.
+    /// feedback's transaction reads them anew), is not dropped, and the set counts one fewer.
     #[test]
     fn a_pheromone_whose_record_left_the_set_is_passed_over() {
         let alice = owners(&["u:alice"]);
@@ -234,11 +273,13 @@ mod tests {
         }
         let written = BTreeMap::from([(id("new"), pheromone(1.0))]);
         let written_owners = HashMap::from([(id("new"), alice.clone())]);
-        let dropped = weakest_beyond_cap(&ns, &written, &written_owners, &cfg(3), 0, |id, _| {
-            Ok::<_, ()>(id.as_str() != "moved")
-        })
-        .unwrap();
-        assert_eq!(dropped, vec![id("weak")]);
+        let still = |id: &RecordId, _: &Owners| Ok::<_, ()>(id.as_str() != "moved");
+        // Counted from the cache, the set holds 4 against a cap of 3; in truth 3: none goes.
+        let dropped = weakest_beyond_cap(&ns, &written, &written_owners, &cfg(3), 0, still);
+        assert_eq!(dropped.unwrap(), Vec::<RecordId>::new());
+        // Against a cap of 2 one goes, and it is the weakest that is still in the set.
+        let dropped = weakest_beyond_cap(&ns, &written, &written_owners, &cfg(2), 0, still);
+        assert_eq!(dropped.unwrap(), vec![id("weak")]);
     }
 
     proptest! {

@@ -671,12 +671,19 @@ class AuditRow:
     #: On a row an import brought (``actor`` is then ``imported``): the ``tenant`` and
     #: ``actor`` it named on the server that wrote it.
     imported: Optional[Dict[str, Any]] = None
+    #: In the operator's listing: the row is from the server's own log (whose positions are
+    #: counted apart from each tenant's).
+    server_log: bool = False
 
     @property
     def cursor(self) -> str:
         """This row's place in a listing: pass it as ``before`` for the rows after it."""
-        tail = f":{self.tenant}" if self.tenant is not None else ""
-        return f"{self.at}:{self.seq}{tail}"
+        cursor = f"{self.at}:{self.seq}"
+        if self.tenant is not None or self.server_log:
+            cursor += f":{self.tenant or ''}"
+        if self.server_log:
+            cursor += ":s"
+        return cursor
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> AuditRow:
@@ -691,6 +698,7 @@ class AuditRow:
             request_id=d.get("request_id"),
             detail=d.get("detail"),
             imported=d.get("imported"),
+            server_log=bool(d.get("server_log", False)),
         )
 
 
