@@ -5,40 +5,19 @@
 
 use std::collections::BTreeMap;
 
-use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+use strata_auth::{OperatorScope, TenantScope};
 use strata_types::{
     CollectionName, FeedbackRequest, Metric, NewRecord, RecordId, RequestScope, Rerank,
-    SearchRequest, TenantId, TokenSelector, UserToken,
+    SearchRequest, TenantId, TokenSelector,
 };
 
 use crate::adaptive::AdaptiveConfig;
+use crate::test_support::{scope_bound_to as scope, tokens};
 use crate::transfer::ExportLine;
 use crate::{Engine, EngineConfig, EngineError};
 
 fn collection() -> CollectionName {
     CollectionName::parse("c").unwrap()
-}
-
-fn tokens(list: &[&str]) -> Vec<UserToken> {
-    list.iter().map(|t| UserToken::parse(*t).unwrap()).collect()
-}
-
-/// A scope of `tenant` bound to `bound` (unbound when `None`), with every permission.
-fn scope(engine: &Engine, tenant: &str, bound: Option<&[&str]>) -> TenantScope {
-    let grant = Grant {
-        permissions: Permissions::of(&[
-            Permission::Read,
-            Permission::Write,
-            Permission::Admin,
-            Permission::AllPrincipals,
-        ]),
-        user_tokens: bound.map(tokens),
-        domains: None,
-    };
-    let meta = engine
-        .tenant_meta(&TenantId::parse(tenant).unwrap())
-        .unwrap();
-    TenantScope::for_tests(&meta, grant)
 }
 
 fn naming(list: Option<&[&str]>) -> RequestScope {

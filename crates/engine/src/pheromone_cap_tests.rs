@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+use strata_auth::{OperatorScope, Permission, TenantScope};
 use strata_store::{AdaptiveItem, AdaptiveReads};
 use strata_types::{
     CollectionName, Domain, FeedbackRequest, Metric, NewRecord, RecordId, RecordPatch,
@@ -12,14 +12,11 @@ use strata_types::{
 };
 
 use crate::adaptive::AdaptiveConfig;
+use crate::test_support::{scope_bound_to, tokens};
 use crate::{Engine, EngineConfig};
 
 fn collection() -> CollectionName {
     CollectionName::parse("c").unwrap()
-}
-
-fn tokens(list: &[&str]) -> Vec<UserToken> {
-    list.iter().map(|t| UserToken::parse(*t).unwrap()).collect()
 }
 
 fn config() -> EngineConfig {
@@ -35,20 +32,7 @@ fn config() -> EngineConfig {
 
 /// A scope of `acme` bound to `bound` (unbound when `None`), with every permission.
 fn scope(engine: &Engine, bound: Option<&[&str]>) -> TenantScope {
-    let grant = Grant {
-        permissions: Permissions::of(&[
-            Permission::Read,
-            Permission::Write,
-            Permission::Admin,
-            Permission::AllPrincipals,
-        ]),
-        user_tokens: bound.map(tokens),
-        domains: None,
-    };
-    let meta = engine
-        .tenant_meta(&TenantId::parse("acme").unwrap())
-        .unwrap();
-    TenantScope::for_tests(&meta, grant)
+    scope_bound_to(engine, "acme", bound)
 }
 
 fn everyone() -> RequestScope {

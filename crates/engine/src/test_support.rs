@@ -2,13 +2,21 @@
 //! vector collection (residency, isolation levels).
 
 use strata_auth::{Grant, Permission, Permissions, TenantScope};
-use strata_types::{CollectionName, NewRecord, RecordId, RequestScope, SearchRequest, TenantId};
+use strata_types::{
+    CollectionName, NewRecord, RecordId, RequestScope, SearchRequest, TenantId, UserToken,
+};
 
 use crate::Engine;
 
 /// A scope of tenant `id` (which must exist) that speaks for the whole tenant: read, write,
 /// admin and all_principals, bound to nothing (the index figures count every principal).
 pub(crate) fn admin_scope(engine: &Engine, id: &str) -> TenantScope {
+    scope_bound_to(engine, id, None)
+}
+
+/// A scope of tenant `id` (which must exist) with every permission, bound to the user tokens
+/// `bound` (unbound when `None`).
+pub(crate) fn scope_bound_to(engine: &Engine, id: &str, bound: Option<&[&str]>) -> TenantScope {
     let grant = Grant {
         permissions: Permissions::of(&[
             Permission::Read,
@@ -16,11 +24,16 @@ pub(crate) fn admin_scope(engine: &Engine, id: &str) -> TenantScope {
             Permission::Admin,
             Permission::AllPrincipals,
         ]),
-        user_tokens: None,
+        user_tokens: bound.map(tokens),
         domains: None,
     };
     let id = TenantId::parse(id).unwrap();
     TenantScope::for_tests(&engine.tenant_meta(&id).unwrap(), grant)
+}
+
+/// User tokens from their names.
+pub(crate) fn tokens(list: &[&str]) -> Vec<UserToken> {
+    list.iter().map(|t| UserToken::parse(*t).unwrap()).collect()
 }
 
 /// A new engine in a temporary directory with one tenant, `id`, and its [`admin_scope`].
