@@ -114,6 +114,7 @@ def start_server(root: Path, extra_env: Optional[dict] = None) -> Iterator[Serve
         {
             "STRATA__SERVER__LISTEN": "127.0.0.1:0",
             "STRATA__SERVER__DATA_DIR": str(root / "data"),
+            "STRATA__SERVER__BACKUP_DIR": str(root / "backups"),
             "STRATA_OPERATOR_KEY": OPERATOR_KEY,
             # No built-in embedder: the suite pins text-mode results, and must not fetch the
             # model into its working directory.

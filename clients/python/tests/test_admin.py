@@ -10,6 +10,8 @@ import pytest
 
 from strata_client import (
     AuthenticationError,
+    BackupFailedError,
+    BackupStatus,
     BadRequestError,
     ConflictError,
     MigrationStatus,
@@ -22,6 +24,8 @@ from strata_client import (
     StrataError,
     TenantSuspendedError,
 )
+
+from strata_client.admin import _check_backup
 
 from .conftest import NewTenant, Server, TenantKey, unique
 
@@ -338,6 +342,40 @@ def test_node_operations(server: Server, admin: StrataAdmin) -> None:
 
     with pytest.raises(NotFoundError):
         admin.verify_tenant(unique("missing"))
+
+
+def test_a_backup_is_taken_followed_and_found_again(server: Server, admin: StrataAdmin) -> None:
+    tid = unique("bk")
+    admin.create_tenant(tid)
+    name = unique("nightly")
+    done = admin.backup(name, timeout=120)
+    assert (done.name, done.state) == (name, "done")
+    assert done.rows_copied == done.rows_total and done.rows_total
+    assert done.bytes and done.bytes > 0
+    assert Path(done.path, "strata.redb").is_file()
+    assert admin.backup_status(name) == done
+    with pytest.raises(ConflictError):
+        admin.backup(name)
+    with pytest.raises(BadRequestError):
+        admin.backup("not/one/name")
+    with pytest.raises(NotFoundError):
+        admin.backup_status(unique("never"))
+    started = admin.backup(wait=False)
+    assert started.state in ("running", "done") and started.name.endswith("Z")
+    deadline = time.monotonic() + 120
+    while admin.backup_status(started.name).running:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert admin.backup_status(started.name).state == "done"
+
+
+def test_a_failed_backup_raises_with_its_reason() -> None:
+    status = BackupStatus.from_json(
+        {"name": "b", "state": "failed", "path": "/x/b", "error": "disk full"}
+    )
+    with pytest.raises(BackupFailedError, match="disk full") as raised:
+        _check_backup(status)
+    assert raised.value.backup is status
 
 
 def test_an_interrupted_move_the_server_resumes_is_still_pending() -> None:

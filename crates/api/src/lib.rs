@@ -23,6 +23,7 @@ pub mod admission;
 mod answer_budget;
 mod answer_size;
 mod audit;
+mod backups;
 mod bodies;
 mod body_guard;
 mod collections;

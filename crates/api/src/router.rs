@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use crate::edge::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::{
-    ApiError, AppState, admin, audit, body_guard, collections, evidence, feedback, health,
+    ApiError, AppState, admin, audit, backups, body_guard, collections, evidence, feedback, health,
     isolation, lifecycle, links, memories, metrics, observe, reembed, residency, search, security,
     shares, transfer,
 };
@@ -69,6 +69,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(residency::verify))
         .routes(routes!(residency::integrity))
         .routes(routes!(isolation::migrate))
+        .routes(routes!(backups::create))
+        .routes(routes!(backups::status))
         .routes(routes!(isolation::status, isolation::cancel))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))

@@ -54,6 +54,8 @@ pub struct ApiConfig {
     pub max_answer_bytes_per_tenant: u64,
     /// Bytes all tenants' answers may hold together; past it, `503 OVERLOADED`. 0: no limit.
     pub max_answer_bytes: u64,
+    /// Where `POST /v1/admin/backups` writes backups, each in a directory of its own.
+    pub backup_dir: std::path::PathBuf,
 }
 
 impl Default for ApiConfig {
@@ -74,6 +76,7 @@ impl Default for ApiConfig {
             // four tenants' worth for the server.
             max_answer_bytes_per_tenant: 256 * 1024 * 1024,
             max_answer_bytes: 1024 * 1024 * 1024,
+            backup_dir: std::path::PathBuf::from("./backups"),
         }
     }
 }

@@ -9,6 +9,7 @@ mod adaptive;
 mod adaptive_cache;
 mod admission;
 mod audit;
+mod backup;
 #[cfg(test)]
 mod blocking_pool_tests;
 #[cfg(test)]
@@ -118,6 +119,7 @@ pub use admission::Admission;
 pub use audit::{
     AuditCursor, AuditEvent, AuditQuery, AuditRow, DEFAULT_AUDIT_ROWS, ImportedFrom, MAX_AUDIT_ROWS,
 };
+pub use backup::{BackupJob, BackupState, BackupStatus};
 pub use collection_delete::PendingCollectionDelete;
 pub use collections::CollectionSpec;
 pub use config::{DefaultCollection, EngineConfig};
@@ -263,6 +265,8 @@ pub struct Engine {
     reembeds: reembed::Jobs,
     /// The last isolation-level migration of each tenant since start (see `isolation`).
     migrations: isolation::Migrations,
+    /// The backups this server ran (see `backup`).
+    backups: backup::Backups,
     /// Loaded adaptive reranking namespaces (see `adaptive_cache`).
     adaptive: adaptive_cache::AdaptiveCache,
     /// Tenants known live, so reads skip the registry row (see `liveness`).
@@ -318,6 +322,7 @@ impl Engine {
             embedder: None,
             reembeds: reembed::Jobs::default(),
             migrations: isolation::Migrations::default(),
+            backups: backup::Backups::default(),
             adaptive,
             live: liveness::LiveTenants::default(),
             memos: Default::default(),

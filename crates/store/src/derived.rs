@@ -28,7 +28,7 @@ use crate::{Store, StoreError};
 pub const DERIVED_DIR: &str = "indexes";
 
 /// Names of files being written start with this; they are never named by a row.
-const TEMP_PREFIX: &str = "tmp-";
+pub(crate) const TEMP_PREFIX: &str = "tmp-";
 
 fn io(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io {

@@ -10,6 +10,8 @@
 //! then waits for one sync that covers every write committed meanwhile.
 
 mod adaptive;
+mod backup;
+pub use backup::{BackedUp, BackupProgress, PARTIAL_SUFFIX, partial_dir_of};
 mod batch;
 mod batched_write;
 mod changelog;

@@ -292,7 +292,7 @@ impl Store {
         self.wait_for_writes_under_way()?;
         let src = self.db().begin_read()?;
         let mut fresh = open_database(path, self.cache_bytes())?;
-        copy_tables(&src, &fresh)?;
+        copy_tables(&src, &fresh, &|_| {})?;
         if let Some(during_copy) = hooks.during_copy.as_mut() {
             during_copy();
         }
@@ -324,7 +324,7 @@ impl Store {
     /// under the caller's lock.
     fn write_new_file(&self, old: &Database, path: &Path) -> Result<Db, StoreError> {
         let mut fresh = open_database(path, self.cache_bytes())?;
-        copy_tables(&old.begin_read()?, &fresh)?;
+        copy_tables(&old.begin_read()?, &fresh, &|_| {})?;
         compact_new(&mut fresh)?;
         Ok(fresh)
     }
@@ -368,8 +368,13 @@ fn compact_new(fresh: &mut Db) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Copies every table of snapshot `src` into `fresh`.
-fn copy_tables(src: &ReadTransaction, fresh: &Database) -> Result<(), StoreError> {
+/// Copies every table of snapshot `src` into `fresh`, telling `copied` the rows of each
+/// chunk as it commits.
+pub(crate) fn copy_tables(
+    src: &ReadTransaction,
+    fresh: &Database,
+    copied: &dyn Fn(u64),
+) -> Result<(), StoreError> {
     // The tables the main file holds; a file holding any other is refused, as the copy would
     // lose it.
     let known = [
@@ -393,10 +398,10 @@ fn copy_tables(src: &ReadTransaction, fresh: &Database) -> Result<(), StoreError
             table.name()
         )));
     }
-    copy_table(src, fresh, DATA)?;
-    copy_table(src, fresh, REGISTRY)?;
-    copy_table(src, fresh, META)?;
-    copy_table(src, fresh, CREDENTIALS)?;
+    copy_table(src, fresh, DATA, copied)?;
+    copy_table(src, fresh, REGISTRY, copied)?;
+    copy_table(src, fresh, META, copied)?;
+    copy_table(src, fresh, CREDENTIALS, copied)?;
     Ok(())
 }
 
@@ -507,11 +512,13 @@ fn copy_failed(e: StoreError) -> StoreError {
     }
 }
 
-/// Copies table `def` from `src` into `dst`, in durable transactions of about [`CHUNK_BYTES`].
+/// Copies table `def` from `src` into `dst`, in durable transactions of about [`CHUNK_BYTES`],
+/// telling `copied` the rows of each as it commits.
 fn copy_table<K: Key + 'static, V: Value + 'static>(
     src: &ReadTransaction,
     dst: &Database,
     def: TableDefinition<K, V>,
+    copied: &dyn Fn(u64),
 ) -> Result<(), StoreError> {
     let from = src.open_table(def)?;
     let mut rows = from.iter()?;
@@ -519,6 +526,7 @@ fn copy_table<K: Key + 'static, V: Value + 'static>(
     while !done {
         let mut txn = dst.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
+        let mut chunk_rows = 0;
         {
             let mut to = txn.open_table(def)?;
             let mut bytes = 0;
@@ -528,6 +536,7 @@ fn copy_table<K: Key + 'static, V: Value + 'static>(
                 let (k, v) = (k.value(), v.value());
                 bytes += K::as_bytes(&k).as_ref().len() + V::as_bytes(&v).as_ref().len();
                 to.insert(k, v)?;
+                chunk_rows += 1;
                 if bytes >= CHUNK_BYTES {
                     done = false;
                     break;
@@ -535,6 +544,7 @@ fn copy_table<K: Key + 'static, V: Value + 'static>(
             }
         }
         txn.commit()?;
+        copied(chunk_rows);
     }
     Ok(())
 }

@@ -197,6 +197,10 @@ pub struct ServerConfig {
     pub listen: String,
     /// Where the embedded storage keeps its files.
     pub data_dir: PathBuf,
+    /// Where online backups (`strata backup`, `POST /v1/admin/backups`) are written, each in
+    /// a directory of its own; created when the first backup is. Best on another disk than
+    /// `data_dir`.
+    pub backup_dir: PathBuf,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// Bytes of request bodies one tenant may hold in memory at once; a body past it is
@@ -262,6 +266,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:7700".into(),
             data_dir: PathBuf::from("./data"),
+            backup_dir: PathBuf::from("./backups"),
             max_body_bytes: strata_api::ApiConfig::default().max_body_bytes,
             max_body_bytes_per_tenant: 0,
             max_answer_bytes_per_tenant: strata_api::ApiConfig::default()

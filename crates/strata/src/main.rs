@@ -1,6 +1,7 @@
 //! The `strata` binary: `serve` runs the server; `tenant`, `key` and `audit` administer a
 //! running one.
 
+mod backup;
 mod bench;
 mod bench_chroma;
 mod bench_mixed;
@@ -98,6 +99,21 @@ enum Command {
     Model {
         #[command(subcommand)]
         action: ModelAction,
+    },
+    /// Back up a running server's whole data directory while it serves, into a directory of
+    /// its own under the server's `backup_dir` (start a server on that directory to restore).
+    ///
+    /// Follows the copy on a progress line and prints the final status; fails when the backup
+    /// failed.
+    Backup {
+        /// The backup's directory name (default: the time, such as 2026-12-03T12-30-05.123Z).
+        #[arg(long)]
+        name: Option<String>,
+        /// Return once the backup has started, without following it.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Read the audit log of a running server, newest first.
     Audit {
@@ -619,6 +635,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     return print_json(&operate::residency(&client, id.as_deref()).await?);
                 }
             }
+        }
+        Command::Backup {
+            name,
+            detach,
+            remote,
+        } => {
+            let client = Client::new(&remote.server, remote.key)?;
+            return print_json(&backup::backup(&client, name, detach).await?);
         }
         Command::Audit {
             tenant,

@@ -107,6 +107,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             security_events: config.audit.api(),
             max_answer_bytes_per_tenant: config.server.max_answer_bytes_per_tenant,
             max_answer_bytes: config.server.max_answer_bytes,
+            backup_dir: config.server.backup_dir.clone(),
         },
     )
     .context("starting the worker pool")?;

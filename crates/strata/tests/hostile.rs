@@ -274,6 +274,7 @@ fn base_body(method: &str, path: &str) -> Option<Value> {
         ("POST", "/v1/admin/keys") => json!({"tenant": "other"}),
         ("POST", "/v1/admin/keys/{id}/rotate") => json!({"grace_secs": 60}),
         ("POST", "/v1/admin/tenants/{id}/migrate") => json!({"target": "partition"}),
+        ("POST", "/v1/admin/backups") => json!({"name": "hostile", "wait": true}),
         ("POST", "/v1/collections/{name}/reembed") => json!({"dry_run": true}),
         ("POST", "/v1/admin/tenants/purge-deleted") => json!({"retention_secs": 86_400}),
         _ => return None,

@@ -30,8 +30,8 @@ pub use filter::{FieldRef, Filter, FilterError, MAX_FILTER_VALUES, ValueSet};
 pub use limits::RecordLimits;
 pub use link::{Link, LinkError, LinkRef, NewLink, related};
 pub use name::{
-    CollectionName, Domain, InvalidName, Kind, MemoryScope, RecordId, Relation, RunId, TenantId,
-    UserToken,
+    BackupName, CollectionName, Domain, InvalidName, Kind, MemoryScope, RecordId, Relation, RunId,
+    TenantId, UserToken,
 };
 pub use number::Num;
 pub use recall::{

@@ -196,6 +196,10 @@ name_type!(
     RecordId, field = "id", colon = false
 );
 name_type!(
+    /// The name of an online backup: its directory under the server's backup directory.
+    BackupName, field = "name", colon = false
+);
+name_type!(
     /// A free label such as `episodic` or `semantic`.
     Kind, field = "kind", colon = false
 );

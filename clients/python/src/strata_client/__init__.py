@@ -10,7 +10,7 @@
 
 from ._scope import Scope, UserMatch
 from ._version import __version__
-from .admin import AsyncStrataAdmin, MigrationFailedError, StrataAdmin
+from .admin import AsyncStrataAdmin, BackupFailedError, MigrationFailedError, StrataAdmin
 from .aio import AsyncStrata
 from .client import Strata
 from .errors import (
@@ -42,6 +42,7 @@ from .models import (
     Explain,
     MigrationReport,
     MigrationStatus,
+    BackupStatus,
     NewRecord,
     Link,
     Page,
@@ -83,6 +84,7 @@ __all__ = [
     "Explain",
     "MigrationReport",
     "MigrationStatus",
+    "BackupStatus",
     "NewRecord",
     "Link",
     "Page",
@@ -103,6 +105,7 @@ __all__ = [
     # Errors.
     "StrataError",
     "MigrationFailedError",
+    "BackupFailedError",
     "StrataConnectionError",
     "BadRequestError",
     "AuthenticationError",

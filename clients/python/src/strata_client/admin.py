@@ -35,6 +35,7 @@ from ._http import DEFAULT_TIMEOUT, AsyncTransport, Call, SyncTransport, from_en
 from .models import (
     ApiKey,
     AuditRow,
+    BackupStatus,
     CreatedKey,
     RotatedKey,
     MigrationReport,
@@ -109,9 +110,27 @@ class MigrationFailedError(StrataError):
         self.migration = status
 
 
+class BackupFailedError(StrataError):
+    """A backup :meth:`StrataAdmin.backup` waited for failed; nothing is left under its name.
+    ``backup`` says why."""
+
+    def __init__(self, status: BackupStatus) -> None:
+        super().__init__(
+            f"backup {status.name} failed: {status.error or 'no reason given'}",
+            code="BACKUP_FAILED",
+        )
+        #: The backup's status when it ended.
+        self.backup = status
+
+
 def _check_migration(id: str, status: MigrationStatus) -> None:
     if status.state in ("failed", "interrupted", "cancelled"):
         raise MigrationFailedError(id, status)
+
+
+def _check_backup(status: BackupStatus) -> None:
+    if status.state == "failed":
+        raise BackupFailedError(status)
 
 
 class _AdminCalls:
@@ -332,6 +351,19 @@ class _AdminCalls:
         return Call(
             "GET", f"/v1/admin/tenants/{_segment(id)}/migration", MigrationStatus.from_json
         )
+
+    @staticmethod
+    def _backup(name: Optional[str]) -> Call[BackupStatus]:
+        # Never retried: a retry of a started backup would be refused as a name in use, or
+        # start a second one under another time's name.
+        body: Dict[str, Any] = {} if name is None else {"name": name}
+        return Call(
+            "POST", "/v1/admin/backups", BackupStatus.from_json, json=body, idempotent=False
+        )
+
+    @staticmethod
+    def _backup_status(name: str) -> Call[BackupStatus]:
+        return Call("GET", f"/v1/admin/backups/{_segment(name)}", BackupStatus.from_json)
 
     @staticmethod
     def _cancel_migration(id: str) -> Call[MigrationStatus]:
@@ -663,6 +695,30 @@ class StrataAdmin(_AdminCalls):
                 raise TimeoutError(f"migration of {id} still {status.state} after {timeout} s")
             time.sleep(poll_interval)
 
+    def backup(
+        self, name: Optional[str] = None, *, wait: bool = True, timeout: float = 3600.0
+    ) -> BackupStatus:
+        """Backs up the server's whole data directory while it serves, into the directory
+        ``name`` (default: the time) under its ``backup_dir``; every write acknowledged before
+        this call is in it. By default polls until the backup has ended and returns its final
+        status, raising :class:`BackupFailedError` if it failed and ``TimeoutError`` after
+        ``timeout`` seconds (it goes on); with ``wait=False`` returns once it has started.
+        Raises :class:`ConflictError` while another backup runs or when ``name`` is taken."""
+        status = self._transport.run(self._backup(name))
+        if not wait:
+            return status
+        deadline = time.monotonic() + timeout
+        while status.running:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"backup {status.name} still running after {timeout} s")
+            time.sleep(0.25)
+            status = self.backup_status(status.name)
+        _check_backup(status)
+        return status
+
+    def backup_status(self, name: str) -> BackupStatus:
+        return self._transport.run(self._backup_status(name))
+
     def stats(self, *, after: Optional[str] = None, limit: Optional[int] = None) -> Dict[str, Any]:
         """Server figures and one page of per-tenant figures (``next_after`` for the next)."""
         return self._transport.run(self._stats(after, limit))
@@ -886,6 +942,25 @@ class AsyncStrataAdmin(_AdminCalls):
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"migration of {id} still {status.state} after {timeout} s")
             await asyncio.sleep(poll_interval)
+
+    async def backup(
+        self, name: Optional[str] = None, *, wait: bool = True, timeout: float = 3600.0
+    ) -> BackupStatus:
+        """See :meth:`StrataAdmin.backup`."""
+        status = await self._transport.run(self._backup(name))
+        if not wait:
+            return status
+        deadline = time.monotonic() + timeout
+        while status.running:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"backup {status.name} still running after {timeout} s")
+            await asyncio.sleep(0.25)
+            status = await self.backup_status(status.name)
+        _check_backup(status)
+        return status
+
+    async def backup_status(self, name: str) -> BackupStatus:
+        return await self._transport.run(self._backup_status(name))
 
     async def stats(
         self, *, after: Optional[str] = None, limit: Optional[int] = None

@@ -813,6 +813,49 @@ class MigrationReport:
 
 
 @dataclass
+class BackupStatus:
+    """An online backup of the server's whole data directory: its progress, or how it ended."""
+
+    name: str
+    #: ``running``, ``done`` (the directory at ``path`` is a data directory a server starts
+    #: on) or ``failed`` (see ``error``; nothing is left under its name).
+    state: str
+    #: The backup's directory, as the server sees it.
+    path: str
+    #: When the server started it; ``None`` for one it did not run since its start (found on
+    #: disk).
+    started_at: Optional[int] = None
+    finished_at: Optional[int] = None
+    #: Rows of every table of every data file in the backup's snapshot, and those copied.
+    rows_total: Optional[int] = None
+    rows_copied: Optional[int] = None
+    dedicated_files: Optional[int] = None
+    index_files: Optional[int] = None
+    bytes: Optional[int] = None
+    error: Optional[str] = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> BackupStatus:
+        return cls(
+            name=str(d["name"]),
+            state=str(d["state"]),
+            path=str(d.get("path", "")),
+            started_at=d.get("started_at"),
+            finished_at=d.get("finished_at"),
+            rows_total=d.get("rows_total"),
+            rows_copied=d.get("rows_copied"),
+            dedicated_files=d.get("dedicated_files"),
+            index_files=d.get("index_files"),
+            bytes=d.get("bytes"),
+            error=d.get("error"),
+        )
+
+
+@dataclass
 class MigrationStatus:
     """A tenant's isolation level and its last migration (kept across server restarts)."""
 

@@ -411,6 +411,8 @@ fn spawn(dir: &std::path::Path, limits: Option<&str>, env: &[(String, String)]) 
         .arg("serve")
         .env("STRATA__SERVER__LISTEN", "127.0.0.1:0")
         .env("STRATA__SERVER__DATA_DIR", dir.join("data"))
+        // Never the working directory's `./backups`.
+        .env("STRATA__SERVER__BACKUP_DIR", dir.join("backups"))
         .env("STRATA__AUTH__JWT_HS256_SECRET", HS_SECRET)
         .env("STRATA__AUTH__JWT_EDDSA_PUBLIC_KEY", ED_PUBLIC)
         .env("STRATA_OPERATOR_KEY", OPERATOR_KEY)

@@ -69,6 +69,8 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("POST", "/v1/admin/tenants/{id}/migrate", Operator),
     ("GET", "/v1/admin/tenants/{id}/migration", Operator),
     ("DELETE", "/v1/admin/tenants/{id}/migration", Operator),
+    ("POST", "/v1/admin/backups", Operator),
+    ("GET", "/v1/admin/backups/{name}", Operator),
     ("POST", "/v1/admin/keys", Operator),
     ("GET", "/v1/admin/keys", Operator),
     ("DELETE", "/v1/admin/keys/{id}", Operator),

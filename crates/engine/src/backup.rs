@@ -1,0 +1,421 @@
+//! Online backups of the whole data directory, started by an operator and run one at a time
+//! in the background (`strata_store`'s `backup` module says what the copy holds).
+//!
+//! A backup is named (its directory under the server's backup directory); this server keeps
+//! the progress and outcome of the backups it ran since it started, and answers a name it
+//! did not run from the directory: a directory with that name is a whole backup (a partial
+//! one has another name until it is complete).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::json;
+use strata_auth::OperatorScope;
+use strata_store::{BackedUp, BackupProgress, PARTIAL_SUFFIX, partial_dir_of};
+#[cfg(test)]
+use strata_types::TenantId;
+use strata_types::{BackupName, Millis, now_millis};
+
+use crate::audit::AuditEvent;
+use crate::{Engine, EngineError};
+
+/// Backups whose outcome this server keeps in memory (the newest); older ones are still
+/// answered from their directories.
+const KEPT_RUNS: usize = 64;
+
+/// Where a backup is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupState {
+    /// Copying; the directory has its partial name until it is complete.
+    Running,
+    /// Complete: the directory holds a data directory a server can start on.
+    Done,
+    /// Stopped by an error (see `error`); nothing is left under its name.
+    Failed,
+}
+
+/// `GET /v1/admin/backups/{name}`: a backup's progress, or how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct BackupStatus {
+    #[schema(value_type = String)]
+    pub name: BackupName,
+    pub state: BackupState,
+    /// The backup's directory, as the server sees it.
+    pub path: String,
+    /// When this server started it; absent for a backup it did not run (found on disk).
+    #[schema(value_type = Option<i64>)]
+    pub started_at: Option<Millis>,
+    #[schema(value_type = Option<i64>)]
+    pub finished_at: Option<Millis>,
+    /// Rows of every table of every database file in the backup's snapshot, once taken.
+    pub rows_total: Option<u64>,
+    /// Rows copied so far.
+    pub rows_copied: Option<u64>,
+    /// Dedicated tenants' database files in the backup (`done` only).
+    pub dedicated_files: Option<u64>,
+    /// Derived index files copied (`done` only); one missing is rebuilt on load.
+    pub index_files: Option<u64>,
+    /// Bytes of the backup's files (`done` only; a backup found on disk: their total now).
+    pub bytes: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// One backup this server ran.
+struct Run {
+    name: BackupName,
+    path: PathBuf,
+    started_at: Millis,
+    progress: BackupProgress,
+    outcome: Mutex<Option<(Millis, Result<BackedUp, String>)>>,
+}
+
+impl Run {
+    fn status(&self) -> BackupStatus {
+        let outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        let total = self.progress.rows_total();
+        let mut s = BackupStatus {
+            name: self.name.clone(),
+            state: BackupState::Running,
+            path: self.path.display().to_string(),
+            started_at: Some(self.started_at),
+            finished_at: None,
+            rows_total: (total > 0).then_some(total),
+            rows_copied: Some(self.progress.rows_copied()),
+            dedicated_files: None,
+            index_files: None,
+            bytes: None,
+            error: None,
+        };
+        match &*outcome {
+            None => {}
+            Some((at, Ok(done))) => {
+                s.state = BackupState::Done;
+                s.finished_at = Some(*at);
+                s.dedicated_files = Some(done.dedicated_files);
+                s.index_files = Some(done.index_files);
+                s.bytes = Some(done.bytes);
+            }
+            Some((at, Err(e))) => {
+                s.state = BackupState::Failed;
+                s.finished_at = Some(*at);
+                s.error = Some(e.clone());
+            }
+        }
+        s
+    }
+
+    fn running(&self) -> bool {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+}
+
+/// The backups this server ran, by name, and which one runs.
+#[derive(Default)]
+pub(crate) struct Backups {
+    runs: Mutex<BTreeMap<BackupName, Arc<Run>>>,
+}
+
+/// A started backup: run it (on a thread of its own) with [`BackupJob::run`].
+pub struct BackupJob {
+    run: Arc<Run>,
+    actor: String,
+    request_id: Option<String>,
+}
+
+/// Checks a backup's name: one path component of its own, never a partial directory's.
+fn backup_name(name: &str) -> Result<BackupName, EngineError> {
+    let parsed = BackupName::parse(name)?;
+    if name == "." || name == ".." || name.ends_with(PARTIAL_SUFFIX) {
+        return Err(EngineError::BadRequest(format!(
+            "name: {name:?} is reserved; pick another"
+        )));
+    }
+    Ok(parsed)
+}
+
+/// A name from the time, for a backup started without one: `2026-12-03T12-30-05.123Z`.
+fn name_from_time(at: Millis) -> BackupName {
+    let secs = at.div_euclid(1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    let text = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}-{:02}-{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        at.rem_euclid(1000)
+    );
+    BackupName::parse(text).expect("invariant: a time's text is a valid name")
+}
+
+/// The civil date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn not_found() -> EngineError {
+    EngineError::NotFound
+}
+
+impl Engine {
+    /// Starts a backup of the whole data directory into `dir/<name>` (`name` absent: the
+    /// time). One runs at a time: another while it runs, or a name already taken (a backup,
+    /// or a partial one a crash left), is `IdConflict`. Returns its status, and the job to
+    /// run; nothing is copied until [`BackupJob::run`].
+    pub fn start_backup(
+        &self,
+        op: &OperatorScope,
+        dir: &Path,
+        name: Option<&str>,
+    ) -> Result<(BackupStatus, BackupJob), EngineError> {
+        let started_at = now_millis();
+        let name = match name {
+            Some(n) => backup_name(n)?,
+            None => name_from_time(started_at),
+        };
+        let path = dir.join(name.as_str());
+        let mut runs = self.backups.runs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = runs.values().find(|r| r.running()) {
+            return Err(EngineError::IdConflict(format!(
+                "backup {} is running; one runs at a time",
+                running.name
+            )));
+        }
+        for taken in [path.clone(), partial_dir_of(&path)] {
+            if taken.exists() || runs.contains_key(&name) {
+                return Err(EngineError::IdConflict(format!(
+                    "backup {name}: {} already exists; pick another name",
+                    taken.display()
+                )));
+            }
+        }
+        let run = Arc::new(Run {
+            name: name.clone(),
+            path,
+            started_at,
+            progress: BackupProgress::default(),
+            outcome: Mutex::new(None),
+        });
+        if runs.len() >= KEPT_RUNS
+            && let Some(oldest) = runs
+                .values()
+                .min_by_key(|r| r.started_at)
+                .map(|r| r.name.clone())
+        {
+            runs.remove(&oldest);
+        }
+        runs.insert(name, Arc::clone(&run));
+        drop(runs);
+        Ok((
+            run.status(),
+            BackupJob {
+                run,
+                actor: op.actor().to_owned(),
+                request_id: op.context().request_id.clone(),
+            },
+        ))
+    }
+
+    /// A backup's status: one this server ran (running or ended), else one found complete
+    /// in `dir` (a partial directory is not a backup: `NotFound`).
+    pub fn backup_status(
+        &self,
+        _op: &OperatorScope,
+        dir: &Path,
+        name: &str,
+    ) -> Result<BackupStatus, EngineError> {
+        let name = backup_name(name).map_err(|_| not_found())?;
+        if let Some(run) = self
+            .backups
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name)
+        {
+            return Ok(run.status());
+        }
+        let path = dir.join(name.as_str());
+        if !path.join(crate::DB_FILE).is_file() {
+            return Err(not_found());
+        }
+        Ok(BackupStatus {
+            name,
+            state: BackupState::Done,
+            path: path.display().to_string(),
+            started_at: None,
+            finished_at: None,
+            rows_total: None,
+            rows_copied: None,
+            dedicated_files: None,
+            index_files: None,
+            bytes: Some(bytes_under(&path)),
+            error: None,
+        })
+    }
+}
+
+/// Bytes of the files under `dir`, what can be read of them.
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => bytes_under(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+impl std::fmt::Debug for BackupJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupJob")
+            .field("name", &self.run.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BackupJob {
+    /// Copies the data directory (see the module's documentation) and records the outcome,
+    /// in the status and in the server's audit log (`backup.create`). Returns the status
+    /// at its end; a failure is in it, not an error.
+    pub fn run(self, engine: &Engine) -> BackupStatus {
+        let run = &self.run;
+        let outcome = engine
+            .store
+            .backup(&run.path, &run.progress)
+            .map_err(|e| e.to_string());
+        if let Err(e) = &outcome {
+            tracing::warn!(backup = %run.name, error = %e, "backup failed");
+        }
+        let event = AuditEvent {
+            tenant: None,
+            actor: self.actor.clone(),
+            action: "backup.create".into(),
+            outcome: if outcome.is_ok() { "ok" } else { "error" }.into(),
+            client: None,
+            request_id: self.request_id.clone(),
+            detail: json!({
+                "name": run.name.as_str(),
+                "path": run.path.display().to_string(),
+                "error": outcome.as_ref().err(),
+            }),
+        };
+        *run.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some((now_millis(), outcome));
+        if let Err(e) = engine.record_audit(event) {
+            tracing::warn!(backup = %run.name, error = %e, "backup: its audit row was not written");
+        }
+        run.status()
+    }
+
+    pub fn name(&self) -> &BackupName {
+        &self.run.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AuditQuery;
+
+    /// One backup at a time; a name is used once; the status follows the run, is answered
+    /// from the directory by a server that did not run it, and the run is audited.
+    #[test]
+    fn backups_run_one_at_a_time_under_names_used_once() {
+        let (dir, engine, _scope) = crate::test_support::engine_with_tenant("acme");
+        let op = OperatorScope::for_tests();
+        let backups = dir.path().join("backups");
+        let (status, job) = engine.start_backup(&op, &backups, Some("b1")).unwrap();
+        assert_eq!(status.state, BackupState::Running);
+        let busy = engine.start_backup(&op, &backups, Some("b2"));
+        assert!(
+            matches!(&busy, Err(EngineError::IdConflict(m)) if m.contains("b1 is running")),
+            "{busy:?}"
+        );
+        let done = job.run(&engine);
+        assert_eq!(done.state, BackupState::Done, "{done:?}");
+        assert_eq!(done.rows_copied, done.rows_total);
+        assert!(done.bytes.unwrap() > 0);
+        assert_eq!(engine.backup_status(&op, &backups, "b1").unwrap(), done);
+        let again = engine.start_backup(&op, &backups, Some("b1"));
+        assert!(
+            matches!(again, Err(EngineError::IdConflict(_))),
+            "{again:?}"
+        );
+        assert!(matches!(
+            engine.start_backup(&op, &backups, Some("x.partial")),
+            Err(EngineError::BadRequest(_))
+        ));
+        assert!(matches!(
+            engine.backup_status(&op, &backups, "never"),
+            Err(EngineError::NotFound)
+        ));
+        // Without a name: the time's.
+        let (unnamed, job) = engine.start_backup(&op, &backups, None).unwrap();
+        assert!(unnamed.name.as_str().ends_with('Z'), "{:?}", unnamed.name);
+        assert_eq!(job.run(&engine).state, BackupState::Done);
+
+        let rows = engine
+            .audit_rows(
+                &op,
+                &AuditQuery {
+                    action: Some("backup.create".into()),
+                    ..AuditQuery::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows.iter().all(|r| r.outcome == "ok" && r.tenant.is_none()));
+        drop(engine);
+
+        // Another server on the same directories knows b1 from its directory only.
+        let engine = Engine::open(dir.path(), crate::EngineConfig::default()).unwrap();
+        let found = engine.backup_status(&op, &backups, "b1").unwrap();
+        assert_eq!((found.state, found.started_at), (BackupState::Done, None));
+        drop(engine);
+        // And the backup is a data directory a server starts on.
+        let restored = Engine::open(&backups.join("b1"), crate::EngineConfig::default()).unwrap();
+        let acme = TenantId::parse("acme").unwrap();
+        assert!(restored.tenant_meta(&acme).is_ok());
+    }
+
+    #[test]
+    fn a_time_names_a_backup_in_utc() {
+        assert_eq!(name_from_time(0).as_str(), "1970-01-01T00-00-00.000Z");
+        assert_eq!(
+            name_from_time(1_796_300_405_123).as_str(),
+            "2026-12-03T12-20-05.123Z"
+        );
+        assert_eq!(
+            name_from_time(951_782_400_000).as_str(),
+            "2000-02-29T00-00-00.000Z"
+        );
+    }
+
+    #[test]
+    fn a_backup_name_is_one_plain_path_component() {
+        for bad in ["", ".", "..", "a/b", "x.partial", "a b", &"n".repeat(65)] {
+            assert!(backup_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["nightly", "2026-12-03", "v1.2_b"] {
+            assert_eq!(backup_name(good).unwrap().as_str(), good);
+        }
+    }
+}

@@ -1,0 +1,142 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::*;
+use crate::{Reads, TenantKey};
+use strata_types::TenantId;
+
+fn tenant(store: &Store, id: &str) -> TenantKey {
+    store
+        .write(|w| {
+            w.create_tenant(&TenantId::parse(id).unwrap(), 0, Default::default())
+                .map(|m| m.key)
+        })
+        .unwrap()
+}
+
+fn put(store: &Store, t: TenantKey, name: &str, v: &[u8]) {
+    let ((), pending) = store
+        .write_pending_for(t, |w| w.put_blob(t, name, v))
+        .unwrap();
+    pending.wait_durable().unwrap();
+}
+
+fn blob(store: &Store, t: TenantKey, name: &str) -> Option<Vec<u8>> {
+    store.read().unwrap().blob(t, name).unwrap()
+}
+
+/// The backup of a store that two writers keep writing to (one tenant in the main file, one
+/// in its own) opens as a data directory holding every write acknowledged before it began,
+/// the dedicated tenant's file and the derived files included.
+#[test]
+fn a_backup_taken_while_writing_holds_every_write_acknowledged_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("strata.redb")).unwrap());
+    let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+    store.route_dedicated(store.create_dedicated(b).unwrap());
+    store
+        .write_derived(a, "graph-1", |w| w.write_all(b"graph bytes"))
+        .unwrap();
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, acknowledged, stop) = (store.clone(), acknowledged.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) || i < 200 {
+                for t in [a, b] {
+                    put(&store, t, &format!("k{i:06}"), &i.to_le_bytes());
+                }
+                acknowledged.store(i + 1, Ordering::Release);
+                i += 1;
+            }
+        })
+    };
+    while acknowledged.load(Ordering::Acquire) < 100 {
+        std::thread::yield_now();
+    }
+    let before = acknowledged.load(Ordering::Acquire);
+    let dest = dir.path().join("backups").join("first");
+    let progress = BackupProgress::default();
+    let done = store.backup(&dest, &progress).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+
+    assert_eq!(done.dedicated_files, 1);
+    assert_eq!(done.index_files, 1);
+    assert_eq!(progress.rows_copied(), progress.rows_total());
+    assert_eq!(done.rows, progress.rows_total());
+    assert!(done.bytes > 0);
+    assert!(!partial_dir_of(&dest).exists());
+    assert_eq!(
+        std::fs::read(
+            dest.join(DERIVED_DIR)
+                .join(format!("{:016x}", a.raw()))
+                .join("graph-1")
+        )
+        .unwrap(),
+        b"graph bytes"
+    );
+
+    let restored = Store::open(&dest.join("strata.redb")).unwrap();
+    restored.attach_dedicated(b).unwrap();
+    for i in 0..before {
+        for t in [a, b] {
+            assert_eq!(
+                blob(&restored, t, &format!("k{i:06}")),
+                Some(i.to_le_bytes().to_vec()),
+                "write {i} of tenant {t:?}, acknowledged before the backup began"
+            );
+        }
+    }
+    // Nothing of the dedicated tenant in the main file, as in the live directory.
+    assert_eq!(restored.main_keys(b).unwrap(), 0);
+    // The live store goes on.
+    put(&store, a, "after", b"1");
+    assert_eq!(blob(&store, a, "after"), Some(b"1".to_vec()));
+}
+
+/// A backup never writes over an existing directory, whole or partial, and leaves it as it was.
+#[test]
+fn a_backup_refuses_a_destination_that_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("strata.redb")).unwrap();
+    let dest = dir.path().join("taken");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("mine"), b"keep").unwrap();
+    let err = store.backup(&dest, &BackupProgress::default()).unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert_eq!(std::fs::read(dest.join("mine")).unwrap(), b"keep");
+
+    let dest = dir.path().join("cut-short");
+    std::fs::create_dir(partial_dir_of(&dest)).unwrap();
+    let err = store.backup(&dest, &BackupProgress::default()).unwrap_err();
+    assert!(err.to_string().contains(".partial"), "{err}");
+    assert!(partial_dir_of(&dest).exists() && !dest.exists());
+}
+
+/// A copy that fails part-way (here a derived file that cannot be read, after the databases
+/// were copied) removes its partial directory and leaves nothing under the backup's name.
+#[test]
+fn a_failed_backup_leaves_nothing_under_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("strata.redb")).unwrap();
+    let a = tenant(&store, "a");
+    store
+        .write_derived(a, "graph-1", |w| w.write_all(b"graph bytes"))
+        .unwrap();
+    let unreadable = dir
+        .path()
+        .join(DERIVED_DIR)
+        .join(format!("{:016x}", a.raw()))
+        .join("graph-2");
+    std::fs::create_dir(&unreadable).unwrap();
+    let dest = dir.path().join("b1");
+    let err = store.backup(&dest, &BackupProgress::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    assert!(!dest.exists() && !partial_dir_of(&dest).exists());
+
+    std::fs::remove_dir(&unreadable).unwrap();
+    store.backup(&dest, &BackupProgress::default()).unwrap();
+    assert!(dest.join("strata.redb").exists());
+}

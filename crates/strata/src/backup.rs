@@ -1,0 +1,95 @@
+//! `strata backup`: an online backup of a running server's whole data directory, followed on
+//! a progress line until it ends, so a script gets an exit status that says how it ended.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::client::{Client, segment};
+use crate::progress::Progress;
+
+/// How often a followed backup's status is read.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// Starts a backup (named `name`, else by the server from the time), follows it to its end and
+/// returns its final status; with `detach`, returns its status once started. Fails when the
+/// backup failed, with the server's reason.
+pub async fn backup(client: &Client, name: Option<String>, detach: bool) -> anyhow::Result<Value> {
+    let mut body = json!({});
+    if let Some(n) = name {
+        body["name"] = json!(n);
+    }
+    let res = client
+        .send(
+            client
+                .request(Method::POST, "/v1/admin/backups")
+                .json(&body),
+        )
+        .await?;
+    let started = res.status() == StatusCode::ACCEPTED;
+    let status: Value = res.json().await.context("reading the backup's status")?;
+    if !started || detach {
+        return ended(status);
+    }
+    let path = format!(
+        "/v1/admin/backups/{}",
+        segment(status["name"].as_str().unwrap_or_default())
+    );
+    eprintln!("backing up into {}", status["path"].as_str().unwrap_or("?"));
+    let mut progress = Progress::stderr();
+    loop {
+        let status = client.call(Method::GET, &path, None).await?;
+        if status["state"] != "running" {
+            progress.finish();
+            return ended(status);
+        }
+        progress.show(&progress_line(&status));
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// A backup's status as the command's outcome: anything but `failed` succeeds.
+fn ended(status: Value) -> anyhow::Result<Value> {
+    if status["state"] == "failed" {
+        bail!(
+            "the backup failed ({}); nothing is left under its name",
+            status["error"].as_str().unwrap_or("see the server's log")
+        );
+    }
+    Ok(status)
+}
+
+fn progress_line(status: &Value) -> String {
+    let copied = status["rows_copied"].as_u64().unwrap_or(0);
+    match status["rows_total"].as_u64() {
+        Some(total) if total > 0 => {
+            let percent = 100.0 * copied as f64 / total as f64;
+            format!("copying {copied} of {total} rows ({percent:.1}%)    ")
+        }
+        _ => "taking the snapshot    ".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_says_how_far_the_copy_is() {
+        let line = progress_line(&json!({"rows_copied": 25, "rows_total": 100}));
+        assert_eq!(line.trim_end(), "copying 25 of 100 rows (25.0%)");
+        assert_eq!(
+            progress_line(&json!({"rows_copied": 0, "rows_total": null})).trim_end(),
+            "taking the snapshot"
+        );
+    }
+
+    #[test]
+    fn a_failed_backup_fails_the_command_with_its_reason() {
+        let err = ended(json!({"state": "failed", "error": "disk full"})).unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert!(ended(json!({"state": "done"})).is_ok());
+    }
+}
