@@ -183,6 +183,11 @@ impl Engine {
         dir: &Path,
         name: Option<&str>,
     ) -> Result<(BackupStatus, BackupJob), EngineError> {
+        if self.migrations.stopping() {
+            return Err(EngineError::ShuttingDown(
+                "the server is shutting down; back up after it restarts".into(),
+            ));
+        }
         let started_at = now_millis();
         let name = match name {
             Some(n) => backup_name(n)?,
@@ -298,9 +303,18 @@ impl BackupJob {
     /// at its end; a failure is in it, not an error.
     pub fn run(self, engine: &Engine) -> BackupStatus {
         let run = &self.run;
+        let stopping = || {
+            if engine.migrations.stopping() {
+                Err(strata_store::StoreError::Engine(
+                    "the server shut down during the backup; take it again once it is back".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        };
         let outcome = engine
             .store
-            .backup(&run.path, &run.progress)
+            .backup(&run.path, &run.progress, &stopping)
             .map_err(|e| e.to_string());
         if let Err(e) = &outcome {
             tracing::warn!(backup = %run.name, error = %e, "backup failed");
@@ -394,6 +408,25 @@ mod tests {
         let restored = Engine::open(&backups.join("b1"), crate::EngineConfig::default()).unwrap();
         let acme = TenantId::parse("acme").unwrap();
         assert!(restored.tenant_meta(&acme).is_ok());
+    }
+
+    /// A shutdown stops a backup at its next chunk (it ends failed, nothing left under its
+    /// name) and refuses new ones.
+    #[test]
+    fn a_shutdown_stops_a_backup_and_refuses_the_next() {
+        let (dir, engine, _scope) = crate::test_support::engine_with_tenant("acme");
+        let op = OperatorScope::for_tests();
+        let backups = dir.path().join("backups");
+        let (_, job) = engine.start_backup(&op, &backups, Some("b1")).unwrap();
+        assert!(engine.stop_migrations(std::time::Duration::ZERO));
+        let ended = job.run(&engine);
+        assert_eq!(ended.state, BackupState::Failed, "{ended:?}");
+        assert!(ended.error.as_deref().unwrap().contains("shut down"), "{ended:?}");
+        assert!(!backups.join("b1").exists() && !backups.join("b1.partial").exists());
+        assert!(matches!(
+            engine.start_backup(&op, &backups, Some("b2")),
+            Err(EngineError::ShuttingDown(_))
+        ));
     }
 
     #[test]

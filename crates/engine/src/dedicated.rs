@@ -539,7 +539,9 @@ impl Engine {
 
     /// Stops data migrations for a server shutdown: each stops at its next chunk (a flip
     /// already under way finishes), leaving its tenant whole where it was and its row saying
-    /// `interrupted`; none starts from now on. Returns whether all had ended within `timeout`.
+    /// `interrupted`; none starts from now on. A backup running stops too, at its next chunk
+    /// (ending `failed`, its partial copy removed), and none starts. Returns whether all
+    /// migrations had ended within `timeout`.
     pub fn stop_migrations(&self, timeout: std::time::Duration) -> bool {
         self.migrations.stopping.store(true, Ordering::SeqCst);
         let deadline = std::time::Instant::now() + timeout;

@@ -97,7 +97,14 @@ impl Store {
     /// Writes a consistent copy of the data directory into `dest`, a directory that must not
     /// exist yet (nor its partial one); its parent is created if missing. See the module's
     /// documentation. Reads and writes go on meanwhile; `progress` counts the rows copied.
-    pub fn backup(&self, dest: &Path, progress: &BackupProgress) -> Result<BackedUp, StoreError> {
+    /// `stop` is asked after each chunk: when it answers an error, the copy stops with it
+    /// (a server shutting down), its partial directory removed.
+    pub fn backup(
+        &self,
+        dest: &Path,
+        progress: &BackupProgress,
+        stop: &dyn Fn() -> Result<(), StoreError>,
+    ) -> Result<BackedUp, StoreError> {
         let partial = partial_dir_of(dest);
         for taken in [dest, partial.as_path()] {
             if taken.exists() {
@@ -112,7 +119,7 @@ impl Store {
         }
         // Created here, so never someone else's directory that the clean-up below removes.
         std::fs::create_dir(&partial).map_err(|e| io(&partial, e))?;
-        match self.backup_into(&partial, progress) {
+        match self.backup_into(&partial, progress, stop) {
             Ok(done) => {
                 std::fs::rename(&partial, dest).map_err(|e| io(dest, e))?;
                 sync_parent(dest)?;
@@ -125,7 +132,12 @@ impl Store {
         }
     }
 
-    fn backup_into(&self, dir: &Path, progress: &BackupProgress) -> Result<BackedUp, StoreError> {
+    fn backup_into(
+        &self,
+        dir: &Path,
+        progress: &BackupProgress,
+        stop: &dyn Fn() -> Result<(), StoreError>,
+    ) -> Result<BackedUp, StoreError> {
         let snapshots = self.backup_snapshots()?;
         let mut total = 0;
         for s in &snapshots {
@@ -145,7 +157,10 @@ impl Store {
             let fresh = Database::builder()
                 .set_cache_size(BACKUP_CACHE_BYTES)
                 .create(&path)?;
-            crate::vacuum::copy_tables(&s.txn, &fresh, &|rows| progress.copied(rows))?;
+            crate::vacuum::copy_tables(&s.txn, &fresh, &|rows| {
+                progress.copied(rows);
+                stop()
+            })?;
             drop(fresh);
             sync_parent(&path)?;
             if s.to.parent().is_some_and(|p| !p.as_os_str().is_empty()) {

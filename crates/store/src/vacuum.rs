@@ -292,7 +292,7 @@ impl Store {
         self.wait_for_writes_under_way()?;
         let src = self.db().begin_read()?;
         let mut fresh = open_database(path, self.cache_bytes())?;
-        copy_tables(&src, &fresh, &|_| {})?;
+        copy_tables(&src, &fresh, &|_| Ok(()))?;
         if let Some(during_copy) = hooks.during_copy.as_mut() {
             during_copy();
         }
@@ -324,7 +324,7 @@ impl Store {
     /// under the caller's lock.
     fn write_new_file(&self, old: &Database, path: &Path) -> Result<Db, StoreError> {
         let mut fresh = open_database(path, self.cache_bytes())?;
-        copy_tables(&old.begin_read()?, &fresh, &|_| {})?;
+        copy_tables(&old.begin_read()?, &fresh, &|_| Ok(()))?;
         compact_new(&mut fresh)?;
         Ok(fresh)
     }
@@ -369,11 +369,11 @@ fn compact_new(fresh: &mut Db) -> Result<(), StoreError> {
 }
 
 /// Copies every table of snapshot `src` into `fresh`, telling `copied` the rows of each
-/// chunk as it commits.
+/// chunk as it commits; an error from `copied` stops the copy with that error.
 pub(crate) fn copy_tables(
     src: &ReadTransaction,
     fresh: &Database,
-    copied: &dyn Fn(u64),
+    copied: &dyn Fn(u64) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     // The tables the main file holds; a file holding any other is refused, as the copy would
     // lose it.
@@ -513,12 +513,12 @@ fn copy_failed(e: StoreError) -> StoreError {
 }
 
 /// Copies table `def` from `src` into `dst`, in durable transactions of about [`CHUNK_BYTES`],
-/// telling `copied` the rows of each as it commits.
+/// telling `copied` the rows of each as it commits (its error stops the copy).
 fn copy_table<K: Key + 'static, V: Value + 'static>(
     src: &ReadTransaction,
     dst: &Database,
     def: TableDefinition<K, V>,
-    copied: &dyn Fn(u64),
+    copied: &dyn Fn(u64) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let from = src.open_table(def)?;
     let mut rows = from.iter()?;
@@ -544,7 +544,7 @@ fn copy_table<K: Key + 'static, V: Value + 'static>(
             }
         }
         txn.commit()?;
-        copied(chunk_rows);
+        copied(chunk_rows)?;
     }
     Ok(())
 }

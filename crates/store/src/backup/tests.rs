@@ -5,6 +5,10 @@ use super::*;
 use crate::{Reads, TenantKey};
 use strata_types::TenantId;
 
+fn go_on() -> Result<(), StoreError> {
+    Ok(())
+}
+
 fn tenant(store: &Store, id: &str) -> TenantKey {
     store
         .write(|w| {
@@ -58,7 +62,7 @@ fn a_backup_taken_while_writing_holds_every_write_acknowledged_before_it() {
     let before = acknowledged.load(Ordering::Acquire);
     let dest = dir.path().join("backups").join("first");
     let progress = BackupProgress::default();
-    let done = store.backup(&dest, &progress).unwrap();
+    let done = store.backup(&dest, &progress, &go_on).unwrap();
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
 
@@ -104,13 +108,17 @@ fn a_backup_refuses_a_destination_that_exists() {
     let dest = dir.path().join("taken");
     std::fs::create_dir(&dest).unwrap();
     std::fs::write(dest.join("mine"), b"keep").unwrap();
-    let err = store.backup(&dest, &BackupProgress::default()).unwrap_err();
+    let err = store
+        .backup(&dest, &BackupProgress::default(), &go_on)
+        .unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
     assert_eq!(std::fs::read(dest.join("mine")).unwrap(), b"keep");
 
     let dest = dir.path().join("cut-short");
     std::fs::create_dir(partial_dir_of(&dest)).unwrap();
-    let err = store.backup(&dest, &BackupProgress::default()).unwrap_err();
+    let err = store
+        .backup(&dest, &BackupProgress::default(), &go_on)
+        .unwrap_err();
     assert!(err.to_string().contains(".partial"), "{err}");
     assert!(partial_dir_of(&dest).exists() && !dest.exists());
 }
@@ -132,11 +140,32 @@ fn a_failed_backup_leaves_nothing_under_its_name() {
         .join("graph-2");
     std::fs::create_dir(&unreadable).unwrap();
     let dest = dir.path().join("b1");
-    let err = store.backup(&dest, &BackupProgress::default()).unwrap_err();
+    let err = store
+        .backup(&dest, &BackupProgress::default(), &go_on)
+        .unwrap_err();
     assert!(matches!(err, StoreError::Io { .. }), "{err}");
     assert!(!dest.exists() && !partial_dir_of(&dest).exists());
 
     std::fs::remove_dir(&unreadable).unwrap();
-    store.backup(&dest, &BackupProgress::default()).unwrap();
+    store
+        .backup(&dest, &BackupProgress::default(), &go_on)
+        .unwrap();
     assert!(dest.join("strata.redb").exists());
+}
+
+/// A copy told to stop (a server shutting down) ends with that error at its next chunk and
+/// leaves nothing under its name.
+#[test]
+fn a_backup_told_to_stop_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("strata.redb")).unwrap();
+    tenant(&store, "a");
+    let dest = dir.path().join("stopped");
+    let err = store
+        .backup(&dest, &BackupProgress::default(), &|| {
+            Err(StoreError::Engine("shutting down".into()))
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("shutting down"), "{err}");
+    assert!(!dest.exists() && !partial_dir_of(&dest).exists());
 }
