@@ -421,7 +421,10 @@ mod tests {
         assert!(engine.stop_migrations(std::time::Duration::ZERO));
         let ended = job.run(&engine);
         assert_eq!(ended.state, BackupState::Failed, "{ended:?}");
-        assert!(ended.error.as_deref().unwrap().contains("shut down"), "{ended:?}");
+        assert!(
+            ended.error.as_deref().unwrap().contains("shut down"),
+            "{ended:?}"
+        );
         assert!(!backups.join("b1").exists() && !backups.join("b1.partial").exists());
         assert!(matches!(
             engine.start_backup(&op, &backups, Some("b2")),

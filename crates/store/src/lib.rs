@@ -95,4 +95,26 @@ pub(crate) mod test_tenant {
             .key;
         (dir, store, t)
     }
+
+    /// Registers tenant `id`; its storage key.
+    pub(crate) fn tenant(store: &Store, id: &str) -> TenantKey {
+        store
+            .write(|w| {
+                w.create_tenant(
+                    &strata_types::TenantId::parse(id).unwrap(),
+                    0,
+                    Default::default(),
+                )
+                .map(|m| m.key)
+            })
+            .unwrap()
+    }
+
+    /// Writes blob `name` of tenant `t` (in whichever file holds it) and waits until durable.
+    pub(crate) fn put(store: &Store, t: TenantKey, name: &str, v: &[u8]) {
+        let ((), pending) = store
+            .write_pending_for(t, |w| w.put_blob(t, name, v))
+            .unwrap();
+        pending.wait_durable().unwrap();
+    }
 }

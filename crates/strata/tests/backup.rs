@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -149,16 +148,11 @@ fn the_cli_follows_a_backup_and_fails_with_the_servers_reason() {
     let key = tenant_with_key(&server, "acme");
     write(&server, &key, "r1");
     let strata = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(args)
-            .args(["--server", &server.url])
-            .env("STRATA_KEY", OPERATOR_KEY)
-            .output()
-            .expect("run strata");
+        let (ok, stdout, stderr) = common::operator_cli(&server, args);
         (
-            out.status.success(),
-            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+            ok,
+            serde_json::from_str::<Value>(&stdout).unwrap_or(Value::Null),
+            stderr,
         )
     };
     let (ok, v, err) = strata(&["backup", "--name", "nightly"]);

@@ -9,16 +9,9 @@ use common::{OPERATOR_KEY, Server};
 use serde_json::Value;
 
 fn strata(server: &Server, args: &[&str]) -> (bool, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .args(["--server", &server.url])
-        .env("STRATA_KEY", OPERATOR_KEY)
-        .output()
-        .expect("run strata");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (ok, stdout, stderr) = common::operator_cli(server, args);
     (
-        out.status.success(),
+        ok,
         serde_json::from_str(&stdout).unwrap_or(Value::Null),
         stderr,
     )

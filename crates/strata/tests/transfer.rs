@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{OPERATOR_KEY, Server, code};
+use common::{OPERATOR_KEY, Server, code, operator_cli};
 use serde_json::{Value, json};
 
 const ALL: &[&str] = &["read", "write", "admin", "all_principals"];
@@ -206,33 +206,19 @@ fn a_bad_line_is_refused_by_number_and_leaves_nothing() {
     );
 }
 
-fn strata(server: &Server, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .args(["--server", &server.url])
-        .env("STRATA_KEY", OPERATOR_KEY)
-        .output()
-        .expect("run strata");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn cli_export_and_import_round_trip() {
     let server = Server::start();
     let key = seed(&server, "acme");
     let file = server.dir.path().join("acme.ndjson");
     let path = file.to_str().expect("utf-8 path");
-    let (ok, _, err) = strata(&server, &["tenant", "export", "acme", "-o", path]);
+    let (ok, _, err) = operator_cli(&server, &["tenant", "export", "acme", "-o", path]);
     assert!(ok, "{err}");
     // Written aside and renamed over the file: no temporary is left.
     assert!(!server.dir.path().join("acme.ndjson.partial").exists());
     // A tenant that does not exist: no file at all.
     let none = server.dir.path().join("nobody.ndjson");
-    let (ok, _, refused) = strata(
+    let (ok, _, refused) = operator_cli(
         &server,
         &["tenant", "export", "nobody", "-o", none.to_str().unwrap()],
     );
@@ -255,7 +241,7 @@ fn cli_export_and_import_round_trip() {
     assert!(err.contains(&format!("({records} records)")), "{err}");
     // Not a terminal: no progress bar escape codes.
     assert!(!err.contains('\u{1b}'), "{err:?}");
-    let (ok, out, err) = strata(&server, &["tenant", "import", "acme-cli", path]);
+    let (ok, out, err) = operator_cli(&server, &["tenant", "import", "acme-cli", path]);
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(&out).expect("json answer");
     assert_eq!(v["usage"]["records"], 61, "{v}");
@@ -264,7 +250,7 @@ fn cli_export_and_import_round_trip() {
     assert_eq!(results(&server, &copy), results(&server, &key));
     // Export to stdout is the same export (the audit log, and the end line's count of it,
     // have grown by the first export).
-    let (ok, out, err) = strata(&server, &["tenant", "export", "acme"]);
+    let (ok, out, err) = operator_cli(&server, &["tenant", "export", "acme"]);
     assert!(ok, "{err}");
     let data = |s: &str| {
         s.lines()
@@ -281,7 +267,7 @@ fn cli_export_and_import_round_trip() {
         first.lines().count() + 1,
         "one more audit row: the first export"
     );
-    let (ok, _, err) = strata(&server, &["tenant", "import", "acme-cli", path]);
+    let (ok, _, err) = operator_cli(&server, &["tenant", "import", "acme-cli", path]);
     assert!(!ok && err.contains("CONFLICT"), "{err}");
     // `-` reads the export from standard input.
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
@@ -306,7 +292,7 @@ fn cli_export_and_import_round_trip() {
     assert_eq!(results(&server, &piped), results(&server, &key));
     // A directory is named as such, not reported as a server that cannot be reached.
     let dir = server.dir.path().to_str().expect("utf-8 path");
-    let (ok, _, err) = strata(&server, &["tenant", "import", "acme-dir", dir]);
+    let (ok, _, err) = operator_cli(&server, &["tenant", "import", "acme-dir", dir]);
     assert!(!ok && err.contains("is a directory"), "{err}");
     assert!(!err.contains("cannot reach"), "{err}");
 }

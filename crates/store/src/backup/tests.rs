@@ -2,27 +2,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::*;
+use crate::test_tenant::{put, tenant};
 use crate::{Reads, TenantKey};
-use strata_types::TenantId;
 
 fn go_on() -> Result<(), StoreError> {
     Ok(())
-}
-
-fn tenant(store: &Store, id: &str) -> TenantKey {
-    store
-        .write(|w| {
-            w.create_tenant(&TenantId::parse(id).unwrap(), 0, Default::default())
-                .map(|m| m.key)
-        })
-        .unwrap()
-}
-
-fn put(store: &Store, t: TenantKey, name: &str, v: &[u8]) {
-    let ((), pending) = store
-        .write_pending_for(t, |w| w.put_blob(t, name, v))
-        .unwrap();
-    pending.wait_durable().unwrap();
 }
 
 fn blob(store: &Store, t: TenantKey, name: &str) -> Option<Vec<u8>> {

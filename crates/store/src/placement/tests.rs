@@ -2,21 +2,7 @@ use super::*;
 use crate::Reads;
 use strata_types::TenantId;
 
-fn tenant(store: &Store, id: &str) -> TenantKey {
-    store
-        .write(|w| {
-            w.create_tenant(&TenantId::parse(id).unwrap(), 0, Default::default())
-                .map(|m| m.key)
-        })
-        .unwrap()
-}
-
-fn put(store: &Store, t: TenantKey, name: &str, v: &[u8]) {
-    let ((), pending) = store
-        .write_pending_for(t, |w| w.put_blob(t, name, v))
-        .unwrap();
-    pending.wait_durable().unwrap();
-}
+use crate::test_tenant::{put, tenant};
 
 fn blobs(store: &Store, t: TenantKey) -> Vec<(String, Vec<u8>)> {
     store.read().unwrap().blobs_named(t, "").unwrap()

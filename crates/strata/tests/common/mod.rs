@@ -458,6 +458,22 @@ fn spawn(dir: &std::path::Path, limits: Option<&str>, env: &[(String, String)]) 
     }
 }
 
+/// Runs the CLI against `server` with the operator key: whether it succeeded, its stdout and
+/// its stderr.
+pub fn operator_cli(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .args(["--server", &server.url])
+        .env("STRATA_KEY", OPERATOR_KEY)
+        .output()
+        .expect("run strata");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The repository's model directory (filled by `scripts/fetch-model.sh`).
 pub fn model_dir() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/all-MiniLM-L6-v2").to_owned()
