@@ -916,7 +916,7 @@ fn replaced_during_import(id: &TenantId) -> EngineError {
 /// [`strata_types::MAX_RECORD_TIME`] (writes hold to it too). Any other would be refused by the
 /// search image that holds it (which is then rebuilt at every load) or misordered by the
 /// timestamp columns.
-fn check_record_times(r: &strata_types::Record) -> Result<(), EngineError> {
+pub(crate) fn check_record_times(r: &strata_types::Record) -> Result<(), EngineError> {
     let times = [
         ("created_at", Some(r.created_at)),
         ("updated_at", Some(r.updated_at)),

@@ -197,6 +197,15 @@ fn verify(
     let mut recount = Usage::default();
     for rec in r.stored_records(key, None)? {
         let Ok(rec) = rec else { continue }; // reported by the key check
+        // Writes refuse such times now; a record stored before they did would make the
+        // tenant's export refused by import.
+        if let Err(e) = crate::transfer::check_record_times(&rec) {
+            report.warnings.push(format!(
+                "record {}: {e}; the tenant's export would not import until the record is \
+                 patched or deleted",
+                rec.id
+            ));
+        }
         recount.records += 1;
         recount.vectors += u64::from(rec.vector.is_some());
         recount.storage_bytes += lifecycle::record_bytes(&rec);
@@ -450,5 +459,46 @@ mod tests {
         assert!(report.problems.iter().any(|p| p.contains("usage counters")));
         assert!(report.problems.iter().any(|p| p.contains("stray")));
         assert_eq!(report.warnings.len(), 1, "{report:?}");
+    }
+
+    /// A record stored before writes refused an `expires_at` past 2^53 is pointed out: the
+    /// tenant's export would be refused by import.
+    #[test]
+    fn a_record_whose_export_would_not_import_is_a_warning() {
+        let (_dir, engine, scope) = crate::test_support::engine_with_tenant("acme");
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        engine
+            .put(
+                &scope,
+                &RequestScope::default(),
+                vec![NewRecord {
+                    id: Some(RecordId::parse("late").unwrap()),
+                    content: Some("a note".into()),
+                    ..Default::default()
+                }],
+            )
+            .unwrap();
+        assert!(engine.verify_tenant(&op, &id).unwrap().warnings.is_empty());
+        let r = engine.store.read().unwrap();
+        let mut rec =
+            strata_store::Reads::record(&r, scope.key(), &RecordId::parse("late").unwrap())
+                .unwrap()
+                .unwrap();
+        drop(r);
+        rec.expires_at = Some(strata_types::MAX_RECORD_TIME + 1);
+        engine
+            .store
+            .write(|w| w.put_record(scope.key(), &rec).map(drop))
+            .unwrap();
+        let report = engine.verify_tenant(&op, &id).unwrap();
+        assert!(report.ok, "{report:?}");
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("record late: expires_at") && w.contains("would not import")),
+            "{report:?}"
+        );
     }
 }
