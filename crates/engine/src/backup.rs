@@ -108,6 +108,14 @@ impl Run {
         s
     }
 
+    /// Whether it ended done: a failed one left nothing, and its name may be used again.
+    fn ended_well(&self) -> bool {
+        matches!(
+            &*self.outcome.lock().unwrap_or_else(|e| e.into_inner()),
+            Some((_, Ok(_)))
+        )
+    }
+
     fn running(&self) -> bool {
         self.outcome
             .lock()
@@ -168,6 +176,43 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// Refuses a backup directory inside the data directory: the server's start-up would take a
+/// backup under `tenants/` for an orphan tenant's file and delete it, and a copy of the data
+/// directory would copy the backups too.
+pub fn check_backup_dir(dir: &Path, data_dir: &Path) -> Result<(), EngineError> {
+    let data = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    // The deepest part of `dir` that exists, resolved (symbolic links, `..`), and the rest.
+    let mut existing = dir;
+    let mut rest = Vec::new();
+    while existing.symlink_metadata().is_err() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let base = if existing.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        existing
+    };
+    let mut resolved = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
+    resolved.extend(rest.iter().rev());
+    if resolved.starts_with(&data) {
+        return Err(EngineError::IdConflict(format!(
+            "the backup directory {} is inside the data directory {}; set server.backup_dir \
+             outside it (best on another disk)",
+            dir.display(),
+            data_dir.display()
+        )));
+    }
+    Ok(())
+}
+
 fn not_found() -> EngineError {
     EngineError::NotFound
 }
@@ -201,14 +246,20 @@ impl Engine {
                 running.name
             )));
         }
+        if runs.get(&name).is_some_and(|r| r.ended_well()) {
+            return Err(EngineError::IdConflict(format!(
+                "backup {name} was taken already; pick another name"
+            )));
+        }
         for taken in [path.clone(), partial_dir_of(&path)] {
-            if taken.exists() || runs.contains_key(&name) {
+            if taken.symlink_metadata().is_ok() {
                 return Err(EngineError::IdConflict(format!(
                     "backup {name}: {} already exists; pick another name",
                     taken.display()
                 )));
             }
         }
+        check_backup_dir(dir, self.store.data_dir())?;
         let run = Arc::new(Run {
             name: name.clone(),
             path,
@@ -355,7 +406,8 @@ mod tests {
     fn backups_run_one_at_a_time_under_names_used_once() {
         let (dir, engine, _scope) = crate::test_support::engine_with_tenant("acme");
         let op = OperatorScope::for_tests();
-        let backups = dir.path().join("backups");
+        let outside = tempfile::tempdir().unwrap();
+        let backups = outside.path().join("backups");
         let (status, job) = engine.start_backup(&op, &backups, Some("b1")).unwrap();
         assert_eq!(status.state, BackupState::Running);
         let busy = engine.start_backup(&op, &backups, Some("b2"));
@@ -414,9 +466,10 @@ mod tests {
     /// name) and refuses new ones.
     #[test]
     fn a_shutdown_stops_a_backup_and_refuses_the_next() {
-        let (dir, engine, _scope) = crate::test_support::engine_with_tenant("acme");
+        let (_dir, engine, _scope) = crate::test_support::engine_with_tenant("acme");
         let op = OperatorScope::for_tests();
-        let backups = dir.path().join("backups");
+        let outside = tempfile::tempdir().unwrap();
+        let backups = outside.path().join("backups");
         let (_, job) = engine.start_backup(&op, &backups, Some("b1")).unwrap();
         assert!(engine.stop_migrations(std::time::Duration::ZERO));
         let ended = job.run(&engine);
@@ -430,6 +483,34 @@ mod tests {
             engine.start_backup(&op, &backups, Some("b2")),
             Err(EngineError::ShuttingDown(_))
         ));
+    }
+
+    /// A failed backup's name may be used again; a backup directory inside the data
+    /// directory is refused, however it is spelled.
+    #[test]
+    fn a_failed_name_is_free_and_the_data_directory_is_no_place_for_backups() {
+        let (dir, engine, _scope) = crate::test_support::engine_with_tenant("acme");
+        let op = OperatorScope::for_tests();
+        let outside = tempfile::tempdir().unwrap();
+        let backups = outside.path().join("backups");
+        let (_, job) = engine.start_backup(&op, &backups, Some("b1")).unwrap();
+        let run = Arc::clone(&job.run);
+        drop(job);
+        *run.outcome.lock().unwrap() = Some((now_millis(), Err("disk full".into())));
+        let (_, job) = engine.start_backup(&op, &backups, Some("b1")).unwrap();
+        assert_eq!(job.run(&engine).state, BackupState::Done);
+
+        for inside in [
+            dir.path().to_path_buf(),
+            dir.path().join("tenants"),
+            dir.path().join("x").join("..").join("indexes").join("deep"),
+        ] {
+            let refused = engine.start_backup(&op, &inside, Some("b2"));
+            assert!(
+                matches!(&refused, Err(EngineError::IdConflict(m)) if m.contains("inside the data directory")),
+                "{inside:?}: {refused:?}"
+            );
+        }
     }
 
     #[test]

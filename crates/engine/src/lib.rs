@@ -119,7 +119,7 @@ pub use admission::Admission;
 pub use audit::{
     AuditCursor, AuditEvent, AuditQuery, AuditRow, DEFAULT_AUDIT_ROWS, ImportedFrom, MAX_AUDIT_ROWS,
 };
-pub use backup::{BackupJob, BackupState, BackupStatus};
+pub use backup::{BackupJob, BackupState, BackupStatus, check_backup_dir};
 pub use collection_delete::PendingCollectionDelete;
 pub use collections::CollectionSpec;
 pub use config::{DefaultCollection, EngineConfig};

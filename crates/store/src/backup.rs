@@ -10,14 +10,20 @@
 //! it began always is). The snapshots hold their pages, so a busy server's files grow by what
 //! it writes meanwhile, until the backup ends.
 //!
-//! Derived index files (`indexes/`) are copied afterwards as they are: they are never changed
-//! in place, and one that is missing or does not match the row naming it only makes the
-//! restored server rebuild that index.
+//! Derived index files (`indexes/`) are taken right after the snapshots, before the rows are
+//! copied, while the rows name them: hard-linked when the backup is on the same file system
+//! (they are never changed in place, only replaced), else copied. One that is missing or does
+//! not match the row naming it only makes the restored server rebuild that index.
 //!
-//! The copy is written under `<destination>.partial` and renamed to the destination once every
-//! file and directory is durable, so a directory with the destination's name is always a whole
-//! backup; a failed copy removes its partial directory, and one a crash cut short is left for
-//! the operator (its name says what it is). Restoring is starting a server on the directory.
+//! The copy is written under `<destination>.partial` (readable by the server's user only) and
+//! renamed to the destination once every file and directory is durable, so a directory with
+//! the destination's name is always a whole backup; a failed copy removes its partial
+//! directory, and one a crash cut short is left for the operator (its name says what it is).
+//! Restoring is starting a server on the directory.
+//!
+//! A tenant purged moments before may still have its file or rows in the snapshots (their
+//! erasure runs after the purge's commit); nothing names them, and the restored server erases
+//! them at its start, as a crash at that instant would have it do.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,10 +101,11 @@ struct Snapshot {
 
 impl Store {
     /// Writes a consistent copy of the data directory into `dest`, a directory that must not
-    /// exist yet (nor its partial one); its parent is created if missing. See the module's
-    /// documentation. Reads and writes go on meanwhile; `progress` counts the rows copied.
-    /// `stop` is asked after each chunk: when it answers an error, the copy stops with it
-    /// (a server shutting down), its partial directory removed.
+    /// exist yet (nor its partial one); its missing ancestors are created (and made durable).
+    /// See the module's documentation. Reads and writes go on meanwhile; `progress` counts the
+    /// rows copied. `stop` is asked between steps (each chunk of rows, each index file and
+    /// each 8 MiB of one): when it answers an error, the copy stops with it (a server shutting
+    /// down), its partial directory removed.
     pub fn backup(
         &self,
         dest: &Path,
@@ -107,7 +114,7 @@ impl Store {
     ) -> Result<BackedUp, StoreError> {
         let partial = partial_dir_of(dest);
         for taken in [dest, partial.as_path()] {
-            if taken.exists() {
+            if taken.symlink_metadata().is_ok() {
                 return Err(io(
                     taken,
                     std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists"),
@@ -115,21 +122,28 @@ impl Store {
             }
         }
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+            create_dir_all_durably(parent)?;
         }
-        // Created here, so never someone else's directory that the clean-up below removes.
-        std::fs::create_dir(&partial).map_err(|e| io(&partial, e))?;
-        match self.backup_into(&partial, progress, stop) {
-            Ok(done) => {
-                std::fs::rename(&partial, dest).map_err(|e| io(dest, e))?;
-                sync_parent(dest)?;
-                Ok(done)
-            }
+        // Created here, so never someone else's directory that the clean-up below removes;
+        // readable by the server's user only, as the tenants' data in it is.
+        private_dir(&partial)?;
+        let done = match self.backup_into(&partial, progress, stop) {
+            Ok(done) => done,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&partial);
-                Err(e)
+                return Err(e);
             }
+        };
+        if let Err(e) = std::fs::rename(&partial, dest) {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(io(dest, e));
         }
+        // The backup is whole under its name from here on: a failed sync of its name is told,
+        // not a failure (the rename reaches the disk with the file system's next commit).
+        if let Err(e) = sync_parent(dest) {
+            tracing::warn!(backup = %dest.display(), error = %e, "backup: syncing its name failed");
+        }
+        Ok(done)
     }
 
     fn backup_into(
@@ -139,6 +153,10 @@ impl Store {
         stop: &dyn Fn() -> Result<(), StoreError>,
     ) -> Result<BackedUp, StoreError> {
         let snapshots = self.backup_snapshots()?;
+        // The index files first, while the rows of the snapshots name them: an index save or
+        // a collection's delete removes the files its rows no longer name.
+        let index_files =
+            copy_derived(&self.placement.derived_root(), &dir.join(DERIVED_DIR), stop)?;
         let mut total = 0;
         for s in &snapshots {
             total += rows_of(&s.txn)?;
@@ -147,6 +165,7 @@ impl Store {
         let mut done = BackedUp {
             // Every snapshot after the first (the main file's) is a dedicated tenant's.
             dedicated_files: snapshots.len() as u64 - 1,
+            index_files,
             ..BackedUp::default()
         };
         for s in snapshots {
@@ -154,21 +173,27 @@ impl Store {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
             }
-            let fresh = Database::builder()
+            let mut fresh = Database::builder()
                 .set_cache_size(BACKUP_CACHE_BYTES)
                 .create(&path)?;
             crate::vacuum::copy_tables(&s.txn, &fresh, &|rows| {
                 progress.copied(rows);
                 stop()
             })?;
+            drop(s);
+            // Written in order, the new file has few free pages; compaction releases them.
+            while fresh.compact()? {
+                stop()?;
+            }
             drop(fresh);
             sync_parent(&path)?;
-            if s.to.parent().is_some_and(|p| !p.as_os_str().is_empty()) {
-                sync_parent(path.parent().unwrap_or(dir))?;
+            if let Some(sub) = path.parent().filter(|p| *p != dir) {
+                // `tenants/<key>/`: its entry in `tenants/`, and that one's in the backup.
+                sync_parent(sub)?;
+                sync_parent(sub.parent().unwrap_or(dir))?;
             }
         }
         done.rows = progress.rows_copied();
-        done.index_files = copy_derived(&self.placement.derived_root(), &dir.join(DERIVED_DIR))?;
         done.bytes = bytes_under(dir)?;
         sync_dir(dir)?;
         Ok(done)
@@ -176,6 +201,11 @@ impl Store {
 
     fn main_file_name(&self) -> &std::ffi::OsStr {
         self.path.file_name().unwrap_or_default()
+    }
+
+    /// The directory holding the main file: the data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
     }
 
     /// A read snapshot of the main file and of every dedicated tenant's file, begun under the
@@ -211,10 +241,16 @@ fn rows_of(txn: &ReadTransaction) -> Result<u64, StoreError> {
         + txn.open_table(CREDENTIALS)?.len()?)
 }
 
-/// Copies the derived files under `from` (`<tenant>/<file>`, temporaries left out) into `to`,
-/// each synced; returns how many. A file removed while this runs is skipped: it was no
-/// longer named by a row, or its index is rebuilt.
-fn copy_derived(from: &Path, to: &Path) -> Result<u64, StoreError> {
+/// Copies the derived files under `from` (`<tenant>/<file>`, regular files only, temporaries
+/// left out) into `to`: each hard-linked when `to` is on the same file system (a derived
+/// file is never changed in place, only replaced), else copied and synced; returns how many.
+/// A file removed meanwhile is skipped: it was no longer named by a row, or its index is
+/// rebuilt.
+fn copy_derived(
+    from: &Path,
+    to: &Path,
+    stop: &dyn Fn() -> Result<(), StoreError>,
+) -> Result<u64, StoreError> {
     let tenants = match std::fs::read_dir(from) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -234,24 +270,24 @@ fn copy_derived(from: &Path, to: &Path) -> Result<u64, StoreError> {
         let dir = to.join(tenant.file_name());
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         for file in files {
+            stop()?;
             let file = file.map_err(|e| io(&tenant.path(), e))?;
             let name = file.file_name();
-            if name
-                .to_string_lossy()
-                .starts_with(crate::derived::TEMP_PREFIX)
+            let regular = file.file_type().is_ok_and(|t| t.is_file());
+            if !regular
+                || name
+                    .to_string_lossy()
+                    .starts_with(crate::derived::TEMP_PREFIX)
             {
                 continue;
             }
             let target = dir.join(&name);
-            match std::fs::copy(file.path(), &target) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io(&target, e)),
-            }
-            std::fs::File::open(&target)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io(&target, e))?;
-            copied += 1;
+            let copy = match std::fs::hard_link(file.path(), &target) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(_) => copy_file(&file.path(), &target, stop),
+            };
+            copied += u64::from(copy?);
         }
         sync_dir(&dir)?;
     }
@@ -259,6 +295,57 @@ fn copy_derived(from: &Path, to: &Path) -> Result<u64, StoreError> {
         sync_dir(to)?;
     }
     Ok(copied)
+}
+
+/// Copies `from` into a new file `to` in chunks, asking `stop` between them, and syncs it;
+/// false when `from` is gone.
+fn copy_file(
+    from: &Path,
+    to: &Path,
+    stop: &dyn Fn() -> Result<(), StoreError>,
+) -> Result<bool, StoreError> {
+    use std::io::{Read, Write};
+    let mut src = match std::fs::File::open(from) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io(from, e)),
+    };
+    let mut dst = std::fs::File::create_new(to).map_err(|e| io(to, e))?;
+    let mut buf = vec![0; 8 << 20];
+    loop {
+        let n = src.read(&mut buf).map_err(|e| io(from, e))?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&buf[..n]).map_err(|e| io(to, e))?;
+        stop()?;
+    }
+    dst.sync_all().map_err(|e| io(to, e))?;
+    Ok(true)
+}
+
+/// Creates `dir` readable by the server's user only.
+fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| io(dir, e))
+}
+
+/// Creates `dir` and its missing ancestors, each made durable in its parent, so a backup
+/// reported done survives a power loss with the directories above it.
+fn create_dir_all_durably(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_all_durably(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => sync_parent(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(io(dir, e)),
+    }
 }
 
 /// Bytes of every file under `dir`.

@@ -13,6 +13,9 @@ use crate::progress::Progress;
 /// How often a followed backup's status is read.
 const POLL_EVERY: Duration = Duration::from_millis(500);
 
+/// Status reads in a row that may fail before the command gives up following.
+const MAX_MISSES: u32 = 10;
+
 /// Starts a backup (named `name`, else by the server from the time), follows it to its end and
 /// returns its final status; with `detach`, returns its status once started. Fails when the
 /// backup failed, with the server's reason.
@@ -39,8 +42,29 @@ pub async fn backup(client: &Client, name: Option<String>, detach: bool) -> anyh
     );
     eprintln!("backing up into {}", status["path"].as_str().unwrap_or("?"));
     let mut progress = Progress::stderr();
+    let mut misses = 0;
     loop {
-        let status = client.call(Method::GET, &path, None).await?;
+        // The backup goes on whatever happens to this command: a refused or lost status read
+        // (a busy server's 503, a dropped connection) is tried again before giving up on it.
+        let status = match client.call(Method::GET, &path, None).await {
+            Ok(status) => {
+                misses = 0;
+                status
+            }
+            Err(e) if misses < MAX_MISSES => {
+                misses += 1;
+                tracing::debug!(error = %e, "reading the backup's status; trying again");
+                tokio::time::sleep(POLL_EVERY * 2).await;
+                continue;
+            }
+            Err(e) => {
+                progress.finish();
+                bail!(
+                    "lost track of the backup, which goes on in the server ({e:#}); its \
+                     outcome: GET {path}"
+                );
+            }
+        };
         if status["state"] != "running" {
             progress.finish();
             return ended(status);

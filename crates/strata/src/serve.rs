@@ -44,6 +44,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.server.data_dir.display()
         )
     })?;
+    // Refused at start rather than at the first backup, where the operator may not look.
+    strata_engine::check_backup_dir(&config.server.backup_dir, &config.server.data_dir)
+        .context("server.backup_dir")?;
     let engine = Arc::new(engine);
     let env_key = std::env::var(OPERATOR_KEY_ENV)
         .ok()

@@ -164,7 +164,7 @@ fn the_cli_follows_a_backup_and_fails_with_the_servers_reason() {
     );
     assert!(v["bytes"].as_u64().unwrap() > 0, "{v}");
     let (ok, _, err) = strata(&["backup", "--name", "nightly"]);
-    assert!(!ok && err.contains("already exists"), "{err}");
+    assert!(!ok && err.contains("taken already"), "{err}");
     let (ok, _, err) = strata(&["backup", "--name", "../escape"]);
     assert!(!ok && err.contains("name"), "{err}");
     // Without a name: the time's; the status of one this server did not run comes from disk.
@@ -198,4 +198,28 @@ fn only_the_operator_backs_up() {
         assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{bad}: {v}");
     }
     assert!(!server.dir.path().join("backups").join("mine").exists());
+}
+
+/// A backup directory inside the data directory stops the start, naming the setting.
+#[test]
+fn a_backup_directory_inside_the_data_directory_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("serve")
+        .env("STRATA__SERVER__LISTEN", "127.0.0.1:0")
+        .env("STRATA__SERVER__DATA_DIR", &data)
+        .env("STRATA__SERVER__BACKUP_DIR", data.join("backups"))
+        .env("STRATA__EMBEDDER__ENABLED", "false")
+        .env("STRATA_OPERATOR_KEY", OPERATOR_KEY)
+        .env_remove("STRATA_CONFIG")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run strata serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.backup_dir") && err.contains("inside the data directory"),
+        "{err}"
+    );
 }

@@ -107,34 +107,81 @@ fn a_backup_refuses_a_destination_that_exists() {
     assert!(partial_dir_of(&dest).exists() && !dest.exists());
 }
 
-/// A copy that fails part-way (here a derived file that cannot be read, after the databases
-/// were copied) removes its partial directory and leaves nothing under the backup's name.
+/// A copy that fails at any of its steps (told to stop there, as a shutdown does: during the
+/// index files, the rows or the compaction) ends with that error, removes its partial
+/// directory and leaves nothing under the backup's name; the next one succeeds.
 #[test]
-fn a_failed_backup_leaves_nothing_under_its_name() {
+fn a_backup_failing_at_any_step_leaves_nothing_under_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("strata.redb")).unwrap();
+    let (a, b) = (tenant(&store, "a"), tenant(&store, "b"));
+    store.route_dedicated(store.create_dedicated(b).unwrap());
+    put(&store, b, "x", b"1");
+    for name in ["graph-1", "graph-2"] {
+        store
+            .write_derived(a, name, |w| w.write_all(b"graph bytes"))
+            .unwrap();
+    }
+    let asked = std::cell::Cell::new(0);
+    let dest = dir.path().join("counted");
+    store
+        .backup(&dest, &BackupProgress::default(), &|| {
+            asked.set(asked.get() + 1);
+            Ok(())
+        })
+        .unwrap();
+    let steps = asked.get();
+    assert!(steps >= 4, "{steps}");
+    for fail_at in 1..=steps {
+        let dest = dir.path().join(format!("fails-at-{fail_at}"));
+        let asked = std::cell::Cell::new(0);
+        let err = store
+            .backup(&dest, &BackupProgress::default(), &|| {
+                asked.set(asked.get() + 1);
+                if asked.get() == fail_at {
+                    Err(StoreError::Engine("stopped here".into()))
+                } else {
+                    Ok(())
+                }
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("stopped here"), "{fail_at}: {err}");
+        assert!(
+            !dest.exists() && !partial_dir_of(&dest).exists(),
+            "step {fail_at} left a directory"
+        );
+    }
+}
+
+/// The snapshots are taken before anything is copied: a write made during the copy is not in
+/// the backup, which is readable by the server's user only.
+#[test]
+fn a_write_during_the_copy_is_not_in_the_backup() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("strata.redb")).unwrap();
     let a = tenant(&store, "a");
+    put(&store, a, "before", b"1");
+    let dest = dir.path().join("b");
+    let wrote = std::cell::Cell::new(false);
     store
-        .write_derived(a, "graph-1", |w| w.write_all(b"graph bytes"))
+        .backup(&dest, &BackupProgress::default(), &|| {
+            if !wrote.replace(true) {
+                put(&store, a, "during", b"2");
+            }
+            Ok(())
+        })
         .unwrap();
-    let unreadable = dir
-        .path()
-        .join(DERIVED_DIR)
-        .join(format!("{:016x}", a.raw()))
-        .join("graph-2");
-    std::fs::create_dir(&unreadable).unwrap();
-    let dest = dir.path().join("b1");
-    let err = store
-        .backup(&dest, &BackupProgress::default(), &go_on)
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Io { .. }), "{err}");
-    assert!(!dest.exists() && !partial_dir_of(&dest).exists());
-
-    std::fs::remove_dir(&unreadable).unwrap();
-    store
-        .backup(&dest, &BackupProgress::default(), &go_on)
-        .unwrap();
-    assert!(dest.join("strata.redb").exists());
+    assert!(wrote.get());
+    assert_eq!(blob(&store, a, "during"), Some(b"2".to_vec()));
+    let restored = Store::open(&dest.join("strata.redb")).unwrap();
+    assert_eq!(blob(&restored, a, "before"), Some(b"1".to_vec()));
+    assert_eq!(blob(&restored, a, "during"), None);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    }
 }
 
 /// A copy told to stop (a server shutting down) ends with that error at its next chunk and
