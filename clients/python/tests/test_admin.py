@@ -11,7 +11,6 @@ import pytest
 from strata_client import (
     AuthenticationError,
     BackupFailedError,
-    BackupStatus,
     BadRequestError,
     ConflictError,
     MigrationStatus,
@@ -25,9 +24,7 @@ from strata_client import (
     TenantSuspendedError,
 )
 
-from strata_client.admin import _check_backup
-
-from .conftest import NewTenant, Server, TenantKey, unique
+from .conftest import NewTenant, Server, TenantKey, start_server, unique
 
 
 def test_tenant_lifecycle(server: Server, admin: StrataAdmin) -> None:
@@ -369,13 +366,23 @@ def test_a_backup_is_taken_followed_and_found_again(server: Server, admin: Strat
     assert admin.backup_status(started.name).state == "done"
 
 
-def test_a_failed_backup_raises_with_its_reason() -> None:
-    status = BackupStatus.from_json(
-        {"name": "b", "state": "failed", "path": "/x/b", "error": "disk full"}
-    )
-    with pytest.raises(BackupFailedError, match="disk full") as raised:
-        _check_backup(status)
-    assert raised.value.backup is status
+def test_a_failed_backup_raises_with_its_reason(tmp_path: Path) -> None:
+    """A backup the server cannot write (its backup directory is a file) ends ``failed``;
+    ``backup()`` raises with the server's reason, and the name may be used again."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("in the way")
+    servers = start_server(tmp_path, {"STRATA__SERVER__BACKUP_DIR": str(blocker / "backups")})
+    server = next(servers)
+    try:
+        with StrataAdmin(server.url, server.operator_key) as admin:
+            with pytest.raises(BackupFailedError, match="not-a-directory") as raised:
+                admin.backup("b1", timeout=60)
+            assert raised.value.backup.state == "failed"
+            assert admin.backup_status("b1").state == "failed"
+            blocker.unlink()
+            assert admin.backup("b1", timeout=60).state == "done"
+    finally:
+        servers.close()
 
 
 def test_an_interrupted_move_the_server_resumes_is_still_pending() -> None:
