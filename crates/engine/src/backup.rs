@@ -35,6 +35,9 @@ pub enum BackupState {
     Done,
     /// Stopped by an error (see `error`); nothing is left under its name.
     Failed,
+    /// Cut short by a crash or a kill (a server that did not run it found its partial
+    /// directory, `<name>.partial`): no backup; delete that directory to use the name again.
+    Interrupted,
 }
 
 /// `GET /v1/admin/backups/{name}`: a backup's progress, or how it ended.
@@ -108,12 +111,21 @@ impl Run {
         s
     }
 
-    /// Whether it ended done: a failed one left nothing, and its name may be used again.
+    /// Whether it ended done and its directory is still there: a failed one left nothing,
+    /// and one whose directory the operator deleted is gone; either name may be used again.
     fn ended_well(&self) -> bool {
         matches!(
             &*self.outcome.lock().unwrap_or_else(|e| e.into_inner()),
             Some((_, Ok(_)))
-        )
+        ) && self.path.symlink_metadata().is_ok()
+    }
+
+    /// Whether it ended done and its directory was deleted since.
+    fn deleted(&self) -> bool {
+        matches!(
+            &*self.outcome.lock().unwrap_or_else(|e| e.into_inner()),
+            Some((_, Ok(_)))
+        ) && self.path.symlink_metadata().is_err()
     }
 
     fn running(&self) -> bool {
@@ -134,6 +146,7 @@ pub(crate) struct Backups {
 pub struct BackupJob {
     run: Arc<Run>,
     actor: String,
+    client: Option<String>,
     request_id: Option<String>,
 }
 
@@ -180,6 +193,13 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// backup under `tenants/` for an orphan tenant's file and delete it, and a copy of the data
 /// directory would copy the backups too.
 pub fn check_backup_dir(dir: &Path, data_dir: &Path) -> Result<(), EngineError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(EngineError::IdConflict(format!(
+            "the backup directory {} is not a directory; set server.backup_dir to a directory \
+             (created when missing)",
+            dir.display()
+        )));
+    }
     let data = data_dir
         .canonicalize()
         .unwrap_or_else(|_| data_dir.to_path_buf());
@@ -282,13 +302,15 @@ impl Engine {
             BackupJob {
                 run,
                 actor: op.actor().to_owned(),
+                client: op.context().client.clone(),
                 request_id: op.context().request_id.clone(),
             },
         ))
     }
 
-    /// A backup's status: one this server ran (running or ended), else one found complete
-    /// in `dir` (a partial directory is not a backup: `NotFound`).
+    /// A backup's status: one this server ran (running or ended; one whose directory was
+    /// deleted since is `NotFound`), else one found complete in `dir`, else one a crash cut
+    /// short (its partial directory left: `interrupted`).
     pub fn backup_status(
         &self,
         _op: &OperatorScope,
@@ -302,16 +324,27 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&name)
+            .filter(|run| !run.deleted())
         {
             return Ok(run.status());
         }
         let path = dir.join(name.as_str());
-        if !path.join(crate::DB_FILE).is_file() {
+        let partial = partial_dir_of(&path);
+        let (state, error) = if path.join(crate::DB_FILE).is_file() {
+            (BackupState::Done, None)
+        } else if partial.symlink_metadata().is_ok() {
+            let why = format!(
+                "cut short by a crash or a kill; {} holds its partial copy, which is no backup: \
+                 delete it to use the name again",
+                partial.display()
+            );
+            (BackupState::Interrupted, Some(why))
+        } else {
             return Err(not_found());
-        }
+        };
         Ok(BackupStatus {
             name,
-            state: BackupState::Done,
+            state,
             path: path.display().to_string(),
             started_at: None,
             finished_at: None,
@@ -319,9 +352,20 @@ impl Engine {
             rows_copied: None,
             dedicated_files: None,
             index_files: None,
-            bytes: Some(bytes_under(&path)),
-            error: None,
+            bytes: (state == BackupState::Done).then(|| bytes_under(&path)),
+            error,
         })
+    }
+}
+
+/// A backup's failure as its status says it: the store's errors name the data directory,
+/// but a backup's I/O is mostly in the backup directory, whose path they carry.
+fn backup_failure(e: strata_store::StoreError) -> String {
+    use strata_store::StoreError;
+    match e {
+        StoreError::Io { path, source } => format!("{path}: {source}"),
+        StoreError::Unavailable(why) => why.replace("the data directory's disk", "a disk"),
+        other => other.to_string(),
     }
 }
 
@@ -366,7 +410,7 @@ impl BackupJob {
         let outcome = engine
             .store
             .backup(&run.path, &run.progress, &stopping)
-            .map_err(|e| e.to_string());
+            .map_err(backup_failure);
         if let Err(e) = &outcome {
             tracing::warn!(backup = %run.name, error = %e, "backup failed");
         }
@@ -375,7 +419,7 @@ impl BackupJob {
             actor: self.actor.clone(),
             action: "backup.create".into(),
             outcome: if outcome.is_ok() { "ok" } else { "error" }.into(),
-            client: None,
+            client: self.client.clone(),
             request_id: self.request_id.clone(),
             detail: json!({
                 "name": run.name.as_str(),
@@ -499,6 +543,29 @@ mod tests {
         *run.outcome.lock().unwrap() = Some((now_millis(), Err("disk full".into())));
         let (_, job) = engine.start_backup(&op, &backups, Some("b1")).unwrap();
         assert_eq!(job.run(&engine).state, BackupState::Done);
+        // A backup the operator deleted is gone, and its name free.
+        std::fs::remove_dir_all(backups.join("b1")).unwrap();
+        assert!(matches!(
+            engine.backup_status(&op, &backups, "b1"),
+            Err(EngineError::NotFound)
+        ));
+        let (_, job) = engine.start_backup(&op, &backups, Some("b1")).unwrap();
+        assert_eq!(job.run(&engine).state, BackupState::Done);
+        // What a crash left is told as such, and holds its name until deleted.
+        std::fs::create_dir(backups.join("b9.partial")).unwrap();
+        let cut = engine.backup_status(&op, &backups, "b9").unwrap();
+        assert_eq!(cut.state, BackupState::Interrupted, "{cut:?}");
+        assert!(cut.error.unwrap().contains("b9.partial"));
+        assert!(matches!(
+            engine.start_backup(&op, &backups, Some("b9")),
+            Err(EngineError::IdConflict(_))
+        ));
+        // A file is no backup directory.
+        std::fs::write(outside.path().join("file"), b"x").unwrap();
+        assert!(matches!(
+            engine.start_backup(&op, &outside.path().join("file"), Some("b2")),
+            Err(EngineError::IdConflict(m)) if m.contains("not a directory")
+        ));
 
         for inside in [
             dir.path().to_path_buf(),

@@ -512,8 +512,12 @@ fn copy_failed(e: StoreError) -> StoreError {
     }
 }
 
+/// Rows copied between two calls of a copy's `copied` (see [`copy_table`]).
+const REPORT_ROWS: u64 = 8_192;
+
 /// Copies table `def` from `src` into `dst`, in durable transactions of about [`CHUNK_BYTES`],
-/// telling `copied` the rows of each as it commits (its error stops the copy).
+/// telling `copied` the rows as they are copied, every [`REPORT_ROWS`] and at each commit (its
+/// error stops the copy; rows told but not yet committed then go with the transaction).
 fn copy_table<K: Key + 'static, V: Value + 'static>(
     src: &ReadTransaction,
     dst: &Database,
@@ -537,6 +541,12 @@ fn copy_table<K: Key + 'static, V: Value + 'static>(
                 bytes += K::as_bytes(&k).as_ref().len() + V::as_bytes(&v).as_ref().len();
                 to.insert(k, v)?;
                 chunk_rows += 1;
+                // Told as it goes, not only per chunk (which may hold a million small rows),
+                // so that progress moves and a stop is heard within moments.
+                if chunk_rows == REPORT_ROWS {
+                    copied(chunk_rows)?;
+                    chunk_rows = 0;
+                }
                 if bytes >= CHUNK_BYTES {
                     done = false;
                     break;

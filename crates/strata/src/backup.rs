@@ -74,15 +74,22 @@ pub async fn backup(client: &Client, name: Option<String>, detach: bool) -> anyh
     }
 }
 
-/// A backup's status as the command's outcome: anything but `failed` succeeds.
+/// A backup's status as the command's outcome: `failed` and `interrupted` fail.
 fn ended(status: Value) -> anyhow::Result<Value> {
-    if status["state"] == "failed" {
-        bail!(
+    let why = || {
+        status["error"]
+            .as_str()
+            .unwrap_or("see the server's log")
+            .to_owned()
+    };
+    match status["state"].as_str() {
+        Some("failed") => bail!(
             "the backup failed ({}); nothing is left under its name",
-            status["error"].as_str().unwrap_or("see the server's log")
-        );
+            why()
+        ),
+        Some("interrupted") => bail!("the backup was cut short: {}", why()),
+        _ => Ok(status),
     }
-    Ok(status)
 }
 
 fn progress_line(status: &Value) -> String {

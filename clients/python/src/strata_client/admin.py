@@ -129,7 +129,7 @@ def _check_migration(id: str, status: MigrationStatus) -> None:
 
 
 def _check_backup(status: BackupStatus) -> None:
-    if status.state == "failed":
+    if status.state in ("failed", "interrupted"):
         raise BackupFailedError(status)
 
 

@@ -818,7 +818,8 @@ class BackupStatus:
 
     name: str
     #: ``running``, ``done`` (the directory at ``path`` is a data directory a server starts
-    #: on) or ``failed`` (see ``error``; nothing is left under its name).
+    #: on), ``failed`` (see ``error``; nothing is left under its name) or ``interrupted`` (cut
+    #: short by a crash: its partial directory is left, see ``error``).
     state: str
     #: The backup's directory, as the server sees it.
     path: str

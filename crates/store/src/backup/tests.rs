@@ -200,3 +200,33 @@ fn a_backup_told_to_stop_leaves_nothing() {
     assert!(err.to_string().contains("shutting down"), "{err}");
     assert!(!dest.exists() && !partial_dir_of(&dest).exists());
 }
+
+/// Progress moves as rows are copied, not only once per chunk of the copy (which may hold a
+/// million small rows), and a stop is heard as often.
+#[test]
+fn progress_moves_within_a_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("strata.redb")).unwrap();
+    let a = tenant(&store, "a");
+    store
+        .write(|w| {
+            for i in 0..30_000 {
+                w.put_blob(a, &format!("k{i:05}"), b"v")?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    let progress = BackupProgress::default();
+    let seen = std::cell::RefCell::new(Vec::new());
+    store
+        .backup(&dir.path().join("b"), &progress, &|| {
+            seen.borrow_mut().push(progress.rows_copied());
+            Ok(())
+        })
+        .unwrap();
+    let seen = seen.into_inner();
+    let total = progress.rows_total();
+    assert!(total > 30_000, "{total}");
+    let partway = seen.iter().filter(|&&n| 0 < n && n < total).count();
+    assert!(partway >= 3, "{seen:?} of {total}");
+}
