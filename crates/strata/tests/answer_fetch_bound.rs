@@ -159,7 +159,8 @@ fn a_burst_of_pages_over_large_records_is_held_within_the_budget_and_paging_gets
     drop(readers);
     // The server lets go of an unread answer once it sees its connection closed, which it
     // learns on its own time: the pages below need the tenant's whole budget.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // (At the latest the write timeout, 30 s by default, ends such a connection.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     while held(&server, "sly") > 0 {
         assert!(
             std::time::Instant::now() < deadline,
