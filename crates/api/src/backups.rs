@@ -19,7 +19,7 @@ use crate::{ApiError, AppState};
 #[allow(dead_code)]
 pub(crate) struct BackupBody {
     /// The backup's directory under the server's `backup_dir` (`[a-zA-Z0-9_.-]`, 1 to 64
-    /// characters, not ending in `.partial`); absent: the time, such as
+    /// characters, not starting with a dot nor ending in `.partial`); absent: the time, such as
     /// `2026-12-03T12-30-05.123Z`.
     name: Option<String>,
     /// Answer once the backup has ended (`200`, its final status) instead of at once with

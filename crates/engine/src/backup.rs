@@ -57,6 +57,9 @@ pub struct BackupStatus {
     pub rows_total: Option<u64>,
     /// Rows copied so far.
     pub rows_copied: Option<u64>,
+    /// While it runs, the step under way: `snapshot`, `index_files`, `copying` (the rows),
+    /// `compacting` (the new files: rows all copied, not yet done) or `syncing`.
+    pub phase: Option<String>,
     /// Dedicated tenants' database files in the backup (`done` only).
     pub dedicated_files: Option<u64>,
     /// Derived index files copied (`done` only); one missing is rebuilt on load.
@@ -88,6 +91,7 @@ impl Run {
             finished_at: None,
             rows_total: (total > 0).then_some(total),
             rows_copied: Some(self.progress.rows_copied()),
+            phase: Some(self.progress.phase().to_owned()),
             dedicated_files: None,
             index_files: None,
             bytes: None,
@@ -96,6 +100,7 @@ impl Run {
         match &*outcome {
             None => {}
             Some((at, Ok(done))) => {
+                s.phase = None;
                 s.state = BackupState::Done;
                 s.finished_at = Some(*at);
                 s.dedicated_files = Some(done.dedicated_files);
@@ -103,6 +108,7 @@ impl Run {
                 s.bytes = Some(done.bytes);
             }
             Some((at, Err(e))) => {
+                s.phase = None;
                 s.state = BackupState::Failed;
                 s.finished_at = Some(*at);
                 s.error = Some(e.clone());
@@ -153,9 +159,10 @@ pub struct BackupJob {
 /// Checks a backup's name: one path component of its own, never a partial directory's.
 fn backup_name(name: &str) -> Result<BackupName, EngineError> {
     let parsed = BackupName::parse(name)?;
-    if name == "." || name == ".." || name.ends_with(PARTIAL_SUFFIX) {
+    if name.starts_with('.') || name.ends_with(PARTIAL_SUFFIX) {
         return Err(EngineError::BadRequest(format!(
-            "name: {name:?} is reserved; pick another"
+            "name: {name:?} may not start with a dot nor end with {PARTIAL_SUFFIX}; pick \
+             another"
         )));
     }
     Ok(parsed)
@@ -193,36 +200,50 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// backup under `tenants/` for an orphan tenant's file and delete it, and a copy of the data
 /// directory would copy the backups too.
 pub fn check_backup_dir(dir: &Path, data_dir: &Path) -> Result<(), EngineError> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(EngineError::IdConflict(format!(
-            "the backup directory {} is not a directory; set server.backup_dir to a directory \
-             (created when missing)",
-            dir.display()
-        )));
-    }
+    let not_a_dir = |at: &Path| {
+        EngineError::IdConflict(format!(
+            "the backup directory {}: {} is not a directory; set server.backup_dir to a \
+             directory (created when missing)",
+            dir.display(),
+            at.display()
+        ))
+    };
     let data = data_dir
         .canonicalize()
         .unwrap_or_else(|_| data_dir.to_path_buf());
-    // The deepest part of `dir` that exists, resolved (symbolic links, `..`), and the rest.
-    let mut existing = dir;
-    let mut rest = Vec::new();
-    while existing.symlink_metadata().is_err() {
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name);
-                existing = parent;
+    // Where `dir` leads, resolved component by component as the kernel would: what exists
+    // through its symbolic links, the rest (which `create_dir_all` will make) by its names.
+    let start = if dir.is_absolute() {
+        PathBuf::new()
+    } else {
+        std::env::current_dir().map_err(|e| {
+            EngineError::Store(strata_store::StoreError::Io {
+                path: ".".into(),
+                source: e,
+            })
+        })?
+    };
+    let mut at = start.canonicalize().unwrap_or(start);
+    for part in dir.components() {
+        use std::path::Component;
+        match part {
+            Component::Prefix(_) | Component::RootDir => at = PathBuf::from("/"),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                at.pop();
             }
-            _ => break,
+            Component::Normal(name) => {
+                at.push(name);
+                if at.symlink_metadata().is_ok() {
+                    at = match at.canonicalize() {
+                        Ok(real) if real.is_dir() => real,
+                        _ => return Err(not_a_dir(&at)),
+                    };
+                }
+            }
         }
     }
-    let base = if existing.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        existing
-    };
-    let mut resolved = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
-    resolved.extend(rest.iter().rev());
-    if resolved.starts_with(&data) {
+    if at.starts_with(&data) {
         return Err(EngineError::IdConflict(format!(
             "the backup directory {} is inside the data directory {}; set server.backup_dir \
              outside it (best on another disk)",
@@ -350,6 +371,7 @@ impl Engine {
             finished_at: None,
             rows_total: None,
             rows_copied: None,
+            phase: None,
             dedicated_files: None,
             index_files: None,
             bytes: (state == BackupState::Done).then(|| bytes_under(&path)),
@@ -364,7 +386,9 @@ fn backup_failure(e: strata_store::StoreError) -> String {
     use strata_store::StoreError;
     match e {
         StoreError::Io { path, source } => format!("{path}: {source}"),
-        StoreError::Unavailable(why) => why.replace("the data directory's disk", "a disk"),
+        StoreError::Unavailable(why) => {
+            why.replace("the data directory's disk", "the backup directory's disk")
+        }
         other => other.to_string(),
     }
 }
@@ -412,7 +436,7 @@ impl BackupJob {
             .backup(&run.path, &run.progress, &stopping)
             .map_err(backup_failure);
         if let Err(e) = &outcome {
-            tracing::warn!(backup = %run.name, error = %e, "backup failed");
+            tracing::warn!(backup = %run.name, path = %run.path.display(), error = %e, "backup failed");
         }
         let event = AuditEvent {
             tenant: None,
@@ -560,17 +584,35 @@ mod tests {
             engine.start_backup(&op, &backups, Some("b9")),
             Err(EngineError::IdConflict(_))
         ));
-        // A file is no backup directory.
+        // A file is no backup directory, nor the way to one, nor a link that leads nowhere.
         std::fs::write(outside.path().join("file"), b"x").unwrap();
-        assert!(matches!(
-            engine.start_backup(&op, &outside.path().join("file"), Some("b2")),
-            Err(EngineError::IdConflict(m)) if m.contains("not a directory")
-        ));
+        std::os::unix::fs::symlink(outside.path().join("gone"), outside.path().join("dangling"))
+            .unwrap();
+        for bad in [
+            outside.path().join("file"),
+            outside.path().join("file").join("sub"),
+            outside.path().join("dangling"),
+        ] {
+            assert!(
+                matches!(
+                    engine.start_backup(&op, &bad, Some("b2")),
+                    Err(EngineError::IdConflict(m)) if m.contains("not a directory")
+                ),
+                "{bad:?}"
+            );
+        }
 
         for inside in [
             dir.path().to_path_buf(),
             dir.path().join("tenants"),
             dir.path().join("x").join("..").join("indexes").join("deep"),
+            outside
+                .path()
+                .join("nowhere")
+                .join("..")
+                .join("..")
+                .join(dir.path().file_name().unwrap())
+                .join("bk"),
         ] {
             let refused = engine.start_backup(&op, &inside, Some("b2"));
             assert!(
@@ -595,7 +637,17 @@ mod tests {
 
     #[test]
     fn a_backup_name_is_one_plain_path_component() {
-        for bad in ["", ".", "..", "a/b", "x.partial", "a b", &"n".repeat(65)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "...",
+            ".hidden",
+            "a/b",
+            "x.partial",
+            "a b",
+            &"n".repeat(65),
+        ] {
             assert!(backup_name(bad).is_err(), "{bad:?}");
         }
         for good in ["nightly", "2026-12-03", "v1.2_b"] {

@@ -26,7 +26,7 @@
 //! them at its start, as a crash at that instant would have it do.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata};
 
@@ -47,9 +47,30 @@ pub const PARTIAL_SUFFIX: &str = ".partial";
 pub struct BackupProgress {
     rows_total: AtomicU64,
     rows_copied: AtomicU64,
+    phase: AtomicU8,
 }
 
+/// The steps of a backup, in order, as [`BackupProgress::phase`] names them.
+const PHASES: [&str; 5] = [
+    "snapshot",
+    "index_files",
+    "copying",
+    "compacting",
+    "syncing",
+];
+
 impl BackupProgress {
+    /// The step under way: `snapshot`, `index_files`, `copying` (the rows, counted by
+    /// [`BackupProgress::rows_copied`]), `compacting` (the new files) or `syncing`.
+    pub fn phase(&self) -> &'static str {
+        PHASES[usize::from(self.phase.load(Ordering::Relaxed)).min(PHASES.len() - 1)]
+    }
+
+    fn enter(&self, phase: &str) {
+        let i = PHASES.iter().position(|p| *p == phase).unwrap_or(0);
+        self.phase.store(i as u8, Ordering::Relaxed);
+    }
+
     /// Rows of every table of every file in the snapshots; known once they are taken.
     pub fn rows_total(&self) -> u64 {
         self.rows_total.load(Ordering::Relaxed)
@@ -155,6 +176,7 @@ impl Store {
         let snapshots = self.backup_snapshots()?;
         // The index files first, while the rows of the snapshots name them: an index save or
         // a collection's delete removes the files its rows no longer name.
+        progress.enter("index_files");
         let index_files =
             copy_derived(&self.placement.derived_root(), &dir.join(DERIVED_DIR), stop)?;
         let mut total = 0;
@@ -162,6 +184,7 @@ impl Store {
             total += rows_of(&s.txn)?;
         }
         progress.rows_total.store(total, Ordering::Relaxed);
+        progress.enter("copying");
         let mut done = BackedUp {
             // Every snapshot after the first (the main file's) is a dedicated tenant's.
             dedicated_files: snapshots.len() as u64 - 1,
@@ -182,10 +205,12 @@ impl Store {
             })?;
             drop(s);
             // Written in order, the new file has few free pages; compaction releases them.
+            progress.enter("compacting");
             while fresh.compact()? {
                 stop()?;
             }
             drop(fresh);
+            progress.enter("copying");
             sync_parent(&path)?;
             if let Some(sub) = path.parent().filter(|p| *p != dir) {
                 // `tenants/<key>/`: its entry in `tenants/`, and that one's in the backup.
@@ -193,6 +218,7 @@ impl Store {
                 sync_parent(sub.parent().unwrap_or(dir))?;
             }
         }
+        progress.enter("syncing");
         done.rows = progress.rows_copied();
         done.bytes = bytes_under(dir)?;
         sync_dir(dir)?;

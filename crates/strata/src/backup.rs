@@ -94,11 +94,14 @@ fn ended(status: Value) -> anyhow::Result<Value> {
 
 fn progress_line(status: &Value) -> String {
     let copied = status["rows_copied"].as_u64().unwrap_or(0);
-    match status["rows_total"].as_u64() {
-        Some(total) if total > 0 => {
+    match (status["phase"].as_str(), status["rows_total"].as_u64()) {
+        (Some("copying"), Some(total)) if total > 0 => {
             let percent = 100.0 * copied as f64 / total as f64;
             format!("copying {copied} of {total} rows ({percent:.1}%)    ")
         }
+        (Some("index_files"), _) => "copying the index files    ".into(),
+        (Some("compacting"), _) => format!("compacting ({copied} rows copied)    "),
+        (Some("syncing"), _) => "syncing to disk    ".into(),
         _ => "taking the snapshot    ".into(),
     }
 }
@@ -109,11 +112,18 @@ mod tests {
 
     #[test]
     fn the_progress_line_says_how_far_the_copy_is() {
-        let line = progress_line(&json!({"rows_copied": 25, "rows_total": 100}));
+        let line =
+            progress_line(&json!({"phase": "copying", "rows_copied": 25, "rows_total": 100}));
         assert_eq!(line.trim_end(), "copying 25 of 100 rows (25.0%)");
         assert_eq!(
-            progress_line(&json!({"rows_copied": 0, "rows_total": null})).trim_end(),
+            progress_line(&json!({"phase": "snapshot", "rows_copied": 0, "rows_total": null}))
+                .trim_end(),
             "taking the snapshot"
+        );
+        assert_eq!(
+            progress_line(&json!({"phase": "compacting", "rows_copied": 9, "rows_total": 9}))
+                .trim_end(),
+            "compacting (9 rows copied)"
         );
     }
 

@@ -830,6 +830,9 @@ class BackupStatus:
     #: Rows of every table of every data file in the backup's snapshot, and those copied.
     rows_total: Optional[int] = None
     rows_copied: Optional[int] = None
+    #: While it runs: ``snapshot``, ``index_files``, ``copying`` (the rows), ``compacting``
+    #: or ``syncing``.
+    phase: Optional[str] = None
     dedicated_files: Optional[int] = None
     index_files: Optional[int] = None
     bytes: Optional[int] = None
@@ -849,6 +852,7 @@ class BackupStatus:
             finished_at=d.get("finished_at"),
             rows_total=d.get("rows_total"),
             rows_copied=d.get("rows_copied"),
+            phase=d.get("phase"),
             dedicated_files=d.get("dedicated_files"),
             index_files=d.get("index_files"),
             bytes=d.get("bytes"),

@@ -220,13 +220,18 @@ fn progress_moves_within_a_chunk() {
     let seen = std::cell::RefCell::new(Vec::new());
     store
         .backup(&dir.path().join("b"), &progress, &|| {
-            seen.borrow_mut().push(progress.rows_copied());
+            seen.borrow_mut()
+                .push((progress.phase(), progress.rows_copied()));
             Ok(())
         })
         .unwrap();
     let seen = seen.into_inner();
     let total = progress.rows_total();
     assert!(total > 30_000, "{total}");
-    let partway = seen.iter().filter(|&&n| 0 < n && n < total).count();
+    let partway = seen
+        .iter()
+        .filter(|&&(phase, n)| phase == "copying" && 0 < n && n < total)
+        .count();
     assert!(partway >= 3, "{seen:?} of {total}");
+    assert_eq!(progress.phase(), "syncing");
 }
