@@ -1,5 +1,5 @@
-//! Calibrating a live graph's default search beam again: one that grew to
-//! `RECALIBRATE_GROWTH` times the vectors it was calibrated at (built at a collection's first
+//! Calibrating a live graph's default search beam again: one that grew by
+//! `RECALIBRATE_GROWTH` since it was calibrated (built at a collection's first
 //! few thousand vectors, then grown by inserts), or was saved before calibrations were kept.
 //!
 //! The measurement is the index crate's (`strata_index::hnsw_calibrate`), but done in short

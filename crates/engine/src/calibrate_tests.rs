@@ -73,7 +73,7 @@ fn a_grown_graph_is_measured_again() {
     let c = calibrated(&engine, &scope);
     assert_eq!(c.at_len, 6_000, "{c:?}");
     assert!(c.ef > 64, "{c:?}");
-    // Measured at its size now: not wanted again until it doubles.
+    // Measured at its size now: not wanted again until it grows by a quarter.
     let guard = slot.index.read().unwrap();
     let ci = &guard.as_ref().unwrap().collections[&vec_name()];
     assert_eq!(ci.graph.as_ref().unwrap().default_ef(), c.ef);
