@@ -31,8 +31,8 @@ pub(crate) struct BackupBody {
 /// tenant as of the moment it starts (every write acknowledged before this request is in
 /// it), written into `<backup_dir>/<name>`, a directory a server starts on as its data
 /// directory. It runs in the background: this answers `202 Accepted` with its status and a
-/// `Location` naming `GET /v1/admin/backups/{name}`, where its progress shows (`running`,
-/// then `done` or `failed`); with `"wait": true` the answer (`200`) comes once it has ended.
+/// `Location` naming `GET /v1/admin/backups/{name}`, where its progress shows (`running`
+/// with its `phase`, then `done` or `failed`); with `"wait": true` the answer (`200`) comes once it has ended.
 /// The directory has the name `<name>.partial` until the copy is complete and durable, so a
 /// directory named `<name>` is always a whole backup. One backup runs at a time: another,
 /// or a name already used, answers `409 CONFLICT`. Recorded in the server's audit log
@@ -93,7 +93,8 @@ pub async fn create(
 
 /// A backup's status: one this server ran since it started (`running`, `done` or `failed`,
 /// with its progress in rows), else one found whole in the backup directory (`done`, with
-/// its size). `404` for a name with neither.
+/// its size), else one a crash cut short (`interrupted`: its `<name>.partial` directory is
+/// left). `404` for a name with none of these, or whose backup was deleted since.
 #[utoipa::path(get, path = "/v1/admin/backups/{name}", tag = "admin",
     operation_id = "backup_status",
     params(("name" = String, Path, description = "the backup's name")),

@@ -200,7 +200,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// backup under `tenants/` for an orphan tenant's file and delete it, and a copy of the data
 /// directory would copy the backups too.
 pub fn check_backup_dir(dir: &Path, data_dir: &Path) -> Result<(), EngineError> {
-    let not_a_dir = |at: &Path| {
+    let not_a_dir = |at: PathBuf| {
         EngineError::IdConflict(format!(
             "the backup directory {}: {} is not a directory; set server.backup_dir to a \
              directory (created when missing)",
@@ -208,13 +208,27 @@ pub fn check_backup_dir(dir: &Path, data_dir: &Path) -> Result<(), EngineError> 
             at.display()
         ))
     };
-    let data = data_dir
-        .canonicalize()
-        .unwrap_or_else(|_| data_dir.to_path_buf());
-    // Where `dir` leads, resolved component by component as the kernel would: what exists
-    // through its symbolic links, the rest (which `create_dir_all` will make) by its names.
-    let start = if dir.is_absolute() {
-        PathBuf::new()
+    // A data directory not made yet resolves by its names, as the backup directory does.
+    let data = resolve(data_dir)?.unwrap_or_else(|at| at);
+    let at = resolve(dir)?.map_err(not_a_dir)?;
+    if at.starts_with(&data) {
+        return Err(EngineError::IdConflict(format!(
+            "the backup directory {} is inside the data directory {}; set server.backup_dir \
+             outside it (best on another disk)",
+            dir.display(),
+            data_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Where `path` leads, resolved component by component as the kernel would: what exists
+/// through its symbolic links, the rest (which `create_dir_all` would make) by its names.
+/// `Err(at)` when it leads through `at`, which is not a directory (a file, a broken link).
+fn resolve(path: &Path) -> Result<Result<PathBuf, PathBuf>, EngineError> {
+    use std::path::Component;
+    let start = if path.is_absolute() {
+        PathBuf::from("/")
     } else {
         std::env::current_dir().map_err(|e| {
             EngineError::Store(strata_store::StoreError::Io {
@@ -224,8 +238,7 @@ pub fn check_backup_dir(dir: &Path, data_dir: &Path) -> Result<(), EngineError> 
         })?
     };
     let mut at = start.canonicalize().unwrap_or(start);
-    for part in dir.components() {
-        use std::path::Component;
+    for part in path.components() {
         match part {
             Component::Prefix(_) | Component::RootDir => at = PathBuf::from("/"),
             Component::CurDir => {}
@@ -237,21 +250,13 @@ pub fn check_backup_dir(dir: &Path, data_dir: &Path) -> Result<(), EngineError> 
                 if at.symlink_metadata().is_ok() {
                     at = match at.canonicalize() {
                         Ok(real) if real.is_dir() => real,
-                        _ => return Err(not_a_dir(&at)),
+                        _ => return Ok(Err(at)),
                     };
                 }
             }
         }
     }
-    if at.starts_with(&data) {
-        return Err(EngineError::IdConflict(format!(
-            "the backup directory {} is inside the data directory {}; set server.backup_dir \
-             outside it (best on another disk)",
-            dir.display(),
-            data_dir.display()
-        )));
-    }
-    Ok(())
+    Ok(Ok(at))
 }
 
 fn not_found() -> EngineError {
@@ -431,10 +436,19 @@ impl BackupJob {
                 Ok(())
             }
         };
-        let outcome = engine
-            .store
-            .backup(&run.path, &run.progress, &stopping)
-            .map_err(backup_failure);
+        // A panic in the copy must not leave the run `running` for the server's life (every
+        // later backup refused): it ends the run failed, its partial copy removed.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine.store.backup(&run.path, &run.progress, &stopping)
+        }))
+        .unwrap_or_else(|_| {
+            let partial = partial_dir_of(&run.path);
+            let _ = std::fs::remove_dir_all(&partial);
+            Err(strata_store::StoreError::Engine(
+                "the backup stopped on an internal error (see the server's log)".into(),
+            ))
+        })
+        .map_err(backup_failure);
         if let Err(e) = &outcome {
             tracing::warn!(backup = %run.name, path = %run.path.display(), error = %e, "backup failed");
         }
@@ -601,6 +615,19 @@ mod tests {
                 "{bad:?}"
             );
         }
+
+        // A data directory not made yet, named relatively, is resolved by its names too.
+        let cwd = std::env::current_dir().unwrap();
+        let not_yet = cwd.join("strata-test-no-such-data-dir");
+        assert!(!not_yet.exists());
+        assert!(matches!(
+            check_backup_dir(
+                &not_yet.join("backups"),
+                Path::new("./strata-test-no-such-data-dir")
+            ),
+            Err(EngineError::IdConflict(m)) if m.contains("inside the data directory")
+        ));
+        assert!(check_backup_dir(&not_yet, Path::new("./strata-test-no-such-data-dir/x")).is_ok());
 
         for inside in [
             dir.path().to_path_buf(),

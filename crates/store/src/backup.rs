@@ -150,14 +150,10 @@ impl Store {
         private_dir(&partial)?;
         let done = match self.backup_into(&partial, progress, stop) {
             Ok(done) => done,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&partial);
-                return Err(e);
-            }
+            Err(e) => return Err(cleaned_up(&partial, e)),
         };
         if let Err(e) = std::fs::rename(&partial, dest) {
-            let _ = std::fs::remove_dir_all(&partial);
-            return Err(io(dest, e));
+            return Err(cleaned_up(&partial, io(dest, e)));
         }
         // The backup is whole under its name from here on: a failed sync of its name is told,
         // not a failure (the rename reaches the disk with the file system's next commit).
@@ -204,11 +200,11 @@ impl Store {
                 stop()
             })?;
             drop(s);
-            // Written in order, the new file has few free pages; compaction releases them.
+            // Written in order, the new file has few free pages; compaction releases them. One
+            // call runs every pass, and is not interrupted: asked before it.
+            stop()?;
             progress.enter("compacting");
-            while fresh.compact()? {
-                stop()?;
-            }
+            while fresh.compact()? {}
             drop(fresh);
             progress.enter("copying");
             sync_parent(&path)?;
@@ -348,6 +344,19 @@ fn copy_file(
     }
     dst.sync_all().map_err(|e| io(to, e))?;
     Ok(true)
+}
+
+/// `e`, once the partial directory is removed; a removal that failed is added to it (the
+/// directory is left, and holds the name).
+fn cleaned_up(partial: &Path, e: StoreError) -> StoreError {
+    match std::fs::remove_dir_all(partial) {
+        Ok(()) => e,
+        Err(gone) if gone.kind() == std::io::ErrorKind::NotFound => e,
+        Err(left) => StoreError::Engine(format!(
+            "{e}; and its partial copy {} could not be removed ({left}): delete it",
+            partial.display()
+        )),
+    }
 }
 
 /// Creates `dir` readable by the server's user only.

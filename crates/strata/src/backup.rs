@@ -44,27 +44,44 @@ pub async fn backup(client: &Client, name: Option<String>, detach: bool) -> anyh
     let mut progress = Progress::stderr();
     let mut misses = 0;
     loop {
-        // The backup goes on whatever happens to this command: a refused or lost status read
-        // (a busy server's 503, a dropped connection) is tried again before giving up on it.
-        let status = match client.call(Method::GET, &path, None).await {
-            Ok(status) => {
-                misses = 0;
-                status
-            }
-            Err(e) if misses < MAX_MISSES => {
-                misses += 1;
-                tracing::debug!(error = %e, "reading the backup's status; trying again");
-                tokio::time::sleep(POLL_EVERY * 2).await;
-                continue;
-            }
+        // The backup goes on whatever happens to this command: a status read lost to the
+        // network or refused by a busy server (5xx) is tried again before giving up on it.
+        let res = client.request(Method::GET, &path).send().await;
+        let retry = match &res {
+            Err(_) => true,
+            Ok(r) => r.status().is_server_error(),
+        };
+        if retry && misses < MAX_MISSES {
+            misses += 1;
+            tokio::time::sleep(POLL_EVERY * 2).await;
+            continue;
+        }
+        let res = match res {
+            Ok(r) => r,
             Err(e) => {
                 progress.finish();
                 bail!(
-                    "lost track of the backup, which goes on in the server ({e:#}); its \
-                     outcome: GET {path}"
+                    "lost track of the backup, which goes on in the server ({e}); its outcome: GET {path}"
                 );
             }
         };
+        misses = 0;
+        let code = res.status();
+        let status: Value = res.json().await.unwrap_or(Value::Null);
+        if code == StatusCode::NOT_FOUND {
+            progress.finish();
+            bail!(
+                "the backup ended without an outcome (did the server restart?); nothing is left under its name"
+            );
+        }
+        if !code.is_success() {
+            progress.finish();
+            bail!(
+                "{code} {}: {}",
+                status["error"]["code"].as_str().unwrap_or("?"),
+                status["error"]["message"].as_str().unwrap_or("")
+            );
+        }
         if status["state"] != "running" {
             progress.finish();
             return ended(status);

@@ -27,6 +27,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", config.server.listen))?,
     );
+    // Refused at start rather than at the first backup, where the operator may not look; and
+    // before the data directory is opened, whose start-up clean-up would delete a backup
+    // inside it that looks like a tenant's leftover.
+    strata_engine::check_backup_dir(&config.server.backup_dir, &config.server.data_dir)
+        .context("server.backup_dir")?;
     let data_dir = config.server.data_dir.clone();
     let engine_config = config.engine.clone();
     let embedder_config = config.embedder.clone();
@@ -44,9 +49,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.server.data_dir.display()
         )
     })?;
-    // Refused at start rather than at the first backup, where the operator may not look.
-    strata_engine::check_backup_dir(&config.server.backup_dir, &config.server.data_dir)
-        .context("server.backup_dir")?;
     let engine = Arc::new(engine);
     let env_key = std::env::var(OPERATOR_KEY_ENV)
         .ok()

@@ -159,7 +159,7 @@ fn a_burst_of_pages_over_large_records_is_held_within_the_budget_and_paging_gets
     drop(readers);
     // The server lets go of an unread answer once it sees its connection closed, which it
     // learns on its own time: the pages below need the tenant's whole budget.
-    // (At the latest the write timeout, 30 s by default, ends such a connection.)
+    // (It sees the close when it next writes or polls the connection: within moments here.)
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     while held(&server, "sly") > 0 {
         assert!(
