@@ -229,17 +229,29 @@ fn the_server_sweeps_tenants_past_retention_by_itself() {
     );
 }
 
+/// The files under `dir` holding `needle`. The server's background work (index saves, a
+/// vacuum) writes temporary files and renames or removes them meanwhile: one gone between the
+/// listing and its read held nothing that stays.
 fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     let mut hits = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read dir") {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if gone(&e) => return hits,
+        Err(e) => panic!("{}: {e}", dir.display()),
+    };
+    for entry in entries {
         let path = entry.expect("entry").path();
         if path.is_dir() {
             hits.extend(files_containing(&path, needle));
-        } else if std::fs::read(&path)
-            .expect("read file")
-            .windows(needle.len())
-            .any(|w| w == needle)
-        {
+            continue;
+        }
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if gone(&e) => continue,
+            Err(e) => panic!("{}: {e}", path.display()),
+        };
+        if bytes.windows(needle.len()).any(|w| w == needle) {
             hits.push(path.display().to_string());
         }
     }
