@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::json;
 use strata_auth::OperatorScope;
-use strata_store::{BackedUp, BackupProgress, PARTIAL_SUFFIX, partial_dir_of};
+use strata_store::{BackedUp, BackupProgress, PARTIAL_SUFFIX, bytes_under, partial_dir_of};
 #[cfg(test)]
 use strata_types::TenantId;
 use strata_types::{BackupName, Millis, now_millis};
@@ -396,21 +396,6 @@ fn backup_failure(e: strata_store::StoreError) -> String {
         }
         other => other.to_string(),
     }
-}
-
-/// Bytes of the files under `dir`, what can be read of them.
-fn bytes_under(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => bytes_under(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 impl std::fmt::Debug for BackupJob {

@@ -216,7 +216,7 @@ impl Store {
         }
         progress.enter("syncing");
         done.rows = progress.rows_copied();
-        done.bytes = bytes_under(dir)?;
+        done.bytes = bytes_under(dir);
         sync_dir(dir)?;
         Ok(done)
     }
@@ -383,19 +383,20 @@ fn create_dir_all_durably(dir: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Bytes of every file under `dir`.
-fn bytes_under(dir: &Path) -> Result<u64, StoreError> {
-    let mut bytes = 0;
-    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
-        let entry = entry.map_err(|e| io(dir, e))?;
-        let meta = entry.metadata().map_err(|e| io(&entry.path(), e))?;
-        bytes += if meta.is_dir() {
-            bytes_under(&entry.path())?
-        } else {
-            meta.len()
-        };
-    }
-    Ok(bytes)
+/// Bytes of the files under `dir`, as far as they can be read (a file removed meanwhile counts
+/// nothing): a figure to report, never a reason to fail.
+pub fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => bytes_under(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {

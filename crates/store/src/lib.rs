@@ -11,7 +11,7 @@
 
 mod adaptive;
 mod backup;
-pub use backup::{BackedUp, BackupProgress, PARTIAL_SUFFIX, partial_dir_of};
+pub use backup::{BackedUp, BackupProgress, PARTIAL_SUFFIX, bytes_under, partial_dir_of};
 mod batch;
 mod batched_write;
 mod changelog;

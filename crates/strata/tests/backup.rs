@@ -205,19 +205,12 @@ fn only_the_operator_backs_up() {
 fn a_backup_directory_inside_the_data_directory_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("serve")
-        .env("STRATA__SERVER__LISTEN", "127.0.0.1:0")
-        .env("STRATA__SERVER__DATA_DIR", &data)
-        .env("STRATA__SERVER__BACKUP_DIR", data.join("backups"))
-        .env("STRATA__EMBEDDER__ENABLED", "false")
-        .env("STRATA_OPERATOR_KEY", OPERATOR_KEY)
-        .env_remove("STRATA_CONFIG")
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("run strata serve");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let backups = data.join("backups");
+    let err = common::serve_refused(&[
+        ("STRATA__SERVER__LISTEN", "127.0.0.1:0".as_ref()),
+        ("STRATA__SERVER__DATA_DIR", data.as_ref()),
+        ("STRATA__SERVER__BACKUP_DIR", backups.as_ref()),
+    ]);
     assert!(
         err.contains("server.backup_dir") && err.contains("inside the data directory"),
         "{err}"

@@ -408,21 +408,11 @@ fn a_taken_port_is_reported_before_the_data_directory_is_opened() {
     let not_a_dir = dir.path().join("file");
     std::fs::write(&not_a_dir, b"not a directory").expect("write");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("serve")
-        .env(
-            "STRATA__SERVER__LISTEN",
-            taken.local_addr().unwrap().to_string(),
-        )
-        .env("STRATA__SERVER__DATA_DIR", &not_a_dir)
-        .env("STRATA__EMBEDDER__ENABLED", "false")
-        .env("STRATA_OPERATOR_KEY", OPERATOR_KEY)
-        .env_remove("STRATA_CONFIG")
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("run strata serve");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let listen = taken.local_addr().unwrap().to_string();
+    let err = common::serve_refused(&[
+        ("STRATA__SERVER__LISTEN", listen.as_ref()),
+        ("STRATA__SERVER__DATA_DIR", not_a_dir.as_ref()),
+    ]);
     assert!(err.contains("binding"), "{err}");
     assert!(!err.contains("data directory"), "{err}");
 }

@@ -458,6 +458,22 @@ fn spawn(dir: &std::path::Path, limits: Option<&str>, env: &[(String, String)]) 
     }
 }
 
+/// Runs `strata serve` with `env` over the tests' defaults (no embedder, the operator key) and
+/// expects it to refuse to start; its stderr.
+pub fn serve_refused(env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("serve")
+        .env("STRATA__EMBEDDER__ENABLED", "false")
+        .env("STRATA_OPERATOR_KEY", OPERATOR_KEY)
+        .env_remove("STRATA_CONFIG")
+        .env_remove("RUST_BACKTRACE")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run strata serve");
+    assert!(!out.status.success(), "the server started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs the CLI against `server` with the operator key: whether it succeeded, its stdout and
 /// its stderr.
 pub fn operator_cli(server: &Server, args: &[&str]) -> (bool, String, String) {
