@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::integrity::EffectivePolicy;
 use crate::isolation::IsolationLevel;
-use crate::lifecycle::{TenantLimits, TenantProfile};
+use crate::lifecycle::{TenantLimits, TenantProfile, TenantStatus};
 use crate::{Engine, EngineError};
 
 /// What admission control needs to know about a tenant.
@@ -67,6 +67,18 @@ impl Engine {
             .filter(|m| m.key == scope.key())
             .ok_or_else(|| EngineError::TenantNotFound(scope.tenant().clone()))?;
         let p = TenantProfile::of(&meta)?;
+        // Refused here, at admission, before any route's own checks: a suspended or deleted
+        // tenant answers every credential of it the same, whatever the credential may do
+        // (a read-only key of a deleted tenant reads 404 on an admin route, not 403).
+        match p.status {
+            TenantStatus::Active => {}
+            TenantStatus::Suspended => {
+                return Err(EngineError::TenantSuspended(scope.tenant().clone()));
+            }
+            TenantStatus::Deleted => {
+                return Err(EngineError::TenantNotFound(scope.tenant().clone()));
+            }
+        }
         // A policy of its own that does not decode fails here: this tenant's requests are
         // refused (naming the repair) until an operator replaces it; no other tenant reads it.
         let own = p.own_integrity_policy(scope.tenant())?;

@@ -25,6 +25,11 @@ fn jwt(tenant: &str) -> String {
     .expect("sign jwt")
 }
 
+/// A key of `acme` that may only read: refused by the admin routes while its tenant is live.
+fn read_only_key(server: &Server) -> String {
+    server.key("acme", json!({ "permissions": ["read"] }))
+}
+
 /// A tenant `acme` holding record `a-rec` and collection `a-coll`; returns its key and a JWT.
 fn seeded(server: &Server) -> (String, String) {
     server.tenant("acme");
@@ -71,10 +76,12 @@ fn reads_back(server: &Server, cred: &str) {
 fn suspended_keys_and_jwts_can_do_nothing_until_resumed() {
     let server = Server::start();
     let (key, token) = seeded(&server);
+    let reader = read_only_key(&server);
     reads_back(&server, &token);
     let v = admin(&server, "POST", "/v1/admin/tenants/acme/suspend", None);
     assert_eq!(v["status"], "suspended", "{v}");
-    every_data_route_answers(&server, &[&key, &token], 403, "TENANT_SUSPENDED");
+    // The tenant's state first, whatever the credential may do.
+    every_data_route_answers(&server, &[&key, &token, &reader], 403, "TENANT_SUSPENDED");
     // The operator still sees it, and its data is kept.
     let v = admin(&server, "GET", "/v1/admin/tenants/acme", None);
     assert_eq!(
@@ -129,12 +136,14 @@ fn a_suspension_survives_a_soft_delete_and_restore() {
 fn soft_deleted_tenants_are_hidden_restorable_and_purged() {
     let server = Server::start();
     let (key, token) = seeded(&server);
+    let reader = read_only_key(&server);
     let v = admin(&server, "DELETE", "/v1/admin/tenants/acme", None);
     assert_eq!(v["status"], "deleted", "{v}");
     assert!(v["deleted_at"].is_number(), "{v}");
     // Hidden: the credential still authenticates, but its tenant reads as missing, the same
-    // `404 NOT_FOUND` on every data route, for keys and JWTs.
-    every_data_route_answers(&server, &[&key, &token], 404, "NOT_FOUND");
+    // `404 NOT_FOUND` on every data route, for keys and JWTs, a read-only key on the admin
+    // routes too (not the 403 its permissions would give a live tenant's).
+    every_data_route_answers(&server, &[&key, &token, &reader], 404, "NOT_FOUND");
     // Suspending or resuming a deleted tenant does not bring it back: it exists (deleted), so
     // not 404 but 409, naming the restore.
     for action in ["resume", "suspend"] {
