@@ -104,6 +104,12 @@ pub(crate) struct CollectionIndex {
     /// While a background graph build runs: the slots changed since it began, which it
     /// replays before the graph is installed (see `graph_build`).
     pub building: Option<Vec<u32>>,
+    /// A graph restored from a snapshot older than the records, set aside for the background
+    /// builder to catch up (`crate::graph_build`) rather than inserting every vector changed
+    /// since into it during the load, in the request that asked for the tenant: the
+    /// collection is searched exactly meanwhile, from a copy of its vectors, and `building`
+    /// logs the slots the catch-up replays, from the load's own replay on.
+    pub seed: Option<HnswIndex>,
     /// Vectors removed from `graph` since it was built or restored: the graph keeps them as
     /// tombstones in the graph until it is rebuilt.
     pub graph_deleted: u64,
@@ -149,6 +155,7 @@ impl CollectionIndex {
             restored: false,
             from_image: false,
             building: None,
+            seed: None,
             graph_deleted: 0,
             params: HnswParams::default(),
             rebuild: false,
@@ -207,7 +214,11 @@ impl CollectionIndex {
         let vectors = self.vectors.capacity() * std::mem::size_of::<f32>();
         let slots = self.docs.capacity() * std::mem::size_of::<Option<SlotDoc>>()
             + self.slot_of.capacity() * SLOT_MAP_ENTRY_BYTES;
-        let graph = self.graph.as_ref().map_or(0, HnswIndex::memory_bytes);
+        let graph = [&self.graph, &self.seed]
+            .into_iter()
+            .flatten()
+            .map(HnswIndex::memory_bytes)
+            .sum::<usize>();
         (vectors + slots + graph) as u64
             + self.fields.column_bytes()
             + self.names.heap_bytes()
@@ -585,6 +596,44 @@ impl CollectionIndex {
             return false;
         }
         true
+    }
+
+    /// Sets the restored graph aside as the seed of a background catch-up (see `seed`): its
+    /// vectors are copied out for exact scans, and every slot changed from now on is logged
+    /// for the builder to replay into it.
+    pub fn set_graph_aside(&mut self) -> Result<(), EngineError> {
+        let Some(g) = self.graph.take() else {
+            return Ok(());
+        };
+        if self.vectors_in_graph {
+            let mut copy = vec![0.0; self.docs.len() * self.dim];
+            for slot in &self.with_vector {
+                let start = slot as usize * self.dim;
+                if !g
+                    .get(slot, &mut copy[start..start + self.dim])
+                    .map_err(index_error)?
+                {
+                    return Err(EngineError::Index(format!(
+                        "slot {slot} has no vector in the graph"
+                    )));
+                }
+            }
+            self.vectors = copy;
+            self.vectors_in_graph = false;
+        }
+        self.restored = false;
+        self.building = Some(Vec::new());
+        self.seed = Some(g);
+        Ok(())
+    }
+
+    /// Lets go of a seed (see `seed`) the collection no longer wants: it shrank below the
+    /// graph threshold while it was replayed. Its exact scans read the copy.
+    pub fn drop_unwanted_seed(&mut self) {
+        if self.seed.is_some() && !self.graph_pays() {
+            self.seed = None;
+            self.building = None;
+        }
     }
 
     /// Lets go of the graph of a collection below the graph threshold that keeps its own copy

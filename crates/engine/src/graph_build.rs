@@ -22,6 +22,10 @@
 //! [`MAX_ROUNDS_NOT_SHRINKING`] rounds whose log did not shrink, the build gives way and the
 //! tenant is queued again behind the others, its collection searched exactly meanwhile.
 //!
+//! A load that restores a graph from a snapshot older than the records and finds many vectors
+//! changed since sets the graph aside as a seed (`CollectionIndex::seed`, [`catch_up_later`]):
+//! its build skips steps 1 and 2 and catches the seed up from the log its load began.
+//!
 //! If the tenant is evicted or the collection dropped meanwhile, the build is abandoned: the
 //! collection will be queued again by its next load.
 
@@ -47,6 +51,24 @@ const CHUNK: usize = 2048;
 /// graph; more are caught up first with no lock held (step 3). A few hundred inserts: a few
 /// milliseconds to tens of them, the order of one write batch's own index work.
 pub(crate) const REPLAY_UNDER_LOCK: usize = 256;
+
+/// Changed vectors below which a load inserts them into the graph it restores, whatever the
+/// graph's size: a few milliseconds.
+const INLINE_CATCH_UP_MIN: usize = 64;
+
+/// About how many vectors one can copy in the time one is inserted into a graph (see
+/// [`catch_up_later`]).
+const INSERT_COST_IN_COPIES: usize = 400;
+
+/// Whether a load that restores a graph of `vectors` from a snapshot older than the records
+/// should leave its `changed` vectors to the background builder (`CollectionIndex::seed`)
+/// rather than insert them itself, in the request that asked for the tenant: when inserting
+/// them costs more than copying the graph's vectors out for the exact scans that serve until
+/// the builder is done. A crash can leave up to the change log's cap (100,000 by default)
+/// behind: inserted by the load, that was the first search's wait.
+pub(crate) fn catch_up_later(changed: usize, vectors: usize) -> bool {
+    changed > INLINE_CATCH_UP_MIN && changed.saturating_mul(INSERT_COST_IN_COPIES) > vectors
+}
 
 /// Catch-up rounds in a row whose log did not shrink after which a build gives way (see
 /// `build_and_install`).
@@ -266,16 +288,9 @@ fn build_and_install(
     slot: &TenantSlot,
     name: &CollectionName,
 ) -> Result<bool, EngineError> {
-    let (slots, mut graph): (Vec<u32>, HnswIndex) = {
-        let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
-        let Some(ci) = guard.as_mut().and_then(|i| i.collections.get_mut(name)) else {
-            return Ok(false);
-        };
-        if !ci.wants_graph() || ci.building.is_some() {
-            return Ok(false);
-        }
-        ci.building = Some(Vec::new());
-        (ci.with_vector.iter().collect(), ci.new_graph()?)
+    let (slots, mut graph, seeded) = match start_build(slot, name)? {
+        Some(start) => start,
+        None => return Ok(false),
     };
     let started = std::time::Instant::now();
     let built_with = graph.params();
@@ -296,18 +311,20 @@ fn build_and_install(
     // with no lock held (see `strata_index::hnsw_calibrate`); a rebuild measures again. Its
     // brute force takes seconds on a large graph: given up at once when the server shuts
     // down or the build is abandoned (the tenant evicted or purged, the collection dropped),
-    // which the catch-up below then sees, so nothing of it is kept.
+    // which the catch-up below then sees, so nothing of it is kept. A seed keeps the beam
+    // measured for it (measured again once it has grown, `calibrate_grown`).
     let calibrating = std::time::Instant::now();
     let abandoned = || registry.builder.stop.load(Ordering::Relaxed) || !still_building(slot, name);
-    if let Some(c) = graph.calibrate_until(CalibrationSettings::default(), &abandoned) {
+    if !seeded && let Some(c) = graph.calibrate_until(CalibrationSettings::default(), &abandoned) {
         log_calibration(slot, name, &c, graph.len(), calibrating.elapsed());
     }
     #[cfg(test)]
     if let Some(hook) = lock(&registry.builder.after_bulk).as_mut() {
         hook();
     }
-    // Removals replayed by the catch-up rounds: tombstones in the new graph.
-    let (mut removed, mut rounds) = (0, 0);
+    // Removals replayed by the catch-up rounds: tombstones in the new graph (a seed's own
+    // count from the start).
+    let (mut removed, mut rounds) = (if seeded { graph.tombstones() as u64 } else { 0 }, 0);
     let (mut last_len, mut not_shrinking) = (usize::MAX, 0);
     let mut guard = loop {
         if registry.builder.stop.load(Ordering::Relaxed) {
@@ -374,11 +391,42 @@ fn build_and_install(
     *lock(&registry.builder.last_install) = (rounds, replayed);
     index.mark_dirty();
     registry.account(slot, guard.as_ref());
-    let p = built_with;
-    let mut m = lock(&registry.builder.measured);
-    m.0 += (slots.len() * p.m * p.ef_construction) as f64;
-    m.1 += started.elapsed().as_secs_f64();
+    // A seed's catch-up is no build of `slots.len()` vectors: it would skew the estimates.
+    if !seeded {
+        let p = built_with;
+        let mut m = lock(&registry.builder.measured);
+        m.0 += (slots.len() * p.m * p.ef_construction) as f64;
+        m.1 += started.elapsed().as_secs_f64();
+    }
     Ok(true)
+}
+
+/// What a build starts from, under the tenant's index lock: the slots to insert into a new
+/// graph, from then on logging every changed slot for the catch-up; or a seed the load set
+/// aside (`CollectionIndex::seed`), whose log runs since the load, with nothing to insert but
+/// that log. `None` when no build is due or one is running.
+fn start_build(
+    slot: &TenantSlot,
+    name: &CollectionName,
+) -> Result<Option<(Vec<u32>, HnswIndex, bool)>, EngineError> {
+    let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+    let Some(ci) = guard.as_mut().and_then(|i| i.collections.get_mut(name)) else {
+        return Ok(None);
+    };
+    if let Some(seed) = ci.seed.take()
+        && ci.building.is_some()
+    {
+        return Ok(Some((Vec::new(), seed, true)));
+    }
+    if !ci.wants_graph() || ci.building.is_some() {
+        return Ok(None);
+    }
+    ci.building = Some(Vec::new());
+    Ok(Some((
+        ci.with_vector.iter().collect(),
+        ci.new_graph()?,
+        false,
+    )))
 }
 
 /// Whether the collection's build is still wanted: the tenant's index (the one the build

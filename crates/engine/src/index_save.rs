@@ -43,6 +43,9 @@ use crate::{search_image, snapshot};
 
 /// What a save took from the tenant's indexes under its locks, all as of one data version.
 pub(crate) struct Captured {
+    /// The record changes the capture covers that no save had (`TenantIndex::
+    /// unsaved_changes`), given back if this save fails.
+    unsaved: u64,
     version: u64,
     /// The last change-log entry the indexes reflect.
     seq: u64,
@@ -148,7 +151,9 @@ impl TenantIndex {
             );
         }
         self.dirty.store(false, Ordering::SeqCst);
+        let unsaved = self.unsaved_changes.swap(0, Ordering::Relaxed);
         Ok(Captured {
+            unsaved,
             version,
             seq,
             collections,
@@ -302,10 +307,11 @@ fn save_holding(
             _ => return Ok(Some(false)),
         }
     };
-    let (graphs_time, images_time, graph_bytes) = (
+    let (graphs_time, images_time, graph_bytes, unsaved) = (
         captured.graphs_time,
         captured.images_time,
         captured.graph_bytes,
+        captured.unsaved,
     );
     let saved = match finish(store, key, slot, captured) {
         // Purged meanwhile (its purge waits for this save, then deletes its files): there is
@@ -323,6 +329,7 @@ fn save_holding(
         };
         if let Some(index) = guard.as_ref().and_then(|g| g.as_ref()) {
             index.mark_dirty();
+            index.unsaved_changes.fetch_add(unsaved, Ordering::Relaxed);
         }
     }
     saved?;

@@ -287,3 +287,52 @@ fn an_eviction_gives_up_on_a_victim_whose_index_is_held() {
     });
     assert!(slot.index.read().unwrap().is_some(), "evicted while busy");
 }
+
+/// Record changes the tenant's loaded indexes hold that no save captured.
+fn unsaved(engine: &Engine, scope: &TenantScope) -> u64 {
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    let guard = slot.index.read().unwrap();
+    let index = guard.as_ref().unwrap();
+    index
+        .unsaved_changes
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn a_checkpoint_saves_tenants_with_enough_unsaved_changes_so_a_crash_replays_only_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant_with_graph(dir.path());
+    let fresh = strata_index::testdata::queries(13, DIM as usize, 10, 1, 5);
+    for (i, v) in fresh.iter().enumerate().take(10) {
+        put_one(&engine, &scope, &format!("f{i}"), v);
+    }
+    assert_eq!(unsaved(&engine, &scope), 10);
+    assert_eq!(engine.checkpoint_indexes(11).unwrap(), 0, "not due yet");
+    assert_eq!(unsaved(&engine, &scope), 10);
+    assert_eq!(engine.checkpoint_indexes(10).unwrap(), 1);
+    assert_eq!(unsaved(&engine, &scope), 0);
+    assert!(!is_dirty(&engine, &scope));
+    assert_eq!(
+        engine.checkpoint_indexes(1).unwrap(),
+        0,
+        "nothing new to save"
+    );
+    for (i, v) in fresh.iter().enumerate().skip(10) {
+        put_one(&engine, &scope, &format!("f{i}"), v);
+    }
+    // The process ends without a shutdown's save.
+    drop(engine);
+
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let scope = crate::test_support::admin_scope(&engine, "acme");
+    assert!(load_from_image(&engine, &scope));
+    assert_eq!(
+        unsaved(&engine, &scope),
+        3,
+        "the load replayed more than the last 3"
+    );
+    for (i, v) in fresh.iter().enumerate() {
+        assert_eq!(top_hit(&engine, &scope, v), format!("f{i}"));
+    }
+    verify_clean(&engine);
+}

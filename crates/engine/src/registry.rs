@@ -646,8 +646,34 @@ impl IndexRegistry {
 
     /// Saves every loaded, changed tenant index; see `Engine::persist_indexes`.
     pub fn persist(&self, store: &Store) -> Result<usize, EngineError> {
-        let loaded: Vec<(TenantKey, Arc<TenantSlot>)> =
-            self.slots().iter().map(|(k, v)| (*k, v.clone())).collect();
+        self.save_loaded(store, |_| true)
+    }
+
+    /// Saves the loaded tenant indexes holding at least `min_changes` record changes that no
+    /// save has captured; see `Engine::checkpoint_indexes`.
+    pub fn checkpoint(&self, store: &Store, min_changes: u64) -> Result<usize, EngineError> {
+        self.save_loaded(store, |slot| {
+            // Not waiting for a tenant busy installing a graph (which saves it anyway).
+            slot.index.try_read().is_ok_and(|index| {
+                index
+                    .as_ref()
+                    .is_some_and(|i| i.unsaved_changes.load(Ordering::Relaxed) >= min_changes)
+            })
+        })
+    }
+
+    /// Saves the loaded tenant indexes `wanted` picks that changed since their last save.
+    fn save_loaded(
+        &self,
+        store: &Store,
+        wanted: impl Fn(&TenantSlot) -> bool,
+    ) -> Result<usize, EngineError> {
+        let loaded: Vec<(TenantKey, Arc<TenantSlot>)> = self
+            .slots()
+            .iter()
+            .filter(|(_, slot)| wanted(slot))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
         // One tenant's failed save does not keep the others' from being saved (at shutdown,
         // the last chance): the first error is returned once all were tried.
         let (mut saved, mut first_error) = (0, None);

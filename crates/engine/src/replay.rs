@@ -71,6 +71,17 @@ pub(crate) fn changed(
     }
 }
 
+/// How many of the `changed` records each collection has.
+pub(crate) fn per_collection(
+    changed: &BTreeSet<(CollectionName, RecordId)>,
+) -> HashMap<&CollectionName, usize> {
+    let mut counts = HashMap::new();
+    for (c, _) in changed {
+        *counts.entry(c).or_default() += 1;
+    }
+    counts
+}
+
 /// Brings `collections` up to storage for the `changed` records: a record that is (still) in
 /// the collection is upserted as stored now, any other is removed.
 pub(crate) fn apply(

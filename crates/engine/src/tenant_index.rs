@@ -11,7 +11,7 @@ use strata_types::{CollectionName, Record, RecordId};
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
 use crate::snapshot::SavedGraph;
-use crate::{graph_file, replay, search_image, snapshot};
+use crate::{graph_build, graph_file, replay, search_image, snapshot};
 
 /// A change a committed write made, to be applied to loaded indexes.
 pub(crate) enum Change {
@@ -36,6 +36,9 @@ pub(crate) struct TenantIndex {
     /// (under the read lock) reads its hits from storage rather than from this index
     /// (`crate::hits`).
     pub write_pending: std::sync::atomic::AtomicBool,
+    /// Record changes these indexes hold that no save has captured yet: what a crash would
+    /// leave the next load to replay from the change log (`IndexRegistry::checkpoint`).
+    pub unsaved_changes: std::sync::atomic::AtomicU64,
 }
 
 impl TenantIndex {
@@ -145,6 +148,8 @@ impl TenantIndex {
         let mut inline = false;
         // Collections whose image is behind storage, with the log sequence each reflects.
         let mut behind = HashMap::new();
+        // Records the change log's replay brought in: not in any saved image yet.
+        let mut replayed = 0;
         for c in r.collections(key)? {
             let Some(bytes) = search_image::load(r, key, &c.name)? else {
                 return Ok(None);
@@ -205,6 +210,20 @@ impl TenantIndex {
             let Ok(Some(changed)) = replay::changed(r, key, &behind, usage.records) else {
                 return Ok(None);
             };
+            replayed = changed.len() as u64;
+            // A graph that many changed vectors would have to go into is caught up by the
+            // background builder instead, the collection searched exactly meanwhile.
+            for (name, n) in replay::per_collection(&changed) {
+                if let Some(ci) = collections.get_mut(name)
+                    && ci
+                        .graph
+                        .as_ref()
+                        .is_some_and(|g| graph_build::catch_up_later(n, g.len()))
+                    && ci.set_graph_aside().is_err()
+                {
+                    return Ok(None);
+                }
+            }
             if replay::apply(r, key, changed, &mut collections).is_err() {
                 return Ok(None);
             }
@@ -222,6 +241,7 @@ impl TenantIndex {
         // and is let go; the next save stores the vectors in the image instead.
         for ci in collections.values_mut() {
             dropped_graph |= ci.shed_graph();
+            ci.drop_unwanted_seed();
         }
         // Caught up, or a graph shed: worth saving a current image at the next eviction or
         // persist.
@@ -234,6 +254,7 @@ impl TenantIndex {
             dirty: dirty.into(),
             params,
             write_pending: Default::default(),
+            unsaved_changes: replayed.into(),
         }))
     }
 
@@ -311,6 +332,7 @@ impl TenantIndex {
             dirty: dirty.into(),
             params,
             write_pending: Default::default(),
+            unsaved_changes: Default::default(),
         })
     }
 
@@ -321,6 +343,8 @@ impl TenantIndex {
         changes: Vec<Change>,
     ) -> Result<(), EngineError> {
         self.mark_dirty();
+        self.unsaved_changes
+            .fetch_add(changes.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for change in changes {
             match change {
                 Change::Upsert(record) => {

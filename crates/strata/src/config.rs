@@ -225,6 +225,15 @@ pub struct ServerConfig {
     /// How often the expiry sweep removes the records past their `expires_at`, in seconds; 0
     /// turns it off (expired records are then only hidden, and keep their quota).
     pub expiry_sweep_interval_secs: u64,
+    /// How often, in seconds, the indexes of resident tenants with at least
+    /// `index_checkpoint_changes` unsaved record changes are saved (graphs, search images),
+    /// so that a crash leaves their next load little to replay and their change logs are
+    /// trimmed; 0 turns it off (they are then saved only at eviction and a clean shutdown).
+    pub index_checkpoint_interval_secs: u64,
+    /// Unsaved record changes that make a resident tenant's indexes due for a checkpoint;
+    /// 1 to `engine.change_log_cap` (a log that drops entries an image needs makes the next
+    /// load rebuild instead of replay).
+    pub index_checkpoint_changes: u64,
     /// Worker threads running engine work with fair queueing across tenants; 0 means one
     /// per CPU.
     pub workers: usize,
@@ -277,6 +286,8 @@ impl Default for ServerConfig {
             retention_secs: strata_api::ApiConfig::default().retention_secs,
             purge_interval_secs: 3600,
             expiry_sweep_interval_secs: 60,
+            index_checkpoint_interval_secs: 60,
+            index_checkpoint_changes: 20_000,
             workers: strata_api::PoolConfig::default().workers,
             max_queue: strata_api::PoolConfig::default().max_queue,
             max_queue_per_tenant: strata_api::PoolConfig::default().max_queue_per_tenant,
@@ -388,6 +399,10 @@ impl Config {
             bail!("server.max_import_bytes: at least 1024");
         }
         config.server.validate_connections()?;
+        let cap = config.engine.change_log_cap;
+        if !(1..=cap).contains(&config.server.index_checkpoint_changes) {
+            bail!("server.index_checkpoint_changes: 1 to engine.change_log_cap ({cap})");
+        }
         // 0 would answer every data request 503 OVERLOADED.
         for (name, value) in [
             ("max_queue", config.server.max_queue),
@@ -637,6 +652,18 @@ mod tests {
                 "0",
                 "server.max_queue_per_tenant",
             ),
+            (
+                "STRATA__SERVER__INDEX_CHECKPOINT_CHANGES",
+                "0",
+                "server.index_checkpoint_changes",
+            ),
+            // Past the change log's cap (100,000): a checkpoint would come after the log had
+            // dropped entries the saved image needs.
+            (
+                "STRATA__SERVER__INDEX_CHECKPOINT_CHANGES",
+                "100001",
+                "engine.change_log_cap (100000)",
+            ),
         ] {
             let err = Config::load(None, env(&[(var, value)])).unwrap_err();
             assert!(format!("{err:#}").contains(expected), "{var}: {err:#}");
@@ -654,6 +681,7 @@ mod tests {
             ("STRATA__ENGINE__LIMITS__MAX_BATCH", "1"),
             ("STRATA__ENGINE__LIMITS__MAX_METADATA_BYTES", "2"),
             ("STRATA__SERVER__MAX_QUEUE_PER_TENANT", "1"),
+            ("STRATA__SERVER__INDEX_CHECKPOINT_CHANGES", "100000"),
             ("STRATA__LOG__FILTER", "strata_api=debug,info"),
         ] {
             Config::load(None, env(&[(var, value)])).unwrap();

@@ -165,6 +165,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         ))
     });
+    let checkpointer = (config.server.index_checkpoint_interval_secs > 0).then(|| {
+        tokio::spawn(index_checkpoints(
+            Arc::clone(&engine),
+            Duration::from_secs(config.server.index_checkpoint_interval_secs),
+            config.server.index_checkpoint_changes,
+            stop_rx.clone(),
+        ))
+    });
     // Suppressed security events whose summary no later event carried reach their log once
     // their bucket refills (`[audit]`), and the rest at shutdown below.
     let summaries = tokio::spawn(summary_flush(state.clone(), stop_rx.clone()));
@@ -203,6 +211,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(expirer) = expirer {
         // Likewise, after the tenant its pass is sweeping (at most `SWEEP_PER_PASS` records).
         let _ = expirer.await;
+    }
+    if let Some(checkpointer) = checkpointer {
+        // Likewise, after the checkpoint it is saving; `close` saves the rest.
+        let _ = checkpointer.await;
     }
     close(engine, resumer).await;
     tracing::info!("stopped");
@@ -326,6 +338,35 @@ async fn purge_sweep(
             }
             Ok(Err(e)) => tracing::error!(error = %e, "promotion sweep failed"),
             Err(e) => tracing::error!(error = %e, "promotion sweep panicked"),
+        }
+    }
+}
+
+/// Saves the indexes of resident tenants with at least `min_changes` unsaved record changes
+/// (`Engine::checkpoint_indexes`), every `every`, until stop.
+async fn index_checkpoints(
+    engine: Arc<Engine>,
+    every: Duration,
+    min_changes: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: nothing is due right after the start.
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let saver = Arc::clone(&engine);
+        match tokio::task::spawn_blocking(move || saver.checkpoint_indexes(min_changes)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(saved)) => tracing::info!(tenants = saved, "index checkpoint saved"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "index checkpoint failed; tried again next time")
+            }
+            Err(e) => tracing::error!(error = %e, "index checkpoint panicked"),
         }
     }
 }

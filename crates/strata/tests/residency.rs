@@ -225,3 +225,52 @@ fn a_stressed_tenant_sheds_its_expensive_searches_alone() {
     let (s, v) = server.post("/v1/search", &keys[2], json!({"query": "weather", "k": 5}));
     assert_eq!(s, 200, "{v}");
 }
+
+/// A resident tenant written past `index_checkpoint_changes` is saved by the periodic
+/// checkpoint, not only at shutdown: the server says so in its log, and a SIGKILL after it
+/// leaves a tenant that answers as before and verifies clean.
+#[test]
+fn resident_tenants_with_many_unsaved_changes_are_checkpointed() {
+    let mut server = Server::start_with(&[
+        ("STRATA__SERVER__INDEX_CHECKPOINT_INTERVAL_SECS", "1"),
+        ("STRATA__SERVER__INDEX_CHECKPOINT_CHANGES", "50"),
+    ]);
+    server.tenant("t0");
+    let key = server.key("t0", json!({}));
+    // Loaded before the writes, so the writes are changes its indexes hold unsaved.
+    let (s, v) = server.post("/v1/search", &key, json!({"query": "note", "k": 5}));
+    assert_eq!(s, 200, "{v}");
+    let records: Vec<Value> = (0..60)
+        .map(|i| {
+            json!({"id": format!("r{i}"), "content": format!("note {i} on topic {}", i % 5),
+                   "vector": vector(0, i)})
+        })
+        .collect();
+    let (s, v) = server.post("/v1/memories", &key, json!({ "records": records }));
+    assert_eq!(s, 201, "{v}");
+    let before = answers(&server, &key, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !server.log().contains("index checkpoint saved") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 30 s:\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert!(
+        server
+            .wait_exit(std::time::Duration::from_secs(10))
+            .is_some()
+    );
+    // Starts it again (the stop finds it gone).
+    server.restart();
+    assert_eq!(answers(&server, &key, 0), before);
+    let (s, v) = server.post("/v1/admin/tenants/t0/verify", OPERATOR_KEY, json!({}));
+    assert_eq!((s, &v["ok"]), (200, &json!(true)), "{v}");
+}
