@@ -110,6 +110,12 @@ pub(crate) struct CollectionIndex {
     /// collection is searched exactly meanwhile, from a copy of its vectors, and `building`
     /// logs the slots the catch-up replays, from the load's own replay on.
     pub seed: Option<HnswIndex>,
+    /// The graph the collection's last save named is being caught up (in `seed`, or in the
+    /// builder's hands): the tenant is not saved until it is installed, since a save now would
+    /// name no graph and delete that one's file, and the next load could then only build a
+    /// graph from nothing (`index_save`). Meanwhile the last save, and the change log after
+    /// its mark, stay what a load catches up from.
+    pub catching_up: bool,
     /// Vectors removed from `graph` since it was built or restored: the graph keeps them as
     /// tombstones in the graph until it is rebuilt.
     pub graph_deleted: u64,
@@ -156,6 +162,7 @@ impl CollectionIndex {
             from_image: false,
             building: None,
             seed: None,
+            catching_up: false,
             graph_deleted: 0,
             params: HnswParams::default(),
             rebuild: false,
@@ -559,6 +566,9 @@ impl CollectionIndex {
     /// another connectivity or construction beam is marked for a background rebuild.
     pub fn set_params(&mut self, params: HnswParams) {
         self.params = params;
+        if let Some(seed) = self.seed.as_mut() {
+            seed.set_ef_search(params.ef_search, params.auto_ef);
+        }
         if let Some(g) = self.graph.as_mut() {
             g.set_ef_search(params.ef_search, params.auto_ef);
             let built = g.params();
@@ -624,6 +634,7 @@ impl CollectionIndex {
         self.restored = false;
         self.building = Some(Vec::new());
         self.seed = Some(g);
+        self.catching_up = true;
         Ok(())
     }
 
@@ -633,6 +644,7 @@ impl CollectionIndex {
         if self.seed.is_some() && !self.graph_pays() {
             self.seed = None;
             self.building = None;
+            self.catching_up = false;
         }
     }
 
@@ -678,6 +690,9 @@ impl CollectionIndex {
         }
         // The replayed removals above are tombstones in the new graph too.
         self.graph_deleted = g_deleted;
+        // The search beam as the parameters say now: they may have changed during the build.
+        g.set_ef_search(self.params.ef_search, self.params.auto_ef);
+        self.catching_up = false;
         // Built with parameters that changed meanwhile: build again.
         let p = g.params();
         self.rebuild = p.m != self.params.m || p.ef_construction != self.params.ef_construction;

@@ -52,8 +52,8 @@ const CHUNK: usize = 2048;
 /// milliseconds to tens of them, the order of one write batch's own index work.
 pub(crate) const REPLAY_UNDER_LOCK: usize = 256;
 
-/// Changed vectors below which a load inserts them into the graph it restores, whatever the
-/// graph's size: a few milliseconds.
+/// Changed records below which a load inserts their vectors into the graph it restores,
+/// whatever the graph's size: a few milliseconds.
 const INLINE_CATCH_UP_MIN: usize = 64;
 
 /// About how many vectors one can copy in the time one is inserted into a graph (see
@@ -61,10 +61,11 @@ const INLINE_CATCH_UP_MIN: usize = 64;
 const INSERT_COST_IN_COPIES: usize = 400;
 
 /// Whether a load that restores a graph of `vectors` from a snapshot older than the records
-/// should leave its `changed` vectors to the background builder (`CollectionIndex::seed`)
-/// rather than insert them itself, in the request that asked for the tenant: when inserting
-/// them costs more than copying the graph's vectors out for the exact scans that serve until
-/// the builder is done. A crash can leave up to the change log's cap (100,000 by default)
+/// should leave its `changed` records (deletes and text-only changes counted too: the log
+/// does not say which changed a vector) to the background builder (`CollectionIndex::seed`)
+/// rather than insert their vectors itself, in the request that asked for the tenant: when
+/// inserting them costs more than copying the graph's vectors out for the exact scans that
+/// serve until the builder is done. A crash can leave up to the change log's cap (100,000 by default)
 /// behind: inserted by the load, that was the first search's wait.
 pub(crate) fn catch_up_later(changed: usize, vectors: usize) -> bool {
     changed > INLINE_CATCH_UP_MIN && changed.saturating_mul(INSERT_COST_IN_COPIES) > vectors
@@ -263,20 +264,51 @@ pub(crate) fn log_calibration(
     );
 }
 
+/// The index a build began in, by its tenant's load count then (`counters.loads`, bumped
+/// under the index lock by every load). A tenant reloaded since (evicted, or its index dropped
+/// after a failed write) holds another index, whose collection of the same name has a log and
+/// maybe a seed of its own: the build must neither read nor clear them.
+#[derive(Clone, Copy)]
+struct Began {
+    loads: u64,
+}
+
+impl Began {
+    fn now(slot: &TenantSlot) -> Began {
+        Began {
+            loads: slot.counters.loads.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the slot still holds that index; ask under the index lock.
+    fn same_index(self, slot: &TenantSlot) -> bool {
+        slot.counters.loads.load(Ordering::Relaxed) == self.loads
+    }
+}
+
 /// Builds and installs one collection's graph; `false` if abandoned. A build that does not
 /// install stops the collection's log of changed slots, which would otherwise grow with every
-/// write and keep the next build from starting.
+/// write and keep the next build from starting, unless it put its seed back to be resumed.
+/// A seed that is not put back is lost: the collection's next build starts from nothing, and
+/// saves may go on (`CollectionIndex::catching_up`).
 fn build_collection(
     registry: &IndexRegistry,
     key: TenantKey,
     slot: &TenantSlot,
     name: &CollectionName,
 ) -> Result<bool, EngineError> {
-    let out = build_and_install(registry, key, slot, name);
-    if !matches!(out, Ok(true)) {
+    let mut began = None;
+    let out = build_and_install(registry, key, slot, name, &mut began);
+    if !matches!(out, Ok(true))
+        && let Some(began) = began
+    {
         let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(ci) = guard.as_mut().and_then(|i| i.collections.get_mut(name)) {
+        if began.same_index(slot)
+            && let Some(ci) = guard.as_mut().and_then(|i| i.collections.get_mut(name))
+            && ci.seed.is_none()
+        {
             ci.building = None;
+            ci.catching_up = false;
         }
     }
     out
@@ -287,18 +319,25 @@ fn build_and_install(
     key: TenantKey,
     slot: &TenantSlot,
     name: &CollectionName,
+    began_out: &mut Option<Began>,
 ) -> Result<bool, EngineError> {
-    let (slots, mut graph, seeded) = match start_build(slot, name)? {
-        Some(start) => start,
-        None => return Ok(false),
+    let Some(Start {
+        slots,
+        mut graph,
+        seeded,
+        began,
+    }) = start_build(slot, name)?
+    else {
+        return Ok(false);
     };
+    *began_out = Some(began);
     let started = std::time::Instant::now();
     let built_with = graph.params();
     graph
         .reserve(slots.len())
         .map_err(|e| EngineError::Index(e.to_string()))?;
     for chunk in slots.chunks(CHUNK) {
-        let Some(items) = copy_chunk(registry, slot, name, chunk)? else {
+        let Some(items) = copy_chunk(registry, slot, name, began, chunk)? else {
             return Ok(false);
         };
         let refs: Vec<(u32, &[f32])> = items.iter().map(|(s, v)| (*s, v.as_slice())).collect();
@@ -314,7 +353,8 @@ fn build_and_install(
     // which the catch-up below then sees, so nothing of it is kept. A seed keeps the beam
     // measured for it (measured again once it has grown, `calibrate_grown`).
     let calibrating = std::time::Instant::now();
-    let abandoned = || registry.builder.stop.load(Ordering::Relaxed) || !still_building(slot, name);
+    let abandoned =
+        || registry.builder.stop.load(Ordering::Relaxed) || !still_building(slot, name, began);
     if !seeded && let Some(c) = graph.calibrate_until(CalibrationSettings::default(), &abandoned) {
         log_calibration(slot, name, &c, graph.len(), calibrating.elapsed());
     }
@@ -331,6 +371,9 @@ fn build_and_install(
             return Ok(false);
         }
         let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+        if !began.same_index(slot) {
+            return Ok(false);
+        }
         let Some(ci) = guard.as_mut().and_then(|i| i.collections.get_mut(name)) else {
             return Ok(false);
         };
@@ -347,6 +390,11 @@ fn build_and_install(
                     0
                 };
                 if not_shrinking >= MAX_ROUNDS_NOT_SHRINKING {
+                    // A seed goes back, caught up as far as it got, its log kept: the next
+                    // try resumes it rather than build from nothing.
+                    if seeded {
+                        ci.seed = Some(graph);
+                    }
                     drop(guard);
                     tracing::info!(
                         tenant = %slot.id,
@@ -365,7 +413,7 @@ fn build_and_install(
             }
         };
         drop(guard);
-        match catch_up(registry, slot, name, &mut graph, logged)? {
+        match catch_up(registry, slot, name, began, &mut graph, logged)? {
             Some(n) => removed += n,
             None => return Ok(false),
         }
@@ -405,39 +453,54 @@ fn build_and_install(
 /// graph, from then on logging every changed slot for the catch-up; or a seed the load set
 /// aside (`CollectionIndex::seed`), whose log runs since the load, with nothing to insert but
 /// that log. `None` when no build is due or one is running.
-fn start_build(
-    slot: &TenantSlot,
-    name: &CollectionName,
-) -> Result<Option<(Vec<u32>, HnswIndex, bool)>, EngineError> {
+fn start_build(slot: &TenantSlot, name: &CollectionName) -> Result<Option<Start>, EngineError> {
     let mut guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+    let began = Began::now(slot);
     let Some(ci) = guard.as_mut().and_then(|i| i.collections.get_mut(name)) else {
         return Ok(None);
     };
     if let Some(seed) = ci.seed.take()
         && ci.building.is_some()
     {
-        return Ok(Some((Vec::new(), seed, true)));
+        return Ok(Some(Start {
+            slots: Vec::new(),
+            graph: seed,
+            seeded: true,
+            began,
+        }));
     }
     if !ci.wants_graph() || ci.building.is_some() {
         return Ok(None);
     }
     ci.building = Some(Vec::new());
-    Ok(Some((
-        ci.with_vector.iter().collect(),
-        ci.new_graph()?,
-        false,
-    )))
+    Ok(Some(Start {
+        slots: ci.with_vector.iter().collect(),
+        graph: ci.new_graph()?,
+        seeded: false,
+        began,
+    }))
 }
 
-/// Whether the collection's build is still wanted: the tenant's index (the one the build
-/// began in: an eviction or a purge drops it, and its build log with it) still holds the
+/// Where a build starts (see [`start_build`]).
+struct Start {
+    /// Slots whose vectors go into `graph` first: all of them for a new graph, none for a seed.
+    slots: Vec<u32>,
+    graph: HnswIndex,
+    /// `graph` is a seed the load set aside.
+    seeded: bool,
+    began: Began,
+}
+
+/// Whether the collection's build is still wanted: the tenant's index is still the one the
+/// build began in (an eviction or a purge drops it, and its build log with it) and holds the
 /// collection with a build log.
-fn still_building(slot: &TenantSlot, name: &CollectionName) -> bool {
+fn still_building(slot: &TenantSlot, name: &CollectionName, began: Began) -> bool {
     let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
-    guard
-        .as_ref()
-        .and_then(|i| i.collections.get(name))
-        .is_some_and(|ci| ci.building.is_some())
+    began.same_index(slot)
+        && guard
+            .as_ref()
+            .and_then(|i| i.collections.get(name))
+            .is_some_and(|ci| ci.building.is_some())
 }
 
 /// Replays `logged` slots (written while the graph was built) into `graph` with no lock held:
@@ -449,6 +512,7 @@ fn catch_up(
     registry: &IndexRegistry,
     slot: &TenantSlot,
     name: &CollectionName,
+    began: Began,
     graph: &mut HnswIndex,
     mut logged: Vec<u32>,
 ) -> Result<Option<u64>, EngineError> {
@@ -457,7 +521,7 @@ fn catch_up(
     let mut removed = 0;
     let mut held = vec![0.0; graph.dim()];
     for chunk in logged.chunks(CHUNK) {
-        let Some(items) = copy_chunk(registry, slot, name, chunk)? else {
+        let Some(items) = copy_chunk(registry, slot, name, began, chunk)? else {
             return Ok(None);
         };
         // In slot order, as `chunk`.
@@ -480,12 +544,16 @@ fn copy_chunk(
     registry: &IndexRegistry,
     slot: &TenantSlot,
     name: &CollectionName,
+    began: Began,
     chunk: &[u32],
 ) -> Result<Option<Copied>, EngineError> {
     if registry.builder.stop.load(Ordering::Relaxed) {
         return Ok(None);
     }
     let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
+    if !began.same_index(slot) {
+        return Ok(None);
+    }
     match guard.as_ref().and_then(|i| i.collections.get(name)) {
         Some(ci) if ci.building.is_some() => ci.vectors_of(chunk).map(Some),
         _ => Ok(None),

@@ -267,17 +267,15 @@ fn vec_stats(engine: &crate::Engine, scope: &strata_auth::TenantScope) -> crate:
         .unwrap()
 }
 
-#[test]
-fn a_graph_restored_far_behind_its_records_is_caught_up_by_the_builder_not_the_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, _) = tenant_with_hooks(dir.path(), Box::new(|| {}), None);
+/// A saved graph 300 changed records behind: `acme`'s 1,100 records saved with their graph,
+/// then 250 new records `n…` (their vectors returned) and 50 deleted (`r0`–`r49`) with the
+/// tenant not loaded, and the process gone before the next save.
+fn graph_saved_behind(dir: &std::path::Path) -> Vec<Vec<f32>> {
+    let (engine, _) = tenant_with_hooks(dir, Box::new(|| {}), None);
     engine.wait_for_graph_builds();
     engine.persist_indexes().unwrap();
     drop(engine);
-
-    // Written after the last save with the tenant not loaded, and the process gone before
-    // the next save: the saved graph is 300 changed vectors behind its records.
-    let engine = crate::Engine::open(dir.path(), crate::EngineConfig::default()).unwrap();
+    let engine = crate::Engine::open(dir, crate::EngineConfig::default()).unwrap();
     let scope = admin_scope(&engine, "acme");
     let new = put_new(&engine, &scope, "n", 250, 7);
     let req = RequestScope::default();
@@ -285,16 +283,35 @@ fn a_graph_restored_far_behind_its_records_is_caught_up_by_the_builder_not_the_l
         let id = RecordId::parse(format!("r{i}")).unwrap();
         engine.delete(&scope, &req, &id).unwrap();
     }
-    drop(engine);
+    new
+}
 
-    // The builder is held at the start of its catch-up until the searches below are done.
-    let engine = crate::Engine::open(dir.path(), crate::EngineConfig::default()).unwrap();
+/// An engine on `dir` whose builder stops at the start of each build's catch-up: the first
+/// receiver hears it got there, and it goes on when the sender sends (or is dropped).
+fn engine_holding_builds(
+    dir: &std::path::Path,
+) -> (
+    crate::Engine,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let engine = crate::Engine::open(dir, crate::EngineConfig::default()).unwrap();
     let (started, at_start) = channel();
     let (go, wait_go) = channel::<()>();
     *lock(&engine.indexes.builder.after_bulk) = Some(Box::new(move || {
         let _ = started.send(());
         let _ = wait_go.recv();
     }));
+    (engine, at_start, go)
+}
+
+#[test]
+fn a_graph_restored_far_behind_its_records_is_caught_up_by_the_builder_not_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let new = graph_saved_behind(dir.path());
+
+    // The builder is held at the start of its catch-up until the searches below are done.
+    let (engine, at_start, go) = engine_holding_builds(dir.path());
     let scope = admin_scope(&engine, "acme");
     let stats = vec_stats(&engine, &scope);
     assert!(stats.loaded_from_image, "{stats:?}");
@@ -362,4 +379,101 @@ fn a_graph_restored_a_few_changes_behind_takes_them_at_the_load() {
     for (i, v) in new.iter().enumerate().step_by(5) {
         assert_eq!(top_hit(&engine, &scope, v), format!("n{i}"));
     }
+}
+
+#[test]
+fn a_graph_being_caught_up_is_not_saved_over_and_survives_a_restart_before_its_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let new = graph_saved_behind(dir.path());
+    let (engine, at_start, go) = engine_holding_builds(dir.path());
+    let scope = admin_scope(&engine, "acme");
+    assert!(!vec_stats(&engine, &scope).graph);
+    at_start
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the builder took the graph set aside");
+    let files = engine.store.derived_dir(scope.key());
+    let graph_files = || {
+        std::fs::read_dir(&files)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".hnsw")
+            })
+            .count()
+    };
+    assert_eq!(graph_files(), 1);
+    // Neither a checkpoint nor a shutdown's save writes over the last save while its graph is
+    // caught up: it would name no graph and delete that one's file.
+    assert_eq!(engine.checkpoint_indexes(1).unwrap(), 0);
+    assert_eq!(engine.persist_indexes().unwrap(), 0);
+    assert_eq!(graph_files(), 1);
+    // Stopped before the install: the build is abandoned.
+    engine
+        .indexes
+        .builder
+        .stop
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(go);
+    drop(engine);
+
+    // The next load catches the same saved graph up again, from the change log.
+    let engine = crate::Engine::open(dir.path(), crate::EngineConfig::default()).unwrap();
+    let scope = admin_scope(&engine, "acme");
+    let stats = vec_stats(&engine, &scope);
+    assert!(stats.loaded_from_image && !stats.graph, "{stats:?}");
+    engine.wait_for_graph_builds();
+    let stats = vec_stats(&engine, &scope);
+    assert!(stats.graph && stats.graph_deleted == 50, "{stats:?}");
+    assert!(
+        engine
+            .indexes
+            .builder
+            .vectors_per_sec(strata_index::HnswParams::default())
+            .is_none(),
+        "a whole graph was built"
+    );
+    for (i, v) in new.iter().enumerate().step_by(25) {
+        assert_eq!(top_hit(&engine, &scope, v), format!("n{i}"));
+    }
+}
+
+#[test]
+fn a_catch_up_whose_tenant_was_reloaded_meanwhile_leaves_the_new_index_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let new = graph_saved_behind(dir.path());
+    let (engine, at_start, go) = engine_holding_builds(dir.path());
+    let scope = admin_scope(&engine, "acme");
+    assert!(!vec_stats(&engine, &scope).graph);
+    at_start
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the builder took the first load's graph");
+    // Evicted (its save skipped: the graph is being caught up) and loaded again: a second
+    // seed and log, of the same collection name, in a new index.
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    assert!(engine.indexes.try_evict(&engine.store, scope.key(), &slot));
+    assert!(!vec_stats(&engine, &scope).graph);
+    // The first build goes on, finds its index gone, and stops; the second one installs.
+    go.send(()).unwrap();
+    at_start
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the builder took the second load's graph");
+    go.send(()).unwrap();
+    engine.wait_for_graph_builds();
+    let stats = vec_stats(&engine, &scope);
+    assert!(stats.graph && stats.vectors == 1_300, "{stats:?}");
+    {
+        let guard = slot.index.read().unwrap();
+        let ci = &guard.as_ref().unwrap().collections[&vec_name()];
+        assert!(ci.seed.is_none() && ci.building.is_none() && !ci.catching_up);
+    }
+    for (i, v) in new.iter().enumerate().step_by(25) {
+        assert_eq!(top_hit(&engine, &scope, v), format!("n{i}"));
+    }
+    let report = engine
+        .verify_tenant(&OperatorScope::for_tests(), scope.tenant())
+        .unwrap();
+    assert!(report.ok && report.indexes_loaded, "{report:?}");
 }

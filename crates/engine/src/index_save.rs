@@ -103,6 +103,12 @@ impl TenantIndex {
         self.dirty.load(Ordering::SeqCst)
     }
 
+    /// Whether a graph the last save named is being caught up (`CollectionIndex::
+    /// catching_up`): the tenant is not saved meanwhile.
+    pub fn catching_up(&self) -> bool {
+        self.collections.values().any(|c| c.catching_up)
+    }
+
     /// Marks the indexes changed: worth a snapshot.
     pub fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::SeqCst);
@@ -303,7 +309,11 @@ fn save_holding(
         };
         let held = std::time::Instant::now();
         match guard.as_ref() {
-            Some(index) if index.is_dirty() => (index.capture(store, key)?, held.elapsed()),
+            // Not while a restored graph is caught up: its last save stays the one to load
+            // from (`CollectionIndex::catching_up`); the install saves.
+            Some(index) if index.is_dirty() && !index.catching_up() => {
+                (index.capture(store, key)?, held.elapsed())
+            }
             _ => return Ok(Some(false)),
         }
     };
