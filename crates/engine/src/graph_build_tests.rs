@@ -381,16 +381,31 @@ fn a_graph_restored_a_few_changes_behind_takes_them_at_the_load() {
     }
 }
 
-#[test]
-fn a_graph_being_caught_up_is_not_saved_over_and_survives_a_restart_before_its_install() {
-    let dir = tempfile::tempdir().unwrap();
-    let new = graph_saved_behind(dir.path());
-    let (engine, at_start, go) = engine_holding_builds(dir.path());
+/// [`graph_saved_behind`] loaded by an [`engine_holding_builds`]: the load set the graph
+/// aside and the builder holds it, stopped before its catch-up.
+fn catching_up(
+    dir: &std::path::Path,
+) -> (
+    crate::Engine,
+    strata_auth::TenantScope,
+    Vec<Vec<f32>>,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let new = graph_saved_behind(dir);
+    let (engine, at_start, go) = engine_holding_builds(dir);
     let scope = admin_scope(&engine, "acme");
     assert!(!vec_stats(&engine, &scope).graph);
     at_start
         .recv_timeout(Duration::from_secs(120))
         .expect("the builder took the graph set aside");
+    (engine, scope, new, at_start, go)
+}
+
+#[test]
+fn a_graph_being_caught_up_is_not_saved_over_and_survives_a_restart_before_its_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, new, _at_start, go) = catching_up(dir.path());
     let files = engine.store.derived_dir(scope.key());
     let graph_files = || {
         std::fs::read_dir(&files)
@@ -443,13 +458,7 @@ fn a_graph_being_caught_up_is_not_saved_over_and_survives_a_restart_before_its_i
 #[test]
 fn a_catch_up_whose_tenant_was_reloaded_meanwhile_leaves_the_new_index_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let new = graph_saved_behind(dir.path());
-    let (engine, at_start, go) = engine_holding_builds(dir.path());
-    let scope = admin_scope(&engine, "acme");
-    assert!(!vec_stats(&engine, &scope).graph);
-    at_start
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the builder took the first load's graph");
+    let (engine, scope, new, at_start, go) = catching_up(dir.path());
     // Evicted (its save skipped: the graph is being caught up) and loaded again: a second
     // seed and log, of the same collection name, in a new index.
     let slot = engine.indexes.get(scope.key()).unwrap();

@@ -258,17 +258,7 @@ fn resident_tenants_with_many_unsaved_changes_are_checkpointed() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &server.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    assert!(
-        server
-            .wait_exit(std::time::Duration::from_secs(10))
-            .is_some()
-    );
-    // Starts it again (the stop finds it gone).
+    server.kill();
     server.restart();
     assert_eq!(answers(&server, &key, 0), before);
     let (s, v) = server.post("/v1/admin/tenants/t0/verify", OPERATOR_KEY, json!({}));

@@ -399,16 +399,7 @@ fn an_import_killed_midway_leaves_nothing_after_a_restart() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let killed = Command::new("kill")
-        .args(["-KILL", &server.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    assert!(
-        server
-            .wait_exit(std::time::Duration::from_secs(30))
-            .is_some()
-    );
+    server.kill();
     drop(stream);
     server.restart();
     let (s, v) = server.get("/v1/admin/tenants/acme-copy", OPERATOR_KEY);

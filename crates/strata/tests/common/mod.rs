@@ -117,6 +117,20 @@ impl Server {
         assert!(exit.success(), "the server did not stop cleanly: {exit}");
     }
 
+    /// Kills the server with SIGKILL, as a crash would, and waits for it to be gone; a
+    /// [`Server::restart`] then starts it again.
+    pub fn kill(&mut self) {
+        let killed = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .expect("send SIGKILL");
+        assert!(killed.success(), "kill -KILL failed");
+        assert!(
+            self.wait_exit(Duration::from_secs(30)).is_some(),
+            "the server outlived SIGKILL by 30 s"
+        );
+    }
+
     /// Stops the server cleanly and starts it again on the same data directory.
     pub fn restart(&mut self) {
         self.stop();
