@@ -436,9 +436,20 @@ fn build_and_install(
             return Err(e);
         }
     };
+    let vectors = ci.with_vector.len();
     *lock(&registry.builder.last_install) = (rounds, replayed);
     index.mark_dirty();
     registry.account(slot, guard.as_ref());
+    if seeded {
+        tracing::info!(
+            tenant = %slot.id,
+            collection = %name,
+            vectors,
+            rounds,
+            ms = started.elapsed().as_millis() as u64,
+            "restored graph caught up with the records changed since its save, and installed"
+        );
+    }
     // A seed's catch-up is no build of `slots.len()` vectors: it would skew the estimates.
     if !seeded {
         let p = built_with;

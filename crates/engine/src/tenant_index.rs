@@ -214,14 +214,24 @@ impl TenantIndex {
             // A graph that many changed vectors would have to go into is caught up by the
             // background builder instead, the collection searched exactly meanwhile.
             for (name, n) in replay::per_collection(&changed) {
-                if let Some(ci) = collections.get_mut(name)
-                    && ci
-                        .graph
-                        .as_ref()
-                        .is_some_and(|g| graph_build::catch_up_later(n, g.len()))
-                    && ci.set_graph_aside().is_err()
-                {
-                    return Ok(None);
+                let Some(ci) = collections.get_mut(name) else {
+                    continue;
+                };
+                let Some(len) = ci.graph.as_ref().map(|g| g.len()) else {
+                    continue;
+                };
+                if graph_build::catch_up_later(n, len) {
+                    if ci.set_graph_aside().is_err() {
+                        return Ok(None);
+                    }
+                    tracing::info!(
+                        tenant_key = ?key,
+                        collection = %name,
+                        changed = n,
+                        graph_vectors = len,
+                        "restored graph set aside to be caught up in the background; the \
+                         collection is searched exactly meanwhile"
+                    );
                 }
             }
             if replay::apply(r, key, changed, &mut collections).is_err() {

@@ -232,7 +232,8 @@ pub struct ServerConfig {
     pub index_checkpoint_interval_secs: u64,
     /// Unsaved record changes that make a resident tenant's indexes due for a checkpoint;
     /// 1 to `engine.change_log_cap` (a log that drops entries an image needs makes the next
-    /// load rebuild instead of replay).
+    /// load rebuild instead of replay). 0 (the default): 20,000, or half the change log's cap
+    /// when that is lower.
     pub index_checkpoint_changes: u64,
     /// Worker threads running engine work with fair queueing across tenants; 0 means one
     /// per CPU.
@@ -287,7 +288,7 @@ impl Default for ServerConfig {
             purge_interval_secs: 3600,
             expiry_sweep_interval_secs: 60,
             index_checkpoint_interval_secs: 60,
-            index_checkpoint_changes: 20_000,
+            index_checkpoint_changes: 0,
             workers: strata_api::PoolConfig::default().workers,
             max_queue: strata_api::PoolConfig::default().max_queue,
             max_queue_per_tenant: strata_api::PoolConfig::default().max_queue_per_tenant,
@@ -301,6 +302,20 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_uri_bytes: strata_api::ApiConfig::default().max_uri_bytes,
             stage_timing: false,
+        }
+    }
+}
+
+/// Unsaved changes of a resident tenant that make a checkpoint due when none are configured.
+const DEFAULT_CHECKPOINT_CHANGES: u64 = 20_000;
+
+impl Config {
+    /// `server.index_checkpoint_changes` with its default (0) resolved against the change
+    /// log's cap: a checkpoint must come before the log drops entries a saved image needs.
+    pub fn index_checkpoint_changes(&self) -> u64 {
+        match self.server.index_checkpoint_changes {
+            0 => DEFAULT_CHECKPOINT_CHANGES.min((self.engine.change_log_cap / 2).max(1)),
+            n => n,
         }
     }
 }
@@ -400,8 +415,11 @@ impl Config {
         }
         config.server.validate_connections()?;
         let cap = config.engine.change_log_cap;
-        if !(1..=cap).contains(&config.server.index_checkpoint_changes) {
-            bail!("server.index_checkpoint_changes: 1 to engine.change_log_cap ({cap})");
+        if config.server.index_checkpoint_changes > cap {
+            bail!(
+                "server.index_checkpoint_changes: 1 to engine.change_log_cap ({cap}), or 0 for \
+                 the default"
+            );
         }
         // 0 would answer every data request 503 OVERLOADED.
         for (name, value) in [
@@ -652,11 +670,6 @@ mod tests {
                 "0",
                 "server.max_queue_per_tenant",
             ),
-            (
-                "STRATA__SERVER__INDEX_CHECKPOINT_CHANGES",
-                "0",
-                "server.index_checkpoint_changes",
-            ),
             // Past the change log's cap (100,000): a checkpoint would come after the log had
             // dropped entries the saved image needs.
             (
@@ -686,6 +699,36 @@ mod tests {
         ] {
             Config::load(None, env(&[(var, value)])).unwrap();
         }
+    }
+
+    /// The checkpoint's default follows a lowered change-log cap, so lowering the cap alone
+    /// still starts; an explicit value past the cap is refused.
+    #[test]
+    fn the_checkpoint_default_stays_under_the_change_log_cap() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.index_checkpoint_changes(), 20_000);
+        let low = Config::load(None, env(&[("STRATA__ENGINE__CHANGE_LOG_CAP", "1000")])).unwrap();
+        assert_eq!(low.index_checkpoint_changes(), 500);
+        let one = Config::load(None, env(&[("STRATA__ENGINE__CHANGE_LOG_CAP", "1")])).unwrap();
+        assert_eq!(one.index_checkpoint_changes(), 1);
+        let set = Config::load(
+            None,
+            env(&[("STRATA__SERVER__INDEX_CHECKPOINT_CHANGES", "700")]),
+        )
+        .unwrap();
+        assert_eq!(set.index_checkpoint_changes(), 700);
+        let err = Config::load(
+            None,
+            env(&[
+                ("STRATA__ENGINE__CHANGE_LOG_CAP", "1000"),
+                ("STRATA__SERVER__INDEX_CHECKPOINT_CHANGES", "1001"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("server.index_checkpoint_changes"),
+            "{err:#}"
+        );
     }
 
     #[test]

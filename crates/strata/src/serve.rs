@@ -169,7 +169,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(index_checkpoints(
             Arc::clone(&engine),
             Duration::from_secs(config.server.index_checkpoint_interval_secs),
-            config.server.index_checkpoint_changes,
+            config.index_checkpoint_changes(),
             stop_rx.clone(),
         ))
     });
