@@ -407,9 +407,10 @@ impl Engine {
     }
 
     /// Saves the loaded tenant indexes that hold at least `min_changes` record changes no save
-    /// has captured yet: a tenant that stays resident is otherwise saved only at a clean
-    /// shutdown, so a crash would leave its next load to replay everything it was written
-    /// since (and its change log, trimmed by saves, would sit at its cap). The server runs this
+    /// has captured yet: a tenant that stays resident (pinned, or under no memory pressure) is
+    /// otherwise saved only at eviction and clean shutdown, so a crash would leave its next
+    /// load to replay everything it was written since (and its change log, trimmed by saves,
+    /// would sit at its cap). The server runs this
     /// every `server.index_checkpoint_interval_secs`. Returns how many tenants were saved.
     pub fn checkpoint_indexes(&self, min_changes: u64) -> Result<usize, EngineError> {
         self.indexes.checkpoint(&self.store, min_changes.max(1))
