@@ -106,6 +106,20 @@ def test_quota_and_conflict(admin: StrataAdmin, client: Strata, tenant: TenantKe
     assert isinstance(q.value, PermissionDeniedError)
 
 
+def test_a_float_json_cannot_carry_is_refused_as_bad_input(client: Strata) -> None:
+    client.create_collection("nan3", dim=3)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(BadRequestError, match="refused by the client") as e:
+            client.add(vector=[0.5, bad, 0.5], collection="nan3")
+        assert e.value.status is None and e.value.code == "BAD_REQUEST"  # nothing was sent
+        assert isinstance(e.value, StrataError)
+        with pytest.raises(BadRequestError):
+            client.search(vector=[bad, 0.5, 0.5], collection="nan3")
+    # Everything else still travels as before, non-ASCII text included.
+    assert client.add("café ☕", vector=[0.5, 0.25, 0.5], collection="nan3", id="ok").created
+    assert client.get("ok").content == "café ☕"
+
+
 def test_unreachable_server_is_a_connection_error(tenant: TenantKey) -> None:
     # Port 9 (discard) is closed on test machines; nothing was sent, so it was retried.
     with Strata("http://127.0.0.1:9", tenant.key, retries=1) as c:

@@ -177,8 +177,23 @@ pub(crate) fn parse_object_within(
                     check_tenant_id(tenant, &named, "body field tenant_id")?;
                 }
             }
-            Err(ApiError::BadRequest(format!("body: invalid JSON: {e}")))
+            Err(ApiError::BadRequest(format!(
+                "body: invalid JSON: {e}{}",
+                escape_hint(&e.to_string())
+            )))
         }
+    }
+}
+
+/// What serde_json's message about a `\u` escape leaves unsaid: its usual cause is half of a
+/// surrogate pair (a client that split a UTF-16 string, an emoji cut in two), which no JSON
+/// string may hold alone.
+fn escape_hint(message: &str) -> &'static str {
+    if message.contains("hex escape") || message.contains("surrogate") {
+        " (a \\uD800-\\uDBFF escape must be followed by a \\uDC00-\\uDFFF one: text is \
+         UTF-8, and half of a surrogate pair is no character)"
+    } else {
+        ""
     }
 }
 
@@ -272,6 +287,7 @@ fn naming_the_field(at: &str, e: &serde_path_to_error::Error<serde_json::Error>)
             Segment::Unknown => {}
         }
     }
+    let message = plain_expectation(&message);
     if path.is_empty() {
         return message;
     }
@@ -282,6 +298,35 @@ fn naming_the_field(at: &str, e: &serde_path_to_error::Error<serde_json::Error>)
         })
         .map_or(message.as_str(), |(_, rest)| rest);
     format!("{path}: {own}")
+}
+
+/// serde's message with the Rust type it expected (`expected usize`, `expected struct
+/// Confidence`) said in JSON's words, and a negative count said to be one: a client sees the
+/// wire format, not this server's types.
+fn plain_expectation(message: &str) -> String {
+    let Some((head, expected)) = message.rsplit_once(", expected ") else {
+        return message.to_owned();
+    };
+    let unsigned = |max: &str| format!("a whole number from 0 to {max}");
+    let plain = match expected {
+        "usize" | "u64" => unsigned("18446744073709551615"),
+        "u32" => unsigned("4294967295"),
+        "u16" => unsigned("65535"),
+        "u8" => unsigned("255"),
+        "isize" | "i64" => "a whole number".to_owned(),
+        "i32" => "a whole number from -2147483648 to 2147483647".to_owned(),
+        "f32" | "f64" => "a number".to_owned(),
+        "a sequence" => "an array".to_owned(),
+        "a map" => "an object".to_owned(),
+        other if other.starts_with("struct ") => "an object".to_owned(),
+        _ => return message.to_owned(),
+    };
+    if plain.starts_with("a whole number from 0")
+        && let Some(n) = head.strip_prefix("invalid value: integer `-")
+    {
+        return format!("-{} is negative; expected {plain}", n.trim_end_matches('`'));
+    }
+    format!("{head}, expected {plain}")
 }
 
 /// Every scope field a request may carry, plus `tenant_id`, which is only ever checked.
@@ -667,6 +712,58 @@ mod tests {
         assert!(m.starts_with("limits.expires_at: "), "{m}");
         let m = message(from_value_at::<i64>("weight", &json!("x")));
         assert!(m.starts_with("weight: "), "{m}");
+    }
+
+    #[test]
+    fn half_a_surrogate_pair_is_named_as_such() {
+        for bad in [r#"{"content":"bad \ud800 x"}"#, r#"{"content":"\udc00"}"#] {
+            let m = message(parse_object_of(bad.as_bytes(), None));
+            assert!(m.starts_with("body: invalid JSON: "), "{m}");
+            assert!(m.contains("half of a surrogate pair"), "{bad}: {m}");
+        }
+        // A whole pair is a character.
+        assert!(parse_object_of(r#"{"content":"\ud83d\ude00"}"#.as_bytes(), None).is_ok());
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Counted {
+        k: usize,
+        weight: Option<f32>,
+        inner: Option<Item>,
+        list: Option<Vec<u8>>,
+    }
+
+    #[test]
+    fn body_errors_say_what_json_was_expected_not_the_servers_types() {
+        let body = |v: Value| v.as_object().cloned().unwrap();
+        let m = message(from_map::<Counted>(body(json!({"k": -1}))));
+        assert_eq!(
+            m,
+            "k: -1 is negative; expected a whole number from 0 to 18446744073709551615"
+        );
+        let m = message(from_map::<Counted>(body(json!({"k": 5.5}))));
+        assert_eq!(
+            m,
+            "k: invalid type: floating point `5.5`, expected a whole number from 0 to \
+             18446744073709551615"
+        );
+        let m = message(from_map::<Counted>(body(json!({"k": 1, "weight": "x"}))));
+        assert_eq!(m, "weight: invalid type: string \"x\", expected a number");
+        let m = message(from_map::<Counted>(body(json!({"k": 1, "inner": 2}))));
+        assert_eq!(m, "inner: invalid type: integer `2`, expected an object");
+        let m = message(from_map::<Counted>(body(json!({"k": 1, "list": {}}))));
+        assert_eq!(m, "list: invalid type: map, expected an array");
+        let m = message(from_map::<Counted>(body(json!({"k": 1, "list": [300]}))));
+        assert_eq!(
+            m,
+            "list[0]: invalid value: integer `300`, expected a whole number from 0 to 255"
+        );
+        // Messages naming no Rust type stay as they are.
+        assert_eq!(
+            plain_expectation("invalid type: null, expected a string"),
+            "invalid type: null, expected a string"
+        );
     }
 
     #[test]

@@ -424,6 +424,15 @@ mod tests {
             json!(false),
             "{confidence}"
         );
+        // The counters go past `int32`: a client generated from the document must hold them.
+        for counter in ["evidence_count", "corroborations", "contradictions"] {
+            let c = &confidence["properties"][counter];
+            assert_eq!(
+                (&c["format"], &c["minimum"], &c["maximum"]),
+                (&json!("int64"), &json!(0), &json!(4_294_967_295_u64)),
+                "{counter}: {c}"
+            );
+        }
 
         // Names take the same constrained schemas wherever they appear.
         let refers = |v: &Value, to: &str| {

@@ -84,13 +84,29 @@ impl Engine {
             }
             .into());
         }
+        if records.is_empty() {
+            return Err(RecordError::EmptyBatch {
+                max: limits.max_batch,
+            }
+            .into());
+        }
         let at = RecordAt { indexed };
+        let mut ids = std::collections::HashMap::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             // Imports skip the expiry check (see `strata_types::check_expiry`), so it is not
             // part of `validate`.
             r.validate(limits)
                 .and_then(|()| check_expiry(r.expires_at, now))
                 .map_err(|e| at.error(i, e.into()))?;
+            if let Some(id) = &r.id
+                && let Some(first) = ids.insert(id, i)
+            {
+                let e = RecordError::DuplicateId {
+                    id: id.clone(),
+                    first,
+                };
+                return Err(at.error(i, e.into()));
+            }
         }
         let embedded = self.records_to_embed(scope, &records)?;
         let model = self.loaded_embedder().map(|(_, id)| id);

@@ -152,6 +152,48 @@ fn unknown_collection_and_oversized_batch() {
 }
 
 #[test]
+fn an_empty_batch_and_an_id_given_twice_are_refused() {
+    let (_dir, engine, scope) = setup();
+    let err = engine
+        .put(&scope, &RequestScope::default(), Vec::new())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::InvalidRecord(RecordError::EmptyBatch { max: 1000 })
+        ),
+        "{err}"
+    );
+    let batch = vec![
+        rec(json!({"id": "x", "content": "first"})),
+        rec(json!({"content": "no id"})),
+        rec(json!({"content": "no id"})),
+        rec(json!({"id": "x", "content": "second"})),
+    ];
+    let err = engine
+        .begin_put_batch(&scope, &RequestScope::default(), batch)
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            &err,
+            EngineError::InvalidRecordAt {
+                index: 3,
+                error: RecordError::DuplicateId { first: 0, .. }
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        engine
+            .count(&scope, &RequestScope::default(), None)
+            .unwrap(),
+        0,
+        "nothing is written"
+    );
+}
+
+#[test]
 fn one_bad_record_rejects_the_whole_batch() {
     let (_dir, engine, scope) = setup();
     let batch = vec![

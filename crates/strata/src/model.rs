@@ -77,7 +77,8 @@ pub fn load(config: &EmbedderConfig) -> Option<Arc<Embedder>> {
 /// `configured`, or its subdirectory named like the default model directory when only that
 /// holds the model: a `model_dir` that names the `models` directory rather than the model's
 /// own is what one writes by mistake, and the files there are verified by their hashes anyway.
-fn model_dir(configured: &Path) -> PathBuf {
+/// `strata model fetch` without `--dir` fills this directory too.
+pub fn model_dir(configured: &Path) -> PathBuf {
     if strata_embed::verify_dir(configured).is_ok() {
         return configured.to_owned();
     }

@@ -363,6 +363,36 @@ fn strata_model_fetch_is_a_no_op_when_the_model_is_there_and_fails_clearly_other
 }
 
 #[test]
+fn strata_model_fetch_without_dir_fills_the_directory_the_server_is_configured_with() {
+    let fetch = |envs: &[(&str, &str)], args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["model", "fetch"])
+            .args(args)
+            .envs(envs.iter().copied())
+            .env_remove("STRATA_CONFIG")
+            .output()
+            .expect("run strata");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dir = model_dir();
+    // From the environment, as `serve` reads it: the model is there, so nothing is fetched
+    // and the answer names that directory, not the default relative one.
+    let out = fetch(&[("STRATA__EMBEDDER__MODEL_DIR", dir.as_str())], &[]);
+    assert!(out.contains(&format!("model ready in {dir}")), "{out}");
+    // From a config file.
+    let config = tempfile::NamedTempFile::new().expect("config");
+    std::fs::write(
+        config.path(),
+        format!("[embedder]\nmodel_dir = {:?}\n", dir),
+    )
+    .expect("write config");
+    let path = config.path().display().to_string();
+    let out = fetch(&[], &["--config", &path]);
+    assert!(out.contains(&format!("model ready in {dir}")), "{out}");
+}
+
+#[test]
 fn imported_text_only_records_are_embedded_and_found_by_a_paraphrase() {
     let server = start_with_embedder();
     let key = tenant(&server, "source");

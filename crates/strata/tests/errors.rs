@@ -222,6 +222,39 @@ fn body_errors_name_the_field_by_its_path() {
             json!({"records": [{"id": "a", "content": "x"}, {"id": "count", "content": "y"}]}),
             "records[1].id: ",
         ),
+        // One id twice in a batch: refused, not the earlier record silently replaced, whatever
+        // the two records' principals.
+        (
+            "/v1/memories",
+            k.as_str(),
+            json!({"records": [
+                {"id": "a", "content": "x"}, {"id": "b", "content": "y"}, {"id": "a", "content": "z"},
+            ]}),
+            "records[2].id: a is also the id of records[0]; a batch writes each id once",
+        ),
+        (
+            "/v1/memories",
+            k.as_str(),
+            json!({"records": [
+                {"id": "d", "content": "x", "user_tokens": ["u:a"]},
+                {"id": "d", "content": "y", "user_tokens": ["u:b"]},
+            ]}),
+            "records[1].id: d is also the id of records[0]",
+        ),
+        // A batch of nothing is a caller's mistake, not a success that wrote nothing.
+        (
+            "/v1/memories",
+            k.as_str(),
+            json!({"records": []}),
+            "records: the batch is empty; send 1 to 1000 records",
+        ),
+        // A negative count says so in JSON's words, not the server's types.
+        (
+            "/v1/search",
+            k.as_str(),
+            json!({"query": "x", "k": -1}),
+            "k: -1 is negative; expected a whole number",
+        ),
         (
             "/v1/collections",
             k.as_str(),

@@ -122,8 +122,13 @@ pub struct Confidence {
     /// 0 to 1.
     #[schema(minimum = 0.0, maximum = 1.0)]
     pub value: f64,
+    // Counters up to 2^32 - 1: `int64` in the schema, so that a client generated from it
+    // holds every value the server may send (its `int32` stops at half of that).
+    #[schema(format = Int64, minimum = 0, maximum = 4294967295_u64)]
     pub evidence_count: u32,
+    #[schema(format = Int64, minimum = 0, maximum = 4294967295_u64)]
     pub corroborations: u32,
+    #[schema(format = Int64, minimum = 0, maximum = 4294967295_u64)]
     pub contradictions: u32,
 }
 
@@ -436,6 +441,14 @@ pub enum RecordError {
     },
     #[error("batch of {count} records; the limit is {max}")]
     BatchTooLarge { count: usize, max: usize },
+    /// A batch of no records: nothing would be written, which is almost always a caller's
+    /// mistake, and an answer of no results would read as success.
+    #[error("records: the batch is empty; send 1 to {max} records")]
+    EmptyBatch { max: usize },
+    /// Two records of one batch with the same id: the later one would silently replace the
+    /// earlier within the same write.
+    #[error("{id} is also the id of records[{first}]; a batch writes each id once")]
+    DuplicateId { id: RecordId, first: usize },
     /// A confidence (or another memory-intelligence setting) out of its range; the message
     /// names the field.
     #[error("{0}")]
@@ -498,7 +511,8 @@ impl RecordError {
             TooManyTokens { .. } => Field::Named("user_tokens"),
             DimensionMismatch { .. } | ZeroVector { .. } => Field::Named("vector"),
             VectorModelWithoutVector | VectorModelMismatch { .. } => Field::Named("vector_model"),
-            Empty | BatchTooLarge { .. } => Field::Whole,
+            DuplicateId { .. } => Field::Named("id"),
+            Empty | BatchTooLarge { .. } | EmptyBatch { .. } => Field::Whole,
         }
     }
 }

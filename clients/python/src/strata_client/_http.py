@@ -27,10 +27,12 @@ from typing import (
     Union,
 )
 
+import json as _json
+
 import httpx
 
 from ._version import __version__
-from .errors import StrataConnectionError, StrataError, error_from_response
+from .errors import BadRequestError, StrataConnectionError, StrataError, error_from_response
 from .retry import RetryPolicy
 
 T = TypeVar("T")
@@ -54,6 +56,21 @@ class _NoJson:
 
 
 NO_JSON: Any = _NoJson()
+
+
+def _json_body(value: Any) -> bytes:
+    """``value`` as the JSON body the server reads; a float JSON cannot carry (NaN or an
+    infinity, in a vector say) is refused here as a :class:`BadRequestError`, as the server
+    would refuse it, rather than escaping as the encoder's ``ValueError``."""
+    try:
+        text = _json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError as e:
+        raise BadRequestError(
+            f"body: {e} (NaN and infinities have no JSON form); refused by the client before "
+            "sending",
+            code="BAD_REQUEST",
+        ) from None
+    return text.encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -152,7 +169,8 @@ class _Base:
             "timeout": self.write_timeout if call.embeds else self.timeout,
         }
         if not isinstance(call.json, _NoJson):
-            args["json"] = call.json
+            args["content"] = _json_body(call.json)
+            headers["content-type"] = "application/json"
         if call.content is not None:
             args["content"] = call.content
         return args
