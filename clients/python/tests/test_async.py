@@ -41,6 +41,7 @@ async def test_memories_end_to_end(aclient: AsyncStrata) -> None:
     w = await aclient.add("Alice takes oat milk", user_tokens=["u:alice"], metadata={"t": 1})
     batch = await aclient.add([NewRecord(content="shared coffee note"), {"content": "tea"}])
     assert w.created and len(batch) == 2
+    assert await aclient.add([]) == []  # nothing to write, nothing sent
     alice = aclient.scoped(user_tokens=["u:alice"])
     assert (await alice.get(w.id)).content == "Alice takes oat milk"
     with pytest.raises(NotFoundError):

@@ -276,3 +276,11 @@ def test_blank_texts_are_the_servers_bad_request(store: StrataVectorStore) -> No
             store.add_texts(["fine", blank])
     # Nothing of the refused batches was written.
     assert store.similarity_search("fine", k=5) == []
+
+
+def test_an_id_given_twice_is_refused_before_anything_is_written(
+    store: StrataVectorStore,
+) -> None:
+    with pytest.raises(ValueError, match="given twice"):
+        store.add_texts(["one", "two", "three"], ids=["a", "b", "a"])
+    assert store.get_by_ids(["a", "b"]) == []

@@ -38,6 +38,12 @@ def test_batch_write_is_atomic(client: Strata) -> None:
         client.add([{"content": "third"}, {"content": "fourth", "metadata": {"id": 1}}])
     assert "id" in e.value.message
     assert client.count() == 2
+    # An id twice in one batch is refused whole, rather than the first silently replaced.
+    with pytest.raises(BadRequestError, match=r"records\[1\]\.id: d is also the id of records\[0\]"):
+        client.add([{"content": "x", "id": "d"}, {"content": "y", "id": "d"}])
+    assert client.count() == 2
+    # An empty list writes nothing and sends nothing.
+    assert client.add([]) == []
 
 
 def test_whole_records_carry_their_own_fields(client: Strata) -> None:

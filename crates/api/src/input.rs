@@ -304,12 +304,15 @@ fn naming_the_field(at: &str, e: &serde_path_to_error::Error<serde_json::Error>)
 /// Confidence`) said in JSON's words, and a negative count said to be one: a client sees the
 /// wire format, not this server's types.
 fn plain_expectation(message: &str) -> String {
-    let Some((head, expected)) = message.rsplit_once(", expected ") else {
+    // Only serde's own form (`invalid type: …, expected …`): other messages may end in what
+    // the caller sent (an unknown filter operator, say), which is not rewritten.
+    let serdes = message.starts_with("invalid type: ") || message.starts_with("invalid value: ");
+    let Some((head, expected)) = message.rsplit_once(", expected ").filter(|_| serdes) else {
         return message.to_owned();
     };
     let unsigned = |max: &str| format!("a whole number from 0 to {max}");
     let plain = match expected {
-        "usize" | "u64" => unsigned("18446744073709551615"),
+        "usize" | "u64" => "a whole number of 0 or more".to_owned(),
         "u32" => unsigned("4294967295"),
         "u16" => unsigned("65535"),
         "u8" => unsigned("255"),
@@ -321,7 +324,7 @@ fn plain_expectation(message: &str) -> String {
         other if other.starts_with("struct ") => "an object".to_owned(),
         _ => return message.to_owned(),
     };
-    if plain.starts_with("a whole number from 0")
+    if (plain.starts_with("a whole number from 0") || plain.ends_with("0 or more"))
         && let Some(n) = head.strip_prefix("invalid value: integer `-")
     {
         return format!("-{} is negative; expected {plain}", n.trim_end_matches('`'));
@@ -738,15 +741,11 @@ mod tests {
     fn body_errors_say_what_json_was_expected_not_the_servers_types() {
         let body = |v: Value| v.as_object().cloned().unwrap();
         let m = message(from_map::<Counted>(body(json!({"k": -1}))));
-        assert_eq!(
-            m,
-            "k: -1 is negative; expected a whole number from 0 to 18446744073709551615"
-        );
+        assert_eq!(m, "k: -1 is negative; expected a whole number of 0 or more");
         let m = message(from_map::<Counted>(body(json!({"k": 5.5}))));
         assert_eq!(
             m,
-            "k: invalid type: floating point `5.5`, expected a whole number from 0 to \
-             18446744073709551615"
+            "k: invalid type: floating point `5.5`, expected a whole number of 0 or more"
         );
         let m = message(from_map::<Counted>(body(json!({"k": 1, "weight": "x"}))));
         assert_eq!(m, "weight: invalid type: string \"x\", expected a number");
@@ -763,6 +762,11 @@ mod tests {
         assert_eq!(
             plain_expectation("invalid type: null, expected a string"),
             "invalid type: null, expected a string"
+        );
+        // Nor does a message of another form, which may end in the caller's own text.
+        assert_eq!(
+            plain_expectation("filter: unknown operator $x, expected u8"),
+            "filter: unknown operator $x, expected u8"
         );
     }
 

@@ -48,7 +48,8 @@ fn record_id(s: String) -> Result<RecordId, ApiError> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Batch {
-    /// Written atomically: all or none.
+    /// Written atomically: all or none. At least one record, each id at most once.
+    #[schema(min_items = 1)]
     records: Vec<NewRecord>,
 }
 

@@ -424,6 +424,8 @@ mod tests {
             json!(false),
             "{confidence}"
         );
+        let records = &schemas["Batch"]["properties"]["records"];
+        assert_eq!(records["minItems"], json!(1), "{records}");
         // The counters go past `int32`: a client generated from the document must hold them.
         for counter in ["evidence_count", "corroborations", "contradictions"] {
             let c = &confidence["properties"][counter];

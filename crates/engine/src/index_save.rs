@@ -118,7 +118,15 @@ impl TenantIndex {
     /// storage holds exactly the commits these indexes reflect, and the index lock (read is
     /// enough: nothing here changes the indexes but the `dirty` flag, which a change made after
     /// this sets again).
-    pub fn capture(&self, store: &Store, key: TenantKey) -> Result<Captured, EngineError> {
+    ///
+    /// `buffers` are the graphs' destinations, made ready with no lock held
+    /// ([`graph_buffers`]); a graph without one (or outgrown) still gets a buffer here.
+    pub fn capture(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        buffers: &mut GraphBuffers,
+    ) -> Result<Captured, EngineError> {
         let r = store.read()?;
         let version = snapshot::data_version(&r, key)?;
         let seq = r.change_head(key)?.next - 1;
@@ -130,10 +138,14 @@ impl TenantIndex {
             };
             let started = std::time::Instant::now();
             let graph = match &ci.graph {
-                Some(g) => Some(
-                    g.to_bytes()
-                        .map_err(|e| EngineError::Index(e.to_string()))?,
-                ),
+                Some(g) => {
+                    let mut out = buffers.remove(&c.name).unwrap_or_default();
+                    out.clear();
+                    out.reserve(g.encoded_len());
+                    g.write_to(&mut out)
+                        .map_err(|e| EngineError::Index(format!("encoding a graph: {e}")))?;
+                    Some(out)
+                }
                 None => None,
             };
             graph_bytes += graph.as_ref().map_or(0, |g| g.len() as u64);
@@ -168,6 +180,49 @@ impl TenantIndex {
             graph_bytes,
         })
     }
+}
+
+/// Buffers for the graphs a save copies, by collection.
+pub(crate) type GraphBuffers = HashMap<CollectionName, Vec<u8>>;
+
+/// Room for each graph of the tenant's loaded index, a little more than its bytes now,
+/// with every page already touched: made before the save takes the tenant's locks, so that
+/// the copy under them is a `memcpy` and not also the page faults of a fresh allocation
+/// (most of a 180 MB graph's copy, docs/benchmarks.md). Empty when the index is
+/// not loaded, not changed, or being caught up (no save then), and for an eviction's save
+/// ([`Wait::Try`]), which gives up on a busy tenant: it would make them for nothing, on the
+/// request thread that enforces the budget.
+fn graph_buffers(slot: &TenantSlot, wait: Wait) -> GraphBuffers {
+    if wait == Wait::Try {
+        return GraphBuffers::new();
+    }
+    let sizes: Vec<(CollectionName, usize)> = {
+        let guard = slot.index.read().ok();
+        match guard.as_ref().and_then(|g| g.as_ref()) {
+            Some(index) if index.is_dirty() && !index.catching_up() => index
+                .collections
+                .iter()
+                .filter_map(|(name, ci)| Some((name.clone(), ci.graph.as_ref()?.encoded_len())))
+                .collect(),
+            _ => return GraphBuffers::new(),
+        }
+    };
+    sizes
+        .into_iter()
+        .map(|(name, len)| {
+            // Writes between now and the capture grow the graph a little.
+            let room = len + len / 16 + 4096;
+            let mut buffer: Vec<u8> = Vec::with_capacity(room);
+            // Written, not only allocated, so the page faults happen here: a fill with zeros
+            // would be compiled into a zeroed allocation (`calloc`), whose pages the kernel
+            // maps only when the copy writes them. The byte and the `black_box` keep it a
+            // write.
+            std::hint::black_box(&mut buffer)
+                .spare_capacity_mut()
+                .fill(std::mem::MaybeUninit::new(0xA5));
+            (name, buffer)
+        })
+        .collect()
 }
 
 impl Captured {
@@ -289,6 +344,7 @@ fn save_holding(
     wait: Wait,
 ) -> Result<Option<bool>, EngineError> {
     let started = std::time::Instant::now();
+    let mut buffers = graph_buffers(slot, wait);
     let (captured, locked) = {
         let (_order, index) = match wait {
             Wait::Block => (lock_slot(&slot.apply), slot.index.read()),
@@ -312,11 +368,13 @@ fn save_holding(
             // Not while a restored graph is caught up: its last save stays the one to load
             // from (`CollectionIndex::catching_up`); the install saves.
             Some(index) if index.is_dirty() && !index.catching_up() => {
-                (index.capture(store, key)?, held.elapsed())
+                (index.capture(store, key, &mut buffers)?, held.elapsed())
             }
             _ => return Ok(Some(false)),
         }
     };
+    // Any left over (a graph gone since they were made) are unmapped with no lock held.
+    drop(buffers);
     let (graphs_time, images_time, graph_bytes, unsaved) = (
         captured.graphs_time,
         captured.images_time,

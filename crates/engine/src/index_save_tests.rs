@@ -336,3 +336,28 @@ fn a_checkpoint_saves_tenants_with_enough_unsaved_changes_so_a_crash_replays_onl
     }
     verify_clean(&engine);
 }
+
+#[test]
+fn a_checkpoint_waits_for_a_write_holding_the_index_rather_than_pass_the_tenant_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant_with_graph(dir.path());
+    let fresh = strata_index::testdata::queries(5, DIM as usize, 10, 1, 6);
+    for (i, v) in fresh.iter().enumerate() {
+        put_one(&engine, &scope, &format!("w{i}"), v);
+    }
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    std::thread::scope(|s| {
+        // A write applying its changes: the index's write lock, held a moment.
+        let held = slot.index.write().unwrap();
+        let checkpoint = s.spawn(|| engine.checkpoint_indexes(5).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !checkpoint.is_finished(),
+            "the checkpoint waits for the lock"
+        );
+        drop(held);
+        assert_eq!(checkpoint.join().unwrap(), 1, "the busy tenant was saved");
+    });
+    assert_eq!(unsaved(&engine, &scope), 0);
+    assert!(!is_dirty(&engine, &scope));
+}

@@ -653,12 +653,18 @@ impl IndexRegistry {
     /// save has captured; see `Engine::checkpoint_indexes`.
     pub fn checkpoint(&self, store: &Store, min_changes: u64) -> Result<usize, EngineError> {
         self.save_loaded(store, |slot| {
-            // Not waiting for a tenant busy installing a graph (which saves it anyway).
-            slot.index.try_read().is_ok_and(|index| {
-                index
-                    .as_ref()
-                    .is_some_and(|i| i.unsaved_changes.load(Ordering::Relaxed) >= min_changes)
-            })
+            // Only resident tenants: a tenant being loaded holds its index lock for the whole
+            // load (seconds for a large one), and has nothing unsaved yet.
+            if !slot.counters.resident.load(Ordering::Relaxed) {
+                return false;
+            }
+            // Waits for the index lock: a tenant that writes without pause holds it often, and
+            // asking only when it was free (`try_read`) passed such a tenant over at many
+            // checkpoints, the very tenant they are for. The wait is about one write's apply.
+            let index = slot.index.read().unwrap_or_else(|e| e.into_inner());
+            index
+                .as_ref()
+                .is_some_and(|i| i.unsaved_changes.load(Ordering::Relaxed) >= min_changes)
         })
     }
 
@@ -668,12 +674,11 @@ impl IndexRegistry {
         store: &Store,
         wanted: impl Fn(&TenantSlot) -> bool,
     ) -> Result<usize, EngineError> {
-        let loaded: Vec<(TenantKey, Arc<TenantSlot>)> = self
-            .slots()
-            .iter()
-            .filter(|(_, slot)| wanted(slot))
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
+        // Listed first and asked after, with the slot map's lock released: `wanted` may wait
+        // for a tenant's index lock, whose holder may want the map.
+        let listed: Vec<(TenantKey, Arc<TenantSlot>)> =
+            self.slots().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let loaded = listed.into_iter().filter(|(_, slot)| wanted(slot));
         // One tenant's failed save does not keep the others' from being saved (at shutdown,
         // the last chance): the first error is returned once all were tried.
         let (mut saved, mut first_error) = (0, None);

@@ -18,6 +18,7 @@
 //! anything else (a crash after a write, a write while the tenant was evicted, damaged bytes)
 //! makes the load rebuild from the records. An image never overrides storage.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -50,8 +51,11 @@ fn blob_name(collection: &CollectionName) -> String {
 
 /// The stored form. Byte runs go through [`bytes`] so that postcard writes them as one
 /// length-prefixed run (a plain `Vec<u8>` would be decoded byte by byte).
+/// The two indexes are borrowed from the collection when an image is encoded (a clone of
+/// them, under the tenant's locks, was a third of a large tenant's encode) and owned when it
+/// is decoded.
 #[derive(Serialize, Deserialize)]
-struct Image {
+struct Image<'a> {
     format: u8,
     version: u64,
     dim: u32,
@@ -73,8 +77,8 @@ struct Image {
     /// Slots holding a vector, in roaring's portable serialisation.
     #[serde(with = "bytes")]
     with_vector: Vec<u8>,
-    fields: FieldIndex,
-    bm25: Bm25Index,
+    fields: Cow<'a, FieldIndex>,
+    bm25: Cow<'a, Bm25Index>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -199,8 +203,8 @@ pub(crate) fn encode(ci: &CollectionIndex, version: u64) -> Result<Vec<u8>, Engi
         vectors_in_graph: raw.is_none(),
         vectors,
         with_vector,
-        fields: ci.fields.clone(),
-        bm25: ci.bm25.clone(),
+        fields: Cow::Borrowed(&ci.fields),
+        bm25: Cow::Borrowed(&ci.bm25),
     };
     postcard::to_stdvec(&image).map_err(|e| EngineError::Index(format!("search image: {e}")))
 }
@@ -211,7 +215,7 @@ fn corrupt(why: impl std::fmt::Display) -> EngineError {
 
 /// Decodes an image, closed: the format byte must be this build's and the bytes exactly one
 /// image; anything else is an error, never a default.
-fn decode_image(bytes: &[u8]) -> Result<Image, EngineError> {
+fn decode_image(bytes: &[u8]) -> Result<Image<'static>, EngineError> {
     match bytes.first() {
         Some(&FORMAT) => {}
         Some(other) => return Err(corrupt(format!("unknown format byte {other}"))),
@@ -387,8 +391,15 @@ pub(crate) fn decode(
     let with_vector = RoaringBitmap::deserialize_from(image.with_vector.as_slice())
         .map_err(|e| corrupt(format!("with_vector: {e}")))?;
     let records = docs.iter().flatten().count() as u64;
-    let mut ci =
-        CollectionIndex::from_image(c, params, docs, names, vectors, image.fields, image.bm25)?;
+    let mut ci = CollectionIndex::from_image(
+        c,
+        params,
+        docs,
+        names,
+        vectors,
+        image.fields.into_owned(),
+        image.bm25.into_owned(),
+    )?;
     ci.set_with_vector(with_vector)?;
     let loaded = Loaded {
         version: image.version,

@@ -620,10 +620,14 @@ fn random_operations_never_cross_the_visibility_boundary() {
             "put" => {
                 let n_records = rng.random_range(1..=3);
                 let mut news = Vec::new();
+                let mut named = Vec::new();
                 for _ in 0..n_records {
+                    // A batch names an id once (a repeat is refused as a whole).
                     let id = rng
                         .random_bool(0.3)
-                        .then(|| pick(&mut rng, CLIENT_IDS).to_string());
+                        .then(|| pick(&mut rng, CLIENT_IDS).to_string())
+                        .filter(|id| !named.contains(id));
+                    named.extend(id.clone());
                     let tokens = rng.random_bool(0.3).then(|| subset(&mut rng, TOKENS));
                     let run = maybe(&mut rng, RUNS, 0.5);
                     let sc = maybe(&mut rng, SCOPES, 0.3);

@@ -37,6 +37,10 @@ RecordInput = Union[NewRecord, Mapping[str, Any]]
 Filter = Mapping[str, Any]
 
 
+def _no_results(_: Any) -> List[WriteResult]:
+    return []
+
+
 def _segment(s: str) -> str:
     return quote(s, safe="")
 
@@ -205,6 +209,10 @@ class DataCalls:
             one = record_json(content)
             return self._write(one, WriteResult.from_json, scope, [one])
         records = [record_json(r) for r in content]
+        if not records:
+            # Nothing to write: the server refuses an empty batch as a likely mistake, but a
+            # caller handing over whatever list it has means "nothing", not an error.
+            return Call("POST", "/v1/memories", _no_results, skip=True)
         return self._write({"records": records}, _results, scope, records)
 
     def _write(

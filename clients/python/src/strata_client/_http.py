@@ -64,13 +64,13 @@ def _json_body(value: Any) -> bytes:
     would refuse it, rather than escaping as the encoder's ``ValueError``."""
     try:
         text = _json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except ValueError as e:
+        return text.encode("utf-8")
+    except ValueError as e:  # UnicodeEncodeError (half a surrogate pair) is one too
+        why = " (NaN and infinities have no JSON form)" if "float" in str(e) else ""
         raise BadRequestError(
-            f"body: {e} (NaN and infinities have no JSON form); refused by the client before "
-            "sending",
+            f"body: {e}{why}; refused by the client before sending",
             code="BAD_REQUEST",
         ) from None
-    return text.encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,8 @@ class Call(Generic[T]):
     idempotent: bool = True
     #: The server may embed texts for it: it waits ``write_timeout``, not ``timeout``.
     embeds: bool = False
+    #: Nothing to send (an empty batch): answered ``parse(None)`` without a request.
+    skip: bool = False
 
     @property
     def replayable(self) -> bool:
@@ -212,6 +214,8 @@ class SyncTransport(_Base):
         self.http = http_client if http_client is not None else httpx.Client()
 
     def run(self, call: Call[T]) -> T:
+        if call.skip:
+            return call.parse(None)
         attempt = 0
         while True:
             error: StrataError
@@ -272,6 +276,8 @@ class AsyncTransport(_Base):
         self.http = http_client if http_client is not None else httpx.AsyncClient()
 
     async def run(self, call: Call[T]) -> T:
+        if call.skip:
+            return call.parse(None)
         attempt = 0
         while True:
             error: StrataError

@@ -318,6 +318,14 @@ class StrataVectorStore(VectorStore):
             raise ValueError(f"{len(metadatas)} metadatas for {len(texts)} texts")
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+        if ids is not None:
+            # Refused before anything is written: the server refuses an id twice in one batch,
+            # and across batches the later text would silently replace the earlier one.
+            seen = set()
+            for i in ids:
+                if i is not None and i in seen:
+                    raise ValueError(f"id {i!r} is given twice; each text needs its own id")
+                seen.add(i)
         records = []
         for i, (text, vector) in enumerate(zip(texts, vectors)):
             metadata = metadatas[i] if metadatas else None
