@@ -115,6 +115,10 @@ def test_a_float_json_cannot_carry_is_refused_as_bad_input(client: Strata) -> No
         assert isinstance(e.value, StrataError)
         with pytest.raises(BadRequestError):
             client.search(vector=[bad, 0.5, 0.5], collection="nan3")
+    # Half a surrogate pair is no character: refused the same way, not a UnicodeEncodeError.
+    with pytest.raises(BadRequestError, match="refused by the client") as e:
+        client.add("bad \ud800 text")
+    assert e.value.status is None
     # Everything else still travels as before, non-ASCII text included.
     assert client.add("café ☕", vector=[0.5, 0.25, 0.5], collection="nan3", id="ok").created
     assert client.get("ok").content == "café ☕"
