@@ -36,7 +36,12 @@ fn rss() -> u64 {
 
 fn scope(engine: &Engine) -> TenantScope {
     let grant = Grant {
-        permissions: Permissions::of(&[Permission::Read, Permission::Write, Permission::Admin]),
+        permissions: Permissions::of(&[
+            Permission::Read,
+            Permission::Write,
+            Permission::Admin,
+            Permission::AllPrincipals,
+        ]),
         user_tokens: None,
         domains: None,
     };

@@ -169,7 +169,11 @@ fn id(t: usize) -> TenantId {
 
 fn scope(engine: &Engine, t: usize) -> TenantScope {
     let grant = Grant {
-        permissions: Permissions::of(&[Permission::Read, Permission::Write]),
+        permissions: Permissions::of(&[
+            Permission::Read,
+            Permission::Write,
+            Permission::AllPrincipals,
+        ]),
         user_tokens: None,
         domains: None,
     };

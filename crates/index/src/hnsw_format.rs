@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 use crate::error::IndexError;
-use crate::hnsw_graph::{Graph, LINE_WORDS, Line, MAX_LEVEL, row_stride};
+use crate::hnsw_graph::{Graph, LINE_WORDS, MAX_LEVEL, row_stride};
 
 fn corrupt(reason: impl Into<String>) -> IndexError {
     IndexError::Corrupt {
@@ -48,8 +48,7 @@ fn put_words(out: &mut impl Write, words: &[u32]) -> io::Result<()> {
 
 /// Bytes of [`write_to`]'s output for `g`.
 pub(crate) fn encoded_len(g: &Graph) -> usize {
-    let upper: usize = g.upper.iter().map(|u| u.len()).sum();
-    5 * 4 + g.nodes() * (4 + 1 + 1) + (g.nodes() * g.stride + upper) * 4
+    5 * 4 + g.nodes() * (4 + 1 + 1) + (g.nodes() * g.stride + g.upper_words) * 4
 }
 
 /// Writes the body of `g` to `out`.
@@ -70,8 +69,8 @@ pub(crate) fn write_to(g: &Graph, out: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
-/// Lines of the level-0 array read per step: 1 MiB, so that zeroing a step's fresh lines and
-/// reading over them happen while they are in the cache, and memory is touched once.
+/// Lines of the level-0 array read per step: 1 MiB, so that a damaged stream fails after a
+/// step's bytes, and the lines a step reads into are fresh (zero) lines of the reserved rows.
 const READ_STEP_LINES: usize = (1 << 20) / (LINE_WORDS * 4);
 
 /// A source that fails, rather than panics or over-allocates, past the bytes it announced.
@@ -175,11 +174,11 @@ pub(crate) fn read_from(r: &mut impl Read, len: u64, g: &mut Graph) -> Result<()
     g.levels = r.vec(n, "levels")?;
     g.deleted = r.vec(n, "tombstones")?;
     let lines = n * stride / LINE_WORDS;
-    g.rows = Vec::with_capacity(lines);
+    g.rows.reserve(lines);
     while g.rows.len() < lines {
         let from = g.rows.len();
         let step = READ_STEP_LINES.min(lines - from);
-        g.rows.resize(from + step, Line::default());
+        g.rows.grow_zeroed(from + step);
         r.words_into(&mut g.words_mut()[from * LINE_WORDS..], "rows")?;
     }
     if let Some(&l) = g.levels.iter().find(|&&l| l as usize > MAX_LEVEL) {
@@ -192,6 +191,7 @@ pub(crate) fn read_from(r: &mut impl Read, len: u64, g: &mut Graph) -> Result<()
     for node in 0..n {
         let mut list = vec![0u32; g.levels[node] as usize * (1 + m)].into_boxed_slice();
         r.words_into(&mut list, "upper links")?;
+        g.upper_words += list.len();
         g.upper.push(list);
     }
     if r.left != 0 {

@@ -130,6 +130,21 @@ fn a_large_graph_round_trips_quickly_enough_to_test() {
         .expect("from_bytes");
     assert_eq!(back.to_bytes().expect("to_bytes"), bytes);
     assert_eq!(back.len(), g.len());
+    assert_eq!(back.encoded_len(), bytes.len());
+
+    // The loaded graph grows (its rows, a mapping past 1 MiB, are remapped) and keeps every
+    // node: the same inserts into the original and the loaded graph give the same bytes, and
+    // the size kept as nodes are added is the size of what is written.
+    let more = crate::testdata::clustered(20_000, 16, 10, 4);
+    let mut back = back;
+    for (i, v) in more.iter().enumerate() {
+        let slot = 20_000 + i as u32;
+        g.insert(slot, v).expect("insert");
+        back.insert(slot, v).expect("insert");
+    }
+    let grown = back.to_bytes().expect("to_bytes");
+    assert_eq!(grown, g.to_bytes().expect("to_bytes"));
+    assert_eq!(back.encoded_len(), grown.len());
 }
 
 /// A reader that hands out at most `step` bytes per call, like a pipe or a slow file.

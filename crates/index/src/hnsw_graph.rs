@@ -17,6 +17,7 @@
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
+use crate::hnsw_rows::Rows;
 use crate::hnsw_scratch::{Near, Scratch, Visited, with_scratch};
 use crate::kernels::Kernel;
 
@@ -52,7 +53,8 @@ pub(crate) struct Graph {
     pub stride: usize,
     pub space: Space,
     pub kernel: Kernel,
-    pub rows: Vec<Line>,
+    /// Level-0 rows, node after node, `stride` words each.
+    pub rows: Rows,
     /// Slot of each node.
     pub labels: Vec<u32>,
     /// Top level of each node.
@@ -61,6 +63,9 @@ pub(crate) struct Graph {
     pub deleted: Vec<u8>,
     /// Links of each node on levels 1..=level: per level `[count][m links]`; empty for most.
     pub upper: Vec<Box<[u32]>>,
+    /// Words in all of `upper`'s lists, kept as they are added, so that the graph's size is
+    /// known without a pass over its nodes (every write asks, under the tenant's index lock).
+    pub upper_words: usize,
     pub entry: Option<u32>,
     pub max_level: usize,
     /// Live slot -> node.
@@ -107,11 +112,12 @@ impl Graph {
             stride: row_stride(dim, m0),
             space,
             kernel,
-            rows: Vec::new(),
+            rows: Rows::new(),
             labels: Vec::new(),
             levels: Vec::new(),
             deleted: Vec::new(),
             upper: Vec::new(),
+            upper_words: 0,
             entry: None,
             max_level: 0,
             slot_node: HashMap::new(),
@@ -219,13 +225,12 @@ impl Graph {
 
     /// Bytes the graph's arrays hold (capacity, as allocated).
     pub fn memory_bytes(&self) -> usize {
-        let upper: usize = self.upper.iter().map(|u| u.len() * 4).sum();
-        self.rows.capacity() * std::mem::size_of::<Line>()
+        self.rows.resident_bytes()
             + self.labels.capacity() * 4
             + self.levels.capacity()
             + self.deleted.capacity()
             + self.upper.capacity() * std::mem::size_of::<Box<[u32]>>()
-            + upper
+            + self.upper_words * 4
             // A hash map entry: key, value and a control byte, at its load factor.
             + self.slot_node.capacity() * 9
     }
@@ -472,8 +477,7 @@ impl Graph {
         let node = u32::try_from(self.nodes()).unwrap_or(u32::MAX);
         let level = level_of(node, self.m);
         let start = self.rows.len();
-        self.rows
-            .resize(start + self.stride / LINE_WORDS, Line::default());
+        self.rows.grow_zeroed(start + self.stride / LINE_WORDS);
         let at = node as usize * self.stride;
         for (w, x) in self.words_mut()[at..at + v.len()].iter_mut().zip(v) {
             *w = x.to_bits();
@@ -483,6 +487,7 @@ impl Graph {
         self.deleted.push(0);
         self.upper
             .push(vec![0u32; level * (1 + self.m)].into_boxed_slice());
+        self.upper_words += level * (1 + self.m);
         self.slot_node.insert(slot, node);
         node
     }

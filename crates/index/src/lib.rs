@@ -24,6 +24,7 @@ pub mod hnsw_calibrate;
 mod hnsw_format;
 mod hnsw_graph;
 mod hnsw_parallel;
+mod hnsw_rows;
 mod hnsw_scratch;
 pub mod id_table;
 pub mod kernels;
