@@ -225,8 +225,8 @@ impl HnswIndex {
         self.graph.nodes() - self.len()
     }
 
-    /// Bytes of memory the index holds: its rows (vectors and level-0 links), upper-level
-    /// links, per-node tables and the slot map, as allocated.
+    /// Bytes of memory the index holds: its rows (vectors and level-0 links, as far as their
+    /// pages are touched), upper-level links, per-node tables and the slot map (as allocated).
     pub fn memory_bytes(&self) -> usize {
         self.graph.memory_bytes()
     }

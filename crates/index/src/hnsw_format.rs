@@ -48,6 +48,11 @@ fn put_words(out: &mut impl Write, words: &[u32]) -> io::Result<()> {
 
 /// Bytes of [`write_to`]'s output for `g`.
 pub(crate) fn encoded_len(g: &Graph) -> usize {
+    debug_assert_eq!(
+        g.upper_words,
+        g.upper.iter().map(|u| u.len()).sum::<usize>(),
+        "the graph's count of upper-level words"
+    );
     5 * 4 + g.nodes() * (4 + 1 + 1) + (g.nodes() * g.stride + g.upper_words) * 4
 }
 
@@ -68,10 +73,6 @@ pub(crate) fn write_to(g: &Graph, out: &mut impl Write) -> io::Result<()> {
     }
     Ok(())
 }
-
-/// Lines of the level-0 array read per step: 1 MiB, so that a damaged stream fails after a
-/// step's bytes, and the lines a step reads into are fresh (zero) lines of the reserved rows.
-const READ_STEP_LINES: usize = (1 << 20) / (LINE_WORDS * 4);
 
 /// A source that fails, rather than panics or over-allocates, past the bytes it announced.
 struct Source<'a, R> {
@@ -174,13 +175,9 @@ pub(crate) fn read_from(r: &mut impl Read, len: u64, g: &mut Graph) -> Result<()
     g.levels = r.vec(n, "levels")?;
     g.deleted = r.vec(n, "tombstones")?;
     let lines = n * stride / LINE_WORDS;
-    g.rows.reserve(lines);
-    while g.rows.len() < lines {
-        let from = g.rows.len();
-        let step = READ_STEP_LINES.min(lines - from);
-        g.rows.grow_zeroed(from + step);
-        r.words_into(&mut g.words_mut()[from * LINE_WORDS..], "rows")?;
-    }
+    // Fresh lines: a large graph's are pages of a new mapping, first touched by this read.
+    g.rows.grow_zeroed(lines);
+    r.words_into(g.words_mut(), "rows")?;
     if let Some(&l) = g.levels.iter().find(|&&l| l as usize > MAX_LEVEL) {
         return Err(corrupt(format!("node level {l} above {MAX_LEVEL}")));
     }

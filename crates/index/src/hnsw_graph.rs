@@ -223,7 +223,8 @@ impl Graph {
         self.slot_node.reserve(additional);
     }
 
-    /// Bytes the graph's arrays hold (capacity, as allocated).
+    /// Bytes the graph's arrays hold: as allocated, but the rows as far as their pages are
+    /// touched (see [`Rows::resident_bytes`]).
     pub fn memory_bytes(&self) -> usize {
         self.rows.resident_bytes()
             + self.labels.capacity() * 4

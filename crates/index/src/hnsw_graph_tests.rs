@@ -12,7 +12,9 @@ fn hand_built(points: &[[f32; 2]], links: &[Vec<Vec<u32>>], entry: u32) -> Graph
         let node = g.append(i as u32, p);
         let level = links[i].len() - 1;
         g.levels[node as usize] = level as u8;
+        g.upper_words -= g.upper[node as usize].len();
         g.upper[node as usize] = vec![0u32; level * (1 + g.m)].into_boxed_slice();
+        g.upper_words += level * (1 + g.m);
         for (l, list) in links[i].iter().enumerate() {
             g.set_links(node, l, list);
         }

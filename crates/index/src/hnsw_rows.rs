@@ -3,8 +3,8 @@
 //! A `Vec<Line>` grows by allocating a new buffer and copying into it: the system allocator
 //! cannot grow a block in place above 16-byte alignment, and a line is 64-byte aligned. So the
 //! insert that crossed a capacity boundary of a 100,000 × 384 graph (the first insert after
-//! every load, which sizes the rows exactly) copied 180 MB and faulted in as many fresh pages
-//! under the tenant's index lock: a write of 100–180 ms, and the graph's memory held twice for
+//! every load, which sizes the rows exactly) copied 173 MB and faulted in as many fresh pages
+//! under the tenant's index lock: a write of 100–360 ms, and the graph's memory held twice for
 //! that moment. Large arrays here are anonymous mappings (page-aligned, so line-aligned), which
 //! Linux grows with `mremap`: the pages move to a larger range, nothing is copied. Small arrays
 //! stay on the heap, where a copy is cheap and a mapping per small graph would spend the
@@ -15,6 +15,8 @@
 //! the common kernel setting `defrag = madvise` a huge-page fault may compact memory first,
 //! and loading a 200,000-record tenant took 2.1–2.2 s instead of 0.4–0.6 s, mostly in the
 //! kernel (docs/benchmarks.md). Where THP is `always`, the kernel uses them here anyway.
+//!
+//! Elsewhere than on Linux a mapping grows by a copy into a new one, as a `Vec` does.
 //!
 //! Invariant: the lines between `len` and `cap` are zero (every allocation is zeroed and the
 //! array never shrinks), so growing the length is only a change of `len`.
@@ -106,7 +108,7 @@ impl Rows {
             self.move_into(new, cap, true);
         } else {
             let cap = bytes.next_multiple_of(page_size()) / size_of::<Line>();
-            self.ptr = remap(self.ptr, self.cap, cap);
+            self.ptr = remap(self.ptr, self.cap, cap, self.len);
             self.cap = cap;
         }
     }
@@ -183,9 +185,10 @@ fn unmap(ptr: NonNull<Line>, cap: usize) {
     debug_assert_eq!(rc, 0, "munmap of the graph rows failed");
 }
 
-/// Grows the mapping `ptr` of `old` lines to `new` lines; its pages move, nothing is copied.
+/// Grows the mapping `ptr` of `old` lines (`len` of them in use) to `new` lines; its pages
+/// move, nothing is copied.
 #[cfg(target_os = "linux")]
-fn remap(ptr: NonNull<Line>, old: usize, new: usize) -> NonNull<Line> {
+fn remap(ptr: NonNull<Line>, old: usize, new: usize, _len: usize) -> NonNull<Line> {
     // SAFETY: `ptr` is a whole mapping of `old` lines; MREMAP_MAYMOVE lets the kernel move it,
     // and the caller adopts the returned address and forgets the old one. The grown part of
     // an anonymous mapping is zero.
@@ -203,12 +206,12 @@ fn remap(ptr: NonNull<Line>, old: usize, new: usize) -> NonNull<Line> {
     NonNull::new(p.cast()).unwrap_or_else(|| handle_alloc_error(lines_layout(new)))
 }
 
-/// Without `mremap`: a new mapping, the lines copied over, the old one unmapped.
+/// Without `mremap`: a new mapping, the lines in use copied over, the old one unmapped.
 #[cfg(not(target_os = "linux"))]
-fn remap(ptr: NonNull<Line>, old: usize, new: usize) -> NonNull<Line> {
+fn remap(ptr: NonNull<Line>, old: usize, new: usize, len: usize) -> NonNull<Line> {
     let fresh = map_zeroed(new);
-    // SAFETY: distinct mappings of `old` and `new` >= `old` lines.
-    unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.as_ptr(), old) };
+    // SAFETY: distinct mappings of `old` and `new` >= `old` >= `len` lines.
+    unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.as_ptr(), len) };
     unmap(ptr, old);
     fresh
 }
