@@ -9,8 +9,9 @@
 //! and during them (p50, p99, max).
 //!
 //! Run: `cargo run --release -p strata-engine --example save_pause_bench` (env `SIZE`, default
-//! 100000; `SAVES`, default 5, 0 for the writer alone; `SLOW=1` also lists each write of 50 ms or more with its start
-//! from the nearest save's start).
+//! 100000; `SAVES`, default 5, 0 for the writer alone; `SLOW=1` also lists each write of 50 ms
+//! or more with its start from the nearest save's start). It also prints the first write's
+//! latency: the graph was just built in bulk, so that write is the first to grow it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
