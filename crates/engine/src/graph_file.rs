@@ -1,6 +1,13 @@
 //! HNSW graphs saved as derived files beside the tenant's storage (see `strata_store`'s
-//! `derived` module), so that loading a large tenant reads its graph once, straight into the
-//! graph's own buffers: no redb blob, no intermediate `Vec`, no second copy.
+//! `derived` module), so that loading a large tenant maps its graph file: the checksum and
+//! the decoding read the OS page cache's pages in place and the graph's level-0 rows (most of
+//! its bytes) stay in them, privately (`strata_index::GraphMap`); no redb blob, no copy. Where
+//! a file cannot be mapped it is read, once, straight into the graph's own buffers.
+//!
+//! A mapped file must never change while mapped: each file is written once under a new name
+//! (a temporary file renamed into place) and afterwards only deleted. A deleted file's blocks
+//! stay allocated until every graph mapping it is dropped (evicted, rebuilt or replaced by a
+//! load), so a tenant's disk use can briefly hold an old graph beside the new one.
 //!
 //! The graph snapshot (`crate::snapshot`) names the current file with its length and a
 //! checksum of its bytes; the file is written and synced before the transaction that names it
@@ -12,7 +19,7 @@ use std::io::{BufReader, Read};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use strata_index::{HnswIndex, HnswParams, Metric};
+use strata_index::{GraphMap, HnswIndex, HnswParams, Metric};
 use strata_store::{Store, TenantKey};
 use strata_types::CollectionName;
 
@@ -106,6 +113,34 @@ pub(crate) fn load(
             f.name, f.len
         )));
     }
+    // A mapping of the file: the checksum and the decoding read the page cache's pages in
+    // place, and a large graph's rows stay in them (strata_index's `hnsw_map.rs`). Where
+    // files cannot be mapped, a read.
+    match GraphMap::new(&file, f.len) {
+        Ok(map) => {
+            let mut sum = Checksum::new();
+            sum.update(map.bytes());
+            if sum.finish() != f.checksum {
+                return Err(corrupt(format!("{}: checksum differs", f.name)));
+            }
+            HnswIndex::from_map(map, dim, metric, params)
+                .map_err(|e| corrupt(format!("{}: {e}", f.name)))
+        }
+        Err(e) => {
+            tracing::debug!(file = %f.name, error = %e, "graph file not mapped; reading it");
+            read(file, f, dim, metric, params)
+        }
+    }
+}
+
+/// Reads the graph file `f`, open as `file`, checked as [`load`] does.
+fn read(
+    file: std::fs::File,
+    f: &GraphFile,
+    dim: usize,
+    metric: Metric,
+    params: HnswParams,
+) -> Result<HnswIndex, EngineError> {
     // Small reads (headers, upper links) come from the buffer; the big arrays are larger than
     // it and go from the file straight into the graph.
     let mut sum = Checksum::new();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use strata_auth::{OperatorScope, TenantScope};
 use strata_store::Reads;
-use strata_types::{Metric, TenantId};
+use strata_types::{Metric, NewRecord, RecordId, RequestScope, TenantId};
 
 use crate::snapshot::{self, SavedGraph};
 use crate::test_support::{DIM, admin_scope, answers, put_clustered, vec_name};
@@ -92,6 +92,46 @@ fn a_saved_graph_is_one_file_read_back_at_the_next_load() {
     assert!(restored(&engine, &scope));
     assert_eq!(answers(&engine, &scope), before);
     assert!(verify_ok(&engine).warnings.is_empty());
+}
+
+/// A restored graph maps its file, privately: writes to the tenant change the graph (new
+/// nodes, new links in mapped rows, rows grown past the mapping), never the file, which
+/// still checks out; the save that replaces and deletes the file leaves the loaded graph
+/// answering the same, and the next load restores the new file.
+#[test]
+fn writes_to_a_restored_graph_never_change_its_file() {
+    let (dir, _) = saved_tenant();
+    let (engine, scope) = open(dir.path());
+    assert!(restored(&engine, &scope));
+    let old = named_file(&engine, &scope);
+    let bytes = std::fs::read(&old).unwrap();
+    let records = strata_index::testdata::clustered(300, DIM as usize, 10, 7)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| NewRecord {
+            id: Some(RecordId::parse(format!("new{i}")).unwrap()),
+            modality: Some(vec_name()),
+            vector: Some(v),
+            ..Default::default()
+        })
+        .collect();
+    engine
+        .put(&scope, &RequestScope::default(), records)
+        .unwrap();
+    let after = answers(&engine, &scope);
+    assert!(
+        restored(&engine, &scope),
+        "the writes went into the restored graph"
+    );
+    assert!(std::fs::read(&old).unwrap() == bytes, "the file changed");
+    assert!(verify_ok(&engine).warnings.is_empty());
+    engine.persist_indexes().unwrap();
+    assert!(!old.exists(), "the save deleted the old file");
+    assert_eq!(answers(&engine, &scope), after);
+    drop(engine);
+    let (engine, scope) = open(dir.path());
+    assert!(restored(&engine, &scope));
+    assert_eq!(answers(&engine, &scope), after);
 }
 
 /// Damage done to a file.

@@ -35,12 +35,14 @@ use crate::metric::Metric;
 
 /// Magic bytes and format version at the start of [`HnswIndex::to_bytes`]. Version 1 was
 /// usearch's serialisation; it is refused (and the engine rebuilds such a graph). Version 2
-/// had no calibration; it still loads, uncalibrated (see `hnsw_calibrate.rs`).
-const MAGIC: &[u8; 8] = b"STRHNSW3";
+/// had no calibration; it still loads, uncalibrated (see `hnsw_calibrate.rs`). Version 3 had
+/// the rows inside the body (layout 1 in `hnsw_format.rs`); it still loads, by a copy.
+const MAGIC: &[u8; 8] = b"STRHNSW4";
+const MAGIC_V3: &[u8; 8] = b"STRHNSW3";
 const MAGIC_V2: &[u8; 8] = b"STRHNSW2";
 /// Version 2 header: magic, dimension (u32 LE), metric code (u8).
 const HEADER_V2_LEN: usize = MAGIC.len() + 4 + 1;
-/// Version 3 adds the calibration: its `ef` (u32 LE, 0 for none) and the live vectors the
+/// Version 3 (and 4) add the calibration: its `ef` (u32 LE, 0 for none) and the live vectors the
 /// graph held when it was measured (u32 LE).
 const HEADER_LEN: usize = HEADER_V2_LEN + 4 + 4;
 
@@ -458,7 +460,7 @@ impl HnswIndex {
 
     /// Bytes [`Self::write_to`] writes (and [`Self::to_bytes`] returns).
     pub fn encoded_len(&self) -> usize {
-        HEADER_LEN + crate::hnsw_format::encoded_len(&self.graph)
+        HEADER_LEN + crate::hnsw_format::encoded_len(&self.graph, HEADER_LEN)
     }
 
     /// Writes exactly the bytes of [`Self::to_bytes`] to `out`, without building them in
@@ -476,7 +478,15 @@ impl HnswIndex {
             .map_or((0, 0), |c| (c.ef as u32, c.at_len as u32));
         out.write_all(&ef.to_le_bytes())?;
         out.write_all(&at.to_le_bytes())?;
-        crate::hnsw_format::write_to(&self.graph, out)
+        crate::hnsw_format::write_to(&self.graph, HEADER_LEN, out)
+    }
+
+    /// The graph's body in layout 1 (versions 2 and 3), for tests that old files still load.
+    #[cfg(test)]
+    pub(crate) fn body_layout_1(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::hnsw_format::write_layout_1(&self.graph, &mut out).expect("a Vec takes it");
+        out
     }
 
     /// Restores an index written by [`Self::to_bytes`]. `dim` and `metric` must match the ones
@@ -503,21 +513,49 @@ impl HnswIndex {
         metric: Metric,
         params: HnswParams,
     ) -> Result<Self, IndexError> {
+        let mut r = crate::hnsw_format::Stream(r);
+        Self::read_body(&mut r, len, dim, metric, params)
+    }
+
+    /// Restores an index from a mapped file holding exactly the bytes of [`Self::to_bytes`],
+    /// as closed as [`Self::from_bytes`]: a large graph's level-0 rows stay in the mapping,
+    /// not copied (see `hnsw_map.rs`), and the rest is read from it. A graph of an older
+    /// version is read by a copy.
+    pub fn from_map(
+        map: crate::GraphMap,
+        dim: usize,
+        metric: Metric,
+        params: HnswParams,
+    ) -> Result<Self, IndexError> {
+        let len = map.bytes().len() as u64;
+        let mut r = crate::hnsw_map::MapReader::new(map);
+        Self::read_body(&mut r, len, dim, metric, params)
+    }
+
+    fn read_body(
+        r: &mut impl crate::hnsw_format::BodyRead,
+        len: u64,
+        dim: usize,
+        metric: Metric,
+        params: HnswParams,
+    ) -> Result<Self, IndexError> {
+        use crate::hnsw_format::Layout;
         let corrupt = |reason: &str| IndexError::Corrupt {
             reason: reason.to_string(),
         };
         let mut header = [0u8; HEADER_LEN];
         if len < HEADER_V2_LEN as u64 || r.read_exact(&mut header[..HEADER_V2_LEN]).is_err() {
             return Err(corrupt(
-                "missing STRHNSW3 header (another format or version)",
+                "missing STRHNSW header (another format or version)",
             ));
         }
-        let header_len = match &header[..MAGIC.len()] {
-            m if m == MAGIC => HEADER_LEN,
-            m if m == MAGIC_V2 => HEADER_V2_LEN,
+        let (header_len, layout) = match &header[..MAGIC.len()] {
+            m if m == MAGIC => (HEADER_LEN, Layout::RowsLast),
+            m if m == MAGIC_V3 => (HEADER_LEN, Layout::RowsInside),
+            m if m == MAGIC_V2 => (HEADER_V2_LEN, Layout::RowsInside),
             _ => {
                 return Err(corrupt(
-                    "missing STRHNSW3 header (another format or version)",
+                    "missing STRHNSW header (another format or version)",
                 ));
             }
         };
@@ -525,7 +563,7 @@ impl HnswIndex {
             || r.read_exact(&mut header[HEADER_V2_LEN..header_len])
                 .is_err()
         {
-            return Err(corrupt("truncated STRHNSW3 header"));
+            return Err(corrupt("truncated STRHNSW header"));
         }
         let calibrated = match header_len {
             HEADER_LEN => {
@@ -552,7 +590,7 @@ impl HnswIndex {
             });
         }
         let mut index = Self::new(dim, metric, params)?;
-        crate::hnsw_format::read_from(r, len - header_len as u64, &mut index.graph)?;
+        crate::hnsw_format::read_from(r, len - header_len as u64, layout, &mut index.graph)?;
         // A calibration measured more live vectors than the graph has nodes: never written.
         if calibrated.is_some_and(|c| c.at_len > index.graph.nodes()) {
             return Err(corrupt(

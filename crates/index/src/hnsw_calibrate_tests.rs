@@ -195,11 +195,11 @@ fn a_version_2_graph_loads_uncalibrated() {
     let mut g = hard();
     g.calibrate(CalibrationSettings::default())
         .expect("calibrated");
-    let v3 = g.to_bytes().expect("to_bytes");
-    // Version 2: the same bytes without the calibration's 8 header bytes.
-    let mut v2 = v3[..13].to_vec();
+    let v4 = g.to_bytes().expect("to_bytes");
+    // Version 2: the header without the calibration's 8 bytes, the body in layout 1.
+    let mut v2 = v4[..13].to_vec();
     v2[..8].copy_from_slice(b"STRHNSW2");
-    v2.extend_from_slice(&v3[21..]);
+    v2.extend_from_slice(&g.body_layout_1());
     let back = HnswIndex::from_bytes(&v2, 32, Metric::L2, g.params()).expect("load v2");
     assert_eq!(back.calibrated(), None);
     assert_eq!(back.default_ef(), 16);

@@ -1,26 +1,52 @@
-//! The persisted form of an HNSW graph (the body after `HnswIndex`'s header), little-endian:
+//! The persisted form of an HNSW graph (the body after `HnswIndex`'s header), little-endian.
+//! Layout 2 (written since `STRHNSW4`):
 //!
 //! ```text
-//! m u32 | nodes u32 | entry u32 (u32::MAX: empty) | max_level u32 | stride u32
+//! m u32 | nodes u32 | entry u32 (u32::MAX: empty) | max_level u32 | stride u32 | pad u32
 //! labels   nodes × u32          slot of each node
 //! levels   nodes × u8           top level of each node
 //! deleted  nodes × u8           1 = tombstone
-//! rows     nodes × stride × u32 level-0 rows exactly as held in memory (vector, count, links)
 //! upper    Σ levels × (1 + m) × u32   upper-level lists of the nodes with level ≥ 1, in order
+//! padding  pad × 0u8            so that the rows start at a multiple of ROW_ALIGN in the file
+//! rows     nodes × stride × u32 level-0 rows exactly as held in memory (vector, count, links)
 //! ```
 //!
+//! Layout 1 (`STRHNSW2` and `STRHNSW3`, still read) had no `pad` and no padding, and the rows
+//! between `deleted` and `upper`.
+//!
 //! Why this shape: loading a 200 000-node graph must be quick, so the big arrays are written
-//! as they sit in memory and read back straight into their final buffers (one copy from a
-//! file, no intermediate byte buffer); no graph is rebuilt on load. The body is written to and
-//! read from `std::io` streams the caller opens; this crate opens no file. Decoding
-//! is closed: every length, count, level and link is checked, so a damaged body is an error
-//! (and the engine rebuilds the graph), never an out-of-bounds walk.
+//! as they sit in memory and read back straight into their final buffers; no graph is rebuilt
+//! on load. The rows, most of the bytes, come last and page-aligned so that a load from a file
+//! can map them instead of copying them (`hnsw_map.rs`): the pages past the end of the file
+//! read as zero, as the rows' spare capacity must. The body is written to and read from
+//! streams, or a mapping of a file, that the caller opens; this crate opens no file. Decoding
+//! is closed: every length, count, level, link and padding byte is checked, so a damaged body
+//! is an error (and the engine rebuilds the graph), never an out-of-bounds walk.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 use crate::error::IndexError;
-use crate::hnsw_graph::{Graph, LINE_WORDS, MAX_LEVEL, row_stride};
+use crate::hnsw_graph::{Graph, LINE_WORDS, Line, MAX_LEVEL, row_stride};
+use crate::hnsw_rows::{MAP_BYTES, Rows};
+
+/// Where the rows of a graph whose rows take at least [`MAP_BYTES`] start in the encoding: at
+/// a multiple of 64 KiB, a whole number of pages for every common page size (4, 16 and
+/// 64 KiB), so a file's rows can be mapped where they are. Smaller rows are read, not mapped,
+/// and get no padding.
+pub(crate) const ROW_ALIGN: usize = 64 << 10;
+
+/// The body layouts a header can announce (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Layout 1: the rows between the tombstones and the upper lists, no padding.
+    RowsInside,
+    /// Layout 2: the rows last, after padding.
+    RowsLast,
+}
+
+/// Bytes of layout 2's fixed fields: m, nodes, entry, max_level, stride, pad.
+const FIXED: usize = 6 * 4;
 
 fn corrupt(reason: impl Into<String>) -> IndexError {
     IndexError::Corrupt {
@@ -46,22 +72,60 @@ fn put_words(out: &mut impl Write, words: &[u32]) -> io::Result<()> {
     }
 }
 
-/// Bytes of [`write_to`]'s output for `g`.
-pub(crate) fn encoded_len(g: &Graph) -> usize {
+fn rows_bytes(g: &Graph) -> usize {
+    g.nodes() * g.stride * 4
+}
+
+/// Bytes of padding before the rows of `g` when its body starts at offset `at` of the
+/// encoding.
+fn padding(g: &Graph, at: usize) -> usize {
+    if rows_bytes(g) < MAP_BYTES {
+        return 0;
+    }
+    let before = at + FIXED + g.nodes() * (4 + 1 + 1) + g.upper_words * 4;
+    before.next_multiple_of(ROW_ALIGN) - before
+}
+
+/// Bytes of [`write_to`]'s output for `g` with its body at offset `at` of the encoding.
+pub(crate) fn encoded_len(g: &Graph, at: usize) -> usize {
     debug_assert_eq!(
         g.upper_words,
         g.upper.iter().map(|u| u.len()).sum::<usize>(),
         "the graph's count of upper-level words"
     );
-    5 * 4 + g.nodes() * (4 + 1 + 1) + (g.nodes() * g.stride + g.upper_words) * 4
+    FIXED + g.nodes() * (4 + 1 + 1) + g.upper_words * 4 + padding(g, at) + rows_bytes(g)
 }
 
-/// Writes the body of `g` to `out`.
-pub(crate) fn write_to(g: &Graph, out: &mut impl Write) -> io::Result<()> {
+/// Writes the body of `g` (layout 2) to `out`, where it starts at offset `at` of the encoding.
+pub(crate) fn write_to(g: &Graph, at: usize, out: &mut impl Write) -> io::Result<()> {
     let n = g.nodes();
+    let pad = padding(g, at);
     put_u32(out, g.m as u32)?;
     put_u32(out, n as u32)?;
     put_u32(out, g.entry.unwrap_or(u32::MAX))?;
+    put_u32(out, g.max_level as u32)?;
+    put_u32(out, g.stride as u32)?;
+    put_u32(out, pad as u32)?;
+    put_words(out, &g.labels)?;
+    out.write_all(&g.levels)?;
+    out.write_all(&g.deleted)?;
+    for list in &g.upper {
+        put_words(out, list)?;
+    }
+    io::copy(&mut io::repeat(0).take(pad as u64), out)?;
+    put_words(out, g.words())
+}
+
+/// Writes the body of `g` in layout 1, as version 3 did: for tests that old files still load.
+#[cfg(test)]
+pub(crate) fn write_layout_1(g: &Graph, out: &mut impl Write) -> io::Result<()> {
+    for v in [
+        g.m,
+        g.nodes(),
+        g.entry.map_or(u32::MAX as usize, |e| e as usize),
+    ] {
+        put_u32(out, v as u32)?;
+    }
     put_u32(out, g.max_level as u32)?;
     put_u32(out, g.stride as u32)?;
     put_words(out, &g.labels)?;
@@ -74,6 +138,42 @@ pub(crate) fn write_to(g: &Graph, out: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
+/// Where a body is read from: a stream ([`Stream`]), or a mapping of a file that can hand
+/// over its pages instead of copying them (`hnsw_map.rs`).
+pub(crate) trait BodyRead: Read {
+    /// Puts the next `lines` lines of the body into `rows`, which is empty.
+    fn rows_into(&mut self, rows: &mut Rows, lines: usize) -> io::Result<()>;
+}
+
+/// A body read from a stream: the rows are read into fresh lines.
+pub(crate) struct Stream<R>(pub R);
+
+impl<R: Read> Read for Stream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read> BodyRead for Stream<R> {
+    fn rows_into(&mut self, rows: &mut Rows, lines: usize) -> io::Result<()> {
+        read_rows(self, rows, lines)
+    }
+}
+
+/// Reads `lines` lines from `r` into `rows`, which is empty.
+pub(crate) fn read_rows(r: &mut impl Read, rows: &mut Rows, lines: usize) -> io::Result<()> {
+    // Fresh lines: a large graph's are pages of a new mapping, first touched by this read.
+    rows.grow_zeroed(lines);
+    r.read_exact(rows.bytes_mut())
+}
+
+fn read_error(e: io::Error, what: &str) -> IndexError {
+    corrupt(match e.kind() {
+        io::ErrorKind::UnexpectedEof => format!("graph body ends inside its {what}"),
+        _ => format!("reading the {what}: {e}"),
+    })
+}
+
 /// A source that fails, rather than panics or over-allocates, past the bytes it announced.
 struct Source<'a, R> {
     r: &'a mut R,
@@ -81,20 +181,19 @@ struct Source<'a, R> {
     left: u64,
 }
 
-impl<R: Read> Source<'_, R> {
-    fn bytes(&mut self, out: &mut [u8], what: &str) -> Result<(), IndexError> {
-        let n = out.len() as u64;
-        if n > self.left {
+impl<R: BodyRead> Source<'_, R> {
+    /// Takes `n` bytes off the account, or fails if the body is shorter.
+    fn take(&mut self, n: usize, what: &str) -> Result<(), IndexError> {
+        if n as u64 > self.left {
             return Err(corrupt(format!("graph body ends inside its {what}")));
         }
-        self.r.read_exact(out).map_err(|e| {
-            corrupt(match e.kind() {
-                io::ErrorKind::UnexpectedEof => format!("graph body ends inside its {what}"),
-                _ => format!("reading the {what}: {e}"),
-            })
-        })?;
-        self.left -= n;
+        self.left -= n as u64;
         Ok(())
+    }
+
+    fn bytes(&mut self, out: &mut [u8], what: &str) -> Result<(), IndexError> {
+        self.take(out.len(), what)?;
+        self.r.read_exact(out).map_err(|e| read_error(e, what))
     }
 
     fn u32(&mut self, what: &str) -> Result<u32, IndexError> {
@@ -106,11 +205,7 @@ impl<R: Read> Source<'_, R> {
     /// Reads little-endian words straight into `out` (their final place).
     fn words_into(&mut self, out: &mut [u32], what: &str) -> Result<(), IndexError> {
         self.bytes(bytemuck::cast_slice_mut(out), what)?;
-        if cfg!(target_endian = "big") {
-            for w in out.iter_mut() {
-                *w = u32::from_le(*w);
-            }
-        }
+        from_le(out);
         Ok(())
     }
 
@@ -122,6 +217,25 @@ impl<R: Read> Source<'_, R> {
         let mut v = vec![0; len];
         self.bytes(&mut v, what)?;
         Ok(v)
+    }
+
+    /// The level-0 rows of `g`, `lines` lines, into its empty rows.
+    fn rows(&mut self, g: &mut Graph, lines: usize) -> Result<(), IndexError> {
+        self.take(lines * size_of::<Line>(), "rows")?;
+        self.r
+            .rows_into(&mut g.rows, lines)
+            .map_err(|e| read_error(e, "rows"))?;
+        from_le(g.words_mut());
+        Ok(())
+    }
+}
+
+/// Turns words read little-endian into the machine's order (nothing to do on most machines).
+fn from_le(words: &mut [u32]) {
+    if cfg!(target_endian = "big") {
+        for w in words.iter_mut() {
+            *w = u32::from_le(*w);
+        }
     }
 }
 
@@ -143,18 +257,41 @@ fn check_list(list: &[u32], cap: usize, level: usize, levels: &[u8]) -> Result<(
     Ok(())
 }
 
-/// Reads a body written by [`write_to`] into `g`, an empty graph built with the expected
-/// dimension and metric (its `m` is replaced by the recorded one). `len` is the body's length
-/// by the caller's account (a slice's length, a file's size): counts that need more bytes
-/// than that are damage, refused before anything that large is allocated. Every array is
-/// read straight into its final buffer, so a load copies the graph once.
-pub(crate) fn read_from(r: &mut impl Read, len: u64, g: &mut Graph) -> Result<(), IndexError> {
+/// The upper-level lists of every node of `g`, whose levels are read.
+fn read_upper(r: &mut Source<'_, impl BodyRead>, g: &mut Graph) -> Result<(), IndexError> {
+    g.upper = Vec::with_capacity(g.nodes());
+    for node in 0..g.nodes() {
+        // A level above MAX_LEVEL is refused after the body is read; this list is at most
+        // 255 × 257 words whatever the damage, and must fit in the bytes left.
+        let mut list = vec![0u32; g.levels[node] as usize * (1 + g.m)].into_boxed_slice();
+        r.words_into(&mut list, "upper links")?;
+        g.upper_words += list.len();
+        g.upper.push(list);
+    }
+    Ok(())
+}
+
+/// Reads a body of `layout` into `g`, an empty graph built with the expected dimension and
+/// metric (its `m` is replaced by the recorded one). `len` is the body's length by the
+/// caller's account (a slice's length, a file's size): counts that need more bytes than that
+/// are damage, refused before anything that large is allocated. Every array is read straight
+/// into its final buffer (or, for the rows of a mapped file, left where they are).
+pub(crate) fn read_from(
+    r: &mut impl BodyRead,
+    len: u64,
+    layout: Layout,
+    g: &mut Graph,
+) -> Result<(), IndexError> {
     let mut r = Source { r, left: len };
     let m = r.u32("header")? as usize;
     let n = r.u32("header")? as usize;
     let entry = r.u32("header")?;
     let max_level = r.u32("header")? as usize;
     let stride = r.u32("header")? as usize;
+    let pad = match layout {
+        Layout::RowsInside => 0,
+        Layout::RowsLast => r.u32("header")? as usize,
+    };
     if !(2..=256).contains(&m) {
         return Err(corrupt(format!("connectivity {m} out of range")));
     }
@@ -164,6 +301,9 @@ pub(crate) fn read_from(r: &mut impl Read, len: u64, g: &mut Graph) -> Result<()
             "row stride {stride}, expected {}",
             g.stride
         )));
+    }
+    if pad >= ROW_ALIGN {
+        return Err(corrupt(format!("{pad} bytes of padding")));
     }
     // Every node takes at least a row; a count beyond the bytes present is damage, and is
     // caught before anything that large is allocated.
@@ -175,21 +315,24 @@ pub(crate) fn read_from(r: &mut impl Read, len: u64, g: &mut Graph) -> Result<()
     g.levels = r.vec(n, "levels")?;
     g.deleted = r.vec(n, "tombstones")?;
     let lines = n * stride / LINE_WORDS;
-    // Fresh lines: a large graph's are pages of a new mapping, first touched by this read.
-    g.rows.grow_zeroed(lines);
-    r.words_into(g.words_mut(), "rows")?;
+    match layout {
+        Layout::RowsInside => {
+            r.rows(g, lines)?;
+            read_upper(&mut r, g)?;
+        }
+        Layout::RowsLast => {
+            read_upper(&mut r, g)?;
+            if r.vec(pad, "padding")?.iter().any(|&b| b != 0) {
+                return Err(corrupt("padding that is not zero"));
+            }
+            r.rows(g, lines)?;
+        }
+    }
     if let Some(&l) = g.levels.iter().find(|&&l| l as usize > MAX_LEVEL) {
         return Err(corrupt(format!("node level {l} above {MAX_LEVEL}")));
     }
     if g.deleted.iter().any(|&d| d > 1) {
         return Err(corrupt("tombstone flag other than 0 or 1"));
-    }
-    g.upper = Vec::with_capacity(n);
-    for node in 0..n {
-        let mut list = vec![0u32; g.levels[node] as usize * (1 + m)].into_boxed_slice();
-        r.words_into(&mut list, "upper links")?;
-        g.upper_words += list.len();
-        g.upper.push(list);
     }
     if r.left != 0 {
         return Err(corrupt("bytes after the graph body"));

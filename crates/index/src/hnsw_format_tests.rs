@@ -23,18 +23,24 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The exact bytes of `tiny()`. If this test fails, the format changed: bump the version in
-/// `MAGIC` (old graphs are then rebuilt by the engine) and update these bytes.
+/// `MAGIC` (old graphs are then rebuilt by the engine, unless they still load) and update
+/// these bytes.
 const GOLDEN: &str = concat!(
-    // header: STRHNSW3, dim 2, metric l2, not calibrated (ef 0, 0 vectors)
-    "535452484e53573302000000030000000000000000",
-    // m 2, 3 nodes, entry node 2, max level 5, stride 16
-    "0200000003000000020000000500000010000000",
+    // header: STRHNSW4, dim 2, metric l2, not calibrated (ef 0, 0 vectors)
+    "535452484e53573402000000030000000000000000",
+    // m 2, 3 nodes, entry node 2, max level 5, stride 16, no padding (rows below 1 MiB)
+    "020000000300000002000000050000001000000000000000",
     // labels 10 20 30
     "0a000000140000001e000000",
     // levels 2 0 5
     "020005",
     // tombstones: node 1
     "000100",
+    // upper links of node 0 (levels 1-2)
+    "010000000200000000000000010000000200000000000000",
+    // upper links of node 2 (levels 1-5)
+    "0100000000000000000000000100000000000000000000000000000000000000",
+    "00000000000000000000000000000000000000000000000000000000",
     // row 0: (0, 0), 2 links: 1 2
     "0000000000000000020000000100000002000000000000000000000000000000",
     "0000000000000000000000000000000000000000000000000000000000000000",
@@ -44,12 +50,44 @@ const GOLDEN: &str = concat!(
     // row 2: (0, 2), 2 links: 0 1
     "0000000000000040020000000000000001000000000000000000000000000000",
     "0000000000000000000000000000000000000000000000000000000000000000",
-    // upper links of node 0 (levels 1-2)
+);
+
+/// The same graph as version 3 wrote it (layout 1: the rows before the upper links, no
+/// padding field): still loaded, by a copy, as the same graph.
+const GOLDEN_V3: &str = concat!(
+    "535452484e53573302000000030000000000000000",
+    "0200000003000000020000000500000010000000",
+    "0a000000140000001e000000",
+    "020005",
+    "000100",
+    "0000000000000000020000000100000002000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000803f00000000020000000000000002000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000040020000000000000001000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000000",
     "010000000200000000000000010000000200000000000000",
-    // upper links of node 2 (levels 1-5)
     "0100000000000000000000000100000000000000000000000000000000000000",
     "00000000000000000000000000000000000000000000000000000000",
 );
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn a_version_3_graph_loads_as_the_same_graph() {
+    let v4 = tiny().to_bytes().expect("to_bytes");
+    let mut v3 = v4[..21].to_vec();
+    v3[..8].copy_from_slice(b"STRHNSW3");
+    v3.extend_from_slice(&tiny().body_layout_1());
+    assert_eq!(hex(&v3), GOLDEN_V3, "layout 1 as version 3 wrote it");
+    let g = load(&unhex(GOLDEN_V3)).expect("load");
+    assert_eq!(hex(&g.to_bytes().expect("to_bytes")), GOLDEN);
+}
 
 #[test]
 fn golden_bytes() {
@@ -77,13 +115,18 @@ fn the_golden_bytes_load_and_answer() {
 }
 
 /// Offset of the first level-0 link count in `tiny()`'s bytes: header (21), graph header
-/// (20), labels (12), levels (3), tombstones (3), then the first row's 2-float vector.
-const FIRST_COUNT: usize = 21 + 20 + 12 + 3 + 3 + 8;
+/// (24), labels (12), levels (3), tombstones (3), upper links (24 + 60), then the first row's
+/// 2-float vector.
+const FIRST_COUNT: usize = 21 + 24 + 12 + 3 + 3 + 24 + 60 + 8;
 
 #[test]
 fn damaged_bodies_are_refused() {
     let good = tiny().to_bytes().expect("to_bytes");
     let corrupt = |bytes: &[u8]| matches!(load(bytes), Err(IndexError::Corrupt { .. }));
+    // Padding of 64 KiB or more.
+    let mut pad = good.clone();
+    pad[21 + 20..21 + 24].copy_from_slice(&(64u32 << 10).to_le_bytes());
+    assert!(corrupt(&pad));
     // The usearch-era format (version 1) is refused, so the engine rebuilds the graph.
     let mut v1 = good.clone();
     v1[..8].copy_from_slice(b"STRHNSW1");
@@ -108,7 +151,7 @@ fn damaged_bodies_are_refused() {
     assert!(corrupt(&nodes));
     // A tombstone flag that is neither 0 nor 1.
     let mut flag = good.clone();
-    flag[21 + 20 + 12 + 3] = 2;
+    flag[21 + 24 + 12 + 3] = 2;
     assert!(corrupt(&flag));
 }
 

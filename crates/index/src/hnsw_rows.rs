@@ -18,6 +18,12 @@
 //!
 //! Elsewhere than on Linux a mapping grows by a copy into a new one, as a `Vec` does.
 //!
+//! A graph loaded from a file can take its rows as a private mapping of the file itself
+//! (`hnsw_map.rs`): no copy, no zeroing; a page becomes the graph's own only when an insert
+//! writes to it. Growing such rows moves the file's pages and the anonymous pages after them
+//! into a larger anonymous mapping (two `mremap` moves): a file mapping cannot be extended
+//! in place, since its extension would map the file past its end.
+//!
 //! Invariant: the lines between `len` and `cap` are zero (every allocation is zeroed and the
 //! array never shrinks), so growing the length is only a change of `len`.
 
@@ -27,7 +33,7 @@ use std::ptr::NonNull;
 use crate::hnsw_graph::Line;
 
 /// Arrays of at least this many bytes are mappings; below, heap blocks.
-const MAP_BYTES: usize = 1 << 20;
+pub(crate) const MAP_BYTES: usize = 1 << 20;
 
 pub(crate) struct Rows {
     ptr: NonNull<Line>,
@@ -35,6 +41,9 @@ pub(crate) struct Rows {
     cap: usize,
     /// Whether `ptr` is a mapping of `cap` lines (else a heap block, or nothing when `cap` is 0).
     mapped: bool,
+    /// How many lines at the start of the mapping map a file (a whole number of pages; 0 for
+    /// none): they cannot move with the anonymous pages after them in one `mremap`.
+    file_lines: usize,
 }
 
 // SAFETY: `Rows` owns its buffer exclusively, as a `Vec<Line>` does; `Line` is plain data.
@@ -49,6 +58,55 @@ impl Rows {
             len: 0,
             cap: 0,
             mapped: false,
+            file_lines: 0,
+        }
+    }
+
+    /// Takes the `lines` lines at byte `at` of the file mapping `map` (of `map_bytes` bytes,
+    /// whole pages) as the rows; the pages before `at` are unmapped. The lines must reach the
+    /// end of the file, so the rest of the last page, past the file's end, is zero.
+    ///
+    /// # Safety
+    ///
+    /// `map` is a private, writable mapping of `map_bytes` bytes that nothing else refers to
+    /// from now on; `at` is a multiple of the page size; the file ends within the last page
+    /// and after byte `at + lines * 64`, which it does not exceed by a page.
+    #[cfg(all(target_os = "linux", target_endian = "little"))]
+    pub(crate) unsafe fn adopt_file_pages(
+        map: NonNull<u8>,
+        map_bytes: usize,
+        at: usize,
+        lines: usize,
+    ) -> Self {
+        debug_assert!(at.is_multiple_of(page_size()) && map_bytes.is_multiple_of(page_size()));
+        if at > 0 {
+            // SAFETY: the first `at` bytes are whole pages of `map`, no longer referred to.
+            let rc = unsafe { libc::munmap(map.as_ptr().cast(), at) };
+            debug_assert_eq!(rc, 0, "munmap of a graph file's head failed");
+        }
+        let cap = (map_bytes - at) / size_of::<Line>();
+        debug_assert!(lines <= cap && (cap - lines) * size_of::<Line>() < page_size());
+        Rows {
+            // SAFETY: `at` < `map_bytes`, within the mapping, and page-aligned, so line-aligned.
+            ptr: unsafe { NonNull::new_unchecked(map.as_ptr().add(at).cast()) },
+            len: lines,
+            cap,
+            mapped: true,
+            file_lines: cap,
+        }
+    }
+
+    /// Whether some of the lines are pages of a file (see [`Rows::adopt_file_pages`]).
+    #[cfg(test)]
+    pub fn maps_a_file(&self) -> bool {
+        self.file_lines > 0
+    }
+
+    /// The lines in use as bytes.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the first `len` lines are initialised plain data, owned exclusively.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast(), self.len * size_of::<Line>())
         }
     }
 
@@ -108,13 +166,18 @@ impl Rows {
             self.move_into(new, cap, true);
         } else {
             let cap = bytes.next_multiple_of(page_size()) / size_of::<Line>();
-            self.ptr = remap(self.ptr, self.cap, cap, self.len);
+            self.ptr = if self.file_lines > 0 {
+                relocate(self.ptr, self.cap, self.file_lines, cap)
+            } else {
+                remap(self.ptr, self.cap, cap, self.len)
+            };
             self.cap = cap;
         }
     }
 
     /// Copies the lines into `new` (of `cap` lines), frees the old buffer and adopts `new`.
     fn move_into(&mut self, new: NonNull<Line>, cap: usize, mapped: bool) {
+        debug_assert_eq!(self.file_lines, 0, "file pages are never copied");
         // SAFETY: both buffers hold at least `len` lines and are distinct allocations.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), new.as_ptr(), self.len) };
         self.free();
@@ -151,7 +214,7 @@ fn heap_zeroed(cap: usize) -> NonNull<Line> {
     NonNull::new(p.cast()).unwrap_or_else(|| handle_alloc_error(layout))
 }
 
-fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(size).unwrap_or(4096).max(size_of::<Line>())
@@ -204,6 +267,42 @@ fn remap(ptr: NonNull<Line>, old: usize, new: usize, _len: usize) -> NonNull<Lin
         handle_alloc_error(lines_layout(new));
     }
     NonNull::new(p.cast()).unwrap_or_else(|| handle_alloc_error(lines_layout(new)))
+}
+
+/// Grows the mapping `ptr` of `old` lines whose first `file` lines map a file to `new` lines:
+/// a new anonymous mapping, into whose start the file's pages and then the anonymous pages
+/// after them move. Nothing is copied; the lines past `old` are zero.
+#[cfg(target_os = "linux")]
+fn relocate(ptr: NonNull<Line>, old: usize, file: usize, new: usize) -> NonNull<Line> {
+    let fresh = map_zeroed(new);
+    let move_to = |from: usize, lines: usize| {
+        // SAFETY: `from..from + lines` is a whole range of the old mapping (its file part or
+        // its anonymous part, each a run of whole pages), moved over the same offsets of
+        // `fresh`, which it replaces; the old range is gone after, and the caller forgets it.
+        let p = unsafe {
+            libc::mremap(
+                ptr.as_ptr().add(from).cast(),
+                lines * size_of::<Line>(),
+                lines * size_of::<Line>(),
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                fresh.as_ptr().add(from).cast::<libc::c_void>(),
+            )
+        };
+        if p == libc::MAP_FAILED {
+            handle_alloc_error(lines_layout(new));
+        }
+    };
+    move_to(0, file);
+    if old > file {
+        move_to(file, old - file);
+    }
+    fresh
+}
+
+/// Only Linux maps files into rows.
+#[cfg(not(target_os = "linux"))]
+fn relocate(_: NonNull<Line>, _: usize, _: usize, _: usize) -> NonNull<Line> {
+    unreachable!("rows map a file only on Linux")
 }
 
 /// Without `mremap`: a new mapping, the lines in use copied over, the old one unmapped.
