@@ -116,7 +116,10 @@ pub(crate) fn load(
     // A mapping of the file: the checksum and the decoding read the page cache's pages in
     // place, and a large graph's rows stay in them (strata_index's `hnsw_map.rs`). Where
     // files cannot be mapped, a read.
-    match GraphMap::new(&file, f.len) {
+    // SAFETY: graph files are never written after their rename into place, only deleted
+    // (`strata_store`'s `derived` module: written once under a new name, read-only); see the
+    // module documentation.
+    match unsafe { GraphMap::new(&file, f.len) } {
         Ok(map) => {
             let mut sum = Checksum::new();
             sum.update(map.bytes());

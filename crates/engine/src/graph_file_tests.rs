@@ -49,8 +49,8 @@ fn restored(engine: &Engine, scope: &TenantScope) -> bool {
         .any(|s| s.collection == vec_name() && s.graph && s.restored_from_snapshot)
 }
 
-/// The graph file the tenant's snapshot names.
-fn named_file(engine: &Engine, scope: &TenantScope) -> PathBuf {
+/// What the tenant's snapshot records of its graph file.
+fn graph_file(engine: &Engine, scope: &TenantScope) -> crate::graph_file::GraphFile {
     let bytes = engine
         .store
         .read()
@@ -59,8 +59,24 @@ fn named_file(engine: &Engine, scope: &TenantScope) -> PathBuf {
         .unwrap()
         .expect("a snapshot");
     match snapshot::decode(&bytes).unwrap().graph {
-        Some(SavedGraph::File(f)) => engine.store.derived_dir(scope.key()).join(f.name),
+        Some(SavedGraph::File(f)) => f,
         other => panic!("no graph file: {other:?}"),
+    }
+}
+
+/// The graph file the tenant's snapshot names.
+fn named_file(engine: &Engine, scope: &TenantScope) -> PathBuf {
+    let name = graph_file(engine, scope).name;
+    engine.store.derived_dir(scope.key()).join(name)
+}
+
+/// Lets a test damage a graph file, which the store writes read-only.
+fn writable(p: &Path) {
+    if let Ok(meta) = std::fs::metadata(p) {
+        let mut perms = meta.permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(p, perms).unwrap();
     }
 }
 
@@ -105,6 +121,21 @@ fn writes_to_a_restored_graph_never_change_its_file() {
     assert!(restored(&engine, &scope));
     let old = named_file(&engine, &scope);
     let bytes = std::fs::read(&old).unwrap();
+    // The load maps the file where it can (the graph's rows, 9 MB here, are its pages).
+    let g = crate::graph_file::load(
+        &engine.store,
+        scope.key(),
+        &graph_file(&engine, &scope),
+        DIM as usize,
+        strata_index::Metric::Cosine,
+        Default::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        g.maps_a_file(),
+        cfg!(all(target_os = "linux", target_endian = "little"))
+    );
+    drop(g);
     let records = strata_index::testdata::clustered(300, DIM as usize, 10, 7)
         .into_iter()
         .enumerate()
@@ -165,7 +196,9 @@ fn a_damaged_or_missing_graph_file_is_rebuilt_with_the_same_answers() {
     ];
     for (what, damage) in damages {
         let (engine, scope) = open(dir.path());
-        damage(&named_file(&engine, &scope));
+        let file = named_file(&engine, &scope);
+        writable(&file);
+        damage(&file);
         let report = verify_ok(&engine);
         assert!(
             report.warnings.iter().any(|w| w.contains("graph of vec")),

@@ -532,6 +532,12 @@ impl HnswIndex {
         Self::read_body(&mut r, len, dim, metric, params)
     }
 
+    /// Whether the graph's level-0 rows are (partly) pages of the file it was loaded from
+    /// ([`Self::from_map`]), rather than memory of its own.
+    pub fn maps_a_file(&self) -> bool {
+        self.graph.rows.maps_a_file()
+    }
+
     fn read_body(
         r: &mut impl crate::hnsw_format::BodyRead,
         len: u64,
@@ -590,7 +596,12 @@ impl HnswIndex {
             });
         }
         let mut index = Self::new(dim, metric, params)?;
-        crate::hnsw_format::read_from(r, len - header_len as u64, layout, &mut index.graph)?;
+        let body = crate::hnsw_format::Body {
+            at: header_len,
+            len: len - header_len as u64,
+            layout,
+        };
+        crate::hnsw_format::read_from(r, body, &mut index.graph)?;
         // A calibration measured more live vectors than the graph has nodes: never written.
         if calibrated.is_some_and(|c| c.at_len > index.graph.nodes()) {
             return Err(corrupt(

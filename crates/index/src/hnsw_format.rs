@@ -271,17 +271,25 @@ fn read_upper(r: &mut Source<'_, impl BodyRead>, g: &mut Graph) -> Result<(), In
     Ok(())
 }
 
-/// Reads a body of `layout` into `g`, an empty graph built with the expected dimension and
-/// metric (its `m` is replaced by the recorded one). `len` is the body's length by the
-/// caller's account (a slice's length, a file's size): counts that need more bytes than that
+/// Where a body is and how it is laid out.
+pub(crate) struct Body {
+    /// Its offset in the encoding (the header's length).
+    pub at: usize,
+    /// Its length by the caller's account (a slice's length, a file's size, less the header).
+    pub len: u64,
+    pub layout: Layout,
+}
+
+/// Reads a body into `g`, an empty graph built with the expected dimension and metric (its
+/// `m` is replaced by the recorded one). Counts that need more bytes than the body's length
 /// are damage, refused before anything that large is allocated. Every array is read straight
 /// into its final buffer (or, for the rows of a mapped file, left where they are).
 pub(crate) fn read_from(
     r: &mut impl BodyRead,
-    len: u64,
-    layout: Layout,
+    body: Body,
     g: &mut Graph,
 ) -> Result<(), IndexError> {
+    let Body { at, len, layout } = body;
     let mut r = Source { r, left: len };
     let m = r.u32("header")? as usize;
     let n = r.u32("header")? as usize;
@@ -322,6 +330,13 @@ pub(crate) fn read_from(
         }
         Layout::RowsLast => {
             read_upper(&mut r, g)?;
+            // The rows' place is fixed by what precedes them: other padding is damage.
+            let expected = padding(g, at);
+            if pad != expected {
+                return Err(corrupt(format!(
+                    "{pad} bytes of padding, expected {expected}"
+                )));
+            }
             if r.vec(pad, "padding")?.iter().any(|&b| b != 0) {
                 return Err(corrupt("padding that is not zero"));
             }

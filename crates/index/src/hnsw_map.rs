@@ -9,9 +9,11 @@
 //! writes to it (the mapping is private: the file never changes), and the kernel may drop
 //! clean pages under memory pressure and read them again from the file.
 //!
-//! What the caller guarantees: nothing truncates or rewrites the file while it is mapped (the
-//! engine writes each graph file once, under a new name, and only deletes it; a deleted file
-//! stays readable while mapped). Another process truncating it would fault the server.
+//! What the caller guarantees ([`GraphMap::new`] is `unsafe` for it): nothing truncates or
+//! rewrites the file while it is mapped. The engine writes each graph file once, under a new
+//! name, read-only, and afterwards only deletes it (a deleted file stays readable while
+//! mapped); backups hard-link these files, so a backup's copy is the same file and must not
+//! be changed in place either. Another process truncating it would fault the server.
 //!
 //! Only on Linux on little-endian machines; elsewhere [`GraphMap::new`] says `Unsupported` and
 //! the caller reads the file as a stream ([`crate::HnswIndex::read_from`]).
@@ -40,7 +42,14 @@ unsafe impl Sync for GraphMap {}
 impl GraphMap {
     /// Maps `file`, whose length must be `len` (the length its caller recorded): a mapping
     /// past the end of a file faults when read, so a file of another length is refused.
-    pub fn new(file: &File, len: u64) -> io::Result<Self> {
+    ///
+    /// # Safety
+    ///
+    /// Nothing may write to or truncate the file for as long as the mapping, or a graph made
+    /// from it ([`crate::HnswIndex::from_map`]), lives: its bytes are read as immutable memory
+    /// (a link count changed behind the graph's back would walk out of its row), and pages
+    /// past a truncated end fault the process. Deleting or renaming the file is fine.
+    pub unsafe fn new(file: &File, len: u64) -> io::Result<Self> {
         let on_disk = file.metadata()?.len();
         if on_disk != len {
             return Err(io::Error::new(
@@ -166,6 +175,6 @@ fn adopt(_: NonNull<u8>, _: usize, _: usize, _: usize) -> Rows {
     unreachable!("no GraphMap exists elsewhere than on little-endian Linux")
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux", target_endian = "little"))]
 #[path = "hnsw_map_tests.rs"]
 mod tests;

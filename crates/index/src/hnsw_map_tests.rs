@@ -1,5 +1,6 @@
 //! Tests of loading a graph by mapping its file: the same graph as a read, growth past the
 //! mapping that moves the file's pages, a file that never changes, and closed decoding.
+//! (Linux on little-endian machines only: elsewhere nothing is mapped.)
 
 use std::io::Write;
 
@@ -36,7 +37,8 @@ fn file_with(bytes: &[u8]) -> tempfile::NamedTempFile {
 
 fn map_load(bytes: &[u8]) -> Result<HnswIndex, IndexError> {
     let f = file_with(bytes);
-    let map = GraphMap::new(f.as_file(), bytes.len() as u64).expect("map");
+    // SAFETY: the test's own temporary file, not written while mapped.
+    let map = unsafe { GraphMap::new(f.as_file(), bytes.len() as u64) }.expect("map");
     assert!(map.bytes() == bytes);
     HnswIndex::from_map(map, DIM, Metric::Cosine, HnswParams::default())
 }
@@ -46,7 +48,8 @@ fn a_mapped_graph_is_the_graph_that_was_saved_and_grows_without_touching_its_fil
     let mut g = large();
     let bytes = g.to_bytes().expect("to_bytes");
     let f = file_with(&bytes);
-    let map = GraphMap::new(f.as_file(), bytes.len() as u64).expect("map");
+    // SAFETY: the test's own temporary file, not written while mapped.
+    let map = unsafe { GraphMap::new(f.as_file(), bytes.len() as u64) }.expect("map");
     let mut back =
         HnswIndex::from_map(map, DIM, Metric::Cosine, HnswParams::default()).expect("from_map");
     assert!(
@@ -141,10 +144,19 @@ fn damaged_mapped_files_are_refused() {
     let mut longer = good.clone();
     longer.push(0);
     assert!(corrupt(&longer));
-    // A padding byte that is not zero.
+    // A padding byte that is not zero, and a padding length other than the one that puts the
+    // rows where they belong (the bytes shifted to keep the file's length).
     let mut pad = good.clone();
     pad[rows_at - 1] = 1;
     assert!(corrupt(&pad));
+    let pad_at = 21 + 20;
+    let written = u32::from_le_bytes(good[pad_at..pad_at + 4].try_into().unwrap());
+    assert!(written > 0);
+    let mut shifted = good.clone();
+    shifted[pad_at..pad_at + 4].copy_from_slice(&(written - 64).to_le_bytes());
+    shifted.drain(rows_at - 64..rows_at);
+    shifted.extend_from_slice(&[0; 64]);
+    assert!(corrupt(&shifted));
     // A link count above the capacity in the first row, a link to no node in the last.
     let count_at = rows_at + DIM * 4;
     let mut count = good.clone();
@@ -159,19 +171,65 @@ fn damaged_mapped_files_are_refused() {
 
 #[test]
 fn empty_files_and_files_of_another_length_are_not_mapped() {
+    // SAFETY (each `GraphMap::new`): the test's own temporary files, not written while mapped.
     let f = file_with(&[]);
-    assert!(GraphMap::new(f.as_file(), 0).is_err());
+    assert!(unsafe { GraphMap::new(f.as_file(), 0) }.is_err());
     let f = file_with(&[1; 100]);
+    let map = |len| unsafe { GraphMap::new(f.as_file(), len) };
+    assert!(map(101).is_err(), "longer than the file");
+    assert!(map(99).is_err(), "shorter than the file");
+    assert_eq!(map(100).expect("map").bytes(), &[1; 100]);
+}
+
+/// The mappings (lines of `/proc/self/maps`) that overlap `bytes` bytes from `at`.
+fn mappings_over(at: usize, bytes: usize) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+    maps.lines()
+        .filter_map(|l| {
+            let range = l.split_whitespace().next()?;
+            let (a, b) = range.split_once('-')?;
+            Some((
+                usize::from_str_radix(a, 16).ok()?,
+                usize::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .filter(|&(a, b)| a < at + bytes && b > at)
+        .count()
+}
+
+/// Rows that took a file's pages grow again and again (each time moving the file's pages and
+/// the anonymous ones after them) and stay two mappings: the file's and one anonymous. A
+/// third would make the next growth fail on kernels before 6.17, whose `mremap` takes a single
+/// mapping only. Every line is kept and the new ones are zero.
+#[test]
+fn rows_on_a_file_stay_two_mappings_however_often_they_grow() {
+    let g = large();
+    let bytes = g.to_bytes().expect("to_bytes");
+    let mut back = map_load(&bytes).expect("load");
+    let mut rows = std::mem::replace(&mut back.graph.rows, crate::hnsw_rows::Rows::new());
+    assert!(rows.maps_a_file());
+    let original = rows.bytes_mut().to_vec();
+    let line = size_of::<crate::hnsw_graph::Line>();
+    for round in 0..6 {
+        let len = rows.len();
+        rows.grow_zeroed(len * 2);
+        // Writes into the anonymous part too, as inserts do.
+        rows.bytes_mut()[len * line] = round + 1;
+        let (at, cap) = (rows.as_ptr() as usize, rows.resident_bytes());
+        assert_eq!(mappings_over(at, cap), 2, "round {round}");
+    }
+    let all = rows.bytes_mut();
     assert!(
-        GraphMap::new(f.as_file(), 101).is_err(),
-        "longer than the file"
+        all[..original.len()] == original[..],
+        "the file's lines are kept"
     );
-    assert!(
-        GraphMap::new(f.as_file(), 99).is_err(),
-        "shorter than the file"
-    );
-    assert_eq!(
-        GraphMap::new(f.as_file(), 100).expect("map").bytes(),
-        &[1; 100]
-    );
+    let mut marks = Vec::new();
+    for (i, &b) in all[original.len()..].iter().enumerate() {
+        if b != 0 {
+            marks.push((i + original.len()) / line);
+        }
+    }
+    let n = original.len() / line;
+    let expected: Vec<usize> = (0..6).map(|r| n << r).collect();
+    assert_eq!(marks, expected, "only the written lines are not zero");
 }

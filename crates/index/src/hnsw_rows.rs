@@ -97,7 +97,6 @@ impl Rows {
     }
 
     /// Whether some of the lines are pages of a file (see [`Rows::adopt_file_pages`]).
-    #[cfg(test)]
     pub fn maps_a_file(&self) -> bool {
         self.file_lines > 0
     }
@@ -242,8 +241,9 @@ fn map_zeroed(cap: usize) -> NonNull<Line> {
 }
 
 fn unmap(ptr: NonNull<Line>, cap: usize) {
-    // SAFETY: `ptr` is a mapping of exactly `cap` lines made by `map_zeroed` or `remap`, and
-    // nothing refers to it after this.
+    // SAFETY: `ptr` is a range of exactly `cap` lines made by `map_zeroed`, `remap`,
+    // `relocate` or `Rows::adopt_file_pages` (one mapping, or a file's followed by an anonymous
+    // one, which `munmap` takes together), and nothing refers to it after this.
     let rc = unsafe { libc::munmap(ptr.as_ptr().cast(), cap * size_of::<Line>()) };
     debug_assert_eq!(rc, 0, "munmap of the graph rows failed");
 }
@@ -270,20 +270,25 @@ fn remap(ptr: NonNull<Line>, old: usize, new: usize, _len: usize) -> NonNull<Lin
 }
 
 /// Grows the mapping `ptr` of `old` lines whose first `file` lines map a file to `new` lines:
-/// a new anonymous mapping, into whose start the file's pages and then the anonymous pages
-/// after them move. Nothing is copied; the lines past `old` are zero.
+/// a new anonymous mapping, into whose start the file's pages move, and after them the
+/// anonymous pages, grown in the same move to the rest of the new length. Nothing is copied;
+/// the lines past `old` are zero. The range stays two mappings (the file's, one anonymous):
+/// moving the anonymous part without growing it would leave it beside the fresh tail as a
+/// separate mapping (moved pages keep their own bookkeeping and do not merge), and before
+/// Linux 6.17 `mremap` refuses a range of several mappings, so the next growth would fail.
 #[cfg(target_os = "linux")]
 fn relocate(ptr: NonNull<Line>, old: usize, file: usize, new: usize) -> NonNull<Line> {
     let fresh = map_zeroed(new);
-    let move_to = |from: usize, lines: usize| {
-        // SAFETY: `from..from + lines` is a whole range of the old mapping (its file part or
-        // its anonymous part, each a run of whole pages), moved over the same offsets of
-        // `fresh`, which it replaces; the old range is gone after, and the caller forgets it.
+    let move_to = |from: usize, lines: usize, to_lines: usize| {
+        // SAFETY: `from..from + lines` is one whole mapping of the old range (its file part,
+        // or its anonymous part), moved, grown to `to_lines`, over the same offset of `fresh`,
+        // whose pages it replaces (`from + to_lines` <= `new`); the old range is gone after,
+        // and the caller forgets it.
         let p = unsafe {
             libc::mremap(
                 ptr.as_ptr().add(from).cast(),
                 lines * size_of::<Line>(),
-                lines * size_of::<Line>(),
+                to_lines * size_of::<Line>(),
                 libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
                 fresh.as_ptr().add(from).cast::<libc::c_void>(),
             )
@@ -292,9 +297,9 @@ fn relocate(ptr: NonNull<Line>, old: usize, file: usize, new: usize) -> NonNull<
             handle_alloc_error(lines_layout(new));
         }
     };
-    move_to(0, file);
+    move_to(0, file, file);
     if old > file {
-        move_to(file, old - file);
+        move_to(file, old - file, new - file);
     }
     fresh
 }

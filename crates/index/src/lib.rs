@@ -1,12 +1,14 @@
-//! Strata's indexes: distance kernels, exact scan, HNSW graph, BM25 text index and bitmap candidate sets. This crate does no I/O.
+//! Strata's indexes: distance kernels, exact scan, HNSW graph, BM25 text index and bitmap candidate sets. This crate opens no file and does no network I/O.
 //!
 //! Every index here is keyed by a `u32` *slot*: the engine maps its record ids to dense slots
 //! and owns one set of indexes per tenant, so statistics and graphs never mix tenants; BM25
 //! statistics are further computed over the slots the caller may see ([`Bm25Index::query`]).
 //!
 //! Invariants:
-//! - No file or network I/O: persistence is to and from byte buffers (`HnswIndex::to_bytes`)
-//!   and streams the caller opened (`HnswIndex::write_to`, `HnswIndex::read_from`).
+//! - No file opened, no network I/O: persistence is to and from byte buffers
+//!   (`HnswIndex::to_bytes`), streams the caller opened (`HnswIndex::write_to`,
+//!   `HnswIndex::read_from`) and mappings of files the caller opened (`GraphMap`,
+//!   `HnswIndex::from_map`).
 //! - Scores are always *higher is better* (see [`Metric::score`]); results are sorted by score
 //!   descending with ties broken by slot ascending, so every search is deterministic.
 //! - No dependency on other workspace crates.

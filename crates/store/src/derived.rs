@@ -1,6 +1,12 @@
 //! Derived files: per-tenant files of index state (large HNSW graphs) kept beside the
-//! database, `indexes/<key in hex>/<name>`, so that loading a tenant reads them with plain
-//! `read`s straight into their final buffers instead of through redb's pages and a blob copy.
+//! database, `indexes/<key in hex>/<name>`, so that loading a tenant maps them (or reads them
+//! straight into their final buffers) instead of going through redb's pages and a blob copy.
+//!
+//! **A file never changes once renamed into place**: it is only ever deleted. A loaded graph
+//! maps its file (`strata_index::GraphMap`), so a file rewritten or truncated in place would
+//! change or fault a running server. Files are made read-only before the rename, so that a
+//! tool working on the data directory (or on a backup, which hard-links them) does not write
+//! into one by accident.
 //!
 //! They are derived data: the rows that say which file is current (and its length and
 //! checksum) live in the tenant's key range and commit with it; a file itself is never the
@@ -45,6 +51,19 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// A plain file name of this module's own: no separator, no leading dot, not a temporary.
+/// Makes a derived file read-only for everyone (see the module documentation). Unix only:
+/// elsewhere a read-only file could not be deleted.
+fn read_only(file: &File) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o444))?;
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
+}
+
 fn check_name(name: &str) -> Result<(), StoreError> {
     let plain = !name.is_empty()
         && name.len() <= 200
@@ -96,6 +115,7 @@ impl Store {
             let mut w = BufWriter::with_capacity(1 << 20, file);
             fill(&mut w)?;
             let file = w.into_inner().map_err(|e| e.into_error())?;
+            read_only(&file)?;
             file.sync_all()?;
             file.metadata().map(|m| m.len())
         })();
@@ -226,6 +246,13 @@ mod tests {
             .unwrap();
         assert_eq!(len, 5);
         assert_eq!(read(&store, t, "a.hnsw").unwrap(), b"first");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = store.derived_dir(t).join("a.hnsw");
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o444, "written files are read-only");
+        }
         // A failing write leaves the old file as it was, and no temporary file.
         let failed = store.write_derived(t, "a.hnsw", |w| {
             w.write_all(b"half")?;
