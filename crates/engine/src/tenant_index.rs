@@ -395,7 +395,12 @@ fn restore(store: &Store, key: TenantKey, ci: &mut CollectionIndex, saved: Saved
         SavedGraph::File(f) => {
             match graph_file::load(store, key, &f, ci.dim, ci.metric, ci.params) {
                 Ok(g) => ci.restore_graph_index(g),
-                Err(_) => false,
+                Err(e) => {
+                    // Never an error to the user (the graph is rebuilt), but an operator should
+                    // hear of a damaged file, as `verify` reports it.
+                    tracing::warn!(tenant = ?key, error = %e, "a graph file is unusable; the graph is rebuilt from the records");
+                    false
+                }
             }
         }
     }

@@ -385,4 +385,4 @@ pub(crate) fn read_from(
 
 #[cfg(test)]
 #[path = "hnsw_format_tests.rs"]
-mod tests;
+pub(crate) mod tests;

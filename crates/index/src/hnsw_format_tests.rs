@@ -155,8 +155,10 @@ fn damaged_bodies_are_refused() {
     assert!(corrupt(&flag));
 }
 
-#[test]
-fn a_large_graph_round_trips_quickly_enough_to_test() {
+/// A 16-d cosine graph of 5,000 nodes under slots 0, 3, 6, … with 300 tombstones: every
+/// section of the body has bytes, and its rows (5,000 × 256 bytes) are above the 1 MiB from
+/// which a file's rows are mapped (`hnsw_map_tests.rs`).
+pub(crate) fn large_graph() -> HnswIndex {
     let vectors = crate::testdata::clustered(5_000, 16, 10, 3);
     let mut g = HnswIndex::new(16, Metric::Cosine, HnswParams::default()).expect("new");
     let items: Vec<(u32, &[f32])> = vectors
@@ -168,6 +170,12 @@ fn a_large_graph_round_trips_quickly_enough_to_test() {
     for slot in (0..300).map(|s| s * 3) {
         g.remove(slot).expect("remove");
     }
+    g
+}
+
+#[test]
+fn a_large_graph_round_trips_quickly_enough_to_test() {
+    let mut g = large_graph();
     let bytes = g.to_bytes().expect("to_bytes");
     let back = HnswIndex::from_bytes(&bytes, 16, Metric::Cosine, HnswParams::default())
         .expect("from_bytes");

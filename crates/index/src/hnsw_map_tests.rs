@@ -11,21 +11,9 @@ use crate::metric::Metric;
 
 const DIM: usize = 16;
 
-/// A graph whose rows (5,000 × 256 bytes) are above the 1 MiB from which they are mapped, with
-/// tombstones, so every section of the body has bytes.
+/// The format tests' large graph (16-d, cosine, rows above the 1 MiB from which they map).
 fn large() -> HnswIndex {
-    let vectors = crate::testdata::clustered(5_000, DIM, 10, 3);
-    let mut g = HnswIndex::new(DIM, Metric::Cosine, HnswParams::default()).expect("new");
-    let items: Vec<(u32, &[f32])> = vectors
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i as u32 * 3, v.as_slice()))
-        .collect();
-    g.insert_batch(&items, 1).expect("insert");
-    for slot in (0..300).map(|s| s * 3) {
-        g.remove(slot).expect("remove");
-    }
-    g
+    crate::hnsw_format::tests::large_graph()
 }
 
 fn file_with(bytes: &[u8]) -> tempfile::NamedTempFile {
