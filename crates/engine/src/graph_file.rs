@@ -5,9 +5,10 @@
 //! a file cannot be mapped it is read, once, straight into the graph's own buffers.
 //!
 //! A mapped file must never change while mapped: each file is written once under a new name
-//! (a temporary file renamed into place) and afterwards only deleted. A deleted file's blocks
-//! stay allocated until every graph mapping it is dropped (evicted, rebuilt or replaced by a
-//! load), so a tenant's disk use can briefly hold an old graph beside the new one.
+//! (a temporary file, made read-only, renamed into place) and afterwards only deleted. A
+//! deleted file's blocks stay allocated as long as a loaded graph maps it (until the tenant is
+//! evicted, its graph rebuilt, or the server stopped), so a tenant that stays loaded and is
+//! saved again holds its old graph's disk space beside the new one's.
 //!
 //! The graph snapshot (`crate::snapshot`) names the current file with its length and a
 //! checksum of its bytes; the file is written and synced before the transaction that names it
