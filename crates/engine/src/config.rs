@@ -48,6 +48,11 @@ pub struct EngineConfig {
     /// memory the process may use (the machine's, or its container's limit), from 64 MiB to
     /// 4 GiB (`crate::storage_cache` says why).
     pub storage_cache_bytes: u64,
+    /// From this length on, a storage file (the main file, a dedicated tenant's) records its
+    /// allocator state in every durable commit, so that a start after a crash loads it instead
+    /// of reading the whole file to rebuild it (`docs/durability.md`); such a commit syncs
+    /// twice. 0 turns it off; 1 makes every file record it. Default 512 MiB.
+    pub fast_recovery_from_bytes: u64,
     /// Entries each tenant's change log keeps at most (`docs/residency.md`): a tenant whose
     /// search image is older than its log's oldest entry is rebuilt from its records at its
     /// next load instead of replayed. At least 1.
@@ -80,6 +85,7 @@ impl Default for EngineConfig {
             group_commit: true,
             batch_writes: true,
             storage_cache_bytes: crate::storage_cache::default_bytes(),
+            fast_recovery_from_bytes: strata_store::DEFAULT_FAST_RECOVERY_FROM_BYTES,
             change_log_cap: strata_store::DEFAULT_CHANGE_LOG_CAP,
             residency: ResidencyConfig::default(),
             integrity: IntegrityConfig::default(),

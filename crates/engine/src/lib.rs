@@ -296,7 +296,12 @@ impl Engine {
         })?;
         // `usize::MAX` only on a 32-bit host asked for more than it can address.
         let cache = usize::try_from(config.storage_cache_bytes).unwrap_or(usize::MAX);
-        let store = Arc::new(Store::open_with_cache(&dir.join(DB_FILE), cache)?);
+        let options = strata_store::FileOptions {
+            cache_bytes: cache,
+            fast_recovery_from_bytes: (config.fast_recovery_from_bytes > 0)
+                .then_some(config.fast_recovery_from_bytes),
+        };
+        let store = Arc::new(Store::open_with(&dir.join(DB_FILE), options)?);
         dedicated::attach_files(&store)?;
         store.set_group_commit(config.group_commit);
         store.set_write_batching(config.batch_writes);

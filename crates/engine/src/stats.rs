@@ -144,6 +144,12 @@ impl Engine {
         self.store.commit_latency()
     }
 
+    /// What opening the main data file took at start, and whether the storage engine had to
+    /// read all of it to repair it after a crash (see `fast_recovery_from_bytes`).
+    pub fn storage_open_report(&self) -> strata_store::OpenReport {
+        self.store.open_report()
+    }
+
     /// How many times a purge's vacuum rewrote the main data file since the server started.
     pub fn vacuums(&self) -> u64 {
         self.store.vacuums()

@@ -5,6 +5,11 @@
 //! must leave no stale index: after each restart every acknowledged write is searchable and
 //! `verify` finds the loaded indexes equal to storage.
 //!
+//! Restarts alternate between redb's two ways back from a crash: in even rounds the child's
+//! durable commits record the allocator state, which the reopen loads; in odd ones they do not,
+//! and the reopen repairs the file by reading all of it. Each reopen must have taken the way
+//! its round chose, and lose nothing either way.
+//!
 //! The child is this same test binary, re-run on the entry-point test below with
 //! `STRATA_CRASH_CHILD_DIR` set. `STRATA_CRASH_KILLS` sets the number of kills (default 30).
 //!
@@ -26,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use strata_engine::{Engine, EngineConfig};
 use strata_types::{NewRecord, RecordId, RequestScope};
 
 const TENANT: &str = "crash-tenant";
@@ -39,14 +45,16 @@ fn tenant_of(writer: u64, tenants: u64) -> String {
     }
 }
 
-/// The engine on `dir`, with a scope of each of the first `tenants` tenants (created if new).
+/// The engine on `dir` with `config`, with a scope of each of the first `tenants` tenants
+/// (created if new).
 fn open_tenants(
     dir: &std::path::Path,
     tenants: u64,
-) -> (strata_engine::Engine, Vec<strata_engine::TenantScope>) {
-    let (engine, first) = common::open_with_tenant(dir, TENANT, common::full_grant());
-    let mut scopes = vec![first];
-    for t in 1..tenants {
+    config: EngineConfig,
+) -> (Engine, Vec<strata_engine::TenantScope>) {
+    let engine = Engine::open(dir, config).expect("open engine");
+    let mut scopes = Vec::new();
+    for t in 0..tenants {
         let id = strata_types::TenantId::parse(tenant_of(t, tenants)).expect("tenant id");
         if engine.tenant_meta(&id).is_err() {
             engine
@@ -60,6 +68,15 @@ fn open_tenants(
         ));
     }
     (engine, scopes)
+}
+
+/// The file length from which the child of `round` records the allocator state in its durable
+/// commits: every file in even rounds, none in odd ones, so that restarts alternate between
+/// loading the recorded state and redb's full repair (and the test data, a few megabytes, is
+/// far below the default length, so both paths are covered only this way).
+fn fast_recovery_of(round: u64) -> u64 {
+    // 1: every file; 0: none.
+    u64::from(round.is_multiple_of(2))
 }
 
 /// Not a test of its own: the body of the child process, which does nothing unless the parent
@@ -82,7 +99,11 @@ fn crash_child_entry_point() {
         .parse()
         .expect("tenant count");
     let failing = std::env::var("STRATA_CRASH_FAILING").is_ok();
-    let (engine, scopes) = open_tenants(dir.as_ref(), tenants);
+    let config = EngineConfig {
+        fast_recovery_from_bytes: fast_recovery_of(round),
+        ..EngineConfig::default()
+    };
+    let (engine, scopes) = open_tenants(dir.as_ref(), tenants, config);
     println!("READY");
     std::thread::scope(|s| {
         for writer in 0..writers {
@@ -199,7 +220,7 @@ fn crash_rounds(writers: u64, tenants: u64, failing: bool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     // Create the tenants once, outside any child, so children race only on record writes.
-    drop(open_tenants(dir.path(), tenants));
+    drop(open_tenants(dir.path(), tenants, EngineConfig::default()));
 
     let mut acked: BTreeMap<(u64, u64, u64), u64> = BTreeMap::new();
     let mut failed: BTreeSet<(u64, u64, u64)> = BTreeSet::new();
@@ -277,8 +298,15 @@ fn crash_rounds(writers: u64, tenants: u64, failing: bool) {
         batches += last_batches.0;
         batched += last_batches.1;
 
-        // Reopen and check.
-        let (engine, scopes) = open_tenants(dir.path(), tenants);
+        // Reopen and check. The open after the kill repaired the file in full exactly when the
+        // child's durable commits did not record the allocator state.
+        let (engine, scopes) = open_tenants(dir.path(), tenants, EngineConfig::default());
+        let opened = engine.storage_open_report();
+        assert_eq!(
+            opened.full_repair,
+            fast_recovery_of(round) == 0,
+            "round {round}: the open after the kill: {opened:?}"
+        );
         let mut present: BTreeMap<(u64, u64, u64), (u64, BTreeSet<u64>)> = BTreeMap::new();
         let stored = scopes.iter().enumerate().flat_map(|(t, scope)| {
             common::all_records(&engine, scope, "default")

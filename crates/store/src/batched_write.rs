@@ -30,8 +30,6 @@ use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use redb::Durability;
-
 use crate::batch::Batcher;
 use crate::deferred_sync::batch_write_path;
 use crate::group_commit::Seq;
@@ -261,7 +259,7 @@ impl Store {
         let entered = self.group.enter();
         let db = self.db();
         let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::None)?;
+        crate::recovery::set_non_durable(&mut txn)?;
         // Read under the main write lock, as `write_main` does: a flip holds it too.
         let files = self.placement.snapshot();
         let mut ran = Vec::new();

@@ -12,9 +12,10 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use redb::Database;
+use redb::{Database, TransactionError, WriteTransaction};
 
 use crate::deferred_sync::FileSync;
+use crate::recovery::OpenReport;
 
 #[derive(Clone)]
 pub(crate) struct Db {
@@ -25,12 +26,26 @@ pub(crate) struct Open {
     database: Database,
     /// The file's syncs (see `deferred_sync`).
     pub(crate) sync: FileSync,
+    /// From this file length on, durable commits record the allocator state (see `recovery`).
+    fast_recovery_from: Option<u64>,
+    /// How the open went.
+    pub(crate) opened: OpenReport,
 }
 
 impl Db {
-    pub(crate) fn new(database: Database, sync: FileSync) -> Db {
+    pub(crate) fn new(
+        database: Database,
+        sync: FileSync,
+        fast_recovery_from: Option<u64>,
+        opened: OpenReport,
+    ) -> Db {
         Db {
-            open: Arc::new(Open { database, sync }),
+            open: Arc::new(Open {
+                database,
+                sync,
+                fast_recovery_from,
+                opened,
+            }),
         }
     }
 
@@ -51,6 +66,23 @@ impl Deref for Db {
 
     fn deref(&self) -> &Open {
         &self.open
+    }
+}
+
+impl Open {
+    /// Begins a write transaction, which commits durably unless made non-durable with
+    /// [`crate::recovery::set_non_durable`]; on a file of at least the fast-recovery length its
+    /// durable commit records the allocator state (see `recovery`). Every write of the store
+    /// begins here: it shadows [`Database::begin_write`] for whoever holds a [`Db`].
+    pub(crate) fn begin_write(&self) -> Result<WriteTransaction, TransactionError> {
+        let mut txn = self.database.begin_write()?;
+        if self
+            .fast_recovery_from
+            .is_some_and(|from| self.sync.file_len() >= from)
+        {
+            txn.set_quick_repair(true);
+        }
+        Ok(txn)
     }
 }
 

@@ -37,7 +37,7 @@
 use std::cell::Cell;
 use std::fs::File;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::backends::FileBackend;
@@ -100,6 +100,9 @@ struct Inner {
     /// Set (under `state`, beside its reason) once a sync or write failed; read without the
     /// lock.
     failed: AtomicBool,
+    /// The file's length as last set through this backend (redb grows and shrinks its file
+    /// only with `set_len`), so that a transaction can ask it without a system call.
+    len: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -123,10 +126,14 @@ pub(crate) fn backend(file: File) -> Result<(DeferredSyncBackend, FileSync), red
 }
 
 fn wrap(file: Box<dyn StorageBackend>) -> (DeferredSyncBackend, FileSync) {
+    // A length that cannot be read is taken as 0: it only decides whether commits record the
+    // allocator state (see `recovery`), and redb reports the unreadable file itself.
+    let len = file.len().unwrap_or(0);
     let inner = Arc::new(Inner {
         file,
         owed: AtomicBool::new(false),
         failed: AtomicBool::new(false),
+        len: AtomicU64::new(len),
         state: Mutex::default(),
     });
     (DeferredSyncBackend(Arc::clone(&inner)), FileSync(inner))
@@ -261,6 +268,11 @@ impl FileSync {
         self.0.failed.store(true, Ordering::Release);
     }
 
+    /// The file's length in bytes, as redb last set it (or as it was opened).
+    pub(crate) fn file_len(&self) -> u64 {
+        self.0.len.load(Ordering::Relaxed)
+    }
+
     /// Whether a sync or write of this file has failed: nothing written since is known to
     /// reach the disk, so the store refuses further writes, even non-durable ones (which redb
     /// would commit and make visible without touching the file, so without seeing the failure).
@@ -288,7 +300,9 @@ impl StorageBackend for DeferredSyncBackend {
 
     fn set_len(&self, len: u64) -> Result<(), BackendIoError> {
         self.0.barrier()?;
-        self.0.failing(self.0.file.set_len(len))
+        self.0.failing(self.0.file.set_len(len))?;
+        self.0.len.store(len, Ordering::Relaxed);
+        Ok(())
     }
 
     fn sync_data(&self) -> Result<(), BackendIoError> {
@@ -609,6 +623,43 @@ mod tests {
         }
         let read = db.begin_read().unwrap();
         assert_eq!(read.open_table(T).unwrap().len().unwrap(), 50 + 14);
+    }
+
+    /// A commit that records the allocator state is written in two phases (see `recovery`):
+    /// the slot it fills must be on disk before the header switches to it. Deferring its sync
+    /// must not reorder that: the first phase's sync is paid, by the header's write, before
+    /// that write reaches the file; only the last sync is left owed.
+    #[test]
+    fn a_two_phase_commit_syncs_before_switching_slots_and_defers_only_its_last_sync() {
+        let file = Recording::default();
+        let log = Arc::clone(&file.log);
+        let (backend, sync) = wrap(Box::new(file));
+        let _writing = write_path();
+        let db = Database::builder().create_with_backend(backend).unwrap();
+        let mut txn = db.begin_write().unwrap();
+        txn.set_durability(Durability::None).unwrap();
+        txn.open_table(T)
+            .unwrap()
+            .insert(1, [1u8; 700].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        let before = log.lock().unwrap().len();
+        let mut txn = db.begin_write().unwrap();
+        txn.set_quick_repair(true);
+        sync.deferring(|| txn.commit()).unwrap();
+        let ops = log.lock().unwrap()[before..].to_vec();
+        assert_eq!(
+            ops.iter().filter(|op| **op == Op::Sync).count(),
+            1,
+            "one sync inside the commit, the other owed: {ops:?}"
+        );
+        assert_eq!(
+            &ops[ops.len() - 2..],
+            &[Op::Sync, Op::Write],
+            "the header switched slots without the slot on disk: {ops:?}"
+        );
+        sync.sync_owed().unwrap();
+        assert_eq!(log.lock().unwrap().last(), Some(&Op::Sync));
     }
 
     #[test]

@@ -36,6 +36,8 @@ mod opened;
 mod owed_erasure;
 pub use owed_erasure::{ErasurePass, OwedErasures};
 mod placement;
+mod recovery;
+pub use recovery::{DEFAULT_FAST_RECOVERY_FROM_BYTES, FileOptions, OpenReport};
 mod registry;
 mod retired;
 pub mod stats;

@@ -15,7 +15,7 @@
 //! Erasing a chunk is idempotent: two erasers of one range (a purge's vacuum and a retry's)
 //! only share the work.
 
-use redb::{Durability, ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable};
 
 use crate::keys::{self, TenantKey};
 use crate::tables::erase::tenant_naming;
@@ -197,7 +197,7 @@ impl Store {
             if !last {
                 // The last chunk's durable commit syncs the earlier ones; a crash before it
                 // leaves the row, and the next vacuum erases the rest.
-                txn.set_durability(Durability::None)?;
+                crate::recovery::set_non_durable(&mut txn)?;
             }
             {
                 let mut tables = MainTables::open(&txn, &self.file_writes)?;

@@ -26,13 +26,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::db::Db;
 use crate::file_writes::{FileWrites, TableTag, Tracked};
 use crate::group_commit::GroupCommit;
 use crate::keys::{self, TenantKey};
 use crate::opened::Opened;
+use crate::recovery::FileOptions;
 use crate::tables::{
     DATA, MainTables, Registry, Route, Writer, open_database, prefix_range, read_db, untracked,
 };
@@ -71,20 +72,23 @@ pub(crate) struct Placement {
     root: PathBuf,
     /// Copied on change (rare), so that a snapshot or a write takes it in O(1).
     files: RwLock<Arc<Files>>,
-    /// The page cache of each dedicated file: a share of the main file's (see
-    /// [`dedicated_cache_bytes`]).
-    cache_bytes: usize,
+    /// How each dedicated file is opened: the main file's options with a share of its page
+    /// cache (see [`dedicated_cache_bytes`]).
+    options: FileOptions,
 }
 
 pub(crate) type Files = BTreeMap<TenantKey, Arc<FileDb>>;
 
 impl Placement {
-    pub(crate) fn beside(main: &Path, cache_bytes: usize) -> Placement {
+    pub(crate) fn beside(main: &Path, options: FileOptions) -> Placement {
         let dir = main.parent().unwrap_or_else(|| Path::new("."));
         Placement {
             root: dir.join(TENANTS_DIR),
             files: RwLock::default(),
-            cache_bytes: dedicated_cache_bytes(cache_bytes),
+            options: FileOptions {
+                cache_bytes: dedicated_cache_bytes(options.cache_bytes),
+                ..options
+            },
         }
     }
 
@@ -323,7 +327,7 @@ impl Store {
             }
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         }
-        let db = open_database(&dir.join(DEDICATED_FILE), self.placement.cache_bytes)?;
+        let db = open_database(&dir.join(DEDICATED_FILE), self.placement.options)?;
         sync_dir(&dir)?;
         sync_dir(root)?;
         if let Some(parent) = root.parent() {
@@ -372,7 +376,7 @@ impl Store {
                 path.display()
             )));
         }
-        let db = open_database(&path, self.placement.cache_bytes)?;
+        let db = open_database(&path, self.placement.options)?;
         Arc::make_mut(&mut self.placement.lock_write()).insert(t, open_file(dir, db));
         Ok(())
     }
@@ -461,7 +465,7 @@ impl Store {
             if !last {
                 // The last chunk's durable commit syncs the earlier ones; a crash before it
                 // leaves keys that the next start erases.
-                txn.set_durability(Durability::None)?;
+                crate::recovery::set_non_durable(&mut txn)?;
             }
             {
                 let mut table = MainTables::open(&txn, &self.file_writes)?.data;
@@ -575,7 +579,7 @@ impl Store {
         let write = |db: &Database, file: Option<&FileWrites>| -> Result<(), StoreError> {
             let _writing = crate::deferred_sync::write_path();
             let mut txn = db.begin_write()?;
-            txn.set_durability(Durability::None)?;
+            crate::recovery::set_non_durable(&mut txn)?;
             {
                 let mut table = Tracked::new(txn.open_table(DATA)?, TableTag::Data, file);
                 for (k, v) in &chunk {

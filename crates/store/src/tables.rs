@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 pub(crate) mod erase;
 
 use redb::{
-    Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition,
     WriteTransaction,
 };
 use sha2::{Digest, Sha256};
@@ -16,13 +16,14 @@ use strata_types::{Collection, CollectionName, Domain, Millis, Record, RecordId,
 
 use crate::StoreError;
 use crate::codec::{ChangeOp, decode_json, decode_record, encode_json, encode_record};
-use crate::db::Db;
+use crate::db::{Db, Open};
 use crate::deferred_sync::{FileSync, write_path};
 use crate::file_writes::{FileWrites, TableTag, Tracked};
 use crate::group_commit::{GroupCommit, Seq};
 use crate::keys::{self, ScopeField, TenantKey};
 use crate::opened::Opened;
 use crate::placement::Files;
+use crate::recovery::{FileOptions, OpenReport, RepairWatch};
 use crate::registry::{StoredMeta, TenantMeta};
 
 pub(crate) const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
@@ -43,8 +44,8 @@ pub struct Store {
     pub(crate) db: Arc<RwLock<Db>>,
     /// The main file, which a vacuum rewrites (see `vacuum`).
     pub(crate) path: std::path::PathBuf,
-    /// The main file's page cache, which a vacuum's new database gets too.
-    cache_bytes: usize,
+    /// How the main file is opened, which a vacuum's new database is too.
+    options: FileOptions,
     /// Vacuums that rewrote the main file since the store opened.
     pub(crate) vacuums: std::sync::atomic::AtomicU64,
     /// Concurrent writes share fsyncs (see `group_commit`); on by default.
@@ -238,7 +239,7 @@ pub(crate) fn refuse_after_failed_sync(file: &FileSync) -> Result<(), StoreError
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 /// Creates the tables a file holds, so that every later transaction can open them.
-pub(crate) fn init_tables(db: &Database) -> Result<(), StoreError> {
+pub(crate) fn init_tables(db: &Open) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
     txn.open_table(DATA)?;
     txn.open_table(REGISTRY)?;
@@ -248,10 +249,13 @@ pub(crate) fn init_tables(db: &Database) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Opens or creates a database file with a page cache of at most `cache_bytes` (redb's own
-/// default is 1 GiB, which would sit outside every memory figure the server reports).
-/// Its [`FileSync`] takes a group commit's fsync outside redb's write lock.
-pub(crate) fn open_database(path: &Path, cache_bytes: usize) -> Result<Db, StoreError> {
+/// Opens or creates a database file with a page cache of at most `options.cache_bytes`
+/// (redb's own default is 1 GiB, which would sit outside every memory figure the server
+/// reports). Its [`FileSync`] takes a group commit's fsync outside redb's write lock; its
+/// durable commits record the allocator state from `options.fast_recovery_from_bytes` on
+/// (see `recovery`), and a full repair at this open is logged.
+pub(crate) fn open_database(path: &Path, options: FileOptions) -> Result<Db, StoreError> {
+    let started = std::time::Instant::now();
     // As redb's own `create` opens it, behind the backend that can defer a commit's fsync.
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -264,11 +268,15 @@ pub(crate) fn open_database(path: &Path, cache_bytes: usize) -> Result<Db, Store
             source,
         })?;
     let (backend, sync) = crate::deferred_sync::backend(file)?;
+    let watch = RepairWatch::new(path);
     let db = Database::builder()
-        .set_cache_size(cache_bytes)
+        .set_cache_size(options.cache_bytes)
+        .set_repair_callback(watch.callback(sync.file_len()))
         .create_with_backend(backend)?;
+    let opened = watch.finish(started.elapsed());
+    let db = Db::new(db, sync, options.fast_recovery_from_bytes, opened);
     init_tables(&db)?;
-    Ok(Db::new(db, sync))
+    Ok(db)
 }
 
 impl Store {
@@ -283,21 +291,27 @@ impl Store {
     /// [`Store::open`] with a page cache of at most `cache_bytes` for the main file; each
     /// dedicated tenant's file gets a quarter of it (at least 4 MiB, at most all of it).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+        Store::open_with(path, FileOptions::with_cache(cache_bytes))
+    }
+
+    /// [`Store::open`] with the given page cache and fast-recovery length (see
+    /// [`FileOptions`]); dedicated tenants' files get the same length, and a share of the cache.
+    pub fn open_with(path: &Path, options: FileOptions) -> Result<Store, StoreError> {
         crate::main_file_guard::check_before_open(path)?;
         crate::vacuum::remove_leftover(path)?;
-        let db = open_database(path, cache_bytes)?;
+        let db = open_database(path, options)?;
         crate::main_file_guard::mark_after_open(path)?;
         Ok(Store {
             db: Arc::new(RwLock::new(db)),
             path: path.to_path_buf(),
-            cache_bytes,
+            options,
             vacuums: 0.into(),
             grouped: AtomicBool::new(true),
             group: Arc::default(),
             batch: Default::default(),
             batching: AtomicBool::new(true),
             commits: Arc::default(),
-            placement: crate::placement::Placement::beside(path, cache_bytes),
+            placement: crate::placement::Placement::beside(path, options),
             change_log_cap: crate::changelog::DEFAULT_CHANGE_LOG_CAP.into(),
             tracking: Default::default(),
             file_writes: Default::default(),
@@ -345,8 +359,14 @@ impl Store {
         self.commits.snapshot()
     }
 
-    pub(crate) fn cache_bytes(&self) -> usize {
-        self.cache_bytes
+    pub(crate) fn file_options(&self) -> FileOptions {
+        self.options
+    }
+
+    /// What opening the main file took, and whether it had to be repaired in full (see
+    /// `recovery`).
+    pub fn open_report(&self) -> OpenReport {
+        self.db().opened
     }
 
     pub(crate) fn db(&self) -> RwLockReadGuard<'_, Db> {
@@ -464,8 +484,7 @@ impl Store {
         let db = self.db();
         let mut txn = db.begin_write().map_err(StoreError::from)?;
         if entered.is_some() {
-            txn.set_durability(Durability::None)
-                .map_err(StoreError::from)?;
+            crate::recovery::set_non_durable(&mut txn).map_err(StoreError::from)?;
         }
         // Read after the main write lock is held: a migration's flip holds that lock too.
         let files = self.placement.snapshot();
@@ -583,8 +602,7 @@ impl Store {
             txn.abort().map_err(StoreError::from)?;
         };
         if entered.is_some() {
-            txn.set_durability(Durability::None)
-                .map_err(StoreError::from)?;
+            crate::recovery::set_non_durable(&mut txn).map_err(StoreError::from)?;
         }
         let result = {
             // A dedicated tenant's file: no vacuum copies it, nothing to record.

@@ -62,7 +62,7 @@ use redb::{
     ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle, Value,
 };
 
-use crate::db::Db;
+use crate::db::{Db, Open};
 use crate::deferred_sync::write_path;
 use crate::file_writes::{Recording, TableTag};
 use crate::tables::{
@@ -291,7 +291,7 @@ impl Store {
         // recorded nothing (it wrote before the recording began) is in the snapshot.
         self.wait_for_writes_under_way()?;
         let src = self.db().begin_read()?;
-        let mut fresh = open_database(path, self.cache_bytes())?;
+        let mut fresh = open_database(path, self.file_options())?;
         copy_tables(&src, &fresh, &|_| Ok(()))?;
         if let Some(during_copy) = hooks.during_copy.as_mut() {
             during_copy();
@@ -323,7 +323,7 @@ impl Store {
     /// Copies every table of `old` into a new database at `path`, durably: the whole copy,
     /// under the caller's lock.
     fn write_new_file(&self, old: &Database, path: &Path) -> Result<Db, StoreError> {
-        let mut fresh = open_database(path, self.cache_bytes())?;
+        let mut fresh = open_database(path, self.file_options())?;
         copy_tables(&old.begin_read()?, &fresh, &|_| Ok(()))?;
         compact_new(&mut fresh)?;
         Ok(fresh)
@@ -414,10 +414,12 @@ fn owed_key() -> Vec<u8> {
 
 /// Makes `fresh`'s rows of `keys` (each tagged with its table, see `file_writes`) what they
 /// are in snapshot `src`: written, or removed when `src` lacks them; with `settle`, clears the
-/// record of a vacuum owed in `fresh`. Returns how many rows changed. One durable transaction.
+/// record of a vacuum owed in `fresh`. Returns how many rows changed. One durable transaction,
+/// begun through the store's handle so that it records the allocator state of a large file (the
+/// last durable commit before the swap, see `recovery`).
 fn catch_up(
     src: &ReadTransaction,
-    fresh: &Database,
+    fresh: &Open,
     keys: &[Vec<u8>],
     settle: bool,
 ) -> Result<u64, StoreError> {

@@ -416,7 +416,7 @@ fn a_dedicated_file_gets_a_fixed_page_cache() {
     assert_eq!(dedicated_cache_bytes(1 << 20), 1 << 20);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with_cache(&dir.path().join("main.redb"), 64 << 20).unwrap();
-    assert_eq!(store.placement.cache_bytes, 16 << 20);
+    assert_eq!(store.placement.options.cache_bytes, 16 << 20);
 }
 
 /// The main range left behind by a move into a file is erased in several transactions,
