@@ -13,8 +13,9 @@
 //!   is a warning: it is derived state, rebuilt from the records at the next load), and the
 //!   graph file a snapshot names is read and checked as a load reads it (a warning too);
 //! - the usage counters equal a recount of the records;
-//! - when its indexes are loaded, they hold exactly the stored records (ids, fields, vectors)
-//!   and each graph holds exactly the collection's vectors.
+//! - when its indexes are loaded, they hold exactly the stored records (ids, fields, vectors:
+//!   each indexed vector, read where searches read it, equals the stored one) and each graph
+//!   holds exactly the collection's vectors.
 
 use std::collections::HashMap;
 
@@ -342,8 +343,12 @@ fn check_index(
             }
             continue;
         };
-        let loaded: HashMap<&strata_types::RecordId, &SlotDoc> =
-            ci.docs.iter().flatten().map(|d| (&d.id, d)).collect();
+        let loaded: HashMap<&strata_types::RecordId, (u32, &SlotDoc)> = ci
+            .docs
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, d)| Some((&d.as_ref()?.id, (slot as u32, d.as_ref()?))))
+            .collect();
         if loaded.len() != records.len() || ci.live.len() != records.len() as u64 {
             report.problem(format!(
                 "index: {name} holds {} records, storage {}",
@@ -359,7 +364,7 @@ fn check_index(
         }
         let mut vectors = 0u64;
         for rec in records {
-            let Some(doc) = loaded.get(&rec.id) else {
+            let Some(&(slot, doc)) = loaded.get(&rec.id) else {
                 report.problem(format!(
                     "index: {name}/{} is stored but not indexed",
                     rec.id
@@ -371,6 +376,9 @@ fn check_index(
             }
             if rec.vector.is_some() {
                 vectors += 1;
+            }
+            if let Some(why) = vector_mismatch(ci, slot, rec.vector.as_deref()) {
+                report.problem(format!("index: {name}/{}: {why}", rec.id));
             }
         }
         if ci.with_vector.len() != vectors {
@@ -391,6 +399,50 @@ fn check_index(
         }
     }
     Ok(())
+}
+
+/// How the vector a search uses for `slot` (the engine's copy, or the graph's once it holds
+/// them) differs from the record's stored `vector`, normalised as the index stores it; `None`
+/// when they agree. Searches rank by the indexed vector, so one that drifted from storage (a
+/// load or a save gone wrong, memory damaged in place) ranks the record by a vector it does
+/// not have.
+fn vector_mismatch(
+    ci: &crate::collection_index::CollectionIndex,
+    slot: u32,
+    stored: Option<&[f32]>,
+) -> Option<String> {
+    let indexed = ci.with_vector.contains(slot);
+    let stored = match (stored, indexed) {
+        (None, false) => return None,
+        (None, true) => return Some("indexed with a vector, stored without one".into()),
+        (Some(_), false) => return Some("stored with a vector, indexed without one".into()),
+        (Some(v), true) => v,
+    };
+    let got = match ci.vector(slot) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("its indexed vector cannot be read: {e}")),
+    };
+    if got.len() != stored.len() {
+        return Some(format!(
+            "its indexed vector has {} dimensions, the stored one {}",
+            got.len(),
+            stored.len()
+        ));
+    }
+    let mut want = stored.to_vec();
+    ci.metric.normalize_for_index(&mut want);
+    // Both sides come from the same normalisation of the same floats, so they are equal bit for
+    // bit; the tolerance only keeps a change in rounding from being reported as damage.
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| {
+            let d = (a - b).abs();
+            if d.is_nan() { f32::INFINITY } else { d }
+        })
+        .fold(0.0f32, f32::max);
+    (worst > 1e-5)
+        .then(|| format!("its indexed vector differs from the stored one (by up to {worst})"))
 }
 
 #[cfg(test)]
@@ -459,6 +511,90 @@ mod tests {
         assert!(report.problems.iter().any(|p| p.contains("usage counters")));
         assert!(report.problems.iter().any(|p| p.contains("stray")));
         assert_eq!(report.warnings.len(), 1, "{report:?}");
+    }
+
+    /// Overwrites record `id`'s stored vector (or removes it) without telling the indexes, as a
+    /// load or save gone wrong would leave them.
+    fn change_stored_vector(
+        engine: &Engine,
+        scope: &TenantScope,
+        id: &str,
+        vector: Option<Vec<f32>>,
+    ) {
+        let r = engine.store.read().unwrap();
+        let mut rec = strata_store::Reads::record(&r, scope.key(), &RecordId::parse(id).unwrap())
+            .unwrap()
+            .unwrap();
+        drop(r);
+        rec.vector = vector;
+        engine
+            .store
+            .write(|w| w.put_record(scope.key(), &rec).map(drop))
+            .unwrap();
+    }
+
+    /// The engine's own copy of the vectors (a collection too small for a graph).
+    #[test]
+    fn an_indexed_vector_that_is_not_the_stored_one_is_reported() {
+        let (_dir, engine, scope) = crate::test_support::engine_with_tenant("acme");
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        let records = (0..20)
+            .map(|i| NewRecord {
+                id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+                content: Some(format!("note {i}")),
+                vector: Some((0..384).map(|d| ((i * 7 + d) % 13) as f32 - 6.0).collect()),
+                ..Default::default()
+            })
+            .collect();
+        engine
+            .put(&scope, &RequestScope::default(), records)
+            .unwrap();
+        engine.index_stats(&scope).unwrap();
+        let report = engine.verify_tenant(&op, &id).unwrap();
+        assert!(report.ok && report.indexes_loaded, "{report:?}");
+
+        change_stored_vector(&engine, &scope, "r3", Some(vec![1.0; 384]));
+        change_stored_vector(&engine, &scope, "r5", None);
+        let report = engine.verify_tenant(&op, &id).unwrap();
+        assert!(!report.ok, "{report:?}");
+        let about = |id: &str, what: &str| {
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains(&format!("text/{id}: ")) && p.contains(what))
+        };
+        assert!(about("r3", "differs from the stored one"), "{report:?}");
+        assert!(about("r5", "stored without one"), "{report:?}");
+    }
+
+    /// Vectors read out of the graph once it holds them: equal to the stored ones after a
+    /// build (no false alarm from the graph's copy), and a drift is found there too.
+    #[test]
+    fn the_graphs_vectors_are_compared_with_the_stored_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, scope) =
+            crate::test_support::clustered_tenant(dir.path(), strata_types::Metric::Cosine, 1_100);
+        engine.index_stats(&scope).unwrap();
+        engine.wait_for_graph_builds();
+        let stats = engine.index_stats(&scope).unwrap();
+        assert!(stats.iter().any(|s| s.graph), "{stats:?}");
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        let report = engine.verify_tenant(&op, &id).unwrap();
+        assert!(report.ok && report.indexes_loaded, "{report:?}");
+
+        let dim = crate::test_support::DIM as usize;
+        change_stored_vector(&engine, &scope, "r7", Some(vec![0.5; dim]));
+        let report = engine.verify_tenant(&op, &id).unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("vec/r7: its indexed vector differs")),
+            "{report:?}"
+        );
+        assert_eq!(report.problem_count, 1, "{report:?}");
     }
 
     /// A record stored before writes refused an `expires_at` past 2^53 is pointed out: the
