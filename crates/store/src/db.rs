@@ -72,8 +72,9 @@ impl Deref for Db {
 impl Open {
     /// Begins a write transaction, which commits durably unless made non-durable with
     /// [`crate::recovery::set_non_durable`]; on a file of at least the fast-recovery length its
-    /// durable commit records the allocator state (see `recovery`). Every write of the store
-    /// begins here: it shadows [`Database::begin_write`] for whoever holds a [`Db`].
+    /// durable commit records the allocator state (see `recovery`). It shadows
+    /// [`Database::begin_write`] for whoever holds a [`Db`], so the store's writes begin here;
+    /// `recovery` lists the few durable commits that do not.
     pub(crate) fn begin_write(&self) -> Result<WriteTransaction, TransactionError> {
         let mut txn = self.database.begin_write()?;
         if self

@@ -5,7 +5,10 @@
 //! backend the leader runs its durable commit inside [`FileSync::deferring`]: the `sync_data`
 //! of that commit only records that the file owes a sync, the commit returns and releases the
 //! lock, and the leader then syncs the file itself ([`FileSync::sync_owed`]) before it
-//! acknowledges anything the commit covers. Every other `sync_data` (non-grouped writes,
+//! acknowledges anything the commit covers. A commit in two phases (one that records the
+//! allocator state, see `recovery`) syncs twice: its first sync is owed too, and paid inside
+//! the commit by the header's write that follows it (the rule below), so only the last one is
+//! left for after the lock. Every other `sync_data` (non-grouped writes,
 //! repair, shutdown) syncs at once, as redb's own file backend does.
 //!
 //! Only a thread inside one of the store's write paths (marked with [`write_path`]) pays an

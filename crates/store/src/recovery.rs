@@ -12,8 +12,14 @@
 //! size grows with the file. Only the last durable commit before a crash matters, and every
 //! commit deletes the previous record, so the choice is made for every durable commit alike: a
 //! file at least [`FileOptions::fast_recovery_from_bytes`] long records it, a smaller one
-//! (whose repair is short) does not pay for it. Non-durable commits never record it
-//! ([`set_non_durable`]): no open after a crash reads theirs.
+//! (whose repair is short) does not pay for it. Non-durable commits never record it (redb
+//! reads the setting in durable commits only; see [`set_non_durable`]).
+//!
+//! Commits that record no state although the file is long: redb's compaction's own commits
+//! (`Store::compact` and a vacuum follow them with one that does), a copy into a vacuum's or a
+//! backup's new file before its last commit, and any commit while redb has latched that its
+//! allocator state needs a repair (after a transaction was dropped in a panic). A crash right
+//! after one of those costs a full repair, never data.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,9 +65,10 @@ pub struct OpenReport {
     pub full_repair: bool,
 }
 
-/// Makes `txn` commit without syncing, and without recording the allocator state, which only
-/// a durable commit's record is ever read for. Every non-durable transaction of the store is
-/// made so here, as [`crate::db::Open::begin_write`] turns the record on.
+/// Makes `txn` commit without syncing. Every non-durable transaction of the store is made so
+/// here. It also turns off the allocator state's record that [`crate::db::Open::begin_write`]
+/// may have turned on: redb reads that setting only in a durable commit, so this changes
+/// nothing today, but the transaction then says what it does.
 pub(crate) fn set_non_durable(txn: &mut WriteTransaction) -> Result<(), SetDurabilityError> {
     txn.set_durability(Durability::None)?;
     txn.set_quick_repair(false);

@@ -46,6 +46,8 @@ pub struct Store {
     pub(crate) path: std::path::PathBuf,
     /// How the main file is opened, which a vacuum's new database is too.
     options: FileOptions,
+    /// What opening the main file took at start (a vacuum's new file has its own report).
+    opened: OpenReport,
     /// Vacuums that rewrote the main file since the store opened.
     pub(crate) vacuums: std::sync::atomic::AtomicU64,
     /// Concurrent writes share fsyncs (see `group_commit`); on by default.
@@ -302,6 +304,7 @@ impl Store {
         let db = open_database(path, options)?;
         crate::main_file_guard::mark_after_open(path)?;
         Ok(Store {
+            opened: db.opened,
             db: Arc::new(RwLock::new(db)),
             path: path.to_path_buf(),
             options,
@@ -363,10 +366,10 @@ impl Store {
         self.options
     }
 
-    /// What opening the main file took, and whether it had to be repaired in full (see
-    /// `recovery`).
+    /// What opening the main file took when the store opened, and whether it had to be
+    /// repaired in full (see `recovery`).
     pub fn open_report(&self) -> OpenReport {
-        self.db().opened
+        self.opened
     }
 
     pub(crate) fn db(&self) -> RwLockReadGuard<'_, Db> {
@@ -390,6 +393,11 @@ impl Store {
         // redb compacts in steps; repeat until a pass moves nothing.
         while database.compact()? {
             compacted = true;
+        }
+        // redb's compaction commits record no allocator state: one more durable commit does,
+        // on a file long enough for it (see `recovery`), so a crash now needs no full repair.
+        if compacted {
+            db.begin_write()?.commit()?;
         }
         Ok(compacted)
     }

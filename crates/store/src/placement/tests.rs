@@ -1,5 +1,6 @@
 use super::*;
 use crate::Reads;
+use crate::recovery::FileOptions;
 use strata_types::TenantId;
 
 use crate::test_tenant::{put, tenant};
@@ -639,5 +640,32 @@ proptest::proptest! {
         let want: Vec<_> = model.into_iter().collect();
         proptest::prop_assert_eq!(blobs(&store, t), want);
         proptest::prop_assert_eq!(store.tracking.of(t).map(|_| ()), None);
+    }
+}
+
+/// A dedicated tenant's file records the allocator state as the main file does, by its own
+/// length: a copy taken after its writes (what a kill leaves) opens without a full repair when
+/// the store records it, and with one when it does not.
+#[test]
+fn a_dedicated_file_records_the_allocator_state_as_the_main_file_does() {
+    for (from, repaired) in [(Some(0), false), (None, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = FileOptions {
+            cache_bytes: 4 << 20,
+            fast_recovery_from_bytes: from,
+        };
+        let store = Store::open_with(&dir.path().join("main.redb"), options).unwrap();
+        let b = tenant(&store, "b");
+        store.route_dedicated(store.create_dedicated(b).unwrap());
+        for i in 0..5 {
+            put(&store, b, &format!("r{i}"), b"value");
+        }
+        let copy = dir.path().join("crashed.redb");
+        std::fs::copy(store.placement.dir_of(b).join(DEDICATED_FILE), &copy).unwrap();
+        let reopened = open_database(&copy, options).unwrap();
+        assert_eq!(
+            reopened.opened.full_repair, repaired,
+            "recording from {from:?}"
+        );
     }
 }
