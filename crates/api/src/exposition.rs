@@ -55,6 +55,8 @@ pub struct Exposition<'a> {
     pub forbidden_writes: u64,
     /// Whether the main data file failed (a full disk, an I/O error) and refuses writes.
     pub storage_failed: bool,
+    /// What opening the main data file took at start, and whether it was repaired in full.
+    pub storage_open: strata_store::OpenReport,
     /// Hits searches' re-checks dropped on resident state since start: 0 unless the index
     /// disagrees with its own bitmaps (a bug).
     pub search_recheck_drops: u64,
@@ -588,6 +590,30 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
          refused until the server restarts.",
     );
     let _ = writeln!(out, "strata_storage_failed {}", u8::from(x.storage_failed));
+    help(
+        out,
+        "strata_storage_open_seconds",
+        "gauge",
+        "How long opening the main data file took at start, its repair after a crash included.",
+    );
+    let _ = writeln!(
+        out,
+        "strata_storage_open_seconds {}",
+        x.storage_open.took.as_secs_f64()
+    );
+    help(
+        out,
+        "strata_storage_open_full_repair",
+        "gauge",
+        "1 when the start found the main data file not closed cleanly and read all of it to \
+         repair it (its last commit recorded no allocator state, see \
+         [engine] fast_recovery_from_bytes).",
+    );
+    let _ = writeln!(
+        out,
+        "strata_storage_open_full_repair {}",
+        u8::from(x.storage_open.full_repair)
+    );
     help(
         out,
         "strata_search_recheck_drops_total",

@@ -84,6 +84,7 @@ pub async fn metrics(
         long_job_spares: state.pool_long_job_spares(),
         forbidden_writes: strata_engine::storage_writes_on_forbidden_threads(),
         storage_failed: state.engine.storage_failure().is_some(),
+        storage_open: state.engine.storage_open_report(),
         search_recheck_drops: state.engine.search_recheck_drops(),
         security_events_suppressed: &suppressed,
         commits: state.engine.commit_latency(),

@@ -1,7 +1,8 @@
 //! Group commit over HTTP: concurrent clients write single records, the server is killed with
 //! SIGKILL mid-stream, and after a restart every write that was answered `201` is there. The
 //! pool acknowledges a write only after the fsync it shares with its neighbours, though the
-//! wait happens off the pool.
+//! wait happens off the pool. Each restart's `/metrics` says whether the start repaired the
+//! data file in full, which it must exactly when the killed process recorded no allocator state.
 
 mod common;
 
@@ -64,7 +65,24 @@ fn sigkill_loses_no_write_acknowledged_over_http() {
         for w in writers {
             w.join().expect("writer");
         }
+        // The killed process recorded the allocator state in its durable commits in odd
+        // rounds only (`fast_recovery_from_bytes` 1; 0 and the default leave this small file
+        // unrecorded), so the restart repaired the file in full in even rounds, and says so.
+        let next_records = round % 2 == 0;
+        server.set_env(
+            "STRATA__ENGINE__FAST_RECOVERY_FROM_BYTES",
+            if next_records { "1" } else { "0" },
+        );
         server.restart();
+        let repaired = format!(
+            "\nstrata_storage_open_full_repair {}\n",
+            u8::from(round % 2 == 0)
+        );
+        let metrics = server.metrics();
+        assert!(
+            metrics.contains(&repaired),
+            "round {round}: expected{repaired}in the metrics after the restart"
+        );
         let acked = acked.lock().expect("acked").clone();
         assert!(
             acked.len() >= 8,

@@ -65,6 +65,10 @@ fn exposition<'a>(tenants: &'a [TenantRow], cap: usize, pinned: &'a [String]) ->
         long_job_spares: Default::default(),
         forbidden_writes: 0,
         storage_failed: false,
+        storage_open: strata_store::OpenReport {
+            took: std::time::Duration::from_millis(3),
+            full_repair: false,
+        },
         search_recheck_drops: 0,
         security_events_suppressed: &[],
         commits: HistogramSnapshot::default(),
@@ -104,6 +108,10 @@ fn the_background_worker_count_is_exported() {
     x.long_job_spares.shared = 5;
     x.forbidden_writes = 2;
     x.storage_failed = true;
+    x.storage_open = strata_store::OpenReport {
+        took: std::time::Duration::from_millis(2500),
+        full_repair: true,
+    };
     x.search_recheck_drops = 4;
     x.security_events_suppressed = &[("auth.failure", 7), ("security.tenant_mismatch", 0)];
     let text = render(&x);
@@ -116,6 +124,14 @@ fn the_background_worker_count_is_exported() {
         "{text}"
     );
     assert!(text.contains("\nstrata_storage_failed 1\n"), "{text}");
+    assert!(
+        text.contains("\nstrata_storage_open_seconds 2.5\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nstrata_storage_open_full_repair 1\n"),
+        "{text}"
+    );
     assert!(
         text.contains("\nstrata_pool_background_workers 3\n"),
         "{text}"
