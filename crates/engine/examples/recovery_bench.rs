@@ -200,16 +200,9 @@ fn scope(engine: &Engine, id: &TenantId) -> TenantScope {
     TenantScope::for_tests(&engine.tenant_meta(id).expect("meta"), grant)
 }
 
+/// A pseudo-random vector fixed by `seed`.
 fn vector(seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..DIM)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    strata_index::testdata::uniform(1, DIM, seed).remove(0)
 }
 
 fn record(i: u64) -> NewRecord {
