@@ -27,7 +27,10 @@
 //! its build skips steps 1 and 2 and catches the seed up from the log its load began.
 //!
 //! If the tenant is evicted or the collection dropped meanwhile, the build is abandoned: the
-//! collection will be queued again by its next load.
+//! collection will be queued again by its next load. So the residency budget evicts the
+//! tenant being built last, after every other candidate: under a tight budget with many tenants
+//! in turn, a large tenant evicted before each of its builds ended never had a graph, and
+//! every search of it scanned exactly.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -79,6 +82,10 @@ const MAX_ROUNDS_NOT_SHRINKING: usize = 3;
 pub(crate) struct GraphBuilder {
     tx: Mutex<Option<Sender<TenantKey>>>,
     queued: Mutex<HashSet<TenantKey>>,
+    /// The tenant whose graphs are being built now, which the budget evicts last (see
+    /// `IndexRegistry::enforce_budget_now`): an eviction abandons the build, and a tenant
+    /// evicted again before every rebuild would never get its graph.
+    pub(crate) building: Mutex<Option<TenantKey>>,
     /// Jobs queued or running, for `wait_idle`.
     busy: Mutex<usize>,
     idle: Condvar,
@@ -108,6 +115,7 @@ impl GraphBuilder {
         GraphBuilder {
             tx: Mutex::new(Some(tx)),
             queued: Mutex::default(),
+            building: Mutex::new(None),
             busy: Mutex::new(0),
             idle: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -199,7 +207,9 @@ fn run(rx: Receiver<TenantKey>, registry: Weak<IndexRegistry>, store: Arc<Store>
         if !registry.builder.stop.load(Ordering::Relaxed)
             && let Some(slot) = registry.get(key)
         {
+            *lock(&registry.builder.building) = Some(key);
             let _ = build_tenant(&registry, &store, key, &slot);
+            *lock(&registry.builder.building) = None;
         }
         registry.builder.done();
     }

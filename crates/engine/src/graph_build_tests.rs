@@ -486,3 +486,85 @@ fn a_catch_up_whose_tenant_was_reloaded_meanwhile_leaves_the_new_index_alone() {
         .unwrap();
     assert!(report.ok && report.indexes_loaded, "{report:?}");
 }
+
+/// The residency budget evicts the tenant whose graph is being built last: an eviction would
+/// abandon the build, and under a tight budget such a tenant could be evicted before every
+/// one of its builds ended. Here the building tenant is the least recently used of the three
+/// loaded, and the budget holds two: the other one goes.
+#[test]
+fn the_tenant_being_built_is_evicted_last() {
+    let tenants = ["t0", "t1", "t2"];
+    let load = |engine: &crate::Engine, t: &str| {
+        let scope = admin_scope(engine, t);
+        engine.index_stats(&scope).unwrap();
+    };
+    let open = |dir: &std::path::Path, budget: u64| {
+        let config = crate::EngineConfig {
+            residency: crate::ResidencyConfig {
+                memory_budget_bytes: budget,
+                pinned: Vec::new(),
+            },
+            ..crate::EngineConfig::default()
+        };
+        crate::Engine::open(dir, config).unwrap()
+    };
+    let op = OperatorScope::for_tests();
+    let resident = |engine: &crate::Engine, t: &str| {
+        engine.residency(&op, &TenantId::parse(t).unwrap()).unwrap()
+    };
+    // Three alike tenants, written with no budget; one's accounted bytes once loaded.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), 0);
+    for t in tenants {
+        engine
+            .create_tenant(&op, &TenantId::parse(t).unwrap(), None)
+            .unwrap();
+        let scope = admin_scope(&engine, t);
+        let records = (0..50)
+            .map(|i| NewRecord {
+                id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+                content: Some(format!("note {i} of the tenant")),
+                vector: Some(vec![i as f32 + 1.0; 384]),
+                ..Default::default()
+            })
+            .collect();
+        engine
+            .put(&scope, &RequestScope::default(), records)
+            .unwrap();
+    }
+    load(&engine, "t0");
+    let one = resident(&engine, "t0").resident_bytes;
+    assert!(one > 0);
+    drop(engine);
+
+    // Reopened under a budget of two and a half tenants, nothing loaded: t0 is loaded first,
+    // so it is the least recently used when t2's load passes the budget.
+    let engine = open(dir.path(), one * 5 / 2);
+    load(&engine, "t0");
+    load(&engine, "t1");
+    let t0 = engine
+        .tenant_meta(&TenantId::parse("t0").unwrap())
+        .unwrap()
+        .key;
+    *lock(&engine.indexes.builder.building) = Some(t0);
+    load(&engine, "t2");
+    engine.wait_for_evictions();
+    let (r0, r1, r2) = (
+        resident(&engine, "t0"),
+        resident(&engine, "t1"),
+        resident(&engine, "t2"),
+    );
+    assert!(
+        r0.resident && r0.evictions == 0,
+        "the tenant being built was evicted: {r0:?}"
+    );
+    assert!(!r1.resident && r1.evictions == 1, "{r1:?}");
+    assert!(r2.resident, "{r2:?}");
+
+    // Once its build is over, it is the least recently used again.
+    *lock(&engine.indexes.builder.building) = None;
+    load(&engine, "t1");
+    engine.wait_for_evictions();
+    let r0 = resident(&engine, "t0");
+    assert!(!r0.resident && r0.evictions == 1, "{r0:?}");
+}

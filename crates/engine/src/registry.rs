@@ -557,7 +557,8 @@ impl IndexRegistry {
     }
 
     /// Evicts least recently used tenants until the loaded indexes fit the budget. `keep` (the
-    /// tenant being served) and pinned tenants are never chosen; a tenant another thread is
+    /// tenant being served) and pinned tenants are never chosen, and the tenant whose graph is
+    /// being built is chosen last; a tenant another thread is
     /// using is skipped rather than waited for. Call holding no slot lock. On a thread that
     /// must not write to storage (a low-priority background worker) nothing is evicted here:
     /// the evictor thread (`crate::evictor`) does it at normal priority, and this thread waits
@@ -593,7 +594,10 @@ impl IndexRegistry {
             })
             .map(|(k, s)| (s.counters.last_used.load(Ordering::Relaxed), *k, s.clone()))
             .collect();
-        victims.sort_by_key(|(used, _, _)| *used);
+        // Least recently used first, but the tenant whose graph is being built last of all:
+        // evicting it abandons its build (see `crate::graph_build`).
+        let building = *lock(&self.builder.building);
+        victims.sort_by_key(|(used, key, _)| (Some(*key) == building, *used));
         let mut skipped = false;
         for (_, key, slot) in victims {
             if !self.over_budget() {
