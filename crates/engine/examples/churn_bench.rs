@@ -13,7 +13,8 @@
 //! Run: `cargo run --release -p strata-engine --example churn_bench -- --dir DIR [--big N]
 //! [--small N] [--room N] [--every N] [--secs N] [--lose-graph]` (every run deletes `DIR` and
 //! writes it afresh, in a few seconds). `--lose-graph` builds and saves the large tenant's graph
-//! first, then deletes its file, so that every load of the tenant rebuilds from its records.
+//! first, then deletes its file, so that its loads are expensive: the first rebuilds from its
+//! records, later ones read its vectors from its search image.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -56,12 +57,15 @@ fn main() {
         eprintln!("written in {:.1} s", started.elapsed().as_secs_f64());
     }
     // With `--lose-graph`, the large tenant's graph is built and saved, and its file then
-    // deleted (a disk or an operator losing it): every load finds the file missing and
-    // rebuilds the tenant's indexes from its records, and queues a build again.
+    // deleted (a disk or an operator losing it): the first load finds the file missing and
+    // rebuilds from the records, later ones read the vectors from the search image (tens of
+    // megabytes through the database), and each queues a build again.
     if args.iter().any(|a| a == "--lose-graph") {
         {
             let engine = Engine::open(dir, EngineConfig::default()).expect("open");
-            engine.index_stats(&scope(&engine, &id("big"))).expect("load");
+            engine
+                .index_stats(&scope(&engine, &id("big")))
+                .expect("load");
             engine.wait_for_graph_builds();
             engine.persist_indexes().expect("persist");
         }
@@ -73,7 +77,10 @@ fn main() {
         let engine = Engine::open(dir, EngineConfig::default()).expect("open");
         let bytes = |t: &str| {
             engine.index_stats(&scope(&engine, &id(t))).expect("load");
-            engine.residency(&op, &id(t)).expect("residency").resident_bytes
+            engine
+                .residency(&op, &id(t))
+                .expect("residency")
+                .resident_bytes
         };
         (bytes("big"), bytes("small-0"))
     };
@@ -122,7 +129,12 @@ fn main() {
                     evicted_before = r.evictions;
                 }
             }
-            if graph_at.is_some() { &mut after } else { &mut before }.push(took);
+            if graph_at.is_some() {
+                &mut after
+            } else {
+                &mut before
+            }
+            .push(took);
         }
     }
     let r = engine.residency(&op, &id("big")).expect("residency");

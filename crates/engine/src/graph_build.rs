@@ -28,7 +28,7 @@
 //!
 //! If the tenant is evicted or the collection dropped meanwhile, the build is abandoned: the
 //! collection will be queued again by its next load. So the residency budget evicts the
-//! tenant being built last, after every other candidate: under a tight budget with many tenants
+//! tenant being built last, after every other tenant it can evict at that moment: under a tight budget with many tenants
 //! in turn, a large tenant evicted before each of its builds ended never had a graph, and
 //! every search of it scanned exactly.
 
@@ -82,9 +82,9 @@ const MAX_ROUNDS_NOT_SHRINKING: usize = 3;
 pub(crate) struct GraphBuilder {
     tx: Mutex<Option<Sender<TenantKey>>>,
     queued: Mutex<HashSet<TenantKey>>,
-    /// The tenant whose graphs are being built now, which the budget evicts last (see
-    /// `IndexRegistry::enforce_budget_now`): an eviction abandons the build, and a tenant
-    /// evicted again before every rebuild would never get its graph.
+    /// The tenant the builder works on now (its builds, their save and calibration), which the
+    /// budget evicts last (see `IndexRegistry::enforce_budget_now`): an eviction abandons the
+    /// build, and a tenant evicted again before every rebuild would never get its graph.
     pub(crate) building: Mutex<Option<TenantKey>>,
     /// Jobs queued or running, for `wait_idle`.
     busy: Mutex<usize>,
@@ -207,11 +207,27 @@ fn run(rx: Receiver<TenantKey>, registry: Weak<IndexRegistry>, store: Arc<Store>
         if !registry.builder.stop.load(Ordering::Relaxed)
             && let Some(slot) = registry.get(key)
         {
-            *lock(&registry.builder.building) = Some(key);
+            let _building = Building::mark(&registry.builder, key);
             let _ = build_tenant(&registry, &store, key, &slot);
-            *lock(&registry.builder.building) = None;
         }
         registry.builder.done();
+    }
+}
+
+/// Marks a tenant as the one being built ([`GraphBuilder::building`]) until dropped, a panic's
+/// unwinding included, so that a failed build never leaves its tenant evicted last for good.
+struct Building<'a>(&'a GraphBuilder);
+
+impl<'a> Building<'a> {
+    fn mark(builder: &'a GraphBuilder, key: TenantKey) -> Building<'a> {
+        *lock(&builder.building) = Some(key);
+        Building(builder)
+    }
+}
+
+impl Drop for Building<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.building) = None;
     }
 }
 

@@ -568,3 +568,100 @@ fn the_tenant_being_built_is_evicted_last() {
     let r0 = resident(&engine, "t0");
     assert!(!r0.resident && r0.evictions == 1, "{r0:?}");
 }
+
+/// The same with a real build: while the builder is between its bulk insert and its catch-up,
+/// two small tenants' loads pass a budget that holds the building tenant and one of them. The
+/// small one goes, and the build ends with its graph installed in the tenant it began in.
+#[test]
+fn loads_during_a_real_build_evict_another_tenant_and_the_graph_is_installed() {
+    let op = OperatorScope::for_tests();
+    let resident = |engine: &crate::Engine, t: &str| {
+        engine.residency(&op, &TenantId::parse(t).unwrap()).unwrap()
+    };
+    // Small tenants s1 and s2, then acme past the graph threshold, loaded; returns once its
+    // build is paused after the bulk insert, with the sender that lets it go on.
+    let paused_build = |dir: &std::path::Path, budget: u64| {
+        let config = crate::EngineConfig {
+            residency: crate::ResidencyConfig {
+                memory_budget_bytes: budget,
+                pinned: Vec::new(),
+            },
+            ..crate::EngineConfig::default()
+        };
+        let engine = crate::Engine::open(dir, config).unwrap();
+        for t in ["s1", "s2"] {
+            engine
+                .create_tenant(&op, &TenantId::parse(t).unwrap(), None)
+                .unwrap();
+            let scope = admin_scope(&engine, t);
+            let records = (0..50)
+                .map(|i| NewRecord {
+                    id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+                    content: Some(format!("note {i}")),
+                    vector: Some(vec![i as f32 + 1.0; 384]),
+                    ..Default::default()
+                })
+                .collect();
+            engine
+                .put(&scope, &RequestScope::default(), records)
+                .unwrap();
+            engine.index_stats(&scope).unwrap();
+        }
+        let (bulk_done, at_bulk) = channel();
+        let (go_on, wait) = channel::<()>();
+        *lock(&engine.indexes.builder.after_bulk) = Some(Box::new(move || {
+            let _ = bulk_done.send(());
+            let _ = wait.recv();
+        }));
+        engine
+            .create_tenant(&op, &TenantId::parse("acme").unwrap(), None)
+            .unwrap();
+        let scope = admin_scope(&engine, "acme");
+        engine
+            .create_collection(&scope, &vec_name(), DIM, Metric::Cosine)
+            .unwrap();
+        engine.index_stats(&scope).unwrap();
+        put_clustered(&engine, &scope, 1_100);
+        at_bulk
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the build reached its catch-up");
+        (engine, go_on)
+    };
+    // The sizes at that point, with no budget.
+    let sizes = tempfile::tempdir().unwrap();
+    let (acme, one_small) = {
+        let (engine, go_on) = paused_build(sizes.path(), 0);
+        let sizes = (
+            resident(&engine, "acme").resident_bytes,
+            resident(&engine, "s1").resident_bytes,
+        );
+        drop(go_on);
+        sizes
+    };
+    assert!(acme > 0 && one_small > 0);
+
+    // Again under a budget holding acme and one and a half small tenants.
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, go_on) = paused_build(dir.path(), acme + one_small * 3 / 2);
+    // acme, written last, is not the least recently used yet: these loads make it so.
+    for t in ["s1", "s2"] {
+        engine.index_stats(&admin_scope(&engine, t)).unwrap();
+    }
+    engine.wait_for_evictions();
+    let r = resident(&engine, "acme");
+    assert!(
+        r.resident && r.evictions == 0,
+        "the building tenant was evicted: {r:?}"
+    );
+    assert!(
+        resident(&engine, "s1").evictions + resident(&engine, "s2").evictions >= 1,
+        "nothing was evicted: the budget did not bind"
+    );
+    go_on.send(()).unwrap();
+    engine.wait_for_graph_builds();
+    let r = resident(&engine, "acme");
+    assert!(
+        r.resident && r.evictions == 0 && r.graph_ef_search > 0,
+        "the graph was not installed: {r:?}"
+    );
+}

@@ -401,11 +401,13 @@ fn check_index(
     Ok(())
 }
 
-/// How the vector a search uses for `slot` (the engine's copy, or the graph's once it holds
-/// them) differs from the record's stored `vector`, normalised as the index stores it; `None`
-/// when they agree. Searches rank by the indexed vector, so one that drifted from storage (a
-/// load or a save gone wrong, memory damaged in place) ranks the record by a vector it does
-/// not have.
+/// How the vectors searches use for `slot` differ from the record's stored `vector`,
+/// normalised as the index stores it; `None` when they agree. Two copies may be read: the one
+/// `CollectionIndex::vector` gives (the engine's copy, or the graph's once it holds them), and
+/// the graph's own when the collection keeps both (a graph built while its vectors stayed
+/// copied), which graph searches rank by. Searches rank by these, so one that drifted from
+/// storage (a load or a save gone wrong, memory damaged in place) ranks the record by a
+/// vector it does not have.
 fn vector_mismatch(
     ci: &crate::collection_index::CollectionIndex,
     slot: u32,
@@ -418,31 +420,53 @@ fn vector_mismatch(
         (Some(_), false) => return Some("stored with a vector, indexed without one".into()),
         (Some(v), true) => v,
     };
+    let mut want = stored.to_vec();
+    ci.metric.normalize_for_index(&mut want);
     let got = match ci.vector(slot) {
         Ok(v) => v,
         Err(e) => return Some(format!("its indexed vector cannot be read: {e}")),
     };
-    if got.len() != stored.len() {
+    if let Some(why) = differs(&got, &want) {
+        return Some(format!("its indexed vector {why}"));
+    }
+    // The graph's own copy, when `vector` read the engine's. Not while a build or a compaction
+    // replaces the graph: the one installed may lag until the new one is.
+    if let Some(g) = ci.graph.as_ref().filter(|_| ci.building.is_none())
+        && ci.has_vector_copy()
+    {
+        let mut in_graph = vec![0.0; want.len()];
+        return match g.get(slot, &mut in_graph) {
+            Ok(true) => {
+                differs(&in_graph, &want).map(|why| format!("its vector in the graph {why}"))
+            }
+            Ok(false) => Some("its vector is missing from the graph".into()),
+            Err(e) => Some(format!("its vector in the graph cannot be read: {e}")),
+        };
+    }
+    None
+}
+
+/// How `got` differs from `want`, if it does beyond rounding: both come from the same floats,
+/// normalised once for the engine's copy and again by the graph on insert (and once more by a
+/// compaction that rebuilds from the graph), which moves a unit vector's component by about
+/// 1e-7 at most; the tolerance keeps that from being reported as damage.
+fn differs(got: &[f32], want: &[f32]) -> Option<String> {
+    if got.len() != want.len() {
         return Some(format!(
-            "its indexed vector has {} dimensions, the stored one {}",
+            "has {} dimensions, the stored one {}",
             got.len(),
-            stored.len()
+            want.len()
         ));
     }
-    let mut want = stored.to_vec();
-    ci.metric.normalize_for_index(&mut want);
-    // Both sides come from the same normalisation of the same floats, so they are equal bit for
-    // bit; the tolerance only keeps a change in rounding from being reported as damage.
     let worst = got
         .iter()
-        .zip(&want)
+        .zip(want)
         .map(|(a, b)| {
             let d = (a - b).abs();
             if d.is_nan() { f32::INFINITY } else { d }
         })
         .fold(0.0f32, f32::max);
-    (worst > 1e-5)
-        .then(|| format!("its indexed vector differs from the stored one (by up to {worst})"))
+    (worst > 1e-5).then(|| format!("differs from the stored one (by up to {worst})"))
 }
 
 #[cfg(test)]
@@ -568,33 +592,37 @@ mod tests {
         assert!(about("r5", "stored without one"), "{report:?}");
     }
 
-    /// Vectors read out of the graph once it holds them: equal to the stored ones after a
-    /// build (no false alarm from the graph's copy), and a drift is found there too.
+    /// Vectors read out of the graph: equal to the stored ones after a build (no false alarm
+    /// from the graph's copy, normalised again on insert), and a drift is found there too. At
+    /// 800 vectors of 2,048 dimensions the graph is built but the engine keeps its own copy as
+    /// well (both are compared); at 1,100 the graph holds the only copy.
     #[test]
     fn the_graphs_vectors_are_compared_with_the_stored_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let (engine, scope) =
-            crate::test_support::clustered_tenant(dir.path(), strata_types::Metric::Cosine, 1_100);
-        engine.index_stats(&scope).unwrap();
-        engine.wait_for_graph_builds();
-        let stats = engine.index_stats(&scope).unwrap();
-        assert!(stats.iter().any(|s| s.graph), "{stats:?}");
-        let op = OperatorScope::for_tests();
-        let id = TenantId::parse("acme").unwrap();
-        let report = engine.verify_tenant(&op, &id).unwrap();
-        assert!(report.ok && report.indexes_loaded, "{report:?}");
+        for n in [800, 1_100] {
+            let dir = tempfile::tempdir().unwrap();
+            let (engine, scope) =
+                crate::test_support::clustered_tenant(dir.path(), strata_types::Metric::Cosine, n);
+            engine.index_stats(&scope).unwrap();
+            engine.wait_for_graph_builds();
+            let stats = engine.index_stats(&scope).unwrap();
+            assert!(stats.iter().any(|s| s.graph), "{n}: {stats:?}");
+            let op = OperatorScope::for_tests();
+            let id = TenantId::parse("acme").unwrap();
+            let report = engine.verify_tenant(&op, &id).unwrap();
+            assert!(report.ok && report.indexes_loaded, "{n}: {report:?}");
 
-        let dim = crate::test_support::DIM as usize;
-        change_stored_vector(&engine, &scope, "r7", Some(vec![0.5; dim]));
-        let report = engine.verify_tenant(&op, &id).unwrap();
-        assert!(
-            report
-                .problems
-                .iter()
-                .any(|p| p.contains("vec/r7: its indexed vector differs")),
-            "{report:?}"
-        );
-        assert_eq!(report.problem_count, 1, "{report:?}");
+            let dim = crate::test_support::DIM as usize;
+            change_stored_vector(&engine, &scope, "r7", Some(vec![0.5; dim]));
+            let report = engine.verify_tenant(&op, &id).unwrap();
+            assert!(
+                report
+                    .problems
+                    .iter()
+                    .any(|p| p.contains("vec/r7: its indexed vector differs")),
+                "{n}: {report:?}"
+            );
+            assert_eq!(report.problem_count, 1, "{n}: {report:?}");
+        }
     }
 
     /// A record stored before writes refused an `expires_at` past 2^53 is pointed out: the
