@@ -15,6 +15,9 @@
 //! (whose repair is short) does not pay for it. Non-durable commits never record it (redb
 //! reads the setting in durable commits only; see [`set_non_durable`]).
 //!
+//! A debug build gains nothing from it: there redb walks every page after loading the recorded
+//! state, to check it (`mark_allocated_page_for_debug`), which takes as long as the repair.
+//!
 //! Commits that record no state although the file is long: redb's compaction's own commits
 //! (`Store::compact` and a vacuum follow them with one that does), a copy into a vacuum's or a
 //! backup's new file before its last commit, and any commit while redb has latched that its
