@@ -16,10 +16,12 @@
 //! first, then deletes its file, so that its loads are expensive: the first rebuilds from its
 //! records, later ones read its vectors from its search image.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+use strata_auth::{OperatorScope, TenantScope};
 use strata_engine::{Engine, EngineConfig, ResidencyConfig};
 use strata_types::{NewRecord, RequestScope, SearchRequest, TenantId};
 
@@ -64,7 +66,7 @@ fn main() {
         {
             let engine = Engine::open(dir, EngineConfig::default()).expect("open");
             engine
-                .index_stats(&scope(&engine, &id("big")))
+                .index_stats(&common::scope(&engine, &id("big")))
                 .expect("load");
             engine.wait_for_graph_builds();
             engine.persist_indexes().expect("persist");
@@ -76,7 +78,9 @@ fn main() {
     let (big_bytes, small_bytes) = {
         let engine = Engine::open(dir, EngineConfig::default()).expect("open");
         let bytes = |t: &str| {
-            engine.index_stats(&scope(&engine, &id(t))).expect("load");
+            engine
+                .index_stats(&common::scope(&engine, &id(t)))
+                .expect("load");
             engine
                 .residency(&op, &id(t))
                 .expect("residency")
@@ -93,12 +97,12 @@ fn main() {
         ..EngineConfig::default()
     };
     let engine = Engine::open(dir, config).expect("open");
-    let big_scope = scope(&engine, &id("big"));
+    let big_scope = common::scope(&engine, &id("big"));
     let smalls: Vec<TenantScope> = (0..small)
-        .map(|s| scope(&engine, &id(&format!("small-{s}"))))
+        .map(|s| common::scope(&engine, &id(&format!("small-{s}"))))
         .collect();
     let query = SearchRequest {
-        vector: Some(vector(u64::MAX)),
+        vector: Some(common::vector(DIM, u64::MAX)),
         k: 10,
         ..Default::default()
     };
@@ -170,27 +174,8 @@ fn id(t: &str) -> TenantId {
     TenantId::parse(t).expect("id")
 }
 
-/// A read-write scope of tenant `id`, created if new.
-fn scope(engine: &Engine, id: &TenantId) -> TenantScope {
-    if engine.tenant_meta(id).is_err() {
-        engine
-            .create_tenant(&OperatorScope::for_tests(), id, None)
-            .expect("tenant");
-    }
-    let grant = Grant {
-        permissions: Permissions::of(&[
-            Permission::Read,
-            Permission::Write,
-            Permission::AllPrincipals,
-        ]),
-        user_tokens: None,
-        domains: None,
-    };
-    TenantScope::for_tests(&engine.tenant_meta(id).expect("meta"), grant)
-}
-
 fn write(engine: &Engine, t: &str, n: usize) {
-    let scope = scope(engine, &id(t));
+    let scope = common::scope(engine, &id(t));
     let data = strata_index::testdata::clustered(n, DIM, 50, 7);
     for part in data.chunks(1000) {
         let records = part
@@ -205,8 +190,4 @@ fn write(engine: &Engine, t: &str, n: usize) {
             .put(&scope, &RequestScope::default(), records)
             .expect("put");
     }
-}
-
-fn vector(seed: u64) -> Vec<f32> {
-    strata_index::testdata::uniform(1, DIM, seed).remove(0)
 }

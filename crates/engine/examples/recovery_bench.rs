@@ -14,13 +14,15 @@
 //! Run: `cargo run --release -p strata-engine --example recovery_bench -- --dir DIR [--mb N]
 //! [--rounds N] [--window-ms N] [--cold]`.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+use strata_auth::TenantScope;
 use strata_engine::{Engine, EngineConfig};
 use strata_types::{NewRecord, RequestScope, SearchRequest, TenantId};
 
@@ -67,9 +69,9 @@ fn main() {
             let opened = started.elapsed();
             let report = engine.storage_open_report();
             let started = Instant::now();
-            let scope = scope(&engine, &tenant_id("fill", 0));
+            let scope = common::scope(&engine, &tenant_id("fill", 0));
             let search = SearchRequest {
-                vector: Some(vector(7)),
+                vector: Some(common::vector(DIM, 7)),
                 k: 10,
                 ..Default::default()
             };
@@ -100,7 +102,7 @@ fn fill(dir: &Path, mb: u64) {
     let mut t = 0;
     while len() < mb << 20 {
         let id = tenant_id("fill", t);
-        let scope = scope(&engine, &id);
+        let scope = common::scope(&engine, &id);
         for batch in 0..PER_TENANT / 500 {
             let records = (0..500)
                 .map(|i| record((t * PER_TENANT + batch * 500 + i) as u64))
@@ -155,7 +157,7 @@ fn child(dir: &Path, i: usize) {
     };
     let engine = Engine::open(dir, config).expect("open");
     let scopes: Vec<TenantScope> = (0..WRITERS)
-        .map(|w| scope(&engine, &tenant_id("writes", w)))
+        .map(|w| common::scope(&engine, &tenant_id("writes", w)))
         .collect();
     let acked = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -185,33 +187,13 @@ fn tenant_id(kind: &str, n: usize) -> TenantId {
     TenantId::parse(format!("{kind}-{n}")).expect("id")
 }
 
-/// A read-write scope of tenant `id`, created if new.
-fn scope(engine: &Engine, id: &TenantId) -> TenantScope {
-    if engine.tenant_meta(id).is_err() {
-        engine
-            .create_tenant(&OperatorScope::for_tests(), id, None)
-            .expect("tenant");
-    }
-    let grant = Grant {
-        permissions: Permissions::of(&[Permission::Read, Permission::Write]),
-        user_tokens: None,
-        domains: None,
-    };
-    TenantScope::for_tests(&engine.tenant_meta(id).expect("meta"), grant)
-}
-
-/// A pseudo-random vector fixed by `seed`.
-fn vector(seed: u64) -> Vec<f32> {
-    strata_index::testdata::uniform(1, DIM, seed).remove(0)
-}
-
 fn record(i: u64) -> NewRecord {
     NewRecord {
         content: Some(format!(
             "memory {i}: the user mentioned that they prefer green tea in the morning, work \
              remotely on Tuesdays and Thursdays, and would like summaries sent by email. {i}"
         )),
-        vector: Some(vector(i)),
+        vector: Some(common::vector(DIM, i)),
         ..Default::default()
     }
 }

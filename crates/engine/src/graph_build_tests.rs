@@ -487,6 +487,47 @@ fn a_catch_up_whose_tenant_was_reloaded_meanwhile_leaves_the_new_index_alone() {
     assert!(report.ok && report.indexes_loaded, "{report:?}");
 }
 
+/// An engine on `dir` under a residency budget of `budget` bytes (0: none).
+fn under_budget(dir: &std::path::Path, budget: u64) -> crate::Engine {
+    let config = crate::EngineConfig {
+        residency: crate::ResidencyConfig {
+            memory_budget_bytes: budget,
+            pinned: Vec::new(),
+        },
+        ..crate::EngineConfig::default()
+    };
+    crate::Engine::open(dir, config).unwrap()
+}
+
+/// Creates tenant `t` with 50 short records of 384 dimensions (no graph wanted).
+fn small_tenant(engine: &crate::Engine, t: &str) {
+    engine
+        .create_tenant(
+            &OperatorScope::for_tests(),
+            &TenantId::parse(t).unwrap(),
+            None,
+        )
+        .unwrap();
+    let records = (0..50)
+        .map(|i| NewRecord {
+            id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+            content: Some(format!("note {i}")),
+            vector: Some(vec![i as f32 + 1.0; 384]),
+            ..Default::default()
+        })
+        .collect();
+    engine
+        .put(&admin_scope(engine, t), &RequestScope::default(), records)
+        .unwrap();
+}
+
+/// Tenant `t`'s residency figures.
+fn residency(engine: &crate::Engine, t: &str) -> crate::TenantResidency {
+    engine
+        .residency(&OperatorScope::for_tests(), &TenantId::parse(t).unwrap())
+        .unwrap()
+}
+
 /// The residency budget evicts the tenant whose graph is being built last: an eviction would
 /// abandon the build, and under a tight budget such a tenant could be evicted before every
 /// one of its builds ended. Here the building tenant is the least recently used of the three
@@ -498,48 +539,20 @@ fn the_tenant_being_built_is_evicted_last() {
         let scope = admin_scope(engine, t);
         engine.index_stats(&scope).unwrap();
     };
-    let open = |dir: &std::path::Path, budget: u64| {
-        let config = crate::EngineConfig {
-            residency: crate::ResidencyConfig {
-                memory_budget_bytes: budget,
-                pinned: Vec::new(),
-            },
-            ..crate::EngineConfig::default()
-        };
-        crate::Engine::open(dir, config).unwrap()
-    };
-    let op = OperatorScope::for_tests();
-    let resident = |engine: &crate::Engine, t: &str| {
-        engine.residency(&op, &TenantId::parse(t).unwrap()).unwrap()
-    };
     // Three alike tenants, written with no budget; one's accounted bytes once loaded.
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path(), 0);
+    let engine = under_budget(dir.path(), 0);
     for t in tenants {
-        engine
-            .create_tenant(&op, &TenantId::parse(t).unwrap(), None)
-            .unwrap();
-        let scope = admin_scope(&engine, t);
-        let records = (0..50)
-            .map(|i| NewRecord {
-                id: Some(RecordId::parse(format!("r{i}")).unwrap()),
-                content: Some(format!("note {i} of the tenant")),
-                vector: Some(vec![i as f32 + 1.0; 384]),
-                ..Default::default()
-            })
-            .collect();
-        engine
-            .put(&scope, &RequestScope::default(), records)
-            .unwrap();
+        small_tenant(&engine, t);
     }
     load(&engine, "t0");
-    let one = resident(&engine, "t0").resident_bytes;
+    let one = residency(&engine, "t0").resident_bytes;
     assert!(one > 0);
     drop(engine);
 
     // Reopened under a budget of two and a half tenants, nothing loaded: t0 is loaded first,
     // so it is the least recently used when t2's load passes the budget.
-    let engine = open(dir.path(), one * 5 / 2);
+    let engine = under_budget(dir.path(), one * 5 / 2);
     load(&engine, "t0");
     load(&engine, "t1");
     let t0 = engine
@@ -550,9 +563,9 @@ fn the_tenant_being_built_is_evicted_last() {
     load(&engine, "t2");
     engine.wait_for_evictions();
     let (r0, r1, r2) = (
-        resident(&engine, "t0"),
-        resident(&engine, "t1"),
-        resident(&engine, "t2"),
+        residency(&engine, "t0"),
+        residency(&engine, "t1"),
+        residency(&engine, "t2"),
     );
     assert!(
         r0.resident && r0.evictions == 0,
@@ -565,7 +578,7 @@ fn the_tenant_being_built_is_evicted_last() {
     *lock(&engine.indexes.builder.building) = None;
     load(&engine, "t1");
     engine.wait_for_evictions();
-    let r0 = resident(&engine, "t0");
+    let r0 = residency(&engine, "t0");
     assert!(!r0.resident && r0.evictions == 1, "{r0:?}");
 }
 
@@ -575,37 +588,13 @@ fn the_tenant_being_built_is_evicted_last() {
 #[test]
 fn loads_during_a_real_build_evict_another_tenant_and_the_graph_is_installed() {
     let op = OperatorScope::for_tests();
-    let resident = |engine: &crate::Engine, t: &str| {
-        engine.residency(&op, &TenantId::parse(t).unwrap()).unwrap()
-    };
     // Small tenants s1 and s2, then acme past the graph threshold, loaded; returns once its
     // build is paused after the bulk insert, with the sender that lets it go on.
     let paused_build = |dir: &std::path::Path, budget: u64| {
-        let config = crate::EngineConfig {
-            residency: crate::ResidencyConfig {
-                memory_budget_bytes: budget,
-                pinned: Vec::new(),
-            },
-            ..crate::EngineConfig::default()
-        };
-        let engine = crate::Engine::open(dir, config).unwrap();
+        let engine = under_budget(dir, budget);
         for t in ["s1", "s2"] {
-            engine
-                .create_tenant(&op, &TenantId::parse(t).unwrap(), None)
-                .unwrap();
-            let scope = admin_scope(&engine, t);
-            let records = (0..50)
-                .map(|i| NewRecord {
-                    id: Some(RecordId::parse(format!("r{i}")).unwrap()),
-                    content: Some(format!("note {i}")),
-                    vector: Some(vec![i as f32 + 1.0; 384]),
-                    ..Default::default()
-                })
-                .collect();
-            engine
-                .put(&scope, &RequestScope::default(), records)
-                .unwrap();
-            engine.index_stats(&scope).unwrap();
+            small_tenant(&engine, t);
+            engine.index_stats(&admin_scope(&engine, t)).unwrap();
         }
         let (bulk_done, at_bulk) = channel();
         let (go_on, wait) = channel::<()>();
@@ -632,8 +621,8 @@ fn loads_during_a_real_build_evict_another_tenant_and_the_graph_is_installed() {
     let (acme, one_small) = {
         let (engine, go_on) = paused_build(sizes.path(), 0);
         let sizes = (
-            resident(&engine, "acme").resident_bytes,
-            resident(&engine, "s1").resident_bytes,
+            residency(&engine, "acme").resident_bytes,
+            residency(&engine, "s1").resident_bytes,
         );
         drop(go_on);
         sizes
@@ -648,18 +637,18 @@ fn loads_during_a_real_build_evict_another_tenant_and_the_graph_is_installed() {
         engine.index_stats(&admin_scope(&engine, t)).unwrap();
     }
     engine.wait_for_evictions();
-    let r = resident(&engine, "acme");
+    let r = residency(&engine, "acme");
     assert!(
         r.resident && r.evictions == 0,
         "the building tenant was evicted: {r:?}"
     );
     assert!(
-        resident(&engine, "s1").evictions + resident(&engine, "s2").evictions >= 1,
+        residency(&engine, "s1").evictions + residency(&engine, "s2").evictions >= 1,
         "nothing was evicted: the budget did not bind"
     );
     go_on.send(()).unwrap();
     engine.wait_for_graph_builds();
-    let r = resident(&engine, "acme");
+    let r = residency(&engine, "acme");
     assert!(
         r.resident && r.evictions == 0 && r.graph_ef_search > 0,
         "the graph was not installed: {r:?}"
