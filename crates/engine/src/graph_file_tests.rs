@@ -9,7 +9,7 @@ use strata_store::Reads;
 use strata_types::{Metric, NewRecord, RecordId, RequestScope, TenantId};
 
 use crate::snapshot::{self, SavedGraph};
-use crate::test_support::{DIM, admin_scope, answers, put_clustered, vec_name};
+use crate::test_support::{DIM, admin_scope, answers, put_clustered, put_clustered_with, vec_name};
 use crate::{Engine, EngineConfig};
 
 /// Records of the test collection: enough for a graph (see `test_support::DIM`).
@@ -23,6 +23,40 @@ fn open(dir: &Path) -> (Engine, TenantScope) {
 
 /// A tenant with a graph, saved; its answers.
 fn saved_tenant() -> (tempfile::TempDir, Vec<Vec<String>>) {
+    saved_tenant_with(|_| None)
+}
+
+/// [`saved_tenant`] whose records hold forty words each, none shared: a search image large
+/// enough to be decoded beside the graph file's read (`crate::image_beside_graph`).
+fn saved_tenant_with_text() -> (tempfile::TempDir, Vec<Vec<String>>) {
+    let saved = saved_tenant_with(|i| {
+        Some(
+            (0..40)
+                .map(|j| format!("w{i}x{j}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    });
+    let (engine, scope) = open(saved.0.path());
+    let image = engine
+        .store
+        .read()
+        .unwrap()
+        .blob(scope.key(), "image:vec")
+        .unwrap()
+        .expect("an image");
+    assert!(image.len() >= crate::image_beside_graph::SIDE_BY_SIDE_FROM_BYTES);
+    saved
+}
+
+/// Loads the calling thread made on two threads so far.
+fn side_by_side_loads() -> u64 {
+    crate::image_beside_graph::tests::SIDE_BY_SIDE.get()
+}
+
+fn saved_tenant_with(
+    content: impl Fn(usize) -> Option<String>,
+) -> (tempfile::TempDir, Vec<Vec<String>>) {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     let id = TenantId::parse("acme").unwrap();
@@ -33,7 +67,7 @@ fn saved_tenant() -> (tempfile::TempDir, Vec<Vec<String>>) {
     engine
         .create_collection(&scope, &vec_name(), DIM, Metric::Cosine)
         .unwrap();
-    put_clustered(&engine, &scope, N);
+    put_clustered_with(&engine, &scope, N, content);
     engine.index_stats(&scope).unwrap();
     engine.wait_for_graph_builds();
     let before = answers(&engine, &scope);
@@ -174,6 +208,36 @@ type Damage = fn(&Path);
 #[test]
 fn a_damaged_or_missing_graph_file_is_rebuilt_with_the_same_answers() {
     let (dir, before) = saved_tenant();
+    damaged_files_are_rebuilt(dir.path(), &before);
+}
+
+/// The same with the image decoded beside the graph file's read: the damage is found there
+/// too, and the graph is dropped, not served.
+#[test]
+fn a_damaged_graph_file_read_beside_the_image_is_rebuilt_with_the_same_answers() {
+    let (dir, before) = saved_tenant_with_text();
+    let loads = side_by_side_loads();
+    damaged_files_are_rebuilt(dir.path(), &before);
+    assert!(
+        side_by_side_loads() > loads,
+        "no load read the two side by side"
+    );
+}
+
+/// A large image, decoded on another thread while the graph file is read: the graph is
+/// restored and answers as it did.
+#[test]
+fn a_large_image_is_decoded_beside_the_graph_file_and_the_graph_restored() {
+    let (dir, before) = saved_tenant_with_text();
+    let (engine, scope) = open(dir.path());
+    let loads = side_by_side_loads();
+    assert!(restored(&engine, &scope));
+    assert_eq!(side_by_side_loads(), loads + 1);
+    assert_eq!(answers(&engine, &scope), before);
+    assert!(verify_ok(&engine).warnings.is_empty());
+}
+
+fn damaged_files_are_rebuilt(dir: &Path, before: &[Vec<String>]) {
     let damages: Vec<(&str, Damage)> = vec![
         ("cut in half", |p| {
             let len = std::fs::metadata(p).unwrap().len();
@@ -195,7 +259,7 @@ fn a_damaged_or_missing_graph_file_is_rebuilt_with_the_same_answers() {
         ("deleted", |p| std::fs::remove_file(p).unwrap()),
     ];
     for (what, damage) in damages {
-        let (engine, scope) = open(dir.path());
+        let (engine, scope) = open(dir);
         let file = named_file(&engine, &scope);
         writable(&file);
         damage(&file);
@@ -212,7 +276,7 @@ fn a_damaged_or_missing_graph_file_is_rebuilt_with_the_same_answers() {
         // The damaged file is gone with the save; the new one is the only one.
         assert_eq!(files(&engine, &scope), vec![named_file(&engine, &scope)]);
         drop(engine);
-        let (engine, scope) = open(dir.path());
+        let (engine, scope) = open(dir);
         assert!(restored(&engine, &scope), "{what}: saved again");
         assert_eq!(answers(&engine, &scope), before, "{what}");
     }

@@ -40,6 +40,7 @@ mod hits;
 mod idempotency;
 #[cfg(test)]
 mod ids_only_pool_tests;
+mod image_beside_graph;
 mod image_check;
 mod import_recovery;
 mod index_lock;

@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 
-use strata_index::HnswParams;
+use strata_index::{HnswIndex, HnswParams};
 use strata_store::{Reads, Store, TenantKey};
 use strata_types::{CollectionName, Record, RecordId};
 
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
+use crate::image_beside_graph::{self, Beside};
 use crate::snapshot::SavedGraph;
 use crate::{graph_build, graph_file, replay, search_image, snapshot};
 
@@ -154,7 +155,8 @@ impl TenantIndex {
             let Some(bytes) = search_image::load(r, key, &c.name)? else {
                 return Ok(None);
             };
-            let Ok((mut ci, loaded)) = search_image::decode(&bytes, &c, params) else {
+            let (decoded, beside) = image_beside_graph::decode(store, r, key, &c, &bytes, params)?;
+            let Ok((mut ci, loaded)) = decoded else {
                 return Ok(None);
             };
             if loaded.version != version {
@@ -177,21 +179,27 @@ impl TenantIndex {
             let graph = if ci.has_vector_copy() {
                 None
             } else {
-                match snapshot::load(r, key, &c.name)? {
-                    Some(Ok(snap))
+                let (snapshot, read) = match beside {
+                    Beside::NotRead => {
+                        (snapshot::load(r, key, &c.name)?.and_then(Result::ok), None)
+                    }
+                    Beside::Read(read) => (read.snapshot, read.graph),
+                };
+                match snapshot {
+                    Some(snap)
                         if snap.version == loaded.version
                             && snap.dim == c.dim
                             && same_slots(&snap.slots, &ci.slot_ids()) =>
                     {
-                        snap.graph
+                        snap.graph.map(|saved| (saved, read))
                     }
                     _ => None,
                 }
             };
             // A graph that is missing or does not fit leaves the collection to exact scans
             // until the background builder gives it one.
-            inline |= matches!(graph, Some(SavedGraph::Inline(_)));
-            if !graph.is_some_and(|g| restore(store, key, &mut ci, g)) {
+            inline |= matches!(graph, Some((SavedGraph::Inline(_), _)));
+            if !graph.is_some_and(|(saved, read)| restore(store, key, &mut ci, saved, read)) {
                 if !ci.has_vector_copy() {
                     // Its vectors were saved only inside that graph.
                     return Ok(None);
@@ -326,7 +334,7 @@ impl TenantIndex {
                 Some((missing, Some(graph)))
                     if missing.is_empty() && !stale.contains(name) && ci.graph_pays() =>
                 {
-                    restore(store, key, ci, graph)
+                    restore(store, key, ci, graph, None)
                 }
                 Some((missing, _)) if missing.is_empty() && !stale.contains(name) => {
                     !ci.graph_pays()
@@ -387,13 +395,22 @@ impl TenantIndex {
     }
 }
 
-/// Restores `ci`'s graph from a snapshot's: inline bytes, or its derived file. `false` (and
-/// the caller rebuilds) when it is missing, damaged or does not fit the collection.
-fn restore(store: &Store, key: TenantKey, ci: &mut CollectionIndex, saved: SavedGraph) -> bool {
+/// Restores `ci`'s graph from a snapshot's: inline bytes, or its derived file (`read`: that
+/// file's graph as [`graph_file::load`] already returned it). `false` (and the caller
+/// rebuilds) when it is missing, damaged or does not fit the collection.
+fn restore(
+    store: &Store,
+    key: TenantKey,
+    ci: &mut CollectionIndex,
+    saved: SavedGraph,
+    read: Option<Result<HnswIndex, EngineError>>,
+) -> bool {
     match saved {
         SavedGraph::Inline(bytes) => ci.restore_graph(&bytes),
         SavedGraph::File(f) => {
-            match graph_file::load(store, key, &f, ci.dim, ci.metric, ci.params) {
+            let read = read
+                .unwrap_or_else(|| graph_file::load(store, key, &f, ci.dim, ci.metric, ci.params));
+            match read {
                 Ok(g) => ci.restore_graph_index(g),
                 Err(e) => {
                     // Never an error to the user (the graph is rebuilt), but an operator should

@@ -82,6 +82,16 @@ pub(crate) fn answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> 
 /// Writes `n` seeded clustered `DIM`-dimensional vectors into `vec` as records `r0`, `r1`, …, in
 /// batches of 500.
 pub(crate) fn put_clustered(engine: &Engine, scope: &TenantScope, n: usize) {
+    put_clustered_with(engine, scope, n, |_| None);
+}
+
+/// [`put_clustered`], record `i` with `content(i)` as its text.
+pub(crate) fn put_clustered_with(
+    engine: &Engine,
+    scope: &TenantScope,
+    n: usize,
+    content: impl Fn(usize) -> Option<String>,
+) {
     let data = strata_index::testdata::clustered(n, DIM as usize, 10, 1);
     for (c, part) in data.chunks(500).enumerate() {
         let records = part
@@ -91,6 +101,7 @@ pub(crate) fn put_clustered(engine: &Engine, scope: &TenantScope, n: usize) {
                 id: Some(RecordId::parse(format!("r{}", c * 500 + i)).unwrap()),
                 modality: Some(vec_name()),
                 vector: Some(v.clone()),
+                content: content(c * 500 + i),
                 ..Default::default()
             })
             .collect();
