@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use strata_index::{Bm25Index, FieldIndex, RoaringBitmap};
+use strata_index::{Bm25Index, FieldIndex, LegacyBm25, RoaringBitmap};
 use strata_store::{Reads, StoreError, TenantKey, Writer};
 use strata_types::{Collection, CollectionName, Domain, MemoryScope, RecordId, RunId, UserToken};
 
@@ -31,13 +31,18 @@ use crate::collection_index::CollectionIndex;
 use crate::scope_names::ScopeNames;
 use crate::slot_doc::SlotDoc;
 
+/// 6: the BM25 index in its flat form (`strata_index::Bm25Index`'s: its arrays as byte runs,
+/// no bitmap or list per term or per slot), which a load decodes several times faster.
 /// 5: the field index's numbers exact (`strata_types::Num`: integers as integers, so ids past
 /// 2^53 stay apart) instead of `f64` bits.
 /// 4: the field index ends with its numeric columns (`FieldIndex::with_columns`: the
 /// built-in timestamps and confidence, one value per slot).
 /// 3: each slot's resident part as columns instead of whole records (`crate::slot_doc`).
-/// 4, 3, 2 (whole records, BM25 and field indexes by id) and 1 are rebuilt from the records.
-const FORMAT: u8 = 5;
+/// 5 is still read (its BM25 index in the previous form, `strata_index::LegacyBm25`); 4, 3, 2
+/// (whole records, BM25 and field indexes by id) and 1 are rebuilt from the records.
+const FORMAT: u8 = 6;
+/// The oldest format still read.
+const FORMAT_5: u8 = 5;
 
 /// Marks "none" in the `runs` and `scopes` columns.
 const NONE: u32 = u32::MAX;
@@ -54,8 +59,9 @@ fn blob_name(collection: &CollectionName) -> String {
 /// The two indexes are borrowed from the collection when an image is encoded (a clone of
 /// them, under the tenant's locks, was a third of a large tenant's encode) and owned when it
 /// is decoded.
+/// `B` is the BM25 index's form: the current one, or format 5's (`LegacyBm25`).
 #[derive(Serialize, Deserialize)]
-struct Image<'a> {
+struct Image<'a, B = Cow<'a, Bm25Index>> {
     format: u8,
     version: u64,
     dim: u32,
@@ -78,7 +84,27 @@ struct Image<'a> {
     #[serde(with = "bytes")]
     with_vector: Vec<u8>,
     fields: Cow<'a, FieldIndex>,
-    bm25: Cow<'a, Bm25Index>,
+    bm25: B,
+}
+
+impl<'a> Image<'a, LegacyBm25> {
+    /// A format-5 image as a current one: only the BM25 index's form differs.
+    fn upgraded(self) -> Image<'a> {
+        Image {
+            format: FORMAT,
+            version: self.version,
+            dim: self.dim,
+            id_lens: self.id_lens,
+            ids: self.ids,
+            names: self.names,
+            columns: self.columns,
+            vectors_in_graph: self.vectors_in_graph,
+            vectors: self.vectors,
+            with_vector: self.with_vector,
+            fields: self.fields,
+            bm25: Cow::Owned(self.bm25.0),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -217,22 +243,27 @@ fn corrupt(why: impl std::fmt::Display) -> EngineError {
 /// image; anything else is an error, never a default.
 fn decode_image(bytes: &[u8]) -> Result<Image<'static>, EngineError> {
     match bytes.first() {
-        Some(&FORMAT) => {}
-        Some(other) => return Err(corrupt(format!("unknown format byte {other}"))),
-        None => return Err(corrupt("empty")),
+        Some(&FORMAT) => exactly::<Image>(bytes),
+        Some(&FORMAT_5) => exactly::<Image<LegacyBm25>>(bytes).map(Image::upgraded),
+        Some(other) => Err(corrupt(format!("unknown format byte {other}"))),
+        None => Err(corrupt("empty")),
     }
-    let (image, rest) = postcard::take_from_bytes::<Image>(bytes).map_err(corrupt)?;
+}
+
+/// `T` from exactly `bytes`, or an error.
+fn exactly<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, EngineError> {
+    let (image, rest) = postcard::take_from_bytes::<T>(bytes).map_err(corrupt)?;
     if !rest.is_empty() {
         return Err(corrupt(format!("{} trailing bytes", rest.len())));
     }
     Ok(image)
 }
 
-/// The format of an image an earlier version wrote (1 to `FORMAT - 1`), which a load rebuilds
-/// from the records rather than reads: for the operator's check, which reports it as such
-/// rather than as damage.
+/// The format of an image an earlier version wrote (1 to `FORMAT_5 - 1`), which a load
+/// rebuilds from the records rather than reads: for the operator's check, which reports it as
+/// such rather than as damage.
 pub(crate) fn older_format(bytes: &[u8]) -> Option<u8> {
-    bytes.first().copied().filter(|f| (1..FORMAT).contains(f))
+    bytes.first().copied().filter(|f| (1..FORMAT_5).contains(f))
 }
 
 /// Whether `bytes` decode as an image (for the operator's tenant check).
@@ -556,14 +587,39 @@ mod tests {
         assert_eq!(&*ci.vector(0).unwrap(), &[0.5, -1.0]);
         assert_eq!(ci.bm25.doc_count(), 1);
         assert_eq!(encode(&ci, 7).unwrap(), bytes);
-        // An image of the previous format is known as such (verify says so), and refused.
+        // An image of a format no longer read is known as such (verify says so), and refused.
         let mut older = bytes.clone();
-        older[0] = FORMAT - 1;
-        assert_eq!(older_format(&older), Some(FORMAT - 1));
+        older[0] = FORMAT_5 - 1;
+        assert_eq!(older_format(&older), Some(FORMAT_5 - 1));
         assert!(decode_image(&older).is_err());
         assert_eq!(older_format(&bytes), None);
     }
 
+    /// A format-5 image, as the previous version wrote it, still loads: the same collection,
+    /// saved again in the current format.
+    #[test]
+    fn a_format_5_image_still_decodes() {
+        let bytes: Vec<u8> = (0..GOLDEN_5.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&GOLDEN_5[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(older_format(&bytes), None);
+        let (ci, loaded) = decode(&bytes, &collection(), Default::default()).unwrap();
+        assert_eq!((loaded.version, loaded.records, loaded.vectors), (7, 1, 1));
+        assert_eq!(ci.bm25.doc_count(), 1);
+        assert_eq!(encode(&ci, 7).unwrap(), encode(&sample(), 7).unwrap());
+        let mut damaged = bytes.clone();
+        // The BM25 index's total length, its last byte, no longer adds up.
+        *damaged.last_mut().unwrap() = 2;
+        assert!(decode(&damaged, &collection(), Default::default()).is_err());
+    }
+
+    /// Format 6: `06`, then as format 5 up to the BM25 index, which is flat: the analyzer
+    /// (`00`), the term lengths as one byte run (`04`, [2]), the terms' bytes (`02`, `hi`), the
+    /// postings' slot counts ([1]), the small postings' slots ([0]), no large postings (`00`),
+    /// no repeated frequencies (`00`), the documents {0}, the lengths ([1]), each slot's term
+    /// count ([1]) and ids ([0]), total length 1.
+    ///
     /// Format 5: `05`, then as format 4, but the field index's numbers are exact (`Num`): the
     /// metadata path `m:msg` holds the integer 2^53 + 1 (`Int`, postcard's zigzag varint of an
     /// `i64`) and the fraction 0.25 (`Float`, an `f64`).
@@ -583,7 +639,10 @@ mod tests {
     /// slot's (path id, value) list); the BM25 index (analyzer, terms by id `hi`, each
     /// posting's slots {0} and repeated frequencies (none), the documents {0}, lengths [1],
     /// each slot's term ids [[0]], total length 1).
-    const GOLDEN: &str = "05070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f010200080000003f000080bf123a30000001000000000000001000000000000206623a6b696e64056d3a6d73670201046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000000083a30000000000000083a300000000000000202000000000000d03f123a3000000100000000000000100000000000008280808080808020123a300000010000000000000010000000000001030000046e6f74650102008280808080808020010202000000000000d03f030c623a637265617465645f617401000000000000f03f0c623a757064617465645f617401000000000000f03f0c623a636f6e666964656e636501000000000000e03f000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
+    const GOLDEN: &str = "06070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f010200080000003f000080bf123a30000001000000000000001000000000000206623a6b696e64056d3a6d73670201046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000000083a30000000000000083a300000000000000202000000000000d03f123a3000000100000000000000100000000000008280808080808020123a300000010000000000000010000000000001030000046e6f74650102008280808080808020010202000000000000d03f030c623a637265617465645f617401000000000000f03f0c623a757064617465645f617401000000000000f03f0c623a636f6e666964656e636501000000000000e03f000402000000026869040100000004000000000000123a300000010000000000000010000000000004010000000401000000040000000001";
+
+    /// Format 5's bytes of the same image, as `GOLDEN` held them before format 6.
+    const GOLDEN_5: &str = "05070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f010200080000003f000080bf123a30000001000000000000001000000000000206623a6b696e64056d3a6d73670201046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000000083a30000000000000083a300000000000000202000000000000d03f123a3000000100000000000000100000000000008280808080808020123a300000010000000000000010000000000001030000046e6f74650102008280808080808020010202000000000000d03f030c623a637265617465645f617401000000000000f03f0c623a757064617465645f617401000000000000f03f0c623a636f6e666964656e636501000000000000e03f000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
 
     #[test]
     fn anything_else_is_an_error() {

@@ -9,8 +9,6 @@
 
 use std::collections::HashMap;
 
-use serde::ser::{Serialize, SerializeSeq, Serializer};
-
 /// Where a slot's list sits in the arena.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Span {
@@ -47,6 +45,46 @@ impl SlotLists {
             out.set(slot as u32, list);
         }
         out
+    }
+
+    /// The lists from their flat form (see [`SlotLists::to_flat`]): slot `i` gets the next
+    /// `counts[i]` ids of `ids`, which become the arena as they are. `None` unless the counts
+    /// add up to `ids`' length.
+    pub fn from_flat(counts: &[u32], ids: Vec<u32>) -> Option<Self> {
+        let mut spans = Vec::with_capacity(counts.len());
+        let mut start = 0usize;
+        for len in counts {
+            let span = if *len == 0 {
+                Span::default()
+            } else {
+                let s = u32::try_from(start).ok().filter(|s| *s != SPILLED)?;
+                Span {
+                    start: s,
+                    len: *len,
+                }
+            };
+            spans.push(span);
+            start = start.checked_add(*len as usize)?;
+        }
+        // Offsets must stay below `SPILLED`; an arena that large is beyond any index here.
+        (start == ids.len() && start < SPILLED as usize).then_some(SlotLists {
+            spans,
+            arena: ids,
+            garbage: 0,
+            spilled: HashMap::new(),
+        })
+    }
+
+    /// Each slot's list length, and every list's ids one after the other, slot by slot.
+    pub fn to_flat(&self) -> (Vec<u32>, Vec<u32>) {
+        let mut counts = Vec::with_capacity(self.len());
+        let mut ids = Vec::with_capacity(self.arena.len() - self.garbage);
+        for slot in 0..self.len() as u32 {
+            let list = self.get(slot);
+            counts.push(list.len() as u32);
+            ids.extend_from_slice(list);
+        }
+        (counts, ids)
     }
 
     /// Number of slots (one past the highest slot ever given a list, even an empty one).
@@ -134,18 +172,6 @@ impl SlotLists {
     }
 }
 
-/// Written as one sequence of id sequences, slot by slot: the same bytes as the
-/// `Vec<Vec<u32>>` it replaces, so stored forms do not change.
-impl Serialize for SlotLists {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.len()))?;
-        for slot in 0..self.len() as u32 {
-            seq.serialize_element(self.get(slot))?;
-        }
-        seq.end()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -214,11 +240,14 @@ mod tests {
                     == model.iter().map(Vec::len).sum::<usize>());
             }
             let back = SlotLists::from_lists(model.clone());
-            prop_assert_eq!(
-                serde_json::to_value(&back).unwrap(),
-                serde_json::to_value(&lists).unwrap()
-            );
-            prop_assert_eq!(serde_json::to_value(&lists).unwrap(), serde_json::to_value(&model).unwrap());
+            prop_assert_eq!(back.to_flat(), lists.to_flat());
+            let (counts, ids) = lists.to_flat();
+            prop_assert_eq!(counts.len(), model.len());
+            prop_assert_eq!(&ids, &model.concat());
+            let flat = SlotLists::from_flat(&counts, ids).unwrap();
+            for s in 0..45u32 {
+                prop_assert_eq!(flat.get(s), lists.get(s));
+            }
         }
     }
 }

@@ -39,7 +39,8 @@ impl SlotSet {
         }
     }
 
-    /// The same slots as a bitmap (for the persisted form, which stores bitmaps).
+    /// The same slots as a bitmap.
+    #[cfg(test)]
     pub(crate) fn to_bitmap(&self) -> RoaringBitmap {
         match self {
             SlotSet::Many(bm) => bm.clone(),
