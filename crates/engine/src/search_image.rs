@@ -138,6 +138,8 @@ pub(crate) struct Loaded {
     pub version: u64,
     pub records: u64,
     pub vectors: u64,
+    /// The image was of an older format still read (5): worth saving again in this one.
+    pub older: bool,
 }
 
 /// Numbers names in the order they are first met.
@@ -400,6 +402,7 @@ pub(crate) fn decode(
     params: strata_index::HnswParams,
 ) -> Result<(CollectionIndex, Loaded), EngineError> {
     let image = decode_image(bytes)?;
+    let older = bytes.first() != Some(&FORMAT);
     if image.dim != c.dim {
         return Err(corrupt(format!("dimension {} not {}", image.dim, c.dim)));
     }
@@ -436,6 +439,7 @@ pub(crate) fn decode(
         version: image.version,
         records,
         vectors: ci.with_vector.len(),
+        older,
     };
     Ok((ci, loaded))
 }
@@ -469,36 +473,9 @@ pub(crate) fn delete(
 /// exactly like a sequence of `u8` (a length, then the bytes), so this changes no stored
 /// format, only how fast it decodes.
 pub(crate) mod bytes {
-    use serde::de::{Error, SeqAccess, Visitor};
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(b) = seq.next_element()? {
-                    out.push(b);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_byte_buf(V)
-    }
+    pub use strata_index::packed::{
+        deserialize_bytes as deserialize, serialize_bytes as serialize,
+    };
 
     /// The same for an `Option<Vec<u8>>`, read only (graph snapshots of format 1, whose
     /// graph was inline; see `crate::snapshot`).
@@ -582,6 +559,7 @@ mod tests {
         assert_eq!(hex, GOLDEN);
         let (ci, loaded) = decode(&bytes, &collection(), Default::default()).unwrap();
         assert_eq!((loaded.version, loaded.records, loaded.vectors), (7, 1, 1));
+        assert!(!loaded.older);
         let id = RecordId::parse("a").unwrap();
         assert_eq!(ci.slot_ids(), vec![Some(&id)]);
         assert_eq!(&*ci.vector(0).unwrap(), &[0.5, -1.0]);
@@ -606,6 +584,7 @@ mod tests {
         assert_eq!(older_format(&bytes), None);
         let (ci, loaded) = decode(&bytes, &collection(), Default::default()).unwrap();
         assert_eq!((loaded.version, loaded.records, loaded.vectors), (7, 1, 1));
+        assert!(loaded.older, "worth saving again");
         assert_eq!(ci.bm25.doc_count(), 1);
         assert_eq!(encode(&ci, 7).unwrap(), encode(&sample(), 7).unwrap());
         let mut damaged = bytes.clone();

@@ -145,6 +145,8 @@ impl TenantIndex {
         let mut collections = HashMap::new();
         let (mut records, mut vectors) = (0, 0);
         let mut dropped_graph = false;
+        // An image of an older format still read: worth saving in the current one.
+        let mut older = false;
         // A graph restored from a snapshot of the old inline format: worth saving again.
         let mut inline = false;
         // Collections whose image is behind storage, with the log sequence each reflects.
@@ -159,6 +161,7 @@ impl TenantIndex {
             let Ok((mut ci, loaded)) = decoded else {
                 return Ok(None);
             };
+            older |= loaded.older;
             if loaded.version != version {
                 // The log is derived data like the image: one that cannot be read is a reason
                 // to rebuild from the records, never to refuse the tenant.
@@ -261,10 +264,11 @@ impl TenantIndex {
             dropped_graph |= ci.shed_graph();
             ci.drop_unwanted_seed();
         }
-        // Caught up, or a graph shed: worth saving a current image at the next eviction or
-        // persist.
+        // Caught up, a graph shed or an older image: worth saving a current image at the
+        // next eviction or persist.
         let dirty = dropped_graph
             || inline
+            || older
             || !behind.is_empty()
             || collections.values().any(|c| c.wants_graph());
         Ok(Some(TenantIndex {

@@ -415,7 +415,30 @@ mod tests {
         }
     }
 
+    /// Ops over 80 slots and three words: postings grow past `PROMOTE_AT` (stored as bitmaps)
+    /// and shrink back through the sizes a bitmap keeps before it becomes an array again.
+    fn wide_ops() -> impl Strategy<Value = Vec<(u32, Option<String>)>> {
+        let text = prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 0..4)
+            .prop_map(|words| words.join(" "));
+        prop::collection::vec((0u32..80, prop::option::weighted(0.6, text)), 0..300)
+    }
+
     proptest! {
+        /// Large postings, and bitmaps holding few slots, decode to the same answers and to
+        /// the same stored bytes.
+        #[test]
+        fn large_postings_decode_like_the_original(before in wide_ops(), after in wide_ops()) {
+            let mut original = Bm25Index::new();
+            apply(&mut original, &before);
+            let bytes = postcard::to_stdvec(&original).unwrap();
+            let mut decoded: Bm25Index = postcard::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(answers(&decoded), answers(&original));
+            prop_assert_eq!(postcard::to_stdvec(&decoded).unwrap(), bytes);
+            apply(&mut original, &after);
+            apply(&mut decoded, &after);
+            prop_assert_eq!(answers(&decoded), answers(&original));
+        }
+
         /// A decoded index answers like the one it was saved from, and keeps doing so through
         /// the same writes afterwards (freed term ids, reused slots).
         #[test]
@@ -558,6 +581,42 @@ mod tests {
                 set_u32s(v, "slot_term_counts", &[2, 3])
             }),
             ("lengths that do not add up", |v| v["total_len"] = json!(99)),
+        ];
+        for (what, damage) in damage {
+            let mut bad = good.clone();
+            damage(&mut bad);
+            assert!(
+                serde_json::from_value::<Bm25Index>(bad).is_err(),
+                "{what}: decoded"
+            );
+        }
+    }
+
+    /// The checks of postings stored as bitmaps: one per posting over `PROMOTE_AT` slots,
+    /// each of the length counted.
+    #[test]
+    fn damaged_large_postings_are_errors() {
+        let mut ix = Bm25Index::new();
+        for slot in 0..100 {
+            ix.insert(slot, if slot < 40 { "common rare" } else { "common" });
+        }
+        let good = serde_json::to_value(&ix).unwrap();
+        assert_eq!(u32s(&good, "posting_lens"), [100, 40]);
+        assert!(serde_json::from_value::<Bm25Index>(good.clone()).is_ok());
+        let damage: Vec<(&str, Damage)> = vec![
+            ("a bitmap of another length", |v| {
+                set_u32s(v, "posting_lens", &[100, 41])
+            }),
+            ("a bitmap fewer", |v| {
+                v["large_postings"].as_array_mut().unwrap().pop();
+            }),
+            ("a bitmap more", |v| {
+                let extra = v["large_postings"][0].clone();
+                v["large_postings"].as_array_mut().unwrap().push(extra);
+            }),
+            ("the two bitmaps swapped", |v| {
+                v["large_postings"].as_array_mut().unwrap().swap(0, 1);
+            }),
         ];
         for (what, damage) in damage {
             let mut bad = good.clone();

@@ -32,7 +32,7 @@ mod hnsw_scratch;
 pub mod id_table;
 pub mod kernels;
 pub mod metric;
-mod packed;
+pub mod packed;
 mod slot_lists;
 mod slot_set;
 pub mod testdata;

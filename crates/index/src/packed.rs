@@ -10,7 +10,7 @@ use serde::de::{Error, SeqAccess, Visitor};
 use serde::{Deserializer, Serializer};
 
 /// Writes `values` as one byte run, four little-endian bytes each.
-pub(crate) fn serialize_u32s<S: Serializer>(values: &[u32], s: S) -> Result<S::Ok, S::Error> {
+pub fn serialize_u32s<S: Serializer>(values: &[u32], s: S) -> Result<S::Ok, S::Error> {
     #[cfg(target_endian = "little")]
     return s.serialize_bytes(bytemuck::cast_slice(values));
     #[cfg(not(target_endian = "little"))]
@@ -22,7 +22,7 @@ pub(crate) fn serialize_u32s<S: Serializer>(values: &[u32], s: S) -> Result<S::O
 
 /// Reads what [`serialize_u32s`] wrote; a run whose length is not a multiple of four is an
 /// error.
-pub(crate) fn deserialize_u32s<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+pub fn deserialize_u32s<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
     struct U32s;
     impl<'de> Visitor<'de> for U32s {
         type Value = Vec<u32>;
@@ -45,12 +45,12 @@ pub(crate) fn deserialize_u32s<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u3
 }
 
 /// Writes `bytes` as one byte run.
-pub(crate) fn serialize_bytes<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+pub fn serialize_bytes<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_bytes(bytes)
 }
 
 /// Reads what [`serialize_bytes`] wrote.
-pub(crate) fn deserialize_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+pub fn deserialize_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     struct Bytes;
     impl<'de> Visitor<'de> for Bytes {
         type Value = Vec<u8>;
