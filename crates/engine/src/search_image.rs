@@ -252,6 +252,28 @@ fn decode_image(bytes: &[u8]) -> Result<Image<'static>, EngineError> {
     }
 }
 
+/// The image `bytes` (of this format) as format 5 would have held it: what an older version left
+/// behind, for the tests of the upgrade.
+#[cfg(test)]
+pub(crate) fn as_format_5(bytes: &[u8]) -> Vec<u8> {
+    let i = exactly::<Image>(bytes).unwrap();
+    postcard::to_stdvec(&Image {
+        format: FORMAT_5,
+        version: i.version,
+        dim: i.dim,
+        id_lens: i.id_lens,
+        ids: i.ids,
+        names: i.names,
+        columns: i.columns,
+        vectors_in_graph: i.vectors_in_graph,
+        vectors: i.vectors,
+        with_vector: i.with_vector,
+        fields: i.fields,
+        bm25: LegacyBm25(i.bm25.into_owned()),
+    })
+    .unwrap()
+}
+
 /// `T` from exactly `bytes`, or an error.
 fn exactly<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, EngineError> {
     let (image, rest) = postcard::take_from_bytes::<T>(bytes).map_err(corrupt)?;

@@ -527,6 +527,69 @@ mod tests {
         assert!(report.ok && report.indexes_loaded, "{report:?}");
     }
 
+    /// The ids a text query finds in `vec`, best first.
+    fn text_answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> {
+        ["topic 3", "memory 17", "about"]
+            .iter()
+            .map(|q| {
+                let s = strata_types::SearchRequest {
+                    query: Some((*q).into()),
+                    k: 5,
+                    modality: Some(vec_name()),
+                    mode: Some(strata_types::SearchMode::Text),
+                    ..Default::default()
+                };
+                let r = engine
+                    .search(scope, &strata_types::RequestScope::default(), &s)
+                    .unwrap();
+                r.hits.into_iter().map(|h| h.id.to_string()).collect()
+            })
+            .collect()
+    }
+
+    fn image(engine: &Engine, scope: &TenantScope) -> Vec<u8> {
+        engine
+            .store
+            .read()
+            .unwrap()
+            .blob(scope.key(), "image:vec")
+            .unwrap()
+            .expect("an image")
+    }
+
+    /// An image of format 5 (the BM25 index in its previous form), as the previous version
+    /// saved it: loaded without a rebuild, answering the same, and saved again in the current
+    /// format, byte for byte what this version saves.
+    #[test]
+    fn a_format_5_image_loads_and_is_saved_again_in_the_current_format() {
+        let (dir, engine, scope) = tenant_with_collection();
+        crate::test_support::put_clustered_with(&engine, &scope, N, |i| {
+            Some(format!("memory {i} about topic {} and {}", i % 7, i % 3))
+        });
+        engine.index_stats(&scope).unwrap();
+        engine.wait_for_graph_builds();
+        let (before, text_before) = (answers(&engine, &scope), text_answers(&engine, &scope));
+        assert!(text_before.iter().all(|hits| hits.len() == 5));
+        engine.persist_indexes().unwrap();
+        let current = image(&engine, &scope);
+        let older = crate::search_image::as_format_5(&current);
+        assert_eq!((current[0], older[0]), (6, 5));
+        engine
+            .store
+            .write(|w| w.put_blob(scope.key(), "image:vec", &older))
+            .unwrap();
+        drop(engine);
+
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = self::scope(&engine);
+        assert!(from_image(&engine, &scope) && restored(&engine, &scope));
+        assert_eq!(answers(&engine, &scope), before);
+        assert_eq!(text_answers(&engine, &scope), text_before);
+        verify_clean(&engine);
+        engine.persist_indexes().unwrap();
+        assert_eq!(image(&engine, &scope), current, "saved again in format 6");
+    }
+
     #[test]
     fn a_current_image_loads_without_records_a_damaged_one_is_rebuilt_and_one_behind_replayed() {
         let (dir, engine, scope) = tenant_with_collection();

@@ -139,17 +139,53 @@ impl<'de> Deserialize<'de> for Bm25Index {
 }
 
 /// A [`Bm25Index`] read from the previous persisted form (one bitmap and one frequency list per
-/// posting, one id list per slot), which search images of format 5 hold.
+/// posting, one id list per slot), which search images of format 5 hold. It writes that form
+/// too, so that tests can make the images an older version left behind.
 pub struct LegacyBm25(pub Bm25Index);
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct StoredPosting {
     slots: RoaringBitmap,
     /// (slot, term frequency) where the frequency is above 1, by slot.
     repeats: Vec<(u32, u32)>,
 }
 
-#[derive(Deserialize)]
+impl Serialize for LegacyBm25 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let ix = &self.0;
+        let mut postings: Vec<StoredPosting> = ix
+            .postings
+            .iter()
+            .map(|p| StoredPosting {
+                slots: p.iter().collect(),
+                repeats: Vec::new(),
+            })
+            .collect();
+        for (key, n) in &ix.repeats {
+            if let Some(p) = postings.get_mut((key >> 32) as usize) {
+                p.repeats.push((*key as u32, *n));
+            }
+        }
+        for p in &mut postings {
+            p.repeats.sort_unstable();
+        }
+        let slot_terms: Vec<&[u32]> = (0..ix.slot_terms.len() as u32)
+            .map(|slot| ix.slot_terms.get(slot))
+            .collect();
+        Legacy {
+            analyzer: ix.analyzer,
+            terms: ix.terms.clone(),
+            postings,
+            docs: ix.docs.clone(),
+            lens: ix.lens.clone(),
+            slot_terms: slot_terms.iter().map(|l| l.to_vec()).collect(),
+            total_len: ix.total_len,
+        }
+        .serialize(s)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
 struct Legacy {
     analyzer: Analyzer,
     terms: Vec<String>,
@@ -650,6 +686,11 @@ mod tests {
 
     #[test]
     fn the_previous_form_still_decodes_into_the_same_index() {
+        assert_eq!(
+            serde_json::to_value(LegacyBm25(small())).unwrap(),
+            legacy_form(),
+            "written as it was"
+        );
         let LegacyBm25(ix) = serde_json::from_value(legacy_form()).unwrap();
         assert_eq!(answers(&ix), answers(&small()));
         assert_eq!(
