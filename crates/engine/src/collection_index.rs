@@ -266,6 +266,18 @@ impl CollectionIndex {
         self.vectors.get(start..start + self.dim)
     }
 
+    /// The engine's copy of the vectors, slot after slot, when every slot holds one (no free
+    /// slot, no record without a vector): an exact scan of all of them can then read it
+    /// straight through, slot `i` at `i * dim`, without asking which slots hold one.
+    pub fn dense_vectors(&self) -> Option<&[f32]> {
+        let slots = self.docs.len();
+        let every_slot = self.with_vector.len() == slots as u64
+            && self.with_vector.max().is_none_or(|m| (m as usize) < slots);
+        (!self.vectors_in_graph && every_slot)
+            .then(|| self.vectors.get(..slots * self.dim))
+            .flatten()
+    }
+
     /// Whether the engine keeps its own copy of the vectors (else the graph holds them).
     pub fn has_vector_copy(&self) -> bool {
         !self.vectors_in_graph

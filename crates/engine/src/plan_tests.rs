@@ -431,3 +431,34 @@ fn a_calibrated_default_ef_widens_the_exact_scan_budget() {
     // A default below 64 never narrows the budget.
     assert!(!graph_pays(10_000, dim, None, 16));
 }
+
+/// `(slot, score bits)` of each hit, in order.
+fn ranked(hits: &[strata_index::Hit]) -> Vec<(u32, u32)> {
+    hits.iter().map(|h| (h.slot, h.score.to_bits())).collect()
+}
+
+proptest! {
+    /// An exact scan of every vector of a collection whose slots all hold one reads the copy
+    /// straight through; it ranks exactly what the walk over the candidate bitmap ranks, and
+    /// a collection with a free slot (a removed record) takes the walk.
+    #[test]
+    fn the_straight_scan_ranks_what_the_bitmap_walk_ranks(
+        n in 1usize..60,
+        removed in prop::collection::vec(0usize..70, 0..4),
+        query in (-80f32..80.0, -3f32..3.0),
+        k in 1usize..15,
+    ) {
+        let ci = index(&vec![shared(0); n], &removed);
+        prop_assert_eq!(ci.dense_vectors().is_some(), removed.iter().all(|r| *r >= n));
+        let query = [query.0, query.1];
+        let scan = |unrestricted| {
+            super::vector_top(&ci, &ci.with_vector, unrestricted, &query, k, k, None, None, &|_| true)
+                .unwrap()
+        };
+        let (straight, exact) = scan(true);
+        let (walked, _) = scan(false);
+        prop_assert!(exact);
+        prop_assert_eq!(straight.len(), k.min(ci.with_vector.len() as usize));
+        prop_assert_eq!(ranked(&straight), ranked(&walked));
+    }
+}
