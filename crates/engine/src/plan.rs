@@ -317,6 +317,10 @@ pub(crate) fn vector_top(
     beam_cap: Option<usize>,
     passes: &dyn Fn(u32) -> bool,
 ) -> Result<(Vec<Hit>, bool), EngineError> {
+    debug_assert!(
+        !unrestricted || candidates.len() == ci.with_vector.len(),
+        "an unrestricted search's candidates are every vector"
+    );
     let exact = |_: ()| -> Result<(Vec<Hit>, bool), EngineError> {
         // Every vector a candidate and every candidate passing: the copy is read straight
         // through, without a bitmap walk and a predicate per slot (a third of a 1,000-vector
