@@ -13,10 +13,11 @@
 //!
 //! The source uses only the engine's public API, so the same file measures any version.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
 use strata_engine::{Engine, EngineConfig};
 use strata_types::{NewLink, NewRecord, RecordId, RequestScope, TenantId};
 
@@ -65,21 +66,7 @@ fn main() -> Result<(), BoxError> {
     let writes = arg("--writes", 50)?.max(1);
     let dir = tempfile::tempdir()?;
     let engine = Engine::open(dir.path(), EngineConfig::default())?;
-    let tenant = TenantId::parse("bench")?;
-    engine.create_tenant(&OperatorScope::for_tests(), &tenant, None)?;
-    let meta = engine.tenant_meta(&tenant)?;
-    let scope = TenantScope::for_tests(
-        &meta,
-        Grant {
-            permissions: Permissions::of(&[
-                Permission::Read,
-                Permission::Write,
-                Permission::AllPrincipals,
-            ]),
-            user_tokens: None,
-            domains: None,
-        },
-    );
+    let scope = common::scope(&engine, &TenantId::parse("bench")?);
     let shared = RequestScope::default();
     engine.put(
         &scope,

@@ -14,10 +14,12 @@
 //! list, default `2000,20000`; `RUNS`, default 3; `WRITES`, the records written while the
 //! tenant is not loaded, default 10).
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+use strata_auth::OperatorScope;
 use strata_engine::{Engine, EngineConfig};
 use strata_types::{CollectionName, NewRecord, RecordId, RequestScope, SearchRequest, TenantId};
 
@@ -32,20 +34,6 @@ fn open(dir: &Path, change_log_cap: u64) -> Engine {
         },
     )
     .expect("open")
-}
-
-fn scope(engine: &Engine) -> TenantScope {
-    let grant = Grant {
-        permissions: Permissions::of(&[
-            Permission::Read,
-            Permission::Write,
-            Permission::AllPrincipals,
-        ]),
-        user_tokens: None,
-        domains: None,
-    };
-    let id = TenantId::parse("t").expect("id");
-    TenantScope::for_tests(&engine.tenant_meta(&id).expect("meta"), grant)
 }
 
 fn text() -> CollectionName {
@@ -76,7 +64,7 @@ fn populate(dir: &Path, n: usize) {
             None,
         )
         .expect("tenant");
-    let scope = scope(&engine);
+    let scope = common::scope(&engine, &TenantId::parse("t").expect("id"));
     let data = strata_index::testdata::clustered(n, DIM, 50, 1);
     let records: Vec<NewRecord> = data
         .into_iter()
@@ -105,7 +93,7 @@ fn run(
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dir(base, dir.path());
     let engine = open(dir.path(), change_log_cap);
-    let scope = scope(&engine);
+    let scope = common::scope(&engine, &TenantId::parse("t").expect("id"));
     let fresh = strata_index::testdata::queries(writes, DIM, 50, 1, 7);
     let writes: Vec<NewRecord> = fresh
         .into_iter()

@@ -13,11 +13,13 @@
 //! or more with its start from the nearest save's start). It also prints the first write's
 //! latency: the graph was just built in bulk, so that write is the first to grow it.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+use strata_auth::OperatorScope;
 use strata_engine::{Engine, EngineConfig};
 use strata_types::{CollectionName, NewRecord, RecordId, RequestScope, TenantId};
 
@@ -28,20 +30,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn scope(engine: &Engine) -> TenantScope {
-    let grant = Grant {
-        permissions: Permissions::of(&[
-            Permission::Read,
-            Permission::Write,
-            Permission::AllPrincipals,
-        ]),
-        user_tokens: None,
-        domains: None,
-    };
-    let id = TenantId::parse("t").expect("id");
-    TenantScope::for_tests(&engine.tenant_meta(&id).expect("meta"), grant)
 }
 
 fn record(i: usize, v: Vec<f32>) -> NewRecord {
@@ -85,7 +73,7 @@ fn main() {
             None,
         )
         .expect("tenant");
-    let scope = scope(&engine);
+    let scope = common::scope(&engine, &TenantId::parse("t").expect("id"));
     let started = Instant::now();
     let data = strata_index::testdata::clustered(n, DIM, 50, 1);
     for (c, part) in data.chunks(1000).enumerate() {

@@ -28,13 +28,15 @@
 //! data directory is kept (and reused if it holds a fleet already), e.g. to time the server's
 //! own start on it.
 
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
+use strata_auth::{OperatorScope, TenantScope};
 use strata_engine::{Engine, EngineConfig, ResidencyConfig};
 use strata_types::{CollectionName, NewRecord, RecordId, RequestScope, SearchRequest, TenantId};
 
@@ -173,16 +175,7 @@ fn id(t: usize) -> TenantId {
 }
 
 fn scope(engine: &Engine, t: usize) -> TenantScope {
-    let grant = Grant {
-        permissions: Permissions::of(&[
-            Permission::Read,
-            Permission::Write,
-            Permission::AllPrincipals,
-        ]),
-        user_tokens: None,
-        domains: None,
-    };
-    TenantScope::for_tests(&engine.tenant_meta(&id(t)).expect("meta"), grant)
+    common::scope(engine, &id(t))
 }
 
 fn text() -> CollectionName {

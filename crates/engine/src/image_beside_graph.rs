@@ -95,14 +95,19 @@ fn read_graph(
     params: HnswParams,
 ) -> Result<Beside, EngineError> {
     let snapshot = snapshot::load(r, key, &c.name)?.and_then(Result::ok);
-    let graph = match snapshot.as_ref().and_then(|s| s.graph.as_ref()) {
-        Some(SavedGraph::File(f)) if snapshot.as_ref().is_some_and(|s| s.dim == c.dim) => {
+    let graph = match &snapshot {
+        Some(Snapshot {
+            dim,
+            graph: Some(SavedGraph::File(f)),
+            ..
+        }) if *dim == c.dim => {
+            let metric = index_metric(c.metric);
             Some(graph_file::load(
                 store,
                 key,
                 f,
                 c.dim as usize,
-                index_metric(c.metric),
+                metric,
                 params,
             ))
         }

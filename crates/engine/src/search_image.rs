@@ -87,11 +87,12 @@ struct Image<'a, B = Cow<'a, Bm25Index>> {
     bm25: B,
 }
 
-impl<'a> Image<'a, LegacyBm25> {
-    /// A format-5 image as a current one: only the BM25 index's form differs.
-    fn upgraded(self) -> Image<'a> {
+impl<'a, B> Image<'a, B> {
+    /// The same image in `format`, its BM25 index in the form `to` makes of it: the formats
+    /// 5 and 6 differ only there.
+    fn with_bm25<C>(self, format: u8, to: impl FnOnce(B) -> C) -> Image<'a, C> {
         Image {
-            format: FORMAT,
+            format,
             version: self.version,
             dim: self.dim,
             id_lens: self.id_lens,
@@ -102,7 +103,7 @@ impl<'a> Image<'a, LegacyBm25> {
             vectors: self.vectors,
             with_vector: self.with_vector,
             fields: self.fields,
-            bm25: Cow::Owned(self.bm25.0),
+            bm25: to(self.bm25),
         }
     }
 }
@@ -246,7 +247,8 @@ fn corrupt(why: impl std::fmt::Display) -> EngineError {
 fn decode_image(bytes: &[u8]) -> Result<Image<'static>, EngineError> {
     match bytes.first() {
         Some(&FORMAT) => exactly::<Image>(bytes),
-        Some(&FORMAT_5) => exactly::<Image<LegacyBm25>>(bytes).map(Image::upgraded),
+        Some(&FORMAT_5) => exactly::<Image<LegacyBm25>>(bytes)
+            .map(|i| i.with_bm25(FORMAT, |LegacyBm25(bm25)| Cow::Owned(bm25))),
         Some(other) => Err(corrupt(format!("unknown format byte {other}"))),
         None => Err(corrupt("empty")),
     }
@@ -256,22 +258,8 @@ fn decode_image(bytes: &[u8]) -> Result<Image<'static>, EngineError> {
 /// behind, for the tests of the upgrade.
 #[cfg(test)]
 pub(crate) fn as_format_5(bytes: &[u8]) -> Vec<u8> {
-    let i = exactly::<Image>(bytes).unwrap();
-    postcard::to_stdvec(&Image {
-        format: FORMAT_5,
-        version: i.version,
-        dim: i.dim,
-        id_lens: i.id_lens,
-        ids: i.ids,
-        names: i.names,
-        columns: i.columns,
-        vectors_in_graph: i.vectors_in_graph,
-        vectors: i.vectors,
-        with_vector: i.with_vector,
-        fields: i.fields,
-        bm25: LegacyBm25(i.bm25.into_owned()),
-    })
-    .unwrap()
+    let image = exactly::<Image>(bytes).unwrap();
+    postcard::to_stdvec(&image.with_bm25(FORMAT_5, |bm25| LegacyBm25(bm25.into_owned()))).unwrap()
 }
 
 /// `T` from exactly `bytes`, or an error.

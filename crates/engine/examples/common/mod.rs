@@ -25,6 +25,8 @@ pub fn scope(engine: &Engine, id: &TenantId) -> TenantScope {
 }
 
 /// A pseudo-random vector of `dim` dimensions fixed by `seed`.
+// Each example compiles this module on its own; not all of them write vectors of their own.
+#[allow(dead_code)]
 pub fn vector(dim: usize, seed: u64) -> Vec<f32> {
     strata_index::testdata::uniform(1, dim, seed).remove(0)
 }
