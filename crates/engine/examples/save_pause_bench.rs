@@ -176,4 +176,23 @@ fn main() {
     }
     println!("  writes outside the saves: {}", summary(&mut outside));
     println!("  writes overlapping a save: {}", summary(&mut during));
+    // The tail in counts, which a max alone hides: how many writes the saves held up, and how
+    // long in all.
+    let slow = |at_least_ms: u128| {
+        let held: Vec<&Duration> = during
+            .iter()
+            .filter(|t| t.as_millis() >= at_least_ms)
+            .collect();
+        let total: Duration = held.iter().copied().sum();
+        format!(
+            "{} ({:.0} ms in all)",
+            held.len(),
+            total.as_secs_f64() * 1000.0
+        )
+    };
+    println!(
+        "  writes overlapping a save of 10 ms or more: {}, of 50 ms or more: {}",
+        slow(10),
+        slow(50)
+    );
 }

@@ -37,6 +37,9 @@ pub(crate) struct GraphFile {
 
 /// Suffix of graph files.
 const SUFFIX: &str = ".hnsw";
+/// Suffix of search image files (`crate::search_image`: a large collection's image is kept
+/// in a derived file named the same way, and checked by the same [`GraphFile`] record).
+const IMAGE_SUFFIX: &str = ".image";
 
 fn corrupt(why: impl std::fmt::Display) -> EngineError {
     EngineError::Index(format!("graph file: {why}"))
@@ -53,18 +56,20 @@ fn prefix(collection: &CollectionName) -> String {
     format!("{hex}-")
 }
 
-/// Whether file `name` holds a graph of `collection`.
+/// Whether file `name` holds a graph or a search image of `collection`.
 pub(crate) fn is_of(name: &str, collection: &CollectionName) -> bool {
-    name.starts_with(&prefix(collection)) && name.ends_with(SUFFIX)
+    name.starts_with(&prefix(collection))
+        && (name.ends_with(SUFFIX) || name.ends_with(IMAGE_SUFFIX))
 }
 
-/// A new file name for `collection`'s graph at data version `version`: unique (the time in
-/// nanoseconds), so a save never overwrites the file a committed snapshot names.
-fn file_name(collection: &CollectionName, version: u64) -> String {
+/// A new file name for `collection`'s graph (or image, by `suffix`) at data version
+/// `version`: unique (the time in nanoseconds), so a save never overwrites the file a
+/// committed row names.
+fn file_name(collection: &CollectionName, version: u64, suffix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    format!("{}{version}-{nanos:016x}{SUFFIX}", prefix(collection))
+    format!("{}{version}-{nanos:016x}{suffix}", prefix(collection))
 }
 
 /// Writes a graph's bytes (`HnswIndex::to_bytes`, copied out under the tenant's index lock)
@@ -77,7 +82,32 @@ pub(crate) fn save_bytes(
     version: u64,
     bytes: &[u8],
 ) -> Result<GraphFile, EngineError> {
-    let name = file_name(collection, version);
+    save(store, key, file_name(collection, version, SUFFIX), bytes)
+}
+
+/// Writes a search image's bytes to a new derived file of tenant `key`, as [`save_bytes`]
+/// does a graph's; the image's row records what this returns (`crate::search_image`).
+pub(crate) fn save_image_bytes(
+    store: &Store,
+    key: TenantKey,
+    collection: &CollectionName,
+    version: u64,
+    bytes: &[u8],
+) -> Result<GraphFile, EngineError> {
+    save(
+        store,
+        key,
+        file_name(collection, version, IMAGE_SUFFIX),
+        bytes,
+    )
+}
+
+fn save(
+    store: &Store,
+    key: TenantKey,
+    name: String,
+    bytes: &[u8],
+) -> Result<GraphFile, EngineError> {
     let mut checksum = Checksum::new();
     checksum.update(bytes);
     let len = store.write_derived(key, &name, |w| w.write_all(bytes))?;
@@ -135,6 +165,44 @@ pub(crate) fn load(
             read(file, f, dim, metric, params)
         }
     }
+}
+
+/// The whole of file `f` of tenant `key` (a search image's), checked: it must exist and have
+/// the recorded length and checksum.
+pub(crate) fn read_checked(
+    store: &Store,
+    key: TenantKey,
+    f: &GraphFile,
+) -> Result<Vec<u8>, EngineError> {
+    let mut file = store
+        .open_derived(key, &f.name)?
+        .ok_or_else(|| corrupt(format!("{} is missing", f.name)))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(f.len).unwrap_or(0));
+    // One byte past the recorded length is enough to tell a longer file.
+    (&mut file)
+        .take(f.len.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| corrupt(format!("{}: {e}", f.name)))?;
+    if (bytes.len() as u64) < f.len {
+        return Err(corrupt(format!(
+            "{} has {} bytes, not {}",
+            f.name,
+            bytes.len(),
+            f.len
+        )));
+    }
+    if bytes.len() as u64 > f.len {
+        return Err(corrupt(format!(
+            "{} is longer than {} bytes",
+            f.name, f.len
+        )));
+    }
+    let mut sum = Checksum::new();
+    sum.update(&bytes);
+    if sum.finish() != f.checksum {
+        return Err(corrupt(format!("{}: checksum differs", f.name)));
+    }
+    Ok(bytes)
 }
 
 /// Reads the graph file `f`, open as `file`, checked as [`load`] does.

@@ -38,11 +38,8 @@ fn saved_tenant_with_text() -> (tempfile::TempDir, Vec<Vec<String>>) {
         )
     });
     let (engine, scope) = open(saved.0.path());
-    let image = engine
-        .store
-        .read()
-        .unwrap()
-        .blob(scope.key(), "image:vec")
+    let r = engine.store.read().unwrap();
+    let image = crate::search_image::load(&engine.store, &r, scope.key(), &vec_name())
         .unwrap()
         .expect("an image");
     assert!(image.len() >= crate::image_beside_graph::SIDE_BY_SIDE_FROM_BYTES);
@@ -102,6 +99,38 @@ fn graph_file(engine: &Engine, scope: &TenantScope) -> crate::graph_file::GraphF
 fn named_file(engine: &Engine, scope: &TenantScope) -> PathBuf {
     let name = graph_file(engine, scope).name;
     engine.store.derived_dir(scope.key()).join(name)
+}
+
+/// The image file the tenant's image row names.
+fn image_file(engine: &Engine, scope: &TenantScope) -> PathBuf {
+    let row = engine
+        .store
+        .read()
+        .unwrap()
+        .blob(scope.key(), "image:vec")
+        .unwrap()
+        .expect("an image row");
+    let f = crate::search_image::named_file(&row)
+        .expect("a row naming a file")
+        .unwrap();
+    engine.store.derived_dir(scope.key()).join(f.name)
+}
+
+/// Every file the tenant's rows name: its graph's, and its image's when that is a file.
+fn named_files(engine: &Engine, scope: &TenantScope) -> Vec<PathBuf> {
+    let row = engine
+        .store
+        .read()
+        .unwrap()
+        .blob(scope.key(), "image:vec")
+        .unwrap()
+        .expect("an image row");
+    let mut named = vec![named_file(engine, scope)];
+    if crate::search_image::named_file(&row).is_some() {
+        named.push(image_file(engine, scope));
+    }
+    named.sort();
+    named
 }
 
 /// Lets a test damage a graph file, which the store writes read-only.
@@ -232,17 +261,81 @@ fn a_large_image_is_decoded_beside_the_graph_file_and_the_graph_restored() {
     assert!(verify_ok(&engine).warnings.is_empty());
 }
 
-/// `side_by_side`: each damaged file must have been read beside its image's decoding.
-fn damaged_files_are_rebuilt(dir: &Path, before: &[Vec<String>], side_by_side: bool) {
-    let damages: Vec<(&str, Damage)> = vec![
+/// A large image is kept in a file of its own beside the graph's, which its row names (a
+/// small one stays in its row: `a_saved_graph_is_one_file_read_back_at_the_next_load`); the
+/// load reads it and restores the tenant.
+#[test]
+fn a_large_image_is_a_file_its_row_names() {
+    let (dir, before) = saved_tenant_with_text();
+    let (engine, scope) = open(dir.path());
+    let image = image_file(&engine, &scope);
+    assert!(image.to_str().unwrap().ends_with(".image"));
+    assert!(
+        std::fs::metadata(&image).unwrap().len() >= crate::search_image::IN_FILE_FROM_BYTES as u64
+    );
+    let mut both = vec![named_file(&engine, &scope), image];
+    both.sort();
+    assert_eq!(files(&engine, &scope), both);
+    assert!(restored(&engine, &scope));
+    assert_eq!(answers(&engine, &scope), before);
+    assert!(verify_ok(&engine).warnings.is_empty());
+}
+
+/// Each kind of damage done to the image file: the load rebuilds from the records with the
+/// same answers, `verify` warns without failing, and the next save (the rebuilt index is a
+/// change worth saving) writes good files again, the damaged one deleted.
+#[test]
+fn a_damaged_or_missing_image_file_is_rebuilt_with_the_same_answers() {
+    let (dir, before) = saved_tenant_with_text();
+    for (what, damage) in damages() {
+        let (engine, scope) = open(dir.path());
+        let file = image_file(&engine, &scope);
+        writable(&file);
+        damage(&file);
+        let report = verify_ok(&engine);
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("search image of vec")),
+            "{what}: {report:?}"
+        );
+        // Rebuilt from the records (its graph may still come from its own, intact file).
+        assert!(
+            engine
+                .index_stats(&scope)
+                .unwrap()
+                .iter()
+                .all(|s| !s.loaded_from_image),
+            "{what}: loaded from the image"
+        );
+        assert_eq!(answers(&engine, &scope), before, "{what}");
+        engine.wait_for_graph_builds();
+        engine.persist_indexes().unwrap();
+        assert_eq!(
+            files(&engine, &scope),
+            named_files(&engine, &scope),
+            "{what}"
+        );
+        drop(engine);
+        let (engine, scope) = open(dir.path());
+        assert!(restored(&engine, &scope), "{what}: saved again");
+        assert_eq!(answers(&engine, &scope), before, "{what}");
+        assert!(verify_ok(&engine).warnings.is_empty(), "{what}");
+    }
+}
+
+/// Damage done to a derived file, each kind with its name.
+fn damages() -> Vec<(&'static str, Damage)> {
+    vec![
         ("cut in half", |p| {
             let len = std::fs::metadata(p).unwrap().len();
             let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
             f.set_len(len / 2).unwrap();
         }),
-        ("one bit flipped in a vector", |p| {
+        ("one bit flipped in the middle", |p| {
             let mut bytes = std::fs::read(p).unwrap();
-            // Past the header, labels, levels and tombstones: inside the rows.
+            // In a graph, past the header, labels, levels and tombstones: inside the rows.
             let at = bytes.len() / 2;
             bytes[at] ^= 0x10;
             std::fs::write(p, bytes).unwrap();
@@ -253,8 +346,12 @@ fn damaged_files_are_rebuilt(dir: &Path, before: &[Vec<String>], side_by_side: b
             std::fs::write(p, bytes).unwrap();
         }),
         ("deleted", |p| std::fs::remove_file(p).unwrap()),
-    ];
-    for (what, damage) in damages {
+    ]
+}
+
+/// `side_by_side`: each damaged file must have been read beside its image's decoding.
+fn damaged_files_are_rebuilt(dir: &Path, before: &[Vec<String>], side_by_side: bool) {
+    for (what, damage) in damages() {
         let (engine, scope) = open(dir);
         let file = named_file(&engine, &scope);
         writable(&file);
@@ -274,8 +371,8 @@ fn damaged_files_are_rebuilt(dir: &Path, before: &[Vec<String>], side_by_side: b
         engine.wait_for_graph_builds();
         assert_eq!(answers(&engine, &scope), before, "{what}, rebuilt");
         engine.persist_indexes().unwrap();
-        // The damaged file is gone with the save; the new one is the only one.
-        assert_eq!(files(&engine, &scope), vec![named_file(&engine, &scope)]);
+        // The damaged file is gone with the save; the new ones are the only ones.
+        assert_eq!(files(&engine, &scope), named_files(&engine, &scope));
         drop(engine);
         let (engine, scope) = open(dir);
         assert!(restored(&engine, &scope), "{what}: saved again");

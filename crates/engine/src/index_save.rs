@@ -3,10 +3,12 @@
 //!
 //! A save has three steps:
 //! 1. [`TenantIndex::capture`], under the tenant's write order (`apply`) and its index read
-//!    lock: the data version and change-log sequence the indexes reflect, every collection's
-//!    search image and slots, and each graph's bytes, copied into memory (`to_bytes`: one
-//!    `memcpy` of its arrays);
-//! 2. with no lock held, each graph's bytes are written to a new derived file and synced;
+//!    lock: the data version and change-log sequence the indexes reflect, what every
+//!    collection's search image needs (`search_image::Capture`: plain copies of the slots'
+//!    resident parts and the text and field indexes encoded), and each graph's bytes, copied
+//!    into memory (`to_bytes`: one `memcpy` of its arrays);
+//! 2. with no lock held, each graph's bytes are written to a new derived file and synced,
+//!    and the images are encoded from their captures;
 //! 3. `Captured::commit_rows`: one short transaction writes the snapshot rows, tagged with the
 //!    captured version, and the change marks with the captured sequence, and trims the log
 //!    up to that sequence only.
@@ -50,7 +52,7 @@ pub(crate) struct Captured {
     /// The last change-log entry the indexes reflect.
     seq: u64,
     collections: HashMap<CollectionName, CapturedCollection>,
-    /// Time spent copying the graphs out and encoding the images (under the locks), and the
+    /// Time spent copying the graphs out and capturing the images (under the locks), and the
     /// graphs' bytes, for the save's log line.
     graphs_time: std::time::Duration,
     images_time: std::time::Duration,
@@ -62,8 +64,8 @@ struct CapturedCollection {
     /// Which collection of that name it is (a collection deleted and created again meanwhile
     /// must not get the old one's image).
     incarnation: Incarnation,
-    slots: Vec<Option<String>>,
-    image: Vec<u8>,
+    /// Encoded, with no lock held, into the image and the slots of the graph snapshot.
+    image: search_image::Capture,
     /// The graph's bytes (`HnswIndex::to_bytes`), when it has one.
     graph: Option<Vec<u8>>,
 }
@@ -151,18 +153,12 @@ impl TenantIndex {
             graph_bytes += graph.as_ref().map_or(0, |g| g.len() as u64);
             graphs_time += started.elapsed();
             let started = std::time::Instant::now();
-            let image = search_image::encode(ci, version)?;
+            let image = search_image::Capture::of(ci)?;
             images_time += started.elapsed();
-            let slots = ci
-                .slot_ids()
-                .into_iter()
-                .map(|id| id.map(|id| id.to_string()))
-                .collect();
             collections.insert(
                 c.name.clone(),
                 CapturedCollection {
                     incarnation: Incarnation::of(&c),
-                    slots,
                     image,
                     graph,
                 },
@@ -225,73 +221,103 @@ fn graph_buffers(slot: &TenantSlot, wait: Wait) -> GraphBuffers {
         .collect()
 }
 
-impl Captured {
-    /// Step 2: writes each graph to a new derived file, durably (synced and renamed into
-    /// place), and lets its bytes go.
-    fn write_files(
-        &mut self,
-        store: &Store,
-        key: TenantKey,
-    ) -> Result<HashMap<CollectionName, GraphFile>, EngineError> {
-        let mut files = HashMap::new();
-        for (name, c) in &mut self.collections {
-            if let Some(bytes) = c.graph.take() {
-                let file = graph_file::save_bytes(store, key, name, self.version, &bytes)?;
-                files.insert(name.clone(), file);
-            }
-        }
-        Ok(files)
-    }
+/// One collection's part of a save once its files are written (step 2).
+struct WrittenCollection {
+    incarnation: Incarnation,
+    /// Each slot's record id, for the graph snapshot.
+    slots: Vec<Option<String>>,
+    image: search_image::Saved,
+    graph: Option<GraphFile>,
+}
 
-    /// Step 3: the rows naming `files` and the images, in one short transaction. `tenant`
-    /// is checked in it, so that a save overtaken by a purge writes nothing into the erased
-    /// range.
-    fn commit_rows(
-        mut self,
+impl Captured {
+    /// Step 2: encodes each image from its capture, and writes each graph, and each image of
+    /// at least `search_image::IN_FILE_FROM_BYTES`, to a new derived file, durably (synced
+    /// and renamed into place).
+    fn write_files(
+        self,
         store: &Store,
         key: TenantKey,
-        tenant: &TenantId,
-        mut files: HashMap<CollectionName, GraphFile>,
-    ) -> Result<(), EngineError> {
-        // The files the committed snapshots name: all the tenant's derived files keep.
-        let mut named = Vec::new();
-        let (version, seq) = (self.version, self.seq);
-        store.write(|w| {
-            if w.tenant(tenant)?.map(|meta| meta.key) != Some(key) {
-                return Err(EngineError::TenantNotFound(tenant.clone()));
-            }
-            for c in w.collections(key)? {
-                match self.collections.remove(&c.name) {
-                    Some(saved) if saved.incarnation == Incarnation::of(&c) => {
-                        let graph = files.remove(&c.name);
-                        named.extend(graph.as_ref().map(|f| f.name.clone()));
-                        snapshot::save(
-                            w,
-                            key,
-                            &c.name,
-                            &snapshot::Snapshot::new(version, c.dim, saved.slots, graph),
-                        )?;
-                        search_image::save(w, key, &c.name, &saved.image)?;
-                        w.put_change_mark(key, &c.name, ChangeMark { version, seq })?;
+    ) -> Result<HashMap<CollectionName, WrittenCollection>, EngineError> {
+        let version = self.version;
+        let mut written = HashMap::new();
+        for (name, c) in self.collections {
+            let slots = c.image.slot_ids()?;
+            let image = c.image.encode(version)?;
+            let image = if image.len() >= search_image::IN_FILE_FROM_BYTES {
+                search_image::Saved::InFile(graph_file::save_image_bytes(
+                    store, key, &name, version, &image,
+                )?)
+            } else {
+                search_image::Saved::Inline(image)
+            };
+            let graph = match c.graph {
+                Some(bytes) => Some(graph_file::save_bytes(store, key, &name, version, &bytes)?),
+                None => None,
+            };
+            written.insert(
+                name,
+                WrittenCollection {
+                    incarnation: c.incarnation,
+                    slots,
+                    image,
+                    graph,
+                },
+            );
+        }
+        Ok(written)
+    }
+}
+
+/// Step 3: the rows naming the files and the images `written` at `version` (the log up to
+/// `seq`), in one short transaction. `tenant` is checked in it, so that a save overtaken by a
+/// purge writes nothing into the erased range.
+fn commit_rows(
+    store: &Store,
+    key: TenantKey,
+    tenant: &TenantId,
+    (version, seq): (u64, u64),
+    mut written: HashMap<CollectionName, WrittenCollection>,
+) -> Result<(), EngineError> {
+    // The files the committed rows name: all the tenant's derived files keep.
+    let mut named = Vec::new();
+    store.write(|w| {
+        if w.tenant(tenant)?.map(|meta| meta.key) != Some(key) {
+            return Err(EngineError::TenantNotFound(tenant.clone()));
+        }
+        for c in w.collections(key)? {
+            match written.remove(&c.name) {
+                Some(saved) if saved.incarnation == Incarnation::of(&c) => {
+                    named.extend(saved.graph.as_ref().map(|f| f.name.clone()));
+                    if let search_image::Saved::InFile(f) = &saved.image {
+                        named.push(f.name.clone());
                     }
-                    // Created after the capture (or without records yet): no image, and the
-                    // next load rebuilds.
-                    _ => {
-                        snapshot::delete(w, key, &c.name)?;
-                        search_image::delete(w, key, &c.name)?;
-                        w.delete_change_mark(key, &c.name)?;
-                    }
+                    snapshot::save(
+                        w,
+                        key,
+                        &c.name,
+                        &snapshot::Snapshot::new(version, c.dim, saved.slots, saved.graph),
+                    )?;
+                    search_image::save(w, key, &c.name, &saved.image)?;
+                    w.put_change_mark(key, &c.name, ChangeMark { version, seq })?;
+                }
+                // Created after the capture (or without records yet): no image, and the
+                // next load rebuilds.
+                _ => {
+                    snapshot::delete(w, key, &c.name)?;
+                    search_image::delete(w, key, &c.name)?;
+                    w.delete_change_mark(key, &c.name)?;
                 }
             }
-            // Every image of the tenant reflects the log up to `seq` now; the entries after it
-            // (writes made since the capture) stay, for the load to replay.
-            w.trim_change_log(key, seq)?;
-            Ok::<_, EngineError>(())
-        })?;
-        // Best effort: a file left behind is deleted by the next save, or with the tenant.
-        let _ = store.retain_derived(key, |name| named.iter().any(|n| n == name));
-        Ok(())
-    }
+        }
+        // Every image of the tenant reflects the log up to `seq` now; the entries after it
+        // (writes made since the capture) stay, for the load to replay.
+        w.trim_change_log(key, seq)?;
+        Ok::<_, EngineError>(())
+    })?;
+    // Best effort: a file left behind is deleted by the next save, or with the tenant.
+    let _ = store.retain_derived(key, |name| named.iter().any(|n| n == name));
+    Ok(())
 }
 
 /// Saves the slot's indexes if they are loaded and changed, holding the tenant's locks only
@@ -407,7 +433,7 @@ fn save_holding(
             tenant = %slot.id,
             locked_ms = locked.as_millis() as u64,
             graphs_copied_ms = graphs_time.as_millis() as u64,
-            images_encoded_ms = images_time.as_millis() as u64,
+            images_captured_ms = images_time.as_millis() as u64,
             graph_bytes,
             total_ms = total.as_millis() as u64,
             "index snapshot saved"
@@ -421,7 +447,7 @@ fn finish(
     store: &Store,
     key: TenantKey,
     slot: &TenantSlot,
-    mut captured: Captured,
+    captured: Captured,
 ) -> Result<(), EngineError> {
     #[cfg(test)]
     slot.run_save_hook(SaveStage::Captured)?;
@@ -429,10 +455,11 @@ fn finish(
     // graph per failed save. Only once there is something to save: an eviction tries every
     // candidate, and a clean one must cost no storage read.
     delete_unnamed_files(store, key)?;
-    let files = captured.write_files(store, key)?;
+    let at = (captured.version, captured.seq);
+    let written = captured.write_files(store, key)?;
     #[cfg(test)]
     slot.run_save_hook(SaveStage::FilesDurable)?;
-    captured.commit_rows(store, key, &slot.id, files)
+    commit_rows(store, key, &slot.id, at, written)
 }
 
 /// Deletes the tenant's derived files no committed snapshot names (and temporary ones): the
@@ -444,8 +471,8 @@ fn delete_unnamed_files(store: &Store, key: TenantKey) -> Result<(), EngineError
     Ok(())
 }
 
-/// The graph files the tenant's committed snapshots name; `None` when a snapshot does not
-/// decode (then nothing may be deleted: it may name one).
+/// The files the tenant's committed snapshots and image rows name; `None` when a snapshot or
+/// an image row naming a file does not decode (then nothing may be deleted: it may name one).
 fn committed_graph_files(
     store: &Store,
     key: TenantKey,
@@ -461,6 +488,12 @@ fn committed_graph_files(
                     named.push(f.name);
                 }
             }
+        }
+        let row = r.blob(key, &search_image::blob_name(&c.name))?;
+        match row.as_deref().and_then(search_image::named_file) {
+            None => {}
+            Some(Err(_)) => return Ok(None),
+            Some(Ok(f)) => named.push(f.name),
         }
     }
     Ok(Some(named))

@@ -197,6 +197,57 @@ fn a_save_cut_short_between_its_files_and_its_rows_leaves_a_tenant_that_loads() 
     verify_clean(&engine);
 }
 
+/// The same with an image large enough to be a file of its own (`search_image`): the save cut
+/// short leaves its new graph and image files named by no row and the old ones named, the load
+/// takes the old image from its file, and the next save deletes every file no row names.
+#[test]
+fn a_save_cut_short_keeps_the_named_image_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = clustered_tenant(dir.path(), Metric::Cosine, 0);
+    crate::test_support::put_clustered_with(&engine, &scope, 1_100, |i| {
+        Some(
+            (0..40)
+                .map(|j| format!("w{i}x{j}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    });
+    engine.index_stats(&scope).unwrap();
+    engine.wait_for_graph_builds();
+    engine.persist_indexes().unwrap();
+    let named = derived_files(&engine, &scope);
+    assert_eq!(named.len(), 2, "{named:?}");
+    assert!(named.iter().any(|n| n.ends_with(".image")), "{named:?}");
+    let q = strata_index::testdata::queries(1, DIM as usize, 10, 1, 2);
+    put_one(&engine, &scope, "later", &q[0]);
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    *lock(&slot.save_hook) = Some(Box::new(|stage| match stage {
+        SaveStage::FilesDurable => Err(EngineError::Index("cut short".into())),
+        SaveStage::Captured => Ok(()),
+    }));
+    assert!(engine.persist_indexes().is_err());
+    *lock(&slot.save_hook) = None;
+    let files = derived_files(&engine, &scope);
+    assert_eq!(files.len(), 4, "{files:?}");
+    assert!(named.iter().all(|n| files.contains(n)), "{files:?}");
+    let expected = answers(&engine, &scope);
+    drop(slot);
+    drop(engine);
+
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let scope = crate::test_support::admin_scope(&engine, "acme");
+    assert!(load_from_image(&engine, &scope));
+    assert_eq!(top_hit(&engine, &scope, &q[0]), "later");
+    assert_eq!(answers(&engine, &scope), expected);
+    verify_clean(&engine);
+    engine.wait_for_graph_builds();
+    assert_eq!(engine.persist_indexes().unwrap(), 1);
+    let files = derived_files(&engine, &scope);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(named.iter().all(|n| !files.contains(n)), "{files:?}");
+    verify_clean(&engine);
+}
+
 /// A purge that overtakes a save between its capture and its commit waits for it, so no graph
 /// file of the erased tenant is written after its files were deleted: the save fails its
 /// commit (the tenant is gone) without error, and the tenant's directory stays gone.

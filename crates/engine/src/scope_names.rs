@@ -211,7 +211,7 @@ impl<K: Hash + Eq + Clone + HeapSize> Interner<K> {
 }
 
 /// A record's scope fields as ids into one collection's [`ScopeNames`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ScopeIds {
     pub domain: NameId,
     pub run: Option<NameId>,

@@ -12,6 +12,15 @@
 //! a load reads no record; scope bitmaps are recomputed from the columns at load: a few hash
 //! inserts each.
 //!
+//! A large image (from [`IN_FILE_FROM_BYTES`]) is kept in a derived file of the tenant, like
+//! a graph (`crate::graph_file`: written, synced and renamed into place before the row naming
+//! it commits), and its row holds only the file's name, length and checksum ([`IN_FILE`]).
+//! Why: in the storage file, a save's tens of megabytes of image pages were flushed by the
+//! next durable commit, which a writing tenant's next write waited for (50–80 ms at 100,000
+//! records, docs/benchmarks.md); a file of its own is synced by the save alone. Small images
+//! stay in the row: a file each would cost every small tenant's save a create, two syncs and
+//! a rename.
+//!
 //! Like the graph snapshot (`crate::snapshot`) it is stamped with the tenant's data version
 //! and written in the same transaction, and it is used only when that version is still the
 //! stored one, its counts agree with the tenant's usage counters and it decodes closed;
@@ -23,12 +32,13 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use strata_index::{Bm25Index, FieldIndex, LegacyBm25, RoaringBitmap};
-use strata_store::{Reads, StoreError, TenantKey, Writer};
+use strata_store::{Reads, Store, StoreError, TenantKey, Writer};
 use strata_types::{Collection, CollectionName, Domain, MemoryScope, RecordId, RunId, UserToken};
 
 use crate::EngineError;
 use crate::collection_index::CollectionIndex;
-use crate::scope_names::ScopeNames;
+use crate::graph_file::{self, GraphFile};
+use crate::scope_names::{ScopeIds, ScopeNames};
 use crate::slot_doc::SlotDoc;
 
 /// 6: the BM25 index in its flat form (`strata_index::Bm25Index`'s: its arrays as byte runs,
@@ -44,24 +54,41 @@ const FORMAT: u8 = 6;
 /// The oldest format still read.
 const FORMAT_5: u8 = 5;
 
+/// The first byte of an image row that names a file holding the image (then the file's
+/// `GraphFile` record, postcard) rather than holding it: outside the format bytes.
+const IN_FILE: u8 = 0xF1;
+
+/// Images of at least this many bytes are kept in a file of their own (module docs): the
+/// size from which a load also decodes an image beside its graph file's read.
+pub(crate) const IN_FILE_FROM_BYTES: usize = crate::image_beside_graph::SIDE_BY_SIDE_FROM_BYTES;
+
 /// Marks "none" in the `runs` and `scopes` columns.
 const NONE: u32 = u32::MAX;
 
 /// Blob names of search images start with this, then the collection's name.
 pub(crate) const BLOB_PREFIX: &str = "image:";
 
-fn blob_name(collection: &CollectionName) -> String {
+pub(crate) fn blob_name(collection: &CollectionName) -> String {
     format!("{BLOB_PREFIX}{collection}")
 }
 
 /// The stored form. Byte runs go through [`bytes`] so that postcard writes them as one
 /// length-prefixed run (a plain `Vec<u8>` would be decoded byte by byte).
-/// The two indexes are borrowed from the collection when an image is encoded (a clone of
-/// them, under the tenant's locks, was a third of a large tenant's encode) and owned when it
-/// is decoded.
 /// `B` is the BM25 index's form: the current one, or format 5's (`LegacyBm25`).
+///
+/// postcard writes a struct as its fields one after the other, with nothing around them, so
+/// an image's bytes are its head's, then its indexes': the two parts are split only so that a
+/// save can encode the indexes under the tenant's locks and the head after them
+/// ([`Capture`]). The golden bytes below pin that the split changes no stored byte.
 #[derive(Serialize, Deserialize)]
 struct Image<'a, B = Cow<'a, Bm25Index>> {
+    head: Head,
+    indexes: Indexes<'a, B>,
+}
+
+/// Everything of an image but its two indexes.
+#[derive(Serialize, Deserialize)]
+struct Head {
     format: u8,
     version: u64,
     dim: u32,
@@ -83,6 +110,13 @@ struct Image<'a, B = Cow<'a, Bm25Index>> {
     /// Slots holding a vector, in roaring's portable serialisation.
     #[serde(with = "bytes")]
     with_vector: Vec<u8>,
+}
+
+/// The field and BM25 indexes, borrowed from the collection when an image is encoded (a clone
+/// of them, under the tenant's locks, was a third of a large tenant's encode) and owned when
+/// it is decoded.
+#[derive(Serialize, Deserialize)]
+struct Indexes<'a, B = Cow<'a, Bm25Index>> {
     fields: Cow<'a, FieldIndex>,
     bm25: B,
 }
@@ -92,18 +126,14 @@ impl<'a, B> Image<'a, B> {
     /// 5 and 6 differ only there.
     fn with_bm25<C>(self, format: u8, to: impl FnOnce(B) -> C) -> Image<'a, C> {
         Image {
-            format,
-            version: self.version,
-            dim: self.dim,
-            id_lens: self.id_lens,
-            ids: self.ids,
-            names: self.names,
-            columns: self.columns,
-            vectors_in_graph: self.vectors_in_graph,
-            vectors: self.vectors,
-            with_vector: self.with_vector,
-            fields: self.fields,
-            bm25: to(self.bm25),
+            head: Head {
+                format,
+                ..self.head
+            },
+            indexes: Indexes {
+                fields: self.indexes.fields,
+                bm25: to(self.indexes.bm25),
+            },
         }
     }
 }
@@ -165,77 +195,185 @@ impl Interner {
     }
 }
 
-/// Encodes `ci` as an image at `version`.
+/// Encodes `ci` as an image at `version`, in one step.
+#[cfg(test)]
 pub(crate) fn encode(ci: &CollectionIndex, version: u64) -> Result<Vec<u8>, EngineError> {
-    let mut id_lens = Vec::with_capacity(ci.docs.len());
-    let mut ids = Vec::new();
-    let (mut domains, mut runs, mut scopes, mut tokens) = (
-        Interner::default(),
-        Interner::default(),
-        Interner::default(),
-        Interner::default(),
-    );
-    let mut c = Columns::default();
-    for doc in &ci.docs {
-        let Some(d) = doc else {
-            id_lens.push(0);
-            continue;
-        };
-        let id = d.id.as_str().as_bytes();
-        id_lens.push(u32::try_from(id.len()).map_err(|_| corrupt("record id too long"))?);
-        ids.extend_from_slice(id);
-        let names = ci
-            .names
-            .names(d.scope)
-            .ok_or_else(|| corrupt(format!("record {}: a scope id without a name", d.id)))?;
-        c.domain.push(domains.id(names.domain.as_str())?);
-        c.run.push(match &names.run_id {
-            Some(r) => runs.id(r.as_str())?,
-            None => NONE,
-        });
-        c.scope.push(match &names.memory_scope {
-            Some(s) => scopes.id(s.as_str())?,
-            None => NONE,
-        });
-        c.token_counts.push(names.user_tokens.len() as u32);
-        for t in &names.user_tokens {
-            c.tokens.push(tokens.id(t.as_str())?);
+    Capture::of(ci)?.encode(version)
+}
+
+/// A collection's image in two steps, so that a save holds the tenant's locks only for the
+/// first (`crate::index_save`): [`Capture::of`] copies what the image needs of the
+/// collection, and [`Capture::encode`] makes the image of it with no lock held.
+///
+/// Why: encoding the whole image under the locks (each slot's scope names looked up and
+/// interned as strings, then every column written number by number) held a writing tenant's
+/// writes 25–140 ms per save of a 100,000-record collection (docs/benchmarks.md). The copy
+/// takes each slot's id bytes and resident fields as plain values (its scope as ids, with a
+/// clone of the collection's name tables, which hold each name once) and the two indexes
+/// already encoded: they are the image's last part, and a copy of them would cost what
+/// encoding them does.
+pub(crate) struct Capture {
+    dim: u32,
+    id_lens: Vec<u32>,
+    ids: Vec<u8>,
+    /// Each record's resident part but its id, in slot order (free slots have none).
+    rows: Vec<Row>,
+    /// The tables `rows`' scope ids point into, as they were at the capture.
+    names: ScopeNames,
+    /// The collection's vectors as little-endian bytes, unless its graph holds them.
+    vectors: Option<Vec<u8>>,
+    with_vector: Vec<u8>,
+    /// [`Indexes`], encoded.
+    indexes: Vec<u8>,
+}
+
+/// A [`SlotDoc`] without its id.
+struct Row {
+    scope: ScopeIds,
+    created_at: i64,
+    expires_at: Option<i64>,
+    confidence: f64,
+    index_bytes: u32,
+}
+
+impl Capture {
+    /// Copies what the image of `ci` needs (see [`Capture`]).
+    pub(crate) fn of(ci: &CollectionIndex) -> Result<Capture, EngineError> {
+        let mut id_lens = Vec::with_capacity(ci.docs.len());
+        let mut ids = Vec::new();
+        let mut rows = Vec::with_capacity(ci.docs.len());
+        for doc in &ci.docs {
+            let Some(d) = doc else {
+                id_lens.push(0);
+                continue;
+            };
+            let id = d.id.as_str().as_bytes();
+            id_lens.push(u32::try_from(id.len()).map_err(|_| corrupt("record id too long"))?);
+            ids.extend_from_slice(id);
+            rows.push(Row {
+                scope: d.scope,
+                created_at: d.created_at,
+                expires_at: d.expires_at(),
+                confidence: d.confidence,
+                index_bytes: d.index_bytes,
+            });
         }
-        c.created_at.push(d.created_at);
-        c.expires_at.push(d.expires_at());
-        c.confidence.push(d.confidence);
-        c.index_bytes.push(d.index_bytes);
-    }
-    let raw = ci.raw_vectors();
-    let vectors: Vec<u8> = raw
-        .unwrap_or_default()
-        .iter()
-        .flat_map(|x| x.to_le_bytes())
-        .collect();
-    let mut with_vector = Vec::with_capacity(ci.with_vector.serialized_size());
-    ci.with_vector
-        .serialize_into(&mut with_vector)
+        let vectors = ci
+            .raw_vectors()
+            .map(|raw| raw.iter().flat_map(|x| x.to_le_bytes()).collect());
+        let mut with_vector = Vec::with_capacity(ci.with_vector.serialized_size());
+        ci.with_vector
+            .serialize_into(&mut with_vector)
+            .map_err(|e| EngineError::Index(format!("search image: {e}")))?;
+        let indexes = postcard::to_stdvec(&Indexes {
+            fields: Cow::Borrowed(&ci.fields),
+            bm25: Cow::Borrowed(&ci.bm25),
+        })
         .map_err(|e| EngineError::Index(format!("search image: {e}")))?;
-    let image = Image {
-        format: FORMAT,
-        version,
-        dim: ci.dim as u32,
-        id_lens,
-        ids,
-        names: Names {
-            domains: domains.names,
-            runs: runs.names,
-            scopes: scopes.names,
-            tokens: tokens.names,
-        },
-        columns: c,
-        vectors_in_graph: raw.is_none(),
-        vectors,
-        with_vector,
-        fields: Cow::Borrowed(&ci.fields),
-        bm25: Cow::Borrowed(&ci.bm25),
-    };
-    postcard::to_stdvec(&image).map_err(|e| EngineError::Index(format!("search image: {e}")))
+        Ok(Capture {
+            dim: ci.dim as u32,
+            id_lens,
+            ids,
+            rows,
+            names: ci.names.clone(),
+            vectors,
+            with_vector,
+            indexes,
+        })
+    }
+
+    /// Each slot's record id as it was at the capture (`None` for a free slot), for the
+    /// graph snapshot's row.
+    pub(crate) fn slot_ids(&self) -> Result<Vec<Option<String>>, EngineError> {
+        let mut at = 0;
+        self.id_lens
+            .iter()
+            .map(|len| {
+                if *len == 0 {
+                    return Ok(None);
+                }
+                let id = self
+                    .ids
+                    .get(at..at + *len as usize)
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .ok_or_else(|| corrupt("a captured id"))?;
+                at += *len as usize;
+                Ok(Some(id.to_owned()))
+            })
+            .collect()
+    }
+
+    /// The image at `version` of the collection as it was at the capture.
+    pub(crate) fn encode(self, version: u64) -> Result<Vec<u8>, EngineError> {
+        let (mut domains, mut runs, mut scopes, mut tokens) = (
+            Interner::default(),
+            Interner::default(),
+            Interner::default(),
+            Interner::default(),
+        );
+        let mut c = Columns::default();
+        // Most records share a few scopes: each is looked up by name once. Names are numbered
+        // in the order the slots first meet them, as they would be one slot at a time.
+        let mut seen: HashMap<ScopeIds, (u32, u32, u32, Vec<u32>)> = HashMap::new();
+        for row in &self.rows {
+            let (domain, run, scope, row_tokens) = match seen.get(&row.scope) {
+                Some(known) => known,
+                None => {
+                    let names = self
+                        .names
+                        .names(row.scope)
+                        .ok_or_else(|| corrupt("a record's scope id without a name"))?;
+                    let ids = (
+                        domains.id(names.domain.as_str())?,
+                        match &names.run_id {
+                            Some(r) => runs.id(r.as_str())?,
+                            None => NONE,
+                        },
+                        match &names.memory_scope {
+                            Some(s) => scopes.id(s.as_str())?,
+                            None => NONE,
+                        },
+                        names
+                            .user_tokens
+                            .iter()
+                            .map(|t| tokens.id(t.as_str()))
+                            .collect::<Result<Vec<u32>, _>>()?,
+                    );
+                    seen.entry(row.scope).or_insert(ids)
+                }
+            };
+            c.domain.push(*domain);
+            c.run.push(*run);
+            c.scope.push(*scope);
+            c.token_counts.push(row_tokens.len() as u32);
+            c.tokens.extend_from_slice(row_tokens);
+            c.created_at.push(row.created_at);
+            c.expires_at.push(row.expires_at);
+            c.confidence.push(row.confidence);
+            c.index_bytes.push(row.index_bytes);
+        }
+        let head = Head {
+            format: FORMAT,
+            version,
+            dim: self.dim,
+            id_lens: self.id_lens,
+            ids: self.ids,
+            names: Names {
+                domains: domains.names,
+                runs: runs.names,
+                scopes: scopes.names,
+                tokens: tokens.names,
+            },
+            columns: c,
+            vectors_in_graph: self.vectors.is_none(),
+            vectors: self.vectors.unwrap_or_default(),
+            with_vector: self.with_vector,
+        };
+        let mut image = postcard::to_stdvec(&head)
+            .map_err(|e| EngineError::Index(format!("search image: {e}")))?;
+        image.extend_from_slice(&self.indexes);
+        Ok(image)
+    }
 }
 
 fn corrupt(why: impl std::fmt::Display) -> EngineError {
@@ -289,7 +427,7 @@ pub(crate) fn check(bytes: &[u8]) -> Result<(), EngineError> {
         .filter(|(_, d)| d.is_some())
         .map(|(slot, _)| slot)
         .collect();
-    crate::image_check::check(&live, &docs, &image.fields, &image.bm25)
+    crate::image_check::check(&live, &docs, &image.indexes.fields, &image.indexes.bm25)
 }
 
 /// Parses a name table, closed: a name that does not parse is an error.
@@ -327,12 +465,12 @@ fn optional<T>(table: &[T], i: u32) -> Result<Option<&T>, EngineError> {
 /// entry per record, every index points into its table, token lists are sorted and distinct.
 /// Their scope names are interned in the returned tables, as `SlotDoc::of` would.
 fn slot_docs(image: &Image) -> Result<(Vec<Option<SlotDoc>>, ScopeNames), EngineError> {
-    let domains = parse_all(&image.names.domains, |n| Domain::parse(n))?;
-    let runs = parse_all(&image.names.runs, |n| RunId::parse(n))?;
-    let scopes = parse_all(&image.names.scopes, |n| MemoryScope::parse(n))?;
-    let tokens = parse_all(&image.names.tokens, |n| UserToken::parse(n))?;
-    let c = &image.columns;
-    let records = image.id_lens.iter().filter(|l| **l > 0).count();
+    let domains = parse_all(&image.head.names.domains, |n| Domain::parse(n))?;
+    let runs = parse_all(&image.head.names.runs, |n| RunId::parse(n))?;
+    let scopes = parse_all(&image.head.names.scopes, |n| MemoryScope::parse(n))?;
+    let tokens = parse_all(&image.head.names.tokens, |n| UserToken::parse(n))?;
+    let c = &image.head.columns;
+    let records = image.head.id_lens.iter().filter(|l| **l > 0).count();
     let lens = [
         c.domain.len(),
         c.run.len(),
@@ -346,19 +484,19 @@ fn slot_docs(image: &Image) -> Result<(Vec<Option<SlotDoc>>, ScopeNames), Engine
     if lens.iter().any(|l| *l != records) {
         return Err(corrupt("columns do not match the records"));
     }
-    let mut docs = Vec::with_capacity(image.id_lens.len());
+    let mut docs = Vec::with_capacity(image.head.id_lens.len());
     let mut names = ScopeNames::default();
     let (mut at, mut row, mut token_at) = (0usize, 0usize, 0usize);
-    for len in &image.id_lens {
+    for len in &image.head.id_lens {
         if *len == 0 {
             docs.push(None);
             continue;
         }
         let end = at
             .checked_add(*len as usize)
-            .filter(|end| *end <= image.ids.len())
+            .filter(|end| *end <= image.head.ids.len())
             .ok_or_else(|| corrupt("id lengths overrun the ids"))?;
-        let id = std::str::from_utf8(&image.ids[at..end])
+        let id = std::str::from_utf8(&image.head.ids[at..end])
             .map_err(|_| corrupt("an id is not UTF-8"))
             .and_then(|s| RecordId::parse(s).map_err(|e| corrupt(format!("id {s:?}: {e}"))))?;
         at = end;
@@ -398,7 +536,7 @@ fn slot_docs(image: &Image) -> Result<(Vec<Option<SlotDoc>>, ScopeNames), Engine
         )));
         row += 1;
     }
-    if at != image.ids.len() || token_at != c.tokens.len() {
+    if at != image.head.ids.len() || token_at != c.tokens.len() {
         return Err(corrupt("bytes after the last record"));
     }
     Ok((docs, names))
@@ -413,26 +551,30 @@ pub(crate) fn decode(
 ) -> Result<(CollectionIndex, Loaded), EngineError> {
     let image = decode_image(bytes)?;
     let older = bytes.first() != Some(&FORMAT);
-    if image.dim != c.dim {
-        return Err(corrupt(format!("dimension {} not {}", image.dim, c.dim)));
+    if image.head.dim != c.dim {
+        return Err(corrupt(format!(
+            "dimension {} not {}",
+            image.head.dim, c.dim
+        )));
     }
     let (docs, names) = slot_docs(&image)?;
-    let expected = if image.vectors_in_graph {
+    let expected = if image.head.vectors_in_graph {
         0
     } else {
         docs.len() * c.dim as usize * 4
     };
-    if image.vectors.len() != expected {
+    if image.head.vectors.len() != expected {
         return Err(corrupt("vector bytes do not match the slots"));
     }
-    let vectors = (!image.vectors_in_graph).then(|| {
+    let vectors = (!image.head.vectors_in_graph).then(|| {
         image
+            .head
             .vectors
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect()
     });
-    let with_vector = RoaringBitmap::deserialize_from(image.with_vector.as_slice())
+    let with_vector = RoaringBitmap::deserialize_from(image.head.with_vector.as_slice())
         .map_err(|e| corrupt(format!("with_vector: {e}")))?;
     let records = docs.iter().flatten().count() as u64;
     let mut ci = CollectionIndex::from_image(
@@ -441,12 +583,12 @@ pub(crate) fn decode(
         docs,
         names,
         vectors,
-        image.fields.into_owned(),
-        image.bm25.into_owned(),
+        image.indexes.fields.into_owned(),
+        image.indexes.bm25.into_owned(),
     )?;
     ci.set_with_vector(with_vector)?;
     let loaded = Loaded {
-        version: image.version,
+        version: image.head.version,
         records,
         vectors: ci.with_vector.len(),
         older,
@@ -454,21 +596,60 @@ pub(crate) fn decode(
     Ok((ci, loaded))
 }
 
+/// Where a saved image is: in its row, or in a derived file the row names.
+pub(crate) enum Saved {
+    Inline(Vec<u8>),
+    InFile(GraphFile),
+}
+
 pub(crate) fn save(
     w: &mut Writer<'_>,
     key: TenantKey,
     collection: &CollectionName,
-    bytes: &[u8],
+    saved: &Saved,
 ) -> Result<(), StoreError> {
-    w.put_blob(key, &blob_name(collection), bytes)
+    match saved {
+        Saved::Inline(bytes) => w.put_blob(key, &blob_name(collection), bytes),
+        Saved::InFile(f) => w.put_blob(key, &blob_name(collection), &file_row(f)?),
+    }
 }
 
+/// The row of an image kept in file `f`: [`IN_FILE`], then `f`.
+fn file_row(f: &GraphFile) -> Result<Vec<u8>, StoreError> {
+    let mut row = vec![IN_FILE];
+    row.extend(postcard::to_stdvec(f).map_err(|e| StoreError::Corrupt(format!("{e}")))?);
+    Ok(row)
+}
+
+/// The file an image row names, if it names one: `Some(Err)` for a row that names one but
+/// does not decode.
+pub(crate) fn named_file(row: &[u8]) -> Option<Result<GraphFile, EngineError>> {
+    let (&tag, rest) = row.split_first()?;
+    (tag == IN_FILE).then(|| exactly::<GraphFile>(rest))
+}
+
+/// The saved image of `collection`, from its row or the file the row names. `None` when
+/// there is none, or the file is missing, damaged or the row naming it does not decode: a
+/// load then rebuilds from the records, as for an image that does not decode.
 pub(crate) fn load(
+    store: &Store,
     r: &impl Reads,
     key: TenantKey,
     collection: &CollectionName,
-) -> Result<Option<Vec<u8>>, StoreError> {
-    r.blob(key, &blob_name(collection))
+) -> Result<Option<Vec<u8>>, EngineError> {
+    let Some(row) = r.blob(key, &blob_name(collection))? else {
+        return Ok(None);
+    };
+    match named_file(&row) {
+        None => Ok(Some(row)),
+        Some(file) => match file.and_then(|f| graph_file::read_checked(store, key, &f)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) => {
+                tracing::warn!(%collection, error = %e, "search image file unusable; rebuilding");
+                Ok(None)
+            }
+        },
+    }
 }
 
 pub(crate) fn delete(
@@ -668,14 +849,14 @@ mod tests {
     fn inconsistent_columns_are_errors() {
         let good = encode(&sample(), 7).unwrap();
         let damaged: Vec<fn(&mut Image)> = vec![
-            |i| i.columns.domain[0] = 5,
-            |i| i.columns.run[0] = 0,
-            |i| i.columns.created_at.push(1),
-            |i| i.columns.token_counts[0] = 1,
-            |i| i.names.domains[0] = "bad domain!".into(),
-            |i| i.id_lens[0] = 9,
-            |i| i.ids = b"\xff".to_vec(),
-            |i| i.id_lens.push(1),
+            |i| i.head.columns.domain[0] = 5,
+            |i| i.head.columns.run[0] = 0,
+            |i| i.head.columns.created_at.push(1),
+            |i| i.head.columns.token_counts[0] = 1,
+            |i| i.head.names.domains[0] = "bad domain!".into(),
+            |i| i.head.id_lens[0] = 9,
+            |i| i.head.ids = b"\xff".to_vec(),
+            |i| i.head.id_lens.push(1),
         ];
         for (n, damage) in damaged.into_iter().enumerate() {
             let mut image = decode_image(&good).unwrap();
@@ -686,6 +867,30 @@ mod tests {
                 "damage {n} was accepted"
             );
         }
+    }
+
+    /// A row naming a file is told from an image (whose first byte is its format), and one
+    /// that does not decode whole is an error, not an image.
+    #[test]
+    fn a_row_naming_a_file_is_told_from_an_image() {
+        let image = encode(&sample(), 7).unwrap();
+        assert!(named_file(&image).is_none());
+        assert!(named_file(&[]).is_none());
+        let f = GraphFile {
+            name: "x.image".into(),
+            len: 3,
+            checksum: 9,
+        };
+        let row = file_row(&f).unwrap();
+        assert_eq!(named_file(&row).unwrap().unwrap(), f);
+        let mut trailing = row.clone();
+        trailing.push(0);
+        for bad in [&row[..row.len() - 1], &[IN_FILE][..], &trailing] {
+            assert!(named_file(bad).unwrap().is_err(), "{bad:?}");
+        }
+        // Never a format byte, of this version or an older one.
+        assert!(decode_image(&row).is_err());
+        assert_eq!(older_format(&row), None);
     }
 
     /// Scope fields, tokens and expiry survive the image, and names are stored once.
@@ -708,8 +913,8 @@ mod tests {
         ci.remove(&id).unwrap();
         let bytes = encode(&ci, 3).unwrap();
         let image = decode_image(&bytes).unwrap();
-        assert_eq!(image.names.runs, vec!["r1".to_string()]);
-        assert_eq!(image.names.tokens.len(), 2);
+        assert_eq!(image.head.names.runs, vec!["r1".to_string()]);
+        assert_eq!(image.head.names.tokens.len(), 2);
         let (back, loaded) = decode(&bytes, &collection(), Default::default()).unwrap();
         assert_eq!(loaded.records, 2);
         let described = |ci: &CollectionIndex| -> Vec<_> {

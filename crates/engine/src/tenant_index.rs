@@ -154,7 +154,7 @@ impl TenantIndex {
         // Records the change log's replay brought in: not in any saved image yet.
         let mut replayed = 0;
         for c in r.collections(key)? {
-            let Some(bytes) = search_image::load(r, key, &c.name)? else {
+            let Some(bytes) = search_image::load(store, r, key, &c.name)? else {
                 return Ok(None);
             };
             let (decoded, beside) = image_beside_graph::decode(store, r, key, &c, &bytes, params)?;

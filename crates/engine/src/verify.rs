@@ -287,6 +287,22 @@ fn check_blobs(
                 ));
             }
         } else if let Some(collection) = name.strip_prefix(crate::search_image::BLOB_PREFIX) {
+            // A large image is in a file the row names: that file is the image checked.
+            let bytes = match crate::search_image::named_file(&bytes) {
+                None => bytes,
+                Some(file) => {
+                    match file.and_then(|f| crate::graph_file::read_checked(store, key, &f)) {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            report.warnings.push(format!(
+                                "search image of {collection}: {e}; it is rebuilt from the \
+                                 records at the next load"
+                            ));
+                            continue;
+                        }
+                    }
+                }
+            };
             if let Some(format) = crate::search_image::older_format(&bytes) {
                 report.warnings.push(format!(
                     "search image of {collection} was written by an older version (format \
