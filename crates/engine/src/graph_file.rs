@@ -72,42 +72,31 @@ fn file_name(collection: &CollectionName, version: u64, suffix: &str) -> String 
     format!("{}{version}-{nanos:016x}{suffix}", prefix(collection))
 }
 
-/// Writes a graph's bytes (`HnswIndex::to_bytes`, copied out under the tenant's index lock)
-/// to a new derived file of tenant `key`, durably, with no lock held; returns what the
-/// snapshot records of it.
+/// What a derived file of a collection holds.
+#[derive(Clone, Copy)]
+pub(crate) enum Holds {
+    /// Its graph (`HnswIndex::to_bytes`).
+    Graph,
+    /// Its search image (`crate::search_image`).
+    Image,
+}
+
+/// Writes a graph's or an image's bytes (copied out under the tenant's index lock, or encoded
+/// from what was) to a new derived file of tenant `key`, durably, with no lock held; returns
+/// what the row naming it records of it.
 pub(crate) fn save_bytes(
     store: &Store,
     key: TenantKey,
     collection: &CollectionName,
     version: u64,
+    holds: Holds,
     bytes: &[u8],
 ) -> Result<GraphFile, EngineError> {
-    save(store, key, file_name(collection, version, SUFFIX), bytes)
-}
-
-/// Writes a search image's bytes to a new derived file of tenant `key`, as [`save_bytes`]
-/// does a graph's; the image's row records what this returns (`crate::search_image`).
-pub(crate) fn save_image_bytes(
-    store: &Store,
-    key: TenantKey,
-    collection: &CollectionName,
-    version: u64,
-    bytes: &[u8],
-) -> Result<GraphFile, EngineError> {
-    save(
-        store,
-        key,
-        file_name(collection, version, IMAGE_SUFFIX),
-        bytes,
-    )
-}
-
-fn save(
-    store: &Store,
-    key: TenantKey,
-    name: String,
-    bytes: &[u8],
-) -> Result<GraphFile, EngineError> {
+    let suffix = match holds {
+        Holds::Graph => SUFFIX,
+        Holds::Image => IMAGE_SUFFIX,
+    };
+    let name = file_name(collection, version, suffix);
     let mut checksum = Checksum::new();
     checksum.update(bytes);
     let len = store.write_derived(key, &name, |w| w.write_all(bytes))?;

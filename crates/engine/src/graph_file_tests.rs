@@ -101,8 +101,8 @@ fn named_file(engine: &Engine, scope: &TenantScope) -> PathBuf {
     engine.store.derived_dir(scope.key()).join(name)
 }
 
-/// The image file the tenant's image row names.
-fn image_file(engine: &Engine, scope: &TenantScope) -> PathBuf {
+/// The image file the tenant's image row names, if its image is a file.
+fn image_file(engine: &Engine, scope: &TenantScope) -> Option<PathBuf> {
     let row = engine
         .store
         .read()
@@ -110,25 +110,14 @@ fn image_file(engine: &Engine, scope: &TenantScope) -> PathBuf {
         .blob(scope.key(), "image:vec")
         .unwrap()
         .expect("an image row");
-    let f = crate::search_image::named_file(&row)
-        .expect("a row naming a file")
-        .unwrap();
-    engine.store.derived_dir(scope.key()).join(f.name)
+    let f = crate::search_image::named_file(&row)?.unwrap();
+    Some(engine.store.derived_dir(scope.key()).join(f.name))
 }
 
 /// Every file the tenant's rows name: its graph's, and its image's when that is a file.
 fn named_files(engine: &Engine, scope: &TenantScope) -> Vec<PathBuf> {
-    let row = engine
-        .store
-        .read()
-        .unwrap()
-        .blob(scope.key(), "image:vec")
-        .unwrap()
-        .expect("an image row");
     let mut named = vec![named_file(engine, scope)];
-    if crate::search_image::named_file(&row).is_some() {
-        named.push(image_file(engine, scope));
-    }
+    named.extend(image_file(engine, scope));
     named.sort();
     named
 }
@@ -268,14 +257,13 @@ fn a_large_image_is_decoded_beside_the_graph_file_and_the_graph_restored() {
 fn a_large_image_is_a_file_its_row_names() {
     let (dir, before) = saved_tenant_with_text();
     let (engine, scope) = open(dir.path());
-    let image = image_file(&engine, &scope);
+    let image = image_file(&engine, &scope).expect("an image file");
     assert!(image.to_str().unwrap().ends_with(".image"));
     assert!(
         std::fs::metadata(&image).unwrap().len() >= crate::search_image::IN_FILE_FROM_BYTES as u64
     );
-    let mut both = vec![named_file(&engine, &scope), image];
-    both.sort();
-    assert_eq!(files(&engine, &scope), both);
+    assert_eq!(named_files(&engine, &scope).len(), 2);
+    assert_eq!(files(&engine, &scope), named_files(&engine, &scope));
     assert!(restored(&engine, &scope));
     assert_eq!(answers(&engine, &scope), before);
     assert!(verify_ok(&engine).warnings.is_empty());
@@ -289,7 +277,7 @@ fn a_damaged_or_missing_image_file_is_rebuilt_with_the_same_answers() {
     let (dir, before) = saved_tenant_with_text();
     for (what, damage) in damages() {
         let (engine, scope) = open(dir.path());
-        let file = image_file(&engine, &scope);
+        let file = image_file(&engine, &scope).expect("an image file");
         writable(&file);
         damage(&file);
         let report = verify_ok(&engine);

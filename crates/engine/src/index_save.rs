@@ -37,7 +37,7 @@ use strata_store::{ChangeLogReads, ChangeMark, Reads, Store, TenantKey};
 use strata_types::{Collection, CollectionName, TenantId};
 
 use crate::EngineError;
-use crate::graph_file::{self, GraphFile};
+use crate::graph_file::{self, GraphFile, Holds};
 use crate::registry::{TenantSlot, lock_slot};
 use crate::snapshot::SavedGraph;
 use crate::tenant_index::TenantIndex;
@@ -245,14 +245,26 @@ impl Captured {
             let slots = c.image.slot_ids()?;
             let image = c.image.encode(version)?;
             let image = if image.len() >= search_image::IN_FILE_FROM_BYTES {
-                search_image::Saved::InFile(graph_file::save_image_bytes(
-                    store, key, &name, version, &image,
+                search_image::Saved::InFile(graph_file::save_bytes(
+                    store,
+                    key,
+                    &name,
+                    version,
+                    Holds::Image,
+                    &image,
                 )?)
             } else {
                 search_image::Saved::Inline(image)
             };
             let graph = match c.graph {
-                Some(bytes) => Some(graph_file::save_bytes(store, key, &name, version, &bytes)?),
+                Some(bytes) => Some(graph_file::save_bytes(
+                    store,
+                    key,
+                    &name,
+                    version,
+                    Holds::Graph,
+                    &bytes,
+                )?),
                 None => None,
             };
             written.insert(

@@ -160,41 +160,7 @@ fn the_tenant_writes_while_its_save_syncs_and_the_writes_survive_a_reload() {
 fn a_save_cut_short_between_its_files_and_its_rows_leaves_a_tenant_that_loads() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, scope) = tenant_with_graph(dir.path());
-    let named = derived_files(&engine, &scope);
-    assert_eq!(named.len(), 1, "{named:?}");
-    let q = strata_index::testdata::queries(1, DIM as usize, 10, 1, 2);
-    put_one(&engine, &scope, "later", &q[0]);
-    let slot = engine.indexes.get(scope.key()).unwrap();
-    *lock(&slot.save_hook) = Some(Box::new(|stage| match stage {
-        SaveStage::FilesDurable => Err(EngineError::Index("cut short".into())),
-        SaveStage::Captured => Ok(()),
-    }));
-    assert!(engine.persist_indexes().is_err());
-    *lock(&slot.save_hook) = None;
-    // The new graph file is on disk, named by no row; the old one is still named.
-    let files = derived_files(&engine, &scope);
-    assert_eq!(files.len(), 2, "{files:?}");
-    assert!(files.contains(&named[0]));
-    // Nothing captured was saved: still worth a save.
-    assert!(is_dirty(&engine, &scope));
-    let expected = answers(&engine, &scope);
-    drop(slot);
-    drop(engine);
-
-    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-    let scope = crate::test_support::admin_scope(&engine, "acme");
-    // The old snapshot and the log after it.
-    assert!(load_from_image(&engine, &scope));
-    assert_eq!(top_hit(&engine, &scope, &q[0]), "later");
-    assert_eq!(answers(&engine, &scope), expected);
-    verify_clean(&engine);
-    // The next save deletes the file no row names.
-    engine.wait_for_graph_builds();
-    assert_eq!(engine.persist_indexes().unwrap(), 1);
-    let files = derived_files(&engine, &scope);
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert!(!files.contains(&named[0]));
-    verify_clean(&engine);
+    cut_short_then_load(dir.path(), engine, scope, 1);
 }
 
 /// The same with an image large enough to be a file of its own (`search_image`): the save cut
@@ -215,9 +181,20 @@ fn a_save_cut_short_keeps_the_named_image_file() {
     engine.index_stats(&scope).unwrap();
     engine.wait_for_graph_builds();
     engine.persist_indexes().unwrap();
+    assert!(
+        derived_files(&engine, &scope)
+            .iter()
+            .any(|n| n.ends_with(".image"))
+    );
+    cut_short_then_load(dir.path(), engine, scope, 2);
+}
+
+/// A write, then a save of the tenant cut short between its files and its rows; then, in a
+/// new engine, the load and the next save. `per_save`: files a save writes (a graph, and an
+/// image when it is a file).
+fn cut_short_then_load(dir: &std::path::Path, engine: Engine, scope: TenantScope, per_save: usize) {
     let named = derived_files(&engine, &scope);
-    assert_eq!(named.len(), 2, "{named:?}");
-    assert!(named.iter().any(|n| n.ends_with(".image")), "{named:?}");
+    assert_eq!(named.len(), per_save, "{named:?}");
     let q = strata_index::testdata::queries(1, DIM as usize, 10, 1, 2);
     put_one(&engine, &scope, "later", &q[0]);
     let slot = engine.indexes.get(scope.key()).unwrap();
@@ -227,23 +204,28 @@ fn a_save_cut_short_keeps_the_named_image_file() {
     }));
     assert!(engine.persist_indexes().is_err());
     *lock(&slot.save_hook) = None;
+    // The new files are on disk, named by no row; the old ones are still named.
     let files = derived_files(&engine, &scope);
-    assert_eq!(files.len(), 4, "{files:?}");
+    assert_eq!(files.len(), 2 * per_save, "{files:?}");
     assert!(named.iter().all(|n| files.contains(n)), "{files:?}");
+    // Nothing captured was saved: still worth a save.
+    assert!(is_dirty(&engine, &scope));
     let expected = answers(&engine, &scope);
     drop(slot);
     drop(engine);
 
-    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let engine = Engine::open(dir, EngineConfig::default()).unwrap();
     let scope = crate::test_support::admin_scope(&engine, "acme");
+    // The old snapshot and image, and the log after them.
     assert!(load_from_image(&engine, &scope));
     assert_eq!(top_hit(&engine, &scope, &q[0]), "later");
     assert_eq!(answers(&engine, &scope), expected);
     verify_clean(&engine);
+    // The next save deletes the files no row names.
     engine.wait_for_graph_builds();
     assert_eq!(engine.persist_indexes().unwrap(), 1);
     let files = derived_files(&engine, &scope);
-    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files.len(), per_save, "{files:?}");
     assert!(named.iter().all(|n| !files.contains(n)), "{files:?}");
     verify_clean(&engine);
 }
