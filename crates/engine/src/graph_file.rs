@@ -166,8 +166,20 @@ pub(crate) fn read_checked(
     let mut file = store
         .open_derived(key, &f.name)?
         .ok_or_else(|| corrupt(format!("{} is missing", f.name)))?;
-    let mut bytes = Vec::with_capacity(usize::try_from(f.len).unwrap_or(0));
-    // One byte past the recorded length is enough to tell a longer file.
+    let on_disk = file
+        .metadata()
+        .map_err(|e| corrupt(format!("{}: {e}", f.name)))?
+        .len();
+    if on_disk != f.len {
+        return Err(corrupt(format!(
+            "{} has {on_disk} bytes, not {}",
+            f.name, f.len
+        )));
+    }
+    // Sized by the file, never by the row alone: a damaged length is an error above, not an
+    // allocation.
+    let mut bytes = Vec::with_capacity(usize::try_from(on_disk).unwrap_or(0));
+    // One byte past the recorded length tells a file that grew since.
     (&mut file)
         .take(f.len.saturating_add(1))
         .read_to_end(&mut bytes)

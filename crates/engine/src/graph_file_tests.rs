@@ -1,6 +1,7 @@
 //! Graph files through an engine: a saved graph is one file, read back at the next load; a
 //! damaged or missing file, or one a crash left half-saved, makes the load rebuild with the
-//! same answers; a migration keeps it usable; a hard delete leaves none.
+//! same answers; a migration keeps it usable; a hard delete leaves none. The same for a large
+//! collection's search image, a file of its own (`crate::search_image`).
 
 use std::path::{Path, PathBuf};
 
@@ -443,6 +444,17 @@ fn a_migration_keeps_the_graph_file_usable() {
         assert_eq!(answers(&engine, &scope2), before);
         assert!(verify_ok(&engine).warnings.is_empty());
     }
+}
+
+/// Deleting a collection deletes its files, its image's as well as its graph's.
+#[test]
+fn a_deleted_collection_leaves_no_file() {
+    let (dir, _) = saved_tenant_with_text();
+    let (engine, scope) = open(dir.path());
+    assert_eq!(files(&engine, &scope).len(), 2);
+    engine.delete_collection(&scope, &vec_name()).unwrap();
+    assert_eq!(files(&engine, &scope), Vec::<PathBuf>::new());
+    assert!(verify_ok(&engine).warnings.is_empty());
 }
 
 /// A hard delete removes the tenant's graph files with it; a directory a crash left behind

@@ -7,9 +7,10 @@
 //!    collection's search image needs (`search_image::Capture`: plain copies of the slots'
 //!    resident parts and the text and field indexes encoded), and each graph's bytes, copied
 //!    into memory (`to_bytes`: one `memcpy` of its arrays);
-//! 2. with no lock held, each graph's bytes are written to a new derived file and synced,
-//!    and the images are encoded from their captures;
-//! 3. `Captured::commit_rows`: one short transaction writes the snapshot rows, tagged with the
+//! 2. with no lock held (`Captured::write_files`), the images are encoded from their captures,
+//!    and each graph's bytes, and each large image (`search_image::IN_FILE_FROM_BYTES`), are
+//!    written to a new derived file and synced;
+//! 3. `commit_rows`: one short transaction writes the snapshot and image rows, tagged with the
 //!    captured version, and the change marks with the captured sequence, and trims the log
 //!    up to that sequence only.
 //!
@@ -26,7 +27,7 @@
 //! (cleared at the capture), so the next save captures them.
 //!
 //! One save of a tenant runs at a time (`TenantSlot::saving`): a save deletes the derived
-//! files no committed snapshot names, which would otherwise include another save's files
+//! files no committed row names, which would otherwise include another save's files
 //! between their write and their commit.
 
 use std::collections::HashMap;
@@ -95,7 +96,7 @@ impl Incarnation {
 pub(crate) enum SaveStage {
     /// Captured, the tenant's locks released, no file written yet.
     Captured,
-    /// Every graph file written, synced and named, the transaction not begun.
+    /// Every graph and image file written, synced and named, the transaction not begun.
     FilesDurable,
 }
 
@@ -474,10 +475,10 @@ fn finish(
     commit_rows(store, key, &slot.id, at, written)
 }
 
-/// Deletes the tenant's derived files no committed snapshot names (and temporary ones): the
+/// Deletes the tenant's derived files no committed row names (and temporary ones): the
 /// caller holds the tenant's save order, so no other save is writing one.
 fn delete_unnamed_files(store: &Store, key: TenantKey) -> Result<(), EngineError> {
-    if let Some(named) = committed_graph_files(store, key)? {
+    if let Some(named) = committed_files(store, key)? {
         let _ = store.retain_derived(key, |name| named.iter().any(|n| n == name));
     }
     Ok(())
@@ -485,10 +486,7 @@ fn delete_unnamed_files(store: &Store, key: TenantKey) -> Result<(), EngineError
 
 /// The files the tenant's committed snapshots and image rows name; `None` when a snapshot or
 /// an image row naming a file does not decode (then nothing may be deleted: it may name one).
-fn committed_graph_files(
-    store: &Store,
-    key: TenantKey,
-) -> Result<Option<Vec<String>>, EngineError> {
+fn committed_files(store: &Store, key: TenantKey) -> Result<Option<Vec<String>>, EngineError> {
     let r = store.read()?;
     let mut named = Vec::new();
     for c in r.collections(key)? {
