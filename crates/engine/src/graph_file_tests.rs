@@ -40,10 +40,10 @@ fn saved_tenant_with_text() -> (tempfile::TempDir, Vec<Vec<String>>) {
     });
     let (engine, scope) = open(saved.0.path());
     let r = engine.store.read().unwrap();
-    let image = crate::search_image::load(&engine.store, &r, scope.key(), &vec_name())
+    let image = crate::search_image::load(&r, scope.key(), &vec_name())
         .unwrap()
         .expect("an image");
-    assert!(image.len() >= crate::image_beside_graph::SIDE_BY_SIDE_FROM_BYTES);
+    assert!(image.len() >= crate::image_beside_graph::SIDE_BY_SIDE_FROM_BYTES as u64);
     saved
 }
 

@@ -8,6 +8,9 @@
 //! [`SIDE_BY_SIDE_FROM_BYTES`] of image a second thread costs more than it saves, and such a
 //! collection seldom has a graph (it is searched exactly), so the load stays on one thread.
 //!
+//! An image in a file of its own (`crate::search_image`, the large ones) is also read there,
+//! so its file and the graph's come off the disk together.
+//!
 //! The graph is read before the image says whether it fits (its version, slots and dimension are
 //! compared after both are done, as in a load on one thread): a snapshot and an image are saved in
 //! one transaction, so they disagree only after damage, when the graph is dropped as before.
@@ -21,7 +24,7 @@ use strata_types::Collection;
 use crate::EngineError;
 use crate::collection_index::{CollectionIndex, index_metric};
 use crate::graph_file;
-use crate::search_image::{self, Loaded};
+use crate::search_image::{self, Loaded, Saved};
 use crate::snapshot::{self, SavedGraph, Snapshot};
 
 /// Images at least this long are decoded beside the graph file's read.
@@ -45,33 +48,39 @@ pub(crate) struct Read {
 /// An image decoded, as [`search_image::decode`] returns it.
 pub(crate) type Decoded = Result<(CollectionIndex, Loaded), EngineError>;
 
-/// Decodes `bytes`, the image of collection `c`, and, when the image is large, reads the
-/// collection's snapshot and its graph file meanwhile. An error is the store's, reading the
-/// snapshot; the image's and the graph's own are in what is returned, for the caller to treat
-/// as it treats them on one thread (a rebuild, an exact scan).
+/// Reads and decodes `saved`, the image of collection `c`, and, when the image is large, reads
+/// the collection's snapshot and its graph file meanwhile (an image in a file of its own is
+/// read on the helper thread too). An error is the store's, reading the snapshot; the image's
+/// and the graph's own (a missing or damaged file among them) are in what is returned, for the
+/// caller to treat as it treats them on one thread (a rebuild, an exact scan).
 pub(crate) fn decode(
     store: &Store,
     r: &impl Reads,
     key: TenantKey,
     c: &Collection,
-    bytes: &[u8],
+    saved: &Saved,
     params: HnswParams,
 ) -> Result<(Decoded, Beside), EngineError> {
-    if bytes.len() < SIDE_BY_SIDE_FROM_BYTES {
-        return Ok((search_image::decode(bytes, c, params), Beside::NotRead));
+    let alone = || {
+        saved
+            .read(store, key)
+            .and_then(|bytes| search_image::decode(&bytes, c, params))
+    };
+    if saved.len() < SIDE_BY_SIDE_FROM_BYTES as u64 {
+        return Ok((alone(), Beside::NotRead));
     }
     std::thread::scope(|s| {
         let helper = std::thread::Builder::new()
             .name("strata-image-load".into())
             .spawn_scoped(s, || {
                 let cpu = strata_sched::thread_cpu_ns();
-                let decoded = search_image::decode(bytes, c, params);
+                let decoded = alone();
                 let used = cpu.zip(strata_sched::thread_cpu_ns()).map(|(a, b)| b - a);
                 (decoded, used)
             });
         // No thread to be had (a process at its limit): the load goes on in one.
         let Ok(helper) = helper else {
-            return Ok((search_image::decode(bytes, c, params), Beside::NotRead));
+            return Ok((alone(), Beside::NotRead));
         };
         let beside = read_graph(store, r, key, c, params);
         let (decoded, used) = helper

@@ -628,27 +628,47 @@ pub(crate) fn named_file(row: &[u8]) -> Option<Result<GraphFile, EngineError>> {
     (tag == IN_FILE).then(|| exactly::<GraphFile>(rest))
 }
 
-/// The saved image of `collection`, from its row or the file the row names. `None` when
-/// there is none, or the file is missing, damaged or the row naming it does not decode: a
-/// load then rebuilds from the records, as for an image that does not decode.
+/// The saved image of `collection` as its row gives it: the image, or the file holding it
+/// (read by [`Saved::read`], which a load may do on another thread). `None` when there is none,
+/// or the row naming a file does not decode: a load then rebuilds from the records, as for an
+/// image that does not decode.
 pub(crate) fn load(
-    store: &Store,
     r: &impl Reads,
     key: TenantKey,
     collection: &CollectionName,
-) -> Result<Option<Vec<u8>>, EngineError> {
+) -> Result<Option<Saved>, EngineError> {
     let Some(row) = r.blob(key, &blob_name(collection))? else {
         return Ok(None);
     };
     match named_file(&row) {
-        None => Ok(Some(row)),
-        Some(file) => match file.and_then(|f| graph_file::read_checked(store, key, &f)) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) => {
-                tracing::warn!(%collection, error = %e, "search image file unusable; rebuilding");
-                Ok(None)
-            }
-        },
+        None => Ok(Some(Saved::Inline(row))),
+        Some(Ok(f)) => Ok(Some(Saved::InFile(f))),
+        Some(Err(e)) => {
+            tracing::warn!(%collection, error = %e, "search image row unusable; rebuilding");
+            Ok(None)
+        }
+    }
+}
+
+impl Saved {
+    /// The image's length in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Saved::Inline(bytes) => bytes.len() as u64,
+            Saved::InFile(f) => f.len,
+        }
+    }
+
+    /// The image's bytes: the row's, or its file's, checked against the row's length and
+    /// checksum (`graph_file::read_checked`); an error for a missing or damaged file, which a
+    /// load treats as an image that does not decode.
+    pub(crate) fn read(&self, store: &Store, key: TenantKey) -> Result<Cow<'_, [u8]>, EngineError> {
+        match self {
+            Saved::Inline(bytes) => Ok(Cow::Borrowed(bytes)),
+            Saved::InFile(f) => graph_file::read_checked(store, key, f).map(Cow::Owned).inspect_err(|e| {
+                tracing::warn!(file = %f.name, error = %e, "search image file unusable; rebuilding");
+            }),
+        }
     }
 }
 

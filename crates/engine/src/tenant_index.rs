@@ -154,10 +154,10 @@ impl TenantIndex {
         // Records the change log's replay brought in: not in any saved image yet.
         let mut replayed = 0;
         for c in r.collections(key)? {
-            let Some(bytes) = search_image::load(store, r, key, &c.name)? else {
+            let Some(saved) = search_image::load(r, key, &c.name)? else {
                 return Ok(None);
             };
-            let (decoded, beside) = image_beside_graph::decode(store, r, key, &c, &bytes, params)?;
+            let (decoded, beside) = image_beside_graph::decode(store, r, key, &c, &saved, params)?;
             let Ok((mut ci, loaded)) = decoded else {
                 return Ok(None);
             };
