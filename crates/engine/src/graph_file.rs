@@ -120,19 +120,7 @@ pub(crate) fn load(
     metric: Metric,
     params: HnswParams,
 ) -> Result<HnswIndex, EngineError> {
-    let file = store
-        .open_derived(key, &f.name)?
-        .ok_or_else(|| corrupt(format!("{} is missing", f.name)))?;
-    let on_disk = file
-        .metadata()
-        .map_err(|e| corrupt(format!("{}: {e}", f.name)))?
-        .len();
-    if on_disk != f.len {
-        return Err(corrupt(format!(
-            "{} has {on_disk} bytes, not {}",
-            f.name, f.len
-        )));
-    }
+    let file = open_checked(store, key, f)?;
     // A mapping of the file: the checksum and the decoding read the page cache's pages in
     // place, and a large graph's rows stay in them (strata_index's `hnsw_map.rs`). Where
     // files cannot be mapped, a read.
@@ -163,21 +151,10 @@ pub(crate) fn read_checked(
     key: TenantKey,
     f: &GraphFile,
 ) -> Result<Vec<u8>, EngineError> {
-    let mut file = store
-        .open_derived(key, &f.name)?
-        .ok_or_else(|| corrupt(format!("{} is missing", f.name)))?;
-    let on_disk = file
-        .metadata()
-        .map_err(|e| corrupt(format!("{}: {e}", f.name)))?
-        .len();
-    if on_disk != f.len {
-        return Err(corrupt(format!(
-            "{} has {on_disk} bytes, not {}",
-            f.name, f.len
-        )));
-    }
-    // Sized by the file, never by the row alone: a damaged length is an error above, not an
-    // allocation.
+    let mut file = open_checked(store, key, f)?;
+    let on_disk = f.len;
+    // Sized by the file, never by the row alone: a damaged length is an error in
+    // `open_checked`, not an allocation.
     let mut bytes = Vec::with_capacity(usize::try_from(on_disk).unwrap_or(0));
     // One byte past the recorded length tells a file that grew since.
     (&mut file)
@@ -204,6 +181,28 @@ pub(crate) fn read_checked(
         return Err(corrupt(format!("{}: checksum differs", f.name)));
     }
     Ok(bytes)
+}
+
+/// File `f` of tenant `key`, open, if it exists and has the length the row records.
+fn open_checked(
+    store: &Store,
+    key: TenantKey,
+    f: &GraphFile,
+) -> Result<std::fs::File, EngineError> {
+    let file = store
+        .open_derived(key, &f.name)?
+        .ok_or_else(|| corrupt(format!("{} is missing", f.name)))?;
+    let on_disk = file
+        .metadata()
+        .map_err(|e| corrupt(format!("{}: {e}", f.name)))?
+        .len();
+    if on_disk != f.len {
+        return Err(corrupt(format!(
+            "{} has {on_disk} bytes, not {}",
+            f.name, f.len
+        )));
+    }
+    Ok(file)
 }
 
 /// Reads the graph file `f`, open as `file`, checked as [`load`] does.
