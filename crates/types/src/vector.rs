@@ -16,30 +16,63 @@ use crate::RecordError;
 /// The largest euclidean norm an accepted vector may have; it bounds every component too.
 pub const MAX_VECTOR_NORM: f64 = 1e15;
 
+/// The largest `f32` within [`MAX_VECTOR_NORM`] (the cast rounds 1e15 down to
+/// 999,999,986,991,104): a component's magnitude is within the bound exactly when it is at
+/// most this.
+const LARGEST_COMPONENT: f32 = MAX_VECTOR_NORM as f32;
+
+/// Independent sums of squares in [`check_vector_values`]: one sum would be a chain of
+/// dependent `f64` additions, about four cycles per component (a 128-d query's check was ~1 %
+/// of a search's time, docs/benchmarks.md, issue 15); eight lanes vectorise and overlap.
+const LANES: usize = 8;
+
 /// Checks a vector's values against the rule above (its dimension is checked against its
 /// collection by [`crate::check_vector`]).
 ///
 /// The error names the first component that is not finite or that alone exceeds the bound
 /// (`vector[i]`), else the whole vector (`vector`) when only the norm is too large. The norm is
-/// computed in `f64`, where it cannot overflow or underflow for any finite `f32` input, so the
-/// decision is exact and does not depend on which kernel (SIMD or scalar) runs.
+/// computed in `f64`, where it cannot overflow or underflow for any finite `f32` input: each
+/// square is exact there, and their sum (in [`LANES`] partial sums) is within a relative
+/// `n · 2⁻⁵³` of the true one, so only a norm that close to the bound could be decided either
+/// way, and the `f32` kernels' margin (module docs) covers it.
 pub fn check_vector_values(vector: &[f32]) -> Result<(), RecordError> {
-    let mut squares = 0.0f64;
-    for (position, &x) in vector.iter().enumerate() {
-        if !x.is_finite() {
-            return Err(RecordError::NonFiniteVector { position });
+    let mut within = true;
+    let mut lanes = [0.0f64; LANES];
+    let mut chunks = vector.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            // False for a NaN as well as for an infinity or a component past the bound.
+            within &= x.abs() <= LARGEST_COMPONENT;
+            *lane += f64::from(x) * f64::from(x);
         }
-        let wide = f64::from(x);
-        if wide.abs() > MAX_VECTOR_NORM {
-            return Err(RecordError::VectorComponentTooLarge { position, value: x });
-        }
-        squares += wide * wide;
     }
-    let norm = squares.sqrt();
+    for (lane, &x) in lanes.iter_mut().zip(chunks.remainder()) {
+        within &= x.abs() <= LARGEST_COMPONENT;
+        *lane += f64::from(x) * f64::from(x);
+    }
+    if !within && let Some(bad) = first_bad_component(vector) {
+        return Err(bad);
+    }
+    let norm = lanes.iter().sum::<f64>().sqrt();
     if norm > MAX_VECTOR_NORM {
         return Err(RecordError::VectorNormTooLarge { norm });
     }
     Ok(())
+}
+
+/// The error for the first component of `vector` that is not finite or exceeds the bound
+/// alone, if one does.
+#[cold]
+fn first_bad_component(vector: &[f32]) -> Option<RecordError> {
+    vector.iter().enumerate().find_map(|(position, &x)| {
+        if !x.is_finite() {
+            Some(RecordError::NonFiniteVector { position })
+        } else if x.abs() > LARGEST_COMPONENT {
+            Some(RecordError::VectorComponentTooLarge { position, value: x })
+        } else {
+            None
+        }
+    })
 }
 
 #[cfg(test)]
@@ -61,6 +94,7 @@ mod tests {
     #[test]
     fn the_bound_is_tight_on_both_sides() {
         let (inside, outside) = edges();
+        assert_eq!(inside, LARGEST_COMPONENT);
         assert!(f64::from(inside) <= MAX_VECTOR_NORM && f64::from(outside) > MAX_VECTOR_NORM);
         assert_eq!(check_vector_values(&[0.0, -inside]), Ok(()));
         assert_eq!(
