@@ -109,13 +109,10 @@ impl std::fmt::Display for Metric {
 /// The norm is computed in `f64`: in `f32` it overflows for components beyond ~1e19 and
 /// underflows for tiny ones, and a vector left unnormalised would then score far outside
 /// `[-1, 1]` in a cosine graph. In `f64` it is finite and non-zero for every finite non-zero
-/// `f32` vector. (Once per write or query, so the scalar loop costs nothing that matters.)
+/// `f32` vector. Summed in partial sums (`squared_norm`): once per write or query, but a
+/// single running sum cost about four cycles per component, ~0.45 µs at 384 dimensions.
 pub fn normalize(v: &mut [f32]) {
-    let norm = v
-        .iter()
-        .map(|&x| f64::from(x) * f64::from(x))
-        .sum::<f64>()
-        .sqrt();
+    let norm = strata_types::squared_norm(v).sqrt();
     if norm > 0.0 && norm.is_finite() {
         v.iter_mut()
             .for_each(|x| *x = (f64::from(*x) / norm) as f32);

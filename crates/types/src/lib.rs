@@ -50,7 +50,7 @@ pub use search::{
 };
 pub use shared::{HitSource, MAX_SHARED_SELECTORS, SharedRef, SharedSelector};
 pub use text::forges_text;
-pub use vector::{MAX_VECTOR_NORM, check_vector_values};
+pub use vector::{MAX_VECTOR_NORM, check_vector_values, squared_norm};
 
 /// Milliseconds since the Unix epoch, the one time unit of the data model.
 pub type Millis = i64;

@@ -21,39 +21,46 @@ pub const MAX_VECTOR_NORM: f64 = 1e15;
 /// most this.
 const LARGEST_COMPONENT: f32 = MAX_VECTOR_NORM as f32;
 
-/// Independent sums of squares in [`check_vector_values`]: one sum would be a chain of
-/// dependent `f64` additions, about four cycles per component (a 128-d query's check was ~1 %
-/// of a search's time, docs/benchmarks.md, issue 15); eight lanes vectorise and overlap.
+/// Independent partial sums in [`squared_norm`]: one sum would be a chain of dependent `f64`
+/// additions, about four cycles per component (a 128-d query's check was ~1 % of a search's
+/// time, docs/benchmarks.md, issue 15); eight vectorise and overlap.
 const LANES: usize = 8;
+
+/// The squared euclidean norm of `v`, in `f64`: each square is exact there, and the sum (in
+/// [`LANES`] partial sums, so not in index order) is within a relative `n · 2⁻⁵³` of the true
+/// one. Finite for every finite `f32` vector of any length that fits in memory.
+pub fn squared_norm(v: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let mut chunks = v.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += f64::from(x) * f64::from(x);
+        }
+    }
+    for (lane, &x) in lanes.iter_mut().zip(chunks.remainder()) {
+        *lane += f64::from(x) * f64::from(x);
+    }
+    lanes.iter().sum()
+}
 
 /// Checks a vector's values against the rule above (its dimension is checked against its
 /// collection by [`crate::check_vector`]).
 ///
 /// The error names the first component that is not finite or that alone exceeds the bound
 /// (`vector[i]`), else the whole vector (`vector`) when only the norm is too large. The norm is
-/// computed in `f64`, where it cannot overflow or underflow for any finite `f32` input: each
-/// square is exact there, and their sum (in [`LANES`] partial sums) is within a relative
-/// `n · 2⁻⁵³` of the true one, so only a norm that close to the bound could be decided either
-/// way, and the `f32` kernels' margin (module docs) covers it.
+/// computed in `f64` ([`squared_norm`]), where it cannot overflow or underflow for any finite
+/// `f32` input; its rounding could decide only a norm within a relative `n · 2⁻⁵³` of the
+/// bound either way, and the `f32` kernels' margin (module docs) covers that.
 pub fn check_vector_values(vector: &[f32]) -> Result<(), RecordError> {
-    let mut within = true;
-    let mut lanes = [0.0f64; LANES];
-    let mut chunks = vector.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (lane, &x) in lanes.iter_mut().zip(chunk) {
-            // False for a NaN as well as for an infinity or a component past the bound.
-            within &= x.abs() <= LARGEST_COMPONENT;
-            *lane += f64::from(x) * f64::from(x);
-        }
-    }
-    for (lane, &x) in lanes.iter_mut().zip(chunks.remainder()) {
-        within &= x.abs() <= LARGEST_COMPONENT;
-        *lane += f64::from(x) * f64::from(x);
-    }
+    // A fold, not `all`: no early exit, so it vectorises. False for a NaN as well as for an
+    // infinity or a component past the bound.
+    let within = vector
+        .iter()
+        .fold(true, |ok, &x| ok & (x.abs() <= LARGEST_COMPONENT));
     if !within && let Some(bad) = first_bad_component(vector) {
         return Err(bad);
     }
-    let norm = lanes.iter().sum::<f64>().sqrt();
+    let norm = squared_norm(vector).sqrt();
     if norm > MAX_VECTOR_NORM {
         return Err(RecordError::VectorNormTooLarge { norm });
     }
@@ -124,6 +131,17 @@ mod tests {
         let err = check_vector_values(&[6e14; 4]).unwrap_err();
         assert!(err.to_string().starts_with("vector: "), "{err}");
         assert!(err.to_string().contains("1e15"), "{err}");
+    }
+
+    proptest! {
+        /// The partial sums give the running sum's value up to its rounding, at every length
+        /// (below, at and past a multiple of the lanes).
+        #[test]
+        fn squared_norm_is_the_sum_of_squares(v in proptest::collection::vec(-1e6f32..1e6, 0..70)) {
+            let running: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+            let tolerance = running * 1e-14;
+            prop_assert!((squared_norm(&v) - running).abs() <= tolerance);
+        }
     }
 
     #[test]
