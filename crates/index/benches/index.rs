@@ -70,6 +70,29 @@ mod kernel {
     }
 }
 
+/// What every query and written vector pays before any distance: the value check (finite,
+/// bounded norm) and, for a cosine collection, the normalisation. Dimensions of common
+/// embedding models.
+#[divan::bench_group]
+mod vector_checks {
+    use super::*;
+
+    const DIMS: [usize; 3] = [128, 384, 1536];
+
+    #[divan::bench(args = DIMS)]
+    fn check_values(b: Bencher, dim: usize) {
+        let (x, _) = pair(dim);
+        b.bench(|| strata_types::check_vector_values(black_box(&x)));
+    }
+
+    #[divan::bench(args = DIMS)]
+    fn normalize(b: Bencher, dim: usize) {
+        let (x, _) = pair(dim);
+        b.with_inputs(|| x.clone())
+            .bench_local_refs(|v| strata_index::metric::normalize(black_box(v)));
+    }
+}
+
 /// Exact top-10 over 10 000 × 128 vectors.
 #[divan::bench(args = [Metric::Cosine, Metric::Dot, Metric::L2])]
 fn exact_scan_10k(b: Bencher, metric: Metric) {

@@ -114,8 +114,12 @@ impl std::fmt::Display for Metric {
 pub fn normalize(v: &mut [f32]) {
     let norm = strata_types::squared_norm(v).sqrt();
     if norm > 0.0 && norm.is_finite() {
+        // A multiplication by the reciprocal, not a division per component (several times
+        // the cost): in `f64` the two differ by an ulp or so, which the rounding to `f32`
+        // all but always removes.
+        let scale = 1.0 / norm;
         v.iter_mut()
-            .for_each(|x| *x = (f64::from(*x) / norm) as f32);
+            .for_each(|x| *x = (f64::from(*x) * scale) as f32);
     }
 }
 
