@@ -252,12 +252,19 @@ impl Engine {
             Err(_) if superseded.get() => return Ok(()),
             done => done?,
         }
-        // Its graph files: no snapshot names them now (best effort; a file left behind is
-        // deleted by the tenant's next save or purge).
-        let _ = self
-            .store
-            .retain_derived(key, |n| !crate::graph_file::is_of(n, name));
+        self.delete_unnamed_files(scope);
         Ok(())
+    }
+
+    /// A deleted collection's graph and image files, which no row names now: deleted as a
+    /// save deletes its old files, under the tenant's save order and keeping every file a
+    /// committed row names, not every file of the collection's name. A collection created
+    /// again under that name meanwhile may have a save's new files already. Best effort: a
+    /// file left behind is deleted by the tenant's next save or purge.
+    pub(crate) fn delete_unnamed_files(&self, scope: &TenantScope) {
+        let slot = self.indexes.slot(scope.key(), scope.tenant());
+        let _saving = crate::registry::lock_slot(&slot.saving);
+        let _ = crate::index_save::delete_unnamed_files(&self.store, scope.key());
     }
 }
 

@@ -12,12 +12,12 @@
 //!
 //! The graph snapshot (`crate::snapshot`) names the current file with its length and a
 //! checksum of its bytes; the file is written and synced before the transaction that names it
-//! commits, and files no snapshot names are deleted after it. A file that is missing, of
+//! commits, and files no snapshot or search-image row names (a large image is a file of its
+//! own, `crate::search_image`) are deleted after it, always under the tenant's save order. A file that is missing, of
 //! another length, fails its checksum or does not decode closed is an error here, and the
 //! caller rebuilds from the records: never an error to the user, never a wrong answer.
 
 use std::io::{BufReader, Read};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use strata_index::{GraphMap, HnswIndex, HnswParams, Metric};
@@ -56,20 +56,13 @@ fn prefix(collection: &CollectionName) -> String {
     format!("{hex}-")
 }
 
-/// Whether file `name` holds a graph or a search image of `collection`.
-pub(crate) fn is_of(name: &str, collection: &CollectionName) -> bool {
-    name.starts_with(&prefix(collection))
-        && (name.ends_with(SUFFIX) || name.ends_with(IMAGE_SUFFIX))
-}
-
 /// A new file name for `collection`'s graph (or image, by `suffix`) at data version
-/// `version`: unique (the time in nanoseconds), so a save never overwrites the file a
-/// committed row names.
+/// `version`: unique (64 bits of a fresh UUIDv7, almost all of them random; not the clock
+/// alone, which two saves at one data version could read alike, or before 1970 as 0), so
+/// a save never overwrites the file a committed row names.
 fn file_name(collection: &CollectionName, version: u64, suffix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    format!("{}{version}-{nanos:016x}{suffix}", prefix(collection))
+    let (_, nonce) = uuid::Uuid::now_v7().as_u64_pair();
+    format!("{}{version}-{nonce:016x}{suffix}", prefix(collection))
 }
 
 /// What a derived file of a collection holds.

@@ -457,6 +457,72 @@ fn a_deleted_collection_leaves_no_file() {
     assert!(verify_ok(&engine).warnings.is_empty());
 }
 
+/// The files of a deleted collection are deleted by what no row names, not by their name: a
+/// delete whose last step runs late, after its collection was created again under the name
+/// and saved, keeps the new collection's files (named by its rows) and deletes only the
+/// stray one of the same name.
+#[test]
+fn a_late_delete_of_a_collections_files_keeps_those_its_successor_saved() {
+    let (dir, before) = saved_tenant_with_text();
+    let (engine, scope) = open(dir.path());
+    let named = named_files(&engine, &scope);
+    assert_eq!(named.len(), 2, "a graph file and an image file");
+    let hex: String = vec_name()
+        .as_str()
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let stray = format!("{hex}-1-00000000000000aa.hnsw");
+    engine
+        .store
+        .write_derived(scope.key(), &stray, |w| w.write_all(b"an old graph"))
+        .unwrap();
+    assert_eq!(files(&engine, &scope).len(), 3);
+    engine.delete_unnamed_files(&scope);
+    assert_eq!(files(&engine, &scope), named);
+    drop(engine);
+    let (engine, scope) = open(dir.path());
+    assert_eq!(answers(&engine, &scope), before);
+    assert!(
+        restored(&engine, &scope),
+        "loaded from its files, not rebuilt"
+    );
+    assert!(verify_ok(&engine).warnings.is_empty());
+}
+
+/// A verify holds the tenant's saves back while it reads: a save commits rows naming new
+/// files and deletes the old ones with no other lock held, so a verify that read its rows
+/// before such a save and the files after would find them gone and warn about a healthy
+/// tenant.
+#[test]
+fn a_verify_holds_the_tenants_saves_back() {
+    let (dir, before) = saved_tenant_with_text();
+    let (engine, scope) = open(dir.path());
+    assert_eq!(answers(&engine, &scope), before);
+    // How long a verify takes with nothing held: one that ignored the save would be done
+    // well within three times that.
+    let started = std::time::Instant::now();
+    verify_ok(&engine);
+    let unheld = started.elapsed();
+    let slot = engine.indexes.get(scope.key()).expect("a loaded tenant");
+    let saving = slot.saving.lock().unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let verify = s.spawn(|| {
+            let report = verify_ok(&engine);
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            report
+        });
+        std::thread::sleep(unheld * 3 + std::time::Duration::from_millis(100));
+        assert!(
+            !done.load(std::sync::atomic::Ordering::SeqCst),
+            "the verify waits for the save in progress"
+        );
+        drop(saving);
+        assert!(verify.join().unwrap().warnings.is_empty());
+    });
+}
+
 /// A hard delete removes the tenant's graph files with it; a directory a crash left behind
 /// for a tenant that is no longer registered goes at the next start.
 #[test]

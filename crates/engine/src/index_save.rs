@@ -477,7 +477,7 @@ fn finish(
 
 /// Deletes the tenant's derived files no committed row names (and temporary ones): the
 /// caller holds the tenant's save order, so no other save is writing one.
-fn delete_unnamed_files(store: &Store, key: TenantKey) -> Result<(), EngineError> {
+pub(crate) fn delete_unnamed_files(store: &Store, key: TenantKey) -> Result<(), EngineError> {
     if let Some(named) = committed_files(store, key)? {
         let _ = store.retain_derived(key, |name| named.iter().any(|n| n == name));
     }

@@ -703,7 +703,10 @@ impl IndexRegistry {
     }
 
     /// Runs `f` with one storage snapshot and the tenant's loaded indexes (if loaded), with
-    /// the tenant's writes held back so that both reflect the same commits.
+    /// the tenant's writes held back so that both reflect the same commits, and its saves
+    /// too: a save commits rows naming new derived files and deletes the old ones with no
+    /// other lock held, so the files the snapshot's rows name stay on disk while `f` reads
+    /// them. Lock order as a save's: `saving`, then `apply`, then the index.
     pub fn with_consistent<R>(
         &self,
         store: &Store,
@@ -713,6 +716,7 @@ impl IndexRegistry {
         let Some(slot) = self.get(key) else {
             return f(&store.read()?, None);
         };
+        let _saving = lock_slot(&slot.saving);
         let _order = lock_slot(&slot.apply);
         let guard = self.read_index(&slot);
         f(&store.read()?, guard.as_ref())

@@ -139,16 +139,15 @@ impl Engine {
                     let pending = ti.write_pending();
                     // A collection the index does not hold yet (created after the tenant was
                     // loaded, no record written to it since) is answered from storage below.
-                    if lean && !pending && ti.collections.contains_key(name) {
+                    if lean
+                        && !pending
+                        && let Some(ci) = ti.collections.get(name)
+                    {
                         // Named from the index alone: the tenant's liveness and permission
                         // checked again while the index is held (`read_tenant`'s checks, from
                         // memory while the tenant is known live), the collection's defaults
                         // from the definition its index was made from, and no snapshot.
                         self.check_readable(scope, Permission::Read)?;
-                        let ci = ti
-                            .collections
-                            .get(name)
-                            .ok_or_else(|| EngineError::CollectionNotFound(name.clone()))?;
                         let half_life = s
                             .recency_half_life_secs
                             .or(ci.definition.memory.recency_half_life_secs);
@@ -527,6 +526,13 @@ pub(crate) fn search_collection(
                 &passes,
             )?;
             exact = was_exact;
+            // The re-check and the naming below read each hit's resident part: its load
+            // starts here and overlaps the ranking in between (`touch_resident`).
+            for h in &hits {
+                if let Some(doc) = ci.docs.get(h.slot as usize) {
+                    strata_index::kernels::prefetch(doc);
+                }
+            }
             Some(hits)
         }
         _ => None,

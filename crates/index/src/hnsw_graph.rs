@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use crate::hnsw_rows::Rows;
 use crate::hnsw_scratch::{Near, Scratch, Visited, with_scratch};
-use crate::kernels::Kernel;
+use crate::kernels::{Kernel, prefetch};
 
 /// Words (u32) per cache line.
 pub(crate) const LINE_WORDS: usize = 16;
@@ -88,18 +88,6 @@ pub(crate) fn level_of(node: u32, m: usize) -> usize {
     let u = 1.0 - (z >> 11) as f64 / (1u64 << 53) as f64;
     let level = -u.ln() / (m as f64).ln();
     (level as usize).min(MAX_LEVEL)
-}
-
-/// Asks the CPU to start loading the cache line at `p` (no effect where unsupported).
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 impl Graph {
@@ -459,6 +447,13 @@ impl Graph {
             let from = len.map_or(start, |len| &entries[..len]);
             self.walk_marked(q, from, ef, 0, s, &mark, keep);
             let mut found: Vec<Near> = s.results.drain().collect();
+            // Each result's label is read next (`HnswIndex::collect`): its load starts here
+            // and overlaps the sort instead of following it, one miss after another.
+            for n in &found {
+                if let Some(label) = self.labels.get(n.node as usize) {
+                    prefetch(label);
+                }
+            }
             found.sort_unstable();
             found
         })

@@ -26,6 +26,20 @@ pub enum SimdLevel {
     Scalar,
 }
 
+/// Asks the CPU to start loading the cache line at `p` without waiting for it (no effect
+/// where unsupported): for memory a caller will read soon, at an address it knows before it
+/// needs the value, such as a graph node's links and vector, or the engine's record of a hit.
+#[inline(always)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Dot product `sum(a[i] * b[i])`.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -11,7 +11,8 @@
 //! it writes meanwhile, until the backup ends.
 //!
 //! Derived index files (`indexes/`) are taken right after the snapshots, before the rows are
-//! copied, while the rows name them: hard-linked when the backup is on the same file system
+//! copied, with their deletion held off from before the snapshots until then, so every file
+//! a snapshot's row names is taken: hard-linked when the backup is on the same file system
 //! (they are never changed in place, only replaced), else copied. One that is missing or does
 //! not match the row naming it only makes the restored server rebuild that index.
 //!
@@ -169,12 +170,19 @@ impl Store {
         progress: &BackupProgress,
         stop: &dyn Fn() -> Result<(), StoreError>,
     ) -> Result<BackedUp, StoreError> {
-        let snapshots = self.backup_snapshots()?;
-        // The index files first, while the rows of the snapshots name them: an index save or
-        // a collection's delete removes the files its rows no longer name.
-        progress.enter("index_files");
-        let index_files =
-            copy_derived(&self.placement.derived_root(), &dir.join(DERIVED_DIR), stop)?;
+        // No derived file is deleted from before the snapshots until the files are taken
+        // (`Store::derived_gate`): an index save or a collection's delete removes the files
+        // its rows no longer name, which may be files the snapshots' rows name.
+        let (snapshots, index_files) = {
+            let _no_deletions = self
+                .derived_gate
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let snapshots = self.backup_snapshots()?;
+            progress.enter("index_files");
+            let taken = copy_derived(&self.placement.derived_root(), &dir.join(DERIVED_DIR), stop)?;
+            (snapshots, taken)
+        };
         let mut total = 0;
         for s in &snapshots {
             total += rows_of(&s.txn)?;

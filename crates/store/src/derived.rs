@@ -16,7 +16,7 @@
 //! synced ([`Store::write_derived`]) before any row names it, so a crash leaves either the
 //! old file, or the old and the new (the new one unnamed until its row commits), never a
 //! half-written file under a name a row gives. Files no row names any more are deleted by
-//! [`Store::retain_derived`]; a tenant's directory goes whole with its purge
+//! [`Store::retain_derived`] (not while a backup takes them); a tenant's directory goes whole with its purge
 //! ([`Store::remove_derived`]), and at start ([`Store::remove_orphan_derived`]) when a crash
 //! came between the purge and that. The directory does not depend on the tenant's isolation
 //! level, so a migration between levels moves only the rows, and the files stay valid.
@@ -149,11 +149,16 @@ impl Store {
     /// Deletes every derived file of tenant `t` that `keep` refuses, temporary ones included
     /// (their names start with `tmp-`: a caller that holds the tenant's save order refuses
     /// them, since no write of its own is in progress; others keep them). Returns the count.
+    /// Deletes nothing while a backup takes the derived files (`Store::derived_gate`): a
+    /// file no row names now may be one its snapshot's rows name.
     pub fn retain_derived(
         &self,
         t: TenantKey,
         keep: impl Fn(&str) -> bool,
     ) -> Result<usize, StoreError> {
+        let Ok(_no_backup) = self.derived_gate.try_read() else {
+            return Ok(0);
+        };
         let dir = self.derived_dir(t);
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,

@@ -235,3 +235,44 @@ fn progress_moves_within_a_chunk() {
     assert!(partway >= 3, "{seen:?} of {total}");
     assert_eq!(progress.phase(), "syncing");
 }
+
+/// A derived file is not deleted while a backup takes the derived files: a save that
+/// committed new rows after the backup's snapshots deletes the files those rows no longer
+/// name, which the snapshots' rows still do. Here the deletion is asked at each step of the
+/// copy of the files (the `stop` callback), deletes nothing, and the file is in the backup;
+/// once the backup is done, the same deletion goes ahead.
+#[test]
+fn no_derived_file_is_deleted_while_a_backup_takes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("strata.redb")).unwrap();
+    let a = tenant(&store, "a");
+    for name in ["graph-1", "graph-2"] {
+        store
+            .write_derived(a, name, |w| w.write_all(b"graph bytes"))
+            .unwrap();
+    }
+    let dest = dir.path().join("b");
+    let (asked, deleted) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    let done = store
+        .backup(&dest, &BackupProgress::default(), &|| {
+            if progress_is_taking_files(&store) {
+                asked.set(asked.get() + 1);
+                deleted.set(deleted.get() + store.retain_derived(a, |_| false).unwrap());
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(asked.get() > 0, "the deletion was asked during the copy");
+    assert_eq!(deleted.get(), 0);
+    assert_eq!(done.index_files, 2);
+    let taken = dest.join(DERIVED_DIR).join(format!("{:016x}", a.raw()));
+    for name in ["graph-1", "graph-2"] {
+        assert_eq!(std::fs::read(taken.join(name)).unwrap(), b"graph bytes");
+    }
+    assert_eq!(store.retain_derived(a, |_| false).unwrap(), 2);
+}
+
+/// Whether a backup holds the derived files' deletion off now (its gate taken).
+fn progress_is_taking_files(store: &Store) -> bool {
+    store.derived_gate.try_read().is_err()
+}
