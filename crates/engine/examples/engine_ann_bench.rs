@@ -17,7 +17,8 @@
 //!
 //! What is timed is the whole engine call: request checks, visibility resolution, the tenant
 //! liveness read, candidate bitmaps, the planner, the graph search with its filter callback,
-//! and cloning the hit records. The "build" line is the first search of the tenant, which loads
+//! and cloning the hit records. The requests are built before the timed passes, as
+//! `ann_bench` hands the bare index its queries. The "build" line is the first search of the tenant, which loads
 //! the tenant's indexes from storage, plus the wait for the background builder's HNSW graph
 //! (2 threads); `put_s` is the time the durable writes took. `exact_share` is the share of
 //! responses that came from an exact scan (0 when every search used the graph).
