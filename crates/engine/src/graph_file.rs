@@ -13,7 +13,8 @@
 //! The graph snapshot (`crate::snapshot`) names the current file with its length and a
 //! checksum of its bytes; the file is written and synced before the transaction that names it
 //! commits, and files no snapshot or search-image row names (a large image is a file of its
-//! own, `crate::search_image`) are deleted after it, always under the tenant's save order. A file that is missing, of
+//! own, `crate::search_image`) are deleted after it, always under the tenant's save order;
+//! those a crash left between the commit and the deletion go at the tenant's next load. A file that is missing, of
 //! another length, fails its checksum or does not decode closed is an error here, and the
 //! caller rebuilds from the records: never an error to the user, never a wrong answer.
 

@@ -523,6 +523,32 @@ fn a_verify_holds_the_tenants_saves_back() {
     });
 }
 
+/// Files no row names (a crash between a save's commit and its deletion of the old files
+/// leaves them) are deleted when the tenant is next loaded, not only by its next save, which
+/// a tenant that is only read never makes; the files its rows name stay and are loaded.
+#[test]
+fn a_load_deletes_the_files_no_row_names() {
+    let (dir, before) = saved_tenant();
+    {
+        let (engine, scope) = open(dir.path());
+        engine
+            .store
+            .write_derived(scope.key(), "766563-1-00000000000000aa.hnsw", |w| {
+                w.write_all(b"an old graph")
+            })
+            .unwrap();
+    }
+    let (engine, scope) = open(dir.path());
+    let named = named_files(&engine, &scope);
+    assert_eq!(files(&engine, &scope).len(), named.len() + 1);
+    assert_eq!(answers(&engine, &scope), before);
+    assert!(
+        restored(&engine, &scope),
+        "loaded from its files, not rebuilt"
+    );
+    assert_eq!(files(&engine, &scope), named);
+}
+
 /// A hard delete removes the tenant's graph files with it; a directory a crash left behind
 /// for a tenant that is no longer registered goes at the next start.
 #[test]

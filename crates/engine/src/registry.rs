@@ -112,6 +112,22 @@ pub(crate) fn lock_slot<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+/// Deletes the derived files of a tenant just loaded that no committed row names: what a
+/// crash between a save's commit and its deletion of the old files leaves, or a deletion that
+/// failed. Otherwise only the tenant's next save deletes them, which a tenant that is only
+/// read never makes, and a large graph's file is hundreds of megabytes. A tenant without a
+/// derived directory pays one `stat`; nothing is done while a save runs (it deletes them
+/// itself, under the same lock).
+fn delete_orphan_files(store: &Store, key: TenantKey, slot: &TenantSlot) {
+    if !store.derived_dir(key).is_dir() {
+        return;
+    }
+    let Some(_saving) = crate::index_save::try_lock(&slot.saving) else {
+        return;
+    };
+    let _ = crate::index_save::delete_unnamed_files(store, key);
+}
+
 /// The registry's slots by storage key.
 type SlotMap = HashMap<TenantKey, Arc<TenantSlot>>;
 
@@ -456,6 +472,7 @@ impl IndexRegistry {
         };
         if loaded_now {
             self.enforce_budget(store, Some(key));
+            delete_orphan_files(store, key, slot);
         }
         let guard = self.read_index(slot);
         match guard.as_ref() {
