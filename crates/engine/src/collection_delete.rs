@@ -260,9 +260,13 @@ impl Engine {
     /// save deletes its old files, under the tenant's save order and keeping every file a
     /// committed row names, not every file of the collection's name. A collection created
     /// again under that name meanwhile may have a save's new files already. Best effort: a
-    /// file left behind is deleted by the tenant's next save or purge.
+    /// file left behind is deleted by the tenant's next load, save or purge; so is one of a
+    /// tenant with no slot (purged meanwhile, which a new slot would bring back to the
+    /// registry, or never loaded, whose load deletes them).
     pub(crate) fn delete_unnamed_files(&self, scope: &TenantScope) {
-        let slot = self.indexes.slot(scope.key(), scope.tenant());
+        let Some(slot) = self.indexes.get(scope.key()) else {
+            return;
+        };
         let _saving = crate::registry::lock_slot(&slot.saving);
         let _ = crate::index_save::delete_unnamed_files(&self.store, scope.key());
     }

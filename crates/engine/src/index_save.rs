@@ -40,7 +40,6 @@ use strata_types::{Collection, CollectionName, TenantId};
 use crate::EngineError;
 use crate::graph_file::{self, GraphFile, Holds};
 use crate::registry::{TenantSlot, lock_slot};
-use crate::snapshot::SavedGraph;
 use crate::tenant_index::TenantIndex;
 use crate::{search_image, snapshot};
 
@@ -490,14 +489,13 @@ fn committed_files(store: &Store, key: TenantKey) -> Result<Option<Vec<String>>,
     let r = store.read()?;
     let mut named = Vec::new();
     for c in r.collections(key)? {
-        match snapshot::load(&r, key, &c.name)? {
-            None => {}
+        // The file's name only, not the snapshot's list of slot ids (a large tenant's
+        // millions of strings): this runs at every save and at a tenant's load.
+        let row = r.blob(key, &snapshot::blob_name(&c.name))?;
+        match row.as_deref().map(snapshot::named_file) {
+            None | Some(Ok(None)) => {}
             Some(Err(_)) => return Ok(None),
-            Some(Ok(s)) => {
-                if let Some(SavedGraph::File(f)) = s.graph {
-                    named.push(f.name);
-                }
-            }
+            Some(Ok(Some(f))) => named.push(f.name),
         }
         let row = r.blob(key, &search_image::blob_name(&c.name))?;
         match row.as_deref().and_then(search_image::named_file) {

@@ -24,7 +24,7 @@ const FORMAT_INLINE: u8 = 1;
 /// Blob names of index snapshots start with this, then the collection's name.
 pub(crate) const BLOB_PREFIX: &str = "index:";
 
-fn blob_name(collection: &CollectionName) -> String {
+pub(crate) fn blob_name(collection: &CollectionName) -> String {
     format!("{BLOB_PREFIX}{collection}")
 }
 
@@ -165,6 +165,57 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, EngineError> {
     }
 }
 
+/// The stored form with the slot list walked over, not kept: what [`named_file`] decodes.
+#[derive(Deserialize)]
+struct StoredFile {
+    #[allow(dead_code)]
+    format: u8,
+    #[allow(dead_code)]
+    version: u64,
+    #[allow(dead_code)]
+    dim: u32,
+    #[allow(dead_code)]
+    slots: SkippedSlots,
+    graph: Option<GraphFile>,
+}
+
+/// A snapshot's slot list, each id borrowed from the bytes and dropped: no string is
+/// allocated, so reading which file a snapshot names costs a walk over its bytes, not a
+/// copy of a large tenant's ids.
+struct SkippedSlots;
+
+impl<'de> Deserialize<'de> for SkippedSlots {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Walk;
+        impl<'de> serde::de::Visitor<'de> for Walk {
+            type Value = SkippedSlots;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of slots")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SkippedSlots, A::Error> {
+                while seq.next_element::<Option<&'de str>>()?.is_some() {}
+                Ok(SkippedSlots)
+            }
+        }
+        d.deserialize_seq(Walk)
+    }
+}
+
+/// The derived file a stored snapshot names, if any, decoded closed as [`decode`] decodes
+/// the whole snapshot (the same errors for the same bytes) without keeping its slot list: for
+/// finding which files are named (`index_save::committed_files`). A format-1 snapshot holds
+/// its graph inline and names none.
+pub(crate) fn named_file(bytes: &[u8]) -> Result<Option<GraphFile>, EngineError> {
+    match bytes.first() {
+        Some(&FORMAT) => Ok(exactly::<StoredFile>(bytes)?.graph),
+        Some(&FORMAT_INLINE) => Ok(None),
+        _ => decode(bytes).map(|_| None),
+    }
+}
+
 /// The collection's stored snapshot, if there is one: `Some(Err(_))` when it does not decode.
 /// Snapshots are derived state, so the caller rebuilds from the records rather than trusting
 /// one that does not decode or does not match storage.
@@ -188,6 +239,30 @@ pub(crate) fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file a snapshot names is read without its slot list, with the same answer and the
+    /// same refusals as the whole decode.
+    #[test]
+    fn the_named_file_is_read_as_the_whole_snapshot_reads_it() {
+        let file = GraphFile {
+            name: "766563-7-00000000000000aa.hnsw".into(),
+            len: 4096,
+            checksum: 42,
+        };
+        let slots = vec![Some("a".to_owned()), None, Some("b".repeat(64))];
+        for graph in [None, Some(file)] {
+            let bytes = encode(&Snapshot::new(7, 3, slots.clone(), graph.clone())).unwrap();
+            assert_eq!(named_file(&bytes).unwrap(), graph);
+            for cut in 0..bytes.len() {
+                assert!(named_file(&bytes[..cut]).is_err(), "cut at {cut}");
+                assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(named_file(&longer).is_err() && decode(&longer).is_err());
+        }
+        assert!(named_file(&[9, 1, 2]).is_err());
+    }
 
     /// A stored data version of the wrong length is an error, never version 0.
     #[test]

@@ -156,8 +156,12 @@ impl Store {
         t: TenantKey,
         keep: impl Fn(&str) -> bool,
     ) -> Result<usize, StoreError> {
-        let Ok(_no_backup) = self.derived_gate.try_read() else {
-            return Ok(0);
+        // A backup that panicked while it held the gate left it poisoned, not held: that
+        // must not stop deletions for the server's life.
+        let _no_backup = match self.derived_gate.try_read() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(0),
         };
         let dir = self.derived_dir(t);
         let entries = match std::fs::read_dir(&dir) {
