@@ -42,7 +42,8 @@ pub(crate) struct EpochMap<V> {
 struct Known<V> {
     /// The registry epoch the entries were read under.
     epoch: u64,
-    by_key: HashMap<TenantKey, V>,
+    /// Keyed by storage keys the registry mints, so a fast hash (see the crate's manifest).
+    by_key: HashMap<TenantKey, V, foldhash::fast::RandomState>,
 }
 
 impl<V> Default for EpochMap<V> {
@@ -57,7 +58,7 @@ impl<V> EpochMap<V> {
         EpochMap {
             inner: ShardedLock::new(Known {
                 epoch: 0,
-                by_key: HashMap::new(),
+                by_key: HashMap::default(),
             }),
             cap: cap.max(1),
         }

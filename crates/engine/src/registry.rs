@@ -129,7 +129,8 @@ fn delete_orphan_files(store: &Store, key: TenantKey, slot: &TenantSlot) {
 }
 
 /// The registry's slots by storage key.
-type SlotMap = HashMap<TenantKey, Arc<TenantSlot>>;
+/// Keyed by storage keys the registry mints, so a fast hash (see the crate's manifest).
+type SlotMap = HashMap<TenantKey, Arc<TenantSlot>, foldhash::fast::RandomState>;
 
 /// Loaded tenant indexes, by storage key.
 pub(crate) struct IndexRegistry {
