@@ -11,9 +11,10 @@
 //! it writes meanwhile, until the backup ends.
 //!
 //! Derived index files (`indexes/`) are taken right after the snapshots, before the rows are
-//! copied, with their deletion held off from before the snapshots until then, so every file
-//! a snapshot's row names is taken: hard-linked when the backup is on the same file system
-//! (they are never changed in place, only replaced), else copied. One that is missing or does
+//! copied: linked into a staging directory beside them with their deletion held off from
+//! before the snapshots until then, so every file a snapshot's row names is taken, then
+//! hard-linked from there when the backup is on the same file system (they are never
+//! changed in place, only replaced), else copied. One that is missing or does
 //! not match the row naming it only makes the restored server rebuild that index.
 //!
 //! The copy is written under `<destination>.partial` (readable by the server's user only) and
@@ -170,19 +171,26 @@ impl Store {
         progress: &BackupProgress,
         stop: &dyn Fn() -> Result<(), StoreError>,
     ) -> Result<BackedUp, StoreError> {
-        // No derived file is deleted from before the snapshots until the files are taken
-        // (`Store::derived_gate`): an index save or a collection's delete removes the files
-        // its rows no longer name, which may be files the snapshots' rows name.
-        let (snapshots, index_files) = {
+        // No derived file is deleted from before the snapshots until the files are linked
+        // into a staging directory beside them (`Store::derived_gate`): an index save or a
+        // collection's delete removes the files its rows no longer name, which may be files
+        // the snapshots' rows name. The links are instant (one file system); the copy into
+        // the backup, which may be minutes to another file system, reads the staged links
+        // with deletions going on, so no save keeps a replaced graph's disk space meanwhile.
+        let root = self.placement.derived_root();
+        let staging = Staging(root.join(staging_name(dir)));
+        let snapshots = {
             let _no_deletions = self
                 .derived_gate
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let snapshots = self.backup_snapshots()?;
             progress.enter("index_files");
-            let taken = copy_derived(&self.placement.derived_root(), &dir.join(DERIVED_DIR), stop)?;
-            (snapshots, taken)
+            copy_derived(&root, &staging.0, stop)?;
+            snapshots
         };
+        let index_files = copy_derived(&staging.0, &dir.join(DERIVED_DIR), stop)?;
+        drop(staging);
         let mut total = 0;
         for s in &snapshots {
             total += rows_of(&s.txn)?;
@@ -263,6 +271,29 @@ impl Store {
     }
 }
 
+/// Names of the directories a backup links the derived files into, beside the tenants'
+/// directories (so on their file system): never a tenant directory's name (16 hex digits).
+pub(crate) const STAGING_PREFIX: &str = "backup-staging-";
+
+/// The staging directory's name for a backup written into `dir` (its partial directory,
+/// whose name is the backup's: one at a time per name).
+fn staging_name(dir: &Path) -> String {
+    format!(
+        "{STAGING_PREFIX}{}",
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    )
+}
+
+/// A staging directory, removed when dropped, the backup done or failed; one a crash left is
+/// removed at the next start (`Store::remove_orphan_derived`).
+struct Staging(PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Rows in every table the copy takes.
 fn rows_of(txn: &ReadTransaction) -> Result<u64, StoreError> {
     Ok(txn.open_table(DATA)?.len()?
@@ -289,7 +320,10 @@ fn copy_derived(
     let mut copied = 0;
     for tenant in tenants {
         let tenant = tenant.map_err(|e| io(from, e))?;
-        if !tenant.file_type().map_err(|e| io(from, e))?.is_dir() {
+        // Tenants' directories only: not another backup's staging directory.
+        if !tenant.file_type().map_err(|e| io(from, e))?.is_dir()
+            || crate::placement::tenant_dir_key(&tenant.file_name()).is_none()
+        {
             continue;
         }
         let files = match std::fs::read_dir(tenant.path()) {

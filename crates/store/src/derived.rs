@@ -16,7 +16,7 @@
 //! synced ([`Store::write_derived`]) before any row names it, so a crash leaves either the
 //! old file, or the old and the new (the new one unnamed until its row commits), never a
 //! half-written file under a name a row gives. Files no row names any more are deleted by
-//! [`Store::retain_derived`] (not while a backup takes them); a tenant's directory goes whole with its purge
+//! [`Store::retain_derived`] (not while a backup links them); a tenant's directory goes whole with its purge
 //! ([`Store::remove_derived`]), and at start ([`Store::remove_orphan_derived`]) when a crash
 //! came between the purge and that. The directory does not depend on the tenant's isolation
 //! level, so a migration between levels moves only the rows, and the files stay valid.
@@ -149,7 +149,7 @@ impl Store {
     /// Deletes every derived file of tenant `t` that `keep` refuses, temporary ones included
     /// (their names start with `tmp-`: a caller that holds the tenant's save order refuses
     /// them, since no write of its own is in progress; others keep them). Returns the count.
-    /// Deletes nothing while a backup takes the derived files (`Store::derived_gate`): a
+    /// Deletes nothing while a backup links the derived files (`Store::derived_gate`): a
     /// file no row names now may be one its snapshot's rows name.
     pub fn retain_derived(
         &self,
@@ -212,6 +212,14 @@ impl Store {
         // start rather than keeping this one from serving.
         for entry in entries.flatten() {
             let name = entry.file_name();
+            // A backup's staging links a crash left (`backup`): no backup runs at a start.
+            if name
+                .to_str()
+                .is_some_and(|n| n.starts_with(crate::backup::STAGING_PREFIX))
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            }
             // Only directories this store names; anything else is left alone.
             let Some(key) = tenant_dir_key(&name) else {
                 continue;
@@ -317,5 +325,14 @@ mod tests {
         std::fs::write(&stray, b"not a directory").unwrap();
         assert_eq!(store.remove_orphan_derived(&keep).unwrap(), Vec::new());
         assert!(stray.is_file());
+        // A backup's staging links a crash left go too; they are no tenant's.
+        let staging = store
+            .derived_dir(b)
+            .with_file_name(format!("{}old", crate::backup::STAGING_PREFIX));
+        std::fs::create_dir_all(staging.join("0000000000000002")).unwrap();
+        std::fs::write(staging.join("0000000000000002").join("b.hnsw"), b"y").unwrap();
+        assert_eq!(store.remove_orphan_derived(&keep).unwrap(), Vec::new());
+        assert!(!staging.exists());
+        assert!(read(&store, b, "b.hnsw").is_some());
     }
 }

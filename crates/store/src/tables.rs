@@ -74,9 +74,10 @@ pub struct Store {
     pub(crate) retired: crate::retired::Retired,
     /// Bumped after every commit that wrote the registry (see [`Store::registry_epoch`]).
     registry_epoch: std::sync::atomic::AtomicU64,
-    /// Held for writing by a backup from its snapshots until it has taken the derived files
-    /// (`backup`): meanwhile [`Store::retain_derived`] deletes nothing, so every file the
-    /// snapshots' rows name is still there to take; the tenant's next save deletes them.
+    /// Held for writing by a backup from its snapshots until it has linked the derived files
+    /// into its staging directory (`backup`): meanwhile [`Store::retain_derived`] deletes
+    /// nothing, so every file the snapshots' rows name is still there to link; the tenant's
+    /// next save deletes them.
     pub(crate) derived_gate: std::sync::RwLock<()>,
 }
 

@@ -236,11 +236,13 @@ fn progress_moves_within_a_chunk() {
     assert_eq!(progress.phase(), "syncing");
 }
 
-/// A derived file is not deleted while a backup takes the derived files: a save that
-/// committed new rows after the backup's snapshots deletes the files those rows no longer
-/// name, which the snapshots' rows still do. Here the deletion is asked at each step of the
-/// copy of the files (the `stop` callback), deletes nothing, and the file is in the backup;
-/// once the backup is done, the same deletion goes ahead.
+/// A derived file is not deleted while a backup links the derived files beside them: a save
+/// that committed new rows after the backup's snapshots deletes the files those rows no
+/// longer name, which the snapshots' rows still do. Here the deletion is asked at every step
+/// of the backup's taking of the files (the `stop` callback): while the files are linked it
+/// deletes nothing; while they are copied from the links into the backup it goes ahead (a
+/// long copy holds no save's disk space), and the backup still has every file, its staging
+/// links gone at its end.
 #[test]
 fn no_derived_file_is_deleted_while_a_backup_takes_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -252,24 +254,45 @@ fn no_derived_file_is_deleted_while_a_backup_takes_them() {
             .unwrap();
     }
     let dest = dir.path().join("b");
-    let (asked, deleted) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    let (gated, gated_deleted) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    let (open, open_deleted) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
     let done = store
         .backup(&dest, &BackupProgress::default(), &|| {
-            if progress_is_taking_files(&store) {
-                asked.set(asked.get() + 1);
-                deleted.set(deleted.get() + store.retain_derived(a, |_| false).unwrap());
+            let held = progress_is_taking_files(&store);
+            let deleted = store.retain_derived(a, |_| false).unwrap();
+            if held {
+                gated.set(gated.get() + 1);
+                gated_deleted.set(gated_deleted.get() + deleted);
+            } else if progress_is_copying_files(&store) {
+                open.set(open.get() + 1);
+                open_deleted.set(open_deleted.get() + deleted);
             }
             Ok(())
         })
         .unwrap();
-    assert!(asked.get() > 0, "the deletion was asked during the copy");
-    assert_eq!(deleted.get(), 0);
+    assert!(gated.get() > 0 && open.get() > 0, "asked in both phases");
+    assert_eq!(gated_deleted.get(), 0, "nothing deleted while linked");
+    assert_eq!(open_deleted.get(), 2, "deleted while copied from the links");
     assert_eq!(done.index_files, 2);
     let taken = dest.join(DERIVED_DIR).join(format!("{:016x}", a.raw()));
     for name in ["graph-1", "graph-2"] {
         assert_eq!(std::fs::read(taken.join(name)).unwrap(), b"graph bytes");
     }
-    assert_eq!(store.retain_derived(a, |_| false).unwrap(), 2);
+    let root = store.derived_dir(a).parent().unwrap().to_path_buf();
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(STAGING_PREFIX))
+        .collect();
+    assert!(left.is_empty(), "staging left: {left:?}");
+}
+
+/// Whether the backup is copying derived files from its staging links now (one exists).
+fn progress_is_copying_files(store: &Store) -> bool {
+    let root = store.placement.derived_root();
+    std::fs::read_dir(root).is_ok_and(|mut d| {
+        d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with(STAGING_PREFIX)))
+    })
 }
 
 /// Whether a backup holds the derived files' deletion off now (its gate taken).
