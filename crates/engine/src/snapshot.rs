@@ -207,11 +207,12 @@ impl<'de> Deserialize<'de> for SkippedSlots {
 /// The derived file a stored snapshot names, if any, decoded closed as [`decode`] decodes
 /// the whole snapshot (the same errors for the same bytes) without keeping its slot list: for
 /// finding which files are named (`index_save::committed_files`). A format-1 snapshot holds
-/// its graph inline and names none.
+/// its graph inline and names none (decoded whole: old, and rare).
 pub(crate) fn named_file(bytes: &[u8]) -> Result<Option<GraphFile>, EngineError> {
     match bytes.first() {
         Some(&FORMAT) => Ok(exactly::<StoredFile>(bytes)?.graph),
-        Some(&FORMAT_INLINE) => Ok(None),
+        // A format-1 snapshot (its graph inline, no file) or no snapshot at all: the whole
+        // decode, for its verdict.
         _ => decode(bytes).map(|_| None),
     }
 }
@@ -262,6 +263,42 @@ mod tests {
             assert!(named_file(&longer).is_err() && decode(&longer).is_err());
         }
         assert!(named_file(&[9, 1, 2]).is_err());
+    }
+
+    proptest::proptest! {
+        /// For any damage to a stored snapshot (a byte changed, cut short or grown), reading
+        /// only the file it names refuses exactly what the whole decode refuses, and names
+        /// the same file; neither panics.
+        #[test]
+        fn the_named_file_agrees_with_the_whole_decode_on_damaged_bytes(
+            at in 0usize..256,
+            byte in proptest::prelude::any::<u8>(),
+            how in 0u8..3,
+        ) {
+            let mut bytes = encode(&sample()).unwrap();
+            let at = at % bytes.len();
+            match how {
+                0 => bytes[at] = byte,
+                1 => bytes.truncate(at),
+                _ => bytes.insert(at, byte),
+            }
+            match (named_file(&bytes), decode(&bytes)) {
+                (Ok(named), Ok(whole)) => {
+                    let file = match whole.graph {
+                        Some(SavedGraph::File(f)) => Some(f),
+                        _ => None,
+                    };
+                    proptest::prop_assert_eq!(named, file);
+                }
+                (Err(_), Err(_)) => {}
+                (named, whole) => proptest::prop_assert!(
+                    false,
+                    "named {:?} but whole {:?}",
+                    named,
+                    whole.map(|s| s.graph)
+                ),
+            }
+        }
     }
 
     /// A stored data version of the wrong length is an error, never version 0.
