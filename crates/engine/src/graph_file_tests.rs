@@ -142,6 +142,15 @@ fn files(engine: &Engine, scope: &TenantScope) -> Vec<PathBuf> {
     found
 }
 
+/// Writes a derived file no row names into the tenant's directory, as a crash after a save's
+/// commit leaves its old files.
+fn write_stray(engine: &Engine, scope: &TenantScope, name: &str) {
+    engine
+        .store
+        .write_derived(scope.key(), name, |w| w.write_all(b"an old graph"))
+        .unwrap();
+}
+
 fn verify_ok(engine: &Engine) -> crate::VerifyReport {
     let report = engine
         .verify_tenant(
@@ -454,12 +463,7 @@ fn a_deleted_collection_leaves_no_file() {
     assert_eq!(answers(&engine, &scope), before);
     // A file no row names, of another name (a save's, left by a crash after its commit):
     // the delete's clean-up deletes what no row names, not only files of its own name.
-    engine
-        .store
-        .write_derived(scope.key(), "6f74686572-1-00000000000000aa.hnsw", |w| {
-            w.write_all(b"an old graph")
-        })
-        .unwrap();
+    write_stray(&engine, &scope, "6f74686572-1-00000000000000aa.hnsw");
     assert_eq!(files(&engine, &scope).len(), 3);
     engine.delete_collection(&scope, &vec_name()).unwrap();
     assert_eq!(files(&engine, &scope), Vec::<PathBuf>::new());
@@ -483,10 +487,7 @@ fn a_late_delete_of_a_collections_files_keeps_those_its_successor_saved() {
         .map(|b| format!("{b:02x}"))
         .collect();
     let stray = format!("{hex}-1-00000000000000aa.hnsw");
-    engine
-        .store
-        .write_derived(scope.key(), &stray, |w| w.write_all(b"an old graph"))
-        .unwrap();
+    write_stray(&engine, &scope, &stray);
     assert_eq!(files(&engine, &scope).len(), 3);
     engine.delete_unnamed_files(&scope);
     assert_eq!(files(&engine, &scope), named);
@@ -541,12 +542,7 @@ fn a_load_deletes_the_files_no_row_names() {
     let (dir, before) = saved_tenant();
     {
         let (engine, scope) = open(dir.path());
-        engine
-            .store
-            .write_derived(scope.key(), "766563-1-00000000000000aa.hnsw", |w| {
-                w.write_all(b"an old graph")
-            })
-            .unwrap();
+        write_stray(&engine, &scope, "766563-1-00000000000000aa.hnsw");
     }
     let (engine, scope) = open(dir.path());
     let named = named_files(&engine, &scope);
