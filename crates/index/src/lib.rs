@@ -11,7 +11,8 @@
 //!   `HnswIndex::from_map`).
 //! - Scores are always *higher is better* (see [`Metric::score`]); results are sorted by score
 //!   descending with ties broken by slot ascending, so every search is deterministic.
-//! - No dependency on other workspace crates.
+//! - Of the workspace crates, depends on `strata-types` alone: `Num` (the filters' exact JSON
+//!   numbers) and `squared_norm` (the vectors' one norm rule).
 
 pub mod analyzer;
 pub mod bitmap;
