@@ -14,7 +14,7 @@
 use std::sync::atomic::Ordering;
 
 use strata_index::hnsw_calibrate::{Calibration, CalibrationSettings, climb, sample_positions};
-use strata_index::{Hit, exact::sort_hits, exact_top_k};
+use strata_index::{Hit, exact::sort_hits, exact_top_k_prepared};
 use strata_types::CollectionName;
 
 use crate::collection_index::CollectionIndex;
@@ -99,7 +99,7 @@ pub(crate) fn calibrate_collection(
                 .iter()
                 .filter(|(s, _)| s != q_slot)
                 .map(|(s, v)| (*s, v.as_slice()));
-            best.extend(exact_top_k(metric, q, others, k));
+            best.extend(exact_top_k_prepared(metric, q, others, k));
             sort_hits(best);
             best.truncate(k);
         }

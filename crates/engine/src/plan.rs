@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use std::ops::Bound;
 
 use serde_json::Value;
-use strata_index::{Hit, RoaringBitmap, exact_top_k};
+use strata_index::{Hit, RoaringBitmap, exact_top_k_prepared};
 use strata_types::{FieldRef, Filter, UserMatch};
 
 use crate::EngineError;
@@ -322,17 +322,20 @@ pub(crate) fn vector_top(
         "an unrestricted search's candidates are every vector"
     );
     let exact = |_: ()| -> Result<(Vec<Hit>, bool), EngineError> {
+        // The engine's vectors, its copy's and the graph's alike, are prepared for the metric
+        // (unit length for cosine), so each is scored by one dot product.
+        //
         // Every vector a candidate and every candidate passing: the copy is read straight
         // through, without a bitmap walk and a predicate per slot (a third of a 1,000-vector
         // tenant's search, docs/benchmarks.md, "Small tenants' exact scans read straight").
         if unrestricted && let Some(flat) = ci.dense_vectors() {
             let iter = (0u32..).zip(flat.chunks_exact(ci.dim));
-            return Ok((exact_top_k(ci.metric, query, iter, n), true));
+            return Ok((exact_top_k_prepared(ci.metric, query, iter, n), true));
         }
         let passing = candidates.iter().filter(|s| passes(*s));
         if ci.has_vector_copy() {
             let iter = passing.filter_map(|s| Some((s, ci.vector_copy(s)?)));
-            return Ok((exact_top_k(ci.metric, query, iter, n), true));
+            return Ok((exact_top_k_prepared(ci.metric, query, iter, n), true));
         }
         // The vectors live in the graph only: copied out a chunk at a time, so a wide exact
         // scan never holds more than one chunk of copies.
@@ -341,7 +344,7 @@ pub(crate) fn vector_top(
         for chunk in slots.chunks(EXACT_CHUNK) {
             let flat = ci.gather_vectors(chunk)?;
             let iter = chunk.iter().copied().zip(flat.chunks_exact(ci.dim));
-            hits.extend(exact_top_k(ci.metric, query, iter, n));
+            hits.extend(exact_top_k_prepared(ci.metric, query, iter, n));
         }
         strata_index::exact::sort_hits(&mut hits);
         hits.truncate(n);

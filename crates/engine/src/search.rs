@@ -741,12 +741,15 @@ fn exact_scores(
         .filter(|s| ci.with_vector.contains(*s))
         .collect();
     let flat = ci.gather_vectors(&slots)?;
+    // Scored as the vector channel scores them (the engine's vectors are prepared for the
+    // metric), so a record's completed score is the one that channel would have given it.
+    let query = strata_index::PreparedQuery::new(ci.metric, query);
     Ok(slots
         .iter()
         .zip(flat.chunks_exact(ci.dim))
         .map(|(&slot, v)| Hit {
             slot,
-            score: finite(ci.metric.score(query, v)),
+            score: finite(query.score(v)),
         })
         .collect())
 }

@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use divan::{Bencher, black_box};
-use strata_index::{HnswIndex, HnswParams, Metric, exact_top_k, kernels, testdata};
+use strata_index::{
+    HnswIndex, HnswParams, Metric, exact_top_k, exact_top_k_prepared, kernels, testdata,
+};
 
 const SEED: u64 = 42;
 const CLUSTERS: usize = 100;
@@ -108,6 +110,45 @@ fn exact_scan_10k(b: Bencher, metric: Metric) {
             K,
         )
     });
+}
+
+/// A small tenant's cosine exact scan as the engine runs it: 2,000 × 384 vectors in one flat
+/// copy, scored raw by the full cosine (`exact_top_k`) and prepared, unit length, by one dot
+/// product each (`exact_top_k_prepared`, the engine's).
+#[divan::bench_group]
+mod exact_scan_2k_384 {
+    use super::*;
+
+    const N: usize = 2_000;
+    const DIM: usize = 384;
+
+    fn flat(prepared: bool) -> (Vec<f32>, Vec<f32>) {
+        let mut data = testdata::clustered(N, DIM, CLUSTERS, SEED).concat();
+        if prepared {
+            data.chunks_exact_mut(DIM)
+                .for_each(|v| Metric::Cosine.normalize_for_index(v));
+        }
+        let q = testdata::queries(1, DIM, CLUSTERS, SEED, SEED + 1).remove(0);
+        (data, q)
+    }
+
+    #[divan::bench]
+    fn plain(b: Bencher) {
+        let (data, q) = flat(false);
+        b.bench(|| {
+            let rows = (0u32..).zip(data.chunks_exact(DIM));
+            exact_top_k(Metric::Cosine, black_box(&q), rows, K)
+        });
+    }
+
+    #[divan::bench]
+    fn prepared(b: Bencher) {
+        let (data, q) = flat(true);
+        b.bench(|| {
+            let rows = (0u32..).zip(data.chunks_exact(DIM));
+            exact_top_k_prepared(Metric::Cosine, black_box(&q), rows, K)
+        });
+    }
 }
 
 /// The HNSW data set, its queries and the L2 ground truth, made once.
