@@ -81,9 +81,24 @@ impl Default for ApiConfig {
     }
 }
 
-/// Shared state of the router. Cheap to clone.
+/// Shared state of the router: one reference to [`Shared`], so cheap to clone. Axum clones the
+/// state for every handler and extractor that asks for it; as a struct of a dozen `Arc`s and a
+/// configuration with a path in it, each clone was a dozen reference counts shared by every
+/// async thread and an allocation, 1.5 % of a search's server CPU (docs/benchmarks.md,
+/// "Exact scans score prepared vectors").
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub engine: Arc<Engine>,
     pub auth: Arc<Authenticator>,
     pub config: ApiConfig,
@@ -125,7 +140,7 @@ impl AppState {
             config.max_answer_bytes,
             &engine.config().limits,
         );
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             bodies: TenantBodies::new(per_tenant, max_body),
             answers,
             security: Arc::new(security),
@@ -137,7 +152,7 @@ impl AppState {
             metrics,
             config,
             ready: Arc::new(AtomicBool::new(true)),
-        })
+        })))
     }
 
     /// Checks the tenant's rate and concurrency limits for one request.
