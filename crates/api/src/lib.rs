@@ -75,5 +75,5 @@ pub use router::{openapi, router, served_routes};
 pub use security::flush_security_summaries;
 pub use security_throttle::SecurityEventLimits;
 pub use server::{ServerLimits, serve};
-pub use state::{ApiConfig, AppState};
+pub use state::{ApiConfig, AppShared, AppState};
 pub use strata_sched::BackgroundPriority;

@@ -81,24 +81,24 @@ impl Default for ApiConfig {
     }
 }
 
-/// Shared state of the router: one reference to [`Shared`], so cheap to clone. Axum clones the
+/// Shared state of the router: one reference to [`AppShared`], so cheap to clone. Axum clones the
 /// state for every handler and extractor that asks for it; as a struct of a dozen `Arc`s and a
 /// configuration with a path in it, each clone was a dozen reference counts shared by every
 /// async thread and an allocation, 1.5 % of a search's server CPU (docs/benchmarks.md,
 /// "Exact scans score prepared vectors").
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct AppState(Arc<AppShared>);
 
 impl std::ops::Deref for AppState {
-    type Target = Shared;
+    type Target = AppShared;
 
-    fn deref(&self) -> &Shared {
+    fn deref(&self) -> &AppShared {
         &self.0
     }
 }
 
 /// What [`AppState`] shares.
-pub struct Shared {
+pub struct AppShared {
     pub engine: Arc<Engine>,
     pub auth: Arc<Authenticator>,
     pub config: ApiConfig,
@@ -140,7 +140,7 @@ impl AppState {
             config.max_answer_bytes,
             &engine.config().limits,
         );
-        Ok(AppState(Arc::new(Shared {
+        Ok(AppState(Arc::new(AppShared {
             bodies: TenantBodies::new(per_tenant, max_body),
             answers,
             security: Arc::new(security),

@@ -100,14 +100,23 @@ pub fn exact_top_k<'a>(
     candidates: impl Iterator<Item = (u32, &'a [f32])>,
     k: usize,
 ) -> Vec<Hit> {
-    let mut top = TopK::new(k);
+    top_k_by(candidates, k, |v| metric.score(query, v))
+}
+
+/// The best `k` of `candidates` by `score`, in the crate's ranking order.
+fn top_k_by<'a>(
+    candidates: impl Iterator<Item = (u32, &'a [f32])>,
+    k: usize,
+    score: impl Fn(&[f32]) -> f32,
+) -> Vec<Hit> {
     if k == 0 {
         return Vec::new();
     }
+    let mut top = TopK::new(k);
     for (slot, v) in candidates {
         top.push(Hit {
             slot,
-            score: metric.score(query, v),
+            score: score(v),
         });
     }
     top.into_sorted()
@@ -159,18 +168,8 @@ pub fn exact_top_k_prepared<'a>(
     candidates: impl Iterator<Item = (u32, &'a [f32])>,
     k: usize,
 ) -> Vec<Hit> {
-    let mut top = TopK::new(k);
-    if k == 0 {
-        return Vec::new();
-    }
     let query = PreparedQuery::new(metric, query);
-    for (slot, v) in candidates {
-        top.push(Hit {
-            slot,
-            score: query.score(v),
-        });
-    }
-    top.into_sorted()
+    top_k_by(candidates, k, |v| query.score(v))
 }
 
 #[cfg(test)]
