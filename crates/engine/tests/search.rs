@@ -720,6 +720,80 @@ fn hits_carry_their_whole_stored_record_before_and_after_an_image_load() {
     assert!(vec_stats.loaded_from_image, "the restart loaded the image");
 }
 
+/// A cosine collection's exact scan gives true cosines of vectors written at any length, as
+/// written and after its search image was loaded: the scan scores the engine's unit-length
+/// copies by one dot product against the query normalised once, so a copy left at its written
+/// length on any path would show here as a wrong score.
+#[test]
+fn cosine_scores_are_true_cosines_before_and_after_an_image_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let vec = CollectionName::parse("vec").unwrap();
+    // Lengths from 1e-6 to 1e6, so no score could come out right by accident.
+    let data: Vec<Vec<f32>> = (0..40)
+        .map(|i| {
+            let length = 10f32.powi(i % 13 - 6);
+            let v = [
+                (i as f32).sin(),
+                (i as f32 * 0.7).cos(),
+                0.3,
+                -(i as f32) / 40.0,
+            ];
+            v.iter().map(|x| x * length).collect()
+        })
+        .collect();
+    let query = [0.4f32, -1.2, 2.0, 0.1];
+    let check = |engine: &Engine, scope: &TenantScope| {
+        let s = SearchRequest {
+            vector: Some(query.to_vec()),
+            k: data.len(),
+            modality: Some(vec.clone()),
+            include: Some(Vec::new()),
+            ..Default::default()
+        };
+        let answer = engine.search(scope, &req(), &s).unwrap();
+        assert!(answer.exact, "a 40-vector collection is scanned exactly");
+        assert_eq!(answer.hits.len(), data.len());
+        for hit in &answer.hits {
+            let i: usize = hit.id.as_str()[1..].parse().unwrap();
+            let want = score(Metric::Cosine, &query, &data[i]);
+            assert!(
+                (hit.score - want).abs() < 1e-5,
+                "{}: {} against {want}",
+                hit.id.as_str(),
+                hit.score
+            );
+        }
+        assert_eq!(
+            ids(&answer),
+            truth(&data, Metric::Cosine, &query, data.len(), |_| true)
+        );
+    };
+    {
+        let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+        engine
+            .create_collection(&scope, &vec, 4, Metric::Cosine)
+            .unwrap();
+        let records = data
+            .iter()
+            .enumerate()
+            .map(|(i, v)| NewRecord {
+                id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+                modality: Some(vec.clone()),
+                vector: Some(v.clone()),
+                ..Default::default()
+            })
+            .collect();
+        engine.put(&scope, &req(), records).unwrap();
+        check(&engine, &scope);
+        engine.persist_indexes().unwrap();
+    }
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    check(&engine, &scope);
+    let stats = engine.index_stats(&scope).unwrap();
+    let vec_stats = stats.iter().find(|s| s.collection == vec).unwrap();
+    assert!(vec_stats.loaded_from_image, "the restart loaded the image");
+}
+
 /// Searches racing deletes of their own best hits still answer k: a hit whose record a
 /// concurrent write took out of sight after the index was searched is not simply dropped.
 #[test]
