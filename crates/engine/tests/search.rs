@@ -704,20 +704,30 @@ fn hits_carry_their_whole_stored_record_before_and_after_an_image_load() {
             Some(vec![8.0, 1.0, -0.5])
         );
     };
+    checked_across_an_image_load(dir.path(), (&vec, 3, Metric::L2), records, check);
+}
+
+/// Writes `records` into a new collection `(name, dim, metric)` of a tenant in `dir`, runs
+/// `check`, saves the indexes, and runs `check` again after a restart that loads the
+/// collection from its search image.
+fn checked_across_an_image_load(
+    dir: &std::path::Path,
+    (name, dim, metric): (&CollectionName, u32, Metric),
+    records: Vec<NewRecord>,
+    check: impl Fn(&Engine, &TenantScope),
+) {
     {
-        let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
-        engine
-            .create_collection(&scope, &vec, 3, Metric::L2)
-            .unwrap();
+        let (engine, scope) = common::open_with_tenant(dir, "acme", common::full_grant());
+        engine.create_collection(&scope, name, dim, metric).unwrap();
         engine.put(&scope, &req(), records).unwrap();
         check(&engine, &scope);
         engine.persist_indexes().unwrap();
     }
-    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let (engine, scope) = common::open_with_tenant(dir, "acme", common::full_grant());
     check(&engine, &scope);
     let stats = engine.index_stats(&scope).unwrap();
-    let vec_stats = stats.iter().find(|s| s.collection == vec).unwrap();
-    assert!(vec_stats.loaded_from_image, "the restart loaded the image");
+    let stats = stats.iter().find(|s| &s.collection == name).unwrap();
+    assert!(stats.loaded_from_image, "the restart loaded the image");
 }
 
 /// A cosine collection's exact scan gives true cosines of vectors written at any length, as
@@ -768,30 +778,17 @@ fn cosine_scores_are_true_cosines_before_and_after_an_image_load() {
             truth(&data, Metric::Cosine, &query, data.len(), |_| true)
         );
     };
-    {
-        let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
-        engine
-            .create_collection(&scope, &vec, 4, Metric::Cosine)
-            .unwrap();
-        let records = data
-            .iter()
-            .enumerate()
-            .map(|(i, v)| NewRecord {
-                id: Some(RecordId::parse(format!("r{i}")).unwrap()),
-                modality: Some(vec.clone()),
-                vector: Some(v.clone()),
-                ..Default::default()
-            })
-            .collect();
-        engine.put(&scope, &req(), records).unwrap();
-        check(&engine, &scope);
-        engine.persist_indexes().unwrap();
-    }
-    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
-    check(&engine, &scope);
-    let stats = engine.index_stats(&scope).unwrap();
-    let vec_stats = stats.iter().find(|s| s.collection == vec).unwrap();
-    assert!(vec_stats.loaded_from_image, "the restart loaded the image");
+    let records = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| NewRecord {
+            id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+            modality: Some(vec.clone()),
+            vector: Some(v.clone()),
+            ..Default::default()
+        })
+        .collect();
+    checked_across_an_image_load(dir.path(), (&vec, 4, Metric::Cosine), records, check);
 }
 
 /// Searches racing deletes of their own best hits still answer k: a hit whose record a
