@@ -13,7 +13,10 @@
 //!
 //! Why it exists: at 8 and 64 connections over 64 equal tenants the server's p99 was 3–10×
 //! FIFO's (docs/benchmarks.md, "Equal tenants wait longer under the fair queue than under
-//! FIFO"); this reproduces it without a server, for trying a change to the queue.
+//! FIFO"); this reproduced it without a server, and measured the fix (the queue's clock, same
+//! document, "Tenants whose queue was empty start at a clock of the work done").
+//! A job that cost 8× its estimate still makes its tenant's next job wait until the others
+//! have had as much: that is the CPU-time fairness, not a defect, and shows in the spiky rows.
 
 use strata_sched::{Charge, Discipline, FairQueue};
 
