@@ -10,16 +10,17 @@
 //! equal weights each backlogged tenant gets an equal share of CPU time, not of requests. The
 //! estimate is the tenant's recent average cost, so for steady workloads corrections are small.
 //!
-//! A tenant whose queue was empty starts at `max(C, F)`, where `C`, the clock, is the virtual
-//! time of the fluid model SFQ approximates (GPS): it advances with the work done in the shared
-//! order divided by the total weight of the tenants with work queued or running, and never
-//! falls behind `V`, the start tag of the job most recently dispatched. Plain SFQ starts such a
+//! A tenant whose queue was empty starts at `max(C, F)`, where `C`, the clock, stands for the
+//! virtual time of the fluid model SFQ approximates (GPS): it advances with the work done in
+//! the shared order divided by the total weight of the tenants with work queued or running
+//! (work done aside or by reserved workers does not move it, though their tenants count in
+//! the weight), and never falls behind `V`, the start tag of the job most recently dispatched. Plain SFQ starts such a
 //! tenant at `V`, which stands still while jobs tagged at it keep arriving: with many tenants
 //! that each send one request at a time, a tenant served a moment ago (tagged one job past `V`)
 //! waited behind every other tenant arriving until all of them had had a turn, so fair
 //! queueing gave equal tenants a tail several times FIFO's. With the clock, later arrivals get
 //! later tags and such tenants are served about in arrival order. `C` is capped just below the
-//! start tag of every tenant's second waiting job, so the bound below holds as in SFQ.
+//! start tag of every tenant's second waiting job, so the bound below holds about as in SFQ.
 //! Consequences:
 //!
 //! - Deterministic: the order is a function of the sequence of `push`/`pop`/`complete` calls
@@ -27,8 +28,10 @@
 //! - Weighted: while tenants are backlogged, each is served in proportion to its weight (the
 //!   lag between two tenants is bounded by about one job's cost each, plus the jobs in flight).
 //! - Starvation-free: a tenant arriving while others have 1000 jobs queued starts below the
-//!   second waiting job of each, so it waits behind at most one job of each (plus the jobs
-//!   workers already hold). Refunds never move a tag below `V`.
+//!   second waiting job of each, so it waits behind at most one job of each while jobs cost
+//!   what they were charged, and about two jobs' cost of each when refunds (jobs cheaper than
+//!   estimated) move their later jobs down, plus the jobs workers already hold. Refunds never
+//!   move a tag below `V`.
 //!
 //! Tags are fixed-point `u128` (nanoseconds × 2^20 / weight), so integer arithmetic keeps the
 //! order exact and reproducible, and overflow is out of reach.
@@ -108,11 +111,13 @@ struct TenantQueue<T> {
     running: u32,
     /// The lane of the tenant's latest push: whether its head is offered to reserved workers.
     lane: Lane,
-    /// The weight of the tenant's current job (its head, or the job it last dispatched): its
-    /// part of the active weight while it has work queued or running.
+    /// Its part of the active weight while it has work queued or running: the weight of its
+    /// head when it became active and after each dispatch (with none waiting, of the job it
+    /// dispatched last).
     weight: u32,
     /// The smallest start tag the tenant is filed under in the second-job heap: at most the
-    /// start tag of its second waiting job (the heap is updated lazily as that tag rises).
+    /// start tag of its second waiting job, if it has one (the heap is updated lazily as that
+    /// tag rises, and the entry dropped when it comes up with fewer than two waiting).
     filed: Option<u128>,
 }
 
@@ -205,8 +210,9 @@ pub struct FairQueue<K, T> {
     /// The same for tenants in the reserved lane only: what reserved workers choose from.
     /// An entry is current only if its version is the tenant's, as in `ready`.
     reserved: BinaryHeap<Head<K>>,
-    /// The tenants with two jobs or more waiting, by a lower bound of the start tag of their
-    /// second job (the newcomers' cap, see [`FairQueue::push_in`]), plus stale entries.
+    /// Tenants by a lower bound of the start tag of their second waiting job (the newcomers'
+    /// cap): one current entry for each tenant with two jobs or more waiting, plus entries of
+    /// tenants with fewer, dropped when they come up, and superseded ones.
     seconds: BinaryHeap<Second<K>>,
     vtime: u128,
     /// Where a tenant whose queue was empty starts (see the module docs): advances with the
@@ -294,7 +300,7 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         let seq = self.seq;
         self.seq += 1;
         let lane_changed = tenant.lane != lane;
-        if lane_changed && lane == Lane::Shared {
+        if lane_changed && lane == Lane::Shared && self.discipline == Discipline::Fair {
             // Its tags ran ahead on its own workers; back among the shared tenants it starts
             // level with them rather than waiting for them to catch up.
             tenant.finish = tenant.finish.min(self.vtime);
@@ -509,6 +515,8 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         };
         tenant.estimate = (tenant.estimate * 7 + cost_ns) / 8;
         if self.discipline == Discipline::Fifo || cost_ns == charge.estimate_ns {
+            // The estimate moved, and with it the tag its second waiting job will get.
+            self.offer_second(&charge.key);
             return;
         }
         let (owed, charged) = (
@@ -596,8 +604,8 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     /// waiting job of every other tenant and never behind the virtual time. The clock lets
     /// tenants that each send one request at a time be served about in arrival order (the
     /// virtual time alone would put a tenant served a moment ago behind every other tenant
-    /// arriving until the round is over); the cap keeps SFQ's bound that a newcomer waits
-    /// behind at most one job of each other tenant.
+    /// arriving until the round is over); the cap keeps about SFQ's bound, a newcomer waiting
+    /// behind at most one job of each other tenant (see the module docs for refunds).
     fn newcomer_start(&mut self) -> u128 {
         let cap = loop {
             let Some(top) = self.seconds.peek() else {

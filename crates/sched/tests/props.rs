@@ -325,6 +325,69 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..config() })]
+
+    /// With measured costs settled, a refund (a job cheaper than its estimate) moves its
+    /// tenant's later jobs down, past a newcomer's tag, so the newcomer's bound is in cost:
+    /// what each backlogged tenant runs before it adds up to no more than the estimate it was
+    /// charged plus one of its jobs, whatever the weights and however long they were served.
+    #[test]
+    fn newcomer_waits_behind_about_one_job_cost_of_each_other_tenant(
+        tenants in prop::collection::vec((1u32..5, 50_000u64..1_000_000), 1..5),
+        pops in 0usize..400,
+        seed in any::<u64>(),
+    ) {
+        let mut rng = seed | 1;
+        let mut cost_of = |base: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            base / 2 + rng % base
+        };
+        let newcomer = u8::MAX;
+        let mut q: FairQueue<u8, u64> = FairQueue::new(Discipline::Fair, usize::MAX, usize::MAX);
+        for (t, &(w, base)) in tenants.iter().enumerate() {
+            for _ in 0..4 {
+                q.push(&(t as u8), w, cost_of(base)).unwrap();
+            }
+        }
+        // One worker, each job settled as it ends; every tenant stays backlogged.
+        let mut estimates = vec![0u64; tenants.len()];
+        let mut ahead = vec![0u64; tenants.len()];
+        let mut arrived = false;
+        for step in 0.. {
+            if step == pops {
+                q.push(&newcomer, 1, 0).unwrap();
+                arrived = true;
+            }
+            let (charge, cost) = q.pop_charged().expect("tenants stay backlogged");
+            if charge.key == newcomer {
+                break;
+            }
+            let t = usize::from(charge.key);
+            if arrived {
+                ahead[t] += cost;
+            } else {
+                estimates[t] = charge.estimate_ns;
+            }
+            let (w, base) = tenants[t];
+            q.push(&charge.key, w, cost_of(base)).unwrap();
+            q.complete(charge, cost);
+        }
+        for (t, &(_, base)) in tenants.iter().enumerate() {
+            // The estimate is a sliding average of costs, seeded with the all-tenant one.
+            let estimate = estimates[t].max(strata_sched::DEFAULT_COST_NS).max(base * 3 / 2);
+            let bound = estimate + base * 3 / 2;
+            prop_assert!(
+                ahead[t] <= bound,
+                "tenant {t} ran {} ns before the newcomer, bound {bound} ({tenants:?})",
+                ahead[t]
+            );
+        }
+    }
+}
+
 /// The property above is not vacuous: counting jobs instead of settling their costs gives a
 /// tenant with 10× costlier jobs about 10× the time, and charging costs gives it half.
 #[test]
