@@ -1000,6 +1000,19 @@ mod tests {
         assert_eq!(q.pop(), Some((1, 1)));
     }
 
+    /// Under FIFO, a tenant whose latest push leaves the reserved lane keeps its jobs' places
+    /// in submission order (the lane's tag adjustment is the fair order's).
+    #[test]
+    fn fifo_keeps_submission_order_across_a_lane_change() {
+        let mut q = FairQueue::new(Discipline::Fifo, usize::MAX, usize::MAX);
+        q.push(&1u32, 1, 0).unwrap();
+        q.push(&1, 1, 1).unwrap();
+        q.push_in(&2, 1, Lane::Reserved, 2).unwrap();
+        q.push_in(&2, 1, Lane::Shared, 3).unwrap();
+        let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(order, [(1, 0), (1, 1), (2, 2), (2, 3)]);
+    }
+
     #[test]
     fn stale_reserved_entries_stay_bounded_while_reserved_workers_idle() {
         let mut q = FairQueue::new(Discipline::Fair, usize::MAX, usize::MAX);
