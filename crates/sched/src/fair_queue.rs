@@ -11,10 +11,9 @@
 //! estimate is the tenant's recent average cost, so for steady workloads corrections are small.
 //!
 //! A tenant whose queue was empty starts at `max(C, F)`, where `C`, the clock, stands for the
-//! virtual time of the fluid model SFQ approximates (GPS): it advances with the work done in
-//! the shared order divided by the total weight of the tenants with work queued or running
-//! (work done aside or by reserved workers does not move it, though their tenants count in
-//! the weight), and never falls behind `V`, the start tag of the job most recently dispatched. Plain SFQ starts such a
+//! virtual time of the fluid model SFQ approximates (GPS): it advances with the work done
+//! divided by the total weight of the tenants with work queued or running, and never falls
+//! behind `V`, the start tag of the job most recently dispatched in the shared order. Plain SFQ starts such a
 //! tenant at `V`, which stands still while jobs tagged at it keep arriving: with many tenants
 //! that each send one request at a time, a tenant served a moment ago (tagged one job past `V`)
 //! waited behind every other tenant arriving until all of them had had a turn, so fair
@@ -177,8 +176,6 @@ pub struct Charge<K> {
     /// The estimate charged at dispatch, in nanoseconds.
     pub estimate_ns: u64,
     weight: u32,
-    /// Dispatched in the shared order: its work moves the clock when it completes.
-    in_order: bool,
 }
 
 impl<K> PartialEq for Head<K> {
@@ -216,7 +213,7 @@ pub struct FairQueue<K, T> {
     seconds: BinaryHeap<Second<K>>,
     vtime: u128,
     /// Where a tenant whose queue was empty starts (see the module docs): advances with the
-    /// work done in the shared order divided by the active weight; never behind `vtime`.
+    /// work done divided by the active weight; never behind `vtime`.
     clock: u128,
     /// Sum of the weights of the tenants with work queued or running.
     active_weight: u64,
@@ -487,7 +484,6 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
             key: head.key,
             estimate_ns: estimate,
             weight: entry.weight,
-            in_order,
         };
         Some((charge, entry.item))
     }
@@ -498,10 +494,8 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     pub fn complete(&mut self, charge: Charge<K>, cost_ns: u64) {
         // A sliding average over about the last 8 jobs, on all tenants and on this one.
         self.typical = (self.typical * 7 + cost_ns) / 8;
-        if charge.in_order {
-            // Before the tenant may leave the backlog: its job ran among the backlogged.
-            self.advance_clock(cost_ns);
-        }
+        // Before the tenant may leave the active weight: its job ran among the active.
+        self.advance_clock(cost_ns);
         self.settle(&charge, cost_ns);
         self.release(&charge.key);
         self.prune_stale();
@@ -532,8 +526,10 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         }
     }
 
-    /// `cost_ns` of work done in the shared order moves the clock: shared among the active
-    /// weight, the tenant that did it still among it (so the sum is not zero).
+    /// `cost_ns` of work done moves the clock: shared among the active weight, the tenant that
+    /// did it still among it (so the sum is not zero). Work done aside or by reserved workers
+    /// moves it too, as their tenants count in the weight (the virtual time `V` is moved by
+    /// the shared order alone: it lifts heads, the clock only places newcomers).
     fn advance_clock(&mut self, cost_ns: u64) {
         if self.discipline == Discipline::Fair {
             self.clock += virtual_cost(cost_ns, 1) / u128::from(self.active_weight.max(1));
@@ -815,13 +811,38 @@ mod tests {
     /// a moment ago behind every other tenant arriving until a round of all 64 was over.
     #[test]
     fn one_request_at_a_time_tenants_are_served_about_in_arrival_order() {
+        let most = most_passed_by(false);
+        assert!(most <= 8, "a job was passed by {most} later ones");
+    }
+
+    /// The same while a dedicated tenant floods its reserved worker: all work moves the clock,
+    /// the reserved workers' (and background workers') too, as every tenant with work counts
+    /// in the weight it divides by.
+    #[test]
+    fn a_reserved_flood_leaves_the_others_about_in_arrival_order() {
+        let most = most_passed_by(true);
+        // Were only the shared workers' work to move it, 8.
+        assert!(most <= 6, "a job was passed by {most} later ones");
+    }
+
+    /// 8 closed-loop clients send one job at a time to tenant after tenant of 64; two shared
+    /// workers (and, with `reserved_flood`, one reserved worker kept busy by a tenant in the
+    /// reserved lane, whose jobs the shared workers may take too); jobs cost 100–150 µs.
+    /// Returns the most later submissions of the clients dispatched before one of theirs.
+    fn most_passed_by(reserved_flood: bool) -> usize {
         type Queue = FairQueue<u64, (u64, u64)>;
+        const DEDICATED: u64 = u64::MAX;
         let (clients, tenants) = (8u64, 64u64);
         let mut q: Queue = FairQueue::new(Discipline::Fair, usize::MAX, usize::MAX);
-        // Queued submissions by number, each with how many later ones were dispatched first.
+        // The clients' queued submissions by number, each with how many later ones were
+        // dispatched first.
         let mut passed_by: std::collections::BTreeMap<u64, usize> = Default::default();
         let mut sent = 0u64;
         let mut send = |q: &mut Queue, passed_by: &mut std::collections::BTreeMap<_, _>, c| {
+            if c == DEDICATED {
+                q.push_in(&DEDICATED, 1, Lane::Reserved, (c, 0)).unwrap();
+                return;
+            }
             q.push(&((c * 7919 + sent) % tenants), 1, (c, sent))
                 .unwrap();
             passed_by.insert(sent, 0);
@@ -830,27 +851,50 @@ mod tests {
         for client in 0..clients {
             send(&mut q, &mut passed_by, client);
         }
-        // Two workers; each job costs 100–150 µs; the worker that frees first takes the next.
-        let mut workers: Vec<(u64, Charge<u64>, u64, u64)> = Vec::new();
+        if reserved_flood {
+            for _ in 0..4 {
+                send(&mut q, &mut passed_by, DEDICATED);
+            }
+        }
+        // Each running job: when it ends, its charge, its client, its cost, whether a reserved
+        // worker runs it. A freed worker takes the next job of its kind at once.
+        let mut running: Vec<(u64, Charge<u64>, u64, u64, bool)> = Vec::new();
         let (mut now, mut dispatched, mut most) = (0u64, 0u64, 0usize);
         while dispatched < 20_000 {
-            while workers.len() < 2 {
-                let (charge, (client, number)) = q.pop_charged().expect("a job waits");
-                most = most.max(passed_by.remove(&number).expect("queued"));
-                for n in passed_by.range_mut(..number).map(|(_, n)| n) {
-                    *n += 1;
+            for reserved in [false, true] {
+                let size = match reserved {
+                    false => 2,
+                    true => usize::from(reserved_flood),
+                };
+                while running.iter().filter(|r| r.4 == reserved).count() < size {
+                    let popped = if reserved {
+                        q.pop_reserved()
+                    } else {
+                        q.pop_charged()
+                    };
+                    let (charge, (client, number)) = popped.expect("a job waits");
+                    if client == DEDICATED {
+                        send(&mut q, &mut passed_by, DEDICATED);
+                    } else {
+                        most = most.max(passed_by.remove(&number).expect("queued"));
+                        for n in passed_by.range_mut(..number).map(|(_, n)| n) {
+                            *n += 1;
+                        }
+                    }
+                    let cost = 100_000 + (dispatched * 7919) % 50_000;
+                    running.push((now + cost, charge, client, cost, reserved));
+                    dispatched += 1;
                 }
-                let cost = 100_000 + (dispatched * 7919) % 50_000;
-                workers.push((now + cost, charge, client, cost));
-                dispatched += 1;
             }
-            workers.sort_by_key(|w| std::cmp::Reverse(w.0));
-            let (ends, charge, client, cost) = workers.pop().expect("two running");
+            running.sort_by_key(|r| std::cmp::Reverse(r.0));
+            let (ends, charge, client, cost, _) = running.pop().expect("jobs run");
             now = ends;
             q.complete(charge, cost);
-            send(&mut q, &mut passed_by, client);
+            if client != DEDICATED {
+                send(&mut q, &mut passed_by, client);
+            }
         }
-        assert!(most <= 8, "a job was passed by {most} later ones");
+        most
     }
 
     /// The active weight is the sum of the weights of the tenants with work queued or running
