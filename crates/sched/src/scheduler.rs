@@ -271,9 +271,9 @@ struct Running<K> {
 }
 
 impl<K: Hash + Eq + Clone> Shares<K> {
-    fn new(charging: Charging) -> Self {
+    fn new(charging: Charging, workers: usize) -> Self {
         Self {
-            usage: CpuShares::new(),
+            usage: CpuShares::new(u32::try_from(workers).unwrap_or(u32::MAX)),
             rotated: Instant::now(),
             running: HashMap::new(),
             next_running: 0,
@@ -668,7 +668,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 idle_foreground: 0,
                 idle_background: 0,
                 has_reserved: config.reserved_workers > 0,
-                shares: (background > 0).then(|| Shares::new(config.charging)),
+                shares: (background > 0).then(|| Shares::new(config.charging, config.workers)),
                 long_jobs: LongJobs::new(config.long_job_after),
             }),
             work: Condvar::new(),
@@ -845,18 +845,26 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                     QueueFull::Total { queued } => SchedError::Overloaded { queued },
                     QueueFull::Tenant { queued } => SchedError::TenantQueueFull { queued },
                 })?;
-            let placement = state.shares.as_mut().map(|shares| {
-                shares.tick(Instant::now());
-                shares.usage.submitted(key, weight);
-                shares.usage.placement(key)
-            });
+            let (placement, backlog) = match state.shares.as_mut() {
+                Some(shares) => {
+                    shares.tick(Instant::now());
+                    shares.usage.submitted(key, weight);
+                    let u = &shares.usage;
+                    (Some(u.placement(key)), u.has_backlog(key))
+                }
+                None => (None, false),
+            };
             let background = matches!(placement, Some(Placement::Background)) && demotable;
             let target_idle = if background {
                 state.idle_background
             } else {
                 state.idle_foreground
             };
-            let wake_both = state.shares.is_some() && (was_empty || target_idle == 0);
+            // Only a tenant with a backlog can have its jobs moved to the background before
+            // they are popped; waking a background worker for anyone else's is futile.
+            let wake_both = state.shares.is_some()
+                && (was_empty || target_idle == 0)
+                && (background || (backlog && demotable));
             // A running job may now have another tenant's job waiting behind it: the
             // watchdog, asleep without a deadline, must time it. Only when this job cannot
             // start at once (its kind has no free place or no thread asleep): one that can is
@@ -887,7 +895,8 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         // can change before the pop (a completion or a turning window moves the shares), and a
         // worker of the other set asleep on an empty queue would not look again: so both sets
         // are woken when this job makes the queue non-empty, or when its set has no worker
-        // asleep to take it (all busy: the other set may be free first). A woken worker that
+        // asleep to take it (all busy: the other set may be free first), if its tenant has a
+        // backlog (without one, its jobs stay in the foreground). A woken worker that
         // finds nothing it may run while the queue is not empty wakes the other set itself
         // and looks again every share window (see `worker`).
         match placement {

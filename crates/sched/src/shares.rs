@@ -12,6 +12,14 @@
 //! by the caller every [`SHARE_WINDOW`]), so it reflects the last 100–200 ms. A tenant is
 //! *active* while it has jobs queued or running or CPU in either window; the active tenants
 //! split the recent CPU by weight.
+//!
+//! Only a tenant with a backlog is demoted: more jobs pending than the pool's normal workers
+//! could run at once (the `backlog` of [`CpuShares::new`]). Over so short a window, tenants
+//! that each send a request or two at a time pass 1.25× their share by chance all the time
+//! (with 64 of them, a few per cent of the requests each window), and a demoted job on a busy
+//! machine waits for the lowest-priority threads to get a core, tens of milliseconds: equal
+//! tenants' p99 at 64 connections went from 16–23 ms to 123–131 ms with the background
+//! workers on, before this rule (docs/benchmarks.md).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -68,21 +76,20 @@ pub struct CpuShares<K> {
     tenants: HashMap<K, Usage, RandomState>,
     total_cpu: u64,
     total_weight: u64,
-}
-
-impl<K: Hash + Eq + Clone> Default for CpuShares<K> {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// Jobs a tenant may have pending and stay in the foreground whatever its CPU.
+    backlog: u32,
 }
 
 impl<K: Hash + Eq + Clone> CpuShares<K> {
-    /// No active tenants.
-    pub fn new() -> Self {
+    /// No active tenants; a tenant with at most `backlog` jobs pending (submitted and not
+    /// finished) stays in the foreground whatever its CPU (module docs). The pool passes its
+    /// number of normal workers.
+    pub fn new(backlog: u32) -> Self {
         Self {
             tenants: HashMap::with_hasher(RandomState::default()),
             total_cpu: 0,
             total_weight: 0,
+            backlog,
         }
     }
 
@@ -131,17 +138,25 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
         self.total_weight = self.tenants.values().map(|u| u64::from(u.weight)).sum();
     }
 
-    /// Where `key`'s next job should run, given everyone's recent CPU.
+    /// Where `key`'s next job should run, given everyone's recent CPU and its backlog.
     pub fn placement(&self, key: &K) -> Placement {
         match self.tenants.get(key) {
-            Some(u) => placement(
+            Some(u) if u.pending > self.backlog => placement(
                 u.previous + u.current,
                 u.weight,
                 self.total_cpu,
                 self.total_weight,
             ),
-            None => Placement::Foreground,
+            _ => Placement::Foreground,
         }
+    }
+
+    /// Whether `key` has more jobs pending than the backlog allows: only then can its jobs go
+    /// to the background, whatever the CPU shares do.
+    pub fn has_backlog(&self, key: &K) -> bool {
+        self.tenants
+            .get(key)
+            .is_some_and(|u| u.pending > self.backlog)
     }
 
     /// Active tenants: with jobs waiting or running, or CPU in the last two windows.
@@ -156,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_lone_busy_tenant_keeps_the_foreground() {
-        let mut s = CpuShares::new();
+        let mut s = CpuShares::new(0);
         s.submitted(&1u32, 1);
         s.finished(&1, 50_000_000);
         s.submitted(&1, 1);
@@ -165,20 +180,41 @@ mod tests {
 
     #[test]
     fn a_flood_beside_a_light_tenant_goes_to_the_background_until_it_is_alone() {
-        let mut s = CpuShares::new();
+        let mut s = CpuShares::new(0);
         s.submitted(&"a", 1);
         s.finished(&"a", 90_000_000);
         s.submitted(&"b", 1);
         s.finished(&"b", 2_000_000);
+        // A's next job is queued (where the pool asks).
+        s.submitted(&"a", 1);
         assert_eq!(s.placement(&"a"), Placement::Background);
         assert_eq!(s.placement(&"b"), Placement::Foreground);
         // B goes quiet; two windows later A is alone again.
         s.rotate();
-        s.submitted(&"a", 1);
         s.finished(&"a", 90_000_000);
+        s.submitted(&"a", 1);
         assert_eq!(s.placement(&"a"), Placement::Background);
         s.rotate();
         assert_eq!((s.active(), s.placement(&"a")), (1, Placement::Foreground));
+    }
+
+    /// Over its share but with no more jobs pending than the backlog allows (a tenant sending
+    /// one request at a time that was lucky in the window): still in the foreground.
+    #[test]
+    fn a_tenant_without_a_backlog_stays_in_the_foreground() {
+        let mut s = CpuShares::new(2);
+        s.submitted(&"b", 1);
+        s.finished(&"b", 2_000_000);
+        for pending in 1..=3 {
+            s.submitted(&"a", 1);
+            s.charge(&"a", 30_000_000);
+            let want = if pending > 2 {
+                Placement::Background
+            } else {
+                Placement::Foreground
+            };
+            assert_eq!(s.placement(&"a"), want, "{pending} pending");
+        }
     }
 
     #[test]

@@ -53,11 +53,12 @@ impl Model {
             .collect()
     }
 
-    /// Background iff the tenant's fraction of the active tenants' recent CPU is more than
-    /// 1.25× its fraction of their weight (exact rationals: a/b > 5c/4d ⇔ 4ad > 5bc).
-    fn placement(&self, k: u8) -> Placement {
+    /// Background iff the tenant has more than `backlog` jobs pending and its fraction of the
+    /// active tenants' recent CPU is more than 1.25× its fraction of their weight (exact
+    /// rationals: a/b > 5c/4d ⇔ 4ad > 5bc).
+    fn placement(&self, k: u8, backlog: u32) -> Placement {
         let active = self.active();
-        if !active.contains(&k) {
+        if !active.contains(&k) || self.pending.get(&k).copied().unwrap_or(0) <= backlog {
             return Placement::Foreground;
         }
         let total: u128 = active.iter().map(|&t| u128::from(self.recent(t))).sum();
@@ -75,8 +76,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn placement_matches_a_model_recomputed_from_the_history(ops in prop::collection::vec(op(), 1..120)) {
-        let mut shares = CpuShares::new();
+    fn placement_matches_a_model_recomputed_from_the_history(
+        ops in prop::collection::vec(op(), 1..120), backlog in 0u32..3,
+    ) {
+        let mut shares = CpuShares::new(backlog);
         let mut model = Model::default();
         for op in ops {
             match op {
@@ -99,7 +102,7 @@ proptest! {
             let active = model.active();
             prop_assert_eq!(shares.active(), active.len());
             for k in 0..4u8 {
-                prop_assert_eq!(shares.placement(&k), model.placement(k), "tenant {}", k);
+                prop_assert_eq!(shares.placement(&k), model.placement(k, backlog), "tenant {}", k);
             }
             // A tenant active alone is never pushed to the background: it keeps full speed.
             if let [only] = active[..] {
@@ -364,20 +367,23 @@ fn reserved_workers_cpu_does_not_count_toward_shares() {
     }
     drop(release);
     c.wait_blocking().unwrap();
-    // B now runs one job after another beside C and D. Counting D's 50 jobs, B would stay
-    // within its third of the CPU for 36 jobs; counting only the shared workers' CPU, B is
-    // over its share from its second job on.
+    // B now runs two jobs at a time (a backlog: more pending than the one normal worker runs)
+    // beside C and D. Counting D's 50 jobs, B would stay within its third of the CPU for 36
+    // jobs; counting only the shared workers' CPU, B is over its share from its second on.
     let mut moved = 0;
     for _ in 0..10 {
-        let name = pool
-            .submit_with(&"b", 1, Lane::Shared, Demotable::ReadOnly, || {
-                std::thread::current().name().map(str::to_owned)
+        let pair: Vec<_> = (0..2)
+            .map(|_| {
+                pool.submit_with(&"b", 1, Lane::Shared, Demotable::ReadOnly, || {
+                    std::thread::current().name().map(str::to_owned)
+                })
+                .unwrap()
             })
-            .unwrap()
-            .wait_blocking()
-            .unwrap()
-            .unwrap();
-        moved += usize::from(name.contains("-b"));
+            .collect();
+        for h in pair {
+            let name = h.wait_blocking().unwrap().unwrap();
+            moved += usize::from(name.contains("-b"));
+        }
     }
     assert!(
         moved > 0,

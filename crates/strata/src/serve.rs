@@ -101,7 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 max_queue: config.server.max_queue,
                 max_queue_per_tenant: config.server.max_queue_per_tenant,
                 reserved_workers: config.scheduler.reserved_workers,
-                background_workers: config.scheduler.background_workers,
+                background_workers: config.background_workers(),
                 background_priority: config.scheduler.background_priority.api(),
                 long_job_after: Duration::from_millis(config.scheduler.long_job_after_ms),
             },

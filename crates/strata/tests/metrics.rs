@@ -259,20 +259,20 @@ fn a_tenant_reads_its_own_stats_and_no_one_elses() {
     assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
 }
 
-/// The pool's low-priority background workers are off by default; asked for, the server runs
-/// them (on Linux, where the priority can be lowered without privileges; elsewhere it runs
-/// without them) and says so in `/metrics`.
+/// The pool's low-priority background workers are on by default, as many as the normal
+/// workers (on Linux, where the priority can be lowered without privileges; elsewhere it runs
+/// without them), and off when asked; `/metrics` says which.
 #[test]
-fn background_workers_run_when_asked_for() {
-    let default = Server::start_with(&[("STRATA__SERVER__WORKERS", "2")]);
-    let (status, text) = scrape(&default, Some(OPERATOR_KEY));
+fn background_workers_run_unless_turned_off() {
+    let off = Server::start_with(&[
+        ("STRATA__SERVER__WORKERS", "2"),
+        ("STRATA__SCHEDULER__BACKGROUND_WORKERS", "0"),
+    ]);
+    let (status, text) = scrape(&off, Some(OPERATOR_KEY));
     assert_eq!(status, 200, "{text}");
     assert_eq!(sample(&text, "strata_pool_workers"), 2.0);
     assert_eq!(sample(&text, "strata_pool_background_workers"), 0.0);
-    let on = Server::start_with(&[
-        ("STRATA__SERVER__WORKERS", "2"),
-        ("STRATA__SCHEDULER__BACKGROUND_WORKERS", "2"),
-    ]);
+    let on = Server::start_with(&[("STRATA__SERVER__WORKERS", "2")]);
     let (_, text) = scrape(&on, Some(OPERATOR_KEY));
     let expected = if cfg!(target_os = "linux") { 2.0 } else { 0.0 };
     assert_eq!(sample(&text, "strata_pool_background_workers"), expected);
