@@ -30,9 +30,10 @@ pub struct PoolConfig {
     /// Workers, on top of `workers`, that run only `dedicated` tenants' jobs (the reserved
     /// lane); 0 disables the lane.
     pub reserved_workers: usize,
-    /// Low-priority workers, on top of `workers`, that run the jobs of tenants over their
-    /// share of recent CPU while others are active (`SchedulerConfig::background_workers`);
-    /// 0 (the default) disables the split.
+    /// Low-priority workers, on top of `workers`, that run the jobs of tenants with a backlog
+    /// over their share of recent CPU while others are active
+    /// (`SchedulerConfig::background_workers`); 0 (this struct's default) disables the split.
+    /// The server turns them on by default (`[scheduler] background_workers`).
     pub background_workers: usize,
     /// How low the background workers run.
     pub background_priority: BackgroundPriority,

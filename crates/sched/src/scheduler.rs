@@ -61,11 +61,12 @@ pub struct SchedulerConfig {
     /// then run on the shared workers like any other.
     pub reserved_workers: usize,
     /// Background worker threads, on top of `workers`, at the lowest OS priority
-    /// (`background_priority`). While they exist, the jobs of a tenant that used more than its
-    /// fair share of the pool's recent CPU (see [`crate::shares`]) run only on them, and the
-    /// `workers` run only the others': a light tenant's job then preempts a flooding tenant's
-    /// at the OS level instead of waiting in the run queue behind it. A tenant busy alone is
-    /// within its share and keeps the normal workers. 0 disables the split, and so does a
+    /// (`background_priority`). While they exist, the read-only jobs of a tenant with more
+    /// jobs pending than `workers` that used more than its fair share of the pool's recent CPU
+    /// (see [`crate::shares`]) run only on them, and the `workers` run only the others': a
+    /// light tenant's job then preempts a flooding tenant's at the OS level instead of waiting
+    /// in the run queue behind it. A tenant busy alone is within its share and keeps the
+    /// normal workers, and so does one without such a backlog. 0 disables the split, and so does a
     /// priority that could not be lowered ([`FairScheduler::priority_error`] says why).
     pub background_workers: usize,
     /// How low background workers run.
@@ -668,7 +669,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 idle_foreground: 0,
                 idle_background: 0,
                 has_reserved: config.reserved_workers > 0,
-                shares: (background > 0).then(|| Shares::new(config.charging, config.workers)),
+                shares: (background > 0).then(|| Shares::new(config.charging, shared_workers)),
                 long_jobs: LongJobs::new(config.long_job_after),
             }),
             work: Condvar::new(),
@@ -845,14 +846,14 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                     QueueFull::Total { queued } => SchedError::Overloaded { queued },
                     QueueFull::Tenant { queued } => SchedError::TenantQueueFull { queued },
                 })?;
-            let (placement, backlog) = match state.shares.as_mut() {
+            let (placement, backlog, became) = match state.shares.as_mut() {
                 Some(shares) => {
                     shares.tick(Instant::now());
-                    shares.usage.submitted(key, weight);
+                    let became = shares.usage.submitted(key, weight);
                     let u = &shares.usage;
-                    (Some(u.placement(key)), u.has_backlog(key))
+                    (Some(u.placement(key)), u.has_backlog(key), became)
                 }
-                None => (None, false),
+                None => (None, false, false),
             };
             let background = matches!(placement, Some(Placement::Background)) && demotable;
             let target_idle = if background {
@@ -861,10 +862,13 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 state.idle_foreground
             };
             // Only a tenant with a backlog can have its jobs moved to the background before
-            // they are popped; waking a background worker for anyone else's is futile.
+            // they are popped; waking a background worker for anyone else's is futile. The job
+            // that gives a tenant its backlog wakes one whatever: background workers asleep
+            // while nobody had one wait untimed, and from then on they look again after each
+            // window while anyone has one (see `worker`).
             let wake_both = state.shares.is_some()
-                && (was_empty || target_idle == 0)
-                && (background || (backlog && demotable));
+                && (((was_empty || target_idle == 0) && (background || (backlog && demotable)))
+                    || (became && demotable));
             // A running job may now have another tenant's job waiting behind it: the
             // watchdog, asleep without a deadline, must time it. Only when this job cannot
             // start at once (its kind has no free place or no thread asleep): one that can is
@@ -1172,6 +1176,11 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
             continue;
         }
         let others_waiting = state.shares.is_some() && !state.paused && !state.queue.is_empty();
+        // A tenant with a backlog may cross its share when a window turns, with no submit or
+        // completion to wake anyone: background workers then look again after each window.
+        let backlog_somewhere = kind == Kind::Background
+            && !state.paused
+            && state.shares.as_ref().is_some_and(|s| s.usage.any_backlog());
         let idle = match kind {
             Kind::Foreground => Some(&mut state.idle_foreground),
             Kind::Background => Some(&mut state.idle_background),
@@ -1190,6 +1199,12 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
                     _ => &shared.work,
                 };
                 other.notify_one();
+                signal
+                    .wait_timeout(state, SHARE_WINDOW)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+            (Kind::Background, false) if backlog_somewhere => {
                 signal
                     .wait_timeout(state, SHARE_WINDOW)
                     .unwrap_or_else(|p| p.into_inner())

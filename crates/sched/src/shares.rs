@@ -78,6 +78,8 @@ pub struct CpuShares<K> {
     total_weight: u64,
     /// Jobs a tenant may have pending and stay in the foreground whatever its CPU.
     backlog: u32,
+    /// Tenants with more jobs pending than `backlog`.
+    backlogged: usize,
 }
 
 impl<K: Hash + Eq + Clone> CpuShares<K> {
@@ -90,11 +92,14 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
             total_cpu: 0,
             total_weight: 0,
             backlog,
+            backlogged: 0,
         }
     }
 
     /// A job of `key` was queued with `weight` (0 counts as 1; the latest weight applies).
-    pub fn submitted(&mut self, key: &K, weight: u32) {
+    /// Returns whether this job gave the tenant a backlog (module docs): from now on its jobs
+    /// may go to the background.
+    pub fn submitted(&mut self, key: &K, weight: u32) -> bool {
         let weight = weight.max(1);
         let usage = self.tenants.entry(key.clone()).or_insert(Usage {
             previous: 0,
@@ -105,13 +110,19 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
         self.total_weight = self.total_weight - u64::from(usage.weight) + u64::from(weight);
         usage.weight = weight;
         usage.pending = usage.pending.saturating_add(1);
+        let became = usage.pending > self.backlog && usage.pending - 1 == self.backlog;
+        self.backlogged += usize::from(became);
+        became
     }
 
     /// A job of `key` finished after using `cpu_ns` (beyond what [`charge`](Self::charge)
     /// counted while it ran).
     pub fn finished(&mut self, key: &K, cpu_ns: u64) {
-        if let Some(usage) = self.tenants.get_mut(key) {
-            usage.pending = usage.pending.saturating_sub(1);
+        if let Some(usage) = self.tenants.get_mut(key)
+            && usage.pending > 0
+        {
+            self.backlogged -= usize::from(usage.pending - 1 == self.backlog);
+            usage.pending -= 1;
         }
         self.charge(key, cpu_ns);
     }
@@ -157,6 +168,13 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
         self.tenants
             .get(key)
             .is_some_and(|u| u.pending > self.backlog)
+    }
+
+    /// Whether any tenant has a backlog: then a placement may change while no job is
+    /// submitted or finished (a window turns), and the background workers look again after
+    /// each window rather than sleeping until woken.
+    pub fn any_backlog(&self) -> bool {
+        self.backlogged > 0
     }
 
     /// Active tenants: with jobs waiting or running, or CPU in the last two windows.

@@ -84,7 +84,9 @@ proptest! {
         for op in ops {
             match op {
                 Op::Submit(k, w) => {
-                    shares.submitted(&k, w);
+                    let had = model.pending.get(&k).copied().unwrap_or(0) > backlog;
+                    let became = shares.submitted(&k, w);
+                    prop_assert_eq!(became, !had && model.pending.get(&k).copied().unwrap_or(0) + 1 > backlog);
                     model.weight.insert(k, w);
                     *model.pending.entry(k).or_default() += 1;
                 }
@@ -103,7 +105,15 @@ proptest! {
             prop_assert_eq!(shares.active(), active.len());
             for k in 0..4u8 {
                 prop_assert_eq!(shares.placement(&k), model.placement(k, backlog), "tenant {}", k);
+                prop_assert_eq!(
+                    shares.has_backlog(&k),
+                    model.pending.get(&k).copied().unwrap_or(0) > backlog
+                );
             }
+            prop_assert_eq!(
+                shares.any_backlog(),
+                model.pending.values().any(|&p| p > backlog)
+            );
             // A tenant active alone is never pushed to the background: it keeps full speed.
             if let [only] = active[..] {
                 prop_assert_eq!(shares.placement(&only), Placement::Foreground);

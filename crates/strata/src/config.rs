@@ -319,15 +319,23 @@ impl Config {
         }
     }
 
-    /// The pool's background workers: `scheduler.background_workers`, or as many as the
-    /// normal workers when unset. On by default since 5 Dec 2026: with them a light tenant's
-    /// p99 under another's flood stayed within 1.07-1.19x its p99 alone on a quiet 2-core
-    /// machine (3.0-4.0x without), and equal tenants' figures did not move
-    /// (docs/benchmarks.md, "Background workers on by default").
+    /// The pool's background workers: `scheduler.background_workers`, or when unset as many
+    /// as the normal workers (at most 256) where their priority can be lowered (Linux, and a
+    /// `background_priority` other than `unchanged`), else none, without a warning. On by
+    /// default since 5 Dec 2026: with them a light tenant's p99 under another's flood was
+    /// 1.07-1.08x its p99 alone on a quiet 2-core machine (2.9-3.9x without), and equal
+    /// tenants' figures moved within the noise (docs/benchmarks.md, "Background workers on by
+    /// default").
     pub fn background_workers(&self) -> usize {
-        self.scheduler
-            .background_workers
-            .unwrap_or_else(|| self.pool_workers())
+        match self.scheduler.background_workers {
+            Some(n) => n,
+            None if cfg!(target_os = "linux")
+                && self.scheduler.background_priority != BackgroundPrioritySetting::Unchanged =>
+            {
+                self.pool_workers().min(MAX_RESERVED_WORKERS)
+            }
+            None => 0,
+        }
     }
 
     /// `server.index_checkpoint_changes` with its default (0) resolved against the change
@@ -469,7 +477,8 @@ impl Config {
         if config.scheduler.reserved_workers > MAX_RESERVED_WORKERS {
             bail!("scheduler.reserved_workers: at most {MAX_RESERVED_WORKERS}");
         }
-        let background = config.background_workers();
+        // An explicit count only: the default follows the normal workers.
+        let background = config.scheduler.background_workers.unwrap_or(0);
         if background > MAX_RESERVED_WORKERS {
             bail!("scheduler.background_workers: at most {MAX_RESERVED_WORKERS}");
         }
@@ -801,9 +810,16 @@ mod tests {
     fn background_workers_are_on_by_default_as_many_as_the_workers_at_nice19() {
         let c = Config::load(None, env(&[])).unwrap();
         assert_eq!(c.scheduler.background_workers, None);
-        assert_eq!(c.background_workers(), c.pool_workers());
+        let on_linux = |n: usize| if cfg!(target_os = "linux") { n } else { 0 };
+        assert_eq!(c.background_workers(), on_linux(c.pool_workers()));
+        // Where the priority is not to be lowered, none by default (and no warning).
+        let unchanged = Config::load(
+            None,
+            env(&[("STRATA__SCHEDULER__BACKGROUND_PRIORITY", "unchanged")]),
+        );
+        assert_eq!(unchanged.unwrap().background_workers(), 0);
         let four = Config::load(None, env(&[("STRATA__SERVER__WORKERS", "4")])).unwrap();
-        assert_eq!(four.background_workers(), 4);
+        assert_eq!(four.background_workers(), on_linux(4));
         let off = Config::load(None, env(&[("STRATA__SCHEDULER__BACKGROUND_WORKERS", "0")]));
         assert_eq!(off.unwrap().background_workers(), 0);
         assert_eq!(
