@@ -152,7 +152,7 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
     /// Where `key`'s next job should run, given everyone's recent CPU and its backlog.
     pub fn placement(&self, key: &K) -> Placement {
         match self.tenants.get(key) {
-            Some(u) if u.pending > self.backlog => placement(
+            Some(u) if self.over_backlog(u) => placement(
                 u.previous + u.current,
                 u.weight,
                 self.total_cpu,
@@ -165,9 +165,12 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
     /// Whether `key` has more jobs pending than the backlog allows: only then can its jobs go
     /// to the background, whatever the CPU shares do.
     pub fn has_backlog(&self, key: &K) -> bool {
-        self.tenants
-            .get(key)
-            .is_some_and(|u| u.pending > self.backlog)
+        self.tenants.get(key).is_some_and(|u| self.over_backlog(u))
+    }
+
+    /// The one test of a backlog, for placements and for the count of backlogged tenants.
+    fn over_backlog(&self, u: &Usage) -> bool {
+        u.pending > self.backlog
     }
 
     /// Whether any tenant has a backlog: then a placement may change while no job is
