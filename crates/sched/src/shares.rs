@@ -10,8 +10,12 @@
 //!
 //! Recent CPU is counted over two fixed windows (the current one and the one before, rotated
 //! by the caller every [`SHARE_WINDOW`]), so it reflects the last 100–200 ms. A tenant is
-//! *active* while it has jobs queued or running or CPU in either window; the active tenants
-//! split the recent CPU by weight.
+//! *active* while it has jobs queued or running, or submitted a job or used CPU in either
+//! window; the active tenants split the recent CPU by weight. A job submitted counts even
+//! when its CPU does not: a dedicated tenant's jobs run on reserved workers, whose CPU is not
+//! the shared workers' to split, and without its submissions it dropped out of the active set
+//! at every turn of the window, so that a tenant flooding beside it was alone, within its
+//! share, and back on normal-priority threads until its next request (docs/benchmarks.md).
 //!
 //! Only a tenant with a backlog is demoted: more jobs pending than the pool's normal workers
 //! could run at once (the `backlog` of [`CpuShares::new`]). Over so short a window, tenants
@@ -68,6 +72,9 @@ struct Usage {
     weight: u32,
     /// Jobs submitted and not yet finished.
     pending: u32,
+    /// Whether a job was submitted in the previous and in the current window.
+    submitted_previous: bool,
+    submitted_current: bool,
 }
 
 /// Recent CPU per active tenant, and their totals. Memory is bounded by active tenants:
@@ -106,7 +113,10 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
             current: 0,
             weight: 0,
             pending: 0,
+            submitted_previous: false,
+            submitted_current: false,
         });
+        usage.submitted_current = true;
         self.total_weight = self.total_weight - u64::from(usage.weight) + u64::from(weight);
         usage.weight = weight;
         usage.pending = usage.pending.saturating_add(1);
@@ -136,12 +146,13 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
         }
     }
 
-    /// Starts a new window: the previous one is forgotten, and idle tenants with no CPU left
-    /// in either window stop being active.
+    /// Starts a new window: the previous one is forgotten, and idle tenants with neither CPU
+    /// nor a submission left in either window stop being active.
     pub fn rotate(&mut self) {
         self.tenants.retain(|_, u| {
             u.previous = std::mem::take(&mut u.current);
-            u.pending > 0 || u.previous > 0
+            u.submitted_previous = std::mem::take(&mut u.submitted_current);
+            u.pending > 0 || u.previous > 0 || u.submitted_previous
         });
         // Recounted rather than adjusted: exact, and linear in the active tenants once per
         // window.
@@ -180,7 +191,8 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
         self.backlogged > 0
     }
 
-    /// Active tenants: with jobs waiting or running, or CPU in the last two windows.
+    /// Active tenants: with jobs waiting or running, or a submission or CPU in the last two
+    /// windows.
     pub fn active(&self) -> usize {
         self.tenants.len()
     }
@@ -215,6 +227,26 @@ mod tests {
         s.finished(&"a", 90_000_000);
         s.submitted(&"a", 1);
         assert_eq!(s.placement(&"a"), Placement::Background);
+        s.rotate();
+        assert_eq!((s.active(), s.placement(&"a")), (1, Placement::Foreground));
+    }
+
+    /// A tenant whose jobs use no shared CPU (a dedicated one, on reserved workers) stays
+    /// active while it keeps submitting: a flood beside it stays in the background across the
+    /// turns of the window, and goes back to the foreground once a whole window has passed without one.
+    #[test]
+    fn a_tenant_submitting_without_shared_cpu_keeps_a_flood_in_the_background() {
+        let mut s = CpuShares::new(0);
+        s.submitted(&"a", 1);
+        s.charge(&"a", 90_000_000);
+        for _ in 0..3 {
+            s.submitted(&"b", 1);
+            s.finished(&"b", 0);
+            s.rotate();
+            assert_eq!(s.placement(&"a"), Placement::Background);
+            s.charge(&"a", 90_000_000);
+        }
+        // B's last job was submitted in the window before: a turn later it is gone.
         s.rotate();
         assert_eq!((s.active(), s.placement(&"a")), (1, Placement::Foreground));
     }

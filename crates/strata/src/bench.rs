@@ -29,6 +29,11 @@ pub struct NoisyArgs {
     /// Seconds per phase (B alone, then B with A flooding).
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Rounds of the two phases, alternated (B alone, B with A flooding, B alone, …); each
+    /// phase's samples are pooled over the rounds. A p99 of one phase moves with what else the
+    /// machine does in those seconds; alternating spreads that drift over both.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
     /// Records per tenant (384-dimensional vectors) written before the run.
     #[arg(long, default_value_t = 2000)]
     pub records: usize,
@@ -143,6 +148,7 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
         "--steady-qps: a positive number"
     );
     anyhow::ensure!(args.seconds > 0, "--seconds: at least 1");
+    anyhow::ensure!(args.rounds > 0, "--rounds: at least 1");
     anyhow::ensure!(args.flood_clients > 0, "--flood-clients: at least 1");
     anyhow::ensure!(args.records > 0, "--records: at least 1");
     eprintln!(
@@ -181,25 +187,52 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || bench_probe::steady(&server, &key, qps, secs))
     };
     let server = admin.server().to_owned();
-    eprintln!("phase 1: B alone for {} s…", args.seconds);
-    let cpu0 = process_cpu();
-    let (alone_samples, alone_failed) =
-        probe(server.clone(), b_key.clone(), args.steady_qps, args.seconds).await??;
-    let cpu_alone = process_cpu().saturating_sub(cpu0).as_secs_f64();
+    let (mut alone_samples, mut alone_failed) = (Vec::new(), 0);
+    let (mut loaded_samples, mut loaded_failed) = (Vec::new(), 0);
+    let (mut cpu_alone, mut cpu_flood) = (0.0, 0.0);
+    let (mut a_done, mut a_refused) = (0, 0);
+    for round in 1..=args.rounds {
+        let of = if args.rounds > 1 {
+            format!(" (round {round} of {})", args.rounds)
+        } else {
+            String::new()
+        };
+        eprintln!("phase 1: B alone for {} s{of}…", args.seconds);
+        let cpu0 = process_cpu();
+        let (alone, failed) =
+            probe(server.clone(), b_key.clone(), args.steady_qps, args.seconds).await??;
+        cpu_alone += process_cpu().saturating_sub(cpu0).as_secs_f64();
+        alone_failed += failed;
 
-    eprintln!(
-        "phase 2: B with A flooding ({} clients) for {} s…",
-        args.flood_clients, args.seconds
-    );
-    let cpu0 = process_cpu();
-    // Fails here, before B is probed, if A's client cannot be made; stopped when dropped, so
-    // a failing probe does not leave it flooding.
-    let flood = Flood::start(server.clone(), a_key.clone(), args.flood_clients)?;
-    let probed = probe(server.clone(), b_key.clone(), args.steady_qps, args.seconds).await;
-    let stopped = flood.stop().await;
-    let (loaded_samples, loaded_failed) = probed??;
-    let (a_done, a_refused) = stopped?;
-    let cpu_flood = process_cpu().saturating_sub(cpu0).as_secs_f64();
+        eprintln!(
+            "phase 2: B with A flooding ({} clients) for {} s{of}…",
+            args.flood_clients, args.seconds
+        );
+        let cpu0 = process_cpu();
+        // Fails here, before B is probed, if A's client cannot be made; stopped when dropped,
+        // so a failing probe does not leave it flooding.
+        let flood = Flood::start(server.clone(), a_key.clone(), args.flood_clients)?;
+        let probed = probe(server.clone(), b_key.clone(), args.steady_qps, args.seconds).await;
+        let stopped = flood.stop().await;
+        let (loaded, failed) = probed??;
+        let (done, refused) = stopped?;
+        cpu_flood += process_cpu().saturating_sub(cpu0).as_secs_f64();
+        loaded_failed += failed;
+        (a_done, a_refused) = (a_done + done, a_refused + refused);
+        if args.rounds > 1 && !alone.is_empty() && !loaded.is_empty() {
+            let p99 = |s: &[bench_probe::Sample]| percentile(&bench_probe::latencies(s), 0.99);
+            eprintln!(
+                "round {round}: B's p99 {:.2} ms alone, {:.2} ms flooded",
+                p99(&alone).as_secs_f64() * 1000.0,
+                p99(&loaded).as_secs_f64() * 1000.0
+            );
+        }
+        alone_samples.extend(alone);
+        loaded_samples.extend(loaded);
+    }
+    // Each round's samples come sorted by latency; the pooled ones must be again.
+    alone_samples.sort_by_key(|s| s.latency);
+    loaded_samples.sort_by_key(|s| s.latency);
     let alone_throughput = if args.flood_alone {
         eprintln!("phase 3: A flooding alone for {} s…", args.seconds);
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -235,7 +268,7 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
     println!(
         "p99 ratio (flooded / alone): {:.2}; A completed {:.0} searches/s ({} refused)",
         ms(p99l) / ms(p99a).max(f64::EPSILON),
-        a_done as f64 / args.seconds as f64,
+        a_done as f64 / (args.seconds as f64 * f64::from(args.rounds)),
         a_refused
     );
     if let Some(done) = alone_throughput {
@@ -245,7 +278,7 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
         );
     }
     // On one machine the load generator's CPU is taken from the server: report it.
-    let secs = args.seconds as f64;
+    let secs = args.seconds as f64 * f64::from(args.rounds);
     println!(
         "load generator CPU: {:.0}% of a core with B alone, {:.0}% with A flooding",
         100.0 * cpu_alone / secs,
