@@ -143,6 +143,8 @@ struct State<K> {
     /// to take its job also wakes the other set (see `FairScheduler::submit`).
     idle_foreground: usize,
     idle_background: usize,
+    /// Times a shared worker found jobs queued and none it may run ([`FairScheduler::idle_looks`]).
+    idle_looks: u64,
     /// Whether reserved workers exist (else the reserved lane is the shared one).
     has_reserved: bool,
     /// Recent CPU per tenant, when background workers exist: where each job should run.
@@ -668,6 +670,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 ],
                 idle_foreground: 0,
                 idle_background: 0,
+                idle_looks: 0,
                 has_reserved: config.reserved_workers > 0,
                 shares: (background > 0).then(|| Shares::new(config.charging, shared_workers)),
                 long_jobs: LongJobs::new(config.long_job_after),
@@ -755,6 +758,14 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
     /// ([`crate::blocking`]): at most twice the configured ones.
     pub fn threads(&self) -> usize {
         self.shared.lock().live_workers
+    }
+
+    /// Times a shared worker (normal or background) found jobs queued but none it may run
+    /// (all of the other set's tenants) and went back to sleep, since the pool started. A few
+    /// per share window while a tenant is over its share; one per job would be futile
+    /// wake-ups, each taking a core from whatever ran there.
+    pub fn idle_looks(&self) -> u64 {
+        self.shared.lock().idle_looks
     }
 
     /// Jobs that ran long and gave up their place to another tenant's job
@@ -856,19 +867,21 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 None => (None, false, false),
             };
             let background = matches!(placement, Some(Placement::Background)) && demotable;
-            let target_idle = if background {
-                state.idle_background
-            } else {
-                state.idle_foreground
-            };
             // Only a tenant with a backlog can have its jobs moved to the background before
             // they are popped; waking a background worker for anyone else's is futile. The job
             // that gives a tenant its backlog wakes one whatever: background workers asleep
             // while nobody had one wait untimed, and from then on they look again after each
-            // window while anyone has one (see `worker`).
+            // window while anyone has one (see `worker`). Otherwise the other set is woken
+            // only when this job makes the queue non-empty: its workers may then be asleep
+            // without a deadline. While jobs are queued, a worker that finds none it may run
+            // sleeps at most a window, and wakes the other set before it does; and a set
+            // whose workers are all busy takes the job at its next pop or, if the job's
+            // placement changed meanwhile, wakes the other set then. Waking the other set on
+            // every submit while this one was busy woke a normal worker for each job of a
+            // flood, to find nothing it could run: thousands of wake-ups a second, each one
+            // preempting a light tenant's job (docs/benchmarks.md, 5 Dec).
             let wake_both = state.shares.is_some()
-                && (((was_empty || target_idle == 0) && (background || (backlog && demotable)))
-                    || (became && demotable));
+                && ((was_empty && (background || (backlog && demotable))) || (became && demotable));
             // A running job may now have another tenant's job waiting behind it: the
             // watchdog, asleep without a deadline, must time it. Only when this job cannot
             // start at once (its kind has no free place or no thread asleep): one that can is
@@ -898,11 +911,10 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         // state lock, thousands of times a second while one tenant floods). But the placement
         // can change before the pop (a completion or a turning window moves the shares), and a
         // worker of the other set asleep on an empty queue would not look again: so both sets
-        // are woken when this job makes the queue non-empty, or when its set has no worker
-        // asleep to take it (all busy: the other set may be free first), if its tenant has a
-        // backlog (without one, its jobs stay in the foreground). A woken worker that
-        // finds nothing it may run while the queue is not empty wakes the other set itself
-        // and looks again every share window (see `worker`).
+        // are woken when this job makes the queue non-empty, if its tenant has a backlog
+        // (without one, its jobs stay in the foreground). A woken worker that finds nothing
+        // it may run while the queue is not empty wakes the other set itself and looks again
+        // every share window (see `worker`).
         match placement {
             Some(Placement::Background) if demotable => {
                 self.shared.background_work.notify_one();
@@ -1194,6 +1206,7 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
             // case all were asleep when the job's tenant crossed its share, and look again
             // after a window, when shares may have moved without any push or completion.
             (Kind::Foreground | Kind::Background, true) => {
+                state.idle_looks += 1;
                 let other = match kind {
                     Kind::Foreground => &shared.background_work,
                     _ => &shared.work,

@@ -27,15 +27,21 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0u8..4, 1u32..4).prop_map(|(k, w)| Op::Submit(k, w)),
         6 => (0u8..4, 0u64..20_000_000).prop_map(|(k, ns)| Op::Finish(k, ns)),
+        // Jobs that use no shared CPU (a dedicated tenant's, on the reserved workers).
+        2 => (0u8..4).prop_map(|k| Op::Finish(k, 0)),
         1 => Just(Op::Rotate),
     ]
 }
 
-/// Every tenant's CPU per window since the start, its latest weight and its unfinished jobs.
+/// Every tenant's CPU per window since the start, the windows it submitted jobs in, its latest
+/// weight, its unfinished jobs, and which tenants had some when the current window began (an
+/// active tenant stays active until a window turns and finds it idle).
 #[derive(Default)]
 struct Model {
     window: usize,
     cpu: HashMap<u8, HashMap<usize, u64>>,
+    submitted: HashMap<u8, Vec<usize>>,
+    pending_when_turned: Vec<u8>,
     weight: HashMap<u8, u32>,
     pending: HashMap<u8, u32>,
 }
@@ -47,9 +53,20 @@ impl Model {
         at(self.window) + self.window.checked_sub(1).map_or(0, at)
     }
 
+    fn submitted_recently(&self, k: u8) -> bool {
+        self.submitted
+            .get(&k)
+            .is_some_and(|ws| ws.iter().any(|&w| w + 1 >= self.window))
+    }
+
     fn active(&self) -> Vec<u8> {
         (0..4)
-            .filter(|&k| self.pending.get(&k).copied().unwrap_or(0) > 0 || self.recent(k) > 0)
+            .filter(|&k| {
+                self.pending.get(&k).copied().unwrap_or(0) > 0
+                    || self.recent(k) > 0
+                    || self.submitted_recently(k)
+                    || self.pending_when_turned.contains(&k)
+            })
             .collect()
     }
 
@@ -89,6 +106,7 @@ proptest! {
                     prop_assert_eq!(became, !had && model.pending.get(&k).copied().unwrap_or(0) + 1 > backlog);
                     model.weight.insert(k, w);
                     *model.pending.entry(k).or_default() += 1;
+                    model.submitted.entry(k).or_default().push(model.window);
                 }
                 Op::Finish(k, ns) => {
                     let Some(p) = model.pending.get_mut(&k).filter(|p| **p > 0) else { continue };
@@ -99,6 +117,8 @@ proptest! {
                 Op::Rotate => {
                     shares.rotate();
                     model.window += 1;
+                    model.pending_when_turned =
+                        (0..4).filter(|k| model.pending.get(k).is_some_and(|&p| p > 0)).collect();
                 }
             }
             let active = model.active();
@@ -377,12 +397,23 @@ fn reserved_workers_cpu_does_not_count_toward_shares() {
     }
     drop(release);
     c.wait_blocking().unwrap();
-    // B now runs two jobs at a time (a backlog: more pending than the one normal worker runs)
-    // beside C and D. Counting D's 50 jobs, B would stay within its third of the CPU for 36
-    // jobs; counting only the shared workers' CPU, B is over its share from its second on.
+    // B now runs four jobs at a time (a backlog: more pending than the one normal worker
+    // runs) beside C and D, each batch while a job of C holds the normal worker, so that only
+    // B's placement decides where its jobs run (not which worker wakes first on a loaded
+    // machine). Counting D's 50 jobs, B would stay within its third of the CPU for 36 jobs;
+    // counting only the shared workers' CPU, B is over its share from its second batch on.
     let mut moved = 0;
-    for _ in 0..10 {
-        let pair: Vec<_> = (0..2)
+    for _ in 0..5 {
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let c = pool
+            .submit(&"c", 1, move || {
+                let _ = started_tx.send(());
+                let _ = held.recv();
+            })
+            .unwrap();
+        started.recv_timeout(Duration::from_secs(10)).unwrap();
+        let batch: Vec<_> = (0..4)
             .map(|_| {
                 pool.submit_with(&"b", 1, Lane::Shared, Demotable::ReadOnly, || {
                     std::thread::current().name().map(str::to_owned)
@@ -390,7 +421,9 @@ fn reserved_workers_cpu_does_not_count_toward_shares() {
                 .unwrap()
             })
             .collect();
-        for h in pair {
+        drop(release);
+        c.wait_blocking().unwrap();
+        for h in batch {
             let name = h.wait_blocking().unwrap().unwrap();
             moved += usize::from(name.contains("-b"));
         }
@@ -509,4 +542,101 @@ fn a_job_whose_placement_flips_is_not_stranded_behind_a_busy_set() {
         ran.is_ok(),
         "the job waited for the busy background worker (the long job ran on {long_on:?})"
     );
+}
+
+/// While a flooding tenant's jobs queue for the busy background set, its submits do not wake
+/// the idle normal worker, which could only find nothing it may run: it looks again once per
+/// share window by itself. (Waking it on each submit cost a context switch per job, and each
+/// such wake-up preempted whatever ran on that core, a light tenant's job included.)
+#[test]
+fn a_flood_queued_for_the_busy_background_set_does_not_wake_the_normal_workers_per_job() {
+    let pool = FairScheduler::<&'static str>::new(SchedulerConfig {
+        workers: 1,
+        background_workers: 1,
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    if pool.background_workers() == 0 {
+        // The priority cannot be lowered here: there are no two sets.
+        return;
+    }
+    const JOBS: u64 = 100;
+    // The setting needs A over its share for the whole attempt; on a loaded machine a window
+    // may turn and forget its CPU first: then it is tried again.
+    for _attempt in 0..5 {
+        if let Some(looks) = flood_beside_a_busy_background_worker(&pool, JOBS) {
+            // About 20 ms of submits: a look or two at most (a window may turn meanwhile);
+            // the old rule made one per submit.
+            assert!(looks < JOBS / 10, "{looks} idle looks for {JOBS} submits");
+            return;
+        }
+    }
+    panic!("A's held job never ran on the background worker in five attempts");
+}
+
+/// B's and A's CPU make A over its share; C's job holds the normal worker while A queues
+/// two jobs, so that with a backlog A's first (held) job goes to the background worker; then
+/// C lets the normal worker go, and A submits `jobs` more while its held job keeps the
+/// background worker busy. The normal worker's idle looks during those submits, or `None`
+/// when A's held job did not reach the background worker in time.
+fn flood_beside_a_busy_background_worker(
+    pool: &FairScheduler<&'static str>,
+    jobs: u64,
+) -> Option<u64> {
+    let read = |key: &'static str, f: Box<dyn FnOnce() + Send>| {
+        pool.submit_with(&key, 1, Lane::Shared, Demotable::ReadOnly, f)
+            .unwrap()
+    };
+    let held = |started: std::sync::mpsc::Sender<Option<String>>,
+                gate: std::sync::mpsc::Receiver<()>|
+     -> Box<dyn FnOnce() + Send> {
+        Box::new(move || {
+            let _ = started.send(std::thread::current().name().map(str::to_owned));
+            let _ = gate.recv_timeout(Duration::from_secs(20));
+        })
+    };
+    read("b", Box::new(|| spin(Duration::from_millis(1))))
+        .wait_blocking()
+        .unwrap();
+    read("a", Box::new(|| spin(Duration::from_millis(30))))
+        .wait_blocking()
+        .unwrap();
+    let (c_started, c_running) = std::sync::mpsc::channel();
+    let (c_release, c_gate) = std::sync::mpsc::channel::<()>();
+    let c = read("c", held(c_started, c_gate));
+    let c_on = c_running.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (a_started, a_running) = std::sync::mpsc::channel();
+    let (a_release, a_gate) = std::sync::mpsc::channel::<()>();
+    let long = read("a", held(a_started, a_gate));
+    let second = read("a", Box::new(|| {}));
+    let long_on = a_running.recv_timeout(Duration::from_secs(1));
+    // The normal worker, free again, finds only A's queued job, which is not for it.
+    let _ = c_release.send(());
+    c.wait_blocking().unwrap();
+    let reached = long_on
+        .as_ref()
+        .is_ok_and(|n| n.as_deref().is_some_and(|n| n.contains("-b")))
+        && !c_on.as_deref().is_some_and(|n| n.contains("-b"));
+    let looks = reached.then(|| {
+        std::thread::sleep(Duration::from_millis(2));
+        let before = pool.idle_looks();
+        let queued: Vec<_> = (0..jobs)
+            .map(|_| {
+                let job = read("a", Box::new(|| {}));
+                std::thread::sleep(Duration::from_micros(200));
+                job
+            })
+            .collect();
+        let looks = pool.idle_looks() - before;
+        (queued, looks)
+    });
+    let _ = a_release.send(());
+    long.wait_blocking().unwrap();
+    second.wait_blocking().unwrap();
+    looks.map(|(queued, looks)| {
+        for job in queued {
+            job.wait_blocking().unwrap();
+        }
+        looks
+    })
 }
