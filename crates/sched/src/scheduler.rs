@@ -139,10 +139,6 @@ struct State<K> {
     /// Threads of each kind (indexed by `Kind as usize`): how many there are, and how many may
     /// run jobs at once (see `crate::blocking`).
     lanes: [Threads; 3],
-    /// Shared workers of each set asleep waiting for work: a submit whose set has none awake
-    /// to take its job also wakes the other set (see `FairScheduler::submit`).
-    idle_foreground: usize,
-    idle_background: usize,
     /// Times a shared worker found jobs queued and none it may run ([`FairScheduler::idle_looks`]).
     idle_looks: u64,
     /// Whether reserved workers exist (else the reserved lane is the shared one).
@@ -668,8 +664,6 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                         ..Threads::default()
                     },
                 ],
-                idle_foreground: 0,
-                idle_background: 0,
                 idle_looks: 0,
                 has_reserved: config.reserved_workers > 0,
                 shares: (background > 0).then(|| Shares::new(config.charging, shared_workers)),
@@ -869,19 +863,19 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             let background = matches!(placement, Some(Placement::Background)) && demotable;
             // Only a tenant with a backlog can have its jobs moved to the background before
             // they are popped; waking a background worker for anyone else's is futile. The job
-            // that gives a tenant its backlog wakes one whatever: background workers asleep
-            // while nobody had one wait untimed, and from then on they look again after each
-            // window while anyone has one (see `worker`). Otherwise the other set is woken
-            // only when this job makes the queue non-empty: its workers may then be asleep
-            // without a deadline. While jobs are queued, a worker that finds none it may run
-            // sleeps at most a window, and wakes the other set before it does; and a set
-            // whose workers are all busy takes the job at its next pop or, if the job's
-            // placement changed meanwhile, wakes the other set then. Waking the other set on
-            // every submit while this one was busy woke a normal worker for each job of a
-            // flood, to find nothing it could run: thousands of wake-ups a second, each one
-            // preempting a light tenant's job (docs/benchmarks.md, 5 Dec).
+            // that gives a tenant its backlog wakes one whatever the job (a write too: the
+            // tenant's next read may be demoted): background workers asleep while nobody had
+            // one wait untimed, and from then on they look again after each window while
+            // anyone has one (see `worker`), so a job demoted after its submit is found within
+            // a window. Otherwise the other set is woken only when this job makes the queue
+            // non-empty: a normal worker may then be asleep without a deadline, and one that
+            // finds jobs queued but none it may run wakes the background set and looks again
+            // after a window. Waking the other set on every submit while this one was busy
+            // woke a normal worker for each job of a flood, to find nothing it could run:
+            // thousands of wake-ups a second, each one preempting a light tenant's job
+            // (docs/benchmarks.md, 5 Dec).
             let wake_both = state.shares.is_some()
-                && ((was_empty && (background || (backlog && demotable))) || (became && demotable));
+                && ((was_empty && (background || (backlog && demotable))) || became);
             // A running job may now have another tenant's job waiting behind it: the
             // watchdog, asleep without a deadline, must time it. Only when this job cannot
             // start at once (its kind has no free place or no thread asleep): one that can is
@@ -1193,14 +1187,6 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
         let backlog_somewhere = kind == Kind::Background
             && !state.paused
             && state.shares.as_ref().is_some_and(|s| s.usage.any_backlog());
-        let idle = match kind {
-            Kind::Foreground => Some(&mut state.idle_foreground),
-            Kind::Background => Some(&mut state.idle_background),
-            Kind::Reserved => None,
-        };
-        if let Some(idle) = idle {
-            *idle += 1;
-        }
         state = match (kind, others_waiting) {
             // Jobs wait that belong to the other set of shared workers: wake one of them in
             // case all were asleep when the job's tenant crossed its share, and look again
@@ -1225,11 +1211,6 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
             }
             _ => signal.wait(state).unwrap_or_else(|p| p.into_inner()),
         };
-        match kind {
-            Kind::Foreground => state.idle_foreground -= 1,
-            Kind::Background => state.idle_background -= 1,
-            Kind::Reserved => {}
-        }
     }
 }
 
