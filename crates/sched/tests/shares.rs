@@ -489,27 +489,14 @@ fn a_long_running_job_is_charged_while_it_runs() {
 /// may run while jobs wait looks again every share window.
 #[test]
 fn a_job_whose_placement_flips_is_not_stranded_behind_a_busy_set() {
-    let pool = FairScheduler::<&'static str>::new(SchedulerConfig {
-        workers: 1,
-        background_workers: 1,
-        ..SchedulerConfig::default()
-    })
-    .unwrap();
-    if pool.background_workers() == 0 {
-        // The priority cannot be lowered here: no background set to be stranded behind.
+    let Some(pool) = one_worker_of_each_set() else {
         return;
-    }
+    };
     let read = |key: &'static str, f: Box<dyn FnOnce() + Send>| {
         pool.submit_with(&key, 1, Lane::Shared, Demotable::ReadOnly, f)
             .unwrap()
     };
-    // B used a little CPU, then A much more: A is over its share while B counts as active.
-    read("b", Box::new(|| spin(Duration::from_millis(1))))
-        .wait_blocking()
-        .unwrap();
-    read("a", Box::new(|| spin(Duration::from_millis(30))))
-        .wait_blocking()
-        .unwrap();
+    a_over_its_share_beside_b(&pool);
     // The worker charges a job after handing its result back: let it, and fall asleep on
     // the empty queue.
     std::thread::sleep(Duration::from_millis(10));
@@ -550,16 +537,9 @@ fn a_job_whose_placement_flips_is_not_stranded_behind_a_busy_set() {
 /// such wake-up preempted whatever ran on that core, a light tenant's job included.)
 #[test]
 fn a_flood_queued_for_the_busy_background_set_does_not_wake_the_normal_workers_per_job() {
-    let pool = FairScheduler::<&'static str>::new(SchedulerConfig {
-        workers: 1,
-        background_workers: 1,
-        ..SchedulerConfig::default()
-    })
-    .unwrap();
-    if pool.background_workers() == 0 {
-        // The priority cannot be lowered here: there are no two sets.
+    let Some(pool) = one_worker_of_each_set() else {
         return;
-    }
+    };
     const JOBS: u64 = 100;
     // The setting needs A over its share for the whole attempt; on a loaded machine a window
     // may turn and forget its CPU first: then it is tried again.
@@ -598,12 +578,7 @@ fn flood_beside_a_busy_background_worker(
             let _ = gate.recv_timeout(Duration::from_secs(20));
         })
     };
-    read("b", Box::new(|| spin(Duration::from_millis(1))))
-        .wait_blocking()
-        .unwrap();
-    read("a", Box::new(|| spin(Duration::from_millis(30))))
-        .wait_blocking()
-        .unwrap();
+    a_over_its_share_beside_b(pool);
     let (c_started, c_running) = std::sync::mpsc::channel();
     let (c_release, c_gate) = std::sync::mpsc::channel::<()>();
     let c = read("c", held(c_started, c_gate));
@@ -644,4 +619,29 @@ fn flood_beside_a_busy_background_worker(
         }
         looks
     })
+}
+
+/// A pool of one normal and one background worker, or `None` where the background worker's
+/// priority cannot be lowered (there are then no two sets to test).
+fn one_worker_of_each_set() -> Option<FairScheduler<&'static str>> {
+    let pool = FairScheduler::<&'static str>::new(SchedulerConfig {
+        workers: 1,
+        background_workers: 1,
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    (pool.background_workers() > 0).then_some(pool)
+}
+
+/// B uses a little CPU, then A much more: A is over its share while B counts as active (for
+/// a window or two).
+fn a_over_its_share_beside_b(pool: &FairScheduler<&'static str>) {
+    for (key, ms) in [("b", 1), ("a", 30)] {
+        pool.submit_with(&key, 1, Lane::Shared, Demotable::ReadOnly, move || {
+            spin(Duration::from_millis(ms))
+        })
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
+    }
 }
