@@ -531,6 +531,53 @@ fn a_job_whose_placement_flips_is_not_stranded_behind_a_busy_set() {
     );
 }
 
+/// A read queued for the busy normal worker while its tenant had no backlog is moved to the
+/// background set by the tenant's next job, a write: that write gives the tenant its backlog
+/// (over its share, its reads now belong to the background) and must wake the background
+/// worker, asleep without a deadline while nobody had a backlog, or the read waits for the
+/// normal worker however long its job runs. (Only a read's backlog woke them once: found by
+/// review.)
+#[test]
+fn a_read_demoted_by_its_tenants_next_write_is_not_stranded_behind_a_busy_set() {
+    let Some(pool) = one_worker_of_each_set() else {
+        return;
+    };
+    a_over_its_share_beside_b(&pool);
+    // The worker charges a job after handing its result back: let it, and fall asleep on
+    // the empty queue.
+    std::thread::sleep(Duration::from_millis(10));
+    // C's job holds the normal worker until released (C is active: A stays over its share).
+    let (c_started, c_running) = std::sync::mpsc::channel();
+    let (c_release, c_gate) = std::sync::mpsc::channel::<()>();
+    let c = pool
+        .submit_with(&"c", 1, Lane::Shared, Demotable::ReadOnly, move || {
+            let _ = c_started.send(());
+            let _ = c_gate.recv_timeout(Duration::from_secs(20));
+        })
+        .unwrap();
+    c_running.recv_timeout(Duration::from_secs(10)).unwrap();
+    // One job pending is no backlog: A's read is queued for the normal worker.
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let read = pool
+        .submit_with(&"a", 1, Lane::Shared, Demotable::ReadOnly, move || {
+            let _ = done_tx.send(std::thread::current().name().map(str::to_owned));
+        })
+        .unwrap();
+    let write = pool
+        .submit_with(&"a", 1, Lane::Shared, Demotable::Never, || ())
+        .unwrap();
+    let ran_on = done.recv_timeout(Duration::from_secs(5));
+    let _ = c_release.send(());
+    c.wait_blocking().unwrap();
+    read.wait_blocking().unwrap();
+    write.wait_blocking().unwrap();
+    let ran_on = ran_on.expect("A's demoted read waited for the busy normal worker");
+    assert!(
+        ran_on.as_deref().is_some_and(|n| n.contains("-b")),
+        "ran on {ran_on:?}"
+    );
+}
+
 /// While a flooding tenant's jobs queue for the busy background set, its submits do not wake
 /// the idle normal worker, which could only find nothing it may run: it looks again once per
 /// share window by itself. (Waking it on each submit cost a context switch per job, and each
