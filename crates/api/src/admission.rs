@@ -296,6 +296,11 @@ impl Gate {
         self.pool.long_job_spares()
     }
 
+    /// Times a worker woke to find jobs queued and none it may run ([`FairScheduler::idle_looks`]).
+    pub fn idle_looks(&self) -> u64 {
+        self.pool.idle_looks()
+    }
+
     /// Stops taking work and waits (up to `timeout`) for queued work to finish.
     pub fn shutdown(&self, timeout: std::time::Duration) -> bool {
         self.pool.shutdown_timeout(timeout)

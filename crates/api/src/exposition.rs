@@ -50,6 +50,9 @@ pub struct Exposition<'a> {
     pub background_workers: usize,
     /// Jobs that ran long and gave up their place to another tenant's job, by kind of worker.
     pub long_job_spares: strata_sched::LongJobSpares,
+    /// Times a pool worker woke to find jobs queued and none it may run (they belonged to the
+    /// other set of workers) since start.
+    pub idle_looks: u64,
     /// Storage writes attempted on threads that must not write (background workers) since
     /// start: 0 unless a job that writes was sent to one (a bug).
     pub forbidden_writes: u64,
@@ -571,6 +574,15 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
             "strata_pool_long_job_spares_total{{kind=\"{kind}\"}} {n}"
         );
     }
+    help(
+        out,
+        "strata_pool_idle_looks_total",
+        "counter",
+        "Times a pool worker woke to find jobs queued and none it may run (they belonged to \
+         the other set of workers: normal or lower-priority). A few per second at most; many \
+         more would be futile wake-ups costing the tenants' jobs their CPU.",
+    );
+    let _ = writeln!(out, "strata_pool_idle_looks_total {}", x.idle_looks);
     help(
         out,
         "strata_storage_writes_on_background_workers_total",

@@ -279,6 +279,11 @@ impl AppState {
         self.gate.long_job_spares()
     }
 
+    /// Times a pool worker woke to find jobs queued and none it may run.
+    pub fn pool_idle_looks(&self) -> u64 {
+        self.gate.idle_looks()
+    }
+
     /// Background worker threads of the pool running (0: off, or the OS priority could not
     /// be lowered).
     pub fn pool_background_workers(&self) -> usize {

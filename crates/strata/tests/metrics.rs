@@ -283,6 +283,8 @@ fn background_workers_run_unless_turned_off() {
     );
     // Nor did any search's re-check disagree with its index.
     assert_eq!(sample(&text, "strata_search_recheck_drops_total"), 0.0);
+    // With nobody over a share, no worker woke to find only the other set's jobs.
+    assert_eq!(sample(&text, "strata_pool_idle_looks_total"), 0.0);
 }
 
 /// A count over more records than one step reads runs as several pool jobs in its tenant's

@@ -63,6 +63,7 @@ fn exposition<'a>(tenants: &'a [TenantRow], cap: usize, pinned: &'a [String]) ->
         workers: 2,
         background_workers: 0,
         long_job_spares: Default::default(),
+        idle_looks: 0,
         forbidden_writes: 0,
         storage_failed: false,
         storage_open: strata_store::OpenReport {
@@ -106,6 +107,7 @@ fn the_background_worker_count_is_exported() {
     let mut x = exposition(&[], 10, &[]);
     x.background_workers = 3;
     x.long_job_spares.shared = 5;
+    x.idle_looks = 7;
     x.forbidden_writes = 2;
     x.storage_failed = true;
     x.storage_open = strata_store::OpenReport {
@@ -142,6 +144,10 @@ fn the_background_worker_count_is_exported() {
     );
     assert!(
         text.contains("\nstrata_pool_long_job_spares_total{kind=\"reserved\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nstrata_pool_idle_looks_total 7\n"),
         "{text}"
     );
     assert!(
