@@ -1188,16 +1188,26 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
             && !state.paused
             && state.shares.as_ref().is_some_and(|s| s.usage.any_backlog());
         state = match (kind, others_waiting) {
-            // Jobs wait that belong to the other set of shared workers: wake one of them in
-            // case all were asleep when the job's tenant crossed its share, and look again
-            // after a window, when shares may have moved without any push or completion.
+            // Jobs wait that this worker may not run: wake one of the other set if it has a
+            // free place, a thread asleep and a job it may take (all may have been asleep
+            // when the job's tenant crossed its share), and look again after a window, when
+            // shares may have moved without any push or completion. Only for a job the other
+            // set may take: two workers that may run none of the queued jobs (one in a place a
+            // long job gave up, with only that job's tenant queued) woke each other back and
+            // forth, tens of thousands of times a second, while the long job ran.
             (Kind::Foreground | Kind::Background, true) => {
                 state.idle_looks += 1;
                 let other = match kind {
-                    Kind::Foreground => &shared.background_work,
-                    _ => &shared.work,
+                    Kind::Foreground => Kind::Background,
+                    _ => Kind::Foreground,
                 };
-                other.notify_one();
+                let lane = state.lanes[other as usize];
+                if lane.running < lane.size
+                    && lane.asleep() > 0
+                    && takers(&state, other, None, lane.only_given_free(), 0) > 0
+                {
+                    shared.signal(other).notify_one();
+                }
                 signal
                     .wait_timeout(state, SHARE_WINDOW)
                     .unwrap_or_else(|p| p.into_inner())

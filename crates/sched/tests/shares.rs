@@ -692,3 +692,54 @@ fn a_over_its_share_beside_b(pool: &FairScheduler<&'static str>) {
         .unwrap();
     }
 }
+
+/// A normal worker in the place a long job gave up may not run that job's tenant; when only
+/// that tenant's jobs are queued (for the normal set, the tenant being within its share), it
+/// and the idle background worker have nothing to run. Neither wakes the other for it: each
+/// looks again once a window by itself. (Each waking the other on finding nothing made them
+/// wake each other back and forth while the long job ran: found by review.)
+#[test]
+fn workers_with_nothing_they_may_run_do_not_wake_each_other_back_and_forth() {
+    let pool = FairScheduler::<&'static str>::new(SchedulerConfig {
+        workers: 1,
+        background_workers: 1,
+        long_job_after: Duration::from_millis(20),
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    if pool.background_workers() == 0 {
+        return;
+    }
+    let release = Arc::new(AtomicBool::new(false));
+    let spinning = Arc::clone(&release);
+    // A's long job, on the normal worker: it gives its place up while B's job waits.
+    let long = pool
+        .submit(&"a", 1, move || {
+            let end = Instant::now() + Duration::from_secs(10);
+            while !spinning.load(Ordering::SeqCst) && Instant::now() < end {
+                std::hint::spin_loop();
+            }
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    pool.submit(&"b", 1, || ())
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
+    // A's next job may not take the place its long job gave up, and is not the background
+    // set's (A is alone: within its share).
+    let queued = pool.submit(&"a", 1, || ()).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let (before, since) = (pool.idle_looks(), Instant::now());
+    std::thread::sleep(Duration::from_millis(300));
+    let looks = pool.idle_looks() - before;
+    let windows = u64::try_from(since.elapsed().as_millis() / 100).unwrap_or(u64::MAX);
+    release.store(true, Ordering::SeqCst);
+    long.wait_blocking().unwrap();
+    queued.wait_blocking().unwrap();
+    // One look per worker per window, and a couple more where a window turned.
+    assert!(
+        looks <= 2 * (windows + 2),
+        "{looks} idle looks in {windows} windows"
+    );
+}
