@@ -542,7 +542,8 @@ fn watchdog<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>) {
 /// `given_place`, not of a tenant with a long job of that kind (the place a long job gave up
 /// is closed to them). So a reserved worker's long job gives way for the reserved lane's
 /// jobs only, and with background workers the foreground and background ones for their own
-/// tenants.
+/// tenants. The same jobs [`pop`] would take, so a worker woken for a count above 0 finds one
+/// (while draining, placements no longer count, in both).
 fn takers<K: Hash + Eq + Clone>(
     state: &State<K>,
     kind: Kind,
@@ -554,15 +555,29 @@ fn takers<K: Hash + Eq + Clone>(
         queue,
         long_jobs,
         shares,
+        accepting,
         ..
     } = state;
-    let background = |key: &K, job: &Job| {
-        job.demotable
-            && shares
-                .as_ref()
-                .is_some_and(|s| s.usage.placement(key) == Placement::Background)
-    };
     let open = |key: &K| !given_place || !long_jobs.is_long(kind, key);
+    // As `pop` takes them: while draining (not accepting), placements no longer count.
+    let Some(shares) = shares.as_ref().filter(|_| *accepting) else {
+        return match (kind, shares.is_some()) {
+            (Kind::Reserved, _) => {
+                queue.queued_where(except, Lane::Reserved, limit, |k, _| open(k))
+            }
+            (Kind::Background, false) => 0,
+            (Kind::Background, true) => {
+                queue.queued_where(except, Lane::Shared, limit, |k, job| {
+                    job.demotable && open(k)
+                })
+            }
+            (Kind::Foreground, _) => {
+                queue.queued_where(except, Lane::Shared, limit, |k, _| open(k))
+            }
+        };
+    };
+    let background =
+        |key: &K, job: &Job| job.demotable && shares.usage.placement(key) == Placement::Background;
     match kind {
         Kind::Reserved => queue.queued_where(except, Lane::Reserved, limit, |k, _| open(k)),
         Kind::Foreground => queue.queued_where(except, Lane::Shared, limit, |k, job| {

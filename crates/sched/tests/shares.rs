@@ -712,31 +712,37 @@ fn workers_with_nothing_they_may_run_do_not_wake_each_other_back_and_forth() {
     }
     let release = Arc::new(AtomicBool::new(false));
     let spinning = Arc::clone(&release);
+    let (started_tx, started) = std::sync::mpsc::channel();
     // A's long job, on the normal worker: it gives its place up while B's job waits.
     let long = pool
         .submit(&"a", 1, move || {
+            let _ = started_tx.send(());
             let end = Instant::now() + Duration::from_secs(10);
             while !spinning.load(Ordering::SeqCst) && Instant::now() < end {
                 std::hint::spin_loop();
             }
         })
         .unwrap();
-    std::thread::sleep(Duration::from_millis(5));
+    started.recv_timeout(Duration::from_secs(10)).unwrap();
     pool.submit(&"b", 1, || ())
         .unwrap()
         .wait_blocking()
         .unwrap();
-    // A's next job may not take the place its long job gave up, and is not the background
-    // set's (A is alone: within its share).
+    // A's next job may not take the place its long job gave up, and may not run in the
+    // background (it may write).
     let queued = pool.submit(&"a", 1, || ()).unwrap();
     std::thread::sleep(Duration::from_millis(20));
     let (before, since) = (pool.idle_looks(), Instant::now());
     std::thread::sleep(Duration::from_millis(300));
     let looks = pool.idle_looks() - before;
     let windows = u64::try_from(since.elapsed().as_millis() / 100).unwrap_or(u64::MAX);
+    let spares = pool.long_job_spares().shared;
     release.store(true, Ordering::SeqCst);
     long.wait_blocking().unwrap();
     queued.wait_blocking().unwrap();
+    // The state was reached: A's long job gave its place up, and the workers looked.
+    assert_eq!(spares, 1, "A's long job did not give way");
+    assert!(looks >= 1, "no worker looked while A's job was queued");
     // One look per worker per window, and a couple more where a window turned.
     assert!(
         looks <= 2 * (windows + 2),
