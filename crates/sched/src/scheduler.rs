@@ -542,8 +542,8 @@ fn watchdog<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>) {
 /// `given_place`, not of a tenant with a long job of that kind (the place a long job gave up
 /// is closed to them). So a reserved worker's long job gives way for the reserved lane's
 /// jobs only, and with background workers the foreground and background ones for their own
-/// tenants. The same jobs [`pop`] would take, so a worker woken for a count above 0 finds one
-/// (while draining, placements no longer count, in both).
+/// tenants. By the rule [`pop`] takes them by ([`takes`]), so a worker woken for a count
+/// above 0 finds one.
 fn takers<K: Hash + Eq + Clone>(
     state: &State<K>,
     kind: Kind,
@@ -558,34 +558,44 @@ fn takers<K: Hash + Eq + Clone>(
         accepting,
         ..
     } = state;
-    let open = |key: &K| !given_place || !long_jobs.is_long(kind, key);
-    // As `pop` takes them: while draining (not accepting), placements no longer count.
-    let Some(shares) = shares.as_ref().filter(|_| *accepting) else {
-        return match (kind, shares.is_some()) {
-            (Kind::Reserved, _) => {
-                queue.queued_where(except, Lane::Reserved, limit, |k, _| open(k))
-            }
-            (Kind::Background, false) => 0,
-            (Kind::Background, true) => {
-                queue.queued_where(except, Lane::Shared, limit, |k, job| {
-                    job.demotable && open(k)
-                })
-            }
-            (Kind::Foreground, _) => {
-                queue.queued_where(except, Lane::Shared, limit, |k, _| open(k))
-            }
-        };
-    };
-    let background =
-        |key: &K, job: &Job| job.demotable && shares.usage.placement(key) == Placement::Background;
+    let usage = shares.as_ref().map(|s| &s.usage);
+    let may = takes(kind, given_place, *accepting, usage, long_jobs);
+    queue.queued_where(except, lane_of(kind), limit, may)
+}
+
+/// The lane a `kind` of worker takes its jobs from.
+fn lane_of(kind: Kind) -> Lane {
     match kind {
-        Kind::Reserved => queue.queued_where(except, Lane::Reserved, limit, |k, _| open(k)),
-        Kind::Foreground => queue.queued_where(except, Lane::Shared, limit, |k, job| {
-            !background(k, job) && open(k)
-        }),
-        Kind::Background => queue.queued_where(except, Lane::Shared, limit, |k, job| {
-            background(k, job) && open(k)
-        }),
+        Kind::Reserved => Lane::Reserved,
+        Kind::Foreground | Kind::Background => Lane::Shared,
+    }
+}
+
+/// Which queued jobs a `kind` of worker may run, the one rule of [`pop`] and [`takers`]: in a
+/// place a long job `given` up, none of that job's tenant; while the split is on (`shares`,
+/// and `accepting`), the read-only jobs of a tenant placed in the background are the
+/// background workers' and the rest the normal workers'; without it everything is the normal
+/// workers', and background workers (turned off) take nothing; while draining (not
+/// accepting), placements no longer count and background workers still take only read-only
+/// jobs.
+fn takes<'a, K: Hash + Eq + Clone>(
+    kind: Kind,
+    given: bool,
+    accepting: bool,
+    shares: Option<&'a CpuShares<K>>,
+    long_jobs: &'a LongJobs<K>,
+) -> impl Fn(&K, &Job) -> bool + 'a {
+    let split = shares.filter(|_| accepting);
+    let turned_off = kind == Kind::Background && shares.is_none();
+    move |key, job| {
+        let open = !given || !long_jobs.is_long(kind, key);
+        let background =
+            || job.demotable && split.is_none_or(|s| s.placement(key) == Placement::Background);
+        open && match kind {
+            Kind::Reserved => true,
+            Kind::Foreground => split.is_none() || !background(),
+            Kind::Background => !turned_off && background(),
+        }
     }
 }
 
@@ -1239,8 +1249,8 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
     }
 }
 
-/// The job `kind` of worker runs next, if any; in a place a long job `given` up, none of that
-/// job's tenant.
+/// The job `kind` of worker runs next, if any, of those [`takes`] allows (the fairest: the
+/// fair queue's order).
 fn pop<K: Hash + Eq + Clone>(
     state: &mut State<K>,
     kind: Kind,
@@ -1253,27 +1263,15 @@ fn pop<K: Hash + Eq + Clone>(
         long_jobs,
         ..
     } = state;
-    let may = |key: &K| !given || !long_jobs.is_long(kind, key);
-    let Some(shares) = shares.as_mut().filter(|_| *accepting) else {
-        // No split (or shutting down: everyone drains whatever is left). Background workers
-        // without a split were turned off (their priority could not be lowered) and exit.
-        // While draining, background workers still take only read-only jobs.
-        return match (kind, shares.is_some()) {
-            (Kind::Reserved, _) => queue.pop_reserved_where(|key, _| may(key)),
-            (Kind::Background, false) => None,
-            (Kind::Background, true) => {
-                queue.pop_charged_aside(|key, job| job.demotable && may(key))
-            }
-            (Kind::Foreground, _) => queue.pop_charged_where(|key, _| may(key)),
-        };
-    };
-    shares.tick(Instant::now());
-    let background =
-        |key: &K, job: &Job| job.demotable && shares.usage.placement(key) == Placement::Background;
+    if *accepting && let Some(shares) = shares.as_mut() {
+        shares.tick(Instant::now());
+    }
+    let usage = shares.as_ref().map(|s| &s.usage);
+    let may = takes(kind, given, *accepting, usage, long_jobs);
     match kind {
-        Kind::Reserved => queue.pop_reserved_where(|key, _| may(key)),
-        Kind::Foreground => queue.pop_charged_where(|key, job| !background(key, job) && may(key)),
-        Kind::Background => queue.pop_charged_aside(|key, job| background(key, job) && may(key)),
+        Kind::Reserved => queue.pop_reserved_where(may),
+        Kind::Foreground => queue.pop_charged_where(may),
+        Kind::Background => queue.pop_charged_aside(may),
     }
 }
 
