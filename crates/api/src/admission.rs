@@ -40,6 +40,9 @@ pub struct PoolConfig {
     /// A job running longer than this while another tenant's job waits gives up its place to
     /// a spare thread (`SchedulerConfig::long_job_after`); zero turns it off.
     pub long_job_after: std::time::Duration,
+    /// How long a worker that finished a job watches the queue before it sleeps
+    /// (`SchedulerConfig::idle_poll`); zero turns it off.
+    pub idle_poll: std::time::Duration,
 }
 
 impl Default for PoolConfig {
@@ -52,6 +55,7 @@ impl Default for PoolConfig {
             background_workers: 0,
             background_priority: BackgroundPriority::Nice19,
             long_job_after: DEFAULT_LONG_JOB_AFTER,
+            idle_poll: strata_sched::default_idle_poll(),
         }
     }
 }
@@ -115,6 +119,7 @@ impl Gate {
             background_workers: config.background_workers,
             background_priority: config.background_priority,
             long_job_after: config.long_job_after,
+            idle_poll: config.idle_poll,
             // A background worker runs at the lowest priority: a storage write there could
             // hold the write lock while normal threads keep it off the CPU. Routes send only
             // read-only work there (`Demotable`), and the store checks it on every write.
@@ -299,6 +304,12 @@ impl Gate {
     /// Times a worker woke to find jobs queued and none it may run ([`FairScheduler::idle_looks`]).
     pub fn idle_looks(&self) -> u64 {
         self.pool.idle_looks()
+    }
+
+    /// Polls of the queue by an idle worker before it slept, (that saw a job, that did not)
+    /// ([`FairScheduler::idle_polls`]).
+    pub fn idle_polls(&self) -> (u64, u64) {
+        self.pool.idle_polls()
     }
 
     /// Stops taking work and waits (up to `timeout`) for queued work to finish.

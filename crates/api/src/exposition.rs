@@ -53,6 +53,9 @@ pub struct Exposition<'a> {
     /// Times a pool worker woke to find jobs queued and none it may run (they belonged to the
     /// other set of workers) since start.
     pub idle_looks: u64,
+    /// Polls of the queue by an idle worker before it slept since start: (those that saw a
+    /// job queued, those whose window passed).
+    pub idle_polls: (u64, u64),
     /// Storage writes attempted on threads that must not write (background workers) since
     /// start: 0 unless a job that writes was sent to one (a bug).
     pub forbidden_writes: u64,
@@ -583,6 +586,23 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
          more would be futile wake-ups costing the tenants' jobs their CPU.",
     );
     let _ = writeln!(out, "strata_pool_idle_looks_total {}", x.idle_looks);
+    help(
+        out,
+        "strata_pool_idle_polls_total",
+        "counter",
+        "Times a pool worker that finished a job watched the queue before sleeping \
+         ([scheduler] idle_poll_us), by outcome: `job` when it started a job right after (queued \
+         meanwhile, it needed no wake-up), `none` otherwise.",
+    );
+    let (found, expired) = x.idle_polls;
+    let _ = writeln!(
+        out,
+        "strata_pool_idle_polls_total{{outcome=\"job\"}} {found}"
+    );
+    let _ = writeln!(
+        out,
+        "strata_pool_idle_polls_total{{outcome=\"none\"}} {expired}"
+    );
     help(
         out,
         "strata_storage_writes_on_background_workers_total",

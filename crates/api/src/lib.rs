@@ -76,4 +76,4 @@ pub use security::flush_security_summaries;
 pub use security_throttle::SecurityEventLimits;
 pub use server::{ServerLimits, serve};
 pub use state::{ApiConfig, AppShared, AppState};
-pub use strata_sched::BackgroundPriority;
+pub use strata_sched::{BackgroundPriority, default_idle_poll};

@@ -83,6 +83,7 @@ pub async fn metrics(
         background_workers: state.pool_background_workers(),
         long_job_spares: state.pool_long_job_spares(),
         idle_looks: state.pool_idle_looks(),
+        idle_polls: state.pool_idle_polls(),
         forbidden_writes: strata_engine::storage_writes_on_forbidden_threads(),
         storage_failed: state.engine.storage_failure().is_some(),
         storage_open: state.engine.storage_open_report(),

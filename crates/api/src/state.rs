@@ -284,6 +284,11 @@ impl AppState {
         self.gate.idle_looks()
     }
 
+    /// Polls of the queue by an idle worker before it slept: (that saw a job, that did not).
+    pub fn pool_idle_polls(&self) -> (u64, u64) {
+        self.gate.idle_polls()
+    }
+
     /// Background worker threads of the pool running (0: off, or the OS priority could not
     /// be lowered).
     pub fn pool_background_workers(&self) -> usize {

@@ -18,13 +18,15 @@
 //! per row, default 3). The data directories are temporary directories under `TMPDIR`.
 //! `-- 5 8:8 8:1 batched` runs only the rows of 8 writers in 8 tenants and 8 writers in one
 //! tenant, batched mode only (for profiling one row); any `W:T` picks rows, `batched` the mode.
+//! `dedicated` moves every tenant into its own file first (isolation level `dedicated`), so each
+//! tenant's writes commit and sync in their own file, beside the others'.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use strata_auth::{Grant, OperatorScope, Permission, Permissions, TenantScope};
-use strata_engine::{Engine, EngineConfig};
+use strata_engine::{Engine, EngineConfig, IsolationLevel, MigrateRequest};
 use strata_types::{NewRecord, RequestScope, TenantId};
 
 fn main() {
@@ -38,6 +40,7 @@ fn main() {
         })
         .collect();
     let only_batched = args.iter().any(|a| a == "batched");
+    let dedicated = args.iter().any(|a| a == "dedicated");
     let wanted = |writers: usize, tenants: usize, batched: bool| {
         (picked.is_empty() || picked.contains(&(writers, tenants))) && (batched || !only_batched)
     };
@@ -51,13 +54,13 @@ fn main() {
     for (writers, tenants) in rows {
         for (grouped, batched) in modes {
             if wanted(writers, tenants, batched) {
-                row(writers, tenants, grouped, batched, secs);
+                row(writers, tenants, grouped, batched, dedicated, secs);
             }
         }
     }
 }
 
-fn row(writers: usize, tenants: usize, grouped: bool, batched: bool, secs: f64) {
+fn row(writers: usize, tenants: usize, grouped: bool, batched: bool, dedicated: bool, secs: f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = EngineConfig {
         group_commit: grouped,
@@ -65,7 +68,9 @@ fn row(writers: usize, tenants: usize, grouped: bool, batched: bool, secs: f64) 
         ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::open(dir.path(), config).expect("open"));
-    let scopes: Vec<TenantScope> = (0..tenants).map(|t| tenant(&engine, t)).collect();
+    let scopes: Vec<TenantScope> = (0..tenants)
+        .map(|t| tenant(&engine, t, dedicated))
+        .collect();
     let commits_before = engine.commit_latency();
     let batches_before = engine.write_batches();
     let cpu_before = cpu_seconds();
@@ -137,11 +142,20 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn tenant(engine: &Engine, n: usize) -> TenantScope {
+fn tenant(engine: &Engine, n: usize, dedicated: bool) -> TenantScope {
     let id = TenantId::parse(format!("bench-{n}")).expect("id");
-    engine
-        .create_tenant(&OperatorScope::for_tests(), &id, None)
-        .expect("tenant");
+    let op = OperatorScope::for_tests();
+    engine.create_tenant(&op, &id, None).expect("tenant");
+    if dedicated {
+        let to_own_file = MigrateRequest {
+            target: IsolationLevel::Dedicated,
+            index_params: None,
+            dry_run: false,
+        };
+        engine
+            .migrate_tenant(&op, &id, to_own_file)
+            .expect("migrate");
+    }
     let grant = Grant {
         permissions: Permissions::of(&[Permission::Read, Permission::Write]),
         user_tokens: None,

@@ -25,6 +25,7 @@ use crate::blocking::{Pool, set_worker};
 use crate::cpu::{take_job_cpu_adjustment, thread_cpu_ns};
 use crate::error::SchedError;
 use crate::fair_queue::{Charge, Discipline, FairQueue, Lane, QueueFull};
+use crate::idle_poll::{IdlePoll, PollState};
 use crate::long_jobs::{self, LongJobs, Watch};
 use crate::priority::{BackgroundPriority, lower_current_thread};
 use crate::shares::{CpuShares, Placement, SHARE_WINDOW};
@@ -91,6 +92,10 @@ pub struct SchedulerConfig {
     /// A job running longer than this while another tenant's job waits for its kind of thread
     /// gives up its place to a spare thread ([`crate::long_jobs`]); zero turns it off.
     pub long_job_after: Duration,
+    /// How long a worker that finished a job watches the queue before it sleeps, so that a
+    /// job queued meanwhile starts without waking a thread ([`crate::idle_poll`]); zero turns
+    /// it off. At most one worker polls at a time.
+    pub idle_poll: Duration,
 }
 
 /// The default [`SchedulerConfig::long_job_after`]: well above a typical search (under 1 ms)
@@ -125,6 +130,7 @@ impl Default for SchedulerConfig {
             thread_name: "strata-sched".to_owned(),
             charging: Charging::CpuTime,
             long_job_after: DEFAULT_LONG_JOB_AFTER,
+            idle_poll: crate::idle_poll::default_idle_poll(),
         }
     }
 }
@@ -147,6 +153,8 @@ struct State<K> {
     shares: Option<Shares<K>>,
     /// Running jobs, for the watchdog that lets long ones give way (`crate::long_jobs`).
     long_jobs: LongJobs<K>,
+    /// The worker watching the queue before it sleeps, if one is (`crate::idle_poll`).
+    poll: PollState,
 }
 
 /// One kind of worker thread's counts.
@@ -371,6 +379,7 @@ struct Shared<K> {
     background_priority: BackgroundPriority,
     background_thread_start: Option<fn()>,
     spares_started: std::sync::atomic::AtomicUsize,
+    idle_poll: IdlePoll,
 }
 
 impl<K> Shared<K> {
@@ -386,6 +395,14 @@ impl<K> Shared<K> {
             Kind::Background => &self.background_work,
             Kind::Reserved => &self.reserved_work,
         }
+    }
+
+    /// Wakes a thread of `kind` for a place freed or a turn passed on: one asleep, or the
+    /// poller (`crate::idle_poll`), which is not on the condition variable. A poller of
+    /// another kind ends its poll for nothing, on these rare paths only.
+    fn wake_one(&self, kind: Kind) {
+        self.idle_poll.nudge();
+        self.signal(kind).notify_one();
     }
 
     fn lock_handles(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
@@ -414,7 +431,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> Shared<K> {
     /// After [`place_freed`]: wakes a thread of `kind` or starts the spare.
     fn fill_place(self: &Arc<Self>, kind: Kind, spare: bool) {
         if !spare {
-            self.signal(kind).notify_one();
+            self.wake_one(kind);
             return;
         }
         let n = self
@@ -693,6 +710,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 has_reserved: config.reserved_workers > 0,
                 shares: (background > 0).then(|| Shares::new(config.charging, shared_workers)),
                 long_jobs: LongJobs::new(config.long_job_after),
+                poll: PollState::default(),
             }),
             work: Condvar::new(),
             reserved_work: Condvar::new(),
@@ -704,6 +722,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             background_priority: config.background_priority,
             background_thread_start: config.background_thread_start,
             spares_started: Default::default(),
+            idle_poll: IdlePoll::new(config.idle_poll),
         });
         let mut this = Self {
             shared,
@@ -787,6 +806,12 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         self.shared.lock().idle_looks
     }
 
+    /// Polls of the queue by an idle worker before it slept ([`crate::idle_poll`]) since the
+    /// pool started: (those that saw a job queued, those whose window passed).
+    pub fn idle_polls(&self) -> (u64, u64) {
+        self.shared.lock().poll.counts()
+    }
+
     /// Jobs that ran long and gave up their place to another tenant's job
     /// ([`crate::long_jobs`]) since the pool started.
     pub fn long_job_spares(&self) -> LongJobSpares {
@@ -858,7 +883,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             demotable: demotable == Demotable::ReadOnly && lane == Lane::Shared,
         };
         let demotable = job.demotable;
-        let (reserved, placement, wake_both) = {
+        let (reserved, placement, wake_both, claimed) = {
             let mut state = self.shared.lock();
             if !state.accepting {
                 return Err(SchedError::ShuttingDown);
@@ -923,7 +948,19 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                     self.shared.watch.notify_one();
                 }
             }
-            (lane == Lane::Reserved, placement, wake_both)
+            // A worker polling for a job of the kind woken below takes this one: its poll ends,
+            // and the wake-up, which would find the queue empty, is skipped (`crate::idle_poll`).
+            let reserved = lane == Lane::Reserved;
+            if state.poll.wants(target) || (reserved && state.poll.wants(Kind::Reserved)) {
+                self.shared.idle_poll.nudge();
+            }
+            let on_cpu = || self.shared.idle_poll.on_cpu();
+            let claimed = if state.poll.claim(target, on_cpu) {
+                Some(target)
+            } else {
+                (reserved && state.poll.claim(Kind::Reserved, on_cpu)).then_some(Kind::Reserved)
+            };
+            (reserved, placement, wake_both, claimed)
         };
         // Wake one worker of the set the job belongs to now. Waking the other set too, on
         // every submit, cost a futile wake-up per job (a context switch and a turn on the
@@ -934,22 +971,27 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         // (without one, its jobs stay in the foreground). A woken worker that finds nothing
         // it may run while the queue is not empty wakes the other set itself and looks again
         // every share window (see `worker`).
+        let wake = |kind: Kind| {
+            if claimed != Some(kind) {
+                self.shared.signal(kind).notify_one();
+            }
+        };
         match placement {
             Some(Placement::Background) if demotable => {
-                self.shared.background_work.notify_one();
+                wake(Kind::Background);
                 if wake_both {
-                    self.shared.work.notify_one();
+                    wake(Kind::Foreground);
                 }
             }
             _ => {
-                self.shared.work.notify_one();
+                wake(Kind::Foreground);
                 if wake_both {
-                    self.shared.background_work.notify_one();
+                    wake(Kind::Background);
                 }
             }
         }
         if reserved {
-            self.shared.reserved_work.notify_one();
+            wake(Kind::Reserved);
         }
         Ok(JobHandle { rx })
     }
@@ -1044,6 +1086,7 @@ impl<K> FairScheduler<K> {
         let mut state = self.shared.lock();
         state.accepting = false;
         state.paused = false;
+        self.shared.idle_poll.nudge();
         self.shared.work.notify_all();
         self.shared.reserved_work.notify_all();
         self.shared.background_work.notify_all();
@@ -1092,6 +1135,9 @@ impl<K> Drop for FairScheduler<K> {
 /// there is nothing left it may run.
 fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: Kind) {
     let signal = shared.signal(kind);
+    // Whether this worker polled since its last job (it polls once per job: then it sleeps),
+    // and whether its next look at the queue is the first after a poll (counted).
+    let (mut polled, mut just_polled) = (false, false);
     let mut state = shared.lock();
     loop {
         // Full while as many jobs of this kind run outside a declared wait as it has
@@ -1106,6 +1152,10 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
         } else {
             pop(&mut state, kind, given)
         };
+        if just_polled {
+            state.poll.counted(popped.is_some());
+            just_polled = false;
+        }
         if let Some((charge, job)) = popped {
             let now = Instant::now();
             let long_id = state.long_jobs.started(&charge.key, kind, now, given);
@@ -1142,7 +1192,7 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
                 shared.watch.notify_one();
             }
             if wake_another {
-                signal.notify_one();
+                shared.wake_one(kind);
             }
             if spare {
                 shared.fill_place(kind, true);
@@ -1179,6 +1229,7 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
                 shares.ended(&charge.key, running, shared_cpu);
             }
             state.queue.complete(charge, cost);
+            polled = false;
             continue;
         }
         // A reserved worker leaves the rest of the queue to the shared workers, which drain it;
@@ -1231,7 +1282,7 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
                     && lane.asleep() > 0
                     && takers(&state, other, None, lane.only_given_free(), 0) > 0
                 {
-                    shared.signal(other).notify_one();
+                    shared.wake_one(other);
                 }
                 signal
                     .wait_timeout(state, SHARE_WINDOW)
@@ -1243,6 +1294,24 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
                     .wait_timeout(state, SHARE_WINDOW)
                     .unwrap_or_else(|p| p.into_inner())
                     .0
+            }
+            // Nothing queued: watch the queue for a while before sleeping, unless another
+            // worker does (`crate::idle_poll`). Back under the lock, the loop looks at the
+            // queue whatever the poll saw, so a job handed to the poller is never left behind.
+            _ if shared.idle_poll.polls(kind)
+                && !polled
+                && state.poll.free()
+                && state.accepting
+                && !state.paused =>
+            {
+                state.poll.begin(kind);
+                let seen = shared.idle_poll.seen();
+                drop(state);
+                shared.idle_poll.wait(seen);
+                let mut state = shared.lock();
+                state.poll.end();
+                (polled, just_polled) = (true, true);
+                state
             }
             _ => signal.wait(state).unwrap_or_else(|p| p.into_inner()),
         };

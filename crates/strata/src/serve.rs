@@ -104,6 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 background_workers: config.background_workers(),
                 background_priority: config.scheduler.background_priority.api(),
                 long_job_after: Duration::from_millis(config.scheduler.long_job_after_ms),
+                idle_poll: config.scheduler.idle_poll(),
             },
             body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
             body_min_bytes_per_sec: config.server.body_min_bytes_per_sec,

@@ -287,6 +287,33 @@ fn background_workers_run_unless_turned_off() {
     assert_eq!(sample(&text, "strata_pool_idle_looks_total"), 0.0);
 }
 
+/// A pool worker that finished a job polls the queue before it sleeps (`[scheduler]
+/// idle_poll_us`): requests sent one after another are found by the poll, and `/metrics` counts
+/// the polls by outcome; with the setting at 0 no worker polls.
+#[test]
+fn requests_one_after_another_are_found_by_an_idle_workers_poll() {
+    let polls = |server: &Server| {
+        server.tenant("poll");
+        let key = server.key("poll", json!({"permissions": ["read", "write"]}));
+        for i in 0..20 {
+            let body = json!({"id": format!("r{i}"), "content": "note"});
+            let (status, v) = server.post("/v1/memories", &key, body);
+            assert_eq!(status, 201, "{v}");
+        }
+        let text = server.metrics();
+        (
+            sample(&text, "strata_pool_idle_polls_total{outcome=\"job\"}"),
+            sample(&text, "strata_pool_idle_polls_total{outcome=\"none\"}"),
+        )
+    };
+    // A window far longer than a request's round trip in any build.
+    let on = Server::start_with(&[("STRATA__SCHEDULER__IDLE_POLL_US", "10000")]);
+    let (found, _) = polls(&on);
+    assert!(found >= 1.0, "polls that saw a request's job: {found}");
+    let off = Server::start_with(&[("STRATA__SCHEDULER__IDLE_POLL_US", "0")]);
+    assert_eq!(polls(&off), (0.0, 0.0));
+}
+
 /// A count over more records than one step reads runs as several pool jobs in its tenant's
 /// share (other tenants' jobs run between them), and answers as one job did.
 #[test]

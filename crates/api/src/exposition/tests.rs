@@ -64,6 +64,7 @@ fn exposition<'a>(tenants: &'a [TenantRow], cap: usize, pinned: &'a [String]) ->
         background_workers: 0,
         long_job_spares: Default::default(),
         idle_looks: 0,
+        idle_polls: (0, 0),
         forbidden_writes: 0,
         storage_failed: false,
         storage_open: strata_store::OpenReport {
@@ -108,6 +109,7 @@ fn the_background_worker_count_is_exported() {
     x.background_workers = 3;
     x.long_job_spares.shared = 5;
     x.idle_looks = 7;
+    x.idle_polls = (11, 4);
     x.forbidden_writes = 2;
     x.storage_failed = true;
     x.storage_open = strata_store::OpenReport {
@@ -148,6 +150,11 @@ fn the_background_worker_count_is_exported() {
     );
     assert!(
         text.contains("\nstrata_pool_idle_looks_total 7\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nstrata_pool_idle_polls_total{outcome=\"job\"} 11\n")
+            && text.contains("\nstrata_pool_idle_polls_total{outcome=\"none\"} 4\n"),
         "{text}"
     );
     assert!(
