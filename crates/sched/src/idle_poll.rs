@@ -41,11 +41,16 @@ use crate::scheduler::Kind;
 /// The default [`crate::SchedulerConfig::idle_poll`] on a machine with two CPUs or more.
 pub const DEFAULT_IDLE_POLL: Duration = Duration::from_micros(200);
 
-/// Looks at the counter between two yields of the CPU.
-const SPINS_PER_YIELD: u32 = 32;
+/// Looks at the counter between two yields of the CPU: a few microseconds, so a thread
+/// waiting for this core waits no longer, and the poller is seldom inside a yield (where it
+/// does not count as on a CPU, see [`IdlePoll::wait`]).
+const SPINS_PER_YIELD: u32 = 256;
 
 /// A poller that looked at the counter this recently is on a CPU and takes a job at once.
 const FRESH: Duration = Duration::from_micros(50);
+
+/// `IdlePoll::looked` while the poller yields its core (or before any poll).
+const YIELDING: u64 = u64::MAX;
 
 /// The default poll window for this machine: none with a single CPU (see the module's
 /// documentation).
@@ -64,7 +69,7 @@ pub(crate) struct IdlePoll {
     nudges: AtomicU64,
     /// The clock `looked` counts from.
     epoch: Instant,
-    /// Nanoseconds from `epoch` to the poller's last look.
+    /// Nanoseconds from `epoch` to the poller's last look, or [`YIELDING`].
     looked: AtomicU64,
 }
 
@@ -74,7 +79,7 @@ impl IdlePoll {
             window,
             nudges: AtomicU64::new(0),
             epoch: Instant::now(),
-            looked: AtomicU64::new(0),
+            looked: AtomicU64::new(YIELDING),
         }
     }
 
@@ -85,9 +90,10 @@ impl IdlePoll {
 
     /// Whether the poller looked at the counter within [`FRESH`]: it is on a CPU.
     pub(crate) fn on_cpu(&self) -> bool {
+        let looked = self.looked.load(Ordering::Relaxed);
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let fresh = u64::try_from(FRESH.as_nanos()).unwrap_or(u64::MAX);
-        now.saturating_sub(self.looked.load(Ordering::Relaxed)) <= fresh
+        looked != YIELDING && now.saturating_sub(looked) <= fresh
     }
 
     /// Whether a worker of `kind` ever polls.
@@ -120,10 +126,11 @@ impl IdlePoll {
             if Instant::now() >= until {
                 return;
             }
+            // Not on a CPU while it yields: the OS may give the core to a busy thread for a
+            // while, and a job handed to the poller meanwhile would wait for its next turn.
+            // Stamped again once the yield returned: the OS runs this thread now.
+            self.looked.store(YIELDING, Ordering::Relaxed);
             std::thread::yield_now();
-            // Stamped once the yield returned: the OS runs this thread again now. Stamped
-            // before it, a yield that gave the core to a busy thread would look like a poller
-            // on a CPU for `FRESH`, and a job handed to it would wait for its next turn.
             self.stamp();
         }
     }

@@ -951,7 +951,20 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             // A worker polling for a job of the kind woken below takes this one: its poll ends,
             // and the wake-up, which would find the queue empty, is skipped (`crate::idle_poll`).
             let reserved = lane == Lane::Reserved;
-            if state.poll.wants(target) || (reserved && state.poll.wants(Kind::Reserved)) {
+            let other = match target {
+                Kind::Background => Kind::Foreground,
+                _ => Kind::Background,
+            };
+            let woken = [
+                Some(target),
+                wake_both.then_some(other),
+                reserved.then_some(Kind::Reserved),
+            ];
+            if woken
+                .into_iter()
+                .flatten()
+                .any(|kind| state.poll.wants(kind))
+            {
                 self.shared.idle_poll.nudge();
             }
             let on_cpu = || self.shared.idle_poll.on_cpu();
@@ -1047,6 +1060,8 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
     pub fn resume(&self) {
         let mut state = self.shared.lock();
         state.paused = false;
+        // A worker may have begun its poll before a pause.
+        self.shared.idle_poll.nudge();
         // The watchdog parks while paused: jobs queued meanwhile behind long ones need it.
         let wake_watchdog = state.long_jobs.wake(None);
         drop(state);

@@ -1,7 +1,8 @@
 //! A worker that finished a job polls the queue before it sleeps (`strata_sched::idle_poll`):
 //! jobs sent one after another are found by the poll, a worker polls at most once per job,
 //! no job is ever left queued, polling off means no polls, and shutdown does not wait out a
-//! poll.
+//! poll. The pool's other tests (long jobs, background workers, pause, spares) run with
+//! polling on too: it is the default.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -97,8 +98,8 @@ fn a_poll_ends_after_its_window_and_the_worker_sleeps() {
 #[test]
 fn a_worker_polls_at_most_once_per_job() {
     let pool = pool(1, 1, Duration::from_millis(5));
-    // Both workers' first polls pass; then the reserved lane's job is run by one of them,
-    // which polls next.
+    // The first poll (one worker's, when the pool starts) passes; then the reserved lane's job
+    // is run by one of the workers, which polls next.
     wait_until("the first polls never ended", || pool.idle_polls().1 >= 1);
     run(&pool, 99, Lane::Reserved);
     for i in 0..200 {

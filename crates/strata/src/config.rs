@@ -115,7 +115,7 @@ pub struct SchedulerSection {
     pub long_job_after_ms: u64,
     /// Microseconds a pool worker that finished a job watches the queue before it sleeps, so
     /// that a request arriving meanwhile (a client sending one after another) starts without
-    /// waking a thread. One worker at a time, yielding the core to any other thread. Unset:
+    /// waking a thread. One worker at a time, yielding its core between looks. Unset:
     /// 200 on a machine with two CPUs or more, 0 (off) with one. At most 10,000.
     pub idle_poll_us: Option<u64>,
 }
