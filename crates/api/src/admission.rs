@@ -43,6 +43,9 @@ pub struct PoolConfig {
     /// How long a worker that finished a job watches the queue before it sleeps
     /// (`SchedulerConfig::idle_poll`); zero turns it off.
     pub idle_poll: std::time::Duration,
+    /// Poll after every job even while polls find nothing
+    /// (`SchedulerConfig::idle_poll_always`).
+    pub idle_poll_always: bool,
 }
 
 impl Default for PoolConfig {
@@ -56,6 +59,7 @@ impl Default for PoolConfig {
             background_priority: BackgroundPriority::Nice19,
             long_job_after: DEFAULT_LONG_JOB_AFTER,
             idle_poll: strata_sched::default_idle_poll(),
+            idle_poll_always: false,
         }
     }
 }
@@ -120,6 +124,7 @@ impl Gate {
             background_priority: config.background_priority,
             long_job_after: config.long_job_after,
             idle_poll: config.idle_poll,
+            idle_poll_always: config.idle_poll_always,
             // A background worker runs at the lowest priority: a storage write there could
             // hold the write lock while normal threads keep it off the CPU. Routes send only
             // read-only work there (`Demotable`), and the store checks it on every write.

@@ -29,6 +29,16 @@
 //!   core idles. Nothing is lost when the poller does not take the job (another worker popped
 //!   it, or the poller may not run it): the poller locks the state and looks at the queue
 //!   before it can sleep, and a sleeper woken instead would see the same queue.
+//! - **Polls that keep finding nothing become rare** ([`PollState::take_turn`]): a client whose
+//!   next request comes later than the window (a script that thinks between calls, a client
+//!   slower than the server) would have every poll pass for nothing, a window of CPU per
+//!   request. After three polls in a row found no job, the pool skips the next idle worker's
+//!   poll, then two, four, … up to 64 between polls; one that finds a job polls at every turn
+//!   again. The skipped polls cost nothing, and the occasional one notices when requests come
+//!   back to back again. Unless asked to poll always ([`crate::SchedulerConfig::idle_poll_always`]):
+//!   a poll that finds nothing still keeps its core out of the idle state, which on a virtual
+//!   machine made a slow client's requests about a fifth faster (docs/benchmarks.md, 5 Dec),
+//!   for up to a window of CPU per request.
 //! - Background workers (lowest priority) never poll: their jobs are a flooding tenant's.
 //! - A machine with one CPU never polls: the poller would take the core from the thread that
 //!   reads the next request.
@@ -146,9 +156,28 @@ pub(crate) struct PollState {
     /// Polls after which the worker started a job at once, and polls after which it did not.
     found: u64,
     expired: u64,
+    /// Polls in a row after which no job started, and the turns to skip before the next.
+    misses: u32,
+    skips: u32,
+    /// Poll at every turn, whatever the polls found.
+    always: bool,
 }
 
+/// Polls in a row that found nothing before the pool starts skipping turns.
+const MISSES_BEFORE_SKIPPING: u32 = 3;
+
+/// At most this many turns are skipped between two polls.
+const MAX_SKIPS: u32 = 64;
+
 impl PollState {
+    /// `always`: poll at every turn, even when polls keep finding nothing.
+    pub(crate) fn new(always: bool) -> Self {
+        PollState {
+            always,
+            ..PollState::default()
+        }
+    }
+
     /// Whether a worker may begin to poll now (nobody else is).
     pub(crate) fn free(&self) -> bool {
         self.poller.is_none()
@@ -171,9 +200,24 @@ impl PollState {
     pub(crate) fn counted(&mut self, started: bool) {
         if started {
             self.found += 1;
+            self.misses = 0;
         } else {
             self.expired += 1;
+            self.misses = self.misses.saturating_add(1);
+            if let Some(over) = self.misses.checked_sub(MISSES_BEFORE_SKIPPING) {
+                self.skips = 1u32.checked_shl(over).unwrap_or(MAX_SKIPS).min(MAX_SKIPS);
+            }
         }
+    }
+
+    /// Whether an idle worker that may poll does, or skips its turn (recent polls found
+    /// nothing; see the module's documentation).
+    pub(crate) fn take_turn(&mut self) -> bool {
+        if self.skips == 0 || self.always {
+            return true;
+        }
+        self.skips -= 1;
+        false
     }
 
     /// Whether the poller is a worker of `kind`: a wake-up of that kind must end its poll.
@@ -227,6 +271,42 @@ mod tests {
         p.counted(true);
         p.counted(false);
         assert_eq!(p.counts(), (1, 1));
+    }
+
+    #[test]
+    fn polls_that_find_nothing_become_rare_and_one_that_finds_a_job_resets_them() {
+        let mut p = PollState::default();
+        // Turns taken (true) and skipped, polling whenever allowed and finding nothing.
+        let mut turns = Vec::new();
+        for _ in 0..200 {
+            let take = p.take_turn();
+            turns.push(take);
+            if take {
+                p.counted(false);
+            }
+        }
+        let polls = turns.iter().filter(|t| **t).count();
+        assert!(
+            turns[..3].iter().all(|t| *t),
+            "the first misses poll: {turns:?}"
+        );
+        assert!(!turns[3], "then a turn is skipped");
+        assert!(
+            polls <= 3 + 1 + 1 + 1 + 1 + 1 + 1 + 200 / 64 + 1,
+            "{polls} polls in 200 turns"
+        );
+        let longest_skip = turns.split(|t| *t).map(<[bool]>::len).max().unwrap();
+        assert_eq!(longest_skip, MAX_SKIPS as usize, "skips grow to the cap");
+        // Find a job once: every turn polls again.
+        while !p.take_turn() {}
+        p.counted(true);
+        assert!((0..10).all(|_| p.take_turn()));
+
+        let mut always = PollState::new(true);
+        for _ in 0..100 {
+            assert!(always.take_turn());
+            always.counted(false);
+        }
     }
 
     #[test]

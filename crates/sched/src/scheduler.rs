@@ -96,6 +96,10 @@ pub struct SchedulerConfig {
     /// job queued meanwhile starts without waking a thread ([`crate::idle_poll`]); zero turns
     /// it off. At most one worker polls at a time.
     pub idle_poll: Duration,
+    /// Poll after every job even while polls keep finding nothing (by default they then
+    /// become rare): a poll keeps its core out of the idle state, which on a virtual machine
+    /// makes a client slower than the window faster, for up to the window of CPU per job.
+    pub idle_poll_always: bool,
 }
 
 /// The default [`SchedulerConfig::long_job_after`]: well above a typical search (under 1 ms)
@@ -131,6 +135,7 @@ impl Default for SchedulerConfig {
             charging: Charging::CpuTime,
             long_job_after: DEFAULT_LONG_JOB_AFTER,
             idle_poll: crate::idle_poll::default_idle_poll(),
+            idle_poll_always: false,
         }
     }
 }
@@ -710,7 +715,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 has_reserved: config.reserved_workers > 0,
                 shares: (background > 0).then(|| Shares::new(config.charging, shared_workers)),
                 long_jobs: LongJobs::new(config.long_job_after),
-                poll: PollState::default(),
+                poll: PollState::new(config.idle_poll_always),
             }),
             work: Condvar::new(),
             reserved_work: Condvar::new(),
@@ -1317,7 +1322,8 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
                 && !polled
                 && state.poll.free()
                 && state.accepting
-                && !state.paused =>
+                && !state.paused
+                && state.poll.take_turn() =>
             {
                 state.poll.begin(kind);
                 let seen = shared.idle_poll.seen();
