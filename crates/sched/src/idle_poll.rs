@@ -297,10 +297,18 @@ mod tests {
         );
         let longest_skip = turns.split(|t| *t).map(<[bool]>::len).max().unwrap();
         assert_eq!(longest_skip, MAX_SKIPS as usize, "skips grow to the cap");
-        // Find a job once: every turn polls again.
+        // Find a job once: the misses start again from none, so two more misses skip no turn
+        // and the third skips exactly one.
         while !p.take_turn() {}
         p.counted(true);
-        assert!((0..10).all(|_| p.take_turn()));
+        for _ in 0..2 {
+            assert!(p.take_turn());
+            p.counted(false);
+        }
+        assert!(p.take_turn());
+        p.counted(false);
+        assert!(!p.take_turn(), "the third miss in a row skips one turn");
+        assert!(p.take_turn(), "only one");
 
         let mut always = PollState::new(true);
         for _ in 0..100 {
