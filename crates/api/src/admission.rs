@@ -311,7 +311,7 @@ impl Gate {
         self.pool.idle_looks()
     }
 
-    /// Polls of the queue by an idle worker before it slept, (that saw a job, that did not)
+    /// Polls of the queue by an idle worker before it slept: (a job started right after, none)
     /// ([`FairScheduler::idle_polls`]).
     pub fn idle_polls(&self) -> (u64, u64) {
         self.pool.idle_polls()

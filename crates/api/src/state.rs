@@ -284,7 +284,7 @@ impl AppState {
         self.gate.idle_looks()
     }
 
-    /// Polls of the queue by an idle worker before it slept: (that saw a job, that did not).
+    /// Polls of the queue by an idle worker before it slept: (a job started right after, none).
     pub fn pool_idle_polls(&self) -> (u64, u64) {
         self.gate.idle_polls()
     }

@@ -812,7 +812,8 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
     }
 
     /// Polls of the queue by an idle worker before it slept ([`crate::idle_poll`]) since the
-    /// pool started: (those that saw a job queued, those whose window passed).
+    /// pool started: (those after which it started a job at once, those after which it did
+    /// not).
     pub fn idle_polls(&self) -> (u64, u64) {
         self.shared.lock().poll.counts()
     }
@@ -888,7 +889,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             demotable: demotable == Demotable::ReadOnly && lane == Lane::Shared,
         };
         let demotable = job.demotable;
-        let (reserved, placement, wake_both, claimed) = {
+        let (woken, claimed) = {
             let mut state = self.shared.lock();
             if !state.accepting {
                 return Err(SchedError::ShuttingDown);
@@ -953,8 +954,8 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                     self.shared.watch.notify_one();
                 }
             }
-            // A worker polling for a job of the kind woken below takes this one: its poll ends,
-            // and the wake-up, which would find the queue empty, is skipped (`crate::idle_poll`).
+            // Who is woken for this job: one worker of the set it belongs to now, the other set
+            // too if `wake_both`, and a reserved worker for a reserved-lane job.
             let reserved = lane == Lane::Reserved;
             let other = match target {
                 Kind::Background => Kind::Foreground,
@@ -965,6 +966,8 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 wake_both.then_some(other),
                 reserved.then_some(Kind::Reserved),
             ];
+            // A worker polling for a job of a kind woken takes this one: its poll ends, and
+            // the wake-up, which would find the queue empty, is skipped (`crate::idle_poll`).
             if woken
                 .into_iter()
                 .flatten()
@@ -978,7 +981,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             } else {
                 (reserved && state.poll.claim(Kind::Reserved, on_cpu)).then_some(Kind::Reserved)
             };
-            (reserved, placement, wake_both, claimed)
+            (woken, claimed)
         };
         // Wake one worker of the set the job belongs to now. Waking the other set too, on
         // every submit, cost a futile wake-up per job (a context switch and a turn on the
@@ -989,27 +992,10 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         // (without one, its jobs stay in the foreground). A woken worker that finds nothing
         // it may run while the queue is not empty wakes the other set itself and looks again
         // every share window (see `worker`).
-        let wake = |kind: Kind| {
+        for kind in woken.into_iter().flatten() {
             if claimed != Some(kind) {
                 self.shared.signal(kind).notify_one();
             }
-        };
-        match placement {
-            Some(Placement::Background) if demotable => {
-                wake(Kind::Background);
-                if wake_both {
-                    wake(Kind::Foreground);
-                }
-            }
-            _ => {
-                wake(Kind::Foreground);
-                if wake_both {
-                    wake(Kind::Background);
-                }
-            }
-        }
-        if reserved {
-            wake(Kind::Reserved);
         }
         Ok(JobHandle { rx })
     }
