@@ -39,6 +39,11 @@ pub struct MixedArgs {
     /// Records per tenant (384-dimensional vectors) written before the run.
     #[arg(long, default_value_t = 200)]
     pub records: usize,
+    /// The tenants' names: `<tenant>-0000`, `<tenant>-0001`, … A run's writes stay in its
+    /// tenants, so the next run on them starts from more records (and searches a little
+    /// slower); a new name per run starts every run from `--records` each, so runs compare.
+    #[arg(long, default_value = "mixed")]
+    pub tenant: String,
 }
 
 /// Tenants by their rank in the Zipf law: the top 10 % are hot, the next 40 % warm.
@@ -101,13 +106,15 @@ pub async fn mixed(admin: Client, args: MixedArgs) -> anyhow::Result<()> {
         "--write-ratio: between 0 and 1"
     );
     eprintln!(
-        "preparing {} tenants (mixed-0000…, {} records each)…",
-        args.tenants, args.records
+        "preparing {} tenants ({}-0000…, at least {} records each)…",
+        args.tenants, args.tenant, args.records
     );
     let mut progress = Progress::stderr();
     let mut tenants = Vec::with_capacity(args.tenants);
+    // What the run starts from: earlier runs' writes stay in these tenants.
+    let mut records_at_start = Vec::with_capacity(args.tenants);
     for i in 0..args.tenants {
-        let id = format!("mixed-{i:04}");
+        let id = format!("{}-{i:04}", args.tenant);
         let key = prepare(&admin, &id, args.records).await?;
         let client = Client::new(admin.server(), Some(key))?;
         // Load the tenant's index before timing anything.
@@ -118,6 +125,10 @@ pub async fn mixed(admin: Client, args: MixedArgs) -> anyhow::Result<()> {
                 Some(json!({"vector": vector(7), "k": 10})),
             )
             .await?;
+        let count = client
+            .call(Method::POST, "/v1/memories/count", Some(json!({})))
+            .await?;
+        records_at_start.push(count["count"].as_u64().unwrap_or(0));
         tenants.push(client);
         // Off a terminal every line stays: one per tenant would be too many.
         let ready = i + 1;
@@ -210,6 +221,12 @@ pub async fn mixed(admin: Client, args: MixedArgs) -> anyhow::Result<()> {
         elapsed,
         total as f64 / elapsed,
         failed.load(Ordering::Relaxed)
+    );
+    println!(
+        "started from {} records in all, {} in the hottest tenant ({}-0000)",
+        records_at_start.iter().sum::<u64>(),
+        records_at_start.first().copied().unwrap_or(0),
+        args.tenant
     );
     println!();
     println!("| operation | tenant class | ops | ops/s | failed | p50 (ms) | p99 (ms) |");

@@ -116,6 +116,58 @@ fn the_search_load_generator_spreads_over_several_tenants() {
     }
 }
 
+/// A mixed run reports the records it started from; its writes stay in its tenants, so a
+/// second run on the same tenants starts from more, and a run on tenants of a new name starts
+/// from `--records` each.
+#[test]
+fn a_mixed_run_says_what_it_started_from() {
+    let server = Server::start();
+    let run = |tenant: &str| {
+        bench(
+            &server,
+            &[
+                "mixed",
+                "--tenants",
+                "3",
+                "--records",
+                "5",
+                "--clients",
+                "2",
+                "--seconds",
+                "1",
+                "--write-ratio",
+                "0.5",
+                "--tenant",
+                tenant,
+            ],
+        )
+    };
+    let started_from = |stdout: &str| -> (u64, u64) {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("started from "))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        let numbers: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        (numbers[0], numbers[1])
+    };
+    let first = run("round");
+    assert_eq!(started_from(&first), (15, 5), "{first}");
+    assert!(first.contains("(round-0000)"), "{first}");
+    let second = run("round");
+    let (all, hottest) = started_from(&second);
+    assert!(all > 15 && hottest > 5, "the first run's writes: {second}");
+    let (status, v) = server.get("/v1/admin/tenants/round-0000", OPERATOR_KEY);
+    assert_eq!(status, 200);
+    assert!(
+        v["usage"]["records"].as_u64().unwrap_or(0) >= hottest,
+        "{v}"
+    );
+    assert_eq!(started_from(&run("fresh")), (15, 5));
+}
+
 /// Settings that would measure nothing are refused before any load, and a run whose every
 /// request fails says why and exits with failure instead of printing a table of errors.
 #[test]
