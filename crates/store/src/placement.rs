@@ -600,17 +600,23 @@ impl Store {
     /// tenant lives in its own file from the start: the file is created for the key the
     /// registry will assign and synced with `f`'s writes of that tenant's data before the
     /// main-file transaction (its registry row) commits; the tenant is routed to it in the
-    /// same step. If anything fails, the file is deleted (or, after a crash, at the next
-    /// start: no registry row names it).
+    /// same step. If anything before that commit fails, the file is deleted (or, after a crash,
+    /// at the next start: no registry row names it).
+    ///
+    /// The main-file transaction is held until that deletion is done: the key is the next one
+    /// only while it is open, and another creation that took the same key meanwhile would have
+    /// its new file deleted under it. A failed commit leaves the file: the registry row may
+    /// have reached the disk all the same, and the next start deletes the file only if no row
+    /// names it.
     pub fn write_creating_dedicated<R, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<(R, TenantKey), E>,
     ) -> Result<R, E> {
         let _writing = crate::deferred_sync::write_path();
         let db = self.db();
-        let txn = db.begin_write().map_err(StoreError::from)?;
+        let mut txn = Some(db.begin_write().map_err(StoreError::from)?);
         let next = {
-            let meta = txn
+            let meta = (txn.as_ref().expect("just begun"))
                 .open_table(crate::tables::META)
                 .map_err(StoreError::from)?;
             crate::tables::next_tenant_key(&meta)?
@@ -620,7 +626,8 @@ impl Store {
             let fdb = read_db(&file.file.db);
             let ftxn = fdb.begin_write().map_err(StoreError::from)?;
             let r = {
-                let tables = MainTables::open(&txn, &self.file_writes)?;
+                let tables =
+                    MainTables::open(txn.as_ref().expect("not committed"), &self.file_writes)?;
                 let mut writer = Writer {
                     data: tables.data,
                     dedicated: Opened::one(next, (untracked(&ftxn, DATA, TableTag::Data)?, true)),
@@ -646,16 +653,18 @@ impl Store {
             ftxn.commit().map_err(StoreError::from)?;
             drop(fdb);
             let mut routing = self.placement.lock_write();
-            let committed = txn.commit();
+            let committed = txn.take().expect("committed once").commit();
             // Creations and flips change registry rows (maybe even when the commit failed).
             self.registry_committed();
             committed.map_err(StoreError::from)?;
             Arc::make_mut(&mut routing).insert(next, Arc::clone(&file.file));
             Ok(r)
         })();
-        if result.is_err() {
+        // Still open: the commit was not reached, so no row names the file.
+        if result.is_err() && txn.is_some() {
             let _ = self.discard_dedicated(file);
         }
+        drop(txn);
         result
     }
 
@@ -673,10 +682,14 @@ impl Store {
         since: Option<&WriteTracker<'_>>,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<(R, u64), E> {
-        let result = self.flip_in_inner(&file, since, f);
-        if result.is_err() {
-            // Not routed: nothing refers to the file; one that cannot be deleted now is
-            // deleted at the next start.
+        let mut commit_reached = false;
+        let result = self.flip_in_inner(&file, since, f, &mut commit_reached);
+        // Not routed and its flip not committed: nothing refers to the file; one that cannot
+        // be deleted now is deleted at the next start. A flip whose commit failed may have
+        // reached the disk all the same, naming the file: the next start keeps the file if the
+        // registry names it and deletes it if not (the tenant is then whole in the main file,
+        // whose range is erased only after a flip that succeeded).
+        if result.is_err() && !commit_reached {
             let _ = self.discard_dedicated(file);
         }
         result
@@ -687,6 +700,7 @@ impl Store {
         file: &DedicatedFile,
         since: Option<&WriteTracker<'_>>,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
+        commit_reached: &mut bool,
     ) -> Result<(R, u64), E> {
         let t = file.key;
         let _writing = crate::deferred_sync::write_path();
@@ -721,6 +735,7 @@ impl Store {
         ftxn.commit().map_err(StoreError::from)?;
         drop(fdb);
         let mut routing = self.placement.lock_write();
+        *commit_reached = true;
         let committed = txn.commit();
         // Creations and flips change registry rows (maybe even when the commit failed).
         self.registry_committed();

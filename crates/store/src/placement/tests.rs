@@ -669,3 +669,122 @@ fn a_dedicated_file_records_the_allocator_state_as_the_main_file_does() {
         );
     }
 }
+
+/// A creation in a file of its own that fails must delete only its own file: another
+/// creation may take the same next key as soon as the failed one lets the main file go, and
+/// its new file must survive (it once was deleted under the tenant, whose acknowledged writes
+/// then went to an unlinked file and whose next start failed on the missing file).
+#[test]
+fn a_failed_dedicated_creation_never_deletes_the_next_ones_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("main.redb")).unwrap();
+    let created = std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..30 {
+                let failed = store.write_creating_dedicated(|w| {
+                    let id = TenantId::parse(&format!("refused-{i}")).unwrap();
+                    let m = w.create_tenant(&id, 0, Default::default())?;
+                    w.put_blob(m.key, "own", b"never committed")?;
+                    Err::<((), TenantKey), _>(StoreError::Engine("refused after writing".into()))
+                });
+                assert!(failed.is_err());
+            }
+        });
+        let made = s.spawn(|| {
+            (0..30)
+                .map(|i| {
+                    store
+                        .write_creating_dedicated(|w| {
+                            let id = TenantId::parse(&format!("kept-{i}")).unwrap();
+                            let m = w.create_tenant(&id, 0, Default::default())?;
+                            w.put_blob(m.key, "own", b"acknowledged")?;
+                            Ok::<_, StoreError>((m.key, m.key))
+                        })
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        });
+        made.join().unwrap()
+    });
+    for key in &created {
+        let file = store.placement.dir_of(*key).join(DEDICATED_FILE);
+        assert!(file.is_file(), "{key:?}: {} deleted", file.display());
+        assert_eq!(
+            blobs(&store, *key),
+            vec![("own".into(), b"acknowledged".to_vec())]
+        );
+    }
+    // And every one of them opens again at the next start.
+    drop(store);
+    let store = Store::open(&dir.path().join("main.redb")).unwrap();
+    for key in created {
+        store.attach_dedicated(key).unwrap();
+        assert_eq!(
+            blobs(&store, key),
+            vec![("own".into(), b"acknowledged".to_vec())]
+        );
+    }
+}
+
+/// A creation whose main-file commit failed keeps its file: the registry row naming it may
+/// have reached the disk all the same, and deleting the file would leave a tenant whose
+/// next start fails. A row that did not reach the disk leaves an orphan, deleted then.
+#[test]
+fn a_dedicated_creation_whose_commit_failed_keeps_its_file_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    let mut created = None;
+    let failed = store.write_creating_dedicated(|w| {
+        let m = w.create_tenant(&TenantId::parse("unsure").unwrap(), 0, Default::default())?;
+        w.put_blob(m.key, "own", b"maybe durable")?;
+        created = Some(m.key);
+        // The main file fails as its commit begins.
+        store.db().sync.fail_for_test();
+        Ok::<_, StoreError>(((), m.key))
+    });
+    assert!(failed.is_err());
+    let key = created.unwrap();
+    let file = store.placement.dir_of(key).join(DEDICATED_FILE);
+    assert!(file.is_file(), "the file was deleted after a failed commit");
+    assert!(!store.is_dedicated(key));
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert!(
+        store
+            .read()
+            .unwrap()
+            .tenant(&TenantId::parse("unsure").unwrap())
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.remove_orphan_files(&HashSet::new()).unwrap(),
+        vec![key]
+    );
+    assert!(!file.exists());
+}
+
+/// A move into a tenant's own file whose flip failed to commit keeps the file (the flip may
+/// have reached the disk all the same); the tenant stays whole in the main file, where it
+/// is still routed.
+#[test]
+fn a_flip_in_whose_commit_failed_keeps_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("main.redb")).unwrap();
+    let t = tenant(&store, "moving");
+    put(&store, t, "x", b"1");
+    let file = store.create_dedicated(t).unwrap();
+    store
+        .copy_chunk(t, CopyTarget::File(&file), None, 100)
+        .unwrap();
+    let failed = store.flip_in(file, None, |w| {
+        w.put_blob(t, "flip", b"in")?;
+        store.db().sync.fail_for_test();
+        Ok::<_, StoreError>(())
+    });
+    assert!(failed.is_err());
+    assert!(store.placement.dir_of(t).join(DEDICATED_FILE).is_file());
+    assert!(!store.is_dedicated(t));
+    assert_eq!(blobs(&store, t), vec![("x".into(), b"1".to_vec())]);
+}
