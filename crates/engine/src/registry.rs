@@ -459,21 +459,14 @@ impl IndexRegistry {
             let _order = lock_slot(&slot.apply);
             let mut guard = self.write_index(slot);
             if guard.is_none() {
-                let index = self.load(store, key, slot)?;
-                if index.wants_builder() {
-                    self.builder.request(key);
-                }
-                *guard = Some(index);
-                slot.counters.loads.fetch_add(1, Ordering::Relaxed);
-                self.account(slot, guard.as_ref());
+                self.install_loaded(store, key, slot, &mut guard)?;
                 true
             } else {
                 false
             }
         };
         if loaded_now {
-            self.enforce_budget(store, Some(key));
-            delete_orphan_files(store, key, slot);
+            self.after_load(store, key, slot);
         }
         let guard = self.read_index(slot);
         match guard.as_ref() {
@@ -487,9 +480,7 @@ impl IndexRegistry {
                     let mut guard = self.write_index(slot);
                     let reloaded = guard.is_none();
                     if reloaded {
-                        *guard = Some(self.load(store, key, slot)?);
-                        slot.counters.loads.fetch_add(1, Ordering::Relaxed);
-                        self.account(slot, guard.as_ref());
+                        self.install_loaded(store, key, slot, &mut guard)?;
                     }
                     let result = match guard.as_ref() {
                         Some(index) => f(index),
@@ -497,13 +488,41 @@ impl IndexRegistry {
                     };
                     (result, reloaded)
                 };
-                // The reload counts against the budget like the first load did.
+                // A reload is a load like the first: it counts against the budget, and
+                // tidies the tenant's files.
                 if reloaded {
-                    self.enforce_budget(store, Some(key));
+                    self.after_load(store, key, slot);
                 }
                 result
             }
         }
+    }
+
+    /// Loads the tenant's indexes into its empty slot (`guard`, held with the slot's `apply`
+    /// lock) and counts them; a graph the loaded state still wants is asked of the builder, as
+    /// nothing else would ask for it until the tenant's next write.
+    fn install_loaded(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        slot: &TenantSlot,
+        guard: &mut Option<TenantIndex>,
+    ) -> Result<(), EngineError> {
+        let index = self.load(store, key, slot)?;
+        if index.wants_builder() {
+            self.builder.request(key);
+        }
+        *guard = Some(index);
+        slot.counters.loads.fetch_add(1, Ordering::Relaxed);
+        self.account(slot, guard.as_ref());
+        Ok(())
+    }
+
+    /// What follows a load once the slot's locks are released: the budget, which the load
+    /// may have passed, and files of the tenant that no saved state names.
+    fn after_load(&self, store: &Store, key: TenantKey, slot: &TenantSlot) {
+        self.enforce_budget(store, Some(key));
+        delete_orphan_files(store, key, slot);
     }
 
     /// Loads the tenant's indexes with its isolation level's graph parameters, learning
