@@ -9,7 +9,7 @@ use strata_auth::{KeyInfo, KeyTenant, NewKey, Permission, Permissions, Rotation}
 use strata_engine::{
     IndexParams, IntegrityPolicyInput, IsolationLevel, NewTenantSpec, TenantInfo, TenantLimits,
 };
-use strata_types::{Domain, Millis, TenantId, UserToken, now_millis};
+use strata_types::{Domain, MAX_RECORD_TIME, Millis, TenantId, UserToken, now_millis};
 use utoipa::ToSchema;
 
 use crate::bodies::{CreatedKey, Keys, RotatedKey, TenantTree, Tenants};
@@ -150,21 +150,34 @@ struct NewKeyBody {
     /// Bind the key to these domains: at most 32, none twice.
     #[schema(max_items = 32)]
     domains: Option<Vec<Domain>>,
-    /// Expiry in milliseconds since the Unix epoch; give at most one of the two.
-    #[schema(value_type = Option<i64>)]
+    /// Expiry in milliseconds since the Unix epoch, at most 2^53; give at most one of the two.
+    #[schema(value_type = Option<i64>, maximum = 9007199254740992_i64)]
     expires_at: Option<Millis>,
+    /// Expiry in seconds from now (at least 1), landing no later than 2^53 ms since the epoch.
+    #[schema(minimum = 1)]
     expires_in_secs: Option<u64>,
 }
 
-/// A new key's expiry from `expires_at` or `expires_in_secs` (at most one).
+/// A new key's expiry from `expires_at` or `expires_in_secs` (at most one), no later than
+/// [`MAX_RECORD_TIME`] (2^53 ms): a later one would have been stored saturated, as a time
+/// that JSON clients reading numbers as doubles cannot hold exactly.
 fn key_expiry(at: Option<Millis>, in_secs: Option<u64>) -> Result<Option<Millis>, ApiError> {
+    let too_late = |field: &str| {
+        ApiError::BadRequest(format!(
+            "{field}: the key would expire after {MAX_RECORD_TIME} milliseconds since the Unix              epoch (2^53, the year 287,396), the latest time Strata stores; for a key that              never expires, leave expires_at and expires_in_secs out"
+        ))
+    };
     match (at, in_secs) {
         (Some(_), Some(_)) => Err(bad("expires_at, expires_in_secs: give at most one")),
         // A key that could never authenticate is a mistake, not a request.
         (Some(t), None) if t <= now_millis() => Err(bad("expires_at: must be in the future")),
+        (Some(t), None) if t > MAX_RECORD_TIME => Err(too_late("expires_at")),
         (Some(t), None) => Ok(Some(t)),
         (None, Some(0)) => Err(bad("expires_in_secs: must be at least 1")),
-        (None, Some(secs)) => Ok(Some(now_millis().saturating_add(secs_to_millis(secs)))),
+        (None, Some(secs)) => match now_millis().checked_add(secs_to_millis(secs)) {
+            Some(t) if t <= MAX_RECORD_TIME => Ok(Some(t)),
+            _ => Err(too_late("expires_in_secs")),
+        },
         (None, None) => Ok(None),
     }
 }

@@ -324,10 +324,15 @@ fn plain_expectation(message: &str) -> String {
         other if other.starts_with("struct ") => "an object".to_owned(),
         _ => return message.to_owned(),
     };
+    // Said without the type's upper bound, which is rarely the field's own (`depth` takes 0
+    // to 10 in a u32): the field's range check says that once the number is not negative.
     if (plain.starts_with("a whole number from 0") || plain.ends_with("0 or more"))
         && let Some(n) = head.strip_prefix("invalid value: integer `-")
     {
-        return format!("-{} is negative; expected {plain}", n.trim_end_matches('`'));
+        return format!(
+            "-{} is negative; expected a whole number of 0 or more",
+            n.trim_end_matches('`')
+        );
     }
     format!("{head}, expected {plain}")
 }
@@ -751,6 +756,13 @@ mod tests {
         assert_eq!(m, "weight: invalid type: string \"x\", expected a number");
         let m = message(from_map::<Counted>(body(json!({"k": 1, "inner": 2}))));
         assert_eq!(m, "inner: invalid type: integer `2`, expected an object");
+        // A negative number in a field of a narrower type: not the type's upper bound, which
+        // is rarely the field's own.
+        let m = message(from_map::<Counted>(body(json!({"k": 1, "list": [-3]}))));
+        assert_eq!(
+            m,
+            "list[0]: -3 is negative; expected a whole number of 0 or more"
+        );
         let m = message(from_map::<Counted>(body(json!({"k": 1, "list": {}}))));
         assert_eq!(m, "list: invalid type: map, expected an array");
         let m = message(from_map::<Counted>(body(json!({"k": 1, "list": [300]}))));

@@ -516,6 +516,18 @@ impl Engine {
                 "tenant: a tenant reads only its own audit rows".into(),
             ));
         }
+        // A place in another listing (another tenant's rows, the server's log) would page
+        // nothing here, silently: said instead.
+        if q.before
+            .as_ref()
+            .is_some_and(|c| c.server_log || c.tenant.as_ref().is_some_and(|t| t != scope.tenant()))
+        {
+            return Err(EngineError::BadRequest(
+                "before: not a place in this tenant's audit listing; pass the `next` of one of \
+                 its pages"
+                    .into(),
+            ));
+        }
         require_whole_tenant(
             scope,
             Permission::Admin,

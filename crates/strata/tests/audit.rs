@@ -675,4 +675,11 @@ fn paging_with_next_lists_every_row_once() {
     let (st, v) = server.get("/v1/audit?before=yesterday", &key);
     assert_eq!(st, 400, "{v}");
     assert!(v.to_string().contains("before"), "{v}");
+    // A place in another listing (another tenant's, the server's log) is refused, not
+    // answered with an empty page.
+    for cursor in ["1:1:other", "1:1:acme:s", "1:1::s"] {
+        let (st, v) = server.get(&format!("/v1/audit?before={cursor}"), &key);
+        assert_eq!(st, 400, "{cursor}: {v}");
+        assert!(v.to_string().contains("before: not a place"), "{v}");
+    }
 }

@@ -175,6 +175,19 @@ fn body_errors_name_the_field_by_its_path() {
             json!({"tenant": "acme", "expires_in_secs": 0}),
             "expires_in_secs: ",
         ),
+        // Expiries past 2^53 ms, which were stored saturated (as i64::MAX).
+        (
+            "/v1/admin/keys",
+            OPERATOR_KEY,
+            json!({"tenant": "acme", "expires_in_secs": 1_000_000_000_000_000_000u64}),
+            "expires_in_secs: ",
+        ),
+        (
+            "/v1/admin/keys",
+            OPERATOR_KEY,
+            json!({"tenant": "acme", "expires_at": (1u64 << 53) + 1}),
+            "expires_at: ",
+        ),
         // Ids no admin route could name afterwards: dot segments, which clients remove from
         // a URL, and the literal segment of `POST /v1/admin/tenants/purge-deleted`; creating
         // one by import is refused the same way.

@@ -190,8 +190,9 @@ pub struct NewRecord {
     /// Collection name; `text` when absent.
     pub modality: Option<CollectionName>,
     pub kind: Option<Kind>,
-    /// The record's text: not empty or whitespace only, invisible characters (zero-width,
-    /// soft hyphen and the like) counted as whitespace (leave it out for a record without text).
+    /// The record's text: not empty or whitespace only, control characters and invisible ones
+    /// (zero-width, soft hyphen and the like) counted as whitespace (leave it out for a record
+    /// without text).
     #[serde(deserialize_with = "crate::text::content")]
     pub content: Option<String>,
     pub vector: Option<Vec<f32>>,
@@ -228,8 +229,8 @@ pub struct RecordPatch {
     )]
     #[schema(value_type = Option<Kind>, nullable)]
     pub kind: Option<Option<Kind>>,
-    /// The new text: not empty or whitespace only (invisible characters such as zero-width ones
-    /// count as whitespace).
+    /// The new text: not empty or whitespace only (control characters and invisible ones such as
+    /// zero-width spaces count as whitespace).
     #[serde(default, deserialize_with = "crate::text::patch_content")]
     #[schema(nullable = false)]
     pub content: Option<String>,
@@ -396,8 +397,8 @@ pub enum RecordError {
     /// Content with no text in it, checked here too for records that were not parsed from a
     /// request body (an import's lines): a body's parser refuses it first, with the same words.
     #[error(
-        "is empty or whitespace only (invisible characters such as zero-width ones count as \
-         whitespace); leave content out for a record without text"
+        "is empty or whitespace only (control characters and invisible ones such as zero-width \
+         spaces count as whitespace); leave content out for a record without text"
     )]
     BlankContent,
     #[error("{count} user tokens; the limit is {max}")]

@@ -54,8 +54,8 @@ fn non_blank<'de, D: serde::Deserializer<'de>>(
     let s = Option::<String>::deserialize(d)?;
     match s {
         Some(s) if is_blank(&s) => Err(serde::de::Error::custom(format!(
-            "{field}: is empty or whitespace only (invisible characters such as zero-width ones \
-             count as whitespace); {instead}"
+            "{field}: is empty or whitespace only (control characters and invisible ones such as \
+             zero-width spaces count as whitespace); {instead}"
         ))),
         s => Ok(s),
     }
