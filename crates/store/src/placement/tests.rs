@@ -682,7 +682,7 @@ fn a_failed_dedicated_creation_never_deletes_the_next_ones_file() {
         s.spawn(|| {
             for i in 0..30 {
                 let failed = store.write_creating_dedicated(|w| {
-                    let id = TenantId::parse(&format!("refused-{i}")).unwrap();
+                    let id = TenantId::parse(format!("refused-{i}")).unwrap();
                     let m = w.create_tenant(&id, 0, Default::default())?;
                     w.put_blob(m.key, "own", b"never committed")?;
                     Err::<((), TenantKey), _>(StoreError::Engine("refused after writing".into()))
@@ -695,7 +695,7 @@ fn a_failed_dedicated_creation_never_deletes_the_next_ones_file() {
                 .map(|i| {
                     store
                         .write_creating_dedicated(|w| {
-                            let id = TenantId::parse(&format!("kept-{i}")).unwrap();
+                            let id = TenantId::parse(format!("kept-{i}")).unwrap();
                             let m = w.create_tenant(&id, 0, Default::default())?;
                             w.put_blob(m.key, "own", b"acknowledged")?;
                             Ok::<_, StoreError>((m.key, m.key))
