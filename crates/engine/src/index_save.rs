@@ -355,6 +355,25 @@ pub(crate) fn try_save_slot(
     save_holding(store, key, slot, saving, Wait::Try).transpose()
 }
 
+/// The index's read guard, tried for up to [`RETRY_READ_FOR`]: its write lock is held only
+/// for short steps (a write's apply, a graph's install or catch-up round).
+fn retry_read(slot: &TenantSlot) -> Option<std::sync::RwLockReadGuard<'_, Option<TenantIndex>>> {
+    let until = std::time::Instant::now() + RETRY_READ_FOR;
+    loop {
+        match slot.index.try_read() {
+            Ok(guard) => return Some(guard),
+            Err(TryLockError::Poisoned(_)) => return None,
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() >= until => return None,
+            Err(TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+        }
+    }
+}
+
+/// How long a failed eviction's save tries to mark its victim changed again.
+const RETRY_READ_FOR: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A mutex's guard if it is free now (a poisoned one too: nothing these guard can be left
 /// half-done), `None` if it is held.
 pub(crate) fn try_lock(m: &Mutex<()>) -> Option<MutexGuard<'_, ()>> {
@@ -426,16 +445,28 @@ fn save_holding(
         saved => saved,
     };
     if saved.is_err() {
-        // The capture cleared the flag; what it captured is not saved after all. An eviction
-        // waits for no lock of its victim: if the index is busy, its holder is a write or a
-        // graph install, which leaves it changed (dirty) itself.
+        // The capture cleared the flag; what it captured is not saved after all, so the flag is
+        // set again. An eviction waits for no lock of its victim (its thread may hold the
+        // victim's index already, read, for another tenant's search across a share, and a
+        // blocking read behind a queued writer would never return), so it tries for a while:
+        // not every holder of the write lock marks the index changed itself (the graph
+        // builder's start and catch-up rounds do not), and a flag lost here would make every
+        // later save skip the tenant.
         let guard = match wait {
             Wait::Block => slot.index.read().ok(),
-            Wait::Try => slot.index.try_read().ok(),
+            Wait::Try => retry_read(slot),
         };
-        if let Some(index) = guard.as_ref().and_then(|g| g.as_ref()) {
-            index.mark_dirty();
-            index.unsaved_changes.fetch_add(unsaved, Ordering::Relaxed);
+        match guard.as_ref().and_then(|g| g.as_ref()) {
+            Some(index) => {
+                index.mark_dirty();
+                index.unsaved_changes.fetch_add(unsaved, Ordering::Relaxed);
+            }
+            None if guard.is_none() => tracing::warn!(
+                tenant = %slot.id,
+                "a failed save could not mark the tenant's indexes changed again; its next \
+                 load replays or rebuilds them from storage"
+            ),
+            None => {}
         }
     }
     saved?;

@@ -321,6 +321,48 @@ fn an_eviction_gives_up_on_a_victim_whose_index_is_held() {
     assert!(slot.index.read().unwrap().is_some(), "evicted while busy");
 }
 
+/// An eviction's save that fails after its capture leaves the index changed, even when the
+/// index is held at that moment by a holder that does not mark it changed itself (the graph
+/// builder's start and catch-up rounds): otherwise every later save would pass the tenant
+/// over, and only the change log would hold what its indexes have beyond their last save.
+#[test]
+fn a_failed_eviction_save_leaves_the_index_changed_though_it_was_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant_with_graph(dir.path());
+    let q = strata_index::testdata::queries(1, DIM as usize, 10, 1, 2);
+    put_one(&engine, &scope, "changed", &q[0]);
+    assert!(is_dirty(&engine, &scope));
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    let (held_tx, held) = channel::<()>();
+    let (release_tx, release) = channel::<()>();
+    std::thread::scope(|s| {
+        let holder = std::sync::Arc::clone(&slot);
+        // Takes the index when asked, holds it a little, with no change made.
+        s.spawn(move || {
+            release.recv().unwrap();
+            let guard = holder.index.write().unwrap();
+            held_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            drop(guard);
+        });
+        *lock(&slot.save_hook) = Some(Box::new(move |stage| match stage {
+            SaveStage::FilesDurable => {
+                release_tx.send(()).unwrap();
+                held.recv().unwrap();
+                Err(EngineError::Index("cut short".into()))
+            }
+            SaveStage::Captured => Ok(()),
+        }));
+        let saved = crate::index_save::try_save_slot(&engine.store, scope.key(), &slot);
+        assert!(matches!(saved, Some(Err(_))), "{saved:?}");
+    });
+    *lock(&slot.save_hook) = None;
+    assert!(
+        is_dirty(&engine, &scope),
+        "the failed save's capture lost the flag"
+    );
+}
+
 /// Record changes the tenant's loaded indexes hold that no save captured.
 fn unsaved(engine: &Engine, scope: &TenantScope) -> u64 {
     let slot = engine.indexes.get(scope.key()).unwrap();
