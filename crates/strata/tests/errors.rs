@@ -119,6 +119,31 @@ fn body_errors_name_the_field_by_its_path() {
             json!({"query": "q", "fusion": {"method": "rrf", "kk": 1}}),
             "fusion: unknown field `kk`",
         ),
+        // A fusion's own fields are named in full.
+        (
+            "/v1/search",
+            k.as_str(),
+            json!({"query": "q", "fusion": {"method": "rrf", "k": -1}}),
+            "fusion.k: -1 is negative; expected a whole number of 0 or more",
+        ),
+        (
+            "/v1/search",
+            k.as_str(),
+            json!({"query": "q", "fusion": {"method": "weighted", "alpha": "x"}}),
+            "fusion.alpha: ",
+        ),
+        (
+            "/v1/search",
+            k.as_str(),
+            json!({"query": "q", "fusion": {"method": "rrf", "alpha": 0.5}}),
+            "fusion: `alpha` is for method \"weighted\"",
+        ),
+        (
+            "/v1/search",
+            k.as_str(),
+            json!({"query": "q", "fusion": {"method": "mean"}}),
+            "fusion.method: unknown variant `mean`",
+        ),
         (
             "/v1/admin/tenants",
             OPERATOR_KEY,

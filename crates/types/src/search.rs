@@ -16,7 +16,12 @@ pub enum SearchMode {
 
 /// How hybrid search fuses the vector and text rankings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "method",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    try_from = "FusionWire"
+)]
 pub enum Fusion {
     /// Reciprocal rank fusion: `Σ 1 / (k + rank)`.
     Rrf {
@@ -38,6 +43,45 @@ pub enum Fusion {
 
 fn default_rrf_k() -> u32 {
     60
+}
+
+/// A [`Fusion`] as it arrives: a plain object, so that an error in one of its fields names
+/// that field (`fusion.k: -1 is negative …`). An internally tagged enum reads its fields
+/// through a buffer that loses their names, and the error said only `fusion`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FusionWire {
+    method: FusionMethod,
+    k: Option<u32>,
+    alpha: Option<f32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FusionMethod {
+    Rrf,
+    Weighted,
+}
+
+impl TryFrom<FusionWire> for Fusion {
+    type Error = &'static str;
+
+    fn try_from(w: FusionWire) -> Result<Self, Self::Error> {
+        match (w.method, w.k, w.alpha) {
+            (FusionMethod::Rrf, k, None) => Ok(Fusion::Rrf {
+                k: k.unwrap_or_else(default_rrf_k),
+            }),
+            (FusionMethod::Weighted, None, alpha) => Ok(Fusion::Weighted {
+                alpha: alpha.unwrap_or_else(default_alpha),
+            }),
+            (FusionMethod::Rrf, _, Some(_)) => {
+                Err("`alpha` is for method \"weighted\"; method \"rrf\" takes `k`")
+            }
+            (FusionMethod::Weighted, Some(_), _) => {
+                Err("`k` is for method \"rrf\"; method \"weighted\" takes `alpha`")
+            }
+        }
+    }
 }
 
 /// The vector channel's weight: on the conversational-memory recall set
@@ -327,6 +371,26 @@ mod tests {
         SearchRequest {
             include,
             ..SearchRequest::default()
+        }
+    }
+
+    #[test]
+    fn a_fusion_reads_as_it_is_written_with_defaults_for_what_is_left_out() {
+        let read = |v: serde_json::Value| serde_json::from_value::<Fusion>(v);
+        for f in [Fusion::Rrf { k: 7 }, Fusion::Weighted { alpha: 0.25 }] {
+            assert_eq!(read(serde_json::to_value(f).unwrap()).unwrap(), f);
+        }
+        let rrf = serde_json::json!({"method": "rrf"});
+        assert_eq!(read(rrf).unwrap(), Fusion::Rrf { k: 60 });
+        let weighted = serde_json::json!({"method": "weighted"});
+        assert_eq!(read(weighted).unwrap(), Fusion::default());
+        for wrong in [
+            serde_json::json!({"method": "rrf", "alpha": 0.5}),
+            serde_json::json!({"method": "weighted", "k": 3}),
+            serde_json::json!({"k": 3}),
+            serde_json::json!({"method": "rrf", "extra": 1}),
+        ] {
+            assert!(read(wrong.clone()).is_err(), "{wrong}");
         }
     }
 
