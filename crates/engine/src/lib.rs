@@ -64,6 +64,8 @@ mod plan;
 mod purge_detail_tests;
 #[cfg(test)]
 mod purge_erasure_tests;
+#[cfg(test)]
+mod purge_sweep_tests;
 mod put_steps;
 mod ranking;
 mod recall;

@@ -591,22 +591,25 @@ impl Engine {
     ) -> Result<Erasure, EngineError> {
         // Until it ends, and within the second it ends in, `id` is not created again.
         let _under_way = self.recent_purges.begin(id);
-        self.erase_incarnation(op, id, key)?;
+        self.erase_incarnation(op, id, key, None)?;
         let erasure = self.vacuum()?;
         self.note_purge_end(id);
         Ok(erasure)
     }
 
     /// A purge without its vacuum, for a caller that purges several tenants and vacuums once.
-    fn erase_incarnation(
+    /// `deleted_at`: purge only a tenant still soft-deleted at that time (the retention sweep's
+    /// condition, read before this; see [`Engine::purge_txn`]).
+    pub(crate) fn erase_incarnation(
         &self,
         op: &OperatorScope,
         id: &TenantId,
         key: TenantKey,
+        deleted_at: Option<Millis>,
     ) -> Result<(), EngineError> {
         let key = self
             .migrations
-            .excluding(key, id, || self.purge_txn(op, id, key))?;
+            .excluding(key, id, || self.purge_txn(op, id, key, deleted_at))?;
         // Its own file, if dedicated, goes whole once the registry no longer names it
         // (`erase_tenant` leaves it untouched, so that a crash cannot leave a registered
         // tenant without its data).
@@ -626,12 +629,15 @@ impl Engine {
     /// server log's rows about it go, and its data range is owed an erasure, which the vacuum
     /// after this commit runs in short transactions; the purge itself is logged. Returns its
     /// storage key, which must still be `key` (the incarnation the caller excluded migrations
-    /// of).
+    /// of). With `deleted_at`, the tenant must also still be soft-deleted since that time: the
+    /// retention sweep chose it from an earlier read, and a restore (or a restore and a new
+    /// delete, whose retention starts again) since then must keep it.
     fn purge_txn(
         &self,
         op: &OperatorScope,
         id: &TenantId,
         key: TenantKey,
+        deleted_at: Option<Millis>,
     ) -> Result<TenantKey, EngineError> {
         self.store.write(|w| {
             let meta = w
@@ -641,6 +647,14 @@ impl Engine {
                 return Err(EngineError::IdConflict(format!(
                     "tenant {id} was replaced during its purge; try again"
                 )));
+            }
+            if let Some(at) = deleted_at {
+                let p = TenantProfile::of(&meta)?;
+                if p.status != TenantStatus::Deleted || p.deleted_at != Some(at) {
+                    return Err(EngineError::IdConflict(format!(
+                        "tenant {id} was restored since it was found due for purging"
+                    )));
+                }
             }
             let erased = erased_figures(w, id, meta.key)?;
             // Its data range is erased after this commits, in short transactions, by the
@@ -673,14 +687,16 @@ impl Engine {
         retention_ms: Millis,
     ) -> Result<Vec<TenantId>, EngineError> {
         let now = now_millis();
+        // Each with the incarnation and deletion time it was found due in: the purge checks
+        // both again in its own transaction.
         let mut due = Vec::new();
         for m in self.store.read()?.tenants()? {
             let p = TenantProfile::of(&m)?;
             if p.status == TenantStatus::Deleted
-                && p.deleted_at
-                    .is_some_and(|t| now.saturating_sub(t) >= retention_ms)
+                && let Some(at) = p.deleted_at
+                && now.saturating_sub(at) >= retention_ms
             {
-                due.push(m.id);
+                due.push((m.id, m.key, at));
             }
         }
         // Until the vacuum has run, and within the second it ends in, no purged id is created
@@ -689,16 +705,15 @@ impl Engine {
         // A tenant whose data a migration is moving answers 409: skipped until the next run,
         // the others purged regardless.
         let mut purged = Vec::new();
-        for id in due {
+        for (id, key, deleted_at) in due {
             under_way.push(self.recent_purges.begin(&id));
-            let erased = self
-                .tenant_meta(&id)
-                .and_then(|m| self.erase_incarnation(op, &id, m.key));
-            match erased {
+            match self.erase_incarnation(op, &id, key, Some(deleted_at)) {
                 Ok(()) => purged.push(id),
                 Err(EngineError::IdConflict(why)) => {
                     tracing::info!(tenant = %id, %why, "purge skipped until the next run");
                 }
+                // Purged meanwhile (an operator's purge, another sweep): nothing left to do.
+                Err(EngineError::TenantNotFound(_)) => {}
                 Err(e) => {
                     tracing::warn!(tenant = %id, error = %e, "purge failed; tried again at the next run");
                 }
