@@ -147,6 +147,13 @@ impl Store {
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             create_dir_all_durably(parent)?;
         }
+        // A copy that filled the data directory's disk would fail the tenants' writes
+        // (`disk_room`); one onto another disk is refused before it fails half-way.
+        crate::disk_room::require_room(
+            dest.parent().unwrap_or(Path::new(".")),
+            self.backup_bytes(),
+            "a backup",
+        )?;
         // Created here, so never someone else's directory that the clean-up below removes;
         // readable by the server's user only, as the tenants' data in it is.
         private_dir(&partial)?;
@@ -163,6 +170,32 @@ impl Store {
             tracing::warn!(backup = %dest.display(), error = %e, "backup: syncing its name failed");
         }
         Ok(done)
+    }
+
+    /// About how many bytes a backup writes: the data files' lengths (their copies hold no
+    /// free pages, so no more) and the derived index files'.
+    fn backup_bytes(&self) -> u64 {
+        let files: u64 = self
+            .placement
+            .lock_read()
+            .values()
+            .map(|f| crate::tables::read_db(&f.db).sync.file_len())
+            .sum();
+        let derived = std::fs::read_dir(self.placement.derived_root())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|tenant| {
+                std::fs::read_dir(tenant.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .filter_map(|file| file.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum::<u64>();
+        self.db().sync.file_len() + files + derived
     }
 
     fn backup_into(

@@ -22,6 +22,7 @@ mod db;
 mod decode_memo;
 mod deferred_sync;
 mod derived;
+mod disk_room;
 mod error;
 mod expiry;
 mod file_writes;

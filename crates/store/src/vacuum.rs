@@ -93,7 +93,7 @@ pub enum Vacuumed {
 }
 
 /// The new file a vacuum of the main file at `path` writes.
-fn new_file_of(path: &Path) -> PathBuf {
+pub(crate) fn new_file_of(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
     name.push(SUFFIX);
     path.with_file_name(name)
@@ -163,6 +163,8 @@ impl Store {
         // An old file whose last reader has ended since: its disk blocks go before this copy
         // needs room.
         self.retired.close_unread();
+        // A copy that filled the disk would fail the tenants' writes (`disk_room`).
+        crate::disk_room::require_room(self.data_dir(), self.db().sync.file_len(), "a vacuum")?;
         let mut tries = 0;
         let (recording, copied) = loop {
             tries += 1;
