@@ -210,6 +210,12 @@ def test_export_and_import(
     assert size == len(buffer.getvalue()) > 0
     path = tmp_path / "export.ndjson"
     assert admin.export_tenant(tenant.id, path) > 0
+    # A failed export leaves the file it would have replaced as it was, and no other file.
+    exported = path.read_bytes()
+    with pytest.raises(NotFoundError):
+        admin.export_tenant(unique("nosuch"), path)
+    assert path.read_bytes() == exported
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.ndjson"]
 
     for source in (buffer.getvalue(), path):
         copy = unique("copy")

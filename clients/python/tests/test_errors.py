@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from strata_client import (
+    AsyncStrata,
     AuthenticationError,
     BadRequestError,
     ConflictError,
@@ -131,6 +132,12 @@ def test_unreachable_server_is_a_connection_error(tenant: TenantKey) -> None:
             c.count()
     assert e.value.status is None and e.value.code == "CONNECTION_ERROR"
     assert isinstance(e.value, StrataError)
+
+
+def test_a_url_without_a_scheme_is_a_setup_mistake_not_a_server_down() -> None:
+    for make in (Strata, AsyncStrata):
+        with pytest.raises(ValueError, match="needs a scheme"):
+            make("127.0.0.1:7700", "sk_x")
 
 
 def test_missing_configuration_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:

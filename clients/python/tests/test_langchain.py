@@ -213,6 +213,12 @@ async def test_async_methods_use_the_async_client(
         assert await store.aget_by_ids(["x2"]) == []
         with pytest.raises(ValueError, match="async"):
             store.similarity_search("sync needs a sync client")
+        # Maximal marginal relevance too, directly and through a retriever.
+        await store.aadd_texts(["async three", "async four"], ids=["x3", "x4"])
+        picked = await store.amax_marginal_relevance_search("async three", k=2, fetch_k=3)
+        assert len(picked) == 2 and picked[0].id == "x3"
+        retriever = store.as_retriever(search_type="mmr", search_kwargs={"k": 1})
+        assert [d.id for d in await retriever.ainvoke("async four")] == ["x4"]
 
 
 def test_an_existing_collections_metric_is_used(
@@ -227,6 +233,27 @@ def test_an_existing_collections_metric_is_used(
     assert doc.page_content == "near" and score == pytest.approx(0.0, abs=1e-4)
     [(_, relevance)] = store.similarity_search_with_relevance_scores("near", k=1)
     assert relevance == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("metric", ["l2", "dot"])
+def test_a_new_stores_first_relevance_scores_follow_the_collections_metric(
+    client: Strata, embedding: DeterministicFakeEmbedding, metric: str
+) -> None:
+    # A store made for an existing collection has not met it before its first search, and
+    # LangChain takes the score mapping before it searches: the mapping must still be the
+    # collection's metric's, not the constructor's default (cosine).
+    name = unique("first" + metric)
+    client.create_collection(name, dim=DIM, metric=metric)
+    StrataVectorStore(client=client, embedding=embedding, collection=name).add_texts(
+        ["near", "far away"]
+    )
+    fresh = StrataVectorStore(client=client, embedding=embedding, collection=name)
+    first = fresh.similarity_search_with_relevance_scores("near", k=2)
+    again = fresh.similarity_search_with_relevance_scores("near", k=2)
+    assert fresh.metric == metric
+    assert [s for _, s in first] == pytest.approx([s for _, s in again])
+    if metric == "l2":
+        assert first[0][1] == pytest.approx(1.0, abs=1e-4)
 
 
 @pytest.mark.parametrize("metric", ["l2", "dot", "cosine"])

@@ -152,6 +152,10 @@ class _Base:
     ) -> None:
         if not url:
             raise ValueError("url is required, e.g. http://127.0.0.1:7700")
+        # Without a scheme every call would fail as a connection error, which reads as a
+        # server that is down rather than a mistake in the setup.
+        if not url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"url {url!r} needs a scheme: http:// or https://, e.g. http://{url}")
         if not token:
             raise ValueError("an API key is required")
         self.url = url.rstrip("/")

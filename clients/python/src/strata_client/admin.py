@@ -30,6 +30,7 @@ from urllib.parse import quote
 import httpx
 
 from ._calls import audit_params
+from ._export_file import aexport_to, export_to
 from .errors import StrataError
 from ._http import DEFAULT_TIMEOUT, AsyncTransport, Call, SyncTransport, from_env, no_answer
 from .models import (
@@ -538,11 +539,11 @@ class StrataAdmin(_AdminCalls):
 
     def export_tenant(self, id: str, target: ExportTarget) -> int:
         """Streams the tenant's export (JSON lines) into a path or binary file; returns the
-        bytes written."""
-        if isinstance(target, (str, os.PathLike)):
-            with open(target, "wb") as f:
-                return self._transport.download(self._export(id), f.write)
-        return self._transport.download(self._export(id), target.write)
+        bytes written. A path is replaced only by a complete export: it is written beside
+        and renamed over once the end line has arrived, so a failed export (an unknown
+        tenant, a lost connection) leaves an existing file as it was. An export that stops
+        before its end line raises ``StrataError`` with code ``INCOMPLETE_EXPORT``."""
+        return export_to(target, lambda write: self._transport.download(self._export(id), write))
 
     def import_tenant(self, id: str, source: ImportSource) -> Tenant:
         """Creates tenant ``id`` from an export, all or nothing. Keys are not part of an
@@ -828,10 +829,9 @@ class AsyncStrataAdmin(_AdminCalls):
         return await self._transport.run(self._purge_deleted(retention_secs))
 
     async def export_tenant(self, id: str, target: ExportTarget) -> int:
-        if isinstance(target, (str, os.PathLike)):
-            with open(target, "wb") as f:
-                return await self._transport.download(self._export(id), f.write)
-        return await self._transport.download(self._export(id), target.write)
+        return await aexport_to(
+            target, lambda write: self._transport.download(self._export(id), write)
+        )
 
     async def import_tenant(self, id: str, source: ImportSource) -> Tenant:
         if isinstance(source, bytes):

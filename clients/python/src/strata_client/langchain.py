@@ -583,9 +583,12 @@ class StrataVectorStore(VectorStore):
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         """Scores in [0, 1] for ``similarity_search_with_relevance_scores``, rising with
         Strata's score, for vectors of any length (LangChain's own functions assume unit
-        vectors): see :func:`relevance`."""
-        metric = self.metric
-        return lambda score: relevance(metric, score)
+        vectors): see :func:`relevance`.
+
+        The metric is read when a score is mapped, after the search: LangChain asks for this
+        function before it searches, and a store that has not met its collection yet still
+        holds the constructor's metric then, not the collection's."""
+        return lambda score: relevance(self.metric, score)
 
     # Maximal marginal relevance: search fetch_k by vector, with the candidates' stored
     # vectors included, and pick k.
@@ -601,9 +604,45 @@ class StrataVectorStore(VectorStore):
     ) -> List[Document]:
         if not self._ensure_collection(len(embedding), create=False):
             return []
+        hits = self.client.search(**self._mmr_args(embedding, fetch_k, filter)).hits
+        return self._mmr_pick(embedding, hits, k, lambda_mult)
+
+    async def amax_marginal_relevance_search_by_vector(
+        self,
+        embedding: List[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> List[Document]:
+        if self._async_client is None:
+            docs: List[Document] = await self._in_thread(
+                self.max_marginal_relevance_search_by_vector,
+                embedding,
+                k,
+                fetch_k,
+                lambda_mult,
+                filter,
+                **kwargs,
+            )
+            return docs
+        if not await self._aensure_collection(self._async_client, len(embedding), create=False):
+            return []
+        result = await self._async_client.search(**self._mmr_args(embedding, fetch_k, filter))
+        return self._mmr_pick(embedding, result.hits, k, lambda_mult)
+
+    def _mmr_args(
+        self, embedding: List[float], fetch_k: int, filter: Optional[Mapping[str, Any]]
+    ) -> Dict[str, Any]:
         args = self._search_args(embedding, fetch_k, filter)
         args["include"] = ["content", "metadata", "vector"]
-        hits = self.client.search(**args).hits
+        return args
+
+    @staticmethod
+    def _mmr_pick(
+        embedding: List[float], hits: Sequence[SearchHit], k: int, lambda_mult: float
+    ) -> List[Document]:
         candidates = [h for h in hits if h.vector]
         picked = mmr_select(embedding, [c.vector or [] for c in candidates], k, lambda_mult)
         return [_document(candidates[i]) for i in picked]
@@ -619,6 +658,21 @@ class StrataVectorStore(VectorStore):
     ) -> List[Document]:
         vector = self._client_embedding("max_marginal_relevance_search").embed_query(query)
         return self.max_marginal_relevance_search_by_vector(
+            vector, k, fetch_k, lambda_mult, filter, **kwargs
+        )
+
+    async def amax_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> List[Document]:
+        embedding = self._client_embedding("amax_marginal_relevance_search")
+        vector = await embedding.aembed_query(query)
+        return await self.amax_marginal_relevance_search_by_vector(
             vector, k, fetch_k, lambda_mult, filter, **kwargs
         )
 
