@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import IO, Any, Awaitable, Callable, Tuple
+from typing import IO, Any, Awaitable, Callable, Iterator, Tuple
 
 from .errors import StrataError
 
@@ -71,51 +71,40 @@ def _is_special(path: os.PathLike[str] | str) -> bool:
     return os.path.exists(path) and not os.path.isfile(path)
 
 
+@contextlib.contextmanager
+def _into(target: Any) -> Iterator[_Tail]:
+    """The function to stream an export into ``target``; on leaving without an error, checks
+    the end line and (for a path) renames the written file over the path."""
+    if not isinstance(target, (str, os.PathLike)) or _is_special(target):
+        with contextlib.ExitStack() as stack:
+            if isinstance(target, (str, os.PathLike)):
+                target = stack.enter_context(open(target, "wb"))
+            tail = _Tail(target.write)
+            yield tail
+            tail.check()
+        return
+    dest, tmp, f = _temporary_beside(target)
+    try:
+        tail = _Tail(f.write)
+        yield tail
+        tail.check()
+        _commit(f, tmp, dest)
+    except BaseException:
+        f.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def export_to(target: Any, download: Callable[[Write], int]) -> int:
     """Runs ``download`` (which streams the export into the function it is given) into
     ``target``, a path or a binary file; the bytes written. Raises if the export is
     incomplete (a path is then left as it was)."""
-    if not isinstance(target, (str, os.PathLike)) or _is_special(target):
-        with contextlib.ExitStack() as stack:
-            if isinstance(target, (str, os.PathLike)):
-                target = stack.enter_context(open(target, "wb"))
-            tail = _Tail(target.write)
-            written = download(tail)
-            tail.check()
-            return written
-    dest, tmp, f = _temporary_beside(target)
-    try:
-        tail = _Tail(f.write)
-        written = download(tail)
-        tail.check()
-        _commit(f, tmp, dest)
-        return written
-    except BaseException:
-        f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _into(target) as write:
+        return download(write)
 
 
 async def aexport_to(target: Any, download: Callable[[Write], Awaitable[int]]) -> int:
     """:func:`export_to` with an asynchronous ``download``."""
-    if not isinstance(target, (str, os.PathLike)) or _is_special(target):
-        with contextlib.ExitStack() as stack:
-            if isinstance(target, (str, os.PathLike)):
-                target = stack.enter_context(open(target, "wb"))
-            tail = _Tail(target.write)
-            written = await download(tail)
-            tail.check()
-            return written
-    dest, tmp, f = _temporary_beside(target)
-    try:
-        tail = _Tail(f.write)
-        written = await download(tail)
-        tail.check()
-        _commit(f, tmp, dest)
-        return written
-    except BaseException:
-        f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _into(target) as write:
+        return await download(write)
