@@ -18,7 +18,7 @@ const MAX_JWT_SUBJECT: usize = 256;
 
 /// Most domains a key or a JWT may be bound to, as many as user tokens by default: a longer
 /// list only makes every request's check longer, and a credential that needs more domains
-/// is better bound to a parent domain (a binding covers the domains below it).
+/// than that is better left unbound (a binding names domains exactly; it covers no others).
 pub const MAX_BOUND_DOMAINS: usize = 32;
 
 /// Why a credential's bound list (`field`) is refused: more than `max` entries (the limit

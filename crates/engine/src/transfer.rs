@@ -615,9 +615,34 @@ impl Engine {
                             self.config.limits.max_dim
                         )));
                     }
+                    // Refused as the API refuses them: a name already defined (its records
+                    // would be checked against one definition and stored under another, a
+                    // vector length the index cannot hold), defaults out of range, and the
+                    // loaded model at another dimension than its own (its vectors would not
+                    // fit the collection).
+                    let refuse = |why: String| {
+                        EngineError::BadRequest(format!(
+                            "import line {}: collection {}: {why}",
+                            n + 1,
+                            c.name
+                        ))
+                    };
+                    if collections.contains_key(&c.name) {
+                        return Err(refuse("defined twice".into()));
+                    }
+                    c.memory.validate().map_err(|e| refuse(e.to_string()))?;
+                    if let Some((model, loaded)) = self.loaded_embedder()
+                        && c.embedder.as_ref() == Some(&loaded)
+                        && model.dim() != c.dim as usize
+                    {
+                        return Err(refuse(format!(
+                            "dim {}: the built-in model it names embeds in {} dimensions",
+                            c.dim,
+                            model.dim()
+                        )));
+                    }
                     // Counted as creating a collection counts them.
                     if let Some(max) = profile.limits.max_collections
-                        && !collections.contains_key(&c.name)
                         && collections.len() as u64 >= max
                     {
                         return Err(EngineError::QuotaExceeded {

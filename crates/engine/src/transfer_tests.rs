@@ -261,6 +261,59 @@ fn an_import_past_its_own_quota_is_refused_and_leaves_nothing() {
     assert_eq!(info.usage.map(|u| u.vectors), Some(3));
 }
 
+/// Collection lines the API would refuse are refused by an import too, naming the line, and
+/// leave no tenant: a name defined twice (its records would be checked against one
+/// definition and stored under the other: vectors of two lengths in one index) and memory
+/// defaults out of range.
+#[test]
+fn an_import_refuses_collections_the_api_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let lines = exported_tenant_with_three_records(&engine, "acme");
+    let first = lines
+        .iter()
+        .position(|l| matches!(l, ExportLine::Collection(_)))
+        .unwrap();
+    let ExportLine::Collection(defined) = &lines[first] else {
+        unreachable!()
+    };
+    let mut twice = lines.clone();
+    let mut other_dim = defined.clone();
+    other_dim.dim += 5;
+    twice.insert(first + 1, ExportLine::Collection(other_dim));
+    // Its end line counted so, as an edited file would.
+    if let Some(ExportLine::End(counts)) = twice.last_mut() {
+        counts.collections += 1;
+    }
+    let mut bad_defaults = lines.clone();
+    if let ExportLine::Collection(c) = &mut bad_defaults[first] {
+        c.memory.recency_half_life_secs = Some(-1.0);
+    }
+    let copy = TenantId::parse("copy").unwrap();
+    for (lines, expected) in [
+        (
+            twice,
+            format!(
+                "import line {}: collection {}: defined twice",
+                first + 2,
+                defined.name
+            ),
+        ),
+        (
+            bad_defaults,
+            format!("import line {}: collection {}: ", first + 1, defined.name),
+        ),
+    ] {
+        let got = engine.import_tenant(&op, &copy, lines.into_iter().map(Ok));
+        assert!(
+            matches!(&got, Err(EngineError::BadRequest(m)) if m.starts_with(&expected)),
+            "{expected}: {got:?}"
+        );
+        assert!(engine.tenant_meta(&copy).is_err(), "a tenant was left");
+    }
+}
+
 /// Imported audit rows stay as history, but as the importing tenant's rows: marked imported,
 /// the source's tenant and actor kept only in that mark, no client address or request id.
 #[test]
