@@ -492,6 +492,77 @@ mod tests {
         assert!(matches!(later, Err(StoreError::Unavailable(_))));
     }
 
+    /// A write is acknowledged only after an fsync that followed its commit, batched or not;
+    /// an fsync that fails after the deferred commit succeeded fails the writes it was to
+    /// cover, and the file refuses later ones. (With the leader's sync skipped, or its error
+    /// ignored, the writes were acknowledged all the same; nothing else tested it.)
+    #[test]
+    fn a_write_is_acknowledged_only_after_a_successful_fsync_that_follows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let t = TenantKey::from_raw(7);
+        let file = store.db().sync.clone();
+        let before = file.syncs_for_test();
+        let ((), pending) = store
+            .write_pending_for(t, |w| w.put_blob(t, "a", b"1"))
+            .unwrap();
+        pending.wait_durable().unwrap();
+        assert!(
+            file.syncs_for_test() > before,
+            "acknowledged without an fsync"
+        );
+        let before = file.syncs_for_test();
+        let ((), pending) = store
+            .write_batched_for(t, |w| w.put_blob(t, "b", b"2"))
+            .unwrap();
+        pending.wait_durable().unwrap();
+        assert!(
+            file.syncs_for_test() > before,
+            "acknowledged without an fsync"
+        );
+
+        file.fail_next_sync_for_test();
+        let ((), pending) = store
+            .write_pending_for(t, |w| w.put_blob(t, "c", b"3"))
+            .unwrap();
+        let failed = pending.wait_durable();
+        assert!(
+            matches!(failed, Err(StoreError::Unavailable(_))),
+            "{failed:?}"
+        );
+        let later = store.write_batched_for(t, |w| w.put_blob(t, "d", b"4"));
+        assert!(
+            matches!(later, Err(StoreError::Unavailable(_))),
+            "{:?}",
+            later.err()
+        );
+
+        // A dedicated tenant's own file, through its own group commit.
+        let store = Store::open(&dir.path().join("other.redb")).unwrap();
+        let b = crate::test_tenant::tenant(&store, "b");
+        store.route_dedicated(store.create_dedicated(b).unwrap());
+        let file = crate::tables::read_db(&store.placement.get(b).unwrap().db)
+            .sync
+            .clone();
+        let before = file.syncs_for_test();
+        let ((), pending) = store
+            .write_batched_for(b, |w| w.put_blob(b, "a", b"1"))
+            .unwrap();
+        pending.wait_durable().unwrap();
+        assert!(
+            file.syncs_for_test() > before,
+            "acknowledged without an fsync"
+        );
+        file.fail_next_sync_for_test();
+        let ((), pending) = store
+            .write_batched_for(b, |w| w.put_blob(b, "c", b"3"))
+            .unwrap();
+        assert!(matches!(
+            pending.wait_durable(),
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+
     #[test]
     fn a_batch_commits_early_at_its_byte_cap_and_carries_on() {
         let dir = tempfile::tempdir().unwrap();

@@ -107,6 +107,12 @@ struct Inner {
     /// only with `set_len`), so that a transaction can ask it without a system call.
     len: AtomicU64,
     state: Mutex<State>,
+    /// For tests of the store above: the fsyncs done, and whether the next one fails as a
+    /// disk's would (after the deferred commit succeeded).
+    #[cfg(test)]
+    test_syncs: AtomicU64,
+    #[cfg(test)]
+    test_fail_next_sync: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +144,10 @@ fn wrap(file: Box<dyn StorageBackend>) -> (DeferredSyncBackend, FileSync) {
         failed: AtomicBool::new(false),
         len: AtomicU64::new(len),
         state: Mutex::default(),
+        #[cfg(test)]
+        test_syncs: AtomicU64::new(0),
+        #[cfg(test)]
+        test_fail_next_sync: AtomicBool::new(false),
     });
     (DeferredSyncBackend(Arc::clone(&inner)), FileSync(inner))
 }
@@ -165,7 +175,16 @@ impl Inner {
         }
         // The lock is held through the fsync: a write waiting for the owed sync must not pass
         // before it has finished.
-        match self.file.sync_data() {
+        #[cfg(test)]
+        let synced = if self.test_fail_next_sync.swap(false, Ordering::AcqRel) {
+            Err(std::io::Error::from_raw_os_error(5))
+        } else {
+            self.test_syncs.fetch_add(1, Ordering::AcqRel);
+            self.file.sync_data()
+        };
+        #[cfg(not(test))]
+        let synced = self.file.sync_data();
+        match synced {
             Ok(()) => {
                 self.owed.store(false, Ordering::Release);
                 Ok(())
@@ -262,6 +281,18 @@ impl FileSync {
     /// vacuum's directory sync).
     pub(crate) fn fail(&self, e: &std::io::Error) {
         Inner::latch(&mut self.0.lock(), &self.0.failed, e);
+    }
+
+    /// The fsyncs this file has done, for tests of the store above this backend.
+    #[cfg(test)]
+    pub(crate) fn syncs_for_test(&self) -> u64 {
+        self.0.test_syncs.load(Ordering::Acquire)
+    }
+
+    /// Makes the file's next fsync fail (EIO) as a disk's would, for tests of the store above.
+    #[cfg(test)]
+    pub(crate) fn fail_next_sync_for_test(&self) {
+        self.0.test_fail_next_sync.store(true, Ordering::Release);
     }
 
     /// What a failed sync leaves behind, for tests of the store above this backend.
