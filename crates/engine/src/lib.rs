@@ -69,6 +69,8 @@ mod purge_sweep_tests;
 mod put_steps;
 mod ranking;
 mod recall;
+#[cfg(test)]
+mod recall_cap_tests;
 mod recent_purges;
 mod records;
 mod reembed;

@@ -18,8 +18,20 @@
 //! (another principal's, domain's or run's, expired, or failing the filter) is not returned,
 //! not expanded, and not even counted in a neighbour's fan-out, so it cannot move a score.
 //! Links exist only inside one tenant's key range, so spreading never leaves the tenant.
+//!
+//! What one recall costs is bounded whatever the tenant's graph: it looks at no more than
+//! [`MAX_RECALL_LOOKS`] records (each checked for visibility once), then stops spreading and
+//! says so (`spread_capped`); and it holds no record while it spreads, only each reached one's
+//! activation and the last step that brought it, reading the `k` answered records at the end.
+//! (It once kept every record it met, whole: a recall with wide fan-out over a densely linked
+//! tenant could hold hundreds of megabytes.)
 
 use std::collections::HashMap;
+
+/// The most records one recall looks at. Recall's defaults (k 10, five seeds, fan-out 16,
+/// depth 3) reach at most 5 + 80 + 1,280 + 20,480 records, within it; the widest requests
+/// (1,000 seeds, fan-out 100, depth 10) would reach the tenant's whole linked graph.
+pub const MAX_RECALL_LOOKS: usize = 100_000;
 
 use strata_auth::{Permission, TenantScope};
 use strata_store::{LinkReads, Reads, TenantKey};
@@ -41,6 +53,18 @@ impl Engine {
         req: &RequestScope,
         s: &SearchRequest,
         p: &RecallParams,
+    ) -> Result<RecallResponse, EngineError> {
+        self.recall_looking_at_most(scope, req, s, p, MAX_RECALL_LOOKS)
+    }
+
+    /// [`Engine::recall`] that looks at no more than `looks` records.
+    pub(crate) fn recall_looking_at_most(
+        &self,
+        scope: &TenantScope,
+        req: &RequestScope,
+        s: &SearchRequest,
+        p: &RecallParams,
+        looks: usize,
     ) -> Result<RecallResponse, EngineError> {
         // The credential is checked before the input, as everywhere.
         let vis = Visibility::resolve(scope, req, Permission::Read, now_millis())?;
@@ -89,6 +113,8 @@ impl Engine {
                 filter: s.filter.as_ref(),
                 seen: HashMap::new(),
                 hidden: Default::default(),
+                looks_left: looks,
+                capped: false,
             };
             // The seed search includes the whole record, so every seed carries it; one
             // without is a broken search, answered as an error rather than spread from less.
@@ -103,13 +129,7 @@ impl Engine {
                     ))),
                 })
                 .collect::<Result<Vec<(Record, f32, Option<strata_types::HitExplain>)>, _>>()?;
-            let mut hits = spread.run(seeds, p, depth)?;
-            hits.sort_by(|a, b| {
-                b.activation
-                    .total_cmp(&a.activation)
-                    .then_with(|| a.record.id.cmp(&b.record.id))
-            });
-            hits.truncate(s.k);
+            let mut hits = spread.run(seeds, p, depth, s.k)?;
             if !with_vector {
                 for h in &mut hits {
                     h.record.vector = None;
@@ -121,6 +141,7 @@ impl Engine {
                 exact: found.exact,
                 depth,
                 depth_capped: asked > cap,
+                spread_capped: spread.capped,
             })
         })
     }
@@ -132,10 +153,24 @@ struct Spread<'a, R: Reads> {
     key: TenantKey,
     vis: &'a Visibility,
     filter: Option<&'a Filter>,
-    /// Records looked at so far: `Some` when the request may see it, `None` when not.
-    seen: HashMap<RecordId, Option<Record>>,
+    /// Records looked at so far, and whether the request may see each.
+    seen: HashMap<RecordId, bool>,
     /// The collections being deleted met so far (their records are hidden).
     hidden: strata_store::HiddenMemo,
+    /// Records this recall may still look at (see [`MAX_RECALL_LOOKS`]).
+    looks_left: usize,
+    /// Whether it ran out: spreading then stops after the hop under way.
+    capped: bool,
+}
+
+/// A record spreading reached: what it holds until the answer is made.
+struct Reached {
+    activation: f32,
+    /// A seed's search score and explanation.
+    seed: Option<(f32, Option<strata_types::HitExplain>)>,
+    /// The last step of the path that brought it the largest share (none for a seed); the
+    /// step's `from` is reached already, so the whole path is found by walking back.
+    step: Option<PathStep>,
 }
 
 /// A link as spreading follows it out of one record.
@@ -146,25 +181,29 @@ struct Edge {
 }
 
 impl<R: Reads> Spread<'_, R> {
-    /// The record `id` if the request may see it (and it passes the filter).
-    fn visible(&mut self, id: &RecordId) -> Result<Option<&Record>, EngineError> {
-        if !self.seen.contains_key(id) {
-            // The scope fields first: on a record many principals link to, most neighbours are
-            // records the request cannot see, and those are not decoded whole.
-            let sees = self
-                .r
-                .record_scope(self.key, id, &mut self.hidden)?
-                .is_some_and(|s| self.vis.sees_scope(&s));
-            let rec = match sees {
-                true => self
-                    .r
-                    .record(self.key, id)?
-                    .filter(|rec| self.vis.sees(rec) && self.filter.is_none_or(|f| f.matches(rec))),
-                false => None,
-            };
-            self.seen.insert(id.clone(), rec);
+    /// Whether the request may see record `id` (and it passes the filter). A record not looked
+    /// at before, once the recall may look at no more, counts as not seen: spreading is then
+    /// being cut short.
+    fn visible(&mut self, id: &RecordId) -> Result<bool, EngineError> {
+        if let Some(&sees) = self.seen.get(id) {
+            return Ok(sees);
         }
-        Ok(self.seen.get(id).and_then(Option::as_ref))
+        if self.looks_left == 0 {
+            self.capped = true;
+            return Ok(false);
+        }
+        self.looks_left -= 1;
+        // The scope fields first: on a record many principals link to, most neighbours are
+        // records the request cannot see, and those are not decoded whole.
+        let sees = self
+            .r
+            .record_scope(self.key, id, &mut self.hidden)?
+            .is_some_and(|s| self.vis.sees_scope(&s))
+            && self.r.record(self.key, id)?.is_some_and(|rec| {
+                self.vis.sees(&rec) && self.filter.is_none_or(|f| f.matches(&rec))
+            });
+        self.seen.insert(id.clone(), sees);
+        Ok(sees)
     }
 
     /// The visible neighbours of `id` that spreading follows: heaviest first, at most
@@ -196,7 +235,7 @@ impl<R: Reads> Spread<'_, R> {
         // change nothing.
         let mut kept = Vec::with_capacity(edges.len());
         for e in edges {
-            if self.visible(&e.other)?.is_some() {
+            if self.visible(&e.other)? {
                 kept.push(e);
             }
         }
@@ -210,18 +249,22 @@ impl<R: Reads> Spread<'_, R> {
         Ok(kept)
     }
 
+    /// Spreads from `seeds`; the `k` records with the highest activation, whole.
     fn run(
         &mut self,
         seeds: Vec<(Record, f32, Option<strata_types::HitExplain>)>,
         p: &RecallParams,
         depth: u32,
+        k: usize,
     ) -> Result<Vec<RecallHit>, EngineError> {
         let (min, max) = seeds
             .iter()
             .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
                 (lo.min(s.1), hi.max(s.1))
             });
-        let mut reached: HashMap<RecordId, RecallHit> = HashMap::new();
+        let mut reached: HashMap<RecordId, Reached> = HashMap::new();
+        // The seeds' records came with the search (at most k of them).
+        let mut seed_records: HashMap<RecordId, Record> = HashMap::new();
         let mut frontier = Vec::new();
         for (record, score, explain) in seeds {
             let activation = if max > min {
@@ -230,25 +273,23 @@ impl<R: Reads> Spread<'_, R> {
                 1.0
             };
             frontier.push(record.id.clone());
-            self.seen.insert(record.id.clone(), Some(record.clone()));
+            self.seen.insert(record.id.clone(), true);
             reached.insert(
                 record.id.clone(),
-                RecallHit {
-                    record,
+                Reached {
                     activation,
-                    search_score: Some(score),
-                    explain,
-                    via: Via::Seed(SeedMark::Seed),
+                    seed: Some((score, explain)),
+                    step: None,
                 },
             );
+            seed_records.insert(record.id.clone(), record);
         }
         for _ in 0..depth {
-            // Target → (total activation, best single contribution and its path).
-            let mut arriving: HashMap<RecordId, (f32, f32, Vec<PathStep>)> = HashMap::new();
+            // Target → (total activation, best single contribution and its step).
+            let mut arriving: HashMap<RecordId, (f32, f32, Option<PathStep>)> = HashMap::new();
             for u in &frontier {
-                let (a_u, path_u) = match reached.get(u) {
-                    Some(h) => (h.activation, path_of(&h.via)),
-                    None => continue,
+                let Some(a_u) = reached.get(u).map(|h| h.activation) else {
+                    continue;
                 };
                 let edges = self.edges(u, p)?;
                 let total: f32 = edges.iter().map(|e| e.weight).sum();
@@ -258,17 +299,14 @@ impl<R: Reads> Spread<'_, R> {
                         continue;
                     }
                     let contribution = a_u * p.decay * e.weight / norm;
-                    let entry = arriving.entry(e.other.clone()).or_insert((
-                        0.0,
-                        f32::NEG_INFINITY,
-                        Vec::new(),
-                    ));
+                    let entry =
+                        arriving
+                            .entry(e.other.clone())
+                            .or_insert((0.0, f32::NEG_INFINITY, None));
                     entry.0 += contribution;
                     if contribution > entry.1 {
                         entry.1 = contribution;
-                        let mut path = path_u.clone();
-                        path.push(e.step);
-                        entry.2 = path;
+                        entry.2 = Some(e.step);
                     }
                 }
             }
@@ -279,35 +317,67 @@ impl<R: Reads> Spread<'_, R> {
                 .collect();
             next.sort();
             for id in &next {
-                let Some((activation, _, path)) = arriving.remove(id) else {
+                let Some((activation, _, step)) = arriving.remove(id) else {
                     continue;
                 };
-                let Some(record) = self.visible(id)?.cloned() else {
-                    continue;
-                };
+                // Every record in `arriving` came through `edges`, which kept only visible ones.
                 reached.insert(
                     id.clone(),
-                    RecallHit {
-                        record,
+                    Reached {
                         activation,
-                        search_score: None,
-                        explain: None,
-                        via: Via::Path(path),
+                        seed: None,
+                        step,
                     },
                 );
             }
-            if next.is_empty() {
+            if next.is_empty() || self.capped {
                 break;
             }
             frontier = next;
         }
-        Ok(reached.into_values().collect())
+        let mut best: Vec<(&RecordId, &Reached)> = reached.iter().collect();
+        best.sort_by(|a, b| {
+            b.1.activation
+                .total_cmp(&a.1.activation)
+                .then_with(|| a.0.cmp(b.0))
+        });
+        best.truncate(k);
+        let mut hits = Vec::with_capacity(best.len());
+        for (id, h) in best {
+            let record = match seed_records.remove(id) {
+                Some(record) => record,
+                // Seen in this snapshot a moment ago: the same record.
+                None => self.r.record(self.key, id)?.ok_or_else(|| {
+                    EngineError::Index(format!("recall: record {id} reached but not found"))
+                })?,
+            };
+            let (search_score, explain, via) = match &h.seed {
+                Some((score, explain)) => {
+                    (Some(*score), explain.clone(), Via::Seed(SeedMark::Seed))
+                }
+                None => (None, None, Via::Path(path_to(&reached, id))),
+            };
+            hits.push(RecallHit {
+                record,
+                activation: h.activation,
+                search_score,
+                explain,
+                via,
+            });
+        }
+        Ok(hits)
     }
 }
 
-fn path_of(via: &Via) -> Vec<PathStep> {
-    match via {
-        Via::Seed(_) => Vec::new(),
-        Via::Path(p) => p.clone(),
+/// The path that brought `id` its activation, from its seed: each record's best step, walked
+/// back until a seed (every step's `from` was reached at the hop before).
+fn path_to(reached: &HashMap<RecordId, Reached>, id: &RecordId) -> Vec<PathStep> {
+    let mut path = Vec::new();
+    let mut at = id;
+    while let Some(step) = reached.get(at).and_then(|h| h.step.as_ref()) {
+        path.push(step.clone());
+        at = &step.from;
     }
+    path.reverse();
+    path
 }

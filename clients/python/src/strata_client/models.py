@@ -978,13 +978,15 @@ class RecallHit(SearchHit):
 @dataclass
 class RecallResult:
     """The hits of a recall, by activation. ``depth`` is the depth spread (capped by the
-    tenant's ``max_spreading_depth``; ``depth_capped`` says when it was)."""
+    tenant's ``max_spreading_depth``; ``depth_capped`` says when it was). ``spread_capped``
+    says spreading stopped early, at the most records one recall looks at (100,000)."""
 
     hits: List[RecallHit]
     mode: str
     exact: bool
     depth: int
     depth_capped: bool = False
+    spread_capped: bool = False
 
     def __iter__(self) -> Iterator[RecallHit]:
         return iter(self.hits)
@@ -1003,4 +1005,5 @@ class RecallResult:
             exact=bool(d.get("exact")),
             depth=int(d.get("depth", 0)),
             depth_capped=bool(d.get("depth_capped", False)),
+            spread_capped=bool(d.get("spread_capped", False)),
         )
