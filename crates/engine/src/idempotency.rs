@@ -18,6 +18,9 @@ pub const IDEMPOTENCY_RETENTION_MS: Millis = 24 * 60 * 60 * 1000;
 /// Longest key accepted (a UUID is 36 characters).
 const MAX_KEY_LEN: usize = 255;
 
+/// Rows one transaction of the sweep looks at: a few milliseconds of the write lock.
+const SWEEP_ROWS: usize = 2_000;
+
 /// A client's key for one request and the fingerprint of that request.
 #[derive(Debug, Clone)]
 pub struct Idempotency {
@@ -169,10 +172,24 @@ impl Engine {
             if !has_stale_idempotency_rows(&reader, meta.key, cutoff)? {
                 continue;
             }
-            // One short transaction per tenant, so no tenant's writes wait on the whole sweep.
-            swept += self
-                .store
-                .write(|w| Ok::<_, EngineError>(w.sweep_idempotency_rows(meta.key, cutoff)?))?;
+            // Short transactions of at most SWEEP_ROWS rows each, so that no tenant's writes
+            // wait on a whole sweep, even of a tenant with millions of keyed writes.
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let (deleted, next) = self.store.write(|w| {
+                    Ok::<_, EngineError>(w.sweep_idempotency_rows(
+                        meta.key,
+                        cutoff,
+                        after.as_deref(),
+                        SWEEP_ROWS,
+                    )?)
+                })?;
+                swept += deleted;
+                match next {
+                    Some(key) => after = Some(key),
+                    None => break,
+                }
+            }
         }
         Ok(swept)
     }

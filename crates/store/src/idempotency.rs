@@ -11,7 +11,7 @@ use crate::StoreError;
 use crate::codec::{decode_json, encode_json};
 use crate::keys::{self, TenantKey};
 use crate::tables::sealed::Tables;
-use crate::tables::{Reads, Writer, prefix_range};
+use crate::tables::{Reads, Writer, bounded_range, prefix_range};
 
 /// One kept answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,24 +102,38 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Deletes tenant `t`'s rows written before `cutoff`; returns how many. A row that does
-    /// not decode is deleted too: it can answer nothing.
+    /// Deletes tenant `t`'s rows written before `cutoff`, looking at no more than `max` rows
+    /// after `after` (from the first if `None`); returns how many it deleted and, when rows
+    /// may remain beyond those looked at, the key to go on after in the next transaction. A
+    /// row that does not decode is deleted too: it can answer nothing. Bounded so that a
+    /// tenant with millions of keyed writes does not hold the write lock for the whole sweep.
     pub fn sweep_idempotency_rows(
         &mut self,
         t: TenantKey,
         cutoff: Millis,
-    ) -> Result<usize, StoreError> {
-        let mut doomed = Vec::new();
-        for entry in prefix_range(self.data_table(t)?, &keys::idempotency_keys(t))? {
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Result<(usize, Option<Vec<u8>>), StoreError> {
+        let prefix = keys::idempotency_keys(t);
+        let start = match after {
+            Some(k) => crate::tables::successor(k.to_vec()),
+            None => prefix.clone(),
+        };
+        let max = max.max(1);
+        let (mut doomed, mut looked, mut last) = (Vec::new(), 0, None);
+        for entry in bounded_range(self.data_table(t)?, &start, &prefix)?.take(max) {
             let (k, v) = entry?;
             if stale(&v, cutoff) {
-                doomed.push(k);
+                doomed.push(k.clone());
             }
+            looked += 1;
+            last = Some(k);
         }
         for k in &doomed {
             self.table_mut(t)?.remove(k.as_slice())?;
         }
-        Ok(doomed.len())
+        // Fewer than `max` looked at: the range ended.
+        Ok((doomed.len(), last.filter(|_| looked == max)))
     }
 }
 
@@ -146,6 +160,48 @@ mod tests {
         );
         assert_eq!(bytes, golden.as_bytes());
         assert_eq!(IdempotencyRow::decode(&bytes).unwrap(), row());
+    }
+
+    /// A sweep in bounded steps deletes every stale row and only those, each step looking at
+    /// no more rows than it is given, the last step saying nothing is left.
+    #[test]
+    fn a_sweep_goes_in_steps_and_deletes_only_stale_rows() {
+        let (_dir, store, t) = crate::test_tenant::store_with_tenant("acme");
+        let cutoff = 1_000;
+        store
+            .write(|w| {
+                for i in 0..50u64 {
+                    let mut r = row();
+                    // Every third row is fresh.
+                    r.at = if i % 3 == 0 { 2_000 } else { 500 };
+                    w.put_idempotency_row(t, &format!("key-{i:02}"), &r)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let (mut deleted, mut steps, mut after) = (0, 0, None::<Vec<u8>>);
+        loop {
+            let (n, next) = store
+                .write(|w| w.sweep_idempotency_rows(t, cutoff, after.as_deref(), 7))
+                .unwrap();
+            assert!(n <= 7);
+            deleted += n;
+            steps += 1;
+            match next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        assert_eq!(deleted, 33);
+        assert_eq!(steps, 8, "50 rows, 7 a step");
+        let left: Vec<Millis> = prefix_range(
+            store.read().unwrap().data_table(t).unwrap(),
+            &keys::idempotency_keys(t),
+        )
+        .unwrap()
+        .map(|e| IdempotencyRow::decode(&e.unwrap().1).unwrap().at)
+        .collect();
+        assert_eq!(left, vec![2_000; 17]);
     }
 
     #[test]

@@ -1565,7 +1565,7 @@ pub(crate) fn dedup_key(t: TenantKey, r: &Record) -> Option<Vec<u8>> {
 }
 
 /// The smallest key strictly after `key`.
-fn successor(mut key: Vec<u8>) -> Vec<u8> {
+pub(crate) fn successor(mut key: Vec<u8>) -> Vec<u8> {
     key.push(0);
     key
 }
