@@ -101,8 +101,10 @@ pub async fn search(
 
 /// Whether a search body might ask for `include_shared` (which writes audit rows): it names
 /// the field, or has a `\u` escape that could spell it. False only when it surely does not.
+/// Runs on the async threads before the body's job is queued, over bodies of up to 16 MiB:
+/// a vectorised search, not a window compared at every byte (50-100 ms for such a body).
 fn may_search_shared(body: &[u8]) -> bool {
-    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    let has = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
     has(b"include_shared") || has(b"\\u")
 }
 
