@@ -9,6 +9,7 @@ mod adaptive;
 mod adaptive_cache;
 mod admission;
 mod audit;
+mod audit_retention;
 mod backup;
 #[cfg(test)]
 mod blocking_pool_tests;

@@ -1456,6 +1456,47 @@ impl<'txn> Writer<'txn> {
         Ok(seq)
     }
 
+    /// Deletes the oldest rows of `t`'s audit log, from its start, while `stale` says so: at
+    /// most `max` of them, and never the newest row (its sequence number is the base of the
+    /// next row's: a log emptied would number its next row 1 again, and a client paging by
+    /// cursor would meet positions it has seen). Returns how many it deleted and whether it
+    /// stopped at `max` (more may be stale).
+    pub fn trim_audit_log(
+        &mut self,
+        t: TenantKey,
+        mut stale: impl FnMut(&[u8]) -> Result<bool, StoreError>,
+        max: usize,
+    ) -> Result<(usize, bool), StoreError> {
+        let prefix = keys::audit_log(t);
+        let newest = {
+            let mut range = match keys::prefix_end(&prefix) {
+                Some(end) => self.table(t)?.range(prefix.as_slice()..end.as_slice())?,
+                None => self.table(t)?.range(prefix.as_slice()..)?,
+            };
+            match range.next_back() {
+                Some(entry) => entry?.0.value().to_vec(),
+                None => return Ok((0, false)),
+            }
+        };
+        let mut doomed = Vec::new();
+        let mut at_max = false;
+        for entry in prefix_range(self.table(t)?, &prefix)? {
+            let (k, v) = entry?;
+            if k == newest || !stale(&v)? {
+                break;
+            }
+            if doomed.len() == max {
+                at_max = true;
+                break;
+            }
+            doomed.push(k);
+        }
+        for k in &doomed {
+            self.table_mut(t)?.remove(k.as_slice())?;
+        }
+        Ok((doomed.len(), at_max))
+    }
+
     /// Erases the rows of `t`'s audit log for which `erase` says so (a purge erases the
     /// server log's rows about the purged tenant).
     pub fn erase_audit_rows(
@@ -1628,6 +1669,42 @@ pub(crate) fn bounded_range<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An audit log is trimmed from its start while rows are stale, a bounded number at a
+    /// time, and never of its newest row.
+    #[test]
+    fn an_audit_log_is_trimmed_from_its_start_in_steps_keeping_its_newest_row() {
+        let (_dir, store, t) = crate::test_tenant::store_with_tenant("acme");
+        store
+            .write(|w| {
+                for at in [1, 2, 3, 4, 5, 9, 1, 2] {
+                    w.append_audit(t, &[at])?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let stale = |row: &[u8]| Ok(row[0] < 5);
+        let trim = |max| store.write(|w| w.trim_audit_log(t, stale, max)).unwrap();
+        assert_eq!(trim(3), (3, true));
+        assert_eq!(trim(3), (1, false), "stops at the first fresh row");
+        let left: Vec<u8> = store
+            .read()
+            .unwrap()
+            .audit_rows(t, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v[0])
+            .collect();
+        assert_eq!(left, vec![5, 9, 1, 2]);
+        // All stale: all but the newest go.
+        let all = |_: &[u8]| Ok(true);
+        let trimmed = store.write(|w| w.trim_audit_log(t, all, 100)).unwrap();
+        assert_eq!(trimmed, (3, false));
+        let left = store.read().unwrap().audit_rows(t, 0, 100).unwrap();
+        assert_eq!(left, vec![(8, vec![2])]);
+        let next = store.write(|w| w.append_audit(t, &[7])).unwrap();
+        assert_eq!(next, 9);
+    }
 
     /// Callers may leave a write's durability to the next synced commit (the audit rows of
     /// reads); a clean close must then still keep it (redb persists at close).

@@ -39,12 +39,14 @@ pub struct Config {
 /// each tenant's) and kind of event, `security_events_burst` at once, then
 /// `security_events_per_sec`; the events past that are counted, and the count is written as one
 /// summary row and log line with the next event admitted (or, without one, once the bucket
-/// has refilled, and at shutdown).
+/// has refilled, and at shutdown). `retention_days`: audit rows older than that are deleted by
+/// the periodic sweep (`server.purge_interval_secs`); 0 keeps them all.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditSection {
     pub security_events_burst: u32,
     pub security_events_per_sec: f64,
+    pub retention_days: u64,
 }
 
 impl Default for AuditSection {
@@ -53,6 +55,7 @@ impl Default for AuditSection {
         AuditSection {
             security_events_burst: d.burst,
             security_events_per_sec: d.per_sec,
+            retention_days: 0,
         }
     }
 }
@@ -64,6 +67,13 @@ impl AuditSection {
             burst: self.security_events_burst,
             per_sec: self.security_events_per_sec,
         }
+    }
+
+    /// The retention in milliseconds, `None` when rows are kept for ever.
+    pub fn retention_ms(&self) -> Option<i64> {
+        (self.retention_days > 0).then(|| {
+            i64::try_from(self.retention_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX)
+        })
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -654,6 +664,18 @@ mod tests {
             c.auth.jwt_hs256_secret.as_deref(),
             Some("12345678901234567890123456789012")
         );
+    }
+
+    #[test]
+    fn audit_rows_are_kept_unless_a_retention_is_set() {
+        assert_eq!(
+            Config::load(None, env(&[])).unwrap().audit.retention_ms(),
+            None
+        );
+        let c = Config::load(None, env(&[("STRATA__AUDIT__RETENTION_DAYS", "90")])).unwrap();
+        assert_eq!(c.audit.retention_ms(), Some(90 * 86_400_000));
+        let c = Config::load(None, env(&[("STRATA__AUDIT__RETENTION_DAYS", "0")])).unwrap();
+        assert_eq!(c.audit.retention_ms(), None);
     }
 
     #[test]

@@ -156,6 +156,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             sweeper_op,
             Duration::from_secs(config.server.purge_interval_secs),
             config.server.retention_secs,
+            config.audit.retention_ms(),
             stop_rx.clone(),
         ))
     });
@@ -288,6 +289,7 @@ async fn purge_sweep(
     op: strata_auth::OperatorScope,
     every: Duration,
     retention_secs: u64,
+    audit_retention_ms: Option<i64>,
     mut stop: watch::Receiver<bool>,
 ) {
     let retention_ms = i64::try_from(retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -330,6 +332,18 @@ async fn purge_sweep(
             Ok(Ok(n)) => tracing::info!(swept = n, "expired idempotency keys swept"),
             Ok(Err(e)) => tracing::error!(error = %e, "idempotency sweep failed"),
             Err(e) => tracing::error!(error = %e, "idempotency sweep panicked"),
+        }
+        // Audit rows past their retention (`[audit] retention_days`), when one is set.
+        if let Some(retention_ms) = audit_retention_ms {
+            let (sweeper, sweep_op) = (Arc::clone(&engine), op.clone());
+            match tokio::task::spawn_blocking(move || sweeper.sweep_audit(&sweep_op, retention_ms))
+                .await
+            {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(swept = n, "audit rows past their retention swept"),
+                Ok(Err(e)) => tracing::error!(error = %e, "audit retention sweep failed"),
+                Err(e) => tracing::error!(error = %e, "audit retention sweep panicked"),
+            }
         }
         // Automatic promotion rides the same periodic sweep (`[engine.isolation]`).
         let (promoter, promote_op) = (Arc::clone(&engine), op.clone());
