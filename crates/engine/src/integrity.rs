@@ -199,7 +199,10 @@ const RECENT: usize = 16;
 #[derive(Debug, Clone)]
 pub(crate) struct Machine {
     pub state: IntegrityState,
-    /// Where the last samples point, and how many in a row.
+    /// How many samples in a row point away from the state on one side (up to a worse state,
+    /// or down to a better one), and the nearest state among their targets: where a move
+    /// goes. Targets that alternate on one side (stress, normal, stress… out of critical)
+    /// still count as samples in a row.
     pending: Option<(IntegrityState, u32)>,
     last_move: Option<Millis>,
     pub recent: VecDeque<Transition>,
@@ -215,6 +218,15 @@ impl Default for Machine {
             recent: VecDeque::new(),
             last_pressure: 0.0,
         }
+    }
+}
+
+/// States in order of severity.
+fn rank(s: IntegrityState) -> u8 {
+    match s {
+        IntegrityState::Normal => 0,
+        IntegrityState::Stress => 1,
+        IntegrityState::Critical => 2,
     }
 }
 
@@ -248,14 +260,26 @@ impl Machine {
             self.pending = None;
             return None;
         }
-        let count = match self.pending {
-            Some((t, n)) if t == target => n + 1,
-            _ => 1,
+        let up = |s: IntegrityState| rank(s) > rank(self.state);
+        let (target, count) = match self.pending {
+            Some((t, n)) if up(t) == up(target) => {
+                // The nearer of the two to the current state: the move no sample overshoots.
+                let nearer = if rank(t).abs_diff(rank(self.state))
+                    <= rank(target).abs_diff(rank(self.state))
+                {
+                    t
+                } else {
+                    target
+                };
+                (nearer, n + 1)
+            }
+            _ => (target, 1),
         };
         self.pending = Some((target, count));
+        let cooldown = Millis::try_from(p.cooldown_ms).unwrap_or(Millis::MAX);
         let cooled = self
             .last_move
-            .is_none_or(|t| now.saturating_sub(t) >= p.cooldown_ms as Millis);
+            .is_none_or(|t| now.saturating_sub(t) >= cooldown);
         if count < p.consecutive || !cooled {
             return None;
         }
@@ -339,6 +363,12 @@ pub struct EffectivePolicy {
 /// Weight of the newest latency (and queue wait) in the moving average.
 const LATENCY_WEIGHT: f64 = 0.2;
 
+/// How fast the latency signal ages while no latency is measured (only refused requests):
+/// halved every five seconds, so a tenant in `critical` whose every write is refused is back
+/// under its exit threshold within seconds once nothing slow is measured, cooldown and
+/// consecutive samples still applying.
+const LATENCY_HALF_LIFE_MS: f64 = 5_000.0;
+
 /// The fraction of sampled graph nodes a search no longer reaches that counts as half of
 /// pressure 1, like the compaction threshold for deleted vectors.
 pub(crate) const UNREACHABLE_STRESS: f64 = 0.05;
@@ -371,6 +401,10 @@ impl Default for IndexHealth {
 pub(crate) struct Tracker {
     pub machine: Machine,
     pub latency_ms: f64,
+    /// When the last latency was measured: a sample without one (a refused write, a shed
+    /// search) ages the latency signal from then, so that a tenant whose requests are all
+    /// refused is not held by its last measurement for ever.
+    pub latency_at: Millis,
     pub health: IndexHealth,
     /// The tenant's requests waiting in the pool when its last one was submitted.
     pub queue_depth: u64,
@@ -397,8 +431,16 @@ impl Tracker {
         health: IndexHealth,
         now: Millis,
     ) -> IntegrityState {
-        if let Some(l) = latency_ms {
-            self.latency_ms = moving_average(self.latency_ms, l);
+        match latency_ms {
+            Some(l) => {
+                self.latency_ms = moving_average(self.latency_ms, l);
+                self.latency_at = now;
+            }
+            None => {
+                let age = now.saturating_sub(self.latency_at).max(0) as f64;
+                self.latency_ms *= 0.5f64.powf(age / LATENCY_HALF_LIFE_MS);
+                self.latency_at = now;
+            }
         }
         self.health = health;
         self.machine.observe(p, self.pressure(p), now);
@@ -435,7 +477,9 @@ impl Tracker {
         // Index health and the queue can shed a tenant's costly searches (`stress`) but never
         // refuse its writes (`critical`): a damaged graph is repaired by writes and rebuilds,
         // and a queue also waits on the other tenants' load, so neither may lock a tenant out.
-        let below_critical = |x: f64| x.min(p.critical_enter * 0.999);
+        // Below both critical thresholds: these signals can neither put a tenant in
+        // `critical` nor hold it there.
+        let below_critical = |x: f64| x.min(p.critical_exit.min(p.critical_enter) * 0.999);
         let latency = over(self.latency_ms, p.latency_contract_ms);
         let wait = below_critical(over(self.queue_wait_ms, p.queue_wait_contract_ms));
         let depth = below_critical(over(
@@ -644,6 +688,99 @@ mod tests {
         assert_eq!(m.recent.len(), 2);
     }
 
+    /// Targets that alternate on one side still count as samples in a row: out of `critical`
+    /// with pressure around `stress_exit` (normal, stress, normal…), the tenant goes to
+    /// `stress`, the nearer; it once stayed in `critical`, writes refused, for as long as the
+    /// targets kept alternating.
+    #[test]
+    fn alternating_targets_on_one_side_still_move_to_the_nearer() {
+        let p = policy();
+        let mut m = Machine::default();
+        for i in 0..3 {
+            m.observe(&p, 5.0, i);
+        }
+        assert_eq!(m.state, IntegrityState::Critical);
+        let mut moved = None;
+        for (i, pressure) in [0.6, 0.8, 0.6, 0.8, 0.6].into_iter().enumerate() {
+            moved = moved.or(m.observe(&p, pressure, 1_000 + i as Millis));
+        }
+        assert_eq!(moved.map(|t| t.to), Some(IntegrityState::Stress));
+        // And into `stress` from `normal` with pressure around `critical_enter`.
+        let mut m = Machine::default();
+        for (i, pressure) in [3.9, 4.1, 3.9].into_iter().enumerate() {
+            m.observe(&p, pressure, i as Millis);
+        }
+        assert_eq!(m.state, IntegrityState::Stress);
+    }
+
+    fn tracker_policy() -> IntegrityPolicy {
+        IntegrityPolicy {
+            latency_contract_ms: 10.0,
+            queue_wait_contract_ms: 10.0,
+            ..policy()
+        }
+    }
+
+    /// Into `critical` by latency: 100 ms searches against a 10 ms contract.
+    fn critical_tracker(p: &IntegrityPolicy) -> Tracker {
+        let mut t = Tracker::default();
+        for i in 0..3 {
+            t.sample(p, Some(100.0), IndexHealth::default(), i);
+        }
+        assert_eq!(t.machine.state, IntegrityState::Critical);
+        t
+    }
+
+    /// The queue's wait (which other tenants' load lengthens) never holds a tenant in
+    /// `critical`: its pressure is capped below the exit as well as the entry.
+    #[test]
+    fn the_queue_alone_cannot_hold_a_tenant_in_critical() {
+        let p = tracker_policy();
+        let mut t = critical_tracker(&p);
+        for i in 0..50 {
+            t.queue(&p, 0, 1_000.0, 1_000 + i);
+            t.sample(&p, Some(1.0), IndexHealth::default(), 1_000 + i);
+        }
+        assert_ne!(t.machine.state, IntegrityState::Critical);
+    }
+
+    /// A tenant whose every request is refused (writes in `critical`, shed searches) has no
+    /// latency measured; its last one ages, and the state comes back.
+    #[test]
+    fn refused_requests_age_the_latency_until_the_state_falls() {
+        let p = tracker_policy();
+        let mut t = critical_tracker(&p);
+        let mut now = 0;
+        while t.machine.state == IntegrityState::Critical && now < 120_000 {
+            now += 1_000;
+            t.sample(&p, None, IndexHealth::default(), now);
+        }
+        assert_ne!(
+            t.machine.state,
+            IntegrityState::Critical,
+            "still critical at {now} ms"
+        );
+        assert!(now <= 30_000, "{now} ms");
+    }
+
+    /// A cooldown too long for milliseconds since the epoch is a cooldown, not none.
+    #[test]
+    fn a_huge_cooldown_still_holds_the_state() {
+        let p = IntegrityPolicy {
+            cooldown_ms: u64::MAX,
+            ..policy()
+        };
+        let mut m = Machine::default();
+        for i in 0..3 {
+            m.observe(&p, 5.0, i);
+        }
+        assert_eq!(m.state, IntegrityState::Critical);
+        for i in 0..10 {
+            m.observe(&p, 0.1, 10_000 + i);
+        }
+        assert_eq!(m.state, IntegrityState::Critical);
+    }
+
     proptest! {
         /// No flapping: moves are at least a cooldown apart, each follows `consecutive`
         /// samples pointing its way, and pressure inside the hysteresis band never moves the
@@ -672,8 +809,13 @@ mod tests {
                         if let Some(l) = last {
                             prop_assert!(now - l >= p.cooldown_ms as Millis);
                         }
+                        // The last `consecutive` samples all pointed away on the side of the
+                        // move, and none of them nearer than where it went (no overshoot).
                         let tail = &run[run.len() - p.consecutive as usize..];
-                        prop_assert!(tail.iter().all(|s| *s == t.to));
+                        let up = |s: IntegrityState| rank(s) > rank(before);
+                        let dist = |s: IntegrityState| rank(s).abs_diff(rank(before));
+                        prop_assert!(tail.iter().all(|s| *s != before && up(*s) == up(t.to)));
+                        prop_assert!(tail.iter().all(|s| dist(t.to) <= dist(*s)));
                         last = Some(now);
                         run.clear();
                     }

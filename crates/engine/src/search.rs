@@ -98,6 +98,11 @@ impl Engine {
         // least as much: every state but `normal` caps k and ef.
         let shedding = tenant.integrity_state() != IntegrityState::Normal;
         if shedding && (s.k > STRESS_MAX_K || s.ef.is_some_and(|ef| ef > STRESS_MAX_EF)) {
+            // Sampled without a latency, as a refused write is: a tenant whose only searches
+            // are shed must still see its latency signal age and its state move back.
+            if let Ok(policy) = self.integrity_policy(scope) {
+                self.indexes.integrity_sample(&tenant, &policy.policy, None);
+            }
             return Err(EngineError::TenantStressed(scope.tenant().clone()));
         }
         // Nor does a search without `ef` walk a wider default beam (a graph calibrated to 512
