@@ -293,9 +293,13 @@ impl PreparedPut {
             .zip(&self.embedded)
             .enumerate()
             .map(|(i, (r, embedded))| {
-                let model = model.filter(|_| *embedded);
+                let embedded_by = model.filter(|_| *embedded);
                 let new = r.clone();
-                put_one(w, changes, scope, vis, req, new, model, &self.collections)
+                let by = Embedding {
+                    embedded_by,
+                    loaded: model,
+                };
+                put_one(w, changes, scope, vis, req, new, by, &self.collections)
                     .map_err(|e| self.at.error(i, e))
             })
             .collect()
@@ -315,8 +319,11 @@ impl PreparedPut {
             .zip(self.embedded)
             .enumerate()
             .map(|(i, (r, embedded))| {
-                let model = model.filter(|_| embedded);
-                put_one(w, changes, scope, &vis, req, r, model, &self.collections)
+                let by = Embedding {
+                    embedded_by: model.filter(|_| embedded),
+                    loaded: model,
+                };
+                put_one(w, changes, scope, &vis, req, r, by, &self.collections)
                     .map_err(|e| at.error(i, e))
             })
             .collect()
@@ -415,6 +422,14 @@ fn collection_of(
         .ok_or_else(|| EngineError::CollectionNotFound(record.modality.clone()))
 }
 
+/// What embedded a record being written, and the server's model when the write was prepared.
+#[derive(Clone, Copy)]
+struct Embedding<'a> {
+    /// The model that gave the record its vector, if the server embedded it.
+    embedded_by: Option<&'a EmbedderRef>,
+    loaded: Option<&'a EmbedderRef>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn put_one(
     w: &mut Writer<'_>,
@@ -423,9 +438,13 @@ fn put_one(
     vis: &Visibility,
     req: &RequestScope,
     new: NewRecord,
-    embedded_by: Option<&EmbedderRef>,
+    by: Embedding<'_>,
     collections: &DecodeMemo<Collection>,
 ) -> Result<PutOutcome, EngineError> {
+    let Embedding {
+        embedded_by,
+        loaded,
+    } = by;
     let modality = new.modality.unwrap_or_else(|| {
         strata_types::CollectionName::parse("text").expect("invariant: literal name is valid")
     });
@@ -457,6 +476,18 @@ fn put_one(
     if let Some(model) = embedded_by {
         // The collection may have been replaced since the vector was computed.
         crate::embedding::embeds(Some(model), &collection)?;
+    } else if record.vector.is_none()
+        && record.content.is_some()
+        && loaded.is_some_and(|l| collection.embedder.as_ref() == Some(l))
+    {
+        // The collection took the loaded model (a re-embed's switch) after this write was
+        // prepared without embedding its text: stored now, the record would be the one text
+        // of the collection without a vector, which vector search never finds.
+        return Err(EngineError::Reembed(format!(
+            "collection {} began embedding its text with the built-in model while this write \
+             was under way; send it again",
+            collection.name
+        )));
     }
     if let (Some(got), Some(declared)) = (&new.vector_model, &collection.embedder)
         && got != &declared.model_id

@@ -205,6 +205,58 @@ fn an_embed_collection_must_have_the_embedder_dimension() {
     ));
 }
 
+/// A text-only write prepared before a re-embed's switch (its collection then had no model,
+/// so its text was not embedded) and committed after it is refused, to be sent again: stored,
+/// it would be the one text of the switched collection without a vector.
+#[test]
+fn a_text_only_write_across_a_reembeds_switch_is_refused_not_stored_without_a_vector() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, _) = open_embedding(dir.path(), "acme");
+    let req = RequestScope::default();
+    let notes = CollectionName::parse("notes").unwrap();
+    engine
+        .create_collection(&scope, &notes, 4, Metric::Cosine)
+        .unwrap();
+    let record = |id: &str, vector: Option<Vec<f32>>| NewRecord {
+        id: Some(strata_types::RecordId::parse(id).unwrap()),
+        modality: Some(notes.clone()),
+        content: Some(format!("the note {id}")),
+        vector,
+        ..Default::default()
+    };
+    engine
+        .put(
+            &scope,
+            &req,
+            vec![record("n1", Some(vec![1.0, 0.0, 0.0, 0.0]))],
+        )
+        .unwrap();
+    let before = engine
+        .begin_put(&scope, &req, vec![record("late", None)])
+        .unwrap();
+    let job = engine.reembed_start(&scope, &notes).unwrap().job.unwrap();
+    while engine.reembed_step(&scope, &notes, job).unwrap() {}
+    let status = engine.reembed_finish(&scope, &notes, job).unwrap();
+    assert_eq!(status.state, strata_engine::ReembedState::Done);
+    let refused = engine.finish_put(&scope, &req, before);
+    assert!(
+        matches!(&refused, Err(EngineError::Reembed(m)) if m.contains("send it again")),
+        "{refused:?}"
+    );
+    // Sent again, it is embedded like every text of the collection.
+    engine
+        .put(&scope, &req, vec![record("late", None)])
+        .unwrap();
+    let late = engine
+        .get(
+            &scope,
+            &req,
+            &strata_types::RecordId::parse("late").unwrap(),
+        )
+        .unwrap();
+    assert_eq!(late.vector.map(|v| v.len()), Some(384));
+}
+
 /// A record patched after its vector was staged, one written during the job and one deleted
 /// during it: the switch embeds each as it is at the switch, and drops nothing else.
 #[test]
