@@ -284,7 +284,7 @@ impl Store {
             for (pos, &i) in list.iter().enumerate() {
                 let t = jobs[i].tenant;
                 writer.route = Route::Main(t, files.contains_key(&t));
-                let (wrote_before, registry_before) = (writer.wrote, writer.registry_written);
+                let (wrote_before, changes_before) = (writer.wrote, writer.changes());
                 // SAFETY: this leader took the job and has not recorded its outcome (see
                 // `Job::run`).
                 let ok = unsafe { (*jobs[i].run)(&mut writer) };
@@ -297,7 +297,7 @@ impl Store {
                     continue;
                 }
                 outcomes[i] = Some(Outcome::Failed);
-                if writer.wrote != wrote_before || writer.registry_written != registry_before {
+                if writer.wrote != wrote_before || writer.changes() != changes_before {
                     // It wrote before failing: the transaction holds part of it.
                     aborted_at = Some(pos);
                     break;
@@ -469,6 +469,52 @@ mod tests {
             let want = (![1, 3, 5].contains(&i)).then(|| vec![i as u8]);
             assert_eq!(got, want, "writer {i}");
         }
+    }
+
+    /// A closure that failed after changing only a table other than its tenant's data (the
+    /// store's meta table here) is undone like one that wrote data: its change does not
+    /// commit with the batch's other writes. (Only data bytes and registry rows were looked
+    /// at once; every table's changes are now.)
+    #[test]
+    fn a_failing_write_that_changed_only_meta_rows_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let holding = AtomicBool::new(false);
+        let results = std::thread::scope(|s| {
+            let holder = hold_until_queued(s, &store, &holding, 3);
+            let mut writers = Vec::new();
+            for i in 0..3u64 {
+                let store = &store;
+                writers.push(s.spawn(move || {
+                    let t = TenantKey::from_raw(i + 1);
+                    store
+                        .write_batched_for(t, |w| {
+                            if i == 1 {
+                                w.set_compaction_owed(true)?;
+                                return Err(StoreError::Engine("refused".into()));
+                            }
+                            w.put_blob(t, "mine", &[i as u8])
+                        })
+                        .map(|((), pending)| pending.wait_durable().unwrap())
+                }));
+                wait_for(|| store.batch.queued() > i as usize);
+            }
+            holder.join().unwrap();
+            writers
+                .into_iter()
+                .map(|w| w.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+        assert!(
+            !store.compaction_owed().unwrap(),
+            "the failed write's change committed"
+        );
+        let read = store.read().unwrap();
+        assert_eq!(
+            read.blob(TenantKey::from_raw(3), "mine").unwrap(),
+            Some(vec![2])
+        );
     }
 
     /// A file that fails while a batch runs fails the batch's writes as `Unavailable`, the

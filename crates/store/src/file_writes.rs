@@ -119,6 +119,9 @@ pub(crate) struct Tracked<'txn, K: Key + 'static, V: Value + 'static> {
     table: Table<'txn, K, V>,
     tag: TableTag,
     file: Option<&'txn FileWrites>,
+    /// Calls that changed (or may have changed) the table: whether a failed closure of a
+    /// batch left anything in its transaction (`batched_write`).
+    changes: u64,
 }
 
 impl<'txn, K: Key + 'static, V: Value + 'static> Tracked<'txn, K, V> {
@@ -127,7 +130,17 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Tracked<'txn, K, V> {
         tag: TableTag,
         file: Option<&'txn FileWrites>,
     ) -> Self {
-        Tracked { table, tag, file }
+        Tracked {
+            table,
+            tag,
+            file,
+            changes: 0,
+        }
+    }
+
+    /// How many inserts, removals and retains this table has had in its transaction.
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes
     }
 
     fn record(&self, key: &[u8]) {
@@ -142,6 +155,7 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Tracked<'txn, K, V> {
         value: impl Borrow<V::SelfType<'v>>,
     ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
         self.record(K::as_bytes(key.borrow()).as_ref());
+        self.changes += 1;
         self.table.insert(key, value)
     }
 
@@ -150,6 +164,7 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Tracked<'txn, K, V> {
         key: impl Borrow<K::SelfType<'a>>,
     ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
         self.record(K::as_bytes(key.borrow()).as_ref());
+        self.changes += 1;
         self.table.remove(key)
     }
 
@@ -163,6 +178,7 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Tracked<'txn, K, V> {
         KR: Borrow<K::SelfType<'a>> + 'a,
     {
         let tag = self.tag;
+        self.changes += 1;
         // Checked once, before the first key is read: a vacuum whose recording begins
         // meanwhile waits for this transaction before its snapshot, which then holds the
         // removals.

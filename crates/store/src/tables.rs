@@ -726,6 +726,19 @@ pub struct Writer<'txn> {
     pub(crate) wrote: u64,
 }
 
+impl Writer<'_> {
+    /// Changes made so far to the main file's tables in this transaction (every write goes
+    /// through a [`Tracked`] table): a batch's leader compares it before and after a closure
+    /// that failed, to know whether the closure left anything behind.
+    pub(crate) fn changes(&self) -> u64 {
+        let registry = match &self.registry {
+            Registry::Write(t) => t.changes(),
+            Registry::Read(_) => 0,
+        };
+        self.data.changes() + self.meta.changes() + self.credentials.changes() + registry
+    }
+}
+
 fn misrouted(t: TenantKey) -> StoreError {
     StoreError::Engine(format!(
         "tenant key {} is not writable in this transaction (it lives in another file)",
