@@ -392,6 +392,21 @@ pub(crate) fn read_log(
     q: &AuditQuery,
     out: &mut Vec<AuditRow>,
 ) -> Result<(), EngineError> {
+    each_row(r, key, |row| {
+        if q.keeps(&row) {
+            out.push(row);
+        }
+        Ok(())
+    })
+}
+
+/// Calls `f` with each row of `key`'s log, oldest first, reading a page at a time: an export
+/// streams a log of any length without holding it.
+pub(crate) fn each_row(
+    r: &impl Reads,
+    key: TenantKey,
+    mut f: impl FnMut(AuditRow) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
     let mut after = 0;
     loop {
         let rows = r.audit_rows(key, after, 1024)?;
@@ -403,9 +418,7 @@ pub(crate) fn read_log(
             let mut row: AuditRow = decode_json(&bytes)?;
             row.seq = seq;
             row.server_log = key == TenantKey::SERVER;
-            if q.keeps(&row) {
-                out.push(row);
-            }
+            f(row)?;
         }
     }
 }

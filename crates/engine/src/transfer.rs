@@ -283,12 +283,12 @@ impl Engine {
             sink(&ExportLine::Link(link))?;
             lines += 1;
         }
-        let mut rows = Vec::new();
-        crate::audit::read_log(&r, meta.key, &crate::AuditQuery::default(), &mut rows)?;
-        for row in rows {
+        // A page at a time: a log kept for years does not have to fit in memory.
+        crate::audit::each_row(&r, meta.key, |row| {
             sink(&ExportLine::Audit(Box::new(row)))?;
             lines += 1;
-        }
+            Ok(())
+        })?;
         sink(&ExportLine::End(counts.get()))?;
         Ok(lines + 1)
     }
@@ -658,11 +658,11 @@ impl Engine {
                     collections.insert(c.name.clone(), c);
                 }
                 ExportLine::Audit(row) => {
-                    let row = row.imported_into(id);
-                    self.store.write(|w| {
-                        still_importing(w, id, key)?;
-                        Ok::<_, EngineError>(crate::audit::append_row(w, key, &row)?)
-                    })?;
+                    // Written in batches, not one transaction (and one sync) per row.
+                    audit_rows.push(row.imported_into(id));
+                    if audit_rows.len() >= IMPORT_BATCH {
+                        flush_audit(&mut audit_rows)?;
+                    }
                 }
                 line @ (ExportLine::Pheromone { .. } | ExportLine::Narrative { .. }) => {
                     adaptive.push((n, line));
