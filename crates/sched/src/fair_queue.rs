@@ -212,6 +212,12 @@ pub struct FairQueue<K, T> {
     /// tenants with fewer, dropped when they come up, and superseded ones.
     seconds: BinaryHeap<Second<K>>,
     vtime: u128,
+    /// The reserved lane's own virtual time: the start tag of the last job a reserved worker
+    /// took. Reserved dispatches do not move `vtime` (see `pop_from`), so a tenant served
+    /// there runs its tags far past it; a head that comes up in the reserved lane behind this
+    /// is lifted to it, so that a second dedicated tenant competes level with the first
+    /// instead of being served alone until its tags catch up.
+    reserved_vtime: u128,
     /// Where a tenant whose queue was empty starts (see the module docs): advances with the
     /// work done divided by the active weight; never behind `vtime`.
     clock: u128,
@@ -239,6 +245,7 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
             reserved: BinaryHeap::new(),
             seconds: BinaryHeap::new(),
             vtime: 0,
+            reserved_vtime: 0,
             clock: 0,
             active_weight: 0,
             max_finish: 0,
@@ -403,7 +410,13 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         in_order: bool,
         mut allowed: impl FnMut(&K, &T) -> bool,
     ) -> Option<(Charge<K>, T)> {
-        let lift = in_order && self.discipline == Discipline::Fair;
+        // The level a chosen head that fell behind is lifted to: the shared virtual time in
+        // the shared order, the reserved lane's own in the reserved lane.
+        let lift_to = match (self.discipline, from) {
+            (Discipline::Fifo, _) => None,
+            (Discipline::Fair, Lane::Shared) => in_order.then_some(self.vtime),
+            (Discipline::Fair, Lane::Reserved) => Some(self.reserved_vtime),
+        };
         // Current heads of tenants passed over, put back once the choice is made.
         let mut passed = Vec::new();
         let found = loop {
@@ -428,10 +441,12 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
                 passed.push(head);
                 continue;
             }
-            if lift && head.start < self.vtime {
+            if let Some(level) = lift_to
+                && head.start < level
+            {
                 // Re-offered at the virtual time; each head is lifted at most once per pop,
                 // since the virtual time does not move within it.
-                tenant.head_start = self.vtime;
+                tenant.head_start = level;
                 self.offer_head(&head.key);
                 continue;
             }
@@ -457,6 +472,9 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
             // weights and measured costs.
             if in_order {
                 self.vtime = self.vtime.max(head.start);
+            }
+            if from == Lane::Reserved {
+                self.reserved_vtime = self.reserved_vtime.max(head.start);
             }
             tenant.finish = head.start + virtual_cost(estimate, entry.weight);
             self.max_finish = self.max_finish.max(tenant.finish);
@@ -1009,6 +1027,39 @@ mod tests {
             (0.5..=2.0).contains(&ratio),
             "CPU costly/cheap {ratio}: {cpu:?}"
         );
+    }
+
+    /// Two dedicated tenants share the reserved workers fairly even when one of them has run
+    /// there alone for a long while with the shared workers busy: the second is not served
+    /// alone until its tags catch up with the first's (the shared virtual time does not move
+    /// with reserved dispatches, so a newcomer started far behind the first's tags).
+    #[test]
+    fn a_second_dedicated_tenant_shares_the_reserved_workers_with_the_first() {
+        let mut q: FairQueue<&str, ()> = FairQueue::new(Discipline::Fair, 10_000, 1_000);
+        q.push(&"shared", 1, ()).unwrap();
+        for _ in 0..4 {
+            q.push_in(&"d1", 1, Lane::Reserved, ()).unwrap();
+        }
+        // D1 alone on the reserved worker for 500 jobs; the shared worker stays busy on one
+        // long job, so the shared virtual time does not move.
+        for _ in 0..500 {
+            let (charge, ()) = q.pop_reserved().expect("d1's job");
+            q.complete(charge, 1_000_000);
+            q.push_in(&"d1", 1, Lane::Reserved, ()).unwrap();
+        }
+        for _ in 0..4 {
+            q.push_in(&"d2", 1, Lane::Reserved, ()).unwrap();
+        }
+        let mut served: HashMap<&str, u32> = HashMap::new();
+        for _ in 0..40 {
+            let (charge, ()) = q.pop_reserved().expect("a dedicated job");
+            let key = charge.key;
+            q.complete(charge, 1_000_000);
+            q.push_in(&key, 1, Lane::Reserved, ()).unwrap();
+            *served.entry(key).or_default() += 1;
+        }
+        let (d1, d2) = (served.get("d1").copied().unwrap_or(0), served["d2"]);
+        assert!(d1 >= 15 && d2 >= 15, "d1 {d1}, d2 {d2} of 40");
     }
 
     #[test]
