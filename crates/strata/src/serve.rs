@@ -206,6 +206,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     summaries.abort();
     let _ = summaries.await;
     strata_api::flush_security_summaries(&state, true).await;
+    // The pool takes no more work, and what it holds finishes (within the same timeout):
+    // background drivers (a re-embed's steps) meet the shutdown at their next step instead
+    // of writing on while the indexes are saved and the engine closes.
+    let pool = state.clone();
+    match tokio::task::spawn_blocking(move || pool.shutdown_pool(timeout)).await {
+        Ok(true) => {}
+        _ => tracing::warn!("the worker pool's jobs did not all end within the shutdown timeout"),
+    }
     drop(state);
     if let Some(sweeper) = sweeper {
         // It holds the engine; it ends at the stop signal (or after a purge in progress).

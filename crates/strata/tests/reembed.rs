@@ -406,3 +406,45 @@ fn a_reembed_gives_vectors_to_text_written_while_the_embedder_was_off() {
     let (s, v) = server.post("/v1/collections/text/reembed", &key, json!({}));
     assert_eq!((s, code(&v)), (409, "CONFLICT"), "{v}");
 }
+
+/// A shutdown (SIGTERM) during a re-embed stops its driver at its next step: the worker pool
+/// takes no more work once the server stops serving, so the job does not go on writing while
+/// the indexes are saved and the engine closes (it once did, until the close gave up waiting
+/// for the engine after 5 s). The collection stays whole on its old model, the job stopped.
+#[test]
+fn a_shutdown_mid_reembed_stops_its_steps_and_closes_in_order() {
+    let mut server = start_with_embedder();
+    let n = 1500;
+    let key = seeded(&server, n);
+    let (s, v) = server.post("/v1/collections/notes/reembed", &key, json!({}));
+    assert_eq!(s, 202, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = status(&server, &key);
+        assert_eq!(v["state"], "running", "finished before the shutdown: {v}");
+        if v["records_embedded"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.terminate();
+    server
+        .wait_exit(Duration::from_secs(60))
+        .expect("the server stopped");
+    let log = server.log();
+    assert!(
+        !log.contains("engine still in use"),
+        "the close waited out a job still running: {log}"
+    );
+    server.restart();
+    let c = notes(&server, &key);
+    assert_eq!(
+        (c["dim"].as_u64(), c.get("embedder")),
+        (Some(OLD_DIM as u64), None),
+        "{c}"
+    );
+    all_vectors_have_dim(&server, &key, n, OLD_DIM);
+    let v = status(&server, &key);
+    assert_eq!(v["state"], "failed", "{v}");
+}
