@@ -254,9 +254,15 @@ impl Gate {
                     engine.observe_queue(&scope, depth, started - submitted);
                     let series = queued.start();
                     let _busy = metrics.busy();
-                    let cpu = thread_cpu_time();
+                    let (cpu, moved) = (thread_cpu_time(), strata_sched::job_cpu_adjustment());
                     let (result, durable) = engine.deferring_durability(|| f(&engine));
-                    series.charge_cpu(thread_cpu_time().saturating_sub(cpu));
+                    // As the pool charges it: with the CPU other threads spent for this job
+                    // (a batch leader applying its write) and without what this thread spent
+                    // for others (the writes of a batch it led).
+                    let moved = strata_sched::job_cpu_adjustment().saturating_sub(moved);
+                    let spent = thread_cpu_time().saturating_sub(cpu).as_nanos() as i64;
+                    let spent = spent.saturating_add(moved).max(0) as u64;
+                    series.charge_cpu(std::time::Duration::from_nanos(spent));
                     (result, durable, (started, Instant::now()))
                 },
             )

@@ -17,6 +17,12 @@ pub fn adjust_job_cpu(ns: i64) {
     ADJUSTMENT.set(ADJUSTMENT.get().saturating_add(ns));
 }
 
+/// The calling thread's adjustment so far (see [`adjust_job_cpu`]), left in place for the pool
+/// to take: what a job's own measurement of its CPU adds to the thread's clock.
+pub fn job_cpu_adjustment() -> i64 {
+    ADJUSTMENT.get()
+}
+
 /// Returns the calling thread's adjustment (see [`adjust_job_cpu`]) and resets it.
 pub fn take_job_cpu_adjustment() -> i64 {
     ADJUSTMENT.replace(0)

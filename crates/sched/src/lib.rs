@@ -41,7 +41,7 @@ mod shard;
 pub mod shares;
 
 pub use blocking::blocking;
-pub use cpu::{adjust_job_cpu, take_job_cpu_adjustment, thread_cpu_ns};
+pub use cpu::{adjust_job_cpu, job_cpu_adjustment, take_job_cpu_adjustment, thread_cpu_ns};
 pub use error::{Busy, LimitsError, RetryAfter, SchedError};
 pub use fair_queue::{Charge, DEFAULT_COST_NS, Discipline, FairQueue, Lane, QueueFull};
 pub use idle_poll::{DEFAULT_IDLE_POLL, default_idle_poll};
