@@ -250,6 +250,10 @@ fn build_tenant(
     }
     if built {
         save_slot(store, key, slot)?;
+        // An installed graph adds to the tenant's bytes (below the exact-scan budget its
+        // vectors stay copied beside it): the budget is enforced here too, not only at the
+        // next load or write, which a server serving searches of loaded tenants may not see.
+        registry.enforce_budget(store, None);
     }
     calibrate_grown(registry, slot);
     Ok(())

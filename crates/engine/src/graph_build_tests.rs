@@ -654,3 +654,76 @@ fn loads_during_a_real_build_evict_another_tenant_and_the_graph_is_installed() {
         "the graph was not installed: {r:?}"
     );
 }
+
+/// A graph the builder installs counts against the budget at once: with only searches of
+/// loaded tenants after it (no load or write to enforce the budget), the resident total stays
+/// under the budget once the build is over, the least recently used tenant evicted for it.
+#[test]
+fn an_installed_graph_is_held_to_the_budget() {
+    let tenants = ["t0", "t1", "acme"];
+    let dir = tempfile::tempdir().unwrap();
+    // 700 vectors of 2,048 dimensions each (1.43M floats): just below the graph threshold.
+    let fill = |engine: &crate::Engine, t: &str, ids: &str, n: usize, seed: u64| {
+        let scope = admin_scope(engine, t);
+        let data = strata_index::testdata::clustered(n, DIM as usize, 10, seed);
+        let records = data
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| NewRecord {
+                id: Some(RecordId::parse(format!("{ids}{i}")).unwrap()),
+                modality: Some(vec_name()),
+                vector: Some(v),
+                ..Default::default()
+            })
+            .collect();
+        engine
+            .put(&scope, &RequestScope::default(), records)
+            .unwrap();
+    };
+    let engine = under_budget(dir.path(), 0);
+    for (seed, t) in tenants.into_iter().enumerate() {
+        engine
+            .create_tenant(
+                &OperatorScope::for_tests(),
+                &TenantId::parse(t).unwrap(),
+                None,
+            )
+            .unwrap();
+        let scope = admin_scope(&engine, t);
+        engine
+            .create_collection(&scope, &vec_name(), DIM, strata_types::Metric::Cosine)
+            .unwrap();
+        fill(&engine, t, "r", 700, seed as u64 + 1);
+    }
+    drop(engine);
+
+    // Reopened under a budget that holds the three as they are, with a little room.
+    let engine = under_budget(dir.path(), u64::MAX);
+    for t in tenants {
+        engine.index_stats(&admin_scope(&engine, t)).unwrap();
+    }
+    let loaded = engine
+        .residency_summary(&OperatorScope::for_tests())
+        .resident_bytes;
+    drop(engine);
+    let budget = loaded + loaded / 20;
+    let engine = under_budget(dir.path(), budget);
+    for t in tenants {
+        engine.index_stats(&admin_scope(&engine, t)).unwrap();
+    }
+    // 100 more records take acme past the threshold: its graph is built in the background.
+    fill(&engine, "acme", "x", 100, 9);
+    engine.wait_for_graph_builds();
+    assert!(vec_stats(&engine, &admin_scope(&engine, "acme")).graph);
+    engine.wait_for_evictions();
+    let summary = engine.residency_summary(&OperatorScope::for_tests());
+    assert!(
+        summary.resident_bytes <= budget,
+        "{} resident over a budget of {budget}",
+        summary.resident_bytes
+    );
+    assert!(
+        !residency(&engine, "t0").resident,
+        "the least recently used stayed"
+    );
+}

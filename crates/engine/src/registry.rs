@@ -611,7 +611,11 @@ impl IndexRegistry {
                 .wait_idle_or(Some(crate::evictor::BACKPRESSURE), || !self.over_budget());
             return;
         }
-        self.enforce_budget_now(store, &keep.into_iter().collect());
+        // Victims busy just now (mid-search, mid-save) are tried again by the evictor thread,
+        // rather than left over the budget until the next load or write.
+        if self.enforce_budget_now(store, &keep.into_iter().collect()) {
+            self.evictor.request(keep);
+        }
     }
 
     /// [`IndexRegistry::enforce_budget`] on this thread, never choosing `protect`; whether a
@@ -631,6 +635,22 @@ impl IndexRegistry {
             })
             .map(|(k, s)| (s.counters.last_used.load(Ordering::Relaxed), *k, s.clone()))
             .collect();
+        if victims.is_empty() {
+            // Pinned tenants (and the one protected) fill the budget by themselves: every
+            // other tenant's load evicts the rest again. Said, at most once a minute.
+            static LAST_SAID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+            let now = strata_types::now_millis();
+            if now - LAST_SAID.load(Ordering::Relaxed) >= 60_000 {
+                LAST_SAID.store(now, Ordering::Relaxed);
+                tracing::warn!(
+                    resident_bytes = self.total.load(Ordering::Relaxed),
+                    budget = self.budget,
+                    "the memory budget is exceeded by tenants that cannot be evicted (pinned, \
+                     partition or dedicated, or in use); raise residency.memory_budget_bytes"
+                );
+            }
+            return false;
+        }
         // Least recently used first, but the tenant whose graph is being built last of all:
         // evicting it abandons its build (see `crate::graph_build`).
         let building = *lock(&self.builder.building);
