@@ -13,7 +13,7 @@ use strata_auth::TenantScope;
 use strata_types::{Domain, MemoryScope, RequestScope, RunId, TenantId, TokenSelector, UserMatch};
 
 use crate::edge::{TenantAuth, check_tenant, check_tenant_id};
-use crate::tenant_bodies::{BodyTenant, Reservation};
+use crate::tenant_bodies::{BodyTenant, Counted, OverBudget, Reservation};
 
 pub use crate::json_body::JsonObject;
 use crate::{ApiError, AppState};
@@ -39,12 +39,33 @@ impl FromRequest<AppState> for JsonBytes {
         // length is reserved before a byte is read. Operator routes carry no tenant.
         let tenant = req.extensions().get::<BodyTenant>().cloned();
         let known = axum::body::HttpBody::size_hint(req.body()).exact();
-        if let (Some(t), Some(len)) = (&tenant, known) {
-            t.hold(reserve(state, t, len)?);
-        }
+        // One of unknown length (chunked) is counted as it arrives (`tenant_bodies`).
+        let mut over = None;
+        let req = match (&tenant, known) {
+            (Some(t), Some(len)) => {
+                t.hold(reserve(state, t, len)?);
+                req
+            }
+            (Some(t), None) => {
+                t.hold(reserve(state, t, 0)?);
+                req.map(|body| {
+                    let counted = Counted::new(body, t.clone());
+                    over = Some(std::sync::Arc::clone(&counted.over));
+                    axum::body::Body::new(counted)
+                })
+            }
+            (None, _) => req,
+        };
         // `Bytes` honours the router's DefaultBodyLimit; only its rejection is re-dressed.
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            let refused = over.as_ref().and_then(|o| {
+                o.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+            });
+            if let Some(o) = refused {
+                over_budget(o)
+            } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(format!(
                     "body: larger than {} bytes",
                     state.config.max_body_bytes
@@ -53,12 +74,8 @@ impl FromRequest<AppState> for JsonBytes {
                 ApiError::BadRequest(format!("body: {}", e.body_text()))
             }
         })?;
-        if let Some(t) = &tenant {
-            match known {
-                Some(_) => t.shrink_to(bytes.len() as u64),
-                // A chunked body: counted now that its length is known.
-                None => t.hold(reserve(state, t, bytes.len() as u64)?),
-            }
+        if let (Some(t), Some(_)) = (&tenant, known) {
+            t.shrink_to(bytes.len() as u64);
         }
         crate::timing::mark(crate::timing::Stage::BodyRead);
         Ok(JsonBytes(bytes))
@@ -67,14 +84,16 @@ impl FromRequest<AppState> for JsonBytes {
 
 /// Reserves `bytes` of the tenant's body budget, or refuses the request.
 fn reserve(state: &AppState, t: &BodyTenant, bytes: u64) -> Result<Reservation, ApiError> {
-    state.bodies.reserve(t.key, bytes).map_err(|o| {
-        ApiError::ConcurrencyLimited(format!(
-            "body: this tenant's request bodies in progress ({} bytes) and this one ({} bytes) \
-             would pass its limit of {} bytes (server.max_body_bytes_per_tenant); retry when \
-             its requests finish",
-            o.held, o.wanted, o.max
-        ))
-    })
+    state.bodies.reserve(t.key, bytes).map_err(over_budget)
+}
+
+fn over_budget(o: OverBudget) -> ApiError {
+    ApiError::ConcurrencyLimited(format!(
+        "body: this tenant's request bodies in progress ({} bytes) and {} bytes more of this \
+         one would pass its limit of {} bytes (server.max_body_bytes_per_tenant); retry when \
+         its requests finish",
+        o.held, o.wanted, o.max
+    ))
 }
 
 /// Most keys of one object in a request body, at least. The largest objects a request may

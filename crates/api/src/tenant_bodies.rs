@@ -7,12 +7,20 @@
 //! stay within `max_body_bytes_per_tenant`: a body of known length (`Content-Length`, or none)
 //! is reserved before a byte of it is read and refused from its headers, unread, when it does
 //! not fit (`429 CONCURRENCY_LIMITED`); a chunked body, whose length is known only once read,
-//! is counted then (each is still bounded by `max_body_bytes` while it arrives). The
+//! is counted as it arrives ([`Counted`]: its reservation grows with each piece, and the piece
+//! that passes the budget ends the body with the same refusal). It once was counted only once
+//! read whole, so a tenant's chunked bodies of up to `max_body_bytes` each, stalled before
+//! their last chunk on as many connections as it held, took memory past any budget. The
 //! reservation is held by the request's admission ([`crate::admission::Admitted`]) and given
 //! back when the handler ends.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes, HttpBody};
+use hyper::body::{Frame, SizeHint};
 
 use strata_store::TenantKey;
 use strata_types::TenantId;
@@ -34,6 +42,19 @@ impl BodyTenant {
     /// Keeps `r` until the request's admission ends.
     pub(crate) fn hold(&self, r: Reservation) {
         *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+    }
+
+    /// Adds `bytes` to the reservation held, or says why not.
+    fn grow(&self, bytes: u64) -> Result<(), OverBudget> {
+        match self
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            Some(r) => r.grow(bytes),
+            None => Ok(()),
+        }
     }
 
     /// Trims the reservation held to what the body turned out to be.
@@ -122,6 +143,15 @@ impl TenantBodies {
 }
 
 impl Reservation {
+    /// Reserves `bytes` more, or says why not (nothing then changes).
+    fn grow(&mut self, bytes: u64) -> Result<(), OverBudget> {
+        let more = self.budget.reserve(self.key, bytes)?;
+        self.bytes += more.bytes;
+        // Now part of this reservation: not given back on its own.
+        std::mem::forget(more);
+        Ok(())
+    }
+
     /// Gives back what a body turned out not to need.
     pub(crate) fn shrink_to(&mut self, bytes: u64) {
         if bytes < self.bytes {
@@ -137,6 +167,60 @@ impl Drop for Reservation {
     }
 }
 
+/// A body of unknown length counted against its tenant's budget as it arrives: the tenant's
+/// reservation (held in its admission's slot) grows with each piece of data, and the piece
+/// that would pass the budget ends the body with an error, the refusal kept in `over`.
+pub(crate) struct Counted {
+    inner: Body,
+    tenant: BodyTenant,
+    pub(crate) over: Arc<Mutex<Option<OverBudget>>>,
+}
+
+impl Counted {
+    pub(crate) fn new(inner: Body, tenant: BodyTenant) -> Self {
+        Counted {
+            inner,
+            tenant,
+            over: Arc::default(),
+        }
+    }
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                match this.tenant.grow(len) {
+                    Ok(()) => Poll::Ready(Some(Ok(frame))),
+                    Err(o) => {
+                        *this.over.lock().unwrap_or_else(PoisonError::into_inner) = Some(o);
+                        Poll::Ready(Some(Err(axum::Error::new(
+                            "the tenant's request bodies in progress passed its limit",
+                        ))))
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +228,28 @@ mod tests {
 
     fn key(n: u64) -> TenantKey {
         TenantKey::for_tests(n)
+    }
+
+    /// A reservation grows piece by piece up to the budget, and a piece that does not fit
+    /// changes nothing.
+    #[test]
+    fn a_reservation_grows_within_the_budget() {
+        let budget = TenantBodies::new(100, 10);
+        let mut r = budget.reserve(key(1), 0).unwrap();
+        r.grow(60).unwrap();
+        r.grow(30).unwrap();
+        assert_eq!(budget.held_by(key(1)), 90);
+        assert_eq!(
+            r.grow(20).unwrap_err(),
+            OverBudget {
+                held: 90,
+                wanted: 20,
+                max: 100
+            }
+        );
+        assert_eq!(budget.held_by(key(1)), 90);
+        drop(r);
+        assert_eq!(budget.held_by(key(1)), 0);
     }
 
     #[test]

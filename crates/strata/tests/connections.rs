@@ -372,6 +372,53 @@ fn one_tenant_s_bodies_in_memory_stay_within_its_budget() {
     drop(pending);
 }
 
+/// Chunked bodies count against the tenant's budget as they arrive: two stalled before their
+/// last chunk, holding 4,000 bytes each, leave no room for a third's first 4,000 bytes, which
+/// is refused (they were counted only once read whole, so stalled chunked bodies held memory
+/// past any budget). Another tenant's chunked body goes through.
+#[test]
+fn chunked_bodies_count_against_the_tenants_budget_as_they_arrive() {
+    let server = Server::start_with(&[
+        ("STRATA__SERVER__MAX_BODY_BYTES", "4096"),
+        ("STRATA__SERVER__MAX_BODY_BYTES_PER_TENANT", "8192"),
+    ]);
+    server.tenant("flood");
+    server.tenant("calm");
+    let flood = server.key("flood", json!({"permissions": ["read", "write"]}));
+    let calm = server.key("calm", json!({"permissions": ["read", "write"]}));
+    let chunked_head = |key: &str| {
+        format!(
+            "POST /v1/search HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+             content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+    };
+    let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
+    let stalled_piece = format!("{:<4000}", "{\"query\": \"tea\", \"k\": 1}");
+    let pending: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = connect(&server);
+            s.write_all(format!("{}{}", chunked_head(&flood), chunk(&stalled_piece)).as_bytes())
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut third = connect(&server);
+    third
+        .write_all(format!("{}{}", chunked_head(&flood), chunk(&stalled_piece)).as_bytes())
+        .unwrap();
+    let answer = read_answer(&mut third).expect("the refusal is an answer");
+    answer.assert_error(429, "CONCURRENCY_LIMITED");
+    // Another tenant's chunked body, whole: answered.
+    let body = json!({"query": "tea", "k": 1}).to_string();
+    let mut other = connect(&server);
+    other
+        .write_all(format!("{}{}0\r\n\r\n", chunked_head(&calm), chunk(&body)).as_bytes())
+        .unwrap();
+    assert_eq!(read_answer(&mut other).map(|a| a.status), Some(200));
+    drop(pending);
+}
+
 #[test]
 fn early_refusals_keep_the_connection_usable_or_say_close() {
     let server = Server::start_with(&[("STRATA__SERVER__MAX_BODY_BYTES", "4096")]);
