@@ -67,27 +67,48 @@ pub(crate) fn check_parent(
     )))
 }
 
+/// Whether tenant `meta`'s stored profile names `id` as its parent, read from that one field:
+/// another field of the profile that does not decode (damage, a newer version) does not hide a
+/// child from its parent's purge or listing, nor stop either for every other tenant.
+fn names_parent(meta: &strata_store::TenantMeta, id: &TenantId) -> bool {
+    meta.profile
+        .get("parent")
+        .and_then(serde_json::Value::as_str)
+        == Some(id.as_str())
+}
+
 /// The direct children of `id`, in id order. Scans the registry: the hierarchy is an operator
 /// view, read rarely.
 pub(crate) fn children(r: &impl Reads, id: &TenantId) -> Result<Vec<TenantId>, EngineError> {
     let mut out = Vec::new();
     for meta in r.tenants()? {
-        if TenantProfile::of(&meta)?.parent.as_ref() == Some(id) {
+        if names_parent(&meta, id) {
             out.push(meta.id);
         }
     }
     Ok(out)
 }
 
-/// Clears the `parent` of every child of `id`, inside the purge of `id`.
+/// Clears the `parent` of every child of `id`, inside the purge of `id`. A child whose profile
+/// does not decode loses its parent too, that field alone cleared (the rest is left for the
+/// operator to repair): a parent pointer left behind would name whichever tenant is created
+/// under the purged id next.
 pub(crate) fn orphan_children(w: &mut Writer<'_>, id: &TenantId) -> Result<(), EngineError> {
     for mut meta in w.tenants()? {
-        let mut profile = TenantProfile::of(&meta)?;
-        if profile.parent.as_ref() == Some(id) {
-            profile.parent = None;
-            meta.profile = profile.to_map_at(strata_types::now_millis());
-            w.put_tenant(&meta)?;
+        if !names_parent(&meta, id) {
+            continue;
         }
+        match TenantProfile::of(&meta) {
+            Ok(mut profile) => {
+                profile.parent = None;
+                meta.profile = profile.to_map_at(strata_types::now_millis());
+            }
+            Err(_) => {
+                meta.profile
+                    .insert("parent".into(), serde_json::Value::Null);
+            }
+        }
+        w.put_tenant(&meta)?;
     }
     Ok(())
 }

@@ -550,7 +550,14 @@ impl Engine {
         {
             let r = self.store.read()?;
             for m in r.tenants()? {
-                let p = TenantProfile::of(&m)?;
+                // A profile that does not decode keeps only its own tenant from promotion.
+                let p = match TenantProfile::of(&m) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(tenant = %m.id, error = %e, "promotion skipped a tenant");
+                        continue;
+                    }
+                };
                 if p.isolation.is_shared()
                     && p.status == TenantStatus::Active
                     && usage(&r, m.key)?.vectors >= threshold
@@ -572,6 +579,8 @@ impl Engine {
                 Err(EngineError::IdConflict(why)) => {
                     tracing::info!(tenant = %id, %why, "promotion skipped");
                 }
+                // Purged since the sweep read it: nothing to promote.
+                Err(EngineError::TenantNotFound(_)) => {}
                 Err(e) => return Err(e),
             }
         }

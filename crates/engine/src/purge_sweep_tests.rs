@@ -71,3 +71,64 @@ fn the_sweep_keeps_a_tenant_restored_or_replaced_after_it_was_found_due() {
         Err(EngineError::TenantNotFound(_))
     ));
 }
+
+/// A tenant whose profile does not decode is left out of the sweep (its deletion time is
+/// unknown), and the tenants that are due are purged all the same: a purge reads only the
+/// `parent` field of the other tenants' profiles (it once decoded each whole, so one damaged
+/// row stopped every purge).
+#[test]
+fn an_undecodable_profile_keeps_only_its_own_tenant_from_the_sweep() {
+    let (_dir, engine, _scope) = engine_with_tenant("due");
+    let op = OperatorScope::for_tests();
+    let (due, odd) = (
+        TenantId::parse("due").unwrap(),
+        TenantId::parse("odd").unwrap(),
+    );
+    engine.create_tenant(&op, &odd, None).unwrap();
+    engine.delete_tenant(&op, &due).unwrap();
+    let mut meta = engine.tenant_meta(&odd).unwrap();
+    meta.profile
+        .insert("status".into(), serde_json::json!({"not": "a status"}));
+    engine.store.write(|w| w.put_tenant(&meta)).unwrap();
+    assert!(TenantProfile::of(&engine.tenant_meta(&odd).unwrap()).is_err());
+
+    let purged = engine.purge_deleted_tenants(&op, 0).unwrap();
+    assert_eq!(purged, vec![due.clone()]);
+    assert!(matches!(
+        engine.tenant_meta(&due),
+        Err(EngineError::TenantNotFound(_))
+    ));
+    assert!(engine.tenant_meta(&odd).is_ok());
+}
+
+/// A child whose profile does not decode still loses its parent when the parent is purged (a
+/// pointer left behind would name whichever tenant is created under that id next), and the
+/// parent's purge is not stopped by it.
+#[test]
+fn a_damaged_child_loses_its_purged_parent() {
+    let (_dir, engine, _scope) = engine_with_tenant("parent");
+    let op = OperatorScope::for_tests();
+    let (parent, child) = (
+        TenantId::parse("parent").unwrap(),
+        TenantId::parse("child").unwrap(),
+    );
+    engine.create_tenant(&op, &child, None).unwrap();
+    let mut meta = engine.tenant_meta(&child).unwrap();
+    meta.profile
+        .insert("parent".into(), serde_json::json!("parent"));
+    meta.profile
+        .insert("weight".into(), serde_json::json!("heavy"));
+    engine.store.write(|w| w.put_tenant(&meta)).unwrap();
+    assert!(TenantProfile::of(&engine.tenant_meta(&child).unwrap()).is_err());
+    assert_eq!(
+        crate::hierarchy::children(&engine.store.read().unwrap(), &parent).unwrap(),
+        vec![child.clone()]
+    );
+    engine.purge_tenant(&op, &parent).unwrap();
+    let left = engine.tenant_meta(&child).unwrap();
+    assert_eq!(left.profile.get("parent"), Some(&serde_json::Value::Null));
+    assert_eq!(
+        left.profile.get("weight"),
+        Some(&serde_json::json!("heavy"))
+    );
+}

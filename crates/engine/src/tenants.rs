@@ -691,7 +691,15 @@ impl Engine {
         // both again in its own transaction.
         let mut due = Vec::new();
         for m in self.store.read()?.tenants()? {
-            let p = TenantProfile::of(&m)?;
+            // A profile that does not decode keeps only its own tenant from the sweep (its
+            // deletion time is unknown); the others are purged when due.
+            let p = match TenantProfile::of(&m) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(tenant = %m.id, error = %e, "retention sweep skipped a tenant");
+                    continue;
+                }
+            };
             if p.status == TenantStatus::Deleted
                 && let Some(at) = p.deleted_at
                 && now.saturating_sub(at) >= retention_ms
