@@ -24,8 +24,10 @@ fn tenant_id(id: String) -> Result<TenantId, ApiError> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProfilePatch {
-    #[schema(max_length = 256)]
-    display_name: Option<String>,
+    /// At most 256 bytes; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 256)]
+    display_name: Option<Option<String>>,
     /// A JSON merge patch of the limits: named limits change, `null` removes one, the others
     /// stay.
     #[schema(value_type = Option<TenantLimits>)]

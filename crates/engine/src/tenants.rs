@@ -100,7 +100,10 @@ impl TryFrom<&TenantMeta> for TenantInfo {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantUpdate {
-    pub display_name: Option<String>,
+    /// The new display name; `null` removes it. Absent: unchanged.
+    #[serde(deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub display_name: Option<Option<String>>,
     pub limits: Option<TenantLimits>,
     pub weight: Option<u32>,
     /// The new parent tenant; `null` removes it. Absent: unchanged.
@@ -418,7 +421,7 @@ impl Engine {
         update: TenantUpdate,
     ) -> Result<TenantInfo, EngineError> {
         check_profile_fields(
-            update.display_name.as_deref(),
+            update.display_name.as_ref().and_then(Option::as_deref),
             update.weight,
             update.limits.as_ref(),
         )?;
@@ -434,7 +437,7 @@ impl Engine {
                     p.parent = parent.clone();
                 }
                 if let Some(n) = update.display_name {
-                    p.display_name = Some(n);
+                    p.display_name = n;
                 }
                 if let Some(l) = update.limits {
                     p.limits = l;

@@ -1477,6 +1477,29 @@ fn updated_at_follows_every_change_of_the_registry_entry() {
     }
 }
 
+/// A display name is set, kept by an update that does not name it, and removed by `null`.
+#[test]
+fn a_display_name_is_kept_unless_named_and_removed_by_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let set = TenantUpdate {
+        display_name: Some(Some("Acme".into())),
+        ..Default::default()
+    };
+    let info = engine.update_tenant(&op(), acme.tenant(), set).unwrap();
+    assert_eq!(info.display_name.as_deref(), Some("Acme"));
+    let other = TenantUpdate {
+        weight: Some(2),
+        ..Default::default()
+    };
+    let info = engine.update_tenant(&op(), acme.tenant(), other).unwrap();
+    assert_eq!(info.display_name.as_deref(), Some("Acme"));
+    let cleared: TenantUpdate = serde_json::from_value(json!({"display_name": null})).unwrap();
+    assert_eq!(cleared.display_name, Some(None));
+    let info = engine.update_tenant(&op(), acme.tenant(), cleared).unwrap();
+    assert_eq!(info.display_name, None);
+}
+
 /// The tenant's own integrity policy travels with its export; and an operator's `PATCH` that
 /// commits while an import runs (the tenant exists, suspended) is superseded whole by the
 /// import's activation, never half kept: before, its metadata survived (merged into the
@@ -1486,7 +1509,7 @@ fn an_import_lands_whole_over_a_patch_made_while_it_ran() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
     let exported = TenantUpdate {
-        display_name: Some("Acme".into()),
+        display_name: Some(Some("Acme".into())),
         metadata: Some(json!({"team": "search", "plan": "pro"})),
         integrity_policy: Some(Some((&hair_trigger()).into())),
         ..Default::default()
@@ -1511,7 +1534,7 @@ fn an_import_lands_whole_over_a_patch_made_while_it_ran() {
         if n == 1 {
             // The tenant line has been read; the operator patches the tenant meanwhile.
             let u = TenantUpdate {
-                display_name: Some("mid-import".into()),
+                display_name: Some(Some("mid-import".into())),
                 metadata: Some(json!({"plan": null, "patched": true})),
                 ..Default::default()
             };

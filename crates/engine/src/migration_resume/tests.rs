@@ -595,7 +595,7 @@ fn profile_and_metadata_changes_made_during_a_data_move_survive_its_flip() {
         ..Default::default()
     };
     let update = crate::TenantUpdate {
-        display_name: Some("Acme".into()),
+        display_name: Some(Some("Acme".into())),
         limits: Some(limits.clone()),
         weight: Some(4),
         metadata: Some(serde_json::json!({"n": -1})),
