@@ -323,51 +323,89 @@ impl Engine {
     /// pheromones decayed below `min_strength` or whose record is gone, and the narratives not
     /// updated for `narrative_retention_secs`. Each tenant in its own transaction.
     pub fn sweep_adaptive(&self, _op: &OperatorScope) -> Result<AdaptiveSweep, EngineError> {
-        let cfg = &self.config.adaptive;
         let now = now_millis();
-        let keep_ms = Millis::try_from(cfg.narrative_retention_secs.saturating_mul(1000))
-            .unwrap_or(Millis::MAX);
         let mut total = AdaptiveSweep::default();
-        let tenants = self.store.read()?.tenants()?;
-        for meta in tenants {
-            let key = meta.key;
-            let r = self.store.read()?;
-            let mut doomed = Vec::new();
-            for row in r.adaptive_rows(key, None)? {
-                let gone = match &row.item {
-                    AdaptiveItem::Pheromone(id, p, _) => {
-                        cfg.strength_at(p, now) < cfg.min_strength || r.record(key, id)?.is_none()
-                    }
-                    AdaptiveItem::Narrative(_, _, n) => now.saturating_sub(n.updated_at) > keep_ms,
-                };
-                if gone {
-                    doomed.push(row);
-                }
-            }
-            drop(r);
-            if doomed.is_empty() {
-                continue;
-            }
-            let swept = self.store.write(|w| {
-                let mut s = AdaptiveSweep::default();
-                for row in &doomed {
-                    match &row.item {
-                        AdaptiveItem::Pheromone(id, ..) => {
-                            s.pheromones += u64::from(w.delete_pheromone(key, &row.domain, id)?);
-                        }
-                        AdaptiveItem::Narrative(p, c, _) => {
-                            s.narratives +=
-                                u64::from(w.delete_narrative(key, &row.domain, p, c)?);
-                        }
-                    }
-                }
-                Ok::<_, EngineError>(s)
-            })?;
-            self.adaptive.forget_tenant(key);
+        for meta in self.store.read()?.tenants()? {
+            let swept = self.sweep_adaptive_of(meta.key, now, &mut || {})?;
             total.pheromones += swept.pheromones;
             total.narratives += swept.narratives;
         }
         Ok(total)
+    }
+
+    /// [`Engine::sweep_adaptive`] of one tenant; `between` runs after the read that finds what
+    /// is stale and before the transaction that deletes it (tests write there).
+    pub(crate) fn sweep_adaptive_of(
+        &self,
+        key: TenantKey,
+        now: Millis,
+        between: &mut dyn FnMut(),
+    ) -> Result<AdaptiveSweep, EngineError> {
+        let cfg = &self.config.adaptive;
+        let keep_ms = Millis::try_from(cfg.narrative_retention_secs.saturating_mul(1000))
+            .unwrap_or(Millis::MAX);
+        let stale = |r: &dyn Fn(&RecordId) -> Result<bool, EngineError>,
+                     item: &AdaptiveItem|
+         -> Result<bool, EngineError> {
+            Ok(match item {
+                AdaptiveItem::Pheromone(id, p, _) => {
+                    cfg.strength_at(p, now) < cfg.min_strength || !r(id)?
+                }
+                AdaptiveItem::Narrative(_, _, n) => now.saturating_sub(n.updated_at) > keep_ms,
+            })
+        };
+        let doomed = {
+            let r = self.store.read()?;
+            let exists = |id: &RecordId| Ok(r.record(key, id)?.is_some());
+            let mut doomed = Vec::new();
+            for row in r.adaptive_rows(key, None)? {
+                if stale(&exists, &row.item)? {
+                    doomed.push(row);
+                }
+            }
+            doomed
+        };
+        if doomed.is_empty() {
+            return Ok(AdaptiveSweep::default());
+        }
+        between();
+        // Each row found stale above is checked again, as it is now, in the transaction that
+        // deletes it: feedback may have reinforced it (or its record come back) meanwhile,
+        // and that feedback was answered as kept.
+        let swept = self.store.write(|w| {
+            let mut now_rows: HashMap<Domain, Vec<strata_store::AdaptiveRow>> = HashMap::new();
+            let mut s = AdaptiveSweep::default();
+            for row in &doomed {
+                if !now_rows.contains_key(&row.domain) {
+                    let rows = w.adaptive_rows(key, Some(&row.domain))?;
+                    now_rows.insert(row.domain.clone(), rows);
+                }
+                let current = now_rows[&row.domain]
+                    .iter()
+                    .find(|r| same_item(&r.item, &row.item));
+                let still = match current {
+                    Some(current) => {
+                        let exists = |id: &RecordId| Ok(w.record(key, id)?.is_some());
+                        stale(&exists, &current.item)?
+                    }
+                    None => false,
+                };
+                if !still {
+                    continue;
+                }
+                match &row.item {
+                    AdaptiveItem::Pheromone(id, ..) => {
+                        s.pheromones += u64::from(w.delete_pheromone(key, &row.domain, id)?);
+                    }
+                    AdaptiveItem::Narrative(p, c, _) => {
+                        s.narratives += u64::from(w.delete_narrative(key, &row.domain, p, c)?);
+                    }
+                }
+            }
+            Ok::<_, EngineError>(s)
+        })?;
+        self.adaptive.forget_tenant(key);
+        Ok(swept)
     }
 
     /// After a committed write: drop the namespaces whose stored state it changed.
@@ -467,4 +505,14 @@ pub(crate) fn forget_removed(
         }
     }
     Ok(())
+}
+
+/// Whether two adaptive items are the same piece of state (a record's pheromone, or a
+/// principal's narrative in a collection), whatever their values.
+fn same_item(a: &AdaptiveItem, b: &AdaptiveItem) -> bool {
+    match (a, b) {
+        (AdaptiveItem::Pheromone(x, ..), AdaptiveItem::Pheromone(y, ..)) => x == y,
+        (AdaptiveItem::Narrative(p, c, _), AdaptiveItem::Narrative(q, d, _)) => p == q && c == d,
+        _ => false,
+    }
 }

@@ -7,6 +7,8 @@
 
 mod adaptive;
 mod adaptive_cache;
+#[cfg(test)]
+mod adaptive_sweep_tests;
 mod admission;
 mod audit;
 mod audit_retention;
