@@ -177,8 +177,12 @@ impl Engine {
                                     .into(),
                             ));
                         }
+                        // The narrative as stored, not as cached: a sweep or a collection's
+                        // drop since the namespace was read may have deleted it, and blending
+                        // the cached copy would bring it back.
+                        let stored = w.narrative(key, &vis.domain, principal, &name)?;
                         let ns = lock(&held);
-                        let n = cfg.absorb(ns.narrative(principal, &name), c, now);
+                        let n = cfg.absorb(stored.as_ref(), c, now);
                         if n.is_some() {
                             stale = ns.stalest_beyond_cap(principal, &name, cfg.max_narratives);
                         }

@@ -179,6 +179,19 @@ pub trait AdaptiveReads: Reads {
         v.map(|v| decode_pheromone(v.value()).map(|v| v.pheromone))
             .transpose()
     }
+
+    /// A principal's narrative of collection `c` in `domain`, as stored.
+    fn narrative(
+        &self,
+        t: TenantKey,
+        domain: &Domain,
+        principal: &NarrativePrincipal,
+        c: &CollectionName,
+    ) -> Result<Option<StoredNarrative>, StoreError> {
+        let k = keys::adaptive_narrative(t, domain, principal, c);
+        let v = self.data_table(t)?.get(k.as_slice())?;
+        v.map(|v| decode_narrative(v.value())).transpose()
+    }
 }
 
 impl<T: Reads> AdaptiveReads for T {}
