@@ -55,3 +55,46 @@ fn a_confident_record_below_a_large_k_rises_into_it() {
     // A pool cut at k would never have held p62.
     assert_eq!(found.hits[0].id.to_string(), "p62");
 }
+
+/// With relevance weighing nothing (`confidence_weight: 1`), records of equal confidence tie
+/// on their score: the better match comes first, not the one stored first.
+#[test]
+fn ties_of_the_boosted_score_go_to_the_better_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    engine
+        .create_tenant(
+            &OperatorScope::for_tests(),
+            &TenantId::parse("acme").unwrap(),
+            None,
+        )
+        .unwrap();
+    let scope = admin_scope(&engine, "acme");
+    let name = CollectionName::parse("small").unwrap();
+    engine
+        .create_collection(&scope, &name, 2, Metric::L2)
+        .unwrap();
+    // q0 farthest from the query, stored first; q9 nearest, stored last.
+    let records = (0..10)
+        .map(|i| NewRecord {
+            id: Some(RecordId::parse(format!("q{i}")).unwrap()),
+            modality: Some(name.clone()),
+            vector: Some(vec![10.0 - i as f32, 0.0]),
+            ..Default::default()
+        })
+        .collect();
+    engine
+        .put(&scope, &RequestScope::default(), records)
+        .unwrap();
+    let s = SearchRequest {
+        vector: Some(vec![0.0, 0.0]),
+        k: 3,
+        modality: Some(name),
+        confidence_weight: Some(1.0),
+        include: Some(vec![]),
+        ..Default::default()
+    };
+    let found = engine.search(&scope, &RequestScope::default(), &s).unwrap();
+    let ids: Vec<String> = found.hits.iter().map(|h| h.id.to_string()).collect();
+    assert_eq!(ids, ["q9", "q8", "q7"]);
+}

@@ -724,7 +724,15 @@ fn rerank(ranked: &mut [Ranked], ci: &CollectionIndex, boost: &crate::ranking::B
         r.explain.recency_factor = out.recency;
         r.score = finite(out.score);
     }
-    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.slot.cmp(&b.slot)));
+    // Ties (every candidate at the default confidence when relevance weighs nothing) go to the
+    // better match before the query-independent slot order.
+    let base = |r: &Ranked| r.explain.base_score.unwrap_or(f32::NEG_INFINITY);
+    ranked.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(base(b).total_cmp(&base(a)))
+            .then(a.slot.cmp(&b.slot))
+    });
 }
 
 pub(crate) struct Ranked {
