@@ -81,8 +81,15 @@ impl AdaptiveConfig {
                     .into(),
             );
         }
-        if !(self.min_strength.is_finite() && self.min_strength >= 0.0) {
-            return Err("engine.adaptive.min_strength: must be 0 or more".into());
+        // Below one use's strength: at it or above, the sweep would delete every pheromone,
+        // fresh ones included, at each pass.
+        if !(self.min_strength.is_finite()
+            && self.min_strength >= 0.0
+            && self.min_strength < self.reinforcement)
+        {
+            return Err(
+                "engine.adaptive.min_strength: must be 0 or more, and below reinforcement".into(),
+            );
         }
         if self.max_pheromones == 0 {
             return Err("engine.adaptive.max_pheromones: must be at least 1".into());
@@ -457,6 +464,12 @@ mod tests {
             ..AdaptiveConfig::default()
         };
         assert!(bad.validate().unwrap_err().contains("max_narratives"));
+        // A floor at one use's strength would sweep every pheromone at each pass.
+        let bad = AdaptiveConfig {
+            min_strength: AdaptiveConfig::default().reinforcement,
+            ..AdaptiveConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("min_strength"));
         assert!(AdaptiveConfig::default().validate().is_ok());
     }
 }
