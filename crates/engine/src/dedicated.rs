@@ -605,7 +605,7 @@ impl Engine {
             Some(strata_store::StoredMigrationState::Done),
             lock(&job.copy.error).clone(),
         );
-        self.level_txn(w, op, id, next, "tenant.migrate", &row)
+        self.level_txn(w, op, id, next, crate::isolation::MIGRATE_ACTION, &row)
     }
 
     /// Copies, flips and cleans up; returns the keys caught up in the flip and a warning if

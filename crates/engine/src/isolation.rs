@@ -237,6 +237,9 @@ pub enum MigrationState {
 pub(crate) type Migrations = crate::dedicated::Copies;
 
 /// Whether a migration between these levels moves the tenant's stored data.
+/// The audit action of an operator's migration (the promotion sweep's is `tenant.promote`).
+pub(crate) const MIGRATE_ACTION: &str = "tenant.migrate";
+
 pub(crate) fn moves_data(from: IsolationLevel, to: IsolationLevel) -> bool {
     (from == IsolationLevel::Dedicated) != (to == IsolationLevel::Dedicated)
 }
@@ -394,7 +397,7 @@ impl Engine {
                 })?;
             return Ok((report, Some(job)));
         }
-        self.set_level(op, id, meta.key, next, "tenant.migrate")?;
+        self.set_level(op, id, meta.key, next, MIGRATE_ACTION)?;
         Ok((report, None))
     }
 
@@ -469,10 +472,12 @@ impl Engine {
             .tenant(id)?
             .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
         let current = TenantProfile::of(&meta)?;
-        // Only the level and parameters change here; the rest is whatever is stored now.
+        // Only the level and parameters change here (and whether an operator chose `shared`);
+        // the rest is whatever is stored now.
         let profile = TenantProfile {
             isolation: next.isolation,
             index_params: next.index_params,
+            kept_shared: next.isolation.is_shared() && action == MIGRATE_ACTION,
             ..current.clone()
         };
         meta.profile = profile.to_map_at(strata_types::now_millis());
@@ -558,7 +563,9 @@ impl Engine {
                         continue;
                     }
                 };
+                // An operator's move to `shared` is not undone.
                 if p.isolation.is_shared()
+                    && !p.kept_shared
                     && p.status == TenantStatus::Active
                     && usage(&r, m.key)?.vectors >= threshold
                 {

@@ -97,6 +97,11 @@ pub struct TenantProfile {
     /// crash or shutdown and is discarded (`crate::import_recovery`). Written only when set.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub importing: bool,
+    /// Set when an operator moved the tenant to `shared`: automatic promotion
+    /// (`promote_partition_vectors`) leaves it there instead of undoing that choice at its
+    /// next sweep. Cleared by any move to another level. Written only when set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kept_shared: bool,
 }
 
 impl Default for TenantProfile {
@@ -114,6 +119,7 @@ impl Default for TenantProfile {
             integrity_policy: None,
             updated_at: None,
             importing: false,
+            kept_shared: false,
         }
     }
 }

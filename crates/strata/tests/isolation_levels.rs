@@ -380,6 +380,25 @@ fn tenants_are_created_at_a_level_and_promoted_by_the_sweep() {
         (&json!("shared"), &json!("partition")),
         "{status}"
     );
+    // Moved back to shared by the operator, it stays there: the sweep (every second here)
+    // does not undo the operator's choice.
+    let (s, v) = server.post(
+        "/v1/admin/tenants/grows/migrate",
+        OPERATOR_KEY,
+        json!({"target": "shared"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        admin_get(&server, "/v1/admin/tenants/grows")["isolation"],
+        "shared"
+    );
+    let promoted = admin_get(&server, "/v1/admin/audit?action=tenant.promote");
+    assert_eq!(
+        promoted["rows"].as_array().map(Vec::len),
+        Some(1),
+        "{promoted}"
+    );
 }
 
 #[test]
