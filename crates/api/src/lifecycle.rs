@@ -102,21 +102,21 @@ pub async fn update_tenant(
     let id = tenant_id(id)?;
     let patch: ProfilePatch = from_map(body)?;
     let parent = patch.parent.map(parent_field).transpose()?;
+    // The patch's own shape is checked here, so a bad one is refused naming its field; it is
+    // merged into the limits as stored in the update's transaction (`limits_patch`).
+    if let Some(p) = &patch.limits {
+        merge_limits(&TenantLimits::default(), p.clone())?;
+    }
     let info = state
         .run(move |e| {
-            // Read-modify-write of the limits: two operators patching different limits of one
-            // tenant at the same instant could lose one change (see the lead's notes).
-            let limits = match patch.limits {
-                Some(p) => Some(merge_limits(&e.tenant(&op, &id)?.limits, p)?),
-                None => None,
-            };
             let update = TenantUpdate {
                 display_name: patch.display_name,
-                limits,
+                limits: None,
                 weight: patch.weight,
                 parent,
                 metadata: patch.metadata,
                 integrity_policy: patch.integrity_policy,
+                limits_patch: patch.limits,
             };
             e.update_tenant(&op, &id, update)?;
             Ok(e.tenant(&op, &id)?)

@@ -132,3 +132,58 @@ fn a_damaged_child_loses_its_purged_parent() {
         Some(&serde_json::json!("heavy"))
     );
 }
+
+/// Two operators patching different limits of one tenant at once both keep their change:
+/// each patch is merged into the limits as stored, in its own transaction (they were read,
+/// then written whole, so one could be lost).
+#[test]
+fn concurrent_limit_patches_of_one_tenant_keep_both() {
+    let (_dir, engine, _scope) = engine_with_tenant("acme");
+    let id = TenantId::parse("acme").unwrap();
+    let patch = |key: &str, n: u64| crate::TenantUpdate {
+        limits_patch: Some(serde_json::json!({ key: n }).as_object().cloned().unwrap()),
+        ..Default::default()
+    };
+    std::thread::scope(|s| {
+        for key in ["max_vectors", "max_collections"] {
+            let (engine, id) = (&engine, &id);
+            s.spawn(move || {
+                for n in 1..=60u64 {
+                    engine
+                        .update_tenant(&OperatorScope::for_tests(), id, patch(key, 1_000 + n))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let limits = engine
+        .tenant(&OperatorScope::for_tests(), &id)
+        .unwrap()
+        .limits;
+    assert_eq!(
+        (limits.max_vectors, limits.max_collections),
+        (Some(1_060), Some(1_060))
+    );
+    // A patch naming a limit with null removes it; a bad one is refused.
+    let removed = crate::TenantUpdate {
+        limits_patch: serde_json::json!({"max_vectors": null})
+            .as_object()
+            .cloned(),
+        ..Default::default()
+    };
+    let info = engine
+        .update_tenant(&OperatorScope::for_tests(), &id, removed)
+        .unwrap();
+    assert_eq!(
+        (info.limits.max_vectors, info.limits.max_collections),
+        (None, Some(1_060))
+    );
+    let burst_alone = crate::TenantUpdate {
+        limits_patch: serde_json::json!({"burst": 5}).as_object().cloned(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        engine.update_tenant(&OperatorScope::for_tests(), &id, burst_alone),
+        Err(EngineError::BadRequest(m)) if m.starts_with("limits.burst")
+    ));
+}
