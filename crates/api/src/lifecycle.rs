@@ -69,20 +69,14 @@ pub(crate) fn parent_field(parent: Option<String>) -> Result<Option<TenantId>, A
         .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-/// Applies a merge patch to `current`. The engine replaces limits wholesale, so a PATCH that
-/// names one limit must carry the others along, or it would silently lift them.
+/// Applies a merge patch to `current`, a bad field refused by its name (`limits.max_qps: ...`).
+/// A PATCH checks its patch's shape with it; the engine applies the patch to the stored
+/// limits in its own transaction (`TenantUpdate::limits_patch`).
 fn merge_limits(
     current: &TenantLimits,
     patch: Map<String, Value>,
 ) -> Result<TenantLimits, ApiError> {
-    let mut merged = match serde_json::to_value(current) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    for (k, v) in patch {
-        // A removed limit serialises as `null`, which reads back as "no limit".
-        merged.insert(k, v);
-    }
+    let merged = strata_engine::limits_merged(current, &patch);
     crate::input::from_value_at("limits", &Value::Object(merged))
 }
 

@@ -9,9 +9,13 @@ use strata_types::{
 use crate::test_support::admin_scope;
 use crate::{Engine, EngineConfig};
 
-#[test]
-fn a_confident_record_below_a_large_k_rises_into_it() {
-    const K: usize = 60;
+/// Tenant `acme` with an empty two-dimensional `small` collection under L2.
+fn small_l2_collection() -> (
+    tempfile::TempDir,
+    Engine,
+    strata_auth::TenantScope,
+    CollectionName,
+) {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     engine
@@ -26,6 +30,13 @@ fn a_confident_record_below_a_large_k_rises_into_it() {
     engine
         .create_collection(&scope, &name, 2, Metric::L2)
         .unwrap();
+    (dir, engine, scope, name)
+}
+
+#[test]
+fn a_confident_record_below_a_large_k_rises_into_it() {
+    const K: usize = 60;
+    let (_dir, engine, scope, name) = small_l2_collection();
     // p0 nearest, p63 farthest; only p62 (relevance rank 63, below k) is confident.
     let records = (0..64)
         .map(|i| NewRecord {
@@ -60,20 +71,7 @@ fn a_confident_record_below_a_large_k_rises_into_it() {
 /// on their score: the better match comes first, not the one stored first.
 #[test]
 fn ties_of_the_boosted_score_go_to_the_better_match() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-    engine
-        .create_tenant(
-            &OperatorScope::for_tests(),
-            &TenantId::parse("acme").unwrap(),
-            None,
-        )
-        .unwrap();
-    let scope = admin_scope(&engine, "acme");
-    let name = CollectionName::parse("small").unwrap();
-    engine
-        .create_collection(&scope, &name, 2, Metric::L2)
-        .unwrap();
+    let (_dir, engine, scope, name) = small_l2_collection();
     // q0 farthest from the query, stored first; q9 nearest, stored last.
     let records = (0..10)
         .map(|i| NewRecord {

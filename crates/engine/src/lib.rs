@@ -164,7 +164,7 @@ pub use shares::{GrantVia, IncomingShare, NewShare, Share, ShareState};
 pub use stats::{IntegrityCounts, TenantFigures, UsageReport};
 pub use strata_auth::{OperatorScope, TenantScope};
 pub use strata_embed::Embedder;
-pub use tenants::{NewTenantSpec, TenantInfo, TenantUpdate, TenantUsage};
+pub use tenants::{NewTenantSpec, TenantInfo, TenantUpdate, TenantUsage, limits_merged};
 pub use transfer::{ExportLine, LineCounts};
 pub use transfer_line::KnownFields;
 pub use vacuum_record::{Erasure, VacuumFigures};

@@ -133,6 +133,13 @@ fn merge_limits(
     limits: &TenantLimits,
     patch: &Map<String, Value>,
 ) -> Result<TenantLimits, EngineError> {
+    serde_json::from_value(Value::Object(limits_merged(limits, patch)))
+        .map_err(|e| EngineError::BadRequest(format!("limits: {e}")))
+}
+
+/// `limits` as a JSON object with the merge patch `patch` applied, not yet read back (the
+/// API reads it to name a bad field; the engine to apply it).
+pub fn limits_merged(limits: &TenantLimits, patch: &Map<String, Value>) -> Map<String, Value> {
     let mut merged = match serde_json::to_value(limits) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
@@ -141,8 +148,7 @@ fn merge_limits(
         // A removed limit serialises as `null`, which reads back as "no limit".
         merged.insert(k.clone(), v.clone());
     }
-    serde_json::from_value(Value::Object(merged))
-        .map_err(|e| EngineError::BadRequest(format!("limits: {e}")))
+    merged
 }
 
 /// A field that is present, even as `null` (`Some(None)`), told from an absent one (`None`).

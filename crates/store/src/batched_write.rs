@@ -545,44 +545,41 @@ mod tests {
     #[test]
     fn a_write_is_acknowledged_only_after_a_successful_fsync_that_follows_it() {
         let dir = tempfile::tempdir().unwrap();
+        // Writes of tenant `t` to the file `file` syncs: each acknowledged only after an fsync
+        // of it; one whose fsync fails is not acknowledged, nor is any later write.
+        let check = |store: &Store, t: TenantKey, file: &crate::deferred_sync::FileSync| {
+            for (name, batched) in [("a", false), ("b", true)] {
+                let before = file.syncs_for_test();
+                let ((), pending) = if batched {
+                    store.write_batched_for(t, |w| w.put_blob(t, name, b"1"))
+                } else {
+                    store.write_pending_for(t, |w| w.put_blob(t, name, b"1"))
+                }
+                .unwrap();
+                pending.wait_durable().unwrap();
+                assert!(
+                    file.syncs_for_test() > before,
+                    "{name}: acknowledged without an fsync"
+                );
+            }
+            file.fail_next_sync_for_test();
+            let ((), pending) = store
+                .write_pending_for(t, |w| w.put_blob(t, "c", b"3"))
+                .unwrap();
+            let failed = pending.wait_durable();
+            assert!(
+                matches!(failed, Err(StoreError::Unavailable(_))),
+                "{failed:?}"
+            );
+            let later = store.write_batched_for(t, |w| w.put_blob(t, "d", b"4"));
+            assert!(
+                matches!(later, Err(StoreError::Unavailable(_))),
+                "{:?}",
+                later.err()
+            );
+        };
         let store = Store::open(&dir.path().join("main.redb")).unwrap();
-        let t = TenantKey::from_raw(7);
-        let file = store.db().sync.clone();
-        let before = file.syncs_for_test();
-        let ((), pending) = store
-            .write_pending_for(t, |w| w.put_blob(t, "a", b"1"))
-            .unwrap();
-        pending.wait_durable().unwrap();
-        assert!(
-            file.syncs_for_test() > before,
-            "acknowledged without an fsync"
-        );
-        let before = file.syncs_for_test();
-        let ((), pending) = store
-            .write_batched_for(t, |w| w.put_blob(t, "b", b"2"))
-            .unwrap();
-        pending.wait_durable().unwrap();
-        assert!(
-            file.syncs_for_test() > before,
-            "acknowledged without an fsync"
-        );
-
-        file.fail_next_sync_for_test();
-        let ((), pending) = store
-            .write_pending_for(t, |w| w.put_blob(t, "c", b"3"))
-            .unwrap();
-        let failed = pending.wait_durable();
-        assert!(
-            matches!(failed, Err(StoreError::Unavailable(_))),
-            "{failed:?}"
-        );
-        let later = store.write_batched_for(t, |w| w.put_blob(t, "d", b"4"));
-        assert!(
-            matches!(later, Err(StoreError::Unavailable(_))),
-            "{:?}",
-            later.err()
-        );
-
+        check(&store, TenantKey::from_raw(7), &store.db().sync.clone());
         // A dedicated tenant's own file, through its own group commit.
         let store = Store::open(&dir.path().join("other.redb")).unwrap();
         let b = crate::test_tenant::tenant(&store, "b");
@@ -590,23 +587,7 @@ mod tests {
         let file = crate::tables::read_db(&store.placement.get(b).unwrap().db)
             .sync
             .clone();
-        let before = file.syncs_for_test();
-        let ((), pending) = store
-            .write_batched_for(b, |w| w.put_blob(b, "a", b"1"))
-            .unwrap();
-        pending.wait_durable().unwrap();
-        assert!(
-            file.syncs_for_test() > before,
-            "acknowledged without an fsync"
-        );
-        file.fail_next_sync_for_test();
-        let ((), pending) = store
-            .write_batched_for(b, |w| w.put_blob(b, "c", b"3"))
-            .unwrap();
-        assert!(matches!(
-            pending.wait_durable(),
-            Err(StoreError::Unavailable(_))
-        ));
+        check(&store, b, &file);
     }
 
     #[test]
