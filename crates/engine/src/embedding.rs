@@ -4,8 +4,9 @@
 //! A collection declares its model ([`Collection::embedder`]). The server's loaded embedder
 //! embeds for it only when the two identities match exactly (model id and weights hash).
 //! Embedding runs inside engine calls, which `strata-api` runs on the fair-queueing pool
-//! charged to the calling tenant, and before a write's transaction opens, so the tenant's write
-//! lock is never held during a forward pass (except for a patch, one text). A write's texts are
+//! charged to the calling tenant, and before a write's transaction opens, so neither the
+//! tenant's write lock nor the storage write lock is ever held during a forward pass (a patch's
+//! new content too: `Engine::patch` embeds it from a snapshot first). A write's texts are
 //! embedded in steps of a bounded cost (`crate::put_steps`), each its own pool job.
 
 use strata_auth::{Permission, TenantScope};
@@ -50,7 +51,17 @@ fn describe(r: &EmbedderRef) -> String {
 
 /// Embeds `texts` in one call, mapping the embedder's errors to the engine's.
 pub(crate) fn embed(e: &Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>, EngineError> {
+    forward_pass_allowed();
     e.embed(texts).map_err(|err| embed_error(err, |i| i))
+}
+
+/// A forward pass takes milliseconds: inside a write transaction it would hold the storage
+/// write lock, and every other tenant's writes with it. Checked in debug builds (the tests).
+pub(crate) fn forward_pass_allowed() {
+    debug_assert!(
+        !strata_store::in_write_path(),
+        "a forward pass inside a storage write transaction"
+    );
 }
 
 /// The engine's error for an embedder's, naming a refused text by `record(index of the text

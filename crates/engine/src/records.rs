@@ -158,6 +158,7 @@ impl Engine {
         let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
         patch.validate(&self.config.limits)?;
         check_expiry(patch.expires_at.flatten(), now)?;
+        let embedded = self.embed_patched_content(scope, &vis, id, &patch)?;
         self.write_tenant(scope, "memory.patch", |w, changes| {
             let mut record = writable(w.record(scope.key(), id)?, &vis)?;
             if let Some(v) = patch.vector {
@@ -174,7 +175,7 @@ impl Engine {
                     let loaded = self.loaded_embedder();
                     let embeds = crate::embedding::embeds(loaded.as_ref().map(|(_, id)| id), &c)?;
                     record.vector = match loaded.filter(|_| embeds) {
-                        Some((e, _)) => crate::embedding::embed(e, &[content])?.pop(),
+                        Some((_, model)) => Some(embedded.vector_by(&model)?),
                         None => None,
                     };
                 }
@@ -212,6 +213,43 @@ impl Engine {
             store_record(w, changes, scope, &record)?;
             Ok(record)
         })
+    }
+
+    /// The vector of a patch's new content, computed before the patch's transaction: a forward
+    /// pass takes milliseconds, and inside the transaction it would hold the storage write
+    /// lock, which every other tenant's writes wait for. Read from a snapshot; the transaction
+    /// decides again whether the vector is wanted ([`PatchVector::vector_by`]).
+    fn embed_patched_content(
+        &self,
+        scope: &TenantScope,
+        vis: &Visibility,
+        id: &RecordId,
+        patch: &RecordPatch,
+    ) -> Result<PatchVector, EngineError> {
+        let (Some(content), None, Some((embedder, model))) =
+            (&patch.content, &patch.vector, self.loaded_embedder())
+        else {
+            return Ok(PatchVector(None));
+        };
+        // Whatever this read meets (no such record, a hidden one) is the transaction's to
+        // report: it reads the record again.
+        let wanted = self.read_tenant(scope, Permission::Read, |r| {
+            let Some(record) = r.record(scope.key(), id)?.filter(|r| vis.sees(r)) else {
+                return Ok(false);
+            };
+            if record.content.as_ref() == Some(content) {
+                return Ok(false);
+            }
+            let Some(c) = r.collection(scope.key(), &record.modality)? else {
+                return Ok(false);
+            };
+            Ok(crate::embedding::embeds(Some(&model), &c).unwrap_or(false))
+        });
+        if !matches!(wanted, Ok(true)) {
+            return Ok(PatchVector(None));
+        }
+        let vector = crate::embedding::embed(embedder, &[content])?.pop();
+        Ok(PatchVector(vector.map(|v| (v, model))))
     }
 
     /// Deletes a visible record the request may write, by id; one past its `expires_at` too
@@ -422,6 +460,25 @@ fn collection_of(
         .ok_or_else(|| EngineError::CollectionNotFound(record.modality.clone()))
 }
 
+/// A patch's new content embedded before its transaction, with the model that embedded it.
+struct PatchVector(Option<(Vec<f32>, EmbedderRef)>);
+
+impl PatchVector {
+    /// The vector, for a collection that the transaction found embedding with `model`.
+    fn vector_by(&self, model: &EmbedderRef) -> Result<Vec<f32>, EngineError> {
+        match &self.0 {
+            Some((v, by)) if by == model => Ok(v.clone()),
+            // The record or its collection changed between the snapshot and the transaction
+            // (its content was patched back to this text, its collection began embedding).
+            _ => Err(EngineError::Reembed(
+                "the record or its collection changed while this patch's content was being \
+                 embedded; send it again"
+                    .into(),
+            )),
+        }
+    }
+}
+
 /// What embedded a record being written, and the server's model when the write was prepared.
 #[derive(Clone, Copy)]
 struct Embedding<'a> {
@@ -559,4 +616,32 @@ fn put_one(
         created: true,
         deduplicated: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(hash: &str) -> EmbedderRef {
+        EmbedderRef {
+            model_id: "m".into(),
+            weights_hash: hash.into(),
+        }
+    }
+
+    #[test]
+    fn a_patch_vector_is_used_only_for_the_model_that_made_it() {
+        let made = PatchVector(Some((vec![0.5, 0.5], model("a"))));
+        assert_eq!(made.vector_by(&model("a")).unwrap(), vec![0.5, 0.5]);
+        // Another model, or none computed (the snapshot saw no need): send again, never a
+        // record stored without the vector its collection expects.
+        assert!(matches!(
+            made.vector_by(&model("b")),
+            Err(EngineError::Reembed(_))
+        ));
+        assert!(matches!(
+            PatchVector(None).vector_by(&model("a")),
+            Err(EngineError::Reembed(_))
+        ));
+    }
 }

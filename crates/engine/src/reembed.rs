@@ -39,12 +39,10 @@ use crate::{Engine, EngineError};
 const STEP_TEXTS: usize = 32;
 /// Texts the dry run embeds to measure this machine's throughput on this collection's text.
 const CALIBRATION_TEXTS: usize = 16;
-/// At most this many records changed since they were staged are embedded inside the switching
-/// transaction (holding the tenant's write lock); more are caught up before it opens.
-const MAX_CATCH_UP_IN_SWITCH: usize = 64;
-/// Catch-up rounds before the switch; a tenant writing faster than its re-embed keeps up with
-/// gets its remainder embedded inside the switch anyway.
-const CATCH_UP_ROUNDS: usize = 3;
+/// Times the switch embeds what changed since it was staged and tries its transaction, which
+/// embeds nothing: a record written between the two sends it round again. A tenant whose
+/// writes keep winning that race gets a conflict, and starts the re-embed again later.
+const SWITCH_ATTEMPTS: usize = 4;
 
 /// What a re-embed of a collection would do, without doing it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -536,109 +534,105 @@ impl Engine {
         job: u64,
     ) -> Result<(), EngineError> {
         let key = scope.key();
-        for _ in 0..CATCH_UP_ROUNDS {
+        let (embedder, loaded) = self.loaded_for_reembed()?;
+        let boot = self.reembeds.boot.clone();
+        for _ in 0..SWITCH_ATTEMPTS {
+            // Records written or changed since they were staged are embedded here, before the
+            // switching transaction opens: inside it, a forward pass would hold the storage
+            // write lock that every tenant's writes wait for.
             let stale = self.stale_texts(scope, name, job)?;
-            if stale.len() <= MAX_CATCH_UP_IN_SWITCH {
-                break;
-            }
             let vectors = self.embed_for_reembed(&stale)?;
-            self.running_job(key, name, job, |j| {
+            let (mut staged, created_at, mut status) = self.running_job(key, name, job, |j| {
                 j.status.embedded(stale.len());
                 for ((id, content), v) in stale.into_iter().zip(vectors) {
                     j.staged.insert(id, (content, v));
                 }
+                (
+                    std::mem::take(&mut j.staged),
+                    j.created_at,
+                    j.status.clone(),
+                )
             })?;
-        }
-        let (embedder, loaded) = self.loaded_for_reembed()?;
-        let (mut staged, created_at, mut status) = self.running_job(key, name, job, |j| {
-            (
-                std::mem::take(&mut j.staged),
-                j.created_at,
-                j.status.clone(),
-            )
-        })?;
-        let boot = self.reembeds.boot.clone();
-        let status = self.write_tenant(scope, "collection.reembed", |w, changes| {
-            let mut c = find(w, key, name)?;
-            if c.created_at != created_at {
-                return Err(conflict(format!(
-                    "collection {name} was deleted and re-created during the re-embed"
-                )));
-            }
-            let mut records = Vec::new();
-            for r in w.records(key, None)? {
-                let r = r?;
-                if &r.modality == name {
-                    records.push(r);
+            let mut changed_meanwhile = false;
+            let switched = self.write_tenant(scope, "collection.reembed", |w, changes| {
+                let mut c = find(w, key, name)?;
+                if c.created_at != created_at {
+                    return Err(conflict(format!(
+                        "collection {name} was deleted and re-created during the re-embed"
+                    )));
                 }
-            }
-            // Records written or changed since they were staged: embedded here, under the
-            // tenant's write lock, so none can slip in between.
-            let mut missing = Vec::new();
-            for (i, r) in records.iter().enumerate() {
-                match (&r.content, staged.get(&r.id)) {
-                    (Some(content), Some((was, _))) if was == content => {}
-                    (Some(content), _) => missing.push((i, content.as_str())),
-                    (None, _) if r.vector.is_some() => {
-                        return Err(conflict(format!(
-                            "record {} in collection {name} has a vector and no content, \
-                             which cannot be re-embedded",
-                            r.id
-                        )));
+                let mut records = Vec::new();
+                for r in w.records(key, None)? {
+                    let r = r?;
+                    if &r.modality == name {
+                        records.push(r);
                     }
-                    (None, _) => {}
                 }
-            }
-            // Under the storage write lock, which every tenant's writes wait for: a tenant
-            // writing faster than its re-embed keeps up with fails the switch rather than
-            // holding everyone else's writes for an unbounded embedding.
-            if missing.len() > MAX_CATCH_UP_IN_SWITCH {
-                return Err(conflict(format!(
-                    "collection {name} changed faster than the re-embed caught up ({} records \
-                     still to embed); start it again when writes slow down",
-                    missing.len()
-                )));
-            }
-            let texts: Vec<&str> = missing.iter().map(|(_, t)| *t).collect();
-            let fresh = if texts.is_empty() {
-                Vec::new()
-            } else {
-                embed(embedder, &texts)?
-            };
-            let mut fresh: HashMap<usize, Vec<f32>> =
-                missing.iter().map(|(i, _)| *i).zip(fresh).collect();
-            let inside = fresh.len() as u64;
-            c.embedder = Some(loaded.clone());
-            c.dim = embedder.dim() as u32;
-            w.put_collection(key, &c)?;
-            // The old index (and its dimension) goes; the records below rebuild it.
-            changes.push(Change::DropCollection(name.clone()));
-            for (i, mut r) in records.into_iter().enumerate() {
-                if r.content.is_none() {
-                    continue;
+                for r in &records {
+                    match (&r.content, staged.get(&r.id)) {
+                        (Some(content), Some((was, _))) if was == content => {}
+                        (Some(_), _) => {
+                            // Written since the catch-up above: embed it, and try again.
+                            changed_meanwhile = true;
+                            return Err(conflict(format!(
+                                "collection {name} changed while its re-embed switched"
+                            )));
+                        }
+                        (None, _) if r.vector.is_some() => {
+                            return Err(conflict(format!(
+                                "record {} in collection {name} has a vector and no content, \
+                                 which cannot be re-embedded",
+                                r.id
+                            )));
+                        }
+                        (None, _) => {}
+                    }
                 }
-                r.vector = match fresh.remove(&i) {
-                    Some(v) => Some(v),
-                    None => staged.remove(&r.id).map(|(_, v)| v),
+                c.embedder = Some(loaded.clone());
+                c.dim = embedder.dim() as u32;
+                w.put_collection(key, &c)?;
+                // The old index (and its dimension) goes; the records below rebuild it.
+                changes.push(Change::DropCollection(name.clone()));
+                for mut r in records {
+                    if r.content.is_none() {
+                        continue;
+                    }
+                    r.vector = staged.remove(&r.id).map(|(_, v)| v);
+                    store_record(w, changes, scope, &r)?;
+                }
+                // Its result is stored in the switch itself: a restart finds the collection
+                // and its status in step, whenever it comes.
+                status.state = ReembedState::Done;
+                status.model = Some(loaded.clone());
+                status.finished_at = Some(now_millis());
+                let row = Stored {
+                    collection_created_at: created_at,
+                    boot: boot.clone(),
+                    status: status.clone(),
                 };
-                store_record(w, changes, scope, &r)?;
+                reembed_record::save(w, key, &row)?;
+                Ok(row.status)
+            });
+            match switched {
+                Ok(status) => {
+                    self.running_job(key, name, job, |j| j.status = status)?;
+                    return Ok(());
+                }
+                Err(_) if changed_meanwhile => {
+                    // Nothing was written: the staged vectors go back for the next attempt.
+                    self.running_job(key, name, job, |j| {
+                        for (id, v) in staged {
+                            j.staged.entry(id).or_insert(v);
+                        }
+                    })?;
+                }
+                Err(e) => return Err(e),
             }
-            // Its result is stored in the switch itself: a restart finds the collection and
-            // its status in step, whenever it comes.
-            status.embedded(inside as usize);
-            status.state = ReembedState::Done;
-            status.model = Some(loaded.clone());
-            status.finished_at = Some(now_millis());
-            let row = Stored {
-                collection_created_at: created_at,
-                boot,
-                status,
-            };
-            reembed_record::save(w, key, &row)?;
-            Ok(row.status)
-        })?;
-        self.running_job(key, name, job, |j| j.status = status)?;
-        Ok(())
+        }
+        Err(conflict(format!(
+            "collection {name} changed faster than the re-embed caught up; start it again when \
+             writes slow down"
+        )))
     }
 
     /// Records of the collection whose content is not staged as it is now.

@@ -70,6 +70,13 @@ pub(crate) fn write_path() -> WritePath {
     closing_path()
 }
 
+/// Whether this thread is inside one of the store's write paths: a write transaction (whose
+/// storage write lock every other writer of the file waits for), its commit or a group's sync.
+/// For the engine's check that slow work (a forward pass) never runs there.
+pub fn in_write_path() -> bool {
+    WRITING.get() > 0
+}
+
 /// [`write_path`] for the leader of a batch of writes, which runs the writes of other callers:
 /// each was checked against `crate::thread_writes` on its own caller's thread before it was
 /// queued, and the leader itself is one of those callers.

@@ -58,6 +58,7 @@ pub use codec::{
 pub use collection_deleting::{DeletingReads, HiddenMemo};
 pub use credentials::{CredentialStore, Owner, StoredCredential};
 pub use decode_memo::{DecodeMemo, MemoReads};
+pub use deferred_sync::in_write_path;
 pub use derived::DERIVED_DIR;
 pub use error::StoreError;
 pub use expiry::ExpiryReads;
