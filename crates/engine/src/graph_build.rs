@@ -2,7 +2,11 @@
 //!
 //! A collection that reaches `GRAPH_MIN_FLOATS` (vectors × dimensions, tied to the planner's
 //! exact-scan budget), or is loaded that large without a current snapshot of its graph, is
-//! queued here and searched by exact scan (the planner's exact path) until its graph is ready. One thread builds, one tenant at a time:
+//! queued here and searched by exact scan (the planner's exact path) until its graph is ready.
+//! One thread builds, one tenant at a time, the smallest waiting first (by its loaded bytes), so
+//! that a long tail of small tenants does not wait out a huge tenant's build queued before them
+//! (a tenant waiting longer than [`MAX_WAIT`] goes first, so a large one is not put off for
+//! good):
 //! 1. under the tenant's index lock, mark the collection as building (from then on every
 //!    changed slot is logged in `CollectionIndex::building`) and list its vector slots;
 //! 2. copy vectors in chunks, each under a short read lock, and insert them into a new graph
@@ -32,11 +36,10 @@
 //! in turn, a large tenant evicted before each of its builds ended never had a graph, and
 //! every search of it scanned exactly.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use strata_index::{Calibration, CalibrationSettings, HnswIndex, HnswParams};
 use strata_store::{Store, TenantKey};
@@ -78,10 +81,44 @@ pub(crate) fn catch_up_later(changed: usize, vectors: usize) -> bool {
 /// `build_and_install`).
 const MAX_ROUNDS_NOT_SHRINKING: usize = 3;
 
+/// How long a tenant waits for its build before it goes ahead of smaller ones.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Tenants waiting for a build, each with when it was queued, in the order queued.
+#[derive(Default)]
+struct Waiting {
+    keys: Vec<(TenantKey, Instant)>,
+    /// Until shutdown.
+    closed: bool,
+}
+
+impl Waiting {
+    /// The next tenant to build: the first to have waited [`MAX_WAIT`], else the one that
+    /// `cost` says is the cheapest (the first queued among equals).
+    fn pick(&self, now: Instant, cost: impl Fn(TenantKey) -> u64) -> Option<TenantKey> {
+        if let Some((key, _)) = self
+            .keys
+            .iter()
+            .find(|(_, since)| now.saturating_duration_since(*since) >= MAX_WAIT)
+        {
+            return Some(*key);
+        }
+        let mut best: Option<(u64, TenantKey)> = None;
+        for (key, _) in &self.keys {
+            let c = cost(*key);
+            if best.is_none_or(|(b, _)| c < b) {
+                best = Some((c, *key));
+            }
+        }
+        best.map(|(_, key)| key)
+    }
+}
+
 /// The queue of tenants waiting for a graph build, and the thread that builds.
 pub(crate) struct GraphBuilder {
-    tx: Mutex<Option<Sender<TenantKey>>>,
-    queued: Mutex<HashSet<TenantKey>>,
+    waiting: Mutex<Waiting>,
+    /// Signalled when a tenant is queued, and at shutdown.
+    queued: Condvar,
     /// The tenant the builder works on now (its builds, their save and calibration), which the
     /// budget evicts last (see `IndexRegistry::enforce_budget_now`): an eviction abandons the
     /// build, and a tenant evicted again before every rebuild would never get its graph.
@@ -91,7 +128,9 @@ pub(crate) struct GraphBuilder {
     idle: Condvar,
     pub(crate) stop: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
-    rx: Mutex<Option<Receiver<TenantKey>>>,
+    /// The tenants whose builds started, in order (tests read it).
+    #[cfg(test)]
+    pub(crate) started: Mutex<Vec<TenantKey>>,
     /// Work done (vectors × m × ef_construction of each build: an insert's cost grows about
     /// with both) and seconds spent by finished builds, for migration estimates.
     measured: Mutex<(f64, f64)>,
@@ -111,16 +150,16 @@ pub(crate) struct GraphBuilder {
 
 impl GraphBuilder {
     pub fn new() -> Self {
-        let (tx, rx) = channel();
         GraphBuilder {
-            tx: Mutex::new(Some(tx)),
-            queued: Mutex::default(),
+            waiting: Mutex::default(),
+            queued: Condvar::new(),
             building: Mutex::new(None),
             busy: Mutex::new(0),
             idle: Condvar::new(),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
-            rx: Mutex::new(Some(rx)),
+            #[cfg(test)]
+            started: Mutex::default(),
             measured: Mutex::new((0.0, 0.0)),
             #[cfg(test)]
             after_bulk: Mutex::default(),
@@ -134,31 +173,59 @@ impl GraphBuilder {
     /// Starts the building thread; it holds the registry weakly and the store strongly until
     /// [`GraphBuilder::shutdown`].
     pub fn start(registry: &Arc<IndexRegistry>, store: Arc<Store>) {
-        let Some(rx) = lock(&registry.builder.rx).take() else {
+        let mut thread = lock(&registry.builder.thread);
+        if thread.is_some() || lock(&registry.builder.waiting).closed {
             return;
-        };
+        }
         let weak = Arc::downgrade(registry);
         let handle = std::thread::Builder::new()
             .name("strata-graph-build".into())
-            .spawn(move || run(rx, weak, store));
+            .spawn(move || run(weak, store));
         if let Ok(handle) = handle {
-            *lock(&registry.builder.thread) = Some(handle);
+            *thread = Some(handle);
         }
     }
 
     /// Queues the tenant's wanted graphs (once, however often asked before it runs).
     pub fn request(&self, key: TenantKey) {
-        if !lock(&self.queued).insert(key) {
+        let mut waiting = lock(&self.waiting);
+        if waiting.closed || waiting.keys.iter().any(|(k, _)| *k == key) {
             return;
         }
-        let sent = lock(&self.tx)
-            .as_ref()
-            .is_some_and(|tx| tx.send(key).is_ok());
-        if sent {
-            *lock(&self.busy) += 1;
-        } else {
-            lock(&self.queued).remove(&key);
+        waiting.keys.push((key, Instant::now()));
+        drop(waiting);
+        *lock(&self.busy) += 1;
+        self.queued.notify_one();
+    }
+
+    /// The next tenant to build, once one is queued; `None` at shutdown. `cost` is read
+    /// without the queue's lock held (it takes the registry's).
+    fn next(&self, cost: impl Fn(TenantKey) -> u64) -> Option<TenantKey> {
+        let mut waiting = lock(&self.waiting);
+        loop {
+            if waiting.closed {
+                return None;
+            }
+            if !waiting.keys.is_empty() {
+                break;
+            }
+            waiting = self.queued.wait(waiting).unwrap_or_else(|e| e.into_inner());
         }
+        let keys: Vec<TenantKey> = waiting.keys.iter().map(|(k, _)| *k).collect();
+        drop(waiting);
+        let costs: Vec<(TenantKey, u64)> = keys.iter().map(|k| (*k, cost(*k))).collect();
+        let mut waiting = lock(&self.waiting);
+        let cost_of = |k: TenantKey| {
+            costs
+                .iter()
+                .find(|(c, _)| *c == k)
+                .map_or(0, |(_, cost)| *cost)
+        };
+        // Only this thread takes keys out: every one listed is still queued, and one queued
+        // meanwhile (cost 0) is picked only if nothing listed is cheaper, which is fair.
+        let key = waiting.pick(Instant::now(), cost_of)?;
+        waiting.keys.retain(|(k, _)| *k != key);
+        Some(key)
     }
 
     /// Vectors per second a build with `params` would reach, from the builds this server has
@@ -189,7 +256,12 @@ impl GraphBuilder {
     /// it holds is released with the engine.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        lock(&self.tx).take();
+        {
+            let mut waiting = lock(&self.waiting);
+            waiting.closed = true;
+            waiting.keys.clear();
+        }
+        self.queued.notify_all();
         if let Some(handle) = lock(&self.thread).take() {
             let _ = handle.join();
         }
@@ -198,12 +270,28 @@ impl GraphBuilder {
     }
 }
 
-fn run(rx: Receiver<TenantKey>, registry: Weak<IndexRegistry>, store: Arc<Store>) {
-    while let Ok(key) = rx.recv() {
+fn run(registry: Weak<IndexRegistry>, store: Arc<Store>) {
+    loop {
+        let key = {
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            // A tenant's loaded bytes stand for its build's cost: vectors are most of them.
+            let cost = |k: TenantKey| {
+                registry
+                    .get(k)
+                    .map_or(0, |s| s.counters.bytes.load(Ordering::Relaxed))
+            };
+            match registry.builder.next(cost) {
+                Some(key) => key,
+                None => return,
+            }
+        };
         let Some(registry) = registry.upgrade() else {
             return;
         };
-        lock(&registry.builder.queued).remove(&key);
+        #[cfg(test)]
+        lock(&registry.builder.started).push(key);
         if !registry.builder.stop.load(Ordering::Relaxed)
             && let Some(slot) = registry.get(key)
         {

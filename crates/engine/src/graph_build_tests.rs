@@ -13,6 +13,7 @@ use strata_types::{
 use super::REPLAY_UNDER_LOCK;
 use crate::registry::lock;
 use crate::test_support::{DIM, admin_scope, put_clustered, vec_name};
+use strata_store::TenantKey;
 
 /// An engine on `dir` with tenant `acme` and its `vec` collection filled past the graph
 /// threshold, the builder's hooks set before the first build begins.
@@ -726,4 +727,85 @@ fn an_installed_graph_is_held_to_the_budget() {
         !residency(&engine, "t0").resident,
         "the least recently used stayed"
     );
+}
+
+/// A tenant `id` with the `vec` collection, loaded, then filled with `n` clustered vectors
+/// (past the graph threshold, which queues its build).
+fn tenant_queued_for_a_build(engine: &crate::Engine, id: &str, n: usize) -> TenantKey {
+    engine
+        .create_tenant(
+            &OperatorScope::for_tests(),
+            &TenantId::parse(id).unwrap(),
+            None,
+        )
+        .unwrap();
+    let scope = admin_scope(engine, id);
+    engine
+        .create_collection(&scope, &vec_name(), DIM, Metric::Cosine)
+        .unwrap();
+    engine.index_stats(&scope).unwrap();
+    put_clustered(engine, &scope, n);
+    scope.key()
+}
+
+/// While one build runs, a large tenant queues before a small one: the small one is built
+/// first, so a long tail of small tenants does not wait out a large build queued ahead of it.
+#[test]
+fn the_smallest_waiting_tenant_is_built_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bulk_done, at_bulk) = channel();
+    let (release, wait_release) = channel::<()>();
+    let (engine, first) = tenant_with_hooks(
+        dir.path(),
+        Box::new(move || {
+            let _ = bulk_done.send(());
+            let _ = wait_release.recv();
+        }),
+        None,
+    );
+    at_bulk
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the first build reached its catch-up");
+    let large = tenant_queued_for_a_build(&engine, "large", 1_600);
+    let small = tenant_queued_for_a_build(&engine, "small", 1_100);
+    // Every later build passes the hook at once.
+    drop(release);
+    engine.wait_for_graph_builds();
+    // The first tenant's own writes may queue it again behind its build: only the order of
+    // the other two matters.
+    let started: Vec<TenantKey> = lock(&engine.indexes.builder.started)
+        .iter()
+        .copied()
+        .filter(|k| *k != first.key())
+        .collect();
+    assert_eq!(started, vec![small, large]);
+}
+
+#[test]
+fn the_queue_picks_the_cheapest_then_the_first_queued_among_equals() {
+    let now = std::time::Instant::now();
+    let key = TenantKey::for_tests;
+    let waiting = super::Waiting {
+        keys: vec![(key(1), now), (key(2), now), (key(3), now), (key(4), now)],
+        closed: false,
+    };
+    let cost = |k: TenantKey| [30, 10, 10, 20][(0..4).find(|i| key(i + 1) == k).unwrap() as usize];
+    assert_eq!(waiting.pick(now, cost), Some(key(2)));
+}
+
+/// A tenant that waited past `MAX_WAIT` goes first whatever its cost: a stream of small
+/// tenants cannot put a large one off for good.
+#[test]
+fn a_tenant_waiting_too_long_goes_before_cheaper_ones() {
+    let now = std::time::Instant::now();
+    let key = TenantKey::for_tests;
+    let long_ago = now - super::MAX_WAIT - Duration::from_secs(1);
+    let waiting = super::Waiting {
+        keys: vec![(key(1), now), (key(2), long_ago), (key(3), long_ago)],
+        closed: false,
+    };
+    // The cheapest is key 3, but key 2 waited longest.
+    let cost = |k: TenantKey| if k == key(3) { 1 } else { 50 };
+    assert_eq!(waiting.pick(now, cost), Some(key(2)));
+    assert_eq!(super::Waiting::default().pick(now, |_| 0), None);
 }
