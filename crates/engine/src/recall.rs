@@ -20,8 +20,13 @@
 //! Links exist only inside one tenant's key range, so spreading never leaves the tenant.
 //!
 //! What one recall costs is bounded whatever the tenant's graph: it looks at no more than
-//! [`MAX_RECALL_LOOKS`] records (each checked for visibility once), then stops spreading and
-//! says so (`spread_capped`); and it holds no record while it spreads, only each reached one's
+//! [`MAX_RECALL_LOOKS`] records the request may see, and passes over no more than
+//! [`HIDDEN_LOOKS_PER_LOOK`] times as many it may not (another principal's, domain's or run's,
+//! told apart by their scope fields alone), then stops spreading and says so
+//! (`spread_capped`). Hidden records have a budget of their own so that they cannot use up the
+//! request's: another principal's links around a shared record would otherwise cut the
+//! caller's recall short, and its answer would depend on records it cannot see. And it holds
+//! no record while it spreads, only each reached one's
 //! activation and the last step that brought it, reading the `k` answered records at the end.
 //! (It once kept every record it met, whole: a recall with wide fan-out over a densely linked
 //! tenant could hold hundreds of megabytes.)
@@ -32,6 +37,10 @@ use std::collections::HashMap;
 /// depth 3) reach at most 5 + 80 + 1,280 + 20,480 records, within it; the widest requests
 /// (1,000 seeds, fan-out 100, depth 10) would reach the tenant's whole linked graph.
 pub const MAX_RECALL_LOOKS: usize = 100_000;
+
+/// Records the request may not see that one recall passes over, per record it may look at
+/// (see the module docs): each costs a read of its scope fields.
+pub const HIDDEN_LOOKS_PER_LOOK: usize = 4;
 
 use strata_auth::{Permission, TenantScope};
 use strata_store::{LinkReads, Reads, TenantKey};
@@ -114,6 +123,7 @@ impl Engine {
                 seen: HashMap::new(),
                 hidden: Default::default(),
                 looks_left: looks,
+                hidden_left: looks.saturating_mul(HIDDEN_LOOKS_PER_LOOK),
                 capped: false,
             };
             // The seed search includes the whole record, so every seed carries it; one
@@ -159,6 +169,10 @@ struct Spread<'a, R: Reads> {
     hidden: strata_store::HiddenMemo,
     /// Records this recall may still look at (see [`MAX_RECALL_LOOKS`]).
     looks_left: usize,
+    /// Records outside the request's scope it may still pass over (see
+    /// [`HIDDEN_LOOKS_PER_LOOK`]); they are not kept in `seen`, so its memory is bounded by
+    /// the records looked at.
+    hidden_left: usize,
     /// Whether it ran out: spreading then stops after the hop under way.
     capped: bool,
 }
@@ -188,20 +202,25 @@ impl<R: Reads> Spread<'_, R> {
         if let Some(&sees) = self.seen.get(id) {
             return Ok(sees);
         }
-        if self.looks_left == 0 {
+        if self.looks_left == 0 || self.hidden_left == 0 {
             self.capped = true;
             return Ok(false);
         }
-        self.looks_left -= 1;
         // The scope fields first: on a record many principals link to, most neighbours are
         // records the request cannot see, and those are not decoded whole.
-        let sees = self
+        let in_scope = self
             .r
             .record_scope(self.key, id, &mut self.hidden)?
-            .is_some_and(|s| self.vis.sees_scope(&s))
-            && self.r.record(self.key, id)?.is_some_and(|rec| {
-                self.vis.sees(&rec) && self.filter.is_none_or(|f| f.matches(&rec))
-            });
+            .is_some_and(|s| self.vis.sees_scope(&s));
+        if !in_scope {
+            self.hidden_left -= 1;
+            return Ok(false);
+        }
+        self.looks_left -= 1;
+        let sees = self
+            .r
+            .record(self.key, id)?
+            .is_some_and(|rec| self.vis.sees(&rec) && self.filter.is_none_or(|f| f.matches(&rec)));
         self.seen.insert(id.clone(), sees);
         Ok(sees)
     }

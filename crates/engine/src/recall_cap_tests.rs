@@ -89,3 +89,89 @@ fn a_recall_stops_spreading_at_its_bound_and_says_so() {
         .unwrap();
     assert_eq!(roomy, whole);
 }
+
+/// Another principal's records linked to a shared record do not use up the caller's budget:
+/// its recall reaches the same records with or without them, until they pass a bound of their
+/// own (`HIDDEN_LOOKS_PER_LOOK` per look), where it says it was cut short.
+#[test]
+fn another_principals_links_do_not_cut_a_recall_short() {
+    let (_dir, engine, scope) = engine_with_tenant("acme");
+    let everyone = RequestScope::default();
+    // A shared chain: hub → mid → end.
+    let shared = |name: &str, text: &str| NewRecord {
+        id: Some(id(name)),
+        content: Some(text.into()),
+        ..Default::default()
+    };
+    engine
+        .put(
+            &scope,
+            &everyone,
+            vec![
+                shared("hub", "the zebra hub"),
+                shared("mid", "middle"),
+                shared("end", "far end"),
+            ],
+        )
+        .unwrap();
+    let link = |from: &str, to: &str| NewLink {
+        source: id(from),
+        target: id(to),
+        relation: strata_types::related(),
+        weight: 1.0,
+    };
+    engine
+        .link_batch(
+            &scope,
+            &everyone,
+            vec![link("hub", "mid"), link("mid", "end")],
+        )
+        .unwrap();
+    let as_ = |who: &str| RequestScope {
+        user_tokens: Some(strata_types::TokenSelector::Tokens(vec![
+            strata_types::UserToken::parse(who).unwrap(),
+        ])),
+        ..Default::default()
+    };
+    let bobs = |from: usize, n: usize| {
+        let records: Vec<NewRecord> = (from..from + n)
+            .map(|i| shared(&format!("bob{i}"), &format!("bob's note {i}")))
+            .collect();
+        engine.put(&scope, &as_("u:bob"), records).unwrap();
+        let links = (from..from + n)
+            .map(|i| link(&format!("bob{i}"), "hub"))
+            .collect();
+        engine.link_batch(&scope, &as_("u:bob"), links).unwrap();
+    };
+    let s = SearchRequest {
+        query: Some("zebra".into()),
+        k: 5,
+        ..Default::default()
+    };
+    let p = RecallParams {
+        seeds: Some(1),
+        depth: Some(2),
+        threshold: 0.0,
+        ..Default::default()
+    };
+    let alice = as_("u:alice");
+    let recall = || {
+        engine
+            .recall_looking_at_most(&scope, &alice, &s, &p, 10)
+            .unwrap()
+    };
+    let ids = |r: &strata_types::RecallResponse| -> Vec<RecordId> {
+        r.hits.iter().map(|h| h.record.id.clone()).collect()
+    };
+    let alone = recall();
+    assert_eq!(ids(&alone), vec![id("hub"), id("mid"), id("end")]);
+    assert!(!alone.spread_capped);
+
+    // 30 of Bob's records link to the hub: three times Alice's 10 looks, within the 40 hidden
+    // ones allowed beside them.
+    bobs(0, 30);
+    assert_eq!(recall(), alone);
+    // 50 more: past that bound, the recall is cut short and says so.
+    bobs(30, 50);
+    assert!(recall().spread_capped);
+}

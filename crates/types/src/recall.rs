@@ -141,8 +141,8 @@ pub struct RecallResponse {
     /// Whether the request asked for more depth than the tenant allows.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub depth_capped: bool,
-    /// Whether spreading stopped early at the most records one recall looks at (100,000):
-    /// the hits are the best of what it reached by then.
+    /// Whether spreading stopped early at the most records one recall looks at (100,000 the
+    /// request may see, 400,000 it may not): the hits are the best of what it reached by then.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub spread_capped: bool,
 }
