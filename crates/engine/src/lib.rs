@@ -290,6 +290,9 @@ pub struct Engine {
     /// `share_read_memo`).
     read_by:
         share_read_memo::ReadByMemo<(strata_store::TenantKey, strata_store::TenantKey, String)>,
+    /// When each owner's unanswered offers last wrote a row into each grantee's log (see
+    /// `shares::OfferRows`).
+    offer_rows: shares::OfferRows,
 }
 
 impl Engine {
@@ -342,6 +345,7 @@ impl Engine {
             recent_purges: recent_purges::RecentPurges::after_restart(last_purge),
             owed_compaction: owed_compaction::OwedCompaction::new(dir.join(DB_FILE)),
             read_by: Default::default(),
+            offer_rows: Default::default(),
         };
         // An erasure's vacuum that failed before the last stop (or that a crash cut short),
         // or a purged range whose erasure was cut short: run now, the vacuum erasing the range

@@ -368,3 +368,49 @@ fn a_tenant_named_twice_is_refused() {
             .is_empty()
     );
 }
+
+/// An owner offering and revoking shares to a tenant in a loop writes at most one row of each
+/// a minute into that tenant's log (its storage, which it cannot stop the owner from writing
+/// to), and the owner's own log keeps every row; an accepted share's revoke is always told.
+#[test]
+fn unanswered_offers_write_at_most_a_row_a_minute_into_the_grantees_log() {
+    let (_dir, engine) = engine();
+    let rows = |tenant: &str, action: &str| {
+        let q = AuditQuery {
+            action: Some(action.into()),
+            ..Default::default()
+        };
+        engine
+            .own_audit_rows(&admin_scope(&engine, tenant), &q)
+            .unwrap()
+            .len()
+    };
+    let owner = admin_scope(&engine, "owner");
+    for _ in 0..5 {
+        let id = offer(&engine, "owner", "kb", &["victim"], false);
+        engine.revoke_share(&owner, &id).unwrap();
+    }
+    assert_eq!(
+        (rows("owner", "share.create"), rows("owner", "share.revoke")),
+        (5, 5)
+    );
+    assert_eq!(
+        (
+            rows("victim", "share.offered"),
+            rows("victim", "share.revoked")
+        ),
+        (1, 1)
+    );
+    // Another grantee has rows of its own; children's grants are always told.
+    let id = offer(&engine, "owner", "kb", &["victim"], true);
+    assert_eq!(rows("child", "share.granted"), 1);
+    engine.revoke_share(&owner, &id).unwrap();
+    assert_eq!(rows("child", "share.revoked"), 1);
+    // An accepted share's revoke changes what the grantee reads: told, within the minute.
+    let id = offer(&engine, "owner", "kb", &["victim"], false);
+    engine
+        .accept_share(&admin_scope(&engine, "victim"), &id)
+        .unwrap();
+    engine.revoke_share(&owner, &id).unwrap();
+    assert_eq!(rows("victim", "share.revoked"), 2);
+}

@@ -39,10 +39,10 @@ use crate::audit::{self, tenant_event};
 use crate::hits::StoredRecords;
 use crate::lifecycle::{TenantProfile, TenantStatus};
 use crate::search::{Searched, search_collection};
-use crate::share_consent;
 use crate::tenants::check_live;
 use crate::visibility::Visibility;
 use crate::{Engine, EngineError};
+use crate::{share_consent, share_read_memo};
 
 /// See [`Engine::audit_shared_reads`]: one shared read in this many waits for its rows' sync.
 const SHARED_READ_SYNC_EVERY: u64 = 64;
@@ -385,40 +385,62 @@ fn to_share(r: &impl Reads, owner: &TenantId, s: StoredShare) -> Result<Share, E
 /// grantees holding its pointer row (so a tenant re-created under a grantee's id, which never
 /// held the offer, hears nothing of it), `children_action` for the owner's current children
 /// (a tenant that is both hears the children's one).
+/// When each owner's unanswered offers last wrote a row into each grantee's log, keyed by
+/// (owner, grantee, action): an offer is the owner's alone to make, so a tenant offering and
+/// revoking shares to another in a loop wrote two rows a turn into a log that is the other's
+/// storage, which it cannot stop. The rows of offers the grantee has not accepted are written
+/// at most once a minute per key (see `share_read_memo`); those of accepted shares and of
+/// children's grants, which change what the grantee reads, always.
+pub(crate) type OfferRows = share_read_memo::ReadByMemo<(TenantKey, TenantKey, &'static str)>;
+
+/// Writes a share's row into each grantee's log; returns the keys of the unanswered offers'
+/// rows it wrote, for [`OfferRows::wrote`] once the transaction commits.
 fn audit_grantees(
     w: &mut Writer<'_>,
     scope: &TenantScope,
     s: &StoredShare,
-    named_action: &str,
-    children_action: &str,
-) -> Result<(), EngineError> {
-    let mut reached: Vec<(TenantKey, TenantId, &str)> = Vec::new();
+    named_action: &'static str,
+    children_action: &'static str,
+    (offer_rows, now): (&OfferRows, strata_types::Millis),
+) -> Result<Vec<(TenantKey, TenantKey, &'static str)>, EngineError> {
+    // (grantee's key, id, action, whether it is an offer the grantee has not accepted)
+    let mut reached: Vec<(TenantKey, TenantId, &'static str, bool)> = Vec::new();
     if s.children {
         for m in w.tenants()? {
             if TenantProfile::of(&m)?.parent.as_ref() == Some(scope.tenant()) {
-                reached.push((m.key, m.id, children_action));
+                reached.push((m.key, m.id, children_action, false));
             }
         }
     }
     for t in &s.tenants {
-        if let Some(m) = w.tenant(t)?
-            && w.blob(m.key, &in_name(scope.tenant(), &s.id))?.is_some()
-        {
-            reached.push((m.key, m.id, named_action));
+        if let Some(m) = w.tenant(t)? {
+            let state = share_consent::named_state(w, m.key, scope.tenant(), &s.id)?;
+            if let Some(state) = state {
+                let unanswered = state == ShareState::Offered;
+                reached.push((m.key, m.id, named_action, unanswered));
+            }
         }
     }
     // Stable: a child named too keeps its children's row, pushed first.
-    reached.sort_by_key(|(key, _, _)| *key);
-    reached.dedup_by_key(|(key, _, _)| *key);
+    reached.sort_by_key(|(key, ..)| *key);
+    reached.dedup_by_key(|(key, ..)| *key);
     let detail = serde_json::json!({"share": s.id, "owner": scope.tenant(), "domain": s.domain});
-    for (key, grantee, action) in reached {
+    let mut remembered = Vec::new();
+    for (key, grantee, action, unanswered) in reached {
+        if unanswered {
+            let memo_key = (scope.key(), key, action);
+            if !offer_rows.due(&memo_key, now) {
+                continue;
+            }
+            remembered.push(memo_key);
+        }
         audit::append(
             w,
             key,
             foreign_event(scope, Some(grantee), action, detail.clone()),
         )?;
     }
-    Ok(())
+    Ok(remembered)
 }
 
 /// An audit row that `scope`'s request writes into another tenant's log (`row_tenant`'s): it
@@ -478,43 +500,54 @@ impl Engine {
             created_at: now_millis(),
             created_by: scope.actor().to_owned(),
         };
-        self.store.write(|w| {
-            check_live(w, scope)?;
-            let used = w.blobs_named(scope.key(), OUT_PREFIX)?.len();
-            if used >= MAX_SHARES {
-                return Err(EngineError::QuotaExceeded {
-                    resource: "shares",
-                    limit: MAX_SHARES as u64,
-                    used: Some(used as u64),
-                });
-            }
-            let mut grantees = Vec::with_capacity(stored.tenants.len());
-            for t in &stored.tenants {
-                let live = match w.tenant(t)? {
-                    Some(m) if TenantProfile::of(&m)?.status != TenantStatus::Deleted => Some(m),
-                    _ => None,
-                };
-                let meta = live.ok_or_else(|| {
-                    EngineError::BadRequest(format!("tenants: tenant {t} does not exist"))
+        self.store
+            .write(|w| {
+                check_live(w, scope)?;
+                let used = w.blobs_named(scope.key(), OUT_PREFIX)?.len();
+                if used >= MAX_SHARES {
+                    return Err(EngineError::QuotaExceeded {
+                        resource: "shares",
+                        limit: MAX_SHARES as u64,
+                        used: Some(used as u64),
+                    });
+                }
+                let mut grantees = Vec::with_capacity(stored.tenants.len());
+                for t in &stored.tenants {
+                    let live = match w.tenant(t)? {
+                        Some(m) if TenantProfile::of(&m)?.status != TenantStatus::Deleted => {
+                            Some(m)
+                        }
+                        _ => None,
+                    };
+                    let meta = live.ok_or_else(|| {
+                        EngineError::BadRequest(format!("tenants: tenant {t} does not exist"))
+                    })?;
+                    grantees.push(meta.key);
+                }
+                w.put_blob(scope.key(), &out_name(&stored.id), &encode_json(&stored)?)?;
+                let pointer = encode_json(&Pointer {
+                    owner: scope.tenant().clone(),
+                    share: stored.id.clone(),
                 })?;
-                grantees.push(meta.key);
-            }
-            w.put_blob(scope.key(), &out_name(&stored.id), &encode_json(&stored)?)?;
-            let pointer = encode_json(&Pointer {
-                owner: scope.tenant().clone(),
-                share: stored.id.clone(),
-            })?;
-            for key in grantees {
-                w.put_blob(key, &in_name(scope.tenant(), &stored.id), &pointer)?;
-            }
-            let detail = serde_json::json!({
-                "share": stored.id, "domain": stored.domain,
-                "tenants": stored.tenants, "children": stored.children,
-            });
-            audit::append(w, scope.key(), tenant_event(scope, "share.create", detail))?;
-            audit_grantees(w, scope, &stored, "share.offered", "share.granted")?;
-            to_share(w, scope.tenant(), stored.clone())
-        })
+                for key in grantees {
+                    w.put_blob(key, &in_name(scope.tenant(), &stored.id), &pointer)?;
+                }
+                let detail = serde_json::json!({
+                    "share": stored.id, "domain": stored.domain,
+                    "tenants": stored.tenants, "children": stored.children,
+                });
+                audit::append(w, scope.key(), tenant_event(scope, "share.create", detail))?;
+                let rows = (&self.offer_rows, now_millis());
+                let wrote =
+                    audit_grantees(w, scope, &stored, "share.offered", "share.granted", rows)?;
+                Ok((to_share(w, scope.tenant(), stored.clone())?, wrote, rows.1))
+            })
+            .map(|(share, wrote, now)| {
+                for key in wrote {
+                    self.offer_rows.wrote(key, now);
+                }
+                share
+            })
     }
 
     /// The caller's outgoing shares (needs `admin`; a domain-bound credential sees those of
@@ -539,37 +572,46 @@ impl Engine {
     /// nothing of it. A share that is not the caller's is `NotFound`.
     pub fn revoke_share(&self, scope: &TenantScope, id: &str) -> Result<Share, EngineError> {
         require_publisher(scope, None)?;
-        self.store.write(|w| {
-            check_live(w, scope)?;
-            let bytes = w
-                .blob(scope.key(), &out_name(id))?
-                .ok_or(EngineError::NotFound)?;
-            let stored: StoredShare = decode_json(&bytes)?;
-            // A share of a domain the credential is not bound to is one it cannot see: it
-            // looks missing, as it does in the credential's list of shares.
-            if scope
-                .grant()
-                .domains
-                .as_ref()
-                .is_some_and(|bound| !bound.contains(&stored.domain))
-            {
-                return Err(EngineError::NotFound);
-            }
-            require_publisher(scope, Some(&stored.domain))?;
-            // Tell the grantees, and answer with who held it, while their pointer rows still
-            // say who they are.
-            audit_grantees(w, scope, &stored, "share.revoked", "share.revoked")?;
-            let answer = to_share(w, scope.tenant(), stored.clone())?;
-            w.delete_blob(scope.key(), &out_name(id))?;
-            for t in &stored.tenants {
-                if let Some(m) = w.tenant(t)? {
-                    share_consent::delete_named(w, m.key, scope.tenant(), id)?;
+        self.store
+            .write(|w| {
+                check_live(w, scope)?;
+                let bytes = w
+                    .blob(scope.key(), &out_name(id))?
+                    .ok_or(EngineError::NotFound)?;
+                let stored: StoredShare = decode_json(&bytes)?;
+                // A share of a domain the credential is not bound to is one it cannot see: it
+                // looks missing, as it does in the credential's list of shares.
+                if scope
+                    .grant()
+                    .domains
+                    .as_ref()
+                    .is_some_and(|bound| !bound.contains(&stored.domain))
+                {
+                    return Err(EngineError::NotFound);
                 }
-            }
-            let detail = serde_json::json!({"share": stored.id, "domain": stored.domain});
-            audit::append(w, scope.key(), tenant_event(scope, "share.revoke", detail))?;
-            Ok(answer)
-        })
+                require_publisher(scope, Some(&stored.domain))?;
+                // Tell the grantees, and answer with who held it, while their pointer rows still
+                // say who they are.
+                let rows = (&self.offer_rows, now_millis());
+                let wrote =
+                    audit_grantees(w, scope, &stored, "share.revoked", "share.revoked", rows)?;
+                let answer = (to_share(w, scope.tenant(), stored.clone())?, wrote, rows.1);
+                w.delete_blob(scope.key(), &out_name(id))?;
+                for t in &stored.tenants {
+                    if let Some(m) = w.tenant(t)? {
+                        share_consent::delete_named(w, m.key, scope.tenant(), id)?;
+                    }
+                }
+                let detail = serde_json::json!({"share": stored.id, "domain": stored.domain});
+                audit::append(w, scope.key(), tenant_event(scope, "share.revoke", detail))?;
+                Ok(answer)
+            })
+            .map(|(share, wrote, now)| {
+                for key in wrote {
+                    self.offer_rows.wrote(key, now);
+                }
+                share
+            })
     }
 
     /// The live grants and offers the caller's tenant holds (needs `read`).
