@@ -69,9 +69,10 @@ impl Engine {
         for new in &batch {
             new.validate().map_err(|e| EngineError::BadRequest(e.0))?;
         }
-        self.write_tenant(scope, "link.put", |w, _changes| {
+        // Links change no record: the audit row's detail names them (the first hundred).
+        self.write_tenant_state(scope, "link.put", |w| {
             let key = scope.key();
-            let mut added = 0i64;
+            let (mut added, mut created) = (0i64, 0usize);
             let mut out = Vec::with_capacity(batch.len());
             let mut counts = LinkCounts::default();
             for new in batch {
@@ -95,13 +96,18 @@ impl Engine {
                         }
                     }
                     added += link_bytes(&link) as i64;
+                    created += 1;
                 }
                 out.push(link);
             }
             if added > 0 {
                 charge(w, scope, added)?;
             }
-            Ok(out)
+            let named: Vec<serde_json::Value> = out.iter().take(100).map(link_detail).collect();
+            let detail = serde_json::json!({
+                "added": created, "replaced": out.len() - created, "links": named,
+            });
+            Ok((out, detail))
         })
     }
 
@@ -115,14 +121,15 @@ impl Engine {
         which: &LinkRef,
     ) -> Result<Link, EngineError> {
         let vis = Visibility::resolve(scope, req, Permission::Write, now_millis())?;
-        self.write_tenant(scope, "link.delete", |w, _changes| {
+        self.write_tenant_state(scope, "link.delete", |w| {
             let key = scope.key();
             check_link_ends(w, key, &vis, &which.source, &which.target)?;
             let gone = w
                 .delete_link(key, &which.source, &which.target, &which.relation)?
                 .ok_or(EngineError::NotFound)?;
             charge(w, scope, -(link_bytes(&gone) as i64))?;
-            Ok(gone)
+            let detail = link_detail(&gone);
+            Ok((gone, detail))
         })
     }
 
@@ -192,6 +199,11 @@ fn check_link_ends(
         return Ok(());
     }
     vis.check_writable(&source)
+}
+
+/// A link as an audit row names it.
+fn link_detail(l: &Link) -> serde_json::Value {
+    serde_json::json!({"source": l.source, "target": l.target, "relation": l.relation})
 }
 
 /// How many links each end of a batch's new links has one way, all of them and (past

@@ -170,3 +170,47 @@ fn each_kind_of_event_produces_exactly_one_row() {
         ["tenant.purge"]
     );
 }
+
+/// A link's rows name the links they put or deleted: links change no record, and rows that
+/// counted record changes said nothing of them.
+#[test]
+fn link_rows_name_their_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, acme) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let req = RequestScope::default();
+    let records = ["a", "b", "c"]
+        .map(|id| serde_json::from_value(json!({"id": id, "content": id})).unwrap())
+        .to_vec();
+    engine.put(&acme, &req, records).unwrap();
+    let link = |from: &str, to: &str| -> strata_types::NewLink {
+        serde_json::from_value(json!({"source": from, "target": to})).unwrap()
+    };
+    engine
+        .link_batch(&acme, &req, vec![link("a", "b"), link("a", "c")])
+        .unwrap();
+    // Again: the same link, replaced.
+    engine
+        .link_batch(&acme, &req, vec![link("a", "b")])
+        .unwrap();
+    let which: strata_types::LinkRef =
+        serde_json::from_value(json!({"source": "a", "target": "c", "relation": "related"}))
+            .unwrap();
+    engine.unlink(&acme, &req, &which).unwrap();
+
+    let own = engine
+        .own_audit_rows(&acme, &AuditQuery::default())
+        .unwrap();
+    let puts = rows_of(&own, "link.put");
+    // Newest first.
+    assert_eq!(puts[1].detail["added"], 2);
+    assert_eq!(puts[1].detail["links"][1]["target"], "c");
+    assert_eq!(
+        (&puts[0].detail["added"], &puts[0].detail["replaced"]),
+        (&json!(0), &json!(1))
+    );
+    let deleted = rows_of(&own, "link.delete");
+    assert_eq!(
+        deleted[0].detail,
+        json!({"source": "a", "target": "c", "relation": "related"})
+    );
+}
