@@ -2,6 +2,10 @@
 //! a write may retry it after a lost answer and gets the first answer back, marked with
 //! `Idempotent-Replayed: true`, instead of a second write. The engine keeps the answer in the
 //! write's own transaction (`strata_engine::Idempotency`).
+//!
+//! No other route keeps answers, so every other write refuses the header
+//! ([`refuse_where_unkept`]): a client that sends it there expects a retry to apply once, and
+//! a second share, feedback or evidence row it did not ask for is worse than a clear `400`.
 
 use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -95,6 +99,51 @@ impl Fingerprint {
     }
 }
 
+/// The one route that keeps answers by `Idempotency-Key`.
+const KEPT_ON: (&str, &str) = ("POST", "/v1/memories");
+
+/// `POST` routes that only read (their body is a query): a retry is harmless.
+const POSTED_READS: [&str; 5] = [
+    "/v1/search",
+    "/v1/recall",
+    "/v1/memories/count",
+    "/v1/memories/list",
+    "/v1/admin/tenants/{id}/verify",
+];
+
+/// Middleware: a write to any other route than [`KEPT_ON`] that carries an `Idempotency-Key`
+/// is refused before anything else reads it (its credential, its body): the route would apply
+/// a retry again, not answer it. Reads, [`POSTED_READS`] too, are let through (a retried read
+/// is harmless).
+pub(crate) async fn refuse_where_unkept(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = req.method();
+    let writes = !(method == axum::http::Method::GET
+        || method == axum::http::Method::HEAD
+        || method == axum::http::Method::OPTIONS);
+    if writes && req.headers().contains_key(HEADER) {
+        let route = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str().to_owned());
+        // An unknown route answers 404 as it would without the header.
+        if let Some(route) = route
+            && (method.as_str(), route.as_str()) != KEPT_ON
+            && !(method == axum::http::Method::POST && POSTED_READS.contains(&route.as_str()))
+        {
+            return ApiError::BadRequest(format!(
+                "Idempotency-Key: only {} {} keeps answers to replay; {} {route} would apply a \
+                 retry again, so send it without the header",
+                KEPT_ON.0, KEPT_ON.1, method
+            ))
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 /// The kept answer of an earlier request with the same key, as it was, marked as replayed.
 pub(crate) fn replay(status: u16, answer: Value) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
@@ -108,6 +157,16 @@ pub(crate) fn replay(status: u16, answer: Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_routes_named_here_are_served() {
+        let served = crate::router::served_routes();
+        let has = |m: &str, p: &str| served.iter().any(|(sm, sp)| sm == m && sp == p);
+        assert!(has(KEPT_ON.0, KEPT_ON.1));
+        for path in POSTED_READS {
+            assert!(has("POST", path), "{path}");
+        }
+    }
 
     #[test]
     fn a_repeated_idempotency_key_is_refused() {

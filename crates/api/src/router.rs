@@ -166,6 +166,9 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(
+            crate::idempotency::refuse_where_unkept,
+        ))
         // Inside the security middleware, so it reads the credential that middleware's slot
         // learns; outside the handlers, so it times and counts every answer, refusals too.
         .layer(axum::middleware::from_fn_with_state(

@@ -176,3 +176,70 @@ fn two_idempotency_keys_are_refused() {
     );
     assert_eq!(count(&server, &key), 0);
 }
+
+/// Only `POST /v1/memories` keeps answers: every other write refuses an `Idempotency-Key`
+/// (its retry would apply again: a second share, a second reinforcement), before it writes
+/// anything; reads let it through.
+#[test]
+fn writes_that_keep_no_answer_refuse_the_header() {
+    let server = Server::start();
+    server.tenant("acme");
+    server.tenant("globex");
+    let key = server.key("acme", json!({"permissions": ["read", "write", "admin"]}));
+    let (status, v) = server.post("/v1/memories", &key, json!({"id": "m1", "content": "tea"}));
+    assert_eq!(status, 201, "{v}");
+    let client = reqwest::blocking::Client::new();
+    let keyed = |method: reqwest::Method, path: &str, body: Value| {
+        let res = client
+            .request(method, format!("{}{path}", server.url))
+            .bearer_auth(&key)
+            .header("idempotency-key", "retry-1")
+            .json(&body)
+            .send()
+            .expect("request");
+        (
+            res.status().as_u16(),
+            res.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    for (path, body) in [
+        (
+            "/v1/shares",
+            json!({"domain": "default", "tenants": ["globex"]}),
+        ),
+        ("/v1/feedback", json!({"ids": ["m1"], "query": "tea"})),
+        ("/v1/memories/m1/evidence", json!({"corroborate": true})),
+    ] {
+        let (status, err) = keyed(reqwest::Method::POST, path, body);
+        assert_eq!((status, code(&err)), (400, "BAD_REQUEST"), "{path}: {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Idempotency-Key")),
+            "{err}"
+        );
+    }
+    let (status, err) = keyed(
+        reqwest::Method::PATCH,
+        "/v1/memories/m1",
+        json!({"content": "x"}),
+    );
+    assert_eq!(status, 400, "{err}");
+    // Nothing was written: no share, the record as it was.
+    let (status, shares) = server.get("/v1/shares", &key);
+    assert_eq!(status, 200, "{shares}");
+    assert_eq!(
+        shares["shares"].as_array().map(Vec::len),
+        Some(0),
+        "{shares}"
+    );
+    let (status, m1) = server.get("/v1/memories/m1", &key);
+    assert_eq!((status, &m1["content"]), (200, &json!("tea")), "{m1}");
+    // Reads with the header are answered, those sent as a `POST` too.
+    let (status, v) = keyed(reqwest::Method::GET, "/v1/memories/m1", Value::Null);
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = keyed(reqwest::Method::POST, "/v1/search", json!({"query": "tea"}));
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = keyed(reqwest::Method::POST, "/v1/memories/count", json!({}));
+    assert_eq!(status, 200, "{v}");
+}
