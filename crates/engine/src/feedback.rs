@@ -108,6 +108,13 @@ impl Engine {
         let used: HashSet<&RecordId> = f.ids.iter().collect();
         let (pheromones, owners, dropped, narrative, stale) =
             self.write_tenant_state(scope, "adaptive.feedback", |w| {
+                // A collection named is one that exists, with a context or without, as on
+                // every route that names one.
+                if let Some(m) = &f.modality
+                    && w.collection(key, m)?.is_none()
+                {
+                    return Err(EngineError::CollectionNotFound(m.clone()));
+                }
                 // The owners of a record the caller sees (the cap groups pheromones by them).
                 let sees = |w: &Writer<'_>, id: &RecordId| -> Result<Option<Owners>, EngineError> {
                     Ok(w.record(key, id)?

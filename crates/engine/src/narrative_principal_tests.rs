@@ -244,6 +244,15 @@ fn a_credential_bound_to_no_tokens_has_no_narrative() {
             .unwrap()
             .narrative_updated
     );
+    // A collection named must exist, context or not, as on every route that names one.
+    let nowhere = FeedbackRequest {
+        modality: Some(CollectionName::parse("nope").unwrap()),
+        ..ids
+    };
+    assert!(matches!(
+        engine.feedback(&nobody, &plain, &nowhere),
+        Err(EngineError::CollectionNotFound(_))
+    ));
 }
 
 #[test]
