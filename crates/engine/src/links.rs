@@ -387,6 +387,37 @@ fn charge(w: &mut Writer<'_>, scope: &TenantScope, delta: i64) -> Result<(), Eng
     lifecycle::charge_bytes(w, scope.key(), &profile.limits, delta)
 }
 
+/// Removes the links of record `id`, just moved to `domain`, whose other end lies in another
+/// domain, and gives their bytes back; how many. A link joins two records of one domain (both
+/// ends must be visible to the request that makes it, and a request sees one domain): one
+/// left across domains by a move could be neither seen nor deleted by any request.
+pub(crate) fn remove_links_leaving(
+    w: &mut Writer<'_>,
+    scope: &TenantScope,
+    id: &RecordId,
+    domain: &strata_types::Domain,
+) -> Result<usize, EngineError> {
+    let key = scope.key();
+    let mut memo = strata_store::HiddenMemo::default();
+    let (mut bytes, mut removed) = (0u64, 0usize);
+    for incoming in [false, true] {
+        for l in w.links_of(key, id, incoming)? {
+            let other = if incoming { &l.source } else { &l.target };
+            let stays = w
+                .record_scope(key, other, &mut memo)?
+                .is_some_and(|r| r.memory_domain == *domain);
+            if !stays && let Some(gone) = w.delete_link(key, &l.source, &l.target, &l.relation)? {
+                bytes += link_bytes(&gone);
+                removed += 1;
+            }
+        }
+    }
+    if bytes > 0 {
+        charge(w, scope, -(bytes as i64))?;
+    }
+    Ok(removed)
+}
+
 /// Removes every link of a record being deleted and gives their bytes back; how many links.
 /// Every path that deletes a record calls this in the same transaction.
 pub(crate) fn remove_links_of(

@@ -210,7 +210,11 @@ impl Engine {
             record.expires_at = patch.expires_at.unwrap_or(record.expires_at);
             record.confidence = patch.confidence.unwrap_or(record.confidence);
             record.updated_at = now;
+            let moved = record.memory_domain != vis.domain;
             store_record(w, changes, scope, &record)?;
+            if moved {
+                crate::links::remove_links_leaving(w, scope, &record.id, &record.memory_domain)?;
+            }
             Ok(record)
         })
     }

@@ -224,3 +224,71 @@ fn the_visible_link_cap_holds_exactly_among_many_principals_links() {
         .unwrap_err();
     assert_eq!(over(err), (cap, Some(cap)));
 }
+
+/// A record moved to another domain leaves its links to records of the old one behind, and
+/// gives their bytes back: a request sees one domain, so a link across two could be neither
+/// seen nor deleted by any request. Links to records of the new domain stay.
+#[test]
+fn a_record_moved_to_another_domain_drops_the_links_it_would_leave_across_domains() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
+    let in_ = |d: &str| scope_json(json!({"memory_domain": d}));
+    let put = |d: &str, id: &str| {
+        let r = serde_json::from_value(json!({"id": id, "content": "same"})).unwrap();
+        engine.put(&scope, &in_(d), vec![r]).unwrap();
+    };
+    for id in ["m1", "m2", "twin"] {
+        put("d1", id);
+    }
+    put("d2", "n1");
+    let rid = |id: &str| RecordId::parse(id).unwrap();
+    let bytes = || {
+        engine
+            .own_usage(&scope)
+            .unwrap()
+            .info
+            .usage
+            .unwrap()
+            .storage_bytes
+    };
+    let move_to = |id: &str, from: &str, to: &str| {
+        let patch = RecordPatch {
+            move_to_domain: Some(Domain::parse(to).unwrap()),
+            ..Default::default()
+        };
+        engine.patch(&scope, &in_(from), &rid(id), patch).unwrap();
+    };
+    let unlinked = bytes();
+    engine
+        .link_batch(&scope, &in_("d1"), vec![link(&rid("m1"), "m2")])
+        .unwrap();
+    let link_bytes = bytes() - unlinked;
+    assert!(link_bytes > 0);
+    // What a move itself changes, seen on a record without links.
+    let before = bytes();
+    move_to("twin", "d1", "d2");
+    let moved_record = bytes() as i64 - before as i64;
+
+    let before = bytes();
+    move_to("m2", "d1", "d2");
+    assert_eq!(
+        bytes() as i64,
+        before as i64 + moved_record - link_bytes as i64
+    );
+    let m1 = engine.record_links(&scope, &in_("d1"), &rid("m1")).unwrap();
+    assert!(m1.outgoing.is_empty(), "{m1:?}");
+
+    // In d2 now: its link to n1 stays through a patch that moves nothing.
+    engine
+        .link_batch(&scope, &in_("d2"), vec![link(&rid("m2"), "n1")])
+        .unwrap();
+    let content = RecordPatch {
+        content: Some("edited".into()),
+        ..Default::default()
+    };
+    engine
+        .patch(&scope, &in_("d2"), &rid("m2"), content)
+        .unwrap();
+    let m2 = engine.record_links(&scope, &in_("d2"), &rid("m2")).unwrap();
+    assert_eq!(m2.outgoing.len(), 1, "{m2:?}");
+}
