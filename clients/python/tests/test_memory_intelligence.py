@@ -39,8 +39,8 @@ def test_evidence_moves_confidence(chain: Strata) -> None:
 
 def test_links_and_recall(chain: Strata) -> None:
     links = chain.links("b")
-    assert [(l.source, l.relation) for l in links.incoming] == [("a", "next")]
-    assert [(l.target, l.weight) for l in links.outgoing] == [("c", 0.5)]
+    assert [(k.source, k.relation) for k in links.incoming] == [("a", "next")]
+    assert [(k.target, k.weight) for k in links.outgoing] == [("c", 0.5)]
     with pytest.raises(NotFoundError):
         chain.link("a", "nowhere")
 
@@ -66,8 +66,8 @@ def test_link_runs_chains_a_session(client: Strata) -> None:
     client.create_collection("session", dim=2, link_runs=True, initial_confidence=0.8)
     for rid, v in [("t1", [1, 0]), ("t2", [0, 1]), ("t3", [-1, 0.2])]:
         client.add(NewRecord(id=rid, vector=v, collection="session"), run_id="chat-1")
-    assert [l.target for l in client.links("t1").outgoing] == ["t2"]
-    assert [l.source for l in client.links("t3").incoming] == ["t2"]
+    assert [k.target for k in client.links("t1").outgoing] == ["t2"]
+    assert [k.source for k in client.links("t3").incoming] == ["t2"]
     assert client.get("t1").confidence.value == pytest.approx(0.8)
     result = client.recall(vector=[1, 0], collection="session", k=3, seeds=1, threshold=0.01)
     assert [h.id for h in result] == ["t1", "t2", "t3"]

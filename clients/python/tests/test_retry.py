@@ -18,7 +18,6 @@ from strata_client import (
     StrataAdmin,
     StrataConnectionError,
 )
-
 from strata_client._scope import Scope
 
 from .conftest import Server, TenantKey

@@ -39,7 +39,8 @@ def test_batch_write_is_atomic(client: Strata) -> None:
     assert "id" in e.value.message
     assert client.count() == 2
     # An id twice in one batch is refused whole, rather than the first silently replaced.
-    with pytest.raises(BadRequestError, match=r"records\[1\]\.id: d is also the id of records\[0\]"):
+    twice = r"records\[1\]\.id: d is also the id of records\[0\]"
+    with pytest.raises(BadRequestError, match=twice):
         client.add([{"content": "x", "id": "d"}, {"content": "y", "id": "d"}])
     assert client.count() == 2
     # An empty list writes nothing and sends nothing.

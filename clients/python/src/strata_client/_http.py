@@ -8,6 +8,7 @@ async clients share everything but the sending.
 from __future__ import annotations
 
 import asyncio
+import json as _json
 import logging
 import os
 import time
@@ -26,8 +27,6 @@ from typing import (
     TypeVar,
     Union,
 )
-
-import json as _json
 
 import httpx
 

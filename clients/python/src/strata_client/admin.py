@@ -31,18 +31,18 @@ import httpx
 
 from ._calls import audit_params
 from ._export_file import aexport_to, export_to
-from .errors import StrataError
 from ._http import DEFAULT_TIMEOUT, AsyncTransport, Call, SyncTransport, from_env, no_answer
+from .errors import StrataError
 from .models import (
     ApiKey,
     AuditRow,
     BackupStatus,
     CreatedKey,
-    RotatedKey,
     MigrationReport,
     MigrationStatus,
     Millis,
     PurgedTenant,
+    RotatedKey,
     Tenant,
     TenantResidency,
     VerifyReport,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import (
     Any,
-    Dict,
     AsyncIterator,
+    Dict,
     List,
     Mapping,
     Optional,
@@ -543,8 +543,9 @@ class AsyncStrata(DataCalls):
         """One page of the memories the scope sees, in id order (``limit`` up to 1000, 100 by
         default; a page of large records may hold fewer, within the tenant's answer memory, and
         still has its ``next``). Pass the page's ``next`` as ``after`` for the following page,
-        or use :meth:`iter_all`, which follows ``next`` until it is ``None``. Records come without their vectors unless ``include`` names them
-        (as in :meth:`get`; ``[]`` lists ids only)."""
+        or use :meth:`iter_all`, which follows ``next`` until it is ``None``. Records come
+        without their vectors unless ``include`` names them (as in :meth:`get`; ``[]`` lists ids
+        only)."""
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return await self._transport.run(
             self._list(scope, filter=filter, after=after, limit=limit, include=include)

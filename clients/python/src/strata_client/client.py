@@ -548,8 +548,9 @@ class Strata(DataCalls):
         """One page of the memories the scope sees, in id order (``limit`` up to 1000, 100 by
         default; a page of large records may hold fewer, within the tenant's answer memory, and
         still has its ``next``). Pass the page's ``next`` as ``after`` for the following page,
-        or use :meth:`iter_all`, which follows ``next`` until it is ``None``. Records come without their vectors unless ``include`` names them
-        (as in :meth:`get`; ``[]`` lists ids only)."""
+        or use :meth:`iter_all`, which follows ``next`` until it is ``None``. Records come
+        without their vectors unless ``include`` names them (as in :meth:`get`; ``[]`` lists ids
+        only)."""
         scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         return self._transport.run(
             self._list(scope, filter=filter, after=after, limit=limit, include=include)

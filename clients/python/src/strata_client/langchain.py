@@ -322,10 +322,10 @@ class StrataVectorStore(VectorStore):
             # Refused before anything is written: the server refuses an id twice in one batch,
             # and across batches the later text would silently replace the earlier one.
             seen = set()
-            for i in ids:
-                if i is not None and i in seen:
-                    raise ValueError(f"id {i!r} is given twice; each text needs its own id")
-                seen.add(i)
+            for given in ids:
+                if given is not None and given in seen:
+                    raise ValueError(f"id {given!r} is given twice; each text needs its own id")
+                seen.add(given)
         records = []
         for i, (text, vector) in enumerate(zip(texts, vectors)):
             metadata = metadatas[i] if metadatas else None
