@@ -72,6 +72,16 @@ impl Client {
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.server))?;
+        Self::successful(res).await
+    }
+
+    /// The JSON of an answer already received, or its error as [`Client::call`] makes it.
+    pub async fn answer_json(&self, res: reqwest::Response) -> anyhow::Result<Value> {
+        let res = Self::successful(res).await?;
+        Ok(res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn successful(res: reqwest::Response) -> anyhow::Result<reqwest::Response> {
         let status = res.status();
         if status.is_success() {
             return Ok(res);

@@ -18,6 +18,11 @@ use crate::progress::Progress;
 /// that following a long move costs the server nothing that matters.
 const POLL_EVERY: Duration = Duration::from_millis(500);
 
+/// How long a followed move's status may stay out of reach (the server restarting, which
+/// resumes the move; a start that opens large files takes a while) before the command gives up
+/// following it.
+const UNREACHABLE_FOR_AT_MOST: Duration = Duration::from_secs(120);
+
 /// What `migrate` asks for.
 pub struct MigrateArgs {
     pub target: String,
@@ -61,8 +66,32 @@ pub async fn migrate(client: &Client, id: &str, args: MigrateArgs) -> anyhow::Re
 async fn follow(client: &Client, id: &str) -> anyhow::Result<Value> {
     let path = migration_path(id);
     let mut progress = Progress::stderr();
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
-        let status = client.call(Method::GET, &path, None).await?;
+        // The move goes on whatever happens to this command, through a restart of the server
+        // too: a status read that cannot reach it, or that a starting or busy server refuses
+        // (5xx), is tried again for a while.
+        let res = client.request(Method::GET, &path).send().await;
+        let missed = match &res {
+            Err(e) => Some(e.to_string()),
+            Ok(r) if r.status().is_server_error() => Some(r.status().to_string()),
+            Ok(_) => None,
+        };
+        if let Some(why) = missed {
+            let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() < UNREACHABLE_FOR_AT_MOST {
+                progress.show(&format!("waiting for the server ({why})    "));
+                tokio::time::sleep(POLL_EVERY * 2).await;
+                continue;
+            }
+            progress.finish();
+            bail!(
+                "lost track of the migration, which the server resumes when it runs ({why}); \
+                 its outcome: strata tenant migration {id}"
+            );
+        }
+        unreachable_since = None;
+        let status = client.answer_json(res?).await?;
         if !moving(&status) {
             progress.finish();
             return ended(status);

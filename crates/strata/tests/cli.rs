@@ -603,3 +603,86 @@ fn isolation_commands_migrate_and_report() {
     }
     assert_eq!(run(&["tenant", "show", "acme"])["status"], "active");
 }
+
+/// `tenant migrate` follows a move through a restart of the server (which resumes it): the
+/// server unreachable for a while is waited for, not taken for the move's failure.
+#[test]
+fn tenant_migrate_follows_a_move_through_a_restart() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let mut server = Server::start();
+    server.tenant("acme");
+    let key = server.key(
+        "acme",
+        serde_json::json!({"permissions": ["read", "write", "admin"]}),
+    );
+    let (s, v) = server.post(
+        "/v1/collections",
+        &key,
+        serde_json::json!({"name": "vec", "dim": 4}),
+    );
+    assert_eq!(s, 201, "{v}");
+    // Enough that the move is still copying when the server is killed below.
+    for batch in 0..4 {
+        let records: Vec<Value> = (0..1000)
+            .map(|i| {
+                let x = (batch * 1000 + i) as f32;
+                serde_json::json!({"id": format!("r{batch}-{i}"), "modality": "vec",
+                    "vector": [1.0 + x, 2.0, 3.0 - x / 4000.0, 0.5]})
+            })
+            .collect();
+        let (s, v) = server.post(
+            "/v1/memories",
+            &key,
+            serde_json::json!({ "records": records }),
+        );
+        assert_eq!(s, 201, "{v}");
+    }
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["tenant", "migrate", "acme", "--to", "dedicated"])
+        .args(["--server", &server.url])
+        .env("STRATA_KEY", OPERATOR_KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run strata");
+    // The move has started once the command says what it moves.
+    let mut stderr = BufReader::new(cli.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("moving") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).expect("stderr") > 0,
+            "the command ended before the move started"
+        );
+    }
+    let killed = Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+    // Down for a few of the command's polls, then back at the same address.
+    std::thread::sleep(Duration::from_secs(2));
+    let address = server.url.trim_start_matches("http://").to_owned();
+    server.set_env("STRATA__SERVER__LISTEN", &address);
+    server.restart();
+    let status = cli.wait().expect("wait");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).expect("stderr");
+    let mut out = String::new();
+    cli.stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("stdout");
+    assert!(status.success(), "{rest}");
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    assert_eq!(
+        (v["state"].as_str(), v["level"].as_str()),
+        (Some("done"), Some("dedicated")),
+        "{out} {rest}"
+    );
+}
