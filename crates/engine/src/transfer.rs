@@ -204,6 +204,12 @@ fn hidden_records(
 
 /// Records are imported in transactions of this many.
 const IMPORT_BATCH: usize = 1000;
+
+/// How long an import whose tenant must move to its exported level waits for a free data-move
+/// slot (`engine.isolation.max_concurrent_moves`) once its records are loaded, before it gives
+/// up (and its tenant is purged): another tenant's move running then would otherwise throw
+/// away everything loaded.
+const IMPORT_MOVE_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 /// Text-only imported records are embedded this many per call: batched for throughput, small
 /// enough that one call's activations stay a few megabytes.
 const IMPORT_EMBED_BATCH: usize = 128;
@@ -431,19 +437,37 @@ impl Engine {
         key: strata_store::TenantKey,
         profile: TenantProfile,
     ) -> Result<TenantProfile, EngineError> {
-        if !profile.isolation.is_shared() {
-            self.migrate_incarnation(
-                op,
-                id,
-                key,
-                MigrateRequest {
-                    target: profile.isolation,
-                    index_params: profile.index_params,
-                    dry_run: false,
-                },
-            )?;
+        if profile.isolation.is_shared() {
+            return Ok(profile);
         }
-        Ok(profile)
+        let max_moves = self.config.isolation.max_concurrent_moves;
+        let deadline = std::time::Instant::now() + IMPORT_MOVE_SLOT_WAIT;
+        let mut wait = std::time::Duration::from_millis(20);
+        loop {
+            // Past the deadline (or at shutdown), the migration is tried once more and its
+            // refusal stands.
+            let last_try = std::time::Instant::now() >= deadline || self.migrations.stopping();
+            if last_try || self.migrations.slot_free(key, max_moves) {
+                let moved = self.migrate_incarnation(
+                    op,
+                    id,
+                    key,
+                    MigrateRequest {
+                        target: profile.isolation,
+                        index_params: profile.index_params.clone(),
+                        dry_run: false,
+                    },
+                );
+                // Refused because another move took the slot since the look: wait again.
+                let slot_taken = moved.is_err() && !self.migrations.slot_free(key, max_moves);
+                if last_try || !slot_taken {
+                    moved?;
+                    return Ok(profile);
+                }
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(std::time::Duration::from_secs(1));
+        }
     }
 
     fn import_lines(

@@ -488,3 +488,63 @@ fn a_move_without_concurrent_writes_copies_exactly_its_total() {
         );
     }
 }
+
+/// An import whose export names `dedicated` moves its tenant there once loaded; another
+/// tenant's move holding the server's only slot at that moment makes it wait for the slot,
+/// not throw away what it loaded.
+#[test]
+fn an_import_to_dedicated_waits_for_a_move_slot_another_move_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let src = TenantId::parse("src").unwrap();
+    engine.create_tenant(&op, &src, None).unwrap();
+    let scope = admin_scope(&engine, "src");
+    engine
+        .create_collection(
+            &scope,
+            &vec_name(),
+            crate::test_support::DIM,
+            Metric::Cosine,
+        )
+        .unwrap();
+    put_clustered(&engine, &scope, 50);
+    migrate(&engine, &src, IsolationLevel::Dedicated);
+    let mut lines = Vec::new();
+    engine
+        .export_tenant(&op, &src, |l| {
+            lines.push(l.clone());
+            Ok(())
+        })
+        .unwrap();
+
+    // Another tenant's move holds the one slot (as a running one would) through the import's
+    // load, and ends a moment later.
+    let levels = (IsolationLevel::Shared, IsolationLevel::Dedicated);
+    let other = TenantId::parse("other").unwrap();
+    let holding = engine
+        .migrations
+        .start(
+            TenantKey::for_tests(999_999),
+            &other,
+            1,
+            levels,
+            1,
+            1,
+            || Ok(()),
+        )
+        .unwrap();
+    let copy = TenantId::parse("copy").unwrap();
+    let imported = std::thread::scope(|s| {
+        let import = s.spawn(|| engine.import_tenant(&op, &copy, lines.into_iter().map(Ok)));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        *lock(&holding.phase) = Phase::Done;
+        import.join().unwrap()
+    });
+    let info = imported.unwrap();
+    assert_eq!(info.isolation, IsolationLevel::Dedicated);
+    assert_eq!(
+        answers(&engine, &admin_scope(&engine, "copy")),
+        answers(&engine, &scope)
+    );
+}
