@@ -454,7 +454,7 @@ impl Engine {
                     key,
                     MigrateRequest {
                         target: profile.isolation,
-                        index_params: profile.index_params.clone(),
+                        index_params: profile.index_params,
                         dry_run: false,
                     },
                 );
