@@ -15,7 +15,8 @@ use crate::placement::{DEDICATED_FILE, TENANTS_DIR};
 pub enum FileState {
     /// Every page checked out.
     Sound,
-    /// The storage engine found damage it could repair (its allocator state), and did.
+    /// The storage engine found damage it could repair (its allocator state), and did; or the
+    /// file was not closed cleanly (a crash) and the check's open repaired it.
     Repaired,
     /// Held open by a running server, so not checked: nothing is known of its pages.
     InUse,
@@ -74,7 +75,14 @@ fn check_one(path: &Path) -> FileState {
     // Some damage makes the storage engine's debug builds panic (at open or during the check)
     // where release builds return `Corrupted`; either way it is damage, reported as such.
     std::panic::catch_unwind(|| {
-        let mut db = match redb::Database::builder().open(path) {
+        // A file not closed cleanly (a crash) is repaired by the storage engine's open, before
+        // the check below runs: that repair is what the report must say, not "sound".
+        let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = std::sync::Arc::clone(&repaired);
+        let mut db = match redb::Database::builder()
+            .set_repair_callback(move |_| seen.store(true, std::sync::atomic::Ordering::Relaxed))
+            .open(path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return FileState::InUse;
@@ -82,8 +90,8 @@ fn check_one(path: &Path) -> FileState {
             Err(e) => return FileState::Unusable(e.to_string()),
         };
         match db.check_integrity() {
-            Ok(true) => FileState::Sound,
-            Ok(false) => FileState::Repaired,
+            Ok(true) if !repaired.load(std::sync::atomic::Ordering::Relaxed) => FileState::Sound,
+            Ok(_) => FileState::Repaired,
             Err(e) => FileState::Unusable(e.to_string()),
         }
     })
@@ -136,5 +144,28 @@ mod tests {
             ),
             "{damaged:?}"
         );
+    }
+
+    /// A file as a crash leaves it (copied while its store held it open, after a durable
+    /// commit) is repaired by the check's open: reported as repaired, then sound.
+    #[test]
+    fn a_file_left_by_a_crash_is_reported_repaired_then_sound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("main.redb");
+        let store = Store::open(&path).unwrap();
+        let t = TenantKey::from_raw(7);
+        for i in 0..200 {
+            store
+                .write(|w| w.put_blob(t, &format!("k{i}"), b"value"))
+                .unwrap();
+        }
+        let crashed = dir.path().join("crashed").join("main.redb");
+        std::fs::create_dir_all(crashed.parent().unwrap()).unwrap();
+        std::fs::copy(&path, &crashed).unwrap();
+        drop(store);
+        let first = check_files(&crashed).unwrap();
+        assert_eq!(first[0].state, FileState::Repaired, "{first:?}");
+        let again = check_files(&crashed).unwrap();
+        assert_eq!(again[0].state, FileState::Sound, "{again:?}");
     }
 }
