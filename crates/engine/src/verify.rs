@@ -195,6 +195,7 @@ fn verify(
         Err(_) => Vec::new(), // reported by the key check
     };
     let mut by_collection: HashMap<CollectionName, Vec<Record>> = HashMap::new();
+    let mut hidden: HashMap<CollectionName, u64> = HashMap::new();
     let mut recount = Usage::default();
     for rec in r.stored_records(key, None)? {
         let Ok(rec) = rec else { continue }; // reported by the key check
@@ -211,12 +212,23 @@ fn verify(
         recount.vectors += u64::from(rec.vector.is_some());
         recount.storage_bytes += lifecycle::record_bytes(&rec);
         if deleting.contains(&rec.modality) {
+            *hidden.entry(rec.modality.clone()).or_default() += 1;
             continue;
         }
         by_collection
             .entry(rec.modality.clone())
             .or_default()
             .push(rec);
+    }
+    // A delete of a collection cut short (by a restart, which does not resume it) leaves its
+    // records hidden from every read and charged to the tenant until it is deleted again.
+    for name in &deleting {
+        report.warnings.push(format!(
+            "collection {name} is being deleted: {} of its records remain, hidden from every \
+             read and still counted in usage; unless its delete is still running, delete the \
+             collection again to finish it",
+            hidden.get(name).copied().unwrap_or(0)
+        ));
     }
     for link in strata_store::LinkReads::all_links(r, key)? {
         let Ok(link) = link else { continue }; // reported by the key check
