@@ -164,7 +164,9 @@ struct NewKeyBody {
 fn key_expiry(at: Option<Millis>, in_secs: Option<u64>) -> Result<Option<Millis>, ApiError> {
     let too_late = |field: &str| {
         ApiError::BadRequest(format!(
-            "{field}: the key would expire after {MAX_RECORD_TIME} milliseconds since the Unix              epoch (2^53, the year 287,396), the latest time Strata stores; for a key that              never expires, leave expires_at and expires_in_secs out"
+            "{field}: the key would expire after {MAX_RECORD_TIME} milliseconds since the Unix \
+             epoch (2^53, the year 287,396), the latest time Strata stores; for a key that \
+             never expires, leave expires_at and expires_in_secs out"
         ))
     };
     match (at, in_secs) {
@@ -335,4 +337,21 @@ pub async fn revoke_key(
         .run(move |e| Ok(auth.revoke_key(e.credentials(), &op, &id, &e.key_audit(&op))?))
         .await?;
     Ok(Json(info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_expiring_too_late_is_refused_in_one_readable_sentence() {
+        let Err(ApiError::BadRequest(m)) = key_expiry(None, Some(u64::MAX)) else {
+            panic!("expected a 400");
+        };
+        assert!(
+            m.starts_with("expires_in_secs: the key would expire after"),
+            "{m}"
+        );
+        assert!(!m.contains("  "), "{m}");
+    }
 }
