@@ -589,3 +589,50 @@ fn an_import_keeps_the_narrative_cap_dropping_the_least_recently_updated() {
     assert_eq!(kept[0].0, newest, "{kept:?}");
     assert_eq!(kept[1].1, serde_json::json!(["u:new"]), "{kept:?}");
 }
+
+/// Adaptive state dated ahead of this server's clock (an export from a server set ahead) is
+/// imported as of now: a pheromone does not decay before its time, nor does a narrative leave
+/// its cap, so years ahead would have meant years at full strength.
+#[test]
+fn imported_adaptive_state_dated_ahead_is_taken_as_of_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let bob = scope(&engine, "acme", Some(&["u:bob"]));
+    context(&engine, &bob, &RequestScope::default(), [0.0, 0.0, 1.0]);
+    let f = FeedbackRequest {
+        ids: vec![RecordId::parse("lawyers").unwrap()],
+        ..Default::default()
+    };
+    engine.feedback(&bob, &RequestScope::default(), &f).unwrap();
+    let op = OperatorScope::for_tests();
+    let export = |id: &str| {
+        let mut lines = Vec::new();
+        engine
+            .export_tenant(&op, &TenantId::parse(id).unwrap(), |l| {
+                lines.push(serde_json::to_value(l).unwrap());
+                Ok(())
+            })
+            .unwrap();
+        lines
+    };
+    let ahead = strata_types::now_millis() + 10 * 365 * 24 * 3_600_000;
+    let adaptive =
+        |v: &serde_json::Value| matches!(v["type"].as_str(), Some("pheromone" | "narrative"));
+    let mut lines = export("acme");
+    let mut dated = 0;
+    for line in lines.iter_mut().filter(|l| adaptive(l)) {
+        line["updated_at"] = serde_json::json!(ahead);
+        dated += 1;
+    }
+    assert_eq!(dated, 2, "{lines:?}");
+    let parsed = lines
+        .into_iter()
+        .map(|v| ExportLine::from_value_closed(v).map_err(EngineError::BadRequest));
+    engine
+        .import_tenant(&op, &TenantId::parse("copy").unwrap(), parsed)
+        .unwrap();
+    let now = strata_types::now_millis();
+    for line in export("copy").iter().filter(|l| adaptive(l)) {
+        assert!(line["updated_at"].as_i64().unwrap() <= now, "{line}");
+    }
+}

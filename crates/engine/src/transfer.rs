@@ -806,6 +806,11 @@ impl Engine {
             return Ok(());
         }
         let cfg = &self.config.adaptive;
+        // A time ahead of this server's clock (another server's, set ahead) is taken as now: a
+        // pheromone does not decay before its time, nor does a narrative leave its cap, so one
+        // dated years ahead would hold its full strength, or its place, for years.
+        let now = strata_types::now_millis();
+        let at_most_now = |t: Millis| t.min(now);
         self.store.write(|w| {
             still_importing(w, tenant, key)?;
             // Narratives are written once every line is read: a namespace keeps at most
@@ -840,7 +845,7 @@ impl Engine {
                         };
                         let p = StoredPheromone {
                             strength,
-                            updated_at,
+                            updated_at: at_most_now(updated_at),
                             reinforcements,
                             exposures,
                         };
@@ -868,7 +873,7 @@ impl Engine {
                         let v = StoredNarrative {
                             vector,
                             updates,
-                            updated_at,
+                            updated_at: at_most_now(updated_at),
                         };
                         let principal = match user_tokens {
                             None => NarrativePrincipal::Shared,
