@@ -609,6 +609,32 @@ impl Engine {
         })
     }
 
+    /// [`Engine::write_tenant`] with `prepare` run first, under the tenant's write-order lock
+    /// but before the storage transaction opens: slow work that must see the tenant's records
+    /// as the transaction will (no write of the tenant commits in between) without holding the
+    /// storage write lock, which every tenant's writes wait for (a forward pass). Only this
+    /// tenant's writes wait for `prepare`.
+    pub(crate) fn write_tenant_prepared<P, R>(
+        &self,
+        scope: &TenantScope,
+        action: &str,
+        prepare: impl FnOnce() -> Result<P, EngineError>,
+        f: impl FnOnce(&mut Writer<'_>, &mut Vec<Change>, P) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        self.write_in_order(scope, |stage, changes, touched| {
+            let prepared = prepare()?;
+            self.store.write_pending_for(scope.key(), |w| {
+                let live = &self.memos.live;
+                let done =
+                    tenant_transaction(w, scope, live, action, true, changes, touched, |w, c| {
+                        Ok((f(w, c, prepared)?, None))
+                    });
+                stage.set(done.is_ok());
+                done
+            })
+        })
+    }
+
     /// [`Engine::write_tenant`] for a small record write that may share its storage
     /// transaction with concurrent writes of other tenants (`Store::write_batched_for`): the
     /// same checks, rows and index updates, but `f` may run more than once (again, on a

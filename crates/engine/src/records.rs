@@ -236,8 +236,9 @@ impl Engine {
             return Ok(PatchVector(None));
         };
         // Whatever this read meets (no such record, a hidden one) is the transaction's to
-        // report: it reads the record again.
-        let wanted = self.read_tenant(scope, Permission::Read, |r| {
+        // report: it reads the record again. With the patch's own permission: a write-only
+        // credential may patch.
+        let wanted = self.read_tenant(scope, Permission::Write, |r| {
             let Some(record) = r.record(scope.key(), id)?.filter(|r| vis.sees(r)) else {
                 return Ok(false);
             };

@@ -39,10 +39,13 @@ use crate::{Engine, EngineError};
 const STEP_TEXTS: usize = 32;
 /// Texts the dry run embeds to measure this machine's throughput on this collection's text.
 const CALIBRATION_TEXTS: usize = 16;
-/// Times the switch embeds what changed since it was staged and tries its transaction, which
-/// embeds nothing: a record written between the two sends it round again. A tenant whose
-/// writes keep winning that race gets a conflict, and starts the re-embed again later.
-const SWITCH_ATTEMPTS: usize = 4;
+/// At most this many records changed since they were staged are embedded at the switch,
+/// under the tenant's write-order lock (its writes wait); more are caught up before, with no
+/// lock held.
+const MAX_CATCH_UP_IN_SWITCH: usize = 64;
+/// Catch-up rounds before the switch; a tenant writing faster than its re-embed keeps up with
+/// gets a conflict at the switch, and starts the re-embed again later.
+const CATCH_UP_ROUNDS: usize = 3;
 
 /// What a re-embed of a collection would do, without doing it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -534,27 +537,44 @@ impl Engine {
         job: u64,
     ) -> Result<(), EngineError> {
         let key = scope.key();
+        for _ in 0..CATCH_UP_ROUNDS {
+            let stale = self.stale_texts(scope, name, job)?;
+            if stale.len() <= MAX_CATCH_UP_IN_SWITCH {
+                break;
+            }
+            let vectors = self.embed_for_reembed(&stale)?;
+            self.stage(key, name, job, stale, vectors)?;
+        }
         let (embedder, loaded) = self.loaded_for_reembed()?;
         let boot = self.reembeds.boot.clone();
-        for _ in 0..SWITCH_ATTEMPTS {
-            // Records written or changed since they were staged are embedded here, before the
-            // switching transaction opens: inside it, a forward pass would hold the storage
-            // write lock that every tenant's writes wait for.
+        // The last records changed since they were staged are embedded under the tenant's
+        // write-order lock, so that none can slip in before the switch, but before the storage
+        // transaction opens: a forward pass there would hold the storage write lock, which
+        // every tenant's writes wait for. Only this tenant's writes wait for it.
+        let prepare = || {
             let stale = self.stale_texts(scope, name, job)?;
+            if stale.len() > MAX_CATCH_UP_IN_SWITCH {
+                return Err(conflict(format!(
+                    "collection {name} changed faster than the re-embed caught up ({} records \
+                     still to embed); start it again when writes slow down",
+                    stale.len()
+                )));
+            }
             let vectors = self.embed_for_reembed(&stale)?;
-            let (mut staged, created_at, mut status) = self.running_job(key, name, job, |j| {
-                j.status.embedded(stale.len());
-                for ((id, content), v) in stale.into_iter().zip(vectors) {
-                    j.staged.insert(id, (content, v));
-                }
+            self.stage(key, name, job, stale, vectors)?;
+            self.running_job(key, name, job, |j| {
                 (
                     std::mem::take(&mut j.staged),
                     j.created_at,
                     j.status.clone(),
                 )
-            })?;
-            let mut changed_meanwhile = false;
-            let switched = self.write_tenant(scope, "collection.reembed", |w, changes| {
+            })
+        };
+        let status = self.write_tenant_prepared(
+            scope,
+            "collection.reembed",
+            prepare,
+            |w, changes, (mut staged, created_at, mut status)| {
                 let mut c = find(w, key, name)?;
                 if c.created_at != created_at {
                     return Err(conflict(format!(
@@ -571,11 +591,14 @@ impl Engine {
                 for r in &records {
                     match (&r.content, staged.get(&r.id)) {
                         (Some(content), Some((was, _))) if was == content => {}
+                        // Every write of the tenant waits for this switch since the catch-up
+                        // above read the collection: nothing can be missing, but were it, the
+                        // switch must not store a record without its vector.
                         (Some(_), _) => {
-                            // Written since the catch-up above: embed it, and try again.
-                            changed_meanwhile = true;
                             return Err(conflict(format!(
-                                "collection {name} changed while its re-embed switched"
+                                "record {} in collection {name} changed while its re-embed \
+                                 switched; start it again",
+                                r.id
                             )));
                         }
                         (None, _) if r.vector.is_some() => {
@@ -607,32 +630,32 @@ impl Engine {
                 status.finished_at = Some(now_millis());
                 let row = Stored {
                     collection_created_at: created_at,
-                    boot: boot.clone(),
-                    status: status.clone(),
+                    boot,
+                    status,
                 };
                 reembed_record::save(w, key, &row)?;
                 Ok(row.status)
-            });
-            match switched {
-                Ok(status) => {
-                    self.running_job(key, name, job, |j| j.status = status)?;
-                    return Ok(());
-                }
-                Err(_) if changed_meanwhile => {
-                    // Nothing was written: the staged vectors go back for the next attempt.
-                    self.running_job(key, name, job, |j| {
-                        for (id, v) in staged {
-                            j.staged.entry(id).or_insert(v);
-                        }
-                    })?;
-                }
-                Err(e) => return Err(e),
+            },
+        )?;
+        self.running_job(key, name, job, |j| j.status = status)?;
+        Ok(())
+    }
+
+    /// Stages `vectors` of the `stale` texts in the running job, counted as embedded.
+    fn stage(
+        &self,
+        key: TenantKey,
+        name: &CollectionName,
+        job: u64,
+        stale: Vec<(RecordId, String)>,
+        vectors: Vec<Vec<f32>>,
+    ) -> Result<(), EngineError> {
+        self.running_job(key, name, job, |j| {
+            j.status.embedded(stale.len());
+            for ((id, content), v) in stale.into_iter().zip(vectors) {
+                j.staged.insert(id, (content, v));
             }
-        }
-        Err(conflict(format!(
-            "collection {name} changed faster than the re-embed caught up; start it again when \
-             writes slow down"
-        )))
+        })
     }
 
     /// Records of the collection whose content is not staged as it is now.

@@ -93,6 +93,29 @@ fn text_only_writes_are_embedded_and_patches_re_embed() {
         .unwrap();
     assert_eq!(s.mode, SearchMode::Hybrid);
     assert_eq!(&s.hits[0].id, id);
+
+    // A credential that may write but not read patches content too (its new vector is
+    // embedded before the transaction, from a snapshot read with the patch's permission).
+    let write_only = TenantScope::for_tests(
+        &engine.tenant_meta(scope.tenant()).unwrap(),
+        strata_auth::Grant {
+            permissions: strata_auth::Permissions::of(&[strata_auth::Permission::Write]),
+            ..full_grant()
+        },
+    );
+    let patched = engine
+        .patch(
+            &write_only,
+            &req,
+            &out[1].id,
+            RecordPatch {
+                content: Some("Bob now drinks coffee".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let want = e.embed(&["Bob now drinks coffee"]).unwrap().remove(0);
+    assert!(cosine(patched.vector.as_ref().unwrap(), &want) > 0.9999);
 }
 
 #[test]
