@@ -399,6 +399,7 @@ impl From<EngineError> for ApiError {
             | EngineError::CollectionDeleteUnfinished(_)
             | EngineError::TenantExists(_)
             | EngineError::IdConflict(_)
+            | EngineError::MoveSlotsBusy(_)
             | EngineError::IdempotencyKeyReused(_)
             | EngineError::ModelMismatch { .. }
             | EngineError::Reembed(_) => ApiError::Conflict(e.to_string()),
@@ -513,6 +514,7 @@ mod tests {
         );
         check(EngineError::Index("x".into()), 500, "INTERNAL");
         check(EngineError::IdConflict("x".into()), 409, "CONFLICT");
+        check(EngineError::MoveSlotsBusy("x".into()), 409, "CONFLICT");
         check(
             EngineError::MetadataDamaged(TenantId::parse("t").unwrap()),
             409,

@@ -255,7 +255,7 @@ impl Copies {
         }
         let running = map.values().filter(|c| c.running()).count();
         if running >= max_moves.max(1) {
-            return Err(EngineError::IdConflict(format!(
+            return Err(EngineError::MoveSlotsBusy(format!(
                 "{running} data move(s) already running on this server (the limit, \
                  engine.isolation.max_concurrent_moves, is {}); try again once one has ended",
                 max_moves.max(1)

@@ -69,6 +69,12 @@ pub enum EngineError {
     /// message says which.
     #[error("{0}")]
     IdConflict(String),
+    /// Every data-move slot of the server is taken (`engine.isolation.max_concurrent_moves`):
+    /// a migration that would move data is refused rather than queued; ask again once one has
+    /// ended. A conflict like [`EngineError::IdConflict`], told apart so that a caller that
+    /// may wait for a slot (a resumption, an import) waits for this and nothing else.
+    #[error("{0}")]
+    MoveSlotsBusy(String),
     /// A merge patch of a tenant's metadata whose stored row is damaged: there is nothing
     /// sound to merge into. The operator replaces it with `null` first (which never reads it).
     #[error(

@@ -93,19 +93,18 @@ struct Waiting {
 }
 
 impl Waiting {
-    /// The next tenant to build: the first to have waited [`MAX_WAIT`], else the one that
-    /// `cost` says is the cheapest (the first queued among equals).
-    fn pick(&self, now: Instant, cost: impl Fn(TenantKey) -> u64) -> Option<TenantKey> {
-        if let Some((key, _)) = self
-            .keys
-            .iter()
-            .find(|(_, since)| now.saturating_duration_since(*since) >= MAX_WAIT)
-        {
+    /// The next tenant to build among those `cost` prices (`None`: not priced, left for the
+    /// next pick): the first to have waited [`MAX_WAIT`], else the cheapest (the first queued
+    /// among equals).
+    fn pick(&self, now: Instant, cost: impl Fn(TenantKey) -> Option<u64>) -> Option<TenantKey> {
+        if let Some((key, _)) = self.keys.iter().find(|(key, since)| {
+            now.saturating_duration_since(*since) >= MAX_WAIT && cost(*key).is_some()
+        }) {
             return Some(*key);
         }
         let mut best: Option<(u64, TenantKey)> = None;
         for (key, _) in &self.keys {
-            let c = cost(*key);
+            let Some(c) = cost(*key) else { continue };
             if best.is_none_or(|(b, _)| c < b) {
                 best = Some((c, *key));
             }
@@ -170,8 +169,8 @@ impl GraphBuilder {
         }
     }
 
-    /// Starts the building thread; it holds the registry weakly and the store strongly until
-    /// [`GraphBuilder::shutdown`].
+    /// Starts the building thread; it holds the store, and the registry while it waits for a
+    /// tenant or builds, until [`GraphBuilder::shutdown`] (which `Engine`'s drop calls).
     pub fn start(registry: &Arc<IndexRegistry>, store: Arc<Store>) {
         let mut thread = lock(&registry.builder.thread);
         if thread.is_some() || lock(&registry.builder.waiting).closed {
@@ -215,14 +214,9 @@ impl GraphBuilder {
         drop(waiting);
         let costs: Vec<(TenantKey, u64)> = keys.iter().map(|k| (*k, cost(*k))).collect();
         let mut waiting = lock(&self.waiting);
-        let cost_of = |k: TenantKey| {
-            costs
-                .iter()
-                .find(|(c, _)| *c == k)
-                .map_or(0, |(_, cost)| *cost)
-        };
-        // Only this thread takes keys out: every one listed is still queued, and one queued
-        // meanwhile (cost 0) is picked only if nothing listed is cheaper, which is fair.
+        let cost_of = |k: TenantKey| costs.iter().find(|(c, _)| *c == k).map(|(_, cost)| *cost);
+        // Only this thread takes keys out: every one listed is still queued; one queued
+        // meanwhile is not priced yet, and waits for the next pick.
         let key = waiting.pick(Instant::now(), cost_of)?;
         waiting.keys.retain(|(k, _)| *k != key);
         Some(key)

@@ -789,8 +789,12 @@ fn the_queue_picks_the_cheapest_then_the_first_queued_among_equals() {
         keys: vec![(key(1), now), (key(2), now), (key(3), now), (key(4), now)],
         closed: false,
     };
-    let cost = |k: TenantKey| [30, 10, 10, 20][(0..4).find(|i| key(i + 1) == k).unwrap() as usize];
+    let cost =
+        |k: TenantKey| Some([30, 10, 10, 20][(0..4).find(|i| key(i + 1) == k).unwrap() as usize]);
     assert_eq!(waiting.pick(now, cost), Some(key(2)));
+    // One queued since the costs were read is not priced: it waits for the next pick.
+    let unpriced = |k: TenantKey| (k != key(2) && k != key(3)).then(|| cost(k).unwrap());
+    assert_eq!(waiting.pick(now, unpriced), Some(key(4)));
 }
 
 /// A tenant that waited past `MAX_WAIT` goes first whatever its cost: a stream of small
@@ -805,7 +809,7 @@ fn a_tenant_waiting_too_long_goes_before_cheaper_ones() {
         closed: false,
     };
     // The cheapest is key 3, but key 2 waited longest.
-    let cost = |k: TenantKey| if k == key(3) { 1 } else { 50 };
+    let cost = |k: TenantKey| Some(if k == key(3) { 1 } else { 50 });
     assert_eq!(waiting.pick(now, cost), Some(key(2)));
-    assert_eq!(super::Waiting::default().pick(now, |_| 0), None);
+    assert_eq!(super::Waiting::default().pick(now, |_| Some(0)), None);
 }

@@ -281,7 +281,7 @@ impl Engine {
                 }
                 // All move slots taken (or another move of the tenant runs, or it changed
                 // since the checks above): the loop's checks decide whether to wait.
-                Err(EngineError::IdConflict(_)) => {
+                Err(EngineError::IdConflict(_) | EngineError::MoveSlotsBusy(_)) => {
                     self.nap(wait);
                     wait = (wait * 2).min(SLOT_POLL_MAX);
                 }

@@ -459,7 +459,7 @@ impl Engine {
                     },
                 );
                 // Refused because another move took the slot since the look: wait again.
-                let slot_taken = moved.is_err() && !self.migrations.slot_free(key, max_moves);
+                let slot_taken = matches!(moved, Err(EngineError::MoveSlotsBusy(_)));
                 if last_try || !slot_taken {
                     moved?;
                     return Ok(profile);
