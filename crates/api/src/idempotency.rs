@@ -128,8 +128,10 @@ pub(crate) async fn refuse_where_unkept(
             .extensions()
             .get::<axum::extract::MatchedPath>()
             .map(|p| p.as_str().to_owned());
-        // An unknown route answers 404 as it would without the header.
+        // An unknown route, or a method the route does not serve, answers 404 or 405 as it
+        // would without the header.
         if let Some(route) = route
+            && served(method.as_str(), &route)
             && (method.as_str(), route.as_str()) != KEPT_ON
             && !(method == axum::http::Method::POST && POSTED_READS.contains(&route.as_str()))
         {
@@ -142,6 +144,15 @@ pub(crate) async fn refuse_where_unkept(
         }
     }
     next.run(req).await
+}
+
+/// Whether the router serves `method` on `route` (a matched path).
+fn served(method: &str, route: &str) -> bool {
+    static SERVED: std::sync::OnceLock<std::collections::HashSet<(String, String)>> =
+        std::sync::OnceLock::new();
+    SERVED
+        .get_or_init(|| crate::router::served_routes().into_iter().collect())
+        .contains(&(method.to_owned(), route.to_owned()))
 }
 
 /// The kept answer of an earlier request with the same key, as it was, marked as replayed.

@@ -225,6 +225,9 @@ fn writes_that_keep_no_answer_refuse_the_header() {
         json!({"content": "x"}),
     );
     assert_eq!(status, 400, "{err}");
+    // A method the route does not serve is still 405.
+    let (status, err) = keyed(reqwest::Method::PUT, "/v1/memories", json!({}));
+    assert_eq!(status, 405, "{err}");
     // Nothing was written: no share, the record as it was.
     let (status, shares) = server.get("/v1/shares", &key);
     assert_eq!(status, 200, "{shares}");
