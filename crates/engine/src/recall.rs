@@ -124,6 +124,7 @@ impl Engine {
                 hidden: Default::default(),
                 looks_left: looks,
                 hidden_left: looks.saturating_mul(HIDDEN_LOOKS_PER_LOOK),
+                seen_cap: looks.saturating_mul(2),
                 capped: false,
             };
             // The seed search includes the whole record, so every seed carries it; one
@@ -170,9 +171,11 @@ struct Spread<'a, R: Reads> {
     /// Records this recall may still look at (see [`MAX_RECALL_LOOKS`]).
     looks_left: usize,
     /// Records outside the request's scope it may still pass over (see
-    /// [`HIDDEN_LOOKS_PER_LOOK`]); they are not kept in `seen`, so its memory is bounded by
-    /// the records looked at.
+    /// [`HIDDEN_LOOKS_PER_LOOK`]).
     hidden_left: usize,
+    /// How many entries `seen` may hold: hidden records are remembered (so one met again is
+    /// not read again) only while it holds fewer, which bounds its memory by the looks.
+    seen_cap: usize,
     /// Whether it ran out: spreading then stops after the hop under way.
     capped: bool,
 }
@@ -214,6 +217,9 @@ impl<R: Reads> Spread<'_, R> {
             .is_some_and(|s| self.vis.sees_scope(&s));
         if !in_scope {
             self.hidden_left -= 1;
+            if self.seen.len() < self.seen_cap {
+                self.seen.insert(id.clone(), false);
+            }
             return Ok(false);
         }
         self.looks_left -= 1;
