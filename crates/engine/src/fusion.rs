@@ -160,6 +160,38 @@ impl Completion {
     }
 }
 
+/// The highest fused score a record in neither list could have, for a weighted fusion on the
+/// absolute scale whose lists were cut at `depth` (`None` for another fusion, or when neither
+/// list was cut, so that every candidate was ranked). Such a record scores at most a cut
+/// list's last score in that channel, and nothing in a channel whose list holds every
+/// candidate: when the hits a search needs all score at least this much, no record outside
+/// the lists belongs among them (Fagin's threshold algorithm).
+pub(crate) fn unseen_bound(
+    vector: &[Hit],
+    text: &[Hit],
+    depth: usize,
+    fusion: Fusion,
+    metric: Metric,
+) -> Option<f32> {
+    let Fusion::Weighted { alpha } = fusion else {
+        return None;
+    };
+    if metric != Metric::Cosine || (vector.len() < depth && text.len() < depth) {
+        return None;
+    }
+    let last = |hits: &[Hit], scale: &Scale| {
+        (hits.len() >= depth)
+            .then(|| hits.last().map(|h| scale.apply(f64::from(h.score))))
+            .flatten()
+            .unwrap_or(0.0)
+    };
+    let alpha = f64::from(alpha);
+    Some(
+        (alpha * last(vector, &Scale::Cosine) + (1.0 - alpha) * last(text, &Scale::Saturated))
+            as f32,
+    )
+}
+
 /// How one channel's scores are brought into [0, 1]. In f64: with f32 scores near ±f32::MAX,
 /// `max - min` would overflow to infinity in f32 and the quotient collapse to 0 or NaN.
 enum Scale {

@@ -35,6 +35,9 @@ use crate::{Engine, EngineError};
 const MAX_QUERY_BYTES: usize = 4096;
 /// Hybrid search fuses this many candidates per channel (at least `k`).
 const HYBRID_DEPTH: usize = 50;
+/// The deepest a weighted fusion's lists go to prove that no record outside them outscores
+/// its hits (`crate::fusion::unseen_bound`).
+const MAX_FUSION_DEPTH: usize = 4096;
 
 impl Engine {
     /// Searches one collection of the caller's tenant. Scope and filter are applied to every
@@ -495,53 +498,6 @@ pub(crate) fn search_collection(
         want
     };
 
-    let mut exact = true;
-    let vector_hits = match (&s.vector, mode) {
-        (Some(v), SearchMode::Vector | SearchMode::Hybrid) => {
-            if v.len() != ci.dim {
-                return Err(RecordError::DimensionMismatch {
-                    collection: name.clone(),
-                    expected: ci.dim as u32,
-                    got: v.len(),
-                }
-                .into());
-            }
-            check_query_direction(v, ci.metric == strata_index::Metric::Cosine, name)?;
-            // Every vector is a candidate when nothing narrows: `with_vector` is then borrowed
-            // and whether records must be read is decided without touching it.
-            let with_vector: Cow<'_, RoaringBitmap> = match &candidates {
-                Candidates::All => Cow::Borrowed(&ci.with_vector),
-                Candidates::Some(c) => Cow::Owned(c.as_ref() & &ci.with_vector),
-            };
-            let unrestricted = with_vector.len() == ci.with_vector.len()
-                && filter_exact
-                && (ci.with_expiry.is_empty() || with_vector.is_disjoint(&ci.with_expiry))
-                && (!match_all
-                    || ci.shared.len() == ci.live.len()
-                    || with_vector.is_subset(&ci.shared));
-            let (hits, was_exact) = vector_top(
-                ci,
-                &with_vector,
-                unrestricted,
-                v,
-                depth,
-                s.k,
-                s.ef,
-                beam_cap,
-                &passes,
-            )?;
-            exact = was_exact;
-            // The re-check and the naming below read each hit's resident part: its load
-            // starts here and overlaps the ranking in between (`touch_resident`).
-            for h in &hits {
-                if let Some(doc) = ci.docs.get(h.slot as usize) {
-                    strata_index::kernels::prefetch(doc);
-                }
-            }
-            Some(hits)
-        }
-        _ => None,
-    };
     // Statistics over exactly the records this request may see, so that no invisible record
     // moves a score; the filter only narrows which of them are ranked.
     let visible_docs = match (&s.query, mode) {
@@ -558,31 +514,104 @@ pub(crate) fn search_collection(
         .as_deref()
         .zip(visible_docs.as_ref())
         .map(|(q, visible)| ci.bm25.query(q, visible));
-    let text_hits = text_query.as_ref().map(|query| {
-        let candidates = candidates.bitmap(ci);
-        query.search(depth, |slot| candidates.contains(slot) && passes(slot))
-    });
-
-    let (vector_hits, text_hits) = (vector_hits.map(finite_hits), text_hits.map(finite_hits));
-    let mut ranked = match (vector_hits, text_hits) {
-        (Some(v), Some(t)) => {
-            let mut completion = Completion::default();
-            if let (Some(query_vector), Some(query)) = (&s.vector, &text_query)
-                && completion.applies(s.fusion, ci.metric)
-            {
-                // Both lists' candidates passed the scope and the filter in their channel.
-                completion = Completion::compute(
-                    &v,
-                    &t,
-                    |slots| exact_scores(ci, query_vector, slots),
-                    |slot| query.score_of(slot).map(finite),
-                )?;
+    // Both channels' best `depth` candidates; whether the vector channel ranked exactly.
+    let channels =
+        |depth: usize| -> Result<(Option<Vec<Hit>>, Option<Vec<Hit>>, bool), EngineError> {
+            let mut exact = true;
+            let vector_hits = match (&s.vector, mode) {
+                (Some(v), SearchMode::Vector | SearchMode::Hybrid) => {
+                    if v.len() != ci.dim {
+                        return Err(RecordError::DimensionMismatch {
+                            collection: name.clone(),
+                            expected: ci.dim as u32,
+                            got: v.len(),
+                        }
+                        .into());
+                    }
+                    check_query_direction(v, ci.metric == strata_index::Metric::Cosine, name)?;
+                    // Every vector is a candidate when nothing narrows: `with_vector` is then borrowed
+                    // and whether records must be read is decided without touching it.
+                    let with_vector: Cow<'_, RoaringBitmap> = match &candidates {
+                        Candidates::All => Cow::Borrowed(&ci.with_vector),
+                        Candidates::Some(c) => Cow::Owned(c.as_ref() & &ci.with_vector),
+                    };
+                    let unrestricted = with_vector.len() == ci.with_vector.len()
+                        && filter_exact
+                        && (ci.with_expiry.is_empty() || with_vector.is_disjoint(&ci.with_expiry))
+                        && (!match_all
+                            || ci.shared.len() == ci.live.len()
+                            || with_vector.is_subset(&ci.shared));
+                    let (hits, was_exact) = vector_top(
+                        ci,
+                        &with_vector,
+                        unrestricted,
+                        v,
+                        depth,
+                        s.k,
+                        s.ef,
+                        beam_cap,
+                        &passes,
+                    )?;
+                    exact = was_exact;
+                    // The re-check and the naming below read each hit's resident part: its load
+                    // starts here and overlaps the ranking in between (`touch_resident`).
+                    for h in &hits {
+                        if let Some(doc) = ci.docs.get(h.slot as usize) {
+                            strata_index::kernels::prefetch(doc);
+                        }
+                    }
+                    Some(hits)
+                }
+                _ => None,
+            };
+            let text_hits = text_query.as_ref().map(|query| {
+                let candidates = candidates.bitmap(ci);
+                query.search(depth, |slot| candidates.contains(slot) && passes(slot))
+            });
+            Ok((
+                vector_hits.map(finite_hits),
+                text_hits.map(finite_hits),
+                exact,
+            ))
+        };
+    let mut depth = depth;
+    let (mut vector_hits, mut text_hits, mut exact) = channels(depth)?;
+    let mut ranked = loop {
+        let ranked = match (&vector_hits, &text_hits) {
+            (Some(v), Some(t)) => {
+                let mut completion = Completion::default();
+                if let (Some(query_vector), Some(query)) = (&s.vector, &text_query)
+                    && completion.applies(s.fusion, ci.metric)
+                {
+                    // Both lists' candidates passed the scope and the filter in their channel.
+                    completion = Completion::compute(
+                        v,
+                        t,
+                        |slots| exact_scores(ci, query_vector, slots),
+                        |slot| query.score_of(slot).map(finite),
+                    )?;
+                }
+                crate::fusion::fuse(v, t, &completion, s.fusion, ci.metric)
             }
-            crate::fusion::fuse(&v, &t, &completion, s.fusion, ci.metric)
+            (Some(v), None) => single(v, true),
+            (None, Some(t)) => single(t, false),
+            (None, None) => Vec::new(),
+        };
+        // A weighted fusion on the absolute scale ranks exactly what its lists hold (each
+        // listed record's other score is completed); a record in neither list could still
+        // outscore the want-th hit when both lists stop at the same depth just above it. The
+        // lists go deeper until no such record can (Fagin's threshold algorithm), so the
+        // answer does not depend on `k`.
+        if let (Some(v), Some(t)) = (&vector_hits, &text_hits)
+            && depth < MAX_FUSION_DEPTH
+            && let Some(bound) = crate::fusion::unseen_bound(v, t, depth, s.fusion, ci.metric)
+            && ranked.get(want - 1).is_none_or(|r| r.score < bound)
+        {
+            depth = (depth * 4).min(MAX_FUSION_DEPTH);
+            (vector_hits, text_hits, exact) = channels(depth)?;
+            continue;
         }
-        (Some(v), None) => single(&v, true),
-        (None, Some(t)) => single(&t, false),
-        (None, None) => Vec::new(),
+        break ranked;
     };
     // Defence in depth: every candidate passes the full rules once more, before any
     // reranking, so the pool it reorders (and normalises over) holds only what the caller may

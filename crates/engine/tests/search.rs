@@ -820,3 +820,44 @@ fn searches_racing_deletes_of_their_hits_still_answer_k() {
         }
     });
 }
+
+/// A record just below both channels' candidate lists whose fused score beats every hit
+/// they hold is found whatever `k` (the lists go deeper until no record outside them can
+/// outscore the hits): 60 records ahead of it by vector alone, 60 ahead by text alone.
+#[test]
+fn a_record_below_both_lists_is_found_whatever_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = text_tenant(dir.path(), "acme");
+    let name = CollectionName::parse("hy").unwrap();
+    engine
+        .create_collection(&scope, &name, 2, Metric::Cosine)
+        .unwrap();
+    let rec = |id: String, v: [f32; 2], text: &str| NewRecord {
+        id: Some(RecordId::parse(id).unwrap()),
+        modality: Some(name.clone()),
+        content: Some(text.into()),
+        vector: Some(v.to_vec()),
+        ..Default::default()
+    };
+    let mut records: Vec<NewRecord> = Vec::new();
+    records.extend((0..60).map(|i| rec(format!("a{i:02}"), [0.8, 0.6], "zzz")));
+    records.extend((0..60).map(|i| rec(format!("b{i:02}"), [0.0, 1.0], "kiwi kiwi")));
+    records.extend((0..800).map(|i| rec(format!("f{i:03}"), [0.0, -1.0], "filler")));
+    records.push(rec("c".into(), [0.7, 0.714_14], "kiwi"));
+    for chunk in records.chunks(500) {
+        engine.put(&scope, &req(), chunk.to_vec()).unwrap();
+    }
+    for k in [1, 10, 50, 60, 100] {
+        let s = SearchRequest {
+            vector: Some(vec![1.0, 0.0]),
+            query: Some("kiwi".into()),
+            k,
+            modality: Some(name.clone()),
+            ..Default::default()
+        };
+        let r = engine.search(&scope, &req(), &s).unwrap();
+        assert_eq!(r.mode, SearchMode::Hybrid);
+        assert_eq!(r.hits[0].id.as_str(), "c", "k = {k}: {:?}", ids(&r));
+        assert_eq!(r.hits.len(), k);
+    }
+}
