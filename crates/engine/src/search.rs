@@ -35,6 +35,10 @@ use crate::{Engine, EngineError};
 const MAX_QUERY_BYTES: usize = 4096;
 /// Hybrid search fuses this many candidates per channel (at least `k`).
 const HYBRID_DEPTH: usize = 50;
+/// Each channel's best candidates (none for a channel the search does not use), and whether
+/// the vector channel ranked exactly.
+type ChannelHits = (Option<Vec<Hit>>, Option<Vec<Hit>>, bool);
+
 /// The deepest a weighted fusion's lists go to prove that no record outside them outscores
 /// its hits (`crate::fusion::unseen_bound`).
 const MAX_FUSION_DEPTH: usize = 4096;
@@ -515,65 +519,64 @@ pub(crate) fn search_collection(
         .zip(visible_docs.as_ref())
         .map(|(q, visible)| ci.bm25.query(q, visible));
     // Both channels' best `depth` candidates; whether the vector channel ranked exactly.
-    let channels =
-        |depth: usize| -> Result<(Option<Vec<Hit>>, Option<Vec<Hit>>, bool), EngineError> {
-            let mut exact = true;
-            let vector_hits = match (&s.vector, mode) {
-                (Some(v), SearchMode::Vector | SearchMode::Hybrid) => {
-                    if v.len() != ci.dim {
-                        return Err(RecordError::DimensionMismatch {
-                            collection: name.clone(),
-                            expected: ci.dim as u32,
-                            got: v.len(),
-                        }
-                        .into());
+    let channels = |depth: usize| -> Result<ChannelHits, EngineError> {
+        let mut exact = true;
+        let vector_hits = match (&s.vector, mode) {
+            (Some(v), SearchMode::Vector | SearchMode::Hybrid) => {
+                if v.len() != ci.dim {
+                    return Err(RecordError::DimensionMismatch {
+                        collection: name.clone(),
+                        expected: ci.dim as u32,
+                        got: v.len(),
                     }
-                    check_query_direction(v, ci.metric == strata_index::Metric::Cosine, name)?;
-                    // Every vector is a candidate when nothing narrows: `with_vector` is then borrowed
-                    // and whether records must be read is decided without touching it.
-                    let with_vector: Cow<'_, RoaringBitmap> = match &candidates {
-                        Candidates::All => Cow::Borrowed(&ci.with_vector),
-                        Candidates::Some(c) => Cow::Owned(c.as_ref() & &ci.with_vector),
-                    };
-                    let unrestricted = with_vector.len() == ci.with_vector.len()
-                        && filter_exact
-                        && (ci.with_expiry.is_empty() || with_vector.is_disjoint(&ci.with_expiry))
-                        && (!match_all
-                            || ci.shared.len() == ci.live.len()
-                            || with_vector.is_subset(&ci.shared));
-                    let (hits, was_exact) = vector_top(
-                        ci,
-                        &with_vector,
-                        unrestricted,
-                        v,
-                        depth,
-                        s.k,
-                        s.ef,
-                        beam_cap,
-                        &passes,
-                    )?;
-                    exact = was_exact;
-                    // The re-check and the naming below read each hit's resident part: its load
-                    // starts here and overlaps the ranking in between (`touch_resident`).
-                    for h in &hits {
-                        if let Some(doc) = ci.docs.get(h.slot as usize) {
-                            strata_index::kernels::prefetch(doc);
-                        }
-                    }
-                    Some(hits)
+                    .into());
                 }
-                _ => None,
-            };
-            let text_hits = text_query.as_ref().map(|query| {
-                let candidates = candidates.bitmap(ci);
-                query.search(depth, |slot| candidates.contains(slot) && passes(slot))
-            });
-            Ok((
-                vector_hits.map(finite_hits),
-                text_hits.map(finite_hits),
-                exact,
-            ))
+                check_query_direction(v, ci.metric == strata_index::Metric::Cosine, name)?;
+                // Every vector is a candidate when nothing narrows: `with_vector` is then borrowed
+                // and whether records must be read is decided without touching it.
+                let with_vector: Cow<'_, RoaringBitmap> = match &candidates {
+                    Candidates::All => Cow::Borrowed(&ci.with_vector),
+                    Candidates::Some(c) => Cow::Owned(c.as_ref() & &ci.with_vector),
+                };
+                let unrestricted = with_vector.len() == ci.with_vector.len()
+                    && filter_exact
+                    && (ci.with_expiry.is_empty() || with_vector.is_disjoint(&ci.with_expiry))
+                    && (!match_all
+                        || ci.shared.len() == ci.live.len()
+                        || with_vector.is_subset(&ci.shared));
+                let (hits, was_exact) = vector_top(
+                    ci,
+                    &with_vector,
+                    unrestricted,
+                    v,
+                    depth,
+                    s.k,
+                    s.ef,
+                    beam_cap,
+                    &passes,
+                )?;
+                exact = was_exact;
+                // The re-check and the naming below read each hit's resident part: its load
+                // starts here and overlaps the ranking in between (`touch_resident`).
+                for h in &hits {
+                    if let Some(doc) = ci.docs.get(h.slot as usize) {
+                        strata_index::kernels::prefetch(doc);
+                    }
+                }
+                Some(hits)
+            }
+            _ => None,
         };
+        let text_hits = text_query.as_ref().map(|query| {
+            let candidates = candidates.bitmap(ci);
+            query.search(depth, |slot| candidates.contains(slot) && passes(slot))
+        });
+        Ok((
+            vector_hits.map(finite_hits),
+            text_hits.map(finite_hits),
+            exact,
+        ))
+    };
     let mut depth = depth;
     let (mut vector_hits, mut text_hits, mut exact) = channels(depth)?;
     let mut ranked = loop {
