@@ -344,9 +344,10 @@ pub struct HitBody {
     #[schema(value_type = Option<Vec<f32>>)]
     pub vector: Option<Option<Vec<f32>>>,
     /// With `include: ["record"]`: the whole record (its `vector` only if `vector` is
-    /// included too).
+    /// included too: otherwise the key is absent, as in a `GET`, never a `null` that would
+    /// say the record has none).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub record: Option<Record>,
+    pub record: Option<crate::record_body::RecordBody>,
     /// On hits from another tenant's shared domain (`include_shared`): where it came from.
     /// Own hits carry none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -386,7 +387,14 @@ impl SearchAnswer {
                                 vector.then(|| record.vector.take()),
                             )
                         };
-                        (c, m, v, whole.then_some(record))
+                        let fields = crate::record_body::RecordFields::named(Some(if vector {
+                            &[Include::Record, Include::Vector]
+                        } else {
+                            &[Include::Record]
+                        }));
+                        let record =
+                            whole.then(|| crate::record_body::RecordBody::project(record, fields));
+                        (c, m, v, record)
                     }
                     None => (None, None, None, None),
                 };
@@ -546,5 +554,18 @@ mod tests {
         let whole = answer(Some(stored("r1")), Some(vec![Include::Record]));
         assert_eq!(whole["hits"][0]["record"]["content"], "tea");
         assert!(whole["hits"][0].get("content").is_none());
+        // The vector not asked for is absent, as in a GET: a `null` would say it has none.
+        assert!(
+            whole["hits"][0]["record"].get("vector").is_none(),
+            "{whole}"
+        );
+        let with_vector = answer(
+            Some(stored("r1")),
+            Some(vec![Include::Record, Include::Vector]),
+        );
+        assert!(
+            with_vector["hits"][0]["record"].get("vector").is_some(),
+            "{with_vector}"
+        );
     }
 }
