@@ -13,8 +13,8 @@ use strata_engine::{
 };
 use strata_types::{
     Collection, CollectionName, Domain, EmbedderRef, HitExplain, Include, MemoryDefaults,
-    MemoryScope, Metric, Millis, Record, RecordId, RunId, SearchMode, SearchRequest,
-    SearchResponse, TenantId, TextAnalyzer, TokenSelector, UserMatch,
+    MemoryScope, Metric, Millis, RecordId, RunId, SearchMode, SearchRequest, SearchResponse,
+    TenantId, TextAnalyzer, TokenSelector, UserMatch,
 };
 use utoipa::ToSchema;
 
@@ -496,7 +496,7 @@ impl RecallAnswer {
 mod tests {
     use super::*;
     use serde_json::json;
-    use strata_types::{CollectionName, Confidence, SearchHit};
+    use strata_types::{CollectionName, Confidence, Record, SearchHit};
 
     fn stored(id: &str) -> Record {
         Record {
