@@ -79,6 +79,21 @@ pub(crate) fn answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> 
         .collect()
 }
 
+/// Creates tenant `name` with its `vec` collection holding `n` clustered vectors
+/// ([`put_clustered`]); its id.
+pub(crate) fn filled_tenant(engine: &Engine, name: &str, n: usize) -> strata_types::TenantId {
+    let id = strata_types::TenantId::parse(name).unwrap();
+    engine
+        .create_tenant(&strata_auth::OperatorScope::for_tests(), &id, None)
+        .unwrap();
+    let scope = admin_scope(engine, name);
+    engine
+        .create_collection(&scope, &vec_name(), DIM, strata_types::Metric::Cosine)
+        .unwrap();
+    put_clustered(engine, &scope, n);
+    id
+}
+
 /// Writes `n` seeded clustered `DIM`-dimensional vectors into `vec` as records `r0`, `r1`, …, in
 /// batches of 500.
 pub(crate) fn put_clustered(engine: &Engine, scope: &TenantScope, n: usize) {

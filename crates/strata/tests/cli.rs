@@ -494,12 +494,9 @@ fn check_finds_damage_in_a_stopped_servers_files() {
     assert!(stdout.contains("DAMAGED"), "{stdout}");
 }
 
-/// `tenant migrate` follows a data move to its end (the tenant's records and answers come
-/// along), `migration`, `verify`, `integrity` and `residency` print the operator API's
-/// answers, and a migration that cannot start fails the command.
-#[test]
-fn isolation_commands_migrate_and_report() {
-    let server = Server::start();
+/// Tenant `acme` with an admin key (returned) and collection `vec` holding `n` 4-dimension
+/// records `r0`, `r1`, ….
+fn tenant_with_vectors(server: &Server, n: usize) -> String {
     server.tenant("acme");
     let key = server.key(
         "acme",
@@ -511,19 +508,31 @@ fn isolation_commands_migrate_and_report() {
         serde_json::json!({"name": "vec", "dim": 4}),
     );
     assert_eq!(s, 201, "{v}");
-    let records: Vec<Value> = (0..300)
+    let records: Vec<Value> = (0..n)
         .map(|i| {
             let x = i as f32;
             serde_json::json!({"id": format!("r{i}"), "modality": "vec",
-                "vector": [1.0 + x, 2.0, 3.0 - x / 300.0, 0.5]})
+                "vector": [1.0 + x, 2.0, 3.0 - x / n as f32, 0.5]})
         })
         .collect();
-    let (s, v) = server.post(
-        "/v1/memories",
-        &key,
-        serde_json::json!({ "records": records }),
-    );
-    assert_eq!(s, 201, "{v}");
+    for batch in records.chunks(1000) {
+        let (s, v) = server.post(
+            "/v1/memories",
+            &key,
+            serde_json::json!({ "records": batch }),
+        );
+        assert_eq!(s, 201, "{v}");
+    }
+    key
+}
+
+/// `tenant migrate` follows a data move to its end (the tenant's records and answers come
+/// along), `migration`, `verify`, `integrity` and `residency` print the operator API's
+/// answers, and a migration that cannot start fails the command.
+#[test]
+fn isolation_commands_migrate_and_report() {
+    let server = Server::start();
+    let key = tenant_with_vectors(&server, 300);
     let run = |args: &[&str]| {
         let (ok, v, err) = strata(&server, args);
         assert!(ok, "{args:?}: {err}");
@@ -613,33 +622,8 @@ fn tenant_migrate_follows_a_move_through_a_restart() {
     use std::time::Duration;
 
     let mut server = Server::start();
-    server.tenant("acme");
-    let key = server.key(
-        "acme",
-        serde_json::json!({"permissions": ["read", "write", "admin"]}),
-    );
-    let (s, v) = server.post(
-        "/v1/collections",
-        &key,
-        serde_json::json!({"name": "vec", "dim": 4}),
-    );
-    assert_eq!(s, 201, "{v}");
     // Enough that the move is still copying when the server is killed below.
-    for batch in 0..4 {
-        let records: Vec<Value> = (0..1000)
-            .map(|i| {
-                let x = (batch * 1000 + i) as f32;
-                serde_json::json!({"id": format!("r{batch}-{i}"), "modality": "vec",
-                    "vector": [1.0 + x, 2.0, 3.0 - x / 4000.0, 0.5]})
-            })
-            .collect();
-        let (s, v) = server.post(
-            "/v1/memories",
-            &key,
-            serde_json::json!({ "records": records }),
-        );
-        assert_eq!(s, 201, "{v}");
-    }
+    tenant_with_vectors(&server, 4000);
     let mut cli = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["tenant", "migrate", "acme", "--to", "dedicated"])
         .args(["--server", &server.url])
@@ -658,12 +642,7 @@ fn tenant_migrate_follows_a_move_through_a_restart() {
             "the command ended before the move started"
         );
     }
-    let killed = Command::new("kill")
-        .args(["-KILL", &server.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+    server.kill();
     // Down for a few of the command's polls, then back at the same address.
     std::thread::sleep(Duration::from_secs(2));
     let address = server.url.trim_start_matches("http://").to_owned();

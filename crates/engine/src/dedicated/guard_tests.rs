@@ -2,11 +2,11 @@
 //! promotion sweep, the purge sweep, more moves than the server allows; and what happens to
 //! the slot and the status when a job ends without running, or changes nothing.
 use strata_auth::OperatorScope;
-use strata_types::{Metric, TenantId};
+use strata_types::TenantId;
 
 use super::*;
 use crate::isolation::{IndexParams, IsolationConfig, MigrateRequest, MigrationState};
-use crate::test_support::{admin_scope, answers, put_clustered, vec_name};
+use crate::test_support::{admin_scope, answers};
 use crate::{EngineConfig, IsolationLevel};
 
 fn request(target: IsolationLevel, index_params: Option<IndexParams>) -> MigrateRequest {
@@ -17,23 +17,7 @@ fn request(target: IsolationLevel, index_params: Option<IndexParams>) -> Migrate
     }
 }
 
-fn fill(engine: &Engine, name: &str, n: usize) -> TenantId {
-    let id = TenantId::parse(name).unwrap();
-    engine
-        .create_tenant(&OperatorScope::for_tests(), &id, None)
-        .unwrap();
-    let scope = admin_scope(engine, name);
-    engine
-        .create_collection(
-            &scope,
-            &vec_name(),
-            crate::test_support::DIM,
-            Metric::Cosine,
-        )
-        .unwrap();
-    put_clustered(engine, &scope, n);
-    id
-}
+use crate::test_support::filled_tenant as fill;
 
 fn start(engine: &Engine, id: &TenantId, target: IsolationLevel) -> MigrationJob {
     let (_, job) = engine

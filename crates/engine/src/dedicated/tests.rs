@@ -497,18 +497,8 @@ fn an_import_to_dedicated_waits_for_a_move_slot_another_move_holds() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     let op = OperatorScope::for_tests();
-    let src = TenantId::parse("src").unwrap();
-    engine.create_tenant(&op, &src, None).unwrap();
+    let src = crate::test_support::filled_tenant(&engine, "src", 50);
     let scope = admin_scope(&engine, "src");
-    engine
-        .create_collection(
-            &scope,
-            &vec_name(),
-            crate::test_support::DIM,
-            Metric::Cosine,
-        )
-        .unwrap();
-    put_clustered(&engine, &scope, 50);
     migrate(&engine, &src, IsolationLevel::Dedicated);
     let mut lines = Vec::new();
     engine

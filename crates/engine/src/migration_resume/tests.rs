@@ -5,12 +5,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use strata_auth::OperatorScope;
-use strata_types::{Metric, TenantId};
+use strata_types::TenantId;
 
 use super::*;
 use crate::dedicated::Phase;
 use crate::isolation::{IsolationConfig, MigrateRequest, MigrationState};
-use crate::test_support::{admin_scope, answers, put_clustered, vec_name};
+use crate::test_support::{admin_scope, answers};
 use crate::{EngineConfig, MigrationJob};
 
 fn config(max_moves: usize, resume: bool) -> EngineConfig {
@@ -24,23 +24,7 @@ fn config(max_moves: usize, resume: bool) -> EngineConfig {
     }
 }
 
-fn fill(engine: &Engine, name: &str, n: usize) -> TenantId {
-    let id = TenantId::parse(name).unwrap();
-    engine
-        .create_tenant(&OperatorScope::for_tests(), &id, None)
-        .unwrap();
-    let scope = admin_scope(engine, name);
-    engine
-        .create_collection(
-            &scope,
-            &vec_name(),
-            crate::test_support::DIM,
-            Metric::Cosine,
-        )
-        .unwrap();
-    put_clustered(engine, &scope, n);
-    id
-}
+use crate::test_support::filled_tenant as fill;
 
 /// Asks for `target` with the tenant's own graph parameters; the job is a data move's.
 fn migrate(
