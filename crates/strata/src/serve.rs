@@ -17,6 +17,39 @@ use crate::config::Config;
 /// Environment variable holding the operator key, when it is not created at first start.
 pub const OPERATOR_KEY_ENV: &str = "STRATA_OPERATOR_KEY";
 
+/// Connections the kernel queues for the listening socket before the server accepts them (it
+/// caps this at `net.core.somaxconn`). The default, 128, overflowed under a few clients
+/// churning connections: every other client's connection then waited out a SYN retransmission
+/// (1 to 3 s).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The listening socket on `address`, with [`LISTEN_BACKLOG`].
+async fn listen(address: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(address).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As tokio's own `bind`: a restart rebinds at once, not after the old socket's wait.
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
+}
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // An address that cannot be listened on (a typo, a port in use) is reported at once, not
     // after opening the data directory and loading or fetching the embedding model. Only a
@@ -68,7 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("discarding imports cut short")?;
     // Bind before the first-start operator key is created and shown: a start that cannot
     // listen must not consume the one showing of that key.
-    let listener = TcpListener::bind(&config.server.listen)
+    let listener = listen(&config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     if let Some(created) = auth.bootstrap_operator(engine.credentials())? {
