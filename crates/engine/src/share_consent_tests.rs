@@ -84,6 +84,17 @@ fn search_all(engine: &Engine, tenant: &str) -> Result<Vec<String>, EngineError>
     Ok(r.hits.into_iter().map(|h| h.id.to_string()).collect())
 }
 
+/// `tenant`'s own audit rows of `action`.
+fn audit_rows(engine: &Engine, tenant: &str, action: &str) -> Vec<crate::AuditRow> {
+    let q = AuditQuery {
+        action: Some(action.into()),
+        ..Default::default()
+    };
+    engine
+        .own_audit_rows(&admin_scope(engine, tenant), &q)
+        .unwrap()
+}
+
 fn incoming(engine: &Engine, tenant: &str) -> Vec<(String, GrantVia, ShareState)> {
     engine
         .incoming_shares(&admin_scope(engine, tenant))
@@ -207,15 +218,7 @@ fn the_owner_learns_that_its_domain_was_read_never_how_many_hits() {
         .accept_share(&admin_scope(&engine, "victim"), &id)
         .unwrap();
     assert_eq!(search_all(&engine, "victim").unwrap(), ["kb-1"]);
-    let rows = |tenant: &str, action: &str| {
-        let q = AuditQuery {
-            action: Some(action.into()),
-            ..Default::default()
-        };
-        engine
-            .own_audit_rows(&admin_scope(&engine, tenant), &q)
-            .unwrap()
-    };
+    let rows = |tenant: &str, action: &str| audit_rows(&engine, tenant, action);
     // More searches within the minute: the grantee's log gets a row each, the owner's none.
     for _ in 0..3 {
         assert_eq!(search_all(&engine, "victim").unwrap(), ["kb-1"]);
@@ -375,16 +378,7 @@ fn a_tenant_named_twice_is_refused() {
 #[test]
 fn unanswered_offers_write_at_most_a_row_a_minute_into_the_grantees_log() {
     let (_dir, engine) = engine();
-    let rows = |tenant: &str, action: &str| {
-        let q = AuditQuery {
-            action: Some(action.into()),
-            ..Default::default()
-        };
-        engine
-            .own_audit_rows(&admin_scope(&engine, tenant), &q)
-            .unwrap()
-            .len()
-    };
+    let rows = |tenant: &str, action: &str| audit_rows(&engine, tenant, action).len();
     let owner = admin_scope(&engine, "owner");
     for _ in 0..5 {
         let id = offer(&engine, "owner", "kb", &["victim"], false);
