@@ -144,20 +144,8 @@ fn value(v: &Value) -> u64 {
 
 /// The exact compact JSON length of a small part (an `explain`, a `source`, a path).
 fn json_len(part: &impl serde::Serialize) -> u64 {
-    struct Count(u64);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing to a counter fails only for a value JSON cannot hold; count it as nothing.
-    let _ = serde_json::to_writer(&mut count, part);
-    count.0
+    // A value JSON cannot hold counts as nothing.
+    strata_types::json_len(part).unwrap_or(0) as u64
 }
 
 #[cfg(test)]

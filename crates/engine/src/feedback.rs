@@ -12,7 +12,7 @@ use strata_store::codec::StoredPheromone;
 use strata_store::{AdaptiveItem, AdaptiveReads, Reads, TenantKey, Writer};
 use strata_types::{
     AdaptiveNamespaceStats, CollectionName, Domain, FeedbackAnswer, FeedbackRequest, Millis,
-    RecordId, RequestScope, check_vector_values, now_millis,
+    Record, RecordId, RequestScope, check_vector_values, now_millis,
 };
 
 use crate::adaptive::Namespace;
@@ -459,6 +459,10 @@ pub(crate) fn forget_removed(
     touched: &mut Touched,
 ) -> Result<(), EngineError> {
     let mut dropped: Vec<&CollectionName> = Vec::new();
+    // The last write of each id: a batch may write one id twice. Looked up once per removed
+    // record, so built once (a batch replacing a thousand records would otherwise scan its
+    // changes a thousand times inside the transaction).
+    let mut last_writes: Option<HashMap<&RecordId, &Record>> = None;
     for c in changes {
         match c {
             Change::Remove(r) => {
@@ -466,17 +470,19 @@ pub(crate) fn forget_removed(
                 // taught about it; one deleted, or moved to another domain, leaves it behind.
                 // So does one an expired record's id was written over: that write creates a
                 // record (its own `created_at`), which learns from scratch.
-                // The last write of the id counts: a batch may write one id twice.
-                let replaced = changes.iter().rev().find_map(|c| match c {
-                    Change::Upsert(u)
-                        if u.id == r.id
-                            && u.memory_domain == r.memory_domain
-                            && u.created_at == r.created_at =>
-                    {
-                        Some(u)
+                let last = last_writes.get_or_insert_with(|| {
+                    let mut last = HashMap::new();
+                    for c in changes {
+                        if let Change::Upsert { record, .. } = c {
+                            last.insert(&record.id, record);
+                        }
                     }
-                    _ => None,
+                    last
                 });
+                let replaced = last
+                    .get(&r.id)
+                    .copied()
+                    .filter(|u| u.memory_domain == r.memory_domain && u.created_at == r.created_at);
                 match replaced {
                     None => {
                         if w.delete_pheromone(key, &r.memory_domain, &r.id)? {
@@ -495,7 +501,7 @@ pub(crate) fn forget_removed(
                 }
             }
             Change::DropCollection(name) => dropped.push(name),
-            Change::Upsert(_) => {}
+            Change::Upsert { .. } => {}
         }
     }
     if !dropped.is_empty() {

@@ -180,9 +180,9 @@ fn change_summary(changes: &[Change]) -> serde_json::Value {
     let (mut upserted, mut removed, mut ids) = (0, 0, Vec::new());
     for c in changes {
         let id = match c {
-            Change::Upsert(r) => {
+            Change::Upsert { record, .. } => {
                 upserted += 1;
-                &r.id
+                &record.id
             }
             Change::Remove(r) => {
                 removed += 1;

@@ -17,8 +17,6 @@ use crate::integrity::IntegrityPolicy;
 use crate::isolation::{IndexParams, IsolationLevel};
 use crate::tenant_index::Change;
 
-mod json_len;
-
 /// Where a tenant is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -185,8 +183,15 @@ pub(crate) const USAGE_BLOB: &str = "usage";
 
 /// Bytes a record is charged for.
 pub(crate) fn record_bytes(r: &Record) -> u64 {
-    // Counted, not built: this runs on every put (see `json_len`).
-    let metadata = json_len::json_len(&r.metadata).unwrap_or(0);
+    // Counted, not built (see `strata_types::json_len`).
+    record_bytes_with(r, strata_types::json_len(&r.metadata).unwrap_or(0))
+}
+
+/// [`record_bytes`] of a record whose metadata's JSON length is known: a written record's
+/// metadata was encoded before its transaction (`strata_store::codec::MetadataJson`), and
+/// measuring it again inside would hold the storage write lock for work proportional to its
+/// bytes.
+pub(crate) fn record_bytes_with(r: &Record, metadata: usize) -> u64 {
     let tokens: usize = r.user_tokens.iter().map(|t| t.as_str().len()).sum();
     (r.id.as_str().len()
         + r.content.as_ref().map_or(0, String::len)
@@ -225,14 +230,17 @@ pub(crate) fn account(
 ) -> Result<(), EngineError> {
     let (mut records, mut vectors, mut bytes) = (0i64, 0i64, 0i64);
     for c in changes {
-        let (sign, r) = match c {
-            Change::Upsert(r) => (1, r),
-            Change::Remove(r) => (-1, r),
+        let (sign, charged, r) = match c {
+            Change::Upsert {
+                record,
+                metadata_len,
+            } => (1, record_bytes_with(record, *metadata_len), record),
+            Change::Remove(r) => (-1, record_bytes(r), r),
             Change::DropCollection(_) => continue,
         };
         records += sign;
         vectors += sign * i64::from(r.vector.is_some());
-        bytes += sign * record_bytes(r) as i64;
+        bytes += sign * charged as i64;
     }
     if records == 0 && vectors == 0 && bytes == 0 {
         return Ok(());
@@ -364,5 +372,68 @@ mod golden {
             decode_json::<Usage>(b"{\"records\":1,\"vectors\":2,\"storage_bytes\":3}").unwrap(),
             usage
         );
+    }
+}
+
+#[cfg(test)]
+mod record_bytes_tests {
+    use super::*;
+    use serde_json::json;
+    use strata_types::{CollectionName, Confidence, Domain, RecordId, UserToken};
+
+    fn record(metadata: Value) -> Record {
+        Record {
+            id: RecordId::parse("r1").unwrap(),
+            modality: CollectionName::parse("text").unwrap(),
+            kind: None,
+            content: Some("green tea in the morning".into()),
+            vector: Some(vec![0.5; 8]),
+            user_tokens: vec![UserToken::parse("u:a").unwrap()],
+            memory_domain: Domain::default_domain(),
+            run_id: None,
+            memory_scope: None,
+            metadata: metadata.as_object().cloned().unwrap(),
+            created_at: 1,
+            updated_at: 1,
+            expires_at: None,
+            confidence: Confidence::initial(0.5),
+        }
+    }
+
+    /// `record_bytes` as it was, building the metadata's text.
+    fn old_record_bytes(r: &Record) -> u64 {
+        let metadata = serde_json::to_vec(&r.metadata).map_or(0, |v| v.len());
+        let tokens: usize = r.user_tokens.iter().map(|t| t.as_str().len()).sum();
+        (r.id.as_str().len()
+            + r.content.as_ref().map_or(0, String::len)
+            + r.vector.as_ref().map_or(0, |v| v.len() * 4)
+            + metadata
+            + tokens
+            + 64) as u64
+    }
+
+    const METADATA: [&str; 3] = [
+        r#"{}"#,
+        r#"{"topic": "tea", "n": 3, "tags": ["a", "b"], "x": {"y": null}}"#,
+        r#"{"naïve \"quoted\"": "line\nbreak ✓", "f": 0.1}"#,
+    ];
+
+    #[test]
+    fn a_record_is_charged_what_it_was_charged_before() {
+        for metadata in METADATA {
+            let r = record(serde_json::from_str(metadata).unwrap());
+            assert_eq!(record_bytes(&r), old_record_bytes(&r));
+        }
+        // Pinned: id 2 + content 24 + vector 32 + `{}` 2 + token 3 + 64.
+        assert_eq!(record_bytes(&record(json!({}))), 127);
+    }
+
+    #[test]
+    fn a_record_encoded_before_its_transaction_is_charged_the_same() {
+        for metadata in METADATA {
+            let r = record(serde_json::from_str(metadata).unwrap());
+            let encoded = strata_store::codec::MetadataJson::of(&r.metadata).unwrap();
+            assert_eq!(record_bytes_with(&r, encoded.len()), record_bytes(&r));
+        }
     }
 }

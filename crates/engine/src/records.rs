@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use strata_auth::{Permission, TenantScope};
+use strata_store::codec::MetadataJson;
 use strata_store::{DecodeMemo, DeletingReads, MemoReads, Reads, Writer};
 use strata_types::{
     Collection, EmbedderRef, Filter, NewRecord, Record, RecordError, RecordId, RecordPatch,
@@ -110,10 +111,15 @@ impl Engine {
         }
         let embedded = self.records_to_embed(scope, &records)?;
         let model = self.loaded_embedder().map(|(_, id)| id);
+        let metadata = records
+            .iter()
+            .map(|r| MetadataJson::of(&r.metadata))
+            .collect::<Result<_, _>>()?;
         Ok(PreparedPut {
             vis,
             at,
             records,
+            metadata,
             embedded,
             model,
             collections: Arc::clone(&self.memos.collections),
@@ -299,6 +305,8 @@ pub(crate) struct PreparedPut {
     vis: Visibility,
     at: RecordAt,
     pub(crate) records: Vec<NewRecord>,
+    /// Each record's metadata as stored, encoded before the transaction (see `MetadataJson`).
+    metadata: Vec<MetadataJson>,
     /// Which records get their vectors from the loaded embedder.
     pub(crate) embedded: Vec<bool>,
     model: Option<EmbedderRef>,
@@ -333,11 +341,12 @@ impl PreparedPut {
         let (vis, model) = (&self.vis_at_commit(), self.model.as_ref());
         self.records
             .iter()
+            .zip(&self.metadata)
             .zip(&self.embedded)
             .enumerate()
-            .map(|(i, (r, embedded))| {
+            .map(|(i, ((r, metadata), embedded))| {
                 let embedded_by = model.filter(|_| *embedded);
-                let new = r.clone();
+                let new = (r.clone(), metadata);
                 let by = Embedding {
                     embedded_by,
                     loaded: model,
@@ -359,15 +368,25 @@ impl PreparedPut {
         let (model, at) = (self.model.as_ref(), self.at);
         self.records
             .into_iter()
+            .zip(&self.metadata)
             .zip(self.embedded)
             .enumerate()
-            .map(|(i, (r, embedded))| {
+            .map(|(i, ((r, metadata), embedded))| {
                 let by = Embedding {
                     embedded_by: model.filter(|_| embedded),
                     loaded: model,
                 };
-                put_one(w, changes, scope, &vis, req, r, by, &self.collections)
-                    .map_err(|e| at.error(i, e))
+                put_one(
+                    w,
+                    changes,
+                    scope,
+                    &vis,
+                    req,
+                    (r, metadata),
+                    by,
+                    &self.collections,
+                )
+                .map_err(|e| at.error(i, e))
             })
             .collect()
     }
@@ -406,11 +425,32 @@ pub(crate) fn store_record(
     scope: &TenantScope,
     record: &Record,
 ) -> Result<(), EngineError> {
-    if let Some(old) = w.put_record(scope.key(), record)? {
+    let metadata = MetadataJson::of(&record.metadata)?;
+    store_encoded(w, changes, scope, record.clone(), &metadata).map(drop)
+}
+
+/// [`store_record`] of a record whose metadata was encoded before the transaction, moved into
+/// its change rather than copied: a put's records are built in its transaction, and their
+/// metadata can be most of a large batch's bytes (see `MetadataJson`). Returns the stored
+/// record, as its change holds it.
+pub(crate) fn store_encoded<'c>(
+    w: &mut Writer<'_>,
+    changes: &'c mut Vec<Change>,
+    scope: &TenantScope,
+    record: Record,
+    metadata: &MetadataJson,
+) -> Result<&'c Record, EngineError> {
+    if let Some(old) = w.put_record_encoded(scope.key(), &record, metadata)? {
         changes.push(Change::Remove(old));
     }
-    changes.push(Change::Upsert(record.clone()));
-    Ok(())
+    changes.push(Change::Upsert {
+        record,
+        metadata_len: metadata.len(),
+    });
+    match changes.last() {
+        Some(Change::Upsert { record, .. }) => Ok(record),
+        _ => unreachable!("invariant: the change was just pushed"),
+    }
 }
 
 /// Deletes a record and reports the change for the indexes.
@@ -499,7 +539,7 @@ fn put_one(
     scope: &TenantScope,
     vis: &Visibility,
     req: &RequestScope,
-    new: NewRecord,
+    (new, metadata): (NewRecord, &MetadataJson),
     by: Embedding<'_>,
     collections: &DecodeMemo<Collection>,
 ) -> Result<PutOutcome, EngineError> {
@@ -592,9 +632,9 @@ fn put_one(
             // reach of a credential bound to user tokens, whatever the new tokens.
             vis.check_writable(&existing)?;
             record.created_at = existing.created_at;
-            store_record(w, changes, scope, &record)?;
+            let stored = store_encoded(w, changes, scope, record, metadata)?;
             return Ok(PutOutcome {
-                id: record.id,
+                id: stored.id.clone(),
                 created: false,
                 deduplicated: false,
             });
@@ -612,12 +652,12 @@ fn put_one(
     // A dedup entry naming an expired copy falls through: the write creates a record, and the
     // entry moves to it (the expired copy's sweep leaves an entry that is no longer its own).
 
-    store_record(w, changes, scope, &record)?;
+    let stored = store_encoded(w, changes, scope, record, metadata)?;
     if collection.memory.link_runs == Some(true) {
-        crate::links::link_to_run(w, scope, &record, vis.now)?;
+        crate::links::link_to_run(w, scope, stored, vis.now)?;
     }
     Ok(PutOutcome {
-        id: record.id,
+        id: stored.id.clone(),
         created: true,
         deduplicated: false,
     })
@@ -632,6 +672,52 @@ mod tests {
             model_id: "m".into(),
             weights_hash: hash.into(),
         }
+    }
+
+    /// A batch's records are encoded before its transaction: the storage write lock, which
+    /// every tenant's writes wait for, is not held for work proportional to the batch's bytes.
+    /// Stored as given, and charged as a recount charges them.
+    #[test]
+    fn a_batch_encodes_its_records_metadata_before_its_transaction() {
+        use strata_store::codec::metadata_encoded_in_write_path as encoded_inside;
+        let (_dir, engine, scope) = crate::test_support::engine_with_tenant("acme");
+        let metadata = |i: usize| {
+            let m = serde_json::json!({"topic": "tea", "n": i, "note": "naïve \"q\"\n"});
+            m.as_object().cloned().unwrap()
+        };
+        // More records than share a transaction with other writes: this one runs on this
+        // thread, whose count is read.
+        let records: Vec<NewRecord> = (0..SHARED_TRANSACTION_RECORDS * 3)
+            .map(|i| NewRecord {
+                content: Some(format!("note {i}")),
+                metadata: metadata(i),
+                ..Default::default()
+            })
+            .collect();
+        let before = encoded_inside();
+        let put = engine
+            .put(&scope, &RequestScope::default(), records)
+            .unwrap();
+        assert_eq!(encoded_inside(), before, "encoded inside the transaction");
+        for (i, outcome) in put.iter().enumerate() {
+            let got = engine
+                .get(&scope, &RequestScope::default(), &outcome.id)
+                .unwrap();
+            assert_eq!(got.metadata, metadata(i));
+        }
+        let op = strata_auth::OperatorScope::for_tests();
+        let report = engine.verify_tenant(&op, scope.tenant()).unwrap();
+        assert!(report.ok, "{:?}", report.problems);
+        assert_eq!(report.usage_stored, report.usage_recounted);
+        // The count is live: a patch encodes its one record inside its transaction.
+        let patch = RecordPatch {
+            metadata: Some(Some(metadata(99))),
+            ..Default::default()
+        };
+        engine
+            .patch(&scope, &RequestScope::default(), &put[0].id, patch)
+            .unwrap();
+        assert!(encoded_inside() > before);
     }
 
     #[test]

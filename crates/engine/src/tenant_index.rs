@@ -16,7 +16,13 @@ use crate::{graph_build, graph_file, replay, search_image, snapshot};
 
 /// A change a committed write made, to be applied to loaded indexes.
 pub(crate) enum Change {
-    Upsert(Record),
+    /// A record written. `metadata_len` is the length of its stored metadata text, which the
+    /// byte quota charges: measured when the record was encoded, so that accounting does not
+    /// serialise the metadata again inside the transaction (`lifecycle::record_bytes_with`).
+    Upsert {
+        record: Record,
+        metadata_len: usize,
+    },
     Remove(Record),
     DropCollection(CollectionName),
 }
@@ -369,7 +375,7 @@ impl TenantIndex {
             .fetch_add(changes.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for change in changes {
             match change {
-                Change::Upsert(record) => {
+                Change::Upsert { record, .. } => {
                     if !self.collections.contains_key(&record.modality) {
                         // A collection created after the load: its definition is committed.
                         let Some(c) = store.read()?.collection(key, &record.modality)? else {

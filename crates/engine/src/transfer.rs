@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use strata_auth::OperatorScope;
-use strata_store::codec::{StoredNarrative, StoredPheromone};
+use strata_store::codec::{MetadataJson, StoredNarrative, StoredPheromone};
 use strata_store::{
     AdaptiveItem, AdaptiveReads, DeletingReads, LinkReads, NarrativePrincipal, Reads,
 };
@@ -491,21 +491,30 @@ impl Engine {
                 return Ok(());
             }
             self.embed_imported(batch, collections)?;
+            // Encoded before the transaction, which every tenant's writes wait for.
+            let metadata = batch
+                .iter()
+                .map(|r| MetadataJson::of(&r.metadata))
+                .collect::<Result<Vec<_>, _>>()?;
             self.store.write(|w| {
                 still_importing(w, id, key)?;
                 snapshot::bump_version(w, key)?;
                 let mut changes = Vec::with_capacity(batch.len());
-                for (r, n) in batch.drain(..).zip(batch_lines.drain(..)) {
+                let lines = batch.drain(..).zip(batch_lines.drain(..)).zip(&metadata);
+                for ((r, n), metadata) in lines {
                     // The earlier line is not named: remembering every id's line would make
                     // an import's memory grow with its records, which it otherwise does not.
-                    if w.put_record(key, &r)?.is_some() {
+                    if w.put_record_encoded(key, &r, metadata)?.is_some() {
                         return Err(EngineError::BadRequest(format!(
                             "import line {}: record {} appears twice (an earlier line has it)",
                             n + 1,
                             r.id,
                         )));
                     }
-                    changes.push(Change::Upsert(r));
+                    changes.push(Change::Upsert {
+                        record: r,
+                        metadata_len: metadata.len(),
+                    });
                 }
                 account(w, key, limits, &changes)
             })

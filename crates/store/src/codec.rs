@@ -21,7 +21,7 @@ const CHECKSUM_BYTES: usize = 4;
 
 /// A stored record; `V` is its vector as decoded: `Vec<f32>`, or [`SkippedVector`] for a
 /// read that does not return it (the bytes are the same either way).
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct StoredRecord<V = Vec<f32>> {
     id: RecordId,
     modality: CollectionName,
@@ -39,22 +39,92 @@ struct StoredRecord<V = Vec<f32>> {
     confidence: (f64, u32, u32, u32),
 }
 
+/// A record's metadata as the JSON text it is stored as. A write encodes it before its
+/// transaction opens ([`crate::Writer::put_record_encoded`]): the storage write lock, which
+/// every tenant's writes wait for, is then not held for work proportional to the request's
+/// bytes (a batch of a thousand records with 15 KB of metadata each spent most of its
+/// transaction encoding them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataJson(String);
+
+thread_local! {
+    static ENCODED_IN_WRITE_PATH: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many records' metadata this thread has encoded inside a write path
+/// ([`crate::in_write_path`]): for tests that a write encodes its records before its
+/// transaction.
+pub fn metadata_encoded_in_write_path() -> u64 {
+    ENCODED_IN_WRITE_PATH.get()
+}
+
+impl MetadataJson {
+    pub fn of(metadata: &serde_json::Map<String, serde_json::Value>) -> Result<Self, StoreError> {
+        if crate::in_write_path() {
+            ENCODED_IN_WRITE_PATH.set(ENCODED_IN_WRITE_PATH.get() + 1);
+        }
+        serde_json::to_string(metadata)
+            .map(MetadataJson)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// The text's length in bytes: what the byte quota charges for the metadata.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The fields of [`StoredRecord`] borrowed from a [`Record`]: the same postcard bytes (serde
+/// writes a struct's fields in order, whatever owns them), without copying the record's
+/// text, vector and metadata to encode it.
+#[derive(Serialize)]
+struct StoredRecordRef<'a> {
+    id: &'a RecordId,
+    modality: &'a CollectionName,
+    kind: &'a Option<Kind>,
+    content: &'a Option<String>,
+    vector: &'a Option<Vec<f32>>,
+    user_tokens: &'a [UserToken],
+    memory_domain: &'a Domain,
+    run_id: &'a Option<RunId>,
+    memory_scope: &'a Option<MemoryScope>,
+    metadata: &'a str,
+    created_at: Millis,
+    updated_at: Millis,
+    expires_at: Option<Millis>,
+    confidence: (f64, u32, u32, u32),
+}
+
 /// A record's stored bytes (format byte first). Public so the engine's persisted search form
 /// carries records in exactly the stored format, decoded by [`decode_record`].
 pub fn encode_record(r: &Record) -> Result<Vec<u8>, StoreError> {
+    encode_record_with(r, &MetadataJson::of(&r.metadata)?)
+}
+
+/// [`encode_record`] with the record's metadata already encoded (`metadata` must be
+/// [`MetadataJson::of`] its metadata; debug builds check it).
+pub fn encode_record_with(r: &Record, metadata: &MetadataJson) -> Result<Vec<u8>, StoreError> {
+    debug_assert_eq!(
+        serde_json::to_string(&r.metadata).ok().as_deref(),
+        Some(metadata.0.as_str()),
+        "a record's metadata encoded from another value"
+    );
     let c = r.confidence;
-    let stored = StoredRecord {
-        id: r.id.clone(),
-        modality: r.modality.clone(),
-        kind: r.kind.clone(),
-        content: r.content.clone(),
-        vector: r.vector.clone(),
-        user_tokens: r.user_tokens.clone(),
-        memory_domain: r.memory_domain.clone(),
-        run_id: r.run_id.clone(),
-        memory_scope: r.memory_scope.clone(),
-        metadata: serde_json::to_string(&r.metadata)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    let stored = StoredRecordRef {
+        id: &r.id,
+        modality: &r.modality,
+        kind: &r.kind,
+        content: &r.content,
+        vector: &r.vector,
+        user_tokens: &r.user_tokens,
+        memory_domain: &r.memory_domain,
+        run_id: &r.run_id,
+        memory_scope: &r.memory_scope,
+        metadata: &metadata.0,
         created_at: r.created_at,
         updated_at: r.updated_at,
         expires_at: r.expires_at,

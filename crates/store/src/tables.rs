@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 use strata_types::{Collection, CollectionName, Domain, Millis, Record, RecordId, TenantId};
 
 use crate::StoreError;
-use crate::codec::{ChangeOp, decode_json, decode_record, encode_json, encode_record};
+use crate::codec::{
+    ChangeOp, MetadataJson, decode_json, decode_record, encode_json, encode_record_with,
+};
 use crate::db::{Db, Open};
 use crate::deferred_sync::{FileSync, write_path};
 use crate::file_writes::{FileWrites, TableTag, Tracked};
@@ -1363,9 +1365,20 @@ impl<'txn> Writer<'txn> {
         t: TenantKey,
         record: &Record,
     ) -> Result<Option<Record>, StoreError> {
+        self.put_record_encoded(t, record, &MetadataJson::of(&record.metadata)?)
+    }
+
+    /// [`Writer::put_record`] with the record's metadata encoded before the transaction (see
+    /// [`MetadataJson`]).
+    pub fn put_record_encoded(
+        &mut self,
+        t: TenantKey,
+        record: &Record,
+        metadata: &MetadataJson,
+    ) -> Result<Option<Record>, StoreError> {
         // The record row first: its insert returns the row it replaces, so a new record (the
         // common case) costs one lookup of its key, not a removal and then an insert.
-        let encoded = encode_record(record)?;
+        let encoded = encode_record_with(record, metadata)?;
         let old = self
             .table_mut(t)?
             .insert(keys::record(t, &record.id).as_slice(), encoded.as_slice())?

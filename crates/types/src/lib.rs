@@ -8,6 +8,7 @@ mod adaptive;
 mod confidence;
 mod expiry;
 mod filter;
+mod json_len;
 mod limits;
 mod link;
 mod name;
@@ -27,6 +28,7 @@ pub use adaptive::{
 pub use confidence::{Evidence, EvidenceError, EvidenceRequest, PRIOR_STRENGTH, check_confidence};
 pub use expiry::{MAX_RECORD_TIME, check_expiry};
 pub use filter::{FieldRef, Filter, FilterError, MAX_FILTER_VALUES, ValueSet};
+pub use json_len::json_len;
 pub use limits::RecordLimits;
 pub use link::{Link, LinkError, LinkRef, NewLink, related};
 pub use name::{

@@ -617,9 +617,7 @@ pub fn validate_metadata(
         return Err(RecordError::ShadowedField { key: key.clone() });
     }
     check_keys(metadata, "metadata", 1, limits.max_metadata_depth)?;
-    let size = serde_json::to_vec(metadata)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    let size = crate::json_len(metadata).unwrap_or(usize::MAX);
     if size > limits.max_metadata_bytes {
         return Err(RecordError::MetadataTooLarge {
             size,

@@ -1,16 +1,16 @@
 //! The length of a value's JSON text without building the text.
 //!
-//! Every put measures its record's size for the byte quota, and the metadata's share of that
-//! size is defined as the length of its compact JSON. Building the string only to take its
-//! length allocated and copied on the write path; counting what the serializer writes gives the
-//! same number (the same serializer, the same bytes) without keeping them.
+//! Sizes defined as a value's compact JSON length (a record's metadata against its limit and
+//! the byte quota, an answer's size) are measured on hot paths; building the string only to
+//! take its length allocates and copies. Counting what the serializer writes gives the same
+//! number (the same serializer, the same bytes) without keeping them.
 
 use std::io;
 
 use serde::Serialize;
 
 /// Bytes `serde_json::to_vec(value)` would produce, or `None` where it would fail.
-pub(crate) fn json_len(value: &impl Serialize) -> Option<usize> {
+pub fn json_len(value: &impl Serialize) -> Option<usize> {
     let mut counter = Counter(0);
     serde_json::to_writer(&mut counter, value).ok()?;
     Some(counter.0)
@@ -84,49 +84,6 @@ mod tests {
                     .prop_map(|kv| Value::Object(kv.into_iter().collect())),
             ]
         })
-    }
-
-    /// `record_bytes` as it was, building the metadata's text.
-    fn old_record_bytes(r: &strata_types::Record) -> u64 {
-        let metadata = serde_json::to_vec(&r.metadata).map_or(0, |v| v.len());
-        let tokens: usize = r.user_tokens.iter().map(|t| t.as_str().len()).sum();
-        (r.id.as_str().len()
-            + r.content.as_ref().map_or(0, String::len)
-            + r.vector.as_ref().map_or(0, |v| v.len() * 4)
-            + metadata
-            + tokens
-            + 64) as u64
-    }
-
-    #[test]
-    fn a_record_is_charged_what_it_was_charged_before() {
-        use strata_types::{CollectionName, Confidence, Domain, Record, RecordId, UserToken};
-        let record = |metadata: Value| Record {
-            id: RecordId::parse("r1").unwrap(),
-            modality: CollectionName::parse("text").unwrap(),
-            kind: None,
-            content: Some("green tea in the morning".into()),
-            vector: Some(vec![0.5; 8]),
-            user_tokens: vec![UserToken::parse("u:a").unwrap()],
-            memory_domain: Domain::default_domain(),
-            run_id: None,
-            memory_scope: None,
-            metadata: metadata.as_object().cloned().unwrap(),
-            created_at: 1,
-            updated_at: 1,
-            expires_at: None,
-            confidence: Confidence::initial(0.5),
-        };
-        for metadata in [
-            json!({}),
-            json!({"topic": "tea", "n": 3, "tags": ["a", "b"], "x": {"y": null}}),
-            json!({"naïve \"quoted\"": "line\nbreak ✓", "f": 0.1}),
-        ] {
-            let r = record(metadata);
-            assert_eq!(super::super::record_bytes(&r), old_record_bytes(&r));
-        }
-        // Pinned: id 2 + content 24 + vector 32 + `{}` 2 + token 3 + 64.
-        assert_eq!(super::super::record_bytes(&record(json!({}))), 127);
     }
 
     proptest! {
