@@ -808,6 +808,10 @@ fn index_fields(fields: &mut FieldIndex, slot: u32, r: &Record) {
     index_metadata(fields, slot, &mut Vec::new(), &r.metadata);
 }
 
+/// Indexes every value a filter's dotted path can reach (`strata_types::Filter::matches`):
+/// nested objects' values under their paths, an array's scalars under the array's path, and
+/// the values inside an array's objects under the array's path and theirs (`files.name` for
+/// `{"files": [{"name": "a"}]}`).
 fn index_metadata(
     fields: &mut FieldIndex,
     slot: u32,
@@ -816,11 +820,24 @@ fn index_metadata(
 ) {
     for (k, v) in map {
         prefix.push(k.clone());
-        match v {
-            Value::Object(inner) => index_metadata(fields, slot, prefix, inner),
-            other => fields.insert(slot, &metadata_path(prefix), other),
-        }
+        index_value(fields, slot, prefix, v);
         prefix.pop();
+    }
+}
+
+fn index_value(fields: &mut FieldIndex, slot: u32, path: &mut Vec<String>, value: &Value) {
+    match value {
+        Value::Object(inner) => index_metadata(fields, slot, path, inner),
+        Value::Array(items) => {
+            // Its scalars (the field index passes over the rest), then its objects' values.
+            fields.insert(slot, &metadata_path(path), value);
+            for item in items {
+                if let Value::Object(inner) = item {
+                    index_metadata(fields, slot, path, inner);
+                }
+            }
+        }
+        other => fields.insert(slot, &metadata_path(path), other),
     }
 }
 

@@ -278,7 +278,8 @@ mod complements {
     }
 }
 
-/// `$eq`, `$in` and ranges, on metadata (scalars, arrays, other types, missing) and on built-in
+/// `$eq`, `$in` and ranges, on metadata (scalars, arrays, arrays of objects reached by dotted
+/// paths, other types, missing) and on built-in
 /// fields (`null` on those a record may lack): whatever the field index answers exactly is exactly what `Filter::matches` decides
 /// on the records, and an inexact answer never leaves out a matching record.
 mod lookups {
@@ -291,7 +292,12 @@ mod lookups {
     use crate::plan::filter_candidates;
 
     fn value(i: u8) -> Value {
-        match i % 9 {
+        match i % 12 {
+            // Arrays of objects, which `f.g` and `f.g.h` reach into; elements that are not
+            // objects (a scalar, a nested array) hold no key.
+            9 => json!([{"g": "a"}, {"g": [1, 3]}, {"x": 2}]),
+            10 => json!([{"g": {"h": "b"}}, "a", [{"g": 2.5}], {"g": [{"h": 1}, {"h": [2, "a"]}]}]),
+            11 => json!({"g": [{"h": 2.5}, {"g": "b"}], "h": true}),
             0 => json!("a"),
             1 => json!("b"),
             2 => json!(1),
@@ -339,10 +345,19 @@ mod lookups {
             json!({"kind": {"$in": [null, "k1"]}}),
             json!({"kind": {"$nin": [null]}}),
             json!({"$or": [{"kind": null}, {"expires_at": null}]}),
+            json!({"f.g": a}),
+            json!({"f.g": {"$in": p}}),
+            json!({"f.g.h": b}),
+            json!({"f.g.h": {"$in": p}}),
+            json!({"$and": [{"f.g": {"$in": p}}, {"f.g.h": {"$nin": [a]}}]}),
+            json!({"f.g": {"$ne": b}}),
+            json!({"f.g.h": {"$nin": p}}),
         ];
         for op in ["$gt", "$gte", "$lt", "$lte"] {
             for bound in [json!(n), json!(2.5), json!("b")] {
                 out.push(json!({"f": {op: bound}}));
+                out.push(json!({"f.g": {op: bound}}));
+                out.push(json!({"f.g.h": {op: bound}}));
             }
             out.push(json!({"created_at": {op: n}}));
             out.push(json!({"updated_at": {op: n * 2}}));
@@ -358,7 +373,7 @@ mod lookups {
         fn eq_in_and_ranges_match_the_records(
             rows in proptest::collection::vec(
                 (
-                    proptest::option::of(0u8..9),
+                    proptest::option::of(0u8..12),
                     0u8..4,
                     proptest::option::of(0u8..3),
                     proptest::option::of(0u8..3),

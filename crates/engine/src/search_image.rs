@@ -31,7 +31,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use strata_index::{Bm25Index, FieldIndex, LegacyBm25, RoaringBitmap};
+use strata_index::{Bm25Index, FieldIndex, RoaringBitmap};
 use strata_store::{Reads, Store, StoreError, TenantKey, Writer};
 use strata_types::{Collection, CollectionName, Domain, MemoryScope, RecordId, RunId, UserToken};
 
@@ -41,6 +41,10 @@ use crate::graph_file::{self, GraphFile};
 use crate::scope_names::{ScopeIds, ScopeNames};
 use crate::slot_doc::SlotDoc;
 
+/// 7: the field index holds the values inside arrays' objects, under the array's path and
+/// theirs (`files.name` for `{"files": [{"name": "a"}]}`), which a filter's dotted path now
+/// reaches; the layout is 6's. An image of 6 lacks them, and would answer such a filter with
+/// too few records: rebuilt from the records, like every older one.
 /// 6: the BM25 index in its flat form (`strata_index::Bm25Index`'s: its arrays as byte runs,
 /// no bitmap or list per term or per slot), which a load decodes several times faster.
 /// 5: the field index's numbers exact (`strata_types::Num`: integers as integers, so ids past
@@ -48,11 +52,9 @@ use crate::slot_doc::SlotDoc;
 /// 4: the field index ends with its numeric columns (`FieldIndex::with_columns`: the
 /// built-in timestamps and confidence, one value per slot).
 /// 3: each slot's resident part as columns instead of whole records (`crate::slot_doc`).
-/// 5 is still read (its BM25 index in the previous form, `strata_index::LegacyBm25`); 4, 3, 2
-/// (whole records, BM25 and field indexes by id) and 1 are rebuilt from the records.
-const FORMAT: u8 = 6;
-/// The oldest format still read.
-const FORMAT_5: u8 = 5;
+/// 2: whole records, BM25 and field indexes by id. Images of 1 to 6 are rebuilt from the
+/// records.
+const FORMAT: u8 = 7;
 
 /// The first byte of an image row that names a file holding the image (then the file's
 /// `GraphFile` record, postcard) rather than holding it: outside the format bytes.
@@ -74,16 +76,15 @@ pub(crate) fn blob_name(collection: &CollectionName) -> String {
 
 /// The stored form. Byte runs go through [`bytes`] so that postcard writes them as one
 /// length-prefixed run (a plain `Vec<u8>` would be decoded byte by byte).
-/// `B` is the BM25 index's form: the current one, or format 5's (`LegacyBm25`).
 ///
 /// postcard writes a struct as its fields one after the other, with nothing around them, so
 /// an image's bytes are its head's, then its indexes': the two parts are split only so that a
 /// save can encode the indexes under the tenant's locks and the head after them
 /// ([`Capture`]). The golden bytes below pin that the split changes no stored byte.
 #[derive(Serialize, Deserialize)]
-struct Image<'a, B = Cow<'a, Bm25Index>> {
+struct Image<'a> {
     head: Head,
-    indexes: Indexes<'a, B>,
+    indexes: Indexes<'a>,
 }
 
 /// Everything of an image but its two indexes.
@@ -116,26 +117,9 @@ struct Head {
 /// of them, under the tenant's locks, was a third of a large tenant's encode) and owned when
 /// it is decoded.
 #[derive(Serialize, Deserialize)]
-struct Indexes<'a, B = Cow<'a, Bm25Index>> {
+struct Indexes<'a> {
     fields: Cow<'a, FieldIndex>,
-    bm25: B,
-}
-
-impl<'a, B> Image<'a, B> {
-    /// The same image in `format`, its BM25 index in the form `to` makes of it: the formats
-    /// 5 and 6 differ only there.
-    fn with_bm25<C>(self, format: u8, to: impl FnOnce(B) -> C) -> Image<'a, C> {
-        Image {
-            head: Head {
-                format,
-                ..self.head
-            },
-            indexes: Indexes {
-                fields: self.indexes.fields,
-                bm25: to(self.indexes.bm25),
-            },
-        }
-    }
+    bm25: Cow<'a, Bm25Index>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -169,8 +153,6 @@ pub(crate) struct Loaded {
     pub version: u64,
     pub records: u64,
     pub vectors: u64,
-    /// The image was of an older format still read (5): worth saving again in this one.
-    pub older: bool,
 }
 
 /// Numbers names in the order they are first met.
@@ -385,19 +367,9 @@ fn corrupt(why: impl std::fmt::Display) -> EngineError {
 fn decode_image(bytes: &[u8]) -> Result<Image<'static>, EngineError> {
     match bytes.first() {
         Some(&FORMAT) => exactly::<Image>(bytes),
-        Some(&FORMAT_5) => exactly::<Image<LegacyBm25>>(bytes)
-            .map(|i| i.with_bm25(FORMAT, |LegacyBm25(bm25)| Cow::Owned(bm25))),
         Some(other) => Err(corrupt(format!("unknown format byte {other}"))),
         None => Err(corrupt("empty")),
     }
-}
-
-/// The image `bytes` (of this format) as format 5 would have held it: what an older version left
-/// behind, for the tests of the upgrade.
-#[cfg(test)]
-pub(crate) fn as_format_5(bytes: &[u8]) -> Vec<u8> {
-    let image = exactly::<Image>(bytes).unwrap();
-    postcard::to_stdvec(&image.with_bm25(FORMAT_5, |bm25| LegacyBm25(bm25.into_owned()))).unwrap()
 }
 
 /// `T` from exactly `bytes`, or an error.
@@ -409,11 +381,11 @@ fn exactly<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, EngineErro
     Ok(image)
 }
 
-/// The format of an image an earlier version wrote (1 to `FORMAT_5 - 1`), which a load
+/// The format of an image an earlier version wrote (1 to `FORMAT - 1`), which a load
 /// rebuilds from the records rather than reads: for the operator's check, which reports it as
 /// such rather than as damage.
 pub(crate) fn older_format(bytes: &[u8]) -> Option<u8> {
-    bytes.first().copied().filter(|f| (1..FORMAT_5).contains(f))
+    bytes.first().copied().filter(|f| (1..FORMAT).contains(f))
 }
 
 /// Whether `bytes` decode as an image (for the operator's tenant check).
@@ -550,7 +522,6 @@ pub(crate) fn decode(
     params: strata_index::HnswParams,
 ) -> Result<(CollectionIndex, Loaded), EngineError> {
     let image = decode_image(bytes)?;
-    let older = bytes.first() != Some(&FORMAT);
     if image.head.dim != c.dim {
         return Err(corrupt(format!(
             "dimension {} not {}",
@@ -591,7 +562,6 @@ pub(crate) fn decode(
         version: image.head.version,
         records,
         vectors: ci.with_vector.len(),
-        older,
     };
     Ok((ci, loaded))
 }
@@ -770,7 +740,6 @@ mod tests {
         assert_eq!(hex, GOLDEN);
         let (ci, loaded) = decode(&bytes, &collection(), Default::default()).unwrap();
         assert_eq!((loaded.version, loaded.records, loaded.vectors), (7, 1, 1));
-        assert!(!loaded.older);
         let id = RecordId::parse("a").unwrap();
         assert_eq!(ci.slot_ids(), vec![Some(&id)]);
         assert_eq!(&*ci.vector(0).unwrap(), &[0.5, -1.0]);
@@ -778,32 +747,32 @@ mod tests {
         assert_eq!(encode(&ci, 7).unwrap(), bytes);
         // An image of a format no longer read is known as such (verify says so), and refused.
         let mut older = bytes.clone();
-        older[0] = FORMAT_5 - 1;
-        assert_eq!(older_format(&older), Some(FORMAT_5 - 1));
+        older[0] = FORMAT - 1;
+        assert_eq!(older_format(&older), Some(FORMAT - 1));
         assert!(decode_image(&older).is_err());
         assert_eq!(older_format(&bytes), None);
     }
 
-    /// A format-5 image, as the previous version wrote it, still loads: the same collection,
-    /// saved again in the current format.
+    /// Images of format 6 and 5, as the previous versions wrote them, are older formats: they
+    /// lack the values inside arrays' objects, so a load rebuilds them from the records
+    /// rather than answer a filter on such a path with too few records.
     #[test]
-    fn a_format_5_image_still_decodes() {
-        let bytes: Vec<u8> = (0..GOLDEN_5.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&GOLDEN_5[i..i + 2], 16).unwrap())
-            .collect();
-        assert_eq!(older_format(&bytes), None);
-        let (ci, loaded) = decode(&bytes, &collection(), Default::default()).unwrap();
-        assert_eq!((loaded.version, loaded.records, loaded.vectors), (7, 1, 1));
-        assert!(loaded.older, "worth saving again");
-        assert_eq!(ci.bm25.doc_count(), 1);
-        assert_eq!(encode(&ci, 7).unwrap(), encode(&sample(), 7).unwrap());
-        let mut damaged = bytes.clone();
-        // The BM25 index's total length, its last byte, no longer adds up.
-        *damaged.last_mut().unwrap() = 2;
-        assert!(decode(&damaged, &collection(), Default::default()).is_err());
+    fn format_6_and_5_images_are_rebuilt() {
+        let unhex = |hex: &str| -> Vec<u8> {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let six = unhex(&GOLDEN.replacen("07", "06", 1));
+        for (format, bytes) in [(6, six), (5, unhex(GOLDEN_5))] {
+            assert_eq!(older_format(&bytes), Some(format));
+            assert!(decode(&bytes, &collection(), Default::default()).is_err());
+        }
     }
 
+    /// Format 7: `07`, then as format 6 (its field index may hold more paths, never others).
+    ///
     /// Format 6: `06`, then as format 5 up to the BM25 index, which is flat: the analyzer
     /// (`00`), the term lengths as one byte run (`04`, [2]), the terms' bytes (`02`, `hi`), the
     /// postings' slot counts ([1]), the small postings' slots ([0]), no large postings (`00`),
@@ -829,9 +798,9 @@ mod tests {
     /// slot's (path id, value) list); the BM25 index (analyzer, terms by id `hi`, each
     /// posting's slots {0} and repeated frequencies (none), the documents {0}, lengths [1],
     /// each slot's term ids [[0]], total length 1).
-    const GOLDEN: &str = "06070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f010200080000003f000080bf123a30000001000000000000001000000000000206623a6b696e64056d3a6d73670201046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000000083a30000000000000083a300000000000000202000000000000d03f123a3000000100000000000000100000000000008280808080808020123a300000010000000000000010000000000001030000046e6f74650102008280808080808020010202000000000000d03f030c623a637265617465645f617401000000000000f03f0c623a757064617465645f617401000000000000f03f0c623a636f6e666964656e636501000000000000e03f000402000000026869040100000004000000000000123a300000010000000000000010000000000004010000000401000000040000000001";
+    const GOLDEN: &str = "07070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f010200080000003f000080bf123a30000001000000000000001000000000000206623a6b696e64056d3a6d73670201046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000000083a30000000000000083a300000000000000202000000000000d03f123a3000000100000000000000100000000000008280808080808020123a300000010000000000000010000000000001030000046e6f74650102008280808080808020010202000000000000d03f030c623a637265617465645f617401000000000000f03f0c623a757064617465645f617401000000000000f03f0c623a636f6e666964656e636501000000000000e03f000402000000026869040100000004000000000000123a300000010000000000000010000000000004010000000401000000040000000001";
 
-    /// Format 5's bytes of the same image, as `GOLDEN` held them before format 6.
+    /// Format 5's bytes of the same image, as `GOLDEN` held them before format 6 (and 7).
     const GOLDEN_5: &str = "05070201010161010764656661756c74000000010001ffffffff0f01ffffffff0f0100000102010001000000000000e03f010200080000003f000080bf123a30000001000000000000001000000000000206623a6b696e64056d3a6d73670201046e6f7465123a3000000100000000000000100000000000083a30000000000000083a300000000000000000083a30000000000000083a300000000000000202000000000000d03f123a3000000100000000000000100000000000008280808080808020123a300000010000000000000010000000000001030000046e6f74650102008280808080808020010202000000000000d03f030c623a637265617465645f617401000000000000f03f0c623a757064617465645f617401000000000000f03f0c623a636f6e666964656e636501000000000000e03f000102686901123a300000010000000000000010000000000000123a3000000100000000000000100000000000010101010001";
 
     #[test]

@@ -1,4 +1,4 @@
-//! The persisted form of a [`Bm25Index`], and the previous one, still read.
+//! The persisted form of a [`Bm25Index`].
 //!
 //! The form (`Bm25Index`'s `Serialize`/`Deserialize`) is flat: the terms as one byte run with
 //! their lengths, every posting's slot count, the slots of every posting of up to
@@ -6,13 +6,14 @@
 //! format), the repeated term frequencies as (term, slot, frequency) triples, the document
 //! lengths, and each slot's term ids as counts and one array; every array of numbers is one
 //! run of little-endian bytes (`crate::packed`). Why: most terms of real text occur in one or
-//! a handful of documents, and the previous form (`LegacyBm25`: a bitmap and a list per term,
-//! a list per slot) made a load allocate, parse and convert a bitmap per term and a vector per
-//! slot: at 200,000 documents of distinct words, most of a large tenant's load.
+//! a handful of documents, and the previous form (a bitmap and a list per term, a list per
+//! slot, which search images before format 6 held) made a load allocate, parse and convert a
+//! bitmap per term and a vector per slot: at 200,000 documents of distinct words, most of a
+//! large tenant's load.
 //!
-//! Decoding checks what a damaged form could otherwise turn into a panic or a wrong score,
-//! whichever form it reads: every listed (slot, term) is in that term's posting and the counts
-//! agree both ways, every posting's slots ascend, lengths add up to the total.
+//! Decoding checks what a damaged form could otherwise turn into a panic or a wrong score:
+//! every listed (slot, term) is in that term's posting and the counts agree both ways, every
+//! posting's slots ascend, lengths add up to the total.
 
 use std::collections::HashMap;
 
@@ -135,93 +136,6 @@ impl<'de> Deserialize<'de> for Bm25Index {
         Parts::from_flat(Flat::deserialize(d)?)
             .and_then(Parts::assemble)
             .map_err(D::Error::custom)
-    }
-}
-
-/// A [`Bm25Index`] read from the previous persisted form (one bitmap and one frequency list per
-/// posting, one id list per slot), which search images of format 5 hold. It writes that form
-/// too, so that tests can make the images an older version left behind.
-pub struct LegacyBm25(pub Bm25Index);
-
-#[derive(Serialize, Deserialize)]
-struct StoredPosting {
-    slots: RoaringBitmap,
-    /// (slot, term frequency) where the frequency is above 1, by slot.
-    repeats: Vec<(u32, u32)>,
-}
-
-impl Serialize for LegacyBm25 {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let ix = &self.0;
-        let mut postings: Vec<StoredPosting> = ix
-            .postings
-            .iter()
-            .map(|p| StoredPosting {
-                slots: p.iter().collect(),
-                repeats: Vec::new(),
-            })
-            .collect();
-        for (key, n) in &ix.repeats {
-            if let Some(p) = postings.get_mut((key >> 32) as usize) {
-                p.repeats.push((*key as u32, *n));
-            }
-        }
-        for p in &mut postings {
-            p.repeats.sort_unstable();
-        }
-        let slot_terms: Vec<&[u32]> = (0..ix.slot_terms.len() as u32)
-            .map(|slot| ix.slot_terms.get(slot))
-            .collect();
-        Legacy {
-            analyzer: ix.analyzer,
-            terms: ix.terms.clone(),
-            postings,
-            docs: ix.docs.clone(),
-            lens: ix.lens.clone(),
-            slot_terms: slot_terms.iter().map(|l| l.to_vec()).collect(),
-            total_len: ix.total_len,
-        }
-        .serialize(s)
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct Legacy {
-    analyzer: Analyzer,
-    terms: Vec<String>,
-    postings: Vec<StoredPosting>,
-    docs: RoaringBitmap,
-    lens: Vec<u32>,
-    slot_terms: Vec<Vec<u32>>,
-    total_len: u64,
-}
-
-impl<'de> Deserialize<'de> for LegacyBm25 {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Legacy::deserialize(d)?;
-        let mut repeats = Vec::new();
-        for (term, p) in s.postings.iter().enumerate() {
-            for (slot, n) in &p.repeats {
-                repeats.extend([term as u32, *slot, *n]);
-            }
-        }
-        Parts {
-            analyzer: s.analyzer,
-            terms: s.terms,
-            postings: s
-                .postings
-                .into_iter()
-                .map(|p| Posting::from_bitmap(p.slots))
-                .collect(),
-            repeats,
-            docs: s.docs,
-            lens: s.lens,
-            slot_terms: SlotLists::from_lists(s.slot_terms),
-            total_len: s.total_len,
-        }
-        .assemble()
-        .map(LegacyBm25)
-        .map_err(D::Error::custom)
     }
 }
 
@@ -660,64 +574,6 @@ mod tests {
             assert!(
                 serde_json::from_value::<Bm25Index>(bad).is_err(),
                 "{what}: decoded"
-            );
-        }
-    }
-
-    /// The previous form, as format-5 search images hold it, written out by hand.
-    fn legacy_form() -> Value {
-        let bitmap = |slots: &[u32]| {
-            serde_json::to_value(slots.iter().copied().collect::<RoaringBitmap>()).unwrap()
-        };
-        json!({
-            "analyzer": "Standard",
-            "terms": ["a", "b", "c"],
-            "postings": [
-                {"slots": bitmap(&[0]), "repeats": []},
-                {"slots": bitmap(&[0, 1]), "repeats": [[0, 2]]},
-                {"slots": bitmap(&[1]), "repeats": []},
-            ],
-            "docs": bitmap(&[0, 1]),
-            "lens": [3, 2],
-            "slot_terms": [[0, 1], [1, 2]],
-            "total_len": 5,
-        })
-    }
-
-    #[test]
-    fn the_previous_form_still_decodes_into_the_same_index() {
-        assert_eq!(
-            serde_json::to_value(LegacyBm25(small())).unwrap(),
-            legacy_form(),
-            "written as it was"
-        );
-        let LegacyBm25(ix) = serde_json::from_value(legacy_form()).unwrap();
-        assert_eq!(answers(&ix), answers(&small()));
-        assert_eq!(
-            serde_json::to_value(&ix).unwrap(),
-            serde_json::to_value(small()).unwrap()
-        );
-    }
-
-    #[test]
-    fn damaged_previous_forms_are_errors() {
-        let good = legacy_form();
-        let damage: [fn(&mut Value); 7] = [
-            |v| v["terms"].as_array_mut().unwrap().push(json!("x")),
-            |v| v["terms"][0] = v["terms"][1].clone(),
-            |v| v["slot_terms"][1] = json!([0, 1, 2]),
-            |v| v["slot_terms"][0] = json!([]),
-            |v| v["total_len"] = json!(99),
-            |v| v["slot_terms"][0] = json!([7]),
-            // Counts balance, but slot 1 lists `b` twice and `c` not at all.
-            |v| v["slot_terms"][1] = json!([1, 1]),
-        ];
-        for (i, damage) in damage.iter().enumerate() {
-            let mut bad = good.clone();
-            damage(&mut bad);
-            assert!(
-                serde_json::from_value::<LegacyBm25>(bad).is_err(),
-                "damage {i} decoded"
             );
         }
     }

@@ -41,7 +41,6 @@ pub mod testdata;
 pub use analyzer::Analyzer;
 pub use bitmap::{FieldIndex, Num, RoaringBitmap};
 pub use bm25::{Bm25Index, Bm25Query};
-pub use bm25_stored::LegacyBm25;
 pub use error::IndexError;
 pub use exact::{Hit, PreparedQuery, exact_top_k, exact_top_k_prepared};
 pub use hnsw::{HnswIndex, HnswParams};

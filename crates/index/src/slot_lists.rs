@@ -36,6 +36,7 @@ const MIN_GARBAGE: usize = 4096;
 
 impl SlotLists {
     /// The lists by slot: slot `i` gets `lists[i]`.
+    #[cfg(test)]
     pub fn from_lists(lists: Vec<Vec<u32>>) -> Self {
         let mut out = SlotLists::default();
         out.arena.reserve_exact(lists.iter().map(Vec::len).sum());

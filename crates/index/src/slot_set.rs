@@ -30,6 +30,7 @@ pub(crate) enum SlotSet {
 
 impl SlotSet {
     /// The set holding the slots of `bm`, in the form its size calls for.
+    #[cfg(test)]
     pub(crate) fn from_bitmap(bm: RoaringBitmap) -> SlotSet {
         match bm.len() {
             0 => SlotSet::Empty,

@@ -1,8 +1,9 @@
 //! What a new user meets building a chat assistant's memory over HTTP: a past or
 //! seconds-for-milliseconds `expires_at` is refused, a batch's refusal names the record at fault,
 //! filters on built-in fields refuse operands of the wrong type and read `null` as GET shows it,
-//! `"metadata": null` clears a record's metadata, and a delete by filter must say what it
-//! deletes.
+//! `"metadata": null` clears a record's metadata, a dotted path reaches into arrays of objects
+//! (in search, list and count alike, and after a restart), and a delete by filter must say
+//! what it deletes.
 
 mod common;
 
@@ -247,6 +248,69 @@ fn filters_on_built_in_fields_check_their_operands_and_read_null_as_get_shows_it
         let (s, v) = server.post("/v1/memories/count", &key, json!({ "filter": filter }));
         assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{filter}: {v}");
         assert!(message(&v).contains(names), "{names}: {v}");
+    }
+}
+
+/// An agent's memory with the entities it mentions, as a list of objects: filtered by an
+/// entity's fields, the same in every channel, from the index after a restart too.
+#[test]
+fn a_dotted_path_reaches_into_arrays_of_objects() {
+    let (mut server, key) = setup();
+    let records = json!([
+        {"id": "m1", "content": "note: lunch with Bob and Ada",
+         "metadata": {"entities": [{"type": "person", "name": "Bob"}, {"type": "person", "name": "Ada", "age": 36}]}},
+        {"id": "m2", "content": "note: the Paris office",
+         "metadata": {"entities": [{"type": "place", "name": "Paris"}]}},
+        {"id": "m3", "content": "note: nothing named", "metadata": {"entities": []}},
+    ]);
+    let (s, v) = server.post("/v1/memories", &key, json!({ "records": records }));
+    assert_eq!(s, 201, "{v}");
+    let cases = [
+        (json!({"entities.name": "Ada"}), vec!["m1"]),
+        (
+            json!({"entities.type": {"$in": ["place", "thing"]}}),
+            vec!["m2"],
+        ),
+        (json!({"entities.age": {"$gte": 30}}), vec!["m1"]),
+        (
+            json!({"entities.type": {"$ne": "person"}}),
+            vec!["m2", "m3"],
+        ),
+        (json!({"entities.name": {"$exists": false}}), vec!["m3"]),
+    ];
+    for round in ["written", "restarted"] {
+        for (filter, want) in &cases {
+            assert_eq!(
+                count(&server, &key, filter.clone()),
+                want.len() as u64,
+                "{round} {filter}"
+            );
+            let (s, v) = server.post("/v1/memories/list", &key, json!({ "filter": filter }));
+            assert_eq!(s, 200, "{v}");
+            let mut ids: Vec<&str> = v["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap())
+                .collect();
+            ids.sort();
+            assert_eq!(&ids, want, "{round} {filter}: {v}");
+            let (s, v) = server.post(
+                "/v1/search",
+                &key,
+                json!({"query": "note", "k": 10, "mode": "text", "filter": filter}),
+            );
+            assert_eq!(s, 200, "{v}");
+            let mut ids: Vec<&str> = v["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["id"].as_str().unwrap())
+                .collect();
+            ids.sort();
+            assert_eq!(&ids, want, "{round} {filter}: {v}");
+        }
+        server.restart();
     }
 }
 

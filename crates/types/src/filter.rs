@@ -154,7 +154,7 @@ impl FieldRef {
             FieldRef::UpdatedAt => owned(record.updated_at.into()),
             FieldRef::ExpiresAt => record.expires_at.and_then(|t| owned(t.into())),
             FieldRef::Confidence => owned(record.confidence.value.into()),
-            FieldRef::Metadata(path) => lookup(&record.metadata, path).map(Borrowed),
+            FieldRef::Metadata(path) => lookup(&record.metadata, path),
         }
     }
 }
@@ -216,30 +216,69 @@ fn check_operand(
     )))
 }
 
-/// A resolved field value: borrowed from metadata or computed from a built-in field.
+/// A resolved field's values: borrowed from metadata or computed from a built-in field. A
+/// metadata path through an array of objects has a value in each object that holds it.
 pub enum Resolved<'r> {
     Borrowed(&'r Value),
     Owned(Value),
+    /// The values of a path that passed through an array: at least one.
+    Many(Vec<&'r Value>),
 }
 
 impl Resolved<'_> {
-    fn get(&self) -> &Value {
+    /// Whether `pred` holds for one of the values.
+    fn any(&self, pred: impl Fn(&Value) -> bool) -> bool {
         match self {
-            Resolved::Borrowed(v) => v,
-            Resolved::Owned(v) => v,
+            Resolved::Borrowed(v) => pred(v),
+            Resolved::Owned(v) => pred(v),
+            Resolved::Many(values) => values.iter().any(|v| pred(v)),
         }
     }
 }
 
-fn lookup<'m>(map: &'m Map<String, Value>, path: &[String]) -> Option<&'m Value> {
+/// The values at `path` in `map`. A step into an array looks into each of its objects, as in
+/// MongoDB: `files.name` on `{"files": [{"name": "a"}, {"name": "b"}]}` is `"a"` and `"b"`.
+/// Elements that are not objects (scalars, nested arrays) hold no key and are passed over.
+/// Without an array on the way (the common case) nothing is allocated.
+fn lookup<'m>(map: &'m Map<String, Value>, path: &[String]) -> Option<Resolved<'m>> {
     let (first, rest) = path.split_first()?;
     let value = map.get(first)?;
     if rest.is_empty() {
-        return Some(value);
+        return Some(Resolved::Borrowed(value));
     }
     match value {
         Value::Object(inner) => lookup(inner, rest),
+        Value::Array(items) => {
+            let mut found = Vec::new();
+            for item in items {
+                lookup_each(item, rest, &mut found);
+            }
+            (!found.is_empty()).then_some(Resolved::Many(found))
+        }
         _ => None,
+    }
+}
+
+/// [`lookup`] of `path` under `value` (an array's element), adding what it finds to `found`.
+fn lookup_each<'m>(value: &'m Value, path: &[String], found: &mut Vec<&'m Value>) {
+    let Value::Object(map) = value else {
+        return;
+    };
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(value) = map.get(first) else {
+        return;
+    };
+    match value {
+        _ if rest.is_empty() => found.push(value),
+        Value::Object(_) => lookup_each(value, rest, found),
+        Value::Array(items) => {
+            for item in items {
+                lookup_each(item, rest, found);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -260,9 +299,11 @@ impl Filter {
             Filter::In(field, vs) => in_set(field, record, vs),
             Filter::Nin(field, vs) => !in_set(field, record, vs),
             Filter::Range(field, ord, or_equal, bound) => field.resolve(record).is_some_and(|r| {
-                any_element(r.get(), |x| {
-                    compare(x, bound)
-                        .is_some_and(|o| o == *ord || (*or_equal && o == Ordering::Equal))
+                r.any(|v| {
+                    any_element(v, |x| {
+                        compare(x, bound)
+                            .is_some_and(|o| o == *ord || (*or_equal && o == Ordering::Equal))
+                    })
                 })
             }),
             Filter::Exists(field, want) => field.resolve(record).is_some() == *want,
@@ -452,7 +493,7 @@ fn kind_of(v: &Value) -> &'static str {
 /// absent equals nothing (a key stored as `null` equals `null`).
 fn equals_any(field: &FieldRef, record: &Record, operands: &[Value]) -> bool {
     match field.resolve(record) {
-        Some(r) => operands.iter().any(|v| eq_or_contains(r.get(), v)),
+        Some(r) => r.any(|value| operands.iter().any(|v| eq_or_contains(value, v))),
         None => field.is_optional_builtin() && operands.iter().any(Value::is_null),
     }
 }
@@ -460,7 +501,7 @@ fn equals_any(field: &FieldRef, record: &Record, operands: &[Value]) -> bool {
 /// Like [`equals_any`], with the operands' hashed set: one look-up of the field's value.
 fn in_set(field: &FieldRef, record: &Record, set: &ValueSet) -> bool {
     match field.resolve(record) {
-        Some(r) => set.matches(r.get()),
+        Some(r) => r.any(|value| set.matches(value)),
         None => field.is_optional_builtin() && set.iter().any(Value::is_null),
     }
 }
@@ -634,6 +675,51 @@ mod tests {
         check(json!({"user_tokens": "u:a"}), true);
         check(json!({"id": {"$in": ["r1", "r2"]}}), true);
         check(json!({"expires_at": {"$exists": true}}), false);
+    }
+
+    /// A dotted path steps into every object of an array on its way, as in MongoDB: a clause
+    /// matches when one of the values it reaches does; `$ne` and `$nin` when none does.
+    #[test]
+    fn dotted_paths_reach_into_arrays_of_objects() {
+        let mut r = record();
+        let files = json!([
+            {"name": "a.pdf", "size": 5, "tags": ["draft", "x"]},
+            {"name": "b.txt", "size": 12, "owner": {"id": 7}},
+            "loose",
+            [{"name": "nested-array"}],
+            {"parts": [{"n": 1}, {"n": [2, 3]}]}
+        ]);
+        r.metadata.insert("files".into(), files);
+        let f = |v: Value| Filter::parse(&v).unwrap().matches(&r);
+        assert!(f(json!({"files.name": "b.txt"})));
+        assert!(f(json!({"files.name": {"$in": ["zzz", "a.pdf"]}})));
+        assert!(!f(json!({"files.name": "c"})));
+        assert!(f(json!({"files.size": {"$gt": 10}})));
+        assert!(!f(json!({"files.size": {"$gt": 12}})));
+        assert!(f(json!({"files.name": {"$ne": "c"}})));
+        assert!(!f(json!({"files.name": {"$ne": "a.pdf"}})));
+        assert!(!f(json!({"files.name": {"$nin": ["b.txt"]}})));
+        // An element's array is matched element by element, or whole.
+        assert!(f(json!({"files.tags": "draft"})));
+        assert!(f(json!({"files.tags": ["draft", "x"]})));
+        // Deeper: objects inside an element, arrays of objects inside an element.
+        assert!(f(json!({"files.owner.id": 7})));
+        assert!(f(json!({"files.parts.n": 3})));
+        assert!(f(json!({"files.parts.n": {"$gte": 2, "$lt": 3}})));
+        assert!(f(json!({"files.owner": {"$exists": true}})));
+        assert!(f(json!({"files.owner.name": {"$exists": false}})));
+        // Elements that are not objects hold no key: a scalar, a nested array.
+        assert!(!f(json!({"files.name": "nested-array"})));
+        assert!(f(json!({"files": "loose"})));
+        // The whole element still matches the array's own path.
+        assert!(f(
+            json!({"files": {"name": "b.txt", "size": 12, "owner": {"id": 7}}})
+        ));
+        // An empty array, or one without objects, has nothing under the path.
+        r.metadata.insert("files".into(), json!([]));
+        let f = |v: Value| Filter::parse(&v).unwrap().matches(&r);
+        assert!(f(json!({"files.name": {"$exists": false}})));
+        assert!(f(json!({"files.name": {"$ne": "a.pdf"}})));
     }
 
     /// 64-bit ids (chat platforms' message ids, snowflakes) compare exactly: neighbours past
