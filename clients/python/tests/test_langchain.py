@@ -3,6 +3,7 @@ reserves), filters, scope fields, collections, relevance scores, MMR and retriev
 
 from __future__ import annotations
 
+import datetime
 import math
 import warnings
 
@@ -13,6 +14,7 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from strata_client import (
     AsyncStrata,
     BadRequestError,
+    ConflictError,
     PermissionDeniedError,
     Strata,
     StrataAdmin,
@@ -311,3 +313,108 @@ def test_an_id_given_twice_is_refused_before_anything_is_written(
     with pytest.raises(ValueError, match="given twice"):
         store.add_texts(["one", "two", "three"], ids=["a", "b", "a"])
     assert store.get_by_ids(["a", "b"]) == []
+
+
+def test_batches_are_split_by_bytes_and_a_413_in_halves(
+    store: StrataVectorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import strata_client.langchain as lc
+
+    # Many small requests under a small byte budget: every text written, in order.
+    monkeypatch.setattr(lc, "BATCH_BYTES", 2_000)
+    texts = [f"note {i} " + "x" * 300 for i in range(12)]
+    ids = store.add_texts(texts, ids=[f"b{i}" for i in range(12)])
+    assert ids == [f"b{i}" for i in range(12)]
+    assert [d.page_content for d in store.get_by_ids(ids)] == texts
+    # A request past the server's body limit (16 MiB here: 300 texts of 60 KB) is refused
+    # whole, then sent again in halves, which pass.
+    monkeypatch.setattr(lc, "BATCH_BYTES", 1 << 30)
+    big = [f"long {i} " + "y" * 60_000 for i in range(300)]
+    written = store.add_texts(big, ids=[f"L{i}" for i in range(300)])
+    assert written == [f"L{i}" for i in range(300)]
+    assert len(store.get_by_ids(written)) == 300
+
+
+def test_a_failed_request_says_which_documents_earlier_ones_wrote(
+    client: Strata, embedding: DeterministicFakeEmbedding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import strata_client.langchain as lc
+
+    collection = unique("partial")
+    bobs = StrataVectorStore(
+        client=client, embedding=embedding, collection=collection, user_tokens=["u:bob"]
+    )
+    bobs.add_texts(["bob's"], ids=["taken"])
+    alices = StrataVectorStore(
+        client=client, embedding=embedding, collection=collection, user_tokens=["u:alice"]
+    )
+    monkeypatch.setattr(lc, "BATCH", 2)
+    # The second request meets an id held outside Alice's scope: refused, after the first.
+    with pytest.raises(ConflictError) as caught:
+        alices.add_texts(["one", "two", "three", "four"], ids=["a1", "a2", "taken", "a3"])
+    assert caught.value.written_ids == ["a1", "a2"]
+    assert "written_ids" in str(caught.value)
+    assert [d.id for d in alices.get_by_ids(["a1", "a2", "a3"])] == ["a1", "a2"]
+
+
+def test_delete_says_whether_every_id_was_deleted(store: StrataVectorStore) -> None:
+    store.add_texts(["one", "two"], ids=["d1", "d2"])
+    assert store.delete(["d1", "missing"]) is False
+    assert store.get_by_ids(["d1"]) == []
+    assert store.delete(["d2", "d2"]) is True
+    assert store.get_by_ids(["d2"]) == []
+
+
+def test_a_store_closes_the_client_it_made(server: Server, tenant: TenantKey) -> None:
+    with StrataVectorStore(
+        embedding=DeterministicFakeEmbedding(size=DIM),
+        url=server.url,
+        api_key=tenant.key,
+        collection=unique("owned"),
+    ) as store:
+        store.add_texts(["kept"], ids=["k1"])
+        http = store.client._transport.http
+    assert http.is_closed
+    # A client given to a store stays its owner's.
+    with Strata(server.url, tenant.key) as client:
+        StrataVectorStore(client=client, embedding=DeterministicFakeEmbedding(size=DIM)).close()
+        assert not client._transport.http.is_closed
+
+
+def test_bad_inputs_are_refused_before_sending(store: StrataVectorStore) -> None:
+    with pytest.raises(TypeError, match="a filter is a dict"):
+        store.similarity_search("x", filter="src")  # type: ignore[arg-type]
+    with pytest.raises(BadRequestError, match="not JSON serializable"):
+        store.add_texts(["dated"], metadatas=[{"at": datetime.date(2026, 1, 2)}])
+    with pytest.raises(BadRequestError, match=r"texts\[1\]: content: is empty"):
+        store.add_texts(["fine", "  "], ids=["f1", "f2"])
+    assert store.get_by_ids(["f1"]) == []
+
+
+def test_mmr_selection_is_incremental_and_matches_the_definition() -> None:
+    import random
+
+    rng = random.Random(7)
+    query = [rng.uniform(-1, 1) for _ in range(16)]
+    candidates = [[rng.uniform(-1, 1) for _ in range(16)] for _ in range(40)]
+
+    def cos(a: list, b: list) -> float:
+        na = math.sqrt(sum(x * x for x in a))
+        nb = math.sqrt(sum(x * x for x in b))
+        return sum(x * y for x, y in zip(a, b)) / (na * nb)
+
+    def naive(k: int, lam: float) -> list:
+        chosen: list = []
+        while len(chosen) < k:
+            rest = [i for i in range(len(candidates)) if i not in chosen]
+            best = max(
+                rest,
+                key=lambda i: lam * cos(query, candidates[i])
+                - (1 - lam) * max((cos(candidates[i], candidates[j]) for j in chosen), default=0),
+            )
+            chosen.append(best)
+        return chosen
+
+    for k, lam in [(1, 0.5), (5, 0.25), (12, 0.75), (40, 0.5)]:
+        assert mmr_select(query, candidates, k, lam) == naive(k, lam)
+    assert mmr_select(query, candidates, 100, 0.5)[:5] == naive(5, 0.5)

@@ -59,11 +59,18 @@ NO_JSON: Any = _NoJson()
 
 def _json_body(value: Any) -> bytes:
     """``value`` as the JSON body the server reads; a float JSON cannot carry (NaN or an
-    infinity, in a vector say) is refused here as a :class:`BadRequestError`, as the server
-    would refuse it, rather than escaping as the encoder's ``ValueError``."""
+    infinity, in a vector say) or a value JSON has no form for (a ``datetime`` in metadata)
+    is refused here as a :class:`BadRequestError`, as the server would refuse it, rather than
+    escaping as the encoder's ``ValueError`` or ``TypeError``."""
     try:
         text = _json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         return text.encode("utf-8")
+    except TypeError as e:
+        raise BadRequestError(
+            f"body: {e} (convert it to a string or a number first); refused by the client "
+            "before sending",
+            code="BAD_REQUEST",
+        ) from None
     except ValueError as e:  # UnicodeEncodeError (half a surrogate pair) is one too
         why = " (NaN and infinities have no JSON form)" if "float" in str(e) else ""
         raise BadRequestError(

@@ -19,7 +19,7 @@ Branch on the class for a family and on ``code`` for the exact reason::
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, List, Optional, Type
 
 import httpx
 
@@ -68,6 +68,9 @@ class StrataError(Exception):
         self.retry_after = retry_after
         #: The decoded response body, for anything the fields above do not cover.
         self.body = body
+        #: For a call made of several requests (the LangChain store's ``add_texts``): the ids
+        #: that requests before the failing one wrote, which stay written.
+        self.written_ids: List[str] = []
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status})" if self.status is not None else ""

@@ -25,6 +25,7 @@ Maximal marginal relevance needs the query's vector, so it needs an ``embedding`
 
 from __future__ import annotations
 
+import json
 import math
 from typing import (
     Any,
@@ -54,7 +55,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 from ._scope import Scope
 from .aio import AsyncStrata
 from .client import Strata
-from .errors import ConflictError
+from .errors import BadRequestError, ConflictError, PayloadTooLargeError, StrataError
 from .models import Collection, NewRecord, Record, SearchHit
 
 __all__ = ["StrataVectorStore", "METADATA_KEY"]
@@ -64,6 +65,10 @@ METADATA_KEY = "langchain"
 #: Records per write request, and ids per lookup: well inside the server's limits (1000
 #: records per batch, 1024 values per ``$in``).
 BATCH = 500
+#: Bytes of JSON per write request, at most: half the server's default body limit (16 MiB),
+#: which 500 records of long texts or wide vectors (3072 dimensions) can pass. A server
+#: configured lower answers 413, and the batch is split in two and sent again.
+BATCH_BYTES = 8 * 1024 * 1024
 
 VST = TypeVar("VST", bound="StrataVectorStore")
 
@@ -72,6 +77,11 @@ def translate_filter(filter: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """Rewrites a filter on document metadata into one on the records' metadata."""
     if not filter:
         return {}
+    if not isinstance(filter, Mapping):
+        raise TypeError(
+            f"a filter is a dict of metadata keys to values or operators, such as "
+            f"{{'source': 'a.pdf'}}, not a {type(filter).__name__}"
+        )
     out: Dict[str, Any] = {}
     for key, value in filter.items():
         if key in ("$and", "$or"):
@@ -98,33 +108,96 @@ def _document(record: Union[Record, SearchHit]) -> Document:
     )
 
 
-def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    na = math.sqrt(sum(x * x for x in a))
-    nb = math.sqrt(sum(x * x for x in b))
-    if na == 0 or nb == 0:
-        return 0.0
-    return sum(x * y for x, y in zip(a, b)) / (na * nb)
+def _unit(v: Sequence[float]) -> List[float]:
+    """``v`` scaled to length 1 (a zero vector stays zero: similar to nothing)."""
+    n = math.sqrt(sum(x * x for x in v))
+    return [x / n for x in v] if n > 0 else [0.0] * len(v)
+
+
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
+    return sum(x * y for x, y in zip(a, b))
 
 
 def mmr_select(
     query: Sequence[float], candidates: Sequence[Sequence[float]], k: int, lambda_mult: float
 ) -> List[int]:
     """Maximal marginal relevance: indexes of ``k`` candidates, each chosen for similarity to
-    the query minus its similarity to those already chosen. Pure Python: ``fetch_k`` is small,
-    and numpy would be a heavy dependency for it."""
+    the query minus its greatest similarity to those already chosen (cosine).
+
+    Each candidate's greatest similarity to the chosen ones is kept and updated with the one
+    chosen last, so a selection costs ``k * fetch_k`` dot products, not ``k^2 * fetch_k``;
+    pure Python (numpy would be a heavy dependency for it)."""
+    units = [_unit(c) for c in candidates]
+    q = _unit(query)
+    relevance = [_dot(q, u) for u in units]
+    redundancy = [-math.inf] * len(units)
+    left = set(range(len(units)))
     chosen: List[int] = []
-    relevance = [_cosine(query, c) for c in candidates]
-    while len(chosen) < min(k, len(candidates)):
-        best, best_score = -1, -math.inf
-        for i, c in enumerate(candidates):
-            if i in chosen:
-                continue
-            redundancy = max((_cosine(c, candidates[j]) for j in chosen), default=0.0)
-            score = lambda_mult * relevance[i] - (1 - lambda_mult) * redundancy
-            if score > best_score:
-                best, best_score = i, score
+    while left and len(chosen) < k:
+        def score(i: int) -> float:
+            r = redundancy[i] if chosen else 0.0
+            return lambda_mult * relevance[i] - (1 - lambda_mult) * r
+
+        # Ties go to the earlier candidate (the better ranked by the server).
+        best = min(left, key=lambda i: (-score(i), i))
         chosen.append(best)
+        left.discard(best)
+        for i in left:
+            redundancy[i] = max(redundancy[i], _dot(units[i], units[best]))
     return chosen
+
+
+def _json_size(record: NewRecord) -> int:
+    try:
+        return len(json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")))
+    except (TypeError, ValueError):
+        # Not JSON: sending its batch reports it (`BadRequestError`).
+        return 0
+
+
+def _batches(records: List[NewRecord]) -> List[List[NewRecord]]:
+    """``records`` in write requests of at most ``BATCH`` records and ``BATCH_BYTES`` bytes
+    (a record larger than that alone is sent alone, for the server to judge)."""
+    out: List[List[NewRecord]] = []
+    batch: List[NewRecord] = []
+    size = 0
+    for r in records:
+        n = _json_size(r) + 1
+        if batch and (len(batch) == BATCH or size + n > BATCH_BYTES):
+            out.append(batch)
+            batch, size = [], 0
+        batch.append(r)
+        size += n
+    if batch:
+        out.append(batch)
+    return out
+
+
+def _partial(e: StrataError, written: List[str]) -> StrataError:
+    """``e``, telling which documents earlier requests of the same call wrote: a call of
+    several requests is not atomic, and a retry with these ids does not write them twice."""
+    e.written_ids = list(written)
+    if written:
+        e.message += (
+            f" ({len(written)} documents of this call were written by its earlier requests; "
+            "their ids are in written_ids)"
+        )
+    return e
+
+
+def _check_texts(texts: List[str]) -> None:
+    """Refuses, before anything is written, a text the server would refuse in a later
+    request after earlier ones were stored."""
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is a {type(text).__name__}, not a str")
+        if not text.strip():
+            raise BadRequestError(
+                f"texts[{i}]: content: is empty or whitespace only (drop empty documents, "
+                "which some loaders produce, before adding them); refused by the client "
+                "before sending",
+                code="BAD_REQUEST",
+            )
 
 
 
@@ -182,6 +255,8 @@ class StrataVectorStore(VectorStore):
         url: Optional[str] = None,
         api_key: Optional[str] = None,
     ) -> None:
+        #: Whether the store made its client (from `url` and `api_key`), so closes it.
+        self._owns_client = client is None and async_client is None
         if client is None and async_client is None:
             # `url` and `api_key` (or their environment variables) make a client here, which
             # is what `from_texts(..., url=..., api_key=...)` needs.
@@ -195,6 +270,18 @@ class StrataVectorStore(VectorStore):
         self.scope = Scope.of(user_tokens, memory_domain, run_id, memory_scope, user_match)
         #: The collection's dimension once it is known to exist.
         self._dim: Optional[int] = None
+
+    def close(self) -> None:
+        """Closes the client the store made from ``url`` and ``api_key`` (its connections);
+        a client given to the store is left open, for its owner to close."""
+        if self._owns_client and self._client is not None:
+            self._client.close()
+
+    def __enter__(self: VST) -> VST:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     @property
     def embeddings(self) -> Optional[Embeddings]:
@@ -352,6 +439,7 @@ class StrataVectorStore(VectorStore):
         texts = list(texts)
         if not texts:
             return []
+        _check_texts(texts)
         vectors: Sequence[Optional[List[float]]]
         if self._embedding is None:
             # Content only: the server embeds each text on write.
@@ -362,9 +450,22 @@ class StrataVectorStore(VectorStore):
             self._ensure_collection(len(vectors[0] or []), create=True)
         records = self._records(texts, vectors, metadatas, ids)
         out: List[str] = []
-        for start in range(0, len(records), BATCH):
-            results = self.client.add(records[start : start + BATCH], **self._scope_args())
-            out.extend(r.id for r in results)
+        pending = _batches(records)
+        try:
+            while pending:
+                batch = pending.pop(0)
+                try:
+                    results = self.client.add(batch, **self._scope_args())
+                except PayloadTooLargeError:
+                    # Refused whole (a batch is atomic): sent again in halves.
+                    if len(batch) == 1:
+                        raise
+                    half = len(batch) // 2
+                    pending[:0] = [batch[:half], batch[half:]]
+                    continue
+                out.extend(r.id for r in results)
+        except StrataError as e:
+            raise _partial(e, out) from None
         return out
 
     async def aadd_texts(
@@ -380,6 +481,7 @@ class StrataVectorStore(VectorStore):
         texts = list(texts)
         if not texts:
             return []
+        _check_texts(texts)
         vectors: Sequence[Optional[List[float]]]
         if self._embedding is None:
             await self._aensure_server_collection(self._async_client, write=True)
@@ -389,15 +491,27 @@ class StrataVectorStore(VectorStore):
             await self._aensure_collection(self._async_client, len(vectors[0] or []), create=True)
         records = self._records(texts, vectors, metadatas, ids)
         out: List[str] = []
-        for start in range(0, len(records), BATCH):
-            results = await self._async_client.add(
-                records[start : start + BATCH], **self._scope_args()
-            )
-            out.extend(r.id for r in results)
+        pending = _batches(records)
+        try:
+            while pending:
+                batch = pending.pop(0)
+                try:
+                    results = await self._async_client.add(batch, **self._scope_args())
+                except PayloadTooLargeError:
+                    if len(batch) == 1:
+                        raise
+                    half = len(batch) // 2
+                    pending[:0] = [batch[:half], batch[half:]]
+                    continue
+                out.extend(r.id for r in results)
+        except StrataError as e:
+            raise _partial(e, out) from None
         return out
 
     def delete(self, ids: Optional[List[str]] = None, **kwargs: Any) -> Optional[bool]:
-        """Deletes these documents (missing ids are ignored). With no ids, and only with
+        """Deletes these documents. ``True`` when every id named a document the store's scope
+        may delete, ``False`` when some did not (missing ids, or documents the key may read
+        but not delete); the others are deleted either way. With no ids, and only with
         ``delete_all=True``, every record of the collection that the store's scope sees:
         records written by other means too (the tenant's ``text`` collection also holds the
         memories an agent wrote through the API), so it is never the default."""
@@ -405,10 +519,12 @@ class StrataVectorStore(VectorStore):
             self._check_delete_all(kwargs)
             self.client.delete_where(self._in_collection(), **self._scope_args())
             return True
-        for start in range(0, len(ids), BATCH):
-            chunk = {"id": {"$in": list(ids[start : start + BATCH])}}
-            self.client.delete_where(self._in_collection(chunk), **self._scope_args())
-        return True
+        wanted = list(dict.fromkeys(ids))
+        deleted = 0
+        for start in range(0, len(wanted), BATCH):
+            chunk = {"id": {"$in": wanted[start : start + BATCH]}}
+            deleted += self.client.delete_where(self._in_collection(chunk), **self._scope_args())
+        return deleted == len(wanted)
 
     async def adelete(self, ids: Optional[List[str]] = None, **kwargs: Any) -> Optional[bool]:
         if self._async_client is None:
@@ -417,10 +533,14 @@ class StrataVectorStore(VectorStore):
             self._check_delete_all(kwargs)
             await self._async_client.delete_where(self._in_collection(), **self._scope_args())
             return True
-        for start in range(0, len(ids), BATCH):
-            chunk = {"id": {"$in": list(ids[start : start + BATCH])}}
-            await self._async_client.delete_where(self._in_collection(chunk), **self._scope_args())
-        return True
+        wanted = list(dict.fromkeys(ids))
+        deleted = 0
+        for start in range(0, len(wanted), BATCH):
+            chunk = {"id": {"$in": wanted[start : start + BATCH]}}
+            deleted += await self._async_client.delete_where(
+                self._in_collection(chunk), **self._scope_args()
+            )
+        return deleted == len(wanted)
 
     def _check_delete_all(self, kwargs: Dict[str, Any]) -> None:
         if kwargs.get("delete_all") is not True:
@@ -495,6 +615,7 @@ class StrataVectorStore(VectorStore):
     ) -> List[Tuple[Document, float]]:
         """Documents nearest to a vector, with Strata's scores (higher is closer: cosine
         similarity, dot product, or negative L2 distance, after the collection's metric)."""
+        translate_filter(filter)  # a bad filter is refused even before the collection exists
         if not self._ensure_collection(len(embedding), create=False):
             return []
         result = self.client.search(**self._search_args(embedding, k, filter))
@@ -512,6 +633,7 @@ class StrataVectorStore(VectorStore):
                 self.similarity_search_with_score_by_vector, embedding, k, filter, **kwargs
             )
             return pairs
+        translate_filter(filter)
         if not await self._aensure_collection(self._async_client, len(embedding), create=False):
             return []
         result = await self._async_client.search(**self._search_args(embedding, k, filter))
@@ -525,6 +647,7 @@ class StrataVectorStore(VectorStore):
         self, query: str, k: int = 4, filter: Optional[Mapping[str, Any]] = None, **kwargs: Any
     ) -> List[Tuple[Document, float]]:
         if self._embedding is None:
+            translate_filter(filter)
             if not self._ensure_server_collection(write=False):
                 return []
             result = self.client.search(**self._search_args(None, k, filter, query=query))
