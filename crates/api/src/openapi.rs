@@ -62,7 +62,9 @@ const ERRORS: &[(&str, &str, bool)] = &[
     ("501", "Not implemented", false),
     (
         "503",
-        "Overloaded (retry after `Retry-After`) or not ready",
+        "Overloaded (`OVERLOADED`), not ready or storage unavailable (`UNAVAILABLE`), or the \
+         tenant's integrity state sheds this work (`TENANT_STRESSED`: an expensive search; \
+         `TENANT_CRITICAL`: a write); retry after `Retry-After`",
         false,
     ),
 ];
@@ -136,6 +138,14 @@ pub fn document() -> Value {
     let mut doc = serde_json::to_value(&doc).unwrap_or(Value::Null);
     flatten_all_of(&mut doc);
     complete_operations(&mut doc);
+    // A recall's body is a search's, but for `include_shared`: recall spreads over the
+    // tenant's own records only, and refuses it.
+    if let Some(props) = doc
+        .pointer_mut("/components/schemas/RecallBody/properties")
+        .and_then(Value::as_object_mut)
+    {
+        props.remove("include_shared");
+    }
     doc
 }
 
@@ -151,8 +161,9 @@ pub fn document_for(limits: &RecordLimits) -> Value {
     doc
 }
 
-/// Replaces every `allOf` in the component schemas by one object holding all its parts'
-/// properties; closed (`additionalProperties: false`) when any part is closed.
+/// Replaces every `allOf` in the component schemas and the operations, at any depth (a
+/// `oneOf` variant, a property), by one object holding all its parts' properties; closed
+/// (`additionalProperties: false`) when any part is closed.
 fn flatten_all_of(doc: &mut Value) {
     let Some(schemas) = doc
         .pointer("/components/schemas")
@@ -161,18 +172,26 @@ fn flatten_all_of(doc: &mut Value) {
     else {
         return;
     };
-    let mut flat = schemas.clone();
-    for (name, schema) in &schemas {
-        if schema.get("allOf").is_some() {
-            let mut merged = merge_parts(schema, &schemas, 0);
-            if let (Some(d), Some(obj)) = (schema.get("description"), merged.as_object_mut()) {
-                obj.insert("description".into(), d.clone());
-            }
-            flat.insert(name.clone(), merged);
-        }
-    }
     if let Some(slot) = doc.pointer_mut("/components/schemas") {
-        *slot = Value::Object(flat);
+        flatten_within(slot, &schemas);
+    }
+    if let Some(paths) = doc.get_mut("paths") {
+        flatten_within(paths, &schemas);
+    }
+}
+
+fn flatten_within(value: &mut Value, schemas: &Map<String, Value>) {
+    if value.get("allOf").is_some() {
+        let mut merged = merge_parts(value, schemas, 0);
+        if let (Some(d), Some(obj)) = (value.get("description"), merged.as_object_mut()) {
+            obj.insert("description".into(), d.clone());
+        }
+        *value = merged;
+    }
+    match value {
+        Value::Object(map) => map.values_mut().for_each(|v| flatten_within(v, schemas)),
+        Value::Array(items) => items.iter_mut().for_each(|v| flatten_within(v, schemas)),
+        _ => {}
     }
 }
 
@@ -251,7 +270,17 @@ fn complete_operations(doc: &mut Value) {
                     });
                 }
                 for (status, response) in responses.iter_mut() {
-                    response["headers"] = response_headers(status, keyed);
+                    // The operation's own headers (a 202's `Location`) stay beside the shared.
+                    let mut headers = response_headers(status, keyed);
+                    if let (Some(own), Some(all)) = (
+                        response.get("headers").and_then(Value::as_object),
+                        headers.as_object_mut(),
+                    ) {
+                        for (name, header) in own {
+                            all.entry(name.clone()).or_insert_with(|| header.clone());
+                        }
+                    }
+                    response["headers"] = headers;
                 }
             }
             let params = op
@@ -350,6 +379,48 @@ fn scope_param(name: &str, description: &str, schema: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No `allOf` is left anywhere (a closed part would forbid its siblings' fields): the
+    /// export's end line, a `oneOf` variant of `LineCounts` and its `type`, takes both.
+    #[test]
+    fn every_all_of_is_flattened_and_the_export_end_line_takes_its_type() {
+        let doc = document();
+        assert!(!doc.to_string().contains("\"allOf\""));
+        let variants = doc["components"]["schemas"]["ExportLine"]["oneOf"]
+            .as_array()
+            .expect("variants");
+        let end = variants
+            .iter()
+            .find(|v| v["properties"]["type"]["enum"] == json!(["end"]))
+            .expect("the end line");
+        for field in ["type", "collections", "records", "links", "audit"] {
+            assert!(end["properties"].get(field).is_some(), "{field}: {end}");
+        }
+        assert_eq!(end["additionalProperties"], json!(false), "{end}");
+    }
+
+    /// An operation's own response headers stay beside the shared ones.
+    #[test]
+    fn a_202_names_where_its_status_is() {
+        let doc = document();
+        let headers = &doc["paths"]["/v1/admin/backups"]["post"]["responses"]["202"]["headers"];
+        assert!(headers.get("Location").is_some(), "{headers}");
+        assert!(headers.get("x-request-id").is_some(), "{headers}");
+    }
+
+    /// A recall refuses `include_shared`, so its body does not offer it; a search's does.
+    #[test]
+    fn a_recall_body_is_a_search_body_without_include_shared() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        assert!(schemas["RecallBody"]["properties"].get("query").is_some());
+        assert!(
+            schemas["RecallBody"]["properties"]
+                .get("include_shared")
+                .is_none()
+        );
+        assert!(doc.to_string().contains("include_shared"));
+    }
 
     /// An export's `integrity_policy` is described as the stored policy (every field
     /// required, as the import decodes it), whose enter thresholds may be `"inf"`.
