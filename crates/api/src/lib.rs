@@ -19,6 +19,7 @@
 //! (`SCOPE_FORBIDDEN`, `NOT_FOUND`, …) pass through the table unchanged.
 
 mod admin;
+mod admin_query;
 pub mod admission;
 mod answer_budget;
 mod answer_size;

@@ -138,3 +138,32 @@ fn a_resume_that_changes_nothing_keeps_updated_at() {
     let (_, v) = admin(&server, "GET", "/v1/admin/tenants/acme", None);
     assert_eq!(updated_at(&v), updated_at(&resumed), "{v}");
 }
+
+/// An admin route refuses a query parameter it does not take, as tenant routes do: a
+/// misplaced `hard=true` does not read a tenant, a misspelt one does not soft-delete it.
+#[test]
+fn an_admin_route_refuses_a_query_parameter_it_does_not_take() {
+    let server = Server::start();
+    server.tenant("acme");
+    for (method, path, unknown) in [
+        ("GET", "/v1/admin/tenants/acme?hard=true", "hard"),
+        ("DELETE", "/v1/admin/tenants/acme?hrad=true", "hrad"),
+        // The listing takes no paging: a `limit` would be ignored.
+        ("GET", "/v1/admin/tenants?limit=5", "limit"),
+        ("POST", "/v1/admin/tenants/acme/verify?fix=true", "fix"),
+    ] {
+        let (s, v) = admin(&server, method, path, None);
+        assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{method} {path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("unknown query parameter {unknown}"))),
+            "{method} {path}: {v}"
+        );
+    }
+    // Refused before it acted: the tenant is still there; what the route takes still works.
+    let (s, v) = admin(&server, "GET", "/v1/admin/tenants/acme", None);
+    assert_eq!((s, v["status"].as_str()), (200, Some("active")), "{v}");
+    let (s, v) = admin(&server, "DELETE", "/v1/admin/tenants/acme?hard=true", None);
+    assert!(s == 200 || s == 204, "{s} {v}");
+}
