@@ -132,6 +132,8 @@ def test_unreachable_server_is_a_connection_error(tenant: TenantKey) -> None:
             c.count()
     assert e.value.status is None and e.value.code == "CONNECTION_ERROR"
     assert isinstance(e.value, StrataError)
+    # It says which server it could not reach.
+    assert "http://127.0.0.1:9/v1/memories/count" in str(e.value)
 
 
 def test_a_url_without_a_scheme_is_a_setup_mistake_not_a_server_down() -> None:

@@ -141,7 +141,7 @@ def test_a_key_without_admin_needs_an_existing_collection(
     t = new_tenant(permissions=["read", "write"])
     with Strata(server.url, t.key) as writer:
         store = StrataVectorStore(client=writer, embedding=embedding, collection="kb")
-        with pytest.raises(PermissionDeniedError):
+        with pytest.raises(PermissionDeniedError, match="'kb' does not exist, and the store"):
             store.add_texts(["needs a collection"])
         owner_key = admin.create_key(t.id, permissions=["admin"]).key
         with Strata(server.url, owner_key) as owner:
@@ -297,6 +297,8 @@ def test_the_relevance_mapping_is_bounded_and_monotonic() -> None:
     assert relevance("dot", 0.0) == 0.5
     assert relevance("cosine", 1.0) == 1.0 and relevance("cosine", -1.0) == 0.0
     assert relevance("cosine", 1.0000001) == 1.0
+    # The similarity itself, as other LangChain stores' relevance: unrelated is near 0.
+    assert relevance("cosine", 0.0) == 0.0 and relevance("cosine", 0.62) == 0.62
 
 
 def test_blank_texts_are_the_servers_bad_request(store: StrataVectorStore) -> None:
@@ -355,6 +357,12 @@ def test_a_failed_request_says_which_documents_earlier_ones_wrote(
     assert caught.value.written_ids == ["a1", "a2"]
     assert "written_ids" in str(caught.value)
     assert [d.id for d in alices.get_by_ids(["a1", "a2", "a3"])] == ["a1", "a2"]
+
+
+def test_k_0_finds_nothing(store: StrataVectorStore) -> None:
+    store.add_texts(["one"], ids=["z1"])
+    assert store.similarity_search("one", k=0) == []
+    assert store.similarity_search("one", k=1)[0].id == "z1"
 
 
 def test_delete_says_whether_every_id_was_deleted(store: StrataVectorStore) -> None:

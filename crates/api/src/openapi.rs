@@ -299,6 +299,7 @@ fn complete_operations(doc: &mut Value) {
                     "description": "The domain, as an alternative to `memory_domain`",
                     "schema": {"$ref": "#/components/schemas/Domain"},
                 }));
+                params.push(tenant_header());
             } else if authenticated
                 && path != "/v1/audit"
                 && path != "/metrics"
@@ -309,6 +310,7 @@ fn complete_operations(doc: &mut Value) {
                     "Checked against the credential; another tenant is 403",
                     "TenantId",
                 ));
+                params.push(tenant_header());
             }
             params.push(json!({
                 "name": "x-request-id", "in": "header", "required": false,
@@ -361,6 +363,16 @@ fn response_headers(status: &str, keyed: bool) -> Value {
     headers
 }
 
+/// `X-Tenant-ID`, which tenant routes check as they check `tenant_id`.
+fn tenant_header() -> Value {
+    json!({
+        "name": "X-Tenant-ID", "in": "header", "required": false,
+        "description": "Checked against the credential; another tenant is 403 \
+            `TENANT_MISMATCH`",
+        "schema": {"$ref": "#/components/schemas/TenantId"},
+    })
+}
+
 fn scope_param(name: &str, description: &str, schema: &str) -> Value {
     let schema = if name == "user_tokens" {
         json!({"type": "array", "items": {"type": "string", "pattern": "^([a-zA-Z0-9_.:-]{1,64}|\\*)$"}})
@@ -406,6 +418,22 @@ mod tests {
         let headers = &doc["paths"]["/v1/admin/backups"]["post"]["responses"]["202"]["headers"];
         assert!(headers.get("Location").is_some(), "{headers}");
         assert!(headers.get("x-request-id").is_some(), "{headers}");
+    }
+
+    /// An import takes every line-delimited type the server reads.
+    #[test]
+    fn an_import_documents_each_body_type_it_reads() {
+        let doc = document();
+        let content =
+            &doc["paths"]["/v1/admin/tenants/{id}/import"]["post"]["requestBody"]["content"];
+        for kind in [
+            "application/x-ndjson",
+            "application/jsonl",
+            "application/x-jsonlines",
+            "application/json",
+        ] {
+            assert!(content.get(kind).is_some(), "{kind}: {content}");
+        }
     }
 
     /// A recall refuses `include_shared`, so its body does not offer it; a search's does.
@@ -588,6 +616,13 @@ mod tests {
                 .get("Idempotent-Replayed")
                 .is_none()
         );
+        // The tenant header, checked on tenant routes; admin routes do not read it.
+        for (path, method) in [("/v1/search", "post"), ("/v1/collections", "get")] {
+            let tenant = &param(&doc, path, method, "X-Tenant-ID")["schema"];
+            assert!(tenant.is_object(), "{path}");
+        }
+        let admin = doc["paths"]["/v1/admin/tenants"]["get"]["parameters"].to_string();
+        assert!(!admin.contains("X-Tenant-ID"), "{admin}");
     }
 
     /// Every operation may answer 415 (a `Content-Encoding`), so every one documents it.

@@ -209,7 +209,13 @@ impl Splitter {
 /// naming its line number, and nothing of the tenant is left behind.
 #[utoipa::path(post, path = "/v1/admin/tenants/{id}/import", tag = "admin", operation_id = "import_tenant",
     params(("id" = TenantId, Path, description = "the new tenant's id")),
-    request_body(content = String, description = "An export, one JSON object per line", content_type = "application/x-ndjson"),
+    request_body(description = "An export, one JSON object per line (any of these types, or none)",
+        content(
+            (String = "application/x-ndjson"),
+            (String = "application/jsonl"),
+            (String = "application/x-jsonlines"),
+            (String = "application/json"),
+        )),
     responses((status = 201, description = "The new tenant, with its usage", body = strata_engine::TenantInfo)),
     security(("bearer" = [])))]
 pub async fn import_tenant(

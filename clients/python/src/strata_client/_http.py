@@ -125,8 +125,13 @@ def no_answer(_: Any) -> None:
 def _connection_error(e: httpx.HTTPError) -> Tuple[StrataConnectionError, bool]:
     """The error for a failed exchange, and whether the request may have reached the server."""
     sent = not isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    try:
+        # Which server: a wrong URL or port is the usual cause, and the message should say it.
+        to = f" ({e.request.method} {e.request.url})"
+    except RuntimeError:  # an error raised before its request was built
+        to = ""
     return (
-        StrataConnectionError(f"{type(e).__name__}: {e}", code="CONNECTION_ERROR"),
+        StrataConnectionError(f"{type(e).__name__}: {e}{to}", code="CONNECTION_ERROR"),
         sent,
     )
 

@@ -55,7 +55,13 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 from ._scope import Scope
 from .aio import AsyncStrata
 from .client import Strata
-from .errors import BadRequestError, ConflictError, PayloadTooLargeError, StrataError
+from .errors import (
+    BadRequestError,
+    ConflictError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    StrataError,
+)
 from .models import Collection, NewRecord, Record, SearchHit
 
 __all__ = ["StrataVectorStore", "METADATA_KEY"]
@@ -204,7 +210,9 @@ def _check_texts(texts: List[str]) -> None:
 def relevance(metric: str, score: float) -> float:
     """Strata's search score mapped into [0, 1], never decreasing as the score rises.
 
-    - ``cosine``: the similarity, in [-1, 1], as ``(1 + score) / 2``.
+    - ``cosine``: the similarity itself, as LangChain's other stores give it (``1 -`` the
+      cosine distance), a negative one as 0: a ``score_threshold`` carried over from them
+      keeps its meaning (an unrelated text scores near 0, not near 0.5).
     - ``l2``: the score is the negative euclidean distance ``-d``, so ``1 / (1 + d)``: 1 for
       the same vector, towards 0 as the distance grows, whatever the vectors' lengths.
     - ``dot``: the dot product, unbounded for vectors that are not unit length, through the
@@ -218,8 +226,8 @@ def relevance(metric: str, score: float) -> float:
             return 1.0 / (1.0 + math.exp(-score))
         e = math.exp(score)
         return e / (1.0 + e)
-    # Cosine; clamped, as rounding may put a similarity a hair outside [-1, 1].
-    return min(max((1.0 + score) / 2.0, 0.0), 1.0)
+    # Cosine; clamped, as rounding may put a similarity a hair above 1.
+    return min(max(score, 0.0), 1.0)
 
 
 class StrataVectorStore(VectorStore):
@@ -360,6 +368,15 @@ class StrataVectorStore(VectorStore):
     def _find(self, collections: List[Collection]) -> Optional[Collection]:
         return next((c for c in collections if c.name == self.collection), None)
 
+    def _cannot_create(self, e: PermissionDeniedError) -> PermissionDeniedError:
+        """``e``, saying that the store was creating its missing collection."""
+        e.message = (
+            f"collection {self.collection!r} does not exist, and the store could not create it "
+            f"({e.message}); create it beforehand (Strata.create_collection) or give the "
+            "store a key with admin"
+        )
+        return e
+
     def _ensure_collection(self, dim: int, create: bool) -> bool:
         """Whether the collection exists (creating it when ``create``)."""
         if self._dim is not None:
@@ -372,6 +389,8 @@ class StrataVectorStore(VectorStore):
             except ConflictError:
                 # Another writer created it first.
                 found = self._find(self.client.list_collections())
+            except PermissionDeniedError as e:
+                raise self._cannot_create(e) from None
         if found is None:
             return False
         self._adopt(found, dim)
@@ -387,6 +406,8 @@ class StrataVectorStore(VectorStore):
                 found = await client.create_collection(self.collection, dim, self.metric)
             except ConflictError:
                 found = self._find(await client.list_collections())
+            except PermissionDeniedError as e:
+                raise self._cannot_create(e) from None
         if found is None:
             return False
         self._adopt(found, dim)
@@ -615,7 +636,9 @@ class StrataVectorStore(VectorStore):
     ) -> List[Tuple[Document, float]]:
         """Documents nearest to a vector, with Strata's scores (higher is closer: cosine
         similarity, dot product, or negative L2 distance, after the collection's metric)."""
-        translate_filter(filter)  # a bad filter is refused even before the collection exists
+        translate_filter(filter)
+        if k == 0:
+            return []  # a bad filter is refused even before the collection exists
         if not self._ensure_collection(len(embedding), create=False):
             return []
         result = self.client.search(**self._search_args(embedding, k, filter))
@@ -634,6 +657,8 @@ class StrataVectorStore(VectorStore):
             )
             return pairs
         translate_filter(filter)
+        if k == 0:
+            return []
         if not await self._aensure_collection(self._async_client, len(embedding), create=False):
             return []
         result = await self._async_client.search(**self._search_args(embedding, k, filter))
@@ -648,6 +673,8 @@ class StrataVectorStore(VectorStore):
     ) -> List[Tuple[Document, float]]:
         if self._embedding is None:
             translate_filter(filter)
+            if k == 0:
+                return []
             if not self._ensure_server_collection(write=False):
                 return []
             result = self.client.search(**self._search_args(None, k, filter, query=query))
@@ -664,6 +691,9 @@ class StrataVectorStore(VectorStore):
                     self.similarity_search_with_score, query, k, filter, **kwargs
                 )
                 return pairs
+            translate_filter(filter)
+            if k == 0:
+                return []
             if not await self._aensure_server_collection(self._async_client, write=False):
                 return []
             args = self._search_args(None, k, filter, query=query)
