@@ -179,6 +179,16 @@ def _batches(records: List[NewRecord]) -> List[List[NewRecord]]:
     return out
 
 
+def _halved(batch: List[NewRecord], pending: List[List[NewRecord]]) -> bool:
+    """Puts ``batch``'s two halves first in ``pending``, for a batch the server refused as too
+    large (whole: a batch is atomic); ``False`` for a single record, which cannot be split."""
+    if len(batch) < 2:
+        return False
+    half = len(batch) // 2
+    pending[:0] = [batch[:half], batch[half:]]
+    return True
+
+
 def _partial(e: StrataError, written: List[str]) -> StrataError:
     """``e``, telling which documents earlier requests of the same call wrote: a call of
     several requests is not atomic, and a retry with these ids does not write them twice."""
@@ -478,11 +488,8 @@ class StrataVectorStore(VectorStore):
                 try:
                     results = self.client.add(batch, **self._scope_args())
                 except PayloadTooLargeError:
-                    # Refused whole (a batch is atomic): sent again in halves.
-                    if len(batch) == 1:
+                    if not _halved(batch, pending):
                         raise
-                    half = len(batch) // 2
-                    pending[:0] = [batch[:half], batch[half:]]
                     continue
                 out.extend(r.id for r in results)
         except StrataError as e:
@@ -519,10 +526,8 @@ class StrataVectorStore(VectorStore):
                 try:
                     results = await self._async_client.add(batch, **self._scope_args())
                 except PayloadTooLargeError:
-                    if len(batch) == 1:
+                    if not _halved(batch, pending):
                         raise
-                    half = len(batch) // 2
-                    pending[:0] = [batch[:half], batch[half:]]
                     continue
                 out.extend(r.id for r in results)
         except StrataError as e:
