@@ -328,6 +328,10 @@ def test_batches_are_split_by_bytes_and_a_413_in_halves(
     ids = store.add_texts(texts, ids=[f"b{i}" for i in range(12)])
     assert ids == [f"b{i}" for i in range(12)]
     assert [d.page_content for d in store.get_by_ids(ids)] == texts
+    # Bytes, not characters: 3-byte characters fill a request three times faster.
+    monkeypatch.setattr(lc, "BATCH_BYTES", 3_000)
+    wide = [f"wide {i} " + "日" * 500 for i in range(6)]
+    assert len(lc._batches(store._records(wide, [None] * 6, None, None))) == 6
     # A request past the server's body limit (16 MiB here: 300 texts of 60 KB) is refused
     # whole, then sent again in halves, which pass.
     monkeypatch.setattr(lc, "BATCH_BYTES", 1 << 30)
@@ -365,12 +369,22 @@ def test_k_0_finds_nothing(store: StrataVectorStore) -> None:
     assert store.similarity_search("one", k=1)[0].id == "z1"
 
 
-def test_delete_says_whether_every_id_was_deleted(store: StrataVectorStore) -> None:
+def test_delete_is_idempotent_as_langchains_indexing_expects(store: StrataVectorStore) -> None:
+    from langchain_core.indexing import InMemoryRecordManager, index
+
     store.add_texts(["one", "two"], ids=["d1", "d2"])
-    assert store.delete(["d1", "missing"]) is False
+    assert store.delete(["d1", "missing"]) is True
     assert store.get_by_ids(["d1"]) == []
     assert store.delete(["d2", "d2"]) is True
     assert store.get_by_ids(["d2"]) == []
+    # An incremental index whose cleanup meets a document deleted by other means.
+    manager = InMemoryRecordManager(namespace=unique("idx"))
+    manager.create_schema()
+    docs = [Document(page_content=t, metadata={"source": "s"}) for t in ("a", "b")]
+    index(docs, manager, store, cleanup="incremental", source_id_key="source")
+    store.delete([manager.list_keys()[0]])
+    result = index(docs[:1], manager, store, cleanup="incremental", source_id_key="source")
+    assert result["num_deleted"] >= 1
 
 
 def test_a_store_closes_the_client_it_made(server: Server, tenant: TenantKey) -> None:
@@ -394,9 +408,18 @@ def test_bad_inputs_are_refused_before_sending(store: StrataVectorStore) -> None
         store.similarity_search("x", filter="src")  # type: ignore[arg-type]
     with pytest.raises(BadRequestError, match="not JSON serializable"):
         store.add_texts(["dated"], metadatas=[{"at": datetime.date(2026, 1, 2)}])
-    with pytest.raises(BadRequestError, match=r"texts\[1\]: content: is empty"):
-        store.add_texts(["fine", "  "], ids=["f1", "f2"])
+    for blank in ["  ", "\u200b", "\u2060\n", "\x00", "\ufe0f"]:
+        with pytest.raises(BadRequestError, match=r"texts\[1\]: content: is empty"):
+            store.add_texts(["fine", blank], ids=["f1", "f2"])
+    # Refused before anything is sent, in a later request too.
+    import strata_client.langchain as lc
+
+    texts = ["ok"] * (lc.BATCH + 1)
+    metadatas = [{}] * lc.BATCH + [{"at": datetime.date(2026, 1, 2)}]
+    with pytest.raises(BadRequestError, match=r"texts\[500\]"):
+        store.add_texts(texts, metadatas=metadatas)
     assert store.get_by_ids(["f1"]) == []
+    assert store.similarity_search("ok", k=1) == []
 
 
 def test_mmr_selection_is_incremental_and_matches_the_definition() -> None:

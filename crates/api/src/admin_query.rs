@@ -2,14 +2,14 @@
 //! (`input::QueryInput`): a misspelt or misplaced parameter (`DELETE …?hrad=true`, `GET
 //! /v1/admin/tenants/acme?hard=true`) silently ignored would do something else than the
 //! operator asked. What each route takes is what its OpenAPI operation documents, so the
-//! document and the server cannot disagree.
+//! document and the server cannot disagree. Checked once the operator is authenticated
+//! (`edge::OperatorAuth`): a request without a credential is a 401, whatever its query.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::MatchedPath;
+use axum::http::request::Parts;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -46,16 +46,16 @@ fn documented(doc: &Value) -> Taken {
     out
 }
 
-/// Middleware: a request to an admin route with a query parameter the route does not take
-/// is `400 BAD_REQUEST` naming it, before anything reads the request.
-pub(crate) async fn refuse_unknown_params(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
+/// A request to an admin route with a query parameter the route does not take is
+/// `400 BAD_REQUEST` naming it, before the handler reads anything else.
+pub(crate) fn refuse_unknown_params(parts: &Parts) -> Result<(), ApiError> {
+    let route = parts
+        .extensions
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
-    if let (Some(route), Some(query)) = (route, req.uri().query())
+    if let (Some(route), Some(query)) = (route, parts.uri.query())
         && route.starts_with("/v1/admin")
-        && let Some(names) = taken().get(&(req.method().as_str().to_owned(), route.to_owned()))
+        && let Some(names) = taken().get(&(parts.method.as_str().to_owned(), route.to_owned()))
         && let Some(unknown) = unknown_param(query, names)
     {
         let takes = if names.is_empty() {
@@ -65,13 +65,12 @@ pub(crate) async fn refuse_unknown_params(req: Request, next: Next) -> Response 
             names.sort_unstable();
             names.join(", ")
         };
-        return ApiError::BadRequest(format!(
+        return Err(ApiError::BadRequest(format!(
             "unknown query parameter {unknown} ({} {route} takes: {takes})",
-            req.method()
-        ))
-        .into_response();
+            parts.method
+        )));
     }
-    next.run(req).await
+    Ok(())
 }
 
 /// The first parameter of `query` not in `names`. A query that does not parse is left to the

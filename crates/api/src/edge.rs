@@ -349,6 +349,7 @@ impl FromRequestParts<AppState> for OperatorAuth {
         match principal(parts, state).await? {
             Principal::Operator(op) => {
                 tracing::Span::current().record("tenant", "*");
+                crate::admin_query::refuse_unknown_params(parts)?;
                 Ok(OperatorAuth(op))
             }
             Principal::Tenant(scope) => {

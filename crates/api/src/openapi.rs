@@ -311,6 +311,9 @@ fn complete_operations(doc: &mut Value) {
                     "TenantId",
                 ));
                 params.push(tenant_header());
+            } else if path == "/v1/audit" {
+                // Its query takes no scope fields, but the tenant header is checked as anywhere.
+                params.push(tenant_header());
             }
             params.push(json!({
                 "name": "x-request-id", "in": "header", "required": false,
@@ -617,7 +620,11 @@ mod tests {
                 .is_none()
         );
         // The tenant header, checked on tenant routes; admin routes do not read it.
-        for (path, method) in [("/v1/search", "post"), ("/v1/collections", "get")] {
+        for (path, method) in [
+            ("/v1/search", "post"),
+            ("/v1/collections", "get"),
+            ("/v1/audit", "get"),
+        ] {
             let tenant = &param(&doc, path, method, "X-Tenant-ID")["schema"];
             assert!(tenant.is_object(), "{path}");
         }

@@ -169,9 +169,6 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(
             crate::idempotency::refuse_where_unkept,
         ))
-        .layer(axum::middleware::from_fn(
-            crate::admin_query::refuse_unknown_params,
-        ))
         // Inside the security middleware, so it reads the credential that middleware's slot
         // learns; outside the handlers, so it times and counts every answer, refusals too.
         .layer(axum::middleware::from_fn_with_state(

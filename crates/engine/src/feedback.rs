@@ -465,7 +465,8 @@ pub(crate) fn forget_removed(
     let mut last_writes: Option<HashMap<&RecordId, &Record>> = None;
     for c in changes {
         match c {
-            Change::Remove(r) => {
+            Change::Remove(removed) => {
+                let r = &removed.record;
                 // A record replaced in place (a patch, an upsert, evidence) keeps what feedback
                 // taught about it; one deleted, or moved to another domain, leaves it behind.
                 // So does one an expired record's id was written over: that write creates a

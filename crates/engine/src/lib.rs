@@ -186,7 +186,7 @@ fn change_summary(changes: &[Change]) -> serde_json::Value {
             }
             Change::Remove(r) => {
                 removed += 1;
-                &r.id
+                &r.record.id
             }
             Change::DropCollection(_) => continue,
         };

@@ -235,7 +235,7 @@ pub(crate) fn account(
                 record,
                 metadata_len,
             } => (1, record_bytes_with(record, *metadata_len), record),
-            Change::Remove(r) => (-1, record_bytes(r), r),
+            Change::Remove(r) => (-1, record_bytes_with(&r.record, r.metadata_len), &r.record),
             Change::DropCollection(_) => continue,
         };
         records += sign;

@@ -687,35 +687,48 @@ mod tests {
         };
         // More records than share a transaction with other writes: this one runs on this
         // thread, whose count is read.
-        let records: Vec<NewRecord> = (0..SHARED_TRANSACTION_RECORDS * 3)
-            .map(|i| NewRecord {
-                content: Some(format!("note {i}")),
-                metadata: metadata(i),
-                ..Default::default()
-            })
-            .collect();
+        let records = |round: usize| -> Vec<NewRecord> {
+            (0..SHARED_TRANSACTION_RECORDS * 3)
+                .map(|i| NewRecord {
+                    id: Some(RecordId::parse(format!("r{i}")).unwrap()),
+                    content: Some(format!("note {i}")),
+                    metadata: metadata(i * round),
+                    ..Default::default()
+                })
+                .collect()
+        };
         let before = encoded_inside();
-        let put = engine
-            .put(&scope, &RequestScope::default(), records)
-            .unwrap();
-        assert_eq!(encoded_inside(), before, "encoded inside the transaction");
-        for (i, outcome) in put.iter().enumerate() {
-            let got = engine
-                .get(&scope, &RequestScope::default(), &outcome.id)
+        // Written, then written over (the replaced records' metadata charged back by the
+        // length of their stored text, which is not parsed): stored as given, and charged as
+        // a recount charges them.
+        for round in [1, 1000] {
+            let put = engine
+                .put(&scope, &RequestScope::default(), records(round))
                 .unwrap();
-            assert_eq!(got.metadata, metadata(i));
+            assert_eq!(encoded_inside(), before, "encoded inside the transaction");
+            for (i, outcome) in put.iter().enumerate() {
+                let got = engine
+                    .get(&scope, &RequestScope::default(), &outcome.id)
+                    .unwrap();
+                assert_eq!(got.metadata, metadata(i * round));
+            }
+            let op = strata_auth::OperatorScope::for_tests();
+            let report = engine.verify_tenant(&op, scope.tenant()).unwrap();
+            assert!(report.ok, "{:?}", report.problems);
+            assert_eq!(report.usage_stored, report.usage_recounted);
         }
-        let op = strata_auth::OperatorScope::for_tests();
-        let report = engine.verify_tenant(&op, scope.tenant()).unwrap();
-        assert!(report.ok, "{:?}", report.problems);
-        assert_eq!(report.usage_stored, report.usage_recounted);
         // The count is live: a patch encodes its one record inside its transaction.
         let patch = RecordPatch {
             metadata: Some(Some(metadata(99))),
             ..Default::default()
         };
         engine
-            .patch(&scope, &RequestScope::default(), &put[0].id, patch)
+            .patch(
+                &scope,
+                &RequestScope::default(),
+                &RecordId::parse("r0").unwrap(),
+                patch,
+            )
             .unwrap();
         assert!(encoded_inside() > before);
     }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use strata_index::{HnswIndex, HnswParams};
+use strata_store::codec::RemovedRecord;
 use strata_store::{Reads, Store, TenantKey};
 use strata_types::{CollectionName, Record, RecordId};
 
@@ -23,7 +24,9 @@ pub(crate) enum Change {
         record: Record,
         metadata_len: usize,
     },
-    Remove(Record),
+    /// A record replaced or deleted, its metadata not parsed (`RemovedRecord`): nothing of a
+    /// removed record needs it but the byte quota, which its length serves.
+    Remove(RemovedRecord),
     DropCollection(CollectionName),
 }
 
@@ -387,7 +390,7 @@ impl TenantIndex {
                         ci.upsert(&record, true)?;
                     }
                 }
-                Change::Remove(record) => {
+                Change::Remove(RemovedRecord { record, .. }) => {
                     if let Some(ci) = self.collections.get_mut(&record.modality) {
                         ci.remove(&record.id)?;
                     }

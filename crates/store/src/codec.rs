@@ -144,14 +144,41 @@ pub fn encode_record_with(r: &Record, metadata: &MetadataJson) -> Result<Vec<u8>
 
 /// Decodes [`encode_record`]'s bytes, closed: anything else is `StoreError::Corrupt`.
 pub fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
-    decode_record_as::<Vec<f32>>(bytes, Some)
+    decode_record_as::<Vec<f32>>(bytes, Some, Metadata::Parse).map(|(r, _)| r)
+}
+
+/// A record a write replaced or deleted, as the write needs it: every field but its metadata,
+/// which is not parsed (`record.metadata` is empty), and the length of its stored metadata
+/// text, which the byte quota gives back. Nothing of a removed record reads its metadata,
+/// and parsing it (work proportional to its bytes) ran inside the write transaction, which
+/// every tenant's writes wait for. Its bytes are still checked (the checksum covers them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemovedRecord {
+    pub record: Record,
+    pub metadata_len: usize,
+}
+
+/// Decodes [`encode_record`]'s bytes as a [`RemovedRecord`], closed like [`decode_record`].
+pub fn decode_removed_record(bytes: &[u8]) -> Result<RemovedRecord, StoreError> {
+    let (record, metadata_len) = decode_record_as::<Vec<f32>>(bytes, Some, Metadata::Skip)?;
+    Ok(RemovedRecord {
+        record,
+        metadata_len,
+    })
+}
+
+/// Whether a decode parses the record's metadata text.
+#[derive(Clone, Copy, PartialEq)]
+enum Metadata {
+    Parse,
+    Skip,
 }
 
 /// [`decode_record`] without the vector (`vector: None`), for reads that do not return it (a
 /// search hit answers with its vector only when asked): the vector's values are still read
 /// and checked, but not copied into a new allocation. Closed like [`decode_record`].
 pub fn decode_record_without_vector(bytes: &[u8]) -> Result<Record, StoreError> {
-    decode_record_as::<SkippedVector>(bytes, |_| None)
+    decode_record_as::<SkippedVector>(bytes, |_| None, Metadata::Parse).map(|(r, _)| r)
 }
 
 /// A stored vector read past: its length and each of its values are decoded (so a truncated
@@ -260,10 +287,12 @@ fn record_body(bytes: &[u8]) -> Result<&[u8], StoreError> {
     Ok(body)
 }
 
+/// The record and the length of its metadata text.
 fn decode_record_as<V: for<'de> Deserialize<'de>>(
     bytes: &[u8],
     vector: impl FnOnce(V) -> Option<Vec<f32>>,
-) -> Result<Record, StoreError> {
+    parse: Metadata,
+) -> Result<(Record, usize), StoreError> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("record: {e}"));
     let body = record_body(bytes)?;
     // `from_bytes` would ignore bytes left after the record; a value longer than what it
@@ -273,9 +302,13 @@ fn decode_record_as<V: for<'de> Deserialize<'de>>(
     if !rest.is_empty() {
         return Err(corrupt(&"trailing bytes"));
     }
-    let metadata = serde_json::from_str(&s.metadata).map_err(|e| corrupt(&e))?;
+    let metadata = match parse {
+        Metadata::Parse => serde_json::from_str(&s.metadata).map_err(|e| corrupt(&e))?,
+        Metadata::Skip => Default::default(),
+    };
+    let metadata_len = s.metadata.len();
     let (value, evidence_count, corroborations, contradictions) = s.confidence;
-    Ok(Record {
+    let record = Record {
         id: s.id,
         modality: s.modality,
         kind: s.kind,
@@ -295,7 +328,8 @@ fn decode_record_as<V: for<'de> Deserialize<'de>>(
             corroborations,
             contradictions,
         },
-    })
+    };
+    Ok((record, metadata_len))
 }
 
 /// The format byte of every JSON-bodied value (registry entries, collections, usage and the
@@ -848,6 +882,33 @@ mod tests {
         assert_eq!(decode_record(&encode_record(&r).unwrap()).unwrap(), r);
         assert!(decode_record(&[9, 1, 2]).is_err());
         assert!(decode_record(&[]).is_err());
+    }
+
+    /// A removed record: every field but its metadata, whose text's length is kept; its bytes
+    /// are still read closed.
+    #[test]
+    fn a_removed_record_is_the_record_without_parsed_metadata() {
+        let mut r = golden::record();
+        r.metadata = json!({"topic": "tea", "n": [1, 2.5], "naïve": "✓"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let bytes = encode_record(&r).unwrap();
+        let removed = decode_removed_record(&bytes).unwrap();
+        assert_eq!(
+            removed.metadata_len,
+            serde_json::to_string(&r.metadata).unwrap().len()
+        );
+        assert!(removed.record.metadata.is_empty());
+        r.metadata.clear();
+        assert_eq!(removed.record, r);
+        for len in 0..bytes.len() {
+            assert!(decode_removed_record(&bytes[..len]).is_err(), "{len}");
+        }
+        let mut damaged = bytes.clone();
+        let at = bytes.len() / 2;
+        damaged[at] ^= 0x01;
+        assert!(decode_removed_record(&damaged).is_err());
     }
 
     #[test]

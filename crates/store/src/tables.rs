@@ -16,7 +16,8 @@ use strata_types::{Collection, CollectionName, Domain, Millis, Record, RecordId,
 
 use crate::StoreError;
 use crate::codec::{
-    ChangeOp, MetadataJson, decode_json, decode_record, encode_json, encode_record_with,
+    ChangeOp, MetadataJson, RemovedRecord, decode_json, decode_record, decode_removed_record,
+    encode_json, encode_record_with,
 };
 use crate::db::{Db, Open};
 use crate::deferred_sync::{FileSync, write_path};
@@ -1359,12 +1360,13 @@ impl<'txn> Writer<'txn> {
     }
 
     /// Stores `record`, replacing any record with its id, and keeps the scope index, the
-    /// expiry index and the dedup entry in step. Returns the record it replaced.
+    /// expiry index and the dedup entry in step. Returns the record it replaced (its metadata
+    /// not parsed, see [`RemovedRecord`]).
     pub fn put_record(
         &mut self,
         t: TenantKey,
         record: &Record,
-    ) -> Result<Option<Record>, StoreError> {
+    ) -> Result<Option<RemovedRecord>, StoreError> {
         self.put_record_encoded(t, record, &MetadataJson::of(&record.metadata)?)
     }
 
@@ -1375,19 +1377,21 @@ impl<'txn> Writer<'txn> {
         t: TenantKey,
         record: &Record,
         metadata: &MetadataJson,
-    ) -> Result<Option<Record>, StoreError> {
+    ) -> Result<Option<RemovedRecord>, StoreError> {
         // The record row first: its insert returns the row it replaces, so a new record (the
         // common case) costs one lookup of its key, not a removal and then an insert.
         let encoded = encode_record_with(record, metadata)?;
         let old = self
             .table_mut(t)?
             .insert(keys::record(t, &record.id).as_slice(), encoded.as_slice())?
-            .map(|bytes| decode_record(bytes.value()))
+            .map(|bytes| decode_removed_record(bytes.value()))
             .transpose()?;
         if let Some(old) = &old {
-            self.remove_record_entries(t, old)?;
+            self.remove_record_entries(t, &old.record)?;
         }
-        if let Some(old) = old.as_ref().filter(|o| o.modality != record.modality) {
+        if let Some(old) = old.as_ref().map(|o| &o.record)
+            && old.modality != record.modality
+        {
             self.log_change(t, ChangeOp::Delete, &old.modality, &old.id)?;
         }
         self.log_change(t, ChangeOp::Upsert, &record.modality, &record.id)?;
@@ -1404,32 +1408,19 @@ impl<'txn> Writer<'txn> {
         Ok(old)
     }
 
-    /// Deletes a record with its index entries, logging the change. Returns it, or `None` if
-    /// there was none.
+    /// Deletes a record with its index entries, logging the change. Returns it (its metadata
+    /// not parsed, see [`RemovedRecord`]), or `None` if there was none.
     pub fn delete_record(
         &mut self,
         t: TenantKey,
         id: &RecordId,
-    ) -> Result<Option<Record>, StoreError> {
-        let old = self.delete_record_unlogged(t, id)?;
-        if let Some(old) = &old {
-            self.log_change(t, ChangeOp::Delete, &old.modality, &old.id)?;
-        }
-        Ok(old)
-    }
-
-    /// [`Writer::delete_record`] without its change log entry: for [`Writer::put_record`],
-    /// which logs the replacement as one upsert.
-    fn delete_record_unlogged(
-        &mut self,
-        t: TenantKey,
-        id: &RecordId,
-    ) -> Result<Option<Record>, StoreError> {
+    ) -> Result<Option<RemovedRecord>, StoreError> {
         let old = match self.table_mut(t)?.remove(keys::record(t, id).as_slice())? {
-            Some(bytes) => decode_record(bytes.value())?,
+            Some(bytes) => decode_removed_record(bytes.value())?,
             None => return Ok(None),
         };
-        self.remove_record_entries(t, &old)?;
+        self.remove_record_entries(t, &old.record)?;
+        self.log_change(t, ChangeOp::Delete, &old.record.modality, &old.record.id)?;
         Ok(Some(old))
     }
 
@@ -1785,7 +1776,12 @@ mod tests {
                 w.put_record(t, &second)
             })
             .unwrap();
-        assert_eq!(replaced, Some(first.clone()));
+        // The replaced record, its (empty) metadata given by length: `{}`.
+        let removed = RemovedRecord {
+            record: first.clone(),
+            metadata_len: 2,
+        };
+        assert_eq!(replaced, Some(removed));
         let r = store.read().unwrap();
         let d = Domain::parse("default").unwrap();
         let ids = |field, value: &str| -> Vec<RecordId> {

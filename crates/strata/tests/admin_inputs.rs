@@ -161,6 +161,9 @@ fn an_admin_route_refuses_a_query_parameter_it_does_not_take() {
             "{method} {path}: {v}"
         );
     }
+    // Only once the operator is known: without a credential it is a 401, as anywhere.
+    let (s, v) = server.call("GET", "/v1/admin/tenants/acme?hard=true", None, &[], None);
+    assert_eq!((s, code(&v)), (401, "UNAUTHORIZED"), "{v}");
     // Refused before it acted: the tenant is still there; what the route takes still works.
     let (s, v) = admin(&server, "GET", "/v1/admin/tenants/acme", None);
     assert_eq!((s, v["status"].as_str()), (200, Some("active")), "{v}");

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from typing import (
     Any,
     Callable,
@@ -153,12 +154,18 @@ def mmr_select(
     return chosen
 
 
-def _json_size(record: NewRecord) -> int:
+def _json_size(i: int, record: NewRecord) -> int:
+    """Bytes of ``record``'s JSON as sent (UTF-8); a record JSON cannot carry (a
+    ``datetime`` in its metadata) is refused, before anything of the call is sent."""
     try:
-        return len(json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")))
-    except (TypeError, ValueError):
-        # Not JSON: sending its batch reports it (`BadRequestError`).
-        return 0
+        text = json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise BadRequestError(
+            f"texts[{i}]: {e} (convert it to a string or a number first); refused by the "
+            "client before sending",
+            code="BAD_REQUEST",
+        ) from None
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _batches(records: List[NewRecord]) -> List[List[NewRecord]]:
@@ -167,8 +174,8 @@ def _batches(records: List[NewRecord]) -> List[List[NewRecord]]:
     out: List[List[NewRecord]] = []
     batch: List[NewRecord] = []
     size = 0
-    for r in records:
-        n = _json_size(r) + 1
+    for i, r in enumerate(records):
+        n = _json_size(i, r) + 1
         if batch and (len(batch) == BATCH or size + n > BATCH_BYTES):
             out.append(batch)
             batch, size = [], 0
@@ -201,13 +208,34 @@ def _partial(e: StrataError, written: List[str]) -> StrataError:
     return e
 
 
+#: Code points that render as nothing, which the server counts as blank beside whitespace
+#: and control and format characters (Unicode's default-ignorable code points outside
+#: category Cf): combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian
+#: free variation selectors, variation selectors.
+_INVISIBLE = frozenset(
+    [0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0]
+    + list(range(0x180B, 0x1810))
+    + list(range(0xFE00, 0xFE10))
+    + list(range(0xE0100, 0xE01F0))
+)
+
+
+def _blank(text: str) -> bool:
+    """Whether the server refuses ``text`` as blank: only whitespace, control and format
+    characters, and characters that render as nothing."""
+    return all(
+        c.isspace() or unicodedata.category(c) in ("Cc", "Cf") or ord(c) in _INVISIBLE
+        for c in text
+    )
+
+
 def _check_texts(texts: List[str]) -> None:
     """Refuses, before anything is written, a text the server would refuse in a later
     request after earlier ones were stored."""
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is a {type(text).__name__}, not a str")
-        if not text.strip():
+        if _blank(text):
             raise BadRequestError(
                 f"texts[{i}]: content: is empty or whitespace only (drop empty documents, "
                 "which some loaders produce, before adding them); refused by the client "
@@ -535,9 +563,9 @@ class StrataVectorStore(VectorStore):
         return out
 
     def delete(self, ids: Optional[List[str]] = None, **kwargs: Any) -> Optional[bool]:
-        """Deletes these documents. ``True`` when every id named a document the store's scope
-        may delete, ``False`` when some did not (missing ids, or documents the key may read
-        but not delete); the others are deleted either way. With no ids, and only with
+        """Deletes these documents; ids of none are ignored (deleting is idempotent, as
+        LangChain's indexing expects: a `False` there is a failed cleanup). With no ids, and
+        only with
         ``delete_all=True``, every record of the collection that the store's scope sees:
         records written by other means too (the tenant's ``text`` collection also holds the
         memories an agent wrote through the API), so it is never the default."""
@@ -546,11 +574,10 @@ class StrataVectorStore(VectorStore):
             self.client.delete_where(self._in_collection(), **self._scope_args())
             return True
         wanted = list(dict.fromkeys(ids))
-        deleted = 0
         for start in range(0, len(wanted), BATCH):
             chunk = {"id": {"$in": wanted[start : start + BATCH]}}
-            deleted += self.client.delete_where(self._in_collection(chunk), **self._scope_args())
-        return deleted == len(wanted)
+            self.client.delete_where(self._in_collection(chunk), **self._scope_args())
+        return True
 
     async def adelete(self, ids: Optional[List[str]] = None, **kwargs: Any) -> Optional[bool]:
         if self._async_client is None:
@@ -560,13 +587,12 @@ class StrataVectorStore(VectorStore):
             await self._async_client.delete_where(self._in_collection(), **self._scope_args())
             return True
         wanted = list(dict.fromkeys(ids))
-        deleted = 0
         for start in range(0, len(wanted), BATCH):
             chunk = {"id": {"$in": wanted[start : start + BATCH]}}
-            deleted += await self._async_client.delete_where(
+            await self._async_client.delete_where(
                 self._in_collection(chunk), **self._scope_args()
             )
-        return deleted == len(wanted)
+        return True
 
     def _check_delete_all(self, kwargs: Dict[str, Any]) -> None:
         if kwargs.get("delete_all") is not True:
