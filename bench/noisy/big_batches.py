@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Tenant A posts 1,000-record batches of ~15 KB metadata each in a loop; tenant B writes one
-record every 10 ms: B's write latency alone and under A's batches."""
+record every 10 ms: B's write latency alone and under A's batches. With a fourth argument
+`overwrite`, A writes the same 1,000 ids every time (each batch replaces the last)."""
 import json, sys, threading, time, urllib.request
 URL, OP, SECS = sys.argv[1], sys.argv[2], float(sys.argv[3])
+OVERWRITE = len(sys.argv) > 4 and sys.argv[4] == "overwrite"
 def call(method, path, key, body=None, raw=None):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(URL + path, data=data, method=method,
@@ -19,7 +21,7 @@ def flood():
     n = 0
     while not stop:
         n += 1
-        body = json.dumps({"records": [{"id": f"m{n}-{i}", "content": f"meta {n}", "metadata": md} for i in range(1000)]}).encode()
+        body = json.dumps({"records": [{"id": f"m{0 if OVERWRITE else n}-{i}", "content": f"meta {n}", "metadata": md} for i in range(1000)]}).encode()
         t = time.perf_counter(); call("POST", "/v1/memories", a, raw=body); batches[0] += 1; batches[1] += time.perf_counter() - t
 def victim(secs):
     lat = []; end = time.time() + secs; i = 0
