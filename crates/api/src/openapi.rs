@@ -138,6 +138,7 @@ pub fn document() -> Value {
     let mut doc = serde_json::to_value(&doc).unwrap_or(Value::Null);
     flatten_all_of(&mut doc);
     complete_operations(&mut doc);
+    optional_empty_bodies(&mut doc);
     // A recall's body is a search's, but for `include_shared`: recall spreads over the
     // tenant's own records only, and refuses it.
     if let Some(props) = doc
@@ -237,6 +238,30 @@ fn merge_parts(schema: &Value, schemas: &Map<String, Value>, depth: usize) -> Va
         out["additionalProperties"] = Value::Bool(false);
     }
     out
+}
+
+/// Operations that read an absent body as `{}`, which they take (every field optional): their
+/// body is optional. (Other routes read an absent body as `{}` too, and then refuse it.)
+const OPTIONAL_BODIES: &[(&str, &str)] = &[
+    ("/v1/memories/count", "post"),
+    ("/v1/memories/list", "post"),
+    ("/v1/admin/tenants/{id}", "patch"),
+    ("/v1/admin/tenants/purge-deleted", "post"),
+    ("/v1/admin/keys/{id}/rotate", "post"),
+    ("/v1/admin/backups", "post"),
+];
+
+fn optional_empty_bodies(doc: &mut Value) {
+    for (path, method) in OPTIONAL_BODIES {
+        if let Some(body) = doc
+            .get_mut("paths")
+            .and_then(|p| p.get_mut(*path))
+            .and_then(|p| p.get_mut(*method))
+            .and_then(|op| op.get_mut("requestBody"))
+        {
+            body["required"] = Value::Bool(false);
+        }
+    }
 }
 
 /// Adds the shared responses, parameters and headers to every operation.
@@ -421,6 +446,50 @@ mod tests {
         let headers = &doc["paths"]["/v1/admin/backups"]["post"]["responses"]["202"]["headers"];
         assert!(headers.get("Location").is_some(), "{headers}");
         assert!(headers.get("x-request-id").is_some(), "{headers}");
+    }
+
+    /// Bodies whose handler takes `tenant_id` out first document it (the rest stays closed),
+    /// and the consent bodies, which may be absent, are not required.
+    #[test]
+    fn share_bodies_take_the_tenant_id_and_consent_needs_no_body() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        for name in ["NewShareBody", "ConsentBody"] {
+            let body = &schemas[name];
+            assert!(
+                body["properties"].get("tenant_id").is_some(),
+                "{name}: {body}"
+            );
+        }
+        assert!(
+            schemas["NewShareBody"]["properties"]
+                .get("domain")
+                .is_some()
+        );
+        assert_eq!(
+            schemas["NewShareBody"]["additionalProperties"],
+            json!(false)
+        );
+        for action in ["accept", "decline"] {
+            let path = format!("/v1/shares/incoming/{{id}}/{action}");
+            let body = &doc["paths"][&path]["post"]["requestBody"];
+            assert_ne!(body["required"], json!(true), "{action}: {body}");
+        }
+        // The bodies read as `{}` when absent and taken so are optional; others are not.
+        let body = |path: &str, method: &str| &doc["paths"][path][method]["requestBody"];
+        for (path, method) in OPTIONAL_BODIES {
+            assert!(
+                body(path, method).is_object(),
+                "{method} {path} has no body"
+            );
+            assert_eq!(
+                body(path, method)["required"],
+                json!(false),
+                "{method} {path}"
+            );
+        }
+        assert_eq!(body("/v1/search", "post")["required"], json!(true));
+        assert_eq!(body("/v1/shares", "post")["required"], json!(true));
     }
 
     /// An import takes every line-delimited type the server reads.

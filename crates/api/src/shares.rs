@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use strata_engine::{IncomingShare, NewShare, Share};
-use strata_types::RecordId;
+use strata_types::{RecordId, TenantId};
 
 use crate::bodies::{IncomingShares, Shares};
 use crate::collections::{TENANT_KEY, check_scope};
@@ -20,7 +20,7 @@ use crate::{ApiError, AppState};
 
 /// Publishes one of the caller's domains read-only to named tenants and/or all its children.
 #[utoipa::path(post, path = "/v1/shares", tag = "shares", operation_id = "create_share",
-    request_body = NewShare,
+    request_body = NewShareBody,
     responses((status = 201, description = "The share", body = Share)),
     security(("bearer" = [])))]
 pub async fn create(
@@ -101,7 +101,7 @@ pub async fn incoming(
 /// searches may include it. Needs `admin`, bound to neither user tokens nor domains.
 #[utoipa::path(post, path = "/v1/shares/incoming/{id}/accept", tag = "shares",
     operation_id = "accept_share",
-    request_body(content = ConsentBody, description = "Optional: no body, or `{}`"),
+    request_body(content = Option<ConsentBodyDoc>, description = "Optional: no body, or `{}`"),
     params(("id" = RecordId, Path, description = "share id")),
     responses((status = 200, description = "The accepted share", body = IncomingShare)),
     security(("bearer" = [])))]
@@ -124,7 +124,7 @@ pub async fn accept(
 /// bound to neither user tokens nor domains.
 #[utoipa::path(post, path = "/v1/shares/incoming/{id}/decline", tag = "shares",
     operation_id = "decline_share",
-    request_body(content = ConsentBody, description = "Optional: no body, or `{}`"),
+    request_body(content = Option<ConsentBodyDoc>, description = "Optional: no body, or `{}`"),
     params(("id" = RecordId, Path, description = "share id")),
     responses((status = 200, description = "The declined share, as it stood", body = IncomingShare)),
     security(("bearer" = [])))]
@@ -143,9 +143,27 @@ pub async fn decline(
 
 /// The body of accepting and declining: none, or `{}` (a `tenant_id` in it must be the
 /// caller's, as on every route).
-#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentBody {}
+
+/// [`ConsentBody`] as documented: with the `tenant_id` the handler takes out first.
+#[derive(utoipa::ToSchema)]
+#[schema(as = ConsentBody)]
+#[allow(dead_code)] // The documented shape of a body the handler reads in two steps.
+struct ConsentBodyDoc {
+    /// Checked against the credential; another tenant is 403.
+    tenant_id: Option<TenantId>,
+}
+
+/// A new share; `tenant_id`, if given, is checked against the credential.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // The documented shape of a body the handler reads in two steps.
+struct NewShareBody {
+    #[serde(flatten)]
+    share: NewShare,
+    tenant_id: Option<TenantId>,
+}
 
 /// What accepting and declining share: the checks (the body's `tenant_id` first, like every
 /// route's), the share id, the engine call.

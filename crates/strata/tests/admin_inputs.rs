@@ -170,3 +170,28 @@ fn an_admin_route_refuses_a_query_parameter_it_does_not_take() {
     let (s, v) = admin(&server, "DELETE", "/v1/admin/tenants/acme?hard=true", None);
     assert!(s == 200 || s == 204, "{s} {v}");
 }
+
+/// The bodies the OpenAPI document marks optional may be left out: each is read as `{}`.
+#[test]
+fn the_optional_bodies_may_be_left_out() {
+    let server = Server::start();
+    server.tenant("acme");
+    let key = server.key("acme", json!({"permissions": ["read", "write"]}));
+    for path in ["/v1/memories/count", "/v1/memories/list"] {
+        let (s, v) = server.call("POST", path, Some(&key), &[], None);
+        assert_eq!(s, 200, "{path}: {v}");
+    }
+    let (s, v) = admin(&server, "PATCH", "/v1/admin/tenants/acme", None);
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = admin(&server, "POST", "/v1/admin/tenants/purge-deleted", None);
+    assert_eq!(s, 200, "{v}");
+    let (_, keys) = admin(&server, "GET", "/v1/admin/keys?tenant=acme", None);
+    let id = keys["keys"][0]["id"].as_str().expect("a key id").to_owned();
+    let (s, v) = admin(
+        &server,
+        "POST",
+        &format!("/v1/admin/keys/{id}/rotate"),
+        None,
+    );
+    assert_eq!(s, 201, "{v}");
+}
