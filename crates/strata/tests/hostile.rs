@@ -148,6 +148,12 @@ fn operations(doc: &Value) -> Vec<Op> {
             let mut fields = Vec::new();
             let schema = &op["requestBody"]["content"]["application/json"]["schema"];
             properties(doc, schema, 0, &mut fields);
+            if fields == ["tenant_id"] {
+                // A body of the tenant check alone (a share's consent, which needs a share
+                // offered to be sound): fuzzed as a route without a body, its tenant check
+                // by every route that has one.
+                fields.clear();
+            }
             let query = op["parameters"]
                 .as_array()
                 .into_iter()
