@@ -224,6 +224,13 @@ pub(crate) fn filter_candidates(filter: &Filter, ci: &CollectionIndex) -> Option
         Filter::Nin(field, vs) => exact(&ci.live - &equal_slots(ci, field, vs)?),
         Filter::Range(field, ord, or_equal, bound) => {
             let path = field_path(field)?;
+            if ci.fields.distinct_values(&path) > range_values_budget(ci) {
+                // A range unions one bitmap per value within it: on a path holding far more
+                // values than records (long arrays, arrays of objects), matching the
+                // candidates' records is the cheaper plan, and a filter of many such ranges
+                // would otherwise scan the values once per clause (seconds).
+                return None;
+            }
             match bound {
                 Value::Number(n) => {
                     let (lo, hi) = bounds(*ord, *or_equal, strata_index::Num::of(n)?);
@@ -238,6 +245,12 @@ pub(crate) fn filter_candidates(filter: &Filter, ci: &CollectionIndex) -> Option
         }
         _ => None,
     }
+}
+
+/// The most distinct values a path may hold for a range over it to be answered from the field
+/// index: a few per live record.
+fn range_values_budget(ci: &CollectionIndex) -> usize {
+    ci.live.len() as usize * 4 + 4096
 }
 
 /// The slots whose `field` equals one of `values`, as `Filter::matches` decides it: one

@@ -368,6 +368,39 @@ mod lookups {
         out
     }
 
+    /// A range over a path holding far more values than records is left to matching the
+    /// records (a union of one bitmap per value, once per clause, cost seconds); equality,
+    /// one lookup per value, stays with the index.
+    #[test]
+    fn a_range_over_a_path_of_many_values_per_record_is_left_to_the_records() {
+        let mut ci = CollectionIndex::new(&Collection {
+            name: CollectionName::parse("vec").unwrap(),
+            dim: 2,
+            metric: Metric::L2,
+            created_at: 0,
+            embedder: None,
+            analyzer: Default::default(),
+            memory: Default::default(),
+        });
+        for i in 0..3 {
+            let mut r = record(i, &(0, None, None, vec![]));
+            let files: Vec<Value> = (0..3000).map(|j| json!({"a": i * 3000 + j})).collect();
+            r.metadata.insert("f".into(), Value::Array(files));
+            ci.upsert(&r, false).unwrap();
+        }
+        for filter in [
+            json!({"f.a": {"$gt": 10}}),
+            json!({"$or": [{"f.a": {"$lt": 5}}]}),
+        ] {
+            let f = Filter::parse(&filter).unwrap();
+            assert!(filter_candidates(&f, &ci).is_none(), "{filter}");
+        }
+        let f = Filter::parse(&json!({"f.a": 3001})).unwrap();
+        let narrowed = filter_candidates(&f, &ci).expect("equality from the index");
+        assert!(narrowed.exact);
+        assert_eq!(narrowed.slots.iter().collect::<Vec<_>>(), vec![1]);
+    }
+
     proptest! {
         #[test]
         fn eq_in_and_ranges_match_the_records(

@@ -432,6 +432,13 @@ impl FieldIndex {
             .fold(RoaringBitmap::new(), |acc, (_, bm)| acc | bm)
     }
 
+    /// How many distinct strings and numbers `path` holds in the map (a column's values are
+    /// not counted: a range scans a column once, whatever it holds).
+    pub fn distinct_values(&self, path: &str) -> usize {
+        self.path(path)
+            .map_or(0, |pi| pi.strings.len() + pi.numbers.len())
+    }
+
     /// Slots holding any indexed value under `path`.
     pub fn exists(&self, path: &str) -> RoaringBitmap {
         let in_column = self
