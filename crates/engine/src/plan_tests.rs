@@ -210,10 +210,9 @@ proptest! {
 mod complements {
     use proptest::prelude::*;
     use serde_json::{Value, json};
-    use strata_types::{Collection, CollectionName, Filter, Metric};
+    use strata_types::Filter;
 
     use super::record;
-    use crate::collection_index::CollectionIndex;
     use crate::plan::filter_candidates;
 
     fn value(i: u8) -> Value {
@@ -234,15 +233,7 @@ mod complements {
             probe in proptest::collection::vec(0u8..3, 1..3),
             removed in proptest::collection::vec(any::<prop::sample::Index>(), 0..5),
         ) {
-            let mut ci = CollectionIndex::new(&Collection {
-                name: CollectionName::parse("vec").unwrap(),
-                dim: 2,
-                metric: Metric::L2,
-                created_at: 0,
-                embedder: None,
-                analyzer: Default::default(),
-                memory: Default::default(),
-            });
+            let mut ci = super::index(&[], &[]);
             let mut records = Vec::new();
             for (i, v) in values.iter().enumerate() {
                 let mut r = record(i, &(0, None, None, vec![]));
@@ -285,10 +276,9 @@ mod complements {
 mod lookups {
     use proptest::prelude::*;
     use serde_json::{Value, json};
-    use strata_types::{Collection, CollectionName, Confidence, Filter, Kind, Metric};
+    use strata_types::{Confidence, Filter, Kind};
 
     use super::record;
-    use crate::collection_index::CollectionIndex;
     use crate::plan::filter_candidates;
 
     fn value(i: u8) -> Value {
@@ -373,15 +363,7 @@ mod lookups {
     /// one lookup per value, stays with the index.
     #[test]
     fn a_range_over_a_path_of_many_values_per_record_is_left_to_the_records() {
-        let mut ci = CollectionIndex::new(&Collection {
-            name: CollectionName::parse("vec").unwrap(),
-            dim: 2,
-            metric: Metric::L2,
-            created_at: 0,
-            embedder: None,
-            analyzer: Default::default(),
-            memory: Default::default(),
-        });
+        let mut ci = super::index(&[], &[]);
         for i in 0..3 {
             let mut r = record(i, &(0, None, None, vec![]));
             let files: Vec<Value> = (0..3000).map(|j| json!({"a": i * 3000 + j})).collect();
@@ -417,15 +399,7 @@ mod lookups {
             n in 0u8..4,
             removed in proptest::collection::vec(any::<prop::sample::Index>(), 0..5),
         ) {
-            let mut ci = CollectionIndex::new(&Collection {
-                name: CollectionName::parse("vec").unwrap(),
-                dim: 2,
-                metric: Metric::L2,
-                created_at: 0,
-                embedder: None,
-                analyzer: Default::default(),
-                memory: Default::default(),
-            });
+            let mut ci = super::index(&[], &[]);
             let mut records = Vec::new();
             for (i, (v, at, kind, expires)) in rows.iter().enumerate() {
                 let mut r = record(i, &(0, None, None, vec![]));
