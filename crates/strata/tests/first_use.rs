@@ -251,6 +251,18 @@ fn filters_on_built_in_fields_check_their_operands_and_read_null_as_get_shows_it
     }
 }
 
+/// The `id`s of a list of records or hits, sorted.
+fn sorted_ids(items: &Value) -> Vec<&str> {
+    let mut ids: Vec<&str> = items
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|item| item["id"].as_str().expect("an id"))
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// An agent's memory with the entities it mentions, as a list of objects: filtered by an
 /// entity's fields, the same in every channel, from the index after a restart too.
 #[test]
@@ -287,28 +299,14 @@ fn a_dotted_path_reaches_into_arrays_of_objects() {
             );
             let (s, v) = server.post("/v1/memories/list", &key, json!({ "filter": filter }));
             assert_eq!(s, 200, "{v}");
-            let mut ids: Vec<&str> = v["records"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["id"].as_str().unwrap())
-                .collect();
-            ids.sort();
-            assert_eq!(&ids, want, "{round} {filter}: {v}");
+            assert_eq!(&sorted_ids(&v["records"]), want, "{round} {filter}: {v}");
             let (s, v) = server.post(
                 "/v1/search",
                 &key,
                 json!({"query": "note", "k": 10, "mode": "text", "filter": filter}),
             );
             assert_eq!(s, 200, "{v}");
-            let mut ids: Vec<&str> = v["hits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|h| h["id"].as_str().unwrap())
-                .collect();
-            ids.sort();
-            assert_eq!(&ids, want, "{round} {filter}: {v}");
+            assert_eq!(&sorted_ids(&v["hits"]), want, "{round} {filter}: {v}");
         }
         server.restart();
     }
