@@ -209,6 +209,7 @@ impl Engine {
                 .map(|standing| standing.incoming())
                 .ok_or(EngineError::NotFound)?;
             delete_named(w, scope.key(), &owner, id)?;
+            crate::shares::forget_grantee(w, &owner, id, scope.tenant())?;
             let detail = serde_json::json!({"share": id, "owner": owner});
             audit::append(w, scope.key(), tenant_event(scope, "share.decline", detail))?;
             audit_owner(w, scope, &owner, id, "share.declined")?;

@@ -165,6 +165,56 @@ fn an_offer_is_read_by_nothing_until_accepted_and_declining_ends_it() {
     }
 }
 
+/// An offer names tenants; whether each exists is not the owner's to learn: a name that is no
+/// tenant, or a deleted one's, is answered and listed like a live tenant's, and offered
+/// nothing, not even to a tenant created under that name later. Only consent tells.
+#[test]
+fn an_offer_to_a_name_tells_nothing_of_whether_that_tenant_exists() {
+    let (_dir, engine) = engine();
+    let op = OperatorScope::for_tests();
+    engine.create_tenant(&op, &tid("gone"), None).unwrap();
+    engine.delete_tenant(&op, &tid("gone")).unwrap();
+    let owner = admin_scope(&engine, "owner");
+    let names = ["gone", "nobody", "victim"];
+    let new = NewShare {
+        domain: Domain::parse("kb").unwrap(),
+        tenants: names.iter().map(|t| tid(t)).collect(),
+        children: false,
+    };
+    let made = engine.create_share(&owner, &new).unwrap();
+    let named: Vec<TenantId> = names.iter().map(|t| tid(t)).collect();
+    assert_eq!((&made.tenants, made.accepted.len()), (&named, 0));
+    let listed = &engine.shares(&owner).unwrap()[0];
+    assert_eq!((&listed.tenants, listed.accepted.len()), (&named, 0));
+
+    // The live tenant consents, the others cannot: the one created since holds no offer.
+    engine.create_tenant(&op, &tid("nobody"), None).unwrap();
+    engine.restore_tenant(&op, &tid("gone")).unwrap();
+    assert!(incoming(&engine, "nobody").is_empty());
+    assert!(incoming(&engine, "gone").is_empty());
+    assert!(matches!(
+        engine.accept_share(&admin_scope(&engine, "nobody"), &made.id),
+        Err(EngineError::NotFound)
+    ));
+    engine
+        .accept_share(&admin_scope(&engine, "victim"), &made.id)
+        .unwrap();
+    let listed = &engine.shares(&owner).unwrap()[0];
+    assert_eq!(
+        (&listed.tenants, listed.accepted.as_slice()),
+        (&named, &[tid("victim")][..])
+    );
+    // A decline takes the name off.
+    engine
+        .decline_share(&admin_scope(&engine, "victim"), &made.id)
+        .unwrap();
+    let listed = &engine.shares(&owner).unwrap()[0];
+    assert_eq!(
+        (&listed.tenants[..], listed.accepted.len()),
+        (&named[..2], 0)
+    );
+}
+
 #[test]
 fn only_an_unbound_admin_consents() {
     let (_dir, engine) = engine();
@@ -234,19 +284,32 @@ fn the_owner_learns_that_its_domain_was_read_never_how_many_hits() {
     assert_eq!(rows("victim", "share.offered").len(), 1);
 }
 
+/// A purge tells the owner nothing either: the name stays listed, never accepted, and a tenant
+/// re-created under it does not inherit the offer.
 #[test]
-fn a_purged_grantee_leaves_the_owners_listing() {
+fn a_purged_grantee_stays_named_and_its_successor_holds_nothing() {
     let (_dir, engine) = engine();
     offer(&engine, "owner", "kb", &["victim"], false);
     let op = OperatorScope::for_tests();
     engine.purge_tenant(&op, &tid("victim")).unwrap();
-    let share = &engine.shares(&admin_scope(&engine, "owner")).unwrap()[0];
-    assert!(share.tenants.is_empty(), "{share:?}");
-    // Nor does a tenant re-created under its id inherit the offer.
+    let listed = || {
+        engine
+            .shares(&admin_scope(&engine, "owner"))
+            .unwrap()
+            .remove(0)
+    };
+    let share = listed();
+    assert_eq!(
+        (&share.tenants[..], share.accepted.len()),
+        (&[tid("victim")][..], 0)
+    );
     engine.create_tenant(&op, &tid("victim"), None).unwrap();
     assert!(incoming(&engine, "victim").is_empty());
-    let share = &engine.shares(&admin_scope(&engine, "owner")).unwrap()[0];
-    assert!(share.tenants.is_empty(), "{share:?}");
+    let share = listed();
+    assert_eq!(
+        (&share.tenants[..], share.accepted.len()),
+        (&[tid("victim")][..], 0)
+    );
 }
 
 /// A named grant stored before consent existed is its pointer row alone, in the pinned format

@@ -65,8 +65,8 @@ pub struct Share {
     pub owner: TenantId,
     #[schema(value_type = String)]
     pub domain: Domain,
-    /// Tenants it is offered to by name, while they hold the offer: one that declined it, or
-    /// was deleted for good, is no longer listed.
+    /// Tenants it is offered to by name, but those that declined it. Every name the owner
+    /// gave is listed, whether or not such a tenant exists: only `accepted` tells.
     #[schema(value_type = Vec<String>)]
     pub tenants: Vec<TenantId>,
     /// The named tenants that accepted it (a subset of `tenants`); only they can read it.
@@ -84,7 +84,8 @@ pub struct Share {
 pub struct NewShare {
     #[schema(value_type = Domain)]
     pub domain: Domain,
-    /// Grantees by id (at most 100); each must exist.
+    /// Grantees by id (at most 100). A name that is no live tenant is offered nothing, and
+    /// answered like any other (no tenant learns which others exist).
     #[serde(default)]
     #[schema(value_type = Vec<TenantId>)]
     pub tenants: Vec<TenantId>,
@@ -357,28 +358,46 @@ fn require_publisher(scope: &TenantScope, domain: Option<&Domain>) -> Result<(),
 /// The owner's view of `s`: its named grantees as they stand now. A grantee that declined, or
 /// whose incarnation is gone (purged, perhaps re-created under its id), holds no pointer and
 /// is left out.
+/// The owner's view of a share: every name it offered it to, but those that declined (a
+/// decline takes the name off the stored share), whether or not a tenant of that name exists
+/// or still does, and which of them accepted.
 fn to_share(r: &impl Reads, owner: &TenantId, s: StoredShare) -> Result<Share, EngineError> {
-    let (mut tenants, mut accepted) = (Vec::new(), Vec::new());
-    for t in s.tenants {
-        let Some(m) = r.tenant(&t)? else { continue };
-        match share_consent::named_state(r, m.key, owner, &s.id)? {
-            Some(ShareState::Accepted) => {
-                accepted.push(t.clone());
-                tenants.push(t);
-            }
-            Some(ShareState::Offered) => tenants.push(t),
-            None => {}
+    let mut accepted = Vec::new();
+    for t in &s.tenants {
+        let Some(m) = r.tenant(t)? else { continue };
+        if share_consent::named_state(r, m.key, owner, &s.id)? == Some(ShareState::Accepted) {
+            accepted.push(t.clone());
         }
     }
     Ok(Share {
         id: s.id,
         owner: owner.clone(),
         domain: s.domain,
-        tenants,
+        tenants: s.tenants,
         accepted,
         children: s.children,
         created_at: s.created_at,
     })
+}
+
+/// Takes `grantee` off the names of the owner's share `id`, if the owner's incarnation still
+/// holds it: the grantee declined, and the owner's listing says so from now on.
+pub(crate) fn forget_grantee(
+    w: &mut Writer<'_>,
+    owner: &TenantId,
+    id: &str,
+    grantee: &TenantId,
+) -> Result<(), EngineError> {
+    let Some(meta) = w.tenant(owner)? else {
+        return Ok(());
+    };
+    let Some(bytes) = w.blob(meta.key, &out_name(id))? else {
+        return Ok(());
+    };
+    let mut s: StoredShare = decode_json(&bytes)?;
+    s.tenants.retain(|t| t != grantee);
+    w.put_blob(meta.key, &out_name(id), &encode_json(&s)?)?;
+    Ok(())
 }
 
 /// Appends a row to the log of every tenant `s` reaches now: `named_action` for the named
@@ -511,18 +530,18 @@ impl Engine {
                         used: Some(used as u64),
                     });
                 }
+                // A name that is no live tenant is offered nothing, and the answer (and the
+                // owner's listing) is the same as for one that is: which other customers a
+                // deployment holds is not a tenant's to learn. Only a tenant's consent, which
+                // needs the offer, ever tells the owner that it exists.
                 let mut grantees = Vec::with_capacity(stored.tenants.len());
                 for t in &stored.tenants {
-                    let live = match w.tenant(t)? {
+                    match w.tenant(t)? {
                         Some(m) if TenantProfile::of(&m)?.status != TenantStatus::Deleted => {
-                            Some(m)
+                            grantees.push(m.key);
                         }
-                        _ => None,
-                    };
-                    let meta = live.ok_or_else(|| {
-                        EngineError::BadRequest(format!("tenants: tenant {t} does not exist"))
-                    })?;
-                    grantees.push(meta.key);
+                        _ => {}
+                    }
                 }
                 w.put_blob(scope.key(), &out_name(&stored.id), &encode_json(&stored)?)?;
                 let pointer = encode_json(&Pointer {

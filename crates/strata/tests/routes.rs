@@ -516,7 +516,6 @@ fn shares_from_every_side() {
     for (body, field) in [
         (json!({"domain": "kb"}), "tenants"),
         (json!({"domain": "kb", "tenants": ["org"]}), "tenants"),
-        (json!({"domain": "kb", "tenants": ["nobody"]}), "tenants"),
         (json!({"domain": "bad domain!", "children": true}), "domain"),
         (
             json!({"domain": "kb", "children": true, "extra": 1}),
@@ -933,11 +932,33 @@ fn unsolicited_shares_need_consent() {
         (&json!([]), &json!([]))
     );
 
-    // A purged grantee leaves the owner's listing.
+    // Whether a tenant exists is not the owner's to learn: a purged grantee stays named, and an
+    // offer to a name that is no tenant is answered and listed like one to a live tenant.
+    let named = |v: &Value| {
+        v["shares"]
+            .as_array()
+            .expect("shares")
+            .iter()
+            .filter(|s| s["id"] != first.as_str())
+            .map(|s| (s["tenants"].clone(), s["accepted"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let (_, before) = server.get("/v1/shares", &attacker);
     let (s, v) = server.hard_delete("victim");
     assert_eq!(s, 200, "{v}");
-    let (_, v) = server.get("/v1/shares", &attacker);
-    for share in v["shares"].as_array().expect("shares") {
-        assert_eq!(share["tenants"], json!([]), "{share}");
+    let (_, after) = server.get("/v1/shares", &attacker);
+    assert_eq!(named(&after), named(&before));
+    assert_eq!(named(&after)[0], (json!(["victim"]), json!([])));
+    for name in ["victim", "nobody"] {
+        let (s, v) = server.post(
+            "/v1/shares",
+            &attacker,
+            json!({"domain": "spam0", "tenants": [name]}),
+        );
+        assert_eq!(
+            (s, &v["tenants"], &v["accepted"]),
+            (201, &json!([name]), &json!([])),
+            "{v}"
+        );
     }
 }
