@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use strata_engine::{
     IndexParams, IsolationLevel, MigrateRequest, MigrationReport, MigrationState, MigrationStatus,
+    RunningMigration,
 };
 use strata_types::TenantId;
 use utoipa::ToSchema;
@@ -179,6 +180,28 @@ pub async fn status(
     let id = tenant_id(id)?;
     let s = state.run(move |e| Ok(e.migration(&op, &id)?)).await?;
     Ok(Json(s))
+}
+
+/// The data moves running on this server now (to or from `dedicated`), each tenant with its
+/// status as `GET /v1/admin/tenants/{id}/migration` answers it, by tenant id. Moves between
+/// `shared` and `partition` move no data and are not listed (they are done when their request
+/// answers; their graphs rebuild in the background).
+#[utoipa::path(get, path = "/v1/admin/migrations", tag = "admin",
+    operation_id = "running_migrations",
+    responses((status = 200, description = "The data moves running now", body = RunningMigrations)),
+    security(("bearer" = [])))]
+pub async fn running(
+    State(state): State<AppState>,
+    OperatorAuth(op): OperatorAuth,
+) -> Result<Json<RunningMigrations>, ApiError> {
+    let migrations = state.run(move |e| Ok(e.running_migrations(&op)?)).await?;
+    Ok(Json(RunningMigrations { migrations }))
+}
+
+/// `GET /v1/admin/migrations`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RunningMigrations {
+    pub migrations: Vec<RunningMigration>,
 }
 
 /// Cancels a tenant's data move (to or from `dedicated`) and answers its status afterwards,

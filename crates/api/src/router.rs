@@ -72,6 +72,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(backups::create))
         .routes(routes!(backups::status))
         .routes(routes!(isolation::status, isolation::cancel))
+        .routes(routes!(isolation::running))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
         .routes(routes!(admin::rotate_key))

@@ -118,6 +118,8 @@ impl Phase {
 
 /// The progress of one tenant's data migration.
 pub(crate) struct DataMove {
+    /// The tenant moving, as named when its move started.
+    pub tenant: TenantId,
     pub phase: Mutex<Phase>,
     pub copied: AtomicU64,
     pub total: u64,
@@ -190,6 +192,17 @@ impl Copies {
         let map = lock(&self.by_tenant);
         !map.get(&key).is_some_and(|c| c.running())
             && map.values().filter(|c| c.running()).count() < max_moves.max(1)
+    }
+
+    /// The tenants whose data moves now, by name.
+    pub fn running(&self) -> Vec<TenantId> {
+        let mut running: Vec<TenantId> = lock(&self.by_tenant)
+            .values()
+            .filter(|c| c.running())
+            .map(|c| c.tenant.clone())
+            .collect();
+        running.sort();
+        running
     }
 
     pub fn get(&self, key: TenantKey) -> Option<Arc<DataMove>> {
@@ -265,6 +278,7 @@ impl Copies {
         // one has flipped (or failed) before it left the running phases.
         still_valid()?;
         let copy = Arc::new(DataMove {
+            tenant: id.clone(),
             phase: Mutex::new(Phase::Copying),
             copied: AtomicU64::new(0),
             total,

@@ -232,6 +232,24 @@ pub enum MigrationState {
     Cancelled,
 }
 
+impl MigrationState {
+    /// The states of a data move under way.
+    pub fn is_running(self) -> bool {
+        matches!(
+            self,
+            MigrationState::Copying | MigrationState::CatchingUp | MigrationState::CleaningUp
+        )
+    }
+}
+
+/// A data move under way: the tenant, and its status as `GET .../migration` answers it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct RunningMigration {
+    #[schema(value_type = String)]
+    pub tenant: TenantId,
+    pub status: MigrationStatus,
+}
+
 /// The data moves of this process, by tenant (the last migration of each tenant, ended, is in
 /// its stored row; see `migration_status`).
 pub(crate) type Migrations = crate::dedicated::Copies;
@@ -541,6 +559,27 @@ impl Engine {
             crate::migration_status::status(profile.isolation, pending, live.as_deref(), stored);
         status.will_resume = will_resume && status.state == MigrationState::Interrupted;
         Ok(status)
+    }
+
+    /// The data moves running now (to or from `dedicated`), each tenant with its status, by
+    /// tenant id. A move that ended between the listing and its status read is left out.
+    pub fn running_migrations(
+        &self,
+        op: &OperatorScope,
+    ) -> Result<Vec<RunningMigration>, EngineError> {
+        let mut out = Vec::new();
+        for tenant in self.migrations.running() {
+            let status = match self.migration(op, &tenant) {
+                Ok(status) => status,
+                // Purged since: its move is over.
+                Err(EngineError::TenantNotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if status.state.is_running() {
+                out.push(RunningMigration { tenant, status });
+            }
+        }
+        Ok(out)
     }
 
     /// Promotes every `shared` tenant holding at least `promote_partition_vectors` vectors to

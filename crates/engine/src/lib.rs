@@ -149,7 +149,7 @@ pub use integrity::{
 };
 pub use isolation::{
     IndexParams, IsolationConfig, IsolationLevel, MigrateRequest, MigrationReport, MigrationState,
-    MigrationStatus,
+    MigrationStatus, RunningMigration,
 };
 pub use lifecycle::{TenantLimits, TenantStatus};
 pub use links::{MAX_LINKS_PER_RECORD, MAX_STORED_LINKS_PER_RECORD, RecordLinks};

@@ -290,6 +290,12 @@ fn operator_signs_in_reads_tenants_and_suspends_and_resumes_one() {
         "document.querySelectorAll('#tenants tbody tr[data-tenant]').length === 3",
         "the tenants table",
     );
+    // It asks the server for its running data moves; with none, the section stays hidden.
+    page.wait_for(
+        "performance.getEntriesByType('resource').some((e) => e.name.endsWith('/v1/admin/migrations')) \
+         && document.getElementById('migrations').hidden",
+        "the running migrations, none",
+    );
     // The key is in this tab's session storage only.
     assert_eq!(
         page.eval(

@@ -822,6 +822,32 @@ fn a_move_is_cancelled_or_completes_and_an_interrupted_one_is_resumed() {
 
     let (s, v) = start_migration(&server, "acme", "dedicated");
     assert_eq!(s, 202, "{v}");
+    // The server's list of running moves holds it while it runs, with its status.
+    let (s, list) = server.get("/v1/admin/migrations", OPERATOR_KEY);
+    let (_, own) = server.get("/v1/admin/tenants/acme/migration", OPERATOR_KEY);
+    assert_eq!(s, 200, "{list}");
+    match list["migrations"]
+        .as_array()
+        .expect("migrations")
+        .as_slice()
+    {
+        [m] => {
+            assert_eq!(m["tenant"], "acme", "{list}");
+            assert_eq!(
+                (&m["status"]["from"], &m["status"]["to"]),
+                (&json!("shared"), &json!("dedicated")),
+                "{list}"
+            );
+        }
+        [] => assert!(
+            !matches!(
+                own["state"].as_str(),
+                Some("copying" | "catching_up" | "cleaning_up")
+            ),
+            "a move running after the list was read: {own}"
+        ),
+        _ => panic!("one move runs: {list}"),
+    }
     let (s, c) = cancel(&server, "acme");
     let now = match s {
         200 => {

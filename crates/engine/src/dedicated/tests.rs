@@ -350,6 +350,14 @@ fn the_last_migration_survives_a_restart_and_a_shutdown_interrupts_cleanly() {
     let running = engine.migration(&op, &id).unwrap();
     assert_eq!(running.state, MigrationState::Copying);
     assert!(running.keys_total > 0 && running.finished_at.is_none());
+    // The server's list of running moves holds it, with the same status.
+    assert_eq!(
+        engine.running_migrations(&op).unwrap(),
+        [crate::RunningMigration {
+            tenant: id.clone(),
+            status: running.clone()
+        }]
+    );
     // A second one is refused while it holds the tenant.
     assert!(matches!(
         engine.start_migration(
@@ -366,6 +374,7 @@ fn the_last_migration_survives_a_restart_and_a_shutdown_interrupts_cleanly() {
     // What a crash leaves: the row says running (ended in memory only, so that dropping
     // the job writes nothing).
     job.copy.end(Phase::Failed, None);
+    assert_eq!(engine.running_migrations(&op).unwrap(), []);
     drop(job);
     drop(engine);
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();

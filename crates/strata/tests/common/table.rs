@@ -69,6 +69,7 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("POST", "/v1/admin/tenants/{id}/migrate", Operator),
     ("GET", "/v1/admin/tenants/{id}/migration", Operator),
     ("DELETE", "/v1/admin/tenants/{id}/migration", Operator),
+    ("GET", "/v1/admin/migrations", Operator),
     ("POST", "/v1/admin/backups", Operator),
     ("GET", "/v1/admin/backups/{name}", Operator),
     ("POST", "/v1/admin/keys", Operator),
