@@ -330,7 +330,7 @@ fn tenant_series(out: &mut String, blocks: &BTreeMap<&str, Block>) {
             secs(b.live.cpu_nanos)
         );
     }
-    let gauges: [(&str, &str, Amount); 10] = [
+    let gauges: [(&str, &str, Amount); 8] = [
         ("strata_tenant_records", "Records a tenant holds.", |b| {
             b.records
         }),
@@ -367,19 +367,25 @@ fn tenant_series(out: &mut String, blocks: &BTreeMap<&str, Block>) {
             "1 if a tenant is pinned in memory; for (other), how many of its tenants are.",
             |b| b.pinned,
         ),
+    ];
+    let counters: [(&str, &str, Amount); 2] = [
         (
             "strata_tenant_index_loads_total",
-            "Times a tenant's indexes were loaded since the server started (a counter).",
+            "Times a tenant's indexes were loaded since the server started.",
             |b| b.loads,
         ),
         (
             "strata_tenant_index_evictions_total",
-            "Times a tenant's indexes were evicted to keep within the memory budget (a counter).",
+            "Times a tenant's indexes were evicted to keep within the memory budget.",
             |b| b.evictions,
         ),
     ];
-    for (name, text, get) in gauges {
-        help(out, name, "gauge", text);
+    let typed = gauges
+        .iter()
+        .map(|g| (g, "gauge"))
+        .chain(counters.iter().map(|c| (c, "counter")));
+    for ((name, text, get), kind) in typed {
+        help(out, name, kind, text);
         for (id, b) in blocks {
             let _ = writeln!(out, "{name}{{{}}} {}", t(id), get(b));
         }

@@ -257,6 +257,12 @@ fn five_thousand_tenants_under_a_cap_of_100_sum_exactly() {
         (0..n).map(|i| i % 3).sum::<u64>()
     );
     assert!(text.contains("strata_metrics_tenants_folded 4899\n"));
+    // A family named like a counter is typed as one (Prometheus' naming rule, which linters
+    // such as promtool check), and every counter is named so.
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = line.split_once(' ').expect("name and type");
+        assert_eq!(name.ends_with("_total"), kind == "counter", "{line}");
+    }
     // Ratios only for labelled tenants.
     let ratios = by_tenant(
         &text,
