@@ -126,11 +126,17 @@ pub enum EngineError {
     Index(String),
 }
 
-/// The figures of a quota refusal's message.
+/// The figures of a quota refusal's message. A refusal comes before the limit is reached as
+/// often as at it (4 of 5 vectors used, and a batch of 2), so it says that the request would
+/// pass it, not that it is reached.
 fn quota_usage(limit: u64, used: Option<u64>) -> String {
     match used {
+        Some(used) if used < limit => format!(
+            "{used} used of {limit}; the request needs more than the {} left",
+            limit - used
+        ),
         Some(used) => format!("{used} used of {limit}"),
-        None => format!("the limit of {limit} is reached"),
+        None => format!("the request would pass the limit of {limit}"),
     }
 }
 
@@ -153,5 +159,31 @@ impl EngineError {
             },
             e => e,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EngineError;
+
+    #[test]
+    fn a_quota_refusal_says_the_request_would_pass_the_limit_not_that_it_is_reached() {
+        let refusal = |used| {
+            EngineError::QuotaExceeded {
+                resource: "max_vectors",
+                limit: 5,
+                used,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            refusal(Some(4)),
+            "quota exceeded: max_vectors: 4 used of 5; the request needs more than the 1 left"
+        );
+        assert_eq!(refusal(Some(5)), "quota exceeded: max_vectors: 5 used of 5");
+        assert_eq!(
+            refusal(None),
+            "quota exceeded: max_vectors: the request would pass the limit of 5"
+        );
     }
 }

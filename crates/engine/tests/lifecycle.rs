@@ -288,7 +288,11 @@ fn storage_and_collection_quotas_name_their_resource() {
     );
     assert_eq!(
         err.to_string(),
-        format!("quota exceeded: max_storage_bytes: {used} used of 2000")
+        format!(
+            "quota exceeded: max_storage_bytes: {used} used of 2000; the request needs more \
+             than the {} left",
+            2000 - used
+        )
     );
     engine
         .create_collection(

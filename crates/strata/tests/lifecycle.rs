@@ -753,7 +753,7 @@ fn a_quota_refusal_shows_the_usage_only_to_whom_may_read_it() {
     for cred in [&alice, &domain, &own_principal] {
         assert_eq!(
             refusal(cred),
-            "quota exceeded: max_vectors: the limit of 2 is reached"
+            "quota exceeded: max_vectors: the request would pass the limit of 2"
         );
     }
     assert_eq!(refusal(&whole), "quota exceeded: max_vectors: 2 used of 2");
