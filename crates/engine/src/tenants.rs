@@ -455,56 +455,75 @@ impl Engine {
             update.limits.as_ref(),
         )?;
         check_burst_has_rate(update.limits.as_ref())?;
-        // A `PATCH` moves `updated_at` even when it changes only the metadata, stored beside
-        // the profile.
-        let (mut info, info_key) =
-            self.change_profile_keyed(op, id, "tenant.update", true, |w, p| {
-                if let Some(parent) = &update.parent {
-                    if let Some(parent) = parent {
-                        hierarchy::check_parent(w, id, parent)?;
-                    }
-                    p.parent = parent.clone();
+        // A `PATCH` moves `updated_at` when it changes the metadata, stored beside the
+        // profile, even if nothing else.
+        let (mut info, info_key) = self.change_profile_keyed(op, id, "tenant.update", |w, p| {
+            if let Some(parent) = &update.parent {
+                if let Some(parent) = parent {
+                    hierarchy::check_parent(w, id, parent)?;
                 }
-                if let Some(n) = update.display_name {
-                    p.display_name = n;
+                p.parent = parent.clone();
+            }
+            if let Some(n) = update.display_name {
+                p.display_name = n;
+            }
+            if let Some(l) = update.limits {
+                p.limits = l;
+            }
+            if let Some(patch) = &update.limits_patch {
+                let merged = merge_limits(&p.limits, patch)?;
+                check_profile_fields(None, None, Some(&merged))?;
+                check_burst_has_rate(Some(&merged))?;
+                p.limits = merged;
+            }
+            if let Some(weight) = update.weight {
+                p.weight = weight;
+            }
+            match update.integrity_policy {
+                None => {}
+                // Removed without being read: the repair of an unreadable one.
+                Some(None) => p.integrity_policy = None,
+                Some(Some(input)) => {
+                    // Completed from the policy in force; from the configuration's when the
+                    // tenant's own is unreadable (this change replaces it).
+                    let current = p.own_integrity_policy(id).ok().flatten();
+                    let configured = self.config.integrity.configured(id);
+                    let base = current.as_ref().unwrap_or(configured);
+                    p.integrity_policy = Some(own_policy(&input, base)?);
                 }
-                if let Some(l) = update.limits {
-                    p.limits = l;
-                }
-                if let Some(patch) = &update.limits_patch {
-                    let merged = merge_limits(&p.limits, patch)?;
-                    check_profile_fields(None, None, Some(&merged))?;
-                    check_burst_has_rate(Some(&merged))?;
-                    p.limits = merged;
-                }
-                if let Some(weight) = update.weight {
-                    p.weight = weight;
-                }
-                match update.integrity_policy {
-                    None => {}
-                    // Removed without being read: the repair of an unreadable one.
-                    Some(None) => p.integrity_policy = None,
-                    Some(Some(input)) => {
-                        // Completed from the policy in force; from the configuration's when the
-                        // tenant's own is unreadable (this change replaces it).
-                        let current = p.own_integrity_policy(id).ok().flatten();
-                        let configured = self.config.integrity.configured(id);
-                        let base = current.as_ref().unwrap_or(configured);
-                        p.integrity_policy = Some(own_policy(&input, base)?);
-                    }
-                }
-                if let Some(patch) = update.metadata {
-                    let key = w
-                        .tenant(id)?
-                        .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?
-                        .key;
-                    tenant_metadata::patch_stored(w, id, key, patch)?;
-                }
-                Ok(())
-            })?;
+            }
+            let mut beside = Map::new();
+            if let Some(patch) = update.metadata {
+                let key = w
+                    .tenant(id)?
+                    .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?
+                    .key;
+                beside.insert("metadata".into(), patch.clone());
+                tenant_metadata::patch_stored(w, id, key, patch)?;
+            }
+            Ok(beside)
+        })?;
         info.metadata = tenant_metadata::read_for_display(&self.store.read()?, id, info_key)?;
         Ok(info)
     }
+}
+
+/// The profile fields that differ, each as `{"from": …, "to": …}` (`updated_at` aside).
+fn profile_changes(before: &TenantProfile, after: &TenantProfile) -> Map<String, Value> {
+    let (before, after) = (before.to_map(), after.to_map());
+    let mut changed = Map::new();
+    for (field, to) in &after {
+        let from = before.get(field).unwrap_or(&Value::Null);
+        if field != "updated_at" && from != to {
+            changed.insert(field.clone(), serde_json::json!({"from": from, "to": to}));
+        }
+    }
+    for (field, from) in &before {
+        if field != "updated_at" && !after.contains_key(field) {
+            changed.insert(field.clone(), serde_json::json!({"from": from, "to": null}));
+        }
+    }
+    changed
 }
 
 /// What changing a soft-deleted tenant's status or placement answers: it exists (listed as
@@ -815,14 +834,16 @@ impl Engine {
     ) -> Result<TenantInfo, EngineError> {
         // A status change that changes nothing (resuming an active tenant, suspending a
         // suspended one) is idempotent: it keeps `updated_at`.
-        self.change_profile_keyed(op, id, action, false, |_, p| f(p))
+        self.change_profile_keyed(op, id, action, |_, p| f(p).map(|()| Map::new()))
             .map(|(info, _)| info)
     }
 
     /// [`Engine::change_profile`] with the transaction, for changes checked against other
-    /// tenants (a new parent) or beside the profile (metadata); also returns the storage key.
-    /// A profile `f` leaves as it was is not written again (its `updated_at` kept) unless
-    /// `touch_unchanged`.
+    /// tenants (a new parent) or beside the profile (metadata, which `f` returns as the
+    /// changes it made there); also returns the storage key. A change that leaves the profile
+    /// and everything beside it as they were is not written (its `updated_at` kept). The
+    /// audit row names what changed: each profile field's value before and after, and what
+    /// `f` changed beside it (an empty `changed` for a request that changed nothing).
     /// Reads nothing but the registry row: a damaged row beside it (metadata) must not block
     /// a suspension, a deletion or a limits change.
     fn change_profile_keyed(
@@ -830,8 +851,7 @@ impl Engine {
         op: &OperatorScope,
         id: &TenantId,
         action: &str,
-        touch_unchanged: bool,
-        f: impl FnOnce(&mut Writer<'_>, &mut TenantProfile) -> Result<(), EngineError>,
+        f: impl FnOnce(&mut Writer<'_>, &mut TenantProfile) -> Result<Map<String, Value>, EngineError>,
     ) -> Result<(TenantInfo, TenantKey), EngineError> {
         self.store
             .write(|w| {
@@ -840,12 +860,16 @@ impl Engine {
                     .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
                 let before = TenantProfile::of(&meta)?;
                 let mut profile = before.clone();
-                f(w, &mut profile)?;
-                if touch_unchanged || profile != before {
+                let mut changed = f(w, &mut profile)?;
+                let profile_changes = profile_changes(&before, &profile);
+                if !changed.is_empty() || !profile_changes.is_empty() {
                     meta.profile = profile.to_map_at(now_millis());
                     w.put_tenant(&meta)?;
                 }
-                audit::append(w, meta.key, audit::operator_event(op, id, action))?;
+                changed.extend(profile_changes);
+                let mut event = audit::operator_event(op, id, action);
+                event.detail = serde_json::json!({ "changed": changed });
+                audit::append(w, meta.key, event)?;
                 Ok((TenantInfo::try_from(&meta)?, meta.key))
             })
             .inspect(|(_, key)| self.admissions.invalidate(*key))

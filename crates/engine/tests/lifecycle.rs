@@ -1901,3 +1901,50 @@ fn a_burst_without_a_rate_is_refused_at_create_and_update() {
         TenantLimits::default()
     );
 }
+
+/// A tenant change's audit row says what changed (each field before and after, and the
+/// metadata patch); a change that changes nothing writes nothing but its row, which says so,
+/// and keeps `updated_at`.
+#[test]
+fn a_tenant_change_is_audited_with_what_it_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Default::default()).unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    engine.create_tenant(&op(), &acme, None).unwrap();
+    let last_row = || {
+        engine
+            .audit_rows(
+                &op(),
+                &AuditQuery {
+                    tenant: Some(acme.clone()),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .remove(0)
+    };
+    let update = TenantUpdate {
+        weight: Some(3),
+        metadata: Some(json!({"plan": "gold"})),
+        ..Default::default()
+    };
+    let changed = engine.update_tenant(&op(), &acme, update.clone()).unwrap();
+    let row = last_row();
+    assert_eq!(row.action, "tenant.update");
+    assert_eq!(
+        row.detail,
+        json!({"changed": {"weight": {"from": 1, "to": 3}, "metadata": {"plan": "gold"}}})
+    );
+    let same = TenantUpdate {
+        weight: Some(3),
+        ..Default::default()
+    };
+    let unchanged = engine.update_tenant(&op(), &acme, same).unwrap();
+    assert_eq!(unchanged.updated_at, changed.updated_at);
+    assert_eq!(last_row().detail, json!({"changed": {}}));
+    engine.suspend_tenant(&op(), &acme).unwrap();
+    assert_eq!(
+        last_row().detail,
+        json!({"changed": {"status": {"from": "active", "to": "suspended"}}})
+    );
+}

@@ -366,7 +366,8 @@ fn a_tenant_is_created_with_its_limits_and_weight() {
     let (s, v) = server.post("/v1/collections", &k, json!({"name": "c", "dim": 4}));
     assert_eq!((s, code(&v)), (403, "QUOTA_EXCEEDED"), "{v}");
     assert_eq!(
-        v["error"]["message"], "quota exceeded: max_collections: the request would pass the limit of 3",
+        v["error"]["message"],
+        "quota exceeded: max_collections: the request would pass the limit of 3",
         "{v}"
     );
     let (s, v) = server.post(
