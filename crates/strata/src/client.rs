@@ -109,33 +109,67 @@ pub fn segment(id: &str) -> String {
 }
 
 /// Limits given as CLI flags; only the ones given are sent, so the others stay as they are.
+/// Each takes a value, or `none`, which removes the limit.
 #[derive(Debug, Default, clap::Args)]
 pub struct LimitFlags {
-    #[arg(long)]
-    pub max_vectors: Option<u64>,
-    #[arg(long)]
-    pub max_storage_bytes: Option<u64>,
-    #[arg(long)]
-    pub max_collections: Option<u64>,
+    #[arg(long, value_parser = limit::<u64>)]
+    pub max_vectors: Option<Limit<u64>>,
+    #[arg(long, value_parser = limit::<u64>)]
+    pub max_storage_bytes: Option<Limit<u64>>,
+    #[arg(long, value_parser = limit::<u64>)]
+    pub max_collections: Option<Limit<u64>>,
     /// Sustained requests per second.
-    #[arg(long, value_parser = positive_rate)]
-    pub max_qps: Option<f64>,
+    #[arg(long, value_parser = rate_limit)]
+    pub max_qps: Option<Limit<f64>>,
     /// Token bucket size.
-    #[arg(long)]
-    pub burst: Option<u32>,
-    #[arg(long)]
-    pub max_concurrent: Option<u32>,
-    #[arg(long)]
-    pub max_spreading_depth: Option<u32>,
+    #[arg(long, value_parser = limit::<u32>)]
+    pub burst: Option<Limit<u32>>,
+    #[arg(long, value_parser = limit::<u32>)]
+    pub max_concurrent: Option<Limit<u32>>,
+    #[arg(long, value_parser = limit::<u32>)]
+    pub max_spreading_depth: Option<Limit<u32>>,
+}
+
+/// A limit flag's value: a figure, or `none` (no limit).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit<T> {
+    At(T),
+    Unlimited,
+}
+
+impl<T: serde::Serialize> Limit<T> {
+    /// As a merge patch sends it: `null` removes the limit.
+    fn patch(&self) -> Value {
+        match self {
+            Limit::At(v) => json!(v),
+            Limit::Unlimited => Value::Null,
+        }
+    }
+}
+
+fn limit<T: std::str::FromStr>(s: &str) -> Result<Limit<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    if s == "none" {
+        return Ok(Limit::Unlimited);
+    }
+    s.parse()
+        .map(Limit::At)
+        .map_err(|e| format!("{s:?}: {e} (give a number, or none to remove the limit)"))
 }
 
 /// A rate: finite and above zero (`nan` or `inf` would travel as JSON `null`, which removes
-/// the limit instead of setting it).
-fn positive_rate(s: &str) -> Result<f64, String> {
+/// the limit instead of setting it), or `none`.
+fn rate_limit(s: &str) -> Result<Limit<f64>, String> {
+    if s == "none" {
+        return Ok(Limit::Unlimited);
+    }
     match s.parse::<f64>() {
-        Ok(q) if q.is_finite() && q > 0.0 => Ok(q),
+        Ok(q) if q.is_finite() && q > 0.0 => Ok(Limit::At(q)),
         _ => Err(format!(
-            "{s:?} is not a positive number of requests per second"
+            "{s:?} is not a positive number of requests per second (or none to remove the \
+             limit)"
         )),
     }
 }
@@ -150,15 +184,21 @@ pub fn metadata_arg(s: &str) -> Result<Value, String> {
     }
 }
 
-/// `--server` (or `STRATA_SERVER`): an `http` or `https` URL with a host, checked here so that
-/// a value that is no URL at all is reported as such, not as a server that cannot be reached.
+/// `--server` (or `STRATA_SERVER`): an `http` URL with a host, checked here so that a value
+/// that is no URL at all, or one this CLI cannot speak (it has no TLS client), is reported as
+/// such, not as a server that cannot be reached.
 pub fn server_arg(s: &str) -> Result<String, String> {
     const EXAMPLE: &str = "e.g. http://127.0.0.1:7700";
     match reqwest::Url::parse(s) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(s.to_owned()),
+        Ok(url) if url.scheme() == "http" && url.has_host() => Ok(s.to_owned()),
+        Ok(url) if url.scheme() == "https" => Err(format!(
+            "not a valid server URL for this CLI: it speaks plain HTTP only (no TLS client is \
+             built in); give the server's http:// address ({EXAMPLE}), or reach it through a \
+             local TLS-terminating proxy"
+        )),
         Ok(url) => Err(format!(
-            "not a valid server URL: it must be http:// or https:// with a host ({EXAMPLE}), \
-             and this one's scheme is {:?}",
+            "not a valid server URL: it must be http:// with a host ({EXAMPLE}), and this \
+             one's scheme is {:?}",
             url.scheme()
         )),
         Err(e) => Err(format!("not a valid server URL ({e}); {EXAMPLE}")),
@@ -199,7 +239,8 @@ pub fn json_object_arg(s: &str) -> Result<Value, String> {
     }
 }
 
-/// The body of `PATCH /v1/admin/tenants/{id}` from CLI flags. Limits go as a merge patch.
+/// The body of `PATCH /v1/admin/tenants/{id}` from CLI flags. Limits go as a merge patch
+/// (`none` as `null`, which removes the limit).
 pub fn update_body(name: Option<String>, limits: &LimitFlags, weight: Option<u32>) -> Value {
     let mut l = serde_json::Map::new();
     let mut put = |k: &str, v: Option<Value>| {
@@ -207,18 +248,18 @@ pub fn update_body(name: Option<String>, limits: &LimitFlags, weight: Option<u32
             l.insert(k.to_owned(), v);
         }
     };
-    put("max_vectors", limits.max_vectors.map(|v| json!(v)));
+    put("max_vectors", limits.max_vectors.map(|v| v.patch()));
     put(
         "max_storage_bytes",
-        limits.max_storage_bytes.map(|v| json!(v)),
+        limits.max_storage_bytes.map(|v| v.patch()),
     );
-    put("max_collections", limits.max_collections.map(|v| json!(v)));
-    put("max_qps", limits.max_qps.map(|v| json!(v)));
-    put("burst", limits.burst.map(|v| json!(v)));
-    put("max_concurrent", limits.max_concurrent.map(|v| json!(v)));
+    put("max_collections", limits.max_collections.map(|v| v.patch()));
+    put("max_qps", limits.max_qps.map(|v| v.patch()));
+    put("burst", limits.burst.map(|v| v.patch()));
+    put("max_concurrent", limits.max_concurrent.map(|v| v.patch()));
     put(
         "max_spreading_depth",
-        limits.max_spreading_depth.map(|v| json!(v)),
+        limits.max_spreading_depth.map(|v| v.patch()),
     );
     let mut body = json!({});
     if let Some(n) = name {
@@ -281,7 +322,7 @@ mod tests {
     fn a_server_flag_is_an_http_url_with_a_host() {
         for good in [
             "http://127.0.0.1:7700",
-            "https://strata.example.com/",
+            "http://strata.example.com/",
             "http://h",
         ] {
             assert_eq!(server_arg(good).as_deref(), Ok(good));
@@ -292,6 +333,7 @@ mod tests {
             "localhost:7700",
             "ftp://h",
             "file:///x",
+            "https://strata.example.com/",
             "",
         ] {
             let e = server_arg(bad).expect_err(bad);
@@ -300,22 +342,26 @@ mod tests {
     }
 
     #[test]
-    fn a_rate_flag_is_a_positive_finite_number() {
-        assert_eq!(positive_rate("2.5"), Ok(2.5));
-        for bad in ["0", "-1", "nan", "inf", "ten"] {
-            assert!(positive_rate(bad).is_err(), "{bad}");
+    fn a_rate_flag_is_a_positive_finite_number_or_none() {
+        assert_eq!(rate_limit("2.5"), Ok(Limit::At(2.5)));
+        assert_eq!(rate_limit("none"), Ok(Limit::Unlimited));
+        for bad in ["0", "-1", "nan", "inf", "ten", "null"] {
+            assert!(rate_limit(bad).is_err(), "{bad}");
         }
+        assert_eq!(limit::<u64>("7"), Ok(Limit::At(7)));
+        assert!(limit::<u64>("-7").is_err() && limit::<u32>("seven").is_err());
     }
 
     #[test]
     fn update_flags_become_a_merge_patch() {
         let limits = LimitFlags {
-            max_vectors: Some(50),
+            max_vectors: Some(Limit::At(50)),
+            max_qps: Some(Limit::Unlimited),
             ..Default::default()
         };
         assert_eq!(
             update_body(None, &limits, Some(3)),
-            json!({"limits": {"max_vectors": 50}, "weight": 3})
+            json!({"limits": {"max_vectors": 50, "max_qps": null}, "weight": 3})
         );
         assert_eq!(
             update_body(Some("A".into()), &LimitFlags::default(), None),

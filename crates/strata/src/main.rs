@@ -542,8 +542,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     metadata,
                     integrity_policy,
                 } => {
-                    // The same fields as an update, all in the one creating request.
+                    // The same fields as an update, all in the one creating request (where a
+                    // limit of `none` is what leaving it out gives).
                     let mut body = client::update_body(name, &limits, weight);
+                    if let Some(l) = body.get_mut("limits").and_then(|l| l.as_object_mut()) {
+                        l.retain(|_, v| !v.is_null());
+                    }
                     body["id"] = serde_json::json!(id);
                     if let Some(m) = metadata {
                         body["metadata"] = m;
@@ -590,6 +594,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                         body["parent"] = serde_json::json!(p);
                     } else if no_parent {
                         body["parent"] = serde_json::Value::Null;
+                    }
+                    if body.as_object().is_some_and(|b| b.is_empty()) {
+                        anyhow::bail!(
+                            "nothing to update: give at least one of --name, a limit (e.g. \
+                             --max-vectors 1000, or none), --weight, --parent, --no-parent, \
+                             --metadata or --integrity-policy"
+                        );
                     }
                     let path = format!("/v1/admin/tenants/{}", client::segment(&id));
                     (client, Method::PATCH, path, Some(body))

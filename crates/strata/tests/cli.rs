@@ -32,6 +32,43 @@ fn tenant_and_key_commands_work() {
     assert!(ok && v["display_name"] == "Acme", "{v}");
     let (ok, _, err) = strata(&server, &["tenant", "show", "ghost"]);
     assert!(!ok && err.contains("NOT_FOUND"), "{err}");
+    // A limit is set, and removed with `none`; an update that names nothing is refused before
+    // anything is sent.
+    let (ok, v, err) = strata(
+        &server,
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--max-vectors",
+            "1000",
+            "--max-qps",
+            "5",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        (&v["limits"]["max_vectors"], &v["limits"]["max_qps"]),
+        (&serde_json::json!(1000), &serde_json::json!(5.0)),
+        "{v}"
+    );
+    let (ok, v, err) = strata(
+        &server,
+        &["tenant", "update", "acme", "--max-vectors", "none"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        v["limits"].get("max_vectors").is_none_or(Value::is_null),
+        "{v}"
+    );
+    assert_eq!(v["limits"]["max_qps"], 5.0, "{v}");
+    let (ok, _, err) = strata(
+        &server,
+        &["tenant", "update", "acme", "--max-vectors", "lots"],
+    );
+    assert!(!ok && err.contains("none to remove the limit"), "{err}");
+    let (ok, _, err) = strata(&server, &["tenant", "update", "acme"]);
+    assert!(!ok && err.contains("nothing to update"), "{err}");
     // The hierarchy: a child at creation, the tree, and moving it out.
     let (ok, v, err) = strata(
         &server,
