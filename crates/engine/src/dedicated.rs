@@ -160,6 +160,8 @@ pub(crate) struct Copies {
     /// Set by [`Engine::stop_migrations`] (server shutdown): copies stop at their next chunk
     /// and no new one starts.
     stopping: AtomicBool,
+    /// Moves registered (see [`Copies::started`]).
+    started: AtomicU64,
 }
 
 impl Copies {
@@ -192,6 +194,12 @@ impl Copies {
         let map = lock(&self.by_tenant);
         !map.get(&key).is_some_and(|c| c.running())
             && map.values().filter(|c| c.running()).count() < max_moves.max(1)
+    }
+
+    /// How many moves have been registered since the engine opened: a reader that saw no
+    /// move running, and this count unchanged after its reads, read no move's work.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::SeqCst)
     }
 
     /// The tenants whose data moves now, by name.
@@ -290,6 +298,7 @@ impl Copies {
             attempt,
         });
         map.insert(key, Arc::clone(&copy));
+        self.started.fetch_add(1, Ordering::SeqCst);
         Ok(copy)
     }
 }
@@ -763,20 +772,46 @@ impl Engine {
 
 impl Engine {
     /// The placement part of `verify_tenant`: the tenant's data is on exactly one side.
+    ///
+    /// The level and the placement are read after making sure that no move of the tenant
+    /// runs, and the check stands only if none started meanwhile: the profile `verify_tenant`
+    /// read before may be older than a move that has flipped the tenant since (it reported
+    /// the data on the wrong side, for a move that had just ended well).
     pub(crate) fn check_placement(
         &self,
         meta: &strata_store::TenantMeta,
-        profile: &TenantProfile,
         report: &mut crate::VerifyReport,
     ) -> Result<(), EngineError> {
         let key = meta.key;
-        let dedicated = profile.isolation == IsolationLevel::Dedicated;
-        report.dedicated_file = self.store.is_dedicated(key);
-        let moving = self.migrations.get(key).is_some_and(|c| c.running());
-        if moving {
+        let started = self.migrations.started();
+        let moving = || self.migrations.get(key).is_some_and(|c| c.running());
+        let not_checked = |report: &mut crate::VerifyReport| {
             report
                 .warnings
                 .push("a migration is moving its data: placement not checked".into());
+        };
+        if moving() {
+            not_checked(report);
+            return Ok(());
+        }
+        let Some(now) = self
+            .store
+            .read()?
+            .tenant(&meta.id)?
+            .filter(|m| m.key == key)
+        else {
+            return Ok(()); // Purged since: nothing left to place.
+        };
+        let dedicated = TenantProfile::of(&now)?.isolation == IsolationLevel::Dedicated;
+        report.dedicated_file = self.store.is_dedicated(key);
+        let stray = if dedicated {
+            self.store.main_keys(key)?
+        } else {
+            0
+        };
+        let own_dir = !dedicated && self.store.has_dedicated_dir(key);
+        if moving() || self.migrations.started() != started {
+            not_checked(report);
             return Ok(());
         }
         if dedicated != report.dedicated_file {
@@ -794,12 +829,10 @@ impl Engine {
                 }
             ));
         }
-        if dedicated {
-            let stray = self.store.main_keys(key)?;
-            if stray > 0 {
-                report.problem(format!("{stray} of its keys are left in the main file"));
-            }
-        } else if self.store.has_dedicated_dir(key) {
+        if stray > 0 {
+            report.problem(format!("{stray} of its keys are left in the main file"));
+        }
+        if own_dir {
             report.problem("a file of its own exists though it is not dedicated".into());
         }
         Ok(())

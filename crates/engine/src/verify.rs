@@ -114,7 +114,7 @@ impl Engine {
                 if let Err(e) = profile.own_integrity_policy(id) {
                     report.problem(e.to_string());
                 }
-                self.check_placement(&meta, &profile, &mut report)?;
+                self.check_placement(&meta, &mut report)?;
             }
             Err(e) => report.problem(format!(
                 "{e}: the tenant's requests fail and its placement was not checked; restore \
@@ -135,7 +135,7 @@ fn damaged_registry_row(why: &str) -> String {
 }
 
 impl VerifyReport {
-    fn empty(id: &TenantId) -> VerifyReport {
+    pub(crate) fn empty(id: &TenantId) -> VerifyReport {
         VerifyReport {
             tenant: id.clone(),
             ok: false,

@@ -547,3 +547,35 @@ fn an_import_to_dedicated_waits_for_a_move_slot_another_move_holds() {
         answers(&engine, &scope)
     );
 }
+
+/// Verify reads the tenant's profile before its long checks; a move that flips the tenant
+/// meanwhile must not be reported as data on the wrong side. The placement is judged on the
+/// level read after making sure no move runs.
+#[test]
+fn placement_is_judged_on_the_level_read_after_a_move_that_ended_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let id = TenantId::parse("acme").unwrap();
+    engine.create_tenant(&op, &id, None).unwrap();
+    let scope = admin_scope(&engine, "acme");
+    engine
+        .create_collection(
+            &scope,
+            &vec_name(),
+            crate::test_support::DIM,
+            Metric::Cosine,
+        )
+        .unwrap();
+    put_clustered(&engine, &scope, 20);
+    // What verify read first: the tenant still shared.
+    let before = engine.tenant_meta(&id).unwrap();
+    start(&engine, &id, IsolationLevel::Dedicated)
+        .run(&engine)
+        .unwrap();
+    let mut report = crate::VerifyReport::empty(&id);
+    engine.check_placement(&before, &mut report).unwrap();
+    assert_eq!(report.problem_count, 0, "{report:?}");
+    assert!(report.dedicated_file);
+    verify_clean(&engine, &id);
+}
