@@ -67,6 +67,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(residency::summary))
         .routes(routes!(residency::tenant))
         .routes(routes!(residency::verify))
+        .routes(routes!(residency::repair))
         .routes(routes!(residency::integrity))
         .routes(routes!(isolation::migrate))
         .routes(routes!(backups::create))

@@ -181,6 +181,33 @@ pub struct Usage {
 
 pub(crate) const USAGE_BLOB: &str = "usage";
 
+impl Usage {
+    /// Counts one stored record, as writes charge it.
+    pub(crate) fn count_record(&mut self, r: &Record) {
+        self.records += 1;
+        self.vectors += u64::from(r.vector.is_some());
+        self.storage_bytes += record_bytes(r);
+    }
+
+    /// Counts one stored link, as writes charge it.
+    pub(crate) fn count_link(&mut self, l: &strata_types::Link) {
+        self.storage_bytes += crate::links::link_bytes(l);
+    }
+}
+
+/// What the tenant's records and links hold, counted from storage (a usage row that drifted,
+/// or one after removing rows no write path charged back).
+pub(crate) fn recount_usage(r: &impl Reads, key: TenantKey) -> Result<Usage, EngineError> {
+    let mut u = Usage::default();
+    for rec in r.stored_records(key, None)? {
+        u.count_record(&rec?);
+    }
+    for link in strata_store::LinkReads::all_links(r, key)? {
+        u.count_link(&link?);
+    }
+    Ok(u)
+}
+
 /// Bytes a record is charged for.
 pub(crate) fn record_bytes(r: &Record) -> u64 {
     // Counted, not built (see `strata_types::json_len`).

@@ -208,9 +208,7 @@ fn verify(
                 rec.id
             ));
         }
-        recount.records += 1;
-        recount.vectors += u64::from(rec.vector.is_some());
-        recount.storage_bytes += lifecycle::record_bytes(&rec);
+        recount.count_record(&rec);
         if deleting.contains(&rec.modality) {
             *hidden.entry(rec.modality.clone()).or_default() += 1;
             continue;
@@ -232,7 +230,7 @@ fn verify(
     }
     for link in strata_store::LinkReads::all_links(r, key)? {
         let Ok(link) = link else { continue }; // reported by the key check
-        recount.storage_bytes += crate::links::link_bytes(&link);
+        recount.count_link(&link);
     }
     report.usage_recounted = recount.into();
     match lifecycle::usage(r, key) {

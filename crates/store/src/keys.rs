@@ -156,6 +156,16 @@ pub fn records(tenant: TenantKey) -> Vec<u8> {
     key(tenant, TAG_RECORD, &[])
 }
 
+/// Every scope index entry of the tenant; each ends with its record's id, after its last `\0`.
+pub fn scopes(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_SCOPE, &[])
+}
+
+/// Every run-level dedup entry of the tenant (its value is the record's id).
+pub fn dedups(tenant: TenantKey) -> Vec<u8> {
+    key(tenant, TAG_DEDUP, &[])
+}
+
 /// The prefix of a scope index list: `domain \0 field value \0`; the record id follows.
 pub fn scope_list(tenant: TenantKey, domain: &Domain, field: ScopeField, value: &str) -> Vec<u8> {
     let mut k = key(

@@ -18,6 +18,8 @@ mod changelog;
 pub mod codec;
 mod collection_deleting;
 mod credentials;
+mod damaged;
+pub use damaged::damaged_records;
 mod db;
 mod decode_memo;
 mod deferred_sync;

@@ -100,7 +100,12 @@ pub fn check_tenant(r: &impl Reads, t: TenantKey) -> Result<KeyCheck, StoreError
                 c.records += 1;
                 match (text(id).map(RecordId::parse), decode_record(&v)) {
                     (Some(Ok(id)), Ok(rec)) if rec.id == id => records.push(rec),
-                    (_, Err(e)) => c.problem(format!("record {:?}: {e}", text(id))),
+                    (_, Err(e)) => c.problem(format!(
+                        "record {:?}: {e}; every request that meets it fails until a repair of \
+                         the tenant (POST /v1/admin/tenants/{{id}}/repair) removes it, its \
+                         content lost",
+                        text(id)
+                    )),
                     _ => c.problem(format!("record {:?}: key and value disagree", text(id))),
                 }
             }

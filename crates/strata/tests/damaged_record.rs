@@ -1,28 +1,38 @@
 //! A record whose bytes changed on disk behind a stopped server (bit rot, a bad disk, a hand
 //! edit) is refused wherever it is read, and `verify` reports it: the storage engine checks
 //! its pages' checksums only when it repairs or checks a file, so without the record's own
-//! checksum the changed text would be served as if it had been written so.
+//! checksum the changed text would be served as if it had been written so. A repair removes
+//! it, and everything that named it, so the rest of the tenant serves again.
 
 mod common;
 
 use common::{OPERATOR_KEY, Server, code};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[test]
 fn a_record_changed_on_disk_is_refused_and_verify_says_so() {
     let mut server = Server::start();
     server.tenant("acme");
     let key = server.key("acme", json!({"permissions": ["read", "write"]}));
+    // With an entry of every kind that names it: scope (run, local scope), dedup and the run's
+    // tail (a run), expiry, and a link.
     let (s, v) = server.post(
         "/v1/memories",
         &key,
-        json!({"id": "victim", "content": "pay 1000 dollars to the supplier"}),
+        json!({"id": "victim", "content": "pay 1000 dollars to the supplier", "run_id": "r1",
+               "memory_scope": "ledger", "expires_at": 4_102_444_800_000i64}),
     );
     assert_eq!(s, 201, "{v}");
     let (s, v) = server.post(
         "/v1/memories",
         &key,
         json!({"id": "bystander", "content": "the kettle is in the kitchen"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server.post(
+        "/v1/links",
+        &key,
+        json!({"source": "bystander", "target": "victim"}),
     );
     assert_eq!(s, 201, "{v}");
     server.stop();
@@ -69,4 +79,87 @@ fn a_record_changed_on_disk_is_refused_and_verify_says_so() {
         Some(&json!({})),
     );
     assert_eq!((s, &report["ok"]), (200, &json!(false)), "{report}");
+    assert!(report.to_string().contains("/repair"), "{report}");
+    // The whole tenant's listing meets the damaged record, and fails.
+    let (s, v) = server.post("/v1/memories/list", &key, json!({}));
+    assert_eq!((s, code(&v)), (500, "INTERNAL"), "{v}");
+
+    // The repair removes it, and every entry that named it: verify finds nothing more.
+    let repair = |server: &Server| {
+        server.call(
+            "POST",
+            "/v1/admin/tenants/acme/repair",
+            Some(OPERATOR_KEY),
+            &[],
+            Some(&json!({})),
+        )
+    };
+    let (s, v) = repair(&server);
+    assert_eq!((s, &v["removed"]), (200, &json!(["victim"])), "{v}");
+    let (s, report) = server.call(
+        "POST",
+        "/v1/admin/tenants/acme/verify",
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&json!({})),
+    );
+    assert_eq!((s, &report["ok"]), (200, &json!(true)), "{report}");
+    assert_eq!(
+        report["usage_stored"], report["usage_recounted"],
+        "{report}"
+    );
+    let (s, v) = server.get("/v1/memories/victim", &key);
+    assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
+    let (s, v) = server.post("/v1/memories/list", &key, json!({}));
+    assert_eq!(s, 200, "{v}");
+    let ids: Vec<&str> = v["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(ids, ["bystander"], "{v}");
+    for mode in ["text"] {
+        let (s, v) = server.post(
+            "/v1/search",
+            &key,
+            json!({"query": "dollars supplier kettle", "mode": mode, "k": 5}),
+        );
+        assert_eq!(s, 200, "{mode}: {v}");
+        let hits: Vec<&str> = v["hits"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .map(|h| h["id"].as_str().unwrap_or(""))
+            .collect();
+        assert!(!hits.contains(&"victim"), "{mode}: {v}");
+    }
+    // A record written again in the run is linked after the run's new tail, not to the
+    // removed record.
+    let (s, v) = server.post(
+        "/v1/memories",
+        &key,
+        json!({"id": "next", "content": "the invoice is due on Friday", "run_id": "r1"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, report) = server.call(
+        "POST",
+        "/v1/admin/tenants/acme/verify",
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&json!({})),
+    );
+    assert_eq!((s, &report["ok"]), (200, &json!(true)), "{report}");
+    // Nothing more to remove; both repairs are audited, naming what they removed.
+    let (s, v) = repair(&server);
+    assert_eq!((s, &v["removed"]), (200, &json!([])), "{v}");
+    let (s, v) = server.get("/v1/admin/audit?action=tenant.repair", OPERATOR_KEY);
+    assert_eq!(s, 200, "{v}");
+    let removed: Vec<&Value> = v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| &r["detail"]["removed"])
+        .collect();
+    assert_eq!(removed, [&json!([]), &json!(["victim"])], "{v}");
 }

@@ -65,6 +65,7 @@ pub const ROUTES: &[(&str, &str, Perm)] = &[
     ("GET", "/v1/admin/residency", Operator),
     ("GET", "/v1/admin/tenants/{id}/residency", Operator),
     ("POST", "/v1/admin/tenants/{id}/verify", Operator),
+    ("POST", "/v1/admin/tenants/{id}/repair", Operator),
     ("GET", "/v1/admin/tenants/{id}/integrity", Operator),
     ("POST", "/v1/admin/tenants/{id}/migrate", Operator),
     ("GET", "/v1/admin/tenants/{id}/migration", Operator),

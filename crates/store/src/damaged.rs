@@ -1,0 +1,78 @@
+//! Records whose stored bytes no longer decode (a changed byte fails their checksum, see
+//! `codec`): found, and removed together with every entry that names them, so that an
+//! operator can bring the rest of a tenant back without restoring a backup (the engine's
+//! `repair_tenant`). Until then every read that meets such a record fails rather than serve
+//! bytes nobody wrote.
+
+use strata_types::{CollectionName, RecordId};
+
+use crate::StoreError;
+use crate::codec::{ChangeOp, decode_record};
+use crate::keys::{self, TenantKey};
+use crate::tables::{Reads, Writer, prefix_range};
+
+/// The ids of tenant `t`'s records whose rows do not decode, in id order.
+pub fn damaged_records(r: &impl Reads, t: TenantKey) -> Result<Vec<RecordId>, StoreError> {
+    let prefix = keys::records(t);
+    let mut out = Vec::new();
+    for entry in prefix_range(r.data_table(t)?, &prefix)? {
+        let (k, v) = entry?;
+        if decode_record(&v).is_ok() {
+            continue;
+        }
+        // The key was written with the record and is checked by the page's own checksum:
+        // one that no longer names an id is damage of another kind, which `verify` reports.
+        let id = std::str::from_utf8(&k[prefix.len()..])
+            .ok()
+            .and_then(|text| RecordId::parse(text).ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("record key {k:02x?}: not an id")))?;
+        out.push(id);
+    }
+    Ok(out)
+}
+
+impl Writer<'_> {
+    /// Removes record `id` of tenant `t`, whose row does not decode, with every entry that
+    /// names it: its scope-index, expiry-index and dedup entries (found by the id they end
+    /// with or hold, since the record that would name them cannot be read), and the links out
+    /// of and into it. (A run's tail may still name it, as after any delete: the run's next
+    /// record finds no such record and links to none.) Its collection is unknown, so the change is
+    /// logged in each of `collections`: a search image of any of them drops the id when it
+    /// catches up.
+    pub fn remove_damaged_record(
+        &mut self,
+        t: TenantKey,
+        id: &RecordId,
+        collections: &[CollectionName],
+    ) -> Result<(), StoreError> {
+        let raw = id.as_str().as_bytes();
+        let mut doomed = vec![keys::record(t, id)];
+        for entry in prefix_range(self.table(t)?, &keys::scopes(t))? {
+            let (k, _) = entry?;
+            if k.rsplit(|b| *b == 0).next() == Some(raw) {
+                doomed.push(k);
+            }
+        }
+        let expiry = keys::expiry_list(t);
+        for entry in prefix_range(self.table(t)?, &expiry)? {
+            let (k, _) = entry?;
+            if keys::parse_expiry(&k[expiry.len()..]).is_some_and(|(_, named)| named == raw) {
+                doomed.push(k);
+            }
+        }
+        for entry in prefix_range(self.table(t)?, &keys::dedups(t))? {
+            let (k, v) = entry?;
+            if v == raw {
+                doomed.push(k);
+            }
+        }
+        for k in doomed {
+            self.table_mut(t)?.remove(k.as_slice())?;
+        }
+        self.delete_links_of(t, id)?;
+        for c in collections {
+            self.log_change(t, ChangeOp::Delete, c, id)?;
+        }
+        Ok(())
+    }
+}
