@@ -296,6 +296,9 @@ def test_node_operations(server: Server, admin: StrataAdmin) -> None:
     report = admin.verify_tenant(tid)
     assert report.ok and report.problems == [] and report.records == 3
     assert report.usage_stored == report.usage_recounted
+    # Nothing damaged: a repair removes nothing.
+    assert admin.repair_tenant(tid).removed == []
+    assert admin.repair_tenant(tid).tenant == tid
 
     residency = admin.tenant_residency(tid)
     assert residency.pinned and residency.resident
@@ -317,6 +320,9 @@ def test_node_operations(server: Server, admin: StrataAdmin) -> None:
     assert plan.moves_data and plan.records == 3 and plan.bytes > 0
     started = admin.migrate_tenant(tid, "dedicated", wait=False)
     assert started.moves_data and not started.dry_run
+    # Listed while it runs (a short move may have ended already).
+    for running in admin.running_migrations():
+        assert running.tenant == tid and running.status.to_level == "dedicated"
     status = admin.wait_for_migration(tid, timeout=60)
     assert not status.moving and status.state in ("done", "rebuilding")
     assert status.level == "dedicated" and status.moves_data

@@ -42,7 +42,9 @@ from .models import (
     MigrationStatus,
     Millis,
     PurgedTenant,
+    RepairReport,
     RotatedKey,
+    RunningMigration,
     Tenant,
     TenantResidency,
     VerifyReport,
@@ -322,6 +324,21 @@ class _AdminCalls:
         # Read-only on the server: repeating it is harmless.
         return Call(
             "POST", f"/v1/admin/tenants/{_segment(id)}/verify", VerifyReport.from_json
+        )
+
+    @staticmethod
+    def _repair(id: str) -> Call[RepairReport]:
+        # A second repair finds nothing more to remove: repeating it is harmless.
+        return Call(
+            "POST", f"/v1/admin/tenants/{_segment(id)}/repair", RepairReport.from_json
+        )
+
+    @staticmethod
+    def _running_migrations() -> Call[List[RunningMigration]]:
+        return Call(
+            "GET",
+            "/v1/admin/migrations",
+            lambda d: [RunningMigration.from_json(m) for m in d["migrations"]],
         )
 
     @staticmethod
@@ -633,6 +650,16 @@ class StrataAdmin(_AdminCalls):
         Repairs nothing."""
         return self._transport.run(self._verify(id))
 
+    def repair_tenant(self, id: str) -> RepairReport:
+        """Removes the tenant's records whose stored bytes no longer decode (damaged on disk:
+        every request that meets one fails, and :meth:`verify_tenant` names them), with every
+        entry naming them; recounts its usage and reloads its indexes. Their content is lost."""
+        return self._transport.run(self._repair(id))
+
+    def running_migrations(self) -> List[RunningMigration]:
+        """The data moves (to or from ``dedicated``) running on the server now."""
+        return self._transport.run(self._running_migrations())
+
     def tenant_integrity(self, id: str) -> Dict[str, Any]:
         """The tenant's integrity state (``normal``, ``stress``, ``critical``), the signals
         behind it, its policy and its recent transitions."""
@@ -900,6 +927,14 @@ class AsyncStrataAdmin(_AdminCalls):
 
     async def verify_tenant(self, id: str) -> VerifyReport:
         return await self._transport.run(self._verify(id))
+
+    async def repair_tenant(self, id: str) -> RepairReport:
+        """See :meth:`StrataAdmin.repair_tenant`."""
+        return await self._transport.run(self._repair(id))
+
+    async def running_migrations(self) -> List[RunningMigration]:
+        """See :meth:`StrataAdmin.running_migrations`."""
+        return await self._transport.run(self._running_migrations())
 
     async def tenant_integrity(self, id: str) -> Dict[str, Any]:
         return await self._transport.run(self._integrity(id))

@@ -918,6 +918,32 @@ class MigrationStatus:
 
 
 @dataclass
+class RunningMigration:
+    """A data move under way on the server (:meth:`StrataAdmin.running_migrations`): the
+    tenant, and its status as :meth:`StrataAdmin.migration_status` answers it."""
+
+    tenant: str
+    status: MigrationStatus
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RunningMigration:
+        return cls(tenant=d["tenant"], status=MigrationStatus.from_json(d["status"]))
+
+
+@dataclass
+class RepairReport:
+    """The answer of :meth:`StrataAdmin.repair_tenant`: the ids of the records it removed
+    because their stored bytes no longer decoded (empty when nothing was damaged)."""
+
+    tenant: str
+    removed: List[str]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RepairReport:
+        return cls(tenant=d["tenant"], removed=[str(i) for i in d.get("removed") or []])
+
+
+@dataclass
 class Link:
     """A link between two memories of one tenant: ``source`` → ``target``, a ``relation``
     label and a ``weight`` in (0, 1]."""
