@@ -16,7 +16,9 @@ use crate::{Engine, EngineError};
 impl Engine {
     /// Purges every tenant an import was still creating when the process stopped; returns
     /// their ids. Run at start, before requests are served. A tenant that cannot be purged now
-    /// is logged and left suspended (and still marked) for the next start.
+    /// is logged and left suspended (and still marked) for the next start. The rewrite of the
+    /// data file that takes their bytes out of it runs in the background (it took the start
+    /// 1.7 s for a 140 MB file, growing with the file, not with the import).
     pub fn discard_interrupted_imports(
         &self,
         op: &OperatorScope,
@@ -33,7 +35,7 @@ impl Engine {
         }
         let mut discarded = Vec::new();
         for (id, key) in cut_short {
-            match self.purge_incarnation(op, &id, key) {
+            match self.purge_incarnation_vacuum_owed(op, &id, key) {
                 Ok(_) => {
                     tracing::warn!(tenant = %id, "discarded an import cut short by a crash or \
                         shutdown; import the export again");

@@ -654,6 +654,22 @@ impl Engine {
         Ok(erasure)
     }
 
+    /// [`Engine::purge_incarnation`] with its vacuum owed, not run: the erased bytes leave the
+    /// data file when the background vacuum runs, soon after (`owed_compaction`). For the
+    /// start, which must not wait for a rewrite of the whole file.
+    pub(crate) fn purge_incarnation_vacuum_owed(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        key: TenantKey,
+    ) -> Result<(), EngineError> {
+        let _under_way = self.recent_purges.begin(id);
+        self.erase_incarnation(op, id, key, None)?;
+        self.owed_compaction.owe(&self.store);
+        self.note_purge_end(id);
+        Ok(())
+    }
+
     /// A purge without its vacuum, for a caller that purges several tenants and vacuums once.
     /// `deleted_at`: purge only a tenant still soft-deleted at that time (the retention sweep's
     /// condition, read before this; see [`Engine::purge_txn`]).
