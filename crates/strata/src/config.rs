@@ -462,9 +462,16 @@ impl Config {
                     .with_context(|| format!("environment variable {key}"))?;
             }
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .context("invalid configuration")?;
+        // Through the path of the value that failed, so that the message names the setting
+        // (an unknown key's section, a value of the wrong type from an environment variable)
+        // and not only what was wrong with it.
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                match e.path().to_string() {
+                    path if path == "." => anyhow::anyhow!("invalid configuration: {}", e.inner()),
+                    path => anyhow::anyhow!("invalid configuration: in `{path}`: {}", e.inner()),
+                }
+            })?;
         config
             .engine
             .validate()
@@ -937,6 +944,27 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors() {
         assert!(Config::load(None, env(&[("STRATA__SERVER__LISTNE", "x")])).is_err());
+    }
+
+    /// A refused setting is named by its path, whatever its section and however it was given.
+    #[test]
+    fn a_bad_setting_is_named_by_its_path() {
+        for (var, value, named) in [
+            (
+                "STRATA__ENGINE__LIMITS__FOO",
+                "1",
+                "in `engine.limits.foo`: unknown field `foo`",
+            ),
+            (
+                "STRATA__METRICS__PINNED_TENANTS",
+                "acme",
+                "in `metrics.pinned_tenants`: invalid type: string \"acme\", expected a sequence",
+            ),
+            ("STRATA__SERVER__LISTEN", "7", "in `server.listen`"),
+        ] {
+            let err = Config::load(None, env(&[(var, value)])).unwrap_err();
+            assert!(format!("{err:#}").contains(named), "{var}: {err:#}");
+        }
     }
 
     #[test]
