@@ -99,8 +99,19 @@ fn run(cmd: &mut Command) -> Result<(), EmbedError> {
     Err(EmbedError::Fetch(format!(
         "{program} failed ({}): {}",
         out.status,
-        stderr.trim()
+        last_line(&stderr)
     )))
+}
+
+/// The last line of a failed command's stderr, where pip says what went wrong (`ERROR: …`),
+/// so that the failure is one log line: before it come pip's retries and warnings, line after
+/// line, which pushed the fix the server logs after it out of sight.
+fn last_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("(no output)")
 }
 
 /// The one wheel pip left in `dir`.
@@ -138,5 +149,22 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_line;
+
+    #[test]
+    fn a_failure_is_told_by_the_last_line_of_its_output() {
+        let pip = "WARNING: Retrying (Retry(total=4...)) after connection broken\n\
+                   WARNING: Retrying (Retry(total=3...)) after connection broken\n\
+                   ERROR: Could not find a version that satisfies the requirement x\n  \n";
+        assert_eq!(
+            last_line(pip),
+            "ERROR: Could not find a version that satisfies the requirement x"
+        );
+        assert_eq!(last_line(" \n"), "(no output)");
     }
 }
