@@ -193,6 +193,7 @@ pub(crate) async fn drive(
     println!(
         "| connections | {what} | per second | p50 ms | p99 ms | answer bytes | client CPU % of a core | client CPU µs/request | errors |"
     );
+    probe(&requests).await?;
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &c in connections {
         let phase = Phase {
@@ -237,6 +238,33 @@ pub(crate) async fn drive(
                 result.first_error.as_deref().unwrap_or("no answer")
             );
         }
+    }
+    Ok(())
+}
+
+/// Sends the first request once: one the server refuses as malformed (a `k` above its cap, an
+/// unknown `include` field) would be refused every time, so the run stops at once with the
+/// server's reason instead of sending thousands of them in its warm-up.
+async fn probe(requests: &[Prepared]) -> anyhow::Result<()> {
+    let Some(r) = requests.first() else {
+        anyhow::bail!("no request to send");
+    };
+    let mut req = reqwest::Client::new()
+        .request(Method::POST, &r.url)
+        .header("content-type", "application/json")
+        .body(r.body.clone());
+    if let Some(key) = &r.bearer {
+        req = req.bearer_auth(key);
+    }
+    let res = req.send().await.context("sending the first request")?;
+    let status = res.status();
+    if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+        let body = res.text().await.unwrap_or_default();
+        anyhow::bail!(
+            "the server refused the run's first request, so it would refuse them all: HTTP \
+             {status}: {}",
+            &body[..body.len().min(300)]
+        );
     }
     Ok(())
 }

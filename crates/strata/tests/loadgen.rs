@@ -225,7 +225,19 @@ fn the_load_generators_refuse_runs_that_measure_nothing() {
     ]);
     assert!(!ok, "{err}");
     assert!(
-        err.contains("every request") && err.contains("include"),
+        err.contains("refused the run's first request") && err.contains("include"),
         "{err}"
     );
+    // Stopped at the first refusal, not after a warm-up of them: the server counted one.
+    let metrics = server.metrics();
+    let refused: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("strata_http_requests_total")
+                && l.contains("route=\"/v1/search\"")
+                && l.contains("status=\"400\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(refused, 1.0, "{metrics}");
 }
