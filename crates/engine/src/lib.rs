@@ -301,6 +301,17 @@ impl Engine {
     /// Opens (creating if needed) the data directory `dir`.
     pub fn open(dir: &Path, config: EngineConfig) -> Result<Engine, EngineError> {
         config.validate()?;
+        // Said plainly: creating it would fail with the file system's "File exists".
+        if dir.exists() && !dir.is_dir() {
+            return Err(EngineError::Store(strata_store::StoreError::Io {
+                path: dir.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "the data directory is a file, not a directory; give a directory (it is \
+                     created if missing)",
+                ),
+            }));
+        }
         std::fs::create_dir_all(dir).map_err(|source| {
             EngineError::Store(strata_store::StoreError::Io {
                 path: dir.display().to_string(),

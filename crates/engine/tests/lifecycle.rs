@@ -1955,3 +1955,16 @@ fn a_tenant_change_is_audited_with_what_it_changed() {
         json!({"changed": {"status": {"from": "active", "to": "suspended"}}})
     );
 }
+
+/// A data directory given as a file is refused as such, not with the file system's "File
+/// exists" from creating it.
+#[test]
+fn a_data_directory_that_is_a_file_is_refused_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    std::fs::write(&file, b"x").unwrap();
+    match Engine::open(&file, Default::default()) {
+        Ok(_) => panic!("opened a file as the data directory"),
+        Err(e) => assert!(e.to_string().contains("is a file, not a directory"), "{e}"),
+    }
+}

@@ -249,9 +249,12 @@ pub async fn import(client: &Client, id: &str, file: PathBuf) -> anyhow::Result<
     };
     let pb = bar(
         len,
-        "importing {prefix} {wide_bar} {bytes}/{total_bytes} {elapsed_precise}",
+        "importing {prefix} {wide_bar} {bytes}/{total_bytes} {elapsed_precise} {msg}",
     );
     pb.set_prefix(id.to_owned());
+    // The bar counts what the upload has taken; the server applies (and embeds) the last
+    // lines after that, which can take seconds: the clock keeps running meanwhile.
+    pb.enable_steady_tick(std::time::Duration::from_millis(250));
     // The file is read on a plain thread and handed over in chunks, so neither side holds a
     // whole tenant in memory; the bar counts bytes as the upload takes them.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
@@ -264,7 +267,10 @@ pub async fn import(client: &Client, id: &str, file: PathBuf) -> anyhow::Result<
         loop {
             let mut buf = vec![0u8; CHUNK];
             let item = match reader.read(&mut buf) {
-                Ok(0) => return,
+                Ok(0) => {
+                    counter.set_message("sent; the server is applying the last lines");
+                    return;
+                }
                 Ok(n) => {
                     buf.truncate(n);
                     counter.inc(n as u64);
