@@ -264,6 +264,7 @@ mod tests {
         ("POST", "/v1/admin/tenants/{id}/resume"),
         ("POST", "/v1/admin/tenants/{id}/suspend"),
         ("POST", "/v1/admin/tenants/{id}/verify"),
+        ("POST", "/v1/admin/tenants/{id}/repair"),
     ];
 
     #[test]

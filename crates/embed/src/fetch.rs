@@ -103,15 +103,20 @@ fn run(cmd: &mut Command) -> Result<(), EmbedError> {
     )))
 }
 
-/// The last line of a failed command's stderr, where pip says what went wrong (`ERROR: …`),
-/// so that the failure is one log line: before it come pip's retries and warnings, line after
-/// line, which pushed the fix the server logs after it out of sight.
-fn last_line(stderr: &str) -> &str {
-    stderr
+/// What a failed command's stderr says went wrong, on one line: from pip's last `ERROR` line
+/// to the end (a hash mismatch follows it with the hashes expected and got), else the last
+/// line. Before it come pip's retries and warnings, line after line, which pushed the fix the
+/// server logs after it out of sight.
+fn last_line(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
         .lines()
         .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("(no output)")
+        .filter(|l| !l.is_empty())
+        .collect();
+    match lines.iter().rposition(|l| l.starts_with("ERROR")) {
+        Some(at) => lines[at..].join(" "),
+        None => lines.last().copied().unwrap_or("(no output)").to_owned(),
+    }
 }
 
 /// The one wheel pip left in `dir`.
@@ -166,5 +171,12 @@ mod tests {
             "ERROR: Could not find a version that satisfies the requirement x"
         );
         assert_eq!(last_line(" \n"), "(no output)");
+        let mismatch = "Collecting x\nERROR: THESE PACKAGES DO NOT MATCH THE HASHES.\n    x:\n        \
+                        Expected sha256 aa\n             Got        bb\n";
+        assert_eq!(
+            last_line(mismatch),
+            "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES. x: Expected sha256 aa Got        bb"
+        );
+        assert_eq!(last_line("no error line\nlast\n"), "last");
     }
 }

@@ -573,7 +573,11 @@ impl Engine {
                 Ok(status) => status,
                 // Purged since: its move is over.
                 Err(EngineError::TenantNotFound(_)) => continue,
-                Err(e) => return Err(e),
+                // One tenant's unreadable row does not hide the others' moves.
+                Err(e) => {
+                    tracing::warn!(%tenant, error = %e, "a running move's status could not be read");
+                    continue;
+                }
             };
             if status.state.is_running() {
                 out.push(RunningMigration { tenant, status });

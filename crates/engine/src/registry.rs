@@ -705,6 +705,24 @@ impl IndexRegistry {
         true
     }
 
+    /// Drops a live tenant's loaded indexes without saving them (they no longer match storage
+    /// in a way no change describes, a repair's removal of records that did not decode): the
+    /// next search loads them again, from a saved image caught up through the change log or
+    /// from the records. Waits for the tenant's writes and searches under way; the slot stays,
+    /// so a request holding it goes on (unlike [`IndexRegistry::forget`]).
+    pub fn unload(&self, key: TenantKey) {
+        let Some(slot) = self.get(key) else { return };
+        let dropped = {
+            let _saving = lock_slot(&slot.saving);
+            let _order = lock_slot(&slot.apply);
+            let mut guard = self.write_index(&slot);
+            let dropped = guard.take();
+            self.account(&slot, None);
+            dropped
+        };
+        drop(dropped);
+    }
+
     /// Saves every loaded, changed tenant index; see `Engine::persist_indexes`.
     pub fn persist(&self, store: &Store) -> Result<usize, EngineError> {
         self.save_loaded(store, |_| true)

@@ -73,7 +73,7 @@ pub(crate) fn patch_stored(
     id: &TenantId,
     key: TenantKey,
     patch: Value,
-) -> Result<(), EngineError> {
+) -> Result<bool, EngineError> {
     let m = match patch {
         Value::Null => Map::new(),
         patch => {
@@ -85,12 +85,16 @@ pub(crate) fn patch_stored(
                 }
                 e => e.into(),
             })?;
+            let before = m.clone();
             apply_patch(&mut m, patch)?;
+            if m == before {
+                return Ok(false);
+            }
             m
         }
     };
     w.put_tenant_metadata(key, &m)?;
-    Ok(())
+    Ok(true)
 }
 
 /// Tenant `key`'s metadata for an admin answer: `None` (logged) when its row does not decode,

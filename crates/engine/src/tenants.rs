@@ -492,14 +492,15 @@ impl Engine {
                     p.integrity_policy = Some(own_policy(&input, base)?);
                 }
             }
-            let mut beside = Map::new();
+            let mut beside = Vec::new();
             if let Some(patch) = update.metadata {
                 let key = w
                     .tenant(id)?
                     .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?
                     .key;
-                beside.insert("metadata".into(), patch.clone());
-                tenant_metadata::patch_stored(w, id, key, patch)?;
+                if tenant_metadata::patch_stored(w, id, key, patch)? {
+                    beside.push("metadata");
+                }
             }
             Ok(beside)
         })?;
@@ -508,21 +509,17 @@ impl Engine {
     }
 }
 
-/// The profile fields that differ, each as `{"from": …, "to": …}` (`updated_at` aside).
-fn profile_changes(before: &TenantProfile, after: &TenantProfile) -> Map<String, Value> {
+/// The names of the profile fields that differ (`updated_at` aside), in name order.
+fn profile_changes(before: &TenantProfile, after: &TenantProfile) -> Vec<String> {
     let (before, after) = (before.to_map(), after.to_map());
-    let mut changed = Map::new();
-    for (field, to) in &after {
-        let from = before.get(field).unwrap_or(&Value::Null);
-        if field != "updated_at" && from != to {
-            changed.insert(field.clone(), serde_json::json!({"from": from, "to": to}));
-        }
-    }
-    for (field, from) in &before {
-        if field != "updated_at" && !after.contains_key(field) {
-            changed.insert(field.clone(), serde_json::json!({"from": from, "to": null}));
-        }
-    }
+    let mut changed: Vec<String> = after
+        .iter()
+        .filter(|(field, to)| before.get(*field).unwrap_or(&Value::Null) != *to)
+        .map(|(field, _)| field.clone())
+        .chain(before.keys().filter(|f| !after.contains_key(*f)).cloned())
+        .filter(|field| field != "updated_at")
+        .collect();
+    changed.sort();
     changed
 }
 
@@ -850,16 +847,17 @@ impl Engine {
     ) -> Result<TenantInfo, EngineError> {
         // A status change that changes nothing (resuming an active tenant, suspending a
         // suspended one) is idempotent: it keeps `updated_at`.
-        self.change_profile_keyed(op, id, action, |_, p| f(p).map(|()| Map::new()))
+        self.change_profile_keyed(op, id, action, |_, p| f(p).map(|()| Vec::new()))
             .map(|(info, _)| info)
     }
 
     /// [`Engine::change_profile`] with the transaction, for changes checked against other
-    /// tenants (a new parent) or beside the profile (metadata, which `f` returns as the
-    /// changes it made there); also returns the storage key. A change that leaves the profile
-    /// and everything beside it as they were is not written (its `updated_at` kept). The
-    /// audit row names what changed: each profile field's value before and after, and what
-    /// `f` changed beside it (an empty `changed` for a request that changed nothing).
+    /// tenants (a new parent) or beside the profile (metadata: `f` returns the names of what
+    /// it changed there); also returns the storage key. A change that leaves the profile and
+    /// everything beside it as they were is not written (its `updated_at` kept). The audit
+    /// row names the profile fields that changed, not their values: it is in the tenant's own
+    /// log, which the tenant reads, and the operator's metadata is never the tenant's to see
+    /// (nor that it changed: it is not named there).
     /// Reads nothing but the registry row: a damaged row beside it (metadata) must not block
     /// a suspension, a deletion or a limits change.
     fn change_profile_keyed(
@@ -867,7 +865,7 @@ impl Engine {
         op: &OperatorScope,
         id: &TenantId,
         action: &str,
-        f: impl FnOnce(&mut Writer<'_>, &mut TenantProfile) -> Result<Map<String, Value>, EngineError>,
+        f: impl FnOnce(&mut Writer<'_>, &mut TenantProfile) -> Result<Vec<&'static str>, EngineError>,
     ) -> Result<(TenantInfo, TenantKey), EngineError> {
         self.store
             .write(|w| {
@@ -876,13 +874,12 @@ impl Engine {
                     .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
                 let before = TenantProfile::of(&meta)?;
                 let mut profile = before.clone();
-                let mut changed = f(w, &mut profile)?;
-                let profile_changes = profile_changes(&before, &profile);
-                if !changed.is_empty() || !profile_changes.is_empty() {
+                let beside = f(w, &mut profile)?;
+                let changed = profile_changes(&before, &profile);
+                if !beside.is_empty() || !changed.is_empty() {
                     meta.profile = profile.to_map_at(now_millis());
                     w.put_tenant(&meta)?;
                 }
-                changed.extend(profile_changes);
                 let mut event = audit::operator_event(op, id, action);
                 event.detail = serde_json::json!({ "changed": changed });
                 audit::append(w, meta.key, event)?;

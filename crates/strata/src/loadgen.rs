@@ -190,10 +190,10 @@ pub(crate) async fn drive(
     seconds: u64,
     what: &str,
 ) -> anyhow::Result<()> {
+    probe(&requests).await?;
     println!(
         "| connections | {what} | per second | p50 ms | p99 ms | answer bytes | client CPU % of a core | client CPU µs/request | errors |"
     );
-    probe(&requests).await?;
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &c in connections {
         let phase = Phase {
@@ -259,11 +259,16 @@ async fn probe(requests: &[Prepared]) -> anyhow::Result<()> {
     let res = req.send().await.context("sending the first request")?;
     let status = res.status();
     if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
-        let body = res.text().await.unwrap_or_default();
+        let body: String = res
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
         anyhow::bail!(
             "the server refused the run's first request, so it would refuse them all: HTTP \
-             {status}: {}",
-            &body[..body.len().min(300)]
+             {status}: {body}"
         );
     }
     Ok(())

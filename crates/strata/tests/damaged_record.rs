@@ -35,6 +35,13 @@ fn a_record_changed_on_disk_is_refused_and_verify_says_so() {
         json!({"source": "bystander", "target": "victim"}),
     );
     assert_eq!(s, 201, "{v}");
+    // And the pheromones feedback leaves on both.
+    let (s, v) = server.post(
+        "/v1/feedback",
+        &key,
+        json!({"ids": ["victim", "bystander"]}),
+    );
+    assert_eq!(s, 200, "{v}");
     server.stop();
 
     let file = server.dir.path().join("data").join("strata.redb");
@@ -148,6 +155,20 @@ fn a_record_changed_on_disk_is_refused_and_verify_says_so() {
         Some(&json!({})),
     );
     assert_eq!((s, &report["ok"]), (200, &json!(true)), "{report}");
+    // The removed record's pheromone went with it; the bystander's stays.
+    let export = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/admin/tenants/acme/export", server.url))
+        .bearer_auth(OPERATOR_KEY)
+        .send()
+        .and_then(|r| r.text())
+        .expect("export");
+    let pheromones: Vec<Value> = export
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["type"] == "pheromone")
+        .map(|l| l["id"].clone())
+        .collect();
+    assert_eq!(pheromones, [json!("bystander")], "{export}");
     // Nothing more to remove; both repairs are audited, naming what they removed.
     let (s, v) = repair(&server);
     assert_eq!((s, &v["removed"]), (200, &json!([])), "{v}");
