@@ -78,13 +78,7 @@ fn a_record_changed_on_disk_is_refused_and_verify_says_so() {
         (200, &json!("the kettle is in the kitchen")),
         "{v}"
     );
-    let (s, report) = server.call(
-        "POST",
-        "/v1/admin/tenants/acme/verify",
-        Some(OPERATOR_KEY),
-        &[],
-        Some(&json!({})),
-    );
+    let (s, report) = operator_post(&server, "/v1/admin/tenants/acme/verify");
     assert_eq!((s, &report["ok"]), (200, &json!(false)), "{report}");
     assert!(report.to_string().contains("/repair"), "{report}");
     // The whole tenant's listing meets the damaged record, and fails.
@@ -92,24 +86,10 @@ fn a_record_changed_on_disk_is_refused_and_verify_says_so() {
     assert_eq!((s, code(&v)), (500, "INTERNAL"), "{v}");
 
     // The repair removes it, and every entry that named it: verify finds nothing more.
-    let repair = |server: &Server| {
-        server.call(
-            "POST",
-            "/v1/admin/tenants/acme/repair",
-            Some(OPERATOR_KEY),
-            &[],
-            Some(&json!({})),
-        )
-    };
-    let (s, v) = repair(&server);
+    let repair = "/v1/admin/tenants/acme/repair";
+    let (s, v) = operator_post(&server, repair);
     assert_eq!((s, &v["removed"]), (200, &json!(["victim"])), "{v}");
-    let (s, report) = server.call(
-        "POST",
-        "/v1/admin/tenants/acme/verify",
-        Some(OPERATOR_KEY),
-        &[],
-        Some(&json!({})),
-    );
+    let (s, report) = operator_post(&server, "/v1/admin/tenants/acme/verify");
     assert_eq!((s, &report["ok"]), (200, &json!(true)), "{report}");
     assert_eq!(
         report["usage_stored"], report["usage_recounted"],
@@ -119,26 +99,14 @@ fn a_record_changed_on_disk_is_refused_and_verify_says_so() {
     assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
     let (s, v) = server.post("/v1/memories/list", &key, json!({}));
     assert_eq!(s, 200, "{v}");
-    let ids: Vec<&str> = v["records"]
-        .as_array()
-        .expect("records")
-        .iter()
-        .map(|r| r["id"].as_str().unwrap_or(""))
-        .collect();
-    assert_eq!(ids, ["bystander"], "{v}");
+    assert_eq!(ids_in(&v, "records"), ["bystander"], "{v}");
     let (s, v) = server.post(
         "/v1/search",
         &key,
         json!({"query": "dollars supplier kettle", "mode": "text", "k": 5}),
     );
     assert_eq!(s, 200, "{v}");
-    let hits: Vec<&str> = v["hits"]
-        .as_array()
-        .expect("hits")
-        .iter()
-        .map(|h| h["id"].as_str().unwrap_or(""))
-        .collect();
-    assert_eq!(hits, ["bystander"], "{v}");
+    assert_eq!(ids_in(&v, "hits"), ["bystander"], "{v}");
     // A record written again in the run is linked after the run's new tail, not to the
     // removed record.
     let (s, v) = server.post(
@@ -147,13 +115,7 @@ fn a_record_changed_on_disk_is_refused_and_verify_says_so() {
         json!({"id": "next", "content": "the invoice is due on Friday", "run_id": "r1"}),
     );
     assert_eq!(s, 201, "{v}");
-    let (s, report) = server.call(
-        "POST",
-        "/v1/admin/tenants/acme/verify",
-        Some(OPERATOR_KEY),
-        &[],
-        Some(&json!({})),
-    );
+    let (s, report) = operator_post(&server, "/v1/admin/tenants/acme/verify");
     assert_eq!((s, &report["ok"]), (200, &json!(true)), "{report}");
     // The removed record's pheromone went with it; the bystander's stays.
     let export = reqwest::blocking::Client::new()
@@ -170,7 +132,7 @@ fn a_record_changed_on_disk_is_refused_and_verify_says_so() {
         .collect();
     assert_eq!(pheromones, [json!("bystander")], "{export}");
     // Nothing more to remove; both repairs are audited, naming what they removed.
-    let (s, v) = repair(&server);
+    let (s, v) = operator_post(&server, repair);
     assert_eq!((s, &v["removed"]), (200, &json!([])), "{v}");
     let (s, v) = server.get("/v1/admin/audit?action=tenant.repair", OPERATOR_KEY);
     assert_eq!(s, 200, "{v}");
@@ -181,4 +143,19 @@ fn a_record_changed_on_disk_is_refused_and_verify_says_so() {
         .map(|r| &r["detail"]["removed"])
         .collect();
     assert_eq!(removed, [&json!([]), &json!(["victim"])], "{v}");
+}
+
+/// The ids of the objects listed under `field` of an answer.
+fn ids_in<'a>(v: &'a Value, field: &str) -> Vec<&'a str> {
+    v[field]
+        .as_array()
+        .expect(field)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or(""))
+        .collect()
+}
+
+/// `POST path` with an empty body and the operator key.
+fn operator_post(server: &Server, path: &str) -> (u16, Value) {
+    server.call("POST", path, Some(OPERATOR_KEY), &[], Some(&json!({})))
 }

@@ -186,18 +186,8 @@ fn a_migration_planned_before_another_moved_the_tenant_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     let op = OperatorScope::for_tests();
-    let id = TenantId::parse("acme").unwrap();
-    engine.create_tenant(&op, &id, None).unwrap();
+    let id = crate::test_support::filled_tenant(&engine, "acme", 50);
     let scope = admin_scope(&engine, "acme");
-    engine
-        .create_collection(
-            &scope,
-            &vec_name(),
-            crate::test_support::DIM,
-            Metric::Cosine,
-        )
-        .unwrap();
-    put_clustered(&engine, &scope, 50);
     let before = answers(&engine, &scope);
     let key = scope.key();
     let profile = |level| {
@@ -327,18 +317,8 @@ fn the_last_migration_survives_a_restart_and_a_shutdown_interrupts_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     let op = OperatorScope::for_tests();
-    let id = TenantId::parse("acme").unwrap();
-    engine.create_tenant(&op, &id, None).unwrap();
+    let id = crate::test_support::filled_tenant(&engine, "acme", 50);
     let scope = admin_scope(&engine, "acme");
-    engine
-        .create_collection(
-            &scope,
-            &vec_name(),
-            crate::test_support::DIM,
-            Metric::Cosine,
-        )
-        .unwrap();
-    put_clustered(&engine, &scope, 50);
     let before = answers(&engine, &scope);
     assert_eq!(
         engine.migration(&op, &id).unwrap().state,
@@ -471,18 +451,7 @@ fn a_move_without_concurrent_writes_copies_exactly_its_total() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     let op = OperatorScope::for_tests();
-    let id = TenantId::parse("acme").unwrap();
-    engine.create_tenant(&op, &id, None).unwrap();
-    let scope = admin_scope(&engine, "acme");
-    engine
-        .create_collection(
-            &scope,
-            &vec_name(),
-            crate::test_support::DIM,
-            Metric::Cosine,
-        )
-        .unwrap();
-    put_clustered(&engine, &scope, 45);
+    let id = crate::test_support::filled_tenant(&engine, "acme", 45);
     for target in [IsolationLevel::Dedicated, IsolationLevel::Shared] {
         let job = start(&engine, &id, target);
         let copy = Arc::clone(&job.copy);
@@ -555,19 +524,7 @@ fn an_import_to_dedicated_waits_for_a_move_slot_another_move_holds() {
 fn placement_is_judged_on_the_level_read_after_a_move_that_ended_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-    let op = OperatorScope::for_tests();
-    let id = TenantId::parse("acme").unwrap();
-    engine.create_tenant(&op, &id, None).unwrap();
-    let scope = admin_scope(&engine, "acme");
-    engine
-        .create_collection(
-            &scope,
-            &vec_name(),
-            crate::test_support::DIM,
-            Metric::Cosine,
-        )
-        .unwrap();
-    put_clustered(&engine, &scope, 20);
+    let id = crate::test_support::filled_tenant(&engine, "acme", 20);
     // What verify read first: the tenant still shared.
     let before = engine.tenant_meta(&id).unwrap();
     start(&engine, &id, IsolationLevel::Dedicated)
