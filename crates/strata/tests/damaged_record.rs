@@ -42,24 +42,7 @@ fn a_record_changed_on_disk_is_refused_and_verify_says_so() {
         json!({"ids": ["victim", "bystander"]}),
     );
     assert_eq!(s, 200, "{v}");
-    server.stop();
-
-    let file = server.dir.path().join("data").join("strata.redb");
-    let mut bytes = std::fs::read(&file).expect("read the data file");
-    let (from, to) = (b"1000 dollars".as_slice(), b"9999 dollars".as_slice());
-    let at: Vec<usize> = bytes
-        .windows(from.len())
-        .enumerate()
-        .filter(|(_, w)| *w == from)
-        .map(|(i, _)| i)
-        .collect();
-    assert!(!at.is_empty(), "the content must be on disk");
-    for i in at {
-        bytes[i..i + to.len()].copy_from_slice(to);
-    }
-    std::fs::write(&file, bytes).expect("write the data file");
-
-    server.restart();
+    damage(&mut server, b"1000 dollars", b"9999 dollars");
     let (s, v) = server.get("/v1/memories/victim", &key);
     assert_eq!(
         (s, code(&v)),
@@ -143,6 +126,91 @@ fn a_record_changed_on_disk_is_refused_and_verify_says_so() {
         .map(|r| &r["detail"]["removed"])
         .collect();
     assert_eq!(removed, [&json!([]), &json!(["victim"])], "{v}");
+}
+
+/// Stops the server, changes every copy of `from` in its data file into `to` (as bit rot or a
+/// stray write would), and starts it again.
+fn damage(server: &mut Server, from: &[u8], to: &[u8]) {
+    server.stop();
+    let file = server.dir.path().join("data").join("strata.redb");
+    let mut bytes = std::fs::read(&file).expect("read the data file");
+    let at: Vec<usize> = bytes
+        .windows(from.len())
+        .enumerate()
+        .filter(|(_, w)| *w == from)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!at.is_empty(), "the content must be on disk");
+    for i in at {
+        bytes[i..i + to.len()].copy_from_slice(to);
+    }
+    std::fs::write(&file, bytes).expect("write the data file");
+    server.restart();
+}
+
+/// A repair runs beside the tenant's searches and writes: no write is lost or refused, and
+/// every search that starts once the repair has answered succeeds (the repair reloads the
+/// tenant's indexes without taking it away from the requests in flight).
+#[test]
+fn a_repair_beside_searches_and_writes_loses_nothing() {
+    let mut server = Server::start();
+    server.tenant("acme");
+    let key = server.key("acme", json!({"permissions": ["read", "write"]}));
+    let records: Vec<Value> = (0..200)
+        .map(|i| json!({"id": format!("r{i}"), "content": format!("note {i} about the garden")}))
+        .collect();
+    let (s, v) = server.post("/v1/memories", &key, json!({ "records": records }));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server.post(
+        "/v1/memories",
+        &key,
+        json!({"id": "victim", "content": "pay 1000 dollars to the supplier"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    damage(&mut server, b"1000 dollars", b"9999 dollars");
+
+    let repaired_at = std::sync::Mutex::new(None::<std::time::Instant>);
+    let (searches, written) = std::thread::scope(|s| {
+        let searcher = s.spawn(|| {
+            let mut seen = Vec::new();
+            for _ in 0..150 {
+                let started = std::time::Instant::now();
+                let (status, v) = server.post(
+                    "/v1/search",
+                    &key,
+                    json!({"query": "garden note", "mode": "text", "k": 5}),
+                );
+                seen.push((started, status, v));
+            }
+            seen
+        });
+        let writer = s.spawn(|| {
+            for i in 0..60 {
+                let (status, v) = server.post(
+                    "/v1/memories",
+                    &key,
+                    json!({"id": format!("w{i}"), "content": format!("written {i} meanwhile")}),
+                );
+                assert_eq!(status, 201, "{v}");
+            }
+            60
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (status, v) = operator_post(&server, "/v1/admin/tenants/acme/repair");
+        assert_eq!((status, &v["removed"]), (200, &json!(["victim"])), "{v}");
+        *repaired_at.lock().unwrap() = Some(std::time::Instant::now());
+        (searcher.join().unwrap(), writer.join().unwrap())
+    });
+    let repaired_at = repaired_at.lock().unwrap().expect("repaired");
+    for (started, status, v) in &searches {
+        if *started > repaired_at {
+            assert_eq!(*status, 200, "a search after the repair: {v}");
+        }
+    }
+    let (s, v) = server.post("/v1/memories/count", &key, json!({}));
+    assert_eq!((s, &v["count"]), (200, &json!(200 + written)), "{v}");
+    let (s, report) = operator_post(&server, "/v1/admin/tenants/acme/verify");
+    assert_eq!((s, &report["ok"]), (200, &json!(true)), "{report}");
 }
 
 /// The ids of the objects listed under `field` of an answer.
