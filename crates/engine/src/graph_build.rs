@@ -328,7 +328,7 @@ fn build_tenant(
     };
     let mut built = false;
     for name in wanted {
-        built |= build_collection(registry, key, slot, &name)?;
+        built |= build_collection(registry, store, key, slot, &name)?;
     }
     if built {
         save_slot(store, key, slot)?;
@@ -405,12 +405,13 @@ impl Began {
 /// saves may go on (`CollectionIndex::catching_up`).
 fn build_collection(
     registry: &IndexRegistry,
+    store: &Store,
     key: TenantKey,
     slot: &TenantSlot,
     name: &CollectionName,
 ) -> Result<bool, EngineError> {
     let mut began = None;
-    let out = build_and_install(registry, key, slot, name, &mut began);
+    let out = build_and_install(registry, store, key, slot, name, &mut began);
     if !matches!(out, Ok(true))
         && let Some(began) = began
     {
@@ -426,8 +427,30 @@ fn build_collection(
     out
 }
 
+/// The bytes of a graph under construction, counted in the registry's total until it is
+/// dropped or installed (where the tenant's own count takes it over).
+struct InFlightBytes<'r> {
+    registry: &'r IndexRegistry,
+    charged: u64,
+}
+
+impl InFlightBytes<'_> {
+    fn measure(&mut self, graph: &HnswIndex) {
+        let now = graph.memory_bytes() as u64;
+        self.registry.charge_building(self.charged, now);
+        self.charged = now;
+    }
+}
+
+impl Drop for InFlightBytes<'_> {
+    fn drop(&mut self) {
+        self.registry.charge_building(self.charged, 0);
+    }
+}
+
 fn build_and_install(
     registry: &IndexRegistry,
+    store: &Store,
     key: TenantKey,
     slot: &TenantSlot,
     name: &CollectionName,
@@ -448,6 +471,10 @@ fn build_and_install(
     graph
         .reserve(slots.len())
         .map_err(|e| EngineError::Index(e.to_string()))?;
+    let mut building = InFlightBytes {
+        registry,
+        charged: 0,
+    };
     for chunk in slots.chunks(CHUNK) {
         let Some(items) = copy_chunk(registry, slot, name, began, chunk)? else {
             return Ok(false);
@@ -457,6 +484,10 @@ fn build_and_install(
         graph
             .insert_batch(&refs, 1)
             .map_err(|e| EngineError::Index(e.to_string()))?;
+        // What it holds so far, and room made for it: the least recently used other tenants
+        // go, as a load of this tenant would make them.
+        building.measure(&graph);
+        registry.enforce_budget(store, Some(key));
     }
     // The graph's default beam for the target recall, measured on the vectors just built
     // with no lock held (see `strata_index::hnsw_calibrate`); a rebuild measures again. Its

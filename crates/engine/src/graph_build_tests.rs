@@ -617,12 +617,15 @@ fn loads_during_a_real_build_evict_another_tenant_and_the_graph_is_installed() {
             .expect("the build reached its catch-up");
         (engine, go_on)
     };
-    // The sizes at that point, with no budget.
+    // The sizes at that point, with no budget: acme's with the graph it is building, which
+    // the total counts until it is installed.
     let sizes = tempfile::tempdir().unwrap();
     let (acme, one_small) = {
         let (engine, go_on) = paused_build(sizes.path(), 0);
+        let smalls =
+            residency(&engine, "s1").resident_bytes + residency(&engine, "s2").resident_bytes;
         let sizes = (
-            residency(&engine, "acme").resident_bytes,
+            engine.residency_summary(&op).resident_bytes - smalls,
             residency(&engine, "s1").resident_bytes,
         );
         drop(go_on);
@@ -812,4 +815,50 @@ fn a_tenant_waiting_too_long_goes_before_cheaper_ones() {
     let cost = |k: TenantKey| Some(if k == key(3) { 1 } else { 50 });
     assert_eq!(waiting.pick(now, cost), Some(key(2)));
     assert_eq!(super::Waiting::default().pick(now, |_| Some(0)), None);
+}
+
+/// A graph being built counts in the resident total before it is installed, so that the
+/// budget makes room for it; once installed it is counted once, in its tenant's bytes.
+#[test]
+fn a_graph_being_built_counts_in_the_resident_total() {
+    let op = OperatorScope::for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = under_budget(dir.path(), 0);
+    let (bulk_done, at_bulk) = channel();
+    let (go_on, wait) = channel::<()>();
+    *lock(&engine.indexes.builder.after_bulk) = Some(Box::new(move || {
+        let _ = bulk_done.send(());
+        let _ = wait.recv();
+    }));
+    engine
+        .create_tenant(&op, &TenantId::parse("acme").unwrap(), None)
+        .unwrap();
+    let scope = admin_scope(&engine, "acme");
+    engine
+        .create_collection(&scope, &vec_name(), DIM, Metric::Cosine)
+        .unwrap();
+    engine.index_stats(&scope).unwrap();
+    put_clustered(&engine, &scope, 1_100);
+    at_bulk
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the build reached its catch-up");
+    let loaded = |engine: &crate::Engine| {
+        let summary = engine.residency_summary(&op);
+        let tenants: u64 = summary
+            .tenants
+            .iter()
+            .map(|t| t.residency.resident_bytes)
+            .sum();
+        (summary.resident_bytes, tenants)
+    };
+    let (total, tenants) = loaded(&engine);
+    assert!(
+        total > tenants,
+        "the graph being built is not counted: {total} bytes in all, {tenants} in tenants"
+    );
+    go_on.send(()).unwrap();
+    engine.wait_for_graph_builds();
+    let (total, tenants) = loaded(&engine);
+    assert_eq!(total, tenants, "counted twice, or not given back");
+    assert!(residency(&engine, "acme").graph_ef_search > 0);
 }

@@ -313,6 +313,17 @@ impl IndexRegistry {
         self.slots().get(&key).cloned()
     }
 
+    /// Moves the total by the bytes of a graph being built, not yet installed in any index:
+    /// counted, so that the budget makes room for it rather than for what is loaded alone
+    /// (a large tenant's build holds hundreds of MB for as long as it runs).
+    pub(crate) fn charge_building(&self, before: u64, now: u64) {
+        if now >= before {
+            self.total.fetch_add(now - before, Ordering::Relaxed);
+        } else {
+            self.total.fetch_sub(before - now, Ordering::Relaxed);
+        }
+    }
+
     /// Brings the slot's byte count (and the total) in line with `index`. Call with the
     /// slot's index lock held.
     pub fn account(&self, slot: &TenantSlot, index: Option<&TenantIndex>) {
