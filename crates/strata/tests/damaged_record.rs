@@ -128,24 +128,67 @@ fn a_record_changed_on_disk_is_refused_and_verify_says_so() {
     assert_eq!(removed, [&json!([]), &json!(["victim"])], "{v}");
 }
 
-/// Stops the server, changes every copy of `from` in its data file into `to` (as bit rot or a
-/// stray write would), and starts it again.
+/// Stops the server, changes every copy of `from` in its data files (the main one and the
+/// dedicated tenants') into `to` (as bit rot or a stray write would), and starts it again.
 fn damage(server: &mut Server, from: &[u8], to: &[u8]) {
     server.stop();
-    let file = server.dir.path().join("data").join("strata.redb");
-    let mut bytes = std::fs::read(&file).expect("read the data file");
-    let at: Vec<usize> = bytes
-        .windows(from.len())
-        .enumerate()
-        .filter(|(_, w)| *w == from)
-        .map(|(i, _)| i)
-        .collect();
-    assert!(!at.is_empty(), "the content must be on disk");
-    for i in at {
-        bytes[i..i + to.len()].copy_from_slice(to);
+    let mut files = vec![server.dir.path().join("data").join("strata.redb")];
+    if let Ok(dirs) = std::fs::read_dir(server.dir.path().join("data").join("tenants")) {
+        files.extend(
+            dirs.filter_map(Result::ok)
+                .map(|d| d.path().join("data.redb")),
+        );
     }
-    std::fs::write(&file, bytes).expect("write the data file");
+    let mut changed = 0;
+    for file in files.into_iter().filter(|f| f.exists()) {
+        let mut bytes = std::fs::read(&file).expect("read a data file");
+        let at: Vec<usize> = bytes
+            .windows(from.len())
+            .enumerate()
+            .filter(|(_, w)| *w == from)
+            .map(|(i, _)| i)
+            .collect();
+        changed += at.len();
+        for i in at {
+            bytes[i..i + to.len()].copy_from_slice(to);
+        }
+        std::fs::write(&file, bytes).expect("write a data file");
+    }
+    assert!(changed > 0, "the content must be on disk");
     server.restart();
+}
+
+/// The same repair in a dedicated tenant's own file.
+#[test]
+fn a_dedicated_tenants_damaged_record_is_repaired_in_its_own_file() {
+    let mut server = Server::start();
+    let (s, v) = operator_post_body(
+        &server,
+        "/v1/admin/tenants",
+        json!({"id": "solo", "isolation": "dedicated"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let key = server.key("solo", json!({"permissions": ["read", "write"]}));
+    for (id, content) in [
+        ("victim", "pay 1000 dollars now"),
+        ("kept", "water the plants"),
+    ] {
+        let (s, v) = server.post("/v1/memories", &key, json!({"id": id, "content": content}));
+        assert_eq!(s, 201, "{v}");
+    }
+    damage(&mut server, b"1000 dollars", b"9999 dollars");
+    let (s, v) = server.post("/v1/memories/list", &key, json!({}));
+    assert_eq!((s, code(&v)), (500, "INTERNAL"), "{v}");
+    let (s, v) = operator_post(&server, "/v1/admin/tenants/solo/repair");
+    assert_eq!((s, &v["removed"]), (200, &json!(["victim"])), "{v}");
+    let (s, v) = server.post("/v1/memories/list", &key, json!({}));
+    assert_eq!((s, ids_in(&v, "records")), (200, vec!["kept"]), "{v}");
+    let (s, report) = operator_post(&server, "/v1/admin/tenants/solo/verify");
+    assert_eq!(
+        (s, &report["ok"], &report["dedicated_file"]),
+        (200, &json!(true), &json!(true)),
+        "{report}"
+    );
 }
 
 /// A repair runs beside the tenant's searches and writes: no write is lost or refused, and
@@ -225,5 +268,10 @@ fn ids_in<'a>(v: &'a Value, field: &str) -> Vec<&'a str> {
 
 /// `POST path` with an empty body and the operator key.
 fn operator_post(server: &Server, path: &str) -> (u16, Value) {
-    server.call("POST", path, Some(OPERATOR_KEY), &[], Some(&json!({})))
+    operator_post_body(server, path, json!({}))
+}
+
+/// `POST path` with `body` and the operator key.
+fn operator_post_body(server: &Server, path: &str, body: Value) -> (u16, Value) {
+    server.call("POST", path, Some(OPERATOR_KEY), &[], Some(&body))
 }
