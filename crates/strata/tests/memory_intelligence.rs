@@ -65,6 +65,31 @@ fn evidence_updates_confidence_by_the_documented_rule() {
     );
     let (_, rec) = server.get("/v1/memories/m", &key);
     assert_eq!(rec["confidence"]["value"], 0.8, "collection default: {rec}");
+    // A confidence given without its value would have quietly meant 0.5 over the
+    // collection's 0.8: it is refused, naming the missing field; counters default to 0.
+    for confidence in [json!({}), json!({"evidence_count": 3})] {
+        let (s, v) = server.post(
+            "/v1/memories",
+            &key,
+            json!({"id": "nov", "modality": "c", "vector": unit(2), "confidence": confidence}),
+        );
+        assert_eq!(s, 400, "{v}");
+        assert!(v.to_string().contains("value"), "{v}");
+    }
+    let (s, v) = server.post(
+        "/v1/memories",
+        &key,
+        json!({"id": "nov", "modality": "c", "vector": unit(2), "confidence": {"value": 0.3}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (_, v) = server.get("/v1/memories/nov", &key);
+    assert_eq!(
+        v["confidence"],
+        json!({"value": 0.3, "evidence_count": 0, "corroborations": 0, "contradictions": 0}),
+        "{v}"
+    );
+    let (s, v) = server.call("DELETE", "/v1/memories/nov", Some(&key), &[], None);
+    assert_eq!(s, 200, "{v}");
 
     let evidence = |body: Value| server.post("/v1/memories/m/evidence", &key, body);
     let (s, v) = evidence(json!({"corroborate": true}));

@@ -115,19 +115,24 @@ pub struct EmbedderRef {
     pub weights_hash: String,
 }
 
-/// Popoto-style confidence in a memory, updated by evidence.
+/// Popoto-style confidence in a memory, updated by evidence. Given in a request, `value` is
+/// required (a record that gives none starts at its collection's `initial_confidence`: an
+/// object without one would quietly have meant 0.5) and the counters default to 0.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Confidence {
     /// 0 to 1.
     #[schema(minimum = 0.0, maximum = 1.0)]
     pub value: f64,
     // Counters up to 2^32 - 1: `int64` in the schema, so that a client generated from it
     // holds every value the server may send (its `int32` stops at half of that).
+    #[serde(default)]
     #[schema(format = Int64, minimum = 0, maximum = 4294967295_u64)]
     pub evidence_count: u32,
+    #[serde(default)]
     #[schema(format = Int64, minimum = 0, maximum = 4294967295_u64)]
     pub corroborations: u32,
+    #[serde(default)]
     #[schema(format = Int64, minimum = 0, maximum = 4294967295_u64)]
     pub contradictions: u32,
 }
