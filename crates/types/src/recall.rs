@@ -31,7 +31,9 @@ pub struct RecallParams {
     /// At most this many links, the heaviest, are followed out of each record, 1 to 100.
     #[schema(default = 16, minimum = 1, maximum = 100)]
     pub max_fanout: usize,
-    /// Follow only links with these relations; every relation when absent.
+    /// Follow only links with these relations; every relation when absent. An empty list
+    /// is refused: it would follow nothing (ask for `depth: 0` to recall the seeds alone).
+    #[schema(min_items = 1)]
     pub relations: Option<Vec<Relation>>,
 }
 
@@ -79,6 +81,13 @@ impl RecallParams {
         }
         if self.max_fanout == 0 || self.max_fanout > 100 {
             return Err("max_fanout: must be 1 to 100".into());
+        }
+        if self.relations.as_ref().is_some_and(Vec::is_empty) {
+            return Err(
+                "relations: name at least one relation, or leave it out to follow every one \
+                 (depth: 0 recalls the seeds alone)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -167,6 +176,13 @@ mod tests {
                 ..p.clone()
             },
             "depth:",
+        );
+        bad(
+            RecallParams {
+                relations: Some(Vec::new()),
+                ..p.clone()
+            },
+            "relations:",
         );
         bad(
             RecallParams {
