@@ -140,6 +140,24 @@ pub(crate) struct BodyBounds {
     pub max_keys: usize,
     /// Most values in the whole body (`max_body_values`).
     pub max_values: usize,
+    /// Most elements of one array (`max_array_items`).
+    pub max_items: usize,
+    /// Most bytes of memory the parse may build, as estimated (`unique_keys`).
+    pub max_bytes: usize,
+}
+
+/// Fewest elements one array of a body may hold, whatever the limits.
+const MIN_ARRAY_ITEMS: usize = 16_384;
+
+/// Most elements of one array in a request body under `limits`: the longest any request has a
+/// use for is a vector, an array in a record's metadata (a value takes two bytes of it at
+/// least) or a batch of records; the lists of ids, filters' `$in` and the like are shorter.
+/// A batch of 5.6 million empty records was built in full before its size was checked.
+pub(crate) fn max_array_items(limits: &strata_types::RecordLimits) -> usize {
+    (limits.max_dim as usize)
+        .max(limits.max_metadata_bytes / 2)
+        .max(limits.max_batch)
+        .max(MIN_ARRAY_ITEMS)
 }
 
 /// The bounds of a request body's parse under `limits`.
@@ -147,6 +165,12 @@ pub(crate) fn body_bounds(limits: &strata_types::RecordLimits) -> BodyBounds {
     BodyBounds {
         max_keys: max_object_keys(limits),
         max_values: max_body_values(limits),
+        max_items: max_array_items(limits),
+        // What the values' bound (a full batch of the largest records) takes in value slots,
+        // and a quarter more for what keys and small objects add to a body that uses it in
+        // full: about 470 MiB under the default limits, where 16 MiB of small objects nested
+        // within the bounds of arrays and keys built 2.4 GB.
+        max_bytes: max_body_values(limits).saturating_mul(std::mem::size_of::<Value>() * 5 / 4),
     }
 }
 
@@ -162,6 +186,8 @@ pub(crate) fn parse_object_of(
     let bounds = BodyBounds {
         max_keys: MIN_OBJECT_KEYS,
         max_values: usize::MAX,
+        max_items: usize::MAX,
+        max_bytes: usize::MAX,
     };
     parse_object_within(bytes, tenant, bounds)
 }
@@ -179,7 +205,14 @@ pub(crate) fn parse_object_within(
     }
     // Repeated keys are refused in the same pass (`unique_keys`), and so is an object of more
     // keys than any request has a use for, as soon as its first key too many is read.
-    match crate::unique_keys::from_slice_bounded(bytes, bounds.max_keys, bounds.max_values) {
+    let parsed = crate::unique_keys::from_slice_within(
+        bytes,
+        bounds.max_keys,
+        bounds.max_values,
+        bounds.max_items,
+        bounds.max_bytes,
+    );
+    match parsed {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::BadRequest("body: expected a JSON object".into())),
         Err(e) if crate::unique_keys::is_too_many_values(&e) => Err(ApiError::BadRequest(format!(
@@ -187,6 +220,9 @@ pub(crate) fn parse_object_within(
                  batch of records at the largest vector and metadata the engine.limits allow)",
             bounds.max_values
         ))),
+        Err(e) if crate::unique_keys::is_too_large_a_parse(&e) => {
+            Err(ApiError::BadRequest(format!("body: {e}")))
+        }
         Err(e) => {
             // Whichever key is repeated: the refusal must not hide a tenant named anywhere.
             if let Some(tenant) = tenant
@@ -943,6 +979,8 @@ mod tests {
         let ten_keys = BodyBounds {
             max_keys: 10,
             max_values: usize::MAX,
+            max_items: usize::MAX,
+            max_bytes: usize::MAX,
         };
         assert!(parse_object_within(object(10).as_bytes(), None, ten_keys).is_ok());
         let m = message(parse_object_within(object(11).as_bytes(), None, ten_keys));
@@ -962,6 +1000,8 @@ mod tests {
         let bounds = BodyBounds {
             max_keys: 100,
             max_values: 4,
+            max_items: usize::MAX,
+            max_bytes: usize::MAX,
         };
         // The object, the array and two numbers: four values.
         assert!(parse_object_within(br#"{"a":[1,2]}"#, None, bounds).is_ok());
@@ -976,6 +1016,46 @@ mod tests {
         assert_eq!(max_body_values(&limits), 1000 * (4096 + 8192 + 32 + 64));
         limits.max_batch = 1;
         assert_eq!(max_body_values(&limits), MIN_BODY_VALUES);
+    }
+
+    /// An array longer than any request has a use for, and a body whose parse would take too
+    /// much memory (small objects take far more per byte of text than values), are refused
+    /// as soon as the parse passes the bound, not after building the whole body.
+    #[test]
+    fn a_body_too_large_to_parse_is_refused_before_it_is_built() {
+        let limits = strata_types::RecordLimits::default();
+        let bounds = body_bounds(&limits);
+        assert_eq!(bounds.max_items, 16_384);
+        let empties = |n: usize| format!("{{\"records\":[{}]}}", vec!["{}"; n].join(","));
+        assert!(parse_object_within(empties(16_384).as_bytes(), None, bounds).is_ok());
+        let m = message(parse_object_within(
+            empties(16_385).as_bytes(),
+            None,
+            bounds,
+        ));
+        assert!(
+            m.starts_with("body: an array has more than 16384 elements"),
+            "{m}"
+        );
+
+        let small = BodyBounds {
+            max_bytes: 64 * 1024,
+            ..bounds
+        };
+        let objects = |n: usize| {
+            let one = r#"{"metadata":{"a":0}}"#;
+            format!("{{\"records\":[{}]}}", vec![one; n].join(","))
+        };
+        assert!(parse_object_within(objects(10).as_bytes(), None, small).is_ok());
+        let m = message(parse_object_within(objects(100).as_bytes(), None, small));
+        assert!(m.starts_with("body: the body would take more than"), "{m}");
+        // A full batch of the largest vectors parses under the default bounds.
+        let vector = format!("[{}]", vec!["0.5"; limits.max_dim as usize].join(","));
+        let full = format!(
+            "{{\"records\":[{}]}}",
+            vec![format!("{{\"vector\":{vector}}}"); limits.max_batch].join(",")
+        );
+        assert!(parse_object_within(full.as_bytes(), None, bounds).is_ok());
     }
 
     #[test]
