@@ -223,6 +223,26 @@ fn unsupported_coding(headers: &axum::http::HeaderMap) -> Option<ApiError> {
     )))
 }
 
+/// The refusal of a body in a transfer coding other than `chunked` (`Transfer-Encoding: gzip,
+/// chunked`, say): the HTTP layer undoes the chunking only, so the rest would be read as if
+/// plain, where a proxy in front might decode it: the two would see different bodies.
+fn unsupported_transfer_coding(headers: &axum::http::HeaderMap) -> Option<ApiError> {
+    let coding = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"chunked"))?;
+    let shown: String = String::from_utf8_lossy(coding)
+        .escape_debug()
+        .take(MAX_QUOTED_CODING)
+        .collect();
+    Some(ApiError::UnsupportedMediaType(format!(
+        "Transfer-Encoding \"{shown}\": request bodies are read only as sent, chunked or with a \
+         Content-Length; send the body without another transfer coding"
+    )))
+}
+
 /// The middleware: see the module documentation.
 pub(crate) async fn guard_requests(
     State(state): State<AppState>,
@@ -238,6 +258,7 @@ pub(crate) async fn guard_requests(
             ))
         })
         .or_else(|| unsupported_coding(req.headers()))
+        .or_else(|| unsupported_transfer_coding(req.headers()))
         .or_else(|| crate::media_type::unsupported_type(&req));
     if req.body().is_end_stream() {
         return match too_long {
@@ -379,6 +400,24 @@ mod tests {
         assert!(!polled);
         assert!(drain(rest).await, "a small body that is all there drains");
         assert!(!drain(stalled()).await, "a stalled one does not");
+    }
+
+    #[test]
+    fn only_chunked_transfer_coding_is_read() {
+        let refused = |values: &[&str]| {
+            let mut h = axum::http::HeaderMap::new();
+            for v in values {
+                h.append(header::TRANSFER_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            unsupported_transfer_coding(&h).map(|e| e.to_string())
+        };
+        for ok in [&[][..], &["chunked"], &["Chunked"]] {
+            assert_eq!(refused(ok), None, "{ok:?}");
+        }
+        for values in [&["gzip, chunked"][..], &["gzip", "chunked"], &["deflate"]] {
+            let e = refused(values).expect("refused");
+            assert!(e.contains("Transfer-Encoding"), "{e}");
+        }
     }
 
     #[test]
