@@ -43,10 +43,14 @@ fn every_request_names_at_most_max_user_tokens() {
                 assert_eq!(s, 200, "{path} with {n}: {v}");
             } else {
                 assert_eq!((s, code(&v)), (400, "BAD_REQUEST"), "{path} with {n}: {v}");
-                assert!(
-                    message(&v).starts_with(&format!("user_tokens: {n} tokens, at most 32")),
-                    "{path}: {v}"
-                );
+                // A list longer than any array a request has a use for is refused by the
+                // body's parse already.
+                let expected = if n > 16_384 {
+                    "body: an array has more than 16384 elements".to_owned()
+                } else {
+                    format!("user_tokens: {n} tokens, at most 32")
+                };
+                assert!(message(&v).starts_with(&expected), "{path}: {v}");
             }
         }
     }
