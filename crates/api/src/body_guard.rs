@@ -207,36 +207,39 @@ const MAX_QUOTED_CODING: usize = 32;
 /// and one labelled compressed but sent plain is stored, so a client and a proxy in front
 /// could disagree on what was written.
 fn unsupported_coding(headers: &axum::http::HeaderMap) -> Option<ApiError> {
-    let coding = headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))?;
-    let shown: String = String::from_utf8_lossy(coding)
-        .escape_debug()
-        .take(MAX_QUOTED_CODING)
-        .collect();
+    let shown = coding_other_than(headers, header::CONTENT_ENCODING, b"identity")?;
     Some(ApiError::UnsupportedMediaType(format!(
         "Content-Encoding \"{shown}\": request bodies are read only as sent, without a \
          content coding; send the body uncompressed"
     )))
 }
 
+/// The first coding named by the `name` headers (in any copy, in any item of a list) other
+/// than `allowed` (in any case), quoted for a message.
+fn coding_other_than(
+    headers: &axum::http::HeaderMap,
+    name: header::HeaderName,
+    allowed: &[u8],
+) -> Option<String> {
+    let coding = headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case(allowed))?;
+    Some(
+        String::from_utf8_lossy(coding)
+            .escape_debug()
+            .take(MAX_QUOTED_CODING)
+            .collect(),
+    )
+}
+
 /// The refusal of a body in a transfer coding other than `chunked` (`Transfer-Encoding: gzip,
 /// chunked`, say): the HTTP layer undoes the chunking only, so the rest would be read as if
 /// plain, where a proxy in front might decode it: the two would see different bodies.
 fn unsupported_transfer_coding(headers: &axum::http::HeaderMap) -> Option<ApiError> {
-    let coding = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"chunked"))?;
-    let shown: String = String::from_utf8_lossy(coding)
-        .escape_debug()
-        .take(MAX_QUOTED_CODING)
-        .collect();
+    let shown = coding_other_than(headers, header::TRANSFER_ENCODING, b"chunked")?;
     Some(ApiError::UnsupportedMediaType(format!(
         "Transfer-Encoding \"{shown}\": request bodies are read only as sent, chunked or with a \
          Content-Length; send the body without another transfer coding"

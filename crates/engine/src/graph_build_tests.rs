@@ -597,24 +597,7 @@ fn loads_during_a_real_build_evict_another_tenant_and_the_graph_is_installed() {
             small_tenant(&engine, t);
             engine.index_stats(&admin_scope(&engine, t)).unwrap();
         }
-        let (bulk_done, at_bulk) = channel();
-        let (go_on, wait) = channel::<()>();
-        *lock(&engine.indexes.builder.after_bulk) = Some(Box::new(move || {
-            let _ = bulk_done.send(());
-            let _ = wait.recv();
-        }));
-        engine
-            .create_tenant(&op, &TenantId::parse("acme").unwrap(), None)
-            .unwrap();
-        let scope = admin_scope(&engine, "acme");
-        engine
-            .create_collection(&scope, &vec_name(), DIM, Metric::Cosine)
-            .unwrap();
-        engine.index_stats(&scope).unwrap();
-        put_clustered(&engine, &scope, 1_100);
-        at_bulk
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the build reached its catch-up");
+        let go_on = pause_a_build(&engine);
         (engine, go_on)
     };
     // The sizes at that point, with no budget: acme's with the graph it is building, which
@@ -817,13 +800,9 @@ fn a_tenant_waiting_too_long_goes_before_cheaper_ones() {
     assert_eq!(super::Waiting::default().pick(now, |_| Some(0)), None);
 }
 
-/// A graph being built counts in the resident total before it is installed, so that the
-/// budget makes room for it; once installed it is counted once, in its tenant's bytes.
-#[test]
-fn a_graph_being_built_counts_in_the_resident_total() {
-    let op = OperatorScope::for_tests();
-    let dir = tempfile::tempdir().unwrap();
-    let engine = under_budget(dir.path(), 0);
+/// Tenant `acme`, loaded and written past the graph threshold; returns once its graph's build
+/// is paused after the bulk insert, with the sender that lets it go on.
+fn pause_a_build(engine: &crate::Engine) -> std::sync::mpsc::Sender<()> {
     let (bulk_done, at_bulk) = channel();
     let (go_on, wait) = channel::<()>();
     *lock(&engine.indexes.builder.after_bulk) = Some(Box::new(move || {
@@ -831,17 +810,32 @@ fn a_graph_being_built_counts_in_the_resident_total() {
         let _ = wait.recv();
     }));
     engine
-        .create_tenant(&op, &TenantId::parse("acme").unwrap(), None)
+        .create_tenant(
+            &OperatorScope::for_tests(),
+            &TenantId::parse("acme").unwrap(),
+            None,
+        )
         .unwrap();
-    let scope = admin_scope(&engine, "acme");
+    let scope = admin_scope(engine, "acme");
     engine
         .create_collection(&scope, &vec_name(), DIM, Metric::Cosine)
         .unwrap();
     engine.index_stats(&scope).unwrap();
-    put_clustered(&engine, &scope, 1_100);
+    put_clustered(engine, &scope, 1_100);
     at_bulk
         .recv_timeout(Duration::from_secs(120))
         .expect("the build reached its catch-up");
+    go_on
+}
+
+/// A graph being built counts in the resident total before it is installed, so that the
+/// budget makes room for it; once installed it is counted once, in its tenant's bytes.
+#[test]
+fn a_graph_being_built_counts_in_the_resident_total() {
+    let op = OperatorScope::for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = under_budget(dir.path(), 0);
+    let go_on = pause_a_build(&engine);
     let loaded = |engine: &crate::Engine| {
         let summary = engine.residency_summary(&op);
         let tenants: u64 = summary
