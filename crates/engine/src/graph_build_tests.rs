@@ -809,17 +809,7 @@ fn pause_a_build(engine: &crate::Engine) -> std::sync::mpsc::Sender<()> {
         let _ = bulk_done.send(());
         let _ = wait.recv();
     }));
-    engine
-        .create_tenant(
-            &OperatorScope::for_tests(),
-            &TenantId::parse("acme").unwrap(),
-            None,
-        )
-        .unwrap();
-    let scope = admin_scope(engine, "acme");
-    engine
-        .create_collection(&scope, &vec_name(), DIM, Metric::Cosine)
-        .unwrap();
+    let scope = crate::test_support::tenant_with_collection(engine, "acme", Metric::Cosine);
     engine.index_stats(&scope).unwrap();
     put_clustered(engine, &scope, 1_100);
     at_bulk

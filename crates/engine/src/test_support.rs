@@ -82,16 +82,30 @@ pub(crate) fn answers(engine: &Engine, scope: &TenantScope) -> Vec<Vec<String>> 
 /// Creates tenant `name` with its `vec` collection holding `n` clustered vectors
 /// ([`put_clustered`]); its id.
 pub(crate) fn filled_tenant(engine: &Engine, name: &str, n: usize) -> strata_types::TenantId {
-    let id = strata_types::TenantId::parse(name).unwrap();
+    let scope = tenant_with_collection(engine, name, strata_types::Metric::Cosine);
+    put_clustered(engine, &scope, n);
+    scope.tenant().clone()
+}
+
+/// Creates tenant `name` and its empty `vec` collection under `metric`; the tenant's admin
+/// scope.
+pub(crate) fn tenant_with_collection(
+    engine: &Engine,
+    name: &str,
+    metric: strata_types::Metric,
+) -> TenantScope {
     engine
-        .create_tenant(&strata_auth::OperatorScope::for_tests(), &id, None)
+        .create_tenant(
+            &strata_auth::OperatorScope::for_tests(),
+            &TenantId::parse(name).unwrap(),
+            None,
+        )
         .unwrap();
     let scope = admin_scope(engine, name);
     engine
-        .create_collection(&scope, &vec_name(), DIM, strata_types::Metric::Cosine)
+        .create_collection(&scope, &vec_name(), DIM, metric)
         .unwrap();
-    put_clustered(engine, &scope, n);
-    id
+    scope
 }
 
 /// Writes `n` seeded clustered `DIM`-dimensional vectors into `vec` as records `r0`, `r1`, …, in
@@ -134,17 +148,7 @@ pub(crate) fn clustered_tenant(
     n: usize,
 ) -> (Engine, TenantScope) {
     let engine = Engine::open(dir, crate::EngineConfig::default()).unwrap();
-    engine
-        .create_tenant(
-            &strata_auth::OperatorScope::for_tests(),
-            &TenantId::parse("acme").unwrap(),
-            None,
-        )
-        .unwrap();
-    let scope = admin_scope(&engine, "acme");
-    engine
-        .create_collection(&scope, &vec_name(), DIM, metric)
-        .unwrap();
+    let scope = tenant_with_collection(&engine, "acme", metric);
     put_clustered(&engine, &scope, n);
     (engine, scope)
 }
