@@ -150,6 +150,12 @@ impl Engine {
         self.store.open_report()
     }
 
+    /// How many acknowledged transactions the start applied from the row log: writes made
+    /// durable by the log after the main file's last checkpoint (`docs/durability.md`).
+    pub fn storage_log_entries_replayed(&self) -> u64 {
+        self.store.log_entries_replayed()
+    }
+
     /// How many times a purge's vacuum rewrote the main data file since the server started.
     pub fn vacuums(&self) -> u64 {
         self.store.vacuums()

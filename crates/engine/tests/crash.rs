@@ -13,6 +13,11 @@
 //! The child is this same test binary, re-run on the entry-point test below with
 //! `STRATA_CRASH_CHILD_DIR` set. `STRATA_CRASH_KILLS` sets the number of kills (default 30).
 //!
+//! A write is acknowledged once its rows are synced in the row log, and the main file is made
+//! durable only by checkpoints every few hundred milliseconds: most kills land after writes no
+//! checkpoint has reached, which the restart must replay from the log (at least one restart of
+//! each run must have).
+//!
 //! Run with one writer, and with eight concurrent writers spread over three tenants whose small
 //! batches share fsyncs (group commit, across tenants and within one): a kill then lands while a
 //! group is being committed or synced, and every write acknowledged from any writer of any
@@ -226,6 +231,8 @@ fn crash_rounds(writers: u64, tenants: u64, failing: bool) {
     let mut failed: BTreeSet<(u64, u64, u64)> = BTreeSet::new();
     let mut from_image = 0;
     let mut total_acks = 0;
+    // Restarts that brought acknowledged writes back from the row log.
+    let mut replayed_restarts = 0;
     // Storage transactions the children's batched writes ran in, and writes they took (the
     // last report of each child: its counts since it started).
     let (mut batches, mut batched) = (0u64, 0u64);
@@ -302,6 +309,7 @@ fn crash_rounds(writers: u64, tenants: u64, failing: bool) {
         // child's durable commits did not record the allocator state.
         let (engine, scopes) = open_tenants(dir.path(), tenants, EngineConfig::default());
         let opened = engine.storage_open_report();
+        replayed_restarts += u64::from(engine.storage_log_entries_replayed() > 0);
         assert_eq!(
             opened.full_repair,
             fast_recovery_of(round) == 0,
@@ -434,6 +442,11 @@ fn crash_rounds(writers: u64, tenants: u64, failing: bool) {
         );
     }
     println!("restarts that loaded every tenant from its search image: {from_image} of {kills}");
+    println!("restarts that replayed writes from the row log: {replayed_restarts} of {kills}");
+    assert!(
+        replayed_restarts > 0,
+        "no kill landed between a write and the next checkpoint: the row log was not tested"
+    );
     assert!(
         total_acks >= kills,
         "children acknowledged too little to test anything ({total_acks})"

@@ -35,6 +35,7 @@ use crate::deferred_sync::batch_write_path;
 use crate::group_commit::Seq;
 use crate::keys::TenantKey;
 use crate::opened::Opened;
+use crate::row_log::Logged;
 use crate::tables::{
     MainTables, Pending, Registry, Route, Waiting, Writer, refuse_after_failed_sync,
 };
@@ -60,8 +61,9 @@ unsafe impl Send for Job {}
 /// What became of one queued write.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Committed (not yet durable) by the commit registered as this.
-    Committed(Seq),
+    /// Committed (not yet durable) by the commit registered as this, logged as this when its
+    /// rows went to the row log.
+    Committed(Seq, Option<Logged>),
     /// Its closure failed or panicked: nothing of it was committed; its caller holds why.
     Failed,
     /// Storage failed the batch: nothing of it is known to be committed. `true`: the file
@@ -158,7 +160,8 @@ impl Store {
             std::panic::resume_unwind(p);
         }
         match (outcome, out) {
-            (Outcome::Committed(seq), Some(Ok(r))) => {
+            (Outcome::Committed(seq, logged), Some(Ok(r))) => {
+                let logged = logged.and_then(|l| Some((Arc::clone(self.log.as_ref()?), l)));
                 let waiting = Waiting {
                     seq,
                     db: Arc::clone(&self.db),
@@ -169,6 +172,7 @@ impl Store {
                     r,
                     Pending {
                         waiting: Some(waiting),
+                        logged,
                     },
                 ))
             }
@@ -210,9 +214,14 @@ impl Store {
                 std::mem::take(&mut todo)
             };
             match self.run_round(jobs, &list, alone, &mut outcomes) {
-                Ok(Round::Committed { seq, ran, rest }) => {
+                Ok(Round::Committed {
+                    seq,
+                    logged,
+                    ran,
+                    rest,
+                }) => {
                     for i in ran {
-                        outcomes[i] = Some(Outcome::Committed(seq));
+                        outcomes[i] = Some(Outcome::Committed(seq, logged));
                     }
                     // Left over by the byte cap, or after an `alone` round (which runs to
                     // the end of its list): ahead of whatever else is still to run.
@@ -265,7 +274,7 @@ impl Store {
         let mut ran = Vec::new();
         let mut aborted_at = None;
         let mut next = list.len();
-        let registry_written = {
+        let (registry_written, rows) = {
             let first = jobs[list[0]].tenant;
             let tables = MainTables::open(&txn, &self.file_writes)?;
             let mut writer = Writer {
@@ -303,7 +312,11 @@ impl Store {
                     break;
                 }
             }
-            writer.registry_written
+            let rows = match aborted_at {
+                None => writer.log_rows()?,
+                Some(_) => Vec::new(),
+            };
+            (writer.registry_written, rows)
         };
         if let Some(pos) = aborted_at {
             // Nothing of this transaction commits; the registry epoch need not move. The
@@ -317,11 +330,11 @@ impl Store {
         }
         // Again: a sync may have failed while the closures ran.
         refuse_after_failed_sync(&db.sync)?;
-        let committed = txn.commit();
+        let committed = txn.commit_logged(&rows);
         if registry_written {
             self.registry_committed();
         }
-        committed?;
+        let logged = committed?;
         drop(db);
         // Out of the group's open set first: a sync starting meanwhile need not wait for the
         // close below.
@@ -330,6 +343,7 @@ impl Store {
         self.retired.close_unread();
         Ok(Round::Committed {
             seq,
+            logged,
             ran,
             rest: list[next..].to_vec(),
         })
@@ -341,6 +355,7 @@ enum Round {
     /// `ran` committed as `seq`; `rest` are left for the next transaction (the byte cap).
     Committed {
         seq: Seq,
+        logged: Option<Logged>,
         ran: Vec<usize>,
         rest: Vec<usize>,
     },
@@ -410,7 +425,8 @@ mod tests {
             batches_before = store.write_batches();
             // Queued one after the other, so that their order in the batch is known.
             let mut writers = Vec::new();
-            for i in 0..8u64 {
+            const N: u64 = 8;
+            for i in 0..N {
                 let (store, runs) = (&store, &runs);
                 writers.push(s.spawn(move || {
                     let t = TenantKey::from_raw(i + 1);
@@ -435,7 +451,9 @@ mod tests {
                         r
                     })
                 }));
-                wait_for(|| store.batch.queued() > i as usize);
+                // Not for the last: once it is queued the holder lets the batch go, and the
+                // queue may be empty again before this looks.
+                wait_for(|| store.batch.queued() > i as usize || i == N - 1);
             }
             holder.join().unwrap();
             writers.into_iter().map(|w| w.join()).collect::<Vec<_>>()
@@ -483,7 +501,8 @@ mod tests {
         let results = std::thread::scope(|s| {
             let holder = hold_until_queued(s, &store, &holding, 3);
             let mut writers = Vec::new();
-            for i in 0..3u64 {
+            const N: u64 = 3;
+            for i in 0..N {
                 let store = &store;
                 writers.push(s.spawn(move || {
                     let t = TenantKey::from_raw(i + 1);
@@ -497,7 +516,9 @@ mod tests {
                         })
                         .map(|((), pending)| pending.wait_durable().unwrap())
                 }));
-                wait_for(|| store.batch.queued() > i as usize);
+                // Not for the last: once it is queued the holder lets the batch go, and the
+                // queue may be empty again before this looks.
+                wait_for(|| store.batch.queued() > i as usize || i == N - 1);
             }
             holder.join().unwrap();
             writers
@@ -547,7 +568,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Writes of tenant `t` to the file `file` syncs: each acknowledged only after an fsync
         // of it; one whose fsync fails is not acknowledged, nor is any later write.
-        let check = |store: &Store, t: TenantKey, file: &crate::deferred_sync::FileSync| {
+        // The syncs that make a write durable: the main file's writes, its row log's.
+        enum Synced {
+            File(crate::deferred_sync::FileSync),
+            Log(std::sync::Arc<crate::row_log::RowLog>),
+        }
+        impl Synced {
+            fn syncs_for_test(&self) -> u64 {
+                match self {
+                    Synced::File(f) => f.syncs_for_test(),
+                    Synced::Log(l) => l.syncs_for_test(),
+                }
+            }
+            fn fail_next_sync_for_test(&self) {
+                match self {
+                    Synced::File(f) => f.fail_next_sync_for_test(),
+                    Synced::Log(l) => l.fail_next_sync_for_test(),
+                }
+            }
+        }
+        let check = |store: &Store, t: TenantKey, file: &Synced| {
             for (name, batched) in [("a", false), ("b", true)] {
                 let before = file.syncs_for_test();
                 let ((), pending) = if batched {
@@ -579,7 +619,11 @@ mod tests {
             );
         };
         let store = Store::open(&dir.path().join("main.redb")).unwrap();
-        check(&store, TenantKey::from_raw(7), &store.db().sync.clone());
+        check(
+            &store,
+            TenantKey::from_raw(7),
+            &Synced::Log(store.log.clone().unwrap()),
+        );
         // A dedicated tenant's own file, through its own group commit.
         let store = Store::open(&dir.path().join("other.redb")).unwrap();
         let b = crate::test_tenant::tenant(&store, "b");
@@ -587,7 +631,7 @@ mod tests {
         let file = crate::tables::read_db(&store.placement.get(b).unwrap().db)
             .sync
             .clone();
-        check(&store, b, &file);
+        check(&store, b, &Synced::File(file));
     }
 
     #[test]

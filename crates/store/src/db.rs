@@ -12,10 +12,12 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use redb::{Database, TransactionError, WriteTransaction};
+use redb::{Database, StorageError, TransactionError, WriteTransaction};
 
+use crate::StoreError;
 use crate::deferred_sync::FileSync;
 use crate::recovery::OpenReport;
+use crate::row_log::{Logged, Mark, RowLog};
 
 #[derive(Clone)]
 pub(crate) struct Db {
@@ -30,6 +32,8 @@ pub(crate) struct Open {
     fast_recovery_from: Option<u64>,
     /// How the open went.
     pub(crate) opened: OpenReport,
+    /// The main file's row log (see `row_log`); `None` for a dedicated tenant's file.
+    pub(crate) log: Option<Arc<RowLog>>,
 }
 
 impl Db {
@@ -45,7 +49,22 @@ impl Db {
                 sync,
                 fast_recovery_from,
                 opened,
+                log: None,
             }),
+        }
+    }
+
+    /// Makes every later commit of this database keep `log`'s bookkeeping (see `row_log`);
+    /// only while it has no other handle.
+    pub(crate) fn attach_log(&mut self, log: Arc<RowLog>) -> Result<(), StoreError> {
+        match Arc::get_mut(&mut self.open) {
+            Some(open) => {
+                open.log = Some(log);
+                Ok(())
+            }
+            None => Err(StoreError::Engine(
+                "the row log was attached to a database already shared".into(),
+            )),
         }
     }
 
@@ -75,7 +94,7 @@ impl Open {
     /// durable commit records the allocator state (see `recovery`). It shadows
     /// [`Database::begin_write`] for whoever holds a [`Db`], so the store's writes begin here;
     /// `recovery` lists the few durable commits that do not.
-    pub(crate) fn begin_write(&self) -> Result<WriteTransaction, TransactionError> {
+    pub(crate) fn begin_write(&self) -> Result<WriteTxn, TransactionError> {
         let mut txn = self.database.begin_write()?;
         if self
             .fast_recovery_from
@@ -83,7 +102,99 @@ impl Open {
         {
             txn.set_quick_repair(true);
         }
-        Ok(txn)
+        Ok(WriteTxn {
+            txn,
+            log: self.log.clone(),
+            durable: true,
+        })
+    }
+}
+
+/// A write transaction of the store: redb's, whose commit keeps the row log's bookkeeping
+/// when its file has one (see `row_log`: every commit of the main file records the log's
+/// position). Reads and table openings go to redb's transaction (`Deref`); committing and
+/// aborting only through the methods here, which shadow redb's.
+pub(crate) struct WriteTxn {
+    txn: WriteTransaction,
+    log: Option<Arc<RowLog>>,
+    /// Whether the commit syncs (see [`crate::recovery::set_non_durable`]).
+    durable: bool,
+}
+
+impl WriteTxn {
+    /// Commits, not logged.
+    pub(crate) fn commit(self) -> Result<(), StoreError> {
+        match &self.log {
+            Some(log) => log.commit_unlogged(self.txn, self.durable),
+            None => Ok(self.txn.commit()?),
+        }
+    }
+
+    /// Commits a non-durable transaction whose rows `rows` (see `row_log::format`) go to the
+    /// row log; `None` when the file has no log or the commit is durable anyway, and then it
+    /// is committed as [`WriteTxn::commit`] does.
+    pub(crate) fn commit_logged(self, rows: &[u8]) -> Result<Option<Logged>, StoreError> {
+        match &self.log {
+            Some(log) if !self.durable => log.commit_logged(self.txn, rows).map(Some),
+            _ => self.commit().map(|()| None),
+        }
+    }
+
+    /// Whether [`WriteTxn::commit_logged`] would log: the file has a log and the commit does
+    /// not sync.
+    pub(crate) fn logs(&self) -> bool {
+        self.log.is_some() && !self.durable
+    }
+
+    /// Commits a transaction that wrote nothing, durably, inside `deferring` (which owes the
+    /// sync to later); returns what the log holds with it, if the file has a log.
+    pub(crate) fn commit_empty_deferred(self, file: &FileSync) -> Result<Option<Mark>, StoreError> {
+        let WriteTxn { txn, log, .. } = self;
+        match log {
+            Some(log) => Ok(Some(log.commit_empty(|| file.deferring(|| txn.commit()))?)),
+            None => {
+                file.deferring(|| txn.commit())?;
+                Ok(None)
+            }
+        }
+    }
+
+    pub(crate) fn abort(self) -> Result<(), StorageError> {
+        self.txn.abort()
+    }
+
+    /// Makes the commit not sync (see [`crate::recovery::set_non_durable`]).
+    pub(crate) fn set_non_durable(&mut self) -> Result<(), redb::SetDurabilityError> {
+        self.txn.set_durability(redb::Durability::None)?;
+        // redb reads the allocator state's setting only in a durable commit: off, so that
+        // the transaction says what it does.
+        self.txn.set_quick_repair(false);
+        self.durable = false;
+        Ok(())
+    }
+
+    /// Sets redb's durability, which this transaction follows.
+    pub(crate) fn set_durability(
+        &mut self,
+        durability: redb::Durability,
+    ) -> Result<(), redb::SetDurabilityError> {
+        self.txn.set_durability(durability)?;
+        self.durable = !matches!(durability, redb::Durability::None);
+        Ok(())
+    }
+}
+
+impl Deref for WriteTxn {
+    type Target = WriteTransaction;
+
+    fn deref(&self) -> &WriteTransaction {
+        &self.txn
+    }
+}
+
+impl std::ops::DerefMut for WriteTxn {
+    fn deref_mut(&mut self) -> &mut WriteTransaction {
+        &mut self.txn
     }
 }
 

@@ -20,7 +20,7 @@ use std::ops::RangeBounds;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use redb::{AccessGuard, Key, StorageError, Table, Value};
+use redb::{AccessGuard, Key, ReadableTable, StorageError, Table, Value};
 
 use crate::tracking::Written;
 
@@ -122,6 +122,8 @@ pub(crate) struct Tracked<'txn, K: Key + 'static, V: Value + 'static> {
     /// Calls that changed (or may have changed) the table: whether a failed closure of a
     /// batch left anything in its transaction (`batched_write`).
     changes: u64,
+    /// The keys written, when the transaction's rows go to the row log (see `row_log`).
+    logged: Option<Vec<Box<[u8]>>>,
 }
 
 impl<'txn, K: Key + 'static, V: Value + 'static> Tracked<'txn, K, V> {
@@ -135,7 +137,35 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Tracked<'txn, K, V> {
             tag,
             file,
             changes: 0,
+            logged: None,
         }
+    }
+
+    /// Keeps the keys written, for [`Tracked::log_rows`].
+    pub(crate) fn logging(mut self) -> Self {
+        self.logged = Some(Vec::new());
+        self
+    }
+
+    /// Appends to `out` (a row log payload) each key written, with its value as the
+    /// transaction now holds it, or its removal.
+    pub(crate) fn log_rows(&mut self, out: &mut Vec<u8>) -> Result<(), StorageError> {
+        let Some(keys) = self.logged.as_mut() else {
+            return Ok(());
+        };
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys.iter() {
+            let value = self.table.get(K::from_bytes(key))?;
+            match value {
+                Some(v) => {
+                    let v = v.value();
+                    crate::row_log::encode_row(out, self.tag, key, Some(V::as_bytes(&v).as_ref()));
+                }
+                None => crate::row_log::encode_row(out, self.tag, key, None),
+            }
+        }
+        Ok(())
     }
 
     /// How many inserts, removals and retains this table has had in its transaction.
@@ -143,9 +173,12 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Tracked<'txn, K, V> {
         self.changes
     }
 
-    fn record(&self, key: &[u8]) {
+    fn record(&mut self, key: &[u8]) {
         if let Some(file) = self.file {
             file.record(self.tag, key);
+        }
+        if let Some(keys) = self.logged.as_mut() {
+            keys.push(key.into());
         }
     }
 
@@ -182,14 +215,21 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Tracked<'txn, K, V> {
         // Checked once, before the first key is read: a vacuum whose recording begins
         // meanwhile waits for this transaction before its snapshot, which then holds the
         // removals.
-        let Some(file) = self.file.filter(|f| f.recording()) else {
-            return self.table.retain_in(range, keep);
-        };
-        self.table.retain_in(range, |k, v| {
+        let file = self.file.filter(|f| f.recording());
+        let Tracked { table, logged, .. } = self;
+        if file.is_none() && logged.is_none() {
+            return table.retain_in(range, keep);
+        }
+        table.retain_in(range, |k, v| {
             let bytes = K::as_bytes(&k).as_ref().to_vec();
             let kept = keep(k, v);
             if !kept {
-                file.record(tag, &bytes);
+                if let Some(file) = file {
+                    file.record(tag, &bytes);
+                }
+                if let Some(keys) = logged.as_mut() {
+                    keys.push(bytes.into());
+                }
             }
             kept
         })

@@ -20,7 +20,7 @@ impl TenantKey {
     /// registry never mints 0.
     pub const SERVER: TenantKey = TenantKey(0);
 
-    pub(crate) fn from_raw(n: u64) -> Self {
+    pub(crate) const fn from_raw(n: u64) -> Self {
         TenantKey(n)
     }
 

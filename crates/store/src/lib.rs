@@ -43,6 +43,7 @@ mod recovery;
 pub use recovery::{DEFAULT_FAST_RECOVERY_FROM_BYTES, FileOptions, OpenReport};
 mod registry;
 mod retired;
+mod row_log;
 pub mod stats;
 mod tables;
 mod tenant_metadata;

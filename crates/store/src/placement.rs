@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable};
 
 use crate::db::Db;
 use crate::file_writes::{FileWrites, TableTag, Tracked};
@@ -576,7 +576,7 @@ impl Store {
             return Ok((None, 0));
         };
         // Into the main file, the keys are recorded for a vacuum under way (see `file_writes`).
-        let write = |db: &Database, file: Option<&FileWrites>| -> Result<(), StoreError> {
+        let write = |db: &crate::db::Open, file: Option<&FileWrites>| -> Result<(), StoreError> {
             let _writing = crate::deferred_sync::write_path();
             let mut txn = db.begin_write()?;
             crate::recovery::set_non_durable(&mut txn)?;
@@ -650,13 +650,13 @@ impl Store {
                 }
                 r
             };
-            ftxn.commit().map_err(StoreError::from)?;
+            ftxn.commit()?;
             drop(fdb);
             let mut routing = self.placement.lock_write();
             let committed = txn.take().expect("committed once").commit();
             // Creations and flips change registry rows (maybe even when the commit failed).
             self.registry_committed();
-            committed.map_err(StoreError::from)?;
+            committed?;
             Arc::make_mut(&mut routing).insert(next, Arc::clone(&file.file));
             Ok(r)
         })();
@@ -732,14 +732,14 @@ impl Store {
             };
             (f(&mut writer)?, caught)
         };
-        ftxn.commit().map_err(StoreError::from)?;
+        ftxn.commit()?;
         drop(fdb);
         let mut routing = self.placement.lock_write();
         *commit_reached = true;
         let committed = txn.commit();
         // Creations and flips change registry rows (maybe even when the commit failed).
         self.registry_committed();
-        committed.map_err(StoreError::from)?;
+        committed?;
         Arc::make_mut(&mut routing).insert(t, Arc::clone(&file.file));
         Ok((r, caught))
     }
@@ -809,7 +809,7 @@ impl Store {
             let committed = txn.commit();
             // Creations and flips change registry rows (maybe even when the commit failed).
             self.registry_committed();
-            committed.map_err(StoreError::from)?;
+            committed?;
             Arc::make_mut(&mut routing).remove(&t);
         }
         drop(db);

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redb::{Durability, SetDurabilityError, WriteTransaction};
+use redb::SetDurabilityError;
 
 /// Files at least this long (512 MiB) record their allocator state in every durable commit. A
 /// smaller file's full repair stays under about 1.5 s even from the disk, so a start after a
@@ -72,10 +72,8 @@ pub struct OpenReport {
 /// here. It also turns off the allocator state's record that [`crate::db::Open::begin_write`]
 /// may have turned on: redb reads that setting only in a durable commit, so this changes
 /// nothing today, but the transaction then says what it does.
-pub(crate) fn set_non_durable(txn: &mut WriteTransaction) -> Result<(), SetDurabilityError> {
-    txn.set_durability(Durability::None)?;
-    txn.set_quick_repair(false);
-    Ok(())
+pub(crate) fn set_non_durable(txn: &mut crate::db::WriteTxn) -> Result<(), SetDurabilityError> {
+    txn.set_non_durable()
 }
 
 /// Watches an open for redb's full repair, and logs it: a start that reads a whole large file

@@ -19,7 +19,7 @@ use crate::codec::{
     ChangeOp, MetadataJson, RemovedRecord, decode_json, decode_record, decode_removed_record,
     encode_json, encode_record_with,
 };
-use crate::db::{Db, Open};
+use crate::db::{Db, Open, WriteTxn};
 use crate::deferred_sync::{FileSync, write_path};
 use crate::file_writes::{FileWrites, TableTag, Tracked};
 use crate::group_commit::{GroupCommit, Seq};
@@ -28,6 +28,7 @@ use crate::opened::Opened;
 use crate::placement::Files;
 use crate::recovery::{FileOptions, OpenReport, RepairWatch};
 use crate::registry::{StoredMeta, TenantMeta};
+use crate::row_log::{Logged, RowLog};
 
 pub(crate) const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
 pub(crate) const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
@@ -82,6 +83,30 @@ pub struct Store {
     /// nothing, so every file the snapshots' rows name is still there to link; the tenant's
     /// next save deletes them.
     pub(crate) derived_gate: std::sync::RwLock<()>,
+    /// The main file's row log (see `row_log`), and the thread that checkpoints it.
+    pub(crate) log: Option<Arc<RowLog>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+    /// Row log entries the open applied: writes acknowledged after the last checkpoint.
+    log_replayed: u64,
+}
+
+impl Drop for Store {
+    /// Stops the checkpoints, then makes everything logged durable in the main file, so the
+    /// next open replays nothing.
+    fn drop(&mut self) {
+        let Some(log) = &self.log else {
+            return;
+        };
+        log.stop_checkpoints();
+        if let Some(thread) = self.checkpointer.take() {
+            let _ = thread.join();
+        }
+        if refuse_after_failed_sync(&self.db().sync).is_ok()
+            && let Err(e) = sync(&self.db, &self.commits)
+        {
+            tracing::warn!(error = %e, "closing the store: the last checkpoint failed; the next start replays the row log");
+        }
+    }
 }
 
 impl Store {
@@ -141,6 +166,9 @@ impl Store {
 pub struct Pending {
     /// `None` when the write committed with its own fsync (group commit off).
     pub(crate) waiting: Option<Waiting>,
+    /// When the write's rows went to the row log: it is durable once the log is synced past
+    /// them (and a durable commit holds the unlogged commits before it, see `row_log`).
+    pub(crate) logged: Option<(Arc<RowLog>, Logged)>,
 }
 
 /// What a pending write needs to wait for, or lead, a sync.
@@ -157,10 +185,27 @@ impl Pending {
     /// Returns once the write is on disk, sharing one fsync with every other write committed
     /// meanwhile; an error means the write is not known to be durable.
     pub fn wait_durable(self) -> Result<(), StoreError> {
-        match self.waiting {
-            None => Ok(()),
-            Some(w) => w.group.wait_durable(w.seq, || sync(&w.db, &w.commits)),
+        let Some(w) = self.waiting else {
+            return Ok(());
+        };
+        if let Some((log, logged)) = self.logged {
+            if let Err(e) = log.wait_flushed(logged.lsn) {
+                // Entries taken from the buffer did not reach the disk: no write may commit
+                // now, or a later entry could be acknowledged after a lost one.
+                read_db(&w.db).sync.fail(&e);
+                return Err(StoreError::Unavailable(format!(
+                    "writing the row log: {}",
+                    crate::error::describe_io(&e)
+                )));
+            }
+            if log.durable().unlogged >= logged.needs {
+                return Ok(());
+            }
+            // An unlogged commit before it is not durable yet (rare: a tenant's move between
+            // files, an erasure): the group's sync, a durable commit of the main file, makes
+            // it so.
         }
+        w.group.wait_durable(w.seq, || sync(&w.db, &w.commits))
     }
 }
 
@@ -174,7 +219,7 @@ pub(crate) fn read_db(db: &RwLock<Db>) -> RwLockReadGuard<'_, Db> {
 /// Its fsync happens after the commit has released redb's write lock (see `deferred_sync`), so
 /// the next group's writes commit while the disk syncs this one's. Returns how long the fsync
 /// itself took (not the wait for the write lock before it), which paces the next group.
-fn sync(
+pub(crate) fn sync(
     db: &RwLock<Db>,
     commits: &crate::stats::LatencyHistogram,
 ) -> Result<std::time::Duration, StoreError> {
@@ -182,16 +227,19 @@ fn sync(
     let started = std::time::Instant::now();
     // The file this commit went to, whatever a vacuum swaps in after the guard is released (a
     // vacuum's own commit is durable, and covers every commit before it).
-    let file = {
+    let (file, log, mark) = {
         let db = read_db(db);
         let txn = db.begin_write()?;
-        db.sync.deferring(|| txn.commit())?;
-        db.sync.clone()
+        let mark = txn.commit_empty_deferred(&db.sync)?;
+        (db.sync.clone(), db.log.clone(), mark)
     };
     let syncing = std::time::Instant::now();
     file.sync_owed()
         .map_err(|e| StoreError::Unavailable(crate::error::describe_io(&e)))?;
     let took = syncing.elapsed();
+    if let (Some(log), Some(mark)) = (log, mark) {
+        log.durable_at(mark);
+    }
     commits.observe(started.elapsed());
     Ok(took)
 }
@@ -206,19 +254,25 @@ pub(crate) struct MainTables<'txn> {
 }
 
 impl<'txn> MainTables<'txn> {
+    /// The tables of `txn`; when it `logs` (see `row_log`), each keeps its written keys.
     pub(crate) fn open(
-        txn: &'txn WriteTransaction,
+        txn: &'txn WriteTxn,
         file: &'txn FileWrites,
     ) -> Result<MainTables<'txn>, StoreError> {
+        fn tracked<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
+            txn: &'txn WriteTxn,
+            def: TableDefinition<K, V>,
+            tag: TableTag,
+            file: &'txn FileWrites,
+        ) -> Result<Tracked<'txn, K, V>, StoreError> {
+            let table = Tracked::new(txn.open_table(def)?, tag, Some(file));
+            Ok(if txn.logs() { table.logging() } else { table })
+        }
         Ok(MainTables {
-            data: Tracked::new(txn.open_table(DATA)?, TableTag::Data, Some(file)),
-            registry: Tracked::new(txn.open_table(REGISTRY)?, TableTag::Registry, Some(file)),
-            meta: Tracked::new(txn.open_table(META)?, TableTag::Meta, Some(file)),
-            credentials: Tracked::new(
-                txn.open_table(CREDENTIALS)?,
-                TableTag::Credentials,
-                Some(file),
-            ),
+            data: tracked(txn, DATA, TableTag::Data, file)?,
+            registry: tracked(txn, REGISTRY, TableTag::Registry, file)?,
+            meta: tracked(txn, META, TableTag::Meta, file)?,
+            credentials: tracked(txn, CREDENTIALS, TableTag::Credentials, file)?,
         })
     }
 }
@@ -309,11 +363,30 @@ impl Store {
     pub fn open_with(path: &Path, options: FileOptions) -> Result<Store, StoreError> {
         crate::main_file_guard::check_before_open(path)?;
         crate::vacuum::remove_leftover(path)?;
-        let db = open_database(path, options)?;
+        let mut db = open_database(path, options)?;
+        let (log, replayed) = crate::row_log::open(path, &db)?;
+        let log = Arc::new(log);
+        db.attach_log(Arc::clone(&log))?;
         crate::main_file_guard::mark_after_open(path)?;
+        let db = Arc::new(RwLock::new(db));
+        let commits: Arc<crate::stats::LatencyHistogram> = Arc::default();
+        let checkpointer = {
+            let (log, db, commits) = (Arc::clone(&log), Arc::clone(&db), Arc::clone(&commits));
+            std::thread::Builder::new()
+                .name("strata-checkpoint".into())
+                .spawn(move || {
+                    let _writing = write_path();
+                    log.run_checkpoints(&|| sync(&db, &commits).map(|_| ()));
+                })
+                .map_err(|source| StoreError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?
+        };
+        let opened = read_db(&db).opened;
         Ok(Store {
-            opened: db.opened,
-            db: Arc::new(RwLock::new(db)),
+            opened,
+            db,
             path: path.to_path_buf(),
             options,
             vacuums: 0.into(),
@@ -321,7 +394,7 @@ impl Store {
             group: Arc::default(),
             batch: Default::default(),
             batching: AtomicBool::new(true),
-            commits: Arc::default(),
+            commits,
             placement: crate::placement::Placement::beside(path, options),
             change_log_cap: crate::changelog::DEFAULT_CHANGE_LOG_CAP.into(),
             tracking: Default::default(),
@@ -330,6 +403,9 @@ impl Store {
             retired: Default::default(),
             registry_epoch: 0.into(),
             derived_gate: Default::default(),
+            log: Some(log),
+            checkpointer: Some(checkpointer),
+            log_replayed: replayed.entries,
         })
     }
 
@@ -379,6 +455,26 @@ impl Store {
     /// repaired in full (see `recovery`).
     pub fn open_report(&self) -> OpenReport {
         self.opened
+    }
+
+    /// Makes every write acknowledged so far durable in the main file itself (a durable commit
+    /// of it), as the store's checkpoint thread does every few hundred milliseconds; the row
+    /// log's older file is then free for reuse.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let _writing = write_path();
+        refuse_after_failed_sync(&self.db().sync)?;
+        match &self.log {
+            Some(log) => log
+                .checkpoint(&|| sync(&self.db, &self.commits).map(|_| ()))
+                .map(|_| ()),
+            None => sync(&self.db, &self.commits).map(|_| ()),
+        }
+    }
+
+    /// How many transactions the open applied from the row log (see `row_log`): writes
+    /// acknowledged after the main file's last checkpoint, which a crash or a kill left there.
+    pub fn log_entries_replayed(&self) -> u64 {
+        self.log_replayed
     }
 
     pub(crate) fn db(&self) -> RwLockReadGuard<'_, Db> {
@@ -521,7 +617,7 @@ impl Store {
                 }),
             ),
         };
-        let (result, dirty, registry_written) = {
+        let (result, dirty, registry_written, rows) = {
             let tables = MainTables::open(&txn, &self.file_writes)?;
             let mut writer = Writer {
                 data: tables.data,
@@ -544,7 +640,11 @@ impl Store {
                 .into_iter()
                 .filter(|k| writer.dedicated.get(*k).is_some_and(|(_, d)| *d))
                 .collect();
-            (result, dirty, registry_written)
+            let rows = match &result {
+                Ok(_) => writer.log_rows()?,
+                Err(_) => Vec::new(),
+            };
+            (result, dirty, registry_written, rows)
         };
         // On error, dropping the uncommitted transactions aborts them.
         let r = result?;
@@ -553,17 +653,17 @@ impl Store {
         refuse_after_failed_sync(&db.sync)?;
         for (key, ftxn) in txns.into_entries() {
             if dirty.contains(&key) {
-                ftxn.commit().map_err(StoreError::from)?;
+                ftxn.commit()?;
             }
         }
         let started = std::time::Instant::now();
-        let committed = txn.commit();
+        let committed = txn.commit_logged(&rows);
         // Whatever the commit returned: a commit that failed late (its sync, say) may still
         // have changed the registry, and a needless bump only costs a registry read.
         if registry_written {
             self.registry_committed();
         }
-        committed.map_err(StoreError::from)?;
+        let logged = committed?;
         if entered.is_none() {
             self.commits.observe(started.elapsed());
         }
@@ -578,7 +678,8 @@ impl Store {
         });
         // A commit path, not a reader's: where a database a vacuum swapped out closes.
         self.retired.close_unread();
-        Ok((r, Pending { waiting }))
+        let logged = logged.and_then(|l| Some((Arc::clone(self.log.as_ref()?), l)));
+        Ok((r, Pending { waiting, logged }))
     }
 
     /// A write of dedicated tenant `t` in its own file.
@@ -642,7 +743,7 @@ impl Store {
         // Again: a sync may have failed while `f` ran.
         refuse_after_failed_sync(&db.sync)?;
         let started = std::time::Instant::now();
-        txn.commit().map_err(StoreError::from)?;
+        txn.commit()?;
         if entered.is_none() {
             self.commits.observe(started.elapsed());
         }
@@ -653,7 +754,13 @@ impl Store {
             group: Arc::clone(&file.group),
             commits: Arc::clone(&self.commits),
         });
-        Ok((r, Pending { waiting }))
+        Ok((
+            r,
+            Pending {
+                waiting,
+                logged: None,
+            },
+        ))
     }
 }
 
@@ -696,7 +803,7 @@ pub(crate) type DataTable<'txn> = Tracked<'txn, &'static [u8], &'static [u8]>;
 /// Dedicated files' write transactions begun by a server-wide write. A file's guard is held
 /// only while its transaction begins: nothing takes a dedicated file's write lock (only the
 /// main file is compacted).
-type FileTxns = Opened<TenantKey, WriteTransaction>;
+type FileTxns = Opened<TenantKey, WriteTxn>;
 
 /// The dedicated files a server-wide write may join, and those it has joined.
 pub(crate) struct LazyFiles<'txn> {
@@ -730,6 +837,20 @@ pub struct Writer<'txn> {
 }
 
 impl Writer<'_> {
+    /// The row log payload of this transaction's writes to the main file: every key written,
+    /// with its value as the transaction now holds it (see `row_log`). Empty unless the tables
+    /// keep their keys.
+    pub(crate) fn log_rows(&mut self) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        self.data.log_rows(&mut out)?;
+        if let Registry::Write(t) = &mut self.registry {
+            t.log_rows(&mut out)?;
+        }
+        self.meta.log_rows(&mut out)?;
+        self.credentials.log_rows(&mut out)?;
+        Ok(out)
+    }
+
     /// Changes made so far to the main file's tables in this transaction (every write goes
     /// through a [`Tracked`] table): a batch's leader compares it before and after a closure
     /// that failed, to know whether the closure left anything behind.

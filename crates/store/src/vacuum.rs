@@ -203,6 +203,9 @@ impl Store {
                 // Settled only if no erasure set the record since the snapshot: one that did
                 // may have left bytes in the new file's free pages.
                 let settled = !owed_written && !keys.contains(&owed_key());
+                // The row log's position, which every commit writes beside its rows.
+                let mut keys = keys;
+                keys.extend(crate::row_log::tagged_meta_keys());
                 db.begin_read()
                     .map_err(StoreError::from)
                     .and_then(|src| catch_up(&src, &fresh, &keys, settled))
@@ -226,7 +229,7 @@ impl Store {
             }
         };
         drop(recording);
-        let (fresh, settled) = match fresh {
+        let (mut fresh, settled) = match fresh {
             Ok(fresh) => fresh,
             Err(e) => {
                 let _ = std::fs::remove_file(&new_path);
@@ -249,7 +252,16 @@ impl Store {
         // From here the main file's name reaches the new file: the new database must take the
         // old one's place whatever happens, or later writes would go to a file no name reaches.
         let dir_synced = sync_dir(&self.path);
+        // Every commit from now on keeps the log's bookkeeping in the new file; it holds the
+        // log's position as the old one did (copied under this lock).
+        let attached = match &self.log {
+            Some(log) => fresh.attach_log(std::sync::Arc::clone(log)),
+            None => Ok(()),
+        };
         let old = std::mem::replace(&mut *db, fresh);
+        if let Err(e) = &attached {
+            db.sync.fail(&std::io::Error::other(e.to_string()));
+        }
         if let Err(e) = &dir_synced {
             // A crash could still bring the old file back under the name, without every write
             // committed from now on: refuse them until a restart.
@@ -268,8 +280,13 @@ impl Store {
                 crate::error::describe_io(&e)
             ))
         })?;
+        attached?;
         self.vacuums
             .fetch_add(1, std::sync::atomic::Ordering::Release);
+        // The row log may still hold rows the vacuum was for (a purged tenant's): emptied.
+        if let Some(log) = &self.log {
+            log.scrub(&|| crate::tables::sync(&self.db, &self.commits).map(|_| ()))?;
+        }
         Ok(Vacuumed::Done { settled })
     }
 

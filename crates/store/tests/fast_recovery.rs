@@ -2,9 +2,11 @@
 //! opened without a full repair, one whose commit did not is repaired by reading all of it, and
 //! nothing acknowledged is lost either way.
 //!
-//! The crash is a copy of the main file taken while the store still has it open, after its
-//! writes were acknowledged: that is what a `SIGKILL` leaves on disk (everything written to the
-//! file, no clean close). `crates/engine/tests/crash.rs` does the same with real kills.
+//! The crash is a copy of the main file and its row log taken while the store still has them
+//! open, after its writes were acknowledged and a checkpoint made them durable in the main file
+//! (whose durable commits are what record the allocator state): that is what a `SIGKILL` leaves
+//! on disk (everything written to the files, no clean close). `crates/engine/tests/crash.rs`
+//! does the same with real kills.
 
 use std::path::{Path, PathBuf};
 
@@ -40,9 +42,16 @@ fn crash_image(
             .write(|w| w.put_blob(key, &format!("b{i}"), &blob(i, blob_bytes)))
             .unwrap();
     }
+    store.checkpoint().unwrap();
     let copy = dir.join("crashed");
     std::fs::create_dir(&copy).unwrap();
-    std::fs::copy(&path, copy.join("db")).unwrap();
+    // The main file and its row log's files beside it.
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with("db") {
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+    }
     drop(store);
     (copy.join("db"), key)
 }

@@ -27,6 +27,10 @@ fn dump(store: &Store) -> Dump {
     }
     for entry in txn.open_table(META).unwrap().iter().unwrap() {
         let (k, v) = entry.unwrap();
+        // The row log's position counts commits, which the two ways of erasing differ in.
+        if k.value().starts_with("row_log_") {
+            continue;
+        }
         out.push((
             2,
             k.value().as_bytes().to_vec(),

@@ -1,6 +1,7 @@
 use super::*;
 use crate::Reads;
 use crate::recovery::FileOptions;
+use redb::Database;
 use strata_types::TenantId;
 
 use crate::test_tenant::{put, tenant};
