@@ -543,7 +543,7 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
         out,
         "strata_store_commit_duration_seconds",
         "histogram",
-        "Durable commits, fsync included.",
+        "Syncs that made writes durable: row log syncs and durable commits, fsync included.",
     );
     histogram(out, "strata_store_commit_duration_seconds", "", &x.commits);
     vacuums(out, &x.vacuums);

@@ -249,6 +249,9 @@ impl Store {
                 stop()
             })?;
             drop(s);
+            // A copy is no start of this server's: no row log file it is put beside (the
+            // source's own, say, when the main file alone is restored) is ever replayed into it.
+            crate::row_log::new_epoch_in(&fresh)?;
             // Written in order, the new file has few free pages; compaction releases them. One
             // call runs every pass, and is not interrupted: asked before it.
             stop()?;

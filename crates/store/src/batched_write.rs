@@ -274,7 +274,7 @@ impl Store {
         let mut ran = Vec::new();
         let mut aborted_at = None;
         let mut next = list.len();
-        let (registry_written, rows) = {
+        let (registry_written, mut rows) = {
             let first = jobs[list[0]].tenant;
             let tables = MainTables::open(&txn, &self.file_writes)?;
             let mut writer = Writer {
@@ -330,7 +330,7 @@ impl Store {
         }
         // Again: a sync may have failed while the closures ran.
         refuse_after_failed_sync(&db.sync)?;
-        let committed = txn.commit_logged(&rows);
+        let committed = txn.commit_logged(&mut rows);
         if registry_written {
             self.registry_committed();
         }

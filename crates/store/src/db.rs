@@ -133,7 +133,7 @@ impl WriteTxn {
     /// Commits a non-durable transaction whose rows `rows` (see `row_log::format`) go to the
     /// row log; `None` when the file has no log or the commit is durable anyway, and then it
     /// is committed as [`WriteTxn::commit`] does.
-    pub(crate) fn commit_logged(self, rows: &[u8]) -> Result<Option<Logged>, StoreError> {
+    pub(crate) fn commit_logged(self, rows: &mut [u8]) -> Result<Option<Logged>, StoreError> {
         match &self.log {
             Some(log) if !self.durable => log.commit_logged(self.txn, rows).map(Some),
             _ => self.commit().map(|()| None),

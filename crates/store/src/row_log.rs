@@ -27,7 +27,8 @@
 //! - At open, the entries after the durable state's number, of the epoch that state records,
 //!   are applied in order in one durable transaction, up to the first that does not decode, does
 //!   not follow, or needs unlogged commits the state lacks (none of those was acknowledged);
-//!   the epoch then moves on, so whatever the files still hold is never read again.
+//!   the epoch then changes (to a random value, which a backup's copy of the main file also
+//!   gets), so whatever the files still hold is never read again, nor replayed into a copy.
 //! - The log is two files used in turn. A checkpoint first moves appends to the other file,
 //!   then commits durably: everything in the file it left is then in the main file, and only
 //!   then may the next checkpoint move appends back to it. Files are overwritten in place,
@@ -46,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use redb::WriteTransaction;
 
-pub(crate) use format::encode_row;
+pub(crate) use format::{begin_entry, encode_row};
 pub(crate) use replay::open;
 
 use crate::StoreError;
@@ -202,6 +203,39 @@ fn prewrite(file: &File, round: u64) -> std::io::Result<()> {
     file.sync_data()
 }
 
+/// An epoch no start has used (random: a copy of a main file, such as a backup's, carries
+/// its source's epoch until it is given a new one, and two servers' epochs must not meet).
+pub(crate) fn fresh_epoch(previous: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(previous);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.write_u32(std::process::id());
+        let epoch = h.finish();
+        if epoch != 0 && epoch != previous {
+            return epoch;
+        }
+    }
+}
+
+/// Gives the main file copy `db` (a backup's) an epoch of its own (see [`fresh_epoch`]).
+pub(crate) fn new_epoch_in(db: &redb::Database) -> Result<(), StoreError> {
+    use redb::ReadableTable;
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let previous = meta.get(LOG_EPOCH)?.map_or(0, |v| v.value());
+        meta.insert(LOG_EPOCH, fresh_epoch(previous))?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
 /// The log's rows in the `meta` table, tagged as the vacuum's recording tags its keys (see
 /// `file_writes`): a vacuum's swap copies them into the new file.
 pub(crate) fn tagged_meta_keys() -> impl Iterator<Item = Vec<u8>> {
@@ -248,25 +282,26 @@ impl RowLog {
         }
     }
 
-    /// Commits `txn` as a logged transaction with `rows` (an encoded payload): its number is
-    /// written in it, and its entry buffered once it committed.
+    /// Commits `txn` as a logged transaction with `entry` (begun with [`begin_entry`], its
+    /// rows after): its number is written in it, the entry sealed before the commit and
+    /// buffered once it committed (nothing that can fail comes between).
     pub(crate) fn commit_logged(
         &self,
         txn: WriteTransaction,
-        rows: &[u8],
+        entry: &mut [u8],
     ) -> Result<Logged, StoreError> {
         let mut order = lock(&self.order);
         let lsn = order.lsn + 1;
+        let needs = order.unlogged;
+        format::seal_entry(entry, self.epoch, lsn, needs).map_err(StoreError::Engine)?;
         txn.open_table(META)?.insert(LOG_LSN, lsn)?;
         txn.commit()?;
         order.lsn = lsn;
-        let needs = order.unlogged;
         let ask = {
             let mut buf = lock(&self.buf);
-            let before = buf.bytes.len();
-            format::encode_entry(&mut buf.bytes, self.epoch, lsn, needs, rows);
+            buf.bytes.extend_from_slice(entry);
             buf.last = lsn;
-            buf.total += (buf.bytes.len() - before) as u64;
+            buf.total += entry.len() as u64;
             buf.total - buf.at_checkpoint >= CHECKPOINT_BYTES
         };
         drop(order);
@@ -320,7 +355,11 @@ impl RowLog {
     /// Returns once entry `lsn` is synced in a file, flushing every buffered entry if nobody
     /// else is. (A group commit whose leader waits for writers on their way and lingers for
     /// them was measured slower here: a flush is short, and the next one starts at once.)
-    pub(crate) fn wait_flushed(&self, lsn: u64) -> std::io::Result<()> {
+    pub(crate) fn wait_flushed(
+        &self,
+        lsn: u64,
+        syncs: &crate::stats::LatencyHistogram,
+    ) -> std::io::Result<()> {
         let mut state = lock(&self.flushed);
         loop {
             if let Some((kind, why)) = &state.failed {
@@ -332,8 +371,12 @@ impl RowLog {
             match self.files.try_lock() {
                 Ok(mut files) => {
                     drop(state);
+                    let started = Instant::now();
                     let flushed = self.flush(&mut files);
                     drop(files);
+                    if flushed.is_ok() {
+                        syncs.observe(started.elapsed());
+                    }
                     state = lock(&self.flushed);
                     Self::settle(&mut state, flushed);
                     self.flushed_cv.notify_all();
@@ -349,6 +392,25 @@ impl RowLog {
                 }
             }
         }
+    }
+
+    /// Releases the files' lock taken by other than [`RowLog::wait_flushed`]'s flush, and wakes
+    /// the waiters that found it held (each looks again: it may flush now). The `flushed` lock
+    /// is taken first, so a waiter between its look and its wait is not missed.
+    fn release(&self, files: MutexGuard<'_, Files>) {
+        drop(files);
+        drop(lock(&self.flushed));
+        self.flushed_cv.notify_all();
+    }
+
+    /// Fails the log: every later wait for it reports `why`, and the store refuses writes (its
+    /// caller fails the main file's syncs).
+    pub(crate) fn fail(&self, why: &StoreError) {
+        let mut state = lock(&self.flushed);
+        if state.failed.is_none() {
+            state.failed = Some((std::io::ErrorKind::Other, why.to_string()));
+        }
+        self.flushed_cv.notify_all();
     }
 
     /// Records a flush's outcome: the last entry now synced, or its failure, which every
@@ -387,10 +449,10 @@ impl RowLog {
         let _one = lock(&self.checkpointing);
         let left = self.checkpoint_holding(durable_commit)?;
         if let Some((file, round, path)) = left.as_ref().and_then(|&l| self.prewrite_of(l)) {
-            prewrite(&file, round).map_err(|source| StoreError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
+            // Only speed is at stake: a file not prewritten is appended to.
+            if let Err(e) = prewrite(&file, round) {
+                tracing::warn!(file = %path.display(), error = %e, "row log: prewriting a file failed");
+            }
         }
         Ok(left)
     }
@@ -399,8 +461,12 @@ impl RowLog {
     /// round held, and its path.
     fn prewrite_of(&self, left: usize) -> Option<(File, u64, PathBuf)> {
         let files = lock(&self.files);
-        let file = files.files[left].try_clone().ok()?;
-        Some((file, files.round_bytes[left], files.paths[left].clone()))
+        let of = files.files[left]
+            .try_clone()
+            .ok()
+            .map(|file| (file, files.round_bytes[left], files.paths[left].clone()));
+        self.release(files);
+        of
     }
 
     /// [`RowLog::checkpoint`] for the holder of `checkpointing`.
@@ -425,10 +491,13 @@ impl RowLog {
                 self.flushed_cv.notify_all();
             }
             if let Some(e) = failed {
+                self.release(files);
                 return Err(e);
             }
             let was = files.active;
-            files.rotate(self.durable().lsn).then_some(was)
+            let left = files.rotate(self.durable().lsn).then_some(was);
+            self.release(files);
+            left
         };
         durable_commit()?;
         Ok(left)
@@ -449,12 +518,10 @@ impl RowLog {
             if let Some(left) = self.checkpoint_holding(durable_commit)? {
                 let files = lock(&self.files);
                 let file = &files.files[left];
-                file.set_len(0)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|source| StoreError::Io {
-                        path: files.paths[left].display().to_string(),
-                        source,
-                    })?;
+                let emptying = file.set_len(0).and_then(|()| file.sync_all());
+                let path = files.paths[left].display().to_string();
+                self.release(files);
+                emptying.map_err(|source| StoreError::Io { path, source })?;
                 emptied[left] = true;
             }
             if emptied == [true, true] {
@@ -469,13 +536,18 @@ impl RowLog {
     /// Syncs of the log's files so far.
     #[cfg(test)]
     pub(crate) fn syncs_for_test(&self) -> u64 {
-        lock(&self.files).syncs
+        let files = lock(&self.files);
+        let syncs = files.syncs;
+        self.release(files);
+        syncs
     }
 
     /// Makes the log's next sync fail.
     #[cfg(test)]
     pub(crate) fn fail_next_sync_for_test(&self) {
-        lock(&self.files).fail_next = true;
+        let mut files = lock(&self.files);
+        files.fail_next = true;
+        self.release(files);
     }
 
     /// Holds the checkpoint thread's checkpoints (while `on`).
@@ -533,6 +605,8 @@ impl RowLog {
                 continue;
             }
             if let Err(e) = self.checkpoint(durable_commit) {
+                // Nothing may be acknowledged through a log no checkpoint empties any more.
+                self.fail(&e);
                 tracing::error!(error = %e, "row log checkpoint failed; writes are refused until a restart");
                 return;
             }

@@ -189,7 +189,7 @@ impl Pending {
             return Ok(());
         };
         if let Some((log, logged)) = self.logged {
-            if let Err(e) = log.wait_flushed(logged.lsn) {
+            if let Err(e) = log.wait_flushed(logged.lsn, &w.commits) {
                 // Entries taken from the buffer did not reach the disk: no write may commit
                 // now, or a later entry could be acknowledged after a lost one.
                 read_db(&w.db).sync.fail(&e);
@@ -376,7 +376,14 @@ impl Store {
                 .name("strata-checkpoint".into())
                 .spawn(move || {
                     let _writing = write_path();
-                    log.run_checkpoints(&|| sync(&db, &commits).map(|_| ()));
+                    log.run_checkpoints(&|| {
+                        sync(&db, &commits).map(|_| ()).inspect_err(|e| {
+                            // Whatever the commit left unsynced is not known to be on disk.
+                            read_db(&db)
+                                .sync
+                                .fail(&std::io::Error::other(e.to_string()));
+                        })
+                    });
                 })
                 .map_err(|source| StoreError::Io {
                     path: path.display().to_string(),
@@ -617,7 +624,7 @@ impl Store {
                 }),
             ),
         };
-        let (result, dirty, registry_written, rows) = {
+        let (result, dirty, registry_written, mut rows) = {
             let tables = MainTables::open(&txn, &self.file_writes)?;
             let mut writer = Writer {
                 data: tables.data,
@@ -657,7 +664,7 @@ impl Store {
             }
         }
         let started = std::time::Instant::now();
-        let committed = txn.commit_logged(&rows);
+        let committed = txn.commit_logged(&mut rows);
         // Whatever the commit returned: a commit that failed late (its sync, say) may still
         // have changed the registry, and a needless bump only costs a registry read.
         if registry_written {
@@ -841,7 +848,7 @@ impl Writer<'_> {
     /// with its value as the transaction now holds it (see `row_log`). Empty unless the tables
     /// keep their keys.
     pub(crate) fn log_rows(&mut self) -> Result<Vec<u8>, StoreError> {
-        let mut out = Vec::new();
+        let mut out = crate::row_log::begin_entry();
         self.data.log_rows(&mut out)?;
         if let Registry::Write(t) = &mut self.registry {
             t.log_rows(&mut out)?;

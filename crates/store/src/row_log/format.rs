@@ -34,20 +34,41 @@ pub(crate) struct Entry<'a> {
     pub(crate) payload: &'a [u8],
 }
 
-/// Appends one entry to `out`.
-pub(crate) fn encode_entry(out: &mut Vec<u8>, epoch: u64, lsn: u64, needs: u64, payload: &[u8]) {
-    let len = u32::try_from(payload.len()).expect("a transaction's rows fit in 4 GiB");
-    let start = out.len();
-    out.extend_from_slice(&MAGIC.to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&epoch.to_le_bytes());
-    out.extend_from_slice(&lsn.to_le_bytes());
-    out.extend_from_slice(&needs.to_le_bytes());
+/// An entry being built: room for its header, then its rows ([`encode_row`]), then
+/// [`seal_entry`].
+pub(crate) fn begin_entry() -> Vec<u8> {
+    vec![0; HEADER]
+}
+
+/// Writes the header of `entry` (begun with [`begin_entry`]) for its payload; refused for a
+/// payload of 4 GiB or more (before the transaction commits, so nothing is left unlogged).
+pub(crate) fn seal_entry(entry: &mut [u8], epoch: u64, lsn: u64, needs: u64) -> Result<(), String> {
+    let (header, payload) = entry.split_at_mut(HEADER);
+    let len = u32::try_from(payload.len()).map_err(|_| {
+        format!(
+            "a transaction's rows are {} bytes, past the row log's 4 GiB",
+            payload.len()
+        )
+    })?;
+    header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    header[4..8].copy_from_slice(&len.to_le_bytes());
+    header[8..16].copy_from_slice(&epoch.to_le_bytes());
+    header[16..24].copy_from_slice(&lsn.to_le_bytes());
+    header[24..32].copy_from_slice(&needs.to_le_bytes());
     let mut crc = crc32fast::Hasher::new();
-    crc.update(&out[start + 4..start + 32]);
+    crc.update(&header[4..32]);
     crc.update(payload);
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.extend_from_slice(payload);
+    header[32..36].copy_from_slice(&crc.finalize().to_le_bytes());
+    Ok(())
+}
+
+/// Appends one whole entry to `out` (tests).
+#[cfg(test)]
+pub(crate) fn encode_entry(out: &mut Vec<u8>, epoch: u64, lsn: u64, needs: u64, payload: &[u8]) {
+    let mut entry = begin_entry();
+    entry.extend_from_slice(payload);
+    seal_entry(&mut entry, epoch, lsn, needs).expect("a test's payload is small");
+    out.extend_from_slice(&entry);
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {

@@ -59,7 +59,19 @@ pub(crate) fn open(main: &Path, db: &Open) -> Result<(RowLog, Replayed), StoreEr
         contents.push(std::fs::read(path).map_err(|e| io(path, e))?);
         files.push(file);
     }
+    // A file just created must stay named after a power loss, with the entries synced in it.
+    if let Some(dir) = main.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(dir, e))?;
+    }
     let chains: Vec<Vec<Entry<'_>>> = contents.iter().map(|c| format::chain(c, epoch)).collect();
+    let next_epoch = super::fresh_epoch(epoch);
     let entries = to_replay(&chains, state);
     let mut replayed = Replayed::default();
     let mut last = state.lsn;
@@ -82,7 +94,7 @@ pub(crate) fn open(main: &Path, db: &Open) -> Result<(RowLog, Replayed), StoreEr
                 last = entry.lsn;
             }
             tables.2.insert(LOG_LSN, last)?;
-            tables.2.insert(LOG_EPOCH, epoch + 1)?;
+            tables.2.insert(LOG_EPOCH, next_epoch)?;
         }
         // Durable (the default): synced before the files are written again.
         txn.commit()?;
@@ -101,7 +113,7 @@ pub(crate) fn open(main: &Path, db: &Open) -> Result<(RowLog, Replayed), StoreEr
         lsn: last,
         unlogged: state.unlogged,
     };
-    Ok((RowLog::new(epoch + 1, durable, files, paths), replayed))
+    Ok((RowLog::new(next_epoch, durable, files, paths), replayed))
 }
 
 /// The entries to apply onto a durable state at `state`, in order: from the one after its

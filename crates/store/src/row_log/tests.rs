@@ -183,3 +183,29 @@ fn checkpoints_reuse_the_two_files_in_turn_and_a_restart_replays_nothing_after_a
     assert_eq!(reopened.log_entries_replayed(), 0);
     assert_eq!(blob(&reopened, "r5"), Some(vec![7; 3000]));
 }
+
+/// A backup's main file, restored beside the source's row log (the main file alone put back),
+/// replays none of the source's entries: it has an epoch of its own.
+#[test]
+fn a_backup_restored_beside_the_sources_log_replays_none_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("main.redb");
+    let store = Store::open(&path).unwrap();
+    store.log.as_ref().unwrap().hold_checkpoints(true);
+    put(&store, "before", b"1");
+    let dest = dir.path().join("backup");
+    store
+        .backup(&dest, &Default::default(), &|| Ok(()))
+        .unwrap();
+    // Acknowledged after the backup began: in the source's log, not in the backup.
+    put(&store, "after", b"2");
+    let restored = tempfile::tempdir().unwrap();
+    std::fs::copy(dest.join("main.redb"), restored.path().join("main.redb")).unwrap();
+    for p in super::paths_of(&path) {
+        std::fs::copy(&p, restored.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let reopened = Store::open(&restored.path().join("main.redb")).unwrap();
+    assert_eq!(reopened.log_entries_replayed(), 0);
+    assert_eq!(blob(&reopened, "before"), Some(b"1".to_vec()));
+    assert_eq!(blob(&reopened, "after"), None);
+}
