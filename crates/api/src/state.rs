@@ -253,7 +253,7 @@ impl AppState {
             return Ok(None);
         }
         // The wait shows in Server-Timing's `prepare` span (body read to job queued).
-        self.parse_slots.acquire(tenant).await.map(Some)
+        self.parse_slots.acquire(tenant, len).await.map(Some)
     }
 
     /// Reserves the estimate of an answer of `records` records of `shape` in the tenant's
