@@ -31,11 +31,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use crate::batch::Batcher;
+use crate::db::Committed;
 use crate::deferred_sync::batch_write_path;
 use crate::group_commit::Seq;
 use crate::keys::TenantKey;
 use crate::opened::Opened;
-use crate::row_log::Logged;
 use crate::tables::{
     MainTables, Pending, Registry, Route, Waiting, Writer, refuse_after_failed_sync,
 };
@@ -61,9 +61,8 @@ unsafe impl Send for Job {}
 /// What became of one queued write.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Committed (not yet durable) by the commit registered as this, logged as this when its
-    /// rows went to the row log.
-    Committed(Seq, Option<Logged>),
+    /// Committed by the commit registered as this, durable as that says (see `Committed`).
+    Committed(Seq, Committed),
     /// Its closure failed or panicked: nothing of it was committed; its caller holds why.
     Failed,
     /// Storage failed the batch: nothing of it is known to be committed. `true`: the file
@@ -160,8 +159,7 @@ impl Store {
             std::panic::resume_unwind(p);
         }
         match (outcome, out) {
-            (Outcome::Committed(seq, logged), Some(Ok(r))) => {
-                let logged = logged.and_then(|l| Some((Arc::clone(self.log.as_ref()?), l)));
+            (Outcome::Committed(seq, committed), Some(Ok(r))) => {
                 let waiting = Waiting {
                     seq,
                     db: Arc::clone(&self.db),
@@ -170,10 +168,7 @@ impl Store {
                 };
                 Ok((
                     r,
-                    Pending {
-                        waiting: Some(waiting),
-                        logged,
-                    },
+                    Pending::after(committed, Some(waiting), self.log.as_ref()),
                 ))
             }
             (Outcome::Failed, Some(Err(e))) => Err(e),
@@ -216,12 +211,12 @@ impl Store {
             match self.run_round(jobs, &list, alone, &mut outcomes) {
                 Ok(Round::Committed {
                     seq,
-                    logged,
+                    committed,
                     ran,
                     rest,
                 }) => {
                     for i in ran {
-                        outcomes[i] = Some(Outcome::Committed(seq, logged));
+                        outcomes[i] = Some(Outcome::Committed(seq, committed));
                     }
                     // Left over by the byte cap, or after an `alone` round (which runs to
                     // the end of its list): ahead of whatever else is still to run.
@@ -314,7 +309,7 @@ impl Store {
             }
             let rows = match aborted_at {
                 None => writer.log_rows()?,
-                Some(_) => Vec::new(),
+                Some(_) => None,
             };
             (writer.registry_written, rows)
         };
@@ -330,11 +325,11 @@ impl Store {
         }
         // Again: a sync may have failed while the closures ran.
         refuse_after_failed_sync(&db.sync)?;
-        let committed = txn.commit_logged(&mut rows);
+        let committed = txn.commit_logged(rows.as_deref_mut());
         if registry_written {
             self.registry_committed();
         }
-        let logged = committed?;
+        let committed = committed?;
         drop(db);
         // Out of the group's open set first: a sync starting meanwhile need not wait for the
         // close below.
@@ -343,7 +338,7 @@ impl Store {
         self.retired.close_unread();
         Ok(Round::Committed {
             seq,
-            logged,
+            committed,
             ran,
             rest: list[next..].to_vec(),
         })
@@ -355,7 +350,7 @@ enum Round {
     /// `ran` committed as `seq`; `rest` are left for the next transaction (the byte cap).
     Committed {
         seq: Seq,
-        logged: Option<Logged>,
+        committed: Committed,
         ran: Vec<usize>,
         rest: Vec<usize>,
     },

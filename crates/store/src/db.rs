@@ -96,16 +96,18 @@ impl Open {
     /// `recovery` lists the few durable commits that do not.
     pub(crate) fn begin_write(&self) -> Result<WriteTxn, TransactionError> {
         let mut txn = self.database.begin_write()?;
-        if self
+        let quick_repair = self
             .fast_recovery_from
-            .is_some_and(|from| self.sync.file_len() >= from)
-        {
+            .is_some_and(|from| self.sync.file_len() >= from);
+        if quick_repair {
             txn.set_quick_repair(true);
         }
         Ok(WriteTxn {
             txn,
             log: self.log.clone(),
             durable: true,
+            quick_repair,
+            sync: self.sync.clone(),
         })
     }
 }
@@ -119,6 +121,24 @@ pub(crate) struct WriteTxn {
     log: Option<Arc<RowLog>>,
     /// Whether the commit syncs (see [`crate::recovery::set_non_durable`]).
     durable: bool,
+    /// Whether a durable commit records the allocator state (see `recovery`).
+    quick_repair: bool,
+    /// The file's syncs.
+    sync: FileSync,
+}
+
+/// The largest transaction whose rows go to the row log (see [`WriteTxn::commit_logged`]).
+pub(crate) const MAX_LOGGED_BYTES: usize = 1 << 20;
+
+/// How a write transaction of the store committed, and what makes it durable.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Committed {
+    /// Its rows are in the row log: durable once the log is synced past them.
+    Logged(Logged),
+    /// Its commit synced the file.
+    Synced,
+    /// Durable at the next durable commit of its file (the group's).
+    Unsynced,
 }
 
 impl WriteTxn {
@@ -131,12 +151,37 @@ impl WriteTxn {
     }
 
     /// Commits a non-durable transaction whose rows `rows` (see `row_log::format`) go to the
-    /// row log; `None` when the file has no log or the commit is durable anyway, and then it
-    /// is committed as [`WriteTxn::commit`] does.
-    pub(crate) fn commit_logged(self, rows: &mut [u8]) -> Result<Option<Logged>, StoreError> {
-        match &self.log {
-            Some(log) if !self.durable => log.commit_logged(self.txn, rows).map(Some),
-            _ => self.commit().map(|()| None),
+    /// row log. Rows past [`MAX_LOGGED_BYTES`] are not logged: the transaction commits durably
+    /// instead (a batch of a thousand records writes its pages once, where logging it would
+    /// write it twice, to the log and at the next checkpoint). Without a log, or for a durable
+    /// transaction, it commits as [`WriteTxn::commit`] does.
+    pub(crate) fn commit_logged(
+        mut self,
+        rows: Option<&mut [u8]>,
+    ) -> Result<Committed, StoreError> {
+        match (&self.log, rows) {
+            (Some(log), Some(rows)) if !self.durable && rows.len() <= MAX_LOGGED_BYTES => {
+                log.commit_logged(self.txn, rows).map(Committed::Logged)
+            }
+            (Some(log), _) if !self.durable => {
+                // Its sync after redb's write lock is released, as a group's is.
+                self.txn.set_durability(redb::Durability::Immediate)?;
+                self.txn.set_quick_repair(self.quick_repair);
+                let mark = log.commit_unlogged_deferred(self.txn, &self.sync)?;
+                self.sync
+                    .sync_owed()
+                    .map_err(|e| StoreError::Unavailable(crate::error::describe_io(&e)))?;
+                log.durable_at(mark);
+                Ok(Committed::Synced)
+            }
+            _ => {
+                let durable = self.durable;
+                self.commit()?;
+                Ok(match durable {
+                    true => Committed::Synced,
+                    false => Committed::Unsynced,
+                })
+            }
         }
     }
 

@@ -329,6 +329,22 @@ impl RowLog {
         Ok(())
     }
 
+    /// Commits `txn`, which is not logged and commits durably, inside `file`'s `deferring` (its
+    /// sync owed to later); returns what the log holds with it, to pass to
+    /// [`RowLog::durable_at`] once synced.
+    pub(crate) fn commit_unlogged_deferred(
+        &self,
+        txn: WriteTransaction,
+        file: &crate::deferred_sync::FileSync,
+    ) -> Result<Mark, StoreError> {
+        let mut order = lock(&self.order);
+        let unlogged = order.unlogged + 1;
+        txn.open_table(META)?.insert(LOG_UNLOGGED, unlogged)?;
+        file.deferring(|| txn.commit())?;
+        order.unlogged = unlogged;
+        Ok(*order)
+    }
+
     /// Runs `commit`, a durable commit of a transaction that wrote nothing whose sync comes
     /// later; returns what it holds, to pass to [`RowLog::durable_at`] once synced.
     pub(crate) fn commit_empty<E>(

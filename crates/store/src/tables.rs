@@ -19,7 +19,7 @@ use crate::codec::{
     ChangeOp, MetadataJson, RemovedRecord, decode_json, decode_record, decode_removed_record,
     encode_json, encode_record_with,
 };
-use crate::db::{Db, Open, WriteTxn};
+use crate::db::{Committed, Db, Open, WriteTxn};
 use crate::deferred_sync::{FileSync, write_path};
 use crate::file_writes::{FileWrites, TableTag, Tracked};
 use crate::group_commit::{GroupCommit, Seq};
@@ -182,6 +182,29 @@ pub(crate) struct Waiting {
 }
 
 impl Pending {
+    /// What a write committed as `committed` waits for: the row log, the group's durable
+    /// commit (`waiting`, `None` without group commit), or nothing.
+    pub(crate) fn after(
+        committed: Committed,
+        waiting: Option<Waiting>,
+        log: Option<&Arc<RowLog>>,
+    ) -> Pending {
+        match committed {
+            Committed::Synced => Pending {
+                waiting: None,
+                logged: None,
+            },
+            Committed::Unsynced => Pending {
+                waiting,
+                logged: None,
+            },
+            Committed::Logged(l) => Pending {
+                waiting,
+                logged: log.map(|log| (Arc::clone(log), l)),
+            },
+        }
+    }
+
     /// Returns once the write is on disk, sharing one fsync with every other write committed
     /// meanwhile; an error means the write is not known to be durable.
     pub fn wait_durable(self) -> Result<(), StoreError> {
@@ -649,7 +672,7 @@ impl Store {
                 .collect();
             let rows = match &result {
                 Ok(_) => writer.log_rows()?,
-                Err(_) => Vec::new(),
+                Err(_) => None,
             };
             (result, dirty, registry_written, rows)
         };
@@ -664,13 +687,13 @@ impl Store {
             }
         }
         let started = std::time::Instant::now();
-        let committed = txn.commit_logged(&mut rows);
+        let committed = txn.commit_logged(rows.as_deref_mut());
         // Whatever the commit returned: a commit that failed late (its sync, say) may still
         // have changed the registry, and a needless bump only costs a registry read.
         if registry_written {
             self.registry_committed();
         }
-        let logged = committed?;
+        let committed = committed?;
         if entered.is_none() {
             self.commits.observe(started.elapsed());
         }
@@ -685,8 +708,7 @@ impl Store {
         });
         // A commit path, not a reader's: where a database a vacuum swapped out closes.
         self.retired.close_unread();
-        let logged = logged.and_then(|l| Some((Arc::clone(self.log.as_ref()?), l)));
-        Ok((r, Pending { waiting, logged }))
+        Ok((r, Pending::after(committed, waiting, self.log.as_ref())))
     }
 
     /// A write of dedicated tenant `t` in its own file.
@@ -847,7 +869,12 @@ impl Writer<'_> {
     /// The row log payload of this transaction's writes to the main file: every key written,
     /// with its value as the transaction now holds it (see `row_log`). Empty unless the tables
     /// keep their keys.
-    pub(crate) fn log_rows(&mut self) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn log_rows(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+        // Past the bound its rows would be too large to log (see `WriteTxn::commit_logged`):
+        // not read back at all.
+        if self.wrote > crate::db::MAX_LOGGED_BYTES as u64 {
+            return Ok(None);
+        }
         let mut out = crate::row_log::begin_entry();
         self.data.log_rows(&mut out)?;
         if let Registry::Write(t) = &mut self.registry {
@@ -855,7 +882,7 @@ impl Writer<'_> {
         }
         self.meta.log_rows(&mut out)?;
         self.credentials.log_rows(&mut out)?;
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Changes made so far to the main file's tables in this transaction (every write goes

@@ -209,3 +209,23 @@ fn a_backup_restored_beside_the_sources_log_replays_none_of_it() {
     assert_eq!(blob(&reopened, "before"), Some(b"1".to_vec()));
     assert_eq!(blob(&reopened, "after"), None);
 }
+
+/// A transaction of more than a megabyte of rows is not logged: it commits durably in the main
+/// file itself (written once, not to the log and again at the next checkpoint).
+#[test]
+fn a_transaction_of_more_than_a_megabyte_of_rows_commits_durably_instead_of_being_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("main.redb")).unwrap();
+    let log = store.log.clone().unwrap();
+    log.hold_checkpoints(true);
+    let big = vec![5u8; crate::db::MAX_LOGGED_BYTES + 1];
+    put(&store, "small", b"1");
+    put(&store, "big", &big);
+    // The main file alone, without its log, holds the large write (and what came before it).
+    let bare = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("main.redb"), bare.path().join("main.redb")).unwrap();
+    let bare = Store::open(&bare.path().join("main.redb")).unwrap();
+    assert_eq!(blob(&bare, "big"), Some(big));
+    assert_eq!(blob(&bare, "small"), Some(b"1".to_vec()));
+    assert_eq!(bare.log_entries_replayed(), 0);
+}
