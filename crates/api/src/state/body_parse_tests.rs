@@ -272,7 +272,8 @@ async fn a_parse_slot_is_held_until_its_job_ends_even_when_the_client_leaves() {
     let scope = scope_of(&state, "sender");
     let admitted = state.admit(&scope).expect("admit");
     assert_eq!(state.parse_slots.free(), 1);
-    let pad = "x".repeat(crate::input::PARSE_INLINE_BYTES);
+    // Past the bodies that take their tenant's slot only.
+    let pad = "x".repeat(crate::parse_slots::SHORT_PARSE_BYTES);
     let large = request_of(&scope, &admitted.share, format!(r#"{{"pad":"{pad}"}}"#));
     let body = JsonBody::from_request(large, &state).await.expect("large");
     let (started, running) = tokio::sync::oneshot::channel();
