@@ -37,12 +37,19 @@ fn blob(store: &Store, name: &str) -> Option<Vec<u8>> {
     store.read().unwrap().blob(T, name).unwrap()
 }
 
-#[test]
-fn acknowledged_writes_come_back_from_the_log_alone_after_a_crash() {
+/// A store in a fresh directory whose checkpoints are held (what a crash now leaves of its
+/// acknowledged writes is in the log alone), with its log.
+fn held_store() -> (tempfile::TempDir, Store, std::sync::Arc<super::RowLog>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("main.redb")).unwrap();
     let log = store.log.clone().unwrap();
     log.hold_checkpoints(true);
+    (dir, store, log)
+}
+
+#[test]
+fn acknowledged_writes_come_back_from_the_log_alone_after_a_crash() {
+    let (dir, store, log) = held_store();
     let durable_before = log.durable();
     for i in 0..40u32 {
         put(&store, &format!("k{i}"), &i.to_le_bytes());
@@ -93,10 +100,7 @@ fn acknowledged_writes_come_back_from_the_log_alone_after_a_crash() {
 
 #[test]
 fn a_logged_write_after_an_unlogged_commit_waits_for_that_commit_to_be_durable() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("main.redb")).unwrap();
-    let log = store.log.clone().unwrap();
-    log.hold_checkpoints(true);
+    let (dir, store, log) = held_store();
     put(&store, "first", b"1");
     // An unlogged commit that does not sync (as a migration's chunk copy is).
     {
@@ -214,10 +218,7 @@ fn a_backup_restored_beside_the_sources_log_replays_none_of_it() {
 /// file itself (written once, not to the log and again at the next checkpoint).
 #[test]
 fn a_transaction_of_more_than_a_megabyte_of_rows_commits_durably_instead_of_being_logged() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("main.redb")).unwrap();
-    let log = store.log.clone().unwrap();
-    log.hold_checkpoints(true);
+    let (dir, store, _log) = held_store();
     let big = vec![5u8; crate::db::MAX_LOGGED_BYTES + 1];
     put(&store, "small", b"1");
     put(&store, "big", &big);
