@@ -271,7 +271,7 @@ impl Store {
         let mut next = list.len();
         let (registry_written, mut rows) = {
             let first = jobs[list[0]].tenant;
-            let tables = MainTables::open(&txn, &self.file_writes)?;
+            let tables = MainTables::open_logged(&txn, &self.file_writes)?;
             let mut writer = Writer {
                 data: tables.data,
                 dedicated: Opened::default(),

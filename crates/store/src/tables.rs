@@ -277,25 +277,44 @@ pub(crate) struct MainTables<'txn> {
 }
 
 impl<'txn> MainTables<'txn> {
-    /// The tables of `txn`; when it `logs` (see `row_log`), each keeps its written keys.
+    /// The tables of `txn`, for a write whose rows never go to the row log (its commit is
+    /// `WriteTxn::commit`).
     pub(crate) fn open(
         txn: &'txn WriteTxn,
         file: &'txn FileWrites,
+    ) -> Result<MainTables<'txn>, StoreError> {
+        MainTables::open_keeping_keys(txn, file, false)
+    }
+
+    /// The tables of the `Writer` of a write committed with `WriteTxn::commit_logged`: when
+    /// `txn` logs (see `row_log`), each keeps its written keys for the log's entry.
+    pub(crate) fn open_logged(
+        txn: &'txn WriteTxn,
+        file: &'txn FileWrites,
+    ) -> Result<MainTables<'txn>, StoreError> {
+        MainTables::open_keeping_keys(txn, file, txn.logs())
+    }
+
+    fn open_keeping_keys(
+        txn: &'txn WriteTxn,
+        file: &'txn FileWrites,
+        keep: bool,
     ) -> Result<MainTables<'txn>, StoreError> {
         fn tracked<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
             txn: &'txn WriteTxn,
             def: TableDefinition<K, V>,
             tag: TableTag,
             file: &'txn FileWrites,
+            keep: bool,
         ) -> Result<Tracked<'txn, K, V>, StoreError> {
             let table = Tracked::new(txn.open_table(def)?, tag, Some(file));
-            Ok(if txn.logs() { table.logging() } else { table })
+            Ok(if keep { table.logging() } else { table })
         }
         Ok(MainTables {
-            data: tracked(txn, DATA, TableTag::Data, file)?,
-            registry: tracked(txn, REGISTRY, TableTag::Registry, file)?,
-            meta: tracked(txn, META, TableTag::Meta, file)?,
-            credentials: tracked(txn, CREDENTIALS, TableTag::Credentials, file)?,
+            data: tracked(txn, DATA, TableTag::Data, file, keep)?,
+            registry: tracked(txn, REGISTRY, TableTag::Registry, file, keep)?,
+            meta: tracked(txn, META, TableTag::Meta, file, keep)?,
+            credentials: tracked(txn, CREDENTIALS, TableTag::Credentials, file, keep)?,
         })
     }
 }
@@ -648,7 +667,7 @@ impl Store {
             ),
         };
         let (result, dirty, registry_written, mut rows) = {
-            let tables = MainTables::open(&txn, &self.file_writes)?;
+            let tables = MainTables::open_logged(&txn, &self.file_writes)?;
             let mut writer = Writer {
                 data: tables.data,
                 dedicated: Opened::default(),
