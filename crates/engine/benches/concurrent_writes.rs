@@ -17,7 +17,8 @@
 //! Run: `cargo bench -p strata-engine --bench concurrent_writes` (`-- <seconds>` sets the time
 //! per row, default 3). The data directories are temporary directories under `TMPDIR`.
 //! `-- 5 8:8 8:1 batched` runs only the rows of 8 writers in 8 tenants and 8 writers in one
-//! tenant, batched mode only (for profiling one row); any `W:T` picks rows, `batched` the mode.
+//! tenant, batched mode only (for profiling one row); any `W:T` picks rows (`8:2` is 8 writers
+//! over 2 tenants), `batched` the mode.
 //! `dedicated` moves every tenant into its own file first (isolation level `dedicated`), so each
 //! tenant's writes commit and sync in their own file, beside the others'.
 
@@ -50,7 +51,11 @@ fn main() {
     println!("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|");
     // Group commit off; on, with each write its own transaction; on, with batched commits.
     let modes = [(false, false), (true, false), (true, true)];
-    let rows = [(1usize, 1usize), (8, 8), (32, 32), (8, 1)];
+    // Picked rows run in the order given, and may be any `W:T`, not only the default ones.
+    let rows = match picked.is_empty() {
+        true => vec![(1usize, 1usize), (8, 8), (32, 32), (8, 1)],
+        false => picked.clone(),
+    };
     for (writers, tenants) in rows {
         for (grouped, batched) in modes {
             if wanted(writers, tenants, batched) {

@@ -7,9 +7,7 @@
 //! benchmarks). So [`Store::write_batched_for`] queues the caller's closure, and one caller at a
 //! time leads (see `batch`): it runs the closures of every queued write, of any tenants, in one
 //! transaction, each under its own tenant's route, and commits once. Every caller then waits
-//! for the shared durable sync as before, so each is acknowledged only once durable; with the
-//! row log, the leader syncs it past the batch's writes before it hands out their outcomes
-//! (the next batch runs meanwhile), so a caller wakes once, with its write durable.
+//! for the shared durable sync as before, so each is acknowledged only once durable.
 //!
 //! One caller's failure must not fail or roll back the others, and redb has no savepoint
 //! inside a transaction that has written. A closure that fails (its error, a panic, or
@@ -150,10 +148,9 @@ impl Store {
         // once the job's outcome is recorded, after the leader's last call (see `Job::run`),
         // so the closure and what it borrows outlive every use.
         let run: *mut Run = unsafe { std::mem::transmute(run) };
-        let outcome = self.batch.submit_then(
+        let outcome = self.batch.submit(
             Job { tenant: t, run },
             |jobs| self.run_batch(&jobs),
-            |outcomes| self.sync_log_for(outcomes),
             || Outcome::Store("a batch of writes panicked in storage".into(), false),
         );
         // On the caller's thread: its job is charged its write's CPU time, wherever it ran.
@@ -181,22 +178,6 @@ impl Store {
                 "a batched write lost its result ({outcome:?})"
             ))
             .into()),
-        }
-    }
-
-    /// Syncs the row log past a batch's logged writes, once for all of them, so that their
-    /// callers wake once, durable already. Each caller's `Pending::wait_durable` still checks
-    /// (and reports a failed sync): this only does its work ahead of it.
-    fn sync_log_for(&self, outcomes: &[Outcome]) {
-        let last = outcomes
-            .iter()
-            .filter_map(|o| match o {
-                Outcome::Committed(_, Committed::Logged(l)) => Some(l.lsn),
-                _ => None,
-            })
-            .max();
-        if let (Some(log), Some(lsn)) = (self.log.as_ref(), last) {
-            let _ = log.wait_flushed(lsn, &self.commits);
         }
     }
 
