@@ -50,10 +50,7 @@ pub struct SearchArgs {
 impl SearchArgs {
     /// The tenants searched: `tenant` alone, or `tenant-000` … when there are several.
     pub(crate) fn tenant_names(&self) -> Vec<String> {
-        match self.tenants {
-            0 | 1 => vec![self.tenant.clone()],
-            n => (0..n).map(|i| format!("{}-{i:03}", self.tenant)).collect(),
-        }
+        tenant_names(&self.tenant, self.tenants)
     }
 
     /// The `include` list asked for, if any (`--include ''` is the empty list).
@@ -73,9 +70,21 @@ pub struct WritesArgs {
     /// Seconds per phase (after one second of warm-up).
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
-    /// The tenant written to (created on first use).
+    /// The tenant written to (created on first use); with `--tenants N` above 1, tenants
+    /// `<tenant>-000` … are created and the writes cycle through them.
     #[arg(long, default_value = "bench-writes")]
     pub tenant: String,
+    /// How many tenants to write to.
+    #[arg(long, default_value_t = 1)]
+    pub tenants: usize,
+}
+
+/// `tenant` alone, or `tenant-000` … `tenant-<n-1>` when there are several.
+fn tenant_names(tenant: &str, tenants: usize) -> Vec<String> {
+    match tenants {
+        0 | 1 => vec![tenant.to_owned()],
+        n => (0..n).map(|i| format!("{tenant}-{i:03}")).collect(),
+    }
 }
 
 /// Distinct queries cycled through by every connection.
@@ -151,10 +160,15 @@ pub(crate) fn describe_tenants(names: &[String]) -> String {
 /// answered only once durable.
 pub async fn writes(admin: Client, args: WritesArgs) -> anyhow::Result<()> {
     check_run(&args.connections, args.seconds)?;
-    let key = prepare(&admin, &args.tenant, 0).await?;
+    anyhow::ensure!(args.tenants > 0, "--tenants: at least 1");
+    let names = tenant_names(&args.tenant, args.tenants);
+    let mut keys = Vec::with_capacity(names.len());
+    for name in &names {
+        keys.push(prepare(&admin, name, 0).await?);
+    }
     let url = format!("{}/v1/memories", admin.server());
     let requests: Arc<Vec<Prepared>> = Arc::new(
-        (0..QUERIES)
+        (0..search_request_count(names.len()))
             .map(|i| {
                 let body = json!({
                     "vector": vector(9_000_000 + i as u64),
@@ -162,15 +176,16 @@ pub async fn writes(admin: Client, args: WritesArgs) -> anyhow::Result<()> {
                 });
                 Ok(Prepared {
                     url: url.clone(),
-                    bearer: Some(key.clone()),
+                    bearer: Some(keys[i % keys.len()].clone()),
                     body: serde_json::to_vec(&body).context("write body")?,
                 })
             })
             .collect::<anyhow::Result<_>>()?,
     );
     println!(
-        "durable single-record writes to tenant {}, {} s per phase",
-        args.tenant, args.seconds
+        "durable single-record writes to {}, {} s per phase",
+        describe_tenants(&names),
+        args.seconds
     );
     drive(requests, &args.connections, args.seconds, "writes").await
 }

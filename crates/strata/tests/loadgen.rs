@@ -82,6 +82,44 @@ fn the_write_load_generator_runs_end_to_end() {
 }
 
 #[test]
+fn the_write_load_generator_spreads_over_several_tenants() {
+    let server = Server::start();
+    let stdout = bench(
+        &server,
+        &[
+            "writes",
+            "--tenants",
+            "3",
+            "--tenant",
+            "w",
+            "--seconds",
+            "1",
+            "--connections",
+            "2",
+        ],
+    );
+    assert!(stdout.contains("3 tenants w-000 … w-002"), "{stdout}");
+    let row: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("| 2 |"))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .split('|')
+        .map(str::trim)
+        .collect();
+    let writes: u64 = row[2].parse().expect("writes");
+    assert!(writes > 0 && row[9] == "0", "{stdout}");
+    let mut total = 0;
+    for name in ["w-000", "w-001", "w-002"] {
+        let (status, v) = server.get(&format!("/v1/admin/tenants/{name}"), OPERATOR_KEY);
+        assert_eq!(status, 200);
+        let records = v["usage"]["records"].as_u64().unwrap_or(0);
+        assert!(records > 0, "every tenant was written to: {name} {v}");
+        total += records;
+    }
+    assert!(total >= writes, "{total} records for {writes} writes");
+}
+
+#[test]
 fn the_search_load_generator_spreads_over_several_tenants() {
     let server = Server::start();
     let stdout = bench(
