@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// The most jobs one batch takes: a bound on one transaction's size and on how long the
-/// leader's own caller waits for the others' jobs.
+/// callers of its first jobs wait for the others'.
 pub(crate) const MAX_BATCH: usize = 64;
 
 pub(crate) struct Batcher<J, O> {
@@ -61,7 +61,7 @@ struct Slot<O> {
     /// The job's outcome; `Some(None)`: its batch failed (see [`Batcher::submit`]), and the
     /// caller makes its own `lost()`.
     outcome: Option<Option<O>>,
-    /// The lead was offered: the caller looks whether it is still free and its job queued.
+    /// The lead was offered: the caller looks whether it is still free and its job first.
     offered: bool,
 }
 
@@ -244,6 +244,7 @@ impl<J, O> Batcher<J, O> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -320,6 +321,77 @@ mod tests {
             short, None,
             "a batch answering too few outcomes loses them all"
         );
+    }
+
+    #[test]
+    fn more_callers_than_a_batch_takes_with_failing_batches_all_get_their_own_outcomes() {
+        use std::sync::mpsc;
+        use std::time::{Duration, Instant};
+        const CALLERS: u64 = 3 * MAX_BATCH as u64 / 2;
+        let b = Arc::new(Batcher::<u64, Option<u64>>::default());
+        let batches = Arc::new(Mutex::new(Vec::<Vec<u64>>::new()));
+        let run = {
+            let batches = batches.clone();
+            move |jobs: Vec<u64>| -> Vec<Option<u64>> {
+                batches.lock().unwrap().push(jobs.clone());
+                assert!(jobs.len() <= MAX_BATCH);
+                // A batch holding a multiple of 7 fails: every job of it is lost.
+                if jobs.iter().any(|j| *j % 7 == 0) {
+                    panic!("storage failed the batch");
+                }
+                jobs.iter().map(|j| Some(j * 2)).collect()
+            }
+        };
+        // The first job's batch holds the lead until every other caller is queued, so more
+        // wait than one batch takes: a leader's own job may be left for a later batch.
+        let (tx, rx) = mpsc::channel();
+        {
+            let (b, tx) = (b.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let out = b.submit(
+                    1,
+                    |jobs| {
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        while b.queued() < CALLERS as usize - 1 && Instant::now() < deadline {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        jobs.iter().map(|j| Some(j * 2)).collect()
+                    },
+                    || None,
+                );
+                tx.send((1, out)).unwrap();
+            });
+        }
+        while b.queued() != 0 || b.counts().0 == 0 {
+            std::thread::yield_now();
+        }
+        for job in 2..=CALLERS {
+            let (b, tx, run) = (b.clone(), tx.clone(), run.clone());
+            std::thread::spawn(move || {
+                let out = b.submit(job, run, || None);
+                tx.send((job, out)).unwrap();
+            });
+        }
+        let mut outcomes = HashMap::new();
+        for _ in 0..CALLERS {
+            let (job, out) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("every caller gets an outcome: none waits forever");
+            outcomes.insert(job, out);
+        }
+        let batches = batches.lock().unwrap().clone();
+        let mut ran: Vec<u64> = batches.iter().flatten().copied().collect();
+        ran.sort_unstable();
+        assert_eq!(ran, (2..=CALLERS).collect::<Vec<_>>(), "each job ran once");
+        assert!(batches.len() >= 2, "more callers than one batch takes");
+        assert_eq!(outcomes[&1], Some(2));
+        for batch in &batches {
+            let failed = batch.iter().any(|j| *j % 7 == 0);
+            for job in batch {
+                let expected = (!failed).then_some(job * 2);
+                assert_eq!(outcomes[job], expected, "job {job} of batch {batch:?}");
+            }
+        }
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! pages, the allocator state and a header), one write at a time under redb's write lock. At
 //! eight concurrent writers that serial work, not the fsync, bounded throughput (see the
 //! benchmarks). So [`Store::write_batched_for`] queues the caller's closure, and one caller at a
-//! time leads (see `batch`): it runs the closures of every queued write, of any tenants, in one
-//! transaction, each under its own tenant's route, and commits once. Every caller then waits
+//! time leads (see `batch`): it runs the closures of the queued writes (up to
+//! `batch::MAX_BATCH`), of any tenants, in one transaction, each under its own tenant's route,
+//! and commits once. Every caller then waits
 //! for the shared durable sync as before, so each is acknowledged only once durable.
 //!
 //! One caller's failure must not fail or roll back the others, and redb has no savepoint
