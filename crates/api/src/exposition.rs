@@ -69,6 +69,11 @@ pub struct Exposition<'a> {
     /// Security events counted but not written one by one, by action, since start.
     pub security_events_suppressed: &'a [(&'static str, u64)],
     pub commits: HistogramSnapshot,
+    /// Shared storage transactions small writes were batched into since start, and the writes
+    /// they held.
+    pub write_batches: (u64, u64),
+    /// Transactions the start applied from the main file's row log.
+    pub log_replayed: u64,
     /// Vacuums of the main data file since start, and whether an erasure's one is owed.
     pub vacuums: strata_engine::VacuumFigures,
     pub resident_bytes: Option<u64>,
@@ -546,6 +551,33 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
         "Syncs that made writes durable: row log syncs and durable commits, fsync included.",
     );
     histogram(out, "strata_store_commit_duration_seconds", "", &x.commits);
+    let (batches, batched) = x.write_batches;
+    help(
+        out,
+        "strata_store_write_batches_total",
+        "counter",
+        "Shared storage transactions that concurrent small writes, of any tenants, were batched into.",
+    );
+    let _ = writeln!(out, "strata_store_write_batches_total {batches}");
+    help(
+        out,
+        "strata_store_batched_writes_total",
+        "counter",
+        "Writes those transactions held (divided by the batches: writes per transaction).",
+    );
+    let _ = writeln!(out, "strata_store_batched_writes_total {batched}");
+    help(
+        out,
+        "strata_storage_row_log_replayed_transactions",
+        "gauge",
+        "Acknowledged transactions the start applied from the main file's row log (writes after \
+         the last checkpoint that a crash or a kill left there).",
+    );
+    let _ = writeln!(
+        out,
+        "strata_storage_row_log_replayed_transactions {}",
+        x.log_replayed
+    );
     vacuums(out, &x.vacuums);
     help(
         out,

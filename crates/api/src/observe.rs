@@ -90,6 +90,8 @@ pub async fn metrics(
         search_recheck_drops: state.engine.search_recheck_drops(),
         security_events_suppressed: &suppressed,
         commits: state.engine.commit_latency(),
+        write_batches: state.engine.write_batches(),
+        log_replayed: state.engine.storage_log_entries_replayed(),
         vacuums: state.engine.vacuum_figures(),
         resident_bytes: resident_bytes(),
     });

@@ -74,6 +74,8 @@ fn exposition<'a>(tenants: &'a [TenantRow], cap: usize, pinned: &'a [String]) ->
         search_recheck_drops: 0,
         security_events_suppressed: &[],
         commits: HistogramSnapshot::default(),
+        write_batches: (0, 0),
+        log_replayed: 0,
         vacuums: strata_engine::VacuumFigures::default(),
         resident_bytes: None,
         residency_budget_bytes: 0,
@@ -101,6 +103,23 @@ fn vacuums_and_an_owed_erasure_are_exported() {
     }
     x.vacuums.erasure_pending = false;
     assert!(render(&x).contains("strata_erasure_pending 0\n"));
+}
+
+#[test]
+fn write_batches_and_the_row_log_replay_are_exported() {
+    let mut x = exposition(&[], 10, &[]);
+    x.write_batches = (40, 130);
+    x.log_replayed = 7;
+    let text = render(&x);
+    for line in [
+        "# TYPE strata_store_write_batches_total counter\n",
+        "strata_store_write_batches_total 40\n",
+        "strata_store_batched_writes_total 130\n",
+        "# TYPE strata_storage_row_log_replayed_transactions gauge\n",
+        "strata_storage_row_log_replayed_transactions 7\n",
+    ] {
+        assert!(text.contains(line), "{line} missing in {text}");
+    }
 }
 
 #[test]
