@@ -7,8 +7,8 @@
 //! benchmarks). So [`Store::write_batched_for`] queues the caller's closure, and one caller at a
 //! time leads (see `batch`): it runs the closures of the queued writes (up to
 //! `batch::MAX_BATCH`), of any tenants, in one transaction, each under its own tenant's route,
-//! and commits once. Every caller then waits
-//! for the shared durable sync as before, so each is acknowledged only once durable.
+//! and commits once. Every caller then waits for the shared durable sync as before, so each is
+//! acknowledged only once durable.
 //!
 //! One caller's failure must not fail or roll back the others, and redb has no savepoint
 //! inside a transaction that has written. A closure that fails (its error, a panic, or

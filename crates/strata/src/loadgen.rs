@@ -90,10 +90,10 @@ fn tenant_names(tenant: &str, tenants: usize) -> Vec<String> {
 /// Distinct queries cycled through by every connection.
 pub(crate) const QUERIES: usize = 256;
 
-/// How many search requests to prepare for `tenants` tenants: at least [`QUERIES`], and a
-/// multiple of `tenants`, so that cycling through them loads every tenant equally (256 over 100
-/// tenants gave the first 56 three queries a cycle and the others two).
-fn search_request_count(tenants: usize) -> usize {
+/// How many requests (searches or writes) to prepare for `tenants` tenants: at least
+/// [`QUERIES`], and a multiple of `tenants`, so that cycling through them loads every tenant
+/// equally (256 over 100 tenants gave the first 56 three queries a cycle and the others two).
+fn request_count(tenants: usize) -> usize {
     QUERIES.div_ceil(tenants.max(1)) * tenants.max(1)
 }
 
@@ -120,7 +120,7 @@ pub async fn search(admin: Client, args: SearchArgs) -> anyhow::Result<()> {
         keys.push(prepare(&admin, name, args.records).await?);
     }
     let requests: Arc<Vec<Prepared>> = Arc::new(
-        (0..search_request_count(names.len()))
+        (0..request_count(names.len()))
             .map(|i| {
                 let mut body = json!({"vector": vector(5_000_000 + i as u64), "k": args.k});
                 if let Some(include) = &include {
@@ -168,7 +168,7 @@ pub async fn writes(admin: Client, args: WritesArgs) -> anyhow::Result<()> {
     }
     let url = format!("{}/v1/memories", admin.server());
     let requests: Arc<Vec<Prepared>> = Arc::new(
-        (0..search_request_count(names.len()))
+        (0..request_count(names.len()))
             .map(|i| {
                 let body = json!({
                     "vector": vector(9_000_000 + i as u64),
@@ -412,7 +412,7 @@ mod tests {
     #[test]
     fn every_tenant_gets_the_same_number_of_search_requests() {
         for tenants in [1, 2, 3, 64, 100, 255, 256, 257, 1000] {
-            let n = search_request_count(tenants);
+            let n = request_count(tenants);
             assert!(n >= QUERIES.max(tenants), "{tenants} tenants: {n}");
             assert_eq!(n % tenants, 0, "{tenants} tenants: {n}");
             assert!(
