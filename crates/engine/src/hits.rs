@@ -17,11 +17,13 @@
 //! - a search holds the tenant's index under its read lock from the walk to the last hit, and
 //!   every write applies its changes to the loaded index under the write lock, after its
 //!   commit and before it returns, in commit order (`crate::registry`: `write` holds the
-//!   tenant's `apply` lock across commit and apply). So a search sees the index as of one
-//!   commit, holding every write that returned before the search began; a write it does not
-//!   see had not returned, so the search is ordered before it. From before a write's
-//!   transaction until its apply, the loaded index is marked `TenantIndex::write_pending`
-//!   (set through a read guard, cleared under the write lock after the apply); a search that
+//!   tenant's write order across commit and apply; `write_shared` draws its place in it right
+//!   before its commit and applies in that order, `crate::write_order`). So a search sees the
+//!   index as of one commit, holding every write that returned before the search began; a
+//!   write it does not see had not returned, so the search is ordered before it. From before
+//!   a write's transaction until its apply, the loaded index is marked
+//!   `TenantIndex::write_pending` (set through a read guard, cleared after the apply; for
+//!   shared writes set by the first in flight and cleared by the last); a search that
 //!   sees the mark while it holds the index reads its hits from its storage snapshot instead,
 //!   so a change another request may already read from storage (a `get` answering 404 after
 //!   a delete) is never contradicted by a later search answered from the index before the

@@ -2,7 +2,7 @@
 //! holding the tenant's locks while the files reach the disk.
 //!
 //! A save has three steps:
-//! 1. [`TenantIndex::capture`], under the tenant's write order (`apply`) and its index read
+//! 1. [`TenantIndex::capture`], under the tenant's write order (`order`) and its index read
 //!    lock: the data version and change-log sequence the indexes reflect, what every
 //!    collection's search image needs (`search_image::Capture`: plain copies of the slots'
 //!    resident parts and the text and field indexes encoded), and each graph's bytes, copied
@@ -19,7 +19,7 @@
 //! machine, most of the whole save; the copy is a transient second copy of the graph (the
 //! size of its file) for the time of the save, which the residency budget does not count.
 //!
-//! Why: the tenant's write jobs wait for `apply` inside the shared pool's workers, so a save
+//! Why: the tenant's write jobs wait for `order` inside the shared pool's workers, so a save
 //! that held it while a large graph was written and synced (a second and more for a graph of
 //! a few hundred megabytes) held every other tenant's jobs too. The tenant's writes during
 //! steps 2 and 3 are in storage and in its change log after the captured sequence, so a load
@@ -404,9 +404,9 @@ fn save_holding(
     let mut buffers = graph_buffers(slot, wait);
     let (captured, locked) = {
         let (_order, index) = match wait {
-            Wait::Block => (lock_slot(&slot.apply), slot.index.read()),
+            Wait::Block => (slot.order.exclusive(), slot.index.read()),
             Wait::Try => {
-                let Some(order) = try_lock(&slot.apply) else {
+                let Some(order) = slot.order.try_exclusive() else {
                     return Ok(None);
                 };
                 match slot.index.try_read() {

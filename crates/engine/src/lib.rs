@@ -97,6 +97,8 @@ mod search_retry_tests;
 mod search_stress_tests;
 mod share_consent;
 mod share_read_memo;
+#[cfg(test)]
+mod shared_write_tests;
 mod shares;
 mod slot_doc;
 mod slot_integrity;
@@ -117,6 +119,7 @@ mod verify;
 mod visibility;
 mod whole_tenant;
 mod write_memo;
+mod write_order;
 #[cfg(test)]
 mod write_window_tests;
 
@@ -611,7 +614,7 @@ impl Engine {
             &mut Vec<Change>,
         ) -> Result<(R, Option<serde_json::Value>), EngineError>,
     ) -> Result<R, EngineError> {
-        self.write_in_order(scope, |stage, changes, touched| {
+        self.write_in_order(scope, Order::Held, |stage, changes, touched| {
             // The tenant's own file when it is dedicated: one file per write.
             self.store.write_pending_for(scope.key(), |w| {
                 let live = &self.memos.live;
@@ -634,7 +637,7 @@ impl Engine {
         prepare: impl FnOnce() -> Result<P, EngineError>,
         f: impl FnOnce(&mut Writer<'_>, &mut Vec<Change>, P) -> Result<R, EngineError>,
     ) -> Result<R, EngineError> {
-        self.write_in_order(scope, |stage, changes, touched| {
+        self.write_in_order(scope, Order::Held, |stage, changes, touched| {
             let prepared = prepare()?;
             self.store.write_pending_for(scope.key(), |w| {
                 let live = &self.memos.live;
@@ -649,36 +652,46 @@ impl Engine {
     }
 
     /// [`Engine::write_tenant`] for a small record write that may share its storage
-    /// transaction with concurrent writes of other tenants (`Store::write_batched_for`): the
-    /// same checks, rows and index updates, but `f` may run more than once (again, on a
-    /// state without a write that failed beside it); only its last run counts.
+    /// transaction with concurrent writes of any tenants, its own included
+    /// (`Store::write_batched_for_ordered`, `crate::write_order`): the same checks, rows and
+    /// index updates, but `f` may run more than once (again, on a state without a write that
+    /// failed beside it); only its last run counts. Everything `f` reads, it reads in its
+    /// transaction: other writes of the tenant may commit up to the moment it runs.
     pub(crate) fn write_tenant_batched<R: Send>(
         &self,
         scope: &TenantScope,
         action: &str,
         mut f: impl FnMut(&mut Writer<'_>, &mut Vec<Change>) -> Result<R, EngineError> + Send,
     ) -> Result<R, EngineError> {
-        self.write_in_order(scope, |stage, changes, touched| {
-            self.store.write_batched_for(scope.key(), |w| {
-                // A run again starts from nothing: the last run's changes were rolled back
-                // with its transaction.
-                changes.clear();
-                *touched = feedback::Touched::default();
-                let f = |w: &mut Writer<'_>, c: &mut Vec<Change>| Ok((f(w, c)?, None));
-                let live = &self.memos.live;
-                let done = tenant_transaction(w, scope, live, action, true, changes, touched, f);
-                stage.set(done.is_ok());
-                done
-            })
+        self.write_in_order(scope, Order::Shared, |stage, changes, touched| {
+            let committing = || stage.committing();
+            self.store.write_batched_for_ordered(
+                scope.key(),
+                |w| {
+                    // A run again starts from nothing: the last run's changes were rolled back
+                    // with its transaction.
+                    changes.clear();
+                    *touched = feedback::Touched::default();
+                    let f = |w: &mut Writer<'_>, c: &mut Vec<Change>| Ok((f(w, c)?, None));
+                    let live = &self.memos.live;
+                    let done =
+                        tenant_transaction(w, scope, live, action, true, changes, touched, f);
+                    stage.set(done.is_ok());
+                    done
+                },
+                &committing,
+            )
         })
     }
 
     /// The frame of every tenant write: refused in the critical state; `commit` runs in the
-    /// tenant's write order, collecting the index changes it made (applied after it commits)
-    /// and the records it touched (whose adaptive state is forgotten); answered once durable.
+    /// tenant's write order (`order`), collecting the index changes it made (applied after it
+    /// commits) and the records it touched (whose adaptive state is forgotten); answered once
+    /// durable.
     fn write_in_order<R>(
         &self,
         scope: &TenantScope,
+        order: Order,
         commit: impl FnOnce(
             &registry::CommitStage,
             &mut Vec<Change>,
@@ -687,14 +700,17 @@ impl Engine {
     ) -> Result<R, EngineError> {
         self.refuse_critical(scope)?;
         let mut touched = feedback::Touched::default();
-        let (result, pending) = self
-            .indexes
-            .write(&self.store, scope.key(), scope.tenant(), |stage| {
-                let mut changes = Vec::new();
-                let committed = commit(stage, &mut changes, &mut touched)?;
-                Ok((committed, changes))
-            })
-            .map_err(|e| e.seen_by(scope))?;
+        let (key, id) = (scope.key(), scope.tenant());
+        let f = |stage: &registry::CommitStage| {
+            let mut changes = Vec::new();
+            let committed = commit(stage, &mut changes, &mut touched)?;
+            Ok((committed, changes))
+        };
+        let written = match order {
+            Order::Held => self.indexes.write(&self.store, key, id, f),
+            Order::Shared => self.indexes.write_shared(&self.store, key, id, f),
+        };
+        let (result, pending) = written.map_err(|e| e.seen_by(scope))?;
         self.adaptive_forget(scope.key(), &touched);
         durability::wait_or_defer(pending)?;
         Ok(result)
@@ -716,6 +732,15 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// How a tenant write holds the tenant's write order (`crate::write_order`).
+enum Order {
+    /// Exclusively, from before its transaction until its changes are applied: no other
+    /// write of the tenant commits meanwhile (a write that prepares outside its transaction).
+    Held,
+    /// Shared with the tenant's other shared writes, applied in commit order.
+    Shared,
 }
 
 /// What every tenant write does inside its transaction: the liveness check, the write itself,

@@ -2,12 +2,14 @@
 //! in commit order, and keeping the total under the residency budget by evicting the least
 //! recently used tenants (see `crate::residency`).
 //!
-//! Locks of one tenant's slot: `apply` orders its writes, loads and evictions; `index` guards
-//! the loaded indexes. A write holds `apply` from before its storage commit until its changes
-//! are applied, and loading and eviction hold the same lock, so the in-memory indexes see
-//! committed writes in commit order, a load never misses one, and an eviction never drops a
-//! change that is not in storage. Eviction only ever *tries* the locks of other tenants, so a
-//! request never waits for another tenant's work.
+//! Locks of one tenant's slot: `order` (`crate::write_order`) orders its writes, loads and
+//! evictions; `index` guards the loaded indexes. A write is in the order from before its
+//! storage commit until its changes are applied (writes of one tenant may be in flight
+//! together, applied in commit order), and loading and eviction hold the order exclusively,
+//! once no write is in flight, so the in-memory indexes see committed writes in commit order,
+//! a load never misses one, and an eviction never drops a change that is not in storage.
+//! Eviction only ever *tries* the locks of other tenants, so a request never waits for
+//! another tenant's work.
 //!
 //! A search looks its tenant's slot up once ([`IndexRegistry::slot`]) and reaches everything
 //! else through it: the index, the integrity state (an atomic copy, no lock) and the sample
@@ -35,6 +37,7 @@ use crate::residency::{
 };
 use crate::slot_integrity::SlotIntegrity;
 use crate::tenant_index::{Change, TenantIndex};
+use crate::write_order::{InFlight, WriteOrder};
 
 /// A test's hook between a write's commit and its apply.
 #[cfg(test)]
@@ -43,7 +46,7 @@ pub(crate) type CommitHook = Arc<dyn Fn(TenantKey) + Send + Sync>;
 /// One tenant's slot in the registry.
 pub(crate) struct TenantSlot {
     pub id: TenantId,
-    pub apply: Mutex<()>,
+    pub order: WriteOrder,
     pub index: IndexLock,
     pub counters: SlotCounters,
     /// Reached through `with_tracker`, which keeps the lock-free copy of the state current.
@@ -52,7 +55,7 @@ pub(crate) struct TenantSlot {
     /// the profile at each load and set by level changes.
     pub level_pinned: AtomicBool,
     /// Held through a whole save of the tenant's indexes (`crate::index_save`), which holds
-    /// `apply` and the index lock only for its capture: one save at a time, taken before
+    /// `order` and the index lock only for its capture: one save at a time, taken before
     /// either of those.
     pub saving: Mutex<()>,
     /// Run at each stage of a save (`crate::index_save::SaveStage`); an error fails the save
@@ -85,12 +88,11 @@ impl TenantSlot {
         self.integrity.with_tracker(f)
     }
 
-    /// Returns once the tenant's write in flight, if any, is applied to its index: the
-    /// write holds the `apply` lock from before its commit until its apply, so taking and
-    /// releasing that lock waits for one write at most (`crate::search_retry`). On the slot
-    /// the caller holds: a look-up by key could make an empty slot for a purged tenant.
+    /// Returns once the tenant's writes committed so far are applied to its index, never
+    /// waiting for writes that commit later (`crate::search_retry`). On the slot the caller
+    /// holds: a look-up by key could make an empty slot for a purged tenant.
     pub fn wait_for_apply(&self) {
-        drop(lock_slot(&self.apply));
+        self.order.wait_applied();
     }
 }
 
@@ -99,7 +101,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// [`lock`] for a lock of one tenant's that may be held for long: its slot's `apply` and
+/// [`lock`] for a lock of one tenant's that may be held for long: its slot's write order and
 /// `saving` (held by a load, a save's capture, an eviction, a level change) and an adaptive
 /// namespace's load (`crate::adaptive_cache`). A wait for them is declared to the worker pool
 /// (`strata_sched::blocking`), so that a tenant's jobs queued on its own lock do not hold every
@@ -202,7 +204,7 @@ impl IndexRegistry {
             .or_insert_with(|| {
                 Arc::new(TenantSlot {
                     id: id.clone(),
-                    apply: Mutex::new(()),
+                    order: WriteOrder::default(),
                     index: IndexLock::default(),
                     counters: SlotCounters::default(),
                     integrity: SlotIntegrity::default(),
@@ -372,7 +374,7 @@ impl IndexRegistry {
     ) -> Result<R, EngineError> {
         let slot = self.slot(key, id);
         let (result, loaded) = {
-            let _order = lock_slot(&slot.apply);
+            let _order = slot.order.exclusive();
             let mut window = WriteWindow::open(self, &slot);
             let stage = CommitStage::default();
             let (result, changes) = match f(&stage) {
@@ -385,31 +387,129 @@ impl IndexRegistry {
                 // The window's drop forgets the index.
                 Err(e) => return Err(e),
             };
-            #[cfg(test)]
-            if let Some(hook) = lock(&self.after_commit).clone() {
-                hook(key);
-            }
-            let mut index = self.write_index(&slot);
-            if !changes.is_empty()
-                && let Some(ti) = index.as_mut()
-            {
-                if ti.apply(store, key, changes).is_err() {
-                    *index = None;
-                } else if ti.wants_builder() {
-                    self.builder.request(key);
-                }
-            }
-            if let Some(ti) = index.as_ref() {
-                ti.write_pending.store(false, Ordering::SeqCst);
-            }
+            self.after_commit(key);
+            let loaded = self.apply(store, key, &slot, changes, true);
             window.closed = true;
-            self.account(&slot, index.as_ref());
-            (result, index.is_some())
+            (result, loaded)
         };
         if loaded {
             self.enforce_budget(store, Some(key));
         }
         Ok(result)
+    }
+
+    /// [`IndexRegistry::write`] for a write that does not hold the tenant's order while it
+    /// commits (`crate::write_order`): any number of the tenant's shared writes may be in
+    /// flight together, so they can share one storage transaction. `f` must call
+    /// [`CommitStage::committing`] right before the commit that holds its write, under the
+    /// storage write lock (`Store::write_batched_for_ordered` does), and nowhere else: that
+    /// draws the write's place in the tenant's commit order, in which the changes are
+    /// applied. An error of `f` after that leaves the index dropped, as `write` does.
+    ///
+    /// Only for a write whose every effect is inside its transaction: unlike `write`, nothing
+    /// keeps the tenant's other writes from committing between the caller's steps before it.
+    pub fn write_shared<R>(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        id: &TenantId,
+        f: impl FnOnce(&CommitStage) -> Result<(R, Vec<Change>), EngineError>,
+    ) -> Result<R, EngineError> {
+        let slot = self.slot(key, id);
+        let (result, loaded) = {
+            // The first write in flight marks the loaded index (`write_pending`), the last one
+            // to finish clears the mark (`clear_pending` below).
+            let flight = slot.order.enter(|| self.mark_pending(&slot, true));
+            let mut window = SharedWindow {
+                registry: self,
+                slot: &slot,
+                closed: false,
+            };
+            let stage = CommitStage {
+                reached: AtomicBool::new(false),
+                flight: Some(&flight),
+            };
+            let outcome = f(&stage);
+            let clear_pending = || self.mark_pending(&slot, false);
+            let (result, changes) = match outcome {
+                Ok(done) => done,
+                // No ticket: nothing of it was committed, the index still matches storage.
+                Err(e) if !flight.drew() => {
+                    window.closed = true;
+                    drop(window);
+                    flight.finish(clear_pending);
+                    return Err(e);
+                }
+                // The window's drop forgets the index; the flight's waits for its turn.
+                Err(e) => return Err(e),
+            };
+            self.after_commit(key);
+            flight.wait_turn();
+            // Committed without a place in the order (`f` broke its contract): its changes
+            // cannot be applied in order, so the window's drop forgets the index.
+            debug_assert!(flight.drew(), "a shared write committed without its ticket");
+            if !flight.drew() {
+                return Ok(result);
+            }
+            let loaded = self.apply(store, key, &slot, changes, false);
+            window.closed = true;
+            drop(window);
+            flight.finish(clear_pending);
+            (result, loaded)
+        };
+        if loaded {
+            self.enforce_budget(store, Some(key));
+        }
+        Ok(result)
+    }
+
+    /// Runs the test hook between a write's commit and its apply.
+    fn after_commit(&self, key: TenantKey) {
+        // Taken out of the lock first: a hook that pauses one write must not pause the others.
+        #[cfg(test)]
+        let hook = lock(&self.after_commit).clone();
+        #[cfg(test)]
+        if let Some(hook) = hook {
+            hook(key);
+        }
+        #[cfg(not(test))]
+        let _ = key;
+    }
+
+    /// Applies a committed write's changes to the tenant's loaded index, if it is loaded (a
+    /// failed apply drops it), in the write's turn; `clear`: the write was the only one in
+    /// flight, so the index's `write_pending` mark goes. Whether an index is loaded after.
+    fn apply(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        slot: &TenantSlot,
+        changes: Vec<Change>,
+        clear: bool,
+    ) -> bool {
+        let mut index = self.write_index(slot);
+        if !changes.is_empty()
+            && let Some(ti) = index.as_mut()
+        {
+            if ti.apply(store, key, changes).is_err() {
+                *index = None;
+            } else if ti.wants_builder() {
+                self.builder.request(key);
+            }
+        }
+        if clear && let Some(ti) = index.as_ref() {
+            ti.write_pending.store(false, Ordering::SeqCst);
+        }
+        self.account(slot, index.as_ref());
+        index.is_some()
+    }
+
+    /// Marks or clears the loaded index's `write_pending` (through a read guard: searches
+    /// holding the index go on, and see the mark from now).
+    fn mark_pending(&self, slot: &TenantSlot, pending: bool) {
+        if let Some(ti) = self.read_index(slot).as_ref() {
+            ti.write_pending.store(pending, Ordering::SeqCst);
+        }
     }
 
     /// The slot's index under its read lock. A lock poisoned by a panic while it was written
@@ -467,7 +567,7 @@ impl IndexRegistry {
             }
         }
         let loaded_now = {
-            let _order = lock_slot(&slot.apply);
+            let _order = slot.order.exclusive();
             let mut guard = self.write_index(slot);
             if guard.is_none() {
                 self.install_loaded(store, key, slot, &mut guard)?;
@@ -487,7 +587,7 @@ impl IndexRegistry {
             None => {
                 drop(guard);
                 let (result, reloaded) = {
-                    let _order = lock_slot(&slot.apply);
+                    let _order = slot.order.exclusive();
                     let mut guard = self.write_index(slot);
                     let reloaded = guard.is_none();
                     if reloaded {
@@ -509,8 +609,8 @@ impl IndexRegistry {
         }
     }
 
-    /// Loads the tenant's indexes into its empty slot (`guard`, held with the slot's `apply`
-    /// lock) and counts them; a graph the loaded state still wants is asked of the builder, as
+    /// Loads the tenant's indexes into its empty slot (`guard`, held with the slot's write
+    /// order held exclusively) and counts them; a graph the loaded state still wants is asked of the builder, as
     /// nothing else would ask for it until the tenant's next write.
     fn install_loaded(
         &self,
@@ -537,7 +637,7 @@ impl IndexRegistry {
     }
 
     /// Loads the tenant's indexes with its isolation level's graph parameters, learning
-    /// from its profile whether the level pins it. Call with the slot's `apply` lock held, so
+    /// from its profile whether the level pins it. Call with the slot's order held, so
     /// a concurrent level change is applied after the load, to the loaded indexes.
     fn load(
         &self,
@@ -576,7 +676,7 @@ impl IndexRegistry {
     ) {
         let slot = self.slot(key, id);
         {
-            let _order = lock_slot(&slot.apply);
+            let _order = slot.order.exclusive();
             slot.level_pinned.store(pinned, Ordering::Relaxed);
             let mut guard = self.write_index(&slot);
             if let Some(ti) = guard.as_mut() {
@@ -696,7 +796,7 @@ impl IndexRegistry {
             let Some(_saving) = crate::index_save::try_lock(&slot.saving) else {
                 return false;
             };
-            let Some(_order) = crate::index_save::try_lock(&slot.apply) else {
+            let Some(_order) = slot.order.try_exclusive() else {
                 return false;
             };
             let mut guard = match slot.index.try_write() {
@@ -725,7 +825,7 @@ impl IndexRegistry {
         let Some(slot) = self.get(key) else { return };
         let dropped = {
             let _saving = lock_slot(&slot.saving);
-            let _order = lock_slot(&slot.apply);
+            let _order = slot.order.exclusive();
             let mut guard = self.write_index(&slot);
             let dropped = guard.take();
             self.account(&slot, None);
@@ -792,7 +892,7 @@ impl IndexRegistry {
     /// the tenant's writes held back so that both reflect the same commits, and its saves
     /// too: a save commits rows naming new derived files and deletes the old ones with no
     /// other lock held, so the files the snapshot's rows name stay on disk while `f` reads
-    /// them. Lock order as a save's: `saving`, then `apply`, then the index.
+    /// them. Lock order as a save's: `saving`, then `order`, then the index.
     pub fn with_consistent<R>(
         &self,
         store: &Store,
@@ -803,7 +903,7 @@ impl IndexRegistry {
             return f(&store.read()?, None);
         };
         let _saving = lock_slot(&slot.saving);
-        let _order = lock_slot(&slot.apply);
+        let _order = slot.order.exclusive();
         let guard = self.read_index(&slot);
         f(&store.read()?, guard.as_ref())
     }
@@ -888,17 +988,49 @@ impl IndexRegistry {
 
 /// Set by a write's closure once its transaction body succeeded (and cleared when a batched
 /// write runs it again): an error after that came from the commit, which may have changed
-/// storage although it failed.
+/// storage although it failed. A shared write (`IndexRegistry::write_shared`) also draws its
+/// ticket through it, right before its commit (`CommitStage::committing`).
 #[derive(Default)]
-pub(crate) struct CommitStage(AtomicBool);
+pub(crate) struct CommitStage<'f> {
+    reached: AtomicBool,
+    flight: Option<&'f InFlight<'f>>,
+}
 
-impl CommitStage {
+impl CommitStage<'_> {
     pub fn set(&self, reached: bool) {
-        self.0.store(reached, Ordering::SeqCst);
+        self.reached.store(reached, Ordering::SeqCst);
     }
 
     fn reached(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.reached.load(Ordering::SeqCst)
+    }
+
+    /// To be called right before the commit that holds the write, under the storage write
+    /// lock (`Store::write_batched_for_ordered`): a shared write draws its place in the
+    /// tenant's commit order. Nothing for a write that holds the order.
+    pub fn committing(&self) {
+        if let Some(flight) = self.flight {
+            flight.draw();
+        }
+    }
+}
+
+/// A shared write's commit-to-apply window (`IndexRegistry::write_shared`), as
+/// [`WriteWindow`] is an ordered write's: dropped open, it drops the index, which is then
+/// reloaded from storage once no write is in flight.
+struct SharedWindow<'r> {
+    registry: &'r IndexRegistry,
+    slot: &'r TenantSlot,
+    closed: bool,
+}
+
+impl Drop for SharedWindow<'_> {
+    fn drop(&mut self) {
+        if !self.closed {
+            let mut guard = self.registry.write_index(self.slot);
+            *guard = None;
+            self.registry.account(self.slot, None);
+        }
     }
 }
 
@@ -914,10 +1046,7 @@ struct WriteWindow<'r> {
 
 impl<'r> WriteWindow<'r> {
     fn open(registry: &'r IndexRegistry, slot: &'r TenantSlot) -> Self {
-        // Through a read guard: searches holding the index go on, and see the mark from now.
-        if let Some(ti) = registry.read_index(slot).as_ref() {
-            ti.write_pending.store(true, Ordering::SeqCst);
-        }
+        registry.mark_pending(slot, true);
         WriteWindow {
             registry,
             slot,
@@ -927,9 +1056,7 @@ impl<'r> WriteWindow<'r> {
 
     /// Closes the window of a write that committed nothing.
     fn close_unchanged(&mut self) {
-        if let Some(ti) = self.registry.read_index(self.slot).as_ref() {
-            ti.write_pending.store(false, Ordering::SeqCst);
-        }
+        self.registry.mark_pending(self.slot, false);
         self.closed = true;
     }
 }

@@ -46,17 +46,24 @@ use crate::{Store, StoreError};
 /// What it returned (or its panic) it keeps on its caller's stack.
 type Run = dyn FnMut(&mut Writer<'_>) -> bool + Send;
 
-/// One queued write: its tenant and its closure.
+/// A caller's hook called right before the commit that holds its write (see
+/// [`Store::write_batched_for_ordered`]), erased.
+type Committing = dyn Fn() + Sync;
+
+/// One queued write: its tenant, its closure and its commit hook.
 pub(crate) struct Job {
     tenant: TenantKey,
     /// Points into the stack of the caller of [`Store::write_batched_for`], which does not
     /// return before the job's outcome is recorded, and the leader records it only after its
     /// last call of the closure; until then the leader that took the job is its only user.
     run: *mut Run,
+    /// Points into the same stack, for as long: called by the leader that commits the job.
+    committing: *const Committing,
 }
 
 // SAFETY: the closure behind `run` is `Send`, and only one thread (the leader that took the
-// job) calls it, while its caller blocks (see `Job::run`).
+// job) calls it, while its caller blocks (see `Job::run`); the hook behind `committing` is
+// `Sync`, called by that leader alone.
 unsafe impl Send for Job {}
 
 /// What became of one queued write.
@@ -104,11 +111,34 @@ impl Store {
     pub fn write_batched_for<R: Send, E: From<StoreError> + Send>(
         &self,
         t: TenantKey,
+        f: impl FnMut(&mut Writer<'_>) -> Result<R, E> + Send,
+    ) -> Result<(R, Pending), E> {
+        self.write_batched_for_ordered(t, f, &|| {})
+    }
+
+    /// [`Store::write_batched_for`] that calls `committing` once its write is about to
+    /// commit: after the last run of `f`, under the write lock of the file the write commits
+    /// in, right before that commit (which may still fail). So the calls for the writes of
+    /// one file are in their commit order, which lets a caller order what follows its commit
+    /// (applying it to a tenant's indexes) without holding a lock of its own across the
+    /// commit, and so lets writes of one tenant share a transaction. Not called when nothing
+    /// of the write was committed. `committing` runs on whichever thread commits the batch:
+    /// it must be quick and must not panic.
+    pub fn write_batched_for_ordered<R: Send, E: From<StoreError> + Send>(
+        &self,
+        t: TenantKey,
         mut f: impl FnMut(&mut Writer<'_>) -> Result<R, E> + Send,
+        committing: &(dyn Fn() + Sync),
     ) -> Result<(R, Pending), E> {
         let batching = self.batching.load(std::sync::atomic::Ordering::Relaxed);
         if !batching || !self.grouped() || self.placement.get(t).is_some() {
-            return self.write_pending_for(t, f);
+            // One transaction of its own, committed right after `f` returns, under the same
+            // write lock.
+            return self.write_pending_for(t, |w| {
+                let r = f(w)?;
+                committing();
+                Ok(r)
+            });
         }
         // On the caller's own thread, before queueing: a background worker's write is caught
         // where it was made, never in the leader running the batch.
@@ -149,8 +179,15 @@ impl Store {
         // once the job's outcome is recorded, after the leader's last call (see `Job::run`),
         // so the closure and what it borrows outlive every use.
         let run: *mut Run = unsafe { std::mem::transmute(run) };
+        let committing: *const (dyn Fn() + Sync + '_) = committing;
+        // SAFETY: as for `run`.
+        let committing: *const Committing = unsafe { std::mem::transmute(committing) };
         let outcome = self.batch.submit(
-            Job { tenant: t, run },
+            Job {
+                tenant: t,
+                run,
+                committing,
+            },
             |jobs| self.run_batch(&jobs),
             || Outcome::Store("a batch of writes panicked in storage".into(), false),
         );
@@ -326,6 +363,10 @@ impl Store {
         }
         // Again: a sync may have failed while the closures ran.
         refuse_after_failed_sync(&db.sync)?;
+        for &i in &ran {
+            // SAFETY: as for `run` above; under the write lock, right before the commit.
+            unsafe { (*jobs[i].committing)() };
+        }
         let committed = txn.commit_logged(rows.as_deref_mut());
         if registry_written {
             self.registry_committed();
@@ -483,6 +524,65 @@ mod tests {
             let want = (![1, 3, 5].contains(&i)).then(|| vec![i as u8]);
             assert_eq!(got, want, "writer {i}");
         }
+    }
+
+    /// Writes of one tenant in one batch, one failing after writing (its batch aborted, the
+    /// writes before it run again) and one before: each committed write's hook is called
+    /// once, in commit order (the order in which the closures saw each other's writes), and
+    /// a failed write's never.
+    #[test]
+    fn commit_hooks_are_called_once_per_committed_write_in_commit_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let t = TenantKey::from_raw(1);
+        let holding = AtomicBool::new(false);
+        let hooked = std::sync::Mutex::new(Vec::new());
+        let results = std::thread::scope(|s| {
+            let holder = hold_until_queued(s, &store, &holding, 8);
+            let mut writers = Vec::new();
+            const N: u64 = 8;
+            for i in 0..N {
+                let (store, hooked) = (&store, &hooked);
+                writers.push(s.spawn(move || {
+                    let written = store.write_batched_for_ordered(
+                        t,
+                        |w| {
+                            if i == 5 {
+                                return Err(StoreError::Engine("refused early".into()));
+                            }
+                            let seen = count(w, t)?;
+                            w.put_blob(t, "count", &(seen + 1).to_le_bytes())?;
+                            if i == 3 {
+                                return Err(StoreError::Engine("refused".into()));
+                            }
+                            Ok(seen)
+                        },
+                        &|| hooked.lock().unwrap().push(i),
+                    );
+                    written.map(|(seen, pending)| {
+                        pending.wait_durable().unwrap();
+                        seen
+                    })
+                }));
+                wait_for(|| store.batch.queued() > i as usize || i == N - 1);
+            }
+            holder.join().unwrap();
+            writers
+                .into_iter()
+                .map(|w| w.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        let hooked = hooked.into_inner().unwrap();
+        assert_eq!(hooked, [0, 1, 2, 4, 6, 7]);
+        for (pos, &i) in hooked.iter().enumerate() {
+            assert_eq!(
+                results[i as usize].as_ref().unwrap(),
+                &(pos as u64),
+                "writer {i}"
+            );
+        }
+        assert!(results[3].is_err() && results[5].is_err());
+        assert_eq!(count(&store.read().unwrap(), t).unwrap(), 6);
     }
 
     /// A closure that failed after changing only a table other than its tenant's data (the
