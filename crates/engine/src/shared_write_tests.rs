@@ -34,7 +34,11 @@ fn record(i: usize, vector: Vec<f32>) -> NewRecord {
 
 /// A tenant with `n` records and its index loaded.
 fn loaded(dir: &std::path::Path, n: usize) -> (Engine, TenantScope) {
-    let engine = Engine::open(dir, EngineConfig::default()).unwrap();
+    loaded_with(dir, n, EngineConfig::default())
+}
+
+fn loaded_with(dir: &std::path::Path, n: usize, config: EngineConfig) -> (Engine, TenantScope) {
+    let engine = Engine::open(dir, config).unwrap();
     engine
         .create_tenant(
             &OperatorScope::for_tests(),
@@ -114,7 +118,7 @@ fn concurrent_writes_of_one_tenant_share_storage_transactions() {
 }
 
 /// Holds the tenant's first write between its commit and its apply until `release` is sent
-/// (or 20 s pass, so a test that fails cannot hang); `reached` hears when it got there.
+/// (or 60 s pass, so a test that fails cannot hang); `reached` hears when it got there.
 fn pause_first_write(engine: &Engine) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
     let (reached_tx, reached) = mpsc::channel::<()>();
     let (release, release_rx) = mpsc::channel::<()>();
@@ -123,7 +127,7 @@ fn pause_first_write(engine: &Engine) -> (mpsc::Receiver<()>, mpsc::Sender<()>) 
     *crate::registry::lock(&engine.indexes.after_commit) = Some(Arc::new(move |_| {
         if !once.swap(true, Ordering::SeqCst) {
             crate::registry::lock(&reached_tx).send(()).unwrap();
-            let _ = crate::registry::lock(&release_rx).recv_timeout(Duration::from_secs(20));
+            let _ = crate::registry::lock(&release_rx).recv_timeout(Duration::from_secs(60));
         }
     }));
     (reached, release)
@@ -134,8 +138,21 @@ fn pause_first_write(engine: &Engine) -> (mpsc::Receiver<()>, mpsc::Sender<()>) 
 /// the first: the index ends with the second's vector, as storage does.
 #[test]
 fn a_later_commit_waits_for_an_earlier_ones_apply() {
+    later_commit_waits_for_earlier_apply(EngineConfig::default());
+}
+
+/// The same without batching: each write its own transaction, its place drawn inside it.
+#[test]
+fn a_later_commit_waits_for_an_earlier_ones_apply_unbatched() {
+    later_commit_waits_for_earlier_apply(EngineConfig {
+        batch_writes: false,
+        ..EngineConfig::default()
+    });
+}
+
+fn later_commit_waits_for_earlier_apply(config: EngineConfig) {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, scope) = loaded(dir.path(), 10);
+    let (engine, scope) = loaded_with(dir.path(), 10, config);
     let (first, second) = (vec![0.0, 0.0, 5.0, 0.0], vec![0.0, 0.0, 0.0, 5.0]);
     let (reached, release) = pause_first_write(&engine);
     let put = |v: &Vec<f32>| {

@@ -116,7 +116,12 @@ impl WriteOrder {
     /// and no exclusive holder holds the order: a wait for the writes committed so far, never
     /// for writes that commit later.
     pub fn wait_applied(&self) {
-        let target = self.drawn.load(Ordering::SeqCst);
+        self.wait_done(self.drawn.load(Ordering::SeqCst));
+    }
+
+    /// Returns once every ticket below `target` is done, and no exclusive holder holds the
+    /// order.
+    fn wait_done(&self, target: u64) {
         let mut s = self.lock();
         while s.done < target {
             s = self.wait(s);

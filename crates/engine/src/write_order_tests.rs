@@ -1,8 +1,8 @@
 //! The write order alone: turns follow tickets, every ticket is done once, exclusive holders
 //! wait for writes in flight and keep new ones out.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -107,7 +107,8 @@ fn an_exclusive_holder_waits_for_writes_in_flight_and_keeps_new_ones_out() {
             std::thread::sleep(Duration::from_millis(30));
             assert!(!entered_late.load(Ordering::SeqCst));
         });
-        std::thread::sleep(Duration::from_millis(20));
+        // Waiting (not merely started): a write arriving from now on must wait too.
+        wait_for(|| order.state.lock().unwrap().excluding == 1);
         assert!(
             !held.load(Ordering::SeqCst),
             "held while writes were in flight"
@@ -140,21 +141,24 @@ fn an_exclusive_holder_waits_for_writes_in_flight_and_keeps_new_ones_out() {
 
 #[test]
 fn waiting_for_applied_writes_waits_for_those_drawn_before_and_not_after() {
-    let order = Arc::new(WriteOrder::default());
+    let order = WriteOrder::default();
     let early = order.enter(|| {});
     early.draw();
+    let late = order.enter(|| {});
     std::thread::scope(|s| {
-        let waiter = s.spawn(|| order.wait_applied());
+        // The target `wait_applied` takes when only `early` has drawn.
+        let waiter = s.spawn(|| order.wait_done(1));
         std::thread::sleep(Duration::from_millis(20));
         assert!(!waiter.is_finished(), "a drawn write is not applied yet");
         // A write that draws later is not waited for.
-        let late = order.enter(|| {});
         late.draw();
         early.finish(|| {});
         waiter.join().unwrap();
-        late.finish(|| {});
     });
+    late.finish(|| {});
+    // Both drawn and done: returns at once.
     order.wait_applied();
+    assert_eq!(order.tickets(), (2, 2));
 }
 
 #[test]

@@ -24,8 +24,13 @@
 //! commits, and a sync waits only for the transaction being run, never for writes still
 //! queued for a later batch.
 //!
-//! Dedicated tenants write in their own files, one tenant each, whose writes the engine
-//! orders one at a time anyway: they take the unbatched path.
+//! Dedicated tenants write in their own files, one tenant each: they take the unbatched path
+//! (one transaction per write, its commit hook called right before its commit).
+//!
+//! Each write's commit hook ([`Store::write_batched_for_ordered`]) is called by the leader
+//! right before the commit of the transaction that holds the write, under the write lock, so
+//! the engine can order what follows the commits of one tenant's writes (their apply to its
+//! indexes) without holding a lock of its own across the batch.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
@@ -121,9 +126,10 @@ impl Store {
     /// in, right before that commit (which may still fail). So the calls for the writes of
     /// one file are in their commit order, which lets a caller order what follows its commit
     /// (applying it to a tenant's indexes) without holding a lock of its own across the
-    /// commit, and so lets writes of one tenant share a transaction. Not called when nothing
-    /// of the write was committed. `committing` runs on whichever thread commits the batch:
-    /// it must be quick and must not panic.
+    /// commit, and so lets writes of one tenant share a transaction. Called at most once;
+    /// never for a write of which nothing can have been committed, but a write whose commit
+    /// then fails was called for too. `committing` runs on whichever thread commits the
+    /// batch: it must be quick and must not panic.
     pub fn write_batched_for_ordered<R: Send, E: From<StoreError> + Send>(
         &self,
         t: TenantKey,
