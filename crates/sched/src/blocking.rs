@@ -53,6 +53,9 @@ pub(crate) fn set_worker(pool: Arc<dyn Pool>, kind: Kind) {
 /// Costs a turn on the pool's lock at each end, so declare only waits that block: try the
 /// lock first and call this only when it is taken. Do not declare waits that a spare thread
 /// would only join (a lock every tenant shares): it would add a thread to the queue, not work.
+/// A queue whose waiters are served together is another matter: a write waiting in the store's
+/// batcher is declared, as the next job's write joins the same batch (one transaction more
+/// full, not one more in line).
 pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     if WAITING.get() {
         return f();

@@ -163,7 +163,9 @@ impl<J, O> Batcher<J, O> {
         };
         loop {
             if !leads {
-                let woke = mine.wait();
+                // Declared to the worker pool: meanwhile another thread runs the next job,
+                // which, if it is a write too, joins the next batch.
+                let woke = strata_sched::blocking(|| mine.wait());
                 #[cfg(test)]
                 self.wake_ups
                     .fetch_add(mine.wake_ups.swap(0, Ordering::Relaxed), Ordering::Relaxed);

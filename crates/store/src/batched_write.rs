@@ -532,6 +532,66 @@ mod tests {
         }
     }
 
+    /// A write waiting in the batcher for its batch's leader is a declared wait of the
+    /// worker pool (`strata_sched::blocking`): with both workers of a pool taken, one leading
+    /// a batch that does not end and one waiting for it, another job still runs, and may
+    /// queue its own write for the next batch.
+    #[test]
+    fn a_write_waiting_for_its_leader_frees_its_pool_worker() {
+        use std::sync::mpsc;
+        use strata_sched::{FairScheduler, SchedulerConfig};
+        const NEVER: Duration = Duration::from_secs(60);
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(&dir.path().join("main.redb")).unwrap());
+        let pool = FairScheduler::<&'static str>::new(SchedulerConfig {
+            workers: 2,
+            // Only the declared wait may free a place, not a long job giving way.
+            long_job_after: Duration::ZERO,
+            ..SchedulerConfig::default()
+        })
+        .unwrap();
+        let (leading_tx, leading) = mpsc::channel::<()>();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let (leading_tx, release_rx) = (
+            std::sync::Mutex::new(leading_tx),
+            std::sync::Mutex::new(release_rx),
+        );
+        let s = std::sync::Arc::clone(&store);
+        let leader = pool
+            .submit(&"a", 1, move || {
+                let t = TenantKey::from_raw(1);
+                s.write_batched_for(t, |w| {
+                    leading_tx.lock().unwrap().send(()).unwrap();
+                    let _ = release_rx.lock().unwrap().recv_timeout(NEVER);
+                    w.put_blob(t, "a", b"1")
+                })
+                .map(|((), pending)| pending.wait_durable())
+            })
+            .unwrap();
+        leading
+            .recv_timeout(NEVER)
+            .expect("the leader began its batch");
+        let s = std::sync::Arc::clone(&store);
+        let follower = pool
+            .submit(&"b", 1, move || {
+                let t = TenantKey::from_raw(2);
+                s.write_batched_for(t, |w| w.put_blob(t, "b", b"1"))
+                    .map(|((), pending)| pending.wait_durable())
+            })
+            .unwrap();
+        wait_for(|| store.batch.queued() == 1);
+        let (ran_tx, ran) = mpsc::channel();
+        let third = pool
+            .submit(&"c", 1, move || ran_tx.send(()).unwrap())
+            .unwrap();
+        let answered = ran.recv_timeout(NEVER);
+        release.send(()).unwrap();
+        answered.expect("a job ran while one worker led and the other waited for it");
+        third.wait_blocking().unwrap();
+        leader.wait_blocking().unwrap().unwrap().unwrap();
+        follower.wait_blocking().unwrap().unwrap().unwrap();
+    }
+
     /// Writes of one tenant in one batch, one failing after writing (its batch aborted, the
     /// writes before it run again) and one before: each committed write's hook is called
     /// once, in commit order (the order in which the closures saw each other's writes), and
