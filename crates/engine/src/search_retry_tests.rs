@@ -1,8 +1,6 @@
 //! Retries of a search whose hits a write took out of sight (`crate::search_retry`): spares
 //! sized by the hits lost, and the last try after the write in flight is applied.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -10,7 +8,7 @@ use strata_auth::{OperatorScope, TenantScope};
 use strata_types::{FieldRef, Filter, Include, Metric, RequestScope, SearchRequest, TenantId};
 
 use crate::search_retry::ATTEMPTS;
-use crate::test_support::{DIM, admin_scope, vec_name};
+use crate::test_support::{DIM, admin_scope, pause_next_write, vec_name};
 use crate::{Engine, EngineConfig};
 
 const K: usize = 5;
@@ -28,23 +26,6 @@ fn ids_only(k: usize, query: &[f32]) -> SearchRequest {
         include: Some(vec![]),
         ..Default::default()
     }
-}
-
-/// Holds the tenant's next write between its commit and its apply until `release` is sent
-/// (or 20 s pass, so a test that fails cannot hang); `reached` hears when it got there.
-fn pause_next_write(engine: &Engine) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
-    let (reached_tx, reached) = mpsc::channel::<()>();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let reached_tx = Mutex::new(reached_tx);
-    let release_rx = Mutex::new(release_rx);
-    let once = AtomicBool::new(false);
-    *crate::registry::lock(&engine.indexes.after_commit) = Some(Arc::new(move |_| {
-        if !once.swap(true, Ordering::SeqCst) {
-            crate::registry::lock(&reached_tx).send(()).unwrap();
-            let _ = crate::registry::lock(&release_rx).recv_timeout(Duration::from_secs(20));
-        }
-    }));
-    (reached, release)
 }
 
 /// The reviewer's race: one commit hides more of the top k + `SPARE_HITS` than a fixed

@@ -2,8 +2,6 @@
 //! they share storage transactions, and reach the loaded index in commit order, so the index
 //! always ends as storage is.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -12,7 +10,7 @@ use strata_types::{
     CollectionName, Metric, NewRecord, RecordId, RequestScope, SearchRequest, TenantId,
 };
 
-use crate::test_support::admin_scope;
+use crate::test_support::{admin_scope, pause_next_write};
 use crate::{Engine, EngineConfig};
 
 fn name() -> CollectionName {
@@ -117,22 +115,6 @@ fn concurrent_writes_of_one_tenant_share_storage_transactions() {
     assert_eq!(assert_index_is_storage(&engine), 810);
 }
 
-/// Holds the tenant's first write between its commit and its apply until `release` is sent
-/// (or 60 s pass, so a test that fails cannot hang); `reached` hears when it got there.
-fn pause_first_write(engine: &Engine) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
-    let (reached_tx, reached) = mpsc::channel::<()>();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let (reached_tx, release_rx) = (Mutex::new(reached_tx), Mutex::new(release_rx));
-    let once = AtomicBool::new(false);
-    *crate::registry::lock(&engine.indexes.after_commit) = Some(Arc::new(move |_| {
-        if !once.swap(true, Ordering::SeqCst) {
-            crate::registry::lock(&reached_tx).send(()).unwrap();
-            let _ = crate::registry::lock(&release_rx).recv_timeout(Duration::from_secs(60));
-        }
-    }));
-    (reached, release)
-}
-
 /// The first of two writes of one record is held between its commit and its apply; the
 /// second commits meanwhile (nothing of the first holds it back) but is applied only after
 /// the first: the index ends with the second's vector, as storage does.
@@ -154,7 +136,7 @@ fn later_commit_waits_for_earlier_apply(config: EngineConfig) {
     let dir = tempfile::tempdir().unwrap();
     let (engine, scope) = loaded_with(dir.path(), 10, config);
     let (first, second) = (vec![0.0, 0.0, 5.0, 0.0], vec![0.0, 0.0, 0.0, 5.0]);
-    let (reached, release) = pause_first_write(&engine);
+    let (reached, release) = pause_next_write(&engine);
     let put = |v: &Vec<f32>| {
         let one = vec![record(0, v.clone())];
         engine.put(&scope, &RequestScope::default(), one)

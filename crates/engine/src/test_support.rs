@@ -152,3 +152,25 @@ pub(crate) fn clustered_tenant(
     put_clustered(&engine, &scope, n);
     (engine, scope)
 }
+
+/// Holds the next write of any tenant between its commit and its apply until `release` is
+/// sent (or 60 s pass, so a test that fails cannot hang); `reached` hears when it got there.
+/// Later writes pass the hook at once.
+pub(crate) fn pause_next_write(
+    engine: &Engine,
+) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+    let (reached_tx, reached) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (reached_tx, release_rx) = (Mutex::new(reached_tx), Mutex::new(release_rx));
+    let once = AtomicBool::new(false);
+    *crate::registry::lock(&engine.indexes.after_commit) = Some(Arc::new(move |_| {
+        if !once.swap(true, Ordering::SeqCst) {
+            crate::registry::lock(&reached_tx).send(()).unwrap();
+            let wait = std::time::Duration::from_secs(60);
+            let _ = crate::registry::lock(&release_rx).recv_timeout(wait);
+        }
+    }));
+    (reached, release)
+}
