@@ -1,12 +1,10 @@
 //! A boosted search re-ranks a pool deeper than its k, whatever k is: a record just below the
 //! top k by relevance can rise into it.
 
-use strata_auth::OperatorScope;
 use strata_types::{
-    CollectionName, Confidence, Metric, NewRecord, RecordId, RequestScope, SearchRequest, TenantId,
+    CollectionName, Confidence, Metric, NewRecord, RecordId, RequestScope, SearchRequest,
 };
 
-use crate::test_support::admin_scope;
 use crate::{Engine, EngineConfig};
 
 /// Tenant `acme` with an empty two-dimensional `small` collection under L2.
@@ -18,14 +16,7 @@ fn small_l2_collection() -> (
 ) {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-    engine
-        .create_tenant(
-            &OperatorScope::for_tests(),
-            &TenantId::parse("acme").unwrap(),
-            None,
-        )
-        .unwrap();
-    let scope = admin_scope(&engine, "acme");
+    let scope = crate::test_support::created_tenant(&engine, "acme");
     let name = CollectionName::parse("small").unwrap();
     engine
         .create_collection(&scope, &name, 2, Metric::L2)

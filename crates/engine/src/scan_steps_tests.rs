@@ -19,7 +19,6 @@ use strata_types::{
 
 use crate::scan::{Page, ScanPage, Vectors};
 use crate::scan_steps::{StepSize, Stepped};
-use crate::test_support::admin_scope;
 use crate::{Engine, EngineConfig, EngineError, PendingDelete};
 
 /// A record as the model sees it.
@@ -178,14 +177,7 @@ fn make_tenant(
     scoped: bool,
 ) -> (Engine, TenantScope, Vec<Modelled>) {
     let engine = Engine::open(dir, EngineConfig::default()).unwrap();
-    engine
-        .create_tenant(
-            &OperatorScope::for_tests(),
-            &TenantId::parse("acme").unwrap(),
-            None,
-        )
-        .unwrap();
-    let scope = admin_scope(&engine, "acme");
+    let scope = crate::test_support::created_tenant(&engine, "acme");
     engine
         .create_collection(&scope, &c(), 2, Metric::L2)
         .unwrap();

@@ -4,11 +4,11 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use strata_auth::{OperatorScope, TenantScope};
-use strata_types::{FieldRef, Filter, Include, Metric, RequestScope, SearchRequest, TenantId};
+use strata_auth::TenantScope;
+use strata_types::{FieldRef, Filter, Include, Metric, RequestScope, SearchRequest};
 
 use crate::search_retry::ATTEMPTS;
-use crate::test_support::{DIM, admin_scope, pause_next_write, vec_name};
+use crate::test_support::{DIM, pause_next_write, vec_name};
 use crate::{Engine, EngineConfig};
 
 const K: usize = 5;
@@ -132,14 +132,7 @@ fn waiting_for_the_apply_waits_for_the_write_in_flight() {
 fn a_recheck_that_disagrees_with_its_bitmap_is_counted() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-    engine
-        .create_tenant(
-            &OperatorScope::for_tests(),
-            &TenantId::parse("acme").unwrap(),
-            None,
-        )
-        .unwrap();
-    let scope = admin_scope(&engine, "acme");
+    let scope = crate::test_support::created_tenant(&engine, "acme");
     let name = strata_types::CollectionName::parse("small").unwrap();
     engine
         .create_collection(&scope, &name, 2, Metric::L2)

@@ -10,7 +10,7 @@ use strata_types::{
     CollectionName, Metric, NewRecord, RecordId, RequestScope, SearchRequest, TenantId,
 };
 
-use crate::test_support::{admin_scope, pause_next_write};
+use crate::test_support::pause_next_write;
 use crate::{Engine, EngineConfig};
 
 fn name() -> CollectionName {
@@ -37,14 +37,7 @@ fn loaded(dir: &std::path::Path, n: usize) -> (Engine, TenantScope) {
 
 fn loaded_with(dir: &std::path::Path, n: usize, config: EngineConfig) -> (Engine, TenantScope) {
     let engine = Engine::open(dir, config).unwrap();
-    engine
-        .create_tenant(
-            &OperatorScope::for_tests(),
-            &TenantId::parse("acme").unwrap(),
-            None,
-        )
-        .unwrap();
-    let scope = admin_scope(&engine, "acme");
+    let scope = crate::test_support::created_tenant(&engine, "acme");
     engine
         .create_collection(&scope, &name(), 4, Metric::L2)
         .unwrap();

@@ -87,13 +87,8 @@ pub(crate) fn filled_tenant(engine: &Engine, name: &str, n: usize) -> strata_typ
     scope.tenant().clone()
 }
 
-/// Creates tenant `name` and its empty `vec` collection under `metric`; the tenant's admin
-/// scope.
-pub(crate) fn tenant_with_collection(
-    engine: &Engine,
-    name: &str,
-    metric: strata_types::Metric,
-) -> TenantScope {
+/// Creates tenant `name`; its admin scope.
+pub(crate) fn created_tenant(engine: &Engine, name: &str) -> TenantScope {
     engine
         .create_tenant(
             &strata_auth::OperatorScope::for_tests(),
@@ -101,7 +96,17 @@ pub(crate) fn tenant_with_collection(
             None,
         )
         .unwrap();
-    let scope = admin_scope(engine, name);
+    admin_scope(engine, name)
+}
+
+/// Creates tenant `name` and its empty `vec` collection under `metric`; the tenant's admin
+/// scope.
+pub(crate) fn tenant_with_collection(
+    engine: &Engine,
+    name: &str,
+    metric: strata_types::Metric,
+) -> TenantScope {
+    let scope = created_tenant(engine, name);
     engine
         .create_collection(&scope, &vec_name(), DIM, metric)
         .unwrap();
