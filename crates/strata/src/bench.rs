@@ -1,9 +1,10 @@
 //! `strata bench noisy`: the noisy-neighbour benchmark against a running server.
 //!
 //! Tenant B runs a steady stream of searches; tenant A floods with many concurrent clients far
-//! above its share. B's latency with A flooding is compared with B alone: with fair scheduling,
-//! B's p99 should stay close (target ≤ 1.25×). Tenants `bench-a` and `bench-b` are created and
-//! filled on first use.
+//! above its share, with searches, vector writes or text writes the server embeds (`--flood`).
+//! B's latency with A flooding is compared with B alone: with fair scheduling, B's p99 should
+//! stay close (target ≤ 1.25×). Tenants `bench-a` and `bench-b` are created and filled on
+//! first use.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,6 +46,97 @@ pub struct NoisyArgs {
     /// what protecting B costs a tenant that has the server to itself.
     #[arg(long)]
     pub flood_alone: bool,
+    /// What A floods with: `searches`; `writes`, single records with a vector (each answered
+    /// once durable, so A grows by every write); `text-writes`, single records of text alone,
+    /// which the server embeds (needs its embedder).
+    #[arg(long, value_enum, default_value_t = FloodKind::Searches)]
+    pub flood: FloodKind,
+}
+
+/// What tenant A's flooding clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloodKind {
+    Searches,
+    Writes,
+    TextWrites,
+}
+
+impl FloodKind {
+    /// The path A's requests go to and their bodies, serialised before the run (see
+    /// [`search_bodies`]), cycled.
+    fn requests(self) -> (&'static str, Arc<[String]>) {
+        match self {
+            FloodKind::Searches => ("/v1/search", search_bodies(0, 4096)),
+            FloodKind::Writes => (
+                "/v1/memories",
+                (0..4096u64)
+                    .map(|i| {
+                        json!({"content": flood_sentence(i), "vector": vector(5_000_000 + i)})
+                            .to_string()
+                    })
+                    .collect(),
+            ),
+            FloodKind::TextWrites => (
+                "/v1/memories",
+                (0..4096u64)
+                    .map(|i| json!({"content": flood_sentence(i)}).to_string())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// What one of A's requests is called in the report.
+    fn noun(self) -> &'static str {
+        match self {
+            FloodKind::Searches => "searches",
+            FloodKind::Writes => "writes",
+            FloodKind::TextWrites => "text writes",
+        }
+    }
+}
+
+/// A sentence of about 30 words (~200 bytes) for A's write `i`, varied so that no two in a
+/// cycle embed alike.
+fn flood_sentence(i: u64) -> String {
+    const WHO: [&str; 8] = [
+        "the user",
+        "their manager",
+        "the support agent",
+        "a colleague",
+        "the customer",
+        "my sister",
+        "the landlord",
+        "our accountant",
+    ];
+    const WHAT: [&str; 8] = [
+        "prefers green tea in the morning",
+        "works remotely on Tuesdays and Thursdays",
+        "wants summaries sent by email rather than chat",
+        "is allergic to peanuts and shellfish",
+        "moved to a flat near the river last spring",
+        "plays the cello in a local orchestra",
+        "is saving for a trip to Japan in October",
+        "asked to be reminded about the dentist",
+    ];
+    const WHY: [&str; 8] = [
+        "because mornings are the quietest time of the day",
+        "after a long conversation about the new project",
+        "since the old arrangement kept causing missed messages",
+        "which came up while planning next quarter's budget",
+        "as mentioned during the onboarding call last week",
+        "according to a note left in the shared calendar",
+        "which matters for the team dinner on Friday evening",
+        "so the reminders should arrive before nine o'clock",
+    ];
+    let pick = |n: u64| (n % 8) as usize;
+    format!(
+        "Memory {i}: {} {} {}, and {} {}.",
+        WHO[pick(i)],
+        WHAT[pick(i / 8)],
+        WHY[pick(i / 64)],
+        WHO[pick(i / 512 + 3)],
+        WHAT[pick(i / 7 + 5)]
+    )
 }
 
 const DIM: usize = 384;
@@ -131,11 +223,11 @@ pub(crate) fn search_bodies(first_seed: u64, n: u64) -> Arc<[String]> {
         .collect()
 }
 
-/// Sends one pre-serialised search and reads the answer's bytes (not parsed: the time is the
-/// server's, and a failure is an error status).
-async fn search_raw(client: &Client, body: String) -> anyhow::Result<()> {
+/// Sends one pre-serialised request to `path` and reads the answer's bytes (not parsed: the
+/// time is the server's, and a failure is an error status).
+async fn post_raw(client: &Client, path: &str, body: String) -> anyhow::Result<()> {
     let req = client
-        .request(Method::POST, "/v1/search")
+        .request(Method::POST, path)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body);
     client.send(req).await?.bytes().await?;
@@ -181,12 +273,30 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
             )
             .await?;
     }
+    if args.flood == FloodKind::TextWrites {
+        Client::new(admin.server(), Some(a_key.clone()))?
+            .call(
+                Method::POST,
+                "/v1/memories",
+                Some(json!({"content": flood_sentence(0)})),
+            )
+            .await
+            .context("--flood text-writes: the server must embed text (is its embedder on?)")?;
+    }
     // B's probe runs on a thread and runtime of its own (`bench_probe`), A's flood on
     // another: neither waits for the other's tasks inside this process.
     let probe = |server: String, key: String, qps: f64, secs: u64| {
         tokio::task::spawn_blocking(move || bench_probe::steady(&server, &key, qps, secs))
     };
     let server = admin.server().to_owned();
+    let start_flood = || {
+        Flood::start(
+            server.clone(),
+            a_key.clone(),
+            args.flood_clients,
+            args.flood,
+        )
+    };
     let (mut alone_samples, mut alone_failed) = (Vec::new(), 0);
     let (mut loaded_samples, mut loaded_failed) = (Vec::new(), 0);
     let (mut cpu_alone, mut cpu_flood) = (0.0, 0.0);
@@ -211,7 +321,7 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
         let cpu0 = process_cpu();
         // Fails here, before B is probed, if A's client cannot be made; stopped when dropped,
         // so a failing probe does not leave it flooding.
-        let flood = Flood::start(server.clone(), a_key.clone(), args.flood_clients)?;
+        let flood = start_flood()?;
         let probed = probe(server.clone(), b_key.clone(), args.steady_qps, args.seconds).await;
         let stopped = flood.stop().await;
         let (loaded, failed) = probed??;
@@ -236,7 +346,7 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
     let alone_throughput = if args.flood_alone {
         eprintln!("phase 3: A flooding alone for {} s…", args.seconds);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let flood = Flood::start(server.clone(), a_key.clone(), args.flood_clients)?;
+        let flood = start_flood()?;
         tokio::time::sleep(Duration::from_secs(args.seconds)).await;
         Some(flood.stop().await?.0)
     } else {
@@ -266,15 +376,17 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "p99 ratio (flooded / alone): {:.2}; A completed {:.0} searches/s ({} refused)",
+        "p99 ratio (flooded / alone): {:.2}; A completed {:.0} {}/s ({} refused)",
         ms(p99l) / ms(p99a).max(f64::EPSILON),
         a_done as f64 / (args.seconds as f64 * f64::from(args.rounds)),
+        args.flood.noun(),
         a_refused
     );
     if let Some(done) = alone_throughput {
         println!(
-            "A flooding alone: {:.0} searches/s",
-            done as f64 / args.seconds as f64
+            "A flooding alone: {:.0} {}/s",
+            done as f64 / args.seconds as f64,
+            args.flood.noun()
         );
     }
     // On one machine the load generator's CPU is taken from the server: report it.
@@ -319,10 +431,15 @@ impl Drop for Flood {
 
 impl Flood {
     /// Starts the clients once their HTTP client is made; an error if it cannot be.
-    fn start(server: String, key: String, clients: usize) -> anyhow::Result<Flood> {
+    fn start(
+        server: String,
+        key: String,
+        clients: usize,
+        kind: FloodKind,
+    ) -> anyhow::Result<Flood> {
         let stop = Arc::new(AtomicBool::new(false));
         let (done, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let bodies = search_bodies(0, 4096);
+        let (path, bodies) = kind.requests();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let thread = {
             let (stop, done, refused) =
@@ -363,7 +480,7 @@ impl Flood {
                                 while !stop.load(Ordering::Relaxed) {
                                     i += 1;
                                     let body = bodies[i % bodies.len()].clone();
-                                    match search_raw(&a, body).await {
+                                    match post_raw(&a, path, body).await {
                                         Ok(_) => done.fetch_add(1, Ordering::Relaxed),
                                         Err(_) => refused.fetch_add(1, Ordering::Relaxed),
                                     };
@@ -403,5 +520,47 @@ impl Flood {
             self.done.load(Ordering::Relaxed),
             self.refused.load(Ordering::Relaxed),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each flood sends what it says, to its route, in bodies that differ (so writes are not
+    /// answered from an idempotency memo, nor texts embedded alike).
+    #[test]
+    fn each_flood_kind_sends_distinct_bodies_of_its_kind() {
+        for kind in [
+            FloodKind::Searches,
+            FloodKind::Writes,
+            FloodKind::TextWrites,
+        ] {
+            let (path, bodies) = kind.requests();
+            let distinct: std::collections::HashSet<_> = bodies.iter().collect();
+            assert_eq!(distinct.len(), bodies.len(), "{kind:?}");
+            let first: Value = serde_json::from_str(&bodies[0]).expect("JSON");
+            let vector = first.get("vector").and_then(Value::as_array).map(Vec::len);
+            let content = first.get("content").and_then(Value::as_str);
+            match kind {
+                FloodKind::Searches => {
+                    assert_eq!(path, "/v1/search");
+                    assert_eq!(vector, Some(DIM));
+                }
+                FloodKind::Writes => {
+                    assert_eq!(path, "/v1/memories");
+                    assert_eq!(vector, Some(DIM));
+                    assert!(content.is_some());
+                }
+                FloodKind::TextWrites => {
+                    assert_eq!(path, "/v1/memories");
+                    assert_eq!(vector, None, "the server embeds it");
+                    assert!(
+                        content.is_some_and(|c| c.split(' ').count() >= 20),
+                        "{content:?}"
+                    );
+                }
+            }
+        }
     }
 }
