@@ -477,14 +477,17 @@ mod tests {
                             .run(&a, Arc::clone(&engine), demotable, |_| {
                                 spin(Duration::from_millis(2));
                                 let name = std::thread::current().name().map(str::to_owned);
-                                Ok((name, strata_engine::storage_writes_allowed_here()))
+                                let low = strata_sched::on_background_worker();
+                                Ok((name, strata_engine::storage_writes_allowed_here(), low))
                             })
                             .await
                             .expect("run");
-                        let (name, writes_allowed) = name;
+                        let (name, writes_allowed, low) = name;
                         let background = name.is_some_and(|n| n.contains("-b"));
-                        // A background worker is marked as one that must not write.
+                        // A background worker is marked as one that must not write, and a job
+                        // can tell where it runs (`Demotable::WritesInForeground`).
                         assert_eq!(writes_allowed, !background);
+                        assert_eq!(low, background);
                         moved += usize::from(background);
                     }
                     moved
@@ -517,6 +520,7 @@ mod tests {
     async fn only_read_only_work_runs_on_background_workers() {
         assert_eq!(flood_through_the_gate(Demotable::Never).await, 0);
         assert!(flood_through_the_gate(Demotable::ReadOnly).await > 0);
+        assert!(flood_through_the_gate(Demotable::WritesInForeground).await > 0);
     }
 
     /// A request that asked for its timings sees its pool stages: the wait in the queue (here

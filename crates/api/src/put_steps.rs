@@ -2,9 +2,21 @@
 //! (`strata_engine::Engine::embed_put_step`) and its transaction are separate jobs in the
 //! tenant's fair share, so a tenant's large text batch queues behind its own requests instead
 //! of holding a worker for the whole embedding while every other tenant waits.
+//!
+//! The check and the embedding steps of a write that may embed (a record without a vector)
+//! write nothing, so they may run on the pool's low-priority workers while the tenant is over
+//! its CPU share ([`Demotable::WritesInForeground`]): a tenant flooding text writes then embeds
+//! at low priority, and another tenant's search, on a normal thread, takes the core from it.
+//! The transaction itself always runs on a normal-priority worker: in the job of the last
+//! embedding step when that job ran on one, else in a job of its own. A write whose records
+//! all carry vectors stays one job on a normal worker: its check is microseconds, and a job
+//! more per write on the low-priority workers costs more than it saves (each job is a turn on
+//! the pool's lock, and a low-priority thread preempted while it holds that lock holds up
+//! every tenant's requests: docs/benchmarks.md).
 
 use strata_auth::TenantScope;
 use strata_engine::{Engine, PendingPut};
+use strata_sched::Demotable;
 use strata_types::{NewRecord, RequestScope};
 
 use crate::admission::Admitted;
@@ -14,6 +26,9 @@ use crate::{ApiError, AppState};
 enum Step<T, F> {
     Done(T),
     Embedding(Box<PendingPut>, F),
+    /// Checked and embedded on a low-priority worker: the transaction is left to a job on a
+    /// normal one.
+    Embedded(Box<PendingPut>, F),
 }
 
 /// Checks and embeds `records`, then runs `finish` (the write) on the prepared batch, each
@@ -36,8 +51,12 @@ where
         + 'static,
 {
     let (s, r) = (scope.clone(), req.clone());
+    let first = match records.iter().any(|r| r.vector.is_none()) {
+        true => Demotable::WritesInForeground,
+        false => Demotable::Never,
+    };
     let mut step = state
-        .run_tenant(admitted, move |e| {
+        .run_tenant_as(admitted, first, move |e| {
             let pending = if batch {
                 e.begin_put_batch(&s, &r, records)?
             } else {
@@ -52,8 +71,16 @@ where
             Step::Embedding(pending, finish) => {
                 let (s, r) = (scope.clone(), req.clone());
                 step = state
-                    .run_tenant(admitted, move |e| embed_step(e, &s, &r, *pending, finish))
+                    .run_tenant_as(admitted, Demotable::WritesInForeground, move |e| {
+                        embed_step(e, &s, &r, *pending, finish)
+                    })
                     .await?;
+            }
+            Step::Embedded(pending, finish) => {
+                let (s, r) = (scope.clone(), req.clone());
+                return state
+                    .run_tenant(admitted, move |e| finish(e, &s, &r, *pending))
+                    .await;
             }
         }
     }
@@ -71,9 +98,11 @@ where
     F: FnOnce(&Engine, &TenantScope, &RequestScope, PendingPut) -> Result<T, ApiError>,
 {
     e.embed_put_step(&mut pending)?;
-    if pending.is_embedded() {
-        Ok(Step::Done(finish(e, scope, req, pending)?))
-    } else {
+    if !pending.is_embedded() {
         Ok(Step::Embedding(Box::new(pending), finish))
+    } else if strata_sched::on_background_worker() {
+        Ok(Step::Embedded(Box::new(pending), finish))
+    } else {
+        Ok(Step::Done(finish(e, scope, req, pending)?))
     }
 }

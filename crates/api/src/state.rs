@@ -173,8 +173,23 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
     {
+        self.run_tenant_as(admitted, Demotable::Never, f).await
+    }
+
+    /// [`run_tenant`](Self::run_tenant) with the job's [`Demotable`] chosen by the caller, who
+    /// knows what it does.
+    pub(crate) async fn run_tenant_as<T, F>(
+        &self,
+        admitted: &Admitted,
+        demotable: Demotable,
+        f: F,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
+    {
         let engine = Arc::clone(&self.engine);
-        self.gate.run(admitted, engine, Demotable::Never, f).await
+        self.gate.run(admitted, engine, demotable, f).await
     }
 
     /// [`run_tenant`](Self::run_tenant) for work that writes nothing (a search, get, scan,
@@ -189,10 +204,7 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
     {
-        let engine = Arc::clone(&self.engine);
-        self.gate
-            .run(admitted, engine, Demotable::ReadOnly, f)
-            .await
+        self.run_tenant_as(admitted, Demotable::ReadOnly, f).await
     }
 
     /// Parses a request body as a JSON object and converts it with `convert`, in one job off

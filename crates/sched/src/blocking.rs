@@ -39,11 +39,24 @@ thread_local! {
     static WORKER: RefCell<Option<(Arc<dyn Pool>, Kind)>> = const { RefCell::new(None) };
     /// Inside a declared wait: a wait nested in it is already counted.
     static WAITING: Cell<bool> = const { Cell::new(false) };
+    /// This thread runs a background worker's jobs (`crate::executor`).
+    static LOW_PRIORITY: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Marks the calling thread as a worker of `pool`.
 pub(crate) fn set_worker(pool: Arc<dyn Pool>, kind: Kind) {
     WORKER.with(|w| *w.borrow_mut() = Some((pool, kind)));
+}
+
+/// Whether the calling thread runs a pool's background jobs (at the lowest OS priority): a
+/// [`crate::Demotable::WritesInForeground`] job asks before it writes.
+pub fn on_background_worker() -> bool {
+    LOW_PRIORITY.get()
+}
+
+/// Marks the calling thread as the one that runs a background worker's jobs.
+pub(crate) fn set_low_priority() {
+    LOW_PRIORITY.set(true);
 }
 
 /// Runs `f`, a wait for something another job may hold for long, as a declared wait: on a

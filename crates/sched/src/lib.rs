@@ -30,6 +30,7 @@
 pub mod blocking;
 mod cpu;
 mod error;
+mod executor;
 pub mod fair_queue;
 pub mod idle_poll;
 pub mod inflight;
@@ -39,8 +40,9 @@ pub mod rate;
 pub mod scheduler;
 mod shard;
 pub mod shares;
+pub mod slice;
 
-pub use blocking::blocking;
+pub use blocking::{blocking, on_background_worker};
 pub use cpu::{adjust_job_cpu, job_cpu_adjustment, take_job_cpu_adjustment, thread_cpu_ns};
 pub use error::{Busy, LimitsError, RetryAfter, SchedError};
 pub use fair_queue::{Charge, DEFAULT_COST_NS, Discipline, FairQueue, Lane, QueueFull};

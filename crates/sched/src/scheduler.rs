@@ -24,17 +24,21 @@ use tokio::sync::oneshot;
 use crate::blocking::{Pool, set_worker};
 use crate::cpu::{take_job_cpu_adjustment, thread_cpu_ns};
 use crate::error::SchedError;
+use crate::executor::{Deliver, Executor, Work};
 use crate::fair_queue::{Charge, Discipline, FairQueue, Lane, QueueFull};
 use crate::idle_poll::{IdlePoll, PollState};
 use crate::long_jobs::{self, LongJobs, Watch};
-use crate::priority::{BackgroundPriority, lower_current_thread};
+use crate::priority::BackgroundPriority;
 use crate::shares::{CpuShares, Placement, SHARE_WINDOW};
 
 /// A type-erased job (runs the caller's closure and delivers its result), and whether a
 /// background worker may run it.
 struct Job {
-    run: Box<dyn FnOnce() + Send + 'static>,
+    run: Work,
     demotable: bool,
+    /// [`Demotable::ReadOnly`]: while the pool drains, the background workers take only
+    /// these (a [`Demotable::WritesInForeground`] job would need a job after it to write).
+    read_only: bool,
 }
 
 /// Whether a job may run on a background worker when its tenant is over its CPU share.
@@ -49,6 +53,21 @@ pub enum Demotable {
     /// The job only reads (a search, get, scan, count, recall): it holds nothing other
     /// tenants wait for, so it may be slowed down.
     ReadOnly,
+    /// The job writes only where [`crate::on_background_worker`] is false, and hands what it
+    /// would write to a [`Demotable::Never`] job of its own otherwise: placed like
+    /// [`Demotable::ReadOnly`], so a flooding tenant's checks, parses and embeddings before
+    /// its writes run at low priority while its writes stay on normal threads.
+    WritesInForeground,
+}
+
+impl Demotable {
+    /// Whether a job of this kind may run on a background worker.
+    fn may_demote(self) -> bool {
+        match self {
+            Demotable::Never => false,
+            Demotable::ReadOnly | Demotable::WritesInForeground => true,
+        }
+    }
 }
 
 /// Pool size, queue bounds and ordering.
@@ -599,7 +618,8 @@ fn lane_of(kind: Kind) -> Lane {
 /// background workers' and the rest the normal workers'; without it everything is the normal
 /// workers', and background workers (turned off) take nothing; while draining (not
 /// accepting), placements no longer count and background workers still take only read-only
-/// jobs.
+/// jobs ([`Demotable::ReadOnly`]: a job that writes in the foreground would need another job,
+/// which a draining pool no longer accepts).
 fn takes<'a, K: Hash + Eq + Clone>(
     kind: Kind,
     given: bool,
@@ -616,14 +636,16 @@ fn takes<'a, K: Hash + Eq + Clone>(
         open && match kind {
             Kind::Reserved => true,
             Kind::Foreground => split.is_none() || !background(),
-            Kind::Background => !turned_off && background(),
+            Kind::Background => !turned_off && background() && (split.is_some() || job.read_only),
         }
     }
 }
 
 /// Starts a worker thread of `kind` for `shared`, counted already in its state. A background
-/// thread lowers its priority first and reports how that went on `lowered` (the first ones,
-/// whose failure turns the split off); a spare whose priority could not be lowered exits.
+/// worker starts its low-priority thread first (`crate::executor`: the worker's own thread
+/// keeps normal priority for the pool's lock) and reports how lowering its priority went on
+/// `lowered` (the first ones, whose failure turns the split off); a spare whose priority could
+/// not be lowered exits.
 fn start_thread<K: Hash + Eq + Clone + Send + 'static>(
     shared: &Arc<Shared<K>>,
     kind: Kind,
@@ -635,13 +657,23 @@ fn start_thread<K: Hash + Eq + Clone + Send + 'static>(
     // exit at once (a spare finding its job taken), and shutdown takes the list only once
     // every live thread exited, so it must find this one's handle there to join it.
     let mut handles = shared.lock_handles();
+    let low_name = format!("{name}-low");
     let handle = std::thread::Builder::new().name(name).spawn(move || {
         let shared = thread_shared;
+        let mut executor = None;
         if kind == Kind::Background {
-            let result = lower_current_thread(shared.background_priority);
-            if let (Ok(()), Some(start)) = (&result, shared.background_thread_start) {
-                start();
-            }
+            let started = Executor::start(
+                low_name,
+                shared.background_priority,
+                shared.background_thread_start,
+            );
+            let result = match started {
+                Ok((started, lowered)) => {
+                    executor = Some(started);
+                    lowered
+                }
+                Err(e) => Err(e),
+            };
             let failed = result.is_err();
             match lowered {
                 Some(tx) => {
@@ -659,7 +691,7 @@ fn start_thread<K: Hash + Eq + Clone + Send + 'static>(
             }
         }
         set_worker(Arc::clone(&shared) as Arc<dyn Pool>, kind);
-        worker(&shared, kind);
+        worker(&shared, kind, executor.as_ref());
     })?;
     handles.push(handle);
     Ok(())
@@ -873,20 +905,24 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
         R: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let run = Box::new(move || {
+        let run: Work = Box::new(move || -> Deliver {
             if tx.is_closed() {
-                return;
+                return Box::new(|| ());
             }
             let result =
                 catch_unwind(AssertUnwindSafe(f)).map_err(|payload| SchedError::Panicked {
                     message: panic_message(payload.as_ref()),
                 });
-            // The caller may have stopped waiting; nothing to do then.
-            let _ = tx.send(result);
+            // Sent by the worker's own thread, at normal priority (`crate::executor`). The
+            // caller may have stopped waiting; nothing to do then.
+            Box::new(move || {
+                let _ = tx.send(result);
+            })
         });
         let job = Job {
             run,
-            demotable: demotable == Demotable::ReadOnly && lane == Lane::Shared,
+            demotable: demotable.may_demote() && lane == Lane::Shared,
+            read_only: demotable == Demotable::ReadOnly,
         };
         let demotable = job.demotable;
         let (woken, claimed) = {
@@ -1139,7 +1175,13 @@ impl<K> Drop for FairScheduler<K> {
 /// one: of a tenant over it), run it outside the lock, charge its tenant the CPU time it used
 /// (wall-clock time where the platform cannot tell), repeat; exit once shutdown has begun and
 /// there is nothing left it may run.
-fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: Kind) {
+/// A worker's loop. A background worker runs its jobs on `executor`, its low-priority thread,
+/// and keeps the pool's lock and the jobs' answers on its own (`crate::executor`).
+fn worker<K: Hash + Eq + Clone + Send + 'static>(
+    shared: &Arc<Shared<K>>,
+    kind: Kind,
+    executor: Option<&Executor>,
+) {
     let signal = shared.signal(kind);
     // Whether this worker polled since its last job (it polls once per job: then it sleeps),
     // and whether its next look at the queue is the first after a poll (counted).
@@ -1203,21 +1245,15 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
             if spare {
                 shared.fill_place(kind, true);
             }
-            let (cpu, wall) = (thread_cpu_ns(), Instant::now());
-            // Whatever an earlier job (or code outside any job) left is not this job's.
-            take_job_cpu_adjustment();
-            let current = long_jobs::Running::set(long_id);
-            // Panics are caught inside the job, so this cannot unwind.
-            (job.run)();
-            drop(current);
-            let cost = match (cpu, thread_cpu_ns()) {
-                // CPU time another thread spent for this job counts as its own, and time this
-                // thread spent for other jobs does not (see `adjust_job_cpu`).
-                (Some(before), Some(after)) => after
-                    .saturating_sub(before)
-                    .saturating_add_signed(take_job_cpu_adjustment()),
-                _ => u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            let wall = Instant::now();
+            // Panics are caught inside the job, so neither can unwind.
+            let (cpu, deliver) = match executor {
+                Some(executor) => executor.run(job.run),
+                None => run_here(job.run, long_id),
             };
+            deliver();
+            let cost =
+                cpu.unwrap_or_else(|| u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX));
             state = shared.lock();
             let place = state.long_jobs.ended(long_id);
             let from = if place.long {
@@ -1325,6 +1361,25 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(shared: &Arc<Shared<K>>, kind: 
     }
 }
 
+/// Runs a job on the worker's own thread: its CPU time (`None` where it cannot be read) and
+/// the sending of its result.
+fn run_here(work: Work, long_id: Option<u64>) -> (Option<u64>, Deliver) {
+    let cpu = thread_cpu_ns();
+    // Whatever an earlier job (or code outside any job) left is not this job's.
+    take_job_cpu_adjustment();
+    let current = long_jobs::Running::set(long_id);
+    let deliver = work();
+    drop(current);
+    // CPU time another thread spent for this job counts as its own, and time this thread
+    // spent for other jobs does not (see `adjust_job_cpu`).
+    let cost = cpu.zip(thread_cpu_ns()).map(|(before, after)| {
+        after
+            .saturating_sub(before)
+            .saturating_add_signed(take_job_cpu_adjustment())
+    });
+    (cost, deliver)
+}
+
 /// The job `kind` of worker runs next, if any, of those [`takes`] allows (the fairest: the
 /// fair queue's order).
 fn pop<K: Hash + Eq + Clone>(
@@ -1392,6 +1447,52 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::*;
+
+    /// While the split is on, both demotable kinds of job of a tenant over its share go to the
+    /// background workers; while the pool drains, only read-only ones do: a job that writes in
+    /// the foreground would need another job for its write, which a draining pool refuses.
+    #[test]
+    fn a_draining_pool_gives_its_background_workers_read_only_jobs_only() {
+        let job = |demotable: Demotable| Job {
+            run: Box::new(|| -> Deliver { Box::new(|| ()) }),
+            demotable: demotable.may_demote(),
+            read_only: demotable == Demotable::ReadOnly,
+        };
+        let long_jobs = LongJobs::new(Duration::from_secs(60));
+        let mut shares = CpuShares::new(0);
+        // "a" floods (all the CPU, a job pending); "b" is active beside it.
+        shares.submitted(&"a", 1);
+        shares.submitted(&"b", 1);
+        shares.finished(&"b", 1);
+        shares.charge(&"a", 1_000_000);
+        assert_eq!(shares.placement(&"a"), Placement::Background);
+        let kinds = [
+            Demotable::Never,
+            Demotable::ReadOnly,
+            Demotable::WritesInForeground,
+        ];
+        for (accepting, expected) in [(true, [false, true, true]), (false, [false, true, false])] {
+            let may = takes(
+                Kind::Background,
+                false,
+                accepting,
+                Some(&shares),
+                &long_jobs,
+            );
+            let taken = kinds.map(|d| may(&"a", &job(d)));
+            assert_eq!(taken, expected, "accepting: {accepting}");
+            let may = takes(
+                Kind::Foreground,
+                false,
+                accepting,
+                Some(&shares),
+                &long_jobs,
+            );
+            let taken = kinds.map(|d| may(&"a", &job(d)));
+            let foreground = expected.map(|background| !background || !accepting);
+            assert_eq!(taken, foreground, "accepting: {accepting}");
+        }
+    }
 
     /// A job that can start at once does not wake the watchdog, even while another job runs.
     #[test]

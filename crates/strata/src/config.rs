@@ -169,7 +169,7 @@ impl Default for SchedulerSection {
             reserved_workers: strata_api::PoolConfig::default().reserved_workers,
             background_workers: None,
             background_priority: BackgroundPrioritySetting::Nice19,
-            io_thread_slice_us: crate::io_threads::DEFAULT_SLICE_US,
+            io_thread_slice_us: strata_sched::slice::DEFAULT_SLICE_US,
             long_job_after_ms: u64::try_from(
                 strata_api::PoolConfig::default().long_job_after.as_millis(),
             )
@@ -533,7 +533,7 @@ impl Config {
             );
         }
         let slice = config.scheduler.io_thread_slice_us;
-        if slice != 0 && !crate::io_threads::SLICE_RANGE_US.contains(&slice) {
+        if slice != 0 && !strata_sched::slice::SLICE_RANGE_US.contains(&slice) {
             bail!(
                 "scheduler.io_thread_slice_us: 0 (the kernel's default) or 100-100000, got {slice}"
             );

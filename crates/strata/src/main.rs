@@ -8,7 +8,6 @@ mod bench_mixed;
 mod bench_probe;
 mod client;
 mod config;
-mod io_threads;
 mod loadgen;
 mod model;
 mod operate;
@@ -467,7 +466,7 @@ fn check(data_dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// The server's async runtime, its worker threads asking the OS for `slice_us` time slices
-/// (`io_threads`; 0 keeps the OS's). Asked when a worker first goes idle, a hook tokio runs
+/// (`strata_sched::slice`; 0 keeps the OS's). Asked when a worker first goes idle, a hook tokio runs
 /// for its workers only; the threads a worker starts (the runtime's blocking threads, which
 /// run long jobs, and any a handler spawns) begin at the OS's slice, since the short one is
 /// not inherited. A refusal is logged once; the server runs either way.
@@ -483,7 +482,7 @@ fn server_runtime(slice_us: u64) -> anyhow::Result<tokio::runtime::Runtime> {
             if ASKED.replace(true) {
                 return;
             }
-            let Err(e) = io_threads::set_current_thread_slice(slice_us) else {
+            let Err(e) = strata_sched::slice::set_current_thread_slice(slice_us) else {
                 return;
             };
             if told.swap(true, std::sync::atomic::Ordering::Relaxed) {

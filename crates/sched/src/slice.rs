@@ -1,4 +1,5 @@
-//! A short OS time slice for the async runtime's threads.
+//! A short OS time slice for a thread: the async runtime's threads, and the threads that run
+//! the pool's background jobs.
 //!
 //! The server's async threads read requests, answer them and hand engine work to the worker
 //! pool; the pool's workers run that work and keep the cores busy under load. Linux's EEVDF
@@ -14,6 +15,11 @@
 //! the runtime's blocking threads and any thread a request's handler spawns, which run long
 //! jobs (data moves, imports, the engine's start-up) — begin at the default slice: the short
 //! one is asked with `SCHED_FLAG_RESET_ON_FORK`, so the kernel does not pass it on.
+//!
+//! The pool's background workers ask for it too (`crate::executor`), for the other end of the
+//! same wait: a thread at `nice 19` picked to run keeps the core for its whole slice before a
+//! normal thread that wakes meanwhile gets it, and under a tenant's flood of jobs that ran for
+//! milliseconds (embedding texts) another tenant's request met such a wait at each of its steps.
 
 /// The slice asked for by default, in microseconds: the shortest the kernel takes.
 pub const DEFAULT_SLICE_US: u64 = 100;
