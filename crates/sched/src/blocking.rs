@@ -19,7 +19,10 @@
 //!
 //! The hook is a thread-local set by the pool on its own threads: code that may run on a pool
 //! worker or anywhere else (the engine, its tests, a maintenance thread) calls [`blocking`]
-//! without knowing the pool, and off a pool thread it only runs the closure.
+//! without knowing the pool, and off a pool thread it only runs the closure. A background
+//! worker's jobs run on its low-priority thread (`crate::executor`), which must not take the
+//! pool's lock: there the hook relays the wait's start and end to the worker's own thread,
+//! which tells the pool.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -34,9 +37,40 @@ pub(crate) trait Pool: Send + Sync {
     fn wait_ends(&self, kind: Kind);
 }
 
+/// Who a declared wait is told to.
+#[derive(Clone)]
+enum Declarer {
+    /// The pool itself, by a worker's own thread of this kind.
+    Pool(Arc<dyn Pool>, Kind),
+    /// A background worker's thread, by its low-priority thread: the worker tells the pool
+    /// ([`relay_wait`]).
+    Relay(std::sync::mpsc::Sender<crate::executor::Event>),
+}
+
+impl Declarer {
+    fn begins(&self) {
+        match self {
+            Declarer::Pool(pool, kind) => Arc::clone(pool).wait_begins(*kind),
+            Declarer::Relay(tx) => {
+                let _ = tx.send(crate::executor::Event::WaitBegins);
+            }
+        }
+    }
+
+    fn ends(&self) {
+        match self {
+            Declarer::Pool(pool, kind) => pool.wait_ends(*kind),
+            Declarer::Relay(tx) => {
+                let _ = tx.send(crate::executor::Event::WaitEnds);
+            }
+        }
+    }
+}
+
 thread_local! {
-    /// The pool this thread is a worker of, and which kind.
-    static WORKER: RefCell<Option<(Arc<dyn Pool>, Kind)>> = const { RefCell::new(None) };
+    /// Who this thread's declared waits are told to: the pool it is a worker of, or the
+    /// worker whose jobs it runs.
+    static WORKER: RefCell<Option<Declarer>> = const { RefCell::new(None) };
     /// Inside a declared wait: a wait nested in it is already counted.
     static WAITING: Cell<bool> = const { Cell::new(false) };
     /// This thread runs a background worker's jobs (`crate::executor`).
@@ -45,18 +79,33 @@ thread_local! {
 
 /// Marks the calling thread as a worker of `pool`.
 pub(crate) fn set_worker(pool: Arc<dyn Pool>, kind: Kind) {
-    WORKER.with(|w| *w.borrow_mut() = Some((pool, kind)));
+    WORKER.with(|w| *w.borrow_mut() = Some(Declarer::Pool(pool, kind)));
+}
+
+/// Marks the calling thread as the low-priority thread of a background worker: it runs the
+/// worker's jobs, and its declared waits go to the worker as events on `events`.
+pub(crate) fn set_executor(events: std::sync::mpsc::Sender<crate::executor::Event>) {
+    LOW_PRIORITY.set(true);
+    WORKER.with(|w| *w.borrow_mut() = Some(Declarer::Relay(events)));
+}
+
+/// On a background worker's own thread: tells the pool that the job its low-priority thread
+/// runs began (`true`) or ended (`false`) a declared wait.
+pub(crate) fn relay_wait(begins: bool) {
+    let Some(Declarer::Pool(pool, kind)) = WORKER.with(|w| w.borrow().clone()) else {
+        return;
+    };
+    if begins {
+        pool.wait_begins(kind);
+    } else {
+        pool.wait_ends(kind);
+    }
 }
 
 /// Whether the calling thread runs a pool's background jobs (at the lowest OS priority): a
 /// [`crate::Demotable::WritesInForeground`] job asks before it writes.
 pub fn on_background_worker() -> bool {
     LOW_PRIORITY.get()
-}
-
-/// Marks the calling thread as the one that runs a background worker's jobs.
-pub(crate) fn set_low_priority() {
-    LOW_PRIORITY.set(true);
 }
 
 /// Runs `f`, a wait for something another job may hold for long, as a declared wait: on a
@@ -73,20 +122,20 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     if WAITING.get() {
         return f();
     }
-    let Some((pool, kind)) = WORKER.with(|w| w.borrow().clone()) else {
+    let Some(declarer) = WORKER.with(|w| w.borrow().clone()) else {
         return f();
     };
     /// Ends the wait however `f` ends, a panic included (the pool catches job panics, and the
     /// worker must count as running again when it returns to it).
-    struct Ends(Arc<dyn Pool>, Kind);
+    struct Ends(Declarer);
     impl Drop for Ends {
         fn drop(&mut self) {
             WAITING.set(false);
-            self.0.wait_ends(self.1);
+            self.0.ends();
         }
     }
-    Arc::clone(&pool).wait_begins(kind);
+    declarer.begins();
     WAITING.set(true);
-    let _ends = Ends(pool, kind);
+    let _ends = Ends(declarer);
     f()
 }

@@ -30,11 +30,23 @@ pub(crate) type Deliver = Box<dyn FnOnce() + Send + 'static>;
 /// A job as the pool holds it: runs the caller's closure and returns the sending of its result.
 pub(crate) type Work = Box<dyn FnOnce() -> Deliver + Send + 'static>;
 
+/// What the low-priority thread tells the worker's own thread while it runs a job.
+pub(crate) enum Event {
+    /// The job began a declared wait (`crate::blocking`): the worker tells the pool, which
+    /// may run another job in its place.
+    WaitBegins,
+    /// The declared wait ended.
+    WaitEnds,
+    /// The job ended: its CPU time (`None` where it cannot be read) and the sending of its
+    /// result.
+    Done(Option<u64>, Deliver),
+}
+
 /// A running low-priority thread and the channels to it. Dropping it stops the thread (once
 /// its job, if any, ends) and joins it.
 pub(crate) struct Executor {
     jobs: Option<Sender<Work>>,
-    done: Receiver<(Option<u64>, Deliver)>,
+    events: Receiver<Event>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -48,7 +60,7 @@ impl Executor {
         on_start: Option<fn()>,
     ) -> io::Result<(Executor, io::Result<()>)> {
         let (jobs_tx, jobs_rx) = channel::<Work>();
-        let (done_tx, done_rx) = channel();
+        let (events_tx, events_rx) = channel();
         let (lowered_tx, lowered_rx) = channel();
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             let lowered = lower_current_thread(priority);
@@ -60,7 +72,7 @@ impl Executor {
             if let (Ok(()), Some(start)) = (&lowered, on_start) {
                 start();
             }
-            crate::blocking::set_low_priority();
+            crate::blocking::set_executor(events_tx.clone());
             let _ = lowered_tx.send(lowered);
             for work in jobs_rx {
                 // Whatever an earlier job left is not this job's (see `adjust_job_cpu`).
@@ -75,7 +87,7 @@ impl Executor {
                     ),
                     _ => None,
                 };
-                if done_tx.send((cost, deliver)).is_err() {
+                if events_tx.send(Event::Done(cost, deliver)).is_err() {
                     return;
                 }
             }
@@ -85,18 +97,26 @@ impl Executor {
             .unwrap_or_else(|_| Err(io::Error::other("the executor thread ended at its start")));
         let executor = Executor {
             jobs: Some(jobs_tx),
-            done: done_rx,
+            events: events_rx,
             thread: Some(thread),
         };
         Ok((executor, lowered))
     }
 
-    /// Runs `work` on the low-priority thread and waits for it: its CPU time (`None` where it
-    /// cannot be read) and the sending of its result, for the caller's thread.
+    /// Runs `work` on the low-priority thread and waits for it, telling the pool of its
+    /// declared waits meanwhile: its CPU time (`None` where it cannot be read) and the sending
+    /// of its result, for the caller's thread.
     pub(crate) fn run(&self, work: Work) -> (Option<u64>, Deliver) {
         let sent = self.jobs.as_ref().map(|jobs| jobs.send(work));
         match sent {
-            Some(Ok(())) => self.done.recv().unwrap_or_else(|_| (None, Box::new(|| ()))),
+            Some(Ok(())) => loop {
+                match self.events.recv() {
+                    Ok(Event::WaitBegins) => crate::blocking::relay_wait(true),
+                    Ok(Event::WaitEnds) => crate::blocking::relay_wait(false),
+                    Ok(Event::Done(cost, deliver)) => break (cost, deliver),
+                    Err(_) => break (None, Box::new(|| ())),
+                }
+            },
             // The thread is gone (it cannot panic: jobs catch their panics): run the job here,
             // at this thread's priority, rather than lose it.
             Some(Err(std::sync::mpsc::SendError(work))) => (None, work()),
@@ -154,6 +174,40 @@ mod tests {
             "its CPU time was measured: {cost:?}"
         );
         assert!(!crate::blocking::on_background_worker());
+    }
+
+    /// A declared wait of a job on the low-priority thread reaches the pool through the
+    /// worker's own thread, in order, before the job's end.
+    #[test]
+    fn a_declared_wait_is_told_to_the_pool_by_the_workers_thread() {
+        use std::sync::{Arc, Mutex};
+
+        use crate::blocking::Pool;
+        use crate::scheduler::Kind;
+
+        #[derive(Default)]
+        struct Told(Mutex<Vec<(&'static str, std::thread::ThreadId)>>);
+        impl Pool for Told {
+            fn wait_begins(self: Arc<Self>, _: Kind) {
+                let me = std::thread::current().id();
+                self.0.lock().unwrap().push(("begins", me));
+            }
+            fn wait_ends(&self, _: Kind) {
+                let me = std::thread::current().id();
+                self.0.lock().unwrap().push(("ends", me));
+            }
+        }
+        let told = Arc::new(Told::default());
+        crate::blocking::set_worker(Arc::clone(&told) as Arc<dyn Pool>, Kind::Background);
+        let (executor, _) =
+            Executor::start("exec-wait".into(), BackgroundPriority::Nice19, None).expect("start");
+        let (_, deliver) = executor.run(Box::new(|| {
+            let waited = crate::blocking(|| std::thread::current().id());
+            Box::new(move || assert_ne!(waited, std::thread::current().id()))
+        }));
+        deliver();
+        let me = std::thread::current().id();
+        assert_eq!(*told.0.lock().unwrap(), [("begins", me), ("ends", me)]);
     }
 
     #[test]

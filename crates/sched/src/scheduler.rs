@@ -1246,11 +1246,14 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(
                 shared.fill_place(kind, true);
             }
             let wall = Instant::now();
+            // On this thread in both cases: a declared wait of the job is told to the pool here.
+            let current = long_jobs::Running::set(long_id);
             // Panics are caught inside the job, so neither can unwind.
             let (cpu, deliver) = match executor {
                 Some(executor) => executor.run(job.run),
-                None => run_here(job.run, long_id),
+                None => run_here(job.run),
             };
+            drop(current);
             deliver();
             let cost =
                 cpu.unwrap_or_else(|| u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX));
@@ -1363,13 +1366,11 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(
 
 /// Runs a job on the worker's own thread: its CPU time (`None` where it cannot be read) and
 /// the sending of its result.
-fn run_here(work: Work, long_id: Option<u64>) -> (Option<u64>, Deliver) {
+fn run_here(work: Work) -> (Option<u64>, Deliver) {
     let cpu = thread_cpu_ns();
     // Whatever an earlier job (or code outside any job) left is not this job's.
     take_job_cpu_adjustment();
-    let current = long_jobs::Running::set(long_id);
     let deliver = work();
-    drop(current);
     // CPU time another thread spent for this job counts as its own, and time this thread
     // spent for other jobs does not (see `adjust_job_cpu`).
     let cost = cpu.zip(thread_cpu_ns()).map(|(before, after)| {
