@@ -98,6 +98,57 @@ fn a_tenants_large_text_batches_do_not_stall_another_tenants_searches() {
     );
 }
 
+/// A tenant flooding text writes, with more of them pending than the pool has workers while
+/// another tenant searches, has its embedding moved to the pool's low-priority workers; each
+/// write's transaction still runs on a normal one. Every write is acknowledged and stored, and
+/// none was attempted on a low-priority thread (in debug builds such a write panics, so the
+/// write would fail; in any build the server counts it).
+#[test]
+fn a_flooding_tenants_text_writes_embed_at_low_priority_and_commit_on_normal_threads() {
+    let server = start();
+    let flooder = tenant(&server, "text-flooder");
+    let victim = tenant(&server, "text-victim");
+    let (s, v) = server.post("/v1/memories", &victim, json!({"content": "tea at noon"}));
+    assert_eq!(s, 201, "{v}");
+    let search = json!({"query": "tea", "k": 5, "mode": "text", "include": []});
+    const WRITERS: usize = 6;
+    const EACH: usize = 8;
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (server, key) = (&server, &flooder);
+                s.spawn(move || {
+                    for i in 0..EACH {
+                        let body = json!({"content": paragraph(w * 100 + i)});
+                        let (status, v) = server.post("/v1/memories", key, body);
+                        assert_eq!(status, 201, "{v}");
+                    }
+                })
+            })
+            .collect();
+        while writers.iter().any(|w| !w.is_finished()) {
+            let (status, v) = server.post("/v1/search", &victim, search.clone());
+            assert_eq!(status, 200, "{v}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for w in writers {
+            w.join().expect("writer");
+        }
+    });
+    let (status, v) = server.post("/v1/memories/count", &flooder, json!({}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["count"], json!(WRITERS * EACH), "{v}");
+    let metrics = server.metrics();
+    let on_background = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("strata_storage_writes_on_background_workers_total "))
+        .expect("the counter is exported");
+    assert_eq!(
+        on_background, "0",
+        "writes attempted on low-priority threads"
+    );
+}
+
 fn cpu_seconds(server: &Server, tenant: &str) -> f64 {
     let text = server.metrics();
     let prefix = format!("strata_tenant_cpu_seconds_total{{tenant=\"{tenant}\"");
