@@ -10,9 +10,8 @@
 //! The transaction itself always runs on a normal-priority worker: in the job of the last
 //! embedding step when that job ran on one, else in a job of its own. A write whose records
 //! all carry vectors stays one job on a normal worker: its check is microseconds, and a job
-//! more per write on the low-priority workers costs more than it saves (each job is a turn on
-//! the pool's lock, and a low-priority thread preempted while it holds that lock holds up
-//! every tenant's requests: docs/benchmarks.md).
+//! more per write (a queue turn, two thread hand-offs on a background worker) would cost the
+//! write more than the check it moves.
 
 use strata_auth::TenantScope;
 use strata_engine::{Engine, PendingPut};

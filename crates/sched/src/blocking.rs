@@ -92,14 +92,10 @@ pub(crate) fn set_executor(events: std::sync::mpsc::Sender<crate::executor::Even
 /// On a background worker's own thread: tells the pool that the job its low-priority thread
 /// runs began (`true`) or ended (`false`) a declared wait.
 pub(crate) fn relay_wait(begins: bool) {
-    let Some(Declarer::Pool(pool, kind)) = WORKER.with(|w| w.borrow().clone()) else {
+    let Some(pool @ Declarer::Pool(..)) = WORKER.with(|w| w.borrow().clone()) else {
         return;
     };
-    if begins {
-        pool.wait_begins(kind);
-    } else {
-        pool.wait_ends(kind);
-    }
+    if begins { pool.begins() } else { pool.ends() }
 }
 
 /// Whether the calling thread runs a pool's background jobs (at the lowest OS priority): a
