@@ -65,6 +65,12 @@ pub struct EngineConfig {
     pub isolation: IsolationConfig,
     /// `[engine.adaptive]`: adaptive reranking state (`docs/adaptive-reranking.md`).
     pub adaptive: AdaptiveConfig,
+    /// The OS priority the background graph builds compute at (`graph_build`), so that they
+    /// take only the CPU requests leave. Not an `[engine]` setting: the server passes its
+    /// `[scheduler] background_priority` (lowest normal priority by default); a library user
+    /// gets `Unchanged`, the builds at the process's priority.
+    #[serde(skip)]
+    pub background_priority: strata_sched::BackgroundPriority,
 }
 
 impl Default for EngineConfig {
@@ -91,6 +97,7 @@ impl Default for EngineConfig {
             integrity: IntegrityConfig::default(),
             isolation: IsolationConfig::default(),
             adaptive: AdaptiveConfig::default(),
+            background_priority: strata_sched::BackgroundPriority::Unchanged,
         }
     }
 }

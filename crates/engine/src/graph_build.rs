@@ -42,6 +42,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use strata_index::{Calibration, CalibrationSettings, HnswIndex, HnswParams};
+use strata_sched::BackgroundPriority;
 use strata_store::{Store, TenantKey};
 use strata_types::CollectionName;
 
@@ -145,10 +146,15 @@ pub(crate) struct GraphBuilder {
     /// The last install's figures: catch-up rounds, and slots replayed under the lock (what
     /// the tests check the catch-up by).
     pub(crate) last_install: Mutex<(usize, usize)>,
+    /// The priority a build's computing runs at ([`GraphBuilder::compute`]).
+    priority: BackgroundPriority,
+    /// The thread each stretch of computing ran on, by name, in order (tests read it).
+    #[cfg(test)]
+    pub(crate) computed_on: Mutex<Vec<Option<String>>>,
 }
 
 impl GraphBuilder {
-    pub fn new() -> Self {
+    pub fn new(priority: BackgroundPriority) -> Self {
         GraphBuilder {
             waiting: Mutex::default(),
             queued: Condvar::new(),
@@ -166,7 +172,22 @@ impl GraphBuilder {
             after_round: Mutex::default(),
             gave_way: AtomicU64::new(0),
             last_install: Mutex::default(),
+            priority,
+            #[cfg(test)]
+            computed_on: Mutex::default(),
         }
+    }
+
+    /// Runs a stretch of a build's computing, which takes no lock a request takes, at the
+    /// background priority (`strata_sched::run_lowered`): a build uses only the CPU requests
+    /// leave. Its steps under the tenant's index lock stay on the building thread, at normal
+    /// priority, so that a build preempted for the requests never holds them up.
+    fn compute<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        strata_sched::run_lowered("strata-graph-insert", self.priority, || {
+            #[cfg(test)]
+            lock(&self.computed_on).push(std::thread::current().name().map(str::to_owned));
+            f()
+        })
     }
 
     /// Starts the building thread; it holds the store, and the registry while it waits for a
@@ -481,8 +502,9 @@ fn build_and_install(
         };
         let refs: Vec<(u32, &[f32])> = items.iter().map(|(s, v)| (*s, v.as_slice())).collect();
         // One thread: the build shares the machine with the requests it must not slow.
-        graph
-            .insert_batch(&refs, 1)
+        registry
+            .builder
+            .compute(|| graph.insert_batch(&refs, 1))
             .map_err(|e| EngineError::Index(e.to_string()))?;
         // What it holds so far, and room made for it: the least recently used other tenants
         // go, as a load of this tenant would make them.
@@ -495,10 +517,16 @@ fn build_and_install(
     // down or the build is abandoned (the tenant evicted or purged, the collection dropped),
     // which the catch-up below then sees, so nothing of it is kept. A seed keeps the beam
     // measured for it (measured again once it has grown, `calibrate_grown`).
+    // Asked between the measurement's steps at the background priority, it takes no lock:
+    // an eviction or a purge (a reload bumps the tenant's load count) ends it at once, a
+    // dropped collection only at the catch-up.
     let calibrating = std::time::Instant::now();
-    let abandoned =
-        || registry.builder.stop.load(Ordering::Relaxed) || !still_building(slot, name, began);
-    if !seeded && let Some(c) = graph.calibrate_until(CalibrationSettings::default(), &abandoned) {
+    let abandoned = || registry.builder.stop.load(Ordering::Relaxed) || !began.same_index(slot);
+    if !seeded
+        && let Some(c) = registry
+            .builder
+            .compute(|| graph.calibrate_until(CalibrationSettings::default(), &abandoned))
+    {
         log_calibration(slot, name, &c, graph.len(), calibrating.elapsed());
     }
     #[cfg(test)]
@@ -645,18 +673,6 @@ struct Start {
     began: Began,
 }
 
-/// Whether the collection's build is still wanted: the tenant's index is still the one the
-/// build began in (an eviction or a purge drops it, and its build log with it) and holds the
-/// collection with a build log.
-fn still_building(slot: &TenantSlot, name: &CollectionName, began: Began) -> bool {
-    let guard = slot.index.read().unwrap_or_else(|e| e.into_inner());
-    began.same_index(slot)
-        && guard
-            .as_ref()
-            .and_then(|i| i.collections.get(name))
-            .is_some_and(|ci| ci.building.is_some())
-}
-
 /// Replays `logged` slots (written while the graph was built) into `graph` with no lock held:
 /// each slot is removed, then inserted again with the vector it holds now, copied under a
 /// short read lock a chunk at a time. A slot written again after its copy is logged again and
@@ -679,11 +695,16 @@ fn catch_up(
             return Ok(None);
         };
         // In slot order, as `chunk`.
-        let mut items = items.into_iter().peekable();
-        for &s in chunk {
-            let now = items.next_if(|(i, _)| *i == s).map(|(_, v)| v);
-            removed += u64::from(replay_slot(graph, s, now.as_deref(), &mut held)?);
-        }
+        let replay = || {
+            let mut items = items.into_iter().peekable();
+            let mut removed = 0;
+            for &s in chunk {
+                let now = items.next_if(|(i, _)| *i == s).map(|(_, v)| v);
+                removed += u64::from(replay_slot(graph, s, now.as_deref(), &mut held)?);
+            }
+            Ok::<_, EngineError>(removed)
+        };
+        removed += registry.builder.compute(replay)?;
     }
     Ok(Some(removed))
 }

@@ -10,6 +10,8 @@ use strata_types::{
     Metric, NewRecord, RecordId, RecordPatch, RequestScope, SearchRequest, TenantId,
 };
 
+use strata_sched::BackgroundPriority;
+
 use super::REPLAY_UNDER_LOCK;
 use crate::registry::lock;
 use crate::test_support::{DIM, admin_scope, put_clustered, vec_name};
@@ -22,7 +24,17 @@ fn tenant_with_hooks(
     after_bulk: Box<dyn FnMut() + Send>,
     after_round: Option<Box<dyn FnMut() + Send>>,
 ) -> (crate::Engine, strata_auth::TenantScope) {
-    let engine = crate::Engine::open(dir, crate::EngineConfig::default()).unwrap();
+    tenant_with_hooks_in(dir, crate::EngineConfig::default(), after_bulk, after_round)
+}
+
+/// [`tenant_with_hooks`] on an engine opened with `config`.
+fn tenant_with_hooks_in(
+    dir: &std::path::Path,
+    config: crate::EngineConfig,
+    after_bulk: Box<dyn FnMut() + Send>,
+    after_round: Option<Box<dyn FnMut() + Send>>,
+) -> (crate::Engine, strata_auth::TenantScope) {
+    let engine = crate::Engine::open(dir, config).unwrap();
     *lock(&engine.indexes.builder.after_bulk) = Some(after_bulk);
     *lock(&engine.indexes.builder.after_round) = after_round;
     let id = TenantId::parse("acme").unwrap();
@@ -150,6 +162,54 @@ fn writes_during_a_build_are_caught_up_outside_the_lock() {
             format!("r{i}"),
             "a deleted record"
         );
+    }
+}
+
+/// A build's computing (its bulk insert, its catch-up's inserts) runs on threads at the
+/// background priority, which take no lock a request takes; on an engine left at the process's
+/// priority (a library user's default), on the builder's own thread.
+#[test]
+fn a_builds_computing_runs_on_threads_at_the_background_priority() {
+    for (priority, thread) in [
+        (BackgroundPriority::Nice19, "strata-graph-insert"),
+        (BackgroundPriority::Unchanged, "strata-graph-build"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::EngineConfig {
+            background_priority: priority,
+            ..crate::EngineConfig::default()
+        };
+        let (bulk_done, at_bulk) = channel();
+        let (writes_done, wait_writes) = channel::<()>();
+        let (engine, scope) = tenant_with_hooks_in(
+            dir.path(),
+            config,
+            Box::new(move || {
+                let _ = bulk_done.send(());
+                let _ = wait_writes.recv();
+            }),
+            None,
+        );
+        at_bulk
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the build reached its catch-up");
+        let bulk = lock(&engine.indexes.builder.computed_on).len();
+        // More than the lock's share, so a catch-up round replays them.
+        let new = put_new(&engine, &scope, "n", REPLAY_UNDER_LOCK + 100, 7);
+        writes_done.send(()).unwrap();
+        engine.wait_for_graph_builds();
+
+        let (rounds, _) = *lock(&engine.indexes.builder.last_install);
+        assert!(rounds >= 1, "no catch-up round ran");
+        let on = lock(&engine.indexes.builder.computed_on).clone();
+        assert!(bulk >= 1 && on.len() > bulk, "bulk {bulk}, all {on:?}");
+        assert!(
+            on.iter().all(|name| name.as_deref() == Some(thread)),
+            "{priority:?}: {on:?}"
+        );
+        for (i, v) in new.iter().enumerate().step_by(40) {
+            assert_eq!(top_hit(&engine, &scope, v), format!("n{i}"));
+        }
     }
 }
 

@@ -335,7 +335,7 @@ impl Engine {
         store.set_change_log_cap(config.change_log_cap);
         let indexes = Arc::new(IndexRegistry::new(
             &config.residency,
-            graph_build::GraphBuilder::new(),
+            graph_build::GraphBuilder::new(config.background_priority),
         ));
         graph_build::GraphBuilder::start(&indexes, Arc::clone(&store));
         if let Err(e) = evictor::Evictor::start(&indexes, Arc::clone(&store)) {

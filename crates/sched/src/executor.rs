@@ -22,7 +22,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
 use crate::cpu::{take_job_cpu_adjustment, thread_cpu_ns};
-use crate::priority::{BackgroundPriority, lower_current_thread};
+use crate::priority::{BackgroundPriority, lower_for_background};
 
 /// What a job leaves to be done on the worker's own thread: sending its result.
 pub(crate) type Deliver = Box<dyn FnOnce() + Send + 'static>;
@@ -63,12 +63,7 @@ impl Executor {
         let (events_tx, events_rx) = channel();
         let (lowered_tx, lowered_rx) = channel();
         let thread = std::thread::Builder::new().name(name).spawn(move || {
-            let lowered = lower_current_thread(priority);
-            if lowered.is_ok() {
-                // Preempted soon by a normal thread that wakes (`crate::slice`). Kernels
-                // without custom slices accept and ignore it; `SCHED_IDLE` has no slice.
-                let _ = crate::slice::set_current_thread_slice(crate::slice::DEFAULT_SLICE_US);
-            }
+            let lowered = lower_for_background(priority);
             if let (Ok(()), Some(start)) = (&lowered, on_start) {
                 start();
             }

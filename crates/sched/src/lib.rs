@@ -35,6 +35,7 @@ pub mod fair_queue;
 pub mod idle_poll;
 pub mod inflight;
 pub mod long_jobs;
+mod lowered;
 mod priority;
 pub mod rate;
 pub mod scheduler;
@@ -48,6 +49,7 @@ pub use error::{Busy, LimitsError, RetryAfter, SchedError};
 pub use fair_queue::{Charge, DEFAULT_COST_NS, Discipline, FairQueue, Lane, QueueFull};
 pub use idle_poll::{DEFAULT_IDLE_POLL, default_idle_poll};
 pub use inflight::{InFlight, Permit};
+pub use lowered::run_lowered;
 pub use priority::BackgroundPriority;
 pub use rate::{Limits, MAX_RETRY_AFTER_MS, RateLimiter};
 pub use scheduler::{

@@ -53,6 +53,16 @@ pub(crate) fn lower_current_thread(priority: BackgroundPriority) -> std::io::Res
     }
 }
 
+/// Lowers the calling thread to `priority` and, if that worked, asks for the shortest time
+/// slice (`crate::slice`): picked to run, a `nice 19` thread otherwise keeps the core for the
+/// kernel's default slice before a normal thread that woke meanwhile gets it. Kernels without
+/// custom slices accept and ignore the request; `SCHED_IDLE` has no slice.
+pub(crate) fn lower_for_background(priority: BackgroundPriority) -> std::io::Result<()> {
+    lower_current_thread(priority)?;
+    let _ = crate::slice::set_current_thread_slice(crate::slice::DEFAULT_SLICE_US);
+    Ok(())
+}
+
 /// Elsewhere thread priorities are left alone, so background workers are not used.
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn lower_current_thread(_priority: BackgroundPriority) -> std::io::Result<()> {

@@ -105,7 +105,8 @@ pub struct SchedulerSection {
     pub background_workers: Option<usize>,
     /// How low background workers run: `nice19` (the default), `idle` (Linux `SCHED_IDLE`),
     /// or `unchanged` (which, like any platform where the priority cannot be lowered, turns
-    /// the background workers off).
+    /// the background workers off). The background graph builds compute at it too, whatever
+    /// `background_workers` says (`unchanged`: at the process's priority).
     pub background_priority: BackgroundPrioritySetting,
     /// The time slice, in microseconds, that the async threads (which read requests, answer
     /// them and hand engine work to the pool) ask of the OS scheduler; 0 leaves the kernel's

@@ -66,7 +66,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     strata_engine::check_backup_dir(&config.server.backup_dir, &config.server.data_dir)
         .context("server.backup_dir")?;
     let data_dir = config.server.data_dir.clone();
-    let engine_config = config.engine.clone();
+    let engine_config = strata_engine::EngineConfig {
+        // The graph builds compute at the background workers' priority.
+        background_priority: config.scheduler.background_priority.api(),
+        ..config.engine.clone()
+    };
     let embedder_config = config.embedder.clone();
     let engine = tokio::task::spawn_blocking(move || {
         let mut engine = Engine::open(&data_dir, engine_config)?;
