@@ -94,15 +94,19 @@ pub(crate) fn calibrate_collection(
         let Some(items) = began.with_collection(name, |ci| ci.vectors_of(chunk).ok()) else {
             return;
         };
-        for ((q_slot, q), best) in queries.iter().zip(truth.iter_mut()) {
-            let others = items
-                .iter()
-                .filter(|(s, _)| s != q_slot)
-                .map(|(s, v)| (*s, v.as_slice()));
-            best.extend(exact_top_k_prepared(metric, q, others, k));
-            sort_hits(best);
-            best.truncate(k);
-        }
+        // On copies, with no lock held: at the background priority (`GraphBuilder::compute`).
+        // The searches below stay on this thread, under the tenant's index read lock.
+        registry.builder.compute(|| {
+            for ((q_slot, q), best) in queries.iter().zip(truth.iter_mut()) {
+                let others = items
+                    .iter()
+                    .filter(|(s, _)| s != q_slot)
+                    .map(|(s, v)| (*s, v.as_slice()));
+                best.extend(exact_top_k_prepared(metric, q, others, k));
+                sort_hits(best);
+                best.truncate(k);
+            }
+        });
     }
     // From the built-in default, as the index's own measurement does.
     let base = strata_index::HnswParams::default().ef_search;

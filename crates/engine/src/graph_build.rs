@@ -182,7 +182,7 @@ impl GraphBuilder {
     /// background priority (`strata_sched::run_lowered`): a build uses only the CPU requests
     /// leave. Its steps under the tenant's index lock stay on the building thread, at normal
     /// priority, so that a build preempted for the requests never holds them up.
-    fn compute<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+    pub(crate) fn compute<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         strata_sched::run_lowered("strata-graph-insert", self.priority, || {
             #[cfg(test)]
             lock(&self.computed_on).push(std::thread::current().name().map(str::to_owned));
@@ -514,14 +514,17 @@ fn build_and_install(
     // The graph's default beam for the target recall, measured on the vectors just built
     // with no lock held (see `strata_index::hnsw_calibrate`); a rebuild measures again. Its
     // brute force takes seconds on a large graph: given up at once when the server shuts
-    // down or the build is abandoned (the tenant evicted or purged, the collection dropped),
-    // which the catch-up below then sees, so nothing of it is kept. A seed keeps the beam
-    // measured for it (measured again once it has grown, `calibrate_grown`).
-    // Asked between the measurement's steps at the background priority, it takes no lock:
-    // an eviction or a purge (a reload bumps the tenant's load count) ends it at once, a
-    // dropped collection only at the catch-up.
+    // down or the tenant is evicted, purged or reloaded, which the catch-up below then sees,
+    // so nothing of it is kept. Asked between the measurement's steps at the background
+    // priority, that check reads atomics only, no lock: a dropped collection is seen only by
+    // the catch-up. A seed keeps the beam measured for it (measured again once it has grown,
+    // `calibrate_grown`).
     let calibrating = std::time::Instant::now();
-    let abandoned = || registry.builder.stop.load(Ordering::Relaxed) || !began.same_index(slot);
+    let abandoned = || {
+        registry.builder.stop.load(Ordering::Relaxed)
+            || !began.same_index(slot)
+            || !slot.counters.resident.load(Ordering::Relaxed)
+    };
     if !seeded
         && let Some(c) = registry
             .builder
