@@ -76,6 +76,34 @@ fn put_new(
     vectors
 }
 
+/// [`tenant_with_hooks_in`] with the builder held after its bulk insert, before its catch-up
+/// (the hook is installed before the data crosses the graph threshold), until the returned
+/// sender sends.
+fn held_after_bulk(
+    dir: &std::path::Path,
+    config: crate::EngineConfig,
+) -> (
+    crate::Engine,
+    strata_auth::TenantScope,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (bulk_done, at_bulk) = channel();
+    let (writes_done, wait_writes) = channel::<()>();
+    let (engine, scope) = tenant_with_hooks_in(
+        dir,
+        config,
+        Box::new(move || {
+            let _ = bulk_done.send(());
+            let _ = wait_writes.recv();
+        }),
+        None,
+    );
+    at_bulk
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the build reached its catch-up");
+    (engine, scope, writes_done)
+}
+
 fn top_hit(engine: &crate::Engine, scope: &strata_auth::TenantScope, v: &[f32]) -> String {
     let s = SearchRequest {
         vector: Some(v.to_vec()),
@@ -90,21 +118,7 @@ fn top_hit(engine: &crate::Engine, scope: &strata_auth::TenantScope, v: &[f32]) 
 #[test]
 fn writes_during_a_build_are_caught_up_outside_the_lock() {
     let dir = tempfile::tempdir().unwrap();
-    // The builder stops after its bulk insert until the writes below are done; the hook is
-    // installed before the data crosses the graph threshold.
-    let (bulk_done, at_bulk) = channel();
-    let (writes_done, wait_writes) = channel::<()>();
-    let (engine, scope) = tenant_with_hooks(
-        dir.path(),
-        Box::new(move || {
-            let _ = bulk_done.send(());
-            let _ = wait_writes.recv();
-        }),
-        None,
-    );
-    at_bulk
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the build reached its catch-up");
+    let (engine, scope, writes_done) = held_after_bulk(dir.path(), crate::EngineConfig::default());
 
     // More than the lock's share: 400 new records, 50 deleted, 50 given new vectors.
     let new = put_new(&engine, &scope, "n", 400, 7);
@@ -179,20 +193,7 @@ fn a_builds_computing_runs_on_threads_at_the_background_priority() {
             background_priority: priority,
             ..crate::EngineConfig::default()
         };
-        let (bulk_done, at_bulk) = channel();
-        let (writes_done, wait_writes) = channel::<()>();
-        let (engine, scope) = tenant_with_hooks_in(
-            dir.path(),
-            config,
-            Box::new(move || {
-                let _ = bulk_done.send(());
-                let _ = wait_writes.recv();
-            }),
-            None,
-        );
-        at_bulk
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the build reached its catch-up");
+        let (engine, scope, writes_done) = held_after_bulk(dir.path(), config);
         let bulk = lock(&engine.indexes.builder.computed_on).len();
         // More than the lock's share, so a catch-up round replays them.
         let new = put_new(&engine, &scope, "n", REPLAY_UNDER_LOCK + 100, 7);
