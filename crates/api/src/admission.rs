@@ -281,10 +281,15 @@ impl Gate {
         mark_at(Stage::Done, ran.1);
         if !durable.is_empty() {
             // Even when `f` failed after a write had committed: nothing is answered before
-            // what was written is durable.
-            tokio::task::spawn_blocking(move || durable.wait())
-                .await
-                .map_err(|e| ApiError::Internal(format!("durability wait: {e}")))??;
+            // what was written is durable. Awaited, not waited on a blocking thread: a thread
+            // per write in flight, all woken by each sync, would crowd every other tenant's
+            // requests off the cores during a flood of writes.
+            let rest = durable.flushed().await?;
+            if !rest.is_empty() {
+                tokio::task::spawn_blocking(move || rest.wait())
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("durability wait: {e}")))??;
+            }
             mark(Stage::Durable);
         }
         result
@@ -346,7 +351,19 @@ mod tests {
     use strata_types::TenantId;
 
     fn admitted(gate: &Gate, engine: &Engine, n: u64, lane: Lane) -> Admitted {
-        use strata_auth::{Grant, OperatorScope, Permission, Permissions};
+        use strata_auth::{Permission, Permissions};
+        admitted_with(gate, engine, n, lane, Permissions::of(&[Permission::Read]))
+    }
+
+    /// [`admitted`] with a credential of `permissions`.
+    fn admitted_with(
+        gate: &Gate,
+        engine: &Engine,
+        n: u64,
+        lane: Lane,
+        permissions: strata_auth::Permissions,
+    ) -> Admitted {
+        use strata_auth::{Grant, OperatorScope};
         let id = TenantId::parse(format!("t{n}")).expect("id");
         let op = OperatorScope::for_tests();
         if engine.tenant_meta(&id).is_err() {
@@ -354,7 +371,7 @@ mod tests {
         }
         let meta = engine.tenant_meta(&id).expect("meta");
         let grant = Grant {
-            permissions: Permissions::of(&[Permission::Read]),
+            permissions,
             user_tokens: None,
             domains: None,
         };
@@ -435,6 +452,70 @@ mod tests {
         tokio::task::spawn_blocking(move || gate2.shutdown(Duration::from_secs(5)))
             .await
             .expect("join");
+    }
+
+    /// A write's wait for durability holds no blocking thread: with the runtime's only one
+    /// held, a write through `Gate::run` is still acknowledged. (Its wait used to take one, so
+    /// a flood of writes held a thread per write in flight, and every sync woke them all.)
+    #[test]
+    fn a_writes_wait_for_durability_holds_no_blocking_thread() {
+        use strata_types::{CollectionName, Metric, NewRecord, RecordId, RequestScope};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let engine = Arc::new(
+                Engine::open(dir.path(), strata_engine::EngineConfig::default()).expect("engine"),
+            );
+            let gate =
+                Gate::new(PoolConfig::default(), Arc::new(Metrics::default())).expect("pool");
+            let writer = admitted_with(
+                &gate,
+                &engine,
+                1,
+                Lane::Shared,
+                strata_auth::Permissions::of(&[
+                    strata_auth::Permission::Read,
+                    strata_auth::Permission::Write,
+                    strata_auth::Permission::Admin,
+                ]),
+            );
+            let collection = CollectionName::parse("vec").expect("name");
+            let scope = writer.share.scope.clone();
+            engine
+                .create_collection(&scope, &collection, 2, Metric::L2)
+                .expect("collection");
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let (holding, blocked) = tokio::sync::oneshot::channel();
+            let blocker = tokio::task::spawn_blocking(move || {
+                let _ = holding.send(());
+                let _ = held.recv();
+            });
+            blocked.await.expect("the blocking thread is held");
+            let record = NewRecord {
+                id: Some(RecordId::parse("r1").expect("id")),
+                modality: Some(collection),
+                vector: Some(vec![1.0, 0.0]),
+                ..Default::default()
+            };
+            let write = gate.run(&writer, Arc::clone(&engine), Demotable::Never, move |e| {
+                Ok(e.put(&scope, &RequestScope::default(), vec![record])?)
+            });
+            let answer = tokio::time::timeout(Duration::from_secs(30), write).await;
+            let outcomes = answer
+                .expect("the write waited for a blocking thread")
+                .expect("put");
+            assert_eq!(outcomes.len(), 1);
+            drop(release);
+            blocker.await.expect("join");
+            tokio::task::spawn_blocking(move || gate.shutdown(Duration::from_secs(5)))
+                .await
+                .expect("join");
+        });
     }
 
     /// Busy-waits `d` of CPU time on this thread.

@@ -35,6 +35,18 @@ impl Durable {
         }
         Ok(())
     }
+
+    /// [`Durable::wait`]'s waits for the row log, awaited without holding a thread (the log's
+    /// flusher syncs for them); returns what is left to [`Durable::wait`] for on a thread:
+    /// usually nothing, see [`strata_store::Pending::wait_logged`]. An error means the writes
+    /// are not known to be durable.
+    pub async fn flushed(self) -> Result<Durable, EngineError> {
+        let mut rest = Vec::new();
+        for pending in self.0 {
+            rest.extend(pending.wait_logged().await?);
+        }
+        Ok(Durable(rest))
+    }
 }
 
 /// Restores the enclosing state when a deferring scope ends, even by a panic.

@@ -36,6 +36,7 @@
 //! - A purge's vacuum scrubs the log (two checkpoints, each file emptied once left), so no
 //!   purged tenant's row outlives the purge in it.
 
+mod flusher;
 mod format;
 mod replay;
 
@@ -43,6 +44,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use redb::WriteTransaction;
@@ -154,6 +156,27 @@ struct Flushed {
     /// A flush failed: nothing logged since is known to be durable, and the store's writes are
     /// refused until a restart.
     failed: Option<(std::io::ErrorKind, String)>,
+    /// The last entry an awaited wait ([`flusher::LogFlushed`]) is for: the flusher thread syncs while
+    /// it is past `synced`.
+    wanted: u64,
+    /// The tasks awaiting entries, each with the entry it waits for; woken by whoever settles
+    /// a flush past it (or any failure).
+    wakers: Vec<(u64, Waker)>,
+    /// The flusher thread has stopped (the store closes): an await flushes on its own thread.
+    flusher_stopped: bool,
+}
+
+impl Flushed {
+    /// The wakers of the tasks whose entries are now synced, or of every task once a flush
+    /// failed (each then reads the failure).
+    fn take_ready(&mut self) -> Vec<Waker> {
+        let synced = self.synced;
+        let failed = self.failed.is_some();
+        self.wakers
+            .extract_if(.., |(lsn, _)| failed || *lsn <= synced)
+            .map(|(_, waker)| waker)
+            .collect()
+    }
 }
 
 #[derive(Default)]
@@ -176,6 +199,8 @@ pub(crate) struct RowLog {
     files: Mutex<Files>,
     flushed: Mutex<Flushed>,
     flushed_cv: Condvar,
+    /// Wakes the flusher thread (on `flushed`'s lock): an awaited entry is past `synced`.
+    flush_cv: Condvar,
     /// What the last durable commit known to be synced holds.
     durable: Mutex<Mark>,
     checkpointing: Mutex<()>,
@@ -272,9 +297,10 @@ impl RowLog {
             }),
             flushed: Mutex::new(Flushed {
                 synced: durable.lsn,
-                failed: None,
+                ..Flushed::default()
             }),
             flushed_cv: Condvar::new(),
+            flush_cv: Condvar::new(),
             durable: Mutex::new(durable),
             checkpointing: Mutex::new(()),
             wake: Mutex::default(),
@@ -385,17 +411,10 @@ impl RowLog {
                 return Ok(());
             }
             match self.files.try_lock() {
-                Ok(mut files) => {
+                Ok(files) => {
                     drop(state);
-                    let started = Instant::now();
-                    let flushed = self.flush(&mut files);
-                    drop(files);
-                    if flushed.is_ok() {
-                        syncs.observe(started.elapsed());
-                    }
+                    self.flush_timed(files, syncs);
                     state = lock(&self.flushed);
-                    Self::settle(&mut state, flushed);
-                    self.flushed_cv.notify_all();
                 }
                 Err(std::sync::TryLockError::Poisoned(_)) => {
                     return Err(std::io::Error::other("the row log's files were poisoned"));
@@ -422,11 +441,8 @@ impl RowLog {
     /// Fails the log: every later wait for it reports `why`, and the store refuses writes (its
     /// caller fails the main file's syncs).
     pub(crate) fn fail(&self, why: &StoreError) {
-        let mut state = lock(&self.flushed);
-        if state.failed.is_none() {
-            state.failed = Some((std::io::ErrorKind::Other, why.to_string()));
-        }
-        self.flushed_cv.notify_all();
+        let why = std::io::Error::other(why.to_string());
+        self.settle_and_wake(Err(why));
     }
 
     /// Records a flush's outcome: the last entry now synced, or its failure, which every
@@ -440,6 +456,35 @@ impl RowLog {
                 }
             }
         }
+    }
+
+    /// [`RowLog::settle`] under `flushed`'s lock, then wakes every waiter it concerns: the
+    /// threads waiting in [`RowLog::wait_flushed`] and the tasks awaiting a [`flusher::LogFlushed`]
+    /// (outside the lock).
+    fn settle_and_wake(&self, flushed: std::io::Result<u64>) {
+        let ready = {
+            let mut state = lock(&self.flushed);
+            Self::settle(&mut state, flushed);
+            self.flushed_cv.notify_all();
+            state.take_ready()
+        };
+        ready.into_iter().for_each(Waker::wake);
+    }
+
+    /// Flushes with `files` held, releases them, observes the sync's time in `syncs` and
+    /// settles the outcome.
+    fn flush_timed(
+        &self,
+        mut files: MutexGuard<'_, Files>,
+        syncs: &crate::stats::LatencyHistogram,
+    ) {
+        let started = Instant::now();
+        let flushed = self.flush(&mut files);
+        drop(files);
+        if flushed.is_ok() {
+            syncs.observe(started.elapsed());
+        }
+        self.settle_and_wake(flushed);
     }
 
     /// Writes and syncs every buffered entry; returns the last one now synced.
@@ -501,11 +546,7 @@ impl RowLog {
                 .as_ref()
                 .err()
                 .map(|e| StoreError::Unavailable(format!("writing the row log: {e}")));
-            {
-                let mut state = lock(&self.flushed);
-                Self::settle(&mut state, flushed);
-                self.flushed_cv.notify_all();
-            }
+            self.settle_and_wake(flushed);
             if let Some(e) = failed {
                 self.release(files);
                 return Err(e);

@@ -86,6 +86,8 @@ pub struct Store {
     /// The main file's row log (see `row_log`), and the thread that checkpoints it.
     pub(crate) log: Option<Arc<RowLog>>,
     checkpointer: Option<std::thread::JoinHandle<()>>,
+    /// The thread that syncs the row log for awaited writes (`row_log::flusher`).
+    flusher: Option<std::thread::JoinHandle<()>>,
     /// Row log entries the open applied: writes acknowledged after the last checkpoint.
     log_replayed: u64,
 }
@@ -97,8 +99,12 @@ impl Drop for Store {
         let Some(log) = &self.log else {
             return;
         };
+        log.stop_flusher();
         log.stop_checkpoints();
-        if let Some(thread) = self.checkpointer.take() {
+        for thread in [self.flusher.take(), self.checkpointer.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = thread.join();
         }
         if refuse_after_failed_sync(&self.db().sync).is_ok()
@@ -213,13 +219,7 @@ impl Pending {
         };
         if let Some((log, logged)) = self.logged {
             if let Err(e) = log.wait_flushed(logged.lsn, &w.commits) {
-                // Entries taken from the buffer did not reach the disk: no write may commit
-                // now, or a later entry could be acknowledged after a lost one.
-                read_db(&w.db).sync.fail(&e);
-                return Err(StoreError::Unavailable(format!(
-                    "writing the row log: {}",
-                    crate::error::describe_io(&e)
-                )));
+                return Err(log_failed(&w, &e));
             }
             if log.durable().unlogged >= logged.needs {
                 return Ok(());
@@ -230,6 +230,44 @@ impl Pending {
         }
         w.group.wait_durable(w.seq, || sync(&w.db, &w.commits))
     }
+
+    /// [`Pending::wait_durable`]'s wait for the row log, as a future that holds no thread
+    /// while it waits: the log's flusher thread syncs for it. Returns what is left to wait for
+    /// with [`Pending::wait_durable`], on a thread: a write that was not logged (a dedicated
+    /// tenant's file, a transaction too large for the log), or a logged one whose unlogged
+    /// commits before it are not durable yet (rare); `None` when the write is durable.
+    pub async fn wait_logged(self) -> Result<Option<Pending>, StoreError> {
+        let Pending { waiting, logged } = self;
+        let Some(w) = waiting else {
+            return Ok(None);
+        };
+        let Some((log, logged)) = logged else {
+            return Ok(Some(Pending {
+                waiting: Some(w),
+                logged: None,
+            }));
+        };
+        if let Err(e) = log.flushed(logged.lsn, &w.commits).await {
+            return Err(log_failed(&w, &e));
+        }
+        if log.durable().unlogged >= logged.needs {
+            return Ok(None);
+        }
+        Ok(Some(Pending {
+            waiting: Some(w),
+            logged: None,
+        }))
+    }
+}
+
+/// The row log failed to sync a write: entries taken from its buffer did not reach the disk,
+/// so no write may commit now, or a later entry could be acknowledged after a lost one.
+fn log_failed(w: &Waiting, e: &std::io::Error) -> StoreError {
+    read_db(&w.db).sync.fail(e);
+    StoreError::Unavailable(format!(
+        "writing the row log: {}",
+        crate::error::describe_io(e)
+    ))
 }
 
 pub(crate) fn read_db(db: &RwLock<Db>) -> RwLockReadGuard<'_, Db> {
@@ -432,6 +470,24 @@ impl Store {
                     source,
                 })?
         };
+        let flusher = {
+            let (log, commits) = (Arc::clone(&log), Arc::clone(&commits));
+            std::thread::Builder::new()
+                .name("strata-log-sync".into())
+                .spawn(move || log.run_flusher(&commits))
+        };
+        let flusher = match flusher {
+            Ok(thread) => thread,
+            Err(source) => {
+                // The checkpoint thread has started: stop it before giving up.
+                log.stop_checkpoints();
+                let _ = checkpointer.join();
+                return Err(StoreError::Io {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
         let opened = read_db(&db).opened;
         Ok(Store {
             opened,
@@ -454,6 +510,7 @@ impl Store {
             derived_gate: Default::default(),
             log: Some(log),
             checkpointer: Some(checkpointer),
+            flusher: Some(flusher),
             log_replayed: replayed.entries,
         })
     }
