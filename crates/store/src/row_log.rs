@@ -413,7 +413,8 @@ impl RowLog {
             match self.files.try_lock() {
                 Ok(files) => {
                     drop(state);
-                    self.flush_timed(files, syncs);
+                    // A failure is read from the state below, like another's.
+                    let _ = self.flush_timed(files, syncs);
                     state = lock(&self.flushed);
                 }
                 Err(std::sync::TryLockError::Poisoned(_)) => {
@@ -471,20 +472,29 @@ impl RowLog {
         ready.into_iter().for_each(Waker::wake);
     }
 
-    /// Flushes with `files` held, releases them, observes the sync's time in `syncs` and
-    /// settles the outcome.
+    /// Flushes with `files` held, observes the sync's time in `syncs`, settles the outcome,
+    /// then releases the files; returns the failure, if the flush failed.
+    ///
+    /// Settled before the files are released: a failed flush has taken its entries from the
+    /// buffer, and the next holder of the files, finding it empty, settles `Ok` up to the last
+    /// entry buffered; were that settled first, a waiter could read its lost entry as synced.
     fn flush_timed(
         &self,
         mut files: MutexGuard<'_, Files>,
         syncs: &crate::stats::LatencyHistogram,
-    ) {
+    ) -> Option<std::io::Error> {
         let started = Instant::now();
         let flushed = self.flush(&mut files);
-        drop(files);
-        if flushed.is_ok() {
-            syncs.observe(started.elapsed());
-        }
+        let failure = match &flushed {
+            Ok(_) => {
+                syncs.observe(started.elapsed());
+                None
+            }
+            Err(e) => Some(std::io::Error::new(e.kind(), e.to_string())),
+        };
         self.settle_and_wake(flushed);
+        drop(files);
+        failure
     }
 
     /// Writes and syncs every buffered entry; returns the last one now synced.

@@ -471,10 +471,10 @@ impl Store {
                 })?
         };
         let flusher = {
-            let (log, commits) = (Arc::clone(&log), Arc::clone(&commits));
+            let (log, db, commits) = (Arc::clone(&log), Arc::clone(&db), Arc::clone(&commits));
             std::thread::Builder::new()
                 .name("strata-log-sync".into())
-                .spawn(move || log.run_flusher(&commits))
+                .spawn(move || log.run_flusher(&commits, &|e| read_db(&db).sync.fail(e)))
         };
         let flusher = match flusher {
             Ok(thread) => thread,

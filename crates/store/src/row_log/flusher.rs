@@ -37,7 +37,8 @@ impl Future for LogFlushed {
             return Poll::Ready(Ok(()));
         }
         if state.flusher_stopped {
-            // Only while the store closes: no thread is left to flush for a task.
+            // Only while the store closes: no thread is left to flush for a task, so it syncs
+            // on the thread that polls it (blocking that thread for one sync).
             drop(state);
             return Poll::Ready(self.log.wait_flushed(self.lsn, &self.syncs));
         }
@@ -65,8 +66,10 @@ impl RowLog {
 
     /// The flusher thread's loop: flushes every buffered entry whenever an awaited one is not
     /// synced yet, observing each sync's time in `syncs`, until stopped. A failed flush has
-    /// failed the log (every wait reports it); the loop then only waits to be stopped.
-    pub(crate) fn run_flusher(&self, syncs: &LatencyHistogram) {
+    /// failed the log (every wait reports it) and is handed to `failed`, which makes the store
+    /// refuse writes at once, whether or not a task still awaits what it lost; the loop then
+    /// only waits to be stopped.
+    pub(crate) fn run_flusher(&self, syncs: &LatencyHistogram, failed: &dyn Fn(&std::io::Error)) {
         loop {
             {
                 let mut state = lock(&self.flushed);
@@ -82,7 +85,9 @@ impl RowLog {
             // Waits for a flush in progress (a blocking waiter's, a checkpoint's); the entries
             // it synced are then settled, and this flush finds fewer or none buffered.
             let files = lock(&self.files);
-            self.flush_timed(files, syncs);
+            if let Some(e) = self.flush_timed(files, syncs) {
+                failed(&e);
+            }
         }
     }
 
@@ -124,8 +129,10 @@ mod tests {
         }
     }
 
-    /// Polls `future` on this thread until it is ready, parking between polls.
+    /// Polls `future` on this thread until it is ready, parking between polls; a wake-up that
+    /// never comes fails the test instead of hanging it.
     fn block_on<F: Future>(future: F) -> F::Output {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let unpark = Arc::new(Unpark {
             thread: std::thread::current(),
             woken: AtomicBool::new(false),
@@ -138,7 +145,9 @@ mod tests {
                 return out;
             }
             while !unpark.woken.swap(false, Ordering::SeqCst) {
-                std::thread::park();
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                assert!(!left.is_zero(), "a task was never woken");
+                std::thread::park_timeout(left);
             }
         }
     }
@@ -199,12 +208,49 @@ mod tests {
         let log = store.log.clone().unwrap();
         log.hold_checkpoints(true);
         log.fail_next_sync_for_test();
-        let pending = put_pending(&store, "lost");
-        let failed = block_on(pending.wait_logged());
-        assert!(failed.is_err(), "{:?}", failed.map(|r| r.is_some()));
+        // Committed together, so the one failing flush takes them all.
+        let pendings: Vec<Pending> = (0..4)
+            .map(|i| put_pending(&store, &format!("lost{i}")))
+            .collect();
+        std::thread::scope(|s| {
+            for pending in pendings {
+                s.spawn(move || {
+                    let failed = block_on(pending.wait_logged());
+                    assert!(failed.is_err(), "{:?}", failed.map(|r| r.is_some()));
+                });
+            }
+        });
         // The store refuses writes after it, as after a blocking waiter's failed flush.
         let later = store.write_batched_for(T, |w| w.put_blob(T, "later", b"v"));
         assert!(later.is_err());
+    }
+
+    #[test]
+    fn a_failed_flush_refuses_later_writes_when_nobody_awaits_what_it_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("main.redb")).unwrap();
+        let log = store.log.clone().unwrap();
+        log.hold_checkpoints(true);
+        log.fail_next_sync_for_test();
+        let pending = put_pending(&store, "lost");
+        {
+            // Awaited once (the flusher is asked), then dropped: its client went away.
+            let mut wait = std::pin::pin!(pending.wait_logged());
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let later = store.write_batched_for(T, |w| w.put_blob(T, "later", b"v"));
+            if later.is_err() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the store still takes writes after its log failed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     #[test]
