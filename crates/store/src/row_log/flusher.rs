@@ -112,6 +112,7 @@ mod tests {
 
     use super::*;
     use crate::keys::TenantKey;
+    use crate::row_log::tests::held_store;
     use crate::{Pending, Store};
 
     const T: TenantKey = TenantKey::from_raw(7);
@@ -161,10 +162,7 @@ mod tests {
 
     #[test]
     fn an_awaited_write_is_synced_by_the_flusher_without_a_waiting_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("main.redb")).unwrap();
-        let log = store.log.clone().unwrap();
-        log.hold_checkpoints(true);
+        let (_dir, store, log) = held_store();
         let syncs_before = log.syncs_for_test();
         let pending = put_pending(&store, "a");
         // Nothing syncs a committed entry until someone waits for it.
@@ -181,10 +179,7 @@ mod tests {
 
     #[test]
     fn many_tasks_awaiting_at_once_are_all_woken_and_share_syncs() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("main.redb")).unwrap();
-        let log = store.log.clone().unwrap();
-        log.hold_checkpoints(true);
+        let (_dir, store, log) = held_store();
         let syncs_before = log.syncs_for_test();
         let pendings: Vec<Pending> = (0..32)
             .map(|i| put_pending(&store, &format!("k{i}")))
@@ -203,10 +198,7 @@ mod tests {
 
     #[test]
     fn a_failed_flush_fails_every_awaiting_task() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("main.redb")).unwrap();
-        let log = store.log.clone().unwrap();
-        log.hold_checkpoints(true);
+        let (_dir, store, log) = held_store();
         log.fail_next_sync_for_test();
         // Committed together, so the one failing flush takes them all.
         let pendings: Vec<Pending> = (0..4)
@@ -227,10 +219,7 @@ mod tests {
 
     #[test]
     fn a_failed_flush_refuses_later_writes_when_nobody_awaits_what_it_lost() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("main.redb")).unwrap();
-        let log = store.log.clone().unwrap();
-        log.hold_checkpoints(true);
+        let (_dir, store, log) = held_store();
         log.fail_next_sync_for_test();
         let pending = put_pending(&store, "lost");
         {
@@ -255,10 +244,7 @@ mod tests {
 
     #[test]
     fn a_task_awaiting_after_the_flusher_stopped_flushes_on_its_own_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("main.redb")).unwrap();
-        let log = store.log.clone().unwrap();
-        log.hold_checkpoints(true);
+        let (_dir, store, log) = held_store();
         log.stop_flusher();
         let syncs_before = log.syncs_for_test();
         let pending = put_pending(&store, "late");

@@ -39,7 +39,7 @@ fn blob(store: &Store, name: &str) -> Option<Vec<u8>> {
 
 /// A store in a fresh directory whose checkpoints are held (what a crash now leaves of its
 /// acknowledged writes is in the log alone), with its log.
-fn held_store() -> (tempfile::TempDir, Store, std::sync::Arc<super::RowLog>) {
+pub(super) fn held_store() -> (tempfile::TempDir, Store, std::sync::Arc<super::RowLog>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("main.redb")).unwrap();
     let log = store.log.clone().unwrap();
