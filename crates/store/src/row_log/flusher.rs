@@ -23,31 +23,43 @@ pub(crate) struct LogFlushed {
     log: Arc<RowLog>,
     lsn: u64,
     syncs: Arc<LatencyHistogram>,
+    /// The waker registered by the last poll: still in the log's list while this is pending
+    /// (an entry leaves it only when synced, failed or stopped, and the next poll then
+    /// returns before registering), so a poll with a waker that wakes the same task adds none.
+    registered: Option<std::task::Waker>,
 }
 
 impl Future for LogFlushed {
     type Output = std::io::Result<()>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = lock(&self.log.flushed);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let mut state = lock(&this.log.flushed);
         if let Some((kind, why)) = &state.failed {
             return Poll::Ready(Err(std::io::Error::new(*kind, why.clone())));
         }
-        if state.synced >= self.lsn {
+        if state.synced >= this.lsn {
             return Poll::Ready(Ok(()));
         }
         if state.flusher_stopped {
             // Only while the store closes: no thread is left to flush for a task, so it syncs
             // on the thread that polls it (blocking that thread for one sync).
             drop(state);
-            return Poll::Ready(self.log.wait_flushed(self.lsn, &self.syncs));
+            return Poll::Ready(this.log.wait_flushed(this.lsn, &this.syncs));
         }
-        // A task polled again before its entry is synced registers again; its older entry is
-        // dropped at the next flush (waking it twice is harmless).
-        state.wakers.push((self.lsn, cx.waker().clone()));
-        if state.wanted < self.lsn {
-            state.wanted = self.lsn;
-            self.log.flush_cv.notify_one();
+        // Polled again with another task's waker (moved to another task), it registers that
+        // one too; the older entry is dropped at the next flush (a spurious wake is harmless).
+        if !this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.wakers.push((this.lsn, cx.waker().clone()));
+            this.registered = Some(cx.waker().clone());
+        }
+        if state.wanted < this.lsn {
+            state.wanted = this.lsn;
+            this.log.flush_cv.notify_one();
         }
         Poll::Pending
     }
@@ -61,6 +73,7 @@ impl RowLog {
             log: Arc::clone(self),
             lsn,
             syncs: Arc::clone(syncs),
+            registered: None,
         }
     }
 
@@ -175,6 +188,27 @@ mod tests {
             "the flusher synced it"
         );
         assert!(lock(&log.flushed).wakers.is_empty());
+    }
+
+    #[test]
+    fn a_task_polled_again_before_its_sync_registers_once() {
+        let (_dir, store, log) = held_store();
+        let pending = put_pending(&store, "a");
+        let mut wait = std::pin::pin!(pending.wait_logged());
+        let mut cx = Context::from_waker(Waker::noop());
+        {
+            // Holding the files, the flusher cannot sync between the polls.
+            let _files = lock(&log.files);
+            for _ in 0..3 {
+                assert!(wait.as_mut().poll(&mut cx).is_pending());
+            }
+            assert_eq!(lock(&log.flushed).wakers.len(), 1, "one entry for one task");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while wait.as_mut().poll(&mut cx).is_pending() {
+            assert!(std::time::Instant::now() < deadline, "never synced");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     #[test]
