@@ -102,6 +102,12 @@ impl Admitted {
     pub(crate) fn answers(&self) -> &Arc<crate::answer_budget::TenantAnswers> {
         &self.share.series.answers
     }
+
+    /// Whether the pool found the tenant over its share at its latest job
+    /// (`crate::over_share_lane`).
+    pub(crate) fn over_share(&self) -> &Arc<crate::over_share_lane::OverShare> {
+        &self.share.series.over_share
+    }
 }
 
 impl Gate {
@@ -242,9 +248,19 @@ impl Gate {
         let depth = self.pool.queued_for(&admitted.key);
         let (submitted, scope) = (Instant::now(), admitted.scope.clone());
         mark_at(Stage::Queued, submitted);
-        let (result, durable, ran) = self
+        let map_err = |e: SchedError| match e {
+            SchedError::Overloaded { .. } | SchedError::TenantQueueFull { .. } => {
+                ApiError::Overloaded(e.to_string())
+            }
+            SchedError::ShuttingDown => ApiError::Unavailable,
+            SchedError::Panicked { message } => {
+                ApiError::Internal(format!("engine work panicked: {message}"))
+            }
+            other => ApiError::Internal(other.to_string()),
+        };
+        let job = self
             .pool
-            .run_with(
+            .submit_with(
                 &admitted.key,
                 admitted.weight,
                 admitted.lane,
@@ -266,17 +282,10 @@ impl Gate {
                     (result, durable, (started, Instant::now()))
                 },
             )
-            .await
-            .map_err(|e| match e {
-                SchedError::Overloaded { .. } | SchedError::TenantQueueFull { .. } => {
-                    ApiError::Overloaded(e.to_string())
-                }
-                SchedError::ShuttingDown => ApiError::Unavailable,
-                SchedError::Panicked { message } => {
-                    ApiError::Internal(format!("engine work panicked: {message}"))
-                }
-                other => ApiError::Internal(other.to_string()),
-            })?;
+            .map_err(map_err)?;
+        // Where the tenant's next requests run (`crate::over_share_lane`).
+        admitted.series.over_share.set(job.over_share());
+        let (result, durable, ran) = job.await.map_err(map_err)?;
         mark_at(Stage::Started, ran.0);
         mark_at(Stage::Done, ran.1);
         if !durable.is_empty() {

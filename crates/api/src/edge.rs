@@ -306,10 +306,11 @@ impl FromRequestParts<AppState> for TenantAuth {
         };
         // The connection counts against its tenant's share of the server's connections
         // (absent when the router is called without the server, as in unit tests).
-        if let Some(conn) = parts
+        let conn = parts
             .extensions
             .get::<std::sync::Arc<crate::tenant_connections::ConnectionTenant>>()
-        {
+            .cloned();
+        if let Some(conn) = &conn {
             conn.bind(scope.key()).map_err(|o| {
                 ApiError::ConcurrencyLimited(format!(
                     "this tenant holds {} open connections, its limit \
@@ -321,6 +322,10 @@ impl FromRequestParts<AppState> for TenantAuth {
         // After the tenant checks, so a mismatched or malformed request costs no tokens.
         let admitted = state.admit(&scope)?;
         crate::timing::mark(crate::timing::Stage::Admitted);
+        if let Some(conn) = &conn {
+            // The connection's next request runs where this tenant's requests run now.
+            conn.follow(admitted.over_share());
+        }
         // Its body, if it has one, is counted against the tenant's share of body memory for as
         // long as the admission lives (the whole handler).
         parts.extensions.insert(crate::tenant_bodies::BodyTenant {

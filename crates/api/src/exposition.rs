@@ -733,6 +733,17 @@ fn server_series(out: &mut String, x: &Exposition<'_>, folded: u64) {
         "HTTP connections open now.",
     );
     let _ = writeln!(out, "strata_open_connections {}", x.server.open_connections);
+    help(
+        out,
+        "strata_over_share_lane_requests_total",
+        "counter",
+        "Requests run on the async threads kept for tenants over their share of the CPU.",
+    );
+    let _ = writeln!(
+        out,
+        "strata_over_share_lane_requests_total {}",
+        x.server.over_share_lane_requests
+    );
     if let Some(rss) = x.resident_bytes {
         help(
             out,

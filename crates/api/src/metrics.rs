@@ -83,6 +83,9 @@ pub(crate) struct TenantSeries {
     cpu_nanos: AtomicU64,
     /// Bytes the tenant's answers hold until their clients read them (`answer_budget`).
     pub(crate) answers: Arc<TenantAnswers>,
+    /// Whether the pool found the tenant over its share at its latest job: where its
+    /// connections run its next requests (`crate::over_share_lane`).
+    pub(crate) over_share: Arc<crate::over_share_lane::OverShare>,
     activity: Mutex<Activity>,
 }
 
@@ -186,6 +189,7 @@ impl TenantSeries {
             queue_wait: LatencyHistogram::default(),
             cpu_nanos: AtomicU64::new(0),
             answers: Arc::default(),
+            over_share: Arc::default(),
             activity: Mutex::default(),
         }
     }
@@ -262,6 +266,15 @@ pub struct Metrics {
 /// runs per process, and the accept loop has no `AppState` to count into.
 static OPEN_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 
+/// Requests run on the over-share lane (`crate::over_share_lane`). Process-wide for the same
+/// reason.
+static OVER_SHARE_LANE_REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a request run on the over-share lane.
+pub(crate) fn over_share_lane_request() {
+    OVER_SHARE_LANE_REQUESTS.fetch_add(1, Ordering::Relaxed);
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
@@ -310,6 +323,7 @@ pub struct ServerSnapshot {
     pub busy_workers: i64,
     pub busy_nanos: u64,
     pub open_connections: i64,
+    pub over_share_lane_requests: u64,
 }
 
 impl Metrics {
@@ -423,6 +437,7 @@ impl Metrics {
             busy_workers: self.busy_workers.load(Ordering::Relaxed),
             busy_nanos: self.busy_nanos.load(Ordering::Relaxed),
             open_connections: OPEN_CONNECTIONS.load(Ordering::Relaxed),
+            over_share_lane_requests: OVER_SHARE_LANE_REQUESTS.load(Ordering::Relaxed),
         }
     }
 }

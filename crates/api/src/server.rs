@@ -21,6 +21,7 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
 use axum::http::header::CONNECTION;
 use axum::http::{HeaderName, HeaderValue, Request, Response};
+use axum::response::IntoResponse;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -32,6 +33,7 @@ use tokio::task::JoinSet;
 use crate::ApiError;
 use crate::conn_io::{GuardedIo, InFlight, SocketLimits, Tracker};
 use crate::edge::new_request_id;
+use crate::over_share_lane::{Cancelled, OverShareLane};
 use crate::tenant_connections::{ConnectionTenant, TenantConnections};
 
 /// Limits of the connections [`serve`] keeps.
@@ -89,8 +91,15 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets every
 /// connection finish its request in flight, and returns once all are closed. Dropping the
 /// returned future instead drops every connection at once (the caller's shutdown timeout).
-pub async fn serve<F>(listener: TcpListener, app: Router, limits: ServerLimits, shutdown: F)
-where
+/// With a `lane`, the requests of tenants over their share of the CPU run there
+/// (`crate::over_share_lane`).
+pub async fn serve<F>(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    lane: Option<OverShareLane>,
+    shutdown: F,
+) where
     F: Future<Output = ()> + Send,
 {
     let mut http = http1::Builder::new();
@@ -105,6 +114,12 @@ where
         write_timeout: limits.write_timeout,
         max_header_bytes: limits.max_header_bytes,
         stage_timing: limits.stage_timing,
+    };
+    let serving = Serving {
+        app,
+        http,
+        limits: socket,
+        lane,
     };
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let per_tenant = match limits.max_connections_per_tenant {
@@ -152,9 +167,7 @@ where
                 tasks.spawn(serve_connection(
                     stream,
                     peer,
-                    app.clone(),
-                    http.clone(),
-                    socket,
+                    serving.clone(),
                     stop_rx.clone(),
                     Slot {
                         _permit: permit,
@@ -293,6 +306,16 @@ async fn linger(mut stream: TcpStream, answer: Vec<u8>) -> io::Result<()> {
     }
 }
 
+/// What every connection is served with.
+#[derive(Clone)]
+struct Serving {
+    app: Router,
+    http: http1::Builder,
+    limits: SocketLimits,
+    /// Where the requests of a tenant over its share run, if anywhere else.
+    lane: Option<OverShareLane>,
+}
+
 /// A connection's place in the server's cap and in its tenant's budget, held while it is open.
 struct Slot {
     _permit: OwnedSemaphorePermit,
@@ -302,12 +325,16 @@ struct Slot {
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    app: Router,
-    http: http1::Builder,
-    limits: SocketLimits,
+    serving: Serving,
     mut stop: watch::Receiver<bool>,
     slot: Slot,
 ) {
+    let Serving {
+        app,
+        http,
+        limits,
+        lane,
+    } = serving;
     let _open = crate::metrics::connection_opened();
     // Responses are written whole; waiting to coalesce them only adds latency.
     if let Err(e) = stream.set_nodelay(true) {
@@ -321,6 +348,7 @@ async fn serve_connection(
         tracker: Arc::clone(&tracker),
         tenant: Arc::clone(&slot.tenant),
         stage_timing: limits.stage_timing,
+        lane,
     };
     let conn = http.serve_connection(io, service);
     tokio::pin!(conn);
@@ -355,6 +383,8 @@ struct ConnService {
     tenant: Arc<ConnectionTenant>,
     /// `ServerLimits::stage_timing`: when off, `X-Strata-Timing` is not even looked at.
     stage_timing: bool,
+    /// Where the requests of a tenant over its share run, if anywhere else.
+    lane: Option<OverShareLane>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -381,9 +411,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let timeline = (self.stage_timing && crate::timing::asked(req.headers()))
             .then(|| crate::timing::Timeline::starting(arrived));
         let response = tower::Service::call(&mut app, req.map(Body::new));
-        Box::pin(async move {
-            let mut response = match timeline {
-                None => response.await?,
+        let answer = async move {
+            match timeline {
+                None => response.await,
                 Some(timeline) => {
                     let (response, value) = crate::timing::timed(timeline, response).await;
                     let mut response = response?;
@@ -395,7 +425,26 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                             value,
                         );
                     }
-                    response
+                    Ok(response)
+                }
+            }
+        };
+        // Decided from the tenant of the connection's previous request: this one's is not
+        // known before its credential is checked, which is part of the work to move.
+        let lane = self
+            .lane
+            .as_ref()
+            .filter(|_| self.tenant.over_share())
+            .cloned();
+        Box::pin(async move {
+            let mut response = match lane {
+                None => answer.await?,
+                Some(lane) => {
+                    crate::metrics::over_share_lane_request();
+                    match lane.run(answer).await {
+                        Ok(answer) => answer?,
+                        Err(Cancelled) => ApiError::Unavailable.into_response(),
+                    }
                 }
             };
             if tenant.must_close() {
@@ -444,6 +493,100 @@ impl HttpBody for Tracked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use axum::Extension;
+    use axum::extract::State;
+
+    use crate::over_share_lane::OverShare;
+    use crate::tenant_connections::ConnectionTenant;
+
+    /// A route that admits its request as the one test tenant's, as authentication does, and
+    /// answers with the name of the thread it ran on.
+    async fn thread_name(
+        State(flag): State<Arc<OverShare>>,
+        Extension(conn): Extension<Arc<ConnectionTenant>>,
+    ) -> String {
+        conn.bind(strata_store::TenantKey::for_tests(1)).unwrap();
+        conn.follow(&flag);
+        std::thread::current().name().unwrap_or("").to_owned()
+    }
+
+    /// One request on a kept-alive connection; returns the answer's body.
+    fn ask(stream: &mut std::net::TcpStream) -> String {
+        use std::io::{Read, Write};
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .expect("a length")
+                .parse()
+                .unwrap();
+            if body.len() >= len {
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                return body.to_owned();
+            }
+        }
+    }
+
+    /// A connection whose tenant the pool found over its share runs its next request on the
+    /// lane's threads, and back on the main ones once the tenant is within its share; the
+    /// answers are whole either way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tenant_over_its_share_has_its_next_requests_run_on_the_lane() {
+        let lane_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("lane-test")
+            .enable_all()
+            .build()
+            .unwrap();
+        let flag = Arc::new(OverShare::default());
+        let app = Router::new()
+            .route("/", axum::routing::get(thread_name))
+            .with_state(Arc::clone(&flag));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let lane = OverShareLane::new(lane_runtime.handle().clone());
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            ServerLimits::default(),
+            Some(lane),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        tokio::task::spawn_blocking(move || {
+            let mut conn = std::net::TcpStream::connect(addr).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let first = ask(&mut conn);
+            assert_ne!(first, "lane-test", "nothing known of the tenant yet");
+            assert_ne!(ask(&mut conn), "lane-test", "within its share");
+            flag.set(true);
+            assert_eq!(ask(&mut conn), "lane-test");
+            assert_eq!(ask(&mut conn), "lane-test");
+            flag.set(false);
+            assert_ne!(ask(&mut conn), "lane-test");
+        })
+        .await
+        .unwrap();
+        stop.send(()).unwrap();
+        server.await.unwrap();
+        lane_runtime.shutdown_background();
+    }
 
     #[test]
     fn accept_errors_back_off_exponentially_and_per_connection_errors_do_not() {

@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use strata_store::TenantKey;
+
+use crate::over_share_lane::OverShare;
 use tokio::sync::Semaphore;
 
 /// How many connections each tenant holds, against one budget for all tenants.
@@ -76,6 +78,7 @@ impl TenantConnections {
             budget: Arc::clone(self),
             bound: Mutex::new(None),
             close: AtomicBool::new(false),
+            followed: Mutex::new(Followed::None),
         })
     }
 
@@ -104,6 +107,18 @@ pub(crate) struct ConnectionTenant {
     bound: Mutex<Option<TenantKey>>,
     /// Set by a refusal: the answer closes the connection.
     close: AtomicBool,
+    /// The over-share flag of the tenant whose requests this connection carries.
+    followed: Mutex<Followed>,
+}
+
+/// Whose over-share flag a connection follows.
+#[derive(Debug)]
+enum Followed {
+    /// No request admitted yet.
+    None,
+    Tenant(Arc<OverShare>),
+    /// The connection has carried more than one tenant's requests.
+    Mixed,
 }
 
 impl ConnectionTenant {
@@ -129,10 +144,35 @@ impl ConnectionTenant {
         }
         if let Some(previous) = bound.take() {
             self.budget.release(&mut open, previous);
+            // A connection that carries several tenants' requests (a proxy's) cannot tell
+            // whose comes next: it stays on the main async threads (`follow`).
+            *self.followed.lock().unwrap_or_else(PoisonError::into_inner) = Followed::Mixed;
         }
         *open.entry(key).or_insert(0) += 1;
         *bound = Some(key);
         Ok(())
+    }
+
+    /// Follows `flag`, the over-share flag of the tenant whose request this connection just
+    /// admitted (after [`bind`](Self::bind)): the connection's next request runs where that
+    /// tenant's would (`crate::over_share_lane`). Not once the connection has carried another
+    /// tenant's requests.
+    pub(crate) fn follow(&self, flag: &Arc<OverShare>) {
+        let mut followed = self.followed.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*followed {
+            Followed::Mixed => {}
+            Followed::Tenant(f) if Arc::ptr_eq(f, flag) => {}
+            _ => *followed = Followed::Tenant(Arc::clone(flag)),
+        }
+    }
+
+    /// Whether the one tenant this connection has served was over its share at its latest
+    /// job.
+    pub(crate) fn over_share(&self) -> bool {
+        match &*self.followed.lock().unwrap_or_else(PoisonError::into_inner) {
+            Followed::Tenant(f) => f.get(),
+            Followed::None | Followed::Mixed => false,
+        }
     }
 
     /// Whether a refusal asked for this connection to be closed after its answer.
@@ -183,6 +223,34 @@ mod tests {
         assert_eq!(budget.open_of(key(1)), 1);
         let a4 = budget.connection();
         assert_eq!(a4.bind(key(1)), Ok(()));
+    }
+
+    /// A connection follows its one tenant's over-share flag; once it has carried another
+    /// tenant's request (a proxy's connection) it stays on the main async threads for good.
+    #[test]
+    fn a_connection_follows_its_one_tenants_flag_and_a_mixed_one_none() {
+        let budget = TenantConnections::new(8);
+        let conn = budget.connection();
+        let (a, b) = (
+            Arc::new(OverShare::default()),
+            Arc::new(OverShare::default()),
+        );
+        assert!(!conn.over_share(), "nothing admitted yet");
+        conn.bind(key(1)).unwrap();
+        conn.follow(&a);
+        assert!(!conn.over_share());
+        a.set(true);
+        assert!(conn.over_share(), "the flag is read at each request");
+        a.set(false);
+        assert!(!conn.over_share());
+        a.set(true);
+        conn.bind(key(2)).unwrap();
+        conn.follow(&b);
+        b.set(true);
+        assert!(!conn.over_share(), "a connection of two tenants");
+        conn.bind(key(1)).unwrap();
+        conn.follow(&a);
+        assert!(!conn.over_share(), "mixed for good");
     }
 
     #[test]

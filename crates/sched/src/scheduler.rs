@@ -925,7 +925,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             read_only: demotable == Demotable::ReadOnly,
         };
         let demotable = job.demotable;
-        let (woken, claimed) = {
+        let (woken, claimed, over_share) = {
             let mut state = self.shared.lock();
             if !state.accepting {
                 return Err(SchedError::ShuttingDown);
@@ -952,7 +952,8 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 }
                 None => (None, false, false),
             };
-            let background = matches!(placement, Some(Placement::Background)) && demotable;
+            let over_share = matches!(placement, Some(Placement::Background));
+            let background = over_share && demotable;
             // Only a tenant with a backlog can have its jobs moved to the background before
             // they are popped; waking a background worker for anyone else's is futile. The job
             // that gives a tenant its backlog wakes one whatever the job (a write too: the
@@ -1017,7 +1018,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             } else {
                 (reserved && state.poll.claim(Kind::Reserved, on_cpu)).then_some(Kind::Reserved)
             };
-            (woken, claimed)
+            (woken, claimed, over_share)
         };
         // Wake one worker of the set the job belongs to now. Waking the other set too, on
         // every submit, cost a futile wake-up per job (a context switch and a turn on the
@@ -1033,7 +1034,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 self.shared.signal(kind).notify_one();
             }
         }
-        Ok(JobHandle { rx })
+        Ok(JobHandle { rx, over_share })
     }
 
     /// Runs `f` on the pool for tenant `key` and waits for its result without blocking the
@@ -1423,9 +1424,17 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// it has not started.
 pub struct JobHandle<R> {
     rx: oneshot::Receiver<Result<R, SchedError>>,
+    over_share: bool,
 }
 
 impl<R> JobHandle<R> {
+    /// Whether the job's tenant was over its share of the recent CPU, with a backlog, when the
+    /// job was submitted: the tenant whose demotable jobs the background workers take (see
+    /// `crate::shares`), whatever this job is. Always false while the split is off.
+    pub fn over_share(&self) -> bool {
+        self.over_share
+    }
+
     /// Blocks the current thread until the job finishes. Panics if called from within an
     /// async runtime (tokio's rule for `blocking_recv`); use `.await` there.
     pub fn wait_blocking(self) -> Result<R, SchedError> {

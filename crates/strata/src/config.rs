@@ -118,6 +118,13 @@ pub struct SchedulerSection {
     /// (docs/benchmarks.md). Otherwise 100–100,000, the kernel's range; where the OS does not
     /// take it, the server says so once and runs with the default.
     pub io_thread_slice_us: u64,
+    /// Async threads of a second runtime that serves the requests of a tenant over its share
+    /// of the CPU (with more jobs pending than `server.workers`, while others are active),
+    /// so a light tenant's requests do not wait behind a flooding tenant's on the same async
+    /// threads: under a flood of vector writes a light tenant's p99 fell from 17–20 ms to
+    /// about 6 (docs/benchmarks.md). They use no CPU while no tenant is over its share. Unset
+    /// (the default): as many as the main runtime's (one per CPU). 0: off. At most 256.
+    pub over_share_io_threads: Option<usize>,
     /// Milliseconds a pool job may run while another tenant's job waits for a worker before it
     /// gives up its worker's place to a spare thread (at most as many spares as workers), so
     /// a tenant's long jobs (embedding long texts, large searches) on every worker do not make
@@ -177,6 +184,7 @@ impl Default for SchedulerSection {
             .unwrap_or(u64::MAX),
             idle_poll_us: None,
             idle_poll_always: false,
+            over_share_io_threads: None,
         }
     }
 }
@@ -373,6 +381,14 @@ impl Config {
         }
     }
 
+    /// `scheduler.over_share_io_threads` with its default resolved: as many as the main async
+    /// runtime starts (tokio's default, one per CPU).
+    pub fn over_share_io_threads(&self) -> usize {
+        self.scheduler.over_share_io_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
     /// `server.index_checkpoint_changes` with its default (0) resolved against the change
     /// log's cap: a checkpoint must come before the log drops entries a saved image needs.
     pub fn index_checkpoint_changes(&self) -> u64 {
@@ -532,6 +548,13 @@ impl Config {
                 "scheduler.background_workers: 0 (off) or at least server.workers ({workers}), \
                  got {background}"
             );
+        }
+        if config
+            .scheduler
+            .over_share_io_threads
+            .is_some_and(|n| n > MAX_RESERVED_WORKERS)
+        {
+            bail!("scheduler.over_share_io_threads: at most {MAX_RESERVED_WORKERS}");
         }
         let slice = config.scheduler.io_thread_slice_us;
         if slice != 0 && !strata_sched::slice::SLICE_RANGE_US.contains(&slice) {
@@ -966,6 +989,23 @@ mod tests {
             let err = Config::load(None, env(&[(var, value)])).unwrap_err();
             assert!(format!("{err:#}").contains(named), "{var}: {err:#}");
         }
+    }
+
+    #[test]
+    fn the_over_share_lane_has_a_thread_per_cpu_unless_set() {
+        let c = Config::load(None, env(&[])).unwrap();
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(c.over_share_io_threads(), cpus);
+        let var = "STRATA__SCHEDULER__OVER_SHARE_IO_THREADS";
+        let off = Config::load(None, env(&[(var, "0")])).unwrap();
+        assert_eq!(off.over_share_io_threads(), 0);
+        let three = Config::load(None, env(&[(var, "3")])).unwrap();
+        assert_eq!(three.over_share_io_threads(), 3);
+        let err = Config::load(None, env(&[(var, "257")])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("over_share_io_threads"),
+            "{err:#}"
+        );
     }
 
     #[test]

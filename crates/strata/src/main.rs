@@ -398,8 +398,18 @@ fn main() -> anyhow::Result<()> {
     if let Command::Serve { config } = cli.command {
         let config = Config::load(config.as_deref(), std::env::vars())?;
         init_logging(&config);
-        let runtime = server_runtime(config.scheduler.io_thread_slice_us)?;
-        return runtime.block_on(serve::run(config));
+        let slice = config.scheduler.io_thread_slice_us;
+        let runtime = server_runtime(slice, None)?;
+        // Kept until the server has stopped, and dropped outside of any runtime: its tasks are
+        // requests, and what they started (a re-embed's driver) ends as on the main runtime.
+        let lane = match config.over_share_io_threads() {
+            0 => None,
+            n => Some(server_runtime(slice, Some((n, "strata-lane-io")))?),
+        };
+        let handle = lane
+            .as_ref()
+            .map(|rt| strata_api::OverShareLane::new(rt.handle().clone()));
+        return runtime.block_on(serve::run(config, handle));
     }
     if let Command::Check { config } = cli.command {
         let config = Config::load(config.as_deref(), std::env::vars())?;
@@ -469,13 +479,20 @@ fn check(data_dir: &std::path::Path) -> anyhow::Result<()> {
 /// (`strata_sched::slice`; 0 keeps the OS's). Asked when a worker first goes idle, a hook tokio runs
 /// for its workers only; the threads a worker starts (the runtime's blocking threads, which
 /// run long jobs, and any a handler spawns) begin at the OS's slice, since the short one is
-/// not inherited. A refusal is logged once; the server runs either way.
-fn server_runtime(slice_us: u64) -> anyhow::Result<tokio::runtime::Runtime> {
+/// not inherited. A refusal is logged once; the server runs either way. `threads` names the
+/// over-share lane's runtime (`strata_api::OverShareLane`): its worker count and thread name.
+fn server_runtime(
+    slice_us: u64,
+    threads: Option<(usize, &str)>,
+) -> anyhow::Result<tokio::runtime::Runtime> {
     thread_local! {
         static ASKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
+    if let Some((n, name)) = threads {
+        builder.worker_threads(n).thread_name(name);
+    }
     if slice_us > 0 {
         let told = std::sync::atomic::AtomicBool::new(false);
         builder.on_thread_park(move || {

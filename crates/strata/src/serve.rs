@@ -50,7 +50,9 @@ async fn listen(address: &str) -> std::io::Result<TcpListener> {
     }))
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the server until a stop signal. `lane`: where the requests of tenants over their
+/// share of the CPU run (`[scheduler] over_share_io_threads`; `None`: on this runtime).
+pub async fn run(config: Config, lane: Option<strata_api::OverShareLane>) -> anyhow::Result<()> {
     // An address that cannot be listened on (a typo, a port in use) is reported at once, not
     // after opening the data directory and loading or fetching the embedding model. Only a
     // probe: the listening socket itself is made once the server can answer, so clients get
@@ -226,8 +228,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stage_timing: config.server.stage_timing,
     };
     tracing::info!(max_connections = limits.max_connections, "connection limit");
+    tracing::info!(
+        threads = config.over_share_io_threads(),
+        "async threads for tenants over their share of the CPU"
+    );
     let mut graceful_rx = stop_rx.clone();
-    let server = strata_api::serve(listener, app, limits, async move {
+    let server = strata_api::serve(listener, app, limits, lane, async move {
         let _ = graceful_rx.wait_for(|stop| *stop).await;
     });
     let timeout = Duration::from_secs(config.server.shutdown_timeout_secs);

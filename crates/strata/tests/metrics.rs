@@ -460,3 +460,85 @@ fn a_kept_alive_connections_next_request_is_timed_from_its_own_first_byte() {
         "{text}"
     );
 }
+
+/// Requests run on the async threads kept for tenants over their share, and what `/metrics`
+/// says of them: sends `each` vector writes from each of `writers` threads, each thread on a
+/// connection of its own, as `key`'s tenant; returns the counter's rise.
+fn flood_of_writes(server: &Server, key: &str, writers: usize, each: usize) -> f64 {
+    let lane = |text: &str| sample(text, "strata_over_share_lane_requests_total");
+    let before = lane(&server.metrics());
+    std::thread::scope(|s| {
+        for w in 0..writers {
+            s.spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                for i in 0..each {
+                    let v: Vec<f32> = (0..8).map(|d| ((w * 31 + i * 7 + d) % 17) as f32).collect();
+                    let res = client
+                        .post(format!("{}/v1/memories", server.url))
+                        .bearer_auth(key)
+                        .json(&json!({"modality": "vec", "vector": v, "content": "flood"}))
+                        .send()
+                        .expect("write");
+                    assert_eq!(res.status().as_u16(), 201, "{:?}", res.text());
+                }
+            });
+        }
+    });
+    lane(&server.metrics()) - before
+}
+
+/// A tenant flooding the server beside another has its requests run on the async threads
+/// kept for tenants over their share (`[scheduler] over_share_io_threads`), and `/metrics`
+/// counts them; alone, however busy, it never does, and with the setting at 0 nobody does.
+/// Every write is acknowledged and stored either way.
+#[test]
+fn a_tenant_flooding_beside_another_runs_on_the_over_share_lane() {
+    const WRITERS: usize = 8;
+    const EACH: usize = 60;
+    let run = |env: &[(&str, &str)]| {
+        let server = Server::start_with(env);
+        server.tenant("flood");
+        server.tenant("light");
+        let flood = server.key("flood", json!({"permissions": ["read", "write", "admin"]}));
+        let light = server.key("light", json!({"permissions": ["read", "write"]}));
+        let (s, v) = server.post("/v1/collections", &flood, json!({"name": "vec", "dim": 8}));
+        assert_eq!(s, 201, "{v}");
+        let alone = flood_of_writes(&server, &flood, WRITERS, EACH);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let beside = std::thread::scope(|s| {
+            let searcher = s.spawn(|| {
+                // A client of its own: a connection shared with the flooding tenant would
+                // stay on the main async threads.
+                let client = reqwest::blocking::Client::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let res = client
+                        .post(format!("{}/v1/memories/count", server.url))
+                        .bearer_auth(&light)
+                        .json(&json!({}))
+                        .send()
+                        .expect("count");
+                    assert_eq!(res.status().as_u16(), 200);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            });
+            // The light tenant is active before the flood starts.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let beside = flood_of_writes(&server, &flood, WRITERS, EACH);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            searcher.join().expect("searcher");
+            beside
+        });
+        let (status, v) = server.post("/v1/memories/count", &flood, json!({}));
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["count"], json!(2 * WRITERS * EACH), "{v}");
+        (alone, beside)
+    };
+    let (alone, beside) = run(&[("STRATA__SERVER__WORKERS", "2")]);
+    assert_eq!(alone, 0.0, "a tenant alone is within its share");
+    assert!(beside > 0.0, "no request of the flood ran on the lane");
+    let (alone, beside) = run(&[
+        ("STRATA__SERVER__WORKERS", "2"),
+        ("STRATA__SCHEDULER__OVER_SHARE_IO_THREADS", "0"),
+    ]);
+    assert_eq!((alone, beside), (0.0, 0.0), "the lane is off");
+}
