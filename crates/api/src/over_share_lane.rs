@@ -19,13 +19,26 @@
 //! thread takes the pool's lock and others, and a lowered one preempted under a lock would
 //! hold up every thread that needs it.
 //!
-//! The flag is per tenant and set at each of its submissions to the pool, so it lags by a
-//! request: a tenant's first request after its flood ends may still run on the lane (idle by
-//! then), and its submission clears the flag. A tenant alone is never over its share, so a
-//! server with one busy tenant serves it on the main runtime as before.
+//! The flag is per tenant, set at each of its submissions to the pool, and lapses two share
+//! windows (200 ms) after the latest submission that found the tenant over: a tenant whose
+//! flood ends is back on the main runtime at its next submission or within 200 ms, whichever
+//! comes first. A tenant alone is never over its share, so a server with one busy tenant
+//! serves it on the main runtime as before. The rule is the background workers' accounting:
+//! without background workers (`[scheduler] background_workers = 0`, or a priority that could
+//! not be lowered) nobody is over and the lane stays idle.
+//!
+//! Where the choice is wrong: it is made before the request's credential is checked (checking
+//! it is part of the work to move), from the connection's previous request. A connection that
+//! has carried two tenants' requests (a proxy's) is never moved, but the first request of the
+//! second tenant still runs where the first tenant's would; an operator's request on a
+//! connection that carried one tenant's runs where that tenant's would.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use strata_sched::SHARE_WINDOW;
 
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -81,51 +94,104 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Whether a tenant was over its share at its latest submission to the pool: one per tenant,
-/// shared by its metric series (which the pool's submissions reach) and its connections
-/// (which decide where a request runs).
+/// Whether a tenant was over its share at its latest submission to the pool, and when: one per
+/// tenant, shared by its metric series (which the pool's submissions reach) and its
+/// connections (which decide where a request runs).
 #[derive(Debug, Default)]
-pub(crate) struct OverShare(AtomicBool);
+pub(crate) struct OverShare {
+    /// Nanoseconds since [`epoch`] (plus one) of the latest submission that found the tenant
+    /// over its share; 0 when the latest found it within.
+    since: AtomicU64,
+}
+
+/// How long a tenant counts as over its share after the latest submission that found it so:
+/// the two windows the shares are counted over. A tenant that stops sending is back on the
+/// main async threads within this, rather than until its next job (which could be a light
+/// request long after a burst, arriving while another tenant floods the lane).
+const FRESH: Duration = Duration::from_nanos(2 * SHARE_WINDOW.as_nanos() as u64);
 
 impl OverShare {
     pub(crate) fn set(&self, over: bool) {
-        // Only an approximate, advisory signal: no other memory is published with it.
-        if self.0.load(Ordering::Relaxed) != over {
-            self.0.store(over, Ordering::Relaxed);
-        }
+        self.set_at(over, now());
     }
 
     pub(crate) fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.get_at(now())
+    }
+
+    fn set_at(&self, over: bool, now: u64) {
+        // Only an approximate, advisory signal: no other memory is published with it.
+        self.since
+            .store(if over { now } else { 0 }, Ordering::Relaxed);
+    }
+
+    fn get_at(&self, now: u64) -> bool {
+        let since = self.since.load(Ordering::Relaxed);
+        since != 0 && now.saturating_sub(since) <= FRESH.as_nanos() as u64
+    }
+}
+
+/// The process's monotonic clock in nanoseconds, from 1.
+fn now() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// A lane on a runtime of its own for tests, shut down when dropped: dropping a runtime where
+/// blocking is not allowed (a test's async body failing before its end) would panic, and a
+/// panic while panicking aborts the whole test binary.
+#[cfg(test)]
+pub(crate) struct TestLane {
+    runtime: Option<tokio::runtime::Runtime>,
+    pub(crate) lane: OverShareLane,
+}
+
+#[cfg(test)]
+impl TestLane {
+    /// The lane's thread name.
+    pub(crate) const THREAD: &str = "lane-test";
+
+    pub(crate) fn new() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(Self::THREAD)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let lane = OverShareLane::new(runtime.handle().clone());
+        TestLane {
+            runtime: Some(runtime),
+            lane,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestLane {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::sync::atomic::AtomicBool;
 
     use super::*;
 
-    fn lane_runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("lane-test")
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
     #[tokio::test]
     async fn a_future_runs_on_the_lanes_threads_and_returns_its_output() {
-        let rt = lane_runtime();
-        let lane = OverShareLane::new(rt.handle().clone());
-        let name = lane
+        let test = TestLane::new();
+        let name = test
+            .lane
             .run(async { std::thread::current().name().map(str::to_owned) })
             .await
             .unwrap();
-        assert_eq!(name.as_deref(), Some("lane-test"));
-        rt.shutdown_background();
+        assert_eq!(name.as_deref(), Some(TestLane::THREAD));
     }
 
     /// A request dropped by its connection (the client gone) is cancelled on the lane too.
@@ -137,12 +203,11 @@ mod tests {
                 self.0.store(true, Ordering::SeqCst);
             }
         }
-        let rt = lane_runtime();
-        let lane = OverShareLane::new(rt.handle().clone());
+        let test = TestLane::new();
         let dropped = Arc::new(AtomicBool::new(false));
         let flag = Flag(Arc::clone(&dropped));
         let (started_tx, started) = tokio::sync::oneshot::channel();
-        let wait = lane.run(async move {
+        let wait = test.lane.run(async move {
             let _flag = flag;
             let _ = started_tx.send(());
             std::future::pending::<()>().await
@@ -161,16 +226,24 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        rt.shutdown_background();
     }
 
     #[test]
-    fn the_flag_follows_the_latest_submission() {
+    fn the_flag_follows_the_latest_submission_and_lapses() {
         let flag = OverShare::default();
         assert!(!flag.get());
         flag.set(true);
         assert!(flag.get());
         flag.set(false);
         assert!(!flag.get());
+        let fresh = FRESH.as_nanos() as u64;
+        flag.set_at(true, 1_000);
+        assert!(flag.get_at(1_000 + fresh));
+        assert!(!flag.get_at(1_001 + fresh), "no submission for two windows");
+        flag.set_at(true, 1_000 + fresh);
+        assert!(
+            flag.get_at(1_000 + fresh + 1),
+            "refreshed by each submission"
+        );
     }
 }

@@ -443,7 +443,12 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                     crate::metrics::over_share_lane_request();
                     match lane.run(answer).await {
                         Ok(answer) => answer?,
-                        Err(Cancelled) => ApiError::Unavailable.into_response(),
+                        // Not a 503: the panic may have come after a write committed, and a
+                        // client retries a 503.
+                        Err(Cancelled) => {
+                            ApiError::Internal("the request's task ended without an answer".into())
+                                .into_response()
+                        }
                     }
                 }
             };
@@ -497,7 +502,7 @@ mod tests {
     use axum::Extension;
     use axum::extract::State;
 
-    use crate::over_share_lane::OverShare;
+    use crate::over_share_lane::{OverShare, TestLane};
     use crate::tenant_connections::ConnectionTenant;
 
     /// A route that admits its request as the one test tenant's, as authentication does, and
@@ -545,12 +550,7 @@ mod tests {
     /// answers are whole either way.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_tenant_over_its_share_has_its_next_requests_run_on_the_lane() {
-        let lane_runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("lane-test")
-            .enable_all()
-            .build()
-            .unwrap();
+        let test_lane = TestLane::new();
         let flag = Arc::new(OverShare::default());
         let app = Router::new()
             .route("/", axum::routing::get(thread_name))
@@ -558,12 +558,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let lane = OverShareLane::new(lane_runtime.handle().clone());
         let server = tokio::spawn(serve(
             listener,
             app,
             ServerLimits::default(),
-            Some(lane),
+            Some(test_lane.lane.clone()),
             async move {
                 let _ = stopped.await;
             },
@@ -573,19 +572,18 @@ mod tests {
             conn.set_read_timeout(Some(Duration::from_secs(30)))
                 .unwrap();
             let first = ask(&mut conn);
-            assert_ne!(first, "lane-test", "nothing known of the tenant yet");
-            assert_ne!(ask(&mut conn), "lane-test", "within its share");
+            assert_ne!(first, TestLane::THREAD, "nothing known of the tenant yet");
+            assert_ne!(ask(&mut conn), TestLane::THREAD, "within its share");
             flag.set(true);
-            assert_eq!(ask(&mut conn), "lane-test");
-            assert_eq!(ask(&mut conn), "lane-test");
+            assert_eq!(ask(&mut conn), TestLane::THREAD);
+            assert_eq!(ask(&mut conn), TestLane::THREAD);
             flag.set(false);
-            assert_ne!(ask(&mut conn), "lane-test");
+            assert_ne!(ask(&mut conn), TestLane::THREAD);
         })
         .await
         .unwrap();
         stop.send(()).unwrap();
         server.await.unwrap();
-        lane_runtime.shutdown_background();
     }
 
     #[test]

@@ -1429,8 +1429,9 @@ pub struct JobHandle<R> {
 
 impl<R> JobHandle<R> {
     /// Whether the job's tenant was over its share of the recent CPU, with a backlog, when the
-    /// job was submitted: the tenant whose demotable jobs the background workers take (see
-    /// `crate::shares`), whatever this job is. Always false while the split is off.
+    /// job was submitted (the rule of `crate::shares` that sends a tenant's demotable jobs to
+    /// the background workers), whatever this job is and whichever lane it runs in. Always
+    /// false while the split is off (no background workers).
     pub fn over_share(&self) -> bool {
         self.over_share
     }

@@ -119,11 +119,13 @@ pub struct SchedulerSection {
     /// take it, the server says so once and runs with the default.
     pub io_thread_slice_us: u64,
     /// Async threads of a second runtime that serves the requests of a tenant over its share
-    /// of the CPU (with more jobs pending than `server.workers`, while others are active),
+    /// of the CPU (the background workers' rule: more jobs pending than `server.workers`, and
+    /// more than 1.25× its weighted share of the pool's recent CPU while others are active),
     /// so a light tenant's requests do not wait behind a flooding tenant's on the same async
-    /// threads: under a flood of vector writes a light tenant's p99 fell from 17–20 ms to
-    /// about 6 (docs/benchmarks.md). They use no CPU while no tenant is over its share. Unset
-    /// (the default): as many as the main runtime's (one per CPU). 0: off. At most 256.
+    /// threads: under a flood of vector writes a light tenant's p99 fell to about a third
+    /// (docs/benchmarks.md). They use no CPU while no tenant is over its share. The rule needs
+    /// the background workers' accounting: with `background_workers = 0` there is no lane.
+    /// Unset (the default): as many as the main runtime's (one per CPU). 0: off. At most 256.
     pub over_share_io_threads: Option<usize>,
     /// Milliseconds a pool job may run while another tenant's job waits for a worker before it
     /// gives up its worker's place to a spare thread (at most as many spares as workers), so

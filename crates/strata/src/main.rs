@@ -402,8 +402,10 @@ fn main() -> anyhow::Result<()> {
         let runtime = server_runtime(slice, None)?;
         // Kept until the server has stopped, and dropped outside of any runtime: its tasks are
         // requests, and what they started (a re-embed's driver) ends as on the main runtime.
+        // Who is over its share is the background workers' accounting: without them, nobody.
         let lane = match config.over_share_io_threads() {
             0 => None,
+            _ if config.background_workers() == 0 => None,
             n => Some(server_runtime(slice, Some((n, "strata-lane-io")))?),
         };
         let handle = lane

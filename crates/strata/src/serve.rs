@@ -228,10 +228,12 @@ pub async fn run(config: Config, lane: Option<strata_api::OverShareLane>) -> any
         stage_timing: config.server.stage_timing,
     };
     tracing::info!(max_connections = limits.max_connections, "connection limit");
-    tracing::info!(
-        threads = config.over_share_io_threads(),
-        "async threads for tenants over their share of the CPU"
-    );
+    if lane.is_some() {
+        tracing::info!(
+            threads = config.over_share_io_threads(),
+            "async threads for tenants over their share of the CPU"
+        );
+    }
     let mut graceful_rx = stop_rx.clone();
     let server = strata_api::serve(listener, app, limits, lane, async move {
         let _ = graceful_rx.wait_for(|stop| *stop).await;
