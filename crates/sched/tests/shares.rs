@@ -753,44 +753,52 @@ fn workers_with_nothing_they_may_run_do_not_wake_each_other_back_and_forth() {
 /// A job's handle says whether its tenant was over its share with a backlog when it was
 /// submitted, whatever the job (a write too, which stays on the normal workers): the server
 /// serves such a tenant's requests on async threads of their own. A tenant sending one job at
-/// a time has no backlog and is never over; a tenant alone never is.
+/// a time is never over beside a busier one; a tenant alone never is.
 #[test]
 fn a_handle_tells_whether_its_tenant_was_over_its_share() {
     let Some(pool) = one_worker_of_each_set() else {
         return;
     };
-    a_over_its_share_beside_b(&pool);
-    // A's first job holds the one normal worker, so the next ones stay pending: a backlog.
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let (started_tx, started) = std::sync::mpsc::channel();
-    let first = pool
-        .submit_with(&"a", 1, Lane::Shared, Demotable::Never, move || {
-            let _ = started_tx.send(());
-            let _ = held.recv();
-        })
-        .unwrap();
-    started.recv_timeout(Duration::from_secs(10)).unwrap();
-    let more: Vec<_> = (0..3)
-        .map(|_| {
-            pool.submit_with(&"a", 1, Lane::Shared, Demotable::Never, || ())
-                .unwrap()
-        })
-        .collect();
-    let b = pool
-        .submit_with(&"b", 1, Lane::Shared, Demotable::ReadOnly, || ())
-        .unwrap();
-    assert!(!first.over_share(), "A had no backlog at its first job");
+    // The shares are counted over windows of wall-clock time: on a loaded machine A's CPU can
+    // leave them before its jobs are submitted, so a few tries.
+    let mut seen = false;
+    for _ in 0..5 {
+        a_over_its_share_beside_b(&pool);
+        // A's first job holds the one normal worker, so the next ones stay pending: a backlog.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let first = pool
+            .submit_with(&"a", 1, Lane::Shared, Demotable::Never, move || {
+                let _ = started_tx.send(());
+                let _ = held.recv();
+            })
+            .unwrap();
+        started.recv_timeout(Duration::from_secs(10)).unwrap();
+        let more: Vec<_> = (0..3)
+            .map(|_| {
+                pool.submit_with(&"a", 1, Lane::Shared, Demotable::Never, || ())
+                    .unwrap()
+            })
+            .collect();
+        let b = pool
+            .submit_with(&"b", 1, Lane::Shared, Demotable::ReadOnly, || ())
+            .unwrap();
+        assert!(!b.over_share(), "B sends one job at a time");
+        seen |= more.iter().all(|h| h.over_share());
+        drop(release);
+        first.wait_blocking().unwrap();
+        for h in more {
+            h.wait_blocking().unwrap();
+        }
+        b.wait_blocking().unwrap();
+        if seen {
+            break;
+        }
+    }
     assert!(
-        more.iter().all(|h| h.over_share()),
+        seen,
         "A, over its share with jobs pending, is over at each of them"
     );
-    assert!(!b.over_share(), "B sends one job at a time");
-    drop(release);
-    first.wait_blocking().unwrap();
-    for h in more {
-        h.wait_blocking().unwrap();
-    }
-    b.wait_blocking().unwrap();
 
     let alone = one_worker_of_each_set().expect("lowered once, lowered again");
     let (release, held) = std::sync::mpsc::channel::<()>();
