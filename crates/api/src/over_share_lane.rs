@@ -99,8 +99,8 @@ impl<T> Drop for AbortOnDrop<T> {
 /// connections (which decide where a request runs).
 #[derive(Debug, Default)]
 pub(crate) struct OverShare {
-    /// Nanoseconds since [`epoch`] (plus one) of the latest submission that found the tenant
-    /// over its share; 0 when the latest found it within.
+    /// The time ([`now`], from 1) of the latest submission that found the tenant over its
+    /// share; 0 when the latest found it within.
     since: AtomicU64,
 }
 
