@@ -24,6 +24,12 @@ pub struct NoisyArgs {
     /// Concurrent flooding clients of tenant A.
     #[arg(long, default_value_t = 64)]
     pub flood_clients: usize,
+    /// Requests per second A's clients send together, paced (open loop; a client that falls
+    /// behind skips the requests it missed). Unset, each client sends its next request as soon
+    /// as the previous one is answered, keeping the server as busy as it lets A make it. A
+    /// "10× flood" is ten times `--steady-qps`.
+    #[arg(long)]
+    pub flood_rate: Option<f64>,
     /// Searches per second of tenant B.
     #[arg(long, default_value_t = 50.0)]
     pub steady_qps: f64,
@@ -242,6 +248,10 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.seconds > 0, "--seconds: at least 1");
     anyhow::ensure!(args.rounds > 0, "--rounds: at least 1");
     anyhow::ensure!(args.flood_clients > 0, "--flood-clients: at least 1");
+    anyhow::ensure!(
+        args.flood_rate.is_none_or(|r| r.is_finite() && r > 0.0),
+        "--flood-rate: a positive number"
+    );
     anyhow::ensure!(args.records > 0, "--records: at least 1");
     eprintln!(
         "preparing tenants bench-a and bench-b ({} records each)…",
@@ -294,6 +304,7 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
             server.clone(),
             a_key.clone(),
             args.flood_clients,
+            args.flood_rate,
             args.flood,
         )
     };
@@ -314,8 +325,11 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
         cpu_alone += process_cpu().saturating_sub(cpu0).as_secs_f64();
         alone_failed += failed;
 
+        let paced = args
+            .flood_rate
+            .map_or_else(String::new, |r| format!(" at {r} requests/s"));
         eprintln!(
-            "phase 2: B with A flooding ({} clients) for {} s{of}…",
+            "phase 2: B with A flooding ({} clients{paced}) for {} s{of}…",
             args.flood_clients, args.seconds
         );
         let cpu0 = process_cpu();
@@ -408,6 +422,39 @@ pub async fn noisy(admin: Client, args: NoisyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One of A's clients' share of `--flood-rate`: a tick every `clients / rate` seconds, the
+/// clients' first ticks spread over one interval so that they do not send together.
+struct Pace(tokio::time::Interval);
+
+impl Pace {
+    fn new(rate: f64, clients: usize, client: usize) -> Pace {
+        let every = Duration::from_secs_f64(clients as f64 / rate);
+        let first = tokio::time::Instant::now() + every.mul_f64(client as f64 / clients as f64);
+        let mut interval = tokio::time::interval_at(first, every);
+        // Behind (the server answered late), a client sends its next request at once and
+        // drops the ones it missed, rather than sending them in a burst.
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Pace(interval)
+    }
+
+    /// Waits for the next tick; `false` if `stop` was set meanwhile (checked every 20 ms, so
+    /// that a slow pace does not hold the flood's end).
+    async fn next(&mut self, stop: &AtomicBool) -> bool {
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            // `Interval::tick` is cancel-safe: a timeout loses no tick.
+            if tokio::time::timeout(Duration::from_millis(20), self.0.tick())
+                .await
+                .is_ok()
+            {
+                return true;
+            }
+        }
+    }
+}
+
 /// How long one of A's requests may take before the flood counts it as refused and goes on.
 const FLOOD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -435,6 +482,7 @@ impl Flood {
         server: String,
         key: String,
         clients: usize,
+        rate: Option<f64>,
         kind: FloodKind,
     ) -> anyhow::Result<Flood> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -476,8 +524,14 @@ impl Flood {
                                 Arc::clone(&bodies),
                             );
                             tokio::spawn(async move {
+                                let mut pace = rate.map(|r| Pace::new(r, clients, c));
                                 let mut i = c * 61;
                                 while !stop.load(Ordering::Relaxed) {
+                                    if let Some(pace) = pace.as_mut()
+                                        && !pace.next(&stop).await
+                                    {
+                                        break;
+                                    }
                                     i += 1;
                                     let body = bodies[i % bodies.len()].clone();
                                     match post_raw(&a, path, body).await {
@@ -526,6 +580,62 @@ impl Flood {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Paced clients send the rate asked for between them, not as fast as they can, and a
+    /// slow pace ends as soon as the flood is stopped.
+    #[tokio::test]
+    async fn paced_clients_send_the_flood_rate_between_them_and_stop_when_told() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticks = Arc::new(AtomicU64::new(0));
+        let began = tokio::time::Instant::now();
+        let clients: Vec<_> = (0..4)
+            .map(|c| {
+                let (stop, ticks) = (Arc::clone(&stop), Arc::clone(&ticks));
+                tokio::spawn(async move {
+                    let mut pace = Pace::new(200.0, 4, c);
+                    while pace.next(&stop).await {
+                        ticks.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sent = ticks.load(Ordering::Relaxed);
+        let most = (200.0 * began.elapsed().as_secs_f64()) as u64 + 4;
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.await.expect("client");
+        }
+        // 200/s for 0.5 s: about 100, and never more than the rate over the time taken, each
+        // client's first tick included (a loaded machine may wake the clients late, and a late
+        // client skips what it missed: fewer, never a burst of more).
+        assert!(
+            (40..=most).contains(&sent),
+            "{sent} requests, at most {most}"
+        );
+
+        let stop = AtomicBool::new(false);
+        let mut slow = Pace::new(0.01, 1, 0);
+        assert!(
+            slow.next(&stop).await,
+            "a client's first request is not held"
+        );
+        let asleep = tokio::time::Instant::now();
+        let waiting = slow.next(&stop);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), waiting.as_mut())
+                .await
+                .is_err(),
+            "the next request waits for its tick (100 s away)"
+        );
+        stop.store(true, Ordering::Relaxed);
+        assert!(!waiting.await, "stopped");
+        assert!(
+            asleep.elapsed() < Duration::from_secs(10),
+            "ended when told"
+        );
+    }
 
     /// Each flood sends what it says, to its route, in bodies that differ (so writes are not
     /// answered from an idempotency memo, nor texts embedded alike).
